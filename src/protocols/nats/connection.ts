@@ -1,0 +1,447 @@
+/**
+ * One NATS client connection: handshake, operations, delivery framing and
+ * the outbound buffer, with the limits nats-server enforces.
+ *
+ * Deliveries are framed straight into one growable buffer per connection and
+ * written once per read (or event-loop turn) by the broker's flush schedule.
+ */
+
+import type { Socket } from "node:net";
+import type { Broker, Connection, ConnectionInfo } from "../../server/broker.js";
+import type { Account } from "../../server/account.js";
+import { Message } from "../../subjects/message.js";
+import { Subscription, type Receiver } from "../../subjects/subscription.js";
+import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
+import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
+import { infoLine } from "./info.js";
+import { formatDuration } from "../../server/duration.js";
+
+class NatsSubscription extends Subscription {
+  readonly sidBytes: Buffer;
+  constructor(receiver: Receiver, subject: string, queue: string | null, readonly sid: string) {
+    super(receiver, subject, queue);
+    this.sidBytes = Buffer.from(sid);
+  }
+}
+
+const PONG = Buffer.from("PONG\r\n");
+const PING = Buffer.from("PING\r\n");
+const OK = Buffer.from("+OK\r\n");
+const OUT_INITIAL = 16 * 1024;
+/** Below this, a flush copies into a small pooled buffer rather than giving the outbound buffer away. */
+const COPY_OUT_MAX = 4 * 1024;
+/** The fixed bytes a MSG/HMSG frame adds besides its variable fields: verb, spaces, two sizes, two CRLFs. */
+const FRAME_OVERHEAD = 5 + 4 + 22 + 4;
+
+export const enum CloseReason {
+  Client = "Client Closed",
+  SlowPending = "Slow Consumer (Pending Bytes)",
+  SlowDeadline = "Slow Consumer (Write Deadline)",
+  Stale = "Stale Connection",
+  Parse = "Parse Error",
+  MaxPayload = "Maximum Message Payload Exceeded",
+  ControlLine = "Maximum Control Line Exceeded",
+  AuthTimeout = "Authentication Timeout",
+  Protocol = "Protocol Violation",
+  Shutdown = "Server Shutdown",
+  MaxConnections = "Maximum Connections Exceeded",
+  ReadError = "Read Error",
+  WriteError = "Write Error",
+}
+
+export class NatsConnection implements Connection, Receiver, ParserHandler {
+  readonly cid: number;
+  echo = true;
+  private verbose = false;
+  private pedantic = false;
+  private headers = false;
+  private noResponders = false;
+  private connected = false;
+  private name = "";
+  private lang = "";
+  private clientVersion = "";
+
+  private readonly parser: NatsParser;
+  private readonly subs = new Map<string, NatsSubscription>();
+  private out: Buffer = Buffer.allocUnsafe(OUT_INITIAL);
+  private outLen = 0;
+  private closed = false;
+  private pingsOut = 0;
+  private nextPingAt: number;
+  private authDeadline: number;
+  /** When the socket last refused more data (write returned false); 0 when writable. */
+  private blockedSince = 0;
+  private readonly startedAt = Date.now();
+  private lastActivity = Date.now();
+  private readonly ip: string;
+  private readonly port: number;
+
+  inMsgs = 0;
+  outMsgs = 0;
+  inBytes = 0;
+  outBytes = 0;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly account: Account,
+    private readonly socket: Socket,
+  ) {
+    const opts = broker.options;
+    this.cid = broker.allocateCid();
+    this.ip = socket.remoteAddress ?? "";
+    this.port = socket.remotePort ?? 0;
+    this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
+    this.nextPingAt = this.startedAt + opts.pingInterval;
+    this.authDeadline = this.startedAt + opts.authTimeout;
+    socket.setNoDelay(true);
+    socket.on("data", this.onData);
+    socket.on("error", () => this.close(CloseReason.ReadError));
+    socket.on("close", () => this.close(CloseReason.Client));
+    socket.on("drain", () => {
+      this.blockedSince = 0;
+    });
+    broker.register(this);
+    socket.write(infoLine(broker, this.cid, this.ip, false));
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.lastActivity = Date.now();
+    this.broker.beginRead();
+    try {
+      this.parser.feed(chunk);
+    } finally {
+      this.broker.endRead();
+    }
+  };
+
+  // ---- ParserHandler ----
+
+  onConnect(json: string): void {
+    let c: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(json);
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+      c = parsed as Record<string, unknown>;
+    } catch {
+      this.protocolError("Unknown Protocol Operation", CloseReason.Parse);
+      return;
+    }
+    // nats-server defaults verbose, pedantic and echo to true when absent.
+    this.verbose = c.verbose === undefined ? true : c.verbose === true;
+    this.pedantic = c.pedantic === undefined ? true : c.pedantic === true;
+    this.echo = c.echo === undefined ? true : c.echo === true;
+    this.headers = c.headers === true;
+    this.noResponders = c.no_responders === true;
+    this.name = typeof c.name === "string" ? c.name : "";
+    this.lang = typeof c.lang === "string" ? c.lang : "";
+    this.clientVersion = typeof c.version === "string" ? c.version : "";
+    const proto = c.protocol === undefined ? 0 : c.protocol;
+    if (typeof proto !== "number" || proto < 0 || proto > 1) {
+      this.protocolError("invalid client protocol", CloseReason.Protocol);
+      return;
+    }
+    if (this.noResponders && !this.headers) {
+      this.protocolError("no responders requires headers support", CloseReason.Protocol);
+      return;
+    }
+    this.connected = true;
+    this.sendOk();
+  }
+
+  onPub(msg: Message): void {
+    const size = msg.end - msg.start;
+    this.inMsgs++;
+    this.inBytes += size;
+    const stats = this.broker.stats;
+    stats.inMsgs++;
+    stats.inBytes += size;
+    if (!isValidPublishSubject(msg.subject)) {
+      this.sendErr("Invalid Publish Subject");
+      return;
+    }
+    this.sendOk();
+    const delivered = this.account.route(msg, this);
+    if (delivered === 0 && msg.replyEnd > msg.replyStart && this.noResponders) this.sendNoResponders(msg);
+  }
+
+  onSub(subject: string, queue: string | null, sid: string): void {
+    if (!isValidSubscribeSubject(subject) || (queue !== null && !isValidQueueName(queue))) {
+      this.sendErr("Invalid Subject");
+      return;
+    }
+    if (this.subs.has(sid)) {
+      this.sendOk();
+      return;
+    }
+    const max = this.broker.options.maxSubscriptions;
+    if (max > 0 && this.subs.size >= max) {
+      this.sendErr("maximum subscriptions exceeded");
+      return;
+    }
+    const sub = new NatsSubscription(this, subject, queue, sid);
+    this.subs.set(sid, sub);
+    this.account.subscribe(sub);
+    this.sendOk();
+  }
+
+  onUnsub(sid: string, max: number): void {
+    const sub = this.subs.get(sid);
+    if (sub !== undefined) {
+      if (max > 0 && sub.delivered < max) sub.max = max;
+      else this.removeSub(sub);
+    }
+    this.sendOk();
+  }
+
+  onPing(): void {
+    this.queueBytes(PONG);
+  }
+
+  onPong(): void {
+    this.pingsOut = 0;
+  }
+
+  onError(kind: ProtoError): void {
+    switch (kind) {
+      case ProtoError.ControlLine:
+        this.protocolError("maximum control line exceeded", CloseReason.ControlLine);
+        break;
+      case ProtoError.MaxPayload:
+        this.protocolError("Maximum Payload Violation", CloseReason.MaxPayload);
+        break;
+      default:
+        this.protocolError("Unknown Protocol Operation", CloseReason.Parse);
+    }
+  }
+
+  // ---- Receiver ----
+
+  deliver(sub: Subscription, msg: Message): void {
+    if (this.closed) return;
+    const s = sub as NatsSubscription;
+    const sid = s.sidBytes;
+    const argBuf = msg.argBuf;
+    const subjLen = msg.subjectEnd - msg.subjectStart;
+    const replyLen = msg.replyEnd - msg.replyStart;
+    // A client that did not ask for headers gets the payload alone, as nats-server does.
+    const withHeaders = msg.hdrLen > 0 && this.headers;
+    const dataStart = withHeaders ? msg.start : msg.start + msg.hdrLen;
+    const size = msg.end - dataStart;
+    const need = FRAME_OVERHEAD + subjLen + sid.length + replyLen + size;
+    if (!this.reserve(need)) return;
+    const out = this.out;
+    let p = this.outLen;
+    if (withHeaders) {
+      out[p++] = 0x48; // H
+    }
+    out[p++] = 0x4d; // M
+    out[p++] = 0x53; // S
+    out[p++] = 0x47; // G
+    out[p++] = 0x20;
+    p = copyInto(argBuf, msg.subjectStart, msg.subjectEnd, out, p);
+    out[p++] = 0x20;
+    p = copyInto(sid, 0, sid.length, out, p);
+    out[p++] = 0x20;
+    if (replyLen > 0) {
+      p = copyInto(argBuf, msg.replyStart, msg.replyEnd, out, p);
+      out[p++] = 0x20;
+    }
+    if (withHeaders) {
+      p = writeUint(out, p, msg.hdrLen);
+      out[p++] = 0x20;
+    }
+    p = writeUint(out, p, size);
+    out[p++] = 0x0d;
+    out[p++] = 0x0a;
+    if (size > 0) p = copyInto(msg.data, dataStart, msg.end, out, p);
+    out[p++] = 0x0d;
+    out[p++] = 0x0a;
+    this.outLen = p;
+    this.outMsgs++;
+    this.outBytes += size;
+    const stats = this.broker.stats;
+    stats.outMsgs++;
+    stats.outBytes += size;
+    this.broker.markDirty(this);
+    if (s.max > 0 && s.delivered >= s.max) this.removeSub(s);
+  }
+
+  // ---- Connection ----
+
+  flushOutbound(): void {
+    const len = this.outLen;
+    if (len === 0 || this.closed) return;
+    let chunk: Buffer;
+    if (len <= COPY_OUT_MAX) {
+      chunk = Buffer.allocUnsafe(len);
+      this.out.copy(chunk, 0, 0, len);
+    } else {
+      // Hand the filled buffer to the socket and start a fresh one of the same size.
+      chunk = this.out.subarray(0, len);
+      this.out = Buffer.allocUnsafe(this.out.length > OUT_INITIAL * 4 && len < this.out.length / 4 ? OUT_INITIAL * 4 : this.out.length);
+    }
+    this.outLen = 0;
+    if (!this.socket.write(chunk) && this.blockedSince === 0) this.blockedSince = Date.now();
+  }
+
+  tick(now: number): void {
+    if (this.closed) return;
+    const opts = this.broker.options;
+    if (!this.connected && now >= this.authDeadline) {
+      this.protocolError("Authentication Timeout", CloseReason.AuthTimeout);
+      return;
+    }
+    if (this.blockedSince !== 0 && now - this.blockedSince > opts.writeDeadline) {
+      this.slowConsumer(CloseReason.SlowDeadline);
+      return;
+    }
+    if (now >= this.nextPingAt) {
+      this.nextPingAt = now + opts.pingInterval;
+      if (this.pingsOut + 1 > opts.maxPingsOut) {
+        this.broker.stats.staleConnections++;
+        this.protocolError("Stale Connection", CloseReason.Stale);
+        return;
+      }
+      this.pingsOut++;
+      this.queueBytes(PING);
+    }
+  }
+
+  info(now: number, withSubs: boolean): ConnectionInfo {
+    const i: ConnectionInfo = {
+      cid: this.cid,
+      kind: "Client",
+      ip: this.ip,
+      port: this.port,
+      start: new Date(this.startedAt).toISOString(),
+      last_activity: new Date(this.lastActivity).toISOString(),
+      uptime: formatDuration(now - this.startedAt),
+      idle: formatDuration(now - this.lastActivity),
+      pending_bytes: this.outLen + this.socket.writableLength,
+      in_msgs: this.inMsgs,
+      out_msgs: this.outMsgs,
+      in_bytes: this.inBytes,
+      out_bytes: this.outBytes,
+      subscriptions: this.subs.size,
+    };
+    if (this.name) i.name = this.name;
+    if (this.lang) i.lang = this.lang;
+    if (this.clientVersion) i.version = this.clientVersion;
+    if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
+    return i;
+  }
+
+  notifyLameDuck(): void {
+    if (this.closed) return;
+    this.queueBytes(infoLine(this.broker, this.cid, this.ip, true));
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    // Write what is queued (an -ERR, say) before the socket goes.
+    if (this.outLen > 0 && !this.socket.destroyed) this.flushOutbound();
+    this.closed = true;
+    for (const sub of this.subs.values()) this.account.unsubscribe(sub);
+    this.subs.clear();
+    this.broker.unregister(this);
+    if (reason === CloseReason.Client || reason === CloseReason.ReadError) {
+      this.socket.destroy();
+    } else {
+      this.broker.log.debug(`cid ${this.cid} closed: ${reason}`);
+      // end() lets the -ERR reach the client; destroy if it will not drain.
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    }
+  }
+
+  // ---- helpers ----
+
+  private removeSub(sub: NatsSubscription): void {
+    if (this.subs.get(sub.sid) === sub) this.subs.delete(sub.sid);
+    this.account.unsubscribe(sub);
+  }
+
+  private sendNoResponders(msg: Message): void {
+    const reply = msg.reply;
+    const match = this.account.sublist.match(reply);
+    let target: Subscription | undefined = match.plain.find((s) => s.receiver === this);
+    if (target === undefined) {
+      for (const g of match.queues) {
+        target = g.members.find((s) => s.receiver === this);
+        if (target !== undefined) break;
+      }
+    }
+    if (target === undefined) return;
+    const status = Message.from(reply, "", Buffer.alloc(0), Buffer.from(`NATS/1.0 503\r\nNats-Subject: ${msg.subject}\r\n\r\n`));
+    target.delivered++;
+    this.deliver(target, status);
+  }
+
+  /** Makes room for `need` more bytes; false (after closing) when the client is too far behind. */
+  private reserve(need: number): boolean {
+    const want = this.outLen + need;
+    if (want + this.socket.writableLength > this.broker.options.maxPending) {
+      this.slowConsumer(CloseReason.SlowPending);
+      return false;
+    }
+    if (want > this.out.length) {
+      let size = this.out.length * 2;
+      while (size < want) size *= 2;
+      const bigger = Buffer.allocUnsafe(size);
+      this.out.copy(bigger, 0, 0, this.outLen);
+      this.out = bigger;
+    }
+    return true;
+  }
+
+  private queueBytes(b: Buffer): void {
+    if (this.closed || !this.reserve(b.length)) return;
+    b.copy(this.out, this.outLen);
+    this.outLen += b.length;
+    this.broker.markDirty(this);
+  }
+
+  private sendOk(): void {
+    if (this.verbose) this.queueBytes(OK);
+  }
+
+  private sendErr(text: string): void {
+    this.queueBytes(Buffer.from(`-ERR '${text}'\r\n`));
+  }
+
+  private protocolError(text: string, reason: CloseReason): void {
+    this.sendErr(text);
+    this.close(reason);
+  }
+
+  private slowConsumer(reason: CloseReason): void {
+    this.broker.stats.slowConsumers++;
+    this.broker.log.warn(`cid ${this.cid} slow consumer detected: ${reason}`);
+    // Nothing more can be queued for it: drop what is pending rather than grow further.
+    this.outLen = 0;
+    this.close(reason);
+    this.socket.destroy();
+  }
+}
+
+function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
+  const n = e - s;
+  if (n < 64) {
+    for (let k = 0; k < n; k++) dst[p + k] = src[s + k];
+  } else {
+    src.copy(dst, p, s, e);
+  }
+  return p + n;
+}
+
+function writeUint(dst: Buffer, p: number, v: number): number {
+  if (v < 10) {
+    dst[p] = 48 + v;
+    return p + 1;
+  }
+  let digits = 0;
+  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
+  let q = p + digits - 1;
+  for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
+  return p + digits;
+}

@@ -1,0 +1,22 @@
+import type { Broker } from "../../server/broker.js";
+import { ADVERTISED_VERSION } from "../../server/broker.js";
+
+/** The INFO line a client gets on connect (and again, with `ldm`, in lame-duck mode). */
+export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck: boolean): Buffer {
+  const o = broker.options;
+  const info: Record<string, unknown> = {
+    server_id: broker.serverId,
+    server_name: broker.serverName,
+    version: ADVERTISED_VERSION,
+    proto: 1,
+    go: "nagare",
+    host: o.host,
+    port: broker.clientPort,
+    headers: true,
+    max_payload: o.maxPayload,
+    client_id: cid,
+    client_ip: clientIp,
+  };
+  if (lameDuck) info.ldm = true;
+  return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
+}

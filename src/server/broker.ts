@@ -1,0 +1,159 @@
+/**
+ * The protocol-independent heart of a server: accounts, the set of live
+ * connections, counters, and the write-coalescing schedule shared by every
+ * door. Doors import this; it imports no door.
+ */
+
+import { randomBytes } from "node:crypto";
+import { Account, GLOBAL_ACCOUNT } from "./account.js";
+import type { ResolvedOptions } from "./options.js";
+import type { Logger } from "./log.js";
+
+/** What monitoring needs to know of any connection, whatever its door. */
+export interface ConnectionInfo {
+  cid: number;
+  kind: string;
+  ip: string;
+  port: number;
+  start: string;
+  last_activity: string;
+  rtt?: string;
+  uptime: string;
+  idle: string;
+  pending_bytes: number;
+  in_msgs: number;
+  out_msgs: number;
+  in_bytes: number;
+  out_bytes: number;
+  subscriptions: number;
+  name?: string;
+  lang?: string;
+  version?: string;
+  subscriptions_list?: string[];
+}
+
+export interface Connection {
+  readonly cid: number;
+  /** Writes whatever deliveries were queued since the last flush. */
+  flushOutbound(): void;
+  /** Periodic upkeep: pings, write deadlines. `now` in ms. */
+  tick(now: number): void;
+  info(now: number, withSubs: boolean): ConnectionInfo;
+  /** Tells the peer the server is going away (lame duck), if the protocol can. */
+  notifyLameDuck(): void;
+  close(reason: string): void;
+}
+
+export interface BrokerStats {
+  inMsgs: number;
+  outMsgs: number;
+  inBytes: number;
+  outBytes: number;
+  slowConsumers: number;
+  totalConnections: number;
+  staleConnections: number;
+}
+
+/** The version we advertise: the NATS core protocol level that is implemented (headers, no-responders). */
+export const ADVERTISED_VERSION = "2.2.0";
+
+export class Broker {
+  readonly serverId: string;
+  readonly serverName: string;
+  readonly startedAt = new Date();
+  readonly accounts = new Map<string, Account>();
+  readonly globalAccount: Account;
+  readonly connections = new Map<number, Connection>();
+  readonly stats: BrokerStats = {
+    inMsgs: 0,
+    outMsgs: 0,
+    inBytes: 0,
+    outBytes: 0,
+    slowConsumers: 0,
+    totalConnections: 0,
+    staleConnections: 0,
+  };
+  lameDuck = false;
+  /** Where clients reach us, once the client listener is up (advertised in INFO). */
+  clientPort = 0;
+  private nextCid = 1;
+  private readonly dirty: Connection[] = [];
+  private readonly dirtySet = new Set<Connection>();
+  private flushScheduled = false;
+  private readDepth = 0;
+  private readonly ticker: NodeJS.Timeout;
+
+  constructor(
+    readonly options: ResolvedOptions,
+    readonly log: Logger,
+  ) {
+    this.serverId = "N" + randomBytes(28).toString("base64url").toUpperCase().replace(/[^A-Z0-9]/g, "A").slice(0, 55);
+    this.serverName = options.serverName || this.serverId;
+    this.globalAccount = new Account(GLOBAL_ACCOUNT);
+    this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
+    // One timer for every connection's upkeep; per-connection timers would
+    // cost a closure and a timer each for 100k idle clients.
+    const period = Math.max(10, Math.min(1000, Math.floor(options.pingInterval / 4), Math.floor(options.writeDeadline / 4)));
+    this.ticker = setInterval(() => this.tick(), period);
+    this.ticker.unref();
+  }
+
+  allocateCid(): number {
+    return this.nextCid++;
+  }
+
+  register(conn: Connection): void {
+    this.connections.set(conn.cid, conn);
+    this.stats.totalConnections++;
+  }
+
+  unregister(conn: Connection): void {
+    this.connections.delete(conn.cid);
+    this.dirtySet.delete(conn);
+  }
+
+  /** Doors call this around the processing of one read, so that writes coalesce. */
+  beginRead(): void {
+    this.readDepth++;
+  }
+
+  endRead(): void {
+    if (--this.readDepth === 0) this.flushDirty();
+  }
+
+  /** Queues a connection for flushing at the end of the current read, or on the next turn. */
+  markDirty(conn: Connection): void {
+    if (this.dirtySet.has(conn)) return;
+    this.dirtySet.add(conn);
+    this.dirty.push(conn);
+    if (this.readDepth === 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushDirtyFromTimer);
+    }
+  }
+
+  private readonly flushDirtyFromTimer = (): void => {
+    this.flushScheduled = false;
+    this.flushDirty();
+  };
+
+  flushDirty(): void {
+    const list = this.dirty;
+    // Flushing can close a connection, which can mark others; loop until quiet.
+    for (let i = 0; i < list.length; i++) {
+      const c = list[i];
+      if (this.dirtySet.delete(c)) c.flushOutbound();
+    }
+    list.length = 0;
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const c of this.connections.values()) c.tick(now);
+    if (this.dirty.length > 0) this.flushDirty();
+  }
+
+  stop(): void {
+    clearInterval(this.ticker);
+  }
+}

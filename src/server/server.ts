@@ -1,0 +1,166 @@
+/**
+ * Process-level composition: listeners, doors, monitoring, lifecycle. This is
+ * the embedding API (`startServer`) and what the `nagare server` command runs.
+ */
+
+import { createServer, type Server, type Socket } from "node:net";
+import { networkInterfaces } from "node:os";
+import { basename, join } from "node:path";
+import { unlinkSync, writeFileSync } from "node:fs";
+import { ADVERTISED_VERSION, Broker } from "./broker.js";
+import { resolveOptions, type ServerOptions } from "./options.js";
+import { createLogger } from "./log.js";
+import { NatsConnection } from "../protocols/nats/connection.js";
+import { infoLine } from "../protocols/nats/info.js";
+import { startMonitor, type Monitor } from "../monitor/http.js";
+
+export interface NagareServer {
+  /** Address the client listener is bound to. */
+  readonly host: string;
+  readonly port: number;
+  /** `nats://host:port`, with 127.0.0.1 when bound to every interface. */
+  readonly url: string;
+  readonly httpPort: number | undefined;
+  readonly broker: Broker;
+  /** Stops listening and closes every connection. Safe to call twice. */
+  close(): Promise<void>;
+  /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
+  lameDuck(): Promise<void>;
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<NagareServer> {
+  const opts = resolveOptions(options);
+  const log = createLogger(opts);
+  const broker = new Broker(opts, log);
+
+  const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket));
+  listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
+  try {
+    await listen(listener, opts.port, opts.host);
+  } catch (err) {
+    broker.stop();
+    throw err;
+  }
+  const port = (listener.address() as { port: number }).port;
+  broker.clientPort = port;
+  const advertisedHost = opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
+  const url = `nats://${advertisedHost}:${port}`;
+
+  let monitor: Monitor | undefined;
+  if (opts.httpPort !== undefined) {
+    try {
+      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort);
+    } catch (err) {
+      listener.close();
+      broker.stop();
+      throw err;
+    }
+  }
+
+  let portsFile: string | undefined;
+  if (opts.portsFileDir) {
+    portsFile = join(opts.portsFileDir, `${exeName()}_${process.pid}.ports`);
+    const hosts = listHosts(opts.host);
+    const ports: Record<string, string[]> = { nats: hosts.map((h) => `nats://${h}:${port}`) };
+    if (monitor) {
+      const mh = listHosts(opts.httpHost);
+      ports.monitoring = mh.map((h) => `http://${h}:${monitor!.port}`);
+    }
+    writeFileSync(portsFile, JSON.stringify(ports));
+  }
+
+  log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
+  log.info(`Listening for client connections on ${opts.host}:${port}`);
+  if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
+  if (opts.jetstream) log.warn("JetStream was requested but is not implemented yet; serving core NATS only");
+  log.info("Server is ready");
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      broker.lameDuck = true;
+      const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
+      await listenerClosed;
+      if (monitor) await monitor.close();
+      broker.stop();
+      if (portsFile) {
+        try {
+          unlinkSync(portsFile);
+        } catch {
+          // already gone
+        }
+      }
+      log.info("Server Exiting..");
+    })();
+    return closing;
+  };
+
+  const lameDuck = async (): Promise<void> => {
+    if (closing) return closing;
+    log.info("Entering lame duck mode, stop accepting new clients");
+    broker.lameDuck = true;
+    listener.close();
+    for (const c of broker.connections.values()) c.notifyLameDuck();
+    broker.flushDirty();
+    await delay(Math.min(opts.lameDuckGracePeriod, opts.lameDuckDuration));
+    // Spread the remaining closes over what is left of the duration, so that
+    // reconnecting clients don't stampede the other servers.
+    const conns = [...broker.connections.values()];
+    const spread = Math.max(0, opts.lameDuckDuration - opts.lameDuckGracePeriod);
+    const batches = Math.min(conns.length, 10);
+    for (let b = 0; b < batches; b++) {
+      for (let i = b; i < conns.length; i += batches) conns[i].close("Server Shutdown");
+      if (b < batches - 1 && spread > 0) await delay(spread / batches);
+    }
+    await close();
+  };
+
+  return { host: opts.host, port, url, httpPort: monitor?.port, broker, close, lameDuck };
+}
+
+function accept(broker: Broker, socket: Socket): void {
+  if (broker.lameDuck) {
+    socket.destroy();
+    return;
+  }
+  if (broker.connections.size >= broker.options.maxConnections) {
+    socket.on("error", () => socket.destroy());
+    socket.write(infoLine(broker, 0, socket.remoteAddress ?? "", false));
+    socket.end("-ERR 'maximum connections exceeded'\r\n");
+    return;
+  }
+  new NatsConnection(broker, broker.globalAccount, socket);
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The name the ports file is written under: nats-server uses the basename of its executable. */
+function exeName(): string {
+  const argv0 = basename(process.argv0);
+  if (argv0 !== "node" && argv0 !== "nodejs" && argv0 !== "") return argv0;
+  const script = basename(process.argv[1] ?? "nagare").replace(/\.[cm]?js$/, "");
+  return script === "main" || script === "" ? "nagare" : script;
+}
+
+function listHosts(host: string): string[] {
+  if (host !== "0.0.0.0" && host !== "::") return [host];
+  const out = ["127.0.0.1"];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) out.push(a.address);
+  }
+  return out;
+}

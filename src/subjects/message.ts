@@ -1,0 +1,55 @@
+/**
+ * The message model every door translates to and from: subject, optional
+ * reply subject, headers and payload. For core routing the message points at
+ * bytes still in the publisher's read buffer so that routing copies nothing
+ * until a receiver frames it.
+ *
+ * Headers travel in the NATS/1.0 header-block encoding (`NATS/1.0\r\nK: V\r\n\r\n`),
+ * the compact form that other doors convert to and from.
+ */
+export class Message {
+  subject = "";
+  /** Bytes holding subject and reply, for receivers that copy them verbatim. */
+  argBuf: Buffer = EMPTY;
+  subjectStart = 0;
+  subjectEnd = 0;
+  /** replyStart === replyEnd means no reply subject. */
+  replyStart = 0;
+  replyEnd = 0;
+  /** Header block then payload, contiguous: data[start, start+hdrLen) are headers. */
+  data: Buffer = EMPTY;
+  start = 0;
+  end = 0;
+  hdrLen = 0;
+
+  get hasReply(): boolean {
+    return this.replyEnd > this.replyStart;
+  }
+
+  get reply(): string {
+    return this.replyEnd > this.replyStart ? this.argBuf.toString("utf8", this.replyStart, this.replyEnd) : "";
+  }
+
+  get size(): number {
+    return this.end - this.start;
+  }
+
+  /** Sets every field from strings and buffers; for internal publishers, not hot paths. */
+  static from(subject: string, reply: string, payload: Uint8Array, headers?: Uint8Array): Message {
+    const m = new Message();
+    m.subject = subject;
+    m.argBuf = Buffer.from(reply === "" ? subject : `${subject} ${reply}`);
+    m.subjectStart = 0;
+    m.subjectEnd = Buffer.byteLength(subject);
+    m.replyStart = reply === "" ? 0 : m.subjectEnd + 1;
+    m.replyEnd = reply === "" ? 0 : m.argBuf.length;
+    const h = headers ?? EMPTY;
+    m.data = Buffer.concat([h, payload]);
+    m.start = 0;
+    m.end = m.data.length;
+    m.hdrLen = h.length;
+    return m;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

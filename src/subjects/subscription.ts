@@ -1,0 +1,30 @@
+import type { Message } from "./message.js";
+
+/** Something that receives routed messages: a protocol connection, or an internal service. */
+export interface Receiver {
+  /**
+   * Called synchronously by the router. `msg` is reused by the publisher after
+   * this returns: copy what you keep.
+   */
+  deliver(sub: Subscription, msg: Message): void;
+  /** True when messages this receiver publishes may come back to it. */
+  readonly echo: boolean;
+}
+
+/**
+ * One interest registration. Protocol doors extend it with what they need to
+ * frame deliveries (the NATS door caches the sid bytes, for instance).
+ */
+export class Subscription {
+  /** Deliveries so far, for auto-unsubscribe. */
+  delivered = 0;
+  /** 0 = unlimited; otherwise unsubscribe after this many deliveries. */
+  max = 0;
+  closed = false;
+
+  constructor(
+    readonly receiver: Receiver,
+    readonly subject: string,
+    readonly queue: string | null,
+  ) {}
+}
