@@ -44,6 +44,11 @@ export interface Connection {
   close(reason: string): void;
 }
 
+/** A connection whose reads can be paused while a receiver it floods catches up. */
+export interface Producer {
+  stall(until: NodeJS.EventEmitter): void;
+}
+
 export interface BrokerStats {
   inMsgs: number;
   outMsgs: number;
@@ -112,12 +117,17 @@ export class Broker {
     this.dirtySet.delete(conn);
   }
 
+  /** The connection whose read is being processed, if it can be stalled. */
+  producer: Producer | null = null;
+
   /** Doors call this around the processing of one read, so that writes coalesce. */
-  beginRead(): void {
+  beginRead(producer: Producer | null): void {
     this.readDepth++;
+    this.producer = producer;
   }
 
   endRead(): void {
+    this.producer = null;
     if (--this.readDepth === 0) this.flushDirty();
   }
 

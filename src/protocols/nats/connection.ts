@@ -7,7 +7,7 @@
  */
 
 import type { Socket } from "node:net";
-import type { Broker, Connection, ConnectionInfo } from "../../server/broker.js";
+import type { Broker, Connection, ConnectionInfo, Producer } from "../../server/broker.js";
 import type { Account } from "../../server/account.js";
 import { Message } from "../../subjects/message.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
@@ -32,6 +32,8 @@ const OUT_INITIAL = 16 * 1024;
 const COPY_OUT_MAX = 4 * 1024;
 /** The fixed bytes a MSG/HMSG frame adds besides its variable fields: verb, spaces, two sizes, two CRLFs. */
 const FRAME_OVERHEAD = 5 + 4 + 22 + 4;
+/** Longest a producer is paused for one flooded receiver before it is let go again. */
+const STALL_MAX_MS = 100;
 
 export const enum CloseReason {
   Client = "Client Closed",
@@ -49,7 +51,7 @@ export const enum CloseReason {
   WriteError = "Write Error",
 }
 
-export class NatsConnection implements Connection, Receiver, ParserHandler {
+export class NatsConnection implements Connection, Receiver, ParserHandler, Producer {
   readonly cid: number;
   echo = true;
   private verbose = false;
@@ -75,6 +77,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler {
   private lastActivity = Date.now();
   private readonly ip: string;
   private readonly port: number;
+  /** Pending bytes past which whoever publishes to us is slowed down. */
+  private readonly stallAt: number;
+  private stalled = false;
 
   inMsgs = 0;
   outMsgs = 0;
@@ -91,6 +96,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler {
     this.ip = socket.remoteAddress ?? "";
     this.port = socket.remotePort ?? 0;
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
+    this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
     this.authDeadline = this.startedAt + opts.authTimeout;
     socket.setNoDelay(true);
@@ -106,7 +112,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler {
 
   private readonly onData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
-    this.broker.beginRead();
+    this.broker.beginRead(this);
     try {
       this.parser.feed(chunk);
     } finally {
@@ -263,7 +269,32 @@ export class NatsConnection implements Connection, Receiver, ParserHandler {
     stats.outMsgs++;
     stats.outBytes += size;
     this.broker.markDirty(this);
+    if (p + this.socket.writableLength > this.stallAt) {
+      const producer = this.broker.producer;
+      if (producer !== null && producer !== this) producer.stall(this.socket);
+    }
     if (s.max > 0 && s.delivered >= s.max) this.removeSub(s);
+  }
+
+  /**
+   * Stops reading from this client until a receiver it is flooding drains (or
+   * STALL_MAX_MS passes): a fast producer is slowed instead of the receiver
+   * being cut off as a slow consumer, as nats-server does.
+   */
+  stall(until: NodeJS.EventEmitter): void {
+    if (this.stalled || this.closed) return;
+    this.stalled = true;
+    this.socket.pause();
+    const resume = (): void => {
+      clearTimeout(timer);
+      until.off("drain", resume);
+      until.off("close", resume);
+      this.stalled = false;
+      if (!this.closed) this.socket.resume();
+    };
+    const timer = setTimeout(resume, STALL_MAX_MS);
+    until.once("drain", resume);
+    until.once("close", resume);
   }
 
   // ---- Connection ----

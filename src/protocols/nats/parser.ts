@@ -233,7 +233,9 @@ export class NatsParser {
         break;
       case 7:
         if (c0 === 0x63 && matchOp(buf, s, "connect")) {
-          this.handler.onConnect(buf.toString("utf8", opEnd, e));
+          let a = opEnd;
+          while (a < e && (buf[a] === SPACE || buf[a] === TAB)) a++;
+          this.handler.onConnect(buf.toString("utf8", a, e));
           return this.failed ? -1 : 0;
         }
         break;
