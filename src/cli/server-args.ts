@@ -1,0 +1,154 @@
+/**
+ * Command-line flags of `nagare server`, following nats-server's: Go-style
+ * flags, so `-port` and `--port` are the same flag, values may follow as the
+ * next argument or after `=`, and boolean flags take an optional `=false`.
+ */
+
+import type { ServerOptions } from "../server/options.js";
+
+export interface ServerArgs {
+  options: ServerOptions;
+  configFile?: string;
+  /** `-P/--pid <file>`: where to write the process id. */
+  pidFile?: string;
+  help?: boolean;
+  version?: boolean;
+  /** `-sl/--signal <signal>[=<pid or pid file>]`: signal a running server instead of starting one. */
+  signal?: string;
+}
+
+type Apply = (r: ServerArgs, v: string, flag: string) => void;
+type BoolApply = (r: ServerArgs, v: boolean) => void;
+
+interface ValueFlag {
+  kind: "value";
+  apply: Apply;
+}
+interface BoolFlag {
+  kind: "bool";
+  apply: BoolApply;
+}
+
+const FLAGS = new Map<string, ValueFlag | BoolFlag>();
+
+function value(names: string[], apply: Apply): void {
+  for (const n of names) FLAGS.set(n, { kind: "value", apply });
+}
+function bool(names: string[], apply: BoolApply): void {
+  for (const n of names) FLAGS.set(n, { kind: "bool", apply });
+}
+
+value(["a", "addr", "net"], (r, v, f) => {
+  if (v === "") throw new Error(`flag ${f} needs a host address`);
+  r.options.host = v;
+});
+value(["p", "port"], (r, v, f) => (r.options.port = parsePort(v, f)));
+value(["n", "name", "server_name"], (r, v) => (r.options.serverName = v));
+value(["P", "pid"], (r, v) => (r.pidFile = v));
+value(["m", "http_port"], (r, v, f) => (r.options.httpPort = parsePort(v, f)));
+value(["c", "config"], (r, v) => (r.configFile = v));
+value(["sl", "signal"], (r, v) => (r.signal = v));
+value(["ports_file_dir"], (r, v) => (r.options.portsFileDir = v));
+value(["l", "log"], (r, v) => (r.options.logFile = v));
+value(["sd", "store_dir"], (r, v) => (r.options.storeDir = v));
+bool(["js", "jetstream"], (r, v) => (r.options.jetstream = v));
+bool(["D", "debug"], (r, v) => (r.options.debug = v));
+bool(["V", "trace", "VV"], (r, v) => (r.options.trace = v));
+bool(["DV", "DVV"], (r, v) => {
+  r.options.debug = v;
+  r.options.trace = v;
+});
+bool(["h", "help"], (r, v) => (r.help = v));
+bool(["v", "version"], (r, v) => (r.version = v));
+// Cosmetic logging flags: accepted and ignored.
+bool(["T", "logtime"], () => {});
+value(["max_traced_msg_len", "log_size_limit"], () => {});
+
+/** nats-server flags for features nagare does not have yet, with the reason. */
+const UNSUPPORTED: Record<string, string> = {
+  ms: "TLS is not supported yet (monitoring over https)",
+  https_port: "TLS is not supported yet (monitoring over https)",
+  tls: "TLS is not supported yet",
+  tlscert: "TLS is not supported yet",
+  tlskey: "TLS is not supported yet",
+  tlsverify: "TLS is not supported yet",
+  tlscacert: "TLS is not supported yet",
+  help_tls: "TLS is not supported yet",
+  user: "authorization is not supported yet",
+  pass: "authorization is not supported yet",
+  auth: "authorization is not supported yet",
+  routes: "clustering is not supported yet",
+  cluster: "clustering is not supported yet",
+  cluster_name: "clustering is not supported yet",
+  cluster_advertise: "clustering is not supported yet",
+  cluster_listen: "clustering is not supported yet",
+  no_advertise: "clustering is not supported yet",
+  connect_retries: "clustering is not supported yet",
+  client_advertise: "clustering is not supported yet",
+  s: "syslog is not supported",
+  syslog: "syslog is not supported",
+  r: "syslog is not supported",
+  remote_syslog: "syslog is not supported",
+  t: "configuration testing (-t) is not supported yet",
+  profile: "profiling is not supported",
+};
+
+export function parseServerArgs(argv: string[]): ServerArgs {
+  const r: ServerArgs = { options: {} };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") {
+      if (i + 1 < argv.length) throw new Error(`unexpected argument: ${argv[i + 1]}`);
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") throw new Error(`unexpected argument: ${arg}`);
+    const body = arg.startsWith("--") ? arg.slice(2) : arg.slice(1);
+    const eq = body.indexOf("=");
+    const name = eq < 0 ? body : body.slice(0, eq);
+    const flag = arg.slice(0, arg.length - body.length) + name;
+    const spec = FLAGS.get(name);
+    if (!spec) {
+      const why = UNSUPPORTED[name];
+      if (why) throw new Error(`flag ${flag}: ${why}`);
+      throw new Error(`unknown flag: ${flag}`);
+    }
+    if (spec.kind === "bool") {
+      spec.apply(r, eq < 0 ? true : parseBool(body.slice(eq + 1), flag));
+      continue;
+    }
+    let v: string;
+    if (eq >= 0) v = body.slice(eq + 1);
+    else {
+      if (i + 1 >= argv.length) throw new Error(`flag ${flag} needs a value`);
+      v = argv[++i];
+    }
+    spec.apply(r, v, flag);
+  }
+  return r;
+}
+
+/**
+ * Flags win over the configuration file, as in nats-server: every option the
+ * command line set replaces the file's.
+ */
+export function mergeOptions(fromConf: ServerOptions, fromFlags: ServerOptions): ServerOptions {
+  const out: ServerOptions = { ...fromConf };
+  for (const [k, v] of Object.entries(fromFlags)) {
+    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}
+
+function parsePort(v: string, flag: string): number {
+  if (!/^-?\d+$/.test(v)) throw new Error(`flag ${flag}: invalid port ${JSON.stringify(v)}`);
+  const n = Number(v);
+  if (n < -1 || n > 65535) throw new Error(`flag ${flag}: port ${n} is out of range (0-65535, or -1 for a random port)`);
+  return n;
+}
+
+/** Go's strconv.ParseBool. */
+function parseBool(v: string, flag: string): boolean {
+  if (["1", "t", "T", "true", "TRUE", "True"].includes(v)) return true;
+  if (["0", "f", "F", "false", "FALSE", "False"].includes(v)) return false;
+  throw new Error(`flag ${flag}: invalid boolean ${JSON.stringify(v)}`);
+}

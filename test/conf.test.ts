@@ -1,0 +1,729 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf, parseDuration, pidFileFromConf, unsupportedKeys } from "../src/server/conf-options.js";
+import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
+
+const NO_ENV = { env: {} };
+
+function confError(fn: () => unknown, pattern: RegExp): ConfError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof ConfError, `expected a ConfError, got ${String(caught)}`);
+  assert.match(caught.message, pattern);
+  return caught;
+}
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), "nagare-conf-"));
+}
+
+// ---- syntax ----------------------------------------------------------------
+
+test("key/value separators: =, : and whitespace; quoted keys", () => {
+  const t = parseConf(`a = 1\nb: 2\nc 3\nd=4\ne:5\n"quoted key" = 6\n'single key': 7\n"k.with.dots" x`, NO_ENV);
+  assert.deepEqual(t, { a: 1, b: 2, c: 3, d: 4, e: 5, "quoted key": 6, "single key": 7, "k.with.dots": "x" });
+});
+
+test("blocks: name { }, name = { }, name: { }, nested, and entry separators", () => {
+  const t = parseConf(
+    `one { a: 1 }
+two = { b: 2; c: 3 }
+three: {
+  d: 4, e: 5
+  inner { f: "six" g: 7 }
+}
+empty {}
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(t, {
+    one: { a: 1 },
+    two: { b: 2, c: 3 },
+    three: { d: 4, e: 5, inner: { f: "six", g: 7 } },
+    empty: {},
+  });
+});
+
+test("top-level entries separated by commas and semicolons; later duplicates win", () => {
+  const t = parseConf("a: 1, b: 2; c: 3\na: 9", NO_ENV);
+  assert.deepEqual(t, { a: 9, b: 2, c: 3 });
+});
+
+test("arrays: commas, newlines, trailing comma, nesting, comments", () => {
+  const t = parseConf(
+    `a = [1, 2, 3]
+b: [
+  x   # first
+  "y" // second
+  'z',
+]
+c [ [1, 2], [], { k: v }, true ]
+d = []
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(t, { a: [1, 2, 3], b: ["x", "y", "z"], c: [[1, 2], [], { k: "v" }, true], d: [] });
+});
+
+test("comments: # and //, whole-line and trailing; not inside strings or URLs", () => {
+  const t = parseConf(
+    `# heading
+// another
+port: 4222 # trailing
+name: "a # b" // trailing
+url: nats://host:4222
+path: '/x//y'
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(t, { port: 4222, name: "a # b", url: "nats://host:4222", path: "/x//y" });
+});
+
+test("strings: double-quoted escapes, single-quoted raw, bare", () => {
+  const t = parseConf(
+    String.raw`dq: "tab\there\nnl \"q\" back\\slash \u00e9 \x41 \U0001F600"
+sq: 'raw\n "kept"'
+bare: hello
+ip: 127.0.0.1
+hp: 0.0.0.0:4222
+path: /var/lib/nats
+dur: 30s
+`,
+    NO_ENV,
+  );
+  assert.equal(t.dq, 'tab\there\nnl "q" back\\slash \u00e9 A \u{1F600}');
+  assert.equal(t.sq, String.raw`raw\n "kept"`);
+  assert.equal(t.bare, "hello");
+  assert.equal(t.ip, "127.0.0.1");
+  assert.equal(t.hp, "0.0.0.0:4222");
+  assert.equal(t.path, "/var/lib/nats");
+  assert.equal(t.dur, "30s");
+});
+
+test("numbers: integers, negatives, floats; quoted numbers stay strings", () => {
+  const t = parseConf(`a: 42\nb: -1\nc: 1.5\nd: -0.25\ne: "42"\nf: 0`, NO_ENV);
+  assert.deepEqual(t, { a: 42, b: -1, c: 1.5, d: -0.25, e: "42", f: 0 });
+});
+
+test("size suffixes: k/m/g/t are decimal, kb/mb/gb/ki/kib are binary, any case", () => {
+  const t = parseConf(
+    `k: 1k
+K: 2K
+kb: 1kb
+KB: 1KB
+ki: 1ki
+kib: 1KiB
+m: 1m
+mb: 1mb
+MB: 8MB
+g: 1g
+gb: 1gb
+GB: 1GB
+t: 1t
+tb: 1tb
+neg: -2k
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(t, {
+    k: 1000,
+    K: 2000,
+    kb: 1024,
+    KB: 1024,
+    ki: 1024,
+    kib: 1024,
+    m: 1_000_000,
+    mb: 1024 * 1024,
+    MB: 8 * 1024 * 1024,
+    g: 1e9,
+    gb: 1024 ** 3,
+    GB: 1024 ** 3,
+    t: 1e12,
+    tb: 1024 ** 4,
+    neg: -2000,
+  });
+});
+
+test("durations stay strings in the tree; unquoted 2m is a size, as in nats-server", () => {
+  const t = parseConf(`a: "2m"\nb: 30s\nc: 500ms\nd: 1h\ne: "1h2m3s"\nf: 2m`, NO_ENV);
+  assert.deepEqual(t, { a: "2m", b: "30s", c: "500ms", d: "1h", e: "1h2m3s", f: 2_000_000 });
+});
+
+test("booleans: true/false/yes/no/on/off in any case; quoted stay strings", () => {
+  const t = parseConf(`a: true\nb: FALSE\nc: yes\nd: No\ne: on\nf: OFF\ng: "true"\nh: truthy`, NO_ENV);
+  assert.deepEqual(t, { a: true, b: false, c: true, d: false, e: true, f: false, g: "true", h: "truthy" });
+});
+
+test("CRLF line endings, tabs, a byte order mark and an empty file", () => {
+  assert.deepEqual(parseConf("\uFEFFport:\t4222\r\nname \"n\"\r\nblk {\r\n  a: x\r\n}\r\n", NO_ENV), {
+    port: 4222,
+    name: "n",
+    blk: { a: "x" },
+  });
+  assert.deepEqual(parseConf("", NO_ENV), {});
+  assert.deepEqual(parseConf("# only a comment\n\n", NO_ENV), {});
+});
+
+test("whole file wrapped in braces is accepted", () => {
+  assert.deepEqual(parseConf("{\n port: 1\n}\n", NO_ENV), { port: 1 });
+});
+
+// ---- variables ---------------------------------------------------------------
+
+test("variables: earlier keys, outer scopes, shadowing, whole blocks", () => {
+  const t = parseConf(
+    `PORT = 4333
+limits { max: 5 }
+port: $PORT
+copy: $limits
+outer = 1
+blk {
+  outer = 2
+  inner: $outer
+  other: $PORT
+}
+list: [$PORT, $outer]
+`,
+    NO_ENV,
+  );
+  assert.equal(t.port, 4333);
+  assert.deepEqual(t.copy, { max: 5 });
+  assert.deepEqual(t.blk, { outer: 2, inner: 2, other: 4333 });
+  assert.deepEqual(t.list, [4333, 1]);
+});
+
+test("variables: later keys are not visible; unknown variable errors with its line", () => {
+  const e = confError(() => parseConf("port: 1\nx: $LATER\nLATER = 2", NO_ENV), /variable reference for 'LATER'/);
+  assert.equal(e.line, 2);
+  assert.equal(e.column, 4);
+  assert.match(e.message, /line 2, column 4/);
+  confError(() => parseConf("x: $", NO_ENV), /variable name/);
+});
+
+test("variables fall back to the environment; env values are read as conf values", () => {
+  const env = { NAGARE_PORT: "4999", NAGARE_NAME: "hello world", NAGARE_BIG: "1MB", NAGARE_ON: "true", X: "env" };
+  const t = parseConf("X = local\nport: $NAGARE_PORT\nname: $NAGARE_NAME\nbig: $NAGARE_BIG\non: $NAGARE_ON\nx: $X", {
+    env,
+  });
+  assert.equal(t.port, 4999);
+  assert.equal(t.name, "hello world");
+  assert.equal(t.big, 1024 * 1024);
+  assert.equal(t.on, true);
+  assert.equal(t.x, "local", "a key in scope wins over the environment");
+});
+
+test("env defaults to process.env", () => {
+  process.env.NAGARE_CONF_TEST_VAR = "77";
+  try {
+    assert.equal(parseConf("v: $NAGARE_CONF_TEST_VAR").v, 77);
+  } finally {
+    delete process.env.NAGARE_CONF_TEST_VAR;
+  }
+});
+
+test("an environment value cannot smuggle in an include", () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, "secret.conf"), "secret: 1");
+    const raw = `{ include ${JSON.stringify(join(dir, "secret.conf"))} }`;
+    const t = parseConf("v: $E", { env: { E: raw }, baseDir: dir });
+    assert.equal(t.v, raw);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- include -------------------------------------------------------------------
+
+test("include: relative to baseDir, nested relative to the included file, inside blocks, quoted", () => {
+  const dir = tempDir();
+  try {
+    mkdirSync(join(dir, "sub"));
+    writeFileSync(join(dir, "main.conf"), "");
+    writeFileSync(join(dir, "base.conf"), "port: 4333\ninclude sub/more.conf\n");
+    writeFileSync(join(dir, "sub", "more.conf"), "debug: true\ninclude 'leaf.conf'\n");
+    writeFileSync(join(dir, "sub", "leaf.conf"), "leaf: $NAME\n");
+    writeFileSync(join(dir, "auth.conf"), "user: a\npassword: b\n");
+    const t = parseConf(
+      `NAME = fromMain
+include ./base.conf
+authorization {
+  include "auth.conf"
+  timeout: 2
+}
+after: 1
+`,
+      { baseDir: dir, env: {} },
+    );
+    assert.deepEqual(t, {
+      NAME: "fromMain",
+      port: 4333,
+      debug: true,
+      leaf: "fromMain",
+      authorization: { user: "a", password: "b", timeout: 2 },
+      after: 1,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("include: errors inside an included file name that file and its line", () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, "bad.conf"), "ok: 1\n\nbroken = [1, 2\n");
+    const e = confError(() => parseConf("a: 1\ninclude bad.conf", { baseDir: dir, env: {} }), /bad\.conf, line 3/);
+    assert.equal(e.line, 3);
+    assert.ok(e.file?.endsWith("bad.conf"));
+    confError(() => parseConf("include missing.conf", { baseDir: dir, env: {} }), /line 1, column 1: cannot read include file 'missing\.conf' \(ENOENT\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("include: depth is bounded (self-include, and a chain of 11)", () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, "self.conf"), "x: 1\ninclude self.conf\n");
+    confError(() => parseConf("include self.conf", { baseDir: dir, env: {} }), /nested deeper than 10/);
+    // f1 includes f2 ... f10 includes f11: 11 levels deep from the top text.
+    for (let i = 1; i <= 11; i++) {
+      writeFileSync(join(dir, `f${i}.conf`), i < 11 ? `include f${i + 1}.conf\nk${i}: ${i}\n` : "last: true\n");
+    }
+    confError(() => parseConf("include f1.conf", { baseDir: dir, env: {} }), /nested deeper than 10/);
+    // Ten levels are fine.
+    const t = parseConf("include f2.conf", { baseDir: dir, env: {} });
+    assert.equal(t.last, true);
+    assert.equal(t.k2, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- errors --------------------------------------------------------------------
+
+test("syntax errors carry line and column", () => {
+  const cases: Array<[string, RegExp, number, number]> = [
+    ['a: 1\nb: "open', /unterminated string/, 2, 4],
+    ["a: 1\n\nb: [1, 2", /unterminated array/, 3, 4],
+    ["blk {\n a: 1\n", /unterminated block/, 1, 5],
+    ["a: 1\nlonely\n", /key 'lonely' has no value/, 2, 1],
+    ["a: [1 2]", /after an array element/, 1, 7],
+    ["a: [1,,2]", /expected an array element/, 1, 7],
+    ['x: "bad \\q escape"', /invalid escape '\\q'/, 1, 9],
+    ['x: "\\u12"', /4 hex digits/, 1, 5],
+    ["a: 1\n}", /unexpected '}'/, 2, 1],
+    ["a =\nb = 2", /key 'a' has no value/, 1, 1],
+    ['a"b": 1', /expected '=', ':' or a space after key 'a'/, 1, 2],
+  ];
+  for (const [text, re, line, column] of cases) {
+    const e = confError(() => parseConf(text, NO_ENV), re);
+    assert.equal(e.line, line, `line for ${JSON.stringify(text)}: ${e.message}`);
+    assert.equal(e.column, column, `column for ${JSON.stringify(text)}: ${e.message}`);
+    assert.ok(e.message.includes(`line ${line}, column ${column}`), e.message);
+  }
+});
+
+test("keyPosition reports where a key was set", () => {
+  const t = parseConf("a: 1\n  blk {\n    inner: 2\n  }", NO_ENV);
+  assert.deepEqual(keyPosition(t, "blk"), { line: 2, column: 3, file: undefined });
+  assert.deepEqual(keyPosition(t.blk as Record<string, unknown>, "inner"), { line: 3, column: 5, file: undefined });
+});
+
+// ---- mapping onto ServerOptions ----------------------------------------------------
+
+test("realistic nats-server test-harness config", () => {
+  const tree = parseConf(
+    `host: 127.0.0.1
+port: -1
+http: "127.0.0.1:-1"
+ports_file_dir: "/tmp/x"
+jetstream { store_dir: "/tmp/js" max_mem_store: 1GB }
+authorization { user: a, password: b }
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(tree.jetstream, { store_dir: "/tmp/js", max_mem_store: 1024 ** 3 });
+  assert.deepEqual(tree.authorization, { user: "a", password: "b" });
+  assert.deepEqual(optionsFromConf(tree), {
+    host: "127.0.0.1",
+    port: -1,
+    httpHost: "127.0.0.1",
+    httpPort: -1,
+    portsFileDir: "/tmp/x",
+    jetstream: true,
+    storeDir: "/tmp/js",
+  });
+  assert.deepEqual(unsupportedKeys(tree), ["authorization"]);
+});
+
+test("every mapped key", () => {
+  const tree = parseConf(
+    `net: 10.0.0.1
+port: 4333
+http_port: 8333
+server_name: "srv-1"
+max_payload: 2MB
+max_pending: 128MB
+max_control_line: 8kb
+max_connections: 100
+max_subscriptions: 50
+ping_interval: "2m"
+ping_max: 3
+auth_timeout: 1.5
+write_deadline: "2s"
+lame_duck_duration: "30s"
+lame_duck_grace_period: "5s"
+ports_file_dir: /tmp/ports
+debug: true
+trace: false
+logtime: true
+log_file: "/tmp/nagare.log"
+pid_file: "/tmp/nagare.pid"
+`,
+    NO_ENV,
+  );
+  assert.deepEqual(optionsFromConf(tree), {
+    host: "10.0.0.1",
+    port: 4333,
+    httpPort: 8333,
+    serverName: "srv-1",
+    maxPayload: 2 * 1024 * 1024,
+    maxPending: 128 * 1024 * 1024,
+    maxControlLine: 8192,
+    maxConnections: 100,
+    maxSubscriptions: 50,
+    pingInterval: 120_000,
+    maxPingsOut: 3,
+    authTimeout: 1500,
+    writeDeadline: 2000,
+    lameDuckDuration: 30_000,
+    lameDuckGracePeriod: 5000,
+    portsFileDir: "/tmp/ports",
+    debug: true,
+    trace: false,
+    logFile: "/tmp/nagare.log",
+  });
+  assert.deepEqual(unsupportedKeys(tree), []);
+  assert.equal(pidFileFromConf(tree), "/tmp/nagare.pid");
+});
+
+test("aliases, listen forms, integer seconds, case-insensitive keys", () => {
+  const o = optionsFromConf(
+    parseConf(
+      `listen: "0.0.0.0:4444"
+max_conn: 7
+max_subs: 8
+monitor_port: 8222
+Ping_Interval: 30
+write_deadline: 3
+logfile: /tmp/l
+trace_verbose: true
+`,
+      NO_ENV,
+    ),
+  );
+  assert.deepEqual(o, {
+    host: "0.0.0.0",
+    port: 4444,
+    maxConnections: 7,
+    maxSubscriptions: 8,
+    httpPort: 8222,
+    pingInterval: 30_000,
+    writeDeadline: 3000,
+    logFile: "/tmp/l",
+    trace: true,
+  });
+  assert.deepEqual(optionsFromConf(parseConf("listen: 4555", NO_ENV)), { port: 4555 });
+  assert.deepEqual(optionsFromConf(parseConf('listen: ":4556"', NO_ENV)), { port: 4556 });
+  assert.deepEqual(optionsFromConf(parseConf('listen: "[::1]:4557"', NO_ENV)), { host: "::1", port: 4557 });
+  assert.deepEqual(optionsFromConf(parseConf('listen: "1.2.3.4:5"\nport: 6\nhost: h', NO_ENV)), { host: "h", port: 6 });
+  assert.deepEqual(optionsFromConf(parseConf("http: 8225", NO_ENV)), { httpPort: 8225 });
+  assert.deepEqual(optionsFromConf(parseConf('http_host: "::"\nhttp_port: -1', NO_ENV)), { httpHost: "::", httpPort: -1 });
+});
+
+test("zero limits and times mean the default, as in nats-server", () => {
+  const o = optionsFromConf(
+    parseConf("max_payload: 0\nmax_pending: 0\nmax_connections: 0\nping_interval: 0\nping_max: 0\nmax_subs: 0", NO_ENV),
+  );
+  assert.deepEqual(o, { maxSubscriptions: 0 });
+});
+
+test("jetstream forms", () => {
+  const js = (text: string) => optionsFromConf(parseConf(text, NO_ENV));
+  assert.deepEqual(js("jetstream: true"), { jetstream: true });
+  assert.deepEqual(js("jetstream: false"), { jetstream: false });
+  assert.deepEqual(js("jetstream: enabled"), { jetstream: true });
+  assert.deepEqual(js('jetstream: "Disabled"'), { jetstream: false });
+  assert.deepEqual(js("jetstream {}"), { jetstream: true });
+  assert.deepEqual(js("jetstream { enabled: false, store_dir: /d }"), { jetstream: false, storeDir: "/d" });
+  assert.deepEqual(js("store_dir: /top"), { storeDir: "/top" });
+  confError(() => js("jetstream: maybe"), /jetstream: expected enabled, disabled or a block/);
+  confError(() => js("jetstream: [1]"), /jetstream: expected/);
+});
+
+test("unsupported keys are collected, not thrown; variables are not reported", () => {
+  const tree = parseConf(
+    `CLIENT_PORT = 4333
+UNUSED = 1
+port: $CLIENT_PORT
+tls { cert_file: x }
+cluster { port: -1 }
+websocket { port: -1 }
+leafnodes {}
+accounts {}
+authorization { token: t }
+`,
+    NO_ENV,
+  );
+  assert.equal(optionsFromConf(tree).port, 4333);
+  assert.deepEqual(unsupportedKeys(tree), ["UNUSED", "tls", "cluster", "websocket", "leafnodes", "accounts", "authorization"]);
+});
+
+test("a key used as a variable yields to another spelling of the same option", () => {
+  const o = optionsFromConf(parseConf("port: 2\nPORT = 1\nhttp_port: $PORT", NO_ENV));
+  assert.deepEqual(o, { port: 2, httpPort: 1 });
+  // With no other spelling it still counts, as keys are case-insensitive.
+  assert.deepEqual(optionsFromConf(parseConf("PORT = 3\nhttp_port: $PORT", NO_ENV)), { port: 3, httpPort: 3 });
+});
+
+test("invalid values throw ConfError naming the key and its line", () => {
+  const bad = (text: string, re: RegExp) => confError(() => optionsFromConf(parseConf(text, NO_ENV)), re);
+  let e = bad("debug: true\nmax_payload: -1", /max_payload: must not be negative/);
+  assert.equal(e.line, 2);
+  e = bad('\n\n  port: "4222"', /line 3, column 3: port: expected a port number, got the string "4222"/);
+  bad("port: 70000", /port 70000 is out of range/);
+  bad("port: 1.5", /port: expected a port number/);
+  bad("http: \"nohost\"", /http: expected "host:port"/);
+  bad("max_connections: 1.5", /max_connections: expected an integer/);
+  bad("max_control_line: 4GB", /max_control_line: must not exceed 2147483647/);
+  bad('debug: "yes"', /debug: expected true or false/);
+  bad('server_name: 5', /server_name: expected a string/);
+  bad('ping_interval: "5"', /ping_interval: invalid duration "5": missing unit/);
+  bad('write_deadline: "2 days"', /write_deadline: invalid duration/);
+  bad('lame_duck_duration: "-5s"', /lame_duck_duration: must not be negative/);
+  bad("auth_timeout: [1]", /auth_timeout: expected a duration/);
+  bad('host: ""', /host: must not be empty/);
+});
+
+test("parseDuration: Go duration strings and bare seconds", () => {
+  const cases: Array<[unknown, number]> = [
+    ["1h2m3s", 3_723_000],
+    ["500ms", 500],
+    ["1.5s", 1500],
+    ["2m", 120_000],
+    ["1h", 3_600_000],
+    ["0", 0],
+    ["-1.5m", -90_000],
+    ["+3s", 3000],
+    [".5s", 500],
+    ["1500us", 1.5],
+    ["1500\u00b5s", 1.5],
+    ["2000000ns", 2],
+    ["1m30s", 90_000],
+    [30, 30_000],
+    [0.25, 250],
+  ];
+  for (const [input, ms] of cases) assert.equal(parseDuration(input), ms, `parseDuration(${JSON.stringify(input)})`);
+  for (const bad of ["", "5", "s", ".s", "1d", "1 s", "abc", "1s2", "--1s"]) {
+    assert.throws(() => parseDuration(bad), ConfError, `parseDuration(${JSON.stringify(bad)}) should throw`);
+  }
+  assert.throws(() => parseDuration(true), /expected a duration/);
+  assert.throws(() => parseDuration(Infinity), /invalid duration/);
+});
+
+// ---- command-line flags ------------------------------------------------------------
+
+test("flags: short, long, single-dash long, = and separate values", () => {
+  assert.deepEqual(parseServerArgs(["-p", "5"]).options, { port: 5 });
+  assert.deepEqual(parseServerArgs(["--port=5"]).options, { port: 5 });
+  assert.deepEqual(parseServerArgs(["-port", "6"]).options, { port: 6 });
+  assert.deepEqual(parseServerArgs(["-p=7"]).options, { port: 7 });
+  assert.deepEqual(parseServerArgs(["-p", "-1"]).options, { port: -1 });
+  const r = parseServerArgs([
+    "-a",
+    "127.0.0.1",
+    "--name",
+    "srv",
+    "-m",
+    "8222",
+    "-c",
+    "x.conf",
+    "-js",
+    "-sd",
+    "/js",
+    "-l",
+    "/tmp/log",
+    "--ports_file_dir",
+    "/tmp/p",
+    "-P",
+    "/tmp/pid",
+  ]);
+  assert.deepEqual(r, {
+    options: {
+      host: "127.0.0.1",
+      serverName: "srv",
+      httpPort: 8222,
+      jetstream: true,
+      storeDir: "/js",
+      logFile: "/tmp/log",
+      portsFileDir: "/tmp/p",
+    },
+    configFile: "x.conf",
+    pidFile: "/tmp/pid",
+  });
+  assert.deepEqual(parseServerArgs(["--addr=::", "--net", "h2"]).options, { host: "h2" });
+  assert.deepEqual(parseServerArgs(["--server_name", "s", "--http_port=1", "--config=c", "--pid", "f"]), {
+    options: { serverName: "s", httpPort: 1 },
+    configFile: "c",
+    pidFile: "f",
+  });
+});
+
+test("flags: debug and trace combinations, explicit booleans", () => {
+  assert.deepEqual(parseServerArgs(["-DV"]).options, { debug: true, trace: true });
+  assert.deepEqual(parseServerArgs(["-DVV"]).options, { debug: true, trace: true });
+  assert.deepEqual(parseServerArgs(["-D"]).options, { debug: true });
+  assert.deepEqual(parseServerArgs(["-V"]).options, { trace: true });
+  assert.deepEqual(parseServerArgs(["--debug", "--trace"]).options, { debug: true, trace: true });
+  assert.deepEqual(parseServerArgs(["-D=false", "--jetstream=0"]).options, { debug: false, jetstream: false });
+  assert.deepEqual(parseServerArgs(["-T", "--logtime=false"]).options, {});
+  assert.throws(() => parseServerArgs(["-D=maybe"]), /-D: invalid boolean "maybe"/);
+});
+
+test("flags: help, version, signal", () => {
+  assert.equal(parseServerArgs(["-h"]).help, true);
+  assert.equal(parseServerArgs(["--help"]).help, true);
+  assert.equal(parseServerArgs(["-v"]).version, true);
+  assert.equal(parseServerArgs(["--version"]).version, true);
+  assert.equal(parseServerArgs(["-V"]).version, undefined, "-V is trace, not version");
+  assert.equal(parseServerArgs(["--signal", "ldm=123"]).signal, "ldm=123");
+  assert.equal(parseServerArgs([]).help, undefined);
+});
+
+test("flags: errors name the flag", () => {
+  assert.throws(() => parseServerArgs(["--bogus"]), /unknown flag: --bogus/);
+  assert.throws(() => parseServerArgs(["-x", "1"]), /unknown flag: -x/);
+  assert.throws(() => parseServerArgs(["--max_payload=5"]), /unknown flag: --max_payload/);
+  assert.throws(() => parseServerArgs(["-ms", "8443"]), /-ms: TLS is not supported yet/);
+  assert.throws(() => parseServerArgs(["--https_port=8443"]), /--https_port: TLS is not supported yet/);
+  assert.throws(() => parseServerArgs(["--user", "a"]), /--user: authorization is not supported yet/);
+  assert.throws(() => parseServerArgs(["-p"]), /flag -p needs a value/);
+  assert.throws(() => parseServerArgs(["-p", "abc"]), /flag -p: invalid port "abc"/);
+  assert.throws(() => parseServerArgs(["--port=99999"]), /out of range/);
+  assert.throws(() => parseServerArgs(["stray"]), /unexpected argument: stray/);
+});
+
+test("mergeOptions: flags override the config file, config fills the rest", () => {
+  const fromConf = optionsFromConf(parseConf("host: 10.0.0.1\nport: 4333\ndebug: true\nmax_payload: 1kb", NO_ENV));
+  const flags = parseServerArgs(["--port=5", "-D=false"]).options;
+  assert.deepEqual(mergeOptions(fromConf, flags), { host: "10.0.0.1", port: 5, debug: false, maxPayload: 1024 });
+  assert.deepEqual(mergeOptions({ port: 1 }, { port: undefined }), { port: 1 });
+  assert.deepEqual(fromConf.port, 4333, "inputs are not modified");
+});
+
+// ---- the nagare command ----------------------------------------------------------
+
+const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+
+function run(args: string[], opts: { until?: RegExp; signal?: NodeJS.Signals } = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    let signalled = false;
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`timed out; stderr: ${stderr}`));
+    }, 10_000);
+    const check = () => {
+      if (opts.until && !signalled && opts.until.test(stderr)) {
+        signalled = true;
+        child.kill(opts.signal ?? "SIGTERM");
+      }
+    };
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      check();
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test("nagare: version, help, bad usage", async () => {
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  let r = await run(["-v"]);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, `nagare ${pkg.version}\n`);
+  r = await run(["server", "--help"]);
+  assert.equal(r.code, 0);
+  for (const word of ["server", "pub", "sub", "request", "reply", "--port", "--config", "-DV", "--ports_file_dir"]) {
+    assert.ok(r.stdout.includes(word), `usage mentions ${word}`);
+  }
+  r = await run(["bogus"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /unknown command "bogus"[\s\S]*Usage: nagare/);
+  r = await run([]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /Usage: nagare/);
+  r = await run(["server", "--bogus"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /unknown flag: --bogus/);
+});
+
+test("nagare: config errors exit 1 with the line", async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, "bad.conf");
+    writeFileSync(file, "port: 4222\nmax_payload: -5\n");
+    let r = await run(["-c", file]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /line 2, column 1: max_payload: must not be negative/);
+    r = await run(["-c", join(dir, "missing.conf")]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /not found/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("nagare: runs a server from a config file plus flags, stops on SIGTERM", async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, "s.conf");
+    writeFileSync(
+      file,
+      `host: 127.0.0.1\nport: 4222\nports_file_dir: "${dir}"\nauthorization { user: a, password: b }\n`,
+    );
+    const pid = join(dir, "n.pid");
+    let portsSeen: string[] = [];
+    const r = await run(["-c", file, "-p", "-1", "--pid", pid], { until: /Server is ready/ }).then((res) => {
+      portsSeen = readdirSync(dir).filter((f) => f.endsWith(".ports"));
+      return res;
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: ignoring configuration keys nagare does not support yet: authorization/);
+    // -p -1 from the flags won over the file's 4222: a random port was used.
+    const listening = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(r.stderr);
+    assert.ok(listening, r.stderr);
+    assert.notEqual(listening[1], "4222");
+    assert.match(readFileSync(pid, "utf8"), /^\d+$/);
+    assert.deepEqual(portsSeen, [], "ports file removed on shutdown");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
