@@ -1,0 +1,254 @@
+#!/usr/bin/env node
+/**
+ * The `nagare` command: `nagare server [flags]` (or just `nagare -p 4222 ...`,
+ * as one would run nats-server), and the client commands pub, sub, request and
+ * reply.
+ */
+
+import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parseConf } from "../server/conf-parser.js";
+import { optionsFromConf, pidFileFromConf, unsupportedKeys } from "../server/conf-options.js";
+import type { ServerOptions } from "../server/options.js";
+import { mergeOptions, parseServerArgs, type ServerArgs } from "./server-args.js";
+
+const USAGE = `Usage: nagare <command> [options]
+
+Commands:
+  server [flags]                     Run the broker (flags as nats-server's; also
+                                     "nagare [flags]" when the first argument is a flag)
+  pub [options] <subject> [body]     Publish a message
+  sub [options] <subject>            Subscribe and print messages
+  request [options] <subject> [body] Send a request and print the reply
+  reply [options] <subject> <body>   Answer requests on a subject
+  help                               Show this message
+Run "nagare <client command> --help" for the client commands' options.
+
+Server flags:
+  -a, --addr, --net <host>           Bind to host address (default: 0.0.0.0)
+  -p, --port <port>                  Port for clients (default: 4222; -1 for a random port)
+  -n, --name, --server_name <name>   Server name
+  -P, --pid <file>                   File to store the process id
+  -m, --http_port <port>             Port for HTTP monitoring (-1 for a random port)
+  -c, --config <file>                Configuration file (nats-server syntax)
+      --ports_file_dir <dir>         Write <executable>_<pid>.ports in this directory
+  -sl, --signal <signal>=<pid>       Send a signal to a running server: ldm, stop,
+                                     quit or term; <pid> may be a pid file
+  -l, --log <file>                   File to write the log to
+  -D, --debug                        Enable debugging output
+  -V, --trace                        Trace the raw protocol
+  -DV, -DVV                          Debug and trace
+  -T, --logtime                      Accepted for compatibility (ignored)
+  -js, --jetstream                   Accepted for compatibility (JetStream is not implemented yet)
+  -sd, --store_dir <dir>             JetStream storage directory
+  -h, --help                         Show this message
+  -v, --version                      Show the version
+
+Flags override the configuration file. Flags may be written -flag, --flag,
+--flag=value or --flag value. TLS, authorization and clustering flags are not
+supported yet.
+
+Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode.
+`;
+
+const CLIENT_COMMANDS = new Set(["pub", "sub", "request", "reply"]);
+
+async function main(argv: string[]): Promise<void> {
+  const cmd = argv[2];
+  if (cmd === undefined) {
+    process.stderr.write(USAGE);
+    process.exitCode = 2;
+    return;
+  }
+  if (cmd === "help" || cmd === "--help" || cmd === "-h") {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (cmd === "server") {
+    await runServer(argv.slice(3));
+    return;
+  }
+  if (cmd.startsWith("-")) {
+    await runServer(argv.slice(2));
+    return;
+  }
+  if (CLIENT_COMMANDS.has(cmd)) {
+    const { runClientCommand } = await import("./client-commands.js");
+    process.exitCode = await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3));
+    return;
+  }
+  process.stderr.write(`nagare: unknown command "${cmd}"\n\n${USAGE}`);
+  process.exitCode = 2;
+}
+
+function version(): string {
+  // Compiled to dist/src/cli/main.js: package.json is three levels up.
+  for (const rel of ["../../../package.json", "../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "nagare" && pkg.version) return pkg.version;
+    } catch {
+      // try the next candidate
+    }
+  }
+  return "unknown";
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function runServer(args: string[]): Promise<void> {
+  let parsed: ServerArgs;
+  try {
+    parsed = parseServerArgs(args);
+  } catch (err) {
+    process.stderr.write(`nagare server: ${errorText(err)}\nRun "nagare --help" for the flags.\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (parsed.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (parsed.version) {
+    process.stdout.write(`nagare ${version()}\n`);
+    return;
+  }
+  if (parsed.signal !== undefined) {
+    process.exitCode = sendSignal(parsed.signal);
+    return;
+  }
+
+  let fromConf: ServerOptions = {};
+  let pidFile = parsed.pidFile;
+  if (parsed.configFile !== undefined) {
+    const file = resolve(parsed.configFile);
+    try {
+      const tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
+      fromConf = optionsFromConf(tree);
+      pidFile ??= pidFileFromConf(tree);
+      const unsupported = unsupportedKeys(tree);
+      if (unsupported.length > 0) {
+        process.stderr.write(
+          `nagare server: warning: ignoring configuration keys nagare does not support yet: ${unsupported.join(", ")}\n`,
+        );
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const msg = code === "ENOENT" ? `configuration file ${parsed.configFile} not found` : errorText(err);
+      process.stderr.write(`nagare server: ${msg}\n`);
+      process.exitCode = 1;
+      return;
+    }
+  }
+
+  const options = mergeOptions(fromConf, parsed.options);
+  options.host ??= "0.0.0.0";
+  options.noLog = false;
+
+  const { startServer } = await import("../server/server.js");
+  type Server = Awaited<ReturnType<typeof startServer>>;
+  let srv: Server | undefined;
+
+  // Handlers go in before the server starts: it reports "Server is ready" as
+  // soon as it listens, and a harness may signal right after that line.
+  let stopping = false;
+  let pending: ((s: Server) => Promise<void>) | undefined;
+  const stop = (how: (s: Server) => Promise<void>): void => {
+    if (!srv) {
+      pending ??= how;
+      return;
+    }
+    const s = srv;
+    if (stopping) {
+      // A second signal while shutting down (e.g. during lame duck): stop now.
+      void s.close().then(() => process.exit(0));
+      return;
+    }
+    stopping = true;
+    how(s).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`nagare server: error while stopping: ${errorText(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => stop((s) => s.close()));
+  process.on("SIGTERM", () => stop((s) => s.close()));
+  process.on("SIGUSR2", () => stop((s) => s.lameDuck()));
+  // nats-server reloads its configuration on SIGHUP; without a handler Node would exit.
+  process.on("SIGHUP", () => {
+    process.stderr.write("nagare server: configuration reload (SIGHUP) is not supported; ignoring\n");
+  });
+
+  try {
+    srv = await startServer(options);
+  } catch (err) {
+    process.stderr.write(`nagare server: cannot start: ${errorText(err)}\n`);
+    process.exit(1);
+  }
+
+  if (pidFile !== undefined) {
+    try {
+      writeFileSync(pidFile, String(process.pid));
+    } catch (err) {
+      process.stderr.write(`nagare server: cannot write pid file: ${errorText(err)}\n`);
+      await srv.close();
+      process.exit(1);
+    }
+  }
+
+  if (pending) stop(pending);
+}
+
+const SIGNALS: Record<string, NodeJS.Signals> = {
+  ldm: "SIGUSR2",
+  stop: "SIGKILL",
+  quit: "SIGINT",
+  term: "SIGTERM",
+};
+
+/** `--signal <name>=<pid or pid file>`, as nats-server's (which can also find the process by name; we can't). */
+function sendSignal(spec: string): number {
+  const eq = spec.indexOf("=");
+  const name = (eq < 0 ? spec : spec.slice(0, eq)).toLowerCase();
+  const target = eq < 0 ? "" : spec.slice(eq + 1);
+  const sig = SIGNALS[name];
+  if (!sig) {
+    const why = name === "reload" || name === "reopen" ? `signal "${name}" is not supported yet` : `unknown signal "${name}"`;
+    process.stderr.write(`nagare server: ${why} (use ldm, stop, quit or term)\n`);
+    return 2;
+  }
+  if (target === "") {
+    process.stderr.write(`nagare server: --signal needs a process: --signal ${name}=<pid or pid file>\n`);
+    return 2;
+  }
+  let pidText = target;
+  if (!/^\d+$/.test(target)) {
+    try {
+      pidText = readFileSync(target, "utf8").trim();
+    } catch (err) {
+      process.stderr.write(`nagare server: cannot read pid file ${target}: ${errorText(err)}\n`);
+      return 1;
+    }
+  }
+  const pid = Number(pidText);
+  if (!/^\d+$/.test(pidText) || pid <= 0) {
+    process.stderr.write(`nagare server: invalid pid ${JSON.stringify(pidText)}\n`);
+    return 1;
+  }
+  try {
+    process.kill(pid, sig);
+  } catch (err) {
+    process.stderr.write(`nagare server: cannot signal process ${pid}: ${errorText(err)}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+main(process.argv).catch((err: unknown) => {
+  process.stderr.write(`nagare: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
