@@ -62,6 +62,16 @@ export interface BrokerStats {
 /** The version we advertise: the NATS core protocol level that is implemented (headers, no-responders). */
 export const ADVERTISED_VERSION = "2.2.0";
 
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/** 56 characters of upper-case base32 starting with N, the shape of a nats-server id (an nkey). */
+function newServerId(): string {
+  const bytes = randomBytes(55);
+  let id = "N";
+  for (let i = 0; i < 55; i++) id += BASE32[bytes[i] & 31];
+  return id;
+}
+
 export class Broker {
   readonly serverId: string;
   readonly serverName: string;
@@ -92,7 +102,7 @@ export class Broker {
     readonly options: ResolvedOptions,
     readonly log: Logger,
   ) {
-    this.serverId = "N" + randomBytes(28).toString("base64url").toUpperCase().replace(/[^A-Z0-9]/g, "A").slice(0, 55);
+    this.serverId = newServerId();
     this.serverName = options.serverName || this.serverId;
     this.globalAccount = new Account(GLOBAL_ACCOUNT);
     this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
