@@ -1,0 +1,86 @@
+/**
+ * The two generations of the official NATS client behind one small surface,
+ * so every integration scenario runs against both unchanged.
+ */
+
+import * as v2 from "nats";
+import * as v3 from "@nats-io/transport-node";
+
+export interface Headers {
+  set(k: string, v: string): void;
+  append(k: string, v: string): void;
+  get(k: string): string;
+  values(k: string): string[];
+}
+
+export interface Msg {
+  subject: string;
+  data: Uint8Array;
+  reply?: string;
+  headers?: Headers;
+  respond(data?: Uint8Array, opts?: { headers?: Headers }): boolean;
+}
+
+export interface Sub {
+  unsubscribe(max?: number): void;
+  getReceived(): number;
+}
+
+export interface Conn {
+  publish(subject: string, data?: Uint8Array, opts?: { headers?: Headers; reply?: string }): void;
+  subscribe(subject: string, opts: { callback: (err: Error | null, msg: Msg) => void; queue?: string; max?: number }): Sub;
+  request(subject: string, data?: Uint8Array, opts?: { timeout: number; headers?: Headers }): Promise<Msg>;
+  flush(): Promise<void>;
+  drain(): Promise<void>;
+  close(): Promise<void>;
+  closed(): Promise<void | Error>;
+  isClosed(): boolean;
+  status(): AsyncIterable<{ type: string }>;
+}
+
+export interface ConnectOptions {
+  servers: string;
+  noEcho?: boolean;
+  reconnectTimeWait?: number;
+  maxReconnectAttempts?: number;
+  name?: string;
+}
+
+export interface ClientGeneration {
+  name: "v2" | "v3";
+  connect(opts: ConnectOptions): Promise<Conn>;
+  headers(): Headers;
+  isNoResponders(err: unknown): boolean;
+  isMaxPayload(err: unknown): boolean;
+}
+
+export const generations: ClientGeneration[] = [
+  {
+    name: "v2",
+    connect: async (opts) => (await v2.connect(opts)) as unknown as Conn,
+    headers: () => v2.headers() as unknown as Headers,
+    isNoResponders: (err) => (err as { code?: string }).code === v2.ErrorCode.NoResponders,
+    isMaxPayload: (err) => (err as { code?: string }).code === v2.ErrorCode.MaxPayloadExceeded,
+  },
+  {
+    name: "v3",
+    connect: async (opts) => (await v3.connect(opts)) as unknown as Conn,
+    headers: () => v3.headers() as unknown as Headers,
+    isNoResponders: (err) =>
+      err instanceof v3.errors.NoRespondersError ||
+      (err instanceof v3.errors.RequestError && err.isNoResponders()),
+    isMaxPayload: (err) => err instanceof Error && /max_payload/.test(err.message),
+  },
+];
+
+/** Polls `check` until it is true, or fails with `what` after `ms`. */
+export async function waitUntil(check: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
