@@ -185,6 +185,13 @@ export class NatsParser {
     return this.failed ? -1 : take;
   }
 
+  /** Ignores the rest of this read and all later ones: the handler has closed the connection. */
+  stop(): void {
+    this.failed = true;
+    this.payload = null;
+    this.lineLen = 0;
+  }
+
   private fail(kind: ProtoError): void {
     this.failed = true;
     this.payload = null;
