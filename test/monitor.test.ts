@@ -1,0 +1,109 @@
+/**
+ * The HTTP monitoring port, read the way ops tooling reads nats-server's:
+ * /healthz, /varz, /connz, /subsz, with traffic from a real client.
+ */
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { connect, type NatsConnection } from "nats";
+import { startServer, type NagareServer } from "../src/index.js";
+import { enc, waitUntil } from "./helpers/clients.js";
+
+let srv: NagareServer;
+let nc: NatsConnection;
+
+async function get(path: string): Promise<{ status: number; body: Record<string, any> }> {
+  const res = await fetch(`http://127.0.0.1:${srv.httpPort}${path}`);
+  assert.equal(res.headers.get("content-type"), "application/json");
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+before(async () => {
+  srv = await startServer({ port: 0, httpPort: 0, maxPayload: 8192, serverName: "mon-test" });
+  nc = await connect({ servers: srv.url, name: "monitor-probe" });
+});
+
+after(async () => {
+  await nc.close();
+  await srv.close();
+});
+
+test("/healthz answers ok", async () => {
+  const { status, body } = await get("/healthz");
+  assert.equal(status, 200);
+  assert.deepEqual(body, { status: "ok" });
+});
+
+test("/varz reports identity, limits and counts that follow traffic", async () => {
+  const before = (await get("/varz")).body;
+  assert.match(before.server_id, /^N[A-Z0-9]{55}$/);
+  assert.equal(before.server_name, "mon-test");
+  assert.match(before.version, /^\d+\.\d+\.\d+$/);
+  assert.equal(before.port, srv.port);
+  assert.equal(before.max_payload, 8192);
+  assert.equal(typeof before.mem, "number");
+  assert.ok(before.mem > 0);
+  assert.match(before.uptime, /^\d+/);
+  assert.equal(before.connections, 1);
+
+  let got = 0;
+  nc.subscribe("varz.count", { callback: () => got++ });
+  for (let i = 0; i < 10; i++) nc.publish("varz.count", enc("12345"));
+  await nc.flush();
+  await waitUntil(() => got === 10, "messages");
+  const afterVarz = (await get("/varz")).body;
+  assert.ok(afterVarz.in_msgs - before.in_msgs >= 10);
+  assert.ok(afterVarz.in_bytes - before.in_bytes >= 50);
+  assert.ok(afterVarz.out_msgs - before.out_msgs >= 10);
+  assert.ok(afterVarz.subscriptions >= 1);
+  assert.ok(Date.parse(afterVarz.now) >= Date.parse(afterVarz.start));
+});
+
+test("/connz lists connections with their name and, on request, subscriptions", async () => {
+  const sub = nc.subscribe("connz.subject");
+  await nc.flush();
+  try {
+    const { body } = await get("/connz?subs=1");
+    assert.equal(body.num_connections, 1);
+    const c = body.connections[0];
+    assert.equal(c.name, "monitor-probe");
+    assert.equal(c.lang, "nats.js"); // as the v2 client announces itself
+    assert.ok(c.subscriptions_list.includes("connz.subject"));
+    assert.equal(c.ip, "127.0.0.1");
+
+    const other = await connect({ servers: srv.url, name: "second" });
+    try {
+      const paged = (await get("/connz?limit=1&offset=1")).body;
+      assert.equal(paged.total, 2);
+      assert.equal(paged.num_connections, 1);
+      assert.equal(paged.connections[0].name, "second");
+    } finally {
+      await other.close();
+    }
+  } finally {
+    sub.unsubscribe();
+  }
+});
+
+test("/subsz counts subscriptions and lists them filtered by a subject", async () => {
+  const a = nc.subscribe("subsz.a.one");
+  const b = nc.subscribe("subsz.*.two", { queue: "workers" });
+  await nc.flush();
+  try {
+    const { body } = await get("/subsz?subs=1&test=subsz.x.two");
+    assert.ok(body.num_subscriptions >= 2);
+    assert.deepEqual(
+      body.subscriptions_list.map((s: { subject: string; qgroup?: string }) => [s.subject, s.qgroup]),
+      [["subsz.*.two", "workers"]],
+    );
+  } finally {
+    a.unsubscribe();
+    b.unsubscribe();
+  }
+});
+
+test("an unknown path is a 404, not a crash", async () => {
+  const { status } = await get("/nope");
+  assert.equal(status, 404);
+  assert.equal((await get("/healthz")).status, 200);
+});
