@@ -1,0 +1,414 @@
+/**
+ * Core NATS benchmark: nagare and nats-server side by side in one run, same
+ * client load (the `nats` v2 client in this process), each server in its own
+ * child process so that its CPU time and memory can be read from /proc.
+ *
+ *   npm run bench                       # full run, writes bench/results/core-<date>.json
+ *   node dist/bench/core.js --quick     # smaller counts, for a smoke check
+ *   node dist/bench/core.js --only=queue_group_4_16b --profile
+ *                                       # one scenario; nagare writes a .cpuprofile to bench/profiles/
+ *
+ * Every scenario is closed-loop (the publisher keeps at most a window of
+ * messages in flight), so neither server is measured dropping a slow consumer.
+ */
+
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, mkdirSync, writeFileSync, existsSync } from "node:fs";
+import { createServer, connect as netConnect } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { cpus } from "node:os";
+import { connect, type NatsConnection } from "nats";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "..", "..");
+const quick = process.argv.includes("--quick");
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+const profile = process.argv.includes("--profile");
+const REPEATS = quick || profile ? 1 : 5;
+const TICKS_PER_SEC = 100; // Linux USER_HZ for /proc/<pid>/stat
+
+interface Target {
+  name: "nagare" | "nats-server";
+  command: string;
+  args(port: number): string[];
+}
+
+function natsServerPath(): string | null {
+  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server"]) if (existsSync(p)) return p;
+  return null;
+}
+
+const natsServer = natsServerPath();
+if (natsServer === null) {
+  console.error("nats-server is not installed: sudo apt-get install -y nats-server");
+  process.exit(2);
+}
+
+const targets: Target[] = [
+  {
+    name: "nagare",
+    command: process.execPath,
+    args: (port) => [
+      ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []),
+      join(root, "dist/src/cli/main.js"),
+      "server",
+      "-a",
+      "127.0.0.1",
+      "-p",
+      String(port),
+    ],
+  },
+  { name: "nats-server", command: natsServer, args: (port) => ["-a", "127.0.0.1", "-p", String(port)] },
+];
+
+// ---- process measurement ----
+
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return (utime + stime) / TICKS_PER_SEC;
+}
+
+function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, deadlineMs = 10_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = netConnect(port, "127.0.0.1");
+      s.once("data", () => {
+        s.destroy();
+        res(true);
+      });
+      s.once("error", () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`server on ${port} did not start`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+interface Running {
+  target: Target;
+  proc: ChildProcess;
+  pid: number;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * On a machine with two or more cores the client load runs on core 0 and the
+ * server on core 1, so that neither is measured while the scheduler moves the
+ * other onto its core: run-to-run spread drops, and both servers get the same
+ * single core (which is all a 2-core box leaves a server next to its load).
+ */
+const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset") && !process.argv.includes("--no-pin");
+if (pin) execFileSync("taskset", ["-a", "-cp", "0", String(process.pid)], { stdio: "ignore" });
+
+async function start(target: Target): Promise<Running> {
+  const port = await freePort();
+  const proc = pin
+    ? spawn("taskset", ["-c", "1", target.command, ...target.args(port)], { stdio: "ignore" })
+    : spawn(target.command, target.args(port), { stdio: "ignore" });
+  await waitForPort(port);
+  return {
+    target,
+    proc,
+    pid: proc.pid!,
+    url: `nats://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise((res) => {
+        proc.once("exit", () => res());
+        proc.kill("SIGTERM");
+      }),
+  };
+}
+
+// ---- load ----
+
+/** Resolves once `count()` reaches `target`; the subscriber callbacks call `check()`. */
+class Progress {
+  private want = Infinity;
+  private wake: (() => void) | null = null;
+  constructor(private readonly count: () => number) {}
+  check(): void {
+    if (this.wake !== null && this.count() >= this.want) {
+      const w = this.wake;
+      this.wake = null;
+      this.want = Infinity;
+      w();
+    }
+  }
+  until(n: number): Promise<void> {
+    if (this.count() >= n) return Promise.resolve();
+    return new Promise((r) => {
+      this.want = n;
+      this.wake = r;
+    });
+  }
+}
+
+interface Throughput {
+  published: number;
+  delivered: number;
+  seconds: number;
+  msgs_per_sec: number; // delivered per second
+  server_cpu_us_per_msg: number; // server CPU per delivered message
+}
+
+/**
+ * One publisher, `subs` subscriber connections (a queue group when `queue`),
+ * `total` messages of `size` bytes, at most `window` published-but-undelivered.
+ */
+async function pubSub(server: Running, opts: { size: number; total: number; subs: number; queue?: string; window: number }): Promise<Throughput> {
+  const subject = "bench.pubsub";
+  const subConns: NatsConnection[] = [];
+  let delivered = 0;
+  const fanout = opts.queue ? 1 : opts.subs;
+  const progress = new Progress(() => delivered);
+  for (let i = 0; i < opts.subs; i++) {
+    const nc = await connect({ servers: server.url, noEcho: true });
+    nc.subscribe(subject, {
+      queue: opts.queue,
+      callback: () => {
+        delivered++;
+        if ((delivered & 1023) === 0 || delivered === opts.total * fanout) progress.check();
+      },
+    });
+    await nc.flush();
+    subConns.push(nc);
+  }
+  const pub = await connect({ servers: server.url });
+  const payload = new Uint8Array(opts.size).fill(0x61);
+  const batch = Math.min(1000, opts.window);
+
+  const cpu0 = cpuSeconds(server.pid);
+  const t0 = process.hrtime.bigint();
+  let sent = 0;
+  while (sent < opts.total) {
+    const n = Math.min(batch, opts.total - sent);
+    for (let i = 0; i < n; i++) pub.publish(subject, payload);
+    sent += n;
+    // Keep the window: wait until the subscribers are within `window` of the publisher.
+    const behind = sent - opts.window;
+    if (behind > 0) await progress.until(behind * fanout);
+  }
+  await progress.until(opts.total * fanout);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuSeconds(server.pid) - cpu0;
+
+  await pub.close();
+  await Promise.all(subConns.map((c) => c.close()));
+  return {
+    published: opts.total,
+    delivered,
+    seconds: round(seconds, 3),
+    msgs_per_sec: Math.round(delivered / seconds),
+    server_cpu_us_per_msg: round((cpu * 1e6) / delivered, 3),
+  };
+}
+
+interface Latency {
+  requests: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  server_cpu_us_per_request: number;
+}
+
+async function requestReply(server: Running, total: number): Promise<Latency> {
+  const responder = await connect({ servers: server.url });
+  responder.subscribe("bench.rr", { callback: (_e, m) => m.respond(m.data) });
+  await responder.flush();
+  const requester = await connect({ servers: server.url });
+  const payload = new Uint8Array(16);
+  for (let i = 0; i < 500; i++) await requester.request("bench.rr", payload, { timeout: 5000 }); // warm up both sides
+  const samples = new Float64Array(total);
+  const cpu0 = cpuSeconds(server.pid);
+  for (let i = 0; i < total; i++) {
+    const t = process.hrtime.bigint();
+    await requester.request("bench.rr", payload, { timeout: 5000 });
+    samples[i] = Number(process.hrtime.bigint() - t) / 1e6;
+  }
+  const cpu = cpuSeconds(server.pid) - cpu0;
+  samples.sort();
+  await requester.close();
+  await responder.close();
+  const pct = (p: number): number => round(samples[Math.min(total - 1, Math.floor(total * p))], 4);
+  return { requests: total, p50_ms: pct(0.5), p90_ms: pct(0.9), p99_ms: pct(0.99), server_cpu_us_per_request: round((cpu * 1e6) / total, 2) };
+}
+
+interface Memory {
+  idle_rss_mib: number;
+  subs_100k_rss_mib: number;
+}
+
+async function memory(target: Target): Promise<Memory> {
+  const server = await start(target);
+  try {
+    // Idle: after one client has come and gone, as an operator would see it.
+    const probe = await connect({ servers: server.url });
+    await probe.flush();
+    await probe.close();
+    await settle();
+    const idle = rssBytes(server.pid);
+    const nc = await connect({ servers: server.url });
+    for (let i = 0; i < 100_000; i++) {
+      nc.subscribe(`bench.mem.${i}.x`, { callback: () => {} });
+      if (i % 5000 === 4999) await nc.flush();
+    }
+    await nc.flush();
+    await settle();
+    const withSubs = rssBytes(server.pid);
+    await nc.close();
+    return { idle_rss_mib: round(idle / 2 ** 20, 1), subs_100k_rss_mib: round(withSubs / 2 ** 20, 1) };
+  } finally {
+    await server.stop();
+  }
+}
+
+function settle(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 500));
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+function median<T>(runs: T[], key: (t: T) => number): T {
+  const sorted = [...runs].sort((a, b) => key(a) - key(b));
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+// ---- the run ----
+
+interface Scenario {
+  name: string;
+  /** `scale` shrinks the counts, for the unmeasured warm-up pass. */
+  run(server: Running, scale?: number): Promise<Throughput | Latency>;
+  key: "msgs_per_sec" | "p50_ms";
+}
+
+const k = quick ? 0.1 : 1;
+const n = (count: number, scale = 1): number => Math.max(1000, Math.round(count * k * scale));
+const scenarios: Scenario[] = [
+  { name: "pubsub_16b", key: "msgs_per_sec", run: (s, x) => pubSub(s, { size: 16, total: n(1_000_000, x), subs: 1, window: 50_000 }) },
+  { name: "pubsub_1kib", key: "msgs_per_sec", run: (s, x) => pubSub(s, { size: 1024, total: n(200_000, x), subs: 1, window: 8_000 }) },
+  { name: "fanout_1to10_16b", key: "msgs_per_sec", run: (s, x) => pubSub(s, { size: 16, total: n(100_000, x), subs: 10, window: 5_000 }) },
+  { name: "queue_group_4_16b", key: "msgs_per_sec", run: (s, x) => pubSub(s, { size: 16, total: n(500_000, x), subs: 4, queue: "workers", window: 50_000 }) },
+  { name: "request_reply_16b", key: "p50_ms", run: (s, x) => requestReply(s, n(20_000, x)) },
+];
+/** Both servers get the same unmeasured warm-up: a long-running server is measured, not a cold JIT. */
+const WARMUP_SCALE = 0.2;
+
+async function main(): Promise<void> {
+  const natsVersion = await new Promise<string>((res) => {
+    const p = spawn(natsServer!, ["--version"]);
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.on("exit", () => res(out.trim()));
+  });
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+  const results: Record<string, Record<string, unknown>> = {};
+
+  for (const sc of scenarios) {
+    if (only !== undefined && sc.name !== only) continue;
+    const runs: Record<string, Array<Throughput | Latency>> = { nagare: [], "nats-server": [] };
+    // Alternate the servers so that drift in the machine's load hits both alike.
+    for (let r = 0; r < REPEATS; r++) {
+      for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
+        const server = await start(t);
+        try {
+          await sc.run(server, WARMUP_SCALE);
+          runs[t.name].push(await sc.run(server));
+        } finally {
+          await server.stop();
+        }
+      }
+    }
+    const pick = (name: string): Throughput | Latency => median(runs[name], (x) => (x as unknown as Record<string, number>)[sc.key]);
+    const a = pick("nagare") as unknown as Record<string, number>;
+    const b = pick("nats-server") as unknown as Record<string, number>;
+    const cpuKey = sc.key === "p50_ms" ? "server_cpu_us_per_request" : "server_cpu_us_per_msg";
+    results[sc.name] = {
+      nagare: a,
+      "nats-server": b,
+      ratio: {
+        [sc.key]: round(a[sc.key] / b[sc.key], 3),
+        ...(sc.key === "p50_ms" ? { p99_ms: round(a.p99_ms / b.p99_ms, 3) } : {}),
+        [cpuKey]: round(a[cpuKey] / b[cpuKey], 3),
+      },
+      runs,
+    };
+    console.error(`${sc.name}: ${JSON.stringify(results[sc.name].ratio)}`);
+  }
+
+  if (only !== undefined || profile) {
+    console.log(JSON.stringify(results, null, 2));
+    return;
+  }
+  const mem: Record<string, Memory> = {};
+  for (const t of targets) mem[t.name] = await memory(t);
+  results.memory = {
+    ...mem,
+    ratio: {
+      idle_rss: round(mem.nagare.idle_rss_mib / mem["nats-server"].idle_rss_mib, 3),
+      subs_100k_rss: round(mem.nagare.subs_100k_rss_mib / mem["nats-server"].subs_100k_rss_mib, 3),
+    },
+  };
+  console.error(`memory: ${JSON.stringify(results.memory)}`);
+
+  const ratio = (s: string, key: string): number => (results[s].ratio as Record<string, number>)[key];
+  const throughputScenarios = scenarios.filter((s) => s.key === "msgs_per_sec").map((s) => s.name);
+  const targetsMet = {
+    throughput_at_least_0_9x: Object.fromEntries(throughputScenarios.map((s) => [s, ratio(s, "msgs_per_sec") >= 0.9])),
+    server_cpu_per_msg_at_most_2_5x: Object.fromEntries(throughputScenarios.map((s) => [s, ratio(s, "server_cpu_us_per_msg") <= 2.5])),
+    request_reply_p50_at_most_1_3x: ratio("request_reply_16b", "p50_ms") <= 1.3,
+  };
+
+  const report = {
+    benchmark: "core",
+    date: new Date().toISOString(),
+    quick,
+    repeats: REPEATS,
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "client on core 0, server on core 1" : "no" },
+    versions: { nagare: pkg.version, "nats-server": natsVersion, client: "nats (v2) in the benchmark process" },
+    notes: "Ratios are nagare / nats-server from the same run; median of the repeats by the headline metric. Server CPU from /proc/<pid>/stat (10 ms ticks).",
+    results,
+    targets_met: targetsMet,
+  };
+  const text = JSON.stringify(report, null, 2);
+  if (!quick) {
+    const dir = join(root, "bench", "results");
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `core-${report.date.slice(0, 10)}.json`);
+    writeFileSync(file, text + "\n");
+    console.error(`wrote ${file}`);
+  }
+  console.log(text);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
