@@ -1,0 +1,149 @@
+/**
+ * The on-disk batch format (see docs/ARCHITECTURE.md, "Storage"). All
+ * integers little-endian; 64-bit values are written as two 32-bit halves and
+ * must stay below 2^53.
+ *
+ * batch:  u32 length (bytes after the crc field) | u32 crc32c (of those bytes)
+ *         | u8 version (1) | u8 flags (0) | u16 reserved (0)
+ *         | u64 firstSeq | u64 time ms | u32 count | record × count
+ * record: u32 length (bytes after this field) | u16 subjectLen | u32 keyLen
+ *         (0xffffffff: no key) | u32 hdrLen | subject | key | headers | payload
+ *
+ * Every record of a batch shares the batch's time; sequences are firstSeq + i.
+ */
+
+import { crc32c } from "./crc32c.js";
+import type { AppendInput, StoredMessage } from "./log.js";
+
+export const BATCH_HEADER = 32; // bytes, including length and crc
+export const RECORD_HEADER = 14; // bytes, including length
+export const FORMAT_VERSION = 1;
+const NO_KEY = 0xffffffff;
+/** A batch larger than this is taken for corruption, not a reason to allocate. */
+export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
+
+export function recordSize(input: AppendInput): number {
+  return (
+    RECORD_HEADER +
+    Buffer.byteLength(input.subject) +
+    (input.key ? input.key.length : 0) +
+    (input.headers ? input.headers.length : 0) +
+    input.data.length
+  );
+}
+
+function writeU64(buf: Buffer, v: number, at: number): void {
+  buf.writeUInt32LE(v >>> 0, at);
+  buf.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
+}
+
+export function readU64(buf: Buffer, at: number): number {
+  return buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * 0x100000000;
+}
+
+/** Encodes one batch into a fresh buffer of exactly its size. */
+export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, time: number, bytes: number): Buffer {
+  const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
+  buf.writeUInt32LE(buf.length - 8, 0);
+  buf[8] = FORMAT_VERSION;
+  buf[9] = 0;
+  buf.writeUInt16LE(0, 10);
+  writeU64(buf, firstSeq, 12);
+  writeU64(buf, time, 20);
+  buf.writeUInt32LE(inputs.length, 28);
+  let p = BATCH_HEADER;
+  for (const r of inputs) {
+    const start = p;
+    p += 4;
+    const subjLen = buf.write(r.subject, p + 10, "utf8");
+    buf.writeUInt16LE(subjLen, p);
+    buf.writeUInt32LE(r.key ? r.key.length : NO_KEY, p + 2);
+    buf.writeUInt32LE(r.headers ? r.headers.length : 0, p + 6);
+    p += 10 + subjLen;
+    if (r.key) {
+      buf.set(r.key, p);
+      p += r.key.length;
+    }
+    if (r.headers) {
+      buf.set(r.headers, p);
+      p += r.headers.length;
+    }
+    buf.set(r.data, p);
+    p += r.data.length;
+    buf.writeUInt32LE(p - start - 4, start);
+  }
+  buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
+  return buf;
+}
+
+export interface BatchHeader {
+  length: number; // whole batch, header included
+  firstSeq: number;
+  time: number;
+  count: number;
+}
+
+/**
+ * Checks a batch at buf[at, end): the reason it is unusable, or null. A batch
+ * running past `end` is reported as "short" so callers can tell a torn tail.
+ */
+export function checkBatch(buf: Buffer, at: number, end: number): string | null {
+  if (end - at < BATCH_HEADER) return "short";
+  const len = buf.readUInt32LE(at);
+  if (len < BATCH_HEADER - 8 || len > MAX_BATCH_BYTES) return "bad length";
+  if (at + 8 + len > end) return "short";
+  if (buf[at + 8] !== FORMAT_VERSION) return "unknown version";
+  if (crc32c(buf, at + 8, at + 8 + len) !== buf.readUInt32LE(at + 4)) return "checksum mismatch";
+  return null;
+}
+
+export function readBatchHeader(buf: Buffer, at: number): BatchHeader {
+  return {
+    length: buf.readUInt32LE(at) + 8,
+    firstSeq: readU64(buf, at + 12),
+    time: readU64(buf, at + 20),
+    count: buf.readUInt32LE(at + 28),
+  };
+}
+
+/**
+ * Calls `each` for every record of a checked batch with its subject and the
+ * record's offset; stops early when `each` returns true. Returns false if the
+ * records do not fit the batch (corruption the crc could not catch).
+ */
+export function forEachRecord(buf: Buffer, at: number, each: (index: number, subject: string, recordAt: number) => boolean | void): boolean {
+  const end = at + buf.readUInt32LE(at) + 8;
+  const count = buf.readUInt32LE(at + 28);
+  let p = at + BATCH_HEADER;
+  for (let i = 0; i < count; i++) {
+    if (p + RECORD_HEADER > end) return false;
+    const len = buf.readUInt32LE(p);
+    if (p + 4 + len > end || len < RECORD_HEADER - 4) return false;
+    const subjLen = buf.readUInt16LE(p + 4);
+    if (p + RECORD_HEADER + subjLen > p + 4 + len) return false;
+    const subject = buf.toString("utf8", p + RECORD_HEADER, p + RECORD_HEADER + subjLen);
+    if (each(i, subject, p) === true) return true;
+    p += 4 + len;
+  }
+  return p === end;
+}
+
+/** Decodes the record at `recordAt` (copies: the result outlives `buf`). */
+export function decodeRecord(buf: Buffer, recordAt: number, seq: number, time: number): StoredMessage {
+  const len = buf.readUInt32LE(recordAt);
+  const subjLen = buf.readUInt16LE(recordAt + 4);
+  const keyLen = buf.readUInt32LE(recordAt + 6);
+  const hdrLen = buf.readUInt32LE(recordAt + 10);
+  let p = recordAt + RECORD_HEADER;
+  const end = recordAt + 4 + len;
+  const subject = buf.toString("utf8", p, p + subjLen);
+  p += subjLen;
+  let key: Buffer | null = null;
+  if (keyLen !== NO_KEY) {
+    key = Buffer.from(buf.subarray(p, p + keyLen));
+    p += keyLen;
+  }
+  const headers = hdrLen > 0 ? Buffer.from(buf.subarray(p, p + hdrLen)) : null;
+  p += hdrLen;
+  return { seq, time, subject, key, headers, data: Buffer.from(buf.subarray(p, end)) };
+}
