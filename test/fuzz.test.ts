@@ -12,21 +12,10 @@ import { connect as netConnect } from "node:net";
 import { connect } from "nats";
 import { startServer } from "../src/index.js";
 import { dec, enc, waitUntil } from "./helpers/clients.js";
+import { rng } from "./helpers/random.js";
 
 const FUZZ_MS = Number(process.env.NAGARE_FUZZ_MS ?? 4000);
 const PARALLEL = 16;
-
-/** mulberry32: tiny, seedable, good enough to spread inputs. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const VALID = [
   'CONNECT {"verbose":true,"pedantic":true,"headers":true,"no_responders":true,"protocol":1}\r\n',

@@ -17,22 +17,12 @@ import { appendAsync, type AppendInput, type MessageLog, type StoredMessage } fr
 import { crc32c } from "../src/store/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
+import { rng } from "./helpers/random.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-store-"));
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function segments(dir: string): string[] {
