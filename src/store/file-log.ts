@@ -20,7 +20,7 @@ import {
   readBatchHeader,
   recordSize,
 } from "./format.js";
-import type { AppendCallback, AppendInput, CorruptRange, LogState, MessageLog, StoredMessage, SyncPolicy } from "./log.js";
+import { refusal, SubjectIndex, type AppendCallback, type AppendInput, type CorruptRange, type LogState, type MessageLog, type StoredMessage, type SyncPolicy } from "./log.js";
 
 export interface FileLogOptions {
   dir: string;
@@ -90,7 +90,7 @@ interface Pending {
 
 export class FileLog implements MessageLog {
   private readonly segments: Segment[] = [];
-  private readonly subjects = new Map<string, { last: number; count: number }>();
+  private readonly subjects = new SubjectIndex();
   private readonly corrupt: CorruptRange[] = [];
   private readonly sync: SyncPolicy;
   private readonly syncIntervalMs: number;
@@ -99,7 +99,7 @@ export class FileLog implements MessageLog {
   private readonly maxBatchBytes: number;
   private readonly maxRecordBytes: number;
   private readonly warn: (text: string) => void;
-  private pending: Pending[] = [];
+  private readonly pending: Pending[] = [];
   private writing = false;
   private scheduled = false;
   private closed = false;
@@ -137,13 +137,10 @@ export class FileLog implements MessageLog {
   // ---- appends ----
 
   append(input: AppendInput, done: AppendCallback): void {
-    if (this.closed) {
-      done(new Error("log is closed"), 0);
-      return;
-    }
     const size = recordSize(input);
-    if (size > this.maxRecordBytes) {
-      done(new Error(`record of ${size} bytes exceeds the limit of ${this.maxRecordBytes}`), 0);
+    const refused = refusal(this.closed, size, this.maxRecordBytes);
+    if (refused !== null) {
+      done(refused, 0);
       return;
     }
     this.pending.push({ input, size, done });
@@ -176,8 +173,7 @@ export class FileLog implements MessageLog {
       let bytes = 0;
       let n = 0;
       while (n < this.pending.length && (n === 0 || bytes + this.pending[n].size <= this.maxBatchBytes)) bytes += this.pending[n++].size;
-      const batch = this.pending.slice(0, n);
-      this.pending = this.pending.slice(n);
+      const batch = this.pending.splice(0, n);
       const firstSeq = this.lastSeq + 1;
       // Time never goes backwards within a log, so time lookups can bisect.
       const time = Math.max(Date.now(), this.lastTime);
@@ -206,21 +202,12 @@ export class FileLog implements MessageLog {
         this.lastSeq = firstSeq + n - 1;
         this.lastTime = time;
         this.messages += n;
-        for (let i = 0; i < n; i++) this.noteSubject(batch[i].input.subject, firstSeq + i);
+        for (let i = 0; i < n; i++) this.subjects.note(batch[i].input.subject, firstSeq + i);
         for (let i = 0; i < n; i++) batch[i].done(null, firstSeq + i);
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
         for (const p of batch) p.done(e, 0);
       }
-    }
-  }
-
-  private noteSubject(subject: string, seq: number): void {
-    const s = this.subjects.get(subject);
-    if (s === undefined) this.subjects.set(subject, { last: seq, count: 1 });
-    else {
-      s.last = seq;
-      s.count++;
     }
   }
 
@@ -276,7 +263,7 @@ export class FileLog implements MessageLog {
   }
 
   subjectCount(subject: string): number {
-    return this.subjects.get(subject)?.count ?? 0;
+    return this.subjects.count(subject);
   }
 
   async get(seq: number): Promise<StoredMessage | null> {
@@ -341,8 +328,8 @@ export class FileLog implements MessageLog {
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const s = this.subjects.get(subject);
-    return s === undefined ? null : this.get(s.last);
+    const last = this.subjects.last(subject);
+    return last === 0 ? null : this.get(last);
   }
 
   private segmentOf(seq: number): Segment | null {
@@ -380,7 +367,7 @@ export class FileLog implements MessageLog {
   // ---- recovery ----
 
   private async recover(): Promise<void> {
-    const names = (await fsp.readdir(this.dir)).filter((n) => n.endsWith(SEGMENT_SUFFIX) && /^\d{20}\.seg$/.test(n)).sort();
+    const names = (await fsp.readdir(this.dir)).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
       const firstSeq = Number(name.slice(0, 20));
@@ -433,7 +420,7 @@ export class FileLog implements MessageLog {
                 subjects.push(subject);
               });
               if (!fits || subjects.length !== hdr.count) problem = "records do not fit their batch";
-              else for (let i = 0; i < subjects.length; i++) this.noteSubject(subjects[i], hdr.firstSeq + i);
+              else for (let i = 0; i < subjects.length; i++) this.subjects.note(subjects[i], hdr.firstSeq + i);
             }
           }
         }

@@ -56,6 +56,36 @@ export interface MessageLog {
   close(): Promise<void>;
 }
 
+/** Last sequence and count per subject, kept in memory by every log. */
+export class SubjectIndex {
+  private readonly map = new Map<string, { last: number; count: number }>();
+
+  note(subject: string, seq: number): void {
+    const s = this.map.get(subject);
+    if (s === undefined) this.map.set(subject, { last: seq, count: 1 });
+    else {
+      s.last = seq;
+      s.count++;
+    }
+  }
+
+  /** The last sequence stored for `subject`, or 0. */
+  last(subject: string): number {
+    return this.map.get(subject)?.last ?? 0;
+  }
+
+  count(subject: string): number {
+    return this.map.get(subject)?.count ?? 0;
+  }
+}
+
+/** The error an append is refused with before it is queued, or null. */
+export function refusal(closed: boolean, size: number, maxRecordBytes: number): Error | null {
+  if (closed) return new Error("log is closed");
+  if (size > maxRecordBytes) return new Error(`record of ${size} bytes exceeds the limit of ${maxRecordBytes}`);
+  return null;
+}
+
 /** Promise form of append, for callers that are not on a hot path. */
 export function appendAsync(log: MessageLog, input: AppendInput): Promise<number> {
   return new Promise((resolve, reject) => log.append(input, (err, seq) => (err ? reject(err) : resolve(seq))));

@@ -4,7 +4,7 @@
  */
 
 import { subjectMatches } from "../subjects/subject.js";
-import type { AppendCallback, AppendInput, LogState, MessageLog, StoredMessage } from "./log.js";
+import { refusal, SubjectIndex, type AppendCallback, type AppendInput, type LogState, type MessageLog, type StoredMessage } from "./log.js";
 import { recordSize } from "./format.js";
 
 export interface MemoryLogOptions {
@@ -13,7 +13,7 @@ export interface MemoryLogOptions {
 
 export class MemoryLog implements MessageLog {
   private readonly messages: StoredMessage[] = [];
-  private readonly subjects = new Map<string, { last: number; count: number }>();
+  private readonly subjects = new SubjectIndex();
   private readonly maxRecordBytes: number;
   private lastTime = 0;
   private bytes = 0;
@@ -24,13 +24,10 @@ export class MemoryLog implements MessageLog {
   }
 
   append(input: AppendInput, done: AppendCallback): void {
-    if (this.closed) {
-      done(new Error("log is closed"), 0);
-      return;
-    }
     const size = recordSize(input);
-    if (size > this.maxRecordBytes) {
-      done(new Error(`record of ${size} bytes exceeds the limit of ${this.maxRecordBytes}`), 0);
+    const refused = refusal(this.closed, size, this.maxRecordBytes);
+    if (refused !== null) {
+      done(refused, 0);
       return;
     }
     this.lastTime = Math.max(Date.now(), this.lastTime);
@@ -44,12 +41,7 @@ export class MemoryLog implements MessageLog {
       data: Buffer.from(input.data),
     });
     this.bytes += size;
-    const s = this.subjects.get(input.subject);
-    if (s === undefined) this.subjects.set(input.subject, { last: seq, count: 1 });
-    else {
-      s.last = seq;
-      s.count++;
-    }
+    this.subjects.note(input.subject, seq);
     // Acknowledge asynchronously, like the file log, so callers cannot come to rely on a synchronous ack.
     queueMicrotask(() => done(null, seq));
   }
@@ -71,12 +63,12 @@ export class MemoryLog implements MessageLog {
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const s = this.subjects.get(subject);
-    return s === undefined ? null : this.get(s.last);
+    const last = this.subjects.last(subject);
+    return last === 0 ? null : this.get(last);
   }
 
   subjectCount(subject: string): number {
-    return this.subjects.get(subject)?.count ?? 0;
+    return this.subjects.count(subject);
   }
 
   state(): LogState {

@@ -71,7 +71,7 @@ export class RawClient {
       const m = this.received.match(re);
       if (m) return m;
       const left = deadline - Date.now();
-      if (left <= 0 || (this.isClosed && !m)) {
+      if (left <= 0 || this.isClosed) {
         throw new Error(`waiting for ${what}: got ${JSON.stringify(this.received.slice(0, 500))}${this.isClosed ? " (closed)" : ""}`);
       }
       await new Promise<void>((resolve) => {

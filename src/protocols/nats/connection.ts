@@ -111,8 +111,6 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    // After end() the peer may still be sending: what arrives after a close is dropped, never parsed.
-    if (this.closed) return;
     this.lastActivity = Date.now();
     this.broker.beginRead(this);
     try {
@@ -374,7 +372,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // Write what is queued (an -ERR, say) before the socket goes.
     if (this.outLen > 0 && !this.socket.destroyed) this.flushOutbound();
     this.closed = true;
-    this.parser.stop(); // a close from inside a handler must end this read's parse too
+    // Ends this read's parse (the close may come from inside a handler) and every later one (after end() the peer may still send).
+    this.parser.stop();
     for (const sub of this.subs.values()) this.account.unsubscribe(sub);
     this.subs.clear();
     this.broker.unregister(this);
