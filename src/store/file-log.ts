@@ -3,24 +3,57 @@
  * while a write is in flight are written together next, as one batch, and
  * made durable with one fdatasync. An append is acknowledged only once its
  * batch is as durable as the sync policy says; readers never see a message
- * before that.
+ * before that. Deletes are tombstone batches in the same files; sealed
+ * segments that are mostly dead are rewritten in the background.
  */
 
 import { promises as fsp, constants as fsc } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { subjectMatches } from "../subjects/subject.js";
 import {
   BATCH_HEADER,
   checkBatch,
   decodeRecord,
   encodeBatch,
+  encodeRawBatch,
+  encodeTombstones,
+  FLAG_GAP,
+  FLAG_TOMBSTONES,
   forEachRecord,
   MAX_BATCH_BYTES,
   readBatchHeader,
+  readTombstones,
   recordSize,
+  TOMBSTONE_BYTES,
+  viewRecord,
+  type BatchHeader,
 } from "./format.js";
-import { refusal, SubjectIndex, type AppendCallback, type AppendInput, type CorruptRange, type LogState, type MessageLog, type StoredMessage, type SyncPolicy } from "./log.js";
+import { DEAD, LiveIndex } from "./live-index.js";
+import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
+import {
+  limitRefusal,
+  refusal,
+  type AppendCallback,
+  type AppendInput,
+  type CorruptRange,
+  type Limits,
+  type LogState,
+  type MessageLog,
+  type PurgeOptions,
+  type ScanOptions,
+  type StoredMessage,
+  type SyncPolicy,
+} from "./log.js";
+
+/**
+ * A test seam for the file I/O that can fail: consulted before each segment
+ * write and sync. Returning an error makes that call fail with it; with
+ * `partial`, that many bytes are written first (a disk filling up mid-write).
+ */
+export interface FaultInjector {
+  write?(file: string, length: number): { error: Error; partial?: number } | null;
+  sync?(file: string): Error | null;
+}
 
 export interface FileLogOptions {
   dir: string;
@@ -33,52 +66,99 @@ export interface FileLogOptions {
   maxBatchBytes?: number;
   /** Largest single record accepted. */
   maxRecordBytes?: number;
+  limits?: Limits;
+  /** A sealed segment whose live records fill less than this share of it is rewritten (default 0.5). */
+  compactBelow?: number;
   /** Where recovery reports what it repaired or found unreadable. */
   onWarning?: (text: string) => void;
+  faults?: FaultInjector;
 }
 
 const SEGMENT_SUFFIX = ".seg";
+const INDEX_SUFFIX = ".idx";
 const SCAN_CHUNK = 1024 * 1024;
+/** How long tombstones of evicted messages may wait for a write to ride on. */
+const TOMBSTONE_DELAY_MS = 50;
 
-/** One segment file and its in-memory index: every batch's first seq, position and time. */
+/** One segment file and what is known of it: every batch's first seq, count, position, length and time. */
 class Segment {
+  /** Highest sequence of a data batch in this file (firstSeq - 1 if none). */
   lastSeq: number;
+  /** End of the last good batch: where the next one goes. */
   size = 0;
-  bytes = 0; // record bytes, for state()
+  /** Record bytes physically present, and of them those still live. */
+  recordBytes = 0;
+  liveBytes = 0;
   readonly batchSeq: number[] = [];
+  readonly batchCount: number[] = [];
   readonly batchPos: number[] = [];
   readonly batchLen: number[] = [];
   readonly batchTime: number[] = [];
+  /** Tombstone ranges stored in this file. */
+  readonly tombs: number[] = [];
+  lastBatchPos = 0;
+  lastBatchCrc = 0;
   createdAt = Date.now();
+  /** Its .idx on disk describes exactly this file. */
+  indexed = false;
+  /** Unreadable ranges were found: keep scanning (and reporting) it on open. */
+  damaged = false;
+  /** Reads in flight; a retired (replaced) segment's file is closed when they end. */
+  users = 0;
+  retired = false;
 
   constructor(
     readonly name: string,
     readonly firstSeq: number,
-    readonly fh: FileHandle,
+    public fh: FileHandle,
   ) {
     this.lastSeq = firstSeq - 1;
   }
 
   addBatch(firstSeq: number, count: number, pos: number, len: number, time: number): void {
     this.batchSeq.push(firstSeq);
+    this.batchCount.push(count);
     this.batchPos.push(pos);
     this.batchLen.push(len);
     this.batchTime.push(time);
-    this.lastSeq = firstSeq + count - 1;
-    this.size = pos + len;
-    this.bytes += len;
+    this.lastSeq = Math.max(this.lastSeq, firstSeq + count - 1);
+    this.recordBytes += len - BATCH_HEADER;
   }
 
-  /** Index of the batch holding `seq` (which must be in this segment). */
+  endBatch(pos: number, len: number, crc: number): void {
+    this.size = pos + len;
+    this.lastBatchPos = pos;
+    this.lastBatchCrc = crc;
+    this.indexed = false;
+  }
+
+  /** Index of the data batch holding `seq`, or -1. */
   batchOf(seq: number): number {
     let lo = 0;
     let hi = this.batchSeq.length - 1;
+    if (hi < 0 || seq < this.batchSeq[0]) return -1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
       if (this.batchSeq[mid] <= seq) lo = mid;
       else hi = mid - 1;
     }
-    return lo;
+    return seq < this.batchSeq[lo] + this.batchCount[lo] ? lo : -1;
+  }
+
+  /** Whether any sequence in [a, b] is physically in this file. */
+  holdsAny(a: number, b: number): boolean {
+    if (b < this.firstSeq || a > this.lastSeq || this.batchSeq.length === 0) return false;
+    let lo = 0;
+    let hi = this.batchSeq.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.batchSeq[mid] <= a) lo = mid;
+      else hi = mid - 1;
+    }
+    for (let i = lo; i < this.batchSeq.length && this.batchSeq[i] <= b; i++) {
+      if (this.batchSeq[i] + this.batchCount[i] - 1 >= a) return true;
+    }
+    return false;
   }
 }
 
@@ -88,9 +168,11 @@ interface Pending {
   done: AppendCallback;
 }
 
+type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
+
 export class FileLog implements MessageLog {
   private readonly segments: Segment[] = [];
-  private readonly subjects = new SubjectIndex();
+  private readonly index = new LiveIndex();
   private readonly corrupt: CorruptRange[] = [];
   private readonly sync: SyncPolicy;
   private readonly syncIntervalMs: number;
@@ -98,19 +180,34 @@ export class FileLog implements MessageLog {
   private readonly maxSegmentAgeMs: number;
   private readonly maxBatchBytes: number;
   private readonly maxRecordBytes: number;
+  private readonly compactBelow: number;
   private readonly warn: (text: string) => void;
+  private readonly faults: FaultInjector | null;
+  private limits: Limits;
   private readonly pending: Pending[] = [];
+  private pendingBytes = 0;
+  private readonly pendingPerSubject = new Map<string, number>();
+  private readonly ops: Op[] = [];
+  /** Tombstone ranges of evicted messages, already gone from memory, not yet on disk. */
+  private evicted: number[] = [];
+  private flushTombstones = false;
+  private tombTimer: NodeJS.Timeout | null = null;
   private writing = false;
   private scheduled = false;
   private closed = false;
   private lastSeq = 0;
   private lastTime = 0;
-  private messages = 0;
   private unsynced = false;
   private syncTimer: NodeJS.Timeout | null = null;
+  private ageTimer: NodeJS.Timeout | null = null;
   private idle: Array<() => void> = [];
-  /** Batches written and fdatasyncs issued since open: how well group commit groups. */
-  readonly io = { batches: 0, syncs: 0 };
+  private maintenance: Promise<void> | null = null;
+  private maintenanceAgain = false;
+  /** One-batch read cache: consecutive get()s of one batch read it once. */
+  private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
+  private removalSeg: Segment | null = null;
+  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open. */
+  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
     this.sync = opts.sync ?? "always";
@@ -119,7 +216,11 @@ export class FileLog implements MessageLog {
     this.maxSegmentAgeMs = opts.maxSegmentAgeMs ?? 0;
     this.maxBatchBytes = Math.min(opts.maxBatchBytes ?? 4 * 1024 * 1024, MAX_BATCH_BYTES - BATCH_HEADER);
     this.maxRecordBytes = Math.min(opts.maxRecordBytes ?? 8 * 1024 * 1024, this.maxBatchBytes);
+    this.compactBelow = opts.compactBelow ?? 0.5;
     this.warn = opts.onWarning ?? (() => {});
+    this.faults = opts.faults ?? null;
+    this.limits = { ...opts.limits };
+    this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
   }
 
   /** Opens (creating if needed) the log in `dir`, recovering what a crash left. */
@@ -131,19 +232,57 @@ export class FileLog implements MessageLog {
       log.syncTimer = setInterval(() => void log.syncNow(), log.syncIntervalMs);
       log.syncTimer.unref();
     }
+    log.applyLimits();
+    log.scheduleMaintenance();
     return log;
   }
 
-  // ---- appends ----
+  // ---- appends, deletes and the write loop ----
 
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
-    const refused = refusal(this.closed, size, this.maxRecordBytes);
+    const perSubject = this.limits.discardNewPerSubject === true;
+    const refused =
+      refusal(this.closed, size, this.maxRecordBytes) ??
+      limitRefusal(
+        this.limits,
+        this.index.messages + this.pending.length,
+        this.index.bytes + this.pendingBytes,
+        size,
+        perSubject ? this.index.countOf(input.subject) + (this.pendingPerSubject.get(input.subject) ?? 0) : 0,
+      );
     if (refused !== null) {
       done(refused, 0);
       return;
     }
     this.pending.push({ input, size, done });
+    this.pendingBytes += size;
+    if (perSubject) this.pendingPerSubject.set(input.subject, (this.pendingPerSubject.get(input.subject) ?? 0) + 1);
+    this.kick();
+  }
+
+  delete(seq: number): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new Error("log is closed"));
+      this.ops.push({ kind: "delete", seq, done: (err, n) => (err ? reject(err) : resolve(n > 0)) });
+      this.kick();
+    });
+  }
+
+  purge(opts: PurgeOptions = {}): Promise<number> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new Error("log is closed"));
+      this.ops.push({ kind: "purge", opts, done: (err, n) => (err ? reject(err) : resolve(n)) });
+      this.kick();
+    });
+  }
+
+  setLimits(limits: Limits): void {
+    this.limits = { ...limits };
+    this.applyLimits();
+  }
+
+  private kick(): void {
     if (!this.writing && !this.scheduled) {
       // Let the rest of this turn's appends join the batch.
       this.scheduled = true;
@@ -157,10 +296,9 @@ export class FileLog implements MessageLog {
     this.writing = true;
     void this.drain().finally(() => {
       this.writing = false;
-      if (this.pending.length > 0 && !this.closed) {
-        this.scheduled = true;
-        setImmediate(this.writeLoop);
-      } else {
+      if (this.pending.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) this.kick();
+      else {
+        if (this.evicted.length > 0) this.armTombstoneFlush();
         const w = this.idle;
         this.idle = [];
         for (const f of w) f();
@@ -168,29 +306,45 @@ export class FileLog implements MessageLog {
     });
   };
 
+  private armTombstoneFlush(): void {
+    if (this.tombTimer !== null) return;
+    this.tombTimer = setTimeout(() => {
+      this.tombTimer = null;
+      this.flushTombstones = true;
+      this.kick();
+    }, TOMBSTONE_DELAY_MS);
+    this.tombTimer.unref();
+  }
+
   private async drain(): Promise<void> {
-    while (this.pending.length > 0) {
+    while (this.pending.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) {
       let bytes = 0;
       let n = 0;
       while (n < this.pending.length && (n === 0 || bytes + this.pending[n].size <= this.maxBatchBytes)) bytes += this.pending[n++].size;
       const batch = this.pending.splice(0, n);
+      const ops = this.ops.splice(0);
+      // Nothing changes the stored set until this round completes: every mutation goes through this loop.
+      const evicted = this.evicted;
+      this.evicted = [];
+      this.flushTombstones = this.closed;
+      const planned = ops.map((op) =>
+        op.kind === "purge" ? this.index.planPurge(op.opts) : this.index.sidAt(op.seq) !== DEAD ? [op.seq, op.seq] : [],
+      );
+      const tombs = evicted.concat(...planned);
       const firstSeq = this.lastSeq + 1;
       // Time never goes backwards within a log, so time lookups can bisect.
       const time = Math.max(Date.now(), this.lastTime);
       try {
         const seg = await this.segmentFor(firstSeq);
-        const buf = encodeBatch(
-          batch.map((p) => p.input),
-          firstSeq,
-          time,
-          bytes,
-        );
         const pos = seg.size;
+        const data = n > 0 ? encodeBatch(batch.map((p) => p.input), firstSeq, time, bytes) : null;
+        const tomb = tombs.length > 0 ? encodeTombstones(tombs, firstSeq + n, time) : null;
         try {
-          await writeFully(seg.fh, buf, pos);
+          if (data !== null) await this.write(seg, data, pos);
+          if (tomb !== null) await this.write(seg, tomb, pos + (data?.length ?? 0));
           this.io.batches++;
           if (this.sync === "always") {
-            await seg.fh.datasync();
+            await this.datasync(seg);
             this.io.syncs++;
           } else this.unsynced = true;
         } catch (err) {
@@ -198,22 +352,111 @@ export class FileLog implements MessageLog {
           await seg.fh.truncate(pos).catch(() => {});
           throw err;
         }
-        seg.addBatch(firstSeq, n, pos, buf.length, time);
-        this.lastSeq = firstSeq + n - 1;
-        this.lastTime = time;
-        this.messages += n;
-        for (let i = 0; i < n; i++) this.subjects.note(batch[i].input.subject, firstSeq + i);
-        for (let i = 0; i < n; i++) batch[i].done(null, firstSeq + i);
+        if (data !== null) {
+          seg.addBatch(firstSeq, n, pos, data.length, time);
+          seg.endBatch(pos, data.length, data.readUInt32LE(4));
+          seg.liveBytes += bytes;
+          this.lastSeq = firstSeq + n - 1;
+          this.lastTime = time;
+          for (let i = 0; i < n; i++) this.index.add(firstSeq + i, this.index.intern(batch[i].input.subject), batch[i].size);
+        }
+        if (tomb !== null) {
+          for (const t of tombs) seg.tombs.push(t);
+          seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
+        }
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
+        this.settleQueued(batch, n);
+        // Evictions are already gone from memory: their tombstones go out with the next write.
+        this.evicted = evicted.concat(this.evicted);
         for (const p of batch) p.done(e, 0);
+        for (const op of ops) op.done(e, 0);
+        continue;
+      }
+      this.settleQueued(batch, n);
+      for (let k = 0; k < ops.length; k++) {
+        let removed = 0;
+        const r = planned[k];
+        for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]).length;
+        ops[k].done(null, removed);
+      }
+      if (n > 0) {
+        const touched = new Set<number>();
+        for (let i = 0; i < n; i++) touched.add(this.index.intern(batch[i].input.subject));
+        this.evictSeqs(this.index.evict(this.limits, touched));
+      }
+      for (let i = 0; i < n; i++) batch[i].done(null, firstSeq + i);
+      if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
+    }
+  }
+
+  private settleQueued(batch: Pending[], n: number): void {
+    for (let i = 0; i < n; i++) this.pendingBytes -= batch[i].size;
+    if (this.pendingPerSubject.size > 0) {
+      for (let i = 0; i < n; i++) {
+        const s = batch[i].input.subject;
+        const c = (this.pendingPerSubject.get(s) ?? 1) - 1;
+        if (c <= 0) this.pendingPerSubject.delete(s);
+        else this.pendingPerSubject.set(s, c);
       }
     }
+  }
+
+  /** Messages removed by limits: gone from memory now, their tombstone written with the next batch. */
+  private evictSeqs(removed: number[]): void {
+    if (removed.length === 0) return;
+    const ranges = this.index.toRanges(removed);
+    for (const r of ranges) this.evicted.push(r);
+    if (!this.writing) this.armTombstoneFlush();
+  }
+
+  private applyLimits(): void {
+    if (this.closed) return;
+    const touched: number[] = [];
+    if ((this.limits.maxMsgsPerSubject ?? 0) > 0) {
+      // All subjects: a lowered per-subject limit applies to what is stored.
+      for (let id = 0; id < this.index.subjectIds(); id++) touched.push(id);
+    }
+    this.evictSeqs(this.index.evict(this.limits, touched));
+    this.expireByAge();
+    if (this.ageTimer) clearInterval(this.ageTimer);
+    this.ageTimer = null;
+    const maxAge = this.limits.maxAgeMs ?? 0;
+    if (maxAge > 0) {
+      this.ageTimer = setInterval(() => this.expireByAge(), Math.min(1000, Math.max(10, Math.floor(maxAge / 4))));
+      this.ageTimer.unref();
+    }
+  }
+
+  private expireByAge(): void {
+    const maxAge = this.limits.maxAgeMs ?? 0;
+    if (maxAge <= 0 || this.closed) return;
+    const first = this.index.firstLive();
+    if (first === 0) return;
+    const cutoff = this.firstSeqAtOrAfter(Date.now() - maxAge);
+    if (cutoff <= first) return;
+    this.evictSeqs(this.index.removeRange(first, cutoff - 1));
+  }
+
+  private async write(seg: Segment, buf: Buffer, pos: number): Promise<void> {
+    const fault = this.faults?.write?.(seg.name, buf.length) ?? null;
+    if (fault !== null) {
+      if (fault.partial) await writeFully(seg.fh, buf.subarray(0, Math.min(fault.partial, buf.length)), pos);
+      throw fault.error;
+    }
+    await writeFully(seg.fh, buf, pos);
+  }
+
+  private async datasync(seg: Segment): Promise<void> {
+    const fault = this.faults?.sync?.(seg.name) ?? null;
+    if (fault !== null) throw fault;
+    await seg.fh.datasync();
   }
 
   /** The segment the next batch goes to, rolling to a new file when the current one is full or old. */
   private async segmentFor(firstSeq: number): Promise<Segment> {
     const cur = this.segments[this.segments.length - 1];
+    if (cur !== undefined && cur.firstSeq === firstSeq) return cur; // only tombstones so far: a new file would have the same name
     if (
       cur !== undefined &&
       cur.size < this.maxSegmentBytes &&
@@ -222,7 +465,9 @@ export class FileLog implements MessageLog {
       return cur;
     }
     if (cur !== undefined && this.sync !== "always") await cur.fh.datasync();
-    return this.createSegment(firstSeq);
+    const seg = await this.createSegment(firstSeq);
+    this.scheduleMaintenance();
+    return seg;
   }
 
   private async createSegment(firstSeq: number): Promise<Segment> {
@@ -250,68 +495,106 @@ export class FileLog implements MessageLog {
   // ---- reads ----
 
   state(): LogState {
-    let bytes = 0;
-    for (const s of this.segments) bytes += s.bytes;
-    const first = this.segments.find((s) => s.lastSeq >= s.firstSeq);
+    const first = this.index.firstLive();
+    const firstSeq = first === 0 ? this.lastSeq + 1 : first;
     return {
-      firstSeq: first ? first.firstSeq : this.lastSeq + 1,
+      firstSeq,
       lastSeq: this.lastSeq,
-      messages: this.messages,
-      bytes,
+      messages: this.index.messages,
+      bytes: this.index.bytes,
+      subjects: this.index.subjects(),
+      deleted: first === 0 ? 0 : this.lastSeq - firstSeq + 1 - this.index.messages,
       corrupt: [...this.corrupt],
     };
   }
 
   subjectCount(subject: string): number {
-    return this.subjects.count(subject);
+    return this.index.countOf(subject);
+  }
+
+  pendingAfter(after: number, filter?: string): number {
+    return this.index.countAfter(after, filter);
   }
 
   async get(seq: number): Promise<StoredMessage | null> {
+    if (seq > this.lastSeq || this.index.sidAt(seq) === DEAD) return null;
     const seg = this.segmentOf(seq);
     if (seg === null) return null;
     const b = seg.batchOf(seq);
+    if (b < 0) return null;
     const buf = await this.readBatch(seg, b);
     if (buf === null) return null;
-    const hdr = readBatchHeader(buf, 0);
-    let found: StoredMessage | null = null;
-    forEachRecord(buf, 0, (i, _subject, at) => {
-      if (hdr.firstSeq + i !== seq) return false;
-      found = decodeRecord(buf, at, seq, hdr.time);
-      return true;
-    });
-    return found;
+    const at = recordAt(buf, 0, seq - seg.batchSeq[b]);
+    return at < 0 ? null : decodeRecord(buf, at, seq, seg.batchTime[b]);
   }
 
   async next(after: number, filter?: string): Promise<StoredMessage | null> {
-    let seq = after + 1;
-    while (seq <= this.lastSeq) {
-      const seg = this.segmentOf(seq);
-      if (seg === null) {
-        // A gap (quarantined or purged range): continue at the next segment that has data.
-        const nextSeg = this.segments.find((s) => s.firstSeq > seq && s.lastSeq >= s.firstSeq);
-        if (nextSeg === undefined) return null;
-        seq = nextSeg.firstSeq;
-        continue;
-      }
-      for (let b = seg.batchOf(seq); b < seg.batchSeq.length; b++) {
-        const buf = await this.readBatch(seg, b);
-        if (buf === null) continue;
-        const hdr = readBatchHeader(buf, 0);
-        let found: StoredMessage | null = null;
-        forEachRecord(buf, 0, (i, subject, at) => {
-          const s = hdr.firstSeq + i;
-          if (s < seq || (filter !== undefined && !subjectMatches(filter, subject))) return false;
-          found = decodeRecord(buf, at, s, hdr.time);
-          return true;
-        });
-        if (found !== null) return found;
-      }
-      seq = seg.lastSeq + 1;
+    for (let seq = this.index.nextMatch(after, filter); seq !== 0 && seq <= this.lastSeq; seq = this.index.nextMatch(seq, filter)) {
+      const m = await this.get(seq);
+      if (m !== null) return m;
     }
     return null;
   }
 
+  async scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+    const filter = opts.filter === ">" ? undefined : opts.filter;
+    const maxMessages = opts.maxMessages ?? 256;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    const out: StoredMessage[] = [];
+    let bytes = 0;
+    let seq = this.index.nextMatch(from - 1, filter);
+    while (seq !== 0 && seq <= this.lastSeq && out.length < maxMessages && bytes < maxBytes) {
+      const seg = this.segmentOf(seq);
+      const b0 = seg === null ? -1 : seg.batchOf(seq);
+      if (seg === null || b0 < 0) {
+        seq = this.index.nextMatch(seq, filter);
+        continue;
+      }
+      // One read of consecutive batches, about SCAN_CHUNK long.
+      let b1 = b0;
+      const start = seg.batchPos[b0];
+      while (b1 + 1 < seg.batchSeq.length && seg.batchPos[b1 + 1] + seg.batchLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
+      const end = seg.batchPos[b1] + seg.batchLen[b1];
+      const buf = await this.readRange(seg, start, end - start);
+      let visited = seq;
+      for (let b = b0; b <= b1 && out.length < maxMessages && bytes < maxBytes; b++) {
+        const at = seg.batchPos[b] - start;
+        if (buf === null || checkBatch(buf, at, at + seg.batchLen[b]) !== null) {
+          this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read");
+          visited = seg.batchSeq[b] + seg.batchCount[b] - 1;
+          continue;
+        }
+        const bSeq = seg.batchSeq[b];
+        const count = seg.batchCount[b];
+        const time = seg.batchTime[b];
+        let p = at + BATCH_HEADER;
+        for (let i = 0; i < count; i++) {
+          const s = bSeq + i;
+          const len = buf.readUInt32LE(p) + 4;
+          if (s >= seq) {
+            visited = s;
+            const id = this.index.sidAt(s);
+            if (id !== DEAD && (filter === undefined || this.index.matchesId(filter, id))) {
+              out.push(viewRecord(buf, p, s, time, this.index.subjectOf(id)));
+              bytes += len;
+              if (out.length >= maxMessages || bytes >= maxBytes) break;
+            }
+          }
+          p += len;
+        }
+      }
+      seq = this.index.nextMatch(visited, filter);
+    }
+    return out;
+  }
+
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
+    const seq = this.firstSeqAtOrAfter(time);
+    return seq > this.lastSeq ? null : this.next(seq - 1);
+  }
+
+  /** The first sequence of the first batch stored at or after `time`; lastSeq + 1 if none. */
+  private firstSeqAtOrAfter(time: number): number {
     for (const seg of this.segments) {
       const times = seg.batchTime;
       if (times.length === 0 || times[times.length - 1] < time) continue;
@@ -322,18 +605,18 @@ export class FileLog implements MessageLog {
         if (times[mid] >= time) hi = mid;
         else lo = mid + 1;
       }
-      return this.get(seg.batchSeq[lo]);
+      return seg.batchSeq[lo];
     }
-    return null;
+    return this.lastSeq + 1;
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const last = this.subjects.last(subject);
+    const last = this.index.lastOf(subject);
     return last === 0 ? null : this.get(last);
   }
 
   private segmentOf(seq: number): Segment | null {
-    if (seq < 1 || seq > this.lastSeq) return null;
+    if (seq < 1 || seq > this.lastSeq || this.segments.length === 0) return null;
     let lo = 0;
     let hi = this.segments.length - 1;
     while (lo < hi) {
@@ -342,123 +625,504 @@ export class FileLog implements MessageLog {
       else hi = mid - 1;
     }
     const seg = this.segments[lo];
-    return seg !== undefined && seq >= seg.firstSeq && seq <= seg.lastSeq && seg.batchSeq.length > 0 ? seg : null;
+    return seq >= seg.firstSeq ? seg : null;
+  }
+
+  private async readRange(seg: Segment, pos: number, len: number): Promise<Buffer | null> {
+    const buf = Buffer.allocUnsafe(len);
+    seg.users++;
+    try {
+      const { bytesRead } = await seg.fh.read(buf, 0, len, pos);
+      return bytesRead < len ? null : buf;
+    } catch {
+      return null;
+    } finally {
+      if (--seg.users === 0 && seg.retired) void seg.fh.close().catch(() => {});
+    }
   }
 
   /** Reads and verifies one batch; a batch that no longer verifies is reported and skipped. */
   private async readBatch(seg: Segment, b: number): Promise<Buffer | null> {
+    const c = this.cached;
+    if (c !== null && c.seg === seg && c.b === b) return c.buf;
     const len = seg.batchLen[b];
-    const buf = Buffer.allocUnsafe(len);
-    const { bytesRead } = await seg.fh.read(buf, 0, len, seg.batchPos[b]);
-    const problem = bytesRead < len ? "short" : checkBatch(buf, 0, len);
-    if (problem !== null) {
+    const buf = await this.readRange(seg, seg.batchPos[b], len);
+    const problem = buf === null ? "short" : checkBatch(buf, 0, len);
+    if (problem !== null || buf === null) {
       this.reportCorrupt(seg, seg.batchPos[b], `${problem} on read`);
       return null;
     }
+    this.cached = { seg, b, buf };
     return buf;
   }
 
   private reportCorrupt(seg: Segment, position: number, reason: string): void {
+    seg.damaged = true;
     if (this.corrupt.some((c) => c.segment === seg.name && c.position === position)) return;
     this.corrupt.push({ segment: seg.name, position, reason });
     this.warn(`${join(this.dir, seg.name)} at ${position}: ${reason}`);
   }
 
+  private noteRemoved(seq: number, size: number): void {
+    let seg = this.removalSeg;
+    if (seg === null || seq < seg.firstSeq || seq > seg.lastSeq || seg.retired) {
+      seg = this.segmentOf(seq);
+      this.removalSeg = seg;
+    }
+    if (seg !== null) seg.liveBytes -= size;
+  }
+
   // ---- recovery ----
 
   private async recover(): Promise<void> {
-    const names = (await fsp.readdir(this.dir)).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    const entries = await fsp.readdir(this.dir);
+    for (const n of entries) {
+      // Leftovers of a compaction or index write that a crash interrupted.
+      if (n.endsWith(".tmp")) await fsp.rm(join(this.dir, n), { force: true });
+    }
+    const names = entries.filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    const indexes = new Set(entries.filter((n) => n.endsWith(INDEX_SUFFIX)));
+    let nextSeq = 1;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
       const firstSeq = Number(name.slice(0, 20));
-      const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR);
-      const seg = new Segment(name, firstSeq, fh);
-      seg.createdAt = (await fh.stat()).mtimeMs;
-      const isLast = i === names.length - 1;
-      if (firstSeq <= this.lastSeq) {
+      if (firstSeq < nextSeq) {
         this.warn(`${name} overlaps sequences already recovered; ignored`);
-        await fh.close();
         continue;
       }
-      if (this.lastSeq > 0 && firstSeq !== this.lastSeq + 1) this.warn(`gap before ${name}: sequences ${this.lastSeq + 1}..${firstSeq - 1} are missing`);
-      await this.scanSegment(seg, isLast);
+      const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR);
+      const seg = new Segment(name, firstSeq, fh);
+      const st = await fh.stat();
+      seg.createdAt = st.mtimeMs;
+      const isLast = i === names.length - 1;
+      let from = 0;
+      if (indexes.has(name + INDEX_SUFFIX)) {
+        from = await this.loadIndex(seg, st.size);
+      }
+      if (from < st.size || st.size === 0) await this.scanSegment(seg, from, st.size, isLast);
+      else seg.indexed = !seg.damaged;
       this.segments.push(seg);
-      this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
-      if (seg.batchTime.length > 0) this.lastTime = Math.max(this.lastTime, seg.batchTime[seg.batchTime.length - 1]);
+      nextSeq = Math.max(nextSeq, seg.lastSeq + 1);
     }
-    if (this.segments.length === 0) await this.createSegment(1);
-    else if (this.lastSeq === 0) this.lastSeq = this.segments[this.segments.length - 1].firstSeq - 1;
+    // Tombstones record the next sequence when written: a log whose newest messages were all deleted keeps counting.
+    for (const seg of this.segments) {
+      this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
+      for (let i = 0; i < seg.tombs.length; i += 2) this.index.kill(seg.tombs[i], seg.tombs[i + 1]);
+    }
+    const last = this.segments[this.segments.length - 1];
+    if (last === undefined) await this.createSegment(1);
+    else {
+      this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1);
+      if (last.batchTime.length > 0) this.lastTime = last.batchTime[last.batchTime.length - 1];
+    }
+    this.index.finishLoad();
+    for (const seg of this.segments) {
+      seg.liveBytes = 0;
+      for (let b = 0; b < seg.batchSeq.length; b++) {
+        for (let s = seg.batchSeq[b], e = s + seg.batchCount[b]; s < e; s++) seg.liveBytes += this.index.sizeAt(s);
+      }
+    }
+  }
+
+  private tombNextSeq = 0;
+
+  /** Takes a segment's index if it matches the file; the offset up to which it did (0: not used). */
+  private async loadIndex(seg: Segment, fileSize: number): Promise<number> {
+    const path = join(this.dir, seg.name + INDEX_SUFFIX);
+    let why: string | null = null;
+    let d: ReturnType<typeof decodeSegmentIndex> = "unreadable";
+    try {
+      d = decodeSegmentIndex(await fsp.readFile(path));
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (typeof d === "string") why ??= d;
+    else if (d.firstSeq !== seg.firstSeq) why = "belongs to another segment";
+    else if (d.size > fileSize) why = "covers more than the segment holds";
+    else if (d.size > 0) {
+      const probe = Buffer.alloc(8);
+      await seg.fh.read(probe, 0, 8, d.lastBatchPos);
+      if (probe.readUInt32LE(0) + 8 !== d.size - d.lastBatchPos || probe.readUInt32LE(4) !== d.lastBatchCrc) why = "does not match the segment's last batch";
+    }
+    if (why !== null || typeof d === "string") {
+      this.warn(`${path}: ${why}; rebuilding it from the segment`);
+      this.io.indexesRebuilt++;
+      return 0;
+    }
+    const ids = d.subjects.map((s) => this.index.intern(s));
+    for (let b = 0; b < d.batchSeq.length; b++) seg.addBatch(d.batchSeq[b], d.batchCount[b], d.batchPos[b], d.batchLen[b], d.batchTime[b]);
+    for (const t of d.tombs) seg.tombs.push(t);
+    for (let i = 0; i < d.span; i++) {
+      const sid = d.sid[i];
+      if (sid >= 0) this.index.load(d.firstSeq + i, ids[sid], d.size_[i]);
+    }
+    seg.size = d.size;
+    seg.lastBatchPos = d.lastBatchPos;
+    seg.lastBatchCrc = d.lastBatchCrc;
+    return d.size;
   }
 
   /**
-   * Reads a segment batch by batch, rebuilding its index. The tail of the last
-   * segment may be torn by a crash: it is cut off. Anything else unreadable is
-   * quarantined: reported, kept out of reads, the rest served.
+   * Reads a segment batch by batch from `from`, rebuilding its index. The tail
+   * of the last segment may be torn by a crash: it is cut off. Anything else
+   * unreadable is quarantined (reported, kept out of reads) and the scan
+   * resumes at the next batch that verifies.
    */
-  private async scanSegment(seg: Segment, isLast: boolean): Promise<void> {
-    const fileSize = (await seg.fh.stat()).size;
+  private async scanSegment(seg: Segment, from: number, fileSize: number, isLast: boolean): Promise<void> {
     const reader = new WindowReader(seg.fh, fileSize);
-    let pos = 0;
-    let expect = seg.firstSeq;
+    if (from === 0) this.io.segmentsScanned++;
+    let pos = from;
+    let expect = seg.batchSeq.length > 0 ? seg.lastSeq + 1 : seg.firstSeq;
+    let afterQuarantine = false;
     while (pos < fileSize) {
-      let problem: string | null = null;
-      let hdr: ReturnType<typeof readBatchHeader> | null = null;
-      if (!(await reader.ensure(pos, 8))) problem = "short";
-      else {
-        const len = reader.buf.readUInt32LE(pos - reader.start) + 8;
-        if (len < BATCH_HEADER || len > MAX_BATCH_BYTES) problem = "bad length";
-        else if (!(await reader.ensure(pos, len))) problem = "short";
-        else {
-          const at = pos - reader.start;
-          problem = checkBatch(reader.buf, at, at + len);
-          if (problem === null) {
-            hdr = readBatchHeader(reader.buf, at);
-            if (hdr.firstSeq !== expect) problem = `sequence ${hdr.firstSeq} where ${expect} was expected`;
-            else {
-              const subjects: string[] = [];
-              const fits = forEachRecord(reader.buf, at, (_i, subject) => {
-                subjects.push(subject);
-              });
-              if (!fits || subjects.length !== hdr.count) problem = "records do not fit their batch";
-              else for (let i = 0; i < subjects.length; i++) this.subjects.note(subjects[i], hdr.firstSeq + i);
-            }
-          }
-        }
-      }
-      if (problem !== null || hdr === null) {
+      const found = await this.readBatchAt(reader, pos, expect, afterQuarantine);
+      afterQuarantine = false;
+      if (typeof found === "string") {
         if (isLast) {
-          this.warn(`${join(this.dir, seg.name)}: cut ${fileSize - pos} bytes of torn tail at ${pos} (${problem})`);
+          this.warn(`${join(this.dir, seg.name)}: cut ${fileSize - pos} bytes of torn tail at ${pos} (${found})`);
           await seg.fh.truncate(pos);
           await seg.fh.datasync();
-        } else {
-          this.reportCorrupt(seg, pos, problem ?? "unreadable");
+          fileSize = pos;
+          break;
         }
-        break;
+        this.reportCorrupt(seg, pos, found);
+        const resume = await this.resync(reader, pos + 1, fileSize, expect);
+        if (resume < 0) break;
+        pos = resume;
+        afterQuarantine = true; // the quarantined batch's sequences are skipped
+        continue;
       }
-      seg.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
-      this.messages += hdr.count;
-      expect = hdr.firstSeq + hdr.count;
+      const { hdr, subjects, sizes } = found;
+      if ((hdr.flags & FLAG_TOMBSTONES) !== 0) {
+        readTombstones(reader.buf, pos - reader.start, seg.tombs);
+        this.tombNextSeq = Math.max(this.tombNextSeq, hdr.firstSeq);
+      } else {
+        seg.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
+        for (let i = 0; i < hdr.count; i++) this.index.load(hdr.firstSeq + i, this.index.intern(subjects[i]), sizes[i]);
+        expect = hdr.firstSeq + hdr.count;
+      }
+      seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
       pos += hdr.length;
     }
-    seg.size = isLast ? pos : fileSize;
+    seg.size = pos;
+    seg.indexed = false;
+  }
+
+  /** The verified batch at `pos`, or why there is none. */
+  private async readBatchAt(reader: WindowReader, pos: number, expect: number, gapAllowed = false): Promise<{ hdr: BatchHeader; subjects: string[]; sizes: number[] } | string> {
+    if (!(await reader.ensure(pos, 8))) return "short";
+    const len = reader.buf.readUInt32LE(pos - reader.start) + 8;
+    if (len < BATCH_HEADER || len > MAX_BATCH_BYTES) return "bad length";
+    if (!(await reader.ensure(pos, len))) return "short";
+    const at = pos - reader.start;
+    const problem = checkBatch(reader.buf, at, at + len);
+    if (problem !== null) return problem;
+    const hdr = readBatchHeader(reader.buf, at);
+    if (hdr.firstSeq < expect || (hdr.firstSeq > expect && !gapAllowed && (hdr.flags & FLAG_GAP) === 0)) return `sequence ${hdr.firstSeq} where ${expect} was expected`;
+    const subjects: string[] = [];
+    const sizes: number[] = [];
+    if ((hdr.flags & FLAG_TOMBSTONES) !== 0) {
+      if (hdr.length !== BATCH_HEADER + hdr.count * TOMBSTONE_BYTES) return "tombstones do not fit their batch";
+      return { hdr, subjects, sizes };
+    }
+    const fits = forEachRecord(reader.buf, at, (_i, subject, p) => {
+      subjects.push(subject);
+      sizes.push(reader.buf.readUInt32LE(p) + 4);
+    });
+    if (!fits || subjects.length !== hdr.count) return "records do not fit their batch";
+    return { hdr, subjects, sizes };
+  }
+
+  /** The position of the next batch at or after `pos` that verifies and continues the sequence, or -1. */
+  private async resync(reader: WindowReader, pos: number, fileSize: number, expect: number): Promise<number> {
+    for (; pos + BATCH_HEADER <= fileSize; pos++) {
+      if (!(await reader.ensure(pos, BATCH_HEADER))) return -1;
+      const at = pos - reader.start;
+      // Cheap tests first; the checksum only for a plausible header.
+      if (reader.buf[at + 8] !== 1 || reader.buf.readUInt16LE(at + 10) !== 0) continue;
+      const len = reader.buf.readUInt32LE(at) + 8;
+      if (len < BATCH_HEADER || pos + len > fileSize) continue;
+      if (typeof (await this.readBatchAt(reader, pos, expect, true)) !== "string") return pos;
+      // readBatchAt may have moved the window; keep going from where we are.
+      if (!(await reader.ensure(pos, BATCH_HEADER))) return -1;
+    }
+    return -1;
+  }
+
+  // ---- maintenance: index files and compaction, one step at a time, in the background ----
+
+  private scheduleMaintenance(): void {
+    if (this.closed) return;
+    if (this.maintenance !== null) {
+      this.maintenanceAgain = true;
+      return;
+    }
+    this.maintenance = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.maintain())
+      .catch((err) => this.warn(`maintenance of ${this.dir} failed: ${(err as Error).message}`))
+      .finally(() => {
+        this.maintenance = null;
+        if (this.maintenanceAgain && !this.closed) {
+          this.maintenanceAgain = false;
+          this.scheduleMaintenance();
+        }
+      });
+  }
+
+  private async maintain(): Promise<void> {
+    for (;;) {
+      if (this.closed) return;
+      const victim = this.compactionCandidate();
+      if (victim === null) break;
+      await this.compact(victim);
+    }
+    for (let i = 0; i < this.segments.length - 1 && !this.closed; i++) {
+      const seg = this.segments[i];
+      if (!seg.indexed && !seg.damaged) await this.writeIndex(seg);
+    }
+  }
+
+  /** A sealed segment mostly dead, or holding only tombstones nothing needs any more. */
+  private compactionCandidate(): Segment | null {
+    let best: Segment | null = null;
+    let bestRatio = this.compactBelow;
+    for (let i = 0; i < this.segments.length - 1; i++) {
+      const seg = this.segments[i];
+      if (seg.damaged) continue;
+      if (seg.recordBytes > 0) {
+        const ratio = seg.liveBytes / seg.recordBytes;
+        if (ratio < bestRatio || (ratio === 0 && best === null)) {
+          best = seg;
+          bestRatio = ratio;
+        }
+      } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombs.length) {
+        best = seg;
+      }
+    }
+    return best;
+  }
+
+  /** Tombstones of segment `i` that still delete something physically present in an earlier file. */
+  private neededTombs(i: number): number[] {
+    const seg = this.segments[i];
+    const keep: number[] = [];
+    for (let t = 0; t < seg.tombs.length; t += 2) {
+      const a = seg.tombs[t];
+      const b = seg.tombs[t + 1];
+      for (let j = 0; j < i; j++) {
+        if (this.segments[j].holdsAny(a, b)) {
+          keep.push(a, b);
+          break;
+        }
+      }
+    }
+    return keep;
+  }
+
+  /**
+   * Rewrites a sealed segment with only its live records and needed
+   * tombstones: write a temporary file, fsync it, rename it over the
+   * segment, fsync the directory. A crash at any point leaves either the old
+   * file or the new one; a leftover temporary file is removed on open.
+   */
+  private async compact(seg: Segment): Promise<void> {
+    const i = this.segments.indexOf(seg);
+    if (i < 0 || i === this.segments.length - 1) return;
+    const tmpPath = join(this.dir, seg.name + ".compact.tmp");
+    const path = join(this.dir, seg.name);
+    const next = new Segment(seg.name, seg.firstSeq, null as unknown as FileHandle);
+    const out = await fsp.open(tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+    let ok = false;
+    try {
+      let pos = 0;
+      let expect = seg.firstSeq;
+      const writeBatch = async (buf: Buffer): Promise<void> => {
+        await writeFully(out, buf, pos);
+        next.endBatch(pos, buf.length, buf.readUInt32LE(4));
+        pos += buf.length;
+      };
+      for (let b = 0; b < seg.batchSeq.length; b++) {
+        if (this.closed) return;
+        const buf = await this.readRange(seg, seg.batchPos[b], seg.batchLen[b]);
+        if (buf === null || checkBatch(buf, 0, buf.length) !== null) throw new Error(`${seg.name}: batch at ${seg.batchPos[b]} does not verify; not compacting`);
+        let run: Buffer[] = [];
+        let runBytes = 0;
+        let runStart = 0;
+        const flush = async (): Promise<void> => {
+          if (run.length === 0) return;
+          const out = encodeRawBatch(run, runBytes, runStart, seg.batchTime[b], run.length, runStart !== expect ? FLAG_GAP : 0);
+          next.addBatch(runStart, run.length, pos, out.length, seg.batchTime[b]);
+          await writeBatch(out);
+          expect = runStart + run.length;
+          run = [];
+          runBytes = 0;
+        };
+        let p = BATCH_HEADER;
+        for (let k = 0; k < seg.batchCount[b]; k++) {
+          const s = seg.batchSeq[b] + k;
+          const len = buf.readUInt32LE(p) + 4;
+          if (this.index.sidAt(s) !== DEAD) {
+            if (run.length === 0) runStart = s;
+            run.push(buf.subarray(p, p + len));
+            runBytes += len;
+          } else await flush();
+          p += len;
+        }
+        await flush();
+      }
+      const tombs = this.neededTombs(i);
+      if (tombs.length > 0) {
+        const t = encodeTombstones(tombs, expect, seg.batchTime[seg.batchTime.length - 1] ?? 0);
+        for (const x of tombs) next.tombs.push(x);
+        await writeBatch(t);
+      }
+      if (pos === 0) {
+        await out.close();
+        await fsp.rm(tmpPath, { force: true });
+        await fsp.rm(path + INDEX_SUFFIX, { force: true });
+        await fsp.rm(path);
+        await syncDir(this.dir);
+        this.segments.splice(this.segments.indexOf(seg), 1);
+        this.retire(seg);
+        ok = true;
+        this.io.compactions++;
+        return;
+      }
+      await out.datasync();
+      await fsp.rm(path + INDEX_SUFFIX, { force: true });
+      await fsp.rename(tmpPath, path);
+      await syncDir(this.dir);
+      next.fh = out;
+      next.size = pos;
+      next.createdAt = seg.createdAt;
+      for (let b = 0; b < next.batchSeq.length; b++) {
+        for (let s = next.batchSeq[b], e = s + next.batchCount[b]; s < e; s++) next.liveBytes += this.index.sizeAt(s);
+      }
+      // Records deleted while we copied are dead in memory; the tombstones that say so live in later files.
+      this.segments[this.segments.indexOf(seg)] = next;
+      this.retire(seg);
+      ok = true;
+      this.io.compactions++;
+      await this.writeIndex(next);
+    } finally {
+      if (!ok) {
+        await out.close().catch(() => {});
+        await fsp.rm(tmpPath, { force: true });
+      }
+    }
+  }
+
+  private retire(seg: Segment): void {
+    seg.retired = true;
+    if (this.cached?.seg === seg) this.cached = null;
+    if (this.removalSeg === seg) this.removalSeg = null;
+    if (seg.users === 0) void seg.fh.close().catch(() => {});
+  }
+
+  /** Writes `<segment>.idx` the crash-safe way; the segment's live set is taken from memory. */
+  private async writeIndex(seg: Segment): Promise<void> {
+    const span = seg.lastSeq - seg.firstSeq + 1;
+    const sid = new Int32Array(Math.max(0, span)).fill(-1);
+    const size_ = new Uint32Array(Math.max(0, span));
+    const local = new Map<number, number>();
+    const subjects: string[] = [];
+    for (let b = 0; b < seg.batchSeq.length; b++) {
+      for (let s = seg.batchSeq[b], e = s + seg.batchCount[b]; s < e; s++) {
+        const id = this.index.sidAt(s);
+        if (id === DEAD) continue;
+        let l = local.get(id);
+        if (l === undefined) {
+          l = subjects.length;
+          local.set(id, l);
+          subjects.push(this.index.subjectOf(id));
+        }
+        sid[s - seg.firstSeq] = l;
+        size_[s - seg.firstSeq] = this.index.sizeAt(s);
+      }
+    }
+    const buf = encodeSegmentIndex({
+      firstSeq: seg.firstSeq,
+      size: seg.size,
+      lastBatchPos: seg.lastBatchPos,
+      lastBatchCrc: seg.lastBatchCrc,
+      batchSeq: seg.batchSeq,
+      batchCount: seg.batchCount,
+      batchPos: seg.batchPos,
+      batchLen: seg.batchLen,
+      batchTime: seg.batchTime,
+      tombs: seg.tombs,
+      span: Math.max(0, span),
+      sid,
+      size_,
+      subjects,
+    });
+    const path = join(this.dir, seg.name + INDEX_SUFFIX);
+    const tmp = path + ".tmp";
+    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+    try {
+      await writeFully(fh, buf, 0);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, path);
+    await syncDir(this.dir);
+    seg.indexed = true;
+    this.io.indexesWritten++;
+  }
+
+  /** Waits for background maintenance (tests and benchmarks use it to observe compaction). */
+  async settle(): Promise<void> {
+    while (this.maintenance !== null || this.writing || this.scheduled || this.tombTimer !== null || this.evicted.length > 0) {
+      if (this.tombTimer !== null) {
+        clearTimeout(this.tombTimer);
+        this.tombTimer = null;
+        this.flushTombstones = true;
+        this.kick();
+      }
+      if (this.evicted.length > 0 && !this.writing && !this.scheduled) {
+        this.flushTombstones = true;
+        this.kick();
+      }
+      await (this.maintenance ?? new Promise<void>((r) => setImmediate(r)));
+    }
   }
 
   // ---- lifecycle ----
 
-  /** Waits for queued appends to be written, then closes the files. */
+  /** Writes what is queued (and pending tombstones), then indexes and closes the files. */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.tombTimer) clearTimeout(this.tombTimer);
+    this.tombTimer = null;
+    if (this.ageTimer) clearInterval(this.ageTimer);
+    this.flushTombstones = true;
     this.closed = true;
-    if (this.writing || this.scheduled || this.pending.length > 0) {
+    if (this.writing || this.scheduled || this.pending.length > 0 || this.ops.length > 0 || this.evicted.length > 0) {
       await new Promise<void>((resolve) => {
         this.idle.push(resolve);
         if (!this.writing && !this.scheduled) this.writeLoop();
       });
     }
+    if (this.maintenance) await this.maintenance;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.sync !== "always") await this.syncNow();
+    for (const s of this.segments) {
+      if (!s.indexed && !s.damaged) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
+    }
     for (const s of this.segments) await s.fh.close();
   }
+}
+
+/** Offset of record `i` of the batch at `at`, or -1 if the records do not reach it. */
+function recordAt(buf: Buffer, at: number, i: number): number {
+  const end = at + buf.readUInt32LE(at) + 8;
+  let p = at + BATCH_HEADER;
+  for (let k = 0; k < i; k++) {
+    if (p + 4 > end) return -1;
+    p += buf.readUInt32LE(p) + 4;
+  }
+  return p + 4 <= end ? p : -1;
 }
 
 /** Sequential reads through a file in large windows, so that recovery costs few syscalls. */

@@ -4,12 +4,17 @@
  * must stay below 2^53.
  *
  * batch:  u32 length (bytes after the crc field) | u32 crc32c (of those bytes)
- *         | u8 version (1) | u8 flags (0) | u16 reserved (0)
+ *         | u8 version (1) | u8 flags | u16 reserved (0)
  *         | u64 firstSeq | u64 time ms | u32 count | record × count
  * record: u32 length (bytes after this field) | u16 subjectLen | u32 keyLen
  *         (0xffffffff: no key) | u32 hdrLen | subject | key | headers | payload
+ * tombstone batch (flags & TOMBSTONES): count entries of u64 from | u64 to,
+ *         each deleting the sequences from..to (inclusive); firstSeq is the
+ *         next sequence at the time it was written and is not consumed.
  *
  * Every record of a batch shares the batch's time; sequences are firstSeq + i.
+ * A batch flagged GAP may start above the sequence that follows the previous
+ * batch of its segment: compaction removed the sequences in between.
  */
 
 import { crc32c } from "./crc32c.js";
@@ -19,6 +24,10 @@ export const BATCH_HEADER = 32; // bytes, including length and crc
 export const RECORD_HEADER = 14; // bytes, including length
 export const FORMAT_VERSION = 1;
 const NO_KEY = 0xffffffff;
+export const FLAG_GAP = 1;
+export const FLAG_TOMBSTONES = 2;
+const KNOWN_FLAGS = FLAG_GAP | FLAG_TOMBSTONES;
+export const TOMBSTONE_BYTES = 16;
 /** A batch larger than this is taken for corruption, not a reason to allocate. */
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 
@@ -32,7 +41,7 @@ export function recordSize(input: AppendInput): number {
   );
 }
 
-function writeU64(buf: Buffer, v: number, at: number): void {
+export function writeU64(buf: Buffer, v: number, at: number): void {
   buf.writeUInt32LE(v >>> 0, at);
   buf.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
 }
@@ -44,13 +53,7 @@ export function readU64(buf: Buffer, at: number): number {
 /** Encodes one batch into a fresh buffer of exactly its size. */
 export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, time: number, bytes: number): Buffer {
   const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
-  buf.writeUInt32LE(buf.length - 8, 0);
-  buf[8] = FORMAT_VERSION;
-  buf[9] = 0;
-  buf.writeUInt16LE(0, 10);
-  writeU64(buf, firstSeq, 12);
-  writeU64(buf, time, 20);
-  buf.writeUInt32LE(inputs.length, 28);
+  writeHeader(buf, 0, firstSeq, time, inputs.length);
   let p = BATCH_HEADER;
   for (const r of inputs) {
     const start = p;
@@ -76,8 +79,48 @@ export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, ti
   return buf;
 }
 
+/** A tombstone batch deleting the inclusive ranges [a0, b0, a1, b1, ...]. */
+export function encodeTombstones(ranges: readonly number[], nextSeq: number, time: number, flags = 0): Buffer {
+  const count = ranges.length / 2;
+  const buf = Buffer.allocUnsafe(BATCH_HEADER + count * TOMBSTONE_BYTES);
+  writeHeader(buf, FLAG_TOMBSTONES | flags, nextSeq, time, count);
+  for (let i = 0; i < ranges.length; i++) writeU64(buf, ranges[i], BATCH_HEADER + i * 8);
+  buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
+  return buf;
+}
+
+/** The ranges of a checked tombstone batch, appended to `out`. */
+export function readTombstones(buf: Buffer, at: number, out: number[]): void {
+  const count = buf.readUInt32LE(at + 28);
+  for (let i = 0; i < count * 2; i++) out.push(readU64(buf, at + BATCH_HEADER + i * 8));
+}
+
+/** A batch of records copied as they are (compaction): `records` holds `count` encoded records. */
+export function encodeRawBatch(records: readonly Buffer[], bytes: number, firstSeq: number, time: number, count: number, flags: number): Buffer {
+  const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
+  writeHeader(buf, flags, firstSeq, time, count);
+  let p = BATCH_HEADER;
+  for (const r of records) {
+    r.copy(buf, p);
+    p += r.length;
+  }
+  buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
+  return buf;
+}
+
+function writeHeader(buf: Buffer, flags: number, firstSeq: number, time: number, count: number): void {
+  buf.writeUInt32LE(buf.length - 8, 0);
+  buf[8] = FORMAT_VERSION;
+  buf[9] = flags;
+  buf.writeUInt16LE(0, 10);
+  writeU64(buf, firstSeq, 12);
+  writeU64(buf, time, 20);
+  buf.writeUInt32LE(count, 28);
+}
+
 export interface BatchHeader {
   length: number; // whole batch, header included
+  flags: number;
   firstSeq: number;
   time: number;
   count: number;
@@ -93,6 +136,7 @@ export function checkBatch(buf: Buffer, at: number, end: number): string | null 
   if (len < BATCH_HEADER - 8 || len > MAX_BATCH_BYTES) return "bad length";
   if (at + 8 + len > end) return "short";
   if (buf[at + 8] !== FORMAT_VERSION) return "unknown version";
+  if ((buf[at + 9] & ~KNOWN_FLAGS) !== 0) return "unknown flags";
   if (crc32c(buf, at + 8, at + 8 + len) !== buf.readUInt32LE(at + 4)) return "checksum mismatch";
   return null;
 }
@@ -100,6 +144,7 @@ export function checkBatch(buf: Buffer, at: number, end: number): string | null 
 export function readBatchHeader(buf: Buffer, at: number): BatchHeader {
   return {
     length: buf.readUInt32LE(at) + 8,
+    flags: buf[at + 9],
     firstSeq: readU64(buf, at + 12),
     time: readU64(buf, at + 20),
     count: buf.readUInt32LE(at + 28),
@@ -146,4 +191,24 @@ export function decodeRecord(buf: Buffer, recordAt: number, seq: number, time: n
   const headers = hdrLen > 0 ? Buffer.from(buf.subarray(p, p + hdrLen)) : null;
   p += hdrLen;
   return { seq, time, subject, key, headers, data: Buffer.from(buf.subarray(p, end)) };
+}
+
+/**
+ * The record at `recordAt` as views into `buf` (no copies: the result keeps
+ * `buf` alive). `subject` comes from the caller's index, saving a decode.
+ */
+export function viewRecord(buf: Buffer, recordAt: number, seq: number, time: number, subject: string): StoredMessage {
+  const end = recordAt + 4 + buf.readUInt32LE(recordAt);
+  const subjLen = buf.readUInt16LE(recordAt + 4);
+  const keyLen = buf.readUInt32LE(recordAt + 6);
+  const hdrLen = buf.readUInt32LE(recordAt + 10);
+  let p = recordAt + RECORD_HEADER + subjLen;
+  let key: Buffer | null = null;
+  if (keyLen !== NO_KEY) {
+    key = buf.subarray(p, p + keyLen);
+    p += keyLen;
+  }
+  const headers = hdrLen > 0 ? buf.subarray(p, p + hdrLen) : null;
+  p += hdrLen;
+  return { seq, time, subject, key, headers, data: buf.subarray(p, end) };
 }

@@ -26,8 +26,13 @@ export interface LogState {
   firstSeq: number;
   lastSeq: number;
   messages: number;
+  /** Stored size of the live messages (record headers included). */
   bytes: number;
-  /** Sequences found unreadable on recovery, kept out of reads and reported. */
+  /** Distinct subjects with at least one stored message. */
+  subjects: number;
+  /** Sequences between firstSeq and lastSeq that are gone (deleted, purged, evicted). */
+  deleted: number;
+  /** Places found unreadable, kept out of reads and reported. */
   corrupt: CorruptRange[];
 }
 
@@ -39,6 +44,35 @@ export interface CorruptRange {
 
 export type SyncPolicy = "always" | "interval" | "never";
 
+/** Retention limits; 0 or absent means unlimited. */
+export interface Limits {
+  maxMsgs?: number;
+  maxBytes?: number;
+  maxAgeMs?: number;
+  maxMsgsPerSubject?: number;
+  /** When maxMsgs or maxBytes is reached: drop the oldest (default) or refuse the new message. */
+  discard?: "old" | "new";
+  /** With discard "new": also refuse a message whose subject is at maxMsgsPerSubject. */
+  discardNewPerSubject?: boolean;
+}
+
+export interface PurgeOptions {
+  /** Only messages whose subject matches (NATS wildcards). */
+  filter?: string;
+  /** Only messages with a sequence below this one. */
+  upTo?: number;
+  /** Keep the newest N (of those matching the filter). */
+  keep?: number;
+}
+
+export interface ScanOptions {
+  filter?: string;
+  /** At most this many messages (default 256). */
+  maxMessages?: number;
+  /** Stop once this many bytes of records were returned (at least one message is). */
+  maxBytes?: number;
+}
+
 /** `seq` of the appended message once it is as durable as the sync policy makes it. */
 export type AppendCallback = (err: Error | null, seq: number) => void;
 
@@ -47,42 +81,50 @@ export interface MessageLog {
   get(seq: number): Promise<StoredMessage | null>;
   /** The first message with seq > `after` whose subject matches `filter` (NATS wildcards), if any. */
   next(after: number, filter?: string): Promise<StoredMessage | null>;
+  /**
+   * Messages from `from` on, in order, matching the filter: what a consumer
+   * reads. Reads a bounded window, never a whole segment; call again from the
+   * last seq + 1 to continue.
+   */
+  scan(from: number, opts?: ScanOptions): Promise<StoredMessage[]>;
   /** The first message stored at or after `time` (ms). */
   firstAtOrAfter(time: number): Promise<StoredMessage | null>;
   lastBySubject(subject: string): Promise<StoredMessage | null>;
   /** Number of stored messages per subject. */
   subjectCount(subject: string): number;
+  /** Stored messages after `after` matching `filter`, from memory. */
+  pendingAfter(after: number, filter?: string): number;
+  /** Deletes one message; true once the delete is durable, false if it was not stored. */
+  delete(seq: number): Promise<boolean>;
+  /** Removes messages; the number removed, once that is durable. */
+  purge(opts?: PurgeOptions): Promise<number>;
+  /** Applies new retention limits (stream update); excess is removed at once. */
+  setLimits(limits: Limits): void;
   state(): LogState;
   close(): Promise<void>;
-}
-
-/** Last sequence and count per subject, kept in memory by every log. */
-export class SubjectIndex {
-  private readonly map = new Map<string, { last: number; count: number }>();
-
-  note(subject: string, seq: number): void {
-    const s = this.map.get(subject);
-    if (s === undefined) this.map.set(subject, { last: seq, count: 1 });
-    else {
-      s.last = seq;
-      s.count++;
-    }
-  }
-
-  /** The last sequence stored for `subject`, or 0. */
-  last(subject: string): number {
-    return this.map.get(subject)?.last ?? 0;
-  }
-
-  count(subject: string): number {
-    return this.map.get(subject)?.count ?? 0;
-  }
 }
 
 /** The error an append is refused with before it is queued, or null. */
 export function refusal(closed: boolean, size: number, maxRecordBytes: number): Error | null {
   if (closed) return new Error("log is closed");
   if (size > maxRecordBytes) return new Error(`record of ${size} bytes exceeds the limit of ${maxRecordBytes}`);
+  return null;
+}
+
+/** Errors for appends refused under discard "new", with the texts JetStream uses. */
+export class LimitError extends Error {}
+
+/**
+ * The refusal under discard "new" for one more message of `size` bytes, given
+ * what is stored plus what is already queued, or null.
+ */
+export function limitRefusal(limits: Limits, messages: number, bytes: number, size: number, subjectCount: number): Error | null {
+  if (limits.discard !== "new") return null;
+  if ((limits.maxMsgs ?? 0) > 0 && messages + 1 > limits.maxMsgs!) return new LimitError("maximum messages exceeded");
+  if ((limits.maxBytes ?? 0) > 0 && bytes + size > limits.maxBytes!) return new LimitError("maximum bytes exceeded");
+  if (limits.discardNewPerSubject && (limits.maxMsgsPerSubject ?? 0) > 0 && subjectCount + 1 > limits.maxMsgsPerSubject!) {
+    return new LimitError("maximum messages per subject exceeded");
+  }
   return null;
 }
 

@@ -1,38 +1,64 @@
 /**
  * The memory-only log (`storage: memory`): the same interface and the same
- * ordering and acknowledgement semantics as the file log, nothing on disk.
+ * ordering, acknowledgement and retention semantics as the file log, nothing
+ * on disk.
  */
 
-import { subjectMatches } from "../subjects/subject.js";
-import { refusal, SubjectIndex, type AppendCallback, type AppendInput, type LogState, type MessageLog, type StoredMessage } from "./log.js";
+import { DEAD, LiveIndex } from "./live-index.js";
+import {
+  limitRefusal,
+  refusal,
+  type AppendCallback,
+  type AppendInput,
+  type Limits,
+  type LogState,
+  type MessageLog,
+  type PurgeOptions,
+  type ScanOptions,
+  type StoredMessage,
+} from "./log.js";
 import { recordSize } from "./format.js";
 
 export interface MemoryLogOptions {
   maxRecordBytes?: number;
+  limits?: Limits;
 }
 
 export class MemoryLog implements MessageLog {
-  private readonly messages: StoredMessage[] = [];
-  private readonly subjects = new SubjectIndex();
+  /** Messages by sequence from `base`; deleted ones are undefined. */
+  private msgs: Array<StoredMessage | undefined> = [];
+  /** Time of every sequence from `base`, deleted or not, for time lookups. */
+  private times: number[] = [];
+  private base = 1;
+  private readonly index = new LiveIndex();
   private readonly maxRecordBytes: number;
+  private limits: Limits;
+  private ageTimer: NodeJS.Timeout | null = null;
+  private lastSeq = 0;
   private lastTime = 0;
-  private bytes = 0;
   private closed = false;
 
   constructor(opts: MemoryLogOptions = {}) {
     this.maxRecordBytes = opts.maxRecordBytes ?? 8 * 1024 * 1024;
+    this.limits = { ...opts.limits };
+    this.index.onRemove = (seq) => {
+      this.msgs[seq - this.base] = undefined;
+    };
+    this.setLimits(this.limits);
   }
 
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
-    const refused = refusal(this.closed, size, this.maxRecordBytes);
+    const refused =
+      refusal(this.closed, size, this.maxRecordBytes) ??
+      limitRefusal(this.limits, this.index.messages, this.index.bytes, size, this.limits.discardNewPerSubject ? this.index.countOf(input.subject) : 0);
     if (refused !== null) {
       done(refused, 0);
       return;
     }
     this.lastTime = Math.max(Date.now(), this.lastTime);
-    const seq = this.messages.length + 1;
-    this.messages.push({
+    const seq = ++this.lastSeq;
+    this.msgs.push({
       seq,
       time: this.lastTime,
       subject: input.subject,
@@ -40,43 +66,137 @@ export class MemoryLog implements MessageLog {
       key: input.key ? Buffer.from(input.key) : null,
       data: Buffer.from(input.data),
     });
-    this.bytes += size;
-    this.subjects.note(input.subject, seq);
+    this.times.push(this.lastTime);
+    const id = this.index.intern(input.subject);
+    this.index.add(seq, id, size);
+    this.index.evict(this.limits, [id]);
+    this.compactFront();
     // Acknowledge asynchronously, like the file log, so callers cannot come to rely on a synchronous ack.
     queueMicrotask(() => done(null, seq));
   }
 
+  /** Drops the dead prefix of the arrays once it is large. */
+  private compactFront(): void {
+    const first = this.index.firstLive() || this.lastSeq + 1;
+    const dead = first - this.base;
+    if (dead > 1024 && dead * 2 > this.msgs.length) {
+      this.msgs.splice(0, dead);
+      this.times.splice(0, dead);
+      this.base = first;
+    }
+  }
+
   async get(seq: number): Promise<StoredMessage | null> {
-    return this.messages[seq - 1] ?? null;
+    return seq >= this.base && this.index.sidAt(seq) !== DEAD ? (this.msgs[seq - this.base] ?? null) : null;
   }
 
   async next(after: number, filter?: string): Promise<StoredMessage | null> {
-    for (let i = Math.max(0, after); i < this.messages.length; i++) {
-      const m = this.messages[i];
-      if (filter === undefined || subjectMatches(filter, m.subject)) return m;
+    const seq = this.index.nextMatch(after, filter);
+    return seq === 0 ? null : this.get(seq);
+  }
+
+  async scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+    const filter = opts.filter === ">" ? undefined : opts.filter;
+    const max = opts.maxMessages ?? 256;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    const out: StoredMessage[] = [];
+    let bytes = 0;
+    for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
+      const m = this.msgs[seq - this.base];
+      if (m === undefined) continue;
+      out.push(m);
+      bytes += this.index.sizeAt(seq);
     }
-    return null;
+    return out;
+  }
+
+  /** First sequence stored at or after `time`; lastSeq + 1 if none. */
+  private seqAtOrAfter(time: number): number {
+    let lo = 0;
+    let hi = this.times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.times[mid] >= time) hi = mid;
+      else lo = mid + 1;
+    }
+    return this.base + lo;
   }
 
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
-    return this.messages.find((m) => m.time >= time) ?? null;
+    return this.next(this.seqAtOrAfter(time) - 1);
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const last = this.subjects.last(subject);
+    const last = this.index.lastOf(subject);
     return last === 0 ? null : this.get(last);
   }
 
   subjectCount(subject: string): number {
-    return this.subjects.count(subject);
+    return this.index.countOf(subject);
+  }
+
+  pendingAfter(after: number, filter?: string): number {
+    return this.index.countAfter(after, filter);
+  }
+
+  async delete(seq: number): Promise<boolean> {
+    if (this.closed) throw new Error("log is closed");
+    const removed = this.index.remove(seq);
+    this.compactFront();
+    return removed;
+  }
+
+  async purge(opts: PurgeOptions = {}): Promise<number> {
+    if (this.closed) throw new Error("log is closed");
+    const ranges = this.index.planPurge(opts);
+    let n = 0;
+    for (let i = 0; i < ranges.length; i += 2) n += this.index.removeRange(ranges[i], ranges[i + 1]).length;
+    this.compactFront();
+    return n;
+  }
+
+  setLimits(limits: Limits): void {
+    this.limits = { ...limits };
+    const all: number[] = [];
+    if ((limits.maxMsgsPerSubject ?? 0) > 0) for (let id = 0; id < this.index.subjectIds(); id++) all.push(id);
+    this.index.evict(this.limits, all);
+    this.expireByAge();
+    if (this.ageTimer) clearInterval(this.ageTimer);
+    this.ageTimer = null;
+    const maxAge = limits.maxAgeMs ?? 0;
+    if (maxAge > 0) {
+      this.ageTimer = setInterval(() => this.expireByAge(), Math.min(1000, Math.max(10, Math.floor(maxAge / 4))));
+      this.ageTimer.unref();
+    }
+  }
+
+  private expireByAge(): void {
+    const maxAge = this.limits.maxAgeMs ?? 0;
+    if (maxAge <= 0 || this.closed) return;
+    const cutoff = this.seqAtOrAfter(Date.now() - maxAge);
+    const first = this.index.firstLive();
+    if (first !== 0 && cutoff > first) {
+      this.index.removeRange(first, cutoff - 1);
+      this.compactFront();
+    }
   }
 
   state(): LogState {
-    const n = this.messages.length;
-    return { firstSeq: 1, lastSeq: n, messages: n, bytes: this.bytes, corrupt: [] };
+    const first = this.index.firstLive();
+    const firstSeq = first === 0 ? this.lastSeq + 1 : first;
+    return {
+      firstSeq,
+      lastSeq: this.lastSeq,
+      messages: this.index.messages,
+      bytes: this.index.bytes,
+      subjects: this.index.subjects(),
+      deleted: first === 0 ? 0 : this.lastSeq - firstSeq + 1 - this.index.messages,
+      corrupt: [],
+    };
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.ageTimer) clearInterval(this.ageTimer);
   }
 }

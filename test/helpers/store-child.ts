@@ -1,8 +1,10 @@
 /**
- * The process the crash test kills: opens a file log, appends without end,
+ * The process the crash tests kill: opens a file log, appends without end,
  * and prints "ack <seq>" for every acknowledged append. The content of each
  * record is a function of its sequence, so the parent can check it after
- * recovery.
+ * recovery. In "churn" mode it also deletes two of every three records once
+ * acknowledged (printing "del <seq>" when the delete is durable), on small
+ * segments, so that compaction rewrites files all the time.
  */
 
 import { FileLog } from "../../src/store/file-log.js";
@@ -11,10 +13,16 @@ import { expectedRecord } from "./store-model.js";
 const dir = process.argv[2];
 // The test runner loads every file under test/: without a directory this is not the crash test's child.
 if (dir === undefined || process.env.NAGARE_STORE_CHILD !== "1") process.exit(0);
-const log = await FileLog.open({ dir, sync: "always", maxSegmentBytes: 256 * 1024 });
+const churn = process.argv[3] === "churn";
+const log = await FileLog.open({ dir, sync: "always", maxSegmentBytes: churn ? 16 * 1024 : 256 * 1024 });
 let next = log.state().lastSeq + 1;
 let out = "";
+let compactions = 0;
 const flush = (): void => {
+  if (log.io.compactions !== compactions) {
+    compactions = log.io.compactions;
+    out += `compactions ${compactions}\n`;
+  }
   if (out.length > 0) {
     process.stdout.write(out);
     out = "";
@@ -41,6 +49,17 @@ const pump = (): void => {
         process.exit(4);
       }
       out += `ack ${seq}\n`;
+      if (churn && seq % 3 !== 0) {
+        log.delete(seq).then(
+          (removed) => {
+            if (removed) out += `del ${seq}\n`;
+          },
+          (e: Error) => {
+            process.stderr.write(`delete failed: ${e.message}\n`);
+            process.exit(5);
+          },
+        );
+      }
       pump();
     });
   }

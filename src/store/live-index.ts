@@ -1,0 +1,422 @@
+/**
+ * What every log keeps in memory about the messages it stores (data stays on
+ * disk, as Aerospike does): per sequence, the subject id, the stored size and
+ * a link to the next message of the same subject; per subject, its first,
+ * last and count. This answers liveness, per-subject questions, filtered
+ * "next" and pending counts, purges and retention limits without reading a
+ * segment. 12 bytes per sequence, in chunks that are dropped once dead.
+ */
+
+import { subjectMatches, hasWildcard } from "../subjects/subject.js";
+import type { Limits, PurgeOptions } from "./log.js";
+
+const CHUNK = 1 << 16;
+export const DEAD = -1;
+
+class Chunk {
+  readonly sid = new Int32Array(CHUNK).fill(DEAD);
+  readonly size = new Uint32Array(CHUNK);
+  /** Distance to the next sequence of the same subject, 0 if none (yet). */
+  readonly next = new Uint32Array(CHUNK);
+  live = 0;
+}
+
+const MAX_CACHED_FILTERS = 256;
+
+export class LiveIndex {
+  messages = 0;
+  bytes = 0;
+  /** Highest sequence ever added. */
+  high = 0;
+  /** Called for every message removed, so a log can keep per-file counters. */
+  onRemove: ((seq: number, size: number) => void) | null = null;
+
+  private chunks: Array<Chunk | undefined> = [];
+  private chunkBase = 0;
+  /** No live sequence is below this. */
+  private low = 1;
+  private readonly names: string[] = [];
+  private readonly ids = new Map<string, number>();
+  private first: number[] = [];
+  private last: number[] = [];
+  private count: number[] = [];
+  private liveSubjects = 0;
+  /** Per filter and subject id: 0 not known yet, 1 matches, 2 does not. */
+  private readonly matchCache = new Map<string, Int8Array>();
+
+  intern(subject: string): number {
+    let id = this.ids.get(subject);
+    if (id === undefined) {
+      id = this.names.length;
+      this.names.push(subject);
+      this.ids.set(subject, id);
+      this.first.push(0);
+      this.last.push(0);
+      this.count.push(0);
+    }
+    return id;
+  }
+
+  subjectOf(id: number): string {
+    return this.names[id];
+  }
+
+  /** Subject ids handed out so far (0 .. n-1). */
+  subjectIds(): number {
+    return this.names.length;
+  }
+
+  /** Subjects with at least one stored message. */
+  subjects(): number {
+    return this.liveSubjects;
+  }
+
+  private chunk(seq: number, create: boolean): Chunk | undefined {
+    const c = Math.floor(seq / CHUNK) - this.chunkBase;
+    if (c < 0) return undefined;
+    let ch = this.chunks[c];
+    if (ch === undefined && create) {
+      while (this.chunks.length < c) this.chunks.push(undefined);
+      ch = new Chunk();
+      this.chunks[c] = ch;
+    }
+    return ch;
+  }
+
+  /** Records a stored message; `seq` is above every sequence added before. */
+  add(seq: number, id: number, size: number): void {
+    if (this.chunks.length === 0) this.chunkBase = Math.floor(seq / CHUNK);
+    const ch = this.chunk(seq, true)!;
+    const i = seq % CHUNK;
+    ch.sid[i] = id;
+    ch.size[i] = size;
+    ch.next[i] = 0;
+    ch.live++;
+    const prev = this.last[id];
+    if (this.count[id]++ === 0) {
+      this.first[id] = seq;
+      this.liveSubjects++;
+    } else {
+      this.chunk(prev, false)!.next[prev % CHUNK] = seq - prev;
+    }
+    this.last[id] = seq;
+    this.messages++;
+    this.bytes += size;
+    if (seq > this.high) this.high = seq;
+  }
+
+  /** Subject id stored at `seq`, or DEAD. */
+  sidAt(seq: number): number {
+    const ch = this.chunk(seq, false);
+    return ch === undefined ? DEAD : ch.sid[seq % CHUNK];
+  }
+
+  sizeAt(seq: number): number {
+    const ch = this.chunk(seq, false);
+    return ch === undefined || ch.sid[seq % CHUNK] === DEAD ? 0 : ch.size[seq % CHUNK];
+  }
+
+  /** Removes a live message; false if `seq` was not live. */
+  remove(seq: number): boolean {
+    const ch = this.chunk(seq, false);
+    if (ch === undefined) return false;
+    const i = seq % CHUNK;
+    const id = ch.sid[i];
+    if (id === DEAD) return false;
+    const size = ch.size[i];
+    ch.sid[i] = DEAD;
+    ch.live--;
+    this.messages--;
+    this.bytes -= size;
+    if (--this.count[id] === 0) {
+      this.first[id] = 0;
+      this.last[id] = 0;
+      this.liveSubjects--;
+    } else {
+      if (this.first[id] === seq) {
+        // Follow the subject's chain; entries on it may be dead, the last one is live.
+        let s = seq + ch.next[i];
+        while (this.sidAt(s) !== id) {
+          const step = this.chunk(s, false)?.next[s % CHUNK] ?? 0;
+          s += step > 0 ? step : 1; // a broken link would be a bug; a linear step still ends at `last`
+        }
+        this.first[id] = s;
+      }
+      if (this.last[id] === seq) {
+        let s = seq - 1;
+        while (this.sidAt(s) !== id) s--;
+        this.last[id] = s;
+      }
+    }
+    this.onRemove?.(seq, size);
+    return true;
+  }
+
+  /** Removes every live message in [from, to]; the removed sequences. */
+  removeRange(from: number, to: number): number[] {
+    const removed: number[] = [];
+    for (let s = Math.max(from, this.low); s <= to && s <= this.high; s++) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined || ch.live === 0) {
+        s = (Math.floor(s / CHUNK) + 1) * CHUNK - 1;
+        continue;
+      }
+      if (ch.sid[s % CHUNK] !== DEAD && this.remove(s)) removed.push(s);
+    }
+    this.firstLive();
+    return removed;
+  }
+
+  /** Lowest live sequence, 0 if none. Drops chunks that died on the way. */
+  firstLive(): number {
+    let s = this.low;
+    while (s <= this.high) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined || ch.live === 0) {
+        s = (Math.floor(s / CHUNK) + 1) * CHUNK;
+        continue;
+      }
+      if (ch.sid[s % CHUNK] !== DEAD) break;
+      s++;
+    }
+    // Never past the next sequence to be added: jumping a dead chunk can overshoot.
+    if (s > this.high + 1) s = this.high + 1;
+    this.low = s;
+    // Chunks entirely below the first live sequence (and not the one being filled) are garbage.
+    const dropTo = Math.min(Math.floor(s / CHUNK), Math.floor(this.high / CHUNK)) - this.chunkBase;
+    if (dropTo > 0) {
+      this.chunks.splice(0, dropTo);
+      this.chunkBase += dropTo;
+    }
+    return s <= this.high ? s : 0;
+  }
+
+  /** Marks everything below `seq` dead as far as lookups are concerned (after a purge or on load). */
+  raiseLow(seq: number): void {
+    if (seq > this.low) this.low = seq;
+  }
+
+  firstOf(subject: string): number {
+    const id = this.ids.get(subject);
+    return id === undefined ? 0 : this.first[id];
+  }
+
+  lastOf(subject: string): number {
+    const id = this.ids.get(subject);
+    return id === undefined ? 0 : this.last[id];
+  }
+
+  countOf(subject: string): number {
+    const id = this.ids.get(subject);
+    return id === undefined ? 0 : this.count[id];
+  }
+
+  /** Whether subject `id` matches `filter`, cached per filter. */
+  matchesId(filter: string, id: number): boolean {
+    let cache = this.matchCache.get(filter);
+    if (cache === undefined || cache.length <= id) {
+      if (cache === undefined && this.matchCache.size >= MAX_CACHED_FILTERS) this.matchCache.clear();
+      const grown = new Int8Array(Math.max(16, this.names.length * 2));
+      if (cache !== undefined) grown.set(cache);
+      cache = grown;
+      this.matchCache.set(filter, cache);
+    }
+    let m = cache[id];
+    if (m === 0) {
+      m = subjectMatches(filter, this.names[id]) ? 1 : 2;
+      cache[id] = m;
+    }
+    return m === 1;
+  }
+
+  /** The first live sequence after `after` whose subject matches `filter`, or 0. */
+  nextMatch(after: number, filter?: string): number {
+    if (filter !== undefined && filter !== ">" && !hasWildcard(filter)) {
+      const id = this.ids.get(filter);
+      if (id === undefined || this.count[id] === 0 || after >= this.last[id]) return 0;
+      if (after < this.first[id]) return this.first[id];
+      for (let s = after + 1; s <= this.last[id]; s++) if (this.sidAt(s) === id) return s;
+      return 0;
+    }
+    const all = filter === undefined || filter === ">";
+    for (let s = Math.max(after + 1, this.low); s <= this.high; s++) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined || ch.live === 0) {
+        s = (Math.floor(s / CHUNK) + 1) * CHUNK - 1;
+        continue;
+      }
+      const id = ch.sid[s % CHUNK];
+      if (id !== DEAD && (all || this.matchesId(filter!, id))) return s;
+    }
+    return 0;
+  }
+
+  /** Live messages after `after` matching `filter`. */
+  countAfter(after: number, filter?: string): number {
+    const all = filter === undefined || filter === ">";
+    if (after < this.low) {
+      if (all) return this.messages;
+      if (!hasWildcard(filter!)) return this.countOf(filter!);
+      let n = 0;
+      for (let id = 0; id < this.names.length; id++) if (this.count[id] > 0 && this.matchesId(filter!, id)) n += this.count[id];
+      return n;
+    }
+    let n = 0;
+    for (let s = after + 1; s <= this.high; s++) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined || ch.live === 0) {
+        s = (Math.floor(s / CHUNK) + 1) * CHUNK - 1;
+        continue;
+      }
+      const id = ch.sid[s % CHUNK];
+      if (id !== DEAD && (all || this.matchesId(filter!, id))) n++;
+    }
+    return n;
+  }
+
+  /**
+   * The sequences a purge removes, as inclusive ranges [a0, b0, a1, b1, ...].
+   * A range may span dead sequences, never a live one that stays.
+   */
+  planPurge(opts: PurgeOptions): number[] {
+    const filter = opts.filter === ">" ? undefined : opts.filter;
+    const upTo = opts.upTo !== undefined && opts.upTo > 0 ? opts.upTo : Infinity; // exclusive
+    const keep = opts.keep !== undefined && opts.keep > 0 ? opts.keep : 0;
+    const lo = this.firstLive();
+    if (lo === 0) return [];
+    if (filter === undefined) {
+      let to = Math.min(this.high, upTo - 1);
+      if (keep > 0) {
+        let kept = 0;
+        let s = this.high;
+        for (; s >= lo && kept < keep; s--) if (this.sidAt(s) !== DEAD) kept++;
+        to = Math.min(to, s);
+      }
+      return to >= lo ? [lo, to] : [];
+    }
+    // The newest `keep` matching messages stay, whatever `upTo` says.
+    let keepFrom = Infinity;
+    if (keep > 0) {
+      let kept = 0;
+      for (let s = this.high; s >= lo && kept < keep; s--) {
+        const id = this.sidAt(s);
+        if (id !== DEAD && this.matchesId(filter, id) && ++kept === keep) keepFrom = s;
+      }
+      if (kept < keep) return [];
+    }
+    const bound = Math.min(upTo, keepFrom);
+    const seqs: number[] = [];
+    for (let s = this.nextMatch(lo - 1, filter); s !== 0 && s < bound; s = this.nextMatch(s, filter)) seqs.push(s);
+    return this.toRanges(seqs);
+  }
+
+  /** Sorted sequences to inclusive ranges, merging across dead sequences. */
+  toRanges(seqs: readonly number[]): number[] {
+    const out: number[] = [];
+    for (const s of seqs) {
+      const n = out.length;
+      if (n > 0) {
+        const end = out[n - 1];
+        let joinable = s > end;
+        for (let x = end + 1; joinable && x < s; x++) if (this.sidAt(x) !== DEAD) joinable = false;
+        if (joinable) {
+          out[n - 1] = s;
+          continue;
+        }
+      }
+      out.push(s, s);
+    }
+    return out;
+  }
+
+  /**
+   * Removes what the limits no longer allow (oldest first) after messages of
+   * the subjects `touched` were added; the removed sequences. Age is the
+   * caller's, who knows the times.
+   */
+  evict(limits: Limits, touched: Iterable<number>): number[] {
+    const removed: number[] = [];
+    const perSubject = limits.maxMsgsPerSubject ?? 0;
+    if (perSubject > 0) {
+      for (const id of touched) {
+        while (this.count[id] > perSubject) {
+          const s = this.first[id];
+          this.remove(s);
+          removed.push(s);
+        }
+      }
+    }
+    if (limits.discard !== "new") {
+      const maxMsgs = limits.maxMsgs ?? 0;
+      const maxBytes = limits.maxBytes ?? 0;
+      while ((maxMsgs > 0 && this.messages > maxMsgs) || (maxBytes > 0 && this.bytes > maxBytes)) {
+        const s = this.firstLive();
+        if (s === 0) break;
+        this.remove(s);
+        removed.push(s);
+      }
+    }
+    if (removed.length > 1) removed.sort((a, b) => a - b);
+    return removed;
+  }
+
+  // ---- bulk load on recovery: add everything, kill what tombstones say, then link ----
+
+  load(seq: number, id: number, size: number): void {
+    if (this.chunks.length === 0) this.chunkBase = Math.floor(seq / CHUNK);
+    const ch = this.chunk(seq, true)!;
+    const i = seq % CHUNK;
+    ch.sid[i] = id;
+    ch.size[i] = size;
+    ch.live++;
+    if (seq > this.high) this.high = seq;
+  }
+
+  kill(from: number, to: number): void {
+    for (let s = from; s <= to && s <= this.high; s++) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined) {
+        s = (Math.floor(s / CHUNK) + 1) * CHUNK - 1;
+        continue;
+      }
+      const i = s % CHUNK;
+      if (ch.sid[i] !== DEAD) {
+        ch.sid[i] = DEAD;
+        ch.live--;
+      }
+    }
+  }
+
+  /** After load and kill: builds the per-subject chains and counts in one pass. */
+  finishLoad(): void {
+    const n = this.names.length;
+    this.first = new Array<number>(n).fill(0);
+    this.last = new Array<number>(n).fill(0);
+    this.count = new Array<number>(n).fill(0);
+    this.messages = 0;
+    this.bytes = 0;
+    this.liveSubjects = 0;
+    for (let c = 0; c < this.chunks.length; c++) {
+      const ch = this.chunks[c];
+      if (ch === undefined || ch.live === 0) continue;
+      const base = (c + this.chunkBase) * CHUNK;
+      for (let i = 0; i < CHUNK; i++) {
+        const id = ch.sid[i];
+        if (id === DEAD) continue;
+        const seq = base + i;
+        ch.next[i] = 0;
+        if (this.count[id]++ === 0) {
+          this.first[id] = seq;
+          this.liveSubjects++;
+        } else {
+          const prev = this.last[id];
+          this.chunk(prev, false)!.next[prev % CHUNK] = seq - prev;
+        }
+        this.last[id] = seq;
+        this.messages++;
+        this.bytes += ch.size[i];
+      }
+    }
+    this.firstLive();
+  }
+}
