@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
-import { crc32c } from "../src/store/crc32c.js";
+import { crc32c, crc32cTables } from "../src/store/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
 import { rng } from "./helpers/random.js";
@@ -38,6 +38,18 @@ test("crc32c matches the published check values", () => {
   // Continuing from a prefix gives the same answer as one pass.
   const b = Buffer.from("The quick brown fox jumps over the lazy dog");
   assert.equal(crc32c(b, 10, b.length, crc32c(b, 0, 10)), crc32c(b));
+  // Large ranges take the hardware path (when present), small ones the tables: both must agree everywhere.
+  const r = rng(5);
+  const big = Buffer.alloc(70_000);
+  for (let i = 0; i < big.length; i++) big[i] = Math.floor(r() * 256);
+  for (let k = 0; k < 50; k++) {
+    const start = Math.floor(r() * 1000);
+    const end = start + Math.floor(r() * (big.length - start));
+    const mid = start + Math.floor((end - start) / 2);
+    assert.equal(crc32c(big, start, end), crc32cTables(big, start, end), `[${start}, ${end})`);
+    assert.equal(crc32c(big, mid, end, crc32c(big, start, mid)), crc32cTables(big, start, end));
+  }
+  assert.equal(crc32c(new Uint8Array(big), 3, 9000), crc32cTables(big, 3, 9000));
 });
 
 describe("model-based: random operations compared with a plain array", () => {

@@ -77,6 +77,8 @@ export interface FileLogOptions {
 const SEGMENT_SUFFIX = ".seg";
 const INDEX_SUFFIX = ".idx";
 const SCAN_CHUNK = 1024 * 1024;
+/** Read windows kept for scans: enough for a few consumers reading along. */
+const SCAN_WINDOWS = 4;
 /** How long tombstones of evicted messages may wait for a write to ride on. */
 const TOMBSTONE_DELAY_MS = 50;
 
@@ -162,6 +164,17 @@ class Segment {
   }
 }
 
+interface ScanWindow {
+  seg: Segment;
+  b0: number;
+  b1: number;
+  /** File position of batch b0. */
+  start: number;
+  /** Empty if the read failed. */
+  buf: Buffer;
+  verified: Uint8Array;
+}
+
 interface Pending {
   input: AppendInput;
   size: number;
@@ -203,6 +216,7 @@ export class FileLog implements MessageLog {
   private idle: Array<() => void> = [];
   private maintenance: Promise<void> | null = null;
   private maintenanceAgain = false;
+  private windows: ScanWindow[] = [];
   /** One-batch read cache: consecutive get()s of one batch read it once. */
   private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
   private removalSeg: Segment | null = null;
@@ -550,19 +564,18 @@ export class FileLog implements MessageLog {
         seq = this.index.nextMatch(seq, filter);
         continue;
       }
-      // One read of consecutive batches, about SCAN_CHUNK long.
-      let b1 = b0;
-      const start = seg.batchPos[b0];
-      while (b1 + 1 < seg.batchSeq.length && seg.batchPos[b1 + 1] + seg.batchLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
-      const end = seg.batchPos[b1] + seg.batchLen[b1];
-      const buf = await this.readRange(seg, start, end - start);
+      const w = await this.window(seg, b0);
       let visited = seq;
-      for (let b = b0; b <= b1 && out.length < maxMessages && bytes < maxBytes; b++) {
-        const at = seg.batchPos[b] - start;
-        if (buf === null || checkBatch(buf, at, at + seg.batchLen[b]) !== null) {
-          this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read");
-          visited = seg.batchSeq[b] + seg.batchCount[b] - 1;
-          continue;
+      for (let b = b0; b <= w.b1 && out.length < maxMessages && bytes < maxBytes; b++) {
+        const at = seg.batchPos[b] - w.start;
+        const buf = w.buf;
+        if (w.verified[b - w.b0] === 0) {
+          if (buf.length === 0 || checkBatch(buf, at, at + seg.batchLen[b]) !== null) {
+            this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read");
+            visited = seg.batchSeq[b] + seg.batchCount[b] - 1;
+            continue;
+          }
+          w.verified[b - w.b0] = 1;
         }
         const bSeq = seg.batchSeq[b];
         const count = seg.batchCount[b];
@@ -586,6 +599,24 @@ export class FileLog implements MessageLog {
       seq = this.index.nextMatch(visited, filter);
     }
     return out;
+  }
+
+  /**
+   * Consecutive batches from b0, about SCAN_CHUNK long, read in one go. A few
+   * recent windows are kept, so a consumer that continues where its last scan
+   * stopped reads and verifies each batch once.
+   */
+  private async window(seg: Segment, b0: number): Promise<ScanWindow> {
+    for (const w of this.windows) if (w.seg === seg && b0 >= w.b0 && b0 <= w.b1) return w;
+    let b1 = b0;
+    const start = seg.batchPos[b0];
+    while (b1 + 1 < seg.batchSeq.length && seg.batchPos[b1 + 1] + seg.batchLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
+    const end = seg.batchPos[b1] + seg.batchLen[b1];
+    const buf = (await this.readRange(seg, start, end - start)) ?? Buffer.alloc(0);
+    const w: ScanWindow = { seg, b0, b1, start, buf, verified: new Uint8Array(b1 - b0 + 1) };
+    this.windows.unshift(w);
+    if (this.windows.length > SCAN_WINDOWS) this.windows.pop();
+    return w;
   }
 
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
@@ -1015,6 +1046,7 @@ export class FileLog implements MessageLog {
   private retire(seg: Segment): void {
     seg.retired = true;
     if (this.cached?.seg === seg) this.cached = null;
+    this.windows = this.windows.filter((w) => w.seg !== seg);
     if (this.removalSeg === seg) this.removalSeg = null;
     if (seg.users === 0) void seg.fh.close().catch(() => {});
   }
