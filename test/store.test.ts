@@ -1,13 +1,14 @@
 /**
  * The storage engine: model-based random operations against both stores,
- * group commit, torn tails, corruption in sealed segments, and acknowledged
- * appends surviving kill -9 of the writing process.
+ * group commit, and acknowledged appends and deletes surviving kill -9 of the
+ * writing process (also while it compacts). Corruption and failures are in
+ * store-faults.test.ts, limits and compaction in store-retention.test.ts.
  */
 
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, readSync, closeSync, truncateSync, appendFileSync } from "node:fs";
+import { mkdtempSync, rmSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,7 +17,7 @@ import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
 import { crc32c, crc32cTables } from "../src/store/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
-import { expectedRecord, mismatch } from "./helpers/store-model.js";
+import { mismatch } from "./helpers/store-model.js";
 import { rng } from "./helpers/random.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -250,37 +251,6 @@ describe("file log", () => {
       assert.equal(await appendAsync(log, { subject: "small", data: Buffer.alloc(10) }), 1);
     } finally {
       await log.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  test("a torn tail is cut on recovery, and appends continue after it", async () => {
-    const dir = tempDir();
-    try {
-      let log = await FileLog.open({ dir });
-      for (let seq = 1; seq <= 50; seq++) await appendAsync(log, expectedRecord(seq));
-      await log.close();
-      const seg = join(dir, segments(dir)[0]);
-      const size = statSync(seg).size;
-      // Half a batch at the end, as a crash between write and sync can leave.
-      const tail = Buffer.alloc(100, 0xab);
-      tail.writeUInt32LE(500, 0);
-      appendFileSync(seg, tail);
-      const warnings: string[] = [];
-      log = await FileLog.open({ dir, onWarning: (w) => warnings.push(w) });
-      assert.equal(log.state().lastSeq, 50);
-      assert.equal(statSync(seg).size, size);
-      assert.match(warnings.join("\n"), /torn tail/);
-      for (let seq = 1; seq <= 50; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
-      assert.equal(await appendAsync(log, expectedRecord(51)), 51);
-      await log.close();
-
-      // A tail cut in the middle of the last batch loses only that unacknowledged batch.
-      truncateSync(seg, statSync(seg).size - 3);
-      log = await FileLog.open({ dir });
-      assert.equal(log.state().lastSeq, 50);
-      await log.close();
-    } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -28,7 +28,7 @@ import {
   viewRecord,
   type BatchHeader,
 } from "./format.js";
-import { DEAD, LiveIndex } from "./live-index.js";
+import { ageCheckInterval, DEAD, LiveIndex } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
 import {
   limitRefusal,
@@ -426,18 +426,13 @@ export class FileLog implements MessageLog {
 
   private applyLimits(): void {
     if (this.closed) return;
-    const touched: number[] = [];
-    if ((this.limits.maxMsgsPerSubject ?? 0) > 0) {
-      // All subjects: a lowered per-subject limit applies to what is stored.
-      for (let id = 0; id < this.index.subjectIds(); id++) touched.push(id);
-    }
-    this.evictSeqs(this.index.evict(this.limits, touched));
+    this.evictSeqs(this.index.enforce(this.limits));
     this.expireByAge();
     if (this.ageTimer) clearInterval(this.ageTimer);
     this.ageTimer = null;
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge > 0) {
-      this.ageTimer = setInterval(() => this.expireByAge(), Math.min(1000, Math.max(10, Math.floor(maxAge / 4))));
+      this.ageTimer = setInterval(() => this.expireByAge(), ageCheckInterval(maxAge));
       this.ageTimer.unref();
     }
   }
@@ -509,17 +504,7 @@ export class FileLog implements MessageLog {
   // ---- reads ----
 
   state(): LogState {
-    const first = this.index.firstLive();
-    const firstSeq = first === 0 ? this.lastSeq + 1 : first;
-    return {
-      firstSeq,
-      lastSeq: this.lastSeq,
-      messages: this.index.messages,
-      bytes: this.index.bytes,
-      subjects: this.index.subjects(),
-      deleted: first === 0 ? 0 : this.lastSeq - firstSeq + 1 - this.index.messages,
-      corrupt: [...this.corrupt],
-    };
+    return this.index.state(this.lastSeq, this.corrupt);
   }
 
   subjectCount(subject: string): number {

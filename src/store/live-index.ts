@@ -8,7 +8,7 @@
  */
 
 import { subjectMatches, hasWildcard } from "../subjects/subject.js";
-import type { Limits, PurgeOptions } from "./log.js";
+import type { CorruptRange, Limits, LogState, PurgeOptions } from "./log.js";
 
 const CHUNK = 1 << 16;
 export const DEAD = -1;
@@ -22,6 +22,11 @@ class Chunk {
 }
 
 const MAX_CACHED_FILTERS = 256;
+
+/** How often a log with a max age looks for expired messages: a quarter of the age, within 10 ms .. 1 s. */
+export function ageCheckInterval(maxAgeMs: number): number {
+  return Math.min(1000, Math.max(10, Math.floor(maxAgeMs / 4)));
+}
 
 export class LiveIndex {
   messages = 0;
@@ -59,11 +64,6 @@ export class LiveIndex {
 
   subjectOf(id: number): string {
     return this.names[id];
-  }
-
-  /** Subject ids handed out so far (0 .. n-1). */
-  subjectIds(): number {
-    return this.names.length;
   }
 
   /** Subjects with at least one stored message. */
@@ -189,11 +189,6 @@ export class LiveIndex {
       this.chunkBase += dropTo;
     }
     return s <= this.high ? s : 0;
-  }
-
-  /** Marks everything below `seq` dead as far as lookups are concerned (after a purge or on load). */
-  raiseLow(seq: number): void {
-    if (seq > this.low) this.low = seq;
   }
 
   firstOf(subject: string): number {
@@ -358,6 +353,28 @@ export class LiveIndex {
     }
     if (removed.length > 1) removed.sort((a, b) => a - b);
     return removed;
+  }
+
+  /** Applies `limits` to everything stored (on open and when limits change); the removed sequences. */
+  enforce(limits: Limits): number[] {
+    const all: number[] = [];
+    if ((limits.maxMsgsPerSubject ?? 0) > 0) for (let id = 0; id < this.names.length; id++) all.push(id);
+    return this.evict(limits, all);
+  }
+
+  /** The log's state as both logs report it. */
+  state(lastSeq: number, corrupt: readonly CorruptRange[]): LogState {
+    const first = this.firstLive();
+    const firstSeq = first === 0 ? lastSeq + 1 : first;
+    return {
+      firstSeq,
+      lastSeq,
+      messages: this.messages,
+      bytes: this.bytes,
+      subjects: this.liveSubjects,
+      deleted: first === 0 ? 0 : lastSeq - firstSeq + 1 - this.messages,
+      corrupt: [...corrupt],
+    };
   }
 
   // ---- bulk load on recovery: add everything, kill what tombstones say, then link ----

@@ -4,7 +4,7 @@
  * on disk.
  */
 
-import { DEAD, LiveIndex } from "./live-index.js";
+import { ageCheckInterval, DEAD, LiveIndex } from "./live-index.js";
 import {
   limitRefusal,
   refusal,
@@ -157,15 +157,13 @@ export class MemoryLog implements MessageLog {
 
   setLimits(limits: Limits): void {
     this.limits = { ...limits };
-    const all: number[] = [];
-    if ((limits.maxMsgsPerSubject ?? 0) > 0) for (let id = 0; id < this.index.subjectIds(); id++) all.push(id);
-    this.index.evict(this.limits, all);
+    this.index.enforce(this.limits);
     this.expireByAge();
     if (this.ageTimer) clearInterval(this.ageTimer);
     this.ageTimer = null;
     const maxAge = limits.maxAgeMs ?? 0;
     if (maxAge > 0) {
-      this.ageTimer = setInterval(() => this.expireByAge(), Math.min(1000, Math.max(10, Math.floor(maxAge / 4))));
+      this.ageTimer = setInterval(() => this.expireByAge(), ageCheckInterval(maxAge));
       this.ageTimer.unref();
     }
   }
@@ -182,17 +180,7 @@ export class MemoryLog implements MessageLog {
   }
 
   state(): LogState {
-    const first = this.index.firstLive();
-    const firstSeq = first === 0 ? this.lastSeq + 1 : first;
-    return {
-      firstSeq,
-      lastSeq: this.lastSeq,
-      messages: this.index.messages,
-      bytes: this.index.bytes,
-      subjects: this.index.subjects(),
-      deleted: first === 0 ? 0 : this.lastSeq - firstSeq + 1 - this.index.messages,
-      corrupt: [],
-    };
+    return this.index.state(this.lastSeq, []);
   }
 
   async close(): Promise<void> {
