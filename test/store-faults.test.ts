@@ -144,6 +144,38 @@ describe("corruption in sealed segments", () => {
     }
   });
 
+  test("compaction meets a damaged batch: reports it, leaves the segment as it is, does not retry", async () => {
+    const dir = tempDir();
+    try {
+      await written(dir);
+      const names = files(dir, ".seg");
+      const victim = join(dir, names[1]);
+      const firstOfVictim = Number(names[1].slice(0, 20));
+      const firstOfNext = Number(names[2].slice(0, 20));
+      flipBit(victim, 40);
+      const sizeBefore = statSync(victim).size;
+      const log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      try {
+        // Kill most of the victim so compaction picks it.
+        for (let seq = firstOfVictim + 1; seq < firstOfNext - 1; seq++) assert.equal(await log.delete(seq), true);
+        await log.settle();
+        const st = log.state();
+        assert.equal(st.corrupt.length, 1);
+        assert.match(st.corrupt[0].reason, /compaction/);
+        assert.equal(statSync(victim).size, sizeBefore, "the damaged segment was not rewritten");
+        assert.equal(mismatch(firstOfNext - 1, await log.get(firstOfNext - 1)), null);
+        // More deletes elsewhere schedule maintenance again; the damaged segment is not tried again.
+        await log.delete(1);
+        await log.settle();
+        assert.equal(log.state().corrupt.length, 1);
+      } finally {
+        await log.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("found on open (no index): quarantined, and the scan resumes at the next good batch", async () => {
     const dir = tempDir();
     try {

@@ -960,7 +960,11 @@ export class FileLog implements MessageLog {
       for (let b = 0; b < seg.batchSeq.length; b++) {
         if (this.closed) return;
         const buf = await this.readRange(seg, seg.batchPos[b], seg.batchLen[b]);
-        if (buf === null || checkBatch(buf, 0, buf.length) !== null) throw new Error(`${seg.name}: batch at ${seg.batchPos[b]} does not verify; not compacting`);
+        if (buf === null || checkBatch(buf, 0, buf.length) !== null) {
+          // Reported like any corruption found on read; damaged segments are never compacted (nor retried).
+          this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read (compaction)");
+          return;
+        }
         let run: Buffer[] = [];
         let runBytes = 0;
         let runStart = 0;
