@@ -32,6 +32,12 @@ function flipBit(path: string, at: number): void {
   closeSync(fd);
 }
 
+/** The segment the corruption tests damage: the second, sealed, with a sealed one after it. */
+function secondSegment(dir: string): { name: string; victim: string; firstOfVictim: number; firstOfNext: number } {
+  const names = files(dir, ".seg");
+  return { name: names[1], victim: join(dir, names[1]), firstOfVictim: Number(names[1].slice(0, 20)), firstOfNext: Number(names[2].slice(0, 20)) };
+}
+
 /** A log of 200 records in segments of about 4 KiB, closed. */
 async function written(dir: string, n = 200): Promise<void> {
   const log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
@@ -113,9 +119,8 @@ describe("corruption in sealed segments", () => {
     const dir = tempDir();
     try {
       await written(dir);
-      const names = files(dir, ".seg");
-      const firstOfVictim = Number(names[1].slice(0, 20));
-      flipBit(join(dir, names[1]), 40);
+      const { name, victim, firstOfVictim } = secondSegment(dir);
+      flipBit(victim, 40);
       const warnings: string[] = [];
       const log = await FileLog.open({ dir, onWarning: (w) => warnings.push(w) });
       try {
@@ -124,7 +129,7 @@ describe("corruption in sealed segments", () => {
         assert.equal(await log.get(firstOfVictim), null, "the corrupt record is not served");
         const st = log.state();
         assert.equal(st.corrupt.length, 1);
-        assert.equal(st.corrupt[0].segment, names[1]);
+        assert.equal(st.corrupt[0].segment, name);
         assert.match(st.corrupt[0].reason, /checksum/);
         assert.ok(warnings.length >= 1);
         for (let seq = 1; seq < firstOfVictim; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
@@ -148,10 +153,7 @@ describe("corruption in sealed segments", () => {
     const dir = tempDir();
     try {
       await written(dir);
-      const names = files(dir, ".seg");
-      const victim = join(dir, names[1]);
-      const firstOfVictim = Number(names[1].slice(0, 20));
-      const firstOfNext = Number(names[2].slice(0, 20));
+      const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
       flipBit(victim, 40);
       const sizeBefore = statSync(victim).size;
       const log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
@@ -180,10 +182,7 @@ describe("corruption in sealed segments", () => {
     const dir = tempDir();
     try {
       await written(dir);
-      const names = files(dir, ".seg");
-      const victim = join(dir, names[1]);
-      const firstOfVictim = Number(names[1].slice(0, 20));
-      const firstOfNext = Number(names[2].slice(0, 20));
+      const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
       assert.ok(firstOfNext - firstOfVictim >= 3, "the victim holds several batches");
       for (const n of files(dir, ".idx")) unlinkSync(join(dir, n));
       flipBit(victim, 40); // inside its first batch (one record per batch: sequential appends)

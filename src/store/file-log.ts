@@ -28,7 +28,7 @@ import {
   viewRecord,
   type BatchHeader,
 } from "./format.js";
-import { ageCheckInterval, DEAD, LiveIndex } from "./live-index.js";
+import { ageTimer, DEAD, LiveIndex } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
 import {
   limitRefusal,
@@ -346,6 +346,9 @@ export class FileLog implements MessageLog {
       );
       const tombs = evicted.concat(...planned);
       const firstSeq = this.lastSeq + 1;
+      // Subjects of this batch, for the per-subject limit (the only limit that needs them).
+      const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
+      const touched = new Set<number>();
       // Time never goes backwards within a log, so time lookups can bisect.
       const time = Math.max(Date.now(), this.lastTime);
       try {
@@ -372,7 +375,11 @@ export class FileLog implements MessageLog {
           seg.liveBytes += bytes;
           this.lastSeq = firstSeq + n - 1;
           this.lastTime = time;
-          for (let i = 0; i < n; i++) this.index.add(firstSeq + i, this.index.intern(batch[i].input.subject), batch[i].size);
+          for (let i = 0; i < n; i++) {
+            const id = this.index.intern(batch[i].input.subject);
+            this.index.add(firstSeq + i, id, batch[i].size);
+            if (limitsPerSubject) touched.add(id);
+          }
         }
         if (tomb !== null) {
           for (const t of tombs) seg.tombs.push(t);
@@ -394,11 +401,7 @@ export class FileLog implements MessageLog {
         for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]).length;
         ops[k].done(null, removed);
       }
-      if (n > 0) {
-        const touched = new Set<number>();
-        for (let i = 0; i < n; i++) touched.add(this.index.intern(batch[i].input.subject));
-        this.evictSeqs(this.index.evict(this.limits, touched));
-      }
+      if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
       for (let i = 0; i < n; i++) batch[i].done(null, firstSeq + i);
       if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
     }
@@ -428,23 +431,13 @@ export class FileLog implements MessageLog {
     if (this.closed) return;
     this.evictSeqs(this.index.enforce(this.limits));
     this.expireByAge();
-    if (this.ageTimer) clearInterval(this.ageTimer);
-    this.ageTimer = null;
-    const maxAge = this.limits.maxAgeMs ?? 0;
-    if (maxAge > 0) {
-      this.ageTimer = setInterval(() => this.expireByAge(), ageCheckInterval(maxAge));
-      this.ageTimer.unref();
-    }
+    this.ageTimer = ageTimer(this.ageTimer, this.limits.maxAgeMs, () => this.expireByAge());
   }
 
   private expireByAge(): void {
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge <= 0 || this.closed) return;
-    const first = this.index.firstLive();
-    if (first === 0) return;
-    const cutoff = this.firstSeqAtOrAfter(Date.now() - maxAge);
-    if (cutoff <= first) return;
-    this.evictSeqs(this.index.removeRange(first, cutoff - 1));
+    this.evictSeqs(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)));
   }
 
   private async write(seg: Segment, buf: Buffer, pos: number): Promise<void> {

@@ -23,9 +23,16 @@ class Chunk {
 
 const MAX_CACHED_FILTERS = 256;
 
-/** How often a log with a max age looks for expired messages: a quarter of the age, within 10 ms .. 1 s. */
-export function ageCheckInterval(maxAgeMs: number): number {
-  return Math.min(1000, Math.max(10, Math.floor(maxAgeMs / 4)));
+/**
+ * (Re)arms the timer that expires messages older than `maxAgeMs`: every
+ * quarter of the age, within 10 ms .. 1 s. Returns null when there is no age limit.
+ */
+export function ageTimer(previous: NodeJS.Timeout | null, maxAgeMs: number | undefined, expire: () => void): NodeJS.Timeout | null {
+  if (previous !== null) clearInterval(previous);
+  if ((maxAgeMs ?? 0) <= 0) return null;
+  const t = setInterval(expire, Math.min(1000, Math.max(10, Math.floor(maxAgeMs! / 4))));
+  t.unref();
+  return t;
 }
 
 export class LiveIndex {
@@ -353,6 +360,12 @@ export class LiveIndex {
     }
     if (removed.length > 1) removed.sort((a, b) => a - b);
     return removed;
+  }
+
+  /** Removes every live message below `cutoff` (the first sequence young enough to stay); the removed sequences. */
+  expireBefore(cutoff: number): number[] {
+    const first = this.firstLive();
+    return first === 0 || cutoff <= first ? [] : this.removeRange(first, cutoff - 1);
   }
 
   /** Applies `limits` to everything stored (on open and when limits change); the removed sequences. */

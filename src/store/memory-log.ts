@@ -4,7 +4,7 @@
  * on disk.
  */
 
-import { ageCheckInterval, DEAD, LiveIndex } from "./live-index.js";
+import { ageTimer, DEAD, LiveIndex } from "./live-index.js";
 import {
   limitRefusal,
   refusal,
@@ -159,24 +159,13 @@ export class MemoryLog implements MessageLog {
     this.limits = { ...limits };
     this.index.enforce(this.limits);
     this.expireByAge();
-    if (this.ageTimer) clearInterval(this.ageTimer);
-    this.ageTimer = null;
-    const maxAge = limits.maxAgeMs ?? 0;
-    if (maxAge > 0) {
-      this.ageTimer = setInterval(() => this.expireByAge(), ageCheckInterval(maxAge));
-      this.ageTimer.unref();
-    }
+    this.ageTimer = ageTimer(this.ageTimer, limits.maxAgeMs, () => this.expireByAge());
   }
 
   private expireByAge(): void {
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge <= 0 || this.closed) return;
-    const cutoff = this.seqAtOrAfter(Date.now() - maxAge);
-    const first = this.index.firstLive();
-    if (first !== 0 && cutoff > first) {
-      this.index.removeRange(first, cutoff - 1);
-      this.compactFront();
-    }
+    if (this.index.expireBefore(this.seqAtOrAfter(Date.now() - maxAge)).length > 0) this.compactFront();
   }
 
   state(): LogState {
