@@ -109,7 +109,7 @@ describe("NATS protocol errors", () => {
       c.send(`SUB ${bad} 1\r\n`);
       await c.waitFor(/-ERR 'Invalid Subject'\r\n/, `-ERR for SUB ${bad}`);
     }
-    for (const bad of ["foo.*", "foo.>", ">", "foo..bar"]) {
+    for (const bad of ["foo..bar", "foo.>.bar", ".x"]) {
       c.consume();
       c.send(`PUB ${bad} 2\r\nhi\r\n`);
       await c.waitFor(/-ERR 'Invalid Publish Subject'\r\n/, `-ERR for PUB ${bad}`);
@@ -117,6 +117,20 @@ describe("NATS protocol errors", () => {
     await c.roundTrip();
     assert.equal(c.isClosed, false);
     assert.equal(srv.broker.globalAccount.sublist.size, 0);
+  });
+
+  test("wildcard tokens in a published subject: refused only in pedantic mode, as nats-server does", async () => {
+    const pedantic = await RawClient.connected(srv.port, '{"verbose":false,"pedantic":true}');
+    raws.push(pedantic);
+    for (const bad of ["foo.*", "foo.>", ">"]) {
+      pedantic.consume();
+      pedantic.send(`PUB ${bad} 2\r\nhi\r\n`);
+      await pedantic.waitFor(/-ERR 'Invalid Publish Subject'\r\n/, `-ERR for PUB ${bad}`);
+    }
+    const lax = await raw();
+    lax.send("SUB api.> 1\r\nPUB api.create.orders.> 2\r\nhi\r\n");
+    await lax.waitFor(/MSG api\.create\.orders\.> 1 2\r\nhi\r\n/, "delivery of a subject ending in >");
+    assert.doesNotMatch(lax.text, /-ERR/);
   });
 
   test("a payload over max_payload: Maximum Payload Violation, then close", async () => {

@@ -39,7 +39,7 @@ Server flags:
   -V, --trace                        Trace the raw protocol
   -DV, -DVV                          Debug and trace
   -T, --logtime                      Accepted for compatibility (ignored)
-  -js, --jetstream                   Accepted for compatibility (JetStream is not implemented yet)
+  -js, --jetstream                   Enable JetStream (streams, consumers, KV, object store)
   -sd, --store_dir <dir>             JetStream storage directory
   -h, --help                         Show this message
   -v, --version                      Show the version

@@ -13,11 +13,14 @@ export class Account {
   readonly sublist = new Sublist();
   inMsgs = 0;
   inBytes = 0;
+  /** Told of every new subscription; internal services use it to wake when interest appears. */
+  readonly subscribeListeners: Array<(sub: Subscription) => void> = [];
 
   constructor(readonly name: string) {}
 
   subscribe(sub: Subscription): void {
     this.sublist.insert(sub);
+    for (let i = 0; i < this.subscribeListeners.length; i++) this.subscribeListeners[i](sub);
   }
 
   unsubscribe(sub: Subscription): void {

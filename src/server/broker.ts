@@ -59,8 +59,12 @@ export interface BrokerStats {
   staleConnections: number;
 }
 
-/** The version we advertise: the NATS core protocol level that is implemented (headers, no-responders). */
-export const ADVERTISED_VERSION = "2.2.0";
+/**
+ * The version we advertise. Clients pick features by it: 2.10 means headers,
+ * no-responders, and the JetStream API with named consumer creation, direct
+ * get and multiple consumer filters, all of which nagare implements.
+ */
+export const ADVERTISED_VERSION = "2.10.0";
 
 const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 

@@ -32,8 +32,9 @@ export interface ServerOptions {
   lameDuckGracePeriod?: number;
   /** Directory where `<exe>_<pid>.ports` is written once listeners are up. */
   portsFileDir?: string;
-  /** Accepted for nats-server compatibility; JetStream arrives with the streams work. */
+  /** Enables streams, consumers, KV and object store (the JetStream API). */
   jetstream?: boolean;
+  /** Where streams are stored; default `<tmpdir>/nagare/jetstream`, as nats-server does. */
   storeDir?: string;
   debug?: boolean;
   trace?: boolean;

@@ -13,6 +13,9 @@ import { createLogger } from "./log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
+import { JetStream } from "../streams/jetstream.js";
+import { JetStreamApi } from "../streams/api.js";
+import { tmpdir } from "node:os";
 
 export interface NagareServer {
   /** Address the client listener is bound to. */
@@ -22,6 +25,8 @@ export interface NagareServer {
   readonly url: string;
   readonly httpPort: number | undefined;
   readonly broker: Broker;
+  /** The streams, when JetStream is enabled. */
+  readonly jetstream: JetStream | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -33,11 +38,22 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   const log = createLogger(opts);
   const broker = new Broker(opts, log);
 
+  let jetstream: JetStream | undefined;
+  let jsApi: JetStreamApi | undefined;
+  if (opts.jetstream) {
+    // nats-server's default store is under the temp directory too.
+    const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
+    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log });
+    jsApi = new JetStreamApi(jetstream);
+  }
+
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {
     await listen(listener, opts.port, opts.host);
   } catch (err) {
+    jsApi?.close();
+    await jetstream?.close();
     broker.stop();
     throw err;
   }
@@ -52,6 +68,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
       monitor = await startMonitor(broker, opts.httpHost, opts.httpPort);
     } catch (err) {
       listener.close();
+      jsApi?.close();
+      await jetstream?.close();
       broker.stop();
       throw err;
     }
@@ -72,7 +90,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
   log.info(`Listening for client connections on ${opts.host}:${port}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
-  if (opts.jetstream) log.warn("JetStream was requested but is not implemented yet; serving core NATS only");
+  if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
@@ -83,6 +101,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
       if (monitor) await monitor.close();
+      jsApi?.close();
+      await jetstream?.close();
       broker.stop();
       if (portsFile) {
         try {
@@ -116,7 +136,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, broker, close, lameDuck };
+  return { host: opts.host, port, url, httpPort: monitor?.port, broker, jetstream, close, lameDuck };
 }
 
 function accept(broker: Broker, socket: Socket): void {

@@ -500,6 +500,18 @@ export class FileLog implements MessageLog {
     return this.index.state(this.lastSeq, this.corrupt);
   }
 
+  lastSeqOf(subject: string): number {
+    return this.index.lastOf(subject);
+  }
+
+  lastPerSubject(filter?: string): number[] {
+    return this.index.lastPerSubject(filter);
+  }
+
+  subjectCounts(filter?: string): Map<string, number> {
+    return this.index.subjectCounts(filter);
+  }
+
   subjectCount(subject: string): number {
     return this.index.countOf(subject);
   }

@@ -208,6 +208,26 @@ export class LiveIndex {
     return id === undefined ? 0 : this.last[id];
   }
 
+  /** The last live sequence of every subject matching `filter`, ascending. */
+  lastPerSubject(filter?: string): number[] {
+    const all = filter === undefined || filter === ">";
+    const out: number[] = [];
+    for (let id = 0; id < this.names.length; id++) {
+      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.push(this.last[id]);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  /** Live message counts of the subjects matching `filter`. */
+  subjectCounts(filter?: string): Map<string, number> {
+    const all = filter === undefined || filter === ">";
+    const out = new Map<string, number>();
+    for (let id = 0; id < this.names.length; id++) {
+      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.set(this.names[id], this.count[id]);
+    }
+    return out;
+  }
+
   countOf(subject: string): number {
     const id = this.ids.get(subject);
     return id === undefined ? 0 : this.count[id];

@@ -92,6 +92,12 @@ export interface MessageLog {
   lastBySubject(subject: string): Promise<StoredMessage | null>;
   /** Number of stored messages per subject. */
   subjectCount(subject: string): number;
+  /** The newest stored sequence of `subject`, or 0; from memory. */
+  lastSeqOf(subject: string): number;
+  /** The newest stored sequence of every subject matching `filter`, ascending; from memory. */
+  lastPerSubject(filter?: string): number[];
+  /** Stored message count per subject matching `filter`; from memory. */
+  subjectCounts(filter?: string): Map<string, number>;
   /** Stored messages after `after` matching `filter`, from memory. */
   pendingAfter(after: number, filter?: string): number;
   /** Deletes one message; true once the delete is durable, false if it was not stored. */

@@ -131,6 +131,18 @@ export class MemoryLog implements MessageLog {
     return last === 0 ? null : this.get(last);
   }
 
+  lastSeqOf(subject: string): number {
+    return this.index.lastOf(subject);
+  }
+
+  lastPerSubject(filter?: string): number[] {
+    return this.index.lastPerSubject(filter);
+  }
+
+  subjectCounts(filter?: string): Map<string, number> {
+    return this.index.subjectCounts(filter);
+  }
+
   subjectCount(subject: string): number {
     return this.index.countOf(subject);
   }

@@ -161,7 +161,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const stats = this.broker.stats;
     stats.inMsgs++;
     stats.inBytes += size;
-    if (!isValidPublishSubject(msg.subject)) {
+    // Like nats-server, wildcard tokens in a published subject are refused only
+    // in pedantic mode: JetStream API subjects carry consumer filters such as `orders.>`.
+    if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
       this.sendErr("Invalid Publish Subject");
       return;
     }

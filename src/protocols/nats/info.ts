@@ -17,6 +17,7 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     client_id: cid,
     client_ip: clientIp,
   };
+  if (o.jetstream) info.jetstream = true;
   if (lameDuck) info.ldm = true;
   return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
 }

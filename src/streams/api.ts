@@ -1,0 +1,319 @@
+/**
+ * The JetStream API: request/reply on `$JS.API.>` with JSON bodies, plus the
+ * ack (`$JS.ACK.>`) and flow-control (`$JS.FC.>`) subjects. Each request is
+ * decoded, checked and turned into a call on the JetStream state; the answer
+ * has nats-server's JSON shape and error codes, which the clients depend on.
+ */
+
+import type { Message } from "../subjects/message.js";
+import { Subscription, type Receiver } from "../subjects/subscription.js";
+import { ApiError, Errors } from "./errors.js";
+import { appendHeaders, encodeHeaders } from "./headers.js";
+import { isoTime, Stream } from "./stream.js";
+import type { JetStream } from "./jetstream.js";
+import type { StoredMessage } from "../store/log.js";
+
+const NAMES_LIMIT = 1024;
+const LIST_LIMIT = 256;
+const TYPE = "io.nats.jetstream.api.v1.";
+
+type Json = Record<string, unknown>;
+
+function parseBody(body: Buffer): Json {
+  if (body.length === 0) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString("utf8"));
+  } catch (err) {
+    throw Errors.invalidJson((err as Error).message);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson("expected an object");
+  return v as Json;
+}
+
+function offsetOf(req: Json): number {
+  const o = req.offset;
+  return typeof o === "number" && Number.isInteger(o) && o > 0 ? o : 0;
+}
+
+function optNumber(req: Json, key: string): number | undefined {
+  const v = req[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw Errors.badRequest();
+  return v;
+}
+
+function optString(req: Json, key: string): string | undefined {
+  const v = req[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") throw Errors.badRequest();
+  return v;
+}
+
+export class JetStreamApi implements Receiver {
+  readonly echo = true;
+  private readonly subs: Subscription[] = [];
+
+  constructor(private readonly js: JetStream) {
+    for (const subject of ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]) {
+      const sub = new Subscription(this, subject, null);
+      this.subs.push(sub);
+      js.account.subscribe(sub);
+    }
+  }
+
+  close(): void {
+    for (const s of this.subs) this.js.account.unsubscribe(s);
+  }
+
+  deliver(sub: Subscription, msg: Message): void {
+    const body = Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
+    const reply = msg.hasReply ? msg.reply : "";
+    const subject = msg.subject;
+    if (sub === this.subs[1]) return this.js.onAck(subject, body, reply);
+    if (sub === this.subs[2]) return this.js.onFlowControl(subject);
+    if (reply === "") return;
+    void this.handle(subject, body, reply);
+  }
+
+  private respond(reply: string, type: string, body: Json): void {
+    this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify({ type: TYPE + type, ...body })));
+  }
+
+  private async handle(subject: string, body: Buffer, reply: string): Promise<void> {
+    const t = subject.split(".");
+    const op = t.slice(2, 4).join(".");
+    let type = "";
+    this.js.apiTotal++;
+    try {
+      if (t[2] === "INFO" && t.length === 3) {
+        type = "account_info_response";
+        return this.respond(reply, type, this.accountInfo());
+      }
+      if (t[2] === "DIRECT" && t[3] === "GET" && t.length >= 5) return await this.directGet(t, body, reply);
+      if (op === "CONSUMER.MSG" && t[4] === "NEXT" && t.length === 7) {
+        const c = this.js.streams.get(t[5])?.consumers.get(t[6]);
+        if (c === undefined) {
+          this.js.emit(reply, reply, "", encodeHeaders("503", []), Buffer.alloc(0));
+          return;
+        }
+        c.onNextRequest(reply, body);
+        return;
+      }
+      const [kind, verb] = [t[2], t[3]];
+      type = `${kind.toLowerCase()}_${(verb ?? "").toLowerCase()}_response`;
+      if (kind === "STREAM") {
+        if (verb === "MSG" && t.length === 6) {
+          type = `stream_msg_${t[4].toLowerCase()}_response`;
+          const s = this.js.stream(t[5]);
+          return this.respond(reply, type, t[4] === "GET" ? await this.msgGet(s, parseBody(body)) : await this.msgDelete(s, parseBody(body)));
+        }
+        if (verb === "NAMES" && t.length === 4) return this.respond(reply, type, this.streamNames(parseBody(body)));
+        if (verb === "LIST" && t.length === 4) return this.respond(reply, type, await this.streamList(parseBody(body)));
+        if (t.length !== 5) throw Errors.badRequest();
+        return this.respond(reply, type, await this.streamOp(verb, t[4], body));
+      }
+      if (kind === "CONSUMER") {
+        if (verb === "CREATE" && t.length >= 5) {
+          type = "consumer_create_response";
+          const name = t.length >= 6 ? t[5] : undefined;
+          const filter = t.length >= 7 ? t.slice(6).join(".") : undefined;
+          return this.respond(reply, type, await this.consumerCreate(t[4], body, name, filter, false));
+        }
+        if (verb === "DURABLE" && t[4] === "CREATE" && t.length === 7) {
+          type = "consumer_create_response";
+          return this.respond(reply, type, await this.consumerCreate(t[5], body, t[6], undefined, true));
+        }
+        if ((verb === "NAMES" || verb === "LIST") && t.length === 5) {
+          return this.respond(reply, type, await this.consumerList(t[4], verb === "NAMES", parseBody(body)));
+        }
+        if ((verb === "INFO" || verb === "DELETE") && t.length === 6) {
+          const s = this.js.stream(t[4]);
+          if (verb === "INFO") return this.respond(reply, type, this.js.consumer(s, t[5]).info());
+          await this.js.deleteConsumer(s, t[5]);
+          return this.respond(reply, type, { success: true });
+        }
+      }
+      // Unknown API subjects get no answer from nats-server either (nothing listens there).
+      this.js.apiTotal--;
+    } catch (err) {
+      this.js.apiErrors++;
+      const e = err instanceof ApiError ? err : new ApiError(500, 10051, (err as Error).message);
+      this.respond(reply, type || "error_response", { error: e.toJSON() });
+    }
+  }
+
+  private accountInfo(): Json {
+    let memory = 0;
+    let storage = 0;
+    let consumers = 0;
+    for (const s of this.js.streams.values()) {
+      const b = s.log.state().bytes;
+      if (s.config.storage === "memory") memory += b;
+      else storage += b;
+      consumers += s.consumers.size;
+    }
+    return {
+      memory,
+      storage,
+      reserved_memory: 0,
+      reserved_storage: 0,
+      streams: this.js.streams.size,
+      consumers,
+      limits: {
+        max_memory: -1,
+        max_storage: -1,
+        max_streams: -1,
+        max_consumers: -1,
+        max_ack_pending: -1,
+        memory_max_stream_bytes: -1,
+        storage_max_stream_bytes: -1,
+        max_bytes_required: false,
+      },
+      api: { total: this.js.apiTotal, errors: this.js.apiErrors },
+    };
+  }
+
+  private async streamOp(verb: string, name: string, body: Buffer): Promise<Json> {
+    switch (verb) {
+      case "CREATE":
+      case "UPDATE": {
+        const req = parseBody(body);
+        if (req.name === undefined || req.name === "") req.name = name;
+        if (req.name !== name) throw Errors.streamMismatch();
+        if (verb === "CREATE") {
+          const { stream, created } = await this.js.createStream(req);
+          return { ...(await stream.info()), did_create: created || undefined };
+        }
+        return await (await this.js.updateStream(req)).info();
+      }
+      case "INFO": {
+        const req = parseBody(body);
+        const s = this.js.stream(name);
+        const filter = optString(req, "subjects_filter");
+        const info = await s.info({ subjectsFilter: filter });
+        // Clients page while total exceeds the subjects received; report the subjects sent.
+        const subjects = (info.state as Json).subjects as Json | undefined;
+        return { ...info, total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
+      }
+      case "DELETE":
+        await this.js.deleteStream(name);
+        return { success: true };
+      case "PURGE": {
+        const s = this.js.stream(name);
+        if (s.config.sealed) throw Errors.sealed();
+        if (s.config.deny_purge) throw Errors.purgeFailed("stream purge not permitted");
+        const req = parseBody(body);
+        const filter = optString(req, "filter");
+        const seq = optNumber(req, "seq");
+        const keep = optNumber(req, "keep");
+        if (seq !== undefined && keep !== undefined) throw Errors.badRequest();
+        const purged = await s.purge({ filter: filter || undefined, upTo: seq || undefined, keep: keep || undefined });
+        return { success: true, purged };
+      }
+      default:
+        throw Errors.badRequest();
+    }
+  }
+
+  private streamNames(req: Json): Json {
+    const names = this.js.streamNames(optString(req, "subject"));
+    const offset = offsetOf(req);
+    return { total: names.length, offset, limit: NAMES_LIMIT, streams: names.slice(offset, offset + NAMES_LIMIT) };
+  }
+
+  private async streamList(req: Json): Promise<Json> {
+    const names = this.js.streamNames(optString(req, "subject"));
+    const offset = offsetOf(req);
+    const page = names.slice(offset, offset + LIST_LIMIT);
+    const streams: Json[] = [];
+    for (const n of page) {
+      const s = this.js.streams.get(n);
+      if (s) streams.push(await s.info());
+    }
+    return { total: names.length, offset, limit: LIST_LIMIT, streams };
+  }
+
+  private async findMessage(s: Stream, req: Json): Promise<StoredMessage> {
+    const seq = optNumber(req, "seq");
+    const last = optString(req, "last_by_subj");
+    const next = optString(req, "next_by_subj");
+    let m: StoredMessage | null = null;
+    if (last !== undefined) {
+      if (seq !== undefined) throw Errors.badRequest();
+      m = last.includes("*") || last.includes(">") ? await this.lastMatching(s, last) : await s.log.lastBySubject(last);
+    } else if (next !== undefined) {
+      m = await s.log.next(Math.max(0, (seq ?? 0) - 1), next);
+    } else if (seq !== undefined) {
+      m = await s.log.get(seq);
+    } else {
+      throw Errors.badRequest();
+    }
+    if (m === null) throw Errors.noMessageFound();
+    return m;
+  }
+
+  private async lastMatching(s: Stream, filter: string): Promise<StoredMessage | null> {
+    const seqs = s.log.lastPerSubject(filter);
+    return seqs.length === 0 ? null : s.log.get(seqs[seqs.length - 1]);
+  }
+
+  private async msgGet(s: Stream, req: Json): Promise<Json> {
+    return { message: Stream.renderMessage(await this.findMessage(s, req)) };
+  }
+
+  private async msgDelete(s: Stream, req: Json): Promise<Json> {
+    if (s.config.sealed) throw Errors.sealed();
+    if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
+    const seq = optNumber(req, "seq");
+    if (seq === undefined) throw Errors.badRequest();
+    if (!(await s.log.delete(seq))) throw Errors.sequenceNotFound(seq);
+    return { success: true };
+  }
+
+  private async directGet(t: string[], body: Buffer, reply: string): Promise<void> {
+    const s = this.js.streams.get(t[4]);
+    const miss = (code: string): void => this.js.emit(reply, reply, "", encodeHeaders(code, []), Buffer.alloc(0));
+    if (s === undefined || !s.config.allow_direct) return miss("404 Message Not Found");
+    let m: StoredMessage;
+    try {
+      if (t.length > 5) {
+        if (body.length > 0) return miss("408 Bad Request");
+        const last = await s.log.lastBySubject(t.slice(5).join("."));
+        if (last === null) return miss("404 Message Not Found");
+        m = last;
+      } else {
+        m = await this.findMessage(s, parseBody(body));
+      }
+    } catch (err) {
+      return miss(err instanceof ApiError && err.code === 404 ? "404 Message Not Found" : "408 Bad Request");
+    }
+    const headers = appendHeaders(m.headers, [
+      ["Nats-Stream", s.config.name],
+      ["Nats-Subject", m.subject],
+      ["Nats-Sequence", String(m.seq)],
+      ["Nats-Time-Stamp", isoTime(m.time)],
+    ]);
+    this.js.emit(reply, reply, "", headers, m.data);
+  }
+
+  private async consumerCreate(streamName: string, body: Buffer, name: string | undefined, filter: string | undefined, legacy: boolean): Promise<Json> {
+    const req = parseBody(body);
+    const s = this.js.stream(streamName);
+    if (req.stream_name !== undefined && req.stream_name !== streamName) throw Errors.streamMismatch();
+    if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
+    const action = typeof req.action === "string" ? req.action : "";
+    const c = await this.js.createConsumer(s, req.config, action, name, filter, legacy);
+    return c.info();
+  }
+
+  private async consumerList(streamName: string, namesOnly: boolean, req: Json): Promise<Json> {
+    const s = this.js.stream(streamName);
+    const names = [...s.consumers.keys()].sort();
+    const offset = offsetOf(req);
+    const limit = namesOnly ? NAMES_LIMIT : LIST_LIMIT;
+    const page = names.slice(offset, offset + limit);
+    const consumers = namesOnly ? page : page.map((n) => s.consumers.get(n)!.info());
+    return { total: names.length, offset, limit, consumers };
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * JetStream API errors: HTTP-like code, JetStream error code and the exact
+ * description nats-server sends (clients match on err_code, people on text).
+ */
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: number,
+    readonly errCode: number,
+    description: string,
+  ) {
+    super(description);
+  }
+
+  toJSON(): { code: number; err_code: number; description: string } {
+    return { code: this.code, err_code: this.errCode, description: this.message };
+  }
+}
+
+const e = (code: number, errCode: number, text: string) => (): ApiError => new ApiError(code, errCode, text);
+
+export const Errors = {
+  badRequest: e(400, 10003, "bad request"),
+  invalidJson: (why: string): ApiError => new ApiError(400, 10025, `invalid JSON: ${why}`),
+  notEnabled: e(503, 10076, "JetStream not enabled"),
+  streamNotFound: e(404, 10059, "stream not found"),
+  consumerNotFound: e(404, 10014, "consumer not found"),
+  noMessageFound: e(404, 10037, "no message found"),
+  streamNameExists: e(400, 10058, "stream name already in use with a different configuration"),
+  streamMismatch: e(400, 10056, "stream name in subject does not match request"),
+  subjectOverlap: e(400, 10065, "subjects overlap with an existing stream"),
+  streamConfig: (why: string): ApiError => new ApiError(500, 10052, why),
+  streamNameSeparators: e(400, 10128, "Stream name can not contain path separators"),
+  replicasNotSupported: e(500, 10074, "replicas > 1 not supported in non-clustered mode"),
+  maxConsumers: e(400, 10026, "maximum consumers limit reached"),
+  wrongLastSequence: (seq: number): ApiError => new ApiError(400, 10071, `wrong last sequence: ${seq}`),
+  wrongLastMsgId: (id: string): ApiError => new ApiError(400, 10070, `wrong last msg ID: ${id}`),
+  expectedStream: e(400, 10060, "expected stream does not match"),
+  messageTooBig: e(400, 10054, "message size exceeds maximum allowed"),
+  storeFailed: (why: string): ApiError => new ApiError(503, 10077, why),
+  sealed: e(400, 10109, "invalid operation on sealed stream"),
+  rollupFailed: (why: string): ApiError => new ApiError(500, 10111, why),
+  msgDeleteFailed: (why: string): ApiError => new ApiError(500, 10057, why),
+  purgeFailed: (why: string): ApiError => new ApiError(500, 10110, why),
+  sequenceNotFound: (seq: number): ApiError => new ApiError(400, 10043, `sequence ${seq} not found`),
+  ttlDisabled: e(400, 10166, "per-message TTL is disabled"),
+  ttlInvalid: e(400, 10165, "invalid per-message TTL"),
+  consumerExists: e(400, 10148, "consumer already exists"),
+  consumerDoesNotExist: e(400, 10149, "consumer does not exist"),
+  consumerNameExists: e(400, 10013, "consumer name already in use"),
+  consumerConfigRequired: e(400, 10078, "consumer config required"),
+  consumerFilterMismatch: e(400, 10131, "Consumer create request did not match filtered subject from create subject"),
+  consumerDurableNameMismatch: e(400, 10132, "Consumer Durable and Name have to be equal if both are provided"),
+  consumerDurableNotInSubject: e(400, 10016, "consumer expected to be durable but no durable name set in subject"),
+  consumerDurableSubjectMismatch: e(400, 10017, "consumer name in subject does not match durable name in request"),
+  consumerEphemeralWithDurable: e(400, 10019, "consumer expected to be ephemeral but detected a durable name set in subject"),
+  consumerBadDurableName: e(400, 10103, "durable name can not contain '.', '*', '>'"),
+  consumerNameSeparators: e(400, 10127, "Consumer name can not contain path separators"),
+  consumerInvalidPolicy: (why: string): ApiError => new ApiError(400, 10094, why),
+  consumerDeliverWildcards: e(400, 10079, "consumer deliver subject has wildcards"),
+  consumerDeliverCycle: e(400, 10081, "consumer deliver subject forms a cycle"),
+  consumerPushMaxWaiting: e(400, 10080, "consumer in push mode can not set max waiting"),
+  consumerHbRequiresPush: e(400, 10088, "consumer idle heartbeat requires a push based consumer"),
+  consumerFcRequiresPush: e(400, 10089, "consumer flow control requires a push based consumer"),
+  consumerSmallHeartbeat: e(400, 10083, "consumer idle heartbeat needs to be >= 100ms"),
+  consumerMaxWaitingNegative: e(400, 10087, "consumer max waiting needs to be positive"),
+  consumerMaxPendingNeedsAck: e(400, 10082, "consumer requires ack policy for max ack pending"),
+  consumerBackoff: e(400, 10116, "max deliver is required to be > length of backoff values"),
+  consumerBackoffNegative: e(400, 10184, "consumer backoff needs to be positive"),
+  consumerDuplicateFilters: e(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified"),
+  consumerOverlappingFilters: e(400, 10138, "consumer subject filters cannot overlap"),
+  consumerEmptyFilter: e(400, 10139, "consumer filter in FilterSubjects cannot be empty"),
+  consumerFilterNotSubset: e(400, 10093, "consumer filter subject is not a valid subset of the interest subjects"),
+  consumerWqRequiresExplicitAck: e(400, 10098, "workqueue stream requires explicit ack"),
+  consumerWqMultipleUnfiltered: e(400, 10099, "multiple non-filtered consumers not allowed on workqueue stream"),
+  consumerWqNotUnique: e(400, 10100, "filtered consumer not unique on workqueue stream"),
+  consumerWqNotDeliverAll: e(400, 10101, "consumer must be deliver all on workqueue stream"),
+  consumerNameTooLong: (max: number): ApiError => new ApiError(400, 10102, `consumer name is too long, maximum allowed is ${max}`),
+  consumerExistingActive: e(400, 10105, "consumer already exists and is still active"),
+  consumerReplicasExceedStream: e(400, 10126, "consumer config replica count exceeds parent stream"),
+  consumerMaxBatchNegative: e(400, 10114, "consumer max request batch needs to be > 0"),
+  consumerMaxExpiresTooSmall: e(400, 10115, "consumer max request expires needs to be >= 1ms"),
+  consumerPullRequiresAck: e(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream"),
+  consumerStoreFailed: (why: string): ApiError => new ApiError(500, 10104, `error creating store for consumer: ${why}`),
+};

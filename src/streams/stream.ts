@@ -1,0 +1,325 @@
+/**
+ * A stream: the subjects it captures, its limits and retention, and the
+ * partitions (one log each) that hold its messages. Publishing goes through
+ * here so that de-duplication, expectations and rollups are decided in
+ * sequence order, and an acknowledgement is given only once the log says the
+ * message is durable.
+ */
+
+import { subjectMatches } from "../subjects/subject.js";
+import { LimitError, type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
+import { ApiError, Errors } from "./errors.js";
+import { header, parseHeaders, type HeaderMap } from "./headers.js";
+import { NS_PER_MS, type StreamConfig } from "./config.js";
+import type { Consumer } from "./consumer.js";
+
+export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
+
+interface Queued {
+  subject: string;
+  headers: Buffer | null;
+  parsed: HeaderMap | null;
+  data: Buffer;
+  done: PublishDone;
+}
+
+interface DedupEntry {
+  seq: number;
+  time: number;
+}
+
+/** Headers that make a publish depend on the state left by the ones before it. */
+const ORDER_SENSITIVE = [
+  "Nats-Expected-Last-Sequence",
+  "Nats-Expected-Last-Subject-Sequence",
+  "Nats-Expected-Last-Msg-Id",
+  "Nats-Rollup",
+];
+
+export const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+export function isoTime(ms: number): string {
+  return ms > 0 ? new Date(ms).toISOString() : ZERO_TIME;
+}
+
+export class Stream {
+  readonly consumers = new Map<string, Consumer>();
+  /** Appends handed to the log and not yet acknowledged by it. */
+  private inflight = 0;
+  /** Publishes waiting for the ones in flight, to keep expectations exact and order intact. */
+  private readonly queue: Queued[] = [];
+  private readonly dedup = new Map<string, DedupEntry>();
+  /** Message ids whose append is in flight, with the duplicates waiting for its outcome. */
+  private readonly dedupInflight = new Map<string, PublishDone[]>();
+  private lastMsgId = "";
+  private lastTime = 0;
+  deleted = false;
+
+  constructor(
+    public config: StreamConfig,
+    readonly created: Date,
+    /** Partition logs; a JetStream stream has exactly one. */
+    readonly partitions: MessageLog[],
+    readonly dir: string | null,
+    /** Largest message the server accepts at all (max_payload). */
+    private readonly maxPayload: number,
+  ) {}
+
+  get log(): MessageLog {
+    return this.partitions[0];
+  }
+
+  /** Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time. */
+  async recover(): Promise<void> {
+    const st = this.log.state();
+    if (st.messages === 0) return;
+    const last = await this.log.get(st.lastSeq);
+    if (last) this.lastTime = last.time;
+    const windowMs = this.config.duplicate_window / NS_PER_MS;
+    const from = await this.log.firstAtOrAfter(Date.now() - windowMs);
+    if (from === null) return;
+    for (let seq = from.seq; seq <= st.lastSeq; ) {
+      const batch = await this.log.scan(seq, { maxMessages: 1024 });
+      if (batch.length === 0) break;
+      for (const m of batch) {
+        if (m.headers === null) continue;
+        const id = header(parseHeaders(m.headers, 0, m.headers.length), "Nats-Msg-Id");
+        if (id !== undefined) {
+          this.dedup.set(id, { seq: m.seq, time: m.time });
+          this.lastMsgId = id;
+        }
+      }
+      seq = batch[batch.length - 1].seq + 1;
+    }
+  }
+
+  captures(subject: string): boolean {
+    for (const s of this.config.subjects) if (subjectMatches(s, subject)) return true;
+    return false;
+  }
+
+  limits(): Limits {
+    const c = this.config;
+    const pos = (v: number): number => (v > 0 ? v : 0);
+    return {
+      maxMsgs: pos(c.max_msgs),
+      maxBytes: pos(c.max_bytes),
+      maxAgeMs: c.max_age > 0 ? Math.max(1, Math.floor(c.max_age / NS_PER_MS)) : 0,
+      maxMsgsPerSubject: pos(c.max_msgs_per_subject),
+      discard: c.discard,
+      discardNewPerSubject: c.discard_new_per_subject === true,
+    };
+  }
+
+  updateConfig(next: StreamConfig): void {
+    this.config = next;
+    for (const p of this.partitions) p.setLimits(this.limits());
+  }
+
+  /**
+   * Stores one message. `headers` and `data` must be owned by the caller's
+   * copy (they are kept until the log has them).
+   */
+  publish(subject: string, headers: Buffer | null, data: Buffer, done: PublishDone): void {
+    if (this.deleted) return done(Errors.streamNotFound(), 0, false);
+    if (this.config.sealed) return done(Errors.sealed(), 0, false);
+    const size = (headers?.length ?? 0) + data.length;
+    const max = this.config.max_msg_size;
+    if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0, false);
+    const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
+    const item: Queued = { subject, headers, parsed, data, done };
+    if (this.queue.length > 0 || (this.inflight > 0 && parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h)))) {
+      this.queue.push(item);
+      return;
+    }
+    this.process(item);
+  }
+
+  private process(p: Queued): void {
+    const h = p.parsed;
+    let msgId: string | undefined;
+    let rollup: string | undefined;
+    if (h !== null) {
+      const err = this.checkExpectations(p.subject, h);
+      if (err !== null) return p.done(err, 0, false);
+      msgId = header(h, "Nats-Msg-Id");
+      if (msgId === "") msgId = undefined;
+      if (msgId !== undefined) {
+        const seen = this.dedup.get(msgId);
+        if (seen !== undefined && seen.time >= Date.now() - this.config.duplicate_window / NS_PER_MS) {
+          return p.done(null, seen.seq, true);
+        }
+        const waiting = this.dedupInflight.get(msgId);
+        if (waiting !== undefined) {
+          waiting.push(p.done);
+          return;
+        }
+        this.dedupInflight.set(msgId, []);
+      }
+      rollup = header(h, "Nats-Rollup");
+      if (rollup !== undefined) {
+        if (!this.config.allow_rollup_hdrs) return this.fail(p, msgId, Errors.rollupFailed("rollup not permitted"));
+        if (rollup !== "sub" && rollup !== "all") return this.fail(p, msgId, Errors.rollupFailed(`rollup value invalid: ${rollup}`));
+      }
+      if (h.has("Nats-TTL") && !this.config.allow_msg_ttl) return this.fail(p, msgId, Errors.ttlDisabled());
+    }
+    this.inflight++;
+    this.log.append({ subject: p.subject, data: p.data, headers: p.headers }, (err, seq) => {
+      this.inflight--;
+      if (err !== null) {
+        const apiErr = err instanceof LimitError ? Errors.storeFailed(err.message) : Errors.storeFailed(err.message);
+        this.fail(p, msgId, apiErr);
+      } else {
+        this.lastTime = Date.now();
+        if (msgId !== undefined) this.remember(msgId, seq);
+        if (rollup !== undefined) {
+          const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
+          this.log.purge(purge).then(
+            () => this.stored(p, msgId, seq),
+            (e: Error) => this.fail(p, msgId, Errors.rollupFailed(e.message)),
+          );
+        } else {
+          this.stored(p, msgId, seq);
+        }
+      }
+      this.drainQueue();
+    });
+  }
+
+  private stored(p: Queued, msgId: string | undefined, seq: number): void {
+    p.done(null, seq, false);
+    if (msgId !== undefined) {
+      const waiters = this.dedupInflight.get(msgId);
+      this.dedupInflight.delete(msgId);
+      if (waiters) for (const w of waiters) w(null, seq, true);
+    }
+    let interested = false;
+    for (const c of this.consumers.values()) {
+      if (c.wants(p.subject)) {
+        interested = true;
+        c.notify();
+      }
+    }
+    // Interest retention keeps a message only while some consumer still has to see it.
+    if (this.config.retention === "interest" && !interested) void this.log.delete(seq).catch(() => undefined);
+  }
+
+  private fail(p: Queued, msgId: string | undefined, err: ApiError): void {
+    p.done(err, 0, false);
+    if (msgId === undefined) return;
+    const waiters = this.dedupInflight.get(msgId);
+    this.dedupInflight.delete(msgId);
+    if (waiters) for (const w of waiters) w(err, 0, false);
+  }
+
+  private drainQueue(): void {
+    const q = this.queue;
+    while (q.length > 0) {
+      const next = q[0];
+      const h = next.parsed;
+      if (this.inflight > 0 && h !== null && ORDER_SENSITIVE.some((k) => h.has(k))) return;
+      q.shift();
+      this.process(next);
+    }
+  }
+
+  private remember(id: string, seq: number): void {
+    const now = Date.now();
+    this.dedup.delete(id);
+    this.dedup.set(id, { seq, time: now });
+    this.lastMsgId = id;
+    const cutoff = now - this.config.duplicate_window / NS_PER_MS;
+    for (const [k, v] of this.dedup) {
+      if (v.time >= cutoff) break;
+      this.dedup.delete(k);
+    }
+  }
+
+  private checkExpectations(subject: string, h: HeaderMap): ApiError | null {
+    const stream = header(h, "Nats-Expected-Stream");
+    if (stream !== undefined && stream !== this.config.name) return Errors.expectedStream();
+    const lastSeq = header(h, "Nats-Expected-Last-Sequence");
+    if (lastSeq !== undefined) {
+      const have = this.log.state().lastSeq;
+      if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
+    }
+    const lastSubjSeq = header(h, "Nats-Expected-Last-Subject-Sequence");
+    if (lastSubjSeq !== undefined) {
+      const subj = header(h, "Nats-Expected-Last-Subject-Sequence-Subject") ?? subject;
+      const have = this.log.lastSeqOf(subj);
+      if (Number(lastSubjSeq) !== have) return Errors.wrongLastSequence(have);
+    }
+    const lastId = header(h, "Nats-Expected-Last-Msg-Id");
+    if (lastId !== undefined && lastId !== this.lastMsgId) return Errors.wrongLastMsgId(this.lastMsgId);
+    return null;
+  }
+
+  /** A message was acknowledged by a consumer: retention may let it go. */
+  acked(by: Consumer, seq: number): void {
+    const retention = this.config.retention;
+    if (retention === "limits") return;
+    if (retention === "workqueue") {
+      void this.log.delete(seq).catch(() => undefined);
+      return;
+    }
+    void this.log.get(seq).then((m) => {
+      if (m === null) return;
+      for (const c of this.consumers.values()) {
+        if (c !== by && c.wants(m.subject) && !c.hasAcked(seq)) return;
+      }
+      return this.log.delete(seq).then(() => undefined);
+    }).catch(() => undefined);
+  }
+
+  async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
+    const purged = await this.log.purge(opts);
+    const first = this.log.state().firstSeq;
+    for (const c of this.consumers.values()) c.purged(opts.filter === undefined && opts.keep === undefined ? first : 0);
+    return purged;
+  }
+
+  async state(): Promise<LogState & { firstTime: number; lastTime: number }> {
+    const st = this.log.state();
+    let firstTime = 0;
+    let lastTime = this.lastTime;
+    if (st.messages > 0) {
+      const first = await this.log.get(st.firstSeq);
+      firstTime = first?.time ?? 0;
+      if (lastTime === 0) lastTime = (await this.log.get(st.lastSeq))?.time ?? 0;
+    }
+    return { ...st, firstTime, lastTime };
+  }
+
+  async info(opts: { subjectsFilter?: string } = {}): Promise<Record<string, unknown>> {
+    const st = await this.state();
+    const state: Record<string, unknown> = {
+      messages: st.messages,
+      bytes: st.bytes,
+      first_seq: st.firstSeq,
+      first_ts: isoTime(st.firstTime),
+      last_seq: st.lastSeq,
+      last_ts: isoTime(st.lastTime),
+      num_subjects: st.subjects,
+      consumer_count: this.consumers.size,
+    };
+    if (st.deleted > 0) state.num_deleted = st.deleted;
+    if (opts.subjectsFilter) {
+      const counts = this.log.subjectCounts(opts.subjectsFilter);
+      if (counts.size > 0) state.subjects = Object.fromEntries(counts);
+    }
+    return {
+      config: this.config,
+      created: this.created.toISOString(),
+      state,
+      ts: new Date().toISOString(),
+    };
+  }
+
+  /** The message as MSG.GET returns it. */
+  static renderMessage(m: StoredMessage): Record<string, unknown> {
+    const out: Record<string, unknown> = { subject: m.subject, seq: m.seq, time: isoTime(m.time) };
+    if (m.headers !== null && m.headers.length > 0) out.hdrs = m.headers.toString("base64");
+    if (m.data.length > 0) out.data = m.data.toString("base64");
+    return out;
+  }
+}
