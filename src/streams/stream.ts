@@ -187,12 +187,6 @@ export class Stream {
   }
 
   private stored(p: Queued, msgId: string | undefined, seq: number): void {
-    p.done(null, seq, false);
-    if (msgId !== undefined) {
-      const waiters = this.dedupInflight.get(msgId);
-      this.dedupInflight.delete(msgId);
-      if (waiters) for (const w of waiters) w(null, seq, true);
-    }
     let interested = false;
     for (const c of this.consumers.values()) {
       if (c.wants(p.subject)) {
@@ -201,7 +195,21 @@ export class Stream {
       }
     }
     // Interest retention keeps a message only while some consumer still has to see it.
-    if (this.config.retention === "interest" && !interested) void this.log.delete(seq).catch(() => undefined);
+    if (this.config.retention === "interest" && !interested) {
+      const ack = (): void => this.acknowledge(p, msgId, seq);
+      this.log.delete(seq).then(ack, ack);
+      return;
+    }
+    this.acknowledge(p, msgId, seq);
+  }
+
+  private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {
+    p.done(null, seq, false);
+    if (msgId !== undefined) {
+      const waiters = this.dedupInflight.get(msgId);
+      this.dedupInflight.delete(msgId);
+      if (waiters) for (const w of waiters) w(null, seq, true);
+    }
   }
 
   private fail(p: Queued, msgId: string | undefined, err: ApiError): void {

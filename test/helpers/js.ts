@@ -1,0 +1,59 @@
+/** A JetStream-enabled server in a temporary store directory, and small helpers around the v3 clients. */
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import { startServer, type NagareServer } from "../../src/index.js";
+
+export interface JsHarness {
+  srv: NagareServer;
+  nc: NatsConnection;
+  storeDir: string;
+  /** Stops the server (keeping the store) and starts it again on the same directory. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startJs(opts: { storeDir?: string } = {}): Promise<JsHarness> {
+  const storeDir = opts.storeDir ?? mkdtempSync(join(tmpdir(), "nagare-js-"));
+  const h: JsHarness = {
+    srv: await startServer({ port: 0, jetstream: true, storeDir }),
+    nc: undefined as unknown as NatsConnection,
+    storeDir,
+    async restart() {
+      await h.nc.close();
+      await h.srv.close();
+      h.srv = await startServer({ port: 0, jetstream: true, storeDir });
+      h.nc = await connect({ servers: h.srv.url });
+    },
+    async close() {
+      await h.nc.close();
+      await h.srv.close();
+      rmSync(storeDir, { recursive: true, force: true });
+    },
+  };
+  h.nc = await connect({ servers: h.srv.url });
+  return h;
+}
+
+/** The JetStream err_code of a rejected promise. */
+export async function apiErrorCode(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof JetStreamApiError) return err.code;
+    const cause = (err as { cause?: unknown }).cause;
+    if (cause instanceof JetStreamApiError) return cause.code;
+    throw err;
+  }
+  throw new Error("expected a JetStream API error, the call succeeded");
+}
+
+/** A raw API request: the decoded JSON answer. */
+export async function api(nc: NatsConnection, subject: string, body: unknown = ""): Promise<Record<string, unknown>> {
+  const payload = typeof body === "string" ? body : JSON.stringify(body);
+  const m = await nc.request(subject, payload, { timeout: 5000 });
+  return JSON.parse(m.string()) as Record<string, unknown>;
+}

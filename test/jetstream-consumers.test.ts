@@ -1,0 +1,315 @@
+/**
+ * Consumers with the official v3 client: pull and push, every ack policy and
+ * ack kind, redelivery, the pull statuses, deliver policies, filters,
+ * retention by interest and work queue, and ephemeral expiry.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createInbox, type Msg } from "@nats-io/transport-node";
+import {
+  jetstream,
+  jetstreamManager,
+  AckPolicy,
+  DeliverPolicy,
+  RetentionPolicy,
+  type JetStreamManager,
+  type JetStreamClient,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+
+const MS = 1_000_000;
+
+describe("JetStream consumers", () => {
+  let h: JsHarness;
+  let jsm: JetStreamManager;
+  let js: JetStreamClient;
+  let n = 0;
+
+  before(async () => {
+    h = await startJs();
+    jsm = await jetstreamManager(h.nc);
+    js = jetstream(h.nc);
+  });
+  after(async () => h.close());
+
+  /** A fresh stream with `count` messages on `<prefix>.<i % subjects>`. */
+  async function stream(count: number, subjects = 1, extra: Record<string, unknown> = {}): Promise<{ name: string; prefix: string }> {
+    const name = `S${++n}`;
+    const prefix = `s${n}`;
+    await jsm.streams.add({ name, subjects: [`${prefix}.>`], ...extra });
+    for (let i = 0; i < count; i++) await js.publish(`${prefix}.${i % subjects}`, `m${i + 1}`);
+    return { name, prefix };
+  }
+
+  async function fetchAll(name: string, consumer: string, max: number, expires = 1000): Promise<JsMsg[]> {
+    const c = await js.consumers.get(name, consumer);
+    const out: JsMsg[] = [];
+    for await (const m of await c.fetch({ max_messages: max, expires })) out.push(m);
+    return out;
+  }
+
+  test("pull with explicit acks: acked messages stay acked, unacked ones come back after ack_wait", async () => {
+    const s = await stream(5);
+    await jsm.consumers.add(s.name, { durable_name: "W", ack_policy: AckPolicy.Explicit, ack_wait: 500 * MS });
+    const first = await fetchAll(s.name, "W", 5);
+    assert.deepEqual(first.map((m) => m.seq), [1, 2, 3, 4, 5]);
+    assert.deepEqual(first.map((m) => m.info.pending), [4, 3, 2, 1, 0], "exact pending on every delivery");
+    for (const m of first.slice(0, 3)) await m.ackAck();
+    const again = await fetchAll(s.name, "W", 2, 3000);
+    assert.deepEqual(again.map((m) => m.seq), [4, 5]);
+    assert.ok(again.every((m) => m.redelivered && m.info.deliveryCount === 2));
+    for (const m of again) m.ack();
+    const settled = await pollInfo(s.name, "W", (i) => i.num_ack_pending === 0);
+    assert.equal(settled.ack_floor.stream_seq, 5);
+    assert.equal(settled.num_pending, 0);
+  });
+
+  async function pollInfo(stream: string, consumer: string, ok: (i: Awaited<ReturnType<JetStreamManager["consumers"]["info"]>>) => boolean) {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const i = await jsm.consumers.info(stream, consumer);
+      if (ok(i)) return i;
+      if (Date.now() > deadline) throw new Error(`consumer state never settled: ${JSON.stringify(i)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  test("nak with a delay, term, and max_deliver", async () => {
+    const s = await stream(3);
+    await jsm.consumers.add(s.name, { durable_name: "N", ack_policy: AckPolicy.Explicit, ack_wait: 300 * MS, max_deliver: 2 });
+    const [m1, m2, m3] = await fetchAll(s.name, "N", 3);
+    m1.nak(2500);
+    m2.term();
+    // m3 is never acked: delivered twice (max_deliver), then left alone.
+    void m3;
+    const early = await fetchAll(s.name, "N", 3, 1000);
+    assert.deepEqual(early.map((m) => m.seq), [3], "m1 waits for its nak delay; m2 is terminated");
+    const later = await fetchAll(s.name, "N", 1, 4000);
+    assert.deepEqual(later.map((m) => m.seq), [1]);
+    assert.equal(later[0].info.deliveryCount, 2);
+    const none = await fetchAll(s.name, "N", 3, 1000);
+    assert.deepEqual(none.map((m) => m.seq), [], "max_deliver 2 reached for both");
+  });
+
+  test("ack all acknowledges everything up to the acked message; ack none tracks nothing", async () => {
+    const s = await stream(6);
+    await jsm.consumers.add(s.name, { durable_name: "ALL", ack_policy: AckPolicy.All });
+    const msgs = await fetchAll(s.name, "ALL", 6);
+    assert.equal((await jsm.consumers.info(s.name, "ALL")).num_ack_pending, 6);
+    await msgs[3].ackAck();
+    const ci = await jsm.consumers.info(s.name, "ALL");
+    assert.equal(ci.ack_floor.stream_seq, 4);
+    assert.equal(ci.num_ack_pending, 2);
+    await jsm.consumers.add(s.name, { durable_name: "NONE", ack_policy: AckPolicy.None });
+    assert.equal((await fetchAll(s.name, "NONE", 6)).length, 6);
+    const none = await jsm.consumers.info(s.name, "NONE");
+    assert.equal(none.num_ack_pending, 0);
+    assert.equal(none.ack_floor.stream_seq, 6);
+  });
+
+  test("max_ack_pending holds back deliveries until acks arrive", async () => {
+    const s = await stream(10);
+    await jsm.consumers.add(s.name, { durable_name: "MAP", ack_policy: AckPolicy.Explicit, max_ack_pending: 3 });
+    const got = await fetchAll(s.name, "MAP", 10, 1000);
+    assert.equal(got.length, 3);
+    for (const m of got) await m.ackAck();
+    assert.deepEqual((await fetchAll(s.name, "MAP", 10, 1000)).map((m) => m.seq), [4, 5, 6]);
+  });
+
+  test("pull statuses: 404 no_wait, 408 with pending counts, 409 max waiting, 400 heartbeat too large", async () => {
+    const s = await stream(0);
+    await jsm.consumers.add(s.name, { durable_name: "ST", ack_policy: AckPolicy.Explicit, max_waiting: 1 });
+    const next = `$JS.API.CONSUMER.MSG.NEXT.${s.name}.ST`;
+    const statuses: Msg[] = [];
+    const inbox = createInbox();
+    h.nc.subscribe(inbox, {
+      callback: (_e, m) => {
+        statuses.push(m);
+      },
+    });
+    h.nc.publish(next, JSON.stringify({ batch: 1, no_wait: true }), { reply: inbox });
+    await waitUntil(() => statuses.length === 1, "404");
+    assert.equal(statuses[0].headers?.code, 404);
+    assert.equal(statuses[0].headers?.description, "No Messages");
+    h.nc.publish(next, JSON.stringify({ batch: 5, expires: 300 * MS, max_bytes: 1000 }), { reply: inbox });
+    h.nc.publish(next, JSON.stringify({ batch: 1, expires: 300 * MS }), { reply: inbox });
+    await waitUntil(() => statuses.length === 3, "409 and 408");
+    assert.equal(statuses[1].headers?.code, 409);
+    assert.equal(statuses[1].headers?.description, "Exceeded MaxWaiting");
+    assert.equal(statuses[2].headers?.code, 408);
+    assert.equal(statuses[2].headers?.get("Nats-Pending-Messages"), "5");
+    assert.equal(statuses[2].headers?.get("Nats-Pending-Bytes"), "1000");
+    h.nc.publish(next, JSON.stringify({ batch: 1, expires: 100 * MS, idle_heartbeat: 80 * MS }), { reply: inbox });
+    await waitUntil(() => statuses.length === 4, "400");
+    assert.equal(statuses[3].headers?.code, 400);
+    assert.match(statuses[3].headers?.description ?? "", /heartbeat value too large/);
+  });
+
+  test("consume() keeps pulling as messages arrive, and +NXT acks and asks for the next", async () => {
+    const s = await stream(0);
+    await jsm.consumers.add(s.name, { durable_name: "LIVE", ack_policy: AckPolicy.Explicit });
+    const c = await js.consumers.get(s.name, "LIVE");
+    const seen: number[] = [];
+    const iter = await c.consume({ max_messages: 10 });
+    const done = (async () => {
+      for await (const m of iter) {
+        seen.push(m.seq);
+        m.ack();
+        if (seen.length === 50) break;
+      }
+    })();
+    for (let i = 0; i < 50; i++) await js.publish(`${s.prefix}.x`, `${i}`);
+    await done;
+    assert.deepEqual(seen, Array.from({ length: 50 }, (_, i) => i + 1));
+    await pollInfo(s.name, "LIVE", (i) => i.ack_floor.stream_seq === 50);
+    // +NXT: ack this one and receive the next on the ack's reply.
+    await js.publish(`${s.prefix}.x`, "51");
+    await js.publish(`${s.prefix}.x`, "52");
+    await jsm.consumers.add(s.name, { durable_name: "NXT", ack_policy: AckPolicy.Explicit, opt_start_seq: 51, deliver_policy: DeliverPolicy.StartSequence });
+    // Deliveries carry the stored subject, so a muxed request cannot match them: use a dedicated inbox.
+    const m51 = await h.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${s.name}.NXT`, "1", { timeout: 2000, noMux: true });
+    assert.equal(m51.string(), "51");
+    const nxt = await h.nc.request(m51.reply!, "+NXT", { timeout: 2000, noMux: true });
+    assert.equal(nxt.string(), "52");
+  });
+
+  test("deliver policies: last, new, by start sequence, by start time, last per subject", async () => {
+    const s = await stream(6, 3);
+    const firstSeq = async (cfg: Record<string, unknown>): Promise<number[]> => {
+      const ci = await jsm.consumers.add(s.name, { ack_policy: AckPolicy.None, ...cfg });
+      const got = await fetchAll(s.name, ci.name, 10, 1000);
+      return got.map((m) => m.seq);
+    };
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.Last }), [6]);
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.Last, filter_subject: `${s.prefix}.0` }), [4]);
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.New }), []);
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 5 }), [5, 6]);
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.LastPerSubject }), [4, 5, 6]);
+    const m5 = await jsm.streams.getMessage(s.name, { seq: 5 });
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.StartTime, opt_start_time: m5!.time.toISOString() }), [5, 6]);
+    assert.equal(await apiErrorCode(jsm.consumers.add(s.name, { deliver_policy: DeliverPolicy.StartSequence })), 10094);
+  });
+
+  test("filter_subjects, headers_only and exact num_pending", async () => {
+    const s = await stream(9, 3);
+    const ci = await jsm.consumers.add(s.name, {
+      durable_name: "F",
+      ack_policy: AckPolicy.Explicit,
+      filter_subjects: [`${s.prefix}.0`, `${s.prefix}.2`],
+      headers_only: true,
+    });
+    assert.equal(ci.num_pending, 6);
+    const got = await fetchAll(s.name, "F", 10);
+    assert.deepEqual(got.map((m) => m.seq), [1, 3, 4, 6, 7, 9]);
+    assert.ok(got.every((m) => m.data.length === 0 && m.headers?.get("Nats-Msg-Size") === "2"));
+    assert.deepEqual(got.map((m) => m.info.pending), [5, 4, 3, 2, 1, 0]);
+    assert.equal(await apiErrorCode(jsm.consumers.add(s.name, { filter_subjects: [`${s.prefix}.>`, `${s.prefix}.1`] })), 10138);
+  });
+
+  test("consumer create is idempotent; create/update actions; names, list, delete", async () => {
+    const s = await stream(1);
+    const cfg = { durable_name: "D", ack_policy: AckPolicy.Explicit, ack_wait: 5000 * MS };
+    const a = await jsm.consumers.add(s.name, cfg);
+    const b = await jsm.consumers.add(s.name, cfg);
+    assert.equal(a.created, b.created);
+    const upd = await jsm.consumers.update(s.name, "D", { ack_wait: 7000 * MS });
+    assert.equal(upd.config.ack_wait, 7000 * MS);
+    const raw = await api(h.nc, `$JS.API.CONSUMER.CREATE.${s.name}.D`, { stream_name: s.name, config: { ...cfg, name: "D", ack_wait: 9000 * MS }, action: "create" });
+    assert.equal((raw.error as { err_code: number }).err_code, 10148);
+    const missing = await api(h.nc, `$JS.API.CONSUMER.CREATE.${s.name}.X`, { stream_name: s.name, config: { name: "X", ack_policy: "explicit" }, action: "update" });
+    assert.equal((missing.error as { err_code: number }).err_code, 10149);
+    await jsm.consumers.add(s.name, { durable_name: "E", ack_policy: AckPolicy.None });
+    const names: string[] = [];
+    for await (const ci of jsm.consumers.list(s.name)) names.push(ci.name);
+    assert.deepEqual(names.sort(), ["D", "E"]);
+    assert.equal(await jsm.consumers.delete(s.name, "E"), true);
+    assert.equal(await apiErrorCode(jsm.consumers.info(s.name, "E")), 10014);
+  });
+
+  test("push consumer with flow control and idle heartbeats delivers everything in order", async () => {
+    const s = await stream(3000);
+    const deliver = createInbox();
+    await jsm.consumers.add(s.name, {
+      durable_name: "P",
+      deliver_subject: deliver,
+      ack_policy: AckPolicy.Explicit,
+      flow_control: true,
+      idle_heartbeat: 500 * MS,
+      max_ack_pending: 10_000,
+    });
+    const pc = await js.consumers.getPushConsumer(s.name, "P");
+    const seen: number[] = [];
+    let heartbeats = 0;
+    const iter = await pc.consume();
+    void (async () => {
+      for await (const st of iter.status()) if (st.type === "heartbeat") heartbeats++;
+    })();
+    void (async () => {
+      for await (const m of iter) {
+        seen.push(m.seq);
+        m.ack();
+      }
+    })();
+    await waitUntil(() => seen.length >= 3000, "3000 deliveries", 20_000);
+    assert.deepEqual(seen, Array.from({ length: 3000 }, (_, i) => i + 1));
+    await waitUntil(() => heartbeats > 0, "an idle heartbeat", 5000);
+    await iter.close();
+  });
+
+  test("ordered consumer reads the whole stream", async () => {
+    const s = await stream(300, 7);
+    const oc = await js.consumers.get(s.name);
+    const seqs: number[] = [];
+    for await (const m of await oc.fetch({ max_messages: 300, expires: 2000 })) seqs.push(m.seq);
+    assert.equal(seqs.length, 300);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+  });
+
+  test("work queue retention: an ack removes the message; a second unfiltered consumer is refused", async () => {
+    const s = await stream(4, 1, { retention: RetentionPolicy.Workqueue });
+    await jsm.consumers.add(s.name, { durable_name: "WQ", ack_policy: AckPolicy.Explicit });
+    assert.equal(await apiErrorCode(jsm.consumers.add(s.name, { durable_name: "WQ2", ack_policy: AckPolicy.Explicit })), 10099);
+    const got = await fetchAll(s.name, "WQ", 4);
+    for (const m of got.slice(0, 3)) await m.ackAck();
+    const deadline = Date.now() + 5000;
+    while ((await jsm.streams.info(s.name)).state.messages !== 1) {
+      if (Date.now() > deadline) assert.fail("acked work-queue messages still stored");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+
+  test("interest retention: kept until every interested consumer acked; dropped with no consumer", async () => {
+    const s = await stream(0, 1, { retention: RetentionPolicy.Interest });
+    await js.publish(`${s.prefix}.x`, "nobody");
+    assert.equal((await jsm.streams.info(s.name)).state.messages, 0);
+    await jsm.consumers.add(s.name, { durable_name: "A", ack_policy: AckPolicy.Explicit });
+    await jsm.consumers.add(s.name, { durable_name: "B", ack_policy: AckPolicy.Explicit });
+    await js.publish(`${s.prefix}.x`, "both");
+    const [a] = await fetchAll(s.name, "A", 1);
+    await a.ackAck();
+    assert.equal((await jsm.streams.info(s.name)).state.messages, 1, "B has not acked");
+    const [b] = await fetchAll(s.name, "B", 1);
+    await b.ackAck();
+    const deadline = Date.now() + 5000;
+    while ((await jsm.streams.info(s.name)).state.messages !== 0) {
+      if (Date.now() > deadline) assert.fail("message kept after both acks");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+
+  test("an ephemeral consumer goes away after its inactive threshold", async () => {
+    const s = await stream(1);
+    const ci = await jsm.consumers.add(s.name, { ack_policy: AckPolicy.None, inactive_threshold: 300 * MS });
+    assert.equal(ci.config.durable_name, undefined);
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const code = await apiErrorCode(jsm.consumers.info(s.name, ci.name)).catch(() => 0);
+      if (code === 10014) break;
+      if (Date.now() > deadline) assert.fail("ephemeral consumer still there");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+});

@@ -1,0 +1,180 @@
+/**
+ * Streams through the JetStream API with the official v3 clients: lifecycle,
+ * listings, purges, message get/delete, direct get, publishing with
+ * de-duplication and expectations, and JetStream's errors for bad requests.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, DiscardPolicy, StorageType, type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
+
+const SEC = 1_000_000_000;
+
+describe("JetStream streams", () => {
+  let h: JsHarness;
+  let jsm: JetStreamManager;
+  let js: JetStreamClient;
+
+  before(async () => {
+    h = await startJs();
+    jsm = await jetstreamManager(h.nc);
+    js = jetstream(h.nc);
+  });
+  after(async () => h.close());
+
+  test("create fills nats-server's defaults, is idempotent, and refuses a different config under the same name", async () => {
+    const si = await jsm.streams.add({ name: "LIFE", subjects: ["life.>"] });
+    assert.equal(si.config.max_msgs, -1);
+    assert.equal(si.config.duplicate_window, 120 * SEC);
+    assert.equal(si.config.storage, StorageType.File);
+    assert.equal(si.config.num_replicas, 1);
+    assert.equal(si.state.messages, 0);
+    const again = await jsm.streams.add({ name: "LIFE", subjects: ["life.>"] });
+    assert.equal(again.created, si.created);
+    assert.equal(await apiErrorCode(jsm.streams.add({ name: "LIFE", subjects: ["other.>"] })), 10058);
+    assert.equal(await apiErrorCode(jsm.streams.add({ name: "OVER", subjects: ["life.x"] })), 10065);
+    const upd = await jsm.streams.update("LIFE", { subjects: ["life.>", "more.*"], max_msgs: 2 });
+    assert.deepEqual(upd.config.subjects, ["life.>", "more.*"]);
+    for (let i = 0; i < 4; i++) await js.publish("more.x", `m${i}`);
+    const info = await jsm.streams.info("LIFE");
+    assert.equal(info.state.messages, 2, "max_msgs applied by the update");
+    assert.equal(info.state.first_seq, 3);
+    assert.equal(await jsm.streams.delete("LIFE"), true);
+    assert.equal(await apiErrorCode(jsm.streams.info("LIFE")), 10059);
+  });
+
+  test("names and lists, with a subject filter and paging", async () => {
+    for (const n of ["PA", "PB", "PC"]) await jsm.streams.add({ name: n, subjects: [`page.${n}.>`] });
+    const names: string[] = [];
+    for await (const n of jsm.streams.names()) names.push(n);
+    assert.deepEqual(names.filter((n) => n.startsWith("P")).sort(), ["PA", "PB", "PC"]);
+    const filtered: string[] = [];
+    for await (const n of jsm.streams.names("page.PB.x")) filtered.push(n);
+    assert.deepEqual(filtered, ["PB"]);
+    const page = await api(h.nc, "$JS.API.STREAM.NAMES", { offset: 1 });
+    assert.equal(page.type, "io.nats.jetstream.api.v1.stream_names_response");
+    assert.equal(page.offset, 1);
+    assert.equal(page.limit, 1024);
+    assert.equal((page.streams as string[]).length, (page.total as number) - 1);
+    const listed: string[] = [];
+    for await (const si of jsm.streams.list()) listed.push(si.config.name);
+    assert.ok(["PA", "PB", "PC"].every((n) => listed.includes(n)));
+    for (const n of ["PA", "PB", "PC"]) await jsm.streams.delete(n);
+  });
+
+  test("purge by filter, by sequence and keeping the newest", async () => {
+    await jsm.streams.add({ name: "PURGE", subjects: ["purge.*"] });
+    for (let i = 1; i <= 10; i++) await js.publish(i % 2 === 0 ? "purge.even" : "purge.odd", `${i}`);
+    assert.equal((await jsm.streams.purge("PURGE", { filter: "purge.even" })).purged, 5);
+    assert.equal((await jsm.streams.purge("PURGE", { seq: 5 })).purged, 2, "odd 1 and 3 are below 5");
+    const r = await jsm.streams.purge("PURGE", { keep: 1 });
+    assert.equal(r.purged, 2);
+    const st = (await jsm.streams.info("PURGE")).state;
+    assert.equal(st.messages, 1);
+    assert.equal(st.first_seq, 9);
+    assert.equal((await jsm.streams.purge("PURGE")).purged, 1);
+    await jsm.streams.delete("PURGE");
+  });
+
+  test("message get by sequence, last and next by subject; delete; direct get", async () => {
+    await jsm.streams.add({ name: "GET", subjects: ["get.>"], allow_direct: true });
+    const hdrs = natsHeaders();
+    hdrs.set("X-Trace", "abc");
+    await js.publish("get.a", "a1", { headers: hdrs });
+    await js.publish("get.b", "b1");
+    await js.publish("get.a", "a2");
+    const m1 = await jsm.streams.getMessage("GET", { seq: 1 });
+    assert.equal(m1?.subject, "get.a");
+    assert.equal(m1?.string(), "a1");
+    assert.equal(m1?.header.get("X-Trace"), "abc");
+    assert.equal((await jsm.streams.getMessage("GET", { last_by_subj: "get.a" }))?.seq, 3);
+    assert.equal((await jsm.streams.getMessage("GET", { next_by_subj: "get.b", seq: 1 } as never))?.seq, 2);
+    assert.equal(await jsm.streams.deleteMessage("GET", 2), true);
+    assert.equal(await jsm.streams.getMessage("GET", { seq: 2 }), null);
+    assert.equal(await apiErrorCode(jsm.streams.deleteMessage("GET", 2)), 10043);
+    const d = await jsm.direct.getMessage("GET", { last_by_subj: "get.a" });
+    assert.equal(d?.seq, 3);
+    assert.equal(d?.string(), "a2");
+    assert.equal((await jsm.direct.getMessage("GET", { seq: 1 }))?.header.get("X-Trace"), "abc");
+    assert.equal(await jsm.direct.getMessage("GET", { last_by_subj: "get.none" }), null);
+    const raw = await h.nc.request("$JS.API.DIRECT.GET.GET.get.a", "", { timeout: 2000 });
+    assert.equal(raw.headers?.get("Nats-Sequence"), "3");
+    assert.equal(raw.headers?.get("Nats-Subject"), "get.a");
+    assert.equal(raw.headers?.get("Nats-Stream"), "GET");
+    await jsm.streams.delete("GET");
+  });
+
+  test("publish acks, de-duplication by Nats-Msg-Id, and every expectation header", async () => {
+    await jsm.streams.add({ name: "PUB", subjects: ["pub.>"], duplicate_window: 2 * SEC });
+    const a = await js.publish("pub.a", "1", { msgID: "m-1" });
+    assert.deepEqual([a.stream, a.seq, a.duplicate], ["PUB", 1, false]);
+    const dup = await js.publish("pub.a", "1 again", { msgID: "m-1" });
+    assert.deepEqual([dup.seq, dup.duplicate], [1, true]);
+    assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { streamName: "OTHER" } })), 10060);
+    assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { lastSequence: 7 } })), 10071);
+    assert.equal((await js.publish("pub.a", "2", { expect: { lastSequence: 1 } })).seq, 2);
+    assert.equal(await apiErrorCode(js.publish("pub.b", "x", { expect: { lastSubjectSequence: 1 } })), 10071);
+    assert.equal((await js.publish("pub.b", "3", { expect: { lastSubjectSequence: 0 } })).seq, 3);
+    assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { lastMsgID: "nope" } })), 10070);
+    assert.equal((await js.publish("pub.a", "4", { expect: { lastMsgID: "m-1" } })).seq, 4);
+    // Many concurrent publishes with ids: each id stored once, in order.
+    const acks = await Promise.all(Array.from({ length: 200 }, (_, i) => js.publish("pub.c", `${i}`, { msgID: `c-${i % 100}` })));
+    assert.equal(new Set(acks.map((x) => x.seq)).size, 100);
+    assert.equal(acks.filter((x) => x.duplicate).length, 100);
+    assert.equal((await jsm.streams.info("PUB")).state.messages, 104);
+    await jsm.streams.delete("PUB");
+  });
+
+  test("limits: max message size, discard new, and no responders when no stream captures a subject", async () => {
+    await jsm.streams.add({ name: "LIM", subjects: ["lim.>"], max_msg_size: 16, max_msgs: 2, discard: DiscardPolicy.New });
+    assert.equal(await apiErrorCode(js.publish("lim.a", "x".repeat(17))), 10054);
+    await js.publish("lim.a", "1");
+    await js.publish("lim.a", "2");
+    try {
+      await js.publish("lim.a", "3");
+      assert.fail("third publish accepted");
+    } catch (err) {
+      assert.match(String((err as Error).message), /maximum messages exceeded/);
+    }
+    // The v3 client reports the no-responders status of a publish as "jetstream is not enabled".
+    await assert.rejects(js.publish("nowhere.captured", "x"), /no responders|not enabled/i);
+    await jsm.streams.delete("LIM");
+  });
+
+  test("rollup replaces a subject's history; refused where the stream does not allow it", async () => {
+    await jsm.streams.add({ name: "ROLL", subjects: ["roll.*"], allow_rollup_hdrs: true });
+    await js.publish("roll.a", "1");
+    await js.publish("roll.a", "2");
+    await js.publish("roll.b", "keep");
+    const hd = natsHeaders();
+    hd.set("Nats-Rollup", "sub");
+    const r = await js.publish("roll.a", "sum", { headers: hd });
+    const st = (await jsm.streams.info("ROLL")).state;
+    assert.equal(st.messages, 2);
+    assert.equal((await jsm.streams.getMessage("ROLL", { last_by_subj: "roll.a" }))?.seq, r.seq);
+    await jsm.streams.add({ name: "NOROLL", subjects: ["noroll.*"] });
+    assert.equal(await apiErrorCode(js.publish("noroll.a", "x", { headers: hd })), 10111);
+    await jsm.streams.delete("ROLL");
+    await jsm.streams.delete("NOROLL");
+  });
+
+  test("bad requests get JetStream errors and the server keeps serving", async () => {
+    const malformed = await api(h.nc, "$JS.API.STREAM.CREATE.BAD", "{not json");
+    assert.equal((malformed.error as { err_code: number }).err_code, 10025);
+    const wrongType = await api(h.nc, "$JS.API.STREAM.CREATE.BAD", { name: "BAD", max_msgs: "lots" });
+    assert.equal((wrongType.error as { err_code: number }).err_code, 10052);
+    const badName = await api(h.nc, "$JS.API.STREAM.CREATE.a.b", { name: "a.b" });
+    assert.ok(badName.error, "a dotted name is refused");
+    assert.equal(await apiErrorCode(jsm.streams.add({ name: "BAD", max_age: -5 })), 10052);
+    assert.equal(await apiErrorCode(jsm.streams.add({ name: "BAD", subjects: ["foo..bar"] })), 10052);
+    const mismatch = await api(h.nc, "$JS.API.STREAM.CREATE.ONE", { name: "TWO" });
+    assert.equal((mismatch.error as { err_code: number }).err_code, 10056);
+    const consumerBad = await api(h.nc, "$JS.API.CONSUMER.CREATE.NOPE", { stream_name: "NOPE", config: {} });
+    assert.equal((consumerBad.error as { err_code: number }).err_code, 10059);
+    const info = await jsm.getAccountInfo();
+    assert.ok(info.api.errors >= 5);
+    assert.equal(info.streams, 0);
+  });
+});
