@@ -1,0 +1,183 @@
+/**
+ * What survives a restart and a kill -9: stream and consumer definitions,
+ * consumer state, de-duplication ids, and every acknowledged message.
+ */
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, AckPolicy, type JsMsg } from "@nats-io/jetstream";
+import { startJs } from "./helpers/js.js";
+
+const MS = 1_000_000;
+const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+
+describe("JetStream durability", () => {
+  test("a restart keeps streams, consumers and where each consumer was", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "R", subjects: ["r.>"] });
+      await jsm.consumers.add("R", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 30_000 * MS });
+      const js = jetstream(h.nc);
+      for (let i = 1; i <= 10; i++) await js.publish("r.x", `m${i}`);
+      const c = await js.consumers.get("R", "C");
+      const first: JsMsg[] = [];
+      for await (const m of await c.fetch({ max_messages: 6, expires: 2000 })) first.push(m);
+      for (const m of first.slice(0, 4)) await m.ackAck();
+      await h.restart();
+      const jsm2 = await jetstreamManager(h.nc);
+      const ci = await jsm2.consumers.info("R", "C");
+      assert.equal(ci.ack_floor.stream_seq, 4);
+      assert.equal(ci.num_ack_pending, 2);
+      assert.equal(ci.config.ack_wait, 30_000 * MS);
+      const si = await jsm2.streams.info("R");
+      assert.equal(si.state.messages, 10);
+      const c2 = await jetstream(h.nc).consumers.get("R", "C");
+      const after: Array<[number, number]> = [];
+      for await (const m of await c2.fetch({ max_messages: 6, expires: 2000 })) {
+        after.push([m.seq, m.info.deliveryCount]);
+        m.ack();
+      }
+      assert.deepEqual(after, [
+        [5, 2],
+        [6, 2],
+        [7, 1],
+        [8, 1],
+        [9, 1],
+        [10, 1],
+      ]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("exactly once: a retry with the same Nats-Msg-Id after a lost ack (server restart) stores one copy", async () => {
+    const h = await startJs();
+    try {
+      await (await jetstreamManager(h.nc)).streams.add({ name: "EO", subjects: ["eo.>"] });
+      const first = await jetstream(h.nc).publish("eo.order", "42", { msgID: "order-42" });
+      await h.restart();
+      const retry = await jetstream(h.nc).publish("eo.order", "42", { msgID: "order-42" });
+      assert.equal(retry.duplicate, true);
+      assert.equal(retry.seq, first.seq);
+      assert.equal((await (await jetstreamManager(h.nc)).streams.info("EO")).state.messages, 1);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("exactly once: a consumer that double-acks processes each message once across a restart", async () => {
+    const h = await startJs();
+    try {
+      await (await jetstreamManager(h.nc)).streams.add({ name: "DA", subjects: ["da.>"] });
+      await (await jetstreamManager(h.nc)).consumers.add("DA", { durable_name: "P", ack_policy: AckPolicy.Explicit, ack_wait: 1000 * MS });
+      for (let i = 1; i <= 20; i++) await jetstream(h.nc).publish("da.x", `${i}`);
+      const processed = new Map<number, number>();
+      const work = async (max: number): Promise<void> => {
+        const c = await jetstream(h.nc).consumers.get("DA", "P");
+        for await (const m of await c.fetch({ max_messages: max, expires: 3000 })) {
+          // Processing counts only once the ack is confirmed durable.
+          await m.ackAck();
+          processed.set(m.seq, (processed.get(m.seq) ?? 0) + 1);
+        }
+      };
+      await work(8);
+      await h.restart();
+      await work(12);
+      assert.equal(processed.size, 20);
+      assert.ok([...processed.values()].every((n) => n === 1));
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("kill -9 during a publish load loses no acknowledged message; unacknowledged deliveries come back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-kill-"));
+    let child: ChildProcess | undefined;
+    try {
+      let started = await spawnServer(dir);
+      child = started.child;
+      let nc = await connect({ servers: started.url, maxReconnectAttempts: 0 });
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "K", subjects: ["k.>"] });
+      await jsm.consumers.add("K", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 60_000 * MS });
+      const js = jetstream(nc);
+      const acked = new Map<number, string>();
+      let stop = false;
+      let sent = 0;
+      const publishers = Array.from({ length: 64 }, async () => {
+        while (!stop) {
+          const body = `payload-${sent++}`;
+          try {
+            const pa = await js.publish("k.load", body, { timeout: 2000 });
+            acked.set(pa.seq, body);
+          } catch {
+            return;
+          }
+        }
+      });
+      // Consume some and ack half of them, durably, before the kill.
+      while (acked.size < 200) await new Promise((r) => setTimeout(r, 5));
+      const c = await js.consumers.get("K", "C");
+      const delivered: JsMsg[] = [];
+      for await (const m of await c.fetch({ max_messages: 100, expires: 3000 })) delivered.push(m);
+      for (const m of delivered.filter((m) => m.seq % 2 === 0)) await m.ackAck();
+      while (acked.size < 2000) await new Promise((r) => setTimeout(r, 5));
+      child.kill("SIGKILL");
+      stop = true;
+      await Promise.all(publishers);
+      await nc.close().catch(() => undefined);
+
+      started = await spawnServer(dir);
+      child = started.child;
+      nc = await connect({ servers: started.url });
+      const jsm2 = await jetstreamManager(nc);
+      const st = (await jsm2.streams.info("K")).state;
+      assert.ok(st.last_seq >= Math.max(...acked.keys()), "every acked sequence is stored");
+      for (const [seq, body] of acked) {
+        const m = await jsm2.streams.getMessage("K", { seq });
+        assert.equal(m?.string(), body, `acked message ${seq}`);
+      }
+      const c2 = await jetstream(nc).consumers.get("K", "C");
+      const redelivered: number[] = [];
+      for await (const m of await c2.fetch({ max_messages: 50, expires: 3000 })) {
+        redelivered.push(m.seq);
+        assert.equal(m.info.deliveryCount, 2);
+        m.ack();
+      }
+      const expected = delivered.filter((m) => m.seq % 2 === 1).map((m) => m.seq);
+      assert.deepEqual(redelivered, expected, "exactly the unacknowledged deliveries come back");
+      await nc.close();
+    } finally {
+      child?.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** Runs `nagare server -js` in its own process on a free port. */
+async function spawnServer(storeDir: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
+    const onData = (d: Buffer): void => {
+      log += d.toString();
+      const m = /Listening for client connections on ([\d.]+):(\d+)/.exec(log);
+      if (m && /Server is ready/.test(log)) {
+        clearTimeout(timer);
+        resolve(`nats://${m[1]}:${m[2]}`);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${log}`)));
+  });
+  return { child, url };
+}
