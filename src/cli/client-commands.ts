@@ -95,9 +95,9 @@ ${SERVER_HELP}
 // ---------------------------------------------------------------------------
 // Argument parsing
 
-class UsageError extends Error {}
+export class UsageError extends Error {}
 
-interface FlagSpec {
+export interface FlagSpec {
   long: string;
   short?: string;
   /** Whether the flag takes a value. */
@@ -132,13 +132,13 @@ const FLAGS: Record<ClientCommand, FlagSpec[]> = {
   ],
 };
 
-interface ParsedArgs {
+export interface ParsedArgs {
   /** Flag values by long name; boolean flags map to [""] */
   flags: Map<string, string[]>;
   positionals: string[];
 }
 
-function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
+export function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
   const flags = new Map<string, string[]>();
   const positionals: string[] = [];
   const byLong = new Map(specs.map((s) => [s.long, s]));
@@ -188,7 +188,7 @@ function parseArgs(argv: string[], specs: FlagSpec[]): ParsedArgs {
   return { flags, positionals };
 }
 
-function lastFlag(args: ParsedArgs, name: string): string | undefined {
+export function lastFlag(args: ParsedArgs, name: string): string | undefined {
   const v = args.flags.get(name);
   return v ? v[v.length - 1] : undefined;
 }
@@ -295,7 +295,7 @@ function render(template: Uint8Array, values: Record<string, Uint8Array | string
   return Buffer.from(out, "latin1");
 }
 
-function errorText(err: unknown): string {
+export function errorText(err: unknown): string {
   if (err instanceof Error) {
     const cause = err.cause instanceof Error && err.cause.message && !err.message.includes(err.cause.message)
       ? ` (${err.cause.message})`
@@ -314,7 +314,7 @@ function isNoResponders(err: unknown): boolean {
 /** Streams whose 'error' events we already absorb (write callbacks report them). */
 const guarded = new WeakSet<NodeJS.WritableStream>();
 
-function write(stream: NodeJS.WritableStream, data: string | Uint8Array): Promise<void> {
+export function write(stream: NodeJS.WritableStream, data: string | Uint8Array): Promise<void> {
   if (!guarded.has(stream)) {
     // Without a listener an EPIPE (reader went away, e.g. `| head`) would crash
     // the process; the failure still reaches us through the write callback.
@@ -334,7 +334,7 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<Uint8Array> {
   return Buffer.concat(chunks);
 }
 
-function headerLines(h: MsgHdrs | undefined): string {
+export function headerLines(h: MsgHdrs | undefined): string {
   if (!h) return "";
   let out = "";
   for (const [key, values] of h) {
@@ -355,13 +355,13 @@ function formatMessage(n: number, m: Msg): Uint8Array {
   return Buffer.concat([Buffer.from(head, "utf8"), body, Buffer.from(endsWithNewline ? "\n" : "\n\n")]);
 }
 
-function serverFrom(args: ParsedArgs): string {
+export function serverFrom(args: ParsedArgs): string {
   const s = lastFlag(args, "server") ?? process.env["NATS_URL"] ?? DEFAULT_SERVER;
   if (s.trim() === "") throw new UsageError("--server must not be empty");
   return s;
 }
 
-async function open(server: string, io: ClientCommandIo): Promise<NatsConnection | undefined> {
+export async function open(server: string, io: ClientCommandIo): Promise<NatsConnection | undefined> {
   const servers = server
     .split(",")
     .map((s) => s.trim())
@@ -402,7 +402,7 @@ function watchStatus(nc: NatsConnection, io: ClientCommandIo): void {
  * Drains on SIGINT/SIGTERM (once each: a second Ctrl-C falls back to the
  * default and kills the process). Returns a function removing the handlers.
  */
-function drainOnSignal(nc: NatsConnection, onStop: () => void): () => void {
+export function drainOnSignal(nc: NatsConnection, onStop: () => void): () => void {
   const stop = (): void => {
     onStop();
     nc.drain().catch(() => undefined);
@@ -433,7 +433,7 @@ async function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T |
 }
 
 /** Closes the connection after making sure the server saw what we published. */
-async function finish(nc: NatsConnection): Promise<void> {
+export async function finish(nc: NatsConnection): Promise<void> {
   if (nc.isClosed()) return;
   try {
     if (!nc.isDraining()) await within(nc.flush(), CONNECT_TIMEOUT_MS, undefined);

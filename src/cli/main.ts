@@ -21,8 +21,12 @@ Commands:
   sub [options] <subject>            Subscribe and print messages
   request [options] <subject> [body] Send a request and print the reply
   reply [options] <subject> <body>   Answer requests on a subject
+  stream add|ls|info|rm|purge|get    Manage streams (JetStream)
+  consumer add|ls|info|rm|next       Manage and read consumers
+  kv get|put|del|watch               Use a key-value bucket
   help                               Show this message
-Run "nagare <client command> --help" for the client commands' options.
+Run "nagare <client command> --help" for the client commands' options, and
+"nagare stream --help" (consumer, kv) for the JetStream commands'.
 
 Server flags:
   -a, --addr, --net <host>           Bind to host address (default: 0.0.0.0)
@@ -75,6 +79,11 @@ async function main(argv: string[]): Promise<void> {
   if (CLIENT_COMMANDS.has(cmd)) {
     const { runClientCommand } = await import("./client-commands.js");
     process.exitCode = await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3));
+    return;
+  }
+  if (cmd === "stream" || cmd === "consumer" || cmd === "kv") {
+    const { runJsCommand } = await import("./js-commands.js");
+    process.exitCode = await runJsCommand(cmd, argv.slice(3));
     return;
   }
   process.stderr.write(`nagare: unknown command "${cmd}"\n\n${USAGE}`);

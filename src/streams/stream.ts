@@ -52,7 +52,6 @@ export class Stream {
   /** Message ids whose append is in flight, with the duplicates waiting for its outcome. */
   private readonly dedupInflight = new Map<string, PublishDone[]>();
   private lastMsgId = "";
-  private lastTime = 0;
   deleted = false;
 
   constructor(
@@ -73,8 +72,6 @@ export class Stream {
   async recover(): Promise<void> {
     const st = this.log.state();
     if (st.messages === 0) return;
-    const last = await this.log.get(st.lastSeq);
-    if (last) this.lastTime = last.time;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
     const from = await this.log.firstAtOrAfter(Date.now() - windowMs);
     if (from === null) return;
@@ -170,7 +167,6 @@ export class Stream {
         const apiErr = err instanceof LimitError ? Errors.storeFailed(err.message) : Errors.storeFailed(err.message);
         this.fail(p, msgId, apiErr);
       } else {
-        this.lastTime = Date.now();
         if (msgId !== undefined) this.remember(msgId, seq);
         if (rollup !== undefined) {
           const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
@@ -289,11 +285,10 @@ export class Stream {
   async state(): Promise<LogState & { firstTime: number; lastTime: number }> {
     const st = this.log.state();
     let firstTime = 0;
-    let lastTime = this.lastTime;
+    let lastTime = 0;
     if (st.messages > 0) {
-      const first = await this.log.get(st.firstSeq);
-      firstTime = first?.time ?? 0;
-      if (lastTime === 0) lastTime = (await this.log.get(st.lastSeq))?.time ?? 0;
+      firstTime = (await this.log.get(st.firstSeq))?.time ?? 0;
+      lastTime = (await this.log.get(st.lastSeq))?.time ?? 0;
     }
     return { ...st, firstTime, lastTime };
   }

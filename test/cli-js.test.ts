@@ -1,0 +1,96 @@
+/**
+ * The JetStream commands (`nagare stream|consumer|kv`) against an in-process
+ * server: what they print for people and with --json, and their exit codes.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
+import { runJsCommand, type JsGroup } from "../src/cli/js-commands.js";
+import { startJs, type JsHarness } from "./helpers/js.js";
+
+interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+describe("nagare stream, consumer and kv commands", () => {
+  let h: JsHarness;
+  const run = async (group: JsGroup, ...argv: string[]): Promise<Run> => {
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = "";
+    let err = "";
+    stdout.on("data", (d: Buffer) => (out += d.toString()));
+    stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await runJsCommand(group, [...argv, "-s", h.srv.url], { stdout, stderr, stdin: new PassThrough() });
+    return { code, out, err };
+  };
+
+  before(async () => {
+    h = await startJs();
+  });
+  after(async () => h.close());
+
+  test("stream add, ls, info, get, purge and rm", async () => {
+    const add = await run("stream", "add", "ORDERS", "--subjects", "orders.>", "--max-msgs", "100", "--max-age", "1h");
+    assert.equal(add.code, 0, add.err);
+    assert.match(add.out, /Stream ORDERS created/);
+    assert.match(add.out, /max msgs\s+100/);
+    h.nc.publish("orders.new", "first");
+    await h.nc.flush();
+    const ls = await run("stream", "ls");
+    assert.match(ls.out, /^NAME\s+SUBJECTS\s+MESSAGES/m);
+    assert.match(ls.out, /^ORDERS\s+orders\.>\s+1\s/m);
+    const info = await run("stream", "info", "ORDERS", "--json");
+    const parsed = JSON.parse(info.out) as { config: { max_age: number }; state: { messages: number } };
+    assert.equal(parsed.config.max_age, 3600 * 1e9);
+    assert.equal(parsed.state.messages, 1);
+    const get = await run("stream", "get", "ORDERS", "--last-for", "orders.new");
+    assert.match(get.out, /ORDERS#1 .* on subject orders\.new\n[\s\S]*first\n$/);
+    const purge = await run("stream", "purge", "ORDERS");
+    assert.match(purge.out, /Purged 1 messages/);
+    assert.equal((await run("stream", "get", "ORDERS", "1")).code, 1);
+    assert.equal((await run("stream", "rm", "ORDERS")).code, 0);
+    const missing = await run("stream", "info", "ORDERS");
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /stream not found/);
+  });
+
+  test("consumer add, ls, info, next (acks) and rm", async () => {
+    await run("stream", "add", "WORK", "--subjects", "work.*");
+    for (let i = 1; i <= 3; i++) h.nc.publish("work.job", `job-${i}`);
+    await h.nc.flush();
+    const add = await run("consumer", "add", "WORK", "W", "--filter", "work.job", "--ack-wait", "10s");
+    assert.equal(add.code, 0, add.err);
+    assert.match(add.out, /ack wait\s+10000ms/);
+    const next = await run("consumer", "next", "WORK", "W", "--count", "2", "--json");
+    const lines = next.out.trim().split("\n").map((l) => JSON.parse(l) as { seq: number; data: string });
+    assert.deepEqual(lines.map((l) => [l.seq, l.data]), [
+      [1, "job-1"],
+      [2, "job-2"],
+    ]);
+    const info = JSON.parse((await run("consumer", "info", "WORK", "W", "--json")).out) as { ack_floor: { stream_seq: number }; num_pending: number };
+    assert.equal(info.ack_floor.stream_seq, 2, "next acknowledged what it printed");
+    assert.equal(info.num_pending, 1);
+    assert.match((await run("consumer", "ls", "WORK")).out, /^W\s+pull\s+explicit\s+1\s+0\s+0$/m);
+    assert.equal((await run("consumer", "rm", "WORK", "W")).code, 0);
+    assert.equal((await run("consumer", "info", "WORK", "W")).code, 1);
+  });
+
+  test("kv put, get, watch, del; usage errors exit 2", async () => {
+    const put = await run("kv", "put", "settings", "color", "teal");
+    assert.equal(put.code, 0, put.err);
+    assert.match(put.out, /settings > color revision 1/);
+    assert.equal((await run("kv", "get", "settings", "color")).out, "teal\n");
+    const watch = await run("kv", "watch", "settings", "--count", "1", "--json");
+    assert.deepEqual(JSON.parse(watch.out), { key: "color", operation: "PUT", revision: 1, value: "teal" });
+    assert.equal((await run("kv", "del", "settings", "color")).code, 0);
+    const gone = await run("kv", "get", "settings", "color");
+    assert.equal(gone.code, 1);
+    assert.match(gone.err, /key not found/);
+    assert.equal((await run("kv", "frobnicate", "settings")).code, 2);
+    assert.equal((await run("stream", "add")).code, 2);
+  });
+});
