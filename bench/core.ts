@@ -12,13 +12,13 @@
  * messages in flight), so neither server is measured dropping a slow consumer.
  */
 
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, mkdirSync, writeFileSync, existsSync } from "node:fs";
-import { createServer, connect as netConnect } from "node:net";
+import { spawn } from "node:child_process";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import { connect, type NatsConnection } from "nats";
+import { cpuSeconds, median, natsServerPath, pin, rssBytes, round, start, type Running, type Target } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -26,18 +26,6 @@ const quick = process.argv.includes("--quick");
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
 const profile = process.argv.includes("--profile");
 const REPEATS = quick || profile ? 1 : 5;
-const TICKS_PER_SEC = 100; // Linux USER_HZ for /proc/<pid>/stat
-
-interface Target {
-  name: "nagare" | "nats-server";
-  command: string;
-  args(port: number): string[];
-}
-
-function natsServerPath(): string | null {
-  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server"]) if (existsSync(p)) return p;
-  return null;
-}
 
 const natsServer = natsServerPath();
 if (natsServer === null) {
@@ -61,87 +49,6 @@ const targets: Target[] = [
   },
   { name: "nats-server", command: natsServer, args: (port) => ["-a", "127.0.0.1", "-p", String(port)] },
 ];
-
-// ---- process measurement ----
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses and may contain spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return (utime + stime) / TICKS_PER_SEC;
-}
-
-function rssBytes(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
-  return m ? Number(m[1]) * 1024 : NaN;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, deadlineMs = 10_000): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((res) => {
-      const s = netConnect(port, "127.0.0.1");
-      s.once("data", () => {
-        s.destroy();
-        res(true);
-      });
-      s.once("error", () => res(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`server on ${port} did not start`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-interface Running {
-  target: Target;
-  proc: ChildProcess;
-  pid: number;
-  url: string;
-  stop(): Promise<void>;
-}
-
-/**
- * On a machine with two or more cores the client load runs on core 0 and the
- * server on core 1, so that neither is measured while the scheduler moves the
- * other onto its core: run-to-run spread drops, and both servers get the same
- * single core (which is all a 2-core box leaves a server next to its load).
- */
-const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset") && !process.argv.includes("--no-pin");
-if (pin) execFileSync("taskset", ["-a", "-cp", "0", String(process.pid)], { stdio: "ignore" });
-
-async function start(target: Target): Promise<Running> {
-  const port = await freePort();
-  const proc = pin
-    ? spawn("taskset", ["-c", "1", target.command, ...target.args(port)], { stdio: "ignore" })
-    : spawn(target.command, target.args(port), { stdio: "ignore" });
-  await waitForPort(port);
-  return {
-    target,
-    proc,
-    pid: proc.pid!,
-    url: `nats://127.0.0.1:${port}`,
-    stop: () =>
-      new Promise((res) => {
-        proc.once("exit", () => res());
-        proc.kill("SIGTERM");
-      }),
-  };
-}
 
 // ---- load ----
 
@@ -288,16 +195,6 @@ async function memory(target: Target): Promise<Memory> {
 
 function settle(): Promise<void> {
   return new Promise((r) => setTimeout(r, 500));
-}
-
-function round(x: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
-}
-
-function median<T>(runs: T[], key: (t: T) => number): T {
-  const sorted = [...runs].sort((a, b) => key(a) - key(b));
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 // ---- the run ----

@@ -324,6 +324,20 @@ function jetstream(o: ServerOptions, e: Entry): void {
     o.jetstream = enabled;
     const dir = lookup(block, "store_dir") ?? lookup(block, "storedir");
     if (dir) o.storeDir = nonEmptyStr({ ...dir, key: `${e.key}.${dir.key}` });
+    const sync = lookup(block, "sync_interval") ?? lookup(block, "sync");
+    if (sync) {
+      if (typeof sync.value === "string" && sync.value.toLowerCase() === "always") o.syncInterval = "always";
+      else {
+        let ms: number;
+        try {
+          ms = parseDuration(sync.value);
+        } catch (err) {
+          fail({ ...sync, key: `${e.key}.${sync.key}` }, (err as Error).message);
+        }
+        if (ms <= 0) fail({ ...sync, key: `${e.key}.${sync.key}` }, `must be "always" or a positive duration`);
+        o.syncInterval = Math.max(1, Math.round(ms));
+      }
+    }
     return;
   }
   fail(e, `expected true, false, enabled, disabled or a block, got ${describe(v)}`);

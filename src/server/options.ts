@@ -36,6 +36,13 @@ export interface ServerOptions {
   jetstream?: boolean;
   /** Where streams are stored; default `<tmpdir>/nagare/jetstream`, as nats-server does. */
   storeDir?: string;
+  /**
+   * When stream data is fsynced: "always" (default: an ack means the message
+   * is on disk) or every N ms (acks once written to the page cache; a power
+   * loss can lose up to N ms of acknowledged messages, a process crash none).
+   * nats-server's `sync_interval`.
+   */
+  syncInterval?: "always" | number;
   debug?: boolean;
   trace?: boolean;
   /** Silence all logging (embedded default). */
@@ -63,6 +70,7 @@ export interface ResolvedOptions {
   portsFileDir: string | undefined;
   jetstream: boolean;
   storeDir: string | undefined;
+  syncInterval: "always" | number;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -111,6 +119,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     portsFileDir: o.portsFileDir,
     jetstream: pick(o.jetstream, false),
     storeDir: o.storeDir,
+    syncInterval: pick(o.syncInterval, "always"),
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
     noLog: pick(o.noLog, true),

@@ -43,7 +43,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   if (opts.jetstream) {
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log });
+    const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
+    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, ...sync });
     jsApi = new JetStreamApi(jetstream);
   }
 

@@ -1,0 +1,114 @@
+/**
+ * What the benchmarks share: starting a server in its own child process
+ * (pinned to its own core when the machine has two), reading its CPU time and
+ * memory from /proc, and summarising repeated runs.
+ */
+
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { readFileSync, existsSync } from "node:fs";
+import { createServer, connect as netConnect } from "node:net";
+import { cpus } from "node:os";
+
+const TICKS_PER_SEC = 100; // Linux USER_HZ for /proc/<pid>/stat
+
+export interface Target {
+  name: string;
+  command: string;
+  args(port: number): string[];
+}
+
+export function natsServerPath(): string | null {
+  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server"]) if (existsSync(p)) return p;
+  return null;
+}
+
+// ---- process measurement ----
+
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return (utime + stime) / TICKS_PER_SEC;
+}
+
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const m = status.match(/^VmRSS:\s+(\d+) kB/m);
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once("error", rej);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export async function waitForPort(port: number, deadlineMs = 10_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = netConnect(port, "127.0.0.1");
+      s.once("data", () => {
+        s.destroy();
+        res(true);
+      });
+      s.once("error", () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`server on ${port} did not start`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface Running {
+  target: Target;
+  proc: ChildProcess;
+  pid: number;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * On a machine with two or more cores the client load runs on core 0 and the
+ * server on core 1, so that neither is measured while the scheduler moves the
+ * other onto its core: run-to-run spread drops, and both servers get the same
+ * single core (which is all a 2-core box leaves a server next to its load).
+ */
+export const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset") && !process.argv.includes("--no-pin");
+if (pin) execFileSync("taskset", ["-a", "-cp", "0", String(process.pid)], { stdio: "ignore" });
+
+export async function start(target: Target): Promise<Running> {
+  const port = await freePort();
+  const proc = pin
+    ? spawn("taskset", ["-c", "1", target.command, ...target.args(port)], { stdio: "ignore" })
+    : spawn(target.command, target.args(port), { stdio: "ignore" });
+  await waitForPort(port);
+  return {
+    target,
+    proc,
+    pid: proc.pid!,
+    url: `nats://127.0.0.1:${port}`,
+    stop: () =>
+      new Promise((res) => {
+        proc.once("exit", () => res());
+        proc.kill("SIGTERM");
+      }),
+  };
+}
+
+export function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function median<T>(runs: T[], key: (t: T) => number): T {
+  const sorted = [...runs].sort((a, b) => key(a) - key(b));
+  return sorted[Math.floor(sorted.length / 2)];
+}
