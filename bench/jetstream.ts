@@ -6,6 +6,7 @@
  *
  *   npm run bench:js                        # full run, writes bench/results/jetstream-<date>.json
  *   node dist/bench/jetstream.js --quick    # smaller counts, for a smoke check
+ *   node dist/bench/jetstream.js --quick --only=consume_ack_pull_128b
  *
  * Durability differs by default: nagare fsyncs before every ack, nats-server
  * fsyncs every two minutes. Debian's nats-server (2.9) has no `sync_interval`
@@ -28,6 +29,7 @@ import { cpuSeconds, median, natsServerPath, pin, round, start, type Running, ty
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
 const quick = process.argv.includes("--quick");
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
 const REPEATS = quick ? 1 : 3;
 const base = process.env.NAGARE_BENCH_DIR ?? tmpdir();
 const natsServer = natsServerPath();
@@ -192,6 +194,7 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {};
   try {
     for (const sc of scenarios) {
+      if (only !== undefined && sc.name !== only) continue;
       const runs: Record<string, Result[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
       for (let r = 0; r < REPEATS; r++) {
         for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
@@ -236,7 +239,7 @@ async function main(): Promise<void> {
     results,
   };
   const text = JSON.stringify(report, null, 2);
-  if (!quick) {
+  if (!quick && only === undefined) {
     const dir = join(root, "bench", "results");
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `jetstream-${report.date.slice(0, 10)}.json`);

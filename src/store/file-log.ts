@@ -500,6 +500,10 @@ export class FileLog implements MessageLog {
     return this.index.state(this.lastSeq, this.corrupt);
   }
 
+  get removals(): number {
+    return this.index.removals;
+  }
+
   lastSeqOf(subject: string): number {
     return this.index.lastOf(subject);
   }

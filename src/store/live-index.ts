@@ -40,6 +40,8 @@ export class LiveIndex {
   bytes = 0;
   /** Highest sequence ever added. */
   high = 0;
+  /** Messages removed so far (deleted, purged, evicted): lets readers tell that cached counts went stale. */
+  removals = 0;
   /** Called for every message removed, so a log can keep per-file counters. */
   onRemove: ((seq: number, size: number) => void) | null = null;
 
@@ -135,6 +137,7 @@ export class LiveIndex {
     ch.live--;
     this.messages--;
     this.bytes -= size;
+    this.removals++;
     if (--this.count[id] === 0) {
       this.first[id] = 0;
       this.last[id] = 0;

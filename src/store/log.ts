@@ -98,6 +98,8 @@ export interface MessageLog {
   lastPerSubject(filter?: string): number[];
   /** Stored message count per subject matching `filter`; from memory. */
   subjectCounts(filter?: string): Map<string, number>;
+  /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
+  readonly removals: number;
   /** Stored messages after `after` matching `filter`, from memory. */
   pendingAfter(after: number, filter?: string): number;
   /** Deletes one message; true once the delete is durable, false if it was not stored. */

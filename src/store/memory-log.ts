@@ -131,6 +131,10 @@ export class MemoryLog implements MessageLog {
     return last === 0 ? null : this.get(last);
   }
 
+  get removals(): number {
+    return this.index.removals;
+  }
+
   lastSeqOf(subject: string): number {
     return this.index.lastOf(subject);
   }

@@ -92,6 +92,11 @@ export class Consumer {
   lastActive = Date.now();
   private closed = false;
   private filters: string[];
+  /** numPending() as last counted (-1: count again), and the log's removal count it was valid for. */
+  private pendingCount = -1;
+  private pendingRemovals = 0;
+  /** The highest stream sequence the count accounts for. */
+  private pendingHigh = 0;
   // Persistence: one write at a time, the next one carrying every change made meanwhile.
   private saving: Promise<void> | null = null;
   private dirty = false;
@@ -177,13 +182,32 @@ export class Consumer {
     return seq <= this.ackFloorS || (seq <= this.deliveredS && !this.pending.has(seq));
   }
 
-  /** Stored messages this consumer has yet to deliver for the first time. */
+  /**
+   * Stored messages this consumer has yet to deliver for the first time.
+   * Counting from the log costs a walk over what is left, so the count is
+   * kept up to date as messages are stored and delivered, and counted again
+   * only after the log removed something (a delete, purge or eviction).
+   */
   numPending(): number {
     const log = this.stream.log;
+    if (this.pendingCount >= 0 && this.pendingRemovals === log.removals) return this.pendingCount;
     let n = this.initial?.length ?? 0;
     if (this.filters.length === 0) n += log.pendingAfter(this.cursor);
     else for (const f of this.filters) n += log.pendingAfter(this.cursor, f);
+    this.pendingCount = n;
+    this.pendingRemovals = log.removals;
+    this.pendingHigh = log.state().lastSeq;
     return n;
+  }
+
+  /** The stream stored message `seq`, which this consumer wants. */
+  onStored(seq: number): void {
+    // A count taken after the log indexed `seq` (but before this call) already includes it.
+    if (this.pendingCount >= 0 && seq > this.pendingHigh) {
+      this.pendingCount++;
+      this.pendingHigh = seq;
+    }
+    this.notify();
   }
 
   info(): Record<string, unknown> {
@@ -213,6 +237,7 @@ export class Consumer {
   updateConfig(next: ConsumerConfig): void {
     this.config = next;
     this.filters = filtersOf(next);
+    this.pendingCount = -1;
     this.armHeartbeat();
     this.notify();
   }
@@ -312,6 +337,7 @@ export class Consumer {
 
   /** Marks `m` as taken from the initial list or the cursor, before its delivery is framed. */
   private consume(m: StoredMessage): void {
+    if (this.pendingCount > 0) this.pendingCount--;
     if (this.initial !== null) {
       let i = 0;
       while (i < this.initial.length && this.initial[i] <= m.seq) i++;
@@ -687,6 +713,7 @@ export class Consumer {
 
   /** The stream was purged: forget pending messages below its new first sequence. */
   purged(firstSeq: number): void {
+    this.pendingCount = -1;
     if (firstSeq > 0) {
       for (const seq of [...this.pending.keys()]) if (seq < firstSeq) this.pending.delete(seq);
       if (this.cursor < firstSeq - 1) this.cursor = firstSeq - 1;

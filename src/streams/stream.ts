@@ -187,7 +187,7 @@ export class Stream {
     for (const c of this.consumers.values()) {
       if (c.wants(p.subject)) {
         interested = true;
-        c.notify();
+        c.onStored(seq);
       }
     }
     // Interest retention keeps a message only while some consumer still has to see it.
