@@ -312,4 +312,70 @@ describe("JetStream consumers", () => {
       await new Promise((r) => setTimeout(r, 50));
     }
   });
+
+  test("memory storage: the same stream and consumer behaviour without files", async () => {
+    const s = await stream(20, 2, { storage: "memory", max_msgs_per_subject: 5 });
+    const st = (await jsm.streams.info(s.name)).state;
+    assert.equal(st.messages, 10, "5 per subject kept");
+    assert.equal(st.first_seq, 11);
+    await jsm.consumers.add(s.name, { durable_name: "M", ack_policy: AckPolicy.Explicit });
+    const got = await fetchAll(s.name, "M", 10);
+    assert.deepEqual(got.map((m) => m.seq), [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    assert.deepEqual(got.map((m) => m.info.pending), [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+  });
+
+  test("backoff sets each redelivery's wait; +WPI pushes the deadline out", async () => {
+    const s = await stream(2);
+    await jsm.consumers.add(s.name, { durable_name: "B", ack_policy: AckPolicy.Explicit, backoff: [200 * MS, 1500 * MS], max_deliver: 4 });
+    const ci = await jsm.consumers.info(s.name, "B");
+    assert.equal(ci.config.ack_wait, 200 * MS, "ack_wait is the first backoff step");
+    const [m1, m2] = await fetchAll(s.name, "B", 2);
+    const t0 = Date.now();
+    // m2 keeps asking for more time: it must not come back while m1 does.
+    const keepAlive = setInterval(() => m2.working(), 100);
+    try {
+      const second = await fetchAll(s.name, "B", 1, 3000);
+      assert.deepEqual(second.map((m) => [m.seq, m.info.deliveryCount]), [[1, 2]]);
+      const third = await fetchAll(s.name, "B", 1, 4000);
+      assert.deepEqual(third.map((m) => [m.seq, m.info.deliveryCount]), [[1, 3]]);
+      assert.ok(Date.now() - t0 >= 1500, "the second backoff step (1.5 s) was waited");
+    } finally {
+      clearInterval(keepAlive);
+    }
+    void m1;
+    await m2.ackAck();
+  });
+
+  test("a waiting pull request gets idle heartbeats", async () => {
+    const s = await stream(0);
+    await jsm.consumers.add(s.name, { durable_name: "HB", ack_policy: AckPolicy.Explicit });
+    const inbox = createInbox();
+    const got: Msg[] = [];
+    h.nc.subscribe(inbox, {
+      callback: (_e, m) => {
+        got.push(m);
+      },
+    });
+    h.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${s.name}.HB`, JSON.stringify({ batch: 1, expires: 2000 * MS, idle_heartbeat: 200 * MS }), { reply: inbox });
+    await waitUntil(() => got.length >= 2, "two heartbeats");
+    assert.ok(got.slice(0, 2).every((m) => m.headers?.code === 100 && m.headers?.description === "Idle Heartbeat"));
+    await js.publish(`${s.prefix}.x`, "late");
+    await waitUntil(() => got.some((m) => m.string() === "late"), "the message once it arrives");
+  });
+
+  test("push consumer with a deliver group spreads messages over the group", async () => {
+    const s = await stream(0);
+    const deliver = createInbox();
+    const a: number[] = [];
+    const b: number[] = [];
+    const sa = h.nc.subscribe(deliver, { queue: "g", callback: (_e, m) => void a.push(Number(m.string())) });
+    const sb = h.nc.subscribe(deliver, { queue: "g", callback: (_e, m) => void b.push(Number(m.string())) });
+    await jsm.consumers.add(s.name, { durable_name: "G", deliver_subject: deliver, deliver_group: "g", ack_policy: AckPolicy.None });
+    for (let i = 0; i < 40; i++) await js.publish(`${s.prefix}.x`, `${i}`);
+    await waitUntil(() => a.length + b.length === 40, "all 40 delivered once");
+    assert.ok(a.length > 0 && b.length > 0, "both members got some");
+    assert.deepEqual([...a, ...b].sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i));
+    sa.unsubscribe();
+    sb.unsubscribe();
+  });
 });
