@@ -12,13 +12,12 @@
  * messages in flight), so neither server is measured dropping a slow consumer.
  */
 
-import { spawn } from "node:child_process";
-import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import { connect, type NatsConnection } from "nats";
-import { cpuSeconds, median, natsServerPath, pin, rssBytes, round, start, type Running, type Target } from "./harness.js";
+import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, rssBytes, type Running, start, type Target } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -219,12 +218,7 @@ const scenarios: Scenario[] = [
 const WARMUP_SCALE = 0.2;
 
 async function main(): Promise<void> {
-  const natsVersion = await new Promise<string>((res) => {
-    const p = spawn(natsServer!, ["--version"]);
-    let out = "";
-    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    p.on("exit", () => res(out.trim()));
-  });
+  const natsVersion = await natsServerVersion(natsServer!);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
   const results: Record<string, Record<string, unknown>> = {};
 
@@ -294,15 +288,7 @@ async function main(): Promise<void> {
     results,
     targets_met: targetsMet,
   };
-  const text = JSON.stringify(report, null, 2);
-  if (!quick) {
-    const dir = join(root, "bench", "results");
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `core-${report.date.slice(0, 10)}.json`);
-    writeFileSync(file, text + "\n");
-    console.error(`wrote ${file}`);
-  }
-  console.log(text);
+  publish(root, "core", report, !quick);
 }
 
 main().catch((err) => {

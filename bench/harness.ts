@@ -5,7 +5,8 @@
  */
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createServer, connect as netConnect } from "node:net";
 import { cpus } from "node:os";
 
@@ -111,4 +112,27 @@ export function round(x: number, digits: number): number {
 export function median<T>(runs: T[], key: (t: T) => number): T {
   const sorted = [...runs].sort((a, b) => key(a) - key(b));
   return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** `nats-server --version`, for the report. */
+export function natsServerVersion(path: string): Promise<string> {
+  return new Promise<string>((res) => {
+    const p = spawn(path, ["--version"]);
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.on("exit", () => res(out.trim()));
+  });
+}
+
+/** Prints the report; a full run also writes it to bench/results/<name>-<date>.json. */
+export function publish(root: string, name: string, report: { date: string }, save: boolean): void {
+  const text = JSON.stringify(report, null, 2);
+  if (save) {
+    const dir = join(root, "bench", "results");
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `${name}-${report.date.slice(0, 10)}.json`);
+    writeFileSync(file, text + "\n");
+    console.error(`wrote ${file}`);
+  }
+  console.log(text);
 }

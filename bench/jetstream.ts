@@ -16,15 +16,14 @@
  * NAGARE_BENCH_DIR picks the disk the stores go on (default: the temp dir).
  */
 
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { cpuSeconds, median, natsServerPath, pin, round, start, type Running, type Target } from "./harness.js";
+import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, type Running, start, type Target } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -184,12 +183,7 @@ const scenarios: Array<{ name: string; run: (s: Running, scale: number) => Promi
 ];
 
 async function main(): Promise<void> {
-  const natsVersion = await new Promise<string>((res) => {
-    const p = spawn(natsServer!, ["--version"]);
-    let out = "";
-    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    p.on("exit", () => res(out.trim()));
-  });
+  const natsVersion = await natsServerVersion(natsServer!);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
   const results: Record<string, unknown> = {};
   try {
@@ -238,15 +232,7 @@ async function main(): Promise<void> {
       "per_sec is operations per second (publishes acked, messages consumed and acked, KV ops). nagare fsyncs before acking; nagare_sync_2m and nats-server (default) fsync every 2 minutes. Debian's nats-server 2.9 cannot be told to fsync before acking (no sync_interval), so equal durability is nagare_2m_vs_nats_default. Median of the repeats.",
     results,
   };
-  const text = JSON.stringify(report, null, 2);
-  if (!quick && only === undefined) {
-    const dir = join(root, "bench", "results");
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `jetstream-${report.date.slice(0, 10)}.json`);
-    writeFileSync(file, text + "\n");
-    console.error(`wrote ${file}`);
-  }
-  console.log(text);
+  publish(root, "jetstream", report, !quick && only === undefined);
 }
 
 main().catch((err) => {
