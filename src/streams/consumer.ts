@@ -592,7 +592,6 @@ export class Consumer {
    * asked for confirmation (double ack): it settles once the ack is durable.
    */
   onAck(sseq: number, dseq: number, body: Buffer, reply: string): void {
-    void dseq;
     if (this.closed) return;
     this.lastActive = Date.now();
     const kind = body.length === 0 ? "+ACK" : body.toString("latin1", 0, Math.min(body.length, 5)).trimEnd();

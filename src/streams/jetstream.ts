@@ -23,7 +23,7 @@ import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
 import type { MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
-import { Stream } from "./stream.js";
+import { limitsOf, Stream } from "./stream.js";
 import { ApiError, Errors } from "./errors.js";
 import {
   consumerUpdateError,
@@ -189,7 +189,7 @@ export class JetStream implements DeliveryHost {
 
   private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
     const partitions: MessageLog[] = [];
-    const limits = new Stream(config, created, [], null, 0).limits();
+    const limits = limitsOf(config);
     for (let p = 0; p < partitionCount; p++) {
       if (config.storage === "memory" || dir === null) {
         partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024 }));

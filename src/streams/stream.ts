@@ -7,7 +7,7 @@
  */
 
 import { subjectMatches } from "../subjects/subject.js";
-import { LimitError, type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
+import { type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { header, parseHeaders, type HeaderMap } from "./headers.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
@@ -40,6 +40,19 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
 export function isoTime(ms: number): string {
   return ms > 0 ? new Date(ms).toISOString() : ZERO_TIME;
+}
+
+/** The storage engine's retention limits for a stream configuration. */
+export function limitsOf(c: StreamConfig): Limits {
+  const pos = (v: number): number => (v > 0 ? v : 0);
+  return {
+    maxMsgs: pos(c.max_msgs),
+    maxBytes: pos(c.max_bytes),
+    maxAgeMs: c.max_age > 0 ? Math.max(1, Math.floor(c.max_age / NS_PER_MS)) : 0,
+    maxMsgsPerSubject: pos(c.max_msgs_per_subject),
+    discard: c.discard,
+    discardNewPerSubject: c.discard_new_per_subject === true,
+  };
 }
 
 export class Stream {
@@ -96,16 +109,7 @@ export class Stream {
   }
 
   limits(): Limits {
-    const c = this.config;
-    const pos = (v: number): number => (v > 0 ? v : 0);
-    return {
-      maxMsgs: pos(c.max_msgs),
-      maxBytes: pos(c.max_bytes),
-      maxAgeMs: c.max_age > 0 ? Math.max(1, Math.floor(c.max_age / NS_PER_MS)) : 0,
-      maxMsgsPerSubject: pos(c.max_msgs_per_subject),
-      discard: c.discard,
-      discardNewPerSubject: c.discard_new_per_subject === true,
-    };
+    return limitsOf(this.config);
   }
 
   updateConfig(next: StreamConfig): void {
@@ -164,8 +168,8 @@ export class Stream {
     this.log.append({ subject: p.subject, data: p.data, headers: p.headers }, (err, seq) => {
       this.inflight--;
       if (err !== null) {
-        const apiErr = err instanceof LimitError ? Errors.storeFailed(err.message) : Errors.storeFailed(err.message);
-        this.fail(p, msgId, apiErr);
+        // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
+        this.fail(p, msgId, Errors.storeFailed(err.message));
       } else {
         if (msgId !== undefined) this.remember(msgId, seq);
         if (rollup !== undefined) {
