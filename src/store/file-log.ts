@@ -28,7 +28,7 @@ import {
   viewRecord,
   type BatchHeader,
 } from "./format.js";
-import { ageTimer, DEAD, LiveIndex } from "./live-index.js";
+import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
 import {
   limitRefusal,
@@ -183,9 +183,8 @@ interface Pending {
 
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
 
-export class FileLog implements MessageLog {
+export class FileLog extends IndexedLog implements MessageLog {
   private readonly segments: Segment[] = [];
-  private readonly index = new LiveIndex();
   private readonly corrupt: CorruptRange[] = [];
   private readonly sync: SyncPolicy;
   private readonly syncIntervalMs: number;
@@ -224,6 +223,7 @@ export class FileLog implements MessageLog {
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
+    super();
     this.sync = opts.sync ?? "always";
     this.syncIntervalMs = opts.syncIntervalMs ?? 1000;
     this.maxSegmentBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
@@ -498,30 +498,6 @@ export class FileLog implements MessageLog {
 
   state(): LogState {
     return this.index.state(this.lastSeq, this.corrupt);
-  }
-
-  get removals(): number {
-    return this.index.removals;
-  }
-
-  lastSeqOf(subject: string): number {
-    return this.index.lastOf(subject);
-  }
-
-  lastPerSubject(filter?: string): number[] {
-    return this.index.lastPerSubject(filter);
-  }
-
-  subjectCounts(filter?: string): Map<string, number> {
-    return this.index.subjectCounts(filter);
-  }
-
-  subjectCount(subject: string): number {
-    return this.index.countOf(subject);
-  }
-
-  pendingAfter(after: number, filter?: string): number {
-    return this.index.countAfter(after, filter);
   }
 
   async get(seq: number): Promise<StoredMessage | null> {

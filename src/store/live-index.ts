@@ -473,3 +473,35 @@ export class LiveIndex {
     this.firstLive();
   }
 }
+
+/**
+ * The queries every log answers from its index alone, without reading a
+ * message: shared by the file and memory logs.
+ */
+export abstract class IndexedLog {
+  protected readonly index = new LiveIndex();
+
+  get removals(): number {
+    return this.index.removals;
+  }
+
+  lastSeqOf(subject: string): number {
+    return this.index.lastOf(subject);
+  }
+
+  lastPerSubject(filter?: string): number[] {
+    return this.index.lastPerSubject(filter);
+  }
+
+  subjectCounts(filter?: string): Map<string, number> {
+    return this.index.subjectCounts(filter);
+  }
+
+  subjectCount(subject: string): number {
+    return this.index.countOf(subject);
+  }
+
+  pendingAfter(after: number, filter?: string): number {
+    return this.index.countAfter(after, filter);
+  }
+}

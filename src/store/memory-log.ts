@@ -4,7 +4,7 @@
  * on disk.
  */
 
-import { ageTimer, DEAD, LiveIndex } from "./live-index.js";
+import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import {
   limitRefusal,
   refusal,
@@ -24,13 +24,12 @@ export interface MemoryLogOptions {
   limits?: Limits;
 }
 
-export class MemoryLog implements MessageLog {
+export class MemoryLog extends IndexedLog implements MessageLog {
   /** Messages by sequence from `base`; deleted ones are undefined. */
   private msgs: Array<StoredMessage | undefined> = [];
   /** Time of every sequence from `base`, deleted or not, for time lookups. */
   private times: number[] = [];
   private base = 1;
-  private readonly index = new LiveIndex();
   private readonly maxRecordBytes: number;
   private limits: Limits;
   private ageTimer: NodeJS.Timeout | null = null;
@@ -39,6 +38,7 @@ export class MemoryLog implements MessageLog {
   private closed = false;
 
   constructor(opts: MemoryLogOptions = {}) {
+    super();
     this.maxRecordBytes = opts.maxRecordBytes ?? 8 * 1024 * 1024;
     this.limits = { ...opts.limits };
     this.index.onRemove = (seq) => {
@@ -129,30 +129,6 @@ export class MemoryLog implements MessageLog {
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
     const last = this.index.lastOf(subject);
     return last === 0 ? null : this.get(last);
-  }
-
-  get removals(): number {
-    return this.index.removals;
-  }
-
-  lastSeqOf(subject: string): number {
-    return this.index.lastOf(subject);
-  }
-
-  lastPerSubject(filter?: string): number[] {
-    return this.index.lastPerSubject(filter);
-  }
-
-  subjectCounts(filter?: string): Map<string, number> {
-    return this.index.subjectCounts(filter);
-  }
-
-  subjectCount(subject: string): number {
-    return this.index.countOf(subject);
-  }
-
-  pendingAfter(after: number, filter?: string): number {
-    return this.index.countAfter(after, filter);
   }
 
   async delete(seq: number): Promise<boolean> {

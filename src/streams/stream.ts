@@ -19,6 +19,8 @@ interface Queued {
   subject: string;
   headers: Buffer | null;
   parsed: HeaderMap | null;
+  /** Carries headers that depend on the state left by earlier publishes. */
+  orderSensitive: boolean;
   data: Buffer;
   done: PublishDone;
 }
@@ -128,8 +130,9 @@ export class Stream {
     const max = this.config.max_msg_size;
     if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0, false);
     const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
-    const item: Queued = { subject, headers, parsed, data, done };
-    if (this.queue.length > 0 || (this.inflight > 0 && parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h)))) {
+    const orderSensitive = parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h));
+    const item: Queued = { subject, headers, parsed, orderSensitive, data, done };
+    if (this.queue.length > 0 || (this.inflight > 0 && orderSensitive)) {
       this.queue.push(item);
       return;
     }
@@ -224,8 +227,7 @@ export class Stream {
     const q = this.queue;
     while (q.length > 0) {
       const next = q[0];
-      const h = next.parsed;
-      if (this.inflight > 0 && h !== null && ORDER_SENSITIVE.some((k) => h.has(k))) return;
+      if (this.inflight > 0 && next.orderSensitive) return;
       q.shift();
       this.process(next);
     }
