@@ -6,6 +6,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
+import { jetstream } from "@nats-io/jetstream";
 import { runJsCommand, type JsGroup } from "../src/cli/js-commands.js";
 import { startJs, type JsHarness } from "./helpers/js.js";
 
@@ -38,8 +39,8 @@ describe("nagare stream, consumer and kv commands", () => {
     assert.equal(add.code, 0, add.err);
     assert.match(add.out, /Stream ORDERS created/);
     assert.match(add.out, /max msgs\s+100/);
-    h.nc.publish("orders.new", "first");
-    await h.nc.flush();
+    // A JetStream publish returns once the message is stored; a core publish plus flush does not.
+    await jetstream(h.nc).publish("orders.new", "first");
     const ls = await run("stream", "ls");
     assert.match(ls.out, /^NAME\s+SUBJECTS\s+MESSAGES/m);
     assert.match(ls.out, /^ORDERS\s+orders\.>\s+1\s/m);
@@ -60,8 +61,7 @@ describe("nagare stream, consumer and kv commands", () => {
 
   test("consumer add, ls, info, next (acks) and rm", async () => {
     await run("stream", "add", "WORK", "--subjects", "work.*");
-    for (let i = 1; i <= 3; i++) h.nc.publish("work.job", `job-${i}`);
-    await h.nc.flush();
+    for (let i = 1; i <= 3; i++) await jetstream(h.nc).publish("work.job", `job-${i}`);
     const add = await run("consumer", "add", "WORK", "W", "--filter", "work.job", "--ack-wait", "10s");
     assert.equal(add.code, 0, add.err);
     assert.match(add.out, /ack wait\s+10000ms/);
