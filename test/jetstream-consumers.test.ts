@@ -262,6 +262,48 @@ describe("JetStream consumers", () => {
     await iter.close();
   });
 
+  test("push flow control: an unanswered request stalls delivery within the window; answering resumes it", async () => {
+    const name = `S${++n}`;
+    const subject = `s${n}.x`;
+    await jsm.streams.add({ name, subjects: [subject] });
+    const body = Buffer.alloc(8 * 1024, 7);
+    const total = 800; // 6.4 MiB, several windows
+    await Promise.all(Array.from({ length: total }, () => js.publish(subject, body)));
+    const deliver = createInbox();
+    let data = 0;
+    const fcRequests: string[] = [];
+    let stalledBeat: string | null = null;
+    // A raw subscription sees the protocol: data, flow-control requests, heartbeats.
+    const sub = h.nc.subscribe(deliver, {
+      callback: (_e, m: Msg) => {
+        if (m.headers?.code === 100) {
+          if (m.reply) fcRequests.push(m.reply);
+          else stalledBeat = m.headers.get("Nats-Consumer-Stalled") || stalledBeat;
+          return;
+        }
+        data++;
+      },
+    });
+    await jsm.consumers.add(name, { durable_name: "F", deliver_subject: deliver, ack_policy: AckPolicy.None, flow_control: true, idle_heartbeat: 200 * MS });
+    await waitUntil(() => stalledBeat !== null, "a heartbeat saying the consumer is stalled on flow control", 10_000);
+    assert.ok(data > 0 && data < total, `stalled part way: ${data} of ${total}`);
+    assert.ok(data * body.length <= 2.5 * 1024 * 1024, `no more than the window unanswered: ${data} messages`);
+    assert.equal(stalledBeat, fcRequests[fcRequests.length - 1], "the heartbeat names the outstanding request");
+    // Answer every request as it comes, as the client library does.
+    let answered = 0;
+    const answerAll = (): void => {
+      while (answered < fcRequests.length) h.nc.publish(fcRequests[answered++]);
+    };
+    const timer = setInterval(answerAll, 10);
+    answerAll();
+    try {
+      await waitUntil(() => data === total, `all ${total} deliveries`, 20_000);
+    } finally {
+      clearInterval(timer);
+      sub.unsubscribe();
+    }
+  });
+
   test("ordered consumer reads the whole stream", async () => {
     const s = await stream(300, 7);
     const oc = await js.consumers.get(s.name);

@@ -57,9 +57,12 @@ interface SavedState {
   initial?: number[];
 }
 
-/** Bytes of deliveries after which a flow-control request is sent. */
-const FLOW_CONTROL_BYTES = 1024 * 1024;
-const FLOW_CONTROL_MSGS = 1024;
+/**
+ * Push flow control is a window, as in nats-server: a request goes out once
+ * half the window is unanswered, and delivery stops only when all of it is.
+ * Stopping at every request instead drains the pipe once per round trip.
+ */
+const FLOW_CONTROL_WINDOW = 2 * 1024 * 1024;
 /** Deliveries read per pass; bounds the memory one consumer holds. */
 const READ_BATCH = 256;
 const EMPTY = Buffer.alloc(0);
@@ -85,8 +88,10 @@ export class Consumer {
   private hbTimer: NodeJS.Timeout | null = null;
   private fcSubject: string | null = null;
   private fcCounter = 0;
-  private fcBytes = 0;
-  private fcMsgs = 0;
+  /** Push bytes delivered and not yet covered by an answered flow-control request. */
+  private fcUnanswered = 0;
+  /** The part of `fcUnanswered` the outstanding request covers. */
+  private fcCovered = 0;
   private lastDeliveryAt = 0;
   private lastReplayTime = 0;
   lastActive = Date.now();
@@ -255,7 +260,7 @@ export class Consumer {
   }
 
   private canDeliver(): boolean {
-    if (this.push) return this.fcSubject === null && this.host.hasInterest(this.config.deliver_subject!);
+    if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.host.hasInterest(this.config.deliver_subject!);
     this.dropGoneRequests();
     return this.waiting.length > 0;
   }
@@ -325,7 +330,7 @@ export class Consumer {
       this.initial = null;
     }
     const single = this.filters.length === 1 ? this.filters[0] : undefined;
-    const maxBytes = this.push ? FLOW_CONTROL_BYTES : undefined;
+    const maxBytes = this.push ? FLOW_CONTROL_WINDOW / 2 : undefined;
     for (;;) {
       const batch = await log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes });
       if (batch.length <= 0 || this.filters.length <= 1) return batch;
@@ -393,9 +398,8 @@ export class Consumer {
     if (this.push) {
       this.host.emit(cfg.deliver_subject!, m.subject, reply, headers, data);
       if (cfg.flow_control) {
-        this.fcBytes += size;
-        this.fcMsgs++;
-        if (this.fcBytes >= FLOW_CONTROL_BYTES || this.fcMsgs >= FLOW_CONTROL_MSGS || pendingAfter === 0) this.requestFlowControl();
+        this.fcUnanswered += size;
+        if (this.fcSubject === null && (this.fcUnanswered >= FLOW_CONTROL_WINDOW / 2 || pendingAfter === 0)) this.requestFlowControl();
       }
     } else {
       const req = this.waiting[0];
@@ -423,8 +427,7 @@ export class Consumer {
   // ---- push: flow control and heartbeats ----
 
   private requestFlowControl(): void {
-    this.fcBytes = 0;
-    this.fcMsgs = 0;
+    this.fcCovered = this.fcUnanswered;
     this.fcSubject = `$JS.FC.${this.stream.config.name}.${this.name}.${++this.fcCounter}`;
     this.host.emit(this.config.deliver_subject!, this.config.deliver_subject!, this.fcSubject, encodeHeaders("100 FlowControl Request", []), EMPTY);
   }
@@ -432,6 +435,8 @@ export class Consumer {
   onFlowControlReply(subject: string): void {
     if (subject !== this.fcSubject) return;
     this.fcSubject = null;
+    this.fcUnanswered = Math.max(0, this.fcUnanswered - this.fcCovered);
+    this.fcCovered = 0;
     this.lastActive = Date.now();
     this.notify();
   }
