@@ -45,6 +45,8 @@ Server flags:
   -T, --logtime                      Accepted for compatibility (ignored)
   -js, --jetstream                   Enable JetStream (streams, consumers, KV, object store)
   -sd, --store_dir <dir>             JetStream storage directory
+      --kafka                        Enable the Kafka listener (port 9092; turns JetStream on)
+      --kafka_port <port>            Kafka listener port (-1 for a random port; implies --kafka)
   -h, --help                         Show this message
   -v, --version                      Show the version
 

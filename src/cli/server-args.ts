@@ -52,6 +52,8 @@ value(["ports_file_dir"], (r, v) => (r.options.portsFileDir = v));
 value(["l", "log"], (r, v) => (r.options.logFile = v));
 value(["sd", "store_dir"], (r, v) => (r.options.storeDir = v));
 bool(["js", "jetstream"], (r, v) => (r.options.jetstream = v));
+bool(["kafka"], (r, v) => (r.options.kafka = v ? { ...r.options.kafka } : undefined));
+value(["kafka_port"], (r, v, f) => (r.options.kafka = { ...r.options.kafka, port: parsePort(v, f) }));
 bool(["D", "debug"], (r, v) => (r.options.debug = v));
 bool(["V", "trace", "VV"], (r, v) => (r.options.trace = v));
 bool(["DV", "DVV"], (r, v) => {

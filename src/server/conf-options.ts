@@ -39,6 +39,7 @@ const MAPPED = new Set([
   "lame_duck_grace_period",
   "ports_file_dir",
   "jetstream",
+  "kafka",
   "store_dir",
   "storedir",
   "debug",
@@ -127,6 +128,8 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   if (storeDir) o.storeDir = nonEmptyStr(storeDir);
   const js = lookup(tree, "jetstream");
   if (js) jetstream(o, js);
+  const kafkaBlock = lookup(tree, "kafka");
+  if (kafkaBlock) kafka(o, kafkaBlock);
 
   const debug = lookup(tree, "debug");
   if (debug) o.debug = bool(debug);
@@ -301,6 +304,40 @@ function setTime(o: ServerOptions, field: TimeKey, e: Entry | undefined): void {
   if (ms < 0) fail(e, `must not be negative (got ${JSON.stringify(e.value)})`);
   ms = Math.round(ms);
   if (ms > 0) o[field] = ms;
+}
+
+/** `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes }`, or `kafka: true`. */
+function kafka(o: ServerOptions, e: Entry): void {
+  if (typeof e.value === "boolean" || typeof e.value === "string") {
+    o.kafka = bool(e) ? {} : undefined;
+    return;
+  }
+  if (e.value === null || typeof e.value !== "object" || Array.isArray(e.value)) fail(e, `expected a block or a boolean, got ${describe(e.value)}`);
+  const block = e.value as Tree;
+  const k: NonNullable<ServerOptions["kafka"]> = {};
+  const sub = (name: string): Entry | undefined => {
+    const x = lookup(block, name);
+    return x ? { ...x, key: `${e.key}.${x.key}` } : undefined;
+  };
+  const port = sub("port") ?? sub("listen_port");
+  if (port) k.port = portNumber(port);
+  const host = sub("host");
+  if (host) k.host = nonEmptyStr(host);
+  const advertise = sub("advertise");
+  if (advertise) k.advertise = nonEmptyStr(advertise);
+  const auto = sub("auto_create_topics");
+  if (auto) k.autoCreateTopics = bool(auto);
+  const partitions = sub("num_partitions");
+  if (partitions) {
+    k.numPartitions = nonNegativeInt(partitions, 1024);
+    if (k.numPartitions === 0) fail(partitions, "must be at least 1");
+  }
+  const maxReq = sub("max_request_bytes");
+  if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
+  let enabled = true;
+  const en = sub("enabled") ?? sub("enable");
+  if (en) enabled = bool(en);
+  o.kafka = enabled ? k : undefined;
 }
 
 function jetstream(o: ServerOptions, e: Entry): void {

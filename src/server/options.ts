@@ -43,11 +43,28 @@ export interface ServerOptions {
    * nats-server's `sync_interval`.
    */
   syncInterval?: "always" | number;
+  /** The Kafka door; off unless given. It serves the streams, so it turns JetStream on. */
+  kafka?: KafkaListenerOptions;
   debug?: boolean;
   trace?: boolean;
   /** Silence all logging (embedded default). */
   noLog?: boolean;
   logFile?: string;
+}
+
+export interface KafkaListenerOptions {
+  /** Default: the client listener's host. */
+  host?: string;
+  /** Default 9092; 0 or -1 picks a free port. */
+  port?: number;
+  /** Host named in Metadata; default: the address each client connected to. */
+  advertise?: string;
+  /** Kafka's auto.create.topics.enable (default true). */
+  autoCreateTopics?: boolean;
+  /** Kafka's num.partitions: partitions of a topic created without a count (default 1). */
+  numPartitions?: number;
+  /** Kafka's socket.request.max.bytes (default 100 MiB). */
+  maxRequestBytes?: number;
 }
 
 export interface ResolvedOptions {
@@ -71,6 +88,7 @@ export interface ResolvedOptions {
   jetstream: boolean;
   storeDir: string | undefined;
   syncInterval: "always" | number;
+  kafka: KafkaListenerOptions | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -117,9 +135,10 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     lameDuckDuration: pick(o.lameDuckDuration, DEFAULTS.lameDuckDuration),
     lameDuckGracePeriod: pick(o.lameDuckGracePeriod, DEFAULTS.lameDuckGracePeriod),
     portsFileDir: o.portsFileDir,
-    jetstream: pick(o.jetstream, false),
+    jetstream: pick(o.jetstream, false) || o.kafka !== undefined,
     storeDir: o.storeDir,
     syncInterval: pick(o.syncInterval, "always"),
+    kafka: o.kafka,
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
     noLog: pick(o.noLog, true),

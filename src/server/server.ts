@@ -14,6 +14,7 @@ import { NatsConnection } from "../protocols/nats/connection.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
+import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { JetStreamApi } from "../streams/api.js";
 import { tmpdir } from "node:os";
 
@@ -27,6 +28,8 @@ export interface NagareServer {
   readonly broker: Broker;
   /** The streams, when JetStream is enabled. */
   readonly jetstream: JetStream | undefined;
+  /** Port of the Kafka listener, when enabled. */
+  readonly kafkaPort: number | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -76,6 +79,33 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     }
   }
 
+  let kafka: KafkaDoor | undefined;
+  if (opts.kafka !== undefined && jetstream !== undefined) {
+    const k = opts.kafka;
+    const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
+    try {
+      kafka = await KafkaDoor.start(
+        jetstream,
+        {
+          host: k.host ?? opts.host,
+          port: kafkaPort < 0 ? 0 : kafkaPort,
+          advertisedHost: k.advertise,
+          autoCreateTopics: k.autoCreateTopics ?? KAFKA_DEFAULTS.autoCreateTopics,
+          defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
+          maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
+        },
+        log,
+      );
+    } catch (err) {
+      listener.close();
+      await monitor?.close();
+      jsApi?.close();
+      await jetstream.close();
+      broker.stop();
+      throw err;
+    }
+  }
+
   let portsFile: string | undefined;
   if (opts.portsFileDir) {
     portsFile = join(opts.portsFileDir, `${exeName()}_${process.pid}.ports`);
@@ -85,6 +115,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
       const mh = listHosts(opts.httpHost);
       ports.monitoring = mh.map((h) => `http://${h}:${monitor!.port}`);
     }
+    if (kafka) ports.kafka = listHosts(kafka.options.host).map((h) => `${h}:${kafka!.port}`);
     writeFileSync(portsFile, JSON.stringify(ports));
   }
 
@@ -92,6 +123,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   log.info(`Listening for client connections on ${opts.host}:${port}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
+  if (kafka) log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port}`);
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
@@ -102,6 +134,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
       if (monitor) await monitor.close();
+      await kafka?.close();
       jsApi?.close();
       await jetstream?.close();
       broker.stop();
@@ -137,7 +170,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, broker, jetstream, close, lameDuck };
+  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, broker, jetstream, close, lameDuck };
 }
 
 function accept(broker: Broker, socket: Socket): void {

@@ -253,19 +253,19 @@ export class JetStream implements DeliveryHost {
   }
 
   /** Creates a stream, or returns the existing one if its configuration is the same. */
-  async createStream(raw: unknown): Promise<{ stream: Stream; created: boolean }> {
+  async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
     const existing = this.streams.get(config.name);
     if (existing !== undefined) {
-      if (sameJson(existing.config, config)) return { stream: existing, created: false };
+      if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
       throw Errors.streamNameExists();
     }
     if (config.allow_msg_ttl) throw Errors.streamConfig("per-message TTL is not supported yet");
     this.checkOverlap(config, null);
     const created = new Date();
     const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
-    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions: 1 } satisfies StreamMeta);
-    const stream = await this.openStream(config, created, dir, 1);
+    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions } satisfies StreamMeta);
+    const stream = await this.openStream(config, created, dir, partitions);
     return { stream, created: true };
   }
 

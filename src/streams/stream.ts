@@ -7,7 +7,7 @@
  */
 
 import { subjectMatches } from "../subjects/subject.js";
-import { type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
+import { type AppendInput, type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { header, parseHeaders, type HeaderMap } from "./headers.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
@@ -68,6 +68,8 @@ export class Stream {
   private readonly dedupInflight = new Map<string, PublishDone[]>();
   private lastMsgId = "";
   deleted = false;
+  /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
+  readonly appendListeners = new Set<(partition: number, seq: number) => void>();
 
   constructor(
     public config: StreamConfig,
@@ -190,20 +192,48 @@ export class Stream {
   }
 
   private stored(p: Queued, msgId: string | undefined, seq: number): void {
+    this.afterStore(0, p.subject, seq, () => this.acknowledge(p, msgId, seq));
+  }
+
+  /** Tells consumers and listeners of a stored message, applies interest retention, then `ack`s. */
+  private afterStore(partition: number, subject: string, seq: number, ack: () => void): void {
     let interested = false;
-    for (const c of this.consumers.values()) {
-      if (c.wants(p.subject)) {
-        interested = true;
-        c.onStored(seq);
+    // JetStream consumers read partition 0, the only one a JetStream stream has.
+    if (partition === 0) {
+      for (const c of this.consumers.values()) {
+        if (c.wants(subject)) {
+          interested = true;
+          c.onStored(seq);
+        }
       }
     }
+    for (const l of this.appendListeners) l(partition, seq);
     // Interest retention keeps a message only while some consumer still has to see it.
     if (this.config.retention === "interest" && !interested) {
-      const ack = (): void => this.acknowledge(p, msgId, seq);
-      this.log.delete(seq).then(ack, ack);
+      this.partitions[partition].delete(seq).then(ack, ack);
       return;
     }
-    this.acknowledge(p, msgId, seq);
+    ack();
+  }
+
+  /**
+   * Stores one message in a given partition, with no JetStream publish
+   * semantics (no de-duplication, expectations or rollups): the path of doors
+   * that choose partitions themselves, such as Kafka's produce. `done` runs
+   * once the message is durable.
+   */
+  append(partition: number, input: AppendInput, done: (err: ApiError | null, seq: number) => void): void {
+    if (this.deleted) return done(Errors.streamNotFound(), 0);
+    if (this.config.sealed) return done(Errors.sealed(), 0);
+    const log = this.partitions[partition];
+    if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
+    const size = (input.headers?.length ?? 0) + input.data.length;
+    const max = this.config.max_msg_size;
+    if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
+    log.append(input, (err, seq) => {
+      if (err !== null) return done(Errors.storeFailed(err.message), 0);
+      this.afterStore(partition, input.subject, seq, () => done(null, seq));
+    });
   }
 
   private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {

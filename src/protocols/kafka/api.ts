@@ -1,0 +1,81 @@
+/**
+ * The Kafka APIs nagare answers, with the version ranges it advertises in
+ * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
+ * before it turns a feature on (docs/KAFKA.md lists them all).
+ */
+
+import type { Reader, Writer } from "./codec.js";
+import type { KafkaConnection } from "./connection.js";
+
+export const ApiKey = {
+  Produce: 0,
+  Fetch: 1,
+  ListOffsets: 2,
+  Metadata: 3,
+  OffsetCommit: 8,
+  OffsetFetch: 9,
+  FindCoordinator: 10,
+  JoinGroup: 11,
+  Heartbeat: 12,
+  LeaveGroup: 13,
+  SyncGroup: 14,
+  DescribeGroups: 15,
+  ListGroups: 16,
+  ApiVersions: 18,
+  CreateTopics: 19,
+  DeleteTopics: 20,
+  DescribeConfigs: 32,
+} as const;
+
+/** API key → [min, max] version supported. */
+export const API_VERSIONS = new Map<number, [number, number]>([
+  // Produce v3 and Fetch v4 are the first with RecordBatch v2, the only format stored.
+  [ApiKey.Produce, [3, 7]],
+  [ApiKey.Fetch, [4, 11]],
+  [ApiKey.ListOffsets, [0, 3]],
+  [ApiKey.Metadata, [0, 6]],
+  [ApiKey.ApiVersions, [0, 3]],
+  [ApiKey.CreateTopics, [0, 4]],
+  [ApiKey.DeleteTopics, [0, 3]],
+  [ApiKey.DescribeConfigs, [0, 2]],
+]);
+
+/** First flexible version of each API (compact types, tagged fields). */
+const FIRST_FLEXIBLE = new Map<number, number>([
+  [ApiKey.Produce, 9],
+  [ApiKey.Fetch, 12],
+  [ApiKey.ListOffsets, 6],
+  [ApiKey.Metadata, 9],
+  [ApiKey.OffsetCommit, 8],
+  [ApiKey.OffsetFetch, 6],
+  [ApiKey.FindCoordinator, 3],
+  [ApiKey.JoinGroup, 6],
+  [ApiKey.Heartbeat, 4],
+  [ApiKey.LeaveGroup, 4],
+  [ApiKey.SyncGroup, 4],
+  [ApiKey.DescribeGroups, 5],
+  [ApiKey.ListGroups, 3],
+  [ApiKey.ApiVersions, 3],
+  [ApiKey.CreateTopics, 5],
+  [ApiKey.DeleteTopics, 4],
+  [ApiKey.DescribeConfigs, 4],
+]);
+
+export function isFlexible(apiKey: number, version: number): boolean {
+  return version >= (FIRST_FLEXIBLE.get(apiKey) ?? Infinity);
+}
+
+export interface RequestContext {
+  conn: KafkaConnection;
+  version: number;
+  /** False only for an ApiVersions request of a version we do not know. */
+  supported: boolean;
+  flexible: boolean;
+  /** Positioned at the request body. */
+  r: Reader;
+  /** Holds the response header; the handler writes the body. */
+  w: Writer;
+}
+
+/** Writes the response body; resolves to false when no response is due (produce with acks=0). */
+export type Handler = (ctx: RequestContext) => boolean | Promise<boolean>;

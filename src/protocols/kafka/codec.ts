@@ -1,0 +1,273 @@
+/**
+ * Kafka's wire types: big-endian fixed-width integers, INT16-length strings
+ * and INT32-length bytes and arrays, and in flexible versions unsigned-varint
+ * "compact" lengths (N + 1, 0 meaning null) with tagged fields after each
+ * structure. Record fields use zigzag varints (see records.ts).
+ *
+ * The reader throws KafkaDecodeError on any read past the frame: a request
+ * that lies about a length is refused, never read beyond.
+ */
+
+export class KafkaDecodeError extends Error {}
+
+const TWO_32 = 0x100000000;
+
+export class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Buffer,
+    start = 0,
+    readonly end = buf.length,
+  ) {
+    this.pos = start;
+  }
+
+  get remaining(): number {
+    return this.end - this.pos;
+  }
+
+  private need(n: number): number {
+    const at = this.pos;
+    if (n < 0 || at + n > this.end) throw new KafkaDecodeError(`read of ${n} bytes at ${at} passes the end (${this.end})`);
+    this.pos = at + n;
+    return at;
+  }
+
+  i8(): number {
+    return this.buf.readInt8(this.need(1));
+  }
+  bool(): boolean {
+    return this.buf[this.need(1)] !== 0;
+  }
+  i16(): number {
+    return this.buf.readInt16BE(this.need(2));
+  }
+  i32(): number {
+    return this.buf.readInt32BE(this.need(4));
+  }
+  u32(): number {
+    return this.buf.readUInt32BE(this.need(4));
+  }
+  /** INT64 as a number; Kafka offsets and times stay below 2^53. */
+  i64(): number {
+    const at = this.need(8);
+    return this.buf.readInt32BE(at) * TWO_32 + this.buf.readUInt32BE(at + 4);
+  }
+
+  uvarint(): number {
+    let v = 0;
+    let mul = 1;
+    for (let i = 0; i < 5; i++) {
+      const b = this.buf[this.need(1)];
+      v += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) return v;
+      mul *= 128;
+    }
+    throw new KafkaDecodeError("varint longer than 5 bytes");
+  }
+  /** Zigzag varint (record fields). */
+  varint(): number {
+    const u = this.uvarint();
+    return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+  }
+  /** Zigzag varlong; values beyond 2^53 lose precision, which no field we read needs. */
+  varlong(): number {
+    let v = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      const b = this.buf[this.need(1)];
+      v += (b & 0x7f) * mul;
+      if ((b & 0x80) === 0) return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
+      mul *= 128;
+    }
+    throw new KafkaDecodeError("varlong longer than 10 bytes");
+  }
+
+  nullableString(): string | null {
+    const n = this.i16();
+    if (n < 0) return null;
+    const at = this.need(n);
+    return this.buf.toString("utf8", at, at + n);
+  }
+  string(): string {
+    const s = this.nullableString();
+    if (s === null) throw new KafkaDecodeError("null where a string is required");
+    return s;
+  }
+  compactNullableString(): string | null {
+    const n = this.uvarint() - 1;
+    if (n < 0) return null;
+    const at = this.need(n);
+    return this.buf.toString("utf8", at, at + n);
+  }
+  compactString(): string {
+    const s = this.compactNullableString();
+    if (s === null) throw new KafkaDecodeError("null where a string is required");
+    return s;
+  }
+  /** INT32-length bytes, as a view into the request (copy what must outlive it). */
+  nullableBytes(): Buffer | null {
+    const n = this.i32();
+    if (n < 0) return null;
+    const at = this.need(n);
+    return this.buf.subarray(at, at + n);
+  }
+  compactNullableBytes(): Buffer | null {
+    const n = this.uvarint() - 1;
+    if (n < 0) return null;
+    const at = this.need(n);
+    return this.buf.subarray(at, at + n);
+  }
+  raw(n: number): Buffer {
+    const at = this.need(n);
+    return this.buf.subarray(at, at + n);
+  }
+
+  /** An array length: -1 is null. Bounded by the bytes left, since each element takes at least one. */
+  arrayLength(flexible = false): number {
+    const n = flexible ? this.uvarint() - 1 : this.i32();
+    if (n > this.remaining) throw new KafkaDecodeError(`array of ${n} elements in ${this.remaining} bytes`);
+    return n;
+  }
+  array<T>(read: (r: Reader) => T, flexible = false): T[] {
+    const n = this.arrayLength(flexible);
+    const out: T[] = [];
+    for (let i = 0; i < n; i++) out.push(read(this));
+    return out;
+  }
+  str(flexible: boolean): string {
+    return flexible ? this.compactString() : this.string();
+  }
+  nstr(flexible: boolean): string | null {
+    return flexible ? this.compactNullableString() : this.nullableString();
+  }
+  /** Skips a tagged-field section; we know no tags. */
+  tags(): void {
+    const n = this.uvarint();
+    for (let i = 0; i < n; i++) {
+      this.uvarint();
+      this.need(this.uvarint());
+    }
+  }
+}
+
+/** A growable big-endian writer. */
+export class Writer {
+  buf: Buffer;
+  pos = 0;
+  constructor(initial = 256) {
+    this.buf = Buffer.allocUnsafe(initial);
+  }
+
+  /** Makes room for n bytes and returns where they go; read `this.buf` only after calling it (it may be replaced). */
+  private room(n: number): number {
+    if (this.pos + n > this.buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+      this.buf.copy(next, 0, 0, this.pos);
+      this.buf = next;
+    }
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
+  i8(v: number): this {
+    const at = this.room(1);
+    this.buf.writeInt8(v, at);
+    return this;
+  }
+  bool(v: boolean): this {
+    const at = this.room(1);
+    this.buf[at] = v ? 1 : 0;
+    return this;
+  }
+  i16(v: number): this {
+    const at = this.room(2);
+    this.buf.writeInt16BE(v, at);
+    return this;
+  }
+  i32(v: number): this {
+    const at = this.room(4);
+    this.buf.writeInt32BE(v, at);
+    return this;
+  }
+  u32(v: number): this {
+    const at = this.room(4);
+    this.buf.writeUInt32BE(v >>> 0, at);
+    return this;
+  }
+  i64(v: number): this {
+    const at = this.room(8);
+    const hi = Math.floor(v / TWO_32);
+    this.buf.writeInt32BE(hi, at);
+    this.buf.writeUInt32BE(v - hi * TWO_32, at + 4);
+    return this;
+  }
+  uvarint(v: number): this {
+    while (v >= 0x80) {
+      const at = this.room(1);
+      this.buf[at] = (v % 128) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    const at = this.room(1);
+    this.buf[at] = v;
+    return this;
+  }
+  varint(v: number): this {
+    return this.uvarint(v >= 0 ? v * 2 : -v * 2 - 1);
+  }
+  nullableString(s: string | null): this {
+    if (s === null) return this.i16(-1);
+    const n = Buffer.byteLength(s);
+    this.i16(n);
+    const at = this.room(n);
+    this.buf.write(s, at, "utf8");
+    return this;
+  }
+  string(s: string): this {
+    return this.nullableString(s);
+  }
+  compactNullableString(s: string | null): this {
+    if (s === null) return this.uvarint(0);
+    const n = Buffer.byteLength(s);
+    this.uvarint(n + 1);
+    const at = this.room(n);
+    this.buf.write(s, at, "utf8");
+    return this;
+  }
+  str(s: string | null, flexible: boolean): this {
+    return flexible ? this.compactNullableString(s) : this.nullableString(s);
+  }
+  nullableBytes(b: Buffer | null): this {
+    if (b === null) return this.i32(-1);
+    this.i32(b.length);
+    return this.raw(b);
+  }
+  raw(b: Buffer): this {
+    const at = this.room(b.length);
+    b.copy(this.buf, at);
+    return this;
+  }
+  arrayLength(n: number, flexible = false): this {
+    return flexible ? this.uvarint(n + 1) : this.i32(n);
+  }
+  array<T>(items: readonly T[], write: (w: Writer, item: T) => void, flexible = false): this {
+    this.arrayLength(items.length, flexible);
+    for (const it of items) write(this, it);
+    return this;
+  }
+  /** An empty tagged-field section. */
+  tags(): this {
+    return this.uvarint(0);
+  }
+  /** Reserves four bytes for a length written later with `patchI32`. */
+  reserveI32(): number {
+    return this.room(4);
+  }
+  patchI32(at: number, v: number): void {
+    this.buf.writeInt32BE(v, at);
+  }
+  result(): Buffer {
+    return this.buf.subarray(0, this.pos);
+  }
+}

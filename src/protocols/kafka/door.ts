@@ -1,0 +1,117 @@
+/**
+ * The Kafka door: a listener speaking the Kafka protocol onto the same
+ * streams the NATS door serves. This node is the whole cluster as Kafka
+ * clients see it: broker, controller and group coordinator (node id 0).
+ */
+
+import { createServer, type Server, type Socket } from "node:net";
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { JetStream } from "../../streams/jetstream.js";
+import type { Logger } from "../../server/log.js";
+import { writeJsonDurably } from "../../streams/persist.js";
+import { KafkaConnection } from "./connection.js";
+import { ApiKey, type Handler } from "./api.js";
+import { handleApiVersions, handleMetadata } from "./metadata.js";
+import { handleCreateTopics, handleDeleteTopics, handleDescribeConfigs } from "./admin.js";
+import { handleProduce } from "./produce.js";
+import { handleFetch, handleListOffsets } from "./fetch.js";
+
+export interface KafkaOptions {
+  host: string;
+  port: number;
+  /** Host given to clients in Metadata; default: the address each client connected to. */
+  advertisedHost?: string;
+  /** Create a topic when a client asks for one that does not exist (Kafka's auto.create.topics.enable). */
+  autoCreateTopics: boolean;
+  /** Partitions of a topic created without a count (Kafka's num.partitions). */
+  defaultPartitions: number;
+  /** Largest request frame accepted (Kafka's socket.request.max.bytes). */
+  maxRequestBytes: number;
+}
+
+export const KAFKA_DEFAULTS = {
+  port: 9092,
+  autoCreateTopics: true,
+  defaultPartitions: 1,
+  maxRequestBytes: 100 * 1024 * 1024,
+};
+
+/** Upper bound on partitions per topic: each is a log with open files. */
+export const MAX_PARTITIONS = 1024;
+
+export class KafkaDoor {
+  readonly connections = new Set<KafkaConnection>();
+  readonly handlers = new Map<number, Handler>();
+  readonly nodeId = 0;
+  private server: Server | null = null;
+  port = 0;
+
+  private constructor(
+    readonly js: JetStream,
+    readonly options: KafkaOptions,
+    readonly log: Logger,
+    readonly clusterId: string,
+  ) {
+    const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
+      this.handlers.set(key, (ctx) => h(this, ctx));
+    };
+    on(ApiKey.ApiVersions, handleApiVersions);
+    on(ApiKey.Metadata, handleMetadata);
+    on(ApiKey.CreateTopics, handleCreateTopics);
+    on(ApiKey.DeleteTopics, handleDeleteTopics);
+    on(ApiKey.DescribeConfigs, handleDescribeConfigs);
+    on(ApiKey.Produce, handleProduce);
+    on(ApiKey.Fetch, handleFetch);
+    on(ApiKey.ListOffsets, handleListOffsets);
+  }
+
+  get maxRequestBytes(): number {
+    return this.options.maxRequestBytes;
+  }
+
+  static async start(js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
+    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir));
+    await door.listen();
+    return door;
+  }
+
+  private listen(): Promise<void> {
+    const server = createServer({ noDelay: true }, (socket: Socket) => {
+      this.connections.add(new KafkaConnection(this, socket));
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off("error", reject);
+        this.port = (server.address() as { port: number }).port;
+        resolve();
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server === null) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const c of [...this.connections]) c.close();
+    await closed;
+  }
+}
+
+/** Kafka clients expect a cluster id that stays the same across restarts: kept beside the streams. */
+async function clusterIdOf(storeDir: string): Promise<string> {
+  const file = join(storeDir, "kafka", "cluster.json");
+  try {
+    const { clusterId } = JSON.parse(await readFile(file, "utf8")) as { clusterId?: unknown };
+    if (typeof clusterId === "string" && clusterId !== "") return clusterId;
+  } catch {
+    // first start
+  }
+  const clusterId = randomBytes(16).toString("base64url");
+  await writeJsonDurably(file, { clusterId });
+  return clusterId;
+}

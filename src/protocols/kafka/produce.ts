@@ -1,0 +1,102 @@
+/**
+ * Produce v3–7: each partition's RecordBatch is checked whole (CRC, framing,
+ * codec, sizes, header text) before any of it is stored, then its records are
+ * appended in order and acknowledged once durable. acks 1 and -1 both wait
+ * for the fsync (there is no replica to wait for); acks 0 gets no response.
+ */
+
+import type { RequestContext } from "./api.js";
+import type { KafkaDoor } from "./door.js";
+import { BatchError, ErrorCode } from "./errors.js";
+import { decodeProduceBatch } from "./records.js";
+import { natsHeadersOf } from "./messages.js";
+import { defaultSubject, findTopic } from "./topics.js";
+import type { ApiError } from "../../streams/errors.js";
+import type { AppendInput } from "../../store/log.js";
+
+const EMPTY = Buffer.alloc(0);
+const SUBJECT_HEADER = "Nats-Subject";
+
+interface PartitionResult {
+  index: number;
+  error: number;
+  baseOffset: number;
+  logStartOffset: number;
+}
+
+export async function handleProduce(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const transactionalId = r.nullableString();
+  const acks = r.i16();
+  r.i32(); // timeout_ms: appends finish or fail on their own
+  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
+  const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : transactionalId !== null ? ErrorCode.INVALID_REQUEST : ErrorCode.NONE;
+  const results = await Promise.all(
+    topics.map(async (t) => ({
+      name: t.name,
+      partitions: await Promise.all(
+        t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : producePartition(door, t.name, p.index, p.records))),
+      ),
+    })),
+  );
+  if (acks === 0) return false;
+  w.array(results, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => {
+      w.i32(p.index).i16(p.error).i64(p.baseOffset);
+      w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
+      if (version >= 5) w.i64(p.logStartOffset);
+    });
+  });
+  w.i32(0); // throttle_time_ms
+  return true;
+}
+
+function failed(index: number, error: number): PartitionResult {
+  return { index, error, baseOffset: -1, logStartOffset: -1 };
+}
+
+async function producePartition(door: KafkaDoor, topic: string, index: number, set: Buffer | null): Promise<PartitionResult> {
+  const stream = findTopic(door.js, topic);
+  if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
+  if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
+  const inputs: AppendInput[] = [];
+  try {
+    const batch = await decodeProduceBatch(set, door.maxRequestBytes);
+    const fallback = defaultSubject(stream);
+    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
+    for (const rec of batch.records) {
+      let subject = fallback;
+      let headers = rec.headers;
+      const named = headers.find(([k]) => k === SUBJECT_HEADER);
+      if (named !== undefined) {
+        subject = named[1]?.toString("utf8") ?? "";
+        if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
+        headers = headers.filter(([k]) => k !== SUBJECT_HEADER);
+      }
+      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers), data: rec.value ?? EMPTY };
+      if ((input.headers?.length ?? 0) + input.data.length > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
+      inputs.push(input);
+    }
+  } catch (err) {
+    if (!(err instanceof BatchError)) throw err;
+    door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
+    return failed(index, err.code);
+  }
+  // Appended in one synchronous run, so the batch gets consecutive offsets.
+  const firstSeq = await new Promise<number | ApiError>((resolve) => {
+    let left = inputs.length;
+    let first = 0;
+    let failure: ApiError | null = null;
+    for (let i = 0; i < inputs.length; i++) {
+      stream.append(index, inputs[i], (err, seq) => {
+        if (err !== null) failure ??= err;
+        else if (i === 0) first = seq;
+        if (--left === 0) resolve(failure ?? first);
+      });
+    }
+  });
+  if (typeof firstSeq !== "number") {
+    return failed(index, firstSeq.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
+  }
+  return { index, error: ErrorCode.NONE, baseOffset: firstSeq - 1, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
+}

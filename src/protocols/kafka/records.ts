@@ -1,0 +1,169 @@
+/**
+ * RecordBatch v2 (magic 2), the only record format Produce v3+ and Fetch v4+
+ * carry. Decoding checks what the broker must check before storing a batch
+ * (see ../../../docs/KAFKA.md); encoding frames stored messages for Fetch.
+ *
+ * batch:  baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8
+ *         | crc u32 (CRC-32C from attributes to the end) | attributes i16
+ *         | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64
+ *         | producerId i64 | producerEpoch i16 | baseSequence i32 | count i32
+ *         | records (compressed as a whole when the codec bits say so)
+ * record: length varint | attributes i8 | timestampDelta varlong
+ *         | offsetDelta varint | key (varint length, -1 null) | value
+ *         | header count varint | (key string, value bytes) × count
+ */
+
+import { crc32c } from "../../store/crc32c.js";
+import { KafkaDecodeError, Reader, Writer } from "./codec.js";
+import { decompress } from "./compression.js";
+import { BatchError, ErrorCode } from "./errors.js";
+
+export const BATCH_OVERHEAD = 61;
+const CRC_FROM = 21;
+export const ATTR_CODEC_MASK = 0x07;
+export const ATTR_LOG_APPEND_TIME = 0x08;
+export const ATTR_TRANSACTIONAL = 0x10;
+export const ATTR_CONTROL = 0x20;
+
+export interface KafkaRecord {
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: Array<[string, Buffer | null]>;
+  timestamp: number;
+}
+
+export interface DecodedBatch {
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+  transactional: boolean;
+  records: KafkaRecord[];
+}
+
+/**
+ * Decodes the record set of one partition of a Produce request: exactly one
+ * v2 batch, as Kafka requires. `maxRecordsBytes` bounds what decompression
+ * may produce.
+ */
+export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): Promise<DecodedBatch> {
+  if (set.length < BATCH_OVERHEAD) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record set shorter than a batch header");
+  const r = new Reader(set);
+  r.i64(); // baseOffset: the broker assigns offsets
+  const batchLength = r.i32();
+  if (batchLength + 12 !== set.length) {
+    throw new BatchError(ErrorCode.INVALID_RECORD, batchLength + 12 < set.length ? "more than one batch for a partition" : "batch length passes the record set");
+  }
+  r.i32(); // partitionLeaderEpoch
+  const magic = r.i8();
+  if (magic !== 2) throw new BatchError(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, `record batch magic ${magic}; only v2 is accepted`);
+  const crc = r.u32();
+  if (crc32c(set, CRC_FROM) >>> 0 !== crc) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch");
+  const attributes = r.i16();
+  const lastOffsetDelta = r.i32();
+  const baseTimestamp = r.i64();
+  r.i64(); // maxTimestamp
+  const producerId = r.i64();
+  const producerEpoch = r.i16();
+  const baseSequence = r.i32();
+  const count = r.i32();
+  if (attributes & ATTR_CONTROL) throw new BatchError(ErrorCode.INVALID_RECORD, "clients may not send control batches");
+  const transactional = (attributes & ATTR_TRANSACTIONAL) !== 0;
+  if (transactional && producerId < 0) throw new BatchError(ErrorCode.INVALID_PRODUCER_ID_MAPPING, "transactional batch without a producer id");
+  if (count <= 0 || lastOffsetDelta !== count - 1) throw new BatchError(ErrorCode.INVALID_RECORD, "record count does not match the last offset delta");
+  const codec = attributes & ATTR_CODEC_MASK;
+  let body = set.subarray(r.pos);
+  if (codec !== 0) body = await decompress(codec, body, maxRecordsBytes);
+  if (count > body.length) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
+  const records: KafkaRecord[] = new Array(count);
+  const rr = new Reader(body);
+  let i = 0;
+  try {
+    for (; i < count; i++) records[i] = readRecord(rr, baseTimestamp, i);
+  } catch (err) {
+    if (err instanceof KafkaDecodeError) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record ${i}: ${err.message}`);
+    throw err;
+  }
+  if (rr.remaining !== 0) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "bytes after the last record");
+  return { producerId, producerEpoch, baseSequence, transactional, records };
+}
+
+function readRecord(r: Reader, baseTimestamp: number, index: number): KafkaRecord {
+  const length = r.varint();
+  const end = r.pos + length;
+  if (length < 0 || end > r.end) throw new KafkaDecodeError("record length passes the batch");
+  r.i8(); // attributes: unused
+  const timestamp = baseTimestamp + r.varlong();
+  const offsetDelta = r.varint();
+  if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
+  const keyLen = r.varint();
+  const key = keyLen < 0 ? null : Buffer.from(r.raw(keyLen));
+  const valueLen = r.varint();
+  const value = valueLen < 0 ? null : Buffer.from(r.raw(valueLen));
+  const n = r.varint();
+  if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
+  const headers: Array<[string, Buffer | null]> = [];
+  for (let i = 0; i < n; i++) {
+    const kl = r.varint();
+    if (kl < 0) throw new KafkaDecodeError("null header key");
+    const k = r.raw(kl).toString("utf8");
+    const vl = r.varint();
+    headers.push([k, vl < 0 ? null : Buffer.from(r.raw(vl))]);
+  }
+  if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
+  return { key, value, headers, timestamp };
+}
+
+export interface OutRecord {
+  offset: number;
+  timestamp: number;
+  key: Buffer | null;
+  value: Buffer;
+  headers: Array<[string, Buffer]>;
+}
+
+/**
+ * Frames records into one uncompressed batch. Offsets may have gaps (deleted
+ * messages); every record carries the batch's one timestamp, flagged as log
+ * append time, since that is what the log keeps.
+ */
+export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1): void {
+  const base = records[0].offset;
+  const last = records[records.length - 1].offset;
+  let maxTs = records[0].timestamp;
+  for (const rec of records) if (rec.timestamp > maxTs) maxTs = rec.timestamp;
+  const start = w.pos;
+  w.i64(base);
+  const lengthAt = w.reserveI32();
+  w.i32(0); // partitionLeaderEpoch
+  w.i8(2);
+  const crcAt = w.reserveI32();
+  const crcFrom = w.pos;
+  w.i16(attributes);
+  w.i32(last - base);
+  w.i64(records[0].timestamp);
+  w.i64(maxTs);
+  w.i64(producerId);
+  w.i16(producerEpoch);
+  w.i32(-1);
+  w.i32(records.length);
+  const scratch = new Writer(64);
+  for (const rec of records) {
+    scratch.pos = 0;
+    scratch.i8(0);
+    scratch.varint(rec.timestamp - records[0].timestamp);
+    scratch.varint(rec.offset - base);
+    if (rec.key === null) scratch.varint(-1);
+    else scratch.varint(rec.key.length).raw(rec.key);
+    scratch.varint(rec.value.length).raw(rec.value);
+    scratch.varint(rec.headers.length);
+    for (const [k, v] of rec.headers) {
+      const kb = Buffer.from(k);
+      scratch.varint(kb.length).raw(kb);
+      scratch.varint(v.length).raw(v);
+    }
+    w.varint(scratch.pos);
+    w.raw(scratch.buf.subarray(0, scratch.pos));
+  }
+  w.patchI32(lengthAt, w.pos - start - 12);
+  w.buf.writeUInt32BE(crc32c(w.buf, crcFrom, w.pos) >>> 0, crcAt);
+}

@@ -1,0 +1,56 @@
+/**
+ * How Kafka topics map onto nagare's streams (docs/KAFKA.md, "Topics and
+ * streams"):
+ *
+ * - A topic is a stream; its partitions are the stream's partitions, and a
+ *   Kafka offset is the partition's sequence minus one.
+ * - Stream names cannot hold dots, topic names can: the stream of topic
+ *   `a.b` is `a_b`, and the topic name is kept in the stream's metadata. As
+ *   in Kafka, two topics that differ only by `.` and `_` collide.
+ * - A topic created over Kafka captures the subject equal to its name.
+ *   Records produced over Kafka are stored under a subject the stream
+ *   captures: the record's `Nats-Subject` header if it has one, else the
+ *   stream's first literal subject, else its first subject with each
+ *   wildcard token replaced by `kafka`.
+ * - Every stream is visible as a topic, whoever created it.
+ */
+
+import type { JetStream } from "../../streams/jetstream.js";
+import type { Stream } from "../../streams/stream.js";
+import { isValidPublishSubject } from "../../subjects/subject.js";
+
+export const TOPIC_METADATA_KEY = "nagare.kafka.topic";
+const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
+
+/** Why `name` cannot be a topic, or null. Kafka's rules, plus dots that make a valid subject. */
+export function topicNameError(name: string): string | null {
+  if (!TOPIC_NAME.test(name)) return "topic names are 1 to 249 of the characters a-z A-Z 0-9 . _ -";
+  if (name === "." || name === "..") return "topic name cannot be '.' or '..'";
+  if (name.startsWith(".") || name.endsWith(".") || name.includes("..")) return "nagare topic names cannot start or end with '.' or hold '..' (they are subjects)";
+  return null;
+}
+
+export function streamNameOf(topic: string): string {
+  return topic.replace(/\./g, "_");
+}
+
+export function topicOf(stream: Stream): string {
+  return stream.config.metadata?.[TOPIC_METADATA_KEY] ?? stream.config.name;
+}
+
+/** The stream behind `topic`, or undefined. */
+export function findTopic(js: JetStream, topic: string): Stream | undefined {
+  const s = js.streams.get(streamNameOf(topic));
+  return s !== undefined && topicOf(s) === topic ? s : undefined;
+}
+
+/** The subject records produced over Kafka are stored under when they name none. */
+export function defaultSubject(stream: Stream): string {
+  const subjects = stream.config.subjects;
+  for (const s of subjects) if (isValidPublishSubject(s)) return s;
+  const first = subjects[0] ?? stream.config.name;
+  return first
+    .split(".")
+    .map((t) => (t === "*" || t === ">" ? "kafka" : t))
+    .join(".");
+}
