@@ -12,6 +12,7 @@ import {
   jetstreamManager,
   AckPolicy,
   DeliverPolicy,
+  ReplayPolicy,
   RetentionPolicy,
   type JetStreamManager,
   type JetStreamClient,
@@ -302,6 +303,28 @@ describe("JetStream consumers", () => {
       clearInterval(timer);
       sub.unsubscribe();
     }
+  });
+
+  test("replay original: deliveries keep the gaps the messages were stored with", async () => {
+    const name = `S${++n}`;
+    const subject = `s${n}.x`;
+    await jsm.streams.add({ name, subjects: [subject] });
+    await js.publish(subject, "a");
+    const gapStart = Date.now();
+    await waitUntil(() => Date.now() - gapStart >= 400, "a 400 ms gap between stored messages", 2000);
+    await js.publish(subject, "b");
+    const stored = [(await jsm.streams.getMessage(name, { seq: 1 }))!.time, (await jsm.streams.getMessage(name, { seq: 2 }))!.time];
+    const storedGap = stored[1].getTime() - stored[0].getTime();
+    assert.ok(storedGap >= 400, `stored ${storedGap} ms apart`);
+    await jsm.consumers.add(name, { durable_name: "R", ack_policy: AckPolicy.Explicit, replay_policy: ReplayPolicy.Original });
+    const arrivals: number[] = [];
+    for await (const m of await (await js.consumers.get(name, "R")).fetch({ max_messages: 2, expires: 5000 })) {
+      arrivals.push(Date.now());
+      m.ack();
+    }
+    assert.equal(arrivals.length, 2);
+    // A lower bound only: a loaded machine can stretch the gap, never shrink it.
+    assert.ok(arrivals[1] - arrivals[0] >= storedGap - 20, `delivered ${arrivals[1] - arrivals[0]} ms apart, stored ${storedGap} ms apart`);
   });
 
   test("ordered consumer reads the whole stream", async () => {
