@@ -1,0 +1,312 @@
+/**
+ * The Kafka door with real clients: KafkaJS (admin, producer) and kcat
+ * (librdkafka: metadata, produce, consume, offsets by time), over the same
+ * streams NATS clients use; and malformed requests on a raw socket.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { connect as tcpConnect, type Socket } from "node:net";
+import kafkajs from "kafkajs";
+
+const { CompressionTypes, ConfigResourceTypes } = kafkajs;
+import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntil } from "./helpers/clients.js";
+import { Reader, Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
+
+interface Line {
+  offset: number;
+  key: string;
+  value: string;
+  headers: string;
+  partition: number;
+}
+
+/** A kafkajs topic-creation error carrying the Kafka error `type`. */
+function kafkaError(type: string): (err: unknown) => boolean {
+  return (err) => {
+    const errors = (err as { errors?: Array<{ type?: string }> }).errors ?? [err as { type?: string }];
+    assert.deepEqual(errors.map((e) => e.type), [type]);
+    return true;
+  };
+}
+
+/** Consumes a whole topic with kcat, to the end of every partition. */
+async function consumeAll(broker: string, topic: string, extra: string[] = []): Promise<Line[]> {
+  const r = await kcat(["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p\t%o\t%k\t%s\t%h\n", ...extra]);
+  assert.equal(r.code, 0, `kcat -C failed: ${r.stderr}`);
+  return r.stdout
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => {
+      const [p, o, k, s, h] = l.split("\t");
+      return { partition: Number(p), offset: Number(o), key: k, value: s, headers: h };
+    });
+}
+
+describe("Kafka door", () => {
+  let h: KafkaHarness;
+  let jsm: JetStreamManager;
+
+  before(async () => {
+    h = await startKafka();
+    jsm = await jetstreamManager(h.nc);
+  });
+  after(async () => h.close());
+
+  test("kafkajs admin creates, lists, describes and deletes topics; kcat -L and JetStream see them", async () => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      assert.equal(await admin.createTopics({ topics: [{ topic: "orders.eu", numPartitions: 3, configEntries: [{ name: "retention.ms", value: "3600000" }] }] }), true);
+      assert.equal(await admin.createTopics({ topics: [{ topic: "orders.eu", numPartitions: 3 }] }), false, "a second create reports the topic exists");
+      assert.ok((await admin.listTopics()).includes("orders.eu"));
+      const meta = await admin.fetchTopicMetadata({ topics: ["orders.eu"] });
+      assert.deepEqual(meta.topics[0].partitions.map((p) => p.partitionId).sort(), [0, 1, 2]);
+
+      const configs = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: "orders.eu" }], includeSynonyms: false });
+      const entries = new Map(configs.resources[0].configEntries.map((e) => [e.configName, e.configValue]));
+      assert.equal(entries.get("retention.ms"), "3600000");
+      assert.equal(entries.get("cleanup.policy"), "delete");
+
+      const si = await jsm.streams.info("orders_eu");
+      assert.deepEqual(si.config.subjects, ["orders.eu"]);
+      assert.equal(si.config.max_age, 3600_000 * 1_000_000);
+
+      const l = await kcat(["-b", h.broker, "-L", "-t", "orders.eu"]);
+      assert.equal(l.code, 0, l.stderr);
+      assert.match(l.stdout, /topic "orders\.eu" with 3 partitions/);
+
+      await assert.rejects(admin.createTopics({ topics: [{ topic: "orders_eu" }] }), kafkaError("INVALID_TOPIC_EXCEPTION"), "names differing only by . and _ collide, as in Kafka");
+      await assert.rejects(admin.createTopics({ topics: [{ topic: "bad..name" }] }), kafkaError("INVALID_TOPIC_EXCEPTION"));
+      await assert.rejects(admin.createTopics({ topics: [{ topic: "r3", replicationFactor: 3 }] }), kafkaError("INVALID_REPLICATION_FACTOR"));
+      await assert.rejects(admin.createTopics({ topics: [{ topic: "cc", configEntries: [{ name: "cleanup.policy", value: "compact" }] }] }), kafkaError("INVALID_CONFIG"));
+
+      await admin.deleteTopics({ topics: ["orders.eu"] });
+      assert.ok(!(await admin.listTopics()).includes("orders.eu"));
+      assert.ok(!(await jsm.streams.names().next()).includes("orders_eu"));
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test("kafkajs produces with acks -1, 1 and 0 and with gzip; kcat reads every record with its key and headers", async () => {
+    const producer = h.kafka().producer();
+    await producer.connect();
+    try {
+      const topic = "produce.acks";
+      const [all] = await producer.send({ topic, acks: -1, messages: [{ key: "k0", value: "v0", headers: { h: "x" } }] });
+      assert.equal(all.errorCode, 0);
+      assert.equal(all.baseOffset, "0");
+      const [one] = await producer.send({ topic, acks: 1, messages: [{ key: "k1", value: "v1" }] });
+      assert.equal(one.baseOffset, "1");
+      await producer.send({ topic, acks: 0, messages: [{ key: "k2", value: "v2" }] });
+      const gz = Array.from({ length: 50 }, (_, i) => ({ key: `g${i}`, value: `gzip ${i} `.repeat(20), headers: { n: String(i) } }));
+      const [gzip] = await producer.send({ topic, acks: -1, compression: CompressionTypes.GZIP, messages: gz });
+      // acks=0 got no response; the gzip batch is stored after it, since one connection is handled in order.
+      assert.equal(gzip.baseOffset, "3");
+
+      const lines = await consumeAll(h.broker, topic);
+      assert.equal(lines.length, 53);
+      assert.deepEqual(lines.map((l) => l.offset), Array.from({ length: 53 }, (_, i) => i));
+      assert.deepEqual(lines.slice(0, 3).map((l) => [l.key, l.value]), [["k0", "v0"], ["k1", "v1"], ["k2", "v2"]]);
+      assert.equal(lines[0].headers, "h=x");
+      assert.equal(lines[3 + 17].key, "g17");
+      assert.equal(lines[3 + 17].value, "gzip 17 ".repeat(20));
+      assert.equal(lines[3 + 17].headers, "n=17");
+    } finally {
+      await producer.disconnect();
+    }
+  });
+
+  test("kcat -P and -C round trip keys and headers; -o s@<timestamp> starts at the first record at or after it", async () => {
+    const topic = "kcat.trip";
+    const first = await kcat(["-b", h.broker, "-P", "-t", topic, "-K", ":", "-H", "a=1", "-H", "b=two"], "k1:one\nk2:two\n");
+    assert.equal(first.code, 0, first.stderr);
+    const between = Date.now() + 1;
+    await waitUntil(() => Date.now() > between, "the clock to pass the boundary", 1000);
+    const second = await kcat(["-b", h.broker, "-P", "-t", topic, "-K", ":"], "k3:three\n");
+    assert.equal(second.code, 0, second.stderr);
+
+    const lines = await consumeAll(h.broker, topic);
+    assert.deepEqual(lines.map((l) => [l.offset, l.key, l.value]), [[0, "k1", "one"], [1, "k2", "two"], [2, "k3", "three"]]);
+    assert.equal(lines[0].headers, "a=1,b=two");
+
+    const r = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", `s@${between}`, "-e", "-q", "-f", "%o %s\n"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "2 three\n");
+  });
+
+  test("a keyed record reaches a JetStream consumer with its headers; a NATS publish is fetched over Kafka", async () => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "cross.proto" }] });
+    await admin.disconnect();
+    const producer = h.kafka().producer();
+    await producer.connect();
+    await producer.send({ topic: "cross.proto", messages: [{ key: "user-7", value: "from kafka", headers: { trace: "abc" } }] });
+    await producer.disconnect();
+
+    await jsm.consumers.add("cross_proto", { durable_name: "n", ack_policy: AckPolicy.Explicit });
+    const js = jetstream(h.nc);
+    const got = [];
+    for await (const m of await (await js.consumers.get("cross_proto", "n")).fetch({ max_messages: 1, expires: 2000 })) {
+      got.push({ subject: m.subject, data: m.string(), trace: m.headers?.get("trace") });
+      m.ack();
+    }
+    assert.deepEqual(got, [{ subject: "cross.proto", data: "from kafka", trace: "abc" }]);
+
+    const hdrs = natsHeaders();
+    hdrs.set("origin", "nats");
+    const ack = await js.publish("cross.proto", "from nats", { headers: hdrs });
+    assert.equal(ack.seq, 2);
+    const lines = await consumeAll(h.broker, "cross.proto");
+    assert.deepEqual(lines.map((l) => [l.offset, l.value, l.headers]), [[0, "from kafka", "trace=abc"], [1, "from nats", "origin=nats"]]);
+    assert.equal(lines[0].key, "user-7");
+  });
+
+  test("a stream created over NATS is a topic: fetched over Kafka, and produced into under its subjects", async () => {
+    await jsm.streams.add({ name: "NATSMADE", subjects: ["made.>"] });
+    const js = jetstream(h.nc);
+    await js.publish("made.one", "one");
+    const p = await kcat(["-b", h.broker, "-P", "-t", "NATSMADE", "-H", "Nats-Subject=made.two"], "two\n");
+    assert.equal(p.code, 0, p.stderr);
+    const q = await kcat(["-b", h.broker, "-P", "-t", "NATSMADE"], "three\n");
+    assert.equal(q.code, 0, q.stderr);
+    const lines = await consumeAll(h.broker, "NATSMADE");
+    assert.deepEqual(lines.map((l) => l.value), ["one", "two", "three"]);
+    assert.equal((await jsm.streams.getMessage("NATSMADE", { seq: 2 }))!.subject, "made.two");
+    assert.equal((await jsm.streams.getMessage("NATSMADE", { seq: 3 }))!.subject, "made.kafka", "no subject given: the first subject with wildcards filled");
+  });
+
+  test("records acknowledged with acks=-1 survive a restart, offsets unchanged", async () => {
+    const topic = "durable.records";
+    const producer = h.kafka().producer();
+    await producer.connect();
+    const sent = await Promise.all(Array.from({ length: 20 }, (_, b) => producer.send({ topic, acks: -1, messages: Array.from({ length: 10 }, (_, i) => ({ value: `m${b * 10 + i}` })) })));
+    await producer.disconnect();
+    assert.ok(sent.every(([r]) => r.errorCode === 0));
+    await h.restart();
+    const lines = await consumeAll(h.broker, topic);
+    assert.equal(lines.length, 200);
+    assert.deepEqual(lines.map((l) => l.offset), Array.from({ length: 200 }, (_, i) => i));
+    assert.deepEqual(new Set(lines.map((l) => l.value)), new Set(Array.from({ length: 200 }, (_, i) => `m${i}`)));
+  });
+
+  describe("bad input", () => {
+    function open(): Promise<Socket> {
+      return new Promise((resolve, reject) => {
+        const s = tcpConnect(h.srv.kafkaPort!, "127.0.0.1", () => resolve(s));
+        s.once("error", reject);
+      });
+    }
+    function closed(s: Socket): Promise<void> {
+      return new Promise((resolve) => (s.destroyed ? resolve() : s.once("close", () => resolve())));
+    }
+    /** One response frame's body (after the correlation id). */
+    function response(s: Socket): Promise<Reader> {
+      return new Promise((resolve, reject) => {
+        let buf = Buffer.alloc(0);
+        const onData = (d: Buffer): void => {
+          buf = Buffer.concat([buf, d]);
+          if (buf.length >= 4 && buf.length >= 4 + buf.readInt32BE(0)) {
+            s.off("data", onData);
+            const r = new Reader(buf, 4, 4 + buf.readInt32BE(0));
+            r.i32();
+            resolve(r);
+          }
+        };
+        s.on("data", onData);
+        s.once("close", () => reject(new Error("closed before a response")));
+      });
+    }
+    function frame(body: (w: Writer) => void, apiKey: number, version: number): Buffer {
+      const w = new Writer();
+      const at = w.reserveI32();
+      w.i16(apiKey).i16(version).i32(7).nullableString("raw");
+      body(w);
+      w.patchI32(at, w.pos - 4);
+      return Buffer.from(w.result());
+    }
+    function produceV3(topic: string, records: Buffer): Buffer {
+      return frame((w) => w.nullableString(null).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(records), 0, 3);
+    }
+    function batch(values: string[]): Buffer {
+      const w = new Writer();
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0);
+      return Buffer.from(w.result());
+    }
+    async function highWatermark(topic: string): Promise<number> {
+      const admin = h.kafka().admin();
+      await admin.connect();
+      try {
+        return Number((await admin.fetchTopicOffsets(topic))[0].high);
+      } finally {
+        await admin.disconnect();
+      }
+    }
+
+    test("a frame larger than the request limit, an unknown API and a lying length close the connection; the door keeps serving", async () => {
+      const big = await open();
+      const size = Buffer.alloc(4);
+      size.writeInt32BE(200 * 1024 * 1024);
+      big.write(size);
+      await closed(big);
+
+      const unknown = await open();
+      unknown.write(frame(() => {}, 999, 0));
+      await closed(unknown);
+
+      const lying = await open();
+      // Metadata v1 whose topic array claims a million entries in a few bytes.
+      lying.write(frame((w) => w.i32(1_000_000).string("x"), 3, 1));
+      await closed(lying);
+
+      const l = await kcat(["-b", h.broker, "-L"]);
+      assert.equal(l.code, 0, l.stderr);
+    });
+
+    test("a batch with a bad CRC gets CORRUPT_MESSAGE and stores nothing; an unsupported version of a known API closes", async () => {
+      const topic = "raw.crc";
+      const s = await open();
+      s.write(produceV3(topic, batch(["first"])));
+      const ok = await response(s);
+      assert.equal(ok.i32(), 1);
+      ok.string();
+      assert.equal(ok.i32(), 1);
+      ok.i32();
+      assert.equal(ok.i16(), 3, "the topic does not exist yet: produce does not create it");
+
+      const admin = h.kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] });
+      await admin.disconnect();
+
+      s.write(produceV3(topic, batch(["good"])));
+      const good = await response(s);
+      good.i32();
+      good.string();
+      good.i32();
+      good.i32();
+      assert.equal(good.i16(), 0);
+      assert.equal(good.i64(), 0);
+
+      const corrupt = batch(["this will be corrupted"]);
+      corrupt[corrupt.length - 3] ^= 0xff;
+      s.write(produceV3(topic, corrupt));
+      const bad = await response(s);
+      bad.i32();
+      bad.string();
+      bad.i32();
+      bad.i32();
+      assert.equal(bad.i16(), 2, "CORRUPT_MESSAGE");
+      assert.equal(await highWatermark(topic), 1, "nothing of the corrupt batch stored");
+
+      s.write(frame(() => {}, 0, 99));
+      await closed(s);
+    });
+  });
+});
