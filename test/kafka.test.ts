@@ -196,6 +196,87 @@ describe("Kafka door", () => {
     assert.deepEqual(new Set(lines.map((l) => l.value)), new Set(Array.from({ length: 200 }, (_, i) => `m${i}`)));
   });
 
+  test("a kafkajs group of three shares six partitions, rebalances when one leaves, and loses no partition or record", async () => {
+    const topic = "group.three";
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 6 }] });
+    await admin.disconnect();
+    const producer = h.kafka().producer();
+    await producer.connect();
+    const produce = (from: number): Promise<unknown> =>
+      producer.send({ topic, acks: -1, messages: Array.from({ length: 60 }, (_, i) => ({ partition: i % 6, value: `r${from + i}` })) });
+    await produce(0);
+
+    const seen = new Map<string, string>(); // value -> member
+    const assignments = new Map<string, number[]>(); // member -> partitions of its latest generation
+    const consumers = ["a", "b", "c"].map((name) => {
+      const c = h.kafka().consumer({ groupId: "three", sessionTimeout: 10_000, heartbeatInterval: 300, rebalanceTimeout: 10_000 });
+      c.on(c.events.GROUP_JOIN, (e) => assignments.set(name, (e.payload.memberAssignment[topic] ?? []).slice().sort()));
+      return { name, c };
+    });
+    for (const { name, c } of consumers) {
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      await c.run({ eachMessage: async ({ message }) => void seen.set(message.value!.toString(), name) });
+    }
+    const covered = (names: string[]): boolean => {
+      const parts = names.flatMap((n) => assignments.get(n) ?? []);
+      return parts.length === 6 && new Set(parts).size === 6;
+    };
+    await waitUntil(() => seen.size === 60 && covered(["a", "b", "c"]), "60 records and an assignment of all six partitions to three members", 30_000);
+    assert.ok(["a", "b", "c"].every((n) => (assignments.get(n) ?? []).length === 2), `two partitions each: ${JSON.stringify([...assignments])}`);
+
+    await consumers[2].c.disconnect(); // LeaveGroup
+    assignments.delete("c");
+    await waitUntil(() => covered(["a", "b"]) && (assignments.get("a") ?? []).length === 3, "the two left to take all six partitions", 30_000);
+    await produce(60);
+    await waitUntil(() => seen.size === 120, "all 120 records", 30_000);
+    assert.ok([...seen.entries()].filter(([v]) => Number(v.slice(1)) >= 60).every(([, m]) => m !== "c"), "records after the leave go to the members left");
+    for (const { c } of consumers.slice(0, 2)) await c.disconnect();
+    await producer.disconnect();
+
+    const offsets = await (async () => {
+      const a = h.kafka().admin();
+      await a.connect();
+      try {
+        return await a.fetchOffsets({ groupId: "three", topics: [topic] });
+      } finally {
+        await a.disconnect();
+      }
+    })();
+    assert.deepEqual(offsets[0].partitions.map((p) => [p.partition, p.offset]).sort(), [0, 1, 2, 3, 4, 5].map((p) => [p, "20"]), "every partition committed to its end");
+  });
+
+  test("two groups each read every record (pub-sub); kcat -G resumes from committed offsets across a restart", async () => {
+    const topic = "group.kcat";
+    const p = await kcat(["-b", h.broker, "-P", "-t", topic], Array.from({ length: 20 }, (_, i) => `m${i}`).join("\n") + "\n");
+    assert.equal(p.code, 0, p.stderr);
+    const group = (name: string): Promise<string[]> =>
+      // No -o: with -G it would override the committed offsets; a new group starts at the earliest record.
+      kcat(["-b", h.broker, "-G", name, topic, "-X", "auto.offset.reset=earliest", "-e", "-q", "-f", "%s\n"]).then((r) => {
+        assert.equal(r.code, 0, r.stderr);
+        return r.stdout.split("\n").filter((l) => l !== "");
+      });
+    const all = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    assert.deepEqual(await group("g1"), all);
+    assert.deepEqual(await group("g2"), all, "another group reads everything again");
+
+    await h.restart();
+    const more = await kcat(["-b", h.broker, "-P", "-t", topic], "m20\nm21\n");
+    assert.equal(more.code, 0, more.stderr);
+    assert.deepEqual(await group("g1"), ["m20", "m21"], "g1 resumes after its committed offset");
+
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      const groups = (await admin.listGroups()).groups.map((g) => g.groupId);
+      assert.ok(groups.includes("g1") && groups.includes("g2"));
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
   describe("bad input", () => {
     function open(): Promise<Socket> {
       return new Promise((resolve, reject) => {

@@ -332,6 +332,17 @@ function kafka(o: ServerOptions, e: Entry): void {
     k.numPartitions = nonNegativeInt(partitions, 1024);
     if (k.numPartitions === 0) fail(partitions, "must be at least 1");
   }
+  const delay = sub("group_initial_rebalance_delay");
+  if (delay) {
+    let ms: number;
+    try {
+      ms = parseDuration(delay.value);
+    } catch (err) {
+      fail(delay, (err as Error).message);
+    }
+    if (ms < 0) fail(delay, "must not be negative");
+    k.initialRebalanceDelayMs = Math.round(ms);
+  }
   const maxReq = sub("max_request_bytes");
   if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
   let enabled = true;

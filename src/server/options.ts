@@ -65,6 +65,8 @@ export interface KafkaListenerOptions {
   numPartitions?: number;
   /** Kafka's socket.request.max.bytes (default 100 MiB). */
   maxRequestBytes?: number;
+  /** Kafka's group.initial.rebalance.delay.ms (default 3000). */
+  initialRebalanceDelayMs?: number;
 }
 
 export interface ResolvedOptions {

@@ -93,6 +93,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
           autoCreateTopics: k.autoCreateTopics ?? KAFKA_DEFAULTS.autoCreateTopics,
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
+          initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
         },
         log,
       );

@@ -21,9 +21,10 @@ export interface KafkaHarness {
   close(): Promise<void>;
 }
 
-export async function startKafka(opts: { autoCreateTopics?: boolean; numPartitions?: number } = {}): Promise<KafkaHarness> {
+export async function startKafka(opts: { autoCreateTopics?: boolean; numPartitions?: number; initialRebalanceDelayMs?: number } = {}): Promise<KafkaHarness> {
   const storeDir = mkdtempSync(join(tmpdir(), "nagare-kafka-"));
-  const options = { port: 0, storeDir, kafka: { port: 0, ...opts } };
+  // A short initial rebalance delay: groups in tests form in well under Kafka's 3 s.
+  const options = { port: 0, storeDir, kafka: { port: 0, initialRebalanceDelayMs: 200, ...opts } };
   const h: KafkaHarness = {
     srv: await startServer(options),
     nc: undefined as unknown as NatsConnection,

@@ -17,6 +17,18 @@ import { handleApiVersions, handleMetadata } from "./metadata.js";
 import { handleCreateTopics, handleDeleteTopics, handleDescribeConfigs } from "./admin.js";
 import { handleProduce } from "./produce.js";
 import { handleFetch, handleListOffsets } from "./fetch.js";
+import { GroupCoordinator } from "./groups.js";
+import {
+  handleDescribeGroups,
+  handleFindCoordinator,
+  handleHeartbeat,
+  handleJoinGroup,
+  handleLeaveGroup,
+  handleListGroups,
+  handleOffsetCommit,
+  handleOffsetFetch,
+  handleSyncGroup,
+} from "./group-api.js";
 
 export interface KafkaOptions {
   host: string;
@@ -29,6 +41,8 @@ export interface KafkaOptions {
   defaultPartitions: number;
   /** Largest request frame accepted (Kafka's socket.request.max.bytes). */
   maxRequestBytes: number;
+  /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
+  initialRebalanceDelayMs: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -36,6 +50,7 @@ export const KAFKA_DEFAULTS = {
   autoCreateTopics: true,
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
+  initialRebalanceDelayMs: 3000,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */
@@ -53,6 +68,7 @@ export class KafkaDoor {
     readonly options: KafkaOptions,
     readonly log: Logger,
     readonly clusterId: string,
+    readonly groups: GroupCoordinator,
   ) {
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
@@ -65,6 +81,15 @@ export class KafkaDoor {
     on(ApiKey.Produce, handleProduce);
     on(ApiKey.Fetch, handleFetch);
     on(ApiKey.ListOffsets, handleListOffsets);
+    on(ApiKey.FindCoordinator, handleFindCoordinator);
+    on(ApiKey.JoinGroup, handleJoinGroup);
+    on(ApiKey.SyncGroup, handleSyncGroup);
+    on(ApiKey.Heartbeat, handleHeartbeat);
+    on(ApiKey.LeaveGroup, handleLeaveGroup);
+    on(ApiKey.OffsetCommit, handleOffsetCommit);
+    on(ApiKey.OffsetFetch, handleOffsetFetch);
+    on(ApiKey.ListGroups, handleListGroups);
+    on(ApiKey.DescribeGroups, handleDescribeGroups);
   }
 
   get maxRequestBytes(): number {
@@ -72,7 +97,9 @@ export class KafkaDoor {
   }
 
   static async start(js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
-    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir));
+    const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
+    await groups.load();
+    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir), groups);
     await door.listen();
     return door;
   }
@@ -98,6 +125,7 @@ export class KafkaDoor {
     if (server === null) return;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const c of [...this.connections]) c.close();
+    this.groups.close();
     await closed;
   }
 }

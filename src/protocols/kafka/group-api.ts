@@ -1,0 +1,199 @@
+/** The consumer-group APIs over groups.ts: coordinator lookup, membership, offsets, listings. */
+
+import type { RequestContext } from "./api.js";
+import type { KafkaDoor } from "./door.js";
+import { ErrorCode } from "./errors.js";
+import { offsetKey, type CommittedOffset } from "./groups.js";
+import { findTopic } from "./topics.js";
+
+const KEY_TYPE_GROUP = 0;
+
+export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: RequestContext): boolean {
+  r.string(); // key
+  const keyType = version >= 1 ? r.i8() : KEY_TYPE_GROUP;
+  if (version >= 1) w.i32(0); // throttle_time_ms
+  if (keyType !== KEY_TYPE_GROUP) {
+    // Transaction coordinators come with transactions.
+    w.i16(ErrorCode.COORDINATOR_NOT_AVAILABLE);
+    if (version >= 1) w.nullableString("transactions are not supported yet");
+    w.i32(-1).string("").i32(-1);
+    return true;
+  }
+  w.i16(ErrorCode.NONE);
+  if (version >= 1) w.nullableString(null);
+  w.i32(door.nodeId).string(door.options.advertisedHost ?? conn.localHost).i32(door.port);
+  return true;
+}
+
+export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+  const groupId = r.string();
+  const sessionTimeoutMs = r.i32();
+  const rebalanceTimeoutMs = version >= 1 ? r.i32() : sessionTimeoutMs;
+  const memberId = r.string();
+  const instanceId = version >= 5 ? r.nullableString() : null;
+  const protocolType = r.string();
+  const protocols = r.array((r): [string, Buffer] => [r.string(), Buffer.from(r.nullableBytes() ?? Buffer.alloc(0))]);
+  const group = groupId === "" ? null : door.groups.group(groupId, true);
+  const result =
+    group === null || protocols.length === 0
+      ? { error: groupId === "" || protocols.length === 0 ? ErrorCode.INVALID_GROUP_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE, generation: -1, protocol: "", leader: "", memberId, members: [] }
+      : await group.join(
+          { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
+          version,
+        );
+  if (version >= 2) w.i32(0); // throttle_time_ms
+  w.i16(result.error).i32(result.generation).string(result.protocol).string(result.leader).string(result.memberId);
+  w.array(result.members, (w, m) => {
+    w.string(m.memberId);
+    if (version >= 5) w.nullableString(m.instanceId);
+    w.nullableBytes(m.metadata);
+  });
+  return true;
+}
+
+export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const groupId = r.string();
+  const generation = r.i32();
+  const memberId = r.string();
+  if (version >= 3) r.nullableString(); // group_instance_id
+  const assignments = r.array((r): [string, Buffer] => [r.string(), Buffer.from(r.nullableBytes() ?? Buffer.alloc(0))]);
+  const group = door.groups.group(groupId, false);
+  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, generation, assignments);
+  if (version >= 1) w.i32(0);
+  w.i16(result.error).nullableBytes(result.assignment);
+  return true;
+}
+
+export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+  const groupId = r.string();
+  const generation = r.i32();
+  const memberId = r.string();
+  if (version >= 3) r.nullableString();
+  const group = door.groups.group(groupId, false);
+  if (version >= 1) w.i32(0);
+  w.i16(group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, generation));
+  return true;
+}
+
+export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+  const groupId = r.string();
+  const leaving: Array<{ memberId: string; instanceId: string | null }> =
+    version >= 3 ? r.array((r) => ({ memberId: r.string(), instanceId: r.nullableString() })) : [{ memberId: r.string(), instanceId: null }];
+  const group = door.groups.group(groupId, false);
+  const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId)));
+  if (version >= 1) w.i32(0);
+  if (version < 3) {
+    w.i16(errors[0]);
+    return true;
+  }
+  w.i16(ErrorCode.NONE);
+  w.arrayLength(leaving.length);
+  leaving.forEach((m, i) => w.string(m.memberId).nullableString(m.instanceId).i16(errors[i]));
+  return true;
+}
+
+export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const groupId = r.string();
+  const generation = version >= 1 ? r.i32() : -1;
+  const memberId = version >= 1 ? r.string() : "";
+  if (version >= 7) r.nullableString(); // group_instance_id
+  if (version >= 2 && version <= 4) r.i64(); // retention_time_ms: committed offsets are kept until the group or topic goes
+  const topics = r.array((r) => ({
+    name: r.string(),
+    partitions: r.array((r) => {
+      const index = r.i32();
+      const offset = r.i64();
+      if (version >= 6) r.i32(); // committed_leader_epoch
+      if (version === 1) r.i64(); // commit_timestamp
+      return { index, offset, metadata: r.nullableString() };
+    }),
+  }));
+  const group = groupId === "" ? null : door.groups.group(groupId, true);
+  const check = group === null ? ErrorCode.INVALID_GROUP_ID : group.commitCheck(memberId, generation);
+  const results = topics.map((t) => {
+    const stream = findTopic(door.js, t.name);
+    return {
+      name: t.name,
+      partitions: t.partitions.map((p) => ({
+        ...p,
+        error: check !== ErrorCode.NONE ? check : stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE,
+      })),
+    };
+  });
+  const entries: Array<[string, CommittedOffset]> = [];
+  for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
+  if (group !== null && entries.length > 0) {
+    if (group.offsets.size + entries.length > 100_000) {
+      for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
+    } else await group.commit(entries);
+  }
+  if (version >= 3) w.i32(0);
+  w.array(results, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
+  });
+  return true;
+}
+
+export function handleOffsetFetch(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+  const groupId = r.string();
+  const n = r.arrayLength();
+  let topics: Array<{ name: string; partitions: number[] }> | null = null;
+  if (n >= 0) {
+    topics = [];
+    for (let i = 0; i < n; i++) topics.push({ name: r.string(), partitions: r.array((r) => r.i32()) });
+  }
+  const group = door.groups.group(groupId, false);
+  if (topics === null) {
+    // Every committed offset of the group (v2+).
+    const byTopic = new Map<string, number[]>();
+    for (const k of group?.offsets.keys() ?? []) {
+      const at = k.lastIndexOf("/");
+      const list = byTopic.get(k.slice(0, at)) ?? [];
+      list.push(Number(k.slice(at + 1)));
+      byTopic.set(k.slice(0, at), list);
+    }
+    topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
+  }
+  if (version >= 3) w.i32(0);
+  w.array(topics, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => {
+      const c = group?.offsets.get(offsetKey(t.name, p));
+      w.i32(p).i64(c?.offset ?? -1);
+      if (version >= 5) w.i32(-1); // committed_leader_epoch
+      w.nullableString(c?.metadata ?? "").i16(ErrorCode.NONE);
+    });
+  });
+  if (version >= 2) w.i16(ErrorCode.NONE);
+  return true;
+}
+
+export function handleListGroups(door: KafkaDoor, { version, w }: RequestContext): boolean {
+  if (version >= 1) w.i32(0);
+  w.i16(ErrorCode.NONE);
+  const groups = [...door.groups.groups.values()];
+  w.array(groups, (w, g) => w.string(g.id).string(g.protocolType));
+  return true;
+}
+
+export function handleDescribeGroups(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+  const ids = r.array((r) => r.string());
+  if (version >= 3) r.bool(); // include_authorized_operations
+  if (version >= 1) w.i32(0);
+  w.array(ids, (w, id) => {
+    const g = door.groups.group(id, false);
+    const state = g === null ? "Dead" : g.state;
+    w.i16(ErrorCode.NONE).string(id).string(state).string(g?.protocolType ?? "").string(g?.protocol ?? "");
+    const members = g === null ? [] : [...g.members.values()];
+    w.array(members, (w, m) => {
+      w.string(m.id);
+      if (version >= 4) w.nullableString(m.instanceId);
+      w.string(m.clientId).string(m.host);
+      w.nullableBytes(m.protocols.find(([n]) => n === g!.protocol)?.[1] ?? Buffer.alloc(0));
+      w.nullableBytes(m.assignment);
+    });
+    if (version >= 3) w.i32(-2147483648); // authorized_operations: not computed
+  });
+  return true;
+}

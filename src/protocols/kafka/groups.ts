@@ -1,0 +1,384 @@
+/**
+ * Kafka consumer groups, classic protocol: this node is the coordinator of
+ * every group. A group moves Empty → PreparingRebalance (members (re)join)
+ * → CompletingRebalance (the leader computes assignments, members sync) →
+ * Stable; a join, leave or session expiry starts the next rebalance.
+ * Members learn of it from Heartbeat's REBALANCE_IN_PROGRESS and rejoin.
+ *
+ * Committed offsets are written durably (one JSON file per group) before a
+ * commit is acknowledged; membership is not persisted, as in Kafka members
+ * rejoin after a coordinator restart.
+ */
+
+import { randomUUID } from "node:crypto";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { readJson, writeJsonDurably, removeDir } from "../../streams/persist.js";
+import { ErrorCode } from "./errors.js";
+
+export type GroupState = "Empty" | "PreparingRebalance" | "CompletingRebalance" | "Stable" | "Dead";
+
+export interface JoinResult {
+  error: number;
+  generation: number;
+  protocol: string;
+  leader: string;
+  memberId: string;
+  members: Array<{ memberId: string; instanceId: string | null; metadata: Buffer }>;
+}
+
+export interface Member {
+  id: string;
+  instanceId: string | null;
+  clientId: string;
+  host: string;
+  sessionTimeoutMs: number;
+  rebalanceTimeoutMs: number;
+  protocolType: string;
+  protocols: Array<[string, Buffer]>;
+  assignment: Buffer;
+  /** Set while the member waits for the rebalance to complete its JoinGroup. */
+  joining: ((r: JoinResult) => void) | null;
+  /** Set while the member waits for the leader's assignment. */
+  syncing: ((r: { error: number; assignment: Buffer }) => void) | null;
+  sessionTimer: NodeJS.Timeout | null;
+}
+
+export interface CommittedOffset {
+  offset: number;
+  metadata: string | null;
+}
+
+const EMPTY = Buffer.alloc(0);
+/** Limits on what the network can grow here. */
+export const MAX_MEMBERS_PER_GROUP = 1000;
+export const MAX_GROUPS = 10_000;
+const MIN_SESSION_MS = 1000;
+const MAX_SESSION_MS = 30 * 60_000;
+/** Most partitions whose offsets one group may hold. */
+export const MAX_OFFSETS_PER_GROUP = 100_000;
+
+export class Group {
+  state: GroupState = "Empty";
+  generation = 0;
+  protocolType = "";
+  protocol = "";
+  leader = "";
+  readonly members = new Map<string, Member>();
+  /** Member ids handed out by a KIP-394 MEMBER_ID_REQUIRED answer, not yet joined; with their expiry. */
+  readonly pending = new Map<string, NodeJS.Timeout>();
+  readonly offsets = new Map<string, CommittedOffset>();
+  private rebalanceTimer: NodeJS.Timeout | null = null;
+  /** A new group's join phase does not end before this time (the initial rebalance delay). */
+  private holdUntil = 0;
+  /** Commits waiting to be written, and whether a write is running. */
+  private saving: Promise<void> | null = null;
+  private saveAgain = false;
+
+  constructor(
+    readonly id: string,
+    private readonly coordinator: GroupCoordinator,
+  ) {}
+
+  // ---- membership ----
+
+  join(m: Omit<Member, "joining" | "syncing" | "sessionTimer" | "assignment">, version: number): Promise<JoinResult> {
+    const fail = (error: number, memberId = m.id): JoinResult => ({ error, generation: -1, protocol: "", leader: "", memberId, members: [] });
+    if (m.sessionTimeoutMs < MIN_SESSION_MS || m.sessionTimeoutMs > MAX_SESSION_MS) return Promise.resolve(fail(ErrorCode.INVALID_SESSION_TIMEOUT));
+    if (this.members.size > 0 && (m.protocolType !== this.protocolType || !this.sharesProtocol(m.protocols))) {
+      return Promise.resolve(fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL));
+    }
+    let id = m.id;
+    if (id === "") {
+      id = `${m.clientId || "member"}-${randomUUID()}`;
+      if (version >= 4) {
+        // KIP-394: the client must come back with this id; until then it holds no place in the group.
+        if (this.pending.size + this.members.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, ""));
+        this.pending.set(
+          id,
+          setTimeout(() => this.pending.delete(id), m.sessionTimeoutMs).unref(),
+        );
+        return Promise.resolve(fail(ErrorCode.MEMBER_ID_REQUIRED, id));
+      }
+    } else if (!this.members.has(id) && !this.pending.has(id)) {
+      return Promise.resolve(fail(ErrorCode.UNKNOWN_MEMBER_ID));
+    }
+    const pendingTimer = this.pending.get(id);
+    if (pendingTimer !== undefined) {
+      clearTimeout(pendingTimer);
+      this.pending.delete(id);
+    }
+    let member = this.members.get(id);
+    if (member === undefined) {
+      if (this.members.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, id));
+      member = { ...m, id, assignment: EMPTY, joining: null, syncing: null, sessionTimer: null };
+      this.members.set(id, member);
+      if (this.members.size === 1) this.protocolType = m.protocolType;
+    } else {
+      member.protocols = m.protocols;
+      member.sessionTimeoutMs = m.sessionTimeoutMs;
+      member.rebalanceTimeoutMs = m.rebalanceTimeoutMs;
+      // A rejoin replaces any join still waiting from the same member.
+      member.joining?.(fail(ErrorCode.UNKNOWN_MEMBER_ID));
+    }
+    this.clearSession(member);
+    const joined = new Promise<JoinResult>((resolve) => (member!.joining = resolve));
+    if (this.state !== "PreparingRebalance") this.prepareRebalance();
+    else this.maybeCompleteJoin();
+    return joined;
+  }
+
+  private sharesProtocol(protocols: Array<[string, Buffer]>): boolean {
+    const names = new Set(protocols.map(([n]) => n));
+    for (const name of this.candidateProtocols()) if (names.has(name)) return true;
+    return false;
+  }
+
+  /** Protocols every current member supports, in the first member's order of preference. */
+  private candidateProtocols(): string[] {
+    const all = [...this.members.values()];
+    if (all.length === 0) return [];
+    return all[0].protocols.map(([n]) => n).filter((n) => all.every((mm) => mm.protocols.some(([x]) => x === n)));
+  }
+
+  private prepareRebalance(): void {
+    const wasEmpty = this.state === "Empty";
+    this.state = "PreparingRebalance";
+    // Anyone waiting for an assignment of the old generation must rejoin.
+    for (const m of this.members.values()) {
+      if (m.syncing) {
+        m.syncing({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
+        m.syncing = null;
+      }
+    }
+    let timeout = 0;
+    for (const m of this.members.values()) timeout = Math.max(timeout, m.rebalanceTimeoutMs);
+    if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
+    // A new group waits a moment for more members to arrive (KIP-134) before it settles;
+    // otherwise the rebalance ends when every member has rejoined, or at the timeout without the laggards.
+    const delay = wasEmpty ? Math.min(this.coordinator.initialRebalanceDelayMs, timeout) : timeout;
+    this.holdUntil = wasEmpty ? Date.now() + delay : 0;
+    this.rebalanceTimer = setTimeout(() => this.completeJoin(), delay);
+    this.rebalanceTimer.unref();
+    this.maybeCompleteJoin();
+  }
+
+  private maybeCompleteJoin(): void {
+    if (this.state !== "PreparingRebalance" || Date.now() < this.holdUntil) return;
+    for (const m of this.members.values()) if (m.joining === null) return;
+    this.completeJoin();
+  }
+
+  private completeJoin(): void {
+    if (this.state !== "PreparingRebalance") return;
+    if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
+    this.rebalanceTimer = null;
+    // Members that did not rejoin in time are out.
+    for (const m of [...this.members.values()]) if (m.joining === null) this.remove(m, false);
+    if (this.members.size === 0) {
+      this.state = "Empty";
+      this.generation++;
+      this.protocol = "";
+      this.leader = "";
+      return;
+    }
+    this.generation++;
+    this.protocol = this.candidateProtocols()[0] ?? "";
+    if (!this.members.has(this.leader)) this.leader = this.members.keys().next().value!;
+    this.state = "CompletingRebalance";
+    const roster = [...this.members.values()].map((m) => ({
+      memberId: m.id,
+      instanceId: m.instanceId,
+      metadata: m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY,
+    }));
+    for (const m of this.members.values()) {
+      const resolve = m.joining!;
+      m.joining = null;
+      m.assignment = EMPTY;
+      this.armSession(m);
+      resolve({ error: ErrorCode.NONE, generation: this.generation, protocol: this.protocol, leader: this.leader, memberId: m.id, members: m.id === this.leader ? roster : [] });
+    }
+  }
+
+  sync(memberId: string, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
+    const m = this.members.get(memberId);
+    if (m === undefined) return Promise.resolve({ error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
+    if (generation !== this.generation) return Promise.resolve({ error: ErrorCode.ILLEGAL_GENERATION, assignment: EMPTY });
+    this.touch(m);
+    if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
+    if (this.state === "Stable") return Promise.resolve({ error: ErrorCode.NONE, assignment: m.assignment });
+    const waiting = new Promise<{ error: number; assignment: Buffer }>((resolve) => (m.syncing = resolve));
+    if (memberId === this.leader) {
+      for (const [id, a] of assignments) {
+        const target = this.members.get(id);
+        if (target) target.assignment = a;
+      }
+      this.state = "Stable";
+      for (const mm of this.members.values()) {
+        if (mm.syncing) {
+          mm.syncing({ error: ErrorCode.NONE, assignment: mm.assignment });
+          mm.syncing = null;
+        }
+      }
+    }
+    return waiting;
+  }
+
+  heartbeat(memberId: string, generation: number): number {
+    const m = this.members.get(memberId);
+    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
+    this.touch(m);
+    if (this.state === "PreparingRebalance" || this.state === "CompletingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
+    if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
+    return ErrorCode.NONE;
+  }
+
+  leave(memberId: string): number {
+    const m = this.members.get(memberId);
+    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
+    this.remove(m, true);
+    return ErrorCode.NONE;
+  }
+
+  private remove(m: Member, rebalance: boolean): void {
+    this.clearSession(m);
+    this.members.delete(m.id);
+    m.joining?.({ error: ErrorCode.UNKNOWN_MEMBER_ID, generation: -1, protocol: "", leader: "", memberId: m.id, members: [] });
+    m.syncing?.({ error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
+    m.joining = null;
+    m.syncing = null;
+    if (!rebalance) return;
+    if (this.members.size === 0) {
+      if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
+      this.rebalanceTimer = null;
+      this.state = "Empty";
+      this.generation++;
+      this.protocol = "";
+      this.leader = "";
+    } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
+    else this.prepareRebalance();
+  }
+
+  private touch(m: Member): void {
+    if (m.joining === null) this.armSession(m);
+  }
+
+  private armSession(m: Member): void {
+    this.clearSession(m);
+    m.sessionTimer = setTimeout(() => {
+      m.sessionTimer = null;
+      if (this.members.get(m.id) === m && m.joining === null) {
+        this.coordinator.log(`group ${this.id}: member ${m.id} session expired`);
+        this.remove(m, true);
+      }
+    }, m.sessionTimeoutMs);
+    m.sessionTimer.unref();
+  }
+
+  private clearSession(m: Member): void {
+    if (m.sessionTimer !== null) clearTimeout(m.sessionTimer);
+    m.sessionTimer = null;
+  }
+
+  // ---- offsets ----
+
+  /** Whether a commit from this member and generation is accepted; a Kafka error code. */
+  commitCheck(memberId: string, generation: number): number {
+    if (generation < 0 && memberId === "") return this.members.size === 0 ? ErrorCode.NONE : ErrorCode.ILLEGAL_GENERATION;
+    const m = this.members.get(memberId);
+    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
+    if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
+    if (this.state === "PreparingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
+    this.touch(m);
+    return ErrorCode.NONE;
+  }
+
+  /** Records offsets and resolves once they are on disk. */
+  commit(entries: Array<[string, CommittedOffset]>): Promise<void> {
+    for (const [k, v] of entries) this.offsets.set(k, v);
+    return this.save();
+  }
+
+  private save(): Promise<void> {
+    if (this.saving !== null) {
+      this.saveAgain = true;
+      return this.saving.then(() => this.save());
+    }
+    this.saveAgain = false;
+    this.saving = this.coordinator.persist(this).finally(() => (this.saving = null));
+    return this.saving;
+  }
+
+  stop(): void {
+    if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
+    for (const t of this.pending.values()) clearTimeout(t);
+    for (const m of this.members.values()) this.clearSession(m);
+  }
+}
+
+export class GroupCoordinator {
+  readonly groups = new Map<string, Group>();
+
+  constructor(
+    private readonly dir: string,
+    readonly initialRebalanceDelayMs: number,
+    readonly log: (line: string) => void,
+  ) {}
+
+  async load(): Promise<void> {
+    let files: string[];
+    try {
+      files = await readdir(this.dir);
+    } catch {
+      return;
+    }
+    for (const f of files) {
+      if (!f.endsWith(".json")) continue;
+      const saved = (await readJson(join(this.dir, f))) as { group?: string; offsets?: Record<string, CommittedOffset> } | undefined;
+      if (saved?.group === undefined || saved.offsets === undefined) continue;
+      const g = new Group(saved.group, this);
+      for (const [k, v] of Object.entries(saved.offsets)) g.offsets.set(k, v);
+      this.groups.set(g.id, g);
+    }
+  }
+
+  /** The group, created if `create` (null when absent, or when too many groups exist). */
+  group(id: string, create: boolean): Group | null {
+    let g = this.groups.get(id);
+    if (g === undefined && create && this.groups.size < MAX_GROUPS) {
+      g = new Group(id, this);
+      this.groups.set(id, g);
+    }
+    return g ?? null;
+  }
+
+  persist(g: Group): Promise<void> {
+    return writeJsonDurably(this.fileOf(g.id), { group: g.id, offsets: Object.fromEntries(g.offsets) });
+  }
+
+  private fileOf(id: string): string {
+    return join(this.dir, `${encodeURIComponent(id)}.json`);
+  }
+
+  /** Forgets offsets of a deleted topic's partitions in every group. */
+  async forgetTopic(topic: string): Promise<void> {
+    for (const g of this.groups.values()) {
+      const gone = [...g.offsets.keys()].filter((k) => k.slice(0, k.lastIndexOf("/")) === topic);
+      if (gone.length === 0) continue;
+      for (const k of gone) g.offsets.delete(k);
+      await this.persist(g);
+    }
+  }
+
+  close(): void {
+    for (const g of this.groups.values()) g.stop();
+  }
+
+  async removeAll(): Promise<void> {
+    await removeDir(this.dir);
+  }
+}
+
+export function offsetKey(topic: string, partition: number): string {
+  return `${topic}/${partition}`;
+}
