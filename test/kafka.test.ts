@@ -140,6 +140,18 @@ describe("Kafka door", () => {
     assert.equal(r.stdout, "2 three\n");
   });
 
+  test("kcat -z gzip, snappy, lz4 and zstd: every codec librdkafka sends is stored and read back", async () => {
+    const lines = Array.from({ length: 200 }, (_, i) => `record ${i} ${"compressible ".repeat(1 + (i % 30))}`);
+    for (const codec of ["gzip", "snappy", "lz4", "zstd"]) {
+      const topic = `codec.${codec}`;
+      // Large batches, so librdkafka does compress (it sends a set uncompressed when that is smaller).
+      const p = await kcat(["-b", h.broker, "-P", "-t", topic, "-z", codec, "-X", "linger.ms=50"], lines.join("\n") + "\n");
+      assert.equal(p.code, 0, `${codec}: ${p.stderr}`);
+      const got = await consumeAll(h.broker, topic);
+      assert.deepEqual(got.map((l) => l.value), lines, codec);
+    }
+  });
+
   test("a keyed record reaches a JetStream consumer with its headers; a NATS publish is fetched over Kafka", async () => {
     const admin = h.kafka().admin();
     await admin.connect();
@@ -385,6 +397,21 @@ describe("Kafka door", () => {
       bad.i32();
       assert.equal(bad.i16(), 2, "CORRUPT_MESSAGE");
       assert.equal(await highWatermark(topic), 1, "nothing of the corrupt batch stored");
+
+      // Record sets flagged with each codec but holding garbage: CORRUPT_MESSAGE, nothing stored.
+      for (const codec of [1, 2, 3, 4]) {
+        const w = new Writer();
+        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("not compressed at all"), headers: [] }], codec);
+        const set = Buffer.from(w.result());
+        s.write(produceV3(topic, set));
+        const res = await response(s);
+        res.i32();
+        res.string();
+        res.i32();
+        res.i32();
+        assert.equal(res.i16(), 2, `codec ${codec}: CORRUPT_MESSAGE`);
+      }
+      assert.equal(await highWatermark(topic), 1, "nothing of the undecodable batches stored");
 
       s.write(frame(() => {}, 0, 99));
       await closed(s);
