@@ -140,6 +140,24 @@ describe("Kafka door", () => {
     assert.equal(r.stdout, "2 three\n");
   });
 
+  test("kafkajs idempotent producer and kcat with enable.idempotence store every record once, in order", async () => {
+    const topic = "idem.clients";
+    const producer = h.kafka().producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    for (let b = 0; b < 5; b++) {
+      const [r] = await producer.send({ topic, acks: -1, messages: Array.from({ length: 10 }, (_, i) => ({ value: `j${b * 10 + i}` })) });
+      assert.equal(r.baseOffset, String(b * 10));
+    }
+    await producer.disconnect();
+    const k = await kcat(["-b", h.broker, "-P", "-t", topic, "-X", "enable.idempotence=true"], Array.from({ length: 50 }, (_, i) => `k${i}`).join("\n") + "\n");
+    assert.equal(k.code, 0, k.stderr);
+    const lines = await consumeAll(h.broker, topic);
+    assert.deepEqual(
+      lines.map((l) => l.value),
+      [...Array.from({ length: 50 }, (_, i) => `j${i}`), ...Array.from({ length: 50 }, (_, i) => `k${i}`)],
+    );
+  });
+
   test("kcat -z gzip, snappy, lz4 and zstd: every codec librdkafka sends is stored and read back", async () => {
     const lines = Array.from({ length: 200 }, (_, i) => `record ${i} ${"compressible ".repeat(1 + (i % 30))}`);
     for (const codec of ["gzip", "snappy", "lz4", "zstd"]) {
@@ -341,6 +359,41 @@ describe("Kafka door", () => {
         await admin.disconnect();
       }
     }
+
+    test("idempotent producer: a retried batch gets its original offset and is stored once; gaps and unknown producers are refused", async () => {
+      const topic = "raw.idempotent";
+      const admin = h.kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] });
+      await admin.disconnect();
+      const s = await open();
+      s.write(frame((w) => w.nullableString(null).i32(60_000), 22, 1)); // InitProducerId v1
+      const init = await response(s);
+      init.i32();
+      assert.equal(init.i16(), 0);
+      const pid = init.i64();
+      assert.equal(init.i16(), 0, "epoch 0");
+      const send = async (seq: number, values: string[], producerId = pid): Promise<[number, number]> => {
+        const w = new Writer();
+        encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, producerId, 0, seq);
+        s.write(produceV3(topic, Buffer.from(w.result())));
+        const res = await response(s);
+        res.i32();
+        res.string();
+        res.i32();
+        res.i32();
+        return [res.i16(), res.i64()];
+      };
+      assert.deepEqual(await send(0, ["a", "b"]), [0, 0]);
+      assert.deepEqual(await send(2, ["c"]), [0, 2]);
+      assert.deepEqual(await send(0, ["a", "b"]), [0, 0], "a retry of the first batch: its original offset");
+      assert.deepEqual(await send(2, ["c"]), [0, 2], "a retry of the second");
+      assert.equal(await highWatermark(topic), 3, "each batch stored once");
+      assert.deepEqual(await send(5, ["gap"]), [45, -1], "OUT_OF_ORDER_SEQUENCE_NUMBER");
+      assert.deepEqual(await send(7, ["x"], pid + 1_000_000), [59, -1], "UNKNOWN_PRODUCER_ID");
+      assert.deepEqual(await send(3, ["d"]), [0, 3]);
+      s.destroy();
+    });
 
     test("a frame larger than the request limit, an unknown API and a lying length close the connection; the door keeps serving", async () => {
       const big = await open();

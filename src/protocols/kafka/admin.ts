@@ -133,6 +133,7 @@ export async function handleDeleteTopics(door: KafkaDoor, { version, r, w }: Req
     }
     await door.js.deleteStream(stream.config.name);
     await door.groups.forgetTopic(name);
+    door.producers.forgetTopic(name);
     door.log.info(`kafka: deleted topic ${name}`);
     results.push([name, ErrorCode.NONE]);
   }

@@ -24,6 +24,7 @@ export const ApiKey = {
   ApiVersions: 18,
   CreateTopics: 19,
   DeleteTopics: 20,
+  InitProducerId: 22,
   DescribeConfigs: 32,
 } as const;
 
@@ -47,6 +48,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.CreateTopics, [0, 4]],
   [ApiKey.DeleteTopics, [0, 3]],
   [ApiKey.DescribeConfigs, [0, 2]],
+  [ApiKey.InitProducerId, [0, 1]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */
@@ -68,6 +70,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.CreateTopics, 5],
   [ApiKey.DeleteTopics, 4],
   [ApiKey.DescribeConfigs, 4],
+  [ApiKey.InitProducerId, 2],
 ]);
 
 export function isFlexible(apiKey: number, version: number): boolean {

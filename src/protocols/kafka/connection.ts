@@ -29,6 +29,8 @@ export class KafkaConnection {
   private paused = false;
   closed = false;
   clientId: string | null = null;
+  /** Resolves when the previous produce request of this connection has issued its appends. */
+  private produceTail: Promise<void> = Promise.resolve();
   readonly remote: string;
 
   constructor(
@@ -40,6 +42,17 @@ export class KafkaConnection {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
+  }
+
+  /**
+   * A place in this connection's produce order: `ready` resolves once every
+   * earlier produce request has issued its appends; call `done` after issuing.
+   */
+  takeProduceTurn(): { ready: Promise<void>; done: () => void } {
+    const ready = this.produceTail;
+    let done!: () => void;
+    this.produceTail = new Promise<void>((resolve) => (done = resolve));
+    return { ready, done };
   }
 
   /** The address the client reached us on: what Metadata advertises when no host is configured. */

@@ -18,6 +18,8 @@ import { handleCreateTopics, handleDeleteTopics, handleDescribeConfigs } from ".
 import { handleProduce } from "./produce.js";
 import { handleFetch, handleListOffsets } from "./fetch.js";
 import { GroupCoordinator } from "./groups.js";
+import { ProducerStates } from "./producers.js";
+import { handleInitProducerId } from "./produce.js";
 import {
   handleDescribeGroups,
   handleFindCoordinator,
@@ -60,6 +62,7 @@ export class KafkaDoor {
   readonly connections = new Set<KafkaConnection>();
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
+  readonly producers = new ProducerStates();
   private server: Server | null = null;
   port = 0;
 
@@ -90,6 +93,7 @@ export class KafkaDoor {
     on(ApiKey.OffsetFetch, handleOffsetFetch);
     on(ApiKey.ListGroups, handleListGroups);
     on(ApiKey.DescribeGroups, handleDescribeGroups);
+    on(ApiKey.InitProducerId, handleInitProducerId);
   }
 
   get maxRequestBytes(): number {

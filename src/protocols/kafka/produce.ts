@@ -8,11 +8,12 @@
 import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { BatchError, ErrorCode } from "./errors.js";
-import { decodeProduceBatch } from "./records.js";
+import { decodeProduceBatch, type DecodedBatch } from "./records.js";
 import { natsHeadersOf } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
 import type { AppendInput } from "../../store/log.js";
+import type { Stream } from "../../streams/stream.js";
 
 const EMPTY = Buffer.alloc(0);
 const SUBJECT_HEADER = "Nats-Subject";
@@ -24,20 +25,27 @@ interface PartitionResult {
   logStartOffset: number;
 }
 
-export async function handleProduce(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const transactionalId = r.nullableString();
   const acks = r.i16();
   r.i32(); // timeout_ms: appends finish or fail on their own
   const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
   const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : transactionalId !== null ? ErrorCode.INVALID_REQUEST : ErrorCode.NONE;
-  const results = await Promise.all(
-    topics.map(async (t) => ({
-      name: t.name,
-      partitions: await Promise.all(
-        t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : producePartition(door, t.name, p.index, p.records))),
-      ),
-    })),
+
+  // Decoding (decompression) runs concurrently, but appends are issued in request order:
+  // Kafka keeps the order of the requests of one connection.
+  const turn = conn.takeProduceTurn();
+  const prepared = await Promise.all(
+    topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records))))),
   );
+  await turn.ready;
+  let pending: Array<Array<Promise<PartitionResult>>>;
+  try {
+    pending = prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p))));
+  } finally {
+    turn.done();
+  }
+  const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
   if (acks === 0) return false;
   w.array(results, (w, t) => {
     w.string(t.name);
@@ -55,13 +63,22 @@ function failed(index: number, error: number): PartitionResult {
   return { index, error, baseOffset: -1, logStartOffset: -1 };
 }
 
-async function producePartition(door: KafkaDoor, topic: string, index: number, set: Buffer | null): Promise<PartitionResult> {
+interface Prepared {
+  stream: Stream;
+  index: number;
+  inputs: AppendInput[];
+  batch: DecodedBatch;
+}
+
+/** Decodes and checks one partition's batch; nothing is stored yet. */
+async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null): Promise<Prepared | PartitionResult> {
   const stream = findTopic(door.js, topic);
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   const inputs: AppendInput[] = [];
+  let batch: DecodedBatch;
   try {
-    const batch = await decodeProduceBatch(set, door.maxRequestBytes);
+    batch = await decodeProduceBatch(set, door.maxRequestBytes);
     const fallback = defaultSubject(stream);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
     for (const rec of batch.records) {
@@ -82,21 +99,52 @@ async function producePartition(door: KafkaDoor, topic: string, index: number, s
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
     return failed(index, err.code);
   }
-  // Appended in one synchronous run, so the batch gets consecutive offsets.
-  const firstSeq = await new Promise<number | ApiError>((resolve) => {
-    let left = inputs.length;
-    let first = 0;
-    let failure: ApiError | null = null;
-    for (let i = 0; i < inputs.length; i++) {
-      stream.append(index, inputs[i], (err, seq) => {
-        if (err !== null) failure ??= err;
-        else if (i === 0) first = seq;
-        if (--left === 0) resolve(failure ?? first);
-      });
+  return { stream, index, inputs, batch };
+}
+
+/** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
+function issue(door: KafkaDoor, topic: string, p: Prepared): Promise<PartitionResult> {
+  const { stream, index, inputs, batch } = p;
+  if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
+  let settle!: (offset: number | ApiError) => void;
+  const stored = new Promise<number | ApiError>((resolve) => (settle = resolve));
+  if (batch.producerId >= 0) {
+    const offset = stored.then((o) => (typeof o === "number" ? o : Promise.reject(o)));
+    offset.catch(() => undefined);
+    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, inputs.length, offset);
+    if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
+    if (verdict.kind === "duplicate") {
+      return Promise.resolve(verdict.offset).then(
+        (o) => ({ index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 }),
+        () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
+      );
     }
-  });
-  if (typeof firstSeq !== "number") {
-    return failed(index, firstSeq.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
   }
-  return { index, error: ErrorCode.NONE, baseOffset: firstSeq - 1, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
+  let left = inputs.length;
+  let first = 0;
+  let failure: ApiError | null = null;
+  for (let i = 0; i < inputs.length; i++) {
+    stream.append(index, inputs[i], (err, seq) => {
+      if (err !== null) failure ??= err;
+      else if (i === 0) first = seq;
+      if (--left === 0) settle(failure ?? first - 1);
+    });
+  }
+  return stored.then((o) => {
+    if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
+    return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
+  });
+}
+
+/** InitProducerId v0–1 for idempotent producers; transactional ids wait for transactions. */
+export function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): boolean {
+  const transactionalId = r.nullableString();
+  r.i32(); // transaction_timeout_ms
+  w.i32(0); // throttle_time_ms
+  if (transactionalId !== null) {
+    w.i16(ErrorCode.INVALID_REQUEST).i64(-1).i16(-1);
+    return true;
+  }
+  w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
+  return true;
 }

@@ -126,7 +126,7 @@ export interface OutRecord {
  * messages); every record carries the batch's one timestamp, flagged as log
  * append time, since that is what the log keeps.
  */
-export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1): void {
+export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1, baseSequence = -1): void {
   const base = records[0].offset;
   const last = records[records.length - 1].offset;
   let maxTs = records[0].timestamp;
@@ -144,7 +144,7 @@ export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes
   w.i64(maxTs);
   w.i64(producerId);
   w.i16(producerEpoch);
-  w.i32(-1);
+  w.i32(baseSequence);
   w.i32(records.length);
   const scratch = new Writer(64);
   for (const rec of records) {

@@ -1,0 +1,99 @@
+/**
+ * Idempotent producers: per (producer id, topic, partition), the epoch, the
+ * next expected sequence and the last five batches, so that a retried batch
+ * is answered with its original offset instead of being stored twice, and a
+ * gap is refused (OUT_OF_ORDER_SEQUENCE_NUMBER).
+ *
+ * The state lives in memory: after a restart a producer's next batch gets
+ * UNKNOWN_PRODUCER_ID and librdkafka/KafkaJS re-initialise (docs/KAFKA.md).
+ */
+
+import { ErrorCode } from "./errors.js";
+
+const REMEMBERED_BATCHES = 5;
+/** Bound on (producer, partition) entries; the least recently used go first. */
+const MAX_ENTRIES = 100_000;
+
+interface Batch {
+  firstSeq: number;
+  count: number;
+  /** The stored base offset, or the append in flight that will give it. */
+  offset: number | Promise<number>;
+}
+
+interface Entry {
+  epoch: number;
+  nextSeq: number;
+  batches: Batch[];
+}
+
+export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: number | Promise<number> } | { kind: "refuse"; error: number };
+
+export class ProducerStates {
+  private readonly entries = new Map<string, Entry>();
+  private nextId: number;
+
+  constructor() {
+    // Ids from the clock: unique across restarts without a file, below 2^53.
+    this.nextId = Date.now() * 1000;
+  }
+
+  allocate(): number {
+    return this.nextId++;
+  }
+
+  /** Decides a batch at the moment it would be appended; records it when the verdict is "append". */
+  check(producerId: number, epoch: number, topic: string, partition: number, firstSeq: number, count: number, offset: Promise<number>): SequenceVerdict {
+    const key = `${producerId}/${topic}/${partition}`;
+    let e = this.entries.get(key);
+    if (e !== undefined) {
+      this.entries.delete(key); // re-inserted below: most recently used last
+      if (epoch < e.epoch) {
+        this.entries.set(key, e);
+        return { kind: "refuse", error: ErrorCode.INVALID_PRODUCER_EPOCH };
+      }
+      if (epoch === e.epoch) {
+        const dup = e.batches.find((b) => b.firstSeq === firstSeq && b.count === count);
+        if (dup !== undefined) {
+          this.entries.set(key, e);
+          return { kind: "duplicate", offset: dup.offset };
+        }
+        if (firstSeq !== e.nextSeq) {
+          this.entries.set(key, e);
+          return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
+        }
+      } else if (firstSeq !== 0) {
+        this.entries.set(key, e);
+        return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
+      } else e = { epoch, nextSeq: 0, batches: [] };
+    } else {
+      if (firstSeq !== 0) return { kind: "refuse", error: ErrorCode.UNKNOWN_PRODUCER_ID };
+      e = { epoch, nextSeq: 0, batches: [] };
+      if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+    }
+    this.entries.set(key, e);
+    const batch: Batch = { firstSeq, count, offset };
+    e.batches.push(batch);
+    if (e.batches.length > REMEMBERED_BATCHES) e.batches.shift();
+    // Sequences wrap at 2^31, as Kafka's do.
+    e.nextSeq = (firstSeq + count) % 0x80000000;
+    offset.then(
+      (o) => (batch.offset = o),
+      () => {
+        // A failed append is not a batch the client may be told was stored: forget it and rewind.
+        const i = e!.batches.indexOf(batch);
+        if (i >= 0) e!.batches.splice(i, 1);
+        if (e!.nextSeq === (firstSeq + count) % 0x80000000) e!.nextSeq = firstSeq;
+      },
+    );
+    return { kind: "append" };
+  }
+
+  /** Forgets every partition of a deleted topic. */
+  forgetTopic(topic: string): void {
+    for (const k of [...this.entries.keys()]) {
+      const rest = k.slice(k.indexOf("/") + 1);
+      if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
+    }
+  }
+}
