@@ -228,7 +228,8 @@ export class Group {
     const m = this.members.get(memberId);
     if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
     this.touch(m);
-    if (this.state === "PreparingRebalance" || this.state === "CompletingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
+    if (this.state === "PreparingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
+    // While the leader's assignment is awaited, a member of the new generation is fine: as Kafka answers.
     if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
     return ErrorCode.NONE;
   }
