@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { startServer, type NagareServer } from "../../src/index.js";
+import { startServer, type NagareServer, type ServerOptions } from "../../src/index.js";
 
 export interface JsHarness {
   srv: NagareServer;
@@ -16,16 +16,18 @@ export interface JsHarness {
   close(): Promise<void>;
 }
 
-export async function startJs(opts: { storeDir?: string } = {}): Promise<JsHarness> {
+/** `server` adds options (a Kafka listener, say) to the JetStream server. */
+export async function startJs(opts: { storeDir?: string; server?: ServerOptions } = {}): Promise<JsHarness> {
   const storeDir = opts.storeDir ?? mkdtempSync(join(tmpdir(), "nagare-js-"));
+  const options: ServerOptions = { ...opts.server, port: 0, jetstream: true, storeDir };
   const h: JsHarness = {
-    srv: await startServer({ port: 0, jetstream: true, storeDir }),
+    srv: await startServer(options),
     nc: undefined as unknown as NatsConnection,
     storeDir,
     async restart() {
       await h.nc.close();
       await h.srv.close();
-      h.srv = await startServer({ port: 0, jetstream: true, storeDir });
+      h.srv = await startServer(options);
       h.nc = await connect({ servers: h.srv.url });
     },
     async close() {

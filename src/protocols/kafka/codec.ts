@@ -12,6 +12,15 @@ export class KafkaDecodeError extends Error {}
 
 const TWO_32 = 0x100000000;
 
+function unzigzag(u: number): number {
+  return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+}
+
+function required(s: string | null): string {
+  if (s === null) throw new KafkaDecodeError("null where a string is required");
+  return s;
+}
+
 export class Reader {
   pos: number;
   constructor(
@@ -54,69 +63,51 @@ export class Reader {
     return this.buf.readInt32BE(at) * TWO_32 + this.buf.readUInt32BE(at + 4);
   }
 
-  uvarint(): number {
+  /** An unsigned base-128 varint of at most `maxBytes` bytes; past 2^53 precision is lost, which no field we read needs. */
+  private unsigned(maxBytes: number): number {
     let v = 0;
     let mul = 1;
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < maxBytes; i++) {
       const b = this.buf[this.need(1)];
       v += (b & 0x7f) * mul;
       if ((b & 0x80) === 0) return v;
       mul *= 128;
     }
-    throw new KafkaDecodeError("varint longer than 5 bytes");
+    throw new KafkaDecodeError(`varint longer than ${maxBytes} bytes`);
+  }
+  uvarint(): number {
+    return this.unsigned(5);
   }
   /** Zigzag varint (record fields). */
   varint(): number {
-    const u = this.uvarint();
-    return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+    return unzigzag(this.unsigned(5));
   }
-  /** Zigzag varlong; values beyond 2^53 lose precision, which no field we read needs. */
+  /** Zigzag varlong. */
   varlong(): number {
-    let v = 0;
-    let mul = 1;
-    for (let i = 0; i < 10; i++) {
-      const b = this.buf[this.need(1)];
-      v += (b & 0x7f) * mul;
-      if ((b & 0x80) === 0) return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
-      mul *= 128;
-    }
-    throw new KafkaDecodeError("varlong longer than 10 bytes");
+    return unzigzag(this.unsigned(10));
   }
 
-  nullableString(): string | null {
-    const n = this.i16();
+  private text(n: number): string | null {
     if (n < 0) return null;
     const at = this.need(n);
     return this.buf.toString("utf8", at, at + n);
+  }
+  nullableString(): string | null {
+    return this.text(this.i16());
   }
   string(): string {
-    const s = this.nullableString();
-    if (s === null) throw new KafkaDecodeError("null where a string is required");
-    return s;
+    return required(this.nullableString());
   }
   compactNullableString(): string | null {
-    const n = this.uvarint() - 1;
-    if (n < 0) return null;
-    const at = this.need(n);
-    return this.buf.toString("utf8", at, at + n);
+    return this.text(this.uvarint() - 1);
   }
   compactString(): string {
-    const s = this.compactNullableString();
-    if (s === null) throw new KafkaDecodeError("null where a string is required");
-    return s;
+    return required(this.compactNullableString());
   }
   /** INT32-length bytes, as a view into the request (copy what must outlive it). */
   nullableBytes(): Buffer | null {
     const n = this.i32();
-    if (n < 0) return null;
-    const at = this.need(n);
-    return this.buf.subarray(at, at + n);
-  }
-  compactNullableBytes(): Buffer | null {
-    const n = this.uvarint() - 1;
-    if (n < 0) return null;
-    const at = this.need(n);
-    return this.buf.subarray(at, at + n);
+    return n < 0 ? null : this.raw(n);
   }
   raw(n: number): Buffer {
     const at = this.need(n);
@@ -134,12 +125,6 @@ export class Reader {
     const out: T[] = [];
     for (let i = 0; i < n; i++) out.push(read(this));
     return out;
-  }
-  str(flexible: boolean): string {
-    return flexible ? this.compactString() : this.string();
-  }
-  nstr(flexible: boolean): string | null {
-    return flexible ? this.compactNullableString() : this.nullableString();
   }
   /** Skips a tagged-field section; we know no tags. */
   tags(): void {
@@ -226,17 +211,6 @@ export class Writer {
   }
   string(s: string): this {
     return this.nullableString(s);
-  }
-  compactNullableString(s: string | null): this {
-    if (s === null) return this.uvarint(0);
-    const n = Buffer.byteLength(s);
-    this.uvarint(n + 1);
-    const at = this.room(n);
-    this.buf.write(s, at, "utf8");
-    return this;
-  }
-  str(s: string | null, flexible: boolean): this {
-    return flexible ? this.compactNullableString(s) : this.nullableString(s);
   }
   nullableBytes(b: Buffer | null): this {
     if (b === null) return this.i32(-1);

@@ -13,8 +13,6 @@ import { gunzip } from "node:zlib";
 import { Decompress } from "fzstd";
 import { BatchError, ErrorCode } from "./errors.js";
 
-export const CODEC_NAMES = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
-
 const corrupt = (codec: string, why: string): BatchError => new BatchError(ErrorCode.CORRUPT_MESSAGE, `${codec}: ${why}`);
 const tooLarge = (codec: string, max: number): BatchError => new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `${codec}: expands past ${max} bytes`);
 

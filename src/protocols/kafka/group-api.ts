@@ -3,7 +3,7 @@
 import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
-import { offsetKey, type CommittedOffset } from "./groups.js";
+import { MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { findTopic } from "./topics.js";
 
 const KEY_TYPE_GROUP = 0;
@@ -123,7 +123,7 @@ export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: Req
   const entries: Array<[string, CommittedOffset]> = [];
   for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
   if (group !== null && entries.length > 0) {
-    if (group.offsets.size + entries.length > 100_000) {
+    if (group.offsets.size + entries.length > MAX_OFFSETS_PER_GROUP) {
       for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
     } else await group.commit(entries);
   }

@@ -13,7 +13,7 @@
 import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { readJson, writeJsonDurably, removeDir } from "../../streams/persist.js";
+import { readJson, writeJsonDurably } from "../../streams/persist.js";
 import { ErrorCode } from "./errors.js";
 
 export type GroupState = "Empty" | "PreparingRebalance" | "CompletingRebalance" | "Stable" | "Dead";
@@ -373,10 +373,6 @@ export class GroupCoordinator {
 
   close(): void {
     for (const g of this.groups.values()) g.stop();
-  }
-
-  async removeAll(): Promise<void> {
-    await removeDir(this.dir);
   }
 }
 
