@@ -395,6 +395,50 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("transactions: bad timeouts, unknown producers, wrong epochs, unadded partitions and unknown topics get their Kafka errors", async () => {
+      const topic = "raw.txn";
+      const admin = h.kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] });
+      await admin.disconnect();
+      const s = await open();
+      const call = async (apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> => {
+        s.write(frame(body, apiKey, version));
+        const r = await response(s);
+        r.i32(); // throttle_time_ms
+        return r;
+      };
+      const init = await call(22, 1, (w) => w.nullableString("raw-tx").i32(16 * 60_000));
+      assert.equal(init.i16(), 50, "INVALID_TRANSACTION_TIMEOUT past 15 minutes");
+      const ok = await call(22, 1, (w) => w.nullableString("raw-tx").i32(60_000));
+      assert.equal(ok.i16(), 0);
+      const pid = ok.i64();
+      const epoch = ok.i16();
+      const produce = async (transactionalId: string | null): Promise<number> => {
+        const w = new Writer();
+        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("t"), headers: [] }], 0x10, pid, epoch, 0);
+        const records = Buffer.from(w.result());
+        s.write(frame((w) => w.nullableString(transactionalId).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(records), 0, 3));
+        const r = await response(s);
+        r.i32();
+        r.string();
+        r.i32();
+        r.i32();
+        return r.i16();
+      };
+      assert.equal(await produce("raw-tx"), 48, "INVALID_TXN_STATE: the partition was not added to the transaction");
+      assert.equal(await produce(null), 42, "INVALID_REQUEST: a transactional batch outside a transactional request");
+      const endTxn = async (producerId: number, e: number): Promise<number> => (await call(26, 1, (w) => w.string("raw-tx").i64(producerId).i16(e).bool(true))).i16();
+      assert.equal(await endTxn(pid + 1, epoch), 49, "INVALID_PRODUCER_ID_MAPPING");
+      assert.equal(await endTxn(pid, epoch + 1), 47, "INVALID_PRODUCER_EPOCH");
+      assert.equal(await endTxn(pid, epoch), 48, "INVALID_TXN_STATE: no transaction is open");
+      const add = await call(24, 1, (w) => w.string("raw-tx").i64(pid).i16(epoch).arrayLength(2).string(topic).arrayLength(1).i32(0).string("raw.nope").arrayLength(1).i32(0));
+      const results = add.array((r) => [r.string(), r.array((r) => [r.i32(), r.i16()])]);
+      assert.deepEqual(results, [[topic, [[0, 55]]], ["raw.nope", [[0, 3]]]], "UNKNOWN_TOPIC_OR_PARTITION fails the request; the rest is OPERATION_NOT_ATTEMPTED");
+      assert.equal(await highWatermark(topic), 0, "nothing was stored");
+      s.destroy();
+    });
+
     test("a frame larger than the request limit, an unknown API and a lying length close the connection; the door keeps serving", async () => {
       const big = await open();
       const size = Buffer.alloc(4);

@@ -82,5 +82,14 @@ export async function waitUntil(check: () => boolean, what: string, ms = 10_000)
   }
 }
 
+/** waitUntil for checks that must ask a server (a client call each time), polled without overlap. */
+export async function waitUntilAsync(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);

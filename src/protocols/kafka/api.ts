@@ -25,6 +25,10 @@ export const ApiKey = {
   CreateTopics: 19,
   DeleteTopics: 20,
   InitProducerId: 22,
+  AddPartitionsToTxn: 24,
+  AddOffsetsToTxn: 25,
+  EndTxn: 26,
+  TxnOffsetCommit: 28,
   DescribeConfigs: 32,
 } as const;
 
@@ -49,6 +53,10 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.DeleteTopics, [0, 3]],
   [ApiKey.DescribeConfigs, [0, 2]],
   [ApiKey.InitProducerId, [0, 1]],
+  [ApiKey.AddPartitionsToTxn, [0, 1]],
+  [ApiKey.AddOffsetsToTxn, [0, 1]],
+  [ApiKey.EndTxn, [0, 1]],
+  [ApiKey.TxnOffsetCommit, [0, 2]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */
@@ -71,6 +79,10 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.DeleteTopics, 4],
   [ApiKey.DescribeConfigs, 4],
   [ApiKey.InitProducerId, 2],
+  [ApiKey.AddPartitionsToTxn, 3],
+  [ApiKey.AddOffsetsToTxn, 3],
+  [ApiKey.EndTxn, 3],
+  [ApiKey.TxnOffsetCommit, 3],
 ]);
 
 export function isFlexible(apiKey: number, version: number): boolean {

@@ -20,6 +20,8 @@ import { handleFetch, handleListOffsets } from "./fetch.js";
 import { GroupCoordinator } from "./groups.js";
 import { ProducerStates } from "./producers.js";
 import { handleInitProducerId } from "./produce.js";
+import { TransactionCoordinator } from "./transactions.js";
+import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleEndTxn, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
   handleFindCoordinator,
@@ -62,7 +64,7 @@ export class KafkaDoor {
   readonly connections = new Set<KafkaConnection>();
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
-  readonly producers = new ProducerStates();
+  readonly producers: ProducerStates;
   private server: Server | null = null;
   port = 0;
 
@@ -72,7 +74,10 @@ export class KafkaDoor {
     readonly log: Logger,
     readonly clusterId: string,
     readonly groups: GroupCoordinator,
+    producers: ProducerStates,
+    readonly transactions: TransactionCoordinator,
   ) {
+    this.producers = producers;
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
@@ -94,6 +99,10 @@ export class KafkaDoor {
     on(ApiKey.ListGroups, handleListGroups);
     on(ApiKey.DescribeGroups, handleDescribeGroups);
     on(ApiKey.InitProducerId, handleInitProducerId);
+    on(ApiKey.AddPartitionsToTxn, handleAddPartitionsToTxn);
+    on(ApiKey.AddOffsetsToTxn, handleAddOffsetsToTxn);
+    on(ApiKey.EndTxn, handleEndTxn);
+    on(ApiKey.TxnOffsetCommit, handleTxnOffsetCommit);
   }
 
   get maxRequestBytes(): number {
@@ -103,7 +112,11 @@ export class KafkaDoor {
   static async start(js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
     const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
     await groups.load();
-    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir), groups);
+    const producers = new ProducerStates();
+    const transactions = new TransactionCoordinator(js, groups, join(js.options.storeDir, "kafka"), () => producers.allocate(), (line) => log.debug(`kafka ${line}`));
+    // Before the listener opens: transactions a crash left open are finished or aborted first.
+    await transactions.load();
+    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
     await door.listen();
     return door;
   }
@@ -130,6 +143,7 @@ export class KafkaDoor {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const c of [...this.connections]) c.close();
     this.groups.close();
+    this.transactions.close();
     await closed;
   }
 }

@@ -2,15 +2,18 @@
  * Fetch v4–11 and ListOffsets v0–3. A fetch answers at once when it has
  * `min_bytes`, else waits for an append to one of its partitions or for
  * `max_wait_ms`, never polling. Records are framed from the log as
- * uncompressed v2 batches, one per run of equal append time.
+ * uncompressed v2 batches, one per run of equal append time and
+ * transaction; a transaction marker is a control batch of its own.
+ * read_committed fetches stop at the last stable offset and name the aborted
+ * transactions in what they return, for the client to drop.
  */
 
 import type { RequestContext } from "./api.js";
 import type { Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
-import { encodeBatch, type OutRecord } from "./records.js";
-import { kafkaHeadersOf } from "./messages.js";
+import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, kafkaHeadersOf, type TxnMark } from "./messages.js";
 import { findTopic } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
 import type { StoredMessage } from "../../store/log.js";
@@ -35,16 +38,23 @@ interface PartitionOut {
   index: number;
   error: number;
   highWatermark: number;
+  lastStable: number;
   logStart: number;
   messages: StoredMessage[];
+  /** read_committed only: aborted transactions with records among `messages`. */
+  aborted: Array<{ producerId: number; first: number }> | null;
 }
+
+const READ_COMMITTED = 1;
+const CONTROL_ABORT = 0;
+const CONTROL_COMMIT = 1;
 
 export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   r.i32(); // replica_id
   const maxWait = Math.max(0, r.i32());
   const minBytes = r.i32();
   const maxBytes = r.i32();
-  r.i8(); // isolation_level: with no transactions yet, every stored record is committed
+  const readCommitted = r.i8() === READ_COMMITTED;
   if (version >= 7) {
     r.i32(); // session_id: sessions are not kept, every fetch is a full one
     r.i32(); // session_epoch
@@ -63,10 +73,10 @@ export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: Requ
   if (version >= 11) r.string(); // rack_id
 
   const deadline = Date.now() + maxWait;
-  let out = await collect(door, topics, maxBytes);
+  let out = await collect(door, topics, maxBytes, readCommitted);
   while (out.bytes < minBytes && Date.now() < deadline && !conn.closed) {
     await appendOrTimeout(door, topics, deadline);
-    out = await collect(door, topics, maxBytes);
+    out = await collect(door, topics, maxBytes, readCommitted);
   }
 
   w.i32(0); // throttle_time_ms
@@ -75,9 +85,10 @@ export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: Requ
   for (let t = 0; t < topics.length; t++) {
     w.string(topics[t].name);
     w.array(out.results[t], (w, p) => {
-      w.i32(p.index).i16(p.error).i64(p.highWatermark).i64(p.highWatermark); // last_stable_offset = HWM: no open transactions
+      w.i32(p.index).i16(p.error).i64(p.highWatermark).i64(p.lastStable);
       if (version >= 5) w.i64(p.logStart);
-      w.arrayLength(-1); // aborted_transactions: none
+      if (p.aborted === null) w.arrayLength(-1);
+      else w.array(p.aborted, (w, a) => w.i64(a.producerId).i64(a.first));
       if (version >= 11) w.i32(-1); // preferred_read_replica
       writeRecords(w, p.messages);
     });
@@ -85,7 +96,7 @@ export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: Requ
   return true;
 }
 
-async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number): Promise<{ results: PartitionOut[][]; bytes: number }> {
+async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<{ results: PartitionOut[][]; bytes: number }> {
   let bytes = 0;
   const results: PartitionOut[][] = [];
   for (const t of topics) {
@@ -94,24 +105,31 @@ async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number):
     for (const p of t.partitions) {
       const log = stream?.partitions[p.index];
       if (stream === undefined || log === undefined) {
-        outs.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, highWatermark: -1, logStart: -1, messages: [] });
+        outs.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
         continue;
       }
       const st = log.state();
       const hwm = st.lastSeq;
       const logStart = st.firstSeq - 1;
+      const lastStable = door.transactions.lastStableOffset(stream, p.index, hwm);
       if (p.offset < logStart || p.offset > hwm) {
-        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, logStart, messages: [] });
+        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null });
         continue;
       }
+      // read_committed sees nothing of a transaction still open.
+      const end = readCommitted ? lastStable : hwm;
       let messages: StoredMessage[] = [];
       // Kafka returns at least one batch even past max_bytes, so a large record cannot stall a consumer.
       const room = Math.min(p.maxBytes, maxBytes - bytes);
-      if (p.offset < hwm && (room > 0 || bytes === 0)) {
-        messages = await log.scan(p.offset + 1, { maxMessages: MAX_MESSAGES_PER_PARTITION, maxBytes: Math.max(1, room) });
+      if (p.offset < end && (room > 0 || bytes === 0)) {
+        messages = await log.scan(p.offset + 1, { maxMessages: Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset), maxBytes: Math.max(1, room) });
+        let visible = messages.length;
+        while (visible > 0 && messages[visible - 1].seq - 1 >= end) visible--;
+        if (visible < messages.length) messages = messages.slice(0, visible);
         for (const m of messages) bytes += m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
-      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, logStart, messages });
+      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, messages[messages.length - 1].seq - 1);
+      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted });
     }
     results.push(outs);
   }
@@ -142,7 +160,7 @@ function appendOrTimeout(door: KafkaDoor, topics: TopicFetch[], deadline: number
   });
 }
 
-/** The partition's record set: batches of messages sharing an append time. */
+/** The partition's record set: batches of messages sharing an append time and transaction; markers as control batches. */
 function writeRecords(w: Writer, messages: StoredMessage[]): void {
   if (messages.length === 0) {
     w.i32(0);
@@ -151,20 +169,43 @@ function writeRecords(w: Writer, messages: StoredMessage[]): void {
   const lengthAt = w.reserveI32();
   const start = w.pos;
   let run: OutRecord[] = [];
+  let runTxn = null as TxnMark | null;
+  const flush = (): void => {
+    if (run.length === 0) return;
+    if (runTxn === null) encodeBatch(w, run);
+    else encodeBatch(w, run, ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL, runTxn.producerId, runTxn.epoch, -1);
+    run = [];
+  };
   for (const m of messages) {
-    if (run.length > 0 && run[0].timestamp !== m.time) {
-      encodeBatch(w, run);
-      run = [];
+    const { headers, txn } = kafkaHeadersOf(m.headers);
+    const control = m.subject === CONTROL_SUBJECT_COMMIT ? CONTROL_COMMIT : m.subject === CONTROL_SUBJECT_ABORT ? CONTROL_ABORT : -1;
+    if (control >= 0 && txn !== null) {
+      flush();
+      const marker = { offset: m.seq - 1, timestamp: m.time, key: controlKey(control), value: CONTROL_VALUE, headers: [] };
+      encodeBatch(w, [marker], ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL, txn.producerId, txn.epoch, -1);
+      continue;
     }
-    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: m.data, headers: kafkaHeadersOf(m.headers) });
+    if (run.length > 0 && (run[0].timestamp !== m.time || runTxn?.producerId !== txn?.producerId || runTxn?.epoch !== txn?.epoch)) flush();
+    if (run.length === 0) runTxn = txn;
+    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: m.data, headers });
   }
-  encodeBatch(w, run);
+  flush();
   w.patchI32(lengthAt, w.pos - start);
 }
 
+/** A control record's key: version 0, then the marker type (0 abort, 1 commit). */
+function controlKey(type: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt16BE(type, 2);
+  return b;
+}
+
+/** A marker's value: version 0 and the coordinator epoch (always 0 here: one coordinator). */
+const CONTROL_VALUE = Buffer.alloc(6);
+
 export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
   r.i32(); // replica_id
-  if (version >= 2) r.i8(); // isolation_level
+  const readCommitted = version >= 2 && r.i8() === READ_COMMITTED;
   const topics = r.array((r) => ({
     name: r.string(),
     partitions: r.array((r) => {
@@ -188,7 +229,7 @@ export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestCon
         const st = log.state();
         let offset: number;
         let timestamp = -1;
-        if (p.timestamp === LATEST) offset = st.lastSeq;
+        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.transactions.lastStableOffset(stream, p.index, st.lastSeq) : st.lastSeq;
         else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
           const m = await log.firstAtOrAfter(p.timestamp);

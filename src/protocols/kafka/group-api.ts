@@ -7,15 +7,15 @@ import { MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups
 import { findTopic } from "./topics.js";
 
 const KEY_TYPE_GROUP = 0;
+const KEY_TYPE_TRANSACTION = 1;
 
 export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: RequestContext): boolean {
   r.string(); // key
   const keyType = version >= 1 ? r.i8() : KEY_TYPE_GROUP;
   if (version >= 1) w.i32(0); // throttle_time_ms
-  if (keyType !== KEY_TYPE_GROUP) {
-    // Transaction coordinators come with transactions.
-    w.i16(ErrorCode.COORDINATOR_NOT_AVAILABLE);
-    if (version >= 1) w.nullableString("transactions are not supported yet");
+  if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) {
+    w.i16(ErrorCode.INVALID_REQUEST);
+    if (version >= 1) w.nullableString(`unknown coordinator key type ${keyType}`);
     w.i32(-1).string("").i32(-1);
     return true;
   }

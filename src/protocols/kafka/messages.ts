@@ -4,6 +4,11 @@
  * headers, in order, repeated names kept; the value is the payload; the
  * timestamp is the log's append time. A message stored over NATS reaches a
  * Kafka consumer with its NATS headers as record headers.
+ *
+ * Transactions leave two traces in the stored messages: each record of a
+ * transaction carries a `Kafka-Txn: <producer id> <epoch>` header, and the
+ * commit or abort marker that closes it on a partition is a message under
+ * the subject `$KAFKA.TXN.COMMIT` or `$KAFKA.TXN.ABORT` with the same header.
  */
 
 import { isUtf8 } from "node:buffer";
@@ -11,13 +16,22 @@ import { parseHeaders } from "../../streams/headers.js";
 import { ErrorCode, BatchError } from "./errors.js";
 
 const HEADER_NAME = /^[!-9;-~]+$/; // printable ASCII without ':' or space
+export const TXN_HEADER = "Kafka-Txn";
+export const CONTROL_SUBJECT_COMMIT = "$KAFKA.TXN.COMMIT";
+export const CONTROL_SUBJECT_ABORT = "$KAFKA.TXN.ABORT";
+
+export interface TxnMark {
+  producerId: number;
+  epoch: number;
+}
 
 /** A NATS header block for Kafka record headers, or null when there are none. */
-export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>): Buffer | null {
-  if (headers.length === 0) return null;
+export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>, txn: TxnMark | null = null): Buffer | null {
+  if (headers.length === 0 && txn === null) return null;
   let s = "NATS/1.0\r\n";
   for (const [k, v] of headers) {
     if (!HEADER_NAME.test(k)) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${JSON.stringify(k)} cannot be a NATS header`);
+    if (k.toLowerCase() === TXN_HEADER.toLowerCase()) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${TXN_HEADER} is reserved for transactions`);
     let value = "";
     if (v !== null) {
       if (!isUtf8(v)) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${k}: value is not UTF-8 text`);
@@ -26,13 +40,27 @@ export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>): 
     }
     s += `${k}: ${value}\r\n`;
   }
+  if (txn !== null) s += `${TXN_HEADER}: ${txn.producerId} ${txn.epoch}\r\n`;
   return Buffer.from(s + "\r\n", "utf8");
 }
 
-/** Kafka record headers for a stored NATS header block. */
-export function kafkaHeadersOf(block: Buffer | null): Array<[string, Buffer]> {
-  if (block === null || block.length === 0) return [];
-  const out: Array<[string, Buffer]> = [];
-  for (const [k, values] of parseHeaders(block, 0, block.length)) for (const v of values) out.push([k, Buffer.from(v, "utf8")]);
-  return out;
+/** The header block of a transaction marker. */
+export function txnHeaders(producerId: number, epoch: number): Buffer {
+  return Buffer.from(`NATS/1.0\r\n${TXN_HEADER}: ${producerId} ${epoch}\r\n\r\n`, "utf8");
+}
+
+/** Kafka record headers for a stored NATS header block, and the transaction the record belongs to. */
+export function kafkaHeadersOf(block: Buffer | null): { headers: Array<[string, Buffer]>; txn: TxnMark | null } {
+  const headers: Array<[string, Buffer]> = [];
+  if (block === null || block.length === 0) return { headers, txn: null };
+  let txn: TxnMark | null = null;
+  for (const [k, values] of parseHeaders(block, 0, block.length)) {
+    if (k === TXN_HEADER) {
+      const [producerId, epoch] = (values[0] ?? "").split(" ").map(Number);
+      if (Number.isSafeInteger(producerId) && Number.isSafeInteger(epoch)) txn = { producerId, epoch };
+      continue;
+    }
+    for (const v of values) headers.push([k, Buffer.from(v, "utf8")]);
+  }
+  return { headers, txn };
 }

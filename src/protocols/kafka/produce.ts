@@ -30,18 +30,18 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
   const acks = r.i16();
   r.i32(); // timeout_ms: appends finish or fail on their own
   const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
-  const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : transactionalId !== null ? ErrorCode.INVALID_REQUEST : ErrorCode.NONE;
+  const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
 
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
   const prepared = await Promise.all(
-    topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records))))),
+    topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId))))),
   );
   await turn.ready;
   let pending: Array<Array<Promise<PartitionResult>>>;
   try {
-    pending = prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p))));
+    pending = prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p, transactionalId))));
   } finally {
     turn.done();
   }
@@ -71,7 +71,7 @@ interface Prepared {
 }
 
 /** Decodes and checks one partition's batch; nothing is stored yet. */
-async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null): Promise<Prepared | PartitionResult> {
+async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null, transactionalId: string | null): Promise<Prepared | PartitionResult> {
   const stream = findTopic(door.js, topic);
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
@@ -79,6 +79,9 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
   let batch: DecodedBatch;
   try {
     batch = await decodeProduceBatch(set, door.maxRequestBytes);
+    // A transactional batch belongs to the transaction the request names; a plain one to none.
+    if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
+    const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
     const fallback = defaultSubject(stream);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
     for (const rec of batch.records) {
@@ -90,7 +93,7 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
         if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
         headers = headers.filter(([k]) => k !== SUBJECT_HEADER);
       }
-      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers), data: rec.value ?? EMPTY };
+      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers, txn), data: rec.value ?? EMPTY };
       if ((input.headers?.length ?? 0) + input.data.length > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
       inputs.push(input);
     }
@@ -103,9 +106,14 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: KafkaDoor, topic: string, p: Prepared): Promise<PartitionResult> {
+function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
   const { stream, index, inputs, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
+  if (transactionalId !== null) {
+    // Before the sequence check, which records the batch as sent.
+    const refused = door.transactions.checkProduce({ transactionalId, producerId: batch.producerId, epoch: batch.producerEpoch }, topic, index);
+    if (refused !== ErrorCode.NONE) return Promise.resolve(failed(index, refused));
+  }
   let settle!: (offset: number | ApiError) => void;
   const stored = new Promise<number | ApiError>((resolve) => (settle = resolve));
   if (batch.producerId >= 0) {
@@ -132,19 +140,21 @@ function issue(door: KafkaDoor, topic: string, p: Prepared): Promise<PartitionRe
   }
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
+    if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
     return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
   });
 }
 
-/** InitProducerId v0–1 for idempotent producers; transactional ids wait for transactions. */
-export function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): boolean {
+/** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
+export async function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
   const transactionalId = r.nullableString();
-  r.i32(); // transaction_timeout_ms
+  const timeoutMs = r.i32();
   w.i32(0); // throttle_time_ms
-  if (transactionalId !== null) {
-    w.i16(ErrorCode.INVALID_REQUEST).i64(-1).i16(-1);
+  if (transactionalId === null) {
+    w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
     return true;
   }
-  w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
+  const { error, producerId, epoch } = await door.transactions.initProducerId(transactionalId, timeoutMs);
+  w.i16(error).i64(producerId).i16(epoch);
   return true;
 }

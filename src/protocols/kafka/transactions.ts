@@ -1,0 +1,471 @@
+/**
+ * The transaction coordinator (KIP-98). A transactional producer's records
+ * are appended to the log at once, marked with its producer id; EndTxn then
+ * writes a control marker (commit or abort) to every partition the
+ * transaction touched. read_committed consumers see nothing past a
+ * partition's last stable offset (the first offset of its earliest open
+ * transaction) and are told which ranges were aborted, so they can drop them.
+ *
+ * What must survive a crash is written before it is relied upon:
+ * - `transactions.json`: each transactional id's producer id and epoch, and
+ *   the partitions of its open transaction with the offset each was added at
+ *   (a floor below every record of the transaction). A decision to commit
+ *   is written, with its group offsets, before the first marker; on restart
+ *   a prepared commit is finished and any other open transaction aborted.
+ * - `aborted/<stream>-<created>.log`: per stream, the aborted ranges
+ *   (partition, producer id, first offset, marker offset), appended before
+ *   the transaction is reported done.
+ */
+
+import { mkdir, open, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { JetStream } from "../../streams/jetstream.js";
+import type { Stream } from "../../streams/stream.js";
+import { readJson, syncDir, writeJsonDurably } from "../../streams/persist.js";
+import { ErrorCode } from "./errors.js";
+import type { CommittedOffset, GroupCoordinator } from "./groups.js";
+import { offsetKey } from "./groups.js";
+import { findTopic } from "./topics.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
+
+/** Kafka's transaction.max.timeout.ms default. */
+export const MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000;
+/** Transactional ids remembered; beyond this the least recently used idle ones are forgotten. */
+const MAX_TRANSACTIONAL_IDS = 10_000;
+/** Partitions (and, separately, group offsets) one transaction may touch. */
+const MAX_TXN_PARTITIONS = 10_000;
+/** Epochs are int16; past this a producer gets a new id, as in Kafka. */
+const MAX_EPOCH = 32_767;
+
+type TxnState = "Empty" | "Ongoing" | "PrepareCommit" | "PrepareAbort";
+
+interface TxnPartition {
+  topic: string;
+  index: number;
+  /** The partition's next offset when it joined the transaction: no record of the transaction is below it. */
+  floor: number;
+  /** Offset of the transaction's first record here, once stored. */
+  first: number | null;
+  /** Whether a record of the transaction was sent here (until then it does not hold back the stable offset). */
+  written: boolean;
+  stream: Stream | null;
+}
+
+interface Txn {
+  id: string;
+  producerId: number;
+  epoch: number;
+  timeoutMs: number;
+  state: TxnState;
+  partitions: Map<string, TxnPartition>;
+  /** Group → offsets committed in the transaction, applied on commit. */
+  offsets: Map<string, Map<string, CommittedOffset>>;
+  timer: NodeJS.Timeout | null;
+  lastUsed: number;
+  /** Operations on one transaction run one at a time. */
+  queue: Promise<unknown>;
+}
+
+interface SavedTxn {
+  producerId: number;
+  epoch: number;
+  timeoutMs: number;
+  state: TxnState;
+  partitions: Array<[string, number, number]>;
+  offsets?: Array<[string, Array<[string, CommittedOffset]>]>;
+}
+
+interface AbortedRange {
+  partition: number;
+  producerId: number;
+  first: number;
+  last: number;
+}
+
+export type TxnRequest = { transactionalId: string; producerId: number; epoch: number };
+
+export class TransactionCoordinator {
+  private readonly txns = new Map<string, Txn>();
+  /** Open transactional parts per stream and partition, for the last stable offset. */
+  private readonly open = new WeakMap<Stream, Map<number, Set<TxnPartition>>>();
+  /** Aborted ranges per stream file key (name and creation time, so a re-created stream starts clean). */
+  private readonly aborted = new Map<string, AbortedRange[]>();
+  private abortedWrites = new Map<string, Promise<void>>();
+  /** Saves run one after another, each writing the state as it is when it starts. */
+  private saves: Promise<void> = Promise.resolve();
+  private readonly knownFiles = new Set<string>();
+  private closed = false;
+
+  constructor(
+    private readonly js: JetStream,
+    private readonly groups: GroupCoordinator,
+    private readonly dir: string,
+    private readonly allocateId: () => number,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  // ---- startup ----
+
+  /** Reads what was saved, then finishes or aborts the transactions a crash left open. */
+  async load(): Promise<void> {
+    await this.loadAborted();
+    const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
+    if (saved === undefined) return;
+    const unfinished: Txn[] = [];
+    for (const [id, s] of Object.entries(saved)) {
+      const txn = this.newTxn(id, s.producerId, s.epoch, s.timeoutMs);
+      txn.state = s.state;
+      for (const [topic, index, floor] of s.partitions) {
+        const stream = findTopic(this.js, topic) ?? null;
+        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, first: null, written: true, stream });
+      }
+      for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
+      this.txns.set(id, txn);
+      if (txn.state !== "Empty") unfinished.push(txn);
+    }
+    for (const txn of unfinished) {
+      this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
+      for (const p of txn.partitions.values()) if (p.stream !== null) this.openSet(p.stream, p.index).add(p);
+      // The epoch moves on, so a producer that lived through the restart is fenced, as after a timeout.
+      await this.complete(txn, txn.state === "PrepareCommit", true);
+    }
+  }
+
+  private async loadAborted(): Promise<void> {
+    const dir = join(this.dir, "aborted");
+    let files: string[];
+    try {
+      files = await readdir(dir);
+    } catch {
+      return;
+    }
+    const live = new Set<string>();
+    for (const s of this.js.streams.values()) live.add(`${fileKeyOf(s)}.log`);
+    for (const f of files) {
+      if (!live.has(f)) {
+        // The stream was deleted (or re-created) since: its ranges mean nothing now.
+        await rm(join(dir, f), { force: true });
+        continue;
+      }
+      const fh = await open(join(dir, f), "r");
+      const text = (await fh.readFile()).toString("utf8");
+      await fh.close();
+      const ranges: AbortedRange[] = [];
+      for (const line of text.split("\n")) {
+        const [partition, producerId, first, last] = line.split(" ").map(Number);
+        if (line === "" || [partition, producerId, first, last].some((n) => !Number.isSafeInteger(n))) continue; // a torn last line
+        ranges.push({ partition, producerId, first, last });
+      }
+      this.aborted.set(f.slice(0, -4), ranges);
+      this.knownFiles.add(join(dir, f));
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.txns.values()) if (t.timer !== null) clearTimeout(t.timer);
+  }
+
+  // ---- the API ----
+
+  /** InitProducerId with a transactional id: fences the previous producer and aborts its open transaction. */
+  initProducerId(transactionalId: string, timeoutMs: number): Promise<{ error: number; producerId: number; epoch: number }> {
+    if (timeoutMs <= 0 || timeoutMs > MAX_TRANSACTION_TIMEOUT_MS) return Promise.resolve({ error: ErrorCode.INVALID_TRANSACTION_TIMEOUT, producerId: -1, epoch: -1 });
+    let txn = this.txns.get(transactionalId);
+    if (txn === undefined) {
+      if (!this.makeRoom()) return Promise.resolve({ error: ErrorCode.COORDINATOR_NOT_AVAILABLE, producerId: -1, epoch: -1 });
+      txn = this.newTxn(transactionalId, this.allocateId(), -1, timeoutMs);
+      this.txns.set(transactionalId, txn);
+    }
+    const t = txn;
+    return this.serialise(t, async () => {
+      if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
+      if (t.epoch >= MAX_EPOCH) {
+        t.producerId = this.allocateId();
+        t.epoch = 0;
+      } else t.epoch++;
+      t.timeoutMs = timeoutMs;
+      await this.save();
+      return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
+    });
+  }
+
+  addPartitions(req: TxnRequest, topics: Array<{ name: string; partitions: number[] }>): Promise<Array<{ name: string; partitions: Array<{ index: number; error: number }> }>> {
+    const answer = (error: (topic: string, index: number) => number): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> =>
+      topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error: error(t.name, index) })) }));
+    const txn = this.txns.get(req.transactionalId);
+    const refused = this.check(txn, req);
+    if (refused !== ErrorCode.NONE) return Promise.resolve(answer(() => refused));
+    const t = txn!;
+    return this.serialise(t, async () => {
+      const again = this.check(t, req);
+      if (again !== ErrorCode.NONE) return answer(() => again);
+      // Unknown partitions fail the whole request, as in Kafka: the others are "not attempted".
+      const unknown = new Set<string>();
+      for (const tp of topics) {
+        const stream = findTopic(this.js, tp.name);
+        for (const i of tp.partitions) if (stream === undefined || i < 0 || i >= stream.partitions.length) unknown.add(offsetKey(tp.name, i));
+      }
+      if (unknown.size > 0) return answer((n, i) => (unknown.has(offsetKey(n, i)) ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.OPERATION_NOT_ATTEMPTED));
+      let added = 0;
+      for (const tp of topics) for (const i of tp.partitions) if (!t.partitions.has(offsetKey(tp.name, i))) added++;
+      if (t.partitions.size + added > MAX_TXN_PARTITIONS) return answer(() => ErrorCode.INVALID_REQUEST);
+      for (const tp of topics) {
+        const stream = findTopic(this.js, tp.name)!;
+        for (const index of tp.partitions) {
+          const key = offsetKey(tp.name, index);
+          if (t.partitions.has(key)) continue;
+          const part: TxnPartition = { topic: tp.name, index, floor: stream.partitions[index].state().lastSeq, first: null, written: false, stream };
+          t.partitions.set(key, part);
+          this.openSet(stream, index).add(part);
+        }
+      }
+      this.begin(t);
+      // Saved before any record is produced, so a restart knows where to write the abort markers.
+      if (added > 0) await this.save();
+      return answer(() => ErrorCode.NONE);
+    });
+  }
+
+  addOffsets(req: TxnRequest, groupId: string): Promise<number> {
+    const txn = this.txns.get(req.transactionalId);
+    const refused = this.check(txn, req);
+    if (refused !== ErrorCode.NONE) return Promise.resolve(refused);
+    const t = txn!;
+    return this.serialise(t, async () => {
+      const again = this.check(t, req);
+      if (again !== ErrorCode.NONE) return again;
+      if (!t.offsets.has(groupId)) {
+        if (t.offsets.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
+        t.offsets.set(groupId, new Map());
+      }
+      this.begin(t);
+      return ErrorCode.NONE;
+    });
+  }
+
+  /** TxnOffsetCommit: offsets held in the transaction until it commits; dropped if it aborts. */
+  commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): number {
+    const txn = this.txns.get(req.transactionalId);
+    const refused = this.check(txn, req);
+    if (refused !== ErrorCode.NONE) return refused;
+    const pending = txn!.offsets.get(groupId);
+    if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
+    for (const [k, v] of entries) {
+      if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
+      pending.set(k, v);
+    }
+    return ErrorCode.NONE;
+  }
+
+  endTxn(req: TxnRequest, commit: boolean): Promise<number> {
+    const txn = this.txns.get(req.transactionalId);
+    const refused = this.check(txn, req);
+    if (refused !== ErrorCode.NONE) return Promise.resolve(refused);
+    const t = txn!;
+    return this.serialise(t, async () => {
+      const again = this.check(t, req);
+      if (again !== ErrorCode.NONE) return again;
+      if (t.state !== "Ongoing") return ErrorCode.INVALID_TXN_STATE;
+      await this.complete(t, commit, false);
+      return ErrorCode.NONE;
+    });
+  }
+
+  // ---- the produce and fetch paths ----
+
+  /** Whether a transactional batch may be appended now; a Kafka error code. Synchronous: called at the append turn. */
+  checkProduce(req: TxnRequest, topic: string, index: number): number {
+    const txn = this.txns.get(req.transactionalId);
+    const refused = this.check(txn, req);
+    if (refused !== ErrorCode.NONE) return refused;
+    if (txn!.state !== "Ongoing") return ErrorCode.INVALID_TXN_STATE;
+    const part = txn!.partitions.get(offsetKey(topic, index));
+    if (part === undefined) return ErrorCode.INVALID_TXN_STATE; // AddPartitionsToTxn comes first
+    part.written = true;
+    return ErrorCode.NONE;
+  }
+
+  /** A transactional batch is stored at `offset`. */
+  stored(transactionalId: string, topic: string, index: number, offset: number): void {
+    const part = this.txns.get(transactionalId)?.partitions.get(offsetKey(topic, index));
+    if (part !== undefined && (part.first === null || offset < part.first)) part.first = offset;
+  }
+
+  /** The offset below which every transaction on the partition is decided. */
+  lastStableOffset(stream: Stream, index: number, highWatermark: number): number {
+    let lso = highWatermark;
+    const parts = this.open.get(stream)?.get(index);
+    if (parts !== undefined) for (const p of parts) if (p.written) lso = Math.min(lso, p.first ?? p.floor);
+    return lso;
+  }
+
+  /** Aborted transactions with records in [from, to], for read_committed fetches. */
+  abortedIn(stream: Stream, index: number, from: number, to: number): Array<{ producerId: number; first: number }> {
+    const out: Array<{ producerId: number; first: number }> = [];
+    const ranges = this.aborted.get(fileKeyOf(stream));
+    if (ranges !== undefined) for (const r of ranges) if (r.partition === index && r.last >= from && r.first <= to) out.push({ producerId: r.producerId, first: r.first });
+    return out;
+  }
+
+  // ---- inside ----
+
+  private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), queue: Promise.resolve() };
+  }
+
+  private check(txn: Txn | undefined, req: TxnRequest): number {
+    if (txn === undefined || txn.producerId !== req.producerId) return ErrorCode.INVALID_PRODUCER_ID_MAPPING;
+    if (req.epoch !== txn.epoch) return ErrorCode.INVALID_PRODUCER_EPOCH;
+    if (txn.state === "PrepareCommit" || txn.state === "PrepareAbort") return ErrorCode.CONCURRENT_TRANSACTIONS;
+    txn.lastUsed = Date.now();
+    return ErrorCode.NONE;
+  }
+
+  private serialise<T>(txn: Txn, op: () => Promise<T>): Promise<T> {
+    const run = txn.queue.then(op, op);
+    txn.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The transaction starts (on its first partition or group): its timeout runs from here. */
+  private begin(txn: Txn): void {
+    if (txn.state === "Ongoing") return;
+    txn.state = "Ongoing";
+    const epoch = txn.epoch;
+    txn.timer = setTimeout(() => {
+      txn.timer = null;
+      void this.serialise(txn, async () => {
+        if (this.closed || txn.state !== "Ongoing" || txn.epoch !== epoch) return;
+        this.log(`transaction ${txn.id} timed out after ${txn.timeoutMs} ms: aborting it`);
+        await this.complete(txn, false, true);
+      }).catch((err: Error) => this.log(`transaction ${txn.id}: abort after timeout failed: ${err.message}`));
+    }, txn.timeoutMs);
+    txn.timer.unref();
+  }
+
+  /**
+   * Writes the decision, then a marker to every partition, then the aborted
+   * ranges or the group offsets, then forgets the transaction. `fence` bumps
+   * the epoch, so the producer cannot go on with a transaction decided for it.
+   */
+  private async complete(txn: Txn, commit: boolean, fence: boolean): Promise<void> {
+    if (txn.timer !== null) clearTimeout(txn.timer);
+    txn.timer = null;
+    txn.state = commit ? "PrepareCommit" : "PrepareAbort";
+    if (fence) {
+      if (txn.epoch >= MAX_EPOCH) {
+        txn.producerId = this.allocateId();
+        txn.epoch = 0;
+      } else txn.epoch++;
+    }
+    if (commit) await this.save();
+    const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
+    for (const part of txn.partitions.values()) markers.push(this.writeMarker(txn, part, commit));
+    const written = await Promise.all(markers);
+    if (commit) {
+      for (const [groupId, entries] of txn.offsets) {
+        const group = this.groups.group(groupId, true);
+        if (group !== null && entries.size > 0) await group.commit([...entries]);
+      }
+    } else {
+      const byStream = new Map<Stream, AbortedRange[]>();
+      for (const w of written) {
+        if (w === null || w.part.stream === null || !w.part.written) continue;
+        const list = byStream.get(w.part.stream) ?? [];
+        list.push({ partition: w.part.index, producerId: txn.producerId, first: w.part.first ?? w.part.floor, last: w.offset });
+        byStream.set(w.part.stream, list);
+      }
+      for (const [stream, ranges] of byStream) await this.recordAborted(stream, ranges);
+    }
+    for (const part of txn.partitions.values()) if (part.stream !== null) this.open.get(part.stream)?.get(part.index)?.delete(part);
+    txn.partitions.clear();
+    txn.offsets.clear();
+    txn.state = "Empty";
+    await this.save();
+  }
+
+  private writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
+    const stream = part.stream;
+    if (stream === null || stream.deleted) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
+      stream.append(part.index, input, (err, seq) => {
+        if (err === null) resolve({ part, offset: seq - 1 });
+        else if (stream.deleted) resolve(null);
+        else reject(new Error(`transaction marker for ${part.topic}/${part.index}: ${err.message}`));
+      });
+    });
+  }
+
+  private recordAborted(stream: Stream, ranges: AbortedRange[]): Promise<void> {
+    const key = fileKeyOf(stream);
+    const list = this.aborted.get(key) ?? [];
+    this.aborted.set(key, list);
+    const text = ranges.map((r) => `${r.partition} ${r.producerId} ${r.first} ${r.last}\n`).join("");
+    const write = async (): Promise<void> => {
+      const dir = join(this.dir, "aborted");
+      const file = join(dir, `${key}.log`);
+      await mkdir(dir, { recursive: true });
+      const fh = await open(file, "a");
+      try {
+        await fh.writeFile(text);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      // A new file is durable only once its directory entry is.
+      if (!this.knownFiles.has(file)) {
+        await syncDir(dir);
+        this.knownFiles.add(file);
+      }
+      list.push(...ranges);
+    };
+    const prev = this.abortedWrites.get(key) ?? Promise.resolve();
+    const run = prev.then(write, write);
+    this.abortedWrites.set(key, run.catch(() => undefined));
+    return run;
+  }
+
+  private openSet(stream: Stream, index: number): Set<TxnPartition> {
+    let byPartition = this.open.get(stream);
+    if (byPartition === undefined) this.open.set(stream, (byPartition = new Map()));
+    let set = byPartition.get(index);
+    if (set === undefined) byPartition.set(index, (set = new Set()));
+    return set;
+  }
+
+  /** Forgets the least recently used idle transactional id when the table is full. */
+  private makeRoom(): boolean {
+    if (this.txns.size < MAX_TRANSACTIONAL_IDS) return true;
+    let oldest: Txn | null = null;
+    for (const t of this.txns.values()) if (t.state === "Empty" && (oldest === null || t.lastUsed < oldest.lastUsed)) oldest = t;
+    if (oldest === null) return false;
+    this.txns.delete(oldest.id);
+    return true;
+  }
+
+  private save(): Promise<void> {
+    const write = (): Promise<void> => {
+      const snapshot: Record<string, SavedTxn> = {};
+      for (const t of this.txns.values()) {
+        snapshot[t.id] = {
+          producerId: t.producerId,
+          epoch: t.epoch,
+          timeoutMs: t.timeoutMs,
+          state: t.state,
+          partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, p.floor]),
+          ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
+        };
+      }
+      return writeJsonDurably(join(this.dir, "transactions.json"), snapshot);
+    };
+    const run = this.saves.then(write, write);
+    this.saves = run.catch(() => undefined);
+    return run;
+  }
+}
+
+function fileKeyOf(stream: Stream): string {
+  return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
+}

@@ -1,0 +1,194 @@
+/**
+ * Kafka transactions with real clients: KafkaJS transactional producers
+ * (commit, abort, offsets in a transaction, fencing, timeouts) read by
+ * read_committed and read_uncommitted consumers (KafkaJS and kcat), and a
+ * transaction left open by a restart.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs from "kafkajs";
+import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+
+type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
+
+/** The values of a whole topic, read by kcat (librdkafka) to the end of every partition. */
+async function values(broker: string, topic: string, isolation: "read_committed" | "read_uncommitted"): Promise<string[]> {
+  const r = await kcat(["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", `isolation.level=${isolation}`, "-f", "%s\n"]);
+  assert.equal(r.code, 0, `kcat -C failed: ${r.stderr}`);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+function errorType(err: unknown): string {
+  const e = err as { type?: string; originalError?: { type?: string }; cause?: { type?: string } };
+  return e.type ?? e.originalError?.type ?? e.cause?.type ?? String(err);
+}
+
+describe("Kafka transactions", () => {
+  let h: KafkaHarness;
+  const producers: Producer[] = [];
+
+  const transactional = async (transactionalId: string, transactionTimeout = 60_000): Promise<Producer> => {
+    const p = h.kafka().producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, transactionTimeout });
+    await p.connect();
+    producers.push(p);
+    return p;
+  };
+
+  const createTopic = async (topic: string, numPartitions = 1): Promise<void> => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
+    } finally {
+      await admin.disconnect();
+    }
+  };
+
+  before(async () => {
+    h = await startKafka();
+  });
+  after(async () => {
+    for (const p of producers) await p.disconnect().catch(() => undefined);
+    await h.close();
+  });
+
+  test("commit and abort: a read_committed KafkaJS consumer and kcat see only committed records; read_uncommitted sees all", async () => {
+    const topic = "txn.basic";
+    await createTopic(topic, 2);
+    const producer = await transactional("tx-basic");
+
+    const first = await producer.transaction();
+    await first.send({ topic, messages: [{ value: "c1", partition: 0 }, { value: "c2", partition: 1 }, { value: "c3", partition: 0 }] });
+    await first.commit();
+    const aborted = await producer.transaction();
+    await aborted.send({ topic, messages: [{ value: "a1", partition: 0 }, { value: "a2", partition: 1 }] });
+    await aborted.abort();
+    const last = await producer.transaction();
+    await last.send({ topic, messages: [{ value: "c4", partition: 0 }, { value: "c5", partition: 1 }] });
+    await last.commit();
+
+    // Reading to c4 and c5, each after the aborted record of its partition, shows whether those were dropped.
+    const seen: string[] = [];
+    const consumer = h.kafka().consumer({ groupId: "txn-reader", readUncommitted: false });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
+      await waitUntil(() => seen.includes("c4") && seen.includes("c5"), "the last committed records", 20_000);
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.deepEqual([...seen].sort(), ["c1", "c2", "c3", "c4", "c5"]);
+
+    assert.deepEqual((await values(h.broker, topic, "read_committed")).sort(), ["c1", "c2", "c3", "c4", "c5"]);
+    assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["a1", "a2", "c1", "c2", "c3", "c4", "c5"]);
+  });
+
+  test("an open transaction holds read_committed readers back; its timeout aborts it and fences the producer", async () => {
+    const topic = "txn.open";
+    await createTopic(topic);
+    const producer = await transactional("tx-slow", 1500);
+    const plain = h.kafka().producer();
+    await plain.connect();
+    producers.push(plain);
+
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "pending" }] });
+    await plain.send({ topic, acks: -1, messages: [{ value: "plain" }] });
+    // The last stable offset is the open transaction's first record: nothing past it is committed yet.
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), []);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["pending", "plain"]);
+
+    let committed: string[] = [];
+    await waitUntilAsync(
+      async () => (committed = await values(h.broker, topic, "read_committed")).length > 0,
+      "the coordinator to abort the timed-out transaction",
+      15_000,
+    );
+    assert.deepEqual(committed, ["plain"]);
+    await assert.rejects(open.commit(), (err) => {
+      assert.equal(errorType(err), "INVALID_PRODUCER_EPOCH");
+      return true;
+    });
+  });
+
+  test("a new producer with the same transactional id aborts the old one's transaction and fences it", async () => {
+    const topic = "txn.fence";
+    await createTopic(topic);
+    const zombie = await transactional("tx-fence");
+    const old = await zombie.transaction();
+    await old.send({ topic, messages: [{ value: "zombie-1" }] });
+
+    // KafkaJS initialises its transactional producer id on the first transaction.
+    const successor = await transactional("tx-fence");
+    const txn = await successor.transaction();
+    await assert.rejects(old.send({ topic, messages: [{ value: "zombie-2" }] }), (err) => {
+      assert.equal(errorType(err), "INVALID_PRODUCER_EPOCH");
+      return true;
+    });
+    await txn.send({ topic, messages: [{ value: "successor" }] });
+    await txn.commit();
+
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["successor"]);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["zombie-1", "successor"]);
+  });
+
+  test("offsets sent in a transaction are committed with it, and dropped when it aborts", async () => {
+    const source = "txn.source";
+    const sink = "txn.sink";
+    await createTopic(source);
+    await createTopic(sink);
+    const producer = await transactional("tx-etl");
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      const committedOffset = async (): Promise<string> => (await admin.fetchOffsets({ groupId: "etl", topics: [source] }))[0].partitions[0].offset;
+
+      const txn = await producer.transaction();
+      await txn.send({ topic: sink, messages: [{ value: "derived-0..2" }] });
+      await txn.sendOffsets({ consumerGroupId: "etl", topics: [{ topic: source, partitions: [{ partition: 0, offset: "3" }] }] });
+      assert.equal(await committedOffset(), "-1", "not visible before the commit");
+      await txn.commit();
+      assert.equal(await committedOffset(), "3");
+
+      const dropped = await producer.transaction();
+      await dropped.send({ topic: sink, messages: [{ value: "derived-3..8" }] });
+      await dropped.sendOffsets({ consumerGroupId: "etl", topics: [{ topic: source, partitions: [{ partition: 0, offset: "9" }] }] });
+      await dropped.abort();
+      assert.equal(await committedOffset(), "3");
+    } finally {
+      await admin.disconnect();
+    }
+    assert.deepEqual(await values(h.broker, sink, "read_committed"), ["derived-0..2"]);
+  });
+
+  test("a transaction open at a restart is aborted by the restarted broker, and offsets stay where they were", async () => {
+    const topic = "txn.restart";
+    await createTopic(topic);
+    const producer = await transactional("tx-crash");
+    const committed = await producer.transaction();
+    await committed.send({ topic, messages: [{ value: "before" }] });
+    await committed.commit();
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "in-flight" }] });
+
+    await h.restart();
+    const plain = h.kafka().producer();
+    await plain.connect();
+    producers.push(plain);
+    const [ack] = await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+    // before (0), its commit marker (1), in-flight (2), the abort marker written at restart (3), after (4).
+    assert.equal(ack.baseOffset, "4");
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "after"]);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["before", "in-flight", "after"]);
+
+    // The producer that lived through the restart is fenced; a new one with its id carries on.
+    const successor = await transactional("tx-crash");
+    const txn = await successor.transaction();
+    await txn.send({ topic, messages: [{ value: "resumed" }] });
+    await txn.commit();
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "after", "resumed"]);
+  });
+});
