@@ -184,18 +184,45 @@ describe("Kafka door", () => {
     const js = jetstream(h.nc);
     const got = [];
     for await (const m of await (await js.consumers.get("cross_proto", "n")).fetch({ max_messages: 1, expires: 2000 })) {
-      got.push({ subject: m.subject, data: m.string(), trace: m.headers?.get("trace") });
+      got.push({ subject: m.subject, data: m.string(), trace: m.headers?.get("trace"), key: m.headers?.get("Nats-Key") });
       m.ack();
     }
-    assert.deepEqual(got, [{ subject: "cross.proto", data: "from kafka", trace: "abc" }]);
+    assert.deepEqual(got, [{ subject: "cross.proto", data: "from kafka", trace: "abc", key: "user-7" }]);
 
     const hdrs = natsHeaders();
     hdrs.set("origin", "nats");
+    hdrs.set("Nats-Key", "user-8");
     const ack = await js.publish("cross.proto", "from nats", { headers: hdrs });
     assert.equal(ack.seq, 2);
     const lines = await consumeAll(h.broker, "cross.proto");
-    assert.deepEqual(lines.map((l) => [l.offset, l.value, l.headers]), [[0, "from kafka", "trace=abc"], [1, "from nats", "origin=nats"]]);
-    assert.equal(lines[0].key, "user-7");
+    assert.deepEqual(lines.map((l) => [l.offset, l.key, l.value, l.headers]), [[0, "user-7", "from kafka", "trace=abc"], [1, "user-8", "from nats", "origin=nats"]]);
+    const stored = await jsm.streams.getMessage("cross_proto", { seq: 2 });
+    assert.equal(stored!.header.get("Nats-Key"), "user-8", "the key is given back to NATS readers in the same header");
+  });
+
+  test("a keyed NATS publish into a partitioned stream lands in the partition KafkaJS's default partitioner picks for the key", async () => {
+    const topic = "keyed.parts";
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 6 }] });
+    await admin.disconnect();
+    const keys = Array.from({ length: 24 }, (_, i) => `customer-${i}`);
+    const producer = h.kafka().producer();
+    await producer.connect();
+    await producer.send({ topic, acks: -1, messages: keys.map((key) => ({ key, value: "kafka" })) });
+    await producer.disconnect();
+    const js = jetstream(h.nc);
+    for (const key of keys) {
+      const hdrs = natsHeaders();
+      hdrs.set("Nats-Key", key);
+      await js.publish(topic, "nats", { headers: hdrs });
+    }
+    const lines = await consumeAll(h.broker, topic);
+    assert.equal(lines.length, 48);
+    const partitionOf = (value: string): Map<string, number> => new Map(lines.filter((l) => l.value === value).map((l) => [l.key, l.partition]));
+    const byKafka = partitionOf("kafka");
+    assert.deepEqual(partitionOf("nats"), byKafka);
+    assert.ok(new Set(byKafka.values()).size > 3, "the keys spread over the partitions");
   });
 
   test("a stream created over NATS is a topic: fetched over Kafka, and produced into under its subjects", async () => {

@@ -8,7 +8,7 @@
 import type { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { ApiError, Errors } from "./errors.js";
-import { appendHeaders, encodeHeaders } from "./headers.js";
+import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
 import type { JetStream } from "./jetstream.js";
 import type { StoredMessage } from "../store/log.js";
@@ -288,7 +288,7 @@ export class JetStreamApi implements Receiver {
     } catch (err) {
       return miss(err instanceof ApiError && err.code === 404 ? "404 Message Not Found" : "408 Bad Request");
     }
-    const headers = appendHeaders(m.headers, [
+    const headers = appendHeaders(withKeyHeader(m.headers, m.key), [
       ["Nats-Stream", s.config.name],
       ["Nats-Subject", m.subject],
       ["Nats-Sequence", String(m.seq)],

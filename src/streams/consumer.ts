@@ -12,7 +12,7 @@
 
 import { subjectMatches } from "../subjects/subject.js";
 import type { StoredMessage } from "../store/log.js";
-import { encodeHeaders, appendHeaders } from "./headers.js";
+import { encodeHeaders, appendHeaders, withKeyHeader } from "./headers.js";
 import { filtersOf, isPush, NS_PER_MS, type ConsumerConfig } from "./config.js";
 import { isoTime, type Stream } from "./stream.js";
 import { readJson, writeJsonDurably } from "./persist.js";
@@ -388,7 +388,7 @@ export class Consumer {
     this.lastDeliveryAt = now;
     const pendingAfter = this.numPending();
     const reply = `$JS.ACK.${this.stream.config.name}.${this.name}.${count}.${m.seq}.${dseq}.${m.time}000000.${pendingAfter}`;
-    let headers = m.headers;
+    let headers = m.key === null ? m.headers : withKeyHeader(m.headers, m.key);
     let data = m.data;
     if (cfg.headers_only) {
       headers = appendHeaders(headers, [["Nats-Msg-Size", String(m.data.length)]]);

@@ -3,7 +3,15 @@
  * looks at headers only when a message carries them.
  */
 
+import { isUtf8 } from "node:buffer";
+
 const PREFIX = "NATS/1.0";
+/**
+ * A message's key (what Kafka calls the record key) as NATS clients see it:
+ * published in this header, it becomes the stored key (and picks the
+ * partition of a partitioned stream); delivered, a text key is given back in it.
+ */
+export const KEY_HEADER = "Nats-Key";
 
 /** Header names as sent (NATS headers are case-sensitive on the wire) to their values. */
 export type HeaderMap = Map<string, string[]>;
@@ -48,4 +56,21 @@ export function appendHeaders(block: Uint8Array | null, pairs: Array<[string, st
   let s = body;
   for (const [k, v] of pairs) s += `${k}: ${v}\r\n`;
   return Buffer.from(s + "\r\n", "utf8");
+}
+
+/** The block with the message's key added as a Nats-Key header, when the key is one line of text. */
+export function withKeyHeader(block: Buffer | null, key: Buffer | null): Buffer | null {
+  if (key === null || !isUtf8(key)) return block;
+  const text = key.toString("utf8");
+  if (text.includes("\r") || text.includes("\n")) return block;
+  return appendHeaders(block, [[KEY_HEADER, text]]);
+}
+
+/** The block without the headers named `name`, or null when nothing is left of it. */
+export function withoutHeader(block: Buffer, name: string): Buffer | null {
+  const lines = block.toString("utf8").split("\r\n");
+  const kept = lines.filter((line, i) => i === 0 || line === "" || line.slice(0, line.indexOf(":")).trim() !== name);
+  const status = kept[0].slice(PREFIX.length).trim();
+  if (status === "" && kept.every((l, i) => i === 0 || l === "")) return null;
+  return Buffer.from(kept.join("\r\n"), "utf8");
 }

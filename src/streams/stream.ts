@@ -9,7 +9,8 @@
 import { subjectMatches } from "../subjects/subject.js";
 import { type AppendInput, type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
-import { header, parseHeaders, type HeaderMap } from "./headers.js";
+import { header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
+import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
 
@@ -169,8 +170,19 @@ export class Stream {
       }
       if (h.has("Nats-TTL") && !this.config.allow_msg_ttl) return this.fail(p, msgId, Errors.ttlDisabled());
     }
+    // A keyed message keeps its key beside the headers and, in a partitioned stream, goes where Kafka's partitioner puts the key.
+    let headers = p.headers;
+    let key: Buffer | null = null;
+    let partition = 0;
+    const keyText = header(h, KEY_HEADER);
+    if (keyText !== undefined && headers !== null) {
+      key = Buffer.from(keyText, "utf8");
+      headers = withoutHeader(headers, KEY_HEADER);
+      if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
+    }
+    const log = this.partitions[partition];
     this.inflight++;
-    this.log.append({ subject: p.subject, data: p.data, headers: p.headers }, (err, seq) => {
+    log.append({ subject: p.subject, data: p.data, headers, key }, (err, seq) => {
       this.inflight--;
       if (err !== null) {
         // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
@@ -179,20 +191,20 @@ export class Stream {
         if (msgId !== undefined) this.remember(msgId, seq);
         if (rollup !== undefined) {
           const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
-          this.log.purge(purge).then(
-            () => this.stored(p, msgId, seq),
+          log.purge(purge).then(
+            () => this.stored(p, msgId, partition, seq),
             (e: Error) => this.fail(p, msgId, Errors.rollupFailed(e.message)),
           );
         } else {
-          this.stored(p, msgId, seq);
+          this.stored(p, msgId, partition, seq);
         }
       }
       this.drainQueue();
     });
   }
 
-  private stored(p: Queued, msgId: string | undefined, seq: number): void {
-    this.afterStore(0, p.subject, seq, () => this.acknowledge(p, msgId, seq));
+  private stored(p: Queued, msgId: string | undefined, partition: number, seq: number): void {
+    this.afterStore(partition, p.subject, seq, () => this.acknowledge(p, msgId, seq));
   }
 
   /** Tells consumers and listeners of a stored message, applies interest retention, then `ack`s. */
@@ -357,7 +369,8 @@ export class Stream {
   /** The message as MSG.GET returns it. */
   static renderMessage(m: StoredMessage): Record<string, unknown> {
     const out: Record<string, unknown> = { subject: m.subject, seq: m.seq, time: isoTime(m.time) };
-    if (m.headers !== null && m.headers.length > 0) out.hdrs = m.headers.toString("base64");
+    const headers = withKeyHeader(m.headers, m.key);
+    if (headers !== null && headers.length > 0) out.hdrs = headers.toString("base64");
     if (m.data.length > 0) out.data = m.data.toString("base64");
     return out;
   }
