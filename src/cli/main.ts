@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `nagare` command: `nagare server [flags]` (or just `nagare -p 4222 ...`,
- * as one would run nats-server), and the client commands pub, sub, request and
- * reply.
+ * as one would run nats-server), the client commands pub, sub, request and
+ * reply, the JetStream commands and the Kafka commands.
  */
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -24,9 +24,12 @@ Commands:
   stream add|ls|info|rm|purge|get    Manage streams (JetStream)
   consumer add|ls|info|rm|next       Manage and read consumers
   kv get|put|del|watch               Use a key-value bucket
+  topic create|ls|describe|rm        Manage Kafka topics (over the Kafka protocol)
+  group ls|describe                  List Kafka consumer groups, show their lag
   help                               Show this message
-Run "nagare <client command> --help" for the client commands' options, and
-"nagare stream --help" (consumer, kv) for the JetStream commands'.
+Run "nagare <client command> --help" for the client commands' options,
+"nagare stream --help" (consumer, kv) for the JetStream commands' and
+"nagare topic --help" (group) for the Kafka commands'.
 
 Server flags:
   -a, --addr, --net <host>           Bind to host address (default: 0.0.0.0)
@@ -86,6 +89,11 @@ async function main(argv: string[]): Promise<void> {
   if (cmd === "stream" || cmd === "consumer" || cmd === "kv") {
     const { runJsCommand } = await import("./js-commands.js");
     process.exitCode = await runJsCommand(cmd, argv.slice(3));
+    return;
+  }
+  if (cmd === "topic" || cmd === "group") {
+    const { runKafkaCommand } = await import("./kafka-commands.js");
+    process.exitCode = await runKafkaCommand(cmd, argv.slice(3));
     return;
   }
   process.stderr.write(`nagare: unknown command "${cmd}"\n\n${USAGE}`);

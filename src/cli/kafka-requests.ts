@@ -1,0 +1,297 @@
+/**
+ * The admin requests the Kafka CLI commands send, and their answers decoded.
+ * Each API is pinned to its highest non-flexible version that nagare
+ * answers (src/protocols/kafka/api.ts), which Kafka brokers from 2.4 on
+ * answer too. Error codes in answers are returned, not thrown: what an
+ * error means depends on the command.
+ */
+
+import { Reader } from "../protocols/kafka/codec.js";
+import { ApiKey } from "../protocols/kafka/api.js";
+import { ErrorCode } from "../protocols/kafka/errors.js";
+import { KafkaClientError, type KafkaClient } from "./kafka-client.js";
+
+const V = {
+  metadata: 6, // v4+ lets us turn topic auto-creation off
+  createTopics: 4, // v4: -1 partitions/replication mean the broker's defaults (KIP-464)
+  deleteTopics: 3,
+  describeConfigs: 2,
+  listOffsets: 3,
+  listGroups: 2,
+  describeGroups: 4,
+  offsetFetch: 5, // v2+: a null topic list fetches every committed offset
+} as const;
+
+const ADMIN_TIMEOUT_MS = 30_000;
+const RESOURCE_TOPIC = 2;
+export const EARLIEST = -2;
+export const LATEST = -1;
+
+const ERROR_NAMES = new Map<number, string>(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
+
+export function errorName(code: number): string {
+  return ERROR_NAMES.get(code) ?? `error ${code}`;
+}
+
+/** An error code the broker answered with. */
+export class KafkaResponseError extends Error {
+  constructor(
+    readonly code: number,
+    message?: string | null,
+  ) {
+    super(message ? `${message} (${errorName(code)})` : errorName(code));
+  }
+}
+
+// ---- topics ----
+
+export interface TopicMetadata {
+  name: string;
+  error: number;
+  partitions: Array<{ partition: number; error: number; leader: number }>;
+}
+
+/** Metadata of `topics` (null: every topic), never creating one. */
+export async function metadata(c: KafkaClient, topics: string[] | null): Promise<TopicMetadata[]> {
+  const r = await c.request(ApiKey.Metadata, V.metadata, (w) => {
+    if (topics === null) w.arrayLength(-1);
+    else w.array(topics, (w, t) => w.string(t));
+    w.bool(false); // allow_auto_topic_creation
+  });
+  r.i32(); // throttle_time_ms
+  r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString())); // brokers: node_id, host, port, rack
+  r.nullableString(); // cluster_id
+  r.i32(); // controller_id
+  return r.array((r) => {
+    const error = r.i16();
+    const name = r.string();
+    r.bool(); // is_internal
+    const partitions = r.array((r) => {
+      const error = r.i16();
+      const partition = r.i32();
+      const leader = r.i32();
+      r.array((r) => r.i32()); // replica_nodes
+      r.array((r) => r.i32()); // isr_nodes
+      r.array((r) => r.i32()); // offline_replicas
+      return { partition, error, leader };
+    });
+    partitions.sort((a, b) => a.partition - b.partition);
+    return { name, error, partitions };
+  });
+}
+
+export interface Outcome {
+  error: number;
+  message: string | null;
+}
+
+/** `partitions` -1 and replication -1: the broker's defaults. */
+export async function createTopic(c: KafkaClient, name: string, partitions: number, configs: Array<[string, string]>): Promise<Outcome> {
+  const r = await c.request(ApiKey.CreateTopics, V.createTopics, (w) => {
+    w.arrayLength(1);
+    w.string(name).i32(partitions).i16(-1);
+    w.arrayLength(0); // assignments
+    w.array(configs, (w, [k, v]) => w.string(k).nullableString(v));
+    w.i32(ADMIN_TIMEOUT_MS);
+    w.bool(false); // validate_only
+  });
+  r.i32(); // throttle_time_ms
+  const [result] = r.array((r) => ({ name: r.string(), error: r.i16(), message: r.nullableString() }));
+  if (result === undefined) throw new KafkaClientError("the broker answered CreateTopics without a result");
+  return { error: result.error, message: result.message };
+}
+
+export async function deleteTopic(c: KafkaClient, name: string): Promise<number> {
+  const r = await c.request(ApiKey.DeleteTopics, V.deleteTopics, (w) => {
+    w.array([name], (w, t) => w.string(t));
+    w.i32(ADMIN_TIMEOUT_MS);
+  });
+  r.i32(); // throttle_time_ms
+  const [result] = r.array((r) => ({ name: r.string(), error: r.i16() }));
+  if (result === undefined) throw new KafkaClientError("the broker answered DeleteTopics without a result");
+  return result.error;
+}
+
+export interface ConfigEntry {
+  name: string;
+  value: string | null;
+  readOnly: boolean;
+  source: string;
+  sensitive: boolean;
+}
+
+/** DescribeConfigs v1+ config_source values. */
+const CONFIG_SOURCES = ["unknown", "topic", "broker", "broker", "broker", "default", "broker"];
+
+export async function describeTopicConfigs(c: KafkaClient, topic: string): Promise<Outcome & { entries: ConfigEntry[] }> {
+  const r = await c.request(ApiKey.DescribeConfigs, V.describeConfigs, (w) => {
+    w.arrayLength(1);
+    w.i8(RESOURCE_TOPIC).string(topic).arrayLength(-1); // every config key
+    w.bool(false); // include_synonyms
+  });
+  r.i32(); // throttle_time_ms
+  const [result] = r.array((r) => {
+    const error = r.i16();
+    const message = r.nullableString();
+    r.i8(); // resource_type
+    r.string(); // resource_name
+    const entries = r.array((r): ConfigEntry => {
+      const name = r.string();
+      const value = r.nullableString();
+      const readOnly = r.bool();
+      const source = CONFIG_SOURCES[r.i8()] ?? "unknown";
+      const sensitive = r.bool();
+      r.array((r) => (r.string(), r.nullableString(), r.i8())); // synonyms
+      return { name, value, readOnly, source, sensitive };
+    });
+    return { error, message, entries };
+  });
+  if (result === undefined) throw new KafkaClientError("the broker answered DescribeConfigs without a result");
+  result.entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return result;
+}
+
+export interface PartitionOffset {
+  topic: string;
+  partition: number;
+  error: number;
+  offset: number;
+}
+
+/** The earliest (-2) or latest (-1: the high watermark) offset of each partition. */
+export async function listOffsets(c: KafkaClient, at: typeof EARLIEST | typeof LATEST, partitions: Array<{ topic: string; partition: number }>): Promise<PartitionOffset[]> {
+  const byTopic = new Map<string, number[]>();
+  for (const p of partitions) {
+    const list = byTopic.get(p.topic);
+    if (list === undefined) byTopic.set(p.topic, [p.partition]);
+    else list.push(p.partition);
+  }
+  if (byTopic.size === 0) return [];
+  const r = await c.request(ApiKey.ListOffsets, V.listOffsets, (w) => {
+    w.i32(-1); // replica_id: a consumer
+    w.i8(0); // isolation_level: read_uncommitted, so latest is the high watermark
+    w.array([...byTopic], (w, [topic, parts]) => {
+      w.string(topic);
+      w.array(parts, (w, p) => w.i32(p).i64(at));
+    });
+  });
+  r.i32(); // throttle_time_ms
+  return r
+    .array((r) => {
+      const topic = r.string();
+      return r.array((r): PartitionOffset => {
+        const partition = r.i32();
+        const error = r.i16();
+        r.i64(); // timestamp
+        return { topic, partition, error, offset: r.i64() };
+      });
+    })
+    .flat();
+}
+
+// ---- groups ----
+
+export async function listGroups(c: KafkaClient): Promise<Array<{ group: string; protocolType: string }>> {
+  const r = await c.request(ApiKey.ListGroups, V.listGroups, () => undefined);
+  r.i32(); // throttle_time_ms
+  const error = r.i16();
+  const groups = r.array((r) => ({ group: r.string(), protocolType: r.string() }));
+  if (error !== ErrorCode.NONE) throw new KafkaResponseError(error, "ListGroups failed");
+  return groups;
+}
+
+export interface GroupMember {
+  memberId: string;
+  instanceId: string | null;
+  clientId: string;
+  host: string;
+  assignment: Buffer;
+}
+
+export interface GroupDescription {
+  group: string;
+  error: number;
+  state: string;
+  protocolType: string;
+  protocol: string;
+  members: GroupMember[];
+}
+
+export async function describeGroups(c: KafkaClient, groups: string[]): Promise<GroupDescription[]> {
+  if (groups.length === 0) return [];
+  const r = await c.request(ApiKey.DescribeGroups, V.describeGroups, (w) => {
+    w.array(groups, (w, g) => w.string(g));
+    w.bool(false); // include_authorized_operations
+  });
+  r.i32(); // throttle_time_ms
+  return r.array((r): GroupDescription => {
+    const error = r.i16();
+    const group = r.string();
+    const state = r.string();
+    const protocolType = r.string();
+    const protocol = r.string();
+    const members = r.array((r): GroupMember => {
+      const memberId = r.string();
+      const instanceId = r.nullableString();
+      const clientId = r.string();
+      const host = r.string();
+      r.nullableBytes(); // member_metadata
+      // Copied: the reader's buffer is the whole response.
+      const assignment = Buffer.from(r.nullableBytes() ?? Buffer.alloc(0));
+      return { memberId, instanceId, clientId, host, assignment };
+    });
+    r.i32(); // authorized_operations
+    return { group, error, state, protocolType, protocol, members };
+  });
+}
+
+export interface CommittedOffset {
+  topic: string;
+  partition: number;
+  offset: number;
+}
+
+/** Every offset `group` has committed; -1 offsets (nothing committed) are left out. */
+export async function fetchCommittedOffsets(c: KafkaClient, group: string): Promise<CommittedOffset[]> {
+  const r = await c.request(ApiKey.OffsetFetch, V.offsetFetch, (w) => {
+    w.string(group);
+    w.arrayLength(-1); // every topic
+  });
+  r.i32(); // throttle_time_ms
+  const out: CommittedOffset[] = [];
+  let partitionError: number = ErrorCode.NONE;
+  r.array((r) => {
+    const topic = r.string();
+    r.array((r) => {
+      const partition = r.i32();
+      const offset = r.i64();
+      r.i32(); // committed_leader_epoch
+      r.nullableString(); // metadata
+      const error = r.i16();
+      if (error !== ErrorCode.NONE) partitionError = error;
+      else if (offset >= 0) out.push({ topic, partition, offset });
+    });
+  });
+  const error = r.i16();
+  if (error !== ErrorCode.NONE || partitionError !== ErrorCode.NONE) {
+    throw new KafkaResponseError(error !== ErrorCode.NONE ? error : partitionError, `fetching the committed offsets of group ${group} failed`);
+  }
+  return out;
+}
+
+/**
+ * The partitions of a consumer-protocol assignment (version int16, then
+ * topic and partition arrays, then user data), or null when the bytes are
+ * not one. Members write these bytes, so nothing in them is trusted.
+ */
+export function decodeAssignment(bytes: Buffer): Array<{ topic: string; partitions: number[] }> | null {
+  if (bytes.length === 0) return []; // not assigned yet (a rebalance is running)
+  try {
+    const r = new Reader(bytes);
+    if (r.i16() < 0) return null;
+    return r.array((r) => ({ topic: r.string(), partitions: r.array((r) => r.i32()) }));
+    // user_data follows; we have no use for it, and a version 0 assignment may end before it.
+  } catch {
+    return null;
+  }
+}
