@@ -422,6 +422,44 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("idempotent producer across a restart: a retry is still answered with its original offset, and sequences go on", async () => {
+      const topic = "raw.idempotent.restart";
+      const admin = h.kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] });
+      await admin.disconnect();
+      let s = await open();
+      s.write(frame((w) => w.nullableString(null).i32(60_000), 22, 1));
+      const init = await response(s);
+      init.i32();
+      assert.equal(init.i16(), 0);
+      const pid = init.i64();
+      const send = async (seq: number, values: string[]): Promise<[number, number]> => {
+        const w = new Writer();
+        encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, pid, 0, seq);
+        s.write(produceV3(topic, Buffer.from(w.result())));
+        const res = await response(s);
+        res.i32();
+        res.string();
+        res.i32();
+        res.i32();
+        return [res.i16(), res.i64()];
+      };
+      assert.deepEqual(await send(0, ["a", "b"]), [0, 0]);
+      assert.deepEqual(await send(2, ["c"]), [0, 2]);
+      s.destroy();
+      await h.restart();
+      s = await open();
+      assert.deepEqual(await send(2, ["c"]), [0, 2], "the retry of a batch stored before the restart: its original offset");
+      assert.deepEqual(await send(0, ["a", "b"]), [0, 0]);
+      assert.deepEqual(await send(5, ["gap"]), [45, -1], "OUT_OF_ORDER_SEQUENCE_NUMBER: the sequence was rebuilt, not forgotten");
+      assert.deepEqual(await send(3, ["d"]), [0, 3]);
+      assert.equal(await highWatermark(topic), 4, "each batch stored once");
+      const lines = await consumeAll(h.broker, topic);
+      assert.deepEqual(lines.map((l) => [l.value, l.headers]), [["a", ""], ["b", ""], ["c", ""], ["d", ""]], "the door's own batch header is not shown to Kafka readers");
+      s.destroy();
+    });
+
     test("transactions: bad timeouts, unknown producers, wrong epochs, unadded partitions and unknown topics get their Kafka errors", async () => {
       const topic = "raw.txn";
       const admin = h.kafka().admin();

@@ -9,6 +9,9 @@
  * transaction carries a `Kafka-Txn: <producer id> <epoch>` header, and the
  * commit or abort marker that closes it on a partition is a message under
  * the subject `$KAFKA.TXN.COMMIT` or `$KAFKA.TXN.ABORT` with the same header.
+ * The first record of an idempotent producer's batch carries
+ * `Kafka-Batch: <producer id> <epoch> <base sequence> <count>`, from which
+ * the producer's sequence state is rebuilt after a restart.
  */
 
 import { isUtf8 } from "node:buffer";
@@ -17,6 +20,8 @@ import { ErrorCode, BatchError } from "./errors.js";
 
 const HEADER_NAME = /^[!-9;-~]+$/; // printable ASCII without ':' or space
 export const TXN_HEADER = "Kafka-Txn";
+export const BATCH_HEADER = "Kafka-Batch";
+const RESERVED = new Set([TXN_HEADER.toLowerCase(), BATCH_HEADER.toLowerCase()]);
 export const CONTROL_SUBJECT_COMMIT = "$KAFKA.TXN.COMMIT";
 export const CONTROL_SUBJECT_ABORT = "$KAFKA.TXN.ABORT";
 
@@ -25,13 +30,18 @@ export interface TxnMark {
   epoch: number;
 }
 
+export interface BatchMark extends TxnMark {
+  baseSequence: number;
+  count: number;
+}
+
 /** A NATS header block for Kafka record headers, or null when there are none. */
-export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>, txn: TxnMark | null = null): Buffer | null {
-  if (headers.length === 0 && txn === null) return null;
+export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>, txn: TxnMark | null = null, batch: BatchMark | null = null): Buffer | null {
+  if (headers.length === 0 && txn === null && batch === null) return null;
   let s = "NATS/1.0\r\n";
   for (const [k, v] of headers) {
     if (!HEADER_NAME.test(k)) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${JSON.stringify(k)} cannot be a NATS header`);
-    if (k.toLowerCase() === TXN_HEADER.toLowerCase()) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${TXN_HEADER} is reserved for transactions`);
+    if (RESERVED.has(k.toLowerCase())) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${k} is reserved for the Kafka door`);
     let value = "";
     if (v !== null) {
       if (!isUtf8(v)) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${k}: value is not UTF-8 text`);
@@ -41,6 +51,7 @@ export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>, t
     s += `${k}: ${value}\r\n`;
   }
   if (txn !== null) s += `${TXN_HEADER}: ${txn.producerId} ${txn.epoch}\r\n`;
+  if (batch !== null) s += `${BATCH_HEADER}: ${batch.producerId} ${batch.epoch} ${batch.baseSequence} ${batch.count}\r\n`;
   return Buffer.from(s + "\r\n", "utf8");
 }
 
@@ -60,7 +71,17 @@ export function kafkaHeadersOf(block: Buffer | null): { headers: Array<[string, 
       if (Number.isSafeInteger(producerId) && Number.isSafeInteger(epoch)) txn = { producerId, epoch };
       continue;
     }
+    if (k === BATCH_HEADER) continue;
     for (const v of values) headers.push([k, Buffer.from(v, "utf8")]);
   }
   return { headers, txn };
+}
+
+/** The idempotent batch a stored message begins, if it begins one. */
+export function batchMarkOf(block: Buffer): BatchMark | null {
+  const value = parseHeaders(block, 0, block.length).get(BATCH_HEADER)?.[0];
+  if (value === undefined) return null;
+  const [producerId, epoch, baseSequence, count] = value.split(" ").map(Number);
+  if (![producerId, epoch, baseSequence, count].every(Number.isSafeInteger)) return null;
+  return { producerId, epoch, baseSequence, count };
 }

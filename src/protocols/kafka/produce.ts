@@ -9,7 +9,7 @@ import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { BatchError, ErrorCode } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch } from "./records.js";
-import { natsHeadersOf } from "./messages.js";
+import { BATCH_HEADER, batchMarkOf, natsHeadersOf } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
 import type { AppendInput } from "../../store/log.js";
@@ -82,9 +82,12 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
     // A transactional batch belongs to the transaction the request names; a plain one to none.
     if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
     const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
+    const idempotent = batch.producerId >= 0 ? { producerId: batch.producerId, epoch: batch.producerEpoch, baseSequence: batch.baseSequence, count: batch.records.length } : null;
+    if (idempotent !== null && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
     const fallback = defaultSubject(stream);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
-    for (const rec of batch.records) {
+    for (let i = 0; i < batch.records.length; i++) {
+      const rec = batch.records[i];
       let subject = fallback;
       let headers = rec.headers;
       const named = headers.find(([k]) => k === SUBJECT_HEADER);
@@ -93,7 +96,7 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
         if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
         headers = headers.filter(([k]) => k !== SUBJECT_HEADER);
       }
-      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers, txn), data: rec.value ?? EMPTY };
+      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers, txn, i === 0 ? idempotent : null), data: rec.value ?? EMPTY };
       if ((input.headers?.length ?? 0) + input.data.length > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
       inputs.push(input);
     }
@@ -103,6 +106,28 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
     return failed(index, err.code);
   }
   return { stream, index, inputs, batch };
+}
+
+/** How far back (in messages) a partition is searched for the batches of a producer from before a restart. */
+const RECOVERY_SCAN = 10_000;
+
+/** Rebuilds a producer's sequence state in a partition from the batches it left in the log. */
+async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
+  const log = stream.partitions[index];
+  const st = log.state();
+  const needle = Buffer.from(`${BATCH_HEADER}: ${producerId} `);
+  const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number }> = [];
+  for (let seq = Math.max(st.firstSeq, st.lastSeq - RECOVERY_SCAN + 1); seq <= st.lastSeq; ) {
+    const messages = await log.scan(seq, { maxMessages: 1024 });
+    if (messages.length === 0) break;
+    for (const m of messages) {
+      if (m.headers === null || m.headers.indexOf(needle) < 0) continue;
+      const mark = batchMarkOf(m.headers);
+      if (mark !== null && mark.producerId === producerId) found.push({ epoch: mark.epoch, firstSeq: mark.baseSequence, count: mark.count, offset: m.seq - 1 });
+    }
+    seq = messages[messages.length - 1].seq + 1;
+  }
+  door.producers.seed(producerId, topic, index, found);
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */

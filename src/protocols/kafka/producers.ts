@@ -4,8 +4,10 @@
  * is answered with its original offset instead of being stored twice, and a
  * gap is refused (OUT_OF_ORDER_SEQUENCE_NUMBER).
  *
- * The state lives in memory: after a restart a producer's next batch gets
- * UNKNOWN_PRODUCER_ID and librdkafka/KafkaJS re-initialise (docs/KAFKA.md).
+ * The state lives in memory. The log keeps enough to rebuild it: the first
+ * record of each idempotent batch names its producer, epoch, base sequence
+ * and count, so when a producer id from before a restart shows up, the
+ * partition's recent records are scanned for its batches (produce.ts).
  */
 
 import { ErrorCode } from "./errors.js";
@@ -32,10 +34,28 @@ export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: 
 export class ProducerStates {
   private readonly entries = new Map<string, Entry>();
   private nextId: number;
+  /** Ids below this were handed out before this process started. */
+  private readonly firstIdOfRun: number;
 
   constructor() {
     // Ids from the clock: unique across restarts without a file, below 2^53.
     this.nextId = Date.now() * 1000;
+    this.firstIdOfRun = this.nextId;
+  }
+
+  /** Whether this producer may have batches in the partition that this process has not seen. */
+  mayNeedRecovery(producerId: number, topic: string, partition: number): boolean {
+    return producerId < this.firstIdOfRun && !this.entries.has(`${producerId}/${topic}/${partition}`);
+  }
+
+  /** Restores a producer's recent batches in a partition, oldest first, as found in the log. */
+  seed(producerId: number, topic: string, partition: number, found: ReadonlyArray<{ epoch: number; firstSeq: number; count: number; offset: number }>): void {
+    const key = `${producerId}/${topic}/${partition}`;
+    if (found.length === 0 || this.entries.has(key)) return;
+    const last = found[found.length - 1];
+    const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset }));
+    if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+    this.entries.set(key, { epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
   }
 
   allocate(): number {
