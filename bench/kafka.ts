@@ -368,6 +368,7 @@ interface Latency {
   e2e_max_ms: number;
   ack_p50_ms: number;
   ack_p99_ms: number;
+  ack_max_ms: number;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -420,6 +421,7 @@ async function latency(n: Nagare, count: number): Promise<Latency> {
       e2e_max_ms: round(e2e[e2e.length - 1], 3),
       ack_p50_ms: round(percentile(ack, 0.5), 3),
       ack_p99_ms: round(percentile(ack, 0.99), 3),
+      ack_max_ms: round(ack[ack.length - 1], 3),
     };
   } finally {
     await Promise.all([producer.disconnect(), consumer.disconnect()]);
