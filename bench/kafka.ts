@@ -1,0 +1,572 @@
+/**
+ * Kafka door benchmark: produce throughput of 1 KiB records at acks=-1 from
+ * kcat (librdkafka) and from KafkaJS, consume throughput with both, and
+ * produce→consume latency, beside this machine's sequential write bandwidth
+ * measured in the same run on the same filesystem as the store.
+ *
+ *   npm run bench:kafka                     # full run, writes bench/results/kafka-<date>.json
+ *   node dist/bench/kafka.js --quick        # smaller counts, one repeat, for a smoke check
+ *   node dist/bench/kafka.js --only=kcat_produce_1p --profile
+ *                                           # nagare writes a .cpuprofile to bench/profiles/
+ *
+ * There is no Kafka broker on this machine to compare with: the reference is
+ * the disk. Each repeat starts a fresh nagare (its own child process, pinned
+ * to core 1, store in a fresh temp dir), probes the disk next to that store,
+ * runs every scenario once small (warm-up, unmeasured) and once measured.
+ * NAGARE_BENCH_DIR picks the filesystem (default: the OS temp dir).
+ */
+
+import { spawn } from "node:child_process";
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { connect as netConnect } from "node:net";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import kafkajs from "kafkajs";
+import { cpuSeconds, freePort, median, pin, publish, round, type Running, start, type Target } from "./harness.js";
+
+const { Kafka, logLevel } = kafkajs;
+type KafkaClient = InstanceType<typeof Kafka>;
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "..", "..");
+const quick = process.argv.includes("--quick");
+const profile = process.argv.includes("--profile");
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+const REPEATS = quick || profile ? 1 : 5;
+const base = process.env.NAGARE_BENCH_DIR ?? tmpdir();
+const KCAT = "/usr/bin/kcat";
+const nagareMain = join(root, "dist/src/cli/main.js");
+
+/** Value bytes per record: what "1 KiB records" means here (no key, no headers). */
+const RECORD = 1024;
+const MB = 1e6;
+const k = quick ? 0.1 : 1;
+const COUNTS = {
+  kcat_produce: Math.round(300_000 * k),
+  kafkajs_produce: Math.round(100_000 * k),
+  latency: Math.round(2_000 * k),
+};
+const DISK_PROBE_MIB = quick ? 256 : 1024;
+const WARMUP = 0.1;
+
+/** Producer settings, recorded in the report. librdkafka's own defaults otherwise. */
+const KCAT_PRODUCE_ARGS = ["-X", "acks=all", "-X", "linger.ms=5", "-X", "batch.size=1000000"];
+/**
+ * librdkafka learns it is at the end of a partition (-e) from an empty fetch,
+ * which the broker holds for fetch.wait.max.ms (500 ms by default, as Kafka
+ * does): 10 ms keeps that wait out of the figure. It changes nothing while
+ * records are there to fetch.
+ */
+const KCAT_CONSUME_ARGS = ["-X", "fetch.wait.max.ms=10"];
+const KAFKAJS_PRODUCE = { messages_per_send: 1000, sends_in_flight: 4 };
+const KAFKAJS_CONSUME = { maxBytesPerPartition: 4 * 1024 * 1024, maxBytes: 16 * 1024 * 1024, maxWaitTimeInMs: 500 };
+const LATENCY = { gap_ms: 1, consumer_max_wait_ms: 500 };
+
+// ---- the disk ----
+
+/** Sequential write of `mib` MiB in 1 MiB blocks, one fdatasync at the end, as `dd bs=1M conv=fdatasync`. */
+function sequentialWrite(dir: string, mib: number): { mib: number; seconds: number; mb_per_sec: number } {
+  const file = join(dir, "seq-probe");
+  const block = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < block.length; i++) block[i] = (i * 131 + 7) & 0xff; // not zeros, in case anything below compresses
+  const fd = openSync(file, "w");
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < mib; i++) writeSync(fd, block);
+  fdatasyncSync(fd);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  closeSync(fd);
+  unlinkSync(file);
+  return { mib, seconds: round(seconds, 3), mb_per_sec: round((mib * 1024 * 1024) / seconds / MB, 1) };
+}
+
+// ---- the server ----
+
+interface Nagare {
+  server: Running;
+  broker: string;
+  kafka: KafkaClient;
+  admin: ReturnType<KafkaClient["admin"]>;
+  dir: string;
+}
+
+async function waitForConnect(port: number, deadlineMs = 10_000): Promise<void> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = netConnect(port, "127.0.0.1");
+      s.once("connect", () => {
+        s.destroy();
+        res(true);
+      });
+      s.once("error", () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`kafka port ${port} did not open`);
+    await sleep(50);
+  }
+}
+
+/**
+ * nagare with JetStream and the Kafka door, from a config file only so that
+ * a new consumer group forms in 100 ms rather than Kafka's default 3 s (the
+ * consume scenarios time from the group join, so this only saves wall time).
+ */
+async function startNagare(): Promise<Nagare> {
+  const dir = mkdtempSync(join(base, "nagare-kafkabench-"));
+  const kafkaPort = await freePort();
+  const target: Target = {
+    name: "nagare",
+    command: process.execPath,
+    args: (port) => {
+      const conf = join(dir, "nagare.conf");
+      writeFileSync(
+        conf,
+        `host: 127.0.0.1\nport: ${port}\njetstream { store_dir: "${join(dir, "js")}" }\nkafka { port: ${kafkaPort}, group_initial_rebalance_delay: "100ms" }\n`,
+      );
+      return [...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []), nagareMain, "server", "-c", conf];
+    },
+  };
+  const server = await start(target);
+  await waitForConnect(kafkaPort);
+  const broker = `127.0.0.1:${kafkaPort}`;
+  const kafka = new Kafka({ clientId: "nagare-bench", brokers: [broker], logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  return { server, broker, kafka, admin, dir };
+}
+
+async function stopNagare(n: Nagare): Promise<void> {
+  await n.admin.disconnect();
+  await n.server.stop();
+  rmSync(n.dir, { recursive: true, force: true });
+}
+
+let topicSeq = 0;
+async function createTopic(n: Nagare, prefix: string, partitions: number): Promise<string> {
+  const topic = `${prefix}-${++topicSeq}`;
+  const created = await n.admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+  if (!created) throw new Error(`topic ${topic} was not created`);
+  return topic;
+}
+
+async function highWatermark(n: Nagare, topic: string): Promise<number> {
+  const offsets = await n.admin.fetchTopicOffsets(topic);
+  return offsets.reduce((sum, p) => sum + Number(p.high), 0);
+}
+
+// ---- measuring ----
+
+interface Throughput {
+  records: number;
+  seconds: number;
+  records_per_sec: number;
+  mb_per_sec: number;
+  /** The whole server process: main thread, V8's helper threads (GC), libuv's pool (writes, fdatasync). */
+  server_cpu_s: number;
+  server_main_thread_cpu_s: number;
+  server_cpu_us_per_record: number;
+  server_cpu_ms_per_mb: number;
+  /** kcat's own CPU for the kcat scenarios, this process's for the KafkaJS ones. */
+  client_cpu_s: number;
+  /** Busy CPU on the machine outside the server and the client: kernel writeback, and anything else running. */
+  others_cpu_s: number;
+}
+
+const TICKS_PER_SEC = 100;
+
+function threadCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / TICKS_PER_SEC;
+}
+
+/** Busy CPU seconds of the whole machine (user, nice, system, irq, softirq), from /proc/stat. */
+function machineBusySeconds(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
+  return (f[1] + f[2] + f[3] + f[6] + f[7]) / TICKS_PER_SEC;
+}
+
+function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** Times `work`, which may return the CPU seconds of a client process it ran (kcat). */
+async function measure(n: Nagare, records: number, work: () => Promise<number | void>): Promise<Throughput> {
+  const cpu0 = cpuSeconds(n.server.pid);
+  const main0 = threadCpuSeconds(n.server.pid);
+  const busy0 = machineBusySeconds();
+  const self0 = selfCpuSeconds();
+  const t0 = process.hrtime.bigint();
+  const child = await work();
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuSeconds(n.server.pid) - cpu0;
+  const main = threadCpuSeconds(n.server.pid) - main0;
+  const self = selfCpuSeconds() - self0;
+  const busy = machineBusySeconds() - busy0;
+  const client = typeof child === "number" ? child : self;
+  const mb = (records * RECORD) / MB;
+  return {
+    records,
+    seconds: round(seconds, 3),
+    records_per_sec: Math.round(records / seconds),
+    mb_per_sec: round(mb / seconds, 1),
+    server_cpu_s: round(cpu, 2),
+    server_main_thread_cpu_s: round(main, 2),
+    server_cpu_us_per_record: round((cpu * 1e6) / records, 2),
+    server_cpu_ms_per_mb: round((cpu * 1e3) / mb, 2),
+    client_cpu_s: round(client, 2),
+    others_cpu_s: round(Math.max(0, busy - cpu - self - (typeof child === "number" ? child : 0)), 2),
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+interface Exit {
+  code: number | null;
+  stderr: string;
+  /** kcat's user + system CPU seconds. */
+  cpu: number;
+}
+
+/**
+ * Runs kcat with stdin from `input` (a file) or nothing, stdout discarded.
+ * Through bash, whose `times` reports the CPU its child used.
+ */
+function kcat(args: string[], input: string | null): Promise<Exit> {
+  return new Promise((res, rej) => {
+    const fd = input === null ? "ignore" : openSync(input, "r");
+    const script = `${KCAT} "$@"; rc=$?; echo "@@times" >&2; times >&2; exit $rc`;
+    const child = spawn("bash", ["-c", script, "kcat", ...args], { stdio: [fd, "ignore", "pipe"] });
+    if (typeof fd === "number") closeSync(fd);
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.once("error", rej);
+    child.once("close", (code) => {
+      const at = stderr.lastIndexOf("@@times\n");
+      const times = at < 0 ? "" : stderr.slice(at + 8);
+      // `times`: the shell's user and system time, then its children's.
+      const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(times.trim());
+      const cpu = m === null ? NaN : Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
+      res({ code, stderr: at < 0 ? stderr : stderr.slice(0, at), cpu });
+    });
+  });
+}
+
+/** Input for kcat -P: `count` lines of RECORD printable bytes each, newline-delimited. */
+const inputs = new Map<number, string>();
+function kcatInput(dir: string, count: number): string {
+  const have = inputs.get(count);
+  if (have !== undefined) return have;
+  const line = Buffer.alloc(RECORD + 1);
+  for (let i = 0; i < RECORD; i++) line[i] = 0x21 + ((i * 7) % 94);
+  line[RECORD] = 0x0a;
+  const file = join(dir, `kcat-input-${count}`);
+  const fd = openSync(file, "w");
+  const chunk = Buffer.concat(Array.from({ length: 1024 }, () => line));
+  let left = count;
+  while (left > 0) {
+    const n = Math.min(left, 1024);
+    writeSync(fd, chunk, 0, n * line.length);
+    left -= n;
+  }
+  closeSync(fd);
+  inputs.set(count, file);
+  return file;
+}
+
+// ---- scenarios ----
+
+async function kcatProduce(n: Nagare, partitions: number, count: number, inputDir: string): Promise<{ topic: string; result: Throughput }> {
+  const topic = await createTopic(n, `kcat${partitions}p`, partitions);
+  const input = kcatInput(inputDir, count);
+  const r = await measure(n, count, async () => {
+    const exit = await kcat(["-b", n.broker, "-P", "-t", topic, ...KCAT_PRODUCE_ARGS], input);
+    if (exit.code !== 0 || exit.stderr.trim() !== "") throw new Error(`kcat -P exited ${exit.code}: ${exit.stderr}`);
+    return exit.cpu;
+  });
+  const stored = await highWatermark(n, topic);
+  if (stored !== count) throw new Error(`kcat produced ${count} records but ${topic} holds ${stored}`);
+  return { topic, result: r };
+}
+
+async function kafkajsProduce(n: Nagare, count: number): Promise<Throughput> {
+  const topic = await createTopic(n, "kjs", 1);
+  const producer = n.kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const value = Buffer.alloc(RECORD, 0x6b);
+  const per = KAFKAJS_PRODUCE.messages_per_send;
+  const messages = Array.from({ length: per }, () => ({ value }));
+  const sends = Math.ceil(count / per);
+  try {
+    const r = await measure(n, sends * per, async () => {
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        while (next < sends) {
+          next++;
+          await producer.send({ topic, acks: -1, messages });
+        }
+      };
+      await Promise.all(Array.from({ length: KAFKAJS_PRODUCE.sends_in_flight }, lane));
+    });
+    const stored = await highWatermark(n, topic);
+    if (stored !== sends * per) throw new Error(`kafkajs produced ${sends * per} records but ${topic} holds ${stored}`);
+    return r;
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/**
+ * kcat -C from offset 0 to the end of the topic (-e), values to /dev/null.
+ * `-o 0` rather than `-o beginning`: librdkafka 2.0 sometimes asks for the
+ * logical offset before the partition has joined its broker thread, finds
+ * "no current leader" and retries 500 ms later (seen in 1 run in 4, with
+ * `-d topic`); an absolute offset needs no query. The topic starts at 0.
+ */
+async function kcatConsume(n: Nagare, topic: string, count: number): Promise<Throughput> {
+  return measure(n, count, async () => {
+    const exit = await kcat(["-b", n.broker, "-C", "-t", topic, "-o", "0", "-e", ...KCAT_CONSUME_ARGS], null);
+    const end = /Reached end of topic \S+ \[0\] at offset (\d+)/.exec(exit.stderr);
+    if (exit.code !== 0 || end === null || Number(end[1]) !== count) throw new Error(`kcat -C exited ${exit.code}, expected to end at ${count}: ${exit.stderr}`);
+    return exit.cpu;
+  });
+}
+
+/** A KafkaJS consumer in a new group reading `count` records from the beginning, timed from its group join. */
+async function kafkajsConsume(n: Nagare, topic: string, count: number): Promise<Throughput> {
+  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, ...KAFKAJS_CONSUME });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let joined!: () => void;
+    const join = new Promise<void>((r) => (joined = r));
+    consumer.on(consumer.events.GROUP_JOIN, () => joined());
+    let got = 0;
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        got += batch.messages.length;
+        if (got >= count) done();
+      },
+    });
+    await join;
+    return await measure(n, count, () => all);
+  } finally {
+    await consumer.disconnect();
+  }
+}
+
+interface Latency {
+  records: number;
+  e2e_p50_ms: number;
+  e2e_p99_ms: number;
+  e2e_max_ms: number;
+  ack_p50_ms: number;
+  ack_p99_ms: number;
+  ack_max_ms: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)];
+}
+
+/**
+ * One record at a time (acks=-1, awaited, then LATENCY.gap_ms of quiet), each
+ * carrying its send time; a KafkaJS consumer in this process long-polls the
+ * topic. Produce→consume is send to eachMessage; ack is send to send()'s answer.
+ */
+async function latency(n: Nagare, count: number): Promise<Latency> {
+  const topic = await createTopic(n, "lat", 1);
+  const producer = n.kafka.producer({ allowAutoTopicCreation: false });
+  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, maxWaitTimeInMs: LATENCY.consumer_max_wait_ms });
+  await Promise.all([producer.connect(), consumer.connect()]);
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let joined!: () => void;
+    const join = new Promise<void>((r) => (joined = r));
+    consumer.on(consumer.events.GROUP_JOIN, () => joined());
+    const e2e: number[] = [];
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        const now = process.hrtime.bigint();
+        e2e.push(Number(now - message.value!.readBigInt64BE(0)) / 1e6);
+        if (e2e.length === count) done();
+      },
+    });
+    await join;
+    await sleep(200); // let the consumer's first fetch reach the server and wait there
+    const ack: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const value = Buffer.alloc(RECORD, 0x6c);
+      const t0 = process.hrtime.bigint();
+      value.writeBigInt64BE(t0, 0);
+      await producer.send({ topic, acks: -1, messages: [{ value }] });
+      ack.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      await sleep(LATENCY.gap_ms);
+    }
+    await Promise.race([all, sleep(10_000).then(() => Promise.reject(new Error(`latency: ${e2e.length} of ${count} records consumed`)))]);
+    e2e.sort((a, b) => a - b);
+    ack.sort((a, b) => a - b);
+    return {
+      records: count,
+      e2e_p50_ms: round(percentile(e2e, 0.5), 3),
+      e2e_p99_ms: round(percentile(e2e, 0.99), 3),
+      e2e_max_ms: round(e2e[e2e.length - 1], 3),
+      ack_p50_ms: round(percentile(ack, 0.5), 3),
+      ack_p99_ms: round(percentile(ack, 0.99), 3),
+      ack_max_ms: round(ack[ack.length - 1], 3),
+    };
+  } finally {
+    await Promise.all([producer.disconnect(), consumer.disconnect()]);
+  }
+}
+
+// ---- a repeat ----
+
+interface Pass {
+  kcat_produce_1p?: Throughput;
+  kcat_produce_4p?: Throughput;
+  kafkajs_produce_1p?: Throughput;
+  kcat_consume_1p?: Throughput;
+  kafkajs_consume_1p?: Throughput;
+  latency_1p?: Latency;
+}
+
+const want = (name: string): boolean => only === undefined || only === name;
+
+async function pass(n: Nagare, scale: number, inputDir: string): Promise<Pass> {
+  const out: Pass = {};
+  const kc = Math.max(1000, Math.round(COUNTS.kcat_produce * scale));
+  let topic: string | null = null;
+  if (want("kcat_produce_1p") || want("kcat_consume_1p") || want("kafkajs_consume_1p")) {
+    const r = await kcatProduce(n, 1, kc, inputDir);
+    topic = r.topic;
+    if (want("kcat_produce_1p")) out.kcat_produce_1p = r.result;
+  }
+  if (want("kcat_produce_4p")) out.kcat_produce_4p = (await kcatProduce(n, 4, kc, inputDir)).result;
+  if (want("kafkajs_produce_1p")) out.kafkajs_produce_1p = await kafkajsProduce(n, Math.max(1000, Math.round(COUNTS.kafkajs_produce * scale)));
+  if (topic !== null && want("kcat_consume_1p")) out.kcat_consume_1p = await kcatConsume(n, topic, kc);
+  if (topic !== null && want("kafkajs_consume_1p")) out.kafkajs_consume_1p = await kafkajsConsume(n, topic, kc);
+  if (want("latency_1p")) out.latency_1p = await latency(n, Math.max(100, Math.round(COUNTS.latency * scale)));
+  return out;
+}
+
+function nagareVersion(): string {
+  return (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+}
+
+function kcatVersion(): Promise<string> {
+  return new Promise((res) => {
+    const p = spawn(KCAT, ["-V"]);
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.on("close", () => {
+      const m = /Version (\S+) .*librdkafka (\S+)/.exec(out);
+      res(m === null ? "unknown" : `kcat ${m[1]}, librdkafka ${m[2]}`);
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const inputDir = mkdtempSync(join(base, "nagare-kafkabench-input-"));
+  const disk: Array<ReturnType<typeof sequentialWrite>> = [];
+  const runs: Pass[] = [];
+  try {
+    for (let r = 0; r < REPEATS; r++) {
+      const n = await startNagare();
+      try {
+        // The disk probe goes in the store's own directory, just before the measured produce.
+        await pass(n, WARMUP, inputDir);
+        disk.push(sequentialWrite(n.dir, DISK_PROBE_MIB));
+        await sleep(1000); // let the probe's writeback and unlink settle before the measured produce
+        const p = await pass(n, 1, inputDir);
+        runs.push(p);
+        console.error(`repeat ${r + 1}/${REPEATS}: disk ${disk[r].mb_per_sec} MB/s ${JSON.stringify(summaryLine(p))} load ${loadavg()[0].toFixed(2)}`);
+      } finally {
+        await stopNagare(n);
+      }
+    }
+  } finally {
+    rmSync(inputDir, { recursive: true, force: true });
+  }
+
+  const results: Record<string, unknown> = {};
+  const diskMedian = median(disk, (d) => d.mb_per_sec);
+  results.disk_sequential_write = { ...diskMedian, runs: disk };
+  for (const key of ["kcat_produce_1p", "kcat_produce_4p", "kafkajs_produce_1p", "kcat_consume_1p", "kafkajs_consume_1p"] as const) {
+    const all = runs.map((p) => p[key]).filter((x): x is Throughput => x !== undefined);
+    if (all.length === 0) continue;
+    const m = median(all, (x) => x.mb_per_sec);
+    const entry: Record<string, unknown> = { ...m };
+    if (key.includes("produce")) {
+      // Each run against the disk probe of its own repeat (the disk varies from run to run), and medians against medians.
+      const paired = runs.map((p, i) => (p[key] === undefined ? NaN : p[key]!.mb_per_sec / disk[i].mb_per_sec)).filter((x) => !Number.isNaN(x));
+      entry.vs_disk = {
+        median_of_paired_ratios: round(median(paired, (x) => x), 3),
+        paired_ratios: paired.map((x) => round(x, 3)),
+        ratio_of_medians: round(m.mb_per_sec / diskMedian.mb_per_sec, 3),
+      };
+    }
+    entry.runs = all;
+    results[key] = entry;
+  }
+  const lat = runs.map((p) => p.latency_1p).filter((x): x is Latency => x !== undefined);
+  if (lat.length > 0) results.latency_1p = { ...median(lat, (x) => x.e2e_p50_ms), runs: lat };
+
+  const kcatRatio = (results.kcat_produce_1p as { vs_disk?: { median_of_paired_ratios: number } } | undefined)?.vs_disk?.median_of_paired_ratios;
+  const report = {
+    benchmark: "kafka",
+    date: new Date().toISOString(),
+    quick,
+    repeats: REPEATS,
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "clients (this process, kcat) on core 0, server on core 1" : "no", store_dir: base },
+    versions: { nagare: nagareVersion(), kcat: await kcatVersion(), kafkajs: kafkajsVersion() },
+    settings: {
+      record_value_bytes: RECORD,
+      counts: COUNTS,
+      warmup_scale: WARMUP,
+      disk_probe: `${DISK_PROBE_MIB} MiB in 1 MiB writes, one fdatasync at the end, in the store's directory`,
+      kcat_produce: KCAT_PRODUCE_ARGS.join(" "),
+      kcat_consume: `-o 0 -e ${KCAT_CONSUME_ARGS.join(" ")}, values to /dev/null`,
+      kafkajs_produce: { ...KAFKAJS_PRODUCE, acks: -1, compression: "none" },
+      kafkajs_consume: KAFKAJS_CONSUME,
+      latency: LATENCY,
+      server: "nagare server -c <conf>: jetstream store_dir in a fresh temp dir, kafka { group_initial_rebalance_delay: 100ms }",
+    },
+    notes:
+      "MB = 10^6 bytes of record values (1,024 B each; framing not counted). Produce at acks=-1: nagare answers once the records are fdatasynced. No Kafka broker on this machine: the reference is the disk's sequential write bandwidth, probed in each repeat next to the store; vs_disk pairs each run with its own repeat's probe. Consume reads what kcat_produce_1p just wrote, so from the page cache. Median of the repeats (by MB/s; latency by e2e p50); every run is kept.",
+    targets_met: kcatRatio === undefined ? {} : { kcat_produce_at_least_half_of_sequential_write: kcatRatio >= 0.5 },
+    results,
+  };
+  publish(root, "kafka", report, !quick && !profile && only === undefined);
+}
+
+function summaryLine(p: Pass): Record<string, number> {
+  const s: Record<string, number> = {};
+  for (const [key, v] of Object.entries(p)) {
+    if (v === undefined) continue;
+    if ("mb_per_sec" in v) s[key] = (v as Throughput).mb_per_sec;
+    else s[key] = (v as Latency).e2e_p50_ms;
+  }
+  return s;
+}
+
+function kafkajsVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(join(root, "node_modules", "kafkajs", "package.json"), "utf8")) as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
