@@ -96,9 +96,10 @@ function readRecord(r: Reader, baseTimestamp: number, index: number): KafkaRecor
   const offsetDelta = r.varint();
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
   const keyLen = r.varint();
-  const key = keyLen < 0 ? null : Buffer.from(r.raw(keyLen));
+  // Views into the request frame, which is this request's own copy (connection.ts): no copy per record.
+  const key = keyLen < 0 ? null : r.raw(keyLen);
   const valueLen = r.varint();
-  const value = valueLen < 0 ? null : Buffer.from(r.raw(valueLen));
+  const value = valueLen < 0 ? null : r.raw(valueLen);
   const n = r.varint();
   if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
   const headers: Array<[string, Buffer | null]> = [];
@@ -107,7 +108,7 @@ function readRecord(r: Reader, baseTimestamp: number, index: number): KafkaRecor
     if (kl < 0) throw new KafkaDecodeError("null header key");
     const k = r.raw(kl).toString("utf8");
     const vl = r.varint();
-    headers.push([k, vl < 0 ? null : Buffer.from(r.raw(vl))]);
+    headers.push([k, vl < 0 ? null : r.raw(vl)]);
   }
   if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
   return { key, value, headers, timestamp };
