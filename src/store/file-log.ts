@@ -228,7 +228,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.syncIntervalMs = opts.syncIntervalMs ?? 1000;
     this.maxSegmentBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
     this.maxSegmentAgeMs = opts.maxSegmentAgeMs ?? 0;
-    this.maxBatchBytes = Math.min(opts.maxBatchBytes ?? 4 * 1024 * 1024, MAX_BATCH_BYTES - BATCH_HEADER);
+    this.maxBatchBytes = Math.min(opts.maxBatchBytes ?? 16 * 1024 * 1024, MAX_BATCH_BYTES - BATCH_HEADER);
     this.maxRecordBytes = Math.min(opts.maxRecordBytes ?? 8 * 1024 * 1024, this.maxBatchBytes);
     this.compactBelow = opts.compactBelow ?? 0.5;
     this.warn = opts.onWarning ?? (() => {});
