@@ -377,6 +377,28 @@ describe("Kafka door", () => {
       encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0);
       return Buffer.from(w.result());
     }
+    /** InitProducerId v1 for an idempotent producer: its id (epoch 0). */
+    async function initIdempotent(s: Socket): Promise<number> {
+      s.write(frame((w) => w.nullableString(null).i32(60_000), 22, 1));
+      const init = await response(s);
+      init.i32();
+      assert.equal(init.i16(), 0);
+      const pid = init.i64();
+      assert.equal(init.i16(), 0, "epoch 0");
+      return pid;
+    }
+    /** Produces one idempotent batch; the partition's error code and base offset. */
+    async function sendIdempotent(s: Socket, topic: string, producerId: number, seq: number, values: string[]): Promise<[number, number]> {
+      const w = new Writer();
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, producerId, 0, seq);
+      s.write(produceV3(topic, Buffer.from(w.result())));
+      const res = await response(s);
+      res.i32();
+      res.string();
+      res.i32();
+      res.i32();
+      return [res.i16(), res.i64()];
+    }
     async function highWatermark(topic: string): Promise<number> {
       const admin = h.kafka().admin();
       await admin.connect();
@@ -394,23 +416,8 @@ describe("Kafka door", () => {
       await admin.createTopics({ topics: [{ topic }] });
       await admin.disconnect();
       const s = await open();
-      s.write(frame((w) => w.nullableString(null).i32(60_000), 22, 1)); // InitProducerId v1
-      const init = await response(s);
-      init.i32();
-      assert.equal(init.i16(), 0);
-      const pid = init.i64();
-      assert.equal(init.i16(), 0, "epoch 0");
-      const send = async (seq: number, values: string[], producerId = pid): Promise<[number, number]> => {
-        const w = new Writer();
-        encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, producerId, 0, seq);
-        s.write(produceV3(topic, Buffer.from(w.result())));
-        const res = await response(s);
-        res.i32();
-        res.string();
-        res.i32();
-        res.i32();
-        return [res.i16(), res.i64()];
-      };
+      const pid = await initIdempotent(s);
+      const send = (seq: number, values: string[], producerId = pid): Promise<[number, number]> => sendIdempotent(s, topic, producerId, seq, values);
       assert.deepEqual(await send(0, ["a", "b"]), [0, 0]);
       assert.deepEqual(await send(2, ["c"]), [0, 2]);
       assert.deepEqual(await send(0, ["a", "b"]), [0, 0], "a retry of the first batch: its original offset");
@@ -429,22 +436,8 @@ describe("Kafka door", () => {
       await admin.createTopics({ topics: [{ topic }] });
       await admin.disconnect();
       let s = await open();
-      s.write(frame((w) => w.nullableString(null).i32(60_000), 22, 1));
-      const init = await response(s);
-      init.i32();
-      assert.equal(init.i16(), 0);
-      const pid = init.i64();
-      const send = async (seq: number, values: string[]): Promise<[number, number]> => {
-        const w = new Writer();
-        encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, pid, 0, seq);
-        s.write(produceV3(topic, Buffer.from(w.result())));
-        const res = await response(s);
-        res.i32();
-        res.string();
-        res.i32();
-        res.i32();
-        return [res.i16(), res.i64()];
-      };
+      const pid = await initIdempotent(s);
+      const send = (seq: number, values: string[]): Promise<[number, number]> => sendIdempotent(s, topic, pid, seq, values);
       assert.deepEqual(await send(0, ["a", "b"]), [0, 0]);
       assert.deepEqual(await send(2, ["c"]), [0, 2]);
       s.destroy();

@@ -180,10 +180,7 @@ export class TransactionCoordinator {
     const t = txn;
     return this.serialise(t, async () => {
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
-      if (t.epoch >= MAX_EPOCH) {
-        t.producerId = this.allocateId();
-        t.epoch = 0;
-      } else t.epoch++;
+      this.bumpEpoch(t);
       t.timeoutMs = timeoutMs;
       await this.save();
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
@@ -193,13 +190,7 @@ export class TransactionCoordinator {
   addPartitions(req: TxnRequest, topics: Array<{ name: string; partitions: number[] }>): Promise<Array<{ name: string; partitions: Array<{ index: number; error: number }> }>> {
     const answer = (error: (topic: string, index: number) => number): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> =>
       topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error: error(t.name, index) })) }));
-    const txn = this.txns.get(req.transactionalId);
-    const refused = this.check(txn, req);
-    if (refused !== ErrorCode.NONE) return Promise.resolve(answer(() => refused));
-    const t = txn!;
-    return this.serialise(t, async () => {
-      const again = this.check(t, req);
-      if (again !== ErrorCode.NONE) return answer(() => again);
+    return this.guarded(req, (error) => answer(() => error), async (t) => {
       // Unknown partitions fail the whole request, as in Kafka: the others are "not attempted".
       const unknown = new Set<string>();
       for (const tp of topics) {
@@ -228,13 +219,7 @@ export class TransactionCoordinator {
   }
 
   addOffsets(req: TxnRequest, groupId: string): Promise<number> {
-    const txn = this.txns.get(req.transactionalId);
-    const refused = this.check(txn, req);
-    if (refused !== ErrorCode.NONE) return Promise.resolve(refused);
-    const t = txn!;
-    return this.serialise(t, async () => {
-      const again = this.check(t, req);
-      if (again !== ErrorCode.NONE) return again;
+    return this.guarded(req, (error) => error, async (t) => {
       if (!t.offsets.has(groupId)) {
         if (t.offsets.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
         t.offsets.set(groupId, new Map());
@@ -259,13 +244,7 @@ export class TransactionCoordinator {
   }
 
   endTxn(req: TxnRequest, commit: boolean): Promise<number> {
-    const txn = this.txns.get(req.transactionalId);
-    const refused = this.check(txn, req);
-    if (refused !== ErrorCode.NONE) return Promise.resolve(refused);
-    const t = txn!;
-    return this.serialise(t, async () => {
-      const again = this.check(t, req);
-      if (again !== ErrorCode.NONE) return again;
+    return this.guarded(req, (error) => error, async (t) => {
       if (t.state !== "Ongoing") return ErrorCode.INVALID_TXN_STATE;
       await this.complete(t, commit, false);
       return ErrorCode.NONE;
@@ -322,10 +301,32 @@ export class TransactionCoordinator {
     return ErrorCode.NONE;
   }
 
+  /**
+   * Runs `op` on the request's transaction in turn, once the producer id and
+   * epoch check out (checked again in turn: an earlier operation may have
+   * fenced the producer); `refused` answers a failed check.
+   */
+  private guarded<T>(req: TxnRequest, refused: (error: number) => T, op: (txn: Txn) => Promise<T>): Promise<T> {
+    const txn = this.txns.get(req.transactionalId);
+    const error = this.check(txn, req);
+    if (error !== ErrorCode.NONE) return Promise.resolve(refused(error));
+    return this.serialise(txn!, () => {
+      const again = this.check(txn, req);
+      return again !== ErrorCode.NONE ? Promise.resolve(refused(again)) : op(txn!);
+    });
+  }
+
   private serialise<T>(txn: Txn, op: () => Promise<T>): Promise<T> {
     const run = txn.queue.then(op, op);
     txn.queue = run.catch(() => undefined);
     return run;
+  }
+
+  private bumpEpoch(txn: Txn): void {
+    if (txn.epoch >= MAX_EPOCH) {
+      txn.producerId = this.allocateId();
+      txn.epoch = 0;
+    } else txn.epoch++;
   }
 
   /** The transaction starts (on its first partition or group): its timeout runs from here. */
@@ -353,12 +354,7 @@ export class TransactionCoordinator {
     if (txn.timer !== null) clearTimeout(txn.timer);
     txn.timer = null;
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
-    if (fence) {
-      if (txn.epoch >= MAX_EPOCH) {
-        txn.producerId = this.allocateId();
-        txn.epoch = 0;
-      } else txn.epoch++;
-    }
+    if (fence) this.bumpEpoch(txn);
     if (commit) await this.save();
     const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
     for (const part of txn.partitions.values()) markers.push(this.writeMarker(txn, part, commit));
