@@ -51,19 +51,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function waitForPort(port: number, deadlineMs = 10_000): Promise<void> {
-  const until = Date.now() + deadlineMs;
+/** Waits until the port accepts connections and, by default, speaks first (a NATS INFO); `until: "connect"` for listeners that wait for the client (Kafka). */
+export async function waitForPort(port: number, deadlineMs = 10_000, until: "data" | "connect" = "data"): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
   for (;;) {
     const ok = await new Promise<boolean>((res) => {
       const s = netConnect(port, "127.0.0.1");
-      s.once("data", () => {
+      s.once(until, () => {
         s.destroy();
         res(true);
       });
       s.once("error", () => res(false));
     });
     if (ok) return;
-    if (Date.now() > until) throw new Error(`server on ${port} did not start`);
+    if (Date.now() > deadline) throw new Error(`server on ${port} did not start`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

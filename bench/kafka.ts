@@ -18,12 +18,11 @@
 
 import { spawn } from "node:child_process";
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
-import { connect as netConnect } from "node:net";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import kafkajs from "kafkajs";
-import { cpuSeconds, freePort, median, pin, publish, round, type Running, start, type Target } from "./harness.js";
+import { cpuSeconds, freePort, median, pin, publish, round, type Running, start, type Target, waitForPort } from "./harness.js";
 
 const { Kafka, logLevel } = kafkajs;
 type KafkaClient = InstanceType<typeof Kafka>;
@@ -90,23 +89,6 @@ interface Nagare {
   dir: string;
 }
 
-async function waitForConnect(port: number, deadlineMs = 10_000): Promise<void> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((res) => {
-      const s = netConnect(port, "127.0.0.1");
-      s.once("connect", () => {
-        s.destroy();
-        res(true);
-      });
-      s.once("error", () => res(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`kafka port ${port} did not open`);
-    await sleep(50);
-  }
-}
-
 /**
  * nagare with JetStream and the Kafka door, from a config file only so that
  * a new consumer group forms in 100 ms rather than Kafka's default 3 s (the
@@ -128,7 +110,7 @@ async function startNagare(): Promise<Nagare> {
     },
   };
   const server = await start(target);
-  await waitForConnect(kafkaPort);
+  await waitForPort(kafkaPort, 10_000, "connect");
   const broker = `127.0.0.1:${kafkaPort}`;
   const kafka = new Kafka({ clientId: "nagare-bench", brokers: [broker], logLevel: logLevel.NOTHING });
   const admin = kafka.admin();

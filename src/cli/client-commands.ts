@@ -295,6 +295,16 @@ function render(template: Uint8Array, values: Record<string, Uint8Array | string
   return Buffer.from(out, "latin1");
 }
 
+/** What a command group prints for a failure, and its exit code: 2 with the usage for a usage error, else 1. */
+export async function reportFailure(group: string, err: unknown, usage: string, stderr: NodeJS.WritableStream): Promise<number> {
+  if (err instanceof UsageError) {
+    await write(stderr, `nagare ${group}: ${err.message}\n\n${usage}`);
+    return 2;
+  }
+  await write(stderr, `nagare ${group}: ${errorText(err)}\n`);
+  return 1;
+}
+
 export function errorText(err: unknown): string {
   if (err instanceof Error) {
     const cause = err.cause instanceof Error && err.cause.message && !err.message.includes(err.cause.message)

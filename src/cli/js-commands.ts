@@ -15,7 +15,6 @@ import { Kvm } from "@nats-io/kv";
 import {
   UsageError,
   drainOnSignal,
-  errorText,
   finish,
   headerLines,
   lastFlag,
@@ -23,6 +22,7 @@ import {
   parseArgs,
   parseDurationMs,
   serverFrom,
+  reportFailure,
   write,
   type ClientCommandIo,
   type FlagSpec,
@@ -452,12 +452,7 @@ export async function runJsCommand(
     if (nc === undefined) return 1;
     return await GROUPS[group].run(nc, args, io);
   } catch (err) {
-    if (err instanceof UsageError) {
-      await write(io.stderr, `nagare ${group}: ${err.message}\n\n${USAGE[group]}`);
-      return 2;
-    }
-    await write(io.stderr, `nagare ${group}: ${errorText(err)}\n`);
-    return 1;
+    return await reportFailure(group, err, USAGE[group], io.stderr);
   } finally {
     if (nc !== undefined) await finish(nc);
   }

@@ -9,7 +9,7 @@
  * for scripts; exit codes 0 ok, 1 failed, 2 usage, as the JetStream commands.
  */
 
-import { UsageError, errorText, lastFlag, parseArgs, write, type ClientCommandIo, type FlagSpec, type ParsedArgs } from "./client-commands.js";
+import { UsageError, lastFlag, parseArgs, reportFailure, write, type ClientCommandIo, type FlagSpec, type ParsedArgs } from "./client-commands.js";
 import { table } from "./js-commands.js";
 import { DEFAULT_BOOTSTRAP, KafkaClient, parseAddress } from "./kafka-client.js";
 import {
@@ -307,12 +307,7 @@ export async function runKafkaCommand(
     client = await KafkaClient.connect(bootstrap);
     return await run(client, io, args.flags.has("json"));
   } catch (err) {
-    if (err instanceof UsageError) {
-      await write(io.stderr, `nagare ${group}: ${err.message}\n\n${USAGE[group]}`);
-      return 2;
-    }
-    await write(io.stderr, `nagare ${group}: ${errorText(err)}\n`);
-    return 1;
+    return await reportFailure(group, err, USAGE[group], io.stderr);
   } finally {
     client?.close();
   }
