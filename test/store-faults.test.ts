@@ -269,6 +269,8 @@ describe("injected write and sync failures", () => {
           assert.equal(r.status, "rejected", `${mode}: append acknowledged while the disk was failing`);
           assert.match((r as PromiseRejectedResult).reason.message, mode === "sync" ? /EIO/ : /ENOSPC/);
         }
+        const run = new Promise<number>((resolve, reject) => log.appendMany([expectedRecord(11), expectedRecord(12)], (err, seq) => (err ? reject(err) : resolve(seq))));
+        await assert.rejects(run, mode === "sync" ? /EIO/ : /ENOSPC/);
         await assert.rejects(log.delete(3), mode === "sync" ? /EIO/ : /ENOSPC/);
         const st = log.state();
         assert.deepEqual([st.lastSeq, st.messages], [10, 10], `${mode}: nothing of the failed batch is visible`);

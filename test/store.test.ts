@@ -97,9 +97,17 @@ describe("model-based: random operations compared with a plain array", () => {
               key: r() < 0.3 ? Buffer.from(`key-${op}`) : null,
             });
           }
-          const seqs = await Promise.all(inputs.map((i) => appendAsync(log, i)));
-          assert.deepEqual(seqs, inputs.map((_, i) => model.length + 1 + i));
-          model.push(...inputs);
+          if (r() < 0.5) {
+            const seqs = await Promise.all(inputs.map((i) => appendAsync(log, i)));
+            assert.deepEqual(seqs, inputs.map((_, i) => model.length + 1 + i));
+            model.push(...inputs);
+          } else {
+            // One run with one callback; the log copies the inputs at once, so the caller may reuse them.
+            const first = new Promise<number>((resolve, reject) => log.appendMany(inputs, (err, seq) => (err ? reject(err) : resolve(seq))));
+            model.push(...inputs.map((i) => ({ ...i, data: Buffer.from(i.data) })));
+            for (const i of inputs) (i.data as Buffer).fill(0xee);
+            assert.equal(await first, model.length - n + 1, `appendMany of ${n} (seed ${seed})`);
+          }
         } else if (x < 0.5 && model.length > 0) {
           const seq = 1 + Math.floor(r() * model.length);
           if (live(seq)) check(seq, await log.get(seq), "get");
@@ -194,7 +202,8 @@ describe("model-based: random operations compared with a plain array", () => {
   test("file log, reopened without settling", async () => {
     const dir = tempDir();
     try {
-      const open = (): Promise<MessageLog> => FileLog.open({ dir, maxSegmentBytes: 8 * 1024 });
+      // Small batches: runs of appends split across them.
+      const open = (): Promise<MessageLog> => FileLog.open({ dir, maxSegmentBytes: 8 * 1024, maxBatchBytes: 24 * 1024 });
       await run(open, async (log) => {
         await log.close();
         return open();
@@ -207,6 +216,29 @@ describe("model-based: random operations compared with a plain array", () => {
   test("memory log", async () => {
     await run(async () => new MemoryLog(), null, 7);
   });
+});
+
+test("appendMany under discard new is refused as a whole, or stored at consecutive sequences", async () => {
+  const dir = tempDir();
+  try {
+    for (const log of [await FileLog.open({ dir, limits: { maxMsgs: 5, discard: "new" } }), new MemoryLog({ limits: { maxMsgs: 5, discard: "new" } })] as MessageLog[]) {
+      const many = (n: number): Promise<number> =>
+        new Promise((resolve, reject) =>
+          log.appendMany(
+            Array.from({ length: n }, (_, i) => ({ subject: `s.${i}`, data: Buffer.from(`m${i}`) })),
+            (err, seq) => (err ? reject(err) : resolve(seq)),
+          ),
+        );
+      assert.equal(await many(3), 1);
+      await assert.rejects(many(3), /maximum messages exceeded/);
+      assert.equal(log.state().messages, 3, "no part of a refused run is stored");
+      assert.equal(await many(2), 4);
+      assert.equal((await log.get(5))?.data.toString(), "m1");
+      await log.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe("file log", () => {

@@ -14,8 +14,8 @@ import {
   BATCH_HEADER,
   checkBatch,
   decodeRecord,
-  encodeBatch,
   encodeRawBatch,
+  encodeRecord,
   encodeTombstones,
   FLAG_GAP,
   FLAG_TOMBSTONES,
@@ -24,6 +24,7 @@ import {
   readBatchHeader,
   readTombstones,
   recordSize,
+  sealBatch,
   TOMBSTONE_BYTES,
   viewRecord,
   type BatchHeader,
@@ -31,8 +32,10 @@ import {
 import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
 import {
+  AppendRun,
   limitRefusal,
   refusal,
+  runRefusal,
   type AppendCallback,
   type AppendInput,
   type CorruptRange,
@@ -175,11 +178,24 @@ interface ScanWindow {
   verified: Uint8Array;
 }
 
-interface Pending {
-  input: AppendInput;
-  size: number;
-  done: AppendCallback;
+/**
+ * Appends waiting for the write loop, already encoded: one future data batch.
+ * Encoding on arrival means the caller's buffers and objects die young; the
+ * queue holds bytes, not a graph of objects the collector must walk.
+ */
+interface Staged {
+  /** The batch header's room, then the records encoded so far. */
+  buf: Buffer;
+  used: number;
+  subjects: string[];
+  sizes: number[];
+  /** The append calls that fed this batch, in order, and how many of its records each owns. */
+  owners: Array<AppendCallback | AppendRun>;
+  spans: number[];
 }
+
+/** A batch buffer grows from this (most group commits are small) up to the batch limit. */
+const STAGE_INITIAL = 16 * 1024;
 
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
 
@@ -196,7 +212,10 @@ export class FileLog extends IndexedLog implements MessageLog {
   private readonly warn: (text: string) => void;
   private readonly faults: FaultInjector | null;
   private limits: Limits;
-  private readonly pending: Pending[] = [];
+  private readonly staged: Staged[] = [];
+  /** Buffers of written batches, reused while the write loop stays busy, dropped when it idles. */
+  private spare: Buffer[] = [];
+  private pendingCount = 0;
   private pendingBytes = 0;
   private readonly pendingPerSubject = new Map<string, number>();
   private readonly ops: Op[] = [];
@@ -260,7 +279,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       refusal(this.closed, size, this.maxRecordBytes) ??
       limitRefusal(
         this.limits,
-        this.index.messages + this.pending.length,
+        this.index.messages + this.pendingCount,
         this.index.bytes + this.pendingBytes,
         size,
         perSubject ? this.index.countOf(input.subject) + (this.pendingPerSubject.get(input.subject) ?? 0) : 0,
@@ -269,10 +288,72 @@ export class FileLog extends IndexedLog implements MessageLog {
       done(refused, 0);
       return;
     }
-    this.pending.push({ input, size, done });
-    this.pendingBytes += size;
-    if (perSubject) this.pendingPerSubject.set(input.subject, (this.pendingPerSubject.get(input.subject) ?? 0) + 1);
+    this.addOwner(this.stage(input, size), done, 1);
     this.kick();
+  }
+
+  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void {
+    const sizes = inputs.map(recordSize);
+    const refused = runRefusal(
+      this.closed,
+      this.maxRecordBytes,
+      this.limits,
+      this.index.messages + this.pendingCount,
+      this.index.bytes + this.pendingBytes,
+      inputs,
+      sizes,
+      (s) => this.index.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+    );
+    if (refused !== null || inputs.length === 0) {
+      done(refused, 0);
+      return;
+    }
+    const run = new AppendRun(inputs.length, done);
+    let batch = this.stage(inputs[0], sizes[0]);
+    let span = 1;
+    for (let i = 1; i < inputs.length; i++) {
+      const next = this.stage(inputs[i], sizes[i]);
+      if (next !== batch) {
+        this.addOwner(batch, run, span);
+        batch = next;
+        span = 0;
+      }
+      span++;
+    }
+    this.addOwner(batch, run, span);
+    this.kick();
+  }
+
+  /** Encodes a record into the batch being gathered (opening one when it is full); returns that batch. */
+  private stage(input: AppendInput, size: number): Staged {
+    let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
+    if (b === undefined || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
+      b = { buf: this.batchBuffer(BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], owners: [], spans: [] };
+      this.staged.push(b);
+    } else if (b.used + size > b.buf.length) {
+      const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
+      b.buf.copy(grown, 0, 0, b.used);
+      b.buf = grown;
+    }
+    b.used = encodeRecord(b.buf, b.used, input);
+    b.subjects.push(input.subject);
+    b.sizes.push(size);
+    this.pendingCount++;
+    this.pendingBytes += size;
+    if (this.limits.discardNewPerSubject === true) this.pendingPerSubject.set(input.subject, (this.pendingPerSubject.get(input.subject) ?? 0) + 1);
+    return b;
+  }
+
+  private addOwner(b: Staged, owner: AppendCallback | AppendRun, span: number): void {
+    b.owners.push(owner);
+    b.spans.push(span);
+  }
+
+  private batchBuffer(min: number): Buffer {
+    for (let i = this.spare.length - 1; i >= 0; i--) {
+      if (this.spare[i].length >= min) return this.spare.splice(i, 1)[0];
+    }
+    return Buffer.allocUnsafe(Math.max(min, STAGE_INITIAL));
   }
 
   delete(seq: number): Promise<boolean> {
@@ -310,8 +391,9 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.writing = true;
     void this.drain().finally(() => {
       this.writing = false;
-      if (this.pending.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) this.kick();
+      if (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) this.kick();
       else {
+        this.spare = [];
         if (this.evicted.length > 0) this.armTombstoneFlush();
         const w = this.idle;
         this.idle = [];
@@ -331,11 +413,11 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   private async drain(): Promise<void> {
-    while (this.pending.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) {
-      let bytes = 0;
-      let n = 0;
-      while (n < this.pending.length && (n === 0 || bytes + this.pending[n].size <= this.maxBatchBytes)) bytes += this.pending[n++].size;
-      const batch = this.pending.splice(0, n);
+    while (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) {
+      // Appends from here on open a new batch.
+      const batch = this.staged.shift();
+      const n = batch?.subjects.length ?? 0;
+      const bytes = batch === undefined ? 0 : batch.used - BATCH_HEADER;
       const ops = this.ops.splice(0);
       // Nothing changes the stored set until this round completes: every mutation goes through this loop.
       const evicted = this.evicted;
@@ -354,7 +436,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       try {
         const seg = await this.segmentFor(firstSeq);
         const pos = seg.size;
-        const data = n > 0 ? encodeBatch(batch.map((p) => p.input), firstSeq, time, bytes) : null;
+        const data = batch !== undefined ? sealBatch(batch.buf, batch.used, firstSeq, time, n) : null;
         const tomb = tombs.length > 0 ? encodeTombstones(tombs, firstSeq + n, time) : null;
         try {
           if (data !== null) await this.write(seg, data, pos);
@@ -376,8 +458,8 @@ export class FileLog extends IndexedLog implements MessageLog {
           this.lastSeq = firstSeq + n - 1;
           this.lastTime = time;
           for (let i = 0; i < n; i++) {
-            const id = this.index.intern(batch[i].input.subject);
-            this.index.add(firstSeq + i, id, batch[i].size);
+            const id = this.index.intern(batch!.subjects[i]);
+            this.index.add(firstSeq + i, id, batch!.sizes[i]);
             if (limitsPerSubject) touched.add(id);
           }
         }
@@ -387,14 +469,12 @@ export class FileLog extends IndexedLog implements MessageLog {
         }
       } catch (err) {
         const e = err instanceof Error ? err : new Error(String(err));
-        this.settleQueued(batch, n);
         // Evictions are already gone from memory: their tombstones go out with the next write.
         this.evicted = evicted.concat(this.evicted);
-        for (const p of batch) p.done(e, 0);
+        if (batch !== undefined) this.settleStaged(batch, e, 0);
         for (const op of ops) op.done(e, 0);
         continue;
       }
-      this.settleQueued(batch, n);
       for (let k = 0; k < ops.length; k++) {
         let removed = 0;
         const r = planned[k];
@@ -402,20 +482,32 @@ export class FileLog extends IndexedLog implements MessageLog {
         ops[k].done(null, removed);
       }
       if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
-      for (let i = 0; i < n; i++) batch[i].done(null, firstSeq + i);
+      if (batch !== undefined) this.settleStaged(batch, null, firstSeq);
       if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
     }
   }
 
-  private settleQueued(batch: Pending[], n: number): void {
-    for (let i = 0; i < n; i++) this.pendingBytes -= batch[i].size;
+  /** Takes a written (or failed) batch off the queue's counts, tells its appenders, and keeps its buffer for reuse. */
+  private settleStaged(b: Staged, err: Error | null, firstSeq: number): void {
+    const n = b.subjects.length;
+    this.pendingCount -= n;
+    for (let i = 0; i < n; i++) this.pendingBytes -= b.sizes[i];
     if (this.pendingPerSubject.size > 0) {
       for (let i = 0; i < n; i++) {
-        const s = batch[i].input.subject;
+        const s = b.subjects[i];
         const c = (this.pendingPerSubject.get(s) ?? 1) - 1;
         if (c <= 0) this.pendingPerSubject.delete(s);
         else this.pendingPerSubject.set(s, c);
       }
+    }
+    this.spare.push(b.buf);
+    let seq = firstSeq;
+    for (let k = 0; k < b.owners.length; k++) {
+      const owner = b.owners[k];
+      const span = b.spans[k];
+      if (typeof owner === "function") owner(err, err === null ? seq : 0);
+      else owner.settle(err, seq, span);
+      if (err === null) seq += span;
     }
   }
 
@@ -1104,7 +1196,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (this.ageTimer) clearInterval(this.ageTimer);
     this.flushTombstones = true;
     this.closed = true;
-    if (this.writing || this.scheduled || this.pending.length > 0 || this.ops.length > 0 || this.evicted.length > 0) {
+    if (this.writing || this.scheduled || this.staged.length > 0 || this.ops.length > 0 || this.evicted.length > 0) {
       await new Promise<void>((resolve) => {
         this.idle.push(resolve);
         if (!this.writing && !this.scheduled) this.writeLoop();

@@ -53,30 +53,42 @@ export function readU64(buf: Buffer, at: number): number {
 /** Encodes one batch into a fresh buffer of exactly its size. */
 export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, time: number, bytes: number): Buffer {
   const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
-  writeHeader(buf, 0, firstSeq, time, inputs.length);
   let p = BATCH_HEADER;
-  for (const r of inputs) {
-    const start = p;
-    p += 4;
-    const subjLen = buf.write(r.subject, p + 10, "utf8");
-    buf.writeUInt16LE(subjLen, p);
-    buf.writeUInt32LE(r.key ? r.key.length : NO_KEY, p + 2);
-    buf.writeUInt32LE(r.headers ? r.headers.length : 0, p + 6);
-    p += 10 + subjLen;
-    if (r.key) {
-      buf.set(r.key, p);
-      p += r.key.length;
-    }
-    if (r.headers) {
-      buf.set(r.headers, p);
-      p += r.headers.length;
-    }
-    buf.set(r.data, p);
-    p += r.data.length;
-    buf.writeUInt32LE(p - start - 4, start);
+  for (const r of inputs) p = encodeRecord(buf, p, r);
+  return sealBatch(buf, p, firstSeq, time, inputs.length);
+}
+
+/** Writes one record at `at` (room for recordSize(input) bytes); returns where it ends. */
+export function encodeRecord(buf: Buffer, at: number, r: AppendInput): number {
+  let p = at + 4;
+  const subjLen = buf.write(r.subject, p + 10, "utf8");
+  buf.writeUInt16LE(subjLen, p);
+  buf.writeUInt32LE(r.key ? r.key.length : NO_KEY, p + 2);
+  buf.writeUInt32LE(r.headers ? r.headers.length : 0, p + 6);
+  p += 10 + subjLen;
+  if (r.key) {
+    buf.set(r.key, p);
+    p += r.key.length;
   }
-  buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
-  return buf;
+  if (r.headers) {
+    buf.set(r.headers, p);
+    p += r.headers.length;
+  }
+  buf.set(r.data, p);
+  p += r.data.length;
+  buf.writeUInt32LE(p - at - 4, at);
+  return p;
+}
+
+/**
+ * Completes a data batch whose `count` records fill buf[BATCH_HEADER, end):
+ * writes its header and checksum, and returns the batch's bytes.
+ */
+export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number): Buffer {
+  const batch = end === buf.length ? buf : buf.subarray(0, end);
+  writeHeader(batch, 0, firstSeq, time, count);
+  batch.writeUInt32LE(crc32c(batch, 8, end), 4);
+  return batch;
 }
 
 /** A tombstone batch deleting the inclusive ranges [a0, b0, a1, b1, ...]. */

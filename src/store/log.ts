@@ -78,6 +78,12 @@ export type AppendCallback = (err: Error | null, seq: number) => void;
 
 export interface MessageLog {
   append(input: AppendInput, done: AppendCallback): void;
+  /**
+   * Appends records at consecutive sequences with one callback: the first
+   * sequence once all are durable, or an error. Limits are checked for the
+   * run as a whole before any of it is queued.
+   */
+  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void;
   get(seq: number): Promise<StoredMessage | null>;
   /** The first message with seq > `after` whose subject matches `filter` (NATS wildcards), if any. */
   next(after: number, filter?: string): Promise<StoredMessage | null>;
@@ -134,6 +140,58 @@ export function limitRefusal(limits: Limits, messages: number, bytes: number, si
     return new LimitError("maximum messages per subject exceeded");
   }
   return null;
+}
+
+/**
+ * The refusal of a run of appends as a whole, given what is stored plus
+ * queued (`messages`, `bytes`) and each input's record size; null if all fit.
+ */
+export function runRefusal(
+  closed: boolean,
+  maxRecordBytes: number,
+  limits: Limits,
+  messages: number,
+  bytes: number,
+  inputs: readonly AppendInput[],
+  sizes: readonly number[],
+  countOf: (subject: string) => number,
+): Error | null {
+  const perSubject = limits.discard === "new" && limits.discardNewPerSubject === true ? new Map<string, number>() : null;
+  let added = 0;
+  for (let i = 0; i < inputs.length; i++) {
+    let subjectCount = 0;
+    if (perSubject !== null) {
+      const s = inputs[i].subject;
+      const earlier = perSubject.get(s) ?? 0;
+      subjectCount = countOf(s) + earlier;
+      perSubject.set(s, earlier + 1);
+    }
+    const refused = refusal(closed, sizes[i], maxRecordBytes) ?? limitRefusal(limits, messages + i, bytes + added, sizes[i], subjectCount);
+    if (refused !== null) return refused;
+    added += sizes[i];
+  }
+  return null;
+}
+
+/** Settles one appendMany call from the parts of it that complete: the first error, else the first sequence. */
+export class AppendRun {
+  private left: number;
+  private first = 0;
+  private error: Error | null = null;
+
+  constructor(
+    count: number,
+    private readonly done: AppendCallback,
+  ) {
+    this.left = count;
+  }
+
+  settle(err: Error | null, firstSeq: number, count: number): void {
+    if (err !== null) this.error ??= err;
+    else if (this.first === 0) this.first = firstSeq;
+    this.left -= count;
+    if (this.left === 0) this.done(this.error, this.error === null ? this.first : 0);
+  }
 }
 
 /** Promise form of append, for callers that are not on a hot path. */

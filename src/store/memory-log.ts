@@ -8,6 +8,7 @@ import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import {
   limitRefusal,
   refusal,
+  runRefusal,
   type AppendCallback,
   type AppendInput,
   type Limits,
@@ -73,6 +74,18 @@ export class MemoryLog extends IndexedLog implements MessageLog {
     this.compactFront();
     // Acknowledge asynchronously, like the file log, so callers cannot come to rely on a synchronous ack.
     queueMicrotask(() => done(null, seq));
+  }
+
+  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void {
+    const sizes = inputs.map(recordSize);
+    const refused = runRefusal(this.closed, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, inputs, sizes, (s) => this.index.countOf(s));
+    if (refused !== null) {
+      done(refused, 0);
+      return;
+    }
+    const first = this.lastSeq + 1;
+    for (const input of inputs) this.append(input, () => {});
+    queueMicrotask(() => done(null, inputs.length > 0 ? first : 0));
   }
 
   /** Drops the dead prefix of the arrays once it is large. */

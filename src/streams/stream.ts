@@ -248,6 +248,32 @@ export class Stream {
     });
   }
 
+  /**
+   * Stores messages at consecutive sequences of one partition, as append
+   * does, with one callback: the first sequence once all are durable.
+   */
+  appendMany(partition: number, inputs: readonly AppendInput[], done: (err: ApiError | null, firstSeq: number) => void): void {
+    if (this.deleted) return done(Errors.streamNotFound(), 0);
+    if (this.config.sealed) return done(Errors.sealed(), 0);
+    const log = this.partitions[partition];
+    if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
+    const max = this.config.max_msg_size;
+    for (const input of inputs) {
+      const size = (input.headers?.length ?? 0) + input.data.length;
+      if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
+    }
+    // Only the subjects outlive this call: the inputs (views of a client's request) can go at once.
+    const subjects = inputs.map((i) => i.subject);
+    log.appendMany(inputs, (err, first) => {
+      if (err !== null) return done(Errors.storeFailed(err.message), 0);
+      let left = subjects.length;
+      const ack = (): void => {
+        if (--left === 0) done(null, first);
+      };
+      for (let i = 0; i < subjects.length; i++) this.afterStore(partition, subjects[i], first + i, ack);
+    });
+  }
+
   private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {
     p.done(null, seq, false);
     if (msgId !== undefined) {

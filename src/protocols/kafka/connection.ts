@@ -15,7 +15,6 @@ import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
 
 const MAX_IN_FLIGHT = 128;
-const READ_INITIAL = 64 * 1024;
 
 interface Slot {
   done: boolean;
@@ -23,8 +22,13 @@ interface Slot {
 }
 
 export class KafkaConnection {
-  private buf = Buffer.allocUnsafe(READ_INITIAL);
-  private len = 0;
+  /** The frame being filled from chunks, and how much of it has arrived. */
+  private frame: Buffer | null = null;
+  private filled = 0;
+  /** A size prefix split across chunks. */
+  private readonly sizeBytes = Buffer.alloc(4);
+  private sizeLen = 0;
+  private readonly backlog: Buffer[] = [];
   private readonly slots: Slot[] = [];
   private paused = false;
   closed = false;
@@ -65,45 +69,66 @@ export class KafkaConnection {
     this.closed = true;
     if (reason) this.door.log.debug(`kafka ${this.remote}: closing: ${reason}`);
     this.slots.length = 0;
+    this.backlog.length = 0;
+    this.frame = null;
     this.socket.destroy();
     this.door.connections.delete(this);
   }
 
+  /**
+   * Frames are cut from the socket's chunks with at most one copy: a frame
+   * inside one chunk is a view of it (Node gives every read its own buffer,
+   * so views stay valid), a frame across chunks is copied once into a buffer
+   * of its exact size. Handlers may keep views of a frame past their call.
+   */
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    if (this.len + chunk.length > this.buf.length) {
-      const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + chunk.length));
-      this.buf.copy(next, 0, 0, this.len);
-      this.buf = next;
-    }
-    chunk.copy(this.buf, this.len);
-    this.len += chunk.length;
-    this.drain();
+    if (this.paused) this.backlog.push(chunk);
+    else this.consume(chunk);
   }
 
-  /** Handles the complete frames buffered, while fewer than MAX_IN_FLIGHT responses are owed. */
-  private drain(): void {
+  /** Cuts frames from `chunk`; keeps what follows in the backlog once MAX_IN_FLIGHT is reached. */
+  private consume(chunk: Buffer): void {
     let at = 0;
-    while (this.len - at >= 4 && this.slots.length < MAX_IN_FLIGHT) {
-      const size = this.buf.readInt32BE(at);
-      if (size < 8 || size > this.door.maxRequestBytes) {
-        return this.close(`frame of ${size} bytes (limit ${this.door.maxRequestBytes})`);
+    while (at < chunk.length) {
+      if (this.frame === null) {
+        let size: number;
+        if (this.sizeLen === 0 && chunk.length - at >= 4) {
+          size = chunk.readInt32BE(at);
+          at += 4;
+        } else {
+          while (this.sizeLen < 4 && at < chunk.length) this.sizeBytes[this.sizeLen++] = chunk[at++];
+          if (this.sizeLen < 4) return;
+          this.sizeLen = 0;
+          size = this.sizeBytes.readInt32BE(0);
+        }
+        if (size < 8 || size > this.door.maxRequestBytes) {
+          return this.close(`frame of ${size} bytes (limit ${this.door.maxRequestBytes})`);
+        }
+        if (chunk.length - at >= size) {
+          this.request(chunk.subarray(at, at + size));
+          at += size;
+        } else {
+          this.frame = Buffer.allocUnsafe(size);
+          this.filled = chunk.copy(this.frame, 0, at);
+          return;
+        }
+      } else {
+        const n = chunk.copy(this.frame, this.filled, at);
+        at += n;
+        this.filled += n;
+        if (this.filled < this.frame.length) return;
+        const frame = this.frame;
+        this.frame = null;
+        this.request(frame);
       }
-      if (this.len - at - 4 < size) break;
-      // The handler may keep views of the frame past this call: give it its own copy.
-      const frame = Buffer.from(this.buf.subarray(at + 4, at + 4 + size));
-      at += 4 + size;
-      this.request(frame);
       if (this.closed) return;
-    }
-    if (at > 0) {
-      this.buf.copy(this.buf, 0, at, this.len);
-      this.len -= at;
-    }
-    if (this.len === 0 && this.buf.length > READ_INITIAL) this.buf = Buffer.allocUnsafe(READ_INITIAL);
-    if (this.slots.length >= MAX_IN_FLIGHT && !this.paused) {
-      this.paused = true;
-      this.socket.pause();
+      if (this.slots.length >= MAX_IN_FLIGHT) {
+        this.paused = true;
+        this.socket.pause();
+        if (at < chunk.length) this.backlog.push(chunk.subarray(at));
+        return;
+      }
     }
   }
 
@@ -167,7 +192,8 @@ export class KafkaConnection {
     if (n > 0) this.slots.splice(0, n);
     if (this.paused && this.slots.length < MAX_IN_FLIGHT / 2) {
       this.paused = false;
-      this.drain();
+      // Chunks read before the pause took hold; the socket's own buffer bounds them.
+      while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
       if (!this.paused && !this.closed) this.socket.resume();
     }
   }

@@ -35,16 +35,7 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
-  const prepared = await Promise.all(
-    topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId))))),
-  );
-  await turn.ready;
-  let pending: Array<Array<Promise<PartitionResult>>>;
-  try {
-    pending = prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p, transactionalId))));
-  } finally {
-    turn.done();
-  }
+  const pending = await prepareAndIssue(door, topics, refuse, transactionalId, turn);
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
   if (acks === 0) return false;
   w.array(results, (w, t) => {
@@ -57,6 +48,36 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
   });
   w.i32(0); // throttle_time_ms
   return true;
+}
+
+/**
+ * Decodes every partition's batch, then, in this connection's produce turn,
+ * issues the appends. Apart from the caller's frame so that the decoded
+ * records are garbage once appended, not held until the fsync.
+ */
+async function prepareAndIssue(
+  door: KafkaDoor,
+  topics: Array<{ name: string; partitions: Array<{ index: number; records: Buffer | null }> }>,
+  refuse: number,
+  transactionalId: string | null,
+  turn: { ready: Promise<void>; done: () => void },
+): Promise<Array<Array<Promise<PartitionResult>>>> {
+  let prepared: Array<Array<Prepared | PartitionResult>>;
+  try {
+    prepared = await Promise.all(
+      topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId))))),
+    );
+  } catch (err) {
+    // Nothing to issue: pass the turn on once it comes, so later requests keep their order.
+    void turn.ready.then(turn.done);
+    throw err;
+  }
+  await turn.ready;
+  try {
+    return prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p, transactionalId))));
+  } finally {
+    turn.done();
+  }
 }
 
 function failed(index: number, error: number): PartitionResult {
@@ -153,16 +174,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
       );
     }
   }
-  let left = inputs.length;
-  let first = 0;
-  let failure: ApiError | null = null;
-  for (let i = 0; i < inputs.length; i++) {
-    stream.append(index, inputs[i], (err, seq) => {
-      if (err !== null) failure ??= err;
-      else if (i === 0) first = seq;
-      if (--left === 0) settle(failure ?? first - 1);
-    });
-  }
+  stream.appendMany(index, inputs, (err, first) => settle(err ?? first - 1));
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
