@@ -497,6 +497,53 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("frames split anywhere across TCP reads, and several in one write, are each answered in order", async () => {
+      const topic = "raw.split";
+      const admin = h.kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic }] });
+      await admin.disconnect();
+      const s = await open();
+      // Every response frame that arrives, in order.
+      const frames: Reader[] = [];
+      let buf = Buffer.alloc(0);
+      s.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 4 && buf.length >= 4 + buf.readInt32BE(0)) {
+          const r = new Reader(buf, 4, 4 + buf.readInt32BE(0));
+          r.i32();
+          frames.push(r);
+          buf = buf.subarray(4 + buf.readInt32BE(0));
+        }
+      });
+      const baseOffset = (r: Reader): number => {
+        r.i32();
+        r.string();
+        r.i32();
+        r.i32();
+        assert.equal(r.i16(), 0);
+        return Number(r.i64());
+      };
+      const big = produceV3(topic, batch(Array.from({ length: 50 }, (_, i) => `${i}`.repeat(3000))));
+      // The size prefix split 2+2, the body cut in three; each piece written once the previous one has left.
+      const cuts = [0, 2, 4, 1000, 70_000, big.length];
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        await new Promise<void>((resolve) => s.write(big.subarray(cuts[i], cuts[i + 1]), () => resolve()));
+        await new Promise((resolve) => setTimeout(resolve, 5)); // not synchronisation: makes separate reads likely
+      }
+      await waitUntil(() => frames.length === 1, "the split request's response");
+      assert.equal(baseOffset(frames[0]), 0);
+      // Three small requests in one write, then a large one.
+      s.write(Buffer.concat([produceV3(topic, batch(["a"])), produceV3(topic, batch(["b", "c"])), produceV3(topic, batch(["d"])), big]));
+      await waitUntil(() => frames.length === 5, "four more responses");
+      assert.deepEqual(frames.slice(1).map(baseOffset), [50, 51, 53, 54]);
+      const lines = await consumeAll(h.broker, topic);
+      assert.equal(lines.length, 104);
+      assert.deepEqual(lines.slice(50, 54).map((l) => l.value), ["a", "b", "c", "d"]);
+      assert.equal(lines[103].value, "49".repeat(3000));
+      s.destroy();
+    });
+
     test("a frame larger than the request limit, an unknown API and a lying length close the connection; the door keeps serving", async () => {
       const big = await open();
       const size = Buffer.alloc(4);
