@@ -297,6 +297,51 @@ describe("injected write and sync failures", () => {
   });
 });
 
+describe("pipelined rounds", () => {
+  test("a failed sync also fails the round written behind it; neither is visible, and appends go on from the same sequence", async () => {
+    const dir = tempDir();
+    let phase: "ok" | "fail" | "done" = "ok";
+    let behind: Promise<number> | null = null;
+    let log: FileLog;
+    const faults: FaultInjector = {
+      write: () => {
+        // While the first failing round is being written, queue a second one: it is written before that round's sync is known.
+        if (phase === "fail" && behind === null) behind = appendAsync(log, expectedRecord(12));
+        return null;
+      },
+      sync: () => {
+        if (phase !== "fail") return null;
+        failedSyncs++;
+        return Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      },
+    };
+    let failedSyncs = 0;
+    log = await FileLog.open({ dir, faults });
+    try {
+      for (let seq = 1; seq <= 10; seq++) await appendAsync(log, expectedRecord(seq));
+      const seg = join(dir, files(dir, ".seg")[0]);
+      const sizeBefore = statSync(seg).size;
+      phase = "fail";
+      const first = appendAsync(log, expectedRecord(11));
+      await assert.rejects(first, /EIO/);
+      assert.ok(behind !== null, "a second round was queued behind the first");
+      await assert.rejects(behind, /EIO/, "the round written after a failed sync fails too");
+      assert.equal(failedSyncs, 1, "the second round was written while the first one's sync was out, and failed with it");
+      phase = "done";
+      assert.equal(statSync(seg).size, sizeBefore, "both rounds were cut off the file");
+      assert.deepEqual([log.state().lastSeq, log.state().messages], [10, 10]);
+      assert.equal(await appendAsync(log, expectedRecord(11)), 11);
+      await log.close();
+      log = await FileLog.open({ dir });
+      assert.equal(log.state().lastSeq, 11);
+      for (let seq = 1; seq <= 11; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
+    } finally {
+      await log.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("readers during appends", () => {
   test("no reader sees a record before its batch is durable, nor a torn one", async () => {
     const dir = tempDir();

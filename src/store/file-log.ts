@@ -197,6 +197,26 @@ interface Staged {
 /** A batch buffer grows from this (most group commits are small) up to the batch limit. */
 const STAGE_INITIAL = 16 * 1024;
 
+/** One pass of the write loop: a data batch and/or a tombstone batch, written at `pos`..`end` of `seg`. */
+interface Round {
+  seg: Segment;
+  pos: number;
+  end: number;
+  firstSeq: number;
+  n: number;
+  time: number;
+  batch: Staged | null;
+  data: Buffer | null;
+  tomb: Buffer | null;
+  tombs: number[];
+  evicted: number[];
+  ops: Op[];
+  planned: number[][];
+  /** Under sync `always`: the fdatasync in flight, resolving to its error or null. */
+  sync: Promise<Error | null> | null;
+  error: Error | null;
+}
+
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
 
 export class FileLog extends IndexedLog implements MessageLog {
@@ -412,79 +432,134 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.tombTimer.unref();
   }
 
+  /**
+   * The write loop. Under sync `always` it is a two-stage pipeline: a round's
+   * batch is written while the round before it is being fdatasynced, and
+   * rounds land (become visible, are acknowledged) strictly in order, each
+   * after its own sync. At most one round is unsynced; deletes, purges and
+   * segment rolls wait until it has landed, so they see a settled index.
+   */
   private async drain(): Promise<void> {
-    while (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) {
-      // Appends from here on open a new batch.
-      const batch = this.staged.shift();
-      const n = batch?.subjects.length ?? 0;
-      const bytes = batch === undefined ? 0 : batch.used - BATCH_HEADER;
-      const ops = this.ops.splice(0);
-      // Nothing changes the stored set until this round completes: every mutation goes through this loop.
-      const evicted = this.evicted;
-      this.evicted = [];
-      this.flushTombstones = this.closed;
-      const planned = ops.map((op) =>
-        op.kind === "purge" ? this.index.planPurge(op.opts) : this.index.sidAt(op.seq) !== DEAD ? [op.seq, op.seq] : [],
-      );
-      const tombs = evicted.concat(...planned);
-      const firstSeq = this.lastSeq + 1;
-      // Subjects of this batch, for the per-subject limit (the only limit that needs them).
-      const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
-      const touched = new Set<number>();
-      // Time never goes backwards within a log, so time lookups can bisect.
-      const time = Math.max(Date.now(), this.lastTime);
-      try {
-        const seg = await this.segmentFor(firstSeq);
-        const pos = seg.size;
-        const data = batch !== undefined ? sealBatch(batch.buf, batch.used, firstSeq, time, n) : null;
-        const tomb = tombs.length > 0 ? encodeTombstones(tombs, firstSeq + n, time) : null;
-        try {
-          if (data !== null) await this.write(seg, data, pos);
-          if (tomb !== null) await this.write(seg, tomb, pos + (data?.length ?? 0));
-          this.io.batches++;
-          if (this.sync === "always") {
-            await this.datasync(seg);
-            this.io.syncs++;
-          } else this.unsynced = true;
-        } catch (err) {
-          // Leave no partial batch behind: the next one starts where this one did.
-          await seg.fh.truncate(pos).catch(() => {});
-          throw err;
-        }
-        if (data !== null) {
-          seg.addBatch(firstSeq, n, pos, data.length, time);
-          seg.endBatch(pos, data.length, data.readUInt32LE(4));
-          seg.liveBytes += bytes;
-          this.lastSeq = firstSeq + n - 1;
-          this.lastTime = time;
-          for (let i = 0; i < n; i++) {
-            const id = this.index.intern(batch!.subjects[i]);
-            this.index.add(firstSeq + i, id, batch!.sizes[i]);
-            if (limitsPerSubject) touched.add(id);
-          }
-        }
-        if (tomb !== null) {
-          for (const t of tombs) seg.tombs.push(t);
-          seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
-        }
-      } catch (err) {
-        const e = err instanceof Error ? err : new Error(String(err));
-        // Evictions are already gone from memory: their tombstones go out with the next write.
-        this.evicted = evicted.concat(this.evicted);
-        if (batch !== undefined) this.settleStaged(batch, e, 0);
-        for (const op of ops) op.done(e, 0);
+    let inflight: Round | null = null;
+    for (;;) {
+      const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0);
+      if (inflight !== null && (!work || this.ops.length > 0 || this.rollDue(inflight.seg, inflight.end))) {
+        await this.land(inflight);
+        inflight = null;
         continue;
       }
-      for (let k = 0; k < ops.length; k++) {
-        let removed = 0;
-        const r = planned[k];
-        for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]).length;
-        ops[k].done(null, removed);
+      if (!work) return;
+      const round = await this.writeRound(inflight);
+      if (round === null) continue;
+      if (this.sync !== "always") {
+        this.unsynced = true;
+        await this.land(round);
+        continue;
       }
-      if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
-      if (batch !== undefined) this.settleStaged(batch, null, firstSeq);
-      if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
+      if (inflight !== null && !(await this.land(inflight))) {
+        // Its sync failed and cut the file back to where it began, taking this round with it.
+        this.failRound(round, inflight.error!);
+        inflight = null;
+        continue;
+      }
+      round.sync = this.datasync(round.seg).then(
+        () => null,
+        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
+      );
+      inflight = round;
     }
+  }
+
+  /** Forms the next round from what is queued and writes it after `inflight` (if any); null if the write failed. */
+  private async writeRound(inflight: Round | null): Promise<Round | null> {
+    // Appends from here on gather into a new batch.
+    const batch = this.staged.shift() ?? null;
+    const n = batch?.subjects.length ?? 0;
+    const ops = this.ops.splice(0);
+    // Nothing else changes the stored set meanwhile: every mutation goes through this loop.
+    const evicted = this.evicted;
+    this.evicted = [];
+    this.flushTombstones = this.closed;
+    const planned = ops.map((op) =>
+      op.kind === "purge" ? this.index.planPurge(op.opts) : this.index.sidAt(op.seq) !== DEAD ? [op.seq, op.seq] : [],
+    );
+    const tombs = evicted.concat(...planned);
+    const firstSeq = inflight !== null ? inflight.firstSeq + inflight.n : this.lastSeq + 1;
+    // Time never goes backwards within a log, so time lookups can bisect.
+    const time = Math.max(Date.now(), inflight !== null ? inflight.time : this.lastTime);
+    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, time, batch, data: null, tomb: null, tombs, evicted, ops, planned, sync: null, error: null };
+    let seg: Segment;
+    try {
+      seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
+    } catch (err) {
+      this.failRound(round, err instanceof Error ? err : new Error(String(err)));
+      return null;
+    }
+    round.seg = seg;
+    round.pos = inflight !== null ? inflight.end : seg.size;
+    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n) : null;
+    round.tomb = tombs.length > 0 ? encodeTombstones(tombs, firstSeq + n, time) : null;
+    round.end = round.pos + (round.data?.length ?? 0) + (round.tomb?.length ?? 0);
+    try {
+      if (round.data !== null) await this.write(seg, round.data, round.pos);
+      if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + (round.data?.length ?? 0));
+      this.io.batches++;
+    } catch (err) {
+      // Leave no partial batch behind: the next one starts where this one did.
+      await seg.fh.truncate(round.pos).catch(() => {});
+      this.failRound(round, err instanceof Error ? err : new Error(String(err)));
+      return null;
+    }
+    return round;
+  }
+
+  /** Waits for a written round's sync, then makes it visible and acknowledges it; false if the sync failed. */
+  private async land(round: Round): Promise<boolean> {
+    const err = round.sync === null ? null : await round.sync;
+    if (err !== null) {
+      round.error = err;
+      await round.seg.fh.truncate(round.pos).catch(() => {});
+      this.failRound(round, err);
+      return false;
+    }
+    if (round.sync !== null) this.io.syncs++;
+    const { seg, pos, data, tomb, tombs, firstSeq, n, time, batch, ops, planned } = round;
+    const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
+    const touched = new Set<number>();
+    if (data !== null && batch !== null) {
+      seg.addBatch(firstSeq, n, pos, data.length, time);
+      seg.endBatch(pos, data.length, data.readUInt32LE(4));
+      seg.liveBytes += data.length - BATCH_HEADER;
+      this.lastSeq = firstSeq + n - 1;
+      this.lastTime = time;
+      for (let i = 0; i < n; i++) {
+        const id = this.index.intern(batch.subjects[i]);
+        this.index.add(firstSeq + i, id, batch.sizes[i]);
+        // Subjects of this batch, for the per-subject limit (the only limit that needs them).
+        if (limitsPerSubject) touched.add(id);
+      }
+    }
+    if (tomb !== null) {
+      for (const t of tombs) seg.tombs.push(t);
+      seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
+    }
+    for (let k = 0; k < ops.length; k++) {
+      let removed = 0;
+      const r = planned[k];
+      for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]).length;
+      ops[k].done(null, removed);
+    }
+    if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
+    if (batch !== null) this.settleStaged(batch, null, firstSeq);
+    if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
+    return true;
+  }
+
+  private failRound(round: Round, err: Error): void {
+    // Evictions are already gone from memory: their tombstones go out with the next write.
+    this.evicted = round.evicted.concat(this.evicted);
+    if (round.batch !== null) this.settleStaged(round.batch, err, 0);
+    for (const op of round.ops) op.done(err, 0);
   }
 
   /** Takes a written (or failed) batch off the queue's counts, tells its appenders, and keeps its buffer for reuse. */
@@ -547,21 +622,24 @@ export class FileLog extends IndexedLog implements MessageLog {
     await seg.fh.datasync();
   }
 
-  /** The segment the next batch goes to, rolling to a new file when the current one is full or old. */
-  private async segmentFor(firstSeq: number): Promise<Segment> {
+  /**
+   * The segment the next batch goes to, rolling to a new file when the
+   * current one is full or old. `end` is where the current one's written
+   * bytes end when a round is still unsynced there (never rolled past).
+   */
+  private async segmentFor(firstSeq: number, end: number | null): Promise<Segment> {
     const cur = this.segments[this.segments.length - 1];
     if (cur !== undefined && cur.firstSeq === firstSeq) return cur; // only tombstones so far: a new file would have the same name
-    if (
-      cur !== undefined &&
-      cur.size < this.maxSegmentBytes &&
-      (this.maxSegmentAgeMs <= 0 || cur.batchSeq.length === 0 || Date.now() - cur.createdAt < this.maxSegmentAgeMs)
-    ) {
-      return cur;
-    }
+    if (cur !== undefined && (end !== null || !this.rollDue(cur, cur.size))) return cur;
     if (cur !== undefined && this.sync !== "always") await cur.fh.datasync();
     const seg = await this.createSegment(firstSeq);
     this.scheduleMaintenance();
     return seg;
+  }
+
+  /** Whether the segment, written up to `end`, is full or old enough to be rolled. */
+  private rollDue(seg: Segment, end: number): boolean {
+    return end >= this.maxSegmentBytes || (this.maxSegmentAgeMs > 0 && seg.batchSeq.length > 0 && Date.now() - seg.createdAt >= this.maxSegmentAgeMs);
   }
 
   private async createSegment(firstSeq: number): Promise<Segment> {
