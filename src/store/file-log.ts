@@ -348,7 +348,9 @@ export class FileLog extends IndexedLog implements MessageLog {
   private stage(input: AppendInput, size: number): Staged {
     let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
     if (b === undefined || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
-      b = { buf: this.batchBuffer(BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], owners: [], spans: [] };
+      // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
+      const full = b !== undefined;
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], owners: [], spans: [] };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
