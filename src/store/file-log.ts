@@ -1199,24 +1199,26 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   /** Writes `<segment>.idx` the crash-safe way; the segment's live set is taken from memory. */
   private async writeIndex(seg: Segment): Promise<void> {
-    const span = seg.lastSeq - seg.firstSeq + 1;
-    const sid = new Int32Array(Math.max(0, span)).fill(-1);
-    const size_ = new Uint32Array(Math.max(0, span));
-    const local = new Map<number, number>();
+    const span = Math.max(0, seg.lastSeq - seg.firstSeq + 1);
+    // Sequences in no batch of this file (compacted away, or in gaps) are DEAD in the live index too.
+    const sid = new Int32Array(span);
+    const size_ = new Uint32Array(span);
+    this.index.exportRange(seg.firstSeq, span, sid, size_);
+    // Global subject ids to this file's own, numbered in order of first use.
+    const local = new Int32Array(this.index.subjectIds).fill(-1);
     const subjects: string[] = [];
-    for (let b = 0; b < seg.batchSeq.length; b++) {
-      for (let s = seg.batchSeq[b], e = s + seg.batchCount[b]; s < e; s++) {
-        const id = this.index.sidAt(s);
-        if (id === DEAD) continue;
-        let l = local.get(id);
-        if (l === undefined) {
-          l = subjects.length;
-          local.set(id, l);
-          subjects.push(this.index.subjectOf(id));
-        }
-        sid[s - seg.firstSeq] = l;
-        size_[s - seg.firstSeq] = this.index.sizeAt(s);
+    for (let k = 0; k < span; k++) {
+      const id = sid[k];
+      if (id === DEAD) {
+        size_[k] = 0;
+        continue;
       }
+      let l = local[id];
+      if (l < 0) {
+        l = local[id] = subjects.length;
+        subjects.push(this.index.subjectOf(id));
+      }
+      sid[k] = l;
     }
     const buf = encodeSegmentIndex({
       firstSeq: seg.firstSeq,

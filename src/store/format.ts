@@ -31,10 +31,36 @@ export const TOMBSTONE_BYTES = 16;
 /** A batch larger than this is taken for corruption, not a reason to allocate. */
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 
+/**
+ * The last subject encoded and its UTF-8 bytes: a run of appends usually
+ * shares one subject (a Kafka batch always does), and short copies in JS beat
+ * a native string encode per record.
+ */
+let lastSubject = "";
+let lastSubjectLen = 0;
+let lastSubjectBytes: Buffer | null = null;
+
+function subjectLength(subject: string): number {
+  return subject === lastSubject ? lastSubjectLen : Buffer.byteLength(subject);
+}
+
+/** Writes `subject` at `at`; returns its length in bytes. */
+function writeSubject(buf: Buffer, at: number, subject: string): number {
+  if (subject !== lastSubject) {
+    lastSubject = subject;
+    lastSubjectLen = buf.write(subject, at, "utf8");
+    lastSubjectBytes = null; // made on the next repeat only
+    return lastSubjectLen;
+  }
+  const bytes = (lastSubjectBytes ??= Buffer.from(subject, "utf8"));
+  for (let i = 0; i < bytes.length; i++) buf[at + i] = bytes[i];
+  return bytes.length;
+}
+
 export function recordSize(input: AppendInput): number {
   return (
     RECORD_HEADER +
-    Buffer.byteLength(input.subject) +
+    subjectLength(input.subject) +
     (input.key ? input.key.length : 0) +
     (input.headers ? input.headers.length : 0) +
     input.data.length
@@ -61,7 +87,7 @@ export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, ti
 /** Writes one record at `at` (room for recordSize(input) bytes); returns where it ends. */
 export function encodeRecord(buf: Buffer, at: number, r: AppendInput): number {
   let p = at + 4;
-  const subjLen = buf.write(r.subject, p + 10, "utf8");
+  const subjLen = writeSubject(buf, p + 10, r.subject);
   buf.writeUInt16LE(subjLen, p);
   buf.writeUInt32LE(r.key ? r.key.length : NO_KEY, p + 2);
   buf.writeUInt32LE(r.headers ? r.headers.length : 0, p + 6);

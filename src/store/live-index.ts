@@ -120,6 +120,32 @@ export class LiveIndex {
     return ch === undefined ? DEAD : ch.sid[seq % CHUNK];
   }
 
+  /** Subject ids ever interned: every id is below this. */
+  get subjectIds(): number {
+    return this.names.length;
+  }
+
+  /**
+   * Subject id (DEAD if not live) and size of sequences from .. from+n-1,
+   * into sid[0..n) and size[0..n): a segment's index file in one pass.
+   */
+  exportRange(from: number, n: number, sid: Int32Array, size: Uint32Array): void {
+    for (let k = 0; k < n; ) {
+      const seq = from + k;
+      const ch = this.chunk(seq, false);
+      const i = seq % CHUNK;
+      const take = Math.min(n - k, CHUNK - i);
+      if (ch === undefined) {
+        sid.fill(DEAD, k, k + take);
+        size.fill(0, k, k + take);
+      } else {
+        sid.set(ch.sid.subarray(i, i + take), k);
+        size.set(ch.size.subarray(i, i + take), k);
+      }
+      k += take;
+    }
+  }
+
   sizeAt(seq: number): number {
     const ch = this.chunk(seq, false);
     return ch === undefined || ch.sid[seq % CHUNK] === DEAD ? 0 : ch.size[seq % CHUNK];

@@ -6,6 +6,7 @@
  * checksum holds and the batch it names as the segment's last is really there.
  */
 
+import { endianness } from "node:os";
 import { crc32c } from "./crc32c.js";
 import { readU64, writeU64 } from "./format.js";
 
@@ -15,6 +16,7 @@ const HEADER = 64;
 const BATCH_ENTRY = 32;
 const TOMB_ENTRY = 16;
 const RECORD_ENTRY = 8;
+const LITTLE_ENDIAN = endianness() === "LE";
 
 export interface SegmentIndexData {
   firstSeq: number;
@@ -63,9 +65,19 @@ export function encodeSegmentIndex(d: SegmentIndexData): Buffer {
     buf.writeUInt32LE(d.batchCount[i], p + 28);
   }
   for (let i = 0; i < t * 2; i++, p += 8) writeU64(buf, d.tombs[i], p);
-  for (let i = 0; i < d.span; i++, p += RECORD_ENTRY) {
-    buf.writeInt32LE(d.sid[i], p);
-    buf.writeUInt32LE(d.size_[i], p + 4);
+  if (LITTLE_ENDIAN && (buf.byteOffset + p) % 4 === 0) {
+    // The bulk of the file: 32-bit stores into a view rather than two checked writes per sequence.
+    const words = new Uint32Array(buf.buffer, buf.byteOffset + p, d.span * 2);
+    for (let i = 0; i < d.span; i++) {
+      words[2 * i] = d.sid[i];
+      words[2 * i + 1] = d.size_[i];
+    }
+    p += d.span * RECORD_ENTRY;
+  } else {
+    for (let i = 0; i < d.span; i++, p += RECORD_ENTRY) {
+      buf.writeInt32LE(d.sid[i], p);
+      buf.writeUInt32LE(d.size_[i], p + 4);
+    }
   }
   for (const b of subjectBytes) {
     buf.writeUInt16LE(b.length, p);
