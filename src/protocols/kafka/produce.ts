@@ -111,7 +111,7 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
       const rec = batch.records[i];
       let subject = fallback;
       let headers = rec.headers;
-      const named = headers.find(([k]) => k === SUBJECT_HEADER);
+      const named = headers.length === 0 ? undefined : headers.find(([k]) => k === SUBJECT_HEADER);
       if (named !== undefined) {
         subject = named[1]?.toString("utf8") ?? "";
         if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);

@@ -28,9 +28,12 @@ export const ATTR_CONTROL = 0x20;
 export interface KafkaRecord {
   key: Buffer | null;
   value: Buffer | null;
-  headers: Array<[string, Buffer | null]>;
+  headers: ReadonlyArray<[string, Buffer | null]>;
   timestamp: number;
 }
+
+/** Most records carry no headers: they share this instead of an empty array each. */
+const NO_HEADERS: ReadonlyArray<[string, Buffer | null]> = Object.freeze([]);
 
 export interface DecodedBatch {
   producerId: number;
@@ -102,6 +105,10 @@ function readRecord(r: Reader, baseTimestamp: number, index: number): KafkaRecor
   const value = valueLen < 0 ? null : r.raw(valueLen);
   const n = r.varint();
   if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
+  if (n === 0) {
+    if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
+    return { key, value, headers: NO_HEADERS, timestamp };
+  }
   const headers: Array<[string, Buffer | null]> = [];
   for (let i = 0; i < n; i++) {
     const kl = r.varint();
