@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, readSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
-import { appendAsync } from "../src/store/log.js";
+import { appendAsync, runOf } from "../src/store/log.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
 
 function tempDir(): string {
@@ -269,7 +269,7 @@ describe("injected write and sync failures", () => {
           assert.equal(r.status, "rejected", `${mode}: append acknowledged while the disk was failing`);
           assert.match((r as PromiseRejectedResult).reason.message, mode === "sync" ? /EIO/ : /ENOSPC/);
         }
-        const run = new Promise<number>((resolve, reject) => log.appendMany([expectedRecord(11), expectedRecord(12)], (err, seq) => (err ? reject(err) : resolve(seq))));
+        const run = new Promise<number>((resolve, reject) => log.appendMany(runOf([expectedRecord(11), expectedRecord(12)]), (err, seq) => (err ? reject(err) : resolve(seq))));
         await assert.rejects(run, mode === "sync" ? /EIO/ : /ENOSPC/);
         await assert.rejects(log.delete(3), mode === "sync" ? /EIO/ : /ENOSPC/);
         const st = log.state();

@@ -14,7 +14,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
-import { appendAsync, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
+import { appendAsync, runOf, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
 import { crc32c, crc32cTables } from "../src/store/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
 import { mismatch } from "./helpers/store-model.js";
@@ -102,10 +102,11 @@ describe("model-based: random operations compared with a plain array", () => {
             assert.deepEqual(seqs, inputs.map((_, i) => model.length + 1 + i));
             model.push(...inputs);
           } else {
-            // One run with one callback; the log copies the inputs at once, so the caller may reuse them.
-            const first = new Promise<number>((resolve, reject) => log.appendMany(inputs, (err, seq) => (err ? reject(err) : resolve(seq))));
-            model.push(...inputs.map((i) => ({ ...i, data: Buffer.from(i.data) })));
-            for (const i of inputs) (i.data as Buffer).fill(0xee);
+            // One run with one callback; the log copies the run's bytes at once, so the caller may reuse them.
+            const run = runOf(inputs);
+            const first = new Promise<number>((resolve, reject) => log.appendMany(run, (err, seq) => (err ? reject(err) : resolve(seq))));
+            model.push(...inputs);
+            run.source.fill(0xee);
             assert.equal(await first, model.length - n + 1, `appendMany of ${n} (seed ${seed})`);
           }
         } else if (x < 0.5 && model.length > 0) {
@@ -225,7 +226,7 @@ test("appendMany under discard new is refused as a whole, or stored at consecuti
       const many = (n: number): Promise<number> =>
         new Promise((resolve, reject) =>
           log.appendMany(
-            Array.from({ length: n }, (_, i) => ({ subject: `s.${i}`, data: Buffer.from(`m${i}`) })),
+            runOf(Array.from({ length: n }, (_, i) => ({ subject: `s.${i}`, data: Buffer.from(`m${i}`) }))),
             (err, seq) => (err ? reject(err) : resolve(seq)),
           ),
         );

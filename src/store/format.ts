@@ -18,7 +18,7 @@
  */
 
 import { crc32c } from "./crc32c.js";
-import type { AppendInput, StoredMessage } from "./log.js";
+import type { AppendInput, RecordRun, StoredMessage } from "./log.js";
 
 export const BATCH_HEADER = 32; // bytes, including length and crc
 export const RECORD_HEADER = 14; // bytes, including length
@@ -82,6 +82,48 @@ export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, ti
   let p = BATCH_HEADER;
   for (const r of inputs) p = encodeRecord(buf, p, r);
   return sealBatch(buf, p, firstSeq, time, inputs.length);
+}
+
+/** recordSize of record i of a run. */
+export function runRecordSize(run: RecordRun, i: number): number {
+  return (
+    RECORD_HEADER +
+    subjectLength(run.subjects === null ? run.subject : run.subjects[i]) +
+    Math.max(0, run.keyLen[i]) +
+    (run.headers?.[i]?.length ?? 0) +
+    Math.max(0, run.valueLen[i])
+  );
+}
+
+/** Writes record i of a run at `at` (room for runRecordSize bytes); returns where it ends. */
+export function encodeRunRecord(buf: Buffer, at: number, run: RecordRun, i: number): number {
+  let p = at + 4;
+  const keyLen = run.keyLen[i];
+  const hdr = run.headers === null ? null : run.headers[i];
+  const subjLen = writeSubject(buf, p + 10, run.subjects === null ? run.subject : run.subjects[i]);
+  buf.writeUInt16LE(subjLen, p);
+  buf.writeUInt32LE(keyLen < 0 ? NO_KEY : keyLen, p + 2);
+  buf.writeUInt32LE(hdr ? hdr.length : 0, p + 6);
+  p += 10 + subjLen;
+  if (keyLen > 0) p = copyBytes(run.source, run.keyAt[i], keyLen, buf, p);
+  if (hdr) {
+    buf.set(hdr, p);
+    p += hdr.length;
+  }
+  const valueLen = run.valueLen[i];
+  if (valueLen > 0) p = copyBytes(run.source, run.valueAt[i], valueLen, buf, p);
+  buf.writeUInt32LE(p - at - 4, at);
+  return p;
+}
+
+/** Copies src[from, from+len) to dst at `to`; returns the end. Short runs in JS, which beats a native call. */
+function copyBytes(src: Buffer, from: number, len: number, dst: Buffer, to: number): number {
+  if (len <= 32) {
+    for (let k = 0; k < len; k++) dst[to + k] = src[from + k];
+  } else {
+    src.copy(dst, to, from, from + len);
+  }
+  return to + len;
 }
 
 /** Writes one record at `at` (room for recordSize(input) bytes); returns where it ends. */

@@ -11,6 +11,71 @@ export interface AppendInput {
   key?: Uint8Array | null;
 }
 
+/**
+ * Records that lie in one buffer, described by offsets: what a door whose wire
+ * format already holds the bytes (Kafka's record batches) hands the log, so
+ * that no object or view is made per record. A length below 0 means absent.
+ */
+export interface RecordRun {
+  readonly count: number;
+  readonly source: Buffer;
+  /** Every record's subject, unless `subjects` gives them one by one. */
+  readonly subject: string;
+  readonly subjects: readonly string[] | null;
+  readonly keyAt: Int32Array;
+  readonly keyLen: Int32Array;
+  readonly valueAt: Int32Array;
+  readonly valueLen: Int32Array;
+  /** Per record its NATS header block or null; null when no record has one. */
+  readonly headers: ReadonlyArray<Uint8Array | null> | null;
+}
+
+export function subjectAt(run: RecordRun, i: number): string {
+  return run.subjects === null ? run.subject : run.subjects[i];
+}
+
+/** Payload plus headers of record i: what message size limits count. */
+export function payloadSizeAt(run: RecordRun, i: number): number {
+  return Math.max(0, run.valueLen[i]) + (run.headers?.[i]?.length ?? 0);
+}
+
+/** One record of a run as an AppendInput (views of the source). */
+export function inputAt(run: RecordRun, i: number): AppendInput {
+  const src = run.source;
+  return {
+    subject: subjectAt(run, i),
+    key: run.keyLen[i] < 0 ? null : src.subarray(run.keyAt[i], run.keyAt[i] + run.keyLen[i]),
+    headers: run.headers?.[i] ?? null,
+    data: run.valueLen[i] < 0 ? src.subarray(0, 0) : src.subarray(run.valueAt[i], run.valueAt[i] + run.valueLen[i]),
+  };
+}
+
+/** A run made of separate inputs (their bytes copied into one source): for callers off the hot path. */
+export function runOf(inputs: readonly AppendInput[]): RecordRun {
+  const n = inputs.length;
+  const keyAt = new Int32Array(n);
+  const keyLen = new Int32Array(n);
+  const valueAt = new Int32Array(n);
+  const valueLen = new Int32Array(n);
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const { key, data } = inputs[i];
+    keyAt[i] = at;
+    keyLen[i] = key ? key.length : -1;
+    if (key) {
+      parts.push(key);
+      at += key.length;
+    }
+    valueAt[i] = at;
+    valueLen[i] = data.length;
+    parts.push(data);
+    at += data.length;
+  }
+  const headers = inputs.some((x) => x.headers) ? inputs.map((x) => x.headers ?? null) : null;
+  return { count: n, source: Buffer.concat(parts), subject: "", subjects: inputs.map((x) => x.subject), keyAt, keyLen, valueAt, valueLen, headers };
+}
+
 export interface StoredMessage {
   seq: number;
   /** Milliseconds since the epoch, assigned by the log, never decreasing. */
@@ -83,7 +148,7 @@ export interface MessageLog {
    * sequence once all are durable, or an error. Limits are checked for the
    * run as a whole before any of it is queued.
    */
-  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void;
+  appendMany(run: RecordRun, done: AppendCallback): void;
   get(seq: number): Promise<StoredMessage | null>;
   /** The first message with seq > `after` whose subject matches `filter` (NATS wildcards), if any. */
   next(after: number, filter?: string): Promise<StoredMessage | null>;
@@ -152,16 +217,16 @@ export function runRefusal(
   limits: Limits,
   messages: number,
   bytes: number,
-  inputs: readonly AppendInput[],
-  sizes: readonly number[],
+  run: RecordRun,
+  sizes: ArrayLike<number>,
   countOf: (subject: string) => number,
 ): Error | null {
   const perSubject = limits.discard === "new" && limits.discardNewPerSubject === true ? new Map<string, number>() : null;
   let added = 0;
-  for (let i = 0; i < inputs.length; i++) {
+  for (let i = 0; i < run.count; i++) {
     let subjectCount = 0;
     if (perSubject !== null) {
-      const s = inputs[i].subject;
+      const s = subjectAt(run, i);
       const earlier = perSubject.get(s) ?? 0;
       subjectCount = countOf(s) + earlier;
       perSubject.set(s, earlier + 1);

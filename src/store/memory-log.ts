@@ -9,16 +9,18 @@ import {
   limitRefusal,
   refusal,
   runRefusal,
+  inputAt,
   type AppendCallback,
   type AppendInput,
   type Limits,
   type LogState,
   type MessageLog,
   type PurgeOptions,
+  type RecordRun,
   type ScanOptions,
   type StoredMessage,
 } from "./log.js";
-import { recordSize } from "./format.js";
+import { recordSize, runRecordSize } from "./format.js";
 
 export interface MemoryLogOptions {
   maxRecordBytes?: number;
@@ -76,16 +78,17 @@ export class MemoryLog extends IndexedLog implements MessageLog {
     queueMicrotask(() => done(null, seq));
   }
 
-  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void {
-    const sizes = inputs.map(recordSize);
-    const refused = runRefusal(this.closed, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, inputs, sizes, (s) => this.index.countOf(s));
+  appendMany(run: RecordRun, done: AppendCallback): void {
+    const sizes: number[] = [];
+    for (let i = 0; i < run.count; i++) sizes.push(runRecordSize(run, i));
+    const refused = runRefusal(this.closed, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.countOf(s));
     if (refused !== null) {
       done(refused, 0);
       return;
     }
     const first = this.lastSeq + 1;
-    for (const input of inputs) this.append(input, () => {});
-    queueMicrotask(() => done(null, inputs.length > 0 ? first : 0));
+    for (let i = 0; i < run.count; i++) this.append(inputAt(run, i), () => {});
+    queueMicrotask(() => done(null, run.count > 0 ? first : 0));
   }
 
   /** Drops the dead prefix of the arrays once it is large. */

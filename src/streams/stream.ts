@@ -7,7 +7,7 @@
  */
 
 import { subjectMatches } from "../subjects/subject.js";
-import { type AppendInput, type Limits, type LogState, type MessageLog, type StoredMessage } from "../store/log.js";
+import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { partitionForKey } from "./partitioner.js";
@@ -252,25 +252,25 @@ export class Stream {
    * Stores messages at consecutive sequences of one partition, as append
    * does, with one callback: the first sequence once all are durable.
    */
-  appendMany(partition: number, inputs: readonly AppendInput[], done: (err: ApiError | null, firstSeq: number) => void): void {
+  appendMany(partition: number, run: RecordRun, done: (err: ApiError | null, firstSeq: number) => void): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
     const max = this.config.max_msg_size;
-    for (const input of inputs) {
-      const size = (input.headers?.length ?? 0) + input.data.length;
+    for (let i = 0; i < run.count; i++) {
+      const size = payloadSizeAt(run, i);
       if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
     }
-    // Only the subjects outlive this call: the inputs (views of a client's request) can go at once.
-    const subjects = inputs.map((i) => i.subject);
-    log.appendMany(inputs, (err, first) => {
+    // Only the subjects outlive this call: the run's bytes (a client's request) can go at once.
+    const { count, subject, subjects } = run;
+    log.appendMany(run, (err, first) => {
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
-      let left = subjects.length;
+      let left = count;
       const ack = (): void => {
         if (--left === 0) done(null, first);
       };
-      for (let i = 0; i < subjects.length; i++) this.afterStore(partition, subjects[i], first + i, ack);
+      for (let i = 0; i < count; i++) this.afterStore(partition, subjects === null ? subject : subjects[i], first + i, ack);
     });
   }
 

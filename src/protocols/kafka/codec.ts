@@ -113,6 +113,10 @@ export class Reader {
     const at = this.need(n);
     return this.buf.subarray(at, at + n);
   }
+  /** Passes over n bytes; returns where they start. */
+  skip(n: number): number {
+    return this.need(n);
+  }
 
   /** An array length: -1 is null. Bounded by the bytes left, since each element takes at least one. */
   arrayLength(flexible = false): number {

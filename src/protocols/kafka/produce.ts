@@ -12,10 +12,9 @@ import { decodeProduceBatch, type DecodedBatch } from "./records.js";
 import { BATCH_HEADER, batchMarkOf, natsHeadersOf } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
-import type { AppendInput } from "../../store/log.js";
+import { payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { Stream } from "../../streams/stream.js";
 
-const EMPTY = Buffer.alloc(0);
 const SUBJECT_HEADER = "Nats-Subject";
 
 interface PartitionResult {
@@ -87,7 +86,7 @@ function failed(index: number, error: number): PartitionResult {
 interface Prepared {
   stream: Stream;
   index: number;
-  inputs: AppendInput[];
+  run: RecordRun;
   batch: DecodedBatch;
 }
 
@@ -96,37 +95,68 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
   const stream = findTopic(door.js, topic);
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
-  const inputs: AppendInput[] = [];
   let batch: DecodedBatch;
+  let run: RecordRun;
   try {
     batch = await decodeProduceBatch(set, door.maxRequestBytes);
     // A transactional batch belongs to the transaction the request names; a plain one to none.
     if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
-    const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
-    const idempotent = batch.producerId >= 0 ? { producerId: batch.producerId, epoch: batch.producerEpoch, baseSequence: batch.baseSequence, count: batch.records.length } : null;
-    if (idempotent !== null && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
-    const fallback = defaultSubject(stream);
+    const idempotent = batch.producerId >= 0;
+    if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
+    run = recordRun(stream, batch);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
-    for (let i = 0; i < batch.records.length; i++) {
-      const rec = batch.records[i];
-      let subject = fallback;
-      let headers = rec.headers;
-      const named = headers.length === 0 ? undefined : headers.find(([k]) => k === SUBJECT_HEADER);
-      if (named !== undefined) {
-        subject = named[1]?.toString("utf8") ?? "";
-        if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
-        headers = headers.filter(([k]) => k !== SUBJECT_HEADER);
-      }
-      const input: AppendInput = { subject, key: rec.key, headers: natsHeadersOf(headers, txn, i === 0 ? idempotent : null), data: rec.value ?? EMPTY };
-      if ((input.headers?.length ?? 0) + input.data.length > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
-      inputs.push(input);
+    for (let i = 0; i < run.count; i++) {
+      if (payloadSizeAt(run, i) > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
     }
   } catch (err) {
     if (!(err instanceof BatchError)) throw err;
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
     return failed(index, err.code);
   }
-  return { stream, index, inputs, batch };
+  return { stream, index, run, batch };
+}
+
+/**
+ * The records of a batch as the log takes them: spans of the batch's bytes,
+ * each under the topic's subject unless a Nats-Subject header names another,
+ * with its other headers as a NATS header block. A transactional batch marks
+ * every record with its producer, an idempotent one its first record with
+ * the batch's sequence (see messages.ts).
+ */
+function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
+  const n = batch.count;
+  const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
+  const mark = batch.producerId >= 0 ? { producerId: batch.producerId, epoch: batch.producerEpoch, baseSequence: batch.baseSequence, count: n } : null;
+  let subjects: string[] | null = null;
+  let headers: Array<Buffer | null> | null = null;
+  if (batch.headers !== null || txn !== null || mark !== null) {
+    headers = new Array<Buffer | null>(n);
+    // Records with no headers of their own share one block (the transaction mark, or none).
+    const plain = natsHeadersOf([], txn, null);
+    for (let i = 0; i < n; i++) {
+      let own = batch.headers?.[i] ?? [];
+      const named = own.length === 0 ? undefined : own.find(([k]) => k === SUBJECT_HEADER);
+      if (named !== undefined) {
+        const subject = named[1]?.toString("utf8") ?? "";
+        if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
+        subjects ??= new Array<string>(n).fill(defaultSubject(stream));
+        subjects[i] = subject;
+        own = own.filter(([k]) => k !== SUBJECT_HEADER);
+      }
+      headers[i] = own.length === 0 && (i > 0 || mark === null) ? plain : natsHeadersOf(own, txn, i === 0 ? mark : null);
+    }
+  }
+  return {
+    count: n,
+    source: batch.body,
+    subject: defaultSubject(stream),
+    subjects,
+    keyAt: batch.keyAt,
+    keyLen: batch.keyLen,
+    valueAt: batch.valueAt,
+    valueLen: batch.valueLen,
+    headers,
+  };
 }
 
 /** How far back (in messages) a partition is searched for the batches of a producer from before a restart. */
@@ -153,7 +183,7 @@ async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, i
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
 function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
-  const { stream, index, inputs, batch } = p;
+  const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
     // Before the sequence check, which records the batch as sent.
@@ -165,7 +195,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
   if (batch.producerId >= 0) {
     const offset = stored.then((o) => (typeof o === "number" ? o : Promise.reject(o)));
     offset.catch(() => undefined);
-    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, inputs.length, offset);
+    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, run.count, offset);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
     if (verdict.kind === "duplicate") {
       return Promise.resolve(verdict.offset).then(
@@ -174,7 +204,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
       );
     }
   }
-  stream.appendMany(index, inputs, (err, first) => settle(err ?? first - 1));
+  stream.appendMany(index, run, (err, first) => settle(err ?? first - 1));
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);

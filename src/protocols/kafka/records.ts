@@ -25,23 +25,30 @@ export const ATTR_LOG_APPEND_TIME = 0x08;
 export const ATTR_TRANSACTIONAL = 0x10;
 export const ATTR_CONTROL = 0x20;
 
-export interface KafkaRecord {
-  key: Buffer | null;
-  value: Buffer | null;
-  headers: ReadonlyArray<[string, Buffer | null]>;
-  timestamp: number;
-}
+/** A record's headers, as sent. */
+export type KafkaHeaders = ReadonlyArray<[string, Buffer | null]>;
 
-/** Most records carry no headers: they share this instead of an empty array each. */
-const NO_HEADERS: ReadonlyArray<[string, Buffer | null]> = Object.freeze([]);
-
+/**
+ * One partition's batch, checked and decoded without an object per record:
+ * record i's key and value are spans of `body` (length -1: null).
+ */
 export interface DecodedBatch {
   producerId: number;
   producerEpoch: number;
   baseSequence: number;
   transactional: boolean;
-  records: KafkaRecord[];
+  count: number;
+  /** The records' bytes: a view of the request frame, or what decompression produced. */
+  body: Buffer;
+  keyAt: Int32Array;
+  keyLen: Int32Array;
+  valueAt: Int32Array;
+  valueLen: Int32Array;
+  /** Per record its headers (empty if none), or null when no record has any. */
+  headers: KafkaHeaders[] | null;
 }
+
+const NO_HEADERS: KafkaHeaders = Object.freeze([]);
 
 /**
  * Decodes the record set of one partition of a Produce request: exactly one
@@ -63,7 +70,7 @@ export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): 
   if (crc32c(set, CRC_FROM) >>> 0 !== crc) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch");
   const attributes = r.i16();
   const lastOffsetDelta = r.i32();
-  const baseTimestamp = r.i64();
+  r.i64(); // baseTimestamp: the log keeps its append time
   r.i64(); // maxTimestamp
   const producerId = r.i64();
   const producerEpoch = r.i16();
@@ -77,48 +84,61 @@ export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): 
   let body = set.subarray(r.pos);
   if (codec !== 0) body = await decompress(codec, body, maxRecordsBytes);
   if (count > body.length) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
-  const records: KafkaRecord[] = new Array(count);
+  const batch: DecodedBatch = {
+    producerId,
+    producerEpoch,
+    baseSequence,
+    transactional,
+    count,
+    body,
+    keyAt: new Int32Array(count),
+    keyLen: new Int32Array(count),
+    valueAt: new Int32Array(count),
+    valueLen: new Int32Array(count),
+    headers: null,
+  };
   const rr = new Reader(body);
   let i = 0;
   try {
-    for (; i < count; i++) records[i] = readRecord(rr, baseTimestamp, i);
+    for (; i < count; i++) readRecord(rr, i, batch);
   } catch (err) {
     if (err instanceof KafkaDecodeError) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record ${i}: ${err.message}`);
     throw err;
   }
   if (rr.remaining !== 0) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "bytes after the last record");
-  return { producerId, producerEpoch, baseSequence, transactional, records };
+  return batch;
 }
 
-function readRecord(r: Reader, baseTimestamp: number, index: number): KafkaRecord {
+function readRecord(r: Reader, index: number, out: DecodedBatch): void {
   const length = r.varint();
   const end = r.pos + length;
   if (length < 0 || end > r.end) throw new KafkaDecodeError("record length passes the batch");
   r.i8(); // attributes: unused
-  const timestamp = baseTimestamp + r.varlong();
+  r.varlong(); // timestampDelta: the log keeps its append time
   const offsetDelta = r.varint();
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
   const keyLen = r.varint();
-  // Views into the request frame, which is this request's own copy (connection.ts): no copy per record.
-  const key = keyLen < 0 ? null : r.raw(keyLen);
+  out.keyLen[index] = keyLen < 0 ? -1 : keyLen;
+  if (keyLen >= 0) out.keyAt[index] = r.skip(keyLen);
   const valueLen = r.varint();
-  const value = valueLen < 0 ? null : r.raw(valueLen);
+  out.valueLen[index] = valueLen < 0 ? -1 : valueLen;
+  if (valueLen >= 0) out.valueAt[index] = r.skip(valueLen);
   const n = r.varint();
   if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
-  if (n === 0) {
-    if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
-    return { key, value, headers: NO_HEADERS, timestamp };
-  }
-  const headers: Array<[string, Buffer | null]> = [];
-  for (let i = 0; i < n; i++) {
-    const kl = r.varint();
-    if (kl < 0) throw new KafkaDecodeError("null header key");
-    const k = r.raw(kl).toString("utf8");
-    const vl = r.varint();
-    headers.push([k, vl < 0 ? null : r.raw(vl)]);
+  if (n > 0) {
+    // Views into the record bytes, which are this request's own (connection.ts).
+    const headers: Array<[string, Buffer | null]> = [];
+    for (let i = 0; i < n; i++) {
+      const kl = r.varint();
+      if (kl < 0) throw new KafkaDecodeError("null header key");
+      const k = r.raw(kl).toString("utf8");
+      const vl = r.varint();
+      headers.push([k, vl < 0 ? null : r.raw(vl)]);
+    }
+    out.headers ??= new Array<KafkaHeaders>(out.count).fill(NO_HEADERS);
+    out.headers[index] = headers;
   }
   if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
-  return { key, value, headers, timestamp };
 }
 
 export interface OutRecord {
