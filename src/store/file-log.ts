@@ -16,6 +16,7 @@ import {
   decodeRecord,
   encodeRawBatch,
   encodeRecord,
+  encodeRunRecord,
   encodeTombstones,
   FLAG_GAP,
   FLAG_TOMBSTONES,
@@ -24,6 +25,7 @@ import {
   readBatchHeader,
   readTombstones,
   recordSize,
+  runRecordSize,
   sealBatch,
   TOMBSTONE_BYTES,
   viewRecord,
@@ -36,6 +38,7 @@ import {
   limitRefusal,
   refusal,
   runRefusal,
+  subjectAt,
   type AppendCallback,
   type AppendInput,
   type CorruptRange,
@@ -43,6 +46,7 @@ import {
   type LogState,
   type MessageLog,
   type PurgeOptions,
+  type RecordRun,
   type ScanOptions,
   type StoredMessage,
   type SyncPolicy,
@@ -194,6 +198,8 @@ interface Staged {
   spans: number[];
 }
 
+/** How long buffers of written batches are kept for reuse once the log has gone quiet. */
+const SPARE_IDLE_MS = 1000;
 /** A batch buffer grows from this (most group commits are small) up to the batch limit. */
 const STAGE_INITIAL = 16 * 1024;
 
@@ -243,6 +249,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private evicted: number[] = [];
   private flushTombstones = false;
   private tombTimer: NodeJS.Timeout | null = null;
+  private spareTimer: NodeJS.Timeout | null = null;
   private writing = false;
   private scheduled = false;
   private closed = false;
@@ -308,44 +315,51 @@ export class FileLog extends IndexedLog implements MessageLog {
       done(refused, 0);
       return;
     }
-    this.addOwner(this.stage(input, size), done, 1);
+    const b = this.room(size);
+    b.used = encodeRecord(b.buf, b.used, input);
+    this.noteStaged(b, input.subject, size);
+    this.addOwner(b, done, 1);
     this.kick();
   }
 
-  appendMany(inputs: readonly AppendInput[], done: AppendCallback): void {
-    const sizes = inputs.map(recordSize);
+  appendMany(run: RecordRun, done: AppendCallback): void {
+    const n = run.count;
+    const sizes = new Array<number>(n);
+    for (let i = 0; i < n; i++) sizes[i] = runRecordSize(run, i);
     const refused = runRefusal(
       this.closed,
       this.maxRecordBytes,
       this.limits,
       this.index.messages + this.pendingCount,
       this.index.bytes + this.pendingBytes,
-      inputs,
+      run,
       sizes,
       (s) => this.index.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
     );
-    if (refused !== null || inputs.length === 0) {
+    if (refused !== null || n === 0) {
       done(refused, 0);
       return;
     }
-    const run = new AppendRun(inputs.length, done);
-    let batch = this.stage(inputs[0], sizes[0]);
-    let span = 1;
-    for (let i = 1; i < inputs.length; i++) {
-      const next = this.stage(inputs[i], sizes[i]);
-      if (next !== batch) {
-        this.addOwner(batch, run, span);
-        batch = next;
+    const owner = new AppendRun(n, done);
+    let batch: Staged | null = null;
+    let span = 0;
+    for (let i = 0; i < n; i++) {
+      const b = this.room(sizes[i]);
+      b.used = encodeRunRecord(b.buf, b.used, run, i);
+      this.noteStaged(b, subjectAt(run, i), sizes[i]);
+      if (b !== batch) {
+        if (batch !== null) this.addOwner(batch, owner, span);
+        batch = b;
         span = 0;
       }
       span++;
     }
-    this.addOwner(batch, run, span);
+    this.addOwner(batch!, owner, span);
     this.kick();
   }
 
-  /** Encodes a record into the batch being gathered (opening one when it is full); returns that batch. */
-  private stage(input: AppendInput, size: number): Staged {
+  /** The batch being gathered, with room for a record of `size` bytes (opening one when it is full). */
+  private room(size: number): Staged {
     let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
     if (b === undefined || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
@@ -357,13 +371,16 @@ export class FileLog extends IndexedLog implements MessageLog {
       b.buf.copy(grown, 0, 0, b.used);
       b.buf = grown;
     }
-    b.used = encodeRecord(b.buf, b.used, input);
-    b.subjects.push(input.subject);
+    return b;
+  }
+
+  /** Counts a record just encoded into `b` as queued. */
+  private noteStaged(b: Staged, subject: string, size: number): void {
+    b.subjects.push(subject);
     b.sizes.push(size);
     this.pendingCount++;
     this.pendingBytes += size;
-    if (this.limits.discardNewPerSubject === true) this.pendingPerSubject.set(input.subject, (this.pendingPerSubject.get(input.subject) ?? 0) + 1);
-    return b;
+    if (this.limits.discardNewPerSubject === true) this.pendingPerSubject.set(subject, (this.pendingPerSubject.get(subject) ?? 0) + 1);
   }
 
   private addOwner(b: Staged, owner: AppendCallback | AppendRun, span: number): void {
@@ -415,7 +432,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       this.writing = false;
       if (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) this.kick();
       else {
-        this.spare = [];
+        this.dropSparesLater();
         if (this.evicted.length > 0) this.armTombstoneFlush();
         const w = this.idle;
         this.idle = [];
@@ -423,6 +440,17 @@ export class FileLog extends IndexedLog implements MessageLog {
       }
     });
   };
+
+  /** Batch buffers outlive a short lull (a producer between bursts) but not an idle log. */
+  private dropSparesLater(): void {
+    if (this.spare.length === 0 || this.spareTimer !== null) return;
+    this.spareTimer = setTimeout(() => {
+      this.spareTimer = null;
+      if (!this.writing && this.staged.length === 0) this.spare = [];
+      else this.dropSparesLater();
+    }, SPARE_IDLE_MS);
+    this.spareTimer.unref();
+  }
 
   private armTombstoneFlush(): void {
     if (this.tombTimer !== null) return;
@@ -1275,6 +1303,8 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (this.closed) return;
     if (this.tombTimer) clearTimeout(this.tombTimer);
     this.tombTimer = null;
+    if (this.spareTimer) clearTimeout(this.spareTimer);
+    this.spareTimer = null;
     if (this.ageTimer) clearInterval(this.ageTimer);
     this.flushTombstones = true;
     this.closed = true;
