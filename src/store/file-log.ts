@@ -193,6 +193,8 @@ interface Staged {
   used: number;
   subjects: string[];
   sizes: number[];
+  /** Sum of sizes. */
+  bytes: number;
   /** The append calls that fed this batch, in order, and how many of its records each owns. */
   owners: Array<AppendCallback | AppendRun>;
   spans: number[];
@@ -364,7 +366,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (b === undefined || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       const full = b !== undefined;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], owners: [], spans: [] };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [] };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -378,6 +380,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private noteStaged(b: Staged, subject: string, size: number): void {
     b.subjects.push(subject);
     b.sizes.push(size);
+    b.bytes += size;
     this.pendingCount++;
     this.pendingBytes += size;
     if (this.limits.discardNewPerSubject === true) this.pendingPerSubject.set(subject, (this.pendingPerSubject.get(subject) ?? 0) + 1);
@@ -596,7 +599,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private settleStaged(b: Staged, err: Error | null, firstSeq: number): void {
     const n = b.subjects.length;
     this.pendingCount -= n;
-    for (let i = 0; i < n; i++) this.pendingBytes -= b.sizes[i];
+    this.pendingBytes -= b.bytes;
     if (this.pendingPerSubject.size > 0) {
       for (let i = 0; i < n; i++) {
         const s = b.subjects[i];

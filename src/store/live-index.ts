@@ -51,6 +51,8 @@ export class LiveIndex {
   private low = 1;
   private readonly names: string[] = [];
   private readonly ids = new Map<string, number>();
+  private lastInterned = "";
+  private lastId = -1;
   private first: number[] = [];
   private last: number[] = [];
   private count: number[] = [];
@@ -59,6 +61,8 @@ export class LiveIndex {
   private readonly matchCache = new Map<string, Int8Array>();
 
   intern(subject: string): number {
+    // Runs of one subject are the common case (a Kafka batch always is one).
+    if (subject === this.lastInterned && this.lastId >= 0) return this.lastId;
     let id = this.ids.get(subject);
     if (id === undefined) {
       id = this.names.length;
@@ -68,6 +72,8 @@ export class LiveIndex {
       this.last.push(0);
       this.count.push(0);
     }
+    this.lastInterned = subject;
+    this.lastId = id;
     return id;
   }
 

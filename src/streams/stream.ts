@@ -266,11 +266,17 @@ export class Stream {
     const { count, subject, subjects } = run;
     log.appendMany(run, (err, first) => {
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
-      let left = count;
-      const ack = (): void => {
-        if (--left === 0) done(null, first);
-      };
-      for (let i = 0; i < count; i++) this.afterStore(partition, subjects === null ? subject : subjects[i], first + i, ack);
+      if (this.config.retention === "interest" || (partition === 0 && this.consumers.size > 0)) {
+        let left = count;
+        const ack = (): void => {
+          if (--left === 0) done(null, first);
+        };
+        for (let i = 0; i < count; i++) this.afterStore(partition, subjects === null ? subject : subjects[i], first + i, ack);
+        return;
+      }
+      // No consumer to tell and nothing to retain by interest: the listeners hear of the run once.
+      for (const l of this.appendListeners) l(partition, first + count - 1);
+      done(null, first);
     });
   }
 
