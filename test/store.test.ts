@@ -250,7 +250,7 @@ describe("file log", () => {
       const seqs = await Promise.all(Array.from({ length: 2000 }, (_, i) => appendAsync(log, { subject: "g", data: Buffer.from(String(i)) })));
       assert.deepEqual(seqs, Array.from({ length: 2000 }, (_, i) => i + 1));
       assert.ok(log.io.syncs < 50, `2000 appends took ${log.io.syncs} fdatasyncs`);
-      assert.equal(log.io.syncs, log.io.batches);
+      assert.ok(log.io.syncs <= log.io.batches, "one sync covers one or more batches");
       assert.equal((await log.get(1234))?.data.toString(), "1233");
     } finally {
       await log.close();

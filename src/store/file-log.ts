@@ -205,6 +205,8 @@ interface Staged {
   spans: number[];
 }
 
+/** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
+const MAX_UNLANDED_BYTES = 32 * 1024 * 1024;
 /** How long buffers of written batches are kept for reuse once the log has gone quiet. */
 const SPARE_IDLE_MS = 1000;
 /** A batch buffer grows from this (most group commits are small) up to the batch limit. */
@@ -225,9 +227,13 @@ interface Round {
   evicted: number[];
   ops: Op[];
   planned: number[][];
-  /** Under sync `always`: the fdatasync in flight, resolving to its error or null. */
-  sync: Promise<Error | null> | null;
-  error: Error | null;
+}
+
+/** An fdatasync in flight and the rounds it covers; `error` is undefined until it ends, then its error or null. */
+interface SyncInFlight {
+  rounds: Round[];
+  error: Error | null | undefined;
+  done: Promise<void>;
 }
 
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
@@ -471,44 +477,83 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   /**
-   * The write loop. Under sync `always` it is a two-stage pipeline: a round's
-   * batch is written while the round before it is being fdatasynced, and
-   * rounds land (become visible, are acknowledged) strictly in order, each
-   * after its own sync. At most one round is unsynced; deletes, purges and
-   * segment rolls wait until it has landed, so they see a settled index.
+   * The write loop. Each batch is written as soon as the writer is free, while
+   * its data is still in the CPU's cache; under sync `always` one fdatasync at
+   * a time covers every round written before it started, so syncs group as
+   * many rounds as arrived during the last one (few when the disk is quick,
+   * many when it is slow). Rounds land (become visible, are acknowledged)
+   * strictly in order, each only after a sync that covers it. Deletes, purges
+   * and segment rolls wait until everything written has landed, so they see a
+   * settled index.
    */
   private async drain(): Promise<void> {
-    let inflight: Round | null = null;
+    // Written, not yet covered by a sync, oldest first.
+    const written: Round[] = [];
+    let syncing: SyncInFlight | null = null;
     for (;;) {
+      if (syncing !== null && syncing.error !== undefined) {
+        await this.landSynced(syncing, written);
+        syncing = null;
+        continue;
+      }
+      if (syncing === null && written.length > 0) {
+        syncing = this.startSync(written.splice(0));
+        continue;
+      }
+      const newest = written.length > 0 ? written[written.length - 1] : syncing !== null ? syncing.rounds[syncing.rounds.length - 1] : null;
       const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0);
-      if (inflight !== null && (!work || this.ops.length > 0 || this.rollDue(inflight.seg, inflight.end))) {
-        await this.land(inflight);
-        inflight = null;
+      const oldest = syncing !== null ? syncing.rounds[0] : written.length > 0 ? written[0] : null;
+      const mustSettle =
+        newest !== null && oldest !== null && (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES);
+      if (work && !mustSettle) {
+        const round = await this.writeRound(newest);
+        if (round === null) continue;
+        if (this.sync === "always") written.push(round);
+        else {
+          this.unsynced = true;
+          this.land(round);
+        }
+        continue;
+      }
+      if (syncing !== null) {
+        await syncing.done;
         continue;
       }
       if (!work) return;
-      const round = await this.writeRound(inflight);
-      if (round === null) continue;
-      if (this.sync !== "always") {
-        this.unsynced = true;
-        await this.land(round);
-        continue;
-      }
-      if (inflight !== null && !(await this.land(inflight))) {
-        // Its sync failed and cut the file back to where it began, taking this round with it.
-        this.failRound(round, inflight.error!);
-        inflight = null;
-        continue;
-      }
-      round.sync = this.datasync(round.seg).then(
-        () => null,
-        (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-      );
-      inflight = round;
     }
   }
 
-  /** Forms the next round from what is queued and writes it after `inflight` (if any); null if the write failed. */
+  private startSync(rounds: Round[]): SyncInFlight {
+    const s: SyncInFlight = { rounds, error: undefined, done: Promise.resolve() };
+    s.done = this.datasync(rounds[0].seg).then(
+      () => {
+        s.error = null;
+      },
+      (err: unknown) => {
+        s.error = err instanceof Error ? err : new Error(String(err));
+      },
+    );
+    return s;
+  }
+
+  /**
+   * Lands the rounds a finished sync covers. If it failed, the file is cut
+   * back to where the first of them began, which takes every round written
+   * after it too: all of them fail.
+   */
+  private async landSynced(s: SyncInFlight, written: Round[]): Promise<void> {
+    if (s.error === null) {
+      this.io.syncs++;
+      for (const r of s.rounds) this.land(r);
+      return;
+    }
+    const err = s.error!;
+    await s.rounds[0].seg.fh.truncate(s.rounds[0].pos).catch(() => {});
+    for (const r of s.rounds) this.failRound(r, err);
+    for (const r of written.splice(0)) this.failRound(r, err);
+  }
+
+  /** Forms the next round from what is queued and writes it after `inflight` (the newest unlanded round, if any); null if the write failed. */
   private async writeRound(inflight: Round | null): Promise<Round | null> {
     // Appends from here on gather into a new batch.
     const batch = this.staged.shift() ?? null;
@@ -525,7 +570,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     const firstSeq = inflight !== null ? inflight.firstSeq + inflight.n : this.lastSeq + 1;
     // Time never goes backwards within a log, so time lookups can bisect.
     const time = Math.max(Date.now(), inflight !== null ? inflight.time : this.lastTime);
-    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, time, batch, data: null, tomb: null, tombs, evicted, ops, planned, sync: null, error: null };
+    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, time, batch, data: null, tomb: null, tombs, evicted, ops, planned };
     let seg: Segment;
     try {
       seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
@@ -551,16 +596,8 @@ export class FileLog extends IndexedLog implements MessageLog {
     return round;
   }
 
-  /** Waits for a written round's sync, then makes it visible and acknowledges it; false if the sync failed. */
-  private async land(round: Round): Promise<boolean> {
-    const err = round.sync === null ? null : await round.sync;
-    if (err !== null) {
-      round.error = err;
-      await round.seg.fh.truncate(round.pos).catch(() => {});
-      this.failRound(round, err);
-      return false;
-    }
-    if (round.sync !== null) this.io.syncs++;
+  /** Makes a durable round visible and acknowledges it. */
+  private land(round: Round): void {
     const { seg, pos, data, tomb, tombs, firstSeq, n, time, batch, ops, planned } = round;
     const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
     const touched = new Set<number>();
@@ -590,7 +627,6 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
     if (batch !== null) this.settleStaged(batch, null, firstSeq);
     if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
-    return true;
   }
 
   private failRound(round: Round, err: Error): void {
