@@ -70,8 +70,8 @@ function memoryKind(): Kind {
 
 const payload = (n: number): Buffer => Buffer.alloc(n, 0x61);
 
-for (const make of [fileKind, memoryKind]) {
-  describe(`retention and deletes: ${make().name} log`, () => {
+for (const [name, make] of [["file", fileKind], ["memory", memoryKind]] as const) {
+  describe(`retention and deletes: ${name} log`, () => {
     test("max messages keeps exactly the newest N", async () => {
       const k = make();
       let log = await k.open({ maxMsgs: 5 });
