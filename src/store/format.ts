@@ -76,14 +76,6 @@ export function readU64(buf: Buffer, at: number): number {
   return buf.readUInt32LE(at) + buf.readUInt32LE(at + 4) * 0x100000000;
 }
 
-/** Encodes one batch into a fresh buffer of exactly its size. */
-export function encodeBatch(inputs: readonly AppendInput[], firstSeq: number, time: number, bytes: number): Buffer {
-  const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
-  let p = BATCH_HEADER;
-  for (const r of inputs) p = encodeRecord(buf, p, r);
-  return sealBatch(buf, p, firstSeq, time, inputs.length);
-}
-
 /** recordSize of record i of a run. */
 export function runRecordSize(run: RecordRun, i: number): number {
   return (
