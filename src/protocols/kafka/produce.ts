@@ -51,8 +51,8 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
 
 /**
  * Decodes every partition's batch, then, in this connection's produce turn,
- * issues the appends. Apart from the caller's frame so that the decoded
- * records are garbage once appended, not held until the fsync.
+ * issues the appends. A function of its own so that nothing holds the
+ * decoded batches once appended: handleProduce's frame lives until the fsync.
  */
 async function prepareAndIssue(
   door: KafkaDoor,
