@@ -5,29 +5,14 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
 import { jetstream } from "@nats-io/jetstream";
 import { runJsCommand, type JsGroup } from "../src/cli/js-commands.js";
 import { startJs, type JsHarness } from "./helpers/js.js";
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
+import { captured, type CommandRun } from "./helpers/cli.js";
 
 describe("nagare stream, consumer and kv commands", () => {
   let h: JsHarness;
-  const run = async (group: JsGroup, ...argv: string[]): Promise<Run> => {
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    let out = "";
-    let err = "";
-    stdout.on("data", (d: Buffer) => (out += d.toString()));
-    stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const code = await runJsCommand(group, [...argv, "-s", h.srv.url], { stdout, stderr, stdin: new PassThrough() });
-    return { code, out, err };
-  };
+  const run = (group: JsGroup, ...argv: string[]): Promise<CommandRun> => captured((io) => runJsCommand(group, [...argv, "-s", h.srv.url], io));
 
   before(async () => {
     h = await startJs();

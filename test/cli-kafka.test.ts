@@ -7,7 +7,6 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { PassThrough } from "node:stream";
 import { createServer, type Socket } from "node:net";
 import { runKafkaCommand, type KafkaGroup } from "../src/cli/kafka-commands.js";
 import { KafkaClient, KafkaClientError } from "../src/cli/kafka-client.js";
@@ -15,22 +14,10 @@ import { Reader, Writer } from "../src/protocols/kafka/codec.js";
 import { ApiKey } from "../src/protocols/kafka/api.js";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
+import { captured, type CommandRun } from "./helpers/cli.js";
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function runAt(bootstrap: string | null, group: KafkaGroup, argv: string[]): Promise<Run> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runKafkaCommand(group, bootstrap === null ? argv : [...argv, "-b", bootstrap], { stdout, stderr, stdin: new PassThrough() });
-  return { code, out, err };
+async function runAt(bootstrap: string | null, group: KafkaGroup, argv: string[]): Promise<CommandRun> {
+  return captured((io) => runKafkaCommand(group, bootstrap === null ? argv : [...argv, "-b", bootstrap], io));
 }
 
 /** A port nothing listens on: bound, then released. */
@@ -44,7 +31,7 @@ async function closedPort(): Promise<number> {
 
 describe("nagare topic and group commands", () => {
   let h: KafkaHarness;
-  const run = (group: KafkaGroup, ...argv: string[]): Promise<Run> => runAt(h.broker, group, argv);
+  const run = (group: KafkaGroup, ...argv: string[]): Promise<CommandRun> => runAt(h.broker, group, argv);
 
   before(async () => {
     // Topic auto-creation stays on: describe must not create the topic it asks about.

@@ -399,6 +399,15 @@ describe("Kafka door", () => {
       res.i32();
       return [res.i16(), res.i64()];
     }
+    async function createTopic(topic: string): Promise<void> {
+      const admin = h.kafka().admin();
+      await admin.connect();
+      try {
+        await admin.createTopics({ topics: [{ topic }] });
+      } finally {
+        await admin.disconnect();
+      }
+    }
     async function highWatermark(topic: string): Promise<number> {
       const admin = h.kafka().admin();
       await admin.connect();
@@ -411,10 +420,7 @@ describe("Kafka door", () => {
 
     test("idempotent producer: a retried batch gets its original offset and is stored once; gaps and unknown producers are refused", async () => {
       const topic = "raw.idempotent";
-      const admin = h.kafka().admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] });
-      await admin.disconnect();
+      await createTopic(topic);
       const s = await open();
       const pid = await initIdempotent(s);
       const send = (seq: number, values: string[], producerId = pid): Promise<[number, number]> => sendIdempotent(s, topic, producerId, seq, values);
@@ -431,10 +437,7 @@ describe("Kafka door", () => {
 
     test("idempotent producer across a restart: a retry is still answered with its original offset, and sequences go on", async () => {
       const topic = "raw.idempotent.restart";
-      const admin = h.kafka().admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] });
-      await admin.disconnect();
+      await createTopic(topic);
       let s = await open();
       const pid = await initIdempotent(s);
       const send = (seq: number, values: string[]): Promise<[number, number]> => sendIdempotent(s, topic, pid, seq, values);
@@ -455,10 +458,7 @@ describe("Kafka door", () => {
 
     test("transactions: bad timeouts, unknown producers, wrong epochs, unadded partitions and unknown topics get their Kafka errors", async () => {
       const topic = "raw.txn";
-      const admin = h.kafka().admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] });
-      await admin.disconnect();
+      await createTopic(topic);
       const s = await open();
       const call = async (apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> => {
         s.write(frame(body, apiKey, version));
@@ -499,10 +499,7 @@ describe("Kafka door", () => {
 
     test("frames split anywhere across TCP reads, and several in one write, are each answered in order", async () => {
       const topic = "raw.split";
-      const admin = h.kafka().admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] });
-      await admin.disconnect();
+      await createTopic(topic);
       const s = await open();
       // Every response frame that arrives, in order.
       const frames: Reader[] = [];
@@ -575,10 +572,7 @@ describe("Kafka door", () => {
       ok.i32();
       assert.equal(ok.i16(), 3, "the topic does not exist yet: produce does not create it");
 
-      const admin = h.kafka().admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic }] });
-      await admin.disconnect();
+      await createTopic(topic);
 
       s.write(produceV3(topic, batch(["good"])));
       const good = await response(s);
