@@ -122,6 +122,38 @@ describe("Kafka door", () => {
     }
   });
 
+  test("large produce requests in flight together on one connection are stored byte for byte", async () => {
+    // Requests of ~200 KiB arrive across socket reads, so their frames come from the
+    // door's pool and are reused while later requests are still being decoded.
+    const producer = h.kafka().producer();
+    await producer.connect();
+    try {
+      const topic = "produce.large";
+      const value = (send: number, i: number): string => `${send}:${i}:`.padEnd(2048, String.fromCharCode(0x41 + ((send * 7 + i) % 26)));
+      const sends = 24;
+      const perSend = 100;
+      const results = await Promise.all(
+        Array.from({ length: sends }, (_, s) =>
+          producer.send({ topic, acks: -1, messages: Array.from({ length: perSend }, (_, i) => ({ key: `${s}-${i}`, value: value(s, i) })) }),
+        ),
+      );
+      assert.ok(results.every(([r]) => r.errorCode === 0));
+      const lines = await consumeAll(h.broker, topic);
+      assert.equal(lines.length, sends * perSend);
+      for (const l of lines) {
+        const [s, i] = l.key.split("-").map(Number);
+        assert.equal(l.value, value(s, i), `record ${l.key} at offset ${l.offset}`);
+      }
+      // One connection keeps request order: each send's records are contiguous and in order.
+      for (let at = 0; at < lines.length; at += perSend) {
+        const s = Number(lines[at].key.split("-")[0]);
+        assert.deepEqual(lines.slice(at, at + perSend).map((l) => l.key), Array.from({ length: perSend }, (_, i) => `${s}-${i}`));
+      }
+    } finally {
+      await producer.disconnect();
+    }
+  });
+
   test("kcat -P and -C round trip keys and headers; -o s@<timestamp> starts at the first record at or after it", async () => {
     const topic = "kcat.trip";
     const first = await kcat(["-b", h.broker, "-P", "-t", topic, "-K", ":", "-H", "a=1", "-H", "b=two"], "k1:one\nk2:two\n");

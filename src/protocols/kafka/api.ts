@@ -99,6 +99,11 @@ export interface RequestContext {
   r: Reader;
   /** Holds the response header; the handler writes the body. */
   w: Writer;
+  /**
+   * Hands the request's frame back for reuse: call once nothing will read it
+   * again (nor any view of it). Null when the frame is not reusable.
+   */
+  releaseFrame: (() => void) | null;
 }
 
 /** Writes the response body; resolves to false when no response is due (produce with acks=0). */

@@ -13,6 +13,7 @@ import type { Socket } from "node:net";
 import { KafkaDecodeError, Reader, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
+import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 
 const MAX_IN_FLIGHT = 128;
 
@@ -79,7 +80,8 @@ export class KafkaConnection {
    * Frames are cut from the socket's chunks with at most one copy: a frame
    * inside one chunk is a view of it (Node gives every read its own buffer,
    * so views stay valid), a frame across chunks is copied once into a buffer
-   * of its exact size. Handlers may keep views of a frame past their call.
+   * of its exact size, from the door's pool when it is produce-sized. Handlers
+   * may keep views of a frame past their call unless they release it.
    */
   private onData(chunk: Buffer): void {
     if (this.closed) return;
@@ -109,7 +111,7 @@ export class KafkaConnection {
           this.request(chunk.subarray(at, at + size));
           at += size;
         } else {
-          this.frame = Buffer.allocUnsafe(size);
+          this.frame = size >= POOLED_FRAME_BYTES ? this.door.frames.take(size) : Buffer.allocUnsafe(size);
           this.filled = chunk.copy(this.frame, 0, at);
           return;
         }
@@ -120,7 +122,7 @@ export class KafkaConnection {
         if (this.filled < this.frame.length) return;
         const frame = this.frame;
         this.frame = null;
-        this.request(frame);
+        this.request(frame, frame.length >= POOLED_FRAME_BYTES);
       }
       if (this.closed) return;
       if (this.slots.length >= MAX_IN_FLIGHT) {
@@ -132,7 +134,8 @@ export class KafkaConnection {
     }
   }
 
-  private request(frame: Buffer): void {
+  /** `pooled`: the frame came from the door's pool, and the handler may give it back. */
+  private request(frame: Buffer, pooled = false): void {
     const r = new Reader(frame);
     const apiKey = r.i16();
     const version = r.i16();
@@ -154,7 +157,16 @@ export class KafkaConnection {
         this.clientId = r.nullableString();
         if (flexible) r.tags();
       }
-      pending = handler({ conn: this, version, supported, flexible, r, w });
+      let given = false;
+      // Once only: a frame given back twice would serve two requests at once.
+      const releaseFrame = pooled
+        ? () => {
+            if (given) return;
+            given = true;
+            this.door.frames.give(frame);
+          }
+        : null;
+      pending = handler({ conn: this, version, supported, flexible, r, w, releaseFrame });
     } catch (err) {
       if (err instanceof KafkaDecodeError) return this.close(`API ${apiKey} v${version}: ${err.message}`);
       throw err;

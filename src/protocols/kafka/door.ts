@@ -12,6 +12,7 @@ import type { JetStream } from "../../streams/jetstream.js";
 import type { Logger } from "../../server/log.js";
 import { writeJsonDurably } from "../../streams/persist.js";
 import { KafkaConnection } from "./connection.js";
+import { FramePool } from "./frame-pool.js";
 import { ApiKey, type Handler } from "./api.js";
 import { handleApiVersions, handleMetadata } from "./metadata.js";
 import { handleCreateTopics, handleDeleteTopics, handleDescribeConfigs } from "./admin.js";
@@ -60,8 +61,12 @@ export const KAFKA_DEFAULTS = {
 /** Upper bound on partitions per topic: each is a log with open files. */
 export const MAX_PARTITIONS = 1024;
 
+/** Unused produce frame buffers kept for reuse, across all connections. */
+const FRAME_POOL_BYTES = 16 * 1024 * 1024;
+
 export class KafkaDoor {
   readonly connections = new Set<KafkaConnection>();
+  readonly frames = new FramePool(FRAME_POOL_BYTES);
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
   readonly producers: ProducerStates;

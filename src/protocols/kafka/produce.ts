@@ -24,7 +24,7 @@ interface PartitionResult {
   logStartOffset: number;
 }
 
-export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export async function handleProduce(door: KafkaDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
   const transactionalId = r.nullableString();
   const acks = r.i16();
   r.i32(); // timeout_ms: appends finish or fail on their own
@@ -35,6 +35,8 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
   const pending = await prepareAndIssue(door, topics, refuse, transactionalId, turn);
+  // The logs have copied the records, and `topics` is read no more: the frame can serve another request.
+  releaseFrame?.();
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
   if (acks === 0) return false;
   w.array(results, (w, t) => {
@@ -52,7 +54,7 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w }: Re
 /**
  * Decodes every partition's batch, then, in this connection's produce turn,
  * issues the appends. A function of its own so that nothing holds the
- * decoded batches once appended: handleProduce's frame lives until the fsync.
+ * decoded batches once appended.
  */
 async function prepareAndIssue(
   door: KafkaDoor,
