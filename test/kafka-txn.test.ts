@@ -8,6 +8,9 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
@@ -190,5 +193,39 @@ describe("Kafka transactions", () => {
     await txn.send({ topic, messages: [{ value: "resumed" }] });
     await txn.commit();
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "after", "resumed"]);
+  });
+
+  test("aborted ranges whose records a purge removed are dropped at a restart; those still in the log keep filtering", async () => {
+    const topic = "txn.prune";
+    await createTopic(topic);
+    const producer = await transactional("tx-prune");
+    const plain = h.kafka().producer();
+    await plain.connect();
+    producers.push(plain);
+    for (const value of ["gone-1", "gone-2"]) {
+      const t = await producer.transaction();
+      await t.send({ topic, messages: [{ value }] });
+      await t.abort();
+    }
+    await plain.send({ topic, acks: -1, messages: [{ value: "purged" }] });
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.purge("txn_prune");
+    const kept = await producer.transaction();
+    await kept.send({ topic, messages: [{ value: "aborted" }] });
+    await kept.abort();
+    await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+
+    const abortedDir = join(h.storeDir, "kafka", "aborted");
+    const rangesOf = (): string[] => {
+      const file = readdirSync(abortedDir).find((f) => f.startsWith("txn_prune"));
+      assert.ok(file !== undefined, `no ranges file in ${abortedDir}`);
+      return readFileSync(join(abortedDir, file), "utf8").split("\n").filter((l) => l !== "");
+    };
+    assert.equal(rangesOf().length, 3);
+    await h.restart();
+    // The two transactions aborted before the purge left nothing in the log to filter.
+    assert.equal(rangesOf().length, 1);
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["aborted", "after"]);
   });
 });

@@ -128,7 +128,7 @@ async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, 
         if (visible < messages.length) messages = messages.slice(0, visible);
         for (const m of messages) bytes += m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
-      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, messages[messages.length - 1].seq - 1);
+      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, messages[messages.length - 1].seq - 1, logStart);
       outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted });
     }
     results.push(outs);

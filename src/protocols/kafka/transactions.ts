@@ -17,11 +17,12 @@
  *   the transaction is reported done.
  */
 
-import { mkdir, open, readdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
 import { readJson, syncDir, writeJsonDurably } from "../../streams/persist.js";
+import { AbortedRanges, type AbortedRange } from "./aborted-ranges.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
@@ -75,13 +76,6 @@ interface SavedTxn {
   offsets?: Array<[string, Array<[string, CommittedOffset]>]>;
 }
 
-interface AbortedRange {
-  partition: number;
-  producerId: number;
-  first: number;
-  last: number;
-}
-
 export type TxnRequest = { transactionalId: string; producerId: number; epoch: number };
 
 export class TransactionCoordinator {
@@ -89,7 +83,7 @@ export class TransactionCoordinator {
   /** Open transactional parts per stream and partition, for the last stable offset. */
   private readonly open = new WeakMap<Stream, Map<number, Set<TxnPartition>>>();
   /** Aborted ranges per stream file key (name and creation time, so a re-created stream starts clean). */
-  private readonly aborted = new Map<string, AbortedRange[]>();
+  private readonly aborted = new Map<string, AbortedRanges>();
   private abortedWrites = new Map<string, Promise<void>>();
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
@@ -139,10 +133,11 @@ export class TransactionCoordinator {
     } catch {
       return;
     }
-    const live = new Set<string>();
-    for (const s of this.js.streams.values()) live.add(`${fileKeyOf(s)}.log`);
+    const live = new Map<string, Stream>();
+    for (const s of this.js.streams.values()) live.set(`${fileKeyOf(s)}.log`, s);
     for (const f of files) {
-      if (!live.has(f)) {
+      const stream = live.get(f);
+      if (stream === undefined) {
         // The stream was deleted (or re-created) since: its ranges mean nothing now.
         await rm(join(dir, f), { force: true });
         continue;
@@ -150,14 +145,20 @@ export class TransactionCoordinator {
       const fh = await open(join(dir, f), "r");
       const text = (await fh.readFile()).toString("utf8");
       await fh.close();
-      const ranges: AbortedRange[] = [];
+      const ranges = new AbortedRanges();
+      let read = 0;
       for (const line of text.split("\n")) {
         const [partition, producerId, first, last] = line.split(" ").map(Number);
         if (line === "" || [partition, producerId, first, last].some((n) => !Number.isSafeInteger(n))) continue; // a torn last line
-        ranges.push({ partition, producerId, first, last });
+        read++;
+        // Ranges whose marker retention has removed can match no fetch again.
+        const log = stream.partitions[partition];
+        if (log !== undefined && last >= log.state().firstSeq - 1) ranges.add({ partition, producerId, first, last });
       }
       this.aborted.set(f.slice(0, -4), ranges);
       this.knownFiles.add(join(dir, f));
+      // The file only grows while the server runs; each start leaves it with the live ranges only.
+      if (ranges.size < read) await rewriteRanges(join(dir, f), ranges);
     }
   }
 
@@ -279,12 +280,9 @@ export class TransactionCoordinator {
     return lso;
   }
 
-  /** Aborted transactions with records in [from, to], for read_committed fetches. */
-  abortedIn(stream: Stream, index: number, from: number, to: number): Array<{ producerId: number; first: number }> {
-    const out: Array<{ producerId: number; first: number }> = [];
-    const ranges = this.aborted.get(fileKeyOf(stream));
-    if (ranges !== undefined) for (const r of ranges) if (r.partition === index && r.last >= from && r.first <= to) out.push({ producerId: r.producerId, first: r.first });
-    return out;
+  /** Aborted transactions with records in [from, to], for read_committed fetches; `logStart` is the partition's first offset. */
+  abortedIn(stream: Stream, index: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
+    return this.aborted.get(fileKeyOf(stream))?.within(index, from, to, logStart) ?? [];
   }
 
   // ---- inside ----
@@ -396,9 +394,9 @@ export class TransactionCoordinator {
 
   private recordAborted(stream: Stream, ranges: AbortedRange[]): Promise<void> {
     const key = fileKeyOf(stream);
-    const list = this.aborted.get(key) ?? [];
-    this.aborted.set(key, list);
-    const text = ranges.map((r) => `${r.partition} ${r.producerId} ${r.first} ${r.last}\n`).join("");
+    let list = this.aborted.get(key);
+    if (list === undefined) this.aborted.set(key, (list = new AbortedRanges()));
+    const text = rangesText(ranges);
     const write = async (): Promise<void> => {
       const dir = join(this.dir, "aborted");
       const file = join(dir, `${key}.log`);
@@ -415,7 +413,7 @@ export class TransactionCoordinator {
         await syncDir(dir);
         this.knownFiles.add(file);
       }
-      list.push(...ranges);
+      for (const r of ranges) list.add(r);
     };
     const prev = this.abortedWrites.get(key) ?? Promise.resolve();
     const run = prev.then(write, write);
@@ -464,4 +462,24 @@ export class TransactionCoordinator {
 
 function fileKeyOf(stream: Stream): string {
   return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
+}
+
+function rangesText(ranges: Iterable<AbortedRange>): string {
+  let text = "";
+  for (const r of ranges) text += `${r.partition} ${r.producerId} ${r.first} ${r.last}\n`;
+  return text;
+}
+
+/** Replaces a ranges file so that a crash leaves the old or the new one. */
+async function rewriteRanges(file: string, ranges: AbortedRanges): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const fh = await open(tmp, "w");
+  try {
+    await fh.writeFile(rangesText(ranges.all()));
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
+  await syncDir(dirname(file));
 }
