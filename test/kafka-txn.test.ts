@@ -12,6 +12,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import type { FaultInjector } from "../src/store/file-log.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
@@ -227,5 +228,32 @@ describe("Kafka transactions", () => {
     assert.equal(rangesOf().length, 1);
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
     assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["aborted", "after"]);
+  });
+
+  test("a commit marker the disk refuses is retried until stored: the commit completes once, and readers see the record", async () => {
+    const topic = "txn.fault";
+    await createTopic(topic);
+    const producer = await transactional("tx-fault");
+    const txn = await producer.transaction();
+    await txn.send({ topic, messages: [{ value: "kept" }] });
+    // The partition's file log, whose fault hook the store's own tests use: its next three fdatasyncs fail.
+    const log = h.srv.jetstream!.streams.get("txn_fault")!.partitions[0] as unknown as { faults: FaultInjector | null };
+    let failures = 3;
+    log.faults = { sync: () => (failures > 0 ? (failures--, new Error("injected EIO")) : null) };
+    await txn.commit();
+    assert.equal(failures, 0, "the marker's first attempts met the failing disk");
+    log.faults = null;
+
+    const plain = h.kafka().producer();
+    await plain.connect();
+    producers.push(plain);
+    const [ack] = await plain.send({ topic, acks: -1, messages: [{ value: "next" }] });
+    // kept (0), one commit marker (1): the failed attempts left nothing behind.
+    assert.equal(ack.baseOffset, "2");
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["kept", "next"]);
+    const again = await producer.transaction();
+    await again.send({ topic, messages: [{ value: "later" }] });
+    await again.commit();
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["kept", "next", "later"]);
   });
 });

@@ -37,6 +37,9 @@ const MAX_TRANSACTIONAL_IDS = 10_000;
 const MAX_TXN_PARTITIONS = 10_000;
 /** Epochs are int16; past this a producer gets a new id, as in Kafka. */
 const MAX_EPOCH = 32_767;
+/** A marker that could not be stored is tried again after this, doubling up to the maximum. */
+const MARKER_RETRY_MIN_MS = 100;
+const MARKER_RETRY_MAX_MS = 5_000;
 
 type TxnState = "Empty" | "Ongoing" | "PrepareCommit" | "PrepareAbort";
 
@@ -355,7 +358,7 @@ export class TransactionCoordinator {
     if (fence) this.bumpEpoch(txn);
     if (commit) await this.save();
     const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
-    for (const part of txn.partitions.values()) markers.push(this.writeMarker(txn, part, commit));
+    for (const part of txn.partitions.values()) markers.push(this.writeMarkerUntilStored(txn, part, commit));
     const written = await Promise.all(markers);
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
@@ -377,6 +380,25 @@ export class TransactionCoordinator {
     txn.offsets.clear();
     txn.state = "Empty";
     await this.save();
+  }
+
+  /**
+   * A decided transaction must reach every partition, as Kafka's coordinator
+   * sees to: a failed marker (a disk error) is retried until it is stored,
+   * the partition is deleted, or the server stops (a restart then finishes
+   * the transaction). Meanwhile the transaction stays prepared: its producer
+   * gets CONCURRENT_TRANSACTIONS, read_committed readers wait at its start.
+   */
+  private async writeMarkerUntilStored(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
+    for (let delay = MARKER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
+      try {
+        return await this.writeMarker(txn, part, commit);
+      } catch (err) {
+        if (this.closed) throw err;
+        this.log(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
+        await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
+      }
+    }
   }
 
   private writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
