@@ -335,9 +335,11 @@ export class GroupCoordinator {
     }
     for (const f of files) {
       if (!f.endsWith(".json")) continue;
-      const saved = (await readJson(join(this.dir, f))) as { group?: string; offsets?: Record<string, CommittedOffset> } | undefined;
+      const saved = (await readJson(join(this.dir, f))) as { group?: string; protocolType?: string; offsets?: Record<string, CommittedOffset> } | undefined;
       if (saved?.group === undefined || saved.offsets === undefined) continue;
       const g = new Group(saved.group, this);
+      // What ListGroups and DescribeGroups report for the group until members join again ("consumer", usually).
+      g.protocolType = saved.protocolType ?? "";
       for (const [k, v] of Object.entries(saved.offsets)) g.offsets.set(k, v);
       this.groups.set(g.id, g);
     }
@@ -354,7 +356,7 @@ export class GroupCoordinator {
   }
 
   persist(g: Group): Promise<void> {
-    return writeJsonDurably(this.fileOf(g.id), { group: g.id, offsets: Object.fromEntries(g.offsets) });
+    return writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets) });
   }
 
   private fileOf(id: string): string {
