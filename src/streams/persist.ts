@@ -1,18 +1,23 @@
 /**
- * Small JSON files (stream and consumer definitions, consumer state) written
- * so that a crash leaves either the old or the new content: temp file, fsync,
- * rename, fsync of the directory.
+ * Small files (stream and consumer definitions, consumer state, as JSON)
+ * written so that a crash leaves either the old or the new content: temp
+ * file, fsync, rename, fsync of the directory.
  */
 
 import { open, rename, mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
-export async function writeJsonDurably(path: string, value: unknown, sync = true): Promise<void> {
+export function writeJsonDurably(path: string, value: unknown, sync = true): Promise<void> {
+  return writeFileDurably(path, JSON.stringify(value), sync);
+}
+
+/** Replaces `path` with `text` so that a crash leaves the old or the new file. */
+export async function writeFileDurably(path: string, text: string, sync = true): Promise<void> {
   const tmp = `${path}.tmp`;
   await mkdir(dirname(path), { recursive: true });
   const fh = await open(tmp, "w");
   try {
-    await fh.writeFile(JSON.stringify(value));
+    await fh.writeFile(text);
     if (sync) await fh.datasync();
   } finally {
     await fh.close();

@@ -17,11 +17,11 @@
  *   the transaction is reported done.
  */
 
-import { mkdir, open, readdir, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { mkdir, open, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
-import { readJson, syncDir, writeJsonDurably } from "../../streams/persist.js";
+import { readJson, syncDir, writeFileDurably, writeJsonDurably } from "../../streams/persist.js";
 import { AbortedRanges, type AbortedRange } from "./aborted-ranges.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
@@ -161,7 +161,7 @@ export class TransactionCoordinator {
       this.aborted.set(f.slice(0, -4), ranges);
       this.knownFiles.add(join(dir, f));
       // The file only grows while the server runs; each start leaves it with the live ranges only.
-      if (ranges.size < read) await rewriteRanges(join(dir, f), ranges);
+      if (ranges.size < read) await writeFileDurably(join(dir, f), rangesText(ranges.all()));
     }
   }
 
@@ -490,18 +490,4 @@ function rangesText(ranges: Iterable<AbortedRange>): string {
   let text = "";
   for (const r of ranges) text += `${r.partition} ${r.producerId} ${r.first} ${r.last}\n`;
   return text;
-}
-
-/** Replaces a ranges file so that a crash leaves the old or the new one. */
-async function rewriteRanges(file: string, ranges: AbortedRanges): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(rangesText(ranges.all()));
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  await syncDir(dirname(file));
 }
