@@ -40,6 +40,14 @@ describe("Kafka transactions", () => {
     return p;
   };
 
+  /** A non-transactional producer, disconnected after the suite like the others. */
+  const plainProducer = async (): Promise<Producer> => {
+    const p = h.kafka().producer();
+    await p.connect();
+    producers.push(p);
+    return p;
+  };
+
   const createTopic = async (topic: string, numPartitions = 1): Promise<void> => {
     const admin = h.kafka().admin();
     await admin.connect();
@@ -94,9 +102,7 @@ describe("Kafka transactions", () => {
     const topic = "txn.open";
     await createTopic(topic);
     const producer = await transactional("tx-slow", 1500);
-    const plain = h.kafka().producer();
-    await plain.connect();
-    producers.push(plain);
+    const plain = await plainProducer();
 
     const open = await producer.transaction();
     await open.send({ topic, messages: [{ value: "pending" }] });
@@ -179,9 +185,7 @@ describe("Kafka transactions", () => {
     await open.send({ topic, messages: [{ value: "in-flight" }] });
 
     await h.restart();
-    const plain = h.kafka().producer();
-    await plain.connect();
-    producers.push(plain);
+    const plain = await plainProducer();
     const [ack] = await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
     // before (0), its commit marker (1), in-flight (2), the abort marker written at restart (3), after (4).
     assert.equal(ack.baseOffset, "4");
@@ -200,9 +204,7 @@ describe("Kafka transactions", () => {
     const topic = "txn.prune";
     await createTopic(topic);
     const producer = await transactional("tx-prune");
-    const plain = h.kafka().producer();
-    await plain.connect();
-    producers.push(plain);
+    const plain = await plainProducer();
     for (const value of ["gone-1", "gone-2"]) {
       const t = await producer.transaction();
       await t.send({ topic, messages: [{ value }] });
@@ -244,9 +246,7 @@ describe("Kafka transactions", () => {
     assert.equal(failures, 0, "the marker's first attempts met the failing disk");
     log.faults = null;
 
-    const plain = h.kafka().producer();
-    await plain.connect();
-    producers.push(plain);
+    const plain = await plainProducer();
     const [ack] = await plain.send({ topic, acks: -1, messages: [{ value: "next" }] });
     // kept (0), one commit marker (1): the failed attempts left nothing behind.
     assert.equal(ack.baseOffset, "2");
