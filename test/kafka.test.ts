@@ -525,7 +525,7 @@ describe("Kafka door", () => {
       };
       assert.equal(await produce("raw-tx"), 48, "INVALID_TXN_STATE: the partition was not added to the transaction");
       assert.equal(await produce(null), 42, "INVALID_REQUEST: a transactional batch outside a transactional request");
-      const endTxn = async (producerId: number, e: number): Promise<number> => (await call(26, 1, (w) => w.string("raw-tx").i64(producerId).i16(e).bool(true))).i16();
+      const endTxn = async (producerId: number, e: number, commit = true): Promise<number> => (await call(26, 1, (w) => w.string("raw-tx").i64(producerId).i16(e).bool(commit))).i16();
       assert.equal(await endTxn(pid + 1, epoch), 49, "INVALID_PRODUCER_ID_MAPPING");
       assert.equal(await endTxn(pid, epoch + 1), 47, "INVALID_PRODUCER_EPOCH");
       assert.equal(await endTxn(pid, epoch), 48, "INVALID_TXN_STATE: no transaction is open");
@@ -533,6 +533,14 @@ describe("Kafka door", () => {
       const results = add.array((r) => [r.string(), r.array((r) => [r.i32(), r.i16()])]);
       assert.deepEqual(results, [[topic, [[0, 55]]], ["raw.nope", [[0, 3]]]], "UNKNOWN_TOPIC_OR_PARTITION fails the request; the rest is OPERATION_NOT_ATTEMPTED");
       assert.equal(await highWatermark(topic), 0, "nothing was stored");
+
+      const added = await call(24, 1, (w) => w.string("raw-tx").i64(pid).i16(epoch).arrayLength(1).string(topic).arrayLength(1).i32(0));
+      assert.deepEqual(added.array((r) => [r.string(), r.array((r) => [r.i32(), r.i16()])]), [[topic, [[0, 0]]]]);
+      assert.equal(await produce("raw-tx"), 0);
+      assert.equal(await endTxn(pid, epoch), 0);
+      assert.equal(await endTxn(pid, epoch), 0, "a retried commit is answered as the first was");
+      assert.equal(await endTxn(pid, epoch, false), 48, "INVALID_TXN_STATE: that transaction was committed, not aborted");
+      assert.equal(await highWatermark(topic), 2, "one record and one commit marker");
       s.destroy();
     });
 

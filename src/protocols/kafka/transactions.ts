@@ -66,6 +66,8 @@ interface Txn {
   offsets: Map<string, Map<string, CommittedOffset>>;
   timer: NodeJS.Timeout | null;
   lastUsed: number;
+  /** How the last transaction of this epoch ended, so that a retried EndTxn is answered as the first was. */
+  ended: "commit" | "abort" | null;
   /** Operations on one transaction run one at a time. */
   queue: Promise<unknown>;
 }
@@ -185,6 +187,7 @@ export class TransactionCoordinator {
     return this.serialise(t, async () => {
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
       this.bumpEpoch(t);
+      t.ended = null;
       t.timeoutMs = timeoutMs;
       await this.save();
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
@@ -249,7 +252,8 @@ export class TransactionCoordinator {
 
   endTxn(req: TxnRequest, commit: boolean): Promise<number> {
     return this.guarded(req, (error) => error, async (t) => {
-      if (t.state !== "Ongoing") return ErrorCode.INVALID_TXN_STATE;
+      // A retry of an EndTxn whose answer was lost gets that answer again, as in Kafka; nothing was open otherwise.
+      if (t.state !== "Ongoing") return t.state === "Empty" && t.ended === (commit ? "commit" : "abort") ? ErrorCode.NONE : ErrorCode.INVALID_TXN_STATE;
       await this.complete(t, commit, false);
       return ErrorCode.NONE;
     });
@@ -291,7 +295,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), queue: Promise.resolve() };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve() };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -334,6 +338,7 @@ export class TransactionCoordinator {
   private begin(txn: Txn): void {
     if (txn.state === "Ongoing") return;
     txn.state = "Ongoing";
+    txn.ended = null;
     const epoch = txn.epoch;
     txn.timer = setTimeout(() => {
       txn.timer = null;
@@ -379,6 +384,7 @@ export class TransactionCoordinator {
     txn.partitions.clear();
     txn.offsets.clear();
     txn.state = "Empty";
+    txn.ended = commit ? "commit" : "abort";
     await this.save();
   }
 
