@@ -498,7 +498,7 @@ describe("Kafka door", () => {
     test("transactions: bad timeouts, unknown producers, wrong epochs, unadded partitions and unknown topics get their Kafka errors", async () => {
       const topic = "raw.txn";
       await createTopic(topic);
-      const s = await open();
+      let s = await open();
       const call = async (apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> => {
         s.write(frame(body, apiKey, version));
         const r = await response(s);
@@ -540,6 +540,10 @@ describe("Kafka door", () => {
       assert.equal(await endTxn(pid, epoch), 0);
       assert.equal(await endTxn(pid, epoch), 0, "a retried commit is answered as the first was");
       assert.equal(await endTxn(pid, epoch, false), 48, "INVALID_TXN_STATE: that transaction was committed, not aborted");
+      s.destroy();
+      await h.restart();
+      s = await open();
+      assert.equal(await endTxn(pid, epoch), 0, "how it ended was saved: the retry is answered the same after a restart");
       assert.equal(await highWatermark(topic), 2, "one record and one commit marker");
       s.destroy();
     });

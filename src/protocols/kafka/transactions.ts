@@ -66,7 +66,7 @@ interface Txn {
   offsets: Map<string, Map<string, CommittedOffset>>;
   timer: NodeJS.Timeout | null;
   lastUsed: number;
-  /** How the last transaction of this epoch ended, so that a retried EndTxn is answered as the first was. */
+  /** How the last transaction of this epoch ended (saved), so that a retried EndTxn is answered as the first was. */
   ended: "commit" | "abort" | null;
   /** Operations on one transaction run one at a time. */
   queue: Promise<unknown>;
@@ -79,6 +79,7 @@ interface SavedTxn {
   state: TxnState;
   partitions: Array<[string, number, number]>;
   offsets?: Array<[string, Array<[string, CommittedOffset]>]>;
+  ended?: "commit" | "abort";
 }
 
 export type TxnRequest = { transactionalId: string; producerId: number; epoch: number };
@@ -114,6 +115,7 @@ export class TransactionCoordinator {
     for (const [id, s] of Object.entries(saved)) {
       const txn = this.newTxn(id, s.producerId, s.epoch, s.timeoutMs);
       txn.state = s.state;
+      txn.ended = s.ended ?? null;
       for (const [topic, index, floor] of s.partitions) {
         const stream = findTopic(this.js, topic) ?? null;
         txn.partitions.set(offsetKey(topic, index), { topic, index, floor, first: null, written: true, stream });
@@ -478,6 +480,7 @@ export class TransactionCoordinator {
           state: t.state,
           partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, p.floor]),
           ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
+          ...(t.ended !== null ? { ended: t.ended } : {}),
         };
       }
       return writeJsonDurably(join(this.dir, "transactions.json"), snapshot);
