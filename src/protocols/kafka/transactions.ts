@@ -153,14 +153,14 @@ export class TransactionCoordinator {
       const text = (await fh.readFile()).toString("utf8");
       await fh.close();
       const ranges = new AbortedRanges();
+      const logStarts: number[] = [];
       let read = 0;
       for (const line of text.split("\n")) {
         const [partition, producerId, first, last] = line.split(" ").map(Number);
         if (line === "" || [partition, producerId, first, last].some((n) => !Number.isSafeInteger(n))) continue; // a torn last line
         read++;
         // Ranges whose marker retention has removed can match no fetch again.
-        const log = stream.partitions[partition];
-        if (log !== undefined && last >= log.state().firstSeq - 1) ranges.add({ partition, producerId, first, last });
+        if (last >= (logStarts[partition] ??= logStartOf(stream, partition))) ranges.add({ partition, producerId, first, last });
       }
       this.aborted.set(f.slice(0, -4), ranges);
       this.knownFiles.add(join(dir, f));
@@ -493,6 +493,12 @@ export class TransactionCoordinator {
 
 function fileKeyOf(stream: Stream): string {
   return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
+}
+
+/** A partition's first offset; past every offset when the partition does not exist. */
+function logStartOf(stream: Stream, partition: number): number {
+  const log = stream.partitions[partition];
+  return log === undefined ? Infinity : log.state().firstSeq - 1;
 }
 
 function rangesText(ranges: Iterable<AbortedRange>): string {
