@@ -66,6 +66,8 @@ const FLOW_CONTROL_WINDOW = 2 * 1024 * 1024;
 /** Deliveries read per pass; bounds the memory one consumer holds. */
 const READ_BATCH = 256;
 const EMPTY = Buffer.alloc(0);
+/** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
+const TIMER_SLACK_MS = 5;
 
 export class Consumer {
   private dseq = 0;
@@ -519,7 +521,10 @@ export class Consumer {
       timer: null,
     };
     if (req.expiresAt > 0 || req.heartbeatMs > 0) {
-      const period = Math.max(10, Math.min(req.heartbeatMs || Infinity, req.expiresAt > 0 ? req.expiresAt - now : Infinity));
+      // Ticks at half the heartbeat interval: a timer counts from the event loop's cached time, which
+      // lags Date.now() on a busy loop, so a tick at the full interval could find it not yet due and
+      // leave a gap of two intervals, which clients take for a dead server (two missed heartbeats).
+      const period = Math.max(10, Math.min(req.heartbeatMs > 0 ? req.heartbeatMs / 2 : Infinity, req.expiresAt > 0 ? req.expiresAt - now : Infinity));
       req.timer = setInterval(() => this.tickRequest(req), Math.min(period, 1000));
       req.timer.unref();
     }
@@ -534,13 +539,13 @@ export class Consumer {
       if (req.timer) clearInterval(req.timer);
       return;
     }
-    if (req.expiresAt > 0 && now >= req.expiresAt) {
+    if (req.expiresAt > 0 && now >= req.expiresAt - TIMER_SLACK_MS) {
       this.waiting.splice(i, 1);
       if (req.timer) clearInterval(req.timer);
       this.sendTimeout(req);
       return;
     }
-    if (req.heartbeatMs > 0 && now - req.lastSent >= req.heartbeatMs) {
+    if (req.heartbeatMs > 0 && now - req.lastSent >= req.heartbeatMs / 2) {
       req.lastSent = now;
       this.host.emit(req.reply, req.reply, "", encodeHeaders("100 Idle Heartbeat", []), EMPTY);
     }
