@@ -42,6 +42,7 @@ import {
   type AppendCallback,
   type AppendInput,
   type CorruptRange,
+  type LostRange,
   type Limits,
   type LogState,
   type MessageLog,
@@ -241,6 +242,9 @@ type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: numb
 export class FileLog extends IndexedLog implements MessageLog {
   private readonly segments: Segment[] = [];
   private readonly corrupt: CorruptRange[] = [];
+  private readonly lost: LostRange[] = [];
+  /** The first failed write or sync: appends are refused from then on (see DESIGN.md, "a storage error is sticky"). */
+  private writeError: Error | null = null;
   private readonly sync: SyncPolicy;
   private readonly syncIntervalMs: number;
   private readonly maxSegmentBytes: number;
@@ -741,7 +745,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   // ---- reads ----
 
   state(): LogState {
-    return this.index.state(this.lastSeq, this.corrupt);
+    return this.index.state(this.lastSeq, this.corrupt, this.lost, this.writeError?.message ?? null);
   }
 
   async get(seq: number): Promise<StoredMessage | null> {

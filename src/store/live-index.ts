@@ -8,7 +8,7 @@
  */
 
 import { subjectMatches, hasWildcard } from "../subjects/subject.js";
-import type { CorruptRange, Limits, LogState, PurgeOptions } from "./log.js";
+import type { CorruptRange, Limits, LogState, LostRange, PurgeOptions } from "./log.js";
 
 const CHUNK = 1 << 16;
 export const DEAD = -1;
@@ -431,7 +431,7 @@ export class LiveIndex {
   }
 
   /** The log's state as both logs report it. */
-  state(lastSeq: number, corrupt: readonly CorruptRange[]): LogState {
+  state(lastSeq: number, corrupt: readonly CorruptRange[], lost: readonly LostRange[], error: string | null): LogState {
     const first = this.firstLive();
     const firstSeq = first === 0 ? lastSeq + 1 : first;
     return {
@@ -442,6 +442,8 @@ export class LiveIndex {
       subjects: this.liveSubjects,
       deleted: first === 0 ? 0 : lastSeq - firstSeq + 1 - this.messages,
       corrupt: [...corrupt],
+      lost: [...lost],
+      error,
     };
   }
 

@@ -99,6 +99,23 @@ export interface LogState {
   deleted: number;
   /** Places found unreadable, kept out of reads and reported. */
   corrupt: CorruptRange[];
+  /**
+   * Sequences lost to damage found in storage: never readable again, never
+   * reused (JetStream's `lost`).
+   */
+  lost: LostRange[];
+  /**
+   * Why the log stopped taking appends (a failed write or sync), or null.
+   * Sticky: only reopening the log, from what is known to be on disk, clears it.
+   */
+  error: string | null;
+}
+
+/** Sequences from..to (inclusive) that damage destroyed, and the bytes they took on disk. */
+export interface LostRange {
+  from: number;
+  to: number;
+  bytes: number;
 }
 
 export interface CorruptRange {

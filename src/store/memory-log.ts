@@ -177,7 +177,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
   }
 
   state(): LogState {
-    return this.index.state(this.lastSeq, []);
+    return this.index.state(this.lastSeq, [], [], null);
   }
 
   async close(): Promise<void> {
