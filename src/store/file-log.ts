@@ -7,8 +7,6 @@
  * segments that are mostly dead are rewritten in the background.
  */
 
-import { promises as fsp, constants as fsc } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import {
   BATCH_HEADER,
@@ -33,6 +31,7 @@ import {
 } from "./format.js";
 import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
+import { nodeFs, writeFully, type StoreFile, type StoreFs } from "./io.js";
 import {
   AppendRun,
   limitRefusal,
@@ -85,6 +84,8 @@ export interface FileLogOptions {
   /** Where recovery reports what it repaired or found unreadable. */
   onWarning?: (text: string) => void;
   faults?: FaultInjector;
+  /** The files underneath: the real disk by default, a simulated one in tests. */
+  fs?: StoreFs;
 }
 
 const SEGMENT_SUFFIX = ".seg";
@@ -125,7 +126,7 @@ class Segment {
   constructor(
     readonly name: string,
     readonly firstSeq: number,
-    public fh: FileHandle,
+    public fh: StoreFile,
   ) {
     this.lastSeq = firstSeq - 1;
   }
@@ -254,6 +255,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private readonly compactBelow: number;
   private readonly warn: (text: string) => void;
   private readonly faults: FaultInjector | null;
+  private readonly fs: StoreFs;
   private limits: Limits;
   private readonly staged: Staged[] = [];
   /** Buffers of written batches, reused while the write loop stays busy, dropped when it idles. */
@@ -296,6 +298,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.compactBelow = opts.compactBelow ?? 0.5;
     this.warn = opts.onWarning ?? (() => {});
     this.faults = opts.faults ?? null;
+    this.fs = opts.fs ?? nodeFs;
     this.limits = { ...opts.limits };
     this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
   }
@@ -303,7 +306,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   /** Opens (creating if needed) the log in `dir`, recovering what a crash left. */
   static async open(opts: FileLogOptions): Promise<FileLog> {
     const log = new FileLog(opts.dir, opts);
-    await fsp.mkdir(opts.dir, { recursive: true });
+    await log.fs.mkdirp(opts.dir);
     await log.recover();
     if (log.sync === "interval") {
       log.syncTimer = setInterval(() => void log.syncNow(), log.syncIntervalMs);
@@ -722,8 +725,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private async createSegment(firstSeq: number): Promise<Segment> {
     const name = segmentName(firstSeq);
-    const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-    await syncDir(this.dir);
+    const fh = await this.fs.open(join(this.dir, name), "create");
+    await this.fs.syncDir(this.dir);
     const seg = new Segment(name, firstSeq, fh);
     this.segments.push(seg);
     return seg;
@@ -881,8 +884,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     const buf = Buffer.allocUnsafe(len);
     seg.users++;
     try {
-      const { bytesRead } = await seg.fh.read(buf, 0, len, pos);
-      return bytesRead < len ? null : buf;
+      return (await seg.fh.read(buf, 0, len, pos)) < len ? null : buf;
     } catch {
       return null;
     } finally {
@@ -924,10 +926,10 @@ export class FileLog extends IndexedLog implements MessageLog {
   // ---- recovery ----
 
   private async recover(): Promise<void> {
-    const entries = await fsp.readdir(this.dir);
+    const entries = await this.fs.readdir(this.dir);
     for (const n of entries) {
       // Leftovers of a compaction or index write that a crash interrupted.
-      if (n.endsWith(".tmp")) await fsp.rm(join(this.dir, n), { force: true });
+      if (n.endsWith(".tmp")) await this.fs.remove(join(this.dir, n));
     }
     const names = entries.filter((n) => /^\d{20}\.seg$/.test(n)).sort();
     const indexes = new Set(entries.filter((n) => n.endsWith(INDEX_SUFFIX)));
@@ -939,10 +941,10 @@ export class FileLog extends IndexedLog implements MessageLog {
         this.warn(`${name} overlaps sequences already recovered; ignored`);
         continue;
       }
-      const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR);
+      const fh = await this.fs.open(join(this.dir, name), "existing");
       const seg = new Segment(name, firstSeq, fh);
-      const st = await fh.stat();
-      seg.createdAt = st.mtimeMs;
+      const st = { size: await fh.size() };
+      seg.createdAt = await this.fs.mtime(join(this.dir, name));
       const isLast = i === names.length - 1;
       let from = 0;
       if (indexes.has(name + INDEX_SUFFIX)) {
@@ -981,7 +983,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     let why: string | null = null;
     let d: ReturnType<typeof decodeSegmentIndex> = "unreadable";
     try {
-      d = decodeSegmentIndex(await fsp.readFile(path));
+      d = decodeSegmentIndex(await this.fs.readFile(path));
     } catch (err) {
       why = (err as Error).message;
     }
@@ -1179,8 +1181,8 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (i < 0 || i === this.segments.length - 1) return;
     const tmpPath = join(this.dir, seg.name + ".compact.tmp");
     const path = join(this.dir, seg.name);
-    const next = new Segment(seg.name, seg.firstSeq, null as unknown as FileHandle);
-    const out = await fsp.open(tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+    const next = new Segment(seg.name, seg.firstSeq, null as unknown as StoreFile);
+    const out = await this.fs.open(tmpPath, "replace");
     let ok = false;
     try {
       let pos = 0;
@@ -1231,10 +1233,10 @@ export class FileLog extends IndexedLog implements MessageLog {
       }
       if (pos === 0) {
         await out.close();
-        await fsp.rm(tmpPath, { force: true });
-        await fsp.rm(path + INDEX_SUFFIX, { force: true });
-        await fsp.rm(path);
-        await syncDir(this.dir);
+        await this.fs.remove(tmpPath);
+        await this.fs.remove(path + INDEX_SUFFIX);
+        await this.fs.remove(path);
+        await this.fs.syncDir(this.dir);
         this.segments.splice(this.segments.indexOf(seg), 1);
         this.retire(seg);
         ok = true;
@@ -1242,9 +1244,9 @@ export class FileLog extends IndexedLog implements MessageLog {
         return;
       }
       await out.datasync();
-      await fsp.rm(path + INDEX_SUFFIX, { force: true });
-      await fsp.rename(tmpPath, path);
-      await syncDir(this.dir);
+      await this.fs.remove(path + INDEX_SUFFIX);
+      await this.fs.rename(tmpPath, path);
+      await this.fs.syncDir(this.dir);
       next.fh = out;
       next.size = pos;
       next.createdAt = seg.createdAt;
@@ -1260,7 +1262,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     } finally {
       if (!ok) {
         await out.close().catch(() => {});
-        await fsp.rm(tmpPath, { force: true });
+        await this.fs.remove(tmpPath);
       }
     }
   }
@@ -1314,15 +1316,15 @@ export class FileLog extends IndexedLog implements MessageLog {
     });
     const path = join(this.dir, seg.name + INDEX_SUFFIX);
     const tmp = path + ".tmp";
-    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+    const fh = await this.fs.open(tmp, "replace");
     try {
       await writeFully(fh, buf, 0);
       await fh.datasync();
     } finally {
       await fh.close();
     }
-    await fsp.rename(tmp, path);
-    await syncDir(this.dir);
+    await this.fs.rename(tmp, path);
+    await this.fs.syncDir(this.dir);
     seg.indexed = true;
     this.io.indexesWritten++;
   }
@@ -1389,7 +1391,7 @@ class WindowReader {
   start = 0;
   len = 0;
   constructor(
-    private readonly fh: FileHandle,
+    private readonly fh: StoreFile,
     private readonly fileSize: number,
   ) {}
 
@@ -1398,7 +1400,7 @@ class WindowReader {
     if (pos >= this.start && pos + n <= this.start + this.len) return true;
     if (pos + n > this.fileSize) return false;
     if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
-    const { bytesRead } = await this.fh.read(this.buf, 0, Math.min(this.buf.length, this.fileSize - pos), pos);
+    const bytesRead = await this.fh.read(this.buf, 0, Math.min(this.buf.length, this.fileSize - pos), pos);
     this.start = pos;
     this.len = bytesRead;
     return bytesRead >= n;
@@ -1407,22 +1409,4 @@ class WindowReader {
 
 export function segmentName(firstSeq: number): string {
   return String(firstSeq).padStart(20, "0") + SEGMENT_SUFFIX;
-}
-
-async function writeFully(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
-    if (bytesWritten <= 0) throw new Error("write made no progress");
-    off += bytesWritten;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const d = await fsp.open(dir, fsc.O_RDONLY);
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
 }
