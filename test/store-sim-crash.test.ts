@@ -81,7 +81,7 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
   let highestSeq = 0;
   let inflight = 0;
   let crashes = 0;
-  const fail = (msg: string): never => assert.fail(`seed ${seed}: ${msg}`);
+  const fail = (msg: string): never => assert.fail(`seed ${seed}: ${msg}${process.env.NAGARE_SIM_DEBUG ? "\n" + warnings.join("\n") : ""}`);
 
   const append = (): void => {
     const id = nextId++;

@@ -9,6 +9,7 @@
 
 import { promises as fsp, constants as fsc, readFileSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
 
 export interface StoreFile {
   /** Bytes read into buf[offset, offset+length) from `position`; fewer at the end of the file. */
@@ -289,3 +290,17 @@ export const nodeFs: StoreFs = {
     return (await fsp.stat(path)).mtimeMs;
   },
 };
+
+/** Replaces `path` with `bytes` so that a crash leaves the old file or the new one: temp file, fsync, rename, fsync of the directory. */
+export async function writeFileDurably(fs: StoreFs, path: string, bytes: Buffer): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await fs.open(tmp, "replace");
+  try {
+    await writeFully(fh, bytes, 0);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, path);
+  await fs.syncDir(dirname(path));
+}
