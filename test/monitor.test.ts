@@ -18,6 +18,11 @@ async function get(path: string): Promise<{ status: number; body: Record<string,
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
+async function getText(path: string): Promise<{ status: number; type: string | null; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${srv.httpPort}${path}`);
+  return { status: res.status, type: res.headers.get("content-type"), text: await res.text() };
+}
+
 before(async () => {
   srv = await startServer({ port: 0, httpPort: 0, maxPayload: 8192, serverName: "mon-test" });
   nc = await connect({ servers: srv.url, name: "monitor-probe" });
@@ -32,6 +37,14 @@ test("/healthz answers ok", async () => {
   const { status, body } = await get("/healthz");
   assert.equal(status, 200);
   assert.deepEqual(body, { status: "ok" });
+});
+
+test("a parameter that does not parse is a 400 with nats-server's text", async () => {
+  const badInt = await getText("/connz?limit=ten");
+  assert.equal(badInt.status, 400);
+  assert.equal(badInt.text, `Error decoding int for 'limit': strconv.Atoi: parsing "ten": invalid syntax`);
+  assert.equal((await getText("/connz?subs=maybe")).status, 400);
+  assert.equal((await getText("/subsz?subs=2")).status, 400);
 });
 
 test("/varz reports identity, limits and counts that follow traffic", async () => {
@@ -82,6 +95,37 @@ test("/connz lists connections with their name and, on request, subscriptions", 
     }
   } finally {
     sub.unsubscribe();
+  }
+});
+
+test("/connz?subs=detail lists each subscription with its sid, queue group, deliveries and limit", async () => {
+  const probe = await connect({ servers: srv.url, name: "detail-probe" });
+  try {
+    let got = 0;
+    probe.subscribe("detail.plain", { callback: () => got++ });
+    probe.subscribe("detail.*", { queue: "workers", callback: () => got++ });
+    probe.subscribe("detail.capped", { max: 5, callback: () => got++ });
+    await probe.flush(); // the server has the subscriptions before the other connection publishes
+    for (let i = 0; i < 3; i++) nc.publish("detail.plain", enc("x"));
+    await nc.flush();
+    await waitUntil(() => got === 6, "deliveries"); // 3 to the plain subscription, 3 to the queue group
+    const { body } = await get("/connz?subs=detail&sort=cid");
+    const c = body.connections.find((x: { name?: string }) => x.name === "detail-probe");
+    assert.equal(c.subscriptions_list, undefined, "detail replaces the plain list, as in nats-server");
+    // The client's own _INBOX subscription is there too; compare ours in sid order.
+    const ours = c.subscriptions_list_detail.filter((d: { subject: string }) => d.subject.startsWith("detail."));
+    assert.deepEqual(ours, [
+      { subject: "detail.plain", sid: ours[0].sid, msgs: 3, cid: c.cid },
+      { subject: "detail.*", qgroup: "workers", sid: ours[1].sid, msgs: 3, cid: c.cid },
+      { subject: "detail.capped", sid: ours[2].sid, msgs: 0, max: 5, cid: c.cid },
+    ]);
+    const sids = ours.map((d: { sid: string }) => Number(d.sid));
+    assert.ok(sids.every((n: number) => Number.isInteger(n) && n > 0));
+    assert.deepEqual([...sids].sort((a, b) => a - b), sids, "in sid order");
+    assert.equal(c.subscriptions_list_detail.length, c.subscriptions);
+  } finally {
+    await probe.close();
+    await waitUntil(() => srv.broker.connections.size === 1, "the server to see the probe go");
   }
 });
 

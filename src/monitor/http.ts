@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { Broker } from "../server/broker.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";
+import { QueryError } from "./query.js";
 import { subsz } from "./subsz.js";
 import { CpuSampler, varz } from "./varz.js";
 
@@ -58,7 +59,9 @@ async function handle(ctx: MonitorContext, req: IncomingMessage, res: ServerResp
     else if (endpoint === undefined) reply = json({ error: "not found" }, 404);
     else reply = await endpoint(ctx, url.searchParams);
   } catch (err) {
-    reply = json({ error: String(err) }, 500);
+    // A parameter that does not parse gets nats-server's 400 and its text.
+    if (err instanceof QueryError) reply = { status: 400, text: err.message, contentType: "text/plain; charset=utf-8" };
+    else reply = json({ error: String(err) }, 500);
   }
   send(res, reply);
 }

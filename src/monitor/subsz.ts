@@ -2,15 +2,15 @@
 
 import { subjectMatches } from "../subjects/subject.js";
 import type { MonitorContext } from "./context.js";
+import { boolParam, pageParams } from "./query.js";
 
 export function subsz(ctx: MonitorContext, q: URLSearchParams): Record<string, unknown> {
   const broker = ctx.broker;
   const account = broker.globalAccount;
   const stats = account.sublist.stats();
   const out: Record<string, unknown> = { server_id: broker.serverId, now: new Date().toISOString(), ...stats };
-  if (q.get("subs") === "1" || q.get("subs") === "true") {
-    const offset = Math.max(0, Number(q.get("offset") ?? 0) || 0);
-    const limit = Math.max(1, Math.min(10_000, Number(q.get("limit") ?? 1024) || 1024));
+  if (boolParam(q, "subs")) {
+    const { offset, limit } = pageParams(q, 1024, 10_000);
     const filter = q.get("test");
     const list: Array<Record<string, unknown>> = [];
     let i = 0;
