@@ -1,6 +1,8 @@
 /**
  * The HTTP monitoring port, read the way ops tooling reads nats-server's:
- * /healthz, /varz, /connz, /subsz, with traffic from a real client.
+ * /healthz, /varz, /connz, /subsz and /jsz on a server without
+ * JetStream, with traffic from a real client (monitor-jetstream.test.ts has
+ * the streams).
  */
 
 import { after, before, test } from "node:test";
@@ -33,18 +35,33 @@ after(async () => {
   await srv.close();
 });
 
-test("/healthz answers ok", async () => {
-  const { status, body } = await get("/healthz");
-  assert.equal(status, 200);
-  assert.deepEqual(body, { status: "ok" });
+test("/healthz answers ok, compact as nats-server writes it, with or without the JetStream options", async () => {
+  for (const path of ["/healthz", "/healthz?js-enabled-only=true", "/healthz?js-server-only=1"]) {
+    const { status, text } = await getText(path);
+    assert.equal(status, 200, path);
+    assert.equal(text, '{"status":"ok"}', path);
+  }
 });
 
 test("a parameter that does not parse is a 400 with nats-server's text", async () => {
+  const bad = await getText("/healthz?js-enabled-only=maybe");
+  assert.equal(bad.status, 400);
+  assert.equal(bad.text, `Error decoding boolean for 'js-enabled-only': strconv.ParseBool: parsing "maybe": invalid syntax`);
   const badInt = await getText("/connz?limit=ten");
   assert.equal(badInt.status, 400);
   assert.equal(badInt.text, `Error decoding int for 'limit': strconv.Atoi: parsing "ten": invalid syntax`);
-  assert.equal((await getText("/connz?subs=maybe")).status, 400);
+  assert.equal((await getText("/jsz?streams=yes")).status, 400);
   assert.equal((await getText("/subsz?subs=2")).status, 400);
+});
+
+test("without JetStream, /varz has an empty jetstream object and /jsz says disabled", async () => {
+  assert.deepEqual((await get("/varz")).body.jetstream, {});
+  const { status, body } = await get("/jsz?streams=1&consumers=1");
+  assert.equal(status, 200);
+  assert.equal(body.disabled, true);
+  assert.deepEqual(body.config, { max_memory: 0, max_storage: 0 });
+  assert.equal(body.streams, 0);
+  assert.equal(body.account_details, undefined);
 });
 
 test("/varz reports identity, limits and counts that follow traffic", async () => {

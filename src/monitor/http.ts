@@ -1,13 +1,17 @@
 /**
  * The HTTP monitoring listener: routes each path to its endpoint module, in
- * the shape of nats-server's (`/healthz`, `/varz`, `/connz`, `/subsz`), so
+ * the shape of nats-server's (`/healthz`, `/varz`, `/connz`, `/subsz`,
+ * `/jsz`), so
  * existing tooling and test harnesses that poll them keep working.
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Broker } from "../server/broker.js";
+import type { JetStream } from "../streams/jetstream.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";
+import { healthz } from "./healthz.js";
+import { jsz } from "./jsz.js";
 import { QueryError } from "./query.js";
 import { subsz } from "./subsz.js";
 import { CpuSampler, varz } from "./varz.js";
@@ -20,15 +24,16 @@ export interface Monitor {
 type Endpoint = (ctx: MonitorContext, q: URLSearchParams) => Reply | Promise<Reply>;
 
 const ENDPOINTS = new Map<string, Endpoint>([
-  ["/healthz", () => json({ status: "ok" })],
+  ["/healthz", healthz],
   ["/varz", (ctx) => json(varz(ctx))],
   ["/connz", (ctx, q) => json(connz(ctx, q))],
   ["/subsz", (ctx, q) => json(subsz(ctx, q))],
   ["/subscriptionsz", (ctx, q) => json(subsz(ctx, q))],
+  ["/jsz", async (ctx, q) => json(await jsz(ctx, q))],
 ]);
 
-export async function startMonitor(broker: Broker, host: string, port: number): Promise<Monitor> {
-  const ctx: MonitorContext = { broker, cpu: new CpuSampler() };
+export async function startMonitor(broker: Broker, host: string, port: number, jetstream?: JetStream): Promise<Monitor> {
+  const ctx: MonitorContext = { broker, jetstream, cpu: new CpuSampler() };
   const server = createServer((req, res) => void handle(ctx, req, res));
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
@@ -67,7 +72,7 @@ async function handle(ctx: MonitorContext, req: IncomingMessage, res: ServerResp
 }
 
 function send(res: ServerResponse, reply: Reply): void {
-  const [body, contentType] = "json" in reply ? [JSON.stringify(reply.json, null, 2), "application/json"] : [reply.text, reply.contentType];
+  const [body, contentType] = "json" in reply ? [JSON.stringify(reply.json, null, reply.compact ? 0 : 2), "application/json"] : [reply.text, reply.contentType];
   if (res.destroyed) return; // the client went away while an answer was being gathered
   res.writeHead(reply.status, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
   res.end(body);

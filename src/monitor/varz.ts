@@ -3,7 +3,9 @@
 import { cpus } from "node:os";
 import { ADVERTISED_VERSION } from "../server/broker.js";
 import { formatDuration } from "../server/duration.js";
+import type { JetStream } from "../streams/jetstream.js";
 import type { MonitorContext } from "./context.js";
+import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 
 const MS_TO_NS = 1_000_000;
 
@@ -37,7 +39,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_duration: o.lameDuckDuration * MS_TO_NS,
     lame_duck_grace_period: o.lameDuckGracePeriod * MS_TO_NS,
     lame_duck_mode: broker.lameDuck,
-    jetstream: {},
+    jetstream: jetstreamVarz(ctx.jetstream),
     start: broker.startedAt.toISOString(),
     now: now.toISOString(),
     uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),
@@ -57,6 +59,12 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     stale_connections: s.staleConnections,
     subscriptions,
   };
+}
+
+/** nats-server's `jetstream` object: empty when JetStream is off. */
+function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
+  if (js === undefined) return {};
+  return { config: jetStreamConfig(js), stats: jetStreamStats(js, jetStreamUsage(js)) };
 }
 
 /** CPU use of this process since the previous sample, in percent of one core. */
