@@ -1,8 +1,8 @@
 /**
  * Monitoring of streams and consumers over real HTTP, with the official v3
  * clients publishing, consuming and acknowledging: /jsz in nats-server's
- * shapes and parameters, /varz's jetstream object and /healthz's stream
- * checks, including storage damage.
+ * shapes and parameters, /varz's jetstream object, /healthz's stream checks,
+ * and the JetStream families of /metrics, including storage damage.
  */
 
 import { describe, test, before, after } from "node:test";
@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { startJs, type JsHarness } from "./helpers/js.js";
+import { parseExposition, sampleOf, type Family } from "./helpers/prometheus.js";
 import type { LogState, MessageLog } from "../src/store/log.js";
 
 type Json = Record<string, any>;
@@ -33,6 +34,9 @@ describe("monitoring with JetStream", () => {
     const res = await fetchHttp(path);
     assert.equal(res.status, status, path);
     return (await res.json()) as Json;
+  }
+  async function scrape(): Promise<Map<string, Family>> {
+    return parseExposition(await (await fetchHttp("/metrics")).text());
   }
   function streamDetail(jsz: Json, name: string): Json {
     const d = jsz.account_details[0].stream_detail.find((s: Json) => s.name === name);
@@ -134,6 +138,50 @@ describe("monitoring with JetStream", () => {
     assert.deepEqual(varz.jetstream.stats.api, jsz.api);
   });
 
+  test("/metrics shows stream totals and consumer lag following fetches and acks", async () => {
+    await jsm.streams.add({ name: "LAG", subjects: ["lag.>"] });
+    for (let i = 0; i < 6; i++) await js.publish("lag.x", `m${i}`);
+    await jsm.consumers.add("LAG", { durable_name: "worker", ack_policy: AckPolicy.Explicit });
+    const stream = { stream_name: "LAG", account: "$G", server_name: "js-mon" };
+    const consumer = { ...stream, consumer_name: "worker" };
+
+    const m0 = await scrape();
+    assert.equal(m0.get("jetstream_consumer_num_pending")!.type, "gauge");
+    assert.equal(sampleOf(m0, "jetstream_stream_total_messages", stream), 6);
+    assert.equal(sampleOf(m0, "jetstream_stream_last_seq", stream), 6);
+    assert.equal(sampleOf(m0, "jetstream_stream_consumer_count", stream), 1);
+    assert.equal(sampleOf(m0, "jetstream_consumer_num_pending", consumer), 6);
+    assert.equal(sampleOf(m0, "jetstream_consumer_num_ack_pending", consumer), 0);
+    assert.equal(sampleOf(m0, "nagare_stream_storage_error", { ...stream, partition: "0" }), 0);
+
+    const c = await js.consumers.get("LAG", "worker");
+    const got = [];
+    for await (const m of await c.fetch({ max_messages: 4, expires: 2000 })) got.push(m);
+    assert.equal(got.length, 4);
+    const m1 = await scrape();
+    assert.equal(sampleOf(m1, "jetstream_consumer_num_pending", consumer), 2);
+    assert.equal(sampleOf(m1, "jetstream_consumer_num_ack_pending", consumer), 4);
+    assert.equal(sampleOf(m1, "jetstream_consumer_delivered_stream_seq", consumer), 4);
+    assert.equal(sampleOf(m1, "jetstream_consumer_ack_floor_stream_seq", consumer), 0);
+
+    for (const m of got) await m.ackAck();
+    const m2 = await scrape();
+    assert.equal(sampleOf(m2, "jetstream_consumer_num_ack_pending", consumer), 0);
+    assert.equal(sampleOf(m2, "jetstream_consumer_ack_floor_stream_seq", consumer), 4);
+    assert.equal(sampleOf(m2, "jetstream_consumer_ack_floor_consumer_seq", consumer), 4);
+    assert.ok(sampleOf(m2, "nagare_jetstream_api_requests_total", { server_name: "js-mon" }) > 0);
+    assert.equal(m2.get("nagare_jetstream_api_requests_total")!.type, "counter");
+    assert.equal(sampleOf(m2, "jetstream_server_jetstream_disabled"), 0);
+  });
+
+  test("/metrics escapes a stream name with a quote in it", async () => {
+    await h.srv.jetstream!.createStream({ name: 'say"hi', subjects: ["quote.>"] });
+    await js.publish("quote.x", "q");
+    const text = await (await fetchHttp("/metrics")).text();
+    assert.ok(text.includes('stream_name="say\\"hi"'));
+    assert.equal(sampleOf(parseExposition(text), "jetstream_stream_total_messages", { stream_name: 'say"hi' }), 1);
+  });
+
   test("a stream with several partitions: totals over all of them, and each partition in /jsz", async () => {
     await h.srv.jetstream!.createStream({ name: "TOPIC", subjects: ["topic.>"] }, 3);
     for (let i = 0; i < 12; i++) {
@@ -153,6 +201,9 @@ describe("monitoring with JetStream", () => {
     );
     assert.ok(t.partitions.filter((p: Json) => p.messages > 0).length >= 2, "keys spread over partitions");
     assert.equal(t.state.messages, t.partitions[0].messages, "state is partition 0's, as stream info shows it");
+    const m = await scrape();
+    assert.equal(sampleOf(m, "jetstream_stream_total_messages", { stream_name: "TOPIC" }), 12);
+    for (const partition of ["0", "1", "2"]) assert.equal(sampleOf(m, "nagare_stream_storage_error", { stream_name: "TOPIC", partition }), 0);
   });
 
   /**
@@ -168,7 +219,7 @@ describe("monitoring with JetStream", () => {
     };
   }
 
-  test("lost sequences: nats-server's lost, bounded to 1000 listed, counted in /jsz; /healthz stays ok", async () => {
+  test("lost sequences: nats-server's lost, bounded to 1000 listed, counted in /jsz and /metrics; /healthz stays ok", async () => {
     await jsm.streams.add({ name: "DMG", subjects: ["dmg.>"] });
     for (let i = 0; i < 5; i++) await js.publish("dmg.x", `d${i}`);
     const log = h.srv.jetstream!.streams.get("DMG")!.log;
@@ -189,13 +240,16 @@ describe("monitoring with JetStream", () => {
       assert.equal(st.lost.msgs[999], 1007);
       assert.deepEqual(Object.keys(st).slice(-3), ["lost", "num_lost", "consumer_count"]);
       assert.equal((await fetchHttp("/healthz")).status, 200, "lost data is history; the stream still serves");
+      const m = await scrape();
+      assert.equal(sampleOf(m, "nagare_stream_lost_messages", { stream_name: "DMG", partition: "0" }), 5002);
+      assert.equal(sampleOf(m, "nagare_stream_lost_bytes", { stream_name: "DMG", partition: "0" }), 500_100);
     } finally {
       restore();
     }
     assert.equal(streamDetail(await get("/jsz?streams=1"), "DMG").state.lost, undefined);
   });
 
-  test("a partition refusing appends after a storage error makes /healthz unavailable, and shows in /jsz", async () => {
+  test("a partition refusing appends after a storage error makes /healthz unavailable, and shows in /jsz and /metrics", async () => {
     const log = h.srv.jetstream!.streams.get("DMG")!.log;
     const restore = reportDamage(log, { error: "fdatasync: EIO: i/o error" });
     try {
@@ -210,6 +264,7 @@ describe("monitoring with JetStream", () => {
       const jsz = await get("/jsz?streams=1");
       assert.equal(jsz.storage_errors, 1);
       assert.equal(streamDetail(jsz, "DMG").state.storage_error, "fdatasync: EIO: i/o error");
+      assert.equal(sampleOf(await scrape(), "nagare_stream_storage_error", { stream_name: "DMG", partition: "0" }), 1);
     } finally {
       restore();
     }

@@ -1,6 +1,6 @@
 /**
  * The HTTP monitoring port, read the way ops tooling reads nats-server's:
- * /healthz, /varz, /connz, /subsz and /jsz on a server without
+ * /healthz, /varz, /connz, /subsz, /jsz and /metrics on a server without
  * JetStream, with traffic from a real client (monitor-jetstream.test.ts has
  * the streams).
  */
@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { connect, type NatsConnection } from "nats";
 import { startServer, type NagareServer } from "../src/index.js";
 import { enc, waitUntil } from "./helpers/clients.js";
+import { parseExposition, sampleOf } from "./helpers/prometheus.js";
 
 let srv: NagareServer;
 let nc: NatsConnection;
@@ -144,6 +145,32 @@ test("/connz?subs=detail lists each subscription with its sid, queue group, deli
     await probe.close();
     await waitUntil(() => srv.broker.connections.size === 1, "the server to see the probe go");
   }
+});
+
+test("/metrics is valid exposition whose counters follow traffic", async () => {
+  const first = await getText("/metrics");
+  assert.equal(first.status, 200);
+  assert.equal(first.type, "text/plain; version=0.0.4; charset=utf-8");
+  const before = parseExposition(first.text);
+  const server = { server_id: (await get("/varz")).body.server_id };
+  assert.equal(before.get("gnatsd_varz_in_msgs")!.type, "counter");
+  assert.equal(before.get("gnatsd_varz_connections")!.type, "gauge");
+  assert.equal(sampleOf(before, "gnatsd_varz_connections", server), 1);
+  assert.equal(sampleOf(before, "jetstream_server_jetstream_disabled"), 1);
+  assert.equal(before.has("jetstream_stream_total_messages"), false);
+  assert.ok(sampleOf(before, "process_resident_memory_bytes") > 0);
+
+  let got = 0;
+  const sub = nc.subscribe("metrics.count", { callback: () => got++ });
+  for (let i = 0; i < 10; i++) nc.publish("metrics.count", enc("12345"));
+  await nc.flush();
+  await waitUntil(() => got === 10, "messages");
+  const after = parseExposition((await getText("/metrics")).text);
+  sub.unsubscribe();
+  assert.ok(sampleOf(after, "gnatsd_varz_in_msgs", server) - sampleOf(before, "gnatsd_varz_in_msgs", server) >= 10);
+  assert.ok(sampleOf(after, "gnatsd_varz_out_bytes", server) - sampleOf(before, "gnatsd_varz_out_bytes", server) >= 50);
+  assert.ok(sampleOf(after, "gnatsd_varz_subscriptions", server) >= 1);
+  assert.ok(sampleOf(after, "process_cpu_seconds_total") >= sampleOf(before, "process_cpu_seconds_total"));
 });
 
 test("/subsz counts subscriptions and lists them filtered by a subject", async () => {

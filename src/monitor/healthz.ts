@@ -5,7 +5,7 @@
  * that refuses appends after a storage error (sticky until the stream is
  * reopened) makes the answer 503 `unavailable` naming it, as nats-server names
  * a stream that is not current. Lost messages do not: the stream still serves,
- * and /jsz reports the damage.
+ * and /jsz and /metrics report the damage.
  */
 
 import type { JetStream } from "../streams/jetstream.js";

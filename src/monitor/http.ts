@@ -1,7 +1,7 @@
 /**
  * The HTTP monitoring listener: routes each path to its endpoint module, in
  * the shape of nats-server's (`/healthz`, `/varz`, `/connz`, `/subsz`,
- * `/jsz`), so
+ * `/jsz`) and Prometheus's (`/metrics`), so
  * existing tooling and test harnesses that poll them keep working.
  */
 
@@ -12,6 +12,7 @@ import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";
 import { healthz } from "./healthz.js";
 import { jsz } from "./jsz.js";
+import { metrics } from "./metrics.js";
 import { QueryError } from "./query.js";
 import { subsz } from "./subsz.js";
 import { CpuSampler, varz } from "./varz.js";
@@ -30,6 +31,7 @@ const ENDPOINTS = new Map<string, Endpoint>([
   ["/subsz", (ctx, q) => json(subsz(ctx, q))],
   ["/subscriptionsz", (ctx, q) => json(subsz(ctx, q))],
   ["/jsz", async (ctx, q) => json(await jsz(ctx, q))],
+  ["/metrics", (ctx) => metrics(ctx)],
 ]);
 
 export async function startMonitor(broker: Broker, host: string, port: number, jetstream?: JetStream): Promise<Monitor> {

@@ -1,7 +1,7 @@
 /**
  * JetStream's configuration and usage as nats-server reports them in /jsz and
  * in /varz's `jetstream` object. Everything here is read from memory (the
- * logs' in-memory state), so /varz and /jsz stay cheap with many streams.
+ * logs' in-memory state), so /varz and /metrics stay cheap with many streams.
  */
 
 import type { JetStream } from "../streams/jetstream.js";
