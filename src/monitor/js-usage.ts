@@ -5,6 +5,7 @@
  */
 
 import type { JetStream } from "../streams/jetstream.js";
+import { lostTotals } from "./stream-state.js";
 
 const MS_TO_NS = 1_000_000;
 
@@ -49,7 +50,7 @@ export function jetStreamUsage(js: JetStream): JetStreamUsage {
       else u.storage += st.bytes;
       u.messages += st.messages;
       u.bytes += st.bytes;
-      for (const r of st.lost) u.lost += r.to - r.from + 1;
+      u.lost += lostTotals(st.lost).messages;
       if (st.error !== null) u.storageErrors++;
     }
   }

@@ -12,10 +12,11 @@
 
 import type { Stream } from "../streams/stream.js";
 import type { JetStream } from "../streams/jetstream.js";
-import type { LogState, MessageLog } from "../store/log.js";
+import type { LogState } from "../store/log.js";
 import type { MonitorContext, Reply } from "./context.js";
 import { EXPOSITION_CONTENT_TYPE, Exposition, type Labels, type MetricType } from "./exposition.js";
 import { jetStreamUsage, NO_LIMIT } from "./js-usage.js";
+import { lostTotals } from "./stream-state.js";
 
 export function metrics(ctx: MonitorContext): Reply {
   const e = new Exposition();
@@ -53,10 +54,11 @@ function processMetrics(e: Exposition): void {
   e.single("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds", [], Math.round(Date.now() / 1000 - process.uptime()));
 }
 
-/** One stream's labels and the values its families need, gathered once per scrape. */
+/** One stream's labels and its partitions' states, read once per scrape. */
 interface StreamRow {
   labels: Labels;
   stream: Stream;
+  states: LogState[];
 }
 
 function jetStreamMetrics(e: Exposition, ctx: MonitorContext): void {
@@ -88,44 +90,47 @@ function jetStreamMetrics(e: Exposition, ctx: MonitorContext): void {
 }
 
 function streamRows(js: JetStream, server: Labels): StreamRow[] {
-  return [...js.streams.keys()].sort().map((name) => ({
-    labels: [...server, ["account", js.account.name], ["stream_name", name]] as Labels,
-    stream: js.streams.get(name)!,
-  }));
+  return [...js.streams.keys()].sort().map((name) => {
+    const stream = js.streams.get(name)!;
+    return {
+      labels: [...server, ["account", js.account.name], ["stream_name", name]] as Labels,
+      stream,
+      states: stream.partitions.map((p) => p.state()),
+    };
+  });
 }
 
 function streamFamilies(e: Exposition, rows: StreamRow[]): void {
   // Totals cover every partition (a Kafka topic's too); sequences are partition 0's, the one JetStream addresses.
-  const families: Array<[string, string, (s: Stream) => number]> = [
-    ["total_messages", "Messages stored in the stream, every partition", (s) => sum(s, (p) => p.state().messages)],
-    ["total_bytes", "Bytes stored in the stream, every partition", (s) => sum(s, (p) => p.state().bytes)],
-    ["first_seq", "First sequence stored (partition 0)", (s) => s.log.state().firstSeq],
-    ["last_seq", "Last sequence assigned (partition 0)", (s) => s.log.state().lastSeq],
-    ["consumer_count", "Consumers of the stream", (s) => s.consumers.size],
+  const families: Array<[string, string, (r: StreamRow) => number]> = [
+    ["total_messages", "Messages stored in the stream, every partition", (r) => sum(r.states, (st) => st.messages)],
+    ["total_bytes", "Bytes stored in the stream, every partition", (r) => sum(r.states, (st) => st.bytes)],
+    ["first_seq", "First sequence stored (partition 0)", (r) => r.states[0].firstSeq],
+    ["last_seq", "Last sequence assigned (partition 0)", (r) => r.states[0].lastSeq],
+    ["consumer_count", "Consumers of the stream", (r) => r.stream.consumers.size],
   ];
   for (const [name, help, value] of families) {
     e.family(`jetstream_stream_${name}`, "gauge", help);
-    for (const r of rows) e.sample(r.labels, value(r.stream));
+    for (const r of rows) e.sample(r.labels, value(r));
   }
 }
 
-function sum(s: Stream, f: (p: MessageLog) => number): number {
+function sum(states: readonly LogState[], f: (st: LogState) => number): number {
   let n = 0;
-  for (const p of s.partitions) n += f(p);
+  for (const st of states) n += f(st);
   return n;
 }
 
 /** Storage health per partition, every partition listed (0 is a reading, not an absence). */
 function partitionFamilies(e: Exposition, rows: StreamRow[]): void {
-  const states = rows.map((r) => r.stream.partitions.map((p) => p.state()));
   const families: Array<[string, string, (st: LogState) => number]> = [
     ["nagare_stream_storage_error", "1 while the partition refuses appends after a failed write or sync (sticky until reopened)", (st) => (st.error === null ? 0 : 1)],
-    ["nagare_stream_lost_messages", "Sequences destroyed by damage found in storage", (st) => st.lost.reduce((n, r) => n + r.to - r.from + 1, 0)],
-    ["nagare_stream_lost_bytes", "Bytes of the sequences destroyed by damage", (st) => st.lost.reduce((n, r) => n + r.bytes, 0)],
+    ["nagare_stream_lost_messages", "Sequences destroyed by damage found in storage", (st) => lostTotals(st.lost).messages],
+    ["nagare_stream_lost_bytes", "Bytes of the sequences destroyed by damage", (st) => lostTotals(st.lost).bytes],
   ];
   for (const [name, help, value] of families) {
     e.family(name, "gauge", help);
-    rows.forEach((r, i) => states[i].forEach((st, p) => e.sample([...r.labels, ["partition", String(p)]], value(st))));
+    for (const r of rows) r.states.forEach((st, p) => e.sample([...r.labels, ["partition", String(p)]], value(st)));
   }
 }
 

@@ -22,18 +22,25 @@ export interface LostSummary {
   count: number;
 }
 
+/** Sequences and bytes over every lost range. */
+export function lostTotals(ranges: readonly LostRange[]): { messages: number; bytes: number } {
+  let messages = 0;
+  let bytes = 0;
+  for (const r of ranges) {
+    messages += r.to - r.from + 1;
+    bytes += r.bytes;
+  }
+  return { messages, bytes };
+}
+
 export function summarizeLost(ranges: readonly LostRange[]): LostSummary | null {
   if (ranges.length === 0) return null;
-  const sorted = [...ranges].sort((a, b) => a.from - b.from);
   const msgs: number[] = [];
-  let bytes = 0;
-  let count = 0;
-  for (const r of sorted) {
-    bytes += r.bytes;
-    count += r.to - r.from + 1;
+  for (const r of [...ranges].sort((a, b) => a.from - b.from)) {
     for (let seq = r.from; seq <= r.to && msgs.length < LOST_LIST_MAX; seq++) msgs.push(seq);
   }
-  return { lost: { msgs, bytes }, count };
+  const totals = lostTotals(ranges);
+  return { lost: { msgs, bytes: totals.bytes }, count: totals.messages };
 }
 
 /** The damage fields of one partition's state, in render order; empty when there is none. */
