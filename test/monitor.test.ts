@@ -118,6 +118,7 @@ test("/connz lists connections with their name and, on request, subscriptions", 
 
 test("/connz?subs=detail lists each subscription with its sid, queue group, deliveries and limit", async () => {
   const probe = await connect({ servers: srv.url, name: "detail-probe" });
+  const bareConn = await connect({ servers: srv.url, name: "bare" });
   try {
     let got = 0;
     probe.subscribe("detail.plain", { callback: () => got++ });
@@ -141,8 +142,13 @@ test("/connz?subs=detail lists each subscription with its sid, queue group, deli
     assert.ok(sids.every((n: number) => Number.isInteger(n) && n > 0));
     assert.deepEqual([...sids].sort((a, b) => a - b), sids, "in sid order");
     assert.equal(c.subscriptions_list_detail.length, c.subscriptions);
+    // A connection without subscriptions has no list at all, as in nats-server (omitempty).
+    const bare = (await get("/connz?subs=detail")).body.connections.find((x: { name?: string }) => x.name === "bare");
+    assert.equal(bare.subscriptions, 0);
+    assert.equal("subscriptions_list_detail" in bare, false);
   } finally {
     await probe.close();
+    await bareConn.close();
     await waitUntil(() => srv.broker.connections.size === 1, "the server to see the probe go");
   }
 });

@@ -38,7 +38,9 @@ export function connz(ctx: MonitorContext, q: URLSearchParams): Record<string, u
   const details = detail ? subscriptionsByReceiver(ctx) : null;
   const connections = page.map((i) => {
     const info: ConnectionInfo & { subscriptions_list_detail?: SubDetail[] } = infos[i];
-    if (details !== null) info.subscriptions_list_detail = subDetails(details.get(conns[i]) ?? [], info.cid);
+    const subs = details?.get(conns[i]);
+    // Omitted when empty, as nats-server does (a Kafka connection has no subscriptions).
+    if (subs !== undefined) info.subscriptions_list_detail = subDetails(subs, info.cid);
     return info;
   });
   return {

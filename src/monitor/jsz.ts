@@ -80,8 +80,13 @@ async function accountDetail(ctx: MonitorContext, js: JetStream, usage: JetStrea
   const list: Array<Record<string, unknown>> = [];
   for (const name of [...js.streams.keys()].sort()) {
     const stream = js.streams.get(name);
-    // A stream deleted while earlier ones were read is left out, not reported half-gone.
-    if (stream !== undefined && !stream.deleted) list.push(await streamDetail(ctx, stream, opts));
+    if (stream === undefined || stream.deleted) continue;
+    try {
+      list.push(await streamDetail(ctx, stream, opts));
+    } catch (err) {
+      // A stream deleted while it was being read (its log closed under us) is left out, not a failed answer.
+      if (!stream.deleted) throw err;
+    }
   }
   if (list.length > 0) detail.stream_detail = list;
   return detail;
