@@ -69,7 +69,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   let monitor: Monitor | undefined;
   if (opts.httpPort !== undefined) {
     try {
-      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort);
+      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
     } catch (err) {
       listener.close();
       jsApi?.close();
