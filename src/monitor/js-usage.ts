@@ -5,7 +5,7 @@
  */
 
 import type { JetStream } from "../streams/jetstream.js";
-import { lostTotals } from "./stream-state.js";
+import { lostTotals } from "../streams/damage.js";
 
 const MS_TO_NS = 1_000_000;
 

@@ -16,7 +16,7 @@ import type { LogState } from "../store/log.js";
 import type { MonitorContext, Reply } from "./context.js";
 import { EXPOSITION_CONTENT_TYPE, Exposition, type Labels, type MetricType } from "./exposition.js";
 import { jetStreamUsage, NO_LIMIT } from "./js-usage.js";
-import { lostTotals } from "./stream-state.js";
+import { lostTotals } from "../streams/damage.js";
 
 export function metrics(ctx: MonitorContext): Reply {
   const e = new Exposition();

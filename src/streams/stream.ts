@@ -9,6 +9,7 @@
 import { subjectMatches } from "../subjects/subject.js";
 import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
+import { damageFields } from "./damage.js";
 import { header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
@@ -386,6 +387,7 @@ export class Stream {
       consumer_count: this.consumers.size,
     };
     if (st.deleted > 0) state.num_deleted = st.deleted;
+    Object.assign(state, damageFields(st));
     if (opts.subjectsFilter) {
       const counts = this.log.subjectCounts(opts.subjectsFilter);
       if (counts.size > 0) state.subjects = Object.fromEntries(counts);
