@@ -1,6 +1,8 @@
 /** A JetStream-enabled server in a temporary store directory, and small helpers around the v3 clients. */
 
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -58,4 +60,42 @@ export async function api(nc: NatsConnection, subject: string, body: unknown = "
   const payload = typeof body === "string" ? body : JSON.stringify(body);
   const m = await nc.request(subject, payload, { timeout: 5000 });
   return JSON.parse(m.string()) as Record<string, unknown>;
+}
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+/** Runs `nagare server -js` (plus `args`) in its own process on a free port, once it says it is ready. */
+export async function spawnServer(storeDir: string, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
+    const onData = (d: Buffer): void => {
+      log += d.toString();
+      const m = /Listening for client connections on ([\d.]+):(\d+)/.exec(log);
+      if (m && /Server is ready/.test(log)) {
+        clearTimeout(timer);
+        resolve(`nats://${m[1]}:${m[2]}`);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${log}`));
+    });
+  });
+  return { child, url };
+}
+
+/** Runs `nagare server -js` on `storeDir` expecting it to refuse to start: its exit code and output. */
+export async function refusedServer(storeDir: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, output };
 }
