@@ -60,7 +60,8 @@ import {
  */
 export interface FaultInjector {
   write?(file: string, length: number): { error: Error; partial?: number } | null;
-  sync?(file: string): Error | null;
+  /** An error fails the sync; a promise holds it until it settles (a slow disk). */
+  sync?(file: string): Error | Promise<void> | null;
 }
 
 export interface FileLogOptions {
@@ -356,6 +357,14 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   // ---- appends, deletes and the write loop ----
+
+  get backlogMessages(): number {
+    return this.pendingCount;
+  }
+
+  get backlogBytes(): number {
+    return this.pendingBytes;
+  }
 
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
@@ -718,7 +727,8 @@ export class FileLog extends IndexedLog implements MessageLog {
       if (fault !== null) throw fault.error;
       await writeFully(fh, Buffer.alloc(8), 0);
       const syncFault = this.faults?.sync?.(name) ?? null;
-      if (syncFault !== null) throw syncFault;
+      if (syncFault instanceof Promise) await syncFault;
+      else if (syncFault !== null) throw syncFault;
       await fh.datasync();
     } finally {
       await fh.close();
@@ -896,7 +906,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private async datasync(seg: Segment): Promise<void> {
     const fault = this.faults?.sync?.(seg.name) ?? null;
-    if (fault !== null) throw fault;
+    if (fault instanceof Promise) await fault;
+    else if (fault !== null) throw fault;
     await seg.fh.datasync();
   }
 

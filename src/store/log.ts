@@ -188,6 +188,9 @@ export interface MessageLog {
   subjectCounts(filter?: string): Map<string, number>;
   /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
   readonly removals: number;
+  /** Appends accepted and not yet durable: what the log holds in memory for writes. */
+  readonly backlogMessages: number;
+  readonly backlogBytes: number;
   /** Stored messages after `after` matching `filter`, from memory. */
   pendingAfter(after: number, filter?: string): number;
   /** Deletes one message; true once the delete is durable, false if it was not stored. */

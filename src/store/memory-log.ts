@@ -28,6 +28,9 @@ export interface MemoryLogOptions {
 }
 
 export class MemoryLog extends IndexedLog implements MessageLog {
+  /** Appends complete at once: nothing waits. */
+  readonly backlogMessages = 0;
+  readonly backlogBytes = 0;
   /** Messages by sequence from `base`; deleted ones are undefined. */
   private msgs: Array<StoredMessage | undefined> = [];
   /** Time of every sequence from `base`, deleted or not, for time lookups. */

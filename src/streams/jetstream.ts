@@ -15,6 +15,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { readdir, rename } from "node:fs/promises";
 import type { Account } from "../server/account.js";
+import type { Producer } from "../server/broker.js";
 import type { Logger } from "../server/log.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
@@ -45,6 +46,8 @@ export interface JetStreamOptions {
   sync?: SyncPolicy;
   syncIntervalMs?: number;
   log: Logger;
+  /** The connection whose publish is being routed, if it can be paused (the broker's `producer`). */
+  producer?: () => Producer | null;
 }
 
 interface StreamMeta {
@@ -89,6 +92,8 @@ class StreamReceiver implements Receiver {
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
       this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
+    // A publisher outrunning the disk is paused until the stream's backlog drains.
+    if (this.stream.ingestBusy()) this.js.options.producer?.()?.stall(this.stream.ingestDrain);
   }
 }
 
