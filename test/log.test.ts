@@ -7,10 +7,17 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { createLogger, LOG_CLOSE_WAIT_MS, type LogSink } from "../src/server/log.js";
+import { startServer } from "../src/server/server.js";
+import { RawClient } from "./helpers/raw.js";
+import { waitUntil } from "./helpers/clients.js";
+
+const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-log-"));
@@ -164,3 +171,139 @@ test("close() writes everything queued to the log file; a sink that never finish
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** The log lines without `[pid] time ` and with the client's port and cid made constant. */
+function normalise(text: string): string[] {
+  return text
+    .split("\n")
+    .filter((l) => l.includes("[TRC]") || l.includes("[DBG]"))
+    .map((l) => l.replace(/^\[\d+\] (\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d\.\d{6} )?/, "").replace(/127\.0\.0\.1:\d+ - cid:\d+ - /, "C - "));
+}
+
+test("-DV: debug and protocol trace read as nats-server 2.9.10's for the same session", async () => {
+  const dir = tempDir();
+  try {
+    const logFile = join(dir, "trace.log");
+    const srv = await startServer({ port: 0, noLog: false, debug: true, trace: true, logFile });
+    try {
+      const c = await RawClient.open(srv.port);
+      c.send(
+        'CONNECT {"verbose":false,"headers":true,"echo":true,"pass":"s3cret"}\r\nSUB foo 1\r\nSUB bar q 2\r\nPUB foo 5\r\nhello\r\n' +
+          "PUB foo r.1 5\r\nhello\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\nUNSUB 1\r\nPING\r\n",
+      );
+      await c.waitFor(/PONG\r\n[\s\S]*PONG\r\n/, "two PONGs");
+      c.destroy();
+      await waitUntil(() => srv.broker.connections.size === 0, "connection gone");
+    } finally {
+      await srv.close();
+    }
+    // What nats-server 2.9.10 -DV printed for these bytes (the server's own startup lines aside).
+    assert.deepEqual(normalise(readFileSync(logFile, "utf8")), [
+      "[DBG] C - Client connection created",
+      '[TRC] C - <<- [CONNECT {"verbose":false,"headers":true,"echo":true,"pass":"[REDACTED]"}]',
+      "[TRC] C - <<- [SUB foo 1]",
+      "[TRC] C - <<- [SUB bar q 2]",
+      "[TRC] C - <<- [PUB foo 5]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["hello"]',
+      "[TRC] C - ->> [MSG foo 1 5]",
+      "[TRC] C - <<- [PUB foo r.1 5]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["hello"]',
+      "[TRC] C - ->> [MSG foo 1 r.1 5]",
+      "[TRC] C - <<- [HPUB foo 12 14]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["NATS/1.0\\r\\n\\r\\nhi"]',
+      "[TRC] C - ->> [HMSG foo 1 12 14]",
+      "[TRC] C - <<- [PING]",
+      "[TRC] C - ->> [PONG]",
+      "[TRC] C - <<- [UNSUB 1]",
+      "[TRC] C - <-> [DELSUB 1]",
+      "[TRC] C - <<- [PING]",
+      "[TRC] C - ->> [PONG]",
+      "[DBG] C - Client connection closed: Client Closed",
+      "[TRC] C - <-> [DELSUB 2]",
+    ]);
+    assert.match(readFileSync(logFile, "utf8"), /\[INF\] Server Exiting\.\.\n$/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("-V with verbose clients, errors and max_traced_msg_len; no [DBG] without -D", async () => {
+  const dir = tempDir();
+  try {
+    const logFile = join(dir, "trace.log");
+    const srv = await startServer({ port: 0, noLog: false, trace: true, maxTracedMsgLen: 4, logFile });
+    try {
+      const c = await RawClient.open(srv.port);
+      c.send('CONNECT {"verbose":true,"pedantic":true}\r\nSUB foo 1\r\nPUB foo 5\r\nhello\r\nPUB foo.* 1\r\nx\r\nPUB foo 4\r\nabcd\r\nPING\r\n');
+      await c.waitFor(/PONG\r\n/, "PONG");
+      c.destroy();
+      await waitUntil(() => srv.broker.connections.size === 0, "connection gone");
+    } finally {
+      await srv.close();
+    }
+    // nats-server prints the -ERR of an invalid subject before that message's payload line; nagare after it.
+    assert.deepEqual(normalise(readFileSync(logFile, "utf8")), [
+      '[TRC] C - <<- [CONNECT {"verbose":true,"pedantic":true}]',
+      "[TRC] C - ->> [OK]",
+      "[TRC] C - <<- [SUB foo 1]",
+      "[TRC] C - ->> [OK]",
+      "[TRC] C - <<- [PUB foo 5]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["hell..."]',
+      "[TRC] C - ->> [OK]",
+      "[TRC] C - ->> [MSG foo 1 5]",
+      "[TRC] C - <<- [PUB foo.* 1]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["x"]',
+      "[TRC] C - ->> [-ERR Invalid Publish Subject]",
+      "[TRC] C - <<- [PUB foo 4]",
+      '[TRC] C - <<- MSG_PAYLOAD: ["abcd"]',
+      "[TRC] C - ->> [OK]",
+      "[TRC] C - ->> [MSG foo 1 4]",
+      "[TRC] C - <<- [PING]",
+      "[TRC] C - ->> [PONG]",
+      "[TRC] C - <-> [DELSUB 1]",
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("nagare server -V: a stderr nobody reads neither stalls the server nor grows it; losses are reported and the last line is not lost", async () => {
+  const dir = tempDir();
+  const child = spawn(process.execPath, [MAIN, "-a", "127.0.0.1", "-p", "-1", "-V", "--ports_file_dir", dir], { stdio: ["ignore", "ignore", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  try {
+    // Not reading stderr: once its pipe and Node's buffer are full, every write of the server waits.
+    await waitUntil(() => readdirSync(dir).some((f) => f.endsWith(".ports")), "ports file", 20_000);
+    const ports = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith(".ports"))!), "utf8")) as { nats: string[] };
+    const port = Number(new URL(ports.nats[0]).port);
+    const n = 20_000; // two trace lines each, ~5 MB of log
+    const c = await RawClient.open(port);
+    const pub = `PUB some.subject 100\r\n${"p".repeat(100)}\r\n`;
+    c.send('CONNECT {"verbose":false}\r\n' + pub.repeat(n) + "PING\r\n");
+    await c.waitFor(/PONG\r\n/, "PONG after the flood", 30_000);
+    c.destroy();
+    // Still serving while its log is stuck.
+    const other = await RawClient.connected(port);
+    await other.roundTrip();
+    other.destroy();
+
+    let err = "";
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (d: string) => (err += d));
+    // Once stderr is read again the report of the losses arrives; then stop.
+    await waitUntil(() => /lines? dropped/.test(err), "the dropped-lines report", 20_000);
+    child.kill("SIGTERM");
+    assert.equal(await exited, 0);
+    const lines = err.trimEnd().split("\n");
+    assert.match(lines[lines.length - 1], /\[INF\] Server Exiting\.\.$/, "the last line survives the exit");
+    const dropped = [...err.matchAll(/\[WRN\] logger: (\d+) lines? dropped/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const traced = lines.filter((l) => l.includes("[TRC]")).length;
+    assert.ok(dropped > 0);
+    // CONNECT, n × (PUB + MSG_PAYLOAD), PING, PONG, then the second client's CONNECT, PING, PONG: written or counted.
+    assert.equal(traced + dropped, 1 + 2 * n + 2 + 3 + 2, `traced ${traced}, dropped ${dropped}`);
+  } finally {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
