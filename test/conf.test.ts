@@ -1,14 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf, parseDuration, pidFileFromConf } from "../src/server/conf-options.js";
 import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
 import type { ServerOptions } from "../src/server/options.js";
+import { runNagare } from "./helpers/cli.js";
 
 const NO_ENV = { env: {} };
 
@@ -727,35 +726,8 @@ test("mergeOptions: flags override the config file, config fills the rest", () =
 
 // ---- the nagare command ----------------------------------------------------------
 
-const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
-
-function run(args: string[], opts: { until?: RegExp; signal?: NodeJS.Signals } = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let signalled = false;
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`timed out; stderr: ${stderr}`));
-    }, 10_000);
-    const check = () => {
-      if (opts.until && !signalled && opts.until.test(stderr)) {
-        signalled = true;
-        child.kill(opts.signal ?? "SIGTERM");
-      }
-    };
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      check();
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** `nagare <args>` as a child process; `until` signals it once stderr matches. */
+const run = (args: string[], opts: { until?: RegExp; signal?: NodeJS.Signals } = {}) => runNagare(args, opts);
 
 test("nagare: version, help, bad usage", async () => {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };

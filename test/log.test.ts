@@ -11,13 +11,11 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { createLogger, LOG_CLOSE_WAIT_MS, type LogSink } from "../src/server/log.js";
 import { startServer } from "../src/server/server.js";
 import { RawClient } from "./helpers/raw.js";
 import { waitUntil } from "./helpers/clients.js";
-
-const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+import { MAIN } from "./helpers/cli.js";
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-log-"));

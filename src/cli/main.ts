@@ -86,21 +86,30 @@ async function main(argv: string[]): Promise<void> {
   }
   if (CLIENT_COMMANDS.has(cmd)) {
     const { runClientCommand } = await import("./client-commands.js");
-    process.exitCode = await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3));
-    return;
+    await exitWith(await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3)));
   }
   if (cmd === "stream" || cmd === "consumer" || cmd === "kv") {
     const { runJsCommand } = await import("./js-commands.js");
-    process.exitCode = await runJsCommand(cmd, argv.slice(3));
-    return;
+    await exitWith(await runJsCommand(cmd, argv.slice(3)));
   }
   if (cmd === "topic" || cmd === "group") {
     const { runKafkaCommand } = await import("./kafka-commands.js");
-    process.exitCode = await runKafkaCommand(cmd, argv.slice(3));
-    return;
+    await exitWith(await runKafkaCommand(cmd, argv.slice(3)));
   }
   process.stderr.write(`nagare: unknown command "${cmd}"\n\n${USAGE}`);
   process.exitCode = 2;
+}
+
+/**
+ * Ends a client command once its output is written. It does not wait for
+ * the event loop to empty: a client library may keep a socket open after
+ * giving up (the NATS client does after a connect that timed out before the
+ * server's INFO), and a command that has said it failed must not hang.
+ */
+async function exitWith(code: number): Promise<never> {
+  const written = (s: NodeJS.WriteStream): Promise<void> => new Promise((resolve) => s.write("", () => resolve()));
+  await Promise.all([written(process.stdout), written(process.stderr)]);
+  process.exit(code);
 }
 
 function version(): string {
