@@ -6,7 +6,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
-import { unlinkSync, writeFileSync } from "node:fs";
+import { renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { ADVERTISED_VERSION, Broker } from "./broker.js";
 import { resolveOptions, type ResolvedOptions, type ServerOptions } from "./options.js";
 import { createLogger, type ServerLogger } from "./log.js";
@@ -126,7 +126,9 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       ports.monitoring = mh.map((h) => `http://${h}:${monitor!.port}`);
     }
     if (kafka) ports.kafka = listHosts(kafka.options.host).map((h) => `${h}:${kafka!.port}`);
-    writeFileSync(portsFile, JSON.stringify(ports));
+    // Written whole under another name, then renamed: a harness polling for `*.ports` never reads half of it.
+    writeFileSync(`${portsFile}.tmp`, JSON.stringify(ports));
+    renameSync(`${portsFile}.tmp`, portsFile);
   }
 
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
