@@ -29,8 +29,9 @@ import {
   viewRecord,
   type BatchHeader,
 } from "./format.js";
-import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
-import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
+import { ageTimer } from "./live-index.js";
+import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
+import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
 import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "./io.js";
 import {
   AppendRun,
@@ -112,93 +113,12 @@ const LOST_FILE = "lost.json";
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
-/** One segment file and what is known of it: every batch's first seq, count, position, length and time. */
-class Segment {
-  /** Highest sequence of a data batch in this file (firstSeq - 1 if none). */
-  lastSeq: number;
-  /** End of the last good batch: where the next one goes. */
-  size = 0;
-  /** Record bytes physically present, and of them those still live. */
-  recordBytes = 0;
-  liveBytes = 0;
-  readonly batchSeq: number[] = [];
-  readonly batchCount: number[] = [];
-  readonly batchPos: number[] = [];
-  readonly batchLen: number[] = [];
-  readonly batchTime: number[] = [];
-  /** Tombstone ranges stored in this file. */
-  readonly tombs: number[] = [];
-  lastBatchPos = 0;
-  lastBatchCrc = 0;
-  createdAt = Date.now();
-  /** Its .idx on disk describes exactly this file. */
-  indexed = false;
-  /** Unreadable ranges were found: keep scanning (and reporting) it on open. */
-  damaged = false;
-  /** Reads in flight; a retired (replaced) segment's file is closed when they end. */
-  users = 0;
-  retired = false;
-
-  constructor(
-    readonly name: string,
-    readonly firstSeq: number,
-    public fh: StoreFile,
-  ) {
-    this.lastSeq = firstSeq - 1;
-  }
-
-  addBatch(firstSeq: number, count: number, pos: number, len: number, time: number): void {
-    this.batchSeq.push(firstSeq);
-    this.batchCount.push(count);
-    this.batchPos.push(pos);
-    this.batchLen.push(len);
-    this.batchTime.push(time);
-    this.lastSeq = Math.max(this.lastSeq, firstSeq + count - 1);
-    this.recordBytes += len - BATCH_HEADER;
-  }
-
-  endBatch(pos: number, len: number, crc: number): void {
-    this.size = pos + len;
-    this.lastBatchPos = pos;
-    this.lastBatchCrc = crc;
-    this.indexed = false;
-  }
-
-  /** Index of the data batch holding `seq`, or -1. */
-  batchOf(seq: number): number {
-    let lo = 0;
-    let hi = this.batchSeq.length - 1;
-    if (hi < 0 || seq < this.batchSeq[0]) return -1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.batchSeq[mid] <= seq) lo = mid;
-      else hi = mid - 1;
-    }
-    return seq < this.batchSeq[lo] + this.batchCount[lo] ? lo : -1;
-  }
-
-  /** Whether any sequence in [a, b] is physically in this file. */
-  holdsAny(a: number, b: number): boolean {
-    if (b < this.firstSeq || a > this.lastSeq || this.batchSeq.length === 0) return false;
-    let lo = 0;
-    let hi = this.batchSeq.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.batchSeq[mid] <= a) lo = mid;
-      else hi = mid - 1;
-    }
-    for (let i = lo; i < this.batchSeq.length && this.batchSeq[i] <= b; i++) {
-      if (this.batchSeq[i] + this.batchCount[i] - 1 >= a) return true;
-    }
-    return false;
-  }
-}
-
 /** Why a read of stored bytes returned none: the file ends first (damage), or the read failed (may pass). */
 type ReadFailure = "short" | "error";
 
 interface ScanWindow {
   seg: Segment;
+  d: SegmentDetail;
   b0: number;
   b1: number;
   /** File position of batch b0. */
@@ -241,7 +161,11 @@ interface Round {
   end: number;
   firstSeq: number;
   n: number;
+  /** The sequence after this round: firstSeq + n, or further when a purge skipped ahead. */
+  nextSeq: number;
   time: number;
+  /** The stamp of its tombstone batch (strictly increasing along the log; see Segment.horizon). */
+  stamp: number;
   batch: Staged | null;
   data: Buffer | null;
   tomb: Buffer | null;
@@ -260,8 +184,14 @@ interface SyncInFlight {
 
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
 
-export class FileLog extends IndexedLog implements MessageLog {
-  private readonly segments: Segment[] = [];
+export class FileLog implements MessageLog {
+  private segments: Segment[] = [];
+  private index: PagedIndex;
+  /** The stamp of the newest tombstone batch written, and of the newest that landed (is reflected in memory). */
+  private lastStamp = 0;
+  private landedStamp = 0;
+  /** Per indexed segment: where its index file's detail is and the subject names it uses. */
+  private idxInfo = new Map<Segment, DetailPlace & { names: string[] }>();
   private readonly corrupt: CorruptRange[] = [];
   private readonly lost: LostRange[] = [];
   /** The first failed write or sync: appends are refused from then on (see DESIGN.md, "a storage error is sticky"). */
@@ -303,7 +233,6 @@ export class FileLog extends IndexedLog implements MessageLog {
   private windows: ScanWindow[] = [];
   /** One-batch read cache: consecutive get()s of one batch read it once. */
   private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
-  private removalSeg: Segment | null = null;
   private readonly opts: FileLogOptions;
   private readonly reopenDelayMs: number;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -320,11 +249,10 @@ export class FileLog extends IndexedLog implements MessageLog {
   private readonly quarantined = new Set<string>();
   private lostSaving: Promise<void> | null = null;
   private lostDirty = false;
-  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open. */
-  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0 };
+  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files. */
+  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
-    super();
     this.sync = opts.sync ?? "always";
     this.syncIntervalMs = opts.syncIntervalMs ?? 1000;
     this.maxSegmentBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
@@ -338,7 +266,11 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.opts = opts;
     this.reopenDelayMs = opts.reopenDelayMs ?? 1000;
     this.limits = { ...opts.limits };
-    this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
+    this.index = this.newIndex(this.segments);
+  }
+
+  private newIndex(segments: Segment[]): PagedIndex {
+    return new PagedIndex(segments, (seg) => this.loadDetail(seg), () => this.scheduleMaintenance());
   }
 
   /** Opens (creating if needed) the log in `dir`, recovering what a crash left. */
@@ -364,6 +296,39 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   get backlogBytes(): number {
     return this.pendingBytes;
+  }
+
+  // ---- what the index answers without reading a message ----
+
+  /** Segments, and of them those whose detail is in memory (monitoring and tests). */
+  get segmentCounts(): { segments: number; detailsInMemory: number } {
+    let loaded = 0;
+    for (const seg of this.segments) if (seg.detail !== null) loaded++;
+    return { segments: this.segments.length, detailsInMemory: loaded };
+  }
+
+  get removals(): number {
+    return this.index.removals;
+  }
+
+  lastSeqOf(subject: string): number {
+    return this.index.lastOf(subject);
+  }
+
+  lastPerSubject(filter?: string): number[] {
+    return this.index.lastPerSubject(filter);
+  }
+
+  subjectCounts(filter?: string): Map<string, number> {
+    return this.index.subjectCounts(filter);
+  }
+
+  subjectCount(subject: string): number {
+    return this.index.countOf(subject);
+  }
+
+  pendingAfter(after: number, filter?: string): number {
+    return this.index.countAfter(after, filter);
   }
 
   append(input: AppendInput, done: AppendCallback): void {
@@ -739,44 +704,56 @@ export class FileLog extends IndexedLog implements MessageLog {
   /** Adopts the state a fresh recovery built (see reopen). */
   private takeOver(fresh: FileLog): void {
     for (const seg of this.segments) this.retire(seg);
-    this.segments.length = 0;
-    this.segments.push(...fresh.segments);
+    this.segments = fresh.segments;
+    this.idxInfo = fresh.idxInfo;
+    this.index = fresh.index;
+    this.index.rebind(this.segments, (seg) => this.loadDetail(seg), () => this.scheduleMaintenance());
     this.corrupt.length = 0;
     this.corrupt.push(...fresh.corrupt);
     this.lost.length = 0;
     this.lost.push(...fresh.lost);
-    this.index = fresh.index;
-    this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
     this.lastSeq = fresh.lastSeq;
     this.lastTime = fresh.lastTime;
     this.tombNextSeq = fresh.tombNextSeq;
+    this.lastStamp = fresh.lastStamp;
+    this.landedStamp = fresh.landedStamp;
     this.claimedLast = fresh.claimedLast;
     this.markerDue = fresh.markerDue;
     // Evicted messages not yet tombstoned are back on disk; limits are applied again.
     this.evicted = [];
     this.windows = [];
     this.cached = null;
-    this.removalSeg = null;
   }
 
   /** Forms the next round from what is queued and writes it after `inflight` (the newest unlanded round, if any); null if the write failed. */
   private async writeRound(inflight: Round | null): Promise<Round | null> {
     // Appends from here on gather into a new batch.
-    const batch = this.staged.shift() ?? null;
-    const n = batch?.subjects.length ?? 0;
+    let batch = this.staged.shift() ?? null;
     const ops = this.ops.splice(0);
     // Nothing else changes the stored set meanwhile: every mutation goes through this loop.
     const evicted = this.evicted;
     this.evicted = [];
     this.flushTombstones = this.closed;
     const planned = ops.map((op) =>
-      op.kind === "purge" ? this.index.planPurge(op.opts) : this.index.sidAt(op.seq) !== DEAD ? [op.seq, op.seq] : [],
+      op.kind === "purge" ? this.index.planPurge(op.opts, this.lastSeq) : this.index.sidAt(op.seq) !== DEAD ? [op.seq, op.seq] : [],
     );
+    // A purge of everything up to a sequence beyond the last moves the log on to it (nats-server does):
+    // the appends that waited behind it go after it, in the next round.
+    let skipTo = 0;
+    for (const op of ops) {
+      if (op.kind === "purge" && (op.opts.filter === undefined || op.opts.filter === ">") && !((op.opts.keep ?? 0) > 0)) skipTo = Math.max(skipTo, op.opts.upTo ?? 0);
+    }
+    const firstSeq = inflight !== null ? inflight.nextSeq : this.lastSeq + 1;
+    if (skipTo > firstSeq && batch !== null) {
+      this.staged.unshift(batch);
+      batch = null;
+    }
+    const n = batch?.subjects.length ?? 0;
+    const nextSeq = Math.max(firstSeq + n, skipTo);
     const tombs = evicted.concat(...planned);
-    const firstSeq = inflight !== null ? inflight.firstSeq + inflight.n : this.lastSeq + 1;
     // Time never goes backwards within a log, so time lookups can bisect.
     const time = Math.max(Date.now(), inflight !== null ? inflight.time : this.lastTime);
-    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, time, batch, data: null, tomb: null, tombs, evicted, ops, planned };
+    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, tomb: null, tombs, evicted, ops, planned };
     let seg: Segment;
     try {
       seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
@@ -791,7 +768,11 @@ export class FileLog extends IndexedLog implements MessageLog {
     // A round of tombstones names the next sequence, so it serves as the marker too.
     const marker = this.markerWanted && tombs.length === 0;
     this.markerWanted = false;
-    round.tomb = tombs.length > 0 || marker ? encodeTombstones(tombs, firstSeq + n, time) : null;
+    if (tombs.length > 0 || marker || nextSeq > firstSeq + n) {
+      // Stamps order tombstone batches along the log, so an index file can say which deletes it reflects.
+      round.stamp = this.lastStamp = Math.max(time, this.lastStamp + 1);
+      round.tomb = encodeTombstones(tombs, nextSeq, round.stamp);
+    }
     if (marker) this.io.markers++;
     round.end = round.pos + (round.data?.length ?? 0) + (round.tomb?.length ?? 0);
     try {
@@ -814,31 +795,38 @@ export class FileLog extends IndexedLog implements MessageLog {
     const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
     const touched = new Set<number>();
     if (data !== null && batch !== null) {
-      seg.addBatch(firstSeq, n, pos, data.length, time);
+      const d = this.index.detail(seg);
+      seg.addBatch(d, firstSeq, n, pos, data.length, time);
       seg.endBatch(pos, data.length, data.readUInt32LE(4));
-      seg.liveBytes += data.length - BATCH_HEADER;
-      this.lastSeq = firstSeq + n - 1;
       this.lastTime = time;
-      for (let i = 0; i < n; i++) {
+      let seq = firstSeq;
+      for (let i = 0; i < n; i++, seq++) {
         const id = this.index.intern(batch.subjects[i]);
-        this.index.add(firstSeq + i, id, batch.sizes[i]);
+        this.index.add(seg, d, seq, id, batch.sizes[i]);
         // Subjects of this batch, for the per-subject limit (the only limit that needs them).
         if (limitsPerSubject) touched.add(id);
       }
+      this.index.noteDetail(seg);
       this.markerDue = true;
     }
+    this.lastSeq = Math.max(this.lastSeq, round.nextSeq - 1);
     if (tomb !== null) {
-      for (const t of tombs) seg.tombs.push(t);
+      for (let i = 0; i < tombs.length; i += 2) {
+        seg.tombs.push(tombs[i], tombs[i + 1]);
+        seg.tombStamps.push(round.stamp);
+      }
       seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
+      seg.tombNext = Math.max(seg.tombNext, round.nextSeq);
+      this.landedStamp = round.stamp;
       this.markerDue = false;
     }
     for (let k = 0; k < ops.length; k++) {
       let removed = 0;
       const r = planned[k];
-      for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]).length;
+      for (let i = 0; i < r.length; i += 2) removed += this.index.removeRange(r[i], r[i + 1]);
       ops[k].done(null, removed);
     }
-    if (n > 0) this.evictSeqs(this.index.evict(this.limits, touched));
+    if (n > 0) this.evictRanges(this.index.evict(this.limits, touched));
     if (batch !== null) this.settleStaged(batch, null, firstSeq);
     if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
   }
@@ -874,17 +862,16 @@ export class FileLog extends IndexedLog implements MessageLog {
     }
   }
 
-  /** Messages removed by limits: gone from memory now, their tombstone written with the next batch. */
-  private evictSeqs(removed: number[]): void {
-    if (removed.length === 0) return;
-    const ranges = this.index.toRanges(removed);
+  /** Messages removed by limits (inclusive ranges): gone from memory now, their tombstone written with the next batch. */
+  private evictRanges(ranges: number[]): void {
+    if (ranges.length === 0) return;
     for (const r of ranges) this.evicted.push(r);
     if (!this.writing) this.armTombstoneFlush();
   }
 
   private applyLimits(): void {
     if (this.closed) return;
-    this.evictSeqs(this.index.enforce(this.limits));
+    this.evictRanges(this.index.enforce(this.limits));
     this.expireByAge();
     this.ageTimer = ageTimer(this.ageTimer, this.limits.maxAgeMs, () => this.expireByAge());
   }
@@ -892,7 +879,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private expireByAge(): void {
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge <= 0 || this.closed) return;
-    this.evictSeqs(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)));
+    this.evictRanges(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)));
   }
 
   private async write(seg: Segment, buf: Buffer, pos: number): Promise<void> {
@@ -928,7 +915,7 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   /** Whether the segment, written up to `end`, is full or old enough to be rolled. */
   private rollDue(seg: Segment, end: number): boolean {
-    return end >= this.maxSegmentBytes || (this.maxSegmentAgeMs > 0 && seg.batchSeq.length > 0 && Date.now() - seg.createdAt >= this.maxSegmentAgeMs);
+    return end >= this.maxSegmentBytes || (this.maxSegmentAgeMs > 0 && seg.batches > 0 && Date.now() - seg.createdAt >= this.maxSegmentAgeMs);
   }
 
   private async createSegment(firstSeq: number): Promise<Segment> {
@@ -936,7 +923,12 @@ export class FileLog extends IndexedLog implements MessageLog {
     const fh = await this.fs.open(join(this.dir, name), "create");
     await this.fs.syncDir(this.dir);
     const seg = new Segment(name, firstSeq, fh);
+    // Appends land in the newest segment only: its detail stays in memory, the one before may go.
+    const prev = this.segments[this.segments.length - 1];
+    if (prev !== undefined) prev.pinned = false;
+    seg.pinned = true;
     this.segments.push(seg);
+    this.index.noteDetail(seg);
     return seg;
   }
 
@@ -960,15 +952,17 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   async get(seq: number): Promise<StoredMessage | null> {
-    if (seq > this.lastSeq || this.index.sidAt(seq) === DEAD) return null;
-    const seg = this.segmentOf(seq);
-    if (seg === null) return null;
-    const b = seg.batchOf(seq);
+    if (seq > this.lastSeq) return null;
+    const seg = this.index.segmentOf(seq);
+    if (seg === null || seg.live === 0) return null;
+    const d = this.index.detail(seg);
+    if (d.sidAt(seq) === DEAD) return null;
+    const b = d.batchOf(seq);
     if (b < 0) return null;
-    const buf = await this.readBatch(seg, b);
+    const buf = await this.readBatch(seg, d, b);
     if (buf === null) return null;
-    const at = recordAt(buf, 0, seq - seg.batchSeq[b]);
-    return at < 0 ? null : decodeRecord(buf, at, seq, seg.batchTime[b]);
+    const at = recordAt(buf, 0, seq - d.bSeq[b]);
+    return at < 0 ? null : decodeRecord(buf, at, seq, d.bTime[b]);
   }
 
   async next(after: number, filter?: string): Promise<StoredMessage | null> {
@@ -987,37 +981,39 @@ export class FileLog extends IndexedLog implements MessageLog {
     let bytes = 0;
     let seq = this.index.nextMatch(from - 1, filter);
     while (seq !== 0 && seq <= this.lastSeq && out.length < maxMessages && bytes < maxBytes) {
-      const seg = this.segmentOf(seq);
-      const b0 = seg === null ? -1 : seg.batchOf(seq);
-      if (seg === null || b0 < 0) {
+      const seg = this.index.segmentOf(seq);
+      const d = seg === null ? null : this.index.detail(seg);
+      const b0 = d === null ? -1 : d.batchOf(seq);
+      if (seg === null || d === null || b0 < 0) {
         seq = this.index.nextMatch(seq, filter);
         continue;
       }
-      const w = await this.window(seg, b0);
+      const w = await this.window(seg, d, b0);
       let visited = seq;
       for (let b = b0; b <= w.b1 && out.length < maxMessages && bytes < maxBytes; b++) {
-        const at = seg.batchPos[b] - w.start;
+        const at = d.bPos[b] - w.start;
         const buf = w.buf;
         if (w.verified[b - w.b0] === 0) {
-          const problem = w.failure ?? checkBatch(buf, at, at + seg.batchLen[b]);
+          const problem = w.failure ?? checkBatch(buf, at, at + d.bLen[b]);
           if (problem !== null) {
             // Skipped either way; only a batch that is there and wrong is damage (an I/O error may pass).
-            if (problem !== "error") this.damagedBatch(seg, b, `${problem} on read`);
-            visited = seg.batchSeq[b] + seg.batchCount[b] - 1;
+            if (problem !== "error") this.damagedBatch(seg, d, b, `${problem} on read`);
+            visited = d.bSeq[b] + d.bCount[b] - 1;
             continue;
           }
           w.verified[b - w.b0] = 1;
         }
-        const bSeq = seg.batchSeq[b];
-        const count = seg.batchCount[b];
-        const time = seg.batchTime[b];
+        const bSeq = d.bSeq[b];
+        const count = d.bCount[b];
+        const time = d.bTime[b];
         let p = at + BATCH_HEADER;
         for (let i = 0; i < count; i++) {
           const s = bSeq + i;
           const len = buf.readUInt32LE(p) + 4;
           if (s >= seq) {
             visited = s;
-            const id = this.index.sidAt(s);
+            // The detail read before the await may be stale: ask the segment's current one.
+            const id = (seg.detail ?? d).sidAt(s);
             if (id !== DEAD && (filter === undefined || this.index.matchesId(filter, id))) {
               out.push(viewRecord(buf, p, s, time, this.index.subjectOf(id)));
               bytes += len;
@@ -1037,15 +1033,15 @@ export class FileLog extends IndexedLog implements MessageLog {
    * recent windows are kept, so a consumer that continues where its last scan
    * stopped reads and verifies each batch once.
    */
-  private async window(seg: Segment, b0: number): Promise<ScanWindow> {
+  private async window(seg: Segment, d: SegmentDetail, b0: number): Promise<ScanWindow> {
     for (const w of this.windows) if (w.seg === seg && b0 >= w.b0 && b0 <= w.b1) return w;
     let b1 = b0;
-    const start = seg.batchPos[b0];
-    while (b1 + 1 < seg.batchSeq.length && seg.batchPos[b1 + 1] + seg.batchLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
-    const end = seg.batchPos[b1] + seg.batchLen[b1];
+    const start = d.bPos[b0];
+    while (b1 + 1 < d.nb && d.bPos[b1 + 1] + d.bLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
+    const end = d.bPos[b1] + d.bLen[b1];
     const got = await this.readRange(seg, start, end - start);
     const failure = typeof got === "string" ? got : null;
-    const w: ScanWindow = { seg, b0, b1, start, buf: typeof got === "string" ? Buffer.alloc(0) : got, failure, verified: new Uint8Array(b1 - b0 + 1) };
+    const w: ScanWindow = { seg, d, b0, b1, start, buf: typeof got === "string" ? Buffer.alloc(0) : got, failure, verified: new Uint8Array(b1 - b0 + 1) };
     this.windows.unshift(w);
     if (this.windows.length > SCAN_WINDOWS) this.windows.pop();
     return w;
@@ -1059,16 +1055,10 @@ export class FileLog extends IndexedLog implements MessageLog {
   /** The first sequence of the first batch stored at or after `time`; lastSeq + 1 if none. */
   private firstSeqAtOrAfter(time: number): number {
     for (const seg of this.segments) {
-      const times = seg.batchTime;
-      if (times.length === 0 || times[times.length - 1] < time) continue;
-      let lo = 0;
-      let hi = times.length - 1;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (times[mid] >= time) hi = mid;
-        else lo = mid + 1;
-      }
-      return seg.batchSeq[lo];
+      if (seg.batches === 0 || seg.lastTime < time) continue;
+      const d = this.index.detail(seg);
+      const b = d.batchAtOrAfter(time);
+      if (b >= 0) return d.bSeq[b];
     }
     return this.lastSeq + 1;
   }
@@ -1076,19 +1066,6 @@ export class FileLog extends IndexedLog implements MessageLog {
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
     const last = this.index.lastOf(subject);
     return last === 0 ? null : this.get(last);
-  }
-
-  private segmentOf(seq: number): Segment | null {
-    if (seq < 1 || seq > this.lastSeq || this.segments.length === 0) return null;
-    let lo = 0;
-    let hi = this.segments.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.segments[mid].firstSeq <= seq) lo = mid;
-      else hi = mid - 1;
-    }
-    const seg = this.segments[lo];
-    return seq >= seg.firstSeq ? seg : null;
   }
 
   /** `len` bytes at `pos`: "short" if the file ends first (damage), "error" if the read failed (perhaps passing). */
@@ -1112,15 +1089,15 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   /** Reads and verifies one batch; a batch that no longer verifies is reported and skipped. */
-  private async readBatch(seg: Segment, b: number): Promise<Buffer | null> {
+  private async readBatch(seg: Segment, d: SegmentDetail, b: number): Promise<Buffer | null> {
     const c = this.cached;
     if (c !== null && c.seg === seg && c.b === b) return c.buf;
-    const len = seg.batchLen[b];
-    const buf = await this.readRange(seg, seg.batchPos[b], len);
+    const len = d.bLen[b];
+    const buf = await this.readRange(seg, d.bPos[b], len);
     if (buf === "error") return null;
     const problem = buf === "short" ? "short" : checkBatch(buf, 0, len);
     if (problem !== null || typeof buf === "string") {
-      this.damagedBatch(seg, b, `${problem} on read`);
+      this.damagedBatch(seg, d, b, `${problem} on read`);
       return null;
     }
     this.cached = { seg, b, buf };
@@ -1134,20 +1111,23 @@ export class FileLog extends IndexedLog implements MessageLog {
    * copied to the quarantine directory, and its messages reported lost and
    * taken out of the index, so that reads step over them from now on.
    */
-  private damagedBatch(seg: Segment, b: number, reason: string): void {
-    const pos = seg.batchPos[b];
+  private damagedBatch(seg: Segment, d: SegmentDetail, b: number, reason: string): void {
+    const pos = d.bPos[b];
     if (seg.retired || this.corrupt.some((c) => c.segment === seg.name && c.position === pos)) return;
     this.reportCorrupt(seg, pos, reason);
-    void this.quarantine(seg, pos, seg.batchLen[b]).catch((err) => this.warn(`quarantine of ${seg.name}@${pos} failed: ${(err as Error).message}`));
-    const first = seg.batchSeq[b];
-    const removed = this.index.removeRange(first, first + seg.batchCount[b] - 1);
-    let bytes = seg.batchLen[b];
-    for (let i = 0; i < removed.length; ) {
-      let j = i;
-      while (j + 1 < removed.length && removed[j + 1] === removed[j] + 1) j++;
-      this.noteLost(removed[i], removed[j], bytes);
+    void this.quarantine(seg, pos, d.bLen[b]).catch((err) => this.warn(`quarantine of ${seg.name}@${pos} failed: ${(err as Error).message}`));
+    // Its live messages, in runs, are what is lost.
+    const live = this.index.detail(seg);
+    let bytes = d.bLen[b];
+    const end = d.bSeq[b] + d.bCount[b] - 1;
+    for (let s = d.bSeq[b]; s <= end; s++) {
+      if (live.sidAt(s) === DEAD) continue;
+      let t = s;
+      while (t + 1 <= end && live.sidAt(t + 1) !== DEAD) t++;
+      this.index.removeRange(s, t);
+      this.noteLost(s, t, bytes);
       bytes = 0;
-      i = j + 1;
+      s = t;
     }
     this.saveLostLater();
   }
@@ -1230,15 +1210,6 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.warn(`${join(this.dir, seg.name)} at ${position}: ${reason}`);
   }
 
-  private noteRemoved(seq: number, size: number): void {
-    let seg = this.removalSeg;
-    if (seg === null || seq < seg.firstSeq || seq > seg.lastSeq || seg.retired) {
-      seg = this.segmentOf(seq);
-      this.removalSeg = seg;
-    }
-    if (seg !== null) seg.liveBytes -= size;
-  }
-
   // ---- recovery ----
 
   private async recover(): Promise<void> {
@@ -1252,6 +1223,8 @@ export class FileLog extends IndexedLog implements MessageLog {
     const indexes = new Set(entries.filter((n) => n.endsWith(INDEX_SUFFIX)));
     // Damage found by this open: sequences destroyed, before tombstones are taken into account.
     const found: LostRange[] = [];
+    // Per segment read from its index: each subject's first and last, as the index recorded them.
+    const bounds = new Map<Segment, Map<number, [number, number]>>();
     let nextSeq = 1;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
@@ -1267,90 +1240,203 @@ export class FileLog extends IndexedLog implements MessageLog {
       const isLast = i === names.length - 1;
       let from = 0;
       if (indexes.has(name + INDEX_SUFFIX)) {
-        from = await this.loadIndex(seg, size, isLast);
+        const b = await this.loadIndex(seg, size, isLast);
+        if (b !== null) {
+          from = seg.size;
+          bounds.set(seg, b);
+        }
       }
-      const nextFirst = isLast ? 0 : Number(names[i + 1].slice(0, 20));
-      if (from < size || size === 0) await this.scanSegment(seg, from, size, isLast, nextFirst, found);
-      else seg.indexed = !seg.damaged;
+      if (from < size || size === 0) {
+        // Appended to after its index was written (the newest segment after a crash), or no usable index.
+        // Its detail is being built across awaits: kept in memory meanwhile.
+        const nextFirst = isLast ? 0 : Number(names[i + 1].slice(0, 20));
+        seg.pinned = true;
+        await this.scanSegment(seg, from, size, isLast, nextFirst, found);
+        this.index.summarize(seg);
+        seg.pinned = false;
+        bounds.delete(seg);
+      }
       this.segments.push(seg);
-      nextSeq = Math.max(nextSeq, seg.lastSeq + 1);
+      this.index.noteDetail(seg);
+      this.tombNextSeq = Math.max(this.tombNextSeq, seg.tombNext);
+      nextSeq = Math.max(nextSeq, seg.lastSeq + 1, seg.tombNext);
     }
-    // Tombstones record the next sequence when written: a log whose newest messages were all deleted keeps counting.
+    // Tombstones newer than what a segment's liveness reflects are applied to it now. After a clean
+    // close every index is current and none is; after a crash, those of the last moments are.
     const tombs: number[] = [];
+    const stamps: number[] = [];
     for (const seg of this.segments) {
       this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
-      for (let i = 0; i < seg.tombs.length; i += 2) {
-        this.index.kill(seg.tombs[i], seg.tombs[i + 1]);
-        tombs.push(seg.tombs[i], seg.tombs[i + 1]);
+      this.lastStamp = Math.max(this.lastStamp, seg.horizon);
+      for (let k = 0; k < seg.tombStamps.length; k++) {
+        tombs.push(seg.tombs[2 * k], seg.tombs[2 * k + 1]);
+        stamps.push(seg.tombStamps[k]);
+        this.lastStamp = Math.max(this.lastStamp, seg.tombStamps[k]);
       }
     }
+    for (const seg of this.segments) {
+      let changed = false;
+      for (let k = 0; k < stamps.length; k++) {
+        if (stamps[k] <= seg.horizon || tombs[2 * k + 1] < seg.firstSeq || tombs[2 * k] > seg.lastSeq) continue;
+        if (this.index.kill(seg, tombs[2 * k], tombs[2 * k + 1])) changed = true;
+      }
+      if (changed) {
+        this.index.summarize(seg);
+        bounds.delete(seg);
+      }
+    }
+    this.landedStamp = this.lastStamp;
     // Sequences a tombstone deleted were not lost, whatever happened to their bytes.
     for (const l of withoutRanges(found, tombs)) this.noteLost(l.from, l.to, l.bytes);
     const last = this.segments[this.segments.length - 1];
     if (last === undefined) await this.createSegment(1);
     else {
+      last.pinned = true;
+      const d = this.index.detail(last);
       // Never hand out a sequence again: not one a later segment is named after, a tombstone or marker
       // names as next, an index claimed, or that was lost.
       this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1, this.claimedLast);
-      if (last.batchTime.length > 0) this.lastTime = last.batchTime[last.batchTime.length - 1];
-      this.markerDue = last.batchPos.length > 0 && last.lastBatchPos === last.batchPos[last.batchPos.length - 1];
-    }
-    for (const l of this.lost) this.lastSeq = Math.max(this.lastSeq, l.to);
-    this.index.finishLoad();
-    for (const seg of this.segments) {
-      seg.liveBytes = 0;
-      for (let b = 0; b < seg.batchSeq.length; b++) {
-        for (let s = seg.batchSeq[b], e = s + seg.batchCount[b]; s < e; s++) seg.liveBytes += this.index.sizeAt(s);
+      if (d.nb > 0) {
+        this.lastTime = d.bTime[d.nb - 1];
+        this.markerDue = last.lastBatchPos === d.bPos[d.nb - 1];
       }
     }
+    for (const l of this.lost) this.lastSeq = Math.max(this.lastSeq, l.to);
+    this.index.finishLoad((seg) => bounds.get(seg) ?? null);
+    this.index.trimDetails();
   }
 
   private tombNextSeq = 0;
 
   /**
-   * Takes a segment's index if it matches the file; the offset up to which it
-   * did (0: not used). An index that is intact but does not match the last
-   * segment (damage at its end, say) still tells which sequences were
-   * assigned: they are never handed out again.
+   * Takes a segment's index (its summary; the detail is read when needed) if
+   * it matches the file: each subject's first and last as it recorded them,
+   * or null if it was not used. An index that is intact but does not match
+   * the last segment (damage at its end, say) still tells which sequences
+   * were assigned: they are never handed out again.
    */
-  private async loadIndex(seg: Segment, fileSize: number, isLast: boolean): Promise<number> {
+  private async loadIndex(seg: Segment, fileSize: number, isLast: boolean): Promise<Map<number, [number, number]> | null> {
     const path = join(this.dir, seg.name + INDEX_SUFFIX);
     let why: string | null = null;
-    let d: ReturnType<typeof decodeSegmentIndex> = "unreadable";
+    let s: IndexSummary | string = "unreadable";
     try {
-      d = decodeSegmentIndex(await this.fs.readFile(path));
+      const header = this.fs.readSync(path, 0, INDEX_HEADER);
+      const len = header === null ? "short" : summaryLength(header);
+      if (typeof len === "string") s = len;
+      else {
+        const buf = this.fs.readSync(path, 0, INDEX_HEADER + len);
+        s = buf === null ? "short" : decodeSummary(buf);
+      }
     } catch (err) {
       why = (err as Error).message;
     }
-    if (typeof d === "string") why ??= d;
-    else if (d.firstSeq !== seg.firstSeq) why = "belongs to another segment";
-    else if (d.size > fileSize) why = "covers more than the segment holds";
-    else if (d.size > 0) {
+    if (typeof s === "string") why ??= s;
+    else if (s.firstSeq !== seg.firstSeq) why = "belongs to another segment";
+    else if (s.size > fileSize) why = "covers more than the segment holds";
+    else if (s.size > 0) {
       const probe = Buffer.alloc(8);
-      await seg.fh.read(probe, 0, 8, d.lastBatchPos);
-      if (probe.readUInt32LE(0) + 8 !== d.size - d.lastBatchPos || probe.readUInt32LE(4) !== d.lastBatchCrc) why = "does not match the segment's last batch";
+      await seg.fh.read(probe, 0, 8, s.lastBatchPos);
+      if (probe.readUInt32LE(0) + 8 !== s.size - s.lastBatchPos || probe.readUInt32LE(4) !== s.lastBatchCrc) why = "does not match the segment's last batch";
     }
-    if (why !== null || typeof d === "string") {
-      if (isLast && typeof d !== "string" && d.firstSeq === seg.firstSeq && d.span > 0) this.claimedLast = Math.max(this.claimedLast, d.firstSeq + d.span - 1);
+    if (why !== null || typeof s === "string") {
+      if (isLast && typeof s !== "string" && s.firstSeq === seg.firstSeq) this.claimedLast = Math.max(this.claimedLast, s.lastSeq, s.tombNext - 1);
       this.warn(`${path}: ${why}; rebuilding it from the segment`);
       this.io.indexesRebuilt++;
-      return 0;
+      return null;
     }
-    const ids = d.subjects.map((s) => this.index.intern(s));
-    for (let b = 0; b < d.batchSeq.length; b++) seg.addBatch(d.batchSeq[b], d.batchCount[b], d.batchPos[b], d.batchLen[b], d.batchTime[b]);
-    for (const t of d.tombs) seg.tombs.push(t);
-    for (let i = 0; i < d.span; i++) {
-      const sid = d.sid[i];
-      if (sid >= 0) this.index.load(d.firstSeq + i, ids[sid], d.size_[i]);
+    seg.size = s.size;
+    seg.lastBatchPos = s.lastBatchPos;
+    seg.lastBatchCrc = s.lastBatchCrc;
+    seg.lastSeq = s.lastSeq;
+    seg.recordBytes = s.recordBytes;
+    seg.liveBytes = s.liveBytes;
+    seg.live = s.live;
+    seg.firstLive = s.firstLive;
+    seg.batches = s.batches;
+    seg.firstTime = s.firstTime;
+    seg.lastTime = s.lastTime;
+    seg.horizon = s.horizon;
+    seg.tombNext = s.tombNext;
+    for (let k = 0; k < s.tombStamps.length; k++) {
+      seg.tombs.push(s.tombs[2 * k], s.tombs[2 * k + 1]);
+      seg.tombStamps.push(s.tombStamps[k]);
     }
-    seg.size = d.size;
-    seg.lastBatchPos = d.lastBatchPos;
-    seg.lastBatchCrc = d.lastBatchCrc;
-    return d.size;
+    const out = new Map<number, [number, number]>();
+    for (let l = 0; l < s.subjects.length; l++) {
+      const id = this.index.intern(s.subjects[l]);
+      seg.subjects.set(id, s.subjectCount[l]);
+      out.set(id, [s.subjectFirst[l], s.subjectLast[l]]);
+    }
+    this.idxInfo.set(seg, { firstSeq: s.firstSeq, batches: s.batches, span: s.span, detailAt: s.detailAt, detailLen: s.detailLen, detailCrc: s.detailCrc, names: s.subjects });
+    seg.detail = null;
+    seg.indexed = true;
+    return out;
   }
 
   /**
-   * Reads a segment batch by batch from `from`, rebuilding its index. A batch
+   * A segment's detail from its index file, synchronously (the index asks
+   * for it in the middle of a query). An index that no longer reads back is
+   * reported, and the detail is rebuilt from the segment itself.
+   */
+  private loadDetail(seg: Segment): SegmentDetail {
+    this.io.detailsLoaded++;
+    const info = this.idxInfo.get(seg);
+    const path = join(this.dir, seg.name + INDEX_SUFFIX);
+    let why = "no index file";
+    if (info !== undefined) {
+      try {
+        const buf = this.fs.readSync(path, info.detailAt, info.detailLen);
+        const d = buf === null ? "short" : decodeDetail(buf, info, info.names.map((n) => this.index.idOf(n)));
+        if (typeof d !== "string") return d;
+        why = d;
+      } catch (err) {
+        why = (err as Error).message;
+      }
+    }
+    this.warn(`${path}: ${why}; reading the segment instead`);
+    this.io.indexesRebuilt++;
+    this.idxInfo.delete(seg);
+    seg.markChanged();
+    try {
+      return this.scanSync(seg);
+    } catch (err) {
+      // Unreadable now: the log stops taking writes and is reopened from disk, which reads it all again.
+      // Until then the segment answers as empty rather than failing the query that asked.
+      this.stick(err instanceof Error ? err : new Error(String(err)));
+      return new SegmentDetail(seg.firstSeq);
+    }
+  }
+
+  /**
+   * A detail rebuilt by reading the segment synchronously: its batches and
+   * records, less everything a tombstone of the log deletes (so what was
+   * deleted stays deleted) and what is gone from the summary's subjects.
+   */
+  private scanSync(seg: Segment): SegmentDetail {
+    const d = new SegmentDetail(seg.firstSeq);
+    const buf = this.fs.readSync(join(this.dir, seg.name), 0, seg.size) ?? Buffer.alloc(0);
+    for (let pos = 0; pos + BATCH_HEADER <= buf.length; ) {
+      if (checkBatch(buf, pos, buf.length) !== null) break;
+      const hdr = readBatchHeader(buf, pos);
+      if ((hdr.flags & FLAG_TOMBSTONES) === 0) {
+        d.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
+        forEachRecord(buf, pos, (i, subject, p) => {
+          const id = this.index.idOf(subject);
+          d.put(hdr.firstSeq + i, id >= 0 && seg.subjects.has(id) ? id : DEAD, buf.readUInt32LE(p) + 4);
+        });
+      }
+      pos += hdr.length;
+    }
+    for (const other of this.segments) {
+      for (let i = 0; i < other.tombs.length; i += 2) {
+        for (let q = Math.max(other.tombs[i], d.firstSeq); q <= Math.min(other.tombs[i + 1], d.firstSeq + d.span - 1); q++) d.sid[q - d.firstSeq] = DEAD;
+      }
+    }
+    return d;
+  }
+
+  /**
+   * Reads a segment batch by batch from `from`, adding to its detail. A batch
    * that fails its check is either a torn tail or damage:
    * - damage, when a valid batch follows it (or the segment is sealed): its
    *   bytes are quarantined and kept out of reads, the sequences it held are
@@ -1362,10 +1448,11 @@ export class FileLog extends IndexedLog implements MessageLog {
    *   claimed those sequences: then they are lost, not forgotten.
    */
   private async scanSegment(seg: Segment, from: number, fileSize: number, isLast: boolean, nextFirst: number, found: LostRange[]): Promise<void> {
+    const d = this.index.detail(seg);
     const reader = new WindowReader(seg.fh, fileSize);
     if (from === 0) this.io.segmentsScanned++;
     let pos = from;
-    let expect = seg.batchSeq.length > 0 ? seg.lastSeq + 1 : seg.firstSeq;
+    let expect = Math.max(seg.batches > 0 ? seg.lastSeq + 1 : seg.firstSeq, seg.tombNext);
     let afterDamage = false;
     while (pos < fileSize) {
       const got = await this.readBatchAt(reader, pos, expect, afterDamage);
@@ -1397,20 +1484,22 @@ export class FileLog extends IndexedLog implements MessageLog {
       }
       const { hdr, subjects, sizes } = got;
       if ((hdr.flags & FLAG_TOMBSTONES) !== 0) {
+        const k0 = seg.tombs.length;
         readTombstones(reader.buf, pos - reader.start, seg.tombs);
-        this.tombNextSeq = Math.max(this.tombNextSeq, hdr.firstSeq);
-        // It names the next sequence: after damage, that is where the next data batch starts.
+        for (let k = k0; k < seg.tombs.length; k += 2) seg.tombStamps.push(hdr.time);
+        seg.tombNext = Math.max(seg.tombNext, hdr.firstSeq);
+        // It names the next sequence: after damage, or a purge that moved the log on, the next data batch starts there.
         expect = Math.max(expect, hdr.firstSeq);
       } else {
-        seg.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
-        for (let i = 0; i < hdr.count; i++) this.index.load(hdr.firstSeq + i, this.index.intern(subjects[i]), sizes[i]);
+        seg.addBatch(d, hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
+        for (let i = 0; i < hdr.count; i++) d.put(hdr.firstSeq + i, this.index.intern(subjects[i]), sizes[i]);
         expect = hdr.firstSeq + hdr.count;
       }
       seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
       pos += hdr.length;
     }
     seg.size = isLast ? fileSize : pos;
-    seg.indexed = false;
+    seg.markChanged();
   }
 
   /** The verified batch at `pos`, or why there is none. */
@@ -1423,7 +1512,10 @@ export class FileLog extends IndexedLog implements MessageLog {
     const problem = checkBatch(reader.buf, at, at + len);
     if (problem !== null) return problem;
     const hdr = readBatchHeader(reader.buf, at);
-    if (hdr.firstSeq < expect || (hdr.firstSeq > expect && !gapAllowed && (hdr.flags & FLAG_GAP) === 0)) return `sequence ${hdr.firstSeq} where ${expect} was expected`;
+    // A tombstone batch names the next sequence, which may lie past the data still in the file (its
+    // last records were deleted and compacted away, or a purge moved the log on); data may not skip.
+    const skips = hdr.firstSeq > expect && !gapAllowed && (hdr.flags & (FLAG_GAP | FLAG_TOMBSTONES)) === 0;
+    if (hdr.firstSeq < expect || skips) return `sequence ${hdr.firstSeq} where ${expect} was expected`;
     const subjects: string[] = [];
     const sizes: number[] = [];
     if ((hdr.flags & FLAG_TOMBSTONES) !== 0) {
@@ -1482,10 +1574,12 @@ export class FileLog extends IndexedLog implements MessageLog {
       if (victim === null) break;
       await this.compact(victim);
     }
+    // Sealed segments get index files: then their details can leave memory.
     for (let i = 0; i < this.segments.length - 1 && !this.closed && this.writeError === null; i++) {
       const seg = this.segments[i];
       if (!seg.indexed && !seg.damaged) await this.writeIndex(seg);
     }
+    this.index.trimDetails();
   }
 
   /** A sealed segment that is damaged, mostly dead, or holding only tombstones nothing needs any more. */
@@ -1502,23 +1596,25 @@ export class FileLog extends IndexedLog implements MessageLog {
           best = seg;
           bestRatio = ratio;
         }
-      } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombs.length) {
+      } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombStamps.length) {
         best = seg;
       }
     }
     return best;
   }
 
-  /** Tombstones of segment `i` that still delete something physically present in an earlier file. */
+  /** Which tombstone ranges of segment `i` (by number) still delete something physically present in an earlier file. */
   private neededTombs(i: number): number[] {
     const seg = this.segments[i];
     const keep: number[] = [];
-    for (let t = 0; t < seg.tombs.length; t += 2) {
-      const a = seg.tombs[t];
-      const b = seg.tombs[t + 1];
+    for (let k = 0; k < seg.tombStamps.length; k++) {
+      const a = seg.tombs[2 * k];
+      const b = seg.tombs[2 * k + 1];
       for (let j = 0; j < i; j++) {
-        if (this.segments[j].holdsAny(a, b)) {
-          keep.push(a, b);
+        const other = this.segments[j];
+        if (other.batches === 0 || b < other.firstSeq || a > other.lastSeq) continue;
+        if (this.index.detail(other).holdsAny(a, b)) {
+          keep.push(k);
           break;
         }
       }
@@ -1537,7 +1633,11 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (i < 0 || i === this.segments.length - 1) return;
     const tmpPath = join(this.dir, seg.name + ".compact.tmp");
     const path = join(this.dir, seg.name);
+    // The detail stays while records are copied: deletes that land meanwhile are read from it at the end.
+    const d = this.index.detail(seg);
+    seg.pinned = true;
     const next = new Segment(seg.name, seg.firstSeq, null as unknown as StoreFile);
+    const nd = next.detail!;
     const out = await this.fs.open(tmpPath, "replace");
     let ok = false;
     try {
@@ -1548,47 +1648,66 @@ export class FileLog extends IndexedLog implements MessageLog {
         next.endBatch(pos, buf.length, buf.readUInt32LE(4));
         pos += buf.length;
       };
-      for (let b = 0; b < seg.batchSeq.length; b++) {
+      for (let b = 0; b < d.nb; b++) {
         if (this.closed) return;
-        const buf = await this.readRange(seg, seg.batchPos[b], seg.batchLen[b]);
+        const buf = await this.readRange(seg, d.bPos[b], d.bLen[b]);
         if (buf === "error") return; // tried again at the next maintenance
         const problem = buf === "short" ? "short" : checkBatch(buf, 0, buf.length);
         if (problem !== null || typeof buf === "string") {
           // Damage found here is handled as on any read; the rewritten segment is clean.
-          this.damagedBatch(seg, b, `${problem} on read (compaction)`);
+          this.damagedBatch(seg, d, b, `${problem} on read (compaction)`);
           if (seg.retired) return;
           continue;
         }
+        const time = d.bTime[b];
         let run: Buffer[] = [];
+        let runIds: number[] = [];
         let runBytes = 0;
         let runStart = 0;
         const flush = async (): Promise<void> => {
           if (run.length === 0) return;
-          const out = encodeRawBatch(run, runBytes, runStart, seg.batchTime[b], run.length, runStart !== expect ? FLAG_GAP : 0);
-          next.addBatch(runStart, run.length, pos, out.length, seg.batchTime[b]);
-          await writeBatch(out);
+          const batch = encodeRawBatch(run, runBytes, runStart, time, run.length, runStart !== expect ? FLAG_GAP : 0);
+          next.addBatch(nd, runStart, run.length, pos, batch.length, time);
+          for (let k = 0; k < run.length; k++) nd.put(runStart + k, runIds[k], run[k].length);
+          await writeBatch(batch);
           expect = runStart + run.length;
           run = [];
+          runIds = [];
           runBytes = 0;
         };
         let p = BATCH_HEADER;
-        for (let k = 0; k < seg.batchCount[b]; k++) {
-          const s = seg.batchSeq[b] + k;
+        for (let k = 0; k < d.bCount[b]; k++) {
+          const s = d.bSeq[b] + k;
           const len = buf.readUInt32LE(p) + 4;
-          if (this.index.sidAt(s) !== DEAD) {
+          const id = d.sidAt(s);
+          if (id !== DEAD) {
             if (run.length === 0) runStart = s;
             run.push(buf.subarray(p, p + len));
+            runIds.push(id);
             runBytes += len;
           } else await flush();
           p += len;
         }
         await flush();
       }
-      const tombs = this.neededTombs(i);
-      if (tombs.length > 0) {
-        const t = encodeTombstones(tombs, expect, seg.batchTime[seg.batchTime.length - 1] ?? 0);
-        for (const x of tombs) next.tombs.push(x);
-        await writeBatch(t);
+      const kept = this.neededTombs(this.segments.indexOf(seg));
+      const names = Math.max(expect, seg.tombNext);
+      if (kept.length > 0 || seg.tombNext > expect) {
+        // One batch for the tombstones still needed, stamped with the newest of them: an index that
+        // reflects an older one applies it again on open, which changes nothing.
+        const ranges: number[] = [];
+        let stamp = 0;
+        for (const k of kept) {
+          ranges.push(seg.tombs[2 * k], seg.tombs[2 * k + 1]);
+          stamp = Math.max(stamp, seg.tombStamps[k]);
+        }
+        if (stamp === 0) stamp = seg.tombStamps.length > 0 ? Math.max(...seg.tombStamps) : seg.lastTime;
+        for (let k = 0; k < ranges.length; k += 2) {
+          next.tombs.push(ranges[k], ranges[k + 1]);
+          next.tombStamps.push(stamp);
+        }
+        next.tombNext = names;
+        await writeBatch(encodeTombstones(ranges, names, stamp));
       }
       if (pos === 0) {
         await out.close();
@@ -1606,19 +1725,20 @@ export class FileLog extends IndexedLog implements MessageLog {
       await this.fs.remove(path + INDEX_SUFFIX);
       await this.fs.rename(tmpPath, path);
       await this.fs.syncDir(this.dir);
+      // Records deleted while we copied are dead in the old detail; the tombstones that say so live in later files.
+      for (let k = 0; k < nd.span; k++) if (nd.sid[k] !== DEAD && d.sidAt(nd.firstSeq + k) === DEAD) nd.sid[k] = DEAD;
       next.fh = out;
       next.size = pos;
       next.createdAt = seg.createdAt;
-      for (let b = 0; b < next.batchSeq.length; b++) {
-        for (let s = next.batchSeq[b], e = s + next.batchCount[b]; s < e; s++) next.liveBytes += this.index.sizeAt(s);
-      }
-      // Records deleted while we copied are dead in memory; the tombstones that say so live in later files.
+      this.index.summarize(next);
       this.segments[this.segments.indexOf(seg)] = next;
       this.retire(seg);
+      this.index.noteDetail(next);
       ok = true;
       this.io.compactions++;
       await this.writeIndex(next);
     } finally {
+      if (!seg.retired) seg.pinned = false;
       if (!ok) {
         await out.close().catch(() => {});
         await this.fs.remove(tmpPath);
@@ -1628,54 +1748,31 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private retire(seg: Segment): void {
     seg.retired = true;
+    seg.pinned = false;
     if (this.cached?.seg === seg) this.cached = null;
     this.windows = this.windows.filter((w) => w.seg !== seg);
-    if (this.removalSeg === seg) this.removalSeg = null;
+    this.index.forgetSegment(seg);
+    this.idxInfo.delete(seg);
     if (seg.users === 0) void seg.fh.close().catch(() => {});
   }
 
-  /** Writes `<segment>.idx` the crash-safe way; the segment's live set is taken from memory. */
+  /**
+   * Writes `<segment>.idx` the crash-safe way, from the segment's detail in
+   * memory. It reflects every tombstone that has landed (its horizon). If the
+   * segment changed while it was written, it stays not indexed: its detail
+   * is kept, and the next maintenance writes it again.
+   */
   private async writeIndex(seg: Segment): Promise<void> {
-    const span = Math.max(0, seg.lastSeq - seg.firstSeq + 1);
-    // Sequences in no batch of this file (compacted away, or in gaps) are DEAD in the live index too.
-    const sid = new Int32Array(span);
-    const size_ = new Uint32Array(span);
-    this.index.exportRange(seg.firstSeq, span, sid, size_);
-    // Global subject ids to this file's own, numbered in order of first use.
-    const local = new Int32Array(this.index.subjectIds).fill(-1);
-    const subjects: string[] = [];
-    for (let k = 0; k < span; k++) {
-      const id = sid[k];
-      if (id === DEAD) {
-        size_[k] = 0;
-        continue;
-      }
-      let l = local[id];
-      if (l < 0) {
-        l = local[id] = subjects.length;
-        subjects.push(this.index.subjectOf(id));
-      }
-      sid[k] = l;
-    }
-    const buf = encodeSegmentIndex({
-      firstSeq: seg.firstSeq,
-      size: seg.size,
-      lastBatchPos: seg.lastBatchPos,
-      lastBatchCrc: seg.lastBatchCrc,
-      batchSeq: seg.batchSeq,
-      batchCount: seg.batchCount,
-      batchPos: seg.batchPos,
-      batchLen: seg.batchLen,
-      batchTime: seg.batchTime,
-      tombs: seg.tombs,
-      span: Math.max(0, span),
-      sid,
-      size_,
-      subjects,
-    });
-    await writeFileDurably(this.fs, join(this.dir, seg.name + INDEX_SUFFIX), buf);
-    seg.indexed = true;
+    const d = this.index.detail(seg);
+    const changes = seg.changes;
+    const horizon = this.landedStamp;
+    const enc = encodeSegmentIndex(seg, d, horizon, (id) => this.index.subjectOf(id));
+    await writeFileDurably(this.fs, join(this.dir, seg.name + INDEX_SUFFIX), enc.buf);
     this.io.indexesWritten++;
+    if (seg.retired || seg.changes !== changes) return;
+    seg.indexed = true;
+    seg.horizon = horizon;
+    this.idxInfo.set(seg, { firstSeq: seg.firstSeq, batches: d.nb, span: d.span, detailAt: enc.detailAt, detailLen: enc.detailLen, detailCrc: enc.detailCrc, names: enc.names });
   }
 
   /** Waits for background maintenance (tests and benchmarks use it to observe compaction). */

@@ -7,7 +7,7 @@
  * missing fsync; see test/helpers/sim-fs.ts).
  */
 
-import { promises as fsp, constants as fsc, readFileSync } from "node:fs";
+import { promises as fsp, constants as fsc, closeSync, openSync, readFileSync, readSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
@@ -39,6 +39,11 @@ export interface StoreFs {
   readFile(path: string): Promise<Buffer>;
   /** Modification time in ms, for a file that exists. */
   mtime(path: string): Promise<number>;
+  /**
+   * `length` bytes at `position`, read synchronously, or null if the file is
+   * shorter: a segment's index detail, loaded when a query needs it.
+   */
+  readSync(path: string, position: number, length: number): Buffer | null;
 }
 
 /** Writes all of buf at `pos`, however many calls it takes. */
@@ -288,6 +293,31 @@ export const nodeFs: StoreFs = {
   readFile: (path) => fsp.readFile(path),
   async mtime(path) {
     return (await fsp.stat(path)).mtimeMs;
+  },
+  readSync(path, position, length) {
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EMFILE") throw err;
+      const keep = descriptorPool.budget;
+      descriptorPool.budget = Math.max(0, Math.floor(descriptorPool.openCount / 2));
+      descriptorPool.trim();
+      descriptorPool.budget = keep;
+      fd = openSync(path, "r");
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let off = 0;
+      while (off < length) {
+        const n = readSync(fd, buf, off, length - off, position + off);
+        if (n <= 0) return null;
+        off += n;
+      }
+      return buf;
+    } finally {
+      closeSync(fd);
+    }
   },
 };
 

@@ -100,7 +100,12 @@ export class LiveIndex {
 
   /** Records a stored message; `seq` is above every sequence added before. */
   add(seq: number, id: number, size: number): void {
-    if (this.chunks.length === 0) this.chunkBase = Math.floor(seq / CHUNK);
+    if (this.messages === 0) {
+      // Empty (a purge may have moved the log far ahead): start the chunks at `seq`, not where they were.
+      this.chunks = [];
+      this.chunkBase = Math.floor(seq / CHUNK);
+      this.low = seq;
+    }
     const ch = this.chunk(seq, true)!;
     const i = seq % CHUNK;
     ch.sid[i] = id;

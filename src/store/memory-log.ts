@@ -162,6 +162,15 @@ export class MemoryLog extends IndexedLog implements MessageLog {
     const ranges = this.index.planPurge(opts);
     let n = 0;
     for (let i = 0; i < ranges.length; i += 2) n += this.index.removeRange(ranges[i], ranges[i + 1]).length;
+    // Everything up to a sequence past the last: the log moves on to it (nats-server does), as the file log does.
+    const upTo = opts.upTo ?? 0;
+    if ((opts.filter === undefined || opts.filter === ">") && !((opts.keep ?? 0) > 0) && upTo > this.lastSeq + 1) {
+      this.lastSeq = upTo - 1;
+      this.msgs = [];
+      this.times = [];
+      this.base = upTo;
+      return n;
+    }
     this.compactFront();
     return n;
   }

@@ -1,149 +1,245 @@
 /**
- * The index file beside each segment (`<segment>.idx`): the segment's batch
- * positions and times, its tombstones, and per sequence the subject and size,
- * so that opening a log reads indexes instead of scanning every segment.
+ * The index file beside each segment (`<segment>.idx`), in two parts so that
+ * opening a log reads little: a summary (counts, time range, tombstones,
+ * per-subject count, first and last) read on open, and a detail (per batch:
+ * first sequence, position, time, length, count; per sequence: subject and
+ * size) read only when a query needs it. Each part has its own checksum.
  * Layout in docs/ARCHITECTURE.md, "Storage". An index is trusted only if its
- * checksum holds and the batch it names as the segment's last is really there.
+ * checksums hold and the batch it names as the segment's last is really there.
  */
 
-import { endianness } from "node:os";
 import { crc32c } from "./crc32c.js";
 import { readU64, writeU64 } from "./format.js";
+import { DEAD, SegmentDetail, type Segment } from "./paged-index.js";
 
 const MAGIC = 0x5849474e; // "NGIX"
-const VERSION = 1;
-const HEADER = 64;
+const VERSION = 2;
+export const INDEX_HEADER = 136;
 const BATCH_ENTRY = 32;
-const TOMB_ENTRY = 16;
+const TOMB_ENTRY = 24;
 const RECORD_ENTRY = 8;
-const LITTLE_ENDIAN = endianness() === "LE";
 
-export interface SegmentIndexData {
+/** What the summary part holds; subject ids are the file's own (0..m-1). */
+export interface IndexSummary {
   firstSeq: number;
-  /** Bytes of the segment the index covers. */
   size: number;
   lastBatchPos: number;
   lastBatchCrc: number;
-  batchSeq: readonly number[];
-  batchCount: readonly number[];
-  batchPos: readonly number[];
-  batchLen: readonly number[];
-  batchTime: readonly number[];
-  tombs: readonly number[];
-  /** Sequences firstSeq .. firstSeq + span - 1 have entries below. */
+  batches: number;
   span: number;
-  /** Per sequence: index into `subjects`, or -1 (absent or deleted). */
-  sid: Int32Array;
-  size_: Uint32Array;
-  subjects: readonly string[];
+  live: number;
+  lastSeq: number;
+  firstLive: number;
+  liveBytes: number;
+  recordBytes: number;
+  firstTime: number;
+  lastTime: number;
+  horizon: number;
+  /** The highest next sequence a tombstone batch of the segment names (0 if none). */
+  tombNext: number;
+  subjects: string[];
+  subjectCount: number[];
+  subjectFirst: number[];
+  subjectLast: number[];
+  tombs: number[];
+  tombStamps: number[];
+  /** Where the detail part starts, its length and checksum. */
+  detailAt: number;
+  detailLen: number;
+  detailCrc: number;
 }
 
-export function encodeSegmentIndex(d: SegmentIndexData): Buffer {
-  const subjectBytes = d.subjects.map((s) => Buffer.from(s));
-  let subjLen = 0;
-  for (const b of subjectBytes) subjLen += 2 + b.length;
-  const n = d.batchSeq.length;
-  const t = d.tombs.length / 2;
-  const len = HEADER + n * BATCH_ENTRY + t * TOMB_ENTRY + d.span * RECORD_ENTRY + subjLen + 4;
-  const buf = Buffer.alloc(len);
+/** An encoded index file, and what a later load of its detail needs to know. */
+export interface EncodedIndex {
+  buf: Buffer;
+  names: string[];
+  detailAt: number;
+  detailLen: number;
+  detailCrc: number;
+}
+
+/** The index file of `seg`, from its summary and loaded detail; `nameOf` names a subject id. */
+export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: number, nameOf: (id: number) => string): EncodedIndex {
+  // Subjects in order of first use, numbered for this file, with their live count, first and last.
+  const local = new Map<number, number>();
+  const names: Buffer[] = [];
+  const count: number[] = [];
+  const first: number[] = [];
+  const last: number[] = [];
+  for (let k = 0; k < d.span; k++) {
+    const id = d.sid[k];
+    if (id === DEAD) continue;
+    let l = local.get(id);
+    if (l === undefined) {
+      l = names.length;
+      local.set(id, l);
+      names.push(Buffer.from(nameOf(id)));
+      count.push(0);
+      first.push(d.firstSeq + k);
+      last.push(0);
+    }
+    count[l]++;
+    last[l] = d.firstSeq + k;
+  }
+  const t = seg.tombs.length / 2;
+  let summaryLen = t * TOMB_ENTRY;
+  for (const n of names) summaryLen += 2 + n.length + 20;
+  const detailLen = d.nb * BATCH_ENTRY + d.span * RECORD_ENTRY;
+  const buf = Buffer.alloc(INDEX_HEADER + summaryLen + detailLen);
+  let p = INDEX_HEADER;
+  for (let l = 0; l < names.length; l++) {
+    buf.writeUInt16LE(names[l].length, p);
+    names[l].copy(buf, p + 2);
+    p += 2 + names[l].length;
+    buf.writeUInt32LE(count[l], p);
+    writeU64(buf, first[l], p + 4);
+    writeU64(buf, last[l], p + 12);
+    p += 20;
+  }
+  for (let i = 0; i < t; i++, p += TOMB_ENTRY) {
+    writeU64(buf, seg.tombs[2 * i], p);
+    writeU64(buf, seg.tombs[2 * i + 1], p + 8);
+    writeU64(buf, seg.tombStamps[i], p + 16);
+  }
+  const detailAt = p;
+  for (let i = 0; i < d.nb; i++, p += BATCH_ENTRY) {
+    writeU64(buf, d.bSeq[i], p);
+    writeU64(buf, d.bPos[i], p + 8);
+    writeU64(buf, d.bTime[i], p + 16);
+    buf.writeUInt32LE(d.bLen[i], p + 24);
+    buf.writeUInt32LE(d.bCount[i], p + 28);
+  }
+  for (let k = 0; k < d.span; k++, p += RECORD_ENTRY) {
+    const id = d.sid[k];
+    buf.writeInt32LE(id === DEAD ? -1 : local.get(id)!, p);
+    buf.writeUInt32LE(id === DEAD ? 0 : d.size[k], p + 4);
+  }
   buf.writeUInt32LE(MAGIC, 0);
   buf.writeUInt32LE(VERSION, 4);
-  writeU64(buf, d.firstSeq, 8);
-  writeU64(buf, d.size, 16);
-  writeU64(buf, d.lastBatchPos, 24);
-  buf.writeUInt32LE(d.lastBatchCrc >>> 0, 32);
-  buf.writeUInt32LE(n, 36);
+  writeU64(buf, seg.firstSeq, 8);
+  writeU64(buf, seg.size, 16);
+  writeU64(buf, seg.lastBatchPos, 24);
+  buf.writeUInt32LE(seg.lastBatchCrc >>> 0, 32);
+  buf.writeUInt32LE(d.nb, 36);
   buf.writeUInt32LE(t, 40);
   buf.writeUInt32LE(d.span, 44);
-  buf.writeUInt32LE(d.subjects.length, 48);
-  let p = HEADER;
-  for (let i = 0; i < n; i++, p += BATCH_ENTRY) {
-    writeU64(buf, d.batchSeq[i], p);
-    writeU64(buf, d.batchPos[i], p + 8);
-    writeU64(buf, d.batchTime[i], p + 16);
-    buf.writeUInt32LE(d.batchLen[i], p + 24);
-    buf.writeUInt32LE(d.batchCount[i], p + 28);
-  }
-  for (let i = 0; i < t * 2; i++, p += 8) writeU64(buf, d.tombs[i], p);
-  if (LITTLE_ENDIAN && (buf.byteOffset + p) % 4 === 0) {
-    // The bulk of the file: 32-bit stores into a view rather than two checked writes per sequence.
-    const words = new Uint32Array(buf.buffer, buf.byteOffset + p, d.span * 2);
-    for (let i = 0; i < d.span; i++) {
-      words[2 * i] = d.sid[i];
-      words[2 * i + 1] = d.size_[i];
-    }
-    p += d.span * RECORD_ENTRY;
-  } else {
-    for (let i = 0; i < d.span; i++, p += RECORD_ENTRY) {
-      buf.writeInt32LE(d.sid[i], p);
-      buf.writeUInt32LE(d.size_[i], p + 4);
-    }
-  }
-  for (const b of subjectBytes) {
-    buf.writeUInt16LE(b.length, p);
-    b.copy(buf, p + 2);
-    p += 2 + b.length;
-  }
-  buf.writeUInt32LE(crc32c(buf, 0, p), p);
-  return buf;
+  buf.writeUInt32LE(names.length, 48);
+  buf.writeUInt32LE(seg.live, 52);
+  writeU64(buf, seg.lastSeq, 56);
+  writeU64(buf, seg.firstLive, 64);
+  writeU64(buf, seg.liveBytes, 72);
+  writeU64(buf, seg.recordBytes, 80);
+  writeU64(buf, seg.firstTime, 88);
+  writeU64(buf, seg.lastTime, 96);
+  writeU64(buf, horizon, 104);
+  writeU64(buf, seg.tombNext, 112);
+  buf.writeUInt32LE(summaryLen, 120);
+  buf.writeUInt32LE(crc32c(buf, INDEX_HEADER, detailAt), 124);
+  buf.writeUInt32LE(crc32c(buf, detailAt, detailAt + detailLen), 128);
+  buf.writeUInt32LE(crc32c(buf, 0, 132), 132);
+  return { buf, names: names.map((n) => n.toString("utf8")), detailAt, detailLen, detailCrc: buf.readUInt32LE(128) };
 }
 
-/** The decoded index, or why it cannot be used. */
-export function decodeSegmentIndex(buf: Buffer): SegmentIndexData | string {
-  if (buf.length < HEADER + 4) return "short";
-  if (buf.readUInt32LE(0) !== MAGIC) return "not an index";
-  if (buf.readUInt32LE(4) !== VERSION) return "unknown version";
-  if (crc32c(buf, 0, buf.length - 4) !== buf.readUInt32LE(buf.length - 4)) return "checksum mismatch";
-  const n = buf.readUInt32LE(36);
+/** Length of the summary part that follows the header, or why the header cannot be used. */
+export function summaryLength(header: Buffer): number | string {
+  if (header.length < INDEX_HEADER) return "short";
+  if (header.readUInt32LE(0) !== MAGIC) return "not an index";
+  if (header.readUInt32LE(4) !== VERSION) return "unknown version";
+  if (crc32c(header, 0, 132) !== header.readUInt32LE(132)) return "checksum mismatch";
+  return header.readUInt32LE(120);
+}
+
+/** The summary from the file's first INDEX_HEADER + summaryLength bytes, or why it cannot be used. */
+export function decodeSummary(buf: Buffer): IndexSummary | string {
+  const summaryLen = summaryLength(buf);
+  if (typeof summaryLen === "string") return summaryLen;
+  const end = INDEX_HEADER + summaryLen;
+  if (buf.length < end) return "short";
+  if (crc32c(buf, INDEX_HEADER, end) !== buf.readUInt32LE(124)) return "checksum mismatch";
+  const nb = buf.readUInt32LE(36);
   const t = buf.readUInt32LE(40);
   const span = buf.readUInt32LE(44);
-  const nSubjects = buf.readUInt32LE(48);
-  let p = HEADER;
-  if (p + n * BATCH_ENTRY + t * TOMB_ENTRY + span * RECORD_ENTRY > buf.length - 4) return "sections do not fit";
-  const batchSeq: number[] = [];
-  const batchPos: number[] = [];
-  const batchTime: number[] = [];
-  const batchLen: number[] = [];
-  const batchCount: number[] = [];
-  for (let i = 0; i < n; i++, p += BATCH_ENTRY) {
-    batchSeq.push(readU64(buf, p));
-    batchPos.push(readU64(buf, p + 8));
-    batchTime.push(readU64(buf, p + 16));
-    batchLen.push(buf.readUInt32LE(p + 24));
-    batchCount.push(buf.readUInt32LE(p + 28));
-  }
-  const tombs: number[] = [];
-  for (let i = 0; i < t * 2; i++, p += 8) tombs.push(readU64(buf, p));
-  const sid = new Int32Array(span);
-  const size_ = new Uint32Array(span);
-  for (let i = 0; i < span; i++, p += RECORD_ENTRY) {
-    sid[i] = buf.readInt32LE(p);
-    size_[i] = buf.readUInt32LE(p + 4);
-  }
+  const m = buf.readUInt32LE(48);
   const subjects: string[] = [];
-  for (let i = 0; i < nSubjects; i++) {
-    if (p + 2 > buf.length - 4) return "subjects do not fit";
-    const l = buf.readUInt16LE(p);
-    if (p + 2 + l > buf.length - 4) return "subjects do not fit";
-    subjects.push(buf.toString("utf8", p + 2, p + 2 + l));
-    p += 2 + l;
+  const subjectCount: number[] = [];
+  const subjectFirst: number[] = [];
+  const subjectLast: number[] = [];
+  let p = INDEX_HEADER;
+  for (let l = 0; l < m; l++) {
+    if (p + 2 > end) return "subjects do not fit";
+    const len = buf.readUInt16LE(p);
+    if (p + 2 + len + 20 > end) return "subjects do not fit";
+    subjects.push(buf.toString("utf8", p + 2, p + 2 + len));
+    p += 2 + len;
+    subjectCount.push(buf.readUInt32LE(p));
+    subjectFirst.push(readU64(buf, p + 4));
+    subjectLast.push(readU64(buf, p + 12));
+    p += 20;
   }
-  if (p !== buf.length - 4) return "trailing bytes";
-  for (let i = 0; i < span; i++) if (sid[i] >= nSubjects) return "subject out of range";
+  if (p + t * TOMB_ENTRY !== end) return "sections do not fit";
+  const tombs: number[] = [];
+  const tombStamps: number[] = [];
+  for (let i = 0; i < t; i++, p += TOMB_ENTRY) {
+    tombs.push(readU64(buf, p), readU64(buf, p + 8));
+    tombStamps.push(readU64(buf, p + 16));
+  }
   return {
     firstSeq: readU64(buf, 8),
     size: readU64(buf, 16),
     lastBatchPos: readU64(buf, 24),
     lastBatchCrc: buf.readUInt32LE(32),
-    batchSeq,
-    batchCount,
-    batchPos,
-    batchLen,
-    batchTime,
-    tombs,
+    batches: nb,
     span,
-    sid,
-    size_,
+    live: buf.readUInt32LE(52),
+    lastSeq: readU64(buf, 56),
+    firstLive: readU64(buf, 64),
+    liveBytes: readU64(buf, 72),
+    recordBytes: readU64(buf, 80),
+    firstTime: readU64(buf, 88),
+    lastTime: readU64(buf, 96),
+    horizon: readU64(buf, 104),
+    tombNext: readU64(buf, 112),
     subjects,
+    subjectCount,
+    subjectFirst,
+    subjectLast,
+    tombs,
+    tombStamps,
+    detailAt: end,
+    detailLen: nb * BATCH_ENTRY + span * RECORD_ENTRY,
+    detailCrc: buf.readUInt32LE(128),
   };
+}
+
+/** What reading a detail part takes: where it is, its size and checksum, and its counts. */
+export interface DetailPlace {
+  firstSeq: number;
+  batches: number;
+  span: number;
+  detailAt: number;
+  detailLen: number;
+  detailCrc: number;
+}
+
+/**
+ * The detail part (bytes detailAt .. detailAt + detailLen of the file) as a
+ * SegmentDetail, subjects mapped to the log's ids by `ids` (the file's id to
+ * the log's), or why it cannot be used.
+ */
+export function decodeDetail(buf: Buffer, s: DetailPlace, ids: readonly number[]): SegmentDetail | string {
+  if (buf.length !== s.detailLen) return "short";
+  if (crc32c(buf, 0, buf.length) !== s.detailCrc) return "checksum mismatch";
+  const d = new SegmentDetail(s.firstSeq, Math.max(1, s.batches), Math.max(1, s.span));
+  let p = 0;
+  for (let i = 0; i < s.batches; i++, p += BATCH_ENTRY) {
+    d.addBatch(readU64(buf, p), buf.readUInt32LE(p + 28), readU64(buf, p + 8), buf.readUInt32LE(p + 24), readU64(buf, p + 16));
+  }
+  for (let k = 0; k < s.span; k++, p += RECORD_ENTRY) {
+    const l = buf.readInt32LE(p);
+    if (l >= ids.length) return "subject out of range";
+    d.sid[k] = l < 0 ? DEAD : ids[l];
+    d.size[k] = buf.readUInt32LE(p + 4);
+  }
+  d.span = s.span;
+  return d;
 }

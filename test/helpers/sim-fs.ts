@@ -178,6 +178,14 @@ export class SimFs implements StoreFs {
     return inode.mtime;
   }
 
+  readSync(path: string, position: number, length: number): Buffer | null {
+    this.live();
+    const inode = this.dir(dirname(path)).get(basename(path));
+    if (inode === undefined) throw enoent(path);
+    if (position + length > inode.data.length) return null;
+    return Buffer.from(inode.data.subarray(position, position + length));
+  }
+
   /** The bytes of a file as they stand (tests damage them with `damage`). */
   contents(path: string): Buffer | undefined {
     return this.dirs.get(dirname(path))?.get(basename(path))?.data;
