@@ -183,6 +183,8 @@ function accept(broker: Broker, socket: Socket): void {
     socket.on("error", () => socket.destroy());
     socket.write(infoLine(broker, 0, socket.remoteAddress ?? "", false));
     socket.end("-ERR 'maximum connections exceeded'\r\n");
+    // end() lets the -ERR reach the client; one that never closes its side (nats.js does not) would hold the socket, and close(), forever.
+    setTimeout(() => socket.destroy(), 1000).unref();
     return;
   }
   new NatsConnection(broker, broker.globalAccount, socket);
