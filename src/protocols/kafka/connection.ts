@@ -10,10 +10,11 @@
  */
 
 import type { Socket } from "node:net";
-import { KafkaDecodeError, Reader, Writer } from "./codec.js";
+import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
 import { POOLED_FRAME_BYTES } from "./frame-pool.js";
+import { decodeRequestHeader } from "./requests.js";
 
 const MAX_IN_FLIGHT = 128;
 
@@ -136,36 +137,35 @@ export class KafkaConnection {
 
   /** `pooled`: the frame came from the door's pool, and the handler may give it back. */
   private request(frame: Buffer, pooled = false): void {
-    const r = new Reader(frame);
-    const apiKey = r.i16();
-    const version = r.i16();
-    const correlationId = r.i32();
-    const range = API_VERSIONS.get(apiKey);
+    let header;
+    try {
+      header = decodeRequestHeader(frame);
+    } catch (err) {
+      if (err instanceof KafkaDecodeError) return this.close(`request header: ${err.message}`);
+      throw err;
+    }
+    const { apiKey, version, correlationId, supported, r } = header;
     const handler = this.door.handlers.get(apiKey);
-    if (range === undefined || handler === undefined) return this.close(`unknown API key ${apiKey}`);
-    const supported = version >= range[0] && version <= range[1];
+    if (!API_VERSIONS.has(apiKey) || handler === undefined) return this.close(`unknown API key ${apiKey}`);
     if (!supported && apiKey !== ApiKey.ApiVersions) return this.close(`API ${apiKey} version ${version} is not supported`);
+    if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);
     const w = new Writer(128);
     const sizeAt = w.reserveI32();
     w.i32(correlationId);
     // ApiVersions answers with response header v0 whatever its version, so that any client can read it.
     if (flexible && apiKey !== ApiKey.ApiVersions) w.tags();
+    let given = false;
+    // Once only: a frame given back twice would serve two requests at once.
+    const releaseFrame = pooled
+      ? () => {
+          if (given) return;
+          given = true;
+          this.door.frames.give(frame);
+        }
+      : null;
     let pending: Promise<boolean> | boolean;
     try {
-      if (supported) {
-        this.clientId = r.nullableString();
-        if (flexible) r.tags();
-      }
-      let given = false;
-      // Once only: a frame given back twice would serve two requests at once.
-      const releaseFrame = pooled
-        ? () => {
-            if (given) return;
-            given = true;
-            this.door.frames.give(frame);
-          }
-        : null;
       pending = handler({ conn: this, version, supported, flexible, r, w, releaseFrame });
     } catch (err) {
       if (err instanceof KafkaDecodeError) return this.close(`API ${apiKey} v${version}: ${err.message}`);

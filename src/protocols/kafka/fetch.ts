@@ -15,6 +15,7 @@ import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, kafkaHeadersOf, type TxnMark } from "./messages.js";
 import { findTopic } from "./topics.js";
+import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
 import type { StoredMessage } from "../../store/log.js";
 
@@ -50,27 +51,9 @@ const CONTROL_ABORT = 0;
 const CONTROL_COMMIT = 1;
 
 export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  r.i32(); // replica_id
-  const maxWait = Math.max(0, r.i32());
-  const minBytes = r.i32();
-  const maxBytes = r.i32();
-  const readCommitted = r.i8() === READ_COMMITTED;
-  if (version >= 7) {
-    r.i32(); // session_id: sessions are not kept, every fetch is a full one
-    r.i32(); // session_epoch
-  }
-  const topics: TopicFetch[] = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      if (version >= 9) r.i32(); // current_leader_epoch
-      const offset = r.i64();
-      if (version >= 5) r.i64(); // log_start_offset (followers only)
-      return { index, offset, maxBytes: r.i32() };
-    }),
-  }));
-  if (version >= 7) r.array((r) => (r.string(), r.array((r) => r.i32()))); // forgotten_topics_data
-  if (version >= 11) r.string(); // rack_id
+  const { maxWaitMs, minBytes, maxBytes, isolationLevel, topics } = decodeFetch(r, version);
+  const maxWait = Math.max(0, maxWaitMs);
+  const readCommitted = isolationLevel === READ_COMMITTED;
 
   const deadline = Date.now() + maxWait;
   let out = await collect(door, topics, maxBytes, readCommitted);
@@ -204,17 +187,8 @@ function controlKey(type: number): Buffer {
 const CONTROL_VALUE = Buffer.alloc(6);
 
 export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  r.i32(); // replica_id
-  const readCommitted = version >= 2 && r.i8() === READ_COMMITTED;
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      const timestamp = r.i64();
-      if (version === 0) r.i32(); // max_num_offsets
-      return { index, timestamp };
-    }),
-  }));
+  const { isolationLevel, topics } = decodeListOffsets(r, version);
+  const readCommitted = isolationLevel === READ_COMMITTED;
   return (async () => {
     const results = [];
     for (const t of topics) {

@@ -9,6 +9,7 @@ import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { BatchError, ErrorCode } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch } from "./records.js";
+import { decodeInitProducerId, decodeProduce } from "./requests.js";
 import { BATCH_HEADER, batchMarkOf, natsHeadersOf } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
@@ -25,10 +26,8 @@ interface PartitionResult {
 }
 
 export async function handleProduce(door: KafkaDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
-  const transactionalId = r.nullableString();
-  const acks = r.i16();
-  r.i32(); // timeout_ms: appends finish or fail on their own
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
+  // timeout_ms: appends finish or fail on their own
+  const { transactionalId, acks, topics } = decodeProduce(r);
   const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
 
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
@@ -216,8 +215,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
 export async function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
-  const transactionalId = r.nullableString();
-  const timeoutMs = r.i32();
+  const { transactionalId, transactionTimeoutMs: timeoutMs } = decodeInitProducerId(r);
   w.i32(0); // throttle_time_ms
   if (transactionalId === null) {
     w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
