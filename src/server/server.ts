@@ -30,6 +30,8 @@ export interface NagareServer {
   readonly jetstream: JetStream | undefined;
   /** Port of the Kafka listener, when enabled. */
   readonly kafkaPort: number | undefined;
+  /** The Kafka door, when enabled: its connections and memory budgets. */
+  readonly kafka: KafkaDoor | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -94,6 +96,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
+          maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
         },
         log,
       );
@@ -171,7 +174,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, broker, jetstream, close, lameDuck };
+  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
 }
 
 function accept(broker: Broker, socket: Socket): void {

@@ -10,6 +10,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Logger } from "../../server/log.js";
+import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../streams/persist.js";
 import { KafkaConnection } from "./connection.js";
 import { FramePool } from "./frame-pool.js";
@@ -48,6 +49,8 @@ export interface KafkaOptions {
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
   initialRebalanceDelayMs: number;
+  /** Decompressed produce batches held at once, across connections. */
+  maxDecompressBytes: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -56,6 +59,8 @@ export const KAFKA_DEFAULTS = {
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
+  // Room for two batches at the request limit being decompressed at once, and many small ones.
+  maxDecompressBytes: 256 * 1024 * 1024,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */
@@ -70,6 +75,8 @@ export class KafkaDoor {
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
   readonly producers: ProducerStates;
+  /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
+  readonly decompression: ByteBudget;
   private server: Server | null = null;
   port = 0;
 
@@ -83,6 +90,7 @@ export class KafkaDoor {
     readonly transactions: TransactionCoordinator,
   ) {
     this.producers = producers;
+    this.decompression = new ByteBudget(options.maxDecompressBytes);
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
