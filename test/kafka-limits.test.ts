@@ -2,14 +2,20 @@
  * The Kafka door's limits across connections, each shown with the raw
  * protocol against the server's own accounting (and RSS where that is what
  * was once seen growing):
- * - decompression: 32 pipelined gzip "bombs" once took the server to 3.2 GiB.
+ * - decompression: 32 pipelined gzip "bombs" once took the server to 3.2 GiB;
+ * - connections: Kafka sockets share max_connections with NATS clients and
+ *   close when idle (2,100 idle sockets once exhausted the descriptors);
+ * - /connz and /varz list Kafka connections and count their records.
  */
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
+import { connect as tcpConnect } from "node:net";
+import kafkajs from "kafkajs";
 import { startJs, type JsHarness } from "./helpers/js.js";
-import { RawKafka, batchAround, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { waitUntil } from "./helpers/clients.js";
+import { RawKafka, batchAround, fetchFrame, fetchResult, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
 import type { KafkaListenerOptions, ServerOptions } from "../src/server/options.js";
 
 const MiB = 1024 * 1024;
@@ -78,6 +84,108 @@ test("a batch whose framing declares more than the limit is refused before it is
     assert.equal(produceResult(await c.response(0)).error, 10, "MESSAGE_TOO_LARGE");
     assert.equal(door.decompression.peak, 0, "nothing was reserved, nothing decompressed");
     c.destroy();
+  } finally {
+    await h.close();
+  }
+});
+
+test("Kafka connections share max_connections with NATS clients; /connz and /varz list them", async () => {
+  const maxConnections = 6;
+  const h = await start({}, { maxConnections, httpPort: 0 });
+  const raw: RawKafka[] = [];
+  try {
+    const port = h.srv.kafkaPort!;
+    const varz = async (): Promise<Record<string, number>> => (await (await fetch(`http://127.0.0.1:${h.srv.httpPort}/varz`)).json()) as Record<string, number>;
+    const connz = async (): Promise<{ connections: Array<Record<string, unknown>> }> => (await (await fetch(`http://127.0.0.1:${h.srv.httpPort}/connz`)).json()) as { connections: Array<Record<string, unknown>> };
+
+    const kafka = new kafkajs.Kafka({ clientId: "limits-test", brokers: [`127.0.0.1:${port}`], logLevel: kafkajs.logLevel.NOTHING });
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({ topic: "counted", messages: [{ value: "one" }, { value: "two" }, { value: "three" }] });
+    await producer.disconnect();
+    await waitUntil(() => h.srv.broker.connections.size === 1, "kafkajs's connections to close");
+    const before = await varz();
+    assert.equal(before.in_msgs, 3, "records produced over Kafka count as in_msgs");
+
+    // Fill the budget: the harness's NATS client, then raw Kafka connections.
+    while (h.srv.broker.connections.size < maxConnections) {
+      raw.push(await RawKafka.open(port));
+      await waitUntil(() => h.srv.broker.connections.size === raw.length + 1, "the connection to register");
+    }
+    // ApiVersions v3: request header v2 (tags after the client id), compact strings.
+    raw[0].send(frame(18, 3, (w) => w.tags().uvarint(8).raw(Buffer.from("kafkajs")).uvarint(6).raw(Buffer.from("2.2.4")).tags()));
+    await raw[0].response(0);
+    raw[1].send(fetchFrame("counted", 0, 0));
+    assert.equal(fetchResult(await raw[1].response(0)).recordBytes > 0, true);
+
+    const full = await connz();
+    const kafkaConns = full.connections.filter((c) => c.type === "kafka");
+    assert.equal(full.connections.length, maxConnections);
+    assert.equal(kafkaConns.length, maxConnections - 1);
+    assert.ok(full.connections.some((c) => c.type === "nats"), "the NATS client is there too");
+    const software = kafkaConns.find((c) => c.lang === "kafkajs");
+    assert.equal(software?.version, "2.2.4", "ApiVersions v3's client software name and version");
+    assert.equal(software?.name, "raw", "the client id");
+    assert.equal(kafkaConns.find((c) => c.out_msgs === 3)?.kind, "Client", "the fetch's records count as out_msgs");
+    const v = await varz();
+    assert.equal(v.connections, maxConnections);
+    assert.equal(v.out_msgs - before.out_msgs, 3);
+
+    // One more Kafka connection is closed at once; a NATS client is refused as nats-server refuses it.
+    const extra = await RawKafka.open(port);
+    await extra.whenClosed();
+    const refused = await new Promise<string>((resolve) => {
+      const s = tcpConnect(h.srv.port, "127.0.0.1");
+      let text = "";
+      s.on("data", (d: Buffer) => (text += d.toString()));
+      s.on("error", () => {});
+      s.on("close", () => resolve(text));
+    });
+    assert.match(refused, /-ERR 'maximum connections exceeded'/);
+    assert.equal(h.srv.broker.connections.size, maxConnections);
+
+    // Room again once Kafka connections go.
+    raw.pop()!.destroy();
+    await waitUntil(() => h.srv.broker.connections.size === maxConnections - 1, "the Kafka connection to unregister");
+    const ok = await new Promise<string>((resolve) => {
+      const s = tcpConnect(h.srv.port, "127.0.0.1", () => s.write("CONNECT {}\r\nPING\r\n"));
+      let text = "";
+      s.on("data", (d: Buffer) => {
+        text += d.toString();
+        if (text.includes("PONG")) {
+          s.destroy();
+          resolve(text);
+        }
+      });
+    });
+    assert.match(ok, /PONG/);
+  } finally {
+    for (const c of raw) c.destroy();
+    await h.close();
+  }
+});
+
+test("a Kafka connection idle for connections_max_idle is closed; one waiting on a fetch is not", async () => {
+  const idleMs = 300;
+  // A short write deadline makes the broker's upkeep tick every 100 ms.
+  const h = await start({ connectionsMaxIdleMs: idleMs }, { writeDeadline: 400 });
+  try {
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "idle");
+    const idle = await RawKafka.open(port);
+    const opened = Date.now();
+    await idle.whenClosed();
+    assert.ok(Date.now() - opened >= idleMs, "not before the idle time");
+
+    const busy = await RawKafka.open(port);
+    const sent = Date.now();
+    // A long poll with nothing to read: in flight for 1.2 s, four idle periods.
+    busy.send(fetchFrame("idle", 0, 0, { maxWaitMs: 1200, minBytes: 1 }));
+    const r = fetchResult(await busy.response(0));
+    assert.equal(r.recordBytes, 0);
+    assert.ok(Date.now() - sent >= 1100, "the fetch waited its max_wait_ms with the connection open");
+    await busy.whenClosed();
+    await waitUntil(() => h.srv.broker.connections.size === 1, "only the harness's NATS client to remain");
   } finally {
     await h.close();
   }

@@ -87,6 +87,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
     try {
       kafka = await KafkaDoor.start(
+        broker,
         jetstream,
         {
           host: k.host ?? opts.host,
@@ -96,6 +97,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
+          connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
         },
         log,

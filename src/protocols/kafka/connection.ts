@@ -7,6 +7,10 @@
  * until responses drain, so a client cannot grow our queues without bound.
  * A frame that cannot be a request (bad size, unknown API or version,
  * undecodable body) closes the connection, as a Kafka broker does.
+ *
+ * The connection is one of the broker's: it counts against
+ * `max_connections` with NATS clients, shows in /connz and /varz, and is
+ * closed by the broker's ticker once idle for `connections_max_idle`.
  */
 
 import type { Socket } from "node:net";
@@ -15,6 +19,8 @@ import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
 import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 import { decodeRequestHeader } from "./requests.js";
+import type { Connection, ConnectionInfo } from "../../server/broker.js";
+import { formatDuration } from "../../server/duration.js";
 
 const MAX_IN_FLIGHT = 128;
 
@@ -23,7 +29,7 @@ interface Slot {
   response: Buffer | null;
 }
 
-export class KafkaConnection {
+export class KafkaConnection implements Connection {
   /** The frame being filled from chunks, and how much of it has arrived. */
   private frame: Buffer | null = null;
   private filled = 0;
@@ -35,19 +41,48 @@ export class KafkaConnection {
   private paused = false;
   closed = false;
   clientId: string | null = null;
+  /** From ApiVersions v3+: the client library's name and version. */
+  clientSoftware: { name: string; version: string } | null = null;
   /** Resolves when the previous produce request of this connection has issued its appends. */
   private produceTail: Promise<void> = Promise.resolve();
   readonly remote: string;
+  readonly cid: number;
+  private readonly startedAt = Date.now();
+  private lastActivity = this.startedAt;
+  inMsgs = 0;
+  outMsgs = 0;
+  inBytes = 0;
+  outBytes = 0;
 
   constructor(
     readonly door: KafkaDoor,
     readonly socket: Socket,
   ) {
+    this.cid = door.broker.allocateCid();
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
+    door.broker.register(this);
+  }
+
+  /** Records stored from this connection's produce requests (NATS's "in" messages). */
+  countIn(msgs: number, bytes: number): void {
+    this.inMsgs += msgs;
+    this.inBytes += bytes;
+    const stats = this.door.broker.stats;
+    stats.inMsgs += msgs;
+    stats.inBytes += bytes;
+  }
+
+  /** Records sent in fetch responses. */
+  countOut(msgs: number, bytes: number): void {
+    this.outMsgs += msgs;
+    this.outBytes += bytes;
+    const stats = this.door.broker.stats;
+    stats.outMsgs += msgs;
+    stats.outBytes += bytes;
   }
 
   /**
@@ -75,7 +110,48 @@ export class KafkaConnection {
     this.frame = null;
     this.socket.destroy();
     this.door.connections.delete(this);
+    this.door.broker.unregister(this);
   }
+
+  // ---- Connection (the broker's view) ----
+
+  /** Responses are written as they complete, not on the broker's flush schedule. */
+  flushOutbound(): void {}
+
+  /** Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. */
+  tick(now: number): void {
+    const idle = this.door.options.connectionsMaxIdleMs;
+    if (idle > 0 && this.slots.length === 0 && now - this.lastActivity >= idle) this.close(`idle for ${now - this.lastActivity} ms`);
+  }
+
+  info(now: number): ConnectionInfo {
+    const i: ConnectionInfo = {
+      cid: this.cid,
+      kind: "Client",
+      type: "kafka",
+      ip: this.socket.remoteAddress ?? "",
+      port: this.socket.remotePort ?? 0,
+      start: new Date(this.startedAt).toISOString(),
+      last_activity: new Date(this.lastActivity).toISOString(),
+      uptime: formatDuration(now - this.startedAt),
+      idle: formatDuration(now - this.lastActivity),
+      pending_bytes: this.socket.writableLength,
+      in_msgs: this.inMsgs,
+      out_msgs: this.outMsgs,
+      in_bytes: this.inBytes,
+      out_bytes: this.outBytes,
+      subscriptions: 0,
+    };
+    if (this.clientId) i.name = this.clientId;
+    if (this.clientSoftware) {
+      i.lang = this.clientSoftware.name;
+      i.version = this.clientSoftware.version;
+    }
+    return i;
+  }
+
+  /** Kafka has no way to tell a client the broker is going: it reconnects when closed. */
+  notifyLameDuck(): void {}
 
   /**
    * Frames are cut from the socket's chunks with at most one copy: a frame
@@ -86,6 +162,7 @@ export class KafkaConnection {
    */
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    this.lastActivity = Date.now();
     if (this.paused) this.backlog.push(chunk);
     else this.consume(chunk);
   }
@@ -201,7 +278,10 @@ export class KafkaConnection {
       if (res !== null) this.socket.write(res);
       n++;
     }
-    if (n > 0) this.slots.splice(0, n);
+    if (n > 0) {
+      this.slots.splice(0, n);
+      this.lastActivity = Date.now();
+    }
     if (this.paused && this.slots.length < MAX_IN_FLIGHT / 2) {
       this.paused = false;
       // Chunks read before the pause took hold; the socket's own buffer bounds them.

@@ -10,6 +10,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Logger } from "../../server/log.js";
+import type { Broker } from "../../server/broker.js";
 import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../streams/persist.js";
 import { KafkaConnection } from "./connection.js";
@@ -49,6 +50,8 @@ export interface KafkaOptions {
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
   initialRebalanceDelayMs: number;
+  /** A connection with nothing in flight and no traffic for this long is closed; 0: never (Kafka's connections.max.idle.ms). */
+  connectionsMaxIdleMs: number;
   /** Decompressed produce batches held at once, across connections. */
   maxDecompressBytes: number;
 }
@@ -59,6 +62,8 @@ export const KAFKA_DEFAULTS = {
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
+  // Kafka's default: 10 minutes.
+  connectionsMaxIdleMs: 10 * 60_000,
   // Room for two batches at the request limit being decompressed at once, and many small ones.
   maxDecompressBytes: 256 * 1024 * 1024,
 };
@@ -81,6 +86,7 @@ export class KafkaDoor {
   port = 0;
 
   private constructor(
+    readonly broker: Broker,
     readonly js: JetStream,
     readonly options: KafkaOptions,
     readonly log: Logger,
@@ -122,22 +128,22 @@ export class KafkaDoor {
     return this.options.maxRequestBytes;
   }
 
-  static async start(js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
+  static async start(broker: Broker, js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
     const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
     await groups.load();
     const producers = new ProducerStates();
     const transactions = new TransactionCoordinator(js, groups, join(js.options.storeDir, "kafka"), () => producers.allocate(), (line) => log.debug(`kafka ${line}`));
     // Before the listener opens: transactions a crash left open are finished or aborted first.
     await transactions.load();
-    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
+    const door = new KafkaDoor(broker, js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
     await door.listen();
     return door;
   }
 
   private listen(): Promise<void> {
-    const server = createServer({ noDelay: true }, (socket: Socket) => {
-      this.connections.add(new KafkaConnection(this, socket));
-    });
+    const server = createServer({ noDelay: true }, (socket: Socket) => this.accept(socket));
+    // As the NATS listener: past this the OS socket is dropped before we see it.
+    server.maxConnections = this.broker.options.maxConnections + 64;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -147,6 +153,22 @@ export class KafkaDoor {
         resolve();
       });
     });
+  }
+
+  /**
+   * Kafka clients share `max_connections` with NATS clients: one kind cannot
+   * take every descriptor from the other. Kafka has no way to say why, so a
+   * connection past the limit is closed at once, as a Kafka broker does.
+   */
+  private accept(socket: Socket): void {
+    const broker = this.broker;
+    if (broker.lameDuck || broker.connections.size >= broker.options.maxConnections) {
+      this.log.debug(`kafka ${socket.remoteAddress}:${socket.remotePort}: refused: ${broker.lameDuck ? "lame duck" : "maximum connections exceeded"}`);
+      socket.on("error", () => {});
+      socket.destroy();
+      return;
+    }
+    this.connections.add(new KafkaConnection(this, socket));
   }
 
   async close(): Promise<void> {

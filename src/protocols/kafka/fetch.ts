@@ -61,6 +61,9 @@ export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: Requ
     await appendOrTimeout(door, topics, deadline);
     out = await collect(door, topics, maxBytes, readCommitted);
   }
+  let records = 0;
+  for (const ps of out.results) for (const p of ps) records += p.messages.length;
+  conn.countOut(records, out.bytes);
 
   w.i32(0); // throttle_time_ms
   if (version >= 7) w.i16(ErrorCode.NONE).i32(0); // error_code, session_id

@@ -8,7 +8,7 @@ import { createTopic } from "./admin.js";
 import { findTopic, topicNameError, topicOf } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
 
-export function handleApiVersions(_door: KafkaDoor, { version, supported, r, w }: RequestContext): boolean {
+export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
     // A version we do not know: answer in v0's format, which every client reads, with the versions we do.
     w.i16(ErrorCode.UNSUPPORTED_VERSION);
@@ -16,7 +16,8 @@ export function handleApiVersions(_door: KafkaDoor, { version, supported, r, w }
     return true;
   }
   const flexible = version >= 3;
-  decodeApiVersions(r, version);
+  const req = decodeApiVersions(r, version);
+  if (req.clientSoftwareName !== null) conn.clientSoftware = { name: req.clientSoftwareName, version: req.clientSoftwareVersion ?? "" };
   w.i16(ErrorCode.NONE);
   w.array(
     [...API_VERSIONS],

@@ -258,6 +258,7 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
     }
   }
   stream.appendMany(index, run, (err, first) => settle(err ?? first - 1));
+  conn.countIn(run.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
