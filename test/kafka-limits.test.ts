@@ -3,6 +3,7 @@
  * protocol against the server's own accounting (and RSS where that is what
  * was once seen growing):
  * - decompression: 32 pipelined gzip "bombs" once took the server to 3.2 GiB;
+ * - fetch responses: 8 pipelined fetches with max_bytes 2^31-1 to 3.0 GiB;
  * - connections: Kafka sockets share max_connections with NATS clients and
  *   close when idle (2,100 idle sockets once exhausted the descriptors);
  * - /connz and /varz list Kafka connections and count their records.
@@ -16,6 +17,8 @@ import kafkajs from "kafkajs";
 import { startJs, type JsHarness } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
 import { RawKafka, batchAround, fetchFrame, fetchResult, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 import type { KafkaListenerOptions, ServerOptions } from "../src/server/options.js";
 
 const MiB = 1024 * 1024;
@@ -83,6 +86,96 @@ test("a batch whose framing declares more than the limit is refused before it is
     c.send(produceFrame("declared", 0, batchAround(gzipSync(Buffer.alloc(8 * MiB)), 1, 1)));
     assert.equal(produceResult(await c.response(0)).error, 10, "MESSAGE_TOO_LARGE");
     assert.equal(door.decompression.peak, 0, "nothing was reserved, nothing decompressed");
+    c.destroy();
+  } finally {
+    await h.close();
+  }
+});
+
+test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the door's response budget bound what is built", async (t) => {
+  // Responses large enough that the kernel's socket buffers cannot take them all.
+  const fetchMax = 4 * MiB;
+  const budget = 12 * MiB;
+  const h = await start({ fetchMaxBytes: fetchMax, maxResponseBytes: budget });
+  try {
+    const door = h.srv.kafka!;
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "big");
+    // 8 MiB in 16 KiB records.
+    const value = Buffer.alloc(16 * 1024, 7);
+    const producer = await RawKafka.open(port);
+    for (let b = 0; b < 8; b++) {
+      const w = new Writer();
+      encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+      producer.send(produceFrame("big", 0, Buffer.from(w.result())));
+      assert.equal(produceResult(await producer.response(b)).error, 0);
+    }
+    producer.destroy();
+    // A response may pass its room by one record, and by framing the estimate left out.
+    const slack = 16 * 1024 + 8 * 1024;
+
+    // One fetch asking for 2 GiB gets at most fetch_max_bytes of records.
+    const one = await RawKafka.open(port);
+    one.send(fetchFrame("big", 0, 0));
+    const first = fetchResult(await one.response(0));
+    assert.equal(first.highWatermark, 512);
+    assert.ok(first.recordBytes > fetchMax / 2 && first.recordBytes <= fetchMax + slack, `${first.recordBytes} record bytes for fetch.max.bytes ${fetchMax}`);
+    one.destroy();
+    await waitUntil(() => door.responses.used === 0, "the first response to be written");
+
+    // Four slow readers, 8 pipelined fetches of 2 GiB each, not read for now.
+    const slow = await Promise.all([0, 1, 2, 3].map(() => RawKafka.open(port)));
+    for (const c of slow) {
+      c.socket.pause();
+      c.send(Buffer.concat(Array.from({ length: 8 }, () => fetchFrame("big", 0, 0, { maxWaitMs: 300 }))));
+    }
+    await waitUntil(() => door.responses.used >= budget / 2, "the slow readers' responses to pile up");
+    for (const c of door.connections) assert.ok(c.info(Date.now()).pending_bytes <= fetchMax + slack, "no connection holds more than fetch.max.bytes unwritten");
+    for (const c of slow) c.socket.resume();
+    const results = await Promise.all(slow.map((c) => Promise.all(Array.from({ length: 8 }, (_, i) => c.response(i).then(fetchResult)))));
+    t.diagnostic(`response budget peak ${(door.responses.peak / MiB).toFixed(2)} MiB of ${budget / MiB}`);
+    assert.ok(door.responses.peak <= budget + 4 * slack, `built and unwritten at once: ${door.responses.peak}, budget ${budget}`);
+    assert.ok(door.responses.peak > budget / 2, "the budget was what held them back");
+    for (const r of results.flat()) assert.ok(r.error === 0 && r.recordBytes <= fetchMax + slack, "every fetch answered, none past fetch.max.bytes");
+    const withRecords = results.flat().filter((r) => r.recordBytes > 0).length;
+    assert.ok(withRecords >= 4, "each reader got records");
+    assert.ok(withRecords < 32, `fetches without room were answered without records (${withRecords} of 32 had records)`);
+    for (const c of slow) c.destroy();
+    await waitUntil(() => door.responses.used === 0, "every response byte to be given back");
+  } finally {
+    await h.close();
+  }
+});
+
+test("a client that does not read its responses stops being read", async () => {
+  const h = await start({ fetchMaxBytes: 4 * MiB });
+  try {
+    const door = h.srv.kafka!;
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "unread");
+    const value = Buffer.alloc(64 * 1024, 1);
+    const p = await RawKafka.open(port);
+    const w = new Writer();
+    encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+    p.send(produceFrame("unread", 0, Buffer.from(w.result())));
+    assert.equal(produceResult(await p.response(0)).error, 0);
+    p.destroy();
+
+    const c = await RawKafka.open(port);
+    c.socket.pause();
+    // Far more fetches than the pipelining limit, in one go (4 MiB answers each): the server must stop reading them.
+    const count = 20_000;
+    const many = Buffer.concat(Array.from({ length: count }, () => fetchFrame("unread", 0, 0)));
+    c.socket.write(many);
+    await waitUntil(() => door.connections.size === 1 && [...door.connections][0].socket.isPaused() && [...door.connections][0].info(Date.now()).pending_bytes > 0, "the server to stop reading");
+    const server = [...door.connections][0];
+    const read = server.socket.bytesRead;
+    // Not synchronisation: a window in which nothing may happen.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(server.socket.bytesRead, read, "nothing more read while the client reads nothing");
+    assert.ok(read < many.length, `the server stopped reading (${read} of ${many.length} bytes)`);
+    c.socket.resume();
+    await c.response(count - 1);
     c.destroy();
   } finally {
     await h.close();

@@ -97,8 +97,10 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
+          fetchMaxBytes: k.fetchMaxBytes ?? KAFKA_DEFAULTS.fetchMaxBytes,
           connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
+          maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
         },
         log,
       );

@@ -104,6 +104,12 @@ export interface RequestContext {
    * again (nor any view of it). Null when the frame is not reusable.
    */
   releaseFrame: (() => void) | null;
+  /**
+   * Bytes of the door's response budget this request holds (a fetch takes
+   * room before it reads records: `conn.takeResponseRoom`). The connection
+   * settles it against the response it writes, or gives it back.
+   */
+  held: number;
 }
 
 /** Writes the response body; resolves to false when no response is due (produce with acks=0). */

@@ -3,8 +3,11 @@
  * request order (Kafka clients match responses by order as well as by
  * correlation id), however long each request takes.
  *
- * Requests are pipelined up to MAX_IN_FLIGHT; past that the socket is paused
- * until responses drain, so a client cannot grow our queues without bound.
+ * Reading stops (the socket is paused) while MAX_IN_FLIGHT requests are
+ * unanswered, or while the socket does not take our writes (a client that
+ * does not read its responses stops being read), so a client cannot grow
+ * our queues without bound. Every response is counted in the door's
+ * response budget from when it is built until the kernel has it.
  * A frame that cannot be a request (bad size, unknown API or version,
  * undecodable body) closes the connection, as a Kafka broker does.
  *
@@ -16,7 +19,7 @@
 import type { Socket } from "node:net";
 import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
-import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
+import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
 import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../server/broker.js";
@@ -39,6 +42,8 @@ export class KafkaConnection implements Connection {
   private readonly backlog: Buffer[] = [];
   private readonly slots: Slot[] = [];
   private paused = false;
+  /** The socket refused more (write returned false) and has not drained yet. */
+  private writeBlocked = false;
   closed = false;
   clientId: string | null = null;
   /** From ApiVersions v3+: the client library's name and version. */
@@ -49,6 +54,11 @@ export class KafkaConnection implements Connection {
   readonly cid: number;
   private readonly startedAt = Date.now();
   private lastActivity = this.startedAt;
+  /**
+   * Bytes of the door's response budget held for this connection: room taken
+   * by its fetches in progress and its responses not yet handed to the kernel.
+   */
+  private responseBytes = 0;
   inMsgs = 0;
   outMsgs = 0;
   inBytes = 0;
@@ -64,6 +74,10 @@ export class KafkaConnection implements Connection {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
+    socket.on("drain", () => {
+      this.writeBlocked = false;
+      this.resumeReading();
+    });
     door.broker.register(this);
   }
 
@@ -83,6 +97,28 @@ export class KafkaConnection implements Connection {
     const stats = this.door.broker.stats;
     stats.outMsgs += msgs;
     stats.outBytes += bytes;
+  }
+
+  /**
+   * Takes room for a response of up to `want` bytes without waiting: what
+   * this connection may still hold (`fetch_max_bytes`, less what its other
+   * responses hold) and the door's response budget has free. The request
+   * holds it (`ctx.held`) until its response is written.
+   */
+  takeResponseRoom(ctx: RequestContext, want: number): number {
+    const share = this.door.options.fetchMaxBytes - this.responseBytes;
+    const got = this.door.responses.takeUpTo(Math.min(want, share));
+    ctx.held += got;
+    this.responseBytes += got;
+    return got;
+  }
+
+  /** Adjusts the room a request holds by `delta` bytes (more is counted whatever the budget says: it is built already). */
+  adjustResponseRoom(ctx: RequestContext, delta: number): void {
+    if (delta > 0) this.door.responses.charge(delta);
+    else this.door.responses.give(-delta);
+    ctx.held += delta;
+    this.responseBytes += delta;
   }
 
   /**
@@ -109,9 +145,16 @@ export class KafkaConnection implements Connection {
     this.backlog.length = 0;
     this.frame = null;
     this.socket.destroy();
+    // Unwritten responses die with the socket; requests still running give their room back as they end.
+    this.door.responses.give(this.unwritten);
+    this.responseBytes -= this.unwritten;
+    this.unwritten = 0;
     this.door.connections.delete(this);
     this.door.broker.unregister(this);
   }
+
+  /** Bytes of built responses not yet handed to the kernel. */
+  private unwritten = 0;
 
   // ---- Connection (the broker's view) ----
 
@@ -135,7 +178,7 @@ export class KafkaConnection implements Connection {
       last_activity: new Date(this.lastActivity).toISOString(),
       uptime: formatDuration(now - this.startedAt),
       idle: formatDuration(now - this.lastActivity),
-      pending_bytes: this.socket.writableLength,
+      pending_bytes: this.unwritten,
       in_msgs: this.inMsgs,
       out_msgs: this.outMsgs,
       in_bytes: this.inBytes,
@@ -167,7 +210,7 @@ export class KafkaConnection implements Connection {
     else this.consume(chunk);
   }
 
-  /** Cuts frames from `chunk`; keeps what follows in the backlog once MAX_IN_FLIGHT is reached. */
+  /** Cuts frames from `chunk`; keeps what follows in the backlog once reading must stop. */
   private consume(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length) {
@@ -203,13 +246,24 @@ export class KafkaConnection implements Connection {
         this.request(frame, frame.length >= POOLED_FRAME_BYTES);
       }
       if (this.closed) return;
-      if (this.slots.length >= MAX_IN_FLIGHT) {
-        this.paused = true;
-        this.socket.pause();
+      if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked) {
+        if (!this.paused) {
+          this.paused = true;
+          this.socket.pause();
+        }
         if (at < chunk.length) this.backlog.push(chunk.subarray(at));
         return;
       }
     }
+  }
+
+  /** Reads again once responses have drained to half the pipelining limit and the socket takes writes. */
+  private resumeReading(): void {
+    if (!this.paused || this.closed || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
+    this.paused = false;
+    // Chunks read before the pause took hold; the socket's own buffer bounds them.
+    while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
+    if (!this.paused && !this.closed) this.socket.resume();
   }
 
   /** `pooled`: the frame came from the door's pool, and the handler may give it back. */
@@ -241,10 +295,12 @@ export class KafkaConnection implements Connection {
           this.door.frames.give(frame);
         }
       : null;
+    const ctx: RequestContext = { conn: this, version, supported, flexible, r, w, releaseFrame, held: 0 };
     let pending: Promise<boolean> | boolean;
     try {
-      pending = handler({ conn: this, version, supported, flexible, r, w, releaseFrame });
+      pending = handler(ctx);
     } catch (err) {
+      this.adjustResponseRoom(ctx, -ctx.held);
       if (err instanceof KafkaDecodeError) return this.close(`API ${apiKey} v${version}: ${err.message}`);
       throw err;
     }
@@ -252,15 +308,22 @@ export class KafkaConnection implements Connection {
     this.slots.push(slot);
     const finish = (respond: boolean): void => {
       slot.done = true;
-      if (respond) {
+      if (this.closed || !respond) {
+        this.adjustResponseRoom(ctx, -ctx.held);
+      } else {
         w.patchI32(sizeAt, w.pos - 4);
-        slot.response = w.result();
+        const response = w.result();
+        slot.response = response;
+        // From here the response itself is what holds the room.
+        this.adjustResponseRoom(ctx, response.length - ctx.held);
+        this.unwritten += response.length;
       }
       this.flush();
     };
     if (typeof pending === "boolean") finish(pending);
     else {
       pending.then(finish, (err: unknown) => {
+        this.adjustResponseRoom(ctx, -ctx.held);
         if (err instanceof KafkaDecodeError) this.close(`API ${apiKey} v${version}: ${err.message}`);
         else {
           this.door.log.error(`kafka API ${apiKey} v${version} failed: ${(err as Error).stack ?? err}`);
@@ -275,19 +338,23 @@ export class KafkaConnection implements Connection {
     let n = 0;
     while (n < this.slots.length && this.slots[n].done) {
       const res = this.slots[n].response;
-      if (res !== null) this.socket.write(res);
+      if (res !== null) {
+        const size = res.length;
+        if (!this.socket.write(res, () => this.written(size))) this.writeBlocked = true;
+      }
       n++;
     }
-    if (n > 0) {
-      this.slots.splice(0, n);
-      this.lastActivity = Date.now();
-    }
-    if (this.paused && this.slots.length < MAX_IN_FLIGHT / 2) {
-      this.paused = false;
-      // Chunks read before the pause took hold; the socket's own buffer bounds them.
-      while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
-      if (!this.paused && !this.closed) this.socket.resume();
-    }
+    if (n > 0) this.slots.splice(0, n);
+    this.resumeReading();
+  }
+
+  /** The kernel has a response: its room goes back to the door. */
+  private written(size: number): void {
+    if (this.closed) return; // close() gave back everything unwritten
+    this.lastActivity = Date.now();
+    this.unwritten -= size;
+    this.responseBytes -= size;
+    this.door.responses.give(size);
   }
 }
 

@@ -50,10 +50,14 @@ export interface KafkaOptions {
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
   initialRebalanceDelayMs: number;
+  /** Most record bytes in one fetch response, and held in unwritten responses per connection (Kafka's fetch.max.bytes). */
+  fetchMaxBytes: number;
   /** A connection with nothing in flight and no traffic for this long is closed; 0: never (Kafka's connections.max.idle.ms). */
   connectionsMaxIdleMs: number;
   /** Decompressed produce batches held at once, across connections. */
   maxDecompressBytes: number;
+  /** Responses built and not yet handed to the kernel, across connections. */
+  maxResponseBytes: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -62,10 +66,13 @@ export const KAFKA_DEFAULTS = {
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
-  // Kafka's default: 10 minutes.
+  // Kafka's defaults: 55 MiB and 10 minutes.
+  fetchMaxBytes: 55 * 1024 * 1024,
   connectionsMaxIdleMs: 10 * 60_000,
   // Room for two batches at the request limit being decompressed at once, and many small ones.
   maxDecompressBytes: 256 * 1024 * 1024,
+  // Four fetches at fetch.max.bytes, or many smaller ones.
+  maxResponseBytes: 256 * 1024 * 1024,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */
@@ -82,6 +89,8 @@ export class KafkaDoor {
   readonly producers: ProducerStates;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
   readonly decompression: ByteBudget;
+  /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
+  readonly responses: ByteBudget;
   private server: Server | null = null;
   port = 0;
 
@@ -97,6 +106,7 @@ export class KafkaDoor {
   ) {
     this.producers = producers;
     this.decompression = new ByteBudget(options.maxDecompressBytes);
+    this.responses = new ByteBudget(options.maxResponseBytes);
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
