@@ -19,6 +19,9 @@ import { waitUntil } from "./helpers/clients.js";
 import { RawKafka, batchAround, fetchFrame, fetchResult, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
 import { Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
+import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
+import { parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf } from "../src/server/conf-options.js";
 import type { KafkaListenerOptions, ServerOptions } from "../src/server/options.js";
 
 const MiB = 1024 * 1024;
@@ -282,4 +285,18 @@ test("a Kafka connection idle for connections_max_idle is closed; one waiting on
   } finally {
     await h.close();
   }
+});
+
+test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes", () => {
+  const o = optionsFromConf(parseConf(`kafka { fetch_max_bytes: 1048576, connections_max_idle: "2m", max_decompress_bytes: 64MB, max_response_bytes: 33554432 }`));
+  assert.equal(o.kafka?.fetchMaxBytes, 1048576);
+  assert.equal(o.kafka?.connectionsMaxIdleMs, 120_000);
+  assert.equal(o.kafka?.maxDecompressBytes, 64 * MiB);
+  assert.equal(o.kafka?.maxResponseBytes, 32 * MiB);
+  assert.equal(optionsFromConf(parseConf(`kafka { connections_max_idle: 0 }`)).kafka?.connectionsMaxIdleMs, 0, "0: idle connections are kept");
+  assert.equal(optionsFromConf(parseConf(`kafka { fetch_max_bytes: 0 }`)).kafka?.fetchMaxBytes, undefined, "0: the default");
+  assert.throws(() => optionsFromConf(parseConf(`kafka { fetch_max_bytes: -1 }`)), /kafka.fetch_max_bytes: must not be negative/);
+  assert.throws(() => optionsFromConf(parseConf(`kafka { connections_max_idle: "soon" }`)), /kafka.connections_max_idle: invalid duration/);
+  assert.equal(KAFKA_DEFAULTS.fetchMaxBytes, 57_671_680, "Kafka's default fetch.max.bytes");
+  assert.equal(KAFKA_DEFAULTS.connectionsMaxIdleMs, 600_000, "Kafka's default connections.max.idle.ms");
 });

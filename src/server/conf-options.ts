@@ -306,7 +306,10 @@ function setTime(o: ServerOptions, field: TimeKey, e: Entry | undefined): void {
   if (ms > 0) o[field] = ms;
 }
 
-/** `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes }`, or `kafka: true`. */
+/**
+ * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
+ * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes }`, or `kafka: true`.
+ */
 function kafka(o: ServerOptions, e: Entry): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
     o.kafka = bool(e) ? {} : undefined;
@@ -345,6 +348,23 @@ function kafka(o: ServerOptions, e: Entry): void {
   }
   const maxReq = sub("max_request_bytes");
   if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
+  const fetchMax = sub("fetch_max_bytes");
+  if (fetchMax) k.fetchMaxBytes = nonNegativeInt(fetchMax, INT32_MAX) || undefined;
+  const maxDecompress = sub("max_decompress_bytes");
+  if (maxDecompress) k.maxDecompressBytes = nonNegativeInt(maxDecompress) || undefined;
+  const maxResponse = sub("max_response_bytes");
+  if (maxResponse) k.maxResponseBytes = nonNegativeInt(maxResponse) || undefined;
+  const idle = sub("connections_max_idle");
+  if (idle) {
+    let ms: number;
+    try {
+      ms = parseDuration(idle.value);
+    } catch (err) {
+      fail(idle, (err as Error).message);
+    }
+    if (ms < 0) fail(idle, "must not be negative");
+    k.connectionsMaxIdleMs = Math.round(ms); // 0: never
+  }
   let enabled = true;
   const en = sub("enabled") ?? sub("enable");
   if (en) enabled = bool(en);
