@@ -1,5 +1,5 @@
 /**
- * Produce v3–7: each partition's RecordBatch is checked whole (CRC, framing,
+ * Produce v3–7 (v0–2 are refused: see api.ts): each partition's RecordBatch is checked whole (CRC, framing,
  * codec, sizes, header text) before any of it is stored, then its records are
  * appended in order and acknowledged once durable. acks 1 and -1 both wait
  * for the fsync (there is no replica to wait for); acks 0 gets no response.
@@ -28,8 +28,10 @@ interface PartitionResult {
 
 export async function handleProduce(door: KafkaDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
   // timeout_ms: appends finish or fail on their own; it bounds only the wait for room to decompress.
-  const { transactionalId, acks, timeoutMs, topics } = decodeProduce(r);
-  const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
+  const { transactionalId, acks, timeoutMs, topics } = decodeProduce(r, version);
+  // v0–2 carry message formats v0/v1: only RecordBatch v2 is stored (api.ts says why they are advertised).
+  const refuse =
+    version < 3 ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT : acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
 
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
@@ -43,11 +45,11 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
     w.string(t.name);
     w.array(t.partitions, (w, p) => {
       w.i32(p.index).i16(p.error).i64(p.baseOffset);
-      w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
+      if (version >= 2) w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
       if (version >= 5) w.i64(p.logStartOffset);
     });
   });
-  w.i32(0); // throttle_time_ms
+  if (version >= 1) w.i32(0); // throttle_time_ms
   return true;
 }
 

@@ -55,7 +55,7 @@ function ownedBytes(r: Reader): Buffer {
   return Buffer.from(r.nullableBytes() ?? Buffer.alloc(0));
 }
 
-// ---- Produce (0) v3–7 ----
+// ---- Produce (0) v0–7 (v0–2 carry message formats v0/v1, which are refused) ----
 
 export interface ProduceRequest {
   transactionalId: string | null;
@@ -65,8 +65,8 @@ export interface ProduceRequest {
   topics: Array<{ name: string; partitions: Array<{ index: number; records: Buffer | null }> }>;
 }
 
-export function decodeProduce(r: Reader): ProduceRequest {
-  const transactionalId = r.nullableString();
+export function decodeProduce(r: Reader, version: number): ProduceRequest {
+  const transactionalId = version >= 3 ? r.nullableString() : null;
   const acks = r.i16();
   const timeoutMs = r.i32();
   const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
