@@ -195,8 +195,11 @@ describe("Kafka door", () => {
     for (const codec of ["gzip", "snappy", "lz4", "zstd"]) {
       const topic = `codec.${codec}`;
       // Large batches, so librdkafka does compress (it sends a set uncompressed when that is smaller).
-      const p = await kcat(["-b", h.broker, "-P", "-t", topic, "-z", codec, "-X", "linger.ms=50"], lines.join("\n") + "\n");
+      const p = await kcat(["-b", h.broker, "-P", "-t", topic, "-z", codec, "-X", "linger.ms=50", "-X", "debug=msg"], lines.join("\n") + "\n");
       assert.equal(p.code, 0, `${codec}: ${p.stderr}`);
+      // librdkafka decides from the broker's advertised versions whether it may compress at all.
+      assert.doesNotMatch(p.stderr, /does not support compression type/, `${codec}: sent uncompressed`);
+      assert.match(p.stderr, new RegExp(`Produce MessageSet with \\d+ message\\(s\\) .*${codec}\\)`), `${codec}: a compressed batch`);
       const got = await consumeAll(h.broker, topic);
       assert.deepEqual(got.map((l) => l.value), lines, codec);
     }
@@ -589,6 +592,31 @@ describe("Kafka door", () => {
       assert.equal(lines.length, 104);
       assert.deepEqual(lines.slice(50, 54).map((l) => l.value), ["a", "b", "c", "d"]);
       assert.equal(lines[103].value, "49".repeat(3000));
+      s.destroy();
+    });
+
+    test("Produce v0-2 (message formats v0/v1, advertised for librdkafka's sake) gets UNSUPPORTED_FOR_MESSAGE_FORMAT in its version's layout", async () => {
+      const topic = "raw.v0";
+      await createTopic(topic);
+      const s = await open();
+      // A v1 message set: offset, size, crc, magic 1, attributes, timestamp, key, value.
+      const m = new Writer();
+      m.i64(0).i32(22).u32(0).i8(1).i8(0).i64(Date.now()).i32(-1).i32(0);
+      const set = Buffer.from(m.result());
+      for (const version of [0, 1, 2]) {
+        s.write(frame((w) => w.i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set), 0, version));
+        const r = await response(s);
+        assert.equal(r.i32(), 1);
+        assert.equal(r.string(), topic);
+        assert.equal(r.i32(), 1);
+        assert.equal(r.i32(), 0);
+        assert.equal(r.i16(), 43, `v${version}: UNSUPPORTED_FOR_MESSAGE_FORMAT`);
+        assert.equal(r.i64(), -1);
+        if (version >= 2) assert.equal(r.i64(), -1, "log_append_time_ms");
+        if (version >= 1) assert.equal(r.i32(), 0, "throttle_time_ms");
+        assert.equal(r.remaining, 0, `v${version}: nothing more`);
+      }
+      assert.equal(await highWatermark(topic), 0, "nothing stored");
       s.destroy();
     });
 

@@ -1,22 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NatsParser, ProtoError, type ParserHandler } from "../src/protocols/nats/parser.js";
-import type { Message } from "../src/subjects/message.js";
-
-function recorder(): { events: string[]; handler: ParserHandler } {
-  const events: string[] = [];
-  const handler: ParserHandler = {
-    onPub: (m: Message) =>
-      events.push(`pub ${m.subject} ${m.reply || "-"} ${m.hdrLen} ${m.data.toString("latin1", m.start, m.end)}`),
-    onSub: (s, q, sid) => events.push(`sub ${s} ${q ?? "-"} ${sid}`),
-    onUnsub: (sid, max) => events.push(`unsub ${sid} ${max}`),
-    onPing: () => events.push("ping"),
-    onPong: () => events.push("pong"),
-    onConnect: (j) => events.push(`connect ${j}`),
-    onError: (k: ProtoError) => events.push(`error ${k}`),
-  };
-  return { events, handler };
-}
+import { NatsParser, ProtoError } from "../src/protocols/nats/parser.js";
+import { recorder } from "./helpers/nats-recorder.js";
 
 const stream = Buffer.from(
   'CONNECT {"verbose":false}\r\n' +
@@ -80,6 +65,25 @@ test("errors: unknown op, lying size, payload limit, control line limit", () => 
     p.feed(Buffer.from(input));
     p.feed(Buffer.from("PING\r\n"));
     assert.deepEqual(r.events, [`error ${kind}`], JSON.stringify(input));
+  }
+});
+
+test("max_control_line is the same limit whether a line arrives in one read or split (found by the fuzz test)", () => {
+  const mcl = 64;
+  for (const [length, ok] of [
+    [mcl - 1, true],
+    [mcl, true],
+    [mcl + 1, false],
+  ] as const) {
+    // A line of `length` bytes before its CRLF.
+    const input = Buffer.from(`SUB ${"a".repeat(length - 6)} 1\r\nPING\r\n`);
+    for (let cut = 0; cut < input.length; cut++) {
+      const r = recorder();
+      const p = new NatsParser(r.handler, mcl, 1024);
+      p.feed(input.subarray(0, cut));
+      p.feed(input.subarray(cut));
+      assert.deepEqual(r.events, ok ? [`sub ${"a".repeat(length - 6)} - 1`, "ping"] : [`error ${ProtoError.ControlLine}`], `${length} bytes, split at ${cut}`);
+    }
   }
 });
 

@@ -13,6 +13,8 @@ import type { Logger } from "./log.js";
 export interface ConnectionInfo {
   cid: number;
   kind: string;
+  /** The protocol, as nats-server names it ("nats", "mqtt", …; "kafka" for the Kafka door). */
+  type: string;
   ip: string;
   port: number;
   start: string;

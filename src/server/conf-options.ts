@@ -475,7 +475,10 @@ function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
   return x ? { ...x, key: `${parent.key}.${x.key}` } : undefined;
 }
 
-/** `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes }`, or `kafka: true`. */
+/**
+ * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
+ * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes }`, or `kafka: true`.
+ */
 function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
     o.kafka = bool(e) ? {} : undefined;
@@ -515,6 +518,22 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const maxReq = sub("max_request_bytes");
     if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
+  });
+  c.attempt(() => {
+    const fetchMax = sub("fetch_max_bytes");
+    if (fetchMax) k.fetchMaxBytes = nonNegativeInt(fetchMax, INT32_MAX) || undefined;
+  });
+  c.attempt(() => {
+    const maxDecompress = sub("max_decompress_bytes");
+    if (maxDecompress) k.maxDecompressBytes = nonNegativeInt(maxDecompress) || undefined;
+  });
+  c.attempt(() => {
+    const maxResponse = sub("max_response_bytes");
+    if (maxResponse) k.maxResponseBytes = nonNegativeInt(maxResponse) || undefined;
+  });
+  c.attempt(() => {
+    const idle = sub("connections_max_idle");
+    if (idle) k.connectionsMaxIdleMs = durationMs(idle); // 0: never
   });
   let enabled = true;
   c.attempt(() => {

@@ -77,6 +77,14 @@ export interface KafkaListenerOptions {
   maxRequestBytes?: number;
   /** Kafka's group.initial.rebalance.delay.ms (default 3000). */
   initialRebalanceDelayMs?: number;
+  /** Kafka's fetch.max.bytes: most record bytes in one fetch response, and in one connection's unwritten responses (default 55 MiB). */
+  fetchMaxBytes?: number;
+  /** Kafka's connections.max.idle.ms: an idle connection is closed after this (default 10 minutes; 0: never). */
+  connectionsMaxIdleMs?: number;
+  /** Decompressed produce batches held at once, across all connections (default 256 MiB); also caps one batch's expansion. */
+  maxDecompressBytes?: number;
+  /** Fetch room and responses not yet written, across all connections (default 256 MiB). */
+  maxResponseBytes?: number;
 }
 
 export interface ResolvedOptions {
@@ -219,6 +227,10 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   numPartitions: atLeast(1, 1024),
   maxRequestBytes: atLeast(1, 1024 * 1024 * 1024),
   initialRebalanceDelayMs: atLeast(0, INT32_MAX),
+  fetchMaxBytes: atLeast(1, INT32_MAX),
+  connectionsMaxIdleMs: atLeast(0, INT32_MAX),
+  maxDecompressBytes: atLeast(1),
+  maxResponseBytes: atLeast(1),
 };
 
 /** One check per option: adding a field to ServerOptions without one here does not compile. */

@@ -30,6 +30,8 @@ export interface NagareServer {
   readonly jetstream: JetStream | undefined;
   /** Port of the Kafka listener, when enabled. */
   readonly kafkaPort: number | undefined;
+  /** The Kafka door, when enabled: its connections and memory budgets. */
+  readonly kafka: KafkaDoor | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -94,6 +96,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
     try {
       kafka = await KafkaDoor.start(
+        broker,
         jetstream,
         {
           host: k.host ?? opts.host,
@@ -103,6 +106,10 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
+          fetchMaxBytes: k.fetchMaxBytes ?? KAFKA_DEFAULTS.fetchMaxBytes,
+          connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
+          maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
+          maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
         },
         log,
       );
@@ -183,7 +190,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, broker, jetstream, close, lameDuck };
+  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
 }
 
 function accept(broker: Broker, socket: Socket): void {
@@ -195,6 +202,8 @@ function accept(broker: Broker, socket: Socket): void {
     socket.on("error", () => socket.destroy());
     socket.write(infoLine(broker, 0, socket.remoteAddress ?? "", false));
     socket.end("-ERR 'maximum connections exceeded'\r\n");
+    // end() lets the -ERR reach the client; one that never closes its side (nats.js does not) would hold the socket, and close(), forever.
+    setTimeout(() => socket.destroy(), 1000).unref();
     return;
   }
   new NatsConnection(broker, broker.globalAccount, socket);

@@ -6,6 +6,7 @@ import { ErrorCode } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { NS_PER_MS } from "../../streams/config.js";
 import type { Stream } from "../../streams/stream.js";
+import { decodeCreateTopics, decodeDeleteTopics, decodeDescribeConfigs } from "./requests.js";
 import { findTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 
 const SEGMENT_BYTES = 64 * 1024 * 1024;
@@ -87,17 +88,7 @@ export async function createTopic(door: KafkaDoor, topic: string, partitions: nu
 }
 
 export async function handleCreateTopics(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const requests = r.array((r) => {
-    const name = r.string();
-    const partitions = r.i32();
-    const replication = r.i16();
-    const assignments = r.array((r) => ({ partition: r.i32(), brokers: r.array((r) => r.i32()) }));
-    const configs = new Map<string, string | null>();
-    r.array((r) => configs.set(r.string(), r.nullableString()));
-    return { name, partitions, replication, assignments, configs };
-  });
-  r.i32(); // timeout_ms
-  const validateOnly = version >= 1 && r.bool();
+  const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
   const seen = new Set<string>();
   const results: Array<{ name: string } & Outcome> = [];
   for (const t of requests) {
@@ -122,8 +113,7 @@ export async function handleCreateTopics(door: KafkaDoor, { version, r, w }: Req
 }
 
 export async function handleDeleteTopics(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const names = r.array((r) => r.string());
-  r.i32(); // timeout_ms
+  const { names } = decodeDeleteTopics(r);
   const results: Array<[string, number]> = [];
   for (const name of names) {
     const stream = findTopic(door.js, name);
@@ -163,18 +153,7 @@ export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
 }
 
 export function handleDescribeConfigs(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const resources = r.array((r) => {
-    const type = r.i8();
-    const name = r.string();
-    const n = r.arrayLength();
-    let keys: string[] | null = null;
-    if (n >= 0) {
-      keys = [];
-      for (let i = 0; i < n; i++) keys.push(r.string());
-    }
-    return { type, name, keys };
-  });
-  if (version >= 1) r.bool(); // include_synonyms: we have none
+  const { resources } = decodeDescribeConfigs(r, version); // include_synonyms: we have none
   w.i32(0); // throttle_time_ms
   w.array(resources, (w, res) => {
     let error: number = ErrorCode.NONE;

@@ -34,8 +34,11 @@ export const ApiKey = {
 
 /** API key → [min, max] version supported. */
 export const API_VERSIONS = new Map<number, [number, number]>([
-  // Produce v3 and Fetch v4 are the first with RecordBatch v2, the only format stored.
-  [ApiKey.Produce, [3, 7]],
+  // Produce v3 and Fetch v4 are the first with RecordBatch v2, the only format stored. Produce
+  // starts at v0 all the same: librdkafka 2.0 compresses with gzip, snappy or lz4 only when the
+  // broker's Produce range includes v0 (else it sends those batches uncompressed); v0–2 requests
+  // are answered UNSUPPORTED_FOR_MESSAGE_FORMAT.
+  [ApiKey.Produce, [0, 7]],
   [ApiKey.Fetch, [4, 11]],
   [ApiKey.ListOffsets, [0, 3]],
   [ApiKey.Metadata, [0, 6]],
@@ -104,6 +107,12 @@ export interface RequestContext {
    * again (nor any view of it). Null when the frame is not reusable.
    */
   releaseFrame: (() => void) | null;
+  /**
+   * Bytes of the door's response budget this request holds (a fetch takes
+   * room before it reads records: `conn.takeResponseRoom`). The connection
+   * settles it against the response it writes, or gives it back.
+   */
+  held: number;
 }
 
 /** Writes the response body; resolves to false when no response is due (produce with acks=0). */

@@ -160,6 +160,12 @@ export class Writer {
     return at;
   }
 
+  /** Makes room for n more bytes at once, so that a large response is not grown by doubling (and copying) from small. */
+  grow(n: number): void {
+    this.room(n);
+    this.pos -= n;
+  }
+
   i8(v: number): this {
     const at = this.room(1);
     this.buf.writeInt8(v, at);

@@ -3,17 +3,27 @@
  * request order (Kafka clients match responses by order as well as by
  * correlation id), however long each request takes.
  *
- * Requests are pipelined up to MAX_IN_FLIGHT; past that the socket is paused
- * until responses drain, so a client cannot grow our queues without bound.
+ * Reading stops (the socket is paused) while MAX_IN_FLIGHT requests are
+ * unanswered, or while the socket does not take our writes (a client that
+ * does not read its responses stops being read), so a client cannot grow
+ * our queues without bound. Every response is counted in the door's
+ * response budget from when it is built until the kernel has it.
  * A frame that cannot be a request (bad size, unknown API or version,
  * undecodable body) closes the connection, as a Kafka broker does.
+ *
+ * The connection is one of the broker's: it counts against
+ * `max_connections` with NATS clients, shows in /connz and /varz, and is
+ * closed by the broker's ticker once idle for `connections_max_idle`.
  */
 
 import type { Socket } from "node:net";
-import { KafkaDecodeError, Reader, Writer } from "./codec.js";
+import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
-import { API_VERSIONS, ApiKey, isFlexible, type Handler } from "./api.js";
+import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
 import { POOLED_FRAME_BYTES } from "./frame-pool.js";
+import { decodeRequestHeader } from "./requests.js";
+import type { Connection, ConnectionInfo } from "../../server/broker.js";
+import { formatDuration } from "../../server/duration.js";
 
 const MAX_IN_FLIGHT = 128;
 
@@ -22,7 +32,7 @@ interface Slot {
   response: Buffer | null;
 }
 
-export class KafkaConnection {
+export class KafkaConnection implements Connection {
   /** The frame being filled from chunks, and how much of it has arrived. */
   private frame: Buffer | null = null;
   private filled = 0;
@@ -32,21 +42,83 @@ export class KafkaConnection {
   private readonly backlog: Buffer[] = [];
   private readonly slots: Slot[] = [];
   private paused = false;
+  /** The socket refused more (write returned false) and has not drained yet. */
+  private writeBlocked = false;
   closed = false;
   clientId: string | null = null;
+  /** From ApiVersions v3+: the client library's name and version. */
+  clientSoftware: { name: string; version: string } | null = null;
   /** Resolves when the previous produce request of this connection has issued its appends. */
   private produceTail: Promise<void> = Promise.resolve();
   readonly remote: string;
+  readonly cid: number;
+  private readonly startedAt = Date.now();
+  private lastActivity = this.startedAt;
+  /**
+   * Bytes of the door's response budget held for this connection: room taken
+   * by its fetches in progress and its responses not yet handed to the kernel.
+   */
+  private responseBytes = 0;
+  inMsgs = 0;
+  outMsgs = 0;
+  inBytes = 0;
+  outBytes = 0;
 
   constructor(
     readonly door: KafkaDoor,
     readonly socket: Socket,
   ) {
+    this.cid = door.broker.allocateCid();
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
+    socket.on("drain", () => {
+      this.writeBlocked = false;
+      this.resumeReading();
+    });
+    door.broker.register(this);
+  }
+
+  /** Records stored from this connection's produce requests (NATS's "in" messages). */
+  countIn(msgs: number, bytes: number): void {
+    this.inMsgs += msgs;
+    this.inBytes += bytes;
+    const stats = this.door.broker.stats;
+    stats.inMsgs += msgs;
+    stats.inBytes += bytes;
+  }
+
+  /** Records sent in fetch responses. */
+  countOut(msgs: number, bytes: number): void {
+    this.outMsgs += msgs;
+    this.outBytes += bytes;
+    const stats = this.door.broker.stats;
+    stats.outMsgs += msgs;
+    stats.outBytes += bytes;
+  }
+
+  /**
+   * Takes room for a response of up to `want` bytes without waiting: what
+   * this connection may still hold (`fetch_max_bytes`, less what its other
+   * responses hold) and the door's response budget has free. The request
+   * holds it (`ctx.held`) until its response is written.
+   */
+  takeResponseRoom(ctx: RequestContext, want: number): number {
+    const share = this.door.options.fetchMaxBytes - this.responseBytes;
+    const got = this.door.responses.takeUpTo(Math.min(want, share));
+    ctx.held += got;
+    this.responseBytes += got;
+    return got;
+  }
+
+  /** Adjusts the room a request holds by `delta` bytes (more is counted whatever the budget says: it is built already). */
+  adjustResponseRoom(ctx: RequestContext, delta: number): void {
+    if (delta > 0) this.door.responses.charge(delta);
+    else this.door.responses.give(-delta);
+    ctx.held += delta;
+    this.responseBytes += delta;
   }
 
   /**
@@ -73,8 +145,56 @@ export class KafkaConnection {
     this.backlog.length = 0;
     this.frame = null;
     this.socket.destroy();
+    // Unwritten responses die with the socket; requests still running give their room back as they end.
+    this.door.responses.give(this.unwritten);
+    this.responseBytes -= this.unwritten;
+    this.unwritten = 0;
     this.door.connections.delete(this);
+    this.door.broker.unregister(this);
   }
+
+  /** Bytes of built responses not yet handed to the kernel. */
+  private unwritten = 0;
+
+  // ---- Connection (the broker's view) ----
+
+  /** Responses are written as they complete, not on the broker's flush schedule. */
+  flushOutbound(): void {}
+
+  /** Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. */
+  tick(now: number): void {
+    const idle = this.door.options.connectionsMaxIdleMs;
+    if (idle > 0 && this.slots.length === 0 && now - this.lastActivity >= idle) this.close(`idle for ${now - this.lastActivity} ms`);
+  }
+
+  info(now: number): ConnectionInfo {
+    const i: ConnectionInfo = {
+      cid: this.cid,
+      kind: "Client",
+      type: "kafka",
+      ip: this.socket.remoteAddress ?? "",
+      port: this.socket.remotePort ?? 0,
+      start: new Date(this.startedAt).toISOString(),
+      last_activity: new Date(this.lastActivity).toISOString(),
+      uptime: formatDuration(now - this.startedAt),
+      idle: formatDuration(now - this.lastActivity),
+      pending_bytes: this.unwritten,
+      in_msgs: this.inMsgs,
+      out_msgs: this.outMsgs,
+      in_bytes: this.inBytes,
+      out_bytes: this.outBytes,
+      subscriptions: 0,
+    };
+    if (this.clientId) i.name = this.clientId;
+    if (this.clientSoftware) {
+      i.lang = this.clientSoftware.name;
+      i.version = this.clientSoftware.version;
+    }
+    return i;
+  }
+
+  /** Kafka has no way to tell a client the broker is going: it reconnects when closed. */
+  notifyLameDuck(): void {}
 
   /**
    * Frames are cut from the socket's chunks with at most one copy: a frame
@@ -85,11 +205,12 @@ export class KafkaConnection {
    */
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    this.lastActivity = Date.now();
     if (this.paused) this.backlog.push(chunk);
     else this.consume(chunk);
   }
 
-  /** Cuts frames from `chunk`; keeps what follows in the backlog once MAX_IN_FLIGHT is reached. */
+  /** Cuts frames from `chunk`; keeps what follows in the backlog once reading must stop. */
   private consume(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length) {
@@ -125,49 +246,61 @@ export class KafkaConnection {
         this.request(frame, frame.length >= POOLED_FRAME_BYTES);
       }
       if (this.closed) return;
-      if (this.slots.length >= MAX_IN_FLIGHT) {
-        this.paused = true;
-        this.socket.pause();
+      if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked) {
+        if (!this.paused) {
+          this.paused = true;
+          this.socket.pause();
+        }
         if (at < chunk.length) this.backlog.push(chunk.subarray(at));
         return;
       }
     }
   }
 
+  /** Reads again once responses have drained to half the pipelining limit and the socket takes writes. */
+  private resumeReading(): void {
+    if (!this.paused || this.closed || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
+    this.paused = false;
+    // Chunks read before the pause took hold; the socket's own buffer bounds them.
+    while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
+    if (!this.paused && !this.closed) this.socket.resume();
+  }
+
   /** `pooled`: the frame came from the door's pool, and the handler may give it back. */
   private request(frame: Buffer, pooled = false): void {
-    const r = new Reader(frame);
-    const apiKey = r.i16();
-    const version = r.i16();
-    const correlationId = r.i32();
-    const range = API_VERSIONS.get(apiKey);
+    let header;
+    try {
+      header = decodeRequestHeader(frame);
+    } catch (err) {
+      if (err instanceof KafkaDecodeError) return this.close(`request header: ${err.message}`);
+      throw err;
+    }
+    const { apiKey, version, correlationId, supported, r } = header;
     const handler = this.door.handlers.get(apiKey);
-    if (range === undefined || handler === undefined) return this.close(`unknown API key ${apiKey}`);
-    const supported = version >= range[0] && version <= range[1];
+    if (!API_VERSIONS.has(apiKey) || handler === undefined) return this.close(`unknown API key ${apiKey}`);
     if (!supported && apiKey !== ApiKey.ApiVersions) return this.close(`API ${apiKey} version ${version} is not supported`);
+    if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);
     const w = new Writer(128);
     const sizeAt = w.reserveI32();
     w.i32(correlationId);
     // ApiVersions answers with response header v0 whatever its version, so that any client can read it.
     if (flexible && apiKey !== ApiKey.ApiVersions) w.tags();
+    let given = false;
+    // Once only: a frame given back twice would serve two requests at once.
+    const releaseFrame = pooled
+      ? () => {
+          if (given) return;
+          given = true;
+          this.door.frames.give(frame);
+        }
+      : null;
+    const ctx: RequestContext = { conn: this, version, supported, flexible, r, w, releaseFrame, held: 0 };
     let pending: Promise<boolean> | boolean;
     try {
-      if (supported) {
-        this.clientId = r.nullableString();
-        if (flexible) r.tags();
-      }
-      let given = false;
-      // Once only: a frame given back twice would serve two requests at once.
-      const releaseFrame = pooled
-        ? () => {
-            if (given) return;
-            given = true;
-            this.door.frames.give(frame);
-          }
-        : null;
-      pending = handler({ conn: this, version, supported, flexible, r, w, releaseFrame });
+      pending = handler(ctx);
     } catch (err) {
+      this.adjustResponseRoom(ctx, -ctx.held);
       if (err instanceof KafkaDecodeError) return this.close(`API ${apiKey} v${version}: ${err.message}`);
       throw err;
     }
@@ -175,15 +308,22 @@ export class KafkaConnection {
     this.slots.push(slot);
     const finish = (respond: boolean): void => {
       slot.done = true;
-      if (respond) {
+      if (this.closed || !respond) {
+        this.adjustResponseRoom(ctx, -ctx.held);
+      } else {
         w.patchI32(sizeAt, w.pos - 4);
-        slot.response = w.result();
+        const response = w.result();
+        slot.response = response;
+        // From here the response itself is what holds the room.
+        this.adjustResponseRoom(ctx, response.length - ctx.held);
+        this.unwritten += response.length;
       }
       this.flush();
     };
     if (typeof pending === "boolean") finish(pending);
     else {
       pending.then(finish, (err: unknown) => {
+        this.adjustResponseRoom(ctx, -ctx.held);
         if (err instanceof KafkaDecodeError) this.close(`API ${apiKey} v${version}: ${err.message}`);
         else {
           this.door.log.error(`kafka API ${apiKey} v${version} failed: ${(err as Error).stack ?? err}`);
@@ -198,16 +338,23 @@ export class KafkaConnection {
     let n = 0;
     while (n < this.slots.length && this.slots[n].done) {
       const res = this.slots[n].response;
-      if (res !== null) this.socket.write(res);
+      if (res !== null) {
+        const size = res.length;
+        if (!this.socket.write(res, () => this.written(size))) this.writeBlocked = true;
+      }
       n++;
     }
     if (n > 0) this.slots.splice(0, n);
-    if (this.paused && this.slots.length < MAX_IN_FLIGHT / 2) {
-      this.paused = false;
-      // Chunks read before the pause took hold; the socket's own buffer bounds them.
-      while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
-      if (!this.paused && !this.closed) this.socket.resume();
-    }
+    this.resumeReading();
+  }
+
+  /** The kernel has a response: its room goes back to the door. */
+  private written(size: number): void {
+    if (this.closed) return; // close() gave back everything unwritten
+    this.lastActivity = Date.now();
+    this.unwritten -= size;
+    this.responseBytes -= size;
+    this.door.responses.give(size);
   }
 }
 

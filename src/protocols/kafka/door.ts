@@ -10,6 +10,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Logger } from "../../server/log.js";
+import type { Broker } from "../../server/broker.js";
+import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../streams/persist.js";
 import { KafkaConnection } from "./connection.js";
 import { FramePool } from "./frame-pool.js";
@@ -48,6 +50,14 @@ export interface KafkaOptions {
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
   initialRebalanceDelayMs: number;
+  /** Most record bytes in one fetch response, and held in unwritten responses per connection (Kafka's fetch.max.bytes). */
+  fetchMaxBytes: number;
+  /** A connection with nothing in flight and no traffic for this long is closed; 0: never (Kafka's connections.max.idle.ms). */
+  connectionsMaxIdleMs: number;
+  /** Decompressed produce batches held at once, across connections. */
+  maxDecompressBytes: number;
+  /** Responses built and not yet handed to the kernel, across connections. */
+  maxResponseBytes: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -56,6 +66,13 @@ export const KAFKA_DEFAULTS = {
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
+  // Kafka's defaults: 55 MiB and 10 minutes.
+  fetchMaxBytes: 55 * 1024 * 1024,
+  connectionsMaxIdleMs: 10 * 60_000,
+  // Room for two batches at the request limit being decompressed at once, and many small ones.
+  maxDecompressBytes: 256 * 1024 * 1024,
+  // Four fetches at fetch.max.bytes, or many smaller ones.
+  maxResponseBytes: 256 * 1024 * 1024,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */
@@ -70,10 +87,15 @@ export class KafkaDoor {
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
   readonly producers: ProducerStates;
+  /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
+  readonly decompression: ByteBudget;
+  /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
+  readonly responses: ByteBudget;
   private server: Server | null = null;
   port = 0;
 
   private constructor(
+    readonly broker: Broker,
     readonly js: JetStream,
     readonly options: KafkaOptions,
     readonly log: Logger,
@@ -83,6 +105,8 @@ export class KafkaDoor {
     readonly transactions: TransactionCoordinator,
   ) {
     this.producers = producers;
+    this.decompression = new ByteBudget(options.maxDecompressBytes);
+    this.responses = new ByteBudget(options.maxResponseBytes);
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
@@ -114,22 +138,22 @@ export class KafkaDoor {
     return this.options.maxRequestBytes;
   }
 
-  static async start(js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
+  static async start(broker: Broker, js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
     const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
     await groups.load();
     const producers = new ProducerStates();
     const transactions = new TransactionCoordinator(js, groups, join(js.options.storeDir, "kafka"), () => producers.allocate(), (line) => log.debug(`kafka ${line}`));
     // Before the listener opens: transactions a crash left open are finished or aborted first.
     await transactions.load();
-    const door = new KafkaDoor(js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
+    const door = new KafkaDoor(broker, js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
     await door.listen();
     return door;
   }
 
   private listen(): Promise<void> {
-    const server = createServer({ noDelay: true }, (socket: Socket) => {
-      this.connections.add(new KafkaConnection(this, socket));
-    });
+    const server = createServer({ noDelay: true }, (socket: Socket) => this.accept(socket));
+    // As the NATS listener: past this the OS socket is dropped before we see it.
+    server.maxConnections = this.broker.options.maxConnections + 64;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -139,6 +163,22 @@ export class KafkaDoor {
         resolve();
       });
     });
+  }
+
+  /**
+   * Kafka clients share `max_connections` with NATS clients: one kind cannot
+   * take every descriptor from the other. Kafka has no way to say why, so a
+   * connection past the limit is closed at once, as a Kafka broker does.
+   */
+  private accept(socket: Socket): void {
+    const broker = this.broker;
+    if (broker.lameDuck || broker.connections.size >= broker.options.maxConnections) {
+      this.log.debug(`kafka ${socket.remoteAddress}:${socket.remotePort}: refused: ${broker.lameDuck ? "lame duck" : "maximum connections exceeded"}`);
+      socket.on("error", () => {});
+      socket.destroy();
+      return;
+    }
+    this.connections.add(new KafkaConnection(this, socket));
   }
 
   async close(): Promise<void> {

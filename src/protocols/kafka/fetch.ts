@@ -1,7 +1,8 @@
 /**
  * Fetch v4–11 and ListOffsets v0–3. A fetch answers at once when it has
  * `min_bytes`, else waits for an append to one of its partitions or for
- * `max_wait_ms`, never polling. Records are framed from the log as
+ * `max_wait_ms`, never polling. What it reads is bounded by the broker's
+ * `fetch_max_bytes` and by the door's response budget (see collectWithRoom). Records are framed from the log as
  * uncompressed v2 batches, one per run of equal append time and
  * transaction; a transaction marker is a control batch of its own.
  * read_committed fetches stop at the last stable offset and name the aborted
@@ -15,6 +16,7 @@ import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, kafkaHeadersOf, type TxnMark } from "./messages.js";
 import { findTopic } from "./topics.js";
+import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
 import type { StoredMessage } from "../../store/log.js";
 
@@ -49,36 +51,26 @@ const READ_COMMITTED = 1;
 const CONTROL_ABORT = 0;
 const CONTROL_COMMIT = 1;
 
-export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  r.i32(); // replica_id
-  const maxWait = Math.max(0, r.i32());
-  const minBytes = r.i32();
-  const maxBytes = r.i32();
-  const readCommitted = r.i8() === READ_COMMITTED;
-  if (version >= 7) {
-    r.i32(); // session_id: sessions are not kept, every fetch is a full one
-    r.i32(); // session_epoch
-  }
-  const topics: TopicFetch[] = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      if (version >= 9) r.i32(); // current_leader_epoch
-      const offset = r.i64();
-      if (version >= 5) r.i64(); // log_start_offset (followers only)
-      return { index, offset, maxBytes: r.i32() };
-    }),
-  }));
-  if (version >= 7) r.array((r) => (r.string(), r.array((r) => r.i32()))); // forgotten_topics_data
-  if (version >= 11) r.string(); // rack_id
-
-  const deadline = Date.now() + maxWait;
-  let out = await collect(door, topics, maxBytes, readCommitted);
-  while (out.bytes < minBytes && Date.now() < deadline && !conn.closed) {
+export async function handleFetch(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+  const { conn, version, r, w } = ctx;
+  const req = decodeFetch(r, version);
+  const topics = req.topics;
+  const readCommitted = req.isolationLevel === READ_COMMITTED;
+  // The broker's fetch.max.bytes caps what a client may ask; at least one byte, so that a first record always comes back.
+  const want = Math.max(1, Math.min(req.maxBytes, door.options.fetchMaxBytes));
+  const deadline = Date.now() + Math.max(0, req.maxWaitMs);
+  let out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
+  // Short of memory, answer with what fits rather than wait for more to arrive.
+  while (out.bytes < req.minBytes && !out.limited && Date.now() < deadline && !conn.closed) {
+    conn.adjustResponseRoom(ctx, -ctx.held);
     await appendOrTimeout(door, topics, deadline);
-    out = await collect(door, topics, maxBytes, readCommitted);
+    out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
   }
 
+  let records = 0;
+  for (const ps of out.results) for (const p of ps) records += p.messages.length;
+  conn.countOut(records, out.bytes);
+  w.grow(out.bytes + 64 * (topics.length + records));
   w.i32(0); // throttle_time_ms
   if (version >= 7) w.i16(ErrorCode.NONE).i32(0); // error_code, session_id
   w.arrayLength(topics.length);
@@ -96,7 +88,38 @@ export async function handleFetch(door: KafkaDoor, { conn, version, r, w }: Requ
   return true;
 }
 
-async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<{ results: PartitionOut[][]; bytes: number }> {
+interface Collected {
+  results: PartitionOut[][];
+  /** Record bytes read (payload, headers, key and a per-record allowance for framing). */
+  bytes: number;
+  /** Memory, not the request, limited what could be read. */
+  limited: boolean;
+}
+
+/**
+ * Reads the partitions into the response room this connection can get: up
+ * to `want`, less what its other responses hold (fetch_max_bytes per
+ * connection) and what the door's response budget has free. With no room at
+ * all it waits for some until the deadline, then answers without records:
+ * a slow reader's unread responses, or the door's, bound what is built.
+ */
+async function collectWithRoom(door: KafkaDoor, ctx: RequestContext, topics: TopicFetch[], want: number, readCommitted: boolean, deadline: number): Promise<Collected> {
+  for (;;) {
+    const room = ctx.conn.takeResponseRoom(ctx, want);
+    if (room > 0) {
+      const out = await collect(door, topics, room, readCommitted);
+      // Held: what was read (Kafka's first-batch rule may pass the room by one record); settled against the real response when it is written.
+      ctx.conn.adjustResponseRoom(ctx, out.bytes - room);
+      out.limited = room < want;
+      return out;
+    }
+    if (Date.now() >= deadline || ctx.conn.closed) return collect(door, topics, 0, readCommitted);
+    await door.responses.released(deadline - Date.now());
+  }
+}
+
+/** Reads every partition, `maxBytes` in all (0: offsets and watermarks only, no records). */
+async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
   let bytes = 0;
   const results: PartitionOut[][] = [];
   for (const t of topics) {
@@ -121,7 +144,7 @@ async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, 
       let messages: StoredMessage[] = [];
       // Kafka returns at least one batch even past max_bytes, so a large record cannot stall a consumer.
       const room = Math.min(p.maxBytes, maxBytes - bytes);
-      if (p.offset < end && (room > 0 || bytes === 0)) {
+      if (maxBytes > 0 && p.offset < end && (room > 0 || bytes === 0)) {
         messages = await log.scan(p.offset + 1, { maxMessages: Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset), maxBytes: Math.max(1, room) });
         let visible = messages.length;
         while (visible > 0 && messages[visible - 1].seq - 1 >= end) visible--;
@@ -133,7 +156,7 @@ async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, 
     }
     results.push(outs);
   }
-  return { results, bytes };
+  return { results, bytes, limited: false };
 }
 
 /** Resolves on the first append to a fetched partition, or at the deadline. */
@@ -204,17 +227,8 @@ function controlKey(type: number): Buffer {
 const CONTROL_VALUE = Buffer.alloc(6);
 
 export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  r.i32(); // replica_id
-  const readCommitted = version >= 2 && r.i8() === READ_COMMITTED;
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      const timestamp = r.i64();
-      if (version === 0) r.i32(); // max_num_offsets
-      return { index, timestamp };
-    }),
-  }));
+  const { isolationLevel, topics } = decodeListOffsets(r, version);
+  const readCommitted = isolationLevel === READ_COMMITTED;
   return (async () => {
     const results = [];
     for (const t of topics) {

@@ -5,13 +5,21 @@ import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { findTopic } from "./topics.js";
-
-const KEY_TYPE_GROUP = 0;
-const KEY_TYPE_TRANSACTION = 1;
+import {
+  decodeDescribeGroups,
+  decodeFindCoordinator,
+  decodeHeartbeat,
+  decodeJoinGroup,
+  decodeLeaveGroup,
+  decodeOffsetCommit,
+  decodeOffsetFetch,
+  decodeSyncGroup,
+  KEY_TYPE_GROUP,
+  KEY_TYPE_TRANSACTION,
+} from "./requests.js";
 
 export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: RequestContext): boolean {
-  r.string(); // key
-  const keyType = version >= 1 ? r.i8() : KEY_TYPE_GROUP;
+  const { keyType } = decodeFindCoordinator(r, version);
   if (version >= 1) w.i32(0); // throttle_time_ms
   if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) {
     w.i16(ErrorCode.INVALID_REQUEST);
@@ -26,13 +34,7 @@ export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: 
 }
 
 export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const groupId = r.string();
-  const sessionTimeoutMs = r.i32();
-  const rebalanceTimeoutMs = version >= 1 ? r.i32() : sessionTimeoutMs;
-  const memberId = r.string();
-  const instanceId = version >= 5 ? r.nullableString() : null;
-  const protocolType = r.string();
-  const protocols = r.array((r): [string, Buffer] => [r.string(), Buffer.from(r.nullableBytes() ?? Buffer.alloc(0))]);
+  const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
   const group = groupId === "" ? null : door.groups.group(groupId, true);
   const result =
     group === null || protocols.length === 0
@@ -52,11 +54,7 @@ export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: 
 }
 
 export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const groupId = r.string();
-  const generation = r.i32();
-  const memberId = r.string();
-  if (version >= 3) r.nullableString(); // group_instance_id
-  const assignments = r.array((r): [string, Buffer] => [r.string(), Buffer.from(r.nullableBytes() ?? Buffer.alloc(0))]);
+  const { groupId, generation, memberId, assignments } = decodeSyncGroup(r, version);
   const group = door.groups.group(groupId, false);
   const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, generation, assignments);
   if (version >= 1) w.i32(0);
@@ -65,10 +63,7 @@ export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: Reques
 }
 
 export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const groupId = r.string();
-  const generation = r.i32();
-  const memberId = r.string();
-  if (version >= 3) r.nullableString();
+  const { groupId, generation, memberId } = decodeHeartbeat(r, version);
   const group = door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
   w.i16(group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, generation));
@@ -76,9 +71,7 @@ export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestConte
 }
 
 export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const groupId = r.string();
-  const leaving: Array<{ memberId: string; instanceId: string | null }> =
-    version >= 3 ? r.array((r) => ({ memberId: r.string(), instanceId: r.nullableString() })) : [{ memberId: r.string(), instanceId: null }];
+  const { groupId, members: leaving } = decodeLeaveGroup(r, version);
   const group = door.groups.group(groupId, false);
   const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId)));
   if (version >= 1) w.i32(0);
@@ -93,21 +86,7 @@ export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestCont
 }
 
 export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const groupId = r.string();
-  const generation = version >= 1 ? r.i32() : -1;
-  const memberId = version >= 1 ? r.string() : "";
-  if (version >= 7) r.nullableString(); // group_instance_id
-  if (version >= 2 && version <= 4) r.i64(); // retention_time_ms: committed offsets are kept until the group or topic goes
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      const offset = r.i64();
-      if (version >= 6) r.i32(); // committed_leader_epoch
-      if (version === 1) r.i64(); // commit_timestamp
-      return { index, offset, metadata: r.nullableString() };
-    }),
-  }));
+  const { groupId, generation, memberId, topics } = decodeOffsetCommit(r, version);
   const group = groupId === "" ? null : door.groups.group(groupId, true);
   const check = group === null ? ErrorCode.INVALID_GROUP_ID : group.commitCheck(memberId, generation);
   const results = topics.map((t) => {
@@ -136,13 +115,8 @@ export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: Req
 }
 
 export function handleOffsetFetch(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const groupId = r.string();
-  const n = r.arrayLength();
-  let topics: Array<{ name: string; partitions: number[] }> | null = null;
-  if (n >= 0) {
-    topics = [];
-    for (let i = 0; i < n; i++) topics.push({ name: r.string(), partitions: r.array((r) => r.i32()) });
-  }
+  const { groupId, topics: asked } = decodeOffsetFetch(r);
+  let topics = asked;
   const group = door.groups.group(groupId, false);
   if (topics === null) {
     // Every committed offset of the group (v2+).
@@ -178,8 +152,7 @@ export function handleListGroups(door: KafkaDoor, { version, w }: RequestContext
 }
 
 export function handleDescribeGroups(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const ids = r.array((r) => r.string());
-  if (version >= 3) r.bool(); // include_authorized_operations
+  const { groupIds: ids } = decodeDescribeGroups(r, version); // include_authorized_operations: not computed
   if (version >= 1) w.i32(0);
   w.array(ids, (w, id) => {
     const g = door.groups.group(id, false);

@@ -1,13 +1,14 @@
 /** ApiVersions and Metadata: what a Kafka client asks before anything else. */
 
 import { API_VERSIONS, type RequestContext } from "./api.js";
+import { decodeApiVersions, decodeMetadata } from "./requests.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
 import { findTopic, topicNameError, topicOf } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
 
-export function handleApiVersions(_door: KafkaDoor, { version, supported, r, w }: RequestContext): boolean {
+export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
     // A version we do not know: answer in v0's format, which every client reads, with the versions we do.
     w.i16(ErrorCode.UNSUPPORTED_VERSION);
@@ -15,11 +16,8 @@ export function handleApiVersions(_door: KafkaDoor, { version, supported, r, w }
     return true;
   }
   const flexible = version >= 3;
-  if (flexible) {
-    r.compactString(); // client_software_name
-    r.compactString(); // client_software_version
-    r.tags();
-  }
+  const req = decodeApiVersions(r, version);
+  if (req.clientSoftwareName !== null) conn.clientSoftware = { name: req.clientSoftwareName, version: req.clientSoftwareVersion ?? "" };
   w.i16(ErrorCode.NONE);
   w.array(
     [...API_VERSIONS],
@@ -35,13 +33,7 @@ export function handleApiVersions(_door: KafkaDoor, { version, supported, r, w }
 }
 
 export async function handleMetadata(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const n = r.arrayLength();
-  let names: string[] | null = null;
-  if (n >= 0 && !(version === 0 && n === 0)) {
-    names = [];
-    for (let i = 0; i < n; i++) names.push(r.string());
-  }
-  const allowCreate = version < 4 || r.bool();
+  const { topics: names, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
 
   type Entry = { name: string; error: number; stream: Stream | undefined };
   const topics: Entry[] = [];

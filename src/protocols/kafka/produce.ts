@@ -1,5 +1,5 @@
 /**
- * Produce v3–7: each partition's RecordBatch is checked whole (CRC, framing,
+ * Produce v3–7 (v0–2 are refused: see api.ts): each partition's RecordBatch is checked whole (CRC, framing,
  * codec, sizes, header text) before any of it is stored, then its records are
  * appended in order and acknowledged once durable. acks 1 and -1 both wait
  * for the fsync (there is no replica to wait for); acks 0 gets no response.
@@ -8,7 +8,9 @@
 import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { BatchError, ErrorCode } from "./errors.js";
-import { decodeProduceBatch, type DecodedBatch } from "./records.js";
+import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
+import type { KafkaConnection } from "./connection.js";
+import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
 import { BATCH_HEADER, batchMarkOf, natsHeadersOf } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
@@ -25,16 +27,16 @@ interface PartitionResult {
 }
 
 export async function handleProduce(door: KafkaDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
-  const transactionalId = r.nullableString();
-  const acks = r.i16();
-  r.i32(); // timeout_ms: appends finish or fail on their own
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
-  const refuse = acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
+  // timeout_ms: appends finish or fail on their own; it bounds only the wait for room to decompress.
+  const { transactionalId, acks, timeoutMs, topics } = decodeProduce(r, version);
+  // v0–2 carry message formats v0/v1: only RecordBatch v2 is stored (api.ts says why they are advertised).
+  const refuse =
+    version < 3 ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT : acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
 
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
-  const pending = await prepareAndIssue(door, topics, refuse, transactionalId, turn);
+  const pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs));
   // The logs have copied the records, and `topics` is read no more: the frame can serve another request.
   releaseFrame?.();
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
@@ -43,42 +45,87 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
     w.string(t.name);
     w.array(t.partitions, (w, p) => {
       w.i32(p.index).i16(p.error).i64(p.baseOffset);
-      w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
+      if (version >= 2) w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
       if (version >= 5) w.i64(p.logStartOffset);
     });
   });
-  w.i32(0); // throttle_time_ms
+  if (version >= 1) w.i32(0); // throttle_time_ms
   return true;
 }
 
 /**
+ * The door's decompression budget as one request sees it: a batch waits for
+ * room at most the request's timeout_ms, and one whose connection went away
+ * while it waited is not decompressed.
+ */
+function decompressionGate(door: KafkaDoor, conn: KafkaConnection, timeoutMs: number): DecompressionGate {
+  const budget = door.decompression;
+  return {
+    maxBytes: Math.min(door.maxRequestBytes, budget.limit),
+    take(n) {
+      const now = budget.take(n, Math.max(0, timeoutMs));
+      if (now === true) return true;
+      return now.then((ok) => {
+        if (ok && conn.closed) budget.give(n);
+        return ok && !conn.closed;
+      });
+    },
+    give: (n) => budget.give(n),
+  };
+}
+
+type TopicData = ProduceRequest["topics"];
+
+/**
  * Decodes every partition's batch, then, in this connection's produce turn,
  * issues the appends. A function of its own so that nothing holds the
- * decoded batches once appended.
+ * decoded batches once appended; their decompressed bytes go back to the
+ * budget at that moment, or when anything fails.
  */
 async function prepareAndIssue(
   door: KafkaDoor,
-  topics: Array<{ name: string; partitions: Array<{ index: number; records: Buffer | null }> }>,
+  conn: KafkaConnection,
+  topics: TopicData,
   refuse: number,
   transactionalId: string | null,
   turn: { ready: Promise<void>; done: () => void },
+  gate: DecompressionGate,
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
-  let prepared: Array<Array<Prepared | PartitionResult>>;
-  try {
-    prepared = await Promise.all(
-      topics.map((t) => Promise.all(t.partitions.map((p) => (refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId))))),
-    );
-  } catch (err) {
+  const all: Array<Promise<Prepared | PartitionResult>> = [];
+  for (const t of topics) {
+    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId, gate));
+  }
+  // Settled, not all(): a failure must not leave other batches holding budget.
+  const settled = await Promise.allSettled(all);
+  const prepared = settled.map((s) => (s.status === "fulfilled" ? s.value : null));
+  const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  const releaseAll = (): void => {
+    for (const p of prepared) if (p !== null && "batch" in p) release(gate, p.batch);
+  };
+  if (failure !== undefined) {
+    releaseAll();
     // Nothing to issue: pass the turn on once it comes, so later requests keep their order.
     void turn.ready.then(turn.done);
-    throw err;
+    throw failure.reason;
   }
   await turn.ready;
   try {
-    return prepared.map((ps, t) => ps.map((p) => ("error" in p ? Promise.resolve(p) : issue(door, topics[t].name, p, transactionalId))));
+    let at = 0;
+    return topics.map((t) =>
+      t.partitions.map(() => {
+        const p = prepared[at++]!;
+        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId);
+      }),
+    );
   } finally {
     turn.done();
+    releaseAll();
   }
+}
+
+function release(gate: DecompressionGate, batch: DecodedBatch): void {
+  gate.give(batch.held);
+  batch.held = 0;
 }
 
 function failed(index: number, error: number): PartitionResult {
@@ -90,17 +137,20 @@ interface Prepared {
   index: number;
   run: RecordRun;
   batch: DecodedBatch;
+  /** Payload bytes of the records, as NATS counts them. */
+  bytes: number;
 }
 
 /** Decodes and checks one partition's batch; nothing is stored yet. */
-async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null, transactionalId: string | null): Promise<Prepared | PartitionResult> {
+async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null, transactionalId: string | null, gate: DecompressionGate): Promise<Prepared | PartitionResult> {
   const stream = findTopic(door.js, topic);
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
-  let batch: DecodedBatch;
+  let batch: DecodedBatch | null = null;
   let run: RecordRun;
+  let bytes = 0;
   try {
-    batch = await decodeProduceBatch(set, door.maxRequestBytes);
+    batch = await decodeProduceBatch(set, gate);
     // A transactional batch belongs to the transaction the request names; a plain one to none.
     if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
     const idempotent = batch.producerId >= 0;
@@ -108,14 +158,17 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
     run = recordRun(stream, batch);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
     for (let i = 0; i < run.count; i++) {
-      if (payloadSizeAt(run, i) > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
+      const size = payloadSizeAt(run, i);
+      if (size > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
+      bytes += size;
     }
   } catch (err) {
+    if (batch !== null) release(gate, batch);
     if (!(err instanceof BatchError)) throw err;
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
     return failed(index, err.code);
   }
-  return { stream, index, run, batch };
+  return { stream, index, run, batch, bytes };
 }
 
 /**
@@ -184,7 +237,7 @@ async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, i
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
+function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
@@ -207,6 +260,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
     }
   }
   stream.appendMany(index, run, (err, first) => settle(err ?? first - 1));
+  conn.countIn(run.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
@@ -216,8 +270,7 @@ function issue(door: KafkaDoor, topic: string, p: Prepared, transactionalId: str
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
 export async function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
-  const transactionalId = r.nullableString();
-  const timeoutMs = r.i32();
+  const { transactionalId, transactionTimeoutMs: timeoutMs } = decodeInitProducerId(r);
   w.i32(0); // throttle_time_ms
   if (transactionalId === null) {
     w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);

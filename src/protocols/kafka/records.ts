@@ -15,10 +15,12 @@
 
 import { crc32c } from "../../store/crc32c.js";
 import { KafkaDecodeError, Reader, Writer } from "./codec.js";
-import { decompress } from "./compression.js";
+import { decompress, decompressedBound } from "./compression.js";
 import { BatchError, ErrorCode } from "./errors.js";
 
 export const BATCH_OVERHEAD = 61;
+/** The smallest record: length, attributes, timestamp and offset deltas, key and value lengths, header count (a byte each). */
+const MIN_RECORD_BYTES = 7;
 const CRC_FROM = 21;
 export const ATTR_CODEC_MASK = 0x07;
 export const ATTR_LOG_APPEND_TIME = 0x08;
@@ -46,16 +48,29 @@ export interface DecodedBatch {
   valueLen: Int32Array;
   /** Per record its headers (empty if none), or null when no record has any. */
   headers: KafkaHeaders[] | null;
+  /** Bytes of the decompression budget this batch holds (its decompressed body): give them back once the records are stored or refused. */
+  held: number;
+}
+
+/** Where a batch's decompressed bytes are counted: the door's budget across connections (budget.ts). */
+export interface DecompressionGate {
+  /** The most one batch may decompress to. */
+  readonly maxBytes: number;
+  /** Takes n bytes of the budget, waiting in turn; false when they could not be had. */
+  take(n: number): true | Promise<boolean>;
+  give(n: number): void;
 }
 
 const NO_HEADERS: KafkaHeaders = Object.freeze([]);
 
 /**
  * Decodes the record set of one partition of a Produce request: exactly one
- * v2 batch, as Kafka requires. `maxRecordsBytes` bounds what decompression
- * may produce.
+ * v2 batch, as Kafka requires. A compressed batch first takes, from `gate`,
+ * as many bytes as its framing says it can expand to, and keeps holding what
+ * it did expand to (`held`) after this returns; on a refusal it gives them
+ * back itself.
  */
-export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): Promise<DecodedBatch> {
+export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate): Promise<DecodedBatch> {
   if (set.length < BATCH_OVERHEAD) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record set shorter than a batch header");
   const r = new Reader(set);
   r.i64(); // baseOffset: the broker assigns offsets
@@ -82,8 +97,32 @@ export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): 
   if (count <= 0 || lastOffsetDelta !== count - 1) throw new BatchError(ErrorCode.INVALID_RECORD, "record count does not match the last offset delta");
   const codec = attributes & ATTR_CODEC_MASK;
   let body = set.subarray(r.pos);
-  if (codec !== 0) body = await decompress(codec, body, maxRecordsBytes);
-  if (count > body.length) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
+  let held = 0;
+  if (codec !== 0) {
+    const bound = decompressedBound(codec, body, gate.maxBytes);
+    const granted = gate.take(bound);
+    if (granted !== true && !(await granted)) throw new BatchError(ErrorCode.REQUEST_TIMED_OUT, "no room to decompress the batch in time");
+    try {
+      body = await decompress(codec, body, bound);
+    } catch (err) {
+      gate.give(bound);
+      throw err;
+    }
+    // Hold what was produced, not what might have been.
+    gate.give(bound - body.length);
+    held = body.length;
+  }
+  try {
+    return readRecords(body, count, producerId, producerEpoch, baseSequence, transactional, held);
+  } catch (err) {
+    gate.give(held);
+    throw err;
+  }
+}
+
+function readRecords(body: Buffer, count: number, producerId: number, producerEpoch: number, baseSequence: number, transactional: boolean, held: number): DecodedBatch {
+  // Before the per-record arrays are sized by the count the batch claims.
+  if (count > body.length / MIN_RECORD_BYTES) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
   const batch: DecodedBatch = {
     producerId,
     producerEpoch,
@@ -96,6 +135,7 @@ export async function decodeProduceBatch(set: Buffer, maxRecordsBytes: number): 
     valueAt: new Int32Array(count),
     valueLen: new Int32Array(count),
     headers: null,
+    held,
   };
   const rr = new Reader(body);
   let i = 0;

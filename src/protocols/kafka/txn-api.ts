@@ -9,15 +9,13 @@ import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { findTopic } from "./topics.js";
 import { offsetKey, type CommittedOffset } from "./groups.js";
+import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
 
 export async function handleAddPartitionsToTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
-  const transactionalId = r.string();
-  const producerId = r.i64();
-  const epoch = r.i16();
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) }));
+  const { transactionalId, producerId, epoch, topics } = decodeAddPartitionsToTxn(r);
   let count = 0;
   for (const t of topics) count += t.partitions.length;
   const results =
@@ -33,39 +31,21 @@ export async function handleAddPartitionsToTxn(door: KafkaDoor, { r, w }: Reques
 }
 
 export async function handleAddOffsetsToTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
-  const transactionalId = r.string();
-  const producerId = r.i64();
-  const epoch = r.i16();
-  const groupId = r.string();
+  const { transactionalId, producerId, epoch, groupId } = decodeAddOffsetsToTxn(r);
   const error = groupId === "" ? ErrorCode.INVALID_GROUP_ID : await door.transactions.addOffsets({ transactionalId, producerId, epoch }, groupId);
   w.i32(0).i16(error);
   return true;
 }
 
 export async function handleEndTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
-  const transactionalId = r.string();
-  const producerId = r.i64();
-  const epoch = r.i16();
-  const commit = r.bool();
+  const { transactionalId, producerId, epoch, commit } = decodeEndTxn(r);
   const error = await door.transactions.endTxn({ transactionalId, producerId, epoch }, commit);
   w.i32(0).i16(error);
   return true;
 }
 
 export function handleTxnOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const transactionalId = r.string();
-  const groupId = r.string();
-  const producerId = r.i64();
-  const epoch = r.i16();
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
-      const index = r.i32();
-      const offset = r.i64();
-      if (version >= 2) r.i32(); // committed_leader_epoch
-      return { index, offset, metadata: r.nullableString() };
-    }),
-  }));
+  const { transactionalId, groupId, producerId, epoch, topics } = decodeTxnOffsetCommit(r, version);
   const results = topics.map((t) => {
     const stream = findTopic(door.js, t.name);
     return { name: t.name, partitions: t.partitions.map((p) => ({ ...p, error: (stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE) as number })) };

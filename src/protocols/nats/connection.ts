@@ -367,6 +367,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const i: ConnectionInfo = {
       cid: this.cid,
       kind: "Client",
+      type: "nats",
       ip: this.ip,
       port: this.port,
       start: new Date(this.startedAt).toISOString(),

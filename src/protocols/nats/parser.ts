@@ -89,7 +89,8 @@ export class NatsParser {
       const nl = buf.indexOf(LF, i);
       if (nl < 0) {
         const rem = n - i;
-        if (rem > this.maxControlLine) {
+        // A line may hold max_control_line bytes before its CRLF, however it is split across reads.
+        if (rem > this.maxControlLine + 1) {
           this.fail(ProtoError.ControlLine);
           return;
         }
@@ -98,7 +99,7 @@ export class NatsParser {
         this.lineLen = rem;
         return;
       }
-      if (nl - i > this.maxControlLine) {
+      if (nl - i > this.maxControlLine + 1) {
         this.fail(ProtoError.ControlLine);
         return;
       }

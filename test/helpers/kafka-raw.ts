@@ -1,0 +1,150 @@
+/** A raw Kafka protocol client for tests that must send what no real client would: frames built by hand, read back one by one. */
+
+import { connect, type Socket } from "node:net";
+import { Reader, Writer } from "../../src/protocols/kafka/codec.js";
+import { crc32c } from "../../src/store/crc32c.js";
+
+/** A request frame: size, header v1 (api key, version, correlation id, client id), then the body. */
+export function frame(apiKey: number, version: number, body: (w: Writer) => void, correlationId = 7): Buffer {
+  const w = new Writer();
+  const at = w.reserveI32();
+  w.i16(apiKey).i16(version).i32(correlationId).nullableString("raw");
+  body(w);
+  w.patchI32(at, w.pos - 4);
+  return Buffer.from(w.result());
+}
+
+/** A v2 record batch around records already encoded (and compressed, for a codec other than 0). */
+export function batchAround(records: Buffer, count: number, codec: number): Buffer {
+  const w = new Writer();
+  w.i64(0);
+  const lengthAt = w.reserveI32();
+  w.i32(0).i8(2);
+  const crcAt = w.reserveI32();
+  const crcFrom = w.pos;
+  w.i16(codec).i32(count - 1).i64(Date.now()).i64(Date.now()).i64(-1).i16(-1).i32(-1).i32(count).raw(records);
+  w.patchI32(lengthAt, w.pos - 12);
+  w.buf.writeUInt32BE(crc32c(w.buf, crcFrom, w.pos) >>> 0, crcAt);
+  return Buffer.from(w.result());
+}
+
+/** Produce v3, acks -1, one partition. */
+export function produceFrame(topic: string, partition: number, records: Buffer, correlationId = 7): Buffer {
+  return frame(0, 3, (w) => w.nullableString(null).i16(-1).i32(30_000).arrayLength(1).string(topic).arrayLength(1).i32(partition).nullableBytes(records), correlationId);
+}
+
+/** Fetch v4 of one partition from `offset`. */
+export function fetchFrame(topic: string, partition: number, offset: number, opts: { maxWaitMs?: number; minBytes?: number; maxBytes?: number; partitionMaxBytes?: number } = {}): Buffer {
+  const { maxWaitMs = 0, minBytes = 1, maxBytes = 2 ** 31 - 1, partitionMaxBytes = 2 ** 31 - 1 } = opts;
+  return frame(1, 4, (w) =>
+    w.i32(-1).i32(maxWaitMs).i32(minBytes).i32(maxBytes).i8(0).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(offset).i32(partitionMaxBytes),
+  );
+}
+
+/**
+ * A connection whose response frames are cut as they arrive (without
+ * concatenating everything received: responses may be large), each kept as
+ * a Reader positioned after the correlation id.
+ */
+export class RawKafka {
+  readonly responses: Reader[] = [];
+  /** Response frame sizes, in order. */
+  readonly sizes: number[] = [];
+  private head = Buffer.alloc(0);
+  private body: Buffer | null = null;
+  private filled = 0;
+  private readonly waiters: Array<() => void> = [];
+  closed = false;
+
+  private constructor(readonly socket: Socket) {
+    socket.on("data", (d: Buffer) => this.onData(d));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.closed = true;
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+
+  static open(port: number): Promise<RawKafka> {
+    return new Promise((resolve, reject) => {
+      const s = connect(port, "127.0.0.1", () => {
+        s.off("error", reject);
+        resolve(new RawKafka(s));
+      });
+      s.once("error", reject);
+    });
+  }
+
+  send(b: Buffer): void {
+    this.socket.write(b);
+  }
+
+  /** The n-th response (0-based), once it has arrived; rejects if the connection closes first. */
+  async response(n: number): Promise<Reader> {
+    while (this.responses.length <= n) {
+      if (this.closed) throw new Error(`connection closed before response ${n}`);
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    return this.responses[n];
+  }
+
+  /** Resolves when the server has closed the connection. */
+  whenClosed(): Promise<void> {
+    return new Promise((resolve) => (this.closed ? resolve() : this.socket.once("close", () => resolve())));
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private onData(d: Buffer): void {
+    let at = 0;
+    while (at < d.length) {
+      if (this.body === null) {
+        const take = Math.min(4 - this.head.length, d.length - at);
+        this.head = Buffer.concat([this.head, d.subarray(at, at + take)]);
+        at += take;
+        if (this.head.length < 4) return;
+        this.body = Buffer.allocUnsafe(this.head.readInt32BE(0));
+        this.filled = 0;
+        this.head = Buffer.alloc(0);
+      }
+      const n = d.copy(this.body, this.filled, at);
+      at += n;
+      this.filled += n;
+      if (this.filled === this.body.length) {
+        const r = new Reader(this.body);
+        r.i32(); // correlation id
+        this.responses.push(r);
+        this.sizes.push(this.body.length);
+        this.body = null;
+        for (const w of this.waiters.splice(0)) w();
+      }
+    }
+  }
+}
+
+/** The error code and base offset of a one-partition produce response. */
+export function produceResult(r: Reader): { error: number; baseOffset: number } {
+  r.i32(); // topics
+  r.string();
+  r.i32(); // partitions
+  r.i32(); // index
+  const error = r.i16();
+  return { error, baseOffset: r.i64() };
+}
+
+/** Error code, high watermark and record-set bytes of a one-partition fetch v4 response. */
+export function fetchResult(r: Reader): { error: number; highWatermark: number; recordBytes: number } {
+  r.i32(); // throttle_time_ms
+  r.i32(); // topics
+  r.string();
+  r.i32(); // partitions
+  r.i32(); // index
+  const error = r.i16();
+  const highWatermark = r.i64();
+  r.i64(); // last stable offset
+  const aborted = r.i32();
+  for (let i = 0; i < aborted; i++) r.raw(16);
+  return { error, highWatermark, recordBytes: r.i32() };
+}

@@ -1,0 +1,302 @@
+/**
+ * The Kafka door's limits across connections, each shown with the raw
+ * protocol against the server's own accounting (and RSS where that is what
+ * was once seen growing):
+ * - decompression: 32 pipelined gzip "bombs" once took the server to 3.2 GiB;
+ * - fetch responses: 8 pipelined fetches with max_bytes 2^31-1 to 3.0 GiB;
+ * - connections: Kafka sockets share max_connections with NATS clients and
+ *   close when idle (2,100 idle sockets once exhausted the descriptors);
+ * - /connz and /varz list Kafka connections and count their records.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
+import { connect as tcpConnect } from "node:net";
+import kafkajs from "kafkajs";
+import { startJs, type JsHarness } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+import { RawKafka, batchAround, fetchFrame, fetchResult, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
+import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
+import { parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf } from "../src/server/conf-options.js";
+import type { KafkaListenerOptions, ServerOptions } from "../src/server/options.js";
+
+const MiB = 1024 * 1024;
+const CORRUPT_MESSAGE = 2;
+
+async function start(kafka: KafkaListenerOptions, server: ServerOptions = {}): Promise<JsHarness> {
+  return startJs({ server: { ...server, kafka: { port: 0, initialRebalanceDelayMs: 0, ...kafka } } });
+}
+
+/** Creates a topic through Metadata v1 (auto-creation). */
+async function createTopic(port: number, topic: string): Promise<void> {
+  const c = await RawKafka.open(port);
+  c.send(frame(3, 1, (w) => w.arrayLength(1).string(topic)));
+  await c.response(0);
+  c.destroy();
+}
+
+/** Samples this process's RSS (the server runs in it) until stopped; returns the peak. */
+function rssSampler(): { stop(): number } {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 5);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage.rss());
+    },
+  };
+}
+
+test("32 pipelined gzip bombs are decompressed within the door's budget, not all at once", async (t) => {
+  // Scaled down from what was seen (100 MB each): 24 MiB each, 768 MiB if all were held together.
+  const bombBytes = 24 * MiB;
+  const budget = 2 * bombBytes + 4 * MiB;
+  const h = await start({ maxRequestBytes: bombBytes + MiB, maxDecompressBytes: budget });
+  try {
+    const door = h.srv.kafka!;
+    await createTopic(h.srv.kafkaPort!, "bombs");
+    const bomb = produceFrame("bombs", 0, batchAround(gzipSync(Buffer.alloc(bombBytes), { level: 9 }), 1, 1));
+    assert.ok(bomb.length < 100 * 1024, "a bomb is small on the wire");
+    const conns = await Promise.all([0, 1, 2, 3].map(() => RawKafka.open(h.srv.kafkaPort!)));
+    const rssBefore = process.memoryUsage.rss();
+    const rss = rssSampler();
+    for (const c of conns) c.send(Buffer.concat(Array.from({ length: 8 }, () => bomb)));
+    const answers = await Promise.all(conns.map((c) => Promise.all(Array.from({ length: 8 }, (_, i) => c.response(i).then(produceResult)))));
+    const rssPeak = rss.stop();
+    t.diagnostic(`decompression budget peak ${(door.decompression.peak / MiB).toFixed(1)} MiB of ${budget / MiB}; RSS ${(rssBefore / MiB).toFixed(0)} → peak ${(rssPeak / MiB).toFixed(0)} MiB`);
+    for (const a of answers.flat()) assert.equal(a.error, CORRUPT_MESSAGE, "zeros are not records: every bomb is refused after decompression");
+    assert.ok(door.decompression.peak >= bombBytes, "the bombs were decompressed");
+    assert.ok(door.decompression.peak <= budget, `decompressed bytes held at once (${door.decompression.peak}) stay within the budget (${budget})`);
+    assert.equal(door.decompression.used, 0, "every byte given back");
+    // All 32 held together would be 768 MiB.
+    assert.ok(rssPeak - rssBefore < 400 * MiB, `RSS grew by ${((rssPeak - rssBefore) / MiB).toFixed(0)} MiB`);
+    for (const c of conns) c.destroy();
+  } finally {
+    await h.close();
+  }
+});
+
+test("a batch whose framing declares more than the limit is refused before it is decompressed", async () => {
+  const h = await start({ maxRequestBytes: 4 * MiB });
+  try {
+    const door = h.srv.kafka!;
+    await createTopic(h.srv.kafkaPort!, "declared");
+    const c = await RawKafka.open(h.srv.kafkaPort!);
+    c.send(produceFrame("declared", 0, batchAround(gzipSync(Buffer.alloc(8 * MiB)), 1, 1)));
+    assert.equal(produceResult(await c.response(0)).error, 10, "MESSAGE_TOO_LARGE");
+    assert.equal(door.decompression.peak, 0, "nothing was reserved, nothing decompressed");
+    c.destroy();
+  } finally {
+    await h.close();
+  }
+});
+
+test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the door's response budget bound what is built", async (t) => {
+  // Responses large enough that the kernel's socket buffers cannot take them all.
+  const fetchMax = 4 * MiB;
+  const budget = 12 * MiB;
+  const h = await start({ fetchMaxBytes: fetchMax, maxResponseBytes: budget });
+  try {
+    const door = h.srv.kafka!;
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "big");
+    // 8 MiB in 16 KiB records.
+    const value = Buffer.alloc(16 * 1024, 7);
+    const producer = await RawKafka.open(port);
+    for (let b = 0; b < 8; b++) {
+      const w = new Writer();
+      encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+      producer.send(produceFrame("big", 0, Buffer.from(w.result())));
+      assert.equal(produceResult(await producer.response(b)).error, 0);
+    }
+    producer.destroy();
+    // A response may pass its room by one record, and by framing the estimate left out.
+    const slack = 16 * 1024 + 8 * 1024;
+
+    // One fetch asking for 2 GiB gets at most fetch_max_bytes of records.
+    const one = await RawKafka.open(port);
+    one.send(fetchFrame("big", 0, 0));
+    const first = fetchResult(await one.response(0));
+    assert.equal(first.highWatermark, 512);
+    assert.ok(first.recordBytes > fetchMax / 2 && first.recordBytes <= fetchMax + slack, `${first.recordBytes} record bytes for fetch.max.bytes ${fetchMax}`);
+    one.destroy();
+    await waitUntil(() => door.responses.used === 0, "the first response to be written");
+
+    // Four slow readers, 8 pipelined fetches of 2 GiB each, not read for now.
+    const slow = await Promise.all([0, 1, 2, 3].map(() => RawKafka.open(port)));
+    for (const c of slow) {
+      c.socket.pause();
+      c.send(Buffer.concat(Array.from({ length: 8 }, () => fetchFrame("big", 0, 0, { maxWaitMs: 300 }))));
+    }
+    await waitUntil(() => door.responses.used >= budget / 2, "the slow readers' responses to pile up");
+    for (const c of door.connections) assert.ok(c.info(Date.now()).pending_bytes <= fetchMax + slack, "no connection holds more than fetch.max.bytes unwritten");
+    for (const c of slow) c.socket.resume();
+    const results = await Promise.all(slow.map((c) => Promise.all(Array.from({ length: 8 }, (_, i) => c.response(i).then(fetchResult)))));
+    t.diagnostic(`response budget peak ${(door.responses.peak / MiB).toFixed(2)} MiB of ${budget / MiB}`);
+    assert.ok(door.responses.peak <= budget + 4 * slack, `built and unwritten at once: ${door.responses.peak}, budget ${budget}`);
+    assert.ok(door.responses.peak > budget / 2, "the budget was what held them back");
+    for (const r of results.flat()) assert.ok(r.error === 0 && r.recordBytes <= fetchMax + slack, "every fetch answered, none past fetch.max.bytes");
+    const withRecords = results.flat().filter((r) => r.recordBytes > 0).length;
+    assert.ok(withRecords >= 4, "each reader got records");
+    assert.ok(withRecords < 32, `fetches without room were answered without records (${withRecords} of 32 had records)`);
+    for (const c of slow) c.destroy();
+    await waitUntil(() => door.responses.used === 0, "every response byte to be given back");
+  } finally {
+    await h.close();
+  }
+});
+
+test("a client that does not read its responses stops being read", async () => {
+  const h = await start({ fetchMaxBytes: 4 * MiB });
+  try {
+    const door = h.srv.kafka!;
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "unread");
+    const value = Buffer.alloc(64 * 1024, 1);
+    const p = await RawKafka.open(port);
+    const w = new Writer();
+    encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+    p.send(produceFrame("unread", 0, Buffer.from(w.result())));
+    assert.equal(produceResult(await p.response(0)).error, 0);
+    p.destroy();
+
+    const c = await RawKafka.open(port);
+    c.socket.pause();
+    // Far more fetches than the pipelining limit, in one go (4 MiB answers each): the server must stop reading them.
+    const count = 20_000;
+    const many = Buffer.concat(Array.from({ length: count }, () => fetchFrame("unread", 0, 0)));
+    c.socket.write(many);
+    await waitUntil(() => door.connections.size === 1 && [...door.connections][0].socket.isPaused() && [...door.connections][0].info(Date.now()).pending_bytes > 0, "the server to stop reading");
+    const server = [...door.connections][0];
+    const read = server.socket.bytesRead;
+    // Not synchronisation: a window in which nothing may happen.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(server.socket.bytesRead, read, "nothing more read while the client reads nothing");
+    assert.ok(read < many.length, `the server stopped reading (${read} of ${many.length} bytes)`);
+    c.socket.resume();
+    await c.response(count - 1);
+    c.destroy();
+  } finally {
+    await h.close();
+  }
+});
+
+test("Kafka connections share max_connections with NATS clients; /connz and /varz list them", async () => {
+  const maxConnections = 6;
+  const h = await start({}, { maxConnections, httpPort: 0 });
+  const raw: RawKafka[] = [];
+  try {
+    const port = h.srv.kafkaPort!;
+    const varz = async (): Promise<Record<string, number>> => (await (await fetch(`http://127.0.0.1:${h.srv.httpPort}/varz`)).json()) as Record<string, number>;
+    const connz = async (): Promise<{ connections: Array<Record<string, unknown>> }> => (await (await fetch(`http://127.0.0.1:${h.srv.httpPort}/connz`)).json()) as { connections: Array<Record<string, unknown>> };
+
+    const kafka = new kafkajs.Kafka({ clientId: "limits-test", brokers: [`127.0.0.1:${port}`], logLevel: kafkajs.logLevel.NOTHING });
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({ topic: "counted", messages: [{ value: "one" }, { value: "two" }, { value: "three" }] });
+    await producer.disconnect();
+    await waitUntil(() => h.srv.broker.connections.size === 1, "kafkajs's connections to close");
+    const before = await varz();
+    assert.equal(before.in_msgs, 3, "records produced over Kafka count as in_msgs");
+
+    // Fill the budget: the harness's NATS client, then raw Kafka connections.
+    while (h.srv.broker.connections.size < maxConnections) {
+      raw.push(await RawKafka.open(port));
+      await waitUntil(() => h.srv.broker.connections.size === raw.length + 1, "the connection to register");
+    }
+    // ApiVersions v3: request header v2 (tags after the client id), compact strings.
+    raw[0].send(frame(18, 3, (w) => w.tags().uvarint(8).raw(Buffer.from("kafkajs")).uvarint(6).raw(Buffer.from("2.2.4")).tags()));
+    await raw[0].response(0);
+    raw[1].send(fetchFrame("counted", 0, 0));
+    assert.equal(fetchResult(await raw[1].response(0)).recordBytes > 0, true);
+
+    const full = await connz();
+    const kafkaConns = full.connections.filter((c) => c.type === "kafka");
+    assert.equal(full.connections.length, maxConnections);
+    assert.equal(kafkaConns.length, maxConnections - 1);
+    assert.ok(full.connections.some((c) => c.type === "nats"), "the NATS client is there too");
+    const software = kafkaConns.find((c) => c.lang === "kafkajs");
+    assert.equal(software?.version, "2.2.4", "ApiVersions v3's client software name and version");
+    assert.equal(software?.name, "raw", "the client id");
+    assert.equal(kafkaConns.find((c) => c.out_msgs === 3)?.kind, "Client", "the fetch's records count as out_msgs");
+    const v = await varz();
+    assert.equal(v.connections, maxConnections);
+    assert.equal(v.out_msgs - before.out_msgs, 3);
+
+    // One more Kafka connection is closed at once; a NATS client is refused as nats-server refuses it.
+    const extra = await RawKafka.open(port);
+    await extra.whenClosed();
+    const refused = await new Promise<string>((resolve) => {
+      const s = tcpConnect(h.srv.port, "127.0.0.1");
+      let text = "";
+      s.on("data", (d: Buffer) => (text += d.toString()));
+      s.on("error", () => {});
+      s.on("close", () => resolve(text));
+    });
+    assert.match(refused, /-ERR 'maximum connections exceeded'/);
+    assert.equal(h.srv.broker.connections.size, maxConnections);
+
+    // Room again once Kafka connections go.
+    raw.pop()!.destroy();
+    await waitUntil(() => h.srv.broker.connections.size === maxConnections - 1, "the Kafka connection to unregister");
+    const ok = await new Promise<string>((resolve) => {
+      const s = tcpConnect(h.srv.port, "127.0.0.1", () => s.write("CONNECT {}\r\nPING\r\n"));
+      let text = "";
+      s.on("data", (d: Buffer) => {
+        text += d.toString();
+        if (text.includes("PONG")) {
+          s.destroy();
+          resolve(text);
+        }
+      });
+    });
+    assert.match(ok, /PONG/);
+  } finally {
+    for (const c of raw) c.destroy();
+    await h.close();
+  }
+});
+
+test("a Kafka connection idle for connections_max_idle is closed; one waiting on a fetch is not", async () => {
+  const idleMs = 300;
+  // A short write deadline makes the broker's upkeep tick every 100 ms.
+  const h = await start({ connectionsMaxIdleMs: idleMs }, { writeDeadline: 400 });
+  try {
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "idle");
+    const idle = await RawKafka.open(port);
+    const opened = Date.now();
+    await idle.whenClosed();
+    assert.ok(Date.now() - opened >= idleMs, "not before the idle time");
+
+    const busy = await RawKafka.open(port);
+    const sent = Date.now();
+    // A long poll with nothing to read: in flight for 1.2 s, four idle periods.
+    busy.send(fetchFrame("idle", 0, 0, { maxWaitMs: 1200, minBytes: 1 }));
+    const r = fetchResult(await busy.response(0));
+    assert.equal(r.recordBytes, 0);
+    assert.ok(Date.now() - sent >= 1100, "the fetch waited its max_wait_ms with the connection open");
+    await busy.whenClosed();
+    await waitUntil(() => h.srv.broker.connections.size === 1, "only the harness's NATS client to remain");
+  } finally {
+    await h.close();
+  }
+});
+
+test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes", () => {
+  const o = optionsFromConf(parseConf(`kafka { fetch_max_bytes: 1048576, connections_max_idle: "2m", max_decompress_bytes: 64MB, max_response_bytes: 33554432 }`));
+  assert.equal(o.kafka?.fetchMaxBytes, 1048576);
+  assert.equal(o.kafka?.connectionsMaxIdleMs, 120_000);
+  assert.equal(o.kafka?.maxDecompressBytes, 64 * MiB);
+  assert.equal(o.kafka?.maxResponseBytes, 32 * MiB);
+  assert.equal(optionsFromConf(parseConf(`kafka { connections_max_idle: 0 }`)).kafka?.connectionsMaxIdleMs, 0, "0: idle connections are kept");
+  assert.equal(optionsFromConf(parseConf(`kafka { fetch_max_bytes: 0 }`)).kafka?.fetchMaxBytes, undefined, "0: the default");
+  assert.throws(() => optionsFromConf(parseConf(`kafka { fetch_max_bytes: -1 }`)), /kafka.fetch_max_bytes: must not be negative/);
+  assert.throws(() => optionsFromConf(parseConf(`kafka { connections_max_idle: "soon" }`)), /kafka.connections_max_idle: invalid duration/);
+  assert.equal(KAFKA_DEFAULTS.fetchMaxBytes, 57_671_680, "Kafka's default fetch.max.bytes");
+  assert.equal(KAFKA_DEFAULTS.connectionsMaxIdleMs, 600_000, "Kafka's default connections.max.idle.ms");
+});
