@@ -16,18 +16,27 @@ import type { StoredMessage } from "../store/log.js";
 const NAMES_LIMIT = 1024;
 const LIST_LIMIT = 256;
 const TYPE = "io.nats.jetstream.api.v1.";
+const STREAM_OPS = new Set(["CREATE", "UPDATE", "INFO", "DELETE", "PURGE"]);
+const TEMPLATE_OPS = new Set(["CREATE", "INFO", "DELETE"]);
 
 type Json = Record<string, unknown>;
+
+/** An API request being answered. */
+interface Request {
+  subject: string;
+  body: Buffer;
+  reply: string;
+}
 
 function parseBody(body: Buffer): Json {
   if (body.length === 0) return {};
   let v: unknown;
   try {
     v = JSON.parse(body.toString("utf8"));
-  } catch (err) {
-    throw Errors.invalidJson((err as Error).message);
+  } catch {
+    throw Errors.invalidJson();
   }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson("expected an object");
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson();
   return v as Json;
 }
 
