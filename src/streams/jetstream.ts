@@ -207,6 +207,7 @@ export class JetStream implements DeliveryHost {
       }
     }
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
+    stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
     await stream.recover();
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
