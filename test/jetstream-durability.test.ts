@@ -12,7 +12,10 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, type JsMsg } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { startJs } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+import { startServer } from "../src/index.js";
 
 const MS = 1_000_000;
 const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
@@ -94,6 +97,42 @@ describe("JetStream durability", () => {
       assert.ok([...processed.values()].every((n) => n === 1));
     } finally {
       await h.close();
+    }
+  });
+
+  test("a KV watcher carries on after a server restart: its consumer is where it was", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-watch-"));
+    const options = { port: 0, jetstream: true, storeDir: dir };
+    let srv = await startServer(options);
+    const nc = await connect({ servers: srv.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
+    try {
+      const kv = await new Kvm(nc).create("W");
+      await kv.put("a", "1");
+      const seen: string[] = [];
+      const watch = await kv.watch();
+      void (async () => {
+        for await (const e of watch) seen.push(`${e.key}=${e.string()}`);
+      })();
+      await waitUntil(() => seen.length === 1, "the initial value");
+      const ephemerals = (await (await jetstreamManager(nc)).consumers.list("KV_W").next()).map((c) => c.name);
+      // The same port, so that the client reconnects by itself, as it would to a restarted nats-server.
+      const port = srv.port;
+      const reconnected = (async () => {
+        for await (const s of nc.status()) if (s.type === "reconnect") return;
+      })();
+      await srv.close();
+      srv = await startServer({ ...options, port });
+      await reconnected;
+      assert.deepEqual((await (await jetstreamManager(nc)).consumers.list("KV_W").next()).map((c) => c.name), ephemerals, "the watcher's consumer was restored");
+      await kv.put("b", "2");
+      // Well inside the two missed heartbeats (60 s) after which the client would recreate its consumer.
+      await waitUntil(() => seen.length === 2, "the put after the restart", 10_000);
+      assert.deepEqual(seen, ["a=1", "b=2"]);
+      watch.stop();
+    } finally {
+      await nc.close();
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -47,7 +47,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, ...sync });
+    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, ...sync });
     jsApi = new JetStreamApi(jetstream);
   }
 

@@ -16,6 +16,8 @@ import { join } from "node:path";
 import { readdir } from "node:fs/promises";
 import type { Account } from "../server/account.js";
 import type { Logger } from "../server/log.js";
+import type { Producer } from "../server/broker.js";
+import { goDuration } from "../server/duration.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
@@ -23,6 +25,7 @@ import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
 import type { MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
+import { Advisories } from "./advisories.js";
 import { limitsOf, Stream } from "./stream.js";
 import { ApiError, Errors } from "./errors.js";
 import {
@@ -33,6 +36,7 @@ import {
   sameJson,
   streamUpdateError,
   subjectsIntersect,
+  unsupportedStreamFeature,
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
@@ -44,6 +48,13 @@ export interface JetStreamOptions {
   sync?: SyncPolicy;
   syncIntervalMs?: number;
   log: Logger;
+  /** Named in advisories (the server id). */
+  serverId?: string;
+  /**
+   * The broker's producer slot: set to a consumer while its deliveries are
+   * routed, so a receiver past its stall mark slows the consumer down.
+   */
+  pacing?: { producer: Producer | null };
 }
 
 interface StreamMeta {
@@ -65,6 +76,13 @@ function randomName(): string {
   let s = "";
   for (let i = 0; i < 8; i++) s += NAME_CHARS[b[i] % NAME_CHARS.length];
   return s;
+}
+
+/** How a stream is described in the log: what an operator checks first. */
+function describeStream(c: StreamConfig, partitions: number): string {
+  const parts = [`subjects ${c.subjects.join(", ")}`, `${c.storage} storage`, `${c.retention} retention`];
+  if (partitions > 1) parts.push(`${partitions} partitions`);
+  return parts.join(", ");
 }
 
 /** Captures a stream's subjects: copies each published message into the stream. */
@@ -105,11 +123,13 @@ export class JetStream implements DeliveryHost {
   apiTotal = 0;
   apiErrors = 0;
   private closed = false;
+  readonly events: Advisories;
 
   private constructor(
     readonly account: Account,
     readonly options: JetStreamOptions,
   ) {
+    this.events = new Advisories({ hasInterest: (s) => this.hasInterest(s), publish: (s, b) => this.emit(s, s, "", null, b) }, options.serverId ?? "");
     this.account.subscribeListeners.push(this.onSubscribe);
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
@@ -142,7 +162,8 @@ export class JetStream implements DeliveryHost {
   }
 
   onConsumerGone(c: Consumer): void {
-    void this.deleteConsumer(c.stream, c.name).catch(() => undefined);
+    const idle = c.config.inactive_threshold ?? 0;
+    void this.deleteConsumer(c.stream, c.name, ` (inactive for ${goDuration(idle)})`).catch(() => undefined);
   }
 
   // ---- loading ----
@@ -256,18 +277,34 @@ export class JetStream implements DeliveryHost {
   /** Creates a stream, or returns the existing one if its configuration is the same. */
   async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
+    const unsupported = unsupportedStreamFeature(config);
+    if (unsupported !== null) throw unsupported;
     const existing = this.streams.get(config.name);
     if (existing !== undefined) {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
       throw Errors.streamNameExists();
     }
-    if (config.allow_msg_ttl) throw Errors.streamConfig("per-message TTL is not supported yet");
     this.checkOverlap(config, null);
     const created = new Date();
     const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
     if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions } satisfies StreamMeta);
     const stream = await this.openStream(config, created, dir, partitions);
+    if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
+    this.options.log.info(`Created stream "${config.name}" (${describeStream(config, partitions)})`);
+    this.events.streamAction(config.name, "create");
     return { stream, created: true };
+  }
+
+  /**
+   * first_seq: the stream's first message gets this sequence. nats-server
+   * purges the new store up to it; so does nagare, and a log that cannot
+   * move its first sequence that way fails the create rather than ignore it.
+   */
+  private async startAt(stream: Stream, firstSeq: number): Promise<void> {
+    for (const p of stream.partitions) await p.purge({ upTo: firstSeq });
+    if (stream.log.state().firstSeq === firstSeq) return;
+    await this.deleteStream(stream.config.name, true);
+    throw Errors.streamCreate(`first sequence ${firstSeq} could not be set: the store cannot start a log there`);
   }
 
   async updateStream(raw: unknown): Promise<Stream> {
@@ -275,18 +312,25 @@ export class JetStream implements DeliveryHost {
     const stream = this.stream(config.name);
     const err = streamUpdateError(stream.config, config);
     if (err !== null) throw err;
-    if (config.allow_msg_ttl) throw Errors.streamConfig("per-message TTL is not supported yet");
+    const unsupported = unsupportedStreamFeature(config);
+    if (unsupported !== null) throw unsupported;
     this.checkOverlap(config, stream);
     if (stream.dir !== null) {
       await writeJsonDurably(join(stream.dir, "meta.json"), { config, created: stream.created.toISOString(), partitions: stream.partitions.length } satisfies StreamMeta);
     }
     const subjectsChanged = !sameJson(stream.config.subjects, config.subjects);
+    const changed = !sameJson(stream.config, config);
     stream.updateConfig(config);
     if (subjectsChanged) this.bindSubjects(stream);
+    if (changed) {
+      this.options.log.info(`Updated stream "${config.name}" (${describeStream(config, stream.partitions.length)})`);
+      this.events.streamAction(config.name, "modify");
+    }
     return stream;
   }
 
-  async deleteStream(name: string): Promise<void> {
+  /** `quiet`: a create that failed half way, undone without telling anyone the stream existed. */
+  async deleteStream(name: string, quiet = false): Promise<void> {
     const stream = this.stream(name);
     stream.deleted = true;
     this.streams.delete(name);
@@ -294,10 +338,14 @@ export class JetStream implements DeliveryHost {
     for (const c of stream.consumers.values()) {
       c.notifyDeleted();
       await c.stop();
+      if (!quiet) this.events.consumerAction(name, c.name, "delete");
     }
     stream.consumers.clear();
     for (const p of stream.partitions) await p.close();
     if (stream.dir !== null) await removeDir(stream.dir);
+    if (quiet) return;
+    this.options.log.info(`Deleted stream "${name}"`);
+    this.events.streamAction(name, "delete");
   }
 
   /** Streams whose subjects could carry `subject` (wildcards allowed), sorted by name. */
@@ -341,6 +389,7 @@ export class JetStream implements DeliveryHost {
       if (err !== null) throw err;
       if (existing.dir !== null) await this.saveConsumerMeta(existing.dir, name, config, existing.created);
       existing.updateConfig(config);
+      this.logConsumer(existing, "Updated");
       return existing;
     }
     if (action === "update") throw Errors.consumerDoesNotExist();
@@ -348,14 +397,29 @@ export class JetStream implements DeliveryHost {
     if (max > 0 && stream.consumers.size >= max) throw Errors.maxConsumers();
     if (stream.config.retention === "workqueue") this.checkWorkQueue(stream, config);
     const created = new Date();
-    const persistent = stream.dir !== null && config.durable_name !== undefined && !config.mem_storage;
+    // Ephemeral consumers of a file stream are kept on disk too, as nats-server keeps them: a client
+    // that reconnects after a restart (a KV watcher, an ordered consumer) finds its consumer where it was.
+    const persistent = stream.dir !== null && !config.mem_storage;
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
     if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
     stream.consumers.set(name, c);
+    this.logConsumer(c, "Created");
+    this.events.consumerAction(stream.config.name, name, "create");
     c.notify();
     return c;
+  }
+
+  /**
+   * Durable consumers are logged at info level; ephemeral ones (an ordered
+   * consumer per fetch, a KV watcher per watch) come and go too often for
+   * that and are logged at debug level.
+   */
+  private logConsumer(c: Consumer, what: string, why = ""): void {
+    const line = `${what} ${c.durable ? "durable" : "ephemeral"} consumer "${c.name}" on stream "${c.stream.config.name}"${why}`;
+    if (c.durable) this.options.log.info(line);
+    else this.options.log.debug(line);
   }
 
   private checkWorkQueue(stream: Stream, config: ConsumerConfig): void {
@@ -377,12 +441,14 @@ export class JetStream implements DeliveryHost {
     return c;
   }
 
-  async deleteConsumer(stream: Stream, name: string): Promise<void> {
+  async deleteConsumer(stream: Stream, name: string, why = ""): Promise<void> {
     const c = this.consumer(stream, name);
     stream.consumers.delete(name);
     c.notifyDeleted();
     await c.stop();
     if (c.dir !== null) await removeDir(c.dir);
+    this.logConsumer(c, "Deleted", why);
+    this.events.consumerAction(stream.config.name, name, "delete");
   }
 
   /** Ephemeral consumers (and those with an inactive threshold) go once nobody uses them. */
