@@ -147,12 +147,23 @@ export class JetStream implements DeliveryHost {
 
   // ---- DeliveryHost ----
 
-  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer): void {
+  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer, producer?: Producer): void {
     if (this.closed) return;
     const m = Message.from(subject, reply, data, headers ?? undefined);
     // Match on the target, present the stored subject: deliveries keep their original subject.
     m.subject = to;
-    this.account.route(m, null);
+    const slot = this.options.pacing;
+    if (producer === undefined || slot === undefined) {
+      this.account.route(m, null);
+      return;
+    }
+    const outer = slot.producer;
+    slot.producer = producer;
+    try {
+      this.account.route(m, null);
+    } finally {
+      slot.producer = outer;
+    }
   }
 
   hasInterest(subject: string): boolean {
