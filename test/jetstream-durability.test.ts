@@ -5,20 +5,18 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, type JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { startJs } from "./helpers/js.js";
+import { spawnServer, startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
 import { startServer } from "../src/index.js";
 
 const MS = 1_000_000;
-const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 
 describe("JetStream durability", () => {
   test("a restart keeps streams, consumers and where each consumer was", async () => {
@@ -199,24 +197,3 @@ describe("JetStream durability", () => {
     }
   });
 });
-
-/** Runs `nagare server -js` in its own process on a free port. */
-async function spawnServer(storeDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
-  let log = "";
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
-    const onData = (d: Buffer): void => {
-      log += d.toString();
-      const m = /Listening for client connections on ([\d.]+):(\d+)/.exec(log);
-      if (m && /Server is ready/.test(log)) {
-        clearTimeout(timer);
-        resolve(`nats://${m[1]}:${m[2]}`);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${log}`)));
-  });
-  return { child, url };
-}

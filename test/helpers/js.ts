@@ -1,11 +1,15 @@
 /** A JetStream-enabled server in a temporary store directory, and small helpers around the v3 clients. */
 
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { startServer, type NagareServer, type ServerOptions } from "../../src/index.js";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 export interface JsHarness {
   srv: NagareServer;
@@ -95,4 +99,28 @@ export async function rawPull(nc: NatsConnection, stream: string, consumer: stri
   clearTimeout(timer);
   sub.unsubscribe();
   return out;
+}
+
+/**
+ * Runs `nagare server -js` in its own process on a free port: for a kill -9,
+ * and for timing measurements the client's event loop must not share.
+ */
+export async function spawnServer(storeDir: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
+    const onData = (d: Buffer): void => {
+      log += d.toString();
+      const m = /Listening for client connections on ([\d.]+):(\d+)/.exec(log);
+      if (m && /Server is ready/.test(log)) {
+        clearTimeout(timer);
+        resolve(`nats://${m[1]}:${m[2]}`);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${log}`)));
+  });
+  return { child, url };
 }
