@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, AckPolicy, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { spawnServer, startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -93,6 +93,27 @@ describe("JetStream durability", () => {
       await work(12);
       assert.equal(processed.size, 20);
       assert.ok([...processed.values()].every((n) => n === 1));
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("a consumer restarted before its first delivery stays where its deliver policy put it", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "NEW", subjects: ["new.>"] });
+      for (let i = 1; i <= 3; i++) await jetstream(h.nc).publish("new.x", `old${i}`);
+      await jsm.consumers.add("NEW", { durable_name: "N", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New });
+      await h.restart();
+      await jetstream(h.nc).publish("new.x", "fresh");
+      const c = await jetstream(h.nc).consumers.get("NEW", "N");
+      const got: string[] = [];
+      for await (const m of await c.fetch({ max_messages: 4, expires: 1000 })) {
+        got.push(m.string());
+        m.ack();
+      }
+      assert.deepEqual(got, ["fresh"]);
     } finally {
       await h.close();
     }

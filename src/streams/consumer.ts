@@ -1022,7 +1022,8 @@ export class Consumer {
     this.armHeartbeat();
     if (this.dir === null) return;
     const s = (await readJson(join(this.dir, "state.json"))) as SavedState | undefined;
-    if (s === undefined) return;
+    // Written at creation; absent only if the server stopped in between: positioned as new, not at the stream's start.
+    if (s === undefined) return this.start();
     this.dseq = s.dseq;
     this.cursor = s.cursor;
     this.deliveredS = s.deliveredS;

@@ -415,6 +415,8 @@ export class JetStream implements DeliveryHost {
     if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
+    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it.
+    await c.flushState();
     stream.consumers.set(name, c);
     this.logConsumer(c, "Created");
     this.events.consumerAction(stream.config.name, name, "create");
