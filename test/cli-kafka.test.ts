@@ -241,7 +241,7 @@ describe("the CLI's Kafka client", () => {
     test(`${what} fails the request with a clear error`, async () => {
       const b = await fakeBroker(answer);
       try {
-        const client = KafkaClient.connect(b.address, { requestTimeoutMs: 300 }).then(async (c) => {
+        const client = KafkaClient.connect(b.address, { connectTimeoutMs: 300, requestTimeoutMs: 300 }).then(async (c) => {
           try {
             return await c.request(ApiKey.Metadata, 6, (w) => w.arrayLength(-1).bool(false));
           } finally {

@@ -222,7 +222,8 @@ for (const gen of generations) {
     });
 
     test("a slow consumer is cut off without hurting anyone else", async () => {
-      const server = await startServer({ port: 0, maxPending: 256 * 1024 });
+      // maxPayload below maxPending, as nats-server requires (it refuses to start otherwise).
+      const server = await startServer({ port: 0, maxPending: 256 * 1024, maxPayload: 64 * 1024 });
       const raw: Socket = netConnect(server.port, "127.0.0.1");
       const rawClosed = new Promise<void>((resolve) => raw.on("close", () => resolve()));
       raw.on("error", () => {});

@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
-import { optionsFromConf, parseDuration, pidFileFromConf, unsupportedKeys } from "../src/server/conf-options.js";
+import { optionsFromConf, parseDuration, pidFileFromConf } from "../src/server/conf-options.js";
 import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
+import type { ServerOptions } from "../src/server/options.js";
+import { runNagare } from "./helpers/cli.js";
 
 const NO_ENV = { env: {} };
 
@@ -282,7 +282,7 @@ test("include: errors inside an included file name that file and its line", () =
   const dir = tempDir();
   try {
     writeFileSync(join(dir, "bad.conf"), "ok: 1\n\nbroken = [1, 2\n");
-    const e = confError(() => parseConf("a: 1\ninclude bad.conf", { baseDir: dir, env: {} }), /bad\.conf, line 3/);
+    const e = confError(() => parseConf("a: 1\ninclude bad.conf", { baseDir: dir, env: {} }), /bad\.conf:3:\d+: unterminated array/);
     assert.equal(e.line, 3);
     assert.ok(e.file?.endsWith("bad.conf"));
     confError(() => parseConf("include missing.conf", { baseDir: dir, env: {} }), /line 1, column 1: cannot read include file 'missing\.conf' \(ENOENT\)/);
@@ -348,13 +348,10 @@ test("realistic nats-server test-harness config", () => {
 port: -1
 http: "127.0.0.1:-1"
 ports_file_dir: "/tmp/x"
-jetstream { store_dir: "/tmp/js" max_mem_store: 1GB }
-authorization { user: a, password: b }
+jetstream { store_dir: "/tmp/js" sync_interval: always }
 `,
     NO_ENV,
   );
-  assert.deepEqual(tree.jetstream, { store_dir: "/tmp/js", max_mem_store: 1024 ** 3 });
-  assert.deepEqual(tree.authorization, { user: "a", password: "b" });
   assert.deepEqual(optionsFromConf(tree), {
     host: "127.0.0.1",
     port: -1,
@@ -363,8 +360,8 @@ authorization { user: a, password: b }
     portsFileDir: "/tmp/x",
     jetstream: true,
     storeDir: "/tmp/js",
+    syncInterval: "always",
   });
-  assert.deepEqual(unsupportedKeys(tree), ["authorization"]);
 });
 
 test("every mapped key", () => {
@@ -387,7 +384,9 @@ lame_duck_grace_period: "5s"
 ports_file_dir: /tmp/ports
 debug: true
 trace: false
-logtime: true
+logtime: false
+logtime_utc: true
+max_traced_msg_len: 64
 log_file: "/tmp/nagare.log"
 pid_file: "/tmp/nagare.pid"
 `,
@@ -412,9 +411,11 @@ pid_file: "/tmp/nagare.pid"
     portsFileDir: "/tmp/ports",
     debug: true,
     trace: false,
+    logtime: false,
+    logtimeUtc: true,
+    maxTracedMsgLen: 64,
     logFile: "/tmp/nagare.log",
   });
-  assert.deepEqual(unsupportedKeys(tree), []);
   assert.equal(pidFileFromConf(tree), "/tmp/nagare.pid");
 });
 
@@ -472,9 +473,12 @@ test("jetstream forms", () => {
   confError(() => js("jetstream: [1]"), /jetstream: expected/);
 });
 
-test("unsupported keys are collected, not thrown; variables are not reported", () => {
-  const tree = parseConf(
-    `CLIENT_PORT = 4333
+test("features nagare lacks stop startup, each with its line; variables are not reported", () => {
+  const e = confError(
+    () =>
+      optionsFromConf(
+        parseConf(
+          `CLIENT_PORT = 4333
 UNUSED = 1
 port: $CLIENT_PORT
 tls { cert_file: x }
@@ -482,12 +486,27 @@ cluster { port: -1 }
 websocket { port: -1 }
 leafnodes {}
 accounts {}
-authorization { token: t }
+  authorization { token: t }
 `,
-    NO_ENV,
+          { env: {}, file: "n.conf" },
+        ),
+      ),
+    /^n\.conf:2:1: unknown field "UNUSED"\n/,
   );
-  assert.equal(optionsFromConf(tree).port, 4333);
-  assert.deepEqual(unsupportedKeys(tree), ["UNUSED", "tls", "cluster", "websocket", "leafnodes", "accounts", "authorization"]);
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    [
+      'n.conf:2:1: unknown field "UNUSED"',
+      "n.conf:4:1: tls: TLS is not supported yet (nagare will not start without it)",
+      "n.conf:5:1: cluster: clustering is not supported yet (nagare will not start without it)",
+      "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
+      "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
+      "n.conf:8:1: accounts: accounts are not supported yet (nagare will not start without it)",
+      "n.conf:9:3: authorization: authorization is not supported yet (nagare will not start without it)",
+    ],
+  );
+  assert.equal(e.line, 2, "the error's own position is the first problem's");
+  assert.equal(e.file, "n.conf");
 });
 
 test("a key used as a variable yields to another spelling of the same option", () => {
@@ -514,6 +533,71 @@ test("invalid values throw ConfError naming the key and its line", () => {
   bad('lame_duck_duration: "-5s"', /lame_duck_duration: must not be negative/);
   bad("auth_timeout: [1]", /auth_timeout: expected a duration/);
   bad('host: ""', /host: must not be empty/);
+});
+
+test("unknown keys at the top and inside blocks stop startup with file, line and column", () => {
+  const text = `port: 4333
+  htp_port: 8222
+kafka {
+  port: 9092
+  prot: 1
+}
+jetstream {
+  store_dir: /tmp/js
+  max_mem: 1G
+  bogus_key: 1
+}
+`;
+  const e = confError(() => optionsFromConf(parseConf(text, { env: {}, file: "x.conf" })), /x\.conf:2:3: unknown field "htp_port" \(did you mean "http_port"\?\)/);
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    [
+      'x.conf:2:3: unknown field "htp_port" (did you mean "http_port"?)',
+      'x.conf:5:3: unknown field "kafka.prot" (did you mean "port"?)',
+      "x.conf:9:3: jetstream.max_mem: JetStream memory limits are not supported yet (nagare will not start without it)",
+      'x.conf:10:3: unknown field "jetstream.bogus_key"',
+    ],
+  );
+  // Without a file name the position reads "line L, column C".
+  confError(() => optionsFromConf(parseConf("kafka { prot: 1 }", NO_ENV)), /^line 1, column 9: unknown field "kafka.prot"/);
+});
+
+test("nested keys match case-insensitively too; a variable inside a block is not a key", () => {
+  const o = optionsFromConf(parseConf("Kafka { Port: 9093, NUM_PARTITIONS: 3 }\nJetStream { D = /js\n Store_Dir: $D }", NO_ENV));
+  assert.deepEqual(o, { kafka: { port: 9093, numPartitions: 3 }, jetstream: true, storeDir: "/js" });
+});
+
+test("a bad value in one key does not hide problems in others, in or out of blocks", () => {
+  const e = confError(
+    () => optionsFromConf(parseConf('port: "x"\nkafka { port: 70000, host: "" , nope: 1 }\nping_interval: "1 day"', NO_ENV)),
+    /port: expected a port number/,
+  );
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    [
+      'line 1, column 1: port: expected a port number, got the string "x"',
+      "line 2, column 9: kafka.port: port 70000 is out of range (0-65535, or -1 for a random port)",
+      "line 2, column 22: kafka.host: must not be empty",
+      'line 2, column 33: unknown field "kafka.nope"',
+      'line 3, column 1: ping_interval: invalid duration "1 day": unknown unit or malformed number (use ns, us, ms, s, m or h)',
+    ],
+  );
+});
+
+test("keys accepted and ignored are few, and still type-checked", () => {
+  assert.deepEqual(optionsFromConf(parseConf("no_system_account: true\nconnect_error_reports: 10\nreconnect_error_reports: 1", NO_ENV)), {});
+  confError(() => optionsFromConf(parseConf('no_system_account: "x"', NO_ENV)), /no_system_account: expected true or false/);
+  confError(() => optionsFromConf(parseConf("connect_error_reports: -1", NO_ENV)), /connect_error_reports: must not be negative/);
+});
+
+test("values nagare cannot honour: timers beyond Node's limit, a payload larger than pending", () => {
+  confError(() => optionsFromConf(parseConf('ping_interval: "1000h"', NO_ENV)), /ping_interval: must not exceed 2147483647 ms/);
+  confError(() => optionsFromConf(parseConf('jetstream { sync_interval: "30d" }', NO_ENV)), /unknown unit/);
+  confError(() => optionsFromConf(parseConf('jetstream { sync_interval: "700h" }', NO_ENV)), /jetstream\.sync_interval: must not exceed/);
+  confError(() => optionsFromConf(parseConf("max_payload: 10MB\nmax_pending: 5MB", NO_ENV)), /line 1, column 1: max_payload: max_payload \(10485760\) must not exceed max_pending \(5242880\)/);
+  // Lowering max_pending below the default payload is the pending key's fault.
+  confError(() => optionsFromConf(parseConf("max_pending: 1000", NO_ENV)), /line 1, column 1: max_pending: max_payload \(1048576\) must not exceed/);
+  confError(() => optionsFromConf(parseConf("pid_file: 5", NO_ENV)), /pid_file: expected a string/);
 });
 
 test("parseDuration: Go duration strings and bare seconds", () => {
@@ -597,7 +681,11 @@ test("flags: debug and trace combinations, explicit booleans", () => {
   assert.deepEqual(parseServerArgs(["-V"]).options, { trace: true });
   assert.deepEqual(parseServerArgs(["--debug", "--trace"]).options, { debug: true, trace: true });
   assert.deepEqual(parseServerArgs(["-D=false", "--jetstream=0"]).options, { debug: false, jetstream: false });
-  assert.deepEqual(parseServerArgs(["-T", "--logtime=false"]).options, {});
+  assert.deepEqual(parseServerArgs(["-T"]).options, { logtime: true });
+  assert.deepEqual(parseServerArgs(["--logtime=false"]).options, { logtime: false });
+  assert.deepEqual(parseServerArgs(["--max_traced_msg_len", "32"]).options, { maxTracedMsgLen: 32 });
+  assert.throws(() => parseServerArgs(["--max_traced_msg_len=-1"]), /--max_traced_msg_len: expected a length/);
+  assert.equal(parseServerArgs(["-t"]).testConfig, true);
   assert.throws(() => parseServerArgs(["-D=maybe"]), /-D: invalid boolean "maybe"/);
 });
 
@@ -622,6 +710,10 @@ test("flags: errors name the flag", () => {
   assert.throws(() => parseServerArgs(["-p", "abc"]), /flag -p: invalid port "abc"/);
   assert.throws(() => parseServerArgs(["--port=99999"]), /out of range/);
   assert.throws(() => parseServerArgs(["stray"]), /unexpected argument: stray/);
+  assert.throws(() => parseServerArgs(["--log_size_limit", "1GB"]), /--log_size_limit: log file rotation is not supported yet/);
+  assert.throws(() => parseServerArgs(["-sd", ""]), /flag -sd needs a directory/);
+  assert.throws(() => parseServerArgs(["-c="]), /flag -c needs a file name/);
+  assert.throws(() => parseServerArgs(["-l", ""]), /flag -l needs a file name/);
 });
 
 test("mergeOptions: flags override the config file, config fills the rest", () => {
@@ -634,35 +726,8 @@ test("mergeOptions: flags override the config file, config fills the rest", () =
 
 // ---- the nagare command ----------------------------------------------------------
 
-const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
-
-function run(args: string[], opts: { until?: RegExp; signal?: NodeJS.Signals } = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let signalled = false;
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`timed out; stderr: ${stderr}`));
-    }, 10_000);
-    const check = () => {
-      if (opts.until && !signalled && opts.until.test(stderr)) {
-        signalled = true;
-        child.kill(opts.signal ?? "SIGTERM");
-      }
-    };
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-      check();
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** `nagare <args>` as a child process; `until` signals it once stderr matches. */
+const run = (args: string[], opts: { until?: RegExp; signal?: NodeJS.Signals } = {}) => runNagare(args, opts);
 
 test("nagare: version, help, bad usage", async () => {
   const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
@@ -692,7 +757,7 @@ test("nagare: config errors exit 1 with the line", async () => {
     writeFileSync(file, "port: 4222\nmax_payload: -5\n");
     let r = await run(["-c", file]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /line 2, column 1: max_payload: must not be negative/);
+    assert.equal(r.stderr, `nagare server: ${file}:2:1: max_payload: must not be negative (got -5)\n`);
     r = await run(["-c", join(dir, "missing.conf")]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /not found/);
@@ -707,7 +772,7 @@ test("nagare: runs a server from a config file plus flags, stops on SIGTERM", as
     const file = join(dir, "s.conf");
     writeFileSync(
       file,
-      `host: 127.0.0.1\nport: 4222\nports_file_dir: "${dir}"\nauthorization { user: a, password: b }\n`,
+      `host: 127.0.0.1\nport: 4222\nports_file_dir: "${dir}"\n`,
     );
     const pid = join(dir, "n.pid");
     let portsSeen: string[] = [];
@@ -716,7 +781,6 @@ test("nagare: runs a server from a config file plus flags, stops on SIGTERM", as
       return res;
     });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /warning: ignoring configuration keys nagare does not support yet: authorization/);
     // -p -1 from the flags won over the file's 4222: a random port was used.
     const listening = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(r.stderr);
     assert.ok(listening, r.stderr);
@@ -726,4 +790,82 @@ test("nagare: runs a server from a config file plus flags, stops on SIGTERM", as
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("nagare: a configuration asking for what nagare lacks does not start, whatever else it says", async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, "auth.conf");
+    writeFileSync(file, `port: -1\nauthorization {\n  user: a\n  password: b\n}\ntls { cert_file: c }\n`);
+    const r = await run(["-c", file], { until: /Server is ready/ });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      `nagare server: ${file}:2:1: authorization: authorization is not supported yet (nagare will not start without it)\n` +
+        `nagare server: ${file}:6:1: tls: TLS is not supported yet (nagare will not start without it)\n`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("nagare -t: tests the configuration and flags, then exits as nats-server -t does", async () => {
+  const dir = tempDir();
+  try {
+    const good = join(dir, "good.conf");
+    writeFileSync(good, "port: 4333\njetstream { store_dir: /tmp/x }\n");
+    let r = await run(["-c", good, "-t"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, `nagare server: configuration file ${good} is valid\n`);
+    assert.equal(r.stdout, "");
+
+    const bad = join(dir, "bad.conf");
+    writeFileSync(bad, "port: 4333\n  htp_port: 8222\nkafka { prot: 1 }\n");
+    r = await run(["server", "-t", "--config", bad]);
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr,
+      `nagare server: ${bad}:2:3: unknown field "htp_port" (did you mean "http_port"?)\n` +
+        `nagare server: ${bad}:3:9: unknown field "kafka.prot" (did you mean "port"?)\n`,
+    );
+
+    // Flags are part of what is tested: their combination with the file too.
+    writeFileSync(good, "max_pending: 2MB\n");
+    r = await run(["-c", good, "-t", "-p", "99999"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /flag -p: port 99999 is out of range/);
+
+    r = await run(["-t"]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /-t tests a configuration file: give it with -c <file>/);
+
+    r = await run(["-t", "-c", join(dir, "missing.conf")]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /configuration file .*missing\.conf not found/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("startServer refuses an option it does not know or cannot honour, before listening", async () => {
+  const { startServer } = await import("../src/server/server.js");
+  const refused = async (options: unknown, pattern: RegExp): Promise<void> => {
+    await assert.rejects(startServer(options as ServerOptions), (err: Error) => {
+      assert.equal(err.name, "OptionsError");
+      assert.match(err.message, pattern);
+      return true;
+    });
+  };
+  await refused({ port: 0, prot: 4333 }, /^unknown option "prot" \(did you mean "port"\?\)$/);
+  await refused({ port: 0, kafka: { prot: 1 } }, /^unknown option "kafka\.prot" \(did you mean "port"\?\)$/);
+  await refused({ port: "4222" }, /^option port must be a port number .*, got "4222"$/);
+  await refused({ port: 0, maxPayload: 0 }, /option maxPayload must be an integer from 1/);
+  await refused({ port: 0, pingInterval: -5 }, /option pingInterval must be a time in milliseconds/);
+  await refused({ port: 0, jetstream: "yes" }, /option jetstream must be true or false/);
+  await refused({ port: 0, syncInterval: "sometimes" }, /option syncInterval must be a time/);
+  await refused({ port: 0, maxPayload: 2_000_000, maxPending: 1_000_000 }, /maxPayload \(2000000\) must not exceed maxPending \(1000000\)/);
+  await refused([1], /the options must be an object/);
+  // `undefined` is "the default", as spreading partial options produces.
+  const srv = await startServer({ port: 0, host: undefined, kafka: undefined });
+  await srv.close();
 });

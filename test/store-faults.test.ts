@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, readSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
-import { appendAsync, runOf } from "../src/store/log.js";
+import { appendAsync, runOf, StorageError } from "../src/store/log.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
 
 function tempDir(): string {
@@ -149,14 +149,14 @@ describe("corruption in sealed segments", () => {
     }
   });
 
-  test("compaction meets a damaged batch: reports it, leaves the segment as it is, does not retry", async () => {
+  test("compaction meets a damaged batch: reports it, quarantines it, records the loss and rewrites the segment without it", async () => {
     const dir = tempDir();
     try {
       await written(dir);
-      const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
+      const { name, victim, firstOfVictim, firstOfNext } = secondSegment(dir);
       flipBit(victim, 40);
       const sizeBefore = statSync(victim).size;
-      const log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      let log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
       try {
         // Kill most of the victim so compaction picks it.
         for (let seq = firstOfVictim + 1; seq < firstOfNext - 1; seq++) assert.equal(await log.delete(seq), true);
@@ -164,12 +164,21 @@ describe("corruption in sealed segments", () => {
         const st = log.state();
         assert.equal(st.corrupt.length, 1);
         assert.match(st.corrupt[0].reason, /compaction/);
-        assert.equal(statSync(victim).size, sizeBefore, "the damaged segment was not rewritten");
+        assert.deepEqual(st.lost, [{ from: firstOfVictim, to: firstOfVictim, bytes: st.lost[0]?.bytes }]);
+        assert.ok(st.lost[0].bytes > 0);
+        assert.deepEqual(readdirSync(join(dir, "quarantine")), [`${name}@0.bad`], "the damaged bytes are kept aside");
+        assert.ok(statSync(victim).size < sizeBefore / 2, "the segment was rewritten with its one live record");
         assert.equal(mismatch(firstOfNext - 1, await log.get(firstOfNext - 1)), null);
-        // More deletes elsewhere schedule maintenance again; the damaged segment is not tried again.
-        await log.delete(1);
-        await log.settle();
-        assert.equal(log.state().corrupt.length, 1);
+        assert.equal(await log.get(firstOfVictim), null);
+      } finally {
+        await log.close();
+      }
+      // The rewritten segment is clean; the loss stays on record.
+      log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      try {
+        assert.deepEqual(log.state().corrupt, []);
+        assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
+        assert.equal(await appendAsync(log, expectedRecord(201)), 201);
       } finally {
         await log.close();
       }
@@ -199,13 +208,17 @@ describe("corruption in sealed segments", () => {
         // The rest of the same segment is still served: the scan found the next batch.
         for (let seq = firstOfVictim + 1; seq <= 200; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
         assert.equal((await log.next(firstOfVictim - 1))?.seq, firstOfVictim + 1);
+        assert.deepEqual(st.lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
+        await log.settle();
       } finally {
         await log.close();
       }
-      // A damaged segment gets no index: every open checks it again and reports it again.
-      assert.equal(existsSync(victim + ".idx"), false);
+      // The damage was quarantined and the segment rewritten without it: the next open finds it clean, and the loss on record.
+      assert.equal(existsSync(victim + ".idx"), true);
+      assert.equal(readdirSync(join(dir, "quarantine")).length, 1);
       log = await FileLog.open({ dir });
-      assert.equal(log.state().corrupt.length, 1);
+      assert.deepEqual(log.state().corrupt, []);
+      assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
       await log.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -233,12 +246,26 @@ describe("corruption in sealed segments", () => {
       assert.match(warnings.join("\n"), /torn tail/);
       for (let seq = 1; seq <= 50; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
       assert.equal(await appendAsync(log, expectedRecord(51)), 51);
-      // Crash instead of close: the index written at the last clean close covers a prefix only.
       await log.close();
+      // A clean close leaves a marker after the last data batch: cutting into it loses nothing.
       truncateSync(seg, statSync(seg).size - 3);
       log = await FileLog.open({ dir });
-      assert.equal(log.state().lastSeq, 50, "a tail cut in the middle of the last batch loses only that batch");
+      assert.equal(log.state().lastSeq, 51);
+      assert.deepEqual(log.state().lost, []);
+      assert.equal(mismatch(51, await log.get(51)), null);
       await log.close();
+      // Cutting into 51 itself, which the index written at the close says was stored: reported lost, and never handed out again.
+      const at = statSync(seg).size;
+      truncateSync(seg, at - 40);
+      log = await FileLog.open({ dir });
+      try {
+        assert.equal(log.state().lastSeq, 51);
+        assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[51, 51]]);
+        assert.equal(await log.get(51), null);
+        assert.equal(await appendAsync(log, expectedRecord(52)), 52);
+      } finally {
+        await log.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -246,50 +273,74 @@ describe("corruption in sealed segments", () => {
 });
 
 describe("injected write and sync failures", () => {
-  test("a failed write fails its appends with the error, leaves no trace, and the log recovers when the disk does", async () => {
+  test("a failed write or sync is sticky: its appends fail, nothing is retried on the file, and only a reopen from disk takes writes again", async () => {
     const dir = tempDir();
     let failing: "none" | "write" | "partial" | "sync" = "none";
+    let segmentSyncs = 0;
+    let probes = 0;
+    const enospc = (): Error => Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
     const faults: FaultInjector = {
-      write: () => {
-        if (failing === "write") return { error: Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }) };
-        if (failing === "partial") return { error: Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }), partial: 20 };
+      write: (file) => {
+        if (file === "probe.tmp") probes++;
+        if (failing === "write") return { error: enospc() };
+        if (failing === "partial") return { error: enospc(), partial: 20 };
         return null;
       },
-      sync: () => (failing === "sync" ? Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }) : null),
+      sync: (file) => {
+        if (file.endsWith(".seg")) segmentSyncs++;
+        return failing === "sync" ? Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }) : null;
+      },
     };
-    let log = await FileLog.open({ dir, faults });
+    const warnings: string[] = [];
+    let log = await FileLog.open({ dir, faults, reopenDelayMs: 5, onWarning: (w) => warnings.push(w) });
     try {
       for (let seq = 1; seq <= 10; seq++) await appendAsync(log, expectedRecord(seq));
       const seg = join(dir, files(dir, ".seg")[0]);
-      const sizeBefore = statSync(seg).size;
       for (const mode of ["write", "partial", "sync"] as const) {
+        const last = log.state().lastSeq;
         failing = mode;
+        // From here every write fails: whatever it left must be cut off again.
+        const sizeAtFailure = statSync(seg).size;
+        const cause = mode === "sync" ? /EIO/ : /ENOSPC/;
         const results = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => appendAsync(log, expectedRecord(11 + i))));
         for (const r of results) {
           assert.equal(r.status, "rejected", `${mode}: append acknowledged while the disk was failing`);
-          assert.match((r as PromiseRejectedResult).reason.message, mode === "sync" ? /EIO/ : /ENOSPC/);
+          assert.ok((r as PromiseRejectedResult).reason instanceof StorageError);
+          assert.match((r as PromiseRejectedResult).reason.message, cause);
         }
+        assert.match(log.state().error ?? "", cause, `${mode}: the failure shows in the log's state`);
+        assert.match(warnings.join("\n"), /storage failed/);
+        // Sticky: refused at once, and no sync is tried again on the file while the disk is still failing.
+        const syncsAtFailure = segmentSyncs;
+        const probesAtFailure = probes;
+        const reopensAtFailure = log.io.reopens;
         const run = new Promise<number>((resolve, reject) => log.appendMany(runOf([expectedRecord(11), expectedRecord(12)]), (err, seq) => (err ? reject(err) : resolve(seq))));
-        await assert.rejects(run, mode === "sync" ? /EIO/ : /ENOSPC/);
-        await assert.rejects(log.delete(3), mode === "sync" ? /EIO/ : /ENOSPC/);
+        await assert.rejects(run, StorageError);
+        await assert.rejects(log.delete(3), StorageError);
+        await assert.rejects(log.purge({ upTo: 3 }), StorageError);
+        await until(() => probes >= probesAtFailure + 2, "reopens have probed the disk twice");
+        assert.equal(log.io.reopens, reopensAtFailure, `${mode}: a reopen while the disk fails does not take writes`);
+        assert.equal(segmentSyncs, syncsAtFailure, `${mode}: no sync was tried again on the segment`);
         const st = log.state();
-        assert.deepEqual([st.lastSeq, st.messages], [10, 10], `${mode}: nothing of the failed batch is visible`);
-        assert.equal(statSync(seg).size, sizeBefore, `${mode}: the failed batch was cut off the file`);
-        assert.equal(await log.get(11), null);
+        assert.deepEqual([st.lastSeq, st.messages], [last, 10], `${mode}: nothing of the failed batch is visible`);
+        assert.equal(statSync(seg).size, sizeAtFailure, `${mode}: the failed batch was cut off the file`);
+        assert.equal(await log.get(last + 1), null);
         assert.equal(mismatch(3, await log.get(3)), null, "the failed delete did not happen");
+        // The cause goes away: the next reopen reads the files again, and appends continue with the next sequence.
+        failing = "none";
+        const reopens = log.io.reopens;
+        await until(() => log.io.reopens > reopens, "the log is reopened");
+        assert.equal(log.state().error, null);
+        assert.equal(await appendAsync(log, { subject: "x", data: Buffer.alloc(54) }), last + 1, "no sequence skipped");
+        assert.equal(await log.delete(last + 1), true);
+        await log.settle();
       }
-      failing = "none";
-      // The cause went away: appends continue with the next sequence, no gap.
-      const seqs = await Promise.all(Array.from({ length: 5 }, (_, i) => appendAsync(log, expectedRecord(11 + i))));
-      assert.deepEqual(seqs, [11, 12, 13, 14, 15]);
-      assert.equal(await log.delete(3), true);
       log = await reopen(log, dir);
       assert.deepEqual(log.state().corrupt, []);
-      assert.equal(log.state().lastSeq, 15);
-      for (let seq = 1; seq <= 15; seq++) {
-        if (seq === 3) assert.equal(await log.get(3), null);
-        else assert.equal(mismatch(seq, await log.get(seq)), null);
-      }
+      assert.deepEqual(log.state().lost, []);
+      assert.equal(log.state().lastSeq, 13);
+      for (let seq = 1; seq <= 10; seq++) assert.equal(mismatch(seq, await log.get(seq)), null);
+      for (let seq = 11; seq <= 13; seq++) assert.equal(await log.get(seq), null);
     } finally {
       await log.close();
       rmSync(dir, { recursive: true, force: true });
@@ -298,7 +349,7 @@ describe("injected write and sync failures", () => {
 });
 
 describe("pipelined rounds", () => {
-  test("a failed sync also fails the round written behind it; neither is visible, and appends go on from the same sequence", async () => {
+  test("a failed sync also fails the round written behind it; neither is visible, and after the reopen appends go on from the same sequence", async () => {
     const dir = tempDir();
     let phase: "ok" | "fail" | "done" = "ok";
     let behind: Promise<number> | null = null;
@@ -309,14 +360,15 @@ describe("pipelined rounds", () => {
         if (phase === "fail" && behind === null) behind = appendAsync(log, expectedRecord(12));
         return null;
       },
-      sync: () => {
-        if (phase !== "fail") return null;
+      sync: (file) => {
+        // Segment syncs only: the reopen's probe of the disk is not the round under test.
+        if (phase !== "fail" || !file.endsWith(".seg")) return null;
         failedSyncs++;
         return Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
       },
     };
     let failedSyncs = 0;
-    log = await FileLog.open({ dir, faults });
+    log = await FileLog.open({ dir, faults, reopenDelayMs: 5 });
     try {
       for (let seq = 1; seq <= 10; seq++) await appendAsync(log, expectedRecord(seq));
       const seg = join(dir, files(dir, ".seg")[0]);
@@ -330,6 +382,7 @@ describe("pipelined rounds", () => {
       phase = "done";
       assert.equal(statSync(seg).size, sizeBefore, "both rounds were cut off the file");
       assert.deepEqual([log.state().lastSeq, log.state().messages], [10, 10]);
+      await until(() => log.io.reopens === 1, "the failed log is reopened");
       assert.equal(await appendAsync(log, expectedRecord(11)), 11);
       await log.close();
       log = await FileLog.open({ dir });
@@ -409,4 +462,13 @@ describe("readers during appends", () => {
 async function reopen(log: FileLog, dir: string): Promise<FileLog> {
   await log.close();
   return FileLog.open({ dir });
+}
+
+/** Waits for `cond`, checking every few milliseconds, for at most 10 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }

@@ -33,13 +33,15 @@ export interface ClientCommandIo {
 }
 
 const DEFAULT_SERVER = "nats://127.0.0.1:4222";
-const DEFAULT_REQUEST_TIMEOUT_MS = 5000;
-const CONNECT_TIMEOUT_MS = 5000;
+/** How long a command waits for the server (to connect, and for a reply), unless --timeout says otherwise. */
+export const DEFAULT_TIMEOUT_MS = 5000;
 
 // ---------------------------------------------------------------------------
 // Usage texts
 
 const SERVER_HELP = `  -s, --server <url>     server URL(s), comma separated (default: $NATS_URL or ${DEFAULT_SERVER})
+  --timeout <duration>   how long to wait for the server: milliseconds or a duration
+                         such as 500ms, 2s, 1m (default 5s)
   -h, --help             show this help`;
 
 const USAGE: Record<ClientCommand, string> = {
@@ -69,11 +71,10 @@ ${SERVER_HELP}
 `,
   request: `Usage: nagare request [options] <subject> [body]
 
-Sends a request and prints the reply (headers, if any, then the body).
+Sends a request and prints the reply (headers, if any, then the body), waiting
+for it as long as --timeout says.
 
 Options:
-  --timeout <duration>   how long to wait for a reply: milliseconds or a duration
-                         such as 500ms, 2s, 1m (default 5s)
   -H, --header <K:V>     add a header (repeatable)
 ${SERVER_HELP}
 `,
@@ -108,6 +109,7 @@ export interface FlagSpec {
 
 const COMMON_FLAGS: FlagSpec[] = [
   { long: "server", short: "s", value: true },
+  { long: "timeout", value: true },
   { long: "help", short: "h", value: false },
 ];
 
@@ -122,10 +124,7 @@ const FLAGS: Record<ClientCommand, FlagSpec[]> = {
     { long: "count", value: true },
     { long: "raw", value: false },
   ],
-  request: [
-    { long: "timeout", value: true },
-    { long: "header", short: "H", value: true, multi: true },
-  ],
+  request: [{ long: "header", short: "H", value: true, multi: true }],
   reply: [
     { long: "queue", value: true },
     { long: "count", value: true },
@@ -365,21 +364,41 @@ function formatMessage(n: number, m: Msg): Uint8Array {
   return Buffer.concat([Buffer.from(head, "utf8"), body, Buffer.from(endsWithNewline ? "\n" : "\n\n")]);
 }
 
+/** `--timeout` in milliseconds, or the default. */
+export function timeoutFrom(args: ParsedArgs): number {
+  const raw = lastFlag(args, "timeout");
+  if (raw === undefined) return DEFAULT_TIMEOUT_MS;
+  const t = parseDurationMs(raw);
+  if (t === undefined) throw new UsageError(`invalid --timeout "${raw}", use e.g. 500ms, 2s or 1500`);
+  return t;
+}
+
 export function serverFrom(args: ParsedArgs): string {
   const s = lastFlag(args, "server") ?? process.env["NATS_URL"] ?? DEFAULT_SERVER;
   if (s.trim() === "") throw new UsageError("--server must not be empty");
   return s;
 }
 
-export async function open(server: string, io: ClientCommandIo): Promise<NatsConnection | undefined> {
+/**
+ * Connects, or says why not and resolves to undefined. A port that is not
+ * NATS (an HTTP server, a socket that accepts and says nothing) ends in a
+ * timeout or an unexpected greeting; both are named as such. The client
+ * leaves the socket of a connect that timed out before INFO open, so the
+ * command's process must exit rather than wait for its event loop to empty
+ * (main.ts does).
+ */
+export async function open(server: string, io: ClientCommandIo, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<NatsConnection | undefined> {
   const servers = server
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
   try {
-    return await connect({ servers, name: "nagare-cli", timeout: CONNECT_TIMEOUT_MS });
+    return await connect({ servers, name: "nagare-cli", timeout: timeoutMs });
   } catch (err) {
-    await write(io.stderr, `nagare: could not connect to ${server}: ${errorText(err)}\n`);
+    let why = errorText(err);
+    if (err instanceof TimeoutError || why === "timeout") why = `no NATS greeting within ${timeoutMs} ms: is it a NATS server?`;
+    else if (/unexpected response/.test(why)) why = "it is not a NATS server (it did not greet with INFO)";
+    await write(io.stderr, `nagare: could not connect to ${server}: ${why}\n`);
     return undefined;
   }
 }
@@ -442,15 +461,21 @@ async function within<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T |
   }
 }
 
+/** A flush (a PING answered) that gives up after `ms`: a server that stops answering must not hang the command. */
+export async function flushWithin(nc: NatsConnection, ms: number): Promise<void> {
+  const answered = await within(nc.flush().then(() => true), ms, false);
+  if (!answered) throw new Error(`no answer from the server within ${ms} ms`);
+}
+
 /** Closes the connection after making sure the server saw what we published. */
 export async function finish(nc: NatsConnection): Promise<void> {
   if (nc.isClosed()) return;
   try {
-    if (!nc.isDraining()) await within(nc.flush(), CONNECT_TIMEOUT_MS, undefined);
+    if (!nc.isDraining()) await within(nc.flush(), DEFAULT_TIMEOUT_MS, undefined);
   } catch {
     // the connection may already be going away; closing is all that is left
   }
-  await within(nc.close(), CONNECT_TIMEOUT_MS, undefined).catch(() => undefined);
+  await within(nc.close(), DEFAULT_TIMEOUT_MS, undefined).catch(() => undefined);
 }
 
 // ---------------------------------------------------------------------------
@@ -465,19 +490,20 @@ async function pub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const reply = lastFlag(args, "reply");
   if (reply !== undefined) checkSubject(reply, "reply subject", false);
   const server = serverFrom(args);
+  const timeout = timeoutFrom(args);
 
   let body: Uint8Array;
   if (args.positionals.length > 1) body = textEncoder.encode(args.positionals[1]!);
   else if (!io.stdin.isTTY) body = await readAll(io.stdin);
   else body = new Uint8Array(0);
 
-  const nc = await open(server, io);
+  const nc = await open(server, io, timeout);
   if (!nc) return 1;
   try {
     for (let i = 1; i <= count; i++) {
       nc.publish(subject, render(body, { Count: String(i) }), { headers: hdrs, reply });
     }
-    await nc.flush();
+    await flushWithin(nc, timeout);
   } catch (err) {
     await write(io.stderr, `nagare: publish failed: ${errorText(err)}\n`);
     await finish(nc);
@@ -496,10 +522,11 @@ async function sub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const count = parseCount(args);
   const raw = args.flags.has("raw");
   const server = serverFrom(args);
+  const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io);
+  const nc = await open(server, io, timeout);
   if (!nc) return 1;
-  return listen(nc, io, subject, queue, count, async (n, m) => {
+  return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     if (raw) {
       await write(io.stdout, Buffer.concat([m.data, Buffer.from("\n")]));
     } else {
@@ -516,10 +543,11 @@ async function reply(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const queue = checkQueue(args);
   const count = parseCount(args);
   const server = serverFrom(args);
+  const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io);
+  const nc = await open(server, io, timeout);
   if (!nc) return 1;
-  return listen(nc, io, subject, queue, count, async (n, m) => {
+  return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     await write(io.stdout, formatMessage(n, m));
     if (!m.reply) {
       await write(io.stderr, `nagare: message #${n} on "${m.subject}" has no reply subject; not answering\n`);
@@ -540,6 +568,7 @@ async function listen(
   subject: string,
   queue: string | undefined,
   count: number | undefined,
+  timeoutMs: number,
   onMsg: (n: number, m: Msg) => Promise<void>,
 ): Promise<number> {
   let stopped = false;
@@ -551,7 +580,7 @@ async function listen(
     // With `max` the server itself stops delivering after `count` messages,
     // so queue-group peers get the rest instead of this process dropping them.
     sub = nc.subscribe(subject, { queue, max: count });
-    await nc.flush();
+    await flushWithin(nc, timeoutMs);
   } catch (err) {
     removeHandlers();
     await write(io.stderr, `nagare: subscribe failed: ${errorText(err)}\n`);
@@ -589,10 +618,10 @@ async function listen(
   if (!done && failure === undefined) {
     // Nobody asked us to stop: the client gave up on the connection (it
     // closes the subscriptions just before settling `closed()`).
-    const why = await within(nc.closed(), CONNECT_TIMEOUT_MS, undefined);
+    const why = await within(nc.closed(), DEFAULT_TIMEOUT_MS, undefined);
     failure = `nagare: connection closed${why instanceof Error ? `: ${errorText(why)}` : ""}`;
   }
-  if (nc.isDraining()) await within(nc.closed(), CONNECT_TIMEOUT_MS, undefined);
+  if (nc.isDraining()) await within(nc.closed(), DEFAULT_TIMEOUT_MS, undefined);
   await finish(nc);
   if (failure !== undefined) {
     await write(io.stderr, failure + "\n").catch(() => undefined);
@@ -606,17 +635,11 @@ async function request(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const subject = args.positionals[0]!;
   checkSubject(subject, "subject", false);
   const hdrs = parseHeaders(args);
-  const rawTimeout = lastFlag(args, "timeout");
-  let timeout = DEFAULT_REQUEST_TIMEOUT_MS;
-  if (rawTimeout !== undefined) {
-    const t = parseDurationMs(rawTimeout);
-    if (t === undefined) throw new UsageError(`invalid --timeout "${rawTimeout}", use e.g. 500ms, 2s or 1500`);
-    timeout = t;
-  }
+  const timeout = timeoutFrom(args);
   const body = args.positionals.length > 1 ? textEncoder.encode(args.positionals[1]!) : new Uint8Array(0);
   const server = serverFrom(args);
 
-  const nc = await open(server, io);
+  const nc = await open(server, io, timeout);
   if (!nc) return 1;
   try {
     const m = await nc.request(subject, body, { timeout, headers: hdrs });

@@ -22,6 +22,7 @@ import {
   parseArgs,
   parseDurationMs,
   serverFrom,
+  timeoutFrom,
   reportFailure,
   write,
   type ClientCommandIo,
@@ -35,6 +36,7 @@ const NS_PER_MS = 1_000_000;
 
 const COMMON: FlagSpec[] = [
   { long: "server", short: "s", value: true },
+  { long: "timeout", value: true },
   { long: "help", short: "h", value: false },
   { long: "json", value: false },
 ];
@@ -68,7 +70,6 @@ const CONSUMER_FLAGS: FlagSpec[] = [
   { long: "push", value: true },
   { long: "count", value: true },
   { long: "no-ack", value: false },
-  { long: "timeout", value: true },
 ];
 
 const KV_FLAGS: FlagSpec[] = [
@@ -76,6 +77,11 @@ const KV_FLAGS: FlagSpec[] = [
   { long: "ttl", value: true },
   { long: "count", value: true },
 ];
+
+const COMMON_HELP = `  -s, --server <url>     server URL(s) (default: $NATS_URL or nats://127.0.0.1:4222)
+  --timeout <duration>   how long to wait for the server, e.g. 500ms, 2s (default 5s;
+                         for consumer next, also how long to wait for messages)
+`;
 
 const USAGE: Record<JsGroup, string> = {
   stream: `Usage: nagare stream <add|ls|info|rm|purge|get> [options]
@@ -92,8 +98,7 @@ const USAGE: Record<JsGroup, string> = {
 
 Options:
   --json                 print the server's JSON instead of a table
-  -s, --server <url>     server URL(s) (default: $NATS_URL or nats://127.0.0.1:4222)
-`,
+${COMMON_HELP}`,
   consumer: `Usage: nagare consumer <add|ls|info|rm|next> [options]
 
   add <stream> <name> [--filter subject]... [--ack explicit|all|none]
@@ -106,8 +111,7 @@ Options:
 
 Options:
   --json                 print the server's JSON instead of a table
-  -s, --server <url>     server URL(s) (default: $NATS_URL or nats://127.0.0.1:4222)
-`,
+${COMMON_HELP}`,
   kv: `Usage: nagare kv <get|put|del|watch> <bucket> [key] [value] [options]
 
   get <bucket> <key>
@@ -117,8 +121,7 @@ Options:
 
 Options:
   --json                 print entries as JSON lines
-  -s, --server <url>     server URL(s) (default: $NATS_URL or nats://127.0.0.1:4222)
-`,
+${COMMON_HELP}`,
 };
 
 function int(args: ParsedArgs, name: string): number | undefined {
@@ -209,7 +212,7 @@ function consumerTable(ci: ConsumerInfo): string {
 }
 
 async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { timeout: timeoutFrom(args) });
   const asJson = args.flags.has("json");
   const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get)");
   switch (verb) {
@@ -291,7 +294,7 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
 }
 
 async function consumerCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { timeout: timeoutFrom(args) });
   const asJson = args.flags.has("json");
   const verb = positional(args, 0, "subcommand (add, ls, info, rm, next)");
   const stream = positional(args, 1, "stream name");
@@ -348,7 +351,7 @@ async function consumerCmd(nc: NatsConnection, args: ParsedArgs, io: ClientComma
       const count = int(args, "count") ?? 1;
       if (count < 1) throw new UsageError("--count must be at least 1");
       const timeoutMs = (durationNs(args, "timeout") ?? 5000 * NS_PER_MS) / NS_PER_MS;
-      const c = await jetstream(nc).consumers.get(stream, name);
+      const c = await jetstream(nc, { timeout: timeoutFrom(args) }).consumers.get(stream, name);
       let got = 0;
       for await (const m of await c.fetch({ max_messages: count, expires: Math.max(1000, timeoutMs) })) {
         got++;
@@ -374,7 +377,7 @@ async function kvCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo):
   const asJson = args.flags.has("json");
   const verb = positional(args, 0, "subcommand (get, put, del, watch)");
   const bucket = positional(args, 1, "bucket");
-  const kvm = new Kvm(nc);
+  const kvm = new Kvm(jetstream(nc, { timeout: timeoutFrom(args) }));
   switch (verb) {
     case "get": {
       const key = positional(args, 2, "key");
@@ -448,7 +451,7 @@ export async function runJsCommand(
       await write(args.flags.has("help") ? io.stdout : io.stderr, USAGE[group]);
       return args.flags.has("help") ? 0 : 2;
     }
-    nc = await open(serverFrom(args), io);
+    nc = await open(serverFrom(args), io, timeoutFrom(args));
     if (nc === undefined) return 1;
     return await GROUPS[group].run(nc, args, io);
   } catch (err) {

@@ -19,8 +19,10 @@ import { ApiKey } from "../protocols/kafka/api.js";
 export const DEFAULT_BOOTSTRAP = "127.0.0.1:9092";
 /** A response larger than this is refused rather than buffered (Kafka's default socket.request.max.bytes). */
 export const MAX_RESPONSE_BYTES = 100 * 1024 * 1024;
-const CONNECT_TIMEOUT_MS = 10_000;
-const REQUEST_TIMEOUT_MS = 30_000;
+/** For the TCP connect and then for the ApiVersions answer: a port that is not Kafka is found out within this. */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** Kafka's own request.timeout.ms default. */
+export const REQUEST_TIMEOUT_MS = 30_000;
 const CLIENT_ID = "nagare-cli";
 
 /** A failure of the connection or of the protocol, as opposed to an error code the broker answered with. */
@@ -62,6 +64,8 @@ export class KafkaClient {
   private filled = 0;
   private failure: Error | null = null;
   private versions = new Map<number, [number, number]>();
+  /** The first bytes the broker sent, to show what answered when it was not Kafka. */
+  private firstBytes: Buffer | null = null;
 
   private constructor(
     private readonly socket: Socket,
@@ -97,7 +101,7 @@ export class KafkaClient {
     });
     const client = new KafkaClient(socket, address, opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, opts.maxResponseBytes ?? MAX_RESPONSE_BYTES);
     try {
-      await client.learnVersions();
+      await client.learnVersions(timeoutMs);
     } catch (err) {
       client.close();
       throw err;
@@ -105,8 +109,8 @@ export class KafkaClient {
     return client;
   }
 
-  private async learnVersions(): Promise<void> {
-    const r = await this.send(ApiKey.ApiVersions, 0, () => undefined);
+  private async learnVersions(timeoutMs: number): Promise<void> {
+    const r = await this.send(ApiKey.ApiVersions, 0, () => undefined, timeoutMs, ": is it a Kafka listener?");
     const error = r.i16();
     const ranges = r.array((r): [number, [number, number]] => [r.i16(), [r.i16(), r.i16()]]);
     if (error !== 0) throw new KafkaClientError(`${this.address} refused ApiVersions (error ${error}): is it a Kafka listener?`);
@@ -126,7 +130,7 @@ export class KafkaClient {
     return this.send(apiKey, version, body);
   }
 
-  private send(apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> {
+  private send(apiKey: number, version: number, body: (w: Writer) => void, timeoutMs = this.requestTimeoutMs, hint = ""): Promise<Reader> {
     if (this.failure !== null) return Promise.reject(this.failure);
     const id = this.nextCorrelationId++;
     const w = new Writer();
@@ -135,16 +139,14 @@ export class KafkaClient {
     body(w);
     w.patchI32(sizeAt, w.pos - 4);
     return new Promise<Reader>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.fail(new KafkaClientError(`no answer from ${this.address} to ${apiName(apiKey)} within ${this.requestTimeoutMs} ms`)),
-        this.requestTimeoutMs,
-      );
+      const timer = setTimeout(() => this.fail(new KafkaClientError(`no answer from ${this.address} to ${apiName(apiKey)} within ${timeoutMs} ms${hint}`)), timeoutMs);
       this.pending.set(id, { apiKey, version, resolve, reject, timer });
       this.socket.write(w.result());
     });
   }
 
   private onData(chunk: Buffer): void {
+    this.firstBytes ??= chunk.subarray(0, 64);
     let at = 0;
     while (at < chunk.length && this.failure === null) {
       if (this.frame === null) {
@@ -156,7 +158,7 @@ export class KafkaClient {
         this.head = Buffer.alloc(0);
         if (size < 4 || size > this.maxResponseBytes) {
           // Text protocols land here: a NATS port's "INFO" or an HTTP port's "HTTP" read as a size are over 1 GB.
-          return this.fail(new KafkaClientError(`response of ${size} bytes from ${this.address} (limit ${this.maxResponseBytes}): is it a Kafka listener?`));
+          return this.fail(new KafkaClientError(this.notKafka(size)));
         }
         this.frame = Buffer.allocUnsafe(size);
         this.filled = 0;
@@ -171,6 +173,14 @@ export class KafkaClient {
         this.deliver(frame);
       }
     }
+  }
+
+  /** What to say about a response whose size cannot be: what answered, if it reads as text. */
+  private notKafka(size: number): string {
+    const text = (this.firstBytes ?? Buffer.alloc(0)).toString("latin1");
+    const line = text.split(/\r?\n/)[0];
+    if (/^[\x20-\x7e]{4,}$/.test(line)) return `${this.address} is not a Kafka listener: it answered ${JSON.stringify(line)}`;
+    return `response of ${size} bytes from ${this.address} (limit ${this.maxResponseBytes}): is it a Kafka listener?`;
   }
 
   private deliver(frame: Buffer): void {

@@ -9,9 +9,9 @@
  * for scripts; exit codes 0 ok, 1 failed, 2 usage, as the JetStream commands.
  */
 
-import { UsageError, lastFlag, parseArgs, reportFailure, write, type ClientCommandIo, type FlagSpec, type ParsedArgs } from "./client-commands.js";
+import { UsageError, lastFlag, parseArgs, reportFailure, timeoutFrom, write, type ClientCommandIo, type FlagSpec, type ParsedArgs } from "./client-commands.js";
 import { table } from "./js-commands.js";
-import { DEFAULT_BOOTSTRAP, KafkaClient, parseAddress } from "./kafka-client.js";
+import { CONNECT_TIMEOUT_MS, DEFAULT_BOOTSTRAP, KafkaClient, REQUEST_TIMEOUT_MS, parseAddress } from "./kafka-client.js";
 import {
   EARLIEST,
   KafkaResponseError,
@@ -33,6 +33,7 @@ export type KafkaGroup = "topic" | "group";
 
 const COMMON: FlagSpec[] = [
   { long: "bootstrap", short: "b", value: true },
+  { long: "timeout", value: true },
   { long: "help", short: "h", value: false },
   { long: "json", value: false },
 ];
@@ -48,6 +49,8 @@ const FLAGS: Record<KafkaGroup, FlagSpec[]> = {
 const OPTIONS = `Options:
   --json                       print JSON instead of a table
   -b, --bootstrap <host:port>  Kafka listener to talk to (default: ${DEFAULT_BOOTSTRAP})
+  --timeout <duration>         how long to wait for the broker, e.g. 500ms, 2s (default:
+                               ${CONNECT_TIMEOUT_MS / 1000}s to connect and learn its versions, ${REQUEST_TIMEOUT_MS / 1000}s per request)
 `;
 
 const USAGE: Record<KafkaGroup, string> = {
@@ -303,8 +306,9 @@ export async function runKafkaCommand(
     const bootstrap = lastFlag(args, "bootstrap") ?? DEFAULT_BOOTSTRAP;
     if (parseAddress(bootstrap) === null) throw new UsageError(`--bootstrap must be host:port, got "${bootstrap}"`);
     // Every usage error is found before connecting: a typo never waits on the network.
+    const timeout = lastFlag(args, "timeout") === undefined ? undefined : timeoutFrom(args);
     const run = PREPARE[group](args);
-    client = await KafkaClient.connect(bootstrap);
+    client = await KafkaClient.connect(bootstrap, { connectTimeoutMs: timeout, requestTimeoutMs: timeout });
     return await run(client, io, args.flags.has("json"));
   } catch (err) {
     return await reportFailure(group, err, USAGE[group], io.stderr);

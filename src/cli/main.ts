@@ -8,8 +8,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseConf } from "../server/conf-parser.js";
-import { optionsFromConf, pidFileFromConf, unsupportedKeys } from "../server/conf-options.js";
-import type { ServerOptions } from "../server/options.js";
+import { optionsFromConf, pidFileFromConf } from "../server/conf-options.js";
+import { checkOptions, type ServerOptions } from "../server/options.js";
 import { mergeOptions, parseServerArgs, type ServerArgs } from "./server-args.js";
 
 const USAGE = `Usage: nagare <command> [options]
@@ -38,6 +38,7 @@ Server flags:
   -P, --pid <file>                   File to store the process id
   -m, --http_port <port>             Port for HTTP monitoring (-1 for a random port)
   -c, --config <file>                Configuration file (nats-server syntax)
+  -t                                 Test the configuration (file and flags) and exit
       --ports_file_dir <dir>         Write <executable>_<pid>.ports in this directory
   -sl, --signal <signal>=<pid>       Send a signal to a running server: ldm, stop,
                                      quit or term; <pid> may be a pid file
@@ -45,7 +46,8 @@ Server flags:
   -D, --debug                        Enable debugging output
   -V, --trace                        Trace the raw protocol
   -DV, -DVV                          Debug and trace
-  -T, --logtime                      Accepted for compatibility (ignored)
+  -T, --logtime                      Timestamp log lines (default: true; -T=false for none)
+      --max_traced_msg_len <len>     Payload bytes shown per traced message (default: all)
   -js, --jetstream                   Enable JetStream (streams, consumers, KV, object store)
   -sd, --store_dir <dir>             JetStream storage directory
       --kafka                        Enable the Kafka listener (port 9092; turns JetStream on)
@@ -55,7 +57,8 @@ Server flags:
 
 Flags override the configuration file. Flags may be written -flag, --flag,
 --flag=value or --flag value. TLS, authorization and clustering flags are not
-supported yet.
+supported yet, and a configuration asking for them (or for anything else
+nagare cannot honour) stops the server with its file, line and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode.
 `;
@@ -83,21 +86,30 @@ async function main(argv: string[]): Promise<void> {
   }
   if (CLIENT_COMMANDS.has(cmd)) {
     const { runClientCommand } = await import("./client-commands.js");
-    process.exitCode = await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3));
-    return;
+    await exitWith(await runClientCommand(cmd as "pub" | "sub" | "request" | "reply", argv.slice(3)));
   }
   if (cmd === "stream" || cmd === "consumer" || cmd === "kv") {
     const { runJsCommand } = await import("./js-commands.js");
-    process.exitCode = await runJsCommand(cmd, argv.slice(3));
-    return;
+    await exitWith(await runJsCommand(cmd, argv.slice(3)));
   }
   if (cmd === "topic" || cmd === "group") {
     const { runKafkaCommand } = await import("./kafka-commands.js");
-    process.exitCode = await runKafkaCommand(cmd, argv.slice(3));
-    return;
+    await exitWith(await runKafkaCommand(cmd, argv.slice(3)));
   }
   process.stderr.write(`nagare: unknown command "${cmd}"\n\n${USAGE}`);
   process.exitCode = 2;
+}
+
+/**
+ * Ends a client command once its output is written. It does not wait for
+ * the event loop to empty: a client library may keep a socket open after
+ * giving up (the NATS client does after a connect that timed out before the
+ * server's INFO), and a command that has said it failed must not hang.
+ */
+async function exitWith(code: number): Promise<never> {
+  const written = (s: NodeJS.WriteStream): Promise<void> => new Promise((resolve) => s.write("", () => resolve()));
+  await Promise.all([written(process.stdout), written(process.stderr)]);
+  process.exit(code);
 }
 
 function version(): string {
@@ -139,6 +151,11 @@ async function runServer(args: string[]): Promise<void> {
     return;
   }
 
+  if (parsed.testConfig && parsed.configFile === undefined) {
+    process.stderr.write("nagare server: -t tests a configuration file: give it with -c <file>\n");
+    process.exitCode = 2;
+    return;
+  }
   let fromConf: ServerOptions = {};
   let pidFile = parsed.pidFile;
   if (parsed.configFile !== undefined) {
@@ -147,16 +164,14 @@ async function runServer(args: string[]): Promise<void> {
       const tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
       fromConf = optionsFromConf(tree);
       pidFile ??= pidFileFromConf(tree);
-      const unsupported = unsupportedKeys(tree);
-      if (unsupported.length > 0) {
-        process.stderr.write(
-          `nagare server: warning: ignoring configuration keys nagare does not support yet: ${unsupported.join(", ")}\n`,
-        );
-      }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      const msg = code === "ENOENT" ? `configuration file ${parsed.configFile} not found` : errorText(err);
-      process.stderr.write(`nagare server: ${msg}\n`);
+      let msg: string;
+      if (code === "ENOENT") msg = `configuration file ${parsed.configFile} not found`;
+      else if (code !== undefined) msg = `cannot read configuration file ${parsed.configFile}: ${code}`;
+      else msg = errorText(err);
+      // One line per problem, each with its file, line and column.
+      process.stderr.write(msg.split("\n").map((line) => `nagare server: ${line}\n`).join(""));
       process.exitCode = 1;
       return;
     }
@@ -165,6 +180,17 @@ async function runServer(args: string[]): Promise<void> {
   const options = mergeOptions(fromConf, parsed.options);
   options.host ??= "0.0.0.0";
   options.noLog = false;
+  try {
+    checkOptions(options);
+  } catch (err) {
+    process.stderr.write(`nagare server: ${errorText(err)}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  if (parsed.testConfig) {
+    process.stderr.write(`nagare server: configuration file ${parsed.configFile} is valid\n`);
+    return;
+  }
 
   const { startServer } = await import("../server/server.js");
   type Server = Awaited<ReturnType<typeof startServer>>;

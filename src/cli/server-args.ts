@@ -15,6 +15,8 @@ export interface ServerArgs {
   version?: boolean;
   /** `-sl/--signal <signal>[=<pid or pid file>]`: signal a running server instead of starting one. */
   signal?: string;
+  /** `-t`: check the configuration (file and flags) and exit. */
+  testConfig?: boolean;
 }
 
 type Apply = (r: ServerArgs, v: string, flag: string) => void;
@@ -44,13 +46,13 @@ value(["a", "addr", "net"], (r, v, f) => {
 });
 value(["p", "port"], (r, v, f) => (r.options.port = parsePort(v, f)));
 value(["n", "name", "server_name"], (r, v) => (r.options.serverName = v));
-value(["P", "pid"], (r, v) => (r.pidFile = v));
+value(["P", "pid"], (r, v, f) => (r.pidFile = nonEmpty(v, f, "a file name")));
 value(["m", "http_port"], (r, v, f) => (r.options.httpPort = parsePort(v, f)));
-value(["c", "config"], (r, v) => (r.configFile = v));
+value(["c", "config"], (r, v, f) => (r.configFile = nonEmpty(v, f, "a file name")));
 value(["sl", "signal"], (r, v) => (r.signal = v));
-value(["ports_file_dir"], (r, v) => (r.options.portsFileDir = v));
-value(["l", "log"], (r, v) => (r.options.logFile = v));
-value(["sd", "store_dir"], (r, v) => (r.options.storeDir = v));
+value(["ports_file_dir"], (r, v, f) => (r.options.portsFileDir = nonEmpty(v, f, "a directory")));
+value(["l", "log"], (r, v, f) => (r.options.logFile = nonEmpty(v, f, "a file name")));
+value(["sd", "store_dir"], (r, v, f) => (r.options.storeDir = nonEmpty(v, f, "a directory")));
 bool(["js", "jetstream"], (r, v) => (r.options.jetstream = v));
 bool(["kafka"], (r, v) => (r.options.kafka = v ? { ...r.options.kafka } : undefined));
 value(["kafka_port"], (r, v, f) => (r.options.kafka = { ...r.options.kafka, port: parsePort(v, f) }));
@@ -62,9 +64,12 @@ bool(["DV", "DVV"], (r, v) => {
 });
 bool(["h", "help"], (r, v) => (r.help = v));
 bool(["v", "version"], (r, v) => (r.version = v));
-// Cosmetic logging flags: accepted and ignored.
-bool(["T", "logtime"], () => {});
-value(["max_traced_msg_len", "log_size_limit"], () => {});
+bool(["t"], (r, v) => (r.testConfig = v));
+bool(["T", "logtime"], (r, v) => (r.options.logtime = v));
+value(["max_traced_msg_len"], (r, v, f) => {
+  if (!/^\d+$/.test(v) || Number(v) > 2 ** 31 - 1) throw new Error(`flag ${f}: expected a length in bytes (0 for no limit), got ${JSON.stringify(v)}`);
+  r.options.maxTracedMsgLen = Number(v);
+});
 
 /** nats-server flags for features nagare does not have yet, with the reason. */
 const UNSUPPORTED: Record<string, string> = {
@@ -91,7 +96,7 @@ const UNSUPPORTED: Record<string, string> = {
   syslog: "syslog is not supported",
   r: "syslog is not supported",
   remote_syslog: "syslog is not supported",
-  t: "configuration testing (-t) is not supported yet",
+  log_size_limit: "log file rotation is not supported yet",
   profile: "profiling is not supported",
 };
 
@@ -139,6 +144,11 @@ export function mergeOptions(fromConf: ServerOptions, fromFlags: ServerOptions):
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   }
   return out;
+}
+
+function nonEmpty(v: string, flag: string, what: string): string {
+  if (v === "") throw new Error(`flag ${flag} needs ${what}`);
+  return v;
 }
 
 function parsePort(v: string, flag: string): number {

@@ -1,147 +1,286 @@
 /**
  * Maps a parsed nats-server configuration tree (see conf-parser.ts) onto
- * ServerOptions. Top-level keys are matched case-insensitively, as nats-server
- * does. Keys nagare does not implement are left alone and listed by
- * `unsupportedKeys` so the caller can warn about them.
+ * ServerOptions, failing closed: a key nagare does not honour, at the top or
+ * inside a block, is an error with its file, line and column, and so is a
+ * value it cannot honour. Every problem is reported at once, as nats-server
+ * does. Keys are matched case-insensitively, as nats-server does, and keys
+ * that only serve as `$variables` are not keys of the configuration.
+ *
+ * What counts as honoured is what the mapping reads: every `lookup` marks
+ * the keys it finds, and whatever is left unread afterwards is refused. A
+ * new option therefore needs nothing more than its lookup.
  *
  * As in nats-server, a zero for a limit or a time means "use the default".
  */
 
+import { didYouMean } from "./closest.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import type { ServerOptions } from "./options.js";
+import { DEFAULTS, type ServerOptions } from "./options.js";
 
 type Tree = Record<string, unknown>;
 
-/** Keys read by optionsFromConf (lower case). */
-const MAPPED = new Set([
-  "listen",
-  "host",
-  "net",
-  "port",
-  "http",
-  "http_port",
-  "monitor_port",
-  "http_host",
-  "server_name",
-  "max_payload",
-  "max_pending",
-  "max_control_line",
-  "max_connections",
-  "max_conn",
-  "max_subscriptions",
-  "max_subs",
-  "ping_interval",
-  "ping_max",
-  "max_pings_out",
-  "auth_timeout",
-  "write_deadline",
-  "lame_duck_duration",
-  "lame_duck_grace_period",
-  "ports_file_dir",
-  "jetstream",
-  "kafka",
-  "store_dir",
-  "storedir",
-  "debug",
-  "trace",
-  "trace_verbose",
-  "log_file",
-  "logfile",
-]);
+/**
+ * nats-server features nagare lacks. A configuration asking for one is
+ * refused: running without authorization or TLS that was asked for would be
+ * worse than not running.
+ */
+const NOT_SUPPORTED: Record<string, string> = {
+  authorization: "authorization is not supported yet",
+  no_auth_user: "authorization is not supported yet",
+  accounts: "accounts are not supported yet",
+  system_account: "accounts are not supported yet",
+  system: "accounts are not supported yet",
+  operator: "operator (JWT) mode is not supported yet",
+  operators: "operator (JWT) mode is not supported yet",
+  trusted: "operator (JWT) mode is not supported yet",
+  trusted_keys: "operator (JWT) mode is not supported yet",
+  resolver: "operator (JWT) mode is not supported yet",
+  resolver_preload: "operator (JWT) mode is not supported yet",
+  resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
+  tls: "TLS is not supported yet",
+  allow_non_tls: "TLS is not supported yet",
+  ocsp: "TLS is not supported yet",
+  https: "monitoring over TLS (https) is not supported yet",
+  https_port: "monitoring over TLS (https) is not supported yet",
+  cluster: "clustering is not supported yet",
+  gateway: "gateways are not supported yet",
+  leafnodes: "leaf nodes are not supported yet",
+  leaf: "leaf nodes are not supported yet",
+  client_advertise: "clustering is not supported yet",
+  websocket: "the WebSocket door is not supported yet",
+  ws: "the WebSocket door is not supported yet",
+  mqtt: "the MQTT door is not supported yet",
+  syslog: "logging to syslog is not supported",
+  remote_syslog: "logging to syslog is not supported",
+  logfile_size_limit: "log file rotation is not supported yet",
+  log_size_limit: "log file rotation is not supported yet",
+  max_closed_clients: "keeping closed connections for /connz is not supported yet",
+  http_base_path: "a monitoring base path is not supported yet",
+  prof_port: "the profiling listener is not supported",
+  server_tags: "server tags are not supported yet",
+  no_header_support: "turning message headers off is not supported",
+  default_js_domain: "JetStream domains are not supported yet",
+};
 
-/** Keys understood but with nothing to do: cosmetic, or handled by the CLI (pid_file). */
-const ACCEPTED = new Set(["logtime", "logtime_utc", "pid_file"]);
+/** The same inside `jetstream { }`: limits and features its streams would silently lack. */
+const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
+  max_memory_store: "JetStream memory limits are not supported yet",
+  max_mem_store: "JetStream memory limits are not supported yet",
+  max_mem: "JetStream memory limits are not supported yet",
+  max_file_store: "JetStream storage limits are not supported yet",
+  max_file: "JetStream storage limits are not supported yet",
+  limits: "JetStream account limits are not supported yet",
+  domain: "JetStream domains are not supported yet",
+  key: "encryption at rest is not supported yet",
+  ek: "encryption at rest is not supported yet",
+  cipher: "encryption at rest is not supported yet",
+  unique_tag: "clustering is not supported yet",
+  max_outstanding_catchup: "clustering is not supported yet",
+  extension_hint: "JetStream extension hints are not supported",
+};
+
+/** Per block (lower-case name), its keys for features nagare lacks. */
+const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = { jetstream: JETSTREAM_NOT_SUPPORTED };
 
 /**
- * Top-level keys (as spelled in the file) that nagare does not implement, such
- * as authorization, tls, cluster, websocket, leafnodes or accounts. Keys that
- * only serve as `$variables` are not listed, as nats-server doesn't flag them.
+ * Keys accepted and deliberately ignored, each because ignoring it changes
+ * nothing the configuration asks for. Keep this list short and justified.
  */
-export function unsupportedKeys(tree: Tree): string[] {
-  const out: string[] = [];
-  for (const key of Object.keys(tree)) {
-    const k = key.toLowerCase();
-    if (MAPPED.has(k) || ACCEPTED.has(k)) continue;
-    if (usedAsVariable(tree, key)) continue;
-    out.push(key);
-  }
-  return out;
-}
+const IGNORED = {
+  /** nagare has no system account: what the key asks for is already so. */
+  no_system_account: "boolean",
+  /**
+   * They pace the logging of failed route, gateway and leaf node connects;
+   * nagare makes none (the blocks that would ask for them are refused).
+   */
+  connect_error_reports: "integer",
+  reconnect_error_reports: "integer",
+} as const;
 
 /** `pid_file` from the config: the CLI writes it, so it is not a ServerOptions field. */
 export function pidFileFromConf(tree: Tree): string | undefined {
   const e = lookup(tree, "pid_file");
-  return e ? str(e) : undefined;
+  return e ? nonEmptyStr(e) : undefined;
 }
 
+/** Throws a ConfError listing every problem (its `problems`) when the configuration cannot be honoured. */
 export function optionsFromConf(tree: Tree): ServerOptions {
   const o: ServerOptions = {};
+  const c = new Collector();
 
   // `listen` first so that explicit `host`/`port` win over it.
-  const listen = lookup(tree, "listen");
-  if (listen) {
-    const hp = hostPort(listen);
-    if (hp.host !== undefined) o.host = hp.host;
-    o.port = hp.port;
-  }
+  c.attempt(() => {
+    const listen = lookup(tree, "listen");
+    if (listen) {
+      const hp = hostPort(listen);
+      if (hp.host !== undefined) o.host = hp.host;
+      o.port = hp.port;
+    }
+  });
   for (const k of ["host", "net"]) {
-    const e = lookup(tree, k);
-    if (e) o.host = nonEmptyStr(e);
+    c.attempt(() => {
+      const e = lookup(tree, k);
+      if (e) o.host = nonEmptyStr(e);
+    });
   }
-  const port = lookup(tree, "port");
-  if (port) o.port = portNumber(port);
+  c.attempt(() => {
+    const port = lookup(tree, "port");
+    if (port) o.port = portNumber(port);
+  });
 
-  const http = lookup(tree, "http");
-  if (http) {
-    const hp = hostPort(http);
-    if (hp.host !== undefined) o.httpHost = hp.host;
-    o.httpPort = hp.port;
-  }
+  c.attempt(() => {
+    const http = lookup(tree, "http");
+    if (http) {
+      const hp = hostPort(http);
+      if (hp.host !== undefined) o.httpHost = hp.host;
+      o.httpPort = hp.port;
+    }
+  });
   for (const k of ["http_port", "monitor_port"]) {
-    const e = lookup(tree, k);
-    if (e) o.httpPort = portNumber(e);
+    c.attempt(() => {
+      const e = lookup(tree, k);
+      if (e) o.httpPort = portNumber(e);
+    });
   }
-  const httpHost = lookup(tree, "http_host");
-  if (httpHost) o.httpHost = nonEmptyStr(httpHost);
+  c.attempt(() => {
+    const httpHost = lookup(tree, "http_host");
+    if (httpHost) o.httpHost = nonEmptyStr(httpHost);
+  });
 
-  const serverName = lookup(tree, "server_name");
-  if (serverName) o.serverName = str(serverName);
+  c.attempt(() => {
+    const serverName = lookup(tree, "server_name");
+    if (serverName) o.serverName = str(serverName);
+  });
 
-  setLimit(o, "maxPayload", lookup(tree, "max_payload"), INT32_MAX);
-  setLimit(o, "maxPending", lookup(tree, "max_pending"));
-  setLimit(o, "maxControlLine", lookup(tree, "max_control_line"), INT32_MAX);
-  setLimit(o, "maxConnections", lookup(tree, "max_connections") ?? lookup(tree, "max_conn"));
-  const maxSubs = lookup(tree, "max_subscriptions") ?? lookup(tree, "max_subs");
-  if (maxSubs) o.maxSubscriptions = nonNegativeInt(maxSubs); // 0 is "unlimited", the default
-  setLimit(o, "maxPingsOut", lookup(tree, "ping_max") ?? lookup(tree, "max_pings_out"));
+  c.attempt(() => setLimit(o, "maxPayload", lookup(tree, "max_payload"), INT32_MAX));
+  c.attempt(() => setLimit(o, "maxPending", lookup(tree, "max_pending")));
+  c.attempt(() => setLimit(o, "maxControlLine", lookup(tree, "max_control_line"), INT32_MAX));
+  c.attempt(() => setLimit(o, "maxConnections", lookup(tree, "max_connections") ?? lookup(tree, "max_conn")));
+  c.attempt(() => {
+    const maxSubs = lookup(tree, "max_subscriptions") ?? lookup(tree, "max_subs");
+    if (maxSubs) o.maxSubscriptions = nonNegativeInt(maxSubs); // 0 is "unlimited", the default
+  });
+  c.attempt(() => setLimit(o, "maxPingsOut", lookup(tree, "ping_max") ?? lookup(tree, "max_pings_out")));
 
-  setTime(o, "pingInterval", lookup(tree, "ping_interval"));
-  setTime(o, "authTimeout", lookup(tree, "auth_timeout"));
-  setTime(o, "writeDeadline", lookup(tree, "write_deadline"));
-  setTime(o, "lameDuckDuration", lookup(tree, "lame_duck_duration"));
-  setTime(o, "lameDuckGracePeriod", lookup(tree, "lame_duck_grace_period"));
+  c.attempt(() => setTime(o, "pingInterval", lookup(tree, "ping_interval")));
+  c.attempt(() => setTime(o, "authTimeout", lookup(tree, "auth_timeout")));
+  c.attempt(() => setTime(o, "writeDeadline", lookup(tree, "write_deadline")));
+  c.attempt(() => setTime(o, "lameDuckDuration", lookup(tree, "lame_duck_duration")));
+  c.attempt(() => setTime(o, "lameDuckGracePeriod", lookup(tree, "lame_duck_grace_period")));
 
-  const portsFileDir = lookup(tree, "ports_file_dir");
-  if (portsFileDir) o.portsFileDir = nonEmptyStr(portsFileDir);
+  c.attempt(() => {
+    const portsFileDir = lookup(tree, "ports_file_dir");
+    if (portsFileDir) o.portsFileDir = nonEmptyStr(portsFileDir);
+  });
+  c.attempt(() => pidFileFromConf(tree));
 
-  const storeDir = lookup(tree, "store_dir") ?? lookup(tree, "storedir");
-  if (storeDir) o.storeDir = nonEmptyStr(storeDir);
-  const js = lookup(tree, "jetstream");
-  if (js) jetstream(o, js);
-  const kafkaBlock = lookup(tree, "kafka");
-  if (kafkaBlock) kafka(o, kafkaBlock);
+  c.attempt(() => {
+    const storeDir = lookup(tree, "store_dir") ?? lookup(tree, "storedir");
+    if (storeDir) o.storeDir = nonEmptyStr(storeDir);
+  });
+  c.attempt(() => {
+    const js = lookup(tree, "jetstream");
+    if (js) jetstream(o, js, c);
+  });
+  c.attempt(() => {
+    const kafkaBlock = lookup(tree, "kafka");
+    if (kafkaBlock) kafka(o, kafkaBlock, c);
+  });
 
-  const debug = lookup(tree, "debug");
-  if (debug) o.debug = bool(debug);
-  const trace = lookup(tree, "trace");
-  if (trace) o.trace = bool(trace);
-  const traceVerbose = lookup(tree, "trace_verbose");
-  if (traceVerbose && bool(traceVerbose)) o.trace = true;
+  c.attempt(() => {
+    const debug = lookup(tree, "debug");
+    if (debug) o.debug = bool(debug);
+  });
+  c.attempt(() => {
+    const trace = lookup(tree, "trace");
+    if (trace) o.trace = bool(trace);
+  });
+  c.attempt(() => {
+    // nats-server's verbose trace adds the system account's traffic; nagare has none, so it is plain trace.
+    const traceVerbose = lookup(tree, "trace_verbose");
+    if (traceVerbose && bool(traceVerbose)) o.trace = true;
+  });
+  c.attempt(() => {
+    const logtime = lookup(tree, "logtime");
+    if (logtime) o.logtime = bool(logtime);
+  });
+  c.attempt(() => {
+    const utc = lookup(tree, "logtime_utc");
+    if (utc) o.logtimeUtc = bool(utc);
+  });
+  c.attempt(() => {
+    const maxTraced = lookup(tree, "max_traced_msg_len");
+    if (maxTraced) o.maxTracedMsgLen = nonNegativeInt(maxTraced, INT32_MAX);
+  });
+  c.attempt(() => {
+    const logFile = lookup(tree, "log_file") ?? lookup(tree, "logfile");
+    if (logFile) o.logFile = nonEmptyStr(logFile);
+  });
 
-  const logFile = lookup(tree, "log_file") ?? lookup(tree, "logfile");
-  if (logFile) o.logFile = nonEmptyStr(logFile);
+  for (const [name, kind] of Object.entries(IGNORED)) {
+    c.attempt(() => {
+      const e = lookup(tree, name);
+      if (!e) return;
+      if (kind === "boolean") bool(e);
+      else nonNegativeInt(e);
+    });
+  }
 
+  c.attempt(() => payloadFitsPending(tree, o));
+
+  c.unread(tree, "");
+  c.throwIfAny();
   return o;
+}
+
+/** As nats-server: a message a client may publish must fit in what a subscriber may have pending. */
+function payloadFitsPending(tree: Tree, o: ServerOptions): void {
+  const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
+  const maxPending = o.maxPending ?? DEFAULTS.maxPending;
+  if (maxPayload <= maxPending) return;
+  const e = (o.maxPayload !== undefined ? lookup(tree, "max_payload") : undefined) ?? lookup(tree, "max_pending");
+  if (e) fail(e, `max_payload (${maxPayload}) must not exceed max_pending (${maxPending}): no subscriber could receive such a message`);
+}
+
+/** Problems found so far; a problem in one key does not hide those in others. */
+class Collector {
+  private readonly problems: ConfError[] = [];
+
+  attempt(map: () => void): void {
+    try {
+      map();
+    } catch (err) {
+      if (!(err instanceof ConfError)) throw err;
+      this.problems.push(...err.problems);
+    }
+  }
+
+  /**
+   * Refuses every key of `block` the mapping did not read, and the keys of
+   * the blocks inside it that it read from. `path` prefixes nested names.
+   */
+  unread(block: Tree, path: string): void {
+    const read = consumed.get(block);
+    const asked = askedNames.get(block) ?? new Set<string>();
+    const notSupported = path === "" ? NOT_SUPPORTED : (BLOCK_NOT_SUPPORTED[path.slice(0, -1).toLowerCase()] ?? {});
+    for (const key of Object.keys(block)) {
+      const pos = keyPosition(block, key);
+      if (read?.has(key)) {
+        // Into the blocks the mapping looked inside (a block given where a value belongs is already an error).
+        const v = block[key];
+        if (isBlock(v) && askedNames.has(v)) this.unread(v, `${path}${key}.`);
+        continue;
+      }
+      if (usedAsVariable(block, key)) continue; // as nats-server: a variable is not a setting
+      const why = notSupported[key.toLowerCase()];
+      if (why !== undefined) this.problems.push(new ConfError(`${path}${key}: ${why} (nagare will not start without it)`, pos));
+      else this.problems.push(new ConfError(`unknown field "${path}${key}"${didYouMean(key, asked)}`, pos));
+    }
+  }
+
+  throwIfAny(): void {
+    if (this.problems.length > 0) throw ConfError.combine(this.problems);
+  }
 }
 
 // ---- durations ------------------------------------------------------------
@@ -209,16 +348,31 @@ interface Entry {
  * spelling only used as a `$variable` (`PORT = 4333` for `http_port: $PORT`)
  * yields to one that isn't.
  */
+/** Keys (as spelled) the mapping has read, per block: what is honoured. */
+const consumed = new WeakMap<object, Set<string>>();
+/** Names the mapping looked for, per block, found or not: the suggestions for a misspelt key. */
+const askedNames = new WeakMap<object, Set<string>>();
+
 function lookup(tree: Tree, name: string): Entry | undefined {
+  let asked = askedNames.get(tree);
+  if (asked === undefined) askedNames.set(tree, (asked = new Set()));
+  asked.add(name);
   let found: Entry | undefined;
   let foundVariable: Entry | undefined;
   for (const key of Object.keys(tree)) {
     if (key.toLowerCase() !== name) continue;
+    let read = consumed.get(tree);
+    if (read === undefined) consumed.set(tree, (read = new Set()));
+    read.add(key);
     const e = { key, value: tree[key], pos: keyPosition(tree, key) };
     if (usedAsVariable(tree, key)) foundVariable = e;
     else found = e;
   }
   return found ?? foundVariable;
+}
+
+function isBlock(v: unknown): v is Tree {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
 }
 
 function fail(e: Entry, msg: string): never {
@@ -295,6 +449,15 @@ type TimeKey = "pingInterval" | "authTimeout" | "writeDeadline" | "lameDuckDurat
 
 function setTime(o: ServerOptions, field: TimeKey, e: Entry | undefined): void {
   if (!e) return;
+  const ms = durationMs(e);
+  if (ms > 0) o[field] = ms;
+}
+
+/** Longest time accepted: Node's timers cannot wait longer (about 24.8 days). */
+const MAX_TIMER_MS = INT32_MAX;
+
+/** A duration (string, or seconds as a number) in whole milliseconds, 0 included. */
+function durationMs(e: Entry): number {
   let ms: number;
   try {
     ms = parseDuration(e.value);
@@ -302,56 +465,66 @@ function setTime(o: ServerOptions, field: TimeKey, e: Entry | undefined): void {
     fail(e, (err as Error).message);
   }
   if (ms < 0) fail(e, `must not be negative (got ${JSON.stringify(e.value)})`);
-  ms = Math.round(ms);
-  if (ms > 0) o[field] = ms;
+  if (ms > MAX_TIMER_MS) fail(e, `must not exceed ${MAX_TIMER_MS} ms, about 24 days (got ${JSON.stringify(e.value)})`);
+  return ms > 0 && ms < 1 ? 1 : Math.round(ms); // "100us" asks for something short, not for the default
+}
+
+/** Looks `name` up in a block, naming it `block.key` in errors. */
+function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
+  const x = lookup(block, name);
+  return x ? { ...x, key: `${parent.key}.${x.key}` } : undefined;
 }
 
 /** `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes }`, or `kafka: true`. */
-function kafka(o: ServerOptions, e: Entry): void {
+function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
     o.kafka = bool(e) ? {} : undefined;
     return;
   }
-  if (e.value === null || typeof e.value !== "object" || Array.isArray(e.value)) fail(e, `expected a block or a boolean, got ${describe(e.value)}`);
-  const block = e.value as Tree;
+  if (!isBlock(e.value)) fail(e, `expected a block or a boolean, got ${describe(e.value)}`);
+  const block = e.value;
   const k: NonNullable<ServerOptions["kafka"]> = {};
-  const sub = (name: string): Entry | undefined => {
-    const x = lookup(block, name);
-    return x ? { ...x, key: `${e.key}.${x.key}` } : undefined;
-  };
-  const port = sub("port") ?? sub("listen_port");
-  if (port) k.port = portNumber(port);
-  const host = sub("host");
-  if (host) k.host = nonEmptyStr(host);
-  const advertise = sub("advertise");
-  if (advertise) k.advertise = nonEmptyStr(advertise);
-  const auto = sub("auto_create_topics");
-  if (auto) k.autoCreateTopics = bool(auto);
-  const partitions = sub("num_partitions");
-  if (partitions) {
-    k.numPartitions = nonNegativeInt(partitions, 1024);
-    if (k.numPartitions === 0) fail(partitions, "must be at least 1");
-  }
-  const delay = sub("group_initial_rebalance_delay");
-  if (delay) {
-    let ms: number;
-    try {
-      ms = parseDuration(delay.value);
-    } catch (err) {
-      fail(delay, (err as Error).message);
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  c.attempt(() => {
+    const port = sub("port") ?? sub("listen_port");
+    if (port) k.port = portNumber(port);
+  });
+  c.attempt(() => {
+    const host = sub("host");
+    if (host) k.host = nonEmptyStr(host);
+  });
+  c.attempt(() => {
+    const advertise = sub("advertise");
+    if (advertise) k.advertise = nonEmptyStr(advertise);
+  });
+  c.attempt(() => {
+    const auto = sub("auto_create_topics");
+    if (auto) k.autoCreateTopics = bool(auto);
+  });
+  c.attempt(() => {
+    const partitions = sub("num_partitions");
+    if (partitions) {
+      k.numPartitions = nonNegativeInt(partitions, 1024);
+      if (k.numPartitions === 0) fail(partitions, "must be at least 1");
     }
-    if (ms < 0) fail(delay, "must not be negative");
-    k.initialRebalanceDelayMs = Math.round(ms);
-  }
-  const maxReq = sub("max_request_bytes");
-  if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
+  });
+  c.attempt(() => {
+    const delay = sub("group_initial_rebalance_delay");
+    if (delay) k.initialRebalanceDelayMs = durationMs(delay);
+  });
+  c.attempt(() => {
+    const maxReq = sub("max_request_bytes");
+    if (maxReq) k.maxRequestBytes = nonNegativeInt(maxReq, 1024 * 1024 * 1024);
+  });
   let enabled = true;
-  const en = sub("enabled") ?? sub("enable");
-  if (en) enabled = bool(en);
+  c.attempt(() => {
+    const en = sub("enabled") ?? sub("enable");
+    if (en) enabled = bool(en);
+  });
   o.kafka = enabled ? k : undefined;
 }
 
-function jetstream(o: ServerOptions, e: Entry): void {
+function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
   const v = e.value;
   if (typeof v === "boolean") {
     o.jetstream = v;
@@ -364,29 +537,27 @@ function jetstream(o: ServerOptions, e: Entry): void {
     else fail(e, `expected enabled, disabled or a block, got ${describe(v)}`);
     return;
   }
-  if (v !== null && typeof v === "object" && !Array.isArray(v)) {
-    const block = v as Tree;
-    let enabled = true;
-    const en = lookup(block, "enabled") ?? lookup(block, "enable");
-    if (en) enabled = bool({ ...en, key: `${e.key}.${en.key}` });
-    o.jetstream = enabled;
-    const dir = lookup(block, "store_dir") ?? lookup(block, "storedir");
-    if (dir) o.storeDir = nonEmptyStr({ ...dir, key: `${e.key}.${dir.key}` });
-    const sync = lookup(block, "sync_interval") ?? lookup(block, "sync");
-    if (sync) {
-      if (typeof sync.value === "string" && sync.value.toLowerCase() === "always") o.syncInterval = "always";
-      else {
-        let ms: number;
-        try {
-          ms = parseDuration(sync.value);
-        } catch (err) {
-          fail({ ...sync, key: `${e.key}.${sync.key}` }, (err as Error).message);
-        }
-        if (ms <= 0) fail({ ...sync, key: `${e.key}.${sync.key}` }, `must be "always" or a positive duration`);
-        o.syncInterval = Math.max(1, Math.round(ms));
-      }
+  if (!isBlock(v)) fail(e, `expected true, false, enabled, disabled or a block, got ${describe(v)}`);
+  const sub = (name: string): Entry | undefined => inBlock(v, e, name);
+  let enabled = true;
+  c.attempt(() => {
+    const en = sub("enabled") ?? sub("enable");
+    if (en) enabled = bool(en);
+  });
+  o.jetstream = enabled;
+  c.attempt(() => {
+    const dir = sub("store_dir") ?? sub("storedir");
+    if (dir) o.storeDir = nonEmptyStr(dir);
+  });
+  c.attempt(() => {
+    const sync = sub("sync_interval") ?? sub("sync");
+    if (!sync) return;
+    if (typeof sync.value === "string" && sync.value.toLowerCase() === "always") {
+      o.syncInterval = "always";
+      return;
     }
-    return;
-  }
-  fail(e, `expected true, false, enabled, disabled or a block, got ${describe(v)}`);
+    const ms = durationMs(sync);
+    if (ms <= 0) fail(sync, `must be "always" or a positive duration`);
+    o.syncInterval = ms;
+  });
 }

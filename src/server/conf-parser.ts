@@ -24,18 +24,45 @@ export interface ConfPosition {
   file?: string;
 }
 
+/**
+ * A configuration the server cannot honour. The message starts with where:
+ * `file:line:column: ` as nats-server and compilers print it, or
+ * `line L, column C: ` for text that came from no file.
+ */
 export class ConfError extends Error {
   readonly line: number | undefined;
   readonly column: number | undefined;
   readonly file: string | undefined;
+  /** Every problem found, when several are reported at once (as nats-server does); else this one alone. */
+  readonly problems: readonly ConfError[];
 
-  constructor(message: string, pos?: ConfPosition) {
-    super(pos ? `${pos.file ? pos.file + ", " : ""}line ${pos.line}, column ${pos.column}: ${message}` : message);
+  constructor(message: string, pos?: ConfPosition, problems?: readonly ConfError[]) {
+    // With `problems`, the message is theirs already positioned, one per line.
+    super(pos && !problems ? `${describePosition(pos)}: ${message}` : message);
     this.name = "ConfError";
     this.line = pos?.line;
     this.column = pos?.column;
     this.file = pos?.file;
+    this.problems = problems ?? [this];
   }
+
+  /** One error for several problems, in file and line order; its position is the first one's. */
+  static combine(problems: readonly ConfError[]): ConfError {
+    if (problems.length === 1) return problems[0];
+    // Files in the order their first problem was found, lines in order within each.
+    const fileOrder = new Map<string | undefined, number>();
+    for (const p of problems) if (!fileOrder.has(p.file)) fileOrder.set(p.file, fileOrder.size);
+    const sorted = [...problems].sort(
+      (a, b) => fileOrder.get(a.file)! - fileOrder.get(b.file)! || (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0),
+    );
+    const first = sorted[0];
+    const pos = first.line === undefined ? undefined : { line: first.line, column: first.column ?? 0, file: first.file };
+    return new ConfError(sorted.map((p) => p.message).join("\n"), pos, sorted);
+  }
+}
+
+function describePosition(pos: ConfPosition): string {
+  return pos.file ? `${pos.file}:${pos.line}:${pos.column}` : `line ${pos.line}, column ${pos.column}`;
 }
 
 export interface ParseConfOptions {

@@ -1,3 +1,5 @@
+import { didYouMean } from "./closest.js";
+
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
  * so that a nats-server config file maps onto them one to one.
@@ -45,11 +47,19 @@ export interface ServerOptions {
   syncInterval?: "always" | number;
   /** The Kafka door; off unless given. It serves the streams, so it turns JetStream on. */
   kafka?: KafkaListenerOptions;
+  /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
+  /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
   trace?: boolean;
   /** Silence all logging (embedded default). */
   noLog?: boolean;
+  /** Append the log here instead of stderr. */
   logFile?: string;
+  /** Time on every log line (default true), in local time unless `logtimeUtc`. */
+  logtime?: boolean;
+  logtimeUtc?: boolean;
+  /** Payload bytes shown per traced message; 0 (default) shows all. */
+  maxTracedMsgLen?: number;
 }
 
 export interface KafkaListenerOptions {
@@ -95,6 +105,9 @@ export interface ResolvedOptions {
   trace: boolean;
   noLog: boolean;
   logFile: string | undefined;
+  logtime: boolean;
+  logtimeUtc: boolean;
+  maxTracedMsgLen: number;
 }
 
 export const DEFAULTS = {
@@ -116,7 +129,13 @@ function pick<T>(v: T | undefined, d: T): T {
   return v === undefined ? d : v;
 }
 
+/**
+ * Fills in the defaults. Throws an OptionsError for an option that does not
+ * exist or a value nagare cannot honour: JavaScript callers have no type
+ * check, and a misspelt `{ prot: 4333 }` must not start a server on 4222.
+ */
 export function resolveOptions(o: ServerOptions): ResolvedOptions {
+  checkOptions(o);
   const port = pick(o.port, DEFAULTS.port);
   const httpPort = o.httpPort === undefined ? undefined : o.httpPort < 0 ? 0 : o.httpPort;
   return {
@@ -145,5 +164,119 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     trace: pick(o.trace, false),
     noLog: pick(o.noLog, true),
     logFile: o.logFile,
+    logtime: pick(o.logtime, true),
+    logtimeUtc: pick(o.logtimeUtc, false),
+    maxTracedMsgLen: pick(o.maxTracedMsgLen, 0),
   };
+}
+
+/** An option startServer cannot honour: unknown, of the wrong type or out of range. */
+export class OptionsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OptionsError";
+  }
+}
+
+type Check = (v: unknown, name: string) => void;
+
+const INT32_MAX = 2 ** 31 - 1;
+
+function fail(name: string, v: unknown, expected: string): never {
+  const got = typeof v === "string" ? JSON.stringify(v) : Array.isArray(v) ? "an array" : String(v);
+  throw new OptionsError(`option ${name} must be ${expected}, got ${got}`);
+}
+
+const isInt = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v);
+
+const port: Check = (v, n) => {
+  if (!isInt(v) || v < -1 || v > 65535) fail(n, v, "a port number (0-65535, or -1 for a random port)");
+};
+const text: Check = (v, n) => {
+  if (typeof v !== "string" || v === "") fail(n, v, "a non-empty string");
+};
+const anyText: Check = (v, n) => {
+  if (typeof v !== "string") fail(n, v, "a string");
+};
+const flag: Check = (v, n) => {
+  if (typeof v !== "boolean") fail(n, v, "true or false");
+};
+const atLeast =
+  (min: number, max = Number.MAX_SAFE_INTEGER): Check =>
+  (v, n) => {
+    if (!isInt(v) || v < min || v > max) fail(n, v, `an integer from ${min} to ${max}`);
+  };
+/** Milliseconds, as every time in ServerOptions; Node's timers wait at most 2^31-1 ms. */
+const millis: Check = (v, n) => {
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > INT32_MAX) fail(n, v, `a time in milliseconds, above 0 and at most ${INT32_MAX}`);
+};
+
+const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
+  host: text,
+  port,
+  advertise: text,
+  autoCreateTopics: flag,
+  numPartitions: atLeast(1, 1024),
+  maxRequestBytes: atLeast(1, 1024 * 1024 * 1024),
+  initialRebalanceDelayMs: atLeast(0, INT32_MAX),
+};
+
+/** One check per option: adding a field to ServerOptions without one here does not compile. */
+const CHECKS: Record<keyof ServerOptions, Check> = {
+  host: text,
+  port,
+  httpHost: text,
+  httpPort: port,
+  serverName: anyText,
+  maxPayload: atLeast(1, INT32_MAX),
+  maxPending: atLeast(1),
+  maxControlLine: atLeast(1, INT32_MAX),
+  maxConnections: atLeast(1),
+  maxSubscriptions: atLeast(0),
+  pingInterval: millis,
+  maxPingsOut: atLeast(1),
+  authTimeout: millis,
+  writeDeadline: millis,
+  lameDuckDuration: millis,
+  lameDuckGracePeriod: (v, n) => {
+    if (v !== 0) millis(v, n);
+  },
+  portsFileDir: text,
+  jetstream: flag,
+  storeDir: text,
+  syncInterval: (v, n) => {
+    if (v !== "always") millis(v, n);
+  },
+  kafka: (v, n) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
+    checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);
+  },
+  debug: flag,
+  trace: flag,
+  noLog: flag,
+  logFile: text,
+  logtime: flag,
+  logtimeUtc: flag,
+  maxTracedMsgLen: atLeast(0, INT32_MAX),
+};
+
+function checkKeys(o: Record<string, unknown>, checks: Record<string, Check>, prefix: string): void {
+  for (const [k, v] of Object.entries(o)) {
+    if (v === undefined) continue; // `{ port: undefined }` means "the default", as spreading options produces
+    const check = Object.prototype.hasOwnProperty.call(checks, k) ? checks[k] : undefined;
+    if (check === undefined) throw new OptionsError(`unknown option "${prefix}${k}"${didYouMean(k, Object.keys(checks))}`);
+    check(v, prefix + k);
+  }
+}
+
+/** Throws an OptionsError for the first option nagare cannot honour. */
+export function checkOptions(o: ServerOptions): void {
+  if (o === null || typeof o !== "object" || Array.isArray(o)) throw new OptionsError("the options must be an object");
+  checkKeys(o as Record<string, unknown>, CHECKS, "");
+  const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
+  const maxPending = o.maxPending ?? DEFAULTS.maxPending;
+  // As nats-server: a message that may be published must fit in what a subscriber may have pending.
+  if (maxPayload > maxPending) {
+    throw new OptionsError(`maxPayload (${maxPayload}) must not exceed maxPending (${maxPending}): no subscriber could receive such a message`);
+  }
 }

@@ -6,10 +6,10 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
-import { unlinkSync, writeFileSync } from "node:fs";
+import { renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { ADVERTISED_VERSION, Broker } from "./broker.js";
-import { resolveOptions, type ServerOptions } from "./options.js";
-import { createLogger } from "./log.js";
+import { resolveOptions, type ResolvedOptions, type ServerOptions } from "./options.js";
+import { createLogger, type ServerLogger } from "./log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
@@ -39,6 +39,15 @@ export interface NagareServer {
 export async function startServer(options: ServerOptions = {}): Promise<NagareServer> {
   const opts = resolveOptions(options);
   const log = createLogger(opts);
+  try {
+    return await start(opts, log);
+  } catch (err) {
+    await log.close(); // what it said before failing is written before the caller reports the failure
+    throw err;
+  }
+}
+
+async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   const broker = new Broker(opts, log);
 
   let jetstream: JetStream | undefined;
@@ -69,7 +78,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
   let monitor: Monitor | undefined;
   if (opts.httpPort !== undefined) {
     try {
-      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort);
+      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
     } catch (err) {
       listener.close();
       jsApi?.close();
@@ -117,7 +126,9 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
       ports.monitoring = mh.map((h) => `http://${h}:${monitor!.port}`);
     }
     if (kafka) ports.kafka = listHosts(kafka.options.host).map((h) => `${h}:${kafka!.port}`);
-    writeFileSync(portsFile, JSON.stringify(ports));
+    // Written whole under another name, then renamed: a harness polling for `*.ports` never reads half of it.
+    writeFileSync(`${portsFile}.tmp`, JSON.stringify(ports));
+    renameSync(`${portsFile}.tmp`, portsFile);
   }
 
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
@@ -147,6 +158,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
         }
       }
       log.info("Server Exiting..");
+      await log.close();
     })();
     return closing;
   };

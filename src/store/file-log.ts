@@ -7,8 +7,6 @@
  * segments that are mostly dead are rewritten in the background.
  */
 
-import { promises as fsp, constants as fsc } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import {
   BATCH_HEADER,
@@ -33,6 +31,7 @@ import {
 } from "./format.js";
 import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
 import { decodeSegmentIndex, encodeSegmentIndex } from "./segment-index.js";
+import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "./io.js";
 import {
   AppendRun,
   limitRefusal,
@@ -41,6 +40,7 @@ import {
   subjectAt,
   type AppendCallback,
   type AppendInput,
+  StorageError,
   type CorruptRange,
   type LostRange,
   type Limits,
@@ -60,7 +60,8 @@ import {
  */
 export interface FaultInjector {
   write?(file: string, length: number): { error: Error; partial?: number } | null;
-  sync?(file: string): Error | null;
+  /** An error fails the sync; a promise holds it until it settles (a slow disk). */
+  sync?(file: string): Error | Promise<void> | null;
 }
 
 export interface FileLogOptions {
@@ -82,9 +83,13 @@ export interface FileLogOptions {
   limits?: Limits;
   /** A sealed segment whose live records fill less than this share of it is rewritten (default 0.5). */
   compactBelow?: number;
-  /** Where recovery reports what it repaired or found unreadable. */
+  /** Where recovery reports what it repaired or found unreadable, and where storage failures are reported. */
   onWarning?: (text: string) => void;
+  /** First wait before a failed log is reopened from disk (doubling to 30 s while it keeps failing). Default 1 s. */
+  reopenDelayMs?: number;
   faults?: FaultInjector;
+  /** The files underneath: the real disk by default, a simulated one in tests. */
+  fs?: StoreFs;
 }
 
 const SEGMENT_SUFFIX = ".seg";
@@ -94,6 +99,18 @@ const SCAN_CHUNK = 1024 * 1024;
 const SCAN_WINDOWS = 4;
 /** How long tombstones of evicted messages may wait for a write to ride on. */
 const TOMBSTONE_DELAY_MS = 50;
+/**
+ * A log quiet this long after a data batch gets a marker batch after it (an
+ * empty tombstone batch, which names the next sequence): if the data batch
+ * rots later, recovery finds a valid batch after the damage, so it reports
+ * the loss instead of taking it for a torn tail and reusing its sequences.
+ */
+const MARKER_DELAY_MS = 200;
+const REOPEN_MAX_DELAY_MS = 30_000;
+const QUARANTINE_DIR = "quarantine";
+const LOST_FILE = "lost.json";
+/** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
+const PROBE_FILE = "probe.tmp";
 
 /** One segment file and what is known of it: every batch's first seq, count, position, length and time. */
 class Segment {
@@ -125,7 +142,7 @@ class Segment {
   constructor(
     readonly name: string,
     readonly firstSeq: number,
-    public fh: FileHandle,
+    public fh: StoreFile,
   ) {
     this.lastSeq = firstSeq - 1;
   }
@@ -177,14 +194,18 @@ class Segment {
   }
 }
 
+/** Why a read of stored bytes returned none: the file ends first (damage), or the read failed (may pass). */
+type ReadFailure = "short" | "error";
+
 interface ScanWindow {
   seg: Segment;
   b0: number;
   b1: number;
   /** File position of batch b0. */
   start: number;
-  /** Empty if the read failed. */
+  /** Empty if the read failed, and why. */
   buf: Buffer;
+  failure: ReadFailure | null;
   verified: Uint8Array;
 }
 
@@ -254,6 +275,7 @@ export class FileLog extends IndexedLog implements MessageLog {
   private readonly compactBelow: number;
   private readonly warn: (text: string) => void;
   private readonly faults: FaultInjector | null;
+  private readonly fs: StoreFs;
   private limits: Limits;
   private readonly staged: Staged[] = [];
   /** Buffers of written batches, reused while the write loop stays busy, dropped when it idles. */
@@ -282,8 +304,24 @@ export class FileLog extends IndexedLog implements MessageLog {
   /** One-batch read cache: consecutive get()s of one batch read it once. */
   private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
   private removalSeg: Segment | null = null;
+  private readonly opts: FileLogOptions;
+  private readonly reopenDelayMs: number;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  private reopenAttempts = 0;
+  private reopening = false;
+  private reopenRun: Promise<void> | null = null;
+  /** The newest batch of the log is a data batch with nothing written after it: a marker is due once it is quiet. */
+  private markerDue = false;
+  private markerWanted = false;
+  private markerTimer: NodeJS.Timeout | null = null;
+  /** The sequence recovery found assigned beyond what the segments still hold (an index file's claim), or 0. */
+  private claimedLast = 0;
+  /** Damaged places already copied to the quarantine directory, by "segment@position". */
+  private readonly quarantined = new Set<string>();
+  private lostSaving: Promise<void> | null = null;
+  private lostDirty = false;
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open. */
-  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0 };
+  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
     super();
@@ -296,6 +334,9 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.compactBelow = opts.compactBelow ?? 0.5;
     this.warn = opts.onWarning ?? (() => {});
     this.faults = opts.faults ?? null;
+    this.fs = opts.fs ?? nodeFs;
+    this.opts = opts;
+    this.reopenDelayMs = opts.reopenDelayMs ?? 1000;
     this.limits = { ...opts.limits };
     this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
   }
@@ -303,8 +344,9 @@ export class FileLog extends IndexedLog implements MessageLog {
   /** Opens (creating if needed) the log in `dir`, recovering what a crash left. */
   static async open(opts: FileLogOptions): Promise<FileLog> {
     const log = new FileLog(opts.dir, opts);
-    await fsp.mkdir(opts.dir, { recursive: true });
+    await log.fs.mkdirp(opts.dir);
     await log.recover();
+    await log.saveLost();
     if (log.sync === "interval") {
       log.syncTimer = setInterval(() => void log.syncNow(), log.syncIntervalMs);
       log.syncTimer.unref();
@@ -316,11 +358,19 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   // ---- appends, deletes and the write loop ----
 
+  get backlogMessages(): number {
+    return this.pendingCount;
+  }
+
+  get backlogBytes(): number {
+    return this.pendingBytes;
+  }
+
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
     const perSubject = this.limits.discardNewPerSubject === true;
     const refused =
-      refusal(this.closed, size, this.maxRecordBytes) ??
+      refusal(this.unusable(), size, this.maxRecordBytes) ??
       limitRefusal(
         this.limits,
         this.index.messages + this.pendingCount,
@@ -344,7 +394,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     const sizes = new Array<number>(n);
     for (let i = 0; i < n; i++) sizes[i] = runRecordSize(run, i);
     const refused = runRefusal(
-      this.closed,
+      this.unusable(),
       this.maxRecordBytes,
       this.limits,
       this.index.messages + this.pendingCount,
@@ -415,7 +465,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   delete(seq: number): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new Error("log is closed"));
+      const refused = this.unusable();
+      if (refused !== null) return reject(refused);
       this.ops.push({ kind: "delete", seq, done: (err, n) => (err ? reject(err) : resolve(n > 0)) });
       this.kick();
     });
@@ -423,7 +474,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   purge(opts: PurgeOptions = {}): Promise<number> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(new Error("log is closed"));
+      const refused = this.unusable();
+      if (refused !== null) return reject(refused);
       this.ops.push({ kind: "purge", opts, done: (err, n) => (err ? reject(err) : resolve(n)) });
       this.kick();
     });
@@ -434,7 +486,14 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.applyLimits();
   }
 
+  /** Why the log takes no changes now (closed, or failed and not yet reopened), or null. */
+  private unusable(): Error | null {
+    if (this.closed) return new Error("log is closed");
+    return this.writeError;
+  }
+
   private kick(): void {
+    if (this.reopening) return; // the reopened log kicks again once it has taken over
     if (!this.writing && !this.scheduled) {
       // Let the rest of this turn's appends join the batch.
       this.scheduled = true;
@@ -448,10 +507,11 @@ export class FileLog extends IndexedLog implements MessageLog {
     this.writing = true;
     void this.drain().finally(() => {
       this.writing = false;
-      if (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0)) this.kick();
+      if (this.writeError === null && (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0) || this.markerWanted)) this.kick();
       else {
         this.dropSparesLater();
-        if (this.evicted.length > 0) this.armTombstoneFlush();
+        if (this.evicted.length > 0 && this.writeError === null) this.armTombstoneFlush();
+        if (this.markerDue && this.writeError === null) this.armMarker();
         const w = this.idle;
         this.idle = [];
         for (const f of w) f();
@@ -468,6 +528,18 @@ export class FileLog extends IndexedLog implements MessageLog {
       else this.dropSparesLater();
     }, SPARE_IDLE_MS);
     this.spareTimer.unref();
+  }
+
+  private armMarker(): void {
+    if (this.markerTimer !== null || this.closed) return;
+    this.markerTimer = setTimeout(() => {
+      this.markerTimer = null;
+      // Busy again: the writer arms this anew when it next goes idle.
+      if (!this.markerDue || this.closed || this.writeError !== null || this.writing || this.scheduled || this.staged.length > 0) return;
+      this.markerWanted = true;
+      this.kick();
+    }, MARKER_DELAY_MS);
+    this.markerTimer.unref();
   }
 
   private armTombstoneFlush(): void {
@@ -500,12 +572,25 @@ export class FileLog extends IndexedLog implements MessageLog {
         syncing = null;
         continue;
       }
+      if (this.writeError !== null) {
+        // Nothing more is written or synced. The sync in flight decides its own rounds; every other one fails.
+        if (syncing !== null) {
+          await syncing.done;
+          continue;
+        }
+        if (written.length > 0) {
+          await written[0].seg.fh.truncate(written[0].pos).catch(() => {});
+          for (const r of written.splice(0)) this.failRound(r, this.writeError);
+        }
+        this.failQueued(this.writeError);
+        return;
+      }
       if (syncing === null && written.length > 0) {
         syncing = this.startSync(written.splice(0));
         continue;
       }
       const newest = written.length > 0 ? written[written.length - 1] : syncing !== null ? syncing.rounds[syncing.rounds.length - 1] : null;
-      const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0);
+      const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0) || this.markerWanted;
       const oldest = syncing !== null ? syncing.rounds[0] : written.length > 0 ? written[0] : null;
       const mustSettle =
         newest !== null && oldest !== null && (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES);
@@ -552,9 +637,126 @@ export class FileLog extends IndexedLog implements MessageLog {
       return;
     }
     const err = s.error!;
+    this.stick(err);
     await s.rounds[0].seg.fh.truncate(s.rounds[0].pos).catch(() => {});
-    for (const r of s.rounds) this.failRound(r, err);
-    for (const r of written.splice(0)) this.failRound(r, err);
+    for (const r of s.rounds) this.failRound(r, this.writeError ?? err);
+    for (const r of written.splice(0)) this.failRound(r, this.writeError ?? err);
+  }
+
+  /** Fails every append and operation still queued: the log took a storage error. */
+  private failQueued(err: Error): void {
+    for (const b of this.staged.splice(0)) this.settleStaged(b, err, 0);
+    for (const op of this.ops.splice(0)) op.done(err, 0);
+    this.markerWanted = false;
+  }
+
+  /** A write or sync failed: every change is refused from now on, and the log is reopened from disk later. */
+  private stick(cause: Error): void {
+    if (this.writeError !== null) return;
+    const err = new StorageError(this.dir, cause);
+    this.writeError = err;
+    this.warn(err.message);
+    this.scheduleReopen();
+  }
+
+  private scheduleReopen(): void {
+    if (this.closed || this.reopenTimer !== null) return;
+    const delay = Math.min(REOPEN_MAX_DELAY_MS, this.reopenDelayMs * 2 ** Math.min(this.reopenAttempts, 5));
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      this.reopenRun = this.reopen().finally(() => (this.reopenRun = null));
+    }, delay);
+    this.reopenTimer.unref();
+  }
+
+  /**
+   * Recovers a failed log from what is known to be on disk. Under sync
+   * `always` the last segment is first cut back to the end of the last round
+   * that landed: what was written after it may exist in the page cache only.
+   * A fresh recovery then reads the files, and its result replaces this
+   * log's state in one synchronous step, so no reader sees a half-built one.
+   */
+  private async reopen(): Promise<void> {
+    if (this.closed || this.writeError === null) return;
+    if (this.writing || this.scheduled || this.maintenance !== null) return this.scheduleReopen();
+    this.reopening = true;
+    this.reopenAttempts++;
+    try {
+      const last = this.segments[this.segments.length - 1];
+      if (last !== undefined && this.sync === "always") {
+        const fh = await this.fs.open(join(this.dir, last.name), "existing");
+        try {
+          if ((await fh.size()) > last.size) {
+            await fh.truncate(last.size);
+            await fh.datasync();
+          }
+        } finally {
+          await fh.close();
+        }
+      }
+      await this.probeDisk();
+      const fresh = new FileLog(this.dir, this.opts);
+      await fresh.recover();
+      if (this.closed) {
+        for (const seg of fresh.segments) await seg.fh.close();
+        return;
+      }
+      this.takeOver(fresh);
+      this.writeError = null;
+      this.reopenAttempts = 0;
+      this.io.reopens++;
+      this.warn(`${this.dir}: reopened from what is on disk after the storage failure; taking writes again`);
+    } catch (err) {
+      this.warn(`reopening ${this.dir} failed: ${(err as Error).message}`);
+    } finally {
+      this.reopening = false;
+    }
+    if (this.writeError !== null) return this.scheduleReopen();
+    this.applyLimits();
+    this.scheduleMaintenance();
+    if (this.markerDue) this.armMarker();
+    this.kick();
+  }
+
+  /** Writes and syncs a scratch file: a reopen takes writes again only when the disk does. */
+  private async probeDisk(): Promise<void> {
+    const name = PROBE_FILE;
+    const fh = await this.fs.open(join(this.dir, name), "replace");
+    try {
+      const fault = this.faults?.write?.(name, 8) ?? null;
+      if (fault !== null) throw fault.error;
+      await writeFully(fh, Buffer.alloc(8), 0);
+      const syncFault = this.faults?.sync?.(name) ?? null;
+      if (syncFault instanceof Promise) await syncFault;
+      else if (syncFault !== null) throw syncFault;
+      await fh.datasync();
+    } finally {
+      await fh.close();
+      await this.fs.remove(join(this.dir, name));
+    }
+  }
+
+  /** Adopts the state a fresh recovery built (see reopen). */
+  private takeOver(fresh: FileLog): void {
+    for (const seg of this.segments) this.retire(seg);
+    this.segments.length = 0;
+    this.segments.push(...fresh.segments);
+    this.corrupt.length = 0;
+    this.corrupt.push(...fresh.corrupt);
+    this.lost.length = 0;
+    this.lost.push(...fresh.lost);
+    this.index = fresh.index;
+    this.index.onRemove = (seq, size) => this.noteRemoved(seq, size);
+    this.lastSeq = fresh.lastSeq;
+    this.lastTime = fresh.lastTime;
+    this.tombNextSeq = fresh.tombNextSeq;
+    this.claimedLast = fresh.claimedLast;
+    this.markerDue = fresh.markerDue;
+    // Evicted messages not yet tombstoned are back on disk; limits are applied again.
+    this.evicted = [];
+    this.windows = [];
+    this.cached = null;
+    this.removalSeg = null;
   }
 
   /** Forms the next round from what is queued and writes it after `inflight` (the newest unlanded round, if any); null if the write failed. */
@@ -579,22 +781,28 @@ export class FileLog extends IndexedLog implements MessageLog {
     try {
       seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
     } catch (err) {
-      this.failRound(round, err instanceof Error ? err : new Error(String(err)));
+      this.stick(err instanceof Error ? err : new Error(String(err)));
+      this.failRound(round, this.writeError!);
       return null;
     }
     round.seg = seg;
     round.pos = inflight !== null ? inflight.end : seg.size;
     round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n) : null;
-    round.tomb = tombs.length > 0 ? encodeTombstones(tombs, firstSeq + n, time) : null;
+    // A round of tombstones names the next sequence, so it serves as the marker too.
+    const marker = this.markerWanted && tombs.length === 0;
+    this.markerWanted = false;
+    round.tomb = tombs.length > 0 || marker ? encodeTombstones(tombs, firstSeq + n, time) : null;
+    if (marker) this.io.markers++;
     round.end = round.pos + (round.data?.length ?? 0) + (round.tomb?.length ?? 0);
     try {
       if (round.data !== null) await this.write(seg, round.data, round.pos);
       if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + (round.data?.length ?? 0));
       this.io.batches++;
     } catch (err) {
-      // Leave no partial batch behind: the next one starts where this one did.
+      this.stick(err instanceof Error ? err : new Error(String(err)));
+      // Leave no partial batch behind.
       await seg.fh.truncate(round.pos).catch(() => {});
-      this.failRound(round, err instanceof Error ? err : new Error(String(err)));
+      this.failRound(round, this.writeError!);
       return null;
     }
     return round;
@@ -617,10 +825,12 @@ export class FileLog extends IndexedLog implements MessageLog {
         // Subjects of this batch, for the per-subject limit (the only limit that needs them).
         if (limitsPerSubject) touched.add(id);
       }
+      this.markerDue = true;
     }
     if (tomb !== null) {
       for (const t of tombs) seg.tombs.push(t);
       seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
+      this.markerDue = false;
     }
     for (let k = 0; k < ops.length; k++) {
       let removed = 0;
@@ -696,7 +906,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private async datasync(seg: Segment): Promise<void> {
     const fault = this.faults?.sync?.(seg.name) ?? null;
-    if (fault !== null) throw fault;
+    if (fault instanceof Promise) await fault;
+    else if (fault !== null) throw fault;
     await seg.fh.datasync();
   }
 
@@ -722,8 +933,8 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private async createSegment(firstSeq: number): Promise<Segment> {
     const name = segmentName(firstSeq);
-    const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o644);
-    await syncDir(this.dir);
+    const fh = await this.fs.open(join(this.dir, name), "create");
+    await this.fs.syncDir(this.dir);
     const seg = new Segment(name, firstSeq, fh);
     this.segments.push(seg);
     return seg;
@@ -731,14 +942,14 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   /** Makes everything written so far durable (the `interval` policy's timer calls this). */
   async syncNow(): Promise<void> {
-    if (!this.unsynced) return;
+    if (!this.unsynced || this.writeError !== null) return;
     this.unsynced = false;
     const seg = this.segments[this.segments.length - 1];
     try {
       await seg?.fh.datasync();
     } catch (err) {
-      this.unsynced = true;
-      this.warn(`sync of ${this.dir} failed: ${(err as Error).message}`);
+      // Never retried on the same file: what it covered may be gone although a second try would succeed.
+      this.stick(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
@@ -788,8 +999,10 @@ export class FileLog extends IndexedLog implements MessageLog {
         const at = seg.batchPos[b] - w.start;
         const buf = w.buf;
         if (w.verified[b - w.b0] === 0) {
-          if (buf.length === 0 || checkBatch(buf, at, at + seg.batchLen[b]) !== null) {
-            this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read");
+          const problem = w.failure ?? checkBatch(buf, at, at + seg.batchLen[b]);
+          if (problem !== null) {
+            // Skipped either way; only a batch that is there and wrong is damage (an I/O error may pass).
+            if (problem !== "error") this.damagedBatch(seg, b, `${problem} on read`);
             visited = seg.batchSeq[b] + seg.batchCount[b] - 1;
             continue;
           }
@@ -830,8 +1043,9 @@ export class FileLog extends IndexedLog implements MessageLog {
     const start = seg.batchPos[b0];
     while (b1 + 1 < seg.batchSeq.length && seg.batchPos[b1 + 1] + seg.batchLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
     const end = seg.batchPos[b1] + seg.batchLen[b1];
-    const buf = (await this.readRange(seg, start, end - start)) ?? Buffer.alloc(0);
-    const w: ScanWindow = { seg, b0, b1, start, buf, verified: new Uint8Array(b1 - b0 + 1) };
+    const got = await this.readRange(seg, start, end - start);
+    const failure = typeof got === "string" ? got : null;
+    const w: ScanWindow = { seg, b0, b1, start, buf: typeof got === "string" ? Buffer.alloc(0) : got, failure, verified: new Uint8Array(b1 - b0 + 1) };
     this.windows.unshift(w);
     if (this.windows.length > SCAN_WINDOWS) this.windows.pop();
     return w;
@@ -877,14 +1091,21 @@ export class FileLog extends IndexedLog implements MessageLog {
     return seq >= seg.firstSeq ? seg : null;
   }
 
-  private async readRange(seg: Segment, pos: number, len: number): Promise<Buffer | null> {
+  /** `len` bytes at `pos`: "short" if the file ends first (damage), "error" if the read failed (perhaps passing). */
+  private async readRange(seg: Segment, pos: number, len: number): Promise<Buffer | ReadFailure> {
     const buf = Buffer.allocUnsafe(len);
     seg.users++;
     try {
-      const { bytesRead } = await seg.fh.read(buf, 0, len, pos);
-      return bytesRead < len ? null : buf;
-    } catch {
-      return null;
+      let off = 0;
+      while (off < len) {
+        const n = await seg.fh.read(buf, off, len - off, pos + off);
+        if (n <= 0) return "short";
+        off += n;
+      }
+      return buf;
+    } catch (err) {
+      this.warn(`${join(this.dir, seg.name)}: read at ${pos} failed: ${(err as Error).message}`);
+      return "error";
     } finally {
       if (--seg.users === 0 && seg.retired) void seg.fh.close().catch(() => {});
     }
@@ -896,13 +1117,110 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (c !== null && c.seg === seg && c.b === b) return c.buf;
     const len = seg.batchLen[b];
     const buf = await this.readRange(seg, seg.batchPos[b], len);
-    const problem = buf === null ? "short" : checkBatch(buf, 0, len);
-    if (problem !== null || buf === null) {
-      this.reportCorrupt(seg, seg.batchPos[b], `${problem} on read`);
+    if (buf === "error") return null;
+    const problem = buf === "short" ? "short" : checkBatch(buf, 0, len);
+    if (problem !== null || typeof buf === "string") {
+      this.damagedBatch(seg, b, `${problem} on read`);
       return null;
     }
     this.cached = { seg, b, buf };
     return buf;
+  }
+
+  // ---- damage: reported, quarantined, its sequences lost (never reused) ----
+
+  /**
+   * A batch the index knows failed its check on read: reported, its bytes
+   * copied to the quarantine directory, and its messages reported lost and
+   * taken out of the index, so that reads step over them from now on.
+   */
+  private damagedBatch(seg: Segment, b: number, reason: string): void {
+    const pos = seg.batchPos[b];
+    if (seg.retired || this.corrupt.some((c) => c.segment === seg.name && c.position === pos)) return;
+    this.reportCorrupt(seg, pos, reason);
+    void this.quarantine(seg, pos, seg.batchLen[b]).catch((err) => this.warn(`quarantine of ${seg.name}@${pos} failed: ${(err as Error).message}`));
+    const first = seg.batchSeq[b];
+    const removed = this.index.removeRange(first, first + seg.batchCount[b] - 1);
+    let bytes = seg.batchLen[b];
+    for (let i = 0; i < removed.length; ) {
+      let j = i;
+      while (j + 1 < removed.length && removed[j + 1] === removed[j] + 1) j++;
+      this.noteLost(removed[i], removed[j], bytes);
+      bytes = 0;
+      i = j + 1;
+    }
+    this.saveLostLater();
+  }
+
+  /** Copies damaged bytes to \`quarantine/<segment>@<position>.bad\` (once), for whoever investigates. */
+  private async quarantine(seg: Segment, position: number, length: number): Promise<void> {
+    const key = `${seg.name}@${position}`;
+    if (length <= 0 || this.quarantined.has(key)) return;
+    this.quarantined.add(key);
+    const bytes = await this.readRange(seg, position, length);
+    if (typeof bytes === "string") return;
+    const dir = join(this.dir, QUARANTINE_DIR);
+    await this.fs.mkdirp(dir);
+    let fh: StoreFile;
+    try {
+      fh = await this.fs.open(join(dir, `${key}.bad`), "create");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return; // found and kept at an earlier open
+      throw err;
+    }
+    try {
+      await writeFully(fh, bytes, 0);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await this.fs.syncDir(dir);
+  }
+
+  /** Sequences from..to are gone for good; recorded (once) and reported. */
+  private noteLost(from: number, to: number, bytes: number): void {
+    if (to < from) return;
+    if (this.lost.some((l) => l.from === from && l.to === to)) return;
+    this.lost.push({ from, to, bytes });
+    this.lost.sort((x, y) => x.from - y.from);
+    this.lostDirty = true;
+    this.warn(`${this.dir}: sequences ${from}..${to} are lost to damage${bytes > 0 ? ` (${bytes} bytes quarantined)` : ""}`);
+  }
+
+  /** Writes lost.json if it changed, so a loss stays reported after the damaged bytes are gone (compacted away). */
+  private async saveLost(): Promise<void> {
+    while (this.lostDirty) {
+      this.lostDirty = false;
+      await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.lost)));
+    }
+  }
+
+  private saveLostLater(): void {
+    if (this.lostSaving !== null || !this.lostDirty) return;
+    this.lostSaving = this.saveLost()
+      .catch((err) => this.warn(`${join(this.dir, LOST_FILE)}: ${(err as Error).message}`))
+      .finally(() => {
+        this.lostSaving = null;
+        if (this.lostDirty && !this.closed) this.saveLostLater();
+      });
+  }
+
+  private async loadLost(): Promise<void> {
+    let text: Buffer;
+    try {
+      text = await this.fs.readFile(join(this.dir, LOST_FILE));
+    } catch {
+      return; // none: nothing was ever lost
+    }
+    try {
+      const list = JSON.parse(text.toString("utf8")) as LostRange[];
+      for (const l of list) {
+        if (Number.isSafeInteger(l.from) && Number.isSafeInteger(l.to) && l.from <= l.to) this.lost.push({ from: l.from, to: l.to, bytes: Number(l.bytes) || 0 });
+      }
+    } catch (err) {
+      this.warn(`${join(this.dir, LOST_FILE)} is unreadable (${(err as Error).message}); it is rewritten from what this open finds`);
+      this.lostDirty = true;
+    }
   }
 
   private reportCorrupt(seg: Segment, position: number, reason: string): void {
@@ -924,13 +1242,16 @@ export class FileLog extends IndexedLog implements MessageLog {
   // ---- recovery ----
 
   private async recover(): Promise<void> {
-    const entries = await fsp.readdir(this.dir);
+    await this.loadLost();
+    const entries = await this.fs.readdir(this.dir);
     for (const n of entries) {
       // Leftovers of a compaction or index write that a crash interrupted.
-      if (n.endsWith(".tmp")) await fsp.rm(join(this.dir, n), { force: true });
+      if (n.endsWith(".tmp")) await this.fs.remove(join(this.dir, n));
     }
     const names = entries.filter((n) => /^\d{20}\.seg$/.test(n)).sort();
     const indexes = new Set(entries.filter((n) => n.endsWith(INDEX_SUFFIX)));
+    // Damage found by this open: sequences destroyed, before tombstones are taken into account.
+    const found: LostRange[] = [];
     let nextSeq = 1;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
@@ -939,31 +1260,42 @@ export class FileLog extends IndexedLog implements MessageLog {
         this.warn(`${name} overlaps sequences already recovered; ignored`);
         continue;
       }
-      const fh = await fsp.open(join(this.dir, name), fsc.O_RDWR);
+      const fh = await this.fs.open(join(this.dir, name), "existing");
       const seg = new Segment(name, firstSeq, fh);
-      const st = await fh.stat();
-      seg.createdAt = st.mtimeMs;
+      const size = await fh.size();
+      seg.createdAt = await this.fs.mtime(join(this.dir, name));
       const isLast = i === names.length - 1;
       let from = 0;
       if (indexes.has(name + INDEX_SUFFIX)) {
-        from = await this.loadIndex(seg, st.size);
+        from = await this.loadIndex(seg, size, isLast);
       }
-      if (from < st.size || st.size === 0) await this.scanSegment(seg, from, st.size, isLast);
+      const nextFirst = isLast ? 0 : Number(names[i + 1].slice(0, 20));
+      if (from < size || size === 0) await this.scanSegment(seg, from, size, isLast, nextFirst, found);
       else seg.indexed = !seg.damaged;
       this.segments.push(seg);
       nextSeq = Math.max(nextSeq, seg.lastSeq + 1);
     }
     // Tombstones record the next sequence when written: a log whose newest messages were all deleted keeps counting.
+    const tombs: number[] = [];
     for (const seg of this.segments) {
       this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
-      for (let i = 0; i < seg.tombs.length; i += 2) this.index.kill(seg.tombs[i], seg.tombs[i + 1]);
+      for (let i = 0; i < seg.tombs.length; i += 2) {
+        this.index.kill(seg.tombs[i], seg.tombs[i + 1]);
+        tombs.push(seg.tombs[i], seg.tombs[i + 1]);
+      }
     }
+    // Sequences a tombstone deleted were not lost, whatever happened to their bytes.
+    for (const l of withoutRanges(found, tombs)) this.noteLost(l.from, l.to, l.bytes);
     const last = this.segments[this.segments.length - 1];
     if (last === undefined) await this.createSegment(1);
     else {
-      this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1);
+      // Never hand out a sequence again: not one a later segment is named after, a tombstone or marker
+      // names as next, an index claimed, or that was lost.
+      this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1, this.claimedLast);
       if (last.batchTime.length > 0) this.lastTime = last.batchTime[last.batchTime.length - 1];
+      this.markerDue = last.batchPos.length > 0 && last.lastBatchPos === last.batchPos[last.batchPos.length - 1];
     }
+    for (const l of this.lost) this.lastSeq = Math.max(this.lastSeq, l.to);
     this.index.finishLoad();
     for (const seg of this.segments) {
       seg.liveBytes = 0;
@@ -975,13 +1307,18 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private tombNextSeq = 0;
 
-  /** Takes a segment's index if it matches the file; the offset up to which it did (0: not used). */
-  private async loadIndex(seg: Segment, fileSize: number): Promise<number> {
+  /**
+   * Takes a segment's index if it matches the file; the offset up to which it
+   * did (0: not used). An index that is intact but does not match the last
+   * segment (damage at its end, say) still tells which sequences were
+   * assigned: they are never handed out again.
+   */
+  private async loadIndex(seg: Segment, fileSize: number, isLast: boolean): Promise<number> {
     const path = join(this.dir, seg.name + INDEX_SUFFIX);
     let why: string | null = null;
     let d: ReturnType<typeof decodeSegmentIndex> = "unreadable";
     try {
-      d = decodeSegmentIndex(await fsp.readFile(path));
+      d = decodeSegmentIndex(await this.fs.readFile(path));
     } catch (err) {
       why = (err as Error).message;
     }
@@ -994,6 +1331,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       if (probe.readUInt32LE(0) + 8 !== d.size - d.lastBatchPos || probe.readUInt32LE(4) !== d.lastBatchCrc) why = "does not match the segment's last batch";
     }
     if (why !== null || typeof d === "string") {
+      if (isLast && typeof d !== "string" && d.firstSeq === seg.firstSeq && d.span > 0) this.claimedLast = Math.max(this.claimedLast, d.firstSeq + d.span - 1);
       this.warn(`${path}: ${why}; rebuilding it from the segment`);
       this.io.indexesRebuilt++;
       return 0;
@@ -1012,39 +1350,57 @@ export class FileLog extends IndexedLog implements MessageLog {
   }
 
   /**
-   * Reads a segment batch by batch from `from`, rebuilding its index. The tail
-   * of the last segment may be torn by a crash: it is cut off. Anything else
-   * unreadable is quarantined (reported, kept out of reads) and the scan
-   * resumes at the next batch that verifies.
+   * Reads a segment batch by batch from `from`, rebuilding its index. A batch
+   * that fails its check is either a torn tail or damage:
+   * - damage, when a valid batch follows it (or the segment is sealed): its
+   *   bytes are quarantined and kept out of reads, the sequences it held are
+   *   lost (from what was expected up to the next valid batch or segment),
+   *   and the scan goes on from the next valid batch; every intact batch
+   *   after it is kept;
+   * - a torn tail, when nothing valid follows it in the last segment: what a
+   *   crash left of writes never acknowledged. It is cut off, unless an index
+   *   claimed those sequences: then they are lost, not forgotten.
    */
-  private async scanSegment(seg: Segment, from: number, fileSize: number, isLast: boolean): Promise<void> {
+  private async scanSegment(seg: Segment, from: number, fileSize: number, isLast: boolean, nextFirst: number, found: LostRange[]): Promise<void> {
     const reader = new WindowReader(seg.fh, fileSize);
     if (from === 0) this.io.segmentsScanned++;
     let pos = from;
     let expect = seg.batchSeq.length > 0 ? seg.lastSeq + 1 : seg.firstSeq;
-    let afterQuarantine = false;
+    let afterDamage = false;
     while (pos < fileSize) {
-      const found = await this.readBatchAt(reader, pos, expect, afterQuarantine);
-      afterQuarantine = false;
-      if (typeof found === "string") {
-        if (isLast) {
-          this.warn(`${join(this.dir, seg.name)}: cut ${fileSize - pos} bytes of torn tail at ${pos} (${found})`);
+      const got = await this.readBatchAt(reader, pos, expect, afterDamage);
+      afterDamage = false;
+      if (typeof got === "string") {
+        const resume = await this.resync(reader, pos + 1, fileSize, expect);
+        if (resume < 0 && isLast) {
+          if (this.claimedLast >= expect) {
+            this.reportCorrupt(seg, pos, got);
+            await this.quarantine(seg, pos, fileSize - pos);
+            found.push({ from: expect, to: this.claimedLast, bytes: fileSize - pos });
+          }
+          this.warn(`${join(this.dir, seg.name)}: cut ${fileSize - pos} bytes of torn tail at ${pos} (${got})`);
           await seg.fh.truncate(pos);
           await seg.fh.datasync();
           fileSize = pos;
           break;
         }
-        this.reportCorrupt(seg, pos, found);
-        const resume = await this.resync(reader, pos + 1, fileSize, expect);
+        const end = resume < 0 ? fileSize : resume;
+        this.reportCorrupt(seg, pos, got);
+        await this.quarantine(seg, pos, end - pos);
+        let next = nextFirst;
+        if (resume >= 0 && (await reader.ensure(resume, BATCH_HEADER))) next = readBatchHeader(reader.buf, resume - reader.start).firstSeq;
+        if (next > expect) found.push({ from: expect, to: next - 1, bytes: end - pos });
         if (resume < 0) break;
         pos = resume;
-        afterQuarantine = true; // the quarantined batch's sequences are skipped
+        afterDamage = true; // the damaged batch's sequences are skipped
         continue;
       }
-      const { hdr, subjects, sizes } = found;
+      const { hdr, subjects, sizes } = got;
       if ((hdr.flags & FLAG_TOMBSTONES) !== 0) {
         readTombstones(reader.buf, pos - reader.start, seg.tombs);
         this.tombNextSeq = Math.max(this.tombNextSeq, hdr.firstSeq);
+        // It names the next sequence: after damage, that is where the next data batch starts.
+        expect = Math.max(expect, hdr.firstSeq);
       } else {
         seg.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
         for (let i = 0; i < hdr.count; i++) this.index.load(hdr.firstSeq + i, this.index.intern(subjects[i]), sizes[i]);
@@ -1053,7 +1409,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
       pos += hdr.length;
     }
-    seg.size = pos;
+    seg.size = isLast ? fileSize : pos;
     seg.indexed = false;
   }
 
@@ -1120,24 +1476,26 @@ export class FileLog extends IndexedLog implements MessageLog {
 
   private async maintain(): Promise<void> {
     for (;;) {
-      if (this.closed) return;
+      // A failed log writes nothing until it is reopened.
+      if (this.closed || this.writeError !== null) return;
       const victim = this.compactionCandidate();
       if (victim === null) break;
       await this.compact(victim);
     }
-    for (let i = 0; i < this.segments.length - 1 && !this.closed; i++) {
+    for (let i = 0; i < this.segments.length - 1 && !this.closed && this.writeError === null; i++) {
       const seg = this.segments[i];
       if (!seg.indexed && !seg.damaged) await this.writeIndex(seg);
     }
   }
 
-  /** A sealed segment mostly dead, or holding only tombstones nothing needs any more. */
+  /** A sealed segment that is damaged, mostly dead, or holding only tombstones nothing needs any more. */
   private compactionCandidate(): Segment | null {
     let best: Segment | null = null;
     let bestRatio = this.compactBelow;
     for (let i = 0; i < this.segments.length - 1; i++) {
       const seg = this.segments[i];
-      if (seg.damaged) continue;
+      // Its damage is quarantined and its loss recorded: rewriting it leaves a clean file that gets an index again.
+      if (seg.damaged) return seg;
       if (seg.recordBytes > 0) {
         const ratio = seg.liveBytes / seg.recordBytes;
         if (ratio < bestRatio || (ratio === 0 && best === null)) {
@@ -1179,8 +1537,8 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (i < 0 || i === this.segments.length - 1) return;
     const tmpPath = join(this.dir, seg.name + ".compact.tmp");
     const path = join(this.dir, seg.name);
-    const next = new Segment(seg.name, seg.firstSeq, null as unknown as FileHandle);
-    const out = await fsp.open(tmpPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
+    const next = new Segment(seg.name, seg.firstSeq, null as unknown as StoreFile);
+    const out = await this.fs.open(tmpPath, "replace");
     let ok = false;
     try {
       let pos = 0;
@@ -1193,10 +1551,13 @@ export class FileLog extends IndexedLog implements MessageLog {
       for (let b = 0; b < seg.batchSeq.length; b++) {
         if (this.closed) return;
         const buf = await this.readRange(seg, seg.batchPos[b], seg.batchLen[b]);
-        if (buf === null || checkBatch(buf, 0, buf.length) !== null) {
-          // Reported like any corruption found on read; damaged segments are never compacted (nor retried).
-          this.reportCorrupt(seg, seg.batchPos[b], "checksum mismatch on read (compaction)");
-          return;
+        if (buf === "error") return; // tried again at the next maintenance
+        const problem = buf === "short" ? "short" : checkBatch(buf, 0, buf.length);
+        if (problem !== null || typeof buf === "string") {
+          // Damage found here is handled as on any read; the rewritten segment is clean.
+          this.damagedBatch(seg, b, `${problem} on read (compaction)`);
+          if (seg.retired) return;
+          continue;
         }
         let run: Buffer[] = [];
         let runBytes = 0;
@@ -1231,10 +1592,10 @@ export class FileLog extends IndexedLog implements MessageLog {
       }
       if (pos === 0) {
         await out.close();
-        await fsp.rm(tmpPath, { force: true });
-        await fsp.rm(path + INDEX_SUFFIX, { force: true });
-        await fsp.rm(path);
-        await syncDir(this.dir);
+        await this.fs.remove(tmpPath);
+        await this.fs.remove(path + INDEX_SUFFIX);
+        await this.fs.remove(path);
+        await this.fs.syncDir(this.dir);
         this.segments.splice(this.segments.indexOf(seg), 1);
         this.retire(seg);
         ok = true;
@@ -1242,9 +1603,9 @@ export class FileLog extends IndexedLog implements MessageLog {
         return;
       }
       await out.datasync();
-      await fsp.rm(path + INDEX_SUFFIX, { force: true });
-      await fsp.rename(tmpPath, path);
-      await syncDir(this.dir);
+      await this.fs.remove(path + INDEX_SUFFIX);
+      await this.fs.rename(tmpPath, path);
+      await this.fs.syncDir(this.dir);
       next.fh = out;
       next.size = pos;
       next.createdAt = seg.createdAt;
@@ -1260,7 +1621,7 @@ export class FileLog extends IndexedLog implements MessageLog {
     } finally {
       if (!ok) {
         await out.close().catch(() => {});
-        await fsp.rm(tmpPath, { force: true });
+        await this.fs.remove(tmpPath);
       }
     }
   }
@@ -1312,17 +1673,7 @@ export class FileLog extends IndexedLog implements MessageLog {
       size_,
       subjects,
     });
-    const path = join(this.dir, seg.name + INDEX_SUFFIX);
-    const tmp = path + ".tmp";
-    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o644);
-    try {
-      await writeFully(fh, buf, 0);
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, path);
-    await syncDir(this.dir);
+    await writeFileDurably(this.fs, join(this.dir, seg.name + INDEX_SUFFIX), buf);
     seg.indexed = true;
     this.io.indexesWritten++;
   }
@@ -1354,9 +1705,16 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (this.spareTimer) clearTimeout(this.spareTimer);
     this.spareTimer = null;
     if (this.ageTimer) clearInterval(this.ageTimer);
+    if (this.markerTimer) clearTimeout(this.markerTimer);
+    this.markerTimer = null;
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
     this.flushTombstones = true;
     this.closed = true;
-    if (this.writing || this.scheduled || this.staged.length > 0 || this.ops.length > 0 || this.evicted.length > 0) {
+    if (this.reopenRun !== null) await this.reopenRun;
+    // A clean stop leaves a batch after the last data batch too (see MARKER_DELAY_MS).
+    this.markerWanted = this.markerDue && this.writeError === null;
+    if (this.writing || this.scheduled || this.staged.length > 0 || this.ops.length > 0 || this.evicted.length > 0 || this.markerWanted) {
       await new Promise<void>((resolve) => {
         this.idle.push(resolve);
         if (!this.writing && !this.scheduled) this.writeLoop();
@@ -1365,8 +1723,10 @@ export class FileLog extends IndexedLog implements MessageLog {
     if (this.maintenance) await this.maintenance;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.sync !== "always") await this.syncNow();
+    if (this.lostSaving !== null) await this.lostSaving;
     for (const s of this.segments) {
-      if (!s.indexed && !s.damaged) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
+      // A failed log writes nothing more: the next open reads the segments themselves.
+      if (!s.indexed && !s.damaged && this.writeError === null) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
     }
     for (const s of this.segments) await s.fh.close();
   }
@@ -1389,7 +1749,7 @@ class WindowReader {
   start = 0;
   len = 0;
   constructor(
-    private readonly fh: FileHandle,
+    private readonly fh: StoreFile,
     private readonly fileSize: number,
   ) {}
 
@@ -1398,7 +1758,7 @@ class WindowReader {
     if (pos >= this.start && pos + n <= this.start + this.len) return true;
     if (pos + n > this.fileSize) return false;
     if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
-    const { bytesRead } = await this.fh.read(this.buf, 0, Math.min(this.buf.length, this.fileSize - pos), pos);
+    const bytesRead = await this.fh.read(this.buf, 0, Math.min(this.buf.length, this.fileSize - pos), pos);
     this.start = pos;
     this.len = bytesRead;
     return bytesRead >= n;
@@ -1409,20 +1769,28 @@ export function segmentName(firstSeq: number): string {
   return String(firstSeq).padStart(20, "0") + SEGMENT_SUFFIX;
 }
 
-async function writeFully(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
-  let off = 0;
-  while (off < buf.length) {
-    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
-    if (bytesWritten <= 0) throw new Error("write made no progress");
-    off += bytesWritten;
+/**
+ * `ranges` without the sequences in `remove` (flat inclusive pairs, any
+ * order); a range's bytes stay with its first surviving piece.
+ */
+export function withoutRanges(ranges: readonly LostRange[], remove: readonly number[]): LostRange[] {
+  const cuts: Array<[number, number]> = [];
+  for (let i = 0; i < remove.length; i += 2) cuts.push([remove[i], remove[i + 1]]);
+  cuts.sort((a, b) => a[0] - b[0]);
+  const out: LostRange[] = [];
+  for (const r of ranges) {
+    let from = r.from;
+    let bytes = r.bytes;
+    for (const [a, b] of cuts) {
+      if (b < from || a > r.to) continue;
+      if (a > from) {
+        out.push({ from, to: a - 1, bytes });
+        bytes = 0;
+      }
+      from = Math.max(from, b + 1);
+      if (from > r.to) break;
+    }
+    if (from <= r.to) out.push({ from, to: r.to, bytes });
   }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const d = await fsp.open(dir, fsc.O_RDONLY);
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  return out;
 }

@@ -513,7 +513,8 @@ export class LiveIndex {
  * message: shared by the file and memory logs.
  */
 export abstract class IndexedLog {
-  protected readonly index = new LiveIndex();
+  /** Replaced whole when a failed log is reopened from disk. */
+  protected index = new LiveIndex();
 
   get removals(): number {
     return this.index.removals;

@@ -188,6 +188,9 @@ export interface MessageLog {
   subjectCounts(filter?: string): Map<string, number>;
   /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
   readonly removals: number;
+  /** Appends accepted and not yet durable: what the log holds in memory for writes. */
+  readonly backlogMessages: number;
+  readonly backlogBytes: number;
   /** Stored messages after `after` matching `filter`, from memory. */
   pendingAfter(after: number, filter?: string): number;
   /** Deletes one message; true once the delete is durable, false if it was not stored. */
@@ -200,9 +203,24 @@ export interface MessageLog {
   close(): Promise<void>;
 }
 
-/** The error an append is refused with before it is queued, or null. */
-export function refusal(closed: boolean, size: number, maxRecordBytes: number): Error | null {
-  if (closed) return new Error("log is closed");
+/**
+ * A write or sync of the log failed. The log refuses every later change with
+ * this error until it has been reopened from what is known to be on disk
+ * (retrying an fsync after a failure can report success for data the kernel
+ * already dropped: PostgreSQL's "fsyncgate").
+ */
+export class StorageError extends Error {
+  constructor(
+    readonly dir: string,
+    override readonly cause: Error,
+  ) {
+    super(`storage failed (${cause.message}): ${dir} takes no writes until it is reopened`);
+  }
+}
+
+/** The error an append is refused with before it is queued, or null. `unusable`: the log's own reason to refuse everything (closed, failed). */
+export function refusal(unusable: Error | null, size: number, maxRecordBytes: number): Error | null {
+  if (unusable !== null) return unusable;
   if (size > maxRecordBytes) return new Error(`record of ${size} bytes exceeds the limit of ${maxRecordBytes}`);
   return null;
 }
@@ -229,7 +247,7 @@ export function limitRefusal(limits: Limits, messages: number, bytes: number, si
  * queued (`messages`, `bytes`) and each input's record size; null if all fit.
  */
 export function runRefusal(
-  closed: boolean,
+  unusable: Error | null,
   maxRecordBytes: number,
   limits: Limits,
   messages: number,
@@ -248,7 +266,7 @@ export function runRefusal(
       subjectCount = countOf(s) + earlier;
       perSubject.set(s, earlier + 1);
     }
-    const refused = refusal(closed, sizes[i], maxRecordBytes) ?? limitRefusal(limits, messages + i, bytes + added, sizes[i], subjectCount);
+    const refused = refusal(unusable, sizes[i], maxRecordBytes) ?? limitRefusal(limits, messages + i, bytes + added, sizes[i], subjectCount);
     if (refused !== null) return refused;
     added += sizes[i];
   }

@@ -28,6 +28,9 @@ export interface MemoryLogOptions {
 }
 
 export class MemoryLog extends IndexedLog implements MessageLog {
+  /** Appends complete at once: nothing waits. */
+  readonly backlogMessages = 0;
+  readonly backlogBytes = 0;
   /** Messages by sequence from `base`; deleted ones are undefined. */
   private msgs: Array<StoredMessage | undefined> = [];
   /** Time of every sequence from `base`, deleted or not, for time lookups. */
@@ -53,7 +56,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
     const refused =
-      refusal(this.closed, size, this.maxRecordBytes) ??
+      refusal(this.closed ? new Error("log is closed") : null, size, this.maxRecordBytes) ??
       limitRefusal(this.limits, this.index.messages, this.index.bytes, size, this.limits.discardNewPerSubject ? this.index.countOf(input.subject) : 0);
     if (refused !== null) {
       done(refused, 0);
@@ -81,7 +84,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
   appendMany(run: RecordRun, done: AppendCallback): void {
     const sizes: number[] = [];
     for (let i = 0; i < run.count; i++) sizes.push(runRecordSize(run, i));
-    const refused = runRefusal(this.closed, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.countOf(s));
+    const refused = runRefusal(this.closed ? new Error("log is closed") : null, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.countOf(s));
     if (refused !== null) {
       done(refused, 0);
       return;

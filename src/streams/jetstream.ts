@@ -13,10 +13,10 @@
 
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { readdir } from "node:fs/promises";
+import { readdir, rename } from "node:fs/promises";
 import type { Account } from "../server/account.js";
-import type { Logger } from "../server/log.js";
 import type { Producer } from "../server/broker.js";
+import type { Logger } from "../server/log.js";
 import { goDuration } from "../server/duration.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
@@ -41,6 +41,7 @@ import {
   type StreamConfig,
 } from "./config.js";
 import { readJson, removeDir, safeJoin, writeJsonDurably } from "./persist.js";
+import { checkStoreDir, lockStoreDir, type StoreLock } from "../store/store-dir.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -51,8 +52,10 @@ export interface JetStreamOptions {
   /** Named in advisories (the server id). */
   serverId?: string;
   /**
-   * The broker's producer slot: set to a consumer while its deliveries are
-   * routed, so a receiver past its stall mark slows the consumer down.
+   * The broker's producer slot. Read: the connection whose publish is being
+   * routed, paused while a stream's ingest is busy. Set: to a consumer while
+   * its deliveries are routed, so a receiver past its stall mark slows the
+   * consumer down.
    */
   pacing?: { producer: Producer | null };
 }
@@ -106,6 +109,8 @@ class StreamReceiver implements Receiver {
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
       this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
+    // A publisher outrunning the disk is paused until the stream's backlog drains.
+    if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
   }
 }
 
@@ -124,6 +129,9 @@ export class JetStream implements DeliveryHost {
   apiErrors = 0;
   private closed = false;
   readonly events: Advisories;
+  private lock: StoreLock | null = null;
+  /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
+  readonly unloadable = new Map<string, string>();
 
   private constructor(
     readonly account: Account,
@@ -135,9 +143,18 @@ export class JetStream implements DeliveryHost {
     this.sweeper.unref();
   }
 
+  /** Opens the store directory (checked and locked first: a bad one stops startup) and every stream in it. */
   static async start(account: Account, options: JetStreamOptions): Promise<JetStream> {
+    await checkStoreDir(options.storeDir);
+    const lock = await lockStoreDir(options.storeDir);
     const js = new JetStream(account, options);
-    await js.load();
+    js.lock = lock;
+    try {
+      await js.load();
+    } catch (err) {
+      await js.close();
+      throw err;
+    }
     return js;
   }
 
@@ -188,14 +205,19 @@ export class JetStream implements DeliveryHost {
     }
     for (const dirName of names) {
       const dir = join(this.streamsDir, dirName);
-      const meta = (await readJson(join(dir, "meta.json"))) as StreamMeta | undefined;
-      if (meta === undefined) continue;
+      // One stream's damage (a torn or garbage meta.json, say) must not keep the others from being served.
       try {
+        const meta = (await readJson(join(dir, "meta.json"))) as StreamMeta | undefined;
+        if (meta === undefined) continue;
+        if (typeof meta !== "object" || meta === null || typeof meta.config !== "object") throw new Error("meta.json holds no stream configuration");
         const config = normalizeStreamConfig(meta.config);
         const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1);
         await this.loadConsumers(stream);
       } catch (err) {
-        this.options.log.error(`Could not restore stream ${dirName}: ${(err as Error).message}`);
+        const name = decodeURIComponent(dirName);
+        const why = (err as Error).message;
+        this.unloadable.set(name, why);
+        this.options.log.error(`Could not restore stream ${name} from ${dir}: ${why}; it is not served, and its files are left as they are`);
       }
     }
   }
@@ -210,8 +232,18 @@ export class JetStream implements DeliveryHost {
     }
     for (const dirName of names) {
       const dir = join(obs, dirName);
-      const meta = (await readJson(join(dir, "meta.json"))) as ConsumerMeta | undefined;
+      let meta: ConsumerMeta | undefined;
+      try {
+        meta = (await readJson(join(dir, "meta.json"))) as ConsumerMeta | undefined;
+        if (meta !== undefined && (typeof meta !== "object" || meta === null || typeof meta.name !== "string" || typeof meta.config !== "object")) {
+          throw new Error("meta.json holds no consumer configuration");
+        }
+      } catch (err) {
+        this.options.log.error(`Could not restore consumer ${decodeURIComponent(dirName)} of stream ${stream.config.name}: ${(err as Error).message}; its files are left as they are`);
+        continue;
+      }
       if (meta === undefined) continue;
+      await this.checkConsumerState(stream, meta.name, dir);
       const c = new Consumer(stream, meta.name, meta.config, new Date(meta.created), this, dir);
       await c.restore();
       stream.consumers.set(meta.name, c);
@@ -219,24 +251,52 @@ export class JetStream implements DeliveryHost {
     }
   }
 
+  /**
+   * A durable whose state file is damaged is kept, not dropped: its state
+   * starts over (it delivers again from its start, at least once rather than
+   * never), the damaged file is kept beside it, and the loss is logged.
+   */
+  private async checkConsumerState(stream: Stream, name: string, dir: string): Promise<void> {
+    const path = join(dir, "state.json");
+    let why: string | null = null;
+    try {
+      const st = (await readJson(path)) as Record<string, unknown> | undefined;
+      if (st === undefined) return;
+      const numbers = ["dseq", "cursor", "deliveredS", "ackFloorS", "ackFloorC"];
+      if (typeof st !== "object" || st === null || numbers.some((k) => !Number.isSafeInteger(st[k])) || !Array.isArray(st.pending)) why = "not a consumer state";
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why === null) return;
+    await rename(path, `${path}.damaged`);
+    this.options.log.error(
+      `Consumer ${name} of stream ${stream.config.name}: its state file is damaged (${why}); kept as ${path}.damaged, and the consumer starts over from its start`,
+    );
+  }
+
   private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
     const partitions: MessageLog[] = [];
     const limits = limitsOf(config);
-    for (let p = 0; p < partitionCount; p++) {
-      if (config.storage === "memory" || dir === null) {
-        partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024 }));
-      } else {
-        partitions.push(
-          await FileLog.open({
-            dir: join(dir, `p${p}`),
-            limits,
-            sync: this.options.sync ?? "always",
-            syncIntervalMs: this.options.syncIntervalMs,
-            maxRecordBytes: this.options.maxPayload + 64 * 1024,
-            onWarning: (text) => this.options.log.warn(`stream ${config.name}: ${text}`),
-          }),
-        );
+    try {
+      for (let p = 0; p < partitionCount; p++) {
+        if (config.storage === "memory" || dir === null) {
+          partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024 }));
+        } else {
+          partitions.push(
+            await FileLog.open({
+              dir: join(dir, `p${p}`),
+              limits,
+              sync: this.options.sync ?? "always",
+              syncIntervalMs: this.options.syncIntervalMs,
+              maxRecordBytes: this.options.maxPayload + 64 * 1024,
+              onWarning: (text) => this.options.log.warn(`stream ${config.name}: ${text}`),
+            }),
+          );
+        }
       }
+    } catch (err) {
+      for (const p of partitions) await p.close().catch(() => undefined);
+      throw err;
     }
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
     stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
@@ -294,6 +354,11 @@ export class JetStream implements DeliveryHost {
     if (existing !== undefined) {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
       throw Errors.streamNameExists();
+    }
+    const unloadable = this.unloadable.get(config.name);
+    if (unloadable !== undefined) {
+      // Its files are still there: a new stream must not adopt (or overwrite) them.
+      throw Errors.storeFailed(`stream ${config.name} exists on disk but could not be restored (${unloadable}); repair or remove its directory first`);
     }
     this.checkOverlap(config, null);
     const created = new Date();
@@ -500,6 +565,7 @@ export class JetStream implements DeliveryHost {
       for (const p of s.partitions) await p.close();
     }
     this.streams.clear();
+    await this.lock?.release();
   }
 }
 

@@ -6,9 +6,11 @@
  * message is durable.
  */
 
+import { EventEmitter } from "node:events";
 import { subjectMatches } from "../subjects/subject.js";
 import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
+import { damageFields } from "./damage.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
@@ -46,6 +48,17 @@ const ORDER_SENSITIVE = [
 ];
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+/**
+ * What a stream may hold in memory for writes (publishes queued behind
+ * others, plus appends its logs have not made durable yet) before it pushes
+ * back. Past the soft mark the publishing connection is paused until the
+ * backlog drains; past the hard mark publishes are refused. A publisher that
+ * never waits for its acks meets one or the other instead of growing the
+ * server's memory. 8 MiB keeps several 2 MiB group commits in flight.
+ */
+export const INGEST_SOFT = { messages: 16_384, bytes: 8 * 1024 * 1024 };
+export const INGEST_MAX = { messages: 131_072, bytes: 64 * 1024 * 1024 };
 
 export function isoTime(ms: number): string {
   return ms > 0 ? new Date(ms).toISOString() : ZERO_TIME;
@@ -89,6 +102,12 @@ export class Stream {
    * earlier append of the same subject, still in flight then, stores later.
    */
   private readonly inflightSubjects = new Map<string, { count: number; last: number }>();
+  /** Emits "drain" once the ingest backlog, after passing the soft mark, is back under half of it. */
+  readonly ingestDrain = new EventEmitter().setMaxListeners(0);
+  private overSoft = false;
+  private queuedBytes = 0;
+  /** Publishes refused because the ingest backlog was full. */
+  ingestRefused = 0;
 
   constructor(
     public config: StreamConfig,
@@ -161,14 +180,50 @@ export class Stream {
     const size = (headers?.length ?? 0) + data.length;
     const max = this.config.max_msg_size;
     if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0, false);
+    const full = this.ingestRefusal();
+    if (full !== null) return done(full, 0, false);
     const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
     const orderSensitive = parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h));
     const item: Queued = { subject, lastOfSubject: 0, headers, parsed, orderSensitive, data, done };
     if (this.queue.length > 0 || (this.inflight > 0 && orderSensitive)) {
       this.queue.push(item);
+      this.queuedBytes += size;
       return;
     }
     this.process(item);
+  }
+
+  /** Messages and bytes waiting to be stored, over every partition and the publish queue. */
+  private backlogOver(limit: { messages: number; bytes: number }): boolean {
+    let messages = this.queue.length;
+    let bytes = this.queuedBytes;
+    for (let i = 0; i < this.partitions.length; i++) {
+      messages += this.partitions[i].backlogMessages;
+      bytes += this.partitions[i].backlogBytes;
+    }
+    return messages >= limit.messages || bytes >= limit.bytes;
+  }
+
+  /** The error a publish or append gets when the backlog is at the hard mark, or null. */
+  private ingestRefusal(): ApiError | null {
+    if (!this.backlogOver(INGEST_MAX)) return null;
+    this.ingestRefused++;
+    return Errors.storeFailed(`stream ${this.config.name} is too busy: its write backlog is full, slow down`);
+  }
+
+  /**
+   * Past the soft mark: the caller pauses whoever publishes until
+   * `ingestDrain` emits "drain".
+   */
+  ingestBusy(): boolean {
+    if (!this.overSoft && this.backlogOver(INGEST_SOFT)) this.overSoft = true;
+    return this.overSoft;
+  }
+
+  private checkDrain(): void {
+    if (!this.overSoft || this.backlogOver({ messages: INGEST_SOFT.messages / 2, bytes: INGEST_SOFT.bytes / 2 })) return;
+    this.overSoft = false;
+    this.ingestDrain.emit("drain");
   }
 
   private process(p: Queued): void {
@@ -215,6 +270,7 @@ export class Stream {
     this.inflight++;
     log.append({ subject: p.subject, data: p.data, headers, key }, (err, seq) => {
       this.inflight--;
+      this.checkDrain();
       if (republish) this.republished(p, err === null ? seq : 0);
       if (err !== null) {
         // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
@@ -311,7 +367,10 @@ export class Stream {
     const size = (input.headers?.length ?? 0) + input.data.length;
     const max = this.config.max_msg_size;
     if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
+    const full = this.ingestRefusal();
+    if (full !== null) return done(full, 0);
     log.append(input, (err, seq) => {
+      this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       this.afterStore(partition, input.subject, seq, () => done(null, seq));
     });
@@ -331,9 +390,12 @@ export class Stream {
       const size = payloadSizeAt(run, i);
       if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
     }
+    const full = this.ingestRefusal();
+    if (full !== null) return done(full, 0);
     // Only the subjects outlive this call: the run's bytes (a client's request) can go at once.
     const { count, subject, subjects } = run;
     log.appendMany(run, (err, first) => {
+      this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       if (this.config.retention === "interest" || (partition === 0 && this.consumers.size > 0)) {
         let left = count;
@@ -372,6 +434,7 @@ export class Stream {
       const next = q[0];
       if (this.inflight > 0 && next.orderSensitive) return;
       q.shift();
+      this.queuedBytes -= (next.headers?.length ?? 0) + next.data.length;
       this.process(next);
     }
   }
@@ -455,6 +518,7 @@ export class Stream {
       consumer_count: this.consumers.size,
     };
     if (st.deleted > 0) state.num_deleted = st.deleted;
+    Object.assign(state, damageFields(st));
     if (opts.subjectsFilter) {
       const counts = this.log.subjectCounts(opts.subjectsFilter);
       if (counts.size > 0) state.subjects = Object.fromEntries(counts);

@@ -2,9 +2,9 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { startServer, type NagareServer, type ServerOptions } from "../../src/index.js";
@@ -102,11 +102,12 @@ export async function rawPull(nc: NatsConnection, stream: string, consumer: stri
 }
 
 /**
- * Runs `nagare server -js` in its own process on a free port: for a kill -9,
- * and for timing measurements the client's event loop must not share.
+ * Runs `nagare server -js` (plus `args`) in its own process on a free port,
+ * once it says it is ready: for a kill -9, and for timing measurements the
+ * client's event loop must not share.
  */
-export async function spawnServer(storeDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+export async function spawnServer(storeDir: string, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
@@ -120,7 +121,22 @@ export async function spawnServer(storeDir: string): Promise<{ child: ChildProce
     };
     child.stdout!.on("data", onData);
     child.stderr!.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`server exited with ${code}: ${log}`)));
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${log}`));
+    });
   });
   return { child, url };
+}
+
+/** Runs `nagare server -js` on `storeDir` expecting it to refuse to start: its exit code and output. */
+export async function refusedServer(storeDir: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  clearTimeout(timer);
+  return { code, output };
 }

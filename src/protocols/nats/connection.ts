@@ -15,6 +15,7 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { formatDuration } from "../../server/duration.js";
+import { goQuote, redactConnect } from "./trace.js";
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
@@ -80,6 +81,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   /** Pending bytes past which whoever publishes to us is slowed down. */
   private readonly stallAt: number;
   private stalled = false;
+  /**
+   * Protocol trace (`-V`), read once: when off, every trace site costs this
+   * one test and builds nothing. Lines look like nats-server's:
+   * `127.0.0.1:51234 - cid:5 - <<- [PUB foo 5]`.
+   */
+  private readonly tracing: boolean;
+  private readonly logPrefix: string;
 
   inMsgs = 0;
   outMsgs = 0;
@@ -99,6 +107,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
     this.authDeadline = this.startedAt + opts.authTimeout;
+    const log = broker.log;
+    this.tracing = log.traceEnabled;
+    this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
+    if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     socket.setNoDelay(true);
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
@@ -123,6 +135,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   // ---- ParserHandler ----
 
   onConnect(json: string): void {
+    if (this.tracing) this.traceIn(`[CONNECT ${redactConnect(json)}]`);
     let c: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(json);
@@ -155,6 +168,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onPub(msg: Message): void {
+    if (this.tracing) this.tracePub(msg);
     const size = msg.end - msg.start;
     this.inMsgs++;
     this.inBytes += size;
@@ -173,6 +187,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onSub(subject: string, queue: string | null, sid: string): void {
+    if (this.tracing) this.traceIn(`[SUB ${subject}${queue === null ? "" : ` ${queue}`} ${sid}]`);
     if (!isValidSubscribeSubject(subject) || (queue !== null && !isValidQueueName(queue))) {
       this.sendErr("Invalid Subject");
       return;
@@ -193,6 +208,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onUnsub(sid: string, max: number): void {
+    if (this.tracing) this.traceIn(`[UNSUB ${sid}${max > 0 ? ` ${max}` : ""}]`);
     const sub = this.subs.get(sid);
     if (sub !== undefined) {
       if (max > 0 && sub.delivered < max) sub.max = max;
@@ -202,10 +218,15 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onPing(): void {
+    if (this.tracing) {
+      this.traceIn("[PING]");
+      this.traceOut("[PONG]");
+    }
     this.queueBytes(PONG);
   }
 
   onPong(): void {
+    if (this.tracing) this.traceIn("[PONG]");
     this.pingsOut = 0;
   }
 
@@ -265,6 +286,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     out[p++] = 0x0d;
     out[p++] = 0x0a;
     this.outLen = p;
+    if (this.tracing) this.traceDelivery(msg, s, withHeaders, size);
     this.outMsgs++;
     this.outBytes += size;
     const stats = this.broker.stats;
@@ -336,6 +358,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         return;
       }
       this.pingsOut++;
+      if (this.tracing) this.traceOut("[PING]");
       this.queueBytes(PING);
     }
   }
@@ -376,13 +399,17 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.closed = true;
     // Ends this read's parse (the close may come from inside a handler) and every later one (after end() the peer may still send).
     this.parser.stop();
-    for (const sub of this.subs.values()) this.account.unsubscribe(sub);
+    const log = this.broker.log;
+    if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection closed: ${reason}`);
+    for (const sub of this.subs.values()) {
+      if (this.tracing) this.traceDelsub(sub.sid);
+      this.account.unsubscribe(sub);
+    }
     this.subs.clear();
     this.broker.unregister(this);
     if (reason === CloseReason.Client || reason === CloseReason.ReadError) {
       this.socket.destroy();
     } else {
-      this.broker.log.debug(`cid ${this.cid} closed: ${reason}`);
       // end() lets the -ERR reach the client; destroy if it will not drain.
       this.socket.end();
       setTimeout(() => this.socket.destroy(), 1000).unref();
@@ -392,8 +419,37 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   // ---- helpers ----
 
   private removeSub(sub: NatsSubscription): void {
+    if (this.tracing) this.traceDelsub(sub.sid);
     if (this.subs.get(sub.sid) === sub) this.subs.delete(sub.sid);
     this.account.unsubscribe(sub);
+  }
+
+  // ---- trace (only ever called when `tracing`) ----
+
+  private traceIn(op: string): void {
+    this.broker.log.trace(`${this.logPrefix}<<- ${op}`);
+  }
+
+  private traceOut(op: string): void {
+    this.broker.log.trace(`${this.logPrefix}->> ${op}`);
+  }
+
+  private traceDelsub(sid: string): void {
+    this.broker.log.trace(`${this.logPrefix}<-> [DELSUB ${sid}]`);
+  }
+
+  /** `<<- [PUB subject [reply] size]` (or HPUB with the header size), then the payload as nats-server quotes it. */
+  private tracePub(msg: Message): void {
+    const reply = msg.hasReply ? ` ${msg.reply}` : "";
+    const size = msg.end - msg.start;
+    this.traceIn(msg.hdrLen > 0 ? `[HPUB ${msg.subject}${reply} ${msg.hdrLen} ${size}]` : `[PUB ${msg.subject}${reply} ${size}]`);
+    this.broker.log.trace(`${this.logPrefix}<<- MSG_PAYLOAD: [${goQuote(msg.data, msg.start, msg.end, this.broker.options.maxTracedMsgLen)}]`);
+  }
+
+  private traceDelivery(msg: Message, sub: NatsSubscription, withHeaders: boolean, size: number): void {
+    const subject = msg.argBuf.toString("utf8", msg.subjectStart, msg.subjectEnd);
+    const reply = msg.hasReply ? ` ${msg.reply}` : "";
+    this.traceOut(withHeaders ? `[HMSG ${subject} ${sub.sid}${reply} ${msg.hdrLen} ${size}]` : `[MSG ${subject} ${sub.sid}${reply} ${size}]`);
   }
 
   private sendNoResponders(msg: Message): void {
@@ -437,10 +493,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   private sendOk(): void {
-    if (this.verbose) this.queueBytes(OK);
+    if (!this.verbose) return;
+    if (this.tracing) this.traceOut("[OK]");
+    this.queueBytes(OK);
   }
 
   private sendErr(text: string): void {
+    if (this.tracing) this.traceOut(`[-ERR ${text}]`);
     this.queueBytes(Buffer.from(`-ERR '${text}'\r\n`));
   }
 

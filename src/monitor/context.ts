@@ -1,0 +1,24 @@
+/**
+ * What every monitoring endpoint reads from, and what it hands back. The
+ * endpoints only read: nothing here changes the broker or the streams.
+ */
+
+import type { Broker } from "../server/broker.js";
+import type { JetStream } from "../streams/jetstream.js";
+import type { CpuSampler } from "./varz.js";
+
+export interface MonitorContext {
+  readonly broker: Broker;
+  /** The streams, when JetStream is enabled. */
+  readonly jetstream: JetStream | undefined;
+  /** Process CPU sampled between /varz requests, as nats-server's `cpu`. */
+  readonly cpu: CpuSampler;
+}
+
+/** An endpoint's answer: JSON (nats-server's shapes) or text (Prometheus, query errors). */
+export type Reply = { status: number; json: unknown; compact?: boolean } | { status: number; text: string; contentType: string };
+
+/** Indented, as nats-server writes its endpoints; `compact` as it writes /healthz (probes grep for `"status":"ok"`). */
+export function json(body: unknown, status = 200, compact = false): Reply {
+  return { status, json: body, compact };
+}

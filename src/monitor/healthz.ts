@@ -1,0 +1,35 @@
+/**
+ * `/healthz`, with nats-server's options: `js-enabled-only` (and the older
+ * `js-enabled`) asks only whether JetStream is on, `js-server-only` skips the
+ * per-stream checks. Without them, every stream partition is checked: one
+ * that refuses appends after a storage error (sticky until the stream is
+ * reopened) makes the answer 503 `unavailable` naming it, as nats-server names
+ * a stream that is not current. Lost messages do not: the stream still serves,
+ * and /jsz and /metrics report the damage.
+ */
+
+import type { JetStream } from "../streams/jetstream.js";
+import { json, type MonitorContext, type Reply } from "./context.js";
+import { boolParam } from "./query.js";
+
+export function healthz(ctx: MonitorContext, q: URLSearchParams): Reply {
+  const enabledOnly = boolParam(q, "js-enabled-only") || boolParam(q, "js-enabled");
+  const serverOnly = boolParam(q, "js-server-only");
+  const js = ctx.jetstream;
+  if (js === undefined || enabledOnly || serverOnly) return json({ status: "ok" }, 200, true);
+  const failure = firstStorageFailure(js);
+  if (failure !== null) return json({ status: "unavailable", error: failure }, 503, true);
+  return json({ status: "ok" }, 200, true);
+}
+
+/** The first partition (by stream name) that refuses appends, described; null if none. */
+function firstStorageFailure(js: JetStream): string | null {
+  for (const name of [...js.streams.keys()].sort()) {
+    const partitions = js.streams.get(name)!.partitions;
+    for (let p = 0; p < partitions.length; p++) {
+      const error = partitions[p].state().error;
+      if (error !== null) return `JetStream stream '${js.account.name} > ${name}' partition ${p} refuses appends after a storage error: ${error}`;
+    }
+  }
+  return null;
+}

@@ -1,0 +1,71 @@
+/**
+ * JetStream's configuration and usage as nats-server reports them in /jsz and
+ * in /varz's `jetstream` object. Everything here is read from memory (the
+ * logs' in-memory state), so /varz and /metrics stay cheap with many streams.
+ */
+
+import type { JetStream } from "../streams/jetstream.js";
+import { lostTotals } from "../streams/damage.js";
+
+const MS_TO_NS = 1_000_000;
+
+/**
+ * nagare enforces no server-wide memory or storage limit for streams; -1 says
+ * so (JetStream's "unlimited") rather than inventing a number nobody applies.
+ */
+export const NO_LIMIT = -1;
+
+/** nats-server's JetStreamConfig: 2.9's fields, with 2.10's sync_interval / sync_always. */
+export function jetStreamConfig(js: JetStream): Record<string, unknown> {
+  const o = js.options;
+  const config: Record<string, unknown> = { max_memory: NO_LIMIT, max_storage: NO_LIMIT, store_dir: o.storeDir };
+  const sync = o.sync ?? "always";
+  if (sync === "always") config.sync_always = true;
+  else if (sync === "interval" && o.syncIntervalMs !== undefined) config.sync_interval = o.syncIntervalMs * MS_TO_NS;
+  return config;
+}
+
+export interface JetStreamUsage {
+  /** Stored bytes of memory streams and of file streams. */
+  memory: number;
+  storage: number;
+  streams: number;
+  consumers: number;
+  messages: number;
+  bytes: number;
+  /** Sequences lost to damage, over every partition. */
+  lost: number;
+  /** Partitions that refuse appends after a storage error. */
+  storageErrors: number;
+}
+
+/** Totals over every stream and every partition (a Kafka topic's partitions all count). */
+export function jetStreamUsage(js: JetStream): JetStreamUsage {
+  const u: JetStreamUsage = { memory: 0, storage: 0, streams: js.streams.size, consumers: 0, messages: 0, bytes: 0, lost: 0, storageErrors: 0 };
+  for (const s of js.streams.values()) {
+    u.consumers += s.consumers.size;
+    for (const p of s.partitions) {
+      const st = p.state();
+      if (s.config.storage === "memory") u.memory += st.bytes;
+      else u.storage += st.bytes;
+      u.messages += st.messages;
+      u.bytes += st.bytes;
+      u.lost += lostTotals(st.lost).messages;
+      if (st.error !== null) u.storageErrors++;
+    }
+  }
+  return u;
+}
+
+/** nats-server's JetStreamStats (the part /varz, /jsz and each account detail share). */
+export function jetStreamStats(js: JetStream, u: JetStreamUsage): Record<string, unknown> {
+  return {
+    memory: u.memory,
+    storage: u.storage,
+    reserved_memory: 0,
+    reserved_storage: 0,
+    accounts: 1,
+    ha_assets: 0,
+    api: { total: js.apiTotal, errors: js.apiErrors },
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * `/jsz`: JetStream's configuration, usage and, on request, per-account,
+ * per-stream and per-consumer detail, read as nats-server 2.9 reads its
+ * parameters: `accounts`, `streams` (implies accounts), `consumers` (implies
+ * streams), `config`, `acc=<name>` (that account, whatever else is asked),
+ * `offset`/`limit` (over accounts, as nats-server pages them), `leader-only`
+ * and `raft` (a single node leads everything and has no raft groups).
+ */
+
+import type { JetStream } from "../streams/jetstream.js";
+import type { Stream } from "../streams/stream.js";
+import type { MonitorContext } from "./context.js";
+import { jetStreamConfig, jetStreamStats, jetStreamUsage, type JetStreamUsage } from "./js-usage.js";
+import { boolParam, pageParams } from "./query.js";
+import { partitionStates, streamState } from "./stream-state.js";
+
+const ACCOUNTS_LIMIT = 1024;
+
+interface DetailOptions {
+  streams: boolean;
+  consumers: boolean;
+  config: boolean;
+}
+
+export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Record<string, unknown>> {
+  const consumers = boolParam(q, "consumers");
+  const streams = consumers || boolParam(q, "streams");
+  const accounts = streams || boolParam(q, "accounts");
+  const config = boolParam(q, "config");
+  boolParam(q, "leader-only");
+  boolParam(q, "raft");
+  const page = pageParams(q, ACCOUNTS_LIMIT, ACCOUNTS_LIMIT);
+  const head = { server_id: ctx.broker.serverId, now: new Date().toISOString() };
+  const js = ctx.jetstream;
+  if (js === undefined) return { ...head, disabled: true, ...disabledBody() };
+
+  const usage = jetStreamUsage(js);
+  const out: Record<string, unknown> = {
+    ...head,
+    config: jetStreamConfig(js),
+    ...jetStreamStats(js, usage),
+    streams: usage.streams,
+    consumers: usage.consumers,
+    messages: usage.messages,
+    bytes: usage.bytes,
+  };
+  // nagare's own: damage and refused appends are visible without asking for every stream.
+  if (usage.lost > 0) out.num_lost = usage.lost;
+  if (usage.storageErrors > 0) out.storage_errors = usage.storageErrors;
+
+  // One JetStream account today; the selection below is nats-server's for many.
+  const names = [js.account.name];
+  const acc = q.get("acc");
+  const selected = acc !== null && names.includes(acc) ? [acc] : accounts ? names.sort().slice(page.offset, page.offset + page.limit) : [];
+  if (selected.length > 0) out.account_details = [await accountDetail(ctx, js, usage, { streams, consumers, config })];
+  return out;
+}
+
+function disabledBody(): Record<string, unknown> {
+  return {
+    config: { max_memory: 0, max_storage: 0 },
+    memory: 0,
+    storage: 0,
+    reserved_memory: 0,
+    reserved_storage: 0,
+    accounts: 0,
+    ha_assets: 0,
+    api: { total: 0, errors: 0 },
+    streams: 0,
+    consumers: 0,
+    messages: 0,
+    bytes: 0,
+  };
+}
+
+async function accountDetail(ctx: MonitorContext, js: JetStream, usage: JetStreamUsage, opts: DetailOptions): Promise<Record<string, unknown>> {
+  // nats-server shows reserved_* as its "no reservation" sentinel (2^64-1) here; nagare reserves nothing: 0.
+  const detail: Record<string, unknown> = { name: js.account.name, id: js.account.name, ...jetStreamStats(js, usage), accounts: 0 };
+  if (!opts.streams) return detail;
+  const list: Array<Record<string, unknown>> = [];
+  for (const name of [...js.streams.keys()].sort()) {
+    const stream = js.streams.get(name);
+    if (stream === undefined || stream.deleted) continue;
+    try {
+      list.push(await streamDetail(ctx, stream, opts));
+    } catch (err) {
+      // A stream deleted while it was being read (its log closed under us) is left out, not a failed answer.
+      if (!stream.deleted) throw err;
+    }
+  }
+  if (list.length > 0) detail.stream_detail = list;
+  return detail;
+}
+
+async function streamDetail(ctx: MonitorContext, stream: Stream, opts: DetailOptions): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {
+    name: stream.config.name,
+    created: stream.created.toISOString(),
+    cluster: { leader: ctx.broker.serverName },
+  };
+  if (opts.config) out.config = stream.config;
+  out.state = await streamState(stream);
+  const partitions = partitionStates(stream);
+  if (partitions !== null) out.partitions = partitions;
+  if (opts.consumers && stream.consumers.size > 0) {
+    out.consumer_detail = [...stream.consumers.keys()].sort().map((name) => {
+      const info = stream.consumers.get(name)!.info();
+      if (!opts.config) delete info.config;
+      return info;
+    });
+  }
+  return out;
+}

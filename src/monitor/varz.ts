@@ -1,0 +1,83 @@
+/** `/varz`: the server's identity, limits and counters, in nats-server's shape. */
+
+import { cpus } from "node:os";
+import { ADVERTISED_VERSION } from "../server/broker.js";
+import { formatDuration } from "../server/duration.js";
+import type { JetStream } from "../streams/jetstream.js";
+import type { MonitorContext } from "./context.js";
+import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
+
+const MS_TO_NS = 1_000_000;
+
+export function varz(ctx: MonitorContext): Record<string, unknown> {
+  const broker = ctx.broker;
+  const o = broker.options;
+  const now = new Date();
+  const s = broker.stats;
+  let subscriptions = 0;
+  for (const a of broker.accounts.values()) subscriptions += a.sublist.size;
+  return {
+    server_id: broker.serverId,
+    server_name: broker.serverName,
+    version: ADVERTISED_VERSION,
+    proto: 1,
+    go: "nagare",
+    node: process.version,
+    host: o.host,
+    port: broker.clientPort,
+    max_connections: o.maxConnections,
+    max_subscriptions: o.maxSubscriptions,
+    ping_interval: o.pingInterval * MS_TO_NS,
+    ping_max: o.maxPingsOut,
+    http_host: o.httpHost,
+    http_port: o.httpPort,
+    auth_timeout: o.authTimeout / 1000,
+    max_control_line: o.maxControlLine,
+    max_payload: o.maxPayload,
+    max_pending: o.maxPending,
+    write_deadline: o.writeDeadline * MS_TO_NS,
+    lame_duck_duration: o.lameDuckDuration * MS_TO_NS,
+    lame_duck_grace_period: o.lameDuckGracePeriod * MS_TO_NS,
+    lame_duck_mode: broker.lameDuck,
+    jetstream: jetstreamVarz(ctx.jetstream),
+    start: broker.startedAt.toISOString(),
+    now: now.toISOString(),
+    uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),
+    mem: process.memoryUsage.rss(),
+    cores: cpus().length,
+    cpu: ctx.cpu.percent(),
+    connections: broker.connections.size,
+    total_connections: s.totalConnections,
+    routes: 0,
+    remotes: 0,
+    leafnodes: 0,
+    in_msgs: s.inMsgs,
+    out_msgs: s.outMsgs,
+    in_bytes: s.inBytes,
+    out_bytes: s.outBytes,
+    slow_consumers: s.slowConsumers,
+    stale_connections: s.staleConnections,
+    subscriptions,
+  };
+}
+
+/** nats-server's `jetstream` object: empty when JetStream is off. */
+function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
+  if (js === undefined) return {};
+  return { config: jetStreamConfig(js), stats: jetStreamStats(js, jetStreamUsage(js)) };
+}
+
+/** CPU use of this process since the previous sample, in percent of one core. */
+export class CpuSampler {
+  private last = process.cpuUsage();
+  private lastAt = process.hrtime.bigint();
+  percent(): number {
+    const now = process.hrtime.bigint();
+    const usage = process.cpuUsage();
+    const elapsedUs = Number(now - this.lastAt) / 1000;
+    const usedUs = usage.user - this.last.user + usage.system - this.last.system;
+    this.last = usage;
+    this.lastAt = now;
+    return elapsedUs <= 0 ? 0 : Math.round((usedUs / elapsedUs) * 1000) / 10;
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The store directory, checked before anything is stored in it: it must be a
+ * directory, take a synced write, have room, and belong to one server.
+ *
+ * Two servers writing the same logs overwrite each other's acknowledged
+ * messages, so the second one must not start. Node has no flock(2), so the
+ * lock is a file created with O_EXCL that names its holder (pid, the
+ * process's start time, host); a lock whose holder is gone (kill -9) is
+ * taken over. The start time tells a live holder from an unrelated process
+ * that reuses its pid. Not excluded: two servers that start at the same
+ * instant on a directory whose holder died could both take it over.
+ */
+
+import { promises as fsp, readFileSync, realpathSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+
+/** Less free space than this at start is a full disk: nothing could be stored. */
+export const MIN_FREE_BYTES = 1024 * 1024;
+const PROBE = "nagare.probe.tmp";
+
+export class StoreDirError extends Error {}
+
+/**
+ * Creates `dir` if needed and checks that it can hold a store: a directory,
+ * writable (a file written, synced and removed), with at least MIN_FREE_BYTES free.
+ */
+export async function checkStoreDir(dir: string): Promise<void> {
+  const fail = (why: string): StoreDirError => new StoreDirError(`store directory ${dir}: ${why}`);
+  try {
+    await fsp.mkdir(dir, { recursive: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw fail(code === "EEXIST" || code === "ENOTDIR" ? "a file is in the way (not a directory)" : `cannot be created (${(err as Error).message})`);
+  }
+  if (!(await fsp.stat(dir)).isDirectory()) throw fail("not a directory");
+  const probe = join(dir, PROBE);
+  try {
+    const fh = await fsp.open(probe, "w", 0o644);
+    try {
+      await fh.writeFile(Buffer.alloc(4096));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw fail(code === "ENOSPC" || code === "EDQUOT" ? "the disk is full" : `not writable (${(err as Error).message})`);
+  } finally {
+    await fsp.rm(probe, { force: true }).catch(() => undefined);
+  }
+  const st = await fsp.statfs(dir);
+  const free = st.bavail * st.bsize;
+  if (free < MIN_FREE_BYTES) throw fail(`the disk is full (${free} bytes free)`);
+}
+
+const LOCK_FILE = "nagare.lock";
+
+interface Holder {
+  pid: number;
+  start: string;
+  host: string;
+}
+
+/** Directories locked by servers in this process (several may be embedded in one). */
+const heldHere = new Set<string>();
+
+/** This process's start time in clock ticks since boot (Linux), or "" where unknown. */
+function startTimeOf(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 22, counted after the command name, which is in parentheses and may hold spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function alive(h: Holder): boolean {
+  if (h.host !== hostname()) return true; // a shared filesystem: we cannot tell, so we do not take it
+  try {
+    process.kill(h.pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
+  }
+  const start = startTimeOf(h.pid);
+  return start === "" || h.start === "" || start === h.start;
+}
+
+export class StoreLockError extends Error {}
+
+export interface StoreLock {
+  release(): Promise<void>;
+}
+
+/** Takes the lock on `dir` (which must exist), or throws StoreLockError naming the holder. */
+export async function lockStoreDir(dir: string): Promise<StoreLock> {
+  const real = realpathSync(dir);
+  const path = join(real, LOCK_FILE);
+  const me: Holder = { pid: process.pid, start: startTimeOf(process.pid), host: hostname() };
+  const inUse = (h: Holder): StoreLockError =>
+    new StoreLockError(`store directory ${real} is in use by another nagare server (pid ${h.pid} on ${h.host}); stop it or choose another store directory`);
+  if (heldHere.has(real)) throw inUse(me);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const fh = await fsp.open(path, "wx", 0o644);
+      try {
+        await fh.writeFile(JSON.stringify(me));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      heldHere.add(real);
+      let released = false;
+      return {
+        async release() {
+          if (released) return;
+          released = true;
+          heldHere.delete(real);
+          await fsp.rm(path, { force: true });
+        },
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    let holder: Holder;
+    try {
+      holder = JSON.parse(await fsp.readFile(path, "utf8")) as Holder;
+    } catch {
+      // Being written this very moment, or a torn write by a holder killed while writing it.
+      holder = { pid: 0, start: "", host: hostname() };
+      if (attempt < 2) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+    }
+    const mine = holder.pid === me.pid && holder.host === me.host && holder.start === me.start;
+    if (!mine && holder.pid !== 0 && alive(holder)) throw inUse(holder);
+    // The holder is gone: move its lock aside (only one taker can) and try again.
+    try {
+      await fsp.rename(path, `${path}.stale-${process.pid}`);
+      await fsp.rm(`${path}.stale-${process.pid}`, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  throw new StoreLockError(`could not lock store directory ${real}: its lock file keeps changing`);
+}

@@ -1,0 +1,148 @@
+/**
+ * Damage found in a stream's files, as the official clients see it: bit rot
+ * in the middle of the newest segment after a crash (no index file), and in
+ * a batch found on read. Intact messages after the damage are kept, the loss
+ * is reported in stream info, sequences are never reused, a durable
+ * consumer keeps its place, and a get of a lost message answers at once.
+ */
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { openSync, readdirSync, readSync, statSync, unlinkSync, writeSync, closeSync } from "node:fs";
+import { join } from "node:path";
+import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
+import { api, startJs, type JsHarness } from "./helpers/js.js";
+
+const MS = 1_000_000;
+
+function partitionDir(h: JsHarness, stream: string): string {
+  return join(h.storeDir, "streams", stream, "p0");
+}
+
+function flipByte(path: string, at: number): void {
+  const fd = openSync(path, "r+");
+  const b = Buffer.alloc(1);
+  readSync(fd, b, 0, 1, at);
+  b[0] ^= 0x5a;
+  writeSync(fd, b, 0, 1, at);
+  closeSync(fd);
+}
+
+/** Publishes `n` messages in windows of concurrent publishes (each its own batch, mostly). */
+async function publish(h: JsHarness, n: number): Promise<void> {
+  const js = jetstream(h.nc);
+  for (let i = 1; i <= n; i += 50) {
+    const window: Promise<unknown>[] = [];
+    for (let k = i; k < i + 50 && k <= n; k++) window.push(js.publish(`d.${k % 7}`, `message ${k}`));
+    await Promise.all(window);
+  }
+}
+
+async function ackFirst(h: JsHarness, stream: string, durable: string, n: number): Promise<void> {
+  const c = await jetstream(h.nc).consumers.get(stream, durable);
+  let acked = 0;
+  while (acked < n) {
+    for await (const m of await c.fetch({ max_messages: Math.min(500, n - acked), expires: 5000 })) {
+      // Acks are handled in order: confirming the last one confirms them all.
+      if (++acked === n) await m.ackAck();
+      else m.ack();
+    }
+  }
+}
+
+async function lostOf(jsm: JetStreamManager, stream: string): Promise<{ msgs: number[]; bytes: number } | undefined> {
+  const si = await jsm.streams.info(stream);
+  return (si.state as unknown as { lost?: { msgs: number[]; bytes: number } }).lost;
+}
+
+describe("damage in stream files", () => {
+  for (const [where, offset] of [
+    ["in the middle of the newest segment", (size: number) => Math.floor(size / 2)],
+    ["2,000 bytes into the newest segment", () => 2000],
+  ] as const) {
+    test(`a flipped byte ${where}, found at start after a crash: only the damaged batch is lost, the rest is served, nothing is reused`, async () => {
+      const h = await startJs();
+      try {
+        const jsm = await jetstreamManager(h.nc);
+        await jsm.streams.add({ name: "D", subjects: ["d.>"], allow_direct: true });
+        await jsm.consumers.add("D", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 60_000 * MS });
+        await publish(h, 3000);
+        await ackFirst(h, "D", "C", 1485);
+        await h.srv.close();
+        await h.nc.close().catch(() => undefined);
+        // As a crash leaves it: no index file for the newest segment.
+        const dir = partitionDir(h, "D");
+        for (const n of readdirSync(dir)) if (n.endsWith(".idx")) unlinkSync(join(dir, n));
+        const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
+        flipByte(seg, offset(statSync(seg).size));
+        await h.restart();
+
+        const jsm2 = await jetstreamManager(h.nc);
+        const si = await jsm2.streams.info("D");
+        const lost = await lostOf(jsm2, "D");
+        assert.ok(lost !== undefined && lost.msgs.length >= 1 && lost.msgs.length <= 60, `a few messages are lost, not the rest: ${JSON.stringify(lost)}`);
+        assert.ok(lost.bytes > 0);
+        assert.equal(si.state.messages, 3000 - lost.msgs.length, "every intact message after the damage is kept");
+        assert.equal(si.state.last_seq, 3000);
+        const pub = await jetstream(h.nc).publish("d.x", "after");
+        assert.equal(pub.seq, 3001, "the next publish continues the sequence");
+        const ci = await jsm2.consumers.info("D", "C");
+        assert.equal(ci.ack_floor.stream_seq, 1485, "the durable consumer keeps its place");
+
+        // Gets of a lost message answer at once; the next intact one is served.
+        const gone = lost.msgs[0];
+        assert.equal(await jsm2.streams.getMessage("D", { seq: gone }), null);
+        assert.equal(((await api(h.nc, "$JS.API.STREAM.MSG.GET.D", { seq: gone })).error as { err_code?: number } | undefined)?.err_code, 10037);
+        const direct = await h.nc.request(`$JS.API.DIRECT.GET.D`, JSON.stringify({ seq: gone }), { timeout: 2000 });
+        assert.equal(direct.headers?.code, 404);
+        const after = lost.msgs[lost.msgs.length - 1] + 1;
+        assert.equal((await jsm2.streams.getMessage("D", { seq: after }))?.seq, after);
+
+        // A consumer reading across the damage steps over it.
+        await jsm2.consumers.add("D", { durable_name: "ALL", ack_policy: AckPolicy.None });
+        const c = await jetstream(h.nc).consumers.get("D", "ALL");
+        let seen = 0;
+        for await (const m of await c.fetch({ max_messages: 3001, expires: 5000 })) {
+          assert.ok(!lost.msgs.includes(m.seq));
+          seen++;
+          if (seen === 3001 - lost.msgs.length) break;
+        }
+        assert.equal(seen, 3001 - lost.msgs.length);
+
+        // The loss stays reported after another restart.
+        await h.restart();
+        assert.deepEqual(await lostOf(await jetstreamManager(h.nc), "D"), lost);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  test("a batch found damaged on read (the index is intact) is reported lost, and gets answer rather than hang", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "R", subjects: ["r.>"], allow_direct: true });
+      const js = jetstream(h.nc);
+      for (let i = 1; i <= 20; i++) await js.publish("r.x", `message ${i}`);
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const dir = partitionDir(h, "R");
+      const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort()[0]);
+      // Sequential publishes: one batch each. The header's checksum field stays, the payload of message 1 rots.
+      flipByte(seg, 52);
+      await h.restart();
+      const jsm2 = await jetstreamManager(h.nc);
+      assert.equal(((await api(h.nc, "$JS.API.STREAM.MSG.GET.R", { seq: 1 })).error as { err_code?: number } | undefined)?.err_code, 10037);
+      const direct = await h.nc.request(`$JS.API.DIRECT.GET.R`, JSON.stringify({ seq: 1 }), { timeout: 2000 });
+      assert.equal(direct.headers?.code, 404);
+      const si = await jsm2.streams.info("R");
+      assert.deepEqual((si.state as unknown as { lost?: { msgs: number[] } }).lost?.msgs, [1]);
+      assert.equal(si.state.messages, 19);
+      assert.equal((await jsm2.streams.getMessage("R", { seq: 2 }))?.seq, 2);
+      assert.equal((await jetstream(h.nc).publish("r.x", "after")).seq, 21);
+    } finally {
+      await h.close();
+    }
+  });
+});

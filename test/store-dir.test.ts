@@ -1,0 +1,183 @@
+/**
+ * The store directory, checked before anything is stored: one server per
+ * directory (a second one, in this process or another, refuses to start; a
+ * lock left by kill -9 is taken over), and a directory that is a file,
+ * unwritable or full stops startup with a clear message. Damage confined to
+ * one stream or one consumer does not stop the server.
+ */
+
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
+import { startServer } from "../src/index.js";
+import { apiErrorCode, refusedServer, spawnServer, startJs } from "./helpers/js.js";
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), "nagare-storedir-"));
+}
+
+const root = process.getuid?.() === 0;
+
+/** A tmpfs of `size` at a new directory (root only), unmounted and removed by the returned function. */
+function tmpfs(options: string): { dir: string; done: () => void } {
+  const dir = tempDir();
+  execFileSync("mount", ["-t", "tmpfs", "-o", options, "tmpfs", dir]);
+  return {
+    dir,
+    done: () => {
+      execFileSync("umount", [dir]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe("one server per store directory", () => {
+  test("a second embedded server on the same directory is refused; after the first stops, it starts", async () => {
+    const storeDir = tempDir();
+    try {
+      const first = await startServer({ port: 0, jetstream: true, storeDir });
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir }), /store directory .* is in use by another nagare server/);
+      await first.close();
+      const again = await startServer({ port: 0, jetstream: true, storeDir });
+      await again.close();
+    } finally {
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a second process exits with a clear error; after kill -9 of the first, its lock is taken over", async () => {
+    const storeDir = tempDir();
+    let first: Awaited<ReturnType<typeof spawnServer>> | undefined;
+    let third: Awaited<ReturnType<typeof spawnServer>> | undefined;
+    try {
+      first = await spawnServer(storeDir);
+      const nc = await connect({ servers: first.url });
+      await (await jetstreamManager(nc)).streams.add({ name: "L", subjects: ["l.>"] });
+      await jetstream(nc).publish("l.x", "kept");
+      await nc.close();
+      const second = await refusedServer(storeDir);
+      assert.notEqual(second.code, 0);
+      assert.match(second.output, new RegExp(`in use by another nagare server \\(pid ${first.child.pid}`));
+      first.child.kill("SIGKILL");
+      await new Promise((r) => first!.child.once("exit", r));
+      third = await spawnServer(storeDir);
+      const nc3 = await connect({ servers: third.url });
+      assert.equal((await (await jetstreamManager(nc3)).streams.getMessage("L", { seq: 1 }))?.string(), "kept");
+      await nc3.close();
+    } finally {
+      first?.child.kill("SIGKILL");
+      third?.child.kill("SIGKILL");
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a store directory that cannot hold a store stops startup", () => {
+  test("a file where the directory should be", async () => {
+    const dir = tempDir();
+    try {
+      const file = join(dir, "store");
+      writeFileSync(file, "not a directory");
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: file }), /store directory .*store: a file is in the way/);
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: join(file, "below") }), /store directory .*: a file is in the way/);
+      const cli = await refusedServer(file);
+      assert.equal(cli.code, 1);
+      assert.match(cli.output, /cannot start: store directory .* a file is in the way/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("an unwritable directory", { skip: root ? false : "needs root to mount a read-only file system" }, async () => {
+    const ro = tmpfs("size=4m,ro");
+    try {
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: ro.dir }), /store directory .*: not writable \(EROFS/);
+    } finally {
+      ro.done();
+    }
+  });
+
+  test("a full disk", { skip: root ? false : "needs root to mount a small file system" }, async () => {
+    const small = tmpfs("size=2m");
+    try {
+      // Fill it, as a disk that ran full would be.
+      try {
+        writeFileSync(join(small.dir, "filler"), Buffer.alloc(2 * 1024 * 1024));
+      } catch {
+        // ENOSPC: full, as wanted
+      }
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: join(small.dir, "js") }), /store directory .*: the disk is full/);
+      rmSync(join(small.dir, "filler"));
+      writeFileSync(join(small.dir, "filler"), Buffer.alloc(1024 * 1024 + 512 * 1024));
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: join(small.dir, "js") }), /store directory .*: the disk is full \(\d+ bytes free\)/);
+      rmSync(join(small.dir, "filler"));
+      const ok = await startServer({ port: 0, jetstream: true, storeDir: join(small.dir, "js") });
+      await ok.close();
+    } finally {
+      small.done();
+    }
+  });
+});
+
+describe("damage confined to one stream or consumer", () => {
+  for (const [what, content] of [
+    ["empty", ""],
+    ["garbage", "{\"config\": {\"name\": "],
+    ["valid JSON but no configuration", "[1,2,3]"],
+  ] as const) {
+    test(`a stream whose meta.json is ${what} is skipped with an error; the others are served, and its name is not reused over its files`, async () => {
+      const h = await startJs();
+      try {
+        const jsm = await jetstreamManager(h.nc);
+        await jsm.streams.add({ name: "GOOD", subjects: ["good.>"] });
+        await jsm.streams.add({ name: "BAD", subjects: ["bad.>"] });
+        await jetstream(h.nc).publish("good.x", "1");
+        await jetstream(h.nc).publish("bad.x", "1");
+        await h.srv.close();
+        await h.nc.close().catch(() => undefined);
+        writeFileSync(join(h.storeDir, "streams", "BAD", "meta.json"), content);
+        await h.restart();
+        const jsm2 = await jetstreamManager(h.nc);
+        assert.equal((await jsm2.streams.info("GOOD")).state.messages, 1);
+        assert.equal((await jetstream(h.nc).publish("good.x", "2")).seq, 2);
+        assert.equal(await apiErrorCode(jsm2.streams.info("BAD")), 10059);
+        assert.equal(await apiErrorCode(jsm2.streams.add({ name: "BAD", subjects: ["bad.>"] })), 10077);
+        assert.ok(existsSync(join(h.storeDir, "streams", "BAD", "p0")), "its data is left alone");
+        assert.equal(h.srv.jetstream!.unloadable.size, 1);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  test("a durable whose state file is damaged is kept, starts over, and the damaged file is kept aside", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+      await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
+      for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
+      const c = await jetstream(h.nc).consumers.get("S", "D");
+      for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const state = join(h.storeDir, "streams", "S", "obs", "D", "state.json");
+      writeFileSync(state, "{\"dseq\": 3, \"cursor\":");
+      await h.restart();
+      const jsm2 = await jetstreamManager(h.nc);
+      const ci = await jsm2.consumers.info("S", "D");
+      assert.equal(ci.config.durable_name, "D", "the durable is still there");
+      assert.equal(ci.num_pending, 5, "and delivers again from its start");
+      assert.equal(readFileSync(`${state}.damaged`, "utf8"), "{\"dseq\": 3, \"cursor\":");
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+
