@@ -188,7 +188,9 @@ describe("JetStream consumers", () => {
     assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.Last, filter_subject: `${s.prefix}.0` }), [4]);
     assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.New }), []);
     assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 5 }), [5, 6]);
-    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.LastPerSubject }), [4, 5, 6]);
+    assert.deepEqual(await firstSeq({ deliver_policy: DeliverPolicy.LastPerSubject, filter_subject: `${s.prefix}.>` }), [4, 5, 6]);
+    // nats-server 2.9 and 2.10 want a filter with last per subject.
+    assert.equal(await apiErrorCode(jsm.consumers.add(s.name, { deliver_policy: DeliverPolicy.LastPerSubject })), 10094);
     // Stored times have millisecond resolution: neighbours may share m5's time, and then start with it.
     const times = await Promise.all([1, 2, 3, 4, 5, 6].map(async (seq) => (await jsm.streams.getMessage(s.name, { seq }))!.time.getTime()));
     const atOrAfter = [1, 2, 3, 4, 5, 6].filter((seq) => times[seq - 1] >= times[4]);

@@ -10,8 +10,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, AckPolicy, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { spawnServer, startJs } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+import { startServer } from "../src/index.js";
 
 const MS = 1_000_000;
 
@@ -92,6 +95,63 @@ describe("JetStream durability", () => {
       assert.ok([...processed.values()].every((n) => n === 1));
     } finally {
       await h.close();
+    }
+  });
+
+  test("a consumer restarted before its first delivery stays where its deliver policy put it", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "NEW", subjects: ["new.>"] });
+      for (let i = 1; i <= 3; i++) await jetstream(h.nc).publish("new.x", `old${i}`);
+      await jsm.consumers.add("NEW", { durable_name: "N", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New });
+      await h.restart();
+      await jetstream(h.nc).publish("new.x", "fresh");
+      const c = await jetstream(h.nc).consumers.get("NEW", "N");
+      const got: string[] = [];
+      for await (const m of await c.fetch({ max_messages: 4, expires: 1000 })) {
+        got.push(m.string());
+        m.ack();
+      }
+      assert.deepEqual(got, ["fresh"]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("a KV watcher carries on after a server restart: its consumer is where it was", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-watch-"));
+    const options = { port: 0, jetstream: true, storeDir: dir };
+    let srv = await startServer(options);
+    const nc = await connect({ servers: srv.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
+    try {
+      const kv = await new Kvm(nc).create("W");
+      await kv.put("a", "1");
+      const seen: string[] = [];
+      const watch = await kv.watch();
+      void (async () => {
+        for await (const e of watch) seen.push(`${e.key}=${e.string()}`);
+      })();
+      await waitUntil(() => seen.length === 1, "the initial value");
+      const ephemerals = (await (await jetstreamManager(nc)).consumers.list("KV_W").next()).map((c) => c.name);
+      // The same port, so that the client reconnects by itself, as it would to a restarted nats-server.
+      const port = srv.port;
+      const reconnected = (async () => {
+        for await (const s of nc.status()) if (s.type === "reconnect") return;
+      })();
+      await srv.close();
+      srv = await startServer({ ...options, port });
+      await reconnected;
+      assert.deepEqual((await (await jetstreamManager(nc)).consumers.list("KV_W").next()).map((c) => c.name), ephemerals, "the watcher's consumer was restored");
+      await kv.put("b", "2");
+      // Well inside the two missed heartbeats (60 s) after which the client would recreate its consumer.
+      await waitUntil(() => seen.length === 2, "the put after the restart", 10_000);
+      assert.deepEqual(seen, ["a=1", "b=2"]);
+      watch.stop();
+    } finally {
+      await nc.close();
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -62,9 +62,13 @@ export interface BrokerStats {
 }
 
 /**
- * The version we advertise. Clients pick features by it: 2.10 means headers,
- * no-responders, and the JetStream API with named consumer creation, direct
- * get and multiple consumer filters, all of which nagare implements.
+ * The version we advertise. Clients pick features by it, so it promises
+ * what nats-server 2.10 does: headers, no-responders, and the JetStream API
+ * with named consumer creation, direct get, multiple consumer filters,
+ * stream metadata, consumer limits, subject transforms and republish, all
+ * of which nagare implements. The 2.10 stream settings it cannot honour
+ * (s2 compression, and first_seq until the store can start a log past
+ * sequence 1) are refused with an error, never accepted and ignored.
  */
 export const ADVERTISED_VERSION = "2.10.0";
 

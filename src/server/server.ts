@@ -58,7 +58,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, producer: () => broker.producer, ...sync });
+    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, ...sync });
     jsApi = new JetStreamApi(jetstream);
   }
 

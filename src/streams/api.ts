@@ -16,18 +16,27 @@ import type { StoredMessage } from "../store/log.js";
 const NAMES_LIMIT = 1024;
 const LIST_LIMIT = 256;
 const TYPE = "io.nats.jetstream.api.v1.";
+const STREAM_OPS = new Set(["CREATE", "UPDATE", "INFO", "DELETE", "PURGE"]);
+const TEMPLATE_OPS = new Set(["CREATE", "INFO", "DELETE"]);
 
 type Json = Record<string, unknown>;
+
+/** An API request being answered. */
+interface Request {
+  subject: string;
+  body: Buffer;
+  reply: string;
+}
 
 function parseBody(body: Buffer): Json {
   if (body.length === 0) return {};
   let v: unknown;
   try {
     v = JSON.parse(body.toString("utf8"));
-  } catch (err) {
-    throw Errors.invalidJson((err as Error).message);
+  } catch {
+    throw Errors.invalidJson();
   }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson("expected an object");
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson();
   return v as Json;
 }
 
@@ -73,73 +82,106 @@ export class JetStreamApi implements Receiver {
     if (sub === this.subs[1]) return this.js.onAck(subject, body, reply);
     if (sub === this.subs[2]) return this.js.onFlowControl(subject);
     if (reply === "") return;
-    void this.handle(subject, body, reply);
+    this.handle(subject, body, reply).catch((err: Error) => this.js.options.log.error(`JetStream API ${subject}: ${err.message}`));
   }
 
-  private respond(reply: string, type: string, body: Json): void {
-    this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify({ type: TYPE + type, ...body })));
+  /**
+   * Sends an API answer, counts it (as nats-server does, once the answer is
+   * built: INFO does not count itself) and audits it on `$JS.EVENT.ADVISORY.API`.
+   */
+  private respond(req: Request, type: string, body: Json): void {
+    this.js.apiTotal++;
+    if (body.error !== undefined) this.js.apiErrors++;
+    const text = JSON.stringify({ type: TYPE + type, ...body });
+    this.js.emit(req.reply, req.reply, "", null, Buffer.from(text));
+    this.js.events.apiAudit(req.subject, req.body, text);
   }
 
   private async handle(subject: string, body: Buffer, reply: string): Promise<void> {
     const t = subject.split(".");
-    const op = t.slice(2, 4).join(".");
-    let type = "";
-    this.js.apiTotal++;
-    try {
-      if (t[2] === "INFO" && t.length === 3) {
-        type = "account_info_response";
-        return this.respond(reply, type, this.accountInfo());
-      }
-      if (t[2] === "DIRECT" && t[3] === "GET" && t.length >= 5) return await this.directGet(t, body, reply);
-      if (op === "CONSUMER.MSG" && t[4] === "NEXT" && t.length === 7) {
-        const c = this.js.streams.get(t[5])?.consumers.get(t[6]);
-        if (c === undefined) {
-          this.js.emit(reply, reply, "", encodeHeaders("503", []), Buffer.alloc(0));
-          return;
-        }
-        c.onNextRequest(reply, body);
+    const n = t.length;
+    const [kind, verb] = [t[2], t[3]];
+    // Requests only the system account may make: nats-server leaves them to it and says nothing.
+    if (kind === "ACCOUNT" || (kind === "META" && verb === "LEADER") || (kind === "SERVER" && verb === "REMOVE")) return;
+    // Served by the stream and the consumer themselves in nats-server: not counted as API requests.
+    if (kind === "DIRECT" && verb === "GET" && n >= 5) return await this.directGet(t, body, reply);
+    if (kind === "CONSUMER" && verb === "MSG" && t[4] === "NEXT" && n === 7) {
+      const c = this.js.streams.get(t[5])?.consumers.get(t[6]);
+      if (c === undefined) {
+        this.js.emit(reply, reply, "", encodeHeaders("503", []), Buffer.alloc(0));
         return;
       }
-      const [kind, verb] = [t[2], t[3]];
-      type = `${kind.toLowerCase()}_${(verb ?? "").toLowerCase()}_response`;
+      c.onNextRequest(reply, body);
+      return;
+    }
+    const req: Request = { subject, body, reply };
+    let type = "system_response";
+    try {
+      if (kind === "INFO" && n === 3) {
+        type = "account_info_response";
+        return this.respond(req, type, this.accountInfo());
+      }
       if (kind === "STREAM") {
-        if (verb === "MSG" && t.length === 6) {
+        if ((verb === "NAMES" || verb === "LIST") && n === 4) {
+          type = `stream_${verb.toLowerCase()}_response`;
+          return this.respond(req, type, verb === "NAMES" ? this.streamNames(parseBody(body)) : await this.streamList(parseBody(body)));
+        }
+        if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) {
           type = `stream_msg_${t[4].toLowerCase()}_response`;
           const s = this.js.stream(t[5]);
-          return this.respond(reply, type, t[4] === "GET" ? await this.msgGet(s, parseBody(body)) : await this.msgDelete(s, parseBody(body)));
+          return this.respond(req, type, t[4] === "GET" ? await this.msgGet(s, parseBody(body)) : await this.msgDelete(s, parseBody(body)));
         }
-        if (verb === "NAMES" && t.length === 4) return this.respond(reply, type, this.streamNames(parseBody(body)));
-        if (verb === "LIST" && t.length === 4) return this.respond(reply, type, await this.streamList(parseBody(body)));
-        if (t.length !== 5) throw Errors.badRequest();
-        return this.respond(reply, type, await this.streamOp(verb, t[4], body));
+        if (STREAM_OPS.has(verb) && n === 5) {
+          type = `stream_${verb.toLowerCase()}_response`;
+          return this.respond(req, type, await this.streamOp(verb, t[4], body));
+        }
+        if ((verb === "SNAPSHOT" || verb === "RESTORE") && n === 5) {
+          type = `stream_${verb.toLowerCase()}_response`;
+          throw Errors.streamGeneral(`stream ${verb.toLowerCase()}s are not supported`);
+        }
+        if (verb === "TEMPLATE" && ((t[4] === "NAMES" && n === 5) || (TEMPLATE_OPS.has(t[4]) && n === 6))) {
+          type = `stream_template_${t[4].toLowerCase()}_response`;
+          throw Errors.streamGeneral("stream templates are not supported");
+        }
+        if ((verb === "LEADER" && t[4] === "STEPDOWN") || (verb === "PEER" && t[4] === "REMOVE")) {
+          if (n === 6) {
+            type = verb === "LEADER" ? "stream_leader_stepdown_response" : "stream_remove_peer_response";
+            throw Errors.clusterRequired();
+          }
+        }
       }
       if (kind === "CONSUMER") {
-        if (verb === "CREATE" && t.length >= 5) {
+        if (verb === "CREATE" && n >= 5) {
           type = "consumer_create_response";
-          const name = t.length >= 6 ? t[5] : undefined;
-          const filter = t.length >= 7 ? t.slice(6).join(".") : undefined;
-          return this.respond(reply, type, await this.consumerCreate(t[4], body, name, filter, false));
+          const name = n >= 6 ? t[5] : undefined;
+          const filter = n >= 7 ? t.slice(6).join(".") : undefined;
+          return this.respond(req, type, await this.consumerCreate(t[4], body, name, filter, false));
         }
-        if (verb === "DURABLE" && t[4] === "CREATE" && t.length === 7) {
+        if (verb === "DURABLE" && t[4] === "CREATE" && n === 7) {
           type = "consumer_create_response";
-          return this.respond(reply, type, await this.consumerCreate(t[5], body, t[6], undefined, true));
+          return this.respond(req, type, await this.consumerCreate(t[5], body, t[6], undefined, true));
         }
-        if ((verb === "NAMES" || verb === "LIST") && t.length === 5) {
-          return this.respond(reply, type, await this.consumerList(t[4], verb === "NAMES", parseBody(body)));
+        if ((verb === "NAMES" || verb === "LIST") && n === 5) {
+          type = `consumer_${verb.toLowerCase()}_response`;
+          return this.respond(req, type, await this.consumerList(t[4], verb === "NAMES", parseBody(body)));
         }
-        if ((verb === "INFO" || verb === "DELETE") && t.length === 6) {
+        if ((verb === "INFO" || verb === "DELETE") && n === 6) {
+          type = `consumer_${verb.toLowerCase()}_response`;
           const s = this.js.stream(t[4]);
-          if (verb === "INFO") return this.respond(reply, type, this.js.consumer(s, t[5]).info());
+          if (verb === "INFO") return this.respond(req, type, this.js.consumer(s, t[5]).info());
           await this.js.deleteConsumer(s, t[5]);
-          return this.respond(reply, type, { success: true });
+          return this.respond(req, type, { success: true });
+        }
+        if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 7) {
+          type = "consumer_leader_stepdown_response";
+          throw Errors.clusterRequired();
         }
       }
-      // Unknown API subjects get no answer from nats-server either (nothing listens there).
-      this.js.apiTotal--;
+      // No API lives on this subject: nats-server 2.10 answers "bad request" rather than leave the client to time out.
+      throw Errors.badRequest();
     } catch (err) {
-      this.js.apiErrors++;
-      const e = err instanceof ApiError ? err : new ApiError(500, 10051, (err as Error).message);
-      this.respond(reply, type || "error_response", { error: e.toJSON() });
+      const e = err instanceof ApiError ? err : Errors.streamGeneral((err as Error).message);
+      this.respond(req, type, { error: e.toJSON() });
     }
   }
 

@@ -7,6 +7,7 @@
  */
 
 import { isValidSubscribeSubject, subjectMatches } from "../subjects/subject.js";
+import { SubjectTransform, TransformError } from "../subjects/transform.js";
 import { ApiError, Errors } from "./errors.js";
 
 export const NS_PER_MS = 1_000_000;
@@ -17,6 +18,7 @@ export const DEFAULT_MAX_WAITING = 512;
 export const DEFAULT_INACTIVE_THRESHOLD = 5_000 * NS_PER_MS;
 const MAX_NAME_LEN = 255;
 const MAX_DESCRIPTION_LEN = 4096;
+const MAX_METADATA_LEN = 128 * 1024;
 
 export type Retention = "limits" | "interest" | "workqueue";
 
@@ -48,6 +50,11 @@ export interface StreamConfig {
   first_seq?: number;
   metadata?: Record<string, string>;
   consumer_limits: { inactive_threshold?: number; max_ack_pending?: number };
+  /** Applied to a published subject before anything else (nats-server 2.10). */
+  subject_transform?: { src: string; dest: string };
+  placement?: { cluster?: string; tags?: string[] };
+  /** Published again, with stream headers, once stored. */
+  republish?: { src: string; dest: string; headers_only?: boolean };
 }
 
 export type DeliverPolicy = "all" | "last" | "new" | "by_start_sequence" | "by_start_time" | "last_per_subject";
@@ -101,68 +108,117 @@ export function isValidName(name: string): boolean {
   return true;
 }
 
-function num(cfg: Json, key: string, bad: (why: string) => ApiError): number | undefined {
+/*
+ * Readers for JSON fields. nats-server decodes a config into Go types, so a
+ * value of the wrong type, a fraction, or a number outside the field's Go
+ * type (int64 for counts and durations, int32 for max_msg_size, uint64 for
+ * sequences) never reaches its checks: the request fails as "invalid JSON"
+ * (10025). The readers do the same.
+ */
+
+const INT64 = 2 ** 63;
+const INT32 = 2 ** 31;
+const UINT64 = 2 ** 64;
+
+function int(cfg: Json, key: string, range: "int64" | "int32" | "uint64" = "int64"): number | undefined {
   const v = cfg[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || !Number.isInteger(v)) throw bad(`invalid ${key}`);
+  if (typeof v !== "number" || !Number.isInteger(v)) throw Errors.invalidJson();
+  const [lo, hi] = range === "int64" ? [-INT64, INT64] : range === "int32" ? [-INT32, INT32] : [0, UINT64];
+  if (v < lo || v >= hi) throw Errors.invalidJson();
   return v;
 }
 
-function bool(cfg: Json, key: string, bad: (why: string) => ApiError): boolean | undefined {
+function bool(cfg: Json, key: string): boolean | undefined {
   const v = cfg[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "boolean") throw bad(`invalid ${key}`);
+  if (typeof v !== "boolean") throw Errors.invalidJson();
   return v;
 }
 
-function str(cfg: Json, key: string, bad: (why: string) => ApiError): string | undefined {
+function str(cfg: Json, key: string): string | undefined {
   const v = cfg[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw bad(`invalid ${key}`);
+  if (typeof v !== "string") throw Errors.invalidJson();
   return v;
 }
 
-function oneOf<T extends string>(cfg: Json, key: string, allowed: readonly T[], dflt: T, bad: (why: string) => ApiError, what: string): T {
-  const v = str(cfg, key, bad);
+function strings(cfg: Json, key: string): string[] | undefined {
+  const v = cfg[key];
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || !v.every((s) => typeof s === "string")) throw Errors.invalidJson();
+  return v as string[];
+}
+
+function object(cfg: Json, key: string): Json | undefined {
+  const v = cfg[key];
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw Errors.invalidJson();
+  return v;
+}
+
+/** An enumerated string; an unknown value is a decoding error in nats-server. */
+function oneOf<T extends string>(cfg: Json, key: string, allowed: readonly T[], dflt: T): T {
+  const v = str(cfg, key);
   if (v === undefined || v === "") return dflt;
-  if (!(allowed as readonly string[]).includes(v)) throw bad(what);
+  if (!(allowed as readonly string[]).includes(v)) throw Errors.invalidJson();
   return v as T;
 }
 
-function metadata(cfg: Json, bad: (why: string) => ApiError): Record<string, string> | undefined {
-  const m = cfg.metadata;
-  if (m === undefined || m === null) return undefined;
-  if (!isObject(m)) throw bad("invalid metadata");
+/** Metadata as nats-server bounds it: string values, at most 128 KiB of keys and values. */
+function metadata(cfg: Json, tooLong: () => ApiError): Record<string, string> | undefined {
+  const m = object(cfg, "metadata");
+  if (m === undefined) return undefined;
   const out: Record<string, string> = {};
+  let size = 0;
   for (const [k, v] of Object.entries(m)) {
-    if (typeof v !== "string") throw bad("invalid metadata");
+    if (typeof v !== "string") throw Errors.invalidJson();
     out[k] = v;
+    size += Buffer.byteLength(k) + Buffer.byteLength(v);
   }
+  if (size > MAX_METADATA_LEN) throw tooLong();
   return Object.keys(out).length === 0 ? undefined : out;
 }
 
-/** -1 for unlimited, as nats-server stores it: absent, 0 and anything below -1 mean unlimited. */
+/** -1 for unlimited, as nats-server stores it for an absent or 0 limit; other negatives are kept as given (and mean unlimited too). */
 function limit(v: number | undefined): number {
-  return v === undefined || v === 0 || v < -1 ? -1 : v;
+  return v === undefined || v === 0 ? -1 : v;
+}
+
+/** A `{src, dest}` pair as JetStream's JSON has it (subject_transform, republish). */
+function transformPair(raw: Json, key: string): { src: string; dest: string; headers_only?: boolean } | undefined {
+  const o = object(raw, key);
+  if (o === undefined) return undefined;
+  const pair: { src: string; dest: string; headers_only?: boolean } = { src: str(o, "src") ?? "", dest: str(o, "dest") ?? "" };
+  if (bool(o, "headers_only")) pair.headers_only = true;
+  return pair;
 }
 
 export function normalizeStreamConfig(raw: unknown): StreamConfig {
   const bad = Errors.streamConfig;
   if (!isObject(raw)) throw bad("stream configuration invalid");
-  const name = str(raw, "name", bad) ?? "";
+  const name = str(raw, "name") ?? "";
   if (/[/\\]/.test(name)) throw Errors.streamNameSeparators();
-  if (!isValidName(name)) throw bad("stream name is required and can not contain '.', '*', '>', '\\', '/'");
-  const description = str(raw, "description", bad);
+  if (!isValidName(name)) throw bad("stream name is required and can not contain '.', '*', '>'");
+  const description = str(raw, "description");
   if (description !== undefined && description.length > MAX_DESCRIPTION_LEN) {
     throw bad(`stream description is too long, maximum allowed is ${MAX_DESCRIPTION_LEN}`);
   }
+  const md = metadata(raw, () => bad(`stream metadata exceeds maximum size of ${MAX_METADATA_LEN} bytes`));
   if (raw.mirror !== undefined && raw.mirror !== null) throw bad("stream mirrors are not supported");
   if (Array.isArray(raw.sources) && raw.sources.length > 0) throw bad("stream sources are not supported");
-  let subjects: string[];
-  const rs = raw.subjects;
-  if (rs === undefined || rs === null || (Array.isArray(rs) && rs.length === 0)) subjects = [name];
-  else if (Array.isArray(rs) && rs.every((s) => typeof s === "string")) subjects = rs as string[];
-  else throw bad("invalid subjects");
+  // Placement picks servers in a cluster: a single server accepts and keeps it, as nats-server does.
+  const placementRaw = object(raw, "placement");
+  let placement: StreamConfig["placement"];
+  if (placementRaw !== undefined) {
+    placement = {};
+    const cluster = str(placementRaw, "cluster");
+    const tags = strings(placementRaw, "tags");
+    if (cluster) placement.cluster = cluster;
+    if (tags && tags.length > 0) placement.tags = tags;
+  }
+  let subjects = strings(raw, "subjects") ?? [];
+  if (subjects.length === 0) subjects = [name];
   const seen = new Set<string>();
   for (const s of subjects) {
     if (!isValidSubscribeSubject(s)) throw bad(`invalid subject: ${s}`);
@@ -170,71 +226,102 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
     if (seen.has(s)) throw bad("duplicate subjects detected");
     seen.add(s);
   }
-  const replicas = num(raw, "num_replicas", bad) ?? 0;
-  if (replicas < 0) throw new ApiError(400, 10133, "replicas count cannot be negative");
+  // In nats-server's order: the replica count first, then the durations.
+  const replicas = int(raw, "num_replicas") ?? 0;
   if (replicas > 5) throw bad("maximum replicas is 5");
-  const maxAge = num(raw, "max_age", bad) ?? 0;
-  if (maxAge < 0) throw bad("max age can not be negative");
-  if (maxAge !== 0 && maxAge < 100 * NS_PER_MS) throw bad("max age needs to be >= 100ms");
-  let dup = num(raw, "duplicate_window", bad) ?? 0;
-  if (dup < 0) throw bad("duplicates window can not be negative");
+  if (replicas < 0) throw Errors.replicasNegative();
+  const maxAge = int(raw, "max_age") ?? 0;
+  let dup = int(raw, "duplicate_window") ?? 0;
   if (dup === 0) dup = maxAge !== 0 && maxAge < DEFAULT_DUPLICATE_WINDOW ? maxAge : DEFAULT_DUPLICATE_WINDOW;
+  if (maxAge > 0 && maxAge < 100 * NS_PER_MS) throw bad("max age needs to be >= 100ms");
+  if (dup < 0) throw bad("duplicates window can not be negative");
   if (maxAge !== 0 && dup > maxAge) throw bad("duplicates window can not be larger then max age");
-  if (dup < 100 * NS_PER_MS) throw bad("duplicates window needs to be >= 100ms");
-  const retention = oneOf(raw, "retention", ["limits", "interest", "workqueue"] as const, "limits", bad, "invalid retention");
-  const discard = oneOf(raw, "discard", ["old", "new"] as const, "old", bad, "invalid discard policy");
-  const storage = oneOf(raw, "storage", ["file", "memory"] as const, "file", bad, "invalid storage type");
-  const compression = oneOf(raw, "compression", ["none", "s2"] as const, "none", bad, "invalid compression");
-  const denyPurge = bool(raw, "deny_purge", bad) ?? false;
-  const allowRollup = bool(raw, "allow_rollup_hdrs", bad) ?? false;
+  if (dup > 0 && dup < 100 * NS_PER_MS) throw bad("duplicates window needs to be >= 100ms");
+  const retention = oneOf(raw, "retention", ["limits", "interest", "workqueue"] as const, "limits");
+  const discard = oneOf(raw, "discard", ["old", "new"] as const, "old");
+  const storage = oneOf(raw, "storage", ["file", "memory"] as const, "file");
+  const compression = oneOf(raw, "compression", ["none", "s2"] as const, "none");
+  const denyPurge = bool(raw, "deny_purge") ?? false;
+  const allowRollup = bool(raw, "allow_rollup_hdrs") ?? false;
   if (denyPurge && allowRollup) throw bad("roll-ups require the purge permission");
-  const maxPer = limit(num(raw, "max_msgs_per_subject", bad));
-  const discardNewPer = bool(raw, "discard_new_per_subject", bad);
+  const maxPer = limit(int(raw, "max_msgs_per_subject"));
+  const discardNewPer = bool(raw, "discard_new_per_subject");
   if (discardNewPer) {
     if (discard !== "new") throw bad("discard new per subject requires discard new policy to be set");
     if (maxPer <= 0) throw bad("discard new per subject requires max msgs per subject > 0");
   }
-  const firstSeq = num(raw, "first_seq", bad);
-  if (firstSeq !== undefined && firstSeq < 0) throw bad("invalid first_seq");
-  const cl = raw.consumer_limits;
+  const firstSeq = int(raw, "first_seq", "uint64");
+  const cl = object(raw, "consumer_limits");
   const consumerLimits: StreamConfig["consumer_limits"] = {};
-  if (isObject(cl)) {
-    const it = num(cl, "inactive_threshold", bad);
-    const map = num(cl, "max_ack_pending", bad);
+  if (cl !== undefined) {
+    const it = int(cl, "inactive_threshold");
+    const map = int(cl, "max_ack_pending");
     if (it !== undefined && it !== 0) consumerLimits.inactive_threshold = it;
     if (map !== undefined && map !== 0) consumerLimits.max_ack_pending = map;
+  }
+  const transform = transformPair(raw, "subject_transform");
+  if (transform !== undefined) {
+    delete transform.headers_only;
+    checkTransform(transform.src, transform.dest, (e) => Errors.streamCreate(`stream subject transform from '${transform.src}' to '${transform.dest}': ${e}`));
+  }
+  const republish = transformPair(raw, "republish");
+  if (republish !== undefined) {
+    if (republish.src === "") republish.src = ">";
+    if (subjects.some((s) => subjectsIntersect(republish.dest, s))) throw bad("stream configuration for republish destination forms a cycle");
+    if (republish.dest === "") throw bad(`stream configuration for republish with transform from '${republish.src}' to '' not valid`);
+    checkTransform(republish.src, republish.dest, () => bad(`stream configuration for republish with transform from '${republish.src}' to '${republish.dest}' not valid`));
   }
   const cfg: StreamConfig = {
     name,
     subjects,
     retention,
-    max_consumers: limit(num(raw, "max_consumers", bad)),
-    max_msgs: limit(num(raw, "max_msgs", bad)),
-    max_bytes: limit(num(raw, "max_bytes", bad)),
+    max_consumers: limit(int(raw, "max_consumers")),
+    max_msgs: limit(int(raw, "max_msgs")),
+    max_bytes: limit(int(raw, "max_bytes")),
     max_age: maxAge,
     max_msgs_per_subject: maxPer,
-    max_msg_size: limit(num(raw, "max_msg_size", bad)),
+    max_msg_size: limit(int(raw, "max_msg_size", "int32")),
     discard,
     storage,
     num_replicas: Math.max(1, replicas),
     duplicate_window: dup,
     compression,
-    sealed: bool(raw, "sealed", bad) ?? false,
-    deny_delete: bool(raw, "deny_delete", bad) ?? false,
+    sealed: bool(raw, "sealed") ?? false,
+    deny_delete: bool(raw, "deny_delete") ?? false,
     deny_purge: denyPurge,
     allow_rollup_hdrs: allowRollup,
-    allow_direct: bool(raw, "allow_direct", bad) ?? false,
-    mirror_direct: bool(raw, "mirror_direct", bad) ?? false,
+    allow_direct: bool(raw, "allow_direct") ?? false,
+    mirror_direct: bool(raw, "mirror_direct") ?? false,
     consumer_limits: consumerLimits,
   };
   if (description !== undefined && description !== "") cfg.description = description;
   if (discardNewPer) cfg.discard_new_per_subject = true;
-  if (bool(raw, "allow_msg_ttl", bad)) cfg.allow_msg_ttl = true;
-  if (bool(raw, "no_ack", bad)) cfg.no_ack = true;
+  if (bool(raw, "allow_msg_ttl")) cfg.allow_msg_ttl = true;
+  if (bool(raw, "no_ack")) cfg.no_ack = true;
   if (firstSeq !== undefined && firstSeq > 0) cfg.first_seq = firstSeq;
-  const md = metadata(raw, bad);
+  if (transform !== undefined && transform.dest !== "") cfg.subject_transform = transform;
+  if (republish !== undefined) cfg.republish = republish;
+  if (placement !== undefined) cfg.placement = placement;
   if (md) cfg.metadata = md;
   return cfg;
+}
+
+/** What nagare cannot honour of a valid stream configuration: refused, never ignored. */
+export function unsupportedStreamFeature(cfg: StreamConfig): ApiError | null {
+  // nats-server's single-server check, made before anything else is looked at.
+  if (cfg.num_replicas > 1) return Errors.replicasNotSupported();
+  if (cfg.compression !== "none") return Errors.streamConfig("stream compression is not supported");
+  if (cfg.allow_msg_ttl) return Errors.streamConfig("per-message TTL is not supported yet");
+  return null;
+}
+
+function checkTransform(src: string, dest: string, error: (why: string) => ApiError): void {
+  try {
+    SubjectTransform.parse(src, dest);
+  } catch (e) {
+    if (e instanceof TransformError) throw error(e.message);
+    throw e;
+  }
 }
 
 /** What a stream update may not change. */
@@ -262,104 +349,110 @@ export function filtersOf(cfg: ConsumerConfig): string[] {
 export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): ConsumerConfig {
   const bad = Errors.consumerInvalidPolicy;
   if (!isObject(raw)) throw Errors.consumerConfigRequired();
-  const durable = str(raw, "durable_name", bad);
-  const name = str(raw, "name", bad);
+  const durable = str(raw, "durable_name");
+  const name = str(raw, "name");
   if (durable && name && durable !== name) throw Errors.consumerDurableNameMismatch();
   for (const n of [durable, name]) {
     if (n === undefined || n === "") continue;
     if (/[/\\]/.test(n)) throw Errors.consumerNameSeparators();
-    if (!isValidName(n)) throw Errors.consumerBadDurableName();
     if (n.length > MAX_NAME_LEN) throw Errors.consumerNameTooLong(MAX_NAME_LEN);
+    if (!isValidName(n)) throw Errors.consumerBadDurableName();
   }
-  const deliverSubject = str(raw, "deliver_subject", bad);
+  // A single server has one replica to give (checked before anything else, as nats-server does).
+  const replicas = int(raw, "num_replicas") ?? 0;
+  if (replicas > 1) throw Errors.replicasNotSupported();
+  if (replicas < 0) throw Errors.replicasNegative();
+  const description = str(raw, "description");
+  if (description !== undefined && description.length > MAX_DESCRIPTION_LEN) throw Errors.consumerDescriptionTooLong(MAX_DESCRIPTION_LEN);
+  const deliverSubject = str(raw, "deliver_subject");
   const push = deliverSubject !== undefined && deliverSubject !== "";
   if (push) {
-    if (!isValidSubscribeSubject(deliverSubject!)) throw new ApiError(400, 10112, "invalid push consumer deliver subject");
     if (deliverSubject!.includes("*") || deliverSubject!.includes(">")) throw Errors.consumerDeliverWildcards();
+    if (!isValidSubscribeSubject(deliverSubject!)) throw Errors.consumerInvalidDeliverSubject();
     for (const s of stream.subjects) if (subjectMatches(s, deliverSubject!)) throw Errors.consumerDeliverCycle();
   }
-  const deliverPolicy = oneOf(
-    raw,
-    "deliver_policy",
-    ["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"] as const,
-    "all",
-    bad,
-    "deliver policy invalid",
-  );
-  const optSeq = num(raw, "opt_start_seq", bad);
-  const optTime = str(raw, "opt_start_time", bad);
-  if (deliverPolicy === "by_start_sequence") {
-    if (!optSeq || optSeq <= 0) throw bad("consumer delivery policy is deliver by start sequence, but optional start sequence is not set");
-    if (optTime) throw bad("consumer delivery policy is deliver by start sequence, but optional start time is also set");
-  } else if (deliverPolicy === "by_start_time") {
-    if (!optTime || Number.isNaN(Date.parse(optTime))) throw bad("consumer delivery policy is deliver by start time, but optional start time is not set");
-    if (optSeq) throw bad("consumer delivery policy is deliver by start time, but optional start sequence is also set");
-  } else if (optSeq || optTime) {
-    throw bad(`consumer delivery policy is deliver ${deliverPolicy.replace(/_/g, " ")}, but optional start sequence or time is also set`);
-  }
-  const ackPolicy = oneOf(raw, "ack_policy", ["none", "all", "explicit"] as const, "none", bad, "consumer ack policy invalid");
-  const replay = oneOf(raw, "replay_policy", ["instant", "original"] as const, "instant", bad, "consumer replay policy invalid");
-  const filter = str(raw, "filter_subject", bad);
-  const rf = raw.filter_subjects;
-  let filters: string[] | undefined;
-  if (rf !== undefined && rf !== null) {
-    if (!Array.isArray(rf) || !rf.every((s) => typeof s === "string")) throw bad("invalid filter_subjects");
-    filters = rf as string[];
-    if (filters.length === 0) filters = undefined;
-  }
-  if (filter && filters) throw Errors.consumerDuplicateFilters();
-  for (const f of filters ?? (filter ? [filter] : [])) {
-    if (f === "") throw Errors.consumerEmptyFilter();
-    if (!isValidSubscribeSubject(f)) throw bad("consumer filter subject is not a valid subject");
-    if (!stream.subjects.some((s) => subjectsIntersect(s, f))) throw Errors.consumerFilterNotSubset();
-  }
-  if (filters) {
-    for (let i = 0; i < filters.length; i++) {
-      for (let j = i + 1; j < filters.length; j++) if (subjectsIntersect(filters[i], filters[j])) throw Errors.consumerOverlappingFilters();
-    }
-  }
-  let ackWait = num(raw, "ack_wait", bad) ?? 0;
-  if (ackWait < 0) throw bad("consumer ack wait needs to be positive");
-  let backoff: number[] | undefined;
-  if (Array.isArray(raw.backoff) && raw.backoff.length > 0) {
-    if (!raw.backoff.every((b) => typeof b === "number" && Number.isInteger(b))) throw bad("invalid backoff");
-    backoff = raw.backoff as number[];
-    if (backoff.some((b) => b <= 0)) throw Errors.consumerBackoffNegative();
-  }
-  let maxDeliver = num(raw, "max_deliver", bad) ?? 0;
-  if (maxDeliver === 0 || maxDeliver < -1) maxDeliver = -1;
-  if (backoff && maxDeliver !== -1 && maxDeliver <= backoff.length) throw Errors.consumerBackoff();
-  if (ackWait === 0) ackWait = backoff ? backoff[0] : DEFAULT_ACK_WAIT;
-  let maxAckPending = num(raw, "max_ack_pending", bad) ?? 0;
-  if (maxAckPending === 0) maxAckPending = ackPolicy === "none" ? -1 : stream.consumer_limits.max_ack_pending ?? DEFAULT_MAX_ACK_PENDING;
-  if (maxAckPending < -1) maxAckPending = -1;
-  const fc = bool(raw, "flow_control", bad);
-  const hb = num(raw, "idle_heartbeat", bad);
-  let maxWaiting = num(raw, "max_waiting", bad);
+  const deliverPolicy = oneOf(raw, "deliver_policy", ["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"] as const, "all");
+  const optSeq = int(raw, "opt_start_seq", "uint64");
+  const optTime = str(raw, "opt_start_time");
+  // A start time is a Go time.Time: anything that is not RFC 3339 does not decode.
+  if (optTime !== undefined && (!RFC3339.test(optTime) || Number.isNaN(Date.parse(optTime)))) throw Errors.invalidJson();
+  const ackPolicy = oneOf(raw, "ack_policy", ["none", "all", "explicit"] as const, "none");
+  const replay = oneOf(raw, "replay_policy", ["instant", "original"] as const, "instant");
+  const filter = str(raw, "filter_subject");
+  let filters = strings(raw, "filter_subjects");
+  if (filters !== undefined && filters.length === 0) filters = undefined;
+  let ackWait = int(raw, "ack_wait") ?? 0;
+  let backoff = (raw.backoff === undefined || raw.backoff === null ? undefined : (int64s(raw.backoff) as number[] | undefined)) ?? undefined;
+  if (backoff !== undefined && backoff.length === 0) backoff = undefined;
+  let maxDeliver = int(raw, "max_deliver") ?? 0;
+  if (maxDeliver === 0) maxDeliver = -1;
+  const fc = bool(raw, "flow_control");
+  const hb = int(raw, "idle_heartbeat");
+  let maxWaiting = int(raw, "max_waiting");
+  const maxBatch = int(raw, "max_batch");
+  const maxExpires = int(raw, "max_expires");
+  const maxBytes = int(raw, "max_bytes");
+  let inactive = int(raw, "inactive_threshold");
+  const rate = int(raw, "rate_limit_bps", "uint64");
+  const sample = str(raw, "sample_freq");
+  const md = metadata(raw, () => Errors.consumerMetadataTooLong(`${MAX_METADATA_LEN / 1024}KB`));
+
+  // Defaults, then checks, in nats-server's order (the first failing check names the error).
+  if (backoff) ackWait = backoff[0];
+  if (ackWait === 0) ackWait = DEFAULT_ACK_WAIT;
+  let maxAckPending = int(raw, "max_ack_pending") ?? 0;
+  if (maxAckPending === 0) maxAckPending = stream.consumer_limits.max_ack_pending ?? 0;
+  if (!inactive) inactive = stream.consumer_limits.inactive_threshold;
+  if (maxAckPending === 0) maxAckPending = ackPolicy === "none" ? -1 : DEFAULT_MAX_ACK_PENDING;
+  if (!push && !maxWaiting) maxWaiting = DEFAULT_MAX_WAITING;
+  if (backoff && maxDeliver !== -1 && backoff.length >= maxDeliver) throw Errors.consumerBackoff();
   if (push) {
     if (maxWaiting) throw Errors.consumerPushMaxWaiting();
+    if (hb !== undefined && hb > 0 && hb < 100 * NS_PER_MS) throw Errors.consumerSmallHeartbeat();
   } else {
-    if (hb) throw Errors.consumerHbRequiresPush();
-    if (fc) throw Errors.consumerFcRequiresPush();
+    if (ackPolicy === "none" && stream.retention === "workqueue") throw Errors.consumerPullRequiresAck();
+    if (rate !== undefined && rate > 0) throw Errors.consumerPullWithRateLimit();
     if (maxWaiting !== undefined && maxWaiting < 0) throw Errors.consumerMaxWaitingNegative();
-    if (!maxWaiting) maxWaiting = DEFAULT_MAX_WAITING;
+    if (hb !== undefined && hb > 0) throw Errors.consumerHbRequiresPush();
+    if (fc) throw Errors.consumerFcRequiresPush();
+    if (maxBatch !== undefined && maxBatch < 0) throw Errors.consumerMaxBatchNegative();
+    if (maxExpires !== undefined && maxExpires !== 0 && maxExpires < NS_PER_MS) throw Errors.consumerMaxExpiresTooSmall();
   }
-  if (hb !== undefined && hb !== 0 && hb < 100 * NS_PER_MS) throw Errors.consumerSmallHeartbeat();
-  const maxBatch = num(raw, "max_batch", bad);
-  if (maxBatch !== undefined && maxBatch < 0) throw Errors.consumerMaxBatchNegative();
-  const maxExpires = num(raw, "max_expires", bad);
-  if (maxExpires !== undefined && maxExpires !== 0 && maxExpires < NS_PER_MS) throw Errors.consumerMaxExpiresTooSmall();
-  const maxBytes = num(raw, "max_bytes", bad);
-  let inactive = num(raw, "inactive_threshold", bad);
-  if (inactive !== undefined && inactive < 0) throw bad("consumer inactive threshold must be positive");
-  if (!durable && !inactive) inactive = stream.consumer_limits.inactive_threshold ?? DEFAULT_INACTIVE_THRESHOLD;
-  const replicas = num(raw, "num_replicas", bad) ?? 0;
-  if (replicas < 0) throw new ApiError(400, 10133, "replicas count cannot be negative");
-  if (replicas > stream.num_replicas) throw Errors.consumerReplicasExceedStream();
+  const limits = stream.consumer_limits;
+  if (limits.max_ack_pending !== undefined && limits.max_ack_pending > 0 && maxAckPending > limits.max_ack_pending) {
+    throw Errors.consumerMaxAckPendingExcess(limits.max_ack_pending);
+  }
+  if (limits.inactive_threshold !== undefined && limits.inactive_threshold > 0 && inactive !== undefined && inactive > limits.inactive_threshold) {
+    throw Errors.consumerInactiveThresholdExcess(limits.inactive_threshold);
+  }
+  if (filter && filters) throw Errors.consumerDuplicateFilters();
+  for (const f of filters ?? []) if (f === "") throw Errors.consumerEmptyFilter();
+  const all = filters ?? (filter ? [filter] : []);
+  for (let i = 0; i < all.length; i++) {
+    if (!isValidSubscribeSubject(all[i])) throw Errors.streamConfig("invalid subject");
+    for (let j = i + 1; j < all.length; j++) if (subjectsIntersect(all[i], all[j])) throw Errors.consumerOverlappingFilters();
+  }
+  const startError = startPolicyError(deliverPolicy, optSeq ?? 0, optTime, all.length > 0);
+  if (startError !== null) throw bad(startError);
+  if (sample !== undefined && sample !== "") {
+    const digits = sample.endsWith("%") ? sample.slice(0, -1) : sample;
+    if (!/^[-+]?\d+$/.test(digits)) throw Errors.consumerInvalidSampling(`strconv.Atoi: parsing ${JSON.stringify(digits)}: invalid syntax`);
+    if (Number(digits) < 0) throw Errors.consumerInvalidSampling("<nil>");
+  }
+  if (fc && !hb) throw Errors.consumerFcNeedsHeartbeats();
+  // Checks nats-server makes against the stream once the configuration is valid on its own.
+  for (const f of all) if (!stream.subjects.some((s) => subjectsIntersect(s, f))) throw Errors.consumerFilterNotSubset();
   if (stream.retention === "workqueue") {
     if (ackPolicy !== "explicit") throw Errors.consumerWqRequiresExplicitAck();
     if (deliverPolicy !== "all") throw Errors.consumerWqNotDeliverAll();
   }
+  // Beyond nats-server: values that cannot mean anything are refused rather than kept.
+  if (ackWait < 0) throw bad("consumer ack wait needs to be positive");
+  if (backoff && backoff.some((b) => b <= 0)) throw Errors.consumerBackoffNegative();
+  if (inactive !== undefined && inactive < 0) throw bad("consumer inactive threshold must be positive");
+  if (!durable && !inactive) inactive = DEFAULT_INACTIVE_THRESHOLD;
+  if (maxDeliver < -1) maxDeliver = -1;
+  if (maxAckPending < -1) maxAckPending = -1;
 
   const cfg: ConsumerConfig = {
     deliver_policy: deliverPolicy,
@@ -372,7 +465,6 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): Con
   };
   if (durable) cfg.durable_name = durable;
   if (name || durable) cfg.name = name || durable;
-  const description = str(raw, "description", bad);
   if (description) cfg.description = description;
   if (optSeq) cfg.opt_start_seq = optSeq;
   if (optTime) cfg.opt_start_time = optTime;
@@ -381,23 +473,50 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): Con
   if (filters) cfg.filter_subjects = filters;
   if (maxWaiting) cfg.max_waiting = maxWaiting;
   if (fc) cfg.flow_control = true;
-  if (bool(raw, "headers_only", bad)) cfg.headers_only = true;
+  if (bool(raw, "headers_only")) cfg.headers_only = true;
   if (maxBatch) cfg.max_batch = maxBatch;
   if (maxExpires) cfg.max_expires = maxExpires;
   if (maxBytes) cfg.max_bytes = maxBytes;
   if (push) cfg.deliver_subject = deliverSubject;
-  const group = str(raw, "deliver_group", bad);
+  const group = str(raw, "deliver_group");
   if (group) cfg.deliver_group = group;
   if (hb) cfg.idle_heartbeat = hb;
   if (inactive) cfg.inactive_threshold = inactive;
-  if (bool(raw, "mem_storage", bad)) cfg.mem_storage = true;
-  const rate = num(raw, "rate_limit_bps", bad);
+  if (bool(raw, "mem_storage")) cfg.mem_storage = true;
   if (rate) cfg.rate_limit_bps = rate;
-  const sample = str(raw, "sample_freq", bad);
   if (sample) cfg.sample_freq = sample;
-  const md = metadata(raw, bad);
   if (md) cfg.metadata = md;
   return cfg;
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** A list of Go durations (int64 nanoseconds), or invalid JSON. */
+function int64s(v: unknown): number[] {
+  if (!Array.isArray(v)) throw Errors.invalidJson();
+  return v.map((x, i) => int({ [i]: x }, String(i))!);
+}
+
+/** nats-server's checks of the deliver policy against the start options. */
+function startPolicyError(policy: DeliverPolicy, optSeq: number, optTime: string | undefined, filtered: boolean): string | null {
+  const words = policy === "by_start_sequence" ? "by start sequence" : policy === "by_start_time" ? "by start time" : policy.replace(/_/g, " ");
+  const alsoSet = (what: string): string => `consumer delivery policy is deliver ${words}, but optional start ${what} is also set`;
+  const notSet = (what: string): string => `consumer delivery policy is deliver ${words}, but optional ${what} is not set`;
+  switch (policy) {
+    case "by_start_sequence":
+      if (optSeq === 0) return notSet("start sequence");
+      if (optTime !== undefined) return alsoSet("time");
+      return null;
+    case "by_start_time":
+      if (optTime === undefined) return notSet("start time");
+      if (optSeq !== 0) return alsoSet("sequence");
+      return null;
+    default:
+      if (optSeq > 0) return alsoSet("sequence");
+      if (optTime !== undefined) return alsoSet("time");
+      if (policy === "last_per_subject" && !filtered) return notSet("filter subject");
+      return null;
+  }
 }
 
 /** Fields a consumer update may change; the rest must stay as they are. */

@@ -17,21 +17,45 @@ import { filtersOf, isPush, NS_PER_MS, type ConsumerConfig } from "./config.js";
 import { isoTime, type Stream } from "./stream.js";
 import { readJson, writeJsonDurably } from "./persist.js";
 import { join } from "node:path";
+import type { Producer } from "../server/broker.js";
+import { goDuration } from "../server/duration.js";
 
 /** How a consumer reaches clients; provided by the server that owns the streams. */
 export interface DeliveryHost {
-  /** Routes to subscribers of `to`, presenting the message under `subject`. */
-  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer): void;
+  /**
+   * Routes to subscribers of `to`, presenting the message under `subject`.
+   * A receiver whose backlog passes its stall mark calls `producer.stall()`:
+   * deliveries are paced to the receiving connections as core publishers are.
+   */
+  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer, producer?: Producer): void;
   hasInterest(subject: string): boolean;
   onConsumerGone(c: Consumer): void;
+  /** Told of what JetStream publishes advisories and metrics about. */
+  readonly events?: ConsumerEvents;
+}
+
+/** One delivery as advisories describe it. */
+export type Delivery = Readonly<Pick<Pending, "seq" | "dseq" | "count" | "ts">>;
+
+export interface ConsumerEvents {
+  /** An acknowledgement of `d` (for the sampled ack metric). */
+  acked(c: Consumer, d: Delivery, now: number): void;
+  naked(c: Consumer, d: Delivery): void;
+  terminated(c: Consumer, d: Delivery): void;
+  /** `d` reached max_deliver and will not be delivered again. */
+  maxDeliveries(c: Consumer, d: Delivery): void;
 }
 
 interface Pending {
+  seq: number;
   dseq: number;
   /** Delivery time (ms), for the ack wait. */
   ts: number;
+  /** When it is due for redelivery (ms); meaningful while it is in the deadline heap. */
   deadline: number;
   count: number;
+  /** Position in the deadline heap, -1 when not in it (queued for redelivery, or restored as due). */
+  heapAt: number;
 }
 
 interface PullRequest {
@@ -45,6 +69,87 @@ interface PullRequest {
   bytes: number;
   lastSent: number;
   timer: NodeJS.Timeout | null;
+}
+
+interface NextRequest {
+  batch: number;
+  expiresNs: number;
+  maxBytes: number;
+  noWait: boolean;
+  hbNs: number;
+}
+
+/** Go's description of a JSON value its decoder could not put into a field, as in its error texts. */
+function jsonKind(v: unknown): string {
+  if (typeof v === "number") return `number ${v}`;
+  if (Array.isArray(v)) return "array";
+  return v === null ? "null" : typeof v === "boolean" ? "bool" : typeof v;
+}
+
+const NEXT_FIELDS: Record<string, "int" | "time.Duration" | "bool"> = {
+  batch: "int",
+  expires: "time.Duration",
+  max_bytes: "int",
+  no_wait: "bool",
+  idle_heartbeat: "time.Duration",
+};
+
+/**
+ * A pull request body as nats-server reads it: empty (one message), a JSON
+ * object, or anything else read as a batch size (one message if it is not a
+ * number). A field of the wrong type gives the decoder's error text, which
+ * nats-server sends back as `400 Bad Request - <text>`.
+ */
+function parseNextRequest(body: Buffer): NextRequest | string {
+  const out: NextRequest = { batch: 1, expiresNs: 0, maxBytes: 0, noWait: false, hbNs: 0 };
+  const text = body.toString("utf8").trim();
+  if (text === "") return out;
+  if (text[0] !== "{") {
+    if (/^[-+]?\d+$/.test(text)) out.batch = Number(text);
+    return out;
+  }
+  let r: Record<string, unknown>;
+  try {
+    r = JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  for (const [key, type] of Object.entries(NEXT_FIELDS)) {
+    const v = r[key];
+    if (v === undefined || v === null) continue;
+    const ok = type === "bool" ? typeof v === "boolean" : typeof v === "number" && Number.isInteger(v) && Math.abs(v) < 2 ** 63;
+    if (!ok) return `json: cannot unmarshal ${jsonKind(v)} into Go struct field JSApiConsumerGetNextRequest.${key} of type ${type}`;
+  }
+  if (typeof r.batch === "number") out.batch = r.batch;
+  if (typeof r.expires === "number") out.expiresNs = r.expires;
+  if (typeof r.max_bytes === "number") out.maxBytes = r.max_bytes;
+  out.noWait = r.no_wait === true;
+  if (typeof r.idle_heartbeat === "number") out.hbNs = r.idle_heartbeat;
+  if (out.hbNs > 0 && out.hbNs * 2 > out.expiresNs) return "heartbeat value too large";
+  return out;
+}
+
+/** `sample_freq` ("50%" or "50") as a percentage; the config check has refused anything else. */
+function sampleFrequencyOf(cfg: ConsumerConfig): number {
+  const f = cfg.sample_freq;
+  return f === undefined ? 0 : Math.min(100, Number(f.endsWith("%") ? f.slice(0, -1) : f) || 0);
+}
+
+/** One delivery, framed before it is committed (see `frame`). */
+interface Framed {
+  reply: string;
+  headers: Buffer | null;
+  data: Buffer;
+  size: number;
+  pendingAfter: number;
+}
+
+/** What a pull request still wanted when it ended: the headers of its 408 and 409 statuses. */
+function pendingHeaders(req: PullRequest): Array<[string, string]> {
+  return [
+    ["Nats-Pending-Messages", String(req.batch - req.sent)],
+    ["Nats-Pending-Bytes", String(req.maxBytes > 0 ? Math.max(0, req.maxBytes - req.bytes) : 0)],
+  ];
 }
 
 interface SavedState {
@@ -63,8 +168,9 @@ interface SavedState {
  * Stopping at every request instead drains the pipe once per round trip.
  */
 const FLOW_CONTROL_WINDOW = 2 * 1024 * 1024;
-/** Deliveries read per pass; bounds the memory one consumer holds. */
+/** Deliveries read per pass, and their bytes (at least one message is read): bounds the memory one consumer holds. */
 const READ_BATCH = 256;
+const READ_BYTES = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
 /** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
 const TIMER_SLACK_MS = 5;
@@ -86,7 +192,16 @@ export class Consumer {
   private readonly waiting: PullRequest[] = [];
   private pumping = false;
   private again = false;
+  /** Set while a receiving connection's backlog is past its stall mark; cleared when it drains. */
+  private stalled = false;
+  /** Unacknowledged deliveries by deadline (a binary min-heap): one timer, armed for the earliest. */
+  private readonly deadlines: Pending[] = [];
   private ackTimer: NodeJS.Timeout | null = null;
+  /** When `ackTimer` fires (ms). */
+  private ackTimerAt = 0;
+  private readonly pacer: Producer = { stall: (until) => this.stall(until) };
+  /** The delivery being framed: one object, reused (framing and delivering happen in one synchronous step). */
+  private readonly framed: Framed = { reply: "", headers: null, data: EMPTY, size: 0, pendingAfter: 0 };
   private hbTimer: NodeJS.Timeout | null = null;
   private fcSubject: string | null = null;
   private fcCounter = 0;
@@ -99,6 +214,8 @@ export class Consumer {
   lastActive = Date.now();
   private closed = false;
   private filters: string[];
+  /** The percentage of acks reported as ack metrics (`sample_freq`), 0 when off. */
+  sampleFrequency: number;
   /** numPending() as last counted (-1: count again), and the log's removal count it was valid for. */
   private pendingCount = -1;
   private pendingRemovals = 0;
@@ -120,6 +237,7 @@ export class Consumer {
     readonly dir: string | null,
   ) {
     this.filters = filtersOf(config);
+    this.sampleFrequency = sampleFrequencyOf(config);
   }
 
   get durable(): boolean {
@@ -244,6 +362,7 @@ export class Consumer {
   updateConfig(next: ConsumerConfig): void {
     this.config = next;
     this.filters = filtersOf(next);
+    this.sampleFrequency = sampleFrequencyOf(next);
     this.pendingCount = -1;
     this.armHeartbeat();
     this.notify();
@@ -262,6 +381,7 @@ export class Consumer {
   }
 
   private canDeliver(): boolean {
+    if (this.stalled) return false;
     if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.host.hasInterest(this.config.deliver_subject!);
     this.dropGoneRequests();
     return this.waiting.length > 0;
@@ -284,17 +404,26 @@ export class Consumer {
             this.redeliverSet.delete(seq);
             const p = this.pending.get(seq);
             if (p === undefined) continue;
+            const max = this.config.max_deliver;
+            if (max > 0 && p.count >= max) {
+              this.dropPending(p);
+              continue;
+            }
             const m = await this.stream.log.get(seq);
             if (m === null) {
-              this.pending.delete(seq);
-              this.advanceFloor();
+              this.forget(p);
               continue;
             }
             if (!this.canDeliver()) {
               this.requeue(seq);
               break;
             }
-            this.deliver(m, p);
+            const out = this.frame(m, p.count + 1, this.numPending());
+            if (!this.claim(out.size)) {
+              this.requeue(seq);
+              break;
+            }
+            this.deliver(m, p, out);
             continue;
           }
           const room = this.roomForNew();
@@ -304,8 +433,11 @@ export class Consumer {
           for (let i = 0; i < batch.length && !this.closed; i++) {
             if (!this.canDeliver() || this.roomForNew() <= 0) break;
             if (this.config.replay_policy === "original") await this.replayPause(batch[i]);
+            // Framed before it is taken: a message no waiting request has room for stays for the next one.
+            const out = this.frame(batch[i], 1, Math.max(0, this.numPending() - 1));
+            if (!this.claim(out.size)) break;
             this.consume(batch[i]);
-            this.deliver(batch[i], null);
+            this.deliver(batch[i], null, out);
           }
         }
         this.finishNoWaitRequests();
@@ -332,9 +464,8 @@ export class Consumer {
       this.initial = null;
     }
     const single = this.filters.length === 1 ? this.filters[0] : undefined;
-    const maxBytes = this.push ? FLOW_CONTROL_WINDOW / 2 : undefined;
     for (;;) {
-      const batch = await log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes });
+      const batch = await log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes: READ_BYTES });
       if (batch.length <= 0 || this.filters.length <= 1) return batch;
       const mine = batch.filter((m) => this.wants(m.subject));
       if (mine.length > 0) return mine;
@@ -363,24 +494,57 @@ export class Consumer {
     this.lastReplayTime = m.time;
   }
 
-  private deliver(m: StoredMessage, redelivery: Pending | null): void {
+  /**
+   * What the delivery of `m` (its `count`-th) will carry: ack subject, headers,
+   * payload, and the size a pull request's max_bytes counts, which is
+   * nats-server's: subject + ack subject + headers + payload.
+   */
+  private frame(m: StoredMessage, count: number, pendingAfter: number): Framed {
+    const out = this.framed;
+    out.reply = `$JS.ACK.${this.stream.config.name}.${this.name}.${count}.${m.seq}.${this.dseq + 1}.${m.time}000000.${pendingAfter}`;
+    out.headers = m.key === null ? m.headers : withKeyHeader(m.headers, m.key);
+    out.data = m.data;
+    if (this.config.headers_only) {
+      out.headers = appendHeaders(out.headers, [["Nats-Msg-Size", String(m.data.length)]]);
+      out.data = EMPTY;
+    }
+    out.size = Buffer.byteLength(m.subject) + out.reply.length + (out.headers?.length ?? 0) + out.data.length;
+    out.pendingAfter = pendingAfter;
+    return out;
+  }
+
+  /**
+   * For pull: whether the head waiting request has room for a delivery of
+   * `size` bytes. A request whose max_bytes it would overrun ends, as in
+   * nats-server, with `409 Message Size Exceeds MaxBytes` and the message
+   * goes to the next request.
+   */
+  private claim(size: number): boolean {
+    if (this.push) return true;
+    for (;;) {
+      this.dropGoneRequests();
+      const req = this.waiting[0];
+      if (req === undefined) return false;
+      if (req.maxBytes <= 0 || size <= req.maxBytes - req.bytes) return true;
+      this.waiting.shift();
+      if (req.timer) clearInterval(req.timer);
+      this.host.emit(req.reply, req.reply, "", encodeHeaders("409 Message Size Exceeds MaxBytes", pendingHeaders(req)), EMPTY);
+    }
+  }
+
+  private deliver(m: StoredMessage, redelivery: Pending | null, out: Framed): void {
     const cfg = this.config;
     const now = Date.now();
-    let count = 1;
-    let dseq: number;
+    const dseq = ++this.dseq;
     if (redelivery !== null) {
       redelivery.count++;
-      count = redelivery.count;
-      dseq = ++this.dseq;
       redelivery.dseq = dseq;
       redelivery.ts = now;
-      redelivery.deadline = now + this.ackWaitFor(count);
-    } else {
-      dseq = ++this.dseq;
-      if (cfg.ack_policy !== "none") {
-        this.pending.set(m.seq, { dseq, ts: now, deadline: now + this.ackWaitFor(1), count: 1 });
-        this.armAckTimer();
-      }
+      this.schedule(redelivery, now + this.ackWaitFor(redelivery.count));
+    } else if (cfg.ack_policy !== "none") {
+      const p: Pending = { seq: m.seq, dseq, ts: now, deadline: 0, count: 1, heapAt: -1 };
+      this.pending.set(m.seq, p);
+      this.schedule(p, now + this.ackWaitFor(1));
     }
     if (m.seq > this.deliveredS) this.deliveredS = m.seq;
     if (cfg.ack_policy === "none") {
@@ -388,30 +552,40 @@ export class Consumer {
       this.ackFloorC = this.dseq;
     }
     this.lastDeliveryAt = now;
-    const pendingAfter = this.numPending();
-    const reply = `$JS.ACK.${this.stream.config.name}.${this.name}.${count}.${m.seq}.${dseq}.${m.time}000000.${pendingAfter}`;
-    let headers = m.key === null ? m.headers : withKeyHeader(m.headers, m.key);
-    let data = m.data;
-    if (cfg.headers_only) {
-      headers = appendHeaders(headers, [["Nats-Msg-Size", String(m.data.length)]]);
-      data = EMPTY;
-    }
-    const size = (headers?.length ?? 0) + data.length + m.subject.length;
     if (this.push) {
-      this.host.emit(cfg.deliver_subject!, m.subject, reply, headers, data);
+      this.host.emit(cfg.deliver_subject!, m.subject, out.reply, out.headers, out.data, this.pacer);
       if (cfg.flow_control) {
-        this.fcUnanswered += size;
-        if (this.fcSubject === null && (this.fcUnanswered >= FLOW_CONTROL_WINDOW / 2 || pendingAfter === 0)) this.requestFlowControl();
+        this.fcUnanswered += out.size;
+        if (this.fcSubject === null && (this.fcUnanswered >= FLOW_CONTROL_WINDOW / 2 || out.pendingAfter === 0)) this.requestFlowControl();
       }
     } else {
       const req = this.waiting[0];
-      this.host.emit(req.reply, m.subject, reply, headers, data);
+      this.host.emit(req.reply, m.subject, out.reply, out.headers, out.data, this.pacer);
       req.sent++;
-      req.bytes += size;
+      req.bytes += out.size;
       req.lastSent = now;
       if (req.sent >= req.batch || (req.maxBytes > 0 && req.bytes >= req.maxBytes)) this.finishRequest(0, null);
     }
     this.markDirty();
+  }
+
+  /**
+   * A receiving connection is past its stall mark: deliver nothing more until
+   * it drains (or closes). nats-server paces a consumer to its client the
+   * same way, so a pull of more than max_pending bytes arrives whole instead
+   * of cutting the client as a slow consumer.
+   */
+  private stall(until: NodeJS.EventEmitter): void {
+    if (this.stalled || this.closed) return;
+    this.stalled = true;
+    const resume = (): void => {
+      until.off("drain", resume);
+      until.off("close", resume);
+      this.stalled = false;
+      this.notify();
+    };
+    until.once("drain", resume);
+    until.once("close", resume);
   }
 
   private ackWaitFor(count: number): number {
@@ -474,52 +648,32 @@ export class Consumer {
     this.lastActive = Date.now();
     const status = (code: number, text: string): void => this.host.emit(reply, reply, "", encodeHeaders(`${code} ${text}`, []), EMPTY);
     if (this.push) return status(409, "Consumer is push based");
-    let batch = 1;
-    let expiresNs = 0;
-    let maxBytes = 0;
-    let noWait = false;
-    let hbNs = 0;
-    const text = body.toString("utf8").trim();
-    if (text !== "") {
-      if (/^\d+$/.test(text)) batch = Number(text);
-      else {
-        let r: Record<string, unknown>;
-        try {
-          r = JSON.parse(text) as Record<string, unknown>;
-        } catch {
-          return status(400, "Bad Request");
-        }
-        if (typeof r !== "object" || r === null) return status(400, "Bad Request");
-        const n = (k: string): number => (typeof r[k] === "number" ? (r[k] as number) : 0);
-        batch = n("batch") || 1;
-        expiresNs = n("expires");
-        maxBytes = n("max_bytes");
-        noWait = r.no_wait === true;
-        hbNs = n("idle_heartbeat");
-      }
-    }
+    const parsed = parseNextRequest(body);
+    if (typeof parsed === "string") return status(400, `Bad Request - ${parsed}`);
+    const { batch, expiresNs, maxBytes, noWait, hbNs } = parsed;
     const cfg = this.config;
     if (batch < 1) return status(400, "Bad Request");
     if (cfg.max_batch && batch > cfg.max_batch) return status(409, `Exceeded MaxRequestBatch of ${cfg.max_batch}`);
-    if (cfg.max_expires && expiresNs > cfg.max_expires) return status(409, `Exceeded MaxRequestExpires of ${cfg.max_expires / NS_PER_MS}ms`);
+    if (cfg.max_expires && expiresNs > cfg.max_expires) return status(409, `Exceeded MaxRequestExpires of ${goDuration(cfg.max_expires)}`);
     if (cfg.max_bytes && maxBytes > cfg.max_bytes) return status(409, `Exceeded MaxRequestMaxBytes of ${cfg.max_bytes}`);
-    if (hbNs > 0 && expiresNs > 0 && hbNs * 2 > expiresNs) return status(400, "Bad Request - heartbeat value too large");
-    if (noWait && expiresNs === 0 && this.numPending() + this.redeliverQueue.length === 0) return status(404, "No Messages");
-    this.dropGoneRequests();
-    if (this.waiting.length >= (cfg.max_waiting ?? 512)) return status(409, "Exceeded MaxWaiting");
     const now = Date.now();
     const req: PullRequest = {
       reply,
       batch,
-      maxBytes,
-      expiresAt: expiresNs > 0 ? now + expiresNs / NS_PER_MS : 0,
+      maxBytes: Math.max(0, maxBytes),
+      expiresAt: expiresNs !== 0 ? now + expiresNs / NS_PER_MS : 0,
       noWait,
-      heartbeatMs: hbNs / NS_PER_MS,
+      heartbeatMs: hbNs > 0 ? hbNs / NS_PER_MS : 0,
       sent: 0,
       bytes: 0,
       lastSent: now,
       timer: null,
     };
+    // Already expired (a negative expires): nats-server ends it with a timeout before delivering anything.
+    if (expiresNs < 0) return this.sendTimeout(req);
+    if (noWait && expiresNs === 0 && this.numPending() + this.redeliverQueue.length === 0) return status(404, "No Messages");
+    this.dropGoneRequests();
+    if (this.waiting.length >= (cfg.max_waiting ?? 512)) return status(409, "Exceeded MaxWaiting");
     if (req.expiresAt > 0 || req.heartbeatMs > 0) {
       // Ticks at half the heartbeat interval: a timer counts from the event loop's cached time, which
       // lags Date.now() on a busy loop, so a tick at the full interval could find it not yet due and
@@ -552,16 +706,7 @@ export class Consumer {
   }
 
   private sendTimeout(req: PullRequest): void {
-    this.host.emit(
-      req.reply,
-      req.reply,
-      "",
-      encodeHeaders("408 Request Timeout", [
-        ["Nats-Pending-Messages", String(req.batch - req.sent)],
-        ["Nats-Pending-Bytes", String(req.maxBytes > 0 ? Math.max(0, req.maxBytes - req.bytes) : 0)],
-      ]),
-      EMPTY,
-    );
+    this.host.emit(req.reply, req.reply, "", encodeHeaders("408 Request Timeout", pendingHeaders(req)), EMPTY);
   }
 
   /** Ends the head request; `status` is sent if given. */
@@ -598,17 +743,19 @@ export class Consumer {
   // ---- acknowledgements ----
 
   /**
-   * An ack for the delivery `(sseq, dseq)`. Returns a promise when the caller
-   * asked for confirmation (double ack): it settles once the ack is durable.
+   * An ack for the delivery `(sseq, dseq)`. When the caller asked for
+   * confirmation (double ack), the reply goes out once the ack is durable.
    */
   onAck(sseq: number, dseq: number, body: Buffer, reply: string): void {
     if (this.closed) return;
     this.lastActive = Date.now();
     const kind = body.length === 0 ? "+ACK" : body.toString("latin1", 0, Math.min(body.length, 5)).trimEnd();
     const p = this.pending.get(sseq);
+    const current = p !== undefined && p.dseq === dseq;
     switch (kind) {
       case "+ACK":
       case "+NXT": {
+        if (current) this.host.events?.acked(this, p!, Date.now());
         for (const seq of this.ackUpTo(sseq)) this.stream.acked(this, seq);
         if (kind === "+NXT" && reply !== "") {
           this.onNextRequest(reply, body.subarray(4));
@@ -617,7 +764,7 @@ export class Consumer {
         break;
       }
       case "-NAK": {
-        if (p === undefined || p.dseq !== dseq) break;
+        if (p === undefined || !current) break;
         let delayMs = 0;
         const rest = body.toString("utf8", 4).trim();
         if (rest.startsWith("{")) {
@@ -628,24 +775,21 @@ export class Consumer {
             // a malformed delay is an immediate NAK
           }
         }
-        if (delayMs > 0) {
-          p.deadline = Date.now() + delayMs;
-          this.armAckTimer();
-        } else {
+        this.host.events?.naked(this, p);
+        if (delayMs > 0) this.schedule(p, Date.now() + delayMs);
+        else {
+          this.unschedule(p);
           this.requeue(sseq);
         }
         break;
       }
       case "+WPI":
-        if (p !== undefined && p.dseq === dseq) {
-          p.deadline = Date.now() + this.ackWaitFor(p.count);
-          this.armAckTimer();
-        }
+        if (p !== undefined && current && p.heapAt >= 0) this.schedule(p, Date.now() + this.ackWaitFor(p.count));
         break;
       case "+TERM": {
-        if (p !== undefined && p.dseq === dseq) {
-          this.pending.delete(sseq);
-          this.advanceFloor();
+        if (p !== undefined && current) {
+          this.host.events?.terminated(this, p);
+          this.forget(p);
           this.stream.acked(this, sseq);
         }
         break;
@@ -664,16 +808,36 @@ export class Consumer {
   private ackUpTo(sseq: number): number[] {
     const done: number[] = [];
     if (this.config.ack_policy === "all") {
-      for (const [seq] of this.pending) {
+      for (const [seq, p] of this.pending) {
         if (seq > sseq) break;
         this.pending.delete(seq);
+        this.unschedule(p);
         done.push(seq);
       }
-    } else if (this.pending.delete(sseq)) {
-      done.push(sseq);
+    } else {
+      const p = this.pending.get(sseq);
+      if (p !== undefined) {
+        this.pending.delete(sseq);
+        this.unschedule(p);
+        done.push(sseq);
+      }
     }
     if (done.length > 0) this.advanceFloor();
     return done;
+  }
+
+  /** Drops a pending delivery that will never be acknowledged (gone from the stream, terminated). */
+  private forget(p: Pending): void {
+    this.pending.delete(p.seq);
+    this.unschedule(p);
+    this.advanceFloor();
+    this.markDirty();
+  }
+
+  /** A delivery reached max_deliver: it is let go, and the advisory says so. */
+  private dropPending(p: Pending): void {
+    this.forget(p);
+    this.host.events?.maxDeliveries(this, p);
   }
 
   private advanceFloor(): void {
@@ -688,43 +852,110 @@ export class Consumer {
     }
   }
 
+  // ---- redelivery deadlines: a min-heap of pending deliveries and one timer for the earliest ----
+
+  /** (Re)places `p` in the heap with a new deadline and arms the timer if it is now the earliest. */
+  private schedule(p: Pending, deadline: number): void {
+    p.deadline = deadline;
+    const h = this.deadlines;
+    if (p.heapAt < 0) {
+      p.heapAt = h.length;
+      h.push(p);
+    }
+    this.siftUp(p.heapAt);
+    this.siftDown(p.heapAt);
+    if (h[0] === p) this.armAckTimer();
+  }
+
+  private unschedule(p: Pending): void {
+    const i = p.heapAt;
+    if (i < 0) return;
+    const h = this.deadlines;
+    const last = h.pop()!;
+    p.heapAt = -1;
+    if (last !== p) {
+      h[i] = last;
+      last.heapAt = i;
+      this.siftUp(i);
+      this.siftDown(last.heapAt);
+    }
+  }
+
+  private siftUp(i: number): void {
+    const h = this.deadlines;
+    const p = h[i];
+    while (i > 0) {
+      const up = (i - 1) >> 1;
+      if (h[up].deadline <= p.deadline) break;
+      h[i] = h[up];
+      h[i].heapAt = i;
+      i = up;
+    }
+    h[i] = p;
+    p.heapAt = i;
+  }
+
+  private siftDown(i: number): void {
+    const h = this.deadlines;
+    const p = h[i];
+    const n = h.length;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && h[c + 1].deadline < h[c].deadline) c++;
+      if (h[c].deadline >= p.deadline) break;
+      h[i] = h[c];
+      h[i].heapAt = i;
+      i = c;
+    }
+    h[i] = p;
+    p.heapAt = i;
+  }
+
+  /** Arms the timer for the earliest deadline, unless it is already armed for it or sooner. */
   private armAckTimer(): void {
-    if (this.ackTimer !== null || this.closed) return;
-    const period = Math.max(10, Math.min(1000, this.ackWaitFor(1) / 4));
-    this.ackTimer = setInterval(() => this.checkAckDeadlines(), period);
+    if (this.closed || this.deadlines.length === 0) return;
+    const at = this.deadlines[0].deadline;
+    if (this.ackTimer !== null) {
+      if (this.ackTimerAt <= at) return;
+      clearTimeout(this.ackTimer);
+    }
+    this.ackTimerAt = at;
+    this.ackTimer = setTimeout(this.onAckTimer, Math.max(1, at - Date.now()));
     this.ackTimer.unref();
   }
 
-  private checkAckDeadlines(): void {
-    if (this.pending.size === 0) {
-      if (this.ackTimer) clearInterval(this.ackTimer);
-      this.ackTimer = null;
-      return;
-    }
+  private readonly onAckTimer = (): void => {
+    this.ackTimer = null;
     const now = Date.now();
-    const maxDeliver = this.config.max_deliver;
-    let changed = false;
-    for (const [seq, p] of this.pending) {
-      if (p.deadline > now || this.redeliverSet.has(seq)) continue;
-      if (maxDeliver > 0 && p.count >= maxDeliver) {
-        this.pending.delete(seq);
-        changed = true;
-        continue;
-      }
-      this.requeue(seq);
+    const max = this.config.max_deliver;
+    const h = this.deadlines;
+    const due: Pending[] = [];
+    // A timer may fire a little before Date.now() reaches its time (it counts from the loop's cached clock): re-armed then.
+    while (h.length > 0 && h[0].deadline <= now) {
+      const p = h[0];
+      this.unschedule(p);
+      due.push(p);
     }
-    if (changed) {
-      this.advanceFloor();
-      this.markDirty();
+    // What fell due together goes out in stream order, as nats-server sorts its expired deliveries.
+    due.sort((a, b) => a.seq - b.seq);
+    for (const p of due) {
+      if (max > 0 && p.count >= max) this.dropPending(p);
+      else this.requeue(p.seq);
     }
-    if (this.redeliverQueue.length > 0 || changed) this.notify();
-  }
+    this.armAckTimer();
+    if (due.length > 0) this.notify();
+  };
 
   /** The stream was purged: forget pending messages below its new first sequence. */
   purged(firstSeq: number): void {
     this.pendingCount = -1;
     if (firstSeq > 0) {
-      for (const seq of [...this.pending.keys()]) if (seq < firstSeq) this.pending.delete(seq);
+      for (const [seq, p] of [...this.pending]) {
+        if (seq >= firstSeq) continue;
+        this.pending.delete(seq);
+        this.unschedule(p);
+      }
       if (this.cursor < firstSeq - 1) this.cursor = firstSeq - 1;
       if (this.deliveredS < firstSeq - 1) this.deliveredS = firstSeq - 1;
       if (this.initial !== null) {
@@ -791,7 +1022,8 @@ export class Consumer {
     this.armHeartbeat();
     if (this.dir === null) return;
     const s = (await readJson(join(this.dir, "state.json"))) as SavedState | undefined;
-    if (s === undefined) return;
+    // Written at creation; absent only if the server stopped in between: positioned as new, not at the stream's start.
+    if (s === undefined) return this.start();
     this.dseq = s.dseq;
     this.cursor = s.cursor;
     this.deliveredS = s.deliveredS;
@@ -800,20 +1032,17 @@ export class Consumer {
     const now = Date.now();
     for (const [seq, dseq, ts, count] of s.pending) {
       // Whatever was in flight when the server stopped is due again now.
-      this.pending.set(seq, { dseq, ts, deadline: now, count });
+      this.pending.set(seq, { seq, dseq, ts, deadline: now, count, heapAt: -1 });
+      this.requeue(seq);
     }
     if (s.initial) this.initial = s.initial;
-    if (this.pending.size > 0) {
-      for (const seq of this.pending.keys()) this.requeue(seq);
-      this.armAckTimer();
-    }
   }
 
   /** Stops timers and waiting requests; state already on disk stays. */
   async stop(): Promise<void> {
     if (this.dirty && this.dir !== null && !this.closed) await this.flushState();
     this.closed = true;
-    if (this.ackTimer) clearInterval(this.ackTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
     if (this.hbTimer) clearInterval(this.hbTimer);
     if (this.saveTimer) clearTimeout(this.saveTimer);
     for (const r of this.waiting) if (r.timer) clearInterval(r.timer);

@@ -3,6 +3,8 @@
  * description nats-server sends (clients match on err_code, people on text).
  */
 
+import { goDuration } from "../server/duration.js";
+
 export class ApiError extends Error {
   constructor(
     readonly code: number,
@@ -21,8 +23,11 @@ const e = (code: number, errCode: number, text: string) => (): ApiError => new A
 
 export const Errors = {
   badRequest: e(400, 10003, "bad request"),
-  invalidJson: (why: string): ApiError => new ApiError(400, 10025, `invalid JSON: ${why}`),
+  // nats-server 2.9 and 2.10 give no detail: a value of the wrong type reads the same as broken JSON.
+  invalidJson: e(400, 10025, "invalid JSON"),
   notEnabled: e(503, 10076, "JetStream not enabled"),
+  clusterRequired: e(503, 10010, "JetStream clustering support required"),
+  streamGeneral: (why: string): ApiError => new ApiError(500, 10051, why),
   streamNotFound: e(404, 10059, "stream not found"),
   consumerNotFound: e(404, 10014, "consumer not found"),
   noMessageFound: e(404, 10037, "no message found"),
@@ -30,6 +35,8 @@ export const Errors = {
   streamMismatch: e(400, 10056, "stream name in subject does not match request"),
   subjectOverlap: e(400, 10065, "subjects overlap with an existing stream"),
   streamConfig: (why: string): ApiError => new ApiError(500, 10052, why),
+  streamCreate: (why: string): ApiError => new ApiError(500, 10049, why),
+  replicasNegative: e(400, 10133, "replicas count cannot be negative"),
   streamNameSeparators: e(400, 10128, "Stream name can not contain path separators"),
   replicasNotSupported: e(500, 10074, "replicas > 1 not supported in non-clustered mode"),
   maxConsumers: e(400, 10026, "maximum consumers limit reached"),
@@ -81,5 +88,14 @@ export const Errors = {
   consumerMaxBatchNegative: e(400, 10114, "consumer max request batch needs to be > 0"),
   consumerMaxExpiresTooSmall: e(400, 10115, "consumer max request expires needs to be >= 1ms"),
   consumerPullRequiresAck: e(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream"),
+  consumerInvalidDeliverSubject: e(400, 10112, "invalid push consumer deliver subject"),
+  consumerDescriptionTooLong: (max: number): ApiError => new ApiError(400, 10107, `consumer description is too long, maximum allowed is ${max}`),
+  consumerMetadataTooLong: (limit: string): ApiError => new ApiError(400, 10135, `consumer metadata exceeds maximum size of ${limit}`),
+  consumerPullWithRateLimit: e(400, 10086, "consumer in pull mode can not have rate limit set"),
+  consumerInvalidSampling: (why: string): ApiError => new ApiError(400, 10095, `failed to parse consumer sampling configuration: ${why}`),
+  consumerFcNeedsHeartbeats: e(400, 10108, "consumer with flow control also needs heartbeats"),
+  consumerMaxAckPendingExcess: (limit: number): ApiError => new ApiError(400, 10121, `consumer max ack pending exceeds system limit of ${limit}`),
+  consumerInactiveThresholdExcess: (limitNs: number): ApiError =>
+    new ApiError(400, 10153, `consumer inactive threshold exceeds system limit of ${goDuration(limitNs)}`),
   consumerStoreFailed: (why: string): ApiError => new ApiError(500, 10104, `error creating store for consumer: ${why}`),
 };

@@ -17,6 +17,7 @@ import { readdir, rename } from "node:fs/promises";
 import type { Account } from "../server/account.js";
 import type { Producer } from "../server/broker.js";
 import type { Logger } from "../server/log.js";
+import { goDuration } from "../server/duration.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
@@ -24,6 +25,7 @@ import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
 import type { MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
+import { Advisories } from "./advisories.js";
 import { limitsOf, Stream } from "./stream.js";
 import { ApiError, Errors } from "./errors.js";
 import {
@@ -34,6 +36,7 @@ import {
   sameJson,
   streamUpdateError,
   subjectsIntersect,
+  unsupportedStreamFeature,
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
@@ -46,8 +49,15 @@ export interface JetStreamOptions {
   sync?: SyncPolicy;
   syncIntervalMs?: number;
   log: Logger;
-  /** The connection whose publish is being routed, if it can be paused (the broker's `producer`). */
-  producer?: () => Producer | null;
+  /** Named in advisories (the server id). */
+  serverId?: string;
+  /**
+   * The broker's producer slot. Read: the connection whose publish is being
+   * routed, paused while a stream's ingest is busy. Set: to a consumer while
+   * its deliveries are routed, so a receiver past its stall mark slows the
+   * consumer down.
+   */
+  pacing?: { producer: Producer | null };
 }
 
 interface StreamMeta {
@@ -69,6 +79,13 @@ function randomName(): string {
   let s = "";
   for (let i = 0; i < 8; i++) s += NAME_CHARS[b[i] % NAME_CHARS.length];
   return s;
+}
+
+/** How a stream is described in the log: what an operator checks first. */
+function describeStream(c: StreamConfig, partitions: number): string {
+  const parts = [`subjects ${c.subjects.join(", ")}`, `${c.storage} storage`, `${c.retention} retention`];
+  if (partitions > 1) parts.push(`${partitions} partitions`);
+  return parts.join(", ");
 }
 
 /** Captures a stream's subjects: copies each published message into the stream. */
@@ -93,7 +110,7 @@ class StreamReceiver implements Receiver {
       this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
     // A publisher outrunning the disk is paused until the stream's backlog drains.
-    if (this.stream.ingestBusy()) this.js.options.producer?.()?.stall(this.stream.ingestDrain);
+    if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
   }
 }
 
@@ -111,6 +128,7 @@ export class JetStream implements DeliveryHost {
   apiTotal = 0;
   apiErrors = 0;
   private closed = false;
+  readonly events: Advisories;
   private lock: StoreLock | null = null;
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
@@ -119,6 +137,7 @@ export class JetStream implements DeliveryHost {
     readonly account: Account,
     readonly options: JetStreamOptions,
   ) {
+    this.events = new Advisories({ hasInterest: (s) => this.hasInterest(s), publish: (s, b) => this.emit(s, s, "", null, b) }, options.serverId ?? "");
     this.account.subscribeListeners.push(this.onSubscribe);
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
@@ -145,12 +164,23 @@ export class JetStream implements DeliveryHost {
 
   // ---- DeliveryHost ----
 
-  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer): void {
+  emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer, producer?: Producer): void {
     if (this.closed) return;
     const m = Message.from(subject, reply, data, headers ?? undefined);
     // Match on the target, present the stored subject: deliveries keep their original subject.
     m.subject = to;
-    this.account.route(m, null);
+    const slot = this.options.pacing;
+    if (producer === undefined || slot === undefined) {
+      this.account.route(m, null);
+      return;
+    }
+    const outer = slot.producer;
+    slot.producer = producer;
+    try {
+      this.account.route(m, null);
+    } finally {
+      slot.producer = outer;
+    }
   }
 
   hasInterest(subject: string): boolean {
@@ -160,7 +190,8 @@ export class JetStream implements DeliveryHost {
   }
 
   onConsumerGone(c: Consumer): void {
-    void this.deleteConsumer(c.stream, c.name).catch(() => undefined);
+    const idle = c.config.inactive_threshold ?? 0;
+    void this.deleteConsumer(c.stream, c.name, ` (inactive for ${goDuration(idle)})`).catch(() => undefined);
   }
 
   // ---- loading ----
@@ -268,6 +299,7 @@ export class JetStream implements DeliveryHost {
       throw err;
     }
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
+    stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
     await stream.recover();
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
@@ -316,6 +348,8 @@ export class JetStream implements DeliveryHost {
   /** Creates a stream, or returns the existing one if its configuration is the same. */
   async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
+    const unsupported = unsupportedStreamFeature(config);
+    if (unsupported !== null) throw unsupported;
     const existing = this.streams.get(config.name);
     if (existing !== undefined) {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
@@ -326,13 +360,27 @@ export class JetStream implements DeliveryHost {
       // Its files are still there: a new stream must not adopt (or overwrite) them.
       throw Errors.storeFailed(`stream ${config.name} exists on disk but could not be restored (${unloadable}); repair or remove its directory first`);
     }
-    if (config.allow_msg_ttl) throw Errors.streamConfig("per-message TTL is not supported yet");
     this.checkOverlap(config, null);
     const created = new Date();
     const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
     if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions } satisfies StreamMeta);
     const stream = await this.openStream(config, created, dir, partitions);
+    if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
+    this.options.log.info(`Created stream "${config.name}" (${describeStream(config, partitions)})`);
+    this.events.streamAction(config.name, "create");
     return { stream, created: true };
+  }
+
+  /**
+   * first_seq: the stream's first message gets this sequence. nats-server
+   * purges the new store up to it; so does nagare, and a log that cannot
+   * move its first sequence that way fails the create rather than ignore it.
+   */
+  private async startAt(stream: Stream, firstSeq: number): Promise<void> {
+    for (const p of stream.partitions) await p.purge({ upTo: firstSeq });
+    if (stream.log.state().firstSeq === firstSeq) return;
+    await this.deleteStream(stream.config.name, true);
+    throw Errors.streamCreate(`first sequence ${firstSeq} could not be set: the store cannot start a log there`);
   }
 
   async updateStream(raw: unknown): Promise<Stream> {
@@ -340,18 +388,25 @@ export class JetStream implements DeliveryHost {
     const stream = this.stream(config.name);
     const err = streamUpdateError(stream.config, config);
     if (err !== null) throw err;
-    if (config.allow_msg_ttl) throw Errors.streamConfig("per-message TTL is not supported yet");
+    const unsupported = unsupportedStreamFeature(config);
+    if (unsupported !== null) throw unsupported;
     this.checkOverlap(config, stream);
     if (stream.dir !== null) {
       await writeJsonDurably(join(stream.dir, "meta.json"), { config, created: stream.created.toISOString(), partitions: stream.partitions.length } satisfies StreamMeta);
     }
     const subjectsChanged = !sameJson(stream.config.subjects, config.subjects);
+    const changed = !sameJson(stream.config, config);
     stream.updateConfig(config);
     if (subjectsChanged) this.bindSubjects(stream);
+    if (changed) {
+      this.options.log.info(`Updated stream "${config.name}" (${describeStream(config, stream.partitions.length)})`);
+      this.events.streamAction(config.name, "modify");
+    }
     return stream;
   }
 
-  async deleteStream(name: string): Promise<void> {
+  /** `quiet`: a create that failed half way, undone without telling anyone the stream existed. */
+  async deleteStream(name: string, quiet = false): Promise<void> {
     const stream = this.stream(name);
     stream.deleted = true;
     this.streams.delete(name);
@@ -359,10 +414,14 @@ export class JetStream implements DeliveryHost {
     for (const c of stream.consumers.values()) {
       c.notifyDeleted();
       await c.stop();
+      if (!quiet) this.events.consumerAction(name, c.name, "delete");
     }
     stream.consumers.clear();
     for (const p of stream.partitions) await p.close();
     if (stream.dir !== null) await removeDir(stream.dir);
+    if (quiet) return;
+    this.options.log.info(`Deleted stream "${name}"`);
+    this.events.streamAction(name, "delete");
   }
 
   /** Streams whose subjects could carry `subject` (wildcards allowed), sorted by name. */
@@ -406,6 +465,7 @@ export class JetStream implements DeliveryHost {
       if (err !== null) throw err;
       if (existing.dir !== null) await this.saveConsumerMeta(existing.dir, name, config, existing.created);
       existing.updateConfig(config);
+      this.logConsumer(existing, "Updated");
       return existing;
     }
     if (action === "update") throw Errors.consumerDoesNotExist();
@@ -413,14 +473,31 @@ export class JetStream implements DeliveryHost {
     if (max > 0 && stream.consumers.size >= max) throw Errors.maxConsumers();
     if (stream.config.retention === "workqueue") this.checkWorkQueue(stream, config);
     const created = new Date();
-    const persistent = stream.dir !== null && config.durable_name !== undefined && !config.mem_storage;
+    // Ephemeral consumers of a file stream are kept on disk too, as nats-server keeps them: a client
+    // that reconnects after a restart (a KV watcher, an ordered consumer) finds its consumer where it was.
+    const persistent = stream.dir !== null && !config.mem_storage;
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
     if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
+    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it.
+    await c.flushState();
     stream.consumers.set(name, c);
+    this.logConsumer(c, "Created");
+    this.events.consumerAction(stream.config.name, name, "create");
     c.notify();
     return c;
+  }
+
+  /**
+   * Durable consumers are logged at info level; ephemeral ones (an ordered
+   * consumer per fetch, a KV watcher per watch) come and go too often for
+   * that and are logged at debug level.
+   */
+  private logConsumer(c: Consumer, what: string, why = ""): void {
+    const line = `${what} ${c.durable ? "durable" : "ephemeral"} consumer "${c.name}" on stream "${c.stream.config.name}"${why}`;
+    if (c.durable) this.options.log.info(line);
+    else this.options.log.debug(line);
   }
 
   private checkWorkQueue(stream: Stream, config: ConsumerConfig): void {
@@ -442,12 +519,14 @@ export class JetStream implements DeliveryHost {
     return c;
   }
 
-  async deleteConsumer(stream: Stream, name: string): Promise<void> {
+  async deleteConsumer(stream: Stream, name: string, why = ""): Promise<void> {
     const c = this.consumer(stream, name);
     stream.consumers.delete(name);
     c.notifyDeleted();
     await c.stop();
     if (c.dir !== null) await removeDir(c.dir);
+    this.logConsumer(c, "Deleted", why);
+    this.events.consumerAction(stream.config.name, name, "delete");
   }
 
   /** Ephemeral consumers (and those with an inactive threshold) go once nobody uses them. */

@@ -11,15 +11,21 @@ import { subjectMatches } from "../subjects/subject.js";
 import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
-import { header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
+import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
+import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
 
 export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
 
+/** Where a stream sends what it republishes (the account's routing). */
+export type Republisher = (subject: string, headers: Buffer, data: Buffer) => void;
+
 interface Queued {
   subject: string;
+  /** For republish: the subject's last sequence when this publish was processed (see `republished`). */
+  lastOfSubject: number;
   headers: Buffer | null;
   parsed: HeaderMap | null;
   /** Carries headers that depend on the state left by earlier publishes. */
@@ -84,6 +90,18 @@ export class Stream {
   deleted = false;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
+  /** `subject_transform`: applied to a published subject before anything else. */
+  private inputTransform: SubjectTransform | null = null;
+  /** `republish`: which stored subjects go out again, and where. */
+  private republish: SubjectTransform | null = null;
+  republishTo: Republisher | null = null;
+  /**
+   * For republish's Nats-Last-Sequence: per subject with appends in flight,
+   * how many and the last sequence stored so far. An append learns the
+   * subject's previous sequence from the log when it is processed, unless an
+   * earlier append of the same subject, still in flight then, stores later.
+   */
+  private readonly inflightSubjects = new Map<string, { count: number; last: number }>();
   /** Emits "drain" once the ingest backlog, after passing the soft mark, is back under half of it. */
   readonly ingestDrain = new EventEmitter().setMaxListeners(0);
   private overSoft = false;
@@ -99,7 +117,16 @@ export class Stream {
     readonly dir: string | null,
     /** Largest message the server accepts at all (max_payload). */
     private readonly maxPayload: number,
-  ) {}
+  ) {
+    this.compileTransforms();
+  }
+
+  private compileTransforms(): void {
+    const t = this.config.subject_transform;
+    this.inputTransform = t !== undefined && t.dest !== "" ? SubjectTransform.parse(t.src, t.dest) : null;
+    const r = this.config.republish;
+    this.republish = r !== undefined ? SubjectTransform.parse(r.src, r.dest) : null;
+  }
 
   get log(): MessageLog {
     return this.partitions[0];
@@ -138,6 +165,7 @@ export class Stream {
 
   updateConfig(next: StreamConfig): void {
     this.config = next;
+    this.compileTransforms();
     for (const p of this.partitions) p.setLimits(this.limits());
   }
 
@@ -147,6 +175,7 @@ export class Stream {
    */
   publish(subject: string, headers: Buffer | null, data: Buffer, done: PublishDone): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0, false);
+    if (this.inputTransform !== null) subject = this.inputTransform.match(subject) ?? subject;
     if (this.config.sealed) return done(Errors.sealed(), 0, false);
     const size = (headers?.length ?? 0) + data.length;
     const max = this.config.max_msg_size;
@@ -155,7 +184,7 @@ export class Stream {
     if (full !== null) return done(full, 0, false);
     const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
     const orderSensitive = parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h));
-    const item: Queued = { subject, headers, parsed, orderSensitive, data, done };
+    const item: Queued = { subject, lastOfSubject: 0, headers, parsed, orderSensitive, data, done };
     if (this.queue.length > 0 || (this.inflight > 0 && orderSensitive)) {
       this.queue.push(item);
       this.queuedBytes += size;
@@ -236,10 +265,13 @@ export class Stream {
       if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
     }
     const log = this.partitions[partition];
+    const republish = this.republish !== null && partition === 0 && this.republish.match(p.subject) !== null;
+    if (republish) this.trackSubject(p);
     this.inflight++;
     log.append({ subject: p.subject, data: p.data, headers, key }, (err, seq) => {
       this.inflight--;
       this.checkDrain();
+      if (republish) this.republished(p, err === null ? seq : 0);
       if (err !== null) {
         // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
         this.fail(p, msgId, Errors.storeFailed(err.message));
@@ -257,6 +289,43 @@ export class Stream {
       }
       this.drainQueue();
     });
+  }
+
+  /** Notes a republished subject's append going in flight, and its previous sequence as the log knows it now. */
+  private trackSubject(p: Queued): void {
+    p.lastOfSubject = this.log.lastSeqOf(p.subject);
+    const t = this.inflightSubjects.get(p.subject);
+    if (t === undefined) this.inflightSubjects.set(p.subject, { count: 1, last: 0 });
+    else t.count++;
+  }
+
+  /**
+   * Publishes a stored message again (seq > 0), as nats-server does before
+   * the PubAck: to the republish destination, with the original headers plus
+   * Nats-Stream, Nats-Subject, Nats-Sequence, Nats-Time-Stamp and
+   * Nats-Last-Sequence (and Nats-Msg-Size instead of the payload when
+   * headers_only). Appends complete in order, so the previous sequence of
+   * the subject is either what the log had when this one was processed or
+   * what an earlier in-flight append stored since.
+   */
+  private republished(p: Queued, seq: number): void {
+    const t = this.inflightSubjects.get(p.subject)!;
+    const previous = Math.max(p.lastOfSubject, t.last);
+    if (seq > 0) t.last = seq;
+    if (--t.count === 0) this.inflightSubjects.delete(p.subject);
+    if (seq === 0 || this.republishTo === null) return;
+    const to = this.republish!.match(p.subject);
+    if (to === null) return;
+    const headersOnly = this.config.republish?.headers_only === true;
+    const pairs: Array<[string, string]> = [
+      ["Nats-Stream", this.config.name],
+      ["Nats-Subject", p.subject],
+      ["Nats-Sequence", String(seq)],
+      ["Nats-Time-Stamp", new Date().toISOString()],
+      ["Nats-Last-Sequence", String(previous)],
+    ];
+    if (headersOnly) pairs.push(["Nats-Msg-Size", String(p.data.length)]);
+    this.republishTo(to, appendHeaders(p.headers, pairs), headersOnly ? Buffer.alloc(0) : p.data);
   }
 
   private stored(p: Queued, msgId: string | undefined, partition: number, seq: number): void {

@@ -5,9 +5,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { startServer, type NagareServer, type ServerOptions } from "../../src/index.js";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 export interface JsHarness {
   srv: NagareServer;
@@ -62,9 +64,48 @@ export async function api(nc: NatsConnection, subject: string, body: unknown = "
   return JSON.parse(m.string()) as Record<string, unknown>;
 }
 
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+/** A delivery or a status (a header-only message with a code) as a raw pull request sees it. */
+export interface PullAnswer {
+  subject: string;
+  reply: string;
+  size: number;
+  status?: { code: number; description: string; headers: Record<string, string> };
+}
 
-/** Runs `nagare server -js` (plus `args`) in its own process on a free port, once it says it is ready. */
+/**
+ * Sends one raw MSG.NEXT request and collects what comes back until a status
+ * ends it (or `ms` passes): what the official clients hide.
+ */
+export async function rawPull(nc: NatsConnection, stream: string, consumer: string, body: string, ms = 3000): Promise<PullAnswer[]> {
+  const inbox = createInbox();
+  const sub = nc.subscribe(inbox);
+  const out: PullAnswer[] = [];
+  const done = (async () => {
+    for await (const m of sub) {
+      const a: PullAnswer = { subject: m.subject, reply: m.reply ?? "", size: m.data.length };
+      const h = m.headers;
+      if (h !== undefined && h.code !== 0 && m.data.length === 0) {
+        const headers: Record<string, string> = {};
+        for (const k of h.keys()) headers[k] = h.get(k);
+        a.status = { code: h.code, description: h.description, headers };
+      }
+      out.push(a);
+      if (a.status !== undefined && a.status.code !== 100) break;
+    }
+  })();
+  nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`, body, { reply: inbox });
+  const timer = setTimeout(() => sub.unsubscribe(), ms);
+  await done;
+  clearTimeout(timer);
+  sub.unsubscribe();
+  return out;
+}
+
+/**
+ * Runs `nagare server -js` (plus `args`) in its own process on a free port,
+ * once it says it is ready: for a kill -9, and for timing measurements the
+ * client's event loop must not share.
+ */
 export async function spawnServer(storeDir: string, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";

@@ -1,0 +1,193 @@
+/**
+ * What the JetStream API answers to requests it cannot honour, compared with
+ * nats-server (2.9.10 for codes and texts, 2.10 where 2.9 lacks the feature):
+ * configuration values Go's decoder refuses, replicas on a single server,
+ * consumer checks, unknown API subjects, malformed pull requests, and the
+ * API counters of `$JS.API.INFO`.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { api, rawPull, startJs, type JsHarness } from "./helpers/js.js";
+
+const MS = 1_000_000;
+
+type ApiErr = { code: number; err_code: number; description: string };
+
+describe("JetStream API errors", () => {
+  let h: JsHarness;
+  let jsm: JetStreamManager;
+  let n = 0;
+
+  before(async () => {
+    h = await startJs();
+  });
+  after(async () => h.close());
+
+  /** The error a raw create of a stream with `extra` gets, or the created config. */
+  async function createStream(extra: Record<string, unknown>): Promise<{ error?: ApiErr; config?: Record<string, unknown> }> {
+    const name = `E${++n}`;
+    const r = await api(h.nc, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: [`e${n}.>`], ...extra });
+    if (r.error === undefined) await api(h.nc, `$JS.API.STREAM.DELETE.${name}`);
+    return r as { error?: ApiErr; config?: Record<string, unknown> };
+  }
+
+  async function createConsumer(stream: string, config: Record<string, unknown>): Promise<{ error?: ApiErr; config?: Record<string, unknown> }> {
+    return (await api(h.nc, `$JS.API.CONSUMER.CREATE.${stream}`, { stream_name: stream, config })) as { error?: ApiErr; config?: Record<string, unknown> };
+  }
+
+  // First, before any other request: the counters start at zero.
+  test("$JS.API.INFO does not count itself, as nats-server does not", async () => {
+    const first = await api(h.nc, "$JS.API.INFO");
+    const second = await api(h.nc, "$JS.API.INFO");
+    assert.deepEqual(first.api, { total: 0, errors: 0 });
+    assert.deepEqual(second.api, { total: 1, errors: 0 });
+    const limits = first.limits as Record<string, unknown>;
+    assert.deepEqual(Object.keys(limits).sort(), [
+      "max_ack_pending",
+      "max_bytes_required",
+      "max_consumers",
+      "max_memory",
+      "max_storage",
+      "max_streams",
+      "memory_max_stream_bytes",
+      "storage_max_stream_bytes",
+    ]);
+    assert.equal(limits.max_memory, -1);
+    jsm = await jetstreamManager(h.nc);
+  });
+
+  test("stream values Go cannot decode are invalid JSON (10025), never stored", async () => {
+    for (const extra of [
+      { max_msgs: 1e308 },
+      { max_msgs: 1.5 },
+      { max_msgs: "5" },
+      { max_bytes: 2 ** 63 },
+      { max_msg_size: 2 ** 31 },
+      { max_age: 1e19 },
+      { first_seq: -1 },
+      { retention: "bogus" },
+      { storage: "tape" },
+      { sealed: "yes" },
+      { subjects: "e.x" },
+      { subjects: [1] },
+      { consumer_limits: 5 },
+      { metadata: { k: 1 } },
+    ]) {
+      const r = await createStream(extra);
+      assert.deepEqual(r.error, { code: 400, err_code: 10025, description: "invalid JSON" }, JSON.stringify(extra));
+    }
+    // Negative limits decode and are kept as given, as nats-server keeps them (they mean unlimited).
+    const kept = await createStream({ max_msgs: -5, max_bytes: -7, max_msgs_per_subject: -4, max_consumers: -3 });
+    assert.equal(kept.error, undefined);
+    assert.deepEqual([kept.config!.max_msgs, kept.config!.max_bytes, kept.config!.max_msgs_per_subject, kept.config!.max_consumers], [-5, -7, -4, -3]);
+  });
+
+  test("stream checks that follow decoding: nats-server's codes and texts", async () => {
+    const cases: Array<[Record<string, unknown>, ApiErr]> = [
+      [{ num_replicas: 3 }, { code: 500, err_code: 10074, description: "replicas > 1 not supported in non-clustered mode" }],
+      [{ num_replicas: 2 }, { code: 500, err_code: 10074, description: "replicas > 1 not supported in non-clustered mode" }],
+      [{ num_replicas: 7 }, { code: 500, err_code: 10052, description: "maximum replicas is 5" }],
+      [{ num_replicas: -1 }, { code: 400, err_code: 10133, description: "replicas count cannot be negative" }],
+      [{ max_age: -1 }, { code: 500, err_code: 10052, description: "duplicates window can not be negative" }],
+      [{ duplicate_window: -1 }, { code: 500, err_code: 10052, description: "duplicates window can not be negative" }],
+      [{ max_age: 50 * MS }, { code: 500, err_code: 10052, description: "max age needs to be >= 100ms" }],
+    ];
+    for (const [extra, want] of cases) assert.deepEqual((await createStream(extra)).error, want, JSON.stringify(extra));
+    // An update cannot ask for replicas either.
+    await jsm.streams.add({ name: "UPR", subjects: ["upr.>"] });
+    const upd = await api(h.nc, "$JS.API.STREAM.UPDATE.UPR", { name: "UPR", subjects: ["upr.>"], num_replicas: 3 });
+    assert.equal((upd.error as ApiErr).err_code, 10074);
+    assert.equal((await jsm.streams.info("UPR")).config.num_replicas, 1);
+  });
+
+  test("a 2.10 stream feature nagare cannot honour is refused, not ignored", async () => {
+    const r = await createStream({ compression: "s2" });
+    assert.equal(r.error?.err_code, 10052);
+    assert.match(r.error!.description, /compression/);
+    assert.equal((await createStream({ compression: "none" })).error, undefined);
+  });
+
+  test("consumer values and checks: nats-server's codes and texts", async () => {
+    await jsm.streams.add({ name: "CC", subjects: ["cc.>"] });
+    await jsm.streams.add({ name: "CL", subjects: ["cl.>"], consumer_limits: { max_ack_pending: 100, inactive_threshold: 10_000 * MS } });
+    const invalid = { code: 400, err_code: 10025, description: "invalid JSON" };
+    const cases: Array<[string, Record<string, unknown>, ApiErr]> = [
+      ["CC", { max_deliver: 1e300 }, invalid],
+      ["CC", { ack_wait: 1.5 }, invalid],
+      ["CC", { rate_limit_bps: -1 }, invalid],
+      ["CC", { opt_start_seq: -1, deliver_policy: "by_start_sequence" }, invalid],
+      ["CC", { deliver_policy: "by_start_time", opt_start_time: "yesterday" }, invalid],
+      ["CC", { deliver_policy: "bogus" }, invalid],
+      ["CC", { backoff: [1.5], max_deliver: 5 }, invalid],
+      ["CC", { num_replicas: 3 }, { code: 500, err_code: 10074, description: "replicas > 1 not supported in non-clustered mode" }],
+      ["CC", { num_replicas: -1 }, { code: 400, err_code: 10133, description: "replicas count cannot be negative" }],
+      ["CC", { max_waiting: -1 }, { code: 400, err_code: 10087, description: "consumer max waiting needs to be positive" }],
+      ["CC", { max_batch: -1 }, { code: 400, err_code: 10114, description: "consumer max request batch needs to be > 0" }],
+      ["CC", { deliver_subject: "cc-out", flow_control: true }, { code: 400, err_code: 10108, description: "consumer with flow control also needs heartbeats" }],
+      ["CC", { rate_limit_bps: 100 }, { code: 400, err_code: 10086, description: "consumer in pull mode can not have rate limit set" }],
+      [
+        "CC",
+        { sample_freq: "abc" },
+        { code: 400, err_code: 10095, description: 'failed to parse consumer sampling configuration: strconv.Atoi: parsing "abc": invalid syntax' },
+      ],
+      [
+        "CC",
+        { deliver_policy: "all", opt_start_seq: 5 },
+        { code: 400, err_code: 10094, description: "consumer delivery policy is deliver all, but optional start sequence is also set" },
+      ],
+      ["CC", { description: "x".repeat(4097) }, { code: 400, err_code: 10107, description: "consumer description is too long, maximum allowed is 4096" }],
+      ["CL", { max_ack_pending: 101 }, { code: 400, err_code: 10121, description: "consumer max ack pending exceeds system limit of 100" }],
+      ["CL", { inactive_threshold: 20_000 * MS }, { code: 400, err_code: 10153, description: "consumer inactive threshold exceeds system limit of 10s" }],
+    ];
+    for (const [stream, cfg, want] of cases) {
+      assert.deepEqual((await createConsumer(stream, { ack_policy: "explicit", ...cfg })).error, want, JSON.stringify(cfg));
+    }
+    // The stream's consumer limits are the defaults of its consumers (2.10).
+    const made = await createConsumer("CL", { ack_policy: "explicit" });
+    assert.equal(made.config!.max_ack_pending, 100);
+    assert.equal(made.config!.inactive_threshold, 10_000 * MS);
+  });
+
+  test("an API subject nothing serves gets nats-server 2.10's bad request, counted as an error", async () => {
+    const before = (await jsm.getAccountInfo()).api.errors;
+    for (const subject of ["$JS.API.FOO.BAR", "$JS.API.STREAM.INFO", "$JS.API.STREAM.FOO.X", "$JS.API.CONSUMER.INFO.CC"]) {
+      const r = await api(h.nc, subject);
+      assert.equal(r.type, "io.nats.jetstream.api.v1.system_response", subject);
+      assert.deepEqual(r.error, { code: 400, err_code: 10003, description: "bad request" }, subject);
+    }
+    const stepdown = await api(h.nc, "$JS.API.STREAM.LEADER.STEPDOWN.CC");
+    assert.equal(stepdown.type, "io.nats.jetstream.api.v1.stream_leader_stepdown_response");
+    assert.deepEqual(stepdown.error, { code: 503, err_code: 10010, description: "JetStream clustering support required" });
+    assert.equal((await jsm.getAccountInfo()).api.errors, before + 5);
+  });
+
+  test("malformed pull requests get nats-server's statuses instead of silence", async () => {
+    await jsm.streams.add({ name: "PR", subjects: ["pr.>"] });
+    await jsm.consumers.add("PR", { durable_name: "C", ack_policy: "explicit" });
+    const statusOf = async (body: string) => {
+      const got = await rawPull(h.nc, "PR", "C", body);
+      assert.equal(got.length, 1, `one answer to ${body}: ${JSON.stringify(got)}`);
+      return got[0].status!;
+    };
+    const badBatch = await statusOf('{"batch":"x"}');
+    assert.equal(badBatch.code, 400);
+    assert.equal(badBatch.description, "Bad Request - json: cannot unmarshal string into Go struct field JSApiConsumerGetNextRequest.batch of type int");
+    const fraction = await statusOf('{"batch":1.5}');
+    assert.equal(fraction.code, 400);
+    assert.match(fraction.description, /cannot unmarshal number 1\.5 into Go struct field JSApiConsumerGetNextRequest\.batch of type int/);
+    assert.equal((await statusOf('{"batch":1,"expires":1.5}')).code, 400);
+    // Expired before it arrived: a timeout with what it wanted, before anything is delivered.
+    const expired = await statusOf('{"batch":2,"expires":-5}');
+    assert.equal(expired.code, 408);
+    assert.equal(expired.headers["Nats-Pending-Messages"], "2");
+    const hb = await statusOf('{"batch":1,"idle_heartbeat":1000000000}');
+    assert.deepEqual([hb.code, hb.description], [400, "Bad Request - heartbeat value too large"]);
+    // Anything that is not JSON is read as a batch size, one message when it is not a number (nats-server 2.10).
+    await (await import("@nats-io/jetstream")).jetstream(h.nc).publish("pr.x", "m1");
+    const got = await rawPull(h.nc, "PR", "C", "garbage", 1000);
+    assert.equal(got[0].status, undefined);
+    assert.equal(got[0].subject, "pr.x");
+  });
+});

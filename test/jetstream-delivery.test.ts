@@ -1,0 +1,175 @@
+/**
+ * How deliveries are bounded and timed, against nats-server's behaviour:
+ * a pull request's max_bytes (counted as nats-server counts it, ended with
+ * `409 Message Size Exceeds MaxBytes`), pulls larger than the connection's
+ * max_pending (paced to the client, not cut as a slow consumer), and
+ * redelivery timers for NAK delays and backoff.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { jetstream, jetstreamManager, AckPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
+import { rawPull, spawnServer, startJs, type JsHarness } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+
+const MS = 1_000_000;
+
+describe("JetStream delivery bounds and timers", () => {
+  let h: JsHarness;
+  let jsm: JetStreamManager;
+  let js: JetStreamClient;
+
+  before(async () => {
+    h = await startJs();
+    jsm = await jetstreamManager(h.nc);
+    js = jetstream(h.nc);
+  });
+  after(async () => h.close());
+
+  test("max_bytes counts subject, ack subject, headers and payload; a message that does not fit ends the request with 409 and waits for the next", async () => {
+    await jsm.streams.add({ name: "MB", subjects: ["mb.>"] });
+    for (let i = 0; i < 5; i++) await js.publish("mb.a", "x".repeat(100));
+    await jsm.consumers.add("MB", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+    const sizeOf = (a: { subject: string; reply: string; size: number }): number => a.subject.length + a.reply.length + a.size;
+    // Room for two and a half messages: two delivered, then the third does not fit.
+    const first = await rawPull(h.nc, "MB", "C", JSON.stringify({ batch: 10, max_bytes: 370, expires: 2000 * MS }));
+    assert.equal(first.length, 3, JSON.stringify(first));
+    const used = sizeOf(first[0]) + sizeOf(first[1]);
+    assert.ok(used <= 370 && used + sizeOf(first[1]) > 370);
+    assert.deepEqual(first[2].status, {
+      code: 409,
+      description: "Message Size Exceeds MaxBytes",
+      headers: { "Nats-Pending-Messages": "8", "Nats-Pending-Bytes": String(370 - used) },
+    });
+    // Exactly full: the request ends without a status.
+    const exact = await rawPull(h.nc, "MB", "C", JSON.stringify({ batch: 10, max_bytes: sizeOf(first[1]), expires: 500 * MS }), 1000);
+    assert.equal(exact.length, 1);
+    assert.equal(exact[0].status, undefined);
+    assert.equal(exact[0].reply.split(".")[5], "3", "the message that did not fit went to the next request");
+    // Too small for any message: 409 at once, nothing taken.
+    const tiny = await rawPull(h.nc, "MB", "C", JSON.stringify({ batch: 10, max_bytes: 50, expires: 2000 * MS }));
+    assert.deepEqual(tiny.map((a) => a.status?.code), [409]);
+    assert.equal((await jsm.consumers.info("MB", "C")).delivered.stream_seq, 3);
+  });
+
+  test("fetch with max_bytes yields what fits and ends at once, as against nats-server", async () => {
+    await jsm.streams.add({ name: "MBC", subjects: ["mbc.>"] });
+    for (let i = 0; i < 20; i++) await js.publish("mbc.a", "y".repeat(1000));
+    await jsm.consumers.add("MBC", { durable_name: "F", ack_policy: AckPolicy.Explicit });
+    const c = await js.consumers.get("MBC", "F");
+    const started = Date.now();
+    const got: number[] = [];
+    try {
+      for await (const m of await c.fetch({ max_bytes: 5000, expires: 20_000 })) {
+        got.push(m.seq);
+        m.ack();
+      }
+    } catch (err) {
+      // The v3 client turns the 409 that ends the request into an error once it has yielded what fitted (so it does with nats-server).
+      assert.equal((err as Error).message, "message size exceeds maxbytes");
+    }
+    assert.deepEqual(got, [1, 2, 3, 4], "four messages of ~1,060 bytes fit in 5,000");
+    assert.ok(Date.now() - started < 5000, `fetch ended after ${Date.now() - started} ms, not at its expiry`);
+  });
+
+  test("a pull of more bytes than max_pending is paced to the client instead of cutting it as a slow consumer", async () => {
+    const big = await startJs({ server: { maxPending: 8 * 1024 * 1024 } });
+    try {
+      const bjsm = await jetstreamManager(big.nc);
+      const bjs = jetstream(big.nc);
+      await bjsm.streams.add({ name: "BIG", subjects: ["big.>"] });
+      const payload = new Uint8Array(500_000).fill(7);
+      const acks = [];
+      for (let i = 0; i < 40; i++) acks.push(bjs.publish("big.x", payload));
+      await Promise.all(acks);
+      await bjsm.consumers.add("BIG", { durable_name: "B", ack_policy: AckPolicy.None });
+      const c = await bjs.consumers.get("BIG", "B");
+      let n = 0;
+      let bytes = 0;
+      // 40 × 500 KB is 20 MB, 2.5 times the connection's max_pending.
+      for await (const m of await c.fetch({ max_messages: 40, expires: 30_000 })) {
+        n++;
+        bytes += m.data.length;
+      }
+      assert.equal(n, 40);
+      assert.equal(bytes, 40 * 500_000);
+      assert.equal(big.nc.isClosed(), false);
+      assert.equal(big.srv.broker.stats.slowConsumers, 0);
+    } finally {
+      await big.close();
+    }
+  });
+
+  // Timers are measured against a server in its own process: in this one, the client's callbacks would wait
+  // for whatever the server's event loop is doing, and the measurement would be the noise.
+  async function timed(run: (nc: NatsConnection) => Promise<void>): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-timers-"));
+    const { child, url } = await spawnServer(dir);
+    const nc = await connect({ servers: url });
+    try {
+      await run(nc);
+    } finally {
+      await nc.close();
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The median: the client measures arrival times, and on a loaded machine one
+   * of them can be late by a scheduler slice (tens of ms) in either process.
+   * A polling timer is late on every step; scheduling noise is not.
+   */
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+  test("a NAK with a delay redelivers on time, not up to a second late", () =>
+    timed(async (nc) => {
+      const tjsm = await jetstreamManager(nc);
+      await tjsm.streams.add({ name: "NK", subjects: ["nk.>"] });
+      await jetstream(nc).publish("nk.a", "1");
+      await tjsm.consumers.add("NK", { durable_name: "N", ack_policy: AckPolicy.Explicit, ack_wait: 30_000 * MS });
+      const c = await jetstream(nc).consumers.get("NK", "N");
+      let m = await c.next({ expires: 2000 });
+      const lateness: number[] = [];
+      for (let round = 0; round < 5; round++) {
+        assert.ok(m);
+        const nakAt = Date.now();
+        m.nak(200);
+        m = await c.next({ expires: 5000 });
+        assert.ok(m);
+        assert.equal(m.info.deliveryCount, round + 2);
+        lateness.push(Date.now() - nakAt - 200);
+      }
+      assert.ok(lateness.every((l) => l >= -5), `never early: ${lateness}`);
+      assert.ok(median(lateness) < 30, `redeliveries after a 200 ms NAK delay were late by ${lateness} ms`);
+    }));
+
+  test("backoff steps are kept to within 50 ms", () =>
+    timed(async (nc) => {
+      const tjsm = await jetstreamManager(nc);
+      await tjsm.streams.add({ name: "BO", subjects: ["bo.>"] });
+      await jetstream(nc).publish("bo.a", "1");
+      // Short steps after a long first one: a timer that polls at a fraction of the first step (as nagare's
+      // used to) rounds the short ones up to its period; nats-server keeps each step.
+      const backoff = [1000, 100, 100, 100, 100, 100, 100, 100];
+      await tjsm.consumers.add("BO", { durable_name: "B", ack_policy: AckPolicy.Explicit, backoff: backoff.map((ms) => ms * MS), max_deliver: 9 });
+      // One waiting request for all the deliveries, timed in the subscription's callback (no client queue in between).
+      const inbox = createInbox();
+      const times: number[] = [];
+      const sub = nc.subscribe(inbox, {
+        callback: (_err, m) => {
+          if (m.data.length > 0) times.push(Date.now());
+        },
+      });
+      nc.publish("$JS.API.CONSUMER.MSG.NEXT.BO.B", JSON.stringify({ batch: 9, expires: 10_000 * MS }), { reply: inbox });
+      await waitUntil(() => times.length === 9, "nine deliveries", 10_000);
+      sub.unsubscribe();
+      const drift = times.slice(1).map((t, i) => t - times[i] - backoff[i]);
+      assert.ok(drift[0] > -50 && drift[0] < 50, `first step drifted ${drift[0]} ms`);
+      assert.ok(Math.abs(median(drift.slice(1))) < 20, `100 ms steps drifted ${drift.slice(1)} ms`);
+    }));
+});
