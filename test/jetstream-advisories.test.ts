@@ -85,6 +85,8 @@ describe("JetStream advisories", () => {
       await ljsm.consumers.add("LOGGED", { ack_policy: AckPolicy.None });
       await ljsm.consumers.delete("LOGGED", "D");
       await ljsm.streams.delete("LOGGED");
+      // The logger writes off the event loop: closing the server flushes it.
+      await l.srv.close();
       const lines = readFileSync(logFile, "utf8")
         .split("\n")
         .filter((line) => line.includes("LOGGED"))

@@ -58,6 +58,28 @@ describe("JetStream durability", () => {
     }
   });
 
+  test("a purge with a sequence past the last moves the stream on to it, and first_seq starts there, across a restart", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "SKIP", subjects: ["skip.>"] });
+      for (let i = 0; i < 3; i++) await jetstream(h.nc).publish("skip.x", `${i}`);
+      assert.equal((await jsm.streams.purge("SKIP", { seq: 10 })).purged, 3);
+      let st = (await jsm.streams.info("SKIP")).state;
+      assert.deepEqual([st.first_seq, st.last_seq, st.messages], [10, 9, 0], "as nats-server: first 10, last 9");
+      await jsm.streams.add({ name: "FROM", subjects: ["from.>"], first_seq: 1000 });
+      await h.restart();
+      const jsm2 = await jetstreamManager(h.nc);
+      st = (await jsm2.streams.info("SKIP")).state;
+      assert.deepEqual([st.first_seq, st.last_seq], [10, 9]);
+      assert.equal((await jetstream(h.nc).publish("skip.x", "after")).seq, 10);
+      assert.equal((await jsm2.streams.info("FROM")).state.first_seq, 1000);
+      assert.equal((await jetstream(h.nc).publish("from.x", "first")).seq, 1000);
+    } finally {
+      await h.close();
+    }
+  });
+
   test("exactly once: a retry with the same Nats-Msg-Id after a lost ack (server restart) stores one copy", async () => {
     const h = await startJs();
     try {

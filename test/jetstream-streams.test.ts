@@ -160,15 +160,28 @@ describe("JetStream streams", () => {
     await jsm.streams.delete("NOROLL");
   });
 
-  // nats-server 2.10 starts such a stream by purging its empty store up to first_seq; nagare does the same, and
-  // refuses the create while its store cannot move the first sequence past the last (the lead's store change).
-  test("first_seq: the stream's first message gets that sequence", { todo: "needs the store to purge beyond the last sequence" }, async () => {
+  // nats-server 2.10 starts such a stream by purging its empty store up to first_seq; nagare does the same.
+  test("first_seq: the stream's first message gets that sequence", async () => {
     for (const storage of [StorageType.File, StorageType.Memory]) {
       const name = `FIRST_${storage}`;
       const si = await jsm.streams.add({ name, subjects: [`first.${storage}.>`], storage, first_seq: 100 });
       assert.equal(si.config.first_seq, 100);
       assert.equal(si.state.first_seq, 100);
       assert.equal((await js.publish(`first.${storage}.a`, "x")).seq, 100);
+      await jsm.streams.delete(name);
+    }
+  });
+
+  test("deleted_details lists the sequences gone between the first and the last", async () => {
+    for (const storage of [StorageType.File, StorageType.Memory]) {
+      const name = `DD_${storage}`;
+      await jsm.streams.add({ name, subjects: [`dd.${storage}.>`], storage });
+      for (let i = 1; i <= 8; i++) await js.publish(`dd.${storage}.x`, `${i}`);
+      for (const seq of [3, 4, 6]) assert.equal(await jsm.streams.deleteMessage(name, seq), true);
+      const si = await jsm.streams.info(name, { deleted_details: true });
+      assert.deepEqual(si.state.deleted, [3, 4, 6]);
+      assert.equal(si.state.num_deleted, 3);
+      assert.equal((await jsm.streams.info(name)).state.deleted, undefined, "only when asked for");
       await jsm.streams.delete(name);
     }
   });

@@ -169,6 +169,9 @@ describe("model-based: random operations compared with a plain array", () => {
           assert.equal(st.firstSeq, alive[0] ?? model.length + 1);
           assert.equal(st.subjects, new Set(alive.map((s) => model[s - 1]!.subject)).size);
           assert.equal(st.deleted, alive.length === 0 ? 0 : model.length - alive[0] + 1 - alive.length);
+          const gone: number[] = [];
+          for (let q = alive[0] ?? 1; alive.length > 0 && q <= model.length; q++) if (model[q - 1] === null) gone.push(q);
+          assert.deepEqual(log.deletedSequences(1_000_000), gone, `deletedSequences (seed ${seed})`);
           assert.equal(await log.get(model.length + 1), null);
           assert.equal(await log.get(0), null);
         }

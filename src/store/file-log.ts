@@ -331,6 +331,11 @@ export class FileLog implements MessageLog {
     return this.index.countAfter(after, filter);
   }
 
+  deletedSequences(max: number): number[] {
+    const st = this.state();
+    return st.messages === 0 ? [] : this.index.deadBetween(st.firstSeq, st.lastSeq, max);
+  }
+
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
     const perSubject = this.limits.discardNewPerSubject === true;

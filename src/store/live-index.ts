@@ -313,6 +313,13 @@ export class LiveIndex {
     return 0;
   }
 
+  /** Dead sequences in [from, to], ascending, at most `max`. */
+  deadBetween(from: number, to: number, max: number): number[] {
+    const out: number[] = [];
+    for (let s = from; s <= to && out.length < max; s++) if (this.sidAt(s) === DEAD) out.push(s);
+    return out;
+  }
+
   /** Live messages after `after` matching `filter`. */
   countAfter(after: number, filter?: string): number {
     const all = filter === undefined || filter === ">";
@@ -544,4 +551,11 @@ export abstract class IndexedLog {
   pendingAfter(after: number, filter?: string): number {
     return this.index.countAfter(after, filter);
   }
+
+  deletedSequences(max: number): number[] {
+    const st = this.state();
+    return st.messages === 0 ? [] : this.index.deadBetween(st.firstSeq, st.lastSeq, max);
+  }
+
+  abstract state(): LogState;
 }

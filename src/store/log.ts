@@ -193,6 +193,12 @@ export interface MessageLog {
   readonly backlogBytes: number;
   /** Stored messages after `after` matching `filter`, from memory. */
   pendingAfter(after: number, filter?: string): number;
+  /**
+   * The sequences between the first and the last that are gone (deleted,
+   * purged, evicted, lost), ascending, at most `max` of them: stream info's
+   * `deleted_details`. Reads segment details from index files as needed.
+   */
+  deletedSequences(max: number): number[];
   /** Deletes one message; true once the delete is durable, false if it was not stored. */
   delete(seq: number): Promise<boolean>;
   /** Removes messages; the number removed, once that is durable. */

@@ -694,6 +694,30 @@ export class PagedIndex {
     return 0;
   }
 
+  /**
+   * Dead sequences in [from, to], ascending, at most `max`: those marked so
+   * in a segment's detail, every sequence of a segment with nothing live,
+   * and the sequences no segment holds (gaps, the tail a purge skipped).
+   */
+  deadBetween(from: number, to: number, max: number): number[] {
+    const out: number[] = [];
+    let s = from;
+    for (const seg of this.segments) {
+      if (out.length >= max || s > to) break;
+      if (seg.lastSeq < s) continue;
+      for (; s < seg.firstSeq && s <= to && out.length < max; s++) out.push(s);
+      const end = Math.min(seg.lastSeq, to);
+      if (seg.live === 0) {
+        for (; s <= end && out.length < max; s++) out.push(s);
+        continue;
+      }
+      const d = this.detail(seg);
+      for (; s <= end && out.length < max; s++) if (d.sidAt(s) === DEAD) out.push(s);
+    }
+    for (; s <= to && out.length < max; s++) out.push(s);
+    return out;
+  }
+
   /** Live messages after `after` matching `filter`. */
   countAfter(after: number, filter?: string): number {
     if (filter === ">") filter = undefined;

@@ -233,7 +233,7 @@ export class JetStreamApi implements Receiver {
         const req = parseBody(body);
         const s = this.js.stream(name);
         const filter = optString(req, "subjects_filter");
-        const info = await s.info({ subjectsFilter: filter });
+        const info = await s.info({ subjectsFilter: filter, deletedDetails: req.deleted_details === true });
         // Clients page while total exceeds the subjects received; report the subjects sent.
         const subjects = (info.state as Json).subjects as Json | undefined;
         return { ...info, total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };

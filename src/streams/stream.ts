@@ -49,6 +49,9 @@ const ORDER_SENSITIVE = [
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
+/** At most this many sequences in stream info's `deleted` list (deleted_details). */
+export const DELETED_DETAILS_MAX = 100_000;
+
 /**
  * What a stream may hold in memory for writes (publishes queued behind
  * others, plus appends its logs have not made durable yet) before it pushes
@@ -505,7 +508,7 @@ export class Stream {
     return { ...st, firstTime, lastTime };
   }
 
-  async info(opts: { subjectsFilter?: string } = {}): Promise<Record<string, unknown>> {
+  async info(opts: { subjectsFilter?: string; deletedDetails?: boolean } = {}): Promise<Record<string, unknown>> {
     const st = await this.state();
     const state: Record<string, unknown> = {
       messages: st.messages,
@@ -518,6 +521,8 @@ export class Stream {
       consumer_count: this.consumers.size,
     };
     if (st.deleted > 0) state.num_deleted = st.deleted;
+    // nats-server lists every one; a list that large is cut at DELETED_DETAILS_MAX (num_deleted has the count).
+    if (opts.deletedDetails === true && st.deleted > 0) state.deleted = this.log.deletedSequences(DELETED_DETAILS_MAX);
     Object.assign(state, damageFields(st));
     if (opts.subjectsFilter) {
       const counts = this.log.subjectCounts(opts.subjectsFilter);
