@@ -106,8 +106,13 @@ export async function rawPull(nc: NatsConnection, stream: string, consumer: stri
  * once it says it is ready: for a kill -9, and for timing measurements the
  * client's event loop must not share.
  */
-export async function spawnServer(storeDir: string, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+export async function spawnServer(storeDir: string, args: string[] = [], nofile?: number): Promise<{ child: ChildProcess; url: string }> {
+  const argv = [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args];
+  // `nofile`: the descriptor limit (ulimit -n) the server runs under.
+  const child =
+    nofile === undefined
+      ? spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] })
+      : spawn("sh", ["-c", `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...argv], { stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 20_000);
