@@ -1,2 +1,2 @@
 export { startServer, type NagareServer } from "./server/server.js";
-export type { ServerOptions } from "./server/options.js";
+export type { ServerOptions } from "./core/options.js";

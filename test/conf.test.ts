@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf, parseDuration, pidFileFromConf } from "../src/server/conf-options.js";
 import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
-import type { ServerOptions } from "../src/server/options.js";
+import type { ServerOptions } from "../src/core/options.js";
 import { runNagare } from "./helpers/cli.js";
 
 const NO_ENV = { env: {} };

@@ -22,7 +22,7 @@ import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
 import { parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf } from "../src/server/conf-options.js";
-import type { KafkaListenerOptions, ServerOptions } from "../src/server/options.js";
+import type { KafkaListenerOptions, ServerOptions } from "../src/core/options.js";
 
 const MiB = 1024 * 1024;
 const CORRUPT_MESSAGE = 2;

@@ -11,7 +11,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLogger, LOG_CLOSE_WAIT_MS, type LogSink } from "../src/server/log.js";
+import { createLogger, LOG_CLOSE_WAIT_MS, type LogSink } from "../src/util/log.js";
 import { startServer } from "../src/server/server.js";
 import { RawClient } from "./helpers/raw.js";
 import { waitUntil } from "./helpers/clients.js";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Sublist, CACHE_MAX } from "../src/subjects/sublist.js";
 import { Subscription, type Receiver } from "../src/subjects/subscription.js";
 import { isValidPublishSubject, isValidSubscribeSubject, subjectMatches } from "../src/subjects/subject.js";
-import { Account } from "../src/server/account.js";
+import { Account } from "../src/core/account.js";
 import { Message } from "../src/subjects/message.js";
 
 const receiver: Receiver = { echo: true, deliver: () => {} };

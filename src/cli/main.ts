@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseConf } from "../server/conf-parser.js";
 import { optionsFromConf, pidFileFromConf } from "../server/conf-options.js";
-import { checkOptions, type ServerOptions } from "../server/options.js";
+import { checkOptions, type ServerOptions } from "../core/options.js";
 import { mergeOptions, parseServerArgs, type ServerArgs } from "./server-args.js";
 
 const USAGE = `Usage: nagare <command> [options]

@@ -4,7 +4,7 @@
  * next argument or after `=`, and boolean flags take an optional `=false`.
  */
 
-import type { ServerOptions } from "../server/options.js";
+import type { ServerOptions } from "../core/options.js";
 
 export interface ServerArgs {
   options: ServerOptions;

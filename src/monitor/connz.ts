@@ -1,6 +1,6 @@
 /** `/connz`: live connections, sorted and paged, in nats-server's shape. */
 
-import type { ConnectionInfo } from "../server/broker.js";
+import type { ConnectionInfo } from "../core/broker.js";
 import type { Subscription } from "../subjects/subscription.js";
 import type { MonitorContext } from "./context.js";
 import { boolParam, pageParams } from "./query.js";

@@ -3,7 +3,7 @@
  * endpoints only read: nothing here changes the broker or the streams.
  */
 
-import type { Broker } from "../server/broker.js";
+import type { Broker } from "../core/broker.js";
 import type { JetStream } from "../streams/jetstream.js";
 import type { CpuSampler } from "./varz.js";
 

@@ -6,7 +6,7 @@
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { Broker } from "../server/broker.js";
+import type { Broker } from "../core/broker.js";
 import type { JetStream } from "../streams/jetstream.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";

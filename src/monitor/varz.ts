@@ -1,8 +1,8 @@
 /** `/varz`: the server's identity, limits and counters, in nats-server's shape. */
 
 import { cpus } from "node:os";
-import { ADVERTISED_VERSION } from "../server/broker.js";
-import { formatDuration } from "../server/duration.js";
+import { ADVERTISED_VERSION } from "../core/broker.js";
+import { formatDuration } from "../util/duration.js";
 import type { JetStream } from "../streams/jetstream.js";
 import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";

@@ -13,9 +13,9 @@
  * As in nats-server, a zero for a limit or a time means "use the default".
  */
 
-import { didYouMean } from "./closest.js";
+import { didYouMean } from "../util/closest.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { DEFAULTS, type ServerOptions } from "./options.js";
+import { DEFAULTS, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 

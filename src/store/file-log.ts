@@ -32,7 +32,7 @@ import {
 import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
-import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "./io.js";
+import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
   AppendRun,
   limitRefusal,

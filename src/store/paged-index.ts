@@ -200,7 +200,7 @@ export class Segment {
   constructor(
     readonly name: string,
     readonly firstSeq: number,
-    public fh: import("./io.js").StoreFile,
+    public fh: import("../util/fs.js").StoreFile,
   ) {
     this.lastSeq = firstSeq - 1;
     this.detail = new SegmentDetail(firstSeq);

@@ -15,10 +15,10 @@ import type { StoredMessage } from "../store/log.js";
 import { encodeHeaders, appendHeaders, withKeyHeader } from "./headers.js";
 import { filtersOf, isPush, NS_PER_MS, type ConsumerConfig } from "./config.js";
 import { isoTime, type Stream } from "./stream.js";
-import { readJson, writeJsonDurably } from "./persist.js";
+import { readJson, writeJsonDurably } from "../util/persist.js";
 import { join } from "node:path";
-import type { Producer } from "../server/broker.js";
-import { goDuration } from "../server/duration.js";
+import type { Producer } from "../core/broker.js";
+import { goDuration } from "../util/duration.js";
 
 /** How a consumer reaches clients; provided by the server that owns the streams. */
 export interface DeliveryHost {

@@ -3,7 +3,7 @@
  * description nats-server sends (clients match on err_code, people on text).
  */
 
-import { goDuration } from "../server/duration.js";
+import { goDuration } from "../util/duration.js";
 
 export class ApiError extends Error {
   constructor(

@@ -14,10 +14,10 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { readdir, rename } from "node:fs/promises";
-import type { Account } from "../server/account.js";
-import type { Producer } from "../server/broker.js";
-import type { Logger } from "../server/log.js";
-import { goDuration } from "../server/duration.js";
+import type { Account } from "../core/account.js";
+import type { Producer } from "../core/broker.js";
+import type { Logger } from "../util/log.js";
+import { goDuration } from "../util/duration.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
@@ -40,7 +40,7 @@ import {
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
-import { readJson, removeDir, safeJoin, writeJsonDurably } from "./persist.js";
+import { readJson, removeDir, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { checkStoreDir, lockStoreDir, type StoreLock } from "../store/store-dir.js";
 
 export interface JetStreamOptions {

@@ -1,5 +1,5 @@
 /**
- * A simulated disk behind the store's I/O seam (src/store/io.ts), in the
+ * A simulated disk behind the server's file seam (src/util/fs.ts), in the
  * spirit of TigerBeetle's testing/storage.zig: it keeps what was made durable
  * apart from what was only written, and a simulated crash (power loss, not
  * kill -9: the page cache goes too) keeps the durable state plus an
@@ -16,7 +16,7 @@
  */
 
 import { basename, dirname } from "node:path";
-import type { OpenMode, StoreFile, StoreFs } from "../../src/store/io.js";
+import type { OpenMode, StoreFile, StoreFs } from "../../src/util/fs.js";
 
 type Op = { kind: "write"; pos: number; bytes: Buffer } | { kind: "truncate"; size: number };
 type DirOp = { kind: "link"; name: string; inode: Inode } | { kind: "unlink"; name: string };

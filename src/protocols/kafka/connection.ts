@@ -22,8 +22,8 @@ import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
 import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 import { decodeRequestHeader } from "./requests.js";
-import type { Connection, ConnectionInfo } from "../../server/broker.js";
-import { formatDuration } from "../../server/duration.js";
+import type { Connection, ConnectionInfo } from "../../core/broker.js";
+import { formatDuration } from "../../util/duration.js";
 
 const MAX_IN_FLIGHT = 128;
 

@@ -13,7 +13,7 @@
 import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { readJson, writeJsonDurably } from "../../streams/persist.js";
+import { readJson, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
 
 export type GroupState = "Empty" | "PreparingRebalance" | "CompletingRebalance" | "Stable" | "Dead";

@@ -21,7 +21,7 @@ import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
-import { readJson, syncDir, writeFileDurably, writeJsonDurably } from "../../streams/persist.js";
+import { readJson, syncDir, writeFileDurably, writeJsonDurably } from "../../util/persist.js";
 import { AbortedRanges, type AbortedRange } from "./aborted-ranges.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";

@@ -7,14 +7,14 @@
  */
 
 import type { Socket } from "node:net";
-import type { Broker, Connection, ConnectionInfo, Producer } from "../../server/broker.js";
-import type { Account } from "../../server/account.js";
+import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
+import type { Account } from "../../core/account.js";
 import { Message } from "../../subjects/message.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
-import { formatDuration } from "../../server/duration.js";
+import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
 class NatsSubscription extends Subscription {

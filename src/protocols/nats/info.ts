@@ -1,5 +1,5 @@
-import type { Broker } from "../../server/broker.js";
-import { ADVERTISED_VERSION } from "../../server/broker.js";
+import type { Broker } from "../../core/broker.js";
+import { ADVERTISED_VERSION } from "../../core/broker.js";
 
 /** The INFO line a client gets on connect (and again, with `ldm`, in lame-duck mode). */
 export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck: boolean): Buffer {

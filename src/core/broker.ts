@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { Account, GLOBAL_ACCOUNT } from "./account.js";
 import type { ResolvedOptions } from "./options.js";
-import type { Logger } from "./log.js";
+import type { Logger } from "../util/log.js";
 
 /** What monitoring needs to know of any connection, whatever its door. */
 export interface ConnectionInfo {

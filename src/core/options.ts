@@ -1,4 +1,4 @@
-import { didYouMean } from "./closest.js";
+import { didYouMean } from "../util/closest.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)

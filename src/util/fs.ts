@@ -1,5 +1,6 @@
 /**
- * The file operations the store performs, behind one seam. The real disk
+ * The file operations the server performs, behind one seam, and the one
+ * durable replace (writeFileDurably) everything uses. The real disk
  * (`nodeFs`) opens files lazily from a process-wide pool of descriptors, so
  * that ten thousand logs fit in a descriptor limit of 1,024; tests put a
  * simulated disk behind the same interface, one that forgets every unsynced
@@ -272,7 +273,13 @@ export const nodeFs: StoreFs = {
   },
   readdir: (dir) => fsp.readdir(dir),
   async mkdirp(dir) {
-    await fsp.mkdir(dir, { recursive: true });
+    // Each directory it creates is made durable in its parent, or a crash could drop files synced inside it.
+    const made = await fsp.mkdir(dir, { recursive: true });
+    if (made === undefined) return;
+    for (let d = dir; d.length >= made.length; d = dirname(d)) {
+      await this.syncDir(dirname(d));
+      if (d === made) break;
+    }
   },
   async rename(from, to) {
     await fsp.rename(from, to);

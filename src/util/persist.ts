@@ -1,0 +1,42 @@
+/**
+ * Small files (stream and consumer definitions, consumer state, Kafka group
+ * offsets and transactions, as JSON) replaced so that a crash leaves either
+ * the old or the new content. The write itself is fs.ts's writeFileDurably:
+ * one copy of that sequence for the whole server.
+ */
+
+import { readFile, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { nodeFs, writeFileDurably as replaceDurably } from "./fs.js";
+
+export function writeJsonDurably(path: string, value: unknown): Promise<void> {
+  return writeFileDurably(path, JSON.stringify(value));
+}
+
+/** Replaces `path` with `text` (creating its directory, durably, if needed). */
+export async function writeFileDurably(path: string, text: string): Promise<void> {
+  await nodeFs.mkdirp(dirname(path));
+  await replaceDurably(nodeFs, path, Buffer.from(text));
+}
+
+export function syncDir(dir: string): Promise<void> {
+  return nodeFs.syncDir(dir);
+}
+
+export async function readJson(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, "utf8"));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+export async function removeDir(path: string): Promise<void> {
+  await rm(path, { recursive: true, force: true });
+  await syncDir(dirname(path)).catch(() => undefined);
+}
+
+export function safeJoin(dir: string, name: string): string {
+  return join(dir, encodeURIComponent(name));
+}
