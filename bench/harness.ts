@@ -105,6 +105,15 @@ export async function start(target: Target): Promise<Running> {
   };
 }
 
+/** Keeps `window` operations in flight until `count` are done. */
+export async function windowed(count: number, window: number, op: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) await op(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(window, count) }, lane));
+}
+
 export function round(x: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
