@@ -19,7 +19,8 @@
  *   node dist/bench/scale.js --quick                      # 1,000 streams, 100,000 messages, nothing written
  *
  * Options: --streams=N, --messages=M[,M2...], --only=streams|messages,
- * --window=W (publishes in flight, default 512), --no-pin. NAGARE_BENCH_DIR
+ * --window=W (publishes in flight, default 512), --nofile=L (both servers'
+ * descriptor limit, default 65,536), --no-pin. NAGARE_BENCH_DIR
  * picks the disk the stores go on (default: the temp dir). Durability
  * differs by default and is left so: nagare fsyncs before every ack,
  * nats-server 2.9 fsyncs every two minutes.
@@ -58,6 +59,18 @@ if (only !== undefined && only !== "streams" && only !== "messages") throw new E
 const runStreams = only !== "messages";
 const runMessages = only !== "streams";
 const LIMITED_NOFILE = 1024;
+/**
+ * Both servers run under one explicit descriptor limit, so the comparison does
+ * not depend on the shell's. 65,536 unless --nofile says otherwise: nats-server
+ * 2.9 holds two files per stream it has written to, so 10,000 streams do not
+ * fit in 20,000 (this machine's default). Raising the hard limit needs root;
+ * otherwise the default is the hard limit this process has.
+ */
+const hardNofile = ((): number => {
+  const m = readFileSync("/proc/self/limits", "utf8").match(/^Max open files\s+\S+\s+(\d+|unlimited)/m);
+  return m === null || m[1] === "unlimited" ? Infinity : Number(m[1]);
+})();
+const NOFILE = count(arg("nofile") ?? String(process.getuid?.() === 0 ? 65536 : Math.min(65536, hardNofile)), "nofile");
 const base = process.env.NAGARE_BENCH_DIR ?? tmpdir();
 const PAYLOAD = new Uint8Array(50).fill(120);
 const MiB = 1024 * 1024;
@@ -114,15 +127,15 @@ function removeDir(d: string): void {
   tempDirs.delete(d);
 }
 
-/** Starts a server on a fresh port, its output appended to `logFile`; `nofile` sets its descriptor limit (soft and hard). */
-async function spawnServer(kind: Kind, store: string, logFile: string, nofile?: number): Promise<ServerProc> {
+/** Starts a server on a fresh port, its output appended to `logFile`, with `nofile` as its descriptor limit (soft and hard). */
+async function spawnServer(kind: Kind, store: string, logFile: string, nofile = NOFILE): Promise<ServerProc> {
   const port = await freePort();
   const server =
     kind === "nagare"
       ? [process.execPath, nagareMain, "server", "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store]
       : [natsServer!, "-a", "127.0.0.1", "-p", String(port), "-js", "-sd", store];
   // prlimit and taskset both exec the server: the child's pid is the server's.
-  const argv = [...(nofile !== undefined ? ["prlimit", `--nofile=${nofile}:${nofile}`, "--"] : []), ...(pin ? ["taskset", "-c", "1"] : []), ...server];
+  const argv = ["prlimit", `--nofile=${nofile}:${nofile}`, "--", ...(pin ? ["taskset", "-c", "1"] : []), ...server];
   const out = openSync(logFile, "a");
   const t0 = performance.now();
   let proc: ChildProcess;
@@ -596,12 +609,13 @@ async function main(): Promise<void> {
     benchmark: "scale",
     date: new Date().toISOString(),
     quick,
-    params: { streams: runStreams ? STREAMS : null, messages: runMessages ? MESSAGES : null, payload_bytes: PAYLOAD.length, publish_window: WINDOW, limited_nofile: LIMITED_NOFILE },
+    params: { streams: runStreams ? STREAMS : null, messages: runMessages ? MESSAGES : null, payload_bytes: PAYLOAD.length, publish_window: WINDOW, nofile: NOFILE, limited_nofile: LIMITED_NOFILE },
     wall_s: round((performance.now() - started) / 1000, 1),
     machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "client on core 0, server on core 1" : "no", store_dir: base },
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "@nats-io/jetstream v3 in the benchmark process" },
     notes:
-      "Each server in its own process, file storage, started with `-js -sd <dir>` and nothing else. Sync policy: nagare's default (fsync before every ack); nats-server 2.9's default (fsync every 2 minutes, not configurable in 2.9). " +
+      `Each server in its own process under prlimit --nofile=${NOFILE}:${NOFILE}, file storage, started with \`-js -sd <dir>\` and nothing else. ` +
+      "Sync policy: nagare's default (fsync before every ack); nats-server 2.9's default (fsync every 2 minutes, not configurable in 2.9). " +
       "RSS is VmRSS, peak_rss is VmHWM, fds counts /proc/<pid>/fd. Restarts follow a clean stop (SIGTERM). ready_s is from the spawn to the first answer that shows everything: $JS.API.INFO with every stream (streams), or a successful stream info (messages). " +
       `restart_nofile_${LIMITED_NOFILE} runs the server under prlimit --nofile=${LIMITED_NOFILE}:${LIMITED_NOFILE}. Ratios are nagare / nats-server.`,
     results,
