@@ -5,7 +5,7 @@
  */
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createServer, connect as netConnect } from "node:net";
 import { cpus } from "node:os";
@@ -38,6 +38,17 @@ export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const m = status.match(/^VmRSS:\s+(\d+) kB/m);
   return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** Open file descriptors of a process (entries of /proc/<pid>/fd). */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The process's soft limit on open files ("Max open files" in /proc/<pid>/limits). */
+export function fdLimit(pid: number): number {
+  const m = readFileSync(`/proc/${pid}/limits`, "utf8").match(/^Max open files\s+(\d+|unlimited)/m);
+  return m === null || m[1] === "unlimited" ? Infinity : Number(m[1]);
 }
 
 export async function freePort(): Promise<number> {
@@ -105,6 +116,15 @@ export async function start(target: Target): Promise<Running> {
   };
 }
 
+/** Keeps `window` operations in flight until `count` are done. */
+export async function windowed(count: number, window: number, op: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) await op(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(window, count) }, lane));
+}
+
 export function round(x: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
@@ -125,8 +145,8 @@ export function natsServerVersion(path: string): Promise<string> {
   });
 }
 
-/** Prints the report; a full run also writes it to bench/results/<name>-<date>.json. */
-export function publish(root: string, name: string, report: { date: string }, save: boolean): void {
+/** Prints the report (unless `echo` is false); a full run also writes it to bench/results/<name>-<date>.json. */
+export function publish(root: string, name: string, report: { date: string }, save: boolean, echo = true): void {
   const text = JSON.stringify(report, null, 2);
   if (save) {
     const dir = join(root, "bench", "results");
@@ -135,5 +155,5 @@ export function publish(root: string, name: string, report: { date: string }, sa
     writeFileSync(file, text + "\n");
     console.error(`wrote ${file}`);
   }
-  console.log(text);
+  if (echo) console.log(text);
 }

@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, type Running, start, type Target } from "./harness.js";
+import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, type Running, start, type Target, windowed } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -74,15 +74,6 @@ async function measure(server: Running, count: number, work: () => Promise<void>
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(server.pid) - cpu0;
   return { count, seconds: round(seconds, 3), per_sec: Math.round(count / seconds), server_cpu_us_per_op: round((cpu * 1e6) / count, 2) };
-}
-
-/** Keeps `window` operations in flight until `count` are done. */
-async function windowed(count: number, window: number, op: (i: number) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count) await op(next++);
-  };
-  await Promise.all(Array.from({ length: Math.min(window, count) }, lane));
 }
 
 const PAYLOAD = new Uint8Array(128).fill(120);
