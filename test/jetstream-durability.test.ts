@@ -95,6 +95,42 @@ describe("JetStream durability", () => {
     }
   });
 
+  test("exactly once across a clean stop (ids kept in a cache) and then a kill -9 (the cache is stale: ids read back)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-dedup-"));
+    let child: ChildProcess | undefined;
+    try {
+      let started = await spawnServer(dir);
+      child = started.child;
+      let nc = await connect({ servers: started.url });
+      await (await jetstreamManager(nc)).streams.add({ name: "DD", subjects: ["dd.>"] });
+      const a = await jetstream(nc).publish("dd.x", "a", { msgID: "id-a" });
+      await nc.close();
+      const stopped = new Promise((r) => child!.once("exit", r));
+      child.kill("SIGTERM");
+      await stopped;
+      started = await spawnServer(dir);
+      child = started.child;
+      nc = await connect({ servers: started.url });
+      assert.deepEqual(await jetstream(nc).publish("dd.x", "a", { msgID: "id-a" }), { stream: "DD", seq: a.seq, duplicate: true });
+      const b = await jetstream(nc).publish("dd.x", "b", { msgID: "id-b" });
+      await nc.close();
+      child.kill("SIGKILL");
+      await new Promise((r) => child!.once("exit", r));
+      started = await spawnServer(dir);
+      child = started.child;
+      nc = await connect({ servers: started.url });
+      for (const [id, seq] of [["id-a", a.seq], ["id-b", b.seq]] as const) {
+        const again = await jetstream(nc).publish("dd.x", "again", { msgID: id });
+        assert.deepEqual([again.seq, again.duplicate], [seq, true], id);
+      }
+      assert.equal((await (await jetstreamManager(nc)).streams.info("DD")).state.messages, 2);
+      await nc.close();
+    } finally {
+      child?.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("exactly once: a consumer that double-acks processes each message once across a restart", async () => {
     const h = await startJs();
     try {

@@ -1,16 +1,17 @@
 /**
- * What every log keeps in memory about the messages it stores (data stays on
- * disk, as Aerospike does): per sequence, the subject id, the stored size and
- * a link to the next message of the same subject; per subject, its first,
- * last and count. This answers liveness, per-subject questions, filtered
- * "next" and pending counts, purges and retention limits without reading a
- * segment. 12 bytes per sequence, in chunks that are dropped once dead.
+ * The memory log's index (the file log pages its own: paged-index.ts): per
+ * sequence, the subject id, the stored size and a link to the next message
+ * of the same subject; per subject, its first, last and count. This answers
+ * liveness, per-subject questions, filtered "next" and pending counts,
+ * purges and retention limits. 12 bytes per sequence, in chunks that are
+ * dropped once dead.
  */
 
 import { subjectMatches, hasWildcard } from "../subjects/subject.js";
 import type { CorruptRange, Limits, LogState, LostRange, PurgeOptions } from "./log.js";
 
-const CHUNK = 1 << 16;
+/** Sequences per chunk: 4,096 x 12 bytes, so a stream with one message holds 48 KiB, not 768. */
+const CHUNK = 1 << 12;
 export const DEAD = -1;
 
 class Chunk {

@@ -7,6 +7,8 @@
  */
 
 import { EventEmitter } from "node:events";
+import { readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { subjectMatches } from "../subjects/subject.js";
 import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
@@ -48,6 +50,9 @@ const ORDER_SENSITIVE = [
 ];
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+/** The de-duplication ids a clean stop leaves for the next start (see Stream.saveDedup). */
+const DEDUP_FILE = "dedup.json";
 
 /** At most this many sequences in stream info's `deleted` list (deleted_details). */
 export const DELETED_DETAILS_MAX = 100_000;
@@ -140,6 +145,7 @@ export class Stream {
     const st = this.log.state();
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
+    if (await this.loadDedup(st.lastSeq, Date.now() - windowMs)) return;
     const from = await this.log.firstAtOrAfter(Date.now() - windowMs);
     if (from === null) return;
     for (let seq = from.seq; seq <= st.lastSeq; ) {
@@ -154,6 +160,35 @@ export class Stream {
         }
       }
       seq = batch[batch.length - 1].seq + 1;
+    }
+  }
+
+  /**
+   * Keeps what recover() rebuilds (the ids inside the window, the last id),
+   * so that a clean restart need not read the window's messages back. It is
+   * a cache: written without a sync, used only if the log's last sequence
+   * is still the one it was written at (no append since), else ignored.
+   */
+  async saveDedup(): Promise<void> {
+    if (this.dir === null) return;
+    const cutoff = Date.now() - this.config.duplicate_window / NS_PER_MS;
+    const entries: Array<[string, number, number]> = [];
+    for (const [id, e] of this.dedup) if (e.time >= cutoff) entries.push([id, e.seq, e.time]);
+    const path = join(this.dir, DEDUP_FILE);
+    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
+    await rename(`${path}.tmp`, path);
+  }
+
+  private async loadDedup(lastSeq: number, cutoff: number): Promise<boolean> {
+    if (this.dir === null) return false;
+    try {
+      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as { lastSeq: number; lastMsgId: string; entries: Array<[string, number, number]> };
+      if (saved.lastSeq !== lastSeq || !Array.isArray(saved.entries)) return false;
+      for (const [id, seq, time] of saved.entries) if (time >= cutoff) this.dedup.set(id, { seq, time });
+      this.lastMsgId = typeof saved.lastMsgId === "string" ? saved.lastMsgId : "";
+      return true;
+    } catch {
+      return false; // none, or torn by a crash: read the window back instead
     }
   }
 
