@@ -287,12 +287,42 @@ test("a Kafka connection idle for connections_max_idle is closed; one waiting on
   }
 });
 
+test("request frames across connections are held to max_queued_request_bytes; small requests still pass; stalled frames are let go", async () => {
+  // Without the budget, each of these connections had an 8 MiB buffer the moment it sent a size.
+  const h = await start({ maxRequestBytes: 8 * MiB, maxQueuedRequestBytes: 16 * MiB, connectionsMaxIdleMs: 1000 });
+  const sockets: RawKafka[] = [];
+  try {
+    const door = h.srv.kafka!;
+    for (let i = 0; i < 10; i++) {
+      const c = await RawKafka.open(h.srv.kafkaPort!);
+      const head = Buffer.alloc(4 + 100);
+      head.writeInt32BE(8 * MiB - 1, 0);
+      c.send(head); // a size, and then almost nothing of the frame
+      sockets.push(c);
+    }
+    await waitUntil(() => door.requests.used === 2 * (8 * MiB - 1), "two frames take the budget");
+    assert.ok(door.requests.peak <= 16 * MiB, `peak ${door.requests.peak}: the other eight wait instead of allocating`);
+    // A small request on a new connection is read and answered meanwhile.
+    const small = await RawKafka.open(h.srv.kafkaPort!);
+    small.send(frame(18, 0, () => undefined)); // ApiVersions v0
+    await small.response(0);
+    small.destroy();
+    // The stalled frames' connections are closed as idle, and the budget is theirs no more.
+    await waitUntil(() => sockets.every((c) => c.closed), "stalled connections are closed", 20_000);
+    await waitUntil(() => door.requests.used === 0, "the budget is given back");
+  } finally {
+    for (const c of sockets) c.destroy();
+    await h.close();
+  }
+});
+
 test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes", () => {
   const o = optionsFromConf(parseConf(`kafka { fetch_max_bytes: 1048576, connections_max_idle: "2m", max_decompress_bytes: 64MB, max_response_bytes: 33554432 }`));
   assert.equal(o.kafka?.fetchMaxBytes, 1048576);
   assert.equal(o.kafka?.connectionsMaxIdleMs, 120_000);
   assert.equal(o.kafka?.maxDecompressBytes, 64 * MiB);
   assert.equal(o.kafka?.maxResponseBytes, 32 * MiB);
+  assert.equal(optionsFromConf(parseConf(`kafka { max_queued_request_bytes: 512MB }`)).kafka?.maxQueuedRequestBytes, 512 * MiB);
   assert.equal(optionsFromConf(parseConf(`kafka { connections_max_idle: 0 }`)).kafka?.connectionsMaxIdleMs, 0, "0: idle connections are kept");
   assert.equal(optionsFromConf(parseConf(`kafka { fetch_max_bytes: 0 }`)).kafka?.fetchMaxBytes, undefined, "0: the default");
   assert.throws(() => optionsFromConf(parseConf(`kafka { fetch_max_bytes: -1 }`)), /kafka.fetch_max_bytes: must not be negative/);

@@ -85,6 +85,8 @@ export interface KafkaListenerOptions {
   maxDecompressBytes?: number;
   /** Fetch room and responses not yet written, across all connections (default 256 MiB). */
   maxResponseBytes?: number;
+  /** Kafka's queued.max.request.bytes: request frames read and not yet answered, across connections (default 256 MiB). */
+  maxQueuedRequestBytes?: number;
 }
 
 export interface ResolvedOptions {
@@ -231,6 +233,7 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   connectionsMaxIdleMs: atLeast(0, INT32_MAX),
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),
+  maxQueuedRequestBytes: atLeast(1),
 };
 
 /** One check per option: adding a field to ServerOptions without one here does not compile. */

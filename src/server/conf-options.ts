@@ -477,7 +477,7 @@ function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
 
 /**
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
- * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes }`, or `kafka: true`.
+ * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes }`, or `kafka: true`.
  */
 function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
@@ -530,6 +530,10 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const maxResponse = sub("max_response_bytes");
     if (maxResponse) k.maxResponseBytes = nonNegativeInt(maxResponse) || undefined;
+  });
+  c.attempt(() => {
+    const maxQueued = sub("max_queued_request_bytes");
+    if (maxQueued) k.maxQueuedRequestBytes = nonNegativeInt(maxQueued) || undefined;
   });
   c.attempt(() => {
     const idle = sub("connections_max_idle");

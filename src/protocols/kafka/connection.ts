@@ -4,10 +4,12 @@
  * correlation id), however long each request takes.
  *
  * Reading stops (the socket is paused) while MAX_IN_FLIGHT requests are
- * unanswered, or while the socket does not take our writes (a client that
- * does not read its responses stops being read), so a client cannot grow
- * our queues without bound. Every response is counted in the door's
- * response budget from when it is built until the kernel has it.
+ * unanswered, while the socket does not take our writes (a client that
+ * does not read its responses stops being read), or while the door's
+ * request budget (`max_queued_request_bytes`: every request frame from when
+ * its size is read until it is answered, across connections) is spent, so
+ * clients cannot grow our queues without bound. Every response is counted
+ * in the door's response budget from when it is built until the kernel has it.
  * A frame that cannot be a request (bad size, unknown API or version,
  * undecodable body) closes the connection, as a Kafka broker does.
  *
@@ -26,6 +28,15 @@ import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
 
 const MAX_IN_FLIGHT = 128;
+/** Frames up to this size are read whatever the request budget holds. */
+const SMALL_FRAME = 64 * 1024;
+/**
+ * A frame begun and not continued for this long closes the connection
+ * (Kafka's request.timeout.ms): a client that sends a large size and then
+ * nothing would otherwise hold the request budget.
+ */
+const FRAME_STALL_MS = 30_000;
+const EMPTY = Buffer.alloc(0);
 
 interface Slot {
   done: boolean;
@@ -40,6 +51,12 @@ export class KafkaConnection implements Connection {
   private readonly sizeBytes = Buffer.alloc(4);
   private sizeLen = 0;
   private readonly backlog: Buffer[] = [];
+  /** The size of the next frame, read while the request budget had no room for it. */
+  private deferredSize = -1;
+  /** Request budget held for the frame being filled. */
+  private frameCharge = 0;
+  /** A wake-up is armed for when the request budget frees. */
+  private waitingForBudget = false;
   private readonly slots: Slot[] = [];
   private paused = false;
   /** The socket refused more (write returned false) and has not drained yet. */
@@ -144,6 +161,9 @@ export class KafkaConnection implements Connection {
     this.slots.length = 0;
     this.backlog.length = 0;
     this.frame = null;
+    this.door.requests.give(this.frameCharge);
+    this.frameCharge = 0;
+    this.deferredSize = -1;
     this.socket.destroy();
     // Unwritten responses die with the socket; requests still running give their room back as they end.
     this.door.responses.give(this.unwritten);
@@ -163,6 +183,7 @@ export class KafkaConnection implements Connection {
 
   /** Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. */
   tick(now: number): void {
+    if (this.frame !== null && now - this.lastActivity >= FRAME_STALL_MS) return this.close(`request frame stalled for ${now - this.lastActivity} ms`);
     const idle = this.door.options.connectionsMaxIdleMs;
     if (idle > 0 && this.slots.length === 0 && now - this.lastActivity >= idle) this.close(`idle for ${now - this.lastActivity} ms`);
   }
@@ -213,10 +234,13 @@ export class KafkaConnection implements Connection {
   /** Cuts frames from `chunk`; keeps what follows in the backlog once reading must stop. */
   private consume(chunk: Buffer): void {
     let at = 0;
-    while (at < chunk.length) {
+    while (at < chunk.length || this.deferredSize >= 0) {
       if (this.frame === null) {
         let size: number;
-        if (this.sizeLen === 0 && chunk.length - at >= 4) {
+        if (this.deferredSize >= 0) {
+          size = this.deferredSize;
+          this.deferredSize = -1;
+        } else if (this.sizeLen === 0 && chunk.length - at >= 4) {
           size = chunk.readInt32BE(at);
           at += 4;
         } else {
@@ -228,11 +252,21 @@ export class KafkaConnection implements Connection {
         if (size < 8 || size > this.door.maxRequestBytes) {
           return this.close(`frame of ${size} bytes (limit ${this.door.maxRequestBytes})`);
         }
+        // A frame is counted from now until it is answered; with no room, reading waits (one frame always
+        // fits). Small frames do not wait: a budget held by large ones must not stop a Metadata or a commit.
+        const budget = this.door.requests;
+        if (size > SMALL_FRAME && budget.used > 0 && budget.used + size > budget.limit) {
+          this.deferredSize = size;
+          this.stopReading(chunk, at);
+          return;
+        }
+        budget.charge(size);
         if (chunk.length - at >= size) {
-          this.request(chunk.subarray(at, at + size));
+          this.request(chunk.subarray(at, at + size), false, size);
           at += size;
         } else {
           this.frame = size >= POOLED_FRAME_BYTES ? this.door.frames.take(size) : Buffer.allocUnsafe(size);
+          this.frameCharge = size;
           this.filled = chunk.copy(this.frame, 0, at);
           return;
         }
@@ -243,42 +277,84 @@ export class KafkaConnection implements Connection {
         if (this.filled < this.frame.length) return;
         const frame = this.frame;
         this.frame = null;
-        this.request(frame, frame.length >= POOLED_FRAME_BYTES);
+        this.frameCharge = 0;
+        this.request(frame, frame.length >= POOLED_FRAME_BYTES, frame.length);
       }
       if (this.closed) return;
       if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked) {
-        if (!this.paused) {
-          this.paused = true;
-          this.socket.pause();
-        }
-        if (at < chunk.length) this.backlog.push(chunk.subarray(at));
+        this.stopReading(chunk, at);
         return;
       }
     }
   }
 
-  /** Reads again once responses have drained to half the pipelining limit and the socket takes writes. */
+  /** Pauses the socket, keeping the rest of `chunk` for when reading resumes. */
+  private stopReading(chunk: Buffer, at: number): void {
+    if (!this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    if (at < chunk.length) this.backlog.unshift(chunk.subarray(at));
+    if (this.deferredSize >= 0) this.awaitBudget();
+  }
+
+  private awaitBudget(): void {
+    if (this.waitingForBudget) return;
+    this.waitingForBudget = true;
+    void this.door.requests.released(1000).then(() => {
+      this.waitingForBudget = false;
+      this.resumeReading();
+    });
+  }
+
+  /** Reads again once responses have drained to half the pipelining limit, the socket takes writes, and a deferred frame fits the budget. */
   private resumeReading(): void {
     if (!this.paused || this.closed || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
+    const budget = this.door.requests;
+    if (this.deferredSize >= 0 && budget.used > 0 && budget.used + this.deferredSize > budget.limit) return this.awaitBudget();
     this.paused = false;
+    if (this.deferredSize >= 0) this.consume(EMPTY);
     // Chunks read before the pause took hold; the socket's own buffer bounds them.
     while (this.backlog.length > 0 && !this.paused && !this.closed) this.consume(this.backlog.shift()!);
     if (!this.paused && !this.closed) this.socket.resume();
   }
 
   /** `pooled`: the frame came from the door's pool, and the handler may give it back. */
-  private request(frame: Buffer, pooled = false): void {
+  /** `charged`: the request budget it holds, given back when it is answered (or dropped). */
+  private request(frame: Buffer, pooled: boolean, charged: number): void {
+    let given = false;
+    const giveBack = (): void => {
+      if (given) return;
+      given = true;
+      this.door.requests.give(charged);
+    };
+    try {
+      this.handle(frame, pooled, giveBack);
+    } catch (err) {
+      giveBack();
+      throw err;
+    }
+  }
+
+  private handle(frame: Buffer, pooled: boolean, giveBack: () => void): void {
     let header;
     try {
       header = decodeRequestHeader(frame);
     } catch (err) {
+      giveBack();
       if (err instanceof KafkaDecodeError) return this.close(`request header: ${err.message}`);
       throw err;
     }
     const { apiKey, version, correlationId, supported, r } = header;
     const handler = this.door.handlers.get(apiKey);
-    if (!API_VERSIONS.has(apiKey) || handler === undefined) return this.close(`unknown API key ${apiKey}`);
-    if (!supported && apiKey !== ApiKey.ApiVersions) return this.close(`API ${apiKey} version ${version} is not supported`);
+    if (!API_VERSIONS.has(apiKey) || handler === undefined) {
+      giveBack();
+      return this.close(`unknown API key ${apiKey}`);
+    }
+    if (!supported && apiKey !== ApiKey.ApiVersions) {
+      giveBack();
+      return this.close(`API ${apiKey} version ${version} is not supported`);
+    }
     if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);
     const w = new Writer(128);
@@ -301,6 +377,7 @@ export class KafkaConnection implements Connection {
       pending = handler(ctx);
     } catch (err) {
       this.adjustResponseRoom(ctx, -ctx.held);
+      giveBack();
       if (err instanceof KafkaDecodeError) return this.close(`API ${apiKey} v${version}: ${err.message}`);
       throw err;
     }
@@ -308,6 +385,7 @@ export class KafkaConnection implements Connection {
     this.slots.push(slot);
     const finish = (respond: boolean): void => {
       slot.done = true;
+      giveBack();
       if (this.closed || !respond) {
         this.adjustResponseRoom(ctx, -ctx.held);
       } else {
@@ -323,6 +401,7 @@ export class KafkaConnection implements Connection {
     if (typeof pending === "boolean") finish(pending);
     else {
       pending.then(finish, (err: unknown) => {
+        giveBack();
         this.adjustResponseRoom(ctx, -ctx.held);
         if (err instanceof KafkaDecodeError) this.close(`API ${apiKey} v${version}: ${err.message}`);
         else {

@@ -58,6 +58,8 @@ export interface KafkaOptions {
   maxDecompressBytes: number;
   /** Responses built and not yet handed to the kernel, across connections. */
   maxResponseBytes: number;
+  /** Request frames read and not yet answered, across connections (Kafka's queued.max.request.bytes); at least max_request_bytes. */
+  maxQueuedRequestBytes: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -73,6 +75,8 @@ export const KAFKA_DEFAULTS = {
   maxDecompressBytes: 256 * 1024 * 1024,
   // Four fetches at fetch.max.bytes, or many smaller ones.
   maxResponseBytes: 256 * 1024 * 1024,
+  // Two requests at max_request_bytes, and many small ones.
+  maxQueuedRequestBytes: 256 * 1024 * 1024,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */
@@ -91,6 +95,8 @@ export class KafkaDoor {
   readonly decompression: ByteBudget;
   /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
   readonly responses: ByteBudget;
+  /** Request frames from when their size is read until they are answered (connection.ts). */
+  readonly requests: ByteBudget;
   private server: Server | null = null;
   port = 0;
 
@@ -107,6 +113,7 @@ export class KafkaDoor {
     this.producers = producers;
     this.decompression = new ByteBudget(options.maxDecompressBytes);
     this.responses = new ByteBudget(options.maxResponseBytes);
+    this.requests = new ByteBudget(Math.max(options.maxQueuedRequestBytes, options.maxRequestBytes));
     const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
