@@ -8,10 +8,11 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { openSync, readdirSync, readSync, statSync, unlinkSync, writeSync, closeSync } from "node:fs";
+import { readdirSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { api, startJs, type JsHarness } from "./helpers/js.js";
+import { flipByte } from "./helpers/damage.js";
 
 const MS = 1_000_000;
 
@@ -19,14 +20,6 @@ function partitionDir(h: JsHarness, stream: string): string {
   return join(h.storeDir, "streams", stream, "p0");
 }
 
-function flipByte(path: string, at: number): void {
-  const fd = openSync(path, "r+");
-  const b = Buffer.alloc(1);
-  readSync(fd, b, 0, 1, at);
-  b[0] ^= 0x5a;
-  writeSync(fd, b, 0, 1, at);
-  closeSync(fd);
-}
 
 /** Publishes `n` messages in windows of concurrent publishes (each its own batch, mostly). */
 async function publish(h: JsHarness, n: number): Promise<void> {
@@ -74,7 +67,7 @@ describe("damage in stream files", () => {
         const dir = partitionDir(h, "D");
         for (const n of readdirSync(dir)) if (n.endsWith(".idx")) unlinkSync(join(dir, n));
         const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
-        flipByte(seg, offset(statSync(seg).size));
+        flipByte(seg, offset(statSync(seg).size), 0x5a);
         await h.restart();
 
         const jsm2 = await jetstreamManager(h.nc);
@@ -130,7 +123,7 @@ describe("damage in stream files", () => {
       const dir = partitionDir(h, "R");
       const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort()[0]);
       // Sequential publishes: one batch each. The header's checksum field stays, the payload of message 1 rots.
-      flipByte(seg, 52);
+      flipByte(seg, 52, 0x5a);
       await h.restart();
       const jsm2 = await jetstreamManager(h.nc);
       assert.equal(((await api(h.nc, "$JS.API.STREAM.MSG.GET.R", { seq: 1 })).error as { err_code?: number } | undefined)?.err_code, 10037);

@@ -6,12 +6,13 @@
 
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, readSync, closeSync, truncateSync, unlinkSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, closeSync, truncateSync, unlinkSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { appendAsync, runOf, StorageError } from "../src/store/log.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
+import { flipByte } from "./helpers/damage.js";
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-faults-"));
@@ -23,14 +24,6 @@ function files(dir: string, suffix: string): string[] {
     .sort();
 }
 
-function flipBit(path: string, at: number): void {
-  const fd = openSync(path, "r+");
-  const b = Buffer.alloc(1);
-  readSync(fd, b, 0, 1, at);
-  b[0] ^= 0x10;
-  writeSync(fd, b, 0, 1, at);
-  closeSync(fd);
-}
 
 /** The segment the corruption tests damage: the second, sealed, with a sealed one after it. */
 function secondSegment(dir: string): { name: string; victim: string; firstOfVictim: number; firstOfNext: number } {
@@ -60,7 +53,7 @@ describe("index files", () => {
 
       // One missing, one with a flipped bit, one truncated, one belonging to an older version of its segment.
       unlinkSync(join(dir, segs[0] + ".idx"));
-      flipBit(join(dir, segs[1] + ".idx"), 70);
+      flipByte(join(dir, segs[1] + ".idx"), 70);
       truncateSync(join(dir, segs[2] + ".idx"), 30);
       const warnings: string[] = [];
       log = await FileLog.open({ dir, maxSegmentBytes: 4096, onWarning: (w) => warnings.push(w) });
@@ -120,7 +113,7 @@ describe("corruption in sealed segments", () => {
     try {
       await written(dir);
       const { name, victim, firstOfVictim } = secondSegment(dir);
-      flipBit(victim, 40);
+      flipByte(victim, 40);
       const warnings: string[] = [];
       const log = await FileLog.open({ dir, onWarning: (w) => warnings.push(w) });
       try {
@@ -154,7 +147,7 @@ describe("corruption in sealed segments", () => {
     try {
       await written(dir);
       const { name, victim, firstOfVictim, firstOfNext } = secondSegment(dir);
-      flipBit(victim, 40);
+      flipByte(victim, 40);
       const sizeBefore = statSync(victim).size;
       let log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
       try {
@@ -194,7 +187,7 @@ describe("corruption in sealed segments", () => {
       const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
       assert.ok(firstOfNext - firstOfVictim >= 3, "the victim holds several batches");
       for (const n of files(dir, ".idx")) unlinkSync(join(dir, n));
-      flipBit(victim, 40); // inside its first batch (one record per batch: sequential appends)
+      flipByte(victim, 40); // inside its first batch (one record per batch: sequential appends)
       const warnings: string[] = [];
       let log = await FileLog.open({ dir, onWarning: (w) => warnings.push(w) });
       try {

@@ -3,28 +3,12 @@
  * reports about damage (streams/damage.ts).
  */
 
-import { isoTime, type Stream } from "../streams/stream.js";
+import type { Stream } from "../streams/stream.js";
 import { damageFields } from "../streams/damage.js";
 
-/**
- * nats-server's StreamState for partition 0 (the sequence space JetStream
- * clients address), read from memory except the first and last message times.
- */
-export async function streamState(stream: Stream): Promise<Record<string, unknown>> {
-  const st = await stream.state();
-  const state: Record<string, unknown> = {
-    messages: st.messages,
-    bytes: st.bytes,
-    first_seq: st.firstSeq,
-    first_ts: isoTime(st.firstTime),
-    last_seq: st.lastSeq,
-    last_ts: isoTime(st.lastTime),
-  };
-  if (st.subjects > 0) state.num_subjects = st.subjects;
-  if (st.deleted > 0) state.num_deleted = st.deleted;
-  Object.assign(state, damageFields(st));
-  state.consumer_count = stream.consumers.size;
-  return state;
+/** nats-server's StreamState for partition 0, as stream info renders it (Stream.renderState). */
+export function streamState(stream: Stream): Promise<Record<string, unknown>> {
+  return stream.renderState();
 }
 
 /** Every partition's counts and damage, for streams with more than one (Kafka topics); null otherwise. */

@@ -31,6 +31,7 @@ import {
 } from "./format.js";
 import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
+import { IndexedLog } from "./log-index.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
 import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
@@ -184,9 +185,9 @@ interface SyncInFlight {
 
 type Op = { kind: "delete"; seq: number; done: (err: Error | null, removed: number) => void } | { kind: "purge"; opts: PurgeOptions; done: (err: Error | null, removed: number) => void };
 
-export class FileLog implements MessageLog {
+export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private segments: Segment[] = [];
-  private index: PagedIndex;
+  protected index: PagedIndex;
   /** The stamp of the newest tombstone batch written, and of the newest that landed (is reflected in memory). */
   private lastStamp = 0;
   private landedStamp = 0;
@@ -253,6 +254,7 @@ export class FileLog implements MessageLog {
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
+    super();
     this.sync = opts.sync ?? "always";
     this.syncIntervalMs = opts.syncIntervalMs ?? 1000;
     this.maxSegmentBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
@@ -307,34 +309,6 @@ export class FileLog implements MessageLog {
     return { segments: this.segments.length, detailsInMemory: loaded };
   }
 
-  get removals(): number {
-    return this.index.removals;
-  }
-
-  lastSeqOf(subject: string): number {
-    return this.index.lastOf(subject);
-  }
-
-  lastPerSubject(filter?: string): number[] {
-    return this.index.lastPerSubject(filter);
-  }
-
-  subjectCounts(filter?: string): Map<string, number> {
-    return this.index.subjectCounts(filter);
-  }
-
-  subjectCount(subject: string): number {
-    return this.index.countOf(subject);
-  }
-
-  pendingAfter(after: number, filter?: string): number {
-    return this.index.countAfter(after, filter);
-  }
-
-  deletedSequences(max: number): number[] {
-    const st = this.state();
-    return st.messages === 0 ? [] : this.index.deadBetween(st.firstSeq, st.lastSeq, max);
-  }
 
   append(input: AppendInput, done: AppendCallback): void {
     const size = recordSize(input);
@@ -346,7 +320,7 @@ export class FileLog implements MessageLog {
         this.index.messages + this.pendingCount,
         this.index.bytes + this.pendingBytes,
         size,
-        perSubject ? this.index.countOf(input.subject) + (this.pendingPerSubject.get(input.subject) ?? 0) : 0,
+        perSubject ? this.index.table.countOf(input.subject) + (this.pendingPerSubject.get(input.subject) ?? 0) : 0,
       );
     if (refused !== null) {
       done(refused, 0);
@@ -371,7 +345,7 @@ export class FileLog implements MessageLog {
       this.index.bytes + this.pendingBytes,
       run,
       sizes,
-      (s) => this.index.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+      (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
     );
     if (refused !== null || n === 0) {
       done(refused, 0);
@@ -806,7 +780,7 @@ export class FileLog implements MessageLog {
       this.lastTime = time;
       let seq = firstSeq;
       for (let i = 0; i < n; i++, seq++) {
-        const id = this.index.intern(batch.subjects[i]);
+        const id = this.index.table.intern(batch.subjects[i]);
         this.index.add(seg, d, seq, id, batch.sizes[i]);
         // Subjects of this batch, for the per-subject limit (the only limit that needs them).
         if (limitsPerSubject) touched.add(id);
@@ -1019,8 +993,8 @@ export class FileLog implements MessageLog {
             visited = s;
             // The detail read before the await may be stale: ask the segment's current one.
             const id = (seg.detail ?? d).sidAt(s);
-            if (id !== DEAD && (filter === undefined || this.index.matchesId(filter, id))) {
-              out.push(viewRecord(buf, p, s, time, this.index.subjectOf(id)));
+            if (id !== DEAD && (filter === undefined || this.index.table.matchesId(filter, id))) {
+              out.push(viewRecord(buf, p, s, time, this.index.table.subjectOf(id)));
               bytes += len;
               if (out.length >= maxMessages || bytes >= maxBytes) break;
             }
@@ -1069,7 +1043,7 @@ export class FileLog implements MessageLog {
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const last = this.index.lastOf(subject);
+    const last = this.index.table.lastOf(subject);
     return last === 0 ? null : this.get(last);
   }
 
@@ -1368,7 +1342,7 @@ export class FileLog implements MessageLog {
     }
     const out = new Map<number, [number, number]>();
     for (let l = 0; l < s.subjects.length; l++) {
-      const id = this.index.intern(s.subjects[l]);
+      const id = this.index.table.intern(s.subjects[l]);
       seg.subjects.set(id, s.subjectCount[l]);
       out.set(id, [s.subjectFirst[l], s.subjectLast[l]]);
     }
@@ -1391,7 +1365,7 @@ export class FileLog implements MessageLog {
     if (info !== undefined) {
       try {
         const buf = this.fs.readSync(path, info.detailAt, info.detailLen);
-        const d = buf === null ? "short" : decodeDetail(buf, info, info.names.map((n) => this.index.idOf(n)));
+        const d = buf === null ? "short" : decodeDetail(buf, info, info.names.map((n) => this.index.table.idOf(n)));
         if (typeof d !== "string") return d;
         why = d;
       } catch (err) {
@@ -1426,7 +1400,7 @@ export class FileLog implements MessageLog {
       if ((hdr.flags & FLAG_TOMBSTONES) === 0) {
         d.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
         forEachRecord(buf, pos, (i, subject, p) => {
-          const id = this.index.idOf(subject);
+          const id = this.index.table.idOf(subject);
           d.put(hdr.firstSeq + i, id >= 0 && seg.subjects.has(id) ? id : DEAD, buf.readUInt32LE(p) + 4);
         });
       }
@@ -1497,7 +1471,7 @@ export class FileLog implements MessageLog {
         expect = Math.max(expect, hdr.firstSeq);
       } else {
         seg.addBatch(d, hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
-        for (let i = 0; i < hdr.count; i++) d.put(hdr.firstSeq + i, this.index.intern(subjects[i]), sizes[i]);
+        for (let i = 0; i < hdr.count; i++) d.put(hdr.firstSeq + i, this.index.table.intern(subjects[i]), sizes[i]);
         expect = hdr.firstSeq + hdr.count;
       }
       seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
@@ -1771,7 +1745,7 @@ export class FileLog implements MessageLog {
     const d = this.index.detail(seg);
     const changes = seg.changes;
     const horizon = this.landedStamp;
-    const enc = encodeSegmentIndex(seg, d, horizon, (id) => this.index.subjectOf(id));
+    const enc = encodeSegmentIndex(seg, d, horizon, (id) => this.index.table.subjectOf(id));
     await writeFileDurably(this.fs, join(this.dir, seg.name + INDEX_SUFFIX), enc.buf);
     this.io.indexesWritten++;
     if (seg.retired || seg.changes !== changes) return;

@@ -7,12 +7,13 @@
  * dropped once dead.
  */
 
-import { subjectMatches, hasWildcard } from "../subjects/subject.js";
+import { hasWildcard } from "../subjects/subject.js";
 import type { CorruptRange, Limits, LogState, LostRange, PurgeOptions } from "./log.js";
+import { DEAD, evictOverLimits, liveSubjectIds, SubjectTable, toRanges } from "./log-index.js";
 
 /** Sequences per chunk: 4,096 x 12 bytes, so a stream with one message holds 48 KiB, not 768. */
 const CHUNK = 1 << 12;
-export const DEAD = -1;
+export { DEAD };
 
 class Chunk {
   readonly sid = new Int32Array(CHUNK).fill(DEAD);
@@ -21,8 +22,6 @@ class Chunk {
   readonly next = new Uint32Array(CHUNK);
   live = 0;
 }
-
-const MAX_CACHED_FILTERS = 256;
 
 /**
  * (Re)arms the timer that expires messages older than `maxAgeMs`: every
@@ -50,42 +49,7 @@ export class LiveIndex {
   private chunkBase = 0;
   /** No live sequence is below this. */
   private low = 1;
-  private readonly names: string[] = [];
-  private readonly ids = new Map<string, number>();
-  private lastInterned = "";
-  private lastId = -1;
-  private first: number[] = [];
-  private last: number[] = [];
-  private count: number[] = [];
-  private liveSubjects = 0;
-  /** Per filter and subject id: 0 not known yet, 1 matches, 2 does not. */
-  private readonly matchCache = new Map<string, Int8Array>();
-
-  intern(subject: string): number {
-    // Runs of one subject are the common case (a Kafka batch always is one).
-    if (subject === this.lastInterned && this.lastId >= 0) return this.lastId;
-    let id = this.ids.get(subject);
-    if (id === undefined) {
-      id = this.names.length;
-      this.names.push(subject);
-      this.ids.set(subject, id);
-      this.first.push(0);
-      this.last.push(0);
-      this.count.push(0);
-    }
-    this.lastInterned = subject;
-    this.lastId = id;
-    return id;
-  }
-
-  subjectOf(id: number): string {
-    return this.names[id];
-  }
-
-  /** Subjects with at least one stored message. */
-  subjects(): number {
-    return this.liveSubjects;
-  }
+  readonly table = new SubjectTable();
 
   private chunk(seq: number, create: boolean): Chunk | undefined {
     const c = Math.floor(seq / CHUNK) - this.chunkBase;
@@ -113,14 +77,14 @@ export class LiveIndex {
     ch.size[i] = size;
     ch.next[i] = 0;
     ch.live++;
-    const prev = this.last[id];
-    if (this.count[id]++ === 0) {
-      this.first[id] = seq;
-      this.liveSubjects++;
+    const prev = this.table.last[id];
+    if (this.table.count[id]++ === 0) {
+      this.table.first[id] = seq;
+      this.table.live++;
     } else {
       this.chunk(prev, false)!.next[prev % CHUNK] = seq - prev;
     }
-    this.last[id] = seq;
+    this.table.last[id] = seq;
     this.messages++;
     this.bytes += size;
     if (seq > this.high) this.high = seq;
@@ -130,32 +94,6 @@ export class LiveIndex {
   sidAt(seq: number): number {
     const ch = this.chunk(seq, false);
     return ch === undefined ? DEAD : ch.sid[seq % CHUNK];
-  }
-
-  /** Subject ids ever interned: every id is below this. */
-  get subjectIds(): number {
-    return this.names.length;
-  }
-
-  /**
-   * Subject id (DEAD if not live) and size of sequences from .. from+n-1,
-   * into sid[0..n) and size[0..n): a segment's index file in one pass.
-   */
-  exportRange(from: number, n: number, sid: Int32Array, size: Uint32Array): void {
-    for (let k = 0; k < n; ) {
-      const seq = from + k;
-      const ch = this.chunk(seq, false);
-      const i = seq % CHUNK;
-      const take = Math.min(n - k, CHUNK - i);
-      if (ch === undefined) {
-        sid.fill(DEAD, k, k + take);
-        size.fill(0, k, k + take);
-      } else {
-        sid.set(ch.sid.subarray(i, i + take), k);
-        size.set(ch.size.subarray(i, i + take), k);
-      }
-      k += take;
-    }
   }
 
   sizeAt(seq: number): number {
@@ -176,24 +114,24 @@ export class LiveIndex {
     this.messages--;
     this.bytes -= size;
     this.removals++;
-    if (--this.count[id] === 0) {
-      this.first[id] = 0;
-      this.last[id] = 0;
-      this.liveSubjects--;
+    if (--this.table.count[id] === 0) {
+      this.table.first[id] = 0;
+      this.table.last[id] = 0;
+      this.table.live--;
     } else {
-      if (this.first[id] === seq) {
+      if (this.table.first[id] === seq) {
         // Follow the subject's chain; entries on it may be dead, the last one is live.
         let s = seq + ch.next[i];
         while (this.sidAt(s) !== id) {
           const step = this.chunk(s, false)?.next[s % CHUNK] ?? 0;
           s += step > 0 ? step : 1; // a broken link would be a bug; a linear step still ends at `last`
         }
-        this.first[id] = s;
+        this.table.first[id] = s;
       }
-      if (this.last[id] === seq) {
+      if (this.table.last[id] === seq) {
         let s = seq - 1;
         while (this.sidAt(s) !== id) s--;
-        this.last[id] = s;
+        this.table.last[id] = s;
       }
     }
     this.onRemove?.(seq, size);
@@ -239,66 +177,13 @@ export class LiveIndex {
     return s <= this.high ? s : 0;
   }
 
-  firstOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.first[id];
-  }
-
-  lastOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.last[id];
-  }
-
-  /** The last live sequence of every subject matching `filter`, ascending. */
-  lastPerSubject(filter?: string): number[] {
-    const all = filter === undefined || filter === ">";
-    const out: number[] = [];
-    for (let id = 0; id < this.names.length; id++) {
-      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.push(this.last[id]);
-    }
-    return out.sort((a, b) => a - b);
-  }
-
-  /** Live message counts of the subjects matching `filter`. */
-  subjectCounts(filter?: string): Map<string, number> {
-    const all = filter === undefined || filter === ">";
-    const out = new Map<string, number>();
-    for (let id = 0; id < this.names.length; id++) {
-      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.set(this.names[id], this.count[id]);
-    }
-    return out;
-  }
-
-  countOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.count[id];
-  }
-
-  /** Whether subject `id` matches `filter`, cached per filter. */
-  matchesId(filter: string, id: number): boolean {
-    let cache = this.matchCache.get(filter);
-    if (cache === undefined || cache.length <= id) {
-      if (cache === undefined && this.matchCache.size >= MAX_CACHED_FILTERS) this.matchCache.clear();
-      const grown = new Int8Array(Math.max(16, this.names.length * 2));
-      if (cache !== undefined) grown.set(cache);
-      cache = grown;
-      this.matchCache.set(filter, cache);
-    }
-    let m = cache[id];
-    if (m === 0) {
-      m = subjectMatches(filter, this.names[id]) ? 1 : 2;
-      cache[id] = m;
-    }
-    return m === 1;
-  }
-
   /** The first live sequence after `after` whose subject matches `filter`, or 0. */
   nextMatch(after: number, filter?: string): number {
     if (filter !== undefined && filter !== ">" && !hasWildcard(filter)) {
-      const id = this.ids.get(filter);
-      if (id === undefined || this.count[id] === 0 || after >= this.last[id]) return 0;
-      if (after < this.first[id]) return this.first[id];
-      for (let s = after + 1; s <= this.last[id]; s++) if (this.sidAt(s) === id) return s;
+      const id = this.table.idOf(filter);
+      if (id === DEAD || this.table.count[id] === 0 || after >= this.table.last[id]) return 0;
+      if (after < this.table.first[id]) return this.table.first[id];
+      for (let s = after + 1; s <= this.table.last[id]; s++) if (this.sidAt(s) === id) return s;
       return 0;
     }
     const all = filter === undefined || filter === ">";
@@ -309,7 +194,7 @@ export class LiveIndex {
         continue;
       }
       const id = ch.sid[s % CHUNK];
-      if (id !== DEAD && (all || this.matchesId(filter!, id))) return s;
+      if (id !== DEAD && (all || this.table.matchesId(filter!, id))) return s;
     }
     return 0;
   }
@@ -324,13 +209,7 @@ export class LiveIndex {
   /** Live messages after `after` matching `filter`. */
   countAfter(after: number, filter?: string): number {
     const all = filter === undefined || filter === ">";
-    if (after < this.low) {
-      if (all) return this.messages;
-      if (!hasWildcard(filter!)) return this.countOf(filter!);
-      let n = 0;
-      for (let id = 0; id < this.names.length; id++) if (this.count[id] > 0 && this.matchesId(filter!, id)) n += this.count[id];
-      return n;
-    }
+    if (after < this.low) return this.table.countMatching(filter, this.messages);
     let n = 0;
     for (let s = after + 1; s <= this.high; s++) {
       const ch = this.chunk(s, false);
@@ -339,7 +218,7 @@ export class LiveIndex {
         continue;
       }
       const id = ch.sid[s % CHUNK];
-      if (id !== DEAD && (all || this.matchesId(filter!, id))) n++;
+      if (id !== DEAD && (all || this.table.matchesId(filter!, id))) n++;
     }
     return n;
   }
@@ -370,7 +249,7 @@ export class LiveIndex {
       let kept = 0;
       for (let s = this.high; s >= lo && kept < keep; s--) {
         const id = this.sidAt(s);
-        if (id !== DEAD && this.matchesId(filter, id) && ++kept === keep) keepFrom = s;
+        if (id !== DEAD && this.table.matchesId(filter, id) && ++kept === keep) keepFrom = s;
       }
       if (kept < keep) return [];
     }
@@ -382,52 +261,12 @@ export class LiveIndex {
 
   /** Sorted sequences to inclusive ranges, merging across dead sequences. */
   toRanges(seqs: readonly number[]): number[] {
-    const out: number[] = [];
-    for (const s of seqs) {
-      const n = out.length;
-      if (n > 0) {
-        const end = out[n - 1];
-        let joinable = s > end;
-        for (let x = end + 1; joinable && x < s; x++) if (this.sidAt(x) !== DEAD) joinable = false;
-        if (joinable) {
-          out[n - 1] = s;
-          continue;
-        }
-      }
-      out.push(s, s);
-    }
-    return out;
+    return toRanges(seqs, (seq) => this.sidAt(seq));
   }
 
-  /**
-   * Removes what the limits no longer allow (oldest first) after messages of
-   * the subjects `touched` were added; the removed sequences. Age is the
-   * caller's, who knows the times.
-   */
+  /** Removes what the limits no longer allow (oldest first) after messages of the subjects `touched` were added; the removed sequences. */
   evict(limits: Limits, touched: Iterable<number>): number[] {
-    const removed: number[] = [];
-    const perSubject = limits.maxMsgsPerSubject ?? 0;
-    if (perSubject > 0) {
-      for (const id of touched) {
-        while (this.count[id] > perSubject) {
-          const s = this.first[id];
-          this.remove(s);
-          removed.push(s);
-        }
-      }
-    }
-    if (limits.discard !== "new") {
-      const maxMsgs = limits.maxMsgs ?? 0;
-      const maxBytes = limits.maxBytes ?? 0;
-      while ((maxMsgs > 0 && this.messages > maxMsgs) || (maxBytes > 0 && this.bytes > maxBytes)) {
-        const s = this.firstLive();
-        if (s === 0) break;
-        this.remove(s);
-        removed.push(s);
-      }
-    }
-    if (removed.length > 1) removed.sort((a, b) => a - b);
-    return removed;
+    return evictOverLimits(this, limits, touched);
   }
 
   /** Removes every live message below `cutoff` (the first sequence young enough to stay); the removed sequences. */
@@ -438,9 +277,7 @@ export class LiveIndex {
 
   /** Applies `limits` to everything stored (on open and when limits change); the removed sequences. */
   enforce(limits: Limits): number[] {
-    const all: number[] = [];
-    if ((limits.maxMsgsPerSubject ?? 0) > 0) for (let id = 0; id < this.names.length; id++) all.push(id);
-    return this.evict(limits, all);
+    return this.evict(limits, (limits.maxMsgsPerSubject ?? 0) > 0 ? liveSubjectIds(this.table) : []);
   }
 
   /** The log's state as both logs report it. */
@@ -452,111 +289,11 @@ export class LiveIndex {
       lastSeq,
       messages: this.messages,
       bytes: this.bytes,
-      subjects: this.liveSubjects,
+      subjects: this.table.live,
       deleted: first === 0 ? 0 : lastSeq - firstSeq + 1 - this.messages,
       corrupt: [...corrupt],
       lost: [...lost],
       error,
     };
   }
-
-  // ---- bulk load on recovery: add everything, kill what tombstones say, then link ----
-
-  load(seq: number, id: number, size: number): void {
-    if (this.chunks.length === 0) this.chunkBase = Math.floor(seq / CHUNK);
-    const ch = this.chunk(seq, true)!;
-    const i = seq % CHUNK;
-    ch.sid[i] = id;
-    ch.size[i] = size;
-    ch.live++;
-    if (seq > this.high) this.high = seq;
-  }
-
-  kill(from: number, to: number): void {
-    for (let s = from; s <= to && s <= this.high; s++) {
-      const ch = this.chunk(s, false);
-      if (ch === undefined) {
-        s = (Math.floor(s / CHUNK) + 1) * CHUNK - 1;
-        continue;
-      }
-      const i = s % CHUNK;
-      if (ch.sid[i] !== DEAD) {
-        ch.sid[i] = DEAD;
-        ch.live--;
-      }
-    }
-  }
-
-  /** After load and kill: builds the per-subject chains and counts in one pass. */
-  finishLoad(): void {
-    const n = this.names.length;
-    this.first = new Array<number>(n).fill(0);
-    this.last = new Array<number>(n).fill(0);
-    this.count = new Array<number>(n).fill(0);
-    this.messages = 0;
-    this.bytes = 0;
-    this.liveSubjects = 0;
-    for (let c = 0; c < this.chunks.length; c++) {
-      const ch = this.chunks[c];
-      if (ch === undefined || ch.live === 0) continue;
-      const base = (c + this.chunkBase) * CHUNK;
-      for (let i = 0; i < CHUNK; i++) {
-        const id = ch.sid[i];
-        if (id === DEAD) continue;
-        const seq = base + i;
-        ch.next[i] = 0;
-        if (this.count[id]++ === 0) {
-          this.first[id] = seq;
-          this.liveSubjects++;
-        } else {
-          const prev = this.last[id];
-          this.chunk(prev, false)!.next[prev % CHUNK] = seq - prev;
-        }
-        this.last[id] = seq;
-        this.messages++;
-        this.bytes += ch.size[i];
-      }
-    }
-    this.firstLive();
-  }
-}
-
-/**
- * The queries every log answers from its index alone, without reading a
- * message: shared by the file and memory logs.
- */
-export abstract class IndexedLog {
-  /** Replaced whole when a failed log is reopened from disk. */
-  protected index = new LiveIndex();
-
-  get removals(): number {
-    return this.index.removals;
-  }
-
-  lastSeqOf(subject: string): number {
-    return this.index.lastOf(subject);
-  }
-
-  lastPerSubject(filter?: string): number[] {
-    return this.index.lastPerSubject(filter);
-  }
-
-  subjectCounts(filter?: string): Map<string, number> {
-    return this.index.subjectCounts(filter);
-  }
-
-  subjectCount(subject: string): number {
-    return this.index.countOf(subject);
-  }
-
-  pendingAfter(after: number, filter?: string): number {
-    return this.index.countAfter(after, filter);
-  }
-
-  deletedSequences(max: number): number[] {
-    const st = this.state();
-    return st.messages === 0 ? [] : this.index.deadBetween(st.firstSeq, st.lastSeq, max);
-  }
-
-  abstract state(): LogState;
 }

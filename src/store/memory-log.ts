@@ -4,7 +4,8 @@
  * on disk.
  */
 
-import { ageTimer, DEAD, IndexedLog } from "./live-index.js";
+import { ageTimer, DEAD, LiveIndex } from "./live-index.js";
+import { IndexedLog } from "./log-index.js";
 import {
   limitRefusal,
   refusal,
@@ -27,7 +28,8 @@ export interface MemoryLogOptions {
   limits?: Limits;
 }
 
-export class MemoryLog extends IndexedLog implements MessageLog {
+export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
+  protected index = new LiveIndex();
   /** Appends complete at once: nothing waits. */
   readonly backlogMessages = 0;
   readonly backlogBytes = 0;
@@ -57,7 +59,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
     const size = recordSize(input);
     const refused =
       refusal(this.closed ? new Error("log is closed") : null, size, this.maxRecordBytes) ??
-      limitRefusal(this.limits, this.index.messages, this.index.bytes, size, this.limits.discardNewPerSubject ? this.index.countOf(input.subject) : 0);
+      limitRefusal(this.limits, this.index.messages, this.index.bytes, size, this.limits.discardNewPerSubject ? this.index.table.countOf(input.subject) : 0);
     if (refused !== null) {
       done(refused, 0);
       return;
@@ -73,7 +75,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
       data: Buffer.from(input.data),
     });
     this.times.push(this.lastTime);
-    const id = this.index.intern(input.subject);
+    const id = this.index.table.intern(input.subject);
     this.index.add(seq, id, size);
     this.index.evict(this.limits, [id]);
     this.compactFront();
@@ -84,7 +86,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
   appendMany(run: RecordRun, done: AppendCallback): void {
     const sizes: number[] = [];
     for (let i = 0; i < run.count; i++) sizes.push(runRecordSize(run, i));
-    const refused = runRefusal(this.closed ? new Error("log is closed") : null, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.countOf(s));
+    const refused = runRefusal(this.closed ? new Error("log is closed") : null, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.table.countOf(s));
     if (refused !== null) {
       done(refused, 0);
       return;
@@ -146,7 +148,7 @@ export class MemoryLog extends IndexedLog implements MessageLog {
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
-    const last = this.index.lastOf(subject);
+    const last = this.index.table.lastOf(subject);
     return last === 0 ? null : this.get(last);
   }
 

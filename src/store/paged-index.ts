@@ -18,11 +18,11 @@
  * such as a consumer's pending count are answered at once.
  */
 
-import { hasWildcard, subjectMatches } from "../subjects/subject.js";
 import { BATCH_HEADER } from "./format.js";
 import type { CorruptRange, Limits, LogState, LostRange, PurgeOptions } from "./log.js";
+import { DEAD, evictOverLimits, liveSubjectIds, SubjectTable, toRanges } from "./log-index.js";
 
-export const DEAD = -1;
+export { DEAD };
 
 function grownF64(a: Float64Array, min: number): Float64Array {
   const b = new Float64Array(Math.max(min, a.length * 2));
@@ -281,8 +281,6 @@ class DetailCache {
 
 export const detailCache = new DetailCache();
 
-const MAX_CACHED_FILTERS = 256;
-
 /** Reads a segment's detail from its index file (synchronously); throws if it cannot. */
 export type DetailLoader = (seg: Segment) => SegmentDetail;
 
@@ -291,17 +289,7 @@ export class PagedIndex {
   bytes = 0;
   /** Messages removed so far (any cause): lets readers tell that cached counts went stale. */
   removals = 0;
-  private liveSubjects = 0;
-  private readonly names: string[] = [];
-  private readonly ids = new Map<string, number>();
-  private readonly freeIds: number[] = [];
-  private count: number[] = [];
-  private first: number[] = [];
-  private last: number[] = [];
-  private lastInterned = "";
-  private lastId = -1;
-  /** Per filter and subject id: 0 not known yet, 1 matches, 2 does not. */
-  private readonly matchCache = new Map<string, Int8Array>();
+  readonly table = new SubjectTable();
   /** The segment found by the last lookup: reads and removals move along one at a time. */
   private hint: Segment | null = null;
 
@@ -318,87 +306,6 @@ export class PagedIndex {
     this.loader = loader;
     this.onPressure = onPressure;
     for (const seg of segments) this.noteDetail(seg);
-  }
-
-  // ---- subjects ----
-
-  intern(subject: string): number {
-    if (subject === this.lastInterned && this.lastId >= 0 && this.names[this.lastId] === subject) return this.lastId;
-    let id = this.ids.get(subject);
-    if (id === undefined) {
-      id = this.freeIds.pop();
-      if (id === undefined) {
-        id = this.names.length;
-        this.names.push(subject);
-        this.count.push(0);
-        this.first.push(0);
-        this.last.push(0);
-      } else {
-        this.names[id] = subject;
-      }
-      this.ids.set(subject, id);
-      for (const cache of this.matchCache.values()) if (id < cache.length) cache[id] = 0;
-    }
-    this.lastInterned = subject;
-    this.lastId = id;
-    return id;
-  }
-
-  subjectOf(id: number): string {
-    return this.names[id];
-  }
-
-  /** Subject ids in use: every id is below this. */
-  get subjectIds(): number {
-    return this.names.length;
-  }
-
-  /** The id of a subject with stored messages, or DEAD. */
-  idOf(subject: string): number {
-    return this.ids.get(subject) ?? DEAD;
-  }
-
-  countOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.count[id];
-  }
-
-  firstOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.first[id];
-  }
-
-  lastOf(subject: string): number {
-    const id = this.ids.get(subject);
-    return id === undefined ? 0 : this.last[id];
-  }
-
-  /** Whether subject `id` matches `filter`, cached per filter. */
-  matchesId(filter: string, id: number): boolean {
-    let cache = this.matchCache.get(filter);
-    if (cache === undefined || cache.length <= id) {
-      if (cache === undefined && this.matchCache.size >= MAX_CACHED_FILTERS) this.matchCache.clear();
-      const grown = new Int8Array(Math.max(16, this.names.length * 2));
-      if (cache !== undefined) grown.set(cache);
-      cache = grown;
-      this.matchCache.set(filter, cache);
-    }
-    let m = cache[id];
-    if (m === 0) {
-      m = subjectMatches(filter, this.names[id]) ? 1 : 2;
-      cache[id] = m;
-    }
-    return m === 1;
-  }
-
-  /** A subject's last message went: its id can be given to another subject. */
-  private release(id: number): void {
-    this.ids.delete(this.names[id]);
-    this.names[id] = "";
-    this.first[id] = 0;
-    this.last[id] = 0;
-    if (this.lastId === id) this.lastId = -1;
-    this.freeIds.push(id);
   }
 
   // ---- segments and details ----
@@ -485,11 +392,11 @@ export class PagedIndex {
     if (seg.live++ === 0) seg.firstLive = seq;
     seg.liveBytes += size;
     seg.subjects.set(id, (seg.subjects.get(id) ?? 0) + 1);
-    if (this.count[id]++ === 0) {
-      this.first[id] = seq;
-      this.liveSubjects++;
+    if (this.table.count[id]++ === 0) {
+      this.table.first[id] = seq;
+      this.table.live++;
     }
-    this.last[id] = seq;
+    this.table.last[id] = seq;
     this.messages++;
     this.bytes += size;
   }
@@ -515,17 +422,17 @@ export class PagedIndex {
     this.messages--;
     this.bytes -= size;
     this.removals++;
-    const left = --this.count[id];
+    const left = --this.table.count[id];
     if (left === 0) {
-      this.liveSubjects--;
-      this.release(id);
+      this.table.live--;
+      this.table.release(id);
     } else if (left === 1) {
       // One left: it is whichever end was not removed.
-      if (this.first[id] === seq) this.first[id] = this.last[id];
-      else this.last[id] = this.first[id];
+      if (this.table.first[id] === seq) this.table.first[id] = this.table.last[id];
+      else this.table.last[id] = this.table.first[id];
     } else {
-      if (this.first[id] === seq) this.first[id] = this.nextOfSubject(id, seq, seg);
-      if (this.last[id] === seq) this.last[id] = this.prevOfSubject(id, seq, seg);
+      if (this.table.first[id] === seq) this.table.first[id] = this.nextOfSubject(id, seq, seg);
+      if (this.table.last[id] === seq) this.table.last[id] = this.prevOfSubject(id, seq, seg);
     }
     return true;
   }
@@ -546,7 +453,7 @@ export class PagedIndex {
       const end = d.firstSeq + d.span;
       for (let q = Math.max(seq + 1, d.firstSeq); q < end; q++) if (d.sid[q - d.firstSeq] === id) return q;
     }
-    return this.last[id];
+    return this.table.last[id];
   }
 
   /** The last live message of subject `id` before `seq`; one exists. */
@@ -557,7 +464,7 @@ export class PagedIndex {
       const d = this.detail(s);
       for (let q = Math.min(seq - 1, d.firstSeq + d.span - 1); q >= d.firstSeq; q--) if (d.sid[q - d.firstSeq] === id) return q;
     }
-    return this.first[id];
+    return this.table.first[id];
   }
 
   /**
@@ -597,7 +504,7 @@ export class PagedIndex {
     const n = seg.live;
     const touched: number[] = [];
     for (const [id, c] of seg.subjects) {
-      this.count[id] -= c;
+      this.table.count[id] -= c;
       touched.push(id);
     }
     seg.subjects.clear();
@@ -610,14 +517,14 @@ export class PagedIndex {
     seg.allDead = true;
     seg.markChanged();
     for (const id of touched) {
-      if (this.count[id] === 0) {
-        this.liveSubjects--;
-        this.release(id);
+      if (this.table.count[id] === 0) {
+        this.table.live--;
+        this.table.release(id);
         continue;
       }
       // Its first or last may have been in this segment: look again outside it.
-      if (this.first[id] >= seg.firstSeq && this.first[id] <= seg.lastSeq) this.first[id] = this.nextOfSubject(id, seg.lastSeq, seg);
-      if (this.last[id] >= seg.firstSeq && this.last[id] <= seg.lastSeq) this.last[id] = this.prevOfSubject(id, seg.firstSeq, seg);
+      if (this.table.first[id] >= seg.firstSeq && this.table.first[id] <= seg.lastSeq) this.table.first[id] = this.nextOfSubject(id, seg.lastSeq, seg);
+      if (this.table.last[id] >= seg.firstSeq && this.table.last[id] <= seg.lastSeq) this.table.last[id] = this.prevOfSubject(id, seg.firstSeq, seg);
     }
     return n;
   }
@@ -630,50 +537,23 @@ export class PagedIndex {
 
   // ---- queries ----
 
-  /** The last live sequence of every subject matching `filter`, ascending. */
-  lastPerSubject(filter?: string): number[] {
-    const all = filter === undefined || filter === ">";
-    const out: number[] = [];
-    for (let id = 0; id < this.names.length; id++) {
-      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.push(this.last[id]);
-    }
-    return out.sort((a, b) => a - b);
-  }
-
-  /** Live message counts of the subjects matching `filter`. */
-  subjectCounts(filter?: string): Map<string, number> {
-    const all = filter === undefined || filter === ">";
-    const out = new Map<string, number>();
-    for (let id = 0; id < this.names.length; id++) {
-      if (this.count[id] > 0 && (all || this.matchesId(filter!, id))) out.set(this.names[id], this.count[id]);
-    }
-    return out;
-  }
-
   /** Whether `seg` holds a live message matching `filter` (undefined: any), from its summary. */
   private segmentMatches(seg: Segment, filter: string | undefined, literal: number): boolean {
     if (seg.live === 0) return false;
     if (filter === undefined) return true;
     if (literal >= 0) return seg.subjects.has(literal);
-    for (const id of seg.subjects.keys()) if (this.matchesId(filter, id)) return true;
+    for (const id of seg.subjects.keys()) if (this.table.matchesId(filter, id)) return true;
     return false;
-  }
-
-  /** -2: no such subject; -1: a wildcard or no filter; else the literal subject's id. */
-  private literalId(filter: string | undefined): number {
-    if (filter === undefined || hasWildcard(filter)) return -1;
-    const id = this.ids.get(filter);
-    return id === undefined || this.count[id] === 0 ? -2 : id;
   }
 
   /** The first live sequence after `after` whose subject matches `filter`, or 0. */
   nextMatch(after: number, filter?: string): number {
     if (filter === ">") filter = undefined;
-    const literal = this.literalId(filter);
+    const literal = this.table.literalId(filter);
     if (literal === -2) return 0;
     if (literal >= 0) {
-      if (after >= this.last[literal]) return 0;
-      if (after < this.first[literal]) return this.first[literal];
+      if (after >= this.table.last[literal]) return 0;
+      if (after < this.table.first[literal]) return this.table.first[literal];
     }
     const segs = this.segments;
     let i = 0;
@@ -688,7 +568,7 @@ export class PagedIndex {
       for (let s = Math.max(after + 1, seg.firstLive); s < end; s++) {
         const id = d.sid[s - d.firstSeq];
         if (id === DEAD) continue;
-        if (filter === undefined || (literal >= 0 ? id === literal : this.matchesId(filter, id))) return s;
+        if (filter === undefined || (literal >= 0 ? id === literal : this.table.matchesId(filter, id))) return s;
       }
     }
     return 0;
@@ -721,17 +601,11 @@ export class PagedIndex {
   /** Live messages after `after` matching `filter`. */
   countAfter(after: number, filter?: string): number {
     if (filter === ">") filter = undefined;
-    const literal = this.literalId(filter);
+    const literal = this.table.literalId(filter);
     if (literal === -2) return 0;
     const first = this.firstLive();
     if (first === 0) return 0;
-    if (after < first) {
-      if (filter === undefined) return this.messages;
-      if (literal >= 0) return this.count[literal];
-      let n = 0;
-      for (let id = 0; id < this.names.length; id++) if (this.count[id] > 0 && this.matchesId(filter, id)) n += this.count[id];
-      return n;
-    }
+    if (after < first) return this.table.countMatching(filter, this.messages);
     let n = 0;
     for (const seg of this.segments) {
       if (seg.lastSeq <= after || seg.live === 0) continue;
@@ -739,14 +613,14 @@ export class PagedIndex {
         // Wholly after: from the summary.
         if (filter === undefined) n += seg.live;
         else if (literal >= 0) n += seg.subjects.get(literal) ?? 0;
-        else for (const [id, c] of seg.subjects) if (this.matchesId(filter, id)) n += c;
+        else for (const [id, c] of seg.subjects) if (this.table.matchesId(filter, id)) n += c;
         continue;
       }
       const d = this.detail(seg);
       const end = d.firstSeq + d.span;
       for (let s = after + 1; s < end; s++) {
         const id = d.sid[s - d.firstSeq];
-        if (id !== DEAD && (filter === undefined || (literal >= 0 ? id === literal : this.matchesId(filter, id)))) n++;
+        if (id !== DEAD && (filter === undefined || (literal >= 0 ? id === literal : this.table.matchesId(filter, id)))) n++;
       }
     }
     return n;
@@ -786,7 +660,7 @@ export class PagedIndex {
 
   /** The sequence of the n-th newest live message matching `filter`, or 0 if there are fewer. */
   private nthFromEnd(n: number, filter: string | undefined): number {
-    const literal = this.literalId(filter);
+    const literal = this.table.literalId(filter);
     if (literal === -2) return 0;
     let left = n;
     for (let i = this.segments.length - 1; i >= 0; i--) {
@@ -795,7 +669,7 @@ export class PagedIndex {
       let here = 0;
       if (filter === undefined) here = seg.live;
       else if (literal >= 0) here = seg.subjects.get(literal) ?? 0;
-      else for (const [id, c] of seg.subjects) if (this.matchesId(filter, id)) here += c;
+      else for (const [id, c] of seg.subjects) if (this.table.matchesId(filter, id)) here += c;
       if (here < left) {
         left -= here;
         continue;
@@ -803,7 +677,7 @@ export class PagedIndex {
       const d = this.detail(seg);
       for (let s = d.firstSeq + d.span - 1; s >= d.firstSeq; s--) {
         const id = d.sid[s - d.firstSeq];
-        if (id !== DEAD && (filter === undefined || (literal >= 0 ? id === literal : this.matchesId(filter, id))) && --left === 0) return s;
+        if (id !== DEAD && (filter === undefined || (literal >= 0 ? id === literal : this.table.matchesId(filter, id))) && --left === 0) return s;
       }
     }
     return 0;
@@ -811,21 +685,7 @@ export class PagedIndex {
 
   /** Sorted sequences to inclusive ranges, merging across dead sequences. */
   toRanges(seqs: readonly number[]): number[] {
-    const out: number[] = [];
-    for (const s of seqs) {
-      const n = out.length;
-      if (n > 0) {
-        const end = out[n - 1];
-        let joinable = s > end;
-        for (let x = end + 1; joinable && x < s; x++) if (this.sidAt(x) !== DEAD) joinable = false;
-        if (joinable) {
-          out[n - 1] = s;
-          continue;
-        }
-      }
-      out.push(s, s);
-    }
-    return out;
+    return toRanges(seqs, (seq) => this.sidAt(seq));
   }
 
   /**
@@ -833,29 +693,7 @@ export class PagedIndex {
    * the subjects `touched` were added; the removed ranges (flat, inclusive).
    */
   evict(limits: Limits, touched: Iterable<number>): number[] {
-    const removed: number[] = [];
-    const perSubject = limits.maxMsgsPerSubject ?? 0;
-    if (perSubject > 0) {
-      for (const id of touched) {
-        while (this.count[id] > perSubject) {
-          const s = this.first[id];
-          this.remove(s);
-          removed.push(s);
-        }
-      }
-    }
-    if (limits.discard !== "new") {
-      const maxMsgs = limits.maxMsgs ?? 0;
-      const maxBytes = limits.maxBytes ?? 0;
-      while ((maxMsgs > 0 && this.messages > maxMsgs) || (maxBytes > 0 && this.bytes > maxBytes)) {
-        const s = this.firstLive();
-        if (s === 0) break;
-        this.remove(s);
-        removed.push(s);
-      }
-    }
-    if (removed.length > 1) removed.sort((a, b) => a - b);
-    return this.toRanges(removed);
+    return this.toRanges(evictOverLimits(this, limits, touched));
   }
 
   /** Removes every live message below `cutoff`; the removed range (flat, inclusive), or none. */
@@ -868,9 +706,7 @@ export class PagedIndex {
 
   /** Applies `limits` to everything stored (on open and when limits change); the removed ranges. */
   enforce(limits: Limits): number[] {
-    const all: number[] = [];
-    if ((limits.maxMsgsPerSubject ?? 0) > 0) for (let id = 0; id < this.names.length; id++) if (this.count[id] > 0) all.push(id);
-    return this.evict(limits, all);
+    return this.evict(limits, (limits.maxMsgsPerSubject ?? 0) > 0 ? liveSubjectIds(this.table) : []);
   }
 
   /** The log's state. */
@@ -882,7 +718,7 @@ export class PagedIndex {
       lastSeq,
       messages: this.messages,
       bytes: this.bytes,
-      subjects: this.liveSubjects,
+      subjects: this.table.live,
       deleted: first === 0 ? 0 : lastSeq - firstSeq + 1 - this.messages,
       corrupt: [...corrupt],
       lost: [...lost],
@@ -901,10 +737,7 @@ export class PagedIndex {
   finishLoad(bounds: (seg: Segment) => Map<number, [number, number]> | null): void {
     this.messages = 0;
     this.bytes = 0;
-    this.liveSubjects = 0;
-    this.count.fill(0);
-    this.first.fill(0);
-    this.last.fill(0);
+    this.table.resetCounts();
     for (const seg of this.segments) {
       this.messages += seg.live;
       this.bytes += seg.liveBytes;
@@ -913,15 +746,13 @@ export class PagedIndex {
       if (known === null) known = this.boundsFromDetail(seg);
       for (const [id, c] of seg.subjects) {
         const b = known.get(id)!;
-        if (this.count[id] === 0) this.first[id] = b[0];
-        this.last[id] = b[1];
-        this.count[id] += c;
+        if (this.table.count[id] === 0) this.table.first[id] = b[0];
+        this.table.last[id] = b[1];
+        this.table.count[id] += c;
       }
     }
-    for (let id = 0; id < this.names.length; id++) {
-      if (this.count[id] > 0) this.liveSubjects++;
-      else if (this.names[id] !== "") this.release(id);
-    }
+    for (let id = 0; id < this.table.size; id++) if (this.table.count[id] > 0) this.table.live++;
+    this.table.releaseDead();
   }
 
   private boundsFromDetail(seg: Segment): Map<number, [number, number]> {

@@ -85,6 +85,12 @@ export function limitsOf(c: StreamConfig): Limits {
   };
 }
 
+/** What stream info may add to a stream's state. */
+export interface StateOptions {
+  subjectsFilter?: string;
+  deletedDetails?: boolean;
+}
+
 export class Stream {
   readonly consumers = new Map<string, Consumer>();
   /** Appends handed to the log and not yet acknowledged by it. */
@@ -543,7 +549,21 @@ export class Stream {
     return { ...st, firstTime, lastTime };
   }
 
-  async info(opts: { subjectsFilter?: string; deletedDetails?: boolean } = {}): Promise<Record<string, unknown>> {
+  async info(opts: StateOptions = {}): Promise<Record<string, unknown>> {
+    return {
+      config: this.config,
+      created: this.created.toISOString(),
+      state: await this.renderState(opts),
+      ts: new Date().toISOString(),
+    };
+  }
+
+  /**
+   * nats-server's StreamState for partition 0 (the sequence space JetStream
+   * clients address), in its field order and with its omitted empties, plus
+   * what the store reports about damage: stream info and /jsz both show this.
+   */
+  async renderState(opts: StateOptions = {}): Promise<Record<string, unknown>> {
     const st = await this.state();
     const state: Record<string, unknown> = {
       messages: st.messages,
@@ -552,23 +572,18 @@ export class Stream {
       first_ts: isoTime(st.firstTime),
       last_seq: st.lastSeq,
       last_ts: isoTime(st.lastTime),
-      num_subjects: st.subjects,
-      consumer_count: this.consumers.size,
     };
-    if (st.deleted > 0) state.num_deleted = st.deleted;
-    // nats-server lists every one; a list that large is cut at DELETED_DETAILS_MAX (num_deleted has the count).
-    if (opts.deletedDetails === true && st.deleted > 0) state.deleted = this.log.deletedSequences(DELETED_DETAILS_MAX);
-    Object.assign(state, damageFields(st));
+    if (st.subjects > 0) state.num_subjects = st.subjects;
     if (opts.subjectsFilter) {
       const counts = this.log.subjectCounts(opts.subjectsFilter);
       if (counts.size > 0) state.subjects = Object.fromEntries(counts);
     }
-    return {
-      config: this.config,
-      created: this.created.toISOString(),
-      state,
-      ts: new Date().toISOString(),
-    };
+    // nats-server lists every one; a list that large is cut at DELETED_DETAILS_MAX (num_deleted has the count).
+    if (opts.deletedDetails === true && st.deleted > 0) state.deleted = this.log.deletedSequences(DELETED_DETAILS_MAX);
+    if (st.deleted > 0) state.num_deleted = st.deleted;
+    Object.assign(state, damageFields(st));
+    state.consumer_count = this.consumers.size;
+    return state;
   }
 
   /** The message as MSG.GET returns it. */
