@@ -12,6 +12,8 @@ import { readdirSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { api, startJs, type JsHarness } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+import type { FaultInjector } from "../src/store/file-log.js";
 import { flipByte } from "./helpers/damage.js";
 
 const MS = 1_000_000;
@@ -134,6 +136,32 @@ describe("damage in stream files", () => {
       assert.equal(si.state.messages, 19);
       assert.equal((await jsm2.streams.getMessage("R", { seq: 2 }))?.seq, 2);
       assert.equal((await jetstream(h.nc).publish("r.x", "after")).seq, 21);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("a disk that fails a sync: publishers get JetStream's error, /healthz says 503, and both recover once the stream reopens from disk", async () => {
+    const h = await startJs({ server: { httpPort: 0 } });
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "F", subjects: ["f.>"] });
+      const js = jetstream(h.nc);
+      assert.equal((await js.publish("f.x", "before")).seq, 1);
+      let failing = true;
+      const log = h.srv.jetstream!.streams.get("F")!.partitions[0] as unknown as { faults: FaultInjector | null };
+      log.faults = { sync: () => (failing ? Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }) : null) };
+      const health = async (): Promise<number> => (await fetch(`http://127.0.0.1:${h.srv.httpPort}/healthz`)).status;
+      await assert.rejects(js.publish("f.x", "lost"), (err: Error) => /storage failed \(EIO/.test(err.message));
+      assert.equal(await health(), 503);
+      const info = await jsm.streams.info("F");
+      assert.match((info.state as unknown as { storage_error?: string }).storage_error ?? "", /EIO/);
+      await assert.rejects(js.publish("f.x", "refused"), /storage failed/, "sticky: refused without touching the disk");
+      failing = false;
+      await waitUntil(() => h.srv.jetstream!.streams.get("F")!.log.state().error === null, "the stream reopens from disk", 20_000);
+      assert.equal(await health(), 200);
+      assert.equal((await js.publish("f.x", "after")).seq, 2, "no sequence was used by the failed publishes");
+      assert.equal((await jsm.streams.getMessage("F", { seq: 1 }))?.string(), "before");
     } finally {
       await h.close();
     }

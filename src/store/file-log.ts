@@ -32,6 +32,7 @@ import {
 import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
 import { IndexedLog } from "./log-index.js";
+import { LostRecord, quarantine, withoutRanges } from "./damage.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
 import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
@@ -109,8 +110,6 @@ const TOMBSTONE_DELAY_MS = 50;
  */
 const MARKER_DELAY_MS = 200;
 const REOPEN_MAX_DELAY_MS = 30_000;
-const QUARANTINE_DIR = "quarantine";
-const LOST_FILE = "lost.json";
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
@@ -194,7 +193,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   /** Per indexed segment: where its index file's detail is and the subject names it uses. */
   private idxInfo = new Map<Segment, DetailPlace & { names: string[] }>();
   private readonly corrupt: CorruptRange[] = [];
-  private readonly lost: LostRange[] = [];
+  private lost: LostRecord;
   /** The first failed write or sync: appends are refused from then on (see DESIGN.md, "a storage error is sticky"). */
   private writeError: Error | null = null;
   private readonly sync: SyncPolicy;
@@ -248,8 +247,6 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private claimedLast = 0;
   /** Damaged places already copied to the quarantine directory, by "segment@position". */
   private readonly quarantined = new Set<string>();
-  private lostSaving: Promise<void> | null = null;
-  private lostDirty = false;
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files. */
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0 };
 
@@ -267,6 +264,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.fs = opts.fs ?? nodeFs;
     this.opts = opts;
     this.reopenDelayMs = opts.reopenDelayMs ?? 1000;
+    this.lost = new LostRecord(this.fs, this.dir, this.warn);
     this.limits = { ...opts.limits };
     this.index = this.newIndex(this.segments);
   }
@@ -280,7 +278,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const log = new FileLog(opts.dir, opts);
     await log.fs.mkdirp(opts.dir);
     await log.recover();
-    await log.saveLost();
+    await log.lost.save();
     if (log.sync === "interval") {
       log.syncTimer = setInterval(() => void log.syncNow(), log.syncIntervalMs);
       log.syncTimer.unref();
@@ -689,8 +687,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.index.rebind(this.segments, (seg) => this.loadDetail(seg), () => this.scheduleMaintenance());
     this.corrupt.length = 0;
     this.corrupt.push(...fresh.corrupt);
-    this.lost.length = 0;
-    this.lost.push(...fresh.lost);
+    this.lost = fresh.lost;
     this.lastSeq = fresh.lastSeq;
     this.lastTime = fresh.lastTime;
     this.tombNextSeq = fresh.tombNextSeq;
@@ -927,7 +924,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- reads ----
 
   state(): LogState {
-    return this.index.state(this.lastSeq, this.corrupt, this.lost, this.writeError?.message ?? null);
+    return this.index.state(this.lastSeq, this.corrupt, this.lost.ranges, this.writeError?.message ?? null);
   }
 
   async get(seq: number): Promise<StoredMessage | null> {
@@ -1104,82 +1101,20 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       let t = s;
       while (t + 1 <= end && live.sidAt(t + 1) !== DEAD) t++;
       this.index.removeRange(s, t);
-      this.noteLost(s, t, bytes);
+      this.lost.note(s, t, bytes);
       bytes = 0;
       s = t;
     }
-    this.saveLostLater();
+    this.lost.saveLater(() => this.closed);
   }
 
-  /** Copies damaged bytes to \`quarantine/<segment>@<position>.bad\` (once), for whoever investigates. */
+  /** Copies damaged bytes of a segment to the quarantine directory (once per place), for whoever investigates. */
   private async quarantine(seg: Segment, position: number, length: number): Promise<void> {
     const key = `${seg.name}@${position}`;
     if (length <= 0 || this.quarantined.has(key)) return;
     this.quarantined.add(key);
     const bytes = await this.readRange(seg, position, length);
-    if (typeof bytes === "string") return;
-    const dir = join(this.dir, QUARANTINE_DIR);
-    await this.fs.mkdirp(dir);
-    let fh: StoreFile;
-    try {
-      fh = await this.fs.open(join(dir, `${key}.bad`), "create");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EEXIST") return; // found and kept at an earlier open
-      throw err;
-    }
-    try {
-      await writeFully(fh, bytes, 0);
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await this.fs.syncDir(dir);
-  }
-
-  /** Sequences from..to are gone for good; recorded (once) and reported. */
-  private noteLost(from: number, to: number, bytes: number): void {
-    if (to < from) return;
-    if (this.lost.some((l) => l.from === from && l.to === to)) return;
-    this.lost.push({ from, to, bytes });
-    this.lost.sort((x, y) => x.from - y.from);
-    this.lostDirty = true;
-    this.warn(`${this.dir}: sequences ${from}..${to} are lost to damage${bytes > 0 ? ` (${bytes} bytes quarantined)` : ""}`);
-  }
-
-  /** Writes lost.json if it changed, so a loss stays reported after the damaged bytes are gone (compacted away). */
-  private async saveLost(): Promise<void> {
-    while (this.lostDirty) {
-      this.lostDirty = false;
-      await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.lost)));
-    }
-  }
-
-  private saveLostLater(): void {
-    if (this.lostSaving !== null || !this.lostDirty) return;
-    this.lostSaving = this.saveLost()
-      .catch((err) => this.warn(`${join(this.dir, LOST_FILE)}: ${(err as Error).message}`))
-      .finally(() => {
-        this.lostSaving = null;
-        if (this.lostDirty && !this.closed) this.saveLostLater();
-      });
-  }
-
-  private async loadLost(): Promise<void> {
-    let text: Buffer;
-    try {
-      text = await this.fs.readFile(join(this.dir, LOST_FILE));
-    } catch {
-      return; // none: nothing was ever lost
-    }
-    try {
-      const list = JSON.parse(text.toString("utf8")) as LostRange[];
-      for (const l of list) {
-        if (Number.isSafeInteger(l.from) && Number.isSafeInteger(l.to) && l.from <= l.to) this.lost.push({ from: l.from, to: l.to, bytes: Number(l.bytes) || 0 });
-      }
-    } catch (err) {
-      this.warn(`${join(this.dir, LOST_FILE)} is unreadable (${(err as Error).message}); it is rewritten from what this open finds`);
-      this.lostDirty = true;
-    }
+    if (typeof bytes !== "string") await quarantine(this.fs, this.dir, key, bytes);
   }
 
   private reportCorrupt(seg: Segment, position: number, reason: string): void {
@@ -1192,7 +1127,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- recovery ----
 
   private async recover(): Promise<void> {
-    await this.loadLost();
+    await this.lost.load();
     const entries = await this.fs.readdir(this.dir);
     for (const n of entries) {
       // Leftovers of a compaction or index write that a crash interrupted.
@@ -1266,7 +1201,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     this.landedStamp = this.lastStamp;
     // Sequences a tombstone deleted were not lost, whatever happened to their bytes.
-    for (const l of withoutRanges(found, tombs)) this.noteLost(l.from, l.to, l.bytes);
+    for (const l of withoutRanges(found, tombs)) this.lost.note(l.from, l.to, l.bytes);
     const last = this.segments[this.segments.length - 1];
     if (last === undefined) await this.createSegment(1);
     else {
@@ -1280,7 +1215,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         this.markerDue = last.lastBatchPos === d.bPos[d.nb - 1];
       }
     }
-    for (const l of this.lost) this.lastSeq = Math.max(this.lastSeq, l.to);
+    this.lastSeq = Math.max(this.lastSeq, this.lost.highest);
     this.index.finishLoad((seg) => bounds.get(seg) ?? null);
     this.index.trimDetails();
   }
@@ -1799,7 +1734,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.maintenance) await this.maintenance;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.sync !== "always") await this.syncNow();
-    if (this.lostSaving !== null) await this.lostSaving;
+    await this.lost.settled();
     for (const s of this.segments) {
       // A failed log writes nothing more: the next open reads the segments themselves.
       if (!s.indexed && !s.damaged && this.writeError === null) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
@@ -1843,30 +1778,4 @@ class WindowReader {
 
 export function segmentName(firstSeq: number): string {
   return String(firstSeq).padStart(20, "0") + SEGMENT_SUFFIX;
-}
-
-/**
- * `ranges` without the sequences in `remove` (flat inclusive pairs, any
- * order); a range's bytes stay with its first surviving piece.
- */
-export function withoutRanges(ranges: readonly LostRange[], remove: readonly number[]): LostRange[] {
-  const cuts: Array<[number, number]> = [];
-  for (let i = 0; i < remove.length; i += 2) cuts.push([remove[i], remove[i + 1]]);
-  cuts.sort((a, b) => a[0] - b[0]);
-  const out: LostRange[] = [];
-  for (const r of ranges) {
-    let from = r.from;
-    let bytes = r.bytes;
-    for (const [a, b] of cuts) {
-      if (b < from || a > r.to) continue;
-      if (a > from) {
-        out.push({ from, to: a - 1, bytes });
-        bytes = 0;
-      }
-      from = Math.max(from, b + 1);
-      if (from > r.to) break;
-    }
-    if (from <= r.to) out.push({ from, to: r.to, bytes });
-  }
-  return out;
 }

@@ -1,0 +1,135 @@
+/**
+ * What a log keeps about damage found in its files: the sequences lost
+ * (reported in state().lost, kept in `lost.json` so the report outlives the
+ * damaged bytes, never handed out again) and the damaged bytes themselves,
+ * copied to `quarantine/<segment>@<position>.bad` for whoever investigates.
+ */
+
+import { join } from "node:path";
+import { writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
+import type { LostRange } from "./log.js";
+
+const LOST_FILE = "lost.json";
+const QUARANTINE_DIR = "quarantine";
+
+export class LostRecord {
+  readonly ranges: LostRange[] = [];
+  private dirty = false;
+  private saving: Promise<void> | null = null;
+
+  constructor(
+    private readonly fs: StoreFs,
+    private readonly dir: string,
+    private readonly warn: (text: string) => void,
+  ) {}
+
+  /** Reads lost.json; an unreadable one is reported and written anew from what this open finds. */
+  async load(): Promise<void> {
+    let text: Buffer;
+    try {
+      text = await this.fs.readFile(join(this.dir, LOST_FILE));
+    } catch {
+      return; // none: nothing was ever lost
+    }
+    try {
+      const list = JSON.parse(text.toString("utf8")) as LostRange[];
+      for (const l of list) {
+        if (Number.isSafeInteger(l.from) && Number.isSafeInteger(l.to) && l.from <= l.to) this.ranges.push({ from: l.from, to: l.to, bytes: Number(l.bytes) || 0 });
+      }
+    } catch (err) {
+      this.warn(`${join(this.dir, LOST_FILE)} is unreadable (${(err as Error).message}); it is rewritten from what this open finds`);
+      this.dirty = true;
+    }
+  }
+
+  /** Sequences from..to are gone for good: recorded (once) and reported. */
+  note(from: number, to: number, bytes: number): void {
+    if (to < from) return;
+    if (this.ranges.some((l) => l.from === from && l.to === to)) return;
+    this.ranges.push({ from, to, bytes });
+    this.ranges.sort((x, y) => x.from - y.from);
+    this.dirty = true;
+    this.warn(`${this.dir}: sequences ${from}..${to} are lost to damage${bytes > 0 ? ` (${bytes} bytes quarantined)` : ""}`);
+  }
+
+  /** The highest lost sequence, 0 if none. */
+  get highest(): number {
+    let h = 0;
+    for (const l of this.ranges) h = Math.max(h, l.to);
+    return h;
+  }
+
+  /** Writes lost.json if it changed. */
+  async save(): Promise<void> {
+    while (this.dirty) {
+      this.dirty = false;
+      await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.ranges)));
+    }
+  }
+
+  /** Saves in the background (damage found on read); `closed` says whether to try again after a change meanwhile. */
+  saveLater(closed: () => boolean): void {
+    if (this.saving !== null || !this.dirty) return;
+    this.saving = this.save()
+      .catch((err) => this.warn(`${join(this.dir, LOST_FILE)}: ${(err as Error).message}`))
+      .finally(() => {
+        this.saving = null;
+        if (this.dirty && !closed()) this.saveLater(closed);
+      });
+  }
+
+  /** Waits for a background save. */
+  async settled(): Promise<void> {
+    if (this.saving !== null) await this.saving;
+  }
+}
+
+/**
+ * Copies damaged bytes to `quarantine/<name>.bad` under `dir`, unless a file
+ * of that name is there already (found and kept at an earlier open).
+ */
+export async function quarantine(fs: StoreFs, dir: string, name: string, bytes: Buffer): Promise<void> {
+  const qdir = join(dir, QUARANTINE_DIR);
+  await fs.mkdirp(qdir);
+  let fh: StoreFile;
+  try {
+    fh = await fs.open(join(qdir, `${name}.bad`), "create");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return;
+    throw err;
+  }
+  try {
+    await writeFully(fh, bytes, 0);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await fs.syncDir(qdir);
+}
+
+/**
+ * `ranges` without the sequences in `remove` (flat inclusive pairs, any
+ * order): damage over sequences a tombstone deleted lost nothing. A range's
+ * bytes stay with its first surviving piece.
+ */
+export function withoutRanges(ranges: readonly LostRange[], remove: readonly number[]): LostRange[] {
+  const cuts: Array<[number, number]> = [];
+  for (let i = 0; i < remove.length; i += 2) cuts.push([remove[i], remove[i + 1]]);
+  cuts.sort((a, b) => a[0] - b[0]);
+  const out: LostRange[] = [];
+  for (const r of ranges) {
+    let from = r.from;
+    let bytes = r.bytes;
+    for (const [a, b] of cuts) {
+      if (b < from || a > r.to) continue;
+      if (a > from) {
+        out.push({ from, to: a - 1, bytes });
+        bytes = 0;
+      }
+      from = Math.max(from, b + 1);
+      if (from > r.to) break;
+    }
+    if (from <= r.to) out.push({ from, to: r.to, bytes });
+  }
+  return out;
+}
