@@ -9,10 +9,11 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { FaultInjector } from "../src/store/file-log.js";
 import { INGEST_MAX, INGEST_SOFT, type Stream } from "../src/streams/stream.js";
-import { startJs, type JsHarness } from "./helpers/js.js";
+import { apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
+import { runOf } from "../src/store/log.js";
 import { RawClient } from "./helpers/raw.js";
 
 /** Holds every fdatasync of the stream's partition until `release()`. */
@@ -110,6 +111,33 @@ describe("stream ingest backlog", () => {
       await acks.close();
     } finally {
       raw?.destroy();
+      await h.close();
+    }
+  });
+});
+
+describe("one ordering point per stream", () => {
+  test("a publish that expects the last sequence waits for a door's append in flight, and sees it", async () => {
+    const h = await startJs();
+    try {
+      const s = await stream(h, "ORD", "ord.>");
+      const disk = holdSyncs(s);
+      // A Kafka-style append (the door picks the partition, no publish semantics), held at the disk.
+      const kafka = new Promise<number>((resolve, reject) =>
+        s.appendMany(0, runOf([{ subject: "ord.k", data: Buffer.from("from kafka") }]), (err, first) => (err ? reject(err) : resolve(first))),
+      );
+      const js = jetstream(h.nc);
+      const expecting = js.publish("ord.x", "expects nothing before it", { expect: { lastSequence: 0 } });
+      // Behind the waiting publish, another door append keeps its place in line.
+      const after = new Promise<number>((resolve, reject) =>
+        s.appendMany(0, runOf([{ subject: "ord.k", data: Buffer.from("after") }]), (err, first) => (err ? reject(err) : resolve(first))),
+      );
+      disk.release();
+      assert.equal(await kafka, 1);
+      assert.equal(await apiErrorCode(expecting), 10071, "wrong last sequence: the produce landed first");
+      assert.equal(await after, 2);
+      assert.equal((await js.publish("ord.x", "now", { expect: { lastSequence: 2 } })).seq, 3);
+    } finally {
       await h.close();
     }
   });

@@ -24,7 +24,19 @@ export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean
 /** Where a stream sends what it republishes (the account's routing). */
 export type Republisher = (subject: string, headers: Buffer, data: Buffer) => void;
 
+/**
+ * An append of a door that picks its partition itself (Kafka), waiting
+ * behind a queued publish: one ordering point per stream, so an
+ * expectation header never races a produce.
+ */
+interface QueuedAppend {
+  direct: true;
+  bytes: number;
+  go: () => void;
+}
+
 interface Queued {
+  direct?: undefined;
   subject: string;
   /** For republish: the subject's last sequence when this publish was processed (see `republished`). */
   lastOfSubject: number;
@@ -95,8 +107,8 @@ export class Stream {
   readonly consumers = new Map<string, Consumer>();
   /** Appends handed to the log and not yet acknowledged by it. */
   private inflight = 0;
-  /** Publishes waiting for the ones in flight, to keep expectations exact and order intact. */
-  private readonly queue: Queued[] = [];
+  /** Publishes (and door appends behind them) waiting for the ones in flight, to keep expectations exact and order intact. */
+  private readonly queue: Array<Queued | QueuedAppend> = [];
   private readonly dedup = new Map<string, DedupEntry>();
   /** Message ids whose append is in flight, with the duplicates waiting for its outcome. */
   private readonly dedupInflight = new Map<string, PublishDone[]>();
@@ -413,11 +425,23 @@ export class Stream {
     if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0);
-    log.append(input, (err, seq) => {
-      this.checkDrain();
-      if (err !== null) return done(Errors.storeFailed(err.message), 0);
-      this.afterStore(partition, input.subject, seq, () => done(null, seq));
+    const go = (inp: AppendInput) => (): void => {
+      this.inflight++;
+      log.append(inp, (err, seq) => {
+        this.inflight--;
+        this.checkDrain();
+        if (err !== null) done(Errors.storeFailed(err.message), 0);
+        else this.afterStore(partition, inp.subject, seq, () => done(null, seq));
+        this.drainQueue();
+      });
+    };
+    const copied = (): AppendInput => ({
+      subject: input.subject,
+      data: Buffer.from(input.data),
+      headers: input.headers ? Buffer.from(input.headers) : null,
+      key: input.key ? Buffer.from(input.key) : null,
     });
+    this.orderedAppend(size, () => go(copied()), go(input));
   }
 
   /**
@@ -436,9 +460,9 @@ export class Stream {
     }
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0);
-    // Only the subjects outlive this call: the run's bytes (a client's request) can go at once.
+    // Only the subjects outlive the append: the run's bytes (a client's request) can go once it is issued.
     const { count, subject, subjects } = run;
-    log.appendMany(run, (err, first) => {
+    const stored = (err: Error | null, first: number): void => {
       this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       if (this.config.retention === "interest" || (partition === 0 && this.consumers.size > 0)) {
@@ -452,7 +476,16 @@ export class Stream {
       // No consumer to tell and nothing to retain by interest: the listeners hear of the run once.
       for (const l of this.appendListeners) l(partition, first + count - 1);
       done(null, first);
-    });
+    };
+    const issue = (r: RecordRun) => (): void => {
+      this.inflight++;
+      log.appendMany(r, (err, first) => {
+        this.inflight--;
+        stored(err, first);
+        this.drainQueue();
+      });
+    };
+    this.orderedAppend(run.source.length, () => issue({ ...run, source: Buffer.from(run.source) }), issue(run));
   }
 
   private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {
@@ -476,11 +509,24 @@ export class Stream {
     const q = this.queue;
     while (q.length > 0) {
       const next = q[0];
+      if (next.direct === true) {
+        q.shift();
+        this.queuedBytes -= next.bytes;
+        next.go();
+        continue;
+      }
       if (this.inflight > 0 && next.orderSensitive) return;
       q.shift();
       this.queuedBytes -= (next.headers?.length ?? 0) + next.data.length;
       this.process(next);
     }
+  }
+
+  /** Runs a door's append now, or after the publishes queued before it (its bytes copied: the caller may reuse them). */
+  private orderedAppend(bytes: number, copy: () => () => void, go: () => void): void {
+    if (this.queue.length === 0) return go();
+    this.queue.push({ direct: true, bytes, go: copy() });
+    this.queuedBytes += bytes;
   }
 
   private remember(id: string, seq: number): void {
