@@ -370,6 +370,28 @@ describe("JetStream consumers", () => {
     }
   });
 
+  test("interest retention: deleting a consumer drops what only it still had to see, and keeps what another wants", async () => {
+    const s = await stream(0, 1, { retention: RetentionPolicy.Interest });
+    await jsm.consumers.add(s.name, { durable_name: "X", ack_policy: AckPolicy.Explicit, filter_subject: `${s.prefix}.x` });
+    await jsm.consumers.add(s.name, { durable_name: "Y", ack_policy: AckPolicy.Explicit, filter_subject: `${s.prefix}.y` });
+    await js.publish(`${s.prefix}.x`, "x1");
+    await js.publish(`${s.prefix}.y`, "y1");
+    await js.publish(`${s.prefix}.x`, "x2");
+    assert.equal((await jsm.streams.info(s.name)).state.messages, 3);
+    await jsm.consumers.delete(s.name, "X");
+    const deadline = Date.now() + 5000;
+    while ((await jsm.streams.info(s.name)).state.messages !== 1) {
+      if (Date.now() > deadline) assert.fail("x1 and x2 kept after the only consumer interested in them went");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal((await jsm.streams.getMessage(s.name, { seq: 2 }))?.string(), "y1", "Y has not acked it");
+    await jsm.consumers.delete(s.name, "Y");
+    while ((await jsm.streams.info(s.name)).state.messages !== 0) {
+      if (Date.now() > deadline) assert.fail("y1 kept with no consumer left");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+
   test("an ephemeral consumer goes away after its inactive threshold", async () => {
     const s = await stream(1);
     const ci = await jsm.consumers.add(s.name, { ack_policy: AckPolicy.None, inactive_threshold: 300 * MS });

@@ -537,6 +537,8 @@ export class JetStream implements DeliveryHost {
     if (c.dir !== null) await removeDir(c.dir);
     this.logConsumer(c, "Deleted", why);
     this.events.consumerAction(stream.config.name, name, "delete");
+    // Under interest retention, what only this consumer still had to see is no longer kept.
+    void stream.interestChanged().catch((err) => this.options.log.warn(`stream ${stream.config.name}: interest after deleting consumer ${name}: ${(err as Error).message}`));
   }
 
   /** Ephemeral consumers (and those with an inactive threshold) go once nobody uses them. */

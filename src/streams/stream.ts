@@ -577,6 +577,39 @@ export class Stream {
     }).catch(() => undefined);
   }
 
+  /**
+   * Interest retention after a consumer went: every message no remaining
+   * consumer still has to see goes (nats-server does the same). Read in
+   * windows; the deletes are issued together, so they share tombstone
+   * batches and syncs.
+   */
+  async interestChanged(): Promise<number> {
+    if (this.config.retention !== "interest" || this.deleted) return 0;
+    if (this.consumers.size === 0) return this.purge({});
+    const gone: number[] = [];
+    for (let from = this.log.state().firstSeq; ; ) {
+      const batch = await this.log.scan(from, { maxMessages: 1024 });
+      if (batch.length === 0) break;
+      for (const m of batch) {
+        let wanted = false;
+        for (const c of this.consumers.values()) {
+          if (c.wants(m.subject) && !c.hasAcked(m.seq)) {
+            wanted = true;
+            break;
+          }
+        }
+        if (!wanted) gone.push(m.seq);
+      }
+      from = batch[batch.length - 1].seq + 1;
+    }
+    let removed = 0;
+    for (let i = 0; i < gone.length; i += 1024) {
+      const done = await Promise.all(gone.slice(i, i + 1024).map((seq) => this.log.delete(seq)));
+      for (const d of done) if (d) removed++;
+    }
+    return removed;
+  }
+
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
