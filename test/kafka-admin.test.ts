@@ -108,6 +108,35 @@ describe("Kafka admin APIs", () => {
     assert.deepEqual(await readPartition(h.broker, topic, 3), ["0 in p3"]);
   });
 
+  test("CreatePartitions: two clients growing one topic at once: one grows it, the other is told it already has", async () => {
+    const topic = "grow.race";
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] });
+    const grow = (count: number): Buffer => frame(37, 1, (w) => w.arrayLength(1).string(topic).i32(count).arrayLength(-1).i32(10_000).bool(false));
+    const answer = (r: Reader): [number, string | null] => {
+      r.i32();
+      r.i32();
+      r.string();
+      return [r.i16(), r.nullableString()];
+    };
+    const [a, b] = await Promise.all([raw(), raw()]);
+    try {
+      a.send(grow(3));
+      b.send(grow(3));
+      const results = [answer(await a.response(0)), answer(await b.response(0))].sort((x, y) => x[0] - y[0]);
+      assert.deepEqual(results, [
+        [0, null],
+        [37, "Topic already has 3 partitions."],
+      ]);
+      // timeout_ms 0: added, and answered REQUEST_TIMED_OUT as Kafka answers a request that may not wait.
+      a.send(frame(37, 1, (w) => w.arrayLength(1).string(topic).i32(4).arrayLength(-1).i32(0).bool(false)));
+      assert.equal(answer(await a.response(1))[0], 7);
+    } finally {
+      a.destroy();
+      b.destroy();
+    }
+    assert.equal((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length, 4);
+  });
+
   test("CreatePartitions: keyed NATS publishes hash over the new count, as Kafka's partitioner does", async () => {
     const topic = "grow.keys";
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] });

@@ -108,7 +108,8 @@ async function growTopic(door: KafkaDoor, name: string, count: number): Promise<
   } catch (err) {
     // Another request grew or deleted the topic meanwhile; anything else is the disk's doing.
     if (err instanceof ApiError && err.errCode === 10059) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
-    if (err instanceof ApiError && err.errCode === 10051) return fail(ErrorCode.INVALID_PARTITIONS, err.message);
+    // Grown by another request since this one was checked: Kafka's words for the count it has now.
+    if (err instanceof ApiError && err.errCode === 10051) return growthError(door, name, count, null) ?? fail(ErrorCode.INVALID_PARTITIONS, err.message);
     door.log.error(`kafka: adding partitions to topic ${name} failed: ${(err as Error).message}`);
     return fail(ErrorCode.KAFKA_STORAGE_ERROR, `adding partitions failed: ${(err as Error).message}`);
   }
