@@ -431,10 +431,12 @@ describe("Kafka admin APIs", () => {
       assert.deepEqual(answer(await c.response(6)), [42, "Null value not supported for : retention.ms"], "INVALID_REQUEST, as Kafka");
       c.send(incremental([["retention.ms", 0, "1"], ["retention.ms", 0, "2"]]));
       assert.equal(answer(await c.response(7))[0], 42, "a config named twice: INVALID_REQUEST");
-      c.send(incremental([["retention.ms", 0, "1"]], true));
+      c.send(incremental([["retention.ms", 0, "1000"]], true));
       assert.equal(answer(await c.response(8))[0], 0);
       c.send(incremental([["log.retention.ms", 0, "1"]], false, "0", 4));
       assert.equal(answer(await c.response(9))[0], 40, "the broker's settings: INVALID_CONFIG");
+      c.send(incremental([["retention.ms", 0, "50"]], true));
+      assert.deepEqual(answer(await c.response(10)), [40, "max age needs to be >= 100ms"], "what the stream refuses, validate_only refuses too");
     } finally {
       c.destroy();
     }

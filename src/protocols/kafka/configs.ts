@@ -11,7 +11,7 @@ import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
-import { NS_PER_MS, type StreamConfig } from "../../streams/config.js";
+import { NS_PER_MS, normalizeStreamConfig, streamUpdateError, type StreamConfig } from "../../streams/config.js";
 import type { Stream } from "../../streams/stream.js";
 import { DEFAULTS as SERVER_DEFAULTS } from "../../core/options.js";
 import { KAFKA_DEFAULTS } from "./door.js";
@@ -20,7 +20,7 @@ import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, type AlterConfigsRequest } from "./requests.js";
 import { findTopic } from "./topics.js";
 
-export const SEGMENT_BYTES = 64 * 1024 * 1024;
+const SEGMENT_BYTES = 64 * 1024 * 1024;
 const RESOURCE_TOPIC = 2;
 const RESOURCE_BROKER = 4;
 /** DescribeConfigs v1+ config_source. */
@@ -209,8 +209,12 @@ async function alterResource(door: KafkaDoor, res: AlterResource, incremental: b
   if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${res.name} is sealed: its settings cannot change`);
   const next = alteredConfig(door, stream, res, incremental);
   if ("error" in next) return next;
-  if (validateOnly) return ok;
   try {
+    // What the stream itself would refuse (a retention under 100 ms, say) is refused under validate_only too.
+    const checked = normalizeStreamConfig(next);
+    const refused = streamUpdateError(stream.config, checked);
+    if (refused !== null) throw refused;
+    if (validateOnly) return ok;
     await door.js.updateStream(next);
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
