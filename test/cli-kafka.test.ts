@@ -159,6 +159,123 @@ describe("nagare topic and group commands", () => {
     assert.equal(unknown.err, "nagare group: group no-such-group not found\n");
   });
 
+  test("topic alter adds partitions and sets or resets configs, leaving the others; a smaller count is refused", async () => {
+    const topic = "cli.alter";
+    assert.equal((await run("topic", "create", topic, "--config", "retention.bytes=1048576")).code, 0);
+    const grown = await run("topic", "alter", topic, "--partitions", "3", "--config", "retention.ms=60000");
+    assert.equal(grown.code, 0, grown.err);
+    assert.equal(grown.out, "Topic cli.alter now has 3 partitions\nTopic cli.alter configs altered: retention.ms=60000\n");
+    let info = await run("topic", "describe", topic);
+    assert.match(info.out, /^Topic cli\.alter: 3 partitions$/m);
+    assert.match(info.out, /^retention\.ms\s+60000\s+topic$/m);
+    assert.match(info.out, /^retention\.bytes\s+1048576\s+topic$/m, "a config not named stays as it was");
+
+    const reset = await run("topic", "alter", topic, "--delete-config", "retention.bytes", "--json");
+    assert.equal(reset.code, 0, reset.err);
+    assert.deepEqual(JSON.parse(reset.out), { topic, configs: { "retention.bytes": null } });
+    info = await run("topic", "describe", topic);
+    assert.match(info.out, /^retention\.bytes\s+-1\s+default$/m);
+    assert.match(info.out, /^retention\.ms\s+60000\s+topic$/m);
+
+    const shrink = await run("topic", "alter", topic, "--partitions", "2");
+    assert.equal(shrink.code, 1);
+    assert.equal(shrink.err, "nagare topic: Topic currently has 3 partitions, which is higher than the requested 2. (INVALID_PARTITIONS)\n");
+    const compact = await run("topic", "alter", topic, "--config", "cleanup.policy=compact");
+    assert.equal(compact.code, 1);
+    assert.match(compact.err, /cleanup\.policy compact is not supported.*INVALID_CONFIG/);
+    const nowhere = await run("topic", "alter", "cli.nowhere", "--partitions", "2");
+    assert.deepEqual([nowhere.code, nowhere.err], [1, "nagare topic: topic cli.nowhere not found\n"]);
+    assert.match((await run("topic", "describe", topic)).out, /^Topic cli\.alter: 3 partitions$/m, "refusals changed nothing");
+  });
+
+  test("group reset-offsets and rm, as kafka-consumer-groups.sh: refused while members are in, a plan unless --execute", async () => {
+    const topic = "cli.reset";
+    const groupId = "cli-resetters";
+    assert.equal((await run("topic", "create", topic, "--partitions", "2")).code, 0);
+    const producer = h.kafka().producer();
+    await producer.connect();
+    const produce = (partition: number, n: number): Promise<unknown> =>
+      producer.send({ topic, acks: -1, messages: Array.from({ length: n }, (_, i) => ({ partition, value: `p${partition}-${i}` })) });
+    await produce(0, 5);
+    await produce(1, 3);
+    // A time after those records: --to-datetime finds the first record at or after it.
+    const between = Date.now() + 1;
+    await waitUntil(() => Date.now() > between, "the clock to pass the boundary", 1000);
+    await produce(0, 2);
+    await producer.disconnect();
+
+    const consumer = h.kafka().consumer({ groupId, sessionTimeout: 10_000, heartbeatInterval: 300, maxWaitTimeInMs: 100 });
+    let seen = 0;
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({ autoCommit: false, eachMessage: async () => void seen++ });
+      await waitUntil(() => seen === 10, "the group to read every record", 20_000);
+      await consumer.commitOffsets([
+        { topic, partition: 0, offset: "6" },
+        { topic, partition: 1, offset: "3" },
+      ]);
+      const busy = await run("group", "reset-offsets", groupId, "--all-topics", "--to-earliest", "--execute");
+      assert.equal(busy.code, 1);
+      assert.equal(busy.err, `nagare group: Assignments can only be reset if the group '${groupId}' is inactive, but the current state is Stable.\n`);
+      const rm = await run("group", "rm", groupId);
+      assert.equal(rm.code, 1);
+      assert.match(rm.err, /has members: stop them first \(NON_EMPTY_GROUP\)/);
+      const rmOffsets = await run("group", "rm", groupId, "--topic", topic);
+      assert.equal(rmOffsets.code, 1);
+      assert.match(rmOffsets.out, /^cli\.reset\s+0\s+GROUP_SUBSCRIBED_TO_TOPIC$/m);
+      assert.match(rmOffsets.err, /2 partitions kept their offsets/);
+    } finally {
+      await consumer.disconnect();
+    }
+
+    const committed = async (): Promise<string> => {
+      const d = JSON.parse((await run("group", "describe", groupId, "--json")).out) as { partitions: Array<{ partition: number; committed: number | null }> };
+      return d.partitions.map((p) => `${p.partition}=${p.committed ?? "-"}`).join(" ");
+    };
+    assert.equal(await committed(), "0=6 1=3");
+
+    const plan = await run("group", "reset-offsets", groupId, "--all-topics", "--to-earliest");
+    assert.equal(plan.code, 0, plan.err);
+    assert.equal(plan.out, "TOPIC      PARTITION  CURRENT-OFFSET  NEW-OFFSET\ncli.reset  0          6               0\ncli.reset  1          3               0\n");
+    assert.equal(plan.err, "nagare group: a plan only, nothing changed (--execute applies it)\n");
+    const dry = await run("group", "reset-offsets", groupId, "--all-topics", "--to-earliest", "--dry-run");
+    assert.deepEqual([dry.out, dry.err], [plan.out, ""]);
+    assert.equal(await committed(), "0=6 1=3", "a plan changes nothing");
+
+    const reset = async (...argv: string[]): Promise<string> => {
+      const r = await run("group", "reset-offsets", groupId, ...argv, "--execute", "--json");
+      assert.equal(r.code, 0, r.err);
+      assert.equal((JSON.parse(r.out) as { executed: boolean }).executed, true);
+      return committed();
+    };
+    assert.equal(await reset("--all-topics", "--to-earliest"), "0=0 1=0");
+    assert.equal(await reset("--topic", `${topic}:0`, "--shift-by", "2"), "0=2 1=0");
+    assert.equal(await reset("--topic", `${topic}:0`, "--shift-by", "-5"), "0=0 1=0", "kept at the earliest offset");
+    assert.equal(await reset("--topic", topic, "--to-offset", "100"), "0=7 1=3", "kept at each partition's latest offset");
+    assert.equal(await reset("--topic", topic, "--to-datetime", new Date(between).toISOString()), "0=5 1=3", "p1 has nothing that recent: its latest");
+    assert.equal(await reset("--topic", `${topic}:1`, "--to-earliest"), "0=5 1=0");
+    assert.equal(await reset("--all-topics", "--to-latest"), "0=7 1=3");
+
+    const rmOne = await run("group", "rm", groupId, "--topic", `${topic}:1`);
+    assert.equal(rmOne.code, 0, rmOne.err);
+    assert.equal(rmOne.out, "TOPIC      PARTITION  STATUS\ncli.reset  1          deleted\n");
+    assert.equal(await committed(), "0=7");
+    const shiftNone = await run("group", "reset-offsets", groupId, "--topic", `${topic}:1`, "--shift-by", "1");
+    assert.deepEqual([shiftNone.code, shiftNone.err], [1, "nagare group: cannot shift the offset of cli.reset:1: the group has committed none there\n"]);
+
+    // A group nobody has used yet: its offsets can be set before it starts, as Kafka allows.
+    const fresh = await run("group", "reset-offsets", "cli-fresh", "--topic", topic, "--to-latest", "--execute");
+    assert.equal(fresh.code, 0, fresh.err);
+    assert.match((await run("group", "describe", "cli-fresh")).out, /^cli\.reset\s+1\s+3\s+3\s+0\s+-$/m);
+
+    const gone = await run("group", "rm", groupId);
+    assert.deepEqual([gone.code, gone.out], [0, "Group cli-resetters deleted\n"]);
+    assert.equal((await run("group", "describe", groupId)).err, `nagare group: group ${groupId} not found\n`);
+    const again = await run("group", "rm", groupId);
+    assert.deepEqual([again.code, again.err], [1, `nagare group: group ${groupId} not found\n`]);
+  });
+
   test("usage errors exit 2 without connecting; --help exits 0", async () => {
     const port = await closedPort();
     const nowhere = `127.0.0.1:${port}`;
@@ -171,6 +288,19 @@ describe("nagare topic and group commands", () => {
       ["topic", "describe", "a", "b"],
       ["group", "describe"],
       ["group", "ls", "--partitions", "2"],
+      ["group", "ls", "--execute"],
+      ["topic", "ls", "--partitions", "2"],
+      ["topic", "alter", "t"],
+      ["topic", "alter", "t", "--partitions", "0"],
+      ["group", "reset-offsets", "g", "--to-earliest"],
+      ["group", "reset-offsets", "g", "--all-topics"],
+      ["group", "reset-offsets", "g", "--all-topics", "--topic", "t", "--to-earliest"],
+      ["group", "reset-offsets", "g", "--all-topics", "--to-earliest", "--to-latest"],
+      ["group", "reset-offsets", "g", "--all-topics", "--shift-by", "two"],
+      ["group", "reset-offsets", "g", "--all-topics", "--to-offset", "-1"],
+      ["group", "reset-offsets", "g", "--all-topics", "--to-datetime", "yesterday"],
+      ["group", "reset-offsets", "g", "--all-topics", "--to-earliest", "--dry-run", "--execute"],
+      ["group", "rm", "g", "--topic", "t:x"],
     ] as Array<[KafkaGroup, ...string[]]>) {
       const r = await runAt(nowhere, group, argv);
       assert.equal(r.code, 2, `${group} ${argv.join(" ")}: ${r.err}`);

@@ -2,8 +2,11 @@
  * Every Kafka decoder, in process: the request header, each API's request
  * body and RecordBatch v2 with each codec. First on golden bytes, frames
  * KafkaJS 2.2.4 and kcat (librdkafka 2.0) sent to nagare
- * (fixtures/kafka-requests.json, captured by fixtures/capture-frames.ts),
- * which must decode to what those clients were asked to send; then on
+ * (fixtures/kafka-requests.json), and for the admin APIs also kafka-python
+ * 2.0.2 and confluent-kafka 1.7 (fixtures/kafka-admin-requests.json, with
+ * frames built by hand for the three APIs no client here sends), all
+ * captured by fixtures/capture-frames.ts, which must decode to what those
+ * clients were asked to send; then on
  * seeded mutations of them (bit flips, truncation, length fields set to
  * extremes, random bytes), which must decode or fail with the protocol's
  * own error (KafkaDecodeError, BatchError): never another exception, a
@@ -38,11 +41,16 @@ interface Fixture {
   hex: string;
 }
 
-const fixtures = JSON.parse(readFileSync(new URL("../../test/fixtures/kafka-requests.json", import.meta.url), "utf8")) as Fixture[];
+const readFixtures = (name: string): Fixture[] => JSON.parse(readFileSync(new URL(`../../test/fixtures/${name}`, import.meta.url), "utf8")) as Fixture[];
+/** The admin APIs' frames (kafka-admin-requests.json) come from more clients, and by hand for APIs none of them sends. */
+const fixtures = [...readFixtures("kafka-requests.json"), ...readFixtures("kafka-admin-requests.json")];
 
 /** A frame as the connection hands it on: without its size prefix. */
 const frameOf = (f: Fixture): Buffer => Buffer.from(f.hex, "hex").subarray(4);
 const isKafkaJs = (f: Fixture): boolean => f.client.startsWith("kafkajs");
+/** The client id each capture gave its client. */
+const clientIdOf = (f: Fixture): string =>
+  f.client.startsWith("kafka-python") ? "golden-py" : f.client.includes("confluent-kafka") ? "golden-ck" : f.client.startsWith("librdkafka") ? "golden-kcat" : "golden";
 
 /** A Reader that notes where each length or count it reads sits, for the mutations that set them to extremes. */
 class TracingReader extends Reader {
@@ -124,8 +132,41 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [25, (b) => assert.deepEqual([b.transactionalId, b.groupId], ["golden-tx", "golden-group"])],
   [26, (b) => assert.deepEqual([b.transactionalId, b.commit], ["golden-tx", true])],
   [28, (b) => assert.deepEqual([b.transactionalId, b.groupId, b.topics], ["golden-tx", "golden-group", [{ name: "golden", partitions: [{ index: 0, offset: 5, metadata: null }] }]])],
-  [32, (b) => assert.deepEqual(b, { resources: [{ type: 2, name: "golden", keys: null }], includeSynonyms: false })],
+  // A topic's configs (kafka-requests.json); the broker's from every admin client (librdkafka asks for synonyms).
+  [32, (b, f) => assert.deepEqual(b.resources, [isAdmin(f) ? { type: 4, name: "0", keys: null } : { type: 2, name: "golden", keys: null }])],
+  // The admin APIs (kafka-admin-requests.json).
+  [21, (b) => assert.deepEqual(b, { topics: [{ name: "golden", partitions: [{ index: 0, offset: 1 }] }], timeoutMs: 5000 })],
+  [33, (b) => assert.deepEqual(b, { resources: [{ type: 2, name: "golden", configs: [{ name: "retention.ms", op: 0, value: "7200000" }] }], validateOnly: false })],
+  [
+    37,
+    (b, f) => {
+      const [count, timeoutMs] = isKafkaJs(f) ? [2, 5000] : f.client.startsWith("kafka-python") ? [3, 30_000] : [4, 60_000];
+      assert.deepEqual(b, { topics: [{ name: "golden", count, assignments: null }], timeoutMs, validateOnly: false });
+    },
+  ],
+  [42, (b) => assert.deepEqual(b, { groupIds: ["golden-group"] })],
+  [
+    44,
+    (b) =>
+      assert.deepEqual(b.resources, [
+        {
+          type: 2,
+          name: "golden",
+          configs: [
+            { name: "retention.ms", op: 0, value: "7200000" },
+            { name: "retention.bytes", op: 1, value: null },
+          ],
+        },
+      ]),
+  ],
+  [47, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0, 1] }] })],
+  [60, (b) => assert.deepEqual(b, { includeClusterAuthorizedOperations: false })],
 ]);
+
+const adminFixtures = new Set(readFixtures("kafka-admin-requests.json").map((f) => f.hex));
+function isAdmin(f: Fixture): boolean {
+  return adminFixtures.has(f.hex);
+}
 
 /** What each captured batch holds: [key, value prefix, headers] per record. */
 function expectedRecords(f: Fixture): Array<[string | null, string, Array<[string, string]>]> {
@@ -197,13 +238,13 @@ function fail(what: string, input: Buffer, err: unknown): never {
   throw new Error(`${what} (NAGARE_FUZZ_SEED=${SEED}); input ${hex.length > 400 ? hex.slice(0, 400) + "…" : hex}: ${(err as Error)?.stack ?? err}`);
 }
 
-test("golden bytes: every API's request from KafkaJS and kcat decodes to what the client sent, every field read", () => {
+test("golden bytes: every API's request from KafkaJS, kcat and the Python clients decodes to what the client sent, every field read", () => {
   const apis = new Set(fixtures.map((f) => f.apiKey));
   assert.deepEqual([...API_VERSIONS.keys()].filter((k) => !apis.has(k)), [], "a captured frame for every API nagare answers");
   for (const f of fixtures) {
     const d = decodeBody(frameOf(f));
     assert.deepEqual([d.apiKey, d.version], [f.apiKey, f.version]);
-    assert.equal(d.clientId, isKafkaJs(f) ? "golden" : "golden-kcat");
+    assert.equal(d.clientId, clientIdOf(f));
     assert.equal(d.remaining, 0, `${f.client} API ${f.apiKey} v${f.version}: every byte read`);
     EXPECT.get(f.apiKey)!(d.body as Body, f);
   }

@@ -141,6 +141,8 @@ const EXPECTED: Array<[RegExp, RegExp]> = [
   [/nagare topic ls && .*topic describe clicks/, /clicks\s+6\s+0[\s\S]*retention\.ms\s+86400000\s+topic/],
   [/kcat .* -G analytics/, /^\{"page":"\/"\}\n$/],
   [/nagare group describe analytics/, /clicks\s+\d+\s+1\s+1\s+0/],
+  [/nagare group reset-offsets analytics/, /clicks\s+\d+\s+1\s+0\n/],
+  [/nagare topic alter clicks/, /^Topic clicks now has 8 partitions\n$/],
   [/nagare server -c nats\.conf -t/, /configuration file nats\.conf is valid/],
 ];
 

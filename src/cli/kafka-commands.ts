@@ -1,8 +1,8 @@
 /**
  * Kafka commands, a small kafka-topics.sh and kafka-consumer-groups.sh:
  *
- *   nagare topic create|ls|describe|rm
- *   nagare group ls|describe
+ *   nagare topic create|ls|describe|alter|rm
+ *   nagare group ls|describe|rm|reset-offsets
  *
  * They speak the Kafka protocol (kafka-client.ts), so they work against
  * nagare's Kafka listener or a Kafka broker. Tables for people, `--json`
@@ -16,15 +16,22 @@ import {
   EARLIEST,
   KafkaResponseError,
   LATEST,
+  alterTopicConfigs,
+  commitOffsets,
+  createPartitions,
   createTopic,
   decodeAssignment,
+  deleteCommittedOffsets,
+  deleteGroups,
   deleteTopic,
   describeGroups,
   describeTopicConfigs,
+  errorName,
   fetchCommittedOffsets,
   listGroups,
   listOffsets,
   metadata,
+  type ConfigChange,
   type PartitionOffset,
 } from "./kafka-requests.js";
 import { ErrorCode } from "../protocols/kafka/errors.js";
@@ -42,8 +49,19 @@ const FLAGS: Record<KafkaGroup, FlagSpec[]> = {
   topic: [
     { long: "partitions", value: true },
     { long: "config", value: true, multi: true },
+    { long: "delete-config", value: true, multi: true },
   ],
-  group: [],
+  group: [
+    { long: "topic", value: true, multi: true },
+    { long: "all-topics", value: false },
+    { long: "to-earliest", value: false },
+    { long: "to-latest", value: false },
+    { long: "to-datetime", value: true },
+    { long: "to-offset", value: true },
+    { long: "shift-by", value: true },
+    { long: "dry-run", value: false },
+    { long: "execute", value: false },
+  ],
 };
 
 const OPTIONS = `Options:
@@ -54,7 +72,7 @@ const OPTIONS = `Options:
 `;
 
 const USAGE: Record<KafkaGroup, string> = {
-  topic: `Usage: nagare topic <create|ls|describe|rm> [options]
+  topic: `Usage: nagare topic <create|ls|describe|alter|rm> [options]
 
   create <name> [--partitions n] [--config key=value]...
                  partitions default to the broker's; configs nagare takes:
@@ -62,14 +80,29 @@ const USAGE: Record<KafkaGroup, string> = {
                  cleanup.policy=delete, message.timestamp.type=LogAppendTime
   ls             topics with their partition and message counts
   describe <name>  partitions (leader, earliest and latest offsets) and configs
+  alter <name> [--partitions n] [--config key=value]... [--delete-config key]...
+                 adds partitions (a topic never shrinks); sets configs, or
+                 puts them back to their defaults; the others stay as they are
   rm <name>
 
 ${OPTIONS}`,
-  group: `Usage: nagare group <ls|describe> [options]
+  group: `Usage: nagare group <ls|describe|rm|reset-offsets> [options]
 
   ls             consumer groups with their state
   describe <id>  state, members and their partitions, and per partition the
                  committed offset, log end offset and lag
+  rm <id> [--topic topic[:p,...]]...
+                 deletes a group that has no members, with its committed
+                 offsets; with --topic only the offsets of those partitions
+                 (all of the topic's without a list)
+  reset-offsets <id> (--topic topic[:p,...]... | --all-topics)
+                 (--to-earliest | --to-latest | --to-datetime <time> |
+                  --to-offset <n> | --shift-by <n>) [--dry-run | --execute]
+                 moves a group's committed offsets, only while it has no
+                 members; --all-topics: the partitions it has committed;
+                 <time>: ISO 8601, e.g. 2024-05-01T12:00:00Z (local time
+                 without a zone). Shows the plan and changes nothing unless
+                 --execute is given
 
 ${OPTIONS}`,
 };
@@ -85,6 +118,13 @@ function positionals(args: ParsedArgs, names: string[]): string[] {
     if (v === undefined || v === "") throw new UsageError(`missing ${what}`);
     return v;
   });
+}
+
+/** Refuses flags of the command group that `verb` does not take (`topic ls --partitions 3` is a mistake, not a no-op). */
+function onlyFlags(args: ParsedArgs, verb: string, allowed: string[]): void {
+  for (const name of args.flags.keys()) {
+    if (!COMMON.some((f) => f.long === name) && !allowed.includes(name)) throw new UsageError(`${verb} does not take --${name}`);
+  }
 }
 
 function json(v: unknown): string {
@@ -106,19 +146,39 @@ function offsetsOf(list: PartitionOffset[]): (topic: string, partition: number) 
 
 // ---- topic ----
 
-function parseTopicCreate(args: ParsedArgs): { partitions: number; configs: Array<[string, string]> } {
+/** --partitions, or -1 when not given. */
+function parsePartitions(args: ParsedArgs): number {
   const raw = lastFlag(args, "partitions");
-  let partitions = -1; // the broker's num.partitions
-  if (raw !== undefined) {
-    partitions = Number(raw);
-    if (!/^\d+$/.test(raw) || partitions < 1 || partitions > 0x7fffffff) throw new UsageError(`--partitions must be a positive integer, got "${raw}"`);
-  }
-  const configs = (args.flags.get("config") ?? []).map((kv): [string, string] => {
+  if (raw === undefined) return -1;
+  const partitions = Number(raw);
+  if (!/^\d+$/.test(raw) || partitions < 1 || partitions > 0x7fffffff) throw new UsageError(`--partitions must be a positive integer, got "${raw}"`);
+  return partitions;
+}
+
+function parseConfigs(args: ParsedArgs): Array<[string, string]> {
+  return (args.flags.get("config") ?? []).map((kv): [string, string] => {
     const eq = kv.indexOf("=");
     if (eq <= 0) throw new UsageError(`--config must be key=value, got "${kv}"`);
     return [kv.slice(0, eq), kv.slice(eq + 1)];
   });
-  return { partitions, configs };
+}
+
+function parseTopicCreate(args: ParsedArgs): { partitions: number; configs: Array<[string, string]> } {
+  // Without --partitions: the broker's num.partitions.
+  return { partitions: parsePartitions(args), configs: parseConfigs(args) };
+}
+
+function parseTopicAlter(args: ParsedArgs): { partitions: number; changes: ConfigChange[] } {
+  const partitions = parsePartitions(args);
+  const changes: ConfigChange[] = [...parseConfigs(args), ...(args.flags.get("delete-config") ?? []).map((k): ConfigChange => [k, null])];
+  if (partitions < 0 && changes.length === 0) throw new UsageError("nothing to alter: give --partitions, --config or --delete-config");
+  return { partitions, changes };
+}
+
+/** Fails with the broker's answer; a topic it does not know is "not found". */
+function checkTopicOutcome(name: string, r: { error: number; message: string | null }): void {
+  if (r.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
+  if (r.error !== ErrorCode.NONE) throw new KafkaResponseError(r.error, r.message);
 }
 
 function prepareTopic(args: ParsedArgs): Run {
@@ -126,6 +186,7 @@ function prepareTopic(args: ParsedArgs): Run {
   switch (verb) {
     case "create": {
       const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, ["partitions", "config"]);
       const { partitions, configs } = parseTopicCreate(args);
       return async (c, io, asJson) => {
         const r = await createTopic(c, name, partitions, configs);
@@ -138,6 +199,7 @@ function prepareTopic(args: ParsedArgs): Run {
     }
     case "ls":
       positionals(args, []);
+      onlyFlags(args, verb, []);
       return async (c, io, asJson) => {
         const topics = (await metadata(c, null)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
         const parts = topics.flatMap((t) => t.partitions.map((p) => ({ topic: t.name, partition: p.partition })));
@@ -158,6 +220,7 @@ function prepareTopic(args: ParsedArgs): Run {
       };
     case "describe": {
       const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, []);
       return async (c, io, asJson) => {
         const [t] = await metadata(c, [name]);
         if (t === undefined || t.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
@@ -183,8 +246,30 @@ function prepareTopic(args: ParsedArgs): Run {
         return 0;
       };
     }
+    case "alter": {
+      const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, ["partitions", "config", "delete-config"]);
+      const { partitions, changes } = parseTopicAlter(args);
+      return async (c, io, asJson) => {
+        const done: { topic: string; partitions?: number; configs?: Record<string, string | null> } = { topic: name };
+        let text = "";
+        if (partitions > 0) {
+          checkTopicOutcome(name, await createPartitions(c, name, partitions));
+          done.partitions = partitions;
+          text += `Topic ${name} now has ${partitions} partition${partitions === 1 ? "" : "s"}\n`;
+        }
+        if (changes.length > 0) {
+          checkTopicOutcome(name, await alterTopicConfigs(c, name, changes));
+          done.configs = Object.fromEntries(changes);
+          text += `Topic ${name} configs altered: ${changes.map(([k, v]) => (v === null ? `${k} (default)` : `${k}=${v}`)).join(", ")}\n`;
+        }
+        await write(io.stdout, asJson ? json(done) : text);
+        return 0;
+      };
+    }
     case "rm": {
       const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, []);
       return async (c, io, asJson) => {
         const error = await deleteTopic(c, name);
         if (error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
@@ -200,6 +285,121 @@ function prepareTopic(args: ParsedArgs): Run {
 
 // ---- group ----
 
+/** A --topic value: `topic`, or `topic:0,2` for some of its partitions. */
+interface TopicScope {
+  topic: string;
+  partitions: number[] | null;
+}
+
+function parseTopicScopes(args: ParsedArgs): TopicScope[] {
+  return (args.flags.get("topic") ?? []).map((v): TopicScope => {
+    const colon = v.indexOf(":");
+    const topic = colon < 0 ? v : v.slice(0, colon);
+    if (topic === "") throw new UsageError(`--topic needs a topic name, got "${v}"`);
+    if (colon < 0) return { topic, partitions: null };
+    const list = v.slice(colon + 1).split(",");
+    if (list.some((p) => !/^\d+$/.test(p))) throw new UsageError(`--topic partitions must be numbers separated by commas, got "${v}"`);
+    return { topic, partitions: list.map(Number) };
+  });
+}
+
+/** The partitions the scopes name, checked against the broker's metadata (a scope without a list: every partition). */
+async function resolveScopes(c: KafkaClient, scopes: TopicScope[]): Promise<Array<{ topic: string; partition: number }>> {
+  const topics = [...new Set(scopes.map((s) => s.topic))];
+  const known = new Map((await metadata(c, topics)).map((t) => [t.name, t]));
+  const out: Array<{ topic: string; partition: number }> = [];
+  const seen = new Set<string>();
+  for (const s of scopes) {
+    const t = known.get(s.topic);
+    if (t === undefined || t.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${s.topic} not found`);
+    if (t.error !== ErrorCode.NONE) throw new KafkaResponseError(t.error, `topic ${s.topic}`);
+    const have = t.partitions.map((p) => p.partition);
+    for (const partition of s.partitions ?? have) {
+      if (!have.includes(partition)) throw new Error(`topic ${s.topic} has no partition ${partition}`);
+      const k = `${s.topic}\0${partition}`;
+      if (!seen.has(k)) out.push({ topic: s.topic, partition });
+      seen.add(k);
+    }
+  }
+  return out;
+}
+
+type ResetTarget = { to: "earliest" | "latest" } | { to: "time"; ms: number } | { to: "offset"; offset: number } | { to: "shift"; by: number };
+
+/** The one --to-* or --shift-by flag of reset-offsets. */
+function parseResetTarget(args: ParsedArgs): ResetTarget {
+  const given = ["to-earliest", "to-latest", "to-datetime", "to-offset", "shift-by"].filter((f) => args.flags.has(f));
+  if (given.length !== 1) throw new UsageError("give one of --to-earliest, --to-latest, --to-datetime, --to-offset, --shift-by");
+  const value = lastFlag(args, given[0])!;
+  const integer = (min: number): number => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`--${given[0]} must be an integer${min === 0 ? " of 0 or more" : ""}, got "${value}"`);
+    return n;
+  };
+  switch (given[0]) {
+    case "to-earliest":
+      return { to: "earliest" };
+    case "to-latest":
+      return { to: "latest" };
+    case "to-datetime": {
+      const ms = /^\d{4}-\d{2}-\d{2}T/.test(value) ? Date.parse(value) : NaN;
+      if (Number.isNaN(ms)) throw new UsageError(`--to-datetime must be an ISO 8601 time such as 2024-05-01T12:00:00Z, got "${value}"`);
+      return { to: "time", ms };
+    }
+    case "to-offset":
+      return { to: "offset", offset: integer(0) };
+    default:
+      return { to: "shift", by: integer(-Number.MAX_SAFE_INTEGER) };
+  }
+}
+
+interface OffsetReset {
+  topic: string;
+  partition: number;
+  current: number | null;
+  next: number;
+}
+
+/**
+ * Where each partition's committed offset goes, as kafka-consumer-groups.sh
+ * computes it: an offset or a shift is kept within the partition's earliest
+ * and latest offsets; a time with no record that recent means the latest.
+ */
+async function planReset(c: KafkaClient, target: ResetTarget, partitions: Array<{ topic: string; partition: number; current: number | null }>): Promise<OffsetReset[]> {
+  const [earliest, latest] = await Promise.all([listOffsets(c, EARLIEST, partitions).then(offsetsOf), listOffsets(c, LATEST, partitions).then(offsetsOf)]);
+  const byTime = target.to === "time" ? offsetsOf(await listOffsets(c, target.ms, partitions)) : null;
+  return partitions.map((p) => {
+    const low = earliest(p.topic, p.partition);
+    const high = latest(p.topic, p.partition);
+    if (low === null || high === null) throw new Error(`the broker gave no offsets for ${p.topic}:${p.partition}`);
+    const clamp = (n: number): number => Math.min(high, Math.max(low, n));
+    let next: number;
+    switch (target.to) {
+      case "earliest":
+        next = low;
+        break;
+      case "latest":
+        next = high;
+        break;
+      case "time": {
+        const at = byTime!(p.topic, p.partition);
+        next = at === null || at < 0 ? high : at;
+        break;
+      }
+      case "offset":
+        next = clamp(target.offset);
+        break;
+      case "shift":
+        if (p.current === null) throw new Error(`cannot shift the offset of ${p.topic}:${p.partition}: the group has committed none there`);
+        next = clamp(p.current + target.by);
+        break;
+    }
+    return { topic: p.topic, partition: p.partition, current: p.current, next };
+  });
+}
+
+const byPartition = (a: { topic: string; partition: number }, b: { topic: string; partition: number }): number => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition);
+
 interface PartitionLag {
   topic: string;
   partition: number;
@@ -214,6 +414,7 @@ function prepareGroup(args: ParsedArgs): Run {
   switch (verb) {
     case "ls":
       positionals(args, []);
+      onlyFlags(args, verb, []);
       return async (c, io, asJson) => {
         const listed = await listGroups(c);
         const states = new Map((await describeGroups(c, listed.map((g) => g.group))).map((d) => [d.group, d.state]));
@@ -227,6 +428,7 @@ function prepareGroup(args: ParsedArgs): Run {
       };
     case "describe": {
       const [id] = positionals(args, ["group id"]);
+      onlyFlags(args, verb, []);
       return async (c, io, asJson) => {
         const [d] = await describeGroups(c, [id]);
         if (d === undefined) throw new Error(`the broker did not describe group ${id}`);
@@ -280,6 +482,65 @@ function prepareGroup(args: ParsedArgs): Run {
             ? "No committed offsets or assigned partitions\n"
             : table(["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "OWNER"], partitions.map((p) => [p.topic, p.partition, dash(p.committed), dash(p.logEnd), dash(p.lag), dash(p.owner)]));
         await write(io.stdout, text);
+        return 0;
+      };
+    }
+    case "rm": {
+      const [id] = positionals(args, ["group id"]);
+      onlyFlags(args, verb, ["topic"]);
+      const scopes = parseTopicScopes(args);
+      return async (c, io, asJson) => {
+        if (scopes.length === 0) {
+          const [r] = await deleteGroups(c, [id]);
+          if (r === undefined) throw new Error(`the broker did not answer for group ${id}`);
+          if (r.error === ErrorCode.GROUP_ID_NOT_FOUND) throw new Error(`group ${id} not found`);
+          if (r.error === ErrorCode.NON_EMPTY_GROUP) throw new KafkaResponseError(r.error, `group ${id} has members: stop them first`);
+          if (r.error !== ErrorCode.NONE) throw new KafkaResponseError(r.error, `deleting group ${id} failed`);
+          await write(io.stdout, asJson ? json({ group: id, deleted: true }) : `Group ${id} deleted\n`);
+          return 0;
+        }
+        const r = await deleteCommittedOffsets(c, id, await resolveScopes(c, scopes));
+        if (r.error === ErrorCode.GROUP_ID_NOT_FOUND) throw new Error(`group ${id} not found`);
+        if (r.error !== ErrorCode.NONE) throw new KafkaResponseError(r.error, `deleting offsets of group ${id} failed`);
+        const rows = r.partitions.sort(byPartition).map((p) => ({ topic: p.topic, partition: p.partition, deleted: p.error === ErrorCode.NONE, error: p.error === ErrorCode.NONE ? null : errorName(p.error) }));
+        if (asJson) await write(io.stdout, json({ group: id, partitions: rows }));
+        else await write(io.stdout, table(["TOPIC", "PARTITION", "STATUS"], rows.map((p) => [p.topic, p.partition, p.error ?? "deleted"])));
+        const failed = rows.filter((p) => p.error !== null);
+        if (failed.length === 0) return 0;
+        // A topic the group's members subscribe to keeps its offsets: they would commit them again.
+        await write(io.stderr, `nagare group: ${failed.length} partition${failed.length === 1 ? "" : "s"} kept ${failed.length === 1 ? "its offset" : "their offsets"}: ${failed.map((p) => `${p.topic}:${p.partition} (${p.error})`).join(", ")}\n`);
+        return 1;
+      };
+    }
+    case "reset-offsets": {
+      const [id] = positionals(args, ["group id"]);
+      onlyFlags(args, verb, ["topic", "all-topics", "to-earliest", "to-latest", "to-datetime", "to-offset", "shift-by", "dry-run", "execute"]);
+      const scopes = parseTopicScopes(args);
+      const all = args.flags.has("all-topics");
+      if (scopes.length === 0 && !all) throw new UsageError("name the partitions: --topic <topic>[:p,...] or --all-topics");
+      if (scopes.length > 0 && all) throw new UsageError("--topic and --all-topics cannot be combined");
+      const target = parseResetTarget(args);
+      if (args.flags.has("dry-run") && args.flags.has("execute")) throw new UsageError("--dry-run and --execute cannot be combined");
+      const execute = args.flags.has("execute");
+      return async (c, io, asJson) => {
+        const [d] = await describeGroups(c, [id]);
+        if (d === undefined) throw new Error(`the broker did not describe group ${id}`);
+        if (d.error !== ErrorCode.NONE) throw new KafkaResponseError(d.error, `describing group ${id} failed`);
+        // kafka-consumer-groups.sh's rule and words: members would overwrite the offsets (and the broker refuses the commit).
+        if (d.state !== "Empty" && d.state !== "Dead") throw new Error(`Assignments can only be reset if the group '${id}' is inactive, but the current state is ${d.state}.`);
+        const committed = d.state === "Dead" ? [] : await fetchCommittedOffsets(c, id);
+        const current = (topic: string, partition: number): number | null => committed.find((o) => o.topic === topic && o.partition === partition)?.offset ?? null;
+        const partitions = all ? committed.map((o) => ({ topic: o.topic, partition: o.partition })) : await resolveScopes(c, scopes);
+        if (partitions.length === 0) throw new Error(`group ${id} has no committed offsets to reset`);
+        const plan = (await planReset(c, target, partitions.map((p) => ({ ...p, current: current(p.topic, p.partition) })))).sort(byPartition);
+        if (execute) {
+          const refused = (await commitOffsets(c, id, plan.map((p) => ({ topic: p.topic, partition: p.partition, offset: p.next })))).filter((r) => r.error !== ErrorCode.NONE);
+          if (refused.length > 0) throw new KafkaResponseError(refused[0].error, `the broker refused the offsets of group ${id} (${refused.map((r) => `${r.topic}:${r.partition}`).join(", ")})`);
+        } else if (!args.flags.has("dry-run")) {
+          await write(io.stderr, "nagare group: a plan only, nothing changed (--execute applies it)\n");
+        }
+        if (asJson) await write(io.stdout, json({ group: id, executed: execute, partitions: plan }));
+        else await write(io.stdout, table(["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET"], plan.map((p) => [p.topic, p.partition, dash(p.current), p.next])));
         return 0;
       };
     }

@@ -20,10 +20,18 @@ const V = {
   listGroups: 2,
   describeGroups: 4,
   offsetFetch: 5, // v2+: a null topic list fetches every committed offset
+  offsetCommit: 7,
+  createPartitions: 1,
+  incrementalAlterConfigs: 0,
+  deleteGroups: 1,
+  offsetDelete: 0,
 } as const;
 
 const ADMIN_TIMEOUT_MS = 30_000;
 const RESOURCE_TOPIC = 2;
+/** IncrementalAlterConfigs operations. */
+const CONFIG_SET = 0;
+const CONFIG_DELETE = 1;
 export const EARLIEST = -2;
 export const LATEST = -1;
 
@@ -41,6 +49,17 @@ export class KafkaResponseError extends Error {
   ) {
     super(message ? `${message} (${errorName(code)})` : errorName(code));
   }
+}
+
+/** Partition numbers by topic, in first-seen order. */
+function byTopic(partitions: Array<{ topic: string; partition: number }>): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const p of partitions) {
+    const list = out.get(p.topic);
+    if (list === undefined) out.set(p.topic, [p.partition]);
+    else list.push(p.partition);
+  }
+  return out;
 }
 
 // ---- topics ----
@@ -158,19 +177,18 @@ export interface PartitionOffset {
   offset: number;
 }
 
-/** The earliest (-2) or latest (-1: the high watermark) offset of each partition. */
-export async function listOffsets(c: KafkaClient, at: typeof EARLIEST | typeof LATEST, partitions: Array<{ topic: string; partition: number }>): Promise<PartitionOffset[]> {
-  const byTopic = new Map<string, number[]>();
-  for (const p of partitions) {
-    const list = byTopic.get(p.topic);
-    if (list === undefined) byTopic.set(p.topic, [p.partition]);
-    else list.push(p.partition);
-  }
-  if (byTopic.size === 0) return [];
+/**
+ * The earliest (-2) or latest (-1: the high watermark) offset of each
+ * partition, or the first offset at or after a time (ms; -1 when no record
+ * is that recent).
+ */
+export async function listOffsets(c: KafkaClient, at: number, partitions: Array<{ topic: string; partition: number }>): Promise<PartitionOffset[]> {
+  const topics = byTopic(partitions);
+  if (topics.size === 0) return [];
   const r = await c.request(ApiKey.ListOffsets, V.listOffsets, (w) => {
     w.i32(-1); // replica_id: a consumer
     w.i8(0); // isolation_level: read_uncommitted, so latest is the high watermark
-    w.array([...byTopic], (w, [topic, parts]) => {
+    w.array([...topics], (w, [topic, parts]) => {
       w.string(topic);
       w.array(parts, (w, p) => w.i32(p).i64(at));
     });
@@ -189,7 +207,98 @@ export async function listOffsets(c: KafkaClient, at: typeof EARLIEST | typeof L
     .flat();
 }
 
+/** Grows `topic` to `count` partitions (CreatePartitions). */
+export async function createPartitions(c: KafkaClient, topic: string, count: number): Promise<Outcome> {
+  const r = await c.request(ApiKey.CreatePartitions, V.createPartitions, (w) => {
+    w.arrayLength(1).string(topic).i32(count).arrayLength(-1); // assignments: the broker's choice
+    w.i32(ADMIN_TIMEOUT_MS);
+    w.bool(false); // validate_only
+  });
+  r.i32(); // throttle_time_ms
+  const [result] = r.array((r) => ({ name: r.string(), error: r.i16(), message: r.nullableString() }));
+  if (result === undefined) throw new KafkaClientError("the broker answered CreatePartitions without a result");
+  return { error: result.error, message: result.message };
+}
+
+/** A topic config set to a value, or (null) back to its default. */
+export type ConfigChange = [name: string, value: string | null];
+
+/** Sets or resets the named configs of `topic`, leaving the others (IncrementalAlterConfigs, as kafka-configs.sh). */
+export async function alterTopicConfigs(c: KafkaClient, topic: string, changes: ConfigChange[]): Promise<Outcome> {
+  const r = await c.request(ApiKey.IncrementalAlterConfigs, V.incrementalAlterConfigs, (w) => {
+    w.arrayLength(1).i8(RESOURCE_TOPIC).string(topic);
+    w.array(changes, (w, [name, value]) => w.string(name).i8(value === null ? CONFIG_DELETE : CONFIG_SET).nullableString(value));
+    w.bool(false); // validate_only
+  });
+  r.i32(); // throttle_time_ms
+  const [result] = r.array((r) => {
+    const error = r.i16();
+    const message = r.nullableString();
+    r.i8(); // resource_type
+    r.string(); // resource_name
+    return { error, message };
+  });
+  if (result === undefined) throw new KafkaClientError("the broker answered IncrementalAlterConfigs without a result");
+  return result;
+}
+
 // ---- groups ----
+
+/** Deletes groups with no members, and their committed offsets (DeleteGroups): the error code of each. */
+export async function deleteGroups(c: KafkaClient, groups: string[]): Promise<Array<{ group: string; error: number }>> {
+  const r = await c.request(ApiKey.DeleteGroups, V.deleteGroups, (w) => w.array(groups, (w, g) => w.string(g)));
+  r.i32(); // throttle_time_ms
+  return r.array((r) => ({ group: r.string(), error: r.i16() }));
+}
+
+export interface PartitionResult {
+  topic: string;
+  partition: number;
+  error: number;
+}
+
+/** Deletes a group's committed offsets of some partitions (OffsetDelete): the group's error code and each partition's. */
+export async function deleteCommittedOffsets(c: KafkaClient, group: string, partitions: Array<{ topic: string; partition: number }>): Promise<{ error: number; partitions: PartitionResult[] }> {
+  const r = await c.request(ApiKey.OffsetDelete, V.offsetDelete, (w) => {
+    w.string(group);
+    w.array([...byTopic(partitions)], (w, [topic, parts]) => w.string(topic).array(parts, (w, p) => w.i32(p)));
+  });
+  const error = r.i16();
+  r.i32(); // throttle_time_ms
+  const results = r.array((r) => {
+    const topic = r.string();
+    return r.array((r): PartitionResult => ({ topic, partition: r.i32(), error: r.i16() }));
+  });
+  return { error, partitions: results.flat() };
+}
+
+/**
+ * Commits offsets for a group as admin tools do (OffsetCommit with no
+ * generation or member): the broker takes it only while the group has no
+ * members.
+ */
+export async function commitOffsets(c: KafkaClient, group: string, offsets: Array<{ topic: string; partition: number; offset: number }>): Promise<PartitionResult[]> {
+  const grouped = new Map<string, Array<{ partition: number; offset: number }>>();
+  for (const o of offsets) {
+    const list = grouped.get(o.topic);
+    if (list === undefined) grouped.set(o.topic, [o]);
+    else list.push(o);
+  }
+  const r = await c.request(ApiKey.OffsetCommit, V.offsetCommit, (w) => {
+    w.string(group).i32(-1).string("").nullableString(null); // generation_id, member_id, group_instance_id
+    w.array([...grouped], (w, [topic, parts]) => {
+      w.string(topic);
+      w.array(parts, (w, p) => w.i32(p.partition).i64(p.offset).i32(-1).nullableString(null)); // committed_leader_epoch, metadata
+    });
+  });
+  r.i32(); // throttle_time_ms
+  return r
+    .array((r) => {
+      const topic = r.string();
+      return r.array((r): PartitionResult => ({ topic, partition: r.i32(), error: r.i16() }));
+    })
+    .flat();
+}
 
 export async function listGroups(c: KafkaClient): Promise<Array<{ group: string; protocolType: string }>> {
   const r = await c.request(ApiKey.ListGroups, V.listGroups, () => undefined);

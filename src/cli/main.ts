@@ -24,8 +24,8 @@ Commands:
   stream add|ls|info|rm|purge|get    Manage streams (JetStream)
   consumer add|ls|info|rm|next       Manage and read consumers
   kv get|put|del|watch               Use a key-value bucket
-  topic create|ls|describe|rm        Manage Kafka topics (over the Kafka protocol)
-  group ls|describe                  List Kafka consumer groups, show their lag
+  topic create|ls|describe|alter|rm  Manage Kafka topics (over the Kafka protocol)
+  group ls|describe|rm|reset-offsets List, inspect, delete and rewind Kafka consumer groups
   help                               Show this message
 Run "nagare <client command> --help" for the client commands' options,
 "nagare stream --help" (consumer, kv) for the JetStream commands' and

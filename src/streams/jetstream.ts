@@ -5,7 +5,7 @@
  * state those requests change.
  *
  * Layout under the store directory:
- *   streams/<name>/meta.json          stream config, created time, partition count
+ *   streams/<name>/meta.json          stream config, created time, partition count (only grows)
  *   streams/<name>/p<N>/              the partition's log segments
  *   streams/<name>/obs/<c>/meta.json  durable consumer config and created time
  *   streams/<name>/obs/<c>/state.json consumer delivery and ack state
@@ -138,6 +138,8 @@ export class JetStream implements DeliveryHost {
   private lock: StoreLock | null = null;
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
+  /** The last update, growth or delete of each stream still running (see exclusive()). */
+  private readonly streamOps = new Map<string, Promise<void>>();
 
   private constructor(
     readonly account: Account,
@@ -280,11 +282,12 @@ export class JetStream implements DeliveryHost {
     );
   }
 
-  private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
+  /** Opens partitions `from` to `to` - 1 of a stream; on failure, closes those it opened and throws. */
+  private async openPartitions(config: StreamConfig, dir: string | null, from: number, to: number): Promise<MessageLog[]> {
     const partitions: MessageLog[] = [];
     const limits = limitsOf(config);
     try {
-      for (let p = 0; p < partitionCount; p++) {
+      for (let p = from; p < to; p++) {
         if (config.storage === "memory" || dir === null) {
           partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024 }));
         } else {
@@ -304,6 +307,11 @@ export class JetStream implements DeliveryHost {
       for (const p of partitions) await p.close().catch(() => undefined);
       throw err;
     }
+    return partitions;
+  }
+
+  private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
+    const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
     stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
     await stream.recover();
@@ -355,6 +363,57 @@ export class JetStream implements DeliveryHost {
     }
   }
 
+  /**
+   * Runs `op` after any earlier update, growth or delete of the same stream
+   * has finished: each of them writes meta.json (or removes it), and one
+   * that read the stream before another wrote it must not write last (an
+   * update that wrote the partition count it saw before a growth would
+   * shrink the stream at the next start). Starts at once when none is
+   * running.
+   */
+  private exclusive<T>(name: string, op: () => Promise<T>): Promise<T> {
+    const prev = this.streamOps.get(name);
+    const run = prev === undefined ? op() : prev.then(op, op);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.streamOps.set(name, tail);
+    void tail.then(() => {
+      if (this.streamOps.get(name) === tail) this.streamOps.delete(name);
+    });
+    return run;
+  }
+
+  /**
+   * Grows a stream to `count` partitions (Kafka's CreatePartitions); a
+   * stream never shrinks. The new logs are opened first, then meta.json
+   * records the count (durably), and only then are they served: a crash
+   * before the write leaves the old count, and the directories it left are
+   * cleared by the next growth (nothing could have written to them).
+   */
+  addPartitions(name: string, count: number): Promise<Stream> {
+    return this.exclusive(name, async () => {
+      const stream = this.stream(name);
+      const from = stream.partitions.length;
+      if (count <= from) throw Errors.streamGeneral(`stream ${name} has ${from} partitions; a stream cannot shrink`);
+      if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
+      const added = await this.openPartitions(stream.config, stream.dir, from, count);
+      try {
+        if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
+        if (stream.dir !== null) {
+          await writeJsonDurably(join(stream.dir, "meta.json"), { config: stream.config, created: stream.created.toISOString(), partitions: count } satisfies StreamMeta);
+        }
+      } catch (err) {
+        for (const p of added) await p.close().catch(() => undefined);
+        throw err;
+      }
+      stream.addPartitions(added);
+      this.options.log.info(`Stream "${name}" grown from ${from} to ${count} partitions`);
+      return stream;
+    });
+  }
+
   /** Creates a stream, or returns the existing one if its configuration is the same. */
   async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
@@ -395,6 +454,10 @@ export class JetStream implements DeliveryHost {
 
   async updateStream(raw: unknown): Promise<Stream> {
     const config = normalizeStreamConfig(raw);
+    return this.exclusive(config.name, () => this.update(config));
+  }
+
+  private async update(config: StreamConfig): Promise<Stream> {
     const stream = this.stream(config.name);
     const err = streamUpdateError(stream.config, config);
     if (err !== null) throw err;
@@ -416,7 +479,11 @@ export class JetStream implements DeliveryHost {
   }
 
   /** `quiet`: a create that failed half way, undone without telling anyone the stream existed. */
-  async deleteStream(name: string, quiet = false): Promise<void> {
+  deleteStream(name: string, quiet = false): Promise<void> {
+    return this.exclusive(name, () => this.delete(name, quiet));
+  }
+
+  private async delete(name: string, quiet: boolean): Promise<void> {
     const stream = this.stream(name);
     stream.deleted = true;
     this.streams.delete(name);

@@ -138,7 +138,7 @@ export class Stream {
   constructor(
     public config: StreamConfig,
     readonly created: Date,
-    /** Partition logs; a JetStream stream has exactly one. */
+    /** Partition logs; a JetStream stream has exactly one. Only grows (addPartitions). */
     readonly partitions: MessageLog[],
     readonly dir: string | null,
     /** Largest message the server accepts at all (max_payload). */
@@ -608,6 +608,20 @@ export class Stream {
       for (const d of done) if (d) removed++;
     }
     return removed;
+  }
+
+  /** Serves more partitions (JetStream.addPartitions has recorded them): keyed publishes now hash over all of them, as Kafka's partitioner does. */
+  addPartitions(logs: MessageLog[]): void {
+    for (const log of logs) {
+      log.setLimits(this.limits());
+      this.partitions.push(log);
+    }
+  }
+
+  /** Removes a partition's messages below `upTo` (Kafka's DeleteRecords); partition 0's consumers are told, as by a purge. */
+  purgePartition(partition: number, upTo: number): Promise<number> {
+    if (partition === 0) return this.purge({ upTo });
+    return this.partitions[partition].purge({ upTo });
   }
 
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {

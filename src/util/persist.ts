@@ -32,6 +32,17 @@ export async function readJson(path: string): Promise<unknown> {
   }
 }
 
+/** Removes a file, if there, so that the removal survives a crash. */
+export async function removeFileDurably(path: string): Promise<void> {
+  await nodeFs.remove(path);
+  try {
+    await syncDir(dirname(path));
+  } catch (err) {
+    // No directory: the file never was, and there is nothing to make durable.
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+}
+
 export async function removeDir(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
   await syncDir(dirname(path)).catch(() => undefined);

@@ -1,66 +1,12 @@
-/** CreateTopics, DeleteTopics and DescribeConfigs: topics as streams (see topics.ts). */
+/** CreateTopics, DeleteTopics, CreatePartitions and DeleteRecords: topics as streams (see topics.ts). */
 
 import type { RequestContext } from "./api.js";
 import { MAX_PARTITIONS, type KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
-import { NS_PER_MS } from "../../streams/config.js";
-import type { Stream } from "../../streams/stream.js";
-import { decodeCreateTopics, decodeDeleteTopics, decodeDescribeConfigs } from "./requests.js";
+import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
 import { findTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
-
-const SEGMENT_BYTES = 64 * 1024 * 1024;
-const RESOURCE_TOPIC = 2;
-const RESOURCE_BROKER = 4;
-const SOURCE_TOPIC = 1;
-const SOURCE_DEFAULT = 5;
-
-export interface Outcome {
-  error: number;
-  message: string | null;
-}
-
-const ok: Outcome = { error: ErrorCode.NONE, message: null };
-const fail = (error: number, message: string): Outcome => ({ error, message });
-
-/** Stream limits from Kafka topic configs; an Outcome when one cannot be honoured. */
-function limitsFrom(configs: Map<string, string | null>): Record<string, unknown> | Outcome {
-  const out: Record<string, unknown> = {};
-  for (const [name, value] of configs) {
-    const int = (): number | null => (value !== null && /^-?\d+$/.test(value) ? Number(value) : null);
-    switch (name) {
-      case "retention.ms": {
-        const v = int();
-        if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.ms: ${value} is not -1 or a number of milliseconds`);
-        out.max_age = v <= 0 ? 0 : v * NS_PER_MS;
-        break;
-      }
-      case "retention.bytes": {
-        const v = int();
-        if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.bytes: ${value} is not -1 or a byte count`);
-        out.max_bytes = v <= 0 ? -1 : v;
-        break;
-      }
-      case "max.message.bytes": {
-        const v = int();
-        if (v === null || v <= 0) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count`);
-        out.max_msg_size = v;
-        break;
-      }
-      case "cleanup.policy":
-        if (value !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
-        break;
-      case "message.timestamp.type":
-        if (value !== "LogAppendTime") return fail(ErrorCode.INVALID_CONFIG, "nagare records keep the log append time (message.timestamp.type LogAppendTime)");
-        break;
-      case "segment.bytes":
-        return fail(ErrorCode.INVALID_CONFIG, "segment.bytes is fixed by the storage engine");
-      default:
-        return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${name}`);
-    }
-  }
-  return out;
-}
 
 /** Creates `topic` with `partitions` partitions; the Kafka outcome. */
 export async function createTopic(door: KafkaDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false): Promise<Outcome> {
@@ -132,52 +78,129 @@ export async function handleDeleteTopics(door: KafkaDoor, { version, r, w }: Req
   return true;
 }
 
-interface ConfigEntry {
-  name: string;
-  value: string;
-  readOnly: boolean;
-  isDefault: boolean;
-}
-
-/** The Kafka view of a stream's settings. */
-export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
-  const c = s.config;
-  return [
-    { name: "cleanup.policy", value: "delete", readOnly: true, isDefault: true },
-    { name: "max.message.bytes", value: String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), readOnly: false, isDefault: !(c.max_msg_size > 0) },
-    { name: "message.timestamp.type", value: "LogAppendTime", readOnly: true, isDefault: true },
-    { name: "retention.bytes", value: String(c.max_bytes > 0 ? c.max_bytes : -1), readOnly: false, isDefault: !(c.max_bytes > 0) },
-    { name: "retention.ms", value: String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), readOnly: false, isDefault: !(c.max_age > 0) },
-    { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, isDefault: true },
-  ];
-}
-
-export function handleDescribeConfigs(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const { resources } = decodeDescribeConfigs(r, version); // include_synonyms: we have none
-  w.i32(0); // throttle_time_ms
-  w.array(resources, (w, res) => {
-    let error: number = ErrorCode.NONE;
-    let message: string | null = null;
-    let entries: ConfigEntry[] = [];
-    if (res.type === RESOURCE_TOPIC) {
-      const stream = findTopic(door.js, res.name);
-      if (stream === undefined) {
-        error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-        message = `topic ${res.name} does not exist`;
-      } else entries = topicConfigs(door, stream);
-    } else if (res.type !== RESOURCE_BROKER) {
-      error = ErrorCode.INVALID_REQUEST;
-      message = `resource type ${res.type} is not supported`;
+/** Why `stream` cannot grow to `count` partitions with these assignments, or null. */
+function growthError(door: KafkaDoor, name: string, count: number, assignments: number[][] | null): Outcome | null {
+  const stream = findTopic(door.js, name);
+  if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
+  const current = stream.partitions.length;
+  // Kafka's own words for a count that does not grow the topic.
+  if (count < current) return fail(ErrorCode.INVALID_PARTITIONS, `Topic currently has ${current} partitions, which is higher than the requested ${count}.`);
+  if (count === current) return fail(ErrorCode.INVALID_PARTITIONS, `Topic already has ${current} partitions.`);
+  if (count > MAX_PARTITIONS) return fail(ErrorCode.INVALID_PARTITIONS, `partitions must be 1 to ${MAX_PARTITIONS}`);
+  if (assignments !== null) {
+    if (assignments.length !== count - current) {
+      return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `Increasing the number of partitions by ${count - current} but ${assignments.length} assignments provided.`);
     }
-    if (res.keys !== null) entries = entries.filter((e) => res.keys!.includes(e.name));
-    w.i16(error).nullableString(message).i8(res.type).string(res.name);
-    w.array(entries, (w, e) => {
-      w.string(e.name).nullableString(e.value).bool(e.readOnly);
-      if (version === 0) w.bool(e.isDefault);
-      else w.i8(e.isDefault ? SOURCE_DEFAULT : SOURCE_TOPIC);
-      w.bool(false); // is_sensitive
-      if (version >= 1) w.arrayLength(0); // synonyms
+    if (assignments.some((brokers) => brokers.length !== 1 || brokers[0] !== door.nodeId)) {
+      return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, once per partition (replication factor 1)`);
+    }
+  }
+  if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${name} is sealed`);
+  return null;
+}
+
+/** Adds the partitions; the Kafka outcome of the stream's answer. */
+async function growTopic(door: KafkaDoor, name: string, count: number): Promise<Outcome> {
+  const stream = findTopic(door.js, name);
+  if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
+  try {
+    await door.js.addPartitions(stream.config.name, count);
+  } catch (err) {
+    // Another request grew or deleted the topic meanwhile; anything else is the disk's doing.
+    if (err instanceof ApiError && err.errCode === 10059) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
+    // Grown by another request since this one was checked: Kafka's words for the count it has now.
+    if (err instanceof ApiError && err.errCode === 10051) return growthError(door, name, count, null) ?? fail(ErrorCode.INVALID_PARTITIONS, err.message);
+    door.log.error(`kafka: adding partitions to topic ${name} failed: ${(err as Error).message}`);
+    return fail(ErrorCode.KAFKA_STORAGE_ERROR, `adding partitions failed: ${(err as Error).message}`);
+  }
+  door.log.info(`kafka: topic ${name} now has ${count} partitions`);
+  return ok;
+}
+
+/**
+ * CreatePartitions v0–1. As Kafka, a request that may not wait
+ * (timeout_ms <= 0) starts the change and answers REQUEST_TIMED_OUT for it
+ * (librdkafka, whose default is not to wait, reads that as success), and one
+ * whose change outlasts timeout_ms gets REQUEST_TIMED_OUT while the change
+ * goes on. Partitions are only ever added.
+ */
+export async function handleCreatePartitions(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+  const { topics, timeoutMs, validateOnly } = decodeCreatePartitions(r);
+  const deadline = Date.now() + timeoutMs;
+  const counts = new Map<string, number>();
+  for (const t of topics) counts.set(t.name, (counts.get(t.name) ?? 0) + 1);
+  const results: Array<{ name: string } & Outcome> = [];
+  for (const t of topics) {
+    let outcome = counts.get(t.name)! > 1 ? fail(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.") : growthError(door, t.name, t.count, t.assignments);
+    if (outcome === null && !validateOnly) {
+      const growth = growTopic(door, t.name, t.count);
+      if (timeoutMs <= 0) {
+        const done = await growth;
+        outcome = done.error !== ErrorCode.NONE ? done : fail(ErrorCode.REQUEST_TIMED_OUT, "timeout_ms is 0: the partitions are added without waiting");
+      } else {
+        outcome = await raceDeadline(growth, deadline, fail(ErrorCode.REQUEST_TIMED_OUT, `the partitions were not added within ${timeoutMs} ms; they still are being added`));
+      }
+    }
+    results.push({ name: t.name, ...(outcome ?? ok) });
+  }
+  w.i32(0); // throttle_time_ms
+  w.array(results, (w, t) => w.string(t.name).i16(t.error).nullableString(t.message));
+  return true;
+}
+
+/** `work`'s outcome, or `late` if the deadline passes first (the work goes on). */
+function raceDeadline(work: Promise<Outcome>, deadline: number, late: Outcome): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(late), Math.max(0, deadline - Date.now()));
+    void work.then((outcome) => {
+      clearTimeout(timer);
+      resolve(outcome);
     });
+  });
+}
+
+/**
+ * DeleteRecords v0–1: each partition's records below the offset are purged
+ * (offset -1: the high watermark), and the answer carries the new low
+ * watermark. An offset past the high watermark is OFFSET_OUT_OF_RANGE, as in
+ * Kafka. One replica holds the records, so the purge is done when the
+ * answer goes: timeout_ms has nothing to wait for.
+ */
+export async function handleDeleteRecords(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+  const { topics } = decodeDeleteRecords(r);
+  const results: Array<{ name: string; partitions: Array<{ index: number; low: number; error: number }> }> = [];
+  for (const t of topics) {
+    const stream = findTopic(door.js, t.name);
+    const partitions = [];
+    for (const p of t.partitions) {
+      const log = stream?.partitions[p.index];
+      let error: number = ErrorCode.NONE;
+      let low = -1;
+      if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+      else {
+        const hwm = log.state().lastSeq;
+        const offset = p.offset === -1 ? hwm : p.offset;
+        if (offset < 0 || offset > hwm) error = ErrorCode.OFFSET_OUT_OF_RANGE;
+        else if (stream.config.sealed || stream.config.deny_purge) error = ErrorCode.POLICY_VIOLATION;
+        else {
+          try {
+            // Offsets below `offset` are the sequences below offset + 1.
+            if (offset > log.state().firstSeq - 1) await stream.purgePartition(p.index, offset + 1);
+            low = log.state().firstSeq - 1;
+          } catch (err) {
+            door.log.error(`kafka: deleting records of ${t.name}/${p.index} failed: ${(err as Error).message}`);
+            error = ErrorCode.KAFKA_STORAGE_ERROR;
+          }
+        }
+      }
+      partitions.push({ index: p.index, low, error });
+    }
+    results.push({ name: t.name, partitions });
+  }
+  w.i32(0); // throttle_time_ms
+  w.array(results, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => w.i32(p.index).i64(p.low).i16(p.error));
   });
   return true;
 }

@@ -1,7 +1,10 @@
 /**
  * The Kafka APIs nagare answers, with the version ranges it advertises in
  * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
- * before it turns a feature on (docs/KAFKA.md lists them all).
+ * before it turns a feature on, and end below each API's first flexible
+ * version, which no client nagare is tested with sends (ApiVersions v3 and
+ * DescribeCluster, flexible from v0, are the exceptions). docs/KAFKA.md
+ * lists them all.
  */
 
 import type { Reader, Writer } from "./codec.js";
@@ -24,12 +27,19 @@ export const ApiKey = {
   ApiVersions: 18,
   CreateTopics: 19,
   DeleteTopics: 20,
+  DeleteRecords: 21,
   InitProducerId: 22,
   AddPartitionsToTxn: 24,
   AddOffsetsToTxn: 25,
   EndTxn: 26,
   TxnOffsetCommit: 28,
   DescribeConfigs: 32,
+  AlterConfigs: 33,
+  CreatePartitions: 37,
+  DeleteGroups: 42,
+  IncrementalAlterConfigs: 44,
+  OffsetDelete: 47,
+  DescribeCluster: 60,
 } as const;
 
 /** API key → [min, max] version supported. */
@@ -54,7 +64,15 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.ApiVersions, [0, 3]],
   [ApiKey.CreateTopics, [0, 4]],
   [ApiKey.DeleteTopics, [0, 3]],
+  [ApiKey.DeleteRecords, [0, 1]],
+  [ApiKey.CreatePartitions, [0, 1]],
   [ApiKey.DescribeConfigs, [0, 2]],
+  [ApiKey.AlterConfigs, [0, 1]],
+  [ApiKey.IncrementalAlterConfigs, [0, 0]],
+  [ApiKey.DeleteGroups, [0, 1]],
+  [ApiKey.OffsetDelete, [0, 0]],
+  // Flexible from its first version: the only flexible one nagare answers besides ApiVersions v3.
+  [ApiKey.DescribeCluster, [0, 0]],
   [ApiKey.InitProducerId, [0, 1]],
   [ApiKey.AddPartitionsToTxn, [0, 1]],
   [ApiKey.AddOffsetsToTxn, [0, 1]],
@@ -80,7 +98,14 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.ApiVersions, 3],
   [ApiKey.CreateTopics, 5],
   [ApiKey.DeleteTopics, 4],
+  [ApiKey.DeleteRecords, 2],
+  [ApiKey.CreatePartitions, 2],
   [ApiKey.DescribeConfigs, 4],
+  [ApiKey.AlterConfigs, 2],
+  [ApiKey.IncrementalAlterConfigs, 1],
+  [ApiKey.DeleteGroups, 2],
+  // OffsetDelete has no flexible version.
+  [ApiKey.DescribeCluster, 0],
   [ApiKey.InitProducerId, 2],
   [ApiKey.AddPartitionsToTxn, 3],
   [ApiKey.AddOffsetsToTxn, 3],

@@ -222,6 +222,18 @@ export class Writer {
   string(s: string): this {
     return this.nullableString(s);
   }
+  /** Flexible versions' string: unsigned-varint length + 1 (0 for null). */
+  compactNullableString(s: string | null): this {
+    if (s === null) return this.uvarint(0);
+    const n = Buffer.byteLength(s);
+    this.uvarint(n + 1);
+    const at = this.room(n);
+    this.buf.write(s, at, "utf8");
+    return this;
+  }
+  compactString(s: string): this {
+    return this.compactNullableString(s);
+  }
   nullableBytes(b: Buffer | null): this {
     if (b === null) return this.i32(-1);
     this.i32(b.length);

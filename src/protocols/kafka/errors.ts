@@ -43,6 +43,7 @@ export const ErrorCode = {
   GROUP_ID_NOT_FOUND: 69,
   NON_EMPTY_GROUP: 68,
   KAFKA_STORAGE_ERROR: 56,
+  GROUP_SUBSCRIBED_TO_TOPIC: 86,
   INVALID_RECORD: 87,
 } as const;
 

@@ -13,7 +13,7 @@
 import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { readJson, writeJsonDurably } from "../../util/persist.js";
+import { readJson, removeFileDurably, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
 
 export type GroupState = "Empty" | "PreparingRebalance" | "CompletingRebalance" | "Stable" | "Dead";
@@ -300,6 +300,12 @@ export class Group {
     return this.save();
   }
 
+  /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
+  forget(keys: string[]): Promise<void> {
+    for (const k of keys) this.offsets.delete(k);
+    return this.save();
+  }
+
   private save(): Promise<void> {
     if (this.saving !== null) {
       this.saveAgain = true;
@@ -319,6 +325,7 @@ export class Group {
 
 export class GroupCoordinator {
   readonly groups = new Map<string, Group>();
+  private readonly fileOps = new Map<string, Promise<void>>();
 
   constructor(
     private readonly dir: string,
@@ -356,7 +363,26 @@ export class GroupCoordinator {
   }
 
   persist(g: Group): Promise<void> {
-    return writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets) });
+    // A group deleted meanwhile is not written back.
+    return this.fileOp(g.id, () => (this.groups.get(g.id) !== g ? Promise.resolve() : writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets) })));
+  }
+
+  /** Deletes a group and its committed offsets (DeleteGroups): gone at once, and from disk when this resolves. */
+  async remove(g: Group): Promise<void> {
+    g.stop();
+    if (this.groups.get(g.id) === g) this.groups.delete(g.id);
+    await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
+  }
+
+  /** Runs file writes and removals of one group in order, so that a write begun before a delete cannot land after it. */
+  private fileOp(id: string, op: () => Promise<void>): Promise<void> {
+    const run = (this.fileOps.get(id) ?? Promise.resolve()).then(op);
+    const tail = run.catch(() => undefined);
+    this.fileOps.set(id, tail);
+    void tail.then(() => {
+      if (this.fileOps.get(id) === tail) this.fileOps.delete(id);
+    });
+    return run;
   }
 
   private fileOf(id: string): string {

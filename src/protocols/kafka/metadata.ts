@@ -1,7 +1,7 @@
-/** ApiVersions and Metadata: what a Kafka client asks before anything else. */
+/** ApiVersions, Metadata and DescribeCluster: what a Kafka client asks before anything else. */
 
 import { API_VERSIONS, type RequestContext } from "./api.js";
-import { decodeApiVersions, decodeMetadata } from "./requests.js";
+import { decodeApiVersions, decodeDescribeCluster, decodeMetadata } from "./requests.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
@@ -76,5 +76,21 @@ export async function handleMetadata(door: KafkaDoor, { conn, version, r, w }: R
       if (version >= 5) w.arrayLength(0); // offline replicas
     }
   });
+  return true;
+}
+
+/**
+ * DescribeCluster v0 (flexible: compact strings, tagged fields): this node
+ * is the cluster and its controller, with the cluster id Metadata gives.
+ */
+export function handleDescribeCluster(door: KafkaDoor, { conn, r, w }: RequestContext): boolean {
+  decodeDescribeCluster(r); // include_cluster_authorized_operations: not computed
+  w.i32(0).i16(ErrorCode.NONE).compactNullableString(null); // throttle_time_ms, error_code, error_message
+  w.compactString(door.clusterId).i32(door.nodeId);
+  w.arrayLength(1, true);
+  w.i32(door.nodeId).compactString(door.options.advertisedHost ?? conn.localHost).i32(door.port).compactNullableString(null); // rack
+  w.tags();
+  w.i32(-2147483648); // cluster_authorized_operations: not computed
+  w.tags();
   return true;
 }

@@ -361,6 +361,94 @@ export function decodeDescribeConfigs(r: Reader, version: number): DescribeConfi
   return { resources, includeSynonyms };
 }
 
+// ---- DeleteRecords (21) v0–1, CreatePartitions (37) v0–1 ----
+
+export interface DeleteRecordsRequest {
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number }> }>;
+  timeoutMs: number;
+}
+
+export function decodeDeleteRecords(r: Reader): DeleteRecordsRequest {
+  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), offset: r.i64() })) }));
+  return { topics, timeoutMs: r.i32() };
+}
+
+export interface CreatePartitionsRequest {
+  /** assignments: the brokers of each new partition, or null to let the broker place them. */
+  topics: Array<{ name: string; count: number; assignments: number[][] | null }>;
+  timeoutMs: number;
+  validateOnly: boolean;
+}
+
+export function decodeCreatePartitions(r: Reader): CreatePartitionsRequest {
+  const topics = r.array((r) => {
+    const name = r.string();
+    const count = r.i32();
+    const n = r.arrayLength();
+    let assignments: number[][] | null = null;
+    if (n >= 0) {
+      assignments = [];
+      for (let i = 0; i < n; i++) assignments.push(r.array((r) => r.i32()));
+    }
+    return { name, count, assignments };
+  });
+  const timeoutMs = r.i32();
+  return { topics, timeoutMs, validateOnly: r.bool() };
+}
+
+// ---- AlterConfigs (33) v0–1, IncrementalAlterConfigs (44) v0 ----
+
+/** IncrementalAlterConfigs' operations; AlterConfigs sets every config it names. */
+export const ConfigOp = { SET: 0, DELETE: 1, APPEND: 2, SUBTRACT: 3 } as const;
+
+export interface AlterConfigsRequest {
+  /** Configs in request order, repeats kept (a repeated name is refused). */
+  resources: Array<{ type: number; name: string; configs: Array<{ name: string; op: number; value: string | null }> }>;
+  validateOnly: boolean;
+}
+
+export function decodeAlterConfigs(r: Reader): AlterConfigsRequest {
+  const resources = r.array((r) => ({ type: r.i8(), name: r.string(), configs: r.array((r) => ({ name: r.string(), op: ConfigOp.SET as number, value: r.nullableString() })) }));
+  return { resources, validateOnly: r.bool() };
+}
+
+export function decodeIncrementalAlterConfigs(r: Reader): AlterConfigsRequest {
+  const resources = r.array((r) => ({ type: r.i8(), name: r.string(), configs: r.array((r) => ({ name: r.string(), op: r.i8(), value: r.nullableString() })) }));
+  return { resources, validateOnly: r.bool() };
+}
+
+// ---- DeleteGroups (42) v0–1, OffsetDelete (47) v0 ----
+
+export interface DeleteGroupsRequest {
+  groupIds: string[];
+}
+
+export function decodeDeleteGroups(r: Reader): DeleteGroupsRequest {
+  return { groupIds: r.array((r) => r.string()) };
+}
+
+export interface OffsetDeleteRequest {
+  groupId: string;
+  topics: Array<{ name: string; partitions: number[] }>;
+}
+
+export function decodeOffsetDelete(r: Reader): OffsetDeleteRequest {
+  const groupId = r.string();
+  return { groupId, topics: r.array((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) })) };
+}
+
+// ---- DescribeCluster (60) v0, flexible ----
+
+export interface DescribeClusterRequest {
+  includeClusterAuthorizedOperations: boolean;
+}
+
+export function decodeDescribeCluster(r: Reader): DescribeClusterRequest {
+  const includeClusterAuthorizedOperations = r.bool();
+  r.tags();
+  return { includeClusterAuthorizedOperations };
+}
+
 // ---- InitProducerId (22) v0–1 and the transaction APIs (24, 25, 26, 28) ----
 
 export interface InitProducerIdRequest {
@@ -455,6 +543,13 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.CreateTopics, decodeCreateTopics],
   [ApiKey.DeleteTopics, decodeDeleteTopics],
   [ApiKey.DescribeConfigs, decodeDescribeConfigs],
+  [ApiKey.DeleteRecords, decodeDeleteRecords],
+  [ApiKey.CreatePartitions, decodeCreatePartitions],
+  [ApiKey.AlterConfigs, decodeAlterConfigs],
+  [ApiKey.IncrementalAlterConfigs, decodeIncrementalAlterConfigs],
+  [ApiKey.DeleteGroups, decodeDeleteGroups],
+  [ApiKey.OffsetDelete, decodeOffsetDelete],
+  [ApiKey.DescribeCluster, decodeDescribeCluster],
   [ApiKey.InitProducerId, decodeInitProducerId],
   [ApiKey.AddPartitionsToTxn, decodeAddPartitionsToTxn],
   [ApiKey.AddOffsetsToTxn, decodeAddOffsetsToTxn],

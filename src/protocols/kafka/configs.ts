@@ -1,0 +1,282 @@
+/**
+ * Configs as Kafka clients see them: DescribeConfigs, AlterConfigs and
+ * IncrementalAlterConfigs. A topic's configs are settings of its stream
+ * (docs/KAFKA.md, "Topic configs"); a config nagare cannot honour is refused
+ * with INVALID_CONFIG, never accepted and ignored. The broker's configs are
+ * nagare's own settings, from its configuration file: described, never
+ * changed at run time.
+ */
+
+import type { RequestContext } from "./api.js";
+import type { KafkaDoor } from "./door.js";
+import { ErrorCode } from "./errors.js";
+import { ApiError } from "../../streams/errors.js";
+import { NS_PER_MS, normalizeStreamConfig, streamUpdateError, type StreamConfig } from "../../streams/config.js";
+import type { Stream } from "../../streams/stream.js";
+import { DEFAULTS as SERVER_DEFAULTS } from "../../core/options.js";
+import { KAFKA_DEFAULTS } from "./door.js";
+import { MAX_MEMBERS_PER_GROUP } from "./groups.js";
+import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
+import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, type AlterConfigsRequest } from "./requests.js";
+import { findTopic } from "./topics.js";
+
+const SEGMENT_BYTES = 64 * 1024 * 1024;
+const RESOURCE_TOPIC = 2;
+const RESOURCE_BROKER = 4;
+/** DescribeConfigs v1+ config_source. */
+const SOURCE_DYNAMIC_TOPIC = 1;
+const SOURCE_STATIC_BROKER = 4;
+const SOURCE_DEFAULT = 5;
+
+export interface Outcome {
+  error: number;
+  message: string | null;
+}
+
+export const ok: Outcome = { error: ErrorCode.NONE, message: null };
+export const fail = (error: number, message: string): Outcome => ({ error, message });
+
+/** Stream limits from Kafka topic configs; an Outcome when one cannot be honoured. */
+export function limitsFrom(configs: Map<string, string | null>): Record<string, unknown> | Outcome {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of configs) {
+    const int = (): number | null => (value !== null && /^-?\d+$/.test(value) ? Number(value) : null);
+    switch (name) {
+      case "retention.ms": {
+        const v = int();
+        if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.ms: ${value} is not -1 or a number of milliseconds`);
+        out.max_age = v <= 0 ? 0 : v * NS_PER_MS;
+        break;
+      }
+      case "retention.bytes": {
+        const v = int();
+        if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.bytes: ${value} is not -1 or a byte count`);
+        out.max_bytes = v <= 0 ? -1 : v;
+        break;
+      }
+      case "max.message.bytes": {
+        const v = int();
+        if (v === null || v <= 0) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count`);
+        out.max_msg_size = v;
+        break;
+      }
+      case "cleanup.policy":
+        if (value !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
+        break;
+      case "message.timestamp.type":
+        if (value !== "LogAppendTime") return fail(ErrorCode.INVALID_CONFIG, "nagare records keep the log append time (message.timestamp.type LogAppendTime)");
+        break;
+      case "segment.bytes":
+        return fail(ErrorCode.INVALID_CONFIG, "segment.bytes is fixed by the storage engine");
+      default:
+        return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${name}`);
+    }
+  }
+  return out;
+}
+
+export interface ConfigEntry {
+  name: string;
+  value: string | null;
+  readOnly: boolean;
+  source: number;
+}
+
+/** The Kafka view of a stream's settings. */
+export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
+  const c = s.config;
+  const source = (set: boolean): number => (set ? SOURCE_DYNAMIC_TOPIC : SOURCE_DEFAULT);
+  return [
+    { name: "cleanup.policy", value: "delete", readOnly: true, source: SOURCE_DEFAULT },
+    { name: "max.message.bytes", value: String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), readOnly: false, source: source(c.max_msg_size > 0) },
+    { name: "message.timestamp.type", value: "LogAppendTime", readOnly: true, source: SOURCE_DEFAULT },
+    { name: "retention.bytes", value: String(c.max_bytes > 0 ? c.max_bytes : -1), readOnly: false, source: source(c.max_bytes > 0) },
+    { name: "retention.ms", value: String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), readOnly: false, source: source(c.max_age > 0) },
+    { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
+  ];
+}
+
+/**
+ * The broker's settings under Kafka's names, for DescribeConfigs of broker
+ * `0`: the Kafka listener's, the ones shared with the NATS side, and the
+ * defaults a topic gets (`log.*`). All read-only: they come from the
+ * configuration file.
+ */
+export function brokerConfigs(door: KafkaDoor): ConfigEntry[] {
+  const o = door.options;
+  const entry = (name: string, value: string | number | boolean | null, dflt: string | number | boolean | null): ConfigEntry => ({
+    name,
+    value: value === null ? null : String(value),
+    readOnly: true,
+    source: value === dflt ? SOURCE_DEFAULT : SOURCE_STATIC_BROKER,
+  });
+  const listener = `PLAINTEXT://${o.host}:${door.port}`;
+  const entries = [
+    entry("advertised.listeners", o.advertisedHost === undefined ? null : `PLAINTEXT://${o.advertisedHost}:${door.port}`, null),
+    entry("auto.create.topics.enable", o.autoCreateTopics, KAFKA_DEFAULTS.autoCreateTopics),
+    entry("broker.id", door.nodeId, door.nodeId),
+    entry("connections.max.idle.ms", o.connectionsMaxIdleMs, KAFKA_DEFAULTS.connectionsMaxIdleMs),
+    entry("fetch.max.bytes", o.fetchMaxBytes, KAFKA_DEFAULTS.fetchMaxBytes),
+    entry("group.initial.rebalance.delay.ms", o.initialRebalanceDelayMs, KAFKA_DEFAULTS.initialRebalanceDelayMs),
+    entry("group.max.size", MAX_MEMBERS_PER_GROUP, MAX_MEMBERS_PER_GROUP),
+    entry("listeners", listener, null),
+    entry("max.connections", door.broker.options.maxConnections, SERVER_DEFAULTS.maxConnections),
+    entry("message.max.bytes", door.js.options.maxPayload, SERVER_DEFAULTS.maxPayload),
+    entry("num.partitions", o.defaultPartitions, KAFKA_DEFAULTS.defaultPartitions),
+    entry("queued.max.request.bytes", o.maxQueuedRequestBytes, KAFKA_DEFAULTS.maxQueuedRequestBytes),
+    entry("socket.request.max.bytes", o.maxRequestBytes, KAFKA_DEFAULTS.maxRequestBytes),
+    entry("transaction.max.timeout.ms", MAX_TRANSACTION_TIMEOUT_MS, MAX_TRANSACTION_TIMEOUT_MS),
+    // What a topic gets when it sets none of its own (topicConfigs).
+    entry("log.cleanup.policy", "delete", "delete"),
+    entry("log.message.timestamp.type", "LogAppendTime", "LogAppendTime"),
+    entry("log.retention.bytes", -1, -1),
+    entry("log.retention.ms", -1, -1),
+    entry("log.segment.bytes", SEGMENT_BYTES, SEGMENT_BYTES),
+  ];
+  return entries.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/** Configs a topic has set, by name: what AlterConfigs replaces and IncrementalAlterConfigs changes. */
+function setTopicConfigs(door: KafkaDoor, s: Stream): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of topicConfigs(door, s)) if (e.source === SOURCE_DYNAMIC_TOPIC && e.value !== null) out.set(e.name, e.value);
+  return out;
+}
+
+/** List-valued topic configs (APPEND and SUBTRACT apply to them only), with their default. */
+const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
+const TOPIC_CONFIG_NAMES = new Set(["cleanup.policy", "max.message.bytes", "message.timestamp.type", "retention.bytes", "retention.ms", "segment.bytes"]);
+
+type AlterResource = AlterConfigsRequest["resources"][number];
+
+/**
+ * The stream configuration a topic would have after `res`'s changes: all of
+ * its configs replaced (AlterConfigs) or the named ones changed
+ * (IncrementalAlterConfigs); an Outcome when they cannot be honoured.
+ */
+function alteredConfig(door: KafkaDoor, stream: Stream, res: AlterResource, incremental: boolean): StreamConfig | Outcome {
+  const names = new Set<string>();
+  const nulls: string[] = [];
+  for (const c of res.configs) {
+    if (names.has(c.name)) return fail(ErrorCode.INVALID_REQUEST, `config ${c.name} is named twice`);
+    names.add(c.name);
+    if (c.value === null && c.op !== ConfigOp.DELETE) nulls.push(c.name);
+  }
+  // As Kafka: a null value other than for a delete is a malformed request, not a bad config.
+  if (nulls.length > 0) return fail(ErrorCode.INVALID_REQUEST, `Null value not supported for : ${nulls.join(", ")}`);
+  const next = incremental ? setTopicConfigs(door, stream) : new Map<string, string>();
+  for (const c of res.configs) {
+    if (!TOPIC_CONFIG_NAMES.has(c.name)) return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${c.name}`);
+    switch (c.op) {
+      case ConfigOp.SET:
+        next.set(c.name, c.value!);
+        break;
+      case ConfigOp.DELETE:
+        next.delete(c.name);
+        break;
+      case ConfigOp.APPEND:
+      case ConfigOp.SUBTRACT: {
+        const dflt = LIST_CONFIGS.get(c.name);
+        if (dflt === undefined) return fail(ErrorCode.INVALID_CONFIG, `Config value ${c.op === ConfigOp.APPEND ? "append" : "subtract"} is not allowed for config key: ${c.name}`);
+        const list = (next.get(c.name) ?? dflt).split(",").filter((v) => v !== "");
+        const values = c.value!.split(",").map((v) => v.trim());
+        const result = c.op === ConfigOp.APPEND ? [...list, ...values.filter((v) => !list.includes(v))] : list.filter((v) => !values.includes(v));
+        next.set(c.name, result.join(","));
+        break;
+      }
+      default:
+        return fail(ErrorCode.INVALID_REQUEST, `unknown config operation ${c.op}`);
+    }
+  }
+  const limits = limitsFrom(next);
+  if ("error" in limits) return limits as Outcome;
+  // What is not named goes back to its default (AlterConfigs), or was kept in `next` (incremental).
+  const config: StreamConfig = { ...stream.config, max_age: 0, max_bytes: -1, max_msg_size: -1, ...limits };
+  // JetStream's de-duplication window may not outlast the messages: a shorter retention shortens it, as at creation.
+  if (config.max_age > 0 && config.duplicate_window > config.max_age) config.duplicate_window = config.max_age;
+  return config;
+}
+
+/** Applies one resource's changes (or checks them, `validateOnly`). */
+async function alterResource(door: KafkaDoor, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
+  if (res.type === RESOURCE_BROKER) {
+    if (res.configs.length === 0) return ok;
+    return fail(ErrorCode.INVALID_CONFIG, `nagare's broker settings come from its configuration file and cannot be changed at run time (${res.configs.map((c) => c.name).join(", ")})`);
+  }
+  if (res.type !== RESOURCE_TOPIC) return fail(ErrorCode.INVALID_REQUEST, `resource type ${res.type} is not supported`);
+  const stream = findTopic(door.js, res.name);
+  if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${res.name} does not exist`);
+  if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${res.name} is sealed: its settings cannot change`);
+  const next = alteredConfig(door, stream, res, incremental);
+  if ("error" in next) return next;
+  try {
+    // What the stream itself would refuse (a retention under 100 ms, say) is refused under validate_only too.
+    const checked = normalizeStreamConfig(next);
+    const refused = streamUpdateError(stream.config, checked);
+    if (refused !== null) throw refused;
+    if (validateOnly) return ok;
+    await door.js.updateStream(next);
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    return fail(ErrorCode.INVALID_CONFIG, err.message);
+  }
+  door.log.info(`kafka: altered configs of topic ${res.name}: ${res.configs.map((c) => `${c.name}${c.op === ConfigOp.DELETE ? " (default)" : `=${c.value}`}`).join(", ") || "all to their defaults"}`);
+  return ok;
+}
+
+async function handleAlter(door: KafkaDoor, { r, w }: RequestContext, incremental: boolean): Promise<boolean> {
+  const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
+  const seen = new Set<string>();
+  const results: Array<Outcome & { type: number; name: string }> = [];
+  for (const res of resources) {
+    const key = `${res.type}\0${res.name}`;
+    const outcome = seen.has(key) ? fail(ErrorCode.INVALID_REQUEST, "resource named twice in one request") : await alterResource(door, res, incremental, validateOnly);
+    seen.add(key);
+    results.push({ ...outcome, type: res.type, name: res.name });
+  }
+  w.i32(0); // throttle_time_ms
+  w.array(results, (w, res) => w.i16(res.error).nullableString(res.message).i8(res.type).string(res.name));
+  return true;
+}
+
+export function handleAlterConfigs(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+  return handleAlter(door, ctx, false);
+}
+
+export function handleIncrementalAlterConfigs(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+  return handleAlter(door, ctx, true);
+}
+
+/** The configs of one DescribeConfigs resource, or why not. */
+function describeResource(door: KafkaDoor, type: number, name: string): Outcome & { entries: ConfigEntry[] } {
+  if (type === RESOURCE_TOPIC) {
+    const stream = findTopic(door.js, name);
+    if (stream === undefined) return { ...fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${name} does not exist`), entries: [] };
+    return { ...ok, entries: topicConfigs(door, stream) };
+  }
+  if (type === RESOURCE_BROKER) {
+    // As Kafka: "" is the cluster-wide dynamic defaults, of which nagare has none.
+    if (name === "") return { ...ok, entries: [] };
+    if (name !== String(door.nodeId)) return { ...fail(ErrorCode.INVALID_REQUEST, `Unexpected broker id, expected ${door.nodeId} or empty string, but received ${name}`), entries: [] };
+    return { ...ok, entries: brokerConfigs(door) };
+  }
+  return { ...fail(ErrorCode.INVALID_REQUEST, `resource type ${type} is not supported`), entries: [] };
+}
+
+export function handleDescribeConfigs(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+  const { resources } = decodeDescribeConfigs(r, version); // include_synonyms: we have none
+  w.i32(0); // throttle_time_ms
+  w.array(resources, (w, res) => {
+    const d = describeResource(door, res.type, res.name);
+    const entries = res.keys === null ? d.entries : d.entries.filter((e) => res.keys!.includes(e.name));
+    w.i16(d.error).nullableString(d.message).i8(res.type).string(res.name);
+    w.array(entries, (w, e) => {
+      w.string(e.name).nullableString(e.value).bool(e.readOnly);
+      if (version === 0) w.bool(e.source === SOURCE_DEFAULT);
+      else w.i8(e.source);
+      w.bool(false); // is_sensitive
+      if (version >= 1) w.arrayLength(0); // synonyms
+    });
+  });
+  return true;
+}

@@ -1,0 +1,92 @@
+/**
+ * DeleteGroups and OffsetDelete: what kafka-consumer-groups.sh --delete and
+ * --delete-offsets send. As in Kafka, a group with members is not deleted
+ * (NON_EMPTY_GROUP), and the committed offset of a topic its members
+ * subscribe to stays (GROUP_SUBSCRIBED_TO_TOPIC): they would commit it again.
+ */
+
+import type { RequestContext } from "./api.js";
+import type { KafkaDoor } from "./door.js";
+import { ErrorCode } from "./errors.js";
+import { Reader } from "./codec.js";
+import { offsetKey, type Group } from "./groups.js";
+import { decodeDeleteGroups, decodeOffsetDelete } from "./requests.js";
+import { findTopic } from "./topics.js";
+
+export async function handleDeleteGroups(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+  const { groupIds } = decodeDeleteGroups(r);
+  const results: Array<[string, number]> = [];
+  for (const id of groupIds) {
+    const g = door.groups.group(id, false);
+    let error: number = ErrorCode.NONE;
+    if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
+    else if (g.state !== "Empty" || g.members.size > 0) error = ErrorCode.NON_EMPTY_GROUP;
+    else {
+      await door.groups.remove(g);
+      door.log.info(`kafka: deleted group ${id}`);
+    }
+    results.push([id, error]);
+  }
+  w.i32(0); // throttle_time_ms
+  w.array(results, (w, [id, error]) => w.string(id).i16(error));
+  return true;
+}
+
+/**
+ * The topics a group's members subscribe to, from their `consumer` protocol
+ * metadata; null when that cannot be known (another protocol type, no
+ * protocol chosen yet, metadata that does not parse), which Kafka takes as
+ * "every topic", to be safe.
+ */
+export function subscribedTopics(g: Group): Set<string> | null {
+  if (g.protocolType !== "consumer" || g.protocol === "") return null;
+  const topics = new Set<string>();
+  for (const m of g.members.values()) {
+    const metadata = m.protocols.find(([name]) => name === g.protocol)?.[1];
+    if (metadata === undefined) return null;
+    try {
+      // ConsumerProtocolSubscription: version, then the topics (user data and the rest follow).
+      const r = new Reader(metadata);
+      if (r.i16() < 0) return null;
+      for (const t of r.array((r) => r.string())) topics.add(t);
+    } catch {
+      return null;
+    }
+  }
+  return topics;
+}
+
+export async function handleOffsetDelete(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+  const { groupId, topics } = decodeOffsetDelete(r);
+  const g = groupId === "" ? null : door.groups.group(groupId, false);
+  let error: number = ErrorCode.NONE;
+  if (groupId === "") error = ErrorCode.INVALID_GROUP_ID;
+  else if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
+  else if (g.members.size > 0 && g.protocolType !== "consumer") error = ErrorCode.NON_EMPTY_GROUP;
+  const subscribed = g !== null && g.members.size > 0 ? subscribedTopics(g) : new Set<string>();
+  const forget: string[] = [];
+  const results = topics.map((t) => {
+    const stream = findTopic(door.js, t.name);
+    return {
+      name: t.name,
+      partitions: t.partitions.map((index) => {
+        let e: number = ErrorCode.NONE;
+        if (stream === undefined || index < 0 || index >= stream.partitions.length) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+        else if (subscribed === null || subscribed.has(t.name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
+        else forget.push(offsetKey(t.name, index));
+        return { index, error: e };
+      }),
+    };
+  });
+  if (error === ErrorCode.NONE && forget.length > 0) {
+    await g!.forget(forget);
+    door.log.info(`kafka: group ${groupId}: deleted the committed offsets of ${forget.join(", ")}`);
+  }
+  w.i16(error).i32(0); // error_code, throttle_time_ms
+  // As Kafka: a group-level error comes with no topics.
+  w.array(error === ErrorCode.NONE ? results : [], (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
+  });
+  return true;
+}
