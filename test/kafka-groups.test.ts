@@ -66,9 +66,9 @@ async function join(k: RawKafka, group: string, instanceId: string | null = null
   return joinGroup(k, group, first.memberId, instanceId);
 }
 
-async function syncGroup(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = []): Promise<number> {
+async function syncGroup(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<number> {
   const r = await call(k, 14, 3, (w) => {
-    w.string(group).i32(generation).string(memberId).nullableString(null);
+    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
     w.arrayLength(assignments.length);
     for (const m of assignments) w.string(m).nullableBytes(Buffer.from("a"));
   });
@@ -247,7 +247,8 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
       // Static membership: the instance id names the member; an older member id of the same instance is fenced.
       const s = "static";
       const s1 = await join(m1, s, "instance-1");
-      assert.equal(await syncGroup(m1, s, s1.generation, s1.memberId, [s1.memberId]), NONE);
+      assert.equal(await syncGroup(m1, s, s1.generation, "an-older-id", [], "instance-1"), FENCED_INSTANCE_ID);
+      assert.equal(await syncGroup(m1, s, s1.generation, s1.memberId, [s1.memberId], "instance-1"), NONE);
       assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: s1.memberId, instanceId: "instance-1", offsets: at(1) }), [NONE]);
       assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: "an-older-id", instanceId: "instance-1", offsets: at(2) }), [FENCED_INSTANCE_ID]);
       assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: s1.memberId, instanceId: "instance-2", offsets: at(2) }), [UNKNOWN_MEMBER_ID]);

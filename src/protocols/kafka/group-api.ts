@@ -54,9 +54,9 @@ export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: 
 }
 
 export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, assignments } = decodeSyncGroup(r, version);
+  const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
   const group = door.groups.group(groupId, false);
-  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, generation, assignments);
+  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
   if (version >= 1) w.i32(0);
   w.i16(result.error).nullableBytes(result.assignment);
   return true;

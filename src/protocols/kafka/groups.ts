@@ -202,9 +202,10 @@ export class Group {
     }
   }
 
-  sync(memberId: string, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
-    const m = this.members.get(memberId);
-    if (m === undefined) return Promise.resolve({ error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
+  sync(memberId: string, instanceId: string | null, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
+    const refused = this.memberCheck(memberId, instanceId);
+    if (refused !== ErrorCode.NONE) return Promise.resolve({ error: refused, assignment: EMPTY });
+    const m = this.members.get(memberId)!;
     if (generation !== this.generation) return Promise.resolve({ error: ErrorCode.ILLEGAL_GENERATION, assignment: EMPTY });
     this.touch(m);
     if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
