@@ -327,7 +327,7 @@ export class Group {
       const refused = this.memberCheck(memberId, instanceId);
       if (refused !== ErrorCode.NONE) return refused;
       if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
-    } else if (this.state !== "Empty") return ErrorCode.UNKNOWN_MEMBER_ID;
+    } else return ErrorCode.UNKNOWN_MEMBER_ID; // generation -1 and no member: only an Empty group (above) takes it
     if (this.state === "CompletingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
     // A commit is a sign of life, as a heartbeat is.
     const m = this.members.get(memberId);
