@@ -23,7 +23,7 @@ import { gunzipSync, gzipSync } from "node:zlib";
 import { KafkaDecodeError, Reader } from "../src/protocols/kafka/codec.js";
 import { API_VERSIONS } from "../src/protocols/kafka/api.js";
 import { decodeRequestHeader, REQUEST_DECODERS, type ProduceRequest } from "../src/protocols/kafka/requests.js";
-import { decodeProduceBatch, BATCH_OVERHEAD, type DecodedBatch, type DecompressionGate } from "../src/protocols/kafka/records.js";
+import { decodeProduceBatch, headersOf, BATCH_OVERHEAD, type DecodedBatch, type DecompressionGate } from "../src/protocols/kafka/records.js";
 import { BatchError } from "../src/protocols/kafka/errors.js";
 import { ByteBudget } from "../src/protocols/kafka/budget.js";
 import { crc32c } from "../src/store/crc32c.js";
@@ -194,7 +194,7 @@ function recordsOf(b: DecodedBatch): Array<[string | null, string, Array<[string
   for (let i = 0; i < b.count; i++) {
     const key = b.keyLen[i] < 0 ? null : b.body.toString("utf8", b.keyAt[i], b.keyAt[i] + b.keyLen[i]);
     const value = b.body.toString("utf8", b.valueAt[i], b.valueAt[i] + b.valueLen[i]);
-    out.push([key, value, (b.headers?.[i] ?? []).map(([k, v]) => [k, v?.toString() ?? ""])]);
+    out.push([key, value, headersOf(b, i).map(([k, v]) => [k, v?.toString() ?? ""])]);
   }
   return out;
 }

@@ -109,7 +109,7 @@ test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the d
     const producer = await RawKafka.open(port);
     for (let b = 0; b < 8; b++) {
       const w = new Writer();
-      encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+      encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: null })), 0);
       producer.send(produceFrame("big", 0, Buffer.from(w.result())));
       assert.equal(produceResult(await producer.response(b)).error, 0);
     }
@@ -159,7 +159,7 @@ test("a client that does not read its responses stops being read", async () => {
     const value = Buffer.alloc(64 * 1024, 1);
     const p = await RawKafka.open(port);
     const w = new Writer();
-    encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: [] })), 0);
+    encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: null })), 0);
     p.send(produceFrame("unread", 0, Buffer.from(w.result())));
     assert.equal(produceResult(await p.response(0)).error, 0);
     p.destroy();

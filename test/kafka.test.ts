@@ -416,7 +416,7 @@ describe("Kafka door", () => {
     }
     function batch(values: string[]): Buffer {
       const w = new Writer();
-      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0);
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: null })), 0);
       return Buffer.from(w.result());
     }
     /** InitProducerId v1 for an idempotent producer: its id (epoch 0). */
@@ -432,7 +432,7 @@ describe("Kafka door", () => {
     /** Produces one idempotent batch; the partition's error code and base offset. */
     async function sendIdempotent(s: Socket, topic: string, producerId: number, seq: number, values: string[]): Promise<[number, number]> {
       const w = new Writer();
-      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: [] })), 0, producerId, 0, seq);
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: null })), 0, producerId, 0, seq);
       s.write(produceV3(topic, Buffer.from(w.result())));
       const res = await response(s);
       res.i32();
@@ -516,7 +516,7 @@ describe("Kafka door", () => {
       const epoch = ok.i16();
       const produce = async (transactionalId: string | null): Promise<number> => {
         const w = new Writer();
-        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("t"), headers: [] }], 0x10, pid, epoch, 0);
+        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("t"), headers: null }], 0x10, pid, epoch, 0);
         const records = Buffer.from(w.result());
         s.write(frame((w) => w.nullableString(transactionalId).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(records), 0, 3));
         const r = await response(s);
@@ -676,7 +676,7 @@ describe("Kafka door", () => {
       // Record sets flagged with each codec but holding garbage: CORRUPT_MESSAGE, nothing stored.
       for (const codec of [1, 2, 3, 4]) {
         const w = new Writer();
-        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("not compressed at all"), headers: [] }], codec);
+        encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("not compressed at all"), headers: null }], codec);
         const set = Buffer.from(w.result());
         s.write(produceV3(topic, set));
         const res = await response(s);

@@ -1,6 +1,7 @@
 /**
  * The NATS/1.0 header block, read and written off the hot path: JetStream
- * looks at headers only when a message carries them.
+ * looks at headers only when a message carries them. `HeaderCursor` is the
+ * exception, for paths that read every message's headers (Kafka fetches).
  */
 
 import { isUtf8 } from "node:buffer";
@@ -33,6 +34,80 @@ export function parseHeaders(buf: Uint8Array, start: number, end: number): Heade
     else map.set(key, [value]);
   }
   return map;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const COLON = 0x3a;
+const NO_BYTES = new Uint8Array(0);
+
+function isBlank(c: number): boolean {
+  return c === 0x20 || c === 0x09;
+}
+
+/**
+ * Walks the fields of a header block in the order they were written,
+ * repeated names included, without allocating: a reused cursor whose name
+ * and value are spans of the block, trimmed of spaces and tabs as
+ * parseHeaders trims them. What parseHeaders skips (lines without a name
+ * or a colon), this skips too. For the paths that handle every message.
+ */
+export class HeaderCursor {
+  block: Uint8Array = NO_BYTES;
+  nameAt = 0;
+  nameEnd = 0;
+  valueAt = 0;
+  valueEnd = 0;
+  private at = 0;
+
+  /** Starts before the first field of `block` (past the NATS/1.0 line). */
+  reset(block: Uint8Array): this {
+    this.block = block;
+    this.at = lineEnd(block, 0) + 2;
+    return this;
+  }
+
+  /** Moves to the next field; false past the last. */
+  next(): boolean {
+    const b = this.block;
+    while (this.at < b.length) {
+      const start = this.at;
+      const end = lineEnd(b, start);
+      this.at = end + 2;
+      let colon = start;
+      while (colon < end && b[colon] !== COLON) colon++;
+      if (colon === end) continue;
+      let nameAt = start;
+      let nameEnd = colon;
+      while (nameAt < nameEnd && isBlank(b[nameAt])) nameAt++;
+      while (nameEnd > nameAt && isBlank(b[nameEnd - 1])) nameEnd--;
+      if (nameAt === nameEnd) continue;
+      let valueAt = colon + 1;
+      let valueEnd = end;
+      while (valueAt < valueEnd && isBlank(b[valueAt])) valueAt++;
+      while (valueEnd > valueAt && isBlank(b[valueEnd - 1])) valueEnd--;
+      this.nameAt = nameAt;
+      this.nameEnd = nameEnd;
+      this.valueAt = valueAt;
+      this.valueEnd = valueEnd;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether the field's name is `name` (ASCII bytes), as NATS compares names: exactly. */
+  nameIs(name: Uint8Array): boolean {
+    const n = this.nameEnd - this.nameAt;
+    if (n !== name.length) return false;
+    for (let i = 0; i < n; i++) if (this.block[this.nameAt + i] !== name[i]) return false;
+    return true;
+  }
+}
+
+/** Where the line starting at `from` ends (its CR LF, or the end of the block). */
+function lineEnd(b: Uint8Array, from: number): number {
+  for (let i = from; i + 1 < b.length; i++) if (b[i] === CR && b[i + 1] === LF) return i;
+  return b.length;
 }
 
 export function header(map: HeaderMap | null, key: string): string | undefined {

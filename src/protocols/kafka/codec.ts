@@ -244,6 +244,12 @@ export class Writer {
     b.copy(this.buf, at);
     return this;
   }
+  /** Bytes [start, end) of `b`, copied without making a view of them. */
+  span(b: Buffer, start: number, end: number): this {
+    const at = this.room(end - start);
+    b.copy(this.buf, at, start, end);
+    return this;
+  }
   arrayLength(n: number, flexible = false): this {
     return flexible ? this.uvarint(n + 1) : this.i32(n);
   }

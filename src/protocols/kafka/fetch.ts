@@ -14,7 +14,7 @@ import type { Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
-import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, kafkaHeadersOf, type TxnMark } from "./messages.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, readTxnMark, type TxnMark } from "./messages.js";
 import { findTopic } from "./topics.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
@@ -183,6 +183,9 @@ function appendOrTimeout(door: KafkaDoor, topics: TopicFetch[], deadline: number
   });
 }
 
+/** Where readTxnMark puts the transaction of the message at hand (one for every fetch: writeRecords never awaits). */
+const txn: TxnMark = { producerId: -1, epoch: -1 };
+
 /** The partition's record set: batches of messages sharing an append time and transaction; markers as control batches. */
 function writeRecords(w: Writer, messages: StoredMessage[]): void {
   if (messages.length === 0) {
@@ -192,25 +195,33 @@ function writeRecords(w: Writer, messages: StoredMessage[]): void {
   const lengthAt = w.reserveI32();
   const start = w.pos;
   let run: OutRecord[] = [];
-  let runTxn = null as TxnMark | null;
+  // The transaction of the records in `run` (producer id -1: none), and of the message at hand.
+  let runProducer = -1;
+  let runEpoch = -1;
   const flush = (): void => {
     if (run.length === 0) return;
-    if (runTxn === null) encodeBatch(w, run);
-    else encodeBatch(w, run, ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL, runTxn.producerId, runTxn.epoch, -1);
+    if (runProducer < 0) encodeBatch(w, run);
+    else encodeBatch(w, run, ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL, runProducer, runEpoch, -1);
     run = [];
   };
   for (const m of messages) {
-    const { headers, txn } = kafkaHeadersOf(m.headers);
+    const inTxn = readTxnMark(m.headers, txn);
+    const producer = inTxn ? txn.producerId : -1;
+    const epoch = inTxn ? txn.epoch : -1;
     const control = m.subject === CONTROL_SUBJECT_COMMIT ? CONTROL_COMMIT : m.subject === CONTROL_SUBJECT_ABORT ? CONTROL_ABORT : -1;
-    if (control >= 0 && txn !== null) {
+    if (control >= 0 && inTxn) {
       flush();
-      const marker = { offset: m.seq - 1, timestamp: m.time, key: controlKey(control), value: CONTROL_VALUE, headers: [] };
-      encodeBatch(w, [marker], ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL, txn.producerId, txn.epoch, -1);
+      const marker = { offset: m.seq - 1, timestamp: m.time, key: controlKey(control), value: CONTROL_VALUE, headers: null };
+      encodeBatch(w, [marker], ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL, producer, epoch, -1);
       continue;
     }
-    if (run.length > 0 && (run[0].timestamp !== m.time || runTxn?.producerId !== txn?.producerId || runTxn?.epoch !== txn?.epoch)) flush();
-    if (run.length === 0) runTxn = txn;
-    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: m.data, headers });
+    if (run.length > 0 && (run[0].timestamp !== m.time || runProducer !== producer || runEpoch !== epoch)) flush();
+    if (run.length === 0) {
+      runProducer = producer;
+      runEpoch = epoch;
+    }
+    // The stored header block is written as record headers by encodeBatch (messages.ts), in order.
+    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: m.data, headers: m.headers });
   }
   flush();
   w.patchI32(lengthAt, w.pos - start);

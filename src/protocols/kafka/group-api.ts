@@ -3,7 +3,7 @@
 import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
-import { MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
+import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { findTopic } from "./topics.js";
 import {
   decodeDescribeGroups,
@@ -54,19 +54,19 @@ export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: 
 }
 
 export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, assignments } = decodeSyncGroup(r, version);
+  const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
   const group = door.groups.group(groupId, false);
-  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, generation, assignments);
+  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
   if (version >= 1) w.i32(0);
   w.i16(result.error).nullableBytes(result.assignment);
   return true;
 }
 
 export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
-  const { groupId, generation, memberId } = decodeHeartbeat(r, version);
+  const { groupId, generation, memberId, instanceId } = decodeHeartbeat(r, version);
   const group = door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
-  w.i16(group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, generation));
+  w.i16(group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
   return true;
 }
 
@@ -86,25 +86,38 @@ export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestCont
 }
 
 export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, topics } = decodeOffsetCommit(r, version);
-  const group = groupId === "" ? null : door.groups.group(groupId, true);
-  const check = group === null ? ErrorCode.INVALID_GROUP_ID : group.commitCheck(memberId, generation);
+  const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
+  // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
   const results = topics.map((t) => {
     const stream = findTopic(door.js, t.name);
     return {
       name: t.name,
-      partitions: t.partitions.map((p) => ({
-        ...p,
-        error: check !== ErrorCode.NONE ? check : stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE,
-      })),
+      partitions: t.partitions.map((p) => {
+        const error: number = stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE;
+        return { ...p, error };
+      }),
     };
   });
-  const entries: Array<[string, CommittedOffset]> = [];
-  for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
-  if (group !== null && entries.length > 0) {
-    if (group.offsets.size + entries.length > MAX_OFFSETS_PER_GROUP) {
-      for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
-    } else await group.commit(entries);
+  const known = results.flatMap((t) => t.partitions.filter((p) => p.error === ErrorCode.NONE));
+  if (known.length > 0) {
+    // Only a simple consumer's commit (generation -1) makes a group; any other names a generation of a group that is gone.
+    // (Kafka accepts the empty group id here, for old clients; JoinGroup refuses it.)
+    const group = door.groups.group(groupId, generation < 0);
+    const check = group !== null ? group.commitCheck(memberId, instanceId, generation) : generation < 0 ? ErrorCode.COORDINATOR_NOT_AVAILABLE : ErrorCode.ILLEGAL_GENERATION;
+    for (const p of known) {
+      if (check !== ErrorCode.NONE) p.error = check;
+      // Kafka's offset.metadata.max.bytes, which counts characters.
+      else if (p.metadata !== null && p.metadata.length > MAX_OFFSET_METADATA) p.error = ErrorCode.OFFSET_METADATA_TOO_LARGE;
+    }
+    const entries: Array<[string, CommittedOffset]> = [];
+    for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
+    if (group !== null && entries.length > 0) {
+      let added = 0;
+      for (const [k] of entries) if (!group.offsets.has(k)) added++;
+      if (group.offsets.size + added > MAX_OFFSETS_PER_GROUP) {
+        for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
+      } else await group.commit(entries);
+    }
   }
   if (version >= 3) w.i32(0);
   w.array(results, (w, t) => {

@@ -57,6 +57,8 @@ const MIN_SESSION_MS = 1000;
 const MAX_SESSION_MS = 30 * 60_000;
 /** Most partitions whose offsets one group may hold. */
 export const MAX_OFFSETS_PER_GROUP = 100_000;
+/** Longest metadata string stored with an offset: Kafka's offset.metadata.max.bytes (which counts characters). */
+export const MAX_OFFSET_METADATA = 4096;
 
 export class Group {
   state: GroupState = "Empty";
@@ -200,9 +202,10 @@ export class Group {
     }
   }
 
-  sync(memberId: string, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
-    const m = this.members.get(memberId);
-    if (m === undefined) return Promise.resolve({ error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
+  sync(memberId: string, instanceId: string | null, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
+    const refused = this.memberCheck(memberId, instanceId);
+    if (refused !== ErrorCode.NONE) return Promise.resolve({ error: refused, assignment: EMPTY });
+    const m = this.members.get(memberId)!;
     if (generation !== this.generation) return Promise.resolve({ error: ErrorCode.ILLEGAL_GENERATION, assignment: EMPTY });
     this.touch(m);
     if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
@@ -224,14 +227,36 @@ export class Group {
     return waiting;
   }
 
-  heartbeat(memberId: string, generation: number): number {
-    const m = this.members.get(memberId);
-    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
-    this.touch(m);
-    if (this.state === "PreparingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
-    // While the leader's assignment is awaited, a member of the new generation is fine: as Kafka answers.
+  /** Kafka's order: who the member is, then its generation, then the group's state. */
+  heartbeat(memberId: string, instanceId: string | null, generation: number): number {
+    if (this.state === "Dead") return ErrorCode.COORDINATOR_NOT_AVAILABLE;
+    const refused = this.memberCheck(memberId, instanceId);
+    if (refused !== ErrorCode.NONE) return refused;
     if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
-    return ErrorCode.NONE;
+    this.touch(this.members.get(memberId)!);
+    // While the leader's assignment is awaited (CompletingRebalance), a member of the new generation is fine.
+    return this.state === "PreparingRebalance" ? ErrorCode.REBALANCE_IN_PROGRESS : ErrorCode.NONE;
+  }
+
+  /**
+   * Whether a request comes from a current member (Kafka's validateCurrentMember):
+   * with a group.instance.id, the instance must be in the group under this
+   * member id (an older id of a static member that joined again is fenced).
+   */
+  private memberCheck(memberId: string, instanceId: string | null): number {
+    if (instanceId !== null) {
+      const current = this.staticMemberId(instanceId);
+      if (current === null) return ErrorCode.UNKNOWN_MEMBER_ID;
+      if (current !== memberId) return ErrorCode.FENCED_INSTANCE_ID;
+    }
+    return this.members.has(memberId) ? ErrorCode.NONE : ErrorCode.UNKNOWN_MEMBER_ID;
+  }
+
+  /** The member id an instance id holds now: a static member that joins again without its id is a new member, and the latest one is current. */
+  private staticMemberId(instanceId: string): string | null {
+    let current: string | null = null;
+    for (const m of this.members.values()) if (m.instanceId === instanceId) current = m.id;
+    return current;
   }
 
   leave(memberId: string): number {
@@ -283,14 +308,30 @@ export class Group {
 
   // ---- offsets ----
 
-  /** Whether a commit from this member and generation is accepted; a Kafka error code. */
-  commitCheck(memberId: string, generation: number): number {
-    if (generation < 0 && memberId === "") return this.members.size === 0 ? ErrorCode.NONE : ErrorCode.ILLEGAL_GENERATION;
+  /**
+   * Whether an OffsetCommit is accepted; a Kafka error code. As Kafka's
+   * GroupCoordinator (validateOffsetCommit, doCommitOffsets): generation -1
+   * is a consumer that assigns its own partitions (or an admin tool) and may
+   * commit while the group is Empty; otherwise the member must be current and
+   * of this generation. Members commit in Stable and in PreparingRebalance:
+   * KafkaJS and librdkafka commit what they processed when they learn of a
+   * rebalance, right before they rejoin, and refusing that commit makes the
+   * partition's next owner process the same records again. Only in
+   * CompletingRebalance, between the JoinGroup answers and the leader's
+   * assignment, is a current member told to wait for the rebalance.
+   */
+  commitCheck(memberId: string, instanceId: string | null, generation: number): number {
+    if (this.state === "Dead") return ErrorCode.COORDINATOR_NOT_AVAILABLE;
+    if (generation < 0 && this.state === "Empty") return ErrorCode.NONE;
+    if (generation >= 0 || memberId !== "" || instanceId !== null) {
+      const refused = this.memberCheck(memberId, instanceId);
+      if (refused !== ErrorCode.NONE) return refused;
+      if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
+    } else return ErrorCode.UNKNOWN_MEMBER_ID; // generation -1 and no member: only an Empty group (above) takes it
+    if (this.state === "CompletingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
+    // A commit is a sign of life, as a heartbeat is.
     const m = this.members.get(memberId);
-    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
-    if (generation !== this.generation) return ErrorCode.ILLEGAL_GENERATION;
-    if (this.state === "PreparingRebalance") return ErrorCode.REBALANCE_IN_PROGRESS;
-    this.touch(m);
+    if (m !== undefined) this.touch(m);
     return ErrorCode.NONE;
   }
 

@@ -14,16 +14,24 @@
  * the producer's sequence state is rebuilt after a restart.
  */
 
-import { isUtf8 } from "node:buffer";
-import { parseHeaders } from "../../streams/headers.js";
+import { HeaderCursor, parseHeaders } from "../../streams/headers.js";
+import { Reader, type Writer } from "./codec.js";
 import { ErrorCode, BatchError } from "./errors.js";
+import type { DecodedBatch } from "./records.js";
 
-const HEADER_NAME = /^[!-9;-~]+$/; // printable ASCII without ':' or space
 export const TXN_HEADER = "Kafka-Txn";
 export const BATCH_HEADER = "Kafka-Batch";
-const RESERVED = new Set([TXN_HEADER.toLowerCase(), BATCH_HEADER.toLowerCase()]);
+/** A record header naming the subject a record is stored under; not kept as a header. */
+export const SUBJECT_HEADER = "Nats-Subject";
 export const CONTROL_SUBJECT_COMMIT = "$KAFKA.TXN.COMMIT";
 export const CONTROL_SUBJECT_ABORT = "$KAFKA.TXN.ABORT";
+
+const TXN_NAME = Buffer.from(TXN_HEADER, "latin1");
+const BATCH_NAME = Buffer.from(BATCH_HEADER, "latin1");
+const SUBJECT_NAME = Buffer.from(SUBJECT_HEADER, "latin1");
+const STATUS_LINE = Buffer.from("NATS/1.0\r\n", "latin1");
+const CRLF = Buffer.from("\r\n", "latin1");
+const COLON_SPACE = Buffer.from(": ", "latin1");
 
 export interface TxnMark {
   producerId: number;
@@ -35,24 +43,148 @@ export interface BatchMark extends TxnMark {
   count: number;
 }
 
-/** A NATS header block for Kafka record headers, or null when there are none. */
-export function natsHeadersOf(headers: ReadonlyArray<[string, Buffer | null]>, txn: TxnMark | null = null, batch: BatchMark | null = null): Buffer | null {
-  if (headers.length === 0 && txn === null && batch === null) return null;
-  let s = "NATS/1.0\r\n";
-  for (const [k, v] of headers) {
-    if (!HEADER_NAME.test(k)) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${JSON.stringify(k)} cannot be a NATS header`);
-    if (RESERVED.has(k.toLowerCase())) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${k} is reserved for the Kafka door`);
-    let value = "";
-    if (v !== null) {
-      if (!isUtf8(v)) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${k}: value is not UTF-8 text`);
-      value = v.toString("utf8");
-      if (value.includes("\r") || value.includes("\n")) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${k}: value holds a line break`);
+// ---- produce: record headers → NATS header blocks ----
+
+/**
+ * The NATS header blocks of a produced batch's records, per record (null: no
+ * headers at all), written byte for byte from the batch: each header in the
+ * order sent, repeated names kept, then the door's marks (`txn` on every
+ * record, `mark` on the first). `Nats-Subject` headers are not kept: the
+ * first one's value goes to `onSubject`. Every header is checked first, so a bad one
+ * refuses the batch (INVALID_RECORD) before anything is written. The blocks
+ * share one buffer, made once per batch; records without headers of their
+ * own share one block.
+ */
+export function natsHeaderBlocks(
+  batch: DecodedBatch,
+  txn: TxnMark | null,
+  mark: BatchMark | null,
+  onSubject: (index: number, subject: string) => void,
+): Array<Buffer | null> {
+  const n = batch.count;
+  const txnLine = txn === null ? null : Buffer.from(`${TXN_HEADER}: ${txn.producerId} ${txn.epoch}\r\n`, "latin1");
+  const markLine = mark === null ? null : Buffer.from(`${BATCH_HEADER}: ${mark.producerId} ${mark.epoch} ${mark.baseSequence} ${mark.count}\r\n`, "latin1");
+  const plain = txnLine === null ? null : Buffer.concat([STATUS_LINE, txnLine, CRLF]);
+  // Pass 1: check every header and size each record's own block (0: it has none).
+  const sizes = new Int32Array(n);
+  const r = new Reader(batch.body);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    let size = 0;
+    let own = 0;
+    let named = false;
+    const count = batch.headerCount?.[i] ?? 0;
+    if (count > 0) r.pos = batch.headerAt![i];
+    for (let h = 0; h < count; h++) {
+      const nameLen = r.varint();
+      const nameAt = r.skip(nameLen);
+      const valueLen = r.varint();
+      const valueAt = valueLen > 0 ? r.skip(valueLen) : 0;
+      if (equalsAt(batch.body, nameAt, nameLen, SUBJECT_NAME)) {
+        // The first names the subject; none is kept as a header.
+        if (!named) onSubject(i, valueLen > 0 ? batch.body.toString("utf8", valueAt, valueAt + valueLen) : "");
+        named = true;
+        continue;
+      }
+      checkHeader(batch.body, nameAt, nameLen, valueAt, valueLen);
+      size += nameLen + 2 + Math.max(0, valueLen) + 2;
+      own++;
     }
-    s += `${k}: ${value}\r\n`;
+    const first = i === 0 && markLine !== null;
+    if (own > 0 || first) {
+      size += STATUS_LINE.length + (txnLine?.length ?? 0) + (first ? markLine!.length : 0) + CRLF.length;
+      sizes[i] = size;
+      total += size;
+    }
   }
-  if (txn !== null) s += `${TXN_HEADER}: ${txn.producerId} ${txn.epoch}\r\n`;
-  if (batch !== null) s += `${BATCH_HEADER}: ${batch.producerId} ${batch.epoch} ${batch.baseSequence} ${batch.count}\r\n`;
-  return Buffer.from(s + "\r\n", "utf8");
+  // Pass 2: write the blocks.
+  const blocks = new Array<Buffer | null>(n);
+  const out = total > 0 ? Buffer.allocUnsafe(total) : null;
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    if (sizes[i] === 0) {
+      blocks[i] = plain;
+      continue;
+    }
+    const start = at;
+    at += STATUS_LINE.copy(out!, at);
+    const count = batch.headerCount?.[i] ?? 0;
+    if (count > 0) r.pos = batch.headerAt![i];
+    for (let h = 0; h < count; h++) {
+      const nameLen = r.varint();
+      const nameAt = r.skip(nameLen);
+      const valueLen = r.varint();
+      const valueAt = valueLen > 0 ? r.skip(valueLen) : 0;
+      if (equalsAt(batch.body, nameAt, nameLen, SUBJECT_NAME)) continue;
+      at += batch.body.copy(out!, at, nameAt, nameAt + nameLen);
+      at += COLON_SPACE.copy(out!, at);
+      if (valueLen > 0) at += batch.body.copy(out!, at, valueAt, valueAt + valueLen);
+      at += CRLF.copy(out!, at);
+    }
+    if (txnLine !== null) at += txnLine.copy(out!, at);
+    if (i === 0 && markLine !== null) at += markLine.copy(out!, at);
+    at += CRLF.copy(out!, at);
+    blocks[i] = out!.subarray(start, at);
+  }
+  return blocks;
+}
+
+/**
+ * A record header must read back the same over NATS: a name of printable
+ * ASCII without ':' or space, not one of the door's own; a value of UTF-8
+ * text without line breaks (null is written as empty).
+ */
+function checkHeader(b: Buffer, nameAt: number, nameLen: number, valueAt: number, valueLen: number): void {
+  const name = (): string => JSON.stringify(b.toString("utf8", nameAt, nameAt + nameLen));
+  if (nameLen === 0) throw new BatchError(ErrorCode.INVALID_RECORD, "empty header name cannot be a NATS header");
+  for (let i = nameAt; i < nameAt + nameLen; i++) {
+    const c = b[i];
+    if (c < 0x21 || c > 0x7e || c === 0x3a) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} cannot be a NATS header`);
+  }
+  if (equalsAt(b, nameAt, nameLen, TXN_NAME, true) || equalsAt(b, nameAt, nameLen, BATCH_NAME, true)) {
+    throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} is reserved for the Kafka door`);
+  }
+  if (valueLen <= 0) return;
+  for (let i = valueAt; i < valueAt + valueLen; i++) {
+    if (b[i] === 0x0d || b[i] === 0x0a) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${name()}: value holds a line break`);
+  }
+  if (!isUtf8Span(b, valueAt, valueAt + valueLen)) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${name()}: value is not UTF-8 text`);
+}
+
+/** Whether b[at, at+len) is `ascii`, optionally ignoring ASCII case. */
+function equalsAt(b: Uint8Array, at: number, len: number, ascii: Uint8Array, anyCase = false): boolean {
+  if (len !== ascii.length) return false;
+  for (let i = 0; i < len; i++) {
+    let c = b[at + i];
+    let d = ascii[i];
+    if (anyCase) {
+      if (c >= 0x41 && c <= 0x5a) c += 0x20;
+      if (d >= 0x41 && d <= 0x5a) d += 0x20;
+    }
+    if (c !== d) return false;
+  }
+  return true;
+}
+
+/** Whether b[at, end) is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF), as Node's isUtf8 judges a whole buffer. */
+export function isUtf8Span(b: Uint8Array, at: number, end: number): boolean {
+  while (at < end) {
+    const c = b[at];
+    if (c < 0x80) {
+      at++;
+      continue;
+    }
+    if (c < 0xc2 || c > 0xf4) return false;
+    const more = c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+    if (at + more >= end) return false;
+    const c1 = b[at + 1];
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    if (c1 < lo || c1 > hi) return false;
+    for (let k = 2; k <= more; k++) if ((b[at + k] & 0xc0) !== 0x80) return false;
+    at += more + 1;
+  }
+  return true;
 }
 
 /** The header block of a transaction marker. */
@@ -60,21 +192,58 @@ export function txnHeaders(producerId: number, epoch: number): Buffer {
   return Buffer.from(`NATS/1.0\r\n${TXN_HEADER}: ${producerId} ${epoch}\r\n\r\n`, "utf8");
 }
 
-/** Kafka record headers for a stored NATS header block, and the transaction the record belongs to. */
-export function kafkaHeadersOf(block: Buffer | null): { headers: Array<[string, Buffer]>; txn: TxnMark | null } {
-  const headers: Array<[string, Buffer]> = [];
-  if (block === null || block.length === 0) return { headers, txn: null };
-  let txn: TxnMark | null = null;
-  for (const [k, values] of parseHeaders(block, 0, block.length)) {
-    if (k === TXN_HEADER) {
-      const [producerId, epoch] = (values[0] ?? "").split(" ").map(Number);
-      if (Number.isSafeInteger(producerId) && Number.isSafeInteger(epoch)) txn = { producerId, epoch };
-      continue;
-    }
-    if (k === BATCH_HEADER) continue;
-    for (const v of values) headers.push([k, Buffer.from(v, "utf8")]);
+// ---- fetch: stored NATS header blocks → record headers ----
+
+/** One cursor for every fetch: the door runs on one thread, and a walk never awaits. */
+const cursor = new HeaderCursor();
+
+/**
+ * Writes a stored message's NATS headers as a Kafka record's header count
+ * and headers, in the block's order with repeated names kept, leaving out
+ * the door's own (`Kafka-Txn`, `Kafka-Batch`). Bytes are copied from the
+ * block: nothing is made per header or per record.
+ */
+export function writeRecordHeaders(w: Writer, block: Buffer | null): void {
+  if (block === null || block.length === 0) {
+    w.varint(0);
+    return;
   }
-  return { headers, txn };
+  let count = 0;
+  cursor.reset(block);
+  while (cursor.next()) if (!cursor.nameIs(TXN_NAME) && !cursor.nameIs(BATCH_NAME)) count++;
+  w.varint(count);
+  if (count === 0) return;
+  cursor.reset(block);
+  while (cursor.next()) {
+    if (cursor.nameIs(TXN_NAME) || cursor.nameIs(BATCH_NAME)) continue;
+    w.varint(cursor.nameEnd - cursor.nameAt).span(block, cursor.nameAt, cursor.nameEnd);
+    w.varint(cursor.valueEnd - cursor.valueAt).span(block, cursor.valueAt, cursor.valueEnd);
+  }
+}
+
+/** The transaction a stored message belongs to (its `Kafka-Txn: <producer id> <epoch>` header), read into `into`; false when it has none. */
+export function readTxnMark(block: Buffer | null, into: TxnMark): boolean {
+  if (block === null || block.length === 0) return false;
+  cursor.reset(block);
+  while (cursor.next()) {
+    if (!cursor.nameIs(TXN_NAME)) continue;
+    // Two decimal numbers separated by a space.
+    let i = cursor.valueAt;
+    const end = cursor.valueEnd;
+    let producerId = 0;
+    let epoch = 0;
+    let digits = 0;
+    for (; i < end && block[i] >= 0x30 && block[i] <= 0x39; i++, digits++) producerId = producerId * 10 + (block[i] - 0x30);
+    if (digits === 0 || i >= end || block[i] !== 0x20) return false;
+    i++;
+    digits = 0;
+    for (; i < end && block[i] >= 0x30 && block[i] <= 0x39; i++, digits++) epoch = epoch * 10 + (block[i] - 0x30);
+    if (digits === 0 || i !== end || !Number.isSafeInteger(producerId)) return false;
+    into.producerId = producerId;
+    into.epoch = epoch;
+    return true;
+  }
+  return false;
 }
 
 /** The idempotent batch a stored message begins, if it begins one. */

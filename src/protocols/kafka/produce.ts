@@ -11,13 +11,11 @@ import { BatchError, ErrorCode } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
-import { BATCH_HEADER, batchMarkOf, natsHeadersOf } from "./messages.js";
+import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, SUBJECT_HEADER } from "./messages.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
 import { payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { Stream } from "../../streams/stream.js";
-
-const SUBJECT_HEADER = "Nats-Subject";
 
 interface PartitionResult {
   index: number;
@@ -184,22 +182,12 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
   const mark = batch.producerId >= 0 ? { producerId: batch.producerId, epoch: batch.producerEpoch, baseSequence: batch.baseSequence, count: n } : null;
   let subjects: string[] | null = null;
   let headers: Array<Buffer | null> | null = null;
-  if (batch.headers !== null || txn !== null || mark !== null) {
-    headers = new Array<Buffer | null>(n);
-    // Records with no headers of their own share one block (the transaction mark, or none).
-    const plain = natsHeadersOf([], txn, null);
-    for (let i = 0; i < n; i++) {
-      let own = batch.headers?.[i] ?? [];
-      const named = own.length === 0 ? undefined : own.find(([k]) => k === SUBJECT_HEADER);
-      if (named !== undefined) {
-        const subject = named[1]?.toString("utf8") ?? "";
-        if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
-        subjects ??= new Array<string>(n).fill(defaultSubject(stream));
-        subjects[i] = subject;
-        own = own.filter(([k]) => k !== SUBJECT_HEADER);
-      }
-      headers[i] = own.length === 0 && (i > 0 || mark === null) ? plain : natsHeadersOf(own, txn, i === 0 ? mark : null);
-    }
+  if (batch.headerCount !== null || txn !== null || mark !== null) {
+    headers = natsHeaderBlocks(batch, txn, mark, (i, subject) => {
+      if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
+      subjects ??= new Array<string>(n).fill(defaultSubject(stream));
+      subjects[i] = subject;
+    });
   }
   return {
     count: n,

@@ -17,6 +17,7 @@ import { crc32c } from "../../store/crc32c.js";
 import { KafkaDecodeError, Reader, Writer } from "./codec.js";
 import { decompress, decompressedBound } from "./compression.js";
 import { BatchError, ErrorCode } from "./errors.js";
+import { writeRecordHeaders } from "./messages.js";
 
 export const BATCH_OVERHEAD = 61;
 /** The smallest record: length, attributes, timestamp and offset deltas, key and value lengths, header count (a byte each). */
@@ -26,9 +27,6 @@ export const ATTR_CODEC_MASK = 0x07;
 export const ATTR_LOG_APPEND_TIME = 0x08;
 export const ATTR_TRANSACTIONAL = 0x10;
 export const ATTR_CONTROL = 0x20;
-
-/** A record's headers, as sent. */
-export type KafkaHeaders = ReadonlyArray<[string, Buffer | null]>;
 
 /**
  * One partition's batch, checked and decoded without an object per record:
@@ -46,8 +44,13 @@ export interface DecodedBatch {
   keyLen: Int32Array;
   valueAt: Int32Array;
   valueLen: Int32Array;
-  /** Per record its headers (empty if none), or null when no record has any. */
-  headers: KafkaHeaders[] | null;
+  /**
+   * Per record where its headers begin in `body` (after their count) and how
+   * many it has (0: none); null when no record has any. Headers stay in the
+   * batch's bytes, in the order sent: nothing is made per header.
+   */
+  headerAt: Int32Array | null;
+  headerCount: Int32Array | null;
   /** Bytes of the decompression budget this batch holds (its decompressed body): give them back once the records are stored or refused. */
   held: number;
 }
@@ -60,8 +63,6 @@ export interface DecompressionGate {
   take(n: number): true | Promise<boolean>;
   give(n: number): void;
 }
-
-const NO_HEADERS: KafkaHeaders = Object.freeze([]);
 
 /**
  * Decodes the record set of one partition of a Produce request: exactly one
@@ -134,7 +135,8 @@ function readRecords(body: Buffer, count: number, producerId: number, producerEp
     keyLen: new Int32Array(count),
     valueAt: new Int32Array(count),
     valueLen: new Int32Array(count),
-    headers: null,
+    headerAt: null,
+    headerCount: null,
     held,
   };
   const rr = new Reader(body);
@@ -166,19 +168,34 @@ function readRecord(r: Reader, index: number, out: DecodedBatch): void {
   const n = r.varint();
   if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
   if (n > 0) {
-    // Views into the record bytes, which are this request's own (connection.ts).
-    const headers: Array<[string, Buffer | null]> = [];
+    out.headerAt ??= new Int32Array(out.count);
+    out.headerCount ??= new Int32Array(out.count);
+    out.headerAt[index] = r.pos;
+    out.headerCount[index] = n;
     for (let i = 0; i < n; i++) {
       const kl = r.varint();
       if (kl < 0) throw new KafkaDecodeError("null header key");
-      const k = r.raw(kl).toString("utf8");
+      r.skip(kl);
       const vl = r.varint();
-      headers.push([k, vl < 0 ? null : r.raw(vl)]);
+      if (vl > 0) r.skip(vl);
     }
-    out.headers ??= new Array<KafkaHeaders>(out.count).fill(NO_HEADERS);
-    out.headers[index] = headers;
   }
   if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
+}
+
+/** A record's headers as sent, one array per header: for tests and diagnostics, not for paths that handle every record. */
+export function headersOf(batch: DecodedBatch, index: number): Array<[string, Buffer | null]> {
+  const n = batch.headerCount?.[index] ?? 0;
+  const out: Array<[string, Buffer | null]> = [];
+  if (n === 0) return out;
+  const r = new Reader(batch.body);
+  r.pos = batch.headerAt![index];
+  for (let i = 0; i < n; i++) {
+    const k = r.raw(r.varint()).toString("utf8");
+    const vl = r.varint();
+    out.push([k, vl < 0 ? null : r.raw(vl)]);
+  }
+  return out;
 }
 
 export interface OutRecord {
@@ -186,7 +203,8 @@ export interface OutRecord {
   timestamp: number;
   key: Buffer | null;
   value: Buffer;
-  headers: Array<[string, Buffer]>;
+  /** The stored NATS header block (null: none); it becomes the record's headers (messages.ts). */
+  headers: Buffer | null;
 }
 
 /**
@@ -223,12 +241,7 @@ export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes
     if (rec.key === null) scratch.varint(-1);
     else scratch.varint(rec.key.length).raw(rec.key);
     scratch.varint(rec.value.length).raw(rec.value);
-    scratch.varint(rec.headers.length);
-    for (const [k, v] of rec.headers) {
-      const kb = Buffer.from(k);
-      scratch.varint(kb.length).raw(kb);
-      scratch.varint(v.length).raw(v);
-    }
+    writeRecordHeaders(scratch, rec.headers);
     w.varint(scratch.pos);
     w.raw(scratch.buf.subarray(0, scratch.pos));
   }

@@ -1,0 +1,493 @@
+/**
+ * Consumer groups as Apache Kafka's classic coordinator runs them, where it
+ * matters for work done twice or lost: which offset commits are accepted in
+ * which group state (by hand, on the wire, against GroupCoordinator's rules),
+ * and what real clients do with that around a rebalance (KafkaJS and kcat
+ * commit what they processed right before they rejoin), up to a KafkaJS
+ * group whose members come and go under a continuous producer.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import type { Reader, Writer } from "../src/protocols/kafka/codec.js";
+
+const NONE = 0;
+const UNKNOWN_TOPIC_OR_PARTITION = 3;
+const OFFSET_METADATA_TOO_LARGE = 12;
+const ILLEGAL_GENERATION = 22;
+const UNKNOWN_MEMBER_ID = 25;
+const REBALANCE_IN_PROGRESS = 27;
+const MEMBER_ID_REQUIRED = 79;
+const FENCED_INSTANCE_ID = 82;
+
+/** One request on a raw connection of its own at a time: its response. */
+async function call(k: RawKafka, apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> {
+  const n = k.responses.length;
+  k.send(frame(apiKey, version, body, n));
+  return k.response(n);
+}
+
+interface Joined {
+  error: number;
+  generation: number;
+  leader: string;
+  memberId: string;
+  members: string[];
+}
+
+/** JoinGroup v5 (member ids of KIP-394, group.instance.id), protocol "range" of type "consumer". */
+async function joinGroup(k: RawKafka, group: string, memberId: string, instanceId: string | null = null): Promise<Joined> {
+  const r = await call(k, 11, 5, (w) =>
+    w.string(group).i32(10_000).i32(10_000).string(memberId).nullableString(instanceId).string("consumer").arrayLength(1).string("range").nullableBytes(Buffer.from("m")),
+  );
+  r.i32(); // throttle
+  const error = r.i16();
+  const generation = r.i32();
+  r.string(); // protocol
+  const leader = r.string();
+  const id = r.string();
+  const members = r.array((r) => {
+    const m = r.string();
+    r.nullableString();
+    r.nullableBytes();
+    return m;
+  });
+  return { error, generation, leader, memberId: id, members };
+}
+
+/** A member in a group: the KIP-394 round trip for its id, then the join itself. */
+async function join(k: RawKafka, group: string, instanceId: string | null = null): Promise<Joined> {
+  const first = await joinGroup(k, group, "", instanceId);
+  assert.equal(first.error, MEMBER_ID_REQUIRED);
+  return joinGroup(k, group, first.memberId, instanceId);
+}
+
+async function syncGroup(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<number> {
+  const r = await call(k, 14, 3, (w) => {
+    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
+    w.arrayLength(assignments.length);
+    for (const m of assignments) w.string(m).nullableBytes(Buffer.from("a"));
+  });
+  r.i32();
+  return r.i16();
+}
+
+async function heartbeat(k: RawKafka, group: string, generation: number, memberId: string, instanceId: string | null = null): Promise<number> {
+  const r = await call(k, 12, 3, (w) => w.string(group).i32(generation).string(memberId).nullableString(instanceId));
+  r.i32();
+  return r.i16();
+}
+
+interface Commit {
+  generation: number;
+  memberId: string;
+  instanceId?: string | null;
+  /** [topic, partition, offset, metadata] */
+  offsets: Array<[string, number, number, string | null]>;
+}
+
+/** OffsetCommit v7: the error of each partition, in request order. */
+async function commit(k: RawKafka, group: string, c: Commit): Promise<number[]> {
+  const r = await call(k, 8, 7, (w) => {
+    w.string(group).i32(c.generation).string(c.memberId).nullableString(c.instanceId ?? null);
+    w.arrayLength(c.offsets.length);
+    for (const [topic, partition, offset, metadata] of c.offsets) w.string(topic).arrayLength(1).i32(partition).i64(offset).i32(-1).nullableString(metadata);
+  });
+  r.i32();
+  return r.array((r) => {
+    r.string();
+    return r.array((r) => {
+      r.i32();
+      return r.i16();
+    });
+  }).flat();
+}
+
+/** OffsetFetch v5 of one partition: the committed offset, -1 when none. */
+async function committed(k: RawKafka, group: string, topic: string, partition: number): Promise<number> {
+  const r = await call(k, 9, 5, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(partition));
+  r.i32();
+  r.i32(); // topics
+  r.string();
+  r.i32(); // partitions
+  r.i32();
+  return r.i64();
+}
+
+/** The group's state as DescribeGroups v4 reports it ("Dead" for a group the broker does not know). */
+async function groupState(k: RawKafka, group: string): Promise<string> {
+  const r = await call(k, 15, 4, (w) => w.arrayLength(1).string(group).i8(0));
+  r.i32();
+  r.i32(); // groups
+  r.i16();
+  r.string();
+  return r.string();
+}
+
+/** A long-running kcat whose output lines are collected as they come. */
+interface KcatProcess {
+  child: ChildProcess;
+  lines: string[];
+  stderr: string;
+  stop(): Promise<void>;
+}
+
+function kcatRunning(args: string[]): KcatProcess {
+  const child = spawn("kcat", args, { stdio: ["ignore", "pipe", "pipe"] });
+  let partial = "";
+  const p: KcatProcess = {
+    child,
+    lines: [],
+    stderr: "",
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once("close", () => resolve());
+        // SIGTERM: kcat closes its consumer, which commits and leaves the group.
+        child.kill("SIGTERM");
+      }),
+  };
+  child.stdout!.on("data", (d: Buffer) => {
+    const parts = (partial + d.toString()).split("\n");
+    partial = parts.pop()!;
+    p.lines.push(...parts);
+  });
+  child.stderr!.on("data", (d: Buffer) => (p.stderr += d.toString()));
+  return p;
+}
+
+describe("Kafka consumer groups: offset commits around rebalances", () => {
+  let h: KafkaHarness;
+
+  before(async () => {
+    h = await startKafka({ initialRebalanceDelayMs: 0 });
+  });
+  after(async () => h.close());
+
+  async function createTopic(topic: string, numPartitions: number): Promise<void> {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions }] });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  test("OffsetCommit is judged as Kafka's coordinator judges it, in every group state", { timeout: 30_000 }, async () => {
+    const topic = "commit.states";
+    await createTopic(topic, 2);
+    const admin = await RawKafka.open(h.srv.kafkaPort!);
+    const m1 = await RawKafka.open(h.srv.kafkaPort!);
+    const m2 = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const at = (offset: number): Commit["offsets"] => [[topic, 0, offset, null]];
+
+      // No such group: a simple consumer (generation -1, no member) creates it; anyone else is from an older generation.
+      assert.deepEqual(await commit(admin, "simple", { generation: -1, memberId: "", offsets: at(5) }), [NONE]);
+      assert.equal(await committed(admin, "simple", topic, 0), 5);
+      assert.deepEqual(await commit(admin, "nobody", { generation: 3, memberId: "m", offsets: at(1) }), [ILLEGAL_GENERATION]);
+      assert.equal(await groupState(admin, "nobody"), "Dead", "a refused commit creates no group");
+      // An unknown partition is named as such, whatever the group says; the others are judged by the group.
+      assert.deepEqual(await commit(admin, "simple", { generation: -1, memberId: "", offsets: [[topic, 7, 1, null], ["no.such.topic", 0, 1, null], [topic, 1, 2, null]] }), [
+        UNKNOWN_TOPIC_OR_PARTITION,
+        UNKNOWN_TOPIC_OR_PARTITION,
+        NONE,
+      ]);
+      // offset.metadata.max.bytes (4096): the partition is refused, the rest stored.
+      assert.deepEqual(await commit(admin, "simple", { generation: -1, memberId: "", offsets: [[topic, 0, 6, "x".repeat(4097)], [topic, 1, 3, "x".repeat(4096)]] }), [
+        OFFSET_METADATA_TOO_LARGE,
+        NONE,
+      ]);
+      assert.equal(await committed(admin, "simple", topic, 0), 5);
+      assert.equal(await committed(admin, "simple", topic, 1), 3);
+
+      // Stable, generation 1, one member.
+      const g = "states";
+      const a = await join(m1, g);
+      assert.equal(a.error, NONE);
+      assert.equal(a.generation, 1);
+      assert.equal(await syncGroup(m1, g, 1, a.memberId, [a.memberId]), NONE);
+      assert.equal(await groupState(admin, g), "Stable");
+      assert.deepEqual(await commit(admin, g, { generation: -1, memberId: "", offsets: at(1) }), [UNKNOWN_MEMBER_ID], "only members commit to a group that has some");
+      assert.deepEqual(await commit(admin, g, { generation: 1, memberId: "stranger", offsets: at(1) }), [UNKNOWN_MEMBER_ID]);
+      assert.deepEqual(await commit(m1, g, { generation: 0, memberId: a.memberId, offsets: at(1) }), [ILLEGAL_GENERATION]);
+      assert.deepEqual(await commit(m1, g, { generation: -1, memberId: a.memberId, offsets: at(1) }), [ILLEGAL_GENERATION]);
+      assert.deepEqual(await commit(m1, g, { generation: 1, memberId: a.memberId, offsets: at(10) }), [NONE]);
+
+      // A second member joins: PreparingRebalance until the first rejoins. Its commits still count.
+      const bJoined = join(m2, g);
+      await waitUntilState(admin, g, "PreparingRebalance");
+      assert.equal(await heartbeat(m1, g, 1, a.memberId), REBALANCE_IN_PROGRESS);
+      assert.deepEqual(await commit(m1, g, { generation: 1, memberId: a.memberId, offsets: at(20) }), [NONE], "the commit a client makes right before it rejoins");
+      assert.equal(await committed(admin, g, topic, 0), 20);
+      assert.equal(await heartbeat(m1, g, 0, a.memberId), ILLEGAL_GENERATION, "the generation is checked before the state, as Kafka does");
+
+      // The first rejoins: CompletingRebalance, generation 2, until the leader's assignment.
+      const a2 = await joinGroup(m1, g, a.memberId);
+      const b = await bJoined;
+      assert.equal(a2.generation, 2);
+      assert.equal(b.generation, 2);
+      assert.equal(await groupState(admin, g), "CompletingRebalance");
+      assert.deepEqual(await commit(m1, g, { generation: 2, memberId: a.memberId, offsets: at(21) }), [REBALANCE_IN_PROGRESS]);
+      assert.deepEqual(await commit(m1, g, { generation: 1, memberId: a.memberId, offsets: at(21) }), [ILLEGAL_GENERATION]);
+      assert.equal(await heartbeat(m2, g, 2, b.memberId), NONE, "a member of the new generation heartbeats while the assignment is awaited");
+      const leader = a2.leader === a.memberId ? m1 : m2;
+      const follower = leader === m1 ? m2 : m1;
+      const followerSync = syncGroup(follower, g, 2, leader === m1 ? b.memberId : a.memberId);
+      assert.equal(await syncGroup(leader, g, 2, a2.leader, [a.memberId, b.memberId]), NONE);
+      assert.equal(await followerSync, NONE);
+      assert.deepEqual(await commit(m2, g, { generation: 2, memberId: b.memberId, offsets: at(30) }), [NONE]);
+      assert.equal(await committed(admin, g, topic, 0), 30);
+
+      // Static membership: the instance id names the member; an older member id of the same instance is fenced.
+      const s = "static";
+      const s1 = await join(m1, s, "instance-1");
+      assert.equal(await syncGroup(m1, s, s1.generation, "an-older-id", [], "instance-1"), FENCED_INSTANCE_ID);
+      assert.equal(await syncGroup(m1, s, s1.generation, s1.memberId, [s1.memberId], "instance-1"), NONE);
+      assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: s1.memberId, instanceId: "instance-1", offsets: at(1) }), [NONE]);
+      assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: "an-older-id", instanceId: "instance-1", offsets: at(2) }), [FENCED_INSTANCE_ID]);
+      assert.deepEqual(await commit(m1, s, { generation: s1.generation, memberId: s1.memberId, instanceId: "instance-2", offsets: at(2) }), [UNKNOWN_MEMBER_ID]);
+      assert.equal(await heartbeat(m1, s, s1.generation, "an-older-id", "instance-1"), FENCED_INSTANCE_ID);
+
+      // Once everyone has left the group is Empty, and simple commits are taken again.
+      m1.send(frame(13, 3, (w) => w.string(g).arrayLength(2).string(a.memberId).nullableString(null).string(b.memberId).nullableString(null), 99));
+      await waitUntilState(admin, g, "Empty");
+      assert.deepEqual(await commit(admin, g, { generation: -1, memberId: "", offsets: at(40) }), [NONE]);
+      assert.deepEqual(await commit(admin, g, { generation: 2, memberId: a.memberId, offsets: at(41) }), [UNKNOWN_MEMBER_ID]);
+      assert.equal(await committed(admin, g, topic, 0), 40);
+    } finally {
+      for (const k of [admin, m1, m2]) k.destroy();
+    }
+  });
+
+  /** Polls DescribeGroups on a connection of its own (JoinGroup responses may be outstanding on the others). */
+  async function waitUntilState(k: RawKafka, group: string, state: string): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    let last = "";
+    while ((last = await groupState(k, group)) !== state) {
+      if (Date.now() > deadline) throw new Error(`group ${group} is ${last}, not ${state}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  test("kafkajs: what a member processed before a rebalance is committed as it rejoins, and not processed again", { timeout: 60_000 }, async () => {
+    const topic = "commit.rejoin";
+    const group = "rejoin";
+    await createTopic(topic, 1);
+    const producer = h.kafka().producer();
+    await producer.connect();
+    await producer.send({ topic, acks: -1, messages: Array.from({ length: 10 }, (_, i) => ({ value: `r${i}` })) });
+
+    // Member a holds record 5 until the second member's join has put the group in PreparingRebalance.
+    const processed: Array<[string, number]> = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let holding = false;
+    const consumer = (name: string) => h.kafka().consumer({ groupId: group, heartbeatInterval: 50, sessionTimeout: 10_000, rebalanceTimeout: 10_000, maxWaitTimeInMs: 100 });
+    const a = consumer("a");
+    await a.connect();
+    await a.subscribe({ topic, fromBeginning: true });
+    await a.run({
+      eachMessage: async ({ message }) => {
+        const offset = Number(message.offset);
+        if (offset === 5 && !holding) {
+          holding = true;
+          await held;
+        }
+        processed.push(["a", offset]);
+      },
+    });
+    const b = consumer("b");
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await waitUntil(() => holding, "member a to reach record 5");
+      await b.connect();
+      await b.subscribe({ topic, fromBeginning: true });
+      // Not awaited: run() resolves once b has joined, which takes a's rejoin.
+      const bRunning = b.run({ eachMessage: async ({ message }) => void processed.push(["b", Number(message.offset)]) });
+      await waitUntilAsync(async () => (await admin.describeGroups([group])).groups[0].state === "PreparingRebalance", "member b's join to start a rebalance");
+      release();
+      await bRunning;
+      await waitUntil(() => processed.length >= 10, "all ten records processed");
+      await producer.send({ topic, acks: -1, messages: [{ value: "r10" }] });
+      await waitUntil(() => processed.some(([, o]) => o === 10), "the record produced after the rebalance");
+      assert.deepEqual(
+        processed.map(([, o]) => o),
+        Array.from({ length: 11 }, (_, i) => i),
+        `each record once, in order: ${JSON.stringify(processed)}`,
+      );
+      await a.disconnect();
+      await b.disconnect();
+      const offsets = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+      assert.equal(offsets[0].partitions[0].offset, "11");
+    } finally {
+      release();
+      await admin.disconnect();
+      await producer.disconnect();
+      await a.disconnect();
+      await b.disconnect();
+    }
+  });
+
+  test("kcat -G: librdkafka's commit on revoke is accepted, so the partition's next owner starts after the records already read", { timeout: 60_000 }, async () => {
+    const topic = "commit.kcat";
+    const group = "kcat-revoke";
+    await createTopic(topic, 1);
+    const produce = async (values: string[]): Promise<void> => {
+      const r = await kcat(["-b", h.broker, "-P", "-t", topic], values.join("\n") + "\n");
+      assert.equal(r.code, 0, r.stderr);
+    };
+    await produce(Array.from({ length: 10 }, (_, i) => `k${i}`));
+    // No periodic commit within the test: only the commit librdkafka makes when the partition is revoked moves the offset.
+    const args = ["-b", h.broker, "-G", group, topic, "-X", "auto.offset.reset=earliest", "-X", "auto.commit.interval.ms=600000", "-X", "heartbeat.interval.ms=100", "-u", "-f", "%o %s\n"];
+    const first = kcatRunning(args);
+    let second: KcatProcess | null = null;
+    try {
+      await waitUntil(() => first.lines.length >= 10, `the first kcat to read the ten records (${first.stderr})`, 20_000);
+      second = kcatRunning(args);
+      const admin = h.kafka().admin();
+      await admin.connect();
+      try {
+        const stableWithTwo = async (): Promise<boolean> => {
+          const d = (await admin.describeGroups([group])).groups[0];
+          return d.state === "Stable" && d.members.length === 2;
+        };
+        await waitUntilAsync(stableWithTwo, "a rebalance to two members", 20_000);
+        const offsets = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+        assert.equal(offsets[0].partitions[0].offset, "10", "the revoke committed what the first kcat had read");
+      } finally {
+        await admin.disconnect();
+      }
+      await produce(["k10", "k11"]);
+      const both = (): string[] => [...first.lines, ...second!.lines];
+      await waitUntil(() => both().some((l) => l.endsWith(" k11")), "the records produced after the rebalance", 20_000);
+      assert.deepEqual(both(), Array.from({ length: 12 }, (_, i) => `${i} k${i}`), "each record read once");
+    } finally {
+      await first.stop();
+      await second?.stop();
+    }
+  });
+
+  /**
+   * The end-to-end check of issue 17. What is counted: the processing log,
+   * per partition, of every record eachMessage was handed (offset and
+   * member), in the order it was handed over. All members live in this one
+   * process, so the log is one total order.
+   *
+   * Why it must read 0, 1, 2, … to the end, once each: a KafkaJS member
+   * commits what it processed after every batch, when a heartbeat tells it of
+   * a rebalance (before it rejoins), and before it leaves. A partition's next
+   * owner starts at the committed offset, and it cannot get the partition
+   * before the previous owner has rejoined or left, which is after that
+   * commit. So when every departure is graceful and the coordinator takes
+   * those commits, each owner's range of offsets begins exactly where the
+   * previous one's ended: no record is processed twice and none skipped. At
+   * least once allows a duplicate only where a commit was lost (a crash, a
+   * session that expired, a refused commit); none of those happens here, so
+   * a duplicate is the broker's fault. And nothing is lost: the log reaches
+   * each partition's end, and the committed offsets equal it.
+   */
+  test("a kafkajs group of three under a continuous producer, members leaving and joining: each record processed once, none lost", { timeout: 90_000 }, async (t) => {
+    const topic = "churn";
+    const group = "churn";
+    const PARTITIONS = 6;
+    await createTopic(topic, PARTITIONS);
+
+    const log: Array<Array<[number, string]>> = Array.from({ length: PARTITIONS }, () => []);
+    const assignment = new Map<string, number[]>(); // member -> its partitions, from its latest GROUP_JOIN
+    const members = new Map<string, { consumer: ReturnType<KafkaHarness["kafka"]>["consumer"] extends (...a: never[]) => infer C ? C : never; running: Promise<void> }>();
+    const crashes: string[] = [];
+    const start = async (name: string): Promise<void> => {
+      const consumer = h.kafka().consumer({ groupId: group, heartbeatInterval: 100, sessionTimeout: 30_000, rebalanceTimeout: 30_000, maxWaitTimeInMs: 100 });
+      consumer.on(consumer.events.GROUP_JOIN, (e) => assignment.set(name, e.payload.memberAssignment[topic] ?? []));
+      consumer.on(consumer.events.CRASH, (e) => crashes.push(`${name}: ${String(e.payload.error)}`));
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: true });
+      // run() resolves once the member has joined, which waits for the others to rejoin: not awaited here.
+      const running = consumer.run({ eachMessage: async ({ partition, message }) => void log[partition].push([Number(message.offset), name]) });
+      members.set(name, { consumer, running });
+    };
+    const stop = async (name: string): Promise<void> => {
+      const m = members.get(name)!;
+      members.delete(name);
+      await m.running;
+      await m.consumer.disconnect(); // commits what it processed, then LeaveGroup
+    };
+    /** The group has rebalanced for its current members: each joined since the change, and together they hold every partition once. */
+    const settled = async (): Promise<void> => {
+      await waitUntil(() => {
+        const held = [...members.keys()].flatMap((n) => assignment.get(n) ?? [-1]);
+        return held.length === PARTITIONS && new Set(held).size === PARTITIONS && [...members.keys()].every((n) => assignment.has(n));
+      }, `a rebalance among ${[...members.keys()].join(", ")}`, 20_000);
+      for (const { running } of members.values()) await running;
+    };
+    /** Records keep flowing to every partition after a rebalance: at least `n` more each. */
+    const progress = async (n: number): Promise<void> => {
+      const from = log.map((l) => l.length);
+      await waitUntil(() => log.every((l, p) => l.length >= from[p] + n), `${n} more records processed in every partition`, 20_000);
+    };
+    const change = async (what: () => Promise<void>): Promise<void> => {
+      assignment.clear();
+      await what();
+      await settled();
+      await progress(20);
+    };
+
+    const producer = h.kafka().producer();
+    await producer.connect();
+    let producing = true;
+    let produced = 0;
+    const producerDone = (async () => {
+      // One record per partition a send, each acknowledged (acks -1) before the next: a steady stream, bounded in count.
+      while (producing && produced < 200_000) {
+        await producer.send({ topic, acks: -1, messages: Array.from({ length: PARTITIONS }, (_, p) => ({ partition: p, value: `v${produced + p}` })) });
+        produced += PARTITIONS;
+      }
+    })();
+
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await change(async () => {
+        for (const n of ["a", "b", "c"]) await start(n);
+      });
+      await change(() => start("d")); // four
+      await change(() => stop("a")); // three
+      await change(() => start("e")); // four
+      await change(() => stop("b")); // three: c, d, e
+
+      producing = false;
+      await producerDone;
+      const ends = (await admin.fetchTopicOffsets(topic)).sort((x, y) => x.partition - y.partition).map((p) => Number(p.high));
+      assert.equal(ends.reduce((a, b) => a + b, 0), produced);
+      await waitUntil(() => log.every((l, p) => l.some(([o]) => o === ends[p] - 1)), "the last record of every partition processed", 20_000);
+      for (const name of [...members.keys()]) await stop(name);
+
+      assert.deepEqual(crashes, []);
+      for (let p = 0; p < PARTITIONS; p++) {
+        const offsets = log[p].map(([o]) => o);
+        const twice = offsets.filter((o, i) => offsets.indexOf(o) !== i);
+        assert.deepEqual(twice, [], `partition ${p}: records processed twice`);
+        assert.deepEqual(offsets, Array.from({ length: ends[p] }, (_, i) => i), `partition ${p}: every record once, in order`);
+      }
+      const committed = (await admin.fetchOffsets({ groupId: group, topics: [topic] }))[0].partitions.sort((x, y) => x.partition - y.partition).map((p) => Number(p.offset));
+      assert.deepEqual(committed, ends, "every partition committed to its end");
+      // The handovers happened with records flowing: partitions changed hands while being read.
+      const handovers = log.reduce((n, l) => n + l.filter(([, m], i) => i > 0 && m !== l[i - 1][1]).length, 0);
+      assert.ok(handovers >= 4, `partitions changed owner ${handovers} times`);
+      t.diagnostic(`${produced} records, ${handovers} handovers`);
+    } finally {
+      producing = false;
+      await producerDone;
+      await producer.disconnect();
+      await admin.disconnect();
+      for (const { consumer } of members.values()) await consumer.disconnect();
+    }
+  });
+});

@@ -1,0 +1,174 @@
+/**
+ * Kafka record headers are an ordered list that may repeat names; NATS
+ * headers are the same list in a header block. Both doors keep the order and
+ * every duplicate: kcat (librdkafka), KafkaJS and the official nats client,
+ * each way. And the byte-level walkers the hot paths use (HeaderCursor,
+ * isUtf8Span) agree with the plain implementations they stand in for.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { isUtf8 } from "node:buffer";
+import { connect, headers as natsHeaders, type NatsConnection } from "nats";
+import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { RawClient } from "./helpers/raw.js";
+import { rng } from "./helpers/random.js";
+import { HeaderCursor, parseHeaders } from "../src/streams/headers.js";
+import { isUtf8Span } from "../src/protocols/kafka/messages.js";
+
+/** Every record of a topic as kcat prints it: value and headers (`name=value`, comma-separated, in record order). */
+async function kcatRecords(broker: string, topic: string): Promise<Array<[string, string]>> {
+  const r = await kcat(["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\t%h\n"]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => l.split("\t") as [string, string]);
+}
+
+describe("Kafka headers: order and repeated names, across both doors", () => {
+  let h: KafkaHarness;
+  let nc: NatsConnection;
+
+  before(async () => {
+    h = await startKafka();
+    // The v2 client: its raw JetStream API answers carry the header block as stored.
+    nc = await connect({ servers: h.srv.url });
+  });
+  after(async () => {
+    await nc.close();
+    await h.close();
+  });
+
+  async function createTopic(topic: string): Promise<void> {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic }] });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** The header block of a stored message exactly as the JetStream API hands it to NATS readers. */
+  async function storedBlock(stream: string, seq: number): Promise<string> {
+    const m = await nc.request(`$JS.API.STREAM.MSG.GET.${stream}`, JSON.stringify({ seq }), { timeout: 5000 });
+    const answer = JSON.parse(new TextDecoder().decode(m.data)) as { message?: { hdrs?: string } };
+    return Buffer.from(answer.message?.hdrs ?? "", "base64").toString("latin1");
+  }
+
+  test("kcat -H in any order with repeats: kcat, KafkaJS and NATS readers get the list as sent", async () => {
+    const topic = "hdr.order";
+    await createTopic(topic);
+    const sent = ["a=1", "b=2", "a=3", "c=", "b=4"];
+    const p = await kcat(["-b", h.broker, "-P", "-t", topic, ...sent.flatMap((x) => ["-H", x])], "v\n");
+    assert.equal(p.code, 0, p.stderr);
+
+    assert.deepEqual(await kcatRecords(h.broker, topic), [["v", "a=1,b=2,a=3,c=,b=4"]]);
+
+    // KafkaJS gathers a repeated name's values into an array: each one is there, in order.
+    const consumer = h.kafka().consumer({ groupId: "hdr-order", maxWaitTimeInMs: 100 });
+    const got: Array<Record<string, unknown>> = [];
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      let done!: () => void;
+      const first = new Promise<void>((resolve) => (done = resolve));
+      await consumer.run({
+        eachMessage: async ({ message }) => {
+          const headers: Record<string, unknown> = {};
+          for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = Array.isArray(v) ? v.map(String) : String(v);
+          got.push(headers);
+          done();
+        },
+      });
+      await first;
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.deepEqual(got, [{ a: ["1", "3"], b: ["2", "4"], c: "" }]);
+
+    // A NATS reader gets the same list, in the header block.
+    assert.equal(await storedBlock("hdr_order", 1), "NATS/1.0\r\na: 1\r\nb: 2\r\na: 3\r\nc: \r\nb: 4\r\n\r\n");
+  });
+
+  test("KafkaJS headers with repeated names reach kcat and NATS readers with every value", async () => {
+    const topic = "hdr.kafkajs";
+    await createTopic(topic);
+    const producer = h.kafka().producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic, acks: -1, messages: [{ value: "v", headers: { trace: "t1", tag: ["x", "y", "x"], empty: "" } }] });
+    } finally {
+      await producer.disconnect();
+    }
+    assert.deepEqual(await kcatRecords(h.broker, topic), [["v", "trace=t1,tag=x,tag=y,tag=x,empty="]]);
+    assert.equal(await storedBlock("hdr_kafkajs", 1), "NATS/1.0\r\ntrace: t1\r\ntag: x\r\ntag: y\r\ntag: x\r\nempty: \r\n\r\n");
+  });
+
+  test("NATS publishes with repeated headers are fetched over Kafka in block order: the nats client's and a raw HPUB's", async () => {
+    const topic = "hdr.nats";
+    await createTopic(topic);
+    const js = nc.jetstream();
+    const hdrs = natsHeaders();
+    hdrs.append("a", "1");
+    hdrs.append("b", "2");
+    hdrs.append("a", "3");
+    await js.publish(topic, "from-client", { headers: hdrs });
+    // The client writes a name's values together; a raw HPUB can interleave them as any NATS publisher may.
+    const raw = await RawClient.connected(h.srv.port, '{"verbose":false,"pedantic":false,"headers":true}');
+    try {
+      const block = "NATS/1.0\r\na: 1\r\nb: 2\r\na: 3\r\nc: \r\nb: 4\r\n\r\n";
+      raw.send(`HPUB ${topic} ${block.length} ${block.length + 3}\r\n${block}raw\r\nPING\r\n`);
+      await raw.waitFor(/PONG\r\n/, "PONG after HPUB");
+    } finally {
+      raw.destroy();
+    }
+    const published = await kcatRecords(h.broker, topic);
+    assert.equal(published.length, 2, JSON.stringify(published));
+    assert.deepEqual(published, [
+      ["from-client", [...hdrs.keys()].flatMap((k) => hdrs.values(k).map((v) => `${k}=${v}`)).join(",")],
+      ["raw", "a=1,b=2,a=3,c=,b=4"],
+    ]);
+  });
+
+  test("HeaderCursor walks a block as parseHeaders reads it, in order; isUtf8Span judges as isUtf8", () => {
+    const blocks = [
+      "NATS/1.0\r\na: 1\r\nb: 2\r\na: 3\r\n\r\n",
+      "NATS/1.0 503\r\n\r\n",
+      "NATS/1.0\r\n  spaced :  v w \t\r\nno colon\r\n: nameless\r\nx:\r\n\r\n",
+      "NATS/1.0\r\nk: v",
+      "NATS/1.0",
+      "",
+    ];
+    const cursor = new HeaderCursor();
+    for (const text of blocks) {
+      const b = Buffer.from(text, "latin1");
+      const walked: Array<[string, string]> = [];
+      cursor.reset(b);
+      while (cursor.next()) walked.push([b.toString("latin1", cursor.nameAt, cursor.nameEnd), b.toString("latin1", cursor.valueAt, cursor.valueEnd)]);
+      // parseHeaders groups by name; the cursor's fields, grouped the same way, must match it.
+      const grouped = new Map<string, string[]>();
+      for (const [k, v] of walked) grouped.set(k, [...(grouped.get(k) ?? []), v]);
+      const expected = [...parseHeaders(b, 0, b.length)].filter(([k]) => k !== "");
+      assert.deepEqual([...grouped], expected, JSON.stringify(text));
+    }
+    cursor.reset(Buffer.from(blocks[0], "latin1"));
+    const order: string[] = [];
+    while (cursor.next()) order.push(String.fromCharCode(cursor.block[cursor.nameAt]));
+    assert.deepEqual(order, ["a", "b", "a"]);
+
+    const random = rng(17);
+    const interesting = [0x00, 0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xa0, 0x9f, 0xed, 0xef, 0xf0, 0x90, 0x8f, 0xf4, 0xf5, 0xff];
+    for (let n = 0; n < 20_000; n++) {
+      const len = Math.floor(random() * 8);
+      const b = Buffer.alloc(len);
+      for (let i = 0; i < len; i++) b[i] = random() < 0.7 ? interesting[Math.floor(random() * interesting.length)] : Math.floor(random() * 256);
+      assert.equal(isUtf8Span(b, 0, len), isUtf8(b), b.toString("hex"));
+    }
+    for (const s of ["", "plain", "é", "日本", "😀", "a😀b"]) {
+      const b = Buffer.from(`[${s}]`);
+      assert.equal(isUtf8Span(b, 1, b.length - 1), true, s);
+    }
+  });
+});
