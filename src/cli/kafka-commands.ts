@@ -77,7 +77,8 @@ const USAGE: Record<KafkaGroup, string> = {
   create <name> [--partitions n] [--config key=value]...
                  partitions default to the broker's; configs nagare takes:
                  retention.ms, retention.bytes, max.message.bytes,
-                 cleanup.policy=delete, message.timestamp.type=LogAppendTime
+                 cleanup.policy=delete, message.timestamp.type=CreateTime|LogAppendTime,
+                 message.timestamp.difference.max.ms
   ls             topics with their partition and message counts
   describe <name>  partitions (leader, earliest and latest offsets) and configs
   alter <name> [--partitions n] [--config key=value]... [--delete-config key]...

@@ -15,6 +15,7 @@ import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
+import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreamApi } from "../streams/api.js";
 import { tmpdir } from "node:os";
 
@@ -58,7 +59,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, ...sync });
+    // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
+    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync });
     jsApi = new JetStreamApi(jetstream);
   }
 

@@ -8,6 +8,7 @@
  */
 
 import { join } from "node:path";
+import { crc32c } from "./crc32c.js";
 import {
   BATCH_HEADER,
   checkBatch,
@@ -28,6 +29,12 @@ import {
   TOMBSTONE_BYTES,
   viewRecord,
   type BatchHeader,
+  encodeForeignBody,
+  FLAG_FOREIGN,
+  foreignBodySize,
+  foreignParts,
+  foreignShare,
+  readU64,
 } from "./format.js";
 import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
@@ -54,6 +61,10 @@ import {
   type ScanOptions,
   type StoredMessage,
   type SyncPolicy,
+  noForeignRecords,
+  type ForeignBatch,
+  type ForeignRecords,
+  type StoredItem,
 } from "./log.js";
 
 /**
@@ -93,6 +104,8 @@ export interface FileLogOptions {
   faults?: FaultInjector;
   /** The files underneath: the real disk by default, a simulated one in tests. */
   fs?: StoreFs;
+  /** Reads foreign batches (appendBatch) as messages; without it, such a batch reads as an error. */
+  foreign?: ForeignRecords;
 }
 
 const SEGMENT_SUFFIX = ".seg";
@@ -145,6 +158,8 @@ interface Staged {
   /** The append calls that fed this batch, in order, and how many of its records each owns. */
   owners: Array<AppendCallback | AppendRun>;
   spans: number[];
+  /** A foreign batch (appendBatch): written as it is, nothing gathered into it. */
+  foreign: boolean;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -233,6 +248,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private windows: ScanWindow[] = [];
   /** One-batch read cache: consecutive get()s of one batch read it once. */
   private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
+  /** The foreign batch decoded last (foreignMessages). */
+  private decoded: { seg: Segment; pos: number; messages: StoredMessage[] } | null = null;
   private readonly opts: FileLogOptions;
   private readonly reopenDelayMs: number;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -367,13 +384,42 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.kick();
   }
 
+  appendBatch(batch: ForeignBatch, done: AppendCallback): void {
+    const n = batch.count;
+    const body = foreignBodySize(batch.subject, batch.bytes.length);
+    const sizes = new Array<number>(n);
+    for (let i = 0; i < n; i++) sizes[i] = foreignShare(body, n, i);
+    const refused =
+      (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : null) ??
+      runRefusal(
+        this.unusable(),
+        this.maxRecordBytes,
+        this.limits,
+        this.index.messages + this.pendingCount,
+        this.index.bytes + this.pendingBytes,
+        { count: n, subject: batch.subject, subjects: null },
+        sizes,
+        (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+      );
+    if (refused !== null || n === 0) {
+      done(refused, 0);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(BATCH_HEADER + body);
+    const b: Staged = { buf, used: encodeForeignBody(buf, batch.format, batch.subject, batch.bytes), subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: true };
+    this.staged.push(b);
+    for (let i = 0; i < n; i++) this.noteStaged(b, batch.subject, sizes[i]);
+    this.addOwner(b, done, n);
+    this.kick();
+  }
+
   /** The batch being gathered, with room for a record of `size` bytes (opening one when it is full). */
   private room(size: number): Staged {
     let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
-    if (b === undefined || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
+    if (b === undefined || b.foreign || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       const full = b !== undefined;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [] };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: false };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -699,6 +745,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.evicted = [];
     this.windows = [];
     this.cached = null;
+    this.decoded = null;
   }
 
   /** Forms the next round from what is queued and writes it after `inflight` (the newest unlanded round, if any); null if the write failed. */
@@ -740,7 +787,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     round.seg = seg;
     round.pos = inflight !== null ? inflight.end : seg.size;
-    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n) : null;
+    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n, batch.foreign ? FLAG_FOREIGN : 0) : null;
     // A round of tombstones names the next sequence, so it serves as the marker too.
     const marker = this.markerWanted && tombs.length === 0;
     this.markerWanted = false;
@@ -827,7 +874,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         else this.pendingPerSubject.set(s, c);
       }
     }
-    this.spare.push(b.buf);
+    if (!b.foreign) this.spare.push(b.buf);
     let seq = firstSeq;
     for (let k = 0; k < b.owners.length; k++) {
       const owner = b.owners[k];
@@ -937,6 +984,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (b < 0) return null;
     const buf = await this.readBatch(seg, d, b);
     if (buf === null) return null;
+    if ((buf[9] & FLAG_FOREIGN) !== 0) return (await this.foreignMessages(seg, d.bPos[b], buf, 0))[seq - d.bSeq[b]] ?? null;
     const at = recordAt(buf, 0, seq - d.bSeq[b]);
     return at < 0 ? null : decodeRecord(buf, at, seq, d.bTime[b]);
   }
@@ -949,11 +997,20 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return null;
   }
 
-  async scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+  scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+    return this.read(from, opts, false) as Promise<StoredMessage[]>;
+  }
+
+  scanStored(from: number, opts: ScanOptions = {}): Promise<StoredItem[]> {
+    return this.read(from, opts, true);
+  }
+
+  /** scan, or with `whole` scanStored: foreign batches with every record still stored come back as they are. */
+  private async read(from: number, opts: ScanOptions, whole: boolean): Promise<StoredItem[]> {
     const filter = opts.filter === ">" ? undefined : opts.filter;
     const maxMessages = opts.maxMessages ?? 256;
     const maxBytes = opts.maxBytes ?? Infinity;
-    const out: StoredMessage[] = [];
+    const out: StoredItem[] = [];
     let bytes = 0;
     let seq = this.index.nextMatch(from - 1, filter);
     while (seq !== 0 && seq <= this.lastSeq && out.length < maxMessages && bytes < maxBytes) {
@@ -982,6 +1039,29 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         const bSeq = d.bSeq[b];
         const count = d.bCount[b];
         const time = d.bTime[b];
+        if ((buf[at + 9] & FLAG_FOREIGN) !== 0) {
+          const body = d.bLen[b] - BATCH_HEADER;
+          if (whole && filter === undefined && this.allStored(seg, d, bSeq, count)) {
+            const parts = foreignParts(buf, at)!;
+            out.push({ format: parts.format, firstSeq: bSeq, count, time, bytes: parts.bytes });
+            bytes += body;
+            visited = bSeq + count - 1;
+            continue;
+          }
+          const msgs = await this.foreignMessages(seg, d.bPos[b], buf, at);
+          for (let i = 0; i < count; i++) {
+            const s = bSeq + i;
+            if (s < seq) continue;
+            visited = s;
+            const id = (seg.detail ?? d).sidAt(s);
+            if (id !== DEAD && (filter === undefined || this.index.table.matchesId(filter, id)) && msgs[i] !== undefined) {
+              out.push(msgs[i]);
+              bytes += foreignShare(body, count, i);
+              if (out.length >= maxMessages || bytes >= maxBytes) break;
+            }
+          }
+          continue;
+        }
         let p = at + BATCH_HEADER;
         for (let i = 0; i < count; i++) {
           const s = bSeq + i;
@@ -1002,6 +1082,28 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       seq = this.index.nextMatch(visited, filter);
     }
     return out;
+  }
+
+  /** Whether every record of the batch at bSeq..bSeq+count-1 is still stored. */
+  private allStored(seg: Segment, d: SegmentDetail, bSeq: number, count: number): boolean {
+    const live = seg.detail ?? d;
+    for (let s = bSeq; s < bSeq + count; s++) if (live.sidAt(s) === DEAD) return false;
+    return true;
+  }
+
+  /**
+   * The messages of the foreign batch at `pos` of `seg` (its bytes at
+   * buf[at...)), from the decoder; the last batch decoded is kept, since
+   * gets and scans tend to read one batch's records one after another.
+   */
+  private async foreignMessages(seg: Segment, pos: number, buf: Buffer, at: number): Promise<StoredMessage[]> {
+    const c = this.decoded;
+    if (c !== null && c.seg === seg && c.pos === pos) return c.messages;
+    const parts = foreignParts(buf, at);
+    if (parts === null) throw new Error(`${join(this.dir, seg.name)}@${pos}: foreign batch without its parts`);
+    const messages = await (this.opts.foreign ?? noForeignRecords).decode(parts.format, parts.bytes, readU64(buf, at + 12), readU64(buf, at + 20), parts.subject);
+    this.decoded = { seg, pos, messages };
+    return messages;
   }
 
   /**
@@ -1334,9 +1436,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const hdr = readBatchHeader(buf, pos);
       if ((hdr.flags & FLAG_TOMBSTONES) === 0) {
         d.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
-        forEachRecord(buf, pos, (i, subject, p) => {
+        forEachRecord(buf, pos, (i, subject, _p, size) => {
           const id = this.index.table.idOf(subject);
-          d.put(hdr.firstSeq + i, id >= 0 && seg.subjects.has(id) ? id : DEAD, buf.readUInt32LE(p) + 4);
+          d.put(hdr.firstSeq + i, id >= 0 && seg.subjects.has(id) ? id : DEAD, size);
         });
       }
       pos += hdr.length;
@@ -1436,9 +1538,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       if (hdr.length !== BATCH_HEADER + hdr.count * TOMBSTONE_BYTES) return "tombstones do not fit their batch";
       return { hdr, subjects, sizes };
     }
-    const fits = forEachRecord(reader.buf, at, (_i, subject, p) => {
+    const fits = forEachRecord(reader.buf, at, (_i, subject, _p, size) => {
       subjects.push(subject);
-      sizes.push(reader.buf.readUInt32LE(p) + 4);
+      sizes.push(size);
     });
     if (!fits || subjects.length !== hdr.count) return "records do not fit their batch";
     return { hdr, subjects, sizes };
@@ -1589,6 +1691,43 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           runIds = [];
           runBytes = 0;
         };
+        if ((buf[9] & FLAG_FOREIGN) !== 0) {
+          const bSeq = d.bSeq[b];
+          if (this.allStored(seg, d, bSeq, d.bCount[b])) {
+            // Kept whole, as appended; only the gap flag may change.
+            const flags = buf[9] | (bSeq !== expect ? FLAG_GAP : 0);
+            if (flags !== buf[9]) {
+              buf[9] = flags;
+              buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
+            }
+            const body = buf.length - BATCH_HEADER;
+            next.addBatch(nd, bSeq, d.bCount[b], pos, buf.length, time);
+            for (let k = 0; k < d.bCount[b]; k++) nd.put(bSeq + k, d.sidAt(bSeq + k), foreignShare(body, d.bCount[b], k));
+            await writeBatch(buf);
+            expect = bSeq + d.bCount[b];
+            continue;
+          }
+          // Some records are gone: the rest become records of the log's own format.
+          const messages = await this.foreignMessages(seg, d.bPos[b], buf, 0);
+          for (let k = 0; k < d.bCount[b]; k++) {
+            const s = bSeq + k;
+            const id = d.sidAt(s);
+            const m = messages[k];
+            if (id === DEAD || m === undefined) {
+              await flush();
+              continue;
+            }
+            const input = { subject: m.subject, key: m.key, headers: m.headers, data: m.data };
+            const record = Buffer.allocUnsafe(recordSize(input));
+            encodeRecord(record, 0, input);
+            if (run.length === 0) runStart = s;
+            run.push(record);
+            runIds.push(id);
+            runBytes += record.length;
+          }
+          await flush();
+          continue;
+        }
         let p = BATCH_HEADER;
         for (let k = 0; k < d.bCount[b]; k++) {
           const s = d.bSeq[b] + k;
@@ -1664,6 +1803,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     seg.retired = true;
     seg.pinned = false;
     if (this.cached?.seg === seg) this.cached = null;
+    if (this.decoded?.seg === seg) this.decoded = null;
     this.windows = this.windows.filter((w) => w.seg !== seg);
     this.index.forgetSegment(seg);
     this.idxInfo.delete(seg);

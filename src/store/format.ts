@@ -12,6 +12,12 @@
  *         each deleting the sequences from..to (inclusive); firstSeq is the
  *         next sequence at the time it was written and is not consumed.
  *
+ * foreign batch (flags & FOREIGN): u8 format | u8 reserved (0) | u16 subjectLen
+ *         | subject | the batch as a client sent it, in its own record format
+ *         (format 1: a Kafka RecordBatch v2, compressed or not), holding
+ *         `count` records, all under `subject`. The store does not read inside
+ *         it: a ForeignRecords decoder from above turns it into messages.
+ *
  * Every record of a batch shares the batch's time; sequences are firstSeq + i.
  * A batch flagged GAP may start above the sequence that follows the previous
  * batch of its segment: compaction removed the sequences in between.
@@ -26,7 +32,10 @@ export const FORMAT_VERSION = 1;
 const NO_KEY = 0xffffffff;
 export const FLAG_GAP = 1;
 export const FLAG_TOMBSTONES = 2;
-const KNOWN_FLAGS = FLAG_GAP | FLAG_TOMBSTONES;
+export const FLAG_FOREIGN = 4;
+const KNOWN_FLAGS = FLAG_GAP | FLAG_TOMBSTONES | FLAG_FOREIGN;
+/** Bytes of a foreign batch before its subject: format, reserved, subject length. */
+export const FOREIGN_HEADER = 4;
 export const TOMBSTONE_BYTES = 16;
 /** A batch larger than this is taken for corruption, not a reason to allocate. */
 export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
@@ -144,9 +153,9 @@ export function encodeRecord(buf: Buffer, at: number, r: AppendInput): number {
  * Completes a data batch whose `count` records fill buf[BATCH_HEADER, end):
  * writes its header and checksum, and returns the batch's bytes.
  */
-export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number): Buffer {
+export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number, flags = 0): Buffer {
   const batch = end === buf.length ? buf : buf.subarray(0, end);
-  writeHeader(batch, 0, firstSeq, time, count);
+  writeHeader(batch, flags, firstSeq, time, count);
   batch.writeUInt32LE(crc32c(batch, 8, end), 4);
   return batch;
 }
@@ -165,6 +174,42 @@ export function encodeTombstones(ranges: readonly number[], nextSeq: number, tim
 export function readTombstones(buf: Buffer, at: number, out: number[]): void {
   const count = buf.readUInt32LE(at + 28);
   for (let i = 0; i < count * 2; i++) out.push(readU64(buf, at + BATCH_HEADER + i * 8));
+}
+
+/** Bytes a foreign batch of `bytes` client bytes under `subject` takes after the batch header. */
+export function foreignBodySize(subject: string, bytes: number): number {
+  return FOREIGN_HEADER + Buffer.byteLength(subject) + bytes;
+}
+
+/** Writes a foreign batch's body at buf[BATCH_HEADER...); returns where it ends (seal it with FLAG_FOREIGN). */
+export function encodeForeignBody(buf: Buffer, format: number, subject: string, bytes: Uint8Array): number {
+  let p = BATCH_HEADER;
+  buf[p] = format;
+  buf[p + 1] = 0;
+  const subjLen = buf.write(subject, p + FOREIGN_HEADER, "utf8");
+  buf.writeUInt16LE(subjLen, p + 2);
+  p += FOREIGN_HEADER + subjLen;
+  buf.set(bytes, p);
+  return p + bytes.length;
+}
+
+/** A checked foreign batch's parts: its format, subject and the client's bytes (a view of `buf`). */
+export function foreignParts(buf: Buffer, at: number): { format: number; subject: string; bytes: Buffer } | null {
+  const end = at + buf.readUInt32LE(at) + 8;
+  const p = at + BATCH_HEADER;
+  if (p + FOREIGN_HEADER > end) return null;
+  const subjLen = buf.readUInt16LE(p + 2);
+  if (p + FOREIGN_HEADER + subjLen > end) return null;
+  return { format: buf[p], subject: buf.toString("utf8", p + FOREIGN_HEADER, p + FOREIGN_HEADER + subjLen), bytes: buf.subarray(p + FOREIGN_HEADER + subjLen, end) };
+}
+
+/**
+ * The stored size counted for record i of a foreign batch of `count`
+ * records whose body is `body` bytes: the body shared out, so that the
+ * records' sizes add up to what the batch takes.
+ */
+export function foreignShare(body: number, count: number, i: number): number {
+  return Math.floor(body / count) + (i < body % count ? 1 : 0);
 }
 
 /** A batch of records copied as they are (compaction): `records` holds `count` encoded records. */
@@ -224,14 +269,23 @@ export function readBatchHeader(buf: Buffer, at: number): BatchHeader {
 }
 
 /**
- * Calls `each` for every record of a checked batch with its subject and the
- * record's offset; stops early when `each` returns true. Returns false if the
- * records do not fit the batch (corruption the crc could not catch).
+ * Calls `each` for every record of a checked batch with its subject, the
+ * record's offset and its stored size; stops early when `each` returns
+ * true. Returns false if the records do not fit the batch (corruption the
+ * crc could not catch). The records of a foreign batch all have the
+ * batch's subject and its body's offset.
  */
-export function forEachRecord(buf: Buffer, at: number, each: (index: number, subject: string, recordAt: number) => boolean | void): boolean {
+export function forEachRecord(buf: Buffer, at: number, each: (index: number, subject: string, recordAt: number, size: number) => boolean | void): boolean {
   const end = at + buf.readUInt32LE(at) + 8;
   const count = buf.readUInt32LE(at + 28);
   let p = at + BATCH_HEADER;
+  if ((buf[at + 9] & FLAG_FOREIGN) !== 0) {
+    const parts = foreignParts(buf, at);
+    if (parts === null || count === 0 || parts.bytes.length === 0) return false;
+    const body = end - p;
+    for (let i = 0; i < count; i++) if (each(i, parts.subject, p, foreignShare(body, count, i)) === true) return true;
+    return true;
+  }
   for (let i = 0; i < count; i++) {
     if (p + RECORD_HEADER > end) return false;
     const len = buf.readUInt32LE(p);
@@ -239,7 +293,7 @@ export function forEachRecord(buf: Buffer, at: number, each: (index: number, sub
     const subjLen = buf.readUInt16LE(p + 4);
     if (p + RECORD_HEADER + subjLen > p + 4 + len) return false;
     const subject = buf.toString("utf8", p + RECORD_HEADER, p + RECORD_HEADER + subjLen);
-    if (each(i, subject, p) === true) return true;
+    if (each(i, subject, p, 4 + len) === true) return true;
     p += 4 + len;
   }
   return p === end;

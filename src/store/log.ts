@@ -30,7 +30,7 @@ export interface RecordRun {
   readonly headers: ReadonlyArray<Uint8Array | null> | null;
 }
 
-export function subjectAt(run: RecordRun, i: number): string {
+export function subjectAt(run: Pick<RecordRun, "subject" | "subjects">, i: number): string {
   return run.subjects === null ? run.subject : run.subjects[i];
 }
 
@@ -75,6 +75,55 @@ export function runOf(inputs: readonly AppendInput[]): RecordRun {
   const headers = inputs.some((x) => x.headers) ? inputs.map((x) => x.headers ?? null) : null;
   return { count: n, source: Buffer.concat(parts), subject: "", subjects: inputs.map((x) => x.subject), keyAt, keyLen, valueAt, valueLen, headers };
 }
+
+/**
+ * A batch kept whole in a client's own record format (a Kafka RecordBatch
+ * as produced, compressed or not): its records take `count` consecutive
+ * sequences under one subject, and a reader that speaks the format gets
+ * the bytes back as they came (scanStored). Other readers get messages
+ * from the log's ForeignRecords decoder.
+ */
+export interface ForeignBatch {
+  /** Which format (FOREIGN_KAFKA). */
+  readonly format: number;
+  readonly subject: string;
+  readonly count: number;
+  readonly bytes: Uint8Array;
+}
+
+/** Foreign format 1: Kafka's RecordBatch v2, from its baseOffset field to its end. */
+export const FOREIGN_KAFKA = 1;
+
+/**
+ * Turns a stored foreign batch into the messages of its records, for
+ * readers that want messages (JetStream consumers, gets, compaction). Given
+ * to a log by its owner: the store keeps the bytes and never reads inside.
+ */
+export interface ForeignRecords {
+  decode(format: number, bytes: Buffer, firstSeq: number, time: number, subject: string): Promise<StoredMessage[]>;
+}
+
+/** A foreign batch as stored, every record of it still there: what scanStored hands a reader of its format. */
+export interface StoredForeign {
+  readonly format: number;
+  readonly firstSeq: number;
+  readonly count: number;
+  readonly time: number;
+  /** The client's bytes as they were appended (a view: copy to keep). */
+  readonly bytes: Buffer;
+}
+
+/** scanStored's items: messages, and foreign batches kept whole. */
+export type StoredItem = StoredMessage | StoredForeign;
+
+export function isForeign(item: StoredItem): item is StoredForeign {
+  return (item as StoredForeign).format !== undefined;
+}
+
+/** The decoder of a log that was given none: a foreign batch cannot be read as messages. */
+export const noForeignRecords: ForeignRecords = {
+  decode: (format) => Promise.reject(new Error(`stored batch in foreign format ${format}, and no decoder for it`)),
+};
 
 export interface StoredMessage {
   seq: number;
@@ -166,6 +215,18 @@ export interface MessageLog {
    * run as a whole before any of it is queued.
    */
   appendMany(run: RecordRun, done: AppendCallback): void;
+  /**
+   * Appends a foreign batch whole, as one stored batch at consecutive
+   * sequences (limits and sizes as for appendMany, each record counting an
+   * equal share of the batch's bytes).
+   */
+  appendBatch(batch: ForeignBatch, done: AppendCallback): void;
+  /**
+   * What scan returns, except that a foreign batch whose records are all
+   * still stored comes back whole, as appended (it may begin before `from`:
+   * the reader skips what it does not want, as Kafka's clients do).
+   */
+  scanStored(from: number, opts?: ScanOptions): Promise<StoredItem[]>;
   get(seq: number): Promise<StoredMessage | null>;
   /** The first message with seq > `after` whose subject matches `filter` (NATS wildcards), if any. */
   next(after: number, filter?: string): Promise<StoredMessage | null>;
@@ -258,7 +319,7 @@ export function runRefusal(
   limits: Limits,
   messages: number,
   bytes: number,
-  run: RecordRun,
+  run: Pick<RecordRun, "count" | "subject" | "subjects">,
   sizes: ArrayLike<number>,
   countOf: (subject: string) => number,
 ): Error | null {

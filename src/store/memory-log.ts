@@ -20,12 +20,29 @@ import {
   type RecordRun,
   type ScanOptions,
   type StoredMessage,
+  noForeignRecords,
+  type ForeignBatch,
+  type ForeignRecords,
+  type StoredItem,
 } from "./log.js";
-import { recordSize, runRecordSize } from "./format.js";
+import { foreignBodySize, foreignShare, recordSize, runRecordSize } from "./format.js";
 
 export interface MemoryLogOptions {
   maxRecordBytes?: number;
   limits?: Limits;
+  /** Reads foreign batches (appendBatch) as messages. */
+  foreign?: ForeignRecords;
+}
+
+/** A foreign batch kept whole; its messages decoded on first read. */
+interface HeldBatch {
+  format: number;
+  subject: string;
+  firstSeq: number;
+  count: number;
+  time: number;
+  bytes: Buffer;
+  messages: Promise<StoredMessage[]> | null;
 }
 
 export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
@@ -35,6 +52,9 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   readonly backlogBytes = 0;
   /** Messages by sequence from `base`; deleted ones are undefined. */
   private msgs: Array<StoredMessage | undefined> = [];
+  /** Per sequence from `base`, the foreign batch holding it (then msgs has nothing for it). */
+  private held: Array<HeldBatch | undefined> = [];
+  private readonly foreign: ForeignRecords;
   /** Time of every sequence from `base`, deleted or not, for time lookups. */
   private times: number[] = [];
   private base = 1;
@@ -49,8 +69,10 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     super();
     this.maxRecordBytes = opts.maxRecordBytes ?? 8 * 1024 * 1024;
     this.limits = { ...opts.limits };
+    this.foreign = opts.foreign ?? noForeignRecords;
     this.index.onRemove = (seq) => {
       this.msgs[seq - this.base] = undefined;
+      this.held[seq - this.base] = undefined;
     };
     this.setLimits(this.limits);
   }
@@ -74,6 +96,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       key: input.key ? Buffer.from(input.key) : null,
       data: Buffer.from(input.data),
     });
+    this.held.push(undefined);
     this.times.push(this.lastTime);
     const id = this.index.table.intern(input.subject);
     this.index.add(seq, id, size);
@@ -96,19 +119,68 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     queueMicrotask(() => done(null, run.count > 0 ? first : 0));
   }
 
+  appendBatch(batch: ForeignBatch, done: AppendCallback): void {
+    const n = batch.count;
+    const body = foreignBodySize(batch.subject, batch.bytes.length);
+    const sizes: number[] = [];
+    for (let i = 0; i < n; i++) sizes.push(foreignShare(body, n, i));
+    const refused = runRefusal(
+      this.closed ? new Error("log is closed") : null,
+      this.maxRecordBytes,
+      this.limits,
+      this.index.messages,
+      this.index.bytes,
+      { count: n, subject: batch.subject, subjects: null },
+      sizes,
+      (s) => this.index.table.countOf(s),
+    );
+    if (refused !== null || n === 0) {
+      done(refused, 0);
+      return;
+    }
+    this.lastTime = Math.max(Date.now(), this.lastTime);
+    const first = this.lastSeq + 1;
+    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes), messages: null };
+    const id = this.index.table.intern(batch.subject);
+    for (let i = 0; i < n; i++) {
+      const seq = ++this.lastSeq;
+      this.msgs.push(undefined);
+      this.held.push(held);
+      this.times.push(this.lastTime);
+      this.index.add(seq, id, sizes[i]);
+    }
+    this.index.evict(this.limits, [id]);
+    this.compactFront();
+    queueMicrotask(() => done(null, first));
+  }
+
+  private decoded(h: HeldBatch): Promise<StoredMessage[]> {
+    return (h.messages ??= this.foreign.decode(h.format, h.bytes, h.firstSeq, h.time, h.subject));
+  }
+
+  /** The message at `seq` (stored and live), from a foreign batch if need be. */
+  private async at(seq: number): Promise<StoredMessage | undefined> {
+    const i = seq - this.base;
+    const m = this.msgs[i];
+    if (m !== undefined) return m;
+    const h = this.held[i];
+    return h === undefined ? undefined : (await this.decoded(h))[seq - h.firstSeq];
+  }
+
   /** Drops the dead prefix of the arrays once it is large. */
   private compactFront(): void {
     const first = this.index.firstLive() || this.lastSeq + 1;
     const dead = first - this.base;
     if (dead > 1024 && dead * 2 > this.msgs.length) {
       this.msgs.splice(0, dead);
+      this.held.splice(0, dead);
       this.times.splice(0, dead);
       this.base = first;
     }
   }
 
   async get(seq: number): Promise<StoredMessage | null> {
-    return seq >= this.base && this.index.sidAt(seq) !== DEAD ? (this.msgs[seq - this.base] ?? null) : null;
+    return seq >= this.base && this.index.sidAt(seq) !== DEAD ? ((await this.at(seq)) ?? null) : null;
   }
 
   async next(after: number, filter?: string): Promise<StoredMessage | null> {
@@ -116,19 +188,40 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return seq === 0 ? null : this.get(seq);
   }
 
-  async scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+  scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+    return this.read(from, opts, false) as Promise<StoredMessage[]>;
+  }
+
+  scanStored(from: number, opts: ScanOptions = {}): Promise<StoredItem[]> {
+    return this.read(from, opts, true);
+  }
+
+  /** scan, or with `whole` scanStored (foreign batches with every record live come back as appended). */
+  private async read(from: number, opts: ScanOptions, whole: boolean): Promise<StoredItem[]> {
     const filter = opts.filter === ">" ? undefined : opts.filter;
     const max = opts.maxMessages ?? 256;
     const maxBytes = opts.maxBytes ?? Infinity;
-    const out: StoredMessage[] = [];
+    const out: StoredItem[] = [];
     let bytes = 0;
     for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
-      const m = this.msgs[seq - this.base];
+      const h = this.held[seq - this.base];
+      if (whole && filter === undefined && h !== undefined && this.allLive(h)) {
+        out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, bytes: h.bytes });
+        for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
+        seq = h.firstSeq + h.count - 1;
+        continue;
+      }
+      const m = await this.at(seq);
       if (m === undefined) continue;
       out.push(m);
       bytes += this.index.sizeAt(seq);
     }
     return out;
+  }
+
+  private allLive(h: HeldBatch): boolean {
+    for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) if (s < this.base || this.index.sidAt(s) === DEAD) return false;
+    return true;
   }
 
   /** First sequence stored at or after `time`; lastSeq + 1 if none. */
@@ -169,6 +262,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     if ((opts.filter === undefined || opts.filter === ">") && !((opts.keep ?? 0) > 0) && upTo > this.lastSeq + 1) {
       this.lastSeq = upTo - 1;
       this.msgs = [];
+      this.held = [];
       this.times = [];
       this.base = upTo;
       return n;

@@ -24,7 +24,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
-import type { MessageLog, SyncPolicy } from "../store/log.js";
+import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, Stream } from "./stream.js";
@@ -59,6 +59,8 @@ export interface JetStreamOptions {
    * consumer down.
    */
   pacing?: { producer: Producer | null };
+  /** Reads batches a door stored in its own record format (Kafka's) as messages; see MessageLog.appendBatch. */
+  foreign?: ForeignRecords;
 }
 
 interface StreamMeta {
@@ -289,7 +291,7 @@ export class JetStream implements DeliveryHost {
     try {
       for (let p = from; p < to; p++) {
         if (config.storage === "memory" || dir === null) {
-          partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024 }));
+          partitions.push(new MemoryLog({ limits, maxRecordBytes: this.options.maxPayload + 64 * 1024, foreign: this.options.foreign }));
         } else {
           partitions.push(
             await FileLog.open({
@@ -299,6 +301,7 @@ export class JetStream implements DeliveryHost {
               syncIntervalMs: this.options.syncIntervalMs,
               maxRecordBytes: this.options.maxPayload + 64 * 1024,
               onWarning: (text) => this.options.log.warn(`stream ${config.name}: ${text}`),
+              foreign: this.options.foreign,
             }),
           );
         }

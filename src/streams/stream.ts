@@ -10,7 +10,7 @@ import { EventEmitter } from "node:events";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { subjectMatches } from "../subjects/subject.js";
-import { payloadSizeAt, type AppendInput, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
+import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
@@ -449,19 +449,55 @@ export class Stream {
    * does, with one callback: the first sequence once all are durable.
    */
   appendMany(partition: number, run: RecordRun, done: (err: ApiError | null, firstSeq: number) => void): void {
+    let largest = 0;
+    for (let i = 0; i < run.count; i++) largest = Math.max(largest, payloadSizeAt(run, i));
+    this.doorAppend(partition, largest, run.count, run.subject, run.subjects, run.source.length, done, (log) => {
+      // Only the subjects outlive the append: the run's bytes (a client's request) can go once it is issued.
+      return {
+        copy: () => {
+          const copied = { ...run, source: Buffer.from(run.source) };
+          return (cb) => log.appendMany(copied, cb);
+        },
+        go: (cb) => log.appendMany(run, cb),
+      };
+    });
+  }
+
+  /**
+   * Appends a door's batch whole, in its own record format (a Kafka
+   * RecordBatch as produced): one stored batch, as appendMany otherwise.
+   * `largestPayload` is the largest record's payload plus headers, which the
+   * door read while it checked the batch.
+   */
+  appendBatch(partition: number, batch: ForeignBatch, largestPayload: number, done: (err: ApiError | null, firstSeq: number) => void): void {
+    this.doorAppend(partition, largestPayload, batch.count, batch.subject, null, batch.bytes.length, done, (log) => ({
+      copy: () => {
+        const copied = { ...batch, bytes: Buffer.from(batch.bytes) };
+        return (cb) => log.appendBatch(copied, cb);
+      },
+      go: (cb) => log.appendBatch(batch, cb),
+    }));
+  }
+
+  /** A door's append of `count` records: checked, ordered behind queued publishes, issued, and told to consumers once stored. */
+  private doorAppend(
+    partition: number,
+    largestPayload: number,
+    count: number,
+    subject: string,
+    subjects: readonly string[] | null,
+    bytes: number,
+    done: (err: ApiError | null, firstSeq: number) => void,
+    appender: (log: MessageLog) => { copy: () => (cb: (err: Error | null, first: number) => void) => void; go: (cb: (err: Error | null, first: number) => void) => void },
+  ): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
     const max = this.config.max_msg_size;
-    for (let i = 0; i < run.count; i++) {
-      const size = payloadSizeAt(run, i);
-      if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
-    }
+    if ((max > 0 && largestPayload > max) || largestPayload > this.maxPayload) return done(Errors.messageTooBig(), 0);
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0);
-    // Only the subjects outlive the append: the run's bytes (a client's request) can go once it is issued.
-    const { count, subject, subjects } = run;
     const stored = (err: Error | null, first: number): void => {
       this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
@@ -477,15 +513,16 @@ export class Stream {
       for (const l of this.appendListeners) l(partition, first + count - 1);
       done(null, first);
     };
-    const issue = (r: RecordRun) => (): void => {
+    const issue = (append: (cb: (err: Error | null, first: number) => void) => void) => (): void => {
       this.inflight++;
-      log.appendMany(r, (err, first) => {
+      append((err, first) => {
         this.inflight--;
         stored(err, first);
         this.drainQueue();
       });
     };
-    this.orderedAppend(run.source.length, () => issue({ ...run, source: Buffer.from(run.source) }), issue(run));
+    const { copy, go } = appender(log);
+    this.orderedAppend(bytes, () => issue(copy()), issue(go));
   }
 
   private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {

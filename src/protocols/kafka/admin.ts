@@ -20,7 +20,7 @@ export async function createTopic(door: KafkaDoor, topic: string, partitions: nu
   }
   const limits = limitsFrom(configs);
   if ("error" in limits) return limits as Outcome;
-  const config = { name: streamNameOf(topic), subjects: [topic], storage: "file", retention: "limits", discard: "old", ...limits, metadata: { [TOPIC_METADATA_KEY]: topic } };
+  const config = { name: streamNameOf(topic), subjects: [topic], storage: "file", retention: "limits", discard: "old", ...limits, metadata: { ...limits.metadata, [TOPIC_METADATA_KEY]: topic } };
   if (validateOnly) return ok;
   try {
     await door.js.createStream(config, partitions);

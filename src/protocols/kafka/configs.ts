@@ -36,9 +36,46 @@ export interface Outcome {
 export const ok: Outcome = { error: ErrorCode.NONE, message: null };
 export const fail = (error: number, message: string): Outcome => ({ error, message });
 
-/** Stream limits from Kafka topic configs; an Outcome when one cannot be honoured. */
-export function limitsFrom(configs: Map<string, string | null>): Record<string, unknown> | Outcome {
-  const out: Record<string, unknown> = {};
+/** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps). */
+export const TIMESTAMP_TYPE_KEY = "nagare.kafka.message.timestamp.type";
+export const TIMESTAMP_DIFFERENCE_KEY = "nagare.kafka.message.timestamp.difference.max.ms";
+const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY];
+/** Kafka's defaults: the producer's timestamp, of any age. */
+const DEFAULT_TIMESTAMP_TYPE = "CreateTime";
+const DEFAULT_TIMESTAMP_DIFFERENCE = "9223372036854775807";
+
+/** How a topic treats the producer's timestamps: replaced by the append time, or kept if no further than `maxDifferenceMs` from it. */
+export interface TimestampPolicy {
+  logAppendTime: boolean;
+  maxDifferenceMs: number;
+}
+
+export function timestampPolicy(stream: Stream): TimestampPolicy {
+  const md = stream.config.metadata;
+  if (md === undefined) return DEFAULT_POLICY;
+  const type = md[TIMESTAMP_TYPE_KEY];
+  const diff = md[TIMESTAMP_DIFFERENCE_KEY];
+  if (type === undefined && diff === undefined) return DEFAULT_POLICY;
+  const max = diff === undefined ? Infinity : Number(diff);
+  return { logAppendTime: type === "LogAppendTime", maxDifferenceMs: Number.isSafeInteger(max) ? max : Infinity };
+}
+
+const DEFAULT_POLICY: TimestampPolicy = { logAppendTime: false, maxDifferenceMs: Infinity };
+
+/** A stream's metadata without the keys of Kafka-only topic configs (they go back to their defaults). */
+function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<string, string> {
+  const out = { ...md };
+  for (const k of KAFKA_ONLY_KEYS) delete out[k];
+  return out;
+}
+
+/**
+ * Stream settings from Kafka topic configs; an Outcome when one cannot be
+ * honoured. Configs of the Kafka door alone come back as `metadata` entries
+ * to merge into the stream's.
+ */
+export function limitsFrom(configs: Map<string, string | null>): (Record<string, unknown> & { metadata?: Record<string, string> }) | Outcome {
+  const out: Record<string, unknown> & { metadata?: Record<string, string> } = {};
   for (const [name, value] of configs) {
     const int = (): number | null => (value !== null && /^-?\d+$/.test(value) ? Number(value) : null);
     switch (name) {
@@ -64,7 +101,16 @@ export function limitsFrom(configs: Map<string, string | null>): Record<string, 
         if (value !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
         break;
       case "message.timestamp.type":
-        if (value !== "LogAppendTime") return fail(ErrorCode.INVALID_CONFIG, "nagare records keep the log append time (message.timestamp.type LogAppendTime)");
+        if (value !== "CreateTime" && value !== "LogAppendTime") {
+          return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime`);
+        }
+        (out.metadata ??= {})[TIMESTAMP_TYPE_KEY] = value;
+        break;
+      case "message.timestamp.difference.max.ms":
+        if (value === null || !/^\d{1,19}$/.test(value) || BigInt(value) > BigInt(DEFAULT_TIMESTAMP_DIFFERENCE)) {
+          return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.difference.max.ms: Value must be at least 0`);
+        }
+        (out.metadata ??= {})[TIMESTAMP_DIFFERENCE_KEY] = value;
         break;
       case "segment.bytes":
         return fail(ErrorCode.INVALID_CONFIG, "segment.bytes is fixed by the storage engine");
@@ -89,7 +135,8 @@ export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
   return [
     { name: "cleanup.policy", value: "delete", readOnly: true, source: SOURCE_DEFAULT },
     { name: "max.message.bytes", value: String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), readOnly: false, source: source(c.max_msg_size > 0) },
-    { name: "message.timestamp.type", value: "LogAppendTime", readOnly: true, source: SOURCE_DEFAULT },
+    { name: "message.timestamp.difference.max.ms", value: c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] !== undefined) },
+    { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
     { name: "retention.bytes", value: String(c.max_bytes > 0 ? c.max_bytes : -1), readOnly: false, source: source(c.max_bytes > 0) },
     { name: "retention.ms", value: String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), readOnly: false, source: source(c.max_age > 0) },
     { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
@@ -128,7 +175,8 @@ export function brokerConfigs(door: KafkaDoor): ConfigEntry[] {
     entry("transaction.max.timeout.ms", MAX_TRANSACTION_TIMEOUT_MS, MAX_TRANSACTION_TIMEOUT_MS),
     // What a topic gets when it sets none of its own (topicConfigs).
     entry("log.cleanup.policy", "delete", "delete"),
-    entry("log.message.timestamp.type", "LogAppendTime", "LogAppendTime"),
+    entry("log.message.timestamp.difference.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
+    entry("log.message.timestamp.type", DEFAULT_TIMESTAMP_TYPE, DEFAULT_TIMESTAMP_TYPE),
     entry("log.retention.bytes", -1, -1),
     entry("log.retention.ms", -1, -1),
     entry("log.segment.bytes", SEGMENT_BYTES, SEGMENT_BYTES),
@@ -145,7 +193,15 @@ function setTopicConfigs(door: KafkaDoor, s: Stream): Map<string, string> {
 
 /** List-valued topic configs (APPEND and SUBTRACT apply to them only), with their default. */
 const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
-const TOPIC_CONFIG_NAMES = new Set(["cleanup.policy", "max.message.bytes", "message.timestamp.type", "retention.bytes", "retention.ms", "segment.bytes"]);
+const TOPIC_CONFIG_NAMES = new Set([
+  "cleanup.policy",
+  "max.message.bytes",
+  "message.timestamp.difference.max.ms",
+  "message.timestamp.type",
+  "retention.bytes",
+  "retention.ms",
+  "segment.bytes",
+]);
 
 type AlterResource = AlterConfigsRequest["resources"][number];
 
@@ -191,7 +247,14 @@ function alteredConfig(door: KafkaDoor, stream: Stream, res: AlterResource, incr
   const limits = limitsFrom(next);
   if ("error" in limits) return limits as Outcome;
   // What is not named goes back to its default (AlterConfigs), or was kept in `next` (incremental).
-  const config: StreamConfig = { ...stream.config, max_age: 0, max_bytes: -1, max_msg_size: -1, ...limits };
+  const config: StreamConfig = {
+    ...stream.config,
+    max_age: 0,
+    max_bytes: -1,
+    max_msg_size: -1,
+    ...limits,
+    metadata: { ...withoutKafkaConfigs(stream.config.metadata), ...limits.metadata },
+  };
   // JetStream's de-duplication window may not outlast the messages: a shorter retention shortens it, as at creation.
   if (config.max_age > 0 && config.duplicate_window > config.max_age) config.duplicate_window = config.max_age;
   return config;

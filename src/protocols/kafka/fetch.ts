@@ -14,11 +14,12 @@ import type { Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
-import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, readTxnMark, type TxnMark } from "./messages.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
+import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH } from "./stored-batches.js";
 import { findTopic } from "./topics.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
-import type { StoredMessage } from "../../store/log.js";
+import { isForeign, type StoredItem } from "../../store/log.js";
 
 const EARLIEST = -2;
 const LATEST = -1;
@@ -42,7 +43,8 @@ interface PartitionOut {
   highWatermark: number;
   lastStable: number;
   logStart: number;
-  messages: StoredMessage[];
+  /** Messages, and batches stored whole as produced. */
+  messages: StoredItem[];
   /** read_committed only: aborted transactions with records among `messages`. */
   aborted: Array<{ producerId: number; first: number }> | null;
 }
@@ -68,7 +70,7 @@ export async function handleFetch(door: KafkaDoor, ctx: RequestContext): Promise
   }
 
   let records = 0;
-  for (const ps of out.results) for (const p of ps) records += p.messages.length;
+  for (const ps of out.results) for (const p of ps) for (const m of p.messages) records += isForeign(m) ? m.count : 1;
   conn.countOut(records, out.bytes);
   w.grow(out.bytes + 64 * (topics.length + records));
   w.i32(0); // throttle_time_ms
@@ -141,17 +143,17 @@ async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, 
       }
       // read_committed sees nothing of a transaction still open.
       const end = readCommitted ? lastStable : hwm;
-      let messages: StoredMessage[] = [];
+      let messages: StoredItem[] = [];
       // Kafka returns at least one batch even past max_bytes, so a large record cannot stall a consumer.
       const room = Math.min(p.maxBytes, maxBytes - bytes);
       if (maxBytes > 0 && p.offset < end && (room > 0 || bytes === 0)) {
-        messages = await log.scan(p.offset + 1, { maxMessages: Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset), maxBytes: Math.max(1, room) });
+        messages = await log.scanStored(p.offset + 1, { maxMessages: Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset), maxBytes: Math.max(1, room) });
         let visible = messages.length;
-        while (visible > 0 && messages[visible - 1].seq - 1 >= end) visible--;
+        while (visible > 0 && firstOffsetOf(messages[visible - 1]) >= end) visible--;
         if (visible < messages.length) messages = messages.slice(0, visible);
-        for (const m of messages) bytes += m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
+        for (const m of messages) bytes += isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
-      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, messages[messages.length - 1].seq - 1, logStart);
+      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
       outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted });
     }
     results.push(outs);
@@ -186,8 +188,20 @@ function appendOrTimeout(door: KafkaDoor, topics: TopicFetch[], deadline: number
 /** Where readTxnMark puts the transaction of the message at hand (one for every fetch: writeRecords never awaits). */
 const txn: TxnMark = { producerId: -1, epoch: -1 };
 
-/** The partition's record set: batches of messages sharing an append time and transaction; markers as control batches. */
-function writeRecords(w: Writer, messages: StoredMessage[]): void {
+function firstOffsetOf(m: StoredItem): number {
+  return (isForeign(m) ? m.firstSeq : m.seq) - 1;
+}
+
+function lastOffsetOf(m: StoredItem): number {
+  return isForeign(m) ? m.firstSeq + m.count - 2 : m.seq - 1;
+}
+
+/**
+ * The partition's record set: batches stored as produced, copied with the
+ * partition's offsets written in; other messages framed as batches of
+ * records sharing an append time and transaction; markers as control batches.
+ */
+function writeRecords(w: Writer, messages: StoredItem[]): void {
   if (messages.length === 0) {
     w.i32(0);
     return;
@@ -205,6 +219,17 @@ function writeRecords(w: Writer, messages: StoredMessage[]): void {
     run = [];
   };
   for (const m of messages) {
+    if (isForeign(m)) {
+      flush();
+      const at = w.pos;
+      w.raw(m.bytes);
+      // Neither field is under the batch's CRC: the broker sets both.
+      const offset = m.firstSeq - 1;
+      w.buf.writeUInt32BE(Math.floor(offset / 0x100000000), at + BATCH_BASE_OFFSET);
+      w.buf.writeUInt32BE(offset >>> 0, at + BATCH_BASE_OFFSET + 4);
+      w.buf.writeInt32BE(0, at + BATCH_LEADER_EPOCH);
+      continue;
+    }
     const inTxn = readTxnMark(m.headers, txn);
     const producer = inTxn ? txn.producerId : -1;
     const epoch = inTxn ? txn.epoch : -1;
@@ -221,7 +246,7 @@ function writeRecords(w: Writer, messages: StoredMessage[]): void {
       runEpoch = epoch;
     }
     // The stored header block is written as record headers by encodeBatch (messages.ts), in order.
-    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: m.data, headers: m.headers });
+    run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: isNullValue(m.headers, m.data) ? null : m.data, headers: m.headers });
   }
   flush();
   w.patchI32(lengthAt, w.pos - start);

@@ -12,6 +12,15 @@
  * The first record of an idempotent producer's batch carries
  * `Kafka-Batch: <producer id> <epoch> <base sequence> <count>`, from which
  * the producer's sequence state is rebuilt after a restart.
+ *
+ * A record with a null value (a tombstone) is, to NATS readers, an empty
+ * payload with the header `Kafka-Value: null`; an empty value has no such
+ * header. A NATS publish with that header and an empty payload reaches Kafka
+ * readers as a null value.
+ *
+ * Batches produced over Kafka are mostly stored as they came (see
+ * stored-batches.ts); the header blocks here are what NATS readers see of
+ * their records, and what is stored for records kept one by one.
  */
 
 import { HeaderCursor, parseHeaders } from "../../streams/headers.js";
@@ -23,12 +32,16 @@ export const TXN_HEADER = "Kafka-Txn";
 export const BATCH_HEADER = "Kafka-Batch";
 /** A record header naming the subject a record is stored under; not kept as a header. */
 export const SUBJECT_HEADER = "Nats-Subject";
+/** The header that marks a null value (its value is always `null`). */
+export const NULL_VALUE_HEADER = "Kafka-Value";
 export const CONTROL_SUBJECT_COMMIT = "$KAFKA.TXN.COMMIT";
 export const CONTROL_SUBJECT_ABORT = "$KAFKA.TXN.ABORT";
 
 const TXN_NAME = Buffer.from(TXN_HEADER, "latin1");
 const BATCH_NAME = Buffer.from(BATCH_HEADER, "latin1");
 const SUBJECT_NAME = Buffer.from(SUBJECT_HEADER, "latin1");
+const NULL_NAME = Buffer.from(NULL_VALUE_HEADER, "latin1");
+const NULL_LINE = Buffer.from(`${NULL_VALUE_HEADER}: null\r\n`, "latin1");
 const STATUS_LINE = Buffer.from("NATS/1.0\r\n", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
 const COLON_SPACE = Buffer.from(": ", "latin1");
@@ -67,36 +80,8 @@ export function natsHeaderBlocks(
   const plain = txnLine === null ? null : Buffer.concat([STATUS_LINE, txnLine, CRLF]);
   // Pass 1: check every header and size each record's own block (0: it has none).
   const sizes = new Int32Array(n);
+  const total = sizeBlocks(batch, txnLine, markLine, sizes, onSubject);
   const r = new Reader(batch.body);
-  let total = 0;
-  for (let i = 0; i < n; i++) {
-    let size = 0;
-    let own = 0;
-    let named = false;
-    const count = batch.headerCount?.[i] ?? 0;
-    if (count > 0) r.pos = batch.headerAt![i];
-    for (let h = 0; h < count; h++) {
-      const nameLen = r.varint();
-      const nameAt = r.skip(nameLen);
-      const valueLen = r.varint();
-      const valueAt = valueLen > 0 ? r.skip(valueLen) : 0;
-      if (equalsAt(batch.body, nameAt, nameLen, SUBJECT_NAME)) {
-        // The first names the subject; none is kept as a header.
-        if (!named) onSubject(i, valueLen > 0 ? batch.body.toString("utf8", valueAt, valueAt + valueLen) : "");
-        named = true;
-        continue;
-      }
-      checkHeader(batch.body, nameAt, nameLen, valueAt, valueLen);
-      size += nameLen + 2 + Math.max(0, valueLen) + 2;
-      own++;
-    }
-    const first = i === 0 && markLine !== null;
-    if (own > 0 || first) {
-      size += STATUS_LINE.length + (txnLine?.length ?? 0) + (first ? markLine!.length : 0) + CRLF.length;
-      sizes[i] = size;
-      total += size;
-    }
-  }
   // Pass 2: write the blocks.
   const blocks = new Array<Buffer | null>(n);
   const out = total > 0 ? Buffer.allocUnsafe(total) : null;
@@ -121,12 +106,61 @@ export function natsHeaderBlocks(
       if (valueLen > 0) at += batch.body.copy(out!, at, valueAt, valueAt + valueLen);
       at += CRLF.copy(out!, at);
     }
+    if (batch.valueLen[i] < 0) at += NULL_LINE.copy(out!, at);
     if (txnLine !== null) at += txnLine.copy(out!, at);
     if (i === 0 && markLine !== null) at += markLine.copy(out!, at);
     at += CRLF.copy(out!, at);
     blocks[i] = out!.subarray(start, at);
   }
   return blocks;
+}
+
+/**
+ * Checks every record header of a batch (INVALID_RECORD for one NATS
+ * cannot carry), hands `onSubject` the first `Nats-Subject` of each record
+ * that has one, and, given `sizes`, sizes each record's header block with
+ * the marks (0: it needs none); returns the blocks' total size.
+ */
+export function sizeBlocks(
+  batch: DecodedBatch,
+  txnLine: Buffer | null,
+  markLine: Buffer | null,
+  sizes: Int32Array | null,
+  onSubject: (index: number, subject: string) => void,
+): number {
+  const n = batch.count;
+  const r = new Reader(batch.body);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    let size = 0;
+    let own = 0;
+    let named = false;
+    const count = batch.headerCount?.[i] ?? 0;
+    if (count > 0) r.pos = batch.headerAt![i];
+    for (let h = 0; h < count; h++) {
+      const nameLen = r.varint();
+      const nameAt = r.skip(nameLen);
+      const valueLen = r.varint();
+      const valueAt = valueLen > 0 ? r.skip(valueLen) : 0;
+      if (equalsAt(batch.body, nameAt, nameLen, SUBJECT_NAME)) {
+        // The first names the subject; none is kept as a header.
+        if (!named) onSubject(i, valueLen > 0 ? batch.body.toString("utf8", valueAt, valueAt + valueLen) : "");
+        named = true;
+        continue;
+      }
+      checkHeader(batch.body, nameAt, nameLen, valueAt, valueLen);
+      size += nameLen + 2 + Math.max(0, valueLen) + 2;
+      own++;
+    }
+    const first = i === 0 && markLine !== null;
+    const isNull = batch.valueLen[i] < 0;
+    if (own > 0 || first || isNull) {
+      size += STATUS_LINE.length + (txnLine?.length ?? 0) + (first ? markLine!.length : 0) + (isNull ? NULL_LINE.length : 0) + CRLF.length;
+      if (sizes !== null) sizes[i] = size;
+      total += size;
+    }
+  }
+  return total;
 }
 
 /**
@@ -141,7 +175,7 @@ function checkHeader(b: Buffer, nameAt: number, nameLen: number, valueAt: number
     const c = b[i];
     if (c < 0x21 || c > 0x7e || c === 0x3a) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} cannot be a NATS header`);
   }
-  if (equalsAt(b, nameAt, nameLen, TXN_NAME, true) || equalsAt(b, nameAt, nameLen, BATCH_NAME, true)) {
+  if (equalsAt(b, nameAt, nameLen, TXN_NAME, true) || equalsAt(b, nameAt, nameLen, BATCH_NAME, true) || equalsAt(b, nameAt, nameLen, NULL_NAME, true)) {
     throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} is reserved for the Kafka door`);
   }
   if (valueLen <= 0) return;
@@ -210,15 +244,30 @@ export function writeRecordHeaders(w: Writer, block: Buffer | null): void {
   }
   let count = 0;
   cursor.reset(block);
-  while (cursor.next()) if (!cursor.nameIs(TXN_NAME) && !cursor.nameIs(BATCH_NAME)) count++;
+  while (cursor.next()) if (!doorHeader()) count++;
   w.varint(count);
   if (count === 0) return;
   cursor.reset(block);
   while (cursor.next()) {
-    if (cursor.nameIs(TXN_NAME) || cursor.nameIs(BATCH_NAME)) continue;
+    if (doorHeader()) continue;
     w.varint(cursor.nameEnd - cursor.nameAt).span(block, cursor.nameAt, cursor.nameEnd);
     w.varint(cursor.valueEnd - cursor.valueAt).span(block, cursor.valueAt, cursor.valueEnd);
   }
+}
+
+/** Whether the cursor's header is one of the door's own, which Kafka readers do not see as headers. */
+function doorHeader(): boolean {
+  return cursor.nameIs(TXN_NAME) || cursor.nameIs(BATCH_NAME) || cursor.nameIs(NULL_NAME);
+}
+
+/** Whether a stored message with an empty payload stands for a null value (its `Kafka-Value: null` header). */
+export function isNullValue(block: Buffer | null, data: Buffer): boolean {
+  if (data.length !== 0 || block === null || block.length === 0) return false;
+  cursor.reset(block);
+  while (cursor.next()) {
+    if (cursor.nameIs(NULL_NAME)) return cursor.valueEnd - cursor.valueAt === 4 && block.toString("latin1", cursor.valueAt, cursor.valueEnd) === "null";
+  }
+  return false;
 }
 
 /** The transaction a stored message belongs to (its `Kafka-Txn: <producer id> <epoch>` header), read into `into`; false when it has none. */

@@ -11,10 +11,12 @@ import { BatchError, ErrorCode } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
-import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, SUBJECT_HEADER } from "./messages.js";
+import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
+import { batchProducer, stampLogAppendTime } from "./stored-batches.js";
+import { timestampPolicy } from "./configs.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
-import { payloadSizeAt, type RecordRun } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { Stream } from "../../streams/stream.js";
 
 interface PartitionResult {
@@ -133,10 +135,15 @@ function failed(index: number, error: number): PartitionResult {
 interface Prepared {
   stream: Stream;
   index: number;
-  run: RecordRun;
+  /** The batch as produced, when it is stored whole (every record under the topic's subject); else null. */
+  whole: Buffer | null;
+  /** The records one by one, when the batch is not stored whole. */
+  run: RecordRun | null;
   batch: DecodedBatch;
-  /** Payload bytes of the records, as NATS counts them. */
+  /** Payload bytes of the records, as NATS counts them, and the largest record's. */
   bytes: number;
+  largest: number;
+  logAppendTime: boolean;
 }
 
 /** Decodes and checks one partition's batch; nothing is stored yet. */
@@ -145,20 +152,33 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   let batch: DecodedBatch | null = null;
-  let run: RecordRun;
+  let run: RecordRun | null = null;
   let bytes = 0;
+  let largest = 0;
+  const policy = timestampPolicy(stream);
   try {
     batch = await decodeProduceBatch(set, gate);
     // A transactional batch belongs to the transaction the request names; a plain one to none.
     if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
+    if (!policy.logAppendTime && policy.maxDifferenceMs !== Infinity) {
+      const now = Date.now();
+      if (now - batch.minTimestamp > policy.maxDifferenceMs || batch.maxTimestamp - now > policy.maxDifferenceMs) {
+        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than message.timestamp.difference.max.ms (${policy.maxDifferenceMs}) from the broker's time`);
+      }
+    }
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
-    run = recordRun(stream, batch);
+    // Stored whole unless a record names a subject of its own (then each is stored under its subject).
+    let named = false;
+    sizeBlocks(batch, null, null, null, () => (named = true));
+    if (named) run = recordRun(stream, batch);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
-    for (let i = 0; i < run.count; i++) {
-      const size = payloadSizeAt(run, i);
+    for (let i = 0; i < batch.count; i++) {
+      // Kept whole, a record's NATS size is its value's: its headers stay in the batch.
+      const size = run !== null ? payloadSizeAt(run, i) : Math.max(0, batch.valueLen[i]);
       if (size > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
       bytes += size;
+      if (size > largest) largest = size;
     }
   } catch (err) {
     if (batch !== null) release(gate, batch);
@@ -166,7 +186,9 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
     return failed(index, err.code);
   }
-  return { stream, index, run, batch, bytes };
+  // What was decompressed served the checks only: the batch is stored as it came.
+  if (run === null) release(gate, batch);
+  return { stream, index, whole: run === null ? set : null, run, batch, bytes, largest, logAppendTime: policy.logAppendTime };
 }
 
 /**
@@ -212,14 +234,22 @@ async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, i
   const needle = Buffer.from(`${BATCH_HEADER}: ${producerId} `);
   const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number }> = [];
   for (let seq = Math.max(st.firstSeq, st.lastSeq - RECOVERY_SCAN + 1); seq <= st.lastSeq; ) {
-    const messages = await log.scan(seq, { maxMessages: 1024 });
-    if (messages.length === 0) break;
-    for (const m of messages) {
+    const items = await log.scanStored(seq, { maxMessages: 1024 });
+    if (items.length === 0) break;
+    let last = seq;
+    for (const m of items) {
+      if (isForeign(m)) {
+        last = m.firstSeq + m.count - 1;
+        const p = batchProducer(m.bytes);
+        if (p.producerId === producerId) found.push({ epoch: p.epoch, firstSeq: p.baseSequence, count: m.count, offset: m.firstSeq - 1 });
+        continue;
+      }
+      last = m.seq;
       if (m.headers === null || m.headers.indexOf(needle) < 0) continue;
       const mark = batchMarkOf(m.headers);
       if (mark !== null && mark.producerId === producerId) found.push({ epoch: mark.epoch, firstSeq: mark.baseSequence, count: mark.count, offset: m.seq - 1 });
     }
-    seq = messages[messages.length - 1].seq + 1;
+    seq = last + 1;
   }
   door.producers.seed(producerId, topic, index, found);
 }
@@ -238,7 +268,7 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
   if (batch.producerId >= 0) {
     const offset = stored.then((o) => (typeof o === "number" ? o : Promise.reject(o)));
     offset.catch(() => undefined);
-    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, run.count, offset);
+    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, batch.count, offset);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
     if (verdict.kind === "duplicate") {
       return Promise.resolve(verdict.offset).then(
@@ -247,8 +277,12 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
       );
     }
   }
-  stream.appendMany(index, run, (err, first) => settle(err ?? first - 1));
-  conn.countIn(run.count, p.bytes);
+  const stored_ = (err: ApiError | null, first: number): void => settle(err ?? first - 1);
+  if (p.whole !== null) {
+    if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
+    stream.appendBatch(index, { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole }, p.largest, stored_);
+  } else stream.appendMany(index, run!, stored_);
+  conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);

@@ -33,6 +33,11 @@ export const ATTR_CONTROL = 0x20;
  * record i's key and value are spans of `body` (length -1: null).
  */
 export interface DecodedBatch {
+  attributes: number;
+  /** The producer's timestamps: the batch's base, and the lowest and highest of its records. */
+  baseTimestamp: number;
+  minTimestamp: number;
+  maxTimestamp: number;
   producerId: number;
   producerEpoch: number;
   baseSequence: number;
@@ -71,7 +76,7 @@ export interface DecompressionGate {
  * it did expand to (`held`) after this returns; on a refusal it gives them
  * back itself.
  */
-export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate): Promise<DecodedBatch> {
+export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, checkCrc = true): Promise<DecodedBatch> {
   if (set.length < BATCH_OVERHEAD) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record set shorter than a batch header");
   const r = new Reader(set);
   r.i64(); // baseOffset: the broker assigns offsets
@@ -83,11 +88,11 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate): 
   const magic = r.i8();
   if (magic !== 2) throw new BatchError(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, `record batch magic ${magic}; only v2 is accepted`);
   const crc = r.u32();
-  if (crc32c(set, CRC_FROM) >>> 0 !== crc) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch");
+  if (checkCrc && crc32c(set, CRC_FROM) >>> 0 !== crc) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch");
   const attributes = r.i16();
   const lastOffsetDelta = r.i32();
-  r.i64(); // baseTimestamp: the log keeps its append time
-  r.i64(); // maxTimestamp
+  const baseTimestamp = r.i64();
+  r.i64(); // maxTimestamp: the records say
   const producerId = r.i64();
   const producerEpoch = r.i16();
   const baseSequence = r.i32();
@@ -114,17 +119,23 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate): 
     held = body.length;
   }
   try {
-    return readRecords(body, count, producerId, producerEpoch, baseSequence, transactional, held);
+    const batch = readRecords(body, count, producerId, producerEpoch, baseSequence, transactional, held, baseTimestamp);
+    batch.attributes = attributes;
+    return batch;
   } catch (err) {
     gate.give(held);
     throw err;
   }
 }
 
-function readRecords(body: Buffer, count: number, producerId: number, producerEpoch: number, baseSequence: number, transactional: boolean, held: number): DecodedBatch {
+function readRecords(body: Buffer, count: number, producerId: number, producerEpoch: number, baseSequence: number, transactional: boolean, held: number, baseTimestamp: number): DecodedBatch {
   // Before the per-record arrays are sized by the count the batch claims.
   if (count > body.length / MIN_RECORD_BYTES) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
   const batch: DecodedBatch = {
+    attributes: 0,
+    baseTimestamp,
+    minTimestamp: Number.MAX_SAFE_INTEGER,
+    maxTimestamp: Number.MIN_SAFE_INTEGER,
     producerId,
     producerEpoch,
     baseSequence,
@@ -156,7 +167,9 @@ function readRecord(r: Reader, index: number, out: DecodedBatch): void {
   const end = r.pos + length;
   if (length < 0 || end > r.end) throw new KafkaDecodeError("record length passes the batch");
   r.i8(); // attributes: unused
-  r.varlong(); // timestampDelta: the log keeps its append time
+  const timestamp = out.baseTimestamp + r.varlong();
+  if (timestamp < out.minTimestamp) out.minTimestamp = timestamp;
+  if (timestamp > out.maxTimestamp) out.maxTimestamp = timestamp;
   const offsetDelta = r.varint();
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
   const keyLen = r.varint();
@@ -202,7 +215,8 @@ export interface OutRecord {
   offset: number;
   timestamp: number;
   key: Buffer | null;
-  value: Buffer;
+  /** null: a null value (a tombstone). */
+  value: Buffer | null;
   /** The stored NATS header block (null: none); it becomes the record's headers (messages.ts). */
   headers: Buffer | null;
 }
@@ -240,7 +254,8 @@ export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes
     scratch.varint(rec.offset - base);
     if (rec.key === null) scratch.varint(-1);
     else scratch.varint(rec.key.length).raw(rec.key);
-    scratch.varint(rec.value.length).raw(rec.value);
+    if (rec.value === null) scratch.varint(-1);
+    else scratch.varint(rec.value.length).raw(rec.value);
     writeRecordHeaders(scratch, rec.headers);
     w.varint(scratch.pos);
     w.raw(scratch.buf.subarray(0, scratch.pos));

@@ -1,0 +1,95 @@
+/**
+ * Kafka batches as the store keeps them. A produced RecordBatch whose
+ * records all go to the topic's subject is stored whole, as the producer
+ * framed it (compressed if it was, its producer id, epoch, base sequence,
+ * transactional flag and record timestamps intact): a fetch copies it back
+ * with its base offset set, and a NATS reader gets its records through
+ * `kafkaRecords`, the store's decoder for them (MessageLog.appendBatch).
+ *
+ * Offsets in a stored batch: bytes 0–7 hold the base offset the producer
+ * sent (0) and 12–15 its partition leader epoch; neither is covered by the
+ * batch's CRC, so a fetch writes the partition's own values over them.
+ */
+
+import { crc32c } from "../../store/crc32c.js";
+import { FOREIGN_KAFKA, type ForeignRecords, type StoredMessage } from "../../store/log.js";
+import { Reader } from "./codec.js";
+import { natsHeaderBlocks } from "./messages.js";
+import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecompressionGate } from "./records.js";
+
+/** Where the fields of a RecordBatch v2 are (bytes from its start). */
+export const BATCH_BASE_OFFSET = 0;
+export const BATCH_LEADER_EPOCH = 12;
+const BATCH_CRC = 17;
+const BATCH_CRC_FROM = 21;
+const BATCH_ATTRIBUTES = 21;
+const BATCH_MAX_TIMESTAMP = 35;
+const BATCH_PRODUCER_ID = 43;
+const BATCH_PRODUCER_EPOCH = 51;
+const BATCH_BASE_SEQUENCE = 53;
+
+/** The most a stored batch may decompress to when read back: the store's own batch limit. */
+const MAX_DECOMPRESSED = 64 * 1024 * 1024;
+
+/** Decompression of stored batches is not the produce budget's concern: what was accepted once is read back. */
+const readGate: DecompressionGate = { maxBytes: MAX_DECOMPRESSED, take: () => true, give: () => {} };
+
+/**
+ * The store's decoder of Kafka batches: each record as the message a NATS
+ * reader gets, under the batch's subject, with the log's append time: key
+ * as the message key, headers as a NATS header block in order (a
+ * transactional record also carries `Kafka-Txn`, a null value
+ * `Kafka-Value: null`), the value as the payload.
+ */
+export const kafkaRecords: ForeignRecords = {
+  async decode(format, bytes, firstSeq, time, subject) {
+    if (format !== FOREIGN_KAFKA) throw new Error(`stored batch in unknown format ${format}`);
+    const batch = await decodeProduceBatch(bytes, readGate, false);
+    const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
+    const headers = batch.headerCount !== null || txn !== null || hasNull(batch.valueLen) ? natsHeaderBlocks(batch, txn, null, () => {}) : null;
+    const body = batch.body;
+    const out = new Array<StoredMessage>(batch.count);
+    for (let i = 0; i < batch.count; i++) {
+      const keyLen = batch.keyLen[i];
+      const valueLen = batch.valueLen[i];
+      out[i] = {
+        seq: firstSeq + i,
+        time,
+        subject,
+        key: keyLen < 0 ? null : body.subarray(batch.keyAt[i], batch.keyAt[i] + keyLen),
+        headers: headers?.[i] ?? null,
+        data: valueLen < 0 ? body.subarray(0, 0) : body.subarray(batch.valueAt[i], batch.valueAt[i] + valueLen),
+      };
+    }
+    return out;
+  },
+};
+
+function hasNull(lengths: Int32Array): boolean {
+  for (let i = 0; i < lengths.length; i++) if (lengths[i] < 0) return true;
+  return false;
+}
+
+/**
+ * Makes a produced batch say that the log's append time is its timestamp
+ * (a topic with message.timestamp.type LogAppendTime), as a Kafka broker
+ * does: the attribute bit, the max timestamp, and the CRC over them.
+ */
+export function stampLogAppendTime(batch: Buffer, time: number): void {
+  batch.writeInt16BE(batch.readInt16BE(BATCH_ATTRIBUTES) | ATTR_LOG_APPEND_TIME, BATCH_ATTRIBUTES);
+  batch.writeBigInt64BE(BigInt(time), BATCH_MAX_TIMESTAMP);
+  batch.writeUInt32BE(crc32c(batch, BATCH_CRC_FROM) >>> 0, BATCH_CRC);
+}
+
+/** The idempotence fields of a stored batch, read without decoding it. */
+export function batchProducer(batch: Buffer): { producerId: number; epoch: number; baseSequence: number; transactional: boolean } {
+  const r = new Reader(batch);
+  r.pos = BATCH_PRODUCER_ID;
+  const producerId = r.i64();
+  r.pos = BATCH_PRODUCER_EPOCH;
+  const epoch = r.i16();
+  r.pos = BATCH_BASE_SEQUENCE;
+  const baseSequence = r.i32();
+  return { producerId, epoch, baseSequence, transactional: (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) !== 0 };
+}
+

@@ -1,0 +1,330 @@
+/**
+ * Kafka batches are stored as produced (issue 17, defects 2, 4 and 5): a
+ * fetch returns the producer's batches with their boundaries, producer id,
+ * sequence and compression; null values and producer timestamps survive;
+ * NATS readers get every record of them. Checked with KafkaJS, kcat
+ * (librdkafka), confluent-kafka, raw fetches and the nats clients.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import kafkajs from "kafkajs";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { fetchFrame, fetchResult, RawKafka } from "./helpers/kafka-raw.js";
+import { Reader } from "../src/protocols/kafka/codec.js";
+import { streamNameOf } from "../src/protocols/kafka/topics.js";
+
+const { CompressionTypes } = kafkajs;
+
+interface FetchedBatch {
+  baseOffset: number;
+  attributes: number;
+  lastOffsetDelta: number;
+  maxTimestamp: number;
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+  count: number;
+}
+
+/** The record batches a raw Fetch v4 of partition 0 from `offset` returns, as framed. */
+async function fetchBatches(h: KafkaHarness, topic: string, offset: number): Promise<FetchedBatch[]> {
+  const raw = await RawKafka.open(h.srv.kafkaPort!);
+  try {
+    raw.send(fetchFrame(topic, 0, offset));
+    const r = await raw.response(0);
+    const { error, recordBytes } = fetchResult(r);
+    assert.equal(error, 0);
+    const end = r.pos + recordBytes;
+    const out: FetchedBatch[] = [];
+    while (r.pos < end) {
+      const baseOffset = r.i64();
+      const length = r.i32();
+      const next = r.pos + length;
+      r.i32(); // partition leader epoch
+      assert.equal(r.i8(), 2, "magic");
+      r.u32(); // crc
+      const attributes = r.i16();
+      const lastOffsetDelta = r.i32();
+      r.i64(); // base timestamp
+      const maxTimestamp = r.i64();
+      const producerId = r.i64();
+      const producerEpoch = r.i16();
+      const baseSequence = r.i32();
+      const count = r.i32();
+      out.push({ baseOffset, attributes, lastOffsetDelta, maxTimestamp, producerId, producerEpoch, baseSequence, count });
+      r.pos = next;
+    }
+    return out;
+  } finally {
+    raw.destroy();
+  }
+}
+
+/** Stored bytes of a stream's segment files. */
+function segmentBytes(storeDir: string, stream: string): number {
+  let total = 0;
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith(".seg")) total += statSync(p).size;
+    }
+  };
+  walk(join(storeDir, "streams", stream));
+  return total;
+}
+
+describe("Kafka batches stored as produced", () => {
+  let h: KafkaHarness;
+
+  before(async () => {
+    h = await startKafka();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  async function createTopic(topic: string, configs: Array<{ name: string; value: string }> = []): Promise<void> {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: configs }] });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  async function produce(topic: string, messages: kafkajs.Message[], opts: { idempotent?: boolean; compression?: kafkajs.CompressionTypes } = {}): Promise<void> {
+    const producer = h.kafka().producer({ idempotent: opts.idempotent ?? false, maxInFlightRequests: opts.idempotent ? 1 : undefined });
+    await producer.connect();
+    try {
+      await producer.send({ topic, messages, compression: opts.compression, acks: -1 });
+    } finally {
+      await producer.disconnect();
+    }
+  }
+
+  /** Every record of partition 0 as KafkaJS's consumer hands it over. */
+  async function consumeAll(topic: string, expected: number): Promise<kafkajs.KafkaMessage[]> {
+    const consumer = h.kafka().consumer({ groupId: `g-${topic}-${Math.random()}` });
+    await consumer.connect();
+    const got: kafkajs.KafkaMessage[] = [];
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        consumer
+          .run({
+            eachMessage: async ({ message }) => {
+              got.push(message);
+              if (got.length === expected) resolve();
+            },
+          })
+          .catch(reject);
+      });
+    } finally {
+      await consumer.disconnect();
+    }
+    return got;
+  }
+
+  test("three records produced as one batch come back as that batch, with the producer's id and sequence, across a restart", async () => {
+    const topic = "batches-kept";
+    await createTopic(topic);
+    await produce(topic, [{ value: "a" }, { value: "b" }, { value: "c" }], { idempotent: true });
+    await produce(topic, [{ value: "d" }, { value: "e" }], { idempotent: true });
+    const check = async (): Promise<void> => {
+      const batches = await fetchBatches(h, topic, 0);
+      assert.deepEqual(
+        batches.map((b) => [b.baseOffset, b.count, b.lastOffsetDelta]),
+        [
+          [0, 3, 2],
+          [3, 2, 1],
+        ],
+      );
+      for (const b of batches) {
+        assert.ok(b.producerId >= 0, "the producer id is kept");
+        assert.equal(b.producerEpoch, 0);
+      }
+      // Each send is a new producer here: both batches begin its sequence.
+      assert.deepEqual(
+        batches.map((b) => b.baseSequence),
+        [0, 0],
+      );
+      // A fetch from inside a batch returns the whole batch, as Kafka does; clients skip what they did not ask for.
+      assert.deepEqual(
+        (await fetchBatches(h, topic, 1)).map((b) => b.baseOffset),
+        [0, 3],
+      );
+      const values = (await consumeAll(topic, 5)).map((m) => `${m.offset}:${m.value?.toString()}`);
+      assert.deepEqual(values, ["0:a", "1:b", "2:c", "3:d", "4:e"]);
+    };
+    await check();
+    await h.restart();
+    await check();
+  });
+
+  test("null values and null keys round-trip as null, distinct from empty, through KafkaJS, kcat, confluent-kafka and NATS", async () => {
+    const topic = "batches-nulls";
+    await createTopic(topic);
+    await produce(topic, [
+      { key: "k1", value: null },
+      { key: null, value: "" },
+      { key: "", value: "x" },
+    ]);
+    // A NATS publish can send a tombstone too: an empty payload with Kafka-Value: null.
+    const hdrs = natsHeaders();
+    hdrs.set("Kafka-Value", "null");
+    const js = jetstream(h.nc);
+    await js.publish(topic, new Uint8Array(0), { headers: hdrs });
+
+    const got = await consumeAll(topic, 4);
+    assert.deepEqual(
+      got.map((m) => [m.key === null ? null : m.key.toString(), m.value === null ? null : m.value.toString()]),
+      [
+        ["k1", null],
+        [null, ""],
+        ["", "x"],
+        [null, null],
+      ],
+    );
+    // kcat's %K and %S: key and value lengths, -1 for null (its -Z prints an empty one as NULL too).
+    const k = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%K|%S\n"]);
+    assert.equal(k.code, 0, k.stderr);
+    assert.deepEqual(k.stdout.split("\n").filter((l) => l !== ""), ["2|-1", "-1|0", "0|1", "-1|-1"]);
+    const py = await python(`
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": "${h.broker}", "group.id": "py-nulls", "auto.offset.reset": "earliest"})
+c.subscribe(["${topic}"])
+seen = []
+while len(seen) < 4:
+    m = c.poll(10)
+    if m is None: break
+    if m.error(): raise SystemExit(str(m.error()))
+    seen.append((m.key(), m.value()))
+c.close()
+print(repr(seen))
+`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.equal(py.stdout.trim(), "[(b'k1', None), (None, b''), (b'', b'x'), (None, None)]");
+
+    // NATS readers: a null value is an empty payload with Kafka-Value: null; an empty one has no such header.
+    const jsm = await jetstreamManager(h.nc);
+    const stream = streamNameOf(topic);
+    const first = (await jsm.streams.getMessage(stream, { seq: 1 }))!;
+    assert.equal(first.data.length, 0);
+    assert.equal(first.header?.get("Kafka-Value"), "null");
+    assert.equal(first.header?.get("Nats-Key"), "k1");
+    const second = (await jsm.streams.getMessage(stream, { seq: 2 }))!;
+    assert.equal(second.data.length, 0);
+    assert.equal(second.header?.get("Kafka-Value") ?? "", "");
+    assert.equal(second.header?.has("Nats-Key") ?? false, false, "a null key has no Nats-Key header");
+  });
+
+  test("the producer's timestamps are kept (CreateTime); a LogAppendTime topic stamps the append time; out-of-range timestamps are refused", async () => {
+    await createTopic("ts-create");
+    await createTopic("ts-append", [{ name: "message.timestamp.type", value: "LogAppendTime" }]);
+    await createTopic("ts-bounded", [{ name: "message.timestamp.difference.max.ms", value: "60000" }]);
+    const old = "1600000000000";
+    await produce("ts-create", [
+      { value: "1", timestamp: old },
+      { value: "2", timestamp: "1600000000500" },
+    ]);
+    const before = Date.now();
+    await produce("ts-append", [{ value: "1", timestamp: old }]);
+    const created = await consumeAll("ts-create", 2);
+    assert.deepEqual(
+      created.map((m) => m.timestamp),
+      [old, "1600000000500"],
+    );
+    const appended = await consumeAll("ts-append", 1);
+    assert.ok(Number(appended[0].timestamp) >= before, `append time ${appended[0].timestamp} is at least ${before}`);
+    const [batch] = await fetchBatches(h, "ts-append", 0);
+    assert.equal(batch.attributes & 0x08, 0x08, "the batch says LogAppendTime");
+    // kcat shows the producer's timestamp for CreateTime.
+    const k = await kcat(["-b", h.broker, "-C", "-t", "ts-create", "-o", "beginning", "-e", "-q", "-f", "%T\n"]);
+    assert.deepEqual(k.stdout.split("\n").filter((l) => l !== ""), [old, "1600000000500"]);
+
+    await assert.rejects(
+      produce("ts-bounded", [{ value: "x", timestamp: old }]),
+      (err: Error & { type?: string; cause?: { type?: string } }) => (err.cause?.type ?? err.type) === "INVALID_TIMESTAMP" || /INVALID_TIMESTAMP|timestamp/i.test(String(err.message)),
+    );
+    await produce("ts-bounded", [{ value: "now" }]);
+
+    // The topic configs say so, and can be changed.
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: "ts-append" }, { type: 2, name: "ts-create" }] });
+      const value = (i: number, name: string): string | undefined => described.resources[i].configEntries.find((e) => e.configName === name)?.configValue;
+      assert.equal(value(0, "message.timestamp.type"), "LogAppendTime");
+      assert.equal(value(1, "message.timestamp.type"), "CreateTime");
+      assert.equal(value(1, "message.timestamp.difference.max.ms"), "9223372036854775807");
+      await admin.alterConfigs({ validateOnly: false, resources: [{ type: 2, name: "ts-create", configEntries: [{ name: "message.timestamp.type", value: "LogAppendTime" }] }] });
+      const after = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: "ts-create" }] });
+      assert.equal(after.resources[0].configEntries.find((e) => e.configName === "message.timestamp.type")?.configValue, "LogAppendTime");
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test("compressed batches stay compressed on disk; fetches return them compressed; NATS consumers get every record", async () => {
+    const topic = "batches-gzip";
+    await createTopic(topic);
+    const value = "nagare ".repeat(64 * 1024); // 448 KiB, compresses to about 1 KiB
+    for (let i = 0; i < 10; i++) {
+      await produce(topic, [{ key: `k${i}`, value: `${i}:${value}` }, { value: `${i}:second` }], { compression: CompressionTypes.GZIP });
+    }
+    const stream = streamNameOf(topic);
+    const onDisk = segmentBytes(h.storeDir, stream);
+    assert.ok(onDisk < 200 * 1024, `ten batches of ${Math.round((value.length * 10) / 1024)} KiB of records take ${onDisk} bytes on disk`);
+    const batches = await fetchBatches(h, topic, 0);
+    assert.equal(batches.length, 10);
+    for (const b of batches) {
+      assert.equal(b.attributes & 0x07, 1, "gzip, as produced");
+      assert.equal(b.count, 2);
+    }
+    const got = await consumeAll(topic, 20);
+    assert.equal(got.length, 20);
+    assert.equal(got[18].value?.toString(), `9:${value}`);
+    assert.equal(got[19].value?.toString(), "9:second");
+
+    // A JetStream consumer reads the records one by one.
+    const js = jetstream(h.nc);
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.add(stream, { durable_name: "reader", ack_policy: "explicit" });
+    const consumer = await js.consumers.get(stream, "reader");
+    const seen: string[] = [];
+    while (seen.length < 20) {
+      const batch = await consumer.fetch({ max_messages: 20 - seen.length, expires: 5000 });
+      for await (const m of batch) {
+        seen.push(`${m.seq}:${m.data.length === value.length + 2 ? "long" : m.string()}:${m.headers?.get("Nats-Key") ?? ""}`);
+        m.ack();
+      }
+    }
+    assert.deepEqual(seen.slice(0, 4), ["1:long:k0", "2:0:second:", "3:long:k1", "4:1:second:"]);
+    assert.equal(seen.length, 20);
+  });
+
+  test("a record deleted from inside a stored batch is gone for Kafka readers too; the rest are read", async () => {
+    const topic = "batches-delete";
+    await createTopic(topic);
+    await produce(topic, [{ value: "one" }, { value: "two" }, { value: "three" }]);
+    const jsm = await jetstreamManager(h.nc);
+    const stream = streamNameOf(topic);
+    assert.equal(await jsm.streams.deleteMessage(stream, 2), true);
+    const readAll = async (): Promise<string[]> => {
+      const k = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o:%s\n"]);
+      assert.equal(k.code, 0, k.stderr);
+      return k.stdout.split("\n").filter((l) => l !== "");
+    };
+    assert.deepEqual(await readAll(), ["0:one", "2:three"]);
+    assert.equal(await jsm.streams.getMessage(stream, { seq: 2 }), null);
+    await h.restart();
+    assert.deepEqual(await readAll(), ["0:one", "2:three"]);
+  });
+});

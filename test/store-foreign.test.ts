@@ -1,0 +1,141 @@
+/**
+ * Foreign batches (MessageLog.appendBatch): a client's batch kept whole at
+ * consecutive sequences, read as messages through the log's decoder, handed
+ * back whole by scanStored while every record of it is stored, and kept
+ * right through deletes, reopening and compaction, in both logs.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { FileLog } from "../src/store/file-log.js";
+import { MemoryLog } from "../src/store/memory-log.js";
+import { appendAsync, isForeign, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+
+const FORMAT = 7;
+
+/** A toy format: the records' payloads as a JSON array. */
+const toy: ForeignRecords = {
+  async decode(format, bytes, firstSeq, time, subject) {
+    assert.equal(format, FORMAT);
+    const values = JSON.parse(bytes.toString()) as string[];
+    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
+  },
+};
+
+function appendBatch(log: MessageLog, subject: string, values: string[]): Promise<number> {
+  return new Promise((resolve, reject) =>
+    log.appendBatch({ format: FORMAT, subject, count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
+  );
+}
+
+function describeItems(items: StoredItem[]): string[] {
+  return items.map((m) => (isForeign(m) ? `batch ${m.firstSeq}+${m.count} ${m.bytes.toString()}` : `${m.seq} ${m.subject} ${m.data.toString()}`));
+}
+
+async function exercise(log: MessageLog, reopen: (() => Promise<MessageLog>) | null): Promise<MessageLog> {
+  assert.equal(await appendAsync(log, { subject: "n.a", data: Buffer.from("a") }), 1);
+  assert.equal(await appendBatch(log, "k.t", ["r1", "r2", "r3"]), 2);
+  assert.equal(await appendAsync(log, { subject: "n.e", data: Buffer.from("e") }), 5);
+  const check = async (): Promise<void> => {
+    assert.equal((await log.get(3))?.data.toString(), "r2");
+    assert.equal((await log.get(3))?.subject, "k.t");
+    assert.deepEqual(describeItems(await log.scan(1)), ["1 n.a a", "2 k.t r1", "3 k.t r2", "4 k.t r3", "5 n.e e"]);
+    assert.deepEqual(describeItems(await log.scan(1, { filter: "k.*" })), ["2 k.t r1", "3 k.t r2", "4 k.t r3"]);
+    assert.deepEqual(describeItems(await log.scanStored(1)), ["1 n.a a", 'batch 2+3 ["r1","r2","r3"]', "5 n.e e"]);
+    // From inside the batch: the whole batch, as Kafka fetches return it.
+    assert.deepEqual(describeItems(await log.scanStored(3)), ['batch 2+3 ["r1","r2","r3"]', "5 n.e e"]);
+    assert.equal(log.subjectCount("k.t"), 3);
+    assert.equal(log.state().messages, 5);
+  };
+  await check();
+  if (reopen !== null) {
+    log = await reopen();
+    await check();
+  }
+  // One record deleted: the rest come back one by one.
+  assert.equal(await log.delete(3), true);
+  assert.equal(await log.get(3), null);
+  assert.deepEqual(describeItems(await log.scanStored(1)), ["1 n.a a", "2 k.t r1", "4 k.t r3", "5 n.e e"]);
+  if (reopen !== null) {
+    log = await reopen();
+    assert.deepEqual(describeItems(await log.scanStored(1)), ["1 n.a a", "2 k.t r1", "4 k.t r3", "5 n.e e"]);
+  }
+  return log;
+}
+
+test("memory log: foreign batches", async () => {
+  const log = new MemoryLog({ foreign: toy });
+  await exercise(log, null);
+  await log.close();
+});
+
+test("file log: foreign batches across reopening", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-"));
+  let log: MessageLog = await FileLog.open({ dir, foreign: toy });
+  try {
+    log = await exercise(log, async () => {
+      await log.close();
+      return FileLog.open({ dir, foreign: toy });
+    });
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: compaction keeps a whole foreign batch as it is and turns a partly deleted one into records", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-compact-"));
+  let log = await FileLog.open({ dir, foreign: toy, maxSegmentBytes: 2048 });
+  try {
+    const big = (tag: string): string[] => Array.from({ length: 4 }, (_, i) => `${tag}${i}-${"x".repeat(60)}`);
+    const kept: Array<[number, string]> = [];
+    for (let b = 0; b < 40; b++) {
+      const values = big(`b${b}.`);
+      const first = await appendBatch(log, "k.t", values);
+      values.forEach((v, i) => kept.push([first + i, v]));
+    }
+    // Most of each sealed segment goes, so compaction rewrites them: batch 1 loses one record, the others whole or all.
+    const doomed = new Set<number>();
+    for (const [seq] of kept) if (seq > 8 && seq <= 140 && (seq - 1) % 4 !== 0) doomed.add(seq);
+    doomed.add(6);
+    for (const seq of doomed) assert.equal(await log.delete(seq), true);
+    await log.settle();
+    assert.ok(log.io.compactions > 0, "compaction ran");
+    const want = kept.filter(([seq]) => !doomed.has(seq));
+    const read = async (): Promise<void> => {
+      const got = (await log.scan(1, { maxMessages: 1000 })).map((m) => [m.seq, m.data.toString()]);
+      assert.deepEqual(got, want);
+      const stored = await log.scanStored(1, { maxMessages: 1000 });
+      // Batch 0 (seqs 1-4) is whole; batch 1 (5-8) lost seq 6; the last batches are untouched.
+      assert.ok(isForeign(stored[0]) && stored[0].firstSeq === 1 && stored[0].count === 4);
+      assert.ok(!isForeign(stored[1]) && stored[1].seq === 5);
+      const last = stored[stored.length - 1];
+      assert.ok(isForeign(last) && last.firstSeq === 157 && last.count === 4);
+    };
+    await read();
+    await log.close();
+    log = await FileLog.open({ dir, foreign: toy, maxSegmentBytes: 2048 });
+    await read();
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a log without a decoder refuses to read a foreign batch as messages, and says why", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-none-"));
+  let log = await FileLog.open({ dir, foreign: toy });
+  try {
+    await appendBatch(log, "k.t", ["r1"]);
+    await log.close();
+    log = await FileLog.open({ dir });
+    await assert.rejects(log.get(1), /foreign format 7, and no decoder/);
+    assert.equal(describeItems(await log.scanStored(1)).length, 1);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
