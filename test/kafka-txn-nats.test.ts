@@ -166,6 +166,25 @@ describe("Kafka transactions seen by NATS readers", () => {
     assert.equal(await getError(topic, 2), null);
   });
 
+  test("an abort hides exactly its own records: another producer's records stored among them stay readable", async () => {
+    const topic = "txnmix";
+    await createTopic(topic);
+    const plain = await producer();
+    const tx = await producer("tx-mix");
+    const t = await tx.transaction();
+    await t.send({ topic, messages: [{ value: "a1" }, { value: "a2" }] }); // seqs 1, 2
+    await plain.send({ topic, acks: -1, messages: [{ value: "m1" }] }); // seq 3
+    await t.send({ topic, messages: [{ value: "a3" }] }); // seq 4
+    await plain.send({ topic, acks: -1, messages: [{ value: "m2" }] }); // seq 5
+    await t.abort(); // marker at 6
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.add(topic, { durable_name: "mix", ack_policy: AckPolicy.Explicit });
+    assert.equal((await jsm.consumers.info(topic, "mix")).num_pending, 2);
+    assert.deepEqual(await fetchN(topic, "mix", 2), [[3, "m1"], [5, "m2"]]);
+    for (const seq of [1, 2, 4, 6]) assert.deepEqual(await getError(topic, seq), NOT_FOUND, `seq ${seq}`);
+    assert.equal((await jsm.streams.getMessage(topic, { seq: 3 }))?.string(), "m1");
+  });
+
   test("after a restart: markers and aborted records stay hidden, a durable resumes where it was", async () => {
     const topic = "txnrestart";
     await createTopic(topic);
