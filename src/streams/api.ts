@@ -283,11 +283,13 @@ export class JetStreamApi implements Receiver {
     let m: StoredMessage | null = null;
     if (last !== undefined) {
       if (seq !== undefined) throw Errors.badRequest();
-      m = last.includes("*") || last.includes(">") ? await this.lastMatching(s, last) : await s.log.lastBySubject(last);
+      if (s.visibility !== null) m = await s.lastVisible(0, last);
+      else m = last.includes("*") || last.includes(">") ? await this.lastMatching(s, last) : await s.log.lastBySubject(last);
     } else if (next !== undefined) {
-      m = await s.log.next(Math.max(0, (seq ?? 0) - 1), next);
+      m = await s.nextVisible(0, Math.max(0, (seq ?? 0) - 1), next);
     } else if (seq !== undefined) {
-      m = await s.log.get(seq);
+      // A sequence readers may not see (a door's control record, an uncommitted one) is answered as a missing one.
+      m = await s.getVisible(0, seq);
     } else {
       throw Errors.badRequest();
     }
@@ -321,7 +323,8 @@ export class JetStreamApi implements Receiver {
     try {
       if (t.length > 5) {
         if (body.length > 0) return miss("408 Bad Request");
-        const last = await s.log.lastBySubject(t.slice(5).join("."));
+        const subject = t.slice(5).join(".");
+        const last = s.visibility !== null ? await s.lastVisible(0, subject) : await s.log.lastBySubject(subject);
         if (last === null) return miss("404 Message Not Found");
         m = last;
       } else {

@@ -258,12 +258,13 @@ export class Consumer {
         this.cursor = st.firstSeq - 1;
         break;
       case "new":
-        this.cursor = st.lastSeq;
+        this.cursor = this.visibleEnd(st.lastSeq);
         break;
-      case "last":
-        this.cursor = Math.max(st.firstSeq, this.lastMatching()) - 1;
-        if (this.lastMatching() === 0) this.cursor = st.lastSeq;
+      case "last": {
+        const last = this.stream.visibility === null ? this.lastMatching() : await this.lastVisibleMatching();
+        this.cursor = last === 0 ? this.visibleEnd(st.lastSeq) : Math.max(st.firstSeq, last) - 1;
         break;
+      }
       case "by_start_sequence":
         this.cursor = Math.max(cfg.opt_start_seq ?? 1, st.firstSeq) - 1;
         break;
@@ -273,9 +274,10 @@ export class Consumer {
         break;
       }
       case "last_per_subject": {
-        const seqs = this.filters.length === 0 ? log.lastPerSubject() : this.filters.flatMap((f) => log.lastPerSubject(f)).sort((a, b) => a - b);
+        let seqs = this.filters.length === 0 ? log.lastPerSubject() : this.filters.flatMap((f) => log.lastPerSubject(f)).sort((a, b) => a - b);
+        if (this.stream.visibility !== null) seqs = await this.lastVisiblePerSubject(seqs);
         this.initial = seqs.length > 0 ? seqs : null;
-        this.cursor = st.lastSeq;
+        this.cursor = this.visibleEnd(st.lastSeq);
         break;
       }
     }
@@ -293,6 +295,36 @@ export class Consumer {
       if (seqs.length > 0) best = Math.max(best, seqs[seqs.length - 1]);
     }
     return best;
+  }
+
+  /** The last sequence readers may see, at most `lastSeq`: where a consumer starting at the end starts. */
+  private visibleEnd(lastSeq: number): number {
+    return Math.min(lastSeq, this.stream.stableSeq(0));
+  }
+
+  /** lastMatching() counting only what readers may see. */
+  private async lastVisibleMatching(): Promise<number> {
+    let best = 0;
+    for (const f of this.filters.length === 0 ? [">"] : this.filters) {
+      const m = await this.stream.lastVisible(0, f);
+      if (m !== null) best = Math.max(best, m.seq);
+    }
+    return best;
+  }
+
+  /** Each subject's last sequence replaced by its last visible one (none if it has none), ascending. */
+  private async lastVisiblePerSubject(seqs: number[]): Promise<number[]> {
+    const out = new Set<number>();
+    for (const seq of seqs) {
+      if (this.stream.visible(0, seq)) {
+        out.add(seq);
+        continue;
+      }
+      const m = await this.stream.partitions[0].get(seq);
+      const last = m === null ? null : await this.stream.lastVisible(0, m.subject);
+      if (last !== null) out.add(last.seq);
+    }
+    return [...out].sort((a, b) => a - b);
   }
 
   wants(subject: string): boolean {
@@ -317,7 +349,8 @@ export class Consumer {
     const log = this.stream.log;
     if (this.pendingCount >= 0 && this.pendingRemovals === log.removals) return this.pendingCount;
     let n = this.initial?.length ?? 0;
-    if (this.filters.length === 0) n += log.pendingAfter(this.cursor);
+    if (this.stream.visibility !== null) n += this.visiblePendingAfter(this.cursor);
+    else if (this.filters.length === 0) n += log.pendingAfter(this.cursor);
     else for (const f of this.filters) n += log.pendingAfter(this.cursor, f);
     this.pendingCount = n;
     this.pendingRemovals = log.removals;
@@ -325,10 +358,36 @@ export class Consumer {
     return n;
   }
 
+  /**
+   * Stored messages after `after` that this consumer wants and readers may
+   * see: the log's count up to the stable sequence, less the hidden ranges
+   * in between (one count per range: counted again only when visibility
+   * changes, see recount()).
+   */
+  private visiblePendingAfter(after: number): number {
+    const log = this.stream.log;
+    const v = this.stream.visibility!;
+    const upTo = Math.min(v.stableSeq(0), log.state().lastSeq);
+    if (upTo <= after) return 0;
+    const hidden = v.hiddenIn(0, after, upTo);
+    let n = 0;
+    for (const f of this.filters.length === 0 ? [undefined] : this.filters) {
+      n += log.pendingAfter(after, f) - log.pendingAfter(upTo, f);
+      for (const [from, to] of hidden) n -= log.pendingAfter(from - 1, f) - log.pendingAfter(to, f);
+    }
+    return n;
+  }
+
+  /** What readers may see of the stream changed: count pending again, and deliver what became visible. */
+  recount(): void {
+    this.pendingCount = -1;
+    this.notify();
+  }
+
   /** The stream stored message `seq`, which this consumer wants. */
   onStored(seq: number): void {
-    // A count taken after the log indexed `seq` (but before this call) already includes it.
-    if (this.pendingCount >= 0 && seq > this.pendingHigh) {
+    // A count taken after the log indexed `seq` (but before this call) already includes it; one not visible yet is counted once it is.
+    if (this.pendingCount >= 0 && seq > this.pendingHigh && this.stream.visible(0, seq)) {
       this.pendingCount++;
       this.pendingHigh = seq;
     }
@@ -464,12 +523,41 @@ export class Consumer {
       this.initial = null;
     }
     const single = this.filters.length === 1 ? this.filters[0] : undefined;
+    if (this.stream.visibility !== null) return this.readVisible(single, room);
     for (;;) {
       const batch = await log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes: READ_BYTES });
       if (batch.length <= 0 || this.filters.length <= 1) return batch;
       const mine = batch.filter((m) => this.wants(m.subject));
       if (mine.length > 0) return mine;
       this.cursor = batch[batch.length - 1].seq;
+    }
+  }
+
+  /**
+   * readNew() on a stream with visibility rules: nothing past the stable
+   * sequence, no hidden sequence. A read that finds only hidden (or
+   * unwanted) messages moves the cursor past them and reads on.
+   */
+  private async readVisible(single: string | undefined, room: number): Promise<StoredMessage[]> {
+    const v = this.stream.visibility!;
+    for (;;) {
+      const stable = v.stableSeq(0);
+      if (this.cursor >= stable) return [];
+      const batch = await this.stream.log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes: READ_BYTES });
+      let end = batch.length;
+      while (end > 0 && batch[end - 1].seq > stable) end--;
+      if (end === 0) return [];
+      const hidden = v.hiddenIn(0, this.cursor, batch[end - 1].seq);
+      const mine: StoredMessage[] = [];
+      for (let i = 0, h = 0; i < end; i++) {
+        const seq = batch[i].seq;
+        while (h < hidden.length && hidden[h][1] < seq) h++;
+        if (h < hidden.length && hidden[h][0] <= seq) continue;
+        if (this.filters.length > 1 && !this.wants(batch[i].subject)) continue;
+        mine.push(batch[i]);
+      }
+      if (mine.length > 0) return mine;
+      this.cursor = batch[end - 1].seq;
     }
   }
 

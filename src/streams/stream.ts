@@ -18,6 +18,7 @@ import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
+import type { Visibility } from "./visibility.js";
 
 export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
 
@@ -116,6 +117,10 @@ export class Stream {
   deleted = false;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
+  /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
+  readonly runListeners = new Set<(partition: number, firstSeq: number, count: number) => void>();
+  /** What NATS readers may see, when a door stores what they must not (yet) see; null: everything (visibility.ts). */
+  visibility: Visibility | null = null;
   /** `subject_transform`: applied to a published subject before anything else. */
   private inputTransform: SubjectTransform | null = null;
   /** `republish`: which stored subjects go out again, and where. */
@@ -431,7 +436,10 @@ export class Stream {
         this.inflight--;
         this.checkDrain();
         if (err !== null) done(Errors.storeFailed(err.message), 0);
-        else this.afterStore(partition, inp.subject, seq, () => done(null, seq));
+        else {
+          for (const l of this.runListeners) l(partition, seq, 1);
+          this.afterStore(partition, inp.subject, seq, () => done(null, seq));
+        }
         this.drainQueue();
       });
     };
@@ -501,6 +509,7 @@ export class Stream {
     const stored = (err: Error | null, first: number): void => {
       this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
+      for (const l of this.runListeners) l(partition, first, count);
       if (this.config.retention === "interest" || (partition === 0 && this.consumers.size > 0)) {
         let left = count;
         const ack = (): void => {
@@ -645,6 +654,75 @@ export class Stream {
       for (const d of done) if (d) removed++;
     }
     return removed;
+  }
+
+  // ---- what NATS readers may see (visibility.ts) ----
+
+  /** Installs a door's visibility rules; readers pick them up at once. */
+  setVisibility(v: Visibility): void {
+    this.visibility = v;
+    this.visibilityChanged();
+  }
+
+  /** The door's rules let readers see more (or less): consumers count and read again. */
+  visibilityChanged(): void {
+    for (const c of this.consumers.values()) c.recount();
+  }
+
+  /** The last sequence of `partition` readers may see now (Infinity: no limit but the log's end). */
+  stableSeq(partition: number): number {
+    return this.visibility === null ? Infinity : this.visibility.stableSeq(partition);
+  }
+
+  /** Whether readers may see `seq` of `partition`. */
+  visible(partition: number, seq: number): boolean {
+    const v = this.visibility;
+    return v === null || (seq <= v.stableSeq(partition) && !v.hidden(partition, seq));
+  }
+
+  /** The stored message `seq` if readers may see it. */
+  async getVisible(partition: number, seq: number): Promise<StoredMessage | null> {
+    if (!this.visible(partition, seq)) return null;
+    return this.partitions[partition].get(seq);
+  }
+
+  /** The first visible message after `after` matching `filter`. */
+  async nextVisible(partition: number, after: number, filter?: string): Promise<StoredMessage | null> {
+    const log = this.partitions[partition];
+    for (;;) {
+      const m = await log.next(after, filter);
+      if (m === null || this.visible(partition, m.seq)) return m;
+      if (m.seq > this.stableSeq(partition)) return null;
+      after = m.seq;
+    }
+  }
+
+  /**
+   * The newest visible message matching `filter` (wildcards allowed). From
+   * the log's per-subject index, unless that message is not visible: then
+   * the log is read backwards in windows up to it.
+   */
+  async lastVisible(partition: number, filter: string): Promise<StoredMessage | null> {
+    const log = this.partitions[partition];
+    const seqs = log.lastPerSubject(filter);
+    if (seqs.length === 0) return null;
+    const newest = seqs[seqs.length - 1];
+    if (this.visible(partition, newest)) return log.get(newest);
+    const first = log.state().firstSeq;
+    const WINDOW = 256;
+    for (let hi = Math.min(newest, this.stableSeq(partition)); hi >= first; hi -= WINDOW) {
+      const from = Math.max(first, hi - WINDOW + 1);
+      let best: StoredMessage | null = null;
+      for (let at = from; at <= hi; ) {
+        const batch = await log.scan(at, { filter, maxMessages: WINDOW });
+        if (batch.length === 0) break;
+        for (const m of batch) if (m.seq <= hi && this.visible(partition, m.seq)) best = m;
+        at = batch[batch.length - 1].seq + 1;
+        if (at > hi || batch[batch.length - 1].seq > hi) break;
+      }
+      if (best !== null) return best;
+    }
+    return null;
   }
 
   /** Serves more partitions (JetStream.addPartitions has recorded them): keyed publishes now hash over all of them, as Kafka's partitioner does. */

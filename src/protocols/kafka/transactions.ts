@@ -15,6 +15,9 @@
  * - `aborted/<stream>-<created>.log`: per stream, the aborted ranges
  *   (partition, producer id, first offset, marker offset), appended before
  *   the transaction is reported done.
+ * - `hidden/<stream>-<created>.log`: per stream, the sequences NATS readers
+ *   never see (markers, records of aborted transactions; txn-visibility.ts),
+ *   appended before the transaction stops holding them back.
  */
 
 import { mkdir, open, readdir, rm } from "node:fs/promises";
@@ -28,6 +31,7 @@ import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
 import { findTopic } from "./topics.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
+import { hiddenText, parseHidden, TxnVisibility } from "./txn-visibility.js";
 
 /** Kafka's transaction.max.timeout.ms default. */
 export const MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000;
@@ -53,6 +57,12 @@ interface TxnPartition {
   /** Whether a record of the transaction was sent here (until then it does not hold back the stable offset). */
   written: boolean;
   stream: Stream | null;
+  /** The offsets (inclusive pairs) of the transaction's records here, as batches were stored: what an abort hides from NATS readers. */
+  runs: Array<[number, number]>;
+  /** Some records' place is not known (a batch not seen stored, or the part restored after a restart): an abort hides the whole span. */
+  spanUnknown: boolean;
+  /** Its marker is being written: NATS readers wait before it, even if no record was sent here. */
+  markerPending: boolean;
 }
 
 interface Txn {
@@ -90,7 +100,10 @@ export class TransactionCoordinator {
   private readonly open = new WeakMap<Stream, Map<number, Set<TxnPartition>>>();
   /** Aborted ranges per stream file key (name and creation time, so a re-created stream starts clean). */
   private readonly aborted = new Map<string, AbortedRanges>();
-  private abortedWrites = new Map<string, Promise<void>>();
+  /** Appends to the aborted and hidden files, one at a time per file. */
+  private readonly fileWrites = new Map<string, Promise<void>>();
+  /** Per stream, what NATS readers may see (installed on the stream when a transaction first touches it). */
+  private readonly visibility = new WeakMap<Stream, TxnVisibility>();
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   private readonly knownFiles = new Set<string>();
@@ -109,6 +122,7 @@ export class TransactionCoordinator {
   /** Reads what was saved, then finishes or aborts the transactions a crash left open. */
   async load(): Promise<void> {
     await this.loadAborted();
+    await this.loadHidden();
     const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
     if (saved === undefined) return;
     const unfinished: Txn[] = [];
@@ -118,7 +132,7 @@ export class TransactionCoordinator {
       txn.ended = s.ended ?? null;
       for (const [topic, index, floor] of s.partitions) {
         const stream = findTopic(this.js, topic) ?? null;
-        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, first: null, written: true, stream });
+        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, first: null, written: true, stream, runs: [], spanUnknown: true, markerPending: false });
       }
       for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
       this.txns.set(id, txn);
@@ -169,6 +183,56 @@ export class TransactionCoordinator {
     }
   }
 
+  /** Each stream's hidden sequences, installed as its visibility for NATS readers. */
+  private async loadHidden(): Promise<void> {
+    const dir = join(this.dir, "hidden");
+    let files: string[];
+    try {
+      files = await readdir(dir);
+    } catch {
+      return;
+    }
+    const live = new Map<string, Stream>();
+    for (const s of this.js.streams.values()) live.set(`${fileKeyOf(s)}.log`, s);
+    for (const f of files) {
+      const stream = live.get(f);
+      if (stream === undefined) {
+        await rm(join(dir, f), { force: true });
+        continue;
+      }
+      const fh = await open(join(dir, f), "r");
+      const text = (await fh.readFile()).toString("utf8");
+      await fh.close();
+      const v = this.visibilityOf(stream);
+      const read = parseHidden(text, stream, v.ranges);
+      this.knownFiles.add(join(dir, f));
+      if (v.ranges.size < read) await writeFileDurably(join(dir, f), hiddenText(v.ranges.all()));
+      stream.visibilityChanged();
+    }
+  }
+
+  /** The stream's visibility for NATS readers, installed on first use. */
+  private visibilityOf(stream: Stream): TxnVisibility {
+    let v = this.visibility.get(stream);
+    if (v === undefined) {
+      v = new TxnVisibility(stream, (index) => this.heldFrom(stream, index));
+      this.visibility.set(stream, v);
+      stream.setVisibility(v);
+    }
+    return v;
+  }
+
+  /**
+   * NATS readers' last stable offset: the first offset of the partition's
+   * earliest open transaction, or of a marker being written (Infinity: none).
+   */
+  private heldFrom(stream: Stream, index: number): number {
+    let held = Infinity;
+    const parts = this.open.get(stream)?.get(index);
+    if (parts !== undefined) for (const p of parts) if (p.written || p.markerPending) held = Math.min(held, p.first ?? p.floor);
+    return held;
+  }
+
   close(): void {
     this.closed = true;
     for (const t of this.txns.values()) if (t.timer !== null) clearTimeout(t.timer);
@@ -215,7 +279,18 @@ export class TransactionCoordinator {
         for (const index of tp.partitions) {
           const key = offsetKey(tp.name, index);
           if (t.partitions.has(key)) continue;
-          const part: TxnPartition = { topic: tp.name, index, floor: stream.partitions[index].state().lastSeq, first: null, written: false, stream };
+          const part: TxnPartition = {
+            topic: tp.name,
+            index,
+            floor: stream.partitions[index].state().lastSeq,
+            first: null,
+            written: false,
+            stream,
+            runs: [],
+            spanUnknown: false,
+            markerPending: false,
+          };
+          this.visibilityOf(stream);
           t.partitions.set(key, part);
           this.openSet(stream, index).add(part);
         }
@@ -278,7 +353,17 @@ export class TransactionCoordinator {
   /** A transactional batch is stored at `offset`. */
   stored(transactionalId: string, topic: string, index: number, offset: number): void {
     const part = this.txns.get(transactionalId)?.partitions.get(offsetKey(topic, index));
-    if (part !== undefined && (part.first === null || offset < part.first)) part.first = offset;
+    if (part === undefined) return;
+    if (part.first === null || offset < part.first) part.first = offset;
+    // How many records the batch held: the stream told the visibility of the run when it was stored, just before.
+    const count = part.stream === null ? undefined : this.visibility.get(part.stream)?.placeRun(index, offset + 1);
+    if (count === undefined) {
+      part.spanUnknown = true;
+      return;
+    }
+    const last = part.runs[part.runs.length - 1];
+    if (last !== undefined && last[1] + 1 === offset) last[1] = offset + count - 1;
+    else part.runs.push([offset, offset + count - 1]);
   }
 
   /** The offset below which every transaction on the partition is decided. */
@@ -367,6 +452,7 @@ export class TransactionCoordinator {
     const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
     for (const part of txn.partitions.values()) markers.push(this.writeMarkerUntilStored(txn, part, commit));
     const written = await Promise.all(markers);
+    await this.hideFromReaders(written, commit);
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
         const group = this.groups.group(groupId, true);
@@ -382,7 +468,15 @@ export class TransactionCoordinator {
       }
       for (const [stream, ranges] of byStream) await this.recordAborted(stream, ranges);
     }
-    for (const part of txn.partitions.values()) if (part.stream !== null) this.open.get(part.stream)?.get(part.index)?.delete(part);
+    const touched = new Set<Stream>();
+    for (const part of txn.partitions.values()) {
+      if (part.stream === null) continue;
+      this.open.get(part.stream)?.get(part.index)?.delete(part);
+      this.visibility.get(part.stream)?.settled(part.index);
+      touched.add(part.stream);
+    }
+    // What the transaction held back is readable now (less what hideFromReaders hid).
+    for (const stream of touched) stream.visibilityChanged();
     txn.partitions.clear();
     txn.offsets.clear();
     txn.state = "Empty";
@@ -412,6 +506,8 @@ export class TransactionCoordinator {
   private writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
     const stream = part.stream;
     if (stream === null || stream.deleted) return Promise.resolve(null);
+    // NATS readers wait before the marker until hideFromReaders has hidden it.
+    part.markerPending = true;
     return new Promise((resolve, reject) => {
       const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
       stream.append(part.index, input, (err, seq) => {
@@ -426,10 +522,46 @@ export class TransactionCoordinator {
     const key = fileKeyOf(stream);
     let list = this.aborted.get(key);
     if (list === undefined) this.aborted.set(key, (list = new AbortedRanges()));
-    const text = rangesText(ranges);
+    return this.appendLines("aborted", key, rangesText(ranges), () => {
+      for (const r of ranges) list.add(r);
+    });
+  }
+
+  /**
+   * Hides from NATS readers what they must never see of a decided
+   * transaction: its markers, and on abort its records (the runs its
+   * batches were stored at; the whole span from its first record to the
+   * marker where they are not known). Durable before the transaction stops
+   * holding readers back, so no reader sees them in between, nor after a restart.
+   */
+  private async hideFromReaders(written: Array<{ part: TxnPartition; offset: number } | null>, commit: boolean): Promise<void> {
+    const byStream = new Map<Stream, Array<[number, number, number]>>();
+    for (const w of written) {
+      if (w === null || w.part.stream === null) continue;
+      const { part, offset } = w;
+      const list = byStream.get(part.stream!) ?? [];
+      byStream.set(part.stream!, list);
+      // Sequence = offset + 1.
+      if (!commit && part.written && part.spanUnknown) {
+        list.push([part.index, (part.first ?? part.floor) + 1, offset + 1]);
+        continue;
+      }
+      if (!commit) for (const [from, to] of part.runs) list.push([part.index, from + 1, to + 1]);
+      list.push([part.index, offset + 1, offset + 1]);
+    }
+    for (const [stream, ranges] of byStream) {
+      const v = this.visibilityOf(stream);
+      await this.appendLines("hidden", fileKeyOf(stream), hiddenText(ranges), () => {
+        for (const [partition, from, to] of ranges) v.ranges.add(partition, from, to);
+      });
+    }
+  }
+
+  /** Appends `text` to `<sub>/<key>.log` and syncs it (one write at a time per file), then runs `then`. */
+  private appendLines(sub: string, key: string, text: string, then: () => void): Promise<void> {
+    const dir = join(this.dir, sub);
+    const file = join(dir, `${key}.log`);
     const write = async (): Promise<void> => {
-      const dir = join(this.dir, "aborted");
-      const file = join(dir, `${key}.log`);
       await mkdir(dir, { recursive: true });
       const fh = await open(file, "a");
       try {
@@ -443,11 +575,11 @@ export class TransactionCoordinator {
         await syncDir(dir);
         this.knownFiles.add(file);
       }
-      for (const r of ranges) list.add(r);
+      then();
     };
-    const prev = this.abortedWrites.get(key) ?? Promise.resolve();
+    const prev = this.fileWrites.get(file) ?? Promise.resolve();
     const run = prev.then(write, write);
-    this.abortedWrites.set(key, run.catch(() => undefined));
+    this.fileWrites.set(file, run.catch(() => undefined));
     return run;
   }
 
