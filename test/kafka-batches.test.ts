@@ -327,4 +327,27 @@ print(repr(seen))
     await h.restart();
     assert.deepEqual(await readAll(), ["0:one", "2:three"]);
   });
+
+  test("a memory stream keeps Kafka batches whole too", async () => {
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({ name: "MEMTOPIC", subjects: ["memtopic"], storage: "memory" as never });
+    await produce("MEMTOPIC", [{ key: "a", value: "1" }, { key: null, value: null }, { value: "3" }], { compression: CompressionTypes.GZIP });
+    const batches = await fetchBatches(h, "MEMTOPIC", 0);
+    assert.deepEqual(
+      batches.map((b) => [b.baseOffset, b.count, b.attributes & 0x07]),
+      [[0, 3, 1]],
+    );
+    const got = await consumeAll("MEMTOPIC", 3);
+    assert.deepEqual(
+      got.map((m) => [m.key?.toString() ?? null, m.value?.toString() ?? null]),
+      [
+        ["a", "1"],
+        [null, null],
+        [null, "3"],
+      ],
+    );
+    const second = (await jsm.streams.getMessage("MEMTOPIC", { seq: 2 }))!;
+    assert.equal(second.header?.get("Kafka-Value"), "null");
+    assert.equal(second.subject, "memtopic");
+  });
 });
