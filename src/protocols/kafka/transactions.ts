@@ -146,8 +146,13 @@ export class TransactionCoordinator {
     }
   }
 
-  private async loadAborted(): Promise<void> {
-    const dir = join(this.dir, "aborted");
+  /**
+   * Calls `each` with the text of every per-stream file in `sub` whose
+   * stream still exists; files of streams deleted (or re-created) since are
+   * removed, their contents meaning nothing now.
+   */
+  private async forEachStreamFile(sub: string, each: (stream: Stream, path: string, key: string, text: string) => Promise<void>): Promise<void> {
+    const dir = join(this.dir, sub);
     let files: string[];
     try {
       files = await readdir(dir);
@@ -159,13 +164,19 @@ export class TransactionCoordinator {
     for (const f of files) {
       const stream = live.get(f);
       if (stream === undefined) {
-        // The stream was deleted (or re-created) since: its ranges mean nothing now.
         await rm(join(dir, f), { force: true });
         continue;
       }
       const fh = await open(join(dir, f), "r");
       const text = (await fh.readFile()).toString("utf8");
       await fh.close();
+      this.knownFiles.add(join(dir, f));
+      await each(stream, join(dir, f), f.slice(0, -4), text);
+    }
+  }
+
+  private async loadAborted(): Promise<void> {
+    await this.forEachStreamFile("aborted", async (stream, path, key, text) => {
       const ranges = new AbortedRanges();
       const logStarts: number[] = [];
       let read = 0;
@@ -176,40 +187,22 @@ export class TransactionCoordinator {
         // Ranges whose marker retention has removed can match no fetch again.
         if (last >= (logStarts[partition] ??= logStartOf(stream, partition))) ranges.add({ partition, producerId, first, last });
       }
-      this.aborted.set(f.slice(0, -4), ranges);
-      this.knownFiles.add(join(dir, f));
+      this.aborted.set(key, ranges);
       // The file only grows while the server runs; each start leaves it with the live ranges only.
-      if (ranges.size < read) await writeFileDurably(join(dir, f), rangesText(ranges.all()));
-    }
+      if (ranges.size < read) await writeFileDurably(path, rangesText(ranges.all()));
+    });
   }
 
   /** Each stream's hidden sequences, installed as its visibility for NATS readers. */
   private async loadHidden(): Promise<void> {
-    const dir = join(this.dir, "hidden");
-    let files: string[];
-    try {
-      files = await readdir(dir);
-    } catch {
-      return;
-    }
-    const live = new Map<string, Stream>();
-    for (const s of this.js.streams.values()) live.set(`${fileKeyOf(s)}.log`, s);
-    for (const f of files) {
-      const stream = live.get(f);
-      if (stream === undefined) {
-        await rm(join(dir, f), { force: true });
-        continue;
-      }
-      const fh = await open(join(dir, f), "r");
-      const text = (await fh.readFile()).toString("utf8");
-      await fh.close();
+    await this.forEachStreamFile("hidden", async (stream, path, _key, text) => {
       const v = this.visibilityOf(stream);
       const read = parseHidden(text, stream, v.ranges);
-      this.knownFiles.add(join(dir, f));
-      if (v.ranges.size < read) await writeFileDurably(join(dir, f), hiddenText(v.ranges.all()));
+      if (v.ranges.size < read) await writeFileDurably(path, hiddenText(v.ranges.all()));
       stream.visibilityChanged();
-    }
+    });
   }
+
 
   /** The stream's visibility for NATS readers, installed on first use. */
   private visibilityOf(stream: Stream): TxnVisibility {
