@@ -7,7 +7,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, DiscardPolicy, StorageType, type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, JetStreamApiError, DiscardPolicy, StorageType, type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
 
 const SEC = 1_000_000_000;
@@ -125,6 +125,27 @@ describe("JetStream streams", () => {
     assert.equal(acks.filter((x) => x.duplicate).length, 100);
     assert.equal((await jsm.streams.info("PUB")).state.messages, 104);
     await jsm.streams.delete("PUB");
+  });
+
+  test("a retried publish is a duplicate before its expectations are checked; the subject's expectation comes first", async () => {
+    await jsm.streams.add({ name: "RETRY", subjects: ["retry.>"] });
+    const first = await js.publish("retry.a", "v1", { msgID: "r-1", expect: { lastSubjectSequence: 0 } });
+    assert.equal(first.seq, 1);
+    // The same publish again (its ack was lost, say): its expectations no longer hold, but it was stored.
+    const retry = await js.publish("retry.a", "v1", { msgID: "r-1", expect: { lastSubjectSequence: 0, lastSequence: 0 } });
+    assert.deepEqual([retry.seq, retry.duplicate], [1, true]);
+    // Both expectations wrong: nats-server names the subject's last sequence (none: 0), not the stream's (1).
+    const err = await js.publish("retry.b", "x", { expect: { lastSubjectSequence: 6, lastSequence: 14 } }).then(
+      () => assert.fail("the publish should have been refused"),
+      (e: unknown) => (e instanceof JetStreamApiError ? e : (e as { cause?: JetStreamApiError }).cause),
+    );
+    assert.equal(err?.code, 10071);
+    assert.match(String(err?.message), /wrong last sequence: 0$/);
+    // A refused publish with an id does not hold the id: the next one with it is stored.
+    assert.equal(await apiErrorCode(js.publish("retry.c", "x", { msgID: "r-2", expect: { lastSequence: 9 } })), 10071);
+    const stored = await js.publish("retry.c", "y", { msgID: "r-2" });
+    assert.deepEqual([stored.seq, stored.duplicate], [2, false]);
+    await jsm.streams.delete("RETRY");
   });
 
   test("limits: max message size, discard new, and no responders when no stream captures a subject", async () => {
