@@ -120,6 +120,22 @@ describe("JetStream consumers", () => {
     assert.deepEqual((await fetchAll(s.name, "MAP", 10, 1000)).map((m) => m.seq), [4, 5, 6]);
   });
 
+  test("a pending delivery whose message left the stream ends: it frees max_ack_pending and the ack floor moves", async () => {
+    const s = await stream(4, 4, { max_msgs_per_subject: 1 });
+    await jsm.consumers.add(s.name, { durable_name: "GONE", ack_policy: AckPolicy.Explicit, ack_wait: 60_000 * MS, max_ack_pending: 2 });
+    const got = await fetchAll(s.name, "GONE", 4, 1000);
+    assert.deepEqual(got.map((m) => m.seq), [1, 2], "held at max_ack_pending");
+    // Message 1 is deleted, message 2 replaced under its subject's limit: neither can be acknowledged any more.
+    assert.equal(await jsm.streams.deleteMessage(s.name, 1), true);
+    await js.publish(`${s.prefix}.1`, "replaces 2");
+    const ci = await jsm.consumers.info(s.name, "GONE");
+    assert.equal(ci.num_ack_pending, 0);
+    assert.equal(ci.ack_floor.stream_seq, 2);
+    assert.equal(ci.num_pending, 3);
+    const next = await fetchAll(s.name, "GONE", 4, 1000);
+    assert.deepEqual(next.map((m) => m.seq), [3, 4], "room again under max_ack_pending");
+  });
+
   test("pull statuses: 404 no_wait, 408 with pending counts, 409 max waiting, 400 heartbeat too large", async () => {
     const s = await stream(0);
     await jsm.consumers.add(s.name, { durable_name: "ST", ack_policy: AckPolicy.Explicit, max_waiting: 1 });

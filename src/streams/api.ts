@@ -310,6 +310,7 @@ export class JetStreamApi implements Receiver {
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();
     if (!(await s.log.delete(seq))) throw Errors.sequenceNotFound(seq);
+    for (const c of s.consumers.values()) c.notify(); // a pending delivery of it ends now
     return { success: true };
   }
 
