@@ -106,6 +106,28 @@ describe("JetStream streams", () => {
     await jsm.streams.delete("GET");
   });
 
+  test("message get requests are read as nats-server reads them: seq 0 is no seq, conflicting fields are a bad request", async () => {
+    await jsm.streams.add({ name: "GETQ", subjects: ["getq.>"], allow_direct: true });
+    await js.publish("getq.a", "a1");
+    await js.publish("getq.b", "b1");
+    const code = async (body: unknown) => ((await api(h.nc, "$JS.API.STREAM.MSG.GET.GETQ", body)).error as { err_code?: number } | undefined)?.err_code;
+    assert.equal(await code({ seq: 0 }), 10003);
+    assert.equal(await code({ seq: 1, last_by_subj: "getq.a" }), 10003);
+    assert.equal(await code({ last_by_subj: "getq.a", next_by_subj: "getq.a" }), 10003);
+    assert.equal(await code({ seq: 0, last_by_subj: "getq.a" }), undefined, "a zero seq beside last_by_subj is no seq");
+    const status = async (subject: string, body: string) => {
+      const m = await h.nc.request(subject, body, { timeout: 2000 });
+      return `${m.headers?.code || 200} ${m.headers?.description || m.headers?.get("Nats-Sequence")}`;
+    };
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", ""), "408 Empty Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", JSON.stringify({ seq: 0 })), "408 Empty Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", "{nope"), "408 Malformed Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", JSON.stringify({ seq: 1, last_by_subj: "getq.a" })), "408 Bad Request");
+    // The subject form takes a wildcard as the JSON form does: the newest message of any matching subject.
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ.getq.*", ""), "200 2");
+    await jsm.streams.delete("GETQ");
+  });
+
   test("publish acks, de-duplication by Nats-Msg-Id, and every expectation header", async () => {
     await jsm.streams.add({ name: "PUB", subjects: ["pub.>"], duplicate_window: 2 * SEC });
     const a = await js.publish("pub.a", "1", { msgID: "m-1" });
