@@ -243,6 +243,11 @@ describe("JetStream consumers", () => {
     assert.equal((raw.error as { err_code: number }).err_code, 10148);
     const missing = await api(h.nc, `$JS.API.CONSUMER.CREATE.${s.name}.X`, { stream_name: s.name, config: { name: "X", ack_policy: "explicit" }, action: "update" });
     assert.equal((missing.error as { err_code: number }).err_code, 10149);
+    // What may not change, named as nats-server names it (the first in its order when several do).
+    const fixed = async (config: Record<string, unknown>) => (await api(h.nc, `$JS.API.CONSUMER.DURABLE.CREATE.${s.name}.D`, { stream_name: s.name, config: { ...cfg, ...config } })).error as { err_code: number; description: string };
+    assert.deepEqual(await fixed({ ack_policy: "all", deliver_policy: "new" }), { code: 500, err_code: 10012, description: "deliver policy can not be updated" });
+    assert.equal((await fixed({ ack_policy: "all" })).description, "ack policy can not be updated");
+    assert.equal((await fixed({ opt_start_seq: 1, deliver_policy: "by_start_sequence" })).description, "deliver policy can not be updated");
     await jsm.consumers.add(s.name, { durable_name: "E", ack_policy: AckPolicy.None });
     const names: string[] = [];
     for await (const ci of jsm.consumers.list(s.name)) names.push(ci.name);
