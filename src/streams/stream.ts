@@ -665,8 +665,7 @@ export class Stream {
     const state: Record<string, unknown> = {
       messages: st.messages,
       bytes: st.bytes,
-      // A stream that never held a message: nats-server's store says 0 until the first one.
-      first_seq: st.lastSeq === 0 && st.messages === 0 ? 0 : st.firstSeq,
+      first_seq: st.firstSeq,
       first_ts: isoTime(st.firstTime),
       last_seq: st.lastSeq,
       last_ts: isoTime(st.lastTime),
