@@ -120,6 +120,22 @@ describe("JetStream consumers", () => {
     assert.deepEqual((await fetchAll(s.name, "MAP", 10, 1000)).map((m) => m.seq), [4, 5, 6]);
   });
 
+  test("a pending delivery whose message left the stream ends: it frees max_ack_pending and the ack floor moves", async () => {
+    const s = await stream(4, 4, { max_msgs_per_subject: 1 });
+    await jsm.consumers.add(s.name, { durable_name: "GONE", ack_policy: AckPolicy.Explicit, ack_wait: 60_000 * MS, max_ack_pending: 2 });
+    const got = await fetchAll(s.name, "GONE", 4, 1000);
+    assert.deepEqual(got.map((m) => m.seq), [1, 2], "held at max_ack_pending");
+    // Message 1 is deleted, message 2 replaced under its subject's limit: neither can be acknowledged any more.
+    assert.equal(await jsm.streams.deleteMessage(s.name, 1), true);
+    await js.publish(`${s.prefix}.1`, "replaces 2");
+    const ci = await jsm.consumers.info(s.name, "GONE");
+    assert.equal(ci.num_ack_pending, 0);
+    assert.equal(ci.ack_floor.stream_seq, 2);
+    assert.equal(ci.num_pending, 3);
+    const next = await fetchAll(s.name, "GONE", 4, 1000);
+    assert.deepEqual(next.map((m) => m.seq), [3, 4], "room again under max_ack_pending");
+  });
+
   test("pull statuses: 404 no_wait, 408 with pending counts, 409 max waiting, 400 heartbeat too large", async () => {
     const s = await stream(0);
     await jsm.consumers.add(s.name, { durable_name: "ST", ack_policy: AckPolicy.Explicit, max_waiting: 1 });
@@ -227,6 +243,11 @@ describe("JetStream consumers", () => {
     assert.equal((raw.error as { err_code: number }).err_code, 10148);
     const missing = await api(h.nc, `$JS.API.CONSUMER.CREATE.${s.name}.X`, { stream_name: s.name, config: { name: "X", ack_policy: "explicit" }, action: "update" });
     assert.equal((missing.error as { err_code: number }).err_code, 10149);
+    // What may not change, named as nats-server names it (the first in its order when several do).
+    const fixed = async (config: Record<string, unknown>) => (await api(h.nc, `$JS.API.CONSUMER.DURABLE.CREATE.${s.name}.D`, { stream_name: s.name, config: { ...cfg, ...config } })).error as { err_code: number; description: string };
+    assert.deepEqual(await fixed({ ack_policy: "all", deliver_policy: "new" }), { code: 500, err_code: 10012, description: "deliver policy can not be updated" });
+    assert.equal((await fixed({ ack_policy: "all" })).description, "ack policy can not be updated");
+    assert.equal((await fixed({ opt_start_seq: 1, deliver_policy: "by_start_sequence" })).description, "deliver policy can not be updated");
     await jsm.consumers.add(s.name, { durable_name: "E", ack_policy: AckPolicy.None });
     const names: string[] = [];
     for await (const ci of jsm.consumers.list(s.name)) names.push(ci.name);

@@ -7,7 +7,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, DiscardPolicy, StorageType, type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, JetStreamApiError, DiscardPolicy, StorageType, type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
 
 const SEC = 1_000_000_000;
@@ -106,6 +106,28 @@ describe("JetStream streams", () => {
     await jsm.streams.delete("GET");
   });
 
+  test("message get requests are read as nats-server reads them: seq 0 is no seq, conflicting fields are a bad request", async () => {
+    await jsm.streams.add({ name: "GETQ", subjects: ["getq.>"], allow_direct: true });
+    await js.publish("getq.a", "a1");
+    await js.publish("getq.b", "b1");
+    const code = async (body: unknown) => ((await api(h.nc, "$JS.API.STREAM.MSG.GET.GETQ", body)).error as { err_code?: number } | undefined)?.err_code;
+    assert.equal(await code({ seq: 0 }), 10003);
+    assert.equal(await code({ seq: 1, last_by_subj: "getq.a" }), 10003);
+    assert.equal(await code({ last_by_subj: "getq.a", next_by_subj: "getq.a" }), 10003);
+    assert.equal(await code({ seq: 0, last_by_subj: "getq.a" }), undefined, "a zero seq beside last_by_subj is no seq");
+    const status = async (subject: string, body: string) => {
+      const m = await h.nc.request(subject, body, { timeout: 2000 });
+      return `${m.headers?.code || 200} ${m.headers?.description || m.headers?.get("Nats-Sequence")}`;
+    };
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", ""), "408 Empty Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", JSON.stringify({ seq: 0 })), "408 Empty Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", "{nope"), "408 Malformed Request");
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ", JSON.stringify({ seq: 1, last_by_subj: "getq.a" })), "408 Bad Request");
+    // The subject form takes a wildcard as the JSON form does: the newest message of any matching subject.
+    assert.equal(await status("$JS.API.DIRECT.GET.GETQ.getq.*", ""), "200 2");
+    await jsm.streams.delete("GETQ");
+  });
+
   test("publish acks, de-duplication by Nats-Msg-Id, and every expectation header", async () => {
     await jsm.streams.add({ name: "PUB", subjects: ["pub.>"], duplicate_window: 2 * SEC });
     const a = await js.publish("pub.a", "1", { msgID: "m-1" });
@@ -125,6 +147,27 @@ describe("JetStream streams", () => {
     assert.equal(acks.filter((x) => x.duplicate).length, 100);
     assert.equal((await jsm.streams.info("PUB")).state.messages, 104);
     await jsm.streams.delete("PUB");
+  });
+
+  test("a retried publish is a duplicate before its expectations are checked; the subject's expectation comes first", async () => {
+    await jsm.streams.add({ name: "RETRY", subjects: ["retry.>"] });
+    const first = await js.publish("retry.a", "v1", { msgID: "r-1", expect: { lastSubjectSequence: 0 } });
+    assert.equal(first.seq, 1);
+    // The same publish again (its ack was lost, say): its expectations no longer hold, but it was stored.
+    const retry = await js.publish("retry.a", "v1", { msgID: "r-1", expect: { lastSubjectSequence: 0, lastSequence: 0 } });
+    assert.deepEqual([retry.seq, retry.duplicate], [1, true]);
+    // Both expectations wrong: nats-server names the subject's last sequence (none: 0), not the stream's (1).
+    const err = await js.publish("retry.b", "x", { expect: { lastSubjectSequence: 6, lastSequence: 14 } }).then(
+      () => assert.fail("the publish should have been refused"),
+      (e: unknown) => (e instanceof JetStreamApiError ? e : (e as { cause?: JetStreamApiError }).cause),
+    );
+    assert.equal(err?.code, 10071);
+    assert.match(String(err?.message), /wrong last sequence: 0$/);
+    // A refused publish with an id does not hold the id: the next one with it is stored.
+    assert.equal(await apiErrorCode(js.publish("retry.c", "x", { msgID: "r-2", expect: { lastSequence: 9 } })), 10071);
+    const stored = await js.publish("retry.c", "y", { msgID: "r-2" });
+    assert.deepEqual([stored.seq, stored.duplicate], [2, false]);
+    await jsm.streams.delete("RETRY");
   });
 
   test("limits: max message size, discard new, and no responders when no stream captures a subject", async () => {

@@ -229,6 +229,7 @@ export function toRanges(seqs: readonly number[], sidAt: (seq: number) => number
 /** What a log's index answers from memory. */
 export interface LogIndex extends Evictable {
   readonly removals: number;
+  sidAt(seq: number): number;
   countAfter(after: number, filter?: string): number;
   deadBetween(from: number, to: number, max: number): number[];
 }
@@ -239,6 +240,10 @@ export abstract class IndexedLog<I extends LogIndex> {
 
   get removals(): number {
     return this.index.removals;
+  }
+
+  has(seq: number): boolean {
+    return this.index.sidAt(seq) !== DEAD;
   }
 
   lastSeqOf(subject: string): number {

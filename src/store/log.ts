@@ -247,6 +247,8 @@ export interface MessageLog {
   lastPerSubject(filter?: string): number[];
   /** Stored message count per subject matching `filter`; from memory. */
   subjectCounts(filter?: string): Map<string, number>;
+  /** Whether `seq` is stored (not yet appended, deleted, purged, evicted or lost: false); from the index. */
+  has(seq: number): boolean;
   /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
   readonly removals: number;
   /** Appends accepted and not yet durable: what the log holds in memory for writes. */

@@ -276,25 +276,29 @@ export class JetStreamApi implements Receiver {
     return { total: names.length, offset, limit: LIST_LIMIT, streams };
   }
 
+  /**
+   * MSG.GET's and DIRECT.GET's lookup, as nats-server reads the request: a
+   * zero `seq` is no `seq` (Go's zero value), `seq` with `last_by_subj`,
+   * `last_by_subj` with `next_by_subj`, or nothing at all is a bad request.
+   */
   private async findMessage(s: Stream, req: Json): Promise<StoredMessage> {
-    const seq = optNumber(req, "seq");
-    const last = optString(req, "last_by_subj");
-    const next = optString(req, "next_by_subj");
-    let m: StoredMessage | null = null;
-    if (last !== undefined) {
-      if (seq !== undefined) throw Errors.badRequest();
-      if (s.visibility !== null) m = await s.lastVisible(0, last);
-      else m = last.includes("*") || last.includes(">") ? await this.lastMatching(s, last) : await s.log.lastBySubject(last);
-    } else if (next !== undefined) {
-      m = await s.nextVisible(0, Math.max(0, (seq ?? 0) - 1), next);
-    } else if (seq !== undefined) {
-      // A sequence readers may not see (a door's control record, an uncommitted one) is answered as a missing one.
-      m = await s.getVisible(0, seq);
-    } else {
-      throw Errors.badRequest();
-    }
+    const seq = optNumber(req, "seq") ?? 0;
+    const last = optString(req, "last_by_subj") ?? "";
+    const next = optString(req, "next_by_subj") ?? "";
+    if ((seq > 0 && last !== "") || (seq === 0 && last === "" && next === "") || (last !== "" && next !== "")) throw Errors.badRequest();
+    let m: StoredMessage | null;
+    if (next !== "") m = await s.nextVisible(0, Math.max(0, seq - 1), next);
+    // A sequence readers may not see (a door's control record, an uncommitted one) is answered as a missing one.
+    else if (seq > 0) m = await s.getVisible(0, seq);
+    else m = await this.lastOf(s, last);
     if (m === null) throw Errors.noMessageFound();
     return m;
+  }
+
+  /** The newest message of a subject, or of any subject a wildcard matches. */
+  private lastOf(s: Stream, subject: string): Promise<StoredMessage | null> {
+    if (s.visibility !== null) return s.lastVisible(0, subject);
+    return subject.includes("*") || subject.includes(">") ? this.lastMatching(s, subject) : s.log.lastBySubject(subject);
   }
 
   private async lastMatching(s: Stream, filter: string): Promise<StoredMessage | null> {
@@ -312,6 +316,7 @@ export class JetStreamApi implements Receiver {
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();
     if (!(await s.log.delete(seq))) throw Errors.sequenceNotFound(seq);
+    for (const c of s.consumers.values()) c.notify(); // a pending delivery of it ends now
     return { success: true };
   }
 
@@ -323,12 +328,20 @@ export class JetStreamApi implements Receiver {
     try {
       if (t.length > 5) {
         if (body.length > 0) return miss("408 Bad Request");
-        const subject = t.slice(5).join(".");
-        const last = s.visibility !== null ? await s.lastVisible(0, subject) : await s.log.lastBySubject(subject);
+        const last = await this.lastOf(s, t.slice(5).join("."));
         if (last === null) return miss("404 Message Not Found");
         m = last;
       } else {
-        m = await this.findMessage(s, parseBody(body));
+        // nats-server's statuses for a request that asks for nothing, or is not JSON.
+        if (body.length === 0) return miss("408 Empty Request");
+        let req: Json;
+        try {
+          req = parseBody(body);
+        } catch {
+          return miss("408 Malformed Request");
+        }
+        if (!req.seq && !req.last_by_subj && !req.next_by_subj) return miss("408 Empty Request");
+        m = await this.findMessage(s, req);
       }
     } catch (err) {
       return miss(err instanceof ApiError && err.code === 404 ? "404 Message Not Found" : "408 Bad Request");

@@ -542,7 +542,21 @@ const UPDATABLE = new Set([
   "flow_control",
 ]);
 
+/** The fields nats-server checks first on a consumer update, in its order, with its texts. */
+const FIXED_AS_NATS: ReadonlyArray<[string, string]> = [
+  ["deliver_policy", "deliver policy"],
+  ["opt_start_seq", "start sequence"],
+  ["opt_start_time", "start time"],
+  ["ack_policy", "ack policy"],
+  ["replay_policy", "replay policy"],
+];
+
 export function consumerUpdateError(old: ConsumerConfig, next: ConsumerConfig): ApiError | null {
+  for (const [k, text] of FIXED_AS_NATS) {
+    if (JSON.stringify((old as unknown as Json)[k]) !== JSON.stringify((next as unknown as Json)[k])) {
+      return new ApiError(500, 10012, `${text} can not be updated`);
+    }
+  }
   const keys = new Set([...Object.keys(old), ...Object.keys(next)]);
   for (const k of keys) {
     if (UPDATABLE.has(k)) continue;

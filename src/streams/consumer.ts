@@ -184,6 +184,8 @@ export class Consumer {
   private ackFloorS = 0;
   private ackFloorC = 0;
   private readonly pending = new Map<number, Pending>();
+  /** The log's removal count when `pending` was last checked for messages gone from the stream. */
+  private removalsSeen = -1;
   /** Stream sequences due for redelivery, in the order they became due. */
   private readonly redeliverQueue: number[] = [];
   private readonly redeliverSet = new Set<number>();
@@ -402,7 +404,7 @@ export class Consumer {
       config: this.config,
       delivered: { consumer_seq: this.dseq, stream_seq: this.deliveredS, last_active: this.lastDeliveryAt ? isoTime(this.lastDeliveryAt) : undefined },
       ack_floor: { consumer_seq: this.ackFloorC, stream_seq: this.ackFloorS },
-      num_ack_pending: this.pending.size,
+      num_ack_pending: (this.dropRemovedPending(), this.pending.size),
       num_redelivered: this.countRedelivered(),
       num_waiting: this.waiting.length,
       num_pending: this.numPending(),
@@ -457,6 +459,7 @@ export class Consumer {
     try {
       do {
         this.again = false;
+        this.dropRemovedPending();
         while (!this.closed && this.canDeliver()) {
           if (this.redeliverQueue.length > 0) {
             const seq = this.redeliverQueue.shift()!;
@@ -918,6 +921,30 @@ export class Consumer {
   private forget(p: Pending): void {
     this.pending.delete(p.seq);
     this.unschedule(p);
+    this.advanceFloor();
+    this.markDirty();
+  }
+
+  /**
+   * A pending delivery whose message left the stream (deleted, purged,
+   * evicted by a limit) can never be acknowledged: nats-server ends it as a
+   * TERM (with the advisory), so it no longer counts in num_ack_pending nor
+   * against max_ack_pending, and the ack floor moves past it. Looked for
+   * only when the log has removed something since the last look.
+   */
+  private dropRemovedPending(): void {
+    const log = this.stream.log;
+    if (this.removalsSeen === log.removals || this.pending.size === 0) return;
+    this.removalsSeen = log.removals;
+    let dropped = false;
+    for (const p of this.pending.values()) {
+      if (log.has(p.seq)) continue;
+      this.pending.delete(p.seq);
+      this.unschedule(p);
+      this.host.events?.terminated(this, p);
+      dropped = true;
+    }
+    if (!dropped) return;
     this.advanceFloor();
     this.markDirty();
   }

@@ -292,8 +292,11 @@ export class Stream {
     let msgId: string | undefined;
     let rollup: string | undefined;
     if (h !== null) {
-      const err = this.checkExpectations(p.subject, h);
-      if (err !== null) return p.done(err, 0, false);
+      // nats-server's order: the expected stream, then the de-duplication id, then the
+      // other expectations, so that a retried publish whose first attempt was stored
+      // gets its duplicate PubAck even though its expectations no longer hold.
+      const stream = header(h, "Nats-Expected-Stream");
+      if (stream !== undefined && stream !== this.config.name) return p.done(Errors.expectedStream(), 0, false);
       msgId = header(h, "Nats-Msg-Id");
       if (msgId === "") msgId = undefined;
       if (msgId !== undefined) {
@@ -308,6 +311,8 @@ export class Stream {
         }
         this.dedupInflight.set(msgId, []);
       }
+      const err = this.checkExpectations(p.subject, h);
+      if (err !== null) return this.fail(p, msgId, err);
       rollup = header(h, "Nats-Rollup");
       if (rollup !== undefined) {
         if (!this.config.allow_rollup_hdrs) return this.fail(p, msgId, Errors.rollupFailed("rollup not permitted"));
@@ -587,19 +592,18 @@ export class Stream {
     }
   }
 
+  /** The expectations after de-duplication, in nats-server's order: the subject's last sequence before the stream's. */
   private checkExpectations(subject: string, h: HeaderMap): ApiError | null {
-    const stream = header(h, "Nats-Expected-Stream");
-    if (stream !== undefined && stream !== this.config.name) return Errors.expectedStream();
-    const lastSeq = header(h, "Nats-Expected-Last-Sequence");
-    if (lastSeq !== undefined) {
-      const have = this.log.state().lastSeq;
-      if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
-    }
     const lastSubjSeq = header(h, "Nats-Expected-Last-Subject-Sequence");
     if (lastSubjSeq !== undefined) {
       const subj = header(h, "Nats-Expected-Last-Subject-Sequence-Subject") ?? subject;
       const have = this.log.lastSeqOf(subj);
       if (Number(lastSubjSeq) !== have) return Errors.wrongLastSequence(have);
+    }
+    const lastSeq = header(h, "Nats-Expected-Last-Sequence");
+    if (lastSeq !== undefined) {
+      const have = this.log.state().lastSeq;
+      if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
     }
     const lastId = header(h, "Nats-Expected-Last-Msg-Id");
     if (lastId !== undefined && lastId !== this.lastMsgId) return Errors.wrongLastMsgId(this.lastMsgId);
