@@ -249,6 +249,20 @@ print(repr(seen))
     const k = await kcat(["-b", h.broker, "-C", "-t", "ts-create", "-o", "beginning", "-e", "-q", "-f", "%T\n"]);
     assert.deepEqual(k.stdout.split("\n").filter((l) => l !== ""), [old, "1600000000500"]);
 
+    // Looking offsets up by time goes by the producer's timestamps under CreateTime, as in Kafka.
+    const lookup = h.kafka().admin();
+    await lookup.connect();
+    try {
+      const at = async (ts: number): Promise<string> => (await lookup.fetchTopicOffsetsByTimestamp("ts-create", ts))[0].offset;
+      assert.equal(await at(1600000000000), "0");
+      assert.equal(await at(1600000000250), "1");
+    } finally {
+      await lookup.disconnect();
+    }
+    const q = await kcat(["-b", h.broker, "-Q", "-t", "ts-create:0:1600000000400"]);
+    assert.equal(q.code, 0, q.stderr);
+    assert.match(q.stdout, /ts-create \[0\] offset 1\b/);
+
     await assert.rejects(
       produce("ts-bounded", [{ value: "x", timestamp: old }]),
       (err: Error & { type?: string; cause?: { type?: string } }) => (err.cause?.type ?? err.type) === "INVALID_TIMESTAMP" || /INVALID_TIMESTAMP|timestamp/i.test(String(err.message)),

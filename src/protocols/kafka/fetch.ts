@@ -15,11 +15,12 @@ import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
-import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH } from "./stored-batches.js";
+import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
+import { timestampPolicy } from "./configs.js";
 import { findTopic } from "./topics.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
-import { isForeign, type StoredItem } from "../../store/log.js";
+import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js";
 
 const EARLIEST = -2;
 const LATEST = -1;
@@ -262,6 +263,43 @@ function controlKey(type: number): Buffer {
 /** A marker's value: version 0 and the coordinator epoch (always 0 here: one coordinator). */
 const CONTROL_VALUE = Buffer.alloc(6);
 
+/** How many records a ListOffsets by time reads past the append-time position looking for a producer timestamp at or after its target. */
+const TIME_SEARCH_RECORDS = 10_000;
+
+/**
+ * The first offset whose timestamp is at or after `target`, with that
+ * timestamp. Under LogAppendTime that is the log's own time. Under
+ * CreateTime it is the producer's: the search starts at the first batch
+ * appended at or after `target` (a producer's clock seldom runs ahead of
+ * the broker's) and reads on, at most TIME_SEARCH_RECORDS records, for the
+ * first record stamped at or after it; past that it answers the
+ * append-time position.
+ */
+async function offsetForTime(log: MessageLog, target: number, logAppendTime: boolean): Promise<{ offset: number; timestamp: number } | null> {
+  const start = await log.firstAtOrAfter(target);
+  if (start === null) return null;
+  if (logAppendTime) return { offset: start.seq - 1, timestamp: start.time };
+  let read = 0;
+  for (let seq = start.seq; read < TIME_SEARCH_RECORDS; ) {
+    const items = await log.scanStored(seq, { maxMessages: 256 });
+    if (items.length === 0) return null;
+    for (const m of items) {
+      if (isForeign(m)) {
+        const hit = m.firstSeq + m.count > start.seq ? await firstRecordAtOrAfter(m.bytes, target) : null;
+        // A batch that began before `start`: only its records from `start` on count.
+        if (hit !== null && m.firstSeq + hit.index >= start.seq) return { offset: m.firstSeq + hit.index - 1, timestamp: hit.timestamp };
+        read += m.count;
+        seq = m.firstSeq + m.count;
+      } else {
+        if (m.time >= target) return { offset: m.seq - 1, timestamp: m.time };
+        read++;
+        seq = m.seq + 1;
+      }
+    }
+  }
+  return { offset: start.seq - 1, timestamp: start.time };
+}
+
 export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
@@ -282,9 +320,9 @@ export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestCon
         if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.transactions.lastStableOffset(stream, p.index, st.lastSeq) : st.lastSeq;
         else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
-          const m = await log.firstAtOrAfter(p.timestamp);
-          offset = m === null ? -1 : m.seq - 1;
-          if (m !== null) timestamp = m.time;
+          const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
+          offset = found === null ? -1 : found.offset;
+          if (found !== null) timestamp = found.timestamp;
         }
         parts.push({ index: p.index, error: ErrorCode.NONE, timestamp, offset });
       }

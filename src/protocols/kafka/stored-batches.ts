@@ -23,6 +23,7 @@ export const BATCH_LEADER_EPOCH = 12;
 const BATCH_CRC = 17;
 const BATCH_CRC_FROM = 21;
 const BATCH_ATTRIBUTES = 21;
+const BATCH_BASE_TIMESTAMP = 27;
 const BATCH_MAX_TIMESTAMP = 35;
 const BATCH_PRODUCER_ID = 43;
 const BATCH_PRODUCER_EPOCH = 51;
@@ -91,5 +92,29 @@ export function batchProducer(batch: Buffer): { producerId: number; epoch: numbe
   r.pos = BATCH_BASE_SEQUENCE;
   const baseSequence = r.i32();
   return { producerId, epoch, baseSequence, transactional: (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) !== 0 };
+}
+
+/**
+ * The first record of a stored batch whose timestamp is at or after
+ * `target` (ListOffsets by time on a CreateTime topic), or null. The batch's
+ * max timestamp rules most batches out without decoding them.
+ */
+export async function firstRecordAtOrAfter(batch: Buffer, target: number): Promise<{ index: number; timestamp: number } | null> {
+  const maxTimestamp = Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
+  if (maxTimestamp < target) return null;
+  // Under LogAppendTime every record has the batch's max timestamp.
+  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: 0, timestamp: maxTimestamp };
+  const base = Number(batch.readBigInt64BE(BATCH_BASE_TIMESTAMP));
+  const { body, count } = await decodeProduceBatch(batch, readGate, false);
+  const r = new Reader(body);
+  for (let i = 0; i < count; i++) {
+    const length = r.varint();
+    const end = r.pos + length;
+    r.i8(); // attributes
+    const timestamp = base + r.varlong();
+    if (timestamp >= target) return { index: i, timestamp };
+    r.pos = end;
+  }
+  return null;
 }
 
