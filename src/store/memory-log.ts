@@ -34,7 +34,7 @@ export interface MemoryLogOptions {
   foreign?: ForeignRecords;
 }
 
-/** A foreign batch kept whole; its messages decoded on first read. */
+/** A foreign batch kept whole, decoded when read. */
 interface HeldBatch {
   format: number;
   subject: string;
@@ -42,7 +42,6 @@ interface HeldBatch {
   count: number;
   time: number;
   bytes: Buffer;
-  messages: Promise<StoredMessage[]> | null;
 }
 
 export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
@@ -55,6 +54,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   /** Per sequence from `base`, the foreign batch holding it (then msgs has nothing for it). */
   private held: Array<HeldBatch | undefined> = [];
   private readonly foreign: ForeignRecords;
+  private lastDecoded: { batch: HeldBatch; messages: Promise<StoredMessage[]> } | null = null;
   /** Time of every sequence from `base`, deleted or not, for time lookups. */
   private times: number[] = [];
   private base = 1;
@@ -140,7 +140,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     }
     this.lastTime = Math.max(Date.now(), this.lastTime);
     const first = this.lastSeq + 1;
-    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes), messages: null };
+    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes) };
     const id = this.index.table.intern(batch.subject);
     for (let i = 0; i < n; i++) {
       const seq = ++this.lastSeq;
@@ -154,8 +154,10 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     queueMicrotask(() => done(null, first));
   }
 
+  /** The messages of a foreign batch; only the last one decoded is kept (readers go batch by batch), so memory holds each batch once, as stored. */
   private decoded(h: HeldBatch): Promise<StoredMessage[]> {
-    return (h.messages ??= this.foreign.decode(h.format, h.bytes, h.firstSeq, h.time, h.subject));
+    if (this.lastDecoded?.batch !== h) this.lastDecoded = { batch: h, messages: this.foreign.decode(h.format, h.bytes, h.firstSeq, h.time, h.subject) };
+    return this.lastDecoded.messages;
   }
 
   /** The message at `seq` (stored and live), from a foreign batch if need be. */
