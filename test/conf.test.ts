@@ -481,7 +481,7 @@ test("features nagare lacks stop startup, each with its line; variables are not 
           `CLIENT_PORT = 4333
 UNUSED = 1
 port: $CLIENT_PORT
-tls { cert_file: x }
+mqtt { port: -1 }
 cluster { port: -1 }
 websocket { port: -1 }
 leafnodes {}
@@ -497,7 +497,7 @@ accounts {}
     e.problems.map((p) => p.message),
     [
       'n.conf:2:1: unknown field "UNUSED"',
-      "n.conf:4:1: tls: TLS is not supported yet (nagare will not start without it)",
+      "n.conf:4:1: mqtt: the MQTT door is not supported yet (nagare will not start without it)",
       "n.conf:5:1: cluster: clustering is not supported yet (nagare will not start without it)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
@@ -802,7 +802,8 @@ test("nagare: a configuration asking for what nagare lacks does not start, whate
     assert.equal(
       r.stderr,
       `nagare server: ${file}:2:1: authorization: authorization is not supported yet (nagare will not start without it)\n` +
-        `nagare server: ${file}:6:1: tls: TLS is not supported yet (nagare will not start without it)\n`,
+        `nagare server: ${file}:6:1: tls: needs key_file: the private key of cert_file\n` +
+        `nagare server: ${file}:6:7: tls.cert_file: cannot read "c": ENOENT\n`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -42,6 +42,8 @@ export const DEFAULT_TIMEOUT_MS = 5000;
 const SERVER_HELP = `  -s, --server <url>     server URL(s), comma separated (default: $NATS_URL or ${DEFAULT_SERVER})
   --timeout <duration>   how long to wait for the server: milliseconds or a duration
                          such as 500ms, 2s, 1m (default 5s)
+  --tlsca <file>         CA certificate(s) to trust for a server that requires TLS
+  --tlscert <file>       client certificate, with --tlskey <file>, for one that verifies clients
   -h, --help             show this help`;
 
 const USAGE: Record<ClientCommand, string> = {
@@ -110,6 +112,9 @@ export interface FlagSpec {
 const COMMON_FLAGS: FlagSpec[] = [
   { long: "server", short: "s", value: true },
   { long: "timeout", value: true },
+  { long: "tlsca", value: true },
+  { long: "tlscert", value: true },
+  { long: "tlskey", value: true },
   { long: "help", short: "h", value: false },
 ];
 
@@ -387,13 +392,23 @@ export function serverFrom(args: ParsedArgs): string {
  * command's process must exit rather than wait for its event loop to empty
  * (main.ts does).
  */
-export async function open(server: string, io: ClientCommandIo, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<NatsConnection | undefined> {
+/** TLS for the connection, from `--tlsca`, `--tlscert` and `--tlskey` (the nats CLI's names); undefined when none is given. */
+export function tlsFrom(args: ParsedArgs): { caFile?: string; certFile?: string; keyFile?: string } | undefined {
+  const caFile = lastFlag(args, "tlsca");
+  const certFile = lastFlag(args, "tlscert");
+  const keyFile = lastFlag(args, "tlskey");
+  if (caFile === undefined && certFile === undefined && keyFile === undefined) return undefined;
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new UsageError("--tlscert and --tlskey go together");
+  return { caFile, certFile, keyFile };
+}
+
+export async function open(server: string, io: ClientCommandIo, timeoutMs = DEFAULT_TIMEOUT_MS, tls?: { caFile?: string; certFile?: string; keyFile?: string }): Promise<NatsConnection | undefined> {
   const servers = server
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
   try {
-    return await connect({ servers, name: "nagare-cli", timeout: timeoutMs });
+    return await connect({ servers, name: "nagare-cli", timeout: timeoutMs, tls });
   } catch (err) {
     let why = errorText(err);
     if (err instanceof TimeoutError || why === "timeout") why = `no NATS greeting within ${timeoutMs} ms: is it a NATS server?`;
@@ -497,7 +512,7 @@ async function pub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   else if (!io.stdin.isTTY) body = await readAll(io.stdin);
   else body = new Uint8Array(0);
 
-  const nc = await open(server, io, timeout);
+  const nc = await open(server, io, timeout, tlsFrom(args));
   if (!nc) return 1;
   try {
     for (let i = 1; i <= count; i++) {
@@ -524,7 +539,7 @@ async function sub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const server = serverFrom(args);
   const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io, timeout);
+  const nc = await open(server, io, timeout, tlsFrom(args));
   if (!nc) return 1;
   return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     if (raw) {
@@ -545,7 +560,7 @@ async function reply(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const server = serverFrom(args);
   const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io, timeout);
+  const nc = await open(server, io, timeout, tlsFrom(args));
   if (!nc) return 1;
   return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     await write(io.stdout, formatMessage(n, m));
@@ -639,7 +654,7 @@ async function request(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const body = args.positionals.length > 1 ? textEncoder.encode(args.positionals[1]!) : new Uint8Array(0);
   const server = serverFrom(args);
 
-  const nc = await open(server, io, timeout);
+  const nc = await open(server, io, timeout, tlsFrom(args));
   if (!nc) return 1;
   try {
     const m = await nc.request(subject, body, { timeout, headers: hdrs });

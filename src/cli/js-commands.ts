@@ -23,6 +23,7 @@ import {
   parseDurationMs,
   serverFrom,
   timeoutFrom,
+  tlsFrom,
   reportFailure,
   write,
   type ClientCommandIo,
@@ -451,7 +452,7 @@ export async function runJsCommand(
       await write(args.flags.has("help") ? io.stdout : io.stderr, USAGE[group]);
       return args.flags.has("help") ? 0 : 2;
     }
-    nc = await open(serverFrom(args), io, timeoutFrom(args));
+    nc = await open(serverFrom(args), io, timeoutFrom(args), tlsFrom(args));
     if (nc === undefined) return 1;
     return await GROUPS[group].run(nc, args, io);
   } catch (err) {

@@ -66,6 +66,18 @@ bool(["h", "help"], (r, v) => (r.help = v));
 bool(["v", "version"], (r, v) => (r.version = v));
 bool(["t"], (r, v) => (r.testConfig = v));
 bool(["T", "logtime"], (r, v) => (r.options.logtime = v));
+/** Any TLS flag asks for TLS: one that is incomplete stops the start (the options check wants a certificate and key), never a plain listener. */
+function tlsFlag(r: ServerArgs, set: Partial<NonNullable<ServerOptions["tls"]>>): void {
+  r.options.tls = { ...(r.options.tls as NonNullable<ServerOptions["tls"]>), ...set };
+}
+bool(["tls"], (r, v) => {
+  if (v) tlsFlag(r, {});
+  else r.options.tls = undefined;
+});
+bool(["tlsverify"], (r, v) => tlsFlag(r, { verify: v }));
+value(["tlscert"], (r, v, f) => tlsFlag(r, { certFile: nonEmpty(v, f, "a certificate file") }));
+value(["tlskey"], (r, v, f) => tlsFlag(r, { keyFile: nonEmpty(v, f, "a key file") }));
+value(["tlscacert"], (r, v, f) => tlsFlag(r, { caFile: nonEmpty(v, f, "a CA certificate file") }));
 value(["max_traced_msg_len"], (r, v, f) => {
   if (!/^\d+$/.test(v) || Number(v) > 2 ** 31 - 1) throw new Error(`flag ${f}: expected a length in bytes (0 for no limit), got ${JSON.stringify(v)}`);
   r.options.maxTracedMsgLen = Number(v);
@@ -75,11 +87,6 @@ value(["max_traced_msg_len"], (r, v, f) => {
 const UNSUPPORTED: Record<string, string> = {
   ms: "TLS is not supported yet (monitoring over https)",
   https_port: "TLS is not supported yet (monitoring over https)",
-  tls: "TLS is not supported yet",
-  tlscert: "TLS is not supported yet",
-  tlskey: "TLS is not supported yet",
-  tlsverify: "TLS is not supported yet",
-  tlscacert: "TLS is not supported yet",
   help_tls: "TLS is not supported yet",
   user: "authorization is not supported yet",
   pass: "authorization is not supported yet",

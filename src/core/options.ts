@@ -47,6 +47,8 @@ export interface ServerOptions {
   syncInterval?: "always" | number;
   /** The Kafka door; off unless given. It serves the streams, so it turns JetStream on. */
   kafka?: KafkaListenerOptions;
+  /** TLS for NATS client connections (nats-server's `tls {}`): every client must use it. */
+  tls?: TlsOptions;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -60,6 +62,22 @@ export interface ServerOptions {
   logtimeUtc?: boolean;
   /** Payload bytes shown per traced message; 0 (default) shows all. */
   maxTracedMsgLen?: number;
+}
+
+/** TLS for client connections. Files are read once, at start; one that cannot be read stops the start. */
+export interface TlsOptions {
+  /** The server's certificate chain and private key (PEM). */
+  certFile: string;
+  keyFile: string;
+  /** CAs that client certificates must chain to (PEM); default: the system's. */
+  caFile?: string;
+  /** Require and verify a client certificate (mutual TLS). */
+  verify?: boolean;
+  /** Milliseconds a client has to complete the handshake (default 2,000). */
+  timeoutMs?: number;
+  /** Handshake before anything else (nats-server 2.10's `handshake_first`); else after the plain INFO, as NATS clients upgrade. */
+  handshakeFirst?: boolean;
+  minVersion?: "TLSv1.2" | "TLSv1.3";
 }
 
 export interface KafkaListenerOptions {
@@ -111,6 +129,7 @@ export interface ResolvedOptions {
   storeDir: string | undefined;
   syncInterval: "always" | number;
   kafka: KafkaListenerOptions | undefined;
+  tls: TlsOptions | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -130,6 +149,8 @@ export const DEFAULTS = {
   pingInterval: 120_000,
   maxPingsOut: 2,
   authTimeout: 2_000,
+  /** nats-server's TLS handshake timeout. */
+  tlsTimeout: 2_000,
   writeDeadline: 10_000,
   lameDuckDuration: 120_000,
   lameDuckGracePeriod: 10_000,
@@ -170,6 +191,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     storeDir: o.storeDir,
     syncInterval: pick(o.syncInterval, "always"),
     kafka: o.kafka,
+    tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
     noLog: pick(o.noLog, true),
@@ -236,6 +258,18 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxQueuedRequestBytes: atLeast(1),
 };
 
+const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
+  certFile: text,
+  keyFile: text,
+  caFile: text,
+  verify: flag,
+  timeoutMs: millis,
+  handshakeFirst: flag,
+  minVersion: (v, n) => {
+    if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
+  },
+};
+
 /** One check per option: adding a field to ServerOptions without one here does not compile. */
 const CHECKS: Record<keyof ServerOptions, Check> = {
   host: text,
@@ -265,6 +299,13 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   kafka: (v, n) => {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
     checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);
+  },
+  tls: (v, n) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
+    checkKeys(v as Record<string, unknown>, TLS_CHECKS, `${n}.`);
+    const t = v as Partial<TlsOptions>;
+    // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
+    if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
   },
   debug: flag,
   trace: flag,

@@ -2,6 +2,7 @@
 
 import { cpus } from "node:os";
 import { ADVERTISED_VERSION } from "../core/broker.js";
+import { DEFAULTS } from "../core/options.js";
 import { formatDuration } from "../util/duration.js";
 import type { JetStream } from "../streams/jetstream.js";
 import type { MonitorContext } from "./context.js";
@@ -32,6 +33,8 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     http_host: o.httpHost,
     http_port: o.httpPort,
     auth_timeout: o.authTimeout / 1000,
+    tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
+    ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true } : {}),
     max_control_line: o.maxControlLine,
     max_payload: o.maxPayload,
     max_pending: o.maxPending,

@@ -13,6 +13,7 @@
  * As in nats-server, a zero for a limit or a time means "use the default".
  */
 
+import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { DEFAULTS, type ServerOptions } from "../core/options.js";
@@ -37,8 +38,7 @@ const NOT_SUPPORTED: Record<string, string> = {
   resolver: "operator (JWT) mode is not supported yet",
   resolver_preload: "operator (JWT) mode is not supported yet",
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
-  tls: "TLS is not supported yet",
-  allow_non_tls: "TLS is not supported yet",
+  allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
   https: "monitoring over TLS (https) is not supported yet",
   https_port: "monitoring over TLS (https) is not supported yet",
@@ -80,7 +80,23 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
 };
 
 /** Per block (lower-case name), its keys for features nagare lacks. */
-const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = { jetstream: JETSTREAM_NOT_SUPPORTED };
+/** The same inside `tls { }`. */
+const TLS_NOT_SUPPORTED: Record<string, string> = {
+  verify_and_map: "mapping client certificates to users is not supported yet",
+  verify_cert_and_check_known_urls: "checking client certificates against known URLs is not supported",
+  cipher_suites: "choosing cipher suites is not supported yet",
+  curve_preferences: "choosing curves is not supported yet",
+  insecure: "insecure TLS is not supported",
+  pinned_certs: "pinned certificates are not supported yet",
+  cert_store: "the Windows certificate store is not supported",
+  cert_match: "the Windows certificate store is not supported",
+  cert_match_by: "the Windows certificate store is not supported",
+  ca_certs_match: "the Windows certificate store is not supported",
+  ocsp_peer: "OCSP is not supported yet",
+  certs: "several certificates (SNI) are not supported yet",
+};
+
+const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = { jetstream: JETSTREAM_NOT_SUPPORTED, tls: TLS_NOT_SUPPORTED };
 
 /**
  * Keys accepted and deliberately ignored, each because ignoring it changes
@@ -185,6 +201,10 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const kafkaBlock = lookup(tree, "kafka");
     if (kafkaBlock) kafka(o, kafkaBlock, c);
+  });
+  c.attempt(() => {
+    const tlsBlock = lookup(tree, "tls");
+    if (tlsBlock) tls(o, tlsBlock, c);
   });
 
   c.attempt(() => {
@@ -473,6 +493,71 @@ function durationMs(e: Entry): number {
 function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
   const x = lookup(block, name);
   return x ? { ...x, key: `${parent.key}.${x.key}` } : undefined;
+}
+
+/** A file path that can be read now (a certificate or key): one that cannot is an error at its place in the file. */
+function readableFile(e: Entry): string {
+  const path = nonEmptyStr(e);
+  try {
+    readFileSync(path);
+  } catch (err) {
+    fail(e, `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return path;
+}
+
+/**
+ * `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first,
+ * min_version }` for client connections. Certificate and key are required:
+ * a `tls` block nagare could not serve stops the start (the files are read
+ * at start, with their own errors).
+ */
+function tls(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const t: Partial<NonNullable<ServerOptions["tls"]>> = {};
+  c.attempt(() => {
+    const cert = sub("cert_file");
+    if (cert) t.certFile = readableFile(cert);
+    else fail(e, "needs cert_file: the server's certificate");
+  });
+  c.attempt(() => {
+    const key = sub("key_file");
+    if (key) t.keyFile = readableFile(key);
+    else fail(e, "needs key_file: the private key of cert_file");
+  });
+  c.attempt(() => {
+    const ca = sub("ca_file");
+    if (ca) t.caFile = readableFile(ca);
+  });
+  c.attempt(() => {
+    const verify = sub("verify");
+    if (verify) t.verify = bool(verify);
+  });
+  c.attempt(() => {
+    const timeout = sub("timeout");
+    if (timeout) {
+      const ms = durationMs(timeout);
+      if (ms > 0) t.timeoutMs = ms;
+    }
+  });
+  c.attempt(() => {
+    const first = sub("handshake_first") ?? sub("first");
+    if (first) {
+      if (typeof first.value !== "boolean") fail(first, `must be true or false (a fallback delay is not supported yet), got ${describe(first.value)}`);
+      t.handshakeFirst = first.value;
+    }
+  });
+  c.attempt(() => {
+    const min = sub("min_version");
+    if (min) {
+      const v = nonEmptyStr(min);
+      if (v !== "1.2" && v !== "1.3") fail(min, `must be "1.2" or "1.3", got ${JSON.stringify(v)}`);
+      t.minVersion = v === "1.2" ? "TLSv1.2" : "TLSv1.3";
+    }
+  });
+  if (t.certFile !== undefined && t.keyFile !== undefined) o.tls = { ...t, certFile: t.certFile, keyFile: t.keyFile };
 }
 
 /**

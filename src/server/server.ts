@@ -6,11 +6,13 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
-import { renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { createSecureContext, type SecureContext } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
-import { resolveOptions, type ResolvedOptions, type ServerOptions } from "../core/options.js";
+import { DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
+import type { NatsTls } from "../protocols/nats/tls.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -51,6 +53,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 }
 
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
+  // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
+  const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
   const broker = new Broker(opts, log);
 
   let jetstream: JetStream | undefined;
@@ -64,7 +68,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     jsApi = new JetStreamApi(jetstream);
   }
 
-  const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket));
+  const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {
     await listen(listener, opts.port, opts.host);
@@ -143,6 +147,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
   log.info(`Listening for client connections on ${opts.host}:${port}`);
+  if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
   if (kafka) log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port}`);
@@ -196,7 +201,32 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
 }
 
-function accept(broker: Broker, socket: Socket): void {
+/**
+ * The TLS context for client connections, from the certificate files; a
+ * file that cannot be read, or certificates that make no context, stop the
+ * start: a server asked for TLS never serves without it.
+ */
+function loadNatsTls(t: TlsOptions): NatsTls {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`TLS ${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const cert = read("certificate", t.certFile);
+  const key = read("key", t.keyFile);
+  const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
+  let context: SecureContext;
+  try {
+    context = createSecureContext({ cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" });
+  } catch (err) {
+    throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
+  }
+  return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+}
+
+function accept(broker: Broker, socket: Socket, tls: NatsTls | null): void {
   if (broker.lameDuck) {
     socket.destroy();
     return;
@@ -209,7 +239,7 @@ function accept(broker: Broker, socket: Socket): void {
     setTimeout(() => socket.destroy(), 1000).unref();
     return;
   }
-  new NatsConnection(broker, broker.globalAccount, socket);
+  new NatsConnection(broker, broker.globalAccount, socket, tls);
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

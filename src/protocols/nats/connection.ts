@@ -14,6 +14,7 @@ import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
+import { serveTls, type NatsTls } from "./tls.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
@@ -50,6 +51,7 @@ export const enum CloseReason {
   MaxConnections = "Maximum Connections Exceeded",
   ReadError = "Read Error",
   WriteError = "Write Error",
+  TlsHandshake = "TLS Handshake Error",
 }
 
 export class NatsConnection implements Connection, Receiver, ParserHandler, Producer {
@@ -94,15 +96,19 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   inBytes = 0;
   outBytes = 0;
 
+  /** The client's socket: the TCP socket, or TLS over it. */
+  private readonly socket: Socket;
+
   constructor(
     private readonly broker: Broker,
     private readonly account: Account,
-    private readonly socket: Socket,
+    tcp: Socket,
+    tls: NatsTls | null = null,
   ) {
     const opts = broker.options;
     this.cid = broker.allocateCid();
-    this.ip = socket.remoteAddress ?? "";
-    this.port = socket.remotePort ?? 0;
+    this.ip = tcp.remoteAddress ?? "";
+    this.port = tcp.remotePort ?? 0;
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
@@ -111,7 +117,18 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.tracing = log.traceEnabled;
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
-    socket.setNoDelay(true);
+    tcp.setNoDelay(true);
+    const info = infoLine(broker, this.cid, this.ip, false);
+    let socket: Socket = tcp;
+    if (tls !== null) {
+      // Clients upgrade after reading INFO in the clear, unless the handshake comes first.
+      if (!tls.handshakeFirst) tcp.write(info);
+      socket = serveTls(tcp, tls, (why) => {
+        if (log.debugEnabled) log.debug(`${this.logPrefix}${why}`);
+        this.close(CloseReason.TlsHandshake);
+      });
+    }
+    this.socket = socket;
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
     socket.on("close", () => this.close(CloseReason.Client));
@@ -119,7 +136,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.blockedSince = 0;
     });
     broker.register(this);
-    socket.write(infoLine(broker, this.cid, this.ip, false));
+    if (tls === null || tls.handshakeFirst) socket.write(info);
   }
 
   private readonly onData = (chunk: Buffer): void => {

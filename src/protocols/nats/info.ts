@@ -17,6 +17,10 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     client_id: cid,
     client_ip: clientIp,
   };
+  if (o.tls !== undefined) {
+    info.tls_required = true;
+    if (o.tls.verify) info.tls_verify = true;
+  }
   if (o.jetstream) info.jetstream = true;
   if (lameDuck) info.ldm = true;
   return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
