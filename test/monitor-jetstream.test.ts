@@ -222,7 +222,7 @@ describe("monitoring with JetStream", () => {
   test("lost sequences: nats-server's lost, bounded to 1000 listed, counted in /jsz and /metrics; /healthz stays ok", async () => {
     await jsm.streams.add({ name: "DMG", subjects: ["dmg.>"] });
     for (let i = 0; i < 5; i++) await js.publish("dmg.x", `d${i}`);
-    const log = h.srv.jetstream!.streams.get("DMG")!.log;
+    const log = h.srv.jetstream!.streams.get("DMG")!.partitions[0];
     const restore = reportDamage(log, {
       lost: [
         { from: 10, to: 5009, bytes: 500_000 },
@@ -250,7 +250,7 @@ describe("monitoring with JetStream", () => {
   });
 
   test("a partition refusing appends after a storage error makes /healthz unavailable, and shows in /jsz and /metrics", async () => {
-    const log = h.srv.jetstream!.streams.get("DMG")!.log;
+    const log = h.srv.jetstream!.streams.get("DMG")!.partitions[0];
     const restore = reportDamage(log, { error: "fdatasync: EIO: i/o error" });
     try {
       const res = await fetchHttp("/healthz");

@@ -283,23 +283,17 @@ export class JetStreamApi implements Receiver {
     let m: StoredMessage | null = null;
     if (last !== undefined) {
       if (seq !== undefined) throw Errors.badRequest();
-      if (s.visibility !== null) m = await s.lastVisible(0, last);
-      else m = last.includes("*") || last.includes(">") ? await this.lastMatching(s, last) : await s.log.lastBySubject(last);
+      m = await s.readerLast(last);
     } else if (next !== undefined) {
-      m = await s.nextVisible(0, Math.max(0, (seq ?? 0) - 1), next);
+      m = await s.readerNext(Math.max(0, (seq ?? 0) - 1), next);
     } else if (seq !== undefined) {
       // A sequence readers may not see (a door's control record, an uncommitted one) is answered as a missing one.
-      m = await s.getVisible(0, seq);
+      m = await s.readerGet(seq);
     } else {
       throw Errors.badRequest();
     }
     if (m === null) throw Errors.noMessageFound();
     return m;
-  }
-
-  private async lastMatching(s: Stream, filter: string): Promise<StoredMessage | null> {
-    const seqs = s.log.lastPerSubject(filter);
-    return seqs.length === 0 ? null : s.log.get(seqs[seqs.length - 1]);
   }
 
   private async msgGet(s: Stream, req: Json): Promise<Json> {
@@ -324,7 +318,7 @@ export class JetStreamApi implements Receiver {
       if (t.length > 5) {
         if (body.length > 0) return miss("408 Bad Request");
         const subject = t.slice(5).join(".");
-        const last = s.visibility !== null ? await s.lastVisible(0, subject) : await s.log.lastBySubject(subject);
+        const last = s.order !== null ? await s.readerLast(subject) : s.visibility !== null ? await s.lastVisible(0, subject) : await s.log.lastBySubject(subject);
         if (last === null) return miss("404 Message Not Found");
         m = last;
       } else {
