@@ -253,6 +253,34 @@ describe("JetStream consumers of a stream with several partitions", () => {
     checkOrder(values, sent.get(topic)!);
   });
 
+  test("an open transaction in one partition holds back only its own records; aborted ones never come", async () => {
+    const topic = "parts-txn";
+    await createTopic(topic, 2);
+    const tx = h.kafka().producer({ transactionalId: "parts-tx", idempotent: true, maxInFlightRequests: 1 });
+    await tx.connect();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.consumers.add(topic, { durable_name: "t", ack_policy: AckPolicy.Explicit });
+      const open = await tx.transaction();
+      await open.send({ topic, messages: [{ partition: 1, value: "open-1" }] });
+      await producer.send({ topic, acks: -1, messages: [{ partition: 0, value: "plain-0" }, { partition: 1, value: "plain-1" }] });
+      // Partition 0's record comes; partition 1's wait behind the open transaction.
+      const early = await fetchN(topic, "t", 1);
+      assert.deepEqual(early.map((m) => dec(m.data)), ["plain-0"]);
+      assert.equal((await jsm.consumers.info(topic, "t")).num_pending, 0);
+      await open.commit();
+      const aborted = await tx.transaction();
+      await aborted.send({ topic, messages: [{ partition: 0, value: "never" }] });
+      await aborted.abort();
+      await producer.send({ topic, acks: -1, messages: [{ partition: 0, value: "last-0" }] });
+      const rest = await fetchN(topic, "t", 3);
+      assert.deepEqual(rest.map((m) => dec(m.data)), ["open-1", "plain-1", "last-0"]);
+      assert.equal((await jsm.consumers.info(topic, "t")).num_pending, 0);
+    } finally {
+      await tx.disconnect();
+    }
+  });
+
   test("a stream grown from 1 to 3 partitions keeps its sequences; a consumer reads on into the new partitions", async () => {
     const topic = "parts-grow";
     await createTopic(topic, 1);
