@@ -112,19 +112,20 @@ export class StreamOrder {
     onError: (err: Error) => void,
   ): Promise<StreamOrder> {
     let file: StoreFile | null = null;
-    let existing: Buffer | null = null;
+    let existed = false;
     const path = dir === null ? null : `${dir}/${ORDER_FILE}`;
     if (path !== null) {
       try {
-        existing = await nodeFs.readFile(path);
+        file = await nodeFs.open(path, "existing");
+        existed = true;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        file = await nodeFs.open(path, "create");
+        await nodeFs.syncDir(dir!);
       }
-      file = await nodeFs.open(path, existing === null ? "create" : "existing");
-      if (existing === null) await nodeFs.syncDir(dir!);
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
-    if (existing !== null) await order.load(existing);
+    if (existed) await order.load();
     if (order.entries === 0) {
       // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
       const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
@@ -136,22 +137,39 @@ export class StreamOrder {
     return order;
   }
 
-  /** Reads the runs back; a torn last run (a crash mid-write) is cut off. */
-  private async load(bytes: Buffer): Promise<void> {
-    let n = Math.floor(bytes.length / ENTRY);
-    for (let i = 0; i < n; i++) {
-      const at = i * ENTRY;
-      if (crc32c(bytes, at, at + 24) !== bytes.readUInt32LE(at + 24)) {
-        n = i;
-        break;
+  /**
+   * Reads the runs back a page at a time (older pages leave memory as the
+   * read goes on); a torn last run (a crash mid-write) is cut off.
+   */
+  private async load(): Promise<void> {
+    const file = this.file!;
+    const size = await file.size();
+    const buf = Buffer.allocUnsafe(PAGE * ENTRY);
+    let pos = 0;
+    let torn = false;
+    while (pos < size && !torn) {
+      const want = Math.min(buf.length, size - pos);
+      let got = 0;
+      while (got < want) {
+        const r = await file.read(buf, got, want - got, pos + got);
+        if (r <= 0) break;
+        got += r;
       }
-      this.pushRun(readU64(bytes, at), bytes.readUInt32LE(at + 16), readU64(bytes, at + 8), bytes.readUInt32LE(at + 20));
+      const n = Math.floor(got / ENTRY);
+      let i = 0;
+      for (; i < n; i++) {
+        const at = i * ENTRY;
+        if (crc32c(buf, at, at + 24) !== buf.readUInt32LE(at + 24)) break;
+        this.pushRun(readU64(buf, at), buf.readUInt32LE(at + 16), readU64(buf, at + 8), buf.readUInt32LE(at + 20));
+      }
+      this.durableEntries = this.entries;
+      pos += i * ENTRY;
+      torn = i < n || got < want || n * ENTRY !== got;
     }
-    if (n * ENTRY !== bytes.length) {
-      await this.file!.truncate(n * ENTRY);
-      await this.file!.datasync();
+    if (pos !== size) {
+      await file.truncate(pos);
+      await file.datasync();
     }
-    this.durableEntries = this.entries;
     this.durableNext = this.nextSeq;
     for (let p = 0; p < this.high.length; p++) this.durableHigh[p] = this.high[p];
     for (const page of this.pages) if (page !== this.pages[this.pages.length - 1]) page.runs = null;
