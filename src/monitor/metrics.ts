@@ -101,12 +101,12 @@ function streamRows(js: JetStream, server: Labels): StreamRow[] {
 }
 
 function streamFamilies(e: Exposition, rows: StreamRow[]): void {
-  // Totals cover every partition (a Kafka topic's too); sequences are partition 0's, the one JetStream addresses.
+  // Totals cover every partition (a Kafka topic's too); sequences are the stream sequences JetStream addresses.
   const families: Array<[string, string, (r: StreamRow) => number]> = [
     ["total_messages", "Messages stored in the stream, every partition", (r) => sum(r.states, (st) => st.messages)],
     ["total_bytes", "Bytes stored in the stream, every partition", (r) => sum(r.states, (st) => st.bytes)],
-    ["first_seq", "First sequence stored (partition 0)", (r) => r.states[0].firstSeq],
-    ["last_seq", "Last sequence assigned (partition 0)", (r) => r.states[0].lastSeq],
+    ["first_seq", "First stream sequence stored", (r) => r.stream.log.state().firstSeq],
+    ["last_seq", "Last stream sequence assigned", (r) => r.stream.log.state().lastSeq],
     ["consumer_count", "Consumers of the stream", (r) => r.stream.consumers.size],
   ];
   for (const [name, help, value] of families) {

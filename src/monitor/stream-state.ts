@@ -6,7 +6,7 @@
 import type { Stream } from "../streams/stream.js";
 import { damageFields } from "../streams/damage.js";
 
-/** nats-server's StreamState for partition 0, as stream info renders it (Stream.renderState). */
+/** nats-server's StreamState in stream sequences, as stream info renders it (Stream.renderState). */
 export function streamState(stream: Stream): Promise<Record<string, unknown>> {
   return stream.renderState();
 }

@@ -287,23 +287,12 @@ export class JetStreamApi implements Receiver {
     const next = optString(req, "next_by_subj") ?? "";
     if ((seq > 0 && last !== "") || (seq === 0 && last === "" && next === "") || (last !== "" && next !== "")) throw Errors.badRequest();
     let m: StoredMessage | null;
-    if (next !== "") m = await s.nextVisible(0, Math.max(0, seq - 1), next);
+    if (next !== "") m = await s.readerNext(Math.max(0, seq - 1), next);
     // A sequence readers may not see (a door's control record, an uncommitted one) is answered as a missing one.
-    else if (seq > 0) m = await s.getVisible(0, seq);
-    else m = await this.lastOf(s, last);
+    else if (seq > 0) m = await s.readerGet(seq);
+    else m = await s.readerLast(last);
     if (m === null) throw Errors.noMessageFound();
     return m;
-  }
-
-  /** The newest message of a subject, or of any subject a wildcard matches. */
-  private lastOf(s: Stream, subject: string): Promise<StoredMessage | null> {
-    if (s.visibility !== null) return s.lastVisible(0, subject);
-    return subject.includes("*") || subject.includes(">") ? this.lastMatching(s, subject) : s.log.lastBySubject(subject);
-  }
-
-  private async lastMatching(s: Stream, filter: string): Promise<StoredMessage | null> {
-    const seqs = s.log.lastPerSubject(filter);
-    return seqs.length === 0 ? null : s.log.get(seqs[seqs.length - 1]);
   }
 
   private async msgGet(s: Stream, req: Json): Promise<Json> {
@@ -328,7 +317,7 @@ export class JetStreamApi implements Receiver {
     try {
       if (t.length > 5) {
         if (body.length > 0) return miss("408 Bad Request");
-        const last = await this.lastOf(s, t.slice(5).join("."));
+        const last = await s.readerLast(t.slice(5).join("."));
         if (last === null) return miss("404 Message Not Found");
         m = last;
       } else {

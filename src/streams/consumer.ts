@@ -263,7 +263,7 @@ export class Consumer {
         this.cursor = this.visibleEnd(st.lastSeq);
         break;
       case "last": {
-        const last = this.stream.visibility === null ? this.lastMatching() : await this.lastVisibleMatching();
+        const last = this.stream.readerVisibility === null ? this.lastMatching() : await this.lastVisibleMatching();
         this.cursor = last === 0 ? this.visibleEnd(st.lastSeq) : Math.max(st.firstSeq, last) - 1;
         break;
       }
@@ -277,7 +277,7 @@ export class Consumer {
       }
       case "last_per_subject": {
         let seqs = this.filters.length === 0 ? log.lastPerSubject() : this.filters.flatMap((f) => log.lastPerSubject(f)).sort((a, b) => a - b);
-        if (this.stream.visibility !== null) seqs = await this.lastVisiblePerSubject(seqs);
+        if (this.stream.readerVisibility !== null) seqs = await this.lastVisiblePerSubject(seqs);
         this.initial = seqs.length > 0 ? seqs : null;
         this.cursor = this.visibleEnd(st.lastSeq);
         break;
@@ -301,7 +301,7 @@ export class Consumer {
 
   /** The last sequence readers may see, at most `lastSeq`: where a consumer starting at the end starts. */
   private visibleEnd(lastSeq: number): number {
-    return Math.min(lastSeq, this.stream.stableSeq(0));
+    return Math.min(lastSeq, this.stream.readerStableSeq());
   }
 
   /** lastMatching() counting only what readers may see. */
@@ -351,7 +351,7 @@ export class Consumer {
     const log = this.stream.log;
     if (this.pendingCount >= 0 && this.pendingRemovals === log.removals) return this.pendingCount;
     let n = this.initial?.length ?? 0;
-    if (this.stream.visibility !== null) n += this.visiblePendingAfter(this.cursor);
+    if (this.stream.readerVisibility !== null) n += this.visiblePendingAfter(this.cursor);
     else if (this.filters.length === 0) n += log.pendingAfter(this.cursor);
     else for (const f of this.filters) n += log.pendingAfter(this.cursor, f);
     this.pendingCount = n;
@@ -368,7 +368,7 @@ export class Consumer {
    */
   private visiblePendingAfter(after: number): number {
     const log = this.stream.log;
-    const v = this.stream.visibility!;
+    const v = this.stream.readerVisibility!;
     const upTo = Math.min(v.stableSeq(0), log.state().lastSeq);
     if (upTo <= after) return 0;
     const hidden = v.hiddenIn(0, after, upTo);
@@ -389,7 +389,7 @@ export class Consumer {
   /** The stream stored message `seq`, which this consumer wants. */
   onStored(seq: number): void {
     // A count taken after the log indexed `seq` (but before this call) already includes it; one not visible yet is counted once it is.
-    if (this.pendingCount >= 0 && seq > this.pendingHigh && this.stream.visible(0, seq)) {
+    if (this.pendingCount >= 0 && seq > this.pendingHigh && (this.stream.readerVisibility === null || this.stream.visible(0, seq))) {
       this.pendingCount++;
       this.pendingHigh = seq;
     }
@@ -526,7 +526,7 @@ export class Consumer {
       this.initial = null;
     }
     const single = this.filters.length === 1 ? this.filters[0] : undefined;
-    if (this.stream.visibility !== null) return this.readVisible(single, room);
+    if (this.stream.readerVisibility !== null) return this.readVisible(single, room);
     for (;;) {
       const batch = await log.scan(this.cursor + 1, { filter: single, maxMessages: room, maxBytes: READ_BYTES });
       if (batch.length <= 0 || this.filters.length <= 1) return batch;
@@ -542,7 +542,7 @@ export class Consumer {
    * unwanted) messages moves the cursor past them and reads on.
    */
   private async readVisible(single: string | undefined, room: number): Promise<StoredMessage[]> {
-    const v = this.stream.visibility!;
+    const v = this.stream.readerVisibility!;
     for (;;) {
       const stable = v.stableSeq(0);
       if (this.cursor >= stable) return [];

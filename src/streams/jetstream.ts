@@ -13,7 +13,7 @@
 
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { readdir, rename } from "node:fs/promises";
+import { access, readdir, rename } from "node:fs/promises";
 import type { Account } from "../core/account.js";
 import type { Producer } from "../core/broker.js";
 import type { Logger } from "../util/log.js";
@@ -28,6 +28,7 @@ import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, Stream } from "./stream.js";
+import { ORDER_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors } from "./errors.js";
 import {
   consumerUpdateError,
@@ -41,7 +42,7 @@ import {
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
-import { readJson, removeDir, safeJoin, writeJsonDurably } from "../util/persist.js";
+import { readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { checkStoreDir, lockStoreDir, type StoreLock } from "../store/store-dir.js";
 
 export interface JetStreamOptions {
@@ -284,6 +285,17 @@ export class JetStream implements DeliveryHost {
     );
   }
 
+  /** The stream sequence of a stream with several partitions (stream-order.ts), in its directory unless in memory. */
+  private openOrder(stream: Stream): Promise<StreamOrder> {
+    return StreamOrder.open(
+      stream.dir,
+      stream.partitions,
+      () => stream.visibility,
+      () => stream.orderAdvanced(),
+      (err) => this.options.log.error(`stream ${stream.config.name}: ${err.message}`),
+    );
+  }
+
   /** Opens partitions `from` to `to` - 1 of a stream; on failure, closes those it opened and throws. */
   private async openPartitions(config: StreamConfig, dir: string | null, from: number, to: number): Promise<MessageLog[]> {
     const partitions: MessageLog[] = [];
@@ -317,6 +329,14 @@ export class JetStream implements DeliveryHost {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
     stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
+    try {
+      if (partitionCount > 1) stream.useOrder(await this.openOrder(stream));
+      // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.
+      else if (stream.dir !== null && (await access(join(stream.dir, ORDER_FILE)).then(() => true, () => false))) await removeFileDurably(join(stream.dir, ORDER_FILE));
+    } catch (err) {
+      for (const p of partitions) await p.close().catch(() => undefined);
+      throw err;
+    }
     await stream.recover();
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
@@ -402,16 +422,22 @@ export class JetStream implements DeliveryHost {
       if (count <= from) throw Errors.streamGeneral(`stream ${name} has ${from} partitions; a stream cannot shrink`);
       if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
       const added = await this.openPartitions(stream.config, stream.dir, from, count);
+      let order: StreamOrder | null = null;
       try {
         if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
+        // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
+        if (stream.order === null) order = await this.openOrder(stream);
         if (stream.dir !== null) {
           await writeJsonDurably(join(stream.dir, "meta.json"), { config: stream.config, created: stream.created.toISOString(), partitions: count } satisfies StreamMeta);
         }
       } catch (err) {
+        await order?.close().catch(() => undefined);
         for (const p of added) await p.close().catch(() => undefined);
         throw err;
       }
       stream.addPartitions(added);
+      if (order !== null) stream.useOrder(order);
+      else stream.order!.landed();
       this.options.log.info(`Stream "${name}" grown from ${from} to ${count} partitions`);
       return stream;
     });
@@ -497,6 +523,7 @@ export class JetStream implements DeliveryHost {
       if (!quiet) this.events.consumerAction(name, c.name, "delete");
     }
     stream.consumers.clear();
+    await stream.order?.close().catch(() => undefined);
     for (const p of stream.partitions) await p.close();
     if (stream.dir !== null) await removeDir(stream.dir);
     if (quiet) return;
@@ -649,6 +676,7 @@ export class JetStream implements DeliveryHost {
       await Promise.all(
         all.slice(i, i + CLOSE_CONCURRENCY).map(async (s) => {
           for (const c of s.consumers.values()) await c.stop();
+          await s.order?.close().catch((err) => this.options.log.warn(`stream ${s.config.name}: ${(err as Error).message}`));
           for (const p of s.partitions) await p.close();
           await s.saveDedup().catch((err) => this.options.log.warn(`stream ${s.config.name}: ${(err as Error).message}`));
         }),

@@ -19,6 +19,7 @@ import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
 import type { Visibility } from "./visibility.js";
+import type { MergedLog, StreamOrder } from "./stream-order.js";
 
 export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
 
@@ -61,6 +62,16 @@ const ORDER_SENSITIVE = [
   "Nats-Expected-Last-Msg-Id",
   "Nats-Rollup",
 ];
+
+/**
+ * What JetStream readers read a stream through, in stream sequences: the
+ * partition's log when there is one partition, the merged view of every
+ * partition when there are several (stream-order.ts).
+ */
+export type ReaderLog = Pick<
+  MessageLog,
+  "get" | "scan" | "next" | "firstAtOrAfter" | "lastBySubject" | "lastPerSubject" | "lastSeqOf" | "subjectCounts" | "subjectCount" | "has" | "removals" | "pendingAfter" | "deletedSequences" | "delete" | "purge" | "state"
+>;
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
@@ -121,6 +132,9 @@ export class Stream {
   readonly runListeners = new Set<(partition: number, firstSeq: number, count: number) => void>();
   /** What NATS readers may see, when a door stores what they must not (yet) see; null: everything (visibility.ts). */
   visibility: Visibility | null = null;
+  /** With several partitions: the stream sequence JetStream readers address (stream-order.ts); null with one. */
+  order: StreamOrder | null = null;
+  private merged: MergedLog | null = null;
   /** `subject_transform`: applied to a published subject before anything else. */
   private inputTransform: SubjectTransform | null = null;
   /** `republish`: which stored subjects go out again, and where. */
@@ -159,20 +173,35 @@ export class Stream {
     this.republish = r !== undefined ? SubjectTransform.parse(r.src, r.dest) : null;
   }
 
-  get log(): MessageLog {
-    return this.partitions[0];
+  /** What JetStream readers read: partition 0, or with several partitions all of them in stream order. */
+  get log(): ReaderLog {
+    return this.merged ?? this.partitions[0];
+  }
+
+  /** Serves JetStream readers through `order` from now on (a stream with several partitions). */
+  useOrder(order: StreamOrder): void {
+    this.order = order;
+    this.merged = order.view();
+    this.visibilityChanged();
+  }
+
+  /** The order made more stream sequences durable: consumers count and read on. */
+  orderAdvanced(): void {
+    for (const c of this.consumers.values()) c.recount();
   }
 
   /** Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time. */
   async recover(): Promise<void> {
-    const st = this.log.state();
+    // JetStream publishes (whose ids these are) go to partition 0 unless keyed, and are acknowledged with its sequences.
+    const log = this.partitions[0];
+    const st = log.state();
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
     if (await this.loadDedup(st.lastSeq, Date.now() - windowMs)) return;
-    const from = await this.log.firstAtOrAfter(Date.now() - windowMs);
+    const from = await log.firstAtOrAfter(Date.now() - windowMs);
     if (from === null) return;
     for (let seq = from.seq; seq <= st.lastSeq; ) {
-      const batch = await this.log.scan(seq, { maxMessages: 1024 });
+      const batch = await log.scan(seq, { maxMessages: 1024 });
       if (batch.length === 0) break;
       for (const m of batch) {
         if (m.headers === null) continue;
@@ -198,7 +227,7 @@ export class Stream {
     const entries: Array<[string, number, number]> = [];
     for (const [id, e] of this.dedup) if (e.time >= cutoff) entries.push([id, e.seq, e.time]);
     const path = join(this.dir, DEDUP_FILE);
-    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
+    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.partitions[0].state().lastSeq, lastMsgId: this.lastMsgId, entries }));
     await rename(`${path}.tmp`, path);
   }
 
@@ -359,7 +388,7 @@ export class Stream {
 
   /** Notes a republished subject's append going in flight, and its previous sequence as the log knows it now. */
   private trackSubject(p: Queued): void {
-    p.lastOfSubject = this.log.lastSeqOf(p.subject);
+    p.lastOfSubject = this.partitions[0].lastSeqOf(p.subject);
     const t = this.inflightSubjects.get(p.subject);
     if (t === undefined) this.inflightSubjects.set(p.subject, { count: 1, last: 0 });
     else t.count++;
@@ -401,8 +430,11 @@ export class Stream {
   /** Tells consumers and listeners of a stored message, applies interest retention, then `ack`s. */
   private afterStore(partition: number, subject: string, seq: number, ack: () => void): void {
     let interested = false;
-    // JetStream consumers read partition 0, the only one a JetStream stream has.
-    if (partition === 0) {
+    if (this.order !== null) {
+      // Consumers hear of it once its stream sequence is durable (orderAdvanced); interest is by subject.
+      for (const c of this.consumers.values()) if (c.wants(subject)) interested = true;
+      this.order.landed();
+    } else if (partition === 0) {
       for (const c of this.consumers.values()) {
         if (c.wants(subject)) {
           interested = true;
@@ -515,7 +547,8 @@ export class Stream {
       this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       for (const l of this.runListeners) l(partition, first, count);
-      if (this.config.retention === "interest" || (partition === 0 && this.consumers.size > 0)) {
+      this.order?.landed();
+      if (this.config.retention === "interest" || (this.order === null && partition === 0 && this.consumers.size > 0)) {
         let left = count;
         const ack = (): void => {
           if (--left === 0) done(null, first);
@@ -597,12 +630,12 @@ export class Stream {
     const lastSubjSeq = header(h, "Nats-Expected-Last-Subject-Sequence");
     if (lastSubjSeq !== undefined) {
       const subj = header(h, "Nats-Expected-Last-Subject-Sequence-Subject") ?? subject;
-      const have = this.log.lastSeqOf(subj);
+      const have = this.partitions[0].lastSeqOf(subj);
       if (Number(lastSubjSeq) !== have) return Errors.wrongLastSequence(have);
     }
     const lastSeq = header(h, "Nats-Expected-Last-Sequence");
     if (lastSeq !== undefined) {
-      const have = this.log.state().lastSeq;
+      const have = this.partitions[0].state().lastSeq;
       if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
     }
     const lastId = header(h, "Nats-Expected-Last-Msg-Id");
@@ -670,7 +703,41 @@ export class Stream {
 
   /** The door's rules let readers see more (or less): consumers count and read again. */
   visibilityChanged(): void {
+    // With several partitions, what became visible gets its stream sequences first; consumers hear of them once durable.
+    this.order?.landed();
     for (const c of this.consumers.values()) c.recount();
+  }
+
+  // JetStream readers' view: partition 0 under the door's rules, or the order, which holds only what readers may see.
+
+  /** The door's rules as JetStream readers must apply them: none through the order, which applies them itself. */
+  get readerVisibility(): Visibility | null {
+    return this.order !== null ? null : this.visibility;
+  }
+
+  /** The last stream sequence readers may see now. */
+  readerStableSeq(): number {
+    return this.order !== null ? Infinity : this.stableSeq(0);
+  }
+
+  /** MSG.GET by stream sequence. */
+  readerGet(seq: number): Promise<StoredMessage | null> {
+    return this.merged !== null ? this.merged.get(seq) : this.getVisible(0, seq);
+  }
+
+  /** The first message readers may see after stream sequence `after` matching `filter`. */
+  readerNext(after: number, filter?: string): Promise<StoredMessage | null> {
+    return this.merged !== null ? this.merged.next(after, filter) : this.nextVisible(0, after, filter);
+  }
+
+  /** The newest message readers may see matching `filter` (wildcards allowed). */
+  async readerLast(filter: string): Promise<StoredMessage | null> {
+    if (this.merged !== null) return this.merged.lastBySubject(filter);
+    if (this.visibility !== null) return this.lastVisible(0, filter);
+    const log = this.partitions[0];
+    if (!filter.includes("*") && !filter.includes(">")) return log.lastBySubject(filter);
+    const seqs = log.lastPerSubject(filter);
+    return seqs.length === 0 ? null : log.get(seqs[seqs.length - 1]);
   }
 
   /** The last sequence of `partition` readers may see now (Infinity: no limit but the log's end). */
@@ -737,10 +804,16 @@ export class Stream {
     }
   }
 
-  /** Removes a partition's messages below `upTo` (Kafka's DeleteRecords); partition 0's consumers are told, as by a purge. */
-  purgePartition(partition: number, upTo: number): Promise<number> {
-    if (partition === 0) return this.purge({ upTo });
-    return this.partitions[partition].purge({ upTo });
+  /** Removes a partition's messages below `upTo` (Kafka's DeleteRecords); consumers are told, as by a purge. */
+  async purgePartition(partition: number, upTo: number): Promise<number> {
+    if (this.order === null) {
+      if (partition === 0) return this.purge({ upTo });
+      return this.partitions[partition].purge({ upTo });
+    }
+    const purged = await this.partitions[partition].purge({ upTo });
+    // Other partitions keep what lies below in stream order: consumers only count again, and forget a delivery they find gone.
+    for (const c of this.consumers.values()) c.purged(0);
+    return purged;
   }
 
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {

@@ -1,0 +1,688 @@
+/**
+ * One sequence for a stream with several partitions: what JetStream readers
+ * (consumers, MSG.GET, direct get, stream info) address. A stream with one
+ * partition does not have one: its stream sequence is the partition's.
+ *
+ * Stream sequences are handed out as partitions' appends land, in one order
+ * per stream, as runs: (stream first, partition, partition first, count). A
+ * run is written to `order.map` (32 bytes, with its CRC) and made durable
+ * in group commits (one fdatasync at a time covers every run written before
+ * it); readers see only stream sequences whose run is durable, so a number a
+ * consumer delivered or acknowledged means the same message after a crash.
+ * Kafka's produce acknowledgement does not wait for it: the partition's own
+ * sync is what makes a record safe, and a crash before its run is durable
+ * only means the run is handed out again at the next start, to the same
+ * records, before any reader can see them.
+ *
+ * A record gets its stream sequence only once readers may see it (the
+ * door's stable sequence of the partition, visibility.ts): a Kafka
+ * transaction left open in one partition holds back only its own records,
+ * and the single order never has to reach back before a sequence a consumer
+ * has passed. Hidden records (markers, aborted ones) keep their numbers and
+ * are skipped as they are read.
+ *
+ * Memory does not grow with the runs: they sit in pages of 4,096 (128 KiB),
+ * of which the newest and a few recently read stay in memory; the others
+ * are read back from the file when needed. Per page, the position of every
+ * partition where it starts (a sparse index: 8 bytes per partition per
+ * 4,096 runs) lets `position` and `streamSeqOf` find their page by binary
+ * search and walk one page.
+ */
+
+import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
+import { crc32c } from "../store/crc32c.js";
+import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
+import type { Visibility } from "./visibility.js";
+
+export const ORDER_FILE = "order.map";
+const ENTRY = 32;
+const PAGE = 4096;
+/** Pages of runs kept in memory besides the newest. */
+const CACHED_PAGES = 8;
+/** Stream sequences one merged read looks at before it stops to hand back what it found (or reads on, if nothing). */
+const WINDOW_SEQS = 65_536;
+
+interface Page {
+  /** Stream sequence of the page's first run. */
+  first: number;
+  /** Runs in the page. */
+  n: number;
+  /** Per partition, the last partition sequence mapped before this page (absent: 0). */
+  start: number[];
+  /** 4 numbers per run (stream first, partition, partition first, count); null while only on disk. */
+  runs: Float64Array | null;
+  /** Index of the page (its runs start at entry index × PAGE). */
+  index: number;
+}
+
+function writeU64(b: Buffer, at: number, v: number): void {
+  b.writeUInt32LE(v % 0x1_0000_0000, at);
+  b.writeUInt32LE(Math.floor(v / 0x1_0000_0000), at + 4);
+}
+
+function readU64(b: Buffer, at: number): number {
+  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
+}
+
+export class StreamOrder {
+  private readonly pages: Page[] = [];
+  private readonly cached: Page[] = [];
+  /** Next stream sequence to hand out. */
+  private nextSeq = 1;
+  /** Stream sequences below this are in durable runs: all readers may see. */
+  durableNext = 1;
+  /** Per partition: the last partition sequence mapped, and the last one in a durable run. */
+  private readonly high: number[] = [];
+  private readonly durableHigh: number[] = [];
+  private entries = 0;
+  private durableEntries = 0;
+  /** Encoded runs not yet written. */
+  private pendingBytes: Buffer[] = [];
+  private writing = false;
+  private failed: Error | null = null;
+  private catchUpQueued = false;
+  private closed = false;
+  /** The page that holds the first stream sequence still stored (readers' start), moved on as partitions drop messages. */
+  private headPage = 0;
+  private headRun = 0;
+  private idleWaiters: Array<() => void> = [];
+
+  private constructor(
+    private readonly partitions: MessageLog[],
+    private readonly file: StoreFile | null,
+    private readonly path: string | null,
+    /** The door's rules, if any: runs are made only of what readers may see. */
+    private readonly visibility: () => Visibility | null,
+    /** Told when more stream sequences became durable (readers may read on). */
+    private readonly onDurable: () => void,
+    private readonly onError: (err: Error) => void,
+  ) {}
+
+  /**
+   * Opens (or creates) the order of a stream's partitions. `dir` null: in
+   * memory (a memory stream). A new order begins with partition 0's
+   * messages at their own sequences, so a stream grown from one partition
+   * keeps every sequence readers already know.
+   */
+  static async open(
+    dir: string | null,
+    partitions: MessageLog[],
+    visibility: () => Visibility | null,
+    onDurable: () => void,
+    onError: (err: Error) => void,
+  ): Promise<StreamOrder> {
+    let file: StoreFile | null = null;
+    let existed = false;
+    const path = dir === null ? null : `${dir}/${ORDER_FILE}`;
+    if (path !== null) {
+      try {
+        file = await nodeFs.open(path, "existing");
+        existed = true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        file = await nodeFs.open(path, "create");
+        await nodeFs.syncDir(dir!);
+      }
+    }
+    const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
+    if (existed) await order.load();
+    if (order.entries === 0) {
+      // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
+      const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
+      if (last > 0) order.addRun(0, 1, last);
+      await order.flush();
+    }
+    order.catchUp();
+    await order.flush();
+    return order;
+  }
+
+  /**
+   * Reads the runs back a page at a time (older pages leave memory as the
+   * read goes on); a torn last run (a crash mid-write) is cut off.
+   */
+  private async load(): Promise<void> {
+    const file = this.file!;
+    const size = await file.size();
+    const buf = Buffer.allocUnsafe(PAGE * ENTRY);
+    let pos = 0;
+    let torn = false;
+    while (pos < size && !torn) {
+      const want = Math.min(buf.length, size - pos);
+      let got = 0;
+      while (got < want) {
+        const r = await file.read(buf, got, want - got, pos + got);
+        if (r <= 0) break;
+        got += r;
+      }
+      const n = Math.floor(got / ENTRY);
+      let i = 0;
+      for (; i < n; i++) {
+        const at = i * ENTRY;
+        if (crc32c(buf, at, at + 24) !== buf.readUInt32LE(at + 24)) break;
+        this.pushRun(readU64(buf, at), buf.readUInt32LE(at + 16), readU64(buf, at + 8), buf.readUInt32LE(at + 20));
+      }
+      this.durableEntries = this.entries;
+      pos += i * ENTRY;
+      torn = i < n || got < want || n * ENTRY !== got;
+    }
+    if (pos !== size) {
+      await file.truncate(pos);
+      await file.datasync();
+    }
+    this.durableNext = this.nextSeq;
+    for (let p = 0; p < this.high.length; p++) this.durableHigh[p] = this.high[p];
+    for (const page of this.pages) if (page !== this.pages[this.pages.length - 1]) page.runs = null;
+    // A partition that lost its tail (a sync policy other than always) must not hand out the sequences a run names again.
+    for (let p = 0; p < this.partitions.length; p++) {
+      const h = this.high[p] ?? 0;
+      if (this.partitions[p].state().lastSeq < h) await this.partitions[p].purge({ upTo: h + 1 });
+    }
+  }
+
+  private pushRun(streamFirst: number, partition: number, partFirst: number, count: number): void {
+    let page = this.pages[this.pages.length - 1];
+    if (page === undefined || page.n === PAGE) {
+      if (page !== undefined) this.cache(page);
+      page = { first: streamFirst, n: 0, start: this.high.slice(), runs: new Float64Array(PAGE * 4), index: this.pages.length };
+      this.pages.push(page);
+    }
+    const r = page.runs!;
+    const at = page.n * 4;
+    r[at] = streamFirst;
+    r[at + 1] = partition;
+    r[at + 2] = partFirst;
+    r[at + 3] = count;
+    page.n++;
+    this.entries++;
+    while (this.high.length <= partition) this.high.push(0);
+    this.high[partition] = partFirst + count - 1;
+    this.nextSeq = streamFirst + count;
+  }
+
+  private addRun(partition: number, partFirst: number, count: number): void {
+    const b = Buffer.alloc(ENTRY);
+    writeU64(b, 0, this.nextSeq);
+    writeU64(b, 8, partFirst);
+    b.writeUInt32LE(partition, 16);
+    b.writeUInt32LE(count, 20);
+    b.writeUInt32LE(crc32c(b, 0, 24), 24);
+    this.pendingBytes.push(b);
+    this.pushRun(this.nextSeq, partition, partFirst, count);
+  }
+
+  /** Partitions stored more (or readers may see more): runs for it are made on the next turn. */
+  landed(): void {
+    if (this.catchUpQueued || this.closed) return;
+    this.catchUpQueued = true;
+    setImmediate(() => {
+      this.catchUpQueued = false;
+      this.catchUp();
+      void this.flush();
+    });
+  }
+
+  /** Hands out stream sequences to what every partition stored and readers may see, partition by partition. */
+  private catchUp(): void {
+    if (this.failed !== null || this.closed) return;
+    const v = this.visibility();
+    for (let p = 0; p < this.partitions.length; p++) {
+      const last = Math.min(this.partitions[p].state().lastSeq, v?.stableSeq(p) ?? Infinity);
+      const from = (this.high[p] ?? 0) + 1;
+      // Runs are at most 2^32 - 1 long (their count is a u32).
+      for (let at = from; at <= last; at += 0xffff_ffff) this.addRun(p, at, Math.min(0xffff_ffff, last - at + 1));
+    }
+  }
+
+  /** Writes and syncs what was handed out; resolves once it is durable (or failed). */
+  flush(): Promise<void> {
+    if (this.pendingBytes.length === 0 && !this.writing) return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    if (!this.writing) void this.writeLoop();
+    return done;
+  }
+
+  private async writeLoop(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.pendingBytes.length > 0 && this.failed === null) {
+        const bufs = this.pendingBytes;
+        this.pendingBytes = [];
+        const entries = this.durableEntries + bufs.length;
+        const next = this.nextAt(entries);
+        const high = this.highAt(entries);
+        if (this.file !== null) {
+          const bytes = bufs.length === 1 ? bufs[0] : Buffer.concat(bufs);
+          try {
+            await writeFully(this.file, bytes, this.durableEntries * ENTRY);
+            await this.file.datasync();
+          } catch (err) {
+            // Sticky, as the store's: no sync is retried on this file; readers stop at what is durable.
+            this.failed = err as Error;
+            this.onError(new Error(`${this.path}: ${(err as Error).message}; the stream's order takes no more runs until it is reopened`));
+            break;
+          }
+        } else {
+          await Promise.resolve();
+        }
+        this.durableEntries = entries;
+        this.durableNext = next;
+        for (let p = 0; p < high.length; p++) this.durableHigh[p] = high[p];
+        this.onDurable();
+      }
+    } finally {
+      this.writing = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** The next stream sequence after the first `entries` runs. */
+  private nextAt(entries: number): number {
+    if (entries === 0) return 1;
+    const r = this.run(entries - 1);
+    return r[0] + r[3];
+  }
+
+  /** Per partition, the last sequence mapped by the first `entries` runs. */
+  private highAt(entries: number): number[] {
+    if (entries === this.entries) return this.high.slice();
+    const page = this.pages[Math.floor((entries - 1) / PAGE)];
+    const out = page.start.slice();
+    const runs = this.runsOf(page);
+    const n = entries - page.index * PAGE;
+    for (let i = 0; i < n; i++) {
+      const p = runs[i * 4 + 1];
+      while (out.length <= p) out.push(0);
+      out[p] = runs[i * 4 + 2] + runs[i * 4 + 3] - 1;
+    }
+    return out;
+  }
+
+  // ---- pages ----
+
+  private cache(page: Page): void {
+    const i = this.cached.indexOf(page);
+    if (i >= 0) this.cached.splice(i, 1);
+    this.cached.push(page);
+    while (this.cached.length > CACHED_PAGES) {
+      const old = this.cached.shift()!;
+      if (old !== this.pages[this.pages.length - 1] && this.path !== null && (old.index + 1) * PAGE <= this.durableEntries) old.runs = null;
+    }
+  }
+
+  private runsOf(page: Page): Float64Array {
+    if (page.runs !== null) {
+      if (page !== this.pages[this.pages.length - 1]) this.cache(page);
+      return page.runs;
+    }
+    const bytes = nodeFs.readSync(this.path!, page.index * PAGE * ENTRY, page.n * ENTRY);
+    if (bytes === null) throw new Error(`${this.path}: shorter than the runs it held`);
+    const runs = new Float64Array(page.n * 4);
+    for (let i = 0; i < page.n; i++) {
+      const at = i * ENTRY;
+      runs[i * 4] = readU64(bytes, at);
+      runs[i * 4 + 1] = bytes.readUInt32LE(at + 16);
+      runs[i * 4 + 2] = readU64(bytes, at + 8);
+      runs[i * 4 + 3] = bytes.readUInt32LE(at + 20);
+    }
+    page.runs = runs;
+    this.cache(page);
+    return runs;
+  }
+
+  /** Run `i` as [stream first, partition, partition first, count]. */
+  private run(i: number): Float64Array {
+    const page = this.pages[Math.floor(i / PAGE)];
+    const at = (i - page.index * PAGE) * 4;
+    return this.runsOf(page).subarray(at, at + 4);
+  }
+
+  /** The index of the durable run holding stream sequence `seq`, or -1. */
+  private runAt(seq: number): number {
+    if (seq < 1 || seq >= this.durableNext) return -1;
+    let lo = 0;
+    let hi = this.pages.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (this.pages[mid].first <= seq) lo = mid;
+      else hi = mid - 1;
+    }
+    const page = this.pages[lo];
+    const runs = this.runsOf(page);
+    let a = 0;
+    let b = page.n - 1;
+    while (a < b) {
+      const mid = (a + b + 1) >>> 1;
+      if (runs[mid * 4] <= seq) a = mid;
+      else b = mid - 1;
+    }
+    return page.index * PAGE + a;
+  }
+
+  /** Where stream sequence `seq` is stored: [partition, partition sequence], or null. */
+  locate(seq: number): [number, number] | null {
+    const i = this.runAt(seq);
+    if (i < 0) return null;
+    const r = this.run(i);
+    return [r[1], r[2] + (seq - r[0])];
+  }
+
+  /** The last sequence of `partition` whose stream sequence is at most `seq` (0: none). */
+  position(partition: number, seq: number): number {
+    if (seq >= this.durableNext - 1) return this.durableHigh[partition] ?? 0;
+    const i = this.runAt(seq);
+    if (i < 0) return 0;
+    const page = this.pages[Math.floor(i / PAGE)];
+    let pos = page.start[partition] ?? 0;
+    const runs = this.runsOf(page);
+    for (let j = 0; j <= i - page.index * PAGE; j++) {
+      if (runs[j * 4 + 1] !== partition) continue;
+      pos = Math.min(runs[j * 4 + 2] + runs[j * 4 + 3] - 1, runs[j * 4 + 2] + (seq - runs[j * 4]));
+    }
+    return pos;
+  }
+
+  /** The stream sequence of `partition`'s sequence `pseq`, or of the next one mapped after it; 0 if none is (yet). */
+  streamSeqOf(partition: number, pseq: number): number {
+    if (pseq > (this.durableHigh[partition] ?? 0)) return 0;
+    // The last page that starts before pseq holds it (or the run after it).
+    let lo = 0;
+    let hi = this.pages.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if ((this.pages[mid].start[partition] ?? 0) < pseq) lo = mid;
+      else hi = mid - 1;
+    }
+    for (let pi = lo; pi < this.pages.length; pi++) {
+      const page = this.pages[pi];
+      const runs = this.runsOf(page);
+      const n = Math.min(page.n, this.durableEntries - page.index * PAGE);
+      for (let j = 0; j < n; j++) {
+        if (runs[j * 4 + 1] !== partition) continue;
+        const first = runs[j * 4 + 2];
+        const last = first + runs[j * 4 + 3] - 1;
+        if (last < pseq) continue;
+        return runs[j * 4] + Math.max(0, pseq - first);
+      }
+    }
+    return 0;
+  }
+
+  /** The first stream sequence whose message is still stored (moving the head past runs every partition dropped). */
+  firstSeq(): number {
+    const total = this.durableEntries;
+    while (this.headPage * PAGE + this.headRun < total) {
+      const r = this.run(this.headPage * PAGE + this.headRun);
+      const first = this.partitions[r[1]].state().firstSeq;
+      const last = r[2] + r[3] - 1;
+      if (first <= last) return r[0] + Math.max(0, first - r[2]);
+      if (++this.headRun === PAGE) {
+        this.headRun = 0;
+        this.headPage++;
+      }
+    }
+    return this.durableNext;
+  }
+
+  /**
+   * Messages from stream sequence `from` on, in stream order, as a
+   * partition's scan: each partition read once per window of runs, the
+   * messages renumbered with their stream sequences, hidden ones skipped.
+   */
+  async scan(from: number, opts: ScanOptions = {}): Promise<StoredMessage[]> {
+    const max = opts.maxMessages ?? 256;
+    const maxBytes = opts.maxBytes ?? Infinity;
+    const v = this.visibility();
+    from = Math.max(from, this.firstSeq());
+    while (from < this.durableNext) {
+      const first = this.runAt(from);
+      const windowEnd = Math.min(this.durableNext, from + WINDOW_SEQS);
+      // Per partition the span of sequences the window's runs cover.
+      const lo = new Map<number, number>();
+      const hi = new Map<number, number>();
+      let last = first;
+      for (let i = first; i < this.durableEntries; i++) {
+        const r = this.run(i);
+        if (r[0] >= windowEnd) break;
+        last = i;
+        const a = r[2] + Math.max(0, from - r[0]);
+        const b = r[2] + r[3] - 1;
+        if (!lo.has(r[1])) lo.set(r[1], a);
+        hi.set(r[1], b);
+      }
+      // A partition's read covers its span unless it stopped short (a limit, or the log's bounded window): then only up to where it stopped.
+      const got = new Map<number, StoredMessage[]>();
+      const complete = new Map<number, number>();
+      for (const [p, a] of lo) {
+        const b = hi.get(p)!;
+        const log = this.partitions[p];
+        const batch = await log.scan(Math.max(a, log.state().firstSeq), { filter: opts.filter, maxMessages: max, maxBytes: opts.maxBytes });
+        got.set(p, batch);
+        complete.set(p, batch.length === 0 ? b : Math.min(b, batch[batch.length - 1].seq));
+      }
+      const out: StoredMessage[] = [];
+      const at = new Map<number, number>();
+      let bytes = 0;
+      let reached = from - 1;
+      for (let i = first; i <= last; i++) {
+        const r = this.run(i);
+        const p = r[1];
+        const batch = got.get(p)!;
+        let k = at.get(p) ?? 0;
+        const runLast = r[2] + r[3] - 1;
+        const upTo = Math.min(runLast, complete.get(p)!);
+        let full = false;
+        while (k < batch.length && batch[k].seq <= upTo) {
+          const m = batch[k++];
+          if (m.seq < r[2]) continue;
+          const seq = r[0] + (m.seq - r[2]);
+          if (seq < from) continue;
+          if (v !== null && v.hidden(p, m.seq)) continue;
+          out.push({ ...m, seq });
+          bytes += m.data.length + (m.headers?.length ?? 0) + m.subject.length;
+          if (out.length >= max || bytes >= maxBytes) {
+            full = true;
+            break;
+          }
+        }
+        at.set(p, k);
+        if (full) return out;
+        if (upTo < runLast) {
+          // This partition's read stopped inside the run: everything before its stopping point has been looked at.
+          if (upTo >= r[2]) reached = Math.max(reached, r[0] + (upTo - r[2]));
+          break;
+        }
+        reached = runLast - r[2] + r[0];
+      }
+      if (out.length > 0) return out;
+      if (reached < from) break;
+      from = reached + 1;
+    }
+    return [];
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+    await this.file?.close();
+  }
+
+  /** A view of the partitions in stream sequences, with MessageLog's read methods (what JetStream readers use). */
+  view(): MergedLog {
+    return new MergedLog(this, this.partitions, this.visibility);
+  }
+}
+
+/**
+ * The partitions of a stream seen through its order: JetStream's reads by
+ * stream sequence. Writes go to partitions, never through here.
+ */
+export class MergedLog {
+  constructor(
+    readonly order: StreamOrder,
+    private readonly partitions: MessageLog[],
+    private readonly visibility: () => Visibility | null,
+  ) {}
+
+  private renumber(m: StoredMessage | null, seq: number): StoredMessage | null {
+    return m === null ? null : { ...m, seq };
+  }
+
+  async get(seq: number): Promise<StoredMessage | null> {
+    const at = this.order.locate(seq);
+    if (at === null) return null;
+    if (this.visibility()?.hidden(at[0], at[1]) === true) return null;
+    return this.renumber(await this.partitions[at[0]].get(at[1]), seq);
+  }
+
+  scan(from: number, opts?: ScanOptions): Promise<StoredMessage[]> {
+    return this.order.scan(from, opts);
+  }
+
+  /** Whether stream sequence `seq` names a record still stored in its partition. */
+  has(seq: number): boolean {
+    const at = this.order.locate(seq);
+    return at !== null && this.partitions[at[0]].has(at[1]);
+  }
+
+  async next(after: number, filter?: string): Promise<StoredMessage | null> {
+    return (await this.order.scan(after + 1, { filter, maxMessages: 1 }))[0] ?? null;
+  }
+
+  async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
+    let best = 0;
+    for (let p = 0; p < this.partitions.length; p++) {
+      const m = await this.partitions[p].firstAtOrAfter(time);
+      if (m === null) continue;
+      const s = this.order.streamSeqOf(p, m.seq);
+      if (s > 0 && (best === 0 || s < best)) best = s;
+    }
+    return best === 0 ? null : this.next(best - 1);
+  }
+
+  /** The newest stream sequence of `subject` (literal) that has one, or 0. */
+  lastSeqOf(subject: string): number {
+    let best = 0;
+    for (let p = 0; p < this.partitions.length; p++) {
+      const pseq = Math.min(this.partitions[p].lastSeqOf(subject), this.order.position(p, Infinity));
+      if (pseq > 0) best = Math.max(best, this.order.streamSeqOf(p, pseq));
+    }
+    return best;
+  }
+
+  async lastBySubject(subject: string): Promise<StoredMessage | null> {
+    const seqs = this.lastPerSubject(subject);
+    for (let i = seqs.length - 1; i >= 0; i--) {
+      const m = await this.get(seqs[i]);
+      if (m !== null) return m;
+    }
+    return null;
+  }
+
+  lastPerSubject(filter?: string): number[] {
+    const out: number[] = [];
+    for (const subject of this.subjectCounts(filter).keys()) {
+      const s = this.lastSeqOf(subject);
+      if (s > 0) out.push(s);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  subjectCounts(filter?: string): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const log of this.partitions) for (const [s, n] of log.subjectCounts(filter)) out.set(s, (out.get(s) ?? 0) + n);
+    return out;
+  }
+
+  subjectCount(subject: string): number {
+    let n = 0;
+    for (const log of this.partitions) n += log.subjectCount(subject);
+    return n;
+  }
+
+  get removals(): number {
+    let n = 0;
+    for (const log of this.partitions) n += log.removals;
+    return n;
+  }
+
+  /**
+   * Stored messages after stream sequence `after` that readers may see: per
+   * partition, the count between its position at `after` and its last
+   * sequence with a durable run, less hidden ranges.
+   */
+  pendingAfter(after: number, filter?: string): number {
+    const v = this.visibility();
+    let n = 0;
+    for (let p = 0; p < this.partitions.length; p++) {
+      const log = this.partitions[p];
+      const from = this.order.position(p, after);
+      const upTo = this.order.position(p, Infinity);
+      if (upTo <= from) continue;
+      n += log.pendingAfter(from, filter) - log.pendingAfter(upTo, filter);
+      if (v !== null) for (const [a, b] of v.hiddenIn(p, from, upTo)) n -= log.pendingAfter(a - 1, filter) - log.pendingAfter(b, filter);
+    }
+    return n;
+  }
+
+  /** No list of gaps across partitions: num_deleted has the count. */
+  deletedSequences(): number[] {
+    return [];
+  }
+
+  async delete(seq: number): Promise<boolean> {
+    const at = this.order.locate(seq);
+    if (at === null) return false;
+    return this.partitions[at[0]].delete(at[1]);
+  }
+
+  /**
+   * A purge in stream sequences: below `upTo` (each partition below its
+   * position there), by subject, or both. `keep` counts across partitions
+   * and is refused (no partition can tell which of its messages are the
+   * stream's newest N).
+   */
+  async purge(opts: PurgeOptions = {}): Promise<number> {
+    if (opts.keep !== undefined) throw new Error("purge with keep is not supported on a stream with several partitions");
+    let n = 0;
+    for (let p = 0; p < this.partitions.length; p++) {
+      const o: PurgeOptions = { filter: opts.filter };
+      if (opts.upTo !== undefined) {
+        const below = this.order.position(p, opts.upTo - 1) + 1;
+        if (below <= 1) continue;
+        o.upTo = below;
+      } else {
+        // Only what has a stream sequence: a record still waiting for one (an open transaction's) stays.
+        o.upTo = this.order.position(p, Infinity) + 1;
+      }
+      n += await this.partitions[p].purge(o);
+    }
+    return n;
+  }
+
+  /**
+   * The stream's state in stream sequences: first and last of the order,
+   * messages, bytes and subjects over every partition, damage as the
+   * partitions report it (their lost ranges are in partition sequences).
+   */
+  state(): LogState {
+    const last = this.order.durableNext - 1;
+    const first = this.order.firstSeq();
+    let messages = 0;
+    let bytes = 0;
+    let error: string | null = null;
+    const corrupt: LogState["corrupt"] = [];
+    const lost: LogState["lost"] = [];
+    for (const log of this.partitions) {
+      const st = log.state();
+      messages += st.messages;
+      bytes += st.bytes;
+      error ??= st.error;
+      corrupt.push(...st.corrupt);
+      lost.push(...st.lost);
+    }
+    const subjects = this.subjectCounts().size;
+    const span = last >= first ? last - first + 1 : 0;
+    return { firstSeq: first, lastSeq: last, messages, bytes, subjects, deleted: Math.max(0, span - messages), corrupt, lost, error };
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * The stream order on its own (stream-order.ts): tens of thousands of
+ * one-record runs over three partitions, so that most pages of runs live
+ * only in order.map; reads by stream sequence against a plain model, a
+ * reopen, a torn last run, a partition purged below the others, and a
+ * partition held back by the door's stable sequence.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, appendFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { MemoryLog } from "../src/store/memory-log.js";
+import { appendAsync } from "../src/store/log.js";
+import { ORDER_FILE, StreamOrder } from "../src/streams/stream-order.js";
+import type { Visibility } from "../src/streams/visibility.js";
+
+describe("stream order", () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "nagare-order-"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("one-record runs over three partitions: reads by stream sequence, paged, across a reopen and a torn run", async () => {
+    const parts = [new MemoryLog(), new MemoryLog(), new MemoryLog()];
+    const open = (): Promise<StreamOrder> => StreamOrder.open(dir, parts, () => null, () => undefined, (err) => assert.fail(err.message));
+    let order = await open();
+    // model[streamSeq - 1] = value; a run per record, partitions in a pattern that is not round robin.
+    const model: string[] = [];
+    const N = 40_000;
+    for (let i = 0; i < N; i++) {
+      const p = (i * 7 + (i >> 3)) % 3;
+      const value = `r${i}`;
+      await appendAsync(parts[p], { subject: `s.${i % 5}`, data: Buffer.from(value) });
+      (order as unknown as { catchUp(): void }).catchUp();
+      model.push(value);
+    }
+    await order.flush();
+    assert.equal(statSync(join(dir, ORDER_FILE)).size, N * 32, "one 32-byte run per record");
+    const inMemory = (o: StreamOrder): number => (o as unknown as { pages: Array<{ runs: unknown }> }).pages.filter((p) => p.runs !== null).length;
+
+    const check = async (o: StreamOrder): Promise<void> => {
+      const view = o.view();
+      assert.equal(view.state().lastSeq, N);
+      assert.equal(view.state().messages, N);
+      for (const seq of [1, 2, 4095, 4096, 4097, 12_345, 30_000, N]) assert.equal((await view.get(seq))?.data.toString(), model[seq - 1], `seq ${seq}`);
+      // A whole read, window by window, as a consumer reads.
+      let from = 1;
+      let read = 0;
+      for (;;) {
+        const batch = await view.scan(from, { maxMessages: 1000 });
+        if (batch.length === 0) break;
+        for (const m of batch) {
+          assert.equal(m.data.toString(), model[m.seq - 1]);
+          read++;
+        }
+        from = batch[batch.length - 1].seq + 1;
+      }
+      assert.equal(read, N);
+      // A filtered read and the pending count agree with the model.
+      const wanted = model.filter((_, i) => i % 5 === 3).length;
+      assert.equal(view.pendingAfter(0, "s.3"), wanted);
+      assert.equal(view.pendingAfter(N / 2, "s.3"), model.filter((_, i) => i >= N / 2 && i % 5 === 3).length);
+      const filtered = await view.scan(20_001, { filter: "s.3", maxMessages: 3 });
+      assert.deepEqual(
+        filtered.map((m) => m.seq),
+        [20_004, 20_009, 20_014],
+      );
+      // Most pages are on disk only: memory does not grow with the runs.
+      assert.ok(inMemory(o) <= 9, `${inMemory(o)} pages in memory`);
+    };
+    await check(order);
+    await order.close();
+
+    // A crash mid-write leaves a torn run: cut off at open, the rest read back.
+    appendFileSync(join(dir, ORDER_FILE), Buffer.alloc(20, 7));
+    order = await open();
+    assert.equal(statSync(join(dir, ORDER_FILE)).size % 32, 0);
+    await check(order);
+
+    // Records stored and not yet in a run (a crash before the order's sync) get runs at the next open.
+    await appendAsync(parts[1], { subject: "s.x", data: Buffer.from("late") });
+    await order.close();
+    order = await open();
+    assert.equal((await order.view().get(N + 1))?.data.toString(), "late");
+
+    // A partition purged ahead of the others: the first stream sequence is the oldest record still stored anywhere.
+    await parts[0].purge({});
+    await parts[2].purge({});
+    const firstOfP1 = order.streamSeqOf(1, parts[1].state().firstSeq);
+    assert.equal(order.view().state().firstSeq, firstOfP1);
+    await order.close();
+  });
+
+  test("a partition held back by the door's stable sequence holds back only itself", async () => {
+    const sub = mkdtempSync(join(dir, "stable-"));
+    const parts = [new MemoryLog(), new MemoryLog()];
+    let stable1 = 1;
+    const v: Visibility = {
+      stableSeq: (p) => (p === 1 ? stable1 : Infinity),
+      hidden: (p, seq) => p === 1 && seq === 3,
+      hiddenIn: (p, after, upTo) => (p === 1 && after < 3 && upTo >= 3 ? [[3, 3]] : []),
+    };
+    const order = await StreamOrder.open(sub, parts, () => v, () => undefined, (err) => assert.fail(err.message));
+    for (const [p, value] of [[1, "a1"], [1, "open"], [1, "marker"], [0, "b1"], [0, "b2"]] as const) {
+      await appendAsync(parts[p], { subject: "x", data: Buffer.from(value) });
+    }
+    order.landed();
+    await new Promise((r) => setImmediate(r));
+    await order.flush();
+    const view = order.view();
+    const values = async (): Promise<string[]> => (await view.scan(1, {})).map((m) => m.data.toString());
+    // One catch-up hands out sequences partition by partition.
+    assert.deepEqual(await values(), ["b1", "b2", "a1"]);
+    assert.equal(view.pendingAfter(0), 3);
+    // The transaction ends: its record follows in stream order, its marker stays hidden.
+    stable1 = Infinity;
+    order.landed();
+    await new Promise((r) => setImmediate(r));
+    await order.flush();
+    assert.deepEqual(await values(), ["b1", "b2", "a1", "open"]);
+    assert.equal(view.pendingAfter(0), 4);
+    assert.equal(await view.get(5), null, "the marker's stream sequence reads as no message");
+    await order.close();
+  });
+});
