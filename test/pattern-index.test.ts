@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { PatternIndex } from "../src/subjects/pattern-index.js";
-import { subjectsIntersect } from "../src/streams/config.js";
+import { subjectsIntersect } from "../src/subjects/subject.js";
 import { rng } from "./helpers/random.js";
 
 function pattern(r: () => number): string {

@@ -6,7 +6,7 @@
  * back what it was given (ordered consumers do).
  */
 
-import { isValidSubscribeSubject, subjectMatches } from "../subjects/subject.js";
+import { isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { SubjectTransform, TransformError } from "../subjects/transform.js";
 import { ApiError, Errors } from "./errors.js";
 
@@ -568,19 +568,6 @@ export function consumerUpdateError(old: ConsumerConfig, next: ConsumerConfig): 
   }
   if (isPush(old) !== isPush(next)) return new ApiError(500, 10012, "can not update push consumer to pull based");
   return null;
-}
-
-/** Whether some subject could match both patterns. */
-export function subjectsIntersect(a: string, b: string): boolean {
-  const ta = a.split(".");
-  const tb = b.split(".");
-  const n = Math.min(ta.length, tb.length);
-  for (let i = 0; i < n; i++) {
-    if (ta[i] === ">" || tb[i] === ">") return true;
-    if (ta[i] === "*" || tb[i] === "*") continue;
-    if (ta[i] !== tb[i]) return false;
-  }
-  return ta.length === tb.length;
 }
 
 export function sameJson(a: unknown, b: unknown): boolean {

@@ -20,7 +20,7 @@ import type { Logger } from "../util/log.js";
 import { goDuration } from "../util/duration.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
-import { subjectMatches } from "../subjects/subject.js";
+import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
@@ -37,7 +37,6 @@ import {
   normalizeStreamConfig,
   sameJson,
   streamUpdateError,
-  subjectsIntersect,
   unsupportedStreamFeature,
   type ConsumerConfig,
   type StreamConfig,

@@ -86,6 +86,19 @@ export function subjectMatches(filter: string, subject: string): boolean {
   return f.length === s.length;
 }
 
+/** Whether some subject could match both patterns. */
+export function subjectsIntersect(a: string, b: string): boolean {
+  const ta = a.split(".");
+  const tb = b.split(".");
+  const n = Math.min(ta.length, tb.length);
+  for (let i = 0; i < n; i++) {
+    if (ta[i] === ">" || tb[i] === ">") return true;
+    if (ta[i] === "*" || tb[i] === "*") continue;
+    if (ta[i] !== tb[i]) return false;
+  }
+  return ta.length === tb.length;
+}
+
 /** A queue group name: non-empty, no whitespace. */
 export function isValidQueueName(q: string): boolean {
   if (q.length === 0) return false;
