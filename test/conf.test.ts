@@ -486,7 +486,7 @@ cluster { port: -1 }
 websocket { port: -1 }
 leafnodes {}
 accounts {}
-  authorization { token: t }
+  authorization { token: t, default_permissions: {} }
 `,
           { env: {}, file: "n.conf" },
         ),
@@ -502,7 +502,7 @@ accounts {}
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
       "n.conf:8:1: accounts: accounts are not supported yet (nagare will not start without it)",
-      "n.conf:9:3: authorization: authorization is not supported yet (nagare will not start without it)",
+      "n.conf:9:29: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)",
     ],
   );
   assert.equal(e.line, 2, "the error's own position is the first problem's");
@@ -705,7 +705,7 @@ test("flags: errors name the flag", () => {
   assert.throws(() => parseServerArgs(["--max_payload=5"]), /unknown flag: --max_payload/);
   assert.throws(() => parseServerArgs(["-ms", "8443"]), /-ms: TLS is not supported yet/);
   assert.throws(() => parseServerArgs(["--https_port=8443"]), /--https_port: TLS is not supported yet/);
-  assert.throws(() => parseServerArgs(["--user", "a"]), /--user: authorization is not supported yet/);
+  assert.throws(() => parseServerArgs(["--ocsp"]), /unknown flag: --ocsp/);
   assert.throws(() => parseServerArgs(["-p"]), /flag -p needs a value/);
   assert.throws(() => parseServerArgs(["-p", "abc"]), /flag -p: invalid port "abc"/);
   assert.throws(() => parseServerArgs(["--port=99999"]), /out of range/);
@@ -796,14 +796,14 @@ test("nagare: a configuration asking for what nagare lacks does not start, whate
   const dir = tempDir();
   try {
     const file = join(dir, "auth.conf");
-    writeFileSync(file, `port: -1\nauthorization {\n  user: a\n  password: b\n}\ntls { cert_file: c }\n`);
+    writeFileSync(file, `port: -1\nauthorization {\n  user: a\n  password: b\n  default_permissions: {}\n}\ntls { cert_file: c }\n`);
     const r = await run(["-c", file], { until: /Server is ready/ });
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
-      `nagare server: ${file}:2:1: authorization: authorization is not supported yet (nagare will not start without it)\n` +
-        `nagare server: ${file}:6:1: tls: needs key_file: the private key of cert_file\n` +
-        `nagare server: ${file}:6:7: tls.cert_file: cannot read "c": ENOENT\n`,
+      `nagare server: ${file}:5:3: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)\n` +
+        `nagare server: ${file}:7:1: tls: needs key_file: the private key of cert_file\n` +
+        `nagare server: ${file}:7:7: tls.cert_file: cannot read "c": ENOENT\n`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

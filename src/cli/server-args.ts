@@ -78,6 +78,14 @@ bool(["tlsverify"], (r, v) => tlsFlag(r, { verify: v }));
 value(["tlscert"], (r, v, f) => tlsFlag(r, { certFile: nonEmpty(v, f, "a certificate file") }));
 value(["tlskey"], (r, v, f) => tlsFlag(r, { keyFile: nonEmpty(v, f, "a key file") }));
 value(["tlscacert"], (r, v, f) => tlsFlag(r, { caFile: nonEmpty(v, f, "a CA certificate file") }));
+/** `--auth <token>`, or `--user` and `--pass`: one credential for every client, as nats-server's flags. */
+value(["auth"], (r, v, f) => (r.options.authorization = { token: nonEmpty(v, f, "a token") }));
+function flagUser(r: ServerArgs, set: { user?: string; password?: string }): void {
+  const prev = r.options.authorization?.users?.[0] ?? {};
+  r.options.authorization = { users: [{ ...prev, ...set }] };
+}
+value(["user"], (r, v, f) => flagUser(r, { user: nonEmpty(v, f, "a user name") }));
+value(["pass"], (r, v, f) => flagUser(r, { password: nonEmpty(v, f, "a password") }));
 value(["max_traced_msg_len"], (r, v, f) => {
   if (!/^\d+$/.test(v) || Number(v) > 2 ** 31 - 1) throw new Error(`flag ${f}: expected a length in bytes (0 for no limit), got ${JSON.stringify(v)}`);
   r.options.maxTracedMsgLen = Number(v);
@@ -88,9 +96,6 @@ const UNSUPPORTED: Record<string, string> = {
   ms: "TLS is not supported yet (monitoring over https)",
   https_port: "TLS is not supported yet (monitoring over https)",
   help_tls: "TLS is not supported yet",
-  user: "authorization is not supported yet",
-  pass: "authorization is not supported yet",
-  auth: "authorization is not supported yet",
   routes: "clustering is not supported yet",
   cluster: "clustering is not supported yet",
   cluster_name: "clustering is not supported yet",

@@ -31,6 +31,8 @@ export interface ConnectionInfo {
   name?: string;
   lang?: string;
   version?: string;
+  /** The user the connection authenticated as (nats-server shows it with `?auth=1`). */
+  authorized_user?: string;
   subscriptions_list?: string[];
 }
 

@@ -1,4 +1,5 @@
 import { didYouMean } from "../util/closest.js";
+import type { AuthOptions, Permissions, SubjectRules, UserOptions } from "./auth.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -49,6 +50,8 @@ export interface ServerOptions {
   kafka?: KafkaListenerOptions;
   /** TLS for NATS client connections (nats-server's `tls {}`): every client must use it. */
   tls?: TlsOptions;
+  /** Who may connect and what they may do (nats-server's `authorization {}`). */
+  authorization?: AuthOptions;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -130,6 +133,7 @@ export interface ResolvedOptions {
   syncInterval: "always" | number;
   kafka: KafkaListenerOptions | undefined;
   tls: TlsOptions | undefined;
+  authorization: AuthOptions | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -191,6 +195,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     storeDir: o.storeDir,
     syncInterval: pick(o.syncInterval, "always"),
     kafka: o.kafka,
+    authorization: o.authorization,
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
@@ -270,6 +275,55 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   },
 };
 
+const subjects = (v: unknown, n: string): void => {
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of subjects");
+};
+const RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects, deny: subjects };
+const PERMISSIONS_CHECKS: Record<keyof Permissions, Check> = {
+  publish: (v, n) => checkObject(v, n, RULES_CHECKS),
+  subscribe: (v, n) => checkObject(v, n, RULES_CHECKS),
+};
+const USER_CHECKS: Record<keyof UserOptions, Check> = {
+  user: text,
+  password: text,
+  nkey: (v, n) => {
+    if (typeof v !== "string" || !/^U[A-Z2-7]{55}$/.test(v)) fail(n, v, "an NKey user's public key (U followed by 55 base32 characters)");
+  },
+  permissions: (v, n) => checkObject(v, n, PERMISSIONS_CHECKS),
+};
+const AUTH_CHECKS: Record<keyof AuthOptions, Check> = {
+  token: text,
+  users: (v, n) => {
+    if (!Array.isArray(v)) fail(n, v, "an array of users");
+    v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
+  },
+  noAuthUser: text,
+};
+
+function checkObject(v: unknown, n: string, checks: Record<string, Check>): void {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
+  checkKeys(v as Record<string, unknown>, checks, `${n}.`);
+}
+
+/** Authorization that could let in someone it should not is refused: ambiguous users, a token beside users, a no_auth_user nobody is. */
+function checkAuthorization(v: unknown, n: string): void {
+  checkObject(v, n, AUTH_CHECKS);
+  const a = v as AuthOptions;
+  const users = a.users ?? [];
+  if (a.token !== undefined && users.length > 0) throw new OptionsError(`option ${n}: a token and users cannot be used together`);
+  if (a.token === undefined && users.length === 0) throw new OptionsError(`option ${n} needs a token or users`);
+  const names = new Set<string>();
+  for (const [i, u] of users.entries()) {
+    if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`option ${n}.users[${i}] needs a user name or an nkey, not both`);
+    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`option ${n}.users[${i}] (${u.user}) needs a password`);
+    if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`option ${n}.users[${i}]: an nkey user has no password`);
+    const key = u.user ?? u.nkey!;
+    if (names.has(key)) throw new OptionsError(`option ${n}: user ${key} is given twice`);
+    names.add(key);
+  }
+  if (a.noAuthUser !== undefined && !users.some((u) => u.user === a.noAuthUser)) throw new OptionsError(`option ${n}.noAuthUser: ${a.noAuthUser} is not one of the users`);
+}
+
 /** One check per option: adding a field to ServerOptions without one here does not compile. */
 const CHECKS: Record<keyof ServerOptions, Check> = {
   host: text,
@@ -307,6 +361,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
     if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
   },
+  authorization: (v, n) => checkAuthorization(v, n),
   debug: flag,
   trace: flag,
   noLog: flag,
@@ -331,6 +386,10 @@ export function checkOptions(o: ServerOptions): void {
   checkKeys(o as Record<string, unknown>, CHECKS, "");
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
+  // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
+  if (o.authorization !== undefined && o.kafka !== undefined) {
+    throw new OptionsError("authorization cannot be honoured on the Kafka listener yet (no SASL): turn the Kafka door off, or run without authorization");
+  }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.
   if (maxPayload > maxPending) {
     throw new OptionsError(`maxPayload (${maxPayload}) must not exceed maxPending (${maxPending}): no subscriber could receive such a message`);

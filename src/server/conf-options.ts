@@ -15,6 +15,7 @@
 
 import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
+import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { DEFAULTS, type ServerOptions } from "../core/options.js";
 
@@ -26,8 +27,6 @@ type Tree = Record<string, unknown>;
  * worse than not running.
  */
 const NOT_SUPPORTED: Record<string, string> = {
-  authorization: "authorization is not supported yet",
-  no_auth_user: "authorization is not supported yet",
   accounts: "accounts are not supported yet",
   system_account: "accounts are not supported yet",
   system: "accounts are not supported yet",
@@ -96,7 +95,18 @@ const TLS_NOT_SUPPORTED: Record<string, string> = {
   certs: "several certificates (SNI) are not supported yet",
 };
 
-const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = { jetstream: JETSTREAM_NOT_SUPPORTED, tls: TLS_NOT_SUPPORTED };
+/** The same inside `authorization { }`. */
+const AUTHORIZATION_NOT_SUPPORTED: Record<string, string> = {
+  default_permissions: "default permissions are not supported yet",
+  auth_callout: "auth callout is not supported yet",
+  nkeys: "an nkeys list outside users is not supported yet",
+};
+
+const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
+  jetstream: JETSTREAM_NOT_SUPPORTED,
+  tls: TLS_NOT_SUPPORTED,
+  authorization: AUTHORIZATION_NOT_SUPPORTED,
+};
 
 /**
  * Keys accepted and deliberately ignored, each because ignoring it changes
@@ -205,6 +215,19 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const tlsBlock = lookup(tree, "tls");
     if (tlsBlock) tls(o, tlsBlock, c);
+  });
+  c.attempt(() => {
+    const auth = lookup(tree, "authorization");
+    if (auth) authorization(o, auth, c);
+  });
+  c.attempt(() => {
+    const noAuthUser = lookup(tree, "no_auth_user");
+    if (noAuthUser) {
+      const name = nonEmptyStr(noAuthUser);
+      if (o.authorization === undefined) fail(noAuthUser, "needs users in an authorization block");
+      if (!(o.authorization.users ?? []).some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
+      o.authorization.noAuthUser = name;
+    }
   });
 
   c.attempt(() => {
@@ -493,6 +516,119 @@ function durationMs(e: Entry): number {
 function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
   const x = lookup(block, name);
   return x ? { ...x, key: `${parent.key}.${x.key}` } : undefined;
+}
+
+/**
+ * `authorization { token }`, `{ user, password }` or `{ users: [ { user,
+ * password | nkey, permissions } ] }`, and `timeout` (the auth timeout).
+ * Passwords may be bcrypt hashes. What could let in someone it should not
+ * (a token beside users, a user twice) stops the start.
+ */
+function authorization(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const a: NonNullable<ServerOptions["authorization"]> = {};
+  c.attempt(() => {
+    const token = sub("token");
+    if (token) a.token = nonEmptyStr(token);
+  });
+  c.attempt(() => {
+    const user = sub("user") ?? sub("username");
+    const password = sub("password") ?? sub("pass");
+    if (user === undefined && password === undefined) return;
+    if (user === undefined || password === undefined) fail(user ?? password!, "user and password go together");
+    a.users = [{ user: nonEmptyStr(user), password: nonEmptyStr(password) }];
+  });
+  c.attempt(() => {
+    const users = sub("users");
+    if (users === undefined) return;
+    if (a.users !== undefined) fail(users, "cannot be used with user and password in the same block");
+    if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
+    a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+  });
+  c.attempt(() => {
+    const timeout = sub("timeout");
+    if (timeout) {
+      const ms = durationMs(timeout);
+      if (ms > 0) o.authTimeout = ms;
+    }
+  });
+  c.attempt(() => {
+    const perms = sub("permissions");
+    if (perms) fail(perms, "permissions belong to a user (in users)");
+  });
+  if (a.token !== undefined && a.users !== undefined) fail(e, "a token and users cannot be used together");
+  if (a.token === undefined && a.users === undefined) fail(e, "needs a token, a user and password, or users");
+  o.authorization = a;
+}
+
+/** One entry of `authorization { users: [...] }`. */
+function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
+  const at: Entry = { ...parent, key: `${parent.key}[${i}]` };
+  if (!isBlock(v)) fail(at, `expected a user block, got ${describe(v)}`);
+  const sub = (name: string): Entry | undefined => inBlock(v, at, name);
+  const u: NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] = {};
+  c.attempt(() => {
+    const user = sub("user") ?? sub("username");
+    if (user) u.user = nonEmptyStr(user);
+  });
+  c.attempt(() => {
+    const password = sub("password") ?? sub("pass");
+    if (password) u.password = nonEmptyStr(password);
+  });
+  c.attempt(() => {
+    const nkey = sub("nkey");
+    if (nkey) {
+      u.nkey = nonEmptyStr(nkey);
+      if (!/^U[A-Z2-7]{55}$/.test(u.nkey)) fail(nkey, "is not an NKey user's public key (U followed by 55 base32 characters)");
+    }
+  });
+  c.attempt(() => {
+    const perms = sub("permissions");
+    if (perms) u.permissions = permissions(perms, c);
+  });
+  c.unread(v, `${at.key}.`);
+  if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
+  if (u.user !== undefined && u.password === undefined) fail(at, `user ${u.user} needs a password`);
+  return u;
+}
+
+/** `permissions { publish, subscribe }`, each a subject, a list of them, or `{ allow, deny }`. */
+function permissions(e: Entry, c: Collector): NonNullable<NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number]["permissions"]> {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const out: ReturnType<typeof permissions> = {};
+  for (const kind of ["publish", "subscribe"] as const) {
+    c.attempt(() => {
+      const r = inBlock(block, e, kind);
+      if (r) out[kind] = subjectRules(r);
+    });
+  }
+  c.attempt(() => {
+    const responses = inBlock(block, e, "allow_responses");
+    if (responses) fail(responses, "allow_responses is not supported yet (nagare will not start without it)");
+  });
+  return out;
+}
+
+function subjectRules(e: Entry): { allow?: string[]; deny?: string[] } {
+  const list = (x: Entry): string[] => {
+    const v = x.value;
+    const items = Array.isArray(v) ? v : [v];
+    return items.map((s) => {
+      if (typeof s !== "string" || !isValidSubscribeSubject(s)) fail(x, `expected subjects, got ${describe(s)}`);
+      return s;
+    });
+  };
+  if (!isBlock(e.value)) return { allow: list(e) };
+  const block = e.value;
+  const out: { allow?: string[]; deny?: string[] } = {};
+  const allow = inBlock(block, e, "allow");
+  if (allow) out.allow = list(allow);
+  const deny = inBlock(block, e, "deny");
+  if (deny) out.deny = list(deny);
+  return out;
 }
 
 /** A file path that can be read now (a certificate or key): one that cannot is an error at its place in the file. */

@@ -13,6 +13,7 @@ import { DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, typ
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
+import { Authenticator } from "../core/auth.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -55,6 +56,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
+  const auth = opts.authorization === undefined ? null : new Authenticator(opts.authorization);
   const broker = new Broker(opts, log);
 
   let jetstream: JetStream | undefined;
@@ -68,7 +70,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     jsApi = new JetStreamApi(jetstream);
   }
 
-  const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls));
+  const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {
     await listen(listener, opts.port, opts.host);
@@ -147,6 +149,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
   log.info(`Listening for client connections on ${opts.host}:${port}`);
+  if (auth !== null) log.info(`Client connections require authentication (${opts.authorization!.token !== undefined ? "token" : `${opts.authorization!.users!.length} user(s)`})`);
   if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
@@ -226,7 +229,7 @@ function loadNatsTls(t: TlsOptions): NatsTls {
   return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
-function accept(broker: Broker, socket: Socket, tls: NatsTls | null): void {
+function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: Authenticator | null): void {
   if (broker.lameDuck) {
     socket.destroy();
     return;
@@ -239,7 +242,7 @@ function accept(broker: Broker, socket: Socket, tls: NatsTls | null): void {
     setTimeout(() => socket.destroy(), 1000).unref();
     return;
   }
-  new NatsConnection(broker, broker.globalAccount, socket, tls);
+  new NatsConnection(broker, broker.globalAccount, socket, tls, auth);
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

@@ -15,11 +15,14 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
+import type { Authenticator, Identity, PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
+  /** Its subject overlaps the user's subscribe deny list: each message is checked before delivery. */
+  denyFiltered = false;
   constructor(receiver: Receiver, subject: string, queue: string | null, readonly sid: string) {
     super(receiver, subject, queue);
     this.sidBytes = Buffer.from(sid);
@@ -52,6 +55,7 @@ export const enum CloseReason {
   ReadError = "Read Error",
   WriteError = "Write Error",
   TlsHandshake = "TLS Handshake Error",
+  AuthViolation = "Authentication Failure",
 }
 
 export class NatsConnection implements Connection, Receiver, ParserHandler, Producer {
@@ -99,11 +103,22 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   /** The client's socket: the TCP socket, or TLS over it. */
   private readonly socket: Socket;
 
+  /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
+  private readonly nonce: string | null;
+  /** What the authenticated user may do; null: anything. */
+  private permissions: PermissionCheck | null = null;
+  /** The authenticated user's name ("" for a token or no authentication). */
+  private user = "";
+  /** Reads that arrived while CONNECT was being authenticated, fed once it is done. */
+  private held: Buffer[] | null = null;
+  private heldBytes = 0;
+
   constructor(
     private readonly broker: Broker,
     private readonly account: Account,
     tcp: Socket,
     tls: NatsTls | null = null,
+    private readonly auth: Authenticator | null = null,
   ) {
     const opts = broker.options;
     this.cid = broker.allocateCid();
@@ -118,7 +133,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     tcp.setNoDelay(true);
-    const info = infoLine(broker, this.cid, this.ip, false);
+    this.nonce = auth?.wantsNonce === true ? auth.nonce() : null;
+    const info = infoLine(broker, this.cid, this.ip, false, this.nonce);
     let socket: Socket = tcp;
     if (tls !== null) {
       // Clients upgrade after reading INFO in the clear, unless the handshake comes first.
@@ -141,13 +157,55 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   private readonly onData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
+    if (this.held !== null) {
+      // CONNECT is being authenticated: nothing after it runs before the answer.
+      this.heldBytes += chunk.length;
+      if (this.heldBytes > this.broker.options.maxPending) {
+        this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+        return;
+      }
+      this.held.push(chunk);
+      return;
+    }
+    this.feed(chunk);
+  };
+
+  private feed(chunk: Buffer): void {
     this.broker.beginRead(this);
     try {
-      this.parser.feed(chunk);
+      const rest = this.parser.feed(chunk);
+      if (rest >= 0 && rest < chunk.length) this.held!.push(chunk.subarray(rest));
     } finally {
       this.broker.endRead();
     }
-  };
+  }
+
+  /** CONNECT's credentials checked: the client is in (and what it sent after CONNECT is read now), or told and closed. */
+  private authenticated(identity: Identity | null): void {
+    if (this.closed) return;
+    const held = this.held ?? [];
+    this.held = null;
+    this.heldBytes = 0;
+    if (identity === null) {
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation`);
+      this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+      return;
+    }
+    this.user = identity.name;
+    this.permissions = identity.permissions;
+    this.connected = true;
+    this.sendOk();
+    for (let i = 0; i < held.length; i++) {
+      if (this.closed) return;
+      const waiting = this.held as Buffer[] | null;
+      if (waiting !== null) {
+        // Another CONNECT in what was held: the rest waits again.
+        waiting.push(...held.slice(i));
+        return;
+      }
+      this.feed(held[i]);
+    }
+  }
 
   // ---- ParserHandler ----
 
@@ -180,12 +238,31 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.protocolError("no responders requires headers support", CloseReason.Protocol);
       return;
     }
+    if (this.auth !== null) {
+      // The rest of this read, and later reads, wait for the answer.
+      this.held = [];
+      this.parser.suspend();
+      const creds = { authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      this.auth.authenticate(creds, this.nonce).then(
+        (identity) => this.authenticated(identity),
+        () => this.authenticated(null),
+      );
+      return;
+    }
     this.connected = true;
     this.sendOk();
   }
 
+  /** Before an authenticated CONNECT, a client may only ping: anything else is an Authorization Violation, as in nats-server. */
+  private unauthenticated(): boolean {
+    if (this.auth === null || this.connected) return false;
+    this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+    return true;
+  }
+
   onPub(msg: Message): void {
     if (this.tracing) this.tracePub(msg);
+    if (this.unauthenticated()) return;
     const size = msg.end - msg.start;
     this.inMsgs++;
     this.inBytes += size;
@@ -198,6 +275,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.sendErr("Invalid Publish Subject");
       return;
     }
+    if (this.permissions !== null && !this.permissions.mayPublish(msg.subject)) {
+      this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
+      return;
+    }
     this.sendOk();
     const delivered = this.account.route(msg, this);
     if (delivered === 0 && msg.replyEnd > msg.replyStart && this.noResponders) this.sendNoResponders(msg);
@@ -205,8 +286,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   onSub(subject: string, queue: string | null, sid: string): void {
     if (this.tracing) this.traceIn(`[SUB ${subject}${queue === null ? "" : ` ${queue}`} ${sid}]`);
+    if (this.unauthenticated()) return;
     if (!isValidSubscribeSubject(subject) || (queue !== null && !isValidQueueName(queue))) {
       this.sendErr("Invalid Subject");
+      return;
+    }
+    if (this.permissions !== null && !this.permissions.maySubscribe(subject)) {
+      this.sendErr(`Permissions Violation for Subscription to "${subject}"${queue === null ? "" : ` using queue "${queue}"`}`);
       return;
     }
     if (this.subs.has(sid)) {
@@ -219,6 +305,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       return;
     }
     const sub = new NatsSubscription(this, subject, queue, sid);
+    if (this.permissions !== null) sub.denyFiltered = this.permissions.filtersDelivery(subject);
     this.subs.set(sid, sub);
     this.account.subscribe(sub);
     this.sendOk();
@@ -265,6 +352,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   deliver(sub: Subscription, msg: Message): void {
     if (this.closed) return;
     const s = sub as NatsSubscription;
+    if (s.denyFiltered && !this.permissions!.mayReceive(msg.subject)) return;
     const sid = s.sidBytes;
     const argBuf = msg.argBuf;
     const subjLen = msg.subjectEnd - msg.subjectStart;
@@ -401,6 +489,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.name) i.name = this.name;
     if (this.lang) i.lang = this.lang;
     if (this.clientVersion) i.version = this.clientVersion;
+    if (this.user) i.authorized_user = this.user;
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }

@@ -2,7 +2,7 @@ import type { Broker } from "../../core/broker.js";
 import { ADVERTISED_VERSION } from "../../core/broker.js";
 
 /** The INFO line a client gets on connect (and again, with `ldm`, in lame-duck mode). */
-export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck: boolean): Buffer {
+export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck: boolean, nonce: string | null = null): Buffer {
   const o = broker.options;
   const info: Record<string, unknown> = {
     server_id: broker.serverId,
@@ -17,6 +17,8 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     client_id: cid,
     client_ip: clientIp,
   };
+  if (o.authorization !== undefined) info.auth_required = true;
+  if (nonce !== null) info.nonce = nonce;
   if (o.tls !== undefined) {
     info.tls_required = true;
     if (o.tls.verify) info.tls_verify = true;

@@ -43,6 +43,8 @@ export class NatsParser {
   private readonly argStart = new Int32Array(MAX_ARGS);
   private readonly argEnd = new Int32Array(MAX_ARGS);
   private failed = false;
+  /** Set by the handler during a control line: feed stops after it (see suspend). */
+  private suspended = false;
 
   constructor(
     private readonly handler: ParserHandler,
@@ -50,15 +52,20 @@ export class NatsParser {
     public maxPayload: number,
   ) {}
 
-  /** Consumes one read. Synchronous; handler callbacks run before it returns. */
-  feed(buf: Buffer): void {
-    if (this.failed) return;
+  /**
+   * Consumes one read. Synchronous; handler callbacks run before it returns.
+   * Returns -1 when the whole read was consumed, or, when the handler
+   * suspended parsing, where the rest of the read begins: the caller feeds
+   * it again later.
+   */
+  feed(buf: Buffer): number {
+    if (this.failed) return -1;
     let i = 0;
     const n = buf.length;
 
     if (this.payload !== null) {
       i = this.continuePayload(buf);
-      if (i < 0) return;
+      if (i < 0) return -1;
     }
 
     if (this.lineLen > 0) {
@@ -66,21 +73,25 @@ export class NatsParser {
       const take = (nl < 0 ? n : nl + 1) - i;
       if (this.lineLen + take > this.maxControlLine + 2) {
         this.fail(ProtoError.ControlLine);
-        return;
+        return -1;
       }
       buf.copy(this.line!, this.lineLen, i, i + take);
       this.lineLen += take;
-      if (nl < 0) return;
+      if (nl < 0) return -1;
       i = nl + 1;
       const line = this.line!;
       const len = this.lineLen;
       this.lineLen = 0;
       const need = this.controlLine(line, 0, len - 1);
-      if (need < 0) return;
+      if (need < 0) return -1;
+      if (this.suspended) {
+        this.suspended = false;
+        return i;
+      }
       if (need > 0) {
         // The args live in `line`; the payload starts in this buffer.
         const rest = this.startPayload(line, buf, i, need);
-        if (rest < 0) return;
+        if (rest < 0) return -1;
         i = rest;
       }
     }
@@ -92,33 +103,37 @@ export class NatsParser {
         // A line may hold max_control_line bytes before its CRLF, however it is split across reads.
         if (rem > this.maxControlLine + 1) {
           this.fail(ProtoError.ControlLine);
-          return;
+          return -1;
         }
         this.line ??= Buffer.allocUnsafe(this.maxControlLine + 2);
         buf.copy(this.line, 0, i, n);
         this.lineLen = rem;
-        return;
+        return -1;
       }
       if (nl - i > this.maxControlLine + 1) {
         this.fail(ProtoError.ControlLine);
-        return;
+        return -1;
       }
       const need = this.controlLine(buf, i, nl);
-      if (need < 0) return;
+      if (need < 0) return -1;
       i = nl + 1;
+      if (this.suspended) {
+        this.suspended = false;
+        return i;
+      }
       if (need > 0) {
         const end = i + need;
         if (end <= n) {
           if (buf[end - 2] !== CR || buf[end - 1] !== LF) {
             this.fail(ProtoError.UnknownOp);
-            return;
+            return -1;
           }
           const m = this.msg;
           m.data = buf;
           m.start = i;
           m.end = end - 2;
           this.handler.onPub(m);
-          if (this.failed) return;
+          if (this.failed) return -1;
           i = end;
         } else {
           // Keep the args: copy the control line out of this buffer first.
@@ -128,12 +143,14 @@ export class NatsParser {
           buf.copy(this.line, 0, lineStart, lineEnd);
           this.rebase(this.line, lineStart);
           const rest = this.startPayload(this.line, buf, i, need);
-          if (rest < 0) return;
+          if (rest < 0) return -1;
           i = rest;
         }
       }
     }
+    return -1;
   }
+
 
   private rebase(line: Buffer, by: number): void {
     const m = this.msg;
@@ -184,6 +201,11 @@ export class NatsParser {
     m.end = p.length - 2;
     this.handler.onPub(m);
     return this.failed ? -1 : take;
+  }
+
+  /** Stops the read at hand after the control line being handled (a CONNECT waiting for authentication); feed returns where it stopped. */
+  suspend(): void {
+    this.suspended = true;
   }
 
   /** Ignores the rest of this read and all later ones: the handler has closed the connection. */

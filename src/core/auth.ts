@@ -1,0 +1,195 @@
+/**
+ * Who may connect and what they may do, as nats-server's `authorization`
+ * block says: one token, or users with passwords (plain, or bcrypt hashes
+ * as nats-server's `nats server passwd` makes them), or NKey users proving
+ * their key by signing the server's nonce; and per user, publish and
+ * subscribe permissions. Doors ask this module; it knows no protocol.
+ *
+ * The cryptography is maintained libraries': bcryptjs for password hashes,
+ * @nats-io/nkeys for NKey signatures.
+ */
+
+import bcrypt from "bcryptjs";
+import { fromPublic } from "@nats-io/nkeys";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
+
+export interface SubjectRules {
+  allow?: string[];
+  deny?: string[];
+}
+
+export interface Permissions {
+  publish?: SubjectRules;
+  subscribe?: SubjectRules;
+}
+
+export interface UserOptions {
+  user?: string;
+  /** Plain text, or a bcrypt hash (`$2a$`, `$2b$`, `$2y$`). */
+  password?: string;
+  /** An NKey user's public key (`U...`). */
+  nkey?: string;
+  permissions?: Permissions;
+}
+
+export interface AuthOptions {
+  /** One shared secret (`--auth`); not with users. */
+  token?: string;
+  users?: UserOptions[];
+  /** Connections that present no credentials are this user (it must be one of `users`). */
+  noAuthUser?: string;
+}
+
+/** What a client presented in CONNECT. */
+export interface Credentials {
+  authToken?: unknown;
+  user?: unknown;
+  pass?: unknown;
+  nkey?: unknown;
+  sig?: unknown;
+}
+
+/** An authenticated client: its name (for logs and /connz) and what it may do. */
+export interface Identity {
+  name: string;
+  permissions: PermissionCheck | null;
+}
+
+const BCRYPT = /^\$2[aby]\$\d\d\$/;
+
+/** A connection's authenticator: none when the server needs no authentication. */
+export class Authenticator {
+  private readonly byName = new Map<string, UserOptions>();
+  private readonly byNkey = new Map<string, UserOptions>();
+  private readonly checks = new Map<UserOptions, PermissionCheck | null>();
+  private readonly token: Buffer | null;
+
+  constructor(private readonly opts: AuthOptions) {
+    this.token = opts.token === undefined ? null : Buffer.from(opts.token);
+    for (const u of opts.users ?? []) {
+      if (u.user !== undefined) this.byName.set(u.user, u);
+      if (u.nkey !== undefined) this.byNkey.set(u.nkey, u);
+      this.checks.set(u, u.permissions === undefined ? null : new PermissionCheck(u.permissions));
+    }
+  }
+
+  /** NKey users sign a nonce the server sends in INFO. */
+  get wantsNonce(): boolean {
+    return this.byNkey.size > 0;
+  }
+
+  /** A fresh nonce for one connection's INFO. */
+  nonce(): string {
+    return randomBytes(16).toString("base64url");
+  }
+
+  /**
+   * The identity the credentials prove, or null. Asynchronous: comparing a
+   * bcrypt hash takes tens of milliseconds, which must not stop the server.
+   */
+  async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
+    if (this.token !== null) {
+      return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", permissions: null } : null;
+    }
+    if (typeof c.nkey === "string" && c.nkey !== "") {
+      const u = this.byNkey.get(c.nkey);
+      if (u === undefined || nonce === null || typeof c.sig !== "string") return null;
+      try {
+        const sig = Buffer.from(c.sig, "base64url");
+        if (!fromPublic(c.nkey).verify(Buffer.from(nonce), sig)) return null;
+      } catch {
+        return null;
+      }
+      return this.identity(u, c.nkey);
+    }
+    if (typeof c.user === "string" && c.user !== "") {
+      const u = this.byName.get(c.user);
+      if (u === undefined || u.password === undefined || typeof c.pass !== "string") return null;
+      const ok = BCRYPT.test(u.password) ? await bcrypt.compare(c.pass, u.password) : sameSecret(Buffer.from(c.pass), Buffer.from(u.password));
+      return ok ? this.identity(u, c.user) : null;
+    }
+    const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);
+    return fallback === undefined ? null : this.identity(fallback, fallback.user!);
+  }
+
+  private identity(u: UserOptions, name: string): Identity {
+    return { name, permissions: this.checks.get(u) ?? null };
+  }
+}
+
+/** Compares secrets in time independent of where they differ. */
+function sameSecret(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Results remembered per subject; past this many the memory starts over (nats-server keeps a similar cache). */
+const MAX_CACHED = 4096;
+
+/**
+ * One user's permissions, answering by subject with a bounded cache: a
+ * subject may be published if some allow pattern (all, if none) matches it
+ * and no deny pattern does. A subscription may be made if its subject lies
+ * within an allow pattern and within no deny pattern; one that only
+ * overlaps a deny pattern is made, and the denied messages are not
+ * delivered to it (`filtersDelivery`), as nats-server does.
+ */
+export class PermissionCheck {
+  private readonly pubCache = new Map<string, boolean>();
+  private readonly subCache = new Map<string, boolean>();
+
+  constructor(readonly rules: Permissions) {}
+
+  mayPublish(subject: string): boolean {
+    const r = this.rules.publish;
+    if (r === undefined) return true;
+    let ok = this.pubCache.get(subject);
+    if (ok === undefined) {
+      ok = allows(r, subject);
+      if (this.pubCache.size >= MAX_CACHED) this.pubCache.clear();
+      this.pubCache.set(subject, ok);
+    }
+    return ok;
+  }
+
+  maySubscribe(subject: string): boolean {
+    const r = this.rules.subscribe;
+    if (r === undefined) return true;
+    let ok = this.subCache.get(subject);
+    if (ok === undefined) {
+      ok = (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject));
+      if (this.subCache.size >= MAX_CACHED) this.subCache.clear();
+      this.subCache.set(subject, ok);
+    }
+    return ok;
+  }
+
+  /** Whether messages delivered to a subscription on `subject` must each be checked against the subscribe deny list. */
+  filtersDelivery(subject: string): boolean {
+    const deny = this.rules.subscribe?.deny;
+    return deny !== undefined && deny.some((d) => subjectsIntersect(d, subject));
+  }
+
+  /** A message on `subject` may reach a subscription that filtersDelivery. */
+  mayReceive(subject: string): boolean {
+    return !(this.rules.subscribe?.deny ?? []).some((d) => subjectMatches(d, subject));
+  }
+}
+
+function allows(r: SubjectRules, subject: string): boolean {
+  if (r.allow !== undefined && !r.allow.some((a) => subjectMatches(a, subject))) return false;
+  return !(r.deny ?? []).some((d) => subjectMatches(d, subject));
+}
+
+/** Whether every subject `sub` (a subscription's, wildcards allowed) can match also matches `pattern`. */
+export function covers(pattern: string, sub: string): boolean {
+  const p = pattern.split(".");
+  const s = sub.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return s.length > i;
+    if (i >= s.length) return false;
+    if (s[i] === ">") return false;
+    if (p[i] !== "*" && (s[i] === "*" || p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
