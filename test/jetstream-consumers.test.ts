@@ -215,6 +215,28 @@ describe("JetStream consumers", () => {
     assert.equal(await apiErrorCode(jsm.consumers.add(s.name, { deliver_policy: DeliverPolicy.StartSequence })), 10094);
   });
 
+  test("a start sequence ahead of the stream: messages before it are not pending, and a no_wait pull answers 404", async () => {
+    const s = await stream(0);
+    await jsm.consumers.add(s.name, { durable_name: "AHEAD", ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 3 });
+    await js.publish(`${s.prefix}.0`, "m1");
+    assert.equal((await jsm.consumers.info(s.name, "AHEAD")).num_pending, 0);
+    const statuses: Msg[] = [];
+    const inbox = createInbox();
+    const sub = h.nc.subscribe(inbox, {
+      callback: (_e, m) => {
+        statuses.push(m);
+      },
+    });
+    h.nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${s.name}.AHEAD`, JSON.stringify({ batch: 5, no_wait: true }), { reply: inbox });
+    await waitUntil(() => statuses.length === 1, "the no_wait pull's answer");
+    sub.unsubscribe();
+    assert.equal(statuses[0].headers?.code, 404);
+    await js.publish(`${s.prefix}.0`, "m2");
+    await js.publish(`${s.prefix}.0`, "m3");
+    assert.equal((await jsm.consumers.info(s.name, "AHEAD")).num_pending, 1);
+    assert.deepEqual((await fetchAll(s.name, "AHEAD", 1)).map((m) => m.seq), [3]);
+  });
+
   test("filter_subjects, headers_only and exact num_pending", async () => {
     const s = await stream(9, 3);
     const ci = await jsm.consumers.add(s.name, {

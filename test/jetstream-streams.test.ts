@@ -203,6 +203,25 @@ describe("JetStream streams", () => {
     await jsm.streams.delete("NOROLL");
   });
 
+  test("a rollup of the whole stream moves its consumers past what it removed, as a purge does", async () => {
+    await jsm.streams.add({ name: "ROLLC", subjects: ["rollc.*"], allow_rollup_hdrs: true });
+    await js.publish("rollc.a", "1");
+    await jsm.consumers.add("ROLLC", { durable_name: "C", ack_policy: "explicit" });
+    await js.publish("rollc.a", "2");
+    const c = await js.consumers.get("ROLLC", "C");
+    assert.equal((await c.next({ expires: 1000 }))?.seq, 1, "delivered, left unacked");
+    const hd = natsHeaders();
+    hd.set("Nats-Rollup", "all");
+    assert.equal((await js.publish("rollc.b", "sum", { headers: hd })).seq, 3);
+    const ci = await jsm.consumers.info("ROLLC", "C");
+    assert.equal(ci.delivered.stream_seq, 2);
+    assert.equal(ci.ack_floor.stream_seq, 2);
+    assert.equal(ci.num_ack_pending, 0);
+    assert.equal(ci.num_pending, 1);
+    assert.equal((await c.next({ expires: 1000 }))?.seq, 3);
+    await jsm.streams.delete("ROLLC");
+  });
+
   // nats-server 2.10 starts such a stream by purging its empty store up to first_seq; nagare does the same.
   test("first_seq: the stream's first message gets that sequence", async () => {
     for (const storage of [StorageType.File, StorageType.Memory]) {

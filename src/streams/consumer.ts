@@ -389,7 +389,8 @@ export class Consumer {
   /** The stream stored message `seq`, which this consumer wants. */
   onStored(seq: number): void {
     // A count taken after the log indexed `seq` (but before this call) already includes it; one not visible yet is counted once it is.
-    if (this.pendingCount >= 0 && seq > this.pendingHigh && (this.stream.readerVisibility === null || this.stream.visible(0, seq))) {
+    // One at or before the cursor (a start sequence still ahead of the stream) is not pending.
+    if (this.pendingCount >= 0 && seq > this.pendingHigh && seq > this.cursor && (this.stream.readerVisibility === null || this.stream.visible(0, seq))) {
       this.pendingCount++;
       this.pendingHigh = seq;
     }

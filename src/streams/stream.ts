@@ -374,7 +374,9 @@ export class Stream {
         if (msgId !== undefined) this.remember(msgId, seq);
         if (rollup !== undefined) {
           const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
-          log.purge(purge).then(
+          // A rollup is a purge for consumers too: one of the whole stream moves them past what it removed.
+          // (With several partitions `seq` is a partition's sequence, not the stream's: the partition is purged alone, as before.)
+          (this.order === null && partition === 0 ? this.purge(purge) : log.purge(purge)).then(
             () => this.stored(p, msgId, partition, seq),
             (e: Error) => this.fail(p, msgId, Errors.rollupFailed(e.message)),
           );
