@@ -201,6 +201,8 @@ interface Throughput {
   server_main_thread_cpu_s: number;
   server_cpu_us_per_record: number;
   server_cpu_ms_per_mb: number;
+  /** Of that, user time: nagare's own code, V8 and the native CRC, without the kernel's copies into the page cache and sockets. */
+  server_user_cpu_ms_per_mb: number;
   /** kcat's own CPU for the kcat scenarios, this process's for the KafkaJS ones. */
   client_cpu_s: number;
   /** Busy CPU on the machine outside the server and the client: kernel writeback, and anything else running. */
@@ -208,6 +210,12 @@ interface Throughput {
 }
 
 const TICKS_PER_SEC = 100;
+
+/** A process's user CPU seconds (all its threads), from /proc/<pid>/stat. */
+function userCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[11]) / TICKS_PER_SEC;
+}
 
 function threadCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
@@ -229,6 +237,7 @@ function selfCpuSeconds(): number {
 /** Times `work`, which may return the CPU seconds of a client process it ran (kcat). */
 async function measure(n: Nagare, records: number, work: () => Promise<number | void>): Promise<Throughput> {
   const cpu0 = cpuSeconds(n.server.pid);
+  const user0 = userCpuSeconds(n.server.pid);
   const main0 = threadCpuSeconds(n.server.pid);
   const busy0 = machineBusySeconds();
   const self0 = selfCpuSeconds();
@@ -236,6 +245,7 @@ async function measure(n: Nagare, records: number, work: () => Promise<number | 
   const child = await work();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(n.server.pid) - cpu0;
+  const user = userCpuSeconds(n.server.pid) - user0;
   const main = threadCpuSeconds(n.server.pid) - main0;
   const self = selfCpuSeconds() - self0;
   const busy = machineBusySeconds() - busy0;
@@ -250,6 +260,7 @@ async function measure(n: Nagare, records: number, work: () => Promise<number | 
     server_main_thread_cpu_s: round(main, 2),
     server_cpu_us_per_record: round((cpu * 1e6) / records, 2),
     server_cpu_ms_per_mb: round((cpu * 1e3) / mb, 2),
+    server_user_cpu_ms_per_mb: round((user * 1e3) / mb, 2),
     client_cpu_s: round(client, 2),
     others_cpu_s: round(Math.max(0, busy - cpu - self - (typeof child === "number" ? child : 0)), 2),
   };
@@ -639,7 +650,11 @@ function summarise(disk: Array<ReturnType<typeof sequentialWrite>>, runs: Pass[]
     const all = runs.map((p) => p[key]).filter((x): x is Throughput => x !== undefined);
     if (all.length === 0) continue;
     const m = median(all, (x) => x.mb_per_sec);
-    const entry: Record<string, unknown> = { ...m, median_server_cpu_ms_per_mb: median(all, (x) => x.server_cpu_ms_per_mb).server_cpu_ms_per_mb };
+    const entry: Record<string, unknown> = {
+      ...m,
+      median_server_cpu_ms_per_mb: median(all, (x) => x.server_cpu_ms_per_mb).server_cpu_ms_per_mb,
+      median_server_user_cpu_ms_per_mb: median(all, (x) => x.server_user_cpu_ms_per_mb).server_user_cpu_ms_per_mb,
+    };
     if (key.includes("produce")) {
       // Each run against the disk probe of its own repeat (the disk varies from run to run), and medians against medians.
       const paired = runs.map((p, i) => (p[key] === undefined ? NaN : p[key]!.mb_per_sec / disk[i].mb_per_sec)).filter((x) => !Number.isNaN(x));
