@@ -54,7 +54,7 @@ function build(label: string, dir: string): Build {
   const at = resolve(dir);
   let commit = "unknown";
   try {
-    commit = execFileSync("git", ["-C", at, "describe", "--always", "--dirty"], { encoding: "utf8" }).trim();
+    commit = execFileSync("git", ["-C", at, "describe", "--always", "--dirty"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
   } catch {
     // not a git checkout: the label says enough
   }
