@@ -9,6 +9,9 @@
  *   node dist/bench/kafka.js --only=kcat_produce_1p,kcat_produce_4p  # some scenarios, no results file
  *   node dist/bench/kafka.js --only=kcat_produce_1p --profile
  *                                           # nagare writes a .cpuprofile to bench/profiles/
+ *   node dist/bench/kafka.js --against=/path/to/other/checkout --repeats=6
+ *                                           # the same scenarios on another build (its dist/ built),
+ *                                           # alternating with this one repeat by repeat
  *
  * There is no Kafka broker on this machine to compare with: the reference is
  * the disk. Each repeat starts a fresh nagare (its own child process, pinned
@@ -32,11 +35,31 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
 const quick = process.argv.includes("--quick");
 const profile = process.argv.includes("--profile");
-const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-const REPEATS = quick || profile ? 1 : 5;
+const arg = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const only = arg("only");
+/** Another checkout whose build runs the same scenarios, alternating with this one (ABBA...), for before/after figures from one session. */
+const against = arg("against");
+const REPEATS = arg("repeats") !== undefined ? Number(arg("repeats")) : quick || profile ? 1 : 5;
 const base = process.env.NAGARE_BENCH_DIR ?? tmpdir();
 const KCAT = "/usr/bin/kcat";
-const nagareMain = join(root, "dist/src/cli/main.js");
+
+/** A nagare build to run: a checkout with its dist/ built. */
+interface Build {
+  label: string;
+  root: string;
+  commit: string;
+}
+
+function build(label: string, dir: string): Build {
+  const at = resolve(dir);
+  let commit = "unknown";
+  try {
+    commit = execFileSync("git", ["-C", at, "describe", "--always", "--dirty"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    // not a git checkout: the label says enough
+  }
+  return { label, root: at, commit };
+}
 
 /** Value bytes per record: what "1 KiB records" means here (no key, no headers). */
 const RECORD = 1024;
@@ -46,6 +69,7 @@ const COUNTS = {
   kcat_produce: Math.round(300_000 * k),
   kafkajs_produce: Math.round(100_000 * k),
   latency: Math.round(2_000 * k),
+  latency_rate: Math.round(50_000 * k),
 };
 const DISK_PROBE_MIB = quick ? 256 : 1024;
 /** Longer than the 2 s after which Linux reports freed pages back to the hypervisor. */
@@ -64,6 +88,13 @@ const KCAT_CONSUME_ARGS = ["-X", "fetch.wait.max.ms=10"];
 const KAFKAJS_PRODUCE = { messages_per_send: 1000, sends_in_flight: 4 };
 const KAFKAJS_CONSUME = { maxBytesPerPartition: 4 * 1024 * 1024, maxBytes: 16 * 1024 * 1024, maxWaitTimeInMs: 500 };
 const LATENCY = { gap_ms: 1, consumer_max_wait_ms: 500 };
+/**
+ * Produce→consume at a fixed rate: every tick the producer sends, in one
+ * send() (acks=-1, not awaited), the records due by then; each carries the
+ * time it was due, so a producer that falls behind shows in the figures
+ * instead of slowing the schedule down.
+ */
+const LATENCY_RATE = { records_per_sec: 10_000, tick_ms: 1, max_sends_in_flight: 256, consumer_max_wait_ms: 500 };
 
 // ---- the disk ----
 
@@ -115,7 +146,7 @@ interface Nagare {
  * a new consumer group forms in 100 ms rather than Kafka's default 3 s (the
  * consume scenarios time from the group join, so this only saves wall time).
  */
-async function startNagare(): Promise<Nagare> {
+async function startNagare(b: Build): Promise<Nagare> {
   const dir = mkdtempSync(join(base, "nagare-kafkabench-"));
   const kafkaPort = await freePort();
   const target: Target = {
@@ -127,7 +158,7 @@ async function startNagare(): Promise<Nagare> {
         conf,
         `host: 127.0.0.1\nport: ${port}\njetstream { store_dir: "${join(dir, "js")}" }\nkafka { port: ${kafkaPort}, group_initial_rebalance_delay: "100ms" }\n`,
       );
-      return [...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []), nagareMain, "server", "-c", conf];
+      return [...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []), join(b.root, "dist/src/cli/main.js"), "server", "-c", conf];
     },
   };
   const server = await start(target);
@@ -170,6 +201,8 @@ interface Throughput {
   server_main_thread_cpu_s: number;
   server_cpu_us_per_record: number;
   server_cpu_ms_per_mb: number;
+  /** Of that, user time: nagare's own code, V8 and the native CRC, without the kernel's copies into the page cache and sockets. */
+  server_user_cpu_ms_per_mb: number;
   /** kcat's own CPU for the kcat scenarios, this process's for the KafkaJS ones. */
   client_cpu_s: number;
   /** Busy CPU on the machine outside the server and the client: kernel writeback, and anything else running. */
@@ -177,6 +210,12 @@ interface Throughput {
 }
 
 const TICKS_PER_SEC = 100;
+
+/** A process's user CPU seconds (all its threads), from /proc/<pid>/stat. */
+function userCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[11]) / TICKS_PER_SEC;
+}
 
 function threadCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "utf8");
@@ -198,6 +237,7 @@ function selfCpuSeconds(): number {
 /** Times `work`, which may return the CPU seconds of a client process it ran (kcat). */
 async function measure(n: Nagare, records: number, work: () => Promise<number | void>): Promise<Throughput> {
   const cpu0 = cpuSeconds(n.server.pid);
+  const user0 = userCpuSeconds(n.server.pid);
   const main0 = threadCpuSeconds(n.server.pid);
   const busy0 = machineBusySeconds();
   const self0 = selfCpuSeconds();
@@ -205,6 +245,7 @@ async function measure(n: Nagare, records: number, work: () => Promise<number | 
   const child = await work();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuSeconds(n.server.pid) - cpu0;
+  const user = userCpuSeconds(n.server.pid) - user0;
   const main = threadCpuSeconds(n.server.pid) - main0;
   const self = selfCpuSeconds() - self0;
   const busy = machineBusySeconds() - busy0;
@@ -219,6 +260,7 @@ async function measure(n: Nagare, records: number, work: () => Promise<number | 
     server_main_thread_cpu_s: round(main, 2),
     server_cpu_us_per_record: round((cpu * 1e6) / records, 2),
     server_cpu_ms_per_mb: round((cpu * 1e3) / mb, 2),
+    server_user_cpu_ms_per_mb: round((user * 1e3) / mb, 2),
     client_cpu_s: round(client, 2),
     others_cpu_s: round(Math.max(0, busy - cpu - self - (typeof child === "number" ? child : 0)), 2),
   };
@@ -431,6 +473,110 @@ async function latency(n: Nagare, count: number): Promise<Latency> {
   }
 }
 
+interface RateLatency {
+  records: number;
+  records_per_sec_asked: number;
+  records_per_sec_sent: number;
+  e2e_p50_ms: number;
+  e2e_p99_ms: number;
+  e2e_max_ms: number;
+  ack_p50_ms: number;
+  ack_p99_ms: number;
+  ack_max_ms: number;
+  /** The server over the whole run: at this rate, batches are small and every one is fsynced. */
+  server_cpu_s: number;
+  server_cpu_ms_per_mb: number;
+}
+
+/**
+ * LATENCY_RATE.records_per_sec records of RECORD bytes for `count` records,
+ * from a KafkaJS producer to a KafkaJS consumer (eachBatch) in this process.
+ * Produce→consume is from the time a record was due (not when the client got
+ * round to it) to the consumer's batch that holds it; ack is from a send() to
+ * its answer.
+ */
+async function latencyAtRate(n: Nagare, count: number): Promise<RateLatency> {
+  const topic = await createTopic(n, "rate", 1);
+  const producer = n.kafka.producer({ allowAutoTopicCreation: false });
+  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, maxWaitTimeInMs: LATENCY_RATE.consumer_max_wait_ms });
+  await Promise.all([producer.connect(), consumer.connect()]);
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let joined!: () => void;
+    const join = new Promise<void>((r) => (joined = r));
+    consumer.on(consumer.events.GROUP_JOIN, () => joined());
+    const e2e = new Float64Array(count);
+    let got = 0;
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        const now = process.hrtime.bigint();
+        for (const m of batch.messages) if (got < count) e2e[got++] = Number(now - m.value!.readBigInt64BE(0)) / 1e6;
+        if (got >= count) done();
+      },
+    });
+    await join;
+    await sleep(200); // let the consumer's first fetch reach the server and wait there
+    const ack: number[] = [];
+    const perNs = 1e9 / LATENCY_RATE.records_per_sec;
+    let inFlight = 0;
+    let failure: unknown = null;
+    let drained: (() => void) | null = null;
+    const cpu0 = cpuSeconds(n.server.pid);
+    const t0 = process.hrtime.bigint();
+    let sent = 0;
+    while (sent < count && failure === null) {
+      const elapsed = Number(process.hrtime.bigint() - t0);
+      const due = Math.min(count, Math.floor(elapsed / perNs) + 1);
+      if (due > sent && inFlight < LATENCY_RATE.max_sends_in_flight) {
+        const messages = [];
+        for (let i = sent; i < due; i++) {
+          const value = Buffer.alloc(RECORD, 0x72);
+          value.writeBigInt64BE(t0 + BigInt(Math.round(i * perNs)), 0);
+          messages.push({ value });
+        }
+        sent = due;
+        inFlight++;
+        const s0 = process.hrtime.bigint();
+        producer.send({ topic, acks: -1, messages }).then(
+          () => {
+            ack.push(Number(process.hrtime.bigint() - s0) / 1e6);
+            if (--inFlight === 0) drained?.();
+          },
+          (err: unknown) => {
+            failure = err;
+            if (--inFlight === 0) drained?.();
+          },
+        );
+      }
+      await sleep(LATENCY_RATE.tick_ms);
+    }
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+    if (failure !== null) throw failure;
+    await Promise.race([all, sleep(10_000).then(() => Promise.reject(new Error(`latency at rate: ${got} of ${count} records consumed`)))]);
+    const cpu = cpuSeconds(n.server.pid) - cpu0;
+    const sorted = Array.from(e2e).sort((a, b) => a - b);
+    ack.sort((a, b) => a - b);
+    return {
+      records: count,
+      records_per_sec_asked: LATENCY_RATE.records_per_sec,
+      records_per_sec_sent: Math.round(count / seconds),
+      e2e_p50_ms: round(percentile(sorted, 0.5), 3),
+      e2e_p99_ms: round(percentile(sorted, 0.99), 3),
+      e2e_max_ms: round(sorted[sorted.length - 1], 3),
+      ack_p50_ms: round(percentile(ack, 0.5), 3),
+      ack_p99_ms: round(percentile(ack, 0.99), 3),
+      ack_max_ms: round(ack[ack.length - 1], 3),
+      server_cpu_s: round(cpu, 2),
+      server_cpu_ms_per_mb: round((cpu * 1e3) / ((count * RECORD) / MB), 2),
+    };
+  } finally {
+    await Promise.all([producer.disconnect(), consumer.disconnect()]);
+  }
+}
+
 // ---- a repeat ----
 
 interface Pass {
@@ -440,6 +586,7 @@ interface Pass {
   kcat_consume_1p?: Throughput;
   kafkajs_consume_1p?: Throughput;
   latency_1p?: Latency;
+  latency_rate_1p?: RateLatency;
 }
 
 const want = (name: string): boolean => only === undefined || only.split(",").includes(name);
@@ -458,6 +605,7 @@ async function pass(n: Nagare, scale: number, inputDir: string): Promise<Pass> {
   if (topic !== null && want("kcat_consume_1p")) out.kcat_consume_1p = await kcatConsume(n, topic, kc);
   if (topic !== null && want("kafkajs_consume_1p")) out.kafkajs_consume_1p = await kafkajsConsume(n, topic, kc);
   if (want("latency_1p")) out.latency_1p = await latency(n, Math.max(100, Math.round(COUNTS.latency * scale)));
+  if (want("latency_rate_1p")) out.latency_rate_1p = await latencyAtRate(n, Math.max(1000, Math.round(COUNTS.latency_rate * scale)));
   return out;
 }
 
@@ -477,37 +625,36 @@ function kcatVersion(): Promise<string> {
   });
 }
 
-async function main(): Promise<void> {
-  const inputDir = mkdtempSync(join(base, "nagare-kafkabench-input-"));
-  const disk: Array<ReturnType<typeof sequentialWrite>> = [];
-  const runs: Pass[] = [];
+/** One repeat on one build: a fresh server, a warm-up pass, the disk probe, the measured pass. */
+async function repeatOn(b: Build, inputDir: string): Promise<{ disk: ReturnType<typeof sequentialWrite>; pass: Pass }> {
+  const n = await startNagare(b);
   try {
-    for (let r = 0; r < REPEATS; r++) {
-      const n = await startNagare();
-      try {
-        // The disk probe goes in the store's own directory, just before the measured produce.
-        await pass(n, WARMUP, inputDir);
-        await settle();
-        disk.push(sequentialWrite(n.dir, DISK_PROBE_MIB));
-        const p = await pass(n, 1, inputDir);
-        runs.push(p);
-        console.error(`repeat ${r + 1}/${REPEATS}: disk ${disk[r].mb_per_sec} MB/s ${JSON.stringify(summaryLine(p))} load ${loadavg()[0].toFixed(2)}`);
-      } finally {
-        await stopNagare(n);
-      }
-    }
+    // The disk probe goes in the store's own directory, just before the measured produce.
+    await pass(n, WARMUP, inputDir);
+    await settle();
+    const disk = sequentialWrite(n.dir, DISK_PROBE_MIB);
+    return { disk, pass: await pass(n, 1, inputDir) };
   } finally {
-    rmSync(inputDir, { recursive: true, force: true });
+    await stopNagare(n);
   }
+}
 
+const THROUGHPUTS = ["kcat_produce_1p", "kcat_produce_4p", "kafkajs_produce_1p", "kcat_consume_1p", "kafkajs_consume_1p"] as const;
+
+/** Medians of one build's repeats (every run kept), with each produce paired with its own repeat's disk probe. */
+function summarise(disk: Array<ReturnType<typeof sequentialWrite>>, runs: Pass[]): Record<string, unknown> {
   const results: Record<string, unknown> = {};
   const diskMedian = median(disk, (d) => d.mb_per_sec);
   results.disk_sequential_write = { ...diskMedian, runs: disk };
-  for (const key of ["kcat_produce_1p", "kcat_produce_4p", "kafkajs_produce_1p", "kcat_consume_1p", "kafkajs_consume_1p"] as const) {
+  for (const key of THROUGHPUTS) {
     const all = runs.map((p) => p[key]).filter((x): x is Throughput => x !== undefined);
     if (all.length === 0) continue;
     const m = median(all, (x) => x.mb_per_sec);
-    const entry: Record<string, unknown> = { ...m };
+    const entry: Record<string, unknown> = {
+      ...m,
+      median_server_cpu_ms_per_mb: median(all, (x) => x.server_cpu_ms_per_mb).server_cpu_ms_per_mb,
+      median_server_user_cpu_ms_per_mb: median(all, (x) => x.server_user_cpu_ms_per_mb).server_user_cpu_ms_per_mb,
+    };
     if (key.includes("produce")) {
       // Each run against the disk probe of its own repeat (the disk varies from run to run), and medians against medians.
       const paired = runs.map((p, i) => (p[key] === undefined ? NaN : p[key]!.mb_per_sec / disk[i].mb_per_sec)).filter((x) => !Number.isNaN(x));
@@ -522,15 +669,69 @@ async function main(): Promise<void> {
   }
   const lat = runs.map((p) => p.latency_1p).filter((x): x is Latency => x !== undefined);
   if (lat.length > 0) results.latency_1p = { ...median(lat, (x) => x.e2e_p50_ms), runs: lat };
+  const rate = runs.map((p) => p.latency_rate_1p).filter((x): x is RateLatency => x !== undefined);
+  if (rate.length > 0) results.latency_rate_1p = { ...median(rate, (x) => x.e2e_p50_ms), median_e2e_p99_ms: median(rate, (x) => x.e2e_p99_ms).e2e_p99_ms, runs: rate };
+  return results;
+}
 
-  const kcatRatio = (results.kcat_produce_1p as { vs_disk?: { median_of_paired_ratios: number } } | undefined)?.vs_disk?.median_of_paired_ratios;
+/** Median over the repeats of this build's server CPU per MB over the other's, each repeat paired with the other build's run next to it. */
+function pairedCpuRatios(mine: Pass[], theirs: Pass[]): Record<string, { median: number; ratios: number[] }> {
+  const out: Record<string, { median: number; ratios: number[] }> = {};
+  for (const key of THROUGHPUTS) {
+    const ratios = mine.map((p, i) => (p[key] === undefined || theirs[i]?.[key] === undefined ? NaN : p[key]!.server_cpu_ms_per_mb / theirs[i][key]!.server_cpu_ms_per_mb)).filter((x) => !Number.isNaN(x));
+    if (ratios.length > 0) out[key] = { median: round(median(ratios, (x) => x), 3), ratios: ratios.map((x) => round(x, 3)) };
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const builds = [build("this", root), ...(against !== undefined ? [build("against", against)] : [])];
+  const inputDir = mkdtempSync(join(base, "nagare-kafkabench-input-"));
+  const disk = builds.map(() => [] as Array<ReturnType<typeof sequentialWrite>>);
+  const runs = builds.map(() => [] as Pass[]);
+  const loads: number[][] = [];
+  try {
+    for (let r = 0; r < REPEATS; r++) {
+      // Alternate which build goes first, so that a drift of the machine over the session falls on both.
+      const order = builds.map((_, i) => i);
+      if (r % 2 === 1) order.reverse();
+      for (const i of order) {
+        const one = await repeatOn(builds[i], inputDir);
+        disk[i].push(one.disk);
+        runs[i].push(one.pass);
+        const load = loadavg();
+        loads.push(load);
+        console.error(`repeat ${r + 1}/${REPEATS} ${builds[i].label} (${builds[i].commit}): disk ${one.disk.mb_per_sec} MB/s ${JSON.stringify(summaryLine(one.pass))} load ${load.map((x) => x.toFixed(2)).join(" ")}`);
+      }
+    }
+  } finally {
+    rmSync(inputDir, { recursive: true, force: true });
+  }
+
+  const results = summarise(disk[0], runs[0]);
+  const cpuOf = (key: string): number | undefined => (results[key] as { median_server_cpu_ms_per_mb?: number } | undefined)?.median_server_cpu_ms_per_mb;
+  const targets: Record<string, boolean> = {};
+  if (cpuOf("kcat_produce_1p") !== undefined) targets.kcat_produce_server_cpu_at_most_2_5_ms_per_mb = cpuOf("kcat_produce_1p")! <= 2.5;
+  let comparison: Record<string, unknown> | undefined;
+  if (builds.length > 1) {
+    const ratios = pairedCpuRatios(runs[0], runs[1]);
+    comparison = { build: builds[1], results: summarise(disk[1], runs[1]), server_cpu_per_mb_this_over_against: ratios };
+    for (const key of ["kcat_consume_1p", "kafkajs_consume_1p"]) if (ratios[key] !== undefined) targets[`${key}_server_cpu_at_most_half_of_against`] = ratios[key].median <= 0.5;
+  }
   const report = {
     benchmark: "kafka",
     date: new Date().toISOString(),
     quick,
     repeats: REPEATS,
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "clients (this process, kcat) on core 0, server on core 1" : "no", store_dir: base },
-    versions: { nagare: nagareVersion(), kcat: await kcatVersion(), kafkajs: kafkajsVersion() },
+    machine: {
+      cores: cpus().length,
+      cpu: cpus()[0]?.model,
+      node: process.version,
+      pinned: pin ? "clients (this process, kcat) on core 0, server on core 1" : "no",
+      store_dir: base,
+      load_average_after_each_run: loads.map((l) => l.map((x) => round(x, 2))),
+    },
+    versions: { nagare: nagareVersion(), build: builds[0], kcat: await kcatVersion(), kafkajs: kafkajsVersion() },
     settings: {
       record_value_bytes: RECORD,
       counts: COUNTS,
@@ -541,22 +742,28 @@ async function main(): Promise<void> {
       kafkajs_produce: { ...KAFKAJS_PRODUCE, acks: -1, compression: "none" },
       kafkajs_consume: KAFKAJS_CONSUME,
       latency: LATENCY,
+      latency_rate: LATENCY_RATE,
       server: "nagare server -c <conf>: jetstream store_dir in a fresh temp dir, kafka { group_initial_rebalance_delay: 100ms }",
+      only: only ?? "all",
     },
     notes:
-      "MB = 10^6 bytes of record values (1,024 B each; framing not counted). Produce at acks=-1: nagare answers once the records are fdatasynced. No Kafka broker on this machine: the reference is the disk's sequential write bandwidth, probed in each repeat next to the store; vs_disk pairs each run with its own repeat's probe. Consume reads what kcat_produce_1p just wrote, so from the page cache. Median of the repeats (by MB/s; latency by e2e p50); every run is kept.",
-    targets_met: kcatRatio === undefined ? {} : { kcat_produce_at_least_half_of_sequential_write: kcatRatio >= 0.5 },
+      "MB = 10^6 bytes of record values (1,024 B each; framing not counted). Produce at acks=-1: nagare answers once the records are fdatasynced. Server CPU is the server process's utime + stime (all threads). No Kafka broker on this machine: the reference is the disk's sequential write bandwidth, probed in each repeat next to the store; vs_disk pairs each run with its own repeat's probe. Consume reads what kcat_produce_1p just wrote, so from the page cache. Median of the repeats (by MB/s, and median_server_cpu_ms_per_mb by CPU; latency by e2e p50); every run is kept. With --against, the other build ran the same scenarios in the same session, alternating with this one (ABBA), and the ratios pair each repeat's runs.",
+    targets_met: targets,
     results,
+    ...(comparison !== undefined ? { against: comparison } : {}),
   };
-  publish(root, "kafka", report, !quick && !profile && only === undefined);
+  publish(root, "kafka", report, !quick && !profile && only === undefined && against === undefined);
 }
 
 function summaryLine(p: Pass): Record<string, number> {
   const s: Record<string, number> = {};
   for (const [key, v] of Object.entries(p)) {
     if (v === undefined) continue;
-    if ("mb_per_sec" in v) s[key] = (v as Throughput).mb_per_sec;
-    else s[key] = (v as Latency).e2e_p50_ms;
+    if ("mb_per_sec" in v) s[`${key}_ms_per_mb`] = (v as Throughput).server_cpu_ms_per_mb;
+    else if ("records_per_sec_asked" in v) {
+      s[`${key}_p50`] = (v as RateLatency).e2e_p50_ms;
+      s[`${key}_p99`] = (v as RateLatency).e2e_p99_ms;
+    } else s[`${key}_p50`] = (v as Latency).e2e_p50_ms;
   }
   return s;
 }

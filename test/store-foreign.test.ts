@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
+import { crc32c } from "../src/store/crc32c.js";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, isForeign, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
@@ -134,6 +135,36 @@ test("a log without a decoder refuses to read a foreign batch as messages, and s
     log = await FileLog.open({ dir });
     await assert.rejects(log.get(1), /foreign format 7, and no decoder/);
     assert.equal(describeItems(await log.scanStored(1)).length, 1);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: a foreign batch's checksum derived from the CRC its appender gave holds on reopening, and a wrong one reads as damage", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-"));
+  const append = (log: MessageLog, values: string[], wrong: boolean): Promise<number> => {
+    const bytes = Buffer.from(JSON.stringify(values));
+    // The tail from byte 1: what a Kafka batch's CRC covers is a tail of the batch too.
+    const tailCrc = { from: 1, crc: (crc32c(bytes, 1) ^ (wrong ? 1 : 0)) >>> 0 };
+    return new Promise((resolve, reject) => log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))));
+  };
+  const warnings: string[] = [];
+  const onWarning = (t: string): void => void warnings.push(t);
+  let log: MessageLog = await FileLog.open({ dir, foreign: toy, onWarning });
+  try {
+    assert.equal(await append(log, ["r1", "r2"], false), 1);
+    assert.equal(await append(log, ["r3"], false), 3);
+    await log.close();
+    log = await FileLog.open({ dir, foreign: toy, onWarning });
+    assert.deepEqual(describeItems(await log.scanStored(1)), ['batch 1+2 ["r1","r2"]', 'batch 3+1 ["r3"]']);
+    assert.deepEqual(warnings, []);
+    // A wrong CRC from the appender is stored as it says: the batch fails its check on reading, it is never taken for other bytes.
+    assert.equal(await append(log, ["r4"], true), 4);
+    await log.close();
+    log = await FileLog.open({ dir, foreign: toy, onWarning });
+    assert.deepEqual(describeItems(await log.scanStored(1)), ['batch 1+2 ["r1","r2"]', 'batch 3+1 ["r3"]']);
+    assert.ok(warnings.some((w) => /checksum|damage|torn|truncat/i.test(w)), warnings.join("\n"));
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

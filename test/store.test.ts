@@ -16,7 +16,7 @@ import { FileLog } from "../src/store/file-log.js";
 import { detailCache } from "../src/store/paged-index.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, runOf, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
-import { crc32c, crc32cTables } from "../src/store/crc32c.js";
+import { crc32c, crc32cCombine, crc32cTables } from "../src/store/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
 import { mismatch } from "./helpers/store-model.js";
 import { rng } from "./helpers/random.js";
@@ -52,6 +52,29 @@ test("crc32c matches the published check values", () => {
     assert.equal(crc32c(big, mid, end, crc32c(big, start, mid)), crc32cTables(big, start, end));
   }
   assert.equal(crc32c(new Uint8Array(big), 3, 9000), crc32cTables(big, 3, 9000));
+});
+
+test("crc32cCombine gives the CRC-32C of two ranges joined, from theirs and the second's length", () => {
+  const r = rng(7);
+  const big = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < big.length; i++) big[i] = Math.floor(r() * 256);
+  for (const [start, mid, end] of [
+    [0, 0, 0],
+    [0, 0, 10],
+    [0, 10, 10],
+    [5, 6, 7],
+    [0, 61, 4096],
+    [100, 200, big.length],
+    [0, 1, big.length],
+  ]) {
+    assert.equal(crc32cCombine(crc32c(big, start, mid), crc32c(big, mid, end), end - mid), crc32c(big, start, end), `[${start}, ${mid}, ${end})`);
+  }
+  for (let i = 0; i < 50; i++) {
+    const start = Math.floor(r() * 1000);
+    const end = start + Math.floor(r() * (big.length - start));
+    const mid = start + Math.floor(r() * (end - start));
+    assert.equal(crc32cCombine(crc32c(big, start, mid), crc32c(big, mid, end), end - mid), crc32c(big, start, end), `[${start}, ${mid}, ${end})`);
+  }
 });
 
 describe("model-based: random operations compared with a plain array", () => {

@@ -29,6 +29,7 @@ import {
   TOMBSTONE_BYTES,
   viewRecord,
   type BatchHeader,
+  type KnownTail,
   encodeForeignBody,
   FLAG_FOREIGN,
   foreignBodySize,
@@ -160,6 +161,8 @@ interface Staged {
   spans: number[];
   /** A foreign batch (appendBatch): written as it is, nothing gathered into it. */
   foreign: boolean;
+  /** A foreign batch's bytes whose CRC-32C its appender gave (ForeignBatch.tailCrc), or null. */
+  tail: KnownTail | null;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -405,8 +408,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       done(refused, 0);
       return;
     }
-    const buf = Buffer.allocUnsafe(BATCH_HEADER + body);
-    const b: Staged = { buf, used: encodeForeignBody(buf, batch.format, batch.subject, batch.bytes), subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: true };
+    // A buffer of an earlier batch if one is large enough: memory already touched costs less to fill than fresh.
+    const buf = this.batchBuffer(BATCH_HEADER + body);
+    const used = encodeForeignBody(buf, batch.format, batch.subject, batch.bytes);
+    const tail = batch.tailCrc === undefined ? null : { at: used - batch.bytes.length + batch.tailCrc.from, crc: batch.tailCrc.crc };
+    const b: Staged = { buf, used, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: true, tail };
     this.staged.push(b);
     for (let i = 0; i < n; i++) this.noteStaged(b, batch.subject, sizes[i]);
     this.addOwner(b, done, n);
@@ -419,7 +425,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (b === undefined || b.foreign || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       const full = b !== undefined;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: false };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: false, tail: null };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -787,7 +793,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     round.seg = seg;
     round.pos = inflight !== null ? inflight.end : seg.size;
-    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n, batch.foreign ? FLAG_FOREIGN : 0) : null;
+    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n, batch.foreign ? FLAG_FOREIGN : 0, batch.tail) : null;
     // A round of tombstones names the next sequence, so it serves as the marker too.
     const marker = this.markerWanted && tombs.length === 0;
     this.markerWanted = false;
@@ -874,7 +880,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         else this.pendingPerSubject.set(s, c);
       }
     }
-    if (!b.foreign) this.spare.push(b.buf);
+    this.spare.push(b.buf);
     let seq = firstSeq;
     for (let k = 0; k < b.owners.length; k++) {
       const owner = b.owners[k];

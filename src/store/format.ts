@@ -23,7 +23,7 @@
  * batch of its segment: compaction removed the sequences in between.
  */
 
-import { crc32c } from "./crc32c.js";
+import { crc32c, crc32cCombine } from "./crc32c.js";
 import type { AppendInput, RecordRun, StoredMessage } from "./log.js";
 
 export const BATCH_HEADER = 32; // bytes, including length and crc
@@ -153,11 +153,18 @@ export function encodeRecord(buf: Buffer, at: number, r: AppendInput): number {
  * Completes a data batch whose `count` records fill buf[BATCH_HEADER, end):
  * writes its header and checksum, and returns the batch's bytes.
  */
-export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number, flags = 0): Buffer {
+export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number, flags = 0, tail: KnownTail | null = null): Buffer {
   const batch = end === buf.length ? buf : buf.subarray(0, end);
   writeHeader(batch, flags, firstSeq, time, count);
-  batch.writeUInt32LE(crc32c(batch, 8, end), 4);
+  const crc = tail === null ? crc32c(batch, 8, end) : crc32cCombine(crc32c(batch, 8, tail.at), tail.crc, end - tail.at);
+  batch.writeUInt32LE(crc, 4);
   return batch;
+}
+
+/** The bytes from `at` to a batch's end, whose CRC-32C the appender already knows (ForeignBatch.tailCrc). */
+export interface KnownTail {
+  at: number;
+  crc: number;
 }
 
 /** A tombstone batch deleting the inclusive ranges [a0, b0, a1, b1, ...]. */

@@ -89,6 +89,13 @@ export interface ForeignBatch {
   readonly subject: string;
   readonly count: number;
   readonly bytes: Uint8Array;
+  /**
+   * The CRC-32C of bytes[from..] as the caller has checked it (a Kafka
+   * batch's own CRC): the log derives its batch checksum from it instead of
+   * reading those bytes a second time. The caller vouches for it; a wrong
+   * value makes the stored batch read back as damaged, never as other data.
+   */
+  readonly tailCrc?: { readonly from: number; readonly crc: number };
 }
 
 /** Foreign format 1: Kafka's RecordBatch v2, from its baseOffset field to its end. */

@@ -12,7 +12,7 @@ import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from ".
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
 import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
-import { batchProducer, stampLogAppendTime } from "./stored-batches.js";
+import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
@@ -280,7 +280,9 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
   const stored_ = (err: ApiError | null, first: number): void => settle(err ?? first - 1);
   if (p.whole !== null) {
     if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
-    stream.appendBatch(index, { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole }, p.largest, stored_);
+    // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
+    const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
+    stream.appendBatch(index, { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc }, p.largest, stored_);
   } else stream.appendMany(index, run!, stored_);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {

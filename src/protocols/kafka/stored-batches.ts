@@ -21,7 +21,8 @@ import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type Deco
 export const BATCH_BASE_OFFSET = 0;
 export const BATCH_LEADER_EPOCH = 12;
 const BATCH_CRC = 17;
-const BATCH_CRC_FROM = 21;
+/** Where the bytes under the batch's CRC-32C begin (its attributes); they run to the batch's end. */
+export const BATCH_CRC_FROM = 21;
 const BATCH_ATTRIBUTES = 21;
 const BATCH_BASE_TIMESTAMP = 27;
 const BATCH_MAX_TIMESTAMP = 35;
@@ -80,6 +81,11 @@ export function stampLogAppendTime(batch: Buffer, time: number): void {
   batch.writeInt16BE(batch.readInt16BE(BATCH_ATTRIBUTES) | ATTR_LOG_APPEND_TIME, BATCH_ATTRIBUTES);
   batch.writeBigInt64BE(BigInt(time), BATCH_MAX_TIMESTAMP);
   batch.writeUInt32BE(crc32c(batch, BATCH_CRC_FROM) >>> 0, BATCH_CRC);
+}
+
+/** The CRC-32C field of a batch: of its bytes from BATCH_CRC_FROM to its end. */
+export function batchCrc(batch: Buffer): number {
+  return batch.readUInt32BE(BATCH_CRC);
 }
 
 /** The idempotence fields of a stored batch, read without decoding it. */
