@@ -115,7 +115,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   constructor(
     private readonly broker: Broker,
-    private readonly account: Account,
+    private account: Account,
     tcp: Socket,
     tls: NatsTls | null = null,
     private readonly auth: Authenticator | null = null,
@@ -193,6 +193,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     }
     this.user = identity.name;
     this.permissions = identity.permissions;
+    this.account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
     this.connected = true;
     this.sendOk();
     for (let i = 0; i < held.length; i++) {
@@ -490,6 +491,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.lang) i.lang = this.lang;
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
+    if (this.auth !== null) i.account = this.account.name;
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }
