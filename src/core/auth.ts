@@ -43,6 +43,8 @@ export interface AuthOptions {
 
 /** What a client presented in CONNECT. */
 export interface Credentials {
+  /** A user JWT (operator mode). */
+  jwt?: unknown;
   authToken?: unknown;
   user?: unknown;
   pass?: unknown;
@@ -62,8 +64,17 @@ const DEFAULT_ACCOUNT = "$G";
 
 const BCRYPT = /^\$2[aby]\$\d\d\$/;
 
+/** What a door asks to let a client in: configured users (Authenticator) or operator mode (JwtAuthenticator). */
+export interface ClientAuth {
+  /** Whether INFO must carry a nonce for the client to sign. */
+  readonly wantsNonce: boolean;
+  nonce(): string;
+  /** The identity the credentials prove, or null. */
+  authenticate(c: Credentials, nonce: string | null): Promise<Identity | null>;
+}
+
 /** A connection's authenticator: none when the server needs no authentication. */
-export class Authenticator {
+export class Authenticator implements ClientAuth {
   private readonly byName = new Map<string, UserOptions>();
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();

@@ -123,6 +123,8 @@ export class Broker {
     this.globalAccount = new Account(GLOBAL_ACCOUNT);
     this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
     for (const name of Object.keys(options.accounts ?? {})) this.accounts.set(name, new Account(name));
+    // Operator mode: each account the resolver holds, named by its public key.
+    for (const key of Object.keys(options.operator?.accounts ?? {})) this.accounts.set(key, new Account(key));
     this.stopImports = options.accounts === undefined ? () => {} : wireImports(options.accounts, this.accounts);
     // One timer for every connection's upkeep; per-connection timers would
     // cost a closure and a timer each for 100k idle clients.

@@ -1,5 +1,6 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, SubjectRules, UserOptions } from "./auth.js";
+import type { OperatorOptions } from "./jwt-auth.js";
 import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
@@ -55,6 +56,8 @@ export interface ServerOptions {
   authorization?: AuthOptions;
   /** Accounts beside the default one, each with its users, exports and imports (nats-server's `accounts {}`). */
   accounts?: Record<string, AccountOptions>;
+  /** Operator mode: trusted operators and the MEMORY resolver's account JWTs (nats-server's `operator`, `resolver_preload`). */
+  operator?: OperatorOptions;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -138,6 +141,7 @@ export interface ResolvedOptions {
   tls: TlsOptions | undefined;
   authorization: AuthOptions | undefined;
   accounts: Record<string, AccountOptions> | undefined;
+  operator: OperatorOptions | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -201,6 +205,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     kafka: o.kafka,
     authorization: o.authorization,
     accounts: o.accounts,
+    operator: o.operator,
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
@@ -385,7 +390,7 @@ function checkIdentities(o: ServerOptions): void {
 
 /** Whether clients must authenticate: an authorization block, or users in accounts. */
 export function authRequired(o: ServerOptions): boolean {
-  return o.authorization !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0);
+  return o.authorization !== undefined || o.operator !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0);
 }
 
 /** One check per option: adding a field to ServerOptions without one here does not compile. */
@@ -426,6 +431,18 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
   },
   authorization: (v, n) => checkObject(v, n, AUTH_CHECKS),
+  operator: (v, n) => {
+    checkObject(v, n, {
+      operators: (x, m) => {
+        if (!Array.isArray(x) || x.length === 0 || x.some((j) => typeof j !== "string" || j === "")) fail(m, x, "an array of operator JWTs");
+      },
+      accounts: (x, m) => {
+        if (x === null || typeof x !== "object" || Array.isArray(x) || Object.values(x).some((j) => typeof j !== "string" || j === "")) fail(m, x, "an object of account JWTs by public key");
+      },
+    });
+    const op = v as Partial<OperatorOptions>;
+    if (op.operators === undefined || op.accounts === undefined) throw new OptionsError(`option ${n} needs operators and accounts`);
+  },
   accounts: (v, n) => {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object of accounts by name");
     for (const [name, a] of Object.entries(v as Record<string, unknown>)) {
@@ -459,6 +476,10 @@ export function checkOptions(o: ServerOptions): void {
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
   checkIdentities(o);
+  // As nats-server: operator mode replaces configured users and accounts.
+  if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
+    throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");
+  }
   // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
   if (authRequired(o) && o.kafka !== undefined) {
     throw new OptionsError("authorization cannot be honoured on the Kafka listener yet (no SASL): turn the Kafka door off, or run without authorization");

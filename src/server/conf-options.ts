@@ -29,12 +29,8 @@ type Tree = Record<string, unknown>;
 const NOT_SUPPORTED: Record<string, string> = {
   system_account: "accounts are not supported yet",
   system: "accounts are not supported yet",
-  operator: "operator (JWT) mode is not supported yet",
-  operators: "operator (JWT) mode is not supported yet",
   trusted: "operator (JWT) mode is not supported yet",
   trusted_keys: "operator (JWT) mode is not supported yet",
-  resolver: "operator (JWT) mode is not supported yet",
-  resolver_preload: "operator (JWT) mode is not supported yet",
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
   allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
@@ -218,6 +214,17 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const auth = lookup(tree, "authorization");
     if (auth) authorization(o, auth, c);
+  });
+  c.attempt(() => {
+    const operator = lookup(tree, "operator") ?? lookup(tree, "operators");
+    const resolver = lookup(tree, "resolver");
+    const preload = lookup(tree, "resolver_preload");
+    if (operator === undefined) {
+      const stray = resolver ?? preload;
+      if (stray) fail(stray, "needs an operator (operator mode)");
+      return;
+    }
+    operatorMode(o, operator, resolver, preload);
   });
   c.attempt(() => {
     const accounts = lookup(tree, "accounts");
@@ -564,6 +571,39 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
   if (a.token !== undefined && a.users !== undefined) fail(e, "a token and users cannot be used together");
   if (a.token === undefined && a.users === undefined) fail(e, "needs a token, a user and password, or users");
   o.authorization = a;
+}
+
+/**
+ * Operator mode: `operator` (a JWT, or the file holding one; or a list),
+ * `resolver: MEMORY` and `resolver_preload { <account public key>: <account
+ * JWT> }`. Other resolvers (a directory, a URL) are refused. The JWTs are
+ * checked when the server starts.
+ */
+function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undefined, preload: Entry | undefined): void {
+  const jwtOrFile = (e: Entry, v: unknown): string => {
+    if (typeof v !== "string" || v.trim() === "") fail(e, `expected an operator JWT or the file holding one, got ${describe(v)}`);
+    if (v.trim().startsWith("eyJ")) return v.trim();
+    try {
+      return readFileSync(v, "utf8").trim();
+    } catch (err) {
+      fail(e, `cannot read ${JSON.stringify(v)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const operators = (Array.isArray(operator.value) ? operator.value : [operator.value]).map((v) => jwtOrFile(operator, v));
+  if (resolver === undefined) fail(operator, "operator mode needs resolver: MEMORY with resolver_preload");
+  if (typeof resolver.value !== "string" || resolver.value.toUpperCase() !== "MEMORY") {
+    fail(resolver, `only the MEMORY resolver is supported yet (nagare will not start without it), got ${describe(resolver.value)}`);
+  }
+  if (preload === undefined) fail(resolver, "the MEMORY resolver needs resolver_preload");
+  if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
+  const accounts: Record<string, string> = {};
+  for (const key of Object.keys(preload.value)) {
+    const e = inBlock(preload.value, preload, key.toLowerCase())!;
+    if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
+    if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
+    accounts[key] = e.value;
+  }
+  o.operator = { operators, accounts };
 }
 
 /**

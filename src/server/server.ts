@@ -13,7 +13,8 @@ import { authRequired, DEFAULTS, resolveOptions, type ResolvedOptions, type Serv
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
-import { Authenticator } from "../core/auth.js";
+import { Authenticator, type ClientAuth } from "../core/auth.js";
+import { JwtAuthenticator } from "../core/jwt-auth.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -56,7 +57,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
-  const auth = authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
+  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
   let jetstream: JetStream | undefined;
@@ -229,7 +230,7 @@ function loadNatsTls(t: TlsOptions): NatsTls {
   return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
-function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: Authenticator | null): void {
+function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {
   if (broker.lameDuck) {
     socket.destroy();
     return;

@@ -15,7 +15,7 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import type { Authenticator, Identity, PermissionCheck } from "../../core/auth.js";
+import type { ClientAuth, Identity, PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
@@ -118,7 +118,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     private account: Account,
     tcp: Socket,
     tls: NatsTls | null = null,
-    private readonly auth: Authenticator | null = null,
+    private readonly auth: ClientAuth | null = null,
   ) {
     const opts = broker.options;
     this.cid = broker.allocateCid();
@@ -243,7 +243,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       // The rest of this read, and later reads, wait for the answer.
       this.held = [];
       this.parser.suspend();
-      const creds = { authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      const creds = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
       this.auth.authenticate(creds, this.nonce).then(
         (identity) => this.authenticated(identity),
         () => this.authenticated(null),

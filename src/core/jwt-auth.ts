@@ -1,0 +1,166 @@
+/**
+ * Decentralised authentication (nats-server's operator mode): the server
+ * trusts an operator; accounts are JWTs the operator signed (here from the
+ * MEMORY resolver's preload); users are JWTs an account signed, presented in
+ * CONNECT (from a creds file) with the nonce signed by the user's key.
+ * Signatures are checked by @nats-io/jwt and @nats-io/nkeys; this module
+ * decides whom to trust:
+ *
+ * - an account JWT must be issued by the operator or one of its signing
+ *   keys, and unexpired;
+ * - a user JWT must be issued by its account or one of the account's
+ *   signing keys (then `issuer_account` names the account), be within its
+ *   validity dates, not be revoked by the account, and its nonce signature
+ *   must verify (a `bearer_token` user needs none);
+ * - the user's `pub`/`sub` permissions apply as configured ones do.
+ *
+ * What nagare cannot honour is refused, never ignored: an account JWT with
+ * imports, exports or JetStream limits stops the start; a user with
+ * response permissions or connection limits is not let in.
+ */
+
+import { decode } from "@nats-io/jwt";
+import { fromPublic } from "@nats-io/nkeys";
+import { randomBytes } from "node:crypto";
+import { PermissionCheck, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+
+export interface OperatorOptions {
+  /** Operator JWTs (the contents, not file names). */
+  operators: string[];
+  /** The MEMORY resolver's accounts: public key → account JWT. */
+  accounts: Record<string, string>;
+}
+
+interface Claims {
+  sub: string;
+  iss: string;
+  name?: string;
+  exp?: number;
+  nbf?: number;
+  iat?: number;
+  nats?: Record<string, unknown>;
+}
+
+interface TrustedAccount {
+  key: string;
+  signingKeys: Set<string>;
+  revocations: Record<string, number>;
+}
+
+/** Why an operator or account JWT cannot be used, as startup errors. */
+export class JwtConfigError extends Error {}
+
+function claimsOf(jwt: string, what: string): Claims {
+  try {
+    return decode(jwt.trim()) as unknown as Claims;
+  } catch (err) {
+    throw new JwtConfigError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+/** Signing keys as JWTs list them: strings, or scoped-key objects (which nagare does not support). */
+function signingKeys(nats: Record<string, unknown> | undefined, what: string): Set<string> {
+  const keys = new Set<string>();
+  for (const k of (nats?.signing_keys as unknown[] | undefined) ?? []) {
+    if (typeof k !== "string") throw new JwtConfigError(`${what}: scoped signing keys are not supported yet`);
+    keys.add(k);
+  }
+  return keys;
+}
+
+const expired = (c: Claims, now: number): boolean => c.exp !== undefined && c.exp > 0 && c.exp * 1000 <= now;
+const notYet = (c: Claims, now: number): boolean => c.nbf !== undefined && c.nbf > 0 && c.nbf * 1000 > now;
+
+export class JwtAuthenticator implements ClientAuth {
+  readonly wantsNonce = true;
+  private readonly accounts = new Map<string, TrustedAccount>();
+
+  /** Throws a JwtConfigError for an operator or account JWT that cannot be trusted or honoured. */
+  constructor(opts: OperatorOptions) {
+    const trusted = new Set<string>();
+    for (const [i, jwt] of opts.operators.entries()) {
+      const op = claimsOf(jwt, `operator ${i + 1}`);
+      if (op.nats?.type !== "operator") throw new JwtConfigError(`operator ${i + 1}: not an operator JWT`);
+      if (op.iss !== op.sub && !signingKeys(op.nats, "operator").has(op.iss)) throw new JwtConfigError(`operator ${op.name ?? op.sub}: not signed by itself`);
+      trusted.add(op.sub);
+      for (const k of signingKeys(op.nats, `operator ${op.name ?? op.sub}`)) trusted.add(k);
+    }
+    const now = Date.now();
+    for (const [key, jwt] of Object.entries(opts.accounts)) {
+      const what = `account ${key}`;
+      const a = claimsOf(jwt, what);
+      if (a.nats?.type !== "account") throw new JwtConfigError(`${what}: not an account JWT`);
+      if (a.sub !== key) throw new JwtConfigError(`${what}: the JWT is for ${a.sub}`);
+      if (!trusted.has(a.iss)) throw new JwtConfigError(`${what}: not signed by a trusted operator`);
+      if (expired(a, now)) throw new JwtConfigError(`${what}: expired`);
+      const nats = a.nats;
+      for (const k of ["imports", "exports"]) {
+        if (Array.isArray(nats[k]) && (nats[k] as unknown[]).length > 0) throw new JwtConfigError(`${what}: ${k} in account JWTs are not supported yet`);
+      }
+      const limits = nats.limits as Record<string, unknown> | undefined;
+      if (limits !== undefined && ["mem_storage", "disk_storage", "streams", "consumer"].some((k) => typeof limits[k] === "number" && limits[k] !== 0)) {
+        throw new JwtConfigError(`${what}: JetStream in an account other than the default one is not supported yet`);
+      }
+      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {} });
+    }
+  }
+
+  /** The accounts the resolver holds, by public key: each is an isolated subject space. */
+  get accountKeys(): string[] {
+    return [...this.accounts.keys()];
+  }
+
+  nonce(): string {
+    return randomBytes(16).toString("base64url");
+  }
+
+  async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
+    if (typeof c.jwt !== "string") return null;
+    let u: Claims;
+    try {
+      u = decode(c.jwt) as unknown as Claims;
+    } catch {
+      return null;
+    }
+    const nats = u.nats ?? {};
+    if (nats.type !== "user") return null;
+    const now = Date.now();
+    if (expired(u, now) || notYet(u, now)) return null;
+    const accountKey = typeof nats.issuer_account === "string" && nats.issuer_account !== "" ? nats.issuer_account : u.iss;
+    const account = this.accounts.get(accountKey);
+    if (account === undefined) return null;
+    if (u.iss !== account.key && !account.signingKeys.has(u.iss)) return null;
+    const revoked = account.revocations[u.sub] ?? account.revocations["*"];
+    if (revoked !== undefined && (u.iat ?? 0) <= revoked) return null;
+    if (nats.bearer_token !== true) {
+      if (nonce === null || typeof c.sig !== "string") return null;
+      try {
+        if (!fromPublic(u.sub).verify(Buffer.from(nonce), Buffer.from(c.sig, "base64url"))) return null;
+      } catch {
+        return null;
+      }
+    }
+    // What the user's claims ask for and nagare cannot enforce keeps the user out.
+    if (nats.resp !== undefined && nats.resp !== null) return null;
+    if (Array.isArray(nats.src) && nats.src.length > 0) return null;
+    if (Array.isArray(nats.times) && nats.times.length > 0) return null;
+    const permissions = permissionsOf(nats);
+    return { name: u.name ?? u.sub, account: account.key, permissions: permissions === null ? null : new PermissionCheck(permissions) };
+  }
+}
+
+/** A user JWT's `pub` and `sub` as permissions; null when it limits nothing. */
+function permissionsOf(nats: Record<string, unknown>): Permissions | null {
+  const rules = (x: unknown): { allow?: string[]; deny?: string[] } | undefined => {
+    if (x === null || typeof x !== "object") return undefined;
+    const r = x as { allow?: unknown; deny?: unknown };
+    const list = (v: unknown): string[] | undefined => (Array.isArray(v) && v.length > 0 ? v.filter((s): s is string => typeof s === "string") : undefined);
+    const allow = list(r.allow);
+    const deny = list(r.deny);
+    return allow === undefined && deny === undefined ? undefined : { ...(allow ? { allow } : {}), ...(deny ? { deny } : {}) };
+  };
+  const publish = rules(nats.pub);
+  const subscribe = rules(nats.sub);
+  if (publish === undefined && subscribe === undefined) return null;
+  return { ...(publish ? { publish } : {}), ...(subscribe ? { subscribe } : {}) };
+}
