@@ -64,6 +64,12 @@ function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
+/** An append waiting for its stream sequence (whenNumbered). */
+interface NumberWaiter {
+  pseq: number;
+  done: (err: Error | null, streamSeq: number) => void;
+}
+
 export class StreamOrder {
   private readonly pages: Page[] = [];
   private readonly cached: Page[] = [];
@@ -86,6 +92,9 @@ export class StreamOrder {
   private headPage = 0;
   private headRun = 0;
   private idleWaiters: Array<() => void> = [];
+  /** Per partition, the appends waiting for their stream sequence to be durable (a JetStream PubAck), in partition order. */
+  private readonly numberWaiters: Array<Array<NumberWaiter>> = [];
+  private waiting = 0;
 
   private constructor(
     private readonly partitions: MessageLog[],
@@ -260,20 +269,88 @@ export class StreamOrder {
             // Sticky, as the store's: no sync is retried on this file; readers stop at what is durable.
             this.failed = err as Error;
             this.onError(new Error(`${this.path}: ${(err as Error).message}; the stream's order takes no more runs until it is reopened`));
+            this.failWaiters(this.failed);
             break;
           }
         } else {
           await Promise.resolve();
         }
+        const from = this.durableEntries;
         this.durableEntries = entries;
         this.durableNext = next;
         for (let p = 0; p < high.length; p++) this.durableHigh[p] = high[p];
+        if (this.waiting > 0) this.numbered(from, entries);
         this.onDurable();
       }
     } finally {
       this.writing = false;
       for (const w of this.idleWaiters.splice(0)) w();
     }
+  }
+
+  /**
+   * Calls `done` with the stream sequence of `partition`'s sequence `pseq`
+   * once the run holding it is durable: what a JetStream PubAck may name
+   * (a crash cannot give that number to another record). At once if it
+   * is already; an error if the order fails or closes first.
+   */
+  whenNumbered(partition: number, pseq: number, done: (err: Error | null, streamSeq: number) => void): void {
+    if (pseq <= (this.durableHigh[partition] ?? 0)) return done(null, this.streamSeqOf(partition, pseq));
+    if (this.failed !== null) return done(this.failed, 0);
+    if (this.closed) return done(new Error("the stream is closed"), 0);
+    while (this.numberWaiters.length <= partition) this.numberWaiters.push([]);
+    const q = this.numberWaiters[partition];
+    q.push({ pseq, done });
+    // Appends of a partition land in order, so this is rare: keep the queue sorted anyway.
+    if (q.length > 1 && q[q.length - 2].pseq > pseq) q.sort((a, b) => a.pseq - b.pseq);
+    this.waiting++;
+    this.landed();
+  }
+
+  /** Runs `from`..`to` - 1 became durable: tells the appends they hold their stream sequences. */
+  private numbered(from: number, to: number): void {
+    for (let i = from; i < to && this.waiting > 0; ) {
+      const page = this.pages[Math.floor(i / PAGE)];
+      const runs = this.runsOf(page);
+      const end = Math.min(to - page.index * PAGE, page.n);
+      for (let j = i - page.index * PAGE; j < end; j++) {
+        const q = this.numberWaiters[runs[j * 4 + 1]];
+        if (q === undefined || q.length === 0) continue;
+        const first = runs[j * 4 + 2];
+        const last = first + runs[j * 4 + 3] - 1;
+        let k = 0;
+        // A waiter below the run was in an earlier one (registered while its run was being written).
+        for (; k < q.length && q[k].pseq <= last; k++) {
+          const w = q[k];
+          w.done(null, w.pseq >= first ? runs[j * 4] + (w.pseq - first) : this.streamSeqOf(runs[j * 4 + 1], w.pseq));
+        }
+        if (k > 0) {
+          q.splice(0, k);
+          this.waiting -= k;
+        }
+      }
+      i = page.index * PAGE + end;
+    }
+  }
+
+  private failWaiters(err: Error): void {
+    for (const q of this.numberWaiters) for (const w of q.splice(0)) w.done(err, 0);
+    this.waiting = 0;
+  }
+
+  /**
+   * Hands out stream sequences to everything stored and visible, and says
+   * whether all of them are durable (what an expectation header compares
+   * with must be a number readers may see). If not, a flush is under way:
+   * `onDurable` follows.
+   */
+  settle(): boolean {
+    // A failed order takes no more runs: nothing to wait for (the publish fails at whenNumbered).
+    if (this.failed !== null) return true;
+    this.catchUp();
+    if (this.pendingBytes.length === 0 && !this.writing) return true;
+    void this.flush();
+    return false;
   }
 
   /** The next stream sequence after the first `entries` runs. */
@@ -504,6 +581,8 @@ export class StreamOrder {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
+    // Records held back by the door's rules never got a run: their publishers hear the stream went.
+    this.failWaiters(new Error("the stream is closed"));
     await this.file?.close();
   }
 
