@@ -379,4 +379,38 @@ describe("JetStream consumers of a stream with several partitions", () => {
     const si = await jsm2.streams.info(topic);
     assert.deepEqual([si.state.messages, si.state.first_seq, si.state.last_seq], [1, r.seq, r.seq]);
   });
+
+  test("stream info's deleted_details lists the stream sequences gone from every partition", async () => {
+    const topic = "parts-deleted";
+    await createTopic(topic, 3);
+    await fill(topic, 6);
+    const n = await settled(topic);
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.add(topic, { durable_name: "all", ack_policy: AckPolicy.None });
+    const seqOf = new Map((await fetchN(topic, "all", n, false)).map((m) => [dec(m.data), m.seq]));
+    // Two deletes by stream sequence, and partition 1 purged below its offset 3 (DeleteRecords).
+    const byApi = [seqOf.get("p2-1")!, seqOf.get("p0-3")!];
+    for (const seq of byApi) assert.ok(await jsm.streams.deleteMessage(topic, seq));
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      // KafkaJS finds partition leaders in metadata it already has.
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 1, offset: "3" }] });
+    } finally {
+      await admin.disconnect();
+    }
+    const gone = new Set([...byApi, seqOf.get("p1-0")!, seqOf.get("p1-1")!, seqOf.get("p1-2")!]);
+    let first = 1;
+    while (gone.has(first)) first++;
+    // Gone below the first stored record is not "deleted": the stream starts after it.
+    const expected = [...gone].filter((s) => s > first).sort((a, b) => a - b);
+    assert.ok(expected.length >= 3);
+    const si = await jsm.streams.info(topic, { deleted_details: true });
+    assert.equal(si.state.first_seq, first);
+    assert.equal(si.state.num_deleted, expected.length);
+    assert.deepEqual(si.state.deleted, expected);
+    // Without the option, no list.
+    assert.equal((await jsm.streams.info(topic)).state.deleted, undefined);
+  });
 });

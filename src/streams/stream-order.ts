@@ -534,6 +534,43 @@ export class StreamOrder {
     return this.durableNext;
   }
 
+  /**
+   * The stream sequences from the first still stored to the last durable
+   * whose record is gone (below its partition's first sequence, or deleted
+   * inside it), ascending, at most `max`: stream info's deleted_details.
+   * Walks the runs from the head (pages read back as needed), asking each
+   * partition for its own gaps once.
+   */
+  deletedSequences(max: number): number[] {
+    const out: number[] = [];
+    const first = this.firstSeq();
+    const start = this.runAt(first);
+    if (start < 0) return out;
+    const gaps = this.partitions.map((log) => log.deletedSequences(max));
+    const at = this.partitions.map(() => 0);
+    const firsts = this.partitions.map((log) => log.state().firstSeq);
+    for (let i = start; i < this.durableEntries && out.length < max; ) {
+      const page = this.pages[Math.floor(i / PAGE)];
+      const runs = this.runsOf(page);
+      const end = Math.min(this.durableEntries - page.index * PAGE, page.n);
+      for (let j = i - page.index * PAGE; j < end && out.length < max; j++) {
+        const s0 = runs[j * 4];
+        const p = runs[j * 4 + 1];
+        const a = runs[j * 4 + 2];
+        const b = a + runs[j * 4 + 3] - 1;
+        const lo = Math.max(a, a + (first - s0));
+        for (let q = lo; q <= Math.min(b, firsts[p] - 1) && out.length < max; q++) out.push(s0 + (q - a));
+        const g = gaps[p];
+        let k = at[p];
+        while (k < g.length && g[k] < lo) k++;
+        for (; k < g.length && g[k] <= b && out.length < max; k++) out.push(s0 + (g[k] - a));
+        at[p] = k;
+      }
+      i = page.index * PAGE + end;
+    }
+    return out;
+  }
+
   /** Whether every partition dropped everything page `k` maps (the next page's starts are below their first sequences). */
   private pageDropped(k: number): boolean {
     const next = this.pages[k + 1].start;
@@ -890,9 +927,9 @@ export class MergedLog {
     return n;
   }
 
-  /** No list of gaps across partitions: num_deleted has the count. */
-  deletedSequences(): number[] {
-    return [];
+  /** Stream sequences of records gone, between the first and the last (at most `max`): deleted_details. */
+  deletedSequences(max: number): number[] {
+    return this.order.deletedSequences(max);
   }
 
   async delete(seq: number): Promise<boolean> {
