@@ -9,8 +9,11 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import v2 from "nats";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { apiErrorCode } from "./helpers/js.js";
+import { partitionForKey } from "../src/streams/partitioner.js";
 
 type Producer = ReturnType<ReturnType<KafkaHarness["kafka"]>["producer"]>;
 
@@ -70,9 +73,10 @@ describe("JetStream consumers of a stream with several partitions", () => {
    * Waits until the stream's last sequence covers every record sent: a
    * produce is acknowledged once its partition has it, and its stream
    * sequence becomes durable (and visible to JetStream readers) a sync later.
+   * `published`: records stored besides the Kafka ones (JetStream publishes).
    */
-  const settled = async (topic: string): Promise<number> => {
-    const n = total(topic);
+  const settled = async (topic: string, published = 0): Promise<number> => {
+    const n = total(topic) + published;
     const jsm = await jetstreamManager(h.nc);
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -311,5 +315,103 @@ describe("JetStream consumers of a stream with several partitions", () => {
     const rest = await fetchN(topic, "g", n - 3);
     assert.deepEqual([...early, ...rest].map((m) => m.seq), Array.from({ length: n }, (_, i) => i + 1));
     checkOrder([...early, ...rest].map((m) => dec(m.data)), counts);
+  });
+
+  test("a JetStream publish is acknowledged with the stream sequence readers use; expectations and duplicates speak it too", async () => {
+    const topic = "parts-puback";
+    await createTopic(topic, 3);
+    await fill(topic, 4);
+    const n = await settled(topic);
+    const js = jetstream(h.nc);
+    const jsm = await jetstreamManager(h.nc);
+    /** A key Kafka's partitioner puts in partition `p`, as a Nats-Key header. */
+    const keyed = (p: number) => {
+      let i = 0;
+      while (partitionForKey(Buffer.from(`k${i}`), 3) !== p) i++;
+      const hd = natsHeaders();
+      hd.set("Nats-Key", `k${i}`);
+      return hd;
+    };
+    const acks: number[] = [];
+    for (const [i, p] of [1, 2, 0, 1].entries()) {
+      const ack = await js.publish(topic, `js-${i}`, { headers: p === 0 ? undefined : keyed(p), msgID: `id-${i}` });
+      // Nothing else is written meanwhile: the next stream sequence, whatever the partition's own.
+      assert.equal(ack.seq, n + i + 1, `publish ${i} to partition ${p}`);
+      // Acknowledged only once durable in the order: readers find it at once under that sequence.
+      assert.equal((await jsm.streams.getMessage(topic, { seq: ack.seq }))?.string(), `js-${i}`);
+      acks.push(ack.seq);
+    }
+    assert.equal((await jsm.streams.info(topic)).state.last_seq, n + 4);
+
+    // A retried publish is a duplicate of the stream sequence it was stored at.
+    const dup = await js.publish(topic, "again", { headers: keyed(2), msgID: "id-1" });
+    assert.deepEqual([dup.duplicate, dup.seq], [true, acks[1]]);
+
+    // Expectations compare stream sequences, and a refusal names the stream's last one.
+    const ok = await js.publish(topic, "expected", { headers: keyed(2), expect: { lastSequence: n + 4, lastSubjectSequence: n + 4 } });
+    assert.equal(ok.seq, n + 5);
+    assert.equal(await apiErrorCode(js.publish(topic, "stale", { expect: { lastSequence: n + 4 } })), 10071);
+    await assert.rejects(js.publish(topic, "stale", { headers: keyed(1), expect: { lastSequence: 3 } }), new RegExp(`wrong last sequence: ${n + 5}`));
+    // A Kafka produce in between moves the stream's last sequence, once its run is durable.
+    await fill(topic, 1);
+    const last = await settled(topic, 5);
+    assert.equal((await js.publish(topic, "after-kafka", { headers: keyed(1), expect: { lastSequence: last } })).seq, last + 1);
+
+    // After a restart the ids still answer with stream sequences.
+    await producer.disconnect();
+    await h.restart();
+    producer = h.kafka().producer();
+    await producer.connect();
+    const js2 = jetstream(h.nc);
+    const again = await js2.publish(topic, "again", { headers: keyed(1), msgID: "id-3" });
+    assert.deepEqual([again.duplicate, again.seq], [true, acks[3]]);
+    const fresh = await js2.publish(topic, "fresh", { msgID: "id-new" });
+    assert.equal(fresh.seq, last + 2);
+
+    // A rollup purges the whole stream below its stream sequence, every partition.
+    const jsm2 = await jetstreamManager(h.nc);
+    const cfg = (await jsm2.streams.info(topic)).config;
+    await jsm2.streams.update(topic, { ...cfg, allow_rollup_hdrs: true });
+    const roll = natsHeaders();
+    roll.set("Nats-Rollup", "all");
+    roll.set("Nats-Key", keyed(2).get("Nats-Key"));
+    const r = await js2.publish(topic, "rollup", { headers: roll });
+    assert.equal(r.seq, last + 3);
+    const si = await jsm2.streams.info(topic);
+    assert.deepEqual([si.state.messages, si.state.first_seq, si.state.last_seq], [1, r.seq, r.seq]);
+  });
+
+  test("stream info's deleted_details lists the stream sequences gone from every partition", async () => {
+    const topic = "parts-deleted";
+    await createTopic(topic, 3);
+    await fill(topic, 6);
+    const n = await settled(topic);
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.add(topic, { durable_name: "all", ack_policy: AckPolicy.None });
+    const seqOf = new Map((await fetchN(topic, "all", n, false)).map((m) => [dec(m.data), m.seq]));
+    // Two deletes by stream sequence, and partition 1 purged below its offset 3 (DeleteRecords).
+    const byApi = [seqOf.get("p2-1")!, seqOf.get("p0-3")!];
+    for (const seq of byApi) assert.ok(await jsm.streams.deleteMessage(topic, seq));
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      // KafkaJS finds partition leaders in metadata it already has.
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 1, offset: "3" }] });
+    } finally {
+      await admin.disconnect();
+    }
+    const gone = new Set([...byApi, seqOf.get("p1-0")!, seqOf.get("p1-1")!, seqOf.get("p1-2")!]);
+    let first = 1;
+    while (gone.has(first)) first++;
+    // Gone below the first stored record is not "deleted": the stream starts after it.
+    const expected = [...gone].filter((s) => s > first).sort((a, b) => a - b);
+    assert.ok(expected.length >= 3);
+    const si = await jsm.streams.info(topic, { deleted_details: true });
+    assert.equal(si.state.first_seq, first);
+    assert.equal(si.state.num_deleted, expected.length);
+    assert.deepEqual(si.state.deleted, expected);
+    // Without the option, no list.
+    assert.equal((await jsm.streams.info(topic)).state.deleted, undefined);
   });
 });

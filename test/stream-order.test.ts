@@ -8,12 +8,12 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, appendFileSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, appendFileSync, statSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync } from "../src/store/log.js";
-import { ORDER_FILE, StreamOrder } from "../src/streams/stream-order.js";
+import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "../src/streams/stream-order.js";
 import type { Visibility } from "../src/streams/visibility.js";
 
 describe("stream order", () => {
@@ -123,6 +123,80 @@ describe("stream order", () => {
     assert.deepEqual(await values(), ["b1", "b2", "a1", "open"]);
     assert.equal(view.pendingAfter(0), 4);
     assert.equal(await view.get(5), null, "the marker's stream sequence reads as no message");
+    await order.close();
+  });
+
+  test("order.map drops runs every partition has dropped, keeps numbering, and a clean close lets open skip the runs", async () => {
+    const sub = mkdtempSync(join(dir, "compact-"));
+    const file = join(sub, ORDER_FILE);
+    const parts = [new MemoryLog(), new MemoryLog(), new MemoryLog()];
+    const open = (): Promise<StreamOrder> => StreamOrder.open(sub, parts, () => null, () => undefined, (err) => assert.fail(err.message));
+    const catchUp = (o: StreamOrder): void => (o as unknown as { catchUp(): void }).catchUp();
+    const inMemory = (o: StreamOrder): number => (o as unknown as { pages: Array<{ runs: unknown }> }).pages.filter((p) => p.runs !== null).length;
+    let order = await open();
+    const model: string[] = [];
+    const add = async (o: StreamOrder, p: number): Promise<void> => {
+      const value = `r${model.length}`;
+      await appendAsync(parts[p], { subject: "s", data: Buffer.from(value) });
+      catchUp(o);
+      model.push(value);
+    };
+    const N = 6 * 4096;
+    for (let i = 0; i < N; i++) await add(order, i % 3);
+    await order.flush();
+    assert.equal(statSync(file).size, N * 32);
+
+    // A clean close leaves page summaries: the next open reads the newest page's runs only.
+    await order.close();
+    assert.ok(existsSync(join(sub, ORDER_PAGES_FILE)));
+    order = await open();
+    assert.ok(inMemory(order) <= 2, "open reads the newest page and the head's only");
+    assert.ok(!existsSync(join(sub, ORDER_PAGES_FILE)), "used once");
+    for (const seq of [1, 4096, 12_345, N]) assert.equal((await order.view().get(seq))?.data.toString(), model[seq - 1]);
+
+    // Every partition purged below stream sequence 20,000: 4 of 6 pages are dead, and the next flush rewrites the file without them.
+    await order.view().purge({ upTo: 20_000 });
+    await add(order, 1);
+    await order.flush();
+    assert.equal(order.compactions, 1);
+    const live = N + 1 - 4 * 4096;
+    assert.equal(statSync(file).size, (3 + live) * 32, "a base entry per partition and the live runs");
+    const check = async (o: StreamOrder): Promise<void> => {
+      const view = o.view();
+      assert.equal(view.state().firstSeq, 20_000);
+      assert.equal(view.state().lastSeq, model.length);
+      for (const seq of [20_000, 20_481, N, model.length]) assert.equal((await view.get(seq))?.data.toString(), model[seq - 1], `seq ${seq}`);
+      assert.equal(await view.get(19_999), null);
+      assert.equal(await view.get(5), null, "a dropped run's sequence names nothing");
+      const all = await view.scan(1, { maxMessages: 100_000 });
+      assert.deepEqual(all.map((m) => m.seq), Array.from({ length: model.length - 19_999 }, (_, i) => 20_000 + i));
+      assert.equal(view.pendingAfter(20_000), model.length - 20_000);
+    };
+    await check(order);
+    // The compacted file reads back, through the summary and without it; new records keep numbering.
+    await order.close();
+    order = await open();
+    await check(order);
+    await add(order, 2);
+    await order.flush();
+    await order.close();
+    rmSync(join(sub, ORDER_PAGES_FILE));
+    order = await open();
+    await check(order);
+
+    // Everything dropped: compacted at open down to the base, and numbering goes on from it.
+    await order.view().purge({});
+    await order.close();
+    rmSync(join(sub, ORDER_PAGES_FILE));
+    order = await open();
+    assert.ok(statSync(file).size < 4096 * 32, `${statSync(file).size} bytes left`);
+    await add(order, 0);
+    await order.flush();
+    assert.equal(order.view().state().lastSeq, model.length);
+    assert.equal((await order.view().get(model.length))?.data.toString(), model[model.length - 1]);
+    await order.close();
+    order = await open();
+    assert.equal((await order.view().get(model.length))?.data.toString(), model[model.length - 1]);
     await order.close();
   });
 });

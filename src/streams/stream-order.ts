@@ -29,12 +29,15 @@
  * search and walk one page.
  */
 
+import { readFile, writeFile } from "node:fs/promises";
 import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
 import { crc32c } from "../store/crc32c.js";
 import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 
 export const ORDER_FILE = "order.map";
+/** What a clean close leaves so that the next open need not read every run (a cache: checked against order.map). */
+export const ORDER_PAGES_FILE = "order.pages";
 const ENTRY = 32;
 const PAGE = 4096;
 /** Pages of runs kept in memory besides the newest. */
@@ -64,6 +67,12 @@ function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
+/** An append waiting for its stream sequence (whenNumbered). */
+interface NumberWaiter {
+  pseq: number;
+  done: (err: Error | null, streamSeq: number) => void;
+}
+
 export class StreamOrder {
   private readonly pages: Page[] = [];
   private readonly cached: Page[] = [];
@@ -86,10 +95,20 @@ export class StreamOrder {
   private headPage = 0;
   private headRun = 0;
   private idleWaiters: Array<() => void> = [];
+  /** Per partition, the appends waiting for their stream sequence to be durable (a JetStream PubAck), in partition order. */
+  private readonly numberWaiters: Array<Array<NumberWaiter>> = [];
+  private waiting = 0;
+
+  /**
+   * Entries at the start of order.map before its first run: the base a
+   * compaction wrote (one per partition, count 0: the partition's last
+   * sequence mapped by the dropped runs, and the stream sequence after them).
+   */
+  private fileBase = 0;
 
   private constructor(
     private readonly partitions: MessageLog[],
-    private readonly file: StoreFile | null,
+    private file: StoreFile | null,
     private readonly path: string | null,
     /** The door's rules, if any: runs are made only of what readers may see. */
     private readonly visibility: () => Visibility | null,
@@ -125,8 +144,10 @@ export class StreamOrder {
       }
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
-    if (existed) await order.load();
-    if (order.entries === 0) {
+    if (existed && !(await order.loadSummary())) await order.load();
+    if (existed) await order.checkPartitions();
+    // A file that only holds a base (every run compacted away) is not a new order.
+    if (order.entries === 0 && order.fileBase === 0) {
       // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
       const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
       if (last > 0) order.addRun(0, 1, last);
@@ -134,6 +155,7 @@ export class StreamOrder {
     }
     order.catchUp();
     await order.flush();
+    if (order.compactDue()) await order.compact();
     return order;
   }
 
@@ -160,7 +182,15 @@ export class StreamOrder {
       for (; i < n; i++) {
         const at = i * ENTRY;
         if (crc32c(buf, at, at + 24) !== buf.readUInt32LE(at + 24)) break;
-        this.pushRun(readU64(buf, at), buf.readUInt32LE(at + 16), readU64(buf, at + 8), buf.readUInt32LE(at + 20));
+        const count = buf.readUInt32LE(at + 20);
+        if (count === 0) {
+          // A base entry: only before the first run.
+          if (this.entries > 0) break;
+          this.setBase(readU64(buf, at), buf.readUInt32LE(at + 16), readU64(buf, at + 8));
+          this.fileBase++;
+          continue;
+        }
+        this.pushRun(readU64(buf, at), buf.readUInt32LE(at + 16), readU64(buf, at + 8), count);
       }
       this.durableEntries = this.entries;
       pos += i * ENTRY;
@@ -173,6 +203,15 @@ export class StreamOrder {
     this.durableNext = this.nextSeq;
     for (let p = 0; p < this.high.length; p++) this.durableHigh[p] = this.high[p];
     for (const page of this.pages) if (page !== this.pages[this.pages.length - 1]) page.runs = null;
+  }
+
+  private setBase(nextSeq: number, partition: number, high: number): void {
+    this.nextSeq = nextSeq;
+    while (this.high.length <= partition) this.high.push(0);
+    this.high[partition] = high;
+  }
+
+  private async checkPartitions(): Promise<void> {
     // A partition that lost its tail (a sync policy other than always) must not hand out the sequences a run names again.
     for (let p = 0; p < this.partitions.length; p++) {
       const h = this.high[p] ?? 0;
@@ -246,6 +285,7 @@ export class StreamOrder {
     this.writing = true;
     try {
       while (this.pendingBytes.length > 0 && this.failed === null) {
+        if (this.compactDue()) await this.compact();
         const bufs = this.pendingBytes;
         this.pendingBytes = [];
         const entries = this.durableEntries + bufs.length;
@@ -254,20 +294,23 @@ export class StreamOrder {
         if (this.file !== null) {
           const bytes = bufs.length === 1 ? bufs[0] : Buffer.concat(bufs);
           try {
-            await writeFully(this.file, bytes, this.durableEntries * ENTRY);
+            await writeFully(this.file, bytes, (this.fileBase + this.durableEntries) * ENTRY);
             await this.file.datasync();
           } catch (err) {
             // Sticky, as the store's: no sync is retried on this file; readers stop at what is durable.
             this.failed = err as Error;
             this.onError(new Error(`${this.path}: ${(err as Error).message}; the stream's order takes no more runs until it is reopened`));
+            this.failWaiters(this.failed);
             break;
           }
         } else {
           await Promise.resolve();
         }
+        const from = this.durableEntries;
         this.durableEntries = entries;
         this.durableNext = next;
         for (let p = 0; p < high.length; p++) this.durableHigh[p] = high[p];
+        if (this.waiting > 0) this.numbered(from, entries);
         this.onDurable();
       }
     } finally {
@@ -276,9 +319,74 @@ export class StreamOrder {
     }
   }
 
+  /**
+   * Calls `done` with the stream sequence of `partition`'s sequence `pseq`
+   * once the run holding it is durable: what a JetStream PubAck may name
+   * (a crash cannot give that number to another record). At once if it
+   * is already; an error if the order fails or closes first.
+   */
+  whenNumbered(partition: number, pseq: number, done: (err: Error | null, streamSeq: number) => void): void {
+    if (pseq <= (this.durableHigh[partition] ?? 0)) return done(null, this.streamSeqOf(partition, pseq));
+    if (this.failed !== null) return done(this.failed, 0);
+    if (this.closed) return done(new Error("the stream is closed"), 0);
+    while (this.numberWaiters.length <= partition) this.numberWaiters.push([]);
+    const q = this.numberWaiters[partition];
+    q.push({ pseq, done });
+    // Appends of a partition land in order, so this is rare: keep the queue sorted anyway.
+    if (q.length > 1 && q[q.length - 2].pseq > pseq) q.sort((a, b) => a.pseq - b.pseq);
+    this.waiting++;
+    this.landed();
+  }
+
+  /** Runs `from`..`to` - 1 became durable: tells the appends they hold their stream sequences. */
+  private numbered(from: number, to: number): void {
+    for (let i = from; i < to && this.waiting > 0; ) {
+      const page = this.pages[Math.floor(i / PAGE)];
+      const runs = this.runsOf(page);
+      const end = Math.min(to - page.index * PAGE, page.n);
+      for (let j = i - page.index * PAGE; j < end; j++) {
+        const q = this.numberWaiters[runs[j * 4 + 1]];
+        if (q === undefined || q.length === 0) continue;
+        const first = runs[j * 4 + 2];
+        const last = first + runs[j * 4 + 3] - 1;
+        let k = 0;
+        // A waiter below the run was in an earlier one (registered while its run was being written).
+        for (; k < q.length && q[k].pseq <= last; k++) {
+          const w = q[k];
+          w.done(null, w.pseq >= first ? runs[j * 4] + (w.pseq - first) : this.streamSeqOf(runs[j * 4 + 1], w.pseq));
+        }
+        if (k > 0) {
+          q.splice(0, k);
+          this.waiting -= k;
+        }
+      }
+      i = page.index * PAGE + end;
+    }
+  }
+
+  private failWaiters(err: Error): void {
+    for (const q of this.numberWaiters) for (const w of q.splice(0)) w.done(err, 0);
+    this.waiting = 0;
+  }
+
+  /**
+   * Hands out stream sequences to everything stored and visible, and says
+   * whether all of them are durable (what an expectation header compares
+   * with must be a number readers may see). If not, a flush is under way:
+   * `onDurable` follows.
+   */
+  settle(): boolean {
+    // A failed order takes no more runs: nothing to wait for (the publish fails at whenNumbered).
+    if (this.failed !== null) return true;
+    this.catchUp();
+    if (this.pendingBytes.length === 0 && !this.writing) return true;
+    void this.flush();
+    return false;
+  }
+
   /** The next stream sequence after the first `entries` runs. */
   private nextAt(entries: number): number {
-    if (entries === 0) return 1;
+    if (entries === 0) return this.pages.length > 0 ? this.pages[0].first : this.nextSeq;
     const r = this.run(entries - 1);
     return r[0] + r[3];
   }
@@ -315,7 +423,7 @@ export class StreamOrder {
       if (page !== this.pages[this.pages.length - 1]) this.cache(page);
       return page.runs;
     }
-    const bytes = nodeFs.readSync(this.path!, page.index * PAGE * ENTRY, page.n * ENTRY);
+    const bytes = nodeFs.readSync(this.path!, (this.fileBase + page.index * PAGE) * ENTRY, page.n * ENTRY);
     if (bytes === null) throw new Error(`${this.path}: shorter than the runs it held`);
     const runs = new Float64Array(page.n * 4);
     for (let i = 0; i < page.n; i++) {
@@ -339,7 +447,7 @@ export class StreamOrder {
 
   /** The index of the durable run holding stream sequence `seq`, or -1. */
   private runAt(seq: number): number {
-    if (seq < 1 || seq >= this.durableNext) return -1;
+    if (seq < 1 || seq >= this.durableNext || this.pages.length === 0 || seq < this.pages[0].first) return -1;
     let lo = 0;
     let hi = this.pages.length - 1;
     while (lo < hi) {
@@ -411,6 +519,8 @@ export class StreamOrder {
   /** The first stream sequence whose message is still stored (moving the head past runs every partition dropped). */
   firstSeq(): number {
     const total = this.durableEntries;
+    // Whole pages first, by their partitions' starts, without reading their runs.
+    while (this.headRun === 0 && (this.headPage + 1) * PAGE < total && this.pageDropped(this.headPage)) this.headPage++;
     while (this.headPage * PAGE + this.headRun < total) {
       const r = this.run(this.headPage * PAGE + this.headRun);
       const first = this.partitions[r[1]].state().firstSeq;
@@ -422,6 +532,195 @@ export class StreamOrder {
       }
     }
     return this.durableNext;
+  }
+
+  /**
+   * The stream sequences from the first still stored to the last durable
+   * whose record is gone (below its partition's first sequence, or deleted
+   * inside it), ascending, at most `max`: stream info's deleted_details.
+   * Walks the runs from the head (pages read back as needed), asking each
+   * partition for its own gaps once.
+   */
+  deletedSequences(max: number): number[] {
+    const out: number[] = [];
+    const first = this.firstSeq();
+    const start = this.runAt(first);
+    if (start < 0) return out;
+    const gaps = this.partitions.map((log) => log.deletedSequences(max));
+    const at = this.partitions.map(() => 0);
+    const firsts = this.partitions.map((log) => log.state().firstSeq);
+    for (let i = start; i < this.durableEntries && out.length < max; ) {
+      const page = this.pages[Math.floor(i / PAGE)];
+      const runs = this.runsOf(page);
+      const end = Math.min(this.durableEntries - page.index * PAGE, page.n);
+      for (let j = i - page.index * PAGE; j < end && out.length < max; j++) {
+        const s0 = runs[j * 4];
+        const p = runs[j * 4 + 1];
+        const a = runs[j * 4 + 2];
+        const b = a + runs[j * 4 + 3] - 1;
+        const lo = Math.max(a, a + (first - s0));
+        for (let q = lo; q <= Math.min(b, firsts[p] - 1) && out.length < max; q++) out.push(s0 + (q - a));
+        const g = gaps[p];
+        let k = at[p];
+        while (k < g.length && g[k] < lo) k++;
+        for (; k < g.length && g[k] <= b && out.length < max; k++) out.push(s0 + (g[k] - a));
+        at[p] = k;
+      }
+      i = page.index * PAGE + end;
+    }
+    return out;
+  }
+
+  /** Whether every partition dropped everything page `k` maps (the next page's starts are below their first sequences). */
+  private pageDropped(k: number): boolean {
+    const next = this.pages[k + 1].start;
+    for (let p = 0; p < next.length; p++) if ((next[p] ?? 0) >= this.partitions[p].state().firstSeq) return false;
+    return true;
+  }
+
+  // ---- compaction ----
+
+  /**
+   * Whether enough of order.map is dead (whole pages of runs before the
+   * head, which every partition has dropped) to rewrite it: at least one
+   * page, and at least as many as stay, so a rewrite copies no more than it
+   * drops (its cost is paid for by the runs it removes).
+   */
+  private compactDue(): boolean {
+    if (this.file === null || this.failed !== null || this.closed) return false;
+    this.firstSeq();
+    const dead = this.headPage;
+    return dead >= 1 && dead * PAGE >= this.durableEntries - dead * PAGE;
+  }
+
+  /**
+   * Rewrites order.map without the dead pages: a base (per partition its
+   * last sequence mapped before the first kept run, and that run's stream
+   * sequence), then the durable runs kept, synced, renamed over the old file
+   * and the directory synced (a crash leaves one file or the other, both
+   * complete). Runs not yet written stay pending and go to the new file.
+   */
+  private async compact(): Promise<void> {
+    const keepFrom = this.headPage;
+    const base = keepFrom < this.pages.length ? { next: this.pages[keepFrom].first, high: this.pages[keepFrom].start } : { next: this.durableNext, high: this.durableHigh };
+    const dir = this.path!.slice(0, this.path!.lastIndexOf("/"));
+    const tmp = `${this.path}.tmp`;
+    const out = await nodeFs.open(tmp, "replace");
+    try {
+      const head = Buffer.alloc(ENTRY * Math.max(1, base.high.length));
+      const parts = Math.max(1, base.high.length);
+      for (let p = 0; p < parts; p++) {
+        const at = p * ENTRY;
+        writeU64(head, at, base.next);
+        writeU64(head, at + 8, base.high[p] ?? 0);
+        head.writeUInt32LE(p, at + 16);
+        head.writeUInt32LE(0, at + 20);
+        head.writeUInt32LE(crc32c(head, at, at + 24), at + 24);
+      }
+      await writeFully(out, head, 0);
+      // The kept runs, copied as they are, 1 MiB at a time.
+      const chunk = Buffer.allocUnsafe(32_768 * ENTRY);
+      let from = (this.fileBase + keepFrom * PAGE) * ENTRY;
+      const end = (this.fileBase + this.durableEntries) * ENTRY;
+      let to = head.length;
+      while (from < end) {
+        const want = Math.min(chunk.length, end - from);
+        const got = await this.file!.read(chunk, 0, want, from);
+        if (got <= 0) throw new Error(`${this.path}: shorter than the runs it held`);
+        await writeFully(out, chunk.subarray(0, got), to);
+        from += got;
+        to += got;
+      }
+      await out.datasync();
+    } catch (err) {
+      await out.close().catch(() => undefined);
+      await nodeFs.remove(tmp).catch(() => undefined);
+      // Not a storage failure of the order: the old file is intact and stays in use.
+      this.onError(new Error(`${this.path}: compaction failed, the file keeps its dead runs: ${(err as Error).message}`));
+      return;
+    }
+    await nodeFs.rename(tmp, this.path!);
+    // No await from the rename to here: a page read by path must find the offsets of the file it names.
+    const old = this.file!;
+    this.file = out; // the handle follows its file to the new name
+    this.fileBase = Math.max(1, base.high.length);
+    // Entries are counted from the first kept run now.
+    const dropped = keepFrom * PAGE;
+    this.pages.splice(0, keepFrom);
+    for (const page of this.pages) page.index -= keepFrom;
+    this.entries -= dropped;
+    this.durableEntries -= dropped;
+    this.headPage = 0;
+    this.compactions++;
+    await old.close();
+    // Before any run goes to the new file: a crash must not bring back the old one without it.
+    await nodeFs.syncDir(dir);
+  }
+
+  /** Rewrites of order.map so far (for tests and monitoring). */
+  compactions = 0;
+
+  // ---- the page summary a clean close leaves ----
+
+  /**
+   * Writes what open needs besides the newest page (per page its first
+   * stream sequence, run count and partitions' starts; the base), checked
+   * at the next open against order.map's size and last run. Without a sync:
+   * a cache, ignored unless it matches.
+   */
+  private async saveSummary(): Promise<void> {
+    if (this.path === null || this.failed !== null || this.file === null) return;
+    const size = await this.file.size();
+    if (size !== (this.fileBase + this.durableEntries) * ENTRY || this.durableEntries === 0) return;
+    const last = Buffer.allocUnsafe(ENTRY);
+    if ((await this.file.read(last, 0, ENTRY, size - ENTRY)) !== ENTRY) return;
+    const summary = {
+      size,
+      last: last.toString("base64"),
+      fileBase: this.fileBase,
+      pages: this.pages.map((p) => [p.first, p.n, p.start]),
+      high: this.durableHigh,
+      next: this.durableNext,
+    };
+    await writeFile(`${this.path.slice(0, -ORDER_FILE.length)}${ORDER_PAGES_FILE}`, JSON.stringify(summary));
+  }
+
+  /** Restores the pages from a clean close's summary (reading only the newest page's runs); false if there is none that matches. */
+  private async loadSummary(): Promise<boolean> {
+    const at = `${this.path!.slice(0, -ORDER_FILE.length)}${ORDER_PAGES_FILE}`;
+    let summary: { size: number; last: string; fileBase: number; pages: Array<[number, number, number[]]>; high: number[]; next: number };
+    try {
+      summary = JSON.parse(await readFile(at, "utf8"));
+    } catch {
+      return false;
+    }
+    // Used once: appends after this open make it stale.
+    await nodeFs.remove(at);
+    const file = this.file!;
+    const size = await file.size();
+    if (summary.size !== size || size < ENTRY || !Array.isArray(summary.pages) || summary.pages.length === 0) return false;
+    const last = Buffer.allocUnsafe(ENTRY);
+    if ((await file.read(last, 0, ENTRY, size - ENTRY)) !== ENTRY || last.toString("base64") !== summary.last) return false;
+    this.fileBase = summary.fileBase;
+    let entries = 0;
+    for (const [first, n, start] of summary.pages) {
+      this.pages.push({ first, n, start, runs: null, index: this.pages.length });
+      entries += n;
+    }
+    if ((this.fileBase + entries) * ENTRY !== size) {
+      this.pages.length = 0;
+      this.fileBase = 0;
+      return false;
+    }
+    this.entries = this.durableEntries = entries;
+    this.nextSeq = this.durableNext = summary.next;
+    for (let p = 0; p < summary.high.length; p++) this.high[p] = this.durableHigh[p] = summary.high[p];
+    // The newest page takes appends: in memory, with room for a full page.
+    const newest = this.pages[this.pages.length - 1];
+    const runs = this.runsOf(newest);
+    newest.runs = new Float64Array(PAGE * 4);
+    newest.runs.set(runs);
+    return true;
   }
 
   /**
@@ -504,6 +803,9 @@ export class StreamOrder {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
+    await this.saveSummary().catch(() => undefined);
+    // Records held back by the door's rules never got a run: their publishers hear the stream went.
+    this.failWaiters(new Error("the stream is closed"));
     await this.file?.close();
   }
 
@@ -625,9 +927,9 @@ export class MergedLog {
     return n;
   }
 
-  /** No list of gaps across partitions: num_deleted has the count. */
-  deletedSequences(): number[] {
-    return [];
+  /** Stream sequences of records gone, between the first and the last (at most `max`): deleted_details. */
+  deletedSequences(max: number): number[] {
+    return this.order.deletedSequences(max);
   }
 
   async delete(seq: number): Promise<boolean> {

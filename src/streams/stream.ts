@@ -117,8 +117,14 @@ export interface StateOptions {
 
 export class Stream {
   readonly consumers = new Map<string, Consumer>();
-  /** Appends handed to the log and not yet acknowledged by it. */
+  /** Appends handed to the log and not yet acknowledged by it (with several partitions: until their stream sequence is durable). */
   private inflight = 0;
+  /**
+   * With several partitions: a publish with an expectation (or rollup) is
+   * in flight, and everything else waits behind it, so that no record can
+   * take a stream sequence between the one it checked and its own.
+   */
+  private holding = false;
   /** Publishes (and door appends behind them) waiting for the ones in flight, to keep expectations exact and order intact. */
   private readonly queue: Array<Queued | QueuedAppend> = [];
   private readonly dedup = new Map<string, DedupEntry>();
@@ -188,12 +194,14 @@ export class Stream {
   /** The order made more stream sequences durable: consumers count and read on. */
   orderAdvanced(): void {
     for (const c of this.consumers.values()) c.recount();
+    // A publish with an expectation may have waited for these.
+    this.drainQueue();
   }
 
   /** Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time. */
   async recover(): Promise<void> {
-    // JetStream publishes (whose ids these are) go to partition 0 unless keyed, and are acknowledged with its sequences.
-    const log = this.partitions[0];
+    // Ids are remembered with the sequences PubAcks named: the stream's (with several partitions, every partition in stream order).
+    const log = this.log;
     const st = log.state();
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
@@ -227,7 +235,7 @@ export class Stream {
     const entries: Array<[string, number, number]> = [];
     for (const [id, e] of this.dedup) if (e.time >= cutoff) entries.push([id, e.seq, e.time]);
     const path = join(this.dir, DEDUP_FILE);
-    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.partitions[0].state().lastSeq, lastMsgId: this.lastMsgId, entries }));
+    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
     await rename(`${path}.tmp`, path);
   }
 
@@ -275,7 +283,7 @@ export class Stream {
     const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
     const orderSensitive = parsed !== null && ORDER_SENSITIVE.some((h) => parsed.has(h));
     const item: Queued = { subject, lastOfSubject: 0, headers, parsed, orderSensitive, data, done };
-    if (this.queue.length > 0 || (this.inflight > 0 && orderSensitive)) {
+    if (this.queue.length > 0 || this.holding || (orderSensitive && this.busy())) {
       this.queue.push(item);
       this.queuedBytes += size;
       return;
@@ -363,10 +371,13 @@ export class Stream {
     const republish = this.republish !== null && partition === 0 && this.republish.match(p.subject) !== null;
     if (republish) this.trackSubject(p);
     this.inflight++;
+    if (this.order !== null && p.orderSensitive) this.holding = true;
     log.append({ subject: p.subject, data: p.data, headers, key }, (err, seq) => {
-      this.inflight--;
       this.checkDrain();
       if (republish) this.republished(p, err === null ? seq : 0);
+      if (err === null && this.order !== null) return this.storedInOrder(p, msgId, rollup, partition, seq);
+      this.inflight--;
+      this.holding = false;
       if (err !== null) {
         // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
         this.fail(p, msgId, Errors.storeFailed(err.message));
@@ -375,8 +386,7 @@ export class Stream {
         if (rollup !== undefined) {
           const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
           // A rollup is a purge for consumers too: one of the whole stream moves them past what it removed.
-          // (With several partitions `seq` is a partition's sequence, not the stream's: the partition is purged alone, as before.)
-          (this.order === null && partition === 0 ? this.purge(purge) : log.purge(purge)).then(
+          this.purge(purge).then(
             () => this.stored(p, msgId, partition, seq),
             (e: Error) => this.fail(p, msgId, Errors.rollupFailed(e.message)),
           );
@@ -386,6 +396,45 @@ export class Stream {
       }
       this.drainQueue();
     });
+  }
+
+  /**
+   * A publish stored in a partition of a stream with several partitions:
+   * its PubAck, de-duplication entry and rollup speak the stream sequence,
+   * so they wait until the run holding it is durable in the order (a crash
+   * cannot renumber it then). It stays in flight until then.
+   */
+  private storedInOrder(p: Queued, msgId: string | undefined, rollup: string | undefined, partition: number, seq: number): void {
+    const order = this.order!;
+    const finish = (err: ApiError | null, streamSeq: number): void => {
+      this.inflight--;
+      this.holding = false;
+      if (err !== null) this.fail(p, msgId, err);
+      else this.acknowledge(p, msgId, streamSeq);
+      this.drainQueue();
+    };
+    this.afterStore(partition, p.subject, seq, () =>
+      order.whenNumbered(partition, seq, (err, streamSeq) => {
+        if (err !== null) return finish(Errors.storeFailed(err.message), 0);
+        if (msgId !== undefined) this.remember(msgId, streamSeq);
+        if (rollup === undefined) return finish(null, streamSeq);
+        const purge = rollup === "all" ? { upTo: streamSeq } : { filter: p.subject, upTo: streamSeq };
+        this.purge(purge).then(
+          () => finish(null, streamSeq),
+          (e: Error) => finish(Errors.rollupFailed(e.message), 0),
+        );
+      }),
+    );
+  }
+
+  /**
+   * Whether a publish that depends on the state left by earlier ones must
+   * wait: appends in flight, or (several partitions) stored records whose
+   * stream sequences are not durable yet (the order says when they are:
+   * orderAdvanced).
+   */
+  private busy(): boolean {
+    return this.inflight > 0 || (this.order !== null && !this.order.settle());
   }
 
   /** Notes a republished subject's append going in flight, and its previous sequence as the log knows it now. */
@@ -593,7 +642,7 @@ export class Stream {
 
   private drainQueue(): void {
     const q = this.queue;
-    while (q.length > 0) {
+    while (q.length > 0 && !this.holding) {
       const next = q[0];
       if (next.direct === true) {
         q.shift();
@@ -601,7 +650,7 @@ export class Stream {
         next.go();
         continue;
       }
-      if (this.inflight > 0 && next.orderSensitive) return;
+      if (next.orderSensitive && this.busy()) return;
       q.shift();
       this.queuedBytes -= (next.headers?.length ?? 0) + next.data.length;
       this.process(next);
@@ -610,7 +659,7 @@ export class Stream {
 
   /** Runs a door's append now, or after the publishes queued before it (its bytes copied: the caller may reuse them). */
   private orderedAppend(bytes: number, copy: () => () => void, go: () => void): void {
-    if (this.queue.length === 0) return go();
+    if (this.queue.length === 0 && !this.holding) return go();
     this.queue.push({ direct: true, bytes, go: copy() });
     this.queuedBytes += bytes;
   }
@@ -632,12 +681,12 @@ export class Stream {
     const lastSubjSeq = header(h, "Nats-Expected-Last-Subject-Sequence");
     if (lastSubjSeq !== undefined) {
       const subj = header(h, "Nats-Expected-Last-Subject-Sequence-Subject") ?? subject;
-      const have = this.partitions[0].lastSeqOf(subj);
+      const have = this.log.lastSeqOf(subj);
       if (Number(lastSubjSeq) !== have) return Errors.wrongLastSequence(have);
     }
     const lastSeq = header(h, "Nats-Expected-Last-Sequence");
     if (lastSeq !== undefined) {
-      const have = this.partitions[0].state().lastSeq;
+      const have = this.log.state().lastSeq;
       if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
     }
     const lastId = header(h, "Nats-Expected-Last-Msg-Id");
