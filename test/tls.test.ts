@@ -9,7 +9,8 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { connect as rawConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,6 +68,21 @@ function plainClient(port: number, send: string, ms = 5000): Promise<{ received:
       clearTimeout(timer);
       resolve({ received, closed: true });
     });
+  });
+}
+
+/** A GET over HTTPS to 127.0.0.1 that trusts only `ca` (and presents no client certificate). */
+function httpsGet(port: number, path: string, ca: string): Promise<{ status: number; body: string; peerCert: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: "127.0.0.1", port, path, ca: readFileSync(ca), agent: false }, (res) => {
+      const peerCert = (res.socket as import("node:tls").TLSSocket).getPeerCertificate().fingerprint256;
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, peerCert }));
+    });
+    req.on("error", reject);
+    req.end();
   });
 }
 
@@ -186,6 +202,50 @@ describe("TLS for NATS clients", () => {
       `nagare server: ${conf}:4:3: tls.key_file: cannot read "${join(pki.dir, "nope.key")}": ENOENT\n` +
         `nagare server: ${conf}:5:3: tls.cipher_suites: choosing cipher suites is not supported yet (nagare will not start without it)\n`,
     );
+  });
+
+  test("HTTPS monitoring: /varz and /healthz over TLS with the tls certificate, beside plain HTTP; no client certificate asked", async () => {
+    const srv = await startServer({ port: 0, httpPort: 0, httpsPort: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, verify: true } });
+    try {
+      assert.notEqual(srv.httpsPort, undefined);
+      assert.notEqual(srv.httpsPort, srv.httpPort);
+      const varz = await httpsGet(srv.httpsPort!, "/varz", pki.ca);
+      assert.equal(varz.status, 200);
+      const v = JSON.parse(varz.body) as Record<string, unknown>;
+      assert.equal(v.https_port, 0, "the port asked for, as http_port");
+      assert.equal(v.tls_required, true);
+      const health = await httpsGet(srv.httpsPort!, "/healthz", pki.ca);
+      assert.equal(health.status, 200);
+      assert.match(health.body, /"status":"ok"/);
+      // The same endpoints stay on plain HTTP, and the HTTPS port speaks no plain HTTP.
+      assert.equal((await fetch(`http://127.0.0.1:${srv.httpPort}/healthz`)).status, 200);
+      await assert.rejects(fetch(`http://127.0.0.1:${srv.httpsPort}/healthz`));
+      // A client that does not trust the CA is refused by its own check.
+      await assert.rejects(httpsGet(srv.httpsPort!, "/varz", pki.clientCert), /self.signed|unable to verify|certificate/i);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test("HTTPS monitoring without tls does not start: options, configuration file (file:line:column) and -ms", async () => {
+    await assert.rejects(startServer({ port: 0, httpsPort: 0 }), /httpsPort needs tls/);
+    const conf = join(pki.dir, "https.conf");
+    writeFileSync(conf, `port: -1\nhttp_port: -1\nhttps_port: -1\n`);
+    const r = await runNagare(["server", "-c", conf, "-t"]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `nagare server: ${conf}:3:1: https_port: monitoring over HTTPS needs a tls block: it is served with that certificate\n`);
+    const good = join(pki.dir, "https-good.conf");
+    writeFileSync(good, `port: -1\nhttps: "127.0.0.1:-1"\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}" }\n`);
+    const ok = await runNagare(["server", "-c", good, "-t"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const flag = await runNagare(["server", "-p", "-1", "-ms", "-1"], { until: /Server is ready/ });
+    assert.equal(flag.code, 1);
+    assert.match(flag.stderr, /httpsPort needs tls/);
+  });
+
+  test("flags: -ms with --tls serves monitoring over HTTPS", async () => {
+    const r = await runNagare(["server", "-p", "-1", "-ms", "-1", "--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey], { until: /Server is ready/, limitMs: 20_000 });
+    assert.match(r.stderr, /Starting https monitor on 0\.0\.0\.0:\d+/);
   });
 
   test("flags: --tls with --tlscert and --tlskey serve TLS", async () => {

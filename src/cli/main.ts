@@ -37,6 +37,7 @@ Server flags:
   -n, --name, --server_name <name>   Server name
   -P, --pid <file>                   File to store the process id
   -m, --http_port <port>             Port for HTTP monitoring (-1 for a random port)
+  -ms, --https_port <port>           Port for HTTPS monitoring, with the TLS certificate
   -c, --config <file>                Configuration file (nats-server syntax)
   -t                                 Test the configuration (file and flags) and exit
       --ports_file_dir <dir>         Write <executable>_<pid>.ports in this directory
@@ -50,15 +51,20 @@ Server flags:
       --max_traced_msg_len <len>     Payload bytes shown per traced message (default: all)
   -js, --jetstream                   Enable JetStream (streams, consumers, KV, object store)
   -sd, --store_dir <dir>             JetStream storage directory
+      --tls                          Require TLS for clients (with --tlscert and --tlskey)
+      --tlscert, --tlskey <file>     Server certificate and its private key (PEM)
+      --tlscacert <file>             CA for client certificates; --tlsverify requires them
+      --auth <token>                 Token clients must present
+      --user <user>, --pass <pass>   User and password clients must present
       --kafka                        Enable the Kafka listener (port 9092; turns JetStream on)
       --kafka_port <port>            Kafka listener port (-1 for a random port; implies --kafka)
   -h, --help                         Show this message
   -v, --version                      Show the version
 
 Flags override the configuration file. Flags may be written -flag, --flag,
---flag=value or --flag value. TLS, authorization and clustering flags are not
-supported yet, and a configuration asking for them (or for anything else
-nagare cannot honour) stops the server with its file, line and column.
+--flag=value or --flag value. Clustering flags are not supported yet, and a
+configuration asking for them (or for anything else nagare cannot honour)
+stops the server with its file, line and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode.
 `;

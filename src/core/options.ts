@@ -13,6 +13,12 @@ export interface ServerOptions {
   /** Monitoring HTTP listener; off unless a port is given. 0 or -1 picks a free port. */
   httpHost?: string;
   httpPort?: number;
+  /**
+   * Monitoring over HTTPS on this port (nats-server's `https_port`, `-ms`),
+   * with the certificate of `tls`, which it requires; on `httpHost`. 0 or -1
+   * picks a free port. May be given beside `httpPort`.
+   */
+  httpsPort?: number;
   serverName?: string;
   /** Largest payload (headers + body) a client may publish. */
   maxPayload?: number;
@@ -115,6 +121,7 @@ export interface ResolvedOptions {
   port: number;
   httpHost: string;
   httpPort: number | undefined;
+  httpsPort: number | undefined;
   serverName: string;
   maxPayload: number;
   maxPending: number;
@@ -178,6 +185,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     port: port < 0 ? 0 : port,
     httpHost: pick(o.httpHost, pick(o.host, "127.0.0.1")),
     httpPort,
+    httpsPort: o.httpsPort === undefined ? undefined : o.httpsPort < 0 ? 0 : o.httpsPort,
     serverName: pick(o.serverName, ""),
     maxPayload: pick(o.maxPayload, DEFAULTS.maxPayload),
     maxPending: pick(o.maxPending, DEFAULTS.maxPending),
@@ -330,6 +338,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   port,
   httpHost: text,
   httpPort: port,
+  httpsPort: port,
   serverName: anyText,
   maxPayload: atLeast(1, INT32_MAX),
   maxPending: atLeast(1),
@@ -386,6 +395,10 @@ export function checkOptions(o: ServerOptions): void {
   checkKeys(o as Record<string, unknown>, CHECKS, "");
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
+  // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
+  if (o.httpsPort !== undefined && o.tls === undefined) {
+    throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
+  }
   // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
   if (o.authorization !== undefined && o.kafka !== undefined) {
     throw new OptionsError("authorization cannot be honoured on the Kafka listener yet (no SASL): turn the Kafka door off, or run without authorization");

@@ -39,8 +39,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
   allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
-  https: "monitoring over TLS (https) is not supported yet",
-  https_port: "monitoring over TLS (https) is not supported yet",
   cluster: "clustering is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
@@ -168,6 +166,24 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (e) o.httpPort = portNumber(e);
     });
   }
+  // Monitoring over HTTPS, as nats-server's `https` and `https_port`; it needs the tls block (checked below, once that is read).
+  let https: Entry | undefined;
+  c.attempt(() => {
+    const e = lookup(tree, "https");
+    if (e) {
+      const hp = hostPort(e);
+      if (hp.host !== undefined) o.httpHost = hp.host;
+      o.httpsPort = hp.port;
+      https = e;
+    }
+  });
+  c.attempt(() => {
+    const e = lookup(tree, "https_port");
+    if (e) {
+      o.httpsPort = portNumber(e);
+      https = e;
+    }
+  });
   c.attempt(() => {
     const httpHost = lookup(tree, "http_host");
     if (httpHost) o.httpHost = nonEmptyStr(httpHost);
@@ -215,6 +231,10 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const tlsBlock = lookup(tree, "tls");
     if (tlsBlock) tls(o, tlsBlock, c);
+  });
+  c.attempt(() => {
+    // nats-server refuses it too ("TLS cert and key required for HTTPS"): there is no certificate to serve it with.
+    if (https !== undefined && lookup(tree, "tls") === undefined) fail(https, "monitoring over HTTPS needs a tls block: it is served with that certificate");
   });
   c.attempt(() => {
     const auth = lookup(tree, "authorization");
