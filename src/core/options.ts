@@ -1,5 +1,5 @@
 import { didYouMean } from "../util/closest.js";
-import type { AuthOptions, Permissions, SubjectRules, UserOptions } from "./auth.js";
+import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -287,9 +287,21 @@ const subjects = (v: unknown, n: string): void => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of subjects");
 };
 const RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects, deny: subjects };
+/** As nats-server: 0 is the default, a negative number no limit. */
+const RESPONSES_CHECKS: Record<keyof ResponsePermissionOptions, Check> = {
+  max: (v, n) => {
+    if (!isInt(v) || Math.abs(v) > INT32_MAX) fail(n, v, "an integer (0: the default, 1; negative: no limit)");
+  },
+  expires: (v, n) => {
+    if (typeof v !== "number" || !Number.isFinite(v) || Math.abs(v) > INT32_MAX) fail(n, v, `a time in milliseconds, at most ${INT32_MAX} (0: the default, 2 minutes; negative: no limit)`);
+  },
+};
 const PERMISSIONS_CHECKS: Record<keyof Permissions, Check> = {
   publish: (v, n) => checkObject(v, n, RULES_CHECKS),
   subscribe: (v, n) => checkObject(v, n, RULES_CHECKS),
+  allowResponses: (v, n) => {
+    if (typeof v !== "boolean") checkObject(v, n, RESPONSES_CHECKS);
+  },
 };
 const USER_CHECKS: Record<keyof UserOptions, Check> = {
   user: text,

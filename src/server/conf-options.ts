@@ -626,8 +626,41 @@ function permissions(e: Entry, c: Collector): NonNullable<NonNullable<NonNullabl
     });
   }
   c.attempt(() => {
-    const responses = inBlock(block, e, "allow_responses");
-    if (responses) fail(responses, "allow_responses is not supported yet (nagare will not start without it)");
+    const responses = inBlock(block, e, "allow_responses") ?? inBlock(block, e, "publish_allow_responses");
+    if (responses) out.allowResponses = allowResponses(responses, c);
+  });
+  return out;
+}
+
+/**
+ * `allow_responses: true` or `{ max, expires }`, as nats-server reads it: 0
+ * (or leaving a key out) is the default, 1 answer within 2 minutes; a
+ * negative number is no limit.
+ */
+function allowResponses(e: Entry, c: Collector): boolean | { max?: number; expires?: number } {
+  if (typeof e.value === "boolean") return e.value;
+  if (!isBlock(e.value)) fail(e, `expected true, false or a block with max and expires, got ${describe(e.value)}`);
+  const block = e.value;
+  const out: { max?: number; expires?: number } = {};
+  c.attempt(() => {
+    const max = inBlock(block, e, "max") ?? inBlock(block, e, "max_msgs") ?? inBlock(block, e, "max_messages") ?? inBlock(block, e, "max_responses");
+    if (!max) return;
+    const v = max.value;
+    if (typeof v !== "number" || !Number.isInteger(v)) fail(max, `expected an integer, got ${describe(v)}`);
+    if (Math.abs(v) > INT32_MAX) fail(max, `must not exceed ${INT32_MAX} (got ${v})`);
+    out.max = v;
+  });
+  c.attempt(() => {
+    const expires = inBlock(block, e, "expires") ?? inBlock(block, e, "expiration") ?? inBlock(block, e, "ttl");
+    if (!expires) return;
+    let ms: number;
+    try {
+      ms = parseDuration(expires.value);
+    } catch (err) {
+      fail(expires, (err as Error).message);
+    }
+    if (Math.abs(ms) > MAX_TIMER_MS) fail(expires, `must not exceed ${MAX_TIMER_MS} ms, about 24 days (got ${JSON.stringify(expires.value)})`);
+    out.expires = ms > 0 && ms < 1 ? 1 : Math.round(ms);
   });
   return out;
 }
