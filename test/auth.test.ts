@@ -131,6 +131,48 @@ describe("authentication", () => {
   });
 });
 
+describe("/connz?auth=true", () => {
+  test("shows who each connection authenticated as (user, NKey, no_auth_user), and only when asked; a token is never shown", async () => {
+    const kp = createUser();
+    const srv = await startServer({
+      port: 0,
+      httpPort: 0,
+      authorization: { users: [{ user: "alice", password: "pw" }, { user: "guest", password: "g" }, { nkey: kp.getPublicKey() }], noAuthUser: "guest" },
+    });
+    const conns = [
+      await connectV2({ servers: srv.url, user: "alice", pass: "pw" }),
+      await connectV3({ servers: srv.url, authenticator: nkeyV3(kp.getSeed()) }),
+      await connectV3({ servers: srv.url }),
+    ];
+    const users = async (q: string): Promise<Array<string | undefined>> => {
+      const body = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/connz${q}`)).json()) as { connections: Array<{ authorized_user?: string }> };
+      return body.connections.map((c) => c.authorized_user);
+    };
+    try {
+      for (const c of conns) await c.flush();
+      assert.deepEqual(await users("?auth=true"), ["alice", kp.getPublicKey(), "guest"]);
+      assert.deepEqual(await users("?auth=1"), ["alice", kp.getPublicKey(), "guest"]);
+      assert.deepEqual(await users(""), [undefined, undefined, undefined]);
+      assert.deepEqual(await users("?auth=false"), [undefined, undefined, undefined]);
+    } finally {
+      for (const c of conns) await c.close();
+      await srv.close();
+    }
+    // nats-server 2.9 shows the token itself; nagare does not hand a secret to whoever can read monitoring.
+    const tokenSrv = await startServer({ port: 0, httpPort: 0, authorization: { token: "s3cret" } });
+    const nc = await connectV3({ servers: tokenSrv.url, token: "s3cret" });
+    try {
+      await nc.flush();
+      const text = await (await fetch(`http://127.0.0.1:${tokenSrv.httpPort}/connz?auth=true`)).text();
+      assert.doesNotMatch(text, /s3cret/);
+      assert.equal((JSON.parse(text) as { num_connections: number }).num_connections, 1);
+    } finally {
+      await nc.close();
+      await tokenSrv.close();
+    }
+  });
+});
+
 describe("permissions", () => {
   let srv: NagareServer;
   let storeDir: string;
