@@ -8,8 +8,10 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect as tlsConnect } from "node:tls";
 import { request as httpsRequest } from "node:https";
 import { connect as rawConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -17,7 +19,7 @@ import { join } from "node:path";
 import { connect as connectV2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
-import { runNagare } from "./helpers/cli.js";
+import { MAIN, runNagare } from "./helpers/cli.js";
 import { dec, enc } from "./helpers/clients.js";
 
 interface Pki {
@@ -27,6 +29,9 @@ interface Pki {
   serverKey: string;
   clientCert: string;
   clientKey: string;
+  /** A second server certificate from the same CA, for reloads. */
+  server2Cert: string;
+  server2Key: string;
 }
 
 /** A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
@@ -40,11 +45,12 @@ function makePki(): Pki {
   ssl("req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=nagare test CA");
   writeFileSync(p("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   writeFileSync(p("client.ext"), "extendedKeyUsage=clientAuth\n");
-  for (const who of ["server", "client"]) {
+  writeFileSync(p("server2.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  for (const who of ["server", "client", "server2"]) {
     ssl("req", ...ec, "-keyout", p(`${who}.key`), "-out", p(`${who}.csr`), "-subj", `/CN=nagare test ${who}`);
     ssl("x509", "-req", "-in", p(`${who}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p(`${who}.pem`), "-days", "2", "-extfile", p(`${who}.ext`));
   }
-  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key") };
+  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key"), server2Cert: p("server2.pem"), server2Key: p("server2.key") };
 }
 
 /** What a client that does not speak TLS gets: every byte the server sends until it closes (or `ms` pass). */
@@ -83,6 +89,23 @@ function httpsGet(port: number, path: string, ca: string): Promise<{ status: num
     });
     req.on("error", reject);
     req.end();
+  });
+}
+
+const fingerprint = (certFile: string): string => new X509Certificate(readFileSync(certFile)).fingerprint256;
+
+/** The certificate a new NATS connection is served: INFO in the clear, then the upgrade, as clients do it. */
+function natsPeerCert(port: number, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const tcp = rawConnect(port, "127.0.0.1");
+    tcp.on("error", reject);
+    tcp.once("data", () => {
+      const secure = tlsConnect({ socket: tcp, ca: readFileSync(ca), checkServerIdentity: () => undefined }, () => {
+        resolve(secure.getPeerCertificate().fingerprint256);
+        secure.destroy();
+      });
+      secure.on("error", reject);
+    });
   });
 }
 
@@ -246,6 +269,91 @@ describe("TLS for NATS clients", () => {
   test("flags: -ms with --tls serves monitoring over HTTPS", async () => {
     const r = await runNagare(["server", "-p", "-1", "-ms", "-1", "--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey], { until: /Server is ready/, limitMs: 20_000 });
     assert.match(r.stderr, /Starting https monitor on 0\.0\.0\.0:\d+/);
+  });
+
+  test("reload: new connections and HTTPS monitoring get the new certificate, open connections keep going; what cannot be reloaded changes nothing", async () => {
+    const certFile = join(pki.dir, "live.pem");
+    const keyFile = join(pki.dir, "live.key");
+    copyFileSync(pki.serverCert, certFile);
+    copyFileSync(pki.serverKey, keyFile);
+    const options = { port: 0, httpsPort: 0, tls: { certFile, keyFile } };
+    const srv = await startServer(options);
+    const open = await connectV3({ servers: srv.url, tls: { caFile: pki.ca } });
+    try {
+      const before = fingerprint(pki.serverCert);
+      const after = fingerprint(pki.server2Cert);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), before);
+      assert.equal((await httpsGet(srv.httpsPort!, "/healthz", pki.ca)).peerCert, before);
+      const clientId = open.info!.client_id;
+      const sub = open.subscribe("reload.x", { max: 1 });
+      await open.flush();
+
+      // Renewed in place: same paths, new files.
+      copyFileSync(pki.server2Cert, certFile);
+      copyFileSync(pki.server2Key, keyFile);
+      srv.reload(options);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), after);
+      assert.equal((await httpsGet(srv.httpsPort!, "/healthz", pki.ca)).peerCert, after);
+      open.publish("reload.x", enc("still here"));
+      for await (const m of sub) assert.equal(dec(m.data), "still here");
+      assert.equal(open.info!.client_id, clientId, "the open connection was not dropped");
+
+      // A key that does not load, or an option a running server cannot change: refused, and the certificate stays.
+      writeFileSync(keyFile, "not a key");
+      assert.throws(() => srv.reload(options), /TLS certificate .*live\.pem and key .*live\.key/);
+      copyFileSync(pki.server2Key, keyFile);
+      assert.throws(() => srv.reload({ ...options, tls: { certFile: pki.serverCert, keyFile: pki.serverKey }, maxPayload: 1000 }), /config reload not supported for maxPayload/);
+      assert.throws(() => srv.reload({ ...options, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, verify: true } }), /config reload not supported for tls\.verify/);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), after);
+    } finally {
+      await open.close();
+      await srv.close();
+    }
+  });
+
+  test("SIGHUP (nagare server --signal reload=<pid>) reloads the certificate files of the configuration; other changes are refused and logged", async () => {
+    const certFile = join(pki.dir, "hup.pem");
+    const keyFile = join(pki.dir, "hup.key");
+    copyFileSync(pki.serverCert, certFile);
+    copyFileSync(pki.serverKey, keyFile);
+    const conf = join(pki.dir, "hup.conf");
+    const text = `listen: "127.0.0.1:-1"\ntls { cert_file: "${certFile}", key_file: "${keyFile}" }\n`;
+    writeFileSync(conf, text);
+    const child = spawn(process.execPath, [MAIN, "server", "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    const waiters: Array<() => void> = [];
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      for (const w of waiters.splice(0)) w();
+    });
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const m = re.exec(stderr);
+        if (m) return m;
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no ${re} in: ${stderr}`);
+        await Promise.race([new Promise<void>((r) => waiters.push(r)), exited, new Promise((r) => setTimeout(r, 500).unref())]);
+      }
+    };
+    try {
+      const port = Number((await waitFor(/Listening for client connections on 127\.0\.0\.1:(\d+)/))[1]);
+      await waitFor(/Server is ready/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.serverCert));
+      copyFileSync(pki.server2Cert, certFile);
+      copyFileSync(pki.server2Key, keyFile);
+      const sig = await runNagare(["server", "--signal", `reload=${child.pid}`]);
+      assert.equal(sig.code, 0, sig.stderr);
+      await waitFor(/Reloaded server configuration/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.server2Cert));
+      writeFileSync(conf, `${text}max_payload: 1000\n`);
+      child.kill("SIGHUP");
+      await waitFor(/failed to reload the configuration: config reload not supported for maxPayload/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.server2Cert));
+    } finally {
+      child.kill("SIGTERM");
+      await exited;
+    }
   });
 
   test("flags: --tls with --tlscert and --tlskey serve TLS", async () => {

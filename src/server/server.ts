@@ -21,6 +21,7 @@ import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreamApi } from "../streams/api.js";
 import { tmpdir } from "node:os";
+import { isDeepStrictEqual } from "node:util";
 
 export interface NagareServer {
   /** Address the client listener is bound to. */
@@ -42,6 +43,16 @@ export interface NagareServer {
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
   lameDuck(): Promise<void>;
+  /**
+   * nats-server's configuration reload, for what nagare can change while
+   * running: the TLS certificate, key, CA and minimum version, read again
+   * from their files (also when the paths are the same: a renewed
+   * certificate). New connections, and HTTPS monitoring's, get them;
+   * connections already open keep theirs. Any other option that differs
+   * from the running server's throws, naming it, and nothing changes; so
+   * does a file that cannot be used.
+   */
+  reload(options: ServerOptions): void;
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<NagareServer> {
@@ -210,7 +221,22 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
+  const reload = (options: ServerOptions): void => {
+    const next = resolveOptions(options);
+    const fixed = notReloadable(opts, next);
+    if (fixed !== null) throw new Error(`config reload not supported for ${fixed}`);
+    if (next.tls !== undefined && natsTls !== null) {
+      const files = readTlsFiles(next.tls);
+      // Each connection takes the context when it is accepted: those open keep the one they have.
+      natsTls.context = createSecureContext(files);
+      secureMonitor?.setSecureContext(files);
+      opts.tls = next.tls;
+      log.info(`Reloaded: TLS certificate ${next.tls.certFile}`);
+    }
+    log.info("Reloaded server configuration");
+  };
+
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck, reload };
 }
 
 /**
@@ -243,6 +269,23 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
 function natsTlsOf(t: TlsOptions, files: SecureContextOptions): NatsTls {
   const context: SecureContext = createSecureContext(files);
   return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+}
+
+/** TLS options a reload may change: all of them go into the secure context. */
+const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion"]);
+
+/** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */
+function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {
+  for (const key of Object.keys(now) as Array<keyof ResolvedOptions>) {
+    if (key === "tls") continue;
+    if (!isDeepStrictEqual(now[key], next[key])) return key;
+  }
+  if ((now.tls === undefined) !== (next.tls === undefined)) return "tls";
+  if (now.tls !== undefined && next.tls !== undefined) {
+    const keys = new Set([...Object.keys(now.tls), ...Object.keys(next.tls)] as Array<keyof TlsOptions>);
+    for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
+  }
+  return null;
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: Authenticator | null): void {
