@@ -425,16 +425,24 @@ function percentile(sorted: number[], p: number): number {
  * carrying its send time; a KafkaJS consumer in this process long-polls the
  * topic. Produce→consume is send to eachMessage; ack is send to send()'s answer.
  */
-async function latency(n: Nagare, count: number): Promise<Latency> {
-  const topic = await createTopic(n, "lat", 1);
+/**
+ * A one-partition topic with a producer and a consumer (a fresh group,
+ * subscribed from the beginning), both connected, and a promise of the
+ * consumer's group join.
+ */
+async function producerAndConsumer(n: Nagare, name: string, maxWaitMs: number) {
+  const topic = await createTopic(n, name, 1);
   const producer = n.kafka.producer({ allowAutoTopicCreation: false });
-  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, maxWaitTimeInMs: LATENCY.consumer_max_wait_ms });
+  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, maxWaitTimeInMs: maxWaitMs });
   await Promise.all([producer.connect(), consumer.connect()]);
+  const join = new Promise<void>((r) => consumer.on(consumer.events.GROUP_JOIN, () => r()));
+  return { topic, producer, consumer, join };
+}
+
+async function latency(n: Nagare, count: number): Promise<Latency> {
+  const { topic, producer, consumer, join } = await producerAndConsumer(n, "lat", LATENCY.consumer_max_wait_ms);
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    let joined!: () => void;
-    const join = new Promise<void>((r) => (joined = r));
-    consumer.on(consumer.events.GROUP_JOIN, () => joined());
     const e2e: number[] = [];
     let done!: () => void;
     const all = new Promise<void>((r) => (done = r));
@@ -496,15 +504,9 @@ interface RateLatency {
  * its answer.
  */
 async function latencyAtRate(n: Nagare, count: number): Promise<RateLatency> {
-  const topic = await createTopic(n, "rate", 1);
-  const producer = n.kafka.producer({ allowAutoTopicCreation: false });
-  const consumer = n.kafka.consumer({ groupId: `bench-${++topicSeq}`, maxWaitTimeInMs: LATENCY_RATE.consumer_max_wait_ms });
-  await Promise.all([producer.connect(), consumer.connect()]);
+  const { topic, producer, consumer, join } = await producerAndConsumer(n, "rate", LATENCY_RATE.consumer_max_wait_ms);
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    let joined!: () => void;
-    const join = new Promise<void>((r) => (joined = r));
-    consumer.on(consumer.events.GROUP_JOIN, () => joined());
     const e2e = new Float64Array(count);
     let got = 0;
     let done!: () => void;

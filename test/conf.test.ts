@@ -485,7 +485,7 @@ mqtt { port: -1 }
 cluster { port: -1 }
 websocket { port: -1 }
 leafnodes {}
-accounts {}
+accounts { $SYS: {} }
   authorization { token: t, default_permissions: {} }
 `,
           { env: {}, file: "n.conf" },
@@ -501,7 +501,7 @@ accounts {}
       "n.conf:5:1: cluster: clustering is not supported yet (nagare will not start without it)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
-      "n.conf:8:1: accounts: accounts are not supported yet (nagare will not start without it)",
+      "n.conf:8:12: accounts.$SYS: the system account is not supported yet (nagare will not start without it)",
       "n.conf:9:29: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)",
     ],
   );

@@ -47,7 +47,7 @@ describe("Kafka transactions seen by NATS readers", () => {
     const out: Array<[number, string]> = [];
     const deadline = Date.now() + 10_000;
     while (out.length < n && Date.now() < deadline) {
-      for await (const m of await c.fetch({ max_messages: n - out.length, expires: 1000 })) {
+      for await (const m of await c.fetch({ max_messages: n - out.length, expires: 5000 })) {
         out.push([m.seq, dec(m.data)]);
         await m.ackAck();
       }

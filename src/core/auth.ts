@@ -66,11 +66,15 @@ export interface Credentials {
   sig?: unknown;
 }
 
-/** An authenticated client: its name (for logs and /connz) and what it may do. */
+/** An authenticated client: its name (for logs and /connz), its account and what it may do. */
 export interface Identity {
   name: string;
+  account: string;
   permissions: PermissionCheck | null;
 }
+
+/** The default account's name (nats-server's `$G`): users of the authorization block, and everyone without accounts. */
+const DEFAULT_ACCOUNT = "$G";
 
 const BCRYPT = /^\$2[aby]\$\d\d\$/;
 
@@ -79,15 +83,23 @@ export class Authenticator {
   private readonly byName = new Map<string, UserOptions>();
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();
+  private readonly accountOf = new Map<UserOptions, string>();
   private readonly token: Buffer | null;
 
-  constructor(private readonly opts: AuthOptions) {
+  /** `accountUsers`: the users of each configured account, by account name. */
+  constructor(
+    private readonly opts: AuthOptions,
+    accountUsers: Record<string, UserOptions[]> = {},
+  ) {
     this.token = opts.token === undefined ? null : Buffer.from(opts.token);
-    for (const u of opts.users ?? []) {
+    const add = (u: UserOptions, account: string): void => {
       if (u.user !== undefined) this.byName.set(u.user, u);
       if (u.nkey !== undefined) this.byNkey.set(u.nkey, u);
       this.checks.set(u, u.permissions === undefined ? null : new PermissionCheck(u.permissions));
-    }
+      this.accountOf.set(u, account);
+    };
+    for (const u of opts.users ?? []) add(u, DEFAULT_ACCOUNT);
+    for (const [account, users] of Object.entries(accountUsers)) for (const u of users) add(u, account);
   }
 
   /** NKey users sign a nonce the server sends in INFO. */
@@ -106,7 +118,7 @@ export class Authenticator {
    */
   async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
     if (this.token !== null) {
-      return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", permissions: null } : null;
+      return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", account: DEFAULT_ACCOUNT, permissions: null } : null;
     }
     if (typeof c.nkey === "string" && c.nkey !== "") {
       const u = this.byNkey.get(c.nkey);
@@ -130,7 +142,7 @@ export class Authenticator {
   }
 
   private identity(u: UserOptions, name: string): Identity {
-    return { name, permissions: this.checks.get(u) ?? null };
+    return { name, account: this.accountOf.get(u) ?? DEFAULT_ACCOUNT, permissions: this.checks.get(u) ?? null };
   }
 }
 

@@ -6,6 +6,7 @@
 
 import { randomBytes } from "node:crypto";
 import { Account, GLOBAL_ACCOUNT } from "./account.js";
+import { wireImports } from "./accounts.js";
 import type { ResolvedOptions } from "./options.js";
 import type { Logger } from "../util/log.js";
 
@@ -31,6 +32,8 @@ export interface ConnectionInfo {
   name?: string;
   lang?: string;
   version?: string;
+  /** The account the connection belongs to. */
+  account?: string;
   /** The user the connection authenticated as (nats-server shows it with `?auth=1`). */
   authorized_user?: string;
   subscriptions_list?: string[];
@@ -109,6 +112,7 @@ export class Broker {
   private flushScheduled = false;
   private readDepth = 0;
   private readonly ticker: NodeJS.Timeout;
+  private readonly stopImports: () => void;
 
   constructor(
     readonly options: ResolvedOptions,
@@ -118,6 +122,8 @@ export class Broker {
     this.serverName = options.serverName || this.serverId;
     this.globalAccount = new Account(GLOBAL_ACCOUNT);
     this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
+    for (const name of Object.keys(options.accounts ?? {})) this.accounts.set(name, new Account(name));
+    this.stopImports = options.accounts === undefined ? () => {} : wireImports(options.accounts, this.accounts);
     // One timer for every connection's upkeep; per-connection timers would
     // cost a closure and a timer each for 100k idle clients.
     const period = Math.max(10, Math.min(1000, Math.floor(options.pingInterval / 4), Math.floor(options.writeDeadline / 4)));
@@ -187,5 +193,6 @@ export class Broker {
 
   stop(): void {
     clearInterval(this.ticker);
+    this.stopImports();
   }
 }

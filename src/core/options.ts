@@ -1,5 +1,6 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
+import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -58,6 +59,8 @@ export interface ServerOptions {
   tls?: TlsOptions;
   /** Who may connect and what they may do (nats-server's `authorization {}`). */
   authorization?: AuthOptions;
+  /** Accounts beside the default one, each with its users, exports and imports (nats-server's `accounts {}`). */
+  accounts?: Record<string, AccountOptions>;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -141,6 +144,7 @@ export interface ResolvedOptions {
   kafka: KafkaListenerOptions | undefined;
   tls: TlsOptions | undefined;
   authorization: AuthOptions | undefined;
+  accounts: Record<string, AccountOptions> | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -204,6 +208,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     syncInterval: pick(o.syncInterval, "always"),
     kafka: o.kafka,
     authorization: o.authorization,
+    accounts: o.accounts,
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
@@ -325,23 +330,82 @@ function checkObject(v: unknown, n: string, checks: Record<string, Check>): void
   checkKeys(v as Record<string, unknown>, checks, `${n}.`);
 }
 
-/** Authorization that could let in someone it should not is refused: ambiguous users, a token beside users, a no_auth_user nobody is. */
-function checkAuthorization(v: unknown, n: string): void {
-  checkObject(v, n, AUTH_CHECKS);
-  const a = v as AuthOptions;
-  const users = a.users ?? [];
-  if (a.token !== undefined && users.length > 0) throw new OptionsError(`option ${n}: a token and users cannot be used together`);
-  if (a.token === undefined && users.length === 0) throw new OptionsError(`option ${n} needs a token or users`);
+const EXPORT_CHECKS: Record<keyof StreamExport | keyof ServiceExport, Check> = {
+  stream: text,
+  service: text,
+  accounts: (v, n) => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of account names");
+  },
+  responseType: (v, n) => {
+    if (v !== "singleton" && v !== "stream") fail(n, v, '"singleton" or "stream"');
+  },
+  responseThresholdMs: millis,
+};
+const FROM_CHECKS: Record<"account" | "subject", Check> = { account: text, subject: text };
+const IMPORT_CHECKS: Record<keyof StreamImport | keyof ServiceImport, Check> = {
+  stream: (v, n) => checkObject(v, n, FROM_CHECKS),
+  service: (v, n) => checkObject(v, n, FROM_CHECKS),
+  prefix: text,
+  to: text,
+};
+const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
+  users: (v, n) => {
+    if (!Array.isArray(v)) fail(n, v, "an array of users");
+    v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
+  },
+  exports: (v, n) => {
+    if (!Array.isArray(v)) fail(n, v, "an array of exports");
+    v.forEach((e, i) => {
+      checkObject(e, `${n}[${i}]`, EXPORT_CHECKS);
+      const x = e as Record<string, unknown>;
+      if ((x.stream === undefined) === (x.service === undefined)) throw new OptionsError(`option ${n}[${i}] needs a stream or a service`);
+    });
+  },
+  imports: (v, n) => {
+    if (!Array.isArray(v)) fail(n, v, "an array of imports");
+    v.forEach((e, i) => {
+      checkObject(e, `${n}[${i}]`, IMPORT_CHECKS);
+      const x = e as Record<string, unknown>;
+      if ((x.stream === undefined) === (x.service === undefined)) throw new OptionsError(`option ${n}[${i}] needs a stream or a service`);
+    });
+  },
+};
+
+/**
+ * Authentication that could let in someone it should not is refused:
+ * ambiguous users (a name twice, in one account or two), a token beside
+ * users, a no_auth_user nobody is, an import of what nobody exports.
+ */
+function checkIdentities(o: ServerOptions): void {
+  const a = o.authorization;
+  const accountUsers = Object.entries(o.accounts ?? {}).flatMap(([acc, x]) => (x.users ?? []).map((u) => ({ u, where: `accounts.${acc}.users` })));
+  const all = [...(a?.users ?? []).map((u) => ({ u, where: "authorization.users" })), ...accountUsers];
+  if (a !== undefined) {
+    if (a.token !== undefined && all.length > 0) throw new OptionsError("option authorization: a token and users cannot be used together");
+    if (a.token === undefined && all.length === 0 && a.noAuthUser === undefined) throw new OptionsError("option authorization needs a token or users");
+  }
   const names = new Set<string>();
-  for (const [i, u] of users.entries()) {
-    if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`option ${n}.users[${i}] needs a user name or an nkey, not both`);
-    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`option ${n}.users[${i}] (${u.user}) needs a password`);
-    if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`option ${n}.users[${i}]: an nkey user has no password`);
+  for (const [i, { u, where }] of all.entries()) {
+    const at = `option ${where}`;
+    if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`${at} (user ${i + 1}) needs a user name or an nkey, not both`);
+    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`${at} (${u.user}) needs a password`);
+    if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`${at}: an nkey user has no password`);
     const key = u.user ?? u.nkey!;
-    if (names.has(key)) throw new OptionsError(`option ${n}: user ${key} is given twice`);
+    if (names.has(key)) throw new OptionsError(`${at}: user ${key} is given twice`);
     names.add(key);
   }
-  if (a.noAuthUser !== undefined && !users.some((u) => u.user === a.noAuthUser)) throw new OptionsError(`option ${n}.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  if (a?.noAuthUser !== undefined && !all.some(({ u }) => u.user === a.noAuthUser)) throw new OptionsError(`option authorization.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  for (const [name, acc] of Object.entries(o.accounts ?? {})) {
+    for (const i of acc.imports ?? []) {
+      const why = importError(o.accounts!, name, i);
+      if (why !== null) throw new OptionsError(`option accounts.${name}.imports: ${why}`);
+    }
+  }
+}
+
+/** Whether clients must authenticate: an authorization block, or users in accounts. */
+export function authRequired(o: ServerOptions): boolean {
+  return o.authorization !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0);
 }
 
 /** One check per option: adding a field to ServerOptions without one here does not compile. */
@@ -382,7 +446,15 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
     if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
   },
-  authorization: (v, n) => checkAuthorization(v, n),
+  authorization: (v, n) => checkObject(v, n, AUTH_CHECKS),
+  accounts: (v, n) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object of accounts by name");
+    for (const [name, a] of Object.entries(v as Record<string, unknown>)) {
+      if (name === "" || name === "$G" || /\s/.test(name)) throw new OptionsError(`option ${n}: ${JSON.stringify(name)} cannot be an account name`);
+      if (name === "$SYS") throw new OptionsError(`option ${n}.$SYS: the system account is not supported yet`);
+      checkObject(a, `${n}.${name}`, ACCOUNT_CHECKS);
+    }
+  },
   debug: flag,
   trace: flag,
   noLog: flag,
@@ -407,12 +479,13 @@ export function checkOptions(o: ServerOptions): void {
   checkKeys(o as Record<string, unknown>, CHECKS, "");
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
+  checkIdentities(o);
   // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
   if (o.httpsPort !== undefined && o.tls === undefined) {
     throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
   }
   // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
-  if (o.authorization !== undefined && o.kafka !== undefined) {
+  if (authRequired(o) && o.kafka !== undefined) {
     throw new OptionsError("authorization cannot be honoured on the Kafka listener yet (no SASL): turn the Kafka door off, or run without authorization");
   }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.

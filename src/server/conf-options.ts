@@ -27,7 +27,6 @@ type Tree = Record<string, unknown>;
  * worse than not running.
  */
 const NOT_SUPPORTED: Record<string, string> = {
-  accounts: "accounts are not supported yet",
   system_account: "accounts are not supported yet",
   system: "accounts are not supported yet",
   operator: "operator (JWT) mode is not supported yet",
@@ -241,12 +240,16 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (auth) authorization(o, auth, c);
   });
   c.attempt(() => {
+    const accounts = lookup(tree, "accounts");
+    if (accounts) accountsBlock(o, accounts, c);
+  });
+  c.attempt(() => {
     const noAuthUser = lookup(tree, "no_auth_user");
     if (noAuthUser) {
       const name = nonEmptyStr(noAuthUser);
-      if (o.authorization === undefined) fail(noAuthUser, "needs users in an authorization block");
-      if (!(o.authorization.users ?? []).some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
-      o.authorization.noAuthUser = name;
+      const users = [...(o.authorization?.users ?? []), ...Object.values(o.accounts ?? {}).flatMap((a) => a.users ?? [])];
+      if (!users.some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
+      o.authorization = { ...o.authorization, noAuthUser: name };
     }
   });
 
@@ -581,6 +584,118 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
   if (a.token !== undefined && a.users !== undefined) fail(e, "a token and users cannot be used together");
   if (a.token === undefined && a.users === undefined) fail(e, "needs a token, a user and password, or users");
   o.authorization = a;
+}
+
+/**
+ * `accounts { NAME: { users: [...], exports: [...], imports: [...] } }`:
+ * exports `{ stream | service, accounts, response_type, response_threshold }`,
+ * imports `{ stream: { account, subject }, prefix }` and `{ service: { account,
+ * subject }, to }`. What nagare cannot serve in an account (JetStream per
+ * account, mappings, the system account) stops the start.
+ */
+function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
+  const out: NonNullable<ServerOptions["accounts"]> = {};
+  for (const name of Object.keys(e.value)) {
+    const acc = inBlock(e.value, e, name.toLowerCase())!;
+    c.attempt(() => {
+      if (name === "$SYS") fail(acc, "the system account is not supported yet (nagare will not start without it)");
+      if (!isBlock(acc.value)) fail(acc, `expected an account block, got ${describe(acc.value)}`);
+      const block = acc.value;
+      const sub = (k: string): Entry | undefined => inBlock(block, acc, k);
+      const a: NonNullable<ServerOptions["accounts"]>[string] = {};
+      c.attempt(() => {
+        const users = sub("users");
+        if (users === undefined) return;
+        if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
+        a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+      });
+      c.attempt(() => {
+        const exports = sub("exports");
+        if (exports === undefined) return;
+        if (!Array.isArray(exports.value)) fail(exports, `expected an array of exports, got ${describe(exports.value)}`);
+        a.exports = exports.value.map((x, i) => exportEntry(x, { ...exports, key: `${exports.key}[${i}]` }, c));
+      });
+      c.attempt(() => {
+        const imports = sub("imports");
+        if (imports === undefined) return;
+        if (!Array.isArray(imports.value)) fail(imports, `expected an array of imports, got ${describe(imports.value)}`);
+        a.imports = imports.value.map((x, i) => importEntry(x, { ...imports, key: `${imports.key}[${i}]` }, c));
+      });
+      for (const k of ["jetstream", "js"]) {
+        const js = sub(k);
+        if (js) fail(js, "JetStream in an account other than the default one is not supported yet (nagare will not start without it)");
+      }
+      const mappings = sub("mappings");
+      if (mappings) fail(mappings, "subject mappings are not supported yet (nagare will not start without it)");
+      out[name] = a;
+    });
+  }
+  o.accounts = out;
+}
+
+function exportEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["exports"]>[number] {
+  if (!isBlock(v)) fail(at, `expected an export block, got ${describe(v)}`);
+  const sub = (k: string): Entry | undefined => inBlock(v, at, k);
+  const stream = sub("stream");
+  const service = sub("service");
+  if ((stream === undefined) === (service === undefined)) fail(at, "needs a stream or a service");
+  const accounts = sub("accounts");
+  const names = accounts === undefined ? undefined : (Array.isArray(accounts.value) ? accounts.value : [accounts.value]).map((x) => {
+    if (typeof x !== "string" || x === "") fail(accounts, `expected account names, got ${describe(x)}`);
+    return x;
+  });
+  let out: ReturnType<typeof exportEntry>;
+  if (stream !== undefined) out = { stream: subjectValue(stream), ...(names ? { accounts: names } : {}) };
+  else {
+    const svc: ReturnType<typeof exportEntry> & { service: string } = { service: subjectValue(service!), ...(names ? { accounts: names } : {}) };
+    const type = sub("response_type") ?? sub("response");
+    if (type) {
+      const t = nonEmptyStr(type).toLowerCase();
+      if (t === "chunked") svc.responseType = "stream";
+      else if (t === "singleton" || t === "stream") svc.responseType = t;
+      else fail(type, `must be singleton, stream or chunked, got ${JSON.stringify(t)}`);
+    }
+    const threshold = sub("response_threshold") ?? sub("threshold");
+    if (threshold) {
+      const ms = durationMs(threshold);
+      if (ms > 0) svc.responseThresholdMs = ms;
+    }
+    out = svc;
+  }
+  c.unread(v, `${at.key}.`);
+  return out;
+}
+
+function importEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["imports"]>[number] {
+  if (!isBlock(v)) fail(at, `expected an import block, got ${describe(v)}`);
+  const sub = (k: string): Entry | undefined => inBlock(v, at, k);
+  const stream = sub("stream");
+  const service = sub("service");
+  if ((stream === undefined) === (service === undefined)) fail(at, "needs a stream or a service");
+  const from = (x: Entry): { account: string; subject: string } => {
+    if (!isBlock(x.value)) fail(x, `expected { account, subject }, got ${describe(x.value)}`);
+    const account = inBlock(x.value, x, "account");
+    const subject = inBlock(x.value, x, "subject");
+    if (account === undefined || subject === undefined) fail(x, "needs account and subject");
+    return { account: nonEmptyStr(account), subject: subjectValue(subject) };
+  };
+  let out: ReturnType<typeof importEntry>;
+  if (stream !== undefined) {
+    const prefix = sub("prefix");
+    out = { stream: from(stream), ...(prefix ? { prefix: nonEmptyStr(prefix) } : {}) };
+  } else {
+    const to = sub("to");
+    out = { service: from(service!), ...(to ? { to: subjectValue(to) } : {}) };
+  }
+  c.unread(v, `${at.key}.`);
+  return out;
+}
+
+function subjectValue(e: Entry): string {
+  const s = nonEmptyStr(e);
+  if (!isValidSubscribeSubject(s)) fail(e, `${JSON.stringify(s)} is not a valid subject`);
+  return s;
 }
 
 /** One entry of `authorization { users: [...] }`. */

@@ -9,7 +9,7 @@ import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
-import { DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
+import { authRequired, DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
@@ -70,7 +70,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : natsTlsOf(opts.tls, tlsFiles!);
-  const auth = opts.authorization === undefined ? null : new Authenticator(opts.authorization);
+  const auth = authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
   let jetstream: JetStream | undefined;
@@ -167,7 +167,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
   log.info(`Listening for client connections on ${opts.host}:${port}`);
-  if (auth !== null) log.info(`Client connections require authentication (${opts.authorization!.token !== undefined ? "token" : `${opts.authorization!.users!.length} user(s)`})`);
+  if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
   if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);

@@ -117,7 +117,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   constructor(
     private readonly broker: Broker,
-    private readonly account: Account,
+    private account: Account,
     tcp: Socket,
     tls: NatsTls | null = null,
     private readonly auth: Authenticator | null = null,
@@ -197,6 +197,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.permissions = identity.permissions;
     const r = identity.permissions?.responses;
     if (r != null) this.responses = new ResponsePermits(r.max, r.expiresMs);
+    this.account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
     this.connected = true;
     this.sendOk();
     for (let i = 0; i < held.length; i++) {
@@ -495,6 +496,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.lang) i.lang = this.lang;
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
+    if (this.auth !== null) i.account = this.account.name;
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }
