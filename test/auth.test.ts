@@ -16,9 +16,12 @@ import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { createUser } from "@nats-io/nkeys";
 import { connect as connectV2, nkeyAuthenticator as nkeyV2 } from "nats";
-import { connect as connectV3, nkeyAuthenticator as nkeyV3 } from "@nats-io/transport-node";
+import { connect as connectV3, nkeyAuthenticator as nkeyV3, PermissionViolationError } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startServer, type NagareServer } from "../src/index.js";
+import { MAX_OPEN_REPLIES, ResponsePermits } from "../src/core/auth.js";
+import { parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf } from "../src/server/conf-options.js";
 import { RawClient } from "./helpers/raw.js";
 import { runNagare } from "./helpers/cli.js";
 import { dec, enc } from "./helpers/clients.js";
@@ -128,6 +131,48 @@ describe("authentication", () => {
   });
 });
 
+describe("/connz?auth=true", () => {
+  test("shows who each connection authenticated as (user, NKey, no_auth_user), and only when asked; a token is never shown", async () => {
+    const kp = createUser();
+    const srv = await startServer({
+      port: 0,
+      httpPort: 0,
+      authorization: { users: [{ user: "alice", password: "pw" }, { user: "guest", password: "g" }, { nkey: kp.getPublicKey() }], noAuthUser: "guest" },
+    });
+    const conns = [
+      await connectV2({ servers: srv.url, user: "alice", pass: "pw" }),
+      await connectV3({ servers: srv.url, authenticator: nkeyV3(kp.getSeed()) }),
+      await connectV3({ servers: srv.url }),
+    ];
+    const users = async (q: string): Promise<Array<string | undefined>> => {
+      const body = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/connz${q}`)).json()) as { connections: Array<{ authorized_user?: string }> };
+      return body.connections.map((c) => c.authorized_user);
+    };
+    try {
+      for (const c of conns) await c.flush();
+      assert.deepEqual(await users("?auth=true"), ["alice", kp.getPublicKey(), "guest"]);
+      assert.deepEqual(await users("?auth=1"), ["alice", kp.getPublicKey(), "guest"]);
+      assert.deepEqual(await users(""), [undefined, undefined, undefined]);
+      assert.deepEqual(await users("?auth=false"), [undefined, undefined, undefined]);
+    } finally {
+      for (const c of conns) await c.close();
+      await srv.close();
+    }
+    // nats-server 2.9 shows the token itself; nagare does not hand a secret to whoever can read monitoring.
+    const tokenSrv = await startServer({ port: 0, httpPort: 0, authorization: { token: "s3cret" } });
+    const nc = await connectV3({ servers: tokenSrv.url, token: "s3cret" });
+    try {
+      await nc.flush();
+      const text = await (await fetch(`http://127.0.0.1:${tokenSrv.httpPort}/connz?auth=true`)).text();
+      assert.doesNotMatch(text, /s3cret/);
+      assert.equal((JSON.parse(text) as { num_connections: number }).num_connections, 1);
+    } finally {
+      await nc.close();
+      await tokenSrv.close();
+    }
+  });
+});
+
 describe("permissions", () => {
   let srv: NagareServer;
   let storeDir: string;
@@ -212,7 +257,170 @@ describe("permissions", () => {
   });
 });
 
+/** The subjects of the publish permission violations a v3 connection is told of, as they arrive. */
+function publishViolations(nc: Awaited<ReturnType<typeof connectV3>>): string[] {
+  const seen: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "error" && s.error instanceof PermissionViolationError && s.error.operation === "publish") seen.push(s.error.subject);
+    }
+  })();
+  return seen;
+}
+
+describe("allow_responses", () => {
+  let srv: NagareServer;
+  before(async () => {
+    srv = await startServer({
+      port: 0,
+      authorization: {
+        users: [
+          { user: "client", password: "c" },
+          { user: "svc", password: "s", permissions: { publish: { deny: [">"] }, allowResponses: true } },
+          { user: "slow", password: "s", permissions: { publish: { deny: [">"] }, allowResponses: { max: -1, expires: 1000 } } },
+          { user: "quiet", password: "q", permissions: { allowResponses: true } },
+        ],
+      },
+    });
+  });
+  after(async () => {
+    await srv.close();
+  });
+
+  test("a service denied every publish answers requests once each; a second answer and any other publish are Permissions Violations", async () => {
+    const svc = await connectV3({ servers: srv.url, user: "svc", pass: "s" });
+    const client = await connectV2({ servers: srv.url, user: "client", pass: "c" });
+    try {
+      const violations = publishViolations(svc);
+      let answered = 0;
+      svc.subscribe("svc.echo", {
+        callback: (_e, m) => {
+          m.respond(enc(`answer to ${dec(m.data)}`));
+          m.respond(enc("once more"));
+          answered++;
+        },
+      });
+      await svc.flush();
+      // Official request/reply (v2's shared inbox), twice: each request opens its own reply subject.
+      assert.equal(dec((await client.request("svc.echo", enc("one"), { timeout: 5000 })).data), "answer to one");
+      assert.equal(dec((await client.request("svc.echo", enc("two"), { timeout: 5000 })).data), "answer to two");
+      // The second answers were refused, by name, and never reached the client.
+      const inbox = "_INBOX.allow.responses";
+      const got: string[] = [];
+      client.subscribe(inbox, { callback: (_e, m) => got.push(dec(m.data)) });
+      await client.flush();
+      client.publish("svc.echo", enc("three"), { reply: inbox });
+      await client.flush();
+      const deadline = Date.now() + 5000;
+      while (!violations.includes(inbox) && Date.now() < deadline) await svc.flush();
+      assert.ok(violations.includes(inbox), `a violation for ${inbox}; got ${JSON.stringify(violations)}`);
+      await svc.flush();
+      await client.flush();
+      assert.deepEqual(got, ["answer to three"]);
+      assert.equal(answered, 3);
+      // Publishing anywhere else stays refused, and the connection stays open.
+      svc.publish("svc.elsewhere", enc("x"));
+      await svc.flush();
+      const until = Date.now() + 5000;
+      while (!violations.includes("svc.elsewhere") && Date.now() < until) await svc.flush();
+      assert.ok(violations.includes("svc.elsewhere"));
+      assert.equal(svc.isClosed(), false);
+    } finally {
+      await svc.close();
+      await client.close();
+    }
+  });
+
+  test("allow_responses without a publish allow list allows answers only; exact -ERR text over the wire", async () => {
+    const quiet = await RawClient.connected(srv.port, '{"verbose":false,"pedantic":false,"user":"quiet","pass":"q"}');
+    const client = await connectV3({ servers: srv.url, user: "client", pass: "c" });
+    try {
+      quiet.send("PUB any.subject 1\r\nx\r\nSUB q.req 1\r\nPING\r\n");
+      await quiet.waitFor(/^-ERR 'Permissions Violation for Publish to "any\.subject"'\r\nPONG\r\n$/, "the violation");
+      quiet.consume();
+      const answer = client.request("q.req", enc("?"), { timeout: 5000 });
+      await quiet.waitFor(/MSG q\.req 1 (\S+) 1\r\n\?\r\n/, "the request");
+      const reply = /MSG q\.req 1 (\S+) 1/.exec(quiet.consume())![1];
+      quiet.send(`PUB ${reply} 2\r\nok\r\nPUB ${reply} 3\r\nbis\r\nPING\r\n`);
+      await quiet.waitFor(new RegExp(`^-ERR 'Permissions Violation for Publish to "${reply.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}"'\r\nPONG\r\n$`), "the second answer refused");
+      assert.equal(dec((await answer).data), "ok");
+    } finally {
+      quiet.destroy();
+      await client.close();
+    }
+  });
+
+  test("an answer after expires is refused; within it, any number (max: -1)", async () => {
+    const slow = await connectV3({ servers: srv.url, user: "slow", pass: "s" });
+    const client = await connectV3({ servers: srv.url, user: "client", pass: "c" });
+    try {
+      const violations = publishViolations(slow);
+      const requests = slow.subscribe("slow.req", { max: 1 });
+      await slow.flush();
+      const inbox = "_INBOX.slow.answers";
+      let answers = 0;
+      client.subscribe(inbox, {
+        callback: () => {
+          answers++;
+        },
+      });
+      await client.flush();
+      const sentAt = Date.now();
+      client.publish("slow.req", enc("?"), { reply: inbox });
+      let reply = "";
+      for await (const m of requests) reply = m.reply!;
+      assert.equal(reply, inbox);
+      // Answer until refused: the permission is the server's, opened when it delivered the request, so no earlier than sentAt.
+      const deadline = Date.now() + 10_000;
+      while (!violations.includes(inbox) && Date.now() < deadline) {
+        slow.publish(inbox, enc("again"));
+        await slow.flush();
+      }
+      const refusedAt = Date.now();
+      assert.ok(violations.includes(inbox), "refused once expired");
+      assert.ok(refusedAt - sentAt >= 1000, `refused after ${refusedAt - sentAt} ms, before expires`);
+      await client.flush();
+      assert.ok(answers >= 2, `several answers within expires (max -1); got ${answers}`);
+    } finally {
+      await slow.close();
+      await client.close();
+    }
+  });
+
+  test("the reply subjects a connection may answer are bounded and expire (ResponsePermits)", () => {
+    const p = new ResponsePermits(1, 60_000);
+    for (let i = 0; i < MAX_OPEN_REPLIES + 100; i++) p.grant(`_INBOX.${i}`, 1000);
+    assert.equal(p.size, MAX_OPEN_REPLIES);
+    assert.equal(p.take("_INBOX.0", 1000), false, "the oldest are forgotten first");
+    assert.equal(p.take(`_INBOX.${MAX_OPEN_REPLIES + 99}`, 1000), true);
+    assert.equal(p.take(`_INBOX.${MAX_OPEN_REPLIES + 99}`, 1000), false, "max 1");
+    // A grant a while later sweeps every expired one.
+    p.grant("_INBOX.late", 1000 + 60_001);
+    assert.equal(p.size, 1);
+    // Granted again, a reply is answerable again (a redelivered request).
+    const q = new ResponsePermits(2, -1);
+    q.grant("r", 0);
+    assert.equal(q.take("r", 10 ** 9), true, "a negative expires never expires");
+    assert.equal(q.take("r", 10 ** 9), true);
+    assert.equal(q.take("r", 10 ** 9), false);
+    q.grant("r", 10 ** 9);
+    assert.equal(q.take("r", 10 ** 9), true);
+  });
+});
+
 describe("configuration", () => {
+  test("allow_responses in a user's permissions: true, or max and expires as nats-server reads them", () => {
+    const conf = (perms: string): unknown =>
+      optionsFromConf(parseConf(`authorization { users: [ { user: u, password: p, permissions: { ${perms} } } ] }`, { env: {} })).authorization!.users![0].permissions;
+    assert.deepEqual(conf("allow_responses: true"), { allowResponses: true });
+    assert.deepEqual(conf('publish: { deny: ">" }, allow_responses: { max: 5, expires: "1m" }'), { publish: { deny: [">"] }, allowResponses: { max: 5, expires: 60_000 } });
+    assert.deepEqual(conf('allow_responses: { max_msgs: -1, ttl: "-1s" }'), { allowResponses: { max: -1, expires: -1000 } });
+    assert.throws(() => conf("allow_responses: { max: 1, maximum: 2 }"), /unknown field "authorization\.users\[0\]\.permissions\.allow_responses\.maximum"/);
+    assert.throws(() => conf('allow_responses: { expires: "soon" }'), /allow_responses\.expires: invalid duration "soon"/);
+    assert.throws(() => conf('allow_responses: "yes"'), /allow_responses: expected true, false or a block/);
+  });
+
+
   test("authorization from a configuration file, with users, bcrypt and permissions, and what it refuses", async () => {
     const dir = mkdtempSync(join(tmpdir(), "nagare-authconf-"));
     try {

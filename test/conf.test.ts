@@ -703,8 +703,9 @@ test("flags: errors name the flag", () => {
   assert.throws(() => parseServerArgs(["--bogus"]), /unknown flag: --bogus/);
   assert.throws(() => parseServerArgs(["-x", "1"]), /unknown flag: -x/);
   assert.throws(() => parseServerArgs(["--max_payload=5"]), /unknown flag: --max_payload/);
-  assert.throws(() => parseServerArgs(["-ms", "8443"]), /-ms: TLS is not supported yet/);
-  assert.throws(() => parseServerArgs(["--https_port=8443"]), /--https_port: TLS is not supported yet/);
+  assert.equal(parseServerArgs(["-ms", "8443"]).options.httpsPort, 8443);
+  assert.equal(parseServerArgs(["--https_port=-1"]).options.httpsPort, -1);
+  assert.throws(() => parseServerArgs(["-ms", "x"]), /flag -ms: invalid port "x"/);
   assert.throws(() => parseServerArgs(["--ocsp"]), /unknown flag: --ocsp/);
   assert.throws(() => parseServerArgs(["-p"]), /flag -p needs a value/);
   assert.throws(() => parseServerArgs(["-p", "abc"]), /flag -p: invalid port "abc"/);

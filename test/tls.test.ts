@@ -8,15 +8,18 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect as tlsConnect } from "node:tls";
+import { request as httpsRequest } from "node:https";
 import { connect as rawConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as connectV2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
-import { runNagare } from "./helpers/cli.js";
+import { MAIN, runNagare } from "./helpers/cli.js";
 import { dec, enc } from "./helpers/clients.js";
 
 interface Pki {
@@ -26,6 +29,9 @@ interface Pki {
   serverKey: string;
   clientCert: string;
   clientKey: string;
+  /** A second server certificate from the same CA, for reloads. */
+  server2Cert: string;
+  server2Key: string;
 }
 
 /** A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
@@ -39,11 +45,12 @@ function makePki(): Pki {
   ssl("req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=nagare test CA");
   writeFileSync(p("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   writeFileSync(p("client.ext"), "extendedKeyUsage=clientAuth\n");
-  for (const who of ["server", "client"]) {
+  writeFileSync(p("server2.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  for (const who of ["server", "client", "server2"]) {
     ssl("req", ...ec, "-keyout", p(`${who}.key`), "-out", p(`${who}.csr`), "-subj", `/CN=nagare test ${who}`);
     ssl("x509", "-req", "-in", p(`${who}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p(`${who}.pem`), "-days", "2", "-extfile", p(`${who}.ext`));
   }
-  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key") };
+  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key"), server2Cert: p("server2.pem"), server2Key: p("server2.key") };
 }
 
 /** What a client that does not speak TLS gets: every byte the server sends until it closes (or `ms` pass). */
@@ -66,6 +73,38 @@ function plainClient(port: number, send: string, ms = 5000): Promise<{ received:
     s.on("close", () => {
       clearTimeout(timer);
       resolve({ received, closed: true });
+    });
+  });
+}
+
+/** A GET over HTTPS to 127.0.0.1 that trusts only `ca` (and presents no client certificate). */
+function httpsGet(port: number, path: string, ca: string): Promise<{ status: number; body: string; peerCert: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: "127.0.0.1", port, path, ca: readFileSync(ca), agent: false }, (res) => {
+      const peerCert = (res.socket as import("node:tls").TLSSocket).getPeerCertificate().fingerprint256;
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, peerCert }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const fingerprint = (certFile: string): string => new X509Certificate(readFileSync(certFile)).fingerprint256;
+
+/** The certificate a new NATS connection is served: INFO in the clear, then the upgrade, as clients do it. */
+function natsPeerCert(port: number, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const tcp = rawConnect(port, "127.0.0.1");
+    tcp.on("error", reject);
+    tcp.once("data", () => {
+      const secure = tlsConnect({ socket: tcp, ca: readFileSync(ca), checkServerIdentity: () => undefined }, () => {
+        resolve(secure.getPeerCertificate().fingerprint256);
+        secure.destroy();
+      });
+      secure.on("error", reject);
     });
   });
 }
@@ -186,6 +225,135 @@ describe("TLS for NATS clients", () => {
       `nagare server: ${conf}:4:3: tls.key_file: cannot read "${join(pki.dir, "nope.key")}": ENOENT\n` +
         `nagare server: ${conf}:5:3: tls.cipher_suites: choosing cipher suites is not supported yet (nagare will not start without it)\n`,
     );
+  });
+
+  test("HTTPS monitoring: /varz and /healthz over TLS with the tls certificate, beside plain HTTP; no client certificate asked", async () => {
+    const srv = await startServer({ port: 0, httpPort: 0, httpsPort: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, verify: true } });
+    try {
+      assert.notEqual(srv.httpsPort, undefined);
+      assert.notEqual(srv.httpsPort, srv.httpPort);
+      const varz = await httpsGet(srv.httpsPort!, "/varz", pki.ca);
+      assert.equal(varz.status, 200);
+      const v = JSON.parse(varz.body) as Record<string, unknown>;
+      assert.equal(v.https_port, 0, "the port asked for, as http_port");
+      assert.equal(v.tls_required, true);
+      const health = await httpsGet(srv.httpsPort!, "/healthz", pki.ca);
+      assert.equal(health.status, 200);
+      assert.match(health.body, /"status":"ok"/);
+      // The same endpoints stay on plain HTTP, and the HTTPS port speaks no plain HTTP.
+      assert.equal((await fetch(`http://127.0.0.1:${srv.httpPort}/healthz`)).status, 200);
+      await assert.rejects(fetch(`http://127.0.0.1:${srv.httpsPort}/healthz`));
+      // A client that does not trust the CA is refused by its own check.
+      await assert.rejects(httpsGet(srv.httpsPort!, "/varz", pki.clientCert), /self.signed|unable to verify|certificate/i);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test("HTTPS monitoring without tls does not start: options, configuration file (file:line:column) and -ms", async () => {
+    await assert.rejects(startServer({ port: 0, httpsPort: 0 }), /httpsPort needs tls/);
+    const conf = join(pki.dir, "https.conf");
+    writeFileSync(conf, `port: -1\nhttp_port: -1\nhttps_port: -1\n`);
+    const r = await runNagare(["server", "-c", conf, "-t"]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `nagare server: ${conf}:3:1: https_port: monitoring over HTTPS needs a tls block: it is served with that certificate\n`);
+    const good = join(pki.dir, "https-good.conf");
+    writeFileSync(good, `port: -1\nhttps: "127.0.0.1:-1"\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}" }\n`);
+    const ok = await runNagare(["server", "-c", good, "-t"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const flag = await runNagare(["server", "-p", "-1", "-ms", "-1"], { until: /Server is ready/ });
+    assert.equal(flag.code, 1);
+    assert.match(flag.stderr, /httpsPort needs tls/);
+  });
+
+  test("flags: -ms with --tls serves monitoring over HTTPS", async () => {
+    const r = await runNagare(["server", "-p", "-1", "-ms", "-1", "--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey], { until: /Server is ready/, limitMs: 20_000 });
+    assert.match(r.stderr, /Starting https monitor on 0\.0\.0\.0:\d+/);
+  });
+
+  test("reload: new connections and HTTPS monitoring get the new certificate, open connections keep going; what cannot be reloaded changes nothing", async () => {
+    const certFile = join(pki.dir, "live.pem");
+    const keyFile = join(pki.dir, "live.key");
+    copyFileSync(pki.serverCert, certFile);
+    copyFileSync(pki.serverKey, keyFile);
+    const options = { port: 0, httpsPort: 0, tls: { certFile, keyFile } };
+    const srv = await startServer(options);
+    const open = await connectV3({ servers: srv.url, tls: { caFile: pki.ca } });
+    try {
+      const before = fingerprint(pki.serverCert);
+      const after = fingerprint(pki.server2Cert);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), before);
+      assert.equal((await httpsGet(srv.httpsPort!, "/healthz", pki.ca)).peerCert, before);
+      const clientId = open.info!.client_id;
+      const sub = open.subscribe("reload.x", { max: 1 });
+      await open.flush();
+
+      // Renewed in place: same paths, new files.
+      copyFileSync(pki.server2Cert, certFile);
+      copyFileSync(pki.server2Key, keyFile);
+      srv.reload(options);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), after);
+      assert.equal((await httpsGet(srv.httpsPort!, "/healthz", pki.ca)).peerCert, after);
+      open.publish("reload.x", enc("still here"));
+      for await (const m of sub) assert.equal(dec(m.data), "still here");
+      assert.equal(open.info!.client_id, clientId, "the open connection was not dropped");
+
+      // A key that does not load, or an option a running server cannot change: refused, and the certificate stays.
+      writeFileSync(keyFile, "not a key");
+      assert.throws(() => srv.reload(options), /TLS certificate .*live\.pem and key .*live\.key/);
+      copyFileSync(pki.server2Key, keyFile);
+      assert.throws(() => srv.reload({ ...options, tls: { certFile: pki.serverCert, keyFile: pki.serverKey }, maxPayload: 1000 }), /config reload not supported for maxPayload/);
+      assert.throws(() => srv.reload({ ...options, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, verify: true } }), /config reload not supported for tls\.verify/);
+      assert.equal(await natsPeerCert(srv.port, pki.ca), after);
+    } finally {
+      await open.close();
+      await srv.close();
+    }
+  });
+
+  test("SIGHUP (nagare server --signal reload=<pid>) reloads the certificate files of the configuration; other changes are refused and logged", async () => {
+    const certFile = join(pki.dir, "hup.pem");
+    const keyFile = join(pki.dir, "hup.key");
+    copyFileSync(pki.serverCert, certFile);
+    copyFileSync(pki.serverKey, keyFile);
+    const conf = join(pki.dir, "hup.conf");
+    const text = `listen: "127.0.0.1:-1"\ntls { cert_file: "${certFile}", key_file: "${keyFile}" }\n`;
+    writeFileSync(conf, text);
+    const child = spawn(process.execPath, [MAIN, "server", "-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    const waiters: Array<() => void> = [];
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      for (const w of waiters.splice(0)) w();
+    });
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const m = re.exec(stderr);
+        if (m) return m;
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no ${re} in: ${stderr}`);
+        await Promise.race([new Promise<void>((r) => waiters.push(r)), exited, new Promise((r) => setTimeout(r, 500).unref())]);
+      }
+    };
+    try {
+      const port = Number((await waitFor(/Listening for client connections on 127\.0\.0\.1:(\d+)/))[1]);
+      await waitFor(/Server is ready/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.serverCert));
+      copyFileSync(pki.server2Cert, certFile);
+      copyFileSync(pki.server2Key, keyFile);
+      const sig = await runNagare(["server", "--signal", `reload=${child.pid}`]);
+      assert.equal(sig.code, 0, sig.stderr);
+      await waitFor(/Reloaded server configuration/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.server2Cert));
+      writeFileSync(conf, `${text}max_payload: 1000\n`);
+      child.kill("SIGHUP");
+      await waitFor(/failed to reload the configuration: config reload not supported for maxPayload/);
+      assert.equal(await natsPeerCert(port, pki.ca), fingerprint(pki.server2Cert));
+    } finally {
+      child.kill("SIGTERM");
+      await exited;
+    }
   });
 
   test("flags: --tls with --tlscert and --tlskey serve TLS", async () => {

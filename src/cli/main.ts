@@ -37,11 +37,12 @@ Server flags:
   -n, --name, --server_name <name>   Server name
   -P, --pid <file>                   File to store the process id
   -m, --http_port <port>             Port for HTTP monitoring (-1 for a random port)
+  -ms, --https_port <port>           Port for HTTPS monitoring, with the TLS certificate
   -c, --config <file>                Configuration file (nats-server syntax)
   -t                                 Test the configuration (file and flags) and exit
       --ports_file_dir <dir>         Write <executable>_<pid>.ports in this directory
   -sl, --signal <signal>=<pid>       Send a signal to a running server: ldm, stop,
-                                     quit or term; <pid> may be a pid file
+                                     quit, term or reload; <pid> may be a pid file
   -l, --log <file>                   File to write the log to
   -D, --debug                        Enable debugging output
   -V, --trace                        Trace the raw protocol
@@ -50,17 +51,23 @@ Server flags:
       --max_traced_msg_len <len>     Payload bytes shown per traced message (default: all)
   -js, --jetstream                   Enable JetStream (streams, consumers, KV, object store)
   -sd, --store_dir <dir>             JetStream storage directory
+      --tls                          Require TLS for clients (with --tlscert and --tlskey)
+      --tlscert, --tlskey <file>     Server certificate and its private key (PEM)
+      --tlscacert <file>             CA for client certificates; --tlsverify requires them
+      --auth <token>                 Token clients must present
+      --user <user>, --pass <pass>   User and password clients must present
       --kafka                        Enable the Kafka listener (port 9092; turns JetStream on)
       --kafka_port <port>            Kafka listener port (-1 for a random port; implies --kafka)
   -h, --help                         Show this message
   -v, --version                      Show the version
 
 Flags override the configuration file. Flags may be written -flag, --flag,
---flag=value or --flag value. TLS, authorization and clustering flags are not
-supported yet, and a configuration asking for them (or for anything else
-nagare cannot honour) stops the server with its file, line and column.
+--flag=value or --flag value. Clustering flags are not supported yet, and a
+configuration asking for them (or for anything else nagare cannot honour)
+stops the server with its file, line and column.
 
-Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode.
+Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode,
+SIGHUP reloads the TLS certificate files (other changes are refused).
 `;
 
 const CLIENT_COMMANDS = new Set(["pub", "sub", "request", "reply"]);
@@ -156,34 +163,13 @@ async function runServer(args: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  let fromConf: ServerOptions = {};
-  let pidFile = parsed.pidFile;
-  if (parsed.configFile !== undefined) {
-    const file = resolve(parsed.configFile);
-    try {
-      const tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
-      fromConf = optionsFromConf(tree);
-      pidFile ??= pidFileFromConf(tree);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      let msg: string;
-      if (code === "ENOENT") msg = `configuration file ${parsed.configFile} not found`;
-      else if (code !== undefined) msg = `cannot read configuration file ${parsed.configFile}: ${code}`;
-      else msg = errorText(err);
-      // One line per problem, each with its file, line and column.
-      process.stderr.write(msg.split("\n").map((line) => `nagare server: ${line}\n`).join(""));
-      process.exitCode = 1;
-      return;
-    }
-  }
-
-  const options = mergeOptions(fromConf, parsed.options);
-  options.host ??= "0.0.0.0";
-  options.noLog = false;
+  let options: ServerOptions;
+  let pidFile: string | undefined;
   try {
-    checkOptions(options);
+    ({ options, pidFile } = serverOptions(parsed));
   } catch (err) {
-    process.stderr.write(`nagare server: ${errorText(err)}\n`);
+    // One line per problem, each with its file, line and column.
+    process.stderr.write(errorText(err).split("\n").map((line) => `nagare server: ${line}\n`).join(""));
     process.exitCode = 1;
     return;
   }
@@ -223,9 +209,15 @@ async function runServer(args: string[]): Promise<void> {
   process.on("SIGINT", () => stop((s) => s.close()));
   process.on("SIGTERM", () => stop((s) => s.close()));
   process.on("SIGUSR2", () => stop((s) => s.lameDuck()));
-  // nats-server reloads its configuration on SIGHUP; without a handler Node would exit.
+  // nats-server reloads its configuration on SIGHUP (`--signal reload`): the file and flags are read again,
+  // and what a running server can change (the TLS certificate) is changed; anything else that differs is refused.
   process.on("SIGHUP", () => {
-    process.stderr.write("nagare server: configuration reload (SIGHUP) is not supported; ignoring\n");
+    if (!srv || stopping) return;
+    try {
+      srv.reload(serverOptions(parsed).options);
+    } catch (err) {
+      process.stderr.write(errorText(err).split("\n").map((line) => `nagare server: failed to reload the configuration: ${line}\n`).join(""));
+    }
   });
 
   try {
@@ -248,8 +240,37 @@ async function runServer(args: string[]): Promise<void> {
   if (pending) stop(pending);
 }
 
+/**
+ * The options of `nagare server`: the configuration file's, then the flags'
+ * over them, checked. Throws with one line per problem (file, line and
+ * column for the file's).
+ */
+function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: string | undefined } {
+  let fromConf: ServerOptions = {};
+  let pidFile = parsed.pidFile;
+  if (parsed.configFile !== undefined) {
+    const file = resolve(parsed.configFile);
+    try {
+      const tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
+      fromConf = optionsFromConf(tree);
+      pidFile ??= pidFileFromConf(tree);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") throw new Error(`configuration file ${parsed.configFile} not found`);
+      if (code !== undefined) throw new Error(`cannot read configuration file ${parsed.configFile}: ${code}`);
+      throw err;
+    }
+  }
+  const options = mergeOptions(fromConf, parsed.options);
+  options.host ??= "0.0.0.0";
+  options.noLog = false;
+  checkOptions(options);
+  return { options, pidFile };
+}
+
 const SIGNALS: Record<string, NodeJS.Signals> = {
   ldm: "SIGUSR2",
+  reload: "SIGHUP",
   stop: "SIGKILL",
   quit: "SIGINT",
   term: "SIGTERM",
@@ -262,8 +283,8 @@ function sendSignal(spec: string): number {
   const target = eq < 0 ? "" : spec.slice(eq + 1);
   const sig = SIGNALS[name];
   if (!sig) {
-    const why = name === "reload" || name === "reopen" ? `signal "${name}" is not supported yet` : `unknown signal "${name}"`;
-    process.stderr.write(`nagare server: ${why} (use ldm, stop, quit or term)\n`);
+    const why = name === "reopen" ? `signal "${name}" is not supported yet` : `unknown signal "${name}"`;
+    process.stderr.write(`nagare server: ${why} (use ldm, stop, quit, term or reload)\n`);
     return 2;
   }
   if (target === "") {

@@ -48,6 +48,7 @@ value(["p", "port"], (r, v, f) => (r.options.port = parsePort(v, f)));
 value(["n", "name", "server_name"], (r, v) => (r.options.serverName = v));
 value(["P", "pid"], (r, v, f) => (r.pidFile = nonEmpty(v, f, "a file name")));
 value(["m", "http_port"], (r, v, f) => (r.options.httpPort = parsePort(v, f)));
+value(["ms", "https_port"], (r, v, f) => (r.options.httpsPort = parsePort(v, f)));
 value(["c", "config"], (r, v, f) => (r.configFile = nonEmpty(v, f, "a file name")));
 value(["sl", "signal"], (r, v) => (r.signal = v));
 value(["ports_file_dir"], (r, v, f) => (r.options.portsFileDir = nonEmpty(v, f, "a directory")));
@@ -93,8 +94,6 @@ value(["max_traced_msg_len"], (r, v, f) => {
 
 /** nats-server flags for features nagare does not have yet, with the reason. */
 const UNSUPPORTED: Record<string, string> = {
-  ms: "TLS is not supported yet (monitoring over https)",
-  https_port: "TLS is not supported yet (monitoring over https)",
   help_tls: "TLS is not supported yet",
   routes: "clustering is not supported yet",
   cluster: "clustering is not supported yet",

@@ -22,7 +22,23 @@ export interface SubjectRules {
 export interface Permissions {
   publish?: SubjectRules;
   subscribe?: SubjectRules;
+  /**
+   * nats-server's `allow_responses`: the user may answer requests delivered
+   * to it even where `publish` refuses the reply subject. With it and no
+   * publish allow list, the user may publish nothing else.
+   */
+  allowResponses?: boolean | ResponsePermissionOptions;
 }
+
+export interface ResponsePermissionOptions {
+  /** Answers per request (default 1; negative: any number). */
+  max?: number;
+  /** Milliseconds after the request within which it may be answered (default 2 minutes; negative: no limit). */
+  expires?: number;
+}
+
+/** nats-server's DEFAULT_ALLOW_RESPONSE_MAX_MSGS and DEFAULT_ALLOW_RESPONSE_EXPIRATION. */
+export const RESPONSE_DEFAULTS = { max: 1, expiresMs: 120_000 } as const;
 
 export interface UserOptions {
   user?: string;
@@ -160,11 +176,26 @@ const MAX_CACHED = 4096;
 export class PermissionCheck {
   private readonly pubCache = new Map<string, boolean>();
   private readonly subCache = new Map<string, boolean>();
+  private readonly publish: SubjectRules | undefined;
+  /** How requests delivered to the user may be answered beyond `publish`; null without allow_responses. */
+  readonly responses: { max: number; expiresMs: number } | null;
 
-  constructor(readonly rules: Permissions) {}
+  constructor(readonly rules: Permissions) {
+    const r = rules.allowResponses;
+    if (r === undefined || r === false) {
+      this.responses = null;
+      this.publish = rules.publish;
+    } else {
+      const o = r === true ? {} : r;
+      // 0 is the default, as in nats-server's configuration.
+      this.responses = { max: o.max || RESPONSE_DEFAULTS.max, expiresMs: o.expires || RESPONSE_DEFAULTS.expiresMs };
+      // As nats-server: answering is allowed, publishing anything else only if an allow list says so.
+      this.publish = { ...rules.publish, allow: rules.publish?.allow ?? [] };
+    }
+  }
 
   mayPublish(subject: string): boolean {
-    const r = this.rules.publish;
+    const r = this.publish;
     if (r === undefined) return true;
     let ok = this.pubCache.get(subject);
     if (ok === undefined) {
@@ -215,4 +246,73 @@ export function covers(pattern: string, sub: string): boolean {
     if (p[i] !== "*" && (s[i] === "*" || p[i] !== s[i])) return false;
   }
   return p.length === s.length;
+}
+
+/** Reply subjects one connection holds at most; past it the oldest are forgotten (and may not be answered). */
+export const MAX_OPEN_REPLIES = 16_384;
+/** How often expired replies are swept when fewer than MAX_OPEN_REPLIES are held. */
+const PRUNE_EVERY_MS = 1000;
+
+interface OpenReply {
+  grantedAt: number;
+  sent: number;
+}
+
+/**
+ * The reply subjects one connection may still publish to under
+ * `allow_responses`: each request delivered to it opens its reply subject
+ * for `max` messages within `expiresMs`. Held in delivery order, so expired
+ * ones are at the front and are swept from there; never more than
+ * MAX_OPEN_REPLIES (nats-server sweeps used and expired ones too, but sets
+ * no bound).
+ */
+export class ResponsePermits {
+  private readonly open = new Map<string, OpenReply>();
+  private lastPrune = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly expiresMs: number,
+  ) {}
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  /** A request with this reply subject was delivered at `now`: it may be answered. */
+  grant(reply: string, now: number): void {
+    const open = this.open;
+    const had = open.get(reply);
+    if (had !== undefined) open.delete(reply); // to the back: delivery order stays grant order
+    open.set(reply, { grantedAt: now, sent: 0 });
+    if (open.size > MAX_OPEN_REPLIES || now - this.lastPrune >= PRUNE_EVERY_MS) this.prune(now);
+  }
+
+  /** Whether a message may be published to `reply` now; counts it if so. */
+  take(reply: string, now: number): boolean {
+    const r = this.open.get(reply);
+    if (r === undefined) return false;
+    if (this.expiresMs > 0 && now - r.grantedAt > this.expiresMs) {
+      this.open.delete(reply);
+      return false;
+    }
+    r.sent++;
+    if (this.max > 0 && r.sent >= this.max) this.open.delete(reply);
+    return true;
+  }
+
+  private prune(now: number): void {
+    this.lastPrune = now;
+    const open = this.open;
+    if (this.expiresMs > 0) {
+      for (const [reply, r] of open) {
+        if (now - r.grantedAt <= this.expiresMs) break;
+        open.delete(reply);
+      }
+    }
+    for (const reply of open.keys()) {
+      if (open.size <= MAX_OPEN_REPLIES) break;
+      open.delete(reply);
+    }
+  }
 }

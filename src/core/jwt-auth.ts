@@ -16,7 +16,8 @@
  *
  * What nagare cannot honour is refused, never ignored: an account JWT with
  * imports, exports or JetStream limits stops the start; a user with
- * response permissions or connection limits is not let in.
+ * source-network or time-of-day limits is not let in. `resp` is
+ * allow_responses.
  */
 
 import { decode } from "@nats-io/jwt";
@@ -141,7 +142,6 @@ export class JwtAuthenticator implements ClientAuth {
       }
     }
     // What the user's claims ask for and nagare cannot enforce keeps the user out.
-    if (nats.resp !== undefined && nats.resp !== null) return null;
     if (Array.isArray(nats.src) && nats.src.length > 0) return null;
     if (Array.isArray(nats.times) && nats.times.length > 0) return null;
     const permissions = permissionsOf(nats);
@@ -161,6 +161,10 @@ function permissionsOf(nats: Record<string, unknown>): Permissions | null {
   };
   const publish = rules(nats.pub);
   const subscribe = rules(nats.sub);
-  if (publish === undefined && subscribe === undefined) return null;
-  return { ...(publish ? { publish } : {}), ...(subscribe ? { subscribe } : {}) };
+  // `resp` is allow_responses: `max` answers within `ttl` (nanoseconds).
+  const resp = nats.resp as { max?: unknown; ttl?: unknown } | null | undefined;
+  const allowResponses =
+    resp === undefined || resp === null ? undefined : { max: typeof resp.max === "number" ? resp.max : 0, expires: typeof resp.ttl === "number" ? Math.ceil(resp.ttl / 1e6) : 0 };
+  if (publish === undefined && subscribe === undefined && allowResponses === undefined) return null;
+  return { ...(publish ? { publish } : {}), ...(subscribe ? { subscribe } : {}), ...(allowResponses ? { allowResponses } : {}) };
 }

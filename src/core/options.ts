@@ -1,5 +1,5 @@
 import { didYouMean } from "../util/closest.js";
-import type { AuthOptions, Permissions, SubjectRules, UserOptions } from "./auth.js";
+import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import type { OperatorOptions } from "./jwt-auth.js";
 import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
@@ -15,6 +15,12 @@ export interface ServerOptions {
   /** Monitoring HTTP listener; off unless a port is given. 0 or -1 picks a free port. */
   httpHost?: string;
   httpPort?: number;
+  /**
+   * Monitoring over HTTPS on this port (nats-server's `https_port`, `-ms`),
+   * with the certificate of `tls`, which it requires; on `httpHost`. 0 or -1
+   * picks a free port. May be given beside `httpPort`.
+   */
+  httpsPort?: number;
   serverName?: string;
   /** Largest payload (headers + body) a client may publish. */
   maxPayload?: number;
@@ -121,6 +127,7 @@ export interface ResolvedOptions {
   port: number;
   httpHost: string;
   httpPort: number | undefined;
+  httpsPort: number | undefined;
   serverName: string;
   maxPayload: number;
   maxPending: number;
@@ -186,6 +193,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     port: port < 0 ? 0 : port,
     httpHost: pick(o.httpHost, pick(o.host, "127.0.0.1")),
     httpPort,
+    httpsPort: o.httpsPort === undefined ? undefined : o.httpsPort < 0 ? 0 : o.httpsPort,
     serverName: pick(o.serverName, ""),
     maxPayload: pick(o.maxPayload, DEFAULTS.maxPayload),
     maxPending: pick(o.maxPending, DEFAULTS.maxPending),
@@ -289,9 +297,21 @@ const subjects = (v: unknown, n: string): void => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of subjects");
 };
 const RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects, deny: subjects };
+/** As nats-server: 0 is the default, a negative number no limit. */
+const RESPONSES_CHECKS: Record<keyof ResponsePermissionOptions, Check> = {
+  max: (v, n) => {
+    if (!isInt(v) || Math.abs(v) > INT32_MAX) fail(n, v, "an integer (0: the default, 1; negative: no limit)");
+  },
+  expires: (v, n) => {
+    if (typeof v !== "number" || !Number.isFinite(v) || Math.abs(v) > INT32_MAX) fail(n, v, `a time in milliseconds, at most ${INT32_MAX} (0: the default, 2 minutes; negative: no limit)`);
+  },
+};
 const PERMISSIONS_CHECKS: Record<keyof Permissions, Check> = {
   publish: (v, n) => checkObject(v, n, RULES_CHECKS),
   subscribe: (v, n) => checkObject(v, n, RULES_CHECKS),
+  allowResponses: (v, n) => {
+    if (typeof v !== "boolean") checkObject(v, n, RESPONSES_CHECKS);
+  },
 };
 const USER_CHECKS: Record<keyof UserOptions, Check> = {
   user: text,
@@ -399,6 +419,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   port,
   httpHost: text,
   httpPort: port,
+  httpsPort: port,
   serverName: anyText,
   maxPayload: atLeast(1, INT32_MAX),
   maxPending: atLeast(1),
@@ -479,6 +500,10 @@ export function checkOptions(o: ServerOptions): void {
   // As nats-server: operator mode replaces configured users and accounts.
   if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
     throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");
+  }
+  // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
+  if (o.httpsPort !== undefined && o.tls === undefined) {
+    throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
   }
   // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
   if (authRequired(o) && o.kafka !== undefined) {

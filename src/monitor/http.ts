@@ -6,6 +6,8 @@
  */
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { SecureContextOptions } from "node:tls";
 import type { Broker } from "../core/broker.js";
 import type { JetStream } from "../streams/jetstream.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
@@ -19,6 +21,10 @@ import { CpuSampler, varz } from "./varz.js";
 
 export interface Monitor {
   readonly port: number;
+  /** Serves over TLS (nats-server's `https_port`). */
+  readonly secure: boolean;
+  /** New connections get this certificate; those open keep theirs. Only for a secure monitor. */
+  setSecureContext(tls: SecureContextOptions): void;
   close(): Promise<void>;
 }
 
@@ -34,9 +40,16 @@ const ENDPOINTS = new Map<string, Endpoint>([
   ["/metrics", (ctx) => metrics(ctx)],
 ]);
 
-export async function startMonitor(broker: Broker, host: string, port: number, jetstream?: JetStream): Promise<Monitor> {
+/**
+ * Listens on `host:port`; with `tls`, over HTTPS with that certificate. As
+ * in nats-server, monitoring asks no client certificate even where client
+ * connections must show one.
+ */
+export async function startMonitor(broker: Broker, host: string, port: number, jetstream?: JetStream, tls?: SecureContextOptions): Promise<Monitor> {
   const ctx: MonitorContext = { broker, jetstream, cpu: new CpuSampler() };
-  const server = createServer((req, res) => void handle(ctx, req, res));
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(ctx, req, res);
+  const secure = tls === undefined ? null : createHttpsServer({ ...tls, requestCert: false }, onRequest);
+  const server = secure ?? createServer(onRequest);
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -48,6 +61,11 @@ export async function startMonitor(broker: Broker, host: string, port: number, j
   const actual = (server.address() as { port: number }).port;
   return {
     port: actual,
+    secure: secure !== null,
+    setSecureContext: (t) => {
+      if (secure === null) throw new Error("the monitor does not serve HTTPS");
+      secure.setSecureContext(t);
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -32,6 +32,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     ping_max: o.maxPingsOut,
     http_host: o.httpHost,
     http_port: o.httpPort,
+    https_port: o.httpsPort,
     auth_timeout: o.authTimeout / 1000,
     tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
     ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true } : {}),

@@ -34,8 +34,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
   allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
-  https: "monitoring over TLS (https) is not supported yet",
-  https_port: "monitoring over TLS (https) is not supported yet",
   cluster: "clustering is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
@@ -163,6 +161,24 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (e) o.httpPort = portNumber(e);
     });
   }
+  // Monitoring over HTTPS, as nats-server's `https` and `https_port`; it needs the tls block (checked below, once that is read).
+  let https: Entry | undefined;
+  c.attempt(() => {
+    const e = lookup(tree, "https");
+    if (e) {
+      const hp = hostPort(e);
+      if (hp.host !== undefined) o.httpHost = hp.host;
+      o.httpsPort = hp.port;
+      https = e;
+    }
+  });
+  c.attempt(() => {
+    const e = lookup(tree, "https_port");
+    if (e) {
+      o.httpsPort = portNumber(e);
+      https = e;
+    }
+  });
   c.attempt(() => {
     const httpHost = lookup(tree, "http_host");
     if (httpHost) o.httpHost = nonEmptyStr(httpHost);
@@ -210,6 +226,10 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const tlsBlock = lookup(tree, "tls");
     if (tlsBlock) tls(o, tlsBlock, c);
+  });
+  c.attempt(() => {
+    // nats-server refuses it too ("TLS cert and key required for HTTPS"): there is no certificate to serve it with.
+    if (https !== undefined && lookup(tree, "tls") === undefined) fail(https, "monitoring over HTTPS needs a tls block: it is served with that certificate");
   });
   c.attempt(() => {
     const auth = lookup(tree, "authorization");
@@ -761,8 +781,41 @@ function permissions(e: Entry, c: Collector): NonNullable<NonNullable<NonNullabl
     });
   }
   c.attempt(() => {
-    const responses = inBlock(block, e, "allow_responses");
-    if (responses) fail(responses, "allow_responses is not supported yet (nagare will not start without it)");
+    const responses = inBlock(block, e, "allow_responses") ?? inBlock(block, e, "publish_allow_responses");
+    if (responses) out.allowResponses = allowResponses(responses, c);
+  });
+  return out;
+}
+
+/**
+ * `allow_responses: true` or `{ max, expires }`, as nats-server reads it: 0
+ * (or leaving a key out) is the default, 1 answer within 2 minutes; a
+ * negative number is no limit.
+ */
+function allowResponses(e: Entry, c: Collector): boolean | { max?: number; expires?: number } {
+  if (typeof e.value === "boolean") return e.value;
+  if (!isBlock(e.value)) fail(e, `expected true, false or a block with max and expires, got ${describe(e.value)}`);
+  const block = e.value;
+  const out: { max?: number; expires?: number } = {};
+  c.attempt(() => {
+    const max = inBlock(block, e, "max") ?? inBlock(block, e, "max_msgs") ?? inBlock(block, e, "max_messages") ?? inBlock(block, e, "max_responses");
+    if (!max) return;
+    const v = max.value;
+    if (typeof v !== "number" || !Number.isInteger(v)) fail(max, `expected an integer, got ${describe(v)}`);
+    if (Math.abs(v) > INT32_MAX) fail(max, `must not exceed ${INT32_MAX} (got ${v})`);
+    out.max = v;
+  });
+  c.attempt(() => {
+    const expires = inBlock(block, e, "expires") ?? inBlock(block, e, "expiration") ?? inBlock(block, e, "ttl");
+    if (!expires) return;
+    let ms: number;
+    try {
+      ms = parseDuration(expires.value);
+    } catch (err) {
+      fail(expires, (err as Error).message);
+    }
+    if (Math.abs(ms) > MAX_TIMER_MS) fail(expires, `must not exceed ${MAX_TIMER_MS} ms, about 24 days (got ${JSON.stringify(expires.value)})`);
+    out.expires = ms > 0 && ms < 1 ? 1 : Math.round(ms);
   });
   return out;
 }

@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { createSecureContext, type SecureContext } from "node:tls";
+import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
 import { authRequired, DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
@@ -22,6 +22,7 @@ import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreamApi } from "../streams/api.js";
 import { tmpdir } from "node:os";
+import { isDeepStrictEqual } from "node:util";
 
 export interface NagareServer {
   /** Address the client listener is bound to. */
@@ -30,6 +31,8 @@ export interface NagareServer {
   /** `nats://host:port`, with 127.0.0.1 when bound to every interface. */
   readonly url: string;
   readonly httpPort: number | undefined;
+  /** Port of HTTPS monitoring, when asked for. */
+  readonly httpsPort: number | undefined;
   readonly broker: Broker;
   /** The streams, when JetStream is enabled. */
   readonly jetstream: JetStream | undefined;
@@ -41,6 +44,16 @@ export interface NagareServer {
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
   lameDuck(): Promise<void>;
+  /**
+   * nats-server's configuration reload, for what nagare can change while
+   * running: the TLS certificate, key, CA and minimum version, read again
+   * from their files (also when the paths are the same: a renewed
+   * certificate). New connections, and HTTPS monitoring's, get them;
+   * connections already open keep theirs. Any other option that differs
+   * from the running server's throws, naming it, and nothing changes; so
+   * does a file that cannot be used.
+   */
+  reload(options: ServerOptions): void;
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<NagareServer> {
@@ -56,7 +69,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
-  const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
+  const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
+  const natsTls = opts.tls === undefined ? null : natsTlsOf(opts.tls, tlsFiles!);
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
@@ -87,11 +101,15 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const url = `nats://${advertisedHost}:${port}`;
 
   let monitor: Monitor | undefined;
-  if (opts.httpPort !== undefined) {
+  let secureMonitor: Monitor | undefined;
+  if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
-      monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
+      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
+      // resolveOptions made sure of the certificate: HTTPS without tls never starts.
+      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstream, tlsFiles!);
     } catch (err) {
       listener.close();
+      await monitor?.close();
       jsApi?.close();
       await jetstream?.close();
       broker.stop();
@@ -126,6 +144,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     } catch (err) {
       listener.close();
       await monitor?.close();
+      await secureMonitor?.close();
       jsApi?.close();
       await jetstream.close();
       broker.stop();
@@ -138,10 +157,9 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     portsFile = join(opts.portsFileDir, `${exeName()}_${process.pid}.ports`);
     const hosts = listHosts(opts.host);
     const ports: Record<string, string[]> = { nats: hosts.map((h) => `nats://${h}:${port}`) };
-    if (monitor) {
-      const mh = listHosts(opts.httpHost);
-      ports.monitoring = mh.map((h) => `http://${h}:${monitor!.port}`);
-    }
+    const mh = listHosts(opts.httpHost);
+    const monitoring = [...(monitor ? mh.map((h) => `http://${h}:${monitor!.port}`) : []), ...(secureMonitor ? mh.map((h) => `https://${h}:${secureMonitor!.port}`) : [])];
+    if (monitoring.length > 0) ports.monitoring = monitoring;
     if (kafka) ports.kafka = listHosts(kafka.options.host).map((h) => `${h}:${kafka!.port}`);
     // Written whole under another name, then renamed: a harness polling for `*.ports` never reads half of it.
     writeFileSync(`${portsFile}.tmp`, JSON.stringify(ports));
@@ -153,6 +171,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
   if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
+  if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
   if (kafka) log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port}`);
   log.info("Server is ready");
@@ -165,6 +184,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
       if (monitor) await monitor.close();
+      if (secureMonitor) await secureMonitor.close();
       await kafka?.close();
       jsApi?.close();
       await jetstream?.close();
@@ -202,15 +222,31 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     await close();
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
+  const reload = (options: ServerOptions): void => {
+    const next = resolveOptions(options);
+    const fixed = notReloadable(opts, next);
+    if (fixed !== null) throw new Error(`config reload not supported for ${fixed}`);
+    if (next.tls !== undefined && natsTls !== null) {
+      const files = readTlsFiles(next.tls);
+      // Each connection takes the context when it is accepted: those open keep the one they have.
+      natsTls.context = createSecureContext(files);
+      secureMonitor?.setSecureContext(files);
+      opts.tls = next.tls;
+      log.info(`Reloaded: TLS certificate ${next.tls.certFile}`);
+    }
+    log.info("Reloaded server configuration");
+  };
+
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck, reload };
 }
 
 /**
- * The TLS context for client connections, from the certificate files; a
- * file that cannot be read, or certificates that make no context, stop the
- * start: a server asked for TLS never serves without it.
+ * The certificate, key and CA of `tls`, read and checked: what client
+ * connections and HTTPS monitoring are served with. A file that cannot be
+ * read, or certificates that make no context, stop the start: a server
+ * asked for TLS never serves without it.
  */
-function loadNatsTls(t: TlsOptions): NatsTls {
+function readTlsFiles(t: TlsOptions): SecureContextOptions {
   const read = (what: string, path: string): Buffer => {
     try {
       return readFileSync(path);
@@ -221,13 +257,36 @@ function loadNatsTls(t: TlsOptions): NatsTls {
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
-  let context: SecureContext;
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" };
   try {
-    context = createSecureContext({ cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" });
+    createSecureContext(files);
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
+  return files;
+}
+
+/** The TLS of client connections, from the files readTlsFiles checked. */
+function natsTlsOf(t: TlsOptions, files: SecureContextOptions): NatsTls {
+  const context: SecureContext = createSecureContext(files);
   return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+}
+
+/** TLS options a reload may change: all of them go into the secure context. */
+const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion"]);
+
+/** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */
+function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {
+  for (const key of Object.keys(now) as Array<keyof ResolvedOptions>) {
+    if (key === "tls") continue;
+    if (!isDeepStrictEqual(now[key], next[key])) return key;
+  }
+  if ((now.tls === undefined) !== (next.tls === undefined)) return "tls";
+  if (now.tls !== undefined && next.tls !== undefined) {
+    const keys = new Set([...Object.keys(now.tls), ...Object.keys(next.tls)] as Array<keyof TlsOptions>);
+    for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
+  }
+  return null;
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

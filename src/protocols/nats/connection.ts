@@ -15,7 +15,7 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import type { ClientAuth, Identity, PermissionCheck } from "../../core/auth.js";
+import { ResponsePermits, type ClientAuth, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
@@ -107,6 +107,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private readonly nonce: string | null;
   /** What the authenticated user may do; null: anything. */
   private permissions: PermissionCheck | null = null;
+  /** Reply subjects of requests delivered here that the user may answer (`allow_responses`); null without it. */
+  private responses: ResponsePermits | null = null;
   /** The authenticated user's name ("" for a token or no authentication). */
   private user = "";
   /** Reads that arrived while CONNECT was being authenticated, fed once it is done. */
@@ -193,6 +195,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     }
     this.user = identity.name;
     this.permissions = identity.permissions;
+    const r = identity.permissions?.responses;
+    if (r != null) this.responses = new ResponsePermits(r.max, r.expiresMs);
     this.account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
     this.connected = true;
     this.sendOk();
@@ -276,7 +280,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.sendErr("Invalid Publish Subject");
       return;
     }
-    if (this.permissions !== null && !this.permissions.mayPublish(msg.subject)) {
+    if (this.permissions !== null && !this.permissions.mayPublish(msg.subject) && !(this.responses !== null && this.responses.take(msg.subject, Date.now()))) {
       this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
       return;
     }
@@ -392,6 +396,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     out[p++] = 0x0d;
     out[p++] = 0x0a;
     this.outLen = p;
+    if (this.responses !== null && replyLen > 0) this.responses.grant(msg.reply, Date.now());
     if (this.tracing) this.traceDelivery(msg, s, withHeaders, size);
     this.outMsgs++;
     this.outBytes += size;
