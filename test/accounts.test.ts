@@ -111,12 +111,18 @@ describe("accounts", () => {
     await assert.rejects(b.request("svc.other", enc("x"), { timeout: 1000 }));
   });
 
-  test("/connz shows each connection's account", async () => {
+  test("/connz shows each connection's account; /accountz lists the accounts", async () => {
     const res = await fetch(`http://127.0.0.1:${srv.httpPort}/connz?auth=true`);
     const body = (await res.json()) as { connections: Array<{ account?: string; authorized_user?: string }> };
     const byUser = new Map(body.connections.map((c) => [c.authorized_user, c.account]));
     assert.equal(byUser.get("a"), "A");
     assert.equal(byUser.get("b"), "B");
+    const list = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz`)).json()) as { accounts: string[] };
+    assert.deepEqual([...list.accounts].sort(), ["$G", "A", "B"]);
+    const detail = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz?acc=A`)).json()) as { account_detail: { account_name: string; client_connections: number } };
+    assert.equal(detail.account_detail.account_name, "A");
+    assert.equal(detail.account_detail.client_connections, 2);
+    assert.equal((await fetch(`http://127.0.0.1:${srv.httpPort}/accountz?acc=NOPE`)).status, 400);
   });
 });
 

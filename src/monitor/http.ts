@@ -12,6 +12,7 @@ import type { Broker } from "../core/broker.js";
 import type { JetStream } from "../streams/jetstream.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";
+import { accountz } from "./accountz.js";
 import { healthz } from "./healthz.js";
 import { jsz } from "./jsz.js";
 import { metrics } from "./metrics.js";
@@ -36,6 +37,7 @@ const ENDPOINTS = new Map<string, Endpoint>([
   ["/connz", (ctx, q) => json(connz(ctx, q))],
   ["/subsz", (ctx, q) => json(subsz(ctx, q))],
   ["/subscriptionsz", (ctx, q) => json(subsz(ctx, q))],
+  ["/accountz", accountz],
   ["/jsz", async (ctx, q) => json(await jsz(ctx, q))],
   ["/metrics", (ctx) => metrics(ctx)],
 ]);
