@@ -408,6 +408,29 @@ describe("allow_responses", () => {
   });
 });
 
+test("nagare pub takes --user/--password and --token, and says when the server refuses", async () => {
+  const srv = await startServer({
+    port: 0,
+    authorization: { users: [{ user: "cli", password: "pw", permissions: { publish: { allow: ["ok.>"] } } }] },
+  });
+  const tokenSrv = await startServer({ port: 0, authorization: { token: "t0k" } });
+  try {
+    const ok = await runNagare(["pub", "ok.x", "hi", "-s", srv.url, "--user", "cli", "--password", "pw"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const denied = await runNagare(["pub", "no.x", "hi", "-s", srv.url, "--user", "cli", "--password", "pw"]);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /publish failed: Permissions Violation for Publish to "no\.x"/);
+    const wrong = await runNagare(["pub", "ok.x", "hi", "-s", srv.url, "--user", "cli", "--password", "nope"]);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /Authorization Violation/);
+    const token = await runNagare(["pub", "any", "hi", "-s", tokenSrv.url, "--token", "t0k"]);
+    assert.equal(token.code, 0, token.stderr);
+  } finally {
+    await srv.close();
+    await tokenSrv.close();
+  }
+});
+
 describe("configuration", () => {
   test("allow_responses in a user's permissions: true, or max and expires as nats-server reads them", () => {
     const conf = (perms: string): unknown =>

@@ -11,12 +11,15 @@
  * Argument parsing is self-contained here on purpose.
  */
 
+import { readFileSync } from "node:fs";
 import {
   connect,
+  credsAuthenticator,
   headers as newHeaders,
   NoRespondersError,
   RequestError,
   TimeoutError,
+  type ConnectionOptions,
   type Msg,
   type MsgHdrs,
   type NatsConnection,
@@ -44,6 +47,8 @@ const SERVER_HELP = `  -s, --server <url>     server URL(s), comma separated (de
                          such as 500ms, 2s, 1m (default 5s)
   --tlsca <file>         CA certificate(s) to trust for a server that requires TLS
   --tlscert <file>       client certificate, with --tlskey <file>, for one that verifies clients
+  --user <name> --password <secret> | --token <secret> | --creds <file>
+                         credentials, for a server that requires them
   -h, --help             show this help`;
 
 const USAGE: Record<ClientCommand, string> = {
@@ -115,6 +120,10 @@ const COMMON_FLAGS: FlagSpec[] = [
   { long: "tlsca", value: true },
   { long: "tlscert", value: true },
   { long: "tlskey", value: true },
+  { long: "user", value: true },
+  { long: "password", value: true },
+  { long: "token", value: true },
+  { long: "creds", value: true },
   { long: "help", short: "h", value: false },
 ];
 
@@ -402,13 +411,45 @@ export function tlsFrom(args: ParsedArgs): { caFile?: string; certFile?: string;
   return { caFile, certFile, keyFile };
 }
 
-export async function open(server: string, io: ClientCommandIo, timeoutMs = DEFAULT_TIMEOUT_MS, tls?: { caFile?: string; certFile?: string; keyFile?: string }): Promise<NatsConnection | undefined> {
+/**
+ * How to connect beyond the server URL: TLS (tlsFrom) and credentials,
+ * from `--user`/`--password`, `--token` or `--creds <file>` (the nats CLI's
+ * names); a creds file that cannot be read is a usage error.
+ */
+export function connectionFrom(args: ParsedArgs): Partial<ConnectionOptions> {
+  const out: Partial<ConnectionOptions> = {};
+  const tls = tlsFrom(args);
+  if (tls !== undefined) out.tls = tls;
+  const user = lastFlag(args, "user");
+  const password = lastFlag(args, "password");
+  const token = lastFlag(args, "token");
+  const creds = lastFlag(args, "creds");
+  if ((user === undefined) !== (password === undefined)) throw new UsageError("--user and --password go together");
+  if ([user, token, creds].filter((x) => x !== undefined).length > 1) throw new UsageError("give one of --user/--password, --token or --creds");
+  if (user !== undefined) {
+    out.user = user;
+    out.pass = password;
+  }
+  if (token !== undefined) out.token = token;
+  if (creds !== undefined) {
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(creds);
+    } catch (err) {
+      throw new UsageError(`cannot read --creds ${creds}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    out.authenticator = credsAuthenticator(bytes);
+  }
+  return out;
+}
+
+export async function open(server: string, io: ClientCommandIo, timeoutMs = DEFAULT_TIMEOUT_MS, extra: Partial<ConnectionOptions> = {}): Promise<NatsConnection | undefined> {
   const servers = server
     .split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
   try {
-    return await connect({ servers, name: "nagare-cli", timeout: timeoutMs, tls });
+    return await connect({ ...extra, servers, name: "nagare-cli", timeout: timeoutMs });
   } catch (err) {
     let why = errorText(err);
     if (err instanceof TimeoutError || why === "timeout") why = `no NATS greeting within ${timeoutMs} ms: is it a NATS server?`;
@@ -482,6 +523,15 @@ export async function flushWithin(nc: NatsConnection, ms: number): Promise<void>
   if (!answered) throw new Error(`no answer from the server within ${ms} ms`);
 }
 
+/** Errors the server reported while a command runs (a permissions violation, say: the connection stays open). */
+function serverErrors(nc: NatsConnection): string[] {
+  const seen: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "error") seen.push(errorText(s.error));
+  })();
+  return seen;
+}
+
 /** Closes the connection after making sure the server saw what we published. */
 export async function finish(nc: NatsConnection): Promise<void> {
   if (nc.isClosed()) return;
@@ -512,13 +562,17 @@ async function pub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   else if (!io.stdin.isTTY) body = await readAll(io.stdin);
   else body = new Uint8Array(0);
 
-  const nc = await open(server, io, timeout, tlsFrom(args));
+  const nc = await open(server, io, timeout, connectionFrom(args));
   if (!nc) return 1;
+  const refused = serverErrors(nc);
   try {
     for (let i = 1; i <= count; i++) {
       nc.publish(subject, render(body, { Count: String(i) }), { headers: hdrs, reply });
     }
     await flushWithin(nc, timeout);
+    // The server's -ERR came before the flush's PONG; its status is handed over a turn later.
+    await new Promise((r) => setImmediate(r));
+    if (refused.length > 0) throw new Error(refused[0]);
   } catch (err) {
     await write(io.stderr, `nagare: publish failed: ${errorText(err)}\n`);
     await finish(nc);
@@ -539,7 +593,7 @@ async function sub(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const server = serverFrom(args);
   const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io, timeout, tlsFrom(args));
+  const nc = await open(server, io, timeout, connectionFrom(args));
   if (!nc) return 1;
   return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     if (raw) {
@@ -560,7 +614,7 @@ async function reply(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const server = serverFrom(args);
   const timeout = timeoutFrom(args);
 
-  const nc = await open(server, io, timeout, tlsFrom(args));
+  const nc = await open(server, io, timeout, connectionFrom(args));
   if (!nc) return 1;
   return listen(nc, io, subject, queue, count, timeout, async (n, m) => {
     await write(io.stdout, formatMessage(n, m));
@@ -654,7 +708,7 @@ async function request(args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const body = args.positionals.length > 1 ? textEncoder.encode(args.positionals[1]!) : new Uint8Array(0);
   const server = serverFrom(args);
 
-  const nc = await open(server, io, timeout, tlsFrom(args));
+  const nc = await open(server, io, timeout, connectionFrom(args));
   if (!nc) return 1;
   try {
     const m = await nc.request(subject, body, { timeout, headers: hdrs });

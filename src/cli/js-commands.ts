@@ -23,7 +23,7 @@ import {
   parseDurationMs,
   serverFrom,
   timeoutFrom,
-  tlsFrom,
+  connectionFrom,
   reportFailure,
   write,
   type ClientCommandIo,
@@ -452,7 +452,7 @@ export async function runJsCommand(
       await write(args.flags.has("help") ? io.stdout : io.stderr, USAGE[group]);
       return args.flags.has("help") ? 0 : 2;
     }
-    nc = await open(serverFrom(args), io, timeoutFrom(args), tlsFrom(args));
+    nc = await open(serverFrom(args), io, timeoutFrom(args), connectionFrom(args));
     if (nc === undefined) return 1;
     return await GROUPS[group].run(nc, args, io);
   } catch (err) {
