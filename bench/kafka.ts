@@ -481,16 +481,9 @@ async function latency(n: Nagare, count: number): Promise<Latency> {
   }
 }
 
-interface RateLatency {
-  records: number;
+interface RateLatency extends Latency {
   records_per_sec_asked: number;
   records_per_sec_sent: number;
-  e2e_p50_ms: number;
-  e2e_p99_ms: number;
-  e2e_max_ms: number;
-  ack_p50_ms: number;
-  ack_p99_ms: number;
-  ack_max_ms: number;
   /** The server over the whole run: at this rate, batches are small and every one is fsynced. */
   server_cpu_s: number;
   server_cpu_ms_per_mb: number;
