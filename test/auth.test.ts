@@ -492,3 +492,36 @@ kafka { port: -1 }
     }
   });
 });
+
+describe("bad input against authentication", () => {
+  test("a CONNECT with a 1 MiB JWT is refused and closed; a thousand failed logins leave the server answering everyone else", async () => {
+    const hash = bcrypt.hashSync("right", 4);
+    const srv = await startServer({ port: 0, authorization: { users: [{ user: "u", password: hash }, { user: "plain", password: "p" }] } });
+    try {
+      const big = await RawClient.open(srv.port);
+      big.send(`CONNECT {"jwt":"${"x".repeat(1024 * 1024)}"}\r\nPING\r\n`);
+      await big.waitFor(/-ERR '[^']*'\r\n/, "an error");
+      await big.waitClosed("after the oversized CONNECT");
+      const good = await connectV3({ servers: srv.url, user: "plain", pass: "p" });
+      try {
+        const failures: Array<Promise<unknown>> = [];
+        for (let i = 0; i < 1000; i++) {
+          failures.push(rawConnect(srv.port, i % 2 === 0 ? { user: "u", pass: `wrong${i}` } : { user: "plain", pass: `wrong${i}` }));
+          if (failures.length === 50) {
+            // The good client is served between the waves of failures.
+            await good.flush();
+            const results = (await Promise.all(failures)) as Array<{ text: string }>;
+            for (const r of results) assert.equal(r.text, "-ERR 'Authorization Violation'\r\n");
+            failures.length = 0;
+          }
+        }
+        await good.flush();
+        assert.equal(srv.broker.connections.size, 1, "only the good client is left");
+      } finally {
+        await good.close();
+      }
+    } finally {
+      await srv.close();
+    }
+  });
+});

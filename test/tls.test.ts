@@ -362,3 +362,28 @@ describe("TLS for NATS clients", () => {
     assert.match(done.stderr, /Server is ready/);
   });
 });
+
+test("garbage instead of a TLS handshake closes that connection, and TLS clients go on", async () => {
+  const pki = makePki();
+  const srv = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } });
+  try {
+    const nc = await connectV3({ servers: srv.url, tls: { caFile: pki.ca } });
+    try {
+      for (const garbage of [Buffer.alloc(4096, 0xff), Buffer.from("CONNECT {}\r\n".repeat(200)), Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0x01])]) {
+        const s = rawConnect(srv.port, "127.0.0.1");
+        s.on("error", () => {});
+        await new Promise<void>((resolve) => {
+          s.once("data", () => s.write(garbage));
+          s.once("close", () => resolve());
+        });
+      }
+      await nc.flush();
+      assert.equal(srv.broker.connections.size, 1);
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await srv.close();
+    rmSync(pki.dir, { recursive: true, force: true });
+  }
+});
