@@ -7,9 +7,9 @@ import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { createSecureContext, type SecureContext } from "node:tls";
+import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
-import { DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
+import { DEFAULTS, KAFKA_SASL_MECHANISMS, resolveOptions, type KafkaTlsOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
@@ -56,6 +56,7 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
+  const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
   const auth = opts.authorization === undefined ? null : new Authenticator(opts.authorization);
   const broker = new Broker(opts, log);
 
@@ -119,8 +120,11 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,
+          tls: kafkaTls,
+          saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
         },
         log,
+        auth,
       );
     } catch (err) {
       listener.close();
@@ -153,7 +157,10 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
-  if (kafka) log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port}`);
+  if (kafka) {
+    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
+    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
+  }
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
@@ -204,12 +211,18 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   return { host: opts.host, port, url, httpPort: monitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck };
 }
 
-/**
- * The TLS context for client connections, from the certificate files; a
- * file that cannot be read, or certificates that make no context, stop the
- * start: a server asked for TLS never serves without it.
- */
+/** TLS for NATS clients: the context, and when the handshake comes. */
 function loadNatsTls(t: TlsOptions): NatsTls {
+  const { context, verify, timeoutMs } = loadTls(t);
+  return { context, verify, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+}
+
+/**
+ * A TLS context from the certificate files, for either door; a file that
+ * cannot be read, or certificates that make no context, stop the start: a
+ * server asked for TLS never serves without it.
+ */
+function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureContextOptions; verify: boolean; timeoutMs: number } {
   const read = (what: string, path: string): Buffer => {
     try {
       return readFileSync(path);
@@ -220,13 +233,14 @@ function loadNatsTls(t: TlsOptions): NatsTls {
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" };
   let context: SecureContext;
   try {
-    context = createSecureContext({ cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" });
+    context = createSecureContext(files);
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
-  return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+  return { context, files, verify: t.verify ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: Authenticator | null): void {
