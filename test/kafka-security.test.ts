@@ -424,3 +424,97 @@ print(errors[0] if errors else "no error reported")
     assert.equal(bad.stdout.trim(), "_AUTHENTICATION");
   });
 });
+
+/** Every size-prefixed frame a raw socket receives, and whether the server closed it. */
+class Frames {
+  readonly frames: Buffer[] = [];
+  closed = false;
+  private buf = Buffer.alloc(0);
+  private wake: (() => void) | null = null;
+  constructor(readonly socket: import("node:net").Socket) {
+    socket.on("data", (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      while (this.buf.length >= 4 && this.buf.length >= 4 + this.buf.readInt32BE(0)) {
+        this.frames.push(this.buf.subarray(4, 4 + this.buf.readInt32BE(0)));
+        this.buf = this.buf.subarray(4 + this.buf.readInt32BE(0));
+      }
+      this.wake?.();
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.closed = true;
+      this.wake?.();
+    });
+  }
+  static open(port: number): Promise<Frames> {
+    return new Promise((resolve) => {
+      const s = rawConnect(port, "127.0.0.1", () => resolve(new Frames(s)));
+    });
+  }
+  /** Waits for `n` frames in all, or the close. */
+  async until(n: number): Promise<void> {
+    while (this.frames.length < n && !this.closed) await new Promise<void>((r) => (this.wake = r));
+  }
+}
+
+describe("SASL on a plaintext Kafka listener (SASL_PLAINTEXT)", () => {
+  let srv: NagareServer;
+  let dir: string;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "nagare-ksec-"));
+    srv = await startServer({ port: 0, storeDir: dir, authorization: { users: [{ user: "admin", password: "admin-pw" }] }, kafka: { port: 0 } });
+  });
+  after(async () => {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const sized = (body: Buffer): Buffer => {
+    const size = Buffer.alloc(4);
+    size.writeInt32BE(body.length);
+    return Buffer.concat([size, body]);
+  };
+  const request = (apiKey: number, version: number, body: Buffer): Buffer => {
+    const head = Buffer.alloc(8);
+    head.writeInt16BE(apiKey, 0);
+    head.writeInt16BE(version, 2);
+    head.writeInt32BE(9, 4);
+    return sized(Buffer.concat([head, Buffer.from([0, 3]), Buffer.from("raw"), body]));
+  };
+  const str = (s: string): Buffer => Buffer.concat([Buffer.from([0, Buffer.byteLength(s)]), Buffer.from(s)]);
+
+  test("a v0 handshake is followed by bare tokens (Kafka before SaslAuthenticate); a wrong one closes", async () => {
+    const ok = await Frames.open(srv.kafkaPort!);
+    ok.socket.write(request(17, 0, str("PLAIN")));
+    await ok.until(1);
+    assert.equal(ok.frames[0].readInt16BE(4), 0, "handshake accepted");
+    ok.socket.write(sized(Buffer.from("\u0000admin\u0000admin-pw")));
+    await ok.until(2);
+    assert.equal(ok.frames[1].length, 0, "PLAIN's bare reply is empty");
+    ok.socket.write(request(3, 0, Buffer.from([0, 0, 0, 0])));
+    await ok.until(3);
+    assert.equal(ok.closed, false);
+    assert.equal(ok.frames[2].readInt32BE(0), 9, "Metadata answered once authenticated");
+    ok.socket.destroy();
+
+    const bad = await Frames.open(srv.kafkaPort!);
+    bad.socket.write(request(17, 0, str("PLAIN")));
+    await bad.until(1);
+    bad.socket.write(sized(Buffer.from("\u0000admin\u0000nope")));
+    await bad.until(99);
+    assert.deepEqual([bad.frames.length, bad.closed], [1, true]);
+
+    const none = await Frames.open(srv.kafkaPort!);
+    none.socket.write(request(3, 0, Buffer.from([0, 0, 0, 0])));
+    await none.until(99);
+    assert.deepEqual([none.frames.length, none.closed], [0, true], "Metadata before SASL: closed, unanswered");
+  });
+
+  test("kcat with SASL_PLAINTEXT and SCRAM-SHA-512", async () => {
+    const args = ["-b", `127.0.0.1:${srv.kafkaPort}`, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=admin", "-X", "sasl.password=admin-pw"];
+    const p = await kcat([...args, "-P", "-t", "plain-scram"], "one\n");
+    assert.equal(p.code, 0, p.stderr);
+    const c = await kcat([...args, "-C", "-t", "plain-scram", "-o", "beginning", "-e", "-q"]);
+    assert.equal(c.stdout, "one\n", c.stderr);
+  });
+});
