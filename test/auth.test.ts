@@ -479,11 +479,6 @@ kafka { port: -1 }
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /bad\.conf:2:1: authorization: a token and users cannot be used together/);
       assert.match(r.stderr, /unknown field "authorization\.users\[0\]\.passwd"/);
-      const kafka = join(dir, "kafka.conf");
-      writeFileSync(kafka, `port: -1\nauthorization { token: t }\nkafka { port: -1 }\n`);
-      const k = await runNagare(["server", "-c", kafka], { until: /Server is ready/ });
-      assert.equal(k.code, 1);
-      assert.match(k.stderr, /authorization cannot be honoured on the Kafka listener yet/);
       const flags = await runNagare(["server", "-p", "-1", "--user", "u"], { until: /Server is ready/ });
       assert.equal(flags.code, 1);
       assert.match(flags.stderr, /needs a password/);

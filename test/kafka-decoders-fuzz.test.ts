@@ -161,6 +161,8 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   ],
   [47, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0, 1] }] })],
   [60, (b) => assert.deepEqual(b, { includeClusterAuthorizedOperations: false })],
+  [17, (b) => assert.deepEqual(b, { mechanism: "PLAIN" })],
+  [36, (b) => assert.equal((b.authBytes as Buffer).toString(), "\u0000golden\u0000secret")],
 ]);
 
 const adminFixtures = new Set(readFixtures("kafka-admin-requests.json").map((f) => f.hex));

@@ -8,50 +8,19 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
 import { request as httpsRequest } from "node:https";
 import { connect as rawConnect } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as connectV2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { MAIN, runNagare } from "./helpers/cli.js";
 import { dec, enc } from "./helpers/clients.js";
-
-interface Pki {
-  dir: string;
-  ca: string;
-  serverCert: string;
-  serverKey: string;
-  clientCert: string;
-  clientKey: string;
-  /** A second server certificate from the same CA, for reloads. */
-  server2Cert: string;
-  server2Key: string;
-}
-
-/** A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
-function makePki(): Pki {
-  const dir = mkdtempSync(join(tmpdir(), "nagare-tls-"));
-  const p = (name: string): string => join(dir, name);
-  const ssl = (...args: string[]): void => {
-    execFileSync("openssl", args, { stdio: "pipe" });
-  };
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  ssl("req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=nagare test CA");
-  writeFileSync(p("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  writeFileSync(p("client.ext"), "extendedKeyUsage=clientAuth\n");
-  writeFileSync(p("server2.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
-  for (const who of ["server", "client", "server2"]) {
-    ssl("req", ...ec, "-keyout", p(`${who}.key`), "-out", p(`${who}.csr`), "-subj", `/CN=nagare test ${who}`);
-    ssl("x509", "-req", "-in", p(`${who}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p(`${who}.pem`), "-days", "2", "-extfile", p(`${who}.ext`));
-  }
-  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key"), server2Cert: p("server2.pem"), server2Key: p("server2.key") };
-}
+import { makePki, type Pki } from "./helpers/pki.js";
 
 /** What a client that does not speak TLS gets: every byte the server sends until it closes (or `ms` pass). */
 function plainClient(port: number, send: string, ms = 5000): Promise<{ received: string; closed: boolean }> {

@@ -11,7 +11,7 @@
 
 import bcrypt from "bcryptjs";
 import { fromPublic } from "@nats-io/nkeys";
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 
 export interface SubjectRules {
@@ -152,13 +152,73 @@ export class Authenticator implements ClientAuth {
     return fallback === undefined ? null : this.identity(fallback, fallback.user!);
   }
 
+  /**
+   * A user name and password presented in one piece (SASL/PLAIN over
+   * Kafka): as CONNECT's user and pass, or, with a token, the token as the
+   * password. An empty name never falls back to `no_auth_user`.
+   */
+  async authenticatePassword(user: string, pass: string): Promise<Identity | null> {
+    if (this.token !== null) return this.authenticate({ authToken: pass }, null);
+    if (user === "") return null;
+    return this.authenticate({ user, pass }, null);
+  }
+
+  /**
+   * What a SCRAM exchange (RFC 5802) checks a user against: salt, iteration
+   * count, StoredKey and ServerKey for `hash`, derived from the user's
+   * password the first time they are asked for and kept. Null for a user
+   * who cannot use SCRAM: unknown, an NKey user, or one whose password is a
+   * bcrypt hash (it does not give back the password the keys derive from).
+   */
+  scramCredential(user: string, hash: ScramHash): Promise<ScramCredential | null> {
+    const u = this.token === null ? this.byName.get(user) : undefined;
+    if (u === undefined || u.password === undefined || BCRYPT.test(u.password)) return Promise.resolve(null);
+    const key = `${hash}\u0000${user}`;
+    let c = this.scram.get(key);
+    if (c === undefined) {
+      c = deriveScram(u.password, hash, this.identity(u, user));
+      this.scram.set(key, c);
+    }
+    return c;
+  }
+  private readonly scram = new Map<string, Promise<ScramCredential | null>>();
+
   private identity(u: UserOptions, name: string): Identity {
     return { name, account: this.accountOf.get(u) ?? DEFAULT_ACCOUNT, permissions: this.checks.get(u) ?? null };
   }
 }
 
+export type ScramHash = "sha256" | "sha512";
+
+export interface ScramCredential {
+  salt: Buffer;
+  iterations: number;
+  storedKey: Buffer;
+  serverKey: Buffer;
+  identity: Identity;
+}
+
+/** Kafka's default and its minimum for both SCRAM mechanisms. */
+export const SCRAM_ITERATIONS = 4096;
+
+/** SaltedPassword = PBKDF2(password, salt, i); ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey = H(ClientKey). */
+function deriveScram(password: string, hash: ScramHash, identity: Identity): Promise<ScramCredential | null> {
+  const salt = randomBytes(16);
+  const length = hash === "sha256" ? 32 : 64;
+  return new Promise((resolve, reject) => {
+    // Asynchronous: thousands of iterations must not stop the server.
+    pbkdf2(Buffer.from(password, "utf8"), salt, SCRAM_ITERATIONS, length, hash, (err, salted) => {
+      if (err) return reject(err);
+      const clientKey = createHmac(hash, salted).update("Client Key").digest();
+      const storedKey = createHash(hash).update(clientKey).digest();
+      const serverKey = createHmac(hash, salted).update("Server Key").digest();
+      resolve({ salt, iterations: SCRAM_ITERATIONS, storedKey, serverKey, identity });
+    });
+  });
+}
+
 /** Compares secrets in time independent of where they differ. */
-function sameSecret(a: Buffer, b: Buffer): boolean {
+export function sameSecret(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 

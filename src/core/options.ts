@@ -120,7 +120,23 @@ export interface KafkaListenerOptions {
   maxResponseBytes?: number;
   /** Kafka's queued.max.request.bytes: request frames read and not yet answered, across connections (default 256 MiB). */
   maxQueuedRequestBytes?: number;
+  /**
+   * TLS on the Kafka listener (a listener Kafka clients call SSL or
+   * SASL_SSL): from the first byte, as Kafka has no upgrade; the same keys
+   * as the client `tls`, but for `handshakeFirst`, which is always so here.
+   */
+  tls?: KafkaTlsOptions;
+  /**
+   * Kafka's sasl.enabled.mechanisms: what SaslHandshake accepts when the
+   * server has `authorization` (default all three). SCRAM needs users whose
+   * password is given in plain text; a bcrypt hash serves PLAIN only.
+   */
+  saslMechanisms?: KafkaSaslMechanism[];
 }
+
+export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst">;
+export type KafkaSaslMechanism = "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512";
+export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 export interface ResolvedOptions {
   host: string;
@@ -279,6 +295,10 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),
   maxQueuedRequestBytes: atLeast(1),
+  tls: (v, n) => checkTls(v, n, KAFKA_TLS_CHECKS),
+  saslMechanisms: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0 || v.some((m) => !KAFKA_SASL_MECHANISMS.includes(m as KafkaSaslMechanism))) fail(n, v, `a non-empty array of ${KAFKA_SASL_MECHANISMS.join(", ")}`);
+  },
 };
 
 const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
@@ -292,6 +312,16 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
   },
 };
+
+const { handshakeFirst: _notOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+
+function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
+  checkKeys(v as Record<string, unknown>, checks, `${n}.`);
+  const t = v as Partial<TlsOptions>;
+  // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
+  if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
+}
 
 const subjects = (v: unknown, n: string): void => {
   if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of subjects");
@@ -444,13 +474,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
     checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);
   },
-  tls: (v, n) => {
-    if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
-    checkKeys(v as Record<string, unknown>, TLS_CHECKS, `${n}.`);
-    const t = v as Partial<TlsOptions>;
-    // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
-    if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
-  },
+  tls: (v, n) => checkTls(v, n, TLS_CHECKS),
   authorization: (v, n) => checkObject(v, n, AUTH_CHECKS),
   operator: (v, n) => {
     checkObject(v, n, {
@@ -505,9 +529,10 @@ export function checkOptions(o: ServerOptions): void {
   if (o.httpsPort !== undefined && o.tls === undefined) {
     throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
   }
-  // The Kafka listener has no SASL yet: beside authorization it would let anyone read and write the streams.
-  if (authRequired(o) && o.kafka !== undefined) {
-    throw new OptionsError("authorization cannot be honoured on the Kafka listener yet (no SASL): turn the Kafka door off, or run without authorization");
+  // The Kafka door serves the default account and authenticates the authorization block's users (SASL):
+  // users of other accounts, or of operator mode, would reach streams outside their account, or no one could log in.
+  if (o.kafka !== undefined && (o.operator !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0))) {
+    throw new OptionsError("the Kafka listener serves the default account only: it cannot be used with account users or operator mode yet");
   }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.
   if (maxPayload > maxPending) {

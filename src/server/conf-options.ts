@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { DEFAULTS, type ServerOptions } from "../core/options.js";
+import { DEFAULTS, KAFKA_SASL_MECHANISMS, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -95,9 +95,17 @@ const AUTHORIZATION_NOT_SUPPORTED: Record<string, string> = {
   nkeys: "an nkeys list outside users is not supported yet",
 };
 
+/** The same inside `kafka { tls { } }`. */
+const KAFKA_TLS_NOT_SUPPORTED: Record<string, string> = {
+  ...TLS_NOT_SUPPORTED,
+  handshake_first: "the Kafka listener is TLS from the first byte (Kafka clients do not upgrade): handshake_first does not apply",
+  first: "the Kafka listener is TLS from the first byte (Kafka clients do not upgrade): handshake_first does not apply",
+};
+
 const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
   jetstream: JETSTREAM_NOT_SUPPORTED,
   tls: TLS_NOT_SUPPORTED,
+  "kafka.tls": KAFKA_TLS_NOT_SUPPORTED,
   authorization: AUTHORIZATION_NOT_SUPPORTED,
 };
 
@@ -857,6 +865,16 @@ function readableFile(e: Entry): string {
  * at start, with their own errors).
  */
 function tls(o: ServerOptions, e: Entry, c: Collector): void {
+  const t = tlsBlock(e, c, true);
+  if (t !== undefined) o.tls = t;
+}
+
+/**
+ * The keys of a `tls` block, the client listener's or the Kafka listener's
+ * (which has no `handshake_first`: it is TLS from the first byte); undefined
+ * when certificate or key is missing (already reported).
+ */
+function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerOptions["tls"]> | undefined {
   if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
   const block = e.value;
   const sub = (name: string): Entry | undefined => inBlock(block, e, name);
@@ -886,13 +904,15 @@ function tls(o: ServerOptions, e: Entry, c: Collector): void {
       if (ms > 0) t.timeoutMs = ms;
     }
   });
-  c.attempt(() => {
-    const first = sub("handshake_first") ?? sub("first");
-    if (first) {
-      if (typeof first.value !== "boolean") fail(first, `must be true or false (a fallback delay is not supported yet), got ${describe(first.value)}`);
-      t.handshakeFirst = first.value;
-    }
-  });
+  if (upgrade) {
+    c.attempt(() => {
+      const first = sub("handshake_first") ?? sub("first");
+      if (first) {
+        if (typeof first.value !== "boolean") fail(first, `must be true or false (a fallback delay is not supported yet), got ${describe(first.value)}`);
+        t.handshakeFirst = first.value;
+      }
+    });
+  }
   c.attempt(() => {
     const min = sub("min_version");
     if (min) {
@@ -901,12 +921,13 @@ function tls(o: ServerOptions, e: Entry, c: Collector): void {
       t.minVersion = v === "1.2" ? "TLSv1.2" : "TLSv1.3";
     }
   });
-  if (t.certFile !== undefined && t.keyFile !== undefined) o.tls = { ...t, certFile: t.certFile, keyFile: t.keyFile };
+  return t.certFile !== undefined && t.keyFile !== undefined ? { ...t, certFile: t.certFile, keyFile: t.keyFile } : undefined;
 }
 
 /**
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
- * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes }`, or `kafka: true`.
+ * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
+ * tls { ... }, sasl_mechanisms }`, or `kafka: true`.
  */
 function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
@@ -967,6 +988,23 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const idle = sub("connections_max_idle");
     if (idle) k.connectionsMaxIdleMs = durationMs(idle); // 0: never
+  });
+  c.attempt(() => {
+    const t = sub("tls");
+    if (!t) return;
+    const parsed = tlsBlock(t, c, false);
+    if (parsed !== undefined) k.tls = parsed;
+  });
+  c.attempt(() => {
+    const mechanisms = sub("sasl_mechanisms") ?? sub("sasl_enabled_mechanisms");
+    if (!mechanisms) return;
+    const items = Array.isArray(mechanisms.value) ? mechanisms.value : [mechanisms.value];
+    if (items.length === 0) fail(mechanisms, `needs at least one of ${KAFKA_SASL_MECHANISMS.join(", ")}`);
+    k.saslMechanisms = items.map((m) => {
+      const name = typeof m === "string" ? m.toUpperCase() : m;
+      if (!KAFKA_SASL_MECHANISMS.includes(name as KafkaSaslMechanism)) fail(mechanisms, `expected mechanisms among ${KAFKA_SASL_MECHANISMS.join(", ")}, got ${describe(m)}`);
+      return name as KafkaSaslMechanism;
+    });
   });
   let enabled = true;
   c.attempt(() => {

@@ -9,7 +9,7 @@ import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
-import { authRequired, DEFAULTS, resolveOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
+import { authRequired, DEFAULTS, KAFKA_SASL_MECHANISMS, resolveOptions, type KafkaTlsOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
@@ -70,7 +70,8 @@ export async function startServer(options: ServerOptions = {}): Promise<NagareSe
 async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareServer> {
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
-  const natsTls = opts.tls === undefined ? null : natsTlsOf(opts.tls, tlsFiles!);
+  const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
+  const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
@@ -138,8 +139,11 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,
+          tls: kafkaTls,
+          saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
         },
         log,
+        kafkaAuth(auth),
       );
     } catch (err) {
       listener.close();
@@ -173,7 +177,10 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
   if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
   if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
-  if (kafka) log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port}`);
+  if (kafka) {
+    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
+    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
+  }
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
@@ -240,13 +247,23 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck, reload };
 }
 
-/**
- * The certificate, key and CA of `tls`, read and checked: what client
- * connections and HTTPS monitoring are served with. A file that cannot be
- * read, or certificates that make no context, stop the start: a server
- * asked for TLS never serves without it.
- */
+/** The certificate, key and CA of `tls`, read and checked: what reloads and HTTPS monitoring are served with. */
 function readTlsFiles(t: TlsOptions): SecureContextOptions {
+  return loadTls(t).files;
+}
+
+/** TLS for NATS clients: the context, and when the handshake comes. */
+function loadNatsTls(t: TlsOptions): NatsTls {
+  const { context, verify, timeoutMs } = loadTls(t);
+  return { context, verify, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+}
+
+/**
+ * A TLS context from the certificate files, for either door; a file that
+ * cannot be read, or certificates that make no context, stop the start: a
+ * server asked for TLS never serves without it.
+ */
+function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureContextOptions; verify: boolean; timeoutMs: number } {
   const read = (what: string, path: string): Buffer => {
     try {
       return readFileSync(path);
@@ -258,18 +275,13 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
   const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" };
+  let context: SecureContext;
   try {
-    createSecureContext(files);
+    context = createSecureContext(files);
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
-  return files;
-}
-
-/** The TLS of client connections, from the files readTlsFiles checked. */
-function natsTlsOf(t: TlsOptions, files: SecureContextOptions): NatsTls {
-  const context: SecureContext = createSecureContext(files);
-  return { context, verify: t.verify ?? false, handshakeFirst: t.handshakeFirst ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+  return { context, files, verify: t.verify ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */
@@ -287,6 +299,12 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
   }
   return null;
+}
+
+/** The Kafka door's SASL users: the configured ones. Operator mode has none to offer, and never gets this far (checkOptions refuses the pair). */
+function kafkaAuth(auth: ClientAuth | null): Authenticator | null {
+  if (auth === null || auth instanceof Authenticator) return auth;
+  throw new Error("the Kafka listener cannot authenticate operator-mode users");
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

@@ -6,9 +6,12 @@ import { ErrorCode } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
-import { findTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
+import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 
 /** Creates `topic` with `partitions` partitions; the Kafka outcome. */
+/** Kafka's message for a TopicAuthorizationException in admin responses. */
+export const AUTHORIZATION_FAILED = "Authorization failed.";
+
 export async function createTopic(door: KafkaDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false): Promise<Outcome> {
   const nameError = topicNameError(topic);
   if (nameError !== null) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, nameError);
@@ -33,13 +36,14 @@ export async function createTopic(door: KafkaDoor, topic: string, partitions: nu
   return ok;
 }
 
-export async function handleCreateTopics(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleCreateTopics(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
   const seen = new Set<string>();
   const results: Array<{ name: string } & Outcome> = [];
   for (const t of requests) {
     let outcome: Outcome;
     if (seen.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "topic named twice in one request");
+    else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
     else if (t.replication !== -1 && t.replication !== 1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor: larger than available brokers: 1.");
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId)))) {
       outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, partitions 0..n-1`);
@@ -58,13 +62,17 @@ export async function handleCreateTopics(door: KafkaDoor, { version, r, w }: Req
   return true;
 }
 
-export async function handleDeleteTopics(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleDeleteTopics(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { names } = decodeDeleteTopics(r);
   const results: Array<[string, number]> = [];
   for (const name of names) {
     const stream = findTopic(door.js, name);
     if (stream === undefined) {
       results.push([name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]);
+      continue;
+    }
+    if (!mayManageTopic(conn.permissions, "DELETE", name)) {
+      results.push([name, ErrorCode.TOPIC_AUTHORIZATION_FAILED]);
       continue;
     }
     await door.js.deleteStream(stream.config.name);
@@ -124,14 +132,19 @@ async function growTopic(door: KafkaDoor, name: string, count: number): Promise<
  * whose change outlasts timeout_ms gets REQUEST_TIMED_OUT while the change
  * goes on. Partitions are only ever added.
  */
-export async function handleCreatePartitions(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleCreatePartitions(door: KafkaDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { topics, timeoutMs, validateOnly } = decodeCreatePartitions(r);
   const deadline = Date.now() + timeoutMs;
   const counts = new Map<string, number>();
   for (const t of topics) counts.set(t.name, (counts.get(t.name) ?? 0) + 1);
   const results: Array<{ name: string } & Outcome> = [];
   for (const t of topics) {
-    let outcome = counts.get(t.name)! > 1 ? fail(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.") : growthError(door, t.name, t.count, t.assignments);
+    let outcome =
+      counts.get(t.name)! > 1
+        ? fail(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
+        : !mayManageTopic(conn.permissions, "UPDATE", t.name)
+          ? fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED)
+          : growthError(door, t.name, t.count, t.assignments);
     if (outcome === null && !validateOnly) {
       const growth = growTopic(door, t.name, t.count);
       if (timeoutMs <= 0) {
@@ -166,7 +179,7 @@ function raceDeadline(work: Promise<Outcome>, deadline: number, late: Outcome): 
  * Kafka. One replica holds the records, so the purge is done when the
  * answer goes: timeout_ms has nothing to wait for.
  */
-export async function handleDeleteRecords(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleDeleteRecords(door: KafkaDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { topics } = decodeDeleteRecords(r);
   const results: Array<{ name: string; partitions: Array<{ index: number; low: number; error: number }> }> = [];
   for (const t of topics) {
@@ -177,6 +190,7 @@ export async function handleDeleteRecords(door: KafkaDoor, { r, w }: RequestCont
       let error: number = ErrorCode.NONE;
       let low = -1;
       if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+      else if (!mayManageTopic(conn.permissions, "PURGE", t.name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
       else {
         const hwm = log.state().lastSeq;
         const offset = p.offset === -1 ? hwm : p.offset;

@@ -24,6 +24,7 @@ export const ApiKey = {
   SyncGroup: 14,
   DescribeGroups: 15,
   ListGroups: 16,
+  SaslHandshake: 17,
   ApiVersions: 18,
   CreateTopics: 19,
   DeleteTopics: 20,
@@ -33,6 +34,7 @@ export const ApiKey = {
   AddOffsetsToTxn: 25,
   EndTxn: 26,
   TxnOffsetCommit: 28,
+  SaslAuthenticate: 36,
   DescribeConfigs: 32,
   AlterConfigs: 33,
   CreatePartitions: 37,
@@ -78,6 +80,10 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AddOffsetsToTxn, [0, 1]],
   [ApiKey.EndTxn, [0, 1]],
   [ApiKey.TxnOffsetCommit, [0, 2]],
+  // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
+  [ApiKey.SaslHandshake, [0, 1]],
+  // Flexible from v2, which librdkafka 2.x and the Java client send.
+  [ApiKey.SaslAuthenticate, [0, 2]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */
@@ -111,6 +117,8 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.AddOffsetsToTxn, 3],
   [ApiKey.EndTxn, 3],
   [ApiKey.TxnOffsetCommit, 3],
+  // SaslHandshake has no flexible version.
+  [ApiKey.SaslAuthenticate, 2],
 ]);
 
 export function isFlexible(apiKey: number, version: number): boolean {

@@ -109,6 +109,11 @@ export class Reader {
     const n = this.i32();
     return n < 0 ? null : this.raw(n);
   }
+  /** Flexible versions' bytes: unsigned-varint length + 1 (0 for null), as a view. */
+  compactNullableBytes(): Buffer | null {
+    const n = this.uvarint() - 1;
+    return n < 0 ? null : this.raw(n);
+  }
   raw(n: number): Buffer {
     const at = this.need(n);
     return this.buf.subarray(at, at + n);
@@ -237,6 +242,10 @@ export class Writer {
   nullableBytes(b: Buffer | null): this {
     if (b === null) return this.i32(-1);
     this.i32(b.length);
+    return this.raw(b);
+  }
+  compactBytes(b: Buffer): this {
+    this.uvarint(b.length + 1);
     return this.raw(b);
   }
   raw(b: Buffer): this {

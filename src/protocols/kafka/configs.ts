@@ -18,7 +18,8 @@ import { KAFKA_DEFAULTS } from "./door.js";
 import { MAX_MEMBERS_PER_GROUP } from "./groups.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, type AlterConfigsRequest } from "./requests.js";
-import { findTopic } from "./topics.js";
+import { findTopic, mayManageTopic } from "./topics.js";
+import type { PermissionCheck } from "../../core/auth.js";
 
 const SEGMENT_BYTES = 64 * 1024 * 1024;
 const RESOURCE_TOPIC = 2;
@@ -261,7 +262,7 @@ function alteredConfig(door: KafkaDoor, stream: Stream, res: AlterResource, incr
 }
 
 /** Applies one resource's changes (or checks them, `validateOnly`). */
-async function alterResource(door: KafkaDoor, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
+async function alterResource(door: KafkaDoor, perms: PermissionCheck | null, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
   if (res.type === RESOURCE_BROKER) {
     if (res.configs.length === 0) return ok;
     return fail(ErrorCode.INVALID_CONFIG, `nagare's broker settings come from its configuration file and cannot be changed at run time (${res.configs.map((c) => c.name).join(", ")})`);
@@ -269,6 +270,7 @@ async function alterResource(door: KafkaDoor, res: AlterResource, incremental: b
   if (res.type !== RESOURCE_TOPIC) return fail(ErrorCode.INVALID_REQUEST, `resource type ${res.type} is not supported`);
   const stream = findTopic(door.js, res.name);
   if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${res.name} does not exist`);
+  if (!mayManageTopic(perms, "UPDATE", res.name)) return fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.");
   if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${res.name} is sealed: its settings cannot change`);
   const next = alteredConfig(door, stream, res, incremental);
   if ("error" in next) return next;
@@ -287,13 +289,13 @@ async function alterResource(door: KafkaDoor, res: AlterResource, incremental: b
   return ok;
 }
 
-async function handleAlter(door: KafkaDoor, { r, w }: RequestContext, incremental: boolean): Promise<boolean> {
+async function handleAlter(door: KafkaDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
   const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
   const seen = new Set<string>();
   const results: Array<Outcome & { type: number; name: string }> = [];
   for (const res of resources) {
     const key = `${res.type}\0${res.name}`;
-    const outcome = seen.has(key) ? fail(ErrorCode.INVALID_REQUEST, "resource named twice in one request") : await alterResource(door, res, incremental, validateOnly);
+    const outcome = seen.has(key) ? fail(ErrorCode.INVALID_REQUEST, "resource named twice in one request") : await alterResource(door, conn.permissions, res, incremental, validateOnly);
     seen.add(key);
     results.push({ ...outcome, type: res.type, name: res.name });
   }

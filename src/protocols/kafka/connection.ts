@@ -13,6 +13,10 @@
  * A frame that cannot be a request (bad size, unknown API or version,
  * undecodable body) closes the connection, as a Kafka broker does.
  *
+ * With `authorization`, a connection is let past ApiVersions and SASL only
+ * once authenticated (sasl.ts); its identity's permissions then decide what
+ * it may produce and fetch.
+ *
  * The connection is one of the broker's: it counts against
  * `max_connections` with NATS clients, shows in /connz and /varz, and is
  * closed by the broker's ticker once idle for `connections_max_idle`.
@@ -26,6 +30,8 @@ import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
+import type { Identity, PermissionCheck } from "../../core/auth.js";
+import { rawSaslToken, SaslState } from "./sasl.js";
 
 const MAX_IN_FLIGHT = 128;
 /** Frames up to this size are read whatever the request budget holds. */
@@ -76,6 +82,12 @@ export class KafkaConnection implements Connection {
    * by its fetches in progress and its responses not yet handed to the kernel.
    */
   private responseBytes = 0;
+  /** Who the client proved to be over SASL; null before (and always, without authorization). */
+  identity: Identity | null = null;
+  readonly sasl = new SaslState();
+  /** Set once a response that ends the connection is queued: nothing more is read. */
+  private ending: string | null = null;
+  private ended = false;
   inMsgs = 0;
   outMsgs = 0;
   inBytes = 0;
@@ -149,6 +161,24 @@ export class KafkaConnection implements Connection {
     return { ready, done };
   }
 
+  /** What this connection's user may do: null when everything (no authorization, or a user without permissions). */
+  get permissions(): PermissionCheck | null {
+    return this.identity?.permissions ?? null;
+  }
+
+  /**
+   * Closes the connection once the responses queued so far are written, and
+   * reads nothing more meanwhile: a Kafka broker answers a failed SASL step,
+   * then closes.
+   */
+  endAfterResponses(reason: string): void {
+    if (this.ending !== null || this.closed) return;
+    this.ending = reason;
+    this.paused = true;
+    this.socket.pause();
+    this.backlog.length = 0;
+  }
+
   /** The address the client reached us on: what Metadata advertises when no host is configured. */
   get localHost(): string {
     return this.socket.localAddress ?? "127.0.0.1";
@@ -207,6 +237,7 @@ export class KafkaConnection implements Connection {
       subscriptions: 0,
     };
     if (this.clientId) i.name = this.clientId;
+    if (this.identity !== null && this.identity.name !== "") i.authorized_user = this.identity.name;
     if (this.clientSoftware) {
       i.lang = this.clientSoftware.name;
       i.version = this.clientSoftware.version;
@@ -225,7 +256,7 @@ export class KafkaConnection implements Connection {
    * may keep views of a frame past their call unless they release it.
    */
   private onData(chunk: Buffer): void {
-    if (this.closed) return;
+    if (this.closed || this.ending !== null) return;
     this.lastActivity = Date.now();
     if (this.paused) this.backlog.push(chunk);
     else this.consume(chunk);
@@ -249,7 +280,8 @@ export class KafkaConnection implements Connection {
           this.sizeLen = 0;
           size = this.sizeBytes.readInt32BE(0);
         }
-        if (size < 8 || size > this.door.maxRequestBytes) {
+        // A bare SASL token (after a v0 handshake) may be shorter than any request header.
+        if (size < (this.sasl.raw ? 1 : 8) || size > this.door.maxRequestBytes) {
           return this.close(`frame of ${size} bytes (limit ${this.door.maxRequestBytes})`);
         }
         // A frame is counted from now until it is answered; with no room, reading waits (one frame always
@@ -280,7 +312,7 @@ export class KafkaConnection implements Connection {
         this.frameCharge = 0;
         this.request(frame, frame.length >= POOLED_FRAME_BYTES, frame.length);
       }
-      if (this.closed) return;
+      if (this.closed || this.ending !== null) return;
       if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked) {
         this.stopReading(chunk, at);
         return;
@@ -309,7 +341,7 @@ export class KafkaConnection implements Connection {
 
   /** Reads again once responses have drained to half the pipelining limit, the socket takes writes, and a deferred frame fits the budget. */
   private resumeReading(): void {
-    if (!this.paused || this.closed || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
+    if (!this.paused || this.closed || this.ending !== null || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
     const budget = this.door.requests;
     if (this.deferredSize >= 0 && budget.used > 0 && budget.used + this.deferredSize > budget.limit) return this.awaitBudget();
     this.paused = false;
@@ -337,6 +369,7 @@ export class KafkaConnection implements Connection {
   }
 
   private handle(frame: Buffer, pooled: boolean, giveBack: () => void): void {
+    if (this.sasl.raw) return this.rawToken(frame, pooled, giveBack);
     let header;
     try {
       header = decodeRequestHeader(frame);
@@ -354,6 +387,11 @@ export class KafkaConnection implements Connection {
     if (!supported && apiKey !== ApiKey.ApiVersions) {
       giveBack();
       return this.close(`API ${apiKey} version ${version} is not supported`);
+    }
+    // Kafka's SASL listener: before authentication, only ApiVersions and the SASL exchange.
+    if (this.identity === null && this.door.auth !== null && apiKey !== ApiKey.ApiVersions && apiKey !== ApiKey.SaslHandshake && apiKey !== ApiKey.SaslAuthenticate) {
+      giveBack();
+      return this.close(`API ${apiKey} before SASL authentication`);
     }
     if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);
@@ -412,6 +450,35 @@ export class KafkaConnection implements Connection {
     }
   }
 
+  /** A bare SASL token: answered with a bare frame in its turn; a failed exchange closes the connection. */
+  private rawToken(frame: Buffer, pooled: boolean, giveBack: () => void): void {
+    const token = Buffer.from(frame);
+    if (pooled) this.door.frames.give(frame);
+    const slot: Slot = { done: false, response: null };
+    this.slots.push(slot);
+    rawSaslToken(this.door, this, token).then(
+      (reply) => {
+        giveBack();
+        if (this.closed) return;
+        if (reply === null) return this.close("SASL authentication failed");
+        const response = Buffer.allocUnsafe(4 + reply.length);
+        response.writeInt32BE(reply.length, 0);
+        reply.copy(response, 4);
+        slot.done = true;
+        slot.response = response;
+        this.door.responses.charge(response.length);
+        this.responseBytes += response.length;
+        this.unwritten += response.length;
+        this.flush();
+      },
+      (err: unknown) => {
+        giveBack();
+        this.door.log.error(`kafka SASL token failed: ${(err as Error).stack ?? err}`);
+        this.close("internal error");
+      },
+    );
+  }
+
   private flush(): void {
     if (this.closed) return;
     let n = 0;
@@ -424,6 +491,14 @@ export class KafkaConnection implements Connection {
       n++;
     }
     if (n > 0) this.slots.splice(0, n);
+    if (this.ending !== null && this.slots.length === 0 && !this.ended) {
+      this.ended = true;
+      const reason = this.ending;
+      // Once the kernel has the last response; a client that never reads it does not hold the socket.
+      this.socket.end(() => this.close(reason));
+      setTimeout(() => this.close(reason), 1000).unref();
+      return;
+    }
     this.resumeReading();
   }
 

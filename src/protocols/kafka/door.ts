@@ -5,12 +5,15 @@
  */
 
 import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type SecureContextOptions } from "node:tls";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Logger } from "../../util/log.js";
 import type { Broker } from "../../core/broker.js";
+import type { Authenticator } from "../../core/auth.js";
+import { handleSaslAuthenticate, handleSaslHandshake, type SaslMechanism } from "./sasl.js";
 import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../util/persist.js";
 import { KafkaConnection } from "./connection.js";
@@ -62,6 +65,19 @@ export interface KafkaOptions {
   maxResponseBytes: number;
   /** Request frames read and not yet answered, across connections (Kafka's queued.max.request.bytes); at least max_request_bytes. */
   maxQueuedRequestBytes: number;
+  /** TLS from the first byte (Kafka has no upgrade), made at start from the `tls` files; null: plaintext. */
+  tls: KafkaTls | null;
+  /** Mechanisms SaslHandshake accepts (Kafka's sasl.enabled.mechanisms), when the server has authorization. */
+  saslMechanisms: readonly SaslMechanism[];
+}
+
+export interface KafkaTls {
+  /** Certificate, key, CA and minimum version, as read (and checked) at start: tls.Server makes its context from them. */
+  files: SecureContextOptions;
+  /** Require and verify a client certificate (mutual TLS). */
+  verify: boolean;
+  /** Milliseconds a client has to complete the handshake. */
+  timeoutMs: number;
 }
 
 export const KAFKA_DEFAULTS = {
@@ -101,6 +117,8 @@ export class KafkaDoor {
   readonly requests: ByteBudget;
   private server: Server | null = null;
   port = 0;
+  /** The server's users: with them, every connection authenticates over SASL before anything else. */
+  auth: Authenticator | null = null;
 
   private constructor(
     readonly broker: Broker,
@@ -148,13 +166,15 @@ export class KafkaDoor {
     on(ApiKey.AddOffsetsToTxn, handleAddOffsetsToTxn);
     on(ApiKey.EndTxn, handleEndTxn);
     on(ApiKey.TxnOffsetCommit, handleTxnOffsetCommit);
+    on(ApiKey.SaslHandshake, handleSaslHandshake);
+    on(ApiKey.SaslAuthenticate, handleSaslAuthenticate);
   }
 
   get maxRequestBytes(): number {
     return this.options.maxRequestBytes;
   }
 
-  static async start(broker: Broker, js: JetStream, options: KafkaOptions, log: Logger): Promise<KafkaDoor> {
+  static async start(broker: Broker, js: JetStream, options: KafkaOptions, log: Logger, auth: Authenticator | null = null): Promise<KafkaDoor> {
     const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
     await groups.load();
     const producers = new ProducerStates();
@@ -162,12 +182,26 @@ export class KafkaDoor {
     // Before the listener opens: transactions a crash left open are finished or aborted first.
     await transactions.load();
     const door = new KafkaDoor(broker, js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
+    door.auth = auth;
     await door.listen();
     return door;
   }
 
   private listen(): Promise<void> {
-    const server = createServer({ noDelay: true }, (socket: Socket) => this.accept(socket));
+    const tls = this.options.tls;
+    let server: Server;
+    if (tls === null) server = createServer({ noDelay: true }, (socket: Socket) => this.accept(socket));
+    else {
+      // A connection counts as a client once its handshake is done; a failed or slow handshake only closes the socket.
+      server = createTlsServer(
+        { ...tls.files, requestCert: tls.verify, rejectUnauthorized: tls.verify, handshakeTimeout: tls.timeoutMs, noDelay: true },
+        (socket) => this.accept(socket),
+      );
+      server.on("tlsClientError", (err, socket) => {
+        this.log.debug(`kafka ${socket.remoteAddress}:${socket.remotePort}: TLS handshake failed: ${err.message}`);
+        socket.destroy();
+      });
+    }
     // As the NATS listener: past this the OS socket is dropped before we see it.
     server.maxConnections = this.broker.options.maxConnections + 64;
     this.server = server;

@@ -48,6 +48,10 @@ export const ErrorCode = {
   KAFKA_STORAGE_ERROR: 56,
   GROUP_SUBSCRIBED_TO_TOPIC: 86,
   INVALID_RECORD: 87,
+  TOPIC_AUTHORIZATION_FAILED: 29,
+  UNSUPPORTED_SASL_MECHANISM: 33,
+  ILLEGAL_SASL_STATE: 34,
+  SASL_AUTHENTICATION_FAILED: 58,
 } as const;
 
 /** A refusal of one partition's records, with the code its produce response carries. */

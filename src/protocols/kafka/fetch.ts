@@ -17,7 +17,8 @@ import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, ty
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
-import { findTopic } from "./topics.js";
+import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
+import type { PermissionCheck } from "../../core/auth.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
 import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js";
@@ -110,25 +111,34 @@ async function collectWithRoom(door: KafkaDoor, ctx: RequestContext, topics: Top
   for (;;) {
     const room = ctx.conn.takeResponseRoom(ctx, want);
     if (room > 0) {
-      const out = await collect(door, topics, room, readCommitted);
+      const out = await collect(door, ctx.conn.permissions, topics, room, readCommitted);
       // Held: what was read (Kafka's first-batch rule may pass the room by one record); settled against the real response when it is written.
       ctx.conn.adjustResponseRoom(ctx, out.bytes - room);
       out.limited = room < want;
       return out;
     }
-    if (Date.now() >= deadline || ctx.conn.closed) return collect(door, topics, 0, readCommitted);
+    if (Date.now() >= deadline || ctx.conn.closed) return collect(door, ctx.conn.permissions, topics, 0, readCommitted);
     await door.responses.released(deadline - Date.now());
   }
 }
 
-/** Reads every partition, `maxBytes` in all (0: offsets and watermarks only, no records). */
-async function collect(door: KafkaDoor, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
+/**
+ * Reads every partition, `maxBytes` in all (0: offsets and watermarks only,
+ * no records). A topic `perms` may not read is answered
+ * TOPIC_AUTHORIZATION_FAILED in each of its partitions, and nothing of it is read.
+ */
+async function collect(door: KafkaDoor, perms: PermissionCheck | null, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
   let bytes = 0;
   const results: PartitionOut[][] = [];
   for (const t of topics) {
     const stream = findTopic(door.js, t.name);
     const outs: PartitionOut[] = [];
+    const denied = stream !== undefined && !mayReadTopic(perms, stream);
     for (const p of t.partitions) {
+      if (denied) {
+        outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
+        continue;
+      }
       const log = stream?.partitions[p.index];
       if (stream === undefined || log === undefined) {
         outs.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
@@ -300,15 +310,20 @@ async function offsetForTime(log: MessageLog, target: number, logAppendTime: boo
   return { offset: start.seq - 1, timestamp: start.time };
 }
 
-export function handleListOffsets(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export function handleListOffsets(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
   return (async () => {
     const results = [];
     for (const t of topics) {
       const stream = findTopic(door.js, t.name);
+      const denied = stream !== undefined && !mayDescribeTopic(conn.permissions, stream);
       const parts = [];
       for (const p of t.partitions) {
+        if (denied) {
+          parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1 });
+          continue;
+        }
         const log = stream?.partitions[p.index];
         if (log === undefined) {
           parts.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, timestamp: -1, offset: -1 });

@@ -5,7 +5,7 @@ import { decodeApiVersions, decodeDescribeCluster, decodeMetadata } from "./requ
 import type { KafkaDoor } from "./door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
-import { findTopic, topicNameError, topicOf } from "./topics.js";
+import { findTopic, mayManageTopic, topicNameError, topicOf } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
 
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
@@ -46,6 +46,7 @@ export async function handleMetadata(door: KafkaDoor, { conn, version, r, w }: R
       let error: number = ErrorCode.NONE;
       if (stream === undefined) {
         if (topicNameError(name) !== null) error = ErrorCode.INVALID_TOPIC_EXCEPTION;
+        else if (allowCreate && door.options.autoCreateTopics && !mayManageTopic(conn.permissions, "CREATE", name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
         else if (allowCreate && door.options.autoCreateTopics) {
           const made = await createTopic(door, name, door.options.defaultPartitions, new Map());
           if (made.error === ErrorCode.NONE || made.error === ErrorCode.TOPIC_ALREADY_EXISTS) stream = findTopic(door.js, name);

@@ -18,6 +18,7 @@ import { defaultSubject, findTopic } from "./topics.js";
 import type { ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { Stream } from "../../streams/stream.js";
+import type { PermissionCheck } from "../../core/auth.js";
 
 interface PartitionResult {
   index: number;
@@ -93,7 +94,7 @@ async function prepareAndIssue(
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
-    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, t.name, p.index, p.records, transactionalId, gate));
+    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, transactionalId, gate));
   }
   // Settled, not all(): a failure must not leave other batches holding budget.
   const settled = await Promise.allSettled(all);
@@ -146,8 +147,21 @@ interface Prepared {
   logAppendTime: boolean;
 }
 
-/** Decodes and checks one partition's batch; nothing is stored yet. */
-async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffer | null, transactionalId: string | null, gate: DecompressionGate): Promise<Prepared | PartitionResult> {
+/**
+ * Decodes and checks one partition's batch; nothing is stored yet. With
+ * `perms`, every record needs publish permission on the subject it would be
+ * stored under, as a NATS client publishing it would: else the partition is
+ * refused TOPIC_AUTHORIZATION_FAILED, whole.
+ */
+async function prepare(
+  door: KafkaDoor,
+  perms: PermissionCheck | null,
+  topic: string,
+  index: number,
+  set: Buffer | null,
+  transactionalId: string | null,
+  gate: DecompressionGate,
+): Promise<Prepared | PartitionResult> {
   const stream = findTopic(door.js, topic);
   if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
@@ -172,6 +186,7 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
     let named = false;
     sizeBlocks(batch, null, null, null, () => (named = true));
     if (named) run = recordRun(stream, batch);
+    if (perms !== null) checkPublish(perms, stream, run);
     const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
     for (let i = 0; i < batch.count; i++) {
       // Kept whole, a record's NATS size is its value's: its headers stay in the batch.
@@ -189,6 +204,19 @@ async function prepare(door: KafkaDoor, topic: string, index: number, set: Buffe
   // What was decompressed served the checks only: the batch is stored as it came.
   if (run === null) release(gate, batch);
   return { stream, index, whole: run === null ? set : null, run, batch, bytes, largest, logAppendTime: policy.logAppendTime };
+}
+
+/** Throws TOPIC_AUTHORIZATION_FAILED unless `perms` may publish every subject the records go to. */
+function checkPublish(perms: PermissionCheck, stream: Stream, run: RecordRun | null): void {
+  const fallback = defaultSubject(stream);
+  const named = run?.subjects ?? null;
+  if (named === null) {
+    if (!perms.mayPublish(fallback)) throw new BatchError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, `no permission to publish to ${fallback}`);
+    return;
+  }
+  for (const subject of named) {
+    if (!perms.mayPublish(subject)) throw new BatchError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, `no permission to publish to ${subject}`);
+  }
 }
 
 /**

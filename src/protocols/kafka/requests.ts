@@ -524,6 +524,22 @@ export function decodeTxnOffsetCommit(r: Reader, version: number): TxnOffsetComm
   return { transactionalId, groupId, producerId, epoch, topics };
 }
 
+// ---- SaslHandshake (17) v1 and SaslAuthenticate (36) v0–2 ----
+
+export function decodeSaslHandshake(r: Reader): { mechanism: string } {
+  return { mechanism: r.string() };
+}
+
+/** auth_bytes is a view of the frame. */
+export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes: Buffer } {
+  if (version >= 2) {
+    const authBytes = r.compactNullableBytes() ?? Buffer.alloc(0);
+    r.tags();
+    return { authBytes };
+  }
+  return { authBytes: r.nullableBytes() ?? Buffer.alloc(0) };
+}
+
 /** Every API's body decoder, by API key: what the fuzz test walks. */
 export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) => unknown> = new Map<number, (r: Reader, version: number) => unknown>([
   [ApiKey.Produce, decodeProduce],
@@ -555,4 +571,6 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.AddOffsetsToTxn, decodeAddOffsetsToTxn],
   [ApiKey.EndTxn, decodeEndTxn],
   [ApiKey.TxnOffsetCommit, decodeTxnOffsetCommit],
+  [ApiKey.SaslHandshake, decodeSaslHandshake],
+  [ApiKey.SaslAuthenticate, decodeSaslAuthenticate],
 ]);

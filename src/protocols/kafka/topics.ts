@@ -18,6 +18,7 @@
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
 import { isValidPublishSubject } from "../../subjects/subject.js";
+import type { PermissionCheck } from "../../core/auth.js";
 
 export const TOPIC_METADATA_KEY = "nagare.kafka.topic";
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
@@ -53,4 +54,33 @@ export function defaultSubject(stream: Stream): string {
     .split(".")
     .map((t) => (t === "*" || t === ">" ? "kafka" : t))
     .join(".");
+}
+
+/**
+ * Whether a user with these permissions may read `stream` as a topic: its
+ * subscribe permission must cover every subject the stream captures, so
+ * that a Kafka consumer never reads a message a NATS subscriber with the
+ * same permissions could not receive. Null permissions allow everything.
+ */
+export function mayReadTopic(perms: PermissionCheck | null, stream: Stream): boolean {
+  if (perms === null) return true;
+  const subjects = stream.config.subjects;
+  if (subjects.length === 0) return perms.maySubscribe(stream.config.name); // such a stream captures its name
+  for (const s of subjects) if (!perms.maySubscribe(s)) return false;
+  return true;
+}
+
+/** Kafka's Describe, implied by Read or Write: offsets and watermarks of a topic the user may read or produce to. */
+export function mayDescribeTopic(perms: PermissionCheck | null, stream: Stream): boolean {
+  return perms === null || mayReadTopic(perms, stream) || perms.mayPublish(defaultSubject(stream));
+}
+
+/**
+ * What managing a topic takes: the publish permission a NATS client needs
+ * for the same JetStream API call (`$JS.API.STREAM.CREATE.<stream>`, …), so
+ * that a user who may not delete a stream over NATS may not delete its
+ * topic over Kafka either.
+ */
+export function mayManageTopic(perms: PermissionCheck | null, op: "CREATE" | "UPDATE" | "DELETE" | "PURGE", topic: string): boolean {
+  return perms === null || perms.mayPublish(`$JS.API.STREAM.${op}.${streamNameOf(topic)}`);
 }

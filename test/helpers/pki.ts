@@ -1,0 +1,37 @@
+/** Certificates for TLS tests, made with openssl in a temporary directory (the caller removes `dir`). */
+
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface Pki {
+  dir: string;
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** A second server certificate from the same CA, for reloads. */
+  server2Cert: string;
+  server2Key: string;
+}
+
+/** A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
+export function makePki(): Pki {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-tls-"));
+  const p = (name: string): string => join(dir, name);
+  const ssl = (...args: string[]): void => {
+    execFileSync("openssl", args, { stdio: "pipe" });
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  ssl("req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=nagare test CA");
+  writeFileSync(p("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  writeFileSync(p("client.ext"), "extendedKeyUsage=clientAuth\n");
+  writeFileSync(p("server2.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  for (const who of ["server", "client", "server2"]) {
+    ssl("req", ...ec, "-keyout", p(`${who}.key`), "-out", p(`${who}.csr`), "-subj", `/CN=nagare test ${who}`);
+    ssl("x509", "-req", "-in", p(`${who}.csr`), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p(`${who}.pem`), "-days", "2", "-extfile", p(`${who}.ext`));
+  }
+  return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key"), server2Cert: p("server2.pem"), server2Key: p("server2.key") };
+}
