@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import v2 from "nats";
-import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { apiErrorCode } from "./helpers/js.js";
 import { partitionForKey } from "../src/streams/partitioner.js";
 
@@ -44,13 +44,7 @@ describe("JetStream consumers of a stream with several partitions", () => {
   const sent = new Map<string, number[]>();
 
   const createTopic = async (topic: string, numPartitions: number): Promise<void> => {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
-    } finally {
-      await admin.disconnect();
-    }
+    await createKafkaTopic(h, topic, numPartitions);
     sent.set(topic, new Array<number>(numPartitions).fill(0));
   };
 

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { fetchFrame, fetchResult, RawKafka } from "./helpers/kafka-raw.js";
 import { Reader } from "../src/protocols/kafka/codec.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
@@ -89,15 +89,7 @@ describe("Kafka batches stored as produced", () => {
     await h.close();
   });
 
-  async function createTopic(topic: string, configs: Array<{ name: string; value: string }> = []): Promise<void> {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: configs }] });
-    } finally {
-      await admin.disconnect();
-    }
-  }
+  const createTopic = (topic: string, configs: Array<{ name: string; value: string }> = []): Promise<void> => createKafkaTopic(h, topic, 1, configs);
 
   async function produce(topic: string, messages: kafkajs.Message[], opts: { idempotent?: boolean; compression?: kafkajs.CompressionTypes } = {}): Promise<void> {
     const producer = h.kafka().producer({ idempotent: opts.idempotent ?? false, maxInFlightRequests: opts.idempotent ? 1 : undefined });

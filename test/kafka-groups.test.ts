@@ -10,7 +10,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
 import type { Reader, Writer } from "../src/protocols/kafka/codec.js";
@@ -168,15 +168,7 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
   });
   after(async () => h.close());
 
-  async function createTopic(topic: string, numPartitions: number): Promise<void> {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic, numPartitions }] });
-    } finally {
-      await admin.disconnect();
-    }
-  }
+  const createTopic = (topic: string, numPartitions: number): Promise<void> => createKafkaTopic(h, topic, numPartitions);
 
   test("OffsetCommit is judged as Kafka's coordinator judges it, in every group state", { timeout: 30_000 }, async () => {
     const topic = "commit.states";

@@ -10,7 +10,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { isUtf8 } from "node:buffer";
 import { connect, headers as natsHeaders, type NatsConnection } from "nats";
-import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { RawClient } from "./helpers/raw.js";
 import { rng } from "./helpers/random.js";
 import { HeaderCursor, parseHeaders } from "../src/streams/headers.js";
@@ -40,15 +40,7 @@ describe("Kafka headers: order and repeated names, across both doors", () => {
     await h.close();
   });
 
-  async function createTopic(topic: string): Promise<void> {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic }] });
-    } finally {
-      await admin.disconnect();
-    }
-  }
+  const createTopic = (topic: string): Promise<void> => createKafkaTopic(h, topic);
 
   /** The header block of a stored message exactly as the JetStream API hands it to NATS readers. */
   async function storedBlock(stream: string, seq: number): Promise<string> {

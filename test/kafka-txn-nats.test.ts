@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import v2 from "nats";
-import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { api, rawPull } from "./helpers/js.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
@@ -31,15 +31,7 @@ describe("Kafka transactions seen by NATS readers", () => {
     return p;
   };
 
-  const createTopic = async (topic: string): Promise<void> => {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
-    } finally {
-      await admin.disconnect();
-    }
-  };
+  const createTopic = (topic: string): Promise<void> => createKafkaTopic(h, topic);
 
   /** Fetches (v3 pull consumer) until `n` messages came, acking each: their (seq, value). */
   const fetchN = async (stream: string, durable: string, n: number): Promise<Array<[number, string]>> => {

@@ -11,7 +11,7 @@ import kafkajs from "kafkajs";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import type { FaultInjector } from "../src/store/file-log.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
@@ -48,15 +48,7 @@ describe("Kafka transactions", () => {
     return p;
   };
 
-  const createTopic = async (topic: string, numPartitions = 1): Promise<void> => {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    try {
-      await admin.createTopics({ topics: [{ topic, numPartitions }], waitForLeaders: true });
-    } finally {
-      await admin.disconnect();
-    }
-  };
+  const createTopic = (topic: string, numPartitions = 1): Promise<void> => createKafkaTopic(h, topic, numPartitions);
 
   before(async () => {
     h = await startKafka();

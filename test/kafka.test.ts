@@ -12,7 +12,7 @@ import kafkajs from "kafkajs";
 const { CompressionTypes, ConfigResourceTypes } = kafkajs;
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
-import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
 import { Reader, Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
@@ -441,15 +441,7 @@ describe("Kafka door", () => {
       res.i32();
       return [res.i16(), res.i64()];
     }
-    async function createTopic(topic: string): Promise<void> {
-      const admin = h.kafka().admin();
-      await admin.connect();
-      try {
-        await admin.createTopics({ topics: [{ topic }] });
-      } finally {
-        await admin.disconnect();
-      }
-    }
+    const createTopic = (topic: string): Promise<void> => createKafkaTopic(h, topic);
     async function highWatermark(topic: string): Promise<number> {
       const admin = h.kafka().admin();
       await admin.connect();

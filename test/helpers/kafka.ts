@@ -23,6 +23,17 @@ export async function startKafka(opts: { autoCreateTopics?: boolean; numPartitio
   }) as KafkaHarness;
 }
 
+/** Creates a topic through KafkaJS's admin client, as a user would (one partition unless told). */
+export async function createTopic(h: KafkaHarness, topic: string, numPartitions = 1, configEntries: Array<{ name: string; value: string }> = []): Promise<void> {
+  const admin = h.kafka().admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions, configEntries }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 export interface Run {
   code: number | null;
   stdout: string;
