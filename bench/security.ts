@@ -189,6 +189,11 @@ async function measure(sc: Scenario, server: Running): Promise<Measured> {
   return { ...r, load_1m: round(loadavg()[0], 2) };
 }
 
+function pairedMedian(none: Measured[], ruled: Measured[]): number {
+  const ratios = none.map((x, i) => (ruled[i] as Throughput).server_cpu_us_per_msg / (x as Throughput).server_cpu_us_per_msg);
+  return round(median(ratios, (r) => r), 3);
+}
+
 async function main(): Promise<void> {
   const natsVersion = await natsServerVersion(natsServer!);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
@@ -245,6 +250,8 @@ async function main(): Promise<void> {
         server_cpu_us_per_msg_none: none.server_cpu_us_per_msg,
         server_cpu_us_per_msg_20_rules: ruled.server_cpu_us_per_msg,
         cpu_ratio: round(ruled.server_cpu_us_per_msg / none.server_cpu_us_per_msg, 3),
+        // The two users ran back to back on one server in each repeat: the median of those pairs' ratios drifts least with the load.
+        paired_cpu_ratio_median: pairedMedian(runs[permScenarios[0].name][srv.name], runs[permScenarios[1].name][srv.name]),
         msgs_per_sec_ratio: round(ruledTp.msgs_per_sec / noneTp.msgs_per_sec, 3),
       };
     }
