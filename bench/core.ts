@@ -16,8 +16,8 @@ import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
-import { connect, type NatsConnection } from "nats";
-import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, rssBytes, type Running, start, type Target } from "./harness.js";
+import { connect } from "nats";
+import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, pubSub, round, rssBytes, type Running, start, type Target, type Throughput } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -50,88 +50,6 @@ const targets: Target[] = [
 ];
 
 // ---- load ----
-
-/** Resolves once `count()` reaches `target`; the subscriber callbacks call `check()`. */
-class Progress {
-  private want = Infinity;
-  private wake: (() => void) | null = null;
-  constructor(private readonly count: () => number) {}
-  check(): void {
-    if (this.wake !== null && this.count() >= this.want) {
-      const w = this.wake;
-      this.wake = null;
-      this.want = Infinity;
-      w();
-    }
-  }
-  until(n: number): Promise<void> {
-    if (this.count() >= n) return Promise.resolve();
-    return new Promise((r) => {
-      this.want = n;
-      this.wake = r;
-    });
-  }
-}
-
-interface Throughput {
-  published: number;
-  delivered: number;
-  seconds: number;
-  msgs_per_sec: number; // delivered per second
-  server_cpu_us_per_msg: number; // server CPU per delivered message
-}
-
-/**
- * One publisher, `subs` subscriber connections (a queue group when `queue`),
- * `total` messages of `size` bytes, at most `window` published-but-undelivered.
- */
-async function pubSub(server: Running, opts: { size: number; total: number; subs: number; queue?: string; window: number }): Promise<Throughput> {
-  const subject = "bench.pubsub";
-  const subConns: NatsConnection[] = [];
-  let delivered = 0;
-  const fanout = opts.queue ? 1 : opts.subs;
-  const progress = new Progress(() => delivered);
-  for (let i = 0; i < opts.subs; i++) {
-    const nc = await connect({ servers: server.url, noEcho: true });
-    nc.subscribe(subject, {
-      queue: opts.queue,
-      callback: () => {
-        delivered++;
-        if ((delivered & 1023) === 0 || delivered === opts.total * fanout) progress.check();
-      },
-    });
-    await nc.flush();
-    subConns.push(nc);
-  }
-  const pub = await connect({ servers: server.url });
-  const payload = new Uint8Array(opts.size).fill(0x61);
-  const batch = Math.min(1000, opts.window);
-
-  const cpu0 = cpuSeconds(server.pid);
-  const t0 = process.hrtime.bigint();
-  let sent = 0;
-  while (sent < opts.total) {
-    const n = Math.min(batch, opts.total - sent);
-    for (let i = 0; i < n; i++) pub.publish(subject, payload);
-    sent += n;
-    // Keep the window: wait until the subscribers are within `window` of the publisher.
-    const behind = sent - opts.window;
-    if (behind > 0) await progress.until(behind * fanout);
-  }
-  await progress.until(opts.total * fanout);
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = cpuSeconds(server.pid) - cpu0;
-
-  await pub.close();
-  await Promise.all(subConns.map((c) => c.close()));
-  return {
-    published: opts.total,
-    delivered,
-    seconds: round(seconds, 3),
-    msgs_per_sec: Math.round(delivered / seconds),
-    server_cpu_us_per_msg: round((cpu * 1e6) / delivered, 3),
-  };
-}
 
 interface Latency {
   requests: number;

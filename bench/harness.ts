@@ -1,7 +1,8 @@
 /**
  * What the benchmarks share: starting a server in its own child process
  * (pinned to its own core when the machine has two), reading its CPU time and
- * memory from /proc, and summarising repeated runs.
+ * memory from /proc, summarising repeated runs, and the pub→sub load that
+ * the NATS benchmarks share.
  */
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -9,6 +10,7 @@ import { readFileSync, readdirSync, existsSync, mkdirSync, writeFileSync } from 
 import { join } from "node:path";
 import { createServer, connect as netConnect } from "node:net";
 import { cpus } from "node:os";
+import { connect as natsConnect, type ConnectionOptions, type NatsConnection } from "nats";
 
 const TICKS_PER_SEC = 100; // Linux USER_HZ for /proc/<pid>/stat
 
@@ -156,4 +158,100 @@ export function publish(root: string, name: string, report: { date: string }, sa
     console.error(`wrote ${file}`);
   }
   if (echo) console.log(text);
+}
+
+// ---- core NATS load (the `nats` v2 client in this process) ----
+
+/** Resolves once `count()` reaches `target`; the subscriber callbacks call `check()`. */
+class Progress {
+  private want = Infinity;
+  private wake: (() => void) | null = null;
+  constructor(private readonly count: () => number) {}
+  check(): void {
+    if (this.wake !== null && this.count() >= this.want) {
+      const w = this.wake;
+      this.wake = null;
+      this.want = Infinity;
+      w();
+    }
+  }
+  until(n: number): Promise<void> {
+    if (this.count() >= n) return Promise.resolve();
+    return new Promise((r) => {
+      this.want = n;
+      this.wake = r;
+    });
+  }
+}
+
+export interface Throughput {
+  published: number;
+  delivered: number;
+  seconds: number;
+  msgs_per_sec: number; // delivered per second
+  server_cpu_us_per_msg: number; // server CPU per delivered message
+}
+
+export interface PubSubOptions {
+  size: number;
+  total: number;
+  subs: number;
+  queue?: string;
+  window: number;
+  /** What the subscribers subscribe to (default: the published subject, `bench.pubsub`). */
+  filter?: string;
+  /** Client options for every connection besides the server's URL (TLS, credentials). */
+  client?: Omit<ConnectionOptions, "servers">;
+}
+
+/**
+ * One publisher, `subs` subscriber connections (a queue group when `queue`),
+ * `total` messages of `size` bytes, at most `window` published-but-undelivered.
+ */
+export async function pubSub(server: Running, opts: PubSubOptions): Promise<Throughput> {
+  const subject = "bench.pubsub";
+  const subConns: NatsConnection[] = [];
+  let delivered = 0;
+  const fanout = opts.queue ? 1 : opts.subs;
+  const progress = new Progress(() => delivered);
+  for (let i = 0; i < opts.subs; i++) {
+    const nc = await natsConnect({ ...opts.client, servers: server.url, noEcho: true });
+    nc.subscribe(opts.filter ?? subject, {
+      queue: opts.queue,
+      callback: () => {
+        delivered++;
+        if ((delivered & 1023) === 0 || delivered === opts.total * fanout) progress.check();
+      },
+    });
+    await nc.flush();
+    subConns.push(nc);
+  }
+  const pub = await natsConnect({ ...opts.client, servers: server.url });
+  const payload = new Uint8Array(opts.size).fill(0x61);
+  const batch = Math.min(1000, opts.window);
+
+  const cpu0 = cpuSeconds(server.pid);
+  const t0 = process.hrtime.bigint();
+  let sent = 0;
+  while (sent < opts.total) {
+    const n = Math.min(batch, opts.total - sent);
+    for (let i = 0; i < n; i++) pub.publish(subject, payload);
+    sent += n;
+    // Keep the window: wait until the subscribers are within `window` of the publisher.
+    const behind = sent - opts.window;
+    if (behind > 0) await progress.until(behind * fanout);
+  }
+  await progress.until(opts.total * fanout);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuSeconds(server.pid) - cpu0;
+
+  await pub.close();
+  await Promise.all(subConns.map((c) => c.close()));
+  return {
+    published: opts.total,
+    delivered,
+    seconds: round(seconds, 3),
+    msgs_per_sec: Math.round(delivered / seconds),
+    server_cpu_us_per_msg: round((cpu * 1e6) / delivered, 3),
+  };
 }

@@ -14,12 +14,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
-import { createUser } from "@nats-io/nkeys";
+import { createAccount, createUser } from "@nats-io/nkeys";
 import { connect as connectV2, nkeyAuthenticator as nkeyV2 } from "nats";
 import { connect as connectV3, nkeyAuthenticator as nkeyV3, PermissionViolationError } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startServer, type NagareServer } from "../src/index.js";
-import { MAX_OPEN_REPLIES, ResponsePermits } from "../src/core/auth.js";
+import { ed25519Key, MAX_OPEN_REPLIES, PermissionCheck, ResponsePermits, verifyNonce } from "../src/core/auth.js";
 import { parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf } from "../src/server/conf-options.js";
 import { RawClient } from "./helpers/raw.js";
@@ -267,6 +267,53 @@ function publishViolations(nc: Awaited<ReturnType<typeof connectV3>>): string[] 
   })();
   return seen;
 }
+
+describe("NKey signatures (checked with node:crypto)", () => {
+  test("a nonce signed by the user's seed verifies; another key's signature, another nonce, garbage and a key with a bad checksum do not", () => {
+    const kp = createUser();
+    const other = createUser();
+    const key = ed25519Key(kp.getPublicKey());
+    assert.ok(key !== null);
+    const sigOf = (who: typeof kp, nonce: string): string => Buffer.from(who.sign(enc(nonce))).toString("base64url");
+    assert.equal(verifyNonce(key, "nonce-1", sigOf(kp, "nonce-1")), true);
+    assert.equal(verifyNonce(key, "nonce-2", sigOf(kp, "nonce-1")), false);
+    assert.equal(verifyNonce(key, "nonce-1", sigOf(other, "nonce-1")), false);
+    assert.equal(verifyNonce(key, "nonce-1", "AAAA"), false);
+    assert.equal(verifyNonce(key, "nonce-1", ""), false);
+    // The last character carries checksum bits: changing it breaks the checksum @nats-io/nkeys checks.
+    const pk = kp.getPublicKey();
+    assert.equal(ed25519Key(pk.slice(0, -1) + (pk.endsWith("A") ? "B" : "A")), null);
+    assert.equal(ed25519Key(createAccount().getPublicKey()), null, "an account key is no user key");
+  });
+});
+
+describe("PermissionCheck", () => {
+  test("cached answers (publish, subscribe, delivery filter) stay right when asked again and past the cache's bound", () => {
+    const check = new PermissionCheck({
+      publish: { allow: ["orders.>"], deny: ["orders.*.secret"] },
+      subscribe: { allow: ["orders.>"], deny: ["orders.*.secret"] },
+    });
+    const ask = (): boolean[] => [
+      check.mayPublish("orders.1.new"),
+      check.mayPublish("orders.1.secret"),
+      check.mayPublish("admin.x"),
+      check.maySubscribe("orders.*.new"),
+      check.maySubscribe("orders.1.secret"),
+      check.mayReceive("orders.1.new"),
+      check.mayReceive("orders.1.secret"),
+    ];
+    const want = [true, false, false, true, false, true, false];
+    assert.deepEqual(ask(), want);
+    assert.deepEqual(ask(), want, "the same answers from the cache");
+    // More distinct subjects than any cache holds: the caches start over, the answers do not change.
+    for (let i = 0; i < 10_000; i++) {
+      assert.equal(check.mayReceive(`orders.${i}.secret`), false);
+      assert.equal(check.mayPublish(`orders.${i}.new`), true);
+      assert.equal(check.maySubscribe(`orders.${i}.secret`), false);
+    }
+    assert.deepEqual(ask(), want);
+  });
+});
 
 describe("allow_responses", () => {
   let srv: NagareServer;

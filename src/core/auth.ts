@@ -6,12 +6,13 @@
  * subscribe permissions. Doors ask this module; it knows no protocol.
  *
  * The cryptography is maintained libraries': bcryptjs for password hashes,
- * @nats-io/nkeys for NKey signatures.
+ * @nats-io/nkeys to read NKeys and Node's OpenSSL to check their signatures.
  */
 
 import bcrypt from "bcryptjs";
-import { fromPublic } from "@nats-io/nkeys";
-import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from "node:crypto";
+import { Prefix } from "@nats-io/nkeys";
+import { Codec } from "@nats-io/nkeys/lib/codec.js";
+import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 
 export interface SubjectRules {
@@ -95,6 +96,8 @@ export class Authenticator implements ClientAuth {
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();
   private readonly accountOf = new Map<UserOptions, string>();
+  /** NKey users' keys, read once; null for one that does not decode (it can never sign in). */
+  private readonly nkeyKeys = new Map<UserOptions, KeyObject | null>();
   private readonly token: Buffer | null;
 
   /** `accountUsers`: the users of each configured account, by account name. */
@@ -105,7 +108,10 @@ export class Authenticator implements ClientAuth {
     this.token = opts.token === undefined ? null : Buffer.from(opts.token);
     const add = (u: UserOptions, account: string): void => {
       if (u.user !== undefined) this.byName.set(u.user, u);
-      if (u.nkey !== undefined) this.byNkey.set(u.nkey, u);
+      if (u.nkey !== undefined) {
+        this.byNkey.set(u.nkey, u);
+        this.nkeyKeys.set(u, ed25519Key(u.nkey));
+      }
       this.checks.set(u, u.permissions === undefined ? null : new PermissionCheck(u.permissions));
       this.accountOf.set(u, account);
     };
@@ -134,12 +140,8 @@ export class Authenticator implements ClientAuth {
     if (typeof c.nkey === "string" && c.nkey !== "") {
       const u = this.byNkey.get(c.nkey);
       if (u === undefined || nonce === null || typeof c.sig !== "string") return null;
-      try {
-        const sig = Buffer.from(c.sig, "base64url");
-        if (!fromPublic(c.nkey).verify(Buffer.from(nonce), sig)) return null;
-      } catch {
-        return null;
-      }
+      const key = this.nkeyKeys.get(u);
+      if (key == null || !verifyNonce(key, nonce, c.sig)) return null;
       return this.identity(u, c.nkey);
     }
     if (typeof c.user === "string" && c.user !== "") {
@@ -217,6 +219,34 @@ function deriveScram(password: string, hash: ScramHash, identity: Identity): Pro
   });
 }
 
+/** DER header of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow it. */
+const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
+
+/**
+ * An NKey user's public key as an Ed25519 key for node:crypto, or null if it
+ * does not decode (@nats-io/nkeys checks its prefix and checksum). Signatures
+ * are checked by OpenSSL in tens of microseconds: @nats-io/nkeys's own
+ * `verify` is pure JavaScript (tweetnacl) and holds the event loop ~12 ms per
+ * connect, capping NKey connects near 80/s and stalling every other client.
+ */
+export function ed25519Key(nkey: string): KeyObject | null {
+  try {
+    const raw = Codec.decode(Prefix.User, new TextEncoder().encode(nkey));
+    return createPublicKey({ key: Buffer.concat([ED25519_SPKI, raw]), format: "der", type: "spki" });
+  } catch {
+    return null;
+  }
+}
+
+/** Whether `sig` (base64url, as clients send it in CONNECT) is the key's signature of the nonce. */
+export function verifyNonce(key: KeyObject, nonce: string, sig: string): boolean {
+  try {
+    return verifySignature(null, Buffer.from(nonce), key, Buffer.from(sig, "base64url"));
+  } catch {
+    return false;
+  }
+}
+
 /** Compares secrets in time independent of where they differ. */
 export function sameSecret(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
@@ -236,6 +266,8 @@ const MAX_CACHED = 4096;
 export class PermissionCheck {
   private readonly pubCache = new Map<string, boolean>();
   private readonly subCache = new Map<string, boolean>();
+  /** mayReceive's answers: asked for every message delivered to a subscription that filtersDelivery. */
+  private readonly receiveCache = new Map<string, boolean>();
   private readonly publish: SubjectRules | undefined;
   /** How requests delivered to the user may be answered beyond `publish`; null without allow_responses. */
   readonly responses: { max: number; expiresMs: number } | null;
@@ -257,25 +289,16 @@ export class PermissionCheck {
   mayPublish(subject: string): boolean {
     const r = this.publish;
     if (r === undefined) return true;
-    let ok = this.pubCache.get(subject);
-    if (ok === undefined) {
-      ok = allows(r, subject);
-      if (this.pubCache.size >= MAX_CACHED) this.pubCache.clear();
-      this.pubCache.set(subject, ok);
-    }
-    return ok;
+    const ok = this.pubCache.get(subject);
+    return ok !== undefined ? ok : remember(this.pubCache, subject, allows(r, subject));
   }
 
   maySubscribe(subject: string): boolean {
     const r = this.rules.subscribe;
     if (r === undefined) return true;
-    let ok = this.subCache.get(subject);
-    if (ok === undefined) {
-      ok = (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject));
-      if (this.subCache.size >= MAX_CACHED) this.subCache.clear();
-      this.subCache.set(subject, ok);
-    }
-    return ok;
+    const ok = this.subCache.get(subject);
+    if (ok !== undefined) return ok;
+    return remember(this.subCache, subject, (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject)));
   }
 
   /** Whether messages delivered to a subscription on `subject` must each be checked against the subscribe deny list. */
@@ -286,8 +309,19 @@ export class PermissionCheck {
 
   /** A message on `subject` may reach a subscription that filtersDelivery. */
   mayReceive(subject: string): boolean {
-    return !(this.rules.subscribe?.deny ?? []).some((d) => subjectMatches(d, subject));
+    const deny = this.rules.subscribe?.deny;
+    if (deny === undefined) return true;
+    // Cached like mayPublish: matching splits both subjects, which per message cost 4x the CPU of the delivery itself.
+    const ok = this.receiveCache.get(subject);
+    return ok !== undefined ? ok : remember(this.receiveCache, subject, !deny.some((d) => subjectMatches(d, subject)));
   }
+}
+
+/** Stores an answer in a bounded cache (emptied when full) and returns it. */
+function remember(cache: Map<string, boolean>, subject: string, ok: boolean): boolean {
+  if (cache.size >= MAX_CACHED) cache.clear();
+  cache.set(subject, ok);
+  return ok;
 }
 
 function allows(r: SubjectRules, subject: string): boolean {

@@ -21,9 +21,8 @@
  */
 
 import { decode } from "@nats-io/jwt";
-import { fromPublic } from "@nats-io/nkeys";
 import { randomBytes } from "node:crypto";
-import { PermissionCheck, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+import { ed25519Key, PermissionCheck, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
 
 export interface OperatorOptions {
   /** Operator JWTs (the contents, not file names). */
@@ -135,11 +134,9 @@ export class JwtAuthenticator implements ClientAuth {
     if (revoked !== undefined && (u.iat ?? 0) <= revoked) return null;
     if (nats.bearer_token !== true) {
       if (nonce === null || typeof c.sig !== "string") return null;
-      try {
-        if (!fromPublic(u.sub).verify(Buffer.from(nonce), Buffer.from(c.sig, "base64url"))) return null;
-      } catch {
-        return null;
-      }
+      // node:crypto, not @nats-io/nkeys's pure-JavaScript Ed25519, which would hold the event loop per connect.
+      const key = ed25519Key(u.sub);
+      if (key === null || !verifyNonce(key, nonce, c.sig)) return null;
     }
     // What the user's claims ask for and nagare cannot enforce keeps the user out.
     if (Array.isArray(nats.src) && nats.src.length > 0) return null;
