@@ -122,6 +122,18 @@ describe("operator mode: accounts and users from JWTs", () => {
     for (const name of ["expired", "revoked", "stranger"]) {
       await assert.rejects(connectV3({ servers: srv.url, authenticator: credsV3(creds[name]), reconnect: false }), /Authorization Violation/i, name);
     }
+    // A JWT whose claims were changed after signing: its signature no longer verifies.
+    const good = new TextDecoder().decode(creds.limited).split("\n")[1];
+    const [h64, p64, s64] = good.split(".");
+    const claims = JSON.parse(Buffer.from(p64, "base64url").toString("utf8")) as { nats: Record<string, unknown> };
+    delete claims.nats.pub;
+    const forged = `${h64}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${s64}`;
+    const rawForged = await RawClient.open(srv.port);
+    const info = await rawForged.waitFor(/^INFO (\{.*\})\r\n/, "INFO");
+    const sig = Buffer.from(limitedKey.sign(new TextEncoder().encode((JSON.parse(info[1]) as { nonce: string }).nonce))).toString("base64url");
+    rawForged.send(`CONNECT {"verbose":false,"pedantic":false,"jwt":"${forged}","sig":"${sig}"}\r\nPING\r\n`);
+    await rawForged.waitFor(/-ERR 'Authorization Violation'\r\n/, "the forged JWT refused");
+    await rawForged.waitClosed("after the forged JWT");
     // The JWT alone, without the nonce signature.
     const jwt = new TextDecoder().decode(creds.a1).split("\n")[1];
     const raw = await RawClient.open(srv.port);

@@ -229,12 +229,26 @@ const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
  * `verify` is pure JavaScript (tweetnacl) and holds the event loop ~12 ms per
  * connect, capping NKey connects near 80/s and stalling every other client.
  */
-export function ed25519Key(nkey: string): KeyObject | null {
+export function ed25519Key(nkey: string, prefix: Prefix = Prefix.User): KeyObject | null {
   try {
-    const raw = Codec.decode(Prefix.User, new TextEncoder().encode(nkey));
+    const raw = Codec.decode(prefix, new TextEncoder().encode(nkey));
     return createPublicKey({ key: Buffer.concat([ED25519_SPKI, raw]), format: "der", type: "spki" });
   } catch {
     return null;
+  }
+}
+
+/** The public-key prefix an nkey's first letter names, for ed25519Key. */
+export function prefixOf(nkey: string): Prefix {
+  switch (nkey[0]) {
+    case "U":
+      return Prefix.User;
+    case "A":
+      return Prefix.Account;
+    case "O":
+      return Prefix.Operator;
+    default:
+      return Prefix.Unknown;
   }
 }
 
