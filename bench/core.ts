@@ -17,20 +17,12 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus } from "node:os";
 import { connect } from "nats";
-import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, pubSub, round, rssBytes, type Running, start, type Target, type Throughput } from "./harness.js";
+import { benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, pin, publish, pubSub, round, rssBytes, type Running, start, type Target, type Throughput } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
-const quick = process.argv.includes("--quick");
-const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-const profile = process.argv.includes("--profile");
-const REPEATS = quick || profile ? 1 : 5;
-
-const natsServer = natsServerPath();
-if (natsServer === null) {
-  console.error("nats-server is not installed: sudo apt-get install -y nats-server");
-  process.exit(2);
-}
+const { quick, only, profile, repeats: REPEATS } = benchFlags();
+const natsServer = requireNatsServer();
 
 const targets: Target[] = [
   {
@@ -136,7 +128,7 @@ const scenarios: Scenario[] = [
 const WARMUP_SCALE = 0.2;
 
 async function main(): Promise<void> {
-  const natsVersion = await natsServerVersion(natsServer!);
+  const natsVersion = await natsServerVersion(natsServer);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
   const results: Record<string, Record<string, unknown>> = {};
 

@@ -27,6 +27,24 @@ export function natsServerPath(): string | null {
 
 // ---- process measurement ----
 
+/** The flags every benchmark takes: `--quick` (small, writes nothing), `--only=<names>`, `--profile` (one repeat). */
+export function benchFlags(): { quick: boolean; only: string | undefined; profile: boolean; repeats: number } {
+  const quick = process.argv.includes("--quick");
+  const profile = process.argv.includes("--profile");
+  const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+  return { quick, only, profile, repeats: quick || profile ? 1 : 5 };
+}
+
+/** Debian's nats-server, or the benchmark exits saying how to install it. */
+export function requireNatsServer(): string {
+  const path = natsServerPath();
+  if (path === null) {
+    console.error("nats-server is not installed: sudo apt-get install -y nats-server");
+    process.exit(2);
+  }
+  return path;
+}
+
 export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // Fields after the command name, which is in parentheses and may contain spaces.

@@ -28,20 +28,12 @@ import { generateKeyPairSync, sign } from "node:crypto";
 import { connect, type Authenticator, type ConnectionOptions } from "nats";
 import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
-import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, pubSub, round, type Running, start, type Target, type Throughput, windowed } from "./harness.js";
+import { benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, pin, publish, pubSub, round, type Running, start, type Target, type Throughput, windowed } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
-const quick = process.argv.includes("--quick");
-const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
-const profile = process.argv.includes("--profile");
-const REPEATS = quick || profile ? 1 : 5;
-
-const natsServer = natsServerPath();
-if (natsServer === null) {
-  console.error("nats-server is not installed: sudo apt-get install -y nats-server");
-  process.exit(2);
-}
+const { quick, only, profile, repeats: REPEATS } = benchFlags();
+const natsServer = requireNatsServer();
 
 // ---- what both servers are given ----
 
@@ -205,7 +197,7 @@ function pairedMedian(none: Measured[], ruled: Measured[]): number {
 }
 
 async function main(): Promise<void> {
-  const natsVersion = await natsServerVersion(natsServer!);
+  const natsVersion = await natsServerVersion(natsServer);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
   const wanted = (sc: Scenario): boolean => only === undefined || sc.name === only || (only === "permissions" && !sc.tls);
   const all = [...tlsScenarios, ...permScenarios];
