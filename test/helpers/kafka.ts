@@ -40,10 +40,10 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs kcat (librdkafka) with `args`, feeding `input`; kills it after `timeoutMs`. */
-export function kcat(args: string[], input = "", timeoutMs = 20_000): Promise<Run> {
+/** Runs `command` with `args`, feeding `input`; kills it after `timeoutMs`. */
+function run(command: string, args: string[], input: string, timeoutMs: number): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn("kcat", args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -61,26 +61,16 @@ export function kcat(args: string[], input = "", timeoutMs = 20_000): Promise<Ru
   });
 }
 
+/** Runs kcat (librdkafka) with `args`, feeding `input`; kills it after `timeoutMs`. */
+export function kcat(args: string[], input = "", timeoutMs = 20_000): Promise<Run> {
+  return run("kcat", args, input, timeoutMs);
+}
+
 /**
  * Runs a script with Debian's Python (/usr/bin/python3, where
  * python3-kafka and python3-confluent-kafka install; another python3 on the
  * PATH would not see them); kills it after `timeoutMs`.
  */
 export function python(script: string, timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("/usr/bin/python3", ["-c", script], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return run("/usr/bin/python3", ["-c", script], "", timeoutMs);
 }
