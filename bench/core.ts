@@ -15,9 +15,8 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { cpus } from "node:os";
 import { connect } from "nats";
-import { benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, pin, publish, pubSub, round, rssBytes, type Running, start, type Target, type Throughput } from "./harness.js";
+import { machineInfo, benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, publish, pubSub, round, rssBytes, type Running, start, type Target, type Throughput } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -192,7 +191,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     quick,
     repeats: REPEATS,
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "client on core 0, server on core 1" : "no" },
+    machine: machineInfo(),
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "nats (v2) in the benchmark process" },
     notes: "Ratios are nagare / nats-server from the same run; median of the repeats by the headline metric. Server CPU from /proc/<pid>/stat (10 ms ticks).",
     results,

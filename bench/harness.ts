@@ -35,6 +35,11 @@ export function benchFlags(): { quick: boolean; only: string | undefined; profil
   return { quick, only, profile, repeats: quick || profile ? 1 : 5 };
 }
 
+/** The machine a result was measured on, for every report: cores, CPU, Node, and how processes were pinned. */
+export function machineInfo(pinned = "client on core 0, server on core 1"): { cores: number; cpu: string | undefined; node: string; pinned: string } {
+  return { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? pinned : "no" };
+}
+
 /** Debian's nats-server, or the benchmark exits saying how to install it. */
 export function requireNatsServer(): string {
   const path = natsServerPath();

@@ -17,13 +17,13 @@
  */
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir, cpus } from "node:os";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { cpuSeconds, median, natsServerPath, natsServerVersion, pin, publish, round, type Running, start, type Target, windowed } from "./harness.js";
+import { machineInfo, cpuSeconds, median, natsServerPath, natsServerVersion, publish, round, type Running, start, type Target, windowed } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -217,7 +217,7 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     quick,
     repeats: REPEATS,
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "client on core 0, server on core 1" : "no", store_dir: base },
+    machine: { ...machineInfo(), store_dir: base },
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "@nats-io/jetstream v3 in the benchmark process" },
     notes:
       "per_sec is operations per second (publishes acked, messages consumed and acked, KV ops). nagare fsyncs before acking; nagare_sync_2m and nats-server (default) fsync every 2 minutes. Debian's nats-server 2.9 cannot be told to fsync before acking (no sync_interval), so equal durability is nagare_2m_vs_nats_default. Median of the repeats.",

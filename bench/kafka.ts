@@ -22,11 +22,11 @@
 
 import { execFileSync, spawn } from "node:child_process";
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import kafkajs from "kafkajs";
-import { cpuSeconds, freePort, median, pin, publish, round, type Running, start, type Target, waitForPort } from "./harness.js";
+import { machineInfo, cpuSeconds, freePort, median, publish, round, type Running, start, type Target, waitForPort } from "./harness.js";
 
 const { Kafka, logLevel } = kafkajs;
 type KafkaClient = InstanceType<typeof Kafka>;
@@ -719,10 +719,7 @@ async function main(): Promise<void> {
     quick,
     repeats: REPEATS,
     machine: {
-      cores: cpus().length,
-      cpu: cpus()[0]?.model,
-      node: process.version,
-      pinned: pin ? "clients (this process, kcat) on core 0, server on core 1" : "no",
+      ...machineInfo("clients (this process, kcat) on core 0, server on core 1"),
       store_dir: base,
       load_average_after_each_run: loads.map((l) => l.map((x) => round(x, 2))),
     },

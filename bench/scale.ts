@@ -28,12 +28,12 @@
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { closeSync, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, StorageType, type JetStreamManager } from "@nats-io/jetstream";
-import { fdLimit, freePort, natsServerPath, natsServerVersion, openFds, pin, publish, round, rssBytes, windowed } from "./harness.js";
+import { machineInfo, fdLimit, freePort, natsServerPath, natsServerVersion, openFds, pin, publish, round, rssBytes, windowed } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -620,7 +620,7 @@ async function main(): Promise<void> {
     quick,
     params: { streams: runStreams ? STREAMS : null, messages: runMessages ? MESSAGES : null, payload_bytes: PAYLOAD.length, publish_window: WINDOW, nofile: NOFILE, limited_nofile: LIMITED_NOFILE },
     wall_s: round((performance.now() - started) / 1000, 1),
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, pinned: pin ? "client on core 0, server on core 1" : "no", store_dir: base },
+    machine: { ...machineInfo(), store_dir: base },
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "@nats-io/jetstream v3 in the benchmark process" },
     notes:
       `Each server in its own process under prlimit --nofile=${NOFILE}:${NOFILE}, file storage, started with \`-js -sd <dir>\` and nothing else. ` +

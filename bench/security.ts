@@ -23,12 +23,12 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { cpus, loadavg, tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { generateKeyPairSync, sign } from "node:crypto";
 import { connect, type Authenticator, type ConnectionOptions } from "nats";
 import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
-import { benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, pin, publish, pubSub, round, type Running, start, type Target, type Throughput, windowed } from "./harness.js";
+import { machineInfo, benchFlags, cpuSeconds, median, requireNatsServer, natsServerVersion, publish, pubSub, round, type Running, start, type Target, type Throughput, windowed } from "./harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -272,10 +272,7 @@ async function main(): Promise<void> {
     quick,
     repeats: REPEATS,
     machine: {
-      cores: cpus().length,
-      cpu: cpus()[0]?.model,
-      node: process.version,
-      pinned: pin ? "client on core 0, server on core 1" : "no",
+      ...machineInfo(),
       note: "2 cores shared with other work: load_1m (os.loadavg) is recorded after each measured run",
     },
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "nats (v2) in the benchmark process" },
