@@ -17,8 +17,13 @@ export interface Pki {
   server2Key: string;
 }
 
-/** A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
-export function makePki(): Pki {
+/**
+ * A CA, a server certificate for 127.0.0.1 and localhost, and a client
+ * certificate, all signed by the CA. `serverAlsoClient`: the server
+ * certificate may also authenticate a client (etcd 3.4's gateway presents
+ * it to etcd's own gRPC server under --client-cert-auth).
+ */
+export function makePki(o: { serverAlsoClient?: boolean } = {}): Pki {
   const dir = mkdtempSync(join(tmpdir(), "nagare-tls-"));
   const p = (name: string): string => join(dir, name);
   const ssl = (...args: string[]): void => {
@@ -26,7 +31,7 @@ export function makePki(): Pki {
   };
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   ssl("req", "-x509", ...ec, "-keyout", p("ca.key"), "-out", p("ca.pem"), "-days", "2", "-subj", "/CN=nagare test CA");
-  writeFileSync(p("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  writeFileSync(p("server.ext"), `subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth${o.serverAlsoClient ? ",clientAuth" : ""}\n`);
   writeFileSync(p("client.ext"), "extendedKeyUsage=clientAuth\n");
   writeFileSync(p("server2.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n");
   for (const who of ["server", "client", "server2"]) {
