@@ -498,7 +498,7 @@ accounts { $SYS: {} }
     [
       'n.conf:2:1: unknown field "UNUSED"',
       "n.conf:4:1: mqtt: the MQTT door is not supported yet (nagare will not start without it)",
-      "n.conf:5:1: cluster: clustering is not supported yet (nagare will not start without it)",
+      "n.conf:5:11: cluster.port: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
       "n.conf:8:12: accounts.$SYS: the system account is not supported yet (nagare will not start without it)",

@@ -77,6 +77,49 @@ export interface ServerOptions {
   logtimeUtc?: boolean;
   /** Payload bytes shown per traced message; 0 (default) shows all. */
   maxTracedMsgLen?: number;
+  /**
+   * nats-server's `cluster {}`: names the cluster (its keys in etcd). Routes
+   * between nodes are not built yet, so `host`, `port` and `routes` are
+   * refused, and a cluster needs `etcd`.
+   */
+  cluster?: ClusterOptions;
+  /** Where the cluster is coordinated: the node registers itself there at start (needs `serverName`). */
+  etcd?: EtcdOptions;
+}
+
+export interface ClusterOptions {
+  /** Default "nagare": nodes of one cluster share it, and its keys live under `<etcd prefix>/<name>/`. */
+  name?: string;
+  /** The route listener (nats-server's `listen`, `--cluster nats://host:port`): not built yet. */
+  host?: string;
+  port?: number;
+  /** Route URLs of other nodes (nats-server's `routes`, `--routes`): not built yet. */
+  routes?: string[];
+}
+
+export interface EtcdOptions {
+  /** etcd's client URLs, `http://host:port` or `https://host:port`, all of one scheme. */
+  endpoints: string[];
+  /** Keys live under `<prefix>/<cluster name>/` (default "/nagare"). */
+  prefix?: string;
+  /** For `https://` endpoints: the CA to trust (default the system's), and a client certificate for an etcd that asks for one. */
+  tls?: EtcdTlsOptions;
+  /** Milliseconds to connect to etcd (default 5,000). */
+  dialTimeout?: number;
+  /** Milliseconds for one call to etcd (default 5,000). */
+  requestTimeout?: number;
+  /**
+   * The node's lease TTL in milliseconds, whole seconds (default 10,000; etcd
+   * grants at least its own minimum, 2 s with its default election timeout).
+   * A node that loses etcd stops counting on its lease within this.
+   */
+  leaseTtl?: number;
+}
+
+export interface EtcdTlsOptions {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
 }
 
 /** TLS for client connections. Files are read once, at start; one that cannot be read stops the start. */
@@ -172,6 +215,11 @@ export interface ResolvedOptions {
   logtime: boolean;
   logtimeUtc: boolean;
   maxTracedMsgLen: number;
+  cluster: ClusterOptions | undefined;
+  /** With its defaults filled in, when configured. */
+  etcd: Required<Omit<EtcdOptions, "tls">> & Pick<EtcdOptions, "tls"> | undefined;
+  /** The cluster's name (`cluster.name`, default "nagare"). */
+  clusterName: string;
 }
 
 export const DEFAULTS = {
@@ -189,6 +237,12 @@ export const DEFAULTS = {
   writeDeadline: 10_000,
   lameDuckDuration: 120_000,
   lameDuckGracePeriod: 10_000,
+  clusterName: "nagare",
+  etcdPrefix: "/nagare",
+  etcdDialTimeout: 5_000,
+  etcdRequestTimeout: 5_000,
+  /** Kafka's broker session timeout in KRaft is 9 s: long enough not to fence a node over one slow keep-alive, short enough to move its leaders soon. */
+  leaseTtl: 10_000,
 } as const;
 
 function pick<T>(v: T | undefined, d: T): T {
@@ -238,7 +292,44 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     logtime: pick(o.logtime, true),
     logtimeUtc: pick(o.logtimeUtc, false),
     maxTracedMsgLen: pick(o.maxTracedMsgLen, 0),
+    cluster: o.cluster,
+    etcd:
+      o.etcd === undefined
+        ? undefined
+        : {
+            endpoints: o.etcd.endpoints,
+            prefix: pick(o.etcd.prefix, DEFAULTS.etcdPrefix),
+            tls: o.etcd.tls,
+            dialTimeout: pick(o.etcd.dialTimeout, DEFAULTS.etcdDialTimeout),
+            requestTimeout: pick(o.etcd.requestTimeout, DEFAULTS.etcdRequestTimeout),
+            leaseTtl: pick(o.etcd.leaseTtl, DEFAULTS.leaseTtl),
+          },
+    clusterName: pick(o.cluster?.name, DEFAULTS.clusterName),
   };
+}
+
+/** Why a route listener or routes are refused: the one text for the file, the flags and startServer. */
+export const ROUTES_NOT_BUILT = "routes between nodes are not built yet: nodes find each other through etcd only";
+
+/** What is wrong with an etcd endpoint, or null: `http://host:port` or `https://host:port`, nothing more. */
+export function etcdEndpointError(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `${JSON.stringify(s)} is not a URL (expected http://host:port or https://host:port)`;
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") return `${JSON.stringify(s)}: etcd is reached over http:// or https://`;
+  if (u.hostname === "" || u.port === "") return `${JSON.stringify(s)} needs a host and a port`;
+  if ((u.pathname !== "/" && u.pathname !== "") || u.search !== "" || u.hash !== "" || u.username !== "" || u.password !== "") return `${JSON.stringify(s)}: only scheme, host and port are allowed`;
+  return null;
+}
+
+/** What is wrong with a cluster name, or null: it is a segment of etcd keys and of nats-server's INFO. */
+export function clusterNameError(s: string): string | null {
+  if (s === "") return "must not be empty";
+  if (/[\s/]/.test(s)) return `${JSON.stringify(s)} must not contain spaces or "/"`;
+  return null;
 }
 
 /** An option startServer cannot honour: unknown, of the wrong type or out of range. */
@@ -314,6 +405,58 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
 };
 
 const { handshakeFirst: _notOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+
+const CLUSTER_CHECKS: Record<keyof ClusterOptions, Check> = {
+  name: (v, n) => {
+    if (typeof v !== "string") fail(n, v, "a string");
+    const why = clusterNameError(v);
+    if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+  },
+  host: text,
+  port,
+  routes: (v, n) => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of route URLs");
+  },
+};
+
+const ETCD_TLS_CHECKS: Record<keyof EtcdTlsOptions, Check> = { caFile: text, certFile: text, keyFile: text };
+
+const ETCD_CHECKS: Record<keyof EtcdOptions, Check> = {
+  endpoints: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string")) fail(n, v, "a non-empty array of etcd URLs");
+    for (const x of v as string[]) {
+      const why = etcdEndpointError(x);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+    if (new Set((v as string[]).map((x) => new URL(x).protocol)).size > 1) throw new OptionsError(`option ${n}: all http:// or all https://`);
+  },
+  prefix: text,
+  tls: (v, n) => checkObject(v, n, ETCD_TLS_CHECKS),
+  dialTimeout: millis,
+  requestTimeout: millis,
+  leaseTtl: (v, n) => {
+    if (!isInt(v) || v < 1000 || v % 1000 !== 0 || v > INT32_MAX) fail(n, v, "a whole number of seconds in milliseconds, at least 1000 (etcd's leases count seconds)");
+  },
+};
+
+/**
+ * A cluster needs etcd and a server name; what is configured for routes
+ * is refused, since routes are not built yet.
+ */
+function checkCluster(o: ServerOptions): void {
+  const c = o.cluster;
+  if (c !== undefined) {
+    for (const k of ["routes", "port", "host"] as const) if (c[k] !== undefined) throw new OptionsError(`option cluster.${k}: ${ROUTES_NOT_BUILT}`);
+    if (o.etcd === undefined) throw new OptionsError("option cluster needs etcd: nodes find each other through etcd (routes between nodes are not built yet)");
+  }
+  const e = o.etcd;
+  if (e === undefined) return;
+  if (o.serverName === undefined || o.serverName === "") throw new OptionsError("option etcd needs serverName (server_name, -n): a node is registered in etcd under its name");
+  if (o.serverName.includes("/")) throw new OptionsError(`option serverName: ${JSON.stringify(o.serverName)} must not contain "/" in a cluster: it names the node's key in etcd`);
+  const https = e.endpoints.every((x) => x.startsWith("https:"));
+  if (e.tls !== undefined && !https) throw new OptionsError("option etcd.tls needs https:// endpoints");
+  if (e.tls !== undefined && (e.tls.certFile === undefined) !== (e.tls.keyFile === undefined)) throw new OptionsError("option etcd.tls: certFile and keyFile go together (a client certificate and its key)");
+}
 
 function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
@@ -503,6 +646,11 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   logtime: flag,
   logtimeUtc: flag,
   maxTracedMsgLen: atLeast(0, INT32_MAX),
+  cluster: (v, n) => checkObject(v, n, CLUSTER_CHECKS),
+  etcd: (v, n) => {
+    checkObject(v, n, ETCD_CHECKS);
+    if ((v as Partial<EtcdOptions>).endpoints === undefined) throw new OptionsError(`option ${n} needs endpoints: etcd's client URLs`);
+  },
 };
 
 function checkKeys(o: Record<string, unknown>, checks: Record<string, Check>, prefix: string): void {
@@ -521,6 +669,7 @@ export function checkOptions(o: ServerOptions): void {
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
   checkIdentities(o);
+  checkCluster(o);
   // As nats-server: operator mode replaces configured users and accounts.
   if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
     throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");

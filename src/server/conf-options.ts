@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { DEFAULTS, KAFKA_SASL_MECHANISMS, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, ROUTES_NOT_BUILT, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -34,7 +34,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
   allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
-  cluster: "clustering is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
   leaf: "leaf nodes are not supported yet",
@@ -102,8 +101,14 @@ const KAFKA_TLS_NOT_SUPPORTED: Record<string, string> = {
   first: "the Kafka listener is TLS from the first byte (Kafka clients do not upgrade): handshake_first does not apply",
 };
 
+/** The same inside `cluster { }`: nats-server's route settings, for routes nagare does not build yet. */
+const CLUSTER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
+  ["net", "authorization", "tls", "advertise", "cluster_advertise", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
+);
+
 const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
   jetstream: JETSTREAM_NOT_SUPPORTED,
+  cluster: CLUSTER_NOT_SUPPORTED,
   tls: TLS_NOT_SUPPORTED,
   "kafka.tls": KAFKA_TLS_NOT_SUPPORTED,
   authorization: AUTHORIZATION_NOT_SUPPORTED,
@@ -266,6 +271,15 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (!users.some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
       o.authorization = { ...o.authorization, noAuthUser: name };
     }
+  });
+
+  c.attempt(() => {
+    const cluster = lookup(tree, "cluster");
+    if (cluster) clusterBlock(o, cluster, c);
+  });
+  c.attempt(() => {
+    const etcd = lookup(tree, "etcd");
+    if (etcd) etcdBlock(o, etcd, c);
   });
 
   c.attempt(() => {
@@ -1050,4 +1064,148 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
     if (ms <= 0) fail(sync, `must be "always" or a positive duration`);
     o.syncInterval = ms;
   });
+}
+
+/**
+ * `cluster { name, listen, host, port, routes, ... }`, as nats-server reads
+ * it. `name` is served: it names the cluster in etcd. The route listener
+ * and routes are read and checked, then refused where they stand: routes
+ * between nodes are not built yet, and a configuration asking for them
+ * must not start a node that silently has none. nats-server's other route
+ * settings are refused the same way (CLUSTER_NOT_SUPPORTED).
+ */
+function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const cl: ClusterOptions = {};
+  const notBuilt = (x: Entry): never => fail(x, `${ROUTES_NOT_BUILT} (nagare will not start without them)`);
+  c.attempt(() => {
+    const name = sub("name");
+    if (!name) return;
+    const v = str(name);
+    const why = clusterNameError(v);
+    if (why !== null) fail(name, why);
+    cl.name = v;
+  });
+  c.attempt(() => {
+    const listen = sub("listen");
+    if (!listen) return;
+    const hp = hostPort(listen);
+    if (hp.host !== undefined) cl.host = hp.host;
+    cl.port = hp.port;
+    notBuilt(listen);
+  });
+  c.attempt(() => {
+    const host = sub("host");
+    if (!host) return;
+    cl.host = nonEmptyStr(host);
+    notBuilt(host);
+  });
+  c.attempt(() => {
+    const port = sub("port");
+    if (!port) return;
+    cl.port = portNumber(port);
+    notBuilt(port);
+  });
+  c.attempt(() => {
+    const routes = sub("routes");
+    if (!routes) return;
+    cl.routes = routeUrls(routes);
+    notBuilt(routes);
+  });
+  o.cluster = cl;
+}
+
+/** nats-server's route URLs: `nats://host:port` or `nats-route://host:port`, with optional user:password. */
+function routeUrls(e: Entry): string[] {
+  const items = Array.isArray(e.value) ? e.value : typeof e.value === "string" ? e.value.split(",").map((x) => x.trim()) : [e.value];
+  return items.map((x) => {
+    if (typeof x !== "string") fail(e, `expected route URLs, got ${describe(x)}`);
+    let u: URL;
+    try {
+      u = new URL(x);
+    } catch {
+      fail(e, `${JSON.stringify(x)} is not a URL (expected nats://host:port)`);
+    }
+    if ((u.protocol !== "nats:" && u.protocol !== "nats-route:") || u.hostname === "" || u.port === "") fail(e, `${JSON.stringify(x)}: expected nats://host:port or nats-route://host:port`);
+    return x;
+  });
+}
+
+/**
+ * `etcd { endpoints, prefix, tls { ca_file, cert_file, key_file },
+ * dial_timeout, request_timeout, lease_ttl }`: where the cluster is
+ * coordinated (nagare's own block; nats-server has none). Endpoints are a
+ * list or one comma-separated string, as etcdctl takes them.
+ */
+function etcdBlock(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const x: Partial<EtcdOptions> = {};
+  c.attempt(() => {
+    const endpoints = sub("endpoints") ?? sub("endpoint");
+    if (!endpoints) fail(e, 'needs endpoints: etcd\'s client URLs, such as "http://127.0.0.1:2379"');
+    const items = Array.isArray(endpoints.value) ? endpoints.value : typeof endpoints.value === "string" ? endpoints.value.split(",").map((s) => s.trim()) : [endpoints.value];
+    if (items.length === 0) fail(endpoints, "needs at least one etcd URL");
+    x.endpoints = items.map((v) => {
+      if (typeof v !== "string") fail(endpoints, `expected etcd URLs, got ${describe(v)}`);
+      const why = etcdEndpointError(v);
+      if (why !== null) fail(endpoints, why);
+      return v;
+    });
+    if (new Set(x.endpoints.map((v) => new URL(v).protocol)).size > 1) fail(endpoints, "all http:// or all https://");
+  });
+  c.attempt(() => {
+    const prefix = sub("prefix");
+    if (prefix) x.prefix = nonEmptyStr(prefix);
+  });
+  let tlsEntry: Entry | undefined;
+  c.attempt(() => {
+    const t = sub("tls");
+    if (!t) return;
+    tlsEntry = t;
+    if (!isBlock(t.value)) fail(t, `expected a block, got ${describe(t.value)}`);
+    const tb = t.value;
+    const tsub = (name: string): Entry | undefined => inBlock(tb, t, name);
+    const out: NonNullable<EtcdOptions["tls"]> = {};
+    c.attempt(() => {
+      const ca = tsub("ca_file");
+      if (ca) out.caFile = readableFile(ca);
+    });
+    c.attempt(() => {
+      const cert = tsub("cert_file");
+      if (cert) out.certFile = readableFile(cert);
+    });
+    c.attempt(() => {
+      const key = tsub("key_file");
+      if (key) out.keyFile = readableFile(key);
+    });
+    if ((tsub("cert_file") === undefined) !== (tsub("key_file") === undefined)) fail(t, "cert_file and key_file go together (a client certificate and its key)");
+    x.tls = out;
+  });
+  c.attempt(() => {
+    if (tlsEntry !== undefined && x.endpoints !== undefined && !x.endpoints.every((v) => v.startsWith("https:"))) fail(tlsEntry, "needs https:// endpoints");
+  });
+  for (const [key, field] of [
+    ["dial_timeout", "dialTimeout"],
+    ["request_timeout", "requestTimeout"],
+  ] as const) {
+    c.attempt(() => {
+      const t = sub(key);
+      if (!t) return;
+      const ms = durationMs(t);
+      if (ms > 0) x[field] = ms;
+    });
+  }
+  c.attempt(() => {
+    const ttl = sub("lease_ttl") ?? sub("ttl");
+    if (!ttl) return;
+    const ms = durationMs(ttl);
+    if (ms === 0) return; // the default, as every zero time
+    if (ms < 1000) fail(ttl, `must be at least 1s (etcd's leases count whole seconds), got ${JSON.stringify(ttl.value)}`);
+    x.leaseTtl = Math.ceil(ms / 1000) * 1000;
+  });
+  if (x.endpoints !== undefined) o.etcd = { ...x, endpoints: x.endpoints };
 }
