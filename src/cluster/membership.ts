@@ -175,13 +175,14 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
   }
 
   /**
-   * Reads the members, then registers; resolves once registered, rejects
-   * (and stops) when that did not happen within `timeoutMs`, with why.
+   * Reads the members (giving up after `readTimeoutMs` if etcd cannot be
+   * reached), then registers; resolves once registered, rejects (and stops)
+   * when that did not happen within `timeoutMs`, with why.
    */
-  async start(timeoutMs: number): Promise<void> {
+  async start(timeoutMs: number, readTimeoutMs = timeoutMs): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     try {
-      await this.mirror.start(timeoutMs);
+      await this.mirror.start(Math.min(timeoutMs, readTimeoutMs));
     } catch (err) {
       this.stop();
       throw new Error(`cannot read the cluster's members from etcd: ${(err as Error).message}`);

@@ -81,7 +81,7 @@ export class ClusterNode {
     const metadata = new MetadataStore({ client, metaPrefix: `${root}meta/`, membership, log: o.log });
     const reach = o.etcd.dialTimeoutMs + o.etcd.requestTimeoutMs;
     try {
-      await membership.start(o.startTimeoutMs ?? reach + o.etcd.leaseTtlS * 1000);
+      await membership.start(o.startTimeoutMs ?? reach + o.etcd.leaseTtlS * 1000, reach);
       await metadata.start(reach);
     } catch (err) {
       membership.stop();

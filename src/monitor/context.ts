@@ -4,6 +4,7 @@
  */
 
 import type { Broker } from "../core/broker.js";
+import type { ClusterView } from "../cluster/node.js";
 import type { JetStream } from "../streams/jetstream.js";
 import type { CpuSampler } from "./varz.js";
 
@@ -13,6 +14,8 @@ export interface MonitorContext {
   readonly jetstream: JetStream | undefined;
   /** Process CPU sampled between /varz requests, as nats-server's `cpu`. */
   readonly cpu: CpuSampler;
+  /** The cluster as this node sees it, when it is a node of one (read from memory, never from etcd). */
+  readonly cluster?: () => ClusterView | undefined;
 }
 
 /** An endpoint's answer: JSON (nats-server's shapes) or text (Prometheus, query errors). */

@@ -44,6 +44,8 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_grace_period: o.lameDuckGracePeriod * MS_TO_NS,
     lame_duck_mode: broker.lameDuck,
     jetstream: jetstreamVarz(ctx.jetstream),
+    // nats-server's `cluster` describes its route listener (empty without one); nagare's adds the etcd membership.
+    cluster: ctx.cluster?.() ?? {},
     start: broker.startedAt.toISOString(),
     now: now.toISOString(),
     uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),

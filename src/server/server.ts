@@ -23,6 +23,9 @@ import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreamApi } from "../streams/api.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
+import { ClusterNode } from "../cluster/node.js";
+import type { EtcdTls } from "../cluster/etcd-client.js";
+import type { NodeRecord } from "../cluster/membership.js";
 
 export interface NagareServer {
   /** Address the client listener is bound to. */
@@ -40,6 +43,8 @@ export interface NagareServer {
   readonly kafkaPort: number | undefined;
   /** The Kafka door, when enabled: its connections and memory budgets. */
   readonly kafka: KafkaDoor | undefined;
+  /** This node's membership and the cluster's metadata, when `etcd` is configured. */
+  readonly cluster: ClusterNode | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -72,6 +77,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
   const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
+  const etcdTls = opts.etcd?.tls === undefined ? undefined : readEtcdTls(opts.etcd.tls);
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
@@ -103,11 +109,13 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   let monitor: Monitor | undefined;
   let secureMonitor: Monitor | undefined;
+  let cluster: ClusterNode | undefined;
+  const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
-      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
+      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream, undefined, clusterView);
       // resolveOptions made sure of the certificate: HTTPS without tls never starts.
-      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstream, tlsFiles!);
+      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstream, tlsFiles!, clusterView);
     } catch (err) {
       listener.close();
       await monitor?.close();
@@ -156,6 +164,41 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     }
   }
 
+  log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
+  log.info(`Listening for client connections on ${opts.host}:${port}`);
+  if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
+  if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
+  if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
+  if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
+  if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
+  if (kafka) {
+    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
+    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
+  }
+
+  // Last, once every listener's address is known: the node's record in etcd carries them.
+  if (opts.etcd !== undefined) {
+    const e = opts.etcd;
+    try {
+      cluster = await ClusterNode.start({
+        clusterName: opts.clusterName,
+        serverName: opts.serverName,
+        etcd: { endpoints: e.endpoints, prefix: e.prefix, tls: etcdTls, dialTimeoutMs: e.dialTimeout, requestTimeoutMs: e.requestTimeout, leaseTtlS: e.leaseTtl / 1000 },
+        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor),
+        log,
+      });
+    } catch (err) {
+      listener.close();
+      await monitor?.close();
+      await secureMonitor?.close();
+      await kafka?.close();
+      jsApi?.close();
+      await jetstream?.close();
+      broker.stop();
+      throw new Error(`cluster ${opts.clusterName}: ${(err as Error).message}`);
+    }
+  }
+
   let portsFile: string | undefined;
   if (opts.portsFileDir) {
     portsFile = join(opts.portsFileDir, `${exeName()}_${process.pid}.ports`);
@@ -170,23 +213,14 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     renameSync(`${portsFile}.tmp`, portsFile);
   }
 
-  log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
-  log.info(`Listening for client connections on ${opts.host}:${port}`);
-  if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
-  if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
-  if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
-  if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
-  if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
-  if (kafka) {
-    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
-    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
-  }
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       broker.lameDuck = true;
+      // Out of the cluster first: the others see the node go at once rather than when its lease expires.
+      await cluster?.leave();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
@@ -214,6 +248,11 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Entering lame duck mode, stop accepting new clients");
     broker.lameDuck = true;
     listener.close();
+    if (cluster !== undefined) {
+      // It leads nothing from now on (there is nothing to move away yet: placement is not built).
+      log.info(`cluster ${opts.clusterName}: leaving (lame duck)`);
+      await cluster.leave();
+    }
     for (const c of broker.connections.values()) c.notifyLameDuck();
     broker.flushDirty();
     await delay(Math.min(opts.lameDuckGracePeriod, opts.lameDuckDuration));
@@ -244,7 +283,48 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Reloaded server configuration");
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck, reload };
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, broker, jetstream, close, lameDuck, reload };
+}
+
+/** What the node publishes about itself in etcd: its addresses and its load, read from memory. */
+function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined): NodeRecord {
+  let subscriptions = 0;
+  for (const a of broker.accounts.values()) subscriptions += a.sublist.size;
+  let partitions = 0;
+  let bytes = 0;
+  for (const s of jetstream?.streams.values() ?? []) {
+    for (const p of s.partitions) {
+      partitions++;
+      bytes += p.state().bytes;
+    }
+  }
+  const kafkaHost = kafka === undefined ? "" : (kafka.options.advertisedHost ?? listHosts(kafka.options.host)[0]);
+  const scheme = monitor?.secure ? "https" : "http";
+  return {
+    id: broker.serverId,
+    name: opts.serverName,
+    cluster: opts.clusterName,
+    started: broker.startedAt.toISOString(),
+    client_urls: listHosts(opts.host).map((h) => `nats://${h}:${port}`),
+    route_url: null,
+    kafka: kafka === undefined ? null : `${kafkaHost}:${kafka.port}`,
+    http: monitor === undefined ? null : `${scheme}://${listHosts(opts.httpHost)[0]}:${monitor.port}`,
+    state: "serving",
+    load: { connections: broker.connections.size, subscriptions, streams: jetstream?.streams.size ?? 0, partitions, bytes },
+  };
+}
+
+/** The CA and client certificate for etcd, read before anything starts: a file that cannot be read stops the start. */
+function readEtcdTls(t: NonNullable<NonNullable<ResolvedOptions["etcd"]>["tls"]>): EtcdTls {
+  const read = (what: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`etcd TLS ${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  return { ca: read("CA certificate", t.caFile), cert: read("certificate", t.certFile), key: read("key", t.keyFile) };
 }
 
 /** The certificate, key and CA of `tls`, read and checked: what reloads and HTTPS monitoring are served with. */

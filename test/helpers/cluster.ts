@@ -1,6 +1,8 @@
 /** Small helpers for the cluster tests: bounded waits on promises and events, and a logger that keeps lines. */
 
+import { spawn, type ChildProcess } from "node:child_process";
 import type { EventEmitter } from "node:events";
+import { MAIN } from "./cli.js";
 import type { Logger } from "../../src/util/log.js";
 import { ClusterNode } from "../../src/cluster/node.js";
 import type { NodeRecord } from "../../src/cluster/membership.js";
@@ -57,4 +59,60 @@ export async function startTestNode(endpoint: string, cluster: string, name: str
     ...(o.startLimitMs !== undefined ? { startTimeoutMs: o.startLimitMs } : {}),
   });
   return { node, log, record };
+}
+
+export interface NodeProcess {
+  child: ChildProcess;
+  /** `nats://127.0.0.1:<port>` */
+  url: string;
+  /** `http://127.0.0.1:<port>` when monitoring is on. */
+  httpUrl: string | undefined;
+  /** stderr so far (the server's log). */
+  output(): string;
+  /** Resolves with the exit code once the process is gone. */
+  exited: Promise<number | null>;
+  /** Sends `signal` and waits for the exit (SIGKILL after `ms`). */
+  stop(signal?: NodeJS.Signals, ms?: number): Promise<number | null>;
+}
+
+/** `nagare server <args>` in its own process, once it says it is ready (within `limitMs`, else killed and rejected). */
+export async function spawnNode(args: string[], limitMs = 20_000): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [MAIN, "server", "-a", "127.0.0.1", "-p", "0", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`nagare server ${args.join(" ")} not ready within ${limitMs} ms: ${log}`));
+    }, limitMs);
+    const check = (): void => {
+      if (!/Server is ready/.test(log)) return;
+      clearTimeout(timer);
+      resolve();
+    };
+    child.stderr!.on("data", check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`nagare server exited with ${code} before it was ready: ${log}`));
+    });
+  });
+  await ready;
+  const port = /Listening for client connections on [\d.]+:(\d+)/.exec(log)![1];
+  const http = /Starting http monitor on [\d.]+:(\d+)/.exec(log);
+  return {
+    child,
+    url: `nats://127.0.0.1:${port}`,
+    httpUrl: http ? `http://127.0.0.1:${http[1]}` : undefined,
+    output: () => log,
+    exited,
+    stop: async (signal = "SIGTERM", ms = 10_000) => {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
 }
