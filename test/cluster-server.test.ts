@@ -223,6 +223,30 @@ test("server processes register at start, show in `nagare cluster ls` and /varz,
   }
 });
 
+test("a server process that loses etcd says it is fenced, keeps serving its clients, and registers again when etcd returns", async () => {
+  const cluster = uniqueCluster("fence");
+  const n1 = await spawnNode(["-c", nodeConf("n1", cluster), "-m", "-1"]);
+  try {
+    await etcd.kill();
+    // Fenced by its deadline timer, or (on a machine busy enough to run the keep-alive timer late) by the keep-alive that finds it passed.
+    await waitUntil(() => /\[WRN\] cluster: node n1 fenced: (etcd answered no keep-alive of lease \d+ for 1600 ms \(TTL 2 s\)|the deadline of lease \d+ passed)/.test(n1.output()), "n1 to say it is fenced", 5000);
+    const varz = await getJson(`${n1.httpUrl}/varz`);
+    const view = varz.cluster as { etcd: { reachable: boolean; last_error: string }; node: { state: string; lease: string | null; lease_remaining_ms: number }; nodes: unknown[] };
+    assert.equal(view.etcd.reachable, false);
+    assert.match(view.etcd.last_error, /ECONNREFUSED/);
+    assert.deepEqual([view.node.state, view.node.lease, view.node.lease_remaining_ms], ["fenced", null, 0]);
+    assert.equal(view.nodes.length, 1, "the last known members are still shown");
+    const ping = await runNagare(["pub", "-s", n1.url, "still.here", "x"]);
+    assert.equal(ping.code, 0, "clients are served without etcd");
+    await etcd.start();
+    await waitUntil(() => (n1.output().match(/cluster: node n1 registered in etcd/g) ?? []).length === 2, "n1 to register again", 15_000);
+    assert.equal(((await getJson(`${n1.httpUrl}/varz`)).cluster as typeof view).node.state, "registered");
+  } finally {
+    if (!etcd.running) await etcd.start();
+    await n1.stop();
+  }
+});
+
 test("a start is refused, with why, when the name is taken by a live node or etcd cannot be reached", async () => {
   const cluster = uniqueCluster("dup");
   const n1 = await spawnNode(["-c", nodeConf("n1", cluster)]);

@@ -207,10 +207,14 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
 
   /**
    * Gives up the lease now (it counts as fenced): for a caller that found
-   * the lease no longer holds (a transaction fenced by it failed).
+   * the lease no longer holds (a transaction fenced by it failed). With
+   * `lease`, only if that is still the lease held: a caller whose request
+   * was in flight while the node registered again must not fence the new
+   * registration.
    */
-  fence(reason: string): void {
+  fence(reason: string, lease?: string): void {
     if (this.state !== "registered") return;
+    if (lease !== undefined && lease !== this.leaseId) return;
     this.state = "fenced";
     if (this.leaseId !== undefined) this.staleLeases.add(this.leaseId);
     this.leaseId = undefined;
@@ -350,6 +354,11 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     const lease = this.leaseId;
     if (lease === undefined || this.state !== "registered") return;
     const sent = this.now();
+    if (sent >= this.deadline) {
+      // The process was held up past its deadline (paused, or an event loop blocked): no answer can help now.
+      this.fence(`the deadline of lease ${lease} passed before its keep-alive was sent (the process was held up ${Math.round(sent - this.deadline)} ms past it)`);
+      return;
+    }
     // No answer is worth waiting for past the deadline: by then the node is fenced anyway.
     const budget = Math.max(1, Math.min(this.client.requestTimeoutMs, Math.round(this.deadline - sent)));
     let ttl: number;

@@ -193,7 +193,7 @@ export class MetadataStore {
     if (m !== undefined && lease !== undefined) {
       const own = r.responses[ops.length]?.kvs[0];
       if (own === undefined || own.lease !== lease) {
-        m.fence(`a metadata change found its key ${m.key} ${own === undefined ? "gone" : `held by lease ${own.lease}`}`);
+        m.fence(`a metadata change found its key ${m.key} ${own === undefined ? "gone" : `held by lease ${own.lease}`}`, lease);
         throw new FencedError(`metadata change refused: this node's lease ${lease} no longer holds its key in etcd`);
       }
     }
