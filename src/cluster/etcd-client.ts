@@ -450,7 +450,7 @@ export class EtcdClient extends EventEmitter<{ down: [Error]; up: [] }> {
         timer: setTimeout(() => {
           const i = this.queue.indexOf(w);
           if (i >= 0) this.queue.splice(i, 1);
-          reject(new EtcdUnavailableError(`etcd at ${this.endpoint}: ${path} still waiting behind ${this.maxInFlight} requests after ${Math.max(0, deadline - Date.now() + 1)} ms`, false));
+          reject(new EtcdUnavailableError(`etcd at ${this.endpoint}: ${path} was still waiting behind ${this.maxInFlight} requests when its time ran out`, false));
         }, Math.max(0, deadline - Date.now())),
       };
       this.queue.push(w);
