@@ -34,7 +34,11 @@ export interface ServerOptions {
   pingInterval?: number;
   /** Unanswered pings before a connection is closed as stale. */
   maxPingsOut?: number;
-  /** Milliseconds a new connection has to send CONNECT. */
+  /**
+   * Milliseconds a new connection has to send CONNECT, counted once its TLS
+   * handshake is done. Default 2,000; with `tls`, its timeout plus one
+   * second, as nats-server.
+   */
   authTimeout?: number;
   /** Milliseconds a client write may stay blocked before the client is cut off. */
   writeDeadline?: number;
@@ -218,7 +222,8 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     maxSubscriptions: pick(o.maxSubscriptions, DEFAULTS.maxSubscriptions),
     pingInterval: pick(o.pingInterval, DEFAULTS.pingInterval),
     maxPingsOut: pick(o.maxPingsOut, DEFAULTS.maxPingsOut),
-    authTimeout: pick(o.authTimeout, DEFAULTS.authTimeout),
+    // As nats-server: with TLS, a client has the TLS timeout and one second more to send CONNECT.
+    authTimeout: pick(o.authTimeout, o.tls === undefined ? DEFAULTS.authTimeout : (o.tls.timeoutMs ?? DEFAULTS.tlsTimeout) + 1000),
     writeDeadline: pick(o.writeDeadline, DEFAULTS.writeDeadline),
     lameDuckDuration: pick(o.lameDuckDuration, DEFAULTS.lameDuckDuration),
     lameDuckGracePeriod: pick(o.lameDuckGracePeriod, DEFAULTS.lameDuckGracePeriod),

@@ -77,7 +77,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private closed = false;
   private pingsOut = 0;
   private nextPingAt: number;
-  private authDeadline: number;
+  /** When CONNECT must have been accepted by; Infinity while a TLS handshake (with its own timer) is under way. */
+  private authDeadline = Infinity;
   /** When the socket last refused more data (write returned false); 0 when writable. */
   private blockedSince = 0;
   private readonly startedAt = Date.now();
@@ -101,7 +102,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   outBytes = 0;
 
   /** The client's socket: the TCP socket, or TLS over it. */
-  private readonly socket: Socket;
+  private socket: Socket;
+  private readonly tls: NatsTls | null;
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -129,23 +131,31 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
-    this.authDeadline = this.startedAt + opts.authTimeout;
     const log = broker.log;
     this.tracing = log.traceEnabled;
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     tcp.setNoDelay(true);
     this.nonce = auth?.wantsNonce === true ? auth.nonce() : null;
+    this.tls = tls;
     const info = infoLine(broker, this.cid, this.ip, false, this.nonce);
-    let socket: Socket = tcp;
-    if (tls !== null) {
-      // Clients upgrade after reading INFO in the clear, unless the handshake comes first.
-      if (!tls.handshakeFirst) tcp.write(info);
-      socket = serveTls(tcp, tls, (why) => {
-        if (log.debugEnabled) log.debug(`${this.logPrefix}${why}`);
-        this.close(CloseReason.TlsHandshake);
-      });
+    this.socket = tcp;
+    if (tls === null) {
+      this.attach(tcp);
+      this.startAuthClock();
+    } else if (tls.handshakeFirst) {
+      this.secure(tcp);
+    } else {
+      // Clients upgrade after reading INFO in the clear.
+      tcp.write(info);
+      this.secure(tcp);
     }
+    broker.register(this);
+    if (tls === null || tls.handshakeFirst) this.socket.write(info);
+  }
+
+  /** The socket's events go to this connection from now on. */
+  private attach(socket: Socket): void {
     this.socket = socket;
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
@@ -153,8 +163,22 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     socket.on("drain", () => {
       this.blockedSince = 0;
     });
-    broker.register(this);
-    if (tls === null || tls.handshakeFirst) socket.write(info);
+  }
+
+  /** TLS over `tcp`; the CONNECT deadline starts once the handshake is done (nats-server's order: the TLS timeout covers the handshake). */
+  private secure(tcp: Socket): void {
+    const tls = this.tls!;
+    this.authDeadline = Infinity;
+    const secure = serveTls(tcp, tls, (why) => {
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}${why}`);
+      this.close(CloseReason.TlsHandshake);
+    });
+    secure.once("secure", () => this.startAuthClock());
+    this.attach(secure);
+  }
+
+  private startAuthClock(): void {
+    this.authDeadline = Date.now() + this.broker.options.authTimeout;
   }
 
   private readonly onData = (chunk: Buffer): void => {
