@@ -1,6 +1,7 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import type { OperatorOptions } from "./jwt-auth.js";
+import { dnKey, parseDn } from "./tls-map.js";
 import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
@@ -92,6 +93,13 @@ export interface TlsOptions {
   caFile?: string;
   /** Require and verify a client certificate (mutual TLS). */
   verify?: boolean;
+  /**
+   * nats-server's `verify_and_map`: require a client certificate (as
+   * `verify`) and take the user it names as the client's identity, by its
+   * email addresses, DNS names, URIs or subject (core/tls-map.ts). Needs
+   * users; they may go without a password.
+   */
+  verifyAndMap?: boolean;
   /** Milliseconds a client has to complete the handshake (default 2,000). */
   timeoutMs?: number;
   /** Handshake before anything else (nats-server 2.10's `handshake_first`); else after the plain INFO, as NATS clients upgrade. */
@@ -312,6 +320,7 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   caFile: text,
   verify: flag,
   timeoutMs: millis,
+  verifyAndMap: flag,
   handshakeFirst: flag,
   minVersion: (v, n) => {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
@@ -326,6 +335,11 @@ function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   const t = v as Partial<TlsOptions>;
   // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
   if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
+}
+
+/** Whether a listener maps client certificates to users (`verify_and_map`). */
+export function mapsCertificates(o: ServerOptions): boolean {
+  return o.tls?.verifyAndMap === true || o.kafka?.tls?.verifyAndMap === true;
 }
 
 const subjects = (v: unknown, n: string): void => {
@@ -424,23 +438,53 @@ function checkIdentities(o: ServerOptions): void {
     if (a.token !== undefined && all.length > 0) throw new OptionsError("option authorization: a token and users cannot be used together");
     if (a.token === undefined && all.length === 0 && a.noAuthUser === undefined) throw new OptionsError("option authorization needs a token or users");
   }
+  const maps = mapsCertificates(o);
   const names = new Set<string>();
   for (const [i, { u, where }] of all.entries()) {
     const at = `option ${where}`;
     if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`${at} (user ${i + 1}) needs a user name or an nkey, not both`);
-    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`${at} (${u.user}) needs a password`);
+    // A user without a password is one a client certificate names (verify_and_map): without mapping no one could be it, or anyone.
+    if (u.user !== undefined && u.password === undefined && !maps) throw new OptionsError(`${at} (${u.user}) needs a password (only users of verify_and_map may go without)`);
     if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`${at}: an nkey user has no password`);
     const key = u.user ?? u.nkey!;
     if (names.has(key)) throw new OptionsError(`${at}: user ${key} is given twice`);
     names.add(key);
   }
   if (a?.noAuthUser !== undefined && !all.some(({ u }) => u.user === a.noAuthUser)) throw new OptionsError(`option authorization.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  const mapProblem = maps ? certificateUsersProblem(o) : null;
+  if (mapProblem !== null) throw new OptionsError(`option ${o.tls?.verifyAndMap === true ? "tls" : "kafka.tls"}.verifyAndMap ${mapProblem}`);
   for (const [name, acc] of Object.entries(o.accounts ?? {})) {
     for (const i of acc.imports ?? []) {
       const why = importError(o.accounts!, name, i);
       if (why !== null) throw new OptionsError(`option accounts.${name}.imports: ${why}`);
     }
   }
+}
+
+/**
+ * verify_and_map needs users for certificates to name (nats-server lets
+ * every verified client in when there are none), no other authority over
+ * them (a token, operator mode, no_auth_user), and an unambiguous answer:
+ * two users that are the same distinguished name, written differently, are
+ * refused. Returns what is wrong, or null.
+ */
+export function certificateUsersProblem(o: ServerOptions): string | null {
+  const users = [...(o.authorization?.users ?? []), ...Object.values(o.accounts ?? {}).flatMap((a) => a.users ?? [])].map((u) => u.user).filter((n): n is string => n !== undefined);
+  if (o.operator !== undefined) return "cannot be used in operator mode: users come from JWTs there";
+  if (o.authorization?.token !== undefined) return "cannot be used with a token: it maps certificates to users";
+  if (users.length === 0) return "needs users (in authorization or accounts) for certificates to map to";
+  // nats-server skips no_auth_user when it maps certificates: a client without one is refused, whatever no_auth_user says.
+  if (o.tls?.verifyAndMap === true && o.authorization?.noAuthUser !== undefined) return "cannot be used with no_auth_user: every client is the user its certificate names";
+  const seen = new Map<string, string>();
+  for (const user of users) {
+    const dn = parseDn(user);
+    if (dn === null || dn.length === 0) continue;
+    const key = dnKey(dn);
+    const other = seen.get(key);
+    if (other !== undefined) return `users ${JSON.stringify(other)} and ${JSON.stringify(user)} are the same distinguished name`;
+    seen.set(key, user);
+  }
+  return null;
 }
 
 /** Whether clients must authenticate: an authorization block, or users in accounts. */

@@ -35,7 +35,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     https_port: o.httpsPort,
     auth_timeout: o.authTimeout / 1000,
     tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
-    ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true } : {}),
+    ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true || o.tls.verifyAndMap === true } : {}),
     max_control_line: o.maxControlLine,
     max_payload: o.maxPayload,
     max_pending: o.maxPending,

@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { DEFAULTS, KAFKA_SASL_MECHANISMS, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { certificateUsersProblem, DEFAULTS, KAFKA_SASL_MECHANISMS, mapsCertificates, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -74,7 +74,6 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
 /** Per block (lower-case name), its keys for features nagare lacks. */
 /** The same inside `tls { }`. */
 const TLS_NOT_SUPPORTED: Record<string, string> = {
-  verify_and_map: "mapping client certificates to users is not supported yet",
   verify_cert_and_check_known_urls: "checking client certificates against known URLs is not supported",
   cipher_suites: "choosing cipher suites is not supported yet",
   curve_preferences: "choosing curves is not supported yet",
@@ -266,6 +265,14 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (!users.some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
       o.authorization = { ...o.authorization, noAuthUser: name };
     }
+  });
+  c.attempt(() => {
+    // What verify_and_map needs (users to map to, nothing else deciding who they are), reported at the key that asked for it.
+    const problem = mapsCertificates(o) ? certificateUsersProblem(o) : null;
+    if (problem === null) return;
+    const kafkaBlock = lookup(tree, "kafka");
+    const block = o.tls?.verifyAndMap === true ? lookup(tree, "tls") : kafkaBlock && isBlock(kafkaBlock.value) ? inBlock(kafkaBlock.value, kafkaBlock, "tls") : undefined;
+    fail((block && isBlock(block.value) ? inBlock(block.value, block, "verify_and_map") : undefined) ?? block!, problem);
   });
 
   c.attempt(() => {
@@ -583,7 +590,7 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
     if (users === undefined) return;
     if (a.users !== undefined) fail(users, "cannot be used with user and password in the same block");
     if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-    a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+    a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
   });
   c.attempt(() => {
     const timeout = sub("timeout");
@@ -656,7 +663,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         const users = sub("users");
         if (users === undefined) return;
         if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-        a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+        a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
       });
       c.attempt(() => {
         const exports = sub("exports");
@@ -746,8 +753,8 @@ function subjectValue(e: Entry): string {
   return s;
 }
 
-/** One entry of `authorization { users: [...] }`. */
-function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
+/** One entry of `authorization { users: [...] }` (or an account's); `certificateUsers`: verify_and_map is on, and users may have no password. */
+function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certificateUsers: boolean): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
   const at: Entry = { ...parent, key: `${parent.key}[${i}]` };
   if (!isBlock(v)) fail(at, `expected a user block, got ${describe(v)}`);
   const sub = (name: string): Entry | undefined => inBlock(v, at, name);
@@ -773,7 +780,7 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNulla
   });
   c.unread(v, `${at.key}.`);
   if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
-  if (u.user !== undefined && u.password === undefined) fail(at, `user ${u.user} needs a password`);
+  if (u.user !== undefined && u.password === undefined && !certificateUsers) fail(at, `user ${u.user} needs a password (only users that client certificates name, with tls { verify_and_map: true }, may go without)`);
   return u;
 }
 
@@ -896,6 +903,11 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
   c.attempt(() => {
     const verify = sub("verify");
     if (verify) t.verify = bool(verify);
+  });
+  c.attempt(() => {
+    // As nats-server: true implies verify; false leaves verify as it is.
+    const map = sub("verify_and_map");
+    if (map) t.verifyAndMap = bool(map);
   });
   c.attempt(() => {
     const timeout = sub("timeout");

@@ -71,7 +71,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
-  const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
+  const kafkaTls = opts.kafka?.tls === undefined ? null : { ...loadTls(opts.kafka.tls), verifyAndMap: opts.kafka.tls.verifyAndMap ?? false };
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
@@ -255,7 +255,7 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
 /** TLS for NATS clients: the context, and when the handshake comes. */
 function loadNatsTls(t: TlsOptions): NatsTls {
   const { context, verify, timeoutMs } = loadTls(t);
-  return { context, verify, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+  return { context, verify, verifyAndMap: t.verifyAndMap ?? false, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
 }
 
 /**
@@ -281,7 +281,8 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
-  return { context, files, verify: t.verify ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+  // verify_and_map needs a verified certificate to map, as in nats-server.
+  return { context, files, verify: t.verify === true || t.verifyAndMap === true, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */

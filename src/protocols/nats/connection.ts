@@ -7,6 +7,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
 import type { Account } from "../../core/account.js";
 import { Message } from "../../subjects/message.js";
@@ -15,7 +16,9 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import { ResponsePermits, type ClientAuth, type Identity, type PermissionCheck } from "../../core/auth.js";
+import { peerCertificate } from "../../core/tls-names.js";
+import { CertificateMap } from "../../core/tls-map.js";
+import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
@@ -213,10 +216,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.held = null;
     this.heldBytes = 0;
     if (identity === null) {
-      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation`);
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user)` : ""}`);
       this.protocolError("Authorization Violation", CloseReason.AuthViolation);
       return;
     }
+    if (identity.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
     this.user = identity.name;
     this.permissions = identity.permissions;
     const r = identity.permissions?.responses;
@@ -271,7 +275,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       // The rest of this read, and later reads, wait for the answer.
       this.held = [];
       this.parser.suspend();
-      const creds = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: peerCertificate(this.socket as TLSSocket) };
       this.auth.authenticate(creds, this.nonce).then(
         (identity) => this.authenticated(identity),
         () => this.authenticated(null),

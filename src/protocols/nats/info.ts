@@ -21,7 +21,7 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
   if (nonce !== null) info.nonce = nonce;
   if (o.tls !== undefined) {
     info.tls_required = true;
-    if (o.tls.verify) info.tls_verify = true;
+    if (o.tls.verify === true || o.tls.verifyAndMap === true) info.tls_verify = true;
   }
   if (o.jetstream) info.jetstream = true;
   if (lameDuck) info.ldm = true;

@@ -13,6 +13,8 @@ import type { Socket } from "node:net";
 export interface NatsTls {
   context: SecureContext;
   verify: boolean;
+  /** verify_and_map: the client's certificate names its user (core/tls-map.ts). */
+  verifyAndMap: boolean;
   handshakeFirst: boolean;
   timeoutMs: number;
 }
