@@ -104,6 +104,12 @@ export interface TlsOptions {
   timeoutMs?: number;
   /** Handshake before anything else (nats-server 2.10's `handshake_first`); else after the plain INFO, as NATS clients upgrade. */
   handshakeFirst?: boolean;
+  /**
+   * nats-server's `allow_non_tls`: clients may also speak plain NATS (INFO
+   * says `tls_available` instead of `tls_required`); one that starts a
+   * handshake after INFO gets TLS. Not with `handshakeFirst`.
+   */
+  allowNonTls?: boolean;
   minVersion?: "TLSv1.2" | "TLSv1.3";
 }
 
@@ -146,7 +152,7 @@ export interface KafkaListenerOptions {
   saslMechanisms?: KafkaSaslMechanism[];
 }
 
-export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst">;
+export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst" | "allowNonTls">;
 export type KafkaSaslMechanism = "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512";
 export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -322,12 +328,13 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   timeoutMs: millis,
   verifyAndMap: flag,
   handshakeFirst: flag,
+  allowNonTls: flag,
   minVersion: (v, n) => {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
   },
 };
 
-const { handshakeFirst: _notOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+const { handshakeFirst: _notOnKafka, allowNonTls: _noUpgradeOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
 
 function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
@@ -335,6 +342,8 @@ function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   const t = v as Partial<TlsOptions>;
   // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
   if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
+  // nats-server 2.10 lets handshake_first win and ignores allow_non_tls: asked for both, nagare cannot honour both.
+  if (t.allowNonTls === true && t.handshakeFirst === true) throw new OptionsError(`option ${n}: allowNonTls cannot be used with handshakeFirst (with it, every client starts with a TLS handshake)`);
 }
 
 /** Whether a listener maps client certificates to users (`verify_and_map`). */

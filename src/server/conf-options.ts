@@ -32,7 +32,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   trusted: "operator (JWT) mode is not supported yet",
   trusted_keys: "operator (JWT) mode is not supported yet",
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
-  allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
   cluster: "clustering is not supported yet",
   gateway: "gateways are not supported yet",
@@ -233,6 +232,18 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const tlsBlock = lookup(tree, "tls");
     if (tlsBlock) tls(o, tlsBlock, c);
+  });
+  c.attempt(() => {
+    // nats-server's allow_non_tls is a top-level key about the client listener's tls block.
+    const allow = lookup(tree, "allow_non_tls");
+    if (allow === undefined) return;
+    const on = bool(allow);
+    if (o.tls === undefined) {
+      if (lookup(tree, "tls") === undefined) fail(allow, "needs a tls block: without TLS every client is plain already");
+      return; // the tls block's own error is reported
+    }
+    if (on && o.tls.handshakeFirst === true) fail(allow, "cannot be used with tls.handshake_first: with it every client starts with a TLS handshake");
+    o.tls.allowNonTls = on;
   });
   c.attempt(() => {
     // nats-server refuses it too ("TLS cert and key required for HTTPS"): there is no certificate to serve it with.

@@ -255,7 +255,7 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
 /** TLS for NATS clients: the context, and when the handshake comes. */
 function loadNatsTls(t: TlsOptions): NatsTls {
   const { context, verify, timeoutMs } = loadTls(t);
-  return { context, verify, verifyAndMap: t.verifyAndMap ?? false, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+  return { context, verify, verifyAndMap: t.verifyAndMap ?? false, timeoutMs, handshakeFirst: t.handshakeFirst ?? false, allowNonTls: t.allowNonTls ?? false };
 }
 
 /**

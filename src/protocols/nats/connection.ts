@@ -104,9 +104,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   inBytes = 0;
   outBytes = 0;
 
-  /** The client's socket: the TCP socket, or TLS over it. */
+  /** The client's socket: the TCP socket, or TLS over it (once it is known, with allow_non_tls). */
   private socket: Socket;
   private readonly tls: NatsTls | null;
+  /** A client that chose plain NATS where TLS was optional (allow_non_tls). */
+  private plain = false;
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -151,7 +153,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     } else {
       // Clients upgrade after reading INFO in the clear.
       tcp.write(info);
-      this.secure(tcp);
+      if (tls.allowNonTls) this.sniff(tcp);
+      else this.secure(tcp);
     }
     broker.register(this);
     if (tls === null || tls.handshakeFirst) this.socket.write(info);
@@ -178,6 +181,31 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     });
     secure.once("secure", () => this.startAuthClock());
     this.attach(secure);
+  }
+
+  /**
+   * allow_non_tls: the client's first byte says which it speaks, as in
+   * nats-server: a TLS handshake record (0x16) gets TLS, anything else plain
+   * NATS. Until it speaks, it has the TLS timeout and the CONNECT deadline.
+   */
+  private sniff(tcp: Socket): void {
+    this.authDeadline = this.startedAt + this.tls!.timeoutMs + this.broker.options.authTimeout;
+    tcp.on("error", () => this.close(CloseReason.ReadError));
+    tcp.on("close", () => this.close(CloseReason.Client));
+    tcp.once("data", (first: Buffer) => {
+      if (this.closed) return;
+      if (first[0] === 0x16) {
+        // Given back to the stream: the TLS socket reads what tcp has buffered first.
+        tcp.pause();
+        tcp.unshift(first);
+        this.secure(tcp);
+        return;
+      }
+      this.plain = true;
+      this.attach(tcp);
+      this.startAuthClock();
+      this.onData(first);
+    });
   }
 
   private startAuthClock(): void {
@@ -216,7 +244,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.held = null;
     this.heldBytes = 0;
     if (identity === null) {
-      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user)` : ""}`);
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (${this.plain ? "a plain connection has no certificate" : `certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user`})` : ""}`);
       this.protocolError("Authorization Violation", CloseReason.AuthViolation);
       return;
     }
@@ -276,7 +304,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.held = [];
       this.parser.suspend();
       const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
-      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: peerCertificate(this.socket as TLSSocket) };
+      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: this.plain ? null : peerCertificate(this.socket as TLSSocket) };
       this.auth.authenticate(creds, this.nonce).then(
         (identity) => this.authenticated(identity),
         () => this.authenticated(null),

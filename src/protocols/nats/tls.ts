@@ -16,6 +16,8 @@ export interface NatsTls {
   /** verify_and_map: the client's certificate names its user (core/tls-map.ts). */
   verifyAndMap: boolean;
   handshakeFirst: boolean;
+  /** allow_non_tls: a client may stay plain; INFO says tls_available. */
+  allowNonTls: boolean;
   timeoutMs: number;
 }
 
