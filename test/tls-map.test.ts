@@ -314,7 +314,11 @@ describe("verify_and_map on the Kafka listener", () => {
       const conns = ((await (await fetch(`http://127.0.0.1:${srv.httpPort}/connz?auth=1`)).json()) as { connections: Array<Record<string, unknown>> }).connections;
       const mine = conns.filter((c) => c.type === "kafka" && c.name === "kmap-writer");
       assert.ok(mine.length > 0);
-      for (const c of mine) assert.equal(c.authorized_user, "CN=writer,O=nagare");
+      for (const c of mine) {
+        assert.equal(c.authorized_user, "CN=writer,O=nagare");
+        assert.equal(c.tls_version, "1.3");
+        assert.equal((c.tls_peer_certs as Array<{ subject: string }>)[0].subject, "CN=writer,O=nagare");
+      }
     } finally {
       await writer.disconnect();
     }

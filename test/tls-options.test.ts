@@ -1,8 +1,9 @@
 /**
  * The rest of nats-server's client TLS settings (issue 18): `allow_non_tls`
  * (TLS offered, not required), `auth_timeout` counted from the end of the
- * handshake (default: the TLS timeout plus a second), `timeout`, and what
- * /varz says about TLS. The INFO, /varz and defaults expected
+ * handshake (default: the TLS timeout plus a second), `timeout`,
+ * `cipher_suites` and `curve_preferences` by nats-server's names, and what
+ * /connz and /varz say about TLS. The INFO, /varz and defaults expected
  * here were read from Debian's nats-server 2.9.10 with the same settings.
  */
 
@@ -10,7 +11,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
 import { connect as rawConnect, type Socket } from "node:net";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { connect as connectV2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer, type ServerOptions } from "../src/index.js";
@@ -41,11 +42,26 @@ function readUntil(s: Socket, pattern: RegExp, ms = 10_000): Promise<string> {
   });
 }
 
+/** A raw NATS client: TCP, INFO in the clear (returned), then TLS with `tls` options; resolves once the handshake is done. */
+async function rawTlsClient(port: number, tls: ConnectionOptions): Promise<{ info: Record<string, unknown>; secure: TLSSocket }> {
+  const tcp = rawConnect(port, "127.0.0.1");
+  tcp.on("error", () => {});
+  const line = await readUntil(tcp, /\r\n/);
+  const info = JSON.parse(line.slice(5, line.indexOf("\r\n"))) as Record<string, unknown>;
+  const secure = await new Promise<TLSSocket>((resolve, reject) => {
+    const s = tlsConnect({ socket: tcp, checkServerIdentity: () => undefined, ...tls }, () => resolve(s));
+    s.once("error", reject);
+  });
+  return { info, secure };
+}
+
 const closed = (s: Socket): Promise<void> => new Promise((resolve) => (s.destroyed ? resolve() : s.once("close", () => resolve())));
 
 async function getJson(port: number, path: string): Promise<Record<string, unknown>> {
   return (await (await fetch(`http://127.0.0.1:${port}${path}`)).json()) as Record<string, unknown>;
 }
+
+type Conns = Array<Record<string, unknown>>;
 
 describe("client TLS settings", () => {
   let pki: Pki;
@@ -70,6 +86,8 @@ describe("client TLS settings", () => {
         assert.equal(info.tls_available, true);
         assert.equal(info.tls_verify, true);
         assert.equal(info.tls_required, undefined);
+        // Before the client has said which it speaks, /connz shows it without TLS fields.
+        assert.deepEqual(((await getJson(srv.httpPort!, "/connz")).connections as Conns).map((c) => c.tls_version), [undefined]);
         tcp.write('CONNECT {"verbose":true}\r\nPING\r\n');
         assert.equal(await readUntil(tcp, /PONG\r\n/), "+OK\r\nPONG\r\n");
       } finally {
@@ -80,7 +98,7 @@ describe("client TLS settings", () => {
       assert.equal(varz.tls_verify, true);
     });
 
-    test("nats v2 and v3 with tls: null stay plain, with TLS options they upgrade; both reach each other", async () => {
+    test("nats v2 and v3 with tls: null stay plain, with TLS options they upgrade; both reach each other; /connz tells them apart", async () => {
       const plainV2 = await connectV2({ servers: srv.url, tls: null });
       const plainV3 = await connectV3({ servers: srv.url, tls: null });
       const secure = await connectV2({ servers: srv.url, tls: { caFile: pki.ca, certFile: pki.clientCert, keyFile: pki.clientKey } });
@@ -92,6 +110,8 @@ describe("client TLS settings", () => {
         const got: string[] = [];
         for await (const m of sub) got.push(dec(m.data));
         assert.deepEqual(got.sort(), ["from plain", "from tls"]);
+        const conns = (await getJson(srv.httpPort!, "/connz")).connections as Conns;
+        assert.deepEqual(conns.map((c) => c.tls_version ?? "plain").sort(), ["1.3", "plain", "plain"]);
       } finally {
         await plainV2.close();
         await plainV3.close();
@@ -183,5 +203,88 @@ describe("client TLS settings", () => {
     });
   });
 
+  describe("cipher_suites and curve_preferences", () => {
+    let srv: NagareServer;
+    before(async () => {
+      srv = await startServer({
+        port: 0,
+        httpPort: 0,
+        tls: { certFile: pki.serverCert, keyFile: pki.serverKey, cipherSuites: ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"], curvePreferences: ["CurveP384", "CurveP521"] },
+      });
+    });
+    after(async () => {
+      await srv.close();
+    });
 
+    const client = (o: ConnectionOptions): Promise<{ info: Record<string, unknown>; secure: TLSSocket }> => rawTlsClient(srv.port, { ca: readFileSync(pki.ca), ...o });
+
+    test("TLS 1.2 gets only the suite named; /connz names it and the version as nats-server does", async () => {
+      const { secure } = await client({ maxVersion: "TLSv1.2" });
+      try {
+        assert.equal(secure.getCipher().name, "ECDHE-ECDSA-CHACHA20-POLY1305");
+        secure.write("CONNECT {}\r\nPING\r\n");
+        await readUntil(secure, /PONG\r\n/);
+        const conns = (await getJson(srv.httpPort!, "/connz")).connections as Conns;
+        assert.deepEqual(
+          conns.map((c) => [c.tls_version, c.tls_cipher_suite]),
+          [["1.2", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"]],
+        );
+        assert.equal(conns[0].tls_peer_certs, undefined, "peer certificates only with auth");
+      } finally {
+        secure.destroy();
+      }
+      await assert.rejects(client({ maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256" }));
+    });
+
+    test("TLS 1.3 keeps its suites (Go cannot restrict them); the curves named are the only ones", async () => {
+      const { secure } = await client({ ecdhCurve: "P-521" });
+      assert.equal(secure.getProtocol(), "TLSv1.3");
+      secure.destroy();
+      await assert.rejects(client({ ecdhCurve: "X25519" }));
+    });
+
+    test("by default TLS 1.2 offers nats-server's six ECDHE AEAD suites: no CBC, no RSA key exchange", async () => {
+      const s = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } });
+      try {
+        const ok = await rawTlsClient(s.port, { ca: readFileSync(pki.ca), maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" });
+        assert.equal(ok.secure.getCipher().name, "ECDHE-ECDSA-AES256-GCM-SHA384");
+        ok.secure.destroy();
+        await assert.rejects(rawTlsClient(s.port, { ca: readFileSync(pki.ca), maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES128-SHA256" }));
+      } finally {
+        await s.close();
+      }
+    });
+
+    test("names nagare cannot serve stop the start: at their key's line and column in a file", async () => {
+      const conf = (body: string): string => `tls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${pki.serverKey}"\n${body}}\n`;
+      const problem = (text: string): string => {
+        try {
+          optionsFromConf(parseConf(text));
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return "accepted";
+      };
+      assert.equal(problem(conf("  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_BOGUS]\n")), "line 4, column 3: tls.cipher_suites: unrecognized cipher TLS_BOGUS");
+      assert.equal(problem(conf("  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n")), "line 4, column 3: tls.cipher_suites: cipher TLS_RSA_WITH_RC4_128_SHA is not available in Node's OpenSSL");
+      assert.equal(problem(conf("  cipher_suites: []\n")), "line 4, column 3: tls.cipher_suites: cannot be empty");
+      assert.equal(problem(conf("  curve_preferences: [CurveP256, P256]\n")), "line 4, column 3: tls.curve_preferences: unrecognized curve preference P256");
+      const o = optionsFromConf(parseConf(conf("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n  curve_preferences: X25519\n")));
+      assert.deepEqual([o.tls?.cipherSuites, o.tls?.curvePreferences], [["TLS_AES_128_GCM_SHA256"], ["X25519"]]);
+      await assert.rejects(startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, cipherSuites: ["RC4-SHA"] } }), /option tls\.cipherSuites: unrecognized cipher RC4-SHA/);
+      await assert.rejects(startServer({ port: 0, kafka: { port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, curvePreferences: [] } } }), /option kafka\.tls\.curvePreferences must be a non-empty array/);
+    });
+
+    test("only TLS 1.3 suites named: TLS 1.2 is refused, as Go has no TLS 1.2 suite left", async () => {
+      const s = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, cipherSuites: ["TLS_AES_128_GCM_SHA256"] } });
+      try {
+        const { secure } = await rawTlsClient(s.port, { ca: readFileSync(pki.ca) });
+        assert.equal(secure.getCipher().name, "TLS_AES_128_GCM_SHA256");
+        secure.destroy();
+        await assert.rejects(rawTlsClient(s.port, { ca: readFileSync(pki.ca), maxVersion: "TLSv1.2" }));
+      } finally {
+        await s.close();
+      }
+    });
+  });
 });

@@ -1,6 +1,7 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import type { OperatorOptions } from "./jwt-auth.js";
+import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
 import { dnKey, parseDn } from "./tls-map.js";
 import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
@@ -111,6 +112,15 @@ export interface TlsOptions {
    */
   allowNonTls?: boolean;
   minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * TLS 1.2 cipher suites by nats-server's (Go's) names, e.g.
+   * `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`; default nats-server's six
+   * ECDHE AEAD suites. TLS 1.3 suites named here restrict TLS 1.3 too
+   * (Go ignores them; without any, TLS 1.3 keeps all three).
+   */
+  cipherSuites?: string[];
+  /** Key exchange groups by nats-server's names (`X25519`, `CurveP256`, `CurveP384`, `CurveP521`), preferred first. */
+  curvePreferences?: string[];
 }
 
 export interface KafkaListenerOptions {
@@ -331,6 +341,20 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   allowNonTls: flag,
   minVersion: (v, n) => {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
+  },
+  cipherSuites: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of cipher suite names");
+    for (const name of v) {
+      const why = cipherSuiteProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+  },
+  curvePreferences: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of curve names");
+    for (const name of v) {
+      const why = curveProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
   },
 };
 

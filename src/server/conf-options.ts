@@ -17,6 +17,7 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
+import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
 import { certificateUsersProblem, DEFAULTS, KAFKA_SASL_MECHANISMS, mapsCertificates, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
@@ -74,8 +75,6 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
 /** The same inside `tls { }`. */
 const TLS_NOT_SUPPORTED: Record<string, string> = {
   verify_cert_and_check_known_urls: "checking client certificates against known URLs is not supported",
-  cipher_suites: "choosing cipher suites is not supported yet",
-  curve_preferences: "choosing curves is not supported yet",
   insecure: "insecure TLS is not supported",
   pinned_certs: "pinned certificates are not supported yet",
   cert_store: "the Windows certificate store is not supported",
@@ -921,6 +920,14 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     if (map) t.verifyAndMap = bool(map);
   });
   c.attempt(() => {
+    const suites = sub("cipher_suites");
+    if (suites) t.cipherSuites = nameList(suites, cipherSuiteProblem);
+  });
+  c.attempt(() => {
+    const curves = sub("curve_preferences");
+    if (curves) t.curvePreferences = nameList(curves, curveProblem);
+  });
+  c.attempt(() => {
     const timeout = sub("timeout");
     if (timeout) {
       const ms = durationMs(timeout);
@@ -945,6 +952,17 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     }
   });
   return t.certFile !== undefined && t.keyFile !== undefined ? { ...t, certFile: t.certFile, keyFile: t.keyFile } : undefined;
+}
+
+/** A non-empty list of names (cipher suites, curves) that `problem` finds nothing wrong with. */
+function nameList(e: Entry, problem: (name: unknown) => string | null): string[] {
+  const items = Array.isArray(e.value) ? e.value : [e.value];
+  if (items.length === 0) fail(e, "cannot be empty");
+  for (const item of items) {
+    const why = problem(item);
+    if (why !== null) fail(e, why);
+  }
+  return items as string[];
 }
 
 /**

@@ -15,6 +15,7 @@ import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
 import { Authenticator, type ClientAuth } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
+import { opensslCiphers, opensslCurves } from "../core/tls-names.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -274,7 +275,7 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
-  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" };
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), ecdhCurve: opensslCurves(t.curvePreferences) };
   let context: SecureContext;
   try {
     context = createSecureContext(files);
@@ -286,7 +287,7 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */
-const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion"]);
+const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion", "cipherSuites", "curvePreferences"]);
 
 /** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */
 function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {

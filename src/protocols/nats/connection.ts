@@ -16,7 +16,7 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import { peerCertificate } from "../../core/tls-names.js";
+import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
@@ -109,6 +109,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private readonly tls: NatsTls | null;
   /** A client that chose plain NATS where TLS was optional (allow_non_tls). */
   private plain = false;
+  /** The client's certificates as /connz shows them, read the first time it asks. */
+  private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -554,6 +556,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
     if (this.auth !== null) i.account = this.account.name;
+    if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }
