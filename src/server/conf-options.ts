@@ -876,8 +876,9 @@ function readableFile(e: Entry): string {
 }
 
 /**
- * `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first,
- * min_version }` for client connections. Certificate and key are required:
+ * `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout,
+ * handshake_first, min_version, cipher_suites, curve_preferences }` for
+ * client connections (`allow_non_tls` is a top-level key). Certificate and key are required:
  * a `tls` block nagare could not serve stops the start (the files are read
  * at start, with their own errors).
  */
