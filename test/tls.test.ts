@@ -186,13 +186,13 @@ describe("TLS for NATS clients", () => {
     assert.equal(flags.code, 1);
     assert.match(flags.stderr, /tls needs certFile and keyFile/);
     const conf = join(pki.dir, "tls.conf");
-    writeFileSync(conf, `port: -1\ntls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${join(pki.dir, "nope.key")}"\n  cipher_suites: [x]\n}\n`);
+    writeFileSync(conf, `port: -1\ntls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${join(pki.dir, "nope.key")}"\n  pinned_certs: []\n}\n`);
     const r = await runNagare(["server", "-c", conf], { until: /Server is ready/ });
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
       `nagare server: ${conf}:4:3: tls.key_file: cannot read "${join(pki.dir, "nope.key")}": ENOENT\n` +
-        `nagare server: ${conf}:5:3: tls.cipher_suites: choosing cipher suites is not supported yet (nagare will not start without it)\n`,
+        `nagare server: ${conf}:5:3: tls.pinned_certs: pinned certificates are not supported yet (nagare will not start without it)\n`,
     );
   });
 

@@ -5,6 +5,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import type { TlsPeerCert } from "./tls-names.js";
 import { Account, GLOBAL_ACCOUNT } from "./account.js";
 import { wireImports } from "./accounts.js";
 import type { ResolvedOptions } from "./options.js";
@@ -36,6 +37,11 @@ export interface ConnectionInfo {
   account?: string;
   /** The user the connection authenticated as (nats-server shows it with `?auth=1`). */
   authorized_user?: string;
+  /** A TLS connection's version (`1.3`) and suite, by nats-server's names. */
+  tls_version?: string;
+  tls_cipher_suite?: string;
+  /** The client's certificates (shown with `?auth=1`, as nats-server). */
+  tls_peer_certs?: TlsPeerCert[];
   subscriptions_list?: string[];
 }
 

@@ -1,6 +1,8 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import type { OperatorOptions } from "./jwt-auth.js";
+import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
+import { dnKey, parseDn } from "./tls-map.js";
 import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
@@ -34,7 +36,11 @@ export interface ServerOptions {
   pingInterval?: number;
   /** Unanswered pings before a connection is closed as stale. */
   maxPingsOut?: number;
-  /** Milliseconds a new connection has to send CONNECT. */
+  /**
+   * Milliseconds a new connection has to send CONNECT, counted once its TLS
+   * handshake is done. Default 2,000; with `tls`, its timeout plus one
+   * second, as nats-server.
+   */
   authTimeout?: number;
   /** Milliseconds a client write may stay blocked before the client is cut off. */
   writeDeadline?: number;
@@ -131,11 +137,33 @@ export interface TlsOptions {
   caFile?: string;
   /** Require and verify a client certificate (mutual TLS). */
   verify?: boolean;
+  /**
+   * nats-server's `verify_and_map`: require a client certificate (as
+   * `verify`) and take the user it names as the client's identity, by its
+   * email addresses, DNS names, URIs or subject (core/tls-map.ts). Needs
+   * users; they may go without a password.
+   */
+  verifyAndMap?: boolean;
   /** Milliseconds a client has to complete the handshake (default 2,000). */
   timeoutMs?: number;
   /** Handshake before anything else (nats-server 2.10's `handshake_first`); else after the plain INFO, as NATS clients upgrade. */
   handshakeFirst?: boolean;
+  /**
+   * nats-server's `allow_non_tls`: clients may also speak plain NATS (INFO
+   * says `tls_available` instead of `tls_required`); one that starts a
+   * handshake after INFO gets TLS. Not with `handshakeFirst`.
+   */
+  allowNonTls?: boolean;
   minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * TLS 1.2 cipher suites by nats-server's (Go's) names, e.g.
+   * `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`; default nats-server's six
+   * ECDHE AEAD suites. TLS 1.3 suites named here restrict TLS 1.3 too
+   * (Go ignores them; without any, TLS 1.3 keeps all three).
+   */
+  cipherSuites?: string[];
+  /** Key exchange groups by nats-server's names (`X25519`, `CurveP256`, `CurveP384`, `CurveP521`), preferred first. */
+  curvePreferences?: string[];
 }
 
 export interface KafkaListenerOptions {
@@ -177,7 +205,7 @@ export interface KafkaListenerOptions {
   saslMechanisms?: KafkaSaslMechanism[];
 }
 
-export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst">;
+export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst" | "allowNonTls">;
 export type KafkaSaslMechanism = "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512";
 export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -272,7 +300,8 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     maxSubscriptions: pick(o.maxSubscriptions, DEFAULTS.maxSubscriptions),
     pingInterval: pick(o.pingInterval, DEFAULTS.pingInterval),
     maxPingsOut: pick(o.maxPingsOut, DEFAULTS.maxPingsOut),
-    authTimeout: pick(o.authTimeout, DEFAULTS.authTimeout),
+    // As nats-server: with TLS, a client has the TLS timeout and one second more to send CONNECT.
+    authTimeout: pick(o.authTimeout, o.tls === undefined ? DEFAULTS.authTimeout : (o.tls.timeoutMs ?? DEFAULTS.tlsTimeout) + 1000),
     writeDeadline: pick(o.writeDeadline, DEFAULTS.writeDeadline),
     lameDuckDuration: pick(o.lameDuckDuration, DEFAULTS.lameDuckDuration),
     lameDuckGracePeriod: pick(o.lameDuckGracePeriod, DEFAULTS.lameDuckGracePeriod),
@@ -398,13 +427,29 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   caFile: text,
   verify: flag,
   timeoutMs: millis,
+  verifyAndMap: flag,
   handshakeFirst: flag,
+  allowNonTls: flag,
   minVersion: (v, n) => {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
   },
+  cipherSuites: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of cipher suite names");
+    for (const name of v) {
+      const why = cipherSuiteProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+  },
+  curvePreferences: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of curve names");
+    for (const name of v) {
+      const why = curveProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+  },
 };
 
-const { handshakeFirst: _notOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+const { handshakeFirst: _notOnKafka, allowNonTls: _noUpgradeOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
 
 const CLUSTER_CHECKS: Record<keyof ClusterOptions, Check> = {
   name: (v, n) => {
@@ -464,6 +509,13 @@ function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   const t = v as Partial<TlsOptions>;
   // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
   if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
+  // nats-server 2.10 lets handshake_first win and ignores allow_non_tls: asked for both, nagare cannot honour both.
+  if (t.allowNonTls === true && t.handshakeFirst === true) throw new OptionsError(`option ${n}: allowNonTls cannot be used with handshakeFirst (with it, every client starts with a TLS handshake)`);
+}
+
+/** Whether a listener maps client certificates to users (`verify_and_map`). */
+export function mapsCertificates(o: ServerOptions): boolean {
+  return o.tls?.verifyAndMap === true || o.kafka?.tls?.verifyAndMap === true;
 }
 
 const subjects = (v: unknown, n: string): void => {
@@ -562,23 +614,53 @@ function checkIdentities(o: ServerOptions): void {
     if (a.token !== undefined && all.length > 0) throw new OptionsError("option authorization: a token and users cannot be used together");
     if (a.token === undefined && all.length === 0 && a.noAuthUser === undefined) throw new OptionsError("option authorization needs a token or users");
   }
+  const maps = mapsCertificates(o);
   const names = new Set<string>();
   for (const [i, { u, where }] of all.entries()) {
     const at = `option ${where}`;
     if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`${at} (user ${i + 1}) needs a user name or an nkey, not both`);
-    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`${at} (${u.user}) needs a password`);
+    // A user without a password is one a client certificate names (verify_and_map): without mapping no one could be it, or anyone.
+    if (u.user !== undefined && u.password === undefined && !maps) throw new OptionsError(`${at} (${u.user}) needs a password (only users of verify_and_map may go without)`);
     if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`${at}: an nkey user has no password`);
     const key = u.user ?? u.nkey!;
     if (names.has(key)) throw new OptionsError(`${at}: user ${key} is given twice`);
     names.add(key);
   }
   if (a?.noAuthUser !== undefined && !all.some(({ u }) => u.user === a.noAuthUser)) throw new OptionsError(`option authorization.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  const mapProblem = maps ? certificateUsersProblem(o) : null;
+  if (mapProblem !== null) throw new OptionsError(`option ${o.tls?.verifyAndMap === true ? "tls" : "kafka.tls"}.verifyAndMap ${mapProblem}`);
   for (const [name, acc] of Object.entries(o.accounts ?? {})) {
     for (const i of acc.imports ?? []) {
       const why = importError(o.accounts!, name, i);
       if (why !== null) throw new OptionsError(`option accounts.${name}.imports: ${why}`);
     }
   }
+}
+
+/**
+ * verify_and_map needs users for certificates to name (nats-server lets
+ * every verified client in when there are none), no other authority over
+ * them (a token, operator mode, no_auth_user), and an unambiguous answer:
+ * two users that are the same distinguished name, written differently, are
+ * refused. Returns what is wrong, or null.
+ */
+export function certificateUsersProblem(o: ServerOptions): string | null {
+  const users = [...(o.authorization?.users ?? []), ...Object.values(o.accounts ?? {}).flatMap((a) => a.users ?? [])].map((u) => u.user).filter((n): n is string => n !== undefined);
+  if (o.operator !== undefined) return "cannot be used in operator mode: users come from JWTs there";
+  if (o.authorization?.token !== undefined) return "cannot be used with a token: it maps certificates to users";
+  if (users.length === 0) return "needs users (in authorization or accounts) for certificates to map to";
+  // nats-server skips no_auth_user when it maps certificates: a client without one is refused, whatever no_auth_user says.
+  if (o.tls?.verifyAndMap === true && o.authorization?.noAuthUser !== undefined) return "cannot be used with no_auth_user: every client is the user its certificate names";
+  const seen = new Map<string, string>();
+  for (const user of users) {
+    const dn = parseDn(user);
+    if (dn === null || dn.length === 0) continue;
+    const key = dnKey(dn);
+    const other = seen.get(key);
+    if (other !== undefined) return `users ${JSON.stringify(other)} and ${JSON.stringify(user)} are the same distinguished name`;
+    seen.set(key, user);
+  }
+  return null;
 }
 
 /** Whether clients must authenticate: an authorization block, or users in accounts. */

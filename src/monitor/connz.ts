@@ -29,7 +29,7 @@ export function connz(ctx: MonitorContext, q: URLSearchParams): Record<string, u
   // nats-server: `subs=detail` lists subscription details instead of subjects; otherwise `subs` is a boolean.
   const detail = q.get("subs") === "detail";
   const withSubs = !detail && boolParam(q, "subs");
-  // As nats-server: who a connection authenticated as is shown only when asked for.
+  // As nats-server: who a connection authenticated as (and its certificates) is shown only when asked for.
   const withAuth = boolParam(q, "auth");
   const { offset, limit } = pageParams(q, DEFAULT_LIMIT, MAX_LIMIT);
   const sorter = SORTERS[q.get("sort") ?? "cid"] ?? SORTERS.cid;
@@ -40,7 +40,10 @@ export function connz(ctx: MonitorContext, q: URLSearchParams): Record<string, u
   const details = detail ? subscriptionsByReceiver(ctx) : null;
   const connections = page.map((i) => {
     const info: ConnectionInfo & { subscriptions_list_detail?: SubDetail[] } = infos[i];
-    if (!withAuth) delete info.authorized_user;
+    if (!withAuth) {
+      delete info.authorized_user;
+      delete info.tls_peer_certs;
+    }
     const subs = details?.get(conns[i]);
     // Omitted when empty, as nats-server does (a Kafka connection has no subscriptions).
     if (subs !== undefined) info.subscriptions_list_detail = subDetails(subs, info.cid);

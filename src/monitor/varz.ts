@@ -35,7 +35,9 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     https_port: o.httpsPort,
     auth_timeout: o.authTimeout / 1000,
     tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
-    ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true } : {}),
+    // As nats-server (omitempty): tls_required only when TLS is (not with allow_non_tls), tls_verify only when certificates are.
+    ...(o.tls !== undefined && o.tls.allowNonTls !== true ? { tls_required: true } : {}),
+    ...(o.tls !== undefined && (o.tls.verify === true || o.tls.verifyAndMap === true) ? { tls_verify: true } : {}),
     max_control_line: o.maxControlLine,
     max_payload: o.maxPayload,
     max_pending: o.maxPending,

@@ -17,7 +17,8 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, ROUTES_NOT_BUILT, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
+import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, mapsCertificates, ROUTES_NOT_BUILT, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -32,7 +33,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   trusted: "operator (JWT) mode is not supported yet",
   trusted_keys: "operator (JWT) mode is not supported yet",
   resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
-  allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
   ocsp: "TLS is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
@@ -73,10 +73,7 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
 /** Per block (lower-case name), its keys for features nagare lacks. */
 /** The same inside `tls { }`. */
 const TLS_NOT_SUPPORTED: Record<string, string> = {
-  verify_and_map: "mapping client certificates to users is not supported yet",
   verify_cert_and_check_known_urls: "checking client certificates against known URLs is not supported",
-  cipher_suites: "choosing cipher suites is not supported yet",
-  curve_preferences: "choosing curves is not supported yet",
   insecure: "insecure TLS is not supported",
   pinned_certs: "pinned certificates are not supported yet",
   cert_store: "the Windows certificate store is not supported",
@@ -241,6 +238,18 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (tlsBlock) tls(o, tlsBlock, c);
   });
   c.attempt(() => {
+    // nats-server's allow_non_tls is a top-level key about the client listener's tls block.
+    const allow = lookup(tree, "allow_non_tls");
+    if (allow === undefined) return;
+    const on = bool(allow);
+    if (o.tls === undefined) {
+      if (lookup(tree, "tls") === undefined) fail(allow, "needs a tls block: without TLS every client is plain already");
+      return; // the tls block's own error is reported
+    }
+    if (on && o.tls.handshakeFirst === true) fail(allow, "cannot be used with tls.handshake_first: with it every client starts with a TLS handshake");
+    o.tls.allowNonTls = on;
+  });
+  c.attempt(() => {
     // nats-server refuses it too ("TLS cert and key required for HTTPS"): there is no certificate to serve it with.
     if (https !== undefined && lookup(tree, "tls") === undefined) fail(https, "monitoring over HTTPS needs a tls block: it is served with that certificate");
   });
@@ -271,6 +280,14 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (!users.some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
       o.authorization = { ...o.authorization, noAuthUser: name };
     }
+  });
+  c.attempt(() => {
+    // What verify_and_map needs (users to map to, nothing else deciding who they are), reported at the key that asked for it.
+    const problem = mapsCertificates(o) ? certificateUsersProblem(o) : null;
+    if (problem === null) return;
+    const kafkaBlock = lookup(tree, "kafka");
+    const block = o.tls?.verifyAndMap === true ? lookup(tree, "tls") : kafkaBlock && isBlock(kafkaBlock.value) ? inBlock(kafkaBlock.value, kafkaBlock, "tls") : undefined;
+    fail((block && isBlock(block.value) ? inBlock(block.value, block, "verify_and_map") : undefined) ?? block!, problem);
   });
 
   c.attempt(() => {
@@ -597,7 +614,7 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
     if (users === undefined) return;
     if (a.users !== undefined) fail(users, "cannot be used with user and password in the same block");
     if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-    a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+    a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
   });
   c.attempt(() => {
     const timeout = sub("timeout");
@@ -670,7 +687,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         const users = sub("users");
         if (users === undefined) return;
         if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-        a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+        a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
       });
       c.attempt(() => {
         const exports = sub("exports");
@@ -760,8 +777,8 @@ function subjectValue(e: Entry): string {
   return s;
 }
 
-/** One entry of `authorization { users: [...] }`. */
-function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
+/** One entry of `authorization { users: [...] }` (or an account's); `certificateUsers`: verify_and_map is on, and users may have no password. */
+function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certificateUsers: boolean): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
   const at: Entry = { ...parent, key: `${parent.key}[${i}]` };
   if (!isBlock(v)) fail(at, `expected a user block, got ${describe(v)}`);
   const sub = (name: string): Entry | undefined => inBlock(v, at, name);
@@ -787,7 +804,7 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNulla
   });
   c.unread(v, `${at.key}.`);
   if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
-  if (u.user !== undefined && u.password === undefined) fail(at, `user ${u.user} needs a password`);
+  if (u.user !== undefined && u.password === undefined && !certificateUsers) fail(at, `user ${u.user} needs a password (only users that client certificates name, with tls { verify_and_map: true }, may go without)`);
   return u;
 }
 
@@ -873,8 +890,9 @@ function readableFile(e: Entry): string {
 }
 
 /**
- * `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first,
- * min_version }` for client connections. Certificate and key are required:
+ * `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout,
+ * handshake_first, min_version, cipher_suites, curve_preferences }` for
+ * client connections (`allow_non_tls` is a top-level key). Certificate and key are required:
  * a `tls` block nagare could not serve stops the start (the files are read
  * at start, with their own errors).
  */
@@ -912,6 +930,19 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     if (verify) t.verify = bool(verify);
   });
   c.attempt(() => {
+    // As nats-server: true implies verify; false leaves verify as it is.
+    const map = sub("verify_and_map");
+    if (map) t.verifyAndMap = bool(map);
+  });
+  c.attempt(() => {
+    const suites = sub("cipher_suites");
+    if (suites) t.cipherSuites = nameList(suites, cipherSuiteProblem);
+  });
+  c.attempt(() => {
+    const curves = sub("curve_preferences");
+    if (curves) t.curvePreferences = nameList(curves, curveProblem);
+  });
+  c.attempt(() => {
     const timeout = sub("timeout");
     if (timeout) {
       const ms = durationMs(timeout);
@@ -936,6 +967,17 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     }
   });
   return t.certFile !== undefined && t.keyFile !== undefined ? { ...t, certFile: t.certFile, keyFile: t.keyFile } : undefined;
+}
+
+/** A non-empty list of names (cipher suites, curves) that `problem` finds nothing wrong with. */
+function nameList(e: Entry, problem: (name: unknown) => string | null): string[] {
+  const items = Array.isArray(e.value) ? e.value : [e.value];
+  if (items.length === 0) fail(e, "cannot be empty");
+  for (const item of items) {
+    const why = problem(item);
+    if (why !== null) fail(e, why);
+  }
+  return items as string[];
 }
 
 /**

@@ -15,6 +15,7 @@ import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
 import { Authenticator, type ClientAuth } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
+import { opensslCiphers, opensslCurves } from "../core/tls-names.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -76,7 +77,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
-  const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
+  const kafkaTls = opts.kafka?.tls === undefined ? null : { ...loadTls(opts.kafka.tls), verifyAndMap: opts.kafka.tls.verifyAndMap ?? false };
   const etcdTls = opts.etcd?.tls === undefined ? undefined : readEtcdTls(opts.etcd.tls);
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
@@ -335,7 +336,7 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
 /** TLS for NATS clients: the context, and when the handshake comes. */
 function loadNatsTls(t: TlsOptions): NatsTls {
   const { context, verify, timeoutMs } = loadTls(t);
-  return { context, verify, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+  return { context, verify, verifyAndMap: t.verifyAndMap ?? false, timeoutMs, handshakeFirst: t.handshakeFirst ?? false, allowNonTls: t.allowNonTls ?? false };
 }
 
 /**
@@ -354,18 +355,19 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
-  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2" };
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), ecdhCurve: opensslCurves(t.curvePreferences) };
   let context: SecureContext;
   try {
     context = createSecureContext(files);
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
-  return { context, files, verify: t.verify ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+  // verify_and_map needs a verified certificate to map, as in nats-server.
+  return { context, files, verify: t.verify === true || t.verifyAndMap === true, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */
-const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion"]);
+const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion", "cipherSuites", "curvePreferences"]);
 
 /** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */
 function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {

@@ -40,3 +40,19 @@ export function makePki(o: { serverAlsoClient?: boolean } = {}): Pki {
   }
   return { dir, ca: p("ca.pem"), serverCert: p("server.pem"), serverKey: p("server.key"), clientCert: p("client.pem"), clientKey: p("client.key"), server2Cert: p("server2.pem"), server2Key: p("server2.key") };
 }
+
+/**
+ * Another client certificate from the pki's CA, with the subject `subj` in
+ * openssl's `/CN=x/O=y` form (UTF-8; `+` joins a multi-valued RDN when
+ * `multiValue`) and, optionally, subjectAltName entries (`email:a@b,DNS:c,URI:d`).
+ */
+export function clientCertificate(pki: Pki, name: string, subj: string, opts: { san?: string; multiValue?: boolean } = {}): { cert: string; key: string } {
+  const p = (f: string): string => join(pki.dir, f);
+  const ssl = (...args: string[]): void => {
+    execFileSync("openssl", args, { stdio: "pipe" });
+  };
+  writeFileSync(p(`${name}.ext`), `extendedKeyUsage=clientAuth\n${opts.san === undefined ? "" : `subjectAltName=${opts.san}\n`}`);
+  ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-utf8", ...(opts.multiValue ? ["-multivalue-rdn"] : []), "-keyout", p(`${name}.key`), "-out", p(`${name}.csr`), "-subj", subj);
+  ssl("x509", "-req", "-in", p(`${name}.csr`), "-CA", pki.ca, "-CAkey", p("ca.key"), "-CAcreateserial", "-out", p(`${name}.pem`), "-days", "2", "-extfile", p(`${name}.ext`));
+  return { cert: p(`${name}.pem`), key: p(`${name}.key`) };
+}

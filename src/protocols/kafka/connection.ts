@@ -23,6 +23,8 @@
  */
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
@@ -82,7 +84,9 @@ export class KafkaConnection implements Connection {
    * by its fetches in progress and its responses not yet handed to the kernel.
    */
   private responseBytes = 0;
-  /** Who the client proved to be over SASL; null before (and always, without authorization). */
+  /** The client's certificates as /connz shows them, read the first time it asks. */
+  private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
+  /** Who the client proved to be over SASL (or its certificate, with verify_and_map); null before (and always, without authorization). */
   identity: Identity | null = null;
   readonly sasl = new SaslState();
   /** Set once a response that ends the connection is queued: nothing more is read. */
@@ -242,6 +246,7 @@ export class KafkaConnection implements Connection {
       i.lang = this.clientSoftware.name;
       i.version = this.clientSoftware.version;
     }
+    if (this.door.options.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     return i;
   }
 

@@ -5,7 +5,9 @@
  */
 
 import { createServer, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer, type SecureContextOptions } from "node:tls";
+import { createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from "node:tls";
+import { peerCertificate } from "../../core/tls-names.js";
+import { CertificateMap } from "../../core/tls-map.js";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -76,6 +78,12 @@ export interface KafkaTls {
   files: SecureContextOptions;
   /** Require and verify a client certificate (mutual TLS). */
   verify: boolean;
+  /**
+   * verify_and_map: the certificate is the client's identity, as Kafka's
+   * SSL principal is, and it needs no SASL; one that names no user (or a
+   * user with a password, which only SASL could prove) is closed at once.
+   */
+  verifyAndMap: boolean;
   /** Milliseconds a client has to complete the handshake. */
   timeoutMs: number;
 }
@@ -228,7 +236,21 @@ export class KafkaDoor {
       socket.destroy();
       return;
     }
-    this.connections.add(new KafkaConnection(this, socket));
+    const conn = new KafkaConnection(this, socket);
+    this.connections.add(conn);
+    if (this.options.tls?.verifyAndMap === true) this.mapCertificate(conn, socket as TLSSocket);
+  }
+
+  /** verify_and_map: who the client's certificate says it is, before its first request is read. */
+  private mapCertificate(conn: KafkaConnection, socket: TLSSocket): void {
+    const certificate = peerCertificate(socket);
+    const identity = certificate === null || this.auth === null ? null : this.auth.certificateIdentity(certificate);
+    if (identity === null) {
+      conn.close(`certificate ${JSON.stringify(CertificateMap.subjectOf(certificate))} maps to no user without a password`);
+      return;
+    }
+    conn.identity = identity;
+    this.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} by the certificate's ${identity.mappedBy}`);
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@
  */
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
 import type { Account } from "../../core/account.js";
 import { Message } from "../../subjects/message.js";
@@ -15,7 +16,9 @@ import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import { ResponsePermits, type ClientAuth, type Identity, type PermissionCheck } from "../../core/auth.js";
+import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
+import { CertificateMap } from "../../core/tls-map.js";
+import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 
@@ -77,7 +80,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private closed = false;
   private pingsOut = 0;
   private nextPingAt: number;
-  private authDeadline: number;
+  /** When CONNECT must have been accepted by; Infinity while a TLS handshake (with its own timer) is under way. */
+  private authDeadline = Infinity;
   /** When the socket last refused more data (write returned false); 0 when writable. */
   private blockedSince = 0;
   private readonly startedAt = Date.now();
@@ -100,8 +104,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   inBytes = 0;
   outBytes = 0;
 
-  /** The client's socket: the TCP socket, or TLS over it. */
-  private readonly socket: Socket;
+  /** The client's socket: the TCP socket, or TLS over it (once it is known, with allow_non_tls). */
+  private socket: Socket;
+  private readonly tls: NatsTls | null;
+  /** A client that chose plain NATS where TLS was optional (allow_non_tls). */
+  private plain = false;
+  /** The client's certificates as /connz shows them, read the first time it asks. */
+  private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -129,23 +138,32 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
-    this.authDeadline = this.startedAt + opts.authTimeout;
     const log = broker.log;
     this.tracing = log.traceEnabled;
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     tcp.setNoDelay(true);
     this.nonce = auth?.wantsNonce === true ? auth.nonce() : null;
+    this.tls = tls;
     const info = infoLine(broker, this.cid, this.ip, false, this.nonce);
-    let socket: Socket = tcp;
-    if (tls !== null) {
-      // Clients upgrade after reading INFO in the clear, unless the handshake comes first.
-      if (!tls.handshakeFirst) tcp.write(info);
-      socket = serveTls(tcp, tls, (why) => {
-        if (log.debugEnabled) log.debug(`${this.logPrefix}${why}`);
-        this.close(CloseReason.TlsHandshake);
-      });
+    this.socket = tcp;
+    if (tls === null) {
+      this.attach(tcp);
+      this.startAuthClock();
+    } else if (tls.handshakeFirst) {
+      this.secure(tcp);
+    } else {
+      // Clients upgrade after reading INFO in the clear.
+      tcp.write(info);
+      if (tls.allowNonTls) this.sniff(tcp);
+      else this.secure(tcp);
     }
+    broker.register(this);
+    if (tls === null || tls.handshakeFirst) this.socket.write(info);
+  }
+
+  /** The socket's events go to this connection from now on. */
+  private attach(socket: Socket): void {
     this.socket = socket;
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
@@ -153,8 +171,47 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     socket.on("drain", () => {
       this.blockedSince = 0;
     });
-    broker.register(this);
-    if (tls === null || tls.handshakeFirst) socket.write(info);
+  }
+
+  /** TLS over `tcp`; the CONNECT deadline starts once the handshake is done (nats-server's order: the TLS timeout covers the handshake). */
+  private secure(tcp: Socket): void {
+    const tls = this.tls!;
+    this.authDeadline = Infinity;
+    const secure = serveTls(tcp, tls, (why) => {
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}${why}`);
+      this.close(CloseReason.TlsHandshake);
+    });
+    secure.once("secure", () => this.startAuthClock());
+    this.attach(secure);
+  }
+
+  /**
+   * allow_non_tls: the client's first byte says which it speaks, as in
+   * nats-server: a TLS handshake record (0x16) gets TLS, anything else plain
+   * NATS. Until it speaks, it has the TLS timeout and the CONNECT deadline.
+   */
+  private sniff(tcp: Socket): void {
+    this.authDeadline = this.startedAt + this.tls!.timeoutMs + this.broker.options.authTimeout;
+    tcp.on("error", () => this.close(CloseReason.ReadError));
+    tcp.on("close", () => this.close(CloseReason.Client));
+    tcp.once("data", (first: Buffer) => {
+      if (this.closed) return;
+      if (first[0] === 0x16) {
+        // Given back to the stream: the TLS socket reads what tcp has buffered first.
+        tcp.pause();
+        tcp.unshift(first);
+        this.secure(tcp);
+        return;
+      }
+      this.plain = true;
+      this.attach(tcp);
+      this.startAuthClock();
+      this.onData(first);
+    });
+  }
+
+  private startAuthClock(): void {
+    this.authDeadline = Date.now() + this.broker.options.authTimeout;
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -189,10 +246,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.held = null;
     this.heldBytes = 0;
     if (identity === null) {
-      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation`);
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (${this.plain ? "a plain connection has no certificate" : `certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user`})` : ""}`);
       this.protocolError("Authorization Violation", CloseReason.AuthViolation);
       return;
     }
+    if (identity.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
     this.user = identity.name;
     this.permissions = identity.permissions;
     const r = identity.permissions?.responses;
@@ -247,7 +305,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       // The rest of this read, and later reads, wait for the answer.
       this.held = [];
       this.parser.suspend();
-      const creds = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: this.plain ? null : peerCertificate(this.socket as TLSSocket) };
       this.auth.authenticate(creds, this.nonce).then(
         (identity) => this.authenticated(identity),
         () => this.authenticated(null),
@@ -497,6 +556,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
     if (this.auth !== null) i.account = this.account.name;
+    if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }

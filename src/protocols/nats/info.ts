@@ -20,8 +20,10 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
   if (o.authorization !== undefined) info.auth_required = true;
   if (nonce !== null) info.nonce = nonce;
   if (o.tls !== undefined) {
-    info.tls_required = true;
-    if (o.tls.verify) info.tls_verify = true;
+    // As nats-server: with allow_non_tls TLS is offered (tls_available), not required.
+    if (o.tls.allowNonTls === true) info.tls_available = true;
+    else info.tls_required = true;
+    if (o.tls.verify === true || o.tls.verifyAndMap === true) info.tls_verify = true;
   }
   if (o.jetstream) info.jetstream = true;
   if (lameDuck) info.ldm = true;
