@@ -163,14 +163,14 @@ accounts {
         bad,
         `port: -1
 accounts {
-  A: { users: [ { user: a, password: a } ], jetstream: enabled }
+  A: { users: [ { user: a, password: a } ], mappings: { "a.>": "b.>" } }
   B: { users: [ { user: b, password: b } ], imports: [ { stream: { account: A, subject: "secret.>" } } ] }
 }
 `,
       );
       const r = await runNagare(["server", "-c", bad], { until: /Server is ready/ });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.jetstream: JetStream in an account other than the default one is not supported yet/);
+      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.mappings: subject mappings are not supported yet/);
       const unexported = join(dir, "unexported.conf");
       writeFileSync(
         unexported,

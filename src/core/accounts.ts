@@ -57,6 +57,60 @@ export interface AccountOptions {
   users?: UserOptions[];
   exports?: Array<StreamExport | ServiceExport>;
   imports?: Array<StreamImport | ServiceImport>;
+  /**
+   * JetStream for this account (nats-server's account `jetstream`): `true`
+   * for no limits, or limits (missing ones unlimited). Absent or false: the
+   * account has none, and its JetStream API requests are answered
+   * "JetStream not enabled for account".
+   */
+  jetstream?: boolean | JetStreamLimits;
+}
+
+/**
+ * An account's JetStream limits, as nats-server names them in an account's
+ * `jetstream {}` block, in `$JS.API.INFO` and in an account JWT's `limits`.
+ * -1 (or absent) is unlimited. Bytes are what the account's streams store
+ * (nagare's stored size of each message: its record in the log).
+ */
+export interface JetStreamLimits {
+  /** Bytes of memory streams (max_memory, max_mem). */
+  maxMemory?: number;
+  /** Bytes of file streams (max_store, max_file, max_disk). */
+  maxStorage?: number;
+  /** Streams (max_streams); 0 is unlimited too, as in nats-server. */
+  maxStreams?: number;
+  /** Consumers per stream (max_consumers), as nats-server applies it; 0 is unlimited too. */
+  maxConsumers?: number;
+  /** A consumer's max_ack_pending: its default when lower than 1,000, and its ceiling. */
+  maxAckPending?: number;
+  /** The largest max_bytes a memory stream, or a file stream, may have. */
+  memoryMaxStreamBytes?: number;
+  storageMaxStreamBytes?: number;
+  /** Every stream must set max_bytes. */
+  maxBytesRequired?: boolean;
+}
+
+/** The limits of an account whose JetStream is just enabled (`jetstream: enabled`): none. */
+export const UNLIMITED_JETSTREAM: Required<JetStreamLimits> = {
+  maxMemory: -1,
+  maxStorage: -1,
+  maxStreams: -1,
+  maxConsumers: -1,
+  maxAckPending: -1,
+  memoryMaxStreamBytes: -1,
+  storageMaxStreamBytes: -1,
+  maxBytesRequired: false,
+};
+
+/** An account's JetStream setting as limits with every field; null when the account has no JetStream. */
+export function jetStreamLimitsOf(setting: boolean | JetStreamLimits | undefined): Required<JetStreamLimits> | null {
+  if (setting === undefined || setting === false) return null;
+  if (setting === true) return { ...UNLIMITED_JETSTREAM };
+  const out = { ...UNLIMITED_JETSTREAM };
+  for (const [k, v] of Object.entries(setting) as Array<[keyof JetStreamLimits, number | boolean | undefined]>) {
+    if (v !== undefined) (out as Record<string, number | boolean>)[k] = v;
+  }
+  return out;
 }
 
 export function isStreamExport(e: StreamExport | ServiceExport): e is StreamExport {

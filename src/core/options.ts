@@ -1,7 +1,7 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import type { OperatorOptions } from "./jwt-auth.js";
-import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
+import { importError, type AccountOptions, type JetStreamLimits, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -383,7 +383,24 @@ const IMPORT_CHECKS: Record<keyof StreamImport | keyof ServiceImport, Check> = {
   prefix: text,
   to: text,
 };
+/** A byte or count limit: -1 (unlimited) or more. */
+const limit: Check = (v, n) => {
+  if (!isInt(v) || v < -1) fail(n, v, "an integer, -1 for unlimited");
+};
+const JETSTREAM_LIMIT_CHECKS: Record<keyof JetStreamLimits, Check> = {
+  maxMemory: limit,
+  maxStorage: limit,
+  maxStreams: limit,
+  maxConsumers: limit,
+  maxAckPending: limit,
+  memoryMaxStreamBytes: limit,
+  storageMaxStreamBytes: limit,
+  maxBytesRequired: flag,
+};
 const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
+  jetstream: (v, n) => {
+    if (typeof v !== "boolean") checkObject(v, n, JETSTREAM_LIMIT_CHECKS);
+  },
   users: (v, n) => {
     if (!Array.isArray(v)) fail(n, v, "an array of users");
     v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
@@ -524,6 +541,11 @@ export function checkOptions(o: ServerOptions): void {
   // As nats-server: operator mode replaces configured users and accounts.
   if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
     throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");
+  }
+  // nats-server lets an account ask for JetStream on a server without it, and then serves it none: asked for, and not honoured.
+  const jsAccount = Object.entries(o.accounts ?? {}).find(([, a]) => a.jetstream !== undefined && a.jetstream !== false);
+  if (jsAccount !== undefined && o.jetstream !== true && o.kafka === undefined) {
+    throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
   }
   // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
   if (o.httpsPort !== undefined && o.tls === undefined) {
