@@ -14,14 +14,18 @@
  *   must verify (a `bearer_token` user needs none);
  * - the user's `pub`/`sub` permissions apply as configured ones do.
  *
+ * An account's JetStream limits (`limits`: mem_storage, disk_storage,
+ * streams, consumer, ...) enable and bound its JetStream.
+ *
  * What nagare cannot honour is refused, never ignored: an account JWT with
- * imports, exports or JetStream limits stops the start; a user with
+ * imports or exports stops the start; a user with
  * source-network or time-of-day limits is not let in. `resp` is
  * allow_responses.
  */
 
 import { decode } from "@nats-io/jwt";
 import { randomBytes, verify as verifySignature } from "node:crypto";
+import type { JetStreamLimits } from "./accounts.js";
 import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
 
 export interface OperatorOptions {
@@ -45,6 +49,8 @@ interface TrustedAccount {
   key: string;
   signingKeys: Set<string>;
   revocations: Record<string, number>;
+  /** The JetStream limits its JWT gives it; null: no JetStream. */
+  jetstream: Required<JetStreamLimits> | null;
 }
 
 /** Why an operator or account JWT cannot be used, as startup errors. */
@@ -97,12 +103,16 @@ export class JwtAuthenticator implements ClientAuth {
       for (const k of ["imports", "exports"]) {
         if (Array.isArray(nats[k]) && (nats[k] as unknown[]).length > 0) throw new JwtConfigError(`${what}: ${k} in account JWTs are not supported yet`);
       }
-      const limits = nats.limits as Record<string, unknown> | undefined;
-      if (limits !== undefined && ["mem_storage", "disk_storage", "streams", "consumer"].some((k) => typeof limits[k] === "number" && limits[k] !== 0)) {
-        throw new JwtConfigError(`${what}: JetStream in an account other than the default one is not supported yet`);
-      }
-      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {} });
+      const jetstream = jetStreamLimitsOfClaims(nats, what);
+      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {}, jetstream });
     }
+  }
+
+  /** The accounts whose JWT gives them JetStream, with their limits. */
+  jetStreamLimits(): Map<string, Required<JetStreamLimits>> {
+    const out = new Map<string, Required<JetStreamLimits>>();
+    for (const a of this.accounts.values()) if (a.jetstream !== null) out.set(a.key, a.jetstream);
+    return out;
   }
 
   /** The accounts the resolver holds, by public key: each is an isolated subject space. */
@@ -140,6 +150,49 @@ export class JwtAuthenticator implements ClientAuth {
     const permissions = permissionsOf(nats);
     return { name: u.name ?? u.sub, account: account.key, permissions: permissions === null ? null : new PermissionCheck(permissions) };
   }
+}
+
+/**
+ * The JetStream limits an account JWT's `limits` give (nats-server 2.9's
+ * reading): JetStream is on when `mem_storage` or `disk_storage` is not 0
+ * (-1 is unlimited, 0 then means no memory, or no disk), or when tiered
+ * limits are given; `streams` and `consumer` of 0 or -1 are no limit;
+ * `mem_max_stream_bytes`, `disk_max_stream_bytes` and `max_ack_pending` of
+ * 0 are none. Of tiered limits a single server uses R1 (every stream has
+ * one replica); without R1 its streams could have no limits, which nagare
+ * refuses rather than guess. Throws a JwtConfigError for what it cannot
+ * read. Exported for account updates (claims arriving while running).
+ */
+export function jetStreamLimitsOfClaims(nats: Record<string, unknown>, what: string): Required<JetStreamLimits> | null {
+  const limits = nats.limits as Record<string, unknown> | undefined;
+  if (limits === undefined || limits === null || typeof limits !== "object") return null;
+  const tiered = limits.tiered_limits as Record<string, Record<string, unknown>> | undefined;
+  let l: Record<string, unknown> = limits;
+  const num = (k: string): number => {
+    const v = l[k];
+    if (v === undefined || v === null) return 0;
+    if (typeof v !== "number" || !Number.isInteger(v)) throw new JwtConfigError(`${what}: limits.${k} is not an integer`);
+    return v;
+  };
+  if (num("mem_storage") === 0 && num("disk_storage") === 0) {
+    if (tiered === undefined || tiered === null || typeof tiered !== "object" || Object.keys(tiered).length === 0) return null;
+    if (typeof tiered.R1 !== "object" || tiered.R1 === null) throw new JwtConfigError(`${what}: tiered JetStream limits without R1 are not supported (every stream of a single server has one replica)`);
+    l = tiered.R1;
+  }
+  const positive = (k: string): number => {
+    const v = num(k);
+    return v > 0 ? v : -1;
+  };
+  return {
+    maxMemory: num("mem_storage"),
+    maxStorage: num("disk_storage"),
+    maxStreams: num("streams"),
+    maxConsumers: num("consumer"),
+    maxAckPending: positive("max_ack_pending"),
+    memoryMaxStreamBytes: positive("mem_max_stream_bytes"),
+    storageMaxStreamBytes: positive("disk_max_stream_bytes"),
+    maxBytesRequired: l.max_bytes_required === true,
+  };
 }
 
 /**

@@ -262,7 +262,7 @@ function jetStreamAccounts(opts: ResolvedOptions, auth: ClientAuth | null): Map<
     const limits = jetStreamLimitsOf(a.jetstream);
     if (limits !== null) out.set(name, limits);
   }
-  //JWTLINE
+  if (auth instanceof JwtAuthenticator) for (const [key, limits] of auth.jetStreamLimits()) out.set(key, limits);
   return out;
 }
 
