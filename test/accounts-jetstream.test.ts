@@ -36,6 +36,8 @@ const ACCOUNTS: ServerOptions["accounts"] = {
     users: [{ user: "i", password: "i" }],
     imports: [{ service: { account: "A", subject: "$JS.API.>" } }, { service: { account: "A", subject: "$JS.ACK.>" } }],
   },
+  // A's API under a prefix of its own, as a client names it with apiPrefix.
+  P: { users: [{ user: "p", password: "p" }], imports: [{ service: { account: "A", subject: "$JS.API.>" }, to: "JSA.API.>" }] },
 };
 
 describe("JetStream per account", () => {
@@ -187,6 +189,11 @@ describe("JetStream per account", () => {
     assert.equal(m?.string(), "one");
     assert.equal(await m!.ackAck(), true, "the ack reaches A through the $JS.ACK import");
     assert.equal((await jsA.consumers.info("ORDERS", "via_i")).num_ack_pending, 0);
+    const p = await as("p");
+    const viaPrefix = await jetstreamManager(p, { apiPrefix: "JSA.API" });
+    assert.equal((await viaPrefix.streams.info("ORDERS")).state.messages, 1, "JSA.API.STREAM.INFO.ORDERS maps onto $JS.API.STREAM.INFO.ORDERS in A");
+    // P has no JetStream and answers nothing on $JS.API itself but "not enabled".
+    await assert.rejects(jetstreamManager(p), /JetStream not enabled for account/);
   });
 
   test("/jsz shows each JetStream account's figures; /accountz says which accounts have JetStream", async () => {
@@ -312,6 +319,10 @@ accounts {
     const off = await runNagare(["server", "-c", noServerJs, "-t"]);
     assert.notEqual(off.code, 0);
     assert.match(off.stderr, /accounts\.A\.jetstream needs JetStream on the server/);
+    await assert.rejects(
+      startServer({ port: 0, accounts: { A: { exports: [{ service: "svc.*" }] }, B: { imports: [{ service: { account: "A", subject: "svc.*" }, to: "local" }] } } }),
+      /a service import's to \(local\) must have the wildcards of its subject \(svc\.\*\)/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
