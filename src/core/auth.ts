@@ -90,8 +90,20 @@ export interface ClientAuth {
   authenticate(c: Credentials, nonce: string | null): Promise<Identity | null>;
 }
 
+/**
+ * What a door whose clients prove themselves with a password alone asks
+ * (the Kafka door's SASL PLAIN and SCRAM): configured users
+ * (Authenticator), or in operator mode user JWTs (JwtAuthenticator).
+ */
+export interface PasswordAuth {
+  /** The identity a user name and password prove, or null. `connectionType` names the door, for JWTs that allow only some. */
+  authenticatePassword(user: string, pass: string, connectionType: string): Promise<Identity | null>;
+  /** What a SCRAM exchange checks the user against, or null when the user cannot use SCRAM. */
+  scramCredential(user: string, hash: ScramHash): Promise<ScramCredential | null>;
+}
+
 /** A connection's authenticator: none when the server needs no authentication. */
-export class Authenticator implements ClientAuth {
+export class Authenticator implements ClientAuth, PasswordAuth {
   private readonly byName = new Map<string, UserOptions>();
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();

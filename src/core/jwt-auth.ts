@@ -26,7 +26,7 @@
 import { decode } from "@nats-io/jwt";
 import { randomBytes, verify as verifySignature } from "node:crypto";
 import type { JetStreamLimits } from "./accounts.js";
-import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type PasswordAuth, type Permissions } from "./auth.js";
 
 export interface OperatorOptions {
   /** Operator JWTs (the contents, not file names). */
@@ -51,6 +51,8 @@ interface TrustedAccount {
   revocations: Record<string, number>;
   /** The JetStream limits its JWT gives it; null: no JetStream. */
   jetstream: Required<JetStreamLimits> | null;
+  /** Its users may not present bearer tokens (limits.disallow_bearer). */
+  disallowBearer: boolean;
 }
 
 /** Why an operator or account JWT cannot be used, as startup errors. */
@@ -77,7 +79,7 @@ function signingKeys(nats: Record<string, unknown> | undefined, what: string): S
 const expired = (c: Claims, now: number): boolean => c.exp !== undefined && c.exp > 0 && c.exp * 1000 <= now;
 const notYet = (c: Claims, now: number): boolean => c.nbf !== undefined && c.nbf > 0 && c.nbf * 1000 > now;
 
-export class JwtAuthenticator implements ClientAuth {
+export class JwtAuthenticator implements ClientAuth, PasswordAuth {
   readonly wantsNonce = true;
   private readonly accounts = new Map<string, TrustedAccount>();
 
@@ -104,7 +106,8 @@ export class JwtAuthenticator implements ClientAuth {
         if (Array.isArray(nats[k]) && (nats[k] as unknown[]).length > 0) throw new JwtConfigError(`${what}: ${k} in account JWTs are not supported yet`);
       }
       const jetstream = jetStreamLimitsOfClaims(nats, what);
-      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {}, jetstream });
+      const disallowBearer = (nats.limits as Record<string, unknown> | undefined)?.disallow_bearer === true;
+      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {}, jetstream, disallowBearer });
     }
   }
 
@@ -126,7 +129,34 @@ export class JwtAuthenticator implements ClientAuth {
 
   async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
     if (typeof c.jwt !== "string") return null;
-    const u = verifiedClaims(c.jwt);
+    return this.userIdentity(c.jwt, nonce, c.sig, "STANDARD");
+  }
+
+  /**
+   * A password alone (the Kafka door's SASL PLAIN): the password is a user
+   * JWT, as nats-server takes an MQTT client's password. With no nonce to
+   * sign, only a bearer JWT (`bearer_token`) can prove anything: any other
+   * is refused, as it would be from a NATS client that signs nothing. The
+   * user name is not checked (Kafka clients insist on one).
+   */
+  authenticatePassword(_user: string, pass: string, connectionType: string): Promise<Identity | null> {
+    return Promise.resolve(this.userIdentity(pass, null, undefined, connectionType));
+  }
+
+  /** SCRAM needs a secret the server knows: a JWT user has none. */
+  scramCredential(): Promise<null> {
+    return Promise.resolve(null);
+  }
+
+  /**
+   * The identity a user JWT proves for a client of `connectionType`
+   * (nats-server's names: STANDARD for NATS clients; KAFKA for the Kafka
+   * door): signed by its account, within its dates, not revoked, allowing
+   * that connection type if it lists any, and either signing the nonce or
+   * a bearer token its account allows.
+   */
+  private userIdentity(jwt: string, nonce: string | null, sig: unknown, connectionType: string): Identity | null {
+    const u = verifiedClaims(jwt);
     if (u === null) return null;
     const nats = u.nats ?? {};
     if (nats.type !== "user") return null;
@@ -138,11 +168,15 @@ export class JwtAuthenticator implements ClientAuth {
     if (u.iss !== account.key && !account.signingKeys.has(u.iss)) return null;
     const revoked = account.revocations[u.sub] ?? account.revocations["*"];
     if (revoked !== undefined && (u.iat ?? 0) <= revoked) return null;
-    if (nats.bearer_token !== true) {
-      if (nonce === null || typeof c.sig !== "string") return null;
+    const types = nats.allowed_connection_types;
+    if (Array.isArray(types) && types.length > 0 && !types.includes(connectionType)) return null;
+    if (nats.bearer_token === true) {
+      if (account.disallowBearer) return null;
+    } else {
+      if (nonce === null || typeof sig !== "string") return null;
       // node:crypto, not @nats-io/nkeys's pure-JavaScript Ed25519, which would hold the event loop per connect.
       const key = ed25519Key(u.sub);
-      if (key === null || !verifyNonce(key, nonce, c.sig)) return null;
+      if (key === null || !verifyNonce(key, nonce, sig)) return null;
     }
     // What the user's claims ask for and nagare cannot enforce keeps the user out.
     if (Array.isArray(nats.src) && nats.src.length > 0) return null;
