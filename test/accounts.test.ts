@@ -126,13 +126,6 @@ describe("accounts", () => {
   });
 });
 
-test("the Kafka door, which serves the default account, does not start beside account users", async () => {
-  await assert.rejects(
-    startServer({ port: 0, kafka: { port: 0 }, accounts: { A: { users: [{ user: "a", password: "a" }] } } }),
-    /the Kafka listener serves the default account only/,
-  );
-});
-
 describe("accounts configuration", () => {
   test("a file with accounts, exports and imports starts; what cannot be served does not", async () => {
     const dir = mkdtempSync(join(tmpdir(), "nagare-accounts-"));

@@ -551,11 +551,6 @@ export function checkOptions(o: ServerOptions): void {
   if (o.httpsPort !== undefined && o.tls === undefined) {
     throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
   }
-  // The Kafka door serves the default account and authenticates the authorization block's users (SASL):
-  // users of other accounts, or of operator mode, would reach streams outside their account, or no one could log in.
-  if (o.kafka !== undefined && (o.operator !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0))) {
-    throw new OptionsError("the Kafka listener serves the default account only: it cannot be used with account users or operator mode yet");
-  }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.
   if (maxPayload > maxPending) {
     throw new OptionsError(`maxPayload (${maxPayload}) must not exceed maxPending (${maxPending}): no subscriber could receive such a message`);

@@ -123,13 +123,13 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   }
 
   let kafka: KafkaDoor | undefined;
-  if (opts.kafka !== undefined && jetstream !== undefined) {
+  if (opts.kafka !== undefined && jetstreams !== undefined) {
     const k = opts.kafka;
     const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
     try {
       kafka = await KafkaDoor.start(
         broker,
-        jetstream,
+        jetstreams,
         {
           host: k.host ?? opts.host,
           port: kafkaPort < 0 ? 0 : kafkaPort,
@@ -147,7 +147,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
         },
         log,
-        kafkaAuth(auth),
+        auth,
       );
     } catch (err) {
       listener.close();
@@ -323,12 +323,6 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
   }
   return null;
-}
-
-/** The Kafka door's SASL users: the configured ones. Operator mode has none to offer, and never gets this far (checkOptions refuses the pair). */
-function kafkaAuth(auth: ClientAuth | null): Authenticator | null {
-  if (auth === null || auth instanceof Authenticator) return auth;
-  throw new Error("the Kafka listener cannot authenticate operator-mode users");
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

@@ -42,6 +42,8 @@ export class JetStreams {
   /** Enables and disables of one account, one after another. */
   private readonly pending = new Map<string, Promise<void>>();
   private closed = false;
+  /** Told the name of an account whose JetStream was turned on or off (a door that holds its streams lets go of them). */
+  readonly changeListeners = new Set<(account: string) => void>();
 
   private constructor(
     readonly options: JetStreamOptions,
@@ -116,6 +118,7 @@ export class JetStreams {
         running.api.close();
         await running.js.close();
         this.options.log.info(`JetStream disabled for account ${name}`);
+        for (const l of this.changeListeners) l(name);
       }
       if (!this.disabled.has(name) && !this.importsJetStream(account)) {
         this.disabled.set(name, new DisabledApi(account, (reply, body) => account.route(Message.from(reply, "", body), null)));
@@ -130,6 +133,7 @@ export class JetStreams {
     this.disabled.get(name)?.close();
     this.disabled.delete(name);
     this.served.set(name, { js, api: new JetStreamApi(js) });
+    for (const l of this.changeListeners) l(name);
     if (name !== GLOBAL_ACCOUNT) this.options.log.info(`JetStream enabled for account ${name}, storing under ${js.options.storeDir}`);
   }
 

@@ -54,6 +54,18 @@ export const ErrorCode = {
   SASL_AUTHENTICATION_FAILED: 58,
 } as const;
 
+/**
+ * JetStream's account-limit errors (streams/limits.ts: max streams, memory
+ * and storage, consumers, max_bytes rules, and a message the account has no
+ * room for): a Kafka client gets POLICY_VIOLATION with JetStream's text, an
+ * error it does not retry, as the account's configured policy refuses it.
+ */
+const ACCOUNT_LIMIT_CODES = new Set([10002, 10026, 10027, 10028, 10047, 10113, 10122]);
+
+export function isAccountLimit(err: { errCode: number }): boolean {
+  return ACCOUNT_LIMIT_CODES.has(err.errCode);
+}
+
 /** A refusal of one partition's records, with the code its produce response carries. */
 export class BatchError extends Error {
   constructor(
