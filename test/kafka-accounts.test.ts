@@ -16,7 +16,7 @@ import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
-import { connect, credsAuthenticator } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, jwtAuthenticator } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startServer, type NagareServer } from "../src/index.js";
 import { kcat } from "./helpers/kafka.js";
@@ -242,5 +242,8 @@ describe("the Kafka door in operator mode: a bearer user JWT as the PLAIN passwo
     assert.equal(c.code, 0, c.stderr);
     assert.equal(c.stdout, "e1\ne2\n");
     await assert.rejects(connect({ servers: srv.url, authenticator: credsAuthenticator(new TextEncoder().encode(jwts.kafkaOnlyCreds)), reconnect: false }), /Authorization Violation/);
+    // disallow_bearer holds over NATS too; a bearer JWT of an account that allows them connects.
+    await assert.rejects(connect({ servers: srv.url, authenticator: jwtAuthenticator(strictJwt), reconnect: false }), /Authorization Violation/);
+    await (await connect({ servers: srv.url, authenticator: jwtAuthenticator(jwts.bearer), reconnect: false })).close();
   });
 });
