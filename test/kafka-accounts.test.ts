@@ -19,7 +19,7 @@ import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jw
 import { connect, credsAuthenticator, jwtAuthenticator } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { startServer, type NagareServer } from "../src/index.js";
-import { kcat } from "./helpers/kafka.js";
+import { kcat, python } from "./helpers/kafka.js";
 
 const { Kafka, logLevel } = kafkajs;
 type Sasl = { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string };
@@ -172,6 +172,68 @@ describe("the Kafka door for account users", () => {
     await assert.rejects(n.connect(), /account N has no JetStream/);
     const wrong = client(srv, { mechanism: "plain", username: "a", password: "nope" }, 0).admin();
     await assert.rejects(wrong.connect(), /Invalid username or password/);
+  });
+});
+
+describe("the Kafka ACL APIs: answered, and refused with where permissions come from", () => {
+  const acl = {
+    resourceType: kafkajs.AclResourceTypes.TOPIC,
+    resourceName: "orders",
+    resourcePatternType: kafkajs.ResourcePatternTypes.LITERAL,
+    principal: "User:a",
+    host: "*",
+    operation: kafkajs.AclOperationTypes.WRITE,
+    permissionType: kafkajs.AclPermissionTypes.ALLOW,
+  };
+  const refusedAs = (type: string) => (err: Error & { type?: string }) => err.type === type;
+
+  test("with authorization: CLUSTER_AUTHORIZATION_FAILED, the message naming the configuration (KafkaJS, kafka-python)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-kacl-"));
+    const srv = await startServer({ port: 0, jetstream: true, storeDir: dir, authorization: { users: [{ user: "admin", password: "admin-pw" }] }, kafka: { port: 0 } });
+    try {
+      const admin = client(srv, { mechanism: "plain", username: "admin", password: "admin-pw" }, 0).admin();
+      await admin.connect();
+      try {
+        await assert.rejects(admin.describeAcls(acl), refusedAs("CLUSTER_AUTHORIZATION_FAILED"));
+        await assert.rejects(admin.createAcls({ acl: [acl] }), refusedAs("CLUSTER_AUTHORIZATION_FAILED"));
+        await assert.rejects(admin.deleteAcls({ filters: [acl] }), refusedAs("CLUSTER_AUTHORIZATION_FAILED"));
+      } finally {
+        await admin.disconnect();
+      }
+      const py = await python(`
+from kafka.admin import KafkaAdminClient, ACLFilter, ACLOperation, ACLPermissionType, ResourcePatternFilter, ResourceType, ACLResourcePatternType
+a = KafkaAdminClient(bootstrap_servers="127.0.0.1:${srv.kafkaPort}", security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_plain_username="admin", sasl_plain_password="admin-pw")
+try:
+    a.describe_acls(ACLFilter(principal=None, host="*", operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY, resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+    print("no error")
+except Exception as e:
+    print(type(e).__name__, e)
+a.close()
+`);
+      assert.equal(py.code, 0, py.stderr);
+      assert.match(py.stdout, /ClusterAuthorizationFailedError/);
+      assert.match(py.stdout, /nagare keeps no Kafka ACLs/);
+    } finally {
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("without authorization: SECURITY_DISABLED, as a Kafka broker without an authorizer", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-kacl-"));
+    const srv = await startServer({ port: 0, jetstream: true, storeDir: dir, kafka: { port: 0 } });
+    try {
+      const admin = new Kafka({ clientId: "kacl", brokers: [`127.0.0.1:${srv.kafkaPort}`], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
+      await admin.connect();
+      try {
+        await assert.rejects(admin.createAcls({ acl: [acl] }), refusedAs("SECURITY_DISABLED"));
+      } finally {
+        await admin.disconnect();
+      }
+    } finally {
+      await srv.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

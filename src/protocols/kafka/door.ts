@@ -28,6 +28,7 @@ import { handleProduce } from "./produce.js";
 import { handleFetch, handleListOffsets } from "./fetch.js";
 import { handleInitProducerId } from "./produce.js";
 import { AccountDoor } from "./account-door.js";
+import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleEndTxn, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
@@ -132,13 +133,16 @@ export class KafkaDoor {
     this.decompression = new ByteBudget(options.maxDecompressBytes);
     this.responses = new ByteBudget(options.maxResponseBytes);
     this.requests = new ByteBudget(Math.max(options.maxQueuedRequestBytes, options.maxRequestBytes));
-    // What a connection does before it belongs to an account: versions and SASL.
+    // What needs no account: versions, SASL and the ACL APIs (refused whoever asks).
     const open = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
     open(ApiKey.ApiVersions, handleApiVersions);
     open(ApiKey.SaslHandshake, handleSaslHandshake);
     open(ApiKey.SaslAuthenticate, handleSaslAuthenticate);
+    open(ApiKey.DescribeAcls, handleDescribeAcls);
+    open(ApiKey.CreateAcls, handleCreateAcls);
+    open(ApiKey.DeleteAcls, handleDeleteAcls);
     // Everything else serves the connection's account (connection.ts lets nothing else through before it has one).
     const on = (key: number, h: (door: AccountDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(ctx.conn.account!, ctx));
