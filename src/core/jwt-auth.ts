@@ -10,8 +10,11 @@
  *   keys, and unexpired;
  * - a user JWT must be issued by its account or one of the account's
  *   signing keys (then `issuer_account` names the account), be within its
- *   validity dates, not be revoked by the account, and its nonce signature
- *   must verify (a `bearer_token` user needs none);
+ *   validity dates, not be revoked by the account, allow the connection's
+ *   type if it lists any (STANDARD for NATS clients, KAFKA for the Kafka
+ *   door), and its nonce signature must verify (a `bearer_token` user needs
+ *   none, unless its account disallows bearer tokens); a door with no nonce
+ *   (the Kafka door's SASL PLAIN) takes a bearer JWT as a password;
  * - the user's `pub`/`sub` permissions apply as configured ones do.
  *
  * An account's JetStream limits (`limits`: mem_storage, disk_storage,
