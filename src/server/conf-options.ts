@@ -56,12 +56,12 @@ const NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `jetstream { }`: limits and features its streams would silently lack. */
 const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
-  max_memory_store: "JetStream memory limits are not supported yet",
-  max_mem_store: "JetStream memory limits are not supported yet",
-  max_mem: "JetStream memory limits are not supported yet",
-  max_file_store: "JetStream storage limits are not supported yet",
-  max_file: "JetStream storage limits are not supported yet",
-  limits: "JetStream account limits are not supported yet",
+  max_memory_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_file_store: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  max_file: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  limits: "server-wide JetStream API limits are not supported yet",
   domain: "JetStream domains are not supported yet",
   key: "encryption at rest is not supported yet",
   ek: "encryption at rest is not supported yet",
