@@ -126,13 +126,6 @@ describe("accounts", () => {
   });
 });
 
-test("the Kafka door, which serves the default account, does not start beside account users", async () => {
-  await assert.rejects(
-    startServer({ port: 0, kafka: { port: 0 }, accounts: { A: { users: [{ user: "a", password: "a" }] } } }),
-    /the Kafka listener serves the default account only/,
-  );
-});
-
 describe("accounts configuration", () => {
   test("a file with accounts, exports and imports starts; what cannot be served does not", async () => {
     const dir = mkdtempSync(join(tmpdir(), "nagare-accounts-"));
@@ -163,14 +156,14 @@ accounts {
         bad,
         `port: -1
 accounts {
-  A: { users: [ { user: a, password: a } ], jetstream: enabled }
+  A: { users: [ { user: a, password: a } ], mappings: { "a.>": "b.>" } }
   B: { users: [ { user: b, password: b } ], imports: [ { stream: { account: A, subject: "secret.>" } } ] }
 }
 `,
       );
       const r = await runNagare(["server", "-c", bad], { until: /Server is ready/ });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.jetstream: JetStream in an account other than the default one is not supported yet/);
+      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.mappings: subject mappings are not supported yet/);
       const unexported = join(dir, "unexported.conf");
       writeFileSync(
         unexported,

@@ -100,8 +100,22 @@ export interface ClientAuth {
   authenticate(c: Credentials, nonce: string | null): Promise<Identity | null>;
 }
 
+/**
+ * What a door whose clients prove themselves with a password alone asks
+ * (the Kafka door's SASL PLAIN and SCRAM): configured users
+ * (Authenticator), or in operator mode user JWTs (JwtAuthenticator).
+ */
+export interface PasswordAuth {
+  /** The identity a user name and password prove, or null. `connectionType` names the door, for JWTs that allow only some. */
+  authenticatePassword(user: string, pass: string, connectionType: string): Promise<Identity | null>;
+  /** What a SCRAM exchange checks the user against, or null when the user cannot use SCRAM. */
+  scramCredential(user: string, hash: ScramHash): Promise<ScramCredential | null>;
+  /** verify_and_map on the Kafka listener: the user a verified certificate names. Absent where certificates name nobody (operator mode refuses verify_and_map at start). */
+  certificateIdentity?(certificate: Buffer): Identity | null;
+}
+
 /** A connection's authenticator: none when the server needs no authentication. */
-export class Authenticator implements ClientAuth {
+export class Authenticator implements ClientAuth, PasswordAuth {
   private readonly byName = new Map<string, UserOptions>();
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();

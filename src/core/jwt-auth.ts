@@ -10,19 +10,26 @@
  *   keys, and unexpired;
  * - a user JWT must be issued by its account or one of the account's
  *   signing keys (then `issuer_account` names the account), be within its
- *   validity dates, not be revoked by the account, and its nonce signature
- *   must verify (a `bearer_token` user needs none);
+ *   validity dates, not be revoked by the account, allow the connection's
+ *   type if it lists any (STANDARD for NATS clients, KAFKA for the Kafka
+ *   door), and its nonce signature must verify (a `bearer_token` user needs
+ *   none, unless its account disallows bearer tokens); a door with no nonce
+ *   (the Kafka door's SASL PLAIN) takes a bearer JWT as a password;
  * - the user's `pub`/`sub` permissions apply as configured ones do.
  *
+ * An account's JetStream limits (`limits`: mem_storage, disk_storage,
+ * streams, consumer, ...) enable and bound its JetStream.
+ *
  * What nagare cannot honour is refused, never ignored: an account JWT with
- * imports, exports or JetStream limits stops the start; a user with
+ * imports or exports stops the start; a user with
  * source-network or time-of-day limits is not let in. `resp` is
  * allow_responses.
  */
 
 import { decode } from "@nats-io/jwt";
 import { randomBytes, verify as verifySignature } from "node:crypto";
-import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+import type { JetStreamLimits } from "./accounts.js";
+import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type PasswordAuth, type Permissions } from "./auth.js";
 
 export interface OperatorOptions {
   /** Operator JWTs (the contents, not file names). */
@@ -45,6 +52,10 @@ interface TrustedAccount {
   key: string;
   signingKeys: Set<string>;
   revocations: Record<string, number>;
+  /** The JetStream limits its JWT gives it; null: no JetStream. */
+  jetstream: Required<JetStreamLimits> | null;
+  /** Its users may not present bearer tokens (limits.disallow_bearer). */
+  disallowBearer: boolean;
 }
 
 /** Why an operator or account JWT cannot be used, as startup errors. */
@@ -71,7 +82,7 @@ function signingKeys(nats: Record<string, unknown> | undefined, what: string): S
 const expired = (c: Claims, now: number): boolean => c.exp !== undefined && c.exp > 0 && c.exp * 1000 <= now;
 const notYet = (c: Claims, now: number): boolean => c.nbf !== undefined && c.nbf > 0 && c.nbf * 1000 > now;
 
-export class JwtAuthenticator implements ClientAuth {
+export class JwtAuthenticator implements ClientAuth, PasswordAuth {
   readonly wantsNonce = true;
   private readonly accounts = new Map<string, TrustedAccount>();
 
@@ -97,12 +108,17 @@ export class JwtAuthenticator implements ClientAuth {
       for (const k of ["imports", "exports"]) {
         if (Array.isArray(nats[k]) && (nats[k] as unknown[]).length > 0) throw new JwtConfigError(`${what}: ${k} in account JWTs are not supported yet`);
       }
-      const limits = nats.limits as Record<string, unknown> | undefined;
-      if (limits !== undefined && ["mem_storage", "disk_storage", "streams", "consumer"].some((k) => typeof limits[k] === "number" && limits[k] !== 0)) {
-        throw new JwtConfigError(`${what}: JetStream in an account other than the default one is not supported yet`);
-      }
-      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {} });
+      const jetstream = jetStreamLimitsOfClaims(nats, what);
+      const disallowBearer = (nats.limits as Record<string, unknown> | undefined)?.disallow_bearer === true;
+      this.accounts.set(key, { key, signingKeys: signingKeys(nats, what), revocations: (nats.revocations as Record<string, number> | undefined) ?? {}, jetstream, disallowBearer });
     }
+  }
+
+  /** The accounts whose JWT gives them JetStream, with their limits. */
+  jetStreamLimits(): Map<string, Required<JetStreamLimits>> {
+    const out = new Map<string, Required<JetStreamLimits>>();
+    for (const a of this.accounts.values()) if (a.jetstream !== null) out.set(a.key, a.jetstream);
+    return out;
   }
 
   /** The accounts the resolver holds, by public key: each is an isolated subject space. */
@@ -116,7 +132,34 @@ export class JwtAuthenticator implements ClientAuth {
 
   async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
     if (typeof c.jwt !== "string") return null;
-    const u = verifiedClaims(c.jwt);
+    return this.userIdentity(c.jwt, nonce, c.sig, "STANDARD");
+  }
+
+  /**
+   * A password alone (the Kafka door's SASL PLAIN): the password is a user
+   * JWT, as nats-server takes an MQTT client's password. With no nonce to
+   * sign, only a bearer JWT (`bearer_token`) can prove anything: any other
+   * is refused, as it would be from a NATS client that signs nothing. The
+   * user name is not checked (Kafka clients insist on one).
+   */
+  authenticatePassword(_user: string, pass: string, connectionType: string): Promise<Identity | null> {
+    return Promise.resolve(this.userIdentity(pass, null, undefined, connectionType));
+  }
+
+  /** SCRAM needs a secret the server knows: a JWT user has none. */
+  scramCredential(): Promise<null> {
+    return Promise.resolve(null);
+  }
+
+  /**
+   * The identity a user JWT proves for a client of `connectionType`
+   * (nats-server's names: STANDARD for NATS clients; KAFKA for the Kafka
+   * door): signed by its account, within its dates, not revoked, allowing
+   * that connection type if it lists any, and either signing the nonce or
+   * a bearer token its account allows.
+   */
+  private userIdentity(jwt: string, nonce: string | null, sig: unknown, connectionType: string): Identity | null {
+    const u = verifiedClaims(jwt);
     if (u === null) return null;
     const nats = u.nats ?? {};
     if (nats.type !== "user") return null;
@@ -128,11 +171,15 @@ export class JwtAuthenticator implements ClientAuth {
     if (u.iss !== account.key && !account.signingKeys.has(u.iss)) return null;
     const revoked = account.revocations[u.sub] ?? account.revocations["*"];
     if (revoked !== undefined && (u.iat ?? 0) <= revoked) return null;
-    if (nats.bearer_token !== true) {
-      if (nonce === null || typeof c.sig !== "string") return null;
+    const types = nats.allowed_connection_types;
+    if (Array.isArray(types) && types.length > 0 && !types.includes(connectionType)) return null;
+    if (nats.bearer_token === true) {
+      if (account.disallowBearer) return null;
+    } else {
+      if (nonce === null || typeof sig !== "string") return null;
       // node:crypto, not @nats-io/nkeys's pure-JavaScript Ed25519, which would hold the event loop per connect.
       const key = ed25519Key(u.sub);
-      if (key === null || !verifyNonce(key, nonce, c.sig)) return null;
+      if (key === null || !verifyNonce(key, nonce, sig)) return null;
     }
     // What the user's claims ask for and nagare cannot enforce keeps the user out.
     if (Array.isArray(nats.src) && nats.src.length > 0) return null;
@@ -140,6 +187,49 @@ export class JwtAuthenticator implements ClientAuth {
     const permissions = permissionsOf(nats);
     return { name: u.name ?? u.sub, account: account.key, permissions: permissions === null ? null : new PermissionCheck(permissions) };
   }
+}
+
+/**
+ * The JetStream limits an account JWT's `limits` give (nats-server 2.9's
+ * reading): JetStream is on when `mem_storage` or `disk_storage` is not 0
+ * (-1 is unlimited, 0 then means no memory, or no disk), or when tiered
+ * limits are given; `streams` and `consumer` of 0 or -1 are no limit;
+ * `mem_max_stream_bytes`, `disk_max_stream_bytes` and `max_ack_pending` of
+ * 0 are none. Of tiered limits a single server uses R1 (every stream has
+ * one replica); without R1 its streams could have no limits, which nagare
+ * refuses rather than guess. Throws a JwtConfigError for what it cannot
+ * read. Exported for account updates (claims arriving while running).
+ */
+export function jetStreamLimitsOfClaims(nats: Record<string, unknown>, what: string): Required<JetStreamLimits> | null {
+  const limits = nats.limits as Record<string, unknown> | undefined;
+  if (limits === undefined || limits === null || typeof limits !== "object") return null;
+  const tiered = limits.tiered_limits as Record<string, Record<string, unknown>> | undefined;
+  let l: Record<string, unknown> = limits;
+  const num = (k: string): number => {
+    const v = l[k];
+    if (v === undefined || v === null) return 0;
+    if (typeof v !== "number" || !Number.isInteger(v)) throw new JwtConfigError(`${what}: limits.${k} is not an integer`);
+    return v;
+  };
+  if (num("mem_storage") === 0 && num("disk_storage") === 0) {
+    if (tiered === undefined || tiered === null || typeof tiered !== "object" || Object.keys(tiered).length === 0) return null;
+    if (typeof tiered.R1 !== "object" || tiered.R1 === null) throw new JwtConfigError(`${what}: tiered JetStream limits without R1 are not supported (every stream of a single server has one replica)`);
+    l = tiered.R1;
+  }
+  const positive = (k: string): number => {
+    const v = num(k);
+    return v > 0 ? v : -1;
+  };
+  return {
+    maxMemory: num("mem_storage"),
+    maxStorage: num("disk_storage"),
+    maxStreams: num("streams"),
+    maxConsumers: num("consumer"),
+    maxAckPending: positive("max_ack_pending"),
+    memoryMaxStreamBytes: positive("mem_max_stream_bytes"),
+    storageMaxStreamBytes: positive("disk_max_stream_bytes"),
+    maxBytesRequired: l.max_bytes_required === true,
+  };
 }
 
 /**

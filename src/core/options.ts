@@ -3,7 +3,7 @@ import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules,
 import type { OperatorOptions } from "./jwt-auth.js";
 import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
 import { dnKey, parseDn } from "./tls-map.js";
-import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
+import { importError, type AccountOptions, type JetStreamLimits, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -578,7 +578,24 @@ const IMPORT_CHECKS: Record<keyof StreamImport | keyof ServiceImport, Check> = {
   prefix: text,
   to: text,
 };
+/** A byte or count limit: -1 (unlimited) or more. */
+const limit: Check = (v, n) => {
+  if (!isInt(v) || v < -1) fail(n, v, "an integer, -1 for unlimited");
+};
+const JETSTREAM_LIMIT_CHECKS: Record<keyof JetStreamLimits, Check> = {
+  maxMemory: limit,
+  maxStorage: limit,
+  maxStreams: limit,
+  maxConsumers: limit,
+  maxAckPending: limit,
+  memoryMaxStreamBytes: limit,
+  storageMaxStreamBytes: limit,
+  maxBytesRequired: flag,
+};
 const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
+  jetstream: (v, n) => {
+    if (typeof v !== "boolean") checkObject(v, n, JETSTREAM_LIMIT_CHECKS);
+  },
   users: (v, n) => {
     if (!Array.isArray(v)) fail(n, v, "an array of users");
     v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
@@ -756,14 +773,14 @@ export function checkOptions(o: ServerOptions): void {
   if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
     throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");
   }
+  // nats-server lets an account ask for JetStream on a server without it, and then serves it none: asked for, and not honoured.
+  const jsAccount = Object.entries(o.accounts ?? {}).find(([, a]) => a.jetstream !== undefined && a.jetstream !== false);
+  if (jsAccount !== undefined && o.jetstream !== true && o.kafka === undefined) {
+    throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
+  }
   // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
   if (o.httpsPort !== undefined && o.tls === undefined) {
     throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
-  }
-  // The Kafka door serves the default account and authenticates the authorization block's users (SASL):
-  // users of other accounts, or of operator mode, would reach streams outside their account, or no one could log in.
-  if (o.kafka !== undefined && (o.operator !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0))) {
-    throw new OptionsError("the Kafka listener serves the default account only: it cannot be used with account users or operator mode yet");
   }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.
   if (maxPayload > maxPending) {

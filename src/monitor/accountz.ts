@@ -27,7 +27,7 @@ export function accountz(ctx: MonitorContext, q: URLSearchParams): Reply {
       is_system: false,
       expired: false,
       complete: true,
-      jetstream_enabled: ctx.jetstream !== undefined && account === broker.globalAccount,
+      jetstream_enabled: ctx.jetstreams?.get(account.name) !== undefined,
       leafnode_connections: 0,
       client_connections: connections,
       subscriptions: account.sublist.size,

@@ -4,7 +4,7 @@ import { cpus } from "node:os";
 import { ADVERTISED_VERSION } from "../core/broker.js";
 import { DEFAULTS } from "../core/options.js";
 import { formatDuration } from "../util/duration.js";
-import type { JetStream } from "../streams/jetstream.js";
+import type { JetStreams } from "../streams/jetstreams.js";
 import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 
@@ -45,7 +45,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_duration: o.lameDuckDuration * MS_TO_NS,
     lame_duck_grace_period: o.lameDuckGracePeriod * MS_TO_NS,
     lame_duck_mode: broker.lameDuck,
-    jetstream: jetstreamVarz(ctx.jetstream),
+    jetstream: jetstreamVarz(ctx.jetstreams),
     // nats-server's `cluster` describes its route listener (empty without one); nagare's adds the etcd membership.
     cluster: ctx.cluster?.() ?? {},
     start: broker.startedAt.toISOString(),
@@ -70,9 +70,10 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
 }
 
 /** nats-server's `jetstream` object: empty when JetStream is off. */
-function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
-  if (js === undefined) return {};
-  return { config: jetStreamConfig(js), stats: jetStreamStats(js, jetStreamUsage(js)) };
+function jetstreamVarz(jss: JetStreams | undefined): Record<string, unknown> {
+  if (jss === undefined) return {};
+  const all = jss.all();
+  return { config: jetStreamConfig(jss), stats: jetStreamStats(all, jetStreamUsage(all)) };
 }
 
 /** CPU use of this process since the previous sample, in percent of one core. */

@@ -55,12 +55,12 @@ const NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `jetstream { }`: limits and features its streams would silently lack. */
 const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
-  max_memory_store: "JetStream memory limits are not supported yet",
-  max_mem_store: "JetStream memory limits are not supported yet",
-  max_mem: "JetStream memory limits are not supported yet",
-  max_file_store: "JetStream storage limits are not supported yet",
-  max_file: "JetStream storage limits are not supported yet",
-  limits: "JetStream account limits are not supported yet",
+  max_memory_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_file_store: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  max_file: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  limits: "server-wide JetStream API limits are not supported yet",
   domain: "JetStream domains are not supported yet",
   key: "encryption at rest is not supported yet",
   ek: "encryption at rest is not supported yet",
@@ -669,8 +669,8 @@ function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undef
  * `accounts { NAME: { users: [...], exports: [...], imports: [...] } }`:
  * exports `{ stream | service, accounts, response_type, response_threshold }`,
  * imports `{ stream: { account, subject }, prefix }` and `{ service: { account,
- * subject }, to }`. What nagare cannot serve in an account (JetStream per
- * account, mappings, the system account) stops the start.
+ * subject }, to }`, and `jetstream` (see accountJetStream). What nagare
+ * cannot serve in an account (mappings, the system account) stops the start.
  */
 function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
@@ -701,16 +701,61 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         if (!Array.isArray(imports.value)) fail(imports, `expected an array of imports, got ${describe(imports.value)}`);
         a.imports = imports.value.map((x, i) => importEntry(x, { ...imports, key: `${imports.key}[${i}]` }, c));
       });
-      for (const k of ["jetstream", "js"]) {
-        const js = sub(k);
-        if (js) fail(js, "JetStream in an account other than the default one is not supported yet (nagare will not start without it)");
-      }
+      c.attempt(() => {
+        const js = sub("jetstream");
+        if (js) a.jetstream = accountJetStream(js, c);
+      });
       const mappings = sub("mappings");
       if (mappings) fail(mappings, "subject mappings are not supported yet (nagare will not start without it)");
       out[name] = a;
     });
   }
   o.accounts = out;
+}
+
+/**
+ * An account's `jetstream`, read as nats-server 2.9 reads it: `true`/`false`,
+ * `enabled`/`disabled`, or a block of limits under nats-server's names and
+ * aliases, each unlimited (-1) unless given.
+ */
+function accountJetStream(e: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["jetstream"]> {
+  const v = e.value;
+  if (typeof v === "boolean") return v;
+  if (typeof v === "string") {
+    const s = v.toLowerCase();
+    if (s === "enabled" || s === "enable") return true;
+    if (s === "disabled" || s === "disable") return false;
+    fail(e, `expected enabled or disabled, got ${describe(v)}`);
+  }
+  if (!isBlock(v)) fail(e, `expected true, false, enabled, disabled or a block of limits, got ${describe(v)}`);
+  const limits: Exclude<ReturnType<typeof accountJetStream>, boolean> = {};
+  const size = (x: Entry): number => {
+    if (typeof x.value !== "number" || !Number.isInteger(x.value)) fail(x, `expected a size, got ${describe(x.value)}`);
+    if (x.value < -1) fail(x, `must be -1 (unlimited) or more, got ${x.value}`);
+    return x.value;
+  };
+  const keys: Array<[keyof typeof limits, string[]]> = [
+    ["maxMemory", ["max_memory", "max_mem", "mem", "memory"]],
+    ["maxStorage", ["max_store", "max_file", "max_disk", "store", "disk"]],
+    ["maxStreams", ["max_streams", "streams"]],
+    ["maxConsumers", ["max_consumers", "consumers"]],
+    ["maxAckPending", ["max_ack_pending"]],
+    ["memoryMaxStreamBytes", ["mem_max_stream_bytes", "memory_max_stream_bytes"]],
+    ["storageMaxStreamBytes", ["disk_max_stream_bytes", "store_max_stream_bytes"]],
+  ];
+  for (const [field, names] of keys) {
+    c.attempt(() => {
+      let x: Entry | undefined;
+      for (const n of names) x = inBlock(v, e, n) ?? x;
+      if (x) (limits as Record<string, number>)[field] = size(x);
+    });
+  }
+  c.attempt(() => {
+    let x: Entry | undefined;
+    for (const n of ["max_bytes_required", "max_stream_bytes", "max_bytes"]) x = inBlock(v, e, n) ?? x;
+    if (x) limits.maxBytesRequired = bool(x);
+  });
+  return limits;
 }
 
 function exportEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["exports"]>[number] {

@@ -21,7 +21,11 @@ import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
-import { JetStreamApi } from "../streams/api.js";
+import { JetStreams } from "../streams/jetstreams.js";
+import type { AccountLimits } from "../streams/limits.js";
+import { jetStreamLimitsOf, UNLIMITED_JETSTREAM, isStreamImport } from "../core/accounts.js";
+import { GLOBAL_ACCOUNT } from "../core/account.js";
+import { subjectMatches } from "../subjects/subject.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
 import { ClusterNode } from "../cluster/node.js";
@@ -38,8 +42,10 @@ export interface NagareServer {
   /** Port of HTTPS monitoring, when asked for. */
   readonly httpsPort: number | undefined;
   readonly broker: Broker;
-  /** The streams, when JetStream is enabled. */
+  /** The default account's streams, when JetStream is enabled. */
   readonly jetstream: JetStream | undefined;
+  /** Every account's JetStream, when JetStream is enabled: see JetStreams.setLimits for an account's limits changing while running. */
+  readonly jetstreams: JetStreams | undefined;
   /** Port of the Kafka listener, when enabled. */
   readonly kafkaPort: number | undefined;
   /** The Kafka door, when enabled: its connections and memory budgets. */
@@ -82,24 +88,23 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
 
-  let jetstream: JetStream | undefined;
-  let jsApi: JetStreamApi | undefined;
+  let jetstreams: JetStreams | undefined;
   if (opts.jetstream) {
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync });
-    jsApi = new JetStreamApi(jetstream);
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync };
+    jetstreams = await JetStreams.start(jsOptions, broker.accounts.values(), jetStreamAccounts(opts, auth), (account) => importsJetStreamApi(opts, account.name));
   }
+  const jetstream = jetstreams?.global;
 
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {
     await listen(listener, opts.port, opts.host);
   } catch (err) {
-    jsApi?.close();
-    await jetstream?.close();
+    await jetstreams?.close();
     broker.stop();
     throw err;
   }
@@ -114,27 +119,26 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
-      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream, undefined, clusterView);
+      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstreams, undefined, clusterView);
       // resolveOptions made sure of the certificate: HTTPS without tls never starts.
-      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstream, tlsFiles!, clusterView);
+      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstreams, tlsFiles!, clusterView);
     } catch (err) {
       listener.close();
       await monitor?.close();
-      jsApi?.close();
-      await jetstream?.close();
+      await jetstreams?.close();
       broker.stop();
       throw err;
     }
   }
 
   let kafka: KafkaDoor | undefined;
-  if (opts.kafka !== undefined && jetstream !== undefined) {
+  if (opts.kafka !== undefined && jetstreams !== undefined) {
     const k = opts.kafka;
     const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
     try {
       kafka = await KafkaDoor.start(
         broker,
-        jetstream,
+        jetstreams,
         {
           host: k.host ?? opts.host,
           port: kafkaPort < 0 ? 0 : kafkaPort,
@@ -152,14 +156,13 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
         },
         log,
-        kafkaAuth(auth),
+        auth,
       );
     } catch (err) {
       listener.close();
       await monitor?.close();
       await secureMonitor?.close();
-      jsApi?.close();
-      await jetstream.close();
+      await jetstreams?.close();
       broker.stop();
       throw err;
     }
@@ -193,8 +196,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await monitor?.close();
       await secureMonitor?.close();
       await kafka?.close();
-      jsApi?.close();
-      await jetstream?.close();
+      await jetstreams?.close();
       broker.stop();
       throw new Error(`cluster ${opts.clusterName}: ${(err as Error).message}`);
     }
@@ -228,8 +230,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       if (monitor) await monitor.close();
       if (secureMonitor) await secureMonitor.close();
       await kafka?.close();
-      jsApi?.close();
-      await jetstream?.close();
+      await jetstreams?.close();
       broker.stop();
       if (portsFile) {
         try {
@@ -284,7 +285,29 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Reloaded server configuration");
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, broker, jetstream, close, lameDuck, reload };
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, broker, jetstream, jetstreams, close, lameDuck, reload };
+}
+
+/**
+ * The accounts with JetStream and their limits: the default account
+ * whenever the server has JetStream (nats-server gives `$G` none once
+ * other accounts are configured; nagare keeps serving it, as before
+ * accounts had JetStream), configured accounts with `jetstream`, and in
+ * operator mode the accounts whose JWT gives them JetStream limits.
+ */
+function jetStreamAccounts(opts: ResolvedOptions, auth: ClientAuth | null): Map<string, AccountLimits> {
+  const out = new Map<string, AccountLimits>([[GLOBAL_ACCOUNT, { ...UNLIMITED_JETSTREAM }]]);
+  for (const [name, a] of Object.entries(opts.accounts ?? {})) {
+    const limits = jetStreamLimitsOf(a.jetstream);
+    if (limits !== null) out.set(name, limits);
+  }
+  if (auth instanceof JwtAuthenticator) for (const [key, limits] of auth.jetStreamLimits()) out.set(key, limits);
+  return out;
+}
+
+/** Whether an account imports a service on `$JS.API.INFO`: another account's JetStream answers it there, not "not enabled". */
+function importsJetStreamApi(opts: ResolvedOptions, account: string): boolean {
+  return (opts.accounts?.[account]?.imports ?? []).some((i) => !isStreamImport(i) && subjectMatches(i.to ?? i.service.subject, "$JS.API.INFO"));
 }
 
 /** What the node publishes about itself in etcd: its addresses and its load, read from memory. */
@@ -381,12 +404,6 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
   }
   return null;
-}
-
-/** The Kafka door's SASL users: the configured ones. Operator mode has none to offer, and never gets this far (checkOptions refuses the pair). */
-function kafkaAuth(auth: ClientAuth | null): Authenticator | null {
-  if (auth === null || auth instanceof Authenticator) return auth;
-  throw new Error("the Kafka listener cannot authenticate operator-mode users");
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {
