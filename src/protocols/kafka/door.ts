@@ -304,21 +304,42 @@ export class KafkaDoor {
       socket.destroy();
       return;
     }
-    const conn = new KafkaConnection(this, socket);
-    this.connections.add(conn);
-    if (this.options.tls?.verifyAndMap === true) this.mapCertificate(conn, socket as TLSSocket);
+    if (this.options.tls?.verifyAndMap === true) this.acceptMapped(socket as TLSSocket);
+    else this.connections.add(new KafkaConnection(this, socket));
   }
 
-  /** verify_and_map: who the client's certificate says it is, before its first request is read. */
-  private mapCertificate(conn: KafkaConnection, socket: TLSSocket): void {
+  /**
+   * verify_and_map: who the client's certificate says it is, and its
+   * account's door, before its first request is read (a socket nobody
+   * listens to yet buffers what the client sends).
+   */
+  private acceptMapped(socket: TLSSocket): void {
     const certificate = peerCertificate(socket);
     const identity = certificate === null || this.auth?.certificateIdentity === undefined ? null : this.auth.certificateIdentity(certificate);
-    if (identity === null) {
-      conn.close(`certificate ${JSON.stringify(CertificateMap.subjectOf(certificate))} maps to no user without a password`);
-      return;
-    }
-    conn.identity = identity;
-    this.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} by the certificate's ${identity.mappedBy}`);
+    const admit = (account: AccountDoor | null, refusal: string): void => {
+      const conn = new KafkaConnection(this, socket);
+      this.connections.add(conn);
+      if (identity === null || account === null) {
+        conn.close(refusal);
+        return;
+      }
+      conn.identity = identity;
+      conn.account = account;
+      this.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} (account ${identity.account}) by the certificate's ${identity.mappedBy}`);
+    };
+    if (identity === null) return admit(null, `certificate ${JSON.stringify(CertificateMap.subjectOf(certificate))} maps to no user without a password`);
+    const noJetStream = `user ${identity.name}: account ${identity.account} has no JetStream, whose streams are the Kafka topics`;
+    socket.on("error", () => {});
+    this.accountDoor(identity.account).then(
+      (account) => {
+        if (socket.destroyed) return;
+        if (this.closed) socket.destroy();
+        else admit(account, noJetStream);
+      },
+      (err: Error) => {
+        if (!socket.destroyed) admit(null, `account ${identity.account}: ${err.message}`);
+      },
+    );
   }
 
   async close(): Promise<void> {
