@@ -14,6 +14,7 @@ import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
 import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
+import type { JwtUser, UserLimits } from "./jwt-auth.js";
 
 export interface SubjectRules {
   allow?: string[];
@@ -74,6 +75,10 @@ export interface Identity {
   name: string;
   account: string;
   permissions: PermissionCheck | null;
+  /** Per-connection limits from JWTs (operator mode); the server's own apply without them. */
+  limits?: UserLimits;
+  /** Operator mode: the user JWT, re-checked when its account's claims change. */
+  jwt?: JwtUser;
 }
 
 /** The default account's name (nats-server's `$G`): users of the authorization block, and everyone without accounts. */

@@ -66,7 +66,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
 }
 
 /** nats-server's `jetstream` object: empty when JetStream is off. */
-function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
+export function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
   if (js === undefined) return {};
   return { config: jetStreamConfig(js), stats: jetStreamStats(js, jetStreamUsage(js)) };
 }

@@ -15,6 +15,9 @@ import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
 import { Authenticator, type ClientAuth } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
+import { OperatorMode } from "../core/operator.js";
+import { startSystemRequests, type SystemRequests } from "../monitor/sys-requests.js";
+import { CpuSampler } from "../monitor/varz.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -72,8 +75,18 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
   const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
-  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
+  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator.operators) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
+  let operatorMode: OperatorMode | undefined;
+  if (opts.operator !== undefined) {
+    try {
+      // The accounts (preload and resolver directory), trusted before anyone can connect.
+      operatorMode = await OperatorMode.start(broker, auth as JwtAuthenticator, opts.operator);
+    } catch (err) {
+      broker.stop();
+      throw err;
+    }
+  }
 
   let jetstream: JetStream | undefined;
   let jsApi: JetStreamApi | undefined;
@@ -82,9 +95,22 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync });
+    try {
+      jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync });
+    } catch (err) {
+      operatorMode?.close();
+      broker.stop();
+      throw err;
+    }
     jsApi = new JetStreamApi(jetstream);
   }
+  // The monitoring endpoints over NATS, for the system account's users.
+  const sysRequests: SystemRequests | undefined = broker.system === null ? undefined : startSystemRequests({ broker, jetstream, cpu: new CpuSampler() }, broker.system);
+  const stopCore = (): void => {
+    sysRequests?.close();
+    operatorMode?.close();
+    broker.stop();
+  };
 
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
@@ -93,7 +119,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   } catch (err) {
     jsApi?.close();
     await jetstream?.close();
-    broker.stop();
+    stopCore();
     throw err;
   }
   const port = (listener.address() as { port: number }).port;
@@ -113,7 +139,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await monitor?.close();
       jsApi?.close();
       await jetstream?.close();
-      broker.stop();
+      stopCore();
       throw err;
     }
   }
@@ -151,7 +177,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await secureMonitor?.close();
       jsApi?.close();
       await jetstream.close();
-      broker.stop();
+      stopCore();
       throw err;
     }
   }
@@ -195,7 +221,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await kafka?.close();
       jsApi?.close();
       await jetstream?.close();
-      broker.stop();
+      stopCore();
       if (portsFile) {
         try {
           unlinkSync(portsFile);
