@@ -288,9 +288,10 @@ describe("account JWT updates with the MEMORY resolver; signing keys and expiry"
     await srv?.close();
   });
 
-  test("the operator JWT's system_account is the system account", async () => {
+  test("the operator JWT's system_account is the system account; INFO says credentials are required", async () => {
     const r = await ask(sys, "$SYS.REQ.SERVER.PING.ACCOUNTZ");
     assert.equal(r.data.system_account, sysAccount.getPublicKey());
+    assert.equal(sys.info?.auth_required, true);
   });
 
   test("an update for a held account applies in memory; one for an unknown account is skipped; the directory's subjects are not served", async () => {
