@@ -323,21 +323,21 @@ describe("account JWT updates with the MEMORY resolver; signing keys and expiry"
   });
 
   test("a user JWT and an account JWT that expire while connected close their clients", async () => {
-    const soon = Math.floor(Date.now() / 1000) + 2;
+    const soon = Math.floor(Date.now() / 1000) + 3;
     const u = await user("short", accountA, {}, { exp: soon });
     const raw = await rawAs(srv.port, u);
-    await raw.waitFor(/^-ERR 'User Authentication Expired'\r\n$/, "the user's expiry", 6000);
+    await raw.waitFor(/^-ERR 'User Authentication Expired'\r\n$/, "the user's expiry", 8000);
     await raw.closed;
     // An account whose JWT expires in two seconds, preloaded in a second server.
     const expiring = createAccount();
     const x = await user("x", expiring);
     const srv2 = await startServer({
       port: 0,
-      operator: { operators: [await encodeOperator("OP", operator)], accounts: { [expiring.getPublicKey()]: accountJwt("E", expiring, operator, {}, undefined, { exp: Math.floor(Date.now() / 1000) + 2 }) } },
+      operator: { operators: [await encodeOperator("OP", operator)], accounts: { [expiring.getPublicKey()]: accountJwt("E", expiring, operator, {}, undefined, { exp: Math.floor(Date.now() / 1000) + 3 }) } },
     });
     try {
       const r2 = await rawAs(srv2.port, x);
-      await r2.waitFor(/^-ERR 'Account Authentication Expired'\r\n$/, "the account's expiry", 6000);
+      await r2.waitFor(/^-ERR 'Account Authentication Expired'\r\n$/, "the account's expiry", 8000);
       await r2.closed;
       await assert.rejects(connectV3({ servers: srv2.url, authenticator: credsV3(x.creds), reconnect: false }), /Authorization Violation/i);
     } finally {

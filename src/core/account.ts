@@ -57,6 +57,8 @@ export class Account {
   expiresAt = 0;
   /** Operator mode: the claims it was last given (for monitoring). */
   claims: AccountClaims | null = null;
+  /** Imports its claims declare that are not wired (no such exporter, no matching export, a bad token): nats-server's `invalid`. */
+  invalidImports: ReadonlySet<object> = new Set();
   /** When it was made or its claims last changed. */
   updatedAt = new Date();
 

@@ -103,7 +103,9 @@ export function wireImports(config: Record<string, AccountOptions>, accounts: Ma
         const exp = (config[i.service.account].exports ?? []).find(
           (e): e is ServiceExport => !isStreamExport(e) && subjectMatches(e.service, i.service.subject),
         )!;
-        const forwarder = new ServiceForwarder(importer, exporter, i.service.subject, exp);
+        // Without a rename, the exporter gets the subject requested (a wildcard import covers many); with one, the import's subject.
+        const renamed = i.to !== undefined && i.to !== i.service.subject;
+        const forwarder = new ServiceForwarder(importer, exporter, renamed ? i.service.subject : null, exp);
         const sub = new Subscription(forwarder, i.to ?? i.service.subject, null);
         importer.subscribe(sub);
         const responses = new Subscription(forwarder.responder, `${forwarder.replyPrefix}.>`, null);
@@ -159,7 +161,8 @@ class ServiceForwarder implements Receiver {
   constructor(
     private readonly importer: Account,
     private readonly exporter: Account,
-    private readonly subject: string,
+    /** The exporter's subject requests go to; null: the subject they were published on. */
+    private readonly subject: string | null,
     exp: ServiceExport,
   ) {
     this.thresholdMs = exp.responseThresholdMs ?? DEFAULT_RESPONSE_THRESHOLD_MS;
@@ -176,7 +179,7 @@ class ServiceForwarder implements Receiver {
       this.pending.set(reply, { reply: msg.reply, expires: Date.now() + this.thresholdMs });
       this.sweepLater();
     }
-    this.exporter.route(copyAs(msg, this.subject, reply), null);
+    this.exporter.route(copyAs(msg, this.subject ?? msg.subject, reply), null);
   }
 
   /** Responses published in the exporter on this import's reply subjects, back to the requester. */

@@ -19,7 +19,8 @@
  *   `default_permissions` apply), and `subs`/`payload` its limits.
  *
  * What nagare cannot honour is refused, never ignored: an account JWT with
- * JetStream limits, mappings or templated scopes is not trusted; a user
+ * JetStream limits, mappings, templated scopes or import features nagare
+ * lacks (jwt-imports.ts) is not trusted; a user
  * with source-network or time-of-day limits, or only connection types
  * nagare does not serve, is not let in.
  *
@@ -27,8 +28,12 @@
  * `removeAccount`: see operator.ts); a connect sees the table as it is.
  */
 
-import { randomBytes, verify as verifySignature } from "node:crypto";
-import { ed25519Key, PermissionCheck, prefixOf, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+import { randomBytes } from "node:crypto";
+import { ed25519Key, PermissionCheck, verifyNonce, type ClientAuth, type Credentials, type Identity, type Permissions } from "./auth.js";
+import { decodedClaims, JwtConfigError, verifiedClaims, type Claims } from "./jwt.js";
+import { parseExports, parseImports, type JwtExport, type JwtImport } from "./jwt-imports.js";
+
+export { JwtConfigError, verifiedClaims, type Claims };
 import { NO_LIMIT, type AccountLimits } from "./account.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 
@@ -50,18 +55,6 @@ export interface OperatorOptions {
   accounts: Record<string, string>;
   /** Where account JWTs are kept and updates persisted; without it (nats-server's MEMORY resolver) updates live in memory. */
   resolver?: DirResolverOptions;
-}
-
-/** Claims as JWTs carry them. */
-export interface Claims {
-  jti?: string;
-  sub: string;
-  iss: string;
-  name?: string;
-  exp?: number;
-  nbf?: number;
-  iat?: number;
-  nats?: Record<string, unknown>;
 }
 
 /** A user signing key's scope (nats-server's UserScope): its template is the permissions and limits of every user it signs. */
@@ -96,12 +89,11 @@ export interface AccountClaims {
   disallowBearer: boolean;
   /** For users whose JWT gives no permissions. */
   defaultPermissions: Permissions | null;
+  exports: JwtExport[];
+  imports: JwtImport[];
   /** The decoded claims, for monitoring (`decoded_jwt`). */
   claims: Claims;
 }
-
-/** Why an operator or account JWT cannot be used: startup errors, and answers to updates. */
-export class JwtConfigError extends Error {}
 
 /** What the core keeps of a user who connected with a JWT: to re-check it when its account's claims change. */
 export interface JwtUser {
@@ -120,40 +112,6 @@ export interface JwtUser {
 
 const expired = (c: Claims, now: number): boolean => c.exp !== undefined && c.exp > 0 && c.exp * 1000 <= now;
 const notYet = (c: Claims, now: number): boolean => c.nbf !== undefined && c.nbf > 0 && c.nbf * 1000 > now;
-
-/**
- * The claims of a JWT whose signature by its issuer (`iss`) verifies, or
- * null: the rules of @nats-io/jwt's decode (typ JWT; alg ed25519-nkey signs
- * header.payload, ed25519 the payload alone), with the signature checked by
- * node:crypto. @nats-io/jwt checks it in pure JavaScript, which holds the
- * event loop about 10 ms, so a flood of connects would stall every client.
- */
-export function verifiedClaims(jwt: string): Claims | null {
-  const parts = jwt.split(".");
-  if (parts.length !== 3) return null;
-  try {
-    const header = JSON.parse(Buffer.from(parts[0], "base64url").toString("utf8")) as { typ?: unknown; alg?: unknown };
-    if ((header.typ !== "JWT" && header.typ !== "jwt") || (header.alg !== "ed25519-nkey" && header.alg !== "ed25519")) return null;
-    const claims = JSON.parse(Buffer.from(parts[1], "base64url").toString("utf8")) as Claims;
-    if (claims === null || typeof claims !== "object" || typeof claims.iss !== "string" || typeof claims.sub !== "string") return null;
-    const key = ed25519Key(claims.iss, prefixOf(claims.iss));
-    if (key === null) return null;
-    const signed = header.alg === "ed25519-nkey" ? `${parts[0]}.${parts[1]}` : parts[1];
-    return verifySignature(null, Buffer.from(signed), key, Buffer.from(parts[2], "base64url")) ? claims : null;
-  } catch {
-    return null;
-  }
-}
-
-/** The claims of a JWT without checking its signature, or null; for what only needs to be read (the operator's system account). */
-function decodedClaims(jwt: string): Claims | null {
-  try {
-    const c = JSON.parse(Buffer.from(jwt.trim().split(".")[1] ?? "", "base64url").toString("utf8")) as Claims;
-    return c !== null && typeof c === "object" ? c : null;
-  } catch {
-    return null;
-  }
-}
 
 /** The system account the (first) operator JWT names, as nats-server takes it when the configuration names none. */
 export function operatorSystemAccount(operators: readonly string[]): string | undefined {
@@ -217,8 +175,15 @@ export function verifyAccountJwt(jwt: string, trusted: ReadonlySet<string>, now:
   if (!/^A[A-Z2-7]{55}$/.test(a.sub)) throw new JwtConfigError(`${what}: its subject is not an account public key`);
   if (!trusted.has(a.iss)) throw new JwtConfigError(`${what}: not signed by a trusted operator`);
   if (expired(a, now)) throw new JwtConfigError(`${what}: expired`);
-  for (const k of ["imports", "exports"]) {
-    if (Array.isArray(nats[k]) && (nats[k] as unknown[]).length > 0) throw new JwtConfigError(`${what}: ${k} in account JWTs are not supported yet`);
+  const exports = parseExports(nats.exports, what);
+  const imports = parseImports(nats.imports, a.sub, what);
+  // As nats-server's validation: limits on how many there may be, and wildcards in exports only if allowed.
+  const maxOf = (v: unknown): number => (typeof v === "number" && v >= 0 ? v : Infinity);
+  const limitsIn = (nats.limits ?? {}) as Record<string, unknown>;
+  if (exports.length > maxOf(limitsIn.exports)) throw new JwtConfigError(`${what}: more exports than its limit`);
+  if (imports.length > maxOf(limitsIn.imports)) throw new JwtConfigError(`${what}: more imports than its limit`);
+  if (limitsIn.wildcards === false && exports.some((e) => /(^|\.)[*>](\.|$)/.test("stream" in e.export ? e.export.stream : e.export.service))) {
+    throw new JwtConfigError(`${what}: exports wildcards its limits forbid`);
   }
   if (nats.mappings !== undefined && nats.mappings !== null && Object.keys(nats.mappings as object).length > 0) throw new JwtConfigError(`${what}: subject mappings are not supported yet`);
   const limits = (nats.limits ?? {}) as Record<string, unknown>;
@@ -242,6 +207,8 @@ export function verifyAccountJwt(jwt: string, trusted: ReadonlySet<string>, now:
     limits: { maxConnections: limit(limits.conn), maxSubscriptions: limit(limits.subs), maxPayload: limit(limits.payload) },
     disallowBearer: limits.disallow_bearer === true,
     defaultPermissions,
+    exports,
+    imports,
     claims: a,
   };
 }

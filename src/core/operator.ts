@@ -27,6 +27,7 @@ import { NO_LIMIT, type AccountMember } from "./account.js";
 import type { Broker } from "./broker.js";
 import { JwtConfigError, revoked, verifiedClaims, verifyAccountJwt, type AccountClaims, type DirResolverOptions, type JwtAuthenticator, type OperatorOptions } from "./jwt-auth.js";
 import type { SystemAccount } from "./system.js";
+import { JwtImports } from "./jwt-imports.js";
 import { removeFileDurably, writeFileDurably } from "../util/persist.js";
 
 /** Close reasons and errors nats-server gives when an account's claims end a connection. */
@@ -54,12 +55,23 @@ export class OperatorMode {
   private readonly stops: Array<() => void> = [];
   /** Updates are written and applied one at a time, in the order they came. */
   private queue: Promise<void> = Promise.resolve();
+  /** The imports and exports the accounts' claims declare, wired between them. */
+  private readonly imports: JwtImports;
+  /** While the accounts are first read, imports are wired once at the end rather than after each. */
+  private starting = true;
 
   private constructor(
     private readonly broker: Broker,
     readonly auth: JwtAuthenticator,
     private readonly resolver: DirResolverOptions | undefined,
-  ) {}
+  ) {
+    this.imports = new JwtImports(broker.accounts, broker.log, () => this.trusted());
+  }
+
+  /** The claims trusted now. */
+  private *trusted(): Iterable<AccountClaims> {
+    for (const key of this.auth.accountKeys) yield this.auth.account(key)!;
+  }
 
   /**
    * Reads the accounts (preload, then the directory), trusts those that
@@ -86,12 +98,15 @@ export class OperatorMode {
       throw new JwtConfigError(`system account ${sys.name}: the resolver has no JWT for it`);
     }
     for (const { claims } of mode.held.values()) mode.applyAccountClaims(claims);
+    mode.starting = false;
+    mode.imports.rewire(mode.trusted());
     if (sys !== null) mode.serve(sys);
     return mode;
   }
 
   close(): void {
     for (const s of this.stops) s();
+    this.imports.close();
   }
 
   /**
@@ -101,8 +116,9 @@ export class OperatorMode {
    * bearer token the account now refuses, a user whose signing key was
    * removed or re-scoped, and the newest connections past a lowered
    * connection limit are closed; the others take the new subscription and
-   * payload limits. (JetStream limits from the claims, once supported, are
-   * applied here as well.)
+   * payload limits. Imports and exports are wired anew when they changed.
+   * (JetStream limits from the claims, once supported, are applied here as
+   * well.)
    */
   applyAccountClaims(claims: AccountClaims): void {
     const account = this.broker.account(claims.key);
@@ -135,6 +151,8 @@ export class OperatorMode {
       }
       m.applyLimits();
     }
+    // What the account imports and exports may have changed, for it and for those importing from it.
+    if (!this.starting) this.imports.rewire(this.trusted());
   }
 
   /** The account is no longer trusted (deleted): its clients are closed as for an expired account, and it stays expired. */
@@ -146,6 +164,7 @@ export class OperatorMode {
     account.expiresAt = Date.now();
     account.updatedAt = new Date();
     for (const m of [...account.members]) evict(m, Eviction.accountExpired);
+    this.imports.rewire(this.trusted());
   }
 
   private hold(claims: AccountClaims): void {

@@ -85,10 +85,13 @@ function exportsOf(broker: Broker, account: Account): Array<Record<string, unkno
   if (account === broker.system?.account) {
     for (const subject of ["$SYS.REQ.ACCOUNT.*.CONNZ", "$SYS.REQ.ACCOUNT.*.STATZ"]) out.push({ subject, type: "service", response_type: "Streamed" });
   }
-  for (const e of broker.options.accounts?.[account.name]?.exports ?? []) {
+  // A JWT account's exports are its claims'; token-required ones say so.
+  const declared = account.claims?.exports.map((e) => ({ ...e.export, ...(e.tokenRequired ? { tokenRequired: true } : {}) })) ?? broker.options.accounts?.[account.name]?.exports ?? [];
+  for (const e of declared) {
+    const token = (e as { tokenRequired?: boolean }).tokenRequired === true ? { token_req: true } : {};
     const approved = e.accounts === undefined ? {} : { approved_accounts: e.accounts };
-    if (isStreamExport(e)) out.push({ subject: e.stream, type: "stream", ...approved });
-    else out.push({ subject: e.service, type: "service", response_type: e.responseType === "stream" ? "Stream" : "Singleton", ...approved });
+    if (isStreamExport(e)) out.push({ subject: e.stream, type: "stream", ...token, ...approved });
+    else out.push({ subject: e.service, type: "service", ...token, response_type: e.responseType === "stream" ? "Stream" : "Singleton", ...approved });
   }
   return out;
 }
@@ -99,10 +102,11 @@ function importsOf(broker: Broker, account: Account): Array<Record<string, unkno
   if (sys !== null && account !== sys.account) {
     for (const i of systemImports(account.name)) out.push({ subject: i.subject, account: sys.name, to: i.to, type: "service", invalid: false, share: false, tracking: false });
   }
-  for (const i of broker.options.accounts?.[account.name]?.imports ?? []) {
-    if (isStreamImport(i)) out.push({ subject: i.stream.subject, account: i.stream.account, ...(i.prefix !== undefined ? { local_subject: `${i.prefix}.${i.stream.subject}` } : {}), type: "stream", invalid: false, share: false, tracking: false });
+  for (const i of account.claims?.imports.map((x) => x.import) ?? broker.options.accounts?.[account.name]?.imports ?? []) {
+    const invalid = account.invalidImports.has(i);
+    if (isStreamImport(i)) out.push({ subject: i.stream.subject, account: i.stream.account, ...(i.prefix !== undefined ? { local_subject: `${i.prefix}.${i.stream.subject}` } : {}), type: "stream", invalid, share: false, tracking: false });
     // As nats-server: `subject` is where the importer sends requests, `to` the exporter's subject.
-    else out.push({ subject: i.to ?? i.service.subject, account: i.service.account, to: i.service.subject, type: "service", invalid: false, share: false, tracking: false });
+    else out.push({ subject: i.to ?? i.service.subject, account: i.service.account, to: i.service.subject, type: "service", invalid, share: false, tracking: false });
   }
   return out;
 }
