@@ -16,12 +16,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { encodeAccount, encodeGeneric, encodeOperator, encodeUser, fmtCreds, newScopedSigner } from "@nats-io/jwt";
-import { connect as connectV2, credsAuthenticator as credsV2, type NatsConnection as ConnV2 } from "nats";
+import { connect as connectV2, createInbox, credsAuthenticator as credsV2, type NatsConnection as ConnV2 } from "nats";
 import { connect as connectV3, credsAuthenticator as credsV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { RawClient } from "./helpers/raw.js";
 import { runNagare } from "./helpers/cli.js";
-import { dec, enc } from "./helpers/clients.js";
+import { dec, enc, waitUntil } from "./helpers/clients.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -245,6 +245,22 @@ describe("account JWT updates with a full directory resolver", () => {
     assert.equal(info.data.expired, true);
   });
 
+  test("a flood of updates is bounded: past 64 waiting, requests are refused at once; every one is answered", async () => {
+    const F = createAccount();
+    const base = Math.floor(Date.now() / 1000);
+    const inbox = createInbox();
+    const answers: Json[] = [];
+    sys.subscribe(inbox, { callback: (_e, m) => void answers.push(JSON.parse(dec(m.data)) as Json) });
+    await sys.flush();
+    for (let i = 0; i < 200; i++) sys.publish("$SYS.REQ.CLAIMS.UPDATE", enc(accountJwt("F", F, operator, {}, base + i)), { reply: inbox });
+    await sys.flush();
+    await waitUntil(() => answers.length === 200, "an answer to every request");
+    const refused = answers.filter((a) => a.error?.code === 503);
+    assert.ok(refused.length > 0, "some refused");
+    assert.match(refused[0].error.description, /too many claims requests in progress \(64\)/);
+    assert.ok(answers.filter((a) => a.data?.message === "jwt updated").length >= 64, "those queued applied");
+  });
+
   test("users outside the system account cannot send claims requests", async () => {
     const a = await user("outsider", accountA);
     const nc = await connectV3({ servers: srv.url, authenticator: credsV3(a.creds) });
@@ -344,4 +360,33 @@ describe("account JWT updates with the MEMORY resolver; signing keys and expiry"
       await srv2.close();
     }
   });
+});
+
+test("operator mode stops the start when the system account has no JWT, and reads a directory written by nats-server's layout", async () => {
+  const operator = createOperator();
+  const sysAccount = createAccount();
+  const A = createAccount();
+  const op = await encodeOperator("OP", operator);
+  await assert.rejects(
+    startServer({ port: 0, systemAccount: sysAccount.getPublicKey(), operator: { operators: [op], accounts: { [A.getPublicKey()]: accountJwt("A", A, operator) } } }),
+    new RegExp(`system account ${sysAccount.getPublicKey()}: the resolver has no JWT for it`),
+  );
+  // A directory holding <key>.jwt files (as nats-server's full resolver keeps them), one of them not to be trusted.
+  const dir = mkdtempSync(join(tmpdir(), "nagare-jwtdir-"));
+  try {
+    writeFileSync(join(dir, `${sysAccount.getPublicKey()}.jwt`), accountJwt("SYS", sysAccount, operator));
+    writeFileSync(join(dir, `${A.getPublicKey()}.jwt`), accountJwt("A", A, createOperator()));
+    writeFileSync(join(dir, "README"), "not a JWT");
+    const srv = await startServer({ port: 0, systemAccount: sysAccount.getPublicKey(), operator: { operators: [op], accounts: {}, resolver: { type: "full", dir } } });
+    try {
+      const sys = await connectV2({ servers: srv.url, authenticator: credsV2((await user("sys", sysAccount)).creds) });
+      assert.deepEqual((await ask(sys, "$SYS.REQ.CLAIMS.LIST")).data, [sysAccount.getPublicKey()], "the untrusted file is left out");
+      await sys.close();
+      await assert.rejects(connectV3({ servers: srv.url, authenticator: credsV3((await user("a", A)).creds), reconnect: false }), /Authorization Violation/i);
+    } finally {
+      await srv.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

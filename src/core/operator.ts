@@ -41,6 +41,13 @@ export const Eviction = {
   signerChanged: { text: null, reason: "Authentication Failure" },
 } as const;
 
+/**
+ * Claims requests waiting for the one before them (each holds its body, up
+ * to max_payload): past this many a request is answered at once with an
+ * error rather than queued without bound.
+ */
+const MAX_QUEUED_CLAIMS_REQUESTS = 64;
+
 /** nats-server's default `limit` of a cache resolver. */
 const CACHE_LIMIT = 1000;
 const JWT_FILE = /^(A[A-Z2-7]{55})\.jwt$/;
@@ -55,6 +62,7 @@ export class OperatorMode {
   private readonly stops: Array<() => void> = [];
   /** Updates are written and applied one at a time, in the order they came. */
   private queue: Promise<void> = Promise.resolve();
+  private queued = 0;
   /** The imports and exports the accounts' claims declare, wired between them. */
   private readonly imports: JwtImports;
   /** While the accounts are first read, imports are wired once at the end rather than after each. */
@@ -202,7 +210,7 @@ export class OperatorMode {
     const kind = this.resolver?.type;
     const verb = kind === "cache" ? "jwt update cache" : "jwt update";
     const update = (key: string | null, reply: string, body: Buffer): void => {
-      this.queue = this.queue.then(() => this.update(sys, key, reply, body.toString("utf8"), verb));
+      this.enqueue(sys, reply, () => this.update(sys, key, reply, body.toString("utf8"), verb));
     };
     this.stops.push(
       sys.subscribe("$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE", (subject, reply, body) => update(subject.split(".")[3], reply, body)),
@@ -217,8 +225,24 @@ export class OperatorMode {
       sys.subscribe("$SYS.REQ.CLAIMS.UPDATE", (_subject, reply, body) => update(null, reply, body)),
       sys.subscribe("$SYS.REQ.CLAIMS.LIST", (_subject, reply) => sys.respond(reply, { data: [...this.held.keys()].sort() })),
       sys.subscribe("$SYS.REQ.CLAIMS.DELETE", (_subject, reply, body) => {
-        this.queue = this.queue.then(() => this.delete(sys, reply, body.toString("utf8")));
+        this.enqueue(sys, reply, () => this.delete(sys, reply, body.toString("utf8")));
       }),
+    );
+  }
+
+  /** Runs `work` after the requests before it, or refuses it when too many wait. */
+  private enqueue(sys: SystemAccount, reply: string, work: () => Promise<void>): void {
+    if (this.queued >= MAX_QUEUED_CLAIMS_REQUESTS) {
+      sys.respond(reply, { error: { code: 503, description: `too many claims requests in progress (${MAX_QUEUED_CLAIMS_REQUESTS}): try again` } });
+      return;
+    }
+    this.queued++;
+    this.queue = this.queue.then(work).then(
+      () => void this.queued--,
+      (err: Error) => {
+        this.queued--;
+        this.broker.log.error(`claims request failed: ${err.message}`);
+      },
     );
   }
 
@@ -281,9 +305,13 @@ export class OperatorMode {
     for (const key of list as string[]) {
       const held = this.held.get(key);
       if (held === undefined) continue;
-      // Kept beside the directory's accounts under another name, as nats-server keeps it, then gone from them.
-      await writeFileDurably(`${this.pathOf(key)}.deleted`, held.claims.jwt);
-      await removeFileDurably(this.pathOf(key));
+      try {
+        // Kept beside the directory's accounts under another name, as nats-server keeps it, then gone from them.
+        await writeFileDurably(`${this.pathOf(key)}.deleted`, held.claims.jwt);
+        await removeFileDurably(this.pathOf(key));
+      } catch (err) {
+        return fail(g.sub, `deleted ${deleted} accounts, then ${key}: ${(err as Error).message}`);
+      }
       this.removeAccount(key);
       deleted++;
     }
