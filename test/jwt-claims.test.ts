@@ -124,6 +124,7 @@ describe("account JWT updates with a full directory resolver", () => {
     await assert.rejects(connectV3({ servers: srv.url, authenticator: credsV3(b1.creds), reconnect: false }), /Authorization Violation/i);
     const r = await ask(sys, "$SYS.REQ.CLAIMS.UPDATE", accountJwt("B", accountB, operator));
     assert.deepEqual(r.data, { account: accountB.getPublicKey(), code: 200, message: "jwt updated" });
+    assert.deepEqual(Object.keys(r), ["data", "server"], "nats-server's order for claims answers");
     assert.ok(existsSync(join(jwtDir, `${accountB.getPublicKey()}.jwt`)));
     const nc = await connectV3({ servers: srv.url, authenticator: credsV3(b1.creds) });
     await nc.close();

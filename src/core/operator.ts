@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { NO_LIMIT, type AccountMember } from "./account.js";
 import type { Broker } from "./broker.js";
 import { JwtConfigError, revoked, verifiedClaims, verifyAccountJwt, type AccountClaims, type DirResolverOptions, type JwtAuthenticator, type OperatorOptions } from "./jwt-auth.js";
-import type { SystemAccount } from "./system.js";
+import type { SystemAccount, SystemError } from "./system.js";
 import { JwtImports } from "./jwt-imports.js";
 import { removeFileDurably, writeFileDurably } from "../util/persist.js";
 
@@ -223,7 +223,7 @@ export class OperatorMode {
     if (kind === undefined) return;
     this.stops.push(
       sys.subscribe("$SYS.REQ.CLAIMS.UPDATE", (_subject, reply, body) => update(null, reply, body)),
-      sys.subscribe("$SYS.REQ.CLAIMS.LIST", (_subject, reply) => sys.respond(reply, { data: [...this.held.keys()].sort() })),
+      sys.subscribe("$SYS.REQ.CLAIMS.LIST", (_subject, reply) => answerClaims(sys, reply, { data: [...this.held.keys()].sort() })),
       sys.subscribe("$SYS.REQ.CLAIMS.DELETE", (_subject, reply, body) => {
         this.enqueue(sys, reply, () => this.delete(sys, reply, body.toString("utf8")));
       }),
@@ -233,7 +233,7 @@ export class OperatorMode {
   /** Runs `work` after the requests before it, or refuses it when too many wait. */
   private enqueue(sys: SystemAccount, reply: string, work: () => Promise<void>): void {
     if (this.queued >= MAX_QUEUED_CLAIMS_REQUESTS) {
-      sys.respond(reply, { error: { code: 503, description: `too many claims requests in progress (${MAX_QUEUED_CLAIMS_REQUESTS}): try again` } });
+      answerClaims(sys, reply, { error: { code: 503, description: `too many claims requests in progress (${MAX_QUEUED_CLAIMS_REQUESTS}): try again` } });
       return;
     }
     this.queued++;
@@ -251,10 +251,10 @@ export class OperatorMode {
     const answer = (account: string, message: string, err: string | null): void => {
       if (err === null) {
         this.broker.log.debug(`${message} - ${account}`);
-        sys.respond(reply, { data: { account, code: 200, message } });
+        answerClaims(sys, reply, { data: { account, code: 200, message } });
       } else {
         this.broker.log.error(`${message} - ${account} - ${err}`);
-        sys.respond(reply, { error: { account, code: 500, description: `${message} - ${err}` } });
+        answerClaims(sys, reply, { error: { account, code: 500, description: `${message} - ${err}` } });
       }
     };
     const subject = jwt.trim() === "" ? undefined : verifiedClaims(jwt.trim())?.sub;
@@ -291,7 +291,7 @@ export class OperatorMode {
   private async delete(sys: SystemAccount, reply: string, jwt: string): Promise<void> {
     const fail = (by: string, why: string): void => {
       this.broker.log.error(`delete accounts request by ${by} failed - ${why}`);
-      sys.respond(reply, { error: { code: 500, description: `delete accounts request by ${by} failed - ${why}` } });
+      answerClaims(sys, reply, { error: { code: 500, description: `delete accounts request by ${by} failed - ${why}` } });
     };
     const g = verifiedClaims(jwt.trim());
     if (g === null) return fail("", "not a JWT whose signature verifies");
@@ -316,8 +316,18 @@ export class OperatorMode {
       deleted++;
     }
     this.broker.log.debug(`deleted ${deleted} accounts`);
-    sys.respond(reply, { data: { code: 200, message: `deleted ${deleted} accounts` } });
+    answerClaims(sys, reply, { data: { code: 200, message: `deleted ${deleted} accounts` } });
   }
+}
+
+/**
+ * A claims request's answer: nats-server builds these from a map, so its
+ * keys come sorted (`data` or `error`, then `server`), unlike the status
+ * requests' envelope.
+ */
+function answerClaims(sys: SystemAccount, reply: string, answer: { data: unknown } | { error: SystemError }): void {
+  if (reply === "") return;
+  sys.publish(reply, JSON.stringify({ ...answer, server: sys.serverInfo() }));
 }
 
 function evict(m: AccountMember, e: { text: string | null; reason: string }): void {
