@@ -169,6 +169,8 @@ describe("account JWT updates with a full directory resolver", () => {
   });
 
   test("lowered limits apply to connected clients: connections, subscriptions, payload", async () => {
+    // The previous test's clients gone first: which connections are newest must be this test's.
+    await waitUntil(() => srv.broker.accounts.get(accountA.getPublicKey())!.members.size === 0, "A without clients");
     const users = await Promise.all([user("l1", accountA), user("l2", accountA), user("l3", accountA)]);
     const oldest = await rawAs(srv.port, users[0]);
     oldest.send("SUB one 1\r\nSUB two 2\r\nPING\r\n");

@@ -62,6 +62,8 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     slow_consumers: s.slowConsumers,
     stale_connections: s.staleConnections,
     subscriptions,
+    // As nats-server: which account answers status requests, when there is one.
+    ...(broker.system !== null ? { system_account: broker.system.name } : {}),
   };
 }
 
