@@ -116,9 +116,12 @@ describe("accounts", () => {
     const body = (await res.json()) as { connections: Array<{ account?: string; authorized_user?: string }> };
     const byUser = new Map(body.connections.map((c) => [c.authorized_user, c.account]));
     assert.equal(byUser.get("a"), "A");
+    assert.equal(a.info?.auth_required, true, "account users need credentials, and INFO says so");
     assert.equal(byUser.get("b"), "B");
-    const list = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz`)).json()) as { accounts: string[] };
-    assert.deepEqual([...list.accounts].sort(), ["$G", "A", "B"]);
+    const list = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz`)).json()) as { accounts: string[]; system_account: string };
+    // As nats-server: the system account `$SYS` is made when none is configured.
+    assert.deepEqual([...list.accounts].sort(), ["$G", "$SYS", "A", "B"]);
+    assert.equal(list.system_account, "$SYS");
     const detail = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz?acc=A`)).json()) as { account_detail: { account_name: string; client_connections: number } };
     assert.equal(detail.account_detail.account_name, "A");
     assert.equal(detail.account_detail.client_connections, 2);

@@ -15,6 +15,7 @@ import { Codec } from "@nats-io/nkeys/lib/codec.js";
 import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { CertificateMap, type CertificateMatch } from "./tls-map.js";
+import type { JwtUser, UserLimits } from "./jwt-auth.js";
 
 export interface SubjectRules {
   allow?: string[];
@@ -84,6 +85,10 @@ export interface Identity {
   permissions: PermissionCheck | null;
   /** For a certificate user: which of the certificate's names was the user's (for the debug log). */
   mappedBy?: string;
+  /** Per-connection limits from JWTs (operator mode); the server's own apply without them. */
+  limits?: UserLimits;
+  /** Operator mode: the user JWT, re-checked when its account's claims change. */
+  jwt?: JwtUser;
 }
 
 /** The default account's name (nats-server's `$G`): users of the authorization block, and everyone without accounts. */

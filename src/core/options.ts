@@ -1,6 +1,7 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
-import type { OperatorOptions } from "./jwt-auth.js";
+import { operatorSystemAccount, type DirResolverOptions, type OperatorOptions } from "./jwt-auth.js";
+import { DEFAULT_SYSTEM_ACCOUNT } from "./account.js";
 import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
 import { dnKey, parseDn } from "./tls-map.js";
 import { importError, type AccountOptions, type JetStreamLimits, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
@@ -70,6 +71,15 @@ export interface ServerOptions {
   accounts?: Record<string, AccountOptions>;
   /** Operator mode: trusted operators and the MEMORY resolver's account JWTs (nats-server's `operator`, `resolver_preload`). */
   operator?: OperatorOptions;
+  /**
+   * The account whose users may ask for the server's status and see its
+   * events (nats-server's `system_account`): one of `accounts`, or in
+   * operator mode an account's public key. Default `$SYS`, made if not
+   * configured (in operator mode: the operator JWT's `system_account`).
+   */
+  systemAccount?: string;
+  /** No system account at all (nats-server's `no_system_account`): no status requests, no events. */
+  noSystemAccount?: boolean;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -236,6 +246,8 @@ export interface ResolvedOptions {
   authorization: AuthOptions | undefined;
   accounts: Record<string, AccountOptions> | undefined;
   operator: OperatorOptions | undefined;
+  /** The system account's name; undefined with noSystemAccount. */
+  systemAccount: string | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -313,6 +325,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     authorization: o.authorization,
     accounts: o.accounts,
     operator: o.operator,
+    systemAccount: o.noSystemAccount === true ? undefined : (o.systemAccount ?? (o.operator === undefined ? undefined : operatorSystemAccount(o.operator.operators)) ?? DEFAULT_SYSTEM_ACCOUNT),
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
@@ -618,6 +631,15 @@ const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
   },
 };
 
+const RESOLVER_CHECKS: Record<keyof DirResolverOptions, Check> = {
+  type: (v, n) => {
+    if (v !== "full" && v !== "cache") fail(n, v, '"full" or "cache"');
+  },
+  dir: text,
+  allowDelete: flag,
+  limit: atLeast(1),
+};
+
 /**
  * Authentication that could let in someone it should not is refused:
  * ambiguous users (a name twice, in one account or two), a token beside
@@ -726,6 +748,12 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
       accounts: (x, m) => {
         if (x === null || typeof x !== "object" || Array.isArray(x) || Object.values(x).some((j) => typeof j !== "string" || j === "")) fail(m, x, "an object of account JWTs by public key");
       },
+      resolver: (x, m) => {
+        checkObject(x, m, RESOLVER_CHECKS);
+        const r = x as Partial<DirResolverOptions>;
+        if (r.type === undefined || r.dir === undefined) throw new OptionsError(`option ${m} needs type and dir`);
+        if (r.type === "cache" && r.allowDelete === true) throw new OptionsError(`option ${m}.allowDelete: a cache resolver does not delete accounts`);
+      },
     });
     const op = v as Partial<OperatorOptions>;
     if (op.operators === undefined || op.accounts === undefined) throw new OptionsError(`option ${n} needs operators and accounts`);
@@ -734,10 +762,11 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object of accounts by name");
     for (const [name, a] of Object.entries(v as Record<string, unknown>)) {
       if (name === "" || name === "$G" || /\s/.test(name)) throw new OptionsError(`option ${n}: ${JSON.stringify(name)} cannot be an account name`);
-      if (name === "$SYS") throw new OptionsError(`option ${n}.$SYS: the system account is not supported yet`);
       checkObject(a, `${n}.${name}`, ACCOUNT_CHECKS);
     }
   },
+  systemAccount: text,
+  noSystemAccount: flag,
   debug: flag,
   trace: flag,
   noLog: flag,
@@ -777,6 +806,12 @@ export function checkOptions(o: ServerOptions): void {
   const jsAccount = Object.entries(o.accounts ?? {}).find(([, a]) => a.jetstream !== undefined && a.jetstream !== false);
   if (jsAccount !== undefined && o.jetstream !== true && o.kafka === undefined) {
     throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
+  }
+  if (o.systemAccount !== undefined && o.noSystemAccount === true) throw new OptionsError("systemAccount and noSystemAccount cannot be used together");
+  // Outside operator mode the system account is a configured one, or `$SYS` (made when not configured).
+  // In operator mode it is one of the resolver's accounts, checked when they are read at start.
+  if (o.operator === undefined && o.systemAccount !== undefined && o.systemAccount !== DEFAULT_SYSTEM_ACCOUNT && o.accounts?.[o.systemAccount] === undefined) {
+    throw new OptionsError(`option systemAccount: ${o.systemAccount} is not one of the accounts`);
   }
   // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
   if (o.httpsPort !== undefined && o.tls === undefined) {

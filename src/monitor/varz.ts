@@ -66,11 +66,13 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     slow_consumers: s.slowConsumers,
     stale_connections: s.staleConnections,
     subscriptions,
+    // As nats-server: which account answers status requests, when there is one.
+    ...(broker.system !== null ? { system_account: broker.system.name } : {}),
   };
 }
 
 /** nats-server's `jetstream` object: empty when JetStream is off. */
-function jetstreamVarz(jss: JetStreams | undefined): Record<string, unknown> {
+export function jetstreamVarz(jss: JetStreams | undefined): Record<string, unknown> {
   if (jss === undefined) return {};
   const all = jss.all();
   return { config: jetStreamConfig(jss), stats: jetStreamStats(all, jetStreamUsage(all)) };

@@ -28,11 +28,10 @@ type Tree = Record<string, unknown>;
  * worse than not running.
  */
 const NOT_SUPPORTED: Record<string, string> = {
-  system_account: "accounts are not supported yet",
-  system: "accounts are not supported yet",
-  trusted: "operator (JWT) mode is not supported yet",
-  trusted_keys: "operator (JWT) mode is not supported yet",
-  resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
+  trusted: "trusted keys without an operator JWT are not supported yet",
+  trusted_keys: "trusted keys without an operator JWT are not supported yet",
+  resolver_pinned_accounts: "pinning accounts is not supported yet",
+  resolver_tls: "the URL resolver is not supported yet",
   ocsp: "TLS is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
@@ -116,8 +115,6 @@ const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
  * nothing the configuration asks for. Keep this list short and justified.
  */
 const IGNORED = {
-  /** nagare has no system account: what the key asks for is already so. */
-  no_system_account: "boolean",
   /**
    * They pace the logging of failed route, gateway and leaf node connects;
    * nagare makes none (the blocks that would ask for them are refused).
@@ -259,19 +256,20 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   });
   c.attempt(() => {
     const operator = lookup(tree, "operator") ?? lookup(tree, "operators");
-    const resolver = lookup(tree, "resolver");
+    const resolver = lookup(tree, "resolver") ?? lookup(tree, "account_resolver") ?? lookup(tree, "accounts_resolver");
     const preload = lookup(tree, "resolver_preload");
     if (operator === undefined) {
       const stray = resolver ?? preload;
       if (stray) fail(stray, "needs an operator (operator mode)");
       return;
     }
-    operatorMode(o, operator, resolver, preload);
+    operatorMode(o, operator, resolver, preload, c);
   });
   c.attempt(() => {
     const accounts = lookup(tree, "accounts");
     if (accounts) accountsBlock(o, accounts, c);
   });
+  c.attempt(() => systemAccount(o, tree));
   c.attempt(() => {
     const noAuthUser = lookup(tree, "no_auth_user");
     if (noAuthUser) {
@@ -308,7 +306,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (trace) o.trace = bool(trace);
   });
   c.attempt(() => {
-    // nats-server's verbose trace adds the system account's traffic; nagare has none, so it is plain trace.
+    // nats-server's verbose trace adds the system account's internal traffic; nagare traces no internal traffic, so it is plain trace.
     const traceVerbose = lookup(tree, "trace_verbose");
     if (traceVerbose && bool(traceVerbose)) o.trace = true;
   });
@@ -329,12 +327,10 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (logFile) o.logFile = nonEmptyStr(logFile);
   });
 
-  for (const [name, kind] of Object.entries(IGNORED)) {
+  for (const name of Object.keys(IGNORED)) {
     c.attempt(() => {
       const e = lookup(tree, name);
-      if (!e) return;
-      if (kind === "boolean") bool(e);
-      else nonNegativeInt(e);
+      if (e) nonNegativeInt(e);
     });
   }
 
@@ -634,11 +630,12 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
 
 /**
  * Operator mode: `operator` (a JWT, or the file holding one; or a list),
- * `resolver: MEMORY` and `resolver_preload { <account public key>: <account
- * JWT> }`. Other resolvers (a directory, a URL) are refused. The JWTs are
- * checked when the server starts.
+ * a resolver, and `resolver_preload { <account public key>: <account JWT> }`.
+ * The resolver is `MEMORY` (the preload, updated in memory) or a directory
+ * (`{ type: full | cache, dir, allow_delete, limit, interval, timeout }`);
+ * the URL resolver is refused. The JWTs are checked when the server starts.
  */
-function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undefined, preload: Entry | undefined): void {
+function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undefined, preload: Entry | undefined, c: Collector): void {
   const jwtOrFile = (e: Entry, v: unknown): string => {
     if (typeof v !== "string" || v.trim() === "") fail(e, `expected an operator JWT or the file holding one, got ${describe(v)}`);
     if (v.trim().startsWith("eyJ")) return v.trim();
@@ -649,20 +646,97 @@ function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undef
     }
   };
   const operators = (Array.isArray(operator.value) ? operator.value : [operator.value]).map((v) => jwtOrFile(operator, v));
-  if (resolver === undefined) fail(operator, "operator mode needs resolver: MEMORY with resolver_preload");
-  if (typeof resolver.value !== "string" || resolver.value.toUpperCase() !== "MEMORY") {
-    fail(resolver, `only the MEMORY resolver is supported yet (nagare will not start without it), got ${describe(resolver.value)}`);
-  }
-  if (preload === undefined) fail(resolver, "the MEMORY resolver needs resolver_preload");
-  if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
+  if (resolver === undefined) fail(operator, "operator mode needs a resolver: MEMORY (with resolver_preload) or a directory ({ type: full, dir: ... })");
+  const dir = resolverOf(resolver, c);
+  if (dir === undefined && preload === undefined) fail(resolver, "the MEMORY resolver needs resolver_preload");
   const accounts: Record<string, string> = {};
-  for (const key of Object.keys(preload.value)) {
-    const e = inBlock(preload.value, preload, key.toLowerCase())!;
-    if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
-    if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
-    accounts[key] = e.value;
+  if (preload !== undefined) {
+    if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
+    for (const key of Object.keys(preload.value)) {
+      const e = inBlock(preload.value, preload, key.toLowerCase())!;
+      if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
+      if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
+      accounts[key] = e.value;
+    }
   }
-  o.operator = { operators, accounts };
+  o.operator = { operators, accounts, ...(dir !== undefined ? { resolver: dir } : {}) };
+}
+
+/**
+ * The resolver: `MEMORY` (undefined here), or a directory resolver's block.
+ * A URL resolver is refused: nagare would not know the accounts it serves.
+ */
+function resolverOf(e: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["operator"]>["resolver"]> | undefined {
+  if (typeof e.value === "string") {
+    const v = e.value.trim().toUpperCase();
+    if (v === "MEMORY" || v === "MEM") return undefined;
+    if (v.startsWith("URL")) fail(e, "the URL resolver is not supported yet (nagare will not start without it): use MEMORY or a directory ({ type: full, dir: ... })");
+    fail(e, `expected MEMORY or a directory resolver block, got ${describe(e.value)}`);
+  }
+  if (!isBlock(e.value)) fail(e, `expected MEMORY or a directory resolver block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const type = sub("type");
+  const dirEntry = sub("dir");
+  if (type === undefined) fail(e, "needs type: full or cache");
+  const t = nonEmptyStr(type).toLowerCase();
+  if (t !== "full" && t !== "cache") fail(type, `must be full or cache, got ${JSON.stringify(type.value)}`);
+  if (dirEntry === undefined) fail(e, "needs dir: the directory holding the account JWTs");
+  const r: NonNullable<NonNullable<ServerOptions["operator"]>["resolver"]> = { type: t, dir: nonEmptyStr(dirEntry) };
+  c.attempt(() => {
+    const del = sub("allow_delete");
+    if (!del) return;
+    if (t === "cache") fail(del, "a cache resolver does not accept allow_delete");
+    r.allowDelete = bool(del);
+  });
+  c.attempt(() => {
+    const limit = sub("limit");
+    if (!limit) return;
+    const n = nonNegativeInt(limit);
+    if (n > 0) r.limit = n; // 0: the default, as nats-server reads it
+  });
+  // Checked, and honoured by what they mean on one server: `interval` (full) paces syncing the
+  // directory with other servers', `timeout` bounds asking other servers for an account: nagare has no other servers.
+  c.attempt(() => {
+    const interval = sub("interval");
+    if (!interval) return;
+    if (t === "cache") fail(interval, "a cache resolver does not accept interval");
+    durationMs(interval);
+  });
+  c.attempt(() => {
+    const timeout = sub("timeout");
+    if (timeout) durationMs(timeout);
+  });
+  c.attempt(() => {
+    const ttl = sub("ttl");
+    if (!ttl) return;
+    if (t === "full") fail(ttl, "a full resolver does not accept ttl");
+    // Evicting an account after ttl means fetching it again from other servers: nagare has none to fetch from.
+    if (durationMs(ttl) > 0) fail(ttl, "a cache resolver's ttl is not supported yet (nagare will not start without it)");
+  });
+  return r;
+}
+
+/**
+ * `system_account` (or `system`): the account whose users may ask for the
+ * server's status (one of `accounts`, `$SYS`, or in operator mode an account
+ * key); `no_system_account` (or `no_system`, `no_sys_acc`): none at all.
+ */
+function systemAccount(o: ServerOptions, tree: Tree): void {
+  const e = lookup(tree, "system_account") ?? lookup(tree, "system");
+  const none = lookup(tree, "no_system_account") ?? lookup(tree, "no_system") ?? lookup(tree, "no_sys_acc");
+  if (none !== undefined && bool(none)) {
+    if (e !== undefined) fail(none, "cannot be used with system_account");
+    o.noSystemAccount = true;
+  }
+  if (e === undefined) return;
+  const name = nonEmptyStr(e);
+  if (o.operator !== undefined) {
+    if (!/^A[A-Z2-7]{55}$/.test(name)) fail(e, "in operator mode the system account is an account public key");
+  } else if (name !== "$SYS" && o.accounts?.[name] === undefined) {
+    fail(e, `${name} is not one of the accounts`);
+  }
+  o.systemAccount = name;
 }
 
 /**
@@ -670,7 +744,7 @@ function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undef
  * exports `{ stream | service, accounts, response_type, response_threshold }`,
  * imports `{ stream: { account, subject }, prefix }` and `{ service: { account,
  * subject }, to }`, and `jetstream` (see accountJetStream). What nagare
- * cannot serve in an account (mappings, the system account) stops the start.
+ * cannot serve in an account (mappings) stops the start.
  */
 function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
@@ -678,7 +752,6 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   for (const name of Object.keys(e.value)) {
     const acc = inBlock(e.value, e, name.toLowerCase())!;
     c.attempt(() => {
-      if (name === "$SYS") fail(acc, "the system account is not supported yet (nagare will not start without it)");
       if (!isBlock(acc.value)) fail(acc, `expected an account block, got ${describe(acc.value)}`);
       const block = acc.value;
       const sub = (k: string): Entry | undefined => inBlock(block, acc, k);

@@ -16,6 +16,9 @@ import type { NatsTls } from "../protocols/nats/tls.js";
 import { Authenticator, type ClientAuth } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
 import { opensslCiphers, opensslCurves } from "../core/tls-names.js";
+import { OperatorMode } from "../core/operator.js";
+import { startSystemRequests, type SystemRequests } from "../monitor/sys-requests.js";
+import { CpuSampler } from "../monitor/varz.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
@@ -85,8 +88,18 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
   const kafkaTls = opts.kafka?.tls === undefined ? null : { ...loadTls(opts.kafka.tls), verifyAndMap: opts.kafka.tls.verifyAndMap ?? false };
   const etcdTls = opts.etcd?.tls === undefined ? undefined : readEtcdTls(opts.etcd.tls);
-  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
+  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator.operators) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
+  let operatorMode: OperatorMode | undefined;
+  if (opts.operator !== undefined) {
+    try {
+      // The accounts (preload and resolver directory), trusted before anyone can connect.
+      operatorMode = await OperatorMode.start(broker, auth as JwtAuthenticator, opts.operator);
+    } catch (err) {
+      broker.stop();
+      throw err;
+    }
+  }
 
   let jetstreams: JetStreams | undefined;
   if (opts.jetstream) {
@@ -95,9 +108,33 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
     const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync };
-    jetstreams = await JetStreams.start(jsOptions, broker.accounts.values(), jetStreamAccounts(opts, auth), (account) => importsJetStreamApi(opts, account.name));
+    // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
+    const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
+    try {
+      jetstreams = await JetStreams.start(jsOptions, jsAccounts, jetStreamAccounts(opts, auth), (account) => importsJetStreamApi(opts, account.name));
+    } catch (err) {
+      operatorMode?.close();
+      broker.stop();
+      throw err;
+    }
   }
   const jetstream = jetstreams?.global;
+  if (operatorMode !== undefined && jetstreams !== undefined) {
+    const streams = jetstreams;
+    // Account JWT updates on $SYS: an account's JetStream turned on, off, or its limits changed, while it runs.
+    operatorMode.onJetStreamLimits = (key, limits) => {
+      const account = broker.accounts.get(key);
+      if (account === undefined) return;
+      streams.setLimits(account, limits).catch((err: Error) => log.error(`account ${key}: applying its JetStream limits: ${err.message}`));
+    };
+  }
+  // The monitoring endpoints over NATS, for the system account's users.
+  const sysRequests: SystemRequests | undefined = broker.system === null ? undefined : startSystemRequests({ broker, jetstreams, cpu: new CpuSampler() }, broker.system);
+  const stopCore = (): void => {
+    sysRequests?.close();
+    operatorMode?.close();
+    broker.stop();
+  };
 
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
@@ -105,7 +142,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     await listen(listener, opts.port, opts.host);
   } catch (err) {
     await jetstreams?.close();
-    broker.stop();
+    stopCore();
     throw err;
   }
   const port = (listener.address() as { port: number }).port;
@@ -126,7 +163,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       listener.close();
       await monitor?.close();
       await jetstreams?.close();
-      broker.stop();
+      stopCore();
       throw err;
     }
   }
@@ -163,7 +200,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await monitor?.close();
       await secureMonitor?.close();
       await jetstreams?.close();
-      broker.stop();
+      stopCore();
       throw err;
     }
   }
@@ -231,7 +268,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       if (secureMonitor) await secureMonitor.close();
       await kafka?.close();
       await jetstreams?.close();
-      broker.stop();
+      stopCore();
       if (portsFile) {
         try {
           unlinkSync(portsFile);

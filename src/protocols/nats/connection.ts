@@ -9,7 +9,9 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
-import type { Account } from "../../core/account.js";
+import { NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
+import type { JwtUser } from "../../core/jwt-auth.js";
+import { Eviction } from "../../core/operator.js";
 import { Message } from "../../subjects/message.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
@@ -59,9 +61,11 @@ export const enum CloseReason {
   WriteError = "Write Error",
   TlsHandshake = "TLS Handshake Error",
   AuthViolation = "Authentication Failure",
+  MaxSubscriptions = "Maximum Subscriptions Exceeded",
+  MaxAccountConnections = "Maximum Account Connections Exceeded",
 }
 
-export class NatsConnection implements Connection, Receiver, ParserHandler, Producer {
+export class NatsConnection implements Connection, Receiver, ParserHandler, Producer, AccountMember {
   readonly cid: number;
   echo = true;
   private verbose = false;
@@ -120,6 +124,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private responses: ResponsePermits | null = null;
   /** The authenticated user's name ("" for a token or no authentication). */
   private user = "";
+  /** Who the client authenticated as; null without authentication (or before CONNECT). */
+  private identity: Identity | null = null;
+  /** Subscriptions allowed: the smallest of the server's, the user's and the account's limits (NO_LIMIT: none). */
+  private maxSubscriptions: number;
   /** Reads that arrived while CONNECT was being authenticated, fed once it is done. */
   private held: Buffer[] | null = null;
   private heldBytes = 0;
@@ -138,6 +146,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
+    this.maxSubscriptions = opts.maxSubscriptions > 0 ? opts.maxSubscriptions : NO_LIMIT;
     const log = broker.log;
     this.tracing = log.traceEnabled;
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
@@ -251,12 +260,21 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       return;
     }
     if (identity.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
+    const account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
+    // An account's claims may cap its connections (operator mode): past the cap the newcomer is refused, as by nats-server.
+    const maxConnections = account.limits.maxConnections;
+    if (maxConnections !== NO_LIMIT && account.members.size >= maxConnections) {
+      this.protocolError(Eviction.tooManyConnections.text, CloseReason.MaxAccountConnections);
+      return;
+    }
+    this.identity = identity;
     this.user = identity.name;
     this.permissions = identity.permissions;
     const r = identity.permissions?.responses;
     if (r != null) this.responses = new ResponsePermits(r.max, r.expiresMs);
-    this.account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
-    this.connected = true;
+    this.account = account;
+    this.applyLimits();
+    this.join();
     this.sendOk();
     for (let i = 0; i < held.length; i++) {
       if (this.closed) return;
@@ -313,8 +331,52 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       );
       return;
     }
-    this.connected = true;
+    this.join();
     this.sendOk();
+  }
+
+  /** CONNECT accepted: the client is a member of its account, and announced to the system account's listeners. */
+  private join(): void {
+    this.connected = true;
+    this.account.members.add(this);
+    this.broker.system?.clientConnected(this.account, () => this.info(Date.now(), false), this.authInfo());
+  }
+
+  private authInfo(): { user?: string; jwt?: string; issuerKey?: string; nameTag?: string } {
+    const u = this.identity?.jwt;
+    if (u === undefined) return this.user === "" ? {} : { user: this.user };
+    return { user: u.key, jwt: u.jwt, issuerKey: u.issuer, ...(u.name !== "" ? { nameTag: u.name } : {}) };
+  }
+
+  // ---- AccountMember ----
+
+  get connectedAt(): number {
+    return this.startedAt;
+  }
+
+  get jwtUser(): JwtUser | null {
+    return this.identity?.jwt ?? null;
+  }
+
+  /**
+   * The smallest of the server's, the user's and the account's limits, as
+   * nats-server's applyAccountLimits: the payload limit applies to what the
+   * client publishes next (INFO keeps the server's), and a client already
+   * holding more subscriptions than allowed is closed.
+   */
+  applyLimits(): void {
+    const o = this.broker.options;
+    const account = this.account.limits;
+    const user = this.identity?.limits;
+    this.parser.maxPayload = smallest(o.maxPayload, user?.maxPayload ?? NO_LIMIT, account.maxPayload);
+    this.maxSubscriptions = smallest(o.maxSubscriptions > 0 ? o.maxSubscriptions : NO_LIMIT, user?.maxSubscriptions ?? NO_LIMIT, account.maxSubscriptions);
+    if (this.maxSubscriptions !== NO_LIMIT && this.subs.size > this.maxSubscriptions) this.protocolError("maximum subscriptions exceeded", CloseReason.MaxSubscriptions);
+  }
+
+  evict(text: string | null, reason: string): void {
+    if (this.closed) return;
+    if (text !== null) this.sendErr(text);
+    this.close(reason);
   }
 
   /** Before an authenticated CONNECT, a client may only ping: anything else is an Authorization Violation, as in nats-server. */
@@ -363,8 +425,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.sendOk();
       return;
     }
-    const max = this.broker.options.maxSubscriptions;
-    if (max > 0 && this.subs.size >= max) {
+    const max = this.maxSubscriptions;
+    if (max !== NO_LIMIT && this.subs.size >= max) {
       this.sendErr("maximum subscriptions exceeded");
       return;
     }
@@ -516,6 +578,17 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.protocolError("Authentication Timeout", CloseReason.AuthTimeout);
       return;
     }
+    // JWTs expire while their clients are connected: nats-server closes them then (here within a tick).
+    const accountExpires = this.account.expiresAt;
+    if (accountExpires > 0 && now >= accountExpires && this.connected) {
+      this.evict(Eviction.accountExpired.text, Eviction.accountExpired.reason);
+      return;
+    }
+    const userExpires = this.identity?.jwt?.expiresAt ?? 0;
+    if (userExpires > 0 && now >= userExpires) {
+      this.evict(Eviction.userExpired.text, Eviction.userExpired.reason);
+      return;
+    }
     if (this.blockedSince !== 0 && now - this.blockedSince > opts.writeDeadline) {
       this.slowConsumer(CloseReason.SlowDeadline);
       return;
@@ -581,6 +654,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     }
     this.subs.clear();
     this.broker.unregister(this);
+    if (this.connected && this.account.members.delete(this)) {
+      this.broker.system?.clientDisconnected(this.account, () => this.info(Date.now(), false), this.authInfo(), reason);
+    }
     if (reason === CloseReason.Client || reason === CloseReason.ReadError) {
       this.socket.destroy();
     } else {
@@ -690,6 +766,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.close(reason);
     this.socket.destroy();
   }
+}
+
+/** The smallest limit that is set; NO_LIMIT if none is. */
+function smallest(...limits: number[]): number {
+  let min = NO_LIMIT;
+  for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
+  return min;
 }
 
 function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
