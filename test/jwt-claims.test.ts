@@ -137,7 +137,7 @@ describe("account JWT updates with a full directory resolver", () => {
       [`$SYS.REQ.ACCOUNT.${accountB.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("A", accountA, operator), /jwt update resulted in error - subject does not match jwt content/],
       [`$SYS.REQ.ACCOUNT.${accountA.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("A", accountA, operator, {}, Math.floor(Date.now() / 1000) - 1000), /the server holds a newer JWT for this account/],
       [`$SYS.REQ.ACCOUNT.${accountA.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("A", accountA, operator, {}, undefined, { exp: Math.floor(Date.now() / 1000) - 5 }), /expired/],
-      [`$SYS.REQ.ACCOUNT.${accountA.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("A", accountA, operator, { limits: { mem_storage: 1024 } }), /JetStream in an account other than the default one is not supported yet/],
+      [`$SYS.REQ.ACCOUNT.${accountA.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("A", accountA, operator, { limits: { tiered_limits: { R3: { mem_storage: 1024 } } } }), /tiered JetStream limits without R1 are not supported/],
       ["$SYS.REQ.CLAIMS.UPDATE", "not a jwt", /jwt update resulted in error - account JWT: not a JWT whose signature verifies/],
       ["$SYS.REQ.CLAIMS.UPDATE", "", /jwt update error - request body is empty/],
     ];

@@ -2,15 +2,15 @@
  * Operator mode and JetStream (issue 18): an account JWT's `limits`
  * (mem_storage, disk_storage, streams, consumer; -1 unlimited, both
  * storages 0 or absent: no JetStream) enable and bound the account's
- * JetStream, as nats-server 2.9 reads them; new limits from an updated
- * account JWT apply to the running account. Users connect with creds
+ * JetStream, as nats-server 2.9 reads them; new limits from an account JWT
+ * update on $SYS apply to the running account. Users connect with creds
  * files through the official clients; JWTs are made with @nats-io/jwt.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
-import { decode, encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -18,7 +18,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/index.js";
-import { jetStreamLimitsOfClaims } from "../src/core/jwt-auth.js";
 import { apiErrorCode } from "./helpers/js.js";
 
 describe("operator mode: JetStream from account JWT limits", () => {
@@ -45,6 +44,8 @@ describe("operator mode: JetStream from account JWT limits", () => {
       NOJS: { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0 },
       SMALL: { mem_storage: 1024, disk_storage: 0, streams: 1, consumer: 1 },
       TIERED: { tiered_limits: { R1: { mem_storage: -1, disk_storage: 4096, streams: 3, consumer: -1 } } },
+      // The system account: its users send account JWT updates.
+      SYS: {},
     };
     for (const [name, l] of Object.entries(limits)) {
       accounts[name] = createAccount();
@@ -57,6 +58,7 @@ describe("operator mode: JetStream from account JWT limits", () => {
       jetstream: true,
       storeDir: dir,
       operator: { operators: [await encodeOperator("OP", operator)], accounts: Object.fromEntries(Object.entries(accounts).map(([n, kp]) => [kp.getPublicKey(), jwts[n]])) },
+      systemAccount: accounts.SYS.getPublicKey(),
     });
   });
   after(async () => {
@@ -105,23 +107,33 @@ describe("operator mode: JetStream from account JWT limits", () => {
     await jsm.streams.add({ name: "OK", subjects: ["ok"], max_bytes: 4096 });
   });
 
-  test("an updated account JWT's limits apply to the running account (jetStreamLimitsOfClaims + JetStreams.setLimits)", async () => {
+  test("an account JWT update on $SYS changes the running account's JetStream: limits, off (streams closed, files kept), on again", async () => {
     const small = await as("SMALL");
+    const sys = await as("SYS");
     const jsm = await jetstreamManager(small);
     const key = accounts.SMALL.getPublicKey();
-    const apply = async (limits: Record<string, unknown>): Promise<void> => {
+    const update = async (limits: Record<string, unknown>): Promise<void> => {
       const jwt = await encodeAccount("SMALL", accounts.SMALL, { limits }, { signer: operator });
-      const claims = decode(jwt) as unknown as { nats: Record<string, unknown> };
-      await srv.jetstreams!.setLimits(srv.broker.accounts.get(key)!, jetStreamLimitsOfClaims(claims.nats, `account ${key}`));
+      const r = JSON.parse(new TextDecoder().decode((await sys.request(`$SYS.REQ.ACCOUNT.${key}.CLAIMS.UPDATE`, jwt, { timeout: 5000 })).data)) as { data?: { message: string } };
+      assert.equal(r.data?.message, "jwt updated");
     };
-    await apply({ mem_storage: -1, disk_storage: -1, streams: 5, consumer: -1 });
-    assert.equal((await jsm.getAccountInfo()).limits.max_streams, 5);
+    // The update is answered once trusted; the streams apply it right after: wait for it to show, within a bound.
+    const eventually = async (what: string, check: () => Promise<boolean>): Promise<void> => {
+      const deadline = Date.now() + 10_000;
+      while (!(await check())) {
+        assert.ok(Date.now() < deadline, what);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    };
+    await update({ mem_storage: -1, disk_storage: -1, streams: 5, consumer: -1 });
+    await eventually("max_streams 5", async () => (await jsm.getAccountInfo()).limits.max_streams === 5);
     await jsm.streams.add({ name: "M2", subjects: ["m2"], storage: StorageType.Memory });
     await jsm.streams.add({ name: "F", subjects: ["f"] });
     // JetStream taken away: the account's streams close and its API says so; given back: they return.
-    await apply({ mem_storage: 0, disk_storage: 0 });
-    await assert.rejects(jsm.getAccountInfo(), /JetStream not enabled for account/);
-    await apply({ mem_storage: -1, disk_storage: -1 });
+    await update({ mem_storage: 0, disk_storage: 0 });
+    await eventually("JetStream off", () => jsm.getAccountInfo().then(() => false, (err: Error) => /JetStream not enabled for account/.test(err.message)));
+    await update({ mem_storage: -1, disk_storage: -1 });
+    await eventually("JetStream on again", () => jsm.getAccountInfo().then(() => true, () => false));
     assert.ok((await jsm.streams.names().next()).includes("F"));
   });
 });
