@@ -482,7 +482,7 @@ test("features nagare lacks stop startup, each with its line; variables are not 
 UNUSED = 1
 port: $CLIENT_PORT
 mqtt { port: -1 }
-cluster { port: -1 }
+cluster { port: -1, tls {} }
 websocket { port: -1 }
 leafnodes {}
 accounts { $SYS: {} }
@@ -498,7 +498,7 @@ accounts { $SYS: {} }
     [
       'n.conf:2:1: unknown field "UNUSED"',
       "n.conf:4:1: mqtt: the MQTT door is not supported yet (nagare will not start without it)",
-      "n.conf:5:11: cluster.port: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
+      "n.conf:5:21: cluster.tls: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
       "n.conf:8:12: accounts.$SYS: the system account is not supported yet (nagare will not start without it)",

@@ -24,6 +24,7 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     if (o.tls.verify) info.tls_verify = true;
   }
   if (o.jetstream) info.jetstream = true;
+  if (broker.clientConnectUrls.length > 0) info.connect_urls = broker.clientConnectUrls;
   if (lameDuck) info.ldm = true;
   return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
 }
