@@ -453,8 +453,9 @@ const ETCD_CHECKS: Record<keyof EtcdOptions, Check> = {
 };
 
 /**
- * A cluster needs etcd and a server name; what is configured for routes
- * is refused, since routes are not built yet.
+ * A cluster needs a route listener, routes or etcd to find its peers;
+ * etcd needs a server name; route URLs carry no credentials (routes are
+ * unauthenticated).
  */
 function checkCluster(o: ServerOptions): void {
   const c = o.cluster;

@@ -338,6 +338,8 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   /** Clients learn every node's client URLs (INFO `connect_urls`), and of changes when they speak protocol 1. */
   private clientUrlsChanged(): void {
+    // A node shutting down keeps telling its clients of the others: they are where the clients go next.
+    if (this.closing) return;
     const urls = this.ownClientUrls.slice();
     for (const r of this.active) for (const u of r.remoteConnectUrls) if (!urls.includes(u)) urls.push(u);
     const before = this.broker.clientConnectUrls;

@@ -1,0 +1,249 @@
+/**
+ * Routes between three nagare nodes on loopback, judged by the official
+ * clients (nats v2, @nats-io/transport-node v3): pub/sub and wildcard
+ * interest across nodes, queue groups served once in the cluster,
+ * request/reply and no-responders across nodes, interest withdrawn on
+ * unsubscribe and disconnect, and a killed node whose clients fail over to
+ * the others through `connect_urls`. Every wait is on a condition with a
+ * deadline: routes are "up" when /routez says so.
+ */
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, type NagareServer } from "../src/index.js";
+import { dec, enc, generations, waitUntil, waitUntilAsync, type Conn, type Msg } from "./helpers/clients.js";
+
+interface Routez {
+  server_id: string;
+  num_routes: number;
+  routes: Array<{ remote_id: string; subscriptions: number; subscriptions_list?: string[]; out_msgs: number; in_msgs: number }>;
+}
+
+async function routez(s: NagareServer, subs = false): Promise<Routez> {
+  const r = await fetch(`http://127.0.0.1:${s.httpPort}/routez${subs ? "?subs=1" : ""}`);
+  return (await r.json()) as Routez;
+}
+
+/** A node: client port, monitoring and a route listener on free ports; `routes` to dial. */
+function node(routes: string[] = []): Promise<NagareServer> {
+  return startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "routes-test", host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) } });
+}
+
+const routeUrl = (s: NagareServer): string => `nats://127.0.0.1:${s.routes!.port}`;
+
+/** Waits until every node routes to every other one, as /routez shows it. */
+async function meshed(nodes: NagareServer[]): Promise<void> {
+  await waitUntilAsync(async () => {
+    for (const n of nodes) {
+      const z = await routez(n);
+      const others = nodes.filter((o) => o !== n).map((o) => o.broker.serverId);
+      if (z.num_routes !== others.length || !others.every((id) => z.routes.some((r) => r.remote_id === id))) return false;
+    }
+    return true;
+  }, "a full mesh");
+}
+
+/** Waits until `on` has learned, over its route from `from`, of interest "account subject [queue]". */
+async function interestSeen(on: NagareServer, from: NagareServer, entry: string, present = true): Promise<void> {
+  await waitUntilAsync(async () => {
+    const z = await routez(on, true);
+    const r = z.routes.find((x) => x.remote_id === from.broker.serverId);
+    return r !== undefined && (r.subscriptions_list ?? []).includes(entry) === present;
+  }, `${entry} ${present ? "known" : "withdrawn"} on ${on.broker.serverName}`);
+}
+
+describe("a three-node cluster", () => {
+  let a: NagareServer;
+  let b: NagareServer;
+  let c: NagareServer;
+  const conns: Conn[] = [];
+
+  before(async () => {
+    a = await node();
+    // B and C know only A: they find each other through A's gossip.
+    b = await node([routeUrl(a)]);
+    c = await node([routeUrl(a)]);
+    await meshed([a, b, c]);
+  });
+
+  after(async () => {
+    for (const x of conns) if (!x.isClosed()) await x.close();
+    await Promise.all([a?.close(), b?.close(), c?.close()]);
+  });
+
+  for (const gen of generations) {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await gen.connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+
+    test(`${gen.name}: a message crosses to the nodes with interest, once per subscription, wildcards included`, async () => {
+      const [pa, sc, sb] = [await open(a), await open(c), await open(b)];
+      const got: string[] = [];
+      const one = sc.subscribe(`${gen.name}.orders.*`, { callback: (_e, m) => got.push(`one ${m.subject} ${dec(m.data)}`) });
+      const all = sc.subscribe(`${gen.name}.orders.>`, { callback: (_e, m) => got.push(`all ${m.subject} ${dec(m.data)}`) });
+      const onB: string[] = [];
+      const bsub = sb.subscribe(`${gen.name}.orders.eu.>`, { callback: (_e, m) => onB.push(m.subject) });
+      await sc.flush();
+      await sb.flush();
+      await interestSeen(a, c, `$G ${gen.name}.orders.>`);
+      await interestSeen(a, c, `$G ${gen.name}.orders.*`);
+      await interestSeen(a, b, `$G ${gen.name}.orders.eu.>`);
+      const before = (await routez(a)).routes.find((r) => r.remote_id === b.broker.serverId)!.out_msgs;
+      pa.publish(`${gen.name}.orders.new`, enc("1"));
+      pa.publish(`${gen.name}.orders.eu.de`, enc("2"));
+      pa.publish(`${gen.name}.unrelated`, enc("3"));
+      await pa.flush();
+      await waitUntil(() => got.length >= 3 && onB.length >= 1, "the deliveries on C and B");
+      // A marker after them: once it is in, nothing else of what went before can still arrive.
+      const marker = new Promise<void>((resolve) => sc.subscribe(`${gen.name}.marker`, { max: 1, callback: () => resolve() }));
+      await sc.flush();
+      await interestSeen(a, c, `$G ${gen.name}.marker`);
+      pa.publish(`${gen.name}.marker`);
+      await marker;
+      assert.deepEqual(got.sort(), [`all ${gen.name}.orders.eu.de 2`, `all ${gen.name}.orders.new 1`, `one ${gen.name}.orders.new 1`]);
+      assert.deepEqual(onB, [`${gen.name}.orders.eu.de`]);
+      // Only what B asked for crossed to B: one message, not the three.
+      const after = (await routez(a)).routes.find((r) => r.remote_id === b.broker.serverId)!.out_msgs;
+      assert.equal(after - before, 1);
+      one.unsubscribe();
+      all.unsubscribe();
+      bsub.unsubscribe();
+    });
+
+    test(`${gen.name}: request/reply across nodes, and no responders only when no node has interest`, async () => {
+      const [req, rep] = [await open(a), await open(c)];
+      const svc = rep.subscribe(`${gen.name}.svc`, { callback: (_e, m: Msg) => m.respond(enc(`pong ${dec(m.data)}`)) });
+      await rep.flush();
+      await interestSeen(a, c, `$G ${gen.name}.svc`);
+      const r = await req.request(`${gen.name}.svc`, enc("x"), { timeout: 5000 });
+      assert.equal(dec(r.data), "pong x");
+      await assert.rejects(req.request(`${gen.name}.nobody`, enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
+      // Interest goes with the unsubscribe: the requester is told at once that nobody answers.
+      svc.unsubscribe();
+      await rep.flush();
+      await interestSeen(a, c, `$G ${gen.name}.svc`, false);
+      await assert.rejects(req.request(`${gen.name}.svc`, enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
+    });
+  }
+
+  test("a queue group over three nodes gets each message once: local members first, else one node", async () => {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await generations[0].connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+    const pub = await open(a);
+    const members = [await open(a), await open(b), await open(c), await open(c)];
+    const counts = [0, 0, 0, 0];
+    const seen = new Map<string, number>();
+    const subs = members.map((m, i) =>
+      m.subscribe("work", {
+        queue: "workers",
+        callback: (_e, msg) => {
+          counts[i]++;
+          const k = dec(msg.data);
+          seen.set(k, (seen.get(k) ?? 0) + 1);
+        },
+      }),
+    );
+    // Each member's connection also takes a plain marker: when it has the marker, it has everything before it.
+    const markers = members.map(() => 0);
+    members.forEach((m, i) => m.subscribe("work.marker", { callback: () => markers[i]++ }));
+    for (const m of members) await m.flush();
+    await interestSeen(a, b, "$G work workers");
+    await interestSeen(a, c, "$G work workers");
+    await interestSeen(a, b, "$G work.marker");
+    await interestSeen(a, c, "$G work.marker");
+
+    const N = 200;
+    const round = async (tag: string, expectedMarkers: number): Promise<void> => {
+      for (let i = 0; i < N; i++) pub.publish("work", enc(`${tag}${i}`));
+      pub.publish("work.marker");
+      await pub.flush();
+      await waitUntil(() => markers.every((x) => x === expectedMarkers), "the markers on every member");
+    };
+
+    // A publisher on A: A's own member is preferred, every message once.
+    await round("a", 1);
+    assert.equal(counts[0], N);
+    assert.equal(counts[1] + counts[2] + counts[3], 0);
+
+    // Without a member on A: each message goes to one node (B, or C with its two members).
+    subs[0].unsubscribe();
+    await members[0].flush();
+    await waitUntil(() => a.broker.globalAccount.sublist.match("work").queues.length === 0, "A's member gone");
+    await round("r", 2);
+    assert.equal(counts[1] + counts[2] + counts[3], N);
+    assert.ok(counts[1] > 0 && counts[2] + counts[3] > 0, `spread over B and C: ${counts.join(",")}`);
+    assert.equal([...seen.values()].filter((v) => v !== 1).length, 0, "every message delivered exactly once");
+    assert.equal(seen.size, 2 * N);
+    for (const s of subs) s.unsubscribe();
+  });
+
+  test("a disconnected client's interest is withdrawn from the other nodes", async () => {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await generations[1].connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+    const sub = await open(b);
+    sub.subscribe("gone.soon", { callback: () => {} });
+    await sub.flush();
+    await interestSeen(a, b, "$G gone.soon");
+    await interestSeen(c, b, "$G gone.soon");
+    await sub.close();
+    await interestSeen(a, b, "$G gone.soon", false);
+    await interestSeen(c, b, "$G gone.soon", false);
+    const req = await open(a);
+    await assert.rejects(req.request("gone.soon", enc("x"), { timeout: 5000 }), (err) => generations[1].isNoResponders(err));
+  });
+});
+
+describe("a killed node", () => {
+  test("its clients reconnect to another node from connect_urls, and traffic continues", async () => {
+    const a = await node();
+    const b = await node([routeUrl(a)]);
+    const c = await node([routeUrl(a)]);
+    const conns: Conn[] = [];
+    try {
+      await meshed([a, b, c]);
+      const listener = await generations[0].connect({ servers: c.url });
+      conns.push(listener);
+      const got: string[] = [];
+      listener.subscribe("after.kill", { callback: (_e, m) => got.push(dec(m.data)) });
+      await listener.flush();
+      await interestSeen(b, c, "$G after.kill");
+      await interestSeen(a, c, "$G after.kill");
+      // Each client is given B only: it learns A and C from INFO's connect_urls.
+      const clients: Array<[Conn, string]> = [];
+      for (const gen of generations) {
+        const client = await gen.connect({ servers: b.url, reconnectTimeWait: 50, maxReconnectAttempts: -1 });
+        conns.push(client);
+        clients.push([client, gen.name]);
+        client.publish("after.kill", enc(`${gen.name} before`));
+        await client.flush();
+      }
+      await waitUntil(() => got.length === 2, "the messages before the kill");
+      await b.close();
+      // Each client reconnects elsewhere (A or C) and is heard again.
+      await waitUntilAsync(async () => {
+        for (const [client, name] of clients) {
+          try {
+            client.publish("after.kill", enc(`${name} after`));
+            await client.flush();
+          } catch {
+            return false;
+          }
+        }
+        return clients.every(([, name]) => got.includes(`${name} after`));
+      }, "messages from the reconnected clients", 20_000);
+      assert.ok(got.includes("v2 after") && got.includes("v3 after"));
+      await meshed([a, c]);
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});
