@@ -10,6 +10,10 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/index.js";
 import { dec, enc, generations, waitUntil, waitUntilAsync, type Conn, type Msg } from "./helpers/clients.js";
 
@@ -244,6 +248,125 @@ describe("a killed node", () => {
     } finally {
       for (const x of conns) if (!x.isClosed()) await x.close();
       await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});
+
+const NATS_SERVER = "/usr/sbin/nats-server";
+
+/** Debian's nats-server 2.9 on free ports, found through its ports file. */
+async function natsServer(dir: string, clusterName: string): Promise<{ proc: ChildProcess; client: string; route: string; monitor: string }> {
+  const proc = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--cluster", "nats://127.0.0.1:-1", "--cluster_name", clusterName, "--ports_file_dir", dir], { stdio: "ignore" });
+  let ports: { nats?: string[]; monitoring?: string[]; cluster?: string[] } = {};
+  await waitUntil(() => {
+    const f = readdirSync(dir).find((x) => x.endsWith(".ports"));
+    if (f === undefined) return false;
+    try {
+      ports = JSON.parse(readFileSync(join(dir, f), "utf8")) as typeof ports;
+    } catch {
+      return false;
+    }
+    return ports.cluster !== undefined && ports.nats !== undefined && ports.monitoring !== undefined;
+  }, "nats-server's ports file");
+  return { proc, client: ports.nats![0], route: ports.cluster![0], monitor: ports.monitoring![0] };
+}
+
+describe("a cluster of nagare and nats-server 2.9", { skip: existsSync(NATS_SERVER) ? false : "no /usr/sbin/nats-server" }, () => {
+  test("routes form both ways, gossip completes the mesh, messages, requests and queue groups cross", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-routes-"));
+    const ns = await natsServer(dir, "mixed");
+    const conns: Conn[] = [];
+    const mixed = (routes: string[]): Promise<NagareServer> => startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "mixed", host: "127.0.0.1", port: -1, routes } });
+    // A dials nats-server; B knows only A, and the other two routes come from gossip.
+    const a = await mixed([ns.route]);
+    const b = await mixed([routeUrl(a)]);
+    try {
+      await waitUntilAsync(async () => {
+        const z = (await (await fetch(`${ns.monitor}/routez`)).json()) as { num_routes: number };
+        return z.num_routes === 2 && a.routes!.routeCount === 2 && b.routes!.routeCount === 2;
+      }, "the mixed mesh");
+      const v2 = generations[0];
+      const open = async (url: string): Promise<Conn> => {
+        const x = await v2.connect({ servers: url });
+        conns.push(x);
+        return x;
+      };
+      const [onN, onA, onB] = [await open(ns.client), await open(a.url), await open(b.url)];
+
+      // Subscribe, then subscribe a probe: interest travels in order, so once
+      // the probe crosses, what was subscribed before it is known too.
+      const probed = async (sub: Conn, from: Conn, tag: string): Promise<void> => {
+        let seen = false;
+        sub.subscribe(`probe.${tag}`, { callback: () => (seen = true) });
+        await sub.flush();
+        await waitUntilAsync(async () => {
+          from.publish(`probe.${tag}`);
+          await from.flush();
+          await sub.flush();
+          return seen;
+        }, `interest from ${tag} known`);
+      };
+
+      const got: string[] = [];
+      onN.subscribe("mixed.*", { callback: (_e, m) => got.push(`nats-server ${m.subject} ${dec(m.data)}`) });
+      onN.subscribe("ask.ns", { callback: (_e, m) => m.respond(enc("from nats-server")) });
+      onB.subscribe("mixed.>", { callback: (_e, m) => got.push(`nagare ${m.subject} ${dec(m.data)}`) });
+      onB.subscribe("ask.nagare", { callback: (_e, m) => m.respond(enc("from nagare")) });
+      await probed(onN, onA, "n");
+      await probed(onB, onN, "b");
+      await probed(onB, onA, "ba");
+      onA.publish("mixed.one", enc("1"));
+      onN.publish("mixed.two", enc("2"));
+      await waitUntil(() => got.length >= 4, "messages across the mixed cluster");
+      await probed(onN, onA, "n2");
+      await probed(onB, onN, "b3");
+      assert.deepEqual(got.sort(), ["nagare mixed.one 1", "nagare mixed.two 2", "nats-server mixed.one 1", "nats-server mixed.two 2"]);
+      assert.equal(dec((await onA.request("ask.ns", enc("?"), { timeout: 5000 })).data), "from nats-server");
+      assert.equal(dec((await onN.request("ask.nagare", enc("?"), { timeout: 5000 })).data), "from nagare");
+      await assert.rejects(onN.request("ask.nobody", enc("?"), { timeout: 5000 }), (err) => v2.isNoResponders(err));
+      const h = v2.headers();
+      h.set("Trace", "yes");
+      const withHeaders = new Promise<string>((resolve) => onB.subscribe("mixed.hdr", { max: 1, callback: (_e, m) => resolve(`${m.headers?.get("Trace")} ${dec(m.data)}`) }));
+      await probed(onB, onN, "b2");
+      onN.publish("mixed.hdr", enc("body"), { headers: h });
+      assert.equal(await withHeaders, "yes body");
+
+      // A queue group with a member on each of the three nodes.
+      const seen = new Map<string, number>();
+      const members = [await open(ns.client), await open(a.url), await open(b.url)];
+      const counts = [0, 0, 0];
+      const qsubs = members.map((m, i) =>
+        m.subscribe("mixed.work", {
+          queue: "g",
+          callback: (_e, msg) => {
+            counts[i]++;
+            seen.set(dec(msg.data), (seen.get(dec(msg.data)) ?? 0) + 1);
+          },
+        }),
+      );
+      for (const [i, m] of members.entries()) await probed(m, onA, `q${i}`);
+      for (const [i, m] of members.entries()) await probed(m, onN, `qn${i}`);
+      // nats-server's member leaves: its node's messages go to one nagare member each.
+      qsubs[0].unsubscribe();
+      await members[0].flush();
+      await probed(members[0], onN, "left");
+      const N = 200;
+      for (let i = 0; i < N; i++) onN.publish("mixed.work", enc(`n${i}`));
+      await onN.flush();
+      await waitUntil(() => seen.size === N, "every queued message");
+      // A marker through each route: nothing queued before it can still come.
+      await probed(members[1], onN, "m1");
+      await probed(members[2], onN, "m2");
+      assert.equal([...seen.values()].filter((v) => v !== 1).length, 0, "each message delivered once");
+      assert.equal(counts[0], 0);
+      assert.equal(counts[1] + counts[2], N);
+      assert.ok(counts[1] > 0 && counts[2] > 0, `spread over both nagare nodes: ${counts.join(",")}`);
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all([a.close(), b.close()]);
+      ns.proc.kill();
+      await new Promise((resolve) => (ns.proc.exitCode !== null ? resolve(undefined) : ns.proc.once("exit", resolve)));
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
