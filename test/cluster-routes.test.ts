@@ -11,10 +11,12 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { connect as netConnect } from "node:net";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/index.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { dec, enc, generations, waitUntil, waitUntilAsync, type Conn, type Msg } from "./helpers/clients.js";
 
 interface Routez {
@@ -367,6 +369,82 @@ describe("a cluster of nagare and nats-server 2.9", { skip: existsSync(NATS_SERV
       ns.proc.kill();
       await new Promise((resolve) => (ns.proc.exitCode !== null ? resolve(undefined) : ns.proc.once("exit", resolve)));
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("routes found in etcd", () => {
+  let etcd: EtcdHarness;
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.close();
+  });
+
+  test("nodes with no routes configured dial the route_url of every member, and stop dialling one that left", async () => {
+    const cluster = `routes-etcd-${process.pid}`;
+    const start = (name: string): Promise<NagareServer> =>
+      startServer({ host: "127.0.0.1", port: -1, httpPort: -1, serverName: name, cluster: { name: cluster, host: "127.0.0.1", port: -1 }, etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000 } });
+    const nodes: NagareServer[] = [];
+    const conns: Conn[] = [];
+    try {
+      for (const n of ["e1", "e2", "e3"]) nodes.push(await start(n));
+      await meshed(nodes);
+      const view = nodes[0].cluster!.view();
+      assert.deepEqual(
+        view.nodes.map((n) => n.route_url),
+        nodes.map((n) => `nats-route://127.0.0.1:${n.routes!.port}/`),
+      );
+      const [pub, sub] = [await generations[1].connect({ servers: nodes[0].url }), await generations[1].connect({ servers: nodes[2].url })];
+      conns.push(pub, sub);
+      const got = new Promise<string>((resolve) => sub.subscribe("via.etcd", { max: 1, callback: (_e, m) => resolve(dec(m.data)) }));
+      await sub.flush();
+      await interestSeen(nodes[0], nodes[2], "$G via.etcd");
+      pub.publish("via.etcd", enc("found"));
+      assert.equal(await got, "found");
+      // A node that leaves is not dialled again by the others (it left etcd first).
+      await nodes[1].close();
+      await meshed([nodes[0], nodes[2]]);
+      await waitUntil(() => !nodes[0].cluster!.view().nodes.some((n) => n.name === "e2"), "e2 gone from etcd");
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+});
+
+describe("the route listener and bad input", () => {
+  test("a peer speaking out of turn, from another cluster or beyond the limits gets -ERR and is closed; the node carries on", async () => {
+    const a = await node();
+    try {
+      /** Sends `lines` to the route port and returns what came back before the close. */
+      const exchange = (bytes: string | Buffer): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const s = netConnect(a.routes!.port, "127.0.0.1");
+          let got = "";
+          s.on("data", (d) => (got += d.toString()));
+          s.on("error", reject);
+          s.on("close", () => resolve(got));
+          s.on("connect", () => s.write(bytes));
+        });
+      const id = 'INFO {"server_id":"NPEER","cluster":"routes-test","port":1}\r\n';
+      assert.match(await exchange("RMSG $G a 1\r\nx\r\n"), /^INFO \{.*"cluster":"routes-test".*\r\n-ERR 'Protocol Error: message before the route handshake'\r\n$/s);
+      assert.match(await exchange('CONNECT {"cluster":"other"}\r\n'), /-ERR 'Cluster name mismatch: other is not routes-test'\r\n$/);
+      assert.match(await exchange(`${id}`), /-ERR 'Protocol Error: INFO before CONNECT'/);
+      assert.match(await exchange(`CONNECT {"cluster":"routes-test"}\r\n${id}RS+ $G a.b c d e f\r\n`), /-ERR 'Protocol Error: malformed RS\+'/);
+      assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 99999999999\r\n`), /-ERR 'Protocol Error: bad message size'|-ERR 'Protocol Error: maximum payload exceeded'/);
+      assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 3\r\nabcXY`), /-ERR 'Protocol Error: message payload not followed by CRLF'/);
+      assert.match(await exchange(Buffer.alloc(70 * 1024, 0x41)), /-ERR 'Protocol Error: maximum control line exceeded'/);
+      // The node still routes: a real peer still joins.
+      const b = await node([routeUrl(a)]);
+      try {
+        await meshed([a, b]);
+      } finally {
+        await b.close();
+      }
+    } finally {
+      await a.close();
     }
   });
 });
