@@ -215,6 +215,12 @@ describe("a killed node", () => {
     const conns: Conn[] = [];
     try {
       await meshed([a, b, c]);
+      // Clients are told of every node, and of the cluster's name, in INFO.
+      const probe = await generations[0].connect({ servers: b.url });
+      const info = (probe as unknown as { info: { connect_urls?: string[]; cluster?: string } }).info;
+      assert.deepEqual([...(info.connect_urls ?? [])].sort(), [a, b, c].map((s) => `127.0.0.1:${s.port}`).sort());
+      assert.equal(info.cluster, "routes-test");
+      await probe.close();
       const listener = await generations[0].connect({ servers: c.url });
       conns.push(listener);
       const got: string[] = [];
@@ -436,6 +442,10 @@ describe("the route listener and bad input", () => {
       assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 99999999999\r\n`), /-ERR 'Protocol Error: bad message size'|-ERR 'Protocol Error: maximum payload exceeded'/);
       assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 3\r\nabcXY`), /-ERR 'Protocol Error: message payload not followed by CRLF'/);
       assert.match(await exchange(Buffer.alloc(70 * 1024, 0x41)), /-ERR 'Protocol Error: maximum control line exceeded'/);
+      // A peer that never finishes its handshake is closed (after max(2 s, auth_timeout)), without an -ERR.
+      const t0 = Date.now();
+      assert.match(await exchange('CONNECT {"cluster":"routes-test"}\r\n'), /^INFO \{[^\r]*\}\r\n$/);
+      assert.ok(Date.now() - t0 >= 1900, "closed at the handshake deadline, not before");
       // The node still routes: a real peer still joins.
       const b = await node([routeUrl(a)]);
       try {

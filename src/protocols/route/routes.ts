@@ -78,6 +78,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
   private readonly local = new Map<string, Map<string, { subject: string; queue: string | null; count: number }>>();
   private readonly accountBytes = new Map<string, Buffer>();
   private closing = false;
+  private ticker: NodeJS.Timeout | undefined;
   private readonly ownClientUrls: string[];
   // Reused on every publish: no allocation on the hot path.
   private matches: Array<MatchResult | null> = [];
@@ -98,6 +99,14 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   async start(): Promise<void> {
     for (const acc of this.broker.accounts.values()) acc.remote = this;
+    // Routes are not among the broker's client connections: their pings and handshake deadlines run here.
+    const o = this.broker.options;
+    const period = Math.max(10, Math.min(1000, Math.floor(o.pingInterval / 4)));
+    this.ticker = setInterval(() => {
+      const now = Date.now();
+      for (const r of [...this.all]) r.tick(now);
+    }, period);
+    this.ticker.unref();
     if (this.options.port !== undefined) {
       const server = createServer((socket) => this.accept(socket));
       await new Promise<void>((resolve, reject) => {
@@ -513,6 +522,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   async close(): Promise<void> {
     this.closing = true;
+    clearInterval(this.ticker);
     for (const d of this.dialled.values()) clearTimeout(d.timer);
     for (const acc of this.broker.accounts.values()) if (acc.remote === this) acc.remote = null;
     for (const r of [...this.all]) r.close("Server Shutdown");
