@@ -85,9 +85,9 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
   private queueNames: string[][] = [];
   private queueCounts: number[] = [];
   private decided: string[] = [];
-  readonly events = new (class {
-    listeners: Array<() => void> = [];
-  })();
+  private readonly changeListeners: Array<() => void> = [];
+  /** The dialling record each dialled route belongs to. */
+  private readonly dialledFor = new WeakMap<Route, Dialled>();
 
   constructor(
     private readonly broker: Broker,
@@ -184,7 +184,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
         return;
       }
       const route = this.track(new Route(this.broker, socket, true, configuredUrl, this));
-      (route as Route & { dialled?: Dialled }).dialled = d ?? undefined;
+      if (d !== null) this.dialledFor.set(route, d);
       if (d !== null) d.connecting = false;
       // The dialler speaks first: CONNECT, then its INFO (nats-server's order).
       route.sendLine(`CONNECT ${JSON.stringify(this.connectJson())}`);
@@ -240,7 +240,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   identified(route: Route, info: RouteInfo): boolean {
     const id = route.remoteId;
-    const dialled = (route as Route & { dialled?: Dialled }).dialled;
+    const dialled = this.dialledFor.get(route);
     if (id === this.broker.serverId) {
       // A configured route to ourselves (one configuration for every node): never again.
       if (dialled !== undefined) dialled.self = true;
@@ -320,7 +320,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
       this.clientUrlsChanged();
       this.notify();
     }
-    const dialled = (route as Route & { dialled?: Dialled }).dialled;
+    const dialled = this.dialledFor.get(route);
     // Dial again what we keep dialling, unless it was ourselves or a duplicate of a live route.
     for (const d of this.dialled.values()) {
       if (d === dialled || (d.serverId !== "" && d.serverId === route.remoteId)) {
@@ -359,15 +359,15 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   /** Test and embedding hook: called whenever the set of registered routes changes. */
   onChange(listener: () => void): () => void {
-    this.events.listeners.push(listener);
+    this.changeListeners.push(listener);
     return () => {
-      const i = this.events.listeners.indexOf(listener);
-      if (i >= 0) this.events.listeners.splice(i, 1);
+      const i = this.changeListeners.indexOf(listener);
+      if (i >= 0) this.changeListeners.splice(i, 1);
     };
   }
 
   private notify(): void {
-    for (const l of this.events.listeners.slice()) l();
+    for (const l of this.changeListeners.slice()) l();
   }
 
   get routeCount(): number {
