@@ -458,3 +458,33 @@ describe("the route listener and bad input", () => {
     }
   });
 });
+
+describe("a route that cannot keep up", () => {
+  test("is closed as a slow consumer once its pending bytes pass max_pending, and counted", async () => {
+    const a = await startServer({ host: "127.0.0.1", port: -1, httpPort: -1, maxPending: 256 * 1024, maxPayload: 128 * 1024, cluster: { name: "routes-test", host: "127.0.0.1", port: -1 } });
+    const conns: Conn[] = [];
+    try {
+      // A fake peer that registers, asks for everything on "flood", and never reads again.
+      const peer = netConnect(a.routes!.port, "127.0.0.1");
+      await new Promise<void>((resolve) => peer.once("connect", () => resolve()));
+      peer.write('CONNECT {"cluster":"routes-test"}\r\nINFO {"server_id":"NSLOW","cluster":"routes-test","port":1}\r\nRS+ $G flood\r\n');
+      await waitUntil(() => a.routes!.routeCount === 1, "the fake peer registered");
+      await waitUntilAsync(async () => (await routez(a, true)).routes.some((r) => (r.subscriptions_list ?? []).includes("$G flood")), "its interest");
+      peer.pause();
+      const pub = await generations[0].connect({ servers: a.url });
+      conns.push(pub);
+      const chunk = new Uint8Array(64 * 1024);
+      await waitUntilAsync(async () => {
+        for (let i = 0; i < 64; i++) pub.publish("flood", chunk);
+        await pub.flush();
+        return a.routes!.routeCount === 0;
+      }, "the slow route closed", 20_000);
+      assert.ok(a.broker.stats.slowConsumers >= 1);
+      assert.equal((await routez(a)).num_routes, 0);
+      peer.destroy();
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await a.close();
+    }
+  });
+});
