@@ -50,7 +50,7 @@ function problems(text: string): string[] {
   return [];
 }
 
-test("cluster {} and etcd {} map onto options; what is not served (routes) is refused where it stands", () => {
+test("cluster {} and etcd {} map onto options; route settings nagare does not implement (tls, authorization, pool_size) are refused where they stand", () => {
   assert.deepEqual(
     conf(`server_name: n1
 cluster { name: east }
@@ -74,15 +74,19 @@ etcd {
   listen: 127.0.0.1:6222
   routes: [nats://127.0.0.1:6223]
   pool_size: 3
+  tls { cert_file: x }
+  authorization { user: u, password: p }
   nmae: x
 }`),
     [
-      "c.conf:3:3: cluster.listen: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
-      "c.conf:4:3: cluster.routes: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
-      "c.conf:5:3: cluster.pool_size: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without it)",
-      'c.conf:6:3: unknown field "cluster.nmae" (did you mean "name"?)',
+      "c.conf:5:3: cluster.pool_size: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)",
+      "c.conf:6:3: cluster.tls: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)",
+      "c.conf:7:3: cluster.authorization: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)",
+      'c.conf:8:3: unknown field "cluster.nmae" (did you mean "name"?)',
     ],
   );
+  assert.deepEqual(conf("cluster { name: east, listen: 127.0.0.1:6222, routes: [nats://127.0.0.1:6223] }"), { cluster: { name: "east", host: "127.0.0.1", port: 6222, routes: ["nats://127.0.0.1:6223"] } });
+  assert.deepEqual(problems("cluster { routes: [nats://u:p@x:1] }"), ['c.conf:1:11: cluster.routes: "nats://u:p@x:1": route credentials are not supported yet (routes are unauthenticated)']);
   assert.deepEqual(problems("cluster { routes: [http://x:1] }"), ['c.conf:1:11: cluster.routes: "http://x:1": expected nats://host:port or nats-route://host:port']);
   assert.deepEqual(problems('cluster { name: "a b" }'), ['c.conf:1:11: cluster.name: "a b" must not contain spaces or "/"']);
   assert.deepEqual(problems("etcd { prefix: /x }"), ['c.conf:1:1: etcd: needs endpoints: etcd\'s client URLs, such as "http://127.0.0.1:2379"']);
@@ -97,7 +101,7 @@ etcd {
   assert.deepEqual(problems('etcd { endpoints: "http://e:1", lease_tll: 3s }'), ['c.conf:1:33: unknown field "etcd.lease_tll" (did you mean "lease_ttl"?)']);
 });
 
-test("the options check: a cluster needs etcd and a server name; routes from flags or startServer are refused", async () => {
+test("the options check: a cluster needs a route listener, routes or etcd; etcd needs a server name; routes from flags are taken", async () => {
   const check = (o: Parameters<typeof checkOptions>[0]): string => {
     try {
       checkOptions(o);
@@ -109,40 +113,42 @@ test("the options check: a cluster needs etcd and a server name; routes from fla
   };
   assert.equal(check({ serverName: "n1", etcd: { endpoints: ["http://e:1"] } }), "ok");
   assert.equal(check({ etcd: { endpoints: ["http://e:1"] } }), "option etcd needs serverName (server_name, -n): a node is registered in etcd under its name");
-  assert.equal(check({ cluster: { name: "c" } }), "option cluster needs etcd: nodes find each other through etcd (routes between nodes are not built yet)");
+  assert.equal(check({ cluster: { name: "c" } }), "option cluster needs a route listener (cluster.port), routes or etcd: nodes find each other through one of them");
   assert.equal(check({ serverName: "a/b", etcd: { endpoints: ["http://e:1"] } }), 'option serverName: "a/b" must not contain "/" in a cluster: it names the node\'s key in etcd');
   assert.equal(check({ serverName: "n", etcd: { endpoints: ["http://e:1"], leaseTtl: 1500 } }), "option etcd.leaseTtl must be a whole number of seconds in milliseconds, at least 1000 (etcd's leases count seconds), got 1500");
   assert.equal(check({ serverName: "n", etcd: { endpoints: ["http://e:1"], tls: { caFile: "/x" } } }), "option etcd.tls needs https:// endpoints");
 
   const flags = (...argv: string[]) => check(parseServerArgs(argv).options);
   assert.equal(flags("-n", "n1", "--etcd", "http://e:1", "--cluster_name", "east"), "ok");
-  assert.equal(flags("-n", "n1", "--etcd", "http://e:1", "--routes", "nats://127.0.0.1:6223"), "option cluster.routes: routes between nodes are not built yet: nodes find each other through etcd only");
-  assert.equal(flags("-n", "n1", "--etcd", "http://e:1", "--cluster", "nats://127.0.0.1:6222"), "option cluster.port: routes between nodes are not built yet: nodes find each other through etcd only");
+  assert.equal(flags("-n", "n1", "--etcd", "http://e:1", "--routes", "nats://127.0.0.1:6223"), "ok");
+  assert.equal(flags("--cluster", "nats://127.0.0.1:6222", "--routes", "nats://127.0.0.1:6223,nats://127.0.0.1:6224"), "ok");
+  assert.deepEqual(parseServerArgs(["--cluster", "nats://127.0.0.1:6222", "--routes", "nats://127.0.0.1:6223"]).options.cluster, { host: "127.0.0.1", port: 6222, routes: ["nats://127.0.0.1:6223"] });
+  assert.equal(flags("--routes", "http://127.0.0.1:6223"), 'option cluster.routes: "http://127.0.0.1:6223": expected nats://host:port or nats-route://host:port');
   assert.throws(() => parseServerArgs(["--cluster", "127.0.0.1:6222"]), /flag --cluster: expected nats:\/\/host:port/);
-  assert.throws(() => parseServerArgs(["--cluster_advertise", "x"]), /routes between nodes are not built yet/);
+  assert.throws(() => parseServerArgs(["--cluster_advertise", "x"]), /advertising a route address is not supported yet/);
   // A flag replaces one key of the file's etcd block, not the block.
   const merged = mergeOptions(conf('etcd { endpoints: "http://a:1", prefix: /p }'), parseServerArgs(["--etcd", "http://b:2"]).options);
   assert.deepEqual(merged.etcd, { endpoints: ["http://b:2"], prefix: "/p" });
 
-  await assert.rejects(startServer({ port: 0, serverName: "n1", etcd: { endpoints: ["http://127.0.0.1:1"] }, cluster: { routes: ["nats://127.0.0.1:6222"] } }), /option cluster\.routes: routes between nodes are not built yet/);
 });
 
-test("nagare server refuses a configuration with routes, each problem with its file, line and column", async () => {
+test("nagare server refuses route TLS and authorization it cannot honour, each with its file, line and column", async () => {
   const file = join(dir, "routes.conf");
   writeFileSync(file, `server_name: n1
 etcd { endpoints: "${etcd.endpoint}" }
 cluster {
   name: east
   port: 6222
-  routes: [ nats-route://127.0.0.1:6223 ]
+  tls { cert_file: c.pem, key_file: k.pem }
+  authorization { user: r, password: s }
 }
 `);
   const run = await runNagare(["server", "-c", file, "-t"]);
   assert.equal(run.code, 1);
   assert.equal(
     run.stderr,
-    `nagare server: ${file}:5:3: cluster.port: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)
-nagare server: ${file}:6:3: cluster.routes: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)
+    `nagare server: ${file}:6:3: cluster.tls: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)
+nagare server: ${file}:7:3: cluster.authorization: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)
 `,
   );
   const valid = join(dir, "valid.conf");

@@ -482,7 +482,7 @@ test("features nagare lacks stop startup, each with its line; variables are not 
 UNUSED = 1
 port: $CLIENT_PORT
 mqtt { port: -1 }
-cluster { port: -1 }
+cluster { port: -1, tls {} }
 websocket { port: -1 }
 leafnodes {}
 resolver_tls {}
@@ -498,7 +498,7 @@ resolver_tls {}
     [
       'n.conf:2:1: unknown field "UNUSED"',
       "n.conf:4:1: mqtt: the MQTT door is not supported yet (nagare will not start without it)",
-      "n.conf:5:11: cluster.port: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
+      "n.conf:5:21: cluster.tls: not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured (nagare will not start without it)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
       "n.conf:8:1: resolver_tls: the URL resolver is not supported yet (nagare will not start without it)",

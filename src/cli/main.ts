@@ -62,7 +62,7 @@ Server flags:
       --etcd <url>[,<url>...]        Join a cluster coordinated by etcd (needs a server name, -n)
       --cluster_name <name>          The cluster's name (default: nagare)
       --cluster <nats://host:port>, --routes <url,...>
-                                     Routes between nodes: not built yet, refused
+                                     The route listener and the routes to dial (plaintext)
   -h, --help                         Show this message
   -v, --version                      Show the version
 

@@ -92,7 +92,7 @@ value(["max_traced_msg_len"], (r, v, f) => {
   r.options.maxTracedMsgLen = Number(v);
 });
 
-/** `--cluster_name`, `--cluster nats://host:port` and `--routes` as nats-server's; routes are refused by the options check, not here. */
+/** `--cluster_name`, `--cluster nats://host:port` and `--routes` as nats-server's. */
 value(["cluster_name"], (r, v, f) => (r.options.cluster = { ...r.options.cluster, name: nonEmpty(v, f, "a cluster name") }));
 value(["cluster", "cluster_listen"], (r, v, f) => {
   const m = /^(?:nats|nats-route):\/\/(?:\[([^\]]*)\]|([^:/]*)):(-?\d+)$/.exec(v);
@@ -107,9 +107,9 @@ value(["etcd"], (r, v, f) => (r.options.etcd = { ...r.options.etcd, endpoints: n
 /** nats-server flags for features nagare does not have yet, with the reason. */
 const UNSUPPORTED: Record<string, string> = {
   help_tls: "TLS is not supported yet",
-  cluster_advertise: "routes between nodes are not built yet",
-  no_advertise: "routes between nodes are not built yet",
-  connect_retries: "routes between nodes are not built yet",
+  cluster_advertise: "advertising a route address is not supported yet",
+  no_advertise: "not advertising client URLs to the cluster is not supported yet",
+  connect_retries: "configured routes are dialled until connected; a retry limit is not supported yet",
   client_advertise: "advertising client URLs to other nodes is not supported yet",
   s: "syslog is not supported",
   syslog: "syslog is not supported",

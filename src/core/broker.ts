@@ -55,6 +55,8 @@ export interface Connection {
   info(now: number, withSubs: boolean): ConnectionInfo;
   /** Tells the peer the server is going away (lame duck), if the protocol can. */
   notifyLameDuck(): void;
+  /** The cluster's client URLs changed: a client that understands INFO updates is told. */
+  infoChanged?(): void;
   close(reason: string): void;
 }
 
@@ -117,6 +119,8 @@ export class Broker {
   lameDuck = false;
   /** Where clients reach us, once the client listener is up (advertised in INFO). */
   clientPort = 0;
+  /** Every node's client URLs (host:port) when in a cluster: clients get them as INFO `connect_urls`. */
+  clientConnectUrls: string[] = [];
   private nextCid = 1;
   private readonly dirty: Connection[] = [];
   private readonly dirtySet = new Set<Connection>();
@@ -221,6 +225,11 @@ export class Broker {
     const now = Date.now();
     for (const c of this.connections.values()) c.tick(now);
     if (this.dirty.length > 0) this.flushDirty();
+  }
+
+  /** Tells the connected clients that `clientConnectUrls` changed. */
+  clientInfoChanged(): void {
+    for (const c of this.connections.values()) c.infoChanged?.();
   }
 
   stop(): void {

@@ -94,9 +94,9 @@ export interface ServerOptions {
   /** Payload bytes shown per traced message; 0 (default) shows all. */
   maxTracedMsgLen?: number;
   /**
-   * nats-server's `cluster {}`: names the cluster (its keys in etcd). Routes
-   * between nodes are not built yet, so `host`, `port` and `routes` are
-   * refused, and a cluster needs `etcd`.
+   * nats-server's `cluster {}`: names the cluster (its keys in etcd), the
+   * route listener and the routes to dial. A cluster needs a route listener,
+   * routes or `etcd` (nodes found there).
    */
   cluster?: ClusterOptions;
   /** Where the cluster is coordinated: the node registers itself there at start (needs `serverName`). */
@@ -106,10 +106,10 @@ export interface ServerOptions {
 export interface ClusterOptions {
   /** Default "nagare": nodes of one cluster share it, and its keys live under `<etcd prefix>/<name>/`. */
   name?: string;
-  /** The route listener (nats-server's `listen`, `--cluster nats://host:port`): not built yet. */
+  /** The route listener (nats-server's `listen`, `--cluster nats://host:port`); port -1 or 0 picks a free one. */
   host?: string;
   port?: number;
-  /** Route URLs of other nodes (nats-server's `routes`, `--routes`): not built yet. */
+  /** Route URLs of other nodes (nats-server's `routes`, `--routes`), dialled until connected. */
   routes?: string[];
 }
 
@@ -350,8 +350,21 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
   };
 }
 
-/** Why a route listener or routes are refused: the one text for the file, the flags and startServer. */
-export const ROUTES_NOT_BUILT = "routes between nodes are not built yet: nodes find each other through etcd only";
+/** Why a route setting nagare does not implement is refused: the one text for the file and the flags. */
+export const ROUTES_NOT_BUILT = "not supported on routes yet: routes are plaintext, unauthenticated and dialled as configured";
+
+/** What is wrong with a route URL, or null: `nats://host:port` or `nats-route://host:port`. */
+export function routeUrlError(x: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(x);
+  } catch {
+    return `${JSON.stringify(x)} is not a URL (expected nats://host:port)`;
+  }
+  if ((u.protocol !== "nats:" && u.protocol !== "nats-route:") || u.hostname === "" || u.port === "") return `${JSON.stringify(x)}: expected nats://host:port or nats-route://host:port`;
+  if (u.username !== "" || u.password !== "") return `${JSON.stringify(x)}: route credentials are not supported yet (routes are unauthenticated)`;
+  return null;
+}
 
 /** What is wrong with an etcd endpoint, or null: `http://host:port` or `https://host:port`, nothing more. */
 export function etcdEndpointError(s: string): string | null {
@@ -498,14 +511,20 @@ const ETCD_CHECKS: Record<keyof EtcdOptions, Check> = {
 };
 
 /**
- * A cluster needs etcd and a server name; what is configured for routes
- * is refused, since routes are not built yet.
+ * A cluster needs a route listener, routes or etcd to find its peers;
+ * etcd needs a server name; route URLs carry no credentials (routes are
+ * unauthenticated).
  */
 function checkCluster(o: ServerOptions): void {
   const c = o.cluster;
   if (c !== undefined) {
-    for (const k of ["routes", "port", "host"] as const) if (c[k] !== undefined) throw new OptionsError(`option cluster.${k}: ${ROUTES_NOT_BUILT}`);
-    if (o.etcd === undefined) throw new OptionsError("option cluster needs etcd: nodes find each other through etcd (routes between nodes are not built yet)");
+    if (o.etcd === undefined && c.port === undefined && c.routes === undefined) throw new OptionsError("option cluster needs a route listener (cluster.port), routes or etcd: nodes find each other through one of them");
+    if (c.routes !== undefined) {
+      for (const r of c.routes) {
+        const why = routeUrlError(r);
+        if (why !== null) throw new OptionsError(`option cluster.routes: ${why}`);
+      }
+    }
   }
   const e = o.etcd;
   if (e === undefined) return;

@@ -16,6 +16,15 @@ export interface MonitorContext {
   readonly cpu: CpuSampler;
   /** The cluster as this node sees it, when it is a node of one (read from memory, never from etcd). */
   readonly cluster?: () => ClusterView | undefined;
+  /** The node's routes, when it has a route listener or routes (the route door implements it). */
+  readonly routes?: RoutesMonitor;
+}
+
+/** What monitoring reads of the routes: /routez and /varz's route fields. */
+export interface RoutesMonitor {
+  readonly routeCount: number;
+  routez(withSubs: boolean): unknown;
+  varz(): Record<string, unknown>;
 }
 
 /** An endpoint's answer: JSON (nats-server's shapes) or text (Prometheus, query errors). */

@@ -1,6 +1,6 @@
 /**
  * The HTTP monitoring listener: routes each path to its endpoint module, in
- * the shape of nats-server's (`/healthz`, `/varz`, `/connz`, `/subsz`,
+ * the shape of nats-server's (`/healthz`, `/varz`, `/connz`, `/subsz`, `/routez`,
  * `/jsz`) and Prometheus's (`/metrics`), so
  * existing tooling and test harnesses that poll them keep working.
  */
@@ -11,7 +11,7 @@ import type { SecureContextOptions } from "node:tls";
 import type { Broker } from "../core/broker.js";
 import type { JetStreams } from "../streams/jetstreams.js";
 import type { ClusterView } from "../cluster/node.js";
-import { json, type MonitorContext, type Reply } from "./context.js";
+import { json, type MonitorContext, type Reply, type RoutesMonitor } from "./context.js";
 import { connz } from "./connz.js";
 import { accountz } from "./accountz.js";
 import { healthz } from "./healthz.js";
@@ -19,6 +19,7 @@ import { jsz } from "./jsz.js";
 import { metrics } from "./metrics.js";
 import { QueryError } from "./query.js";
 import { subsz } from "./subsz.js";
+import { routez } from "./routez.js";
 import { CpuSampler, varz } from "./varz.js";
 
 export interface Monitor {
@@ -39,6 +40,7 @@ const ENDPOINTS = new Map<string, Endpoint>([
   ["/subsz", (ctx, q) => json(subsz(ctx, q))],
   ["/subscriptionsz", (ctx, q) => json(subsz(ctx, q))],
   ["/accountz", accountz],
+  ["/routez", (ctx, q) => json(routez(ctx, q))],
   ["/jsz", async (ctx, q) => json(await jsz(ctx, q))],
   ["/metrics", (ctx) => metrics(ctx)],
 ]);
@@ -48,8 +50,8 @@ const ENDPOINTS = new Map<string, Endpoint>([
  * in nats-server, monitoring asks no client certificate even where client
  * connections must show one.
  */
-export async function startMonitor(broker: Broker, host: string, port: number, jetstreams?: JetStreams, tls?: SecureContextOptions, cluster?: () => ClusterView | undefined): Promise<Monitor> {
-  const ctx: MonitorContext = { broker, jetstreams, cpu: new CpuSampler(), cluster };
+export async function startMonitor(broker: Broker, host: string, port: number, jetstreams?: JetStreams, tls?: SecureContextOptions, cluster?: () => ClusterView | undefined, routes?: RoutesMonitor): Promise<Monitor> {
+  const ctx: MonitorContext = { broker, jetstreams, cpu: new CpuSampler(), cluster, routes };
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(ctx, req, res);
   const secure = tls === undefined ? null : createHttpsServer({ ...tls, requestCert: false }, onRequest);
   const server = secure ?? createServer(onRequest);

@@ -47,7 +47,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_mode: broker.lameDuck,
     jetstream: jetstreamVarz(ctx.jetstreams),
     // nats-server's `cluster` describes its route listener (empty without one); nagare's adds the etcd membership.
-    cluster: ctx.cluster?.() ?? {},
+    cluster: { ...(ctx.routes?.varz() ?? {}), ...(ctx.cluster?.() ?? {}) },
     start: broker.startedAt.toISOString(),
     now: now.toISOString(),
     uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),
@@ -56,7 +56,7 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     cpu: ctx.cpu.percent(),
     connections: broker.connections.size,
     total_connections: s.totalConnections,
-    routes: 0,
+    routes: ctx.routes?.routeCount ?? 0,
     remotes: 0,
     leafnodes: 0,
     in_msgs: s.inMsgs,

@@ -18,7 +18,7 @@ import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
-import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, mapsCertificates, ROUTES_NOT_BUILT, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, mapsCertificates, ROUTES_NOT_BUILT, routeUrlError, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -97,7 +97,7 @@ const KAFKA_TLS_NOT_SUPPORTED: Record<string, string> = {
   first: "the Kafka listener is TLS from the first byte (Kafka clients do not upgrade): handshake_first does not apply",
 };
 
-/** The same inside `cluster { }`: nats-server's route settings, for routes nagare does not build yet. */
+/** The same inside `cluster { }`: nats-server's route settings nagare does not implement (TLS and authorization among them: refused, never ignored). */
 const CLUSTER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
   ["net", "authorization", "tls", "advertise", "cluster_advertise", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
 );
@@ -1228,18 +1228,17 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
 
 /**
  * `cluster { name, listen, host, port, routes, ... }`, as nats-server reads
- * it. `name` is served: it names the cluster in etcd. The route listener
- * and routes are read and checked, then refused where they stand: routes
- * between nodes are not built yet, and a configuration asking for them
- * must not start a node that silently has none. nats-server's other route
- * settings are refused the same way (CLUSTER_NOT_SUPPORTED).
+ * it: the cluster's name (also its keys in etcd), the route listener and
+ * the routes to dial. nats-server's other route settings (tls,
+ * authorization, advertise, ...) are refused where they stand
+ * (CLUSTER_NOT_SUPPORTED): a route nagare cannot secure as asked must not
+ * start in plaintext.
  */
 function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
   if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
   const block = e.value;
   const sub = (name: string): Entry | undefined => inBlock(block, e, name);
   const cl: ClusterOptions = {};
-  const notBuilt = (x: Entry): never => fail(x, `${ROUTES_NOT_BUILT} (nagare will not start without them)`);
   c.attempt(() => {
     const name = sub("name");
     if (!name) return;
@@ -1254,25 +1253,21 @@ function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
     const hp = hostPort(listen);
     if (hp.host !== undefined) cl.host = hp.host;
     cl.port = hp.port;
-    notBuilt(listen);
   });
   c.attempt(() => {
     const host = sub("host");
     if (!host) return;
     cl.host = nonEmptyStr(host);
-    notBuilt(host);
   });
   c.attempt(() => {
     const port = sub("port");
     if (!port) return;
     cl.port = portNumber(port);
-    notBuilt(port);
   });
   c.attempt(() => {
     const routes = sub("routes");
     if (!routes) return;
     cl.routes = routeUrls(routes);
-    notBuilt(routes);
   });
   o.cluster = cl;
 }
@@ -1282,13 +1277,8 @@ function routeUrls(e: Entry): string[] {
   const items = Array.isArray(e.value) ? e.value : typeof e.value === "string" ? e.value.split(",").map((x) => x.trim()) : [e.value];
   return items.map((x) => {
     if (typeof x !== "string") fail(e, `expected route URLs, got ${describe(x)}`);
-    let u: URL;
-    try {
-      u = new URL(x);
-    } catch {
-      fail(e, `${JSON.stringify(x)} is not a URL (expected nats://host:port)`);
-    }
-    if ((u.protocol !== "nats:" && u.protocol !== "nats-route:") || u.hostname === "" || u.port === "") fail(e, `${JSON.stringify(x)}: expected nats://host:port or nats-route://host:port`);
+    const why = routeUrlError(x);
+    if (why !== null) fail(e, why);
     return x;
   });
 }

@@ -32,6 +32,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
 import { ClusterNode } from "../cluster/node.js";
+import { RouteManager } from "../protocols/route/routes.js";
 import type { EtcdTls } from "../cluster/etcd-client.js";
 import type { NodeRecord } from "../cluster/membership.js";
 
@@ -55,6 +56,8 @@ export interface NagareServer {
   readonly kafka: KafkaDoor | undefined;
   /** This node's membership and the cluster's metadata, when `etcd` is configured. */
   readonly cluster: ClusterNode | undefined;
+  /** The routes to the cluster's other nodes, when a route listener or routes are configured. */
+  readonly routes: RouteManager | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -150,17 +153,34 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const advertisedHost = opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
   const url = `nats://${advertisedHost}:${port}`;
 
+  // Routes next: the client URLs they advertise are known now, and monitoring reads them.
+  let routes: RouteManager | undefined;
+  const cl = opts.cluster;
+  if (cl !== undefined && (cl.port !== undefined || cl.routes !== undefined)) {
+    routes = new RouteManager(broker, { clusterName: opts.clusterName, host: cl.host ?? opts.host, port: cl.port, routes: cl.routes ?? [] });
+    try {
+      await routes.start();
+    } catch (err) {
+      await routes.close();
+      listener.close();
+      await jetstreams?.close();
+      stopCore();
+      throw new Error(`route listener ${cl.host ?? opts.host}:${cl.port}: ${(err as Error).message}`);
+    }
+  }
+
   let monitor: Monitor | undefined;
   let secureMonitor: Monitor | undefined;
   let cluster: ClusterNode | undefined;
   const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
-      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstreams, undefined, clusterView);
+      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstreams, undefined, clusterView, routes);
       // resolveOptions made sure of the certificate: HTTPS without tls never starts.
-      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstreams, tlsFiles!, clusterView);
+      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstreams, tlsFiles!, clusterView, routes);
     } catch (err) {
       listener.close();
+      await routes?.close();
       await monitor?.close();
       await jetstreams?.close();
       stopCore();
@@ -197,6 +217,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       );
     } catch (err) {
       listener.close();
+      await routes?.close();
       await monitor?.close();
       await secureMonitor?.close();
       await jetstreams?.close();
@@ -225,16 +246,18 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
         clusterName: opts.clusterName,
         serverName: opts.serverName,
         etcd: { endpoints: e.endpoints, prefix: e.prefix, tls: etcdTls, dialTimeoutMs: e.dialTimeout, requestTimeoutMs: e.requestTimeout, leaseTtlS: e.leaseTtl / 1000 },
-        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor),
+        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor, routes),
         log,
       });
+      if (routes !== undefined) followMembers(cluster, routes);
     } catch (err) {
       listener.close();
+      await routes?.close();
       await monitor?.close();
       await secureMonitor?.close();
       await kafka?.close();
       await jetstreams?.close();
-      broker.stop();
+      stopCore();
       throw new Error(`cluster ${opts.clusterName}: ${(err as Error).message}`);
     }
   }
@@ -261,6 +284,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       broker.lameDuck = true;
       // Out of the cluster first: the others see the node go at once rather than when its lease expires.
       await cluster?.leave();
+      await routes?.close();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
@@ -322,7 +346,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Reloaded server configuration");
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, broker, jetstream, jetstreams, close, lameDuck, reload };
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, routes, broker, jetstream, jetstreams, close, lameDuck, reload };
 }
 
 /**
@@ -348,7 +372,7 @@ function importsJetStreamApi(opts: ResolvedOptions, account: string): boolean {
 }
 
 /** What the node publishes about itself in etcd: its addresses and its load, read from memory. */
-function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined): NodeRecord {
+function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined, routes: RouteManager | undefined): NodeRecord {
   let subscriptions = 0;
   for (const a of broker.accounts.values()) subscriptions += a.sublist.size;
   let partitions = 0;
@@ -367,12 +391,35 @@ function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstre
     cluster: opts.clusterName,
     started: broker.startedAt.toISOString(),
     client_urls: listHosts(opts.host).map((h) => `nats://${h}:${port}`),
-    route_url: null,
+    route_url: routes === undefined || routes.routeUrl === "" ? null : routes.routeUrl,
     kafka: kafka === undefined ? null : `${kafkaHost}:${kafka.port}`,
     http: monitor === undefined ? null : `${scheme}://${listHosts(opts.httpHost)[0]}:${monitor.port}`,
     state: "serving",
     load: { connections: broker.connections.size, subscriptions, streams: jetstream?.streams.size ?? 0, partitions, bytes },
   };
+}
+
+/**
+ * Routes to the nodes registered in etcd: each member's `route_url` is
+ * dialled (until it leaves), as a configured route would be. Routes need
+ * no etcd once up: this only finds the peers.
+ */
+function followMembers(cluster: ClusterNode, routes: RouteManager): void {
+  const known = new Set<string>();
+  const sync = (): void => {
+    const now = new Set<string>();
+    for (const m of cluster.membership.members()) {
+      const url = m.record?.route_url;
+      if (m.self || typeof url !== "string" || url === "") continue;
+      now.add(url);
+      if (!known.has(url)) routes.addPeerUrl(url, false);
+    }
+    for (const url of known) if (!now.has(url)) routes.removePeerUrl(url);
+    known.clear();
+    for (const u of now) known.add(u);
+  };
+  sync();
+  cluster.membership.on("members", sync);
 }
 
 /** The CA and client certificate for etcd, read before anything starts: a file that cannot be read stops the start. */

@@ -9,6 +9,12 @@ export interface Receiver {
   deliver(sub: Subscription, msg: Message): void;
   /** True when messages this receiver publishes may come back to it. */
   readonly echo: boolean;
+  /**
+   * True when other nodes should learn of this receiver's subscriptions
+   * (client connections). Internal services (JetStream, imports) run on
+   * every node and stay node-local.
+   */
+  readonly routable?: boolean;
 }
 
 /**

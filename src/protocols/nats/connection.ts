@@ -68,10 +68,14 @@ export const enum CloseReason {
 export class NatsConnection implements Connection, Receiver, ParserHandler, Producer, AccountMember {
   readonly cid: number;
   echo = true;
+  // Other nodes learn of its subscriptions over routes.
+  readonly routable = true;
   private verbose = false;
   private pedantic = false;
   private headers = false;
   private noResponders = false;
+  /** CONNECT said `protocol: 1`: the client takes INFO updates (cluster changes). */
+  private infoUpdates = false;
   private connected = false;
   private name = "";
   private lang = "";
@@ -315,6 +319,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.protocolError("invalid client protocol", CloseReason.Protocol);
       return;
     }
+    this.infoUpdates = proto >= 1;
     if (this.noResponders && !this.headers) {
       this.protocolError("no responders requires headers support", CloseReason.Protocol);
       return;
@@ -632,6 +637,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
+  }
+
+  infoChanged(): void {
+    if (this.closed || !this.infoUpdates) return;
+    this.queueBytes(infoLine(this.broker, this.cid, this.ip, false));
   }
 
   notifyLameDuck(): void {

@@ -28,6 +28,11 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     if (o.tls.verify === true || o.tls.verifyAndMap === true) info.tls_verify = true;
   }
   if (o.jetstream) info.jetstream = true;
+  if (broker.clientConnectUrls.length > 0) {
+    // In a cluster (routes configured), as nats-server: its name, and every node's client URL to fail over to.
+    info.cluster = o.clusterName;
+    info.connect_urls = broker.clientConnectUrls;
+  }
   if (lameDuck) info.ldm = true;
   return Buffer.from(`INFO ${JSON.stringify(info)}\r\n`);
 }

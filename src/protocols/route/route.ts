@@ -1,0 +1,670 @@
+/**
+ * One route: a connection to another node of the cluster, speaking
+ * nats-server 2.9's route protocol (INFO/CONNECT, PING/PONG, RS+/RS-,
+ * RMSG/HMSG), so that a nagare node and a nats-server node can share a
+ * cluster. The manager (routes.ts) owns the set of routes and decides what
+ * crosses; this module frames, parses and keeps the peer's interest.
+ *
+ * What the peer is interested in lives in a sublist per account of
+ * RemoteInterest entries (one per subject, or per subject and queue with
+ * the peer's member count as weight), matched on every local publish.
+ */
+
+import type { Socket } from "node:net";
+import type { Broker, Connection, ConnectionInfo } from "../../core/broker.js";
+import type { Account, RoutedQueues } from "../../core/account.js";
+import { Message } from "../../subjects/message.js";
+import { Sublist, type MatchResult } from "../../subjects/sublist.js";
+import { Subscription, type Receiver } from "../../subjects/subscription.js";
+import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
+import { formatDuration } from "../../util/duration.js";
+
+/** What the peer told us in its INFO. */
+export interface RouteInfo {
+  server_id: string;
+  server_name?: string;
+  host?: string;
+  port?: number;
+  cluster?: string;
+  ip?: string;
+  connect_urls?: string[];
+}
+
+/** What a route reports to the manager. */
+export interface RouteEvents {
+  /** The first INFO arrived: the peer is `info.server_id`; false closes the route. */
+  identified(route: Route, info: RouteInfo): boolean;
+  /** A later INFO: an update from the peer itself, or gossip of another node. */
+  infoUpdate(route: Route, info: RouteInfo): void;
+  /** The route's CONNECT named this cluster: false refuses it. */
+  connectOk(route: Route, cluster: string | undefined): string | null;
+  closed(route: Route, reason: string): void;
+}
+
+/** A peer's interest in a subject (and queue), with its weight: the number of queue members it has. */
+export class RemoteInterest extends Subscription {
+  weight = 1;
+}
+
+const PING = Buffer.from("PING\r\n");
+const PONG = Buffer.from("PONG\r\n");
+const OUT_INITIAL = 16 * 1024;
+/** RMSG/HMSG overhead besides the variable fields: verb, spaces, two sizes, CRLFs. */
+const FRAME_OVERHEAD = 5 + 6 + 22 + 4;
+/** Longest control line a route may send: RMSG lines carry a queue list, so more than a client's. */
+const ROUTE_CONTROL_MAX = 64 * 1024;
+/** RS+ entries a peer may hold here; past it the route is a protocol violation (bounds the remote sublists). */
+export const REMOTE_INTEREST_MAX = 1_000_000;
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const TAB = 0x09;
+
+/** The queue groups named on one RMSG: reused for every message. */
+class QueueList implements RoutedQueues {
+  names: string[] = [];
+  count = 0;
+  allows(queue: string): boolean {
+    for (let i = 0; i < this.count; i++) if (this.names[i] === queue) return true;
+    return false;
+  }
+}
+
+export class Route implements Connection, Receiver {
+  readonly cid: number;
+  readonly echo = false;
+  readonly routable = false;
+  /** Set from the first INFO. */
+  remoteId = "";
+  remoteName = "";
+  /** The peer's route URL (its INFO `ip`, or host and port), gossiped to the others. */
+  remoteUrl = "";
+  remoteConnectUrls: string[] = [];
+  /** CONNECT (from a peer that dialled us) and INFO have both arrived; the manager has it in its table. */
+  registered = false;
+  gotConnect = false;
+  closed = false;
+  closeReason = "";
+  /** Account name → the peer's interest in it. */
+  private readonly interest = new Map<string, Sublist>();
+  private readonly interestByKey = new Map<string, Map<string, RemoteInterest>>();
+  private interestCount = 0;
+
+  private out: Buffer = Buffer.allocUnsafe(OUT_INITIAL);
+  private outLen = 0;
+  private readonly msg = new Message();
+  private msgAccount: Account | null = null;
+  private readonly queues = new QueueList();
+  private lastAccountName = "";
+  private lastAccount: Account | null = null;
+
+  private pingsOut = 0;
+  private nextPingAt: number;
+  private readonly handshakeDeadline: number;
+  private lastRttStart = 0;
+  rttMs = 0;
+  readonly startedAt = Date.now();
+  private lastActivity = Date.now();
+  readonly ip: string;
+  readonly port: number;
+  inMsgs = 0;
+  outMsgs = 0;
+  inBytes = 0;
+  outBytes = 0;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly socket: Socket,
+    /** True when this node dialled the peer. */
+    readonly solicited: boolean,
+    /** The configured URL this route was dialled for, if any. */
+    readonly configuredUrl: string | null,
+    private readonly events: RouteEvents,
+  ) {
+    this.cid = broker.allocateCid();
+    this.ip = socket.remoteAddress ?? "";
+    this.port = socket.remotePort ?? 0;
+    const o = broker.options;
+    this.nextPingAt = this.startedAt + o.pingInterval;
+    this.handshakeDeadline = this.startedAt + Math.max(2000, o.authTimeout);
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", () => this.close("Read Error"));
+    socket.on("close", () => this.close("Closed by peer"));
+  }
+
+  /** Queues a control line (INFO, CONNECT, RS+, ...): not a hot path. */
+  sendLine(line: string): void {
+    this.queueBytes(Buffer.from(`${line}\r\n`));
+  }
+
+  // ---- interest the peer declared ----
+
+  /** The peer's interest in `subject` within `account`, or null when none. */
+  match(account: string, subject: string): MatchResult | null {
+    const sl = this.interest.get(account);
+    if (sl === undefined) return null;
+    const r = sl.match(subject);
+    return r.plain.length === 0 && r.queues.length === 0 ? null : r;
+  }
+
+  get subscriptionCount(): number {
+    return this.interestCount;
+  }
+
+  subscriptionsList(): string[] {
+    const list: string[] = [];
+    for (const [acc, m] of this.interestByKey) for (const k of m.keys()) list.push(`${acc} ${k}`);
+    return list;
+  }
+
+  private addInterest(account: string, subject: string, queue: string | null, weight: number): boolean {
+    let byKey = this.interestByKey.get(account);
+    let sl = this.interest.get(account);
+    if (byKey === undefined || sl === undefined) {
+      byKey = new Map();
+      sl = new Sublist();
+      this.interestByKey.set(account, byKey);
+      this.interest.set(account, sl);
+    }
+    const key = queue === null ? subject : `${subject} ${queue}`;
+    const existing = byKey.get(key);
+    if (existing !== undefined) {
+      existing.weight = weight;
+      return true;
+    }
+    if (this.interestCount >= REMOTE_INTEREST_MAX) return false;
+    const ri = new RemoteInterest(this, subject, queue);
+    ri.weight = weight;
+    byKey.set(key, ri);
+    sl.insert(ri);
+    this.interestCount++;
+    return true;
+  }
+
+  private removeInterest(account: string, subject: string, queue: string | null): void {
+    const byKey = this.interestByKey.get(account);
+    const key = queue === null ? subject : `${subject} ${queue}`;
+    const ri = byKey?.get(key);
+    if (ri === undefined) return;
+    byKey!.delete(key);
+    this.interest.get(account)!.remove(ri);
+    this.interestCount--;
+  }
+
+  // ---- outbound ----
+
+  /**
+   * Frames one message for the peer: `RMSG <account> <subject> [+ <reply> <queues>|| <queues>|<reply>] <size>`
+   * (HMSG adds the header size), nats-server 2.9's form. Copies bytes only.
+   */
+  sendMsg(accountName: Buffer, msg: Message, queues: readonly string[], queueCount: number): void {
+    if (this.closed) return;
+    const subjLen = msg.subjectEnd - msg.subjectStart;
+    const replyLen = msg.replyEnd - msg.replyStart;
+    const size = msg.end - msg.start;
+    let queueBytes = 0;
+    for (let i = 0; i < queueCount; i++) queueBytes += queues[i].length * 3 + 1;
+    const need = FRAME_OVERHEAD + accountName.length + subjLen + replyLen + queueBytes + size;
+    if (!this.reserve(need)) return;
+    const out = this.out;
+    let p = this.outLen;
+    const headers = msg.hdrLen > 0;
+    if (headers) out[p++] = 0x48; // H
+    else out[p++] = 0x52; // R
+    out[p++] = 0x4d; // M
+    out[p++] = 0x53; // S
+    out[p++] = 0x47; // G
+    out[p++] = SP;
+    p = copyInto(accountName, 0, accountName.length, out, p);
+    out[p++] = SP;
+    p = copyInto(msg.argBuf, msg.subjectStart, msg.subjectEnd, out, p);
+    out[p++] = SP;
+    if (queueCount > 0) {
+      out[p++] = replyLen > 0 ? 0x2b : 0x7c; // + or |
+      out[p++] = SP;
+      if (replyLen > 0) {
+        p = copyInto(msg.argBuf, msg.replyStart, msg.replyEnd, out, p);
+        out[p++] = SP;
+      }
+      for (let i = 0; i < queueCount; i++) {
+        p += out.write(queues[i], p, "utf8");
+        out[p++] = SP;
+      }
+    } else if (replyLen > 0) {
+      p = copyInto(msg.argBuf, msg.replyStart, msg.replyEnd, out, p);
+      out[p++] = SP;
+    }
+    if (headers) {
+      p = writeUint(out, p, msg.hdrLen);
+      out[p++] = SP;
+    }
+    p = writeUint(out, p, size);
+    out[p++] = CR;
+    out[p++] = LF;
+    if (size > 0) p = copyInto(msg.data, msg.start, msg.end, out, p);
+    out[p++] = CR;
+    out[p++] = LF;
+    this.outLen = p;
+    this.outMsgs++;
+    this.outBytes += size;
+    this.broker.markDirty(this);
+  }
+
+  deliver(): void {
+    // Remote interest is matched by the manager, never delivered through a sublist of an account.
+  }
+
+  private reserve(need: number): boolean {
+    const want = this.outLen + need;
+    if (want + this.socket.writableLength > this.broker.options.maxPending) {
+      // nats-server's treatment of a route that cannot keep up: a slow consumer, closed.
+      this.broker.stats.slowConsumers++;
+      this.broker.log.warn(`route ${this.describe()} slow consumer detected: Slow Consumer (Pending Bytes)`);
+      this.outLen = 0;
+      this.close("Slow Consumer (Pending Bytes)");
+      return false;
+    }
+    if (want > this.out.length) {
+      let size = this.out.length * 2;
+      while (size < want) size *= 2;
+      const bigger = Buffer.allocUnsafe(size);
+      this.out.copy(bigger, 0, 0, this.outLen);
+      this.out = bigger;
+    }
+    return true;
+  }
+
+  private queueBytes(b: Buffer): void {
+    if (this.closed || !this.reserve(b.length)) return;
+    b.copy(this.out, this.outLen);
+    this.outLen += b.length;
+    this.broker.markDirty(this);
+  }
+
+  flushOutbound(): void {
+    if (this.outLen === 0 || this.socket.destroyed) return;
+    const chunk = Buffer.allocUnsafe(this.outLen);
+    this.out.copy(chunk, 0, 0, this.outLen);
+    this.outLen = 0;
+    this.socket.write(chunk);
+  }
+
+  // ---- inbound ----
+
+  private onData(chunk: Buffer): void {
+    if (this.closed) return;
+    this.lastActivity = Date.now();
+    let buf = chunk;
+    if (this.pending.length > 0) {
+      // A message or line that started in an earlier read: wait until all of it is here, then join once.
+      this.pending.push(chunk);
+      this.pendingLen += chunk.length;
+      if (this.pendingLen < this.pendingNeed) return;
+      buf = Buffer.concat(this.pending, this.pendingLen);
+      this.pending = [];
+      this.pendingLen = 0;
+      this.pendingNeed = 0;
+    }
+    this.broker.beginRead(null);
+    try {
+      this.parse(buf);
+    } catch (err) {
+      this.protocolError(`Protocol Error: ${(err as Error).message}`);
+    } finally {
+      this.broker.endRead();
+    }
+  }
+
+  private parse(buf: Buffer): void {
+    let pos = 0;
+    const n = buf.length;
+    while (pos < n && !this.closed) {
+      const lf = buf.indexOf(LF, pos);
+      if (lf < 0) {
+        if (n - pos > ROUTE_CONTROL_MAX) throw new Error("maximum control line exceeded");
+        break;
+      }
+      const lineEnd = lf > pos && buf[lf - 1] === CR ? lf - 1 : lf;
+      if (lineEnd - pos > ROUTE_CONTROL_MAX) throw new Error("maximum control line exceeded");
+      const c0 = buf[pos] | 0x20;
+      if ((c0 === 0x72 || c0 === 0x68) && (buf[pos + 1] | 0x20) === 0x6d) {
+        // RMSG / HMSG: the payload follows the line.
+        if (!this.registered) throw new Error("message before the route handshake");
+        const size = this.msgArgs(buf, pos, lineEnd, c0 === 0x68);
+        const payloadEnd = lf + 1 + size;
+        if (payloadEnd + 2 > n) {
+          // Not all here: keep from the line's start and parse it again once it is.
+          this.pendingNeed = payloadEnd + 2 - pos;
+          break;
+        }
+        if (buf[payloadEnd] !== CR || buf[payloadEnd + 1] !== LF) throw new Error("message payload not followed by CRLF");
+        this.deliverInbound(buf, lf + 1, payloadEnd);
+        pos = payloadEnd + 2;
+        continue;
+      }
+      this.controlLine(buf, pos, lineEnd);
+      pos = lf + 1;
+    }
+    if (pos < n && !this.closed) {
+      this.pending.push(buf.subarray(pos));
+      this.pendingLen = n - pos;
+    }
+  }
+
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  /** Bytes the pending message needs in all (0: a partial control line, any more bytes help). */
+  private pendingNeed = 0;
+
+  private controlLine(buf: Buffer, s: number, e: number): void {
+    const line = buf.toString("utf8", s, e);
+    const sp = line.search(/[ \t]/);
+    const op = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
+    const rest = sp < 0 ? "" : line.slice(sp + 1).trim();
+    switch (op) {
+      case "PING":
+        this.queueBytes(PONG);
+        return;
+      case "PONG":
+        this.pingsOut = 0;
+        if (this.lastRttStart > 0) {
+          this.rttMs = Date.now() - this.lastRttStart;
+          this.lastRttStart = 0;
+        }
+        return;
+      case "INFO":
+        return this.onInfo(rest);
+      case "CONNECT":
+        return this.onConnect(rest);
+      case "RS+":
+      case "RS-":
+        if (!this.registered) throw new Error(`${op} before the route handshake`);
+        return this.onInterest(op === "RS+", rest);
+      case "+OK":
+        return;
+      case "-ERR":
+        this.broker.log.warn(`route ${this.describe()}: peer says ${rest}`);
+        return;
+      case "LS+":
+      case "LS-":
+        // Leafnode interest is never sent on a route; nothing here to honour.
+        return;
+      default:
+        throw new Error(`unknown route operation ${JSON.stringify(op.slice(0, 16))}`);
+    }
+  }
+
+  private onInfo(json: string): void {
+    let info: RouteInfo;
+    try {
+      info = JSON.parse(json) as RouteInfo;
+    } catch {
+      throw new Error("INFO is not JSON");
+    }
+    if (typeof info !== "object" || info === null || typeof info.server_id !== "string" || info.server_id === "") throw new Error("INFO without server_id");
+    if (Array.isArray(info.connect_urls) && info.connect_urls.some((u) => typeof u !== "string")) throw new Error("INFO connect_urls must be strings");
+    if (this.remoteId !== "") {
+      this.events.infoUpdate(this, info);
+      return;
+    }
+    if (!this.solicited && !this.gotConnect) throw new Error("INFO before CONNECT");
+    this.remoteId = info.server_id;
+    this.remoteName = typeof info.server_name === "string" ? info.server_name : "";
+    this.remoteConnectUrls = Array.isArray(info.connect_urls) ? info.connect_urls.slice(0, 64) : [];
+    this.remoteUrl = routeUrlOf(info, this.ip);
+    this.events.identified(this, info);
+  }
+
+  private onConnect(json: string): void {
+    if (this.gotConnect) return;
+    let c: { cluster?: unknown };
+    try {
+      c = JSON.parse(json) as { cluster?: unknown };
+    } catch {
+      throw new Error("CONNECT is not JSON");
+    }
+    const why = this.events.connectOk(this, typeof c.cluster === "string" ? c.cluster : undefined);
+    if (why !== null) {
+      this.protocolError(why);
+      return;
+    }
+    this.gotConnect = true;
+  }
+
+  private onInterest(add: boolean, rest: string): void {
+    const a = rest.split(/[ \t]+/);
+    if (a.length < 2 || a.length > 4) throw new Error(`malformed ${add ? "RS+" : "RS-"}`);
+    const [account, subject] = a;
+    const queue = a.length >= 3 ? a[2] : null;
+    if (!isValidSubscribeSubject(subject) || (queue !== null && !isValidQueueName(queue))) throw new Error(`invalid subject in ${add ? "RS+" : "RS-"}`);
+    if (!add) {
+      this.removeInterest(account, subject, queue);
+      return;
+    }
+    let weight = 1;
+    if (a.length === 4) {
+      weight = Number(a[3]);
+      if (!Number.isSafeInteger(weight) || weight < 1) weight = 1;
+    }
+    if (!this.addInterest(account, subject, queue, weight)) throw new Error("too many subscriptions from one route");
+  }
+
+  /**
+   * Reads an RMSG/HMSG control line without building strings but the
+   * subject (the sublist needs it) and the queue names it lists.
+   */
+  private msgArgs(buf: Buffer, s: number, e: number, headers: boolean): number {
+    // Token boundaries, in a reused array: at most account, subject, +/|, reply, queues..., hdr, size.
+    const t = this.tokens;
+    let count = 0;
+    let p = s + 4;
+    while (p < e) {
+      while (p < e && (buf[p] === SP || buf[p] === TAB)) p++;
+      if (p >= e) break;
+      const start = p;
+      while (p < e && buf[p] !== SP && buf[p] !== TAB) p++;
+      if (count * 2 + 1 >= t.length) t.push(0, 0);
+      t[count * 2] = start;
+      t[count * 2 + 1] = p;
+      count++;
+    }
+    const fixed = headers ? 4 : 3;
+    if (count < fixed) throw new Error(`malformed ${headers ? "HMSG" : "RMSG"}`);
+    const size = parseUint(buf, t[(count - 1) * 2], t[(count - 1) * 2 + 1]);
+    const hdr = headers ? parseUint(buf, t[(count - 2) * 2], t[(count - 2) * 2 + 1]) : 0;
+    if (size < 0 || hdr < 0 || hdr > size) throw new Error("bad message size");
+    if (size > this.broker.options.maxPayload + 65536) throw new Error("maximum payload exceeded");
+    const m = this.msg;
+    this.msgAccount = this.accountFor(buf, t[0], t[1]);
+    m.argBuf = buf;
+    m.subjectStart = t[2];
+    m.subjectEnd = t[3];
+    m.subject = buf.toString("latin1", t[2], t[3]);
+    m.replyStart = 0;
+    m.replyEnd = 0;
+    m.hdrLen = hdr;
+    const middle = count - fixed; // tokens between the subject and the size(s)
+    this.queues.count = 0;
+    if (middle === 1) {
+      m.replyStart = t[4];
+      m.replyEnd = t[5];
+    } else if (middle > 1) {
+      const marker = buf[t[4]];
+      let q = 3;
+      if (marker === 0x2b) {
+        m.replyStart = t[6];
+        m.replyEnd = t[7];
+        q = 4;
+      } else if (marker !== 0x7c) throw new Error("malformed RMSG queue list");
+      const qEnd = count - (headers ? 2 : 1);
+      for (let i = q; i < qEnd; i++) {
+        const name = buf.toString("latin1", t[i * 2], t[i * 2 + 1]);
+        if (this.queues.count < this.queues.names.length) this.queues.names[this.queues.count] = name;
+        else this.queues.names.push(name);
+        this.queues.count++;
+      }
+    }
+    return size;
+  }
+
+  private readonly tokens: number[] = new Array<number>(32).fill(0);
+
+  private accountFor(buf: Buffer, s: number, e: number): Account | null {
+    const last = this.lastAccountName;
+    if (last.length === e - s) {
+      let same = true;
+      for (let i = 0; i < last.length; i++) {
+        if (last.charCodeAt(i) !== buf[s + i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.lastAccount;
+    }
+    const name = buf.toString("latin1", s, e);
+    this.lastAccountName = name;
+    this.lastAccount = this.broker.accounts.get(name) ?? null;
+    return this.lastAccount;
+  }
+
+  private deliverInbound(buf: Buffer, s: number, e: number): void {
+    const m = this.msg;
+    m.data = buf;
+    m.start = s;
+    m.end = e;
+    const size = e - s;
+    this.inMsgs++;
+    this.inBytes += size;
+    const stats = this.broker.stats;
+    stats.inMsgs++;
+    stats.inBytes += size;
+    const acc = this.msgAccount;
+    // An account this node does not have has no subscribers here.
+    if (acc !== null) acc.route(m, this, this.queues);
+  }
+
+  // ---- upkeep ----
+
+  tick(now: number): void {
+    if (this.closed) return;
+    if (!this.registered && now > this.handshakeDeadline) {
+      this.close("Route handshake timeout");
+      return;
+    }
+    if (now >= this.nextPingAt) {
+      const o = this.broker.options;
+      if (this.pingsOut >= o.maxPingsOut) {
+        this.close("Stale Connection");
+        return;
+      }
+      this.pingsOut++;
+      this.nextPingAt = now + o.pingInterval;
+      this.lastRttStart = now;
+      this.queueBytes(PING);
+    }
+  }
+
+  /** Sends a PING now (once registered), so the RTT is known early. */
+  pingNow(): void {
+    this.lastRttStart = Date.now();
+    this.pingsOut++;
+    this.queueBytes(PING);
+  }
+
+  info(now: number): ConnectionInfo {
+    return {
+      cid: this.cid,
+      kind: "Router",
+      type: "nats",
+      ip: this.ip,
+      port: this.port,
+      start: new Date(this.startedAt).toISOString(),
+      last_activity: new Date(this.lastActivity).toISOString(),
+      rtt: formatDuration(this.rttMs),
+      uptime: formatDuration(now - this.startedAt),
+      idle: formatDuration(now - this.lastActivity),
+      pending_bytes: this.outLen + this.socket.writableLength,
+      in_msgs: this.inMsgs,
+      out_msgs: this.outMsgs,
+      in_bytes: this.inBytes,
+      out_bytes: this.outBytes,
+      subscriptions: this.interestCount,
+    };
+  }
+
+  get pendingBytes(): number {
+    return this.outLen + this.socket.writableLength;
+  }
+
+  get lastActivityAt(): number {
+    return this.lastActivity;
+  }
+
+  notifyLameDuck(): void {}
+
+  describe(): string {
+    return `${this.ip}:${this.port}${this.remoteName !== "" ? ` (${this.remoteName})` : this.remoteId !== "" ? ` (${this.remoteId.slice(0, 8)})` : ""}`;
+  }
+
+  private protocolError(text: string): void {
+    this.sendLine(`-ERR '${text.replace(/'/g, "")}'`);
+    this.close(text);
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    if (this.outLen > 0 && !this.socket.destroyed) this.flushOutbound();
+    this.closed = true;
+    this.closeReason = reason;
+    this.interest.clear();
+    this.interestByKey.clear();
+    this.interestCount = 0;
+    this.broker.unregister(this);
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+    this.events.closed(this, reason);
+  }
+}
+
+/** A peer's route URL: its INFO `ip` (nats-server's advertised route URL), else its host and port. */
+function routeUrlOf(info: RouteInfo, socketIp: string): string {
+  if (typeof info.ip === "string" && info.ip !== "") return info.ip;
+  const host = typeof info.host === "string" && info.host !== "" && info.host !== "0.0.0.0" && info.host !== "::" ? info.host : socketIp;
+  if (typeof info.port !== "number") return "";
+  return `nats-route://${host.includes(":") ? `[${host}]` : host}:${info.port}/`;
+}
+
+function parseUint(buf: Buffer, s: number, e: number): number {
+  if (e <= s || e - s > 12) return -1;
+  let v = 0;
+  for (let i = s; i < e; i++) {
+    const d = buf[i] - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
+  const n = e - s;
+  if (n < 64) {
+    for (let k = 0; k < n; k++) dst[p + k] = src[s + k];
+  } else {
+    src.copy(dst, p, s, e);
+  }
+  return p + n;
+}
+
+function writeUint(dst: Buffer, p: number, v: number): number {
+  if (v < 10) {
+    dst[p] = 48 + v;
+    return p + 1;
+  }
+  let digits = 0;
+  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
+  let q = p + digits - 1;
+  for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
+  return p + digits;
+}

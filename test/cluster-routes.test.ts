@@ -1,0 +1,490 @@
+/**
+ * Routes between three nagare nodes on loopback, judged by the official
+ * clients (nats v2, @nats-io/transport-node v3): pub/sub and wildcard
+ * interest across nodes, queue groups served once in the cluster,
+ * request/reply and no-responders across nodes, interest withdrawn on
+ * unsubscribe and disconnect, and a killed node whose clients fail over to
+ * the others through `connect_urls`. Every wait is on a condition with a
+ * deadline: routes are "up" when /routez says so.
+ */
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { connect as netConnect } from "node:net";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startServer, type NagareServer } from "../src/index.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { dec, enc, generations, waitUntil, waitUntilAsync, type Conn, type Msg } from "./helpers/clients.js";
+
+interface Routez {
+  server_id: string;
+  num_routes: number;
+  routes: Array<{ remote_id: string; subscriptions: number; subscriptions_list?: string[]; out_msgs: number; in_msgs: number }>;
+}
+
+async function routez(s: NagareServer, subs = false): Promise<Routez> {
+  const r = await fetch(`http://127.0.0.1:${s.httpPort}/routez${subs ? "?subs=1" : ""}`);
+  return (await r.json()) as Routez;
+}
+
+/** A node: client port, monitoring and a route listener on free ports; `routes` to dial. */
+function node(routes: string[] = []): Promise<NagareServer> {
+  return startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "routes-test", host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) } });
+}
+
+const routeUrl = (s: NagareServer): string => `nats://127.0.0.1:${s.routes!.port}`;
+
+/** Waits until every node routes to every other one, as /routez shows it. */
+async function meshed(nodes: NagareServer[]): Promise<void> {
+  await waitUntilAsync(async () => {
+    for (const n of nodes) {
+      const z = await routez(n);
+      const others = nodes.filter((o) => o !== n).map((o) => o.broker.serverId);
+      if (z.num_routes !== others.length || !others.every((id) => z.routes.some((r) => r.remote_id === id))) return false;
+    }
+    return true;
+  }, "a full mesh");
+}
+
+/** Waits until `on` has learned, over its route from `from`, of interest "account subject [queue]". */
+async function interestSeen(on: NagareServer, from: NagareServer, entry: string, present = true): Promise<void> {
+  await waitUntilAsync(async () => {
+    const z = await routez(on, true);
+    const r = z.routes.find((x) => x.remote_id === from.broker.serverId);
+    return r !== undefined && (r.subscriptions_list ?? []).includes(entry) === present;
+  }, `${entry} ${present ? "known" : "withdrawn"} on ${on.broker.serverName}`);
+}
+
+describe("a three-node cluster", () => {
+  let a: NagareServer;
+  let b: NagareServer;
+  let c: NagareServer;
+  const conns: Conn[] = [];
+
+  before(async () => {
+    a = await node();
+    // B and C know only A: they find each other through A's gossip.
+    b = await node([routeUrl(a)]);
+    c = await node([routeUrl(a)]);
+    await meshed([a, b, c]);
+  });
+
+  after(async () => {
+    for (const x of conns) if (!x.isClosed()) await x.close();
+    await Promise.all([a?.close(), b?.close(), c?.close()]);
+  });
+
+  for (const gen of generations) {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await gen.connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+
+    test(`${gen.name}: a message crosses to the nodes with interest, once per subscription, wildcards included`, async () => {
+      const [pa, sc, sb] = [await open(a), await open(c), await open(b)];
+      const got: string[] = [];
+      const one = sc.subscribe(`${gen.name}.orders.*`, { callback: (_e, m) => got.push(`one ${m.subject} ${dec(m.data)}`) });
+      const all = sc.subscribe(`${gen.name}.orders.>`, { callback: (_e, m) => got.push(`all ${m.subject} ${dec(m.data)}`) });
+      const onB: string[] = [];
+      const bsub = sb.subscribe(`${gen.name}.orders.eu.>`, { callback: (_e, m) => onB.push(m.subject) });
+      await sc.flush();
+      await sb.flush();
+      await interestSeen(a, c, `$G ${gen.name}.orders.>`);
+      await interestSeen(a, c, `$G ${gen.name}.orders.*`);
+      await interestSeen(a, b, `$G ${gen.name}.orders.eu.>`);
+      const before = (await routez(a)).routes.find((r) => r.remote_id === b.broker.serverId)!.out_msgs;
+      pa.publish(`${gen.name}.orders.new`, enc("1"));
+      pa.publish(`${gen.name}.orders.eu.de`, enc("2"));
+      pa.publish(`${gen.name}.unrelated`, enc("3"));
+      await pa.flush();
+      await waitUntil(() => got.length >= 3 && onB.length >= 1, "the deliveries on C and B");
+      // A marker after them: once it is in, nothing else of what went before can still arrive.
+      const marker = new Promise<void>((resolve) => sc.subscribe(`${gen.name}.marker`, { max: 1, callback: () => resolve() }));
+      await sc.flush();
+      await interestSeen(a, c, `$G ${gen.name}.marker`);
+      pa.publish(`${gen.name}.marker`);
+      await marker;
+      assert.deepEqual(got.sort(), [`all ${gen.name}.orders.eu.de 2`, `all ${gen.name}.orders.new 1`, `one ${gen.name}.orders.new 1`]);
+      assert.deepEqual(onB, [`${gen.name}.orders.eu.de`]);
+      // Only what B asked for crossed to B: one message, not the three.
+      const after = (await routez(a)).routes.find((r) => r.remote_id === b.broker.serverId)!.out_msgs;
+      assert.equal(after - before, 1);
+      one.unsubscribe();
+      all.unsubscribe();
+      bsub.unsubscribe();
+    });
+
+    test(`${gen.name}: request/reply across nodes, and no responders only when no node has interest`, async () => {
+      const [req, rep] = [await open(a), await open(c)];
+      const svc = rep.subscribe(`${gen.name}.svc`, { callback: (_e, m: Msg) => m.respond(enc(`pong ${dec(m.data)}`)) });
+      await rep.flush();
+      await interestSeen(a, c, `$G ${gen.name}.svc`);
+      const r = await req.request(`${gen.name}.svc`, enc("x"), { timeout: 5000 });
+      assert.equal(dec(r.data), "pong x");
+      await assert.rejects(req.request(`${gen.name}.nobody`, enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
+      // Interest goes with the unsubscribe: the requester is told at once that nobody answers.
+      svc.unsubscribe();
+      await rep.flush();
+      await interestSeen(a, c, `$G ${gen.name}.svc`, false);
+      await assert.rejects(req.request(`${gen.name}.svc`, enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
+    });
+  }
+
+  test("a queue group over three nodes gets each message once: local members first, else one node", async () => {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await generations[0].connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+    const pub = await open(a);
+    const members = [await open(a), await open(b), await open(c), await open(c)];
+    const counts = [0, 0, 0, 0];
+    const seen = new Map<string, number>();
+    const subs = members.map((m, i) =>
+      m.subscribe("work", {
+        queue: "workers",
+        callback: (_e, msg) => {
+          counts[i]++;
+          const k = dec(msg.data);
+          seen.set(k, (seen.get(k) ?? 0) + 1);
+        },
+      }),
+    );
+    // Each member's connection also takes a plain marker: when it has the marker, it has everything before it.
+    const markers = members.map(() => 0);
+    members.forEach((m, i) => m.subscribe("work.marker", { callback: () => markers[i]++ }));
+    for (const m of members) await m.flush();
+    await interestSeen(a, b, "$G work workers");
+    await interestSeen(a, c, "$G work workers");
+    await interestSeen(a, b, "$G work.marker");
+    await interestSeen(a, c, "$G work.marker");
+
+    const N = 200;
+    const round = async (tag: string, expectedMarkers: number): Promise<void> => {
+      for (let i = 0; i < N; i++) pub.publish("work", enc(`${tag}${i}`));
+      pub.publish("work.marker");
+      await pub.flush();
+      await waitUntil(() => markers.every((x) => x === expectedMarkers), "the markers on every member");
+    };
+
+    // A publisher on A: A's own member is preferred, every message once.
+    await round("a", 1);
+    assert.equal(counts[0], N);
+    assert.equal(counts[1] + counts[2] + counts[3], 0);
+
+    // Without a member on A: each message goes to one node (B, or C with its two members).
+    subs[0].unsubscribe();
+    await members[0].flush();
+    await waitUntil(() => a.broker.globalAccount.sublist.match("work").queues.length === 0, "A's member gone");
+    await round("r", 2);
+    assert.equal(counts[1] + counts[2] + counts[3], N);
+    assert.ok(counts[1] > 0 && counts[2] + counts[3] > 0, `spread over B and C: ${counts.join(",")}`);
+    assert.equal([...seen.values()].filter((v) => v !== 1).length, 0, "every message delivered exactly once");
+    assert.equal(seen.size, 2 * N);
+    for (const s of subs) s.unsubscribe();
+  });
+
+  test("a disconnected client's interest is withdrawn from the other nodes", async () => {
+    const open = async (s: NagareServer): Promise<Conn> => {
+      const x = await generations[1].connect({ servers: s.url });
+      conns.push(x);
+      return x;
+    };
+    const sub = await open(b);
+    sub.subscribe("gone.soon", { callback: () => {} });
+    await sub.flush();
+    await interestSeen(a, b, "$G gone.soon");
+    await interestSeen(c, b, "$G gone.soon");
+    await sub.close();
+    await interestSeen(a, b, "$G gone.soon", false);
+    await interestSeen(c, b, "$G gone.soon", false);
+    const req = await open(a);
+    await assert.rejects(req.request("gone.soon", enc("x"), { timeout: 5000 }), (err) => generations[1].isNoResponders(err));
+  });
+});
+
+describe("a killed node", () => {
+  test("its clients reconnect to another node from connect_urls, and traffic continues", async () => {
+    const a = await node();
+    const b = await node([routeUrl(a)]);
+    const c = await node([routeUrl(a)]);
+    const conns: Conn[] = [];
+    try {
+      await meshed([a, b, c]);
+      // Clients are told of every node, and of the cluster's name, in INFO.
+      const probe = await generations[0].connect({ servers: b.url });
+      const info = (probe as unknown as { info: { connect_urls?: string[]; cluster?: string } }).info;
+      assert.deepEqual([...(info.connect_urls ?? [])].sort(), [a, b, c].map((s) => `127.0.0.1:${s.port}`).sort());
+      assert.equal(info.cluster, "routes-test");
+      await probe.close();
+      const listener = await generations[0].connect({ servers: c.url });
+      conns.push(listener);
+      const got: string[] = [];
+      listener.subscribe("after.kill", { callback: (_e, m) => got.push(dec(m.data)) });
+      await listener.flush();
+      await interestSeen(b, c, "$G after.kill");
+      await interestSeen(a, c, "$G after.kill");
+      // Each client is given B only: it learns A and C from INFO's connect_urls.
+      const clients: Array<[Conn, string]> = [];
+      for (const gen of generations) {
+        const client = await gen.connect({ servers: b.url, reconnectTimeWait: 50, maxReconnectAttempts: -1 });
+        conns.push(client);
+        clients.push([client, gen.name]);
+        client.publish("after.kill", enc(`${gen.name} before`));
+        await client.flush();
+      }
+      await waitUntil(() => got.length === 2, "the messages before the kill");
+      await b.close();
+      // Each client reconnects elsewhere (A or C) and is heard again.
+      await waitUntilAsync(async () => {
+        for (const [client, name] of clients) {
+          try {
+            client.publish("after.kill", enc(`${name} after`));
+            await client.flush();
+          } catch {
+            return false;
+          }
+        }
+        return clients.every(([, name]) => got.includes(`${name} after`));
+      }, "messages from the reconnected clients", 20_000);
+      assert.ok(got.includes("v2 after") && got.includes("v3 after"));
+      await meshed([a, c]);
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});
+
+const NATS_SERVER = "/usr/sbin/nats-server";
+
+/** Debian's nats-server 2.9 on free ports, found through its ports file. */
+async function natsServer(dir: string, clusterName: string): Promise<{ proc: ChildProcess; client: string; route: string; monitor: string }> {
+  const proc = spawn(NATS_SERVER, ["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--cluster", "nats://127.0.0.1:-1", "--cluster_name", clusterName, "--ports_file_dir", dir], { stdio: "ignore" });
+  let ports: { nats?: string[]; monitoring?: string[]; cluster?: string[] } = {};
+  await waitUntil(() => {
+    const f = readdirSync(dir).find((x) => x.endsWith(".ports"));
+    if (f === undefined) return false;
+    try {
+      ports = JSON.parse(readFileSync(join(dir, f), "utf8")) as typeof ports;
+    } catch {
+      return false;
+    }
+    return ports.cluster !== undefined && ports.nats !== undefined && ports.monitoring !== undefined;
+  }, "nats-server's ports file");
+  return { proc, client: ports.nats![0], route: ports.cluster![0], monitor: ports.monitoring![0] };
+}
+
+describe("a cluster of nagare and nats-server 2.9", { skip: existsSync(NATS_SERVER) ? false : "no /usr/sbin/nats-server" }, () => {
+  test("routes form both ways, gossip completes the mesh, messages, requests and queue groups cross", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-routes-"));
+    const ns = await natsServer(dir, "mixed");
+    const conns: Conn[] = [];
+    const mixed = (routes: string[]): Promise<NagareServer> => startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "mixed", host: "127.0.0.1", port: -1, routes } });
+    // A dials nats-server; B knows only A, and the other two routes come from gossip.
+    const a = await mixed([ns.route]);
+    const b = await mixed([routeUrl(a)]);
+    try {
+      await waitUntilAsync(async () => {
+        const z = (await (await fetch(`${ns.monitor}/routez`)).json()) as { num_routes: number };
+        return z.num_routes === 2 && a.routes!.routeCount === 2 && b.routes!.routeCount === 2;
+      }, "the mixed mesh");
+      const v2 = generations[0];
+      const open = async (url: string): Promise<Conn> => {
+        const x = await v2.connect({ servers: url });
+        conns.push(x);
+        return x;
+      };
+      const [onN, onA, onB] = [await open(ns.client), await open(a.url), await open(b.url)];
+
+      // Subscribe, then subscribe a probe: interest travels in order, so once
+      // the probe crosses, what was subscribed before it is known too.
+      const probed = async (sub: Conn, from: Conn, tag: string): Promise<void> => {
+        let seen = false;
+        sub.subscribe(`probe.${tag}`, { callback: () => (seen = true) });
+        await sub.flush();
+        await waitUntilAsync(async () => {
+          from.publish(`probe.${tag}`);
+          await from.flush();
+          await sub.flush();
+          return seen;
+        }, `interest from ${tag} known`);
+      };
+
+      const got: string[] = [];
+      onN.subscribe("mixed.*", { callback: (_e, m) => got.push(`nats-server ${m.subject} ${dec(m.data)}`) });
+      onN.subscribe("ask.ns", { callback: (_e, m) => m.respond(enc("from nats-server")) });
+      onB.subscribe("mixed.>", { callback: (_e, m) => got.push(`nagare ${m.subject} ${dec(m.data)}`) });
+      onB.subscribe("ask.nagare", { callback: (_e, m) => m.respond(enc("from nagare")) });
+      await probed(onN, onA, "n");
+      await probed(onB, onN, "b");
+      await probed(onB, onA, "ba");
+      onA.publish("mixed.one", enc("1"));
+      onN.publish("mixed.two", enc("2"));
+      await waitUntil(() => got.length >= 4, "messages across the mixed cluster");
+      await probed(onN, onA, "n2");
+      await probed(onB, onN, "b3");
+      assert.deepEqual(got.sort(), ["nagare mixed.one 1", "nagare mixed.two 2", "nats-server mixed.one 1", "nats-server mixed.two 2"]);
+      assert.equal(dec((await onA.request("ask.ns", enc("?"), { timeout: 5000 })).data), "from nats-server");
+      assert.equal(dec((await onN.request("ask.nagare", enc("?"), { timeout: 5000 })).data), "from nagare");
+      await assert.rejects(onN.request("ask.nobody", enc("?"), { timeout: 5000 }), (err) => v2.isNoResponders(err));
+      const h = v2.headers();
+      h.set("Trace", "yes");
+      const withHeaders = new Promise<string>((resolve) => onB.subscribe("mixed.hdr", { max: 1, callback: (_e, m) => resolve(`${m.headers?.get("Trace")} ${dec(m.data)}`) }));
+      await probed(onB, onN, "b2");
+      onN.publish("mixed.hdr", enc("body"), { headers: h });
+      assert.equal(await withHeaders, "yes body");
+
+      // A queue group with a member on each of the three nodes.
+      const seen = new Map<string, number>();
+      const members = [await open(ns.client), await open(a.url), await open(b.url)];
+      const counts = [0, 0, 0];
+      const qsubs = members.map((m, i) =>
+        m.subscribe("mixed.work", {
+          queue: "g",
+          callback: (_e, msg) => {
+            counts[i]++;
+            seen.set(dec(msg.data), (seen.get(dec(msg.data)) ?? 0) + 1);
+          },
+        }),
+      );
+      for (const [i, m] of members.entries()) await probed(m, onA, `q${i}`);
+      for (const [i, m] of members.entries()) await probed(m, onN, `qn${i}`);
+      // nats-server's member leaves: its node's messages go to one nagare member each.
+      qsubs[0].unsubscribe();
+      await members[0].flush();
+      await probed(members[0], onN, "left");
+      const N = 200;
+      for (let i = 0; i < N; i++) onN.publish("mixed.work", enc(`n${i}`));
+      await onN.flush();
+      await waitUntil(() => seen.size === N, "every queued message");
+      // A marker through each route: nothing queued before it can still come.
+      await probed(members[1], onN, "m1");
+      await probed(members[2], onN, "m2");
+      assert.equal([...seen.values()].filter((v) => v !== 1).length, 0, "each message delivered once");
+      assert.equal(counts[0], 0);
+      assert.equal(counts[1] + counts[2], N);
+      assert.ok(counts[1] > 0 && counts[2] > 0, `spread over both nagare nodes: ${counts.join(",")}`);
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all([a.close(), b.close()]);
+      ns.proc.kill();
+      await new Promise((resolve) => (ns.proc.exitCode !== null ? resolve(undefined) : ns.proc.once("exit", resolve)));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("routes found in etcd", () => {
+  let etcd: EtcdHarness;
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.close();
+  });
+
+  test("nodes with no routes configured dial the route_url of every member, and stop dialling one that left", async () => {
+    const cluster = `routes-etcd-${process.pid}`;
+    const start = (name: string): Promise<NagareServer> =>
+      startServer({ host: "127.0.0.1", port: -1, httpPort: -1, serverName: name, cluster: { name: cluster, host: "127.0.0.1", port: -1 }, etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000 } });
+    const nodes: NagareServer[] = [];
+    const conns: Conn[] = [];
+    try {
+      for (const n of ["e1", "e2", "e3"]) nodes.push(await start(n));
+      await meshed(nodes);
+      const view = nodes[0].cluster!.view();
+      assert.deepEqual(
+        view.nodes.map((n) => n.route_url),
+        nodes.map((n) => `nats-route://127.0.0.1:${n.routes!.port}/`),
+      );
+      const [pub, sub] = [await generations[1].connect({ servers: nodes[0].url }), await generations[1].connect({ servers: nodes[2].url })];
+      conns.push(pub, sub);
+      const got = new Promise<string>((resolve) => sub.subscribe("via.etcd", { max: 1, callback: (_e, m) => resolve(dec(m.data)) }));
+      await sub.flush();
+      await interestSeen(nodes[0], nodes[2], "$G via.etcd");
+      pub.publish("via.etcd", enc("found"));
+      assert.equal(await got, "found");
+      // A node that leaves is not dialled again by the others (it left etcd first).
+      await nodes[1].close();
+      await meshed([nodes[0], nodes[2]]);
+      await waitUntil(() => !nodes[0].cluster!.view().nodes.some((n) => n.name === "e2"), "e2 gone from etcd");
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await Promise.all(nodes.map((n) => n.close()));
+    }
+  });
+});
+
+describe("the route listener and bad input", () => {
+  test("a peer speaking out of turn, from another cluster or beyond the limits gets -ERR and is closed; the node carries on", async () => {
+    const a = await node();
+    try {
+      /** Sends `lines` to the route port and returns what came back before the close. */
+      const exchange = (bytes: string | Buffer): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const s = netConnect(a.routes!.port, "127.0.0.1");
+          let got = "";
+          s.on("data", (d) => (got += d.toString()));
+          s.on("error", reject);
+          s.on("close", () => resolve(got));
+          s.on("connect", () => s.write(bytes));
+        });
+      const id = 'INFO {"server_id":"NPEER","cluster":"routes-test","port":1}\r\n';
+      assert.match(await exchange("RMSG $G a 1\r\nx\r\n"), /^INFO \{.*"cluster":"routes-test".*\r\n-ERR 'Protocol Error: message before the route handshake'\r\n$/s);
+      assert.match(await exchange('CONNECT {"cluster":"other"}\r\n'), /-ERR 'Cluster name mismatch: other is not routes-test'\r\n$/);
+      assert.match(await exchange(`${id}`), /-ERR 'Protocol Error: INFO before CONNECT'/);
+      assert.match(await exchange(`CONNECT {"cluster":"routes-test"}\r\n${id}RS+ $G a.b c d e f\r\n`), /-ERR 'Protocol Error: malformed RS\+'/);
+      assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 99999999999\r\n`), /-ERR 'Protocol Error: bad message size'|-ERR 'Protocol Error: maximum payload exceeded'/);
+      assert.match(await exchange(`CONNECT {}\r\n${id}RMSG $G a 3\r\nabcXY`), /-ERR 'Protocol Error: message payload not followed by CRLF'/);
+      assert.match(await exchange(Buffer.alloc(70 * 1024, 0x41)), /-ERR 'Protocol Error: maximum control line exceeded'/);
+      // A peer that never finishes its handshake is closed (after max(2 s, auth_timeout)), without an -ERR.
+      const t0 = Date.now();
+      assert.match(await exchange('CONNECT {"cluster":"routes-test"}\r\n'), /^INFO \{[^\r]*\}\r\n$/);
+      assert.ok(Date.now() - t0 >= 1900, "closed at the handshake deadline, not before");
+      // The node still routes: a real peer still joins.
+      const b = await node([routeUrl(a)]);
+      try {
+        await meshed([a, b]);
+      } finally {
+        await b.close();
+      }
+    } finally {
+      await a.close();
+    }
+  });
+});
+
+describe("a route that cannot keep up", () => {
+  test("is closed as a slow consumer once its pending bytes pass max_pending, and counted", async () => {
+    const a = await startServer({ host: "127.0.0.1", port: -1, httpPort: -1, maxPending: 256 * 1024, maxPayload: 128 * 1024, cluster: { name: "routes-test", host: "127.0.0.1", port: -1 } });
+    const conns: Conn[] = [];
+    try {
+      // A fake peer that registers, asks for everything on "flood", and never reads again.
+      const peer = netConnect(a.routes!.port, "127.0.0.1");
+      await new Promise<void>((resolve) => peer.once("connect", () => resolve()));
+      peer.write('CONNECT {"cluster":"routes-test"}\r\nINFO {"server_id":"NSLOW","cluster":"routes-test","port":1}\r\nRS+ $G flood\r\n');
+      await waitUntil(() => a.routes!.routeCount === 1, "the fake peer registered");
+      await waitUntilAsync(async () => (await routez(a, true)).routes.some((r) => (r.subscriptions_list ?? []).includes("$G flood")), "its interest");
+      peer.pause();
+      const pub = await generations[0].connect({ servers: a.url });
+      conns.push(pub);
+      const chunk = new Uint8Array(64 * 1024);
+      await waitUntilAsync(async () => {
+        for (let i = 0; i < 64; i++) pub.publish("flood", chunk);
+        await pub.flush();
+        return a.routes!.routeCount === 0;
+      }, "the slow route closed", 20_000);
+      assert.ok(a.broker.stats.slowConsumers >= 1);
+      assert.equal((await routez(a)).num_routes, 0);
+      peer.destroy();
+    } finally {
+      for (const x of conns) if (!x.isClosed()) await x.close();
+      await a.close();
+    }
+  });
+});
