@@ -121,6 +121,15 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   /** The client's socket: the TCP socket, or TLS over it. */
   private readonly socket: Socket;
+  /**
+   * Over TLS, Node hands one TCP read to us as several 'data' events of at
+   * most 16 KiB (one per pass of its decrypt loop), one after another in the
+   * same turn. Flushing after each made up to four writes per receiver per
+   * TCP read, and every write queued behind one in progress is copied once
+   * more when the TLS socket joins them: a TLS connection's reads flush once
+   * the turn's reads are done instead (`Broker.endRead`).
+   */
+  private readonly tls: boolean;
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -166,6 +175,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       });
     }
     this.socket = socket;
+    this.tls = tls !== null;
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
     socket.on("close", () => this.close(CloseReason.Client));
@@ -197,7 +207,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       const rest = this.parser.feed(chunk);
       if (rest >= 0 && rest < chunk.length) this.held!.push(chunk.subarray(rest));
     } finally {
-      this.broker.endRead();
+      this.broker.endRead(this.tls);
     }
   }
 
