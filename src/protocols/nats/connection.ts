@@ -74,6 +74,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   echo = true;
   private verbose = false;
   private pedantic = false;
+  /** The last subject this client published to that passed the syntax check (which depends on `pedantic`). */
+  private lastValidSubject: string | null = null;
   private headers = false;
   private noResponders = false;
   private connected = false;
@@ -257,6 +259,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // nats-server defaults verbose, pedantic and echo to true when absent.
     this.verbose = c.verbose === undefined ? true : c.verbose === true;
     this.pedantic = c.pedantic === undefined ? true : c.pedantic === true;
+    this.lastValidSubject = null;
     this.echo = c.echo === undefined ? true : c.echo === true;
     this.headers = c.headers === true;
     this.noResponders = c.no_responders === true;
@@ -305,9 +308,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     stats.inBytes += size;
     // Like nats-server, wildcard tokens in a published subject are refused only
     // in pedantic mode: JetStream API subjects carry consumer filters such as `orders.>`.
-    if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
-      this.sendErr("Invalid Publish Subject");
-      return;
+    // The parser gives the same string for the same subject again: checked once while it repeats.
+    if (msg.subject !== this.lastValidSubject) {
+      if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
+        this.sendErr("Invalid Publish Subject");
+        return;
+      }
+      this.lastValidSubject = msg.subject;
     }
     if (this.permissions !== null && !this.permissions.mayPublish(msg.subject) && !(this.responses !== null && this.responses.take(msg.subject, Date.now()))) {
       this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
