@@ -116,21 +116,17 @@ describe("accounts", () => {
     const body = (await res.json()) as { connections: Array<{ account?: string; authorized_user?: string }> };
     const byUser = new Map(body.connections.map((c) => [c.authorized_user, c.account]));
     assert.equal(byUser.get("a"), "A");
+    assert.equal(a.info?.auth_required, true, "account users need credentials, and INFO says so");
     assert.equal(byUser.get("b"), "B");
-    const list = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz`)).json()) as { accounts: string[] };
-    assert.deepEqual([...list.accounts].sort(), ["$G", "A", "B"]);
+    const list = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz`)).json()) as { accounts: string[]; system_account: string };
+    // As nats-server: the system account `$SYS` is made when none is configured.
+    assert.deepEqual([...list.accounts].sort(), ["$G", "$SYS", "A", "B"]);
+    assert.equal(list.system_account, "$SYS");
     const detail = (await (await fetch(`http://127.0.0.1:${srv.httpPort}/accountz?acc=A`)).json()) as { account_detail: { account_name: string; client_connections: number } };
     assert.equal(detail.account_detail.account_name, "A");
     assert.equal(detail.account_detail.client_connections, 2);
     assert.equal((await fetch(`http://127.0.0.1:${srv.httpPort}/accountz?acc=NOPE`)).status, 400);
   });
-});
-
-test("the Kafka door, which serves the default account, does not start beside account users", async () => {
-  await assert.rejects(
-    startServer({ port: 0, kafka: { port: 0 }, accounts: { A: { users: [{ user: "a", password: "a" }] } } }),
-    /the Kafka listener serves the default account only/,
-  );
 });
 
 describe("accounts configuration", () => {
@@ -163,14 +159,14 @@ accounts {
         bad,
         `port: -1
 accounts {
-  A: { users: [ { user: a, password: a } ], jetstream: enabled }
+  A: { users: [ { user: a, password: a } ], mappings: { "a.>": "b.>" } }
   B: { users: [ { user: b, password: b } ], imports: [ { stream: { account: A, subject: "secret.>" } } ] }
 }
 `,
       );
       const r = await runNagare(["server", "-c", bad], { until: /Server is ready/ });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.jetstream: JetStream in an account other than the default one is not supported yet/);
+      assert.match(r.stderr, /bad\.conf:3:\d+: accounts\.A\.mappings: subject mappings are not supported yet/);
       const unexported = join(dir, "unexported.conf");
       writeFileSync(
         unexported,

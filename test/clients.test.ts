@@ -8,7 +8,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect as netConnect, type Socket } from "node:net";
 import { startServer, type NagareServer } from "../src/index.js";
-import { dec, enc, generations, waitUntil, type Conn, type Msg } from "./helpers/clients.js";
+import { dec, enc, generations, waitUntil, type Conn, type Msg, clientSubscriptions } from "./helpers/clients.js";
 
 for (const gen of generations) {
   describe(`NATS clients ${gen.name}`, () => {
@@ -138,13 +138,13 @@ for (const gen of generations) {
     test("auto-unsubscribe after max messages, also removed on the server", async () => {
       const pub = await client();
       const sub = await client();
-      const before = srv.broker.globalAccount.sublist.size;
+      const before = clientSubscriptions(srv.broker.globalAccount);
       const { msgs } = await collect(sub, "auto.unsub", { max: 3 });
-      assert.equal(srv.broker.globalAccount.sublist.size, before + 1);
+      assert.equal(clientSubscriptions(srv.broker.globalAccount), before + 1);
       for (let i = 0; i < 10; i++) pub.publish("auto.unsub", enc(String(i)));
       await pub.flush();
       await sub.flush();
-      await waitUntil(() => srv.broker.globalAccount.sublist.size === before, "server-side removal");
+      await waitUntil(() => clientSubscriptions(srv.broker.globalAccount) === before, "server-side removal");
       assert.deepEqual(msgs.map((m) => dec(m.data)), ["0", "1", "2"]);
     });
 
@@ -236,7 +236,7 @@ for (const gen of generations) {
         let got = 0;
         healthy.subscribe("slow.test", { callback: () => got++ });
         await healthy.flush();
-        await waitUntil(() => server.broker.globalAccount.sublist.size === 2, "both subscriptions");
+        await waitUntil(() => clientSubscriptions(server.broker.globalAccount) === 2, "both subscriptions");
         const payload = new Uint8Array(1024);
         const total = 40 * 1024; // 40 MiB: far past what kernel buffers absorb
         let sent = 0;

@@ -485,7 +485,7 @@ mqtt { port: -1 }
 cluster { port: -1 }
 websocket { port: -1 }
 leafnodes {}
-accounts { $SYS: {} }
+resolver_tls {}
   authorization { token: t, default_permissions: {} }
 `,
           { env: {}, file: "n.conf" },
@@ -498,10 +498,10 @@ accounts { $SYS: {} }
     [
       'n.conf:2:1: unknown field "UNUSED"',
       "n.conf:4:1: mqtt: the MQTT door is not supported yet (nagare will not start without it)",
-      "n.conf:5:1: cluster: clustering is not supported yet (nagare will not start without it)",
+      "n.conf:5:11: cluster.port: routes between nodes are not built yet: nodes find each other through etcd only (nagare will not start without them)",
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
-      "n.conf:8:12: accounts.$SYS: the system account is not supported yet (nagare will not start without it)",
+      "n.conf:8:1: resolver_tls: the URL resolver is not supported yet (nagare will not start without it)",
       "n.conf:9:29: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)",
     ],
   );
@@ -554,7 +554,7 @@ jetstream {
     [
       'x.conf:2:3: unknown field "htp_port" (did you mean "http_port"?)',
       'x.conf:5:3: unknown field "kafka.prot" (did you mean "port"?)',
-      "x.conf:9:3: jetstream.max_mem: JetStream memory limits are not supported yet (nagare will not start without it)",
+      "x.conf:9:3: jetstream.max_mem: server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem) (nagare will not start without it)",
       'x.conf:10:3: unknown field "jetstream.bogus_key"',
     ],
   );
@@ -585,8 +585,7 @@ test("a bad value in one key does not hide problems in others, in or out of bloc
 });
 
 test("keys accepted and ignored are few, and still type-checked", () => {
-  assert.deepEqual(optionsFromConf(parseConf("no_system_account: true\nconnect_error_reports: 10\nreconnect_error_reports: 1", NO_ENV)), {});
-  confError(() => optionsFromConf(parseConf('no_system_account: "x"', NO_ENV)), /no_system_account: expected true or false/);
+  assert.deepEqual(optionsFromConf(parseConf("connect_error_reports: 10\nreconnect_error_reports: 1", NO_ENV)), {});
   confError(() => optionsFromConf(parseConf("connect_error_reports: -1", NO_ENV)), /connect_error_reports: must not be negative/);
 });
 
@@ -870,4 +869,49 @@ test("startServer refuses an option it does not know or cannot honour, before li
   // `undefined` is "the default", as spreading partial options produces.
   const srv = await startServer({ port: 0, host: undefined, kafka: undefined });
   await srv.close();
+});
+
+test("the system account: system_account names one of the accounts or $SYS, no_system_account turns it off, $SYS may have users", () => {
+  const conf = (text: string) => optionsFromConf(parseConf(text, { env: {}, file: "s.conf" }));
+  assert.deepEqual(conf('accounts { $SYS { users: [ { user: s, password: s } ] } }\nsystem_account: "$SYS"'), {
+    accounts: { $SYS: { users: [{ user: "s", password: "s" }] } },
+    systemAccount: "$SYS",
+  });
+  assert.deepEqual(conf("accounts { OPS: {} }\nsystem: OPS"), { accounts: { OPS: {} }, systemAccount: "OPS" });
+  assert.deepEqual(conf("no_system_account: true"), { noSystemAccount: true });
+  assert.deepEqual(conf("no_sys_acc: false"), {});
+  const e = confError(() => conf("accounts { A: {} }\nsystem_account: B\nno_system: 1"), /s\.conf/);
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    ["s.conf:3:1: no_system: expected true or false, got number 1"],
+  );
+  confError(() => conf("system_account: B"), /^s\.conf:1:1: system_account: B is not one of the accounts$/);
+  confError(() => conf("accounts { A: {} }\nsystem_account: A\nno_system_account: true"), /^s\.conf:3:1: no_system_account: cannot be used with system_account$/);
+});
+
+test("operator mode's resolvers: MEMORY or a directory, checked key by key; the URL resolver is refused with its place", () => {
+  const op = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.x";
+  const conf = (text: string) => optionsFromConf(parseConf(`operator: "${op}"\n${text}`, { env: {}, file: "r.conf" }));
+  const key = `A${"B".repeat(55)}`;
+  assert.deepEqual(conf(`resolver: { type: full, dir: "./jwt", allow_delete: true, limit: 10, interval: "2m", timeout: "1s" }\nresolver_preload: { ${key}: "eyJ.x.y" }\nsystem_account: ${key}`), {
+    operator: { operators: [op], accounts: { [key]: "eyJ.x.y" }, resolver: { type: "full", dir: "./jwt", allowDelete: true, limit: 10 } },
+    systemAccount: key,
+  });
+  assert.deepEqual(conf("resolver: { type: CACHE, dir: /j, limit: 0 }").operator?.resolver, { type: "cache", dir: "/j" });
+  assert.deepEqual(conf(`resolver: MEM\nresolver_preload: { ${key}: "eyJ.x.y" }`).operator?.resolver, undefined);
+  confError(() => conf('resolver: URL("http://localhost:9090/jwt/v1/accounts/")'), /^r\.conf:2:1: resolver: the URL resolver is not supported yet \(nagare will not start without it\)/);
+  confError(() => conf("resolver: MEMORY"), /^r\.conf:2:1: resolver: the MEMORY resolver needs resolver_preload$/);
+  const e = confError(() => conf("resolver: { type: cache, dir: /j, allow_delete: true, ttl: \"1h\", interval: \"1m\", sync: 1 }"), /r\.conf/);
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    [
+      "r.conf:2:35: resolver.allow_delete: a cache resolver does not accept allow_delete",
+      "r.conf:2:55: resolver.ttl: a cache resolver's ttl is not supported yet (nagare will not start without it)",
+      "r.conf:2:66: resolver.interval: a cache resolver does not accept interval",
+      'r.conf:2:82: unknown field "resolver.sync"',
+    ],
+  );
+  confError(() => conf("resolver: { type: full }"), /^r\.conf:2:1: resolver: needs dir: the directory holding the account JWTs$/);
+  confError(() => conf("resolver: { type: mirror, dir: /j }"), /^r\.conf:2:13: resolver\.type: must be full or cache, got "mirror"$/);
+  confError(() => conf("resolver: { type: full, dir: /j }\nsystem_account: SYS"), /^r\.conf:3:1: system_account: in operator mode the system account is an account public key$/);
 });

@@ -143,7 +143,7 @@ describe("operator mode: accounts and users from JWTs", () => {
   });
 });
 
-test("operator mode refuses what it cannot honour: an account JWT from an untrusted operator, a directory resolver", async () => {
+test("operator mode refuses what it cannot honour: an account JWT from an untrusted operator, the URL resolver", async () => {
   const operator = createOperator();
   const other = createOperator();
   const account = createAccount();
@@ -155,10 +155,10 @@ test("operator mode refuses what it cannot honour: an account JWT from an untrus
   const dir = mkdtempSync(join(tmpdir(), "nagare-jwt-conf-"));
   try {
     const conf = join(dir, "dir.conf");
-    writeFileSync(conf, `port: -1\noperator: "${await encodeOperator("OP", operator)}"\nresolver: { type: full, dir: "./jwt" }\n`);
+    writeFileSync(conf, `port: -1\noperator: "${await encodeOperator("OP", operator)}"\nresolver: URL("http://127.0.0.1:9/jwt/v1/accounts/")\n`);
     const r = await runNagare(["server", "-c", conf], { until: /Server is ready/ });
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /dir\.conf:3:1: resolver: only the MEMORY resolver is supported yet/);
+    assert.match(r.stderr, /dir\.conf:3:1: resolver: the URL resolver is not supported yet \(nagare will not start without it\)/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -84,6 +84,8 @@ function decodeBody(frame: Buffer): { apiKey: number; version: number; clientId:
 
 type Body = Record<string, unknown> & { topics?: unknown };
 
+const GOLDEN_ACL = { resourceType: 2, resourceName: "golden", patternType: 3, principal: "User:golden", host: "*", operation: 4, permissionType: 3 };
+
 /** What each client was asked to send (capture-frames.ts), API by API. */
 const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [0, (b) => assert.deepEqual([(b as unknown as ProduceRequest).topics.map((t) => [t.name, t.partitions.map((p) => p.index)]), b.acks], [[["golden", [0]]], -1])],
@@ -161,6 +163,10 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   ],
   [47, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0, 1] }] })],
   [60, (b) => assert.deepEqual(b, { includeClusterAuthorizedOperations: false })],
+  // The ACL APIs: a WRITE, ALLOW binding for User:golden on topic golden (LITERAL), from every client and by hand.
+  [29, (b) => assert.deepEqual(b, { filter: GOLDEN_ACL })],
+  [30, (b) => assert.deepEqual(b, { creations: [GOLDEN_ACL] })],
+  [31, (b) => assert.deepEqual(b, { filters: [GOLDEN_ACL] })],
   [17, (b) => assert.deepEqual(b, { mechanism: "PLAIN" })],
   [36, (b) => assert.equal((b.authBytes as Buffer).toString(), "\u0000golden\u0000secret")],
 ]);

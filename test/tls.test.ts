@@ -149,6 +149,13 @@ describe("TLS for NATS clients", () => {
     test("the server picks the cipher, AES-128-GCM first as nats-server does, though Node's clients list AES-256 first", async () => {
       assert.deepEqual(await natsCipher(srv.port, pki.ca, "TLSv1.3"), { protocol: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256" });
       assert.deepEqual(await natsCipher(srv.port, pki.ca, "TLSv1.2"), { protocol: "TLSv1.2", cipher: "ECDHE-ECDSA-AES128-GCM-SHA256" });
+      // Go orders configured suites itself; so does nagare.
+      const listed = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, cipherSuites: ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"] } });
+      try {
+        assert.deepEqual(await natsCipher(listed.port, pki.ca, "TLSv1.2"), { protocol: "TLSv1.2", cipher: "ECDHE-ECDSA-AES128-GCM-SHA256" });
+      } finally {
+        await listed.close();
+      }
     });
 
     test("a client that does not trust the server's CA is refused by its own check", async () => {
@@ -206,13 +213,13 @@ describe("TLS for NATS clients", () => {
     assert.equal(flags.code, 1);
     assert.match(flags.stderr, /tls needs certFile and keyFile/);
     const conf = join(pki.dir, "tls.conf");
-    writeFileSync(conf, `port: -1\ntls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${join(pki.dir, "nope.key")}"\n  cipher_suites: [x]\n}\n`);
+    writeFileSync(conf, `port: -1\ntls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${join(pki.dir, "nope.key")}"\n  pinned_certs: []\n}\n`);
     const r = await runNagare(["server", "-c", conf], { until: /Server is ready/ });
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
       `nagare server: ${conf}:4:3: tls.key_file: cannot read "${join(pki.dir, "nope.key")}": ENOENT\n` +
-        `nagare server: ${conf}:5:3: tls.cipher_suites: choosing cipher suites is not supported yet (nagare will not start without it)\n`,
+        `nagare server: ${conf}:5:3: tls.pinned_certs: pinned certificates are not supported yet (nagare will not start without it)\n`,
     );
   });
 

@@ -26,10 +26,11 @@ Commands:
   kv get|put|del|watch               Use a key-value bucket
   topic create|ls|describe|alter|rm  Manage Kafka topics (over the Kafka protocol)
   group ls|describe|rm|reset-offsets List, inspect, delete and rewind Kafka consumer groups
+  cluster ls                         List a cluster's nodes (state, load), from etcd
   help                               Show this message
 Run "nagare <client command> --help" for the client commands' options,
 "nagare stream --help" (consumer, kv) for the JetStream commands' and
-"nagare topic --help" (group) for the Kafka commands'.
+"nagare topic --help" (group) for the Kafka commands' and "nagare cluster --help".
 
 Server flags:
   -a, --addr, --net <host>           Bind to host address (default: 0.0.0.0)
@@ -58,13 +59,17 @@ Server flags:
       --user <user>, --pass <pass>   User and password clients must present
       --kafka                        Enable the Kafka listener (port 9092; turns JetStream on)
       --kafka_port <port>            Kafka listener port (-1 for a random port; implies --kafka)
+      --etcd <url>[,<url>...]        Join a cluster coordinated by etcd (needs a server name, -n)
+      --cluster_name <name>          The cluster's name (default: nagare)
+      --cluster <nats://host:port>, --routes <url,...>
+                                     Routes between nodes: not built yet, refused
   -h, --help                         Show this message
   -v, --version                      Show the version
 
 Flags override the configuration file. Flags may be written -flag, --flag,
---flag=value or --flag value. Clustering flags are not supported yet, and a
-configuration asking for them (or for anything else nagare cannot honour)
-stops the server with its file, line and column.
+--flag=value or --flag value. A configuration asking for what nagare cannot
+honour (routes between nodes, for one) stops the server with its file, line
+and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode,
 SIGHUP reloads the TLS certificate files (other changes are refused).
@@ -98,6 +103,10 @@ async function main(argv: string[]): Promise<void> {
   if (cmd === "stream" || cmd === "consumer" || cmd === "kv") {
     const { runJsCommand } = await import("./js-commands.js");
     await exitWith(await runJsCommand(cmd, argv.slice(3)));
+  }
+  if (cmd === "cluster") {
+    const { runClusterCommand } = await import("./cluster-commands.js");
+    await exitWith(await runClusterCommand(argv.slice(3)));
   }
   if (cmd === "topic" || cmd === "group") {
     const { runKafkaCommand } = await import("./kafka-commands.js");

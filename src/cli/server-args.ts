@@ -92,17 +92,25 @@ value(["max_traced_msg_len"], (r, v, f) => {
   r.options.maxTracedMsgLen = Number(v);
 });
 
+/** `--cluster_name`, `--cluster nats://host:port` and `--routes` as nats-server's; routes are refused by the options check, not here. */
+value(["cluster_name"], (r, v, f) => (r.options.cluster = { ...r.options.cluster, name: nonEmpty(v, f, "a cluster name") }));
+value(["cluster", "cluster_listen"], (r, v, f) => {
+  const m = /^(?:nats|nats-route):\/\/(?:\[([^\]]*)\]|([^:/]*)):(-?\d+)$/.exec(v);
+  if (m === null) throw new Error(`flag ${f}: expected nats://host:port, got ${JSON.stringify(v)}`);
+  const host = m[1] ?? m[2];
+  r.options.cluster = { ...r.options.cluster, ...(host !== "" ? { host } : {}), port: parsePort(m[3], f) };
+});
+value(["routes"], (r, v, f) => (r.options.cluster = { ...r.options.cluster, routes: nonEmpty(v, f, "route URLs").split(",").map((x) => x.trim()) }));
+/** `--etcd http://host:port[,...]`: the etcd endpoints (nagare's own flag); the rest of `etcd {}` comes from the file. */
+value(["etcd"], (r, v, f) => (r.options.etcd = { ...r.options.etcd, endpoints: nonEmpty(v, f, "etcd URLs").split(",").map((x) => x.trim()) }));
+
 /** nats-server flags for features nagare does not have yet, with the reason. */
 const UNSUPPORTED: Record<string, string> = {
   help_tls: "TLS is not supported yet",
-  routes: "clustering is not supported yet",
-  cluster: "clustering is not supported yet",
-  cluster_name: "clustering is not supported yet",
-  cluster_advertise: "clustering is not supported yet",
-  cluster_listen: "clustering is not supported yet",
-  no_advertise: "clustering is not supported yet",
-  connect_retries: "clustering is not supported yet",
-  client_advertise: "clustering is not supported yet",
+  cluster_advertise: "routes between nodes are not built yet",
+  no_advertise: "routes between nodes are not built yet",
+  connect_retries: "routes between nodes are not built yet",
+  client_advertise: "advertising client URLs to other nodes is not supported yet",
   s: "syslog is not supported",
   syslog: "syslog is not supported",
   r: "syslog is not supported",
@@ -154,6 +162,9 @@ export function mergeOptions(fromConf: ServerOptions, fromFlags: ServerOptions):
   for (const [k, v] of Object.entries(fromFlags)) {
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   }
+  // A flag replaces one key of these blocks, not the whole block: `--etcd` keeps the file's etcd TLS and prefix.
+  if (fromConf.cluster !== undefined && fromFlags.cluster !== undefined) out.cluster = { ...fromConf.cluster, ...fromFlags.cluster };
+  if (fromConf.etcd !== undefined && fromFlags.etcd !== undefined) out.etcd = { ...fromConf.etcd, ...fromFlags.etcd };
   return out;
 }
 

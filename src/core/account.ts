@@ -1,20 +1,66 @@
 import { Sublist } from "../subjects/sublist.js";
 import type { Message } from "../subjects/message.js";
 import type { Receiver, Subscription } from "../subjects/subscription.js";
+import type { AccountClaims, JwtUser } from "./jwt-auth.js";
 
 export const GLOBAL_ACCOUNT = "$G";
 
+/** nats-server's name for the system account it creates unless told otherwise. */
+export const DEFAULT_SYSTEM_ACCOUNT = "$SYS";
+
+/** -1: no limit, as in JWTs. */
+export const NO_LIMIT = -1;
+
+/**
+ * Limits an account's claims set for its clients (operator mode): how many
+ * may be connected at once, and per connection how many subscriptions and
+ * how large a payload. Each connection takes the smallest of these, its
+ * user's and the server's.
+ */
+export interface AccountLimits {
+  maxConnections: number;
+  maxSubscriptions: number;
+  maxPayload: number;
+}
+
+/** What the core needs of a client connection in an account: to enforce a change of the account's claims on it. */
+export interface AccountMember {
+  /** Milliseconds since the epoch when it connected (the newest go first when a connection limit shrinks). */
+  readonly connectedAt: number;
+  /** Operator mode: the user JWT it connected with, checked against the account's new claims. */
+  readonly jwtUser: JwtUser | null;
+  /** Takes new per-connection limits; past them the connection ends, as nats-server's does. */
+  applyLimits(): void;
+  /** Ends the connection with the protocol's error text (null: closed without one). */
+  evict(text: string | null, reason: string): void;
+}
+
 /**
  * An isolated subject space. Every connection belongs to exactly one account
- * and only sees messages published within it. A single default account exists
- * until multi-tenancy arrives; nothing else needs to change for that.
+ * and only sees messages published within it: the default `$G`, one of the
+ * configured accounts, one of operator mode's, or the system account.
  */
 export class Account {
   readonly sublist = new Sublist();
   inMsgs = 0;
   inBytes = 0;
+  /** Messages and bytes delivered to subscribers in this account (nats-server's account `sent`). */
+  outMsgs = 0;
+  outBytes = 0;
   /** Told of every new subscription; internal services use it to wake when interest appears. */
   readonly subscribeListeners: Array<(sub: Subscription) => void> = [];
+  /** The client connections in this account, for its limits, its revocations and its monitoring. */
+  readonly members = new Set<AccountMember>();
+  /** Set by the account's claims (operator mode); none for configured accounts. */
+  limits: AccountLimits = { maxConnections: NO_LIMIT, maxSubscriptions: NO_LIMIT, maxPayload: NO_LIMIT };
+  /** When its claims expire (ms since the epoch), or 0; a deleted account is expired. Clients are closed then. */
+  expiresAt = 0;
+  /** Operator mode: the claims it was last given (for monitoring). */
+  claims: AccountClaims | null = null;
+  /** Imports its claims declare that are not wired (no such exporter, no matching export, a bad token): nats-server's `invalid`. */
+  invalidImports: ReadonlySet<object> = new Set();
+  /** When it was made or its claims last changed. */
+  updatedAt = new Date();
 
   constructor(readonly name: string) {}
 
@@ -62,6 +108,8 @@ export class Account {
         break;
       }
     }
+    this.outMsgs += delivered;
+    this.outBytes += delivered * (msg.end - msg.start);
     return delivered;
   }
 }

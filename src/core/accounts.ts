@@ -23,6 +23,7 @@ import { Account } from "./account.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
+import { SubjectTransform } from "../subjects/transform.js";
 import type { UserOptions } from "./auth.js";
 
 export interface StreamExport {
@@ -56,6 +57,60 @@ export interface AccountOptions {
   users?: UserOptions[];
   exports?: Array<StreamExport | ServiceExport>;
   imports?: Array<StreamImport | ServiceImport>;
+  /**
+   * JetStream for this account (nats-server's account `jetstream`): `true`
+   * for no limits, or limits (missing ones unlimited). Absent or false: the
+   * account has none, and its JetStream API requests are answered
+   * "JetStream not enabled for account".
+   */
+  jetstream?: boolean | JetStreamLimits;
+}
+
+/**
+ * An account's JetStream limits, as nats-server names them in an account's
+ * `jetstream {}` block, in `$JS.API.INFO` and in an account JWT's `limits`.
+ * -1 (or absent) is unlimited. Bytes are what the account's streams store
+ * (nagare's stored size of each message: its record in the log).
+ */
+export interface JetStreamLimits {
+  /** Bytes of memory streams (max_memory, max_mem). */
+  maxMemory?: number;
+  /** Bytes of file streams (max_store, max_file, max_disk). */
+  maxStorage?: number;
+  /** Streams (max_streams); 0 is unlimited too, as in nats-server. */
+  maxStreams?: number;
+  /** Consumers per stream (max_consumers), as nats-server applies it; 0 is unlimited too. */
+  maxConsumers?: number;
+  /** A consumer's max_ack_pending: its default when lower than 1,000, and its ceiling. */
+  maxAckPending?: number;
+  /** The largest max_bytes a memory stream, or a file stream, may have. */
+  memoryMaxStreamBytes?: number;
+  storageMaxStreamBytes?: number;
+  /** Every stream must set max_bytes. */
+  maxBytesRequired?: boolean;
+}
+
+/** The limits of an account whose JetStream is just enabled (`jetstream: enabled`): none. */
+export const UNLIMITED_JETSTREAM: Required<JetStreamLimits> = {
+  maxMemory: -1,
+  maxStorage: -1,
+  maxStreams: -1,
+  maxConsumers: -1,
+  maxAckPending: -1,
+  memoryMaxStreamBytes: -1,
+  storageMaxStreamBytes: -1,
+  maxBytesRequired: false,
+};
+
+/** An account's JetStream setting as limits with every field; null when the account has no JetStream. */
+export function jetStreamLimitsOf(setting: boolean | JetStreamLimits | undefined): Required<JetStreamLimits> | null {
+  if (setting === undefined || setting === false) return null;
+  if (setting === true) return { ...UNLIMITED_JETSTREAM };
+  const out = { ...UNLIMITED_JETSTREAM };
+  for (const [k, v] of Object.entries(setting) as Array<[keyof JetStreamLimits, number | boolean | undefined]>) {
+    if (v !== undefined) (out as Record<string, number | boolean>)[k] = v;
+  }
+  return out;
 }
 
 export function isStreamExport(e: StreamExport | ServiceExport): e is StreamExport {
@@ -77,7 +132,30 @@ export function importError(accounts: Record<string, AccountOptions>, importer: 
     const subject = isStreamExport(e) ? e.stream : e.service;
     return subjectMatches(subject, from.subject) && (e.accounts === undefined || e.accounts.includes(importer));
   });
-  return found ? null : `account ${from.account} exports no ${isStreamImport(i) ? "stream" : "service"} ${from.subject} to ${importer}`;
+  if (!found) return `account ${from.account} exports no ${isStreamImport(i) ? "stream" : "service"} ${from.subject} to ${importer}`;
+  if (!isStreamImport(i) && i.to !== undefined && i.to !== i.service.subject) {
+    try {
+      importTransform(i.to, i.service.subject);
+    } catch {
+      return `a service import's to (${i.to}) must have the wildcards of its subject (${i.service.subject})`;
+    }
+  }
+  return null;
+}
+
+/**
+ * How a request published on an import's local subject (`to`) becomes the
+ * exporter's subject: the local subject's wildcards fill the export's in
+ * order (`to: "a.api.>"` for `$JS.API.>` maps `a.api.INFO` to `$JS.API.INFO`),
+ * as nats-server maps a service import. Throws when they do not pair up.
+ */
+function importTransform(local: string, remote: string): SubjectTransform {
+  const l = local.split(".");
+  const r = remote.split(".");
+  const stars = (t: string[]): number => t.filter((x) => x === "*").length;
+  if (stars(l) !== stars(r) || (l[l.length - 1] === ">") !== (r[r.length - 1] === ">")) throw new Error("wildcards differ");
+  let n = 0;
+  return SubjectTransform.parse(local, r.map((x) => (x === "*" ? `$${++n}` : x)).join("."));
 }
 
 /** At most this many requests of one service import await their responses; the oldest is forgotten past it. */
@@ -103,7 +181,9 @@ export function wireImports(config: Record<string, AccountOptions>, accounts: Ma
         const exp = (config[i.service.account].exports ?? []).find(
           (e): e is ServiceExport => !isStreamExport(e) && subjectMatches(e.service, i.service.subject),
         )!;
-        const forwarder = new ServiceForwarder(importer, exporter, i.service.subject, exp);
+        const local = i.to ?? i.service.subject;
+        const mapping = local === i.service.subject ? null : importTransform(local, i.service.subject);
+        const forwarder = new ServiceForwarder(importer, exporter, (subject) => (mapping === null ? subject : (mapping.match(subject) ?? subject)), exp);
         const sub = new Subscription(forwarder, i.to ?? i.service.subject, null);
         importer.subscribe(sub);
         const responses = new Subscription(forwarder.responder, `${forwarder.replyPrefix}.>`, null);
@@ -159,7 +239,8 @@ class ServiceForwarder implements Receiver {
   constructor(
     private readonly importer: Account,
     private readonly exporter: Account,
-    private readonly subject: string,
+    /** The exporter's subject for a request published on the import's local subject. */
+    private readonly subjectFor: (local: string) => string,
     exp: ServiceExport,
   ) {
     this.thresholdMs = exp.responseThresholdMs ?? DEFAULT_RESPONSE_THRESHOLD_MS;
@@ -176,7 +257,7 @@ class ServiceForwarder implements Receiver {
       this.pending.set(reply, { reply: msg.reply, expires: Date.now() + this.thresholdMs });
       this.sweepLater();
     }
-    this.exporter.route(copyAs(msg, this.subject, reply), null);
+    this.exporter.route(copyAs(msg, this.subjectFor(msg.subject), reply), null);
   }
 
   /** Responses published in the exporter on this import's reply subjects, back to the requester. */
@@ -190,7 +271,12 @@ class ServiceForwarder implements Receiver {
         return;
       }
       if (this.singleton) this.pending.delete(msg.subject);
-      this.importer.route(copyAs(msg, p.reply, ""), null);
+      // A response keeps its reply subject and, when it was routed to the reply under a subject of its own
+      // (a JetStream delivery: the stored subject), that subject too, as in nats-server.
+      const presented = msg.argBuf.toString("utf8", msg.subjectStart, msg.subjectEnd);
+      const m = copyAs(msg, presented === msg.subject ? p.reply : presented, msg.hasReply ? msg.reply : "");
+      m.subject = p.reply;
+      this.importer.route(m, null);
     },
   };
 

@@ -14,6 +14,8 @@ import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
 import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
+import { CertificateMap, type CertificateMatch } from "./tls-map.js";
+import type { JwtUser, UserLimits } from "./jwt-auth.js";
 
 export interface SubjectRules {
   allow?: string[];
@@ -67,6 +69,13 @@ export interface Credentials {
   pass?: unknown;
   nkey?: unknown;
   sig?: unknown;
+  /**
+   * Set when the door maps client certificates to users (`verify_and_map`):
+   * the verified certificate (DER), or null for a client that presented
+   * none (a plain connection beside TLS). The certificate then says who the
+   * client is; a name in CONNECT does not.
+   */
+  tlsMap?: { certificate: Buffer | null };
 }
 
 /** An authenticated client: its name (for logs and /connz), its account and what it may do. */
@@ -74,6 +83,12 @@ export interface Identity {
   name: string;
   account: string;
   permissions: PermissionCheck | null;
+  /** For a certificate user: which of the certificate's names was the user's (for the debug log). */
+  mappedBy?: string;
+  /** Per-connection limits from JWTs (operator mode); the server's own apply without them. */
+  limits?: UserLimits;
+  /** Operator mode: the user JWT, re-checked when its account's claims change. */
+  jwt?: JwtUser;
 }
 
 /** The default account's name (nats-server's `$G`): users of the authorization block, and everyone without accounts. */
@@ -90,8 +105,22 @@ export interface ClientAuth {
   authenticate(c: Credentials, nonce: string | null): Promise<Identity | null>;
 }
 
+/**
+ * What a door whose clients prove themselves with a password alone asks
+ * (the Kafka door's SASL PLAIN and SCRAM): configured users
+ * (Authenticator), or in operator mode user JWTs (JwtAuthenticator).
+ */
+export interface PasswordAuth {
+  /** The identity a user name and password prove, or null. `connectionType` names the door, for JWTs that allow only some. */
+  authenticatePassword(user: string, pass: string, connectionType: string): Promise<Identity | null>;
+  /** What a SCRAM exchange checks the user against, or null when the user cannot use SCRAM. */
+  scramCredential(user: string, hash: ScramHash): Promise<ScramCredential | null>;
+  /** verify_and_map on the Kafka listener: the user a verified certificate names. Absent where certificates name nobody (operator mode refuses verify_and_map at start). */
+  certificateIdentity?(certificate: Buffer): Identity | null;
+}
+
 /** A connection's authenticator: none when the server needs no authentication. */
-export class Authenticator implements ClientAuth {
+export class Authenticator implements ClientAuth, PasswordAuth {
   private readonly byName = new Map<string, UserOptions>();
   private readonly byNkey = new Map<string, UserOptions>();
   private readonly checks = new Map<UserOptions, PermissionCheck | null>();
@@ -134,6 +163,9 @@ export class Authenticator implements ClientAuth {
    * bcrypt hash takes tens of milliseconds, which must not stop the server.
    */
   async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
+    if (c.tlsMap !== undefined && this.token === null && !(this.byNkey.size > 0 && typeof c.nkey === "string" && c.nkey !== "")) {
+      return this.certificateUser(c.tlsMap.certificate, c.pass);
+    }
     if (this.token !== null) {
       return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", account: DEFAULT_ACCOUNT, permissions: null } : null;
     }
@@ -152,6 +184,40 @@ export class Authenticator implements ClientAuth {
     }
     const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);
     return fallback === undefined ? null : this.identity(fallback, fallback.user!);
+  }
+
+  /**
+   * verify_and_map, as nats-server: the user the certificate names
+   * (core/tls-map.ts), who must then present the user's password if it has
+   * one, and none if it has none.
+   */
+  private async certificateUser(certificate: Buffer | null, pass: unknown): Promise<Identity | null> {
+    const found = certificate === null ? null : this.certificateMatch(certificate);
+    if (found === null) return null;
+    const { u, match } = found;
+    const presented = typeof pass === "string" ? pass : "";
+    const ok = u.password === undefined ? presented === "" : BCRYPT.test(u.password) ? await bcrypt.compare(presented, u.password) : sameSecret(Buffer.from(presented), Buffer.from(u.password));
+    return ok ? { ...this.identity(u, match.user), mappedBy: match.how } : null;
+  }
+
+  private certificateMatch(certificate: Buffer): { u: UserOptions; match: CertificateMatch } | null {
+    this.certificates ??= new CertificateMap([...this.byName.keys()], (name) => this.byName.has(name));
+    const match = this.certificates.match(certificate);
+    return match === null ? null : { u: this.byName.get(match.user)!, match };
+  }
+  /** Users by the names their certificates may carry; made on first use. */
+  private certificates: CertificateMap | null = null;
+
+  /**
+   * The user a Kafka client's verified certificate names (verify_and_map on
+   * the Kafka listener), as Kafka's SSL principal: there is no password to
+   * present, so only a user without one; null otherwise. At once, so the
+   * connection knows who it is before its first request.
+   */
+  certificateIdentity(certificate: Buffer): Identity | null {
+    const found = this.token === null ? this.certificateMatch(certificate) : null;
+    if (found === null || found.u.password !== undefined) return null;
+    return { ...this.identity(found.u, found.match.user), mappedBy: found.match.how };
   }
 
   /**

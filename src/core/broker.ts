@@ -5,8 +5,10 @@
  */
 
 import { randomBytes } from "node:crypto";
+import type { TlsPeerCert } from "./tls-names.js";
 import { Account, GLOBAL_ACCOUNT } from "./account.js";
 import { wireImports } from "./accounts.js";
+import { SystemAccount } from "./system.js";
 import type { ResolvedOptions } from "./options.js";
 import type { Logger } from "../util/log.js";
 
@@ -36,6 +38,11 @@ export interface ConnectionInfo {
   account?: string;
   /** The user the connection authenticated as (nats-server shows it with `?auth=1`). */
   authorized_user?: string;
+  /** A TLS connection's version (`1.3`) and suite, by nats-server's names. */
+  tls_version?: string;
+  tls_cipher_suite?: string;
+  /** The client's certificates (shown with `?auth=1`, as nats-server). */
+  tls_peer_certs?: TlsPeerCert[];
   subscriptions_list?: string[];
 }
 
@@ -94,6 +101,10 @@ export class Broker {
   readonly accounts = new Map<string, Account>();
   readonly globalAccount: Account;
   readonly connections = new Map<number, Connection>();
+  /** The system account, unless `no_system_account`: where status requests are answered and events announced. */
+  readonly system: SystemAccount | null;
+  /** Told of each account added while running (operator mode's resolver learns accounts from claim updates). */
+  readonly accountListeners: Array<(account: Account) => void> = [];
   readonly stats: BrokerStats = {
     inMsgs: 0,
     outMsgs: 0,
@@ -123,14 +134,33 @@ export class Broker {
     this.globalAccount = new Account(GLOBAL_ACCOUNT);
     this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
     for (const name of Object.keys(options.accounts ?? {})) this.accounts.set(name, new Account(name));
-    // Operator mode: each account the resolver holds, named by its public key.
-    for (const key of Object.keys(options.operator?.accounts ?? {})) this.accounts.set(key, new Account(key));
+    // Operator mode's accounts are made as their claims are applied (core/operator.ts).
+    if (options.systemAccount === undefined) {
+      this.system = null;
+    } else {
+      // `$SYS` is made when no configured account is the system account, as nats-server does.
+      const account = this.accounts.get(options.systemAccount) ?? new Account(options.systemAccount);
+      this.accounts.set(account.name, account);
+      const identity = { id: this.serverId, name: this.serverName, host: options.host, version: ADVERTISED_VERSION, jetstream: options.jetstream };
+      this.system = new SystemAccount(account, identity);
+    }
     this.stopImports = options.accounts === undefined ? () => {} : wireImports(options.accounts, this.accounts);
     // One timer for every connection's upkeep; per-connection timers would
     // cost a closure and a timer each for 100k idle clients.
     const period = Math.max(10, Math.min(1000, Math.floor(options.pingInterval / 4), Math.floor(options.writeDeadline / 4)));
     this.ticker = setInterval(() => this.tick(), period);
     this.ticker.unref();
+  }
+
+  /** The account named `name`, made (and announced to `accountListeners`) if there is none yet. */
+  account(name: string): Account {
+    let a = this.accounts.get(name);
+    if (a === undefined) {
+      a = new Account(name);
+      this.accounts.set(name, a);
+      for (const l of this.accountListeners) l(a);
+    }
+    return a;
   }
 
   allocateCid(): number {

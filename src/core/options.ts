@@ -1,7 +1,10 @@
 import { didYouMean } from "../util/closest.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
-import type { OperatorOptions } from "./jwt-auth.js";
-import { importError, type AccountOptions, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
+import { operatorSystemAccount, type DirResolverOptions, type OperatorOptions } from "./jwt-auth.js";
+import { DEFAULT_SYSTEM_ACCOUNT } from "./account.js";
+import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
+import { dnKey, parseDn } from "./tls-map.js";
+import { importError, type AccountOptions, type JetStreamLimits, type ServiceExport, type ServiceImport, type StreamExport, type StreamImport } from "./accounts.js";
 
 /**
  * Server settings. Names follow nats-server's configuration keys (camelCased)
@@ -34,7 +37,11 @@ export interface ServerOptions {
   pingInterval?: number;
   /** Unanswered pings before a connection is closed as stale. */
   maxPingsOut?: number;
-  /** Milliseconds a new connection has to send CONNECT. */
+  /**
+   * Milliseconds a new connection has to send CONNECT, counted once its TLS
+   * handshake is done. Default 2,000; with `tls`, its timeout plus one
+   * second, as nats-server.
+   */
   authTimeout?: number;
   /** Milliseconds a client write may stay blocked before the client is cut off. */
   writeDeadline?: number;
@@ -64,6 +71,15 @@ export interface ServerOptions {
   accounts?: Record<string, AccountOptions>;
   /** Operator mode: trusted operators and the MEMORY resolver's account JWTs (nats-server's `operator`, `resolver_preload`). */
   operator?: OperatorOptions;
+  /**
+   * The account whose users may ask for the server's status and see its
+   * events (nats-server's `system_account`): one of `accounts`, or in
+   * operator mode an account's public key. Default `$SYS`, made if not
+   * configured (in operator mode: the operator JWT's `system_account`).
+   */
+  systemAccount?: string;
+  /** No system account at all (nats-server's `no_system_account`): no status requests, no events. */
+  noSystemAccount?: boolean;
   /** Debug lines (`[DBG]`): connections opening and closing, and more. */
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
@@ -77,6 +93,49 @@ export interface ServerOptions {
   logtimeUtc?: boolean;
   /** Payload bytes shown per traced message; 0 (default) shows all. */
   maxTracedMsgLen?: number;
+  /**
+   * nats-server's `cluster {}`: names the cluster (its keys in etcd). Routes
+   * between nodes are not built yet, so `host`, `port` and `routes` are
+   * refused, and a cluster needs `etcd`.
+   */
+  cluster?: ClusterOptions;
+  /** Where the cluster is coordinated: the node registers itself there at start (needs `serverName`). */
+  etcd?: EtcdOptions;
+}
+
+export interface ClusterOptions {
+  /** Default "nagare": nodes of one cluster share it, and its keys live under `<etcd prefix>/<name>/`. */
+  name?: string;
+  /** The route listener (nats-server's `listen`, `--cluster nats://host:port`): not built yet. */
+  host?: string;
+  port?: number;
+  /** Route URLs of other nodes (nats-server's `routes`, `--routes`): not built yet. */
+  routes?: string[];
+}
+
+export interface EtcdOptions {
+  /** etcd's client URLs, `http://host:port` or `https://host:port`, all of one scheme. */
+  endpoints: string[];
+  /** Keys live under `<prefix>/<cluster name>/` (default "/nagare"). */
+  prefix?: string;
+  /** For `https://` endpoints: the CA to trust (default the system's), and a client certificate for an etcd that asks for one. */
+  tls?: EtcdTlsOptions;
+  /** Milliseconds to connect to etcd (default 5,000). */
+  dialTimeout?: number;
+  /** Milliseconds for one call to etcd (default 5,000). */
+  requestTimeout?: number;
+  /**
+   * The node's lease TTL in milliseconds, whole seconds (default 10,000; etcd
+   * grants at least its own minimum, 2 s with its default election timeout).
+   * A node that loses etcd stops counting on its lease within this.
+   */
+  leaseTtl?: number;
+}
+
+export interface EtcdTlsOptions {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
 }
 
 /** TLS for client connections. Files are read once, at start; one that cannot be read stops the start. */
@@ -88,11 +147,33 @@ export interface TlsOptions {
   caFile?: string;
   /** Require and verify a client certificate (mutual TLS). */
   verify?: boolean;
+  /**
+   * nats-server's `verify_and_map`: require a client certificate (as
+   * `verify`) and take the user it names as the client's identity, by its
+   * email addresses, DNS names, URIs or subject (core/tls-map.ts). Needs
+   * users; they may go without a password.
+   */
+  verifyAndMap?: boolean;
   /** Milliseconds a client has to complete the handshake (default 2,000). */
   timeoutMs?: number;
   /** Handshake before anything else (nats-server 2.10's `handshake_first`); else after the plain INFO, as NATS clients upgrade. */
   handshakeFirst?: boolean;
+  /**
+   * nats-server's `allow_non_tls`: clients may also speak plain NATS (INFO
+   * says `tls_available` instead of `tls_required`); one that starts a
+   * handshake after INFO gets TLS. Not with `handshakeFirst`.
+   */
+  allowNonTls?: boolean;
   minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * TLS 1.2 cipher suites by nats-server's (Go's) names, e.g.
+   * `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`; default nats-server's six
+   * ECDHE AEAD suites. TLS 1.3 suites named here restrict TLS 1.3 too
+   * (Go ignores them; without any, TLS 1.3 keeps all three).
+   */
+  cipherSuites?: string[];
+  /** Key exchange groups by nats-server's names (`X25519`, `CurveP256`, `CurveP384`, `CurveP521`), preferred first. */
+  curvePreferences?: string[];
 }
 
 export interface KafkaListenerOptions {
@@ -134,7 +215,7 @@ export interface KafkaListenerOptions {
   saslMechanisms?: KafkaSaslMechanism[];
 }
 
-export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst">;
+export type KafkaTlsOptions = Omit<TlsOptions, "handshakeFirst" | "allowNonTls">;
 export type KafkaSaslMechanism = "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512";
 export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
@@ -165,6 +246,8 @@ export interface ResolvedOptions {
   authorization: AuthOptions | undefined;
   accounts: Record<string, AccountOptions> | undefined;
   operator: OperatorOptions | undefined;
+  /** The system account's name; undefined with noSystemAccount. */
+  systemAccount: string | undefined;
   debug: boolean;
   trace: boolean;
   noLog: boolean;
@@ -172,6 +255,11 @@ export interface ResolvedOptions {
   logtime: boolean;
   logtimeUtc: boolean;
   maxTracedMsgLen: number;
+  cluster: ClusterOptions | undefined;
+  /** With its defaults filled in, when configured. */
+  etcd: Required<Omit<EtcdOptions, "tls">> & Pick<EtcdOptions, "tls"> | undefined;
+  /** The cluster's name (`cluster.name`, default "nagare"). */
+  clusterName: string;
 }
 
 export const DEFAULTS = {
@@ -189,6 +277,12 @@ export const DEFAULTS = {
   writeDeadline: 10_000,
   lameDuckDuration: 120_000,
   lameDuckGracePeriod: 10_000,
+  clusterName: "nagare",
+  etcdPrefix: "/nagare",
+  etcdDialTimeout: 5_000,
+  etcdRequestTimeout: 5_000,
+  /** Kafka's broker session timeout in KRaft is 9 s: long enough not to fence a node over one slow keep-alive, short enough to move its leaders soon. */
+  leaseTtl: 10_000,
 } as const;
 
 function pick<T>(v: T | undefined, d: T): T {
@@ -218,7 +312,8 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     maxSubscriptions: pick(o.maxSubscriptions, DEFAULTS.maxSubscriptions),
     pingInterval: pick(o.pingInterval, DEFAULTS.pingInterval),
     maxPingsOut: pick(o.maxPingsOut, DEFAULTS.maxPingsOut),
-    authTimeout: pick(o.authTimeout, DEFAULTS.authTimeout),
+    // As nats-server: with TLS, a client has the TLS timeout and one second more to send CONNECT.
+    authTimeout: pick(o.authTimeout, o.tls === undefined ? DEFAULTS.authTimeout : (o.tls.timeoutMs ?? DEFAULTS.tlsTimeout) + 1000),
     writeDeadline: pick(o.writeDeadline, DEFAULTS.writeDeadline),
     lameDuckDuration: pick(o.lameDuckDuration, DEFAULTS.lameDuckDuration),
     lameDuckGracePeriod: pick(o.lameDuckGracePeriod, DEFAULTS.lameDuckGracePeriod),
@@ -230,6 +325,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     authorization: o.authorization,
     accounts: o.accounts,
     operator: o.operator,
+    systemAccount: o.noSystemAccount === true ? undefined : (o.systemAccount ?? (o.operator === undefined ? undefined : operatorSystemAccount(o.operator.operators)) ?? DEFAULT_SYSTEM_ACCOUNT),
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
@@ -238,7 +334,44 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     logtime: pick(o.logtime, true),
     logtimeUtc: pick(o.logtimeUtc, false),
     maxTracedMsgLen: pick(o.maxTracedMsgLen, 0),
+    cluster: o.cluster,
+    etcd:
+      o.etcd === undefined
+        ? undefined
+        : {
+            endpoints: o.etcd.endpoints,
+            prefix: pick(o.etcd.prefix, DEFAULTS.etcdPrefix),
+            tls: o.etcd.tls,
+            dialTimeout: pick(o.etcd.dialTimeout, DEFAULTS.etcdDialTimeout),
+            requestTimeout: pick(o.etcd.requestTimeout, DEFAULTS.etcdRequestTimeout),
+            leaseTtl: pick(o.etcd.leaseTtl, DEFAULTS.leaseTtl),
+          },
+    clusterName: pick(o.cluster?.name, DEFAULTS.clusterName),
   };
+}
+
+/** Why a route listener or routes are refused: the one text for the file, the flags and startServer. */
+export const ROUTES_NOT_BUILT = "routes between nodes are not built yet: nodes find each other through etcd only";
+
+/** What is wrong with an etcd endpoint, or null: `http://host:port` or `https://host:port`, nothing more. */
+export function etcdEndpointError(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return `${JSON.stringify(s)} is not a URL (expected http://host:port or https://host:port)`;
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") return `${JSON.stringify(s)}: etcd is reached over http:// or https://`;
+  if (u.hostname === "" || u.port === "") return `${JSON.stringify(s)} needs a host and a port`;
+  if ((u.pathname !== "/" && u.pathname !== "") || u.search !== "" || u.hash !== "" || u.username !== "" || u.password !== "") return `${JSON.stringify(s)}: only scheme, host and port are allowed`;
+  return null;
+}
+
+/** What is wrong with a cluster name, or null: it is a segment of etcd keys and of nats-server's INFO. */
+export function clusterNameError(s: string): string | null {
+  if (s === "") return "must not be empty";
+  if (/[\s/]/.test(s)) return `${JSON.stringify(s)} must not contain spaces or "/"`;
+  return null;
 }
 
 /** An option startServer cannot honour: unknown, of the wrong type or out of range. */
@@ -307,13 +440,81 @@ const TLS_CHECKS: Record<keyof TlsOptions, Check> = {
   caFile: text,
   verify: flag,
   timeoutMs: millis,
+  verifyAndMap: flag,
   handshakeFirst: flag,
+  allowNonTls: flag,
   minVersion: (v, n) => {
     if (v !== "TLSv1.2" && v !== "TLSv1.3") fail(n, v, '"TLSv1.2" or "TLSv1.3"');
   },
+  cipherSuites: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of cipher suite names");
+    for (const name of v) {
+      const why = cipherSuiteProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+  },
+  curvePreferences: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0) fail(n, v, "a non-empty array of curve names");
+    for (const name of v) {
+      const why = curveProblem(name);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+  },
 };
 
-const { handshakeFirst: _notOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+const { handshakeFirst: _notOnKafka, allowNonTls: _noUpgradeOnKafka, ...KAFKA_TLS_CHECKS } = TLS_CHECKS;
+
+const CLUSTER_CHECKS: Record<keyof ClusterOptions, Check> = {
+  name: (v, n) => {
+    if (typeof v !== "string") fail(n, v, "a string");
+    const why = clusterNameError(v);
+    if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+  },
+  host: text,
+  port,
+  routes: (v, n) => {
+    if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of route URLs");
+  },
+};
+
+const ETCD_TLS_CHECKS: Record<keyof EtcdTlsOptions, Check> = { caFile: text, certFile: text, keyFile: text };
+
+const ETCD_CHECKS: Record<keyof EtcdOptions, Check> = {
+  endpoints: (v, n) => {
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string")) fail(n, v, "a non-empty array of etcd URLs");
+    for (const x of v as string[]) {
+      const why = etcdEndpointError(x);
+      if (why !== null) throw new OptionsError(`option ${n}: ${why}`);
+    }
+    if (new Set((v as string[]).map((x) => new URL(x).protocol)).size > 1) throw new OptionsError(`option ${n}: all http:// or all https://`);
+  },
+  prefix: text,
+  tls: (v, n) => checkObject(v, n, ETCD_TLS_CHECKS),
+  dialTimeout: millis,
+  requestTimeout: millis,
+  leaseTtl: (v, n) => {
+    if (!isInt(v) || v < 1000 || v % 1000 !== 0 || v > INT32_MAX) fail(n, v, "a whole number of seconds in milliseconds, at least 1000 (etcd's leases count seconds)");
+  },
+};
+
+/**
+ * A cluster needs etcd and a server name; what is configured for routes
+ * is refused, since routes are not built yet.
+ */
+function checkCluster(o: ServerOptions): void {
+  const c = o.cluster;
+  if (c !== undefined) {
+    for (const k of ["routes", "port", "host"] as const) if (c[k] !== undefined) throw new OptionsError(`option cluster.${k}: ${ROUTES_NOT_BUILT}`);
+    if (o.etcd === undefined) throw new OptionsError("option cluster needs etcd: nodes find each other through etcd (routes between nodes are not built yet)");
+  }
+  const e = o.etcd;
+  if (e === undefined) return;
+  if (o.serverName === undefined || o.serverName === "") throw new OptionsError("option etcd needs serverName (server_name, -n): a node is registered in etcd under its name");
+  if (o.serverName.includes("/")) throw new OptionsError(`option serverName: ${JSON.stringify(o.serverName)} must not contain "/" in a cluster: it names the node's key in etcd`);
+  const https = e.endpoints.every((x) => x.startsWith("https:"));
+  if (e.tls !== undefined && !https) throw new OptionsError("option etcd.tls needs https:// endpoints");
+  if (e.tls !== undefined && (e.tls.certFile === undefined) !== (e.tls.keyFile === undefined)) throw new OptionsError("option etcd.tls: certFile and keyFile go together (a client certificate and its key)");
+}
 
 function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
@@ -321,6 +522,13 @@ function checkTls(v: unknown, n: string, checks: Record<string, Check>): void {
   const t = v as Partial<TlsOptions>;
   // Without a certificate and its key there is no TLS to give: refused, never run in the clear.
   if (t.certFile === undefined || t.keyFile === undefined) throw new OptionsError(`option ${n} needs certFile and keyFile`);
+  // nats-server 2.10 lets handshake_first win and ignores allow_non_tls: asked for both, nagare cannot honour both.
+  if (t.allowNonTls === true && t.handshakeFirst === true) throw new OptionsError(`option ${n}: allowNonTls cannot be used with handshakeFirst (with it, every client starts with a TLS handshake)`);
+}
+
+/** Whether a listener maps client certificates to users (`verify_and_map`). */
+export function mapsCertificates(o: ServerOptions): boolean {
+  return o.tls?.verifyAndMap === true || o.kafka?.tls?.verifyAndMap === true;
 }
 
 const subjects = (v: unknown, n: string): void => {
@@ -383,7 +591,24 @@ const IMPORT_CHECKS: Record<keyof StreamImport | keyof ServiceImport, Check> = {
   prefix: text,
   to: text,
 };
+/** A byte or count limit: -1 (unlimited) or more. */
+const limit: Check = (v, n) => {
+  if (!isInt(v) || v < -1) fail(n, v, "an integer, -1 for unlimited");
+};
+const JETSTREAM_LIMIT_CHECKS: Record<keyof JetStreamLimits, Check> = {
+  maxMemory: limit,
+  maxStorage: limit,
+  maxStreams: limit,
+  maxConsumers: limit,
+  maxAckPending: limit,
+  memoryMaxStreamBytes: limit,
+  storageMaxStreamBytes: limit,
+  maxBytesRequired: flag,
+};
 const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
+  jetstream: (v, n) => {
+    if (typeof v !== "boolean") checkObject(v, n, JETSTREAM_LIMIT_CHECKS);
+  },
   users: (v, n) => {
     if (!Array.isArray(v)) fail(n, v, "an array of users");
     v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
@@ -406,6 +631,15 @@ const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
   },
 };
 
+const RESOLVER_CHECKS: Record<keyof DirResolverOptions, Check> = {
+  type: (v, n) => {
+    if (v !== "full" && v !== "cache") fail(n, v, '"full" or "cache"');
+  },
+  dir: text,
+  allowDelete: flag,
+  limit: atLeast(1),
+};
+
 /**
  * Authentication that could let in someone it should not is refused:
  * ambiguous users (a name twice, in one account or two), a token beside
@@ -419,23 +653,53 @@ function checkIdentities(o: ServerOptions): void {
     if (a.token !== undefined && all.length > 0) throw new OptionsError("option authorization: a token and users cannot be used together");
     if (a.token === undefined && all.length === 0 && a.noAuthUser === undefined) throw new OptionsError("option authorization needs a token or users");
   }
+  const maps = mapsCertificates(o);
   const names = new Set<string>();
   for (const [i, { u, where }] of all.entries()) {
     const at = `option ${where}`;
     if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`${at} (user ${i + 1}) needs a user name or an nkey, not both`);
-    if (u.user !== undefined && u.password === undefined) throw new OptionsError(`${at} (${u.user}) needs a password`);
+    // A user without a password is one a client certificate names (verify_and_map): without mapping no one could be it, or anyone.
+    if (u.user !== undefined && u.password === undefined && !maps) throw new OptionsError(`${at} (${u.user}) needs a password (only users of verify_and_map may go without)`);
     if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`${at}: an nkey user has no password`);
     const key = u.user ?? u.nkey!;
     if (names.has(key)) throw new OptionsError(`${at}: user ${key} is given twice`);
     names.add(key);
   }
   if (a?.noAuthUser !== undefined && !all.some(({ u }) => u.user === a.noAuthUser)) throw new OptionsError(`option authorization.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  const mapProblem = maps ? certificateUsersProblem(o) : null;
+  if (mapProblem !== null) throw new OptionsError(`option ${o.tls?.verifyAndMap === true ? "tls" : "kafka.tls"}.verifyAndMap ${mapProblem}`);
   for (const [name, acc] of Object.entries(o.accounts ?? {})) {
     for (const i of acc.imports ?? []) {
       const why = importError(o.accounts!, name, i);
       if (why !== null) throw new OptionsError(`option accounts.${name}.imports: ${why}`);
     }
   }
+}
+
+/**
+ * verify_and_map needs users for certificates to name (nats-server lets
+ * every verified client in when there are none), no other authority over
+ * them (a token, operator mode, no_auth_user), and an unambiguous answer:
+ * two users that are the same distinguished name, written differently, are
+ * refused. Returns what is wrong, or null.
+ */
+export function certificateUsersProblem(o: ServerOptions): string | null {
+  const users = [...(o.authorization?.users ?? []), ...Object.values(o.accounts ?? {}).flatMap((a) => a.users ?? [])].map((u) => u.user).filter((n): n is string => n !== undefined);
+  if (o.operator !== undefined) return "cannot be used in operator mode: users come from JWTs there";
+  if (o.authorization?.token !== undefined) return "cannot be used with a token: it maps certificates to users";
+  if (users.length === 0) return "needs users (in authorization or accounts) for certificates to map to";
+  // nats-server skips no_auth_user when it maps certificates: a client without one is refused, whatever no_auth_user says.
+  if (o.tls?.verifyAndMap === true && o.authorization?.noAuthUser !== undefined) return "cannot be used with no_auth_user: every client is the user its certificate names";
+  const seen = new Map<string, string>();
+  for (const user of users) {
+    const dn = parseDn(user);
+    if (dn === null || dn.length === 0) continue;
+    const key = dnKey(dn);
+    const other = seen.get(key);
+    if (other !== undefined) return `users ${JSON.stringify(other)} and ${JSON.stringify(user)} are the same distinguished name`;
+    seen.set(key, user);
+  }
+  return null;
 }
 
 /** Whether clients must authenticate: an authorization block, or users in accounts. */
@@ -484,6 +748,12 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
       accounts: (x, m) => {
         if (x === null || typeof x !== "object" || Array.isArray(x) || Object.values(x).some((j) => typeof j !== "string" || j === "")) fail(m, x, "an object of account JWTs by public key");
       },
+      resolver: (x, m) => {
+        checkObject(x, m, RESOLVER_CHECKS);
+        const r = x as Partial<DirResolverOptions>;
+        if (r.type === undefined || r.dir === undefined) throw new OptionsError(`option ${m} needs type and dir`);
+        if (r.type === "cache" && r.allowDelete === true) throw new OptionsError(`option ${m}.allowDelete: a cache resolver does not delete accounts`);
+      },
     });
     const op = v as Partial<OperatorOptions>;
     if (op.operators === undefined || op.accounts === undefined) throw new OptionsError(`option ${n} needs operators and accounts`);
@@ -492,10 +762,11 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object of accounts by name");
     for (const [name, a] of Object.entries(v as Record<string, unknown>)) {
       if (name === "" || name === "$G" || /\s/.test(name)) throw new OptionsError(`option ${n}: ${JSON.stringify(name)} cannot be an account name`);
-      if (name === "$SYS") throw new OptionsError(`option ${n}.$SYS: the system account is not supported yet`);
       checkObject(a, `${n}.${name}`, ACCOUNT_CHECKS);
     }
   },
+  systemAccount: text,
+  noSystemAccount: flag,
   debug: flag,
   trace: flag,
   noLog: flag,
@@ -503,6 +774,11 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   logtime: flag,
   logtimeUtc: flag,
   maxTracedMsgLen: atLeast(0, INT32_MAX),
+  cluster: (v, n) => checkObject(v, n, CLUSTER_CHECKS),
+  etcd: (v, n) => {
+    checkObject(v, n, ETCD_CHECKS);
+    if ((v as Partial<EtcdOptions>).endpoints === undefined) throw new OptionsError(`option ${n} needs endpoints: etcd's client URLs`);
+  },
 };
 
 function checkKeys(o: Record<string, unknown>, checks: Record<string, Check>, prefix: string): void {
@@ -521,18 +797,25 @@ export function checkOptions(o: ServerOptions): void {
   const maxPayload = o.maxPayload ?? DEFAULTS.maxPayload;
   const maxPending = o.maxPending ?? DEFAULTS.maxPending;
   checkIdentities(o);
+  checkCluster(o);
   // As nats-server: operator mode replaces configured users and accounts.
   if (o.operator !== undefined && (o.authorization !== undefined || o.accounts !== undefined)) {
     throw new OptionsError("operator mode cannot be used with authorization or accounts: users and accounts come from JWTs");
   }
+  // nats-server lets an account ask for JetStream on a server without it, and then serves it none: asked for, and not honoured.
+  const jsAccount = Object.entries(o.accounts ?? {}).find(([, a]) => a.jetstream !== undefined && a.jetstream !== false);
+  if (jsAccount !== undefined && o.jetstream !== true && o.kafka === undefined) {
+    throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
+  }
+  if (o.systemAccount !== undefined && o.noSystemAccount === true) throw new OptionsError("systemAccount and noSystemAccount cannot be used together");
+  // Outside operator mode the system account is a configured one, or `$SYS` (made when not configured).
+  // In operator mode it is one of the resolver's accounts, checked when they are read at start.
+  if (o.operator === undefined && o.systemAccount !== undefined && o.systemAccount !== DEFAULT_SYSTEM_ACCOUNT && o.accounts?.[o.systemAccount] === undefined) {
+    throw new OptionsError(`option systemAccount: ${o.systemAccount} is not one of the accounts`);
+  }
   // As nats-server: monitoring over HTTPS is served with the client TLS certificate, and without one there is none.
   if (o.httpsPort !== undefined && o.tls === undefined) {
     throw new OptionsError("httpsPort needs tls: monitoring over HTTPS is served with the certificate of tls (certFile and keyFile)");
-  }
-  // The Kafka door serves the default account and authenticates the authorization block's users (SASL):
-  // users of other accounts, or of operator mode, would reach streams outside their account, or no one could log in.
-  if (o.kafka !== undefined && (o.operator !== undefined || Object.values(o.accounts ?? {}).some((a) => (a.users ?? []).length > 0))) {
-    throw new OptionsError("the Kafka listener serves the default account only: it cannot be used with account users or operator mode yet");
   }
   // As nats-server: a message that may be published must fit in what a subscriber may have pending.
   if (maxPayload > maxPending) {

@@ -1,6 +1,7 @@
-/** `/connz`: live connections, sorted and paged, in nats-server's shape. */
+/** `/connz`: live connections, sorted and paged, in nats-server's shape; `acc` keeps one account's. */
 
 import type { ConnectionInfo } from "../core/broker.js";
+import { GLOBAL_ACCOUNT } from "../core/account.js";
 import type { Subscription } from "../subjects/subscription.js";
 import type { MonitorContext } from "./context.js";
 import { boolParam, pageParams } from "./query.js";
@@ -29,18 +30,28 @@ export function connz(ctx: MonitorContext, q: URLSearchParams): Record<string, u
   // nats-server: `subs=detail` lists subscription details instead of subjects; otherwise `subs` is a boolean.
   const detail = q.get("subs") === "detail";
   const withSubs = !detail && boolParam(q, "subs");
-  // As nats-server: who a connection authenticated as is shown only when asked for.
+  // As nats-server: who a connection authenticated as (and its certificates) is shown only when asked for.
   const withAuth = boolParam(q, "auth");
   const { offset, limit } = pageParams(q, DEFAULT_LIMIT, MAX_LIMIT);
   const sorter = SORTERS[q.get("sort") ?? "cid"] ?? SORTERS.cid;
-  const conns = [...broker.connections.values()];
-  const infos = conns.map((c) => c.info(now, withSubs));
+  // nats-server's `acc`: one account's connections (what an account's own CONNZ request sees).
+  const acc = q.get("acc") || null;
+  let conns = [...broker.connections.values()];
+  let infos = conns.map((c) => c.info(now, withSubs));
+  if (acc !== null) {
+    const keep = infos.map((i) => (i.account ?? GLOBAL_ACCOUNT) === acc);
+    conns = conns.filter((_, i) => keep[i]);
+    infos = infos.filter((_, i) => keep[i]);
+  }
   const order = infos.map((_, i) => i).sort((a, b) => sorter(infos[a], infos[b]));
   const page = order.slice(offset, offset + limit);
   const details = detail ? subscriptionsByReceiver(ctx) : null;
   const connections = page.map((i) => {
     const info: ConnectionInfo & { subscriptions_list_detail?: SubDetail[] } = infos[i];
-    if (!withAuth) delete info.authorized_user;
+    if (!withAuth) {
+      delete info.authorized_user;
+      delete info.tls_peer_certs;
+    }
     const subs = details?.get(conns[i]);
     // Omitted when empty, as nats-server does (a Kafka connection has no subscriptions).
     if (subs !== undefined) info.subscriptions_list_detail = subDetails(subs, info.cid);
@@ -78,9 +89,10 @@ function subDetails(subs: readonly Subscription[], cid: number): SubDetail[] {
   return subs.map((sub) => subDetail(sub, cid)).sort((a, b) => compareSids(a.sid as string, b.sid as string));
 }
 
-/** Keys in nats-server's order: subject, qgroup, sid, msgs, max, cid (qgroup and max only when set). */
-function subDetail(sub: Subscription, cid: number): SubDetail {
-  const d: SubDetail = { subject: sub.subject };
+/** Keys in nats-server's order: account, subject, qgroup, sid, msgs, max, cid (account, qgroup and max only when set). */
+export function subDetail(sub: Subscription, cid: number, account?: string): SubDetail {
+  const d: SubDetail = account === undefined ? {} : { account };
+  d.subject = sub.subject;
   if (sub.queue !== null) d.qgroup = sub.queue;
   d.sid = sidOf(sub);
   d.msgs = sub.delivered;

@@ -4,15 +4,18 @@
  */
 
 import type { Broker } from "../core/broker.js";
-import type { JetStream } from "../streams/jetstream.js";
+import type { ClusterView } from "../cluster/node.js";
+import type { JetStreams } from "../streams/jetstreams.js";
 import type { CpuSampler } from "./varz.js";
 
 export interface MonitorContext {
   readonly broker: Broker;
-  /** The streams, when JetStream is enabled. */
-  readonly jetstream: JetStream | undefined;
+  /** Every account's streams, when JetStream is enabled. */
+  readonly jetstreams: JetStreams | undefined;
   /** Process CPU sampled between /varz requests, as nats-server's `cpu`. */
   readonly cpu: CpuSampler;
+  /** The cluster as this node sees it, when it is a node of one (read from memory, never from etcd). */
+  readonly cluster?: () => ClusterView | undefined;
 }
 
 /** An endpoint's answer: JSON (nats-server's shapes) or text (Prometheus, query errors). */

@@ -15,10 +15,12 @@ import { boolParam } from "./query.js";
 export function healthz(ctx: MonitorContext, q: URLSearchParams): Reply {
   const enabledOnly = boolParam(q, "js-enabled-only") || boolParam(q, "js-enabled");
   const serverOnly = boolParam(q, "js-server-only");
-  const js = ctx.jetstream;
-  if (js === undefined || enabledOnly || serverOnly) return json({ status: "ok" }, 200, true);
-  const failure = firstStorageFailure(js);
-  if (failure !== null) return json({ status: "unavailable", error: failure }, 503, true);
+  const jss = ctx.jetstreams;
+  if (jss === undefined || enabledOnly || serverOnly) return json({ status: "ok" }, 200, true);
+  for (const js of [...jss.all()].sort((a, b) => (a.account.name < b.account.name ? -1 : 1))) {
+    const failure = firstStorageFailure(js);
+    if (failure !== null) return json({ status: "unavailable", error: failure }, 503, true);
+  }
   return json({ status: "ok" }, 200, true);
 }
 

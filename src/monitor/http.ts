@@ -9,7 +9,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { createServer as createHttpsServer } from "node:https";
 import type { SecureContextOptions } from "node:tls";
 import type { Broker } from "../core/broker.js";
-import type { JetStream } from "../streams/jetstream.js";
+import type { JetStreams } from "../streams/jetstreams.js";
+import type { ClusterView } from "../cluster/node.js";
 import { json, type MonitorContext, type Reply } from "./context.js";
 import { connz } from "./connz.js";
 import { accountz } from "./accountz.js";
@@ -47,8 +48,8 @@ const ENDPOINTS = new Map<string, Endpoint>([
  * in nats-server, monitoring asks no client certificate even where client
  * connections must show one.
  */
-export async function startMonitor(broker: Broker, host: string, port: number, jetstream?: JetStream, tls?: SecureContextOptions): Promise<Monitor> {
-  const ctx: MonitorContext = { broker, jetstream, cpu: new CpuSampler() };
+export async function startMonitor(broker: Broker, host: string, port: number, jetstreams?: JetStreams, tls?: SecureContextOptions, cluster?: () => ClusterView | undefined): Promise<Monitor> {
+  const ctx: MonitorContext = { broker, jetstreams, cpu: new CpuSampler(), cluster };
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(ctx, req, res);
   const secure = tls === undefined ? null : createHttpsServer({ ...tls, requestCert: false }, onRequest);
   const server = secure ?? createServer(onRequest);

@@ -5,6 +5,7 @@
  */
 
 import type { JetStream } from "../streams/jetstream.js";
+import type { JetStreams } from "../streams/jetstreams.js";
 import { lostTotals } from "../streams/damage.js";
 
 const MS_TO_NS = 1_000_000;
@@ -16,8 +17,8 @@ const MS_TO_NS = 1_000_000;
 export const NO_LIMIT = -1;
 
 /** nats-server's JetStreamConfig: 2.9's fields, with 2.10's sync_interval / sync_always. */
-export function jetStreamConfig(js: JetStream): Record<string, unknown> {
-  const o = js.options;
+export function jetStreamConfig(jss: JetStreams): Record<string, unknown> {
+  const o = jss.options;
   const config: Record<string, unknown> = { max_memory: NO_LIMIT, max_storage: NO_LIMIT, store_dir: o.storeDir };
   const sync = o.sync ?? "always";
   if (sync === "always") config.sync_always = true;
@@ -39,9 +40,15 @@ export interface JetStreamUsage {
   storageErrors: number;
 }
 
-/** Totals over every stream and every partition (a Kafka topic's partitions all count). */
-export function jetStreamUsage(js: JetStream): JetStreamUsage {
-  const u: JetStreamUsage = { memory: 0, storage: 0, streams: js.streams.size, consumers: 0, messages: 0, bytes: 0, lost: 0, storageErrors: 0 };
+/** Totals over every stream and every partition (a Kafka topic's partitions all count) of the accounts given. */
+export function jetStreamUsage(accounts: readonly JetStream[]): JetStreamUsage {
+  const u: JetStreamUsage = { memory: 0, storage: 0, streams: 0, consumers: 0, messages: 0, bytes: 0, lost: 0, storageErrors: 0 };
+  for (const js of accounts) addUsage(u, js);
+  return u;
+}
+
+function addUsage(u: JetStreamUsage, js: JetStream): void {
+  u.streams += js.streams.size;
   for (const s of js.streams.values()) {
     u.consumers += s.consumers.size;
     for (const p of s.partitions) {
@@ -54,18 +61,23 @@ export function jetStreamUsage(js: JetStream): JetStreamUsage {
       if (st.error !== null) u.storageErrors++;
     }
   }
-  return u;
 }
 
-/** nats-server's JetStreamStats (the part /varz, /jsz and each account detail share). */
-export function jetStreamStats(js: JetStream, u: JetStreamUsage): Record<string, unknown> {
+/** nats-server's JetStreamStats (the part /varz, /jsz and each account detail share), over the accounts given. */
+export function jetStreamStats(accounts: readonly JetStream[], u: JetStreamUsage): Record<string, unknown> {
+  let total = 0;
+  let errors = 0;
+  for (const js of accounts) {
+    total += js.apiTotal;
+    errors += js.apiErrors;
+  }
   return {
     memory: u.memory,
     storage: u.storage,
     reserved_memory: 0,
     reserved_storage: 0,
-    accounts: 1,
+    accounts: accounts.length,
     ha_assets: 0,
-    api: { total: js.apiTotal, errors: js.apiErrors },
+    api: { total, errors },
   };
 }

@@ -10,7 +10,7 @@
 import type { JetStream } from "../streams/jetstream.js";
 import type { Stream } from "../streams/stream.js";
 import type { MonitorContext } from "./context.js";
-import { jetStreamConfig, jetStreamStats, jetStreamUsage, type JetStreamUsage } from "./js-usage.js";
+import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 import { boolParam, pageParams } from "./query.js";
 import { partitionStates, streamState } from "./stream-state.js";
 
@@ -31,14 +31,15 @@ export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Reco
   boolParam(q, "raft");
   const page = pageParams(q, ACCOUNTS_LIMIT, ACCOUNTS_LIMIT);
   const head = { server_id: ctx.broker.serverId, now: new Date().toISOString() };
-  const js = ctx.jetstream;
-  if (js === undefined) return { ...head, disabled: true, ...disabledBody() };
+  const jss = ctx.jetstreams;
+  if (jss === undefined) return { ...head, disabled: true, ...disabledBody() };
 
-  const usage = jetStreamUsage(js);
+  const all = jss.all();
+  const usage = jetStreamUsage(all);
   const out: Record<string, unknown> = {
     ...head,
-    config: jetStreamConfig(js),
-    ...jetStreamStats(js, usage),
+    config: jetStreamConfig(jss),
+    ...jetStreamStats(all, usage),
     streams: usage.streams,
     consumers: usage.consumers,
     messages: usage.messages,
@@ -48,11 +49,16 @@ export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Reco
   if (usage.lost > 0) out.num_lost = usage.lost;
   if (usage.storageErrors > 0) out.storage_errors = usage.storageErrors;
 
-  // One JetStream account today; the selection below is nats-server's for many.
-  const names = [js.account.name];
+  // nats-server's selection: one account by name, or a page of every JetStream account.
+  const names = all.map((js) => js.account.name).sort();
   const acc = q.get("acc");
-  const selected = acc !== null && names.includes(acc) ? [acc] : accounts ? names.sort().slice(page.offset, page.offset + page.limit) : [];
-  if (selected.length > 0) out.account_details = [await accountDetail(ctx, js, usage, { streams, consumers, config })];
+  const selected = acc !== null && names.includes(acc) ? [acc] : accounts ? names.slice(page.offset, page.offset + page.limit) : [];
+  const details: Array<Record<string, unknown>> = [];
+  for (const name of selected) {
+    const js = jss.get(name);
+    if (js !== undefined) details.push(await accountDetail(ctx, js, { streams, consumers, config }));
+  }
+  if (details.length > 0) out.account_details = details;
   return out;
 }
 
@@ -73,9 +79,10 @@ function disabledBody(): Record<string, unknown> {
   };
 }
 
-async function accountDetail(ctx: MonitorContext, js: JetStream, usage: JetStreamUsage, opts: DetailOptions): Promise<Record<string, unknown>> {
+async function accountDetail(ctx: MonitorContext, js: JetStream, opts: DetailOptions): Promise<Record<string, unknown>> {
   // nats-server shows reserved_* as its "no reservation" sentinel (2^64-1) here; nagare reserves nothing: 0.
-  const detail: Record<string, unknown> = { name: js.account.name, id: js.account.name, ...jetStreamStats(js, usage), accounts: 0 };
+  const usage = jetStreamUsage([js]);
+  const detail: Record<string, unknown> = { name: js.account.name, id: js.account.name, ...jetStreamStats([js], usage), accounts: 0 };
   if (!opts.streams) return detail;
   const list: Array<Record<string, unknown>> = [];
   for (const name of [...js.streams.keys()].sort()) {

@@ -66,11 +66,12 @@ function jetStreamMetrics(e: Exposition, ctx: MonitorContext): void {
     ["server_id", ctx.broker.serverId],
     ["server_name", ctx.broker.serverName],
   ];
-  const js = ctx.jetstream;
-  e.single("jetstream_server_jetstream_disabled", "gauge", "1 when JetStream is disabled", server, js === undefined ? 1 : 0);
-  if (js === undefined) return;
+  const jss = ctx.jetstreams;
+  e.single("jetstream_server_jetstream_disabled", "gauge", "1 when JetStream is disabled", server, jss === undefined ? 1 : 0);
+  if (jss === undefined) return;
 
-  const u = jetStreamUsage(js);
+  const all = [...jss.all()].sort((a, b) => (a.account.name < b.account.name ? -1 : 1));
+  const u = jetStreamUsage(all);
   const gauges: Array<[string, string, number]> = [
     ["total_streams", "Streams", u.streams],
     ["total_consumers", "Consumers", u.consumers],
@@ -80,10 +81,10 @@ function jetStreamMetrics(e: Exposition, ctx: MonitorContext): void {
     ["max_storage", "Storage limit for streams in bytes (-1: none)", NO_LIMIT],
   ];
   for (const [name, help, value] of gauges) e.single(`jetstream_server_${name}`, "gauge", help, server, value);
-  e.single("nagare_jetstream_api_requests_total", "counter", "JetStream API requests answered", server, js.apiTotal);
-  e.single("nagare_jetstream_api_errors_total", "counter", "JetStream API requests answered with an error", server, js.apiErrors);
+  e.single("nagare_jetstream_api_requests_total", "counter", "JetStream API requests answered", server, sum(all, (js) => js.apiTotal));
+  e.single("nagare_jetstream_api_errors_total", "counter", "JetStream API requests answered with an error", server, sum(all, (js) => js.apiErrors));
 
-  const rows = streamRows(js, server);
+  const rows = all.flatMap((js) => streamRows(js, server));
   streamFamilies(e, rows);
   partitionFamilies(e, rows);
   consumerFamilies(e, rows);
@@ -115,9 +116,9 @@ function streamFamilies(e: Exposition, rows: StreamRow[]): void {
   }
 }
 
-function sum(states: readonly LogState[], f: (st: LogState) => number): number {
+function sum<T>(items: readonly T[], f: (x: T) => number): number {
   let n = 0;
-  for (const st of states) n += f(st);
+  for (const x of items) n += f(x);
   return n;
 }
 

@@ -4,7 +4,7 @@ import { cpus } from "node:os";
 import { ADVERTISED_VERSION } from "../core/broker.js";
 import { DEFAULTS } from "../core/options.js";
 import { formatDuration } from "../util/duration.js";
-import type { JetStream } from "../streams/jetstream.js";
+import type { JetStreams } from "../streams/jetstreams.js";
 import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 
@@ -35,7 +35,9 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     https_port: o.httpsPort,
     auth_timeout: o.authTimeout / 1000,
     tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
-    ...(o.tls !== undefined ? { tls_required: true, tls_verify: o.tls.verify === true } : {}),
+    // As nats-server (omitempty): tls_required only when TLS is (not with allow_non_tls), tls_verify only when certificates are.
+    ...(o.tls !== undefined && o.tls.allowNonTls !== true ? { tls_required: true } : {}),
+    ...(o.tls !== undefined && (o.tls.verify === true || o.tls.verifyAndMap === true) ? { tls_verify: true } : {}),
     max_control_line: o.maxControlLine,
     max_payload: o.maxPayload,
     max_pending: o.maxPending,
@@ -43,7 +45,9 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_duration: o.lameDuckDuration * MS_TO_NS,
     lame_duck_grace_period: o.lameDuckGracePeriod * MS_TO_NS,
     lame_duck_mode: broker.lameDuck,
-    jetstream: jetstreamVarz(ctx.jetstream),
+    jetstream: jetstreamVarz(ctx.jetstreams),
+    // nats-server's `cluster` describes its route listener (empty without one); nagare's adds the etcd membership.
+    cluster: ctx.cluster?.() ?? {},
     start: broker.startedAt.toISOString(),
     now: now.toISOString(),
     uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),
@@ -62,13 +66,16 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     slow_consumers: s.slowConsumers,
     stale_connections: s.staleConnections,
     subscriptions,
+    // As nats-server: which account answers status requests, when there is one.
+    ...(broker.system !== null ? { system_account: broker.system.name } : {}),
   };
 }
 
 /** nats-server's `jetstream` object: empty when JetStream is off. */
-function jetstreamVarz(js: JetStream | undefined): Record<string, unknown> {
-  if (js === undefined) return {};
-  return { config: jetStreamConfig(js), stats: jetStreamStats(js, jetStreamUsage(js)) };
+export function jetstreamVarz(jss: JetStreams | undefined): Record<string, unknown> {
+  if (jss === undefined) return {};
+  const all = jss.all();
+  return { config: jetStreamConfig(jss), stats: jetStreamStats(all, jetStreamUsage(all)) };
 }
 
 /** CPU use of this process since the previous sample, in percent of one core. */

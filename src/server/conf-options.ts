@@ -17,7 +17,8 @@ import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
-import { DEFAULTS, KAFKA_SASL_MECHANISMS, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
+import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, mapsCertificates, ROUTES_NOT_BUILT, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -27,14 +28,11 @@ type Tree = Record<string, unknown>;
  * worse than not running.
  */
 const NOT_SUPPORTED: Record<string, string> = {
-  system_account: "accounts are not supported yet",
-  system: "accounts are not supported yet",
-  trusted: "operator (JWT) mode is not supported yet",
-  trusted_keys: "operator (JWT) mode is not supported yet",
-  resolver_pinned_accounts: "operator (JWT) mode is not supported yet",
-  allow_non_tls: "TLS optional for clients (allow_non_tls) is not supported yet",
+  trusted: "trusted keys without an operator JWT are not supported yet",
+  trusted_keys: "trusted keys without an operator JWT are not supported yet",
+  resolver_pinned_accounts: "pinning accounts is not supported yet",
+  resolver_tls: "the URL resolver is not supported yet",
   ocsp: "TLS is not supported yet",
-  cluster: "clustering is not supported yet",
   gateway: "gateways are not supported yet",
   leafnodes: "leaf nodes are not supported yet",
   leaf: "leaf nodes are not supported yet",
@@ -56,12 +54,12 @@ const NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `jetstream { }`: limits and features its streams would silently lack. */
 const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
-  max_memory_store: "JetStream memory limits are not supported yet",
-  max_mem_store: "JetStream memory limits are not supported yet",
-  max_mem: "JetStream memory limits are not supported yet",
-  max_file_store: "JetStream storage limits are not supported yet",
-  max_file: "JetStream storage limits are not supported yet",
-  limits: "JetStream account limits are not supported yet",
+  max_memory_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_mem: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
+  max_file_store: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  max_file: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
+  limits: "server-wide JetStream API limits are not supported yet",
   domain: "JetStream domains are not supported yet",
   key: "encryption at rest is not supported yet",
   ek: "encryption at rest is not supported yet",
@@ -74,10 +72,7 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
 /** Per block (lower-case name), its keys for features nagare lacks. */
 /** The same inside `tls { }`. */
 const TLS_NOT_SUPPORTED: Record<string, string> = {
-  verify_and_map: "mapping client certificates to users is not supported yet",
   verify_cert_and_check_known_urls: "checking client certificates against known URLs is not supported",
-  cipher_suites: "choosing cipher suites is not supported yet",
-  curve_preferences: "choosing curves is not supported yet",
   insecure: "insecure TLS is not supported",
   pinned_certs: "pinned certificates are not supported yet",
   cert_store: "the Windows certificate store is not supported",
@@ -102,8 +97,14 @@ const KAFKA_TLS_NOT_SUPPORTED: Record<string, string> = {
   first: "the Kafka listener is TLS from the first byte (Kafka clients do not upgrade): handshake_first does not apply",
 };
 
+/** The same inside `cluster { }`: nats-server's route settings, for routes nagare does not build yet. */
+const CLUSTER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
+  ["net", "authorization", "tls", "advertise", "cluster_advertise", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
+);
+
 const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
   jetstream: JETSTREAM_NOT_SUPPORTED,
+  cluster: CLUSTER_NOT_SUPPORTED,
   tls: TLS_NOT_SUPPORTED,
   "kafka.tls": KAFKA_TLS_NOT_SUPPORTED,
   authorization: AUTHORIZATION_NOT_SUPPORTED,
@@ -114,8 +115,6 @@ const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
  * nothing the configuration asks for. Keep this list short and justified.
  */
 const IGNORED = {
-  /** nagare has no system account: what the key asks for is already so. */
-  no_system_account: "boolean",
   /**
    * They pace the logging of failed route, gateway and leaf node connects;
    * nagare makes none (the blocks that would ask for them are refused).
@@ -236,6 +235,18 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (tlsBlock) tls(o, tlsBlock, c);
   });
   c.attempt(() => {
+    // nats-server's allow_non_tls is a top-level key about the client listener's tls block.
+    const allow = lookup(tree, "allow_non_tls");
+    if (allow === undefined) return;
+    const on = bool(allow);
+    if (o.tls === undefined) {
+      if (lookup(tree, "tls") === undefined) fail(allow, "needs a tls block: without TLS every client is plain already");
+      return; // the tls block's own error is reported
+    }
+    if (on && o.tls.handshakeFirst === true) fail(allow, "cannot be used with tls.handshake_first: with it every client starts with a TLS handshake");
+    o.tls.allowNonTls = on;
+  });
+  c.attempt(() => {
     // nats-server refuses it too ("TLS cert and key required for HTTPS"): there is no certificate to serve it with.
     if (https !== undefined && lookup(tree, "tls") === undefined) fail(https, "monitoring over HTTPS needs a tls block: it is served with that certificate");
   });
@@ -245,19 +256,20 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   });
   c.attempt(() => {
     const operator = lookup(tree, "operator") ?? lookup(tree, "operators");
-    const resolver = lookup(tree, "resolver");
+    const resolver = lookup(tree, "resolver") ?? lookup(tree, "account_resolver") ?? lookup(tree, "accounts_resolver");
     const preload = lookup(tree, "resolver_preload");
     if (operator === undefined) {
       const stray = resolver ?? preload;
       if (stray) fail(stray, "needs an operator (operator mode)");
       return;
     }
-    operatorMode(o, operator, resolver, preload);
+    operatorMode(o, operator, resolver, preload, c);
   });
   c.attempt(() => {
     const accounts = lookup(tree, "accounts");
     if (accounts) accountsBlock(o, accounts, c);
   });
+  c.attempt(() => systemAccount(o, tree));
   c.attempt(() => {
     const noAuthUser = lookup(tree, "no_auth_user");
     if (noAuthUser) {
@@ -266,6 +278,23 @@ export function optionsFromConf(tree: Tree): ServerOptions {
       if (!users.some((u) => u.user === name)) fail(noAuthUser, `${name} is not one of the users`);
       o.authorization = { ...o.authorization, noAuthUser: name };
     }
+  });
+  c.attempt(() => {
+    // What verify_and_map needs (users to map to, nothing else deciding who they are), reported at the key that asked for it.
+    const problem = mapsCertificates(o) ? certificateUsersProblem(o) : null;
+    if (problem === null) return;
+    const kafkaBlock = lookup(tree, "kafka");
+    const block = o.tls?.verifyAndMap === true ? lookup(tree, "tls") : kafkaBlock && isBlock(kafkaBlock.value) ? inBlock(kafkaBlock.value, kafkaBlock, "tls") : undefined;
+    fail((block && isBlock(block.value) ? inBlock(block.value, block, "verify_and_map") : undefined) ?? block!, problem);
+  });
+
+  c.attempt(() => {
+    const cluster = lookup(tree, "cluster");
+    if (cluster) clusterBlock(o, cluster, c);
+  });
+  c.attempt(() => {
+    const etcd = lookup(tree, "etcd");
+    if (etcd) etcdBlock(o, etcd, c);
   });
 
   c.attempt(() => {
@@ -277,7 +306,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (trace) o.trace = bool(trace);
   });
   c.attempt(() => {
-    // nats-server's verbose trace adds the system account's traffic; nagare has none, so it is plain trace.
+    // nats-server's verbose trace adds the system account's internal traffic; nagare traces no internal traffic, so it is plain trace.
     const traceVerbose = lookup(tree, "trace_verbose");
     if (traceVerbose && bool(traceVerbose)) o.trace = true;
   });
@@ -298,12 +327,10 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (logFile) o.logFile = nonEmptyStr(logFile);
   });
 
-  for (const [name, kind] of Object.entries(IGNORED)) {
+  for (const name of Object.keys(IGNORED)) {
     c.attempt(() => {
       const e = lookup(tree, name);
-      if (!e) return;
-      if (kind === "boolean") bool(e);
-      else nonNegativeInt(e);
+      if (e) nonNegativeInt(e);
     });
   }
 
@@ -583,7 +610,7 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
     if (users === undefined) return;
     if (a.users !== undefined) fail(users, "cannot be used with user and password in the same block");
     if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-    a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+    a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
   });
   c.attempt(() => {
     const timeout = sub("timeout");
@@ -603,11 +630,12 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
 
 /**
  * Operator mode: `operator` (a JWT, or the file holding one; or a list),
- * `resolver: MEMORY` and `resolver_preload { <account public key>: <account
- * JWT> }`. Other resolvers (a directory, a URL) are refused. The JWTs are
- * checked when the server starts.
+ * a resolver, and `resolver_preload { <account public key>: <account JWT> }`.
+ * The resolver is `MEMORY` (the preload, updated in memory) or a directory
+ * (`{ type: full | cache, dir, allow_delete, limit, interval, timeout }`);
+ * the URL resolver is refused. The JWTs are checked when the server starts.
  */
-function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undefined, preload: Entry | undefined): void {
+function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undefined, preload: Entry | undefined, c: Collector): void {
   const jwtOrFile = (e: Entry, v: unknown): string => {
     if (typeof v !== "string" || v.trim() === "") fail(e, `expected an operator JWT or the file holding one, got ${describe(v)}`);
     if (v.trim().startsWith("eyJ")) return v.trim();
@@ -618,28 +646,105 @@ function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undef
     }
   };
   const operators = (Array.isArray(operator.value) ? operator.value : [operator.value]).map((v) => jwtOrFile(operator, v));
-  if (resolver === undefined) fail(operator, "operator mode needs resolver: MEMORY with resolver_preload");
-  if (typeof resolver.value !== "string" || resolver.value.toUpperCase() !== "MEMORY") {
-    fail(resolver, `only the MEMORY resolver is supported yet (nagare will not start without it), got ${describe(resolver.value)}`);
-  }
-  if (preload === undefined) fail(resolver, "the MEMORY resolver needs resolver_preload");
-  if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
+  if (resolver === undefined) fail(operator, "operator mode needs a resolver: MEMORY (with resolver_preload) or a directory ({ type: full, dir: ... })");
+  const dir = resolverOf(resolver, c);
+  if (dir === undefined && preload === undefined) fail(resolver, "the MEMORY resolver needs resolver_preload");
   const accounts: Record<string, string> = {};
-  for (const key of Object.keys(preload.value)) {
-    const e = inBlock(preload.value, preload, key.toLowerCase())!;
-    if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
-    if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
-    accounts[key] = e.value;
+  if (preload !== undefined) {
+    if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
+    for (const key of Object.keys(preload.value)) {
+      const e = inBlock(preload.value, preload, key.toLowerCase())!;
+      if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
+      if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
+      accounts[key] = e.value;
+    }
   }
-  o.operator = { operators, accounts };
+  o.operator = { operators, accounts, ...(dir !== undefined ? { resolver: dir } : {}) };
+}
+
+/**
+ * The resolver: `MEMORY` (undefined here), or a directory resolver's block.
+ * A URL resolver is refused: nagare would not know the accounts it serves.
+ */
+function resolverOf(e: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["operator"]>["resolver"]> | undefined {
+  if (typeof e.value === "string") {
+    const v = e.value.trim().toUpperCase();
+    if (v === "MEMORY" || v === "MEM") return undefined;
+    if (v.startsWith("URL")) fail(e, "the URL resolver is not supported yet (nagare will not start without it): use MEMORY or a directory ({ type: full, dir: ... })");
+    fail(e, `expected MEMORY or a directory resolver block, got ${describe(e.value)}`);
+  }
+  if (!isBlock(e.value)) fail(e, `expected MEMORY or a directory resolver block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const type = sub("type");
+  const dirEntry = sub("dir");
+  if (type === undefined) fail(e, "needs type: full or cache");
+  const t = nonEmptyStr(type).toLowerCase();
+  if (t !== "full" && t !== "cache") fail(type, `must be full or cache, got ${JSON.stringify(type.value)}`);
+  if (dirEntry === undefined) fail(e, "needs dir: the directory holding the account JWTs");
+  const r: NonNullable<NonNullable<ServerOptions["operator"]>["resolver"]> = { type: t, dir: nonEmptyStr(dirEntry) };
+  c.attempt(() => {
+    const del = sub("allow_delete");
+    if (!del) return;
+    if (t === "cache") fail(del, "a cache resolver does not accept allow_delete");
+    r.allowDelete = bool(del);
+  });
+  c.attempt(() => {
+    const limit = sub("limit");
+    if (!limit) return;
+    const n = nonNegativeInt(limit);
+    if (n > 0) r.limit = n; // 0: the default, as nats-server reads it
+  });
+  // Checked, and honoured by what they mean on one server: `interval` (full) paces syncing the
+  // directory with other servers', `timeout` bounds asking other servers for an account: nagare has no other servers.
+  c.attempt(() => {
+    const interval = sub("interval");
+    if (!interval) return;
+    if (t === "cache") fail(interval, "a cache resolver does not accept interval");
+    durationMs(interval);
+  });
+  c.attempt(() => {
+    const timeout = sub("timeout");
+    if (timeout) durationMs(timeout);
+  });
+  c.attempt(() => {
+    const ttl = sub("ttl");
+    if (!ttl) return;
+    if (t === "full") fail(ttl, "a full resolver does not accept ttl");
+    // Evicting an account after ttl means fetching it again from other servers: nagare has none to fetch from.
+    if (durationMs(ttl) > 0) fail(ttl, "a cache resolver's ttl is not supported yet (nagare will not start without it)");
+  });
+  return r;
+}
+
+/**
+ * `system_account` (or `system`): the account whose users may ask for the
+ * server's status (one of `accounts`, `$SYS`, or in operator mode an account
+ * key); `no_system_account` (or `no_system`, `no_sys_acc`): none at all.
+ */
+function systemAccount(o: ServerOptions, tree: Tree): void {
+  const e = lookup(tree, "system_account") ?? lookup(tree, "system");
+  const none = lookup(tree, "no_system_account") ?? lookup(tree, "no_system") ?? lookup(tree, "no_sys_acc");
+  if (none !== undefined && bool(none)) {
+    if (e !== undefined) fail(none, "cannot be used with system_account");
+    o.noSystemAccount = true;
+  }
+  if (e === undefined) return;
+  const name = nonEmptyStr(e);
+  if (o.operator !== undefined) {
+    if (!/^A[A-Z2-7]{55}$/.test(name)) fail(e, "in operator mode the system account is an account public key");
+  } else if (name !== "$SYS" && o.accounts?.[name] === undefined) {
+    fail(e, `${name} is not one of the accounts`);
+  }
+  o.systemAccount = name;
 }
 
 /**
  * `accounts { NAME: { users: [...], exports: [...], imports: [...] } }`:
  * exports `{ stream | service, accounts, response_type, response_threshold }`,
  * imports `{ stream: { account, subject }, prefix }` and `{ service: { account,
- * subject }, to }`. What nagare cannot serve in an account (JetStream per
- * account, mappings, the system account) stops the start.
+ * subject }, to }`, and `jetstream` (see accountJetStream). What nagare
+ * cannot serve in an account (mappings) stops the start.
  */
 function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
@@ -647,7 +752,6 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   for (const name of Object.keys(e.value)) {
     const acc = inBlock(e.value, e, name.toLowerCase())!;
     c.attempt(() => {
-      if (name === "$SYS") fail(acc, "the system account is not supported yet (nagare will not start without it)");
       if (!isBlock(acc.value)) fail(acc, `expected an account block, got ${describe(acc.value)}`);
       const block = acc.value;
       const sub = (k: string): Entry | undefined => inBlock(block, acc, k);
@@ -656,7 +760,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         const users = sub("users");
         if (users === undefined) return;
         if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-        a.users = users.value.map((u, i) => userEntry(u, users, i, c));
+        a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
       });
       c.attempt(() => {
         const exports = sub("exports");
@@ -670,16 +774,61 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         if (!Array.isArray(imports.value)) fail(imports, `expected an array of imports, got ${describe(imports.value)}`);
         a.imports = imports.value.map((x, i) => importEntry(x, { ...imports, key: `${imports.key}[${i}]` }, c));
       });
-      for (const k of ["jetstream", "js"]) {
-        const js = sub(k);
-        if (js) fail(js, "JetStream in an account other than the default one is not supported yet (nagare will not start without it)");
-      }
+      c.attempt(() => {
+        const js = sub("jetstream");
+        if (js) a.jetstream = accountJetStream(js, c);
+      });
       const mappings = sub("mappings");
       if (mappings) fail(mappings, "subject mappings are not supported yet (nagare will not start without it)");
       out[name] = a;
     });
   }
   o.accounts = out;
+}
+
+/**
+ * An account's `jetstream`, read as nats-server 2.9 reads it: `true`/`false`,
+ * `enabled`/`disabled`, or a block of limits under nats-server's names and
+ * aliases, each unlimited (-1) unless given.
+ */
+function accountJetStream(e: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["jetstream"]> {
+  const v = e.value;
+  if (typeof v === "boolean") return v;
+  if (typeof v === "string") {
+    const s = v.toLowerCase();
+    if (s === "enabled" || s === "enable") return true;
+    if (s === "disabled" || s === "disable") return false;
+    fail(e, `expected enabled or disabled, got ${describe(v)}`);
+  }
+  if (!isBlock(v)) fail(e, `expected true, false, enabled, disabled or a block of limits, got ${describe(v)}`);
+  const limits: Exclude<ReturnType<typeof accountJetStream>, boolean> = {};
+  const size = (x: Entry): number => {
+    if (typeof x.value !== "number" || !Number.isInteger(x.value)) fail(x, `expected a size, got ${describe(x.value)}`);
+    if (x.value < -1) fail(x, `must be -1 (unlimited) or more, got ${x.value}`);
+    return x.value;
+  };
+  const keys: Array<[keyof typeof limits, string[]]> = [
+    ["maxMemory", ["max_memory", "max_mem", "mem", "memory"]],
+    ["maxStorage", ["max_store", "max_file", "max_disk", "store", "disk"]],
+    ["maxStreams", ["max_streams", "streams"]],
+    ["maxConsumers", ["max_consumers", "consumers"]],
+    ["maxAckPending", ["max_ack_pending"]],
+    ["memoryMaxStreamBytes", ["mem_max_stream_bytes", "memory_max_stream_bytes"]],
+    ["storageMaxStreamBytes", ["disk_max_stream_bytes", "store_max_stream_bytes"]],
+  ];
+  for (const [field, names] of keys) {
+    c.attempt(() => {
+      let x: Entry | undefined;
+      for (const n of names) x = inBlock(v, e, n) ?? x;
+      if (x) (limits as Record<string, number>)[field] = size(x);
+    });
+  }
+  c.attempt(() => {
+    let x: Entry | undefined;
+    for (const n of ["max_bytes_required", "max_stream_bytes", "max_bytes"]) x = inBlock(v, e, n) ?? x;
+    if (x) limits.maxBytesRequired = bool(x);
+  });
+  return limits;
 }
 
 function exportEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["exports"]>[number] {
@@ -746,8 +895,8 @@ function subjectValue(e: Entry): string {
   return s;
 }
 
-/** One entry of `authorization { users: [...] }`. */
-function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
+/** One entry of `authorization { users: [...] }` (or an account's); `certificateUsers`: verify_and_map is on, and users may have no password. */
+function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certificateUsers: boolean): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
   const at: Entry = { ...parent, key: `${parent.key}[${i}]` };
   if (!isBlock(v)) fail(at, `expected a user block, got ${describe(v)}`);
   const sub = (name: string): Entry | undefined => inBlock(v, at, name);
@@ -773,7 +922,7 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector): NonNulla
   });
   c.unread(v, `${at.key}.`);
   if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
-  if (u.user !== undefined && u.password === undefined) fail(at, `user ${u.user} needs a password`);
+  if (u.user !== undefined && u.password === undefined && !certificateUsers) fail(at, `user ${u.user} needs a password (only users that client certificates name, with tls { verify_and_map: true }, may go without)`);
   return u;
 }
 
@@ -859,8 +1008,9 @@ function readableFile(e: Entry): string {
 }
 
 /**
- * `tls { cert_file, key_file, ca_file, verify, timeout, handshake_first,
- * min_version }` for client connections. Certificate and key are required:
+ * `tls { cert_file, key_file, ca_file, verify, verify_and_map, timeout,
+ * handshake_first, min_version, cipher_suites, curve_preferences }` for
+ * client connections (`allow_non_tls` is a top-level key). Certificate and key are required:
  * a `tls` block nagare could not serve stops the start (the files are read
  * at start, with their own errors).
  */
@@ -898,6 +1048,19 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     if (verify) t.verify = bool(verify);
   });
   c.attempt(() => {
+    // As nats-server: true implies verify; false leaves verify as it is.
+    const map = sub("verify_and_map");
+    if (map) t.verifyAndMap = bool(map);
+  });
+  c.attempt(() => {
+    const suites = sub("cipher_suites");
+    if (suites) t.cipherSuites = nameList(suites, cipherSuiteProblem);
+  });
+  c.attempt(() => {
+    const curves = sub("curve_preferences");
+    if (curves) t.curvePreferences = nameList(curves, curveProblem);
+  });
+  c.attempt(() => {
     const timeout = sub("timeout");
     if (timeout) {
       const ms = durationMs(timeout);
@@ -922,6 +1085,17 @@ function tlsBlock(e: Entry, c: Collector, upgrade: boolean): NonNullable<ServerO
     }
   });
   return t.certFile !== undefined && t.keyFile !== undefined ? { ...t, certFile: t.certFile, keyFile: t.keyFile } : undefined;
+}
+
+/** A non-empty list of names (cipher suites, curves) that `problem` finds nothing wrong with. */
+function nameList(e: Entry, problem: (name: unknown) => string | null): string[] {
+  const items = Array.isArray(e.value) ? e.value : [e.value];
+  if (items.length === 0) fail(e, "cannot be empty");
+  for (const item of items) {
+    const why = problem(item);
+    if (why !== null) fail(e, why);
+  }
+  return items as string[];
 }
 
 /**
@@ -1050,4 +1224,148 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
     if (ms <= 0) fail(sync, `must be "always" or a positive duration`);
     o.syncInterval = ms;
   });
+}
+
+/**
+ * `cluster { name, listen, host, port, routes, ... }`, as nats-server reads
+ * it. `name` is served: it names the cluster in etcd. The route listener
+ * and routes are read and checked, then refused where they stand: routes
+ * between nodes are not built yet, and a configuration asking for them
+ * must not start a node that silently has none. nats-server's other route
+ * settings are refused the same way (CLUSTER_NOT_SUPPORTED).
+ */
+function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const cl: ClusterOptions = {};
+  const notBuilt = (x: Entry): never => fail(x, `${ROUTES_NOT_BUILT} (nagare will not start without them)`);
+  c.attempt(() => {
+    const name = sub("name");
+    if (!name) return;
+    const v = str(name);
+    const why = clusterNameError(v);
+    if (why !== null) fail(name, why);
+    cl.name = v;
+  });
+  c.attempt(() => {
+    const listen = sub("listen");
+    if (!listen) return;
+    const hp = hostPort(listen);
+    if (hp.host !== undefined) cl.host = hp.host;
+    cl.port = hp.port;
+    notBuilt(listen);
+  });
+  c.attempt(() => {
+    const host = sub("host");
+    if (!host) return;
+    cl.host = nonEmptyStr(host);
+    notBuilt(host);
+  });
+  c.attempt(() => {
+    const port = sub("port");
+    if (!port) return;
+    cl.port = portNumber(port);
+    notBuilt(port);
+  });
+  c.attempt(() => {
+    const routes = sub("routes");
+    if (!routes) return;
+    cl.routes = routeUrls(routes);
+    notBuilt(routes);
+  });
+  o.cluster = cl;
+}
+
+/** nats-server's route URLs: `nats://host:port` or `nats-route://host:port`, with optional user:password. */
+function routeUrls(e: Entry): string[] {
+  const items = Array.isArray(e.value) ? e.value : typeof e.value === "string" ? e.value.split(",").map((x) => x.trim()) : [e.value];
+  return items.map((x) => {
+    if (typeof x !== "string") fail(e, `expected route URLs, got ${describe(x)}`);
+    let u: URL;
+    try {
+      u = new URL(x);
+    } catch {
+      fail(e, `${JSON.stringify(x)} is not a URL (expected nats://host:port)`);
+    }
+    if ((u.protocol !== "nats:" && u.protocol !== "nats-route:") || u.hostname === "" || u.port === "") fail(e, `${JSON.stringify(x)}: expected nats://host:port or nats-route://host:port`);
+    return x;
+  });
+}
+
+/**
+ * `etcd { endpoints, prefix, tls { ca_file, cert_file, key_file },
+ * dial_timeout, request_timeout, lease_ttl }`: where the cluster is
+ * coordinated (nagare's own block; nats-server has none). Endpoints are a
+ * list or one comma-separated string, as etcdctl takes them.
+ */
+function etcdBlock(o: ServerOptions, e: Entry, c: Collector): void {
+  if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
+  const block = e.value;
+  const sub = (name: string): Entry | undefined => inBlock(block, e, name);
+  const x: Partial<EtcdOptions> = {};
+  c.attempt(() => {
+    const endpoints = sub("endpoints") ?? sub("endpoint");
+    if (!endpoints) fail(e, 'needs endpoints: etcd\'s client URLs, such as "http://127.0.0.1:2379"');
+    const items = Array.isArray(endpoints.value) ? endpoints.value : typeof endpoints.value === "string" ? endpoints.value.split(",").map((s) => s.trim()) : [endpoints.value];
+    if (items.length === 0) fail(endpoints, "needs at least one etcd URL");
+    x.endpoints = items.map((v) => {
+      if (typeof v !== "string") fail(endpoints, `expected etcd URLs, got ${describe(v)}`);
+      const why = etcdEndpointError(v);
+      if (why !== null) fail(endpoints, why);
+      return v;
+    });
+    if (new Set(x.endpoints.map((v) => new URL(v).protocol)).size > 1) fail(endpoints, "all http:// or all https://");
+  });
+  c.attempt(() => {
+    const prefix = sub("prefix");
+    if (prefix) x.prefix = nonEmptyStr(prefix);
+  });
+  let tlsEntry: Entry | undefined;
+  c.attempt(() => {
+    const t = sub("tls");
+    if (!t) return;
+    tlsEntry = t;
+    if (!isBlock(t.value)) fail(t, `expected a block, got ${describe(t.value)}`);
+    const tb = t.value;
+    const tsub = (name: string): Entry | undefined => inBlock(tb, t, name);
+    const out: NonNullable<EtcdOptions["tls"]> = {};
+    c.attempt(() => {
+      const ca = tsub("ca_file");
+      if (ca) out.caFile = readableFile(ca);
+    });
+    c.attempt(() => {
+      const cert = tsub("cert_file");
+      if (cert) out.certFile = readableFile(cert);
+    });
+    c.attempt(() => {
+      const key = tsub("key_file");
+      if (key) out.keyFile = readableFile(key);
+    });
+    if ((tsub("cert_file") === undefined) !== (tsub("key_file") === undefined)) fail(t, "cert_file and key_file go together (a client certificate and its key)");
+    x.tls = out;
+  });
+  c.attempt(() => {
+    if (tlsEntry !== undefined && x.endpoints !== undefined && !x.endpoints.every((v) => v.startsWith("https:"))) fail(tlsEntry, "needs https:// endpoints");
+  });
+  for (const [key, field] of [
+    ["dial_timeout", "dialTimeout"],
+    ["request_timeout", "requestTimeout"],
+  ] as const) {
+    c.attempt(() => {
+      const t = sub(key);
+      if (!t) return;
+      const ms = durationMs(t);
+      if (ms > 0) x[field] = ms;
+    });
+  }
+  c.attempt(() => {
+    const ttl = sub("lease_ttl") ?? sub("ttl");
+    if (!ttl) return;
+    const ms = durationMs(ttl);
+    if (ms === 0) return; // the default, as every zero time
+    if (ms < 1000) fail(ttl, `must be at least 1s (etcd's leases count whole seconds), got ${JSON.stringify(ttl.value)}`);
+    x.leaseTtl = Math.ceil(ms / 1000) * 1000;
+  });
+  if (x.endpoints !== undefined) o.etcd = { ...x, endpoints: x.endpoints };
 }

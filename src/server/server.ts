@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
-import { createSecureContext, DEFAULT_CIPHERS, type SecureContext, type SecureContextOptions } from "node:tls";
+import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
 import { authRequired, DEFAULTS, KAFKA_SASL_MECHANISMS, resolveOptions, type KafkaTlsOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
@@ -15,14 +15,25 @@ import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
 import { Authenticator, type ClientAuth } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
+import { opensslCiphers, opensslCurves } from "../core/tls-names.js";
+import { OperatorMode } from "../core/operator.js";
+import { startSystemRequests, type SystemRequests } from "../monitor/sys-requests.js";
+import { CpuSampler } from "../monitor/varz.js";
 import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
-import { JetStreamApi } from "../streams/api.js";
+import { JetStreams } from "../streams/jetstreams.js";
+import type { AccountLimits } from "../streams/limits.js";
+import { jetStreamLimitsOf, UNLIMITED_JETSTREAM, isStreamImport } from "../core/accounts.js";
+import { GLOBAL_ACCOUNT } from "../core/account.js";
+import { subjectMatches } from "../subjects/subject.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
+import { ClusterNode } from "../cluster/node.js";
+import type { EtcdTls } from "../cluster/etcd-client.js";
+import type { NodeRecord } from "../cluster/membership.js";
 
 export interface NagareServer {
   /** Address the client listener is bound to. */
@@ -34,12 +45,16 @@ export interface NagareServer {
   /** Port of HTTPS monitoring, when asked for. */
   readonly httpsPort: number | undefined;
   readonly broker: Broker;
-  /** The streams, when JetStream is enabled. */
+  /** The default account's streams, when JetStream is enabled. */
   readonly jetstream: JetStream | undefined;
+  /** Every account's JetStream, when JetStream is enabled: see JetStreams.setLimits for an account's limits changing while running. */
+  readonly jetstreams: JetStreams | undefined;
   /** Port of the Kafka listener, when enabled. */
   readonly kafkaPort: number | undefined;
   /** The Kafka door, when enabled: its connections and memory budgets. */
   readonly kafka: KafkaDoor | undefined;
+  /** This node's membership and the cluster's metadata, when `etcd` is configured. */
+  readonly cluster: ClusterNode | undefined;
   /** Stops listening and closes every connection. Safe to call twice. */
   close(): Promise<void>;
   /** Lame-duck mode: stop accepting, tell clients, close them gradually, then stop. */
@@ -71,29 +86,63 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   // Before anything is started: certificates that cannot be used stop the start with nothing to undo.
   const tlsFiles = opts.tls === undefined ? null : readTlsFiles(opts.tls);
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
-  const kafkaTls = opts.kafka?.tls === undefined ? null : loadTls(opts.kafka.tls);
-  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
+  const kafkaTls = opts.kafka?.tls === undefined ? null : { ...loadTls(opts.kafka.tls), verifyAndMap: opts.kafka.tls.verifyAndMap ?? false };
+  const etcdTls = opts.etcd?.tls === undefined ? undefined : readEtcdTls(opts.etcd.tls);
+  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator.operators) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
   const broker = new Broker(opts, log);
+  let operatorMode: OperatorMode | undefined;
+  if (opts.operator !== undefined) {
+    try {
+      // The accounts (preload and resolver directory), trusted before anyone can connect.
+      operatorMode = await OperatorMode.start(broker, auth as JwtAuthenticator, opts.operator);
+    } catch (err) {
+      broker.stop();
+      throw err;
+    }
+  }
 
-  let jetstream: JetStream | undefined;
-  let jsApi: JetStreamApi | undefined;
+  let jetstreams: JetStreams | undefined;
   if (opts.jetstream) {
     // nats-server's default store is under the temp directory too.
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
-    jetstream = await JetStream.start(broker.globalAccount, { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync });
-    jsApi = new JetStreamApi(jetstream);
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync };
+    // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
+    const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
+    try {
+      jetstreams = await JetStreams.start(jsOptions, jsAccounts, jetStreamAccounts(opts, auth), (account) => importsJetStreamApi(opts, account.name));
+    } catch (err) {
+      operatorMode?.close();
+      broker.stop();
+      throw err;
+    }
   }
+  const jetstream = jetstreams?.global;
+  if (operatorMode !== undefined && jetstreams !== undefined) {
+    const streams = jetstreams;
+    // Account JWT updates on $SYS: an account's JetStream turned on, off, or its limits changed, while it runs.
+    operatorMode.onJetStreamLimits = (key, limits) => {
+      const account = broker.accounts.get(key);
+      if (account === undefined) return;
+      streams.setLimits(account, limits).catch((err: Error) => log.error(`account ${key}: applying its JetStream limits: ${err.message}`));
+    };
+  }
+  // The monitoring endpoints over NATS, for the system account's users.
+  const sysRequests: SystemRequests | undefined = broker.system === null ? undefined : startSystemRequests({ broker, jetstreams, cpu: new CpuSampler() }, broker.system);
+  const stopCore = (): void => {
+    sysRequests?.close();
+    operatorMode?.close();
+    broker.stop();
+  };
 
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {
     await listen(listener, opts.port, opts.host);
   } catch (err) {
-    jsApi?.close();
-    await jetstream?.close();
-    broker.stop();
+    await jetstreams?.close();
+    stopCore();
     throw err;
   }
   const port = (listener.address() as { port: number }).port;
@@ -103,29 +152,30 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   let monitor: Monitor | undefined;
   let secureMonitor: Monitor | undefined;
+  let cluster: ClusterNode | undefined;
+  const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
-      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstream);
+      if (opts.httpPort !== undefined) monitor = await startMonitor(broker, opts.httpHost, opts.httpPort, jetstreams, undefined, clusterView);
       // resolveOptions made sure of the certificate: HTTPS without tls never starts.
-      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstream, tlsFiles!);
+      if (opts.httpsPort !== undefined) secureMonitor = await startMonitor(broker, opts.httpHost, opts.httpsPort, jetstreams, tlsFiles!, clusterView);
     } catch (err) {
       listener.close();
       await monitor?.close();
-      jsApi?.close();
-      await jetstream?.close();
-      broker.stop();
+      await jetstreams?.close();
+      stopCore();
       throw err;
     }
   }
 
   let kafka: KafkaDoor | undefined;
-  if (opts.kafka !== undefined && jetstream !== undefined) {
+  if (opts.kafka !== undefined && jetstreams !== undefined) {
     const k = opts.kafka;
     const kafkaPort = k.port ?? KAFKA_DEFAULTS.port;
     try {
       kafka = await KafkaDoor.start(
         broker,
-        jetstream,
+        jetstreams,
         {
           host: k.host ?? opts.host,
           port: kafkaPort < 0 ? 0 : kafkaPort,
@@ -143,16 +193,49 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
         },
         log,
-        kafkaAuth(auth),
+        auth,
       );
     } catch (err) {
       listener.close();
       await monitor?.close();
       await secureMonitor?.close();
-      jsApi?.close();
-      await jetstream.close();
-      broker.stop();
+      await jetstreams?.close();
+      stopCore();
       throw err;
+    }
+  }
+
+  log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
+  log.info(`Listening for client connections on ${opts.host}:${port}`);
+  if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
+  if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
+  if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
+  if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
+  if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
+  if (kafka) {
+    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
+    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
+  }
+
+  // Last, once every listener's address is known: the node's record in etcd carries them.
+  if (opts.etcd !== undefined) {
+    const e = opts.etcd;
+    try {
+      cluster = await ClusterNode.start({
+        clusterName: opts.clusterName,
+        serverName: opts.serverName,
+        etcd: { endpoints: e.endpoints, prefix: e.prefix, tls: etcdTls, dialTimeoutMs: e.dialTimeout, requestTimeoutMs: e.requestTimeout, leaseTtlS: e.leaseTtl / 1000 },
+        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor),
+        log,
+      });
+    } catch (err) {
+      listener.close();
+      await monitor?.close();
+      await secureMonitor?.close();
+      await kafka?.close();
+      await jetstreams?.close();
+      broker.stop();
+      throw new Error(`cluster ${opts.clusterName}: ${(err as Error).message}`);
     }
   }
 
@@ -170,32 +253,22 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     renameSync(`${portsFile}.tmp`, portsFile);
   }
 
-  log.info(`Starting nagare (NATS protocol level ${ADVERTISED_VERSION}), server id ${broker.serverId}`);
-  log.info(`Listening for client connections on ${opts.host}:${port}`);
-  if (auth !== null) log.info(`Client connections require authentication${opts.authorization?.token !== undefined ? " (token)" : ""}`);
-  if (natsTls !== null) log.info(`TLS required for client connections${natsTls.handshakeFirst ? " (handshake first)" : ""}${natsTls.verify ? ", client certificates verified" : ""}`);
-  if (monitor) log.info(`Starting http monitor on ${opts.httpHost}:${monitor.port}`);
-  if (secureMonitor) log.info(`Starting https monitor on ${opts.httpHost}:${secureMonitor.port}`);
-  if (jetstream) log.info(`JetStream enabled, storing under ${jetstream.options.storeDir}`);
-  if (kafka) {
-    const security = `${kafkaTls !== null ? "TLS" : "plaintext"}${kafkaTls?.verify ? ", client certificates verified" : ""}${auth !== null ? `, SASL ${kafka.options.saslMechanisms.join(" ")}` : ""}`;
-    log.info(`Listening for Kafka clients on ${kafka.options.host}:${kafka.port} (${security})`);
-  }
   log.info("Server is ready");
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       broker.lameDuck = true;
+      // Out of the cluster first: the others see the node go at once rather than when its lease expires.
+      await cluster?.leave();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));
       for (const c of [...broker.connections.values()]) c.close("Server Shutdown");
       await listenerClosed;
       if (monitor) await monitor.close();
       if (secureMonitor) await secureMonitor.close();
       await kafka?.close();
-      jsApi?.close();
-      await jetstream?.close();
-      broker.stop();
+      await jetstreams?.close();
+      stopCore();
       if (portsFile) {
         try {
           unlinkSync(portsFile);
@@ -214,6 +287,11 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Entering lame duck mode, stop accepting new clients");
     broker.lameDuck = true;
     listener.close();
+    if (cluster !== undefined) {
+      // It leads nothing from now on (there is nothing to move away yet: placement is not built).
+      log.info(`cluster ${opts.clusterName}: leaving (lame duck)`);
+      await cluster.leave();
+    }
     for (const c of broker.connections.values()) c.notifyLameDuck();
     broker.flushDirty();
     await delay(Math.min(opts.lameDuckGracePeriod, opts.lameDuckDuration));
@@ -244,7 +322,70 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     log.info("Reloaded server configuration");
   };
 
-  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, broker, jetstream, close, lameDuck, reload };
+  return { host: opts.host, port, url, httpPort: monitor?.port, httpsPort: secureMonitor?.port, kafkaPort: kafka?.port, kafka, cluster, broker, jetstream, jetstreams, close, lameDuck, reload };
+}
+
+/**
+ * The accounts with JetStream and their limits: the default account
+ * whenever the server has JetStream (nats-server gives `$G` none once
+ * other accounts are configured; nagare keeps serving it, as before
+ * accounts had JetStream), configured accounts with `jetstream`, and in
+ * operator mode the accounts whose JWT gives them JetStream limits.
+ */
+function jetStreamAccounts(opts: ResolvedOptions, auth: ClientAuth | null): Map<string, AccountLimits> {
+  const out = new Map<string, AccountLimits>([[GLOBAL_ACCOUNT, { ...UNLIMITED_JETSTREAM }]]);
+  for (const [name, a] of Object.entries(opts.accounts ?? {})) {
+    const limits = jetStreamLimitsOf(a.jetstream);
+    if (limits !== null) out.set(name, limits);
+  }
+  if (auth instanceof JwtAuthenticator) for (const [key, limits] of auth.jetStreamLimits()) out.set(key, limits);
+  return out;
+}
+
+/** Whether an account imports a service on `$JS.API.INFO`: another account's JetStream answers it there, not "not enabled". */
+function importsJetStreamApi(opts: ResolvedOptions, account: string): boolean {
+  return (opts.accounts?.[account]?.imports ?? []).some((i) => !isStreamImport(i) && subjectMatches(i.to ?? i.service.subject, "$JS.API.INFO"));
+}
+
+/** What the node publishes about itself in etcd: its addresses and its load, read from memory. */
+function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined): NodeRecord {
+  let subscriptions = 0;
+  for (const a of broker.accounts.values()) subscriptions += a.sublist.size;
+  let partitions = 0;
+  let bytes = 0;
+  for (const s of jetstream?.streams.values() ?? []) {
+    for (const p of s.partitions) {
+      partitions++;
+      bytes += p.state().bytes;
+    }
+  }
+  const kafkaHost = kafka === undefined ? "" : (kafka.options.advertisedHost ?? listHosts(kafka.options.host)[0]);
+  const scheme = monitor?.secure ? "https" : "http";
+  return {
+    id: broker.serverId,
+    name: opts.serverName,
+    cluster: opts.clusterName,
+    started: broker.startedAt.toISOString(),
+    client_urls: listHosts(opts.host).map((h) => `nats://${h}:${port}`),
+    route_url: null,
+    kafka: kafka === undefined ? null : `${kafkaHost}:${kafka.port}`,
+    http: monitor === undefined ? null : `${scheme}://${listHosts(opts.httpHost)[0]}:${monitor.port}`,
+    state: "serving",
+    load: { connections: broker.connections.size, subscriptions, streams: jetstream?.streams.size ?? 0, partitions, bytes },
+  };
+}
+
+/** The CA and client certificate for etcd, read before anything starts: a file that cannot be read stops the start. */
+function readEtcdTls(t: NonNullable<NonNullable<ResolvedOptions["etcd"]>["tls"]>): EtcdTls {
+  const read = (what: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`etcd TLS ${what} ${path}: ${(err as Error).message}`);
+    }
+  };
+  return { ca: read("CA certificate", t.caFile), cert: read("certificate", t.certFile), key: read("key", t.keyFile) };
 }
 
 /** The certificate, key and CA of `tls`, read and checked: what reloads and HTTPS monitoring are served with. */
@@ -255,7 +396,7 @@ function readTlsFiles(t: TlsOptions): SecureContextOptions {
 /** TLS for NATS clients: the context, and when the handshake comes. */
 function loadNatsTls(t: TlsOptions): NatsTls {
   const { context, verify, timeoutMs } = loadTls(t);
-  return { context, verify, timeoutMs, handshakeFirst: t.handshakeFirst ?? false };
+  return { context, verify, verifyAndMap: t.verifyAndMap ?? false, timeoutMs, handshakeFirst: t.handshakeFirst ?? false, allowNonTls: t.allowNonTls ?? false };
 }
 
 /**
@@ -274,26 +415,20 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
-  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: SERVER_CIPHERS, honorCipherOrder: true };
+  // The server picks the suite from its own order, as nats-server (Go) does; see opensslCiphers.
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), honorCipherOrder: true, ecdhCurve: opensslCurves(t.curvePreferences) };
   let context: SecureContext;
   try {
     context = createSecureContext(files);
   } catch (err) {
     throw new Error(`TLS certificate ${t.certFile} and key ${t.keyFile}: ${(err as Error).message}`);
   }
-  return { context, files, verify: t.verify ?? false, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+  // verify_and_map needs a verified certificate to map, as in nats-server.
+  return { context, files, verify: t.verify === true || t.verifyAndMap === true, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
 }
 
-/**
- * The server picks the cipher, as nats-server (Go) does: AES-128-GCM first
- * (Node's default order, which the server would otherwise take from the
- * client, puts AES-256-GCM first: 14 AES rounds per block instead of 10, on
- * every byte both sides send), then Node's own list.
- */
-const SERVER_CIPHERS = ["TLS_AES_128_GCM_SHA256", ...DEFAULT_CIPHERS.split(":").filter((c) => c !== "TLS_AES_128_GCM_SHA256")].join(":");
-
 /** TLS options a reload may change: all of them go into the secure context. */
-const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion"]);
+const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion", "cipherSuites", "curvePreferences"]);
 
 /** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */
 function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {
@@ -307,12 +442,6 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
   }
   return null;
-}
-
-/** The Kafka door's SASL users: the configured ones. Operator mode has none to offer, and never gets this far (checkOptions refuses the pair). */
-function kafkaAuth(auth: ClientAuth | null): Authenticator | null {
-  if (auth === null || auth instanceof Authenticator) return auth;
-  throw new Error("the Kafka listener cannot authenticate operator-mode users");
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

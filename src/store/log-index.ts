@@ -242,6 +242,10 @@ export abstract class IndexedLog<I extends LogIndex> {
     return this.index.removals;
   }
 
+  get storedBytes(): number {
+    return this.index.bytes;
+  }
+
   has(seq: number): boolean {
     return this.index.sidAt(seq) !== DEAD;
   }

@@ -258,6 +258,8 @@ export interface MessageLog {
   has(seq: number): boolean;
   /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
   readonly removals: number;
+  /** Stored size of the live messages (state().bytes), read without building a state: what account limits add up per publish. */
+  readonly storedBytes: number;
   /** Appends accepted and not yet durable: what the log holds in memory for writes. */
   readonly backlogMessages: number;
   readonly backlogBytes: number;

@@ -6,6 +6,8 @@
  */
 
 import type { Message } from "../subjects/message.js";
+import type { Account } from "../core/account.js";
+import { LimitErrors } from "./limits.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
@@ -59,6 +61,92 @@ function optString(req: Json, key: string): string | undefined {
   return v;
 }
 
+const SYSTEM_RESPONSE = "system_response";
+
+/** Requests only the system account may make: nats-server leaves them to it and says nothing. */
+function systemOnly(t: string[]): boolean {
+  const [kind, verb] = [t[2], t[3]];
+  return kind === "ACCOUNT" || (kind === "META" && verb === "LEADER") || (kind === "SERVER" && verb === "REMOVE");
+}
+
+/** A pull request (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`). */
+function isNextRequest(t: string[]): boolean {
+  return t[2] === "CONSUMER" && t[3] === "MSG" && t[4] === "NEXT" && t.length === 7;
+}
+
+/**
+ * The response type (without `io.nats.jetstream.api.v1.`) of the API that
+ * lives on a subject split into tokens, or undefined when none does: the
+ * JetStream API's grammar, in one place for every account.
+ */
+export function apiResponseType(t: string[]): string | undefined {
+  const n = t.length;
+  const [kind, verb] = [t[2], t[3]];
+  if (kind === "INFO" && n === 3) return "account_info_response";
+  if (kind === "STREAM") {
+    if ((verb === "NAMES" || verb === "LIST") && n === 4) return `stream_${verb.toLowerCase()}_response`;
+    if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) return `stream_msg_${t[4].toLowerCase()}_response`;
+    if ((STREAM_OPS.has(verb) || verb === "SNAPSHOT" || verb === "RESTORE") && n === 5) return `stream_${verb.toLowerCase()}_response`;
+    if (verb === "TEMPLATE" && ((t[4] === "NAMES" && n === 5) || (TEMPLATE_OPS.has(t[4]) && n === 6))) return `stream_template_${t[4].toLowerCase()}_response`;
+    if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 6) return "stream_leader_stepdown_response";
+    if (verb === "PEER" && t[4] === "REMOVE" && n === 6) return "stream_remove_peer_response";
+  }
+  if (kind === "CONSUMER") {
+    if (verb === "CREATE" && n >= 5) return "consumer_create_response";
+    if (verb === "DURABLE" && t[4] === "CREATE" && n === 7) return "consumer_create_response";
+    if ((verb === "NAMES" || verb === "LIST") && n === 5) return `consumer_${verb.toLowerCase()}_response`;
+    if ((verb === "INFO" || verb === "DELETE") && n === 6) return `consumer_${verb.toLowerCase()}_response`;
+    if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 7) return "consumer_leader_stepdown_response";
+  }
+  return undefined;
+}
+
+/** The empty listing fields nats-server 2.9 sends beside "JetStream not enabled for account", per response type. */
+const NOT_ENABLED_FIELDS: Record<string, Json> = {
+  stream_names_response: { total: 0, offset: 0, limit: 0, streams: null },
+  stream_list_response: { total: 0, offset: 0, limit: 0, streams: [] },
+  stream_info_response: { total: 0, offset: 0, limit: 0 },
+  stream_purge_response: { purged: 0 },
+  stream_template_names_response: { total: 0, offset: 0, limit: 0, streams: null },
+  consumer_names_response: { total: 0, offset: 0, limit: 0, consumers: [] },
+  consumer_list_response: { total: 0, offset: 0, limit: 0, consumers: [] },
+};
+
+/**
+ * The JetStream API of an account without JetStream on a server with it:
+ * every API request is answered `503 10039 JetStream not enabled for
+ * account` (cluster requests: clustering required), as nats-server 2.9
+ * answers; pull requests, direct gets and acks get nothing (no consumer or
+ * stream exists to answer them). An account that imports another's API
+ * onto `$JS.API.INFO` has none of this (jetstreams.ts): the import answers.
+ */
+export class DisabledApi implements Receiver {
+  readonly echo = true;
+  private readonly sub: Subscription;
+
+  constructor(
+    private readonly account: Account,
+    private readonly emit: (reply: string, body: Buffer) => void,
+  ) {
+    this.sub = new Subscription(this, "$JS.API.>", null);
+    account.subscribe(this.sub);
+  }
+
+  close(): void {
+    this.account.unsubscribe(this.sub);
+  }
+
+  deliver(_sub: Subscription, msg: Message): void {
+    if (!msg.hasReply) return;
+    const t = msg.subject.split(".");
+    if (systemOnly(t) || isNextRequest(t) || (t[2] === "DIRECT" && t[3] === "GET")) return;
+    const type = apiResponseType(t);
+    const error = type === undefined ? Errors.badRequest() : type.includes("stepdown") || type === "stream_remove_peer_response" ? Errors.clusterRequired() : LimitErrors.notEnabledForAccount();
+    const body = { type: TYPE + (type ?? SYSTEM_RESPONSE), error: error.toJSON(), ...(type !== undefined ? NOT_ENABLED_FIELDS[type] : undefined) };
+    this.emit(msg.reply, Buffer.from(JSON.stringify(body)));
+  }
+}
+
 export class JetStreamApi implements Receiver {
   readonly echo = true;
   private readonly subs: Subscription[] = [];
@@ -101,11 +189,10 @@ export class JetStreamApi implements Receiver {
     const t = subject.split(".");
     const n = t.length;
     const [kind, verb] = [t[2], t[3]];
-    // Requests only the system account may make: nats-server leaves them to it and says nothing.
-    if (kind === "ACCOUNT" || (kind === "META" && verb === "LEADER") || (kind === "SERVER" && verb === "REMOVE")) return;
+    if (systemOnly(t)) return;
     // Served by the stream and the consumer themselves in nats-server: not counted as API requests.
     if (kind === "DIRECT" && verb === "GET" && n >= 5) return await this.directGet(t, body, reply);
-    if (kind === "CONSUMER" && verb === "MSG" && t[4] === "NEXT" && n === 7) {
+    if (isNextRequest(t)) {
       const c = this.js.streams.get(t[5])?.consumers.get(t[6]);
       if (c === undefined) {
         this.js.emit(reply, reply, "", encodeHeaders("503", []), Buffer.alloc(0));
@@ -115,73 +202,62 @@ export class JetStreamApi implements Receiver {
       return;
     }
     const req: Request = { subject, body, reply };
-    let type = "system_response";
+    const type = apiResponseType(t);
     try {
-      if (kind === "INFO" && n === 3) {
-        type = "account_info_response";
-        return this.respond(req, type, this.accountInfo());
-      }
-      if (kind === "STREAM") {
-        if ((verb === "NAMES" || verb === "LIST") && n === 4) {
-          type = `stream_${verb.toLowerCase()}_response`;
-          return this.respond(req, type, verb === "NAMES" ? this.streamNames(parseBody(body)) : await this.streamList(parseBody(body)));
-        }
-        if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) {
-          type = `stream_msg_${t[4].toLowerCase()}_response`;
-          const s = this.js.stream(t[5]);
-          return this.respond(req, type, t[4] === "GET" ? await this.msgGet(s, parseBody(body)) : await this.msgDelete(s, parseBody(body)));
-        }
-        if (STREAM_OPS.has(verb) && n === 5) {
-          type = `stream_${verb.toLowerCase()}_response`;
-          return this.respond(req, type, await this.streamOp(verb, t[4], body));
-        }
-        if ((verb === "SNAPSHOT" || verb === "RESTORE") && n === 5) {
-          type = `stream_${verb.toLowerCase()}_response`;
-          throw Errors.streamGeneral(`stream ${verb.toLowerCase()}s are not supported`);
-        }
-        if (verb === "TEMPLATE" && ((t[4] === "NAMES" && n === 5) || (TEMPLATE_OPS.has(t[4]) && n === 6))) {
-          type = `stream_template_${t[4].toLowerCase()}_response`;
-          throw Errors.streamGeneral("stream templates are not supported");
-        }
-        if ((verb === "LEADER" && t[4] === "STEPDOWN") || (verb === "PEER" && t[4] === "REMOVE")) {
-          if (n === 6) {
-            type = verb === "LEADER" ? "stream_leader_stepdown_response" : "stream_remove_peer_response";
-            throw Errors.clusterRequired();
-          }
-        }
-      }
-      if (kind === "CONSUMER") {
-        if (verb === "CREATE" && n >= 5) {
-          type = "consumer_create_response";
-          const name = n >= 6 ? t[5] : undefined;
-          const filter = n >= 7 ? t.slice(6).join(".") : undefined;
-          return this.respond(req, type, await this.consumerCreate(t[4], body, name, filter, false));
-        }
-        if (verb === "DURABLE" && t[4] === "CREATE" && n === 7) {
-          type = "consumer_create_response";
-          return this.respond(req, type, await this.consumerCreate(t[5], body, t[6], undefined, true));
-        }
-        if ((verb === "NAMES" || verb === "LIST") && n === 5) {
-          type = `consumer_${verb.toLowerCase()}_response`;
-          return this.respond(req, type, await this.consumerList(t[4], verb === "NAMES", parseBody(body)));
-        }
-        if ((verb === "INFO" || verb === "DELETE") && n === 6) {
-          type = `consumer_${verb.toLowerCase()}_response`;
-          const s = this.js.stream(t[4]);
-          if (verb === "INFO") return this.respond(req, type, this.js.consumer(s, t[5]).info());
-          await this.js.deleteConsumer(s, t[5]);
-          return this.respond(req, type, { success: true });
-        }
-        if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 7) {
-          type = "consumer_leader_stepdown_response";
-          throw Errors.clusterRequired();
-        }
-      }
       // No API lives on this subject: nats-server 2.10 answers "bad request" rather than leave the client to time out.
-      throw Errors.badRequest();
+      if (type === undefined) throw Errors.badRequest();
+      return this.respond(req, type, await this.answer(type, t, body));
     } catch (err) {
       const e = err instanceof ApiError ? err : Errors.streamGeneral((err as Error).message);
-      this.respond(req, type, { error: e.toJSON() });
+      this.respond(req, type ?? SYSTEM_RESPONSE, { error: e.toJSON() });
+    }
+  }
+
+  /** The answer to a request on an API subject (`type`: its response type, from apiResponseType). */
+  private async answer(type: string, t: string[], body: Buffer): Promise<Json> {
+    const n = t.length;
+    switch (type) {
+      case "account_info_response":
+        return this.accountInfo();
+      case "stream_names_response":
+        return this.streamNames(parseBody(body));
+      case "stream_list_response":
+        return await this.streamList(parseBody(body));
+      case "stream_msg_get_response":
+        return await this.msgGet(this.js.stream(t[5]), parseBody(body));
+      case "stream_msg_delete_response":
+        return await this.msgDelete(this.js.stream(t[5]), parseBody(body));
+      case "stream_create_response":
+      case "stream_update_response":
+      case "stream_info_response":
+      case "stream_delete_response":
+      case "stream_purge_response":
+        return await this.streamOp(t[3], t[4], body);
+      case "stream_snapshot_response":
+      case "stream_restore_response":
+        throw Errors.streamGeneral(`stream ${t[3].toLowerCase()}s are not supported`);
+      case "stream_template_names_response":
+      case "stream_template_create_response":
+      case "stream_template_info_response":
+      case "stream_template_delete_response":
+        throw Errors.streamGeneral("stream templates are not supported");
+      case "stream_leader_stepdown_response":
+      case "stream_remove_peer_response":
+      case "consumer_leader_stepdown_response":
+        throw Errors.clusterRequired();
+      case "consumer_create_response":
+        if (t[3] === "DURABLE") return await this.consumerCreate(t[5], body, t[6], undefined, true);
+        return await this.consumerCreate(t[4], body, n >= 6 ? t[5] : undefined, n >= 7 ? t.slice(6).join(".") : undefined, false);
+      case "consumer_names_response":
+      case "consumer_list_response":
+        return await this.consumerList(t[4], t[3] === "NAMES", parseBody(body));
+      case "consumer_info_response":
+        return this.js.consumer(this.js.stream(t[4]), t[5]).info();
+      case "consumer_delete_response":
+        await this.js.deleteConsumer(this.js.stream(t[4]), t[5]);
+        return { success: true };
+      default:
+        throw Errors.badRequest();
     }
   }
 
@@ -195,6 +271,7 @@ export class JetStreamApi implements Receiver {
       else storage += b;
       consumers += s.consumers.size;
     }
+    const l = this.js.limits;
     return {
       memory,
       storage,
@@ -203,14 +280,14 @@ export class JetStreamApi implements Receiver {
       streams: this.js.streams.size,
       consumers,
       limits: {
-        max_memory: -1,
-        max_storage: -1,
-        max_streams: -1,
-        max_consumers: -1,
-        max_ack_pending: -1,
-        memory_max_stream_bytes: -1,
-        storage_max_stream_bytes: -1,
-        max_bytes_required: false,
+        max_memory: l.maxMemory,
+        max_storage: l.maxStorage,
+        max_streams: l.maxStreams,
+        max_consumers: l.maxConsumers,
+        max_ack_pending: l.maxAckPending,
+        memory_max_stream_bytes: l.memoryMaxStreamBytes,
+        storage_max_stream_bytes: l.storageMaxStreamBytes,
+        max_bytes_required: l.maxBytesRequired,
       },
       api: { total: this.js.apiTotal, errors: this.js.apiErrors },
     };

@@ -346,7 +346,8 @@ export function filtersOf(cfg: ConsumerConfig): string[] {
   return [];
 }
 
-export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): ConsumerConfig {
+/** `accountMaxAckPending`: the account's max_ack_pending limit (-1: none), a consumer's default when lower and its ceiling. */
+export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, accountMaxAckPending = -1): ConsumerConfig {
   const bad = Errors.consumerInvalidPolicy;
   if (!isObject(raw)) throw Errors.consumerConfigRequired();
   const durable = str(raw, "durable_name");
@@ -403,7 +404,7 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): Con
   let maxAckPending = int(raw, "max_ack_pending") ?? 0;
   if (maxAckPending === 0) maxAckPending = stream.consumer_limits.max_ack_pending ?? 0;
   if (!inactive) inactive = stream.consumer_limits.inactive_threshold;
-  if (maxAckPending === 0) maxAckPending = ackPolicy === "none" ? -1 : DEFAULT_MAX_ACK_PENDING;
+  if (maxAckPending === 0) maxAckPending = ackPolicy === "none" ? -1 : accountMaxAckPending > 0 ? Math.min(DEFAULT_MAX_ACK_PENDING, accountMaxAckPending) : DEFAULT_MAX_ACK_PENDING;
   if (!push && !maxWaiting) maxWaiting = DEFAULT_MAX_WAITING;
   if (backoff && maxDeliver !== -1 && backoff.length >= maxDeliver) throw Errors.consumerBackoff();
   if (push) {
@@ -422,6 +423,7 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig): Con
   if (limits.max_ack_pending !== undefined && limits.max_ack_pending > 0 && maxAckPending > limits.max_ack_pending) {
     throw Errors.consumerMaxAckPendingExcess(limits.max_ack_pending);
   }
+  if (accountMaxAckPending > 0 && maxAckPending > accountMaxAckPending) throw Errors.consumerMaxAckPendingExcess(accountMaxAckPending);
   if (limits.inactive_threshold !== undefined && limits.inactive_threshold > 0 && inactive !== undefined && inactive > limits.inactive_threshold) {
     throw Errors.consumerInactiveThresholdExcess(limits.inactive_threshold);
   }

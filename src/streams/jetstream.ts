@@ -1,10 +1,11 @@
 /**
  * The streams of one account: their lifecycle, where they live on disk, the
- * subscriptions that capture published subjects, and the consumers on them.
- * Requests arrive through the JetStream API (api.ts); this module owns the
- * state those requests change.
+ * subscriptions that capture published subjects, the consumers on them, and
+ * the account's JetStream limits (limits.ts). Requests arrive through the
+ * JetStream API (api.ts); this module owns the state those requests change.
+ * jetstreams.ts gives each account its directory and locks the store.
  *
- * Layout under the store directory:
+ * Layout under the account's directory:
  *   streams/<name>/meta.json          stream config, created time, partition count (only grows)
  *   streams/<name>/p<N>/              the partition's log segments
  *   streams/<name>/obs/<c>/meta.json  durable consumer config and created time
@@ -27,7 +28,7 @@ import { MemoryLog } from "../store/memory-log.js";
 import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost } from "./consumer.js";
 import { Advisories } from "./advisories.js";
-import { limitsOf, Stream } from "./stream.js";
+import { limitsOf, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors } from "./errors.js";
 import {
@@ -42,7 +43,7 @@ import {
   type StreamConfig,
 } from "./config.js";
 import { readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
-import { checkStoreDir, lockStoreDir, type StoreLock } from "../store/store-dir.js";
+import { boundsStorage, consumerLimit, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -120,7 +121,7 @@ class StreamReceiver implements Receiver {
   }
 }
 
-export class JetStream implements DeliveryHost {
+export class JetStream implements DeliveryHost, StorageQuota {
   readonly streams = new Map<string, Stream>();
   private readonly receivers = new Map<Stream, StreamReceiver>();
   /** Every stream's subjects, to find overlaps without comparing with each stream. */
@@ -137,28 +138,32 @@ export class JetStream implements DeliveryHost {
   apiErrors = 0;
   private closed = false;
   readonly events: Advisories;
-  private lock: StoreLock | null = null;
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
   /** The last update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
+  /** The account's limits (limits.ts); changed while running by setLimits. */
+  private accountLimits: AccountLimits;
 
   private constructor(
     readonly account: Account,
     readonly options: JetStreamOptions,
+    limits: AccountLimits,
   ) {
+    this.accountLimits = { ...limits };
     this.events = new Advisories({ hasInterest: (s) => this.hasInterest(s), publish: (s, b) => this.emit(s, s, "", null, b) }, options.serverId ?? "");
     this.account.subscribeListeners.push(this.onSubscribe);
     this.sweeper = setInterval(() => this.sweep(), 1000);
     this.sweeper.unref();
   }
 
-  /** Opens the store directory (checked and locked first: a bad one stops startup) and every stream in it. */
-  static async start(account: Account, options: JetStreamOptions): Promise<JetStream> {
-    await checkStoreDir(options.storeDir);
-    const lock = await lockStoreDir(options.storeDir);
-    const js = new JetStream(account, options);
-    js.lock = lock;
+  /**
+   * Opens every stream under `options.storeDir` (created on the first
+   * write), for a caller that checked and locked the store directory it
+   * lies in (jetstreams.ts: one lock for every account's JetStream).
+   */
+  static async open(account: Account, options: JetStreamOptions, limits: AccountLimits): Promise<JetStream> {
+    const js = new JetStream(account, options, limits);
     try {
       await js.load();
     } catch (err) {
@@ -166,6 +171,30 @@ export class JetStream implements DeliveryHost {
       throw err;
     }
     return js;
+  }
+
+  get limits(): Readonly<AccountLimits> {
+    return this.accountLimits;
+  }
+
+  /**
+   * New limits for a running account (an account JWT updated): they apply
+   * to what is created and stored from now on; what already exists beyond
+   * them stays, as in nats-server.
+   */
+  setLimits(limits: AccountLimits): void {
+    this.accountLimits = { ...limits };
+    const quota = boundsStorage(this.accountLimits) ? this : null;
+    for (const s of this.streams.values()) s.quota = quota;
+  }
+
+  /** StorageQuota: the account's streams of a storage type hold too much for `bytes` more. Sums them per call: only accounts with a byte limit ask. */
+  refusal(storage: StreamConfig["storage"], bytes: number): ApiError | null {
+    const max = storage === "memory" ? this.accountLimits.maxMemory : this.accountLimits.maxStorage;
+    if (max < 0) return null;
+    let held = 0;
+    for (const s of this.streams.values()) if (s.config.storage === storage) held += s.heldBytes;
+    return held + bytes > max ? LimitErrors.accountResources() : null;
   }
 
   private get streamsDir(): string {
@@ -337,6 +366,7 @@ export class JetStream implements DeliveryHost {
       throw err;
     }
     await stream.recover();
+    if (boundsStorage(this.accountLimits)) stream.quota = this;
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
     return stream;
@@ -379,6 +409,12 @@ export class JetStream implements DeliveryHost {
     return s;
   }
 
+  private othersThan(stream: Stream): Stream[] {
+    const out: Stream[] = [];
+    for (const s of this.streams.values()) if (s !== stream) out.push(s);
+    return out;
+  }
+
   private checkOverlap(config: StreamConfig, except: Stream | null): void {
     for (const subject of config.subjects) {
       for (const other of this.subjectIndex.intersecting(subject)) if (other !== except) throw Errors.subjectOverlap();
@@ -419,6 +455,8 @@ export class JetStream implements DeliveryHost {
       const stream = this.stream(name);
       const from = stream.partitions.length;
       if (count <= from) throw Errors.streamGeneral(`stream ${name} has ${from} partitions; a stream cannot shrink`);
+      const over = streamLimitError(this.accountLimits, stream.config, count, this.othersThan(stream), reservationOf(stream.config, from));
+      if (over !== null) throw over;
       if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
       const added = await this.openPartitions(stream.config, stream.dir, from, count);
       let order: StreamOrder | null = null;
@@ -447,6 +485,11 @@ export class JetStream implements DeliveryHost {
     const config = normalizeStreamConfig(raw);
     const unsupported = unsupportedStreamFeature(config);
     if (unsupported !== null) throw unsupported;
+    // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
+    const max = this.accountLimits.maxStreams;
+    if (max > 0 && this.streams.size >= max) throw LimitErrors.maxStreams();
+    const over = streamLimitError(this.accountLimits, config, partitions, [...this.streams.values()].filter((s) => s.config.name !== config.name));
+    if (over !== null) throw over;
     const existing = this.streams.get(config.name);
     if (existing !== undefined) {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
@@ -491,6 +534,8 @@ export class JetStream implements DeliveryHost {
     if (err !== null) throw err;
     const unsupported = unsupportedStreamFeature(config);
     if (unsupported !== null) throw unsupported;
+    const over = streamLimitError(this.accountLimits, config, stream.partitions.length, this.othersThan(stream), reservationOf(stream.config, stream.partitions.length));
+    if (over !== null) throw over;
     this.checkOverlap(config, stream);
     if (stream.dir !== null) {
       await writeJsonDurably(join(stream.dir, "meta.json"), { config, created: stream.created.toISOString(), partitions: stream.partitions.length } satisfies StreamMeta);
@@ -549,7 +594,7 @@ export class JetStream implements DeliveryHost {
     subjectFilter: string | undefined,
     legacyDurable: boolean,
   ): Promise<Consumer> {
-    const config = normalizeConsumerConfig(raw, stream.config);
+    const config = normalizeConsumerConfig(raw, stream.config, this.accountLimits.maxAckPending);
     if (legacyDurable) {
       if (config.durable_name === undefined) throw Errors.consumerDurableNotInSubject();
       if (config.durable_name !== subjectName) throw Errors.consumerDurableSubjectMismatch();
@@ -575,7 +620,7 @@ export class JetStream implements DeliveryHost {
       return existing;
     }
     if (action === "update") throw Errors.consumerDoesNotExist();
-    const max = stream.config.max_consumers;
+    const max = consumerLimit(this.accountLimits, stream.config);
     if (max > 0 && stream.consumers.size >= max) throw Errors.maxConsumers();
     if (stream.config.retention === "workqueue") this.checkWorkQueue(stream, config);
     const created = new Date();
@@ -682,7 +727,6 @@ export class JetStream implements DeliveryHost {
       );
     }
     this.streams.clear();
-    await this.lock?.release();
   }
 }
 

@@ -10,6 +10,7 @@ import { EventEmitter } from "node:events";
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { subjectMatches } from "../subjects/subject.js";
+import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
@@ -22,6 +23,16 @@ import type { Visibility } from "./visibility.js";
 import type { MergedLog, StreamOrder } from "./stream-order.js";
 
 export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
+
+/**
+ * An account's bound on what its streams hold (limits.ts): asked before
+ * each message or door append is handed to a log, only when the account
+ * has a memory or storage limit.
+ */
+export interface StorageQuota {
+  /** The refusal of `bytes` more in a stream of this storage type, or null. */
+  refusal(storage: StreamConfig["storage"], bytes: number): ApiError | null;
+}
 
 /** Where a stream sends what it republishes (the account's routing). */
 export type Republisher = (subject: string, headers: Buffer, data: Buffer) => void;
@@ -159,6 +170,8 @@ export class Stream {
   private queuedBytes = 0;
   /** Publishes refused because the ingest backlog was full. */
   ingestRefused = 0;
+  /** The account's storage bound, when it has one (set by JetStream). */
+  quota: StorageQuota | null = null;
 
   constructor(
     public config: StreamConfig,
@@ -291,6 +304,13 @@ export class Stream {
     this.process(item);
   }
 
+  /** What the stream holds against its account: stored, on its way to the logs, and queued. */
+  get heldBytes(): number {
+    let bytes = this.queuedBytes;
+    for (let i = 0; i < this.partitions.length; i++) bytes += this.partitions[i].storedBytes + this.partitions[i].backlogBytes;
+    return bytes;
+  }
+
   /** Messages and bytes waiting to be stored, over every partition and the publish queue. */
   private backlogOver(limit: { messages: number; bytes: number }): boolean {
     let messages = this.queue.length;
@@ -368,6 +388,11 @@ export class Stream {
       if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
     }
     const log = this.partitions[partition];
+    if (this.quota !== null) {
+      // After de-duplication and expectations, as nats-server checks it (once the message is stored).
+      const over = this.quota.refusal(this.config.storage, RECORD_HEADER + Buffer.byteLength(p.subject) + (key?.length ?? 0) + (headers?.length ?? 0) + p.data.length);
+      if (over !== null) return this.fail(p, msgId, over);
+    }
     const republish = this.republish !== null && partition === 0 && this.republish.match(p.subject) !== null;
     if (republish) this.trackSubject(p);
     this.inflight++;
@@ -516,6 +541,10 @@ export class Stream {
     const size = (input.headers?.length ?? 0) + input.data.length;
     const max = this.config.max_msg_size;
     if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0);
+    if (this.quota !== null) {
+      const over = this.quota.refusal(this.config.storage, recordSize(input));
+      if (over !== null) return done(over, 0);
+    }
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0);
     const go = (inp: AppendInput) => (): void => {
@@ -592,6 +621,11 @@ export class Stream {
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
     const max = this.config.max_msg_size;
     if ((max > 0 && largestPayload > max) || largestPayload > this.maxPayload) return done(Errors.messageTooBig(), 0);
+    if (this.quota !== null) {
+      // The records' bytes and their headers in the log: what they will hold, near enough to bound the account.
+      const over = this.quota.refusal(this.config.storage, bytes + count * RECORD_HEADER);
+      if (over !== null) return done(over, 0);
+    }
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0);
     const stored = (err: Error | null, first: number): void => {

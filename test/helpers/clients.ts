@@ -93,3 +93,14 @@ export async function waitUntilAsync(check: () => Promise<boolean>, what: string
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * Subscriptions of clients in an account's trie, leaving out the server's
+ * own (the system account's answers in every account, the JetStream API):
+ * what a leak check counts.
+ */
+export function clientSubscriptions(account: { sublist: { all(): Iterable<{ receiver: unknown }> } }): number {
+  let n = 0;
+  for (const s of account.sublist.all()) if (typeof (s.receiver as { cid?: unknown }).cid === "number") n++;
+  return n;
+}

@@ -1,8 +1,9 @@
 /** CreateTopics, DeleteTopics, CreatePartitions and DeleteRecords: topics as streams (see topics.ts). */
 
 import type { RequestContext } from "./api.js";
-import { MAX_PARTITIONS, type KafkaDoor } from "./door.js";
-import { ErrorCode } from "./errors.js";
+import { MAX_PARTITIONS } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
+import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
@@ -12,7 +13,7 @@ import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC
 /** Kafka's message for a TopicAuthorizationException in admin responses. */
 export const AUTHORIZATION_FAILED = "Authorization failed.";
 
-export async function createTopic(door: KafkaDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false): Promise<Outcome> {
+export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false): Promise<Outcome> {
   const nameError = topicNameError(topic);
   if (nameError !== null) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, nameError);
   if (partitions < 1 || partitions > MAX_PARTITIONS) return fail(ErrorCode.INVALID_PARTITIONS, `partitions must be 1 to ${MAX_PARTITIONS}`);
@@ -30,13 +31,14 @@ export async function createTopic(door: KafkaDoor, topic: string, partitions: nu
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
     if (err.errCode === 10065) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+    if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     return fail(ErrorCode.INVALID_CONFIG, err.message);
   }
   door.log.info(`kafka: created topic ${topic} with ${partitions} partition(s)`);
   return ok;
 }
 
-export async function handleCreateTopics(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
   const seen = new Set<string>();
   const results: Array<{ name: string } & Outcome> = [];
@@ -62,7 +64,7 @@ export async function handleCreateTopics(door: KafkaDoor, { conn, version, r, w 
   return true;
 }
 
-export async function handleDeleteTopics(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { names } = decodeDeleteTopics(r);
   const results: Array<[string, number]> = [];
   for (const name of names) {
@@ -87,7 +89,7 @@ export async function handleDeleteTopics(door: KafkaDoor, { conn, version, r, w 
 }
 
 /** Why `stream` cannot grow to `count` partitions with these assignments, or null. */
-function growthError(door: KafkaDoor, name: string, count: number, assignments: number[][] | null): Outcome | null {
+function growthError(door: AccountDoor, name: string, count: number, assignments: number[][] | null): Outcome | null {
   const stream = findTopic(door.js, name);
   if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
   const current = stream.partitions.length;
@@ -108,7 +110,7 @@ function growthError(door: KafkaDoor, name: string, count: number, assignments: 
 }
 
 /** Adds the partitions; the Kafka outcome of the stream's answer. */
-async function growTopic(door: KafkaDoor, name: string, count: number): Promise<Outcome> {
+async function growTopic(door: AccountDoor, name: string, count: number): Promise<Outcome> {
   const stream = findTopic(door.js, name);
   if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
   try {
@@ -118,6 +120,7 @@ async function growTopic(door: KafkaDoor, name: string, count: number): Promise<
     if (err instanceof ApiError && err.errCode === 10059) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
     // Grown by another request since this one was checked: Kafka's words for the count it has now.
     if (err instanceof ApiError && err.errCode === 10051) return growthError(door, name, count, null) ?? fail(ErrorCode.INVALID_PARTITIONS, err.message);
+    if (err instanceof ApiError && isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     door.log.error(`kafka: adding partitions to topic ${name} failed: ${(err as Error).message}`);
     return fail(ErrorCode.KAFKA_STORAGE_ERROR, `adding partitions failed: ${(err as Error).message}`);
   }
@@ -132,7 +135,7 @@ async function growTopic(door: KafkaDoor, name: string, count: number): Promise<
  * whose change outlasts timeout_ms gets REQUEST_TIMED_OUT while the change
  * goes on. Partitions are only ever added.
  */
-export async function handleCreatePartitions(door: KafkaDoor, { conn, r, w }: RequestContext): Promise<boolean> {
+export async function handleCreatePartitions(door: AccountDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { topics, timeoutMs, validateOnly } = decodeCreatePartitions(r);
   const deadline = Date.now() + timeoutMs;
   const counts = new Map<string, number>();
@@ -179,7 +182,7 @@ function raceDeadline(work: Promise<Outcome>, deadline: number, late: Outcome): 
  * Kafka. One replica holds the records, so the purge is done when the
  * answer goes: timeout_ms has nothing to wait for.
  */
-export async function handleDeleteRecords(door: KafkaDoor, { conn, r, w }: RequestContext): Promise<boolean> {
+export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { topics } = decodeDeleteRecords(r);
   const results: Array<{ name: string; partitions: Array<{ index: number; low: number; error: number }> }> = [];
   for (const t of topics) {

@@ -34,6 +34,9 @@ export const ApiKey = {
   AddOffsetsToTxn: 25,
   EndTxn: 26,
   TxnOffsetCommit: 28,
+  DescribeAcls: 29,
+  CreateAcls: 30,
+  DeleteAcls: 31,
   SaslAuthenticate: 36,
   DescribeConfigs: 32,
   AlterConfigs: 33,
@@ -84,6 +87,10 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.SaslHandshake, [0, 1]],
   // Flexible from v2, which librdkafka 2.x and the Java client send.
   [ApiKey.SaslAuthenticate, [0, 2]],
+  // Answered, always with an error: permissions come from the configuration, not from Kafka clients (acls.ts).
+  [ApiKey.DescribeAcls, [0, 1]],
+  [ApiKey.CreateAcls, [0, 1]],
+  [ApiKey.DeleteAcls, [0, 1]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */
@@ -119,6 +126,9 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.TxnOffsetCommit, 3],
   // SaslHandshake has no flexible version.
   [ApiKey.SaslAuthenticate, 2],
+  [ApiKey.DescribeAcls, 2],
+  [ApiKey.CreateAcls, 2],
+  [ApiKey.DeleteAcls, 2],
 ]);
 
 export function isFlexible(apiKey: number, version: number): boolean {

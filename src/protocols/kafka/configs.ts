@@ -8,8 +8,8 @@
  */
 
 import type { RequestContext } from "./api.js";
-import type { KafkaDoor } from "./door.js";
-import { ErrorCode } from "./errors.js";
+import type { AccountDoor } from "./account-door.js";
+import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { NS_PER_MS, normalizeStreamConfig, streamUpdateError, type StreamConfig } from "../../streams/config.js";
 import type { Stream } from "../../streams/stream.js";
@@ -130,7 +130,7 @@ export interface ConfigEntry {
 }
 
 /** The Kafka view of a stream's settings. */
-export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
+export function topicConfigs(door: AccountDoor, s: Stream): ConfigEntry[] {
   const c = s.config;
   const source = (set: boolean): number => (set ? SOURCE_DYNAMIC_TOPIC : SOURCE_DEFAULT);
   return [
@@ -150,7 +150,7 @@ export function topicConfigs(door: KafkaDoor, s: Stream): ConfigEntry[] {
  * defaults a topic gets (`log.*`). All read-only: they come from the
  * configuration file.
  */
-export function brokerConfigs(door: KafkaDoor): ConfigEntry[] {
+export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
   const o = door.options;
   const entry = (name: string, value: string | number | boolean | null, dflt: string | number | boolean | null): ConfigEntry => ({
     name,
@@ -186,7 +186,7 @@ export function brokerConfigs(door: KafkaDoor): ConfigEntry[] {
 }
 
 /** Configs a topic has set, by name: what AlterConfigs replaces and IncrementalAlterConfigs changes. */
-function setTopicConfigs(door: KafkaDoor, s: Stream): Map<string, string> {
+function setTopicConfigs(door: AccountDoor, s: Stream): Map<string, string> {
   const out = new Map<string, string>();
   for (const e of topicConfigs(door, s)) if (e.source === SOURCE_DYNAMIC_TOPIC && e.value !== null) out.set(e.name, e.value);
   return out;
@@ -211,7 +211,7 @@ type AlterResource = AlterConfigsRequest["resources"][number];
  * its configs replaced (AlterConfigs) or the named ones changed
  * (IncrementalAlterConfigs); an Outcome when they cannot be honoured.
  */
-function alteredConfig(door: KafkaDoor, stream: Stream, res: AlterResource, incremental: boolean): StreamConfig | Outcome {
+function alteredConfig(door: AccountDoor, stream: Stream, res: AlterResource, incremental: boolean): StreamConfig | Outcome {
   const names = new Set<string>();
   const nulls: string[] = [];
   for (const c of res.configs) {
@@ -262,7 +262,7 @@ function alteredConfig(door: KafkaDoor, stream: Stream, res: AlterResource, incr
 }
 
 /** Applies one resource's changes (or checks them, `validateOnly`). */
-async function alterResource(door: KafkaDoor, perms: PermissionCheck | null, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
+async function alterResource(door: AccountDoor, perms: PermissionCheck | null, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
   if (res.type === RESOURCE_BROKER) {
     if (res.configs.length === 0) return ok;
     return fail(ErrorCode.INVALID_CONFIG, `nagare's broker settings come from its configuration file and cannot be changed at run time (${res.configs.map((c) => c.name).join(", ")})`);
@@ -283,13 +283,14 @@ async function alterResource(door: KafkaDoor, perms: PermissionCheck | null, res
     await door.js.updateStream(next);
   } catch (err) {
     if (!(err instanceof ApiError)) throw err;
+    if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     return fail(ErrorCode.INVALID_CONFIG, err.message);
   }
   door.log.info(`kafka: altered configs of topic ${res.name}: ${res.configs.map((c) => `${c.name}${c.op === ConfigOp.DELETE ? " (default)" : `=${c.value}`}`).join(", ") || "all to their defaults"}`);
   return ok;
 }
 
-async function handleAlter(door: KafkaDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
+async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
   const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
   const seen = new Set<string>();
   const results: Array<Outcome & { type: number; name: string }> = [];
@@ -304,16 +305,16 @@ async function handleAlter(door: KafkaDoor, { conn, r, w }: RequestContext, incr
   return true;
 }
 
-export function handleAlterConfigs(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+export function handleAlterConfigs(door: AccountDoor, ctx: RequestContext): Promise<boolean> {
   return handleAlter(door, ctx, false);
 }
 
-export function handleIncrementalAlterConfigs(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+export function handleIncrementalAlterConfigs(door: AccountDoor, ctx: RequestContext): Promise<boolean> {
   return handleAlter(door, ctx, true);
 }
 
 /** The configs of one DescribeConfigs resource, or why not. */
-function describeResource(door: KafkaDoor, type: number, name: string): Outcome & { entries: ConfigEntry[] } {
+function describeResource(door: AccountDoor, type: number, name: string): Outcome & { entries: ConfigEntry[] } {
   if (type === RESOURCE_TOPIC) {
     const stream = findTopic(door.js, name);
     if (stream === undefined) return { ...fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${name} does not exist`), entries: [] };
@@ -328,7 +329,7 @@ function describeResource(door: KafkaDoor, type: number, name: string): Outcome 
   return { ...fail(ErrorCode.INVALID_REQUEST, `resource type ${type} is not supported`), entries: [] };
 }
 
-export function handleDescribeConfigs(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleDescribeConfigs(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { resources } = decodeDescribeConfigs(r, version); // include_synonyms: we have none
   w.i32(0); // throttle_time_ms
   w.array(resources, (w, res) => {

@@ -23,8 +23,11 @@
  */
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
 import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../core/broker.js";
@@ -84,8 +87,12 @@ export class KafkaConnection implements Connection {
    * by its fetches in progress and its responses not yet handed to the kernel.
    */
   private responseBytes = 0;
-  /** Who the client proved to be over SASL; null before (and always, without authorization). */
+  /** The client's certificates as /connz shows them, read the first time it asks. */
+  private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
+  /** Who the client proved to be over SASL (or its certificate, with verify_and_map); null before (and always, without authorization). */
   identity: Identity | null = null;
+  /** The account it serves (its topics, groups, transactions): the default one without authorization, else its user's, once authenticated. */
+  account: AccountDoor | null;
   readonly sasl = new SaslState();
   /** Set once a response that ends the connection is queued: nothing more is read. */
   private ending: string | null = null;
@@ -100,6 +107,7 @@ export class KafkaConnection implements Connection {
     readonly socket: Socket,
   ) {
     this.cid = door.broker.allocateCid();
+    this.account = door.auth === null ? door.defaultDoor : null;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
@@ -244,6 +252,7 @@ export class KafkaConnection implements Connection {
       i.lang = this.clientSoftware.name;
       i.version = this.clientSoftware.version;
     }
+    if (this.door.options.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     return i;
   }
 
@@ -390,10 +399,10 @@ export class KafkaConnection implements Connection {
       giveBack();
       return this.close(`API ${apiKey} version ${version} is not supported`);
     }
-    // Kafka's SASL listener: before authentication, only ApiVersions and the SASL exchange.
-    if (this.identity === null && this.door.auth !== null && apiKey !== ApiKey.ApiVersions && apiKey !== ApiKey.SaslHandshake && apiKey !== ApiKey.SaslAuthenticate) {
+    // Kafka's SASL listener: before authentication, only ApiVersions and the SASL exchange; after it, the user's account.
+    if (this.account === null && apiKey !== ApiKey.ApiVersions && apiKey !== ApiKey.SaslHandshake && apiKey !== ApiKey.SaslAuthenticate) {
       giveBack();
-      return this.close(`API ${apiKey} before SASL authentication`);
+      return this.close(this.door.auth !== null ? `API ${apiKey} before SASL authentication` : `API ${apiKey}: the default account has no JetStream`);
     }
     if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);

@@ -5,14 +5,17 @@
  */
 
 import { createServer, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer, type SecureContextOptions } from "node:tls";
+import { createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from "node:tls";
+import { peerCertificate } from "../../core/tls-names.js";
+import { CertificateMap } from "../../core/tls-map.js";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { JetStream } from "../../streams/jetstream.js";
+import type { JetStreams } from "../../streams/jetstreams.js";
+import { GLOBAL_ACCOUNT } from "../../core/account.js";
 import type { Logger } from "../../util/log.js";
 import type { Broker } from "../../core/broker.js";
-import type { Authenticator } from "../../core/auth.js";
+import type { PasswordAuth } from "../../core/auth.js";
 import { handleSaslAuthenticate, handleSaslHandshake, type SaslMechanism } from "./sasl.js";
 import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../util/persist.js";
@@ -25,10 +28,9 @@ import { handleAlterConfigs, handleDescribeConfigs, handleIncrementalAlterConfig
 import { handleDeleteGroups, handleOffsetDelete } from "./group-admin.js";
 import { handleProduce } from "./produce.js";
 import { handleFetch, handleListOffsets } from "./fetch.js";
-import { GroupCoordinator } from "./groups.js";
-import { ProducerStates } from "./producers.js";
 import { handleInitProducerId } from "./produce.js";
-import { TransactionCoordinator } from "./transactions.js";
+import { AccountDoor } from "./account-door.js";
+import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleEndTxn, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
@@ -76,6 +78,12 @@ export interface KafkaTls {
   files: SecureContextOptions;
   /** Require and verify a client certificate (mutual TLS). */
   verify: boolean;
+  /**
+   * verify_and_map: the certificate is the client's identity, as Kafka's
+   * SSL principal is, and it needs no SASL; one that names no user (or a
+   * user with a password, which only SASL could prove) is closed at once.
+   */
+  verifyAndMap: boolean;
   /** Milliseconds a client has to complete the handshake. */
   timeoutMs: number;
 }
@@ -108,7 +116,6 @@ export class KafkaDoor {
   readonly frames = new BufferPool(FRAME_POOL_BYTES);
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
-  readonly producers: ProducerStates;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
   readonly decompression: ByteBudget;
   /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
@@ -118,26 +125,36 @@ export class KafkaDoor {
   private server: Server | null = null;
   port = 0;
   /** The server's users: with them, every connection authenticates over SASL before anything else. */
-  auth: Authenticator | null = null;
+  auth: PasswordAuth | null = null;
+  /** The door of each account with JetStream that a client has used (every one at start), by account name. */
+  private readonly accounts = new Map<string, Promise<AccountDoor>>();
+  private readonly ready = new Map<string, AccountDoor>();
+  private closed = false;
 
   private constructor(
     readonly broker: Broker,
-    readonly js: JetStream,
+    readonly jetstreams: JetStreams,
     readonly options: KafkaOptions,
     readonly log: Logger,
     readonly clusterId: string,
-    readonly groups: GroupCoordinator,
-    producers: ProducerStates,
-    readonly transactions: TransactionCoordinator,
   ) {
-    this.producers = producers;
     this.decompression = new ByteBudget(options.maxDecompressBytes);
     this.responses = new ByteBudget(options.maxResponseBytes);
     this.requests = new ByteBudget(Math.max(options.maxQueuedRequestBytes, options.maxRequestBytes));
-    const on = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
+    // What needs no account: versions, SASL and the ACL APIs (refused whoever asks).
+    const open = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
     };
-    on(ApiKey.ApiVersions, handleApiVersions);
+    open(ApiKey.ApiVersions, handleApiVersions);
+    open(ApiKey.SaslHandshake, handleSaslHandshake);
+    open(ApiKey.SaslAuthenticate, handleSaslAuthenticate);
+    open(ApiKey.DescribeAcls, handleDescribeAcls);
+    open(ApiKey.CreateAcls, handleCreateAcls);
+    open(ApiKey.DeleteAcls, handleDeleteAcls);
+    // Everything else serves the connection's account (connection.ts lets nothing else through before it has one).
+    const on = (key: number, h: (door: AccountDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
+      this.handlers.set(key, (ctx) => h(ctx.conn.account!, ctx));
+    };
     on(ApiKey.Metadata, handleMetadata);
     on(ApiKey.CreateTopics, handleCreateTopics);
     on(ApiKey.DeleteTopics, handleDeleteTopics);
@@ -166,24 +183,83 @@ export class KafkaDoor {
     on(ApiKey.AddOffsetsToTxn, handleAddOffsetsToTxn);
     on(ApiKey.EndTxn, handleEndTxn);
     on(ApiKey.TxnOffsetCommit, handleTxnOffsetCommit);
-    on(ApiKey.SaslHandshake, handleSaslHandshake);
-    on(ApiKey.SaslAuthenticate, handleSaslAuthenticate);
+  }
+
+  /**
+   * The door of an account, opened on first use (its groups loaded, the
+   * transactions a crash left open finished); null when the account has no
+   * JetStream, whose streams are the Kafka door's topics.
+   */
+  accountDoor(account: string): Promise<AccountDoor | null> {
+    const js = this.jetstreams.get(account);
+    if (js === undefined || this.closed) return Promise.resolve(null);
+    let opening = this.accounts.get(account);
+    if (opening === undefined) {
+      const p = AccountDoor.open(this, js);
+      this.accounts.set(account, p);
+      p.then(
+        (d) => this.ready.set(account, d),
+        () => {
+          if (this.accounts.get(account) === p) this.accounts.delete(account);
+        },
+      );
+      opening = p;
+    }
+    const p = opening;
+    return p.then((d) => {
+      if (d.js === js) return d;
+      // The account's JetStream was turned off and on again since its door opened.
+      this.retire(account, p, d);
+      return this.accountDoor(account);
+    });
+  }
+
+  /** The default account's door, open from the start: what connections use when the server authenticates nobody. */
+  get defaultDoor(): AccountDoor | null {
+    return this.ready.get(GLOBAL_ACCOUNT) ?? null;
+  }
+
+  /**
+   * An account's JetStream changed (jetstreams.ts): a door holding streams
+   * that were closed is retired, and its connections with it (Kafka clients
+   * reconnect, and authenticate against what the account has now).
+   */
+  private readonly onAccountChange = (account: string): void => {
+    const p = this.accounts.get(account);
+    if (p === undefined) return;
+    p.then(
+      (d) => {
+        if (this.jetstreams.get(account) !== d.js) this.retire(account, p, d);
+      },
+      () => undefined,
+    );
+  };
+
+  private retire(account: string, p: Promise<AccountDoor>, d: AccountDoor): void {
+    if (this.accounts.get(account) !== p) return;
+    this.accounts.delete(account);
+    this.ready.delete(account);
+    for (const c of [...this.connections]) if (c.account === d) c.close(`account ${account} no longer has JetStream`);
+    d.close();
   }
 
   get maxRequestBytes(): number {
     return this.options.maxRequestBytes;
   }
 
-  static async start(broker: Broker, js: JetStream, options: KafkaOptions, log: Logger, auth: Authenticator | null = null): Promise<KafkaDoor> {
-    const groups = new GroupCoordinator(join(js.options.storeDir, "kafka", "groups"), options.initialRebalanceDelayMs, (line) => log.debug(`kafka ${line}`));
-    await groups.load();
-    const producers = new ProducerStates();
-    const transactions = new TransactionCoordinator(js, groups, join(js.options.storeDir, "kafka"), () => producers.allocate(), (line) => log.debug(`kafka ${line}`));
-    // Before the listener opens: transactions a crash left open are finished or aborted first.
-    await transactions.load();
-    const door = new KafkaDoor(broker, js, options, log, await clusterIdOf(js.options.storeDir), groups, producers, transactions);
+  static async start(broker: Broker, jetstreams: JetStreams, options: KafkaOptions, log: Logger, auth: PasswordAuth | null = null): Promise<KafkaDoor> {
+    const storeDir = jetstreams.options.storeDir;
+    const door = new KafkaDoor(broker, jetstreams, options, log, await clusterIdOf(storeDir));
     door.auth = auth;
-    await door.listen();
+    try {
+      // Before the listener opens: every account's transactions a crash left open are finished or aborted first.
+      for (const js of jetstreams.all()) await door.accountDoor(js.account.name);
+      jetstreams.changeListeners.add(door.onAccountChange);
+      await door.listen();
+    } catch (err) {
+      await door.close();
+      throw err;
+    }
     return door;
   }
 
@@ -228,22 +304,60 @@ export class KafkaDoor {
       socket.destroy();
       return;
     }
-    this.connections.add(new KafkaConnection(this, socket));
+    if (this.options.tls?.verifyAndMap === true) this.acceptMapped(socket as TLSSocket);
+    else this.connections.add(new KafkaConnection(this, socket));
+  }
+
+  /**
+   * verify_and_map: who the client's certificate says it is, and its
+   * account's door, before its first request is read (a socket nobody
+   * listens to yet buffers what the client sends).
+   */
+  private acceptMapped(socket: TLSSocket): void {
+    const certificate = peerCertificate(socket);
+    const identity = certificate === null || this.auth?.certificateIdentity === undefined ? null : this.auth.certificateIdentity(certificate);
+    const admit = (account: AccountDoor | null, refusal: string): void => {
+      const conn = new KafkaConnection(this, socket);
+      this.connections.add(conn);
+      if (identity === null || account === null) {
+        conn.close(refusal);
+        return;
+      }
+      conn.identity = identity;
+      conn.account = account;
+      this.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} (account ${identity.account}) by the certificate's ${identity.mappedBy}`);
+    };
+    if (identity === null) return admit(null, `certificate ${JSON.stringify(CertificateMap.subjectOf(certificate))} maps to no user without a password`);
+    const noJetStream = `user ${identity.name}: account ${identity.account} has no JetStream, whose streams are the Kafka topics`;
+    socket.on("error", () => {});
+    this.accountDoor(identity.account).then(
+      (account) => {
+        if (socket.destroyed) return;
+        if (this.closed) socket.destroy();
+        else admit(account, noJetStream);
+      },
+      (err: Error) => {
+        if (!socket.destroyed) admit(null, `account ${identity.account}: ${err.message}`);
+      },
+    );
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.jetstreams.changeListeners.delete(this.onAccountChange);
     const server = this.server;
     this.server = null;
-    if (server === null) return;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     for (const c of [...this.connections]) c.close();
-    this.groups.close();
-    this.transactions.close();
+    for (const opening of this.accounts.values()) await opening.then((d) => d.close(), () => undefined);
+    this.accounts.clear();
+    this.ready.clear();
     await closed;
   }
 }
 
-/** Kafka clients expect a cluster id that stays the same across restarts: kept beside the streams. */
+/** Kafka clients expect a cluster id that stays the same across restarts: kept beside the streams, one for every account. */
 async function clusterIdOf(storeDir: string): Promise<string> {
   const file = join(storeDir, "kafka", "cluster.json");
   try {

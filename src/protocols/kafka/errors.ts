@@ -49,10 +49,24 @@ export const ErrorCode = {
   GROUP_SUBSCRIBED_TO_TOPIC: 86,
   INVALID_RECORD: 87,
   TOPIC_AUTHORIZATION_FAILED: 29,
+  CLUSTER_AUTHORIZATION_FAILED: 31,
+  SECURITY_DISABLED: 54,
   UNSUPPORTED_SASL_MECHANISM: 33,
   ILLEGAL_SASL_STATE: 34,
   SASL_AUTHENTICATION_FAILED: 58,
 } as const;
+
+/**
+ * JetStream's account-limit errors (streams/limits.ts: max streams, memory
+ * and storage, consumers, max_bytes rules, and a message the account has no
+ * room for): a Kafka client gets POLICY_VIOLATION with JetStream's text, an
+ * error it does not retry, as the account's configured policy refuses it.
+ */
+const ACCOUNT_LIMIT_CODES = new Set([10002, 10026, 10027, 10028, 10047, 10113, 10122]);
+
+export function isAccountLimit(err: { errCode: number }): boolean {
+  return ACCOUNT_LIMIT_CODES.has(err.errCode);
+}
 
 /** A refusal of one partition's records, with the code its produce response carries. */
 export class BatchError extends Error {

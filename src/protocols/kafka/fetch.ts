@@ -11,7 +11,7 @@
 
 import type { RequestContext } from "./api.js";
 import type { Writer } from "./codec.js";
-import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
@@ -55,7 +55,7 @@ const READ_COMMITTED = 1;
 const CONTROL_ABORT = 0;
 const CONTROL_COMMIT = 1;
 
-export async function handleFetch(door: KafkaDoor, ctx: RequestContext): Promise<boolean> {
+export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promise<boolean> {
   const { conn, version, r, w } = ctx;
   const req = decodeFetch(r, version);
   const topics = req.topics;
@@ -107,7 +107,7 @@ interface Collected {
  * all it waits for some until the deadline, then answers without records:
  * a slow reader's unread responses, or the door's, bound what is built.
  */
-async function collectWithRoom(door: KafkaDoor, ctx: RequestContext, topics: TopicFetch[], want: number, readCommitted: boolean, deadline: number): Promise<Collected> {
+async function collectWithRoom(door: AccountDoor, ctx: RequestContext, topics: TopicFetch[], want: number, readCommitted: boolean, deadline: number): Promise<Collected> {
   for (;;) {
     const room = ctx.conn.takeResponseRoom(ctx, want);
     if (room > 0) {
@@ -127,7 +127,7 @@ async function collectWithRoom(door: KafkaDoor, ctx: RequestContext, topics: Top
  * no records). A topic `perms` may not read is answered
  * TOPIC_AUTHORIZATION_FAILED in each of its partitions, and nothing of it is read.
  */
-async function collect(door: KafkaDoor, perms: PermissionCheck | null, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
+async function collect(door: AccountDoor, perms: PermissionCheck | null, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
   let bytes = 0;
   const results: PartitionOut[][] = [];
   for (const t of topics) {
@@ -173,7 +173,7 @@ async function collect(door: KafkaDoor, perms: PermissionCheck | null, topics: T
 }
 
 /** Resolves on the first append to a fetched partition, or at the deadline. */
-function appendOrTimeout(door: KafkaDoor, topics: TopicFetch[], deadline: number): Promise<void> {
+function appendOrTimeout(door: AccountDoor, topics: TopicFetch[], deadline: number): Promise<void> {
   const watched: Array<[Stream, (partition: number) => void]> = [];
   return new Promise<void>((resolve) => {
     let timer: NodeJS.Timeout | null = null;
@@ -310,7 +310,7 @@ async function offsetForTime(log: MessageLog, target: number, logAppendTime: boo
   return { offset: start.seq - 1, timestamp: start.time };
 }
 
-export function handleListOffsets(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
   return (async () => {

@@ -6,14 +6,14 @@
  */
 
 import type { RequestContext } from "./api.js";
-import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
 import { decodeDeleteGroups, decodeOffsetDelete } from "./requests.js";
 import { findTopic } from "./topics.js";
 
-export async function handleDeleteGroups(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupIds } = decodeDeleteGroups(r);
   const results: Array<[string, number]> = [];
   for (const id of groupIds) {
@@ -56,7 +56,7 @@ export function subscribedTopics(g: Group): Set<string> | null {
   return topics;
 }
 
-export async function handleOffsetDelete(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupId, topics } = decodeOffsetDelete(r);
   const g = groupId === "" ? null : door.groups.group(groupId, false);
   let error: number = ErrorCode.NONE;

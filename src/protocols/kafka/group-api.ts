@@ -1,7 +1,7 @@
 /** The consumer-group APIs over groups.ts: coordinator lookup, membership, offsets, listings. */
 
 import type { RequestContext } from "./api.js";
-import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { findTopic } from "./topics.js";
@@ -18,7 +18,7 @@ import {
   KEY_TYPE_TRANSACTION,
 } from "./requests.js";
 
-export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: RequestContext): boolean {
+export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
   const { keyType } = decodeFindCoordinator(r, version);
   if (version >= 1) w.i32(0); // throttle_time_ms
   if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) {
@@ -33,7 +33,7 @@ export function handleFindCoordinator(door: KafkaDoor, { conn, version, r, w }: 
   return true;
 }
 
-export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
   const group = groupId === "" ? null : door.groups.group(groupId, true);
   const result =
@@ -53,7 +53,7 @@ export async function handleJoinGroup(door: KafkaDoor, { conn, version, r, w }: 
   return true;
 }
 
-export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
   const group = door.groups.group(groupId, false);
   const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
@@ -62,7 +62,7 @@ export async function handleSyncGroup(door: KafkaDoor, { version, r, w }: Reques
   return true;
 }
 
-export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, generation, memberId, instanceId } = decodeHeartbeat(r, version);
   const group = door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
@@ -70,7 +70,7 @@ export function handleHeartbeat(door: KafkaDoor, { version, r, w }: RequestConte
   return true;
 }
 
-export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
   const group = door.groups.group(groupId, false);
   const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId)));
@@ -85,7 +85,7 @@ export function handleLeaveGroup(door: KafkaDoor, { version, r, w }: RequestCont
   return true;
 }
 
-export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
   // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
   const results = topics.map((t) => {
@@ -127,7 +127,7 @@ export async function handleOffsetCommit(door: KafkaDoor, { version, r, w }: Req
   return true;
 }
 
-export function handleOffsetFetch(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, topics: asked } = decodeOffsetFetch(r);
   let topics = asked;
   const group = door.groups.group(groupId, false);
@@ -156,7 +156,7 @@ export function handleOffsetFetch(door: KafkaDoor, { version, r, w }: RequestCon
   return true;
 }
 
-export function handleListGroups(door: KafkaDoor, { version, w }: RequestContext): boolean {
+export function handleListGroups(door: AccountDoor, { version, w }: RequestContext): boolean {
   if (version >= 1) w.i32(0);
   w.i16(ErrorCode.NONE);
   const groups = [...door.groups.groups.values()];
@@ -164,7 +164,7 @@ export function handleListGroups(door: KafkaDoor, { version, w }: RequestContext
   return true;
 }
 
-export function handleDescribeGroups(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleDescribeGroups(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupIds: ids } = decodeDescribeGroups(r, version); // include_authorized_operations: not computed
   if (version >= 1) w.i32(0);
   w.array(ids, (w, id) => {

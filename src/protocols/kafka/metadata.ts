@@ -3,6 +3,7 @@
 import { API_VERSIONS, type RequestContext } from "./api.js";
 import { decodeApiVersions, decodeDescribeCluster, decodeMetadata } from "./requests.js";
 import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
 import { findTopic, mayManageTopic, topicNameError, topicOf } from "./topics.js";
@@ -32,7 +33,7 @@ export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, 
   return true;
 }
 
-export async function handleMetadata(door: KafkaDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+export async function handleMetadata(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: names, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
 
   type Entry = { name: string; error: number; stream: Stream | undefined };
@@ -84,7 +85,7 @@ export async function handleMetadata(door: KafkaDoor, { conn, version, r, w }: R
  * DescribeCluster v0 (flexible: compact strings, tagged fields): this node
  * is the cluster and its controller, with the cluster id Metadata gives.
  */
-export function handleDescribeCluster(door: KafkaDoor, { conn, r, w }: RequestContext): boolean {
+export function handleDescribeCluster(door: AccountDoor, { conn, r, w }: RequestContext): boolean {
   decodeDescribeCluster(r); // include_cluster_authorized_operations: not computed
   w.i32(0).i16(ErrorCode.NONE).compactNullableString(null); // throttle_time_ms, error_code, error_message
   w.compactString(door.clusterId).i32(door.nodeId);

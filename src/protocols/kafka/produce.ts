@@ -6,8 +6,8 @@
  */
 
 import type { RequestContext } from "./api.js";
-import type { KafkaDoor } from "./door.js";
-import { BatchError, ErrorCode } from "./errors.js";
+import type { AccountDoor } from "./account-door.js";
+import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
@@ -27,7 +27,7 @@ interface PartitionResult {
   logStartOffset: number;
 }
 
-export async function handleProduce(door: KafkaDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
+export async function handleProduce(door: AccountDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
   // timeout_ms: appends finish or fail on their own; it bounds only the wait for room to decompress.
   const { transactionalId, acks, timeoutMs, topics } = decodeProduce(r, version);
   // v0–2 carry message formats v0/v1: only RecordBatch v2 is stored (api.ts says why they are advertised).
@@ -59,7 +59,7 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
  * room at most the request's timeout_ms, and one whose connection went away
  * while it waited is not decompressed.
  */
-function decompressionGate(door: KafkaDoor, conn: KafkaConnection, timeoutMs: number): DecompressionGate {
+function decompressionGate(door: AccountDoor, conn: KafkaConnection, timeoutMs: number): DecompressionGate {
   const budget = door.decompression;
   return {
     maxBytes: Math.min(door.maxRequestBytes, budget.limit),
@@ -84,7 +84,7 @@ type TopicData = ProduceRequest["topics"];
  * budget at that moment, or when anything fails.
  */
 async function prepareAndIssue(
-  door: KafkaDoor,
+  door: AccountDoor,
   conn: KafkaConnection,
   topics: TopicData,
   refuse: number,
@@ -154,7 +154,7 @@ interface Prepared {
  * refused TOPIC_AUTHORIZATION_FAILED, whole.
  */
 async function prepare(
-  door: KafkaDoor,
+  door: AccountDoor,
   perms: PermissionCheck | null,
   topic: string,
   index: number,
@@ -256,7 +256,7 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
 const RECOVERY_SCAN = 10_000;
 
 /** Rebuilds a producer's sequence state in a partition from the batches it left in the log. */
-async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
+async function recoverProducer(door: AccountDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
   const log = stream.partitions[index];
   const st = log.state();
   const needle = Buffer.from(`${BATCH_HEADER}: ${producerId} `);
@@ -283,7 +283,7 @@ async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, i
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
+function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
@@ -314,14 +314,14 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
   } else stream.appendMany(index, run!, stored_);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
-    if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : ErrorCode.KAFKA_STORAGE_ERROR);
+    if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR);
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
     return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
   });
 }
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
-export async function handleInitProducerId(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, transactionTimeoutMs: timeoutMs } = decodeInitProducerId(r);
   w.i32(0); // throttle_time_ms
   if (transactionalId === null) {

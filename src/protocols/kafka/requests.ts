@@ -541,6 +541,42 @@ export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes:
 }
 
 /** Every API's body decoder, by API key: what the fuzz test walks. */
+/** An ACL binding or filter as the ACL APIs carry it (v0–1): v1 adds the resource pattern type. */
+export interface AclEntry {
+  resourceType: number;
+  resourceName: string | null;
+  /** LITERAL (3) in v0, which has no pattern types. */
+  patternType: number;
+  principal: string | null;
+  host: string | null;
+  operation: number;
+  permissionType: number;
+}
+
+const LITERAL_PATTERN = 3;
+
+function decodeAclEntry(r: Reader, version: number): AclEntry {
+  const resourceType = r.i8();
+  const resourceName = r.nullableString();
+  const patternType = version >= 1 ? r.i8() : LITERAL_PATTERN;
+  return { resourceType, resourceName, patternType, principal: r.nullableString(), host: r.nullableString(), operation: r.i8(), permissionType: r.i8() };
+}
+
+/** DescribeAcls v0–1: one filter. */
+export function decodeDescribeAcls(r: Reader, version: number): { filter: AclEntry } {
+  return { filter: decodeAclEntry(r, version) };
+}
+
+/** CreateAcls v0–1: the bindings to create. */
+export function decodeCreateAcls(r: Reader, version: number): { creations: AclEntry[] } {
+  return { creations: r.array((r) => decodeAclEntry(r, version)) };
+}
+
+/** DeleteAcls v0–1: the filters whose matches to delete. */
+export function decodeDeleteAcls(r: Reader, version: number): { filters: AclEntry[] } {
+  return { filters: r.array((r) => decodeAclEntry(r, version)) };
+}
+
 export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) => unknown> = new Map<number, (r: Reader, version: number) => unknown>([
   [ApiKey.Produce, decodeProduce],
   [ApiKey.Fetch, decodeFetch],
@@ -573,4 +609,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.TxnOffsetCommit, decodeTxnOffsetCommit],
   [ApiKey.SaslHandshake, decodeSaslHandshake],
   [ApiKey.SaslAuthenticate, decodeSaslAuthenticate],
+  [ApiKey.DescribeAcls, decodeDescribeAcls],
+  [ApiKey.CreateAcls, decodeCreateAcls],
+  [ApiKey.DeleteAcls, decodeDeleteAcls],
 ]);

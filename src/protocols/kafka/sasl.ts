@@ -1,7 +1,8 @@
 /**
  * SASL for Kafka clients (SaslHandshake v0–1, SaslAuthenticate v0–2), against
- * the server's `authorization` users, as a Kafka broker's SASL listener does
- * it: with authorization, a connection may send only ApiVersions and the two
+ * the server's users (`authorization` and every account's; in operator mode,
+ * bearer user JWTs as the PLAIN password), as a Kafka broker's SASL listener
+ * does it: with authorization, a connection may send only ApiVersions and the two
  * SASL APIs until it has authenticated (anything else closes it, as Kafka's
  * "Unexpected Kafka request of type X during SASL handshake" does), and a
  * failed authentication is answered SASL_AUTHENTICATION_FAILED with Kafka's
@@ -12,11 +13,15 @@
  * users whose password is given in plain text: a bcrypt hash does not give
  * back the password the SCRAM keys derive from. core/auth.ts derives and
  * keeps the keys; the exchange is here. NKey users have no Kafka mechanism.
+ * A user authenticated is served its own account: its topics, groups and
+ * transactions (account-door.ts); a user of an account without JetStream
+ * is refused, there being nothing to serve it.
  */
 
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { RequestContext } from "./api.js";
 import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import type { KafkaConnection } from "./connection.js";
 import { ErrorCode } from "./errors.js";
 import { decodeSaslAuthenticate, decodeSaslHandshake } from "./requests.js";
@@ -24,6 +29,9 @@ import { sameSecret, type Identity, type ScramHash } from "../../core/auth.js";
 
 export const SASL_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] as const;
 export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
+
+/** How a user JWT's allowed_connection_types names this door. */
+export const KAFKA_CONNECTION_TYPE = "KAFKA";
 
 const SCRAM_HASH: Record<string, ScramHash> = { "SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512" };
 
@@ -44,7 +52,16 @@ export class SaslState {
    * One SaslAuthenticate token: the bytes to answer and, once the client is
    * proven, its identity. Throws SaslFailure with the message for the client.
    */
-  async step(door: KafkaDoor, token: Buffer): Promise<{ reply: Buffer; identity: Identity | null }> {
+  async step(door: KafkaDoor, token: Buffer): Promise<{ reply: Buffer; identity: Identity | null; account: AccountDoor | null }> {
+    const { reply, identity } = await this.exchange(door, token);
+    if (identity === null) return { reply, identity, account: null };
+    // A user is let in to its account's topics: an account without JetStream has none to serve.
+    const account = await door.accountDoor(identity.account);
+    if (account === null) throw new SaslFailure(`Authentication failed: account ${identity.account} has no JetStream, whose streams are the Kafka topics`);
+    return { reply, identity, account };
+  }
+
+  private async exchange(door: KafkaDoor, token: Buffer): Promise<{ reply: Buffer; identity: Identity | null }> {
     const auth = door.auth!;
     if (this.mechanism === "PLAIN") {
       // [authzid] NUL authcid NUL passwd
@@ -55,7 +72,7 @@ export class SaslState {
       if (user === "") throw new SaslFailure("Authentication failed: username not specified");
       if (pass === "") throw new SaslFailure("Authentication failed: password not specified");
       if (authzid !== "" && authzid !== user) throw new SaslFailure("Authentication failed: Client requested an authorization id that is different from username");
-      const identity = await auth.authenticatePassword(user, pass);
+      const identity = await auth.authenticatePassword(user, pass, KAFKA_CONNECTION_TYPE);
       if (identity === null) throw new SaslFailure("Authentication failed: Invalid username or password");
       return { reply: Buffer.alloc(0), identity: { ...identity, name: identity.name === "" ? user : identity.name } };
     }
@@ -93,6 +110,13 @@ export class SaslState {
     const serverSignature = createHmac(s.hash, s.serverKey).update(authMessage).digest();
     return { reply: Buffer.from(`v=${serverSignature.toString("base64")}`), identity: s.identity };
   }
+}
+
+/** An authenticated client: from now on it is its user, in its account. */
+function admit(door: KafkaDoor, conn: KafkaConnection, identity: Identity, account: AccountDoor): void {
+  conn.identity = identity;
+  conn.account = account;
+  door.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} (account ${identity.account}) with ${conn.sasl.mechanism}`);
 }
 
 /** RFC 5802's saslname: "=2C" is a comma, "=3D" an equals sign, and no other "=" may appear. */
@@ -138,10 +162,7 @@ export async function handleSaslAuthenticate(door: KafkaDoor, { conn, version, f
     try {
       const step = await sasl.step(door, Buffer.from(authBytes));
       reply = step.reply;
-      if (step.identity !== null) {
-        conn.identity = step.identity;
-        door.log.debug(`kafka ${conn.remote}: authenticated as ${step.identity.name} with ${sasl.mechanism}`);
-      }
+      if (step.identity !== null) admit(door, conn, step.identity, step.account!);
     } catch (err) {
       if (!(err instanceof SaslFailure)) throw err;
       error = ErrorCode.SASL_AUTHENTICATION_FAILED;
@@ -169,9 +190,8 @@ export async function rawSaslToken(door: KafkaDoor, conn: KafkaConnection, token
   try {
     const step = await sasl.step(door, token);
     if (step.identity !== null) {
-      conn.identity = step.identity;
+      admit(door, conn, step.identity, step.account!);
       sasl.raw = false;
-      door.log.debug(`kafka ${conn.remote}: authenticated as ${step.identity.name} with ${sasl.mechanism}`);
     }
     return step.reply;
   } catch (err) {

@@ -5,7 +5,7 @@
  */
 
 import type { RequestContext } from "./api.js";
-import type { KafkaDoor } from "./door.js";
+import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { findTopic } from "./topics.js";
 import { offsetKey, type CommittedOffset } from "./groups.js";
@@ -14,7 +14,7 @@ import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTx
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
 
-export async function handleAddPartitionsToTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, topics } = decodeAddPartitionsToTxn(r);
   let count = 0;
   for (const t of topics) count += t.partitions.length;
@@ -30,21 +30,21 @@ export async function handleAddPartitionsToTxn(door: KafkaDoor, { r, w }: Reques
   return true;
 }
 
-export async function handleAddOffsetsToTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleAddOffsetsToTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, groupId } = decodeAddOffsetsToTxn(r);
   const error = groupId === "" ? ErrorCode.INVALID_GROUP_ID : await door.transactions.addOffsets({ transactionalId, producerId, epoch }, groupId);
   w.i32(0).i16(error);
   return true;
 }
 
-export async function handleEndTxn(door: KafkaDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleEndTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, commit } = decodeEndTxn(r);
   const error = await door.transactions.endTxn({ transactionalId, producerId, epoch }, commit);
   w.i32(0).i16(error);
   return true;
 }
 
-export function handleTxnOffsetCommit(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
+export function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { transactionalId, groupId, producerId, epoch, topics } = decodeTxnOffsetCommit(r, version);
   const results = topics.map((t) => {
     const stream = findTopic(door.js, t.name);

@@ -9,15 +9,20 @@
  */
 
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
-import type { Account } from "../../core/account.js";
+import { NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
+import type { JwtUser } from "../../core/jwt-auth.js";
+import { Eviction } from "../../core/operator.js";
 import { Message } from "../../subjects/message.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidPublishSubject, isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { NatsParser, ProtoError, type ParserHandler } from "./parser.js";
 import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
-import { ResponsePermits, type ClientAuth, type Identity, type PermissionCheck } from "../../core/auth.js";
+import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
+import { CertificateMap } from "../../core/tls-map.js";
+import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 import { BufferPool } from "../../util/buffer-pool.js";
@@ -67,9 +72,11 @@ export const enum CloseReason {
   WriteError = "Write Error",
   TlsHandshake = "TLS Handshake Error",
   AuthViolation = "Authentication Failure",
+  MaxSubscriptions = "Maximum Subscriptions Exceeded",
+  MaxAccountConnections = "Maximum Account Connections Exceeded",
 }
 
-export class NatsConnection implements Connection, Receiver, ParserHandler, Producer {
+export class NatsConnection implements Connection, Receiver, ParserHandler, Producer, AccountMember {
   readonly cid: number;
   echo = true;
   private verbose = false;
@@ -98,7 +105,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private closed = false;
   private pingsOut = 0;
   private nextPingAt: number;
-  private authDeadline: number;
+  /** When CONNECT must have been accepted by; Infinity while a TLS handshake (with its own timer) is under way. */
+  private authDeadline = Infinity;
   /** When the socket last refused more data (write returned false); 0 when writable. */
   private blockedSince = 0;
   private readonly startedAt = Date.now();
@@ -121,8 +129,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   inBytes = 0;
   outBytes = 0;
 
-  /** The client's socket: the TCP socket, or TLS over it. */
-  private readonly socket: Socket;
+  /** The client's socket: the TCP socket, or TLS over it (once it is known, with allow_non_tls). */
+  private socket: Socket;
+  private readonly tls: NatsTls | null;
+  /** A client that chose plain NATS where TLS was optional (allow_non_tls). */
+  private plain = false;
+  /** The client's certificates as /connz shows them, read the first time it asks. */
+  private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
   /**
    * Over TLS, Node hands one TCP read to us as several 'data' events of at
    * most 16 KiB (one per pass of its decrypt loop), one after another in the
@@ -131,7 +144,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
    * more when the TLS socket joins them: a TLS connection's reads flush once
    * the turn's reads are done instead (`Broker.endRead`).
    */
-  private readonly tls: boolean;
+  private deferFlush = false;
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -141,6 +154,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private responses: ResponsePermits | null = null;
   /** The authenticated user's name ("" for a token or no authentication). */
   private user = "";
+  /** Who the client authenticated as; null without authentication (or before CONNECT). */
+  private identity: Identity | null = null;
+  /** Subscriptions allowed: the smallest of the server's, the user's and the account's limits (NO_LIMIT: none). */
+  private maxSubscriptions: number;
   /** Reads that arrived while CONNECT was being authenticated, fed once it is done. */
   private held: Buffer[] | null = null;
   private heldBytes = 0;
@@ -159,33 +176,82 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser = new NatsParser(this, opts.maxControlLine, opts.maxPayload);
     this.stallAt = Math.floor((opts.maxPending * 3) / 4);
     this.nextPingAt = this.startedAt + opts.pingInterval;
-    this.authDeadline = this.startedAt + opts.authTimeout;
+    this.maxSubscriptions = opts.maxSubscriptions > 0 ? opts.maxSubscriptions : NO_LIMIT;
     const log = broker.log;
     this.tracing = log.traceEnabled;
     this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     tcp.setNoDelay(true);
     this.nonce = auth?.wantsNonce === true ? auth.nonce() : null;
+    this.tls = tls;
     const info = infoLine(broker, this.cid, this.ip, false, this.nonce);
-    let socket: Socket = tcp;
-    if (tls !== null) {
-      // Clients upgrade after reading INFO in the clear, unless the handshake comes first.
-      if (!tls.handshakeFirst) tcp.write(info);
-      socket = serveTls(tcp, tls, (why) => {
-        if (log.debugEnabled) log.debug(`${this.logPrefix}${why}`);
-        this.close(CloseReason.TlsHandshake);
-      });
+    this.socket = tcp;
+    if (tls === null) {
+      this.attach(tcp);
+      this.startAuthClock();
+    } else if (tls.handshakeFirst) {
+      this.secure(tcp);
+    } else {
+      // Clients upgrade after reading INFO in the clear.
+      tcp.write(info);
+      if (tls.allowNonTls) this.sniff(tcp);
+      else this.secure(tcp);
     }
+    broker.register(this);
+    if (tls === null || tls.handshakeFirst) this.socket.write(info);
+  }
+
+  /** The socket's events go to this connection from now on. */
+  private attach(socket: Socket): void {
     this.socket = socket;
-    this.tls = tls !== null;
     socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
     socket.on("close", () => this.close(CloseReason.Client));
     socket.on("drain", () => {
       this.blockedSince = 0;
     });
-    broker.register(this);
-    if (tls === null || tls.handshakeFirst) socket.write(info);
+  }
+
+  /** TLS over `tcp`; the CONNECT deadline starts once the handshake is done (nats-server's order: the TLS timeout covers the handshake). */
+  private secure(tcp: Socket): void {
+    const tls = this.tls!;
+    this.authDeadline = Infinity;
+    const secure = serveTls(tcp, tls, (why) => {
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}${why}`);
+      this.close(CloseReason.TlsHandshake);
+    });
+    secure.once("secure", () => this.startAuthClock());
+    this.attach(secure);
+    this.deferFlush = true;
+  }
+
+  /**
+   * allow_non_tls: the client's first byte says which it speaks, as in
+   * nats-server: a TLS handshake record (0x16) gets TLS, anything else plain
+   * NATS. Until it speaks, it has the TLS timeout and the CONNECT deadline.
+   */
+  private sniff(tcp: Socket): void {
+    this.authDeadline = this.startedAt + this.tls!.timeoutMs + this.broker.options.authTimeout;
+    tcp.on("error", () => this.close(CloseReason.ReadError));
+    tcp.on("close", () => this.close(CloseReason.Client));
+    tcp.once("data", (first: Buffer) => {
+      if (this.closed) return;
+      if (first[0] === 0x16) {
+        // Given back to the stream: the TLS socket reads what tcp has buffered first.
+        tcp.pause();
+        tcp.unshift(first);
+        this.secure(tcp);
+        return;
+      }
+      this.plain = true;
+      this.attach(tcp);
+      this.startAuthClock();
+      this.onData(first);
+    });
+  }
+
+  private startAuthClock(): void {
+    this.authDeadline = Date.now() + this.broker.options.authTimeout;
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -209,7 +275,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       const rest = this.parser.feed(chunk);
       if (rest >= 0 && rest < chunk.length) this.held!.push(chunk.subarray(rest));
     } finally {
-      this.broker.endRead(this.tls);
+      this.broker.endRead(this.deferFlush);
     }
   }
 
@@ -220,16 +286,26 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.held = null;
     this.heldBytes = 0;
     if (identity === null) {
-      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation`);
+      if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (${this.plain ? "a plain connection has no certificate" : `certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user`})` : ""}`);
       this.protocolError("Authorization Violation", CloseReason.AuthViolation);
       return;
     }
+    if (identity.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
+    const account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
+    // An account's claims may cap its connections (operator mode): past the cap the newcomer is refused, as by nats-server.
+    const maxConnections = account.limits.maxConnections;
+    if (maxConnections !== NO_LIMIT && account.members.size >= maxConnections) {
+      this.protocolError(Eviction.tooManyConnections.text, CloseReason.MaxAccountConnections);
+      return;
+    }
+    this.identity = identity;
     this.user = identity.name;
     this.permissions = identity.permissions;
     const r = identity.permissions?.responses;
     if (r != null) this.responses = new ResponsePermits(r.max, r.expiresMs);
-    this.account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
-    this.connected = true;
+    this.account = account;
+    this.applyLimits();
+    this.join();
     this.sendOk();
     for (let i = 0; i < held.length; i++) {
       if (this.closed) return;
@@ -279,15 +355,60 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       // The rest of this read, and later reads, wait for the answer.
       this.held = [];
       this.parser.suspend();
-      const creds = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: this.plain ? null : peerCertificate(this.socket as TLSSocket) };
       this.auth.authenticate(creds, this.nonce).then(
         (identity) => this.authenticated(identity),
         () => this.authenticated(null),
       );
       return;
     }
-    this.connected = true;
+    this.join();
     this.sendOk();
+  }
+
+  /** CONNECT accepted: the client is a member of its account, and announced to the system account's listeners. */
+  private join(): void {
+    this.connected = true;
+    this.account.members.add(this);
+    this.broker.system?.clientConnected(this.account, () => this.info(Date.now(), false), this.authInfo());
+  }
+
+  private authInfo(): { user?: string; jwt?: string; issuerKey?: string; nameTag?: string } {
+    const u = this.identity?.jwt;
+    if (u === undefined) return this.user === "" ? {} : { user: this.user };
+    return { user: u.key, jwt: u.jwt, issuerKey: u.issuer, ...(u.name !== "" ? { nameTag: u.name } : {}) };
+  }
+
+  // ---- AccountMember ----
+
+  get connectedAt(): number {
+    return this.startedAt;
+  }
+
+  get jwtUser(): JwtUser | null {
+    return this.identity?.jwt ?? null;
+  }
+
+  /**
+   * The smallest of the server's, the user's and the account's limits, as
+   * nats-server's applyAccountLimits: the payload limit applies to what the
+   * client publishes next (INFO keeps the server's), and a client already
+   * holding more subscriptions than allowed is closed.
+   */
+  applyLimits(): void {
+    const o = this.broker.options;
+    const account = this.account.limits;
+    const user = this.identity?.limits;
+    this.parser.maxPayload = smallest(o.maxPayload, user?.maxPayload ?? NO_LIMIT, account.maxPayload);
+    this.maxSubscriptions = smallest(o.maxSubscriptions > 0 ? o.maxSubscriptions : NO_LIMIT, user?.maxSubscriptions ?? NO_LIMIT, account.maxSubscriptions);
+    if (this.maxSubscriptions !== NO_LIMIT && this.subs.size > this.maxSubscriptions) this.protocolError("maximum subscriptions exceeded", CloseReason.MaxSubscriptions);
+  }
+
+  evict(text: string | null, reason: string): void {
+    if (this.closed) return;
+    if (text !== null) this.sendErr(text);
+    this.close(reason);
   }
 
   /** Before an authenticated CONNECT, a client may only ping: anything else is an Authorization Violation, as in nats-server. */
@@ -340,8 +461,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.sendOk();
       return;
     }
-    const max = this.broker.options.maxSubscriptions;
-    if (max > 0 && this.subs.size >= max) {
+    const max = this.maxSubscriptions;
+    if (max !== NO_LIMIT && this.subs.size >= max) {
       this.sendErr("maximum subscriptions exceeded");
       return;
     }
@@ -513,6 +634,17 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.protocolError("Authentication Timeout", CloseReason.AuthTimeout);
       return;
     }
+    // JWTs expire while their clients are connected: nats-server closes them then (here within a tick).
+    const accountExpires = this.account.expiresAt;
+    if (accountExpires > 0 && now >= accountExpires && this.connected) {
+      this.evict(Eviction.accountExpired.text, Eviction.accountExpired.reason);
+      return;
+    }
+    const userExpires = this.identity?.jwt?.expiresAt ?? 0;
+    if (userExpires > 0 && now >= userExpires) {
+      this.evict(Eviction.userExpired.text, Eviction.userExpired.reason);
+      return;
+    }
     if (this.blockedSince !== 0 && now - this.blockedSince > opts.writeDeadline) {
       this.slowConsumer(CloseReason.SlowDeadline);
       return;
@@ -553,6 +685,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
     if (this.auth !== null) i.account = this.account.name;
+    if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
   }
@@ -577,6 +710,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     }
     this.subs.clear();
     this.broker.unregister(this);
+    if (this.connected && this.account.members.delete(this)) {
+      this.broker.system?.clientDisconnected(this.account, () => this.info(Date.now(), false), this.authInfo(), reason);
+    }
     // Nothing is written to it again (deliveries and replies stop at `closed`).
     outPool.give(this.out);
     this.out = NO_OUT;
@@ -690,6 +826,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.close(reason);
     this.socket.destroy();
   }
+}
+
+/** The smallest limit that is set; NO_LIMIT if none is. */
+function smallest(...limits: number[]): number {
+  let min = NO_LIMIT;
+  for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
+  return min;
 }
 
 function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {

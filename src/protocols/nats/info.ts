@@ -1,5 +1,6 @@
 import type { Broker } from "../../core/broker.js";
 import { ADVERTISED_VERSION } from "../../core/broker.js";
+import { authRequired } from "../../core/options.js";
 
 /** The INFO line a client gets on connect (and again, with `ldm`, in lame-duck mode). */
 export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck: boolean, nonce: string | null = null): Buffer {
@@ -17,11 +18,14 @@ export function infoLine(broker: Broker, cid: number, clientIp: string, lameDuck
     client_id: cid,
     client_ip: clientIp,
   };
-  if (o.authorization !== undefined) info.auth_required = true;
+  // Account users and operator mode need credentials as much as an authorization block does (nats-server says so for all three).
+  if (authRequired(o)) info.auth_required = true;
   if (nonce !== null) info.nonce = nonce;
   if (o.tls !== undefined) {
-    info.tls_required = true;
-    if (o.tls.verify) info.tls_verify = true;
+    // As nats-server: with allow_non_tls TLS is offered (tls_available), not required.
+    if (o.tls.allowNonTls === true) info.tls_available = true;
+    else info.tls_required = true;
+    if (o.tls.verify === true || o.tls.verifyAndMap === true) info.tls_verify = true;
   }
   if (o.jetstream) info.jetstream = true;
   if (lameDuck) info.ldm = true;

@@ -13,7 +13,11 @@ import type { Socket } from "node:net";
 export interface NatsTls {
   context: SecureContext;
   verify: boolean;
+  /** verify_and_map: the client's certificate names its user (core/tls-map.ts). */
+  verifyAndMap: boolean;
   handshakeFirst: boolean;
+  /** allow_non_tls: a client may stay plain; INFO says tls_available. */
+  allowNonTls: boolean;
   timeoutMs: number;
 }
 

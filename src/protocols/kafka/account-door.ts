@@ -1,0 +1,88 @@
+/**
+ * The Kafka door as the connections of one account see it: the listener's
+ * settings and budgets, shared by every account (through the door), and
+ * the account's own topics (its JetStream), consumer groups, idempotent
+ * producers and transactions. Two accounts' topics, groups and
+ * transactional ids of the same name never meet, as two accounts'
+ * subjects never do over NATS.
+ *
+ * What an account's groups and transactions keep on disk lies under its
+ * JetStream directory (`<dir>/kafka`): for the default account the
+ * store's `kafka/`, as before accounts had JetStream.
+ */
+
+import { join } from "node:path";
+import type { JetStream } from "../../streams/jetstream.js";
+import type { KafkaDoor } from "./door.js";
+import { GroupCoordinator } from "./groups.js";
+import { ProducerStates } from "./producers.js";
+import { TransactionCoordinator } from "./transactions.js";
+
+export class AccountDoor {
+  private constructor(
+    readonly door: KafkaDoor,
+    /** The account's streams: its topics. */
+    readonly js: JetStream,
+    readonly groups: GroupCoordinator,
+    readonly producers: ProducerStates,
+    readonly transactions: TransactionCoordinator,
+  ) {}
+
+  /**
+   * Loads the account's groups and its transactions, finishing or aborting
+   * those a crash left open, before any of its clients is served.
+   */
+  static async open(door: KafkaDoor, js: JetStream): Promise<AccountDoor> {
+    const dir = join(js.options.storeDir, "kafka");
+    const debug = (line: string): void => door.log.debug(`kafka ${line}`);
+    const groups = new GroupCoordinator(join(dir, "groups"), door.options.initialRebalanceDelayMs, debug);
+    await groups.load();
+    const producers = new ProducerStates();
+    const transactions = new TransactionCoordinator(js, groups, dir, () => producers.allocate(), debug);
+    try {
+      await transactions.load();
+    } catch (err) {
+      groups.close();
+      throw err;
+    }
+    return new AccountDoor(door, js, groups, producers, transactions);
+  }
+
+  get account(): string {
+    return this.js.account.name;
+  }
+
+  // The listener's, the same for every account.
+  get broker(): KafkaDoor["broker"] {
+    return this.door.broker;
+  }
+  get options(): KafkaDoor["options"] {
+    return this.door.options;
+  }
+  get log(): KafkaDoor["log"] {
+    return this.door.log;
+  }
+  get nodeId(): number {
+    return this.door.nodeId;
+  }
+  get port(): number {
+    return this.door.port;
+  }
+  get clusterId(): string {
+    return this.door.clusterId;
+  }
+  get maxRequestBytes(): number {
+    return this.door.maxRequestBytes;
+  }
+  get decompression(): KafkaDoor["decompression"] {
+    return this.door.decompression;
+  }
+  get responses(): KafkaDoor["responses"] {
+    return this.door.responses;
+  }
+
+  close(): void {
+    this.groups.close();
+    this.transactions.close();
+  }
+}

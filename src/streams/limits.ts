@@ -1,0 +1,80 @@
+/**
+ * An account's JetStream limits at work (nats-server's
+ * JetStreamAccountLimits, single-server semantics of 2.9):
+ *
+ * - streams: at most `maxStreams` (0 and -1: no limit), checked on every
+ *   create before the stream is looked up, as nats-server checks it;
+ * - memory and storage: a stream's `max_bytes` (times its partitions) is
+ *   reserved at create and update, and the reservations of a storage type
+ *   plus the new one must fit in `maxMemory` / `maxStorage` (a stream
+ *   without `max_bytes` reserves 1 byte, so a limit of 0 refuses it); each
+ *   message stored must also fit: what the account's streams of that type
+ *   hold (stored, and on its way to the log) plus the message;
+ * - consumers: per stream, the lower of the stream's `max_consumers` and
+ *   the account's, as nats-server applies the account's `max_consumers`;
+ * - `max_bytes_required`, the largest `max_bytes` per storage type, and
+ *   `max_ack_pending` (a consumer's default and ceiling).
+ *
+ * Errors are nats-server's codes and texts.
+ */
+
+import type { JetStreamLimits } from "../core/accounts.js";
+import { ApiError, Errors } from "./errors.js";
+import type { StreamConfig } from "./config.js";
+
+export type AccountLimits = Required<JetStreamLimits>;
+
+export const LimitErrors = {
+  maxStreams: (): ApiError => new ApiError(400, 10027, "maximum number of streams reached"),
+  memory: (): ApiError => new ApiError(500, 10028, "insufficient memory resources available"),
+  storage: (): ApiError => new ApiError(500, 10047, "insufficient storage resources available"),
+  accountResources: (): ApiError => new ApiError(400, 10002, "resource limits exceeded for account"),
+  maxBytesRequired: (): ApiError => new ApiError(400, 10113, "account requires a stream config to have max bytes set"),
+  maxStreamBytes: (): ApiError => new ApiError(400, 10122, "stream max bytes exceeds account limit max stream bytes"),
+  notEnabledForAccount: (): ApiError => new ApiError(503, 10039, "JetStream not enabled for account"),
+};
+
+/** What a stream holds against its account's memory or storage: max_bytes of each partition, or 1 byte when unbounded (nats-server's). */
+export function reservationOf(config: StreamConfig, partitions: number): number {
+  return config.max_bytes > 0 ? config.max_bytes * partitions : 1;
+}
+
+interface Reserving {
+  readonly config: StreamConfig;
+  readonly partitions: { length: number };
+}
+
+/**
+ * Why a stream configuration does not fit the account, or null. `others`:
+ * the account's other streams (the one being updated left out); `previous`:
+ * its reservation before an update (0 for a create): a stream whose
+ * reservation does not grow always fits.
+ */
+export function streamLimitError(limits: AccountLimits, config: StreamConfig, partitions: number, others: Iterable<Reserving>, previous = 0): ApiError | null {
+  const memory = config.storage === "memory";
+  const maxStreamBytes = memory ? limits.memoryMaxStreamBytes : limits.storageMaxStreamBytes;
+  if (limits.maxBytesRequired && config.max_bytes <= 0) return LimitErrors.maxBytesRequired();
+  if (maxStreamBytes > 0 && config.max_bytes > maxStreamBytes) return LimitErrors.maxStreamBytes();
+  if (config.max_consumers > 0 && limits.maxConsumers > 0 && config.max_consumers > limits.maxConsumers) return Errors.maxConsumers();
+  const max = memory ? limits.maxMemory : limits.maxStorage;
+  const wanted = reservationOf(config, partitions);
+  if (max < 0 || wanted <= previous) return null;
+  let reserved = 0;
+  for (const s of others) {
+    if (s.config.storage === config.storage && s.config.max_bytes > 0) reserved += s.config.max_bytes * s.partitions.length;
+  }
+  if (reserved + wanted > max) return memory ? LimitErrors.memory() : LimitErrors.storage();
+  return null;
+}
+
+/** The most consumers a stream may have under its account's limits (0: no limit). */
+export function consumerLimit(limits: AccountLimits, config: StreamConfig): number {
+  let max = config.max_consumers;
+  if (max <= 0 || (limits.maxConsumers > 0 && limits.maxConsumers < max)) max = limits.maxConsumers;
+  return max > 0 ? max : 0;
+}
+
+/** Whether the account bounds what its streams of some storage type hold: then every publish is checked. */
+export function boundsStorage(limits: AccountLimits): boolean {
+  return limits.maxMemory >= 0 || limits.maxStorage >= 0;
+}

@@ -1,0 +1,118 @@
+/** Small helpers for the cluster tests: bounded waits on promises and events, and a logger that keeps lines. */
+
+import { spawn, type ChildProcess } from "node:child_process";
+import type { EventEmitter } from "node:events";
+import { MAIN } from "./cli.js";
+import type { Logger } from "../../src/util/log.js";
+import { ClusterNode } from "../../src/cluster/node.js";
+import type { NodeRecord } from "../../src/cluster/membership.js";
+
+/** `p`, or a failure naming `what` after `ms`: every wait in a cluster test is bounded. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+/** The next `event` of `emitter` (its arguments), within `ms`. */
+export function nextEvent<T extends unknown[] = unknown[]>(emitter: EventEmitter, event: string, ms: number): Promise<T> {
+  return within(new Promise<T>((resolve) => emitter.once(event, (...args: unknown[]) => resolve(args as T))), ms, `"${event}"`);
+}
+
+/** A logger that keeps its lines (tests look for what was said), printing nothing. */
+export function memoryLog(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const keep = (level: string) => (msg: string) => void lines.push(`[${level}] ${msg}`);
+  return { lines, info: keep("INF"), warn: keep("WRN"), error: keep("ERR"), debug: keep("DBG"), trace: () => {}, debugEnabled: true, traceEnabled: false };
+}
+
+let clusters = 0;
+
+/** A cluster name no other test of this process uses: tests share one etcd and must not see each other's keys. */
+export function uniqueCluster(tag: string): string {
+  return `${tag}-${process.pid}-${++clusters}`;
+}
+
+/** The record a test node publishes; `load` may be changed by the test. */
+export function testRecord(name: string, cluster: string, load = { connections: 0, subscriptions: 0, streams: 0, partitions: 0, bytes: 0 }): NodeRecord {
+  return { id: `id-${name}`, name, cluster, started: new Date(0).toISOString(), client_urls: [`nats://127.0.0.1:${4000 + name.length}`], route_url: null, kafka: null, http: null, state: "serving", load };
+}
+
+export interface TestNode {
+  node: ClusterNode;
+  log: ReturnType<typeof memoryLog>;
+  record: NodeRecord;
+}
+
+/** A cluster node in this process, as a server would start it: TTL 2 s (etcd's least), 1 s timeouts. */
+export async function startTestNode(endpoint: string, cluster: string, name: string, o: { ttlS?: number; startLimitMs?: number } = {}): Promise<TestNode> {
+  const log = memoryLog();
+  const record = testRecord(name, cluster);
+  const node = await ClusterNode.start({
+    clusterName: cluster,
+    serverName: name,
+    etcd: { endpoints: [endpoint], prefix: "/nagare-test", dialTimeoutMs: 1000, requestTimeoutMs: 1000, leaseTtlS: o.ttlS ?? 2 },
+    describe: () => record,
+    log,
+    ...(o.startLimitMs !== undefined ? { startTimeoutMs: o.startLimitMs } : {}),
+  });
+  return { node, log, record };
+}
+
+export interface NodeProcess {
+  child: ChildProcess;
+  /** `nats://127.0.0.1:<port>` */
+  url: string;
+  /** `http://127.0.0.1:<port>` when monitoring is on. */
+  httpUrl: string | undefined;
+  /** stderr so far (the server's log). */
+  output(): string;
+  /** Resolves with the exit code once the process is gone. */
+  exited: Promise<number | null>;
+  /** Sends `signal` and waits for the exit (SIGKILL after `ms`). */
+  stop(signal?: NodeJS.Signals, ms?: number): Promise<number | null>;
+}
+
+/** `nagare server <args>` in its own process, once it says it is ready (within `limitMs`, else killed and rejected). */
+export async function spawnNode(args: string[], limitMs = 20_000): Promise<NodeProcess> {
+  const child = spawn(process.execPath, [MAIN, "server", "-a", "127.0.0.1", "-p", "0", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`nagare server ${args.join(" ")} not ready within ${limitMs} ms: ${log}`));
+    }, limitMs);
+    const check = (): void => {
+      if (!/Server is ready/.test(log)) return;
+      clearTimeout(timer);
+      resolve();
+    };
+    child.stderr!.on("data", check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`nagare server exited with ${code} before it was ready: ${log}`));
+    });
+  });
+  await ready;
+  const port = /Listening for client connections on [\d.]+:(\d+)/.exec(log)![1];
+  const http = /Starting http monitor on [\d.]+:(\d+)/.exec(log);
+  return {
+    child,
+    url: `nats://127.0.0.1:${port}`,
+    httpUrl: http ? `http://127.0.0.1:${http[1]}` : undefined,
+    output: () => log,
+    exited,
+    stop: async (signal = "SIGTERM", ms = 10_000) => {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
