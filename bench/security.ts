@@ -20,6 +20,8 @@
  */
 
 import { execFileSync } from "node:child_process";
+import { connect as tcpConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -115,6 +117,44 @@ const tlsClient: Omit<ConnectionOptions, "servers"> = { tls: { caFile: certFile 
 const asOpen = { user: "open", pass: "open" };
 const asRuled = { user: "ruled", pass: "ruled" };
 
+// ---- what each server negotiates ----
+
+interface Negotiated {
+  protocol: string | null;
+  cipher: string;
+  key_exchange: string | undefined;
+  /** NewSessionTicket messages the client got within 200 ms of the handshake (nats clients never resume with them). */
+  session_tickets: number;
+}
+
+/** The TLS the benchmark's client gets from `server`: INFO in the clear, then the upgrade, as the nats client does it (with Node's TLS defaults). */
+function negotiated(server: Running): Promise<Negotiated> {
+  const port = Number(new URL(server.url).port);
+  return new Promise((resolve, reject) => {
+    const tcp = tcpConnect(port, "127.0.0.1");
+    tcp.on("error", reject);
+    let info = "";
+    const onInfo = (d: Buffer): void => {
+      info += d.toString("latin1");
+      if (!info.includes("\r\n")) return;
+      tcp.off("data", onInfo);
+      const secure = tlsConnect({ socket: tcp, ca: readFileSync(certFile), servername: "localhost" });
+      let tickets = 0;
+      secure.on("session", () => tickets++);
+      secure.on("error", reject);
+      secure.on("data", () => {});
+      secure.once("secureConnect", () => {
+        const r = { protocol: secure.getProtocol(), cipher: secure.getCipher().name, key_exchange: (secure.getEphemeralKeyInfo() as { name?: string } | null)?.name };
+        setTimeout(() => {
+          secure.destroy();
+          resolve({ ...r, session_tickets: tickets });
+        }, 200);
+      });
+    };
+    tcp.on("data", onInfo);
+  });
+}
+
 // ---- load ----
 
 interface Connects {
@@ -202,6 +242,7 @@ async function main(): Promise<void> {
   const wanted = (sc: Scenario): boolean => only === undefined || sc.name === only || (only === "permissions" && !sc.tls);
   const all = [...tlsScenarios, ...permScenarios];
   const runs: Record<string, Record<string, Measured[]>> = Object.fromEntries(all.map((sc) => [sc.name, { nagare: [], "nats-server": [] }]));
+  const tls: Record<string, Negotiated> = {};
 
   for (let r = 0; r < REPEATS; r++) {
     // Alternate the servers so that drift in the machine's load hits both alike.
@@ -211,6 +252,10 @@ async function main(): Promise<void> {
         if (todo.length === 0) continue;
         const server = await start(srv.target(todo[0].tls));
         try {
+          if (todo[0].tls && tls[srv.name] === undefined) {
+            tls[srv.name] = await negotiated(server);
+            console.error(`${srv.name} negotiates ${JSON.stringify(tls[srv.name])}`);
+          }
           for (const sc of todo) await sc.run(server, WARMUP_SCALE);
           // The permission pair alternates which user goes first, too.
           const order = group === permScenarios && r % 2 === 1 ? [...todo].reverse() : todo;
@@ -262,7 +307,7 @@ async function main(): Promise<void> {
   }
 
   if (only !== undefined || profile) {
-    console.log(JSON.stringify(results, null, 2));
+    console.log(JSON.stringify({ tls, ...results }, null, 2));
     return;
   }
   const ratio = (s: string, key: string): number => ((results[s] as { ratio: Record<string, number> }).ratio)[key];
@@ -281,6 +326,7 @@ async function main(): Promise<void> {
       users: "one config file for both servers: `open` (password, no permissions), `ruled` (password, 20 rules), one NKey user",
       permissions: PERMISSIONS.replace(/\s+/g, " "),
       connects: "each connection: TCP, INFO with nonce, TLS upgrade, CONNECT with the signed nonce (signed with node:crypto through the client's authenticator hook), PING/PONG, close; 4 at a time",
+      tls_negotiated: tls,
     },
     notes:
       "Ratios are nagare / nats-server from the same run; median of the repeats by the headline metric. Server CPU from /proc/<pid>/stat (10 ms ticks). Permission cost: the same server process, the two users alternately.",

@@ -104,3 +104,18 @@ test("a payload split across many reads is assembled with its args intact", () =
   assert.equal(r.events[0], `pub big.subject reply.to 0 ${body}`);
   assert.equal(r.events[1], "ping");
 });
+
+test("a subject published to again is decoded once; any other subject, of any length, is its own", () => {
+  const subjects: string[] = [];
+  const p = new NatsParser({ ...recorder().handler, onPub: (m) => subjects.push(m.subject) }, 4096, 1 << 20);
+  const long = `long.${"x".repeat(200)}`;
+  const sent = ["orders.eu.new", "orders.eu.new", "orders.us.new", "orders.eu.new", "orders.eu.ne", long, long, "orders.eu.new", "ördérs.€", "ördérs.€"];
+  for (const s of sent) p.feed(Buffer.from(`PUB ${s} 1\r\nx\r\n`));
+  p.feed(Buffer.from(sent.map((s) => `PUB ${s} 1\r\nx\r\n`).join("")));
+  // One read buffer used again for the next read, as a socket's pooled memory can be: what is remembered must be a copy.
+  const reused = Buffer.from("PUB aaaa.b 1\r\nx\r\n");
+  p.feed(reused);
+  reused.write("PUB cccc.d 1\r\nx\r\n");
+  p.feed(reused);
+  assert.deepEqual(subjects, [...sent, ...sent, "aaaa.b", "cccc.d"]);
+});

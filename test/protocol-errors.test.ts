@@ -131,6 +131,12 @@ describe("NATS protocol errors", () => {
     lax.send("SUB api.> 1\r\nPUB api.create.orders.> 2\r\nhi\r\n");
     await lax.waitFor(/MSG api\.create\.orders\.> 1 2\r\nhi\r\n/, "delivery of a subject ending in >");
     assert.doesNotMatch(lax.text, /-ERR/);
+    // A subject accepted again and again is checked once; a new CONNECT turning pedantic on checks it anew.
+    lax.consume();
+    lax.send('PUB api.create.orders.> 2\r\nhi\r\nCONNECT {"verbose":false,"pedantic":true}\r\nPUB api.create.orders.> 2\r\nhi\r\nPING\r\n');
+    await lax.waitFor(/PONG\r\n/, "PONG");
+    assert.equal(lax.text.match(/MSG api\.create\.orders\.> 1 2\r\nhi\r\n/g)?.length, 1, lax.text);
+    assert.match(lax.text, /-ERR 'Invalid Publish Subject'\r\n/);
   });
 
   test("a payload over max_payload: Maximum Payload Violation, then close", async () => {

@@ -78,6 +78,21 @@ function natsPeerCert(port: number, ca: string): Promise<string> {
   });
 }
 
+/** The protocol and cipher a new NATS connection negotiates with a Node client limited to `maxVersion`. */
+function natsCipher(port: number, ca: string, maxVersion: "TLSv1.2" | "TLSv1.3"): Promise<{ protocol: string | null; cipher: string }> {
+  return new Promise((resolve, reject) => {
+    const tcp = rawConnect(port, "127.0.0.1");
+    tcp.on("error", reject);
+    tcp.once("data", () => {
+      const secure = tlsConnect({ socket: tcp, ca: readFileSync(ca), maxVersion, checkServerIdentity: () => undefined }, () => {
+        resolve({ protocol: secure.getProtocol(), cipher: secure.getCipher().name });
+        secure.destroy();
+      });
+      secure.on("error", reject);
+    });
+  });
+}
+
 describe("TLS for NATS clients", () => {
   let pki: Pki;
   before(() => {
@@ -129,6 +144,18 @@ describe("TLS for NATS clients", () => {
       const refused = await runNagare(["pub", "tls.cli", "x", "-s", srv.url, "--timeout", "3s"]);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /could not connect/);
+    });
+
+    test("the server picks the cipher, AES-128-GCM first as nats-server does, though Node's clients list AES-256 first", async () => {
+      assert.deepEqual(await natsCipher(srv.port, pki.ca, "TLSv1.3"), { protocol: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256" });
+      assert.deepEqual(await natsCipher(srv.port, pki.ca, "TLSv1.2"), { protocol: "TLSv1.2", cipher: "ECDHE-ECDSA-AES128-GCM-SHA256" });
+      // Go orders configured suites itself; so does nagare.
+      const listed = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, cipherSuites: ["TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"] } });
+      try {
+        assert.deepEqual(await natsCipher(listed.port, pki.ca, "TLSv1.2"), { protocol: "TLSv1.2", cipher: "ECDHE-ECDSA-AES128-GCM-SHA256" });
+      } finally {
+        await listed.close();
+      }
     });
 
     test("a client that does not trust the server's CA is refused by its own check", async () => {

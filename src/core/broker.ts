@@ -190,9 +190,19 @@ export class Broker {
     this.producer = producer;
   }
 
-  endRead(): void {
+  /**
+   * Ends one read: what it queued is written now, or with `deferFlush` once
+   * this turn's reads are all done (before the event loop waits again), so
+   * that several reads in one turn make one write per receiver.
+   */
+  endRead(deferFlush = false): void {
     this.producer = null;
-    if (--this.readDepth === 0) this.flushDirty();
+    if (--this.readDepth !== 0) return;
+    if (!deferFlush) this.flushDirty();
+    else if (this.dirty.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushDirtyFromTimer);
+    }
   }
 
   /** Queues a connection for flushing at the end of the current read, or on the next turn. */

@@ -51,8 +51,45 @@ const DEFAULT_TLS12_SUITES = [
   "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
 ];
 
-/** TLS 1.3 suites when none are named: all three, as Go (which cannot restrict them) always offers. */
-const ALL_TLS13_SUITES = ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"];
+/** TLS 1.3 suites when none are named: all three, as Go (which cannot restrict them) always offers, in Go's order of preference. */
+const ALL_TLS13_SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_256_GCM_SHA384"];
+
+/**
+ * The order in which Go's crypto/tls (nats-server) picks a suite on a
+ * machine with AES instructions, whatever order the configuration lists
+ * them in: AES-128-GCM before AES-256-GCM (4 rounds fewer, no weaker for
+ * TLS) before ChaCha20, ECDHE before plain RSA. The server's context takes
+ * its suites in this order and picks by it (`honorCipherOrder`); without
+ * that OpenSSL follows the client, and Node's clients list AES-256 first.
+ */
+const GO_PREFERENCE = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+  "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+  "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+  "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+  "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+  "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+  "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+  "TLS_RSA_WITH_AES_128_GCM_SHA256",
+  "TLS_RSA_WITH_AES_256_GCM_SHA384",
+  "TLS_RSA_WITH_AES_128_CBC_SHA",
+  "TLS_RSA_WITH_AES_256_CBC_SHA",
+  "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+  "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+  "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+  "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+  "TLS_RSA_WITH_AES_128_CBC_SHA256",
+  "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+  "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+  "TLS_RSA_WITH_RC4_128_SHA",
+];
+const goRank = (name: string): number => GO_PREFERENCE.indexOf(name);
 
 const isTls13 = (openssl: string): boolean => openssl.startsWith("TLS_");
 
@@ -76,9 +113,9 @@ export function curveProblem(name: unknown): string | null {
   return typeof name === "string" && name in CURVES ? null : `unrecognized curve preference ${typeof name === "string" ? name : String(name)}`;
 }
 
-/** node:tls `ciphers` for the suites named in nats-server's terms (nats-server's defaults when none). */
+/** node:tls `ciphers` for the suites named in nats-server's terms (nats-server's defaults when none), in Go's order of preference. */
 export function opensslCiphers(names: readonly string[] | undefined): string {
-  const chosen = (names ?? DEFAULT_TLS12_SUITES).map((n) => CIPHER_SUITES[n]);
+  const chosen = [...(names ?? DEFAULT_TLS12_SUITES)].sort((a, b) => goRank(a) - goRank(b)).map((n) => CIPHER_SUITES[n]);
   const tls13 = chosen.filter(isTls13);
   return [...(tls13.length > 0 ? tls13 : ALL_TLS13_SUITES), ...chosen.filter((c) => !isTls13(c))].join(":");
 }

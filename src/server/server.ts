@@ -462,7 +462,8 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
-  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), ecdhCurve: opensslCurves(t.curvePreferences) };
+  // The server picks the suite from its own order, as nats-server (Go) does; see opensslCiphers.
+  const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), honorCipherOrder: true, ecdhCurve: opensslCurves(t.curvePreferences) };
   let context: SecureContext;
   try {
     context = createSecureContext(files);

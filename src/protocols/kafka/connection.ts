@@ -29,12 +29,14 @@ import { KafkaDecodeError, Writer } from "./codec.js";
 import type { KafkaDoor } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
 import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } from "./api.js";
-import { POOLED_FRAME_BYTES } from "./frame-pool.js";
 import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
 import type { Identity, PermissionCheck } from "../../core/auth.js";
 import { rawSaslToken, SaslState } from "./sasl.js";
+
+/** Frames below this are allocated as they come: small requests are not worth a pooled buffer. */
+const POOLED_FRAME_BYTES = 64 * 1024;
 
 const MAX_IN_FLIGHT = 128;
 /** Frames up to this size are read whatever the request budget holds. */

@@ -20,7 +20,7 @@ import { handleSaslAuthenticate, handleSaslHandshake, type SaslMechanism } from 
 import { ByteBudget } from "./budget.js";
 import { writeJsonDurably } from "../../util/persist.js";
 import { KafkaConnection } from "./connection.js";
-import { FramePool } from "./frame-pool.js";
+import { BufferPool } from "../../util/buffer-pool.js";
 import { ApiKey, type Handler } from "./api.js";
 import { handleApiVersions, handleDescribeCluster, handleMetadata } from "./metadata.js";
 import { handleCreatePartitions, handleCreateTopics, handleDeleteRecords, handleDeleteTopics } from "./admin.js";
@@ -113,7 +113,7 @@ const FRAME_POOL_BYTES = 16 * 1024 * 1024;
 
 export class KafkaDoor {
   readonly connections = new Set<KafkaConnection>();
-  readonly frames = new FramePool(FRAME_POOL_BYTES);
+  readonly frames = new BufferPool(FRAME_POOL_BYTES);
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */

@@ -4,6 +4,8 @@
  *
  * Deliveries are framed straight into one growable buffer per connection and
  * written once per read (or event-loop turn) by the broker's flush schedule.
+ * A flush hands that buffer to the socket and takes another from a pool the
+ * written ones return to, so the steady state allocates no buffers.
  */
 
 import type { Socket } from "node:net";
@@ -23,6 +25,7 @@ import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
+import { BufferPool } from "../../util/buffer-pool.js";
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
@@ -38,8 +41,16 @@ const PONG = Buffer.from("PONG\r\n");
 const PING = Buffer.from("PING\r\n");
 const OK = Buffer.from("+OK\r\n");
 const OUT_INITIAL = 16 * 1024;
-/** Below this, a flush copies into a small pooled buffer rather than giving the outbound buffer away. */
+/** Below this, a flush copies into a small buffer (from Node's slab) rather than giving the outbound buffer away. */
 const COPY_OUT_MAX = 4 * 1024;
+/**
+ * Outbound buffers whose writes are done, for any connection's next flush:
+ * every connection's buffer is OUT_INITIAL times a power of two. Shared by
+ * the servers of one process; 4 MiB is 256 buffers of the usual size.
+ */
+const outPool = new BufferPool(4 * 1024 * 1024, OUT_INITIAL);
+/** The outbound buffer of a closed connection: nothing is written to it. */
+const NO_OUT = Buffer.alloc(0);
 /** The fixed bytes a MSG/HMSG frame adds besides its variable fields: verb, spaces, two sizes, two CRLFs. */
 const FRAME_OVERHEAD = 5 + 4 + 22 + 4;
 /** Longest a producer is paused for one flooded receiver before it is let go again. */
@@ -72,6 +83,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   readonly routable = true;
   private verbose = false;
   private pedantic = false;
+  /** The last subject this client published to that passed the syntax check (which depends on `pedantic`). */
+  private lastValidSubject: string | null = null;
   private headers = false;
   private noResponders = false;
   /** CONNECT said `protocol: 1`: the client takes INFO updates (cluster changes). */
@@ -83,8 +96,16 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   private readonly parser: NatsParser;
   private readonly subs = new Map<string, NatsSubscription>();
-  private out: Buffer = Buffer.allocUnsafe(OUT_INITIAL);
+  private out: Buffer = outPool.take(OUT_INITIAL);
   private outLen = 0;
+  /**
+   * Outbound buffers given to the socket, oldest first from `sentHead`: each
+   * write's callback returns the oldest to the pool (a stream calls them in
+   * order). Null once a write failed: the order is then not known, and the
+   * buffers are left to the garbage collector.
+   */
+  private sent: Buffer[] | null = [];
+  private sentHead = 0;
   private closed = false;
   private pingsOut = 0;
   private nextPingAt: number;
@@ -119,6 +140,15 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private plain = false;
   /** The client's certificates as /connz shows them, read the first time it asks. */
   private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
+  /**
+   * Over TLS, Node hands one TCP read to us as several 'data' events of at
+   * most 16 KiB (one per pass of its decrypt loop), one after another in the
+   * same turn. Flushing after each made up to four writes per receiver per
+   * TCP read, and every write queued behind one in progress is copied once
+   * more when the TLS socket joins them: a TLS connection's reads flush once
+   * the turn's reads are done instead (`Broker.endRead`).
+   */
+  private deferFlush = false;
 
   /** The nonce sent in INFO, for NKey users to sign; null when none is needed. */
   private readonly nonce: string | null;
@@ -196,6 +226,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     });
     secure.once("secure", () => this.startAuthClock());
     this.attach(secure);
+    this.deferFlush = true;
   }
 
   /**
@@ -248,7 +279,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       const rest = this.parser.feed(chunk);
       if (rest >= 0 && rest < chunk.length) this.held!.push(chunk.subarray(rest));
     } finally {
-      this.broker.endRead();
+      this.broker.endRead(this.deferFlush);
     }
   }
 
@@ -308,6 +339,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // nats-server defaults verbose, pedantic and echo to true when absent.
     this.verbose = c.verbose === undefined ? true : c.verbose === true;
     this.pedantic = c.pedantic === undefined ? true : c.pedantic === true;
+    this.lastValidSubject = null;
     this.echo = c.echo === undefined ? true : c.echo === true;
     this.headers = c.headers === true;
     this.noResponders = c.no_responders === true;
@@ -402,9 +434,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     stats.inBytes += size;
     // Like nats-server, wildcard tokens in a published subject are refused only
     // in pedantic mode: JetStream API subjects carry consumer filters such as `orders.>`.
-    if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
-      this.sendErr("Invalid Publish Subject");
-      return;
+    // The parser gives the same string for the same subject again: checked once while it repeats.
+    if (msg.subject !== this.lastValidSubject) {
+      if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
+        this.sendErr("Invalid Publish Subject");
+        return;
+      }
+      this.lastValidSubject = msg.subject;
     }
     if (this.permissions !== null && !this.permissions.mayPublish(msg.subject) && !(this.responses !== null && this.responses.take(msg.subject, Date.now()))) {
       this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
@@ -563,18 +599,38 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   flushOutbound(): void {
     const len = this.outLen;
     if (len === 0 || this.closed) return;
-    let chunk: Buffer;
-    if (len <= COPY_OUT_MAX) {
-      chunk = Buffer.allocUnsafe(len);
+    let ok: boolean;
+    if (len <= COPY_OUT_MAX || this.sent === null) {
+      const chunk = Buffer.allocUnsafe(len);
       this.out.copy(chunk, 0, 0, len);
+      this.outLen = 0;
+      ok = this.socket.write(chunk);
     } else {
-      // Hand the filled buffer to the socket and start a fresh one of the same size.
-      chunk = this.out.subarray(0, len);
-      this.out = Buffer.allocUnsafe(this.out.length > OUT_INITIAL * 4 && len < this.out.length / 4 ? OUT_INITIAL * 4 : this.out.length);
+      // Hand the filled buffer to the socket (it comes back to the pool once written) and go on in another.
+      const full = this.out;
+      this.out = outPool.take(full.length > OUT_INITIAL * 4 && len < full.length / 4 ? OUT_INITIAL * 4 : full.length);
+      this.outLen = 0;
+      this.sent.push(full);
+      ok = this.socket.write(full.subarray(0, len), this.written);
     }
-    this.outLen = 0;
-    if (!this.socket.write(chunk) && this.blockedSince === 0) this.blockedSince = Date.now();
+    if (!ok && this.blockedSince === 0) this.blockedSince = Date.now();
   }
+
+  /** A write of a pooled buffer is done (or failed). */
+  private readonly written = (err?: Error | null): void => {
+    const sent = this.sent;
+    if (sent === null) return;
+    if (err != null) {
+      this.sent = null;
+      return;
+    }
+    const buf = sent[this.sentHead++];
+    if (this.sentHead === sent.length) {
+      sent.length = 0;
+      this.sentHead = 0;
+    }
+    outPool.give(buf);
+  };
 
   tick(now: number): void {
     if (this.closed) return;
@@ -667,6 +723,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.connected && this.account.members.delete(this)) {
       this.broker.system?.clientDisconnected(this.account, () => this.info(Date.now(), false), this.authInfo(), reason);
     }
+    // Nothing is written to it again (deliveries and replies stop at `closed`).
+    outPool.give(this.out);
+    this.out = NO_OUT;
     if (reason === CloseReason.Client || reason === CloseReason.ReadError) {
       this.socket.destroy();
     } else {
@@ -738,8 +797,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (want > this.out.length) {
       let size = this.out.length * 2;
       while (size < want) size *= 2;
-      const bigger = Buffer.allocUnsafe(size);
+      const bigger = outPool.take(size);
       this.out.copy(bigger, 0, 0, this.outLen);
+      outPool.give(this.out);
       this.out = bigger;
     }
     return true;

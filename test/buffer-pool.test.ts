@@ -1,11 +1,11 @@
-/** The Kafka door's pool of produce frame buffers: reuse, fit and its bound. */
+/** The pool of reused buffers (Kafka produce frames, NATS outbound buffers): reuse, fit and its bound. */
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FramePool } from "../src/protocols/kafka/frame-pool.js";
+import { BufferPool } from "../src/util/buffer-pool.js";
 
 test("a frame given back serves the next request that fits it; none is shared, and the pool keeps no more than its bound", () => {
-  const pool = new FramePool(3 * 1024 * 1024);
+  const pool = new BufferPool(3 * 1024 * 1024);
   const a = pool.take(1_000_000);
   const b = pool.take(1_000_000);
   assert.equal(a.length, 1_000_000);
