@@ -26,6 +26,7 @@ import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 import { BufferPool } from "../../util/buffer-pool.js";
+import { copyInto, writeUint } from "../../util/bytes.js";
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
@@ -843,26 +844,4 @@ function smallest(...limits: number[]): number {
   let min = NO_LIMIT;
   for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
   return min;
-}
-
-function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
-  const n = e - s;
-  if (n < 64) {
-    for (let k = 0; k < n; k++) dst[p + k] = src[s + k];
-  } else {
-    src.copy(dst, p, s, e);
-  }
-  return p + n;
-}
-
-function writeUint(dst: Buffer, p: number, v: number): number {
-  if (v < 10) {
-    dst[p] = 48 + v;
-    return p + 1;
-  }
-  let digits = 0;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
-  let q = p + digits - 1;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
-  return p + digits;
 }

@@ -18,6 +18,7 @@ import { Sublist, type MatchResult } from "../../subjects/sublist.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { formatDuration } from "../../util/duration.js";
+import { copyInto, writeUint } from "../../util/bytes.js";
 
 /** What the peer told us in its INFO. */
 export interface RouteInfo {
@@ -645,26 +646,4 @@ function parseUint(buf: Buffer, s: number, e: number): number {
     v = v * 10 + d;
   }
   return v;
-}
-
-function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
-  const n = e - s;
-  if (n < 64) {
-    for (let k = 0; k < n; k++) dst[p + k] = src[s + k];
-  } else {
-    src.copy(dst, p, s, e);
-  }
-  return p + n;
-}
-
-function writeUint(dst: Buffer, p: number, v: number): number {
-  if (v < 10) {
-    dst[p] = 48 + v;
-    return p + 1;
-  }
-  let digits = 0;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
-  let q = p + digits - 1;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
-  return p + digits;
 }
