@@ -225,7 +225,9 @@ export interface MessageLog {
   /**
    * Appends a foreign batch whole, as one stored batch at consecutive
    * sequences (limits and sizes as for appendMany, each record counting an
-   * equal share of the batch's bytes).
+   * equal share of the batch's bytes). The log may write straight from
+   * `batch.bytes` until it calls `done`: until then the caller keeps them
+   * unchanged (a Kafka produce holds its request frame).
    */
   appendBatch(batch: ForeignBatch, done: AppendCallback): void;
   /**

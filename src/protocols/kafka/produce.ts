@@ -38,9 +38,9 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
   const pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs));
-  // The logs have copied the records, and `topics` is read no more: the frame can serve another request.
-  releaseFrame?.();
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
+  // Every append has settled (a batch kept whole is written from the frame itself): the frame can serve another request.
+  releaseFrame?.();
   if (acks === 0) return false;
   w.array(results, (w, t) => {
     w.string(t.name);
