@@ -183,18 +183,24 @@ async function prepare(
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
+    // Only records with headers can name one, and only their headers need checking as NATS headers.
     let named = false;
-    sizeBlocks(batch, null, null, null, () => (named = true));
+    if (batch.headerCount !== null) sizeBlocks(batch, null, null, null, () => (named = true));
     if (named) run = recordRun(stream, batch);
     if (perms !== null) checkPublish(perms, stream, run);
-    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
-    for (let i = 0; i < batch.count; i++) {
+    if (run === null) {
       // Kept whole, a record's NATS size is its value's: its headers stay in the batch.
-      const size = run !== null ? payloadSizeAt(run, i) : Math.max(0, batch.valueLen[i]);
-      if (size > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
-      bytes += size;
-      if (size > largest) largest = size;
+      bytes = batch.valueBytes;
+      largest = batch.largestValue;
+    } else {
+      for (let i = 0; i < batch.count; i++) {
+        const size = payloadSizeAt(run, i);
+        bytes += size;
+        if (size > largest) largest = size;
+      }
     }
+    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
+    if (largest > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
   } catch (err) {
     if (batch !== null) release(gate, batch);
     if (!(err instanceof BatchError)) throw err;

@@ -56,6 +56,9 @@ export interface DecodedBatch {
    */
   headerAt: Int32Array | null;
   headerCount: Int32Array | null;
+  /** The records' value bytes (a null value counts 0), and the largest value's. */
+  valueBytes: number;
+  largestValue: number;
   /** Bytes of the decompression budget this batch holds (its decompressed body): give them back once the records are stored or refused. */
   held: number;
 }
@@ -148,6 +151,8 @@ function readRecords(body: Buffer, count: number, producerId: number, producerEp
     valueLen: new Int32Array(count),
     headerAt: null,
     headerCount: null,
+    valueBytes: 0,
+    largestValue: 0,
     held,
   };
   const rr = new Reader(body);
@@ -177,7 +182,11 @@ function readRecord(r: Reader, index: number, out: DecodedBatch): void {
   if (keyLen >= 0) out.keyAt[index] = r.skip(keyLen);
   const valueLen = r.varint();
   out.valueLen[index] = valueLen < 0 ? -1 : valueLen;
-  if (valueLen >= 0) out.valueAt[index] = r.skip(valueLen);
+  if (valueLen >= 0) {
+    out.valueAt[index] = r.skip(valueLen);
+    out.valueBytes += valueLen;
+    if (valueLen > out.largestValue) out.largestValue = valueLen;
+  }
   const n = r.varint();
   if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
   if (n > 0) {
