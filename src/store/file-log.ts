@@ -171,6 +171,8 @@ interface Staged {
   foreign: Buffer | null;
   /** Of the foreign bytes, the part whose CRC-32C its appender gave (ForeignBatch.tailCrc), or null. */
   tail: KnownTail | null;
+  /** Tells the appender its foreign bytes are read no more (ForeignBatch.bytesDone); null once told, or for the log's own records. */
+  bytesDone: (() => void) | null;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -414,13 +416,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
       );
     if (refused !== null || n === 0) {
+      batch.bytesDone?.();
       done(refused, 0);
       return;
     }
     const bytes = Buffer.isBuffer(batch.bytes) ? batch.bytes : Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
     const head = foreignHead(batch.format, batch.subject);
     // Nothing per record: the batch's records share its subject and its bytes.
-    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null };
+    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null };
     this.staged.push(b);
     this.pendingCount += n;
     this.pendingBytes += body;
@@ -436,7 +439,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       // Not after a foreign batch, which says nothing of how many records will follow it.
       const full = b !== undefined && b.foreign === null;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -824,7 +827,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (marker) this.io.markers++;
     round.end = round.pos + round.dataLength + (round.tomb?.length ?? 0);
     try {
-      if (round.data !== null) await this.write(seg, round.data, round.pos, batch?.foreign ?? null);
+      if (round.data !== null) {
+        try {
+          await this.write(seg, round.data, round.pos, batch?.foreign ?? null);
+        } finally {
+          // Written or not, the appender's bytes are not read again (a failed round is never rewritten).
+          if (batch !== null) bytesRead(batch);
+        }
+      }
       if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + round.dataLength);
       this.io.batches++;
     } catch (err) {
@@ -894,6 +904,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   /** Takes a written (or failed) batch off the queue's counts, tells its appenders, and keeps its buffer for reuse. */
   private settleStaged(b: Staged, err: Error | null, firstSeq: number): void {
+    bytesRead(b);
     const n = b.count;
     this.pendingCount -= n;
     this.pendingBytes -= b.bytes;
@@ -1918,6 +1929,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     for (const s of this.segments) await s.fh.close();
   }
+}
+
+/** Tells a foreign batch's appender, once, that its bytes are read no more. */
+function bytesRead(b: Staged): void {
+  const tell = b.bytesDone;
+  if (tell === null) return;
+  b.bytesDone = null;
+  tell();
 }
 
 /** Reused by foreignShares for batches of up to this many records; larger ones get an array of their own. */

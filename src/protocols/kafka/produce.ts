@@ -37,10 +37,16 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
-  const pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs));
+  // The frame serves another request once nothing reads it: this handler has issued its appends, and the
+  // log has written every batch kept whole, which it writes from the frame itself.
+  const frame = new FrameHold(releaseFrame);
+  let pending;
+  try {
+    pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs), frame);
+  } finally {
+    frame.drop();
+  }
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
-  // Every append has settled (a batch kept whole is written from the frame itself): the frame can serve another request.
-  releaseFrame?.();
   if (acks === 0) return false;
   w.array(results, (w, t) => {
     w.string(t.name);
@@ -52,6 +58,27 @@ export async function handleProduce(door: KafkaDoor, { conn, version, r, w, rele
   });
   if (version >= 1) w.i32(0); // throttle_time_ms
   return true;
+}
+
+/** The request frame's readers: it goes back to the pool when the last lets go. */
+class FrameHold {
+  private holders = 1;
+  constructor(private readonly release: (() => void) | null) {}
+
+  /** One more reader; the function it returns lets go, once however often it is called. */
+  take(): () => void {
+    this.holders++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.drop();
+    };
+  }
+
+  drop(): void {
+    if (--this.holders === 0) this.release?.();
+  }
 }
 
 /**
@@ -91,6 +118,7 @@ async function prepareAndIssue(
   transactionalId: string | null,
   turn: { ready: Promise<void>; done: () => void },
   gate: DecompressionGate,
+  frame: FrameHold,
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
@@ -115,7 +143,7 @@ async function prepareAndIssue(
     return topics.map((t) =>
       t.partitions.map(() => {
         const p = prepared[at++]!;
-        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId);
+        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId, frame);
       }),
     );
   } finally {
@@ -289,7 +317,7 @@ async function recoverProducer(door: KafkaDoor, stream: Stream, topic: string, i
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
+function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, frame: FrameHold): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
@@ -316,7 +344,13 @@ function issue(door: KafkaDoor, conn: KafkaConnection, topic: string, p: Prepare
     if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
     // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
     const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
-    stream.appendBatch(index, { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc }, p.largest, stored_);
+    // The log writes the batch from the frame: it lets go once written, or refused before that.
+    const bytesDone = frame.take();
+    const whole = { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc, bytesDone };
+    stream.appendBatch(index, whole, p.largest, (err, first) => {
+      bytesDone();
+      stored_(err, first);
+    });
   } else stream.appendMany(index, run!, stored_);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
