@@ -32,6 +32,7 @@ import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
 import type { Identity, PermissionCheck } from "../../core/auth.js";
 import { rawSaslToken, SaslState } from "./sasl.js";
+import { readInto } from "../../util/socket-reads.js";
 
 const MAX_IN_FLIGHT = 128;
 /** Frames up to this size are read whatever the request budget holds. */
@@ -92,6 +93,12 @@ export class KafkaConnection implements Connection {
   outMsgs = 0;
   inBytes = 0;
   outBytes = 0;
+  /**
+   * Reads land in the door's read buffer (util/socket-reads.ts), which the
+   * next read overwrites: what outlives a chunk is copied. Otherwise each
+   * read is a Buffer of its own, and frames are views of it.
+   */
+  readonly sharedReads: boolean;
 
   constructor(
     readonly door: KafkaDoor,
@@ -100,7 +107,8 @@ export class KafkaConnection implements Connection {
     this.cid = door.broker.allocateCid();
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.sharedReads = readInto(socket, door.readBuffer, (chunk) => this.onData(chunk));
+    if (!this.sharedReads) socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
     socket.on("drain", () => {
@@ -250,16 +258,21 @@ export class KafkaConnection implements Connection {
 
   /**
    * Frames are cut from the socket's chunks with at most one copy: a frame
-   * inside one chunk is a view of it (Node gives every read its own buffer,
-   * so views stay valid), a frame across chunks is copied once into a buffer
-   * of its exact size, from the door's pool when it is produce-sized. Handlers
-   * may keep views of a frame past their call unless they release it.
+   * across chunks is copied once into a buffer of its exact size, from the
+   * door's pool when it is produce-sized; a frame inside one chunk is a view
+   * of it when every read has a buffer of its own, else copied likewise.
+   * Handlers may keep views of a frame past their call unless they release it.
    */
   private onData(chunk: Buffer): void {
     if (this.closed || this.ending !== null) return;
     this.lastActivity = Date.now();
-    if (this.paused) this.backlog.push(chunk);
+    if (this.paused) this.backlog.push(this.kept(chunk));
     else this.consume(chunk);
+  }
+
+  /** `bytes` in a buffer of their own if the chunk they are in will be overwritten. */
+  private kept(bytes: Buffer): Buffer {
+    return this.sharedReads ? Buffer.from(bytes) : bytes;
   }
 
   /** Cuts frames from `chunk`; keeps what follows in the backlog once reading must stop. */
@@ -294,7 +307,12 @@ export class KafkaConnection implements Connection {
         }
         budget.charge(size);
         if (chunk.length - at >= size) {
-          this.request(chunk.subarray(at, at + size), false, size);
+          if (!this.sharedReads) this.request(chunk.subarray(at, at + size), false, size);
+          else if (size >= POOLED_FRAME_BYTES) {
+            const frame = this.door.frames.take(size);
+            chunk.copy(frame, 0, at, at + size);
+            this.request(frame, true, size);
+          } else this.request(Buffer.from(chunk.subarray(at, at + size)), false, size);
           at += size;
         } else {
           this.frame = size >= POOLED_FRAME_BYTES ? this.door.frames.take(size) : Buffer.allocUnsafe(size);
@@ -326,7 +344,7 @@ export class KafkaConnection implements Connection {
       this.paused = true;
       this.socket.pause();
     }
-    if (at < chunk.length) this.backlog.unshift(chunk.subarray(at));
+    if (at < chunk.length) this.backlog.unshift(this.kept(chunk.subarray(at)));
     if (this.deferredSize >= 0) this.awaitBudget();
   }
 
