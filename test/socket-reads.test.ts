@@ -89,6 +89,44 @@ test("two connections sharing one small read buffer each get their bytes intact 
   }
 });
 
+test("with a next buffer, reads land where the reader asks: a large message is read straight into its destination", async () => {
+  const scratch = Buffer.alloc(4096);
+  const message = randomBytes(1_000_000);
+  const destination = Buffer.alloc(message.length);
+  let filled = 0;
+  let copied = 0;
+  let inPlace = 0;
+  const accepted: Socket[] = [];
+  const server = createServer((socket) => {
+    accepted.push(socket);
+    const on = readInto(
+      socket,
+      scratch,
+      (chunk) => {
+        if (chunk.buffer === destination.buffer && chunk.byteOffset === destination.byteOffset + filled) inPlace += chunk.length;
+        else copied += chunk.copy(destination, filled);
+        filled += chunk.length;
+      },
+      () => (filled < destination.length ? destination.subarray(filled) : scratch),
+    );
+    assert.equal(on, true);
+  });
+  const port = await listen(server);
+  try {
+    const c = await dial(port);
+    c.write(message);
+    await waitUntil(() => filled === message.length, "the whole message");
+    assert.ok(destination.equals(message));
+    // Only the first read goes to the scratch buffer (the reader had not asked yet).
+    assert.ok(copied <= scratch.length, `${copied} bytes copied`);
+    assert.equal(inPlace + copied, message.length);
+    c.destroy();
+  } finally {
+    for (const s of accepted) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test("a socket with a data listener already, or a TLS socket, is left to read as Node reads", async () => {
   const pki = makePki();
   const results: boolean[] = [];

@@ -27,11 +27,15 @@ interface UserBufferHandle {
  * Makes `socket` read into `buffer` and hand each read to `onChunk` as a
  * view of it, valid only until `onChunk` returns (the next read, of this
  * socket or of another sharing the buffer, overwrites it): copy what must
- * outlive the call. Pausing and resuming the socket work as usual. Returns
- * false, and changes nothing, when Node's reading machinery is not the one
- * this knows; call it before any `data` listener is added.
+ * outlive the call. With `next`, each read after the first lands where
+ * `next` says, asked once the previous read is handled (`onread`'s buffer
+ * function): a reader can take bytes straight into their destination, and
+ * must not reuse that memory for anything else until the read is handed to
+ * it or the socket is destroyed. Pausing and resuming the socket work as
+ * usual. Returns false, and changes nothing, when Node's reading machinery
+ * is not the one this knows; call it before any `data` listener is added.
  */
-export function readInto(socket: Socket, buffer: Buffer, onChunk: (chunk: Buffer) => void): boolean {
+export function readInto(socket: Socket, buffer: Buffer, onChunk: (chunk: Buffer) => void, next?: () => Buffer): boolean {
   if ((socket as Socket & { encrypted?: boolean }).encrypted === true) return false;
   const handle = (socket as Socket & { _handle?: Partial<UserBufferHandle> | null })._handle;
   if (handle == null || typeof handle.useUserBuffer !== "function") return false;
@@ -46,6 +50,7 @@ export function readInto(socket: Socket, buffer: Buffer, onChunk: (chunk: Buffer
   if (socket.listenerCount("data") > 0) return false;
   fields[kBuffer] = buffer;
   fields[kBufferCb] = (n: number, buf: Buffer): void => onChunk(buf.subarray(0, n));
+  if (next !== undefined) fields[kBufferGen] = next;
   handle.useUserBuffer(buffer);
   return true;
 }

@@ -107,7 +107,12 @@ export class KafkaConnection implements Connection {
     this.cid = door.broker.allocateCid();
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
-    this.sharedReads = readInto(socket, door.readBuffer, (chunk) => this.onData(chunk));
+    this.sharedReads = readInto(
+      socket,
+      door.readBuffer,
+      (chunk) => this.onData(chunk),
+      () => this.readTarget(),
+    );
     if (!this.sharedReads) socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
@@ -270,6 +275,17 @@ export class KafkaConnection implements Connection {
     else this.consume(chunk);
   }
 
+  /**
+   * Where the next read lands: the rest of the frame being filled, so that
+   * a large request is read into its frame rather than copied there, else
+   * the door's read buffer. A frame so targeted is dropped, never pooled,
+   * if the connection closes before it is full.
+   */
+  private readTarget(): Buffer {
+    const f = this.frame;
+    return f !== null && this.filled < f.length ? f.subarray(this.filled) : this.door.readBuffer;
+  }
+
   /** `bytes` in a buffer of their own if the chunk they are in will be overwritten. */
   private kept(bytes: Buffer): Buffer {
     return this.sharedReads ? Buffer.from(bytes) : bytes;
@@ -321,7 +337,9 @@ export class KafkaConnection implements Connection {
           return;
         }
       } else {
-        const n = chunk.copy(this.frame, this.filled, at);
+        // Read straight into the frame (readTarget): nothing to copy.
+        const inPlace = chunk.buffer === this.frame.buffer && chunk.byteOffset + at === this.frame.byteOffset + this.filled;
+        const n = inPlace ? Math.min(chunk.length - at, this.frame.length - this.filled) : chunk.copy(this.frame, this.filled, at);
         at += n;
         this.filled += n;
         if (this.filled < this.frame.length) return;
