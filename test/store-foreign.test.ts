@@ -262,3 +262,25 @@ async function until(cond: () => boolean, what: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 2));
   }
 }
+
+test("file log: a foreign batch is refused whole when a record's share passes the record limit, or when discard-new limits would be passed", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-limits-"));
+  const log = await FileLog.open({ dir, foreign: toy, maxRecordBytes: 100 });
+  try {
+    const append = (values: string[]): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const bytes = Buffer.from(JSON.stringify(values));
+        log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes }, (err, seq) => (err ? reject(err) : resolve(seq)));
+      });
+    // Two records sharing about 250 bytes: 125 each, over the limit of 100.
+    await assert.rejects(append(["a".repeat(120), "b".repeat(120)]), /exceeds the limit of 100/);
+    assert.equal(await append(["a".repeat(30), "b".repeat(30)]), 1);
+    log.setLimits({ maxMsgs: 3, discard: "new" });
+    await assert.rejects(append(["c", "d"]), /maximum messages exceeded/);
+    assert.equal(await append(["c"]), 3);
+    assert.equal(log.state().messages, 3);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

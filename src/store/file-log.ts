@@ -403,18 +403,22 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   appendBatch(batch: ForeignBatch, done: AppendCallback): void {
     const n = batch.count;
     const body = foreignBodySize(batch.subject, batch.bytes.length);
+    const unusable = this.unusable();
     const refused =
       (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : null) ??
-      runRefusal(
-        this.unusable(),
-        this.maxRecordBytes,
-        this.limits,
-        this.index.messages + this.pendingCount,
-        this.index.bytes + this.pendingBytes,
-        { count: n, subject: batch.subject, subjects: null },
-        foreignShares(body, n),
-        (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
-      );
+      // Only discard "new" limits refuse a record for what is stored; else the first, largest share decides alone.
+      (this.limits.discard !== "new" && n > 0
+        ? refusal(unusable, foreignShare(body, n, 0), this.maxRecordBytes)
+        : runRefusal(
+            unusable,
+            this.maxRecordBytes,
+            this.limits,
+            this.index.messages + this.pendingCount,
+            this.index.bytes + this.pendingBytes,
+            { count: n, subject: batch.subject, subjects: null },
+            foreignShares(body, n),
+            (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+          ));
     if (refused !== null || n === 0) {
       batch.bytesDone?.();
       done(refused, 0);
