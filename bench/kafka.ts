@@ -12,11 +12,12 @@
  *   node dist/bench/kafka.js --against=/path/to/other/checkout --repeats=6
  *                                           # the same scenarios on another build (its dist/ built),
  *                                           # alternating with this one repeat by repeat
+ *   node dist/bench/kafka.js --warmup=0.1   # the unmeasured pass at a tenth of the size (default: whole)
  *
  * There is no Kafka broker on this machine to compare with: the reference is
  * the disk. Each repeat starts a fresh nagare (its own child process, pinned
- * to core 1, store in a fresh temp dir), probes the disk next to that store,
- * runs every scenario once small (warm-up, unmeasured) and once measured.
+ * to core 1, store in a fresh temp dir), runs every scenario once unmeasured
+ * (warm-up), probes the disk next to that store, and runs them again measured.
  * NAGARE_BENCH_DIR picks the filesystem (default: the OS temp dir).
  */
 
@@ -74,7 +75,15 @@ const COUNTS = {
 const DISK_PROBE_MIB = quick ? 256 : 1024;
 /** Longer than the 2 s after which Linux reports freed pages back to the hypervisor. */
 const SETTLE_MS = 3000;
-const WARMUP = 0.1;
+/**
+ * The unmeasured pass before the measured one, as a share of each
+ * scenario's size: a whole pass by default, so that what is measured is the
+ * server in steady state. V8 optimizes a function only after it has run a
+ * while (thousands of calls for one that runs once per produce request), so
+ * a short warm-up leaves part of the measured pass in unoptimized code and
+ * its CPU spent compiling (a tenth of a pass did, until 2026-12-01).
+ */
+const WARMUP = arg("warmup") !== undefined ? Number(arg("warmup")) : 1;
 
 /** Producer settings, recorded in the report. librdkafka's own defaults otherwise. */
 const KCAT_PRODUCE_ARGS = ["-X", "acks=all", "-X", "linger.ms=5", "-X", "batch.size=1000000"];

@@ -217,6 +217,28 @@ print(repr(seen))
     assert.equal(second.header?.has("Nats-Key") ?? false, false, "a null key has no Nats-Key header");
   });
 
+  test("a batch with a record over max.message.bytes is refused whole (MESSAGE_TOO_LARGE), kept whole or stored record by record; one within it is stored", async () => {
+    const topic = "batches-too-large";
+    await createTopic(topic, [{ name: "max.message.bytes", value: "2048" }]);
+    const producer = h.kafka().producer({ retry: { retries: 0 } });
+    await producer.connect();
+    try {
+      const big = "x".repeat(2049);
+      // Kept whole (no headers), and stored record by record (a Nats-Subject header names the subject).
+      for (const headers of [undefined, { "Nats-Subject": topic }]) {
+        await assert.rejects(
+          producer.send({ topic, acks: -1, messages: [{ value: "small" }, { value: big, headers }, { value: "small" }] }),
+          (err: Error & { type?: string }) => err.type === "MESSAGE_TOO_LARGE",
+        );
+      }
+      await producer.send({ topic, acks: -1, messages: [{ value: "y".repeat(2048) }, { value: "ok", headers: { "Nats-Subject": topic } }] });
+    } finally {
+      await producer.disconnect();
+    }
+    const got = await consumeAll(topic, 2);
+    assert.deepEqual(got.map((m) => [Number(m.offset), m.value!.length]), [[0, 2048], [1, 2]], "nothing of the refused batches was stored");
+  });
+
   test("the producer's timestamps are kept (CreateTime); a LogAppendTime topic stamps the append time; out-of-range timestamps are refused", async () => {
     await createTopic("ts-create");
     await createTopic("ts-append", [{ name: "message.timestamp.type", value: "LogAppendTime" }]);

@@ -576,6 +576,9 @@ describe("Kafka door", () => {
       }
       await waitUntil(() => frames.length === 1, "the split request's response");
       assert.equal(baseOffset(frames[0]), 0);
+      // On this Node, plaintext connections read into the door's own buffer (util/socket-reads.ts), and frames
+      // inside one read are copied out of it: the requests below (several in one write) depend on that copy.
+      assert.ok([...h.srv.kafka!.connections].every((c) => c.sharedReads), "reads land in the door's buffer");
       // Three small requests in one write, then a large one.
       s.write(Buffer.concat([produceV3(topic, batch(["a"])), produceV3(topic, batch(["b", "c"])), produceV3(topic, batch(["d"])), big]));
       await waitUntil(() => frames.length === 5, "four more responses");

@@ -7,13 +7,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { crc32c } from "../src/store/crc32c.js";
-import { FileLog } from "../src/store/file-log.js";
+import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
-import { appendAsync, isForeign, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { appendAsync, isForeign, StorageError, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
 
 const FORMAT = 7;
 
@@ -165,6 +165,120 @@ test("file log: a foreign batch's checksum derived from the CRC its appender gav
     log = await FileLog.open({ dir, foreign: toy, onWarning });
     assert.deepEqual(describeItems(await log.scanStored(1)), ['batch 1+2 ["r1","r2"]', 'batch 3+1 ["r3"]']);
     assert.ok(warnings.some((w) => /checksum|damage|torn|truncat/i.test(w)), warnings.join("\n"));
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The one segment file of a log directory. */
+function onlySegment(dir: string): string {
+  const segs = readdirSync(dir).filter((n) => n.endsWith(".seg"));
+  assert.equal(segs.length, 1);
+  return join(dir, segs[0]);
+}
+
+test("file log: a foreign batch is stored in the documented layout, the appender's bytes as they came, so data directories of earlier versions and this one read alike", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-layout-"));
+  const log = await FileLog.open({ dir, foreign: toy });
+  try {
+    const before = Date.now();
+    const bytes = Buffer.from(JSON.stringify(["r1", "r2", "r3"]));
+    const tailCrc = { from: 1, crc: crc32c(bytes, 1) };
+    const first = await new Promise<number>((resolve, reject) =>
+      log.appendBatch({ format: FORMAT, subject: "k.t", count: 3, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))),
+    );
+    assert.equal(first, 1);
+    // batch: u32 length | u32 crc32c | u8 version 1 | u8 flags (4: foreign) | u16 0 | u64 firstSeq | u64 time | u32 count,
+    // then u8 format | u8 0 | u16 subject length | subject | the appender's bytes (format.ts).
+    const file = readFileSync(onlySegment(dir));
+    const length = 32 + 4 + 3 + bytes.length;
+    assert.equal(file.readUInt32LE(0), length - 8);
+    assert.equal(file.readUInt32LE(4), crc32c(file, 8, length), "the checksum covers everything after it, head and bytes alike");
+    assert.deepEqual([file[8], file[9], file.readUInt16LE(10)], [1, 4, 0]);
+    assert.equal(file.readUInt32LE(12) + file.readUInt32LE(16) * 2 ** 32, 1);
+    const time = file.readUInt32LE(20) + file.readUInt32LE(24) * 2 ** 32;
+    assert.ok(time >= before && time <= Date.now(), `time ${time}`);
+    assert.equal(file.readUInt32LE(28), 3);
+    assert.deepEqual([file[32], file[33], file.readUInt16LE(34)], [FORMAT, 0, 3]);
+    assert.equal(file.toString("latin1", 36, 39), "k.t");
+    assert.ok(file.subarray(39, length).equals(bytes));
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: a foreign batch whose write stops inside its head or inside the appender's bytes leaves nothing behind; appends go on once the log is reopened", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-torn-"));
+  let partial = 0;
+  let probes = 0;
+  const faults: FaultInjector = {
+    write: (file) => {
+      if (file === "probe.tmp") probes++;
+      return partial > 0 ? { error: Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" }), partial } : null;
+    },
+  };
+  const append = (log: MessageLog, values: string[]): Promise<number> => {
+    const bytes = Buffer.from(JSON.stringify(values));
+    return new Promise((resolve, reject) =>
+      log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes, tailCrc: { from: 1, crc: crc32c(bytes, 1) } }, (err, seq) => (err ? reject(err) : resolve(seq))),
+    );
+  };
+  let log = await FileLog.open({ dir, foreign: toy, faults, reopenDelayMs: 5 });
+  try {
+    assert.equal(await append(log, ["a1", "a2"]), 1);
+    const seg = onlySegment(dir);
+    let next = 3;
+    // 20 bytes: inside the batch header; 45: past the head (39 bytes here), inside the appender's bytes.
+    for (const cut of [20, 45]) {
+      await log.settle();
+      const size = statSync(seg).size;
+      partial = cut;
+      await assert.rejects(append(log, ["torn", "batch"]), StorageError);
+      assert.equal(statSync(seg).size, size, `cut at ${cut}: the torn batch was cut off the file`);
+      assert.equal(log.state().lastSeq, next - 1);
+      partial = 0;
+      const probed = probes;
+      await until(() => probes > probed && log.state().error === null, "the log is reopened");
+      assert.equal(await append(log, [`b${cut}`]), next, "no sequence skipped");
+      next++;
+    }
+    await log.close();
+    log = await FileLog.open({ dir, foreign: toy });
+    assert.deepEqual(describeItems(await log.scanStored(1)), ['batch 1+2 ["a1","a2"]', 'batch 3+1 ["b20"]', 'batch 4+1 ["b45"]']);
+    assert.deepEqual(log.state().corrupt, []);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Waits for `cond`, checking every few milliseconds, for at most 10 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+test("file log: a foreign batch is refused whole when a record's share passes the record limit, or when discard-new limits would be passed", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-limits-"));
+  const log = await FileLog.open({ dir, foreign: toy, maxRecordBytes: 100 });
+  try {
+    const append = (values: string[]): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const bytes = Buffer.from(JSON.stringify(values));
+        log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes }, (err, seq) => (err ? reject(err) : resolve(seq)));
+      });
+    // Two records sharing about 250 bytes: 125 each, over the limit of 100.
+    await assert.rejects(append(["a".repeat(120), "b".repeat(120)]), /exceeds the limit of 100/);
+    assert.equal(await append(["a".repeat(30), "b".repeat(30)]), 1);
+    log.setLimits({ maxMsgs: 3, discard: "new" });
+    await assert.rejects(append(["c", "d"]), /maximum messages exceeded/);
+    assert.equal(await append(["c"]), 3);
+    assert.equal(log.state().messages, 3);
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

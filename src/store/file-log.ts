@@ -26,13 +26,14 @@ import {
   recordSize,
   runRecordSize,
   sealBatch,
+  sealForeign,
   TOMBSTONE_BYTES,
   viewRecord,
   type BatchHeader,
   type KnownTail,
-  encodeForeignBody,
   FLAG_FOREIGN,
   foreignBodySize,
+  foreignHead,
   foreignParts,
   foreignShare,
   readU64,
@@ -42,7 +43,7 @@ import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
 import { IndexedLog } from "./log-index.js";
 import { LostRecord, quarantine, withoutRanges } from "./damage.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
-import { nodeFs, writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
+import { nodeFs, writeFileDurably, writeFully, writeFullyV, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
   AppendRun,
   limitRefusal,
@@ -149,20 +150,29 @@ interface ScanWindow {
  * queue holds bytes, not a graph of objects the collector must walk.
  */
 interface Staged {
-  /** The batch header's room, then the records encoded so far. */
+  /** The batch header's room, then the records encoded so far (a foreign batch: its headers only). */
   buf: Buffer;
   used: number;
+  /** Records in the batch. */
+  count: number;
+  /** Each record's subject and stored size; for a foreign batch its one subject, and no sizes (its records share its bytes: foreignShare). */
   subjects: string[];
   sizes: number[];
-  /** Sum of sizes. */
+  /** Sum of the records' sizes. */
   bytes: number;
   /** The append calls that fed this batch, in order, and how many of its records each owns. */
   owners: Array<AppendCallback | AppendRun>;
   spans: number[];
-  /** A foreign batch (appendBatch): written as it is, nothing gathered into it. */
-  foreign: boolean;
-  /** A foreign batch's bytes whose CRC-32C its appender gave (ForeignBatch.tailCrc), or null. */
+  /**
+   * A foreign batch's client bytes (appendBatch), written after `buf` as they
+   * are, not copied: the appender leaves them unchanged until its callback.
+   * Nothing is gathered into a foreign batch. Null for the log's own records.
+   */
+  foreign: Buffer | null;
+  /** Of the foreign bytes, the part whose CRC-32C its appender gave (ForeignBatch.tailCrc), or null. */
   tail: KnownTail | null;
+  /** Tells the appender its foreign bytes are read no more (ForeignBatch.bytesDone); null once told, or for the log's own records. */
+  bytesDone: (() => void) | null;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -185,7 +195,10 @@ interface Round {
   /** The stamp of its tombstone batch (strictly increasing along the log; see Segment.horizon). */
   stamp: number;
   batch: Staged | null;
+  /** The data batch: all of it, or a foreign batch's head, which its client bytes (batch.foreign) follow. */
   data: Buffer | null;
+  /** Bytes of the data batch in the file (0: none). */
+  dataLength: number;
   tomb: Buffer | null;
   tombs: number[];
   evicted: number[];
@@ -390,31 +403,35 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   appendBatch(batch: ForeignBatch, done: AppendCallback): void {
     const n = batch.count;
     const body = foreignBodySize(batch.subject, batch.bytes.length);
-    const sizes = new Array<number>(n);
-    for (let i = 0; i < n; i++) sizes[i] = foreignShare(body, n, i);
+    const unusable = this.unusable();
     const refused =
       (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : null) ??
-      runRefusal(
-        this.unusable(),
-        this.maxRecordBytes,
-        this.limits,
-        this.index.messages + this.pendingCount,
-        this.index.bytes + this.pendingBytes,
-        { count: n, subject: batch.subject, subjects: null },
-        sizes,
-        (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
-      );
+      // Only discard "new" limits refuse a record for what is stored; else the first, largest share decides alone.
+      (this.limits.discard !== "new" && n > 0
+        ? refusal(unusable, foreignShare(body, n, 0), this.maxRecordBytes)
+        : runRefusal(
+            unusable,
+            this.maxRecordBytes,
+            this.limits,
+            this.index.messages + this.pendingCount,
+            this.index.bytes + this.pendingBytes,
+            { count: n, subject: batch.subject, subjects: null },
+            foreignShares(body, n),
+            (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+          ));
     if (refused !== null || n === 0) {
+      batch.bytesDone?.();
       done(refused, 0);
       return;
     }
-    // A buffer of an earlier batch if one is large enough: memory already touched costs less to fill than fresh.
-    const buf = this.batchBuffer(BATCH_HEADER + body);
-    const used = encodeForeignBody(buf, batch.format, batch.subject, batch.bytes);
-    const tail = batch.tailCrc === undefined ? null : { at: used - batch.bytes.length + batch.tailCrc.from, crc: batch.tailCrc.crc };
-    const b: Staged = { buf, used, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: true, tail };
+    const bytes = Buffer.isBuffer(batch.bytes) ? batch.bytes : Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
+    const head = foreignHead(batch.format, batch.subject);
+    // Nothing per record: the batch's records share its subject and its bytes.
+    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null };
     this.staged.push(b);
-    for (let i = 0; i < n; i++) this.noteStaged(b, batch.subject, sizes[i]);
+    this.pendingCount += n;
+    this.pendingBytes += body;
+    if (this.limits.discardNewPerSubject === true) this.pendingPerSubject.set(batch.subject, (this.pendingPerSubject.get(batch.subject) ?? 0) + n);
     this.addOwner(b, done, n);
     this.kick();
   }
@@ -422,10 +439,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   /** The batch being gathered, with room for a record of `size` bytes (opening one when it is full). */
   private room(size: number): Staged {
     let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
-    if (b === undefined || b.foreign || (b.subjects.length > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
+    if (b === undefined || b.foreign !== null || (b.count > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
-      const full = b !== undefined;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: false, tail: null };
+      // Not after a foreign batch, which says nothing of how many records will follow it.
+      const full = b !== undefined && b.foreign === null;
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -437,6 +455,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   /** Counts a record just encoded into `b` as queued. */
   private noteStaged(b: Staged, subject: string, size: number): void {
+    b.count++;
     b.subjects.push(subject);
     b.sizes.push(size);
     b.bytes += size;
@@ -777,12 +796,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       this.staged.unshift(batch);
       batch = null;
     }
-    const n = batch?.subjects.length ?? 0;
+    const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
     const tombs = evicted.concat(...planned);
     // Time never goes backwards within a log, so time lookups can bisect.
     const time = Math.max(Date.now(), inflight !== null ? inflight.time : this.lastTime);
-    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, tomb: null, tombs, evicted, ops, planned };
+    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, dataLength: 0, tomb: null, tombs, evicted, ops, planned };
     let seg: Segment;
     try {
       seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
@@ -793,7 +812,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     round.seg = seg;
     round.pos = inflight !== null ? inflight.end : seg.size;
-    round.data = batch !== null ? sealBatch(batch.buf, batch.used, firstSeq, time, n, batch.foreign ? FLAG_FOREIGN : 0, batch.tail) : null;
+    if (batch?.foreign != null) {
+      sealForeign(batch.buf, batch.foreign, firstSeq, time, n, batch.tail);
+      round.data = batch.buf;
+      round.dataLength = batch.buf.length + batch.foreign.length;
+    } else if (batch !== null) {
+      round.data = sealBatch(batch.buf, batch.used, firstSeq, time, n);
+      round.dataLength = round.data.length;
+    }
     // A round of tombstones names the next sequence, so it serves as the marker too.
     const marker = this.markerWanted && tombs.length === 0;
     this.markerWanted = false;
@@ -803,10 +829,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       round.tomb = encodeTombstones(tombs, nextSeq, round.stamp);
     }
     if (marker) this.io.markers++;
-    round.end = round.pos + (round.data?.length ?? 0) + (round.tomb?.length ?? 0);
+    round.end = round.pos + round.dataLength + (round.tomb?.length ?? 0);
     try {
-      if (round.data !== null) await this.write(seg, round.data, round.pos);
-      if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + (round.data?.length ?? 0));
+      if (round.data !== null) {
+        try {
+          await this.write(seg, round.data, round.pos, batch?.foreign ?? null);
+        } finally {
+          // Written or not, the appender's bytes are not read again (a failed round is never rewritten).
+          if (batch !== null) bytesRead(batch);
+        }
+      }
+      if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + round.dataLength);
       this.io.batches++;
     } catch (err) {
       this.stick(err instanceof Error ? err : new Error(String(err)));
@@ -820,20 +853,26 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   /** Makes a durable round visible and acknowledges it. */
   private land(round: Round): void {
-    const { seg, pos, data, tomb, tombs, firstSeq, n, time, batch, ops, planned } = round;
+    const { seg, pos, data, dataLength, tomb, tombs, firstSeq, n, time, batch, ops, planned } = round;
     const limitsPerSubject = (this.limits.maxMsgsPerSubject ?? 0) > 0;
     const touched = new Set<number>();
     if (data !== null && batch !== null) {
       const d = this.index.detail(seg);
-      seg.addBatch(d, firstSeq, n, pos, data.length, time);
-      seg.endBatch(pos, data.length, data.readUInt32LE(4));
+      seg.addBatch(d, firstSeq, n, pos, dataLength, time);
+      seg.endBatch(pos, dataLength, data.readUInt32LE(4));
       this.lastTime = time;
-      let seq = firstSeq;
-      for (let i = 0; i < n; i++, seq++) {
-        const id = this.index.table.intern(batch.subjects[i]);
-        this.index.add(seg, d, seq, id, batch.sizes[i]);
-        // Subjects of this batch, for the per-subject limit (the only limit that needs them).
+      if (batch.foreign !== null) {
+        const id = this.index.table.intern(batch.subjects[0]);
+        this.index.addShared(seg, d, firstSeq, n, id, batch.bytes);
         if (limitsPerSubject) touched.add(id);
+      } else {
+        let seq = firstSeq;
+        for (let i = 0; i < n; i++, seq++) {
+          const id = this.index.table.intern(batch.subjects[i]);
+          this.index.add(seg, d, seq, id, batch.sizes[i]);
+          // Subjects of this batch, for the per-subject limit (the only limit that needs them).
+          if (limitsPerSubject) touched.add(id);
+        }
       }
       this.index.noteDetail(seg);
       this.markerDue = true;
@@ -844,7 +883,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         seg.tombs.push(tombs[i], tombs[i + 1]);
         seg.tombStamps.push(round.stamp);
       }
-      seg.endBatch(pos + (data?.length ?? 0), tomb.length, tomb.readUInt32LE(4));
+      seg.endBatch(pos + dataLength, tomb.length, tomb.readUInt32LE(4));
       seg.tombNext = Math.max(seg.tombNext, round.nextSeq);
       this.landedStamp = round.stamp;
       this.markerDue = false;
@@ -869,18 +908,21 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   /** Takes a written (or failed) batch off the queue's counts, tells its appenders, and keeps its buffer for reuse. */
   private settleStaged(b: Staged, err: Error | null, firstSeq: number): void {
-    const n = b.subjects.length;
+    bytesRead(b);
+    const n = b.count;
     this.pendingCount -= n;
     this.pendingBytes -= b.bytes;
     if (this.pendingPerSubject.size > 0) {
-      for (let i = 0; i < n; i++) {
+      const foreign = b.foreign !== null;
+      for (let i = 0; i < (foreign ? 1 : n); i++) {
         const s = b.subjects[i];
-        const c = (this.pendingPerSubject.get(s) ?? 1) - 1;
+        const c = (this.pendingPerSubject.get(s) ?? 1) - (foreign ? n : 1);
         if (c <= 0) this.pendingPerSubject.delete(s);
         else this.pendingPerSubject.set(s, c);
       }
     }
-    this.spare.push(b.buf);
+    // A foreign batch's head is small and its bytes are its appender's: neither is worth keeping.
+    if (b.foreign === null) this.spare.push(b.buf);
     let seq = firstSeq;
     for (let k = 0; k < b.owners.length; k++) {
       const owner = b.owners[k];
@@ -911,13 +953,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.evictRanges(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)));
   }
 
-  private async write(seg: Segment, buf: Buffer, pos: number): Promise<void> {
-    const fault = this.faults?.write?.(seg.name, buf.length) ?? null;
+  /** Writes `buf`, and `then` right after it when given (a foreign batch's bytes: one system call for both). */
+  private async write(seg: Segment, buf: Buffer, pos: number, then: Buffer | null = null): Promise<void> {
+    const parts = then === null ? [buf] : [buf, then];
+    const length = buf.length + (then?.length ?? 0);
+    const fault = this.faults?.write?.(seg.name, length) ?? null;
     if (fault !== null) {
-      if (fault.partial) await writeFully(seg.fh, buf.subarray(0, Math.min(fault.partial, buf.length)), pos);
+      if (fault.partial) await writeFullyV(seg.fh, prefix(parts, Math.min(fault.partial, length)), pos);
       throw fault.error;
     }
-    await writeFully(seg.fh, buf, pos);
+    if (then === null) await writeFully(seg.fh, buf, pos);
+    else await writeFullyV(seg.fh, parts, pos);
   }
 
   private async datasync(seg: Segment): Promise<void> {
@@ -1887,6 +1933,44 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     for (const s of this.segments) await s.fh.close();
   }
+}
+
+/** Tells a foreign batch's appender, once, that its bytes are read no more. */
+function bytesRead(b: Staged): void {
+  const tell = b.bytesDone;
+  if (tell === null) return;
+  b.bytesDone = null;
+  tell();
+}
+
+/** Reused by foreignShares for batches of up to this many records; larger ones get an array of their own. */
+const SHARES_KEPT = 64 * 1024;
+let sharesScratch = new Float64Array(1024);
+
+/**
+ * The stored size of each record of a foreign batch (foreignShare), for the
+ * limit checks: valid until the next call. Not an array per batch.
+ */
+function foreignShares(body: number, count: number): Float64Array {
+  let out: Float64Array;
+  if (count > SHARES_KEPT) out = new Float64Array(count);
+  else {
+    if (sharesScratch.length < count) sharesScratch = new Float64Array(Math.min(SHARES_KEPT, Math.max(count, sharesScratch.length * 2)));
+    out = sharesScratch;
+  }
+  for (let i = 0; i < count; i++) out[i] = foreignShare(body, count, i);
+  return out;
+}
+
+/** The first `length` bytes of `parts` laid end to end, as views. */
+function prefix(parts: readonly Buffer[], length: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const p of parts) {
+    if (length <= 0) break;
+    out.push(p.length <= length ? p : p.subarray(0, length));
+    length -= p.length;
+  }
+  return out;
 }
 
 /** Offset of record `i` of the batch at `at`, or -1 if the records do not reach it. */

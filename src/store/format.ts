@@ -153,17 +153,29 @@ export function encodeRecord(buf: Buffer, at: number, r: AppendInput): number {
  * Completes a data batch whose `count` records fill buf[BATCH_HEADER, end):
  * writes its header and checksum, and returns the batch's bytes.
  */
-export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number, flags = 0, tail: KnownTail | null = null): Buffer {
+export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: number, count: number, flags = 0): Buffer {
   const batch = end === buf.length ? buf : buf.subarray(0, end);
-  writeHeader(batch, flags, firstSeq, time, count);
-  const crc = tail === null ? crc32c(batch, 8, end) : crc32cCombine(crc32c(batch, 8, tail.at), tail.crc, end - tail.at);
-  batch.writeUInt32LE(crc, 4);
+  writeHeader(batch, flags, firstSeq, time, count, batch.length);
+  batch.writeUInt32LE(crc32c(batch, 8, end), 4);
   return batch;
 }
 
-/** The bytes from `at` to a batch's end, whose CRC-32C the appender already knows (ForeignBatch.tailCrc). */
+/**
+ * Completes a foreign batch stored as two parts, written back to back: `head`
+ * (from foreignHead) and the client's `bytes`, which are not copied. With
+ * `tail` (the CRC-32C of bytes[tail.from..], which the appender checked), the
+ * checksum reads only the head and bytes[0, tail.from).
+ */
+export function sealForeign(head: Buffer, bytes: Buffer, firstSeq: number, time: number, count: number, tail: KnownTail | null): void {
+  writeHeader(head, FLAG_FOREIGN, firstSeq, time, count, head.length + bytes.length);
+  const headCrc = crc32c(head, 8, head.length);
+  const crc = tail === null ? crc32c(bytes, 0, bytes.length, headCrc) : crc32cCombine(crc32c(bytes, 0, tail.from, headCrc), tail.crc, bytes.length - tail.from);
+  head.writeUInt32LE(crc, 4);
+}
+
+/** The bytes from `from` to a foreign batch's end, whose CRC-32C the appender already knows (ForeignBatch.tailCrc). */
 export interface KnownTail {
-  at: number;
+  from: number;
   crc: number;
 }
 
@@ -171,7 +183,7 @@ export interface KnownTail {
 export function encodeTombstones(ranges: readonly number[], nextSeq: number, time: number, flags = 0): Buffer {
   const count = ranges.length / 2;
   const buf = Buffer.allocUnsafe(BATCH_HEADER + count * TOMBSTONE_BYTES);
-  writeHeader(buf, FLAG_TOMBSTONES | flags, nextSeq, time, count);
+  writeHeader(buf, FLAG_TOMBSTONES | flags, nextSeq, time, count, buf.length);
   for (let i = 0; i < ranges.length; i++) writeU64(buf, ranges[i], BATCH_HEADER + i * 8);
   buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
   return buf;
@@ -185,19 +197,22 @@ export function readTombstones(buf: Buffer, at: number, out: number[]): void {
 
 /** Bytes a foreign batch of `bytes` client bytes under `subject` takes after the batch header. */
 export function foreignBodySize(subject: string, bytes: number): number {
-  return FOREIGN_HEADER + Buffer.byteLength(subject) + bytes;
+  return FOREIGN_HEADER + subjectLength(subject) + bytes;
 }
 
-/** Writes a foreign batch's body at buf[BATCH_HEADER...); returns where it ends (seal it with FLAG_FOREIGN). */
-export function encodeForeignBody(buf: Buffer, format: number, subject: string, bytes: Uint8Array): number {
-  let p = BATCH_HEADER;
-  buf[p] = format;
-  buf[p + 1] = 0;
-  const subjLen = buf.write(subject, p + FOREIGN_HEADER, "utf8");
-  buf.writeUInt16LE(subjLen, p + 2);
-  p += FOREIGN_HEADER + subjLen;
-  buf.set(bytes, p);
-  return p + bytes.length;
+/**
+ * The batch header and foreign header of a foreign batch under `subject`,
+ * to be sealed (sealForeign) and written just before the client's bytes.
+ */
+export function foreignHead(format: number, subject: string): Buffer {
+  const subjLen = subjectLength(subject);
+  const head = Buffer.allocUnsafe(BATCH_HEADER + FOREIGN_HEADER + subjLen);
+  const p = BATCH_HEADER;
+  head[p] = format;
+  head[p + 1] = 0;
+  head.writeUInt16LE(subjLen, p + 2);
+  writeSubject(head, p + FOREIGN_HEADER, subject);
+  return head;
 }
 
 /** A checked foreign batch's parts: its format, subject and the client's bytes (a view of `buf`). */
@@ -222,7 +237,7 @@ export function foreignShare(body: number, count: number, i: number): number {
 /** A batch of records copied as they are (compaction): `records` holds `count` encoded records. */
 export function encodeRawBatch(records: readonly Buffer[], bytes: number, firstSeq: number, time: number, count: number, flags: number): Buffer {
   const buf = Buffer.allocUnsafe(BATCH_HEADER + bytes);
-  writeHeader(buf, flags, firstSeq, time, count);
+  writeHeader(buf, flags, firstSeq, time, count, buf.length);
   let p = BATCH_HEADER;
   for (const r of records) {
     r.copy(buf, p);
@@ -232,8 +247,9 @@ export function encodeRawBatch(records: readonly Buffer[], bytes: number, firstS
   return buf;
 }
 
-function writeHeader(buf: Buffer, flags: number, firstSeq: number, time: number, count: number): void {
-  buf.writeUInt32LE(buf.length - 8, 0);
+/** Writes a batch header at buf[0, BATCH_HEADER) for a batch of `length` bytes in all. */
+function writeHeader(buf: Buffer, flags: number, firstSeq: number, time: number, count: number, length: number): void {
+  buf.writeUInt32LE(length - 8, 0);
   buf[8] = FORMAT_VERSION;
   buf[9] = flags;
   buf.writeUInt16LE(0, 10);

@@ -96,6 +96,12 @@ export interface ForeignBatch {
    * value makes the stored batch read back as damaged, never as other data.
    */
   readonly tailCrc?: { readonly from: number; readonly crc: number };
+  /**
+   * Called once the log reads `bytes` no more (they are written, or the
+   * append failed or was refused), at the latest just before the append's
+   * callback: from then on the caller may reuse them.
+   */
+  readonly bytesDone?: () => void;
 }
 
 /** Foreign format 1: Kafka's RecordBatch v2, from its baseOffset field to its end. */
@@ -225,7 +231,9 @@ export interface MessageLog {
   /**
    * Appends a foreign batch whole, as one stored batch at consecutive
    * sequences (limits and sizes as for appendMany, each record counting an
-   * equal share of the batch's bytes).
+   * equal share of the batch's bytes). The log may write straight from
+   * `batch.bytes` until it calls `batch.bytesDone` (or `done`): until then
+   * the caller keeps them unchanged (a Kafka produce holds its request frame).
    */
   appendBatch(batch: ForeignBatch, done: AppendCallback): void;
   /**

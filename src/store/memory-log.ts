@@ -141,6 +141,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.lastTime = Math.max(Date.now(), this.lastTime);
     const first = this.lastSeq + 1;
     const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes) };
+    batch.bytesDone?.();
     const id = this.index.table.intern(batch.subject);
     for (let i = 0; i < n; i++) {
       const seq = ++this.lastSeq;

@@ -18,7 +18,7 @@
  * such as a consumer's pending count are answered at once.
  */
 
-import { BATCH_HEADER } from "./format.js";
+import { BATCH_HEADER, foreignShare } from "./format.js";
 import type { CorruptRange, Limits, LogState, LostRange, PurgeOptions } from "./log.js";
 import { DEAD, evictOverLimits, liveSubjectIds, SubjectTable, toRanges } from "./log-index.js";
 
@@ -399,6 +399,27 @@ export class PagedIndex {
     this.table.last[id] = seq;
     this.messages++;
     this.bytes += size;
+  }
+
+  /**
+   * add() for the `count` records of a foreign batch stored in `bytes` bytes
+   * (each its foreignShare of them), all of subject `id`: one update of the
+   * subject counts for the run, not one per record.
+   */
+  addShared(seg: Segment, d: SegmentDetail, firstSeq: number, count: number, id: number, bytes: number): void {
+    for (let i = 0; i < count; i++) d.put(firstSeq + i, id, foreignShare(bytes, count, i));
+    if (seg.live === 0) seg.firstLive = firstSeq;
+    seg.live += count;
+    seg.liveBytes += bytes;
+    seg.subjects.set(id, (seg.subjects.get(id) ?? 0) + count);
+    if (this.table.count[id] === 0) {
+      this.table.first[id] = firstSeq;
+      this.table.live++;
+    }
+    this.table.count[id] += count;
+    this.table.last[id] = firstSeq + count - 1;
+    this.messages += count;
+    this.bytes += bytes;
   }
 
   /** Removes a live message; false if `seq` was not live. */

@@ -592,16 +592,15 @@ export class Stream {
    * Appends a door's batch whole, in its own record format (a Kafka
    * RecordBatch as produced): one stored batch, as appendMany otherwise.
    * `largestPayload` is the largest record's payload plus headers, which the
-   * door read while it checked the batch.
+   * door read while it checked the batch. The batch's bytes are the door's
+   * until `done` (see MessageLog.appendBatch), so even a queued append need
+   * not copy them.
    */
   appendBatch(partition: number, batch: ForeignBatch, largestPayload: number, done: (err: ApiError | null, firstSeq: number) => void): void {
-    this.doorAppend(partition, largestPayload, batch.count, batch.subject, null, batch.bytes.length, done, (log) => ({
-      copy: () => {
-        const copied = { ...batch, bytes: Buffer.from(batch.bytes) };
-        return (cb) => log.appendBatch(copied, cb);
-      },
-      go: (cb) => log.appendBatch(batch, cb),
-    }));
+    this.doorAppend(partition, largestPayload, batch.count, batch.subject, null, batch.bytes.length, done, (log) => {
+      const go = (cb: (err: Error | null, first: number) => void): void => log.appendBatch(batch, cb);
+      return { copy: () => go, go };
+    });
   }
 
   /** A door's append of `count` records: checked, ordered behind queued publishes, issued, and told to consumers once stored. */

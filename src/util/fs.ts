@@ -16,6 +16,8 @@ export interface StoreFile {
   /** Bytes read into buf[offset, offset+length) from `position`; fewer at the end of the file. */
   read(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
   write(buf: Buffer, offset: number, length: number, position: number): Promise<number>;
+  /** Writes `bufs` back to back from `position` in one call (pwritev); returns the bytes written, which may be fewer. */
+  writev(bufs: readonly Buffer[], position: number): Promise<number>;
   truncate(size: number): Promise<void>;
   /** Makes the file's data (and its size) durable; not its directory entry. */
   datasync(): Promise<void>;
@@ -54,6 +56,20 @@ export async function writeFully(file: StoreFile, buf: Buffer, pos: number): Pro
     const n = await file.write(buf, off, buf.length - off, pos + off);
     if (n <= 0) throw new Error("write made no progress");
     off += n;
+  }
+}
+
+/** Writes all of `bufs`, back to back, at `pos`, however many calls it takes. */
+export async function writeFullyV(file: StoreFile, bufs: readonly Buffer[], pos: number): Promise<void> {
+  let parts = bufs.filter((b) => b.length > 0);
+  while (parts.length > 0) {
+    let n = await file.writev(parts, pos);
+    if (n <= 0) throw new Error("write made no progress");
+    pos += n;
+    let done = 0;
+    while (done < parts.length && n >= parts[done].length) n -= parts[done++].length;
+    parts = parts.slice(done);
+    if (n > 0) parts[0] = parts[0].subarray(n);
   }
 }
 
@@ -224,6 +240,10 @@ class PooledFile implements StoreFile {
 
   write(buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     return this.use(async (fh) => (await fh.write(buf, offset, length, position)).bytesWritten);
+  }
+
+  writev(bufs: readonly Buffer[], position: number): Promise<number> {
+    return this.use(async (fh) => (await fh.writev(bufs as Buffer[], position)).bytesWritten);
   }
 
   truncate(size: number): Promise<void> {

@@ -282,6 +282,15 @@ class SimFile implements StoreFile {
     return length;
   }
 
+  async writev(bufs: readonly Buffer[], position: number): Promise<number> {
+    await turn();
+    this.check();
+    this.fs.calls.write++;
+    const bytes = Buffer.concat(bufs);
+    this.fs.mutate(this.inode, { kind: "write", pos: position, bytes });
+    return bytes.length;
+  }
+
   async truncate(size: number): Promise<void> {
     await turn();
     this.check();

@@ -34,6 +34,7 @@ import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
 import type { Identity, PermissionCheck } from "../../core/auth.js";
 import { rawSaslToken, SaslState } from "./sasl.js";
+import { readInto } from "../../util/socket-reads.js";
 
 /** Frames below this are allocated as they come: small requests are not worth a pooled buffer. */
 const POOLED_FRAME_BYTES = 64 * 1024;
@@ -101,6 +102,12 @@ export class KafkaConnection implements Connection {
   outMsgs = 0;
   inBytes = 0;
   outBytes = 0;
+  /**
+   * Reads land in the door's read buffer (util/socket-reads.ts), which the
+   * next read overwrites: what outlives a chunk is copied. Otherwise each
+   * read is a Buffer of its own, and frames are views of it.
+   */
+  readonly sharedReads: boolean;
 
   constructor(
     readonly door: KafkaDoor,
@@ -110,7 +117,13 @@ export class KafkaConnection implements Connection {
     this.account = door.auth === null ? door.defaultDoor : null;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.sharedReads = readInto(
+      socket,
+      door.readBuffer,
+      (chunk) => this.onData(chunk),
+      () => this.readTarget(),
+    );
+    if (!this.sharedReads) socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", () => this.close());
     socket.on("close", () => this.close());
     socket.on("drain", () => {
@@ -261,16 +274,32 @@ export class KafkaConnection implements Connection {
 
   /**
    * Frames are cut from the socket's chunks with at most one copy: a frame
-   * inside one chunk is a view of it (Node gives every read its own buffer,
-   * so views stay valid), a frame across chunks is copied once into a buffer
-   * of its exact size, from the door's pool when it is produce-sized. Handlers
-   * may keep views of a frame past their call unless they release it.
+   * across chunks is copied once into a buffer of its exact size, from the
+   * door's pool when it is produce-sized; a frame inside one chunk is a view
+   * of it when every read has a buffer of its own, else copied likewise.
+   * Handlers may keep views of a frame past their call unless they release it.
    */
   private onData(chunk: Buffer): void {
     if (this.closed || this.ending !== null) return;
     this.lastActivity = Date.now();
-    if (this.paused) this.backlog.push(chunk);
+    if (this.paused) this.backlog.push(this.kept(chunk));
     else this.consume(chunk);
+  }
+
+  /**
+   * Where the next read lands: the rest of the frame being filled, so that
+   * a large request is read into its frame rather than copied there, else
+   * the door's read buffer. A frame so targeted is dropped, never pooled,
+   * if the connection closes before it is full.
+   */
+  private readTarget(): Buffer {
+    const f = this.frame;
+    return f !== null && this.filled < f.length ? f.subarray(this.filled) : this.door.readBuffer;
+  }
+
+  /** `bytes` in a buffer of their own if the chunk they are in will be overwritten. */
+  private kept(bytes: Buffer): Buffer {
+    return this.sharedReads ? Buffer.from(bytes) : bytes;
   }
 
   /** Cuts frames from `chunk`; keeps what follows in the backlog once reading must stop. */
@@ -305,7 +334,12 @@ export class KafkaConnection implements Connection {
         }
         budget.charge(size);
         if (chunk.length - at >= size) {
-          this.request(chunk.subarray(at, at + size), false, size);
+          if (!this.sharedReads) this.request(chunk.subarray(at, at + size), false, size);
+          else if (size >= POOLED_FRAME_BYTES) {
+            const frame = this.door.frames.take(size);
+            chunk.copy(frame, 0, at, at + size);
+            this.request(frame, true, size);
+          } else this.request(Buffer.from(chunk.subarray(at, at + size)), false, size);
           at += size;
         } else {
           this.frame = size >= POOLED_FRAME_BYTES ? this.door.frames.take(size) : Buffer.allocUnsafe(size);
@@ -314,7 +348,9 @@ export class KafkaConnection implements Connection {
           return;
         }
       } else {
-        const n = chunk.copy(this.frame, this.filled, at);
+        // Read straight into the frame (readTarget): nothing to copy.
+        const inPlace = chunk.buffer === this.frame.buffer && chunk.byteOffset + at === this.frame.byteOffset + this.filled;
+        const n = inPlace ? Math.min(chunk.length - at, this.frame.length - this.filled) : chunk.copy(this.frame, this.filled, at);
         at += n;
         this.filled += n;
         if (this.filled < this.frame.length) return;
@@ -337,7 +373,7 @@ export class KafkaConnection implements Connection {
       this.paused = true;
       this.socket.pause();
     }
-    if (at < chunk.length) this.backlog.unshift(chunk.subarray(at));
+    if (at < chunk.length) this.backlog.unshift(this.kept(chunk.subarray(at)));
     if (this.deferredSize >= 0) this.awaitBudget();
   }
 

@@ -108,12 +108,21 @@ export const KAFKA_DEFAULTS = {
 /** Upper bound on partitions per topic: each is a log with open files. */
 export const MAX_PARTITIONS = 1024;
 
+/**
+ * The door's one read buffer, shared by its connections: a read is consumed
+ * (cut into frames, copied out) before the next one lands. 256 KiB takes a
+ * megabyte request in four reads where Node's own reads take sixteen.
+ */
+const READ_BUFFER_BYTES = 256 * 1024;
+
 /** Unused produce frame buffers kept for reuse, across all connections. */
 const FRAME_POOL_BYTES = 16 * 1024 * 1024;
 
 export class KafkaDoor {
   readonly connections = new Set<KafkaConnection>();
   readonly frames = new BufferPool(FRAME_POOL_BYTES);
+  /** Where plaintext connections' socket reads land, one at a time (see util/socket-reads.ts). */
+  readonly readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   readonly handlers = new Map<number, Handler>();
   readonly nodeId = 0;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */

@@ -37,9 +37,15 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
   const turn = conn.takeProduceTurn();
-  const pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs));
-  // The logs have copied the records, and `topics` is read no more: the frame can serve another request.
-  releaseFrame?.();
+  // The frame serves another request once nothing reads it: this handler has issued its appends, and the
+  // log has written every batch kept whole, which it writes from the frame itself.
+  const frame = new FrameHold(releaseFrame);
+  let pending;
+  try {
+    pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs), frame);
+  } finally {
+    frame.drop();
+  }
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
   if (acks === 0) return false;
   w.array(results, (w, t) => {
@@ -52,6 +58,27 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   });
   if (version >= 1) w.i32(0); // throttle_time_ms
   return true;
+}
+
+/** The request frame's readers: it goes back to the pool when the last lets go. */
+class FrameHold {
+  private holders = 1;
+  constructor(private readonly release: (() => void) | null) {}
+
+  /** One more reader; the function it returns lets go, once however often it is called. */
+  take(): () => void {
+    this.holders++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.drop();
+    };
+  }
+
+  drop(): void {
+    if (--this.holders === 0) this.release?.();
+  }
 }
 
 /**
@@ -91,6 +118,7 @@ async function prepareAndIssue(
   transactionalId: string | null,
   turn: { ready: Promise<void>; done: () => void },
   gate: DecompressionGate,
+  frame: FrameHold,
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
@@ -115,7 +143,7 @@ async function prepareAndIssue(
     return topics.map((t) =>
       t.partitions.map(() => {
         const p = prepared[at++]!;
-        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId);
+        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId, frame);
       }),
     );
   } finally {
@@ -183,18 +211,24 @@ async function prepare(
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
+    // Only records with headers can name one, and only their headers need checking as NATS headers.
     let named = false;
-    sizeBlocks(batch, null, null, null, () => (named = true));
+    if (batch.headerCount !== null) sizeBlocks(batch, null, null, null, () => (named = true));
     if (named) run = recordRun(stream, batch);
     if (perms !== null) checkPublish(perms, stream, run);
-    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
-    for (let i = 0; i < batch.count; i++) {
+    if (run === null) {
       // Kept whole, a record's NATS size is its value's: its headers stay in the batch.
-      const size = run !== null ? payloadSizeAt(run, i) : Math.max(0, batch.valueLen[i]);
-      if (size > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
-      bytes += size;
-      if (size > largest) largest = size;
+      bytes = batch.valueBytes;
+      largest = batch.largestValue;
+    } else {
+      for (let i = 0; i < batch.count; i++) {
+        const size = payloadSizeAt(run, i);
+        bytes += size;
+        if (size > largest) largest = size;
+      }
     }
+    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
+    if (largest > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
   } catch (err) {
     if (batch !== null) release(gate, batch);
     if (!(err instanceof BatchError)) throw err;
@@ -283,7 +317,7 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null): Promise<PartitionResult> {
+function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, frame: FrameHold): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
@@ -310,7 +344,13 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
     // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
     const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
-    stream.appendBatch(index, { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc }, p.largest, stored_);
+    // The log writes the batch from the frame: it lets go once written, or refused before that.
+    const bytesDone = frame.take();
+    const whole = { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc, bytesDone };
+    stream.appendBatch(index, whole, p.largest, (err, first) => {
+      bytesDone();
+      stored_(err, first);
+    });
   } else stream.appendMany(index, run!, stored_);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {

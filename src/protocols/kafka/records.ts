@@ -56,6 +56,9 @@ export interface DecodedBatch {
    */
   headerAt: Int32Array | null;
   headerCount: Int32Array | null;
+  /** The records' value bytes (a null value counts 0), and the largest value's. */
+  valueBytes: number;
+  largestValue: number;
   /** Bytes of the decompression budget this batch holds (its decompressed body): give them back once the records are stored or refused. */
   held: number;
 }
@@ -148,52 +151,95 @@ function readRecords(body: Buffer, count: number, producerId: number, producerEp
     valueLen: new Int32Array(count),
     headerAt: null,
     headerCount: null,
+    valueBytes: 0,
+    largestValue: 0,
     held,
   };
-  const rr = new Reader(body);
   let i = 0;
   try {
-    for (; i < count; i++) readRecord(rr, i, batch);
+    at = 0;
+    for (; i < count; i++) readRecord(body, i, batch);
   } catch (err) {
     if (err instanceof KafkaDecodeError) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record ${i}: ${err.message}`);
     throw err;
   }
-  if (rr.remaining !== 0) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "bytes after the last record");
+  if (at !== body.length) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "bytes after the last record");
   return batch;
 }
 
-function readRecord(r: Reader, index: number, out: DecodedBatch): void {
-  const length = r.varint();
-  const end = r.pos + length;
-  if (length < 0 || end > r.end) throw new KafkaDecodeError("record length passes the batch");
-  r.i8(); // attributes: unused
-  const timestamp = out.baseTimestamp + r.varlong();
+/**
+ * Where the record walk is in the batch's bytes. One walk at a time: it
+ * never yields, so a module variable does, and the walk's reads compile to
+ * plain loads rather than calls on a reader object (they run per field of
+ * every record produced).
+ */
+let at = 0;
+
+/** A zigzag varint of at most `maxBytes` bytes at `at`, none of them at or past `limit`. */
+function zigzag(buf: Buffer, limit: number, maxBytes: number): number {
+  if (at < limit) {
+    const b = buf[at];
+    if (b < 0x80) {
+      at++;
+      return b & 1 ? -((b + 1) >>> 1) : b >>> 1;
+    }
+  }
+  let u = 0;
+  let mul = 1;
+  for (let k = 0; k < maxBytes; k++) {
+    if (at >= limit) throw new KafkaDecodeError("a field passes the end of its record");
+    const b = buf[at++];
+    u += (b & 0x7f) * mul;
+    if ((b & 0x80) === 0) return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
+    mul *= 128;
+  }
+  throw new KafkaDecodeError(`varint longer than ${maxBytes} bytes`);
+}
+
+/** Moves past `n` bytes that must end by `limit`; returns where they begin. */
+function skip(n: number, limit: number): number {
+  const from = at;
+  if (n > limit - from) throw new KafkaDecodeError("a field passes the end of its record");
+  at = from + n;
+  return from;
+}
+
+function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
+  const length = zigzag(buf, buf.length, 5);
+  const end = at + length;
+  if (length < 0 || end > buf.length) throw new KafkaDecodeError("record length passes the batch");
+  skip(1, end); // attributes: unused
+  const timestamp = out.baseTimestamp + zigzag(buf, end, 10);
   if (timestamp < out.minTimestamp) out.minTimestamp = timestamp;
   if (timestamp > out.maxTimestamp) out.maxTimestamp = timestamp;
-  const offsetDelta = r.varint();
+  const offsetDelta = zigzag(buf, end, 5);
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
-  const keyLen = r.varint();
+  const keyLen = zigzag(buf, end, 5);
   out.keyLen[index] = keyLen < 0 ? -1 : keyLen;
-  if (keyLen >= 0) out.keyAt[index] = r.skip(keyLen);
-  const valueLen = r.varint();
+  if (keyLen >= 0) out.keyAt[index] = skip(keyLen, end);
+  const valueLen = zigzag(buf, end, 5);
   out.valueLen[index] = valueLen < 0 ? -1 : valueLen;
-  if (valueLen >= 0) out.valueAt[index] = r.skip(valueLen);
-  const n = r.varint();
-  if (n < 0 || n > end - r.pos) throw new KafkaDecodeError("bad header count");
+  if (valueLen >= 0) {
+    out.valueAt[index] = skip(valueLen, end);
+    out.valueBytes += valueLen;
+    if (valueLen > out.largestValue) out.largestValue = valueLen;
+  }
+  const n = zigzag(buf, end, 5);
+  if (n < 0 || n > end - at) throw new KafkaDecodeError("bad header count");
   if (n > 0) {
     out.headerAt ??= new Int32Array(out.count);
     out.headerCount ??= new Int32Array(out.count);
-    out.headerAt[index] = r.pos;
+    out.headerAt[index] = at;
     out.headerCount[index] = n;
-    for (let i = 0; i < n; i++) {
-      const kl = r.varint();
+    for (let h = 0; h < n; h++) {
+      const kl = zigzag(buf, end, 5);
       if (kl < 0) throw new KafkaDecodeError("null header key");
-      r.skip(kl);
-      const vl = r.varint();
-      if (vl > 0) r.skip(vl);
+      skip(kl, end);
+      const vl = zigzag(buf, end, 5);
+      if (vl > 0) skip(vl, end);
     }
   }
-  if (r.pos !== end) throw new KafkaDecodeError("record length does not match its fields");
+  if (at !== end) throw new KafkaDecodeError("record length does not match its fields");
 }
 
 /** A record's headers as sent, one array per header: for tests and diagnostics, not for paths that handle every record. */
