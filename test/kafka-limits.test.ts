@@ -134,15 +134,19 @@ test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the d
     }
     await waitUntil(() => door.responses.used >= budget / 2, "the slow readers' responses to pile up");
     for (const c of door.connections) assert.ok(c.info(Date.now()).pending_bytes <= fetchMax + slack, "no connection holds more than fetch.max.bytes unwritten");
+    // Three 4 MiB answers fill the 12 MiB budget, so the fourth reader's fetch has no room until its 300 ms wait ends.
+    const shortBefore = door.responses.shortfalls;
+    await waitUntil(() => door.responses.shortfalls > shortBefore, "a fetch without room to be answered at its deadline");
     for (const c of slow) c.socket.resume();
     const results = await Promise.all(slow.map((c) => Promise.all(Array.from({ length: 8 }, (_, i) => c.response(i).then(fetchResult)))));
     t.diagnostic(`response budget peak ${(door.responses.peak / MiB).toFixed(2)} MiB of ${budget / MiB}`);
     assert.ok(door.responses.peak <= budget + 4 * slack, `built and unwritten at once: ${door.responses.peak}, budget ${budget}`);
     assert.ok(door.responses.peak > budget / 2, "the budget was what held them back");
     for (const r of results.flat()) assert.ok(r.error === 0 && r.recordBytes <= fetchMax + slack, "every fetch answered, none past fetch.max.bytes");
+    // Which later fetches find room depends on how fast the resumed readers drain; what is certain is below.
     const withRecords = results.flat().filter((r) => r.recordBytes > 0).length;
-    assert.ok(withRecords >= 4, "each reader got records");
-    assert.ok(withRecords < 32, `fetches without room were answered without records (${withRecords} of 32 had records)`);
+    assert.ok(withRecords >= 2, `the fetches built before the budget filled carried records (${withRecords} of 32 had records)`);
+    assert.ok(withRecords < 32, `the fetch without room was answered without records (${withRecords} of 32 had records)`);
     for (const c of slow) c.destroy();
     await waitUntil(() => door.responses.used === 0, "every response byte to be given back");
   } finally {

@@ -17,6 +17,8 @@ export class ByteBudget {
   used = 0;
   /** Highest `used` seen: what tests and monitoring check the limit against. */
   peak = 0;
+  /** Takers that gave up for lack of room (a fetch answered without records, a request refused): a sign the limit is too low. */
+  shortfalls = 0;
   private readonly queue: Array<{ n: number; grant: (ok: boolean) => void }> = [];
   private readonly onRelease: Array<() => void> = [];
 
@@ -49,6 +51,7 @@ export class ByteBudget {
         const at = this.queue.indexOf(waiter);
         if (at < 0) return;
         this.queue.splice(at, 1);
+        this.shortfalls++;
         resolve(false);
         // The head may have been what held the others back.
         if (at === 0) this.grantWaiting();

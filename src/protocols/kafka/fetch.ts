@@ -117,7 +117,10 @@ async function collectWithRoom(door: AccountDoor, ctx: RequestContext, topics: T
       out.limited = room < want;
       return out;
     }
-    if (Date.now() >= deadline || ctx.conn.closed) return collect(door, ctx.conn.permissions, topics, 0, readCommitted);
+    if (Date.now() >= deadline || ctx.conn.closed) {
+      door.responses.shortfalls++;
+      return collect(door, ctx.conn.permissions, topics, 0, readCommitted);
+    }
     await door.responses.released(deadline - Date.now());
   }
 }
