@@ -47,6 +47,8 @@ export interface NodeRecord {
   kafka: string | null;
   /** Monitoring, when on. */
   http: string | null;
+  /** `server_tags`: what placement tags match. Absent in records of older nodes. */
+  tags?: string[];
   state: NodeState;
   load: NodeLoad;
 }

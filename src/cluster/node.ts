@@ -48,6 +48,7 @@ export interface ClusterView {
     route_url: string | null;
     kafka: string | null;
     http: string | null;
+    tags: string[];
     load: NodeLoad | null;
     lease: string;
     self: boolean;
@@ -118,6 +119,7 @@ export class ClusterNode {
         route_url: x.record?.route_url ?? null,
         kafka: x.record?.kafka ?? null,
         http: x.record?.http ?? null,
+        tags: x.record?.tags ?? [],
         load: x.record?.load ?? null,
         lease: x.lease,
         self: x.self,

@@ -25,6 +25,8 @@ export interface ServerOptions {
    */
   httpsPort?: number;
   serverName?: string;
+  /** nats-server's `server_tags`: what JetStream's `placement.tags` (and Kafka topic placement) match, lower-cased. */
+  serverTags?: string[];
   /** Largest payload (headers + body) a client may publish. */
   maxPayload?: number;
   /** Bytes queued to one client before it is cut off as a slow consumer. */
@@ -226,6 +228,7 @@ export interface ResolvedOptions {
   httpPort: number | undefined;
   httpsPort: number | undefined;
   serverName: string;
+  serverTags: string[];
   maxPayload: number;
   maxPending: number;
   maxControlLine: number;
@@ -305,6 +308,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     httpPort,
     httpsPort: o.httpsPort === undefined ? undefined : o.httpsPort < 0 ? 0 : o.httpsPort,
     serverName: pick(o.serverName, ""),
+    serverTags: o.serverTags ?? [],
     maxPayload: pick(o.maxPayload, DEFAULTS.maxPayload),
     maxPending: pick(o.maxPending, DEFAULTS.maxPending),
     maxControlLine: pick(o.maxControlLine, DEFAULTS.maxControlLine),
@@ -734,6 +738,9 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   httpPort: port,
   httpsPort: port,
   serverName: anyText,
+  serverTags: (v, n) => {
+    if (!Array.isArray(v) || v.some((t) => typeof t !== "string" || t === "")) fail(n, v, "a list of non-empty strings");
+  },
   maxPayload: atLeast(1, INT32_MAX),
   maxPending: atLeast(1),
   maxControlLine: atLeast(1, INT32_MAX),

@@ -47,7 +47,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   max_closed_clients: "keeping closed connections for /connz is not supported yet",
   http_base_path: "a monitoring base path is not supported yet",
   prof_port: "the profiling listener is not supported",
-  server_tags: "server tags are not supported yet",
   no_header_support: "turning message headers off is not supported",
   default_js_domain: "JetStream domains are not supported yet",
 };
@@ -194,6 +193,11 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   c.attempt(() => {
     const serverName = lookup(tree, "server_name");
     if (serverName) o.serverName = str(serverName);
+  });
+  c.attempt(() => {
+    // nats-server: a list of strings (or one), each "key:value" or a bare word; compared without case.
+    const tags = lookup(tree, "server_tags");
+    if (tags) o.serverTags = nameList(tags, (t) => (typeof t === "string" && t.trim() !== "" ? null : `expected tags (non-empty strings), got ${describe(t)}`)).map((t) => t.trim().toLowerCase());
   });
 
   c.attempt(() => setLimit(o, "maxPayload", lookup(tree, "max_payload"), INT32_MAX));

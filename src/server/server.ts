@@ -394,6 +394,7 @@ function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstre
     route_url: routes === undefined || routes.routeUrl === "" ? null : routes.routeUrl,
     kafka: kafka === undefined ? null : `${kafkaHost}:${kafka.port}`,
     http: monitor === undefined ? null : `${scheme}://${listHosts(opts.httpHost)[0]}:${monitor.port}`,
+    tags: opts.serverTags,
     state: "serving",
     load: { connections: broker.connections.size, subscriptions, streams: jetstream?.streams.size ?? 0, partitions, bytes },
   };

@@ -47,9 +47,10 @@ export interface TestNode {
 }
 
 /** A cluster node in this process, as a server would start it: TTL 2 s (etcd's least), 1 s timeouts. */
-export async function startTestNode(endpoint: string, cluster: string, name: string, o: { ttlS?: number; startLimitMs?: number } = {}): Promise<TestNode> {
+export async function startTestNode(endpoint: string, cluster: string, name: string, o: { ttlS?: number; startLimitMs?: number; tags?: string[] } = {}): Promise<TestNode> {
   const log = memoryLog();
   const record = testRecord(name, cluster);
+  if (o.tags !== undefined) record.tags = o.tags;
   const node = await ClusterNode.start({
     clusterName: cluster,
     serverName: name,

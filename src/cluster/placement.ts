@@ -1,0 +1,225 @@
+/**
+ * Where each stream's partitions live: one metadata key per stream
+ * (`streams/<account>/<stream>`, a JSON `StreamPlacement`) naming the node
+ * that leads each partition. Every node reads the same placements from its
+ * metadata copy, so any node can tell where a request must go without
+ * asking etcd; changes are revision-compared, lease-fenced transactions
+ * (metadata.ts), so two nodes placing the same stream at once cannot both win.
+ *
+ * Placement picks among the live members (those with a node key under a
+ * lease) that carry every requested tag (`server_tags`) and belong to the
+ * requested cluster. Load is counted as partitions led, from the placements
+ * themselves (exact and current, unlike the load a node reports every few
+ * seconds), then bytes stored as reported, then the name, so that two nodes
+ * placing from the same metadata choose alike.
+ *
+ * A JetStream stream keeps its partitions together on one node (a JetStream
+ * consumer reads every partition of its stream); a Kafka topic spreads its
+ * partitions over the nodes, as Kafka brokers do.
+ */
+
+import type { Membership } from "./membership.js";
+import type { MetadataStore, MetaChange } from "./metadata.js";
+
+export interface StreamPlacement {
+  account: string;
+  stream: string;
+  /** The node leading each partition, by partition index. */
+  leaders: string[];
+  /** What placement was asked for: kept so that moves and growth honour it. */
+  tags: string[];
+  cluster: string;
+  /** The stream's captured subjects, to refuse overlaps across nodes. */
+  subjects: string[];
+  /** Which door created it: "kafka" topics spread their partitions. */
+  origin: "jetstream" | "kafka";
+  created: string;
+}
+
+export interface PlacementRequest {
+  partitions: number;
+  /** Every tag must be among the node's `server_tags`. */
+  tags?: string[];
+  /** The cluster the stream must live in (JetStream's placement.cluster); this cluster's name or none. */
+  cluster?: string;
+  /** Spread the partitions over the nodes (Kafka) or keep them on one (JetStream). */
+  spread: boolean;
+  subjects: string[];
+  origin: StreamPlacement["origin"];
+}
+
+/** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
+export class NoSuitablePeersError extends Error {
+  constructor(why: string) {
+    super(`no suitable peers for placement: ${why}`);
+    this.name = "NoSuitablePeersError";
+  }
+}
+
+const PREFIX = "streams/";
+
+export function placementKey(account: string, stream: string): string {
+  return `${PREFIX}${account}/${stream}`;
+}
+
+function parse(value: string): StreamPlacement | undefined {
+  try {
+    const v = JSON.parse(value) as StreamPlacement;
+    return Array.isArray(v.leaders) && typeof v.stream === "string" && typeof v.account === "string" ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Candidate {
+  name: string;
+  led: number;
+  bytes: number;
+}
+
+export class Placements {
+  constructor(
+    private readonly metadata: MetadataStore,
+    private readonly membership: Membership,
+    readonly self: string,
+    readonly clusterName: string,
+  ) {}
+
+  get(account: string, stream: string): { placement: StreamPlacement; revision: number } | undefined {
+    const e = this.metadata.get(placementKey(account, stream));
+    if (e === undefined) return undefined;
+    const placement = parse(e.value);
+    return placement === undefined ? undefined : { placement, revision: e.revision };
+  }
+
+  /** Every placement of an account (every account's, without one), in name order. */
+  list(account?: string): StreamPlacement[] {
+    const out: StreamPlacement[] = [];
+    for (const e of this.metadata.list(account === undefined ? PREFIX : `${PREFIX}${account}/`)) {
+      const p = parse(e.value);
+      if (p !== undefined) out.push(p);
+    }
+    return out;
+  }
+
+  /** The node leading a partition, or undefined when the stream is not placed. */
+  leaderOf(account: string, stream: string, partition = 0): string | undefined {
+    return this.get(account, stream)?.placement.leaders[partition];
+  }
+
+  /** Whether a node holds its lease now (its key is in etcd, as last seen). */
+  isLive(node: string): boolean {
+    if (node === this.self) return this.membership.holdsLease();
+    return this.membership.members().some((m) => m.name === node && m.record !== undefined);
+  }
+
+  /** The live nodes, each with its `server_tags` and the partitions it leads. */
+  nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number }> {
+    const led = this.ledCounts();
+    return this.membership
+      .members()
+      .filter((m) => m.record !== undefined)
+      .map((m) => ({ name: m.name, tags: m.record!.tags ?? [], led: led.get(m.name) ?? 0, bytes: m.record!.load.bytes }));
+  }
+
+  /**
+   * Chooses a leader for each of `count` partitions, from the live nodes
+   * that satisfy the request, least loaded first; throws
+   * NoSuitablePeersError when none does.
+   */
+  choose(r: Omit<PlacementRequest, "subjects" | "origin">, exclude: ReadonlySet<string> = new Set()): string[] {
+    if (r.cluster !== undefined && r.cluster !== "" && r.cluster !== this.clusterName) throw new NoSuitablePeersError(`cluster ${JSON.stringify(r.cluster)} is not this cluster (${this.clusterName})`);
+    const tags = r.tags ?? [];
+    const candidates: Candidate[] = this.nodes()
+      .filter((n) => !exclude.has(n.name) && tags.every((t) => n.tags.includes(t)))
+      .map((n) => ({ name: n.name, led: n.led, bytes: n.bytes }));
+    if (candidates.length === 0) throw new NoSuitablePeersError(tags.length > 0 ? `no live node has the tags ${tags.join(", ")}` : "no live node");
+    const order = (a: Candidate, b: Candidate): number => a.led - b.led || a.bytes - b.bytes || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    if (!r.spread) {
+      candidates.sort(order);
+      return new Array<string>(r.partitions).fill(candidates[0].name);
+    }
+    const leaders: string[] = [];
+    for (let i = 0; i < r.partitions; i++) {
+      candidates.sort(order);
+      leaders.push(candidates[0].name);
+      candidates[0].led++;
+    }
+    return leaders;
+  }
+
+  /**
+   * Places a new stream: chooses its leaders and records them, unless the
+   * stream is placed already (then the existing placement is returned, as
+   * a create that finds its stream does). Throws the metadata store's
+   * errors (fenced, etcd unavailable) and NoSuitablePeersError.
+   */
+  async place(account: string, stream: string, r: PlacementRequest): Promise<{ placement: StreamPlacement; created: boolean }> {
+    for (;;) {
+      const existing = this.get(account, stream);
+      if (existing !== undefined) return { placement: existing.placement, created: false };
+      const placement: StreamPlacement = {
+        account,
+        stream,
+        leaders: this.choose(r),
+        tags: r.tags ?? [],
+        cluster: this.clusterName,
+        subjects: r.subjects,
+        origin: r.origin,
+        created: new Date().toISOString(),
+      };
+      try {
+        await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
+        return { placement, created: true };
+      } catch (err) {
+        // Another node placed it first: that placement stands.
+        if ((err as Error).name === "ConcurrentChangeError") continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Records a placement for a stream this node already has (found on disk, created before clustering). */
+  async adopt(account: string, stream: string, partitions: number, subjects: string[], origin: StreamPlacement["origin"]): Promise<StreamPlacement> {
+    const placement: StreamPlacement = { account, stream, leaders: new Array<string>(partitions).fill(this.self), tags: [], cluster: this.clusterName, subjects, origin, created: new Date().toISOString() };
+    await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
+    return placement;
+  }
+
+  /** Changes a placement if it is still at the revision read (ConcurrentChangeError otherwise). */
+  async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<StreamPlacement> {
+    const e = this.get(account, stream);
+    if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
+    const next = change(structuredClone(e.placement));
+    await this.metadata.commit([{ key: placementKey(account, stream), expect: e.revision, put: JSON.stringify(next) }]);
+    return next;
+  }
+
+  /** Removes a placement (the stream was deleted); nothing if it is gone already. */
+  async remove(account: string, stream: string): Promise<void> {
+    const e = this.get(account, stream);
+    if (e === undefined) return;
+    try {
+      await this.metadata.commit([{ key: placementKey(account, stream), expect: e.revision, delete: true }]);
+    } catch (err) {
+      if ((err as Error).name !== "ConcurrentChangeError") throw err;
+    }
+  }
+
+  /** Hears every placement change (from any node), with the placement after it (undefined: removed). */
+  onChange(listener: (account: string, stream: string, placement: StreamPlacement | undefined) => void): void {
+    this.metadata.onChange((c: MetaChange) => {
+      if (!c.key.startsWith(PREFIX)) return;
+      const rest = c.key.slice(PREFIX.length);
+      const slash = rest.indexOf("/");
+      if (slash < 0) return;
+      listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value));
+    });
+  }
+
+  private ledCounts(): Map<string, number> {
+    const led = new Map<string, number>();
+    for (const p of this.list()) for (const l of p.leaders) led.set(l, (led.get(l) ?? 0) + 1);
+    return led;
+  }
+}

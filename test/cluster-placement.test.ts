@@ -1,0 +1,102 @@
+/**
+ * Stream placement (src/cluster/placement.ts) against a real etcd: leaders
+ * chosen by load and tags, a JetStream stream kept on one node and a Kafka
+ * topic spread, two nodes placing the same stream at once agreeing on one
+ * placement, and nodes that left not chosen.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { NoSuitablePeersError, Placements } from "../src/cluster/placement.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { startTestNode, uniqueCluster, type TestNode } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
+
+let etcd: EtcdHarness;
+
+before(async () => {
+  etcd = await startEtcd();
+});
+
+after(async () => {
+  await etcd.close();
+});
+
+async function nodes(cluster: string, specs: Array<[string, string[]]>): Promise<Array<TestNode & { placements: Placements }>> {
+  const out: Array<TestNode & { placements: Placements }> = [];
+  for (const [name, tags] of specs) {
+    const n = await startTestNode(etcd.endpoint, cluster, name, { tags });
+    out.push({ ...n, placements: new Placements(n.node.metadata, n.node.membership, name, cluster) });
+  }
+  await waitUntil(() => out.every((n) => n.node.membership.members().length === specs.length), "every node to see the others");
+  return out;
+}
+
+test("streams go to the least loaded node, kept together; topics spread; tags and clusters are honoured", async () => {
+  const cluster = uniqueCluster("place");
+  const [a, b, c] = await nodes(cluster, [
+    ["a", ["az:1", "ssd"]],
+    ["b", ["az:2"]],
+    ["c", ["az:3", "ssd"]],
+  ]);
+  try {
+    const js = { spread: false, subjects: ["s.>"], origin: "jetstream" as const };
+    const first = await a.placements.place("$G", "one", { partitions: 1, ...js });
+    assert.equal(first.created, true);
+    assert.deepEqual(first.placement.leaders, ["a"], "with no load anywhere, the name decides");
+    await waitUntil(() => b.placements.get("$G", "one") !== undefined, "b to see the placement");
+    const again = await b.placements.place("$G", "one", { partitions: 1, ...js });
+    assert.equal(again.created, false, "a placed stream stays where it is");
+    assert.deepEqual(again.placement.leaders, ["a"]);
+
+    const together = await b.placements.place("$G", "two", { partitions: 3, ...js });
+    assert.deepEqual(together.placement.leaders, ["b", "b", "b"], "a JetStream stream's partitions stay on one node, the least loaded");
+
+    const topic = await c.placements.place("$G", "orders", { partitions: 6, spread: true, subjects: ["orders"], origin: "kafka" });
+    // Loads before: a 1, b 3, c 0.
+    assert.deepEqual(topic.placement.leaders, ["c", "a", "c", "a", "c", "a"], "partitions go to the least loaded node, one at a time");
+
+    const tagged = await a.placements.place("$G", "fast", { partitions: 1, tags: ["ssd"], ...js });
+    assert.ok(["a", "c"].includes(tagged.placement.leaders[0]), "only nodes with every tag");
+    await assert.rejects(a.placements.place("$G", "nowhere", { partitions: 1, tags: ["gpu"], ...js }), NoSuitablePeersError);
+    await assert.rejects(a.placements.place("$G", "elsewhere", { partitions: 1, cluster: "other", ...js }), /no suitable peers for placement: cluster "other"/);
+    assert.equal(a.placements.get("$G", "nowhere"), undefined, "a refused placement records nothing");
+
+    // Accounts are apart: the same name in two accounts is two placements.
+    await a.placements.place("ACC", "one", { partitions: 1, ...js });
+    assert.deepEqual(a.placements.list("ACC").map((p) => p.stream), ["one"]);
+    assert.deepEqual(
+      a.placements.list("$G").map((p) => p.stream),
+      ["fast", "one", "orders", "two"],
+    );
+
+    // A node that leaves is not chosen any more.
+    await c.node.leave();
+    await waitUntil(() => !a.placements.isLive("c"), "a to see c go");
+    const after = await a.placements.place("$G", "later", { partitions: 2, spread: true, subjects: ["later"], origin: "kafka" });
+    assert.ok(after.placement.leaders.every((l) => l !== "c"), `placed on live nodes only: ${after.placement.leaders.join(",")}`);
+
+    await a.placements.remove("$G", "one");
+    assert.equal(a.placements.get("$G", "one"), undefined);
+  } finally {
+    for (const n of [a, b, c]) await n.node.leave();
+  }
+});
+
+test("two nodes placing the same stream at once agree on one placement", async () => {
+  const cluster = uniqueCluster("race");
+  const [a, b] = await nodes(cluster, [
+    ["a", []],
+    ["b", []],
+  ]);
+  try {
+    for (let i = 0; i < 10; i++) {
+      const r = { partitions: 2, spread: true, subjects: [`r${i}`], origin: "kafka" as const };
+      const [pa, pb] = await Promise.all([a.placements.place("$G", `r${i}`, r), b.placements.place("$G", `r${i}`, r)]);
+      assert.deepEqual(pa.placement, pb.placement, "both see the placement that won");
+      assert.equal(Number(pa.created) + Number(pb.created), 1, "exactly one created it");
+    }
+  } finally {
+    for (const n of [a, b]) await n.node.leave();
+  }
+});
