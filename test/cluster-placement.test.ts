@@ -40,7 +40,7 @@ test("streams go to the least loaded node, kept together; topics spread; tags an
     ["c", ["az:3", "ssd"]],
   ]);
   try {
-    const js = { spread: false, subjects: ["s.>"], origin: "jetstream" as const };
+    const js = { spread: false, subjects: ["s.>"], origin: "jetstream" as const, config: {} };
     const first = await a.placements.place("$G", "one", { partitions: 1, ...js });
     assert.equal(first.created, true);
     assert.deepEqual(first.placement.leaders, ["a"], "with no load anywhere, the name decides");
@@ -52,7 +52,7 @@ test("streams go to the least loaded node, kept together; topics spread; tags an
     const together = await b.placements.place("$G", "two", { partitions: 3, ...js });
     assert.deepEqual(together.placement.leaders, ["b", "b", "b"], "a JetStream stream's partitions stay on one node, the least loaded");
 
-    const topic = await c.placements.place("$G", "orders", { partitions: 6, spread: true, subjects: ["orders"], origin: "kafka" });
+    const topic = await c.placements.place("$G", "orders", { partitions: 6, spread: true, subjects: ["orders"], origin: "kafka", config: {} });
     // Loads before: a 1, b 3, c 0.
     assert.deepEqual(topic.placement.leaders, ["c", "a", "c", "a", "c", "a"], "partitions go to the least loaded node, one at a time");
 
@@ -73,7 +73,7 @@ test("streams go to the least loaded node, kept together; topics spread; tags an
     // A node that leaves is not chosen any more.
     await c.node.leave();
     await waitUntil(() => !a.placements.isLive("c"), "a to see c go");
-    const after = await a.placements.place("$G", "later", { partitions: 2, spread: true, subjects: ["later"], origin: "kafka" });
+    const after = await a.placements.place("$G", "later", { partitions: 2, spread: true, subjects: ["later"], origin: "kafka", config: {} });
     assert.ok(after.placement.leaders.every((l) => l !== "c"), `placed on live nodes only: ${after.placement.leaders.join(",")}`);
 
     await a.placements.remove("$G", "one");
@@ -91,7 +91,7 @@ test("two nodes placing the same stream at once agree on one placement", async (
   ]);
   try {
     for (let i = 0; i < 10; i++) {
-      const r = { partitions: 2, spread: true, subjects: [`r${i}`], origin: "kafka" as const };
+      const r = { partitions: 2, spread: true, subjects: [`r${i}`], origin: "kafka" as const, config: {} };
       const [pa, pb] = await Promise.all([a.placements.place("$G", `r${i}`, r), b.placements.place("$G", `r${i}`, r)]);
       assert.deepEqual(pa.placement, pb.placement, "both see the placement that won");
       assert.equal(Number(pa.created) + Number(pb.created), 1, "exactly one created it");

@@ -14,6 +14,7 @@ import type { Logger } from "../util/log.js";
 import { EtcdClient, type EtcdTls } from "./etcd-client.js";
 import { Membership, type MembershipState, type NodeLoad, type NodeRecord } from "./membership.js";
 import { MetadataStore } from "./metadata.js";
+import { Placements } from "./placement.js";
 
 export interface ClusterNodeOptions {
   clusterName: string;
@@ -62,12 +63,17 @@ export function clusterRoot(prefix: string, clusterName: string): string {
 }
 
 export class ClusterNode {
+  /** Where streams and partitions live (placement.ts). */
+  readonly placements: Placements;
+
   private constructor(
     readonly options: ClusterNodeOptions,
     readonly client: EtcdClient,
     readonly membership: Membership,
     readonly metadata: MetadataStore,
-  ) {}
+  ) {
+    this.placements = new Placements(metadata, membership, options.serverName, options.clusterName);
+  }
 
   /**
    * Connects, reads the members and the metadata, and registers. Waits at

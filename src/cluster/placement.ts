@@ -33,6 +33,8 @@ export interface StreamPlacement {
   subjects: string[];
   /** Which door created it: "kafka" topics spread their partitions. */
   origin: "jetstream" | "kafka";
+  /** The stream's configuration (JSON), from which every node leading a partition creates its copy. */
+  config: unknown;
   created: string;
 }
 
@@ -46,6 +48,7 @@ export interface PlacementRequest {
   spread: boolean;
   subjects: string[];
   origin: StreamPlacement["origin"];
+  config: unknown;
 }
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
@@ -166,6 +169,7 @@ export class Placements {
         cluster: this.clusterName,
         subjects: r.subjects,
         origin: r.origin,
+        config: r.config,
         created: new Date().toISOString(),
       };
       try {
@@ -180,8 +184,8 @@ export class Placements {
   }
 
   /** Records a placement for a stream this node already has (found on disk, created before clustering). */
-  async adopt(account: string, stream: string, partitions: number, subjects: string[], origin: StreamPlacement["origin"]): Promise<StreamPlacement> {
-    const placement: StreamPlacement = { account, stream, leaders: new Array<string>(partitions).fill(this.self), tags: [], cluster: this.clusterName, subjects, origin, created: new Date().toISOString() };
+  async adopt(account: string, stream: string, partitions: number, subjects: string[], origin: StreamPlacement["origin"], config: unknown): Promise<StreamPlacement> {
+    const placement: StreamPlacement = { account, stream, leaders: new Array<string>(partitions).fill(this.self), tags: [], cluster: this.clusterName, subjects, origin, config, created: new Date().toISOString() };
     await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
     return placement;
   }
