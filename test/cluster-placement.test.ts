@@ -52,6 +52,8 @@ test("streams go to the least loaded node, kept together; topics spread; tags an
     const together = await b.placements.place("$G", "two", { partitions: 3, ...js });
     assert.deepEqual(together.placement.leaders, ["b", "b", "b"], "a JetStream stream's partitions stay on one node, the least loaded");
 
+    // Load is read from c's own copy of the metadata: let it see b's placement first.
+    await waitUntil(() => c.placements.get("$G", "two") !== undefined && c.placements.get("$G", "one") !== undefined, "c to see both placements");
     const topic = await c.placements.place("$G", "orders", { partitions: 6, spread: true, subjects: ["orders"], origin: "kafka", config: {} });
     // Loads before: a 1, b 3, c 0.
     assert.deepEqual(topic.placement.leaders, ["c", "a", "c", "a", "c", "a"], "partitions go to the least loaded node, one at a time");
