@@ -13,6 +13,11 @@ import { startServer, type NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { uniqueCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
+import { apiErrorCode } from "./helpers/js.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -44,7 +49,27 @@ before(async () => {
   await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === 3), "every node to see the others");
 });
 
+const conns: NatsConnection[] = [];
+async function client(n: NagareServer): Promise<NatsConnection> {
+  const nc = await connect({ servers: n.url });
+  conns.push(nc);
+  return nc;
+}
+
+/** The node leading a stream, and the two others. */
+function roles(stream: string): { leader: NagareServer; others: NagareServer[] } {
+  const name = nodes[0].cluster!.placements.leaderOf("$G", stream);
+  const leader = nodes.find((n) => n.broker.serverName === name)!;
+  return { leader, others: nodes.filter((n) => n !== leader) };
+}
+
+/** Waits until every node's copy of the metadata has the stream's placement. */
+async function placedEverywhere(stream: string): Promise<void> {
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", stream) !== undefined), `${stream} placed on every node's copy`);
+}
+
 after(async () => {
+  for (const nc of conns) await nc.close().catch(() => undefined);
   await Promise.all(nodes.map((n) => n.close()));
   await etcd.close();
   rmSync(dir, { recursive: true, force: true });
@@ -67,4 +92,72 @@ test("a placement naming a node creates the stream there; removing it deletes it
   for (const n of nodes) if (!hosts.includes(n)) assert.equal(n.jetstream!.streams.has("topic"), false);
   await a.cluster!.placements.remove("$G", "placed");
   await waitUntil(() => !b.jetstream!.streams.has("placed"), "b to delete the stream");
+});
+
+test("a stream created through one node is placed and served through every node: publish, pull with acks, ordered, info, names, list, delete", async () => {
+  const [a] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  const info = await jsm.streams.add({ name: "orders", subjects: ["orders.>"] });
+  const placed = a.cluster!.placements.get("$G", "orders")!.placement;
+  assert.equal(placed.leaders.length, 1);
+  assert.deepEqual(info.cluster, { name: clusterName, leader: placed.leaders[0] });
+  await placedEverywhere("orders");
+  const { leader, others } = roles("orders");
+  assert.ok(leader.jetstream!.streams.has("orders"));
+  for (const o of others) assert.equal(o.jetstream!.streams.has("orders"), false, "only the leader has the stream");
+
+  // Publish through one node that does not lead it, consume through the other.
+  const [pubNode, subNode] = others;
+  const jsPub = jetstream(await client(pubNode));
+  for (let i = 0; i < 5; i++) {
+    const ack = await jsPub.publish(`orders.${i}`, `o${i}`);
+    assert.equal(ack.seq, i + 1);
+    assert.equal(ack.stream, "orders");
+  }
+  const subNc = await client(subNode);
+  const jsmSub = await jetstreamManager(subNc);
+  await jsmSub.consumers.add("orders", { durable_name: "work", ack_policy: AckPolicy.Explicit });
+  const js = jetstream(subNc);
+  const c = await js.consumers.get("orders", "work");
+  const got: string[] = [];
+  const batch = await c.fetch({ max_messages: 5, expires: 5000 });
+  for await (const m of batch) {
+    got.push(m.string());
+    assert.ok(await m.ackAck(), "acked through a node that does not lead the stream");
+  }
+  assert.deepEqual(got, ["o0", "o1", "o2", "o3", "o4"]);
+  const ci = await jsmSub.consumers.info("orders", "work");
+  assert.equal(ci.num_ack_pending, 0);
+  assert.equal(ci.delivered.stream_seq, 5);
+
+  // An ordered (push-less, ephemeral) consumer through the third node.
+  const oc = await js.consumers.get("orders", { deliver_policy: DeliverPolicy.All });
+  const ordered: string[] = [];
+  const it = await oc.consume();
+  for await (const m of it) {
+    ordered.push(m.subject);
+    if (ordered.length === 5) break;
+  }
+  assert.deepEqual(ordered, ["orders.0", "orders.1", "orders.2", "orders.3", "orders.4"]);
+
+  // INFO, NAMES, LIST from a node that does not lead it.
+  const si = await jsmSub.streams.info("orders");
+  assert.equal(si.state.messages, 5);
+  assert.deepEqual(si.cluster, { name: clusterName, leader: leader.broker.serverName });
+  const names: string[] = [];
+  for await (const n of jsmSub.streams.names()) names.push(n);
+  assert.ok(names.includes("orders"), names.join(","));
+  const listed: string[] = [];
+  for await (const s of jsmSub.streams.list()) listed.push(s.config.name);
+  assert.ok(listed.includes("orders"));
+  const m = await jsmSub.streams.getMessage("orders", { seq: 2 });
+  assert.equal(m?.subject, "orders.1");
+
+  // Subjects overlap with a stream placed on another node: nats-server's error, from any node.
+  assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "overlap", subjects: ["orders.eu"] })), 10065);
+
+  // DELETE from a node that does not lead it: gone everywhere.
+  assert.equal(await jsmSub.streams.delete("orders"), true);
+  await waitUntil(() => !leader.jetstream!.streams.has("orders") && nodes.every((n) => n.cluster!.placements.get("$G", "orders") === undefined), "the stream and its placement gone");
+  assert.equal(await apiErrorCode(jsmSub.streams.info("orders")), 10059);
 });
