@@ -161,3 +161,73 @@ test("a stream created through one node is placed and served through every node:
   await waitUntil(() => !leader.jetstream!.streams.has("orders") && nodes.every((n) => n.cluster!.placements.get("$G", "orders") === undefined), "the stream and its placement gone");
   assert.equal(await apiErrorCode(jsmSub.streams.info("orders")), 10059);
 });
+
+test("placement tags choose the node; no node with the tags is nats-server's 10005", async () => {
+  const [a] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  const info = await jsm.streams.add({ name: "tagged", subjects: ["tagged.>"], placement: { cluster: "", tags: ["node:c"] } });
+  assert.equal(info.cluster?.leader, "c");
+  assert.equal(await apiErrorCode(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "", tags: ["gpu"] } })), 10005);
+  assert.equal(a.cluster!.placements.get("$G", "nowhere"), undefined);
+  await jsm.streams.delete("tagged");
+});
+
+test("KV and object store through a node that does not lead the bucket", async () => {
+  const [a, b, c] = nodes;
+  // Placed on c by its tag, used through a and b.
+  const jsm = await jetstreamManager(await client(c));
+  await jsm.streams.add({ name: "KV_cfg", subjects: ["$KV.cfg.>"], max_msgs_per_subject: 5, allow_rollup_hdrs: true, deny_delete: true, allow_direct: true, discard: "new" as never, placement: { cluster: "", tags: ["node:c"] } });
+  await placedEverywhere("KV_cfg");
+  const kvA = await new Kvm(await client(a)).open("cfg");
+  const kvB = await new Kvm(await client(b)).open("cfg");
+  const seen: string[] = [];
+  const watch = await kvB.watch({ key: "color" });
+  const watched = (async () => {
+    for await (const e of watch) {
+      seen.push(`${e.operation} ${e.string()}`);
+      if (seen.length === 2) break;
+    }
+  })();
+  await kvA.put("color", "red");
+  assert.equal((await kvB.get("color"))?.string(), "red");
+  await kvA.put("color", "blue");
+  await watched;
+  assert.deepEqual(seen, ["PUT red", "PUT blue"]);
+
+  const osA = await new Objm(await client(a)).create("files", { placement: { cluster: "", tags: ["node:c"] } } as never);
+  const leader = a.cluster!.placements.leaderOf("$G", "OBJ_files");
+  assert.equal(leader, "c");
+  const data = new Uint8Array(300_000).map((_, i) => i % 251);
+  await osA.putBlob({ name: "blob" }, data);
+  const osB = await new Objm(await client(b)).open("files");
+  const back = await osB.getBlob("blob");
+  assert.deepEqual(back, data);
+});
+
+test("etcd killed: placed streams keep working, creates are refused with 10008, and work again when etcd returns", async () => {
+  const [a, b] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  await jsm.streams.add({ name: "steady", subjects: ["steady"], placement: { cluster: "", tags: ["node:a"] } });
+  await placedEverywhere("steady");
+  await etcd.kill();
+  const js = jetstream(await client(b));
+  const ack = await js.publish("steady", "1");
+  assert.equal(ack.seq, 1);
+  const jsmB = await jetstreamManager(await client(b));
+  await jsmB.consumers.add("steady", { durable_name: "d", ack_policy: AckPolicy.Explicit });
+  const c = await js.consumers.get("steady", "d");
+  const m = await c.next({ expires: 5000 });
+  assert.equal(m?.string(), "1");
+  m!.ack();
+  // The client sees etcd gone as soon as its node does: wait for that, not for a time.
+  await waitUntil(() => !b.cluster!.client.reachable || !b.cluster!.membership.holdsLease(), "b to notice etcd gone", 15_000);
+  const started = Date.now();
+  const code = await apiErrorCode(jsmB.streams.add({ name: "later", subjects: ["later"] }));
+  assert.equal(code, 10008);
+  assert.ok(Date.now() - started < 4000, "refused at once, not after a client timeout");
+  await etcd.start();
+  await waitUntil(() => b.cluster!.membership.holdsLease() && b.cluster!.client.reachable, "b back in the cluster", 20_000);
+  await waitUntil(() => a.cluster!.membership.holdsLease() && a.cluster!.membership.members().length === 3, "a back with every node", 20_000);
+  const info = await jsmB.streams.add({ name: "later", subjects: ["later"] });
+  assert.equal(info.config.name, "later");
+});
