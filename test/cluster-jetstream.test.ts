@@ -162,6 +162,14 @@ test("a stream created through one node is placed and served through every node:
   // Subjects overlap with a stream placed on another node: nats-server's error, from any node.
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "overlap", subjects: ["orders.eu"] })), 10065);
 
+  // UPDATE and PURGE from a node that does not lead it; the placement follows the new subjects.
+  const updated = await jsmSub.streams.update("orders", { subjects: ["orders.>", "invoices"] });
+  assert.deepEqual(updated.config.subjects, ["orders.>", "invoices"]);
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "orders")?.placement.subjects.includes("invoices") === true), "the placement's subjects updated everywhere");
+  assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "bills", subjects: ["invoices"] })), 10065);
+  const purged = await jsmSub.streams.purge("orders");
+  assert.equal(purged.purged, 5);
+
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);
   await waitUntil(() => !leader.jetstream!.streams.has("orders") && nodes.every((n) => n.cluster!.placements.get("$G", "orders") === undefined), "the stream and its placement gone");

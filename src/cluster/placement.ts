@@ -81,18 +81,34 @@ interface Candidate {
 }
 
 export class Placements {
+  /** Parsed placements by key, kept while the key's revision holds: requests and acks look a stream up on every call. */
+  private readonly parsed = new Map<string, { revision: number; placement: StreamPlacement | undefined }>();
+
   constructor(
     private readonly metadata: MetadataStore,
     private readonly membership: Membership,
     readonly self: string,
     readonly clusterName: string,
-  ) {}
+  ) {
+    metadata.onChange((c) => {
+      if (c.entry === undefined) this.parsed.delete(c.key);
+    });
+  }
 
+  /** A stream's placement (shared: not to be changed by the caller), read from memory. */
   get(account: string, stream: string): { placement: StreamPlacement; revision: number } | undefined {
-    const e = this.metadata.get(placementKey(account, stream));
-    if (e === undefined) return undefined;
-    const placement = parse(e.value);
-    return placement === undefined ? undefined : { placement, revision: e.revision };
+    const key = placementKey(account, stream);
+    const e = this.metadata.get(key);
+    if (e === undefined) {
+      this.parsed.delete(key);
+      return undefined;
+    }
+    let cached = this.parsed.get(key);
+    if (cached === undefined || cached.revision !== e.revision) {
+      cached = { revision: e.revision, placement: parse(e.value) };
+      this.parsed.set(key, cached);
+    }
+    return cached.placement === undefined ? undefined : { placement: cached.placement, revision: e.revision };
   }
 
   /** Every placement of an account (every account's, without one), in name order. */
