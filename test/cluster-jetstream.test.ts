@@ -215,6 +215,22 @@ test("a stream spread over the nodes (a Kafka topic): each publish is stored and
   await a.cluster!.placements.remove("$G", "spread");
 });
 
+test("a client header named like the route's own Nagare-Subject crosses a route unchanged, and cannot change the subject shown", async () => {
+  const [a, b] = nodes;
+  const sub = await client(a);
+  const got: Array<{ subject: string; header: string | undefined }> = [];
+  sub.subscribe("spoof.>", { callback: (_e, m) => void got.push({ subject: m.subject, header: m.headers?.get("Nagare-Subject") }) });
+  await sub.flush();
+  const pub = await client(b);
+  await waitUntil(() => b.routes!.hasInterest(b.broker.accounts.get("$G")!, "spoof.x"), "b to know a's interest");
+  const h = natsHeaders();
+  h.set("Nagare-Subject", "elsewhere");
+  pub.publish("spoof.x", "1", { headers: h });
+  await pub.flush();
+  await waitUntil(() => got.length === 1, "the message on a");
+  assert.deepEqual(got, [{ subject: "spoof.x", header: "elsewhere" }]);
+});
+
 test("placement tags choose the node; no node with the tags is nats-server's 10005", async () => {
   const [a] = nodes;
   const jsm = await jetstreamManager(await client(a));
