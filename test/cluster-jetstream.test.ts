@@ -24,6 +24,7 @@ import { Objm } from "@nats-io/obj";
 import { apiErrorCode } from "./helpers/js.js";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { partitionForKey } from "../src/streams/partitioner.js";
+import * as v2 from "nats";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -213,6 +214,50 @@ test("a stream spread over the nodes (a Kafka topic): each publish is stored and
   assert.equal(acks.length, sent, `one ack per message: ${acks.join(" | ")}`);
   assert.ok(acks.every((x) => !x.includes("error")), acks.join(" | "));
   await a.cluster!.placements.remove("$G", "spread");
+});
+
+test("nats v2: a push consumer with explicit acks and a pull fetch through nodes that do not lead the stream", async () => {
+  const [a, b, c] = nodes;
+  const v2conns: v2.NatsConnection[] = [];
+  const open = async (n: NagareServer): Promise<v2.NatsConnection> => {
+    const nc = await v2.connect({ servers: n.url });
+    v2conns.push(nc);
+    return nc;
+  };
+  try {
+    const jsm = await (await open(a)).jetstreamManager();
+    await jsm.streams.add({ name: "pushed", subjects: ["pushed.*"], placement: { cluster: "", tags: ["node:a"] } });
+    await waitUntil(() => b.cluster!.placements.get("$G", "pushed") !== undefined && c.cluster!.placements.get("$G", "pushed") !== undefined, "the placement on b and c");
+    const js = (await open(b)).jetstream();
+    for (let i = 0; i < 3; i++) await js.publish(`pushed.${i}`, v2.StringCodec().encode(`p${i}`));
+    const cnc = await open(c);
+    const opts = v2.consumerOpts();
+    opts.durable("pushdur");
+    opts.deliverTo(v2.createInbox());
+    opts.ackExplicit();
+    opts.deliverAll();
+    const sub = await cnc.jetstream().subscribe("pushed.*", opts);
+    const got: string[] = [];
+    for await (const m of sub) {
+      got.push(v2.StringCodec().decode(m.data));
+      m.ack();
+      if (got.length === 3) break;
+    }
+    assert.deepEqual(got, ["p0", "p1", "p2"]);
+    const cjsm = await cnc.jetstreamManager();
+    const info = await cjsm.consumers.info("pushed", "pushdur");
+    assert.equal(info.delivered.stream_seq, 3);
+    await cjsm.consumers.add("pushed", { durable_name: "pulldur", ack_policy: v2.AckPolicy.Explicit });
+    const consumer = await cnc.jetstream().consumers.get("pushed", "pulldur");
+    const fetched: string[] = [];
+    for await (const m of await consumer.fetch({ max_messages: 3, expires: 5000 })) {
+      fetched.push(m.subject);
+      m.ack();
+    }
+    assert.deepEqual(fetched, ["pushed.0", "pushed.1", "pushed.2"]);
+  } finally {
+    for (const nc of v2conns) await nc.close();
+  }
 });
 
 test("a client header named like the route's own Nagare-Subject crosses a route unchanged, and cannot change the subject shown", async () => {
