@@ -231,14 +231,18 @@ export class Placements {
     return this.metadata.waitForRevision(revision, timeoutMs);
   }
 
-  /** Hears every placement change (from any node), with the placement after it (undefined: removed). */
-  onChange(listener: (account: string, stream: string, placement: StreamPlacement | undefined) => void): void {
+  /**
+   * Hears every placement change (from any node), with the placement after
+   * it (undefined: removed); `resync`: found by a full read after etcd
+   * compacted or went back, not seen as it happened.
+   */
+  onChange(listener: (account: string, stream: string, placement: StreamPlacement | undefined, resync: boolean) => void): void {
     this.metadata.onChange((c: MetaChange) => {
       if (!c.key.startsWith(PREFIX)) return;
       const rest = c.key.slice(PREFIX.length);
       const slash = rest.indexOf("/");
       if (slash < 0) return;
-      listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value));
+      listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value), c.resync);
     });
   }
 
