@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { uniqueCluster } from "./helpers/cluster.js";
+import { uniqueCluster, within } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
@@ -170,6 +170,16 @@ test("a stream created through one node is placed and served through every node:
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "bills", subjects: ["invoices"] })), 10065);
   const purged = await jsmSub.streams.purge("orders");
   assert.equal(purged.purged, 5);
+
+  // The nodes' own subjects are not for clients: a forged forward is refused (it would bypass permissions on $JS.API).
+  const forger = await client(subNode);
+  const refused = (async () => {
+    for await (const s of forger.status()) if (s.type === "error" && /Permissions Violation/.test(String((s as { error?: unknown }).error ?? (s as { data?: unknown }).data))) return true;
+    return false;
+  })();
+  forger.publish(`$NG.JS.${leader.broker.serverName}.$JS.API.STREAM.DELETE.orders`);
+  assert.equal(await within(refused, 10_000, "the permissions violation"), true);
+  assert.equal((await jsmSub.streams.info("orders")).config.name, "orders", "still there");
 
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);

@@ -28,6 +28,7 @@
  */
 
 import { Message } from "../subjects/message.js";
+import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import { ApiError, Errors } from "./errors.js";
@@ -36,8 +37,8 @@ import { normalizeStreamConfig, unsupportedStreamFeature, type StreamConfig } fr
 import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 
-const FORWARD_PREFIX = "$NG.JS.";
-const REPLY_PREFIX = "$NG.R.";
+const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
+const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
 export const PLACED_HEADER = "Nagare-Placed";
 /** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
 const REMOTE_INFO_MS = 2000;
@@ -197,6 +198,8 @@ export class ClusterApi implements Receiver {
   // ---- from other nodes ----
 
   deliver(sub: Subscription, msg: Message): void {
+    // Only another node may forward or answer here: a client publishing on these subjects would bypass its permissions on $JS.API.
+    if (!msg.fromRoute) return;
     const subject = msg.subject;
     if (sub === this.replySub) {
       this.pending.get(subject.slice(this.replyPrefix.length))?.(Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)));
