@@ -168,6 +168,9 @@ test("a stream created through one node is placed and served through every node:
   assert.deepEqual(updated.config.subjects, ["orders.>", "invoices"]);
   await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "orders")?.placement.subjects.includes("invoices") === true), "the placement's subjects updated everywhere");
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "bills", subjects: ["invoices"] })), 10065);
+  // An update the stream refuses leaves its placement as it was.
+  assert.equal(await apiErrorCode(jsmSub.streams.update("orders", { subjects: ["orders.>"], retention: "workqueue" } as never)), 10052);
+  assert.deepEqual(a.cluster!.placements.get("$G", "orders")?.placement.subjects, ["orders.>", "invoices"]);
   const purged = await jsmSub.streams.purge("orders");
   assert.equal(purged.purged, 5);
 

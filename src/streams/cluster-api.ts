@@ -33,7 +33,7 @@ import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
-import { normalizeStreamConfig, unsupportedStreamFeature, type StreamConfig } from "./config.js";
+import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
 import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 
@@ -286,6 +286,9 @@ export class ClusterApi implements Receiver {
     const config = normalizeStreamConfig(req);
     const before = this.directory.get(this.account, name);
     if (before === undefined) return await (await this.js.updateStream(req)).info();
+    // Refused before the placement changes: every node hosting it follows the placement's config.
+    const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config);
+    if (invalid !== null) throw invalid;
     this.checkOverlap(config, name);
     try {
       await this.directory.update(this.account, name, (p) => ({ ...p, subjects: config.subjects, config }));
