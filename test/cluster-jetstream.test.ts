@@ -295,7 +295,11 @@ test("placement tags choose the node; no node with the tags is nats-server's 100
   const info = await jsm.streams.add({ name: "tagged", subjects: ["tagged.>"], placement: { cluster: "", tags: ["node:c"] } });
   assert.equal(info.cluster?.leader, "c");
   assert.equal(await apiErrorCode(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "", tags: ["gpu"] } })), 10005);
+  assert.equal(await apiErrorCode(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "other", tags: [] } })), 10005);
   assert.equal(a.cluster!.placements.get("$G", "nowhere"), undefined);
+  const here = await jsm.streams.add({ name: "named", subjects: ["named"], placement: { cluster: clusterName, tags: [] } });
+  assert.equal(here.cluster?.name, clusterName, "this cluster's name is a placement it honours");
+  await jsm.streams.delete("named");
   await jsm.streams.delete("tagged");
 });
 
