@@ -89,10 +89,17 @@ function ackStream(subject: string): string | undefined {
   return to > from ? subject.slice(from, to) : undefined;
 }
 
-/** A metadata change refused (etcd away, lease lost) or a placement impossible, as a JetStream error. */
-export function clusterError(err: unknown): ApiError | unknown {
+/**
+ * A metadata change refused (etcd away, lease lost) or a placement
+ * impossible, as a JetStream error. No peers reads as nats-server 2.9 words
+ * it: with the tags asked for when there were some (`tags` of the request).
+ */
+export function clusterError(err: unknown, tags: readonly string[] = []): ApiError | unknown {
   const name = (err as Error | undefined)?.name;
-  if (name === "NoSuitablePeersError") return Errors.clusterNoPeers((err as Error).message);
+  if (name === "NoSuitablePeersError") {
+    const why = /tags/.test((err as Error).message) && tags.length > 0 ? `, tags not matched [${tags.map((t) => `'${t}'`).join(", ")}]` : "";
+    return Errors.clusterNoPeers(`no suitable peers for placement${why}`);
+  }
   if (name === "MetadataUnavailableError" || name === "FencedError") {
     return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
   }
@@ -258,7 +265,7 @@ export class ClusterApi implements Receiver {
           revision = r.revision;
           created = r.created;
         } catch (err) {
-          throw clusterError(err);
+          throw clusterError(err, where.tags ?? []);
         }
       }
       const leader = placement.leaders[0];
