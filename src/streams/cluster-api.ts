@@ -342,7 +342,12 @@ export class ClusterApi implements Receiver {
         if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo() };
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
-        const info = b === null ? null : (JSON.parse(b.toString()) as Json);
+        let info: Json | null = null;
+        try {
+          info = b === null ? null : (JSON.parse(b.toString()) as Json);
+        } catch {
+          // not an answer: counted as missing
+        }
         if (info === null || info.error !== undefined) {
           missing.push(n);
           return null;
