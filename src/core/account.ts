@@ -45,7 +45,16 @@ export interface RemoteDelivery {
   interest(account: Account, sub: Subscription, added: boolean): void;
   /** Returns how many nodes the message was sent to. */
   forward(account: Account, msg: Message, servedQueues: readonly string[], servedCount: number): number;
+  /** Whether another node has a subscriber for `subject` (a push consumer's deliver subject, a pull request's inbox). */
+  hasInterest(account: Account, subject: string): boolean;
 }
+
+/**
+ * Subjects the nodes of a cluster talk to each other on (JetStream requests
+ * forwarded to a stream's leader): clients may not publish on them, or a
+ * forwarded request could carry what their permissions refuse on `$JS.API`.
+ */
+export const CLUSTER_INTERNAL_PREFIX = "$NG.";
 
 /** For a message that came from another node: the queue groups that node chose this node to serve. */
 export interface RoutedQueues {
@@ -64,7 +73,7 @@ export class Account {
   /** Messages and bytes delivered to subscribers in this account (nats-server's account `sent`). */
   outMsgs = 0;
   outBytes = 0;
-  /** Told of every new subscription; internal services use it to wake when interest appears. */
+  /** Told of every new subscription, and of another node's new interest (routes); internal services use it to wake when interest appears. */
   readonly subscribeListeners: Array<(sub: Subscription) => void> = [];
   /** The client connections in this account, for its limits, its revocations and its monitoring. */
   readonly members = new Set<AccountMember>();

@@ -21,6 +21,14 @@ export class Message {
   start = 0;
   end = 0;
   hdrLen = 0;
+  /**
+   * Routed on `subject` but shown to subscribers with the subject in
+   * argBuf (a JetStream delivery keeps its stored subject): a route must
+   * carry both.
+   */
+  presented = false;
+  /** It came from another node over a route (set by the route door): internal cluster subjects accept nothing else. */
+  fromRoute = false;
 
   get hasReply(): boolean {
     return this.replyEnd > this.replyStart;
