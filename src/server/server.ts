@@ -32,6 +32,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
 import { ClusterNode } from "../cluster/node.js";
+import { EtcdKafkaCluster } from "./kafka-cluster.js";
 import { RouteManager } from "../protocols/route/routes.js";
 import type { EtcdTls } from "../cluster/etcd-client.js";
 import type { NodeRecord } from "../cluster/membership.js";
@@ -211,6 +212,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,
           tls: kafkaTls,
           saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
+          clustered: opts.etcd !== undefined,
         },
         log,
         auth,
@@ -250,7 +252,10 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
         log,
       });
       if (routes !== undefined) followMembers(cluster, routes);
+      // A broker of the Kafka cluster once it has its id: until then the door turns clients away.
+      if (kafka !== undefined) kafka.attachCluster(await EtcdKafkaCluster.join(cluster));
     } catch (err) {
+      await cluster?.leave();
       listener.close();
       await routes?.close();
       await monitor?.close();
