@@ -159,10 +159,10 @@ export class Placements {
    * a create that finds its stream does). Throws the metadata store's
    * errors (fenced, etcd unavailable) and NoSuitablePeersError.
    */
-  async place(account: string, stream: string, r: PlacementRequest): Promise<{ placement: StreamPlacement; created: boolean }> {
+  async place(account: string, stream: string, r: PlacementRequest): Promise<{ placement: StreamPlacement; created: boolean; revision: number }> {
     for (;;) {
       const existing = this.get(account, stream);
-      if (existing !== undefined) return { placement: existing.placement, created: false };
+      if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
       const placement: StreamPlacement = {
         account,
         stream,
@@ -175,8 +175,8 @@ export class Placements {
         created: new Date().toISOString(),
       };
       try {
-        await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
-        return { placement, created: true };
+        const revision = await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
+        return { placement, created: true, revision };
       } catch (err) {
         // Another node placed it first: that placement stands.
         if ((err as Error).name === "ConcurrentChangeError") continue;
@@ -210,6 +210,11 @@ export class Placements {
     } catch (err) {
       if ((err as Error).name !== "ConcurrentChangeError") throw err;
     }
+  }
+
+  /** Resolves true once this node's copy of the metadata has the change made at `revision` (false after `timeoutMs`). */
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean> {
+    return this.metadata.waitForRevision(revision, timeoutMs);
   }
 
   /** Hears every placement change (from any node), with the placement after it (undefined: removed). */

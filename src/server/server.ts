@@ -25,6 +25,7 @@ import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreams } from "../streams/jetstreams.js";
+import { ClusterStreams } from "../streams/cluster-streams.js";
 import type { AccountLimits } from "../streams/limits.js";
 import { jetStreamLimitsOf, UNLIMITED_JETSTREAM, isStreamImport } from "../core/accounts.js";
 import { GLOBAL_ACCOUNT } from "../core/account.js";
@@ -173,6 +174,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   let monitor: Monitor | undefined;
   let secureMonitor: Monitor | undefined;
   let cluster: ClusterNode | undefined;
+  let clusterStreams: ClusterStreams | undefined;
   const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
@@ -252,6 +254,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
         log,
       });
       if (routes !== undefined) followMembers(cluster, routes);
+      // Streams follow the placements from now on: those placed here are created, those on disk matched.
+      if (jetstreams !== undefined) clusterStreams = await ClusterStreams.start(jetstreams, cluster.placements, log);
       // A broker of the Kafka cluster once it has its id: until then the door turns clients away.
       if (kafka !== undefined) kafka.attachCluster(await EtcdKafkaCluster.join(cluster));
     } catch (err) {
@@ -288,6 +292,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     closing ??= (async () => {
       broker.lameDuck = true;
       // Out of the cluster first: the others see the node go at once rather than when its lease expires.
+      clusterStreams?.close();
       await cluster?.leave();
       await routes?.close();
       const listenerClosed = new Promise<void>((resolve) => listener.close(() => resolve()));

@@ -27,6 +27,10 @@ export const Errors = {
   invalidJson: e(400, 10025, "invalid JSON"),
   notEnabled: e(503, 10076, "JetStream not enabled"),
   clusterRequired: e(503, 10010, "JetStream clustering support required"),
+  // A cluster's: placement that finds no node, a stream whose node is gone, metadata etcd will not change now.
+  clusterNoPeers: (why: string): ApiError => new ApiError(400, 10005, why),
+  streamOffline: e(500, 10118, "stream is offline"),
+  clusterNotAvailable: e(503, 10008, "JetStream system temporarily unavailable"),
   streamGeneral: (why: string): ApiError => new ApiError(500, 10051, why),
   streamNotFound: e(404, 10059, "stream not found"),
   consumerNotFound: e(404, 10014, "consumer not found"),

@@ -31,6 +31,9 @@ import { Advisories } from "./advisories.js";
 import { limitsOf, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors } from "./errors.js";
+import type { ClusterStreams } from "./cluster-streams.js";
+import { header, KEY_HEADER, parseHeaders } from "./headers.js";
+import { partitionForKey } from "./partitioner.js";
 import {
   consumerUpdateError,
   filtersOf,
@@ -99,12 +102,19 @@ function describeStream(c: StreamConfig, partitions: number): string {
 class StreamReceiver implements Receiver {
   readonly echo = true;
   readonly subs: Subscription[] = [];
+  /** In a cluster, a publish on any node must reach the node storing it: the capture is announced over the routes. */
+  readonly routable: boolean;
   constructor(
     readonly stream: Stream,
     private readonly js: JetStream,
-  ) {}
+  ) {
+    this.routable = js.cluster !== null;
+  }
 
   deliver(_sub: Subscription, msg: Message): void {
+    // A partition led by another node: that node stores and answers it; this one drops it before any check or reply.
+    const led = this.stream.ledHere;
+    if (led !== null && led[partitionOfMessage(msg, led.length)] !== true) return;
     const hdrEnd = msg.start + msg.hdrLen;
     // The publisher reuses its read buffer: keep copies.
     const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
@@ -119,6 +129,13 @@ class StreamReceiver implements Receiver {
     // A publisher outrunning the disk is paused until the stream's backlog drains.
     if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
   }
+}
+
+/** The partition a published message goes to, as Stream.publish chooses it: its Nats-Key's, else 0. */
+function partitionOfMessage(msg: Message, partitions: number): number {
+  if (msg.hdrLen === 0 || partitions <= 1) return 0;
+  const key = header(parseHeaders(msg.data, msg.start, msg.start + msg.hdrLen), KEY_HEADER);
+  return key === undefined ? 0 : partitionForKey(Buffer.from(key, "utf8"), partitions);
 }
 
 export class JetStream implements DeliveryHost, StorageQuota {
@@ -140,8 +157,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly events: Advisories;
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
+  /** Streams on disk this node does not serve, by name, and why (in a cluster: placed on other nodes); their files stay. */
+  readonly notServed = new Map<string, string>();
   /** The last update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
+  /** The cluster this node is part of (null: a single node). */
+  cluster: ClusterStreams | null = null;
   /** The account's limits (limits.ts); changed while running by setLimits. */
   private accountLimits: AccountLimits;
 
@@ -171,6 +192,19 @@ export class JetStream implements DeliveryHost, StorageQuota {
       throw err;
     }
     return js;
+  }
+
+  /**
+   * Joins a cluster: the stream capture subscriptions become routable, so
+   * that a publish on any node reaches the node storing it.
+   */
+  joinCluster(cluster: ClusterStreams): void {
+    this.cluster = cluster;
+    // A receiver is routable or not for its whole life (the routes count its subscriptions): new ones replace the old.
+    for (const s of this.streams.values()) {
+      this.unbind(s);
+      this.bindSubjects(s);
+    }
   }
 
   get limits(): Readonly<AccountLimits> {
@@ -495,7 +529,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
       throw Errors.streamNameExists();
     }
-    const unloadable = this.unloadable.get(config.name);
+    const unloadable = this.unloadable.get(config.name) ?? this.notServed.get(config.name);
     if (unloadable !== undefined) {
       // Its files are still there: a new stream must not adopt (or overwrite) them.
       throw Errors.storeFailed(`stream ${config.name} exists on disk but could not be restored (${unloadable}); repair or remove its directory first`);
@@ -573,6 +607,26 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (quiet) return;
     this.options.log.info(`Deleted stream "${name}"`);
     this.events.streamAction(name, "delete");
+  }
+
+  /**
+   * Stops serving a stream and keeps its files (a cluster placed it on
+   * other nodes): it is closed as at shutdown, listed in `notServed`, and a
+   * create of the same name is refused until its directory is dealt with.
+   */
+  setAside(name: string, why: string): Promise<void> {
+    return this.exclusive(name, async () => {
+      const stream = this.streams.get(name);
+      if (stream === undefined) return;
+      this.streams.delete(name);
+      this.unbind(stream);
+      for (const c of stream.consumers.values()) await c.stop();
+      await stream.order?.close().catch(() => undefined);
+      for (const p of stream.partitions) await p.close();
+      await stream.saveDedup().catch(() => undefined);
+      this.notServed.set(name, why);
+      this.options.log.warn(`Stream "${name}" is not served here: ${why}; its files are kept in ${stream.dir ?? "memory"}`);
+    });
   }
 
   /** Streams whose subjects could carry `subject` (wildcards allowed), sorted by name. */

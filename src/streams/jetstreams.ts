@@ -22,6 +22,7 @@ import { checkStoreDir, lockStoreDir, type StoreLock } from "../store/store-dir.
 import { DisabledApi, JetStreamApi } from "./api.js";
 import { JetStream, type JetStreamOptions } from "./jetstream.js";
 import type { AccountLimits } from "./limits.js";
+import type { ClusterStreams } from "./cluster-streams.js";
 
 interface Served {
   js: JetStream;
@@ -44,6 +45,8 @@ export class JetStreams {
   private closed = false;
   /** Told the name of an account whose JetStream was turned on or off (a door that holds its streams lets go of them). */
   readonly changeListeners = new Set<(account: string) => void>();
+  /** The cluster's streams, once the server joined a cluster (null: a single node, as before clustering). */
+  cluster: ClusterStreams | null = null;
 
   private constructor(
     readonly options: JetStreamOptions,
@@ -77,6 +80,12 @@ export class JetStreams {
   /** The default account's ($G): what a single-account server serves. */
   get global(): JetStream | undefined {
     return this.get(GLOBAL_ACCOUNT);
+  }
+
+  /** Joins the cluster: every account's JetStream (and any turned on later) follows the cluster's placements from now on. */
+  attachCluster(cluster: ClusterStreams): void {
+    this.cluster = cluster;
+    for (const s of this.served.values()) s.js.joinCluster(cluster);
   }
 
   /** Every account's JetStream, by account name. */
@@ -130,6 +139,7 @@ export class JetStreams {
       await js.close();
       return;
     }
+    if (this.cluster !== null) js.joinCluster(this.cluster);
     this.disabled.get(name)?.close();
     this.disabled.delete(name);
     this.served.set(name, { js, api: new JetStreamApi(js) });

@@ -143,6 +143,13 @@ export class Stream {
   private readonly dedupInflight = new Map<string, PublishDone[]>();
   private lastMsgId = "";
   deleted = false;
+  /**
+   * In a cluster, for a stream whose partitions are led by several nodes (a
+   * Kafka topic): which partitions this node leads. Every hosting node
+   * captures the stream's subjects; each stores only what its partitions
+   * get. null: this node leads them all.
+   */
+  ledHere: readonly boolean[] | null = null;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */

@@ -50,7 +50,8 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
  * the live nodes (cluster.ts), each of which creates its copy of the stream
  * from the placed configuration. The answer comes once the placement is
  * recorded; a produce that reaches a leader before its copy exists gets
- * LEADER_NOT_AVAILABLE, which clients retry.
+ * LEADER_NOT_AVAILABLE, which clients retry; this node's own copy is made
+ * before the answer.
  */
 async function placeTopic(door: AccountDoor, topic: string, partitions: number, config: { name: string; subjects: string[] }): Promise<Outcome> {
   try {
@@ -59,6 +60,8 @@ async function placeTopic(door: AccountDoor, topic: string, partitions: number, 
   } catch (err) {
     return clusterFailure(err);
   }
+  // This node's copy, if it leads a partition, exists when the answer goes (the other leaders make theirs as they hear of it).
+  await door.js.cluster?.settle(door.account, config.name).catch(() => undefined);
   door.log.info(`kafka: placed topic ${topic} with ${partitions} partition(s)`);
   return ok;
 }
@@ -116,6 +119,7 @@ export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, 
       // The nodes that lead it delete their copies when its placement goes.
       try {
         await cluster!.remove(door.account, streamNameOf(name));
+        await door.js.cluster?.settle(door.account, streamNameOf(name)).catch(() => undefined);
       } catch (err) {
         results.push([name, clusterFailure(err).error]);
         continue;
@@ -163,6 +167,7 @@ async function growTopic(door: AccountDoor, name: string, count: number): Promis
     } catch (err) {
       return clusterFailure(err);
     }
+    await door.js.cluster?.settle(door.account, placed.stream).catch(() => undefined);
     door.log.info(`kafka: topic ${name} now placed with ${count} partitions`);
     return ok;
   }

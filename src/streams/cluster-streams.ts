@@ -1,0 +1,175 @@
+/**
+ * Streams in a cluster: each node follows the cluster's placements and
+ * keeps its local streams in step with them. A placement naming this node
+ * among its partition leaders is created here from the placement's
+ * configuration, with one partition per leader (a Kafka topic spread over
+ * three nodes has a copy, with every partition, on each of them; each node
+ * stores only what the partitions it leads receive). A placement removed
+ * deletes the local copy.
+ *
+ * At start, the streams found on disk are matched with the placements: one
+ * with no placement is adopted (this node leads it: a single node turned
+ * into a cluster keeps its streams), one placed on other nodes only is not
+ * served here and its files are kept (`JetStream.notServed`, shown in /jsz).
+ *
+ * This module knows placements only through `StreamDirectory`
+ * (cluster/placement.ts is one): streams/ does not depend on etcd.
+ */
+
+import type { Logger } from "../util/log.js";
+import type { JetStream } from "./jetstream.js";
+import type { JetStreams } from "./jetstreams.js";
+
+/** Where a stream's partitions live, as the cluster records it (cluster/placement.ts's StreamPlacement). */
+export interface PlacedStream {
+  account: string;
+  stream: string;
+  /** The node leading each partition; `leaders[0]` answers the stream's JetStream API. */
+  leaders: string[];
+  tags: string[];
+  cluster: string;
+  subjects: string[];
+  origin: "jetstream" | "kafka";
+  /** The stream's configuration, from which each node leading a partition creates its copy. */
+  config: unknown;
+}
+
+export interface PlaceRequest {
+  partitions: number;
+  tags?: string[];
+  cluster?: string;
+  spread: boolean;
+  subjects: string[];
+  origin: PlacedStream["origin"];
+  config: unknown;
+}
+
+/**
+ * The cluster's placements as streams/ needs them. Reads come from memory;
+ * changes may throw NoSuitablePeersError, FencedError or
+ * MetadataUnavailableError (told apart by `name`: see errors in
+ * cluster-api.ts).
+ */
+export interface StreamDirectory {
+  readonly self: string;
+  readonly clusterName: string;
+  get(account: string, stream: string): { placement: PlacedStream; revision: number } | undefined;
+  list(account?: string): PlacedStream[];
+  isLive(node: string): boolean;
+  place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
+  adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
+  remove(account: string, stream: string): Promise<void>;
+  waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
+  onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined) => void): void;
+}
+
+/** Why a stream is settled: found at start, its placement changed, or its placement was removed. */
+type Cause = "start" | "changed" | "removed";
+
+export class ClusterStreams {
+  /** The last settle of each `<account>/<stream>` still running: one at a time per stream. */
+  private readonly ops = new Map<string, Promise<void>>();
+  private closed = false;
+
+  private constructor(
+    readonly jetstreams: JetStreams,
+    readonly directory: StreamDirectory,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Matches every account's local streams with the placements, then
+   * follows placement changes and accounts whose JetStream is turned on
+   * later. Resolves once the streams found at start are settled.
+   */
+  static async start(jetstreams: JetStreams, directory: StreamDirectory, log: Logger): Promise<ClusterStreams> {
+    const cs = new ClusterStreams(jetstreams, directory, log);
+    directory.onChange((account, stream, placement) => void cs.settle(account, stream, placement === undefined ? "removed" : "changed"));
+    jetstreams.changeListeners.add((account) => {
+      if (jetstreams.get(account) !== undefined) void cs.settleAccount(account);
+    });
+    jetstreams.attachCluster(cs);
+    await Promise.all(jetstreams.all().map((js) => cs.settleAccount(js.account.name)));
+    return cs;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  get self(): string {
+    return this.directory.self;
+  }
+
+  /**
+   * Settles a stream now (after any settle of it still running): resolves
+   * once the local copy matches its placement, as far as it can. A caller
+   * that placed a stream awaits this before it answers.
+   */
+  settle(account: string, stream: string, cause: Cause = "changed"): Promise<void> {
+    const key = `${account}/${stream}`;
+    const prev = this.ops.get(key) ?? Promise.resolve();
+    const run = prev.then(() => this.apply(account, stream, cause));
+    const tail = run.catch((err: Error) => this.log.error(`cluster: stream ${stream} of account ${account}: ${err.message}`));
+    this.ops.set(key, tail);
+    void tail.then(() => {
+      if (this.ops.get(key) === tail) this.ops.delete(key);
+    });
+    return run;
+  }
+
+  /** An account's local streams and placements, all settled. */
+  private async settleAccount(account: string): Promise<void> {
+    const js = this.jetstreams.get(account);
+    if (js === undefined) return;
+    const names = new Set<string>([...js.streams.keys(), ...this.directory.list(account).map((p) => p.stream)]);
+    await Promise.all([...names].map((n) => this.settle(account, n, "start").catch(() => undefined)));
+  }
+
+  private async apply(account: string, name: string, cause: Cause): Promise<void> {
+    const js = this.jetstreams.get(account);
+    if (js === undefined || this.closed) return;
+    const placed = this.directory.get(account, name)?.placement;
+    const local = js.streams.get(name);
+    if (placed === undefined) {
+      if (local === undefined) return;
+      if (cause === "removed") {
+        this.log.info(`cluster: stream "${name}" of account ${account} was removed from the cluster; deleting the local copy`);
+        await js.deleteStream(name);
+      } else if (cause === "start") await this.adopt(js, name);
+      return;
+    }
+    const self = this.directory.self;
+    if (!placed.leaders.includes(self)) {
+      if (local !== undefined) await js.setAside(name, `the cluster placed it on ${[...new Set(placed.leaders)].join(", ")}`);
+      return;
+    }
+    const partitions = placed.leaders.length;
+    let stream = local;
+    if (stream === undefined) {
+      if (js.notServed.has(name) || js.unloadable.has(name)) {
+        this.log.warn(`cluster: stream "${name}" of account ${account} is placed here but its files here are not served (${js.notServed.get(name) ?? js.unloadable.get(name)})`);
+        return;
+      }
+      stream = (await js.createStream(placed.config, partitions)).stream;
+    } else if (stream.partitions.length < partitions) {
+      stream = await js.addPartitions(name, partitions);
+    }
+    stream.ledHere = placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
+  }
+
+  /** A stream on disk that the cluster does not know: this node leads it from now on. */
+  private async adopt(js: JetStream, name: string): Promise<void> {
+    const s = js.streams.get(name);
+    if (s === undefined) return;
+    const account = js.account.name;
+    try {
+      await this.directory.adopt(account, name, s.partitions.length, s.config.subjects, "jetstream", s.config);
+      this.log.info(`cluster: stream "${name}" of account ${account}, found on disk, is now placed on this node`);
+    } catch (err) {
+      // Placed meanwhile by another node: settle against that placement.
+      if ((err as Error).name === "ConcurrentChangeError") return this.apply(account, name, "changed");
+      throw new Error(`could not record the stream found on disk in the cluster: ${(err as Error).message}`);
+    }
+  }
+}
