@@ -1,0 +1,356 @@
+/**
+ * The Kafka door across three nagare processes and one etcd, all on
+ * loopback: KafkaJS and kcat bootstrap from ONE broker, learn the other two
+ * from Metadata, and produce to and consume from a topic whose partitions
+ * are led by each of the three; a consumer group finds its coordinator
+ * wherever it is. A broker that does not lead a partition answers
+ * NOT_LEADER_OR_FOLLOWER, one that does not coordinate a group
+ * NOT_COORDINATOR. A node killed: its partitions show leader -1 and
+ * LEADER_NOT_AVAILABLE, clients get clear errors for them while the others
+ * keep working; restarted, it comes back under the same broker id with its
+ * records.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import kafkajs from "kafkajs";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { kcat } from "./helpers/kafka.js";
+import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import type { Reader } from "../src/protocols/kafka/codec.js";
+
+const { Kafka, logLevel } = kafkajs;
+const NOT_LEADER_OR_FOLLOWER = 6;
+const LEADER_NOT_AVAILABLE = 5;
+const NOT_COORDINATOR = 16;
+
+let etcd: EtcdHarness;
+let dir: string;
+let clusterName: string;
+const names = ["a", "b", "c"];
+const nodes = new Map<string, NodeProcess>();
+
+function conf(name: string): string {
+  const file = join(dir, `${name}.conf`);
+  writeFileSync(
+    file,
+    `server_name: ${name}
+cluster { name: ${clusterName} }
+etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
+jetstream { store_dir: "${join(dir, name)}" }
+kafka { port: -1, group_initial_rebalance_delay: 100ms }
+`,
+  );
+  return file;
+}
+
+function kafkaPort(n: NodeProcess): number {
+  // The last start's listener (a restarted node's log is its own process's).
+  const all = [...n.output().matchAll(/Listening for Kafka clients on [\d.]+:(\d+)/g)];
+  return Number(all[all.length - 1][1]);
+}
+
+const bootstrap = (): string => `127.0.0.1:${kafkaPort(nodes.get("a")!)}`;
+
+function client(): InstanceType<typeof Kafka> {
+  return new Kafka({ clientId: "cluster-test", brokers: [bootstrap()], logLevel: logLevel.NOTHING, retry: { retries: 4, initialRetryTime: 100, maxRetryTime: 1000 } });
+}
+
+async function withAdmin<T>(f: (admin: ReturnType<InstanceType<typeof Kafka>["admin"]>) => Promise<T>): Promise<T> {
+  const admin = client().admin();
+  await admin.connect();
+  try {
+    return await f(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Each partition's leader and error, from the Metadata of broker `port` (a raw v5 request: what the broker itself says). */
+async function leadersFrom(port: number, topic: string): Promise<Array<{ error: number; leader: number; isr: number[] }>> {
+  const k = await RawKafka.open(port);
+  try {
+    k.send(frame(3, 5, (w) => w.arrayLength(1).string(topic).bool(false)));
+    const r = await k.response(0);
+    r.i32(); // throttle
+    skipBrokers(r);
+    r.nullableString(); // cluster id
+    r.i32(); // controller
+    const topics = r.i32();
+    assert.equal(topics, 1);
+    r.i16();
+    r.string();
+    r.bool();
+    const out: Array<{ error: number; leader: number; isr: number[] }> = [];
+    for (let n = r.i32(), i = 0; i < n; i++) {
+      const error = r.i16();
+      r.i32(); // index
+      const leader = r.i32();
+      r.array((r) => r.i32()); // replicas
+      const isr = r.array((r) => r.i32());
+      r.array((r) => r.i32()); // offline
+      out.push({ error, leader, isr });
+    }
+    return out;
+  } finally {
+    k.destroy();
+  }
+}
+
+function skipBrokers(r: Reader): void {
+  for (let n = r.i32(), i = 0; i < n; i++) {
+    r.i32();
+    r.string();
+    r.i32();
+    r.nullableString();
+  }
+}
+
+/** Broker id → Kafka port, from DescribeCluster through the bootstrap broker. */
+async function brokerPorts(): Promise<Map<number, number>> {
+  const c = await withAdmin((a) => a.describeCluster());
+  return new Map(c.brokers.map((b) => [b.nodeId, b.port]));
+}
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-kafkacluster-"));
+  clusterName = uniqueCluster("kafka");
+  for (const name of names) nodes.set(name, await spawnNode(["-c", conf(name)]));
+  // Every broker knows the other two (each reads the members from its own copy of etcd).
+  for (const n of nodes.values()) {
+    await waitUntilAsync(async () => {
+      const k = await RawKafka.open(kafkaPort(n));
+      try {
+        k.send(frame(3, 1, (w) => w.arrayLength(0)));
+        const r = await k.response(0);
+        return r.i32() === 3;
+      } finally {
+        k.destroy();
+      }
+    }, "every broker to list three brokers");
+  }
+});
+
+after(async () => {
+  await Promise.all([...nodes.values()].map((n) => n.stop()));
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("KafkaJS and kcat bootstrap from one broker; a topic's partitions are led by each of the three, produced to and consumed from, and a group finds its coordinator", async () => {
+  const cluster = await withAdmin((a) => a.describeCluster());
+  assert.equal(cluster.brokers.length, 3);
+  const ids = cluster.brokers.map((b) => b.nodeId).sort();
+  assert.deepEqual(ids, [0, 1, 2], "broker ids are claimed lowest first");
+  assert.ok(ids.includes(cluster.controller!));
+  // One cluster id, whichever broker is asked.
+  const other = new Kafka({ clientId: "x", brokers: [`127.0.0.1:${kafkaPort(nodes.get("c")!)}`], logLevel: logLevel.NOTHING }).admin();
+  await other.connect();
+  assert.equal((await other.describeCluster()).clusterId, cluster.clusterId);
+  await other.disconnect();
+
+  const topic = "spread.orders";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));
+  const meta = await withAdmin((a) => a.fetchTopicMetadata({ topics: [topic] }));
+  const partitions = meta.topics[0].partitions.sort((x, y) => x.partitionId - y.partitionId);
+  assert.deepEqual(partitions.map((p) => p.leader).sort(), [0, 1, 2], "each broker leads one partition");
+  for (const p of partitions) {
+    assert.deepEqual(p.replicas, [p.leader]);
+    assert.deepEqual(p.isr, [p.leader]);
+  }
+  // Every broker says the same.
+  for (const n of nodes.values()) assert.deepEqual((await leadersFrom(kafkaPort(n), topic)).map((p) => p.leader), partitions.map((p) => p.leader));
+
+  // KafkaJS: one record to each partition, through the bootstrap broker's metadata.
+  const producer = client().producer();
+  await producer.connect();
+  for (let p = 0; p < 3; p++) await producer.send({ topic, messages: [{ key: `k${p}`, value: `kafkajs-${p}`, partition: p }] });
+  await producer.disconnect();
+  // kcat (librdkafka): one more to each partition.
+  for (let p = 0; p < 3; p++) {
+    const r = await kcat(["-b", bootstrap(), "-P", "-t", topic, "-p", String(p)], `kcat-${p}\n`);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  // kcat reads every partition, each from its leader.
+  const read = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"]);
+  assert.equal(read.code, 0, read.stderr);
+  assert.deepEqual(read.stdout.trim().split("\n").sort(), ["0 0 kafkajs-0", "0 1 kcat-0", "1 0 kafkajs-1", "1 1 kcat-1", "2 0 kafkajs-2", "2 1 kcat-2"]);
+  // Each record is stored on its partition's leader only: the broker leading partition p has nothing in the others.
+  const ports = await brokerPorts();
+  for (const p of partitions) {
+    const k = await RawKafka.open(ports.get(p.leader)!);
+    try {
+      const other = (p.partitionId + 1) % 3;
+      k.send(frame(2, 1, (w) => w.i32(-1).arrayLength(1).string(topic).arrayLength(2).i32(p.partitionId).i64(-1).i32(other).i64(-1)));
+      const r = await k.response(0);
+      r.i32();
+      r.string();
+      r.i32();
+      assert.deepEqual([r.i32(), r.i16(), (r.i64(), r.i64())], [p.partitionId, 0, 2], "its own partition: two records");
+      assert.deepEqual([r.i32(), r.i16()], [other, NOT_LEADER_OR_FOLLOWER], "another's: not the leader");
+    } finally {
+      k.destroy();
+    }
+  }
+
+  // A KafkaJS consumer group: its coordinator is whichever broker FindCoordinator names.
+  const group = "spread-readers";
+  const consumer = client().consumer({ groupId: group, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  const seen: string[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({ eachMessage: async ({ partition, message }) => void seen.push(`${partition} ${message.value}`) });
+  await waitUntil(() => seen.length >= 6, "the group to read the six records", 30_000);
+  assert.deepEqual(seen.sort(), ["0 kafkajs-0", "0 kcat-0", "1 kafkajs-1", "1 kcat-1", "2 kafkajs-2", "2 kcat-2"]);
+  await consumer.stop();
+  await consumer.disconnect();
+
+  // Every broker names the same coordinator; the others refuse the group's requests.
+  const coordinators = new Set<number>();
+  for (const n of nodes.values()) {
+    const k = await RawKafka.open(kafkaPort(n));
+    try {
+      k.send(frame(10, 1, (w) => w.string(group).i8(0)));
+      const r = await k.response(0);
+      r.i32();
+      assert.equal(r.i16(), 0);
+      r.nullableString();
+      coordinators.add(r.i32());
+    } finally {
+      k.destroy();
+    }
+  }
+  assert.equal(coordinators.size, 1);
+  const coordinator = [...coordinators][0];
+  for (const [id, port] of ports) {
+    const k = await RawKafka.open(port);
+    try {
+      // OffsetFetch v1 of partition 0: the coordinator has the group's commits, the others send the client away.
+      k.send(frame(9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0)));
+      const r = await k.response(0);
+      r.i32();
+      r.string();
+      r.i32();
+      r.i32();
+      const offset = r.i64();
+      r.nullableString();
+      const error = r.i16();
+      if (id === coordinator) assert.deepEqual([error, offset], [0, 2], "the coordinator has the committed offset");
+      else assert.deepEqual([error, offset], [NOT_COORDINATOR, -1]);
+    } finally {
+      k.destroy();
+    }
+  }
+});
+
+test("a produce or fetch sent to a broker that does not lead the partition gets NOT_LEADER_OR_FOLLOWER, at once", async () => {
+  const topic = "misdirected";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));
+  const leaders = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  const ports = await brokerPorts();
+  const wrong = [...ports].find(([id]) => id !== leaders[0].leader)!;
+  const k = await RawKafka.open(wrong[1]);
+  try {
+    // Produce v3 with an empty record set: the leadership check comes before the records are looked at.
+    k.send(frame(0, 3, (w) => w.nullableString(null).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(Buffer.alloc(0)), 1));
+    let r = await k.response(0);
+    r.i32();
+    r.string();
+    r.i32();
+    assert.deepEqual([r.i32(), r.i16()], [0, NOT_LEADER_OR_FOLLOWER]);
+    // Fetch v4 asking to wait 30 s for a byte: answered at once, not after max_wait (the client must go to the leader).
+    const sent = Date.now();
+    k.send(frame(1, 4, (w) => w.i32(-1).i32(30_000).i32(1).i32(1 << 20).i8(0).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(0).i32(1 << 20), 2));
+    r = await k.response(1);
+    assert.ok(Date.now() - sent < 15_000, "answered before max_wait");
+    r.i32();
+    r.i32();
+    r.string();
+    r.i32();
+    assert.deepEqual([r.i32(), r.i16()], [0, NOT_LEADER_OR_FOLLOWER]);
+  } finally {
+    k.destroy();
+  }
+});
+
+test("a node killed: its partitions have no leader and clients get clear errors for them, the others keep working; restarted, it is the same broker with its records", async () => {
+  const topic = "survivors";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));
+  const before = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  const producer = client().producer();
+  await producer.connect();
+  for (let p = 0; p < 3; p++) await producer.send({ topic, messages: [{ value: `before-${p}`, partition: p }] });
+  await producer.disconnect();
+
+  // Kill the node that is not the bootstrap broker and leads a partition of the topic.
+  const ports = await brokerPorts();
+  const victimName = names.find((n) => n !== "a" && before.some((p) => ports.get(p.leader) === kafkaPort(nodes.get(n)!)))!;
+  const victim = nodes.get(victimName)!;
+  const victimId = [...ports].find(([, port]) => port === kafkaPort(victim))![0];
+  const dead = before.findIndex((p) => p.leader === victimId);
+  await victim.stop("SIGKILL");
+  // Its lease runs out (2 s): its partitions lose their leader.
+  await waitUntilAsync(async () => (await leadersFrom(kafkaPort(nodes.get("a")!), topic))[dead].leader === -1, "the dead node's partition to lose its leader", 15_000);
+  const after = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  for (let p = 0; p < 3; p++) {
+    if (p === dead) assert.deepEqual(after[p], { error: LEADER_NOT_AVAILABLE, leader: -1, isr: [] });
+    else assert.deepEqual(after[p], before[p]);
+  }
+
+  const live = [0, 1, 2].filter((p) => p !== dead);
+  // KafkaJS takes Metadata whole: a partition without a leader fails every send to its topic with
+  // LEADER_NOT_AVAILABLE's message (its Metadata parser throws on any partition error, as against Kafka).
+  const retry = { retries: 2, initialRetryTime: 100, maxRetryTime: 500 };
+  const p2 = new Kafka({ clientId: "after", brokers: [bootstrap()], logLevel: logLevel.NOTHING, retry }).producer();
+  await p2.connect();
+  await assert.rejects(p2.send({ topic, messages: [{ value: "lost", partition: dead }] }), /no leader for this topic-partition/);
+  await p2.disconnect();
+  // A topic placed now (CreateTopics v0 through the bootstrap broker) is spread over the live brokers only, and serves KafkaJS whole.
+  const fresh = "placed.after";
+  const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
+  try {
+    k.send(frame(19, 0, (w) => w.arrayLength(1).string(fresh).i32(2).i16(-1).arrayLength(0).arrayLength(0).i32(10_000)));
+    const r = await k.response(0);
+    r.i32();
+    assert.deepEqual([r.string(), r.i16()], [fresh, 0]);
+  } finally {
+    k.destroy();
+  }
+  const freshLeaders = await leadersFrom(kafkaPort(nodes.get("a")!), fresh);
+  assert.ok(freshLeaders.every((p) => p.error === 0 && p.leader !== victimId && p.leader >= 0), JSON.stringify(freshLeaders));
+  assert.equal(new Set(freshLeaders.map((p) => p.leader)).size, 2, "spread over both live brokers");
+  const p3 = new Kafka({ clientId: "fresh", brokers: [bootstrap()], logLevel: logLevel.NOTHING, retry }).producer();
+  await p3.connect();
+  for (let p = 0; p < 2; p++) await p3.send({ topic: fresh, messages: [{ value: `fresh-${p}`, partition: p }] });
+  await p3.disconnect();
+  const freshRead = await kcat(["-b", bootstrap(), "-C", "-t", fresh, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]);
+  assert.equal(freshRead.code, 0, freshRead.stderr);
+  assert.deepEqual(freshRead.stdout.trim().split("\n").sort(), ["0 fresh-0", "1 fresh-1"]);
+
+  // librdkafka keeps serving the live partitions of the topic; the dead one's records time out with its own error.
+  for (const p of live) {
+    const w = await kcat(["-b", bootstrap(), "-P", "-t", topic, "-p", String(p)], `after-${p}\n`);
+    assert.equal(w.code, 0, w.stderr);
+  }
+  const refused = await kcat(["-b", bootstrap(), "-P", "-t", topic, "-p", String(dead), "-X", "message.timeout.ms=2000"], "lost\n");
+  assert.notEqual(refused.code, 0);
+  assert.match(refused.stderr, /Delivery failed for message: Local: Message timed out/);
+  for (const p of live) {
+    const r = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(p), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split("\n"), [`before-${p}`, `after-${p}`]);
+  }
+
+  // Back under its name: the same broker id, leading its partition again, with what it stored.
+  nodes.set(victimName, await spawnNode(["-c", conf(victimName)]));
+  await waitUntilAsync(async () => (await leadersFrom(kafkaPort(nodes.get("a")!), topic))[dead].leader === victimId, "the restarted node to lead its partition again", 15_000);
+  const back = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(dead), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+  assert.equal(back.code, 0, back.stderr);
+  assert.deepEqual(back.stdout.trim().split("\n"), [`before-${dead}`]);
+});
