@@ -45,6 +45,8 @@ export interface RemoteDelivery {
   interest(account: Account, sub: Subscription, added: boolean): void;
   /** Returns how many nodes the message was sent to. */
   forward(account: Account, msg: Message, servedQueues: readonly string[], servedCount: number): number;
+  /** Whether another node has a subscriber for `subject` (a push consumer's deliver subject, a pull request's inbox). */
+  hasInterest(account: Account, subject: string): boolean;
 }
 
 /** For a message that came from another node: the queue groups that node chose this node to serve. */
@@ -64,7 +66,7 @@ export class Account {
   /** Messages and bytes delivered to subscribers in this account (nats-server's account `sent`). */
   outMsgs = 0;
   outBytes = 0;
-  /** Told of every new subscription; internal services use it to wake when interest appears. */
+  /** Told of every new subscription, and of another node's new interest (routes); internal services use it to wake when interest appears. */
   readonly subscribeListeners: Array<(sub: Subscription) => void> = [];
   /** The client connections in this account, for its limits, its revocations and its monitoring. */
   readonly members = new Set<AccountMember>();

@@ -14,6 +14,8 @@ import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
 import type { JetStream } from "./jetstream.js";
 import type { StoredMessage } from "../store/log.js";
+import { ClusterApi, streamOfSubject, type Placed } from "./cluster-api.js";
+import type { ClusterStreams } from "./cluster-streams.js";
 
 const NAMES_LIMIT = 1024;
 const LIST_LIMIT = 256;
@@ -150,6 +152,8 @@ export class DisabledApi implements Receiver {
 export class JetStreamApi implements Receiver {
   readonly echo = true;
   private readonly subs: Subscription[] = [];
+  /** In a cluster: forwards what other nodes lead, and answers for the whole cluster (null: a single node). */
+  private clusterApi: ClusterApi | null = null;
 
   constructor(private readonly js: JetStream) {
     for (const subject of ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]) {
@@ -159,18 +163,41 @@ export class JetStreamApi implements Receiver {
     }
   }
 
-  close(): void {
-    for (const s of this.subs) this.js.account.unsubscribe(s);
+  /** Joins a cluster: requests for streams led elsewhere are forwarded from now on, and this node serves those forwarded to it. */
+  joinCluster(cluster: ClusterStreams): void {
+    if (this.clusterApi !== null) return;
+    this.clusterApi = new ClusterApi(this.js, cluster, (subject, body, reply, placed) => this.serve(subject, body, reply, placed), (subject, reply) => this.offline(subject, reply));
   }
 
-  deliver(sub: Subscription, msg: Message): void {
+  close(): void {
+    for (const s of this.subs) this.js.account.unsubscribe(s);
+    this.clusterApi?.close();
+  }
+
+  deliver(_sub: Subscription, msg: Message): void {
+    if (this.clusterApi !== null && this.clusterApi.intercept(msg.subject, msg)) return;
     const body = Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
-    const reply = msg.hasReply ? msg.reply : "";
-    const subject = msg.subject;
-    if (sub === this.subs[1]) return this.js.onAck(subject, body, reply);
-    if (sub === this.subs[2]) return this.js.onFlowControl(subject);
+    this.serve(msg.subject, body, msg.hasReply ? msg.reply : "", null);
+  }
+
+  /** Serves a request here: a local client's, or one another node forwarded (`placed`: a create it placed). */
+  private serve(subject: string, body: Buffer, reply: string, placed: Placed | null): void {
+    if (subject.startsWith("$JS.ACK.")) return this.js.onAck(subject, body, reply);
+    if (subject.startsWith("$JS.FC.")) return this.js.onFlowControl(subject);
+    if (reply === "" || !subject.startsWith("$JS.API.")) return;
+    this.handle(subject, body, reply, placed).catch((err: Error) => this.js.options.log.error(`JetStream API ${subject}: ${err.message}`));
+  }
+
+  /** The stream's leader is not live, or no route reaches it: nats-server's "stream is offline", at once. */
+  private offline(subject: string, reply: string): void {
     if (reply === "") return;
-    this.handle(subject, body, reply).catch((err: Error) => this.js.options.log.error(`JetStream API ${subject}: ${err.message}`));
+    const t = subject.split(".");
+    if (t[1] !== "API") return; // an ack or a flow-control answer: nothing to say
+    if (isNextRequest(t) || (t[2] === "DIRECT" && t[3] === "GET")) {
+      this.js.emit(reply, reply, "", encodeHeaders("503", []), Buffer.alloc(0));
+      return;
+    }
+    this.respond({ subject, body: Buffer.alloc(0), reply }, apiResponseType(t) ?? SYSTEM_RESPONSE, { error: Errors.streamOffline().toJSON() });
   }
 
   /**
@@ -185,11 +212,16 @@ export class JetStreamApi implements Receiver {
     this.js.events.apiAudit(req.subject, req.body, text);
   }
 
-  private async handle(subject: string, body: Buffer, reply: string): Promise<void> {
+  private async handle(subject: string, body: Buffer, reply: string, placed: Placed | null): Promise<void> {
     const t = subject.split(".");
     const n = t.length;
     const [kind, verb] = [t[2], t[3]];
     if (systemOnly(t)) return;
+    if (this.clusterApi !== null) {
+      // Placed here a moment ago: the local copy is being created.
+      const name = streamOfSubject(t);
+      if (name !== undefined && !this.js.streams.has(name) && this.clusterApi.leadsPlaced(name)) await this.clusterApi.cluster.settle(this.js.account.name, name).catch(() => undefined);
+    }
     // Served by the stream and the consumer themselves in nats-server: not counted as API requests.
     if (kind === "DIRECT" && verb === "GET" && n >= 5) return await this.directGet(t, body, reply);
     if (isNextRequest(t)) {
@@ -206,7 +238,10 @@ export class JetStreamApi implements Receiver {
     try {
       // No API lives on this subject: nats-server 2.10 answers "bad request" rather than leave the client to time out.
       if (type === undefined) throw Errors.badRequest();
-      return this.respond(req, type, await this.answer(type, t, body));
+      const answer = await this.answer(type, t, body, reply, placed);
+      // null: another node was sent the request and answers it.
+      if (answer !== null) this.respond(req, type, answer);
+      return;
     } catch (err) {
       const e = err instanceof ApiError ? err : Errors.streamGeneral((err as Error).message);
       this.respond(req, type ?? SYSTEM_RESPONSE, { error: e.toJSON() });
@@ -214,7 +249,7 @@ export class JetStreamApi implements Receiver {
   }
 
   /** The answer to a request on an API subject (`type`: its response type, from apiResponseType). */
-  private async answer(type: string, t: string[], body: Buffer): Promise<Json> {
+  private async answer(type: string, t: string[], body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
     const n = t.length;
     switch (type) {
       case "account_info_response":
@@ -232,7 +267,7 @@ export class JetStreamApi implements Receiver {
       case "stream_info_response":
       case "stream_delete_response":
       case "stream_purge_response":
-        return await this.streamOp(t[3], t[4], body);
+        return await this.streamOp(t[3], t[4], body, reply, placed);
       case "stream_snapshot_response":
       case "stream_restore_response":
         throw Errors.streamGeneral(`stream ${t[3].toLowerCase()}s are not supported`);
@@ -277,7 +312,8 @@ export class JetStreamApi implements Receiver {
       storage,
       reserved_memory: 0,
       reserved_storage: 0,
-      streams: this.js.streams.size,
+      // In a cluster: the account's streams on every node; the usage is this node's.
+      streams: this.clusterApi !== null ? this.clusterApi.names(undefined).length : this.js.streams.size,
       consumers,
       limits: {
         max_memory: l.maxMemory,
@@ -293,13 +329,15 @@ export class JetStreamApi implements Receiver {
     };
   }
 
-  private async streamOp(verb: string, name: string, body: Buffer): Promise<Json> {
+  private async streamOp(verb: string, name: string, body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
+    const cluster = this.clusterApi;
     switch (verb) {
       case "CREATE":
       case "UPDATE": {
         const req = parseBody(body);
         if (req.name === undefined || req.name === "") req.name = name;
         if (req.name !== name) throw Errors.streamMismatch();
+        if (cluster !== null) return verb === "CREATE" ? await cluster.create(name, req, body, reply, placed) : await cluster.update(name, req);
         if (verb === "CREATE") {
           const { stream, created } = await this.js.createStream(req);
           return { ...(await stream.info()), did_create: created || undefined };
@@ -313,9 +351,10 @@ export class JetStreamApi implements Receiver {
         const info = await s.info({ subjectsFilter: filter, deletedDetails: req.deleted_details === true });
         // Clients page while total exceeds the subjects received; report the subjects sent.
         const subjects = (info.state as Json).subjects as Json | undefined;
-        return { ...info, total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
+        return { ...info, ...(cluster !== null ? { cluster: cluster.clusterInfo() } : {}), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
       }
       case "DELETE":
+        if (cluster !== null && (await cluster.delete(name))) return { success: true };
         await this.js.deleteStream(name);
         return { success: true };
       case "PURGE": {
@@ -335,16 +374,25 @@ export class JetStreamApi implements Receiver {
     }
   }
 
+  /** Every stream of the account: in a cluster, every placed one too. */
+  private allStreamNames(subject: string | undefined): string[] {
+    return this.clusterApi !== null ? this.clusterApi.names(subject) : this.js.streamNames(subject);
+  }
+
   private streamNames(req: Json): Json {
-    const names = this.js.streamNames(optString(req, "subject"));
+    const names = this.allStreamNames(optString(req, "subject"));
     const offset = offsetOf(req);
     return { total: names.length, offset, limit: NAMES_LIMIT, streams: names.slice(offset, offset + NAMES_LIMIT) };
   }
 
   private async streamList(req: Json): Promise<Json> {
-    const names = this.js.streamNames(optString(req, "subject"));
+    const names = this.allStreamNames(optString(req, "subject"));
     const offset = offsetOf(req);
     const page = names.slice(offset, offset + LIST_LIMIT);
+    if (this.clusterApi !== null) {
+      const { streams, missing } = await this.clusterApi.infos(page);
+      return { total: names.length, offset, limit: LIST_LIMIT, streams, ...(missing.length > 0 ? { missing } : {}) };
+    }
     const streams: Json[] = [];
     for (const n of page) {
       const s = this.js.streams.get(n);

@@ -59,6 +59,7 @@ export interface StreamDirectory {
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
   adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
   remove(account: string, stream: string): Promise<void>;
+  update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream): Promise<unknown>;
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
   onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined) => void): void;
 }

@@ -242,6 +242,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const m = Message.from(subject, reply, data, headers ?? undefined);
     // Match on the target, present the stored subject: deliveries keep their original subject.
     m.subject = to;
+    m.presented = to !== subject;
     const slot = this.options.pacing;
     if (producer === undefined || slot === undefined) {
       this.account.route(m, null);
@@ -259,7 +260,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
   hasInterest(subject: string): boolean {
     const r = this.account.sublist.match(subject);
     for (const s of r.plain) if (!s.closed) return true;
-    return r.queues.length > 0;
+    if (r.queues.length > 0) return true;
+    // A subscriber on another node (a client of the cluster consuming a stream led here).
+    return this.account.remote !== null && this.account.remote.hasInterest(this.account, subject);
   }
 
   onConsumerGone(c: Consumer): void {

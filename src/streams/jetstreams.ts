@@ -85,7 +85,10 @@ export class JetStreams {
   /** Joins the cluster: every account's JetStream (and any turned on later) follows the cluster's placements from now on. */
   attachCluster(cluster: ClusterStreams): void {
     this.cluster = cluster;
-    for (const s of this.served.values()) s.js.joinCluster(cluster);
+    for (const s of this.served.values()) {
+      s.js.joinCluster(cluster);
+      s.api.joinCluster(cluster);
+    }
   }
 
   /** Every account's JetStream, by account name. */
@@ -142,7 +145,9 @@ export class JetStreams {
     if (this.cluster !== null) js.joinCluster(this.cluster);
     this.disabled.get(name)?.close();
     this.disabled.delete(name);
-    this.served.set(name, { js, api: new JetStreamApi(js) });
+    const api = new JetStreamApi(js);
+    if (this.cluster !== null) api.joinCluster(this.cluster);
+    this.served.set(name, { js, api });
     for (const l of this.changeListeners) l(name);
     if (name !== GLOBAL_ACCOUNT) this.options.log.info(`JetStream enabled for account ${name}, storing under ${js.options.storeDir}`);
   }

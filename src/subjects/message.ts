@@ -21,6 +21,12 @@ export class Message {
   start = 0;
   end = 0;
   hdrLen = 0;
+  /**
+   * Routed on `subject` but shown to subscribers with the subject in
+   * argBuf (a JetStream delivery keeps its stored subject): a route must
+   * carry both.
+   */
+  presented = false;
 
   get hasReply(): boolean {
     return this.replyEnd > this.replyStart;

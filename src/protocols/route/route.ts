@@ -40,6 +40,8 @@ export interface RouteEvents {
   /** The route's CONNECT named this cluster: false refuses it. */
   connectOk(route: Route, cluster: string | undefined): string | null;
   closed(route: Route, reason: string): void;
+  /** The peer declared new interest (internal services on this node wake for a subscriber on another). */
+  interestAdded(account: string, interest: RemoteInterest): void;
 }
 
 /** A peer's interest in a subject (and queue), with its weight: the number of queue members it has. */
@@ -48,6 +50,15 @@ export class RemoteInterest extends Subscription {
 }
 
 const PING = Buffer.from("PING\r\n");
+/**
+ * A message routed on one subject and shown with another (a JetStream
+ * delivery to an inbox keeps its stored subject) crosses a route with the
+ * subject it is shown with in this header, first after the version line;
+ * the receiving node takes it out again. nagare's own: a nats-server node
+ * would show it to its clients.
+ */
+const VERSION_LINE = Buffer.from("NATS/1.0\r\n");
+const PRESENTED = Buffer.from("Nagare-Subject: ");
 const PONG = Buffer.from("PONG\r\n");
 const OUT_INITIAL = 16 * 1024;
 /** RMSG/HMSG overhead besides the variable fields: verb, spaces, two sizes, CRLFs. */
@@ -181,6 +192,7 @@ export class Route implements Connection, Receiver {
     byKey.set(key, ri);
     sl.insert(ri);
     this.interestCount++;
+    this.events.interestAdded(account, ri);
     return true;
   }
 
@@ -202,6 +214,7 @@ export class Route implements Connection, Receiver {
    */
   sendMsg(accountName: Buffer, msg: Message, queues: readonly string[], queueCount: number): void {
     if (this.closed) return;
+    if (msg.presented) return this.sendMsg(accountName, withPresentedSubject(msg), queues, queueCount);
     const subjLen = msg.subjectEnd - msg.subjectStart;
     const replyLen = msg.replyEnd - msg.replyStart;
     const size = msg.end - msg.start;
@@ -531,7 +544,7 @@ export class Route implements Connection, Receiver {
   }
 
   private deliverInbound(buf: Buffer, s: number, e: number): void {
-    const m = this.msg;
+    let m = this.msg;
     m.data = buf;
     m.start = s;
     m.end = e;
@@ -541,6 +554,7 @@ export class Route implements Connection, Receiver {
     const stats = this.broker.stats;
     stats.inMsgs++;
     stats.inBytes += size;
+    if (m.hdrLen > VERSION_LINE.length + PRESENTED.length && startsWithAt(buf, s, VERSION_LINE) && startsWithAt(buf, s + VERSION_LINE.length, PRESENTED)) m = presentedMessage(m);
     const acc = this.msgAccount;
     // An account this node does not have has no subscribers here.
     if (acc !== null) acc.route(m, this, this.queues);
@@ -646,4 +660,35 @@ function parseUint(buf: Buffer, s: number, e: number): number {
     v = v * 10 + d;
   }
   return v;
+}
+
+function startsWithAt(buf: Buffer, at: number, prefix: Buffer): boolean {
+  if (at + prefix.length > buf.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (buf[at + i] !== prefix[i]) return false;
+  return true;
+}
+
+/** The message to send for one routed on a subject other than the one it shows: the shown subject goes in a header. */
+function withPresentedSubject(msg: Message): Message {
+  const shown = msg.argBuf.subarray(msg.subjectStart, msg.subjectEnd);
+  const block = msg.data.subarray(msg.start, msg.start + msg.hdrLen);
+  // Only a plain version line is followed by the shown subject (status lines are never presented deliveries).
+  const rest = msg.hdrLen > 0 && startsWithAt(block, 0, VERSION_LINE) ? block.subarray(VERSION_LINE.length) : Buffer.from("\r\n");
+  const headers = Buffer.concat([VERSION_LINE, PRESENTED, shown, Buffer.from("\r\n"), rest]);
+  return Message.from(msg.subject, msg.reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), headers);
+}
+
+/** The inverse, on the receiving node: routed on `m.subject`, shown with the header's subject, the header gone. */
+function presentedMessage(m: Message): Message {
+  const block = m.data.subarray(m.start, m.start + m.hdrLen);
+  const from = VERSION_LINE.length + PRESENTED.length;
+  const eol = block.indexOf("\r\n", from);
+  const shown = block.toString("latin1", from, eol);
+  const rest = block.subarray(eol + 2);
+  const payload = m.data.subarray(m.start + m.hdrLen, m.end);
+  // Only the version line and the blank line left: the message had no headers.
+  const headers = rest.length === 2 ? undefined : Buffer.concat([VERSION_LINE, rest]);
+  const out = Message.from(shown, m.reply, payload, headers);
+  out.subject = m.subject;
+  return out;
 }

@@ -416,6 +416,18 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
     this.broadcast(e.queue === null ? `RS- ${account.name} ${e.subject}` : `RS- ${account.name} ${e.subject} ${e.queue}`);
   }
 
+  hasInterest(account: Account, subject: string): boolean {
+    const routes = this.active;
+    for (let i = 0; i < routes.length; i++) if (routes[i].match(account.name, subject) !== null) return true;
+    return false;
+  }
+
+  interestAdded(account: string, interest: RemoteInterest): void {
+    const acc = this.broker.accounts.get(account);
+    if (acc === undefined) return;
+    for (let i = 0; i < acc.subscribeListeners.length; i++) acc.subscribeListeners[i](interest);
+  }
+
   private broadcast(line: string): void {
     const routes = this.active;
     for (let i = 0; i < routes.length; i++) routes[i].sendLine(line);

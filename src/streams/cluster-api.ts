@@ -1,0 +1,351 @@
+/**
+ * The JetStream API of an account in a cluster: any node answers, the
+ * stream's leader (`leaders[0]` of its placement) does the work.
+ *
+ * Forwarding: a request for a stream led by another node (STREAM.INFO,
+ * UPDATE, DELETE, PURGE, MSG.GET/DELETE, DIRECT.GET, every CONSUMER.*
+ * including MSG.NEXT, acks on `$JS.ACK.<stream>.…`, flow control on
+ * `$JS.FC.<stream>.…`) is published, body, headers and the client's reply
+ * subject unchanged, on `$NG.JS.<leader>.<original subject>` in the same
+ * account. Only the leader subscribes to its `$NG.JS.<node>.>`, and its
+ * subscription is routable, so the request crosses one route to it; the
+ * leader serves it as if its own client had sent it, never forwards it
+ * again, and its answer (addressed to the client's inbox, whose
+ * subscription is routable) flows straight back over the routes. A leader
+ * that is not live, or that no route reaches, is answered at once "stream
+ * is offline" (nats-server's 10118); a pull request or a direct get gets a
+ * 503 status, an ack nothing.
+ *
+ * STREAM.CREATE: subjects are checked against every placement of the
+ * account, the stream is placed (placements.place, honouring the
+ * config's `placement { cluster, tags }`), then created on the leader,
+ * here or forwarded with the placement's metadata revision
+ * (`Nagare-Placed: <revision> <created>`) so that the leader waits until
+ * its copy of the metadata has it. STREAM.NAMES and LIST cover every
+ * placed stream of the account; LIST asks each remote leader for its INFO
+ * (on `$NG.R.<node>.<id>`) and names those that did not answer in time in
+ * `missing`, as nats-server does.
+ */
+
+import { Message } from "../subjects/message.js";
+import { Subscription, type Receiver } from "../subjects/subscription.js";
+import { subjectsIntersect } from "../subjects/subject.js";
+import { ApiError, Errors } from "./errors.js";
+import { appendHeaders, header, parseHeaders } from "./headers.js";
+import { normalizeStreamConfig, unsupportedStreamFeature, type StreamConfig } from "./config.js";
+import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
+import type { JetStream } from "./jetstream.js";
+
+const FORWARD_PREFIX = "$NG.JS.";
+const REPLY_PREFIX = "$NG.R.";
+export const PLACED_HEADER = "Nagare-Placed";
+/** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
+const REMOTE_INFO_MS = 2000;
+const PLACEMENT_WAIT_MS = 5000;
+/** Internal requests waiting for an answer at once (LIST asks at most a page of 256). */
+const PENDING_MAX = 4096;
+
+type Json = Record<string, unknown>;
+
+/** A forwarded create: the placement revision the leader must see, and whether the placing node made it. */
+export interface Placed {
+  revision: number;
+  created: boolean;
+}
+
+/** A node name as one subject token: names with other characters are hex-encoded. */
+export function nodeToken(name: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(name) ? name : `x${Buffer.from(name).toString("hex")}`;
+}
+
+/** The stream a stream-scoped API, ack or flow-control subject names; undefined for the others (CREATE, NAMES, LIST, INFO). */
+export function streamOfSubject(t: string[]): string | undefined {
+  const n = t.length;
+  if (t[0] !== "$JS") return undefined;
+  if ((t[1] === "ACK" || t[1] === "FC") && n >= 4) return t[2];
+  if (t[1] !== "API") return undefined;
+  const [kind, verb] = [t[2], t[3]];
+  if (kind === "STREAM") {
+    if ((verb === "UPDATE" || verb === "INFO" || verb === "DELETE" || verb === "PURGE") && n === 5) return t[4];
+    if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) return t[5];
+    return undefined;
+  }
+  if (kind === "DIRECT" && verb === "GET" && n >= 5) return t[4];
+  if (kind === "CONSUMER") {
+    if (verb === "CREATE" && n >= 5) return t[4];
+    if (verb === "DURABLE" && t[4] === "CREATE" && n === 7) return t[5];
+    if ((verb === "NAMES" || verb === "LIST") && n === 5) return t[4];
+    if ((verb === "INFO" || verb === "DELETE") && n === 6) return t[4];
+    if (verb === "MSG" && t[4] === "NEXT" && n === 7) return t[5];
+  }
+  return undefined;
+}
+
+/** A metadata change refused (etcd away, lease lost) or a placement impossible, as a JetStream error. */
+export function clusterError(err: unknown): ApiError | unknown {
+  const name = (err as Error | undefined)?.name;
+  if (name === "NoSuitablePeersError") return Errors.clusterNoPeers((err as Error).message);
+  if (name === "MetadataUnavailableError" || name === "FencedError") {
+    return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
+  }
+  return err;
+}
+
+/** What the API needs to serve a request locally: the same path a local client's request takes. */
+export type Serve = (subject: string, body: Buffer, reply: string, placed: Placed | null) => void;
+
+export class ClusterApi implements Receiver {
+  readonly echo = true;
+  /** Other nodes forward requests here and answer internal requests here: both are announced over the routes. */
+  readonly routable = true;
+  private readonly forwardSub: Subscription;
+  private readonly replySub: Subscription;
+  private readonly forwardPrefix: string;
+  private readonly replyPrefix: string;
+  private readonly pending = new Map<string, (body: Buffer | null) => void>();
+  private nextId = 0;
+
+  constructor(
+    private readonly js: JetStream,
+    readonly cluster: ClusterStreams,
+    private readonly serve: Serve,
+    private readonly offline: (subject: string, reply: string) => void,
+  ) {
+    const self = nodeToken(cluster.self);
+    this.forwardPrefix = `${FORWARD_PREFIX}${self}.`;
+    this.replyPrefix = `${REPLY_PREFIX}${self}.`;
+    this.forwardSub = new Subscription(this, `${this.forwardPrefix}>`, null);
+    this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
+    js.account.subscribe(this.forwardSub);
+    js.account.subscribe(this.replySub);
+  }
+
+  close(): void {
+    this.js.account.unsubscribe(this.forwardSub);
+    this.js.account.unsubscribe(this.replySub);
+    for (const done of this.pending.values()) done(null);
+    this.pending.clear();
+  }
+
+  private get account(): string {
+    return this.js.account.name;
+  }
+
+  private get directory(): ClusterStreams["directory"] {
+    return this.cluster.directory;
+  }
+
+  placement(stream: string): PlacedStream | undefined {
+    return this.directory.get(this.account, stream)?.placement;
+  }
+
+  /** Whether this node leads a stream the cluster placed (and so must have it before serving it). */
+  leadsPlaced(stream: string): boolean {
+    return this.placement(stream)?.leaders[0] === this.cluster.self;
+  }
+
+  // ---- requests from this node's clients ----
+
+  /**
+   * Takes a request that another node must serve: forwards it to the
+   * stream's leader, or answers that the leader is offline. False: this
+   * node serves it.
+   */
+  intercept(subject: string, msg: Message): boolean {
+    const t = subject.split(".");
+    const name = streamOfSubject(t);
+    if (name === undefined) return false;
+    const p = this.placement(name);
+    if (p === undefined) return false;
+    const leader = p.leaders[0];
+    if (leader === this.cluster.self) return false;
+    const reply = msg.hasReply ? msg.reply : "";
+    const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
+    if (!this.forward(leader, subject, reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), headers)) this.offline(subject, reply);
+    return true;
+  }
+
+  /** Sends a request to `node` for it to serve; false when the node is not live or no route reaches it. */
+  forward(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): boolean {
+    if (!this.directory.isLive(node)) return false;
+    const m = Message.from(`${FORWARD_PREFIX}${nodeToken(node)}.${subject}`, reply, body, headers);
+    return this.js.account.route(m, null) > 0;
+  }
+
+  /** Asks `node` to serve a request and resolves with its answer's body, or null when none came within `ms`. */
+  request(node: string, subject: string, body: Uint8Array, ms = REMOTE_INFO_MS): Promise<Buffer | null> {
+    if (this.pending.size >= PENDING_MAX) return Promise.resolve(null);
+    const id = String(++this.nextId);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => finish(null), ms);
+      const finish = (b: Buffer | null): void => {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        resolve(b);
+      };
+      this.pending.set(id, finish);
+      if (!this.forward(node, subject, `${this.replyPrefix}${id}`, body)) finish(null);
+    });
+  }
+
+  // ---- from other nodes ----
+
+  deliver(sub: Subscription, msg: Message): void {
+    const subject = msg.subject;
+    if (sub === this.replySub) {
+      this.pending.get(subject.slice(this.replyPrefix.length))?.(Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)));
+      return;
+    }
+    const original = subject.slice(this.forwardPrefix.length);
+    let placed: Placed | null = null;
+    if (msg.hdrLen > 0) {
+      const v = header(parseHeaders(msg.data, msg.start, msg.start + msg.hdrLen), PLACED_HEADER);
+      const m = v === undefined ? null : /^(\d+) (true|false)$/.exec(v);
+      if (m !== null) placed = { revision: Number(m[1]), created: m[2] === "true" };
+    }
+    this.serve(original, Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "", placed);
+  }
+
+  // ---- the requests only a cluster answers differently ----
+
+  /**
+   * STREAM.CREATE: places the stream (unless placed) and creates it on its
+   * leader. Resolves with the answer when this node leads it, null when
+   * the leader was sent the request (it answers the client itself).
+   */
+  async create(name: string, req: Json, body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
+    const config = normalizeStreamConfig(req);
+    const unsupported = unsupportedStreamFeature(config);
+    if (unsupported !== null) throw unsupported;
+    let placement: PlacedStream;
+    let created: boolean;
+    if (placed !== null) {
+      await this.directory.waitForRevision(placed.revision, PLACEMENT_WAIT_MS);
+      const p = this.placement(name);
+      if (p === undefined) throw Errors.streamCreate("the stream's placement was not found on its leader");
+      placement = p;
+      created = placed.created;
+    } else {
+      const existing = this.directory.get(this.account, name);
+      let revision: number;
+      if (existing !== undefined) {
+        placement = existing.placement;
+        revision = existing.revision;
+        created = false;
+      } else {
+        this.checkOverlap(config, name);
+        const where = config.placement ?? {};
+        try {
+          const r = await this.directory.place(this.account, name, {
+            partitions: 1,
+            tags: where.tags,
+            cluster: where.cluster,
+            spread: false,
+            subjects: config.subjects,
+            origin: "jetstream",
+            config,
+          });
+          placement = r.placement;
+          revision = r.revision;
+          created = r.created;
+        } catch (err) {
+          throw clusterError(err);
+        }
+      }
+      const leader = placement.leaders[0];
+      if (leader !== this.cluster.self) {
+        const headers = appendHeaders(null, [[PLACED_HEADER, `${revision} ${created}`]]);
+        if (!this.forward(leader, `$JS.API.STREAM.CREATE.${name}`, reply, body, headers)) throw Errors.streamOffline();
+        return null;
+      }
+    }
+    await this.cluster.settle(this.account, name);
+    try {
+      const { stream } = await this.js.createStream(req, placement.leaders.length);
+      return { ...(await stream.info()), cluster: this.clusterInfo(), did_create: created || undefined };
+    } catch (err) {
+      // A stream this request placed but could not create must not stay placed.
+      if (created) await this.directory.remove(this.account, name).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** STREAM.UPDATE on the leader: the placement's subjects and config change first (refused while etcd is away), then the stream. */
+  async update(name: string, req: Json): Promise<Json> {
+    const config = normalizeStreamConfig(req);
+    const before = this.directory.get(this.account, name);
+    if (before === undefined) return await (await this.js.updateStream(req)).info();
+    this.checkOverlap(config, name);
+    try {
+      await this.directory.update(this.account, name, (p) => ({ ...p, subjects: config.subjects, config }));
+    } catch (err) {
+      throw clusterError(err);
+    }
+    try {
+      return { ...(await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo() };
+    } catch (err) {
+      await this.directory.update(this.account, name, (p) => ({ ...p, subjects: before.placement.subjects, config: before.placement.config })).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** STREAM.DELETE on the leader of a placed stream: its placement goes, and with it every node's copy. */
+  async delete(name: string): Promise<boolean> {
+    if (this.placement(name) === undefined) return false;
+    this.js.stream(name);
+    try {
+      await this.directory.remove(this.account, name);
+    } catch (err) {
+      throw clusterError(err);
+    }
+    await this.cluster.settle(this.account, name, "removed");
+    return true;
+  }
+
+  /** Every stream of the account in the cluster (placed, or local and not placed), sorted; `subject` as STREAM.NAMES filters. */
+  names(subject: string | undefined): string[] {
+    const out = new Set<string>(this.js.streamNames(subject));
+    for (const p of this.directory.list(this.account)) {
+      if (subject === undefined || subject === "" || p.subjects.some((s) => subjectsIntersect(s, subject))) out.add(p.stream);
+    }
+    return [...out].sort();
+  }
+
+  /** STREAM.LIST's infos: local ones read here, remote ones asked of their leaders; those that did not answer are `missing`. */
+  async infos(names: string[]): Promise<{ streams: Json[]; missing: string[] }> {
+    const missing: string[] = [];
+    const infos = await Promise.all(
+      names.map(async (n): Promise<Json | null> => {
+        const local = this.js.streams.get(n);
+        const p = this.placement(n);
+        if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo() };
+        if (p === undefined) return null;
+        const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
+        const info = b === null ? null : (JSON.parse(b.toString()) as Json);
+        if (info === null || info.error !== undefined) {
+          missing.push(n);
+          return null;
+        }
+        delete info.type;
+        delete info.total;
+        delete info.offset;
+        delete info.limit;
+        return info;
+      }),
+    );
+    return { streams: infos.filter((i): i is Json => i !== null), missing: missing.sort() };
+  }
+
+  /** nats-server's `cluster` of a stream's info: the cluster's name and the leader (this node: the leader answers). */
+  clusterInfo(): Json {
+    return { name: this.directory.clusterName, leader: this.cluster.self };
+  }
+
+  /** Subjects already captured by another placed stream of the account: nats-server's overlap error. */
+  private checkOverlap(config: StreamConfig, name: string): void {
+    for (const p of this.directory.list(this.account)) {
+      if (p.stream === name) continue;
+      for (const a of config.subjects) for (const b of p.subjects) if (subjectsIntersect(a, b)) throw Errors.subjectOverlap();
+    }
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * A node of a three-node JetStream cluster killed with SIGKILL (a real
+ * process; the two others embedded), against a real etcd: requests for
+ * the streams it led get "stream is offline" (10118) at once, streams led
+ * by the others keep working through any node, core NATS keeps flowing,
+ * and the killed node's clients reconnect to another node.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { startServer, type NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
+import { apiErrorCode } from "./helpers/js.js";
+
+let etcd: EtcdHarness;
+let dir: string;
+let clusterName: string;
+let a: NagareServer;
+let b: NagareServer;
+let k: NodeProcess;
+const conns: NatsConnection[] = [];
+
+function node(name: string): Promise<NagareServer> {
+  return startServer({
+    host: "127.0.0.1",
+    port: -1,
+    jetstream: true,
+    storeDir: join(dir, name),
+    serverName: name,
+    serverTags: [`node:${name}`],
+    cluster: { name: clusterName, host: "127.0.0.1", port: -1 },
+    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
+  });
+}
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-jsk-"));
+  clusterName = uniqueCluster("jskill");
+  a = await node("a");
+  b = await node("b");
+  const conf = join(dir, "k.conf");
+  writeFileSync(
+    conf,
+    `server_name: k
+server_tags: ["node:k"]
+jetstream { store_dir: "${join(dir, "k")}" }
+cluster { name: ${clusterName} }
+etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
+`,
+  );
+  k = await spawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
+  // Routes come from the members' records in etcd: wait for the full mesh.
+  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+});
+
+after(async () => {
+  for (const nc of conns) await nc.close().catch(() => undefined);
+  await k?.stop("SIGKILL");
+  await Promise.all([a?.close(), b?.close()]);
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function client(url: string): Promise<NatsConnection> {
+  const nc = await connect({ servers: url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  conns.push(nc);
+  return nc;
+}
+
+test("a killed node's streams are offline at once; the others' keep working; core NATS and its clients carry on", async () => {
+  const jsm = await jetstreamManager(await client(a.url));
+  assert.equal((await jsm.streams.add({ name: "onk", subjects: ["onk"], placement: { cluster: "", tags: ["node:k"] } })).cluster?.leader, "k");
+  assert.equal((await jsm.streams.add({ name: "ona", subjects: ["ona"], placement: { cluster: "", tags: ["node:a"] } })).cluster?.leader, "a");
+  await waitUntil(() => b.cluster!.placements.get("$G", "onk") !== undefined && b.cluster!.placements.get("$G", "ona") !== undefined, "b to see both placements");
+  const jsB = jetstream(await client(b.url));
+  assert.equal((await jsB.publish("onk", "1")).seq, 1);
+
+  // A client of k, and a core subscription on it fed from b.
+  const onK = await client(k.url);
+  const got: string[] = [];
+  onK.subscribe("core.x", { callback: (_e, m) => void got.push(m.string()) });
+  await onK.flush();
+  const pubB = await client(b.url);
+  await waitUntil(() => {
+    pubB.publish("core.x", "before");
+    return got.includes("before");
+  }, "core traffic from b to k's client");
+  let reconnected = false;
+  void (async () => {
+    for await (const s of onK.status()) if (s.type === "reconnect") reconnected = true;
+  })();
+
+  await k.stop("SIGKILL");
+  await waitUntil(() => b.routes!.peers().length === 1, "b to see its route to k go");
+
+  const jsmB = await jetstreamManager(await client(b.url));
+  const t0 = Date.now();
+  assert.equal(await apiErrorCode(jsmB.streams.info("onk")), 10118);
+  // Nobody captures its subjects any more: a publish is told at once (no responders), not left to time out.
+  await assert.rejects(jsB.publish("onk", "2", { timeout: 5000 }), (err: Error) => /no responders|503/i.test(`${err.message} ${String((err as { cause?: unknown }).cause ?? "")}`));
+  assert.ok(Date.now() - t0 < 3000, "answered at once, not after a client timeout");
+
+  // The stream on a works from b.
+  assert.equal((await jsB.publish("ona", "x")).seq, 1);
+  assert.equal((await jsmB.streams.info("ona")).state.messages, 1);
+
+  // k's client is on another node now, and core traffic reaches it.
+  await waitUntil(() => reconnected, "k's client to reconnect elsewhere", 15_000);
+  await waitUntil(() => {
+    pubB.publish("core.x", "after");
+    return got.includes("after");
+  }, "core traffic to the reconnected client");
+});
