@@ -133,6 +133,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
       live: p.leaders.map((n) => this.isLiveBroker(n)),
       // A node without its lease serves nothing it leads: another may be given it.
       local: p.leaders.map((n) => n === this.self && holds),
+      subjects: p.subjects,
       config: p.config,
     };
   }

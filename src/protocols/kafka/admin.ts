@@ -5,6 +5,8 @@ import { MAX_PARTITIONS } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
+import { normalizeStreamConfig } from "../../streams/config.js";
+import { subjectsIntersect } from "../../subjects/subject.js";
 import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
 import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
@@ -54,6 +56,16 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
  * before the answer.
  */
 async function placeTopic(door: AccountDoor, topic: string, partitions: number, config: { name: string; subjects: string[] }): Promise<Outcome> {
+  // What each leader would refuse when it makes its copy is refused here, before anything is placed.
+  try {
+    normalizeStreamConfig(config);
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    return fail(ErrorCode.INVALID_CONFIG, err.message);
+  }
+  for (const p of door.door.cluster!.topics(door.account)) {
+    if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+  }
   try {
     const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects);
     if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);

@@ -31,6 +31,8 @@ export interface PlacedTopic {
   live: boolean[];
   /** Whether this node leads each partition. */
   local: boolean[];
+  /** The subjects the stream captures, as placed. */
+  subjects: string[];
   /** The stream's configuration, as placed. */
   config: unknown;
 }
