@@ -5,7 +5,9 @@
  * are led by each of the three; a consumer group finds its coordinator
  * wherever it is. A broker that does not lead a partition answers
  * NOT_LEADER_OR_FOLLOWER, one that does not coordinate a group
- * NOT_COORDINATOR. A node killed: its partitions show leader -1 and
+ * NOT_COORDINATOR. Admin requests to any broker go through the
+ * placements (partitions added spread, configs described from the
+ * placement, topics deleted everywhere). A node killed: its partitions show leader -1 and
  * LEADER_NOT_AVAILABLE, clients get clear errors for them while the others
  * keep working; restarted, it comes back under the same broker id with its
  * records.
@@ -277,6 +279,56 @@ test("a produce or fetch sent to a broker that does not lead the partition gets 
   } finally {
     k.destroy();
   }
+});
+
+/** A topic's retention.ms as DescribeConfigs v0 of broker `port` gives it (null: the error code). */
+async function retentionFrom(port: number, topic: string): Promise<string | number> {
+  const k = await RawKafka.open(port);
+  try {
+    k.send(frame(32, 0, (w) => w.arrayLength(1).i8(2).string(topic).arrayLength(1).string("retention.ms")));
+    const r = await k.response(0);
+    r.i32(); // throttle
+    r.i32(); // resources
+    const error = r.i16();
+    r.nullableString();
+    r.i8();
+    r.string();
+    if (error !== 0) return error;
+    assert.equal(r.i32(), 1);
+    assert.equal(r.string(), "retention.ms");
+    return r.nullableString()!;
+  } finally {
+    k.destroy();
+  }
+}
+
+test("admin through the bootstrap broker: a topic's partitions grow spread, its configs read the same from every broker, and it is deleted everywhere", async () => {
+  const topic = "admin.ops";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: "retention.ms", value: "3600000" }] }], waitForLeaders: true }));
+  const one = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  assert.equal(one.length, 1);
+  // Every broker describes it, those without a copy from its placement.
+  for (const n of nodes.values()) assert.equal(await retentionFrom(kafkaPort(n), topic), "3600000");
+
+  await withAdmin((a) => a.createPartitions({ topicPartitions: [{ topic, count: 3 }] }));
+  await waitUntilAsync(async () => (await leadersFrom(kafkaPort(nodes.get("c")!), topic)).length === 3, "c to see three partitions");
+  const three = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  assert.equal(three[0].leader, one[0].leader, "the first partition stays where it was");
+  assert.equal(new Set(three.map((p) => p.leader)).size, 3, `the new partitions go to the other brokers: ${JSON.stringify(three)}`);
+  // Each new partition takes records on its leader.
+  for (let p = 1; p < 3; p++) {
+    const w = await kcat(["-b", bootstrap(), "-P", "-t", topic, "-p", String(p)], `grown-${p}\n`);
+    assert.equal(w.code, 0, w.stderr);
+  }
+  const read = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]);
+  assert.deepEqual(read.stdout.trim().split("\n").sort(), ["1 grown-1", "2 grown-2"]);
+
+  await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
+  for (const n of nodes.values()) {
+    await waitUntilAsync(async () => (await retentionFrom(kafkaPort(n), topic)) === 3, `broker ${n.url} to forget the topic`);
+  }
+  const listed = await withAdmin((a) => a.listTopics());
+  assert.ok(!listed.includes(topic), listed.join(","));
 });
 
 test("a node killed: its partitions have no leader and clients get clear errors for them, the others keep working; restarted, it is the same broker with its records", async () => {
