@@ -36,8 +36,12 @@ const CLUSTER_ID_KEY = "kafka/cluster-id";
 const UPDATE_ATTEMPTS = 5;
 
 export class EtcdKafkaCluster implements KafkaCluster {
-  /** Placed topics by account, then stream (null: not placed), rebuilt after any metadata or member change. */
-  private readonly cache = new Map<string, Map<string, PlacedTopic | null>>();
+  /**
+   * Placed topics by account, then stream, rebuilt after any metadata or
+   * member change. Only placed ones: names clients ask for that exist
+   * nowhere are not kept (they would grow it without bound).
+   */
+  private readonly cache = new Map<string, Map<string, PlacedTopic>>();
   private brokerList: KafkaBroker[] | null = null;
   /** Whether this node held its lease when the cache was built: `local` depends on it. */
   private cachedLease = false;
@@ -113,10 +117,11 @@ export class EtcdKafkaCluster implements KafkaCluster {
     let t = topics.get(stream);
     if (t === undefined) {
       const p = this.node.placements.get(account, stream)?.placement;
-      t = p === undefined ? null : this.placed(p);
+      if (p === undefined) return undefined;
+      t = this.placed(p);
       topics.set(stream, t);
     }
-    return t ?? undefined;
+    return t;
   }
 
   topics(account: string): PlacedTopic[] {
