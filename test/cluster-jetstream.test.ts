@@ -1,7 +1,11 @@
 /**
- * JetStream in a three-node cluster against a real etcd: streams placed in
- * etcd and created on the node placed (the reconciler, cluster-streams.ts),
- * removed with their placement.
+ * JetStream in a three-node cluster (embedded servers, routes, one real
+ * etcd), judged by the official v3 clients: streams placed in etcd and
+ * created on the node placed (cluster-streams.ts) and removed with their
+ * placement; the JetStream API, publishes, pull and ordered consumers, KV
+ * and object store through nodes that do not lead the stream
+ * (cluster-api.ts); a spread stream storing each message once; placement
+ * tags; streams found on disk adopted or set aside; etcd killed and back.
  */
 
 import { test, before, after } from "node:test";
@@ -18,6 +22,9 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiErro
 import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import { apiErrorCode } from "./helpers/js.js";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import { partitionForKey } from "../src/streams/partitioner.js";
+import * as v2 from "nats";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -156,10 +163,117 @@ test("a stream created through one node is placed and served through every node:
   // Subjects overlap with a stream placed on another node: nats-server's error, from any node.
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "overlap", subjects: ["orders.eu"] })), 10065);
 
+  // UPDATE and PURGE from a node that does not lead it; the placement follows the new subjects.
+  const updated = await jsmSub.streams.update("orders", { subjects: ["orders.>", "invoices"] });
+  assert.deepEqual(updated.config.subjects, ["orders.>", "invoices"]);
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "orders")?.placement.subjects.includes("invoices") === true), "the placement's subjects updated everywhere");
+  assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "bills", subjects: ["invoices"] })), 10065);
+  const purged = await jsmSub.streams.purge("orders");
+  assert.equal(purged.purged, 5);
+
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);
   await waitUntil(() => !leader.jetstream!.streams.has("orders") && nodes.every((n) => n.cluster!.placements.get("$G", "orders") === undefined), "the stream and its placement gone");
   assert.equal(await apiErrorCode(jsmSub.streams.info("orders")), 10059);
+});
+
+test("a stream spread over the nodes (a Kafka topic): each publish is stored and acknowledged once, by the node leading its partition", async () => {
+  const [a, b] = nodes;
+  const config = { name: "spread", subjects: ["spread"], storage: "file", retention: "limits", discard: "old" };
+  // Spread by load: whichever nodes it chose, each stores only the partitions it leads.
+  const { placement } = await a.cluster!.placements.place("$G", "spread", { partitions: 3, spread: true, subjects: ["spread"], origin: "kafka", config });
+  const hosts = nodes.filter((n) => placement.leaders.includes(n.broker.serverName));
+  await waitUntil(() => hosts.every((n) => n.jetstream!.streams.get("spread")?.ledHere !== undefined && n.jetstream!.streams.get("spread")!.partitions.length === 3), "every leading node to host it");
+  await waitUntil(() => nodes.every((n) => n.routes!.peers().length === 2), "the mesh");
+  const pub = await client(b);
+  const acks: string[] = [];
+  const inbox = "acks.spread";
+  pub.subscribe(inbox, { callback: (_e, m) => void acks.push(m.string()) });
+  await pub.flush();
+  const keys = ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7"];
+  const expected = [0, 0, 0];
+  const sent = keys.length + 2;
+  // The captures' interest must have reached b from the other hosts.
+  await waitUntil(() => hosts.every((h) => h === b) || b.routes!.hasInterest(b.broker.accounts.get("$G")!, "spread"), "interest in the topic's subject on b");
+  for (const k of keys) {
+    const h = natsHeaders();
+    h.set("Nats-Key", k);
+    pub.publish("spread", k, { reply: inbox, headers: h });
+    expected[partitionForKey(Buffer.from(k), 3)]++;
+  }
+  pub.publish("spread", "u1", { reply: inbox });
+  pub.publish("spread", "u2", { reply: inbox });
+  expected[0] += 2;
+  await pub.flush();
+  const stored = (n: NagareServer, p: number): number => n.jetstream!.streams.get("spread")?.partitions[p].state().messages ?? 0;
+  const leaderOf = (p: number): NagareServer => nodes.find((n) => n.broker.serverName === placement.leaders[p])!;
+  await waitUntil(() => [0, 1, 2].every((p) => stored(leaderOf(p), p) === expected[p]) && acks.length >= sent, "every message stored by its partition's leader and acknowledged");
+  let total = 0;
+  for (const n of hosts) for (let p = 0; p < 3; p++) total += stored(n, p);
+  assert.equal(total, sent, "no node stored a partition it does not lead");
+  assert.equal(acks.length, sent, `one ack per message: ${acks.join(" | ")}`);
+  assert.ok(acks.every((x) => !x.includes("error")), acks.join(" | "));
+  await a.cluster!.placements.remove("$G", "spread");
+});
+
+test("nats v2: a push consumer with explicit acks and a pull fetch through nodes that do not lead the stream", async () => {
+  const [a, b, c] = nodes;
+  const v2conns: v2.NatsConnection[] = [];
+  const open = async (n: NagareServer): Promise<v2.NatsConnection> => {
+    const nc = await v2.connect({ servers: n.url });
+    v2conns.push(nc);
+    return nc;
+  };
+  try {
+    const jsm = await (await open(a)).jetstreamManager();
+    await jsm.streams.add({ name: "pushed", subjects: ["pushed.*"], placement: { cluster: "", tags: ["node:a"] } });
+    await waitUntil(() => b.cluster!.placements.get("$G", "pushed") !== undefined && c.cluster!.placements.get("$G", "pushed") !== undefined, "the placement on b and c");
+    const js = (await open(b)).jetstream();
+    for (let i = 0; i < 3; i++) await js.publish(`pushed.${i}`, v2.StringCodec().encode(`p${i}`));
+    const cnc = await open(c);
+    const opts = v2.consumerOpts();
+    opts.durable("pushdur");
+    opts.deliverTo(v2.createInbox());
+    opts.ackExplicit();
+    opts.deliverAll();
+    const sub = await cnc.jetstream().subscribe("pushed.*", opts);
+    const got: string[] = [];
+    for await (const m of sub) {
+      got.push(v2.StringCodec().decode(m.data));
+      m.ack();
+      if (got.length === 3) break;
+    }
+    assert.deepEqual(got, ["p0", "p1", "p2"]);
+    const cjsm = await cnc.jetstreamManager();
+    const info = await cjsm.consumers.info("pushed", "pushdur");
+    assert.equal(info.delivered.stream_seq, 3);
+    await cjsm.consumers.add("pushed", { durable_name: "pulldur", ack_policy: v2.AckPolicy.Explicit });
+    const consumer = await cnc.jetstream().consumers.get("pushed", "pulldur");
+    const fetched: string[] = [];
+    for await (const m of await consumer.fetch({ max_messages: 3, expires: 5000 })) {
+      fetched.push(m.subject);
+      m.ack();
+    }
+    assert.deepEqual(fetched, ["pushed.0", "pushed.1", "pushed.2"]);
+  } finally {
+    for (const nc of v2conns) await nc.close();
+  }
+});
+
+test("a client header named like the route's own Nagare-Subject crosses a route unchanged, and cannot change the subject shown", async () => {
+  const [a, b] = nodes;
+  const sub = await client(a);
+  const got: Array<{ subject: string; header: string | undefined }> = [];
+  sub.subscribe("spoof.>", { callback: (_e, m) => void got.push({ subject: m.subject, header: m.headers?.get("Nagare-Subject") }) });
+  await sub.flush();
+  const pub = await client(b);
+  await waitUntil(() => b.routes!.hasInterest(b.broker.accounts.get("$G")!, "spoof.x"), "b to know a's interest");
+  const h = natsHeaders();
+  h.set("Nagare-Subject", "elsewhere");
+  pub.publish("spoof.x", "1", { headers: h });
+  await pub.flush();
+  await waitUntil(() => got.length === 1, "the message on a");
+  assert.deepEqual(got, [{ subject: "spoof.x", header: "elsewhere" }]);
 });
 
 test("placement tags choose the node; no node with the tags is nats-server's 10005", async () => {
@@ -202,6 +316,52 @@ test("KV and object store through a node that does not lead the bucket", async (
   const osB = await new Objm(await client(b)).open("files");
   const back = await osB.getBlob("blob");
   assert.deepEqual(back, data);
+});
+
+test("streams found on disk: adopted when the cluster has no placement, set aside (files kept, shown in /jsz) when placed elsewhere", async () => {
+  const [a] = nodes;
+  const store = join(dir, "d");
+  const single = await startServer({ host: "127.0.0.1", port: -1, jetstream: true, storeDir: store });
+  const nc = await connect({ servers: single.url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "legacy", subjects: ["legacy.>"] });
+  await jsm.streams.add({ name: "foreign", subjects: ["foreign.>"] });
+  await nc.close();
+  await single.close();
+  // Meanwhile the cluster placed a stream of that name on a.
+  const config = { name: "foreign", subjects: ["foreign.>"], storage: "file", retention: "limits", discard: "old" };
+  await a.cluster!.placements.place("$G", "foreign", { partitions: 1, tags: ["node:a"], spread: false, subjects: ["foreign.>"], origin: "jetstream", config });
+  const d = await startServer({
+    host: "127.0.0.1",
+    port: -1,
+    httpPort: -1,
+    jetstream: true,
+    storeDir: store,
+    serverName: "d",
+    serverTags: ["node:d"],
+    cluster: { name: clusterName, host: "127.0.0.1", port: -1 },
+    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
+  });
+  try {
+    assert.deepEqual(d.cluster!.placements.get("$G", "legacy")?.placement.leaders, ["d"], "adopted: this node leads it");
+    assert.ok(d.jetstream!.streams.has("legacy"));
+    assert.equal(d.jetstream!.streams.has("foreign"), false, "placed on a: not served here");
+    assert.match(d.jetstream!.notServed.get("foreign") ?? "", /placed it on a/);
+    const jsz = (await (await fetch(`http://127.0.0.1:${d.httpPort}/jsz?accounts=1&streams=1`)).json()) as {
+      meta_cluster: { name: string; cluster_size: number };
+      num_not_served: number;
+      account_details: Array<{ not_served?: Array<{ name: string }>; stream_detail?: Array<{ name: string; cluster: { name: string; leader: string } }> }>;
+    };
+    assert.deepEqual(jsz.meta_cluster, { name: clusterName, cluster_size: 4 });
+    assert.equal(jsz.num_not_served, 1);
+    assert.deepEqual(jsz.account_details[0].not_served?.map((x) => x.name), ["foreign"]);
+    assert.deepEqual(jsz.account_details[0].stream_detail?.find((x) => x.name === "legacy")?.cluster, { name: clusterName, leader: "d" });
+  } finally {
+    await d.close();
+  }
+  await a.cluster!.placements.remove("$G", "legacy");
+  await a.cluster!.placements.remove("$G", "foreign");
+  await waitUntil(() => !a.jetstream!.streams.has("foreign"), "a to delete foreign");
 });
 
 test("etcd killed: placed streams keep working, creates are refused with 10008, and work again when etcd returns", async () => {

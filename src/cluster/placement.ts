@@ -83,18 +83,34 @@ interface Candidate {
 }
 
 export class Placements {
+  /** Parsed placements by key, kept while the key's revision holds: requests and acks look a stream up on every call. */
+  private readonly parsed = new Map<string, { revision: number; placement: StreamPlacement | undefined }>();
+
   constructor(
     private readonly metadata: MetadataStore,
     private readonly membership: Membership,
     readonly self: string,
     readonly clusterName: string,
-  ) {}
+  ) {
+    metadata.onChange((c) => {
+      if (c.entry === undefined) this.parsed.delete(c.key);
+    });
+  }
 
+  /** A stream's placement (shared: not to be changed by the caller), read from memory. */
   get(account: string, stream: string): { placement: StreamPlacement; revision: number } | undefined {
-    const e = this.metadata.get(placementKey(account, stream));
-    if (e === undefined) return undefined;
-    const placement = parse(e.value);
-    return placement === undefined ? undefined : { placement, revision: e.revision };
+    const key = placementKey(account, stream);
+    const e = this.metadata.get(key);
+    if (e === undefined) {
+      this.parsed.delete(key);
+      return undefined;
+    }
+    let cached = this.parsed.get(key);
+    if (cached === undefined || cached.revision !== e.revision) {
+      cached = { revision: e.revision, placement: parse(e.value) };
+      this.parsed.set(key, cached);
+    }
+    return cached.placement === undefined ? undefined : { placement: cached.placement, revision: e.revision };
   }
 
   /** Every placement of an account (every account's, without one), in name order. */
@@ -217,14 +233,18 @@ export class Placements {
     return this.metadata.waitForRevision(revision, timeoutMs);
   }
 
-  /** Hears every placement change (from any node), with the placement after it (undefined: removed). */
-  onChange(listener: (account: string, stream: string, placement: StreamPlacement | undefined) => void): void {
+  /**
+   * Hears every placement change (from any node), with the placement after
+   * it (undefined: removed); `resync`: found by a full read after etcd
+   * compacted or went back, not seen as it happened.
+   */
+  onChange(listener: (account: string, stream: string, placement: StreamPlacement | undefined, resync: boolean) => void): void {
     this.metadata.onChange((c: MetaChange) => {
       if (!c.key.startsWith(PREFIX)) return;
       const rest = c.key.slice(PREFIX.length);
       const slash = rest.indexOf("/");
       if (slash < 0) return;
-      listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value));
+      listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value), c.resync);
     });
   }
 

@@ -45,6 +45,14 @@ export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Reco
     messages: usage.messages,
     bytes: usage.bytes,
   };
+  // In a cluster: nats-server's meta_cluster (no meta leader: etcd holds the metadata), and the streams on disk this node does not serve.
+  const cs = jss.cluster;
+  if (cs !== null) {
+    out.meta_cluster = { name: cs.directory.clusterName, cluster_size: ctx.cluster?.()?.nodes.length ?? 0 };
+    let notServed = 0;
+    for (const js of all) notServed += js.notServed.size;
+    if (notServed > 0) out.num_not_served = notServed;
+  }
   // nagare's own: damage and refused appends are visible without asking for every stream.
   if (usage.lost > 0) out.num_lost = usage.lost;
   if (usage.storageErrors > 0) out.storage_errors = usage.storageErrors;
@@ -83,13 +91,14 @@ async function accountDetail(ctx: MonitorContext, js: JetStream, opts: DetailOpt
   // nats-server shows reserved_* as its "no reservation" sentinel (2^64-1) here; nagare reserves nothing: 0.
   const usage = jetStreamUsage([js]);
   const detail: Record<string, unknown> = { name: js.account.name, id: js.account.name, ...jetStreamStats([js], usage), accounts: 0 };
+  if (js.notServed.size > 0) detail.not_served = [...js.notServed].sort(([x], [y]) => (x < y ? -1 : 1)).map(([name, reason]) => ({ name, reason }));
   if (!opts.streams) return detail;
   const list: Array<Record<string, unknown>> = [];
   for (const name of [...js.streams.keys()].sort()) {
     const stream = js.streams.get(name);
     if (stream === undefined || stream.deleted) continue;
     try {
-      list.push(await streamDetail(ctx, stream, opts));
+      list.push(await streamDetail(ctx, stream, opts, js.account.name));
     } catch (err) {
       // A stream deleted while it was being read (its log closed under us) is left out, not a failed answer.
       if (!stream.deleted) throw err;
@@ -99,11 +108,11 @@ async function accountDetail(ctx: MonitorContext, js: JetStream, opts: DetailOpt
   return detail;
 }
 
-async function streamDetail(ctx: MonitorContext, stream: Stream, opts: DetailOptions): Promise<Record<string, unknown>> {
+async function streamDetail(ctx: MonitorContext, stream: Stream, opts: DetailOptions, account: string): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {
     name: stream.config.name,
     created: stream.created.toISOString(),
-    cluster: { leader: ctx.broker.serverName },
+    cluster: clusterOf(ctx, stream, account),
   };
   if (opts.config) out.config = stream.config;
   out.state = await streamState(stream);
@@ -117,4 +126,12 @@ async function streamDetail(ctx: MonitorContext, stream: Stream, opts: DetailOpt
     });
   }
   return out;
+}
+
+/** A stream's `cluster`: this node alone, or in a cluster its name and the leader recorded in the placement. */
+function clusterOf(ctx: MonitorContext, stream: Stream, account: string): Record<string, unknown> {
+  const cs = ctx.jetstreams?.cluster;
+  if (cs === null || cs === undefined) return { leader: ctx.broker.serverName };
+  const p = cs.directory.get(account, stream.config.name)?.placement;
+  return { name: cs.directory.clusterName, leader: p?.leaders[0] ?? ctx.broker.serverName };
 }

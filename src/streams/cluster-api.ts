@@ -81,6 +81,13 @@ export function streamOfSubject(t: string[]): string | undefined {
   return undefined;
 }
 
+/** The stream of an ack or flow-control subject (`$JS.ACK.<stream>.…`), without splitting it: acks come once per message. */
+function ackStream(subject: string): string | undefined {
+  const from = subject.indexOf(".", 4) + 1;
+  const to = subject.indexOf(".", from);
+  return to > from ? subject.slice(from, to) : undefined;
+}
+
 /** A metadata change refused (etcd away, lease lost) or a placement impossible, as a JetStream error. */
 export function clusterError(err: unknown): ApiError | unknown {
   const name = (err as Error | undefined)?.name;
@@ -152,8 +159,7 @@ export class ClusterApi implements Receiver {
    * node serves it.
    */
   intercept(subject: string, msg: Message): boolean {
-    const t = subject.split(".");
-    const name = streamOfSubject(t);
+    const name = subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
     if (name === undefined) return false;
     const p = this.placement(name);
     if (p === undefined) return false;
@@ -255,8 +261,10 @@ export class ClusterApi implements Receiver {
       const leader = placement.leaders[0];
       if (leader !== this.cluster.self) {
         const headers = appendHeaders(null, [[PLACED_HEADER, `${revision} ${created}`]]);
-        if (!this.forward(leader, `$JS.API.STREAM.CREATE.${name}`, reply, body, headers)) throw Errors.streamOffline();
-        return null;
+        if (this.forward(leader, `$JS.API.STREAM.CREATE.${name}`, reply, body, headers)) return null;
+        // Placed on a node this one cannot reach now: a stream placed by this request must not stay placed.
+        if (created) await this.directory.remove(this.account, name).catch(() => undefined);
+        throw Errors.streamOffline();
       }
     }
     await this.cluster.settle(this.account, name);

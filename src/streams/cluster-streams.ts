@@ -61,11 +61,17 @@ export interface StreamDirectory {
   remove(account: string, stream: string): Promise<void>;
   update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream): Promise<unknown>;
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
-  onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined) => void): void;
+  /** `resync`: the change was found by a full read (etcd compacted, or restored from an older backup), not seen as it happened. */
+  onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined, resync: boolean) => void): void;
 }
 
-/** Why a stream is settled: found at start, its placement changed, or its placement was removed. */
-type Cause = "start" | "changed" | "removed";
+/**
+ * Why a stream is settled: found at start, its placement changed, its
+ * placement was removed, or found missing by a full read of the metadata
+ * (then the local copy is set aside, not deleted: an etcd restored from an
+ * older backup must not delete streams).
+ */
+type Cause = "start" | "changed" | "removed" | "vanished";
 
 export class ClusterStreams {
   /** The last settle of each `<account>/<stream>` still running: one at a time per stream. */
@@ -85,7 +91,7 @@ export class ClusterStreams {
    */
   static async start(jetstreams: JetStreams, directory: StreamDirectory, log: Logger): Promise<ClusterStreams> {
     const cs = new ClusterStreams(jetstreams, directory, log);
-    directory.onChange((account, stream, placement) => void cs.settle(account, stream, placement === undefined ? "removed" : "changed"));
+    directory.onChange((account, stream, placement, resync) => void cs.settle(account, stream, placement !== undefined ? "changed" : resync ? "vanished" : "removed").catch(() => undefined));
     jetstreams.changeListeners.add((account) => {
       if (jetstreams.get(account) !== undefined) void cs.settleAccount(account);
     });
@@ -137,6 +143,8 @@ export class ClusterStreams {
       if (cause === "removed") {
         this.log.info(`cluster: stream "${name}" of account ${account} was removed from the cluster; deleting the local copy`);
         await js.deleteStream(name);
+      } else if (cause === "vanished") {
+        await js.setAside(name, "its placement is gone from the cluster's metadata, found by a full read (etcd compacted or restored from an older backup); remove its directory, or place it again");
       } else if (cause === "start") await this.adopt(js, name);
       return;
     }

@@ -59,6 +59,7 @@ const PING = Buffer.from("PING\r\n");
  */
 const VERSION_LINE = Buffer.from("NATS/1.0\r\n");
 const PRESENTED = Buffer.from("Nagare-Subject: ");
+const MARK_LEN = VERSION_LINE.length + PRESENTED.length;
 const PONG = Buffer.from("PONG\r\n");
 const OUT_INITIAL = 16 * 1024;
 /** RMSG/HMSG overhead besides the variable fields: verb, spaces, two sizes, CRLFs. */
@@ -214,7 +215,15 @@ export class Route implements Connection, Receiver {
    */
   sendMsg(accountName: Buffer, msg: Message, queues: readonly string[], queueCount: number): void {
     if (this.closed) return;
-    if (msg.presented) return this.sendMsg(accountName, withPresentedSubject(msg), queues, queueCount);
+    // A client's own header that looks like ours is carried behind ours, so that the next node cannot mistake it.
+    if (msg.presented || (msg.hdrLen > MARK_LEN && startsWithAt(msg.data, msg.start, VERSION_LINE) && startsWithAt(msg.data, msg.start + VERSION_LINE.length, PRESENTED))) {
+      this.frame(accountName, withPresentedSubject(msg), queues, queueCount);
+      return;
+    }
+    this.frame(accountName, msg, queues, queueCount);
+  }
+
+  private frame(accountName: Buffer, msg: Message, queues: readonly string[], queueCount: number): void {
     const subjLen = msg.subjectEnd - msg.subjectStart;
     const replyLen = msg.replyEnd - msg.replyStart;
     const size = msg.end - msg.start;
@@ -554,7 +563,7 @@ export class Route implements Connection, Receiver {
     const stats = this.broker.stats;
     stats.inMsgs++;
     stats.inBytes += size;
-    if (m.hdrLen > VERSION_LINE.length + PRESENTED.length && startsWithAt(buf, s, VERSION_LINE) && startsWithAt(buf, s + VERSION_LINE.length, PRESENTED)) m = presentedMessage(m);
+    if (m.hdrLen > MARK_LEN && startsWithAt(buf, s, VERSION_LINE) && startsWithAt(buf, s + VERSION_LINE.length, PRESENTED)) m = presentedMessage(m);
     const acc = this.msgAccount;
     // An account this node does not have has no subscribers here.
     if (acc !== null) acc.route(m, this, this.queues);
