@@ -10,7 +10,8 @@
  * placement, topics deleted everywhere). A node killed: its partitions show leader -1 and
  * LEADER_NOT_AVAILABLE, clients get clear errors for them while the others
  * keep working; restarted, it comes back under the same broker id with its
- * records.
+ * records. etcd killed: every partition keeps being served from what each
+ * node last read, and topic changes are refused until etcd returns.
  */
 
 import { test, before, after } from "node:test";
@@ -405,4 +406,50 @@ test("a node killed: its partitions have no leader and clients get clear errors 
   const back = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(dead), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
   assert.equal(back.code, 0, back.stderr);
   assert.deepEqual(back.stdout.trim().split("\n"), [`before-${dead}`]);
+});
+
+/** CreateTopics v1 of one topic (3 partitions) through the bootstrap broker: its error code and message. */
+async function createRaw(topic: string): Promise<{ error: number; message: string | null }> {
+  const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
+  try {
+    k.send(frame(19, 1, (w) => w.arrayLength(1).string(topic).i32(3).i16(-1).arrayLength(0).arrayLength(0).i32(10_000).bool(false)));
+    const r = await k.response(0);
+    r.i32();
+    assert.equal(r.string(), topic);
+    return { error: r.i16(), message: r.nullableString() };
+  } finally {
+    k.destroy();
+  }
+}
+
+const count = (text: string, re: RegExp): number => text.match(new RegExp(re.source, "g"))?.length ?? 0;
+
+test("etcd killed: every partition keeps taking and serving records, even on nodes whose lease ran out; topic changes are refused with etcd's error until it returns", async () => {
+  const topic = "through.outage";
+  assert.deepEqual(await createRaw(topic), { error: 0, message: null });
+  await waitUntilAsync(async () => (await leadersFrom(kafkaPort(nodes.get("c")!), topic)).every((p) => p.leader >= 0), "c to see the topic");
+  const fenced = new Map([...nodes].map(([name, n]) => [name, count(n.output(), /cluster: node \w+ fenced/)]));
+  const registered = new Map([...nodes].map(([name, n]) => [name, count(n.output(), /cluster: node \w+ registered in etcd/)]));
+  await etcd.kill();
+  try {
+    // Each node counts its lease lost within the TTL (2 s).
+    for (const [name, n] of nodes) await waitUntil(() => count(n.output(), /cluster: node \w+ fenced/) > fenced.get(name)!, `${name} to count its lease lost`, 15_000);
+    for (let p = 0; p < 3; p++) {
+      const w = await kcat(["-b", bootstrap(), "-P", "-t", topic, "-p", String(p)], `during-${p}\n`);
+      assert.equal(w.code, 0, w.stderr);
+    }
+    const read = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(read.stdout.trim().split("\n").sort(), ["0 during-0", "1 during-1", "2 during-2"]);
+    const refused = await createRaw("not.now");
+    assert.equal(refused.error, 7, "REQUEST_TIMED_OUT: retriable");
+    assert.match(refused.message ?? "", /etcd/);
+  } finally {
+    await etcd.start();
+  }
+  // Back: every node registers again, and topics can be created.
+  for (const [name, n] of nodes) await waitUntil(() => count(n.output(), /cluster: node \w+ registered in etcd/) > registered.get(name)!, `${name} to register again`, 20_000);
+  await waitUntilAsync(async () => (await createRaw("after.outage")).error === 0, "a topic to be created once etcd is back", 20_000);
+  const after = await leadersFrom(kafkaPort(nodes.get("a")!), "after.outage");
+  assert.ok(after.every((p) => p.error === 0 && p.leader >= 0), JSON.stringify(after));
 });

@@ -11,7 +11,12 @@
  *   the live broker with the lowest id: clients only use it for admin
  *   requests, which any broker here answers.
  * - A partition's leader is its placement's node; a node that is not live
- *   (its lease gone) leads nothing clients can reach until it returns.
+ *   (its key gone from etcd) leads nothing clients can reach until it
+ *   returns. A node keeps serving what it leads while it cannot reach etcd
+ *   (its lease counted lost): placements are read from memory and nothing
+ *   moves a partition to another node yet, so no two nodes can lead one.
+ *   Moves and replication will have to fence it (DESIGN: "a node without
+ *   its lease serves nothing it leads").
  * - Coordinators are chosen by rendezvous hashing of (account, key type,
  *   key) over every broker id ever claimed (not only the live ones): every
  *   node computes the same answer from its copy of the metadata without a
@@ -43,8 +48,6 @@ export class EtcdKafkaCluster implements KafkaCluster {
    */
   private readonly cache = new Map<string, Map<string, PlacedTopic>>();
   private brokerList: KafkaBroker[] | null = null;
-  /** Whether this node held its lease when the cache was built: `local` depends on it. */
-  private cachedLease = false;
 
   private constructor(
     private readonly node: ClusterNode,
@@ -101,17 +104,12 @@ export class EtcdKafkaCluster implements KafkaCluster {
   }
 
   private isLiveBroker(name: string): boolean {
-    if (name === this.self) return this.node.membership.holdsLease();
+    if (name === this.self) return true; // it is answering
     const id = this.ids.idOf(name);
     return id !== undefined && this.brokers().some((b) => b.id === id);
   }
 
   topic(account: string, stream: string): PlacedTopic | undefined {
-    const lease = this.node.membership.holdsLease();
-    if (lease !== this.cachedLease) {
-      this.invalidate();
-      this.cachedLease = lease;
-    }
     let topics = this.cache.get(account);
     if (topics === undefined) this.cache.set(account, (topics = new Map()));
     let t = topics.get(stream);
@@ -130,14 +128,14 @@ export class EtcdKafkaCluster implements KafkaCluster {
 
   private placed(p: StreamPlacement): PlacedTopic {
     const config = p.config as { metadata?: Record<string, string> } | null;
-    const holds = this.node.membership.holdsLease();
     return {
       stream: p.stream,
       topic: config?.metadata?.[TOPIC_METADATA_KEY] ?? p.stream,
       leaders: p.leaders.map((n) => this.ids.idOf(n) ?? -1),
       live: p.leaders.map((n) => this.isLiveBroker(n)),
-      // A node without its lease serves nothing it leads: another may be given it.
-      local: p.leaders.map((n) => n === this.self && holds),
+      // Also without its lease (etcd away): nothing moves a partition to another node yet, so no
+      // two nodes can both lead one, and the data plane keeps serving through an etcd outage.
+      local: p.leaders.map((n) => n === this.self),
       subjects: p.subjects,
       config: p.config,
     };
