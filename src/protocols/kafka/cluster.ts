@@ -13,7 +13,7 @@
 import type { Stream } from "../../streams/stream.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { findTopic, streamNameOf } from "./topics.js";
+import { findTopic, streamNameOf, topicOf } from "./topics.js";
 
 export interface KafkaBroker {
   id: number;
@@ -84,11 +84,17 @@ export interface KafkaCluster {
  * and fetch.
  */
 export function ledPartition(door: AccountDoor, topic: string, index: number): Stream | number {
-  const stream = findTopic(door.js, topic);
   const cluster = door.door.cluster;
-  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
+  if (cluster === null) {
+    const stream = findTopic(door.js, topic);
+    return stream !== undefined && index >= 0 && index < stream.partitions.length ? stream : ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+  }
+  const name = streamNameOf(topic);
+  const local = door.js.streams.get(name);
+  const stream = local !== undefined && topicOf(local) === topic ? local : undefined;
+  const placed = cluster.topic(door.account, name);
   if (placed === undefined || placed.topic !== topic) {
-    // Single node, or a stream this node has and the cluster does not place (made before the node joined).
+    // A stream this node has and the cluster does not place (yet: one found on disk is adopted at start).
     return stream !== undefined && index >= 0 && index < stream.partitions.length ? stream : ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
   }
   if (index < 0 || index >= placed.leaders.length) return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
