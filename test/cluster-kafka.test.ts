@@ -7,7 +7,9 @@
  * NOT_LEADER_OR_FOLLOWER, one that does not coordinate a group
  * NOT_COORDINATOR. Admin requests to any broker go through the
  * placements (partitions added spread, configs described from the
- * placement, topics deleted everywhere). A node killed: its partitions show leader -1 and
+ * placement, topics deleted everywhere). A transaction commits when its
+ * partitions are led by its coordinator's node and is refused otherwise.
+ * A node killed: its partitions show leader -1 and
  * LEADER_NOT_AVAILABLE, clients get clear errors for them while the others
  * keep working; restarted, it comes back under the same broker id with its
  * records. etcd killed: every partition keeps being served from what each
@@ -330,6 +332,46 @@ test("admin through the bootstrap broker: a topic's partitions grow spread, its 
   }
   const listed = await withAdmin((a) => a.listTopics());
   assert.ok(!listed.includes(topic), listed.join(","));
+});
+
+test("transactions: a transactional producer whose partition is led by its coordinator's node commits; one led elsewhere is refused, not half-written", async () => {
+  const topic = "spread.orders";
+  const transactionalId = "cluster-txn";
+  const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
+  let coordinator: number;
+  try {
+    k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
+    const r = await k.response(0);
+    r.i32();
+    assert.equal(r.i16(), 0);
+    r.nullableString();
+    coordinator = r.i32();
+  } finally {
+    k.destroy();
+  }
+  const leaders = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
+  const home = leaders.findIndex((p) => p.leader === coordinator);
+  const away = leaders.findIndex((p) => p.leader !== coordinator);
+  assert.ok(home >= 0 && away >= 0, JSON.stringify(leaders));
+
+  const retry = { retries: 2, initialRetryTime: 100, maxRetryTime: 500 };
+  const producer = new Kafka({ clientId: "txn", brokers: [bootstrap()], logLevel: logLevel.NOTHING, retry }).producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    const t1 = await producer.transaction();
+    await t1.send({ topic, messages: [{ value: "in-txn", partition: home }] });
+    await t1.commit();
+    const t2 = await producer.transaction();
+    await assert.rejects(t2.send({ topic, messages: [{ value: "elsewhere", partition: away }] }), /not the leader/i);
+    await t2.abort().catch(() => undefined);
+  } finally {
+    await producer.disconnect();
+  }
+  const committed = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(home), "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
+  assert.equal(committed.code, 0, committed.stderr);
+  assert.equal(committed.stdout.trim().split("\n").at(-1), "in-txn");
+  const untouched = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(away), "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_uncommitted", "-f", "%s\n"]);
+  assert.ok(!untouched.stdout.includes("elsewhere"), untouched.stdout);
 });
 
 test("a node killed: its partitions have no leader and clients get clear errors for them, the others keep working; restarted, it is the same broker with its records", async () => {
