@@ -48,6 +48,8 @@ export class EtcdKafkaCluster implements KafkaCluster {
    */
   private readonly cache = new Map<string, Map<string, PlacedTopic>>();
   private brokerList: KafkaBroker[] | null = null;
+  /** Every claimed broker id, by node name: what coordinators hash over, asked on every group request. */
+  private claimed: number[] | null = null;
 
   private constructor(
     private readonly node: ClusterNode,
@@ -77,6 +79,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
   private invalidate(): void {
     this.cache.clear();
     this.brokerList = null;
+    this.claimed = null;
   }
 
   brokers(): KafkaBroker[] {
@@ -144,7 +147,8 @@ export class EtcdKafkaCluster implements KafkaCluster {
   coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number } {
     let best = -1;
     let bestScore = -1;
-    for (const id of this.ids.all().values()) {
+    this.claimed ??= [...this.ids.all().values()];
+    for (const id of this.claimed) {
       const score = rendezvous(account, keyType, key, id);
       if (score > bestScore || (score === bestScore && id < best)) {
         best = id;

@@ -10,19 +10,21 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
-import { decodeDeleteGroups, decodeOffsetDelete } from "./requests.js";
+import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP } from "./requests.js";
 import { coordinatorError, partitionCount } from "./cluster.js";
-import { KEY_TYPE_GROUP } from "./requests.js";
 
 export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupIds } = decodeDeleteGroups(r);
   const results: Array<[string, number]> = [];
   for (const id of groupIds) {
     const refused = coordinatorError(door, KEY_TYPE_GROUP, id);
-    const g = refused !== ErrorCode.NONE ? null : door.groups.group(id, false);
-    let error: number = refused;
-    if (refused !== ErrorCode.NONE) error = refused;
-    else if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
+    if (refused !== ErrorCode.NONE) {
+      results.push([id, refused]);
+      continue;
+    }
+    const g = door.groups.group(id, false);
+    let error: number = ErrorCode.NONE;
+    if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
     else if (g.state !== "Empty" || g.members.size > 0) error = ErrorCode.NON_EMPTY_GROUP;
     else {
       await door.groups.remove(g);
