@@ -5,7 +5,8 @@
  * are led by each of the three; a consumer group finds its coordinator
  * wherever it is. A broker that does not lead a partition answers
  * NOT_LEADER_OR_FOLLOWER, one that does not coordinate a group
- * NOT_COORDINATOR. Admin requests to any broker go through the
+ * NOT_COORDINATOR; when leaders change under running KafkaJS and
+ * librdkafka producers, they recover by themselves. Admin requests to any broker go through the
  * placements (partitions added spread, configs described from the
  * placement, topics deleted everywhere). A transaction commits when its
  * partitions are led by its coordinator's node and is refused otherwise.
@@ -21,6 +22,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawn } from "node:child_process";
 import kafkajs from "kafkajs";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
@@ -28,6 +30,7 @@ import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
+import { EtcdClient } from "../src/cluster/etcd-client.js";
 
 const { Kafka, logLevel } = kafkajs;
 const NOT_LEADER_OR_FOLLOWER = 6;
@@ -283,6 +286,92 @@ test("a produce or fetch sent to a broker that does not lead the partition gets 
     k.destroy();
   }
 });
+
+test("leaders change under running clients (the placement rewritten in etcd, as a move will): KafkaJS and librdkafka (confluent-kafka), with the old leaders cached, get NOT_LEADER_OR_FOLLOWER, refresh and deliver to the new leaders", async () => {
+  const topic = "moving";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));
+  const before = (await leadersFrom(kafkaPort(nodes.get("a")!), topic)).map((p) => p.leader);
+  assert.equal(new Set(before).size, 3, `one partition on each broker: ${before.join(",")}`);
+
+  const producer = client().producer();
+  await producer.connect();
+  // librdkafka (confluent-kafka in Debian's Python) in one process for the whole test: it keeps its cached leaders.
+  const script = [
+    "import sys",
+    "from confluent_kafka import Producer",
+    `p = Producer({"bootstrap.servers": "${bootstrap()}", "linger.ms": 0})`,
+    "errors = []",
+    "def done(err, msg):",
+    "    if err is not None: errors.append(str(err))",
+    `p.produce("${topic}", b"rdkafka-first", partition=0, on_delivery=done)`,
+    "print('first', p.flush(20), errors, flush=True)",
+    "sys.stdin.readline()",
+    `p.produce("${topic}", b"rdkafka-second", partition=0, on_delivery=done)`,
+    "print('second', p.flush(20), errors, flush=True)",
+  ].join("\n");
+  const rd = spawn("/usr/bin/python3", ["-c", script], { stdio: ["pipe", "pipe", "pipe"] });
+  let rdOut = "";
+  let rdErr = "";
+  rd.stdout.on("data", (d: Buffer) => (rdOut += d.toString()));
+  rd.stderr.on("data", (d: Buffer) => (rdErr += d.toString()));
+  const rdExit = new Promise<number | null>((resolve) => rd.once("exit", (code) => resolve(code)));
+  try {
+    for (let p = 0; p < 3; p++) await producer.send({ topic, messages: [{ value: `first-${p}`, partition: p }] });
+    await waitUntil(() => /^first .*\n/m.test(rdOut), "librdkafka's first record to be delivered", 20_000);
+    assert.match(rdOut, /^first 0 \[\]$/m, rdErr);
+
+    // Partition p moves to the broker that led p + 1 (all three host the topic, so each has a copy to serve).
+    const admin = new EtcdClient({ endpoints: [etcd.endpoint] });
+    try {
+      const key = `/nagare/${clusterName}/meta/streams/$G/${topic}`;
+      const current = (await admin.range(key)).kvs[0];
+      const placement = JSON.parse(current.value) as { leaders: string[] };
+      placement.leaders = [1, 2, 0].map((i) => placement.leaders[i]);
+      assert.ok((await admin.txn([{ key, modRevision: current.modRevision }], [{ put: key, value: JSON.stringify(placement) }])).succeeded);
+    } finally {
+      admin.close();
+    }
+    const after = [1, 2, 0].map((i) => before[i]);
+    for (const n of nodes.values()) {
+      await waitUntilAsync(async () => (await leadersFrom(kafkaPort(n), topic)).every((p, i) => p.leader === after[i]), "every broker to see the new leaders");
+    }
+
+    // Sent to the old leaders first, answered NOT_LEADER_OR_FOLLOWER, then to the new ones.
+    for (let p = 0; p < 3; p++) await producer.send({ topic, messages: [{ value: `second-${p}`, partition: p }] });
+    rd.stdin.end("\n");
+    assert.equal(await rdExit, 0, rdErr);
+    assert.match(rdOut, /^second 0 \[\]$/m, rdErr);
+  } finally {
+    rd.kill();
+    await producer.disconnect();
+  }
+  const ports = await brokerPorts();
+  for (let p = 0; p < 3; p++) {
+    // What the old leader stored stays with it (moving records is not built); the new leader has what came after.
+    assert.deepEqual(await latestOffset(ports.get(before[p])!, topic, p), { error: NOT_LEADER_OR_FOLLOWER, offset: -1 });
+    const read = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(p), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(read.stdout.trim().split("\n").sort(), p === 0 ? ["rdkafka-second", "second-0"] : [`second-${p}`]);
+  }
+});
+
+/** ListOffsets v1 (latest) of one partition, as broker `port` answers it. */
+async function latestOffset(port: number, topic: string, partition: number): Promise<{ error: number; offset: number }> {
+  const k = await RawKafka.open(port);
+  try {
+    k.send(frame(2, 1, (w) => w.i32(-1).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(-1)));
+    const r = await k.response(0);
+    r.i32();
+    r.string();
+    r.i32();
+    r.i32();
+    const error = r.i16();
+    r.i64(); // timestamp
+    return { error, offset: r.i64() };
+  } finally {
+    k.destroy();
+  }
+}
 
 /** A topic's retention.ms as DescribeConfigs v0 of broker `port` gives it (null: the error code). */
 async function retentionFrom(port: number, topic: string): Promise<string | number> {
