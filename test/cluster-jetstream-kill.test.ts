@@ -108,6 +108,14 @@ test("a killed node's streams are offline at once; the others' keep working; cor
   await assert.rejects(jsB.publish("onk", "2", { timeout: 5000 }), (err: Error) => /no responders|503/i.test(`${err.message} ${String((err as { cause?: unknown }).cause ?? "")}`));
   assert.ok(Date.now() - t0 < 3000, "answered at once, not after a client timeout");
 
+  // LIST names the stream it could not read as missing, as nats-server does; NAMES still has it (it is placed).
+  const raw = await client(b.url);
+  const list = JSON.parse((await raw.request("$JS.API.STREAM.LIST", "{}", { timeout: 10_000 })).string()) as { total: number; streams: Array<{ config: { name: string } }>; missing?: string[] };
+  assert.deepEqual(list.streams.map((x) => x.config.name), ["ona"]);
+  assert.deepEqual(list.missing, ["onk"]);
+  const names = JSON.parse((await raw.request("$JS.API.STREAM.NAMES", "{}", { timeout: 10_000 })).string()) as { streams: string[] };
+  assert.deepEqual(names.streams, ["ona", "onk"]);
+
   // The stream on a works from b.
   assert.equal((await jsB.publish("ona", "x")).seq, 1);
   assert.equal((await jsmB.streams.info("ona")).state.messages, 1);

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { uniqueCluster } from "./helpers/cluster.js";
+import { uniqueCluster, within } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
@@ -168,8 +168,21 @@ test("a stream created through one node is placed and served through every node:
   assert.deepEqual(updated.config.subjects, ["orders.>", "invoices"]);
   await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "orders")?.placement.subjects.includes("invoices") === true), "the placement's subjects updated everywhere");
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "bills", subjects: ["invoices"] })), 10065);
+  // An update the stream refuses leaves its placement as it was.
+  assert.equal(await apiErrorCode(jsmSub.streams.update("orders", { subjects: ["orders.>"], retention: "workqueue" } as never)), 10052);
+  assert.deepEqual(a.cluster!.placements.get("$G", "orders")?.placement.subjects, ["orders.>", "invoices"]);
   const purged = await jsmSub.streams.purge("orders");
   assert.equal(purged.purged, 5);
+
+  // The nodes' own subjects are not for clients: a forged forward is refused (it would bypass permissions on $JS.API).
+  const forger = await client(subNode);
+  const refused = (async () => {
+    for await (const s of forger.status()) if (s.type === "error" && /Permissions Violation/.test(String((s as { error?: unknown }).error ?? (s as { data?: unknown }).data))) return true;
+    return false;
+  })();
+  forger.publish(`$NG.JS.${leader.broker.serverName}.$JS.API.STREAM.DELETE.orders`);
+  assert.equal(await within(refused, 10_000, "the permissions violation"), true);
+  assert.equal((await jsmSub.streams.info("orders")).config.name, "orders", "still there");
 
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);
@@ -281,8 +294,15 @@ test("placement tags choose the node; no node with the tags is nats-server's 100
   const jsm = await jetstreamManager(await client(a));
   const info = await jsm.streams.add({ name: "tagged", subjects: ["tagged.>"], placement: { cluster: "", tags: ["node:c"] } });
   assert.equal(info.cluster?.leader, "c");
-  assert.equal(await apiErrorCode(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "", tags: ["gpu"] } })), 10005);
+  // nats-server 2.9's words: `no suitable peers for placement, tags not matched ['gpu']`.
+  await assert.rejects(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "", tags: ["gpu"] } }), (err: Error) =>
+    /no suitable peers for placement, tags not matched \['gpu'\]/.test(err.message),
+  );
+  assert.equal(await apiErrorCode(jsm.streams.add({ name: "nowhere", subjects: ["nowhere"], placement: { cluster: "other", tags: [] } })), 10005);
   assert.equal(a.cluster!.placements.get("$G", "nowhere"), undefined);
+  const here = await jsm.streams.add({ name: "named", subjects: ["named"], placement: { cluster: clusterName, tags: [] } });
+  assert.equal(here.cluster?.name, clusterName, "this cluster's name is a placement it honours");
+  await jsm.streams.delete("named");
   await jsm.streams.delete("tagged");
 });
 

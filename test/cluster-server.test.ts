@@ -180,21 +180,23 @@ async function getJson(url: string): Promise<Record<string, unknown>> {
 
 test("server processes register at start, show in `nagare cluster ls` and /varz, and leave on a clean stop and in lame duck", async () => {
   const cluster = uniqueCluster("srv");
-  const n1 = await spawnNode(["-c", nodeConf("n1", cluster), "-m", "-1"]);
+  const n1 = await spawnNode(["-c", nodeConf("n1", cluster, 'server_tags: ["AZ:1", ssd]'), "-m", "-1"]);
   const n2 = await spawnNode(["-c", nodeConf("n2", cluster), "--kafka_port", "-1", "-sd", join(dir, `${cluster}-n2-store`)]);
   try {
     assert.match(n1.output(), /\[INF\] cluster: node n1 registered in etcd \(\/nagare\/srv-\d+-\d+\/nodes\/n1, lease \d+, TTL 2 s\)/);
     assert.match(n2.output(), new RegExp(`\\[INF\\] cluster ${cluster}: 2 nodes: n1 \\(nats://127\\.0\\.0\\.1:\\d+\\), n2 \\(this one\\)`));
     await waitUntil(() => /cluster: node n2 joined/.test(n1.output()), "n1 to log n2 joining", 5000);
 
+    // A placement in etcd, as a node would write it: LEADS counts partitions led from placements.
+    await admin.put(`/nagare/${cluster}/meta/streams/$G/orders`, JSON.stringify({ account: "$G", stream: "orders", leaders: ["n2", "n1", "n2"] }));
     const ls = await runNagare(["cluster", "ls", "--etcd", etcd.endpoint, "--cluster_name", cluster]);
     assert.equal(ls.code, 0, ls.stderr);
     const lines = ls.stdout.trim().split("\n");
-    assert.match(lines[0], /^NAME +STATE +CONNECTIONS +SUBSCRIPTIONS +STREAMS +PARTITIONS +STORED +CLIENTS +KAFKA$/);
-    assert.match(lines[1], new RegExp(`^n1 +serving +0 +\\d+ +0 +0 +0 B +${n1.url.replace(/\./g, "\\.")}\\s*$`));
-    assert.match(lines[2], new RegExp(`^n2 +serving +0 +\\d+ +0 +0 +0 B +${n2.url.replace(/\./g, "\\.")} +127\\.0\\.0\\.1:\\d+$`));
+    assert.match(lines[0], /^NAME +STATE +CONNECTIONS +SUBSCRIPTIONS +STREAMS +PARTITIONS +LEADS +STORED +TAGS +CLIENTS +KAFKA$/);
+    assert.match(lines[1], new RegExp(`^n1 +serving +0 +\\d+ +0 +0 +1 +0 B +az:1,ssd +${n1.url.replace(/\./g, "\\.")}\\s*$`));
+    assert.match(lines[2], new RegExp(`^n2 +serving +0 +\\d+ +0 +0 +2 +0 B +${n2.url.replace(/\./g, "\\.")} +127\\.0\\.0\\.1:\\d+$`));
     const asJson = JSON.parse((await runNagare(["cluster", "ls", "--etcd", etcd.endpoint, "--cluster_name", cluster, "--json"])).stdout) as Array<Record<string, unknown>>;
-    assert.deepEqual(asJson.map((n) => [n.name, n.state, n.route_url, n.cluster]), [["n1", "serving", null, cluster], ["n2", "serving", null, cluster]]);
+    assert.deepEqual(asJson.map((n) => [n.name, n.state, n.route_url, n.cluster, n.tags, n.leads]), [["n1", "serving", null, cluster, ["az:1", "ssd"], 1], ["n2", "serving", null, cluster, [], 2]]);
     assert.equal(asJson[0].http, n1.httpUrl);
     // The same through a server's configuration file.
     const viaConf = await runNagare(["cluster", "ls", "-c", nodeConf("n1", cluster)]);
@@ -231,7 +233,7 @@ test("server processes register at start, show in `nagare cluster ls` and /varz,
 
 test("a server process that loses etcd says it is fenced, keeps serving its clients, and registers again when etcd returns", async () => {
   const cluster = uniqueCluster("fence");
-  const n1 = await spawnNode(["-c", nodeConf("n1", cluster), "-m", "-1"]);
+  const n1 = await spawnNode(["-c", nodeConf("n1", cluster, 'server_tags: ["AZ:1", ssd]'), "-m", "-1"]);
   try {
     await etcd.kill();
     // Fenced by its deadline timer, or (on a machine busy enough to run the keep-alive timer late) by the keep-alive that finds it passed.

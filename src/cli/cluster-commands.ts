@@ -13,6 +13,7 @@ import { dirname, resolve } from "node:path";
 import { EtcdClient, type EtcdTls } from "../cluster/etcd-client.js";
 import { clusterRoot } from "../cluster/node.js";
 import type { NodeRecord } from "../cluster/membership.js";
+import type { StreamPlacement } from "../cluster/placement.js";
 import { DEFAULTS, clusterNameError, etcdEndpointError, type EtcdOptions } from "../core/options.js";
 import { parseConf } from "../server/conf-parser.js";
 import { optionsFromConf } from "../server/conf-options.js";
@@ -34,7 +35,7 @@ const FLAGS: FlagSpec[] = [
 
 export const CLUSTER_USAGE = `Usage: nagare cluster ls [options]
 
-  ls   the nodes registered in etcd: name, state, load, addresses
+  ls   the nodes registered in etcd: name, state, load, partitions led, tags, addresses
 
 Options:
   --etcd <url>[,<url>...]        etcd's client URLs (default: from -c, else http://127.0.0.1:2379)
@@ -65,6 +66,16 @@ export async function runClusterCommand(argv: string[], io: ClientCommandIo = { 
     client = new EtcdClient({ endpoints: target.endpoints, tls: target.tls, dialTimeoutMs: timeout, requestTimeoutMs: timeout });
     const prefix = `${clusterRoot(target.prefix, target.cluster)}nodes/`;
     const r = await client.range(prefix, { prefix: true });
+    // Partitions led, from the placements themselves (what the next placement counts), not from the nodes' reported load.
+    const placed = await client.range(`${clusterRoot(target.prefix, target.cluster)}meta/streams/`, { prefix: true });
+    const leads = new Map<string, number>();
+    for (const kv of placed.kvs) {
+      try {
+        for (const l of (JSON.parse(kv.value) as StreamPlacement).leaders) leads.set(l, (leads.get(l) ?? 0) + 1);
+      } catch {
+        // not a placement: counted nowhere
+      }
+    }
     const nodes = r.kvs.map((kv) => {
       let record: Partial<NodeRecord> = {};
       try {
@@ -72,7 +83,8 @@ export async function runClusterCommand(argv: string[], io: ClientCommandIo = { 
       } catch {
         // shown with what etcd says: a name and a lease
       }
-      return { ...record, name: kv.key.slice(prefix.length), lease: kv.lease };
+      const name = kv.key.slice(prefix.length);
+      return { ...record, name, lease: kv.lease, leads: leads.get(name) ?? 0 };
     });
     if (args.flags.has("json")) {
       await write(io.stdout, `${JSON.stringify(nodes, null, 2)}\n`);
@@ -89,11 +101,13 @@ export async function runClusterCommand(argv: string[], io: ClientCommandIo = { 
       n.load?.subscriptions ?? "",
       n.load?.streams ?? "",
       n.load?.partitions ?? "",
+      n.leads,
       n.load === undefined ? "" : bytes(n.load.bytes),
+      (n.tags ?? []).join(","),
       (n.client_urls ?? []).join(","),
       n.kafka ?? "",
     ]);
-    await write(io.stdout, table(["NAME", "STATE", "CONNECTIONS", "SUBSCRIPTIONS", "STREAMS", "PARTITIONS", "STORED", "CLIENTS", "KAFKA"], rows));
+    await write(io.stdout, table(["NAME", "STATE", "CONNECTIONS", "SUBSCRIPTIONS", "STREAMS", "PARTITIONS", "LEADS", "STORED", "TAGS", "CLIENTS", "KAFKA"], rows));
     return 0;
   } catch (err) {
     return await reportFailure("cluster", err, CLUSTER_USAGE, io.stderr);

@@ -49,6 +49,13 @@ export interface RemoteDelivery {
   hasInterest(account: Account, subject: string): boolean;
 }
 
+/**
+ * Subjects the nodes of a cluster talk to each other on (JetStream requests
+ * forwarded to a stream's leader): clients may not publish on them, or a
+ * forwarded request could carry what their permissions refuse on `$JS.API`.
+ */
+export const CLUSTER_INTERNAL_PREFIX = "$NG.";
+
 /** For a message that came from another node: the queue groups that node chose this node to serve. */
 export interface RoutedQueues {
   allows(queue: string): boolean;

@@ -28,16 +28,17 @@
  */
 
 import { Message } from "../subjects/message.js";
+import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
-import { normalizeStreamConfig, unsupportedStreamFeature, type StreamConfig } from "./config.js";
+import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
 import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 
-const FORWARD_PREFIX = "$NG.JS.";
-const REPLY_PREFIX = "$NG.R.";
+const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
+const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
 export const PLACED_HEADER = "Nagare-Placed";
 /** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
 const REMOTE_INFO_MS = 2000;
@@ -88,10 +89,17 @@ function ackStream(subject: string): string | undefined {
   return to > from ? subject.slice(from, to) : undefined;
 }
 
-/** A metadata change refused (etcd away, lease lost) or a placement impossible, as a JetStream error. */
-export function clusterError(err: unknown): ApiError | unknown {
+/**
+ * A metadata change refused (etcd away, lease lost) or a placement
+ * impossible, as a JetStream error. No peers reads as nats-server 2.9 words
+ * it: with the tags asked for when there were some (`tags` of the request).
+ */
+export function clusterError(err: unknown, tags: readonly string[] = []): ApiError | unknown {
   const name = (err as Error | undefined)?.name;
-  if (name === "NoSuitablePeersError") return Errors.clusterNoPeers((err as Error).message);
+  if (name === "NoSuitablePeersError") {
+    const why = /tags/.test((err as Error).message) && tags.length > 0 ? `, tags not matched [${tags.map((t) => `'${t}'`).join(", ")}]` : "";
+    return Errors.clusterNoPeers(`no suitable peers for placement${why}`);
+  }
   if (name === "MetadataUnavailableError" || name === "FencedError") {
     return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
   }
@@ -197,6 +205,8 @@ export class ClusterApi implements Receiver {
   // ---- from other nodes ----
 
   deliver(sub: Subscription, msg: Message): void {
+    // Only another node may forward or answer here: a client publishing on these subjects would bypass its permissions on $JS.API.
+    if (!msg.fromRoute) return;
     const subject = msg.subject;
     if (sub === this.replySub) {
       this.pending.get(subject.slice(this.replyPrefix.length))?.(Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)));
@@ -255,7 +265,7 @@ export class ClusterApi implements Receiver {
           revision = r.revision;
           created = r.created;
         } catch (err) {
-          throw clusterError(err);
+          throw clusterError(err, where.tags ?? []);
         }
       }
       const leader = placement.leaders[0];
@@ -283,6 +293,9 @@ export class ClusterApi implements Receiver {
     const config = normalizeStreamConfig(req);
     const before = this.directory.get(this.account, name);
     if (before === undefined) return await (await this.js.updateStream(req)).info();
+    // Refused before the placement changes: every node hosting it follows the placement's config.
+    const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config);
+    if (invalid !== null) throw invalid;
     this.checkOverlap(config, name);
     try {
       await this.directory.update(this.account, name, (p) => ({ ...p, subjects: config.subjects, config }));
@@ -329,7 +342,12 @@ export class ClusterApi implements Receiver {
         if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo() };
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
-        const info = b === null ? null : (JSON.parse(b.toString()) as Json);
+        let info: Json | null = null;
+        try {
+          info = b === null ? null : (JSON.parse(b.toString()) as Json);
+        } catch {
+          // not an answer: counted as missing
+        }
         if (info === null || info.error !== undefined) {
           missing.push(n);
           return null;

@@ -18,6 +18,7 @@
 
 import type { Logger } from "../util/log.js";
 import type { JetStream } from "./jetstream.js";
+import { normalizeStreamConfig, sameJson } from "./config.js";
 import type { JetStreams } from "./jetstreams.js";
 
 /** Where a stream's partitions live, as the cluster records it (cluster/placement.ts's StreamPlacement). */
@@ -161,8 +162,10 @@ export class ClusterStreams {
         return;
       }
       stream = (await js.createStream(placed.config, partitions)).stream;
-    } else if (stream.partitions.length < partitions) {
-      stream = await js.addPartitions(name, partitions);
+    } else {
+      if (stream.partitions.length < partitions) stream = await js.addPartitions(name, partitions);
+      // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
+      if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
     }
     stream.ledHere = placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
   }

@@ -27,6 +27,8 @@ export class Message {
    * carry both.
    */
   presented = false;
+  /** It came from another node over a route (set by the route door): internal cluster subjects accept nothing else. */
+  fromRoute = false;
 
   get hasReply(): boolean {
     return this.replyEnd > this.replyStart;

@@ -11,7 +11,7 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
-import { NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
+import { CLUSTER_INTERNAL_PREFIX, NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
 import type { JwtUser } from "../../core/jwt-auth.js";
 import { Eviction } from "../../core/operator.js";
 import { Message } from "../../subjects/message.js";
@@ -439,6 +439,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (msg.subject !== this.lastValidSubject) {
       if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
         this.sendErr("Invalid Publish Subject");
+        return;
+      }
+      if (msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX)) {
+        this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
         return;
       }
       this.lastValidSubject = msg.subject;

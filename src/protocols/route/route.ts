@@ -106,7 +106,7 @@ export class Route implements Connection, Receiver {
 
   private out: Buffer = Buffer.allocUnsafe(OUT_INITIAL);
   private outLen = 0;
-  private readonly msg = new Message();
+  private readonly msg = Object.assign(new Message(), { fromRoute: true });
   private msgAccount: Account | null = null;
   private readonly queues = new QueueList();
   private lastAccountName = "";
@@ -699,5 +699,6 @@ function presentedMessage(m: Message): Message {
   const headers = rest.length === 2 ? undefined : Buffer.concat([VERSION_LINE, rest]);
   const out = Message.from(shown, m.reply, payload, headers);
   out.subject = m.subject;
+  out.fromRoute = true;
   return out;
 }
