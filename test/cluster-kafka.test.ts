@@ -394,7 +394,7 @@ async function retentionFrom(port: number, topic: string): Promise<string | numb
   }
 }
 
-test("admin through the bootstrap broker: a topic's partitions grow spread, its configs read the same from every broker, and it is deleted everywhere", async () => {
+test("admin through the bootstrap broker: a topic's partitions grow spread, its configs read and change the same on every broker, and it is deleted everywhere", async () => {
   const topic = "admin.ops";
   await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: "retention.ms", value: "3600000" }] }], waitForLeaders: true }));
   const one = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
@@ -414,6 +414,18 @@ test("admin through the bootstrap broker: a topic's partitions grow spread, its 
   }
   const read = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %s\n"]);
   assert.deepEqual(read.stdout.trim().split("\n").sort(), ["1 grown-1", "2 grown-2"]);
+  const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
+  try {
+    // IncrementalAlterConfigs v0: SET retention.ms.
+    k.send(frame(44, 0, (w) => w.arrayLength(1).i8(2).string(topic).arrayLength(1).string("retention.ms").i8(0).nullableString("7200000").bool(false)));
+    const r = await k.response(0);
+    r.i32();
+    r.i32();
+    assert.equal(r.i16(), 0, r.nullableString() ?? "");
+  } finally {
+    k.destroy();
+  }
+  for (const n of nodes.values()) await waitUntilAsync(async () => (await retentionFrom(kafkaPort(n), topic)) === "7200000", `broker ${n.url} to describe the new retention`);
 
   await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
   for (const n of nodes.values()) {
