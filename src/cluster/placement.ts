@@ -49,6 +49,8 @@ export interface PlacementRequest {
   subjects: string[];
   origin: StreamPlacement["origin"];
   config: unknown;
+  /** Nodes not to place on (Kafka topics: nodes without a Kafka listener). */
+  exclude?: ReadonlySet<string>;
 }
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
@@ -180,7 +182,7 @@ export class Placements {
       const placement: StreamPlacement = {
         account,
         stream,
-        leaders: this.choose(r),
+        leaders: this.choose(r, r.exclude),
         tags: r.tags ?? [],
         cluster: this.clusterName,
         subjects: r.subjects,

@@ -33,6 +33,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
 import { ClusterNode } from "../cluster/node.js";
+import { EtcdKafkaCluster } from "./kafka-cluster.js";
 import { RouteManager } from "../protocols/route/routes.js";
 import type { EtcdTls } from "../cluster/etcd-client.js";
 import type { NodeRecord } from "../cluster/membership.js";
@@ -213,6 +214,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,
           tls: kafkaTls,
           saslMechanisms: k.saslMechanisms ?? KAFKA_SASL_MECHANISMS,
+          clustered: opts.etcd !== undefined,
         },
         log,
         auth,
@@ -254,6 +256,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       if (routes !== undefined) followMembers(cluster, routes);
       // Streams follow the placements from now on: those placed here are created, those on disk matched.
       if (jetstreams !== undefined) clusterStreams = await ClusterStreams.start(jetstreams, cluster.placements, log);
+      // A broker of the Kafka cluster once it has its id: until then the door turns clients away.
+      if (kafka !== undefined) kafka.attachCluster(await EtcdKafkaCluster.join(cluster));
     } catch (err) {
       await cluster?.leave();
       listener.close();

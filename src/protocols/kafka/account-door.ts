@@ -38,6 +38,7 @@ export class AccountDoor {
     const groups = new GroupCoordinator(join(dir, "groups"), door.options.initialRebalanceDelayMs, debug);
     await groups.load();
     const producers = new ProducerStates();
+    if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const transactions = new TransactionCoordinator(js, groups, dir, () => producers.allocate(), debug);
     try {
       await transactions.load();
@@ -69,7 +70,7 @@ export class AccountDoor {
     return this.door.port;
   }
   get clusterId(): string {
-    return this.door.clusterId;
+    return this.door.cluster?.clusterId ?? this.door.clusterId;
   }
   get maxRequestBytes(): number {
     return this.door.maxRequestBytes;

@@ -5,9 +5,12 @@ import { MAX_PARTITIONS } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
+import { normalizeStreamConfig } from "../../streams/config.js";
+import { subjectsIntersect } from "../../subjects/subject.js";
 import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
 import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
+import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 
 /** Creates `topic` with `partitions` partitions; the Kafka outcome. */
 /** Kafka's message for a TopicAuthorizationException in admin responses. */
@@ -22,10 +25,16 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
     if (topicOf(existing) === topic) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
     return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `Topic '${topic}' collides with existing topic '${topicOf(existing)}'.`);
   }
+  const placed = door.door.cluster?.topic(door.account, streamNameOf(topic));
+  if (placed !== undefined) {
+    if (placed.topic === topic) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
+    return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `Topic '${topic}' collides with existing topic '${placed.topic}'.`);
+  }
   const limits = limitsFrom(configs);
   if ("error" in limits) return limits as Outcome;
   const config = { name: streamNameOf(topic), subjects: [topic], storage: "file", retention: "limits", discard: "old", ...limits, metadata: { ...limits.metadata, [TOPIC_METADATA_KEY]: topic } };
   if (validateOnly) return ok;
+  if (door.door.cluster !== null) return placeTopic(door, topic, partitions, config);
   try {
     await door.js.createStream(config, partitions);
   } catch (err) {
@@ -38,6 +47,43 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
   return ok;
 }
 
+/**
+ * In a cluster a topic is created by placing it: its partitions spread over
+ * the live nodes (cluster.ts), each of which creates its copy of the stream
+ * from the placed configuration. The answer comes once the placement is
+ * recorded; a produce that reaches a leader before its copy exists gets
+ * LEADER_NOT_AVAILABLE, which clients retry; this node's own copy is made
+ * before the answer.
+ */
+async function placeTopic(door: AccountDoor, topic: string, partitions: number, config: { name: string; subjects: string[] }): Promise<Outcome> {
+  // What each leader would refuse when it makes its copy is refused here, before anything is placed.
+  try {
+    normalizeStreamConfig(config);
+  } catch (err) {
+    if (!(err instanceof ApiError)) throw err;
+    return fail(ErrorCode.INVALID_CONFIG, err.message);
+  }
+  for (const p of door.door.cluster!.topics(door.account)) {
+    if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+  }
+  try {
+    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects);
+    if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
+  } catch (err) {
+    return clusterFailure(err);
+  }
+  // This node's copy, if it leads a partition, exists when the answer goes (the other leaders make theirs as they hear of it).
+  await door.js.cluster?.settle(door.account, config.name).catch(() => undefined);
+  door.log.info(`kafka: placed topic ${topic} with ${partitions} partition(s)`);
+  return ok;
+}
+
+/** A cluster change that failed, as Kafka says it: retriable (etcd away, no live node) or refused. */
+function clusterFailure(err: unknown): Outcome {
+  if (!(err instanceof KafkaClusterError)) throw err;
+  return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
+}
+
 export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
   const seen = new Set<string>();
@@ -47,6 +93,7 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     if (seen.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "topic named twice in one request");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
     else if (t.replication !== -1 && t.replication !== 1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor: larger than available brokers: 1.");
+    else if (t.assignments.length > 0 && door.door.cluster !== null) outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments are not taken in a cluster: nagare spreads the partitions over the live nodes");
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId)))) {
       outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, partitions 0..n-1`);
     } else {
@@ -67,9 +114,12 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
 export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { names } = decodeDeleteTopics(r);
   const results: Array<[string, number]> = [];
+  const cluster = door.door.cluster;
   for (const name of names) {
     const stream = findTopic(door.js, name);
-    if (stream === undefined) {
+    const placed = cluster?.topic(door.account, streamNameOf(name));
+    const isPlaced = placed !== undefined && placed.topic === name;
+    if (stream === undefined && !isPlaced) {
       results.push([name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]);
       continue;
     }
@@ -77,7 +127,16 @@ export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, 
       results.push([name, ErrorCode.TOPIC_AUTHORIZATION_FAILED]);
       continue;
     }
-    await door.js.deleteStream(stream.config.name);
+    if (isPlaced) {
+      // The nodes that lead it delete their copies when its placement goes.
+      try {
+        await cluster!.remove(door.account, streamNameOf(name));
+        await door.js.cluster?.settle(door.account, streamNameOf(name)).catch(() => undefined);
+      } catch (err) {
+        results.push([name, clusterFailure(err).error]);
+        continue;
+      }
+    } else await door.js.deleteStream(stream!.config.name);
     await door.groups.forgetTopic(name);
     door.producers.forgetTopic(name);
     door.log.info(`kafka: deleted topic ${name}`);
@@ -90,9 +149,8 @@ export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, 
 
 /** Why `stream` cannot grow to `count` partitions with these assignments, or null. */
 function growthError(door: AccountDoor, name: string, count: number, assignments: number[][] | null): Outcome | null {
-  const stream = findTopic(door.js, name);
-  if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
-  const current = stream.partitions.length;
+  const current = partitionCount(door, name);
+  if (current === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
   // Kafka's own words for a count that does not grow the topic.
   if (count < current) return fail(ErrorCode.INVALID_PARTITIONS, `Topic currently has ${current} partitions, which is higher than the requested ${count}.`);
   if (count === current) return fail(ErrorCode.INVALID_PARTITIONS, `Topic already has ${current} partitions.`);
@@ -101,16 +159,30 @@ function growthError(door: AccountDoor, name: string, count: number, assignments
     if (assignments.length !== count - current) {
       return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `Increasing the number of partitions by ${count - current} but ${assignments.length} assignments provided.`);
     }
+    // In a cluster the partitions are placed by nagare, spread over the live nodes: an assignment is not honoured, so it is refused.
+    if (door.door.cluster !== null) return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments are not taken in a cluster: nagare spreads new partitions over the live nodes");
     if (assignments.some((brokers) => brokers.length !== 1 || brokers[0] !== door.nodeId)) {
       return fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, once per partition (replication factor 1)`);
     }
   }
-  if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${name} is sealed`);
+  if (findTopic(door.js, name)?.config.sealed === true) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${name} is sealed`);
   return null;
 }
 
 /** Adds the partitions; the Kafka outcome of the stream's answer. */
 async function growTopic(door: AccountDoor, name: string, count: number): Promise<Outcome> {
+  const cluster = door.door.cluster;
+  const placed = cluster?.topic(door.account, streamNameOf(name));
+  if (placed !== undefined && placed.topic === name) {
+    try {
+      await cluster!.grow(door.account, placed.stream, count);
+    } catch (err) {
+      return clusterFailure(err);
+    }
+    await door.js.cluster?.settle(door.account, placed.stream).catch(() => undefined);
+    door.log.info(`kafka: topic ${name} now placed with ${count} partitions`);
+    return ok;
+  }
   const stream = findTopic(door.js, name);
   if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
   try {
@@ -186,13 +258,15 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
   const { topics } = decodeDeleteRecords(r);
   const results: Array<{ name: string; partitions: Array<{ index: number; low: number; error: number }> }> = [];
   for (const t of topics) {
-    const stream = findTopic(door.js, t.name);
     const partitions = [];
     for (const p of t.partitions) {
+      const led = ledPartition(door, t.name, p.index);
+      const stream = typeof led === "number" ? undefined : led;
       const log = stream?.partitions[p.index];
       let error: number = ErrorCode.NONE;
       let low = -1;
-      if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+      if (typeof led === "number") error = led;
+      else if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       else if (!mayManageTopic(conn.permissions, "PURGE", t.name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
       else {
         const hwm = log.state().lastSeq;

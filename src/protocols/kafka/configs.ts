@@ -18,7 +18,8 @@ import { KAFKA_DEFAULTS } from "./door.js";
 import { MAX_MEMBERS_PER_GROUP } from "./groups.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, type AlterConfigsRequest } from "./requests.js";
-import { findTopic, mayManageTopic } from "./topics.js";
+import { findTopic, mayManageTopic, streamNameOf } from "./topics.js";
+import { KafkaClusterError } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 
 const SEGMENT_BYTES = 64 * 1024 * 1024;
@@ -129,8 +130,28 @@ export interface ConfigEntry {
   source: number;
 }
 
+/** What the configs of a topic are read from: its stream here, or its placed configuration (cluster.ts). */
+type Configured = Pick<Stream, "config">;
+
+/**
+ * A topic's configuration: its stream's when this node has it, else (in a
+ * cluster) the one its placement carries; undefined when it exists nowhere.
+ */
+function configuredTopic(door: AccountDoor, name: string): { local: Stream | undefined; placed: boolean; current: Configured } | undefined {
+  const local = findTopic(door.js, name);
+  const p = door.door.cluster?.topic(door.account, streamNameOf(name));
+  const placed = p !== undefined && p.topic === name;
+  if (local !== undefined) return { local, placed, current: local };
+  if (!placed) return undefined;
+  try {
+    return { local, placed, current: { config: normalizeStreamConfig(p.config) } };
+  } catch {
+    return undefined; // a placement whose configuration no longer reads as a stream's: nothing to describe
+  }
+}
+
 /** The Kafka view of a stream's settings. */
-export function topicConfigs(door: AccountDoor, s: Stream): ConfigEntry[] {
+export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   const c = s.config;
   const source = (set: boolean): number => (set ? SOURCE_DYNAMIC_TOPIC : SOURCE_DEFAULT);
   return [
@@ -186,7 +207,7 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
 }
 
 /** Configs a topic has set, by name: what AlterConfigs replaces and IncrementalAlterConfigs changes. */
-function setTopicConfigs(door: AccountDoor, s: Stream): Map<string, string> {
+function setTopicConfigs(door: AccountDoor, s: Configured): Map<string, string> {
   const out = new Map<string, string>();
   for (const e of topicConfigs(door, s)) if (e.source === SOURCE_DYNAMIC_TOPIC && e.value !== null) out.set(e.name, e.value);
   return out;
@@ -211,7 +232,7 @@ type AlterResource = AlterConfigsRequest["resources"][number];
  * its configs replaced (AlterConfigs) or the named ones changed
  * (IncrementalAlterConfigs); an Outcome when they cannot be honoured.
  */
-function alteredConfig(door: AccountDoor, stream: Stream, res: AlterResource, incremental: boolean): StreamConfig | Outcome {
+function alteredConfig(door: AccountDoor, stream: Configured, res: AlterResource, incremental: boolean): StreamConfig | Outcome {
   const names = new Set<string>();
   const nulls: string[] = [];
   for (const c of res.configs) {
@@ -268,8 +289,9 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     return fail(ErrorCode.INVALID_CONFIG, `nagare's broker settings come from its configuration file and cannot be changed at run time (${res.configs.map((c) => c.name).join(", ")})`);
   }
   if (res.type !== RESOURCE_TOPIC) return fail(ErrorCode.INVALID_REQUEST, `resource type ${res.type} is not supported`);
-  const stream = findTopic(door.js, res.name);
-  if (stream === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${res.name} does not exist`);
+  const found = configuredTopic(door, res.name);
+  if (found === undefined) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${res.name} does not exist`);
+  const stream = found.current;
   if (!mayManageTopic(perms, "UPDATE", res.name)) return fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.");
   if (stream.config.sealed) return fail(ErrorCode.POLICY_VIOLATION, `the stream of topic ${res.name} is sealed: its settings cannot change`);
   const next = alteredConfig(door, stream, res, incremental);
@@ -280,8 +302,11 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     const refused = streamUpdateError(stream.config, checked);
     if (refused !== null) throw refused;
     if (validateOnly) return ok;
-    await door.js.updateStream(next);
+    // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
+    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked);
+    if (found.local !== undefined) await door.js.updateStream(next);
   } catch (err) {
+    if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
     if (!(err instanceof ApiError)) throw err;
     if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     return fail(ErrorCode.INVALID_CONFIG, err.message);
@@ -316,9 +341,9 @@ export function handleIncrementalAlterConfigs(door: AccountDoor, ctx: RequestCon
 /** The configs of one DescribeConfigs resource, or why not. */
 function describeResource(door: AccountDoor, type: number, name: string): Outcome & { entries: ConfigEntry[] } {
   if (type === RESOURCE_TOPIC) {
-    const stream = findTopic(door.js, name);
-    if (stream === undefined) return { ...fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${name} does not exist`), entries: [] };
-    return { ...ok, entries: topicConfigs(door, stream) };
+    const found = configuredTopic(door, name);
+    if (found === undefined) return { ...fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `topic ${name} does not exist`), entries: [] };
+    return { ...ok, entries: topicConfigs(door, found.current) };
   }
   if (type === RESOURCE_BROKER) {
     // As Kafka: "" is the cluster-wide dynamic defaults, of which nagare has none.

@@ -1,7 +1,10 @@
 /**
  * The Kafka door: a listener speaking the Kafka protocol onto the same
- * streams the NATS door serves. This node is the whole cluster as Kafka
- * clients see it: broker, controller and group coordinator (node id 0).
+ * streams the NATS door serves. On a single node it is the whole cluster as
+ * Kafka clients see it: broker, controller and group coordinator (node id
+ * 0). In a cluster (`attachCluster`) it is one broker among the nodes, with
+ * the id etcd gave its name, serving the partitions it leads and the groups
+ * it coordinates (cluster.ts).
  */
 
 import { createServer, type Server, type Socket } from "node:net";
@@ -30,6 +33,7 @@ import { handleProduce } from "./produce.js";
 import { handleFetch, handleListOffsets } from "./fetch.js";
 import { handleInitProducerId } from "./produce.js";
 import { AccountDoor } from "./account-door.js";
+import type { KafkaCluster } from "./cluster.js";
 import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleEndTxn, handleTxnOffsetCommit } from "./txn-api.js";
 import {
@@ -71,6 +75,12 @@ export interface KafkaOptions {
   tls: KafkaTls | null;
   /** Mechanisms SaslHandshake accepts (Kafka's sasl.enabled.mechanisms), when the server has authorization. */
   saslMechanisms: readonly SaslMechanism[];
+  /**
+   * The node joins a cluster once the listener's address is known: until
+   * `attachCluster`, connections are closed at once (a client told it is
+   * broker 0 of a one-node cluster would cache a wrong picture).
+   */
+  clustered?: boolean;
 }
 
 export interface KafkaTls {
@@ -124,7 +134,8 @@ export class KafkaDoor {
   /** Where plaintext connections' socket reads land, one at a time (see util/socket-reads.ts). */
   readonly readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
   readonly handlers = new Map<number, Handler>();
-  readonly nodeId = 0;
+  /** The other brokers, partition leaders and coordinators; null on a single node. */
+  cluster: KafkaCluster | null = null;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
   readonly decompression: ByteBudget;
   /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
@@ -256,6 +267,17 @@ export class KafkaDoor {
     return this.options.maxRequestBytes;
   }
 
+  /** This broker's id: 0 on a single node, the cluster's for this node's name in a cluster. */
+  get nodeId(): number {
+    return this.cluster?.nodeId ?? 0;
+  }
+
+  /** The node joined its cluster: from now on the door answers as one of its brokers. */
+  attachCluster(cluster: KafkaCluster): void {
+    this.cluster = cluster;
+    for (const d of this.ready.values()) d.producers.clustered(cluster.nodeId);
+  }
+
   static async start(broker: Broker, jetstreams: JetStreams, options: KafkaOptions, log: Logger, auth: PasswordAuth | null = null): Promise<KafkaDoor> {
     const storeDir = jetstreams.options.storeDir;
     const door = new KafkaDoor(broker, jetstreams, options, log, await clusterIdOf(storeDir));
@@ -307,8 +329,9 @@ export class KafkaDoor {
    */
   private accept(socket: Socket): void {
     const broker = this.broker;
-    if (broker.lameDuck || broker.connections.size >= broker.options.maxConnections) {
-      this.log.debug(`kafka ${socket.remoteAddress}:${socket.remotePort}: refused: ${broker.lameDuck ? "lame duck" : "maximum connections exceeded"}`);
+    const joining = this.options.clustered === true && this.cluster === null;
+    if (broker.lameDuck || joining || broker.connections.size >= broker.options.maxConnections) {
+      this.log.debug(`kafka ${socket.remoteAddress}:${socket.remotePort}: refused: ${broker.lameDuck ? "lame duck" : joining ? "not in the cluster yet" : "maximum connections exceeded"}`);
       socket.on("error", () => {});
       socket.destroy();
       return;

@@ -18,6 +18,7 @@ import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
+import { ledPartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
@@ -65,7 +66,7 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   const deadline = Date.now() + Math.max(0, req.maxWaitMs);
   let out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
   // Short of memory, answer with what fits rather than wait for more to arrive.
-  while (out.bytes < req.minBytes && !out.limited && Date.now() < deadline && !conn.closed) {
+  while (out.bytes < req.minBytes && !out.limited && !out.misled && Date.now() < deadline && !conn.closed) {
     conn.adjustResponseRoom(ctx, -ctx.held);
     await appendOrTimeout(door, topics, deadline);
     out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
@@ -98,6 +99,8 @@ interface Collected {
   bytes: number;
   /** Memory, not the request, limited what could be read. */
   limited: boolean;
+  /** A partition is led by another broker (or its leader is away): answered at once, as Kafka does, so the client goes to the leader. */
+  misled: boolean;
 }
 
 /**
@@ -133,20 +136,24 @@ async function collectWithRoom(door: AccountDoor, ctx: RequestContext, topics: T
 async function collect(door: AccountDoor, perms: PermissionCheck | null, topics: TopicFetch[], maxBytes: number, readCommitted: boolean): Promise<Collected> {
   let bytes = 0;
   const results: PartitionOut[][] = [];
+  let misled = false;
   for (const t of topics) {
-    const stream = findTopic(door.js, t.name);
+    const local = findTopic(door.js, t.name);
     const outs: PartitionOut[] = [];
-    const denied = stream !== undefined && !mayReadTopic(perms, stream);
+    const denied = local !== undefined && !mayReadTopic(perms, local);
     for (const p of t.partitions) {
       if (denied) {
         outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
         continue;
       }
-      const log = stream?.partitions[p.index];
-      if (stream === undefined || log === undefined) {
-        outs.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
+      const led = ledPartition(door, t.name, p.index);
+      if (typeof led === "number") {
+        if (led !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
+        outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
         continue;
       }
+      const stream = led;
+      const log = stream.partitions[p.index];
       const st = log.state();
       const hwm = st.lastSeq;
       const logStart = st.firstSeq - 1;
@@ -172,7 +179,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
     }
     results.push(outs);
   }
-  return { results, bytes, limited: false };
+  return { results, bytes, limited: false, misled };
 }
 
 /** Resolves on the first append to a fetched partition, or at the deadline. */
@@ -327,11 +334,12 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1 });
           continue;
         }
-        const log = stream?.partitions[p.index];
-        if (log === undefined) {
-          parts.push({ index: p.index, error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, timestamp: -1, offset: -1 });
+        const led = ledPartition(door, t.name, p.index);
+        if (typeof led === "number") {
+          parts.push({ index: p.index, error: led, timestamp: -1, offset: -1 });
           continue;
         }
+        const log = led.partitions[p.index];
         const st = log.state();
         let offset: number;
         let timestamp = -1;

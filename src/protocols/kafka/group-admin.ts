@@ -10,13 +10,18 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
-import { decodeDeleteGroups, decodeOffsetDelete } from "./requests.js";
-import { findTopic } from "./topics.js";
+import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP } from "./requests.js";
+import { coordinatorError, partitionCount } from "./cluster.js";
 
 export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupIds } = decodeDeleteGroups(r);
   const results: Array<[string, number]> = [];
   for (const id of groupIds) {
+    const refused = coordinatorError(door, KEY_TYPE_GROUP, id);
+    if (refused !== ErrorCode.NONE) {
+      results.push([id, refused]);
+      continue;
+    }
     const g = door.groups.group(id, false);
     let error: number = ErrorCode.NONE;
     if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
@@ -58,20 +63,22 @@ export function subscribedTopics(g: Group): Set<string> | null {
 
 export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupId, topics } = decodeOffsetDelete(r);
-  const g = groupId === "" ? null : door.groups.group(groupId, false);
+  const refused = groupId === "" ? ErrorCode.NONE : coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const g = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   let error: number = ErrorCode.NONE;
   if (groupId === "") error = ErrorCode.INVALID_GROUP_ID;
+  else if (refused !== ErrorCode.NONE) error = refused;
   else if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
   else if (g.members.size > 0 && g.protocolType !== "consumer") error = ErrorCode.NON_EMPTY_GROUP;
   const subscribed = g !== null && g.members.size > 0 ? subscribedTopics(g) : new Set<string>();
   const forget: string[] = [];
   const results = topics.map((t) => {
-    const stream = findTopic(door.js, t.name);
+    const count = partitionCount(door, t.name);
     return {
       name: t.name,
       partitions: t.partitions.map((index) => {
         let e: number = ErrorCode.NONE;
-        if (stream === undefined || index < 0 || index >= stream.partitions.length) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+        if (count === undefined || index < 0 || index >= count) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
         else if (subscribed === null || subscribed.has(t.name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
         else forget.push(offsetKey(t.name, index));
         return { index, error: e };

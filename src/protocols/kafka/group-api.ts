@@ -4,7 +4,7 @@ import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
-import { findTopic } from "./topics.js";
+import { coordinatorError, partitionCount } from "./cluster.js";
 import {
   decodeDescribeGroups,
   decodeFindCoordinator,
@@ -19,7 +19,7 @@ import {
 } from "./requests.js";
 
 export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
-  const { keyType } = decodeFindCoordinator(r, version);
+  const { key, keyType } = decodeFindCoordinator(r, version);
   if (version >= 1) w.i32(0); // throttle_time_ms
   if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) {
     w.i16(ErrorCode.INVALID_REQUEST);
@@ -27,18 +27,30 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
     w.i32(-1).string("").i32(-1);
     return true;
   }
+  const self = door.options.advertisedHost ?? conn.localHost;
+  const cluster = door.door.cluster;
+  const c = cluster === null ? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } } : cluster.coordinator(door.account, keyType, key);
+  if (c.broker === null) {
+    // Its broker is down: the group's offsets live there (clients retry until it is back).
+    w.i16(ErrorCode.COORDINATOR_NOT_AVAILABLE);
+    if (version >= 1) w.nullableString(`the coordinator of ${keyType === KEY_TYPE_GROUP ? "group" : "transactional id"} ${key}, broker ${c.id}, is not available`);
+    w.i32(-1).string("").i32(-1);
+    return true;
+  }
   w.i16(ErrorCode.NONE);
   if (version >= 1) w.nullableString(null);
-  w.i32(door.nodeId).string(door.options.advertisedHost ?? conn.localHost).i32(door.port);
+  if (c.id === door.nodeId) w.i32(door.nodeId).string(self).i32(door.port);
+  else w.i32(c.broker.id).string(c.broker.host).i32(c.broker.port);
   return true;
 }
 
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
-  const group = groupId === "" ? null : door.groups.group(groupId, true);
+  const refused = groupId === "" ? ErrorCode.NONE : coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, true);
   const result =
     group === null || protocols.length === 0
-      ? { error: groupId === "" || protocols.length === 0 ? ErrorCode.INVALID_GROUP_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE, generation: -1, protocol: "", leader: "", memberId, members: [] }
+      ? { error: refused !== ErrorCode.NONE ? refused : groupId === "" || protocols.length === 0 ? ErrorCode.INVALID_GROUP_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE, generation: -1, protocol: "", leader: "", memberId, members: [] }
       : await group.join(
           { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,
@@ -55,8 +67,9 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
 
 export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
-  const group = door.groups.group(groupId, false);
-  const result = group === null ? { error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
+  const result = group === null ? { error: refused !== ErrorCode.NONE ? refused : ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
   if (version >= 1) w.i32(0);
   w.i16(result.error).nullableBytes(result.assignment);
   return true;
@@ -64,14 +77,22 @@ export async function handleSyncGroup(door: AccountDoor, { version, r, w }: Requ
 
 export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, generation, memberId, instanceId } = decodeHeartbeat(r, version);
-  const group = door.groups.group(groupId, false);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
-  w.i16(group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
+  w.i16(refused !== ErrorCode.NONE ? refused : group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
   return true;
 }
 
 export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  if (refused !== ErrorCode.NONE) {
+    if (version >= 1) w.i32(0);
+    w.i16(refused);
+    if (version >= 3) w.arrayLength(0);
+    return true;
+  }
   const group = door.groups.group(groupId, false);
   const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId)));
   if (version >= 1) w.i32(0);
@@ -87,13 +108,14 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
 
 export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
   const results = topics.map((t) => {
-    const stream = findTopic(door.js, t.name);
+    const count = partitionCount(door, t.name);
     return {
       name: t.name,
       partitions: t.partitions.map((p) => {
-        const error: number = stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE;
+        const error: number = refused !== ErrorCode.NONE ? refused : count === undefined || p.index < 0 || p.index >= count ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE;
         return { ...p, error };
       }),
     };
@@ -130,7 +152,8 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
 export function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, topics: asked } = decodeOffsetFetch(r);
   let topics = asked;
-  const group = door.groups.group(groupId, false);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (topics === null) {
     // Every committed offset of the group (v2+).
     const byTopic = new Map<string, number[]>();
@@ -149,10 +172,10 @@ export function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestC
       const c = group?.offsets.get(offsetKey(t.name, p));
       w.i32(p).i64(c?.offset ?? -1);
       if (version >= 5) w.i32(-1); // committed_leader_epoch
-      w.nullableString(c?.metadata ?? "").i16(ErrorCode.NONE);
+      w.nullableString(c?.metadata ?? "").i16(refused);
     });
   });
-  if (version >= 2) w.i16(ErrorCode.NONE);
+  if (version >= 2) w.i16(refused);
   return true;
 }
 
@@ -168,9 +191,10 @@ export function handleDescribeGroups(door: AccountDoor, { version, r, w }: Reque
   const { groupIds: ids } = decodeDescribeGroups(r, version); // include_authorized_operations: not computed
   if (version >= 1) w.i32(0);
   w.array(ids, (w, id) => {
-    const g = door.groups.group(id, false);
+    const refused = coordinatorError(door, KEY_TYPE_GROUP, id);
+    const g = refused !== ErrorCode.NONE ? null : door.groups.group(id, false);
     const state = g === null ? "Dead" : g.state;
-    w.i16(ErrorCode.NONE).string(id).string(state).string(g?.protocolType ?? "").string(g?.protocol ?? "");
+    w.i16(refused).string(id).string(state).string(g?.protocolType ?? "").string(g?.protocol ?? "");
     const members = g === null ? [] : [...g.members.values()];
     w.array(members, (w, m) => {
       w.string(m.id);

@@ -6,7 +6,8 @@ import type { KafkaDoor } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
-import { findTopic, mayManageTopic, topicNameError, topicOf } from "./topics.js";
+import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf } from "./topics.js";
+import type { PlacedTopic } from "./cluster.js";
 import type { Stream } from "../../streams/stream.js";
 
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
@@ -36,62 +37,106 @@ export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, 
 export async function handleMetadata(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: names, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
 
-  type Entry = { name: string; error: number; stream: Stream | undefined };
-  const topics: Entry[] = [];
+  const topics: TopicEntry[] = [];
   if (names === null) {
-    for (const s of door.js.streams.values()) topics.push({ name: topicOf(s), error: ErrorCode.NONE, stream: s });
+    const placed = door.door.cluster?.topics(door.account) ?? [];
+    const seen = new Set<string>();
+    for (const p of placed) {
+      seen.add(p.stream);
+      topics.push({ name: p.topic, error: ErrorCode.NONE, partitions: placedPartitions(p) });
+    }
+    for (const s of door.js.streams.values()) if (!seen.has(s.config.name)) topics.push({ name: topicOf(s), error: ErrorCode.NONE, partitions: localPartitions(door, s) });
     topics.sort((a, b) => (a.name < b.name ? -1 : 1));
   } else {
     for (const name of names) {
-      let stream = findTopic(door.js, name);
+      let partitions = partitionsOf(door, name);
       let error: number = ErrorCode.NONE;
-      if (stream === undefined) {
+      if (partitions === undefined) {
         if (topicNameError(name) !== null) error = ErrorCode.INVALID_TOPIC_EXCEPTION;
         else if (allowCreate && door.options.autoCreateTopics && !mayManageTopic(conn.permissions, "CREATE", name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
         else if (allowCreate && door.options.autoCreateTopics) {
           const made = await createTopic(door, name, door.options.defaultPartitions, new Map());
-          if (made.error === ErrorCode.NONE || made.error === ErrorCode.TOPIC_ALREADY_EXISTS) stream = findTopic(door.js, name);
+          if (made.error === ErrorCode.NONE || made.error === ErrorCode.TOPIC_ALREADY_EXISTS) partitions = partitionsOf(door, name);
           else error = made.error;
-          if (stream === undefined && error === ErrorCode.NONE) error = ErrorCode.LEADER_NOT_AVAILABLE;
+          if (partitions === undefined && error === ErrorCode.NONE) error = ErrorCode.LEADER_NOT_AVAILABLE;
         } else error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       }
-      topics.push({ name, error, stream });
+      topics.push({ name, error, partitions: partitions ?? [] });
     }
   }
 
   if (version >= 3) w.i32(0); // throttle_time_ms
-  const host = door.options.advertisedHost ?? conn.localHost;
-  w.arrayLength(1);
-  w.i32(door.nodeId).string(host).i32(door.port);
-  if (version >= 1) w.nullableString(null); // rack
+  const self = door.options.advertisedHost ?? conn.localHost;
+  const cluster = door.door.cluster;
+  const brokers = cluster === null ? [{ id: door.nodeId, host: self, port: door.port }] : cluster.brokers().map((b) => (b.id === door.nodeId ? { id: b.id, host: self, port: door.port } : b));
+  w.array(brokers, (w, b) => {
+    w.i32(b.id).string(b.host).i32(b.port);
+    if (version >= 1) w.nullableString(null); // rack
+  });
   if (version >= 2) w.nullableString(door.clusterId);
-  if (version >= 1) w.i32(door.nodeId); // controller_id
+  if (version >= 1) w.i32(cluster === null ? door.nodeId : cluster.controllerId());
   w.array(topics, (w, t) => {
     w.i16(t.error).string(t.name);
     if (version >= 1) w.bool(false); // is_internal
-    const count = t.stream?.partitions.length ?? 0;
-    w.arrayLength(count);
-    for (let p = 0; p < count; p++) {
-      w.i16(ErrorCode.NONE).i32(p).i32(door.nodeId);
-      w.arrayLength(1).i32(door.nodeId); // replicas
-      w.arrayLength(1).i32(door.nodeId); // in-sync replicas
-      if (version >= 5) w.arrayLength(0); // offline replicas
-    }
+    w.arrayLength(t.partitions.length);
+    t.partitions.forEach((p, index) => {
+      // A leader that is down: no leader, its replica offline (one replica per partition until replication is built).
+      w.i16(p.live ? ErrorCode.NONE : ErrorCode.LEADER_NOT_AVAILABLE).i32(index).i32(p.live ? p.leader : -1);
+      w.arrayLength(1).i32(p.leader); // replicas
+      if (p.live) w.arrayLength(1).i32(p.leader); // in-sync replicas
+      else w.arrayLength(0);
+      if (version >= 5) {
+        if (p.live) w.arrayLength(0); // offline replicas
+        else w.arrayLength(1).i32(p.leader);
+      }
+    });
   });
   return true;
 }
 
+interface PartitionEntry {
+  leader: number;
+  live: boolean;
+}
+
+interface TopicEntry {
+  name: string;
+  error: number;
+  partitions: PartitionEntry[];
+}
+
+function placedPartitions(p: PlacedTopic): PartitionEntry[] {
+  return p.leaders.map((leader, i) => ({ leader, live: p.live[i] }));
+}
+
+function localPartitions(door: AccountDoor, s: Stream): PartitionEntry[] {
+  return s.partitions.map(() => ({ leader: door.nodeId, live: true }));
+}
+
+/** A topic's partitions as Metadata gives them: placed in the cluster, else this node's stream; undefined when it exists nowhere. */
+function partitionsOf(door: AccountDoor, name: string): PartitionEntry[] | undefined {
+  const placed = door.door.cluster?.topic(door.account, streamNameOf(name));
+  if (placed !== undefined && placed.topic === name) return placedPartitions(placed);
+  const stream = findTopic(door.js, name);
+  return stream === undefined ? undefined : localPartitions(door, stream);
+}
+
 /**
- * DescribeCluster v0 (flexible: compact strings, tagged fields): this node
- * is the cluster and its controller, with the cluster id Metadata gives.
+ * DescribeCluster v0 (flexible: compact strings, tagged fields): the
+ * brokers and the controller, with the cluster id Metadata gives.
  */
 export function handleDescribeCluster(door: AccountDoor, { conn, r, w }: RequestContext): boolean {
   decodeDescribeCluster(r); // include_cluster_authorized_operations: not computed
   w.i32(0).i16(ErrorCode.NONE).compactNullableString(null); // throttle_time_ms, error_code, error_message
-  w.compactString(door.clusterId).i32(door.nodeId);
-  w.arrayLength(1, true);
-  w.i32(door.nodeId).compactString(door.options.advertisedHost ?? conn.localHost).i32(door.port).compactNullableString(null); // rack
-  w.tags();
+  const cluster = door.door.cluster;
+  w.compactString(door.clusterId).i32(cluster === null ? door.nodeId : cluster.controllerId());
+  const self = door.options.advertisedHost ?? conn.localHost;
+  const brokers = cluster === null ? [{ id: door.nodeId, host: self, port: door.port }] : cluster.brokers().map((b) => (b.id === door.nodeId ? { id: b.id, host: self, port: door.port } : b));
+  w.arrayLength(brokers.length, true);
+  for (const b of brokers) {
+    w.i32(b.id).compactString(b.host).i32(b.port).compactNullableString(null); // rack
+    w.tags();
+  }
   w.i32(-2147483648); // cluster_authorized_operations: not computed
   w.tags();
   return true;

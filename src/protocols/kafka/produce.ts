@@ -10,11 +10,12 @@ import type { AccountDoor } from "./account-door.js";
 import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
-import { decodeInitProducerId, decodeProduce, type ProduceRequest } from "./requests.js";
+import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
-import { defaultSubject, findTopic } from "./topics.js";
+import { defaultSubject } from "./topics.js";
+import { coordinatorError, ledPartition } from "./cluster.js";
 import type { ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { Stream } from "../../streams/stream.js";
@@ -190,8 +191,9 @@ async function prepare(
   transactionalId: string | null,
   gate: DecompressionGate,
 ): Promise<Prepared | PartitionResult> {
-  const stream = findTopic(door.js, topic);
-  if (stream === undefined || index < 0 || index >= stream.partitions.length) return failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
+  // A partition this broker does not lead: NOT_LEADER_OR_FOLLOWER sends the client to its metadata, then to the leader.
+  const stream = ledPartition(door, topic, index);
+  if (typeof stream === "number") return failed(index, stream);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   let batch: DecodedBatch | null = null;
   let run: RecordRun | null = null;
@@ -366,6 +368,11 @@ export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestC
   w.i32(0); // throttle_time_ms
   if (transactionalId === null) {
     w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
+    return true;
+  }
+  const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
+  if (refused !== ErrorCode.NONE) {
+    w.i16(refused).i64(-1).i16(-1);
     return true;
   }
   const { error, producerId, epoch } = await door.transactions.initProducerId(transactionalId, timeoutMs);

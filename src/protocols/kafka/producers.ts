@@ -31,9 +31,13 @@ interface Entry {
 
 export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: number | Promise<number> } | { kind: "refuse"; error: number };
 
+/** Broker ids below this interleave their producer ids (see clustered()). */
+export const PRODUCER_ID_STRIDE = 1024;
+
 export class ProducerStates {
   private readonly entries = new Map<string, Entry>();
   private nextId: number;
+  private stride = 1;
   /** Ids below this were handed out before this process started. */
   private readonly firstIdOfRun: number;
 
@@ -59,7 +63,22 @@ export class ProducerStates {
   }
 
   allocate(): number {
-    return this.nextId++;
+    const id = this.nextId;
+    this.nextId += this.stride;
+    return id;
+  }
+
+  /**
+   * In a cluster, producer ids from different brokers must never meet in a
+   * partition: broker `nodeId` hands out only ids equal to it modulo
+   * PRODUCER_ID_STRIDE. Still from the clock (about one id per millisecond
+   * of uptime before ids could repeat after a restart, instead of one per
+   * microsecond: a producer id is taken once per producer session).
+   */
+  clustered(nodeId: number): void {
+    if (nodeId < 0 || nodeId >= PRODUCER_ID_STRIDE) throw new Error(`broker id ${nodeId}: producer ids are interleaved for broker ids below ${PRODUCER_ID_STRIDE}`);
+    this.stride = PRODUCER_ID_STRIDE;
+    this.nextId = Math.ceil(this.nextId / PRODUCER_ID_STRIDE) * PRODUCER_ID_STRIDE + nodeId;
   }
 
   /** Decides a batch at the moment it would be appended; records it when the verdict is "append". */

@@ -7,9 +7,9 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { findTopic } from "./topics.js";
+import { coordinatorError, ledPartition, partitionCount } from "./cluster.js";
 import { offsetKey, type CommittedOffset } from "./groups.js";
-import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit } from "./requests.js";
+import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
@@ -18,10 +18,18 @@ export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: Requ
   const { transactionalId, producerId, epoch, topics } = decodeAddPartitionsToTxn(r);
   let count = 0;
   for (const t of topics) count += t.partitions.length;
+  const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
+  const all = (error: number) => topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error })) }));
+  // The coordinator writes the markers into the partitions itself: in a cluster, only partitions this node leads can join (cluster.ts).
+  const misled = refused !== ErrorCode.NONE || count > MAX_PARTITIONS_PER_REQUEST || door.door.cluster === null ? null : notLedHere(door, topics);
   const results =
-    count > MAX_PARTITIONS_PER_REQUEST
-      ? topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error: ErrorCode.INVALID_REQUEST })) }))
-      : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
+    refused !== ErrorCode.NONE
+      ? all(refused)
+      : count > MAX_PARTITIONS_PER_REQUEST
+        ? all(ErrorCode.INVALID_REQUEST)
+        : misled !== null
+          ? misled
+          : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
     w.string(t.name);
@@ -32,27 +40,30 @@ export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: Requ
 
 export async function handleAddOffsetsToTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, groupId } = decodeAddOffsetsToTxn(r);
-  const error = groupId === "" ? ErrorCode.INVALID_GROUP_ID : await door.transactions.addOffsets({ transactionalId, producerId, epoch }, groupId);
+  const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
+  const error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : await door.transactions.addOffsets({ transactionalId, producerId, epoch }, groupId);
   w.i32(0).i16(error);
   return true;
 }
 
 export async function handleEndTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, commit } = decodeEndTxn(r);
-  const error = await door.transactions.endTxn({ transactionalId, producerId, epoch }, commit);
+  const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
+  const error = refused !== ErrorCode.NONE ? refused : await door.transactions.endTxn({ transactionalId, producerId, epoch }, commit);
   w.i32(0).i16(error);
   return true;
 }
 
 export function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { transactionalId, groupId, producerId, epoch, topics } = decodeTxnOffsetCommit(r, version);
+  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   const results = topics.map((t) => {
-    const stream = findTopic(door.js, t.name);
-    return { name: t.name, partitions: t.partitions.map((p) => ({ ...p, error: (stream === undefined || p.index < 0 || p.index >= stream.partitions.length ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE) as number })) };
+    const count = partitionCount(door, t.name);
+    return { name: t.name, partitions: t.partitions.map((p) => ({ ...p, error: (refused !== ErrorCode.NONE ? refused : count === undefined || p.index < 0 || p.index >= count ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE) as number })) };
   });
   const entries: Array<[string, CommittedOffset]> = [];
   for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
-  const error = groupId === "" ? ErrorCode.INVALID_GROUP_ID : door.transactions.commitOffsets({ transactionalId, producerId, epoch }, groupId, entries);
+  const error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : door.transactions.commitOffsets({ transactionalId, producerId, epoch }, groupId, entries);
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) p.error = error;
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
@@ -60,4 +71,23 @@ export function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: Requ
     w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
   });
   return true;
+}
+
+/**
+ * Partitions of the request this node does not lead, named with their error
+ * and the others OPERATION_NOT_ATTEMPTED (Kafka's way to fail a request for
+ * some of its partitions); null when it leads them all.
+ */
+function notLedHere(door: AccountDoor, topics: Array<{ name: string; partitions: number[] }>): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> | null {
+  let any = false;
+  const results = topics.map((t) => ({
+    name: t.name,
+    partitions: t.partitions.map((index) => {
+      const led = ledPartition(door, t.name, index);
+      if (typeof led !== "number" || led === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) return { index, error: ErrorCode.OPERATION_NOT_ATTEMPTED };
+      any = true;
+      return { index, error: led };
+    }),
+  }));
+  return any ? results : null;
 }

@@ -1,0 +1,121 @@
+/**
+ * The Kafka door in a cluster: what it needs to know of the other nodes,
+ * as a small interface the composition root implements over etcd
+ * (server/kafka-cluster.ts), so that the door imports nothing of the
+ * cluster. Without one (single-node mode) the door is the whole cluster:
+ * broker 0, controller and every coordinator, as before.
+ *
+ * Per partition, a broker serves only what it leads (`ledPartition`):
+ * anything else gets NOT_LEADER_OR_FOLLOWER, on which Kafka clients refresh
+ * their metadata and go to the leader by themselves.
+ */
+
+import type { Stream } from "../../streams/stream.js";
+import type { AccountDoor } from "./account-door.js";
+import { ErrorCode } from "./errors.js";
+import { findTopic, streamNameOf, topicOf } from "./topics.js";
+
+export interface KafkaBroker {
+  id: number;
+  host: string;
+  port: number;
+}
+
+/** A topic placed in the cluster, as the door reads it. */
+export interface PlacedTopic {
+  stream: string;
+  topic: string;
+  /** Each partition's leader: its broker id (-1 for a node that never had a Kafka listener). */
+  leaders: number[];
+  /** Whether each partition's leader is up, with a Kafka listener. */
+  live: boolean[];
+  /** Whether this node leads each partition. */
+  local: boolean[];
+  /** The subjects the stream captures, as placed. */
+  subjects: string[];
+  /** The stream's configuration, as placed. */
+  config: unknown;
+}
+
+/** A cluster change that failed; `retriable`: etcd away or no live node (try again), else refused for good. */
+export class KafkaClusterError extends Error {
+  constructor(
+    message: string,
+    readonly retriable: boolean,
+  ) {
+    super(message);
+    this.name = "KafkaClusterError";
+  }
+}
+
+export interface KafkaCluster {
+  /** This broker's id, stable across restarts. */
+  readonly nodeId: number;
+  /** The Kafka cluster id, one for every node (each node's own store would give each its own). */
+  readonly clusterId: string;
+  /** The live brokers with a Kafka listener, this one included, by id. */
+  brokers(): KafkaBroker[];
+  /** The controller Metadata names: the live broker with the lowest id. */
+  controllerId(): number;
+  /** The account's placed topics (every stream placed, whatever door made it), by stream name. */
+  topics(account: string): PlacedTopic[];
+  topic(account: string, stream: string): PlacedTopic | undefined;
+  /**
+   * The coordinator of a group (key type 0) or a transactional id (1):
+   * its broker and whether it is up (its groups' offsets live there).
+   */
+  coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number };
+  /** Places a new topic's partitions over the live nodes; false when the stream was placed already. Throws KafkaClusterError. */
+  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[]): Promise<boolean>;
+  /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
+  grow(account: string, stream: string, count: number): Promise<void>;
+  /** Replaces the configuration a placement carries (topic configs changed). Throws KafkaClusterError. */
+  reconfigure(account: string, stream: string, config: unknown): Promise<void>;
+  /** Removes a topic's placement; the nodes leading it delete their copies. Throws KafkaClusterError. */
+  remove(account: string, stream: string): Promise<void>;
+}
+
+/**
+ * The local stream of a topic when this broker leads partition `index`;
+ * else the error code for the partition: UNKNOWN_TOPIC_OR_PARTITION,
+ * NOT_LEADER_OR_FOLLOWER (another broker leads it, or its leader is down),
+ * or LEADER_NOT_AVAILABLE (this broker leads it but has not created its
+ * copy yet). No allocation: it runs for every partition of every produce
+ * and fetch.
+ */
+export function ledPartition(door: AccountDoor, topic: string, index: number): Stream | number {
+  const cluster = door.door.cluster;
+  if (cluster === null) {
+    const stream = findTopic(door.js, topic);
+    return stream !== undefined && index >= 0 && index < stream.partitions.length ? stream : ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+  }
+  const name = streamNameOf(topic);
+  const local = door.js.streams.get(name);
+  const stream = local !== undefined && topicOf(local) === topic ? local : undefined;
+  const placed = cluster.topic(door.account, name);
+  if (placed === undefined || placed.topic !== topic) {
+    // A stream this node has and the cluster does not place (yet: one found on disk is adopted at start).
+    return stream !== undefined && index >= 0 && index < stream.partitions.length ? stream : ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+  }
+  if (index < 0 || index >= placed.leaders.length) return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+  if (!placed.local[index]) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
+  if (stream === undefined || index >= stream.partitions.length) return ErrorCode.LEADER_NOT_AVAILABLE;
+  return stream;
+}
+
+/** How many partitions a topic has, in the cluster or here; undefined when it does not exist. */
+export function partitionCount(door: AccountDoor, topic: string): number | undefined {
+  const cluster = door.door.cluster;
+  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
+  if (placed !== undefined && placed.topic === topic) return placed.leaders.length;
+  return findTopic(door.js, topic)?.partitions.length;
+}
+
+/** NONE when this broker coordinates `key` (always, on a single node); else NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE. */
+export function coordinatorError(door: AccountDoor, keyType: number, key: string): number {
+  const cluster = door.door.cluster;
+  if (cluster === null) return ErrorCode.NONE;
+  const c = cluster.coordinator(door.account, keyType, key);
+  if (c.id === cluster.nodeId) return ErrorCode.NONE;
+  return c.broker === null ? ErrorCode.COORDINATOR_NOT_AVAILABLE : ErrorCode.NOT_COORDINATOR;
+}

@@ -1,0 +1,266 @@
+/**
+ * The Kafka door's view of the cluster (protocols/kafka/cluster.ts), over
+ * the node's membership, placements and metadata in etcd. Here, in the
+ * composition root, because the door may not import the cluster and the
+ * cluster knows nothing of Kafka.
+ *
+ * - Broker ids come from etcd, one per node name, kept across restarts
+ *   (cluster/brokers.ts).
+ * - Brokers are the live members whose record has a Kafka listener
+ *   (`kafka`: the advertised host:port). The controller Metadata names is
+ *   the live broker with the lowest id: clients only use it for admin
+ *   requests, which any broker here answers.
+ * - A partition's leader is its placement's node; a node that is not live
+ *   (its key gone from etcd) leads nothing clients can reach until it
+ *   returns. A node keeps serving what it leads while it cannot reach etcd
+ *   (its lease counted lost): placements are read from memory and nothing
+ *   moves a partition to another node yet, so no two nodes can lead one.
+ *   Moves and replication will have to fence it (DESIGN: "a node without
+ *   its lease serves nothing it leads").
+ * - Coordinators are chosen by rendezvous hashing of (account, key type,
+ *   key) over every broker id ever claimed (not only the live ones): every
+ *   node computes the same answer from its copy of the metadata without a
+ *   write per group, a group stays with the broker that holds its committed
+ *   offsets across that broker's restarts, and only the groups of a broker
+ *   that is down are unavailable (COORDINATOR_NOT_AVAILABLE, as Kafka's
+ *   with a one-replica offsets topic) rather than silently moved to a
+ *   broker that does not have their offsets. Replication is the next step.
+ */
+
+import { randomBytes } from "node:crypto";
+import type { ClusterNode } from "../cluster/node.js";
+import { BrokerIds } from "../cluster/brokers.js";
+import type { StreamPlacement } from "../cluster/placement.js";
+import { KafkaClusterError, type KafkaBroker, type KafkaCluster, type PlacedTopic } from "../protocols/kafka/cluster.js";
+import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
+import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
+
+/** The Kafka cluster id every node reports, made by the first broker. */
+const CLUSTER_ID_KEY = "kafka/cluster-id";
+/** A placement changed by another node between our read and our write is tried again this many times. */
+const UPDATE_ATTEMPTS = 5;
+
+export class EtcdKafkaCluster implements KafkaCluster {
+  /**
+   * Placed topics by account, then stream, rebuilt after any metadata or
+   * member change. Only placed ones: names clients ask for that exist
+   * nowhere are not kept (they would grow it without bound).
+   */
+  private readonly cache = new Map<string, Map<string, PlacedTopic>>();
+  private brokerList: KafkaBroker[] | null = null;
+  /** Every claimed broker id, by node name: what coordinators hash over, asked on every group request. */
+  private claimed: number[] | null = null;
+
+  private constructor(
+    private readonly node: ClusterNode,
+    private readonly ids: BrokerIds,
+    readonly nodeId: number,
+    readonly clusterId: string,
+  ) {
+    const drop = (): void => this.invalidate();
+    node.metadata.onChange(drop);
+    node.membership.on("members", drop);
+    node.membership.on("fenced", drop);
+    node.membership.on("registered", drop);
+  }
+
+  /** Claims this node's broker id (and the cluster id, if no broker made one yet). */
+  static async join(node: ClusterNode): Promise<EtcdKafkaCluster> {
+    const ids = new BrokerIds(node.metadata, node.options.serverName);
+    const nodeId = await ids.claim();
+    if (nodeId >= PRODUCER_ID_STRIDE) throw new Error(`Kafka broker id ${nodeId}: at most ${PRODUCER_ID_STRIDE} brokers (producer ids are interleaved by broker id)`);
+    return new EtcdKafkaCluster(node, ids, nodeId, await clusterIdOf(node));
+  }
+
+  private get self(): string {
+    return this.node.options.serverName;
+  }
+
+  private invalidate(): void {
+    this.cache.clear();
+    this.brokerList = null;
+    this.claimed = null;
+  }
+
+  brokers(): KafkaBroker[] {
+    this.brokerList ??= this.liveBrokers();
+    return this.brokerList;
+  }
+
+  private liveBrokers(): KafkaBroker[] {
+    const out: KafkaBroker[] = [];
+    for (const m of this.node.membership.members()) {
+      const addr = m.record?.kafka;
+      if (addr === undefined || addr === null) continue;
+      const id = this.ids.idOf(m.name);
+      const colon = addr.lastIndexOf(":");
+      if (id === undefined || colon < 0) continue;
+      out.push({ id, host: addr.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port: Number(addr.slice(colon + 1)) });
+    }
+    // The broker a client talks to is always among them, even while its own record is being rewritten.
+    if (!out.some((b) => b.id === this.nodeId)) out.push({ id: this.nodeId, host: "", port: 0 });
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  controllerId(): number {
+    return this.brokers()[0].id;
+  }
+
+  private isLiveBroker(name: string): boolean {
+    if (name === this.self) return true; // it is answering
+    const id = this.ids.idOf(name);
+    return id !== undefined && this.brokers().some((b) => b.id === id);
+  }
+
+  topic(account: string, stream: string): PlacedTopic | undefined {
+    let topics = this.cache.get(account);
+    if (topics === undefined) this.cache.set(account, (topics = new Map()));
+    let t = topics.get(stream);
+    if (t === undefined) {
+      const p = this.node.placements.get(account, stream)?.placement;
+      if (p === undefined) return undefined;
+      t = this.placed(p);
+      topics.set(stream, t);
+    }
+    return t;
+  }
+
+  topics(account: string): PlacedTopic[] {
+    return this.node.placements.list(account).map((p) => this.topic(account, p.stream)!).filter((t) => t !== undefined);
+  }
+
+  private placed(p: StreamPlacement): PlacedTopic {
+    const config = p.config as { metadata?: Record<string, string> } | null;
+    return {
+      stream: p.stream,
+      topic: config?.metadata?.[TOPIC_METADATA_KEY] ?? p.stream,
+      leaders: p.leaders.map((n) => this.ids.idOf(n) ?? -1),
+      live: p.leaders.map((n) => this.isLiveBroker(n)),
+      // Also without its lease (etcd away): nothing moves a partition to another node yet, so no
+      // two nodes can both lead one, and the data plane keeps serving through an etcd outage.
+      local: p.leaders.map((n) => n === this.self),
+      subjects: p.subjects,
+      config: p.config,
+    };
+  }
+
+  coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number } {
+    let best = -1;
+    let bestScore = -1;
+    this.claimed ??= [...this.ids.all().values()];
+    for (const id of this.claimed) {
+      const score = rendezvous(account, keyType, key, id);
+      if (score > bestScore || (score === bestScore && id < best)) {
+        best = id;
+        bestScore = score;
+      }
+    }
+    if (best < 0) best = this.nodeId;
+    return { broker: this.brokers().find((b) => b.id === best) ?? null, id: best };
+  }
+
+  /** Nodes that cannot lead a Kafka partition: members without a Kafka listener. */
+  private withoutKafka(): Set<string> {
+    const out = new Set<string>();
+    for (const m of this.node.membership.members()) if (m.record !== undefined && (m.record.kafka === null || this.ids.idOf(m.name) === undefined)) out.add(m.name);
+    return out;
+  }
+
+  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[]): Promise<boolean> {
+    try {
+      const r = await this.node.placements.place(account, stream, { partitions, spread: true, subjects, origin: "kafka", config, exclude: this.withoutKafka() });
+      return r.created;
+    } catch (err) {
+      throw kafkaError(err);
+    }
+  }
+
+  async grow(account: string, stream: string, count: number): Promise<void> {
+    await this.update(account, stream, (p) => {
+      const more = count - p.leaders.length;
+      if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
+      p.leaders.push(...this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster, config: p.config }, this.withoutKafka()));
+      return p;
+    });
+  }
+
+  async reconfigure(account: string, stream: string, config: unknown): Promise<void> {
+    await this.update(account, stream, (p) => ({ ...p, config }));
+  }
+
+  async remove(account: string, stream: string): Promise<void> {
+    try {
+      await this.node.placements.remove(account, stream);
+    } catch (err) {
+      throw kafkaError(err);
+    }
+  }
+
+  private async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.node.placements.update(account, stream, change);
+        return;
+      } catch (err) {
+        if ((err as Error).name === "ConcurrentChangeError" && attempt < UPDATE_ATTEMPTS) continue;
+        throw kafkaError(err);
+      }
+    }
+  }
+}
+
+/** The cluster's errors as the door takes them: retriable unless the change itself is refused. */
+function kafkaError(err: unknown): KafkaClusterError {
+  if (err instanceof KafkaClusterError) return err;
+  const e = err as Error;
+  switch (e.name) {
+    case "MetadataUnavailableError":
+    case "FencedError":
+    case "ConcurrentChangeError":
+    case "NoSuitablePeersError":
+      return new KafkaClusterError(e.message, true);
+    default:
+      return new KafkaClusterError(e.message, false);
+  }
+}
+
+async function clusterIdOf(node: ClusterNode): Promise<string> {
+  for (;;) {
+    const e = node.metadata.get(CLUSTER_ID_KEY);
+    if (e !== undefined && e.value !== "") return e.value;
+    try {
+      await node.metadata.commit([{ key: CLUSTER_ID_KEY, expect: 0, put: randomBytes(16).toString("base64url") }]);
+    } catch (err) {
+      if ((err as Error).name !== "ConcurrentChangeError") throw err; // another broker made it first: read it
+    }
+  }
+}
+
+/**
+ * Rendezvous (highest random weight) score of a key on a broker: FNV-1a
+ * over the key and the broker id, then murmur3's finalizer so that nearby
+ * ids score independently. When a broker id is added, only the keys it now
+ * wins move to it.
+ */
+function rendezvous(account: string, keyType: number, key: string, id: number): number {
+  let h = 0x811c9dc5;
+  const mix = (c: number): void => {
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  };
+  for (let i = 0; i < account.length; i++) mix(account.charCodeAt(i));
+  mix(0);
+  mix(keyType);
+  for (let i = 0; i < key.length; i++) mix(key.charCodeAt(i));
+  mix(0);
+  mix(id & 0xff);
+  mix((id >>> 8) & 0xff);
+  mix((id >>> 16) & 0xff);
+  mix(id >>> 24);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
