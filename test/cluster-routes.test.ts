@@ -549,9 +549,11 @@ describe("route frames split across reads", () => {
         "RS+ $G other.subject\r\n",
         `RMSG $G split.big ${big.length}\r\n${big}\r\n`,
         "RMSG $G split.f 1\r\nz\r\n",
+        // Subjects are UTF-8 on routes as from clients (RS+ interest in it must match).
+        "RMSG $G split.\u00fc 1\r\nu\r\n",
       ].join("");
-      const expected = ["split.a||0|hello", "split.b|reply.to|0|", "split.c||12|NATS/1.0\r\n\r\nabc", "split.d||0|hi", "split.e|reply.q|0|yes", `split.big||0|${big}`, "split.f||0|z"];
-      const stream = Buffer.from(frames, "latin1");
+      const expected = ["split.a||0|hello", "split.b|reply.to|0|", "split.c||12|NATS/1.0\r\n\r\nabc", "split.d||0|hi", "split.e|reply.q|0|yes", `split.big||0|${big}`, "split.f||0|z", "split.\u00fc||0|u"];
+      const stream = Buffer.from(frames, "utf8");
       const hello = 'CONNECT {"cluster":"x"}\r\nINFO {"server_id":"NSPLIT","port":1}\r\n';
       let rounds = 0;
       const check = (cuts: number[], r: ReturnType<typeof fakeRoute>): void => {

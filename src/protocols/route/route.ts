@@ -18,7 +18,7 @@ import { Sublist, type MatchResult } from "../../subjects/sublist.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { formatDuration } from "../../util/duration.js";
-import { copyInto, writeUint } from "../../util/bytes.js";
+import { copyInto, RepeatedString, writeUint } from "../../util/bytes.js";
 import { Outbound } from "../../util/outbound.js";
 
 /** What the peer told us in its INFO. */
@@ -513,7 +513,8 @@ export class Route implements Connection, Receiver {
     m.argBuf = buf;
     m.subjectStart = t[2];
     m.subjectEnd = t[3];
-    m.subject = buf.toString("latin1", t[2], t[3]);
+    // UTF-8, as the NATS door and RS+ decode subjects: a subject with other than ASCII must match the same interest.
+    m.subject = this.subjects.of(buf, t[2], t[3]);
     m.replyStart = 0;
     m.replyEnd = 0;
     m.hdrLen = hdr;
@@ -532,7 +533,7 @@ export class Route implements Connection, Receiver {
       } else if (marker !== 0x7c) throw new Error("malformed RMSG queue list");
       const qEnd = count - (headers ? 2 : 1);
       for (let i = q; i < qEnd; i++) {
-        const name = buf.toString("latin1", t[i * 2], t[i * 2 + 1]);
+        const name = buf.toString("utf8", t[i * 2], t[i * 2 + 1]);
         if (this.queues.count < this.queues.names.length) this.queues.names[this.queues.count] = name;
         else this.queues.names.push(name);
         this.queues.count++;
@@ -542,22 +543,15 @@ export class Route implements Connection, Receiver {
   }
 
   private readonly tokens: number[] = new Array<number>(32).fill(0);
+  private readonly subjects = new RepeatedString();
+  private readonly accountNames = new RepeatedString();
 
   private accountFor(buf: Buffer, s: number, e: number): Account | null {
-    const last = this.lastAccountName;
-    if (last.length === e - s) {
-      let same = true;
-      for (let i = 0; i < last.length; i++) {
-        if (last.charCodeAt(i) !== buf[s + i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.lastAccount;
+    const name = this.accountNames.of(buf, s, e);
+    if (name !== this.lastAccountName || this.lastAccount === null) {
+      this.lastAccountName = name;
+      this.lastAccount = this.broker.accounts.get(name) ?? null;
     }
-    const name = buf.toString("latin1", s, e);
-    this.lastAccountName = name;
-    this.lastAccount = this.broker.accounts.get(name) ?? null;
     return this.lastAccount;
   }
 
