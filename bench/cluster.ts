@@ -35,7 +35,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   benchFlags,
-  freePort,
+  freePorts,
   machineInfo,
   median,
   natsServerVersion,
@@ -46,6 +46,7 @@ import {
   type Deployment,
   type Running,
   start,
+  type Target,
   type Throughput,
 } from "./harness.js";
 
@@ -163,12 +164,11 @@ async function untilMeshSettles(httpPorts: number[], deadlineMs = 30_000): Promi
 
 async function startCluster(f: Flavour, extra = ""): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), "nagare-bench-cluster-"));
-  const routePorts: number[] = [];
-  const httpPorts: number[] = [];
-  for (let i = 0; i < NODES; i++) {
-    routePorts.push(await freePort());
-    httpPorts.push(await freePort());
-  }
+  // Every port of the cluster picked at once: a port picked for a node not yet started must not be another's.
+  const ports = await freePorts(NODES * 3);
+  const clientPorts = ports.slice(0, NODES);
+  const routePorts = ports.slice(NODES, 2 * NODES);
+  const httpPorts = ports.slice(2 * NODES);
   const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
   const nodes: Running[] = [];
   const stop = async (): Promise<void> => {
@@ -178,16 +178,15 @@ async function startCluster(f: Flavour, extra = ""): Promise<Cluster> {
   try {
     for (let i = 0; i < NODES; i++) {
       const file = join(dir, `node${i}.conf`);
-      nodes.push(
-        await start({
-          name: f.name,
-          command: f.command,
-          args: (clientPort) => {
-            writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes, extra }));
-            return f.args(file);
-          },
-        }),
-      );
+      const node: Target = {
+        name: f.name,
+        command: f.command,
+        args: (clientPort) => {
+          writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes, extra }));
+          return f.args(file);
+        },
+      };
+      nodes.push(await start(node, clientPorts[i]));
     }
     await untilMeshSettles(httpPorts);
   } catch (err) {

@@ -87,6 +87,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** `n` distinct free ports: all held open at once while they are picked, so none is handed out twice. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import("node:net").Server>((res, rej) => {
+          const s = createServer();
+          s.once("error", rej);
+          s.listen(0, "127.0.0.1", () => res(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
 /** Waits until the port accepts connections and, by default, speaks first (a NATS INFO); `until: "connect"` for listeners that wait for the client (Kafka). */
 export async function waitForPort(port: number, deadlineMs = 10_000, until: "data" | "connect" = "data"): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -122,8 +140,9 @@ export interface Running {
 export const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset") && !process.argv.includes("--no-pin");
 if (pin) execFileSync("taskset", ["-a", "-cp", "0", String(process.pid)], { stdio: "ignore" });
 
-export async function start(target: Target): Promise<Running> {
-  const port = await freePort();
+/** Starts `target` on `port` (default: a free one). */
+export async function start(target: Target, port?: number): Promise<Running> {
+  port ??= await freePort();
   const proc = pin
     ? spawn("taskset", ["-c", "1", target.command, ...target.args(port)], { stdio: "ignore" })
     : spawn(target.command, target.args(port), { stdio: "ignore" });
