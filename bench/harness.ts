@@ -87,6 +87,24 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** `n` distinct free ports: all held open at once while they are picked, so none is handed out twice. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import("node:net").Server>((res, rej) => {
+          const s = createServer();
+          s.once("error", rej);
+          s.listen(0, "127.0.0.1", () => res(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
 /** Waits until the port accepts connections and, by default, speaks first (a NATS INFO); `until: "connect"` for listeners that wait for the client (Kafka). */
 export async function waitForPort(port: number, deadlineMs = 10_000, until: "data" | "connect" = "data"): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -122,8 +140,9 @@ export interface Running {
 export const pin = cpus().length >= 2 && existsSync("/usr/bin/taskset") && !process.argv.includes("--no-pin");
 if (pin) execFileSync("taskset", ["-a", "-cp", "0", String(process.pid)], { stdio: "ignore" });
 
-export async function start(target: Target): Promise<Running> {
-  const port = await freePort();
+/** Starts `target` on `port` (default: a free one). */
+export async function start(target: Target, port?: number): Promise<Running> {
+  port ??= await freePort();
   const proc = pin
     ? spawn("taskset", ["-c", "1", target.command, ...target.args(port)], { stdio: "ignore" })
     : spawn(target.command, target.args(port), { stdio: "ignore" });
@@ -212,7 +231,8 @@ export interface Throughput {
   delivered: number;
   seconds: number;
   msgs_per_sec: number; // delivered per second
-  server_cpu_us_per_msg: number; // server CPU per delivered message
+  server_cpu_us_per_msg: number; // server CPU per delivered message (summed over the nodes of a cluster)
+  server_cpu_s_by_node?: number[]; // a cluster's nodes, in Deployment.pids order
 }
 
 export interface PubSubOptions {
@@ -228,17 +248,59 @@ export interface PubSubOptions {
 }
 
 /**
+ * Where the load connects and whose CPU is counted: one server, or the nodes
+ * of a cluster (publisher on one node, subscribers spread over others, CPU
+ * summed over every node).
+ */
+export interface Deployment {
+  pubUrl: string;
+  /** Subscriber i connects to `subUrls[i % subUrls.length]`. */
+  subUrls: string[];
+  pids: number[];
+}
+
+function deploymentOf(s: Running | Deployment): Deployment {
+  return "pubUrl" in s ? s : { pubUrl: s.url, subUrls: [s.url], pids: [s.pid] };
+}
+
+/** Subject of the readiness probe in a cluster: outside `bench.>`, so no filter counts it. */
+const PROBE_SUBJECT = "_bench.ready";
+
+/**
+ * In a cluster a subscription is known on the publisher's node only once its
+ * interest has crossed the route: each subscriber subscribes a probe after
+ * its real subscription (interest travels in order), and the publisher
+ * publishes probes until every subscriber has had one.
+ */
+async function untilInterestCrossed(pub: NatsConnection, subs: NatsConnection[], deadlineMs = 20_000): Promise<void> {
+  const seen = new Array<boolean>(subs.length).fill(false);
+  const probes = subs.map((nc, i) => nc.subscribe(PROBE_SUBJECT, { callback: () => (seen[i] = true) }));
+  for (const nc of subs) await nc.flush();
+  const deadline = Date.now() + deadlineMs;
+  while (!seen.every(Boolean)) {
+    if (Date.now() > deadline) throw new Error("subscriptions did not reach the publisher's node");
+    pub.publish(PROBE_SUBJECT);
+    await pub.flush();
+    await Promise.all(subs.map((nc) => nc.flush()));
+    if (!seen.every(Boolean)) await new Promise((r) => setTimeout(r, 20));
+  }
+  for (const p of probes) p.unsubscribe();
+  for (const nc of subs) await nc.flush();
+}
+
+/**
  * One publisher, `subs` subscriber connections (a queue group when `queue`),
  * `total` messages of `size` bytes, at most `window` published-but-undelivered.
  */
-export async function pubSub(server: Running, opts: PubSubOptions): Promise<Throughput> {
+export async function pubSub(server: Running | Deployment, opts: PubSubOptions): Promise<Throughput> {
+  const at = deploymentOf(server);
   const subject = "bench.pubsub";
   const subConns: NatsConnection[] = [];
   let delivered = 0;
   const fanout = opts.queue ? 1 : opts.subs;
   const progress = new Progress(() => delivered);
   for (let i = 0; i < opts.subs; i++) {
-    const nc = await natsConnect({ ...opts.client, servers: server.url, noEcho: true });
+    const nc = await natsConnect({ ...opts.client, servers: at.subUrls[i % at.subUrls.length], noEcho: true });
     nc.subscribe(opts.filter ?? subject, {
       queue: opts.queue,
       callback: () => {
@@ -249,11 +311,12 @@ export async function pubSub(server: Running, opts: PubSubOptions): Promise<Thro
     await nc.flush();
     subConns.push(nc);
   }
-  const pub = await natsConnect({ ...opts.client, servers: server.url });
+  const pub = await natsConnect({ ...opts.client, servers: at.pubUrl });
+  if (at.pids.length > 1) await untilInterestCrossed(pub, subConns);
   const payload = new Uint8Array(opts.size).fill(0x61);
   const batch = Math.min(1000, opts.window);
 
-  const cpu0 = cpuSeconds(server.pid);
+  const cpu0 = at.pids.map(cpuSeconds);
   const t0 = process.hrtime.bigint();
   let sent = 0;
   while (sent < opts.total) {
@@ -266,7 +329,8 @@ export async function pubSub(server: Running, opts: PubSubOptions): Promise<Thro
   }
   await progress.until(opts.total * fanout);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const cpu = cpuSeconds(server.pid) - cpu0;
+  const byNode = at.pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
+  const cpu = byNode.reduce((a, b) => a + b, 0);
 
   await pub.close();
   await Promise.all(subConns.map((c) => c.close()));
@@ -276,5 +340,6 @@ export async function pubSub(server: Running, opts: PubSubOptions): Promise<Thro
     seconds: round(seconds, 3),
     msgs_per_sec: Math.round(delivered / seconds),
     server_cpu_us_per_msg: round((cpu * 1e6) / delivered, 3),
+    ...(byNode.length > 1 ? { server_cpu_s_by_node: byNode.map((x) => round(x, 2)) } : {}),
   };
 }

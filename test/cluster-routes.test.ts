@@ -11,11 +11,15 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, type Socket } from "node:net";
+import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/index.js";
+import { Route, type RouteEvents } from "../src/protocols/route/route.js";
+import { Subscription } from "../src/subjects/subscription.js";
+import type { Message } from "../src/subjects/message.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { dec, enc, generations, waitUntil, waitUntilAsync, type Conn, type Msg } from "./helpers/clients.js";
 
@@ -485,6 +489,113 @@ describe("a route that cannot keep up", () => {
     } finally {
       for (const x of conns) if (!x.isClosed()) await x.close();
       await a.close();
+    }
+  });
+});
+
+describe("route frames split across reads", () => {
+  /** A route over a socket stand-in, whose reads the test cuts where it likes. */
+  function fakeRoute(server: NagareServer): { route: Route; read(chunk: Buffer): void; written(): string } {
+    const socket = new EventEmitter() as EventEmitter & Record<string, unknown>;
+    const out: Buffer[] = [];
+    Object.assign(socket, {
+      remoteAddress: "127.0.0.1",
+      remotePort: 1,
+      writableLength: 0,
+      destroyed: false,
+      setNoDelay: () => socket,
+      write: (b: Buffer, cb?: () => void) => {
+        out.push(Buffer.from(b));
+        if (cb) queueMicrotask(cb);
+        return true;
+      },
+      end: () => undefined,
+      destroy: () => undefined,
+    });
+    const events: RouteEvents = {
+      identified: (r) => (r.registered = true),
+      infoUpdate: () => undefined,
+      connectOk: () => null,
+      closed: () => undefined,
+      interestAdded: () => undefined,
+    };
+    const route = new Route(server.broker, socket as unknown as Socket, false, null, events);
+    return {
+      route,
+      read: (chunk) => {
+        socket.emit("data", chunk);
+        server.broker.flushDirty();
+      },
+      written: () => Buffer.concat(out).toString("latin1"),
+    };
+  }
+
+  test("every message is delivered once and whole, wherever the reads are cut; PINGs are answered", async () => {
+    const server = await startServer({ host: "127.0.0.1", port: -1 });
+    try {
+      const got: string[] = [];
+      const receiver = {
+        echo: true,
+        deliver: (_s: Subscription, m: Message) => got.push(`${m.subject}|${m.reply}|${m.hdrLen}|${m.data.toString("latin1", m.start, m.end)}`),
+      };
+      server.broker.accounts.get("$G")!.subscribe(new Subscription(receiver, "split.>", null));
+      const big = "B".repeat(3000);
+      const frames = [
+        "RMSG $G split.a 5\r\nhello\r\n",
+        "PING\r\n",
+        "RMSG $G split.b reply.to 0\r\n\r\n",
+        "HMSG $G split.c 12 15\r\nNATS/1.0\r\n\r\nabc\r\n",
+        "RMSG $G split.d | q1 q2 2\r\nhi\r\n",
+        "RMSG $G split.e + reply.q q1 3\r\nyes\r\n",
+        "RS+ $G other.subject\r\n",
+        `RMSG $G split.big ${big.length}\r\n${big}\r\n`,
+        "RMSG $G split.f 1\r\nz\r\n",
+        // Subjects are UTF-8 on routes as from clients (RS+ interest in it must match).
+        "RMSG $G split.\u00fc 1\r\nu\r\n",
+      ].join("");
+      const expected = ["split.a||0|hello", "split.b|reply.to|0|", "split.c||12|NATS/1.0\r\n\r\nabc", "split.d||0|hi", "split.e|reply.q|0|yes", `split.big||0|${big}`, "split.f||0|z", "split.\u00fc||0|u"];
+      const stream = Buffer.from(frames, "utf8");
+      const hello = 'CONNECT {"cluster":"x"}\r\nINFO {"server_id":"NSPLIT","port":1}\r\n';
+      let rounds = 0;
+      const check = (cuts: number[], r: ReturnType<typeof fakeRoute>): void => {
+        got.length = 0;
+        let at = 0;
+        for (const c of [...cuts, stream.length]) {
+          r.read(stream.subarray(at, c));
+          at = c;
+        }
+        assert.deepEqual(got, expected, `cut at ${cuts.join(",")}`);
+        rounds++;
+      };
+      const r = fakeRoute(server);
+      r.read(Buffer.from(hello));
+      assert.ok(r.route.registered);
+      // Two reads, cut at every byte; then every byte a read of its own.
+      for (let cut = 1; cut < stream.length; cut++) check([cut], r);
+      check(
+        Array.from({ length: stream.length - 1 }, (_, i) => i + 1),
+        r,
+      );
+      // Three reads at seeded random cuts.
+      let seed = 19;
+      const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n) + 1;
+      for (let i = 0; i < 300; i++) {
+        const a = rand(stream.length - 2);
+        check([a, a + rand(stream.length - a - 1)], r);
+      }
+      assert.equal(r.route.closed, false);
+      await waitUntil(() => (r.written().match(/PONG\r\n/g) ?? []).length === rounds, "a PONG for every PING");
+      assert.ok(r.route.subscriptionsList().includes("$G other.subject"));
+      // A message split across reads is still bounded by max_payload: refused before it is all here.
+      const bad = fakeRoute(server);
+      bad.read(Buffer.from(hello));
+      bad.read(Buffer.from(`RMSG $G split.x ${server.broker.options.maxPayload + 65537}`));
+      bad.read(Buffer.from("\r\nabc"));
+      assert.equal(bad.route.closed, true);
+      assert.match(bad.written(), /-ERR 'Protocol Error: maximum payload exceeded'/);
+      r.route.close("test done");
+    } finally {
+      await server.close();
     }
   });
 });

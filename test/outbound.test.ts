@@ -4,7 +4,7 @@
  * which written buffers return. A buffer reused while its write is still in
  * progress would corrupt what a client receives, so long runs of messages of
  * varied sizes to two subscribers are checked byte by byte, in order, over
- * plain TCP and over TLS.
+ * plain TCP, over TLS and across a route between two nodes.
  */
 
 import { describe, test, before, after } from "node:test";
@@ -14,6 +14,7 @@ import { connect as connectV2, type NatsConnection as V2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { makePki, type Pki } from "./helpers/pki.js";
+import { waitUntil } from "./helpers/clients.js";
 
 /** About 30 MB to each subscriber: less than the default max_pending (64 MB), so no subscriber is cut off as slow. */
 const COUNT = 20_000;
@@ -38,7 +39,7 @@ function intact(i: number, b: Uint8Array): boolean {
  * Publishes COUNT messages to two subscriber connections, at most `window`
  * ahead of the slower one; resolves with what each subscriber saw out of place.
  */
-async function roundTrip(url: string, tls: { caFile: string } | undefined, window: number): Promise<{ received: number[]; wrong: number[] }> {
+async function roundTrip(url: string, tls: { caFile: string } | undefined, window: number, across?: { subUrl: string; interestKnown(): Promise<void> }): Promise<{ received: number[]; wrong: number[] }> {
   const subs: V2[] = [];
   const received = [0, 0];
   const wrong = [0, 0];
@@ -62,7 +63,7 @@ async function roundTrip(url: string, tls: { caFile: string } | undefined, windo
       check();
     });
   for (const s of [0, 1]) {
-    const nc = await connectV2({ servers: url, tls });
+    const nc = await connectV2({ servers: across?.subUrl ?? url, tls });
     nc.subscribe("out.check", {
       callback: (_err, m) => {
         if (!intact(received[s], m.data)) wrong[s]++;
@@ -73,6 +74,7 @@ async function roundTrip(url: string, tls: { caFile: string } | undefined, windo
     await nc.flush();
     subs.push(nc);
   }
+  await across?.interestKnown();
   const pub = await connectV3({ servers: url, tls });
   try {
     for (let i = 0; i < COUNT; i++) {
@@ -112,5 +114,22 @@ describe("outbound buffers reused across flushes and connections", () => {
   test("TLS: every message reaches both subscribers whole and in order", async () => {
     const r = await roundTrip(secure.url, { caFile: pki.ca }, 2_000);
     assert.deepEqual(r, { received: [COUNT, COUNT], wrong: [0, 0] });
+  });
+});
+
+describe("outbound buffers of a route", () => {
+  // The publisher's node frames RMSGs into a pooled buffer handed to the route's socket; the other node reads them across reads of any cut.
+  test("publisher on one node, subscribers on another: every message reaches both whole and in order", async () => {
+    const a = await startServer({ host: "127.0.0.1", port: -1, cluster: { name: "outbound", host: "127.0.0.1", port: -1 } });
+    const b = await startServer({ host: "127.0.0.1", port: -1, cluster: { name: "outbound", host: "127.0.0.1", port: -1, routes: [`nats://127.0.0.1:${a.routes!.port}`] } });
+    try {
+      await waitUntil(() => a.routes!.routeCount === 1 && b.routes!.routeCount === 1, "the route");
+      const interestKnown = (): Promise<void> => waitUntil(() => a.routes!.routez(true).routes.some((r) => (r.subscriptions_list as string[]).includes("$G out.check")), "the subscribers' interest on the publisher's node");
+      const r = await roundTrip(a.url, undefined, COUNT, { subUrl: b.url, interestKnown });
+      assert.deepEqual(r, { received: [COUNT, COUNT], wrong: [0, 0] });
+    } finally {
+      await b.close();
+      await a.close();
+    }
   });
 });

@@ -26,3 +26,36 @@ export function writeUint(dst: Buffer, p: number, v: number): number {
   for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
   return p + digits;
 }
+
+/** Strings up to this many bytes are remembered by RepeatedString. */
+const REPEATED_MAX = 128;
+
+/**
+ * Decodes UTF-8 strings that mostly repeat the previous one (the subject of
+ * a publisher's messages, of a route's messages): when the bytes are those
+ * decoded last, the same string is returned, found by comparing bytes, so
+ * the message costs no decode, no new string and (the string keeps its hash)
+ * no rehash in the router's and the permissions' caches.
+ */
+export class RepeatedString {
+  private last = "";
+  private readonly lastBytes = Buffer.allocUnsafe(REPEATED_MAX);
+  private lastLen = -1;
+
+  of(buf: Buffer, s: number, e: number): string {
+    const len = e - s;
+    if (len === this.lastLen) {
+      const last = this.lastBytes;
+      let k = 0;
+      while (k < len && buf[s + k] === last[k]) k++;
+      if (k === len) return this.last;
+    }
+    const str = buf.toString("utf8", s, e);
+    if (len <= REPEATED_MAX) {
+      buf.copy(this.lastBytes, 0, s, e);
+      this.lastLen = len;
+      this.last = str;
+    }
+    return str;
+  }
+}

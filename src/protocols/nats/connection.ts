@@ -25,7 +25,7 @@ import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
-import { BufferPool } from "../../util/buffer-pool.js";
+import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
 
 class NatsSubscription extends Subscription {
@@ -41,17 +41,6 @@ class NatsSubscription extends Subscription {
 const PONG = Buffer.from("PONG\r\n");
 const PING = Buffer.from("PING\r\n");
 const OK = Buffer.from("+OK\r\n");
-const OUT_INITIAL = 16 * 1024;
-/** Below this, a flush copies into a small buffer (from Node's slab) rather than giving the outbound buffer away. */
-const COPY_OUT_MAX = 4 * 1024;
-/**
- * Outbound buffers whose writes are done, for any connection's next flush:
- * every connection's buffer is OUT_INITIAL times a power of two. Shared by
- * the servers of one process; 4 MiB is 256 buffers of the usual size.
- */
-const outPool = new BufferPool(4 * 1024 * 1024, OUT_INITIAL);
-/** The outbound buffer of a closed connection: nothing is written to it. */
-const NO_OUT = Buffer.alloc(0);
 /** The fixed bytes a MSG/HMSG frame adds besides its variable fields: verb, spaces, two sizes, two CRLFs. */
 const FRAME_OVERHEAD = 5 + 4 + 22 + 4;
 /** Longest a producer is paused for one flooded receiver before it is let go again. */
@@ -97,16 +86,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   private readonly parser: NatsParser;
   private readonly subs = new Map<string, NatsSubscription>();
-  private out: Buffer = outPool.take(OUT_INITIAL);
-  private outLen = 0;
-  /**
-   * Outbound buffers given to the socket, oldest first from `sentHead`: each
-   * write's callback returns the oldest to the pool (a stream calls them in
-   * order). Null once a write failed: the order is then not known, and the
-   * buffers are left to the garbage collector.
-   */
-  private sent: Buffer[] | null = [];
-  private sentHead = 0;
+  private readonly out = new Outbound();
   private closed = false;
   private pingsOut = 0;
   private nextPingAt: number;
@@ -535,8 +515,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const size = msg.end - dataStart;
     const need = FRAME_OVERHEAD + subjLen + sid.length + replyLen + size;
     if (!this.reserve(need)) return;
-    const out = this.out;
-    let p = this.outLen;
+    const out = this.out.buf;
+    let p = this.out.len;
     if (withHeaders) {
       out[p++] = 0x48; // H
     }
@@ -562,7 +542,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (size > 0) p = copyInto(msg.data, dataStart, msg.end, out, p);
     out[p++] = 0x0d;
     out[p++] = 0x0a;
-    this.outLen = p;
+    this.out.len = p;
     if (this.responses !== null && replyLen > 0) this.responses.grant(msg.reply, Date.now());
     if (this.tracing) this.traceDelivery(msg, s, withHeaders, size);
     this.outMsgs++;
@@ -602,40 +582,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   // ---- Connection ----
 
   flushOutbound(): void {
-    const len = this.outLen;
-    if (len === 0 || this.closed) return;
-    let ok: boolean;
-    if (len <= COPY_OUT_MAX || this.sent === null) {
-      const chunk = Buffer.allocUnsafe(len);
-      this.out.copy(chunk, 0, 0, len);
-      this.outLen = 0;
-      ok = this.socket.write(chunk);
-    } else {
-      // Hand the filled buffer to the socket (it comes back to the pool once written) and go on in another.
-      const full = this.out;
-      this.out = outPool.take(full.length > OUT_INITIAL * 4 && len < full.length / 4 ? OUT_INITIAL * 4 : full.length);
-      this.outLen = 0;
-      this.sent.push(full);
-      ok = this.socket.write(full.subarray(0, len), this.written);
-    }
-    if (!ok && this.blockedSince === 0) this.blockedSince = Date.now();
+    if (this.out.len === 0 || this.closed) return;
+    if (!this.out.flushTo(this.socket) && this.blockedSince === 0) this.blockedSince = Date.now();
   }
-
-  /** A write of a pooled buffer is done (or failed). */
-  private readonly written = (err?: Error | null): void => {
-    const sent = this.sent;
-    if (sent === null) return;
-    if (err != null) {
-      this.sent = null;
-      return;
-    }
-    const buf = sent[this.sentHead++];
-    if (this.sentHead === sent.length) {
-      sent.length = 0;
-      this.sentHead = 0;
-    }
-    outPool.give(buf);
-  };
 
   tick(now: number): void {
     if (this.closed) return;
@@ -683,7 +632,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       last_activity: new Date(this.lastActivity).toISOString(),
       uptime: formatDuration(now - this.startedAt),
       idle: formatDuration(now - this.lastActivity),
-      pending_bytes: this.outLen + this.socket.writableLength,
+      pending_bytes: this.out.len + this.socket.writableLength,
       in_msgs: this.inMsgs,
       out_msgs: this.outMsgs,
       in_bytes: this.inBytes,
@@ -713,7 +662,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   close(reason: string): void {
     if (this.closed) return;
     // Write what is queued (an -ERR, say) before the socket goes.
-    if (this.outLen > 0 && !this.socket.destroyed) this.flushOutbound();
+    if (this.out.len > 0 && !this.socket.destroyed) this.flushOutbound();
     this.closed = true;
     // Ends this read's parse (the close may come from inside a handler) and every later one (after end() the peer may still send).
     this.parser.stop();
@@ -729,8 +678,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.broker.system?.clientDisconnected(this.account, () => this.info(Date.now(), false), this.authInfo(), reason);
     }
     // Nothing is written to it again (deliveries and replies stop at `closed`).
-    outPool.give(this.out);
-    this.out = NO_OUT;
+    this.out.release();
     if (reason === CloseReason.Client || reason === CloseReason.ReadError) {
       this.socket.destroy();
     } else {
@@ -794,26 +742,17 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   /** Makes room for `need` more bytes; false (after closing) when the client is too far behind. */
   private reserve(need: number): boolean {
-    const want = this.outLen + need;
-    if (want + this.socket.writableLength > this.broker.options.maxPending) {
+    if (this.out.len + need + this.socket.writableLength > this.broker.options.maxPending) {
       this.slowConsumer(CloseReason.SlowPending);
       return false;
     }
-    if (want > this.out.length) {
-      let size = this.out.length * 2;
-      while (size < want) size *= 2;
-      const bigger = outPool.take(size);
-      this.out.copy(bigger, 0, 0, this.outLen);
-      outPool.give(this.out);
-      this.out = bigger;
-    }
+    this.out.reserve(need);
     return true;
   }
 
   private queueBytes(b: Buffer): void {
     if (this.closed || !this.reserve(b.length)) return;
-    b.copy(this.out, this.outLen);
-    this.outLen += b.length;
+    this.out.append(b);
     this.broker.markDirty(this);
   }
 
@@ -837,7 +776,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.broker.stats.slowConsumers++;
     this.broker.log.warn(`cid ${this.cid} slow consumer detected: ${reason}`);
     // Nothing more can be queued for it: drop what is pending rather than grow further.
-    this.outLen = 0;
+    this.out.discard();
     this.close(reason);
     this.socket.destroy();
   }

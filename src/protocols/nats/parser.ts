@@ -8,6 +8,7 @@
  */
 
 import { Message } from "../../subjects/message.js";
+import { RepeatedString } from "../../util/bytes.js";
 
 export const enum ProtoError {
   UnknownOp = 1,
@@ -31,8 +32,6 @@ const LF = 10;
 const SPACE = 32;
 const TAB = 9;
 const MAX_ARGS = 5;
-/** Subjects up to this long are remembered for the next PUB (see subjectOf). */
-const LAST_SUBJECT_MAX = 128;
 
 export class NatsParser {
   private readonly msg = new Message();
@@ -47,10 +46,8 @@ export class NatsParser {
   private failed = false;
   /** Set by the handler during a control line: feed stops after it (see suspend). */
   private suspended = false;
-  /** The last PUB's subject, as a string and as the bytes it was decoded from (length -1: none). */
-  private lastSubject = "";
-  private readonly lastSubjectBytes = Buffer.allocUnsafe(LAST_SUBJECT_MAX);
-  private lastSubjectLen = -1;
+  /** PUB subjects: the last one's string is reused while it repeats. */
+  private readonly subjects = new RepeatedString();
 
   constructor(
     private readonly handler: ParserHandler,
@@ -325,7 +322,7 @@ export class NatsParser {
     m.argBuf = buf;
     m.subjectStart = this.argStart[0];
     m.subjectEnd = this.argEnd[0];
-    m.subject = this.subjectOf(buf, m.subjectStart, m.subjectEnd);
+    m.subject = this.subjects.of(buf, m.subjectStart, m.subjectEnd);
     if (hasReply) {
       m.replyStart = this.argStart[1];
       m.replyEnd = this.argEnd[1];
@@ -334,30 +331,6 @@ export class NatsParser {
     }
     m.hdrLen = hdr;
     return total + 2;
-  }
-
-  /**
-   * The subject in buf[s, e). A publisher mostly publishes to the subject it
-   * published to last: then it is the same string as last time, found by
-   * comparing bytes, so the message costs no UTF-8 decode, no new string and
-   * (the string keeps its hash) no rehash in the router's and the
-   * permissions' caches.
-   */
-  private subjectOf(buf: Buffer, s: number, e: number): string {
-    const len = e - s;
-    const last = this.lastSubjectBytes;
-    if (len === this.lastSubjectLen) {
-      let k = 0;
-      while (k < len && buf[s + k] === last[k]) k++;
-      if (k === len) return this.lastSubject;
-    }
-    const subject = buf.toString("utf8", s, e);
-    if (len <= LAST_SUBJECT_MAX) {
-      buf.copy(last, 0, s, e);
-      this.lastSubjectLen = len;
-      this.lastSubject = subject;
-    }
-    return subject;
   }
 
   private sub(buf: Buffer, s: number, e: number): number {

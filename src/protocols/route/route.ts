@@ -18,7 +18,9 @@ import { Sublist, type MatchResult } from "../../subjects/sublist.js";
 import { Subscription, type Receiver } from "../../subjects/subscription.js";
 import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subject.js";
 import { formatDuration } from "../../util/duration.js";
-import { copyInto, writeUint } from "../../util/bytes.js";
+import { copyInto, RepeatedString, writeUint } from "../../util/bytes.js";
+import { Outbound } from "../../util/outbound.js";
+import { readInto } from "../../util/socket-reads.js";
 
 /** What the peer told us in its INFO. */
 export interface RouteInfo {
@@ -61,11 +63,16 @@ const VERSION_LINE = Buffer.from("NATS/1.0\r\n");
 const PRESENTED = Buffer.from("Nagare-Subject: ");
 const MARK_LEN = VERSION_LINE.length + PRESENTED.length;
 const PONG = Buffer.from("PONG\r\n");
-const OUT_INITIAL = 16 * 1024;
 /** RMSG/HMSG overhead besides the variable fields: verb, spaces, two sizes, CRLFs. */
 const FRAME_OVERHEAD = 5 + 6 + 22 + 4;
 /** Longest control line a route may send: RMSG lines carry a queue list, so more than a client's. */
 const ROUTE_CONTROL_MAX = 64 * 1024;
+/**
+ * Where every route's socket reads land, one read at a time (util/socket-reads.ts):
+ * a fresh buffer per read, at a route's rate, kept the garbage collector
+ * busy for a third of a receiving node's time (docs/PERFORMANCE.md, "Cluster").
+ */
+const routeReads = Buffer.allocUnsafeSlow(256 * 1024);
 /** RS+ entries a peer may hold here; past it the route is a protocol violation (bounds the remote sublists). */
 export const REMOTE_INTEREST_MAX = 1_000_000;
 
@@ -104,8 +111,7 @@ export class Route implements Connection, Receiver {
   private readonly interestByKey = new Map<string, Map<string, RemoteInterest>>();
   private interestCount = 0;
 
-  private out: Buffer = Buffer.allocUnsafe(OUT_INITIAL);
-  private outLen = 0;
+  private readonly out = new Outbound();
   private readonly msg = Object.assign(new Message(), { fromRoute: true });
   private msgAccount: Account | null = null;
   private readonly queues = new QueueList();
@@ -142,7 +148,7 @@ export class Route implements Connection, Receiver {
     this.nextPingAt = this.startedAt + o.pingInterval;
     this.handshakeDeadline = this.startedAt + Math.max(2000, o.authTimeout);
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    if (!readInto(socket, routeReads, this.onData)) socket.on("data", this.onData);
     socket.on("error", () => this.close("Read Error"));
     socket.on("close", () => this.close("Closed by peer"));
   }
@@ -231,8 +237,8 @@ export class Route implements Connection, Receiver {
     for (let i = 0; i < queueCount; i++) queueBytes += queues[i].length * 3 + 1;
     const need = FRAME_OVERHEAD + accountName.length + subjLen + replyLen + queueBytes + size;
     if (!this.reserve(need)) return;
-    const out = this.out;
-    let p = this.outLen;
+    const out = this.out.buf;
+    let p = this.out.len;
     const headers = msg.hdrLen > 0;
     if (headers) out[p++] = 0x48; // H
     else out[p++] = 0x52; // R
@@ -269,7 +275,7 @@ export class Route implements Connection, Receiver {
     if (size > 0) p = copyInto(msg.data, msg.start, msg.end, out, p);
     out[p++] = CR;
     out[p++] = LF;
-    this.outLen = p;
+    this.out.len = p;
     this.outMsgs++;
     this.outBytes += size;
     this.broker.markDirty(this);
@@ -280,86 +286,64 @@ export class Route implements Connection, Receiver {
   }
 
   private reserve(need: number): boolean {
-    const want = this.outLen + need;
-    if (want + this.socket.writableLength > this.broker.options.maxPending) {
+    if (this.out.len + need + this.socket.writableLength > this.broker.options.maxPending) {
       // nats-server's treatment of a route that cannot keep up: a slow consumer, closed.
       this.broker.stats.slowConsumers++;
       this.broker.log.warn(`route ${this.describe()} slow consumer detected: Slow Consumer (Pending Bytes)`);
-      this.outLen = 0;
+      this.out.discard();
       this.close("Slow Consumer (Pending Bytes)");
       return false;
     }
-    if (want > this.out.length) {
-      let size = this.out.length * 2;
-      while (size < want) size *= 2;
-      const bigger = Buffer.allocUnsafe(size);
-      this.out.copy(bigger, 0, 0, this.outLen);
-      this.out = bigger;
-    }
+    this.out.reserve(need);
     return true;
   }
 
   private queueBytes(b: Buffer): void {
     if (this.closed || !this.reserve(b.length)) return;
-    b.copy(this.out, this.outLen);
-    this.outLen += b.length;
+    this.out.append(b);
     this.broker.markDirty(this);
   }
 
   flushOutbound(): void {
-    if (this.outLen === 0 || this.socket.destroyed) return;
-    const chunk = Buffer.allocUnsafe(this.outLen);
-    this.out.copy(chunk, 0, 0, this.outLen);
-    this.outLen = 0;
-    this.socket.write(chunk);
+    if (this.out.len === 0 || this.socket.destroyed) return;
+    this.out.flushTo(this.socket);
   }
 
   // ---- inbound ----
 
-  private onData(chunk: Buffer): void {
+  /** One read: a view of `routeReads` (or Node's own buffer), valid until this returns (what outlives it is carried). */
+  private readonly onData = (chunk: Buffer): void => {
     if (this.closed) return;
     this.lastActivity = Date.now();
-    let buf = chunk;
-    if (this.pending.length > 0) {
-      // A message or line that started in an earlier read: wait until all of it is here, then join once.
-      this.pending.push(chunk);
-      this.pendingLen += chunk.length;
-      if (this.pendingLen < this.pendingNeed) return;
-      buf = Buffer.concat(this.pending, this.pendingLen);
-      this.pending = [];
-      this.pendingLen = 0;
-      this.pendingNeed = 0;
-    }
     this.broker.beginRead(null);
     try {
-      this.parse(buf);
+      // A line or message that started in an earlier read is completed and parsed alone, then the rest of this read.
+      const from = this.carryLen > 0 ? this.completeCarry(chunk) : 0;
+      if (from >= 0 && from < chunk.length) this.parse(chunk, from, chunk.length);
     } catch (err) {
       this.protocolError(`Protocol Error: ${(err as Error).message}`);
     } finally {
       this.broker.endRead();
     }
-  }
+  };
 
-  private parse(buf: Buffer): void {
-    let pos = 0;
-    const n = buf.length;
+  private parse(buf: Buffer, from: number, n: number): void {
+    let pos = from;
     while (pos < n && !this.closed) {
       const lf = buf.indexOf(LF, pos);
-      if (lf < 0) {
+      if (lf < 0 || lf >= n) {
         if (n - pos > ROUTE_CONTROL_MAX) throw new Error("maximum control line exceeded");
         break;
       }
       const lineEnd = lf > pos && buf[lf - 1] === CR ? lf - 1 : lf;
       if (lineEnd - pos > ROUTE_CONTROL_MAX) throw new Error("maximum control line exceeded");
-      const c0 = buf[pos] | 0x20;
-      if ((c0 === 0x72 || c0 === 0x68) && (buf[pos + 1] | 0x20) === 0x6d) {
+      const size = this.messageSize(buf, pos, lineEnd);
+      if (size >= 0) {
         // RMSG / HMSG: the payload follows the line.
-        if (!this.registered) throw new Error("message before the route handshake");
-        const size = this.msgArgs(buf, pos, lineEnd, c0 === 0x68);
         const payloadEnd = lf + 1 + size;
         if (payloadEnd + 2 > n) {
-          // Not all here: keep from the line's start and parse it again once it is.
-          this.pendingNeed = payloadEnd + 2 - pos;
+          // Not all here: carry it from the line's start, and parse it again once it is.
+          this.carryNeed = payloadEnd + 2 - pos;
           break;
         }
         if (buf[payloadEnd] !== CR || buf[payloadEnd + 1] !== LF) throw new Error("message payload not followed by CRLF");
@@ -370,16 +354,71 @@ export class Route implements Connection, Receiver {
       this.controlLine(buf, pos, lineEnd);
       pos = lf + 1;
     }
-    if (pos < n && !this.closed) {
-      this.pending.push(buf.subarray(pos));
-      this.pendingLen = n - pos;
-    }
+    if (pos < n && !this.closed) this.carryAppend(buf, pos, n);
   }
 
-  private pending: Buffer[] = [];
-  private pendingLen = 0;
-  /** Bytes the pending message needs in all (0: a partial control line, any more bytes help). */
-  private pendingNeed = 0;
+  /** The payload size an RMSG/HMSG line announces (its arguments read into `msg`), or -1 for any other line. */
+  private messageSize(buf: Buffer, pos: number, lineEnd: number): number {
+    const c0 = buf[pos] | 0x20;
+    if ((c0 !== 0x72 && c0 !== 0x68) || (buf[pos + 1] | 0x20) !== 0x6d) return -1;
+    if (!this.registered) throw new Error("message before the route handshake");
+    return this.msgArgs(buf, pos, lineEnd, c0 === 0x68);
+  }
+
+  /**
+   * A line or message split across reads, copied into a buffer of the
+   * route's own (reused: what a message is delivered from is copied by its
+   * receivers before they return), so that the read that completes it is
+   * not joined whole to the tail of the one before: that join copied every
+   * byte a route received a second time.
+   */
+  private carry: Buffer = Buffer.alloc(0);
+  private carryLen = 0;
+  /** Bytes the carried message needs in all; 0 while it is a line still waiting for its LF. */
+  private carryNeed = 0;
+
+  private carryAppend(buf: Buffer, s: number, e: number): void {
+    const want = this.carryLen + e - s;
+    if (want > this.carry.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(want, this.carryNeed, 2 * this.carry.length, 4096));
+      this.carry.copy(bigger, 0, 0, this.carryLen);
+      this.carry = bigger;
+    }
+    buf.copy(this.carry, this.carryLen, s, e);
+    this.carryLen = want;
+  }
+
+  /** Adds `chunk`'s first bytes to what is carried; once that is whole, parses it. Returns where the rest of `chunk` starts, or -1 when all of it was carried. */
+  private completeCarry(chunk: Buffer): number {
+    let from = 0;
+    if (this.carryNeed === 0) {
+      const lf = chunk.indexOf(LF);
+      const end = lf < 0 ? chunk.length : lf + 1;
+      if (this.carryLen + end > ROUTE_CONTROL_MAX + 2) throw new Error("maximum control line exceeded");
+      this.carryAppend(chunk, 0, end);
+      if (lf < 0) return -1;
+      from = end;
+      const c = this.carry;
+      const lineLast = this.carryLen - 1; // the LF
+      const lineEnd = lineLast > 0 && c[lineLast - 1] === CR ? lineLast - 1 : lineLast;
+      const size = this.messageSize(c, 0, lineEnd);
+      if (size < 0) {
+        this.carryLen = 0;
+        this.controlLine(c, 0, lineEnd);
+        return from;
+      }
+      this.carryNeed = this.carryLen + size + 2;
+    }
+    const take = Math.min(this.carryNeed - this.carryLen, chunk.length - from);
+    this.carryAppend(chunk, from, from + take);
+    from += take;
+    if (this.carryLen < this.carryNeed) return -1;
+    const len = this.carryLen;
+    this.carryLen = 0;
+    this.carryNeed = 0;
+    this.parse(this.carry, 0, len);
+    return from;
+  }
 
   private controlLine(buf: Buffer, s: number, e: number): void {
     const line = buf.toString("utf8", s, e);
@@ -504,7 +543,8 @@ export class Route implements Connection, Receiver {
     m.argBuf = buf;
     m.subjectStart = t[2];
     m.subjectEnd = t[3];
-    m.subject = buf.toString("latin1", t[2], t[3]);
+    // UTF-8, as the NATS door and RS+ decode subjects: a subject with other than ASCII must match the same interest.
+    m.subject = this.subjects.of(buf, t[2], t[3]);
     m.replyStart = 0;
     m.replyEnd = 0;
     m.hdrLen = hdr;
@@ -523,7 +563,7 @@ export class Route implements Connection, Receiver {
       } else if (marker !== 0x7c) throw new Error("malformed RMSG queue list");
       const qEnd = count - (headers ? 2 : 1);
       for (let i = q; i < qEnd; i++) {
-        const name = buf.toString("latin1", t[i * 2], t[i * 2 + 1]);
+        const name = buf.toString("utf8", t[i * 2], t[i * 2 + 1]);
         if (this.queues.count < this.queues.names.length) this.queues.names[this.queues.count] = name;
         else this.queues.names.push(name);
         this.queues.count++;
@@ -533,22 +573,15 @@ export class Route implements Connection, Receiver {
   }
 
   private readonly tokens: number[] = new Array<number>(32).fill(0);
+  private readonly subjects = new RepeatedString();
+  private readonly accountNames = new RepeatedString();
 
   private accountFor(buf: Buffer, s: number, e: number): Account | null {
-    const last = this.lastAccountName;
-    if (last.length === e - s) {
-      let same = true;
-      for (let i = 0; i < last.length; i++) {
-        if (last.charCodeAt(i) !== buf[s + i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return this.lastAccount;
+    const name = this.accountNames.of(buf, s, e);
+    if (name !== this.lastAccountName || this.lastAccount === null) {
+      this.lastAccountName = name;
+      this.lastAccount = this.broker.accounts.get(name) ?? null;
     }
-    const name = buf.toString("latin1", s, e);
-    this.lastAccountName = name;
-    this.lastAccount = this.broker.accounts.get(name) ?? null;
     return this.lastAccount;
   }
 
@@ -609,7 +642,7 @@ export class Route implements Connection, Receiver {
       rtt: formatDuration(this.rttMs),
       uptime: formatDuration(now - this.startedAt),
       idle: formatDuration(now - this.lastActivity),
-      pending_bytes: this.outLen + this.socket.writableLength,
+      pending_bytes: this.out.len + this.socket.writableLength,
       in_msgs: this.inMsgs,
       out_msgs: this.outMsgs,
       in_bytes: this.inBytes,
@@ -619,7 +652,7 @@ export class Route implements Connection, Receiver {
   }
 
   get pendingBytes(): number {
-    return this.outLen + this.socket.writableLength;
+    return this.out.len + this.socket.writableLength;
   }
 
   get lastActivityAt(): number {
@@ -639,7 +672,8 @@ export class Route implements Connection, Receiver {
 
   close(reason: string): void {
     if (this.closed) return;
-    if (this.outLen > 0 && !this.socket.destroyed) this.flushOutbound();
+    if (this.out.len > 0 && !this.socket.destroyed) this.flushOutbound();
+    this.out.release();
     this.closed = true;
     this.closeReason = reason;
     this.interest.clear();
