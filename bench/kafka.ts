@@ -21,12 +21,13 @@
  * NAGARE_BENCH_DIR picks the filesystem (default: the OS temp dir).
  */
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import kafkajs from "kafkajs";
+import { KCAT_PRODUCE_ARGS, RECORD, kcat, kcatInput, kcatVersion } from "./kcat.js";
 import { machineInfo, cpuSeconds, freePort, median, publish, round, type Running, start, type Target, waitForPort } from "./harness.js";
 
 const { Kafka, logLevel } = kafkajs;
@@ -42,7 +43,6 @@ const only = arg("only");
 const against = arg("against");
 const REPEATS = arg("repeats") !== undefined ? Number(arg("repeats")) : quick || profile ? 1 : 5;
 const base = process.env.NAGARE_BENCH_DIR ?? tmpdir();
-const KCAT = "/usr/bin/kcat";
 
 /** A nagare build to run: a checkout with its dist/ built. */
 interface Build {
@@ -62,8 +62,6 @@ function build(label: string, dir: string): Build {
   return { label, root: at, commit };
 }
 
-/** Value bytes per record: what "1 KiB records" means here (no key, no headers). */
-const RECORD = 1024;
 const MB = 1e6;
 const k = quick ? 0.1 : 1;
 const COUNTS = {
@@ -85,8 +83,6 @@ const SETTLE_MS = 3000;
  */
 const WARMUP = arg("warmup") !== undefined ? Number(arg("warmup")) : 1;
 
-/** Producer settings, recorded in the report. librdkafka's own defaults otherwise. */
-const KCAT_PRODUCE_ARGS = ["-X", "acks=all", "-X", "linger.ms=5", "-X", "batch.size=1000000"];
 /**
  * librdkafka learns it is at the end of a partition (-e) from an empty fetch,
  * which the broker holds for fetch.wait.max.ms (500 ms by default, as Kafka
@@ -277,59 +273,6 @@ async function measure(n: Nagare, records: number, work: () => Promise<number | 
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-interface Exit {
-  code: number | null;
-  stderr: string;
-  /** kcat's user + system CPU seconds. */
-  cpu: number;
-}
-
-/**
- * Runs kcat with stdin from `input` (a file) or nothing, stdout discarded.
- * Through bash, whose `times` reports the CPU its child used.
- */
-function kcat(args: string[], input: string | null): Promise<Exit> {
-  return new Promise((res, rej) => {
-    const fd = input === null ? "ignore" : openSync(input, "r");
-    const script = `${KCAT} "$@"; rc=$?; echo "@@times" >&2; times >&2; exit $rc`;
-    const child = spawn("bash", ["-c", script, "kcat", ...args], { stdio: [fd, "ignore", "pipe"] });
-    if (typeof fd === "number") closeSync(fd);
-    let stderr = "";
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("error", rej);
-    child.once("close", (code) => {
-      const at = stderr.lastIndexOf("@@times\n");
-      const times = at < 0 ? "" : stderr.slice(at + 8);
-      // `times`: the shell's user and system time, then its children's.
-      const m = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\s*$/.exec(times.trim());
-      const cpu = m === null ? NaN : Number(m[1]) * 60 + Number(m[2]) + Number(m[3]) * 60 + Number(m[4]);
-      res({ code, stderr: at < 0 ? stderr : stderr.slice(0, at), cpu });
-    });
-  });
-}
-
-/** Input for kcat -P: `count` lines of RECORD printable bytes each, newline-delimited. */
-const inputs = new Map<number, string>();
-function kcatInput(dir: string, count: number): string {
-  const have = inputs.get(count);
-  if (have !== undefined) return have;
-  const line = Buffer.alloc(RECORD + 1);
-  for (let i = 0; i < RECORD; i++) line[i] = 0x21 + ((i * 7) % 94);
-  line[RECORD] = 0x0a;
-  const file = join(dir, `kcat-input-${count}`);
-  const fd = openSync(file, "w");
-  const chunk = Buffer.concat(Array.from({ length: 1024 }, () => line));
-  let left = count;
-  while (left > 0) {
-    const n = Math.min(left, 1024);
-    writeSync(fd, chunk, 0, n * line.length);
-    left -= n;
-  }
-  closeSync(fd);
-  inputs.set(count, file);
-  return file;
 }
 
 // ---- scenarios ----
@@ -615,18 +558,6 @@ async function pass(n: Nagare, scale: number, inputDir: string): Promise<Pass> {
 
 function nagareVersion(): string {
   return (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
-}
-
-function kcatVersion(): Promise<string> {
-  return new Promise((res) => {
-    const p = spawn(KCAT, ["-V"]);
-    let out = "";
-    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    p.on("close", () => {
-      const m = /Version (\S+) .*librdkafka (\S+)/.exec(out);
-      res(m === null ? "unknown" : `kcat ${m[1]}, librdkafka ${m[2]}`);
-    });
-  });
 }
 
 /** One repeat on one build: a fresh server, a warm-up pass, the disk probe, the measured pass. */
