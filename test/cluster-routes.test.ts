@@ -11,7 +11,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { connect as netConnect, type Socket } from "node:net";
+import { connect as netConnect, createServer, type Socket } from "node:net";
 import { EventEmitter } from "node:events";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -379,6 +379,93 @@ describe("a cluster of nagare and nats-server 2.9", { skip: existsSync(NATS_SERV
       ns.proc.kill();
       await new Promise((resolve) => (ns.proc.exitCode !== null ? resolve(undefined) : ns.proc.once("exit", resolve)));
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A port free now (bound and released), for a node that must be dialled before it listens. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe("a mesh forming while a route's first dial fails", () => {
+  test("the peer that dialled in is not dialled again: the route carrying traffic is not replaced and nothing published on it is lost", async () => {
+    // B is configured with A's route port before A listens, so B's first dial is refused and B retries later;
+    // A comes up and dials B first. A second route from B's retry would be kept over A's (both nodes keep the
+    // route dialled by the smaller server id) only if B's id is the smaller: a pair the other way round is
+    // started again, so the test always has the case in which a duplicate replaces the route in use.
+    for (let attempt = 1; ; attempt++) {
+      const aPort = await freePort();
+      const b = await startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "forming", host: "127.0.0.1", port: -1, routes: [`nats://127.0.0.1:${aPort}`] } });
+      let a: NagareServer | undefined;
+      const conns: Conn[] = [];
+      try {
+        await waitUntil(() => b.routes!.dialling().some((d) => d.attempts >= 1 && !d.connecting), "B's first dial refused");
+        a = await startServer({ host: "127.0.0.1", port: -1, httpPort: -1, cluster: { name: "forming", host: "127.0.0.1", port: aPort, routes: [routeUrl(b)] } });
+        if (a.broker.serverId < b.broker.serverId) {
+          assert.ok(attempt < 30, "server ids never came in the order the test needs");
+          continue;
+        }
+        const aId = a.broker.serverId;
+        const bId = b.broker.serverId;
+        // Every route each node registers to the other, by its connection id.
+        const ridsOnB = new Set<number>();
+        const ridsOnA = new Set<number>();
+        const record = (on: NagareServer, peer: string, into: Set<number>): void => {
+          for (const r of on.routes!.routez(false).routes) if (r.remote_id === peer) into.add(r.rid as number);
+        };
+        b.routes!.onChange(() => record(b, aId, ridsOnB));
+        const aNode = a;
+        a.routes!.onChange(() => record(aNode, bId, ridsOnA));
+        record(b, aId, ridsOnB);
+        record(a, bId, ridsOnA);
+        await waitUntil(() => a!.routes!.routeCount === 1 && b.routes!.routeCount === 1, "A's route to B registered on both");
+
+        const [pub, sub] = [await generations[0].connect({ servers: a.url }), await generations[0].connect({ servers: b.url })];
+        conns.push(pub, sub);
+        const got: number[] = [];
+        sub.subscribe("forming.stream", { callback: (_e, m) => got.push(Number(dec(m.data))) });
+        await sub.flush();
+        await interestSeen(a, b, "$G forming.stream");
+        // A steady stream from A to B while B's retry of A's URL is pending, until it is settled: no dial due or
+        // under way, and one route open on each side.
+        const settled = (): boolean =>
+          b.routes!.dialling().every((d) => !d.due && !d.connecting) && a!.routes!.openRouteCount === 1 && b.routes!.openRouteCount === 1;
+        let published = 0;
+        while (published < 2000 || !settled()) {
+          for (let i = 0; i < 50; i++) pub.publish("forming.stream", enc(String(published++)));
+          await pub.flush();
+          assert.ok(published < 2_000_000, "B's dial of A's URL never settled");
+        }
+        // A marker after the stream, published until B has one: whatever of the stream could arrive has arrived.
+        let marked = false;
+        sub.subscribe("forming.marker", { callback: () => (marked = true) });
+        await sub.flush();
+        await waitUntilAsync(async () => {
+          pub.publish("forming.marker");
+          await pub.flush();
+          await sub.flush();
+          return marked;
+        }, "the marker on B");
+        const missing = published - new Set(got).size;
+        assert.equal(missing, 0, `${missing} of ${published} messages published on A after B's interest had crossed were lost`);
+        assert.deepEqual(got, Array.from({ length: published }, (_, i) => i));
+        assert.equal(ridsOnB.size, 1, "B replaced its route to A");
+        assert.equal(ridsOnA.size, 1, "A replaced its route to B");
+        // B knows which server its configured URL turned out to be.
+        assert.deepEqual(b.routes!.dialling().map((d) => d.serverId), [aId]);
+        return;
+      } finally {
+        for (const x of conns) if (!x.isClosed()) await x.close();
+        await Promise.all([a?.close(), b.close()]);
+      }
     }
   });
 });

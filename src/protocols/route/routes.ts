@@ -293,6 +293,17 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
       for (const e of entries.values()) route.sendLine(e.queue === null ? `RS+ ${acc} ${e.subject}` : `RS+ ${acc} ${e.subject} ${e.queue} ${e.count}`);
     }
     route.pingNow();
+    // A peer that dialled in at a URL this node dials itself (a configured route whose first dial
+    // failed before the peer listened): that URL is connected now. Dialling it again would make a
+    // duplicate that can replace this route once it carries traffic, losing what is in flight on it.
+    const dialledAt = route.remoteUrl === "" ? undefined : this.dialled.get(normaliseUrl(route.remoteUrl));
+    if (dialledAt !== undefined && !dialledAt.self) {
+      dialledAt.serverId = route.remoteId;
+      if (!dialledAt.connecting) {
+        clearTimeout(dialledAt.timer);
+        dialledAt.timer = undefined;
+      }
+    }
     // Gossip: the other routes learn of the new peer and dial it if they do not know it.
     if (route.remoteUrl !== "") {
       const gossip = `INFO ${JSON.stringify({ server_id: route.remoteId, server_name: route.remoteName, ip: route.remoteUrl, cluster: this.options.clusterName, connect_urls: route.remoteConnectUrls })}`;
@@ -378,6 +389,16 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   get routeCount(): number {
     return this.byId.size;
+  }
+
+  /** Route connections open now, registered or not (a duplicate not yet resolved counts twice). */
+  get openRouteCount(): number {
+    return this.all.size;
+  }
+
+  /** Test hook: the URLs this node keeps dialling, whether a dial is due or under way, and the server each turned out to be. */
+  dialling(): Array<{ url: string; serverId: string; attempts: number; due: boolean; connecting: boolean }> {
+    return [...this.dialled.values()].map((d) => ({ url: d.url, serverId: d.serverId, attempts: d.attempts, due: d.timer !== undefined, connecting: d.connecting }));
   }
 
   /** The peers' server ids, as routed to now. */
