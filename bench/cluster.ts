@@ -19,6 +19,8 @@
  *   npm run bench:cluster:kafka                 # the Kafka scenario alone (--kafka), writes bench/results/cluster-kafka-<date>.json
  *   node dist/bench/cluster.js --only=kcat_produce_12p_3n_vs_1n --profile
  *                                               # the Kafka scenario, writing nothing; with --profile each node a .cpuprofile
+ *   node dist/bench/cluster.js --only=kcat_produce_12p_3n_vs_1n --strace --repeats=1
+ *                                               # system call counts per node (fdatasync, reads, writes, accepts); slows the run
  *   node dist/bench/cluster.js --against=/path/to/other/checkout
  *                                               # that build's nagare as a third cluster, alternating with
  *                                               # the other two (before/after figures from one run;
@@ -34,7 +36,7 @@
  * `NodeConf.extra`). `--against` applies to the NATS scenarios only.
  */
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -331,6 +333,8 @@ interface KafkaProduce {
   kcat_cpu_s: number;
   /** Busy CPU on the machine outside the nodes and kcat (etcd, kernel writeback, the other helpers' work). */
   others_cpu_s: number;
+  /** With --strace: system call counts per node over the measured pass. */
+  syscalls_by_node?: Array<Record<string, number>>;
 }
 
 /** Busy CPU seconds of the whole machine (user, nice, system, irq, softirq), from /proc/stat. */
@@ -339,10 +343,47 @@ function machineBusySeconds(): number {
   return (f[1] + f[2] + f[3] + f[6] + f[7]) / 100;
 }
 
+/**
+ * `--strace`: the measured pass of the Kafka scenario runs with `strace -c -f`
+ * on every node, and each node's counts of the system calls that say where
+ * the time goes (fdatasync per batch, socket reads and writes, accepted
+ * connections) are added to its result. ptrace slows every system call: a
+ * run with it is for the counts, never for the throughput.
+ */
+const straceCalls = process.argv.includes("--strace");
+const STRACE_KEPT = ["fdatasync", "fsync", "openat", "accept4", "read", "write", "writev", "pwrite64", "pwritev", "epoll_wait", "futex"];
+
+function traceNodes(pids: number[], dir: string): () => Promise<Array<Record<string, number>>> {
+  const traces = pids.map((pid, i) => {
+    const out = join(dir, `strace-${pid}-${i}.txt`);
+    const proc = spawn("strace", ["-c", "-f", "-o", out, "-p", String(pid)], { stdio: "ignore" });
+    return { proc, out };
+  });
+  return async () =>
+    Promise.all(
+      traces.map(
+        (t) =>
+          new Promise<Record<string, number>>((res) => {
+            t.proc.once("exit", () => {
+              const counts: Record<string, number> = {};
+              // strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall
+              for (const line of readFileSync(t.out, "utf8").split("\n")) {
+                const f = line.trim().split(/\s+/);
+                const name = f[f.length - 1];
+                if (f.length >= 5 && STRACE_KEPT.includes(name)) counts[name] = Number(f[3]);
+              }
+              res(counts);
+            });
+            t.proc.kill("SIGINT");
+          }),
+      ),
+    );
+}
+
 let topicSeq = 0;
 
 /** A fresh 12-partition topic, created through the bootstrap broker, and kcat producing `count` records to it from that broker. */
-async function kcatProduceTo(c: KafkaCluster, count: number, inputDir: string): Promise<KafkaProduce> {
+async function kcatProduceTo(c: KafkaCluster, count: number, inputDir: string, trace = false): Promise<KafkaProduce> {
   const topic = `k12p-${++topicSeq}`;
   if (!(await c.admin.createTopics({ topics: [{ topic, numPartitions: KAFKA_PARTITIONS }], waitForLeaders: true }))) throw new Error(`topic ${topic} was not created`);
   const meta = await c.admin.fetchTopicMetadata({ topics: [topic] });
@@ -352,6 +393,11 @@ async function kcatProduceTo(c: KafkaCluster, count: number, inputDir: string): 
   for (const p of meta.topics[0].partitions) partitionsByNode[nodeOfBroker.get(p.leader) ?? -1]++;
   const input = kcatInput(inputDir, count);
   const pids = c.nodes.map((n) => n.pid);
+  let traced: (() => Promise<Array<Record<string, number>>>) | undefined;
+  if (trace) {
+    traced = traceNodes(pids, inputDir);
+    await new Promise((r) => setTimeout(r, 500)); // strace attaches to every thread
+  }
   const cpu0 = pids.map(cpuSeconds);
   const busy0 = machineBusySeconds();
   const t0 = process.hrtime.bigint();
@@ -359,6 +405,7 @@ async function kcatProduceTo(c: KafkaCluster, count: number, inputDir: string): 
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const byNode = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
   const busy = machineBusySeconds() - busy0;
+  const syscalls = traced === undefined ? undefined : await traced();
   if (exit.code !== 0 || exit.stderr.trim() !== "") throw new Error(`kcat -P exited ${exit.code}: ${exit.stderr}`);
   const stored = (await c.admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
   if (stored !== count) throw new Error(`kcat produced ${count} records but ${topic} holds ${stored}`);
@@ -375,6 +422,7 @@ async function kcatProduceTo(c: KafkaCluster, count: number, inputDir: string): 
     partitions_by_node: partitionsByNode,
     kcat_cpu_s: round(exit.cpu, 2),
     others_cpu_s: round(Math.max(0, busy - cpu - exit.cpu), 2),
+    ...(syscalls !== undefined ? { syscalls_by_node: syscalls } : {}),
   };
 }
 
@@ -394,9 +442,9 @@ async function kafkaScenario(): Promise<Record<string, unknown>> {
         try {
           await kcatProduceTo(c, Math.max(1000, Math.round(KAFKA_RECORDS * WARMUP_SCALE)), inputDir);
           execFileSync("sync");
-          const t = await kcatProduceTo(c, KAFKA_RECORDS, inputDir);
+          const t = await kcatProduceTo(c, KAFKA_RECORDS, inputDir, straceCalls);
           runs[`${size}n`].push(t);
-          console.error(`  ${KAFKA_SCENARIO} ${size}n: ${t.mb_per_sec} MB/s, ${t.server_cpu_ms_per_mb} ms server CPU/MB, by node ${t.server_cpu_s_by_node.join("/")} s, partitions ${t.partitions_by_node.join("/")}, kcat ${t.kcat_cpu_s} s, load ${loadavg()[0].toFixed(2)}`);
+          console.error(`  ${KAFKA_SCENARIO} ${size}n: ${t.mb_per_sec} MB/s, ${t.server_cpu_ms_per_mb} ms server CPU/MB, by node ${t.server_cpu_s_by_node.join("/")} s, partitions ${t.partitions_by_node.join("/")}, kcat ${t.kcat_cpu_s} s, load ${loadavg()[0].toFixed(2)}${t.syscalls_by_node !== undefined ? `, syscalls ${JSON.stringify(t.syscalls_by_node)}` : ""}`);
         } finally {
           await c.stop();
         }
@@ -488,7 +536,7 @@ async function main(): Promise<void> {
       notes: KAFKA_NOTES,
       results,
     };
-    publish(root, "cluster-kafka", report, !quick);
+    publish(root, "cluster-kafka", report, !quick && !straceCalls);
     return;
   }
   const ratio = (s: string, key: string): number => ((results[s]?.ratio ?? {}) as Record<string, number>)[key];
