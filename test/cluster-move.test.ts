@@ -20,6 +20,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
 import { header, parseHeaders } from "../src/streams/headers.js";
 import { decodeBatch, encodeBatch } from "../src/streams/stream-move.js";
+import { runJsCommand } from "../src/cli/js-commands.js";
+import { captured } from "./helpers/cli.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -198,4 +200,22 @@ test("a copy answer carries each message's sequence, time, subject, headers, key
   assert.deepEqual(decodeBatch(encodeBatch([])), []);
   assert.throws(() => decodeBatch(Buffer.from(JSON.stringify({ error: "not being moved" }))), /not being moved/);
   assert.throws(() => decodeBatch(encodeBatch(msgs).subarray(0, 30)), /short copy answer/);
+});
+
+test("nagare stream move --tag moves a stream through any node", async () => {
+  const [a, , c] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  await jsm.streams.add({ name: "bycli", subjects: ["bycli.>"], placement: { cluster: "", tags: ["node:a"] } });
+  const js = jetstream(await client(a));
+  for (let i = 0; i < 20; i++) await js.publish(`bycli.${i}`, `v${i}`);
+  const usage = await captured((io) => runJsCommand("stream", ["move", "bycli", "-s", c.url], io));
+  assert.equal(usage.code, 2, usage.err);
+  const r = await captured((io) => runJsCommand("stream", ["move", "bycli", "--tag", "node:b", "-s", c.url], io));
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /placed on nodes tagged node:b: led by a/);
+  await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "bycli")?.placement.leaders[0] === "b") && !a.jetstream!.streams.has("bycli"), "the move to b", 30_000);
+  const info = await jsm.streams.info("bycli");
+  assert.equal(info.cluster?.leader, "b");
+  assert.equal(info.state.messages, 20);
+  assert.equal((await jsm.streams.getMessage("bycli", { seq: 20 }))!.string(), "v19");
 });
