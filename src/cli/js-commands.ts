@@ -59,6 +59,7 @@ const STREAM_FLAGS: FlagSpec[] = [
   { long: "seq", value: true },
   { long: "keep", value: true },
   { long: "last-for", value: true },
+  { long: "tag", value: true, multi: true },
 ];
 
 const CONSUMER_FLAGS: FlagSpec[] = [
@@ -85,7 +86,7 @@ const COMMON_HELP = `  -s, --server <url>     server URL(s) (default: $NATS_URL 
 `;
 
 const USAGE: Record<JsGroup, string> = {
-  stream: `Usage: nagare stream <add|ls|info|rm|purge|get> [options]
+  stream: `Usage: nagare stream <add|ls|info|rm|purge|get|move> [options]
 
   add <name> [--subjects s1,s2] [--storage file|memory] [--retention limits|interest|workqueue]
       [--max-msgs n] [--max-bytes n] [--max-age dur] [--max-msg-size n]
@@ -96,6 +97,8 @@ const USAGE: Record<JsGroup, string> = {
   rm <name>
   purge <name> [--subject filter] [--seq n] [--keep n]
   get <name> <seq> | get <name> --last-for <subject>
+  move <name> --tag t [--tag t]...   move the stream to a node with these server_tags (a cluster's
+      STREAM.UPDATE of placement.tags, as nats-server moves streams); the move runs on after this returns
 
 Options:
   --json                 print the server's JSON instead of a table
@@ -215,7 +218,7 @@ function consumerTable(ci: ConsumerInfo): string {
 async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const jsm = await jetstreamManager(nc, { timeout: timeoutFrom(args) });
   const asJson = args.flags.has("json");
-  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get)");
+  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get, move)");
   switch (verb) {
     case "add": {
       const name = positional(args, 1, "stream name");
@@ -261,6 +264,15 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       const name = positional(args, 1, "stream name");
       await jsm.streams.delete(name);
       await write(io.stdout, asJson ? json({ success: true }) : `Stream ${name} deleted\n`);
+      return 0;
+    }
+    case "move": {
+      const name = positional(args, 1, "stream name");
+      const tags = (args.flags.get("tag") ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
+      if (tags.length === 0) throw new UsageError("stream move needs --tag: the server_tags of the node to move to");
+      const si = await jsm.streams.info(name);
+      const up = await jsm.streams.update(name, { ...si.config, placement: { cluster: si.config.placement?.cluster ?? "", tags } });
+      await write(io.stdout, asJson ? json(up) : `Stream ${name} placed on nodes tagged ${tags.join(", ")}: led by ${up.cluster?.leader ?? "?"}, it moves unless that node has them; nagare stream info ${name} shows the leader\n`);
       return 0;
     }
     case "purge": {

@@ -36,6 +36,12 @@ export interface StreamPlacement {
   /** The stream's configuration (JSON), from which every node leading a partition creates its copy. */
   config: unknown;
   created: string;
+  /**
+   * The node a JetStream stream is being moved to (streams/stream-move.ts):
+   * it copies the stream from the leader, then flips `leaders` to itself
+   * and clears this in one fenced change. Absent: no move.
+   */
+  moving?: string;
 }
 
 export interface PlacementRequest {
@@ -148,7 +154,7 @@ export class Placements {
    * that satisfy the request, least loaded first; throws
    * NoSuitablePeersError when none does.
    */
-  choose(r: Omit<PlacementRequest, "subjects" | "origin">, exclude: ReadonlySet<string> = new Set()): string[] {
+  choose(r: Pick<PlacementRequest, "partitions" | "tags" | "cluster" | "spread">, exclude: ReadonlySet<string> = new Set()): string[] {
     if (r.cluster !== undefined && r.cluster !== "" && r.cluster !== this.clusterName) throw new NoSuitablePeersError(`cluster ${JSON.stringify(r.cluster)} is not this cluster (${this.clusterName})`);
     const tags = r.tags ?? [];
     const candidates: Candidate[] = this.nodes()

@@ -179,7 +179,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
     await this.update(account, stream, (p) => {
       const more = count - p.leaders.length;
       if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
-      p.leaders.push(...this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster, config: p.config }, this.withoutKafka()));
+      p.leaders.push(...this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, this.withoutKafka()));
       return p;
     });
   }

@@ -426,6 +426,7 @@ export class JetStreamApi implements Receiver {
 
   private async msgDelete(s: Stream, req: Json): Promise<Json> {
     if (s.config.sealed) throw Errors.sealed();
+    if (s.frozen) throw Errors.streamMoving();
     if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();
@@ -472,6 +473,8 @@ export class JetStreamApi implements Receiver {
   private async consumerCreate(streamName: string, body: Buffer, name: string | undefined, filter: string | undefined, legacy: boolean): Promise<Json> {
     const req = parseBody(body);
     const s = this.js.stream(streamName);
+    // Consumers do not move yet: one made while its stream is frozen for a move would be left behind.
+    if (s.frozen) throw Errors.streamMoving();
     if (req.stream_name !== undefined && req.stream_name !== streamName) throw Errors.streamMismatch();
     if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
     const action = typeof req.action === "string" ? req.action : "";

@@ -36,6 +36,7 @@ import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
 import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
+import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
 const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
@@ -119,6 +120,7 @@ export class ClusterApi implements Receiver {
   private readonly replyPrefix: string;
   private readonly pending = new Map<string, (body: Buffer | null) => void>();
   private nextId = 0;
+  private readonly mover: StreamMover;
 
   constructor(
     private readonly js: JetStream,
@@ -133,9 +135,16 @@ export class ClusterApi implements Receiver {
     this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
     js.account.subscribe(this.forwardSub);
     js.account.subscribe(this.replySub);
+    this.mover = new StreamMover({
+      js,
+      cluster,
+      request: (node, subject, body, ms) => this.request(node, subject, body, ms),
+      answer: (reply, body) => js.emit(reply, reply, "", null, body),
+    });
   }
 
   close(): void {
+    this.mover.close();
     this.js.account.unsubscribe(this.forwardSub);
     this.js.account.unsubscribe(this.replySub);
     for (const done of this.pending.values()) done(null);
@@ -213,6 +222,10 @@ export class ClusterApi implements Receiver {
       return;
     }
     const original = subject.slice(this.forwardPrefix.length);
+    if (original.startsWith(MOVE_PREFIX)) {
+      this.mover.serve(original.slice(MOVE_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
+      return;
+    }
     let placed: Placed | null = null;
     if (msg.hdrLen > 0) {
       const v = header(parseHeaders(msg.data, msg.start, msg.start + msg.hdrLen), PLACED_HEADER);
@@ -297,16 +310,46 @@ export class ClusterApi implements Receiver {
     const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config);
     if (invalid !== null) throw invalid;
     this.checkOverlap(config, name);
+    // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
+    const target = this.moveTarget(name, config, before.placement);
+    if (target !== undefined) this.mover.recording(name);
     try {
-      await this.directory.update(this.account, name, (p) => ({ ...p, subjects: config.subjects, config }));
+      await this.directory.update(this.account, name, (p) => {
+        if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
+        return { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: target } : {}) };
+      });
     } catch (err) {
       throw clusterError(err);
     }
     try {
       return { ...(await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo() };
     } catch (err) {
-      await this.directory.update(this.account, name, (p) => ({ ...p, subjects: before.placement.subjects, config: before.placement.config })).catch(() => undefined);
+      await this.directory
+        .update(this.account, name, (p) => {
+          const back = { ...p, subjects: before.placement.subjects, config: before.placement.config, tags: before.placement.tags };
+          // A move recorded by this update is withdrawn with it (nothing was copied yet that the leader would give away).
+          if (target !== undefined && p.moving === target && p.leaders[0] === this.cluster.self) delete back.moving;
+          return back;
+        })
+        .catch(() => undefined);
       throw err;
+    }
+  }
+
+  /** The node to move a stream to when its new placement does not fit this node (its leader), or undefined. */
+  private moveTarget(name: string, config: StreamConfig, p: PlacedStream): string | undefined {
+    const tags = config.placement?.tags ?? [];
+    const cluster = config.placement?.cluster;
+    const self = this.cluster.self;
+    const mine = this.directory.nodes().find((n) => n.name === self)?.tags ?? [];
+    if (tags.every((t) => mine.includes(t)) && (cluster === undefined || cluster === this.directory.clusterName)) return undefined;
+    if (p.moving !== undefined) throw Errors.streamMoveInProgress();
+    if (p.origin !== "jetstream" || p.leaders.length !== 1) throw Errors.streamGeneral("stream move refused: only a JetStream stream with one partition can move yet");
+    if (this.js.stream(name).consumers.size > 0) throw Errors.streamGeneral("stream move refused: the stream has consumers, which cannot move yet");
+    try {
+      return this.directory.choose({ partitions: 1, tags, cluster, spread: false }, new Set([self]))[0];
+    } catch (err) {
+      throw clusterError(err, tags);
     }
   }
 

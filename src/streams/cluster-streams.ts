@@ -33,6 +33,8 @@ export interface PlacedStream {
   origin: "jetstream" | "kafka";
   /** The stream's configuration, from which each node leading a partition creates its copy. */
   config: unknown;
+  /** The node the stream is being moved to (stream-move.ts), which hosts a copy it does not lead until the move flips `leaders`. */
+  moving?: string;
 }
 
 export interface PlaceRequest {
@@ -57,6 +59,10 @@ export interface StreamDirectory {
   get(account: string, stream: string): { placement: PlacedStream; revision: number } | undefined;
   list(account?: string): PlacedStream[];
   isLive(node: string): boolean;
+  /** The live nodes with their `server_tags`. */
+  nodes(): Array<{ name: string; tags: string[] }>;
+  /** Leaders for a placement among the live nodes not excluded, least loaded first (NoSuitablePeersError when none fits). */
+  choose(r: { partitions: number; tags?: string[]; cluster?: string; spread: boolean }, exclude?: ReadonlySet<string>): string[];
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
   adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
   remove(account: string, stream: string): Promise<void>;
@@ -150,8 +156,14 @@ export class ClusterStreams {
       return;
     }
     const self = this.directory.self;
-    if (!placed.leaders.includes(self)) {
-      if (local !== undefined) await js.setAside(name, `the cluster placed it on ${[...new Set(placed.leaders)].join(", ")}`);
+    const target = placed.moving === self && !placed.leaders.includes(self);
+    if (!placed.leaders.includes(self) && !target) {
+      if (local === undefined) return;
+      // A move's copy: the old leader's after the flip (the new leader has every message), or a cancelled move's target.
+      if (local.movedOut) {
+        this.log.info(`cluster: stream "${name}" of account ${account} is placed on ${placed.leaders[0]} after a move; deleting the local copy`);
+        await js.deleteStream(name);
+      } else await js.setAside(name, `the cluster placed it on ${[...new Set(placed.leaders)].join(", ")}`);
       return;
     }
     const partitions = placed.leaders.length;
@@ -167,8 +179,13 @@ export class ClusterStreams {
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
       if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
     }
-    stream.ledHere = placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
+    // A move's target keeps its copy without leading it: publishes routed to it are dropped until the move flips.
+    stream.ledHere = target ? placed.leaders.map(() => false) : placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
+    for (const l of this.moveListeners) l(account, name, placed);
   }
+
+  /** Told of every settled placement of a stream hosted here (stream-move.ts starts, finishes or cancels moves). */
+  readonly moveListeners = new Set<(account: string, stream: string, placed: PlacedStream) => void>();
 
   /** A stream on disk that the cluster does not know: this node leads it from now on. */
   private async adopt(js: JetStream, name: string): Promise<void> {

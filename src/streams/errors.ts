@@ -31,6 +31,10 @@ export const Errors = {
   clusterNoPeers: (why: string): ApiError => new ApiError(400, 10005, why),
   streamOffline: e(500, 10118, "stream is offline"),
   clusterNotAvailable: e(503, 10008, "JetStream system temporarily unavailable"),
+  /** A stream frozen for the last step of its move to another node: try again in a moment. */
+  /** nats-server's JSStreamMoveInProgressF. */
+  streamMoveInProgress: e(400, 10124, "stream move already in progress"),
+  streamMoving: e(503, 10008, "JetStream system temporarily unavailable: stream is moving to another node"),
   streamGeneral: (why: string): ApiError => new ApiError(500, 10051, why),
   streamNotFound: e(404, 10059, "stream not found"),
   consumerNotFound: e(404, 10014, "consumer not found"),

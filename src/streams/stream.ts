@@ -150,6 +150,19 @@ export class Stream {
    * get. null: this node leads them all.
    */
   ledHere: readonly boolean[] | null = null;
+  /**
+   * Frozen for a move to another node (stream-move.ts): every change is
+   * refused, retryably, until the move flips the placement or is cancelled,
+   * so that the copy the target takes is final.
+   */
+  frozen = false;
+  /**
+   * This copy is one side of a move: the leader's once the target has been
+   * told its final state, or the target's until the move flips. Such a copy
+   * is deleted when the placement stops naming this node; any other is set
+   * aside (kept on disk).
+   */
+  movedOut = false;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
@@ -293,6 +306,7 @@ export class Stream {
    */
   publish(subject: string, headers: Buffer | null, data: Buffer, done: PublishDone): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0, false);
+    if (this.frozen) return done(Errors.streamMoving(), 0, false);
     if (this.inputTransform !== null) subject = this.inputTransform.match(subject) ?? subject;
     if (this.config.sealed) return done(Errors.sealed(), 0, false);
     const size = (headers?.length ?? 0) + data.length;
@@ -309,6 +323,11 @@ export class Stream {
       return;
     }
     this.process(item);
+  }
+
+  /** No publish or append is queued or on its way to a log: what a frozen stream waits for before its last copy. */
+  quiet(): boolean {
+    return this.inflight === 0 && this.queue.length === 0;
   }
 
   /** What the stream holds against its account: stored, on its way to the logs, and queued. */
@@ -542,6 +561,7 @@ export class Stream {
    */
   append(partition: number, input: AppendInput, done: (err: ApiError | null, seq: number) => void): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
+    if (this.frozen) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -622,6 +642,7 @@ export class Stream {
     appender: (log: MessageLog) => { copy: () => (cb: (err: Error | null, first: number) => void) => void; go: (cb: (err: Error | null, first: number) => void) => void },
   ): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
+    if (this.frozen) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -908,6 +929,7 @@ export class Stream {
   }
 
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
+    if (this.frozen) throw Errors.streamMoving();
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
     for (const c of this.consumers.values()) c.purged(opts.filter === undefined && opts.keep === undefined ? first : 0);
