@@ -13,9 +13,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { startServer, type NagareServer } from "../src/server/server.js";
+import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { spawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode } from "./helpers/js.js";
 
@@ -28,16 +28,7 @@ let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
 function node(name: string): Promise<NagareServer> {
-  return startServer({
-    host: "127.0.0.1",
-    port: -1,
-    jetstream: true,
-    storeDir: join(dir, name),
-    serverName: name,
-    serverTags: [`node:${name}`],
-    cluster: { name: clusterName, host: "127.0.0.1", port: -1 },
-    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
-  });
+  return startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, name);
 }
 
 before(async () => {

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { uniqueCluster, within } from "./helpers/cluster.js";
+import { startJetStreamCluster, startJetStreamNode, uniqueCluster, within } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
@@ -31,29 +31,11 @@ let dir: string;
 const nodes: NagareServer[] = [];
 let clusterName: string;
 
-function node(name: string, routes: string[]): Promise<NagareServer> {
-  return startServer({
-    host: "127.0.0.1",
-    port: -1,
-    httpPort: -1,
-    jetstream: true,
-    storeDir: join(dir, name),
-    serverName: name,
-    serverTags: [`node:${name}`],
-    cluster: { name: clusterName, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) },
-    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
-  });
-}
-
 before(async () => {
   etcd = await startEtcd();
   dir = mkdtempSync(join(tmpdir(), "nagare-jsc-"));
   clusterName = uniqueCluster("js");
-  const a = await node("a", []);
-  nodes.push(a);
-  const seed = [`nats://127.0.0.1:${a.routes!.port}`];
-  nodes.push(await node("b", seed), await node("c", seed));
-  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === 3), "every node to see the others");
+  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: clusterName }, { monitoring: true })));
 });
 
 const conns: NatsConnection[] = [];
@@ -351,17 +333,7 @@ test("streams found on disk: adopted when the cluster has no placement, set asid
   // Meanwhile the cluster placed a stream of that name on a.
   const config = { name: "foreign", subjects: ["foreign.>"], storage: "file", retention: "limits", discard: "old" };
   await a.cluster!.placements.place("$G", "foreign", { partitions: 1, tags: ["node:a"], spread: false, subjects: ["foreign.>"], origin: "jetstream", config });
-  const d = await startServer({
-    host: "127.0.0.1",
-    port: -1,
-    httpPort: -1,
-    jetstream: true,
-    storeDir: store,
-    serverName: "d",
-    serverTags: ["node:d"],
-    cluster: { name: clusterName, host: "127.0.0.1", port: -1 },
-    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
-  });
+  const d = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, "d", { monitoring: true, storeDir: store });
   try {
     assert.deepEqual(d.cluster!.placements.get("$G", "legacy")?.placement.leaders, ["d"], "adopted: this node leads it");
     assert.ok(d.jetstream!.streams.has("legacy"));

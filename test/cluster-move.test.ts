@@ -12,9 +12,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startServer, type NagareServer } from "../src/server/server.js";
+import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { uniqueCluster } from "./helpers/cluster.js";
+import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
@@ -28,28 +28,11 @@ let dir: string;
 const nodes: NagareServer[] = [];
 let clusterName: string;
 
-function node(name: string, routes: string[]): Promise<NagareServer> {
-  return startServer({
-    host: "127.0.0.1",
-    port: -1,
-    jetstream: true,
-    storeDir: join(dir, name),
-    serverName: name,
-    serverTags: [`node:${name}`],
-    cluster: { name: clusterName, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) },
-    etcd: { endpoints: [etcd.endpoint], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
-  });
-}
-
 before(async () => {
   etcd = await startEtcd();
   dir = mkdtempSync(join(tmpdir(), "nagare-move-"));
   clusterName = uniqueCluster("move");
-  const a = await node("a", []);
-  nodes.push(a);
-  const seed = [`nats://127.0.0.1:${a.routes!.port}`];
-  nodes.push(await node("b", seed), await node("c", seed));
-  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === 3), "every node to see the others");
+  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: clusterName })));
 });
 
 const conns: NatsConnection[] = [];

@@ -5,6 +5,9 @@ import type { EventEmitter } from "node:events";
 import { MAIN } from "./cli.js";
 import type { Logger } from "../../src/util/log.js";
 import { ClusterNode } from "../../src/cluster/node.js";
+import { startServer, type NagareServer } from "../../src/server/server.js";
+import { join } from "node:path";
+import { waitUntil } from "./clients.js";
 import type { NodeRecord } from "../../src/cluster/membership.js";
 
 /** `p`, or a failure naming `what` after `ms`: every wait in a cluster test is bounded. */
@@ -116,4 +119,40 @@ export async function spawnNode(args: string[], limitMs = 20_000): Promise<NodeP
       return code;
     },
   };
+}
+
+/** Where a test's JetStream nodes live: its etcd, a directory for their stores, the cluster's name. */
+export interface JetStreamClusterSite {
+  etcd: string;
+  dir: string;
+  cluster: string;
+}
+
+/**
+ * A JetStream node of a test cluster, embedded: store `<dir>/<name>`, tagged
+ * `node:<name>` (so tests place streams by tag), a route listener on a free
+ * port, etcd with a 2 s lease and 1 s timeouts.
+ */
+export function startJetStreamNode(site: JetStreamClusterSite, name: string, o: { routes?: string[]; monitoring?: boolean; storeDir?: string } = {}): Promise<NagareServer> {
+  const routes = o.routes ?? [];
+  return startServer({
+    host: "127.0.0.1",
+    port: -1,
+    ...(o.monitoring ? { httpPort: -1 } : {}),
+    jetstream: true,
+    storeDir: o.storeDir ?? join(site.dir, name),
+    serverName: name,
+    serverTags: [`node:${name}`],
+    cluster: { name: site.cluster, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) },
+    etcd: { endpoints: [site.etcd], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
+  });
+}
+
+/** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean } = {}): Promise<NagareServer[]> {
+  const a = await startJetStreamNode(site, "a", o);
+  const seed = [`nats://127.0.0.1:${a.routes!.port}`];
+  const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
+  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === nodes.length), "every node to see the others");
+  return nodes;
 }
