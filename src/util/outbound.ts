@@ -13,8 +13,8 @@
  * milliseconds; a copy per flush was, on a route at 1 KiB, the largest
  * single cost of the sending node (docs/PERFORMANCE.md, "Cluster").
  *
- * Limits (max_pending, slow consumers) are the owner's: it checks them
- * before `reserve`, which only makes room.
+ * Limits: the owner asks `fits` before `reserve` (which only makes room)
+ * and decides what a connection past max_pending gets.
  */
 
 import type { Writable } from "node:stream";
@@ -44,6 +44,15 @@ export class Outbound {
    */
   private sent: Buffer[] | null = [];
   private sentHead = 0;
+
+  /**
+   * Whether `need` more bytes keep the connection within `maxPending`,
+   * counting what the socket still holds: a connection past it is a slow
+   * consumer (the owner decides what that means for it).
+   */
+  fits(need: number, socket: Writable, maxPending: number): boolean {
+    return this.len + need + socket.writableLength <= maxPending;
+  }
 
   /** Makes room for `need` more bytes after `len`: `buf` may be another buffer afterwards. */
   reserve(need: number): void {

@@ -742,7 +742,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   /** Makes room for `need` more bytes; false (after closing) when the client is too far behind. */
   private reserve(need: number): boolean {
-    if (this.out.len + need + this.socket.writableLength > this.broker.options.maxPending) {
+    if (!this.out.fits(need, this.socket, this.broker.options.maxPending)) {
       this.slowConsumer(CloseReason.SlowPending);
       return false;
     }

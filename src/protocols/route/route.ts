@@ -286,7 +286,7 @@ export class Route implements Connection, Receiver {
   }
 
   private reserve(need: number): boolean {
-    if (this.out.len + need + this.socket.writableLength > this.broker.options.maxPending) {
+    if (!this.out.fits(need, this.socket, this.broker.options.maxPending)) {
       // nats-server's treatment of a route that cannot keep up: a slow consumer, closed.
       this.broker.stats.slowConsumers++;
       this.broker.log.warn(`route ${this.describe()} slow consumer detected: Slow Consumer (Pending Bytes)`);
