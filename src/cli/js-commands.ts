@@ -60,6 +60,9 @@ const STREAM_FLAGS: FlagSpec[] = [
   { long: "keep", value: true },
   { long: "last-for", value: true },
   { long: "tag", value: true, multi: true },
+  { long: "to", value: true },
+  { long: "cancel", value: false },
+  { long: "account", value: true },
 ];
 
 const CONSUMER_FLAGS: FlagSpec[] = [
@@ -99,6 +102,9 @@ const USAGE: Record<JsGroup, string> = {
   get <name> <seq> | get <name> --last-for <subject>
   move <name> --tag t [--tag t]...   move the stream to a node with these server_tags (a cluster's
       STREAM.UPDATE of placement.tags, as nats-server moves streams); the move runs on after this returns
+  move <name> --to <node> [--account a]   move it to that node, its placement unchanged
+      (nats-server's $JS.API.ACCOUNT.STREAM.MOVE; --account: the stream's account, default $G)
+  move <name> --cancel [--account a]      withdraw a move under way
 
 Options:
   --json                 print the server's JSON instead of a table
@@ -269,7 +275,18 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
     case "move": {
       const name = positional(args, 1, "stream name");
       const tags = (args.flags.get("tag") ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
-      if (tags.length === 0) throw new UsageError("stream move needs --tag: the server_tags of the node to move to");
+      const to = lastFlag(args, "to");
+      const cancel = args.flags.has("cancel");
+      if ([tags.length > 0, to !== undefined, cancel].filter(Boolean).length !== 1) throw new UsageError("stream move needs one of --tag, --to or --cancel");
+      if (to !== undefined || cancel) {
+        const account = lastFlag(args, "account") ?? "$G";
+        const subject = `$JS.API.ACCOUNT.STREAM.${cancel ? "CANCEL_MOVE" : "MOVE"}.${account}.${name}`;
+        const reply = await nc.request(subject, JSON.stringify(cancel ? {} : { to }), { timeout: timeoutFrom(args) });
+        const up = JSON.parse(new TextDecoder().decode(reply.data)) as StreamInfo & { error?: { code: number; err_code: number; description: string } };
+        if (up.error !== undefined) throw new Error(`${up.error.description} (${up.error.code} ${up.error.err_code})`);
+        await write(io.stdout, asJson ? json(up) : cancel ? `Stream ${name}: move withdrawn, led by ${up.cluster?.leader ?? "?"}\n` : `Stream ${name} is moving from ${up.cluster?.leader ?? "?"} to ${to}; nagare stream info ${name} shows the leader\n`);
+        return 0;
+      }
       const si = await jsm.streams.info(name);
       const up = await jsm.streams.update(name, { ...si.config, placement: { cluster: si.config.placement?.cluster ?? "", tags } });
       await write(io.stdout, asJson ? json(up) : `Stream ${name} placed on nodes tagged ${tags.join(", ")}: led by ${up.cluster?.leader ?? "?"}, it moves unless that node has them; nagare stream info ${name} shows the leader\n`);

@@ -53,7 +53,8 @@ export interface NodeRecord {
   load: NodeLoad;
 }
 
-export type NodeState = "serving";
+/** "draining": in lame duck, moving what it leads away; placed on no more. */
+export type NodeState = "serving" | "draining";
 
 export interface NodeLoad {
   connections: number;
@@ -138,6 +139,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
   private refreshTimer: NodeJS.Timeout | undefined;
   private registering = false;
   private refreshing = false;
+  private refreshDone: Promise<void> = Promise.resolve();
   private stopped = false;
   private readonly parsed = new Map<string, Member>();
   private readonly onUp = (): void => this.backoff.wake();
@@ -228,11 +230,15 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
 
   /** Writes the record again now if it changed (a state change that should not wait for the next refresh). */
   async refresh(): Promise<void> {
+    // One write at a time; a caller that finds one under way waits for it, then writes what it changed.
+    while (this.refreshing) await this.refreshDone;
     const lease = this.leaseId;
-    if (lease === undefined || !this.holdsLease() || this.refreshing) return;
+    if (lease === undefined || !this.holdsLease()) return;
     const value = JSON.stringify(this.describe());
     if (value === this.lastWritten) return;
     this.refreshing = true;
+    let done!: () => void;
+    this.refreshDone = new Promise((resolve) => (done = resolve));
     try {
       // Only over this node's own key with this node's lease: a key taken over is not written back.
       const r = await this.client.txn([{ key: this.key, lease }], [{ put: this.key, value, lease }]);
@@ -243,6 +249,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       this.lastError = err as Error; // the next refresh tries again; the lease's own checks decide fencing
     } finally {
       this.refreshing = false;
+      done();
     }
   }
 

@@ -140,13 +140,13 @@ export class Placements {
     return this.membership.members().some((m) => m.name === node && m.record !== undefined);
   }
 
-  /** The live nodes, each with its `server_tags` and the partitions it leads. */
-  nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number }> {
+  /** The live nodes, each with its `server_tags`, the partitions it leads, and whether it is draining (lame duck). */
+  nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number; draining: boolean }> {
     const led = this.ledCounts();
     return this.membership
       .members()
       .filter((m) => m.record !== undefined)
-      .map((m) => ({ name: m.name, tags: m.record!.tags ?? [], led: led.get(m.name) ?? 0, bytes: m.record!.load.bytes }));
+      .map((m) => ({ name: m.name, tags: m.record!.tags ?? [], led: led.get(m.name) ?? 0, bytes: m.record!.load.bytes, draining: m.record!.state === "draining" }));
   }
 
   /**
@@ -158,7 +158,8 @@ export class Placements {
     if (r.cluster !== undefined && r.cluster !== "" && r.cluster !== this.clusterName) throw new NoSuitablePeersError(`cluster ${JSON.stringify(r.cluster)} is not this cluster (${this.clusterName})`);
     const tags = r.tags ?? [];
     const candidates: Candidate[] = this.nodes()
-      .filter((n) => !exclude.has(n.name) && tags.every((t) => n.tags.includes(t)))
+      // A draining node is moving what it leads away: nothing new goes to it.
+      .filter((n) => !exclude.has(n.name) && !n.draining && tags.every((t) => n.tags.includes(t)))
       .map((n) => ({ name: n.name, led: n.led, bytes: n.bytes }));
     if (candidates.length === 0) throw new NoSuitablePeersError(tags.length > 0 ? `no live node has the tags ${tags.join(", ")}` : "no live node");
     const order = (a: Candidate, b: Candidate): number => a.led - b.led || a.bytes - b.bytes || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

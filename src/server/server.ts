@@ -175,6 +175,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   let secureMonitor: Monitor | undefined;
   let cluster: ClusterNode | undefined;
   let clusterStreams: ClusterStreams | undefined;
+  /** In lame duck: the node's record says so, and placement chooses other nodes. */
+  let draining = false;
   const clusterView = (): ReturnType<ClusterNode["view"]> | undefined => cluster?.view();
   if (opts.httpPort !== undefined || opts.httpsPort !== undefined) {
     try {
@@ -250,7 +252,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
         clusterName: opts.clusterName,
         serverName: opts.serverName,
         etcd: { endpoints: e.endpoints, prefix: e.prefix, tls: etcdTls, dialTimeoutMs: e.dialTimeout, requestTimeoutMs: e.requestTimeout, leaseTtlS: e.leaseTtl / 1000 },
-        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor, routes),
+        describe: () => nodeRecord(opts, broker, port, jetstream, kafka, monitor ?? secureMonitor, routes, draining),
         log,
       });
       if (routes !== undefined) followMembers(cluster, routes);
@@ -319,20 +321,30 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const lameDuck = async (): Promise<void> => {
     if (closing) return closing;
     log.info("Entering lame duck mode, stop accepting new clients");
+    const started = performance.now();
     broker.lameDuck = true;
     listener.close();
     if (cluster !== undefined) {
-      // It leads nothing from now on (there is nothing to move away yet: placement is not built).
+      // Placed on no more (its record says draining), it moves what it leads away while its clients still reach it,
+      // within the duration less the grace period; what does not move in time is unavailable once it is gone.
+      draining = true;
+      await cluster.membership.refresh();
+      if (jetstreams !== undefined) {
+        const drained = await jetstreams.drain(started + Math.max(0, opts.lameDuckDuration - opts.lameDuckGracePeriod));
+        if (drained.moved.length > 0) log.info(`cluster ${opts.clusterName}: lame duck moved ${drained.moved.length} stream(s) away: ${drained.moved.join(", ")}`);
+        for (const x of drained.stayed) log.warn(`cluster ${opts.clusterName}: lame duck could not move stream ${x.stream} away (${x.why}): it is unavailable while this node is down`);
+      }
       log.info(`cluster ${opts.clusterName}: leaving (lame duck)`);
       await cluster.leave();
     }
     for (const c of broker.connections.values()) c.notifyLameDuck();
     broker.flushDirty();
-    await delay(Math.min(opts.lameDuckGracePeriod, opts.lameDuckDuration));
+    const left = Math.max(0, opts.lameDuckDuration - (performance.now() - started));
+    await delay(Math.min(opts.lameDuckGracePeriod, left));
     // Spread the remaining closes over what is left of the duration, so that
     // reconnecting clients don't stampede the other servers.
     const conns = [...broker.connections.values()];
-    const spread = Math.max(0, opts.lameDuckDuration - opts.lameDuckGracePeriod);
+    const spread = Math.max(0, left - opts.lameDuckGracePeriod);
     const batches = Math.min(conns.length, 10);
     for (let b = 0; b < batches; b++) {
       for (let i = b; i < conns.length; i += batches) conns[i].close("Server Shutdown");
@@ -382,7 +394,7 @@ function importsJetStreamApi(opts: ResolvedOptions, account: string): boolean {
 }
 
 /** What the node publishes about itself in etcd: its addresses and its load, read from memory. */
-function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined, routes: RouteManager | undefined): NodeRecord {
+function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstream: JetStream | undefined, kafka: KafkaDoor | undefined, monitor: Monitor | undefined, routes: RouteManager | undefined, draining: boolean): NodeRecord {
   let subscriptions = 0;
   for (const a of broker.accounts.values()) subscriptions += a.sublist.size;
   let partitions = 0;
@@ -405,7 +417,7 @@ function nodeRecord(opts: ResolvedOptions, broker: Broker, port: number, jetstre
     kafka: kafka === undefined ? null : `${kafkaHost}:${kafka.port}`,
     http: monitor === undefined ? null : `${scheme}://${listHosts(opts.httpHost)[0]}:${monitor.port}`,
     tags: opts.serverTags,
-    state: "serving",
+    state: draining ? "draining" : "serving",
     load: { connections: broker.connections.size, subscriptions, streams: jetstream?.streams.size ?? 0, partitions, bytes },
   };
 }

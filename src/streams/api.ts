@@ -14,7 +14,7 @@ import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
 import type { JetStream } from "./jetstream.js";
 import type { StoredMessage } from "../store/log.js";
-import { ClusterApi, streamOfSubject, type Placed } from "./cluster-api.js";
+import { ClusterApi, isAccountStreamMove, streamOfSubject, type Placed } from "./cluster-api.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 
 const NAMES_LIMIT = 1024;
@@ -68,8 +68,9 @@ const SYSTEM_RESPONSE = "system_response";
 /** Requests only the system account may make: nats-server leaves them to it and says nothing. */
 function systemOnly(t: string[]): boolean {
   const [kind, verb] = [t[2], t[3]];
-  return kind === "ACCOUNT" || (kind === "META" && verb === "LEADER") || (kind === "SERVER" && verb === "REMOVE");
+  return (kind === "ACCOUNT" && !isAccountStreamMove(t)) || (kind === "META" && verb === "LEADER") || (kind === "SERVER" && verb === "REMOVE");
 }
+
 
 /** A pull request (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`). */
 function isNextRequest(t: string[]): boolean {
@@ -85,6 +86,7 @@ export function apiResponseType(t: string[]): string | undefined {
   const n = t.length;
   const [kind, verb] = [t[2], t[3]];
   if (kind === "INFO" && n === 3) return "account_info_response";
+  if (isAccountStreamMove(t)) return "stream_update_response";
   if (kind === "STREAM") {
     if ((verb === "NAMES" || verb === "LIST") && n === 4) return `stream_${verb.toLowerCase()}_response`;
     if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) return `stream_msg_${t[4].toLowerCase()}_response`;
@@ -169,6 +171,11 @@ export class JetStreamApi implements Receiver {
     this.clusterApi = new ClusterApi(this.js, cluster, (subject, body, reply, placed) => this.serve(subject, body, reply, placed), (subject, reply) => this.offline(subject, reply));
   }
 
+  /** Lame duck: moves the streams this node leads away (cluster-api.ts); nothing to do on a single node. */
+  async drain(deadline: number): Promise<{ moved: string[]; stayed: Array<{ stream: string; why: string }> }> {
+    return this.clusterApi === null ? { moved: [], stayed: [] } : await this.clusterApi.drain(deadline);
+  }
+
   close(): void {
     for (const s of this.subs) this.js.account.unsubscribe(s);
     this.clusterApi?.close();
@@ -251,6 +258,7 @@ export class JetStreamApi implements Receiver {
   /** The answer to a request on an API subject (`type`: its response type, from apiResponseType). */
   private async answer(type: string, t: string[], body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
     const n = t.length;
+    if (isAccountStreamMove(t)) return await this.accountStreamMove(t[4] === "CANCEL_MOVE", t[5], t[6], body);
     switch (type) {
       case "account_info_response":
         return this.accountInfo();
@@ -327,6 +335,35 @@ export class JetStreamApi implements Receiver {
       },
       api: { total: this.js.apiTotal, errors: this.js.apiErrors },
     };
+  }
+
+  /**
+   * ACCOUNT.STREAM.MOVE: moves a stream off its leader (`server`, when
+   * given, must be it: nats-server's "the peer to evacuate") to the least
+   * loaded node with the placement's tags plus `tags` (for this move
+   * only), or, a nagare addition, to the node named `to`. CANCEL_MOVE
+   * withdraws a move under way (refused once it has flipped). Both answer
+   * the stream's info; the move runs on after the answer.
+   */
+  private async accountStreamMove(cancel: boolean, account: string, name: string, body: Buffer): Promise<Json | null> {
+    // Another account's stream: nats-server's own-account check drops the request unanswered.
+    if (account !== this.js.account.name) return null;
+    const cluster = this.clusterApi;
+    if (cluster === null) throw Errors.clusterRequired();
+    if (cancel) await cluster.cancelMove(name);
+    else {
+      const req = parseBody(body);
+      const server = optString(req, "server");
+      const to = optString(req, "to");
+      const tags = req.tags === undefined ? [] : req.tags;
+      if (!Array.isArray(tags) || tags.some((x) => typeof x !== "string")) throw Errors.badRequest();
+      if (server !== undefined && server !== "") {
+        if (!cluster.isMember(server)) throw Errors.clusterServerNotMember();
+        if (cluster.placement(name)?.leaders[0] !== server) throw Errors.clusterPeerNotMember();
+      }
+      await cluster.moveAway(name, { to: to === "" ? undefined : to, tags: tags as string[] });
+    }
+    return { ...(await this.js.stream(name).info()), cluster: cluster.clusterInfo() };
   }
 
   private async streamOp(verb: string, name: string, body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {

@@ -61,6 +61,16 @@ export function nodeToken(name: string): string {
 }
 
 /** The stream a stream-scoped API, ack or flow-control subject names; undefined for the others (CREATE, NAMES, LIST, INFO). */
+/**
+ * nats-server's `$JS.API.ACCOUNT.STREAM.MOVE.<account>.<stream>` and
+ * `CANCEL_MOVE`: a system-account API there, which also serves the
+ * stream's own account; here only the own account's (each account's API
+ * answers for itself).
+ */
+export function isAccountStreamMove(t: string[]): boolean {
+  return t[2] === "ACCOUNT" && t[3] === "STREAM" && (t[4] === "MOVE" || t[4] === "CANCEL_MOVE") && t.length === 7;
+}
+
 export function streamOfSubject(t: string[]): string | undefined {
   const n = t.length;
   if (t[0] !== "$JS") return undefined;
@@ -73,6 +83,7 @@ export function streamOfSubject(t: string[]): string | undefined {
     return undefined;
   }
   if (kind === "DIRECT" && verb === "GET" && n >= 5) return t[4];
+  if (isAccountStreamMove(t)) return t[6];
   if (kind === "CONSUMER") {
     if (verb === "CREATE" && n >= 5) return t[4];
     if (verb === "DURABLE" && t[4] === "CREATE" && n === 7) return t[5];
@@ -343,14 +354,141 @@ export class ClusterApi implements Receiver {
     const self = this.cluster.self;
     const mine = this.directory.nodes().find((n) => n.name === self)?.tags ?? [];
     if (tags.every((t) => mine.includes(t)) && (cluster === undefined || cluster === this.directory.clusterName)) return undefined;
-    if (p.moving !== undefined) throw Errors.streamMoveInProgress();
-    if (p.origin !== "jetstream" || p.leaders.length !== 1) throw Errors.streamGeneral("stream move refused: only a JetStream stream with one partition can move yet");
-    if (this.js.stream(name).consumers.size > 0) throw Errors.streamGeneral("stream move refused: the stream has consumers, which cannot move yet");
+    this.checkMovable(name, p);
     try {
       return this.directory.choose({ partitions: 1, tags, cluster, spread: false }, new Set([self]))[0];
     } catch (err) {
       throw clusterError(err, tags);
     }
+  }
+
+  /** Refuses (with the API's error) a move stream-move.ts cannot make of this placement. */
+  private checkMovable(name: string, p: PlacedStream): void {
+    if (p.moving !== undefined) throw Errors.streamMoveInProgress();
+    if (p.origin !== "jetstream" || p.leaders.length !== 1) throw Errors.streamGeneral("stream move refused: only a JetStream stream with one partition can move yet");
+    if (this.js.stream(name).consumers.size > 0) throw Errors.streamGeneral("stream move refused: the stream has consumers, which cannot move yet");
+  }
+
+  /**
+   * Starts moving a stream this node leads to another node: `to` by name,
+   * or the least loaded live node with the placement's tags plus `tags`
+   * (for this move only, as nats-server's ACCOUNT.STREAM.MOVE takes them),
+   * never a draining one. Records `moving` in one fenced change and
+   * returns the target; stream-move.ts does the rest.
+   */
+  async moveAway(name: string, opts: { to?: string; tags?: readonly string[] } = {}): Promise<string> {
+    const self = this.cluster.self;
+    const p = this.placement(name);
+    if (p === undefined || !this.js.streams.has(name)) throw Errors.streamNotFound();
+    this.checkMovable(name, p);
+    const tags = [...new Set([...p.tags, ...(opts.tags ?? [])])];
+    let target: string;
+    if (opts.to !== undefined) {
+      const node = this.directory.nodes().find((n) => n.name === opts.to);
+      if (node === undefined) throw Errors.clusterServerNotMember();
+      if (node.name === self) throw Errors.streamGeneral(`stream move refused: ${self} leads it already`);
+      if (node.draining === true) throw Errors.clusterNoPeers(`no suitable peers for placement, ${node.name} is draining`);
+      const missing = tags.filter((t) => !node.tags.includes(t));
+      if (missing.length > 0) throw Errors.clusterNoPeers(`no suitable peers for placement, tags not matched [${missing.map((t) => `'${t}'`).join(", ")}]`);
+      target = node.name;
+    } else {
+      try {
+        target = this.directory.choose({ partitions: 1, tags, cluster: p.cluster, spread: false }, new Set([self]))[0];
+      } catch (err) {
+        throw clusterError(err, tags);
+      }
+    }
+    this.mover.recording(name);
+    try {
+      await this.directory.update(this.account, name, (q) => {
+        if (q.moving !== undefined) throw Errors.streamMoveInProgress();
+        if (q.leaders[0] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[0]} leads it now`);
+        return { ...q, moving: target };
+      });
+    } catch (err) {
+      throw clusterError(err);
+    }
+    return target;
+  }
+
+  /** Withdraws a move under way of a stream led here, fenced: refused once the target flipped it (or none is under way). */
+  async cancelMove(name: string): Promise<void> {
+    const self = this.cluster.self;
+    if (this.placement(name) === undefined || !this.js.streams.has(name)) throw Errors.streamNotFound();
+    try {
+      await this.directory.update(this.account, name, (q) => {
+        if (q.moving === undefined || q.leaders[0] !== self) throw Errors.streamGeneral("no stream move in progress");
+        const next = { ...q };
+        delete next.moving;
+        return next;
+      });
+    } catch (err) {
+      throw clusterError(err);
+    }
+  }
+
+  /** Whether a node is a live member of the cluster. */
+  isMember(node: string): boolean {
+    return this.directory.nodes().some((n) => n.name === node);
+  }
+
+  /**
+   * Lame duck: moves every stream this node leads away, one at a time,
+   * each to the least loaded node that satisfies its placement, until
+   * `deadline` (performance.now()). Returns what moved and what stays
+   * (with why): what stays is unavailable while this node is down.
+   */
+  async drain(deadline: number): Promise<{ moved: string[]; stayed: Array<{ stream: string; why: string }> }> {
+    const self = this.cluster.self;
+    const moved: string[] = [];
+    const stayed: Array<{ stream: string; why: string }> = [];
+    const led = this.directory
+      .list(this.account)
+      .filter((p) => p.leaders.includes(self))
+      .map((p) => p.stream)
+      .sort();
+    for (const name of led) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        stayed.push({ stream: name, why: "lame_duck_duration ran out" });
+        continue;
+      }
+      try {
+        const target = await this.moveAway(name);
+        const outcome = await this.moveOutcome(name, left);
+        if (outcome === "moved") moved.push(name);
+        else stayed.push({ stream: name, why: outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move" });
+      } catch (err) {
+        stayed.push({ stream: name, why: (err as Error).message });
+      }
+    }
+    return { moved, stayed };
+  }
+
+  /** Waits until a move of a stream led here flips (moved), is cancelled, or `ms` pass. */
+  private moveOutcome(name: string, ms: number): Promise<"moved" | "cancelled" | "timeout"> {
+    const self = this.cluster.self;
+    const judge = (p: PlacedStream | undefined): "moved" | "cancelled" | undefined => {
+      if (p === undefined || p.leaders[0] !== self) return "moved";
+      return p.moving === undefined ? "cancelled" : undefined;
+    };
+    const now = judge(this.placement(name));
+    if (now !== undefined) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const listeners = this.cluster.placementListeners;
+      const listener = (account: string, stream: string, placed: PlacedStream | undefined): void => {
+        if (account !== this.account || stream !== name) return;
+        const outcome = judge(placed);
+        if (outcome !== undefined) finish(outcome);
+      };
+      const timer = setTimeout(() => finish("timeout"), ms);
+      const finish = (outcome: "moved" | "cancelled" | "timeout"): void => {
+        clearTimeout(timer);
+        listeners.delete(listener);
+        resolve(outcome);
+      };
+      listeners.add(listener);
+    });
   }
 
   /** STREAM.DELETE on the leader of a placed stream: its placement goes, and with it every node's copy. */

@@ -60,7 +60,7 @@ export interface StreamDirectory {
   list(account?: string): PlacedStream[];
   isLive(node: string): boolean;
   /** The live nodes with their `server_tags`. */
-  nodes(): Array<{ name: string; tags: string[] }>;
+  nodes(): Array<{ name: string; tags: string[]; draining?: boolean }>;
   /** Leaders for a placement among the live nodes not excluded, least loaded first (NoSuitablePeersError when none fits). */
   choose(r: { partitions: number; tags?: string[]; cluster?: string; spread: boolean }, exclude?: ReadonlySet<string>): string[];
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
@@ -98,7 +98,10 @@ export class ClusterStreams {
    */
   static async start(jetstreams: JetStreams, directory: StreamDirectory, log: Logger): Promise<ClusterStreams> {
     const cs = new ClusterStreams(jetstreams, directory, log);
-    directory.onChange((account, stream, placement, resync) => void cs.settle(account, stream, placement !== undefined ? "changed" : resync ? "vanished" : "removed").catch(() => undefined));
+    directory.onChange((account, stream, placement, resync) => {
+      void cs.settle(account, stream, placement !== undefined ? "changed" : resync ? "vanished" : "removed").catch(() => undefined);
+      for (const l of cs.placementListeners) l(account, stream, placement);
+    });
     jetstreams.changeListeners.add((account) => {
       if (jetstreams.get(account) !== undefined) void cs.settleAccount(account);
     });
@@ -183,6 +186,9 @@ export class ClusterStreams {
     stream.ledHere = target ? placed.leaders.map(() => false) : placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
     for (const l of this.moveListeners) l(account, name, placed);
   }
+
+  /** Told of every placement change in the cluster, hosted here or not, as it is seen (a drain waits on these). */
+  readonly placementListeners = new Set<(account: string, stream: string, placed: PlacedStream | undefined) => void>();
 
   /** Told of every settled placement of a stream hosted here (stream-move.ts starts, finishes or cancels moves). */
   readonly moveListeners = new Set<(account: string, stream: string, placed: PlacedStream) => void>();

@@ -34,6 +34,8 @@ export const Errors = {
   /** A stream frozen for the last step of its move to another node: try again in a moment. */
   /** nats-server's JSStreamMoveInProgressF. */
   streamMoveInProgress: e(400, 10124, "stream move already in progress"),
+  clusterPeerNotMember: e(400, 10040, "peer not a member"),
+  clusterServerNotMember: e(400, 10044, "server is not a member of the cluster"),
   streamMoving: e(503, 10008, "JetStream system temporarily unavailable: stream is moving to another node"),
   streamGeneral: (why: string): ApiError => new ApiError(500, 10051, why),
   streamNotFound: e(404, 10059, "stream not found"),

@@ -91,6 +91,21 @@ export class JetStreams {
     }
   }
 
+  /**
+   * Lame duck in a cluster: moves every stream this node leads, account by
+   * account and one at a time, until `deadline` (performance.now()).
+   */
+  async drain(deadline: number): Promise<{ moved: string[]; stayed: Array<{ stream: string; why: string }> }> {
+    const out = { moved: [] as string[], stayed: [] as Array<{ stream: string; why: string }> };
+    for (const [account, s] of this.served) {
+      const r = await s.api.drain(deadline);
+      const named = (n: string): string => (account === GLOBAL_ACCOUNT ? n : `${account}/${n}`);
+      out.moved.push(...r.moved.map(named));
+      out.stayed.push(...r.stayed.map((x) => ({ stream: named(x.stream), why: x.why })));
+    }
+    return out;
+  }
+
   /** Every account's JetStream, by account name. */
   all(): JetStream[] {
     return [...this.served.values()].map((s) => s.js);

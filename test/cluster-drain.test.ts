@@ -1,0 +1,165 @@
+/**
+ * Moving streams off a node by name, and draining a node in lame duck, in a
+ * three-node cluster with one real etcd, judged by the official v3 client
+ * and the CLI: nats-server's `$JS.API.ACCOUNT.STREAM.MOVE.<account>.<stream>`
+ * (with nagare's `to`) and `CANCEL_MOVE`; a node in lame duck is placed on
+ * no more and moves every stream it leads to the others before it goes,
+ * losing nothing, and leaves in place (with a warning) what cannot move.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { runJsCommand } from "../src/cli/js-commands.js";
+import { captured } from "./helpers/cli.js";
+
+let etcd: EtcdHarness;
+let dir: string;
+const nodes: NagareServer[] = [];
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-drain-"));
+  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("drain") }, { lameDuck: { duration: 20_000, grace: 100 } })));
+});
+
+const conns: NatsConnection[] = [];
+async function client(n: NagareServer): Promise<NatsConnection> {
+  const nc = await connect({ servers: n.url });
+  conns.push(nc);
+  return nc;
+}
+
+after(async () => {
+  for (const nc of conns) await nc.close().catch(() => undefined);
+  await Promise.all(nodes.map((n) => n.close()));
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const leaderOf = (n: NagareServer, stream: string): string | undefined => n.cluster!.placements.get("$G", stream)?.placement.leaders[0];
+
+async function request(nc: NatsConnection, subject: string, body: unknown): Promise<Record<string, unknown>> {
+  const m = await nc.request(subject, JSON.stringify(body), { timeout: 5000 });
+  return JSON.parse(new TextDecoder().decode(m.data)) as Record<string, unknown>;
+}
+
+/** Moves `stream` to `to` by name through the CLI on `via`, and waits until every node sees it there and the old copy is gone. */
+async function moveTo(stream: string, to: NagareServer, via: NagareServer): Promise<void> {
+  const r = await captured((io) => runJsCommand("stream", ["move", stream, "--to", to.cluster!.options.serverName, "-s", via.url], io));
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, new RegExp(`${stream} is moving from \\w+ to ${to.cluster!.options.serverName}`));
+  await waitUntil(() => nodes.every((x) => x.cluster === undefined || leaderOf(x, stream) === to.cluster!.options.serverName), `${stream} on ${to.cluster!.options.serverName}`, 30_000);
+  await waitUntil(() => nodes.every((x) => x === to || !x.jetstream!.streams.has(stream)), `the old copy of ${stream} deleted`, 30_000);
+}
+
+test("ACCOUNT.STREAM.MOVE moves a stream to a named node, checks the node it evacuates, and CANCEL_MOVE refuses when nothing moves", async () => {
+  const [a, b, c] = nodes;
+  const nc = await client(c);
+  const jsm = await jetstreamManager(nc);
+  // No placement tags: placed on the least loaded node, then moved by name whatever its tags.
+  await jsm.streams.add({ name: "named", subjects: ["named.>"] });
+  const js = jetstream(nc);
+  for (let i = 0; i < 50; i++) await js.publish(`named.${i % 3}`, `v${i}`);
+  const first = leaderOf(c, "named")!;
+  const target = first === "a" ? b : a;
+  await moveTo("named", target, c);
+  const info = await jsm.streams.info("named");
+  assert.equal(info.cluster?.leader, target.cluster!.options.serverName);
+  assert.equal(info.state.messages, 50);
+  assert.equal((await jsm.streams.getMessage("named", { seq: 50 }))!.string(), "v49");
+  // The placement is unchanged apart from its leader: no tags were added.
+  assert.deepEqual(c.cluster!.placements.get("$G", "named")!.placement.tags, []);
+
+  const leader = target.cluster!.options.serverName;
+  const other = ["a", "b", "c"].find((x) => x !== leader)!;
+  const err = (r: Record<string, unknown>): unknown => (r.error as { err_code?: number } | undefined)?.err_code;
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.named", { server: "nowhere" })), 10044, "a server that is not a member");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.named", { server: other })), 10040, "a server that does not lead it");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.named", { to: "nowhere" })), 10044, "a target that is not a member");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.named", { to: leader })), 10051, "a target that leads it already");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.named", { tags: ["node:nowhere"] })), 10005, "tags no node has");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.CANCEL_MOVE.$G.named", {})), 10051, "no move to cancel");
+  assert.equal(err(await request(nc, "$JS.API.ACCOUNT.STREAM.MOVE.$G.none", {})), 10059, "no such stream");
+  const usage = await captured((io) => runJsCommand("stream", ["move", "named", "--to", "a", "--cancel", "-s", c.url], io));
+  assert.equal(usage.code, 2, usage.err);
+  assert.equal(leaderOf(c, "named"), leader, "nothing refused moved it");
+});
+
+test("a node in lame duck moves the streams it leads to the others before it leaves, losing nothing", async (t) => {
+  const [a, b, c] = nodes;
+  const ncB = await client(b);
+  const jsmB = await jetstreamManager(ncB);
+  const jsB = jetstream(ncB, { timeout: 2000 });
+  // Three streams led by a, with messages; one more only a can hold (its tag), which must stay.
+  for (const name of ["d1", "d2", "d3"]) {
+    await jsmB.streams.add({ name, subjects: [`${name}.>`] });
+    if (leaderOf(b, name) !== "a") await moveTo(name, a, b);
+    for (let i = 0; i < 100; i++) await jsB.publish(`${name}.x`, `${name}-${i}`, { msgID: `${name}-${i}` });
+  }
+  await jsmB.streams.add({ name: "pinned", subjects: ["pinned.>"], placement: { cluster: "", tags: ["node:a"] } });
+  await waitUntil(() => leaderOf(b, "pinned") === "a", "pinned placed on a");
+
+  // A publisher through b keeps publishing to d1 with ids, retrying until acknowledged, throughout the drain.
+  const acked = new Map<string, number>();
+  let n = 100;
+  let publishing = true;
+  let stopped = false;
+  const publisher = (async () => {
+    while (publishing) {
+      const id = `d1-${n++}`;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        if (stopped || Date.now() > deadline) throw new Error(`${id} was not acknowledged`);
+        try {
+          acked.set(id, (await jsB.publish("d1.x", id, { msgID: id })).seq);
+          break;
+        } catch {
+          // refused while frozen or the leader changing: the same id again
+        }
+      }
+    }
+  })();
+  t.after(() => {
+    stopped = true;
+    return publisher.catch(() => undefined);
+  });
+  await waitUntil(() => acked.size >= 20, "publishes before the drain");
+
+  const drained = a.lameDuck();
+  await waitUntil(() => ["d1", "d2", "d3"].every((s) => leaderOf(b, s) !== undefined && leaderOf(b, s) !== "a"), "every movable stream off a", 30_000);
+  // While draining, a is placed on no more.
+  await waitUntil(() => b.cluster!.membership.members().find((m) => m.name === "a")?.record?.state === "draining" || !b.cluster!.placements.isLive("a"), "a draining");
+  await drained;
+  nodes.splice(nodes.indexOf(a), 1);
+  await waitUntil(() => !b.cluster!.placements.isLive("a"), "a gone");
+  const after = n + 20;
+  await waitUntil(() => n >= after, "publishes after the drain", 30_000);
+  publishing = false;
+  await publisher;
+
+  for (const name of ["d1", "d2", "d3"]) {
+    const info = await jsmB.streams.info(name);
+    assert.notEqual(info.cluster?.leader, "a");
+    assert.equal((await jsmB.streams.getMessage(name, { seq: 1 }))!.string(), `${name}-0`);
+  }
+  // Every acknowledged publish is there once, at its sequence.
+  const info = await jsmB.streams.info("d1");
+  assert.equal(info.state.messages, 100 + acked.size);
+  for (const [id, seq] of acked) assert.equal((await jsmB.streams.getMessage("d1", { seq }))!.string(), id);
+  // What only a could hold stayed there: unavailable while a is down, not lost.
+  assert.equal(leaderOf(b, "pinned"), "a");
+  await assert.rejects(jsmB.streams.info("pinned"), /offline/);
+  // The others keep placing new streams.
+  await jsmB.streams.add({ name: "fresh", subjects: ["fresh.>"] });
+  assert.notEqual(leaderOf(b, "fresh"), "a");
+  void c;
+});
