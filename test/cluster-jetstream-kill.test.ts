@@ -73,6 +73,13 @@ test("a killed node's streams are offline at once; the others' keep working; cor
   await waitUntil(() => b.cluster!.placements.get("$G", "onk") !== undefined && b.cluster!.placements.get("$G", "ona") !== undefined, "b to see both placements");
   const jsB = jetstream(await client(b.url));
   assert.equal((await jsB.publish("onk", "1")).seq, 1);
+  // A client of b listening on the cluster's internal subjects (as a `>` would, without taking the publishes below):
+  // that traffic must neither reach it nor count as delivered.
+  const wiretap = await client(b.url);
+  const tapped: string[] = [];
+  for (const subject of ["$NG.>", "$JS.API.>"]) wiretap.subscribe(subject, { callback: (_e, m) => void tapped.push(m.subject) });
+  await wiretap.flush();
+  assert.equal((await (await jetstreamManager(await client(b.url))).streams.info("onk")).cluster?.leader, "k", "an INFO forwarded from b to k");
 
   // A client of k, and a core subscription on it fed from b.
   const onK = await client(k.url);
@@ -98,6 +105,9 @@ test("a killed node's streams are offline at once; the others' keep working; cor
   // Nobody captures its subjects any more: a publish is told at once (no responders), not left to time out.
   await assert.rejects(jsB.publish("onk", "2", { timeout: 5000 }), (err: Error) => /no responders|503/i.test(`${err.message} ${String((err as { cause?: unknown }).cause ?? "")}`));
   assert.ok(Date.now() - t0 < 3000, "answered at once, not after a client timeout");
+  await wiretap.flush();
+  assert.ok(tapped.some((x) => x.startsWith("$JS.API.STREAM.INFO")), "the wiretap hears the client requests");
+  assert.deepEqual(tapped.filter((x) => x.startsWith("$NG.")), [], "no internal subject reaches a client");
 
   // LIST names the stream it could not read as missing, as nats-server does; NAMES still has it (it is placed).
   const raw = await client(b.url);

@@ -52,9 +52,11 @@ export interface RemoteDelivery {
 /**
  * Subjects the nodes of a cluster talk to each other on (JetStream requests
  * forwarded to a stream's leader): clients may not publish on them, or a
- * forwarded request could carry what their permissions refuse on `$JS.API`.
+ * forwarded request could carry what their permissions refuse on `$JS.API`;
+ * and they never receive them (`Receiver.clusterInternal`), even with `>`.
  */
 export const CLUSTER_INTERNAL_PREFIX = "$NG.";
+const DOLLAR = 0x24;
 
 /** For a message that came from another node: the queue groups that node chose this node to serve. */
 export interface RoutedQueues {
@@ -117,11 +119,13 @@ export class Account {
     this.inMsgs++;
     this.inBytes += msg.end - msg.start;
     const result = this.sublist.match(msg.subject);
+    // The cluster's internal traffic reaches only the cluster's services (one character compared for everything else).
+    const internal = msg.subject.charCodeAt(0) === DOLLAR && msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX);
     let delivered = 0;
     const plain = result.plain;
     for (let i = 0; i < plain.length; i++) {
       const sub = plain[i];
-      if (sub.closed || (sub.receiver === origin && !origin.echo)) continue;
+      if (sub.closed || (sub.receiver === origin && !origin.echo) || (internal && sub.receiver.clusterInternal !== true)) continue;
       sub.delivered++;
       sub.receiver.deliver(sub, msg);
       delivered++;
@@ -136,7 +140,7 @@ export class Account {
       for (let k = 0; k < n; k++) {
         const idx = (group.next + k) % n;
         const sub = members[idx];
-        if (sub.closed || (sub.receiver === origin && !origin.echo)) continue;
+        if (sub.closed || (sub.receiver === origin && !origin.echo) || (internal && sub.receiver.clusterInternal !== true)) continue;
         group.next = idx + 1 === n ? 0 : idx + 1;
         sub.delivered++;
         sub.receiver.deliver(sub, msg);

@@ -123,6 +123,7 @@ export type Serve = (subject: string, body: Buffer, reply: string, placed: Place
 
 export class ClusterApi implements Receiver {
   readonly echo = true;
+  readonly clusterInternal = true;
   /** Other nodes forward requests here and answer internal requests here: both are announced over the routes. */
   readonly routable = true;
   private readonly forwardSub: Subscription;

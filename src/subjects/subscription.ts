@@ -15,6 +15,12 @@ export interface Receiver {
    * every node and stay node-local.
    */
   readonly routable?: boolean;
+  /**
+   * True for the cluster's own services (streams/cluster-api.ts): only they
+   * receive its internal `$NG.` traffic. A client's `>`, a stream or an
+   * import capturing `>` never see it, nor count as someone to deliver it to.
+   */
+  readonly clusterInternal?: boolean;
 }
 
 /**
