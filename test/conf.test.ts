@@ -544,7 +544,7 @@ kafka {
 }
 jetstream {
   store_dir: /tmp/js
-  max_mem: 1G
+  max_mem: -5
   bogus_key: 1
 }
 `;
@@ -554,7 +554,7 @@ jetstream {
     [
       'x.conf:2:3: unknown field "htp_port" (did you mean "http_port"?)',
       'x.conf:5:3: unknown field "kafka.prot" (did you mean "port"?)',
-      "x.conf:9:3: jetstream.max_mem: server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem) (nagare will not start without it)",
+      "x.conf:9:3: jetstream.max_mem: must be -1 (no limit) or more, got -5",
       'x.conf:10:3: unknown field "jetstream.bogus_key"',
     ],
   );

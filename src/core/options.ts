@@ -63,6 +63,14 @@ export interface ServerOptions {
    * nats-server's `sync_interval`.
    */
   syncInterval?: "always" | number;
+  /**
+   * The server's JetStream limits over every account, in bytes
+   * (nats-server's `jetstream { max_memory_store, max_file_store }`):
+   * stream reservations (`max_bytes`) and account limits must fit in them,
+   * and publishes are refused once streams hold more. 0 or -1: none.
+   */
+  jetstreamMaxMemory?: number;
+  jetstreamMaxStorage?: number;
   /** The Kafka door; off unless given. It serves the streams, so it turns JetStream on. */
   kafka?: KafkaListenerOptions;
   /** TLS for NATS client connections (nats-server's `tls {}`): every client must use it. */
@@ -244,6 +252,8 @@ export interface ResolvedOptions {
   jetstream: boolean;
   storeDir: string | undefined;
   syncInterval: "always" | number;
+  jetstreamMaxMemory: number;
+  jetstreamMaxStorage: number;
   kafka: KafkaListenerOptions | undefined;
   tls: TlsOptions | undefined;
   authorization: AuthOptions | undefined;
@@ -325,6 +335,8 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     jetstream: pick(o.jetstream, false) || o.kafka !== undefined,
     storeDir: o.storeDir,
     syncInterval: pick(o.syncInterval, "always"),
+    jetstreamMaxMemory: pick(o.jetstreamMaxMemory, -1),
+    jetstreamMaxStorage: pick(o.jetstreamMaxStorage, -1),
     kafka: o.kafka,
     authorization: o.authorization,
     accounts: o.accounts,
@@ -431,6 +443,19 @@ const atLeast =
 const millis: Check = (v, n) => {
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v > INT32_MAX) fail(n, v, `a time in milliseconds, above 0 and at most ${INT32_MAX}`);
 };
+
+/** The accounts' configured JetStream limits must fit in the server's, or one of them would run without JetStream (nats-server's sufficientResources). */
+function checkServerJetStreamLimits(o: ServerOptions): void {
+  for (const [field, server, name] of [
+    ["maxMemory", o.jetstreamMaxMemory ?? -1, "jetstreamMaxMemory (max_mem)"],
+    ["maxStorage", o.jetstreamMaxStorage ?? -1, "jetstreamMaxStorage (max_file)"],
+  ] as const) {
+    if (server <= 0) continue;
+    let sum = 0;
+    for (const a of Object.values(o.accounts ?? {})) if (typeof a.jetstream === "object") sum += Math.max(0, a.jetstream[field] ?? 0);
+    if (sum > server) throw new OptionsError(`option ${name}: the accounts' JetStream ${field} limits add up to ${sum} bytes, more than the server's ${server}`);
+  }
+}
 
 const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   host: text,
@@ -760,6 +785,8 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   syncInterval: (v, n) => {
     if (v !== "always") millis(v, n);
   },
+  jetstreamMaxMemory: (v, n) => limit(v, n),
+  jetstreamMaxStorage: (v, n) => limit(v, n),
   kafka: (v, n) => {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
     checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);
@@ -833,6 +860,7 @@ export function checkOptions(o: ServerOptions): void {
   if (jsAccount !== undefined && o.jetstream !== true && o.kafka === undefined) {
     throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
   }
+  checkServerJetStreamLimits(o);
   if (o.systemAccount !== undefined && o.noSystemAccount === true) throw new OptionsError("systemAccount and noSystemAccount cannot be used together");
   // Outside operator mode the system account is a configured one, or `$SYS` (made when not configured).
   // In operator mode it is one of the resolver's accounts, checked when they are read at start.

@@ -11,15 +11,23 @@ import { lostTotals } from "../streams/damage.js";
 const MS_TO_NS = 1_000_000;
 
 /**
- * nagare enforces no server-wide memory or storage limit for streams; -1 says
- * so (JetStream's "unlimited") rather than inventing a number nobody applies.
+ * A server without `jetstream { max_mem, max_file }` bounds nothing; -1 says
+ * so (JetStream's "unlimited") rather than inventing a number nobody applies
+ * (nats-server shows a default it computes from the machine).
  */
 export const NO_LIMIT = -1;
+
+/** The server's JetStream limits as configured: -1 for none. */
+export function serverLimitsOf(jss: JetStreams): { maxMemory: number; maxStorage: number } {
+  const l = jss.options.serverLimits;
+  return { maxMemory: l?.maxMemory ?? NO_LIMIT, maxStorage: l?.maxStorage ?? NO_LIMIT };
+}
 
 /** nats-server's JetStreamConfig: 2.9's fields, with 2.10's sync_interval / sync_always. */
 export function jetStreamConfig(jss: JetStreams): Record<string, unknown> {
   const o = jss.options;
-  const config: Record<string, unknown> = { max_memory: NO_LIMIT, max_storage: NO_LIMIT, store_dir: o.storeDir };
+  const limits = serverLimitsOf(jss);
+  const config: Record<string, unknown> = { max_memory: limits.maxMemory, max_storage: limits.maxStorage, store_dir: o.storeDir };
   const sync = o.sync ?? "always";
   if (sync === "always") config.sync_always = true;
   else if (sync === "interval" && o.syncIntervalMs !== undefined) config.sync_interval = o.syncIntervalMs * MS_TO_NS;

@@ -15,7 +15,7 @@ import type { JetStream } from "../streams/jetstream.js";
 import type { LogState } from "../store/log.js";
 import type { MonitorContext, Reply } from "./context.js";
 import { EXPOSITION_CONTENT_TYPE, Exposition, type Labels, type MetricType } from "./exposition.js";
-import { jetStreamUsage, NO_LIMIT } from "./js-usage.js";
+import { jetStreamUsage, serverLimitsOf } from "./js-usage.js";
 import { lostTotals } from "../streams/damage.js";
 
 export function metrics(ctx: MonitorContext): Reply {
@@ -77,8 +77,8 @@ function jetStreamMetrics(e: Exposition, ctx: MonitorContext): void {
     ["total_consumers", "Consumers", u.consumers],
     ["total_messages", "Messages stored in every stream and partition", u.messages],
     ["total_message_bytes", "Bytes stored in every stream and partition", u.bytes],
-    ["max_memory", "Memory limit for streams in bytes (-1: none)", NO_LIMIT],
-    ["max_storage", "Storage limit for streams in bytes (-1: none)", NO_LIMIT],
+    ["max_memory", "Memory limit for streams in bytes (-1: none)", serverLimitsOf(jss).maxMemory],
+    ["max_storage", "Storage limit for streams in bytes (-1: none)", serverLimitsOf(jss).maxStorage],
   ];
   for (const [name, help, value] of gauges) e.single(`jetstream_server_${name}`, "gauge", help, server, value);
   e.single("nagare_jetstream_api_requests_total", "counter", "JetStream API requests answered", server, sum(all, (js) => js.apiTotal));

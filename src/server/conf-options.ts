@@ -53,11 +53,6 @@ const NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `jetstream { }`: limits and features its streams would silently lack. */
 const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
-  max_memory_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
-  max_mem_store: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
-  max_mem: "server-wide JetStream memory limits are not supported yet (an account's jetstream block takes max_mem)",
-  max_file_store: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
-  max_file: "server-wide JetStream storage limits are not supported yet (an account's jetstream block takes max_file)",
   limits: "server-wide JetStream API limits are not supported yet",
   domain: "JetStream domains are not supported yet",
   key: "encryption at rest is not supported yet",
@@ -1217,6 +1212,20 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
     const dir = sub("store_dir") ?? sub("storedir");
     if (dir) o.storeDir = nonEmptyStr(dir);
   });
+  // nats-server's server-wide limits; sizes as everywhere (1G, 512MB, or bytes).
+  for (const [field, names] of [
+    ["jetstreamMaxMemory", ["max_memory_store", "max_mem_store", "max_mem"]],
+    ["jetstreamMaxStorage", ["max_file_store", "max_file"]],
+  ] as const) {
+    c.attempt(() => {
+      let x: Entry | undefined;
+      for (const n of names) x = sub(n) ?? x;
+      if (x === undefined) return;
+      if (typeof x.value !== "number" || !Number.isInteger(x.value)) fail(x, `expected a size, got ${describe(x.value)}`);
+      if (x.value < -1) fail(x, `must be -1 (no limit) or more, got ${x.value}`);
+      o[field] = x.value;
+    });
+  }
   c.attempt(() => {
     const sync = sub("sync_interval") ?? sub("sync");
     if (!sync) return;

@@ -25,6 +25,7 @@ import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreams } from "../streams/jetstreams.js";
+import { ServerJetStreamLimits } from "../streams/server-limits.js";
 import { ClusterStreams } from "../streams/cluster-streams.js";
 import type { AccountLimits } from "../streams/limits.js";
 import { jetStreamLimitsOf, UNLIMITED_JETSTREAM, isStreamImport } from "../core/accounts.js";
@@ -112,7 +113,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const storeDir = opts.storeDir ?? join(tmpdir(), "nagare", "jetstream");
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
-    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, ...sync };
+    const serverLimits = new ServerJetStreamLimits(opts.jetstreamMaxMemory, opts.jetstreamMaxStorage);
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, ...sync };
     // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
     const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
     try {

@@ -47,6 +47,7 @@ import {
 } from "./config.js";
 import { readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
+import type { ServerJetStreamLimits } from "./server-limits.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -65,6 +66,8 @@ export interface JetStreamOptions {
   pacing?: { producer: Producer | null };
   /** Reads batches a door stored in its own record format (Kafka's) as messages; see MessageLog.appendBatch. */
   foreign?: ForeignRecords;
+  /** The server's own limits over every account (`jetstream { max_mem, max_file }`), one object shared by every account's JetStream. */
+  serverLimits?: ServerJetStreamLimits;
 }
 
 interface StreamMeta {
@@ -172,6 +175,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     limits: AccountLimits,
   ) {
     this.accountLimits = { ...limits };
+    options.serverLimits?.join(this);
     this.events = new Advisories({ hasInterest: (s) => this.hasInterest(s), publish: (s, b) => this.emit(s, s, "", null, b) }, options.serverId ?? "");
     this.account.subscribeListeners.push(this.onSubscribe);
     this.sweeper = setInterval(() => this.sweep(), 1000);
@@ -218,17 +222,30 @@ export class JetStream implements DeliveryHost, StorageQuota {
    */
   setLimits(limits: AccountLimits): void {
     this.accountLimits = { ...limits };
-    const quota = boundsStorage(this.accountLimits) ? this : null;
+    const quota = this.boundsStorage() ? this : null;
     for (const s of this.streams.values()) s.quota = quota;
+  }
+
+  /** Whether the account or the server bounds what streams hold: then every publish is checked (refusal). */
+  private boundsStorage(): boolean {
+    return boundsStorage(this.accountLimits) || this.options.serverLimits?.bounded === true;
+  }
+
+  /** Why a stream's configuration fits neither its account's limits nor the server's (null: it fits); see streamLimitError. */
+  private limitError(config: StreamConfig, partitions: number, previous = 0): ApiError | null {
+    const others = [...this.streams.values()].filter((s) => s.config.name !== config.name);
+    return streamLimitError(this.accountLimits, config, partitions, others, previous) ?? this.options.serverLimits?.reservationError({ account: this, name: config.name }, config, partitions, previous) ?? null;
   }
 
   /** StorageQuota: the account's streams of a storage type hold too much for `bytes` more. Sums them per call: only accounts with a byte limit ask. */
   refusal(storage: StreamConfig["storage"], bytes: number): ApiError | null {
     const max = storage === "memory" ? this.accountLimits.maxMemory : this.accountLimits.maxStorage;
-    if (max < 0) return null;
-    let held = 0;
-    for (const s of this.streams.values()) if (s.config.storage === storage) held += s.heldBytes;
-    return held + bytes > max ? LimitErrors.accountResources() : null;
+    if (max >= 0) {
+      let held = 0;
+      for (const s of this.streams.values()) if (s.config.storage === storage) held += s.heldBytes;
+      if (held + bytes > max) return LimitErrors.accountResources();
+    }
+    return this.options.serverLimits?.refusal(storage) ?? null;
   }
 
   private get streamsDir(): string {
@@ -403,7 +420,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       throw err;
     }
     await stream.recover();
-    if (boundsStorage(this.accountLimits)) stream.quota = this;
+    if (this.boundsStorage()) stream.quota = this;
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
     return stream;
@@ -446,12 +463,6 @@ export class JetStream implements DeliveryHost, StorageQuota {
     return s;
   }
 
-  private othersThan(stream: Stream): Stream[] {
-    const out: Stream[] = [];
-    for (const s of this.streams.values()) if (s !== stream) out.push(s);
-    return out;
-  }
-
   private checkOverlap(config: StreamConfig, except: Stream | null): void {
     for (const subject of config.subjects) {
       for (const other of this.subjectIndex.intersecting(subject)) if (other !== except) throw Errors.subjectOverlap();
@@ -492,7 +503,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const stream = this.stream(name);
       const from = stream.partitions.length;
       if (count <= from) throw Errors.streamGeneral(`stream ${name} has ${from} partitions; a stream cannot shrink`);
-      const over = streamLimitError(this.accountLimits, stream.config, count, this.othersThan(stream), reservationOf(stream.config, from));
+      const over = this.limitError(stream.config, count, reservationOf(stream.config, from));
       if (over !== null) throw over;
       if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
       const added = await this.openPartitions(stream.config, stream.dir, from, count);
@@ -525,7 +536,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
     const max = this.accountLimits.maxStreams;
     if (max > 0 && this.streams.size >= max) throw LimitErrors.maxStreams();
-    const over = streamLimitError(this.accountLimits, config, partitions, [...this.streams.values()].filter((s) => s.config.name !== config.name));
+    const over = this.limitError(config, partitions);
     if (over !== null) throw over;
     const existing = this.streams.get(config.name);
     if (existing !== undefined) {
@@ -571,7 +582,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (err !== null) throw err;
     const unsupported = unsupportedStreamFeature(config);
     if (unsupported !== null) throw unsupported;
-    const over = streamLimitError(this.accountLimits, config, stream.partitions.length, this.othersThan(stream), reservationOf(stream.config, stream.partitions.length));
+    const over = this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
     if (over !== null) throw over;
     this.checkOverlap(config, stream);
     if (stream.dir !== null) {
@@ -766,6 +777,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.options.serverLimits?.leave(this);
     clearInterval(this.sweeper);
     const i = this.account.subscribeListeners.indexOf(this.onSubscribe);
     if (i >= 0) this.account.subscribeListeners.splice(i, 1);

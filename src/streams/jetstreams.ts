@@ -136,6 +136,8 @@ export class JetStreams {
     const name = account.name;
     const running = this.served.get(name);
     if (limits !== null && running !== undefined) {
+      const tooMuch = this.options.serverLimits?.accountError(running.js, limits) ?? null;
+      if (tooMuch !== null) throw new Error(`JetStream for account ${name}: ${tooMuch.message}: its new limits and the other accounts' exceed the server's jetstream max_mem/max_file`);
       running.js.setLimits(limits);
       return;
     }
@@ -152,6 +154,9 @@ export class JetStreams {
       }
       return;
     }
+    // nats-server's sufficientResources: an account's limits that the server's cannot honour leave it without JetStream.
+    const tooMuch = this.options.serverLimits?.accountError(null, limits) ?? null;
+    if (tooMuch !== null) throw new Error(`JetStream for account ${name}: ${tooMuch.message}: its limits and the other accounts' exceed the server's jetstream max_mem/max_file`);
     const js = await JetStream.open(account, { ...this.options, storeDir: accountStoreDir(this.options.storeDir, name) }, limits);
     if (this.closed) {
       await js.close();
