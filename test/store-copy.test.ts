@@ -75,7 +75,7 @@ async function copyLog(from: MessageLog, to: MessageLog): Promise<void> {
     while (i < items.length) {
       const it = items[i];
       if (isForeign(it)) {
-        await copy(to, it.firstSeq, it.time, { format: it.format, subject: "k.t", count: it.count, bytes: Buffer.from(it.bytes) });
+        await copy(to, it.firstSeq, it.time, { format: it.format, subject: it.subject, count: it.count, bytes: Buffer.from(it.bytes) });
         next = it.firstSeq + it.count;
         i++;
         continue;

@@ -1188,7 +1188,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           const body = d.bLen[b] - BATCH_HEADER;
           if (whole && filter === undefined && this.allStored(seg, d, bSeq, count)) {
             const parts = foreignParts(buf, at)!;
-            out.push({ format: parts.format, firstSeq: bSeq, count, time, bytes: parts.bytes });
+            out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
             bytes += body;
             visited = bSeq + count - 1;
             continue;

@@ -122,6 +122,8 @@ export interface StoredForeign {
   readonly firstSeq: number;
   readonly count: number;
   readonly time: number;
+  /** The subject its records are stored under. */
+  readonly subject: string;
   /** The client's bytes as they were appended (a view: copy to keep). */
   readonly bytes: Buffer;
 }

@@ -275,7 +275,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
       const h = this.held[seq - this.base];
       if (whole && filter === undefined && h !== undefined && this.allLive(h)) {
-        out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, bytes: h.bytes });
+        out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: h.bytes });
         for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
         seq = h.firstSeq + h.count - 1;
         continue;
