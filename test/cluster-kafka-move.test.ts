@@ -2,8 +2,12 @@
  * Moving a Kafka partition to another broker (AlterPartitionReassignments,
  * streams/stream-move.ts) in a three-node cluster with one real etcd, under
  * a running idempotent KafkaJS producer (acks -1) and a consumer group:
- * every acknowledged record is read back exactly once, in order, at the
- * offset it was acknowledged at; the new leader serves the same batch bytes
+ * every acknowledged record is stored exactly once, in order, at the offset
+ * it was acknowledged at (read back by kcat), and the group reads every one
+ * at that offset (KafkaJS rejoins its group when a fetch meets
+ * NOT_LEADER_OR_FOLLOWER, as after any leader change, and so may be handed
+ * again what it had not committed: at least once, never anything else);
+ * the new leader serves the same batch bytes
  * the old one did; the other partitions keep taking records while the
  * moving one is frozen. Neither of Debian's Python clients (confluent-kafka
  * 1.7, kafka-python 2.0.2) has the reassignment calls, so the requests are
@@ -26,6 +30,7 @@ import { KafkaClient } from "../src/cli/kafka-client.js";
 import { alterPartitionReassignment, listPartitionReassignments } from "../src/cli/kafka-requests.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
+import { kcat } from "./helpers/kafka.js";
 
 const { Kafka, logLevel } = kafkajs;
 const INVALID_REPLICA_ASSIGNMENT = 39;
@@ -114,17 +119,15 @@ test("a partition moved under an idempotent producer and a consumer group loses 
   };
   for (let i = 0; i < 60; i++) await send(i % 3);
 
-  // The group reads along from the start; every record it is handed is kept with its offset.
-  const seen = [new Map<number, string[]>(), new Map<number, string[]>(), new Map<number, string[]>()];
+  // The group reads along from the start; every record it is handed is kept with its offset, in the order handed.
+  const seen: Array<Array<[number, string]>> = [[], [], []];
   const consumer = kafka().consumer({ groupId: "move-group", maxWaitTimeInMs: 100 });
   await consumer.connect();
   t.after(() => consumer.disconnect());
   await consumer.subscribe({ topic, fromBeginning: true });
   await consumer.run({
     eachMessage: async ({ partition, message }) => {
-      const list = seen[partition].get(Number(message.offset)) ?? [];
-      list.push(message.value!.toString());
-      seen[partition].set(Number(message.offset), list);
+      seen[partition].push([Number(message.offset), message.value!.toString()]);
     },
   });
 
@@ -172,14 +175,37 @@ test("a partition moved under an idempotent producer and a consumer group loses 
   producing = false;
   await loop;
 
-  // Read back once more from the start, by a fresh consumer: exactly the acknowledged records, at their offsets.
+  // Stored: exactly the acknowledged records, once each, in order, at their offsets (kcat reads every partition from its leader).
   const total = acked.reduce((n, m) => n + m.size, 0);
-  await waitUntil(() => seen.reduce((n, m) => n + m.size, 0) >= total, "the group to read every record", 30_000);
+  const read = await kcat(["-b", address(nodes[2]), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\n"]);
+  assert.equal(read.code, 0, read.stderr);
+  const stored: Array<Array<[number, string]>> = [[], [], []];
+  for (const line of read.stdout.trim().split("\n")) {
+    const [p, o, v] = line.split(" ");
+    stored[Number(p)].push([Number(o), v]);
+  }
   for (let p = 0; p < 3; p++) {
-    const offsets = [...acked[p].keys()].sort((a, b) => a - b);
-    assert.deepEqual(offsets, offsets.map((_, i) => i), `partition ${p}: acknowledged offsets are dense from 0`);
-    for (const [offset, value] of acked[p]) assert.deepEqual(seen[p].get(offset), [value], `partition ${p} offset ${offset}: read once, the acknowledged value`);
-    assert.equal(seen[p].size, acked[p].size, `partition ${p}: nothing read that was not acknowledged`);
+    const want = [...acked[p]].sort((a, b) => a[0] - b[0]);
+    assert.deepEqual(
+      want.map(([o]) => o),
+      want.map((_, i) => i),
+      `partition ${p}: acknowledged offsets are dense from 0`,
+    );
+    assert.deepEqual(stored[p], want, `partition ${p}: stored once each, at the acknowledged offsets`);
+  }
+  // The group: every record at its offset, in order; a record handed again is one it was handed before, after a rejoin.
+  const distinct = (p: number): number => new Set(seen[p].map(([o]) => o)).size;
+  await waitUntil(() => [0, 1, 2].every((p) => distinct(p) >= acked[p].size), "the group to read every record", 30_000);
+  let again = 0;
+  for (let p = 0; p < 3; p++) {
+    let high = -1;
+    for (const [offset, value] of seen[p]) {
+      assert.equal(value, acked[p].get(offset), `partition ${p} offset ${offset}: the acknowledged value`);
+      assert.ok(offset <= high + 1, `partition ${p}: offset ${offset} handed after ${high}: a record skipped`);
+      if (offset <= high) again++;
+      high = Math.max(high, offset);
+    }
+    assert.equal(distinct(p), acked[p].size, `partition ${p}: nothing read that was not acknowledged`);
   }
 
   // The new leader serves the old leader's batches byte for byte (CRCs, producer id, epoch, sequences), then its own.
@@ -187,7 +213,7 @@ test("a partition moved under an idempotent producer and a consumer group loses 
   assert.equal(after.error, 0);
   assert.ok(after.records.subarray(0, before.records.length).equals(before.records), "the same bytes from the new leader");
   assert.equal((await fetchedBytes(from, topic, P, 0)).error, 6, "the old leader answers NOT_LEADER_OR_FOLLOWER");
-  t.diagnostic(`records: ${total}; ListPartitionReassignments saw the move ${listed} times; records per partition during the move: ${during.join(", ")}`);
+  t.diagnostic(`records: ${total}; handed to the group again after a rejoin: ${again}; ListPartitionReassignments saw the move ${listed} times; records per partition during the move: ${during.join(", ")}`);
 
   // Cancelling when nothing moves; a reassignment to the partition's own leader changes nothing.
   await withClient(nodes[2], async (c) => {
