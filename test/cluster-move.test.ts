@@ -152,13 +152,20 @@ test("a stream moved by STREAM.UPDATE with a new placement while a publisher kee
   }
   t.diagnostic(`publishes refused while the stream was frozen: ${refusedWhileMoving}`);
 
-  // Moved again, through a: the same messages at the same sequences on b.
-  const before = c.jetstream!.streams.get("moved")!.partitions[0].state();
+  // Moved again, through a: the same messages at the same sequences on b, with the same times (the copy keeps its
+  // source's: these are from before the first move, and max_age and start times count from them).
+  const source = c.jetstream!.streams.get("moved")!.partitions[0];
+  const before = source.state();
+  const snapshot = (await source.scan(1, { maxMessages: 10_000 })).map((m) => [m.seq, m.time, m.subject, m.data.toString()]);
+  assert.ok((snapshot[0][1] as number) < Date.now() - 50, "the first messages are older than the second move");
   const again = await jsmA.streams.info("moved");
   await jsmA.streams.update("moved", { ...again.config, placement: { cluster: "", tags: ["node:b"] } });
   await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "moved")?.placement.leaders[0] === "b") && !c.jetstream!.streams.has("moved"), "the second move", 30_000);
   const moved = b.jetstream!.streams.get("moved")!.partitions[0].state();
   assert.deepEqual([moved.firstSeq, moved.lastSeq, moved.messages, moved.deleted], [before.firstSeq, before.lastSeq, before.messages, before.deleted]);
+  const copied = b.jetstream!.streams.get("moved")!.partitions[0];
+  assert.deepEqual((await copied.scan(1, { maxMessages: 10_000 })).map((m) => [m.seq, m.time, m.subject, m.data.toString()]), snapshot);
+  assert.deepEqual(copied.deletedSequences(1000), source.deletedSequences(1000));
   assert.equal((await jsmA.streams.getMessage("moved", { seq: 49 }))!.string(), "m48");
 });
 
@@ -174,10 +181,11 @@ test("a move to a node that cannot be placed is refused, and a stream with consu
   assert.equal(a.cluster!.placements.get("$G", "stay")!.placement.moving, undefined);
 });
 
-test("a copy answer carries each message's sequence, time, subject, headers, key and data; an error answer throws", () => {
+test("a copy answer carries each message's sequence, time, subject, headers, key and data, and a Kafka batch whole; an error answer throws", () => {
   const msgs = [
     { seq: 7, time: 1700000000123, subject: "a.b", headers: Buffer.from("NATS/1.0\r\nX: 1\r\n\r\n"), key: null, data: Buffer.from("one") },
     { seq: 9, time: 1700000000456, subject: "c", headers: null, key: Buffer.from("k"), data: Buffer.alloc(0) },
+    { format: 1, firstSeq: 10, count: 3, time: 1700000000789, subject: "k.t", bytes: Buffer.from("a kafka batch") },
   ];
   assert.deepEqual(decodeBatch(encodeBatch(msgs)), msgs);
   assert.deepEqual(decodeBatch(encodeBatch([])), []);

@@ -19,6 +19,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { isDeepStrictEqual } from "node:util";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { KafkaDecodeError, Reader } from "../src/protocols/kafka/codec.js";
 import { API_VERSIONS } from "../src/protocols/kafka/api.js";
@@ -163,6 +164,23 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   ],
   [47, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0, 1] }] })],
   [60, (b) => assert.deepEqual(b, { includeClusterAuthorizedOperations: false })],
+  [
+    45,
+    (b) =>
+      assert.deepEqual(b, {
+        timeoutMs: 60_000,
+        topics: [
+          {
+            name: "golden",
+            partitions: [
+              { index: 0, replicas: [2] },
+              { index: 1, replicas: null },
+            ],
+          },
+        ],
+      }),
+  ],
+  [46, (b) => assert.ok([null, [{ name: "golden", partitions: [0, 1] }]].some((topics) => isDeepStrictEqual(b, { timeoutMs: 60_000, topics })), JSON.stringify(b))],
   // The ACL APIs: a WRITE, ALLOW binding for User:golden on topic golden (LITERAL), from every client and by hand.
   [29, (b) => assert.deepEqual(b, { filter: GOLDEN_ACL })],
   [30, (b) => assert.deepEqual(b, { creations: [GOLDEN_ACL] })],

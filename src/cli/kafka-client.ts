@@ -1,8 +1,8 @@
 /**
  * The smallest Kafka client the CLI needs: one TCP connection to one broker,
- * requests framed with request header v1, responses matched by correlation
- * id. Only non-flexible API versions are sent, so neither side carries
- * tagged fields. On connect it asks ApiVersions (v0, which every broker
+ * requests framed with request header v1 (v2, with its tagged fields, for
+ * the few APIs that are flexible from their first version, such as the
+ * partition reassignments), responses matched by correlation id. On connect it asks ApiVersions (v0, which every broker
  * answers), so that a version the broker lacks is reported by name instead
  * of the broker closing the connection on us.
  *
@@ -14,7 +14,7 @@
 
 import { connect as tcpConnect, type Socket } from "node:net";
 import { Reader, Writer } from "../protocols/kafka/codec.js";
-import { ApiKey } from "../protocols/kafka/api.js";
+import { ApiKey, isFlexible } from "../protocols/kafka/api.js";
 
 export const DEFAULT_BOOTSTRAP = "127.0.0.1:9092";
 /** A response larger than this is refused rather than buffered (Kafka's default socket.request.max.bytes). */
@@ -136,6 +136,7 @@ export class KafkaClient {
     const w = new Writer();
     const sizeAt = w.reserveI32();
     w.i16(apiKey).i16(version).i32(id).nullableString(CLIENT_ID);
+    if (isFlexible(apiKey, version)) w.tags(); // request header v2
     body(w);
     w.patchI32(sizeAt, w.pos - 4);
     return new Promise<Reader>((resolve, reject) => {
@@ -190,6 +191,14 @@ export class KafkaClient {
     if (p === undefined) return this.fail(new KafkaClientError(`${this.address} answered a request never sent (correlation id ${id})`));
     this.pending.delete(id);
     clearTimeout(p.timer);
+    // Response header v1 (tagged fields) for flexible versions; ApiVersions keeps v0 so any client can read it.
+    if (p.apiKey !== ApiKey.ApiVersions && isFlexible(p.apiKey, p.version)) {
+      try {
+        r.tags();
+      } catch {
+        return this.fail(new KafkaClientError(`${this.address} answered ${apiName(p.apiKey)} with a malformed header`));
+      }
+    }
     p.resolve(r);
   }
 

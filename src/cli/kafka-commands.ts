@@ -1,7 +1,7 @@
 /**
  * Kafka commands, a small kafka-topics.sh and kafka-consumer-groups.sh:
  *
- *   nagare topic create|ls|describe|alter|rm
+ *   nagare topic create|ls|describe|alter|move|moves|rm
  *   nagare group ls|describe|rm|reset-offsets
  *
  * They speak the Kafka protocol (kafka-client.ts), so they work against
@@ -16,7 +16,9 @@ import {
   EARLIEST,
   KafkaResponseError,
   LATEST,
+  alterPartitionReassignment,
   alterTopicConfigs,
+  listPartitionReassignments,
   commitOffsets,
   createPartitions,
   createTopic,
@@ -50,6 +52,9 @@ const FLAGS: Record<KafkaGroup, FlagSpec[]> = {
     { long: "partitions", value: true },
     { long: "config", value: true, multi: true },
     { long: "delete-config", value: true, multi: true },
+    { long: "partition", value: true },
+    { long: "to-broker", value: true },
+    { long: "cancel", value: false },
   ],
   group: [
     { long: "topic", value: true, multi: true },
@@ -72,7 +77,7 @@ const OPTIONS = `Options:
 `;
 
 const USAGE: Record<KafkaGroup, string> = {
-  topic: `Usage: nagare topic <create|ls|describe|alter|rm> [options]
+  topic: `Usage: nagare topic <create|ls|describe|alter|move|moves|rm> [options]
 
   create <name> [--partitions n] [--config key=value]...
                  partitions default to the broker's; configs nagare takes:
@@ -84,6 +89,11 @@ const USAGE: Record<KafkaGroup, string> = {
   alter <name> [--partitions n] [--config key=value]... [--delete-config key]...
                  adds partitions (a topic never shrinks); sets configs, or
                  puts them back to their defaults; the others stay as they are
+  move <name> --partition n (--to-broker id | --cancel)
+                 moves a partition to another broker, which copies it and
+                 takes it over (AlterPartitionReassignments; one partition of
+                 a topic at a time); --cancel stops a move under way
+  moves          partition moves under way (ListPartitionReassignments)
   rm <name>
 
 ${OPTIONS}`,
@@ -154,6 +164,14 @@ function parsePartitions(args: ParsedArgs): number {
   const partitions = Number(raw);
   if (!/^\d+$/.test(raw) || partitions < 1 || partitions > 0x7fffffff) throw new UsageError(`--partitions must be a positive integer, got "${raw}"`);
   return partitions;
+}
+
+/** A required non-negative integer flag (a partition index, a broker id). */
+function parseId(args: ParsedArgs, flag: string): number {
+  const raw = lastFlag(args, flag);
+  if (raw === undefined) throw new UsageError(`missing --${flag}`);
+  if (!/^\d+$/.test(raw) || Number(raw) > 0x7fffffff) throw new UsageError(`--${flag} must be a non-negative integer, got "${raw}"`);
+  return Number(raw);
 }
 
 function parseConfigs(args: ParsedArgs): Array<[string, string]> {
@@ -268,6 +286,32 @@ function prepareTopic(args: ParsedArgs): Run {
         return 0;
       };
     }
+    case "move": {
+      const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, ["partition", "to-broker", "cancel"]);
+      const partition = parseId(args, "partition");
+      const cancel = args.flags.has("cancel");
+      const to = args.flags.has("to-broker") ? parseId(args, "to-broker") : null;
+      if (cancel === (to !== null)) throw new UsageError("give --to-broker <id> or --cancel");
+      return async (c, io, asJson) => {
+        checkTopicOutcome(name, await alterPartitionReassignment(c, name, partition, to));
+        const done = { topic: name, partition, ...(to === null ? { cancelled: true } : { toBroker: to }) };
+        await write(io.stdout, asJson ? json(done) : to === null ? `Move of ${name}-${partition} cancelled\n` : `Moving ${name}-${partition} to broker ${to}: follow it with "nagare topic moves"\n`);
+        return 0;
+      };
+    }
+    case "moves":
+      positionals(args, []);
+      onlyFlags(args, verb, []);
+      return async (c, io, asJson) => {
+        const r = await listPartitionReassignments(c);
+        if (r.error !== ErrorCode.NONE) throw new KafkaResponseError(r.error, r.message ?? "listing partition moves failed");
+        const rows = r.reassignments.map((m) => ({ topic: m.topic, partition: m.partition, from: m.removing, to: m.adding }));
+        if (asJson) await write(io.stdout, json(rows));
+        else if (rows.length === 0) await write(io.stdout, "No partition moves under way\n");
+        else await write(io.stdout, table(["TOPIC", "PARTITION", "FROM BROKER", "TO BROKER"], rows.map((m) => [m.topic, m.partition, m.from.join(","), m.to.join(",")])));
+        return 0;
+      };
     case "rm": {
       const [name] = positionals(args, ["topic name"]);
       onlyFlags(args, verb, []);

@@ -25,6 +25,9 @@ const V = {
   incrementalAlterConfigs: 0,
   deleteGroups: 1,
   offsetDelete: 0,
+  // Flexible from v0, their only version (Kafka 2.4 on).
+  alterPartitionReassignments: 0,
+  listPartitionReassignments: 0,
 } as const;
 
 const ADMIN_TIMEOUT_MS = 30_000;
@@ -218,6 +221,67 @@ export async function createPartitions(c: KafkaClient, topic: string, count: num
   const [result] = r.array((r) => ({ name: r.string(), error: r.i16(), message: r.nullableString() }));
   if (result === undefined) throw new KafkaClientError("the broker answered CreatePartitions without a result");
   return { error: result.error, message: result.message };
+}
+
+/** Moves partition `partition` of `topic` to broker `to` (its one replica), or with null cancels its move (AlterPartitionReassignments). */
+export async function alterPartitionReassignment(c: KafkaClient, topic: string, partition: number, to: number | null): Promise<Outcome> {
+  const r = await c.request(ApiKey.AlterPartitionReassignments, V.alterPartitionReassignments, (w) => {
+    w.i32(ADMIN_TIMEOUT_MS);
+    w.arrayLength(1, true).compactString(topic);
+    w.arrayLength(1, true).i32(partition);
+    if (to === null) w.arrayLength(-1, true);
+    else w.arrayLength(1, true).i32(to);
+    w.tags().tags().tags();
+  });
+  r.i32(); // throttle_time_ms
+  const error = r.i16();
+  const message = r.compactNullableString();
+  if (error !== ErrorCode.NONE) return { error, message };
+  const topics = r.array((r) => {
+    r.compactString();
+    const parts = r.array((r) => {
+      const p = { index: r.i32(), error: r.i16(), message: r.compactNullableString() };
+      r.tags();
+      return p;
+    }, true);
+    r.tags();
+    return parts;
+  }, true);
+  const result = topics.flat()[0];
+  if (result === undefined) throw new KafkaClientError("the broker answered AlterPartitionReassignments without a result");
+  return { error: result.error, message: result.message };
+}
+
+export interface Reassignment {
+  topic: string;
+  partition: number;
+  replicas: number[];
+  adding: number[];
+  removing: number[];
+}
+
+/** The partition reassignments under way, of every topic (ListPartitionReassignments). */
+export async function listPartitionReassignments(c: KafkaClient): Promise<{ error: number; message: string | null; reassignments: Reassignment[] }> {
+  const r = await c.request(ApiKey.ListPartitionReassignments, V.listPartitionReassignments, (w) => {
+    w.i32(ADMIN_TIMEOUT_MS).arrayLength(-1, true).tags();
+  });
+  r.i32(); // throttle_time_ms
+  const error = r.i16();
+  const message = r.compactNullableString();
+  const ids = (r: Reader): number[] => r.array((r) => r.i32(), true);
+  const reassignments = r
+    .array((r) => {
+      const topic = r.compactString();
+      const parts = r.array((r) => {
+        const p = { topic, partition: r.i32(), replicas: ids(r), adding: ids(r), removing: ids(r) };
+        r.tags();
+        return p;
+      }, true);
+      r.tags();
+      return parts;
+    }, true)
+    .flat();
+  return { error, message, reassignments };
 }
 
 /** A topic config set to a value, or (null) back to its default. */

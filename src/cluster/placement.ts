@@ -37,11 +37,13 @@ export interface StreamPlacement {
   config: unknown;
   created: string;
   /**
-   * The node a JetStream stream is being moved to (streams/stream-move.ts):
-   * it copies the stream from the leader, then flips `leaders` to itself
-   * and clears this in one fenced change. Absent: no move.
+   * The partition being moved and the node it goes to
+   * (streams/stream-move.ts): the target copies the partition from its
+   * leader, then sets `leaders[partition]` to itself and clears this in one
+   * fenced change. One move per stream at a time; absent: no move. (A
+   * string, written by the first version, names the target of partition 0.)
    */
-  moving?: string;
+  moving?: { partition: number; to: string } | string;
 }
 
 export interface PlacementRequest {

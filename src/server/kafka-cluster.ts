@@ -32,6 +32,8 @@ import type { ClusterNode } from "../cluster/node.js";
 import { BrokerIds } from "../cluster/brokers.js";
 import type { StreamPlacement } from "../cluster/placement.js";
 import { KafkaClusterError, type KafkaBroker, type KafkaCluster, type PlacedTopic } from "../protocols/kafka/cluster.js";
+import { ErrorCode } from "../protocols/kafka/errors.js";
+import { moveOf } from "../streams/cluster-streams.js";
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 
@@ -131,7 +133,9 @@ export class EtcdKafkaCluster implements KafkaCluster {
 
   private placed(p: StreamPlacement): PlacedTopic {
     const config = p.config as { metadata?: Record<string, string> } | null;
+    const move = moveOf(p);
     return {
+      moving: move === undefined ? null : { partition: move.partition, to: this.ids.idOf(move.to) ?? -1 },
       stream: p.stream,
       topic: config?.metadata?.[TOPIC_METADATA_KEY] ?? p.stream,
       leaders: p.leaders.map((n) => this.ids.idOf(n) ?? -1),
@@ -194,6 +198,39 @@ export class EtcdKafkaCluster implements KafkaCluster {
     } catch (err) {
       throw kafkaError(err);
     }
+  }
+
+  async reassign(account: string, stream: string, partition: number, to: number | null): Promise<void> {
+    await this.update(account, stream, (p) => {
+      if (partition < 0 || partition >= p.leaders.length) throw new KafkaClusterError(`Unable to find partition ${partition} of ${stream}.`, false, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
+      const move = moveOf(p);
+      const ours = move !== undefined && move.partition === partition;
+      if (to === null || p.leaders[partition] === this.nameOf(to)) {
+        // Back to where it is (Kafka reverts to the original replicas the same way): the move under way, if any, is cancelled.
+        if (!ours && to === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
+        if (ours) delete p.moving;
+        return p;
+      }
+      const target = this.nameOf(to);
+      if (target === undefined || !this.isLiveBroker(target) || this.withoutKafka().has(target)) {
+        throw new KafkaClusterError(`The manual partition assignment includes broker ${to}, but no such broker is registered.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+      }
+      if (ours && move.to === target) return p; // asked again: under way
+      if (move !== undefined) {
+        throw new KafkaClusterError(
+          `A partition reassignment is in progress (partition ${move.partition} to ${move.to}): one move per topic at a time.`,
+          false,
+          ErrorCode.REASSIGNMENT_IN_PROGRESS,
+        );
+      }
+      return { ...p, moving: { partition, to: target } };
+    });
+  }
+
+  /** The node that claimed broker id `id`, if any. */
+  private nameOf(id: number): string | undefined {
+    for (const [name, claimed] of this.ids.all()) if (claimed === id) return name;
+    return undefined;
   }
 
   private async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<void> {

@@ -64,6 +64,8 @@ import {
   type StoredMessage,
   type SyncPolicy,
   noForeignRecords,
+  copyMisfit,
+  isForeignBatch,
   type ForeignBatch,
   type ForeignRecords,
   type StoredItem,
@@ -125,6 +127,13 @@ const TOMBSTONE_DELAY_MS = 50;
  */
 const MARKER_DELAY_MS = 200;
 const REOPEN_MAX_DELAY_MS = 30_000;
+/**
+ * A copy (appendCopy) skipping more sequences than this starts a new segment
+ * file named after its first sequence: a segment's detail keeps a slot per
+ * sequence from the file's first, 8 bytes each, so a gap of millions would
+ * cost megabytes; sequences between two files belong to neither and are gone.
+ */
+const COPY_GAP_ROLL = 4096;
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
@@ -173,6 +182,9 @@ interface Staged {
   tail: KnownTail | null;
   /** Tells the appender its foreign bytes are read no more (ForeignBatch.bytesDone); null once told, or for the log's own records. */
   bytesDone: (() => void) | null;
+  /** A copy (appendCopy): the sequence and time it is stored at; nothing is gathered into it. 0 for an append. */
+  copySeq: number;
+  copyTime: number;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -424,10 +436,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       done(refused, 0);
       return;
     }
+    this.stageForeign(batch, body, 0, 0, done);
+  }
+
+  /** Queues a foreign batch of `body` stored bytes after its checks (at copySeq and copyTime for a copy). */
+  private stageForeign(batch: ForeignBatch, body: number, copySeq: number, copyTime: number, done: AppendCallback): void {
+    const n = batch.count;
     const bytes = Buffer.isBuffer(batch.bytes) ? batch.bytes : Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
     const head = foreignHead(batch.format, batch.subject);
     // Nothing per record: the batch's records share its subject and its bytes.
-    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null };
+    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null, copySeq, copyTime };
     this.staged.push(b);
     this.pendingCount += n;
     this.pendingBytes += body;
@@ -436,14 +454,52 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.kick();
   }
 
+  appendCopy(firstSeq: number, time: number, what: RecordRun | ForeignBatch, done: AppendCallback): void {
+    const unusable = this.unusable();
+    const n = what.count;
+    if (isForeignBatch(what)) {
+      const body = foreignBodySize(what.subject, what.bytes.length);
+      const refused = unusable ?? (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : null);
+      if (refused !== null) {
+        what.bytesDone?.();
+        done(refused, 0);
+        return;
+      }
+      this.stageForeign(what, body, firstSeq, time, done);
+      return;
+    }
+    const sizes = new Array<number>(n);
+    let total = 0;
+    let refused = unusable;
+    for (let i = 0; i < n && refused === null; i++) {
+      sizes[i] = runRecordSize(what, i);
+      total += sizes[i];
+      refused = refusal(null, sizes[i], this.maxRecordBytes);
+    }
+    if (refused === null && BATCH_HEADER + total > MAX_BATCH_BYTES) refused = new Error(`copied run of ${total} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`);
+    if (refused !== null) {
+      done(refused, 0);
+      return;
+    }
+    // A batch of its own, at its source's sequence and time (the leader batched these records together too).
+    const b: Staged = { buf: this.batchBuffer(BATCH_HEADER + total), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: firstSeq, copyTime: time };
+    this.staged.push(b);
+    for (let i = 0; i < n; i++) {
+      b.used = encodeRunRecord(b.buf, b.used, what, i);
+      this.noteStaged(b, subjectAt(what, i), sizes[i]);
+    }
+    this.addOwner(b, done, n);
+    this.kick();
+  }
+
   /** The batch being gathered, with room for a record of `size` bytes (opening one when it is full). */
   private room(size: number): Staged {
     let b = this.staged.length > 0 ? this.staged[this.staged.length - 1] : undefined;
-    if (b === undefined || b.foreign !== null || (b.count > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
+    if (b === undefined || b.foreign !== null || b.copySeq !== 0 || (b.count > 0 && b.used + size > BATCH_HEADER + this.maxBatchBytes)) {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
-      // Not after a foreign batch, which says nothing of how many records will follow it.
-      const full = b !== undefined && b.foreign === null;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null };
+      // Not after a foreign batch or a copy, which say nothing of how many records will follow.
+      const full = b !== undefined && b.foreign === null && b.copySeq === 0;
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: 0, copyTime: 0 };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -606,7 +662,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0) || this.markerWanted;
       const oldest = syncing !== null ? syncing.rounds[0] : written.length > 0 ? written[0] : null;
       const mustSettle =
-        newest !== null && oldest !== null && (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES);
+        newest !== null &&
+        oldest !== null &&
+        (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES || this.copyRollsAfter(newest));
       if (work && !mustSettle) {
         const round = await this.writeRound(newest);
         if (round === null) continue;
@@ -777,6 +835,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private async writeRound(inflight: Round | null): Promise<Round | null> {
     // Appends from here on gather into a new batch.
     let batch = this.staged.shift() ?? null;
+    // A copy that does not fit after what is written (its sequence or time behind the log's) fails alone.
+    for (let why: string | null; batch !== null && batch.copySeq !== 0 && (why = this.copyMisfitAfter(batch, inflight)) !== null; batch = this.staged.shift() ?? null) {
+      this.settleStaged(batch, new Error(why), 0);
+    }
     const ops = this.ops.splice(0);
     // Nothing else changes the stored set meanwhile: every mutation goes through this loop.
     const evicted = this.evicted;
@@ -791,20 +853,31 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     for (const op of ops) {
       if (op.kind === "purge" && (op.opts.filter === undefined || op.opts.filter === ">") && !((op.opts.keep ?? 0) > 0)) skipTo = Math.max(skipTo, op.opts.upTo ?? 0);
     }
-    const firstSeq = inflight !== null ? inflight.nextSeq : this.lastSeq + 1;
-    if (skipTo > firstSeq && batch !== null) {
+    const expected = inflight !== null ? inflight.nextSeq : this.lastSeq + 1;
+    if (skipTo > expected && batch !== null) {
       this.staged.unshift(batch);
       batch = null;
     }
+    // A copy starts at its own sequence: the ones it skips are gone (its batch says so with FLAG_GAP).
+    const copied = batch !== null && batch.copySeq !== 0;
+    // An empty copy writes no data batch: a tombstone batch naming its sequence as the next one moves the log on.
+    const skipOnly = copied && batch!.count === 0;
+    if (skipOnly) skipTo = Math.max(skipTo, batch!.copySeq);
+    const firstSeq = copied && !skipOnly ? batch!.copySeq : expected;
+    const flags = firstSeq > expected ? FLAG_GAP : 0;
     const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
     const tombs = evicted.concat(...planned);
-    // Time never goes backwards within a log, so time lookups can bisect.
-    const time = Math.max(Date.now(), inflight !== null ? inflight.time : this.lastTime);
+    // Time never goes backwards within a log, so time lookups can bisect (a copy's was checked above).
+    const prevTime = inflight !== null ? inflight.time : this.lastTime;
+    const time = skipOnly ? prevTime : copied ? batch!.copyTime : Math.max(Date.now(), prevTime);
     const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, dataLength: 0, tomb: null, tombs, evicted, ops, planned };
     let seg: Segment;
     try {
-      seg = await this.segmentFor(firstSeq, inflight !== null ? inflight.end : null);
+      // A copy that skips many sequences starts a file of its own (see copyRollsAfter); else the file is named
+      // after the sequence the log was at, and the skipped sequences are dead slots of its detail.
+      const rolls = flags !== 0 && inflight === null && firstSeq - expected > COPY_GAP_ROLL;
+      seg = await this.segmentFor(rolls ? firstSeq : expected, inflight !== null ? inflight.end : null, rolls);
     } catch (err) {
       this.stick(err instanceof Error ? err : new Error(String(err)));
       this.failRound(round, this.writeError!);
@@ -812,12 +885,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     round.seg = seg;
     round.pos = inflight !== null ? inflight.end : seg.size;
-    if (batch?.foreign != null) {
-      sealForeign(batch.buf, batch.foreign, firstSeq, time, n, batch.tail);
+    if (skipOnly) {
+      // Nothing to write but the tombstone batch below.
+    } else if (batch?.foreign != null) {
+      sealForeign(batch.buf, batch.foreign, firstSeq, time, n, batch.tail, flags);
       round.data = batch.buf;
       round.dataLength = batch.buf.length + batch.foreign.length;
     } else if (batch !== null) {
-      round.data = sealBatch(batch.buf, batch.used, firstSeq, time, n);
+      round.data = sealBatch(batch.buf, batch.used, firstSeq, time, n, flags);
       round.dataLength = round.data.length;
     }
     // A round of tombstones names the next sequence, so it serves as the marker too.
@@ -825,7 +900,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.markerWanted = false;
     if (tombs.length > 0 || marker || nextSeq > firstSeq + n) {
       // Stamps order tombstone batches along the log, so an index file can say which deletes it reflects.
-      round.stamp = this.lastStamp = Math.max(time, this.lastStamp + 1);
+      round.stamp = this.lastStamp = Math.max(skipOnly ? Date.now() : time, this.lastStamp + 1);
       round.tomb = encodeTombstones(tombs, nextSeq, round.stamp);
     }
     if (marker) this.io.markers++;
@@ -849,6 +924,19 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       return null;
     }
     return round;
+  }
+
+  /** Whether the next queued batch is a copy that skips so many sequences after `newest` that it starts a new file: written once the rounds before it landed. */
+  private copyRollsAfter(newest: Round): boolean {
+    const b = this.staged.length > 0 ? this.staged[0] : null;
+    return b !== null && b.copySeq - newest.nextSeq > COPY_GAP_ROLL;
+  }
+
+  /** Why a queued copy cannot be written after `inflight` (or the log's last batch), or null. */
+  private copyMisfitAfter(b: Staged, inflight: Round | null): string | null {
+    const lastTime = inflight !== null ? inflight.time : this.lastTime;
+    // An empty copy's time is not stored.
+    return copyMisfit(b.copySeq, b.count === 0 ? lastTime : b.copyTime, (inflight !== null ? inflight.nextSeq : this.lastSeq + 1) - 1, lastTime);
   }
 
   /** Makes a durable round visible and acknowledges it. */
@@ -895,7 +983,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       ops[k].done(null, removed);
     }
     if (n > 0) this.evictRanges(this.index.evict(this.limits, touched));
-    if (batch !== null) this.settleStaged(batch, null, firstSeq);
+    if (batch !== null) this.settleStaged(batch, null, batch.count === 0 ? batch.copySeq : firstSeq);
     if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
   }
 
@@ -978,11 +1066,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    * current one is full or old. `end` is where the current one's written
    * bytes end when a round is still unsynced there (never rolled past).
    */
-  private async segmentFor(firstSeq: number, end: number | null): Promise<Segment> {
+  private async segmentFor(firstSeq: number, end: number | null, roll = false): Promise<Segment> {
     const cur = this.segments[this.segments.length - 1];
     if (cur !== undefined && cur.firstSeq === firstSeq) return cur; // only tombstones so far: a new file would have the same name
-    if (cur !== undefined && (end !== null || !this.rollDue(cur, cur.size))) return cur;
-    if (cur !== undefined && this.sync !== "always") await cur.fh.datasync();
+    if (cur !== undefined && (end !== null || (!roll && !this.rollDue(cur, cur.size)))) return cur;
+    if (cur !== undefined && cur.size === 0 && end === null) {
+      // An empty file (a fresh log that a copy starts far on): replaced, not left behind empty.
+      this.segments.pop();
+      this.retire(cur);
+      await this.fs.remove(join(this.dir, cur.name));
+    } else if (cur !== undefined && this.sync !== "always") await cur.fh.datasync();
     const seg = await this.createSegment(firstSeq);
     this.scheduleMaintenance();
     return seg;
@@ -1095,7 +1188,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           const body = d.bLen[b] - BATCH_HEADER;
           if (whole && filter === undefined && this.allStored(seg, d, bSeq, count)) {
             const parts = foreignParts(buf, at)!;
-            out.push({ format: parts.format, firstSeq: bSeq, count, time, bytes: parts.bytes });
+            out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
             bytes += body;
             visited = bSeq + count - 1;
             continue;

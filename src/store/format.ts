@@ -20,7 +20,8 @@
  *
  * Every record of a batch shares the batch's time; sequences are firstSeq + i.
  * A batch flagged GAP may start above the sequence that follows the previous
- * batch of its segment: compaction removed the sequences in between.
+ * batch of its segment: compaction removed the sequences in between, or a
+ * copy (appendCopy) skipped those its source no longer held.
  */
 
 import { crc32c, crc32cCombine } from "./crc32c.js";
@@ -166,8 +167,8 @@ export function sealBatch(buf: Buffer, end: number, firstSeq: number, time: numb
  * `tail` (the CRC-32C of bytes[tail.from..], which the appender checked), the
  * checksum reads only the head and bytes[0, tail.from).
  */
-export function sealForeign(head: Buffer, bytes: Buffer, firstSeq: number, time: number, count: number, tail: KnownTail | null): void {
-  writeHeader(head, FLAG_FOREIGN, firstSeq, time, count, head.length + bytes.length);
+export function sealForeign(head: Buffer, bytes: Buffer, firstSeq: number, time: number, count: number, tail: KnownTail | null, flags = 0): void {
+  writeHeader(head, FLAG_FOREIGN | flags, firstSeq, time, count, head.length + bytes.length);
   const headCrc = crc32c(head, 8, head.length);
   const crc = tail === null ? crc32c(bytes, 0, bytes.length, headCrc) : crc32cCombine(crc32c(bytes, 0, tail.from, headCrc), tail.crc, bytes.length - tail.from);
   head.writeUInt32LE(crc, 4);

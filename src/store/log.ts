@@ -122,6 +122,8 @@ export interface StoredForeign {
   readonly firstSeq: number;
   readonly count: number;
   readonly time: number;
+  /** The subject its records are stored under. */
+  readonly subject: string;
   /** The client's bytes as they were appended (a view: copy to keep). */
   readonly bytes: Buffer;
 }
@@ -131,6 +133,18 @@ export type StoredItem = StoredMessage | StoredForeign;
 
 export function isForeign(item: StoredItem): item is StoredForeign {
   return (item as StoredForeign).format !== undefined;
+}
+
+/** Whether appendCopy was given a foreign batch (else a run of records). */
+export function isForeignBatch(what: RecordRun | ForeignBatch): what is ForeignBatch {
+  return (what as ForeignBatch).format !== undefined;
+}
+
+/** Why a copied batch at `firstSeq` with `time` cannot follow a log whose newest sequence and time are `lastSeq` and `lastTime`, or null. */
+export function copyMisfit(firstSeq: number, time: number, lastSeq: number, lastTime: number): string | null {
+  if (!Number.isSafeInteger(firstSeq) || firstSeq <= lastSeq) return `copied sequence ${firstSeq} is not after the log's last sequence ${lastSeq}`;
+  if (!Number.isSafeInteger(time) || time < lastTime) return `copied time ${time} is before the log's newest time ${lastTime}`;
+  return null;
 }
 
 /** The decoder of a log that was given none: a foreign batch cannot be read as messages. */
@@ -236,6 +250,20 @@ export interface MessageLog {
    * the caller keeps them unchanged (a Kafka produce holds its request frame).
    */
   appendBatch(batch: ForeignBatch, done: AppendCallback): void;
+  /**
+   * Appends what another log stored (a move copies a stream partition this
+   * way): `what` at sequences `firstSeq`.. with the source's `time`, as one
+   * stored batch (a foreign batch kept whole, so a reader of its format gets
+   * the same bytes). The sequences between the log's last one and
+   * `firstSeq` are skipped: gone, never handed out. Refused when `firstSeq`
+   * is not beyond every sequence queued or stored, or `time` is before the
+   * log's newest time (times never go backwards); limits of discard "new"
+   * do not refuse a copy (the source's limits shaped it). `done` gets
+   * `firstSeq` once the batch is durable. With no records (`what.count`
+   * 0) nothing is stored and `time` is not used: the log only moves on, so
+   * that its next sequence is `firstSeq` (the source's last ones are gone).
+   */
+  appendCopy(firstSeq: number, time: number, what: RecordRun | ForeignBatch, done: AppendCallback): void;
   /**
    * What scan returns, except that a foreign batch whose records are all
    * still stored comes back whole, as appended (it may begin before `from`:

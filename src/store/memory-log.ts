@@ -21,6 +21,8 @@ import {
   type ScanOptions,
   type StoredMessage,
   noForeignRecords,
+  copyMisfit,
+  isForeignBatch,
   type ForeignBatch,
   type ForeignRecords,
   type StoredItem,
@@ -87,6 +89,14 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       return;
     }
     this.lastTime = Math.max(Date.now(), this.lastTime);
+    this.store(input, size);
+    const seq = this.lastSeq;
+    // Acknowledge asynchronously, like the file log, so callers cannot come to rely on a synchronous ack.
+    queueMicrotask(() => done(null, seq));
+  }
+
+  /** Stores one record at the next sequence with the log's last time. */
+  private store(input: AppendInput, size: number): void {
     const seq = ++this.lastSeq;
     this.msgs.push({
       seq,
@@ -102,8 +112,6 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.index.add(seq, id, size);
     this.index.evict(this.limits, [id]);
     this.compactFront();
-    // Acknowledge asynchronously, like the file log, so callers cannot come to rely on a synchronous ack.
-    queueMicrotask(() => done(null, seq));
   }
 
   appendMany(run: RecordRun, done: AppendCallback): void {
@@ -140,6 +148,14 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     }
     this.lastTime = Math.max(Date.now(), this.lastTime);
     const first = this.lastSeq + 1;
+    this.hold(batch, sizes);
+    queueMicrotask(() => done(null, first));
+  }
+
+  /** Stores a foreign batch whole at the next sequences with the log's last time; `sizes` are its records' shares. */
+  private hold(batch: ForeignBatch, sizes: readonly number[]): void {
+    const n = batch.count;
+    const first = this.lastSeq + 1;
     const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes) };
     batch.bytesDone?.();
     const id = this.index.table.intern(batch.subject);
@@ -152,7 +168,57 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     }
     this.index.evict(this.limits, [id]);
     this.compactFront();
-    queueMicrotask(() => done(null, first));
+  }
+
+  appendCopy(firstSeq: number, time: number, what: RecordRun | ForeignBatch, done: AppendCallback): void {
+    const foreign = isForeignBatch(what);
+    const sizes: number[] = [];
+    if (foreign) {
+      const body = foreignBodySize(what.subject, what.bytes.length);
+      for (let i = 0; i < what.count; i++) sizes.push(foreignShare(body, what.count, i));
+    } else for (let i = 0; i < what.count; i++) sizes.push(runRecordSize(what, i));
+    let refused: Error | null = this.closed ? new Error("log is closed") : null;
+    for (let i = 0; i < sizes.length && refused === null; i++) refused = refusal(null, sizes[i], this.maxRecordBytes);
+    // An empty copy's time is not stored.
+    const misfit = copyMisfit(firstSeq, what.count === 0 ? this.lastTime : time, this.lastSeq, this.lastTime);
+    if (refused === null && misfit !== null) refused = new Error(misfit);
+    if (refused !== null) {
+      if (foreign) what.bytesDone?.();
+      done(refused, 0);
+      return;
+    }
+    this.skipTo(firstSeq);
+    if (what.count === 0) {
+      queueMicrotask(() => done(null, firstSeq));
+      return;
+    }
+    this.lastTime = time;
+    if (foreign) this.hold(what, sizes);
+    else for (let i = 0; i < what.count; i++) this.store(inputAt(what, i), sizes[i]);
+    queueMicrotask(() => done(null, firstSeq));
+  }
+
+  /**
+   * Moves the next sequence on to `seq` (a copy skipping what its source no
+   * longer holds): an empty log starts afresh there; one with messages keeps
+   * a dead slot per skipped sequence (its arrays are dense from `base`).
+   */
+  private skipTo(seq: number): void {
+    if (seq <= this.lastSeq + 1) return;
+    if (this.index.messages === 0) {
+      this.msgs = [];
+      this.held = [];
+      this.times = [];
+      this.base = seq;
+    } else {
+      for (let s = this.lastSeq + 1; s < seq; s++) {
+        this.msgs.push(undefined);
+        this.held.push(undefined);
+        // Times stay ordered for the bisection; a dead slot is never returned.
+        this.times.push(this.lastTime);
+      }
+    }
+    this.lastSeq = seq - 1;
   }
 
   /** The messages of a foreign batch; only the last one decoded is kept (readers go batch by batch), so memory holds each batch once, as stored. */
@@ -209,7 +275,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
       const h = this.held[seq - this.base];
       if (whole && filter === undefined && h !== undefined && this.allLive(h)) {
-        out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, bytes: h.bytes });
+        out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: h.bytes });
         for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
         seq = h.firstSeq + h.count - 1;
         continue;

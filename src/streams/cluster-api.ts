@@ -34,7 +34,7 @@ import { subjectsIntersect } from "../subjects/subject.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
-import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
+import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 
@@ -328,7 +328,7 @@ export class ClusterApi implements Receiver {
     try {
       await this.directory.update(this.account, name, (p) => {
         if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
-        return { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: target } : {}) };
+        return { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: { partition: 0, to: target } } : {}) };
       });
     } catch (err) {
       throw clusterError(err);
@@ -340,7 +340,7 @@ export class ClusterApi implements Receiver {
         .update(this.account, name, (p) => {
           const back = { ...p, subjects: before.placement.subjects, config: before.placement.config, tags: before.placement.tags };
           // A move recorded by this update is withdrawn with it (nothing was copied yet that the leader would give away).
-          if (target !== undefined && p.moving === target && p.leaders[0] === this.cluster.self) delete back.moving;
+          if (target !== undefined && moveOf(p)?.to === target && p.leaders[0] === this.cluster.self) delete back.moving;
           return back;
         })
         .catch(() => undefined);
@@ -404,7 +404,7 @@ export class ClusterApi implements Receiver {
       await this.directory.update(this.account, name, (q) => {
         if (q.moving !== undefined) throw Errors.streamMoveInProgress();
         if (q.leaders[0] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[0]} leads it now`);
-        return { ...q, moving: target };
+        return { ...q, moving: { partition: 0, to: target } };
       });
     } catch (err) {
       throw clusterError(err);

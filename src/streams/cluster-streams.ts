@@ -33,8 +33,24 @@ export interface PlacedStream {
   origin: "jetstream" | "kafka";
   /** The stream's configuration, from which each node leading a partition creates its copy. */
   config: unknown;
-  /** The node the stream is being moved to (stream-move.ts), which hosts a copy it does not lead until the move flips `leaders`. */
-  moving?: string;
+  /**
+   * The partition being moved and the node it goes to (stream-move.ts),
+   * which hosts a copy it does not lead until the move flips `leaders`; read
+   * it with moveOf (a string: the first version's, partition 0).
+   */
+  moving?: PartitionMove | string;
+}
+
+export interface PartitionMove {
+  partition: number;
+  to: string;
+}
+
+/** The move a placement records, if any. */
+export function moveOf(p: Pick<PlacedStream, "moving">): PartitionMove | undefined {
+  const m = p.moving;
+  if (m === undefined) return undefined;
+  return typeof m === "string" ? { partition: 0, to: m } : m;
 }
 
 export interface PlaceRequest {
@@ -159,7 +175,9 @@ export class ClusterStreams {
       return;
     }
     const self = this.directory.self;
-    const target = placed.moving === self && !placed.leaders.includes(self);
+    const move = moveOf(placed);
+    // A move's target hosts a copy (of every partition: the moving one is filled by the move) before it leads any.
+    const target = move !== undefined && move.to === self && placed.leaders[move.partition] !== self;
     if (!placed.leaders.includes(self) && !target) {
       if (local === undefined) return;
       // A move's copy: the old leader's after the flip (the new leader has every message), or a cancelled move's target.
@@ -182,8 +200,8 @@ export class ClusterStreams {
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
       if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
     }
-    // A move's target keeps its copy without leading it: publishes routed to it are dropped until the move flips.
-    stream.ledHere = target ? placed.leaders.map(() => false) : placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
+    // A move's target does not lead the moving partition: publishes routed to it are dropped until the move flips.
+    stream.ledHere = placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
     for (const l of this.moveListeners) l(account, name, placed);
   }
 

@@ -1,22 +1,31 @@
 /**
- * Moving a JetStream stream to another node without losing a message (see
- * docs/CLUSTER.md, "Moving a stream"). The leader records the move in the
- * placement (`moving: <target>`, cluster-api.ts's UPDATE); then:
+ * Moving a stream partition to another node without losing a message (see
+ * docs/CLUSTER.md, "Moving a stream"). The move is recorded in the
+ * placement (`moving: { partition, to }`: by the leader for STREAM.UPDATE,
+ * cluster-api.ts; by any broker for Kafka's AlterPartitionReassignments);
+ * then:
  *
- * 1. the target creates a copy it does not lead (routed publishes reach it
- *    and are dropped) and pulls the leader's messages in batches over the
- *    routes (`$NG.MOVE.COPY.<stream>`), appending each at its own sequence:
- *    a leading gap by a purge up to the first sequence, an interior gap by
- *    a placeholder appended and deleted, so every sequence is the leader's;
- * 2. caught up, it asks the leader to freeze (`$NG.MOVE.FREEZE.<stream>`):
- *    the leader refuses every change from then on (a retryable 503), waits
- *    until nothing is on its way to the log, and answers its final state
- *    with the sequences deleted since;
+ * 1. the target creates a copy of the stream if it hosts none (it leads
+ *    nothing of it yet: routed publishes are dropped) and pulls the
+ *    partition's stored batches from its leader over the routes
+ *    (`$NG.MOVE.COPY.<stream>`), appending each with `appendCopy` at its
+ *    own sequence and time, a Kafka batch whole (the same bytes);
+ * 2. caught up, it asks the leader to freeze the partition
+ *    (`$NG.MOVE.FREEZE.<stream>`): the leader refuses every change to it
+ *    from then on (JetStream's retryable 503, Kafka's
+ *    NOT_LEADER_OR_FOLLOWER), waits until nothing is on its way to the
+ *    partition's log, and answers its final state with the sequences
+ *    deleted since; other partitions keep working;
  * 3. the target copies the tail, deletes what the leader deleted, checks
- *    its state equals the leader's, rebuilds its dedup window from the
- *    copied `Nats-Msg-Id`s, and flips the placement (`leaders = [target]`,
- *    no `moving`) in one fenced, revision-compared change;
- * 4. the old leader, frozen, sees the flip and deletes its copy.
+ *    its state equals the leader's, rebuilds what it derives from the log
+ *    (the dedup window; Kafka's producer state, from the copied batches'
+ *    headers, on first use), and flips the placement
+ *    (`leaders[partition] = target`, no `moving`) in one fenced,
+ *    revision-compared change;
+ * 4. the old leader sees the flip: a stream it no longer leads any
+ *    partition of is deleted; otherwise the partition stays frozen there
+ *    (it is not led there, and its log is a prefix of the new leader's, so
+ *    a move back copies only what it lacks).
  *
  * Nothing acknowledged is lost: every acknowledged write is in the leader's
  * log before the freeze answers, nothing is acknowledged while frozen, and
@@ -25,23 +34,24 @@
  * when the freeze outlives FREEZE_MS. The leader unfreezes only once it
  * sees a placement naming it leader without a move, which the target's
  * flip (conditional on `moving`) can then never follow; if the flip won,
- * the leader's cancel fails on the revision and it drops its copy.
+ * the leader's cancel fails on the revision.
  *
- * Limits of this first version (refused when asked): one partition,
- * JetStream origin, no consumers. Times are the copy's (the log assigns
- * them), so max_age counts from the move on the new leader.
+ * Refused (the move is cancelled): a stream with consumers; a Kafka
+ * partition with transactional records (open, committed or aborted: which
+ * records NATS and read_committed readers must skip is kept per node, in
+ * the door's files, and does not move yet).
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
-import type { AppendInput, MessageLog, StoredMessage } from "../store/log.js";
-import type { ClusterStreams, PlacedStream } from "./cluster-streams.js";
+import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage } from "../store/log.js";
+import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type Stream } from "./stream.js";
 
 export const MOVE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}MOVE.`;
 const COPY = "COPY.";
 const FREEZE = "FREEZE.";
-/** One copy answer's records (at least one message is sent): below a route's default max payload. */
+/** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload. */
 const BATCH_BYTES = 256 * 1024;
 const BATCH_MESSAGES = 1024;
 /** How long the target waits for one answer of the leader. */
@@ -50,9 +60,8 @@ const REQUEST_MS = 5000;
 export const FREEZE_MS = 10_000;
 /** How long a freezing leader waits for appends in flight to reach its log. */
 const QUIET_MS = 5000;
-/** Gaps listed in a freeze answer, and the largest interior gap copied with placeholders. */
+/** Sequences deleted since the copy began that a freeze answer lists (each is deleted on the target, one by one). */
 const MAX_GAPS = 100_000;
-const GAP_SUBJECT = `${MOVE_PREFIX}GAP`;
 
 /** What the mover needs of the account's cluster API: internal requests to a node, and answers. */
 export interface MoveHost {
@@ -69,13 +78,18 @@ interface FrozenState {
   deleted: number[];
 }
 
+/** A stream's partition frozen here (its key), with the timer that cancels a move that does not flip. */
+const keyOf = (name: string, partition: number): string => `${name}/${partition}`;
+
 export class StreamMover {
-  /** Streams this node is copying to itself. */
+  /** Partitions this node is copying to itself. */
   private readonly copying = new Set<string>();
-  /** Streams frozen here for a move, with the timer that cancels a move that does not flip. */
+  /** Partitions frozen here for a move, with the timer that cancels a move that does not flip. */
   private readonly freezes = new Map<string, NodeJS.Timeout>();
   /** Moves this process recorded as leader (see placed()). */
   private readonly recordedHere = new Set<string>();
+  /** Streams whose placement this process has seen settled: a move found at the first sight may predate a restart. */
+  private readonly seen = new Set<string>();
   private closed = false;
   private readonly listener = (account: string, name: string, placed: PlacedStream): void => this.placed(account, name, placed);
 
@@ -102,31 +116,39 @@ export class StreamMover {
   private placed(account: string, name: string, placed: PlacedStream): void {
     if (account !== this.account || this.closed) return;
     const self = this.self;
-    if (placed.moving === self && !placed.leaders.includes(self)) {
-      if (this.copying.has(name)) return;
-      this.copying.add(name);
-      void this.copy(name, placed.leaders[0]).finally(() => this.copying.delete(name));
+    const first = !this.seen.has(name);
+    this.seen.add(name);
+    const move = moveOf(placed);
+    if (move !== undefined && move.to === self && placed.leaders[move.partition] !== self) {
+      const key = keyOf(name, move.partition);
+      if (this.copying.has(key)) return;
+      this.copying.add(key);
+      void this.copy(name, move.partition, placed.leaders[move.partition], !placed.leaders.includes(self)).finally(() => this.copying.delete(key));
       return;
     }
     const s = this.host.js.streams.get(name);
-    if (s === undefined || placed.leaders[0] !== self) return;
-    // Led here with no move: the move was cancelled (old leader) or has flipped (new leader).
-    if (placed.moving === undefined) {
-      this.recordedHere.delete(name);
-      if (s.frozen) {
-        clearTimeout(this.freezes.get(name));
-        this.freezes.delete(name);
-        s.frozen = false;
-        s.movedOut = false;
+    if (s === undefined) return;
+    for (let p = 0; p < placed.leaders.length && p < s.partitions.length; p++) {
+      if (placed.leaders[p] !== self) continue;
+      if (move === undefined || move.partition !== p) {
+        // Led here with no move of it: a move was cancelled (old leader) or has flipped (new leader).
+        if (isFrozen(s, p)) {
+          clearTimeout(this.freezes.get(keyOf(name, p)));
+          this.freezes.delete(keyOf(name, p));
+          thaw(s, p);
+          if (move === undefined) s.movedOut = false;
+        }
+        continue;
       }
-      return;
+      // A move found when this process first saw the stream, and not recorded by it: recorded before a restart,
+      // whose freeze (in memory) is gone. Writes are refused again and the move is cancelled at once, since the
+      // target may have been told a final state already.
+      if (first && !this.recordedHere.has(name) && !isFrozen(s, p)) {
+        freeze(s, p);
+        this.armCancel(name, p, move.to, 0);
+      }
     }
-    // A move this process did not record: recorded before a restart, whose freeze (in memory) is gone. Writes are
-    // refused again and the move is cancelled at once, since the target may have been told a final state already.
-    if (!this.recordedHere.has(name) && !s.frozen) {
-      s.frozen = true;
-      this.armCancel(name, placed.moving, 0);
-    }
+    if (move === undefined) this.recordedHere.delete(name);
   }
 
   /** The leader is about to record a move of `name` (cluster-api.ts's UPDATE): a move it knows of, not one from before a restart. */
@@ -136,104 +158,99 @@ export class StreamMover {
 
   // ---- the target ----
 
-  private async copy(name: string, leader: string): Promise<void> {
+  /** Copies partition `p` of `name` from `leader` and flips the placement; `fresh`: this node hosted nothing of the stream before. */
+  private async copy(name: string, p: number, leader: string, fresh: boolean): Promise<void> {
     const { js, cluster } = this.host;
     const log = js.options.log;
     try {
       await cluster.settle(this.account, name);
       const s = js.streams.get(name);
-      if (s === undefined || s.partitions.length !== 1) throw new Error("no local copy to fill");
-      // Refuses writes through the stream; the copy writes to its log. A cancelled move then deletes it (cluster-streams.ts).
-      s.frozen = true;
-      s.movedOut = true;
-      const part = s.partitions[0];
-      // The leader's limits already shaped what it sends; placeholders must not evict anything meanwhile.
+      if (s === undefined || p >= s.partitions.length) throw new Error("no local copy to fill");
+      // Refuses writes through the stream; the copy writes to its log. A cancelled move then deletes a copy made for it (cluster-streams.ts).
+      freeze(s, p);
+      if (fresh) s.movedOut = true;
+      const part = s.partitions[p];
+      // The leader's limits already shaped what it sends: nothing is evicted meanwhile.
       part.setLimits({});
-      await this.pull(name, leader, part);
-      const frozen = await this.freeze(name, leader);
-      await this.pull(name, leader, part);
+      await this.pull(name, p, leader, part);
+      const frozen = await this.freeze(name, p, leader);
+      await this.pull(name, p, leader, part);
       for (const seq of frozen.deleted) if (part.has(seq)) await part.delete(seq);
       if (part.state().firstSeq < frozen.first) await part.purge({ upTo: frozen.first });
-      await this.advance(part, frozen.last + 1);
+      // The leader's last sequences may be gone: the copy moves on past them.
+      if (part.state().lastSeq < frozen.last) await appendCopy(part, frozen.last + 1, 0, []);
       const st = part.state();
       if (st.firstSeq !== frozen.first || st.lastSeq !== frozen.last || st.messages !== frozen.messages) {
         throw new Error(`copy differs from the leader's: first ${st.firstSeq}/${frozen.first}, last ${st.lastSeq}/${frozen.last}, messages ${st.messages}/${frozen.messages}`);
       }
       part.setLimits(limitsOf(s.config));
-      await s.recover();
+      if (s.partitions.length === 1) await s.recover();
+      // Doors rebuild what they keep per partition (Kafka's idempotent producers) from the copied log.
+      s.arrivals[p] = (s.arrivals[p] ?? 0) + 1;
       const self = this.self;
-      await cluster.directory.update(this.account, name, (p) => {
-        if (p.moving !== self || p.leaders[0] !== leader) throw new Error("the move was cancelled");
-        const next = { ...p, leaders: [self] };
+      await cluster.directory.update(this.account, name, (pl) => {
+        const m = moveOf(pl);
+        if (m?.to !== self || m.partition !== p || pl.leaders[p] !== leader) throw new Error("the move was cancelled");
+        const next = { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? self : l)) };
         delete next.moving;
         return next;
       });
-      log.info(`cluster: stream "${name}" of account ${this.account} moved here from ${leader} (${st.messages} messages, sequences ${st.firstSeq}..${st.lastSeq})`);
+      s.order?.landed();
+      log.info(`cluster: partition ${p} of stream "${name}" of account ${this.account} moved here from ${leader} (${st.messages} messages, sequences ${st.firstSeq}..${st.lastSeq})`);
     } catch (err) {
-      log.warn(`cluster: moving stream "${name}" of account ${this.account} here from ${leader} failed: ${(err as Error).message}; cancelling the move`);
-      await this.cancel(name, this.self).catch(() => undefined);
+      log.warn(`cluster: moving partition ${p} of stream "${name}" of account ${this.account} here from ${leader} failed: ${(err as Error).message}; cancelling the move`);
+      await this.cancel(name, p, this.self).catch(() => undefined);
     }
   }
 
-  /** Copies the leader's messages after this copy's last sequence until the leader has no more. */
-  private async pull(name: string, leader: string, part: MessageLog): Promise<void> {
+  /** Copies the leader's stored batches after this copy's last sequence until the leader has no more. */
+  private async pull(name: string, p: number, leader: string, part: MessageLog): Promise<void> {
     for (;;) {
       const from = part.state().lastSeq + 1;
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer`);
-      const msgs = decodeBatch(b);
-      if (msgs.length === 0) return;
-      await this.advance(part, msgs[0].seq);
-      let next = msgs[0].seq;
-      const gaps: number[] = [];
+      const items = decodeBatch(b);
+      if (items.length === 0) return;
+      // One copied batch per foreign batch, and per run of consecutive messages with one time (the leader's batches).
       const appends: Array<Promise<void>> = [];
-      for (const m of msgs) {
-        if (m.seq < next) throw new Error(`the leader sent sequence ${m.seq} out of order`);
-        if (m.seq - next > MAX_GAPS) throw new Error(`a gap of ${m.seq - next} sequences is too large to copy`);
-        for (; next < m.seq; next++) {
-          gaps.push(next);
-          appends.push(appendAt(part, { subject: GAP_SUBJECT, data: Buffer.alloc(0) }, next));
+      let run: StoredMessage[] = [];
+      const flush = (): void => {
+        if (run.length > 0) appends.push(appendCopy(part, run[0].seq, run[0].time, run));
+        run = [];
+      };
+      let next = from;
+      for (const it of items) {
+        const at = isForeign(it) ? it.firstSeq : it.seq;
+        if (at < next) throw new Error(`the leader sent sequence ${at} out of order`);
+        if (isForeign(it)) {
+          flush();
+          appends.push(appendCopy(part, it.firstSeq, it.time, it));
+          next = it.firstSeq + it.count;
+          continue;
         }
-        appends.push(appendAt(part, m, next++));
+        if (run.length > 0 && (it.seq !== next || it.time !== run[0].time)) flush();
+        run.push(it);
+        next = it.seq + 1;
       }
+      flush();
       await Promise.all(appends);
-      for (const seq of gaps) await part.delete(seq);
     }
   }
 
-  /**
-   * Moves the copy on so that its next sequence is `to`: an empty copy by a
-   * purge (nothing to keep), one with messages by placeholders appended and
-   * deleted (the leader's last sequences were deleted).
-   */
-  private async advance(part: MessageLog, to: number): Promise<void> {
-    const st = part.state();
-    const next = st.lastSeq + 1;
-    if (to <= next) return;
-    if (st.messages === 0) {
-      await part.purge({ upTo: to });
-      return;
-    }
-    if (to - next > MAX_GAPS) throw new Error(`a gap of ${to - next} sequences is too large to copy`);
-    const seqs: number[] = [];
-    for (let seq = next; seq < to; seq++) seqs.push(seq);
-    await Promise.all(seqs.map((seq) => appendAt(part, { subject: GAP_SUBJECT, data: Buffer.alloc(0) }, seq)));
-    for (const seq of seqs) await part.delete(seq);
-  }
-
-  private async freeze(name: string, leader: string): Promise<FrozenState> {
-    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify({ to: this.self })), REQUEST_MS + QUIET_MS);
+  private async freeze(name: string, p: number, leader: string): Promise<FrozenState> {
+    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify({ to: this.self, partition: p })), REQUEST_MS + QUIET_MS);
     if (b === null) throw new Error(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
     if (r.error !== undefined) throw new Error(r.error);
     return r;
   }
 
-  /** Clears a move to `target` from the placement, fenced: fails if the placement changed meanwhile (a flip, another move). */
-  private async cancel(name: string, target: string): Promise<void> {
-    await this.host.cluster.directory.update(this.account, name, (p) => {
-      if (p.moving !== target) throw new Error("no such move");
-      const next = { ...p };
+  /** Clears a move of partition `p` to `target` from the placement, fenced: fails if the placement changed meanwhile (a flip, another move). */
+  private async cancel(name: string, p: number, target: string): Promise<void> {
+    await this.host.cluster.directory.update(this.account, name, (pl) => {
+      const m = moveOf(pl);
+      if (m?.to !== target || m.partition !== p) throw new Error("no such move");
+      const next = { ...pl };
       delete next.moving;
       return next;
     });
@@ -248,97 +265,165 @@ export class StreamMover {
     const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : null;
     if (op === null) return;
     const name = subject.slice(op.length);
-    const s = this.host.js.streams.get(name);
-    const p = this.host.cluster.directory.get(this.account, name)?.placement;
-    if (s === undefined || p === undefined || p.leaders[0] !== this.self || p.moving === undefined) return answerError(`stream ${name} is not being moved from ${this.self}`);
-    let req: { from?: unknown; to?: unknown };
+    let req: { from?: unknown; to?: unknown; partition?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
       return answerError("bad request");
     }
-    const run = op === COPY ? this.copyAnswer(s, Number(req.from)) : this.freezeAnswer(s, name, String(req.to));
+    const partition = req.partition === undefined ? 0 : Number(req.partition);
+    const s = this.host.js.streams.get(name);
+    const pl = this.host.cluster.directory.get(this.account, name)?.placement;
+    const move = pl === undefined ? undefined : moveOf(pl);
+    if (s === undefined || pl === undefined || move?.partition !== partition || pl.leaders[partition] !== this.self || partition >= s.partitions.length) {
+      return answerError(`partition ${partition} of stream ${name} is not being moved from ${this.self}`);
+    }
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from)) : this.freezeAnswer(s, name, partition, String(req.to));
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
     );
   }
 
-  private async copyAnswer(s: Stream, from: number): Promise<Buffer> {
+  private async copyAnswer(s: Stream, p: number, from: number): Promise<Buffer> {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
-    return encodeBatch(await s.partitions[0].scan(from, { maxMessages: BATCH_MESSAGES, maxBytes: BATCH_BYTES }));
+    const refused = transactional(s, p);
+    if (refused !== null) throw new Error(refused);
+    const log = s.partitions[p];
+    const items = await log.scanStored(from, { maxMessages: BATCH_MESSAGES, maxBytes: BATCH_BYTES });
+    // A batch kept whole that began before `from` (the copy has its start): its records from `from` on, as messages.
+    const first = items[0];
+    if (first !== undefined && isForeign(first) && first.firstSeq < from) return encodeBatch(await log.scan(from, { maxMessages: first.firstSeq + first.count - from }));
+    return encodeBatch(items);
   }
 
-  private async freezeAnswer(s: Stream, name: string, to: string): Promise<Buffer> {
-    const p = this.host.cluster.directory.get(this.account, name)?.placement;
-    if (p?.moving !== to) throw new Error(`stream ${name} is not being moved to ${to}`);
+  private async freezeAnswer(s: Stream, name: string, p: number, to: string): Promise<Buffer> {
+    const pl = this.host.cluster.directory.get(this.account, name)?.placement;
+    const move = pl === undefined ? undefined : moveOf(pl);
+    if (move?.to !== to || move.partition !== p) throw new Error(`partition ${p} of stream ${name} is not being moved to ${to}`);
     if (s.consumers.size > 0) throw new Error("the stream has consumers, which cannot move yet");
-    if (!s.frozen) s.frozen = true;
-    if (!this.freezes.has(name)) this.armCancel(name, to);
+    if (!isFrozen(s, p)) freeze(s, p);
+    if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to);
     const deadline = Date.now() + QUIET_MS;
-    while (!s.quiet()) {
+    while (!(s.partitions.length === 1 ? s.quiet() : s.partitionQuiet(p))) {
       if (Date.now() > deadline) throw new Error("appends in flight did not settle");
       await new Promise((r) => setTimeout(r, 5));
     }
-    const part = s.partitions[0];
+    const refused = transactional(s, p);
+    if (refused !== null) throw new Error(refused);
+    const part = s.partitions[p];
     const st = part.state();
-    if (st.deleted > MAX_GAPS) throw new Error(`${st.deleted} deleted sequences are too many to move`);
-    const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted: part.deletedSequences(MAX_GAPS) };
+    const deleted = part.deletedSequences(MAX_GAPS + 1);
+    if (deleted.length > MAX_GAPS) throw new Error(`more than ${MAX_GAPS} deleted sequences are too many to move`);
+    const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted };
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
     s.movedOut = true;
     return Buffer.from(JSON.stringify(state));
   }
 
-  /** A target that does not flip within FREEZE_MS: the move is cancelled (fenced) and, once that shows, the stream unfreezes. */
-  private armCancel(name: string, to: string, ms = FREEZE_MS): void {
-    clearTimeout(this.freezes.get(name));
+  /** A target that does not flip within FREEZE_MS: the move is cancelled (fenced) and, once that shows, the partition unfreezes. */
+  private armCancel(name: string, p: number, to: string, ms = FREEZE_MS): void {
+    const key = keyOf(name, p);
+    clearTimeout(this.freezes.get(key));
     const t = setTimeout(() => {
-      this.freezes.delete(name);
+      this.freezes.delete(key);
       const s = this.host.js.streams.get(name);
-      if (this.closed || s === undefined || !s.frozen) return;
-      const p = this.host.cluster.directory.get(this.account, name)?.placement;
-      if (p === undefined || p.leaders[0] !== this.self) return; // flipped: the copy here is deleted
-      this.cancel(name, to).catch(() => {
-        // etcd away or a concurrent change: look again in a moment (a flip deletes the stream, a cancel unfreezes it).
-        if (this.host.js.streams.get(name)?.frozen === true) this.armCancel(name, to, 1000);
+      if (this.closed || s === undefined || !isFrozen(s, p)) return;
+      const pl = this.host.cluster.directory.get(this.account, name)?.placement;
+      if (pl === undefined || pl.leaders[p] !== this.self) return; // flipped: the copy here is deleted or not led
+      this.cancel(name, p, to).catch(() => {
+        // etcd away or a concurrent change: look again in a moment (a flip takes the partition away, a cancel unfreezes it).
+        if (this.host.js.streams.get(name)?.partitionFrozen(p) === true) this.armCancel(name, p, to, 1000);
       });
     }, ms);
     t.unref();
-    this.freezes.set(name, t);
+    this.freezes.set(key, t);
   }
 }
 
-function appendAt(log: MessageLog, input: AppendInput, expect: number): Promise<void> {
+/** A stream with one partition freezes whole (JetStream: purges, deletes and consumers wait too); with several, the partition alone. */
+function freeze(s: Stream, p: number): void {
+  if (s.partitions.length === 1) s.frozen = true;
+  else s.freezePartition(p, true);
+}
+
+function thaw(s: Stream, p: number): void {
+  if (s.partitions.length === 1) s.frozen = false;
+  else s.freezePartition(p, false);
+}
+
+function isFrozen(s: Stream, p: number): boolean {
+  return s.partitions.length === 1 ? s.frozen : s.partitionFrozen(p);
+}
+
+/**
+ * Why partition `p` cannot move for its transactions, or null: which of its
+ * records readers must skip (markers, aborted records) and where its open
+ * transactions begin is the door's, kept per node (visibility.ts).
+ */
+function transactional(s: Stream, p: number): string | null {
+  const v = s.visibility;
+  if (v === null) return null;
+  if (v.stableSeq(p) !== Infinity) return `partition ${p} has an open transaction, which cannot move: try again once it ends`;
+  const st = s.partitions[p].state();
+  if (v.hiddenIn(p, st.firstSeq - 1, st.lastSeq).length > 0) return `partition ${p} holds transaction markers or aborted records, which cannot move yet`;
+  return null;
+}
+
+/** appendCopy as a promise, for messages (a run of one time) or a foreign batch whole; none: the log moves on to `firstSeq`. */
+function appendCopy(log: MessageLog, firstSeq: number, time: number, what: StoredMessage[] | Exclude<StoredItem, StoredMessage>): Promise<void> {
+  const data = Array.isArray(what) ? runOf(what) : { format: what.format, subject: what.subject, count: what.count, bytes: what.bytes };
   return new Promise((resolve, reject) =>
-    log.append(input, (err, seq) => {
+    log.appendCopy(firstSeq, time, data, (err, seq) => {
       if (err !== null) reject(err);
-      else if (seq !== expect) reject(new Error(`copied sequence ${expect} was stored at ${seq}`));
+      else if (seq !== firstSeq) reject(new Error(`copied sequence ${firstSeq} was stored at ${seq}`));
       else resolve();
     }),
   );
 }
 
-// ---- the copy answer: "B", a count, then per message seq, time, and subject, headers, key, data with their lengths (-1: absent) ----
+// ---- the copy answer: "B", a count, then per item its kind (0: a message, 1: a foreign batch) and fields ----
+// message: seq, time (f64), then subject, headers, key, data with their lengths (i32, -1: absent)
+// foreign batch: first seq, time (f64), count (u32), format (u8), then subject and the batch's bytes with their lengths (i32)
 
-const MSG_HEAD = 8 + 8 + 4 * 4;
+const MSG_HEAD = 1 + 8 + 8 + 4 * 4;
+const FOREIGN_HEAD = 1 + 8 + 8 + 4 + 1 + 4 + 4;
 const BATCH_MARK = 0x42;
 
-export function encodeBatch(msgs: readonly StoredMessage[]): Buffer {
+/** Encodes scanStored's items for a copy. */
+export function encodeBatch(items: readonly StoredItem[]): Buffer {
+  const subjects = items.map((m) => Buffer.from(m.subject));
   let size = 5;
-  const subjects = msgs.map((m) => Buffer.from(m.subject));
-  for (let i = 0; i < msgs.length; i++) size += MSG_HEAD + subjects[i].length + (msgs[i].headers?.length ?? 0) + (msgs[i].key?.length ?? 0) + msgs[i].data.length;
+  for (let i = 0; i < items.length; i++) {
+    const m = items[i];
+    size += isForeign(m) ? FOREIGN_HEAD + subjects[i].length + m.bytes.length : MSG_HEAD + subjects[i].length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + m.data.length;
+  }
   const b = Buffer.allocUnsafe(size);
   b[0] = BATCH_MARK;
-  b.writeUInt32LE(msgs.length, 1);
+  b.writeUInt32LE(items.length, 1);
   let at = 5;
-  for (let i = 0; i < msgs.length; i++) {
-    const m = msgs[i];
-    b.writeDoubleLE(m.seq, at);
-    b.writeDoubleLE(m.time, at + 8);
-    b.writeInt32LE(subjects[i].length, at + 16);
-    b.writeInt32LE(m.headers === null ? -1 : m.headers.length, at + 20);
-    b.writeInt32LE(m.key === null ? -1 : m.key.length, at + 24);
-    b.writeInt32LE(m.data.length, at + 28);
+  for (let i = 0; i < items.length; i++) {
+    const m = items[i];
+    if (isForeign(m)) {
+      b[at] = 1;
+      b.writeDoubleLE(m.firstSeq, at + 1);
+      b.writeDoubleLE(m.time, at + 9);
+      b.writeUInt32LE(m.count, at + 17);
+      b[at + 21] = m.format;
+      b.writeInt32LE(subjects[i].length, at + 22);
+      b.writeInt32LE(m.bytes.length, at + 26);
+      at += FOREIGN_HEAD;
+      at += subjects[i].copy(b, at);
+      at += m.bytes.copy(b, at);
+      continue;
+    }
+    b[at] = 0;
+    b.writeDoubleLE(m.seq, at + 1);
+    b.writeDoubleLE(m.time, at + 9);
+    b.writeInt32LE(subjects[i].length, at + 17);
+    b.writeInt32LE(m.headers === null ? -1 : m.headers.length, at + 21);
+    b.writeInt32LE(m.key === null ? -1 : m.key.length, at + 25);
+    b.writeInt32LE(m.data.length, at + 29);
     at += MSG_HEAD;
     at += subjects[i].copy(b, at);
     if (m.headers !== null) at += m.headers.copy(b, at);
@@ -349,7 +434,7 @@ export function encodeBatch(msgs: readonly StoredMessage[]): Buffer {
 }
 
 /** Decodes a copy answer; an error answer (JSON) or a malformed one throws. */
-export function decodeBatch(b: Buffer): StoredMessage[] {
+export function decodeBatch(b: Buffer): StoredItem[] {
   if (b.length > 0 && b[0] !== BATCH_MARK) {
     let why = "bad answer";
     try {
@@ -361,7 +446,7 @@ export function decodeBatch(b: Buffer): StoredMessage[] {
   }
   if (b.length < 5 || b[0] !== BATCH_MARK) throw new Error("bad copy answer");
   const n = b.readUInt32LE(1);
-  const out: StoredMessage[] = [];
+  const out: StoredItem[] = [];
   let at = 5;
   const part = (len: number): Buffer | null => {
     if (len < 0) return null;
@@ -371,12 +456,25 @@ export function decodeBatch(b: Buffer): StoredMessage[] {
     return v;
   };
   for (let i = 0; i < n; i++) {
+    if (at + 1 > b.length) throw new Error("short copy answer");
+    if (b[at] === 1) {
+      if (at + FOREIGN_HEAD > b.length) throw new Error("short copy answer");
+      const firstSeq = b.readDoubleLE(at + 1);
+      const time = b.readDoubleLE(at + 9);
+      const count = b.readUInt32LE(at + 17);
+      const format = b[at + 21];
+      const [sl, bl] = [b.readInt32LE(at + 22), b.readInt32LE(at + 26)];
+      at += FOREIGN_HEAD;
+      const subject = (part(sl) ?? Buffer.alloc(0)).toString();
+      out.push({ format, firstSeq, count, time, subject, bytes: part(bl) ?? Buffer.alloc(0) });
+      continue;
+    }
     if (at + MSG_HEAD > b.length) throw new Error("short copy answer");
-    const seq = b.readDoubleLE(at);
-    const time = b.readDoubleLE(at + 8);
-    const [sl, hl, kl, dl] = [b.readInt32LE(at + 16), b.readInt32LE(at + 20), b.readInt32LE(at + 24), b.readInt32LE(at + 28)];
+    const seq = b.readDoubleLE(at + 1);
+    const time = b.readDoubleLE(at + 9);
+    const [sl, hl, kl, dl] = [b.readInt32LE(at + 17), b.readInt32LE(at + 21), b.readInt32LE(at + 25), b.readInt32LE(at + 29)];
     at += MSG_HEAD;
-    const subject = part(sl)!.toString();
+    const subject = (part(sl) ?? Buffer.alloc(0)).toString();
     out.push({ seq, time, subject, headers: part(hl), key: part(kl), data: part(dl) ?? Buffer.alloc(0) });
   }
   return out;

@@ -44,6 +44,7 @@ export type Republisher = (subject: string, headers: Buffer, data: Buffer) => vo
  */
 interface QueuedAppend {
   direct: true;
+  partition: number;
   bytes: number;
   go: () => void;
 }
@@ -156,6 +157,19 @@ export class Stream {
    * so that the copy the target takes is final.
    */
   frozen = false;
+  /**
+   * Partitions frozen for a move of one partition (a Kafka topic spread
+   * over nodes): appends to them are refused as to a frozen stream, the
+   * others keep working. See partitionFrozen.
+   */
+  private readonly frozenParts = new Set<number>();
+  /**
+   * Per partition, how many times a move made this node its leader (its
+   * log copied in from another node) since the stream was opened: a door
+   * keeping per-partition state in memory (Kafka's idempotent producers)
+   * knows that state is stale, or missing, when this changed.
+   */
+  readonly arrivals: number[] = [];
   /**
    * This copy is one side of a move: the leader's once the target has been
    * told its final state, or the target's until the move flips. Such a copy
@@ -330,6 +344,31 @@ export class Stream {
     return this.inflight === 0 && this.queue.length === 0;
   }
 
+  /** Whether appends to `partition` are refused for a move (the stream's, or this partition's). */
+  partitionFrozen(partition: number): boolean {
+    return this.frozen || (this.frozenParts.size > 0 && this.frozenParts.has(partition));
+  }
+
+  /** Freezes one partition for its move, or lets it take appends again. */
+  freezePartition(partition: number, frozen: boolean): void {
+    if (frozen) this.frozenParts.add(partition);
+    else this.frozenParts.delete(partition);
+  }
+
+  /**
+   * Nothing is on its way to `partition`'s log: its log has no append in
+   * flight and nothing queued could still reach it (a door's append queued
+   * for it, or any publish, which chooses its partition when processed).
+   * What a frozen partition waits for before its last copy; unlike quiet(),
+   * it holds while other partitions keep taking appends.
+   */
+  partitionQuiet(partition: number): boolean {
+    // An append issued to a log is stored or in its backlog: stored ones are final, so the backlog is what to wait for.
+    if (this.partitions[partition].backlogMessages > 0) return false;
+    for (const q of this.queue) if (q.direct !== true || q.partition === partition) return false;
+    return true;
+  }
+
   /** What the stream holds against its account: stored, on its way to the logs, and queued. */
   get heldBytes(): number {
     let bytes = this.queuedBytes;
@@ -413,6 +452,7 @@ export class Stream {
       headers = withoutHeader(headers, KEY_HEADER);
       if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
     }
+    if (this.frozenParts.size > 0 && this.frozenParts.has(partition)) return this.fail(p, msgId, Errors.streamMoving());
     const log = this.partitions[partition];
     if (this.quota !== null) {
       // After de-duplication and expectations, as nats-server checks it (once the message is stored).
@@ -561,7 +601,7 @@ export class Stream {
    */
   append(partition: number, input: AppendInput, done: (err: ApiError | null, seq: number) => void): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
-    if (this.frozen) return done(Errors.streamMoving(), 0);
+    if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -593,7 +633,7 @@ export class Stream {
       headers: input.headers ? Buffer.from(input.headers) : null,
       key: input.key ? Buffer.from(input.key) : null,
     });
-    this.orderedAppend(size, () => go(copied()), go(input));
+    this.orderedAppend(partition, size, () => go(copied()), go(input));
   }
 
   /**
@@ -642,7 +682,7 @@ export class Stream {
     appender: (log: MessageLog) => { copy: () => (cb: (err: Error | null, first: number) => void) => void; go: (cb: (err: Error | null, first: number) => void) => void },
   ): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
-    if (this.frozen) return done(Errors.streamMoving(), 0);
+    if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -681,7 +721,7 @@ export class Stream {
       });
     };
     const { copy, go } = appender(log);
-    this.orderedAppend(bytes, () => issue(copy()), issue(go));
+    this.orderedAppend(partition, bytes, () => issue(copy()), issue(go));
   }
 
   private acknowledge(p: Queued, msgId: string | undefined, seq: number): void {
@@ -719,9 +759,9 @@ export class Stream {
   }
 
   /** Runs a door's append now, or after the publishes queued before it (its bytes copied: the caller may reuse them). */
-  private orderedAppend(bytes: number, copy: () => () => void, go: () => void): void {
+  private orderedAppend(partition: number, bytes: number, copy: () => () => void, go: () => void): void {
     if (this.queue.length === 0 && !this.holding) return go();
-    this.queue.push({ direct: true, bytes, go: copy() });
+    this.queue.push({ direct: true, partition, bytes, go: copy() });
     this.queuedBytes += bytes;
   }
 
@@ -918,6 +958,7 @@ export class Stream {
 
   /** Removes a partition's messages below `upTo` (Kafka's DeleteRecords); consumers are told, as by a purge. */
   async purgePartition(partition: number, upTo: number): Promise<number> {
+    if (this.partitionFrozen(partition)) throw Errors.streamMoving();
     if (this.order === null) {
       if (partition === 0) return this.purge({ upTo });
       return this.partitions[partition].purge({ upTo });

@@ -133,13 +133,18 @@ export interface JetStreamClusterSite {
  * `node:<name>` (so tests place streams by tag), a route listener on a free
  * port, etcd with a 2 s lease and 1 s timeouts.
  */
-export function startJetStreamNode(site: JetStreamClusterSite, name: string, o: { routes?: string[]; monitoring?: boolean; storeDir?: string; lameDuck?: { duration: number; grace: number } } = {}): Promise<NagareServer> {
+export function startJetStreamNode(
+  site: JetStreamClusterSite,
+  name: string,
+  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number } } = {},
+): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
     host: "127.0.0.1",
     port: -1,
     ...(o.monitoring ? { httpPort: -1 } : {}),
     ...(o.lameDuck ? { lameDuckDuration: o.lameDuck.duration, lameDuckGracePeriod: o.lameDuck.grace } : {}),
+    ...(o.kafka ? { kafka: { host: "127.0.0.1", port: -1, initialRebalanceDelayMs: 100 } } : {}),
     jetstream: true,
     storeDir: o.storeDir ?? join(site.dir, name),
     serverName: name,
@@ -150,7 +155,7 @@ export function startJetStreamNode(site: JetStreamClusterSite, name: string, o: 
 }
 
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
-export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; lameDuck?: { duration: number; grace: number } } = {}): Promise<NagareServer[]> {
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number } } = {}): Promise<NagareServer[]> {
   const a = await startJetStreamNode(site, "a", o);
   const seed = [`nats://127.0.0.1:${a.routes!.port}`];
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];

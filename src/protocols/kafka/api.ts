@@ -2,8 +2,9 @@
  * The Kafka APIs nagare answers, with the version ranges it advertises in
  * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
  * before it turns a feature on, and end below each API's first flexible
- * version, which no client nagare is tested with sends (ApiVersions v3 and
- * DescribeCluster, flexible from v0, are the exceptions). docs/KAFKA.md
+ * version, which no client nagare is tested with sends (ApiVersions v3,
+ * DescribeCluster and the partition reassignment APIs, flexible from v0, are
+ * the exceptions). docs/KAFKA.md
  * lists them all.
  */
 
@@ -43,6 +44,8 @@ export const ApiKey = {
   CreatePartitions: 37,
   DeleteGroups: 42,
   IncrementalAlterConfigs: 44,
+  AlterPartitionReassignments: 45,
+  ListPartitionReassignments: 46,
   OffsetDelete: 47,
   DescribeCluster: 60,
 } as const;
@@ -76,8 +79,11 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.IncrementalAlterConfigs, [0, 0]],
   [ApiKey.DeleteGroups, [0, 1]],
   [ApiKey.OffsetDelete, [0, 0]],
-  // Flexible from its first version: the only flexible one nagare answers besides ApiVersions v3.
+  // Flexible from their first versions, like the reassignment APIs below.
   [ApiKey.DescribeCluster, [0, 0]],
+  // Moving a partition to another broker (its one replica); answered on a single node too.
+  [ApiKey.AlterPartitionReassignments, [0, 0]],
+  [ApiKey.ListPartitionReassignments, [0, 0]],
   [ApiKey.InitProducerId, [0, 1]],
   [ApiKey.AddPartitionsToTxn, [0, 1]],
   [ApiKey.AddOffsetsToTxn, [0, 1]],
@@ -119,6 +125,8 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.DeleteGroups, 2],
   // OffsetDelete has no flexible version.
   [ApiKey.DescribeCluster, 0],
+  [ApiKey.AlterPartitionReassignments, 0],
+  [ApiKey.ListPartitionReassignments, 0],
   [ApiKey.InitProducerId, 2],
   [ApiKey.AddPartitionsToTxn, 3],
   [ApiKey.AddOffsetsToTxn, 3],

@@ -35,6 +35,8 @@ export interface PlacedTopic {
   subjects: string[];
   /** The stream's configuration, as placed. */
   config: unknown;
+  /** The partition being moved to another broker (AlterPartitionReassignments), and that broker's id; null: none. */
+  moving: { partition: number; to: number } | null;
 }
 
 /** A cluster change that failed; `retriable`: etcd away or no live node (try again), else refused for good. */
@@ -42,6 +44,8 @@ export class KafkaClusterError extends Error {
   constructor(
     message: string,
     readonly retriable: boolean,
+    /** The Kafka error code the refusal answers with, when the change itself names one (a reassignment's). */
+    readonly code: number | null = null,
   ) {
     super(message);
     this.name = "KafkaClusterError";
@@ -73,6 +77,16 @@ export interface KafkaCluster {
   reconfigure(account: string, stream: string, config: unknown): Promise<void>;
   /** Removes a topic's placement; the nodes leading it delete their copies. Throws KafkaClusterError. */
   remove(account: string, stream: string): Promise<void>;
+  /**
+   * Starts moving a partition to broker `to` (its one replica), or with
+   * null cancels its move; resolves once recorded (the move runs on). To its
+   * leader: nothing to do (a move of it under way is cancelled). Throws
+   * KafkaClusterError with a code: UNKNOWN_TOPIC_OR_PARTITION,
+   * INVALID_REPLICA_ASSIGNMENT (no such live broker),
+   * REASSIGNMENT_IN_PROGRESS (a move of the topic is under way: one at a
+   * time), NO_REASSIGNMENT_IN_PROGRESS (nothing to cancel).
+   */
+  reassign(account: string, stream: string, partition: number, to: number | null): Promise<void>;
 }
 
 /**

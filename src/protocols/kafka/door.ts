@@ -26,6 +26,7 @@ import { KafkaConnection } from "./connection.js";
 import { BufferPool } from "../../util/buffer-pool.js";
 import { ApiKey, type Handler } from "./api.js";
 import { handleApiVersions, handleDescribeCluster, handleMetadata } from "./metadata.js";
+import { handleAlterPartitionReassignments, handleListPartitionReassignments } from "./reassignments.js";
 import { handleCreatePartitions, handleCreateTopics, handleDeleteRecords, handleDeleteTopics } from "./admin.js";
 import { handleAlterConfigs, handleDescribeConfigs, handleIncrementalAlterConfigs } from "./configs.js";
 import { handleDeleteGroups, handleOffsetDelete } from "./group-admin.js";
@@ -184,6 +185,8 @@ export class KafkaDoor {
     on(ApiKey.CreatePartitions, handleCreatePartitions);
     on(ApiKey.DeleteRecords, handleDeleteRecords);
     on(ApiKey.DescribeCluster, handleDescribeCluster);
+    on(ApiKey.AlterPartitionReassignments, handleAlterPartitionReassignments);
+    on(ApiKey.ListPartitionReassignments, handleListPartitionReassignments);
     on(ApiKey.DeleteGroups, handleDeleteGroups);
     on(ApiKey.OffsetDelete, handleOffsetDelete);
     on(ApiKey.Produce, handleProduce);

@@ -211,7 +211,7 @@ async function prepare(
       }
     }
     const idempotent = batch.producerId >= 0;
-    if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index)) await recoverProducer(door, stream, topic, index, batch.producerId);
+    if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0)) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
     // Only records with headers can name one, and only their headers need checking as NATS headers.
     let named = false;
@@ -315,7 +315,7 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
     }
     seq = last + 1;
   }
-  door.producers.seed(producerId, topic, index, found);
+  door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
@@ -332,7 +332,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   if (batch.producerId >= 0) {
     const offset = stored.then((o) => (typeof o === "number" ? o : Promise.reject(o)));
     offset.catch(() => undefined);
-    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, batch.baseSequence, batch.count, offset);
+    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, stream.arrivals[index] ?? 0, batch.baseSequence, batch.count, offset);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
     if (verdict.kind === "duplicate") {
       return Promise.resolve(verdict.offset).then(
@@ -356,7 +356,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   } else stream.appendMany(index, run!, stored_);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
-    if (typeof o !== "number") return failed(index, o.errCode === 10054 ? ErrorCode.MESSAGE_TOO_LARGE : isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR);
+    if (typeof o !== "number") return failed(index, produceErrorOf(o));
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
     return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
   });
@@ -378,4 +378,16 @@ export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestC
   const { error, producerId, epoch } = await door.transactions.initProducerId(transactionalId, timeoutMs);
   w.i16(error).i64(producerId).i16(epoch);
   return true;
+}
+
+/**
+ * The produce error for a refused append: a partition frozen for its move to
+ * another broker (or the cluster briefly unable to take it) is
+ * NOT_LEADER_OR_FOLLOWER, on which clients refresh their metadata and retry
+ * at the partition's leader, as after a leader change in Kafka.
+ */
+function produceErrorOf(o: ApiError): number {
+  if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
+  if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
+  return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;
 }

@@ -8,6 +8,10 @@
  * record of each idempotent batch names its producer, epoch, base sequence
  * and count, so when a producer id from before a restart shows up, the
  * partition's recent records are scanned for its batches (produce.ts).
+ * The same holds for a partition that a move brought here from another
+ * node (its log copied with the producers' batches, `Stream.arrivals`):
+ * entries from before it arrived are stale, and any producer may be
+ * unknown here, so each is recovered from the log on its first batch.
  */
 
 import { ErrorCode } from "./errors.js";
@@ -24,6 +28,8 @@ interface Batch {
 }
 
 interface Entry {
+  /** The partition's arrival count (Stream.arrivals) when this was recorded: another count means stale. */
+  arrival: number;
   epoch: number;
   nextSeq: number;
   batches: Batch[];
@@ -48,18 +54,23 @@ export class ProducerStates {
   }
 
   /** Whether this producer may have batches in the partition that this process has not seen. */
-  mayNeedRecovery(producerId: number, topic: string, partition: number): boolean {
-    return producerId < this.firstIdOfRun && !this.entries.has(`${producerId}/${topic}/${partition}`);
+  mayNeedRecovery(producerId: number, topic: string, partition: number, arrival: number): boolean {
+    const e = this.entries.get(`${producerId}/${topic}/${partition}`);
+    if (e !== undefined && e.arrival === arrival) return false;
+    return producerId < this.firstIdOfRun || arrival > 0;
   }
 
   /** Restores a producer's recent batches in a partition, oldest first, as found in the log. */
-  seed(producerId: number, topic: string, partition: number, found: ReadonlyArray<{ epoch: number; firstSeq: number; count: number; offset: number }>): void {
+  seed(producerId: number, topic: string, partition: number, arrival: number, found: ReadonlyArray<{ epoch: number; firstSeq: number; count: number; offset: number }>): void {
     const key = `${producerId}/${topic}/${partition}`;
-    if (found.length === 0 || this.entries.has(key)) return;
+    const known = this.entries.get(key);
+    if (known !== undefined && known.arrival === arrival) return;
+    this.entries.delete(key);
+    if (found.length === 0) return;
     const last = found[found.length - 1];
     const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset }));
     if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, { epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
+    this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
   }
 
   allocate(): number {
@@ -82,9 +93,14 @@ export class ProducerStates {
   }
 
   /** Decides a batch at the moment it would be appended; records it when the verdict is "append". */
-  check(producerId: number, epoch: number, topic: string, partition: number, firstSeq: number, count: number, offset: Promise<number>): SequenceVerdict {
+  check(producerId: number, epoch: number, topic: string, partition: number, arrival: number, firstSeq: number, count: number, offset: Promise<number>): SequenceVerdict {
     const key = `${producerId}/${topic}/${partition}`;
     let e = this.entries.get(key);
+    // Recorded before the partition last arrived here by a move: what the log says (seed) counts, not this.
+    if (e !== undefined && e.arrival !== arrival) {
+      this.entries.delete(key);
+      e = undefined;
+    }
     if (e !== undefined) {
       this.entries.delete(key); // re-inserted below: most recently used last
       if (epoch < e.epoch) {
@@ -104,10 +120,10 @@ export class ProducerStates {
       } else if (firstSeq !== 0) {
         this.entries.set(key, e);
         return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
-      } else e = { epoch, nextSeq: 0, batches: [] };
+      } else e = { arrival, epoch, nextSeq: 0, batches: [] };
     } else {
       if (firstSeq !== 0) return { kind: "refuse", error: ErrorCode.UNKNOWN_PRODUCER_ID };
-      e = { epoch, nextSeq: 0, batches: [] };
+      e = { arrival, epoch, nextSeq: 0, batches: [] };
       if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
     }
     this.entries.set(key, e);

@@ -577,6 +577,59 @@ export function decodeDeleteAcls(r: Reader, version: number): { filters: AclEntr
   return { filters: r.array((r) => decodeAclEntry(r, version)) };
 }
 
+// ---- AlterPartitionReassignments (45) and ListPartitionReassignments (46) v0: flexible ----
+
+export interface AlterPartitionReassignmentsRequest {
+  timeoutMs: number;
+  /** Per topic, per partition, the replicas asked for (broker ids), or null to cancel its reassignment. */
+  topics: Array<{ name: string; partitions: Array<{ index: number; replicas: number[] | null }> }>;
+}
+
+export function decodeAlterPartitionReassignments(r: Reader): AlterPartitionReassignmentsRequest {
+  const timeoutMs = r.i32();
+  const topics = r.array((r) => {
+    const name = r.compactString();
+    const partitions = r.array((r) => {
+      const index = r.i32();
+      const n = r.arrayLength(true);
+      let replicas: number[] | null = null;
+      if (n >= 0) {
+        replicas = [];
+        for (let i = 0; i < n; i++) replicas.push(r.i32());
+      }
+      r.tags();
+      return { index, replicas };
+    }, true);
+    r.tags();
+    return { name, partitions };
+  }, true);
+  r.tags();
+  return { timeoutMs, topics };
+}
+
+export interface ListPartitionReassignmentsRequest {
+  timeoutMs: number;
+  /** The partitions asked about by topic, or null: every reassignment under way. */
+  topics: Array<{ name: string; partitions: number[] }> | null;
+}
+
+export function decodeListPartitionReassignments(r: Reader): ListPartitionReassignmentsRequest {
+  const timeoutMs = r.i32();
+  const n = r.arrayLength(true);
+  let topics: ListPartitionReassignmentsRequest["topics"] = null;
+  if (n >= 0) {
+    topics = [];
+    for (let i = 0; i < n; i++) {
+      const name = r.compactString();
+      const partitions = r.array((r) => r.i32(), true);
+      r.tags();
+      topics.push({ name, partitions });
+    }
+  }
+  r.tags();
+  return { timeoutMs, topics };
+}
+
 export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) => unknown> = new Map<number, (r: Reader, version: number) => unknown>([
   [ApiKey.Produce, decodeProduce],
   [ApiKey.Fetch, decodeFetch],
@@ -602,6 +655,8 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.DeleteGroups, decodeDeleteGroups],
   [ApiKey.OffsetDelete, decodeOffsetDelete],
   [ApiKey.DescribeCluster, decodeDescribeCluster],
+  [ApiKey.AlterPartitionReassignments, decodeAlterPartitionReassignments],
+  [ApiKey.ListPartitionReassignments, decodeListPartitionReassignments],
   [ApiKey.InitProducerId, decodeInitProducerId],
   [ApiKey.AddPartitionsToTxn, decodeAddPartitionsToTxn],
   [ApiKey.AddOffsetsToTxn, decodeAddOffsetsToTxn],
