@@ -143,12 +143,12 @@ export class Placements {
   }
 
   /** The live nodes, each with its `server_tags`, the partitions it leads, and whether it is draining (lame duck). */
-  nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number; draining: boolean }> {
+  nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number; draining: boolean; kafka: boolean }> {
     const led = this.ledCounts();
     return this.membership
       .members()
       .filter((m) => m.record !== undefined)
-      .map((m) => ({ name: m.name, tags: m.record!.tags ?? [], led: led.get(m.name) ?? 0, bytes: m.record!.load.bytes, draining: m.record!.state === "draining" }));
+      .map((m) => ({ name: m.name, tags: m.record!.tags ?? [], led: led.get(m.name) ?? 0, bytes: m.record!.load.bytes, draining: m.record!.state === "draining", kafka: m.record!.kafka !== null }));
   }
 
   /**

@@ -378,38 +378,61 @@ export class ClusterApi implements Receiver {
    * returns the target; stream-move.ts does the rest.
    */
   async moveAway(name: string, opts: { to?: string; tags?: readonly string[] } = {}): Promise<string> {
-    const self = this.cluster.self;
     const p = this.placement(name);
     if (p === undefined || !this.js.streams.has(name)) throw Errors.streamNotFound();
     this.checkMovable(name, p);
+    const target = this.moveTargetFor(p, 0, opts);
+    await this.recordMove(name, 0, target);
+    return target;
+  }
+
+  /**
+   * The node a partition led here moves to: `to` (checked: live, not this
+   * node, not draining, with the tags, a Kafka listener for a Kafka topic),
+   * or the least loaded such node. Throws the API's errors.
+   */
+  private moveTargetFor(p: PlacedStream, partition: number, opts: { to?: string; tags?: readonly string[] }): string {
+    const self = this.cluster.self;
     const tags = [...new Set([...p.tags, ...(opts.tags ?? [])])];
-    let target: string;
+    // A Kafka topic's partitions go only to nodes with a Kafka listener (its clients must reach the leader).
+    const unfit = (n: { kafka?: boolean }): boolean => p.origin === "kafka" && n.kafka === false;
+    const nodes = this.directory.nodes();
     if (opts.to !== undefined) {
-      const node = this.directory.nodes().find((n) => n.name === opts.to);
+      const node = nodes.find((n) => n.name === opts.to);
       if (node === undefined) throw Errors.clusterServerNotMember();
       if (node.name === self) throw Errors.streamGeneral(`stream move refused: ${self} leads it already`);
       if (node.draining === true) throw Errors.clusterNoPeers(`no suitable peers for placement, ${node.name} is draining`);
+      if (unfit(node)) throw Errors.clusterNoPeers(`no suitable peers for placement, ${node.name} has no Kafka listener`);
       const missing = tags.filter((t) => !node.tags.includes(t));
       if (missing.length > 0) throw Errors.clusterNoPeers(`no suitable peers for placement, tags not matched [${missing.map((t) => `'${t}'`).join(", ")}]`);
-      target = node.name;
-    } else {
-      try {
-        target = this.directory.choose({ partitions: 1, tags, cluster: p.cluster, spread: false }, new Set([self]))[0];
-      } catch (err) {
-        throw clusterError(err, tags);
-      }
+      return node.name;
     }
+    // A JetStream stream keeps its partitions together: a partition goes where another already moved.
+    if (p.origin === "jetstream") {
+      const there = p.leaders.find((l, i) => i !== partition && l !== self);
+      if (there !== undefined && this.directory.isLive(there)) return there;
+    }
+    try {
+      const exclude = new Set([self, ...nodes.filter(unfit).map((n) => n.name)]);
+      return this.directory.choose({ partitions: 1, tags, cluster: p.cluster, spread: false }, exclude)[0];
+    } catch (err) {
+      throw clusterError(err, tags);
+    }
+  }
+
+  /** Records a move of a partition led here (fenced, one move per stream at a time); stream-move.ts does the rest. */
+  private async recordMove(name: string, partition: number, target: string): Promise<void> {
+    const self = this.cluster.self;
     this.mover.recording(name);
     try {
       await this.directory.update(this.account, name, (q) => {
         if (q.moving !== undefined) throw Errors.streamMoveInProgress();
-        if (q.leaders[0] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[0]} leads it now`);
-        return { ...q, moving: { partition: 0, to: target } };
+        if (q.leaders[partition] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[partition]} leads partition ${partition} now`);
+        return { ...q, moving: { partition, to: target } };
       });
     } catch (err) {
       throw clusterError(err);
     }
-    return target;
   }
 
   /** Withdraws a move under way of a stream led here, fenced: refused once the target flipped it (or none is under way). */
@@ -434,10 +457,12 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * Lame duck: moves every stream this node leads away, one at a time,
-   * each to the least loaded node that satisfies its placement, until
-   * `deadline` (performance.now()). Returns what moved and what stays
-   * (with why): what stays is unavailable while this node is down.
+   * Lame duck: moves every partition this node leads away, one at a time,
+   * each to the least loaded node that satisfies its placement (a
+   * JetStream stream's partitions to one node, a Kafka topic's to nodes
+   * with a Kafka listener), until `deadline` (performance.now()). Returns
+   * what moved and what stays (with why): what stays is unavailable while
+   * this node is down.
    */
   async drain(deadline: number): Promise<{ moved: string[]; stayed: Array<{ stream: string; why: string }> }> {
     const self = this.cluster.self;
@@ -449,32 +474,41 @@ export class ClusterApi implements Receiver {
       .map((p) => p.stream)
       .sort();
     for (const name of led) {
-      const left = deadline - performance.now();
-      if (left <= 0) {
-        stayed.push({ stream: name, why: "lame_duck_duration ran out" });
-        continue;
-      }
-      try {
-        const target = await this.moveAway(name);
-        const outcome = await this.moveOutcome(name, left);
-        if (outcome === "moved") moved.push(name);
-        else stayed.push({ stream: name, why: outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move" });
-      } catch (err) {
-        stayed.push({ stream: name, why: (err as Error).message });
+      const partitions = this.placement(name)?.leaders.length ?? 0;
+      for (let partition = 0; partition < partitions; partition++) {
+        const what = partitions === 1 ? name : `${name} partition ${partition}`;
+        const p = this.placement(name);
+        if (p === undefined || p.leaders[partition] !== self) continue;
+        try {
+          // A move under way (a client's, a Kafka reassignment): its end first.
+          if (p.moving !== undefined && (await this.moveOutcome(name, moveOf(p)!.partition, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
+          const left = deadline - performance.now();
+          if (left <= 0) throw new Error("lame_duck_duration ran out");
+          const now = this.placement(name);
+          if (now === undefined || now.leaders[partition] !== self) continue;
+          const target = this.moveTargetFor(now, partition, {});
+          await this.recordMove(name, partition, target);
+          const outcome = await this.moveOutcome(name, partition, left);
+          if (outcome === "moved") moved.push(what);
+          else throw new Error(outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move");
+        } catch (err) {
+          stayed.push({ stream: what, why: (err as Error).message });
+        }
       }
     }
     return { moved, stayed };
   }
 
-  /** Waits until a move of a stream led here flips (moved), is cancelled, or `ms` pass. */
-  private moveOutcome(name: string, ms: number): Promise<"moved" | "cancelled" | "timeout"> {
+  /** Waits until a move of a partition led here flips (moved), is cancelled, or `ms` pass. */
+  private moveOutcome(name: string, partition: number, ms: number): Promise<"moved" | "cancelled" | "timeout"> {
     const self = this.cluster.self;
     const judge = (p: PlacedStream | undefined): "moved" | "cancelled" | undefined => {
-      if (p === undefined || p.leaders[0] !== self) return "moved";
-      return p.moving === undefined ? "cancelled" : undefined;
+      if (p === undefined || p.leaders[partition] !== self) return "moved";
+      return moveOf(p)?.partition === partition ? undefined : "cancelled";
     };
     const now = judge(this.placement(name));
     if (now !== undefined) return Promise.resolve(now);
+    if (ms <= 0) return Promise.resolve("timeout");
     return new Promise((resolve) => {
       const listeners = this.cluster.placementListeners;
       const listener = (account: string, stream: string, placed: PlacedStream | undefined): void => {

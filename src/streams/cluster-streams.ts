@@ -76,7 +76,7 @@ export interface StreamDirectory {
   list(account?: string): PlacedStream[];
   isLive(node: string): boolean;
   /** The live nodes with their `server_tags`. */
-  nodes(): Array<{ name: string; tags: string[]; draining?: boolean }>;
+  nodes(): Array<{ name: string; tags: string[]; draining?: boolean; kafka?: boolean }>;
   /** Leaders for a placement among the live nodes not excluded, least loaded first (NoSuitablePeersError when none fits). */
   choose(r: { partitions: number; tags?: string[]; cluster?: string; spread: boolean }, exclude?: ReadonlySet<string>): string[];
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
