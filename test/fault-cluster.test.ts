@@ -9,7 +9,8 @@
  * so a leader killed with -9 and restarted has them all.
  *
  * The seed is printed; `FAULT_SEED=<seed>` replays a run. `npm run soak`
- * runs the same scenario longer (FAULT_SECONDS, default 300).
+ * runs the same scenario longer (FAULT_SECONDS, default 300);
+ * `FAULT_HISTORY=<file>` writes the history of a passing run too.
  */
 
 import { test } from "node:test";
@@ -28,6 +29,8 @@ test(`a seeded random schedule of faults safe without replication loses no ackno
   assert.ok(Number.isInteger(seed) && seed >= 0, `FAULT_SEED must be a whole number, got ${process.env.FAULT_SEED}`);
   const run = await runFaultScenario({ seed, durationMs: seconds * 1000, log: (l) => console.log(l) });
   console.log(describeResult(run.result));
+  // FAULT_HISTORY=<file>: keep the history of a passing run too (to study one, or to report a soak).
+  if (process.env.FAULT_HISTORY !== undefined) writeFileSync(process.env.FAULT_HISTORY, run.history.toJsonLines());
   if (!run.result.ok) {
     // The whole history, for the report: which faults, what each client saw.
     const file = join(tmpdir(), `nagare-faults-${seed}.jsonl`);
@@ -36,6 +39,7 @@ test(`a seeded random schedule of faults safe without replication loses no ackno
     const excerpt = first.value === undefined ? "" : run.history.toJsonLines(run.history.about(first.value));
     assert.fail(`seed ${seed}: ${describeResult(run.result)}\nhistory in ${file}\n${excerpt}`);
   }
+  assert.deepEqual(run.crashes, [], `seed ${seed}: a node crashed`);
   // The run must have exercised something: writes acknowledged on every log, and read back.
   const acked = new Set(run.history.ops.filter((o) => o.type === "ack").map((o) => (o as { log: string }).log));
   assert.deepEqual([...acked].sort(), ["js-a/0", "js-b/0", "js-c/0", "kt/0", "kt/1", "kt/2"]);

@@ -43,6 +43,8 @@ export interface FaultNode {
   kill(): Promise<void>;
   /** Starts it again on the same configuration and data; resolves once it says it is ready. */
   start(): Promise<void>;
+  /** Exits nobody asked for (a crash is a bug the run must report): the code and the log's tail. */
+  readonly crashes: string[];
   /** SIGSTOP / SIGCONT. */
   pause(): void;
   resume(): void;
@@ -117,11 +119,19 @@ function assertNever(name: string): never {
   throw new Error(`no node ${name}`);
 }
 
+/** Node processes of this test process, killed if it exits without closing them (a timed-out test, a crash). */
+const live = new Set<NodeProcess>();
+process.on("exit", () => {
+  for (const p of live) p.child.kill("SIGKILL");
+});
+
 function faultNode(name: string, conf: string, clientPort: number, natsUrl: string, kafka: string): FaultNode {
   let proc: NodeProcess | undefined;
   let paused = false;
+  const crashes: string[] = [];
   return {
     name,
+    crashes,
     natsUrl,
     kafka,
     get running() {
@@ -135,7 +145,9 @@ function faultNode(name: string, conf: string, clientPort: number, natsUrl: stri
       const p = proc;
       proc = undefined;
       paused = false;
-      if (p !== undefined) await p.stop("SIGKILL");
+      if (p === undefined) return;
+      await p.stop("SIGKILL");
+      live.delete(p);
     },
     start: async () => {
       if (proc !== undefined) throw new Error(`node ${name} is running`);
@@ -144,6 +156,14 @@ function faultNode(name: string, conf: string, clientPort: number, natsUrl: stri
       for (let attempt = 1; ; attempt++) {
         try {
           proc = await spawnNode(["-c", conf, "-p", String(clientPort)], 30_000);
+          live.add(proc);
+          const p = proc;
+          void p.exited.then((code) => {
+            if (proc !== p) return; // killed by the test
+            proc = undefined;
+            live.delete(p);
+            crashes.push(`node ${name} exited by itself (${code}): ${p.output().slice(-3000)}`);
+          });
           return;
         } catch (err) {
           if (attempt >= 3 || !/name|etcd/i.test((err as Error).message)) throw err;

@@ -47,6 +47,8 @@ export interface ScenarioRun {
   history: History;
   final: FinalLogs;
   result: CheckResult;
+  /** Node processes that exited without being killed: each a bug to report. */
+  crashes: string[];
 }
 
 const STREAMS = ["a", "b", "c"].map((n) => ({ name: `js-${n}`, subject: `f.${n}`, node: n }));
@@ -92,7 +94,7 @@ export async function runFaultScenario(o: ScenarioOptions): Promise<ScenarioRun>
     await Promise.all(workers);
     const final = await readFinal(cluster);
     const result = checkHistory(history.ops, final);
-    return { seed: o.seed, schedule, history, final, result };
+    return { seed: o.seed, schedule, history, final, result, crashes: cluster.nodes.flatMap((n) => n.crashes) };
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);
     await cluster.close();
