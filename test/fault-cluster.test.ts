@@ -25,7 +25,7 @@ const soak = process.env.FAULT_SOAK === "1";
 const seed = process.env.FAULT_SEED !== undefined ? Number(process.env.FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
 const seconds = Number(process.env.FAULT_SECONDS ?? (soak ? 300 : 25));
 
-test(`a seeded random schedule of faults safe without replication loses no acknowledged write (seed ${seed}, ${seconds} s)`, { timeout: (seconds + 120) * 1000 }, async () => {
+test(`a seeded random schedule of faults safe without replication loses no acknowledged write (seed ${seed}, ${seconds} s)`, { timeout: (Math.ceil(seconds * 1.5) + 120) * 1000 }, async () => {
   assert.ok(Number.isInteger(seed) && seed >= 0, `FAULT_SEED must be a whole number, got ${process.env.FAULT_SEED}`);
   const run = await runFaultScenario({ seed, durationMs: seconds * 1000, log: (l) => console.log(l) });
   console.log(describeResult(run.result));

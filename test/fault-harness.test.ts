@@ -4,7 +4,8 @@
  * and heals per link, and tells route dialers apart; the three-member etcd
  * elects a new leader when its leader is killed and takes it back; and in
  * a fault cluster the routes really cross the proxies (a partition stops
- * core NATS between two nodes, healing delivers what was held).
+ * core NATS between two nodes until healed) and etcd traffic crosses the
+ * node's own proxies (cut off, it is fenced).
  */
 
 import { test } from "node:test";
@@ -159,7 +160,7 @@ test("a three-member etcd: its leader killed, the others elect another; restarte
   }
 });
 
-test("in a fault cluster routes cross the proxies: a partition stops core NATS between two nodes, healing delivers what was held", async () => {
+test("in a fault cluster routes cross the proxies: a partition stops core NATS between two nodes until healed; a node cut off from etcd is fenced", async () => {
   const cluster = await startFaultCluster();
   const ncs: Array<{ close(): Promise<void> }> = [];
   try {
@@ -179,12 +180,21 @@ test("in a fault cluster routes cross the proxies: a partition stops core NATS b
     // Not through c either: core NATS is one hop.
     await staysFalse(() => got.includes("held"), 1500, "the message crossing the partition");
     cluster.net.heal();
-    await waitUntil(() => got.includes("held"), "the held message after healing");
+    // Core NATS is at most once: what was held may be dropped if the nodes replace the route meanwhile
+    // (a duplicate route resolved late, routes.ts), so it is traffic after healing that must flow.
+    await waitUntil(() => {
+      onA.publish("x", "after");
+      return got.includes("after");
+    }, "core traffic after healing");
     // And a node cut off from etcd past its lease is fenced (its etcd traffic crosses its own proxies).
     cluster.net.isolate("c", cluster.etcd.members.map((m) => m.name));
     await waitUntilAsync(async () => /fenced/.test(cluster.node("c").output()), "c to say it is fenced", 15_000);
     cluster.net.heal();
     await waitUntilAsync(async () => (cluster.node("c").output().match(/registered in etcd/g) ?? []).length >= 2, "c to register again", 15_000);
+  } catch (err) {
+    // What the nodes said is what explains a failure here.
+    for (const n of cluster.nodes) console.log(`--- node ${n.name}\n${n.output().slice(-4000)}`);
+    throw err;
   } finally {
     for (const nc of ncs) await nc.close().catch(() => undefined);
     await cluster.close();

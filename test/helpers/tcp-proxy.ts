@@ -86,7 +86,11 @@ class Direction {
       dst.write(buf);
     }
     if (this.queue.length > 0) this.timer = setTimeout(() => this.pump(), this.queue[0].at - now);
-    if (this.bytes <= HOLD_LIMIT && dst.writableLength <= HOLD_LIMIT) this.src.resume();
+    if (dst.writableLength > HOLD_LIMIT) {
+      // The far side reads slower than this side sends: TCP backpressure, passed on.
+      this.src.pause();
+      dst.once("drain", () => this.pump());
+    } else if (this.bytes <= HOLD_LIMIT) this.src.resume();
   }
 }
 
