@@ -86,6 +86,10 @@ etcd {
     ],
   );
   assert.deepEqual(conf("cluster { name: east, listen: 127.0.0.1:6222, routes: [nats://127.0.0.1:6223] }"), { cluster: { name: "east", host: "127.0.0.1", port: 6222, routes: ["nats://127.0.0.1:6223"] } });
+  // advertise: the address other nodes dial (a proxy or a port mapping in front of the route listener).
+  assert.deepEqual(conf("cluster { listen: 127.0.0.1:6222, advertise: 10.0.0.9:7222 }"), { cluster: { host: "127.0.0.1", port: 6222, advertise: "10.0.0.9:7222" } });
+  assert.deepEqual(conf('cluster { port: 6222, cluster_advertise: "[::1]:7222" }'), { cluster: { port: 6222, advertise: "[::1]:7222" } });
+  assert.deepEqual(problems("cluster { port: 6222, advertise: 7222 }"), ['c.conf:1:23: cluster.advertise: expected "host:port" with a port other nodes can dial, got number 7222']);
   assert.deepEqual(problems("cluster { routes: [nats://u:p@x:1] }"), ['c.conf:1:11: cluster.routes: "nats://u:p@x:1": route credentials are not supported yet (routes are unauthenticated)']);
   assert.deepEqual(problems("cluster { routes: [http://x:1] }"), ['c.conf:1:11: cluster.routes: "http://x:1": expected nats://host:port or nats-route://host:port']);
   assert.deepEqual(problems('cluster { name: "a b" }'), ['c.conf:1:11: cluster.name: "a b" must not contain spaces or "/"']);

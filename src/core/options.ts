@@ -121,6 +121,12 @@ export interface ClusterOptions {
   port?: number;
   /** Route URLs of other nodes (nats-server's `routes`, `--routes`), dialled until connected. */
   routes?: string[];
+  /**
+   * The `host:port` other nodes dial to reach this one (nats-server's
+   * `cluster { advertise }`), when it is not the listener's own address:
+   * behind NAT, a port mapping or a proxy. Published in etcd and gossiped.
+   */
+  advertise?: string;
 }
 
 export interface EtcdOptions {
@@ -516,6 +522,9 @@ const CLUSTER_CHECKS: Record<keyof ClusterOptions, Check> = {
   port,
   routes: (v, n) => {
     if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of route URLs");
+  },
+  advertise: (v, n) => {
+    if (typeof v !== "string" || !/^(?:\[[^\]]+\]|[^:\[\]/]+):\d{1,5}$/.test(v) || Number(v.slice(v.lastIndexOf(":") + 1)) > 65535) fail(n, v, '"host:port"');
   },
 };
 

@@ -93,7 +93,7 @@ const KAFKA_TLS_NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `cluster { }`: nats-server's route settings nagare does not implement (TLS and authorization among them: refused, never ignored). */
 const CLUSTER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
-  ["net", "authorization", "tls", "advertise", "cluster_advertise", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
+  ["net", "authorization", "tls", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
 );
 
 const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
@@ -1242,8 +1242,8 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
 /**
  * `cluster { name, listen, host, port, routes, ... }`, as nats-server reads
  * it: the cluster's name (also its keys in etcd), the route listener and
- * the routes to dial. nats-server's other route settings (tls,
- * authorization, advertise, ...) are refused where they stand
+ * the routes to dial, the address other nodes dial (`advertise`).
+ * nats-server's other route settings (tls, authorization, ...) are refused where they stand
  * (CLUSTER_NOT_SUPPORTED): a route nagare cannot secure as asked must not
  * start in plaintext.
  */
@@ -1281,6 +1281,14 @@ function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
     const routes = sub("routes");
     if (!routes) return;
     cl.routes = routeUrls(routes);
+  });
+  c.attempt(() => {
+    // nats-server takes either name in the cluster block.
+    const advertise = sub("advertise") ?? sub("cluster_advertise");
+    if (!advertise) return;
+    const hp = hostPort(advertise);
+    if (hp.host === undefined || hp.port <= 0) fail(advertise, `expected "host:port" with a port other nodes can dial, got ${describe(advertise.value)}`);
+    cl.advertise = hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
   });
   o.cluster = cl;
 }

@@ -161,7 +161,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   let routes: RouteManager | undefined;
   const cl = opts.cluster;
   if (cl !== undefined && (cl.port !== undefined || cl.routes !== undefined)) {
-    routes = new RouteManager(broker, { clusterName: opts.clusterName, host: cl.host ?? opts.host, port: cl.port, routes: cl.routes ?? [] });
+    routes = new RouteManager(broker, { clusterName: opts.clusterName, host: cl.host ?? opts.host, port: cl.port, routes: cl.routes ?? [], ...(cl.advertise !== undefined ? { advertise: cl.advertise } : {}) });
     try {
       await routes.start();
     } catch (err) {

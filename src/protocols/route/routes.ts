@@ -34,6 +34,8 @@ export interface RoutesOptions {
   port: number | undefined;
   /** Configured route URLs (`routes`, `--routes`). */
   routes: string[];
+  /** `host:port` other nodes dial instead of the listener's address (`cluster { advertise }`). */
+  advertise?: string;
 }
 
 /** Dial pacing for configured routes: nats-server retries every second; we back off to 5 s. */
@@ -132,6 +134,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
   /** This node's route URL, as peers dial it and gossip it ("" without a listener). */
   get routeUrl(): string {
     if (this.server === null) return "";
+    if (this.options.advertise !== undefined) return `nats-route://${this.options.advertise}/`;
     const h = this.options.host === "0.0.0.0" || this.options.host === "::" ? advertisedHost() : this.options.host;
     return `nats-route://${h.includes(":") ? `[${h}]` : h}:${this.port}/`;
   }

@@ -1,0 +1,184 @@
+/**
+ * The cluster of a fault test: a three-member etcd (`startEtcdCluster`) and
+ * nagare nodes as child processes (`nagare server -c <file>`, through
+ * `spawnNode`), each with its own store, with a fault-injecting network
+ * (`FaultNet`) in front of everything a node talks to or is reached on:
+ *
+ * - its route listener: peers dial a proxy, because the node advertises the
+ *   proxy's address (`cluster { advertise }`), and the proxy tells the
+ *   dialling peers apart by their route INFO;
+ * - its etcd: the node's endpoints are proxies of its own, one per member,
+ *   so a node can be cut off from etcd while the others are not;
+ * - its NATS clients: a test connects to `natsUrl` (a proxy), with the
+ *   client's cluster updates off, so that clients stay behind the proxies.
+ *
+ * Kafka clients reach the Kafka listeners directly: Metadata advertises a
+ * broker's own port (the Kafka door's `advertise` is a host only), so a
+ * proxy could carry only the bootstrap. Ports are chosen once and kept
+ * across restarts, so a restarted node is where its proxies and its Kafka
+ * clients expect it.
+ */
+
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePorts, startEtcdCluster, type EtcdClusterHarness } from "./etcd.js";
+import { FaultNet, type FaultProxy } from "./tcp-proxy.js";
+import { spawnNode, type NodeProcess } from "./cluster.js";
+
+/** The node's lease: etcd's least is 2 s; 3 s leaves a paused node (fenced at 4/5 of it) margin on a loaded machine. */
+export const LEASE_MS = 3000;
+
+export interface FaultNode {
+  readonly name: string;
+  /** The client proxy: what NATS clients connect to. */
+  readonly natsUrl: string;
+  /** host:port of the Kafka listener (direct). */
+  readonly kafka: string;
+  readonly running: boolean;
+  readonly paused: boolean;
+  /** The process's log so far (this run of it). */
+  output(): string;
+  /** kill -9; resolves once the process is gone. */
+  kill(): Promise<void>;
+  /** Starts it again on the same configuration and data; resolves once it says it is ready. */
+  start(): Promise<void>;
+  /** Exits nobody asked for (a crash is a bug the run must report): the code and the log's tail. */
+  readonly crashes: string[];
+  /** SIGSTOP / SIGCONT. */
+  pause(): void;
+  resume(): void;
+}
+
+export interface FaultCluster {
+  readonly etcd: EtcdClusterHarness;
+  readonly net: FaultNet;
+  readonly nodes: readonly FaultNode[];
+  readonly name: string;
+  node(name: string): FaultNode;
+  close(): Promise<void>;
+}
+
+export async function startFaultCluster(o: { names?: string[]; cluster?: string } = {}): Promise<FaultCluster> {
+  const names = o.names ?? ["a", "b", "c"];
+  const clusterName = o.cluster ?? `faults-${process.pid}`;
+  const dir = mkdtempSync(join(tmpdir(), "nagare-faults-"));
+  const etcd = await startEtcdCluster(3);
+  const net = new FaultNet();
+  const nodes: FaultNode[] = [];
+  try {
+    for (const name of names) {
+      const [client, route, kafka] = await freePorts(3);
+      const routeProxy = await net.proxy(name, route, { identify: "nats-route" });
+      const clientProxy = await net.proxy(name, client, { from: "client" });
+      const etcdProxies: FaultProxy[] = [];
+      for (const m of etcd.members) etcdProxies.push(await net.proxy(m.name, m.clientPort, { from: name }));
+      const conf = join(dir, `${name}.conf`);
+      writeFileSync(
+        conf,
+        `server_name: ${name}
+server_tags: ["node:${name}"]
+listen: 127.0.0.1:${client}
+jetstream { store_dir: "${join(dir, name)}", sync_interval: always }
+kafka { host: 127.0.0.1, port: ${kafka}, group_initial_rebalance_delay: 200ms }
+cluster { name: ${clusterName}, listen: 127.0.0.1:${route}, advertise: "127.0.0.1:${routeProxy.port}" }
+etcd {
+  endpoints: [${etcdProxies.map((p) => `"http://127.0.0.1:${p.port}"`).join(", ")}]
+  dial_timeout: 1s
+  request_timeout: 1s
+  lease_ttl: ${LEASE_MS / 1000}s
+}
+`,
+      );
+      nodes.push(faultNode(name, conf, client, `nats://127.0.0.1:${clientProxy.port}`, `127.0.0.1:${kafka}`));
+    }
+    for (const n of nodes) await n.start();
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.kill()));
+    await net.close();
+    await etcd.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    etcd,
+    net,
+    nodes,
+    name: clusterName,
+    node: (n) => nodes.find((x) => x.name === n) ?? assertNever(n),
+    close: async () => {
+      await Promise.all(nodes.map((n) => n.kill()));
+      await net.close();
+      await etcd.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function assertNever(name: string): never {
+  throw new Error(`no node ${name}`);
+}
+
+/** Node processes of this test process, killed if it exits without closing them (a timed-out test, a crash). */
+const live = new Set<NodeProcess>();
+process.on("exit", () => {
+  for (const p of live) p.child.kill("SIGKILL");
+});
+
+function faultNode(name: string, conf: string, clientPort: number, natsUrl: string, kafka: string): FaultNode {
+  let proc: NodeProcess | undefined;
+  let paused = false;
+  const crashes: string[] = [];
+  return {
+    name,
+    crashes,
+    natsUrl,
+    kafka,
+    get running() {
+      return proc !== undefined;
+    },
+    get paused() {
+      return paused;
+    },
+    output: () => proc?.output() ?? "",
+    kill: async () => {
+      const p = proc;
+      proc = undefined;
+      paused = false;
+      if (p === undefined) return;
+      await p.stop("SIGKILL");
+      live.delete(p);
+    },
+    start: async () => {
+      if (proc !== undefined) throw new Error(`node ${name} is running`);
+      // Restarted at once after a kill -9, the node finds its name held by its old lease until that
+      // expires; it waits for it (etcd's dial timeout plus a lease), which a loaded machine may exceed.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          proc = await spawnNode(["-c", conf, "-p", String(clientPort)], 30_000);
+          live.add(proc);
+          const p = proc;
+          void p.exited.then((code) => {
+            if (proc !== p) return; // killed by the test
+            proc = undefined;
+            live.delete(p);
+            crashes.push(`node ${name} exited by itself (${code}): ${p.output().slice(-3000)}`);
+          });
+          return;
+        } catch (err) {
+          if (attempt >= 3 || !/name|etcd/i.test((err as Error).message)) throw err;
+        }
+      }
+    },
+    pause: () => {
+      if (proc === undefined) return;
+      proc.child.kill("SIGSTOP");
+      paused = true;
+    },
+    resume: () => {
+      if (proc === undefined) return;
+      proc.child.kill("SIGCONT");
+      paused = false;
+    },
+  };
+}
