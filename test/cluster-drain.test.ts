@@ -48,6 +48,21 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * Retries a metadata change refused with 10008 (etcd slow to confirm, on a loaded machine: the server says it may
+ * or may not have applied it, and a client tries again, as nats-server's retryable 503 asks).
+ */
+async function retrying<T>(what: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await what();
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 10008 || Date.now() > deadline) throw err;
+    }
+  }
+}
+
 const leaderOf = (n: NagareServer, stream: string): string | undefined => n.cluster!.placements.get("$G", stream)?.placement.leaders[0];
 
 async function request(nc: NatsConnection, subject: string, body: unknown): Promise<Record<string, unknown>> {
@@ -69,7 +84,7 @@ test("ACCOUNT.STREAM.MOVE moves a stream to a named node, checks the node it eva
   const nc = await client(c);
   const jsm = await jetstreamManager(nc);
   // No placement tags: placed on the least loaded node, then moved by name whatever its tags.
-  await jsm.streams.add({ name: "named", subjects: ["named.>"] });
+  await retrying(() => jsm.streams.add({ name: "named", subjects: ["named.>"] }));
   const js = jetstream(nc);
   for (let i = 0; i < 50; i++) await js.publish(`named.${i % 3}`, `v${i}`);
   const first = leaderOf(c, "named")!;
@@ -104,11 +119,11 @@ test("a node in lame duck moves the streams it leads to the others before it lea
   const jsB = jetstream(ncB, { timeout: 2000 });
   // Three streams led by a, with messages; one more only a can hold (its tag), which must stay.
   for (const name of ["d1", "d2", "d3"]) {
-    await jsmB.streams.add({ name, subjects: [`${name}.>`] });
+    await retrying(() => jsmB.streams.add({ name, subjects: [`${name}.>`] }));
     if (leaderOf(b, name) !== "a") await moveTo(name, a, b);
     for (let i = 0; i < 100; i++) await jsB.publish(`${name}.x`, `${name}-${i}`, { msgID: `${name}-${i}` });
   }
-  await jsmB.streams.add({ name: "pinned", subjects: ["pinned.>"], placement: { cluster: "", tags: ["node:a"] } });
+  await retrying(() => jsmB.streams.add({ name: "pinned", subjects: ["pinned.>"], placement: { cluster: "", tags: ["node:a"] } }));
   await waitUntil(() => leaderOf(b, "pinned") === "a", "pinned placed on a");
 
   // A Kafka topic spread over the three brokers, with records in every partition.
@@ -190,7 +205,7 @@ test("a node in lame duck moves the streams it leads to the others before it lea
   assert.equal(leaderOf(b, "pinned"), "a");
   await assert.rejects(jsmB.streams.info("pinned"), /offline/);
   // The others keep placing new streams.
-  await jsmB.streams.add({ name: "fresh", subjects: ["fresh.>"] });
+  await retrying(() => jsmB.streams.add({ name: "fresh", subjects: ["fresh.>"] }));
   assert.notEqual(leaderOf(b, "fresh"), "a");
   void c;
 });
