@@ -16,8 +16,8 @@ import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
-import { waitUntil } from "./helpers/clients.js";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { v3Clients, waitUntil } from "./helpers/clients.js";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kafka, logLevel } from "kafkajs";
 import { runJsCommand } from "../src/cli/js-commands.js";
@@ -34,15 +34,11 @@ before(async () => {
   nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("drain") }, { kafka: true, lameDuck: { duration: 12_000, grace: 100 } })));
 });
 
-const conns: NatsConnection[] = [];
-async function client(n: NagareServer): Promise<NatsConnection> {
-  const nc = await connect({ servers: n.url });
-  conns.push(nc);
-  return nc;
-}
+const clients = v3Clients();
+const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
 
 after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
+  await clients.closeAll();
   await Promise.all(nodes.map((n) => n.close()));
   await etcd.close();
   rmSync(dir, { recursive: true, force: true });

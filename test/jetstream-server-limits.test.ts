@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { v3Clients } from "./helpers/clients.js";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { Kafka, logLevel } from "kafkajs";
 import { startServer, type NagareServer } from "../src/index.js";
@@ -25,12 +26,8 @@ const MAX_FILE = 64 * 1024;
 const MAX_MEM = 16 * 1024;
 let dir: string;
 let srv: NagareServer;
-const conns: NatsConnection[] = [];
-const as = async (user: string): Promise<NatsConnection> => {
-  const nc = await connect({ servers: srv.url, user, pass: user });
-  conns.push(nc);
-  return nc;
-};
+const clients = v3Clients();
+const as = (user: string): Promise<NatsConnection> => clients.open(srv.url, { user, pass: user });
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "nagare-jslimits-"));
@@ -48,7 +45,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const nc of conns) await nc.close();
+  await clients.closeAll();
   await srv.close();
   rmSync(dir, { recursive: true, force: true });
 });

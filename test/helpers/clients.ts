@@ -104,3 +104,18 @@ export function clientSubscriptions(account: { sublist: { all(): Iterable<{ rece
   for (const s of account.sublist.all()) if (typeof (s.receiver as { cid?: unknown }).cid === "number") n++;
   return n;
 }
+
+/** v3 connections a test file opens as it goes, all closed by `closeAll` in its `after`. */
+export function v3Clients(): { open(url: string, opts?: v3.ConnectionOptions): Promise<v3.NatsConnection>; closeAll(): Promise<void> } {
+  const conns: v3.NatsConnection[] = [];
+  return {
+    async open(url, opts = {}) {
+      const nc = await v3.connect({ ...opts, servers: url });
+      conns.push(nc);
+      return nc;
+    },
+    async closeAll() {
+      for (const nc of conns.splice(0)) await nc.close().catch(() => undefined);
+    },
+  };
+}
