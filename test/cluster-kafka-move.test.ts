@@ -31,6 +31,9 @@ import { alterPartitionReassignment, listPartitionReassignments } from "../src/c
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
 import { kcat } from "./helpers/kafka.js";
+import { streamNameOf } from "../src/protocols/kafka/topics.js";
+import { connect } from "@nats-io/transport-node";
+import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 
 const { Kafka, logLevel } = kafkajs;
 const INVALID_REPLICA_ASSIGNMENT = 39;
@@ -278,4 +281,43 @@ test("reassignments that cannot be done are refused with Kafka's errors; a recor
   const none = await captured((io) => runKafkaCommand("topic", ["moves", "-b", address(nodes[2])], io));
   assert.equal(none.code, 0, none.err);
   assert.match(none.out, /No partition moves under way/);
+});
+
+test("a partition of a topic whose leader holds JetStream consumers does not move (the move is cancelled); without them it does", async () => {
+  const topic = "with-consumer";
+  const admin = kafka().admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", topic) !== undefined), "the placement on every node");
+  const leaders = nodes[0].cluster!.placements.get("$G", topic)!.placement.leaders;
+  const from = byName(leaders[0]);
+  const target = nodes.find((n) => !leaders.includes(n.cluster!.placements.self)) ?? nodes.find((n) => n !== from)!;
+  // Consumers live with partition 0's leader (the JetStream API's): moving that partition would leave them behind.
+  const nc = await connect({ servers: nodes[2].url });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const stream = streamNameOf(topic);
+    await jsm.consumers.add(stream, { durable_name: "stays", ack_policy: AckPolicy.Explicit });
+    assert.ok(from.jetstream!.streams.get(stream)!.consumers.has("stays"), "the consumer on partition 0's leader");
+    const recorded = nodes[0].cluster!.placements.get("$G", topic)!.revision;
+    await withClient(nodes[1], async (c) => assert.equal((await alterPartitionReassignment(c, topic, 0, brokerId(target))).error, 0));
+    // Changed since (the move recorded) and without a move: cancelled.
+    const cancelled = (n: NagareServer): boolean => {
+      const e = n.cluster!.placements.get("$G", topic)!;
+      return e.revision > recorded && e.placement.moving === undefined;
+    };
+    await waitUntil(() => nodes.every(cancelled), "the move cancelled on every node", 30_000);
+    assert.deepEqual(nodes[0].cluster!.placements.get("$G", topic)!.placement.leaders, leaders, "nothing moved");
+    assert.equal((await jsm.consumers.info(stream, "stays")).name, "stays");
+    // Once the consumer is gone, the same move is made.
+    await jsm.consumers.delete(stream, "stays");
+    await withClient(nodes[1], async (c) => assert.equal((await alterPartitionReassignment(c, topic, 0, brokerId(target))).error, 0));
+    await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", topic)!.placement.leaders[0] === target.cluster!.placements.self), "partition 0 moved", 30_000);
+  } finally {
+    await nc.close();
+  }
 });

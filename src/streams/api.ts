@@ -189,6 +189,16 @@ export class JetStreamApi implements Receiver {
 
   /** Serves a request here: a local client's, or one another node forwarded (`placed`: a create it placed). */
   private serve(subject: string, body: Buffer, reply: string, placed: Placed | null): void {
+    if (this.clusterApi !== null) {
+      // A stream frozen for a move: its consumers' acks and changes wait until the move ends (stream-move.ts).
+      const held = this.clusterApi.hold(subject, body, reply);
+      if (held === "held") return;
+      if (held === "full") {
+        // Too many wait: a change is refused (retryable), an ack dropped (the message is redelivered).
+        if (reply !== "" && subject.startsWith("$JS.API.")) this.respond({ subject, body, reply }, apiResponseType(subject.split(".")) ?? SYSTEM_RESPONSE, { error: Errors.streamMoving().toJSON() });
+        return;
+      }
+    }
     if (subject.startsWith("$JS.ACK.")) return this.js.onAck(subject, body, reply);
     if (subject.startsWith("$JS.FC.")) return this.js.onFlowControl(subject);
     if (reply === "" || !subject.startsWith("$JS.API.")) return;
@@ -510,8 +520,8 @@ export class JetStreamApi implements Receiver {
   private async consumerCreate(streamName: string, body: Buffer, name: string | undefined, filter: string | undefined, legacy: boolean): Promise<Json> {
     const req = parseBody(body);
     const s = this.js.stream(streamName);
-    // Consumers do not move yet: one made while its stream is frozen for a move would be left behind.
-    if (s.frozen) throw Errors.streamMoving();
+    // A partition of a stream of several moves without the consumers (stream-move.ts): one made now would stay behind.
+    if (s.partitions.length > 1 && s.movingOut()) throw Errors.streamMoving();
     if (req.stream_name !== undefined && req.stream_name !== streamName) throw Errors.streamMismatch();
     if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
     const action = typeof req.action === "string" ? req.action : "";

@@ -41,6 +41,15 @@ import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
 const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
 export const PLACED_HEADER = "Nagare-Placed";
+/**
+ * On a forwarded request: serve it here, never forward it again. A node
+ * that no longer leads a stream (it moved) forwards a request for it once
+ * more, to the leader it knows, with this header; a move's old leader hands
+ * over what waits on its consumers with it too (the new leader may not
+ * have seen its own flip yet).
+ */
+const HOP_HEADER = "Nagare-Hop";
+const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 /** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
 const REMOTE_INFO_MS = 2000;
 const PLACEMENT_WAIT_MS = 5000;
@@ -152,6 +161,8 @@ export class ClusterApi implements Receiver {
       cluster,
       request: (node, subject, body, ms) => this.request(node, subject, body, ms),
       answer: (reply, body) => js.emit(reply, reply, "", null, body),
+      serveLocal: (subject, body, reply) => this.serve(subject, body, reply, null),
+      handOver: (node, subject, reply, body) => void this.forward(node, subject, reply, body, HOP),
     });
   }
 
@@ -200,6 +211,24 @@ export class ClusterApi implements Receiver {
     return true;
   }
 
+  /**
+   * Whether a request for a stream frozen here for a move waits for the
+   * move to end (stream-move.ts's hold): acks and consumer creates and
+   * deletes do, since the consumers' state is being copied; "full" when
+   * too many already wait.
+   */
+  hold(subject: string, body: Buffer, reply: string): "held" | "full" | "no" {
+    if (!this.mover.freezing) return "no";
+    let name: string | undefined;
+    if (subject.startsWith("$JS.ACK.")) name = ackStream(subject);
+    else if (subject.startsWith("$JS.API.CONSUMER.")) {
+      const t = subject.split(".");
+      const changes = t[3] === "CREATE" || t[3] === "DELETE" || (t[3] === "DURABLE" && t[4] === "CREATE");
+      if (changes) name = streamOfSubject(t);
+    }
+    return name === undefined ? "no" : this.mover.hold(name, subject, body, reply);
+  }
+
   /** Sends a request to `node` for it to serve; false when the node is not live or no route reaches it. */
   forward(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): boolean {
     if (!this.directory.isLive(node)) return false;
@@ -239,12 +268,29 @@ export class ClusterApi implements Receiver {
       return;
     }
     let placed: Placed | null = null;
+    let hopped = false;
     if (msg.hdrLen > 0) {
-      const v = header(parseHeaders(msg.data, msg.start, msg.start + msg.hdrLen), PLACED_HEADER);
+      const h = parseHeaders(msg.data, msg.start, msg.start + msg.hdrLen);
+      const v = header(h, PLACED_HEADER);
       const m = v === undefined ? null : /^(\d+) (true|false)$/.exec(v);
       if (m !== null) placed = { revision: Number(m[1]), created: m[2] === "true" };
+      hopped = header(h, HOP_HEADER) !== undefined;
     }
-    this.serve(original, Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "", placed);
+    const body = Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
+    const reply = msg.hasReply ? msg.reply : "";
+    // Sent by a node that has not seen a move yet: once more, to the leader this node knows (an ack or pull request is not lost).
+    if (!hopped && placed === null) {
+      const name = original.startsWith("$JS.ACK.") || original.startsWith("$JS.FC.") ? ackStream(original) : streamOfSubject(original.split("."));
+      const p = name === undefined ? undefined : this.placement(name);
+      const self = this.cluster.self;
+      // A move's target of the first partition serves it: it leads it once it sees the flip (what it holds waits till then).
+      const m = p === undefined ? undefined : moveOf(p);
+      if (p !== undefined && p.leaders[0] !== self && !(m?.to === self && m.partition === 0)) {
+        if (!this.forward(p.leaders[0], original, reply, body, HOP)) this.offline(original, reply);
+        return;
+      }
+    }
+    this.serve(original, body, reply, placed);
   }
 
   // ---- the requests only a cluster answers differently ----
@@ -355,7 +401,7 @@ export class ClusterApi implements Receiver {
     const self = this.cluster.self;
     const mine = this.directory.nodes().find((n) => n.name === self)?.tags ?? [];
     if (tags.every((t) => mine.includes(t)) && (cluster === undefined || cluster === this.directory.clusterName)) return undefined;
-    this.checkMovable(name, p);
+    this.checkMovable(p);
     try {
       return this.directory.choose({ partitions: 1, tags, cluster, spread: false }, new Set([self]))[0];
     } catch (err) {
@@ -364,10 +410,9 @@ export class ClusterApi implements Receiver {
   }
 
   /** Refuses (with the API's error) a move stream-move.ts cannot make of this placement. */
-  private checkMovable(name: string, p: PlacedStream): void {
+  private checkMovable(p: PlacedStream): void {
     if (p.moving !== undefined) throw Errors.streamMoveInProgress();
     if (p.origin !== "jetstream" || p.leaders.length !== 1) throw Errors.streamGeneral("stream move refused: only a JetStream stream with one partition can move yet");
-    if (this.js.stream(name).consumers.size > 0) throw Errors.streamGeneral("stream move refused: the stream has consumers, which cannot move yet");
   }
 
   /**
@@ -380,7 +425,7 @@ export class ClusterApi implements Receiver {
   async moveAway(name: string, opts: { to?: string; tags?: readonly string[] } = {}): Promise<string> {
     const p = this.placement(name);
     if (p === undefined || !this.js.streams.has(name)) throw Errors.streamNotFound();
-    this.checkMovable(name, p);
+    this.checkMovable(p);
     const target = this.moveTargetFor(p, 0, opts);
     await this.recordMove(name, 0, target);
     return target;

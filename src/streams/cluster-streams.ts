@@ -183,7 +183,9 @@ export class ClusterStreams {
       // A move's copy: the old leader's after the flip (the new leader has every message), or a cancelled move's target.
       if (local.movedOut) {
         this.log.info(`cluster: stream "${name}" of account ${account} is placed on ${placed.leaders[0]} after a move; deleting the local copy`);
-        await js.deleteStream(name);
+        // The old leader first hands what waits on its consumers to the new one (stream-move.ts).
+        for (const l of this.moveListeners) l(account, name, placed);
+        await js.deleteStream(name, "moved");
       } else await js.setAside(name, `the cluster placed it on ${[...new Set(placed.leaders)].join(", ")}`);
       return;
     }
@@ -208,7 +210,11 @@ export class ClusterStreams {
   /** Told of every placement change in the cluster, hosted here or not, as it is seen (a drain waits on these). */
   readonly placementListeners = new Set<(account: string, stream: string, placed: PlacedStream | undefined) => void>();
 
-  /** Told of every settled placement of a stream hosted here (stream-move.ts starts, finishes or cancels moves). */
+  /**
+   * Told of every settled placement of a stream hosted here, and of one a
+   * move took away just before its copy here is deleted (stream-move.ts
+   * starts, finishes or cancels moves, and hands over what waits).
+   */
   readonly moveListeners = new Set<(account: string, stream: string, placed: PlacedStream) => void>();
 
   /** A stream on disk that the cluster does not know: this node leads it from now on. */

@@ -163,6 +163,31 @@ interface SavedState {
 }
 
 /**
+ * A consumer's state as a stream move carries it to the new leader
+ * (stream-move.ts): what SavedState keeps, plus when each pending delivery
+ * falls due, so that the new leader redelivers after what is left of its
+ * ack wait rather than at once (as after a restart).
+ */
+export interface MovedState {
+  dseq: number;
+  cursor: number;
+  deliveredS: number;
+  ackFloorS: number;
+  ackFloorC: number;
+  initial?: number[];
+  /** Time of the last delivery (ms), 0 if none: consumer info's `delivered.last_active`. */
+  lastDelivery: number;
+  /** Stream sequence, consumer sequence, delivery time (ms), delivery count, due in (ms, 0: due now); ascending by stream sequence. */
+  pending: Array<[number, number, number, number, number]>;
+}
+
+/** A waiting pull request as a MSG.NEXT body for what it still wants: how a move hands it to the new leader. */
+export interface HandedOverRequest {
+  reply: string;
+  body: Buffer;
+}
+
+/**
  * Push flow control is a window, as in nats-server: a request goes out once
  * half the window is unanswered, and delivery stops only when all of it is.
  * Stopping at every request instead drains the pipe once per round trip.
@@ -443,7 +468,8 @@ export class Consumer {
   }
 
   private canDeliver(): boolean {
-    if (this.stalled) return false;
+    // Frozen for a move (stream-move.ts): the state copied to the new leader must not change, and the target's copy must not deliver.
+    if (this.stalled || this.stream.frozen) return false;
     if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.host.hasInterest(this.config.deliver_subject!);
     this.dropGoneRequests();
     return this.waiting.length > 0;
@@ -495,7 +521,10 @@ export class Consumer {
           if (batch.length === 0) break;
           for (let i = 0; i < batch.length && !this.closed; i++) {
             if (!this.canDeliver() || this.roomForNew() <= 0) break;
-            if (this.config.replay_policy === "original") await this.replayPause(batch[i]);
+            if (this.config.replay_policy === "original") {
+              await this.replayPause(batch[i]);
+              if (!this.canDeliver()) break;
+            }
             // Framed before it is taken: a message no waiting request has room for stays for the next one.
             const out = this.frame(batch[i], 1, Math.max(0, this.numPending() - 1));
             if (!this.claim(out.size)) break;
@@ -717,6 +746,8 @@ export class Consumer {
     const ms = Math.max(100, hb / NS_PER_MS);
     this.hbTimer = setInterval(() => {
       if (this.closed || !this.host.hasInterest(this.config.deliver_subject!)) return;
+      // A move's target holds a copy it does not lead yet: only the leader speaks to the client.
+      if (this.stream.ledHere !== null && this.stream.ledHere[0] !== true) return;
       if (Date.now() - this.lastDeliveryAt < ms) return;
       this.sendHeartbeat(this.config.deliver_subject!);
     }, ms);
@@ -1055,8 +1086,10 @@ export class Consumer {
     }
     // What fell due together goes out in stream order, as nats-server sorts its expired deliveries.
     due.sort((a, b) => a.seq - b.seq);
+    // Frozen for a move: nothing is let go (the state is being copied); delivery, once it resumes, drops what reached max_deliver.
+    const frozen = this.stream.frozen;
     for (const p of due) {
-      if (max > 0 && p.count >= max) this.dropPending(p);
+      if (max > 0 && p.count >= max && !frozen) this.dropPending(p);
       else this.requeue(p.seq);
     }
     this.armAckTimer();
@@ -1152,6 +1185,68 @@ export class Consumer {
       this.requeue(seq);
     }
     if (s.initial) this.initial = s.initial;
+  }
+
+  /** The state a move carries to the new leader; taken while the stream is frozen, so it does not change after. */
+  movedState(now: number): MovedState {
+    const pending: MovedState["pending"] = [];
+    // A delivery out of the deadline heap is queued for redelivery: due now.
+    for (const [seq, p] of this.pending) pending.push([seq, p.dseq, p.ts, p.count, p.heapAt >= 0 ? Math.max(0, p.deadline - now) : 0]);
+    const out: MovedState = {
+      dseq: this.dseq,
+      cursor: this.cursor,
+      deliveredS: this.deliveredS,
+      ackFloorS: this.ackFloorS,
+      ackFloorC: this.ackFloorC,
+      lastDelivery: this.lastDeliveryAt,
+      pending,
+    };
+    if (this.initial !== null) out.initial = [...this.initial];
+    return out;
+  }
+
+  /** Takes the state a move carried (instead of start()): pending deliveries fall due when they would have on the old leader. */
+  adoptMovedState(s: MovedState, now: number): void {
+    this.dseq = s.dseq;
+    this.cursor = s.cursor;
+    this.deliveredS = s.deliveredS;
+    this.ackFloorS = s.ackFloorS;
+    this.ackFloorC = s.ackFloorC;
+    this.lastDeliveryAt = s.lastDelivery;
+    if (s.initial !== undefined && s.initial.length > 0) this.initial = [...s.initial];
+    for (const [seq, dseq, ts, count, dueIn] of s.pending) {
+      const p: Pending = { seq, dseq, ts, deadline: now, count, heapAt: -1 };
+      this.pending.set(seq, p);
+      if (dueIn > 0) this.schedule(p, now + dueIn);
+      else this.requeue(seq);
+    }
+    this.armHeartbeat();
+    this.markDirty();
+  }
+
+  /**
+   * The waiting pull requests, taken from this consumer (its stream moved
+   * away): each as the MSG.NEXT request that asks the new leader for what
+   * it still wants, its expiry counted from now. One already expired gets
+   * its timeout here instead.
+   */
+  handOverWaiting(now: number): HandedOverRequest[] {
+    const out: HandedOverRequest[] = [];
+    for (const r of this.waiting.splice(0)) {
+      if (r.timer) clearInterval(r.timer);
+      const left = r.expiresAt > 0 ? r.expiresAt - now : 0;
+      if (r.expiresAt > 0 && left <= TIMER_SLACK_MS) {
+        this.sendTimeout(r);
+        continue;
+      }
+      const next: Record<string, unknown> = { batch: r.batch - r.sent };
+      if (r.maxBytes > 0) next.max_bytes = Math.max(1, r.maxBytes - r.bytes);
+      if (left > 0) next.expires = Math.round(left * NS_PER_MS);
+      if (r.noWait) next.no_wait = true;
+      if (r.heartbeatMs > 0) next.idle_heartbeat = Math.min(Math.round(r.heartbeatMs * NS_PER_MS), left > 0 ? Math.floor((left * NS_PER_MS) / 2) : Infinity);
+      out.push({ reply: r.reply, body: Buffer.from(JSON.stringify(next)) });
+    }
+    return out;
   }
 
   /** Stops timers and waiting requests; state already on disk stays. */

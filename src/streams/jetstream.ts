@@ -26,7 +26,7 @@ import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
 import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
-import { Consumer, type DeliveryHost } from "./consumer.js";
+import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, StreamOrder } from "./stream-order.js";
@@ -567,7 +567,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private async startAt(stream: Stream, firstSeq: number): Promise<void> {
     for (const p of stream.partitions) await p.purge({ upTo: firstSeq });
     if (stream.log.state().firstSeq === firstSeq) return;
-    await this.deleteStream(stream.config.name, true);
+    await this.deleteStream(stream.config.name, "quiet");
     throw Errors.streamCreate(`first sequence ${firstSeq} could not be set: the store cannot start a log there`);
   }
 
@@ -599,18 +599,24 @@ export class JetStream implements DeliveryHost, StorageQuota {
     return stream;
   }
 
-  /** `quiet`: a create that failed half way, undone without telling anyone the stream existed. */
-  deleteStream(name: string, quiet = false): Promise<void> {
-    return this.exclusive(name, () => this.delete(name, quiet));
+  /**
+   * `quiet`: a create that failed half way, undone without telling anyone
+   * the stream existed. `moved`: a move's copy that is not served here (the
+   * stream and its consumers live on in the cluster): quiet too, and its
+   * pull clients are not told the consumer is gone.
+   */
+  deleteStream(name: string, how: "deleted" | "quiet" | "moved" = "deleted"): Promise<void> {
+    return this.exclusive(name, () => this.delete(name, how));
   }
 
-  private async delete(name: string, quiet: boolean): Promise<void> {
+  private async delete(name: string, how: "deleted" | "quiet" | "moved"): Promise<void> {
+    const quiet = how !== "deleted";
     const stream = this.stream(name);
     stream.deleted = true;
     this.streams.delete(name);
     this.unbind(stream);
     for (const c of stream.consumers.values()) {
-      c.notifyDeleted();
+      if (how !== "moved") c.notifyDeleted();
       await c.stop();
       if (!quiet) this.events.consumerAction(name, c.name, "delete");
     }
@@ -654,7 +660,24 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   // ---- consumers ----
 
+  /** Creates or updates a consumer; counted while under way (a freeze for a move waits for it: Stream.consumerChanges). */
   async createConsumer(
+    stream: Stream,
+    raw: unknown,
+    action: string,
+    subjectName: string | undefined,
+    subjectFilter: string | undefined,
+    legacyDurable: boolean,
+  ): Promise<Consumer> {
+    stream.consumerChanges++;
+    try {
+      return await this.makeConsumer(stream, raw, action, subjectName, subjectFilter, legacyDurable);
+    } finally {
+      stream.consumerChanges--;
+    }
+  }
+
+  private async makeConsumer(
     stream: Stream,
     raw: unknown,
     action: string,
@@ -709,6 +732,24 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /**
+   * A consumer a move brought here (stream-move.ts), at the state its old
+   * leader had: on disk as createConsumer keeps it, before the move flips.
+   * Its stream is frozen until then, so it does not deliver yet.
+   */
+  async adoptMovedConsumer(stream: Stream, name: string, config: ConsumerConfig, created: Date, state: MovedState): Promise<Consumer> {
+    if (stream.consumers.has(name)) throw new Error(`consumer ${name} already exists here`);
+    const persistent = stream.dir !== null && !config.mem_storage;
+    const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
+    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
+    const c = new Consumer(stream, name, config, created, this, dir);
+    c.adoptMovedState(state, Date.now());
+    await c.flushState();
+    stream.consumers.set(name, c);
+    this.logConsumer(c, "Moved in");
+    return c;
+  }
+
+  /**
    * Durable consumers are logged at info level; ephemeral ones (an ordered
    * consumer per fetch, a KV watcher per watch) come and go too often for
    * that and are logged at debug level.
@@ -754,6 +795,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private sweep(): void {
     const now = Date.now();
     for (const s of this.streams.values()) {
+      // A stream frozen for a move keeps its consumers as copied: the new leader counts their inactivity afresh.
+      if (s.frozen) continue;
       for (const c of s.consumers.values()) if (c.isInactive(now)) this.onConsumerGone(c);
     }
   }

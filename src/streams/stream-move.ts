@@ -15,17 +15,26 @@
  *    from then on (JetStream's retryable 503, Kafka's
  *    NOT_LEADER_OR_FOLLOWER), waits until nothing is on its way to the
  *    partition's log, and answers its final state with the sequences
- *    deleted since; other partitions keep working;
+ *    deleted since; other partitions keep working. A stream of one
+ *    partition freezes whole, and its consumers with it: they stop
+ *    delivering, the acks and consumer changes that reach the leader are
+ *    held (hold()), the freeze also waits for retention deletes and
+ *    consumer changes in flight, takes the consumers' state and says how
+ *    many there are;
  * 3. the target copies the tail, deletes what the leader deleted, checks
  *    its state equals the leader's, rebuilds what it derives from the log
  *    (the dedup window; Kafka's producer state, from the copied batches'
- *    headers, on first use), and flips the placement
- *    (`leaders[partition] = target`, no `moving`) in one fenced,
- *    revision-compared change;
+ *    headers, on first use), pulls every consumer's definition and state
+ *    in bounded pages (`$NG.MOVE.CONSUMERS.<stream>`) and creates each at
+ *    that state, and flips the placement (`leaders[partition] = target`,
+ *    no `moving`) in one fenced, revision-compared change;
  * 4. the old leader sees the flip: a stream it no longer leads any
- *    partition of is deleted; otherwise the partition stays frozen there
- *    (it is not led there, and its log is a prefix of the new leader's, so
- *    a move back copies only what it lacks).
+ *    partition of is deleted, without telling its clients the consumers
+ *    are gone, once it has handed what waits on its consumers (pull
+ *    requests, held acks and consumer changes) to the new leader, which
+ *    serves them once it sees the flip itself; otherwise the partition
+ *    stays frozen there (it is not led there, and its log is a prefix of
+ *    the new leader's, so a move back copies only what it lacks).
  *
  * Nothing acknowledged is lost: every acknowledged write is in the leader's
  * log before the freeze answers, nothing is acknowledged while frozen, and
@@ -36,10 +45,19 @@
  * flip (conditional on `moving`) can then never follow; if the flip won,
  * the leader's cancel fails on the revision.
  *
- * Refused (the move is cancelled): a stream with consumers; a Kafka
- * partition with transactional records (open, committed or aborted: which
- * records NATS and read_committed readers must skip is kept per node, in
- * the door's files, and does not move yet).
+ * Consumers live with the stream's first partition's leader (the
+ * JetStream API's `leaders[0]`). A stream of one partition moves with all
+ * of them, ephemerals too (nats-server 2.9 moves them all with the
+ * stream): an unacknowledged delivery keeps its delivery count and is
+ * redelivered by the new leader when its ack wait runs out.
+ *
+ * Refused (the move is cancelled): a partition of a stream of several
+ * whose leader holds consumers (they would stay behind, reading a
+ * partition no longer led there; consumer creates are refused while such
+ * a move is under way); a Kafka partition with transactional records
+ * (open, committed or aborted: which records NATS and read_committed
+ * readers must skip is kept per node, in the door's files, and does not
+ * move yet).
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
@@ -47,12 +65,15 @@ import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage 
 import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type Stream } from "./stream.js";
+import type { ConsumerConfig } from "./config.js";
+import type { MovedState } from "./consumer.js";
 
 export const MOVE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}MOVE.`;
 const COPY = "COPY.";
 const FREEZE = "FREEZE.";
+const CONSUMERS = "CONSUMERS.";
 /** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload. */
-const BATCH_BYTES = 256 * 1024;
+export const BATCH_BYTES = 256 * 1024;
 const BATCH_MESSAGES = 1024;
 /** How long the target waits for one answer of the leader. */
 const REQUEST_MS = 5000;
@@ -62,13 +83,24 @@ export const FREEZE_MS = 10_000;
 const QUIET_MS = 5000;
 /** Sequences deleted since the copy began that a freeze answer lists (each is deleted on the target, one by one). */
 const MAX_GAPS = 100_000;
+/** Pending deliveries per part of a consumers answer: entries of about 50 bytes, well below BATCH_BYTES. */
+const PENDING_PART = 4096;
+/** Acks and consumer changes held for one frozen stream, and their bytes: past either, the API refuses and an ack is dropped (it is redelivered). */
+const HELD_MAX = 16_384;
+const HELD_BYTES = 16 * 1024 * 1024;
+/** Consumers the target writes to disk at once. */
+const ADOPT_CONCURRENCY = 32;
 
-/** What the mover needs of the account's cluster API: internal requests to a node, and answers. */
+/** What the mover needs of the account's cluster API: internal requests to a node, answers, and serving or handing over a client's request. */
 export interface MoveHost {
   readonly js: JetStream;
   readonly cluster: ClusterStreams;
   request(node: string, subject: string, body: Uint8Array, ms: number): Promise<Buffer | null>;
   answer(reply: string, body: Buffer): void;
+  /** Serves a client's request here, as if it had just arrived. */
+  serveLocal(subject: string, body: Buffer, reply: string): void;
+  /** Sends a client's request to `node` to serve (and never forward again). */
+  handOver(node: string, subject: string, reply: string, body: Buffer): void;
 }
 
 interface FrozenState {
@@ -76,7 +108,42 @@ interface FrozenState {
   last: number;
   messages: number;
   deleted: number[];
+  /** How many consumers the target is to fetch (CONSUMERS); absent (a node of an earlier version): none. */
+  consumers?: number;
 }
+
+/** A consumer as the frozen leader took it. */
+export interface ConsumerCopy {
+  name: string;
+  config: ConsumerConfig;
+  created: string;
+  state: MovedState;
+}
+
+/** One part of a consumers answer: a consumer's first part carries its definition and state, the next ones more of its pending deliveries. */
+interface ConsumerPart {
+  name: string;
+  config?: ConsumerConfig;
+  created?: string;
+  state?: Omit<MovedState, "pending"> & { pendingCount: number };
+  pending: MovedState["pending"];
+}
+
+/** Where the next consumers answer starts: a consumer (by index, in name order) and an offset into its pending deliveries. */
+interface ConsumersCursor {
+  consumer: number;
+  pending: number;
+}
+
+/** A client's request that reached a frozen stream, kept until the move ends. */
+interface Held {
+  subject: string;
+  body: Buffer;
+  reply: string;
+}
+
+/** Why a partition of a stream of several does not move (see the module's comment). */
+const PARTITION_WITH_CONSUMERS = "the stream has consumers, which move only with a stream of one partition: a partition of a stream of several cannot move while its leader holds consumers";
 
 /** A stream's partition frozen here (its key), with the timer that cancels a move that does not flip. */
 const keyOf = (name: string, partition: number): string => `${name}/${partition}`;
@@ -90,6 +157,12 @@ export class StreamMover {
   private readonly recordedHere = new Set<string>();
   /** Streams whose placement this process has seen settled: a move found at the first sight may predate a restart. */
   private readonly seen = new Set<string>();
+  /** The consumers of streams frozen here, as taken when the freeze was answered (they cannot change until it ends). */
+  private readonly taken = new Map<string, ConsumerCopy[]>();
+  /** Streams this mover froze here and has not seen end their move: acks need no look-up while it is empty. */
+  private readonly frozenHere = new Set<string>();
+  /** Acks and consumer changes for streams frozen here, in arrival order (see hold()). */
+  private readonly held = new Map<string, { stream: Stream; items: Held[]; bytes: number }>();
   private closed = false;
   private readonly listener = (account: string, name: string, placed: PlacedStream): void => this.placed(account, name, placed);
 
@@ -102,6 +175,75 @@ export class StreamMover {
     this.host.cluster.moveListeners.delete(this.listener);
     for (const t of this.freezes.values()) clearTimeout(t);
     this.freezes.clear();
+    this.taken.clear();
+    this.held.clear();
+    this.frozenHere.clear();
+  }
+
+  /** Whether some stream may be frozen here: else no request need be looked at by hold(). */
+  get freezing(): boolean {
+    return this.frozenHere.size > 0;
+  }
+
+  /**
+   * A client's ack or consumer change (create, delete) for `stream`: while
+   * the stream is frozen here the consumers' state must not change (it is
+   * being copied, or is the copy), so the request waits, in order, until
+   * the move ends: served here if it was cancelled (or, on the new leader,
+   * once it sees the flip), handed to the new leader if it flipped. A
+   * double ack is answered by whoever finally applies it. "full": past the
+   * bound, the caller refuses (or drops an ack, which is then redelivered).
+   */
+  hold(stream: string, subject: string, body: Buffer, reply: string): "held" | "full" | "no" {
+    if (!this.frozenHere.has(stream)) return "no";
+    const s = this.host.js.streams.get(stream);
+    if (s === undefined || !s.frozen) {
+      if (s === undefined) this.frozenHere.delete(stream);
+      return "no";
+    }
+    let h = this.held.get(stream);
+    if (h === undefined || h.stream !== s) {
+      h = { stream: s, items: [], bytes: 0 };
+      this.held.set(stream, h);
+    }
+    if (h.items.length >= HELD_MAX || h.bytes + body.length > HELD_BYTES) return "full";
+    h.items.push({ subject, body, reply });
+    h.bytes += body.length;
+    return "held";
+  }
+
+  /** The stream serves again here: what was held is served, in order, and its consumers deliver. */
+  private release(name: string, s: Stream): void {
+    this.frozenHere.delete(name);
+    this.taken.delete(name);
+    const h = this.held.get(name);
+    this.held.delete(name);
+    if (h !== undefined && h.stream === s) for (const r of h.items) this.host.serveLocal(r.subject, r.body, r.reply);
+    for (const c of s.consumers.values()) c.notify();
+  }
+
+  /** Freezes partition `p` of `s` here; a stream of one partition freezes whole, and hold() then keeps its consumers' requests. */
+  private freezeHere(name: string, s: Stream, p: number): void {
+    freeze(s, p);
+    if (s.frozen) this.frozenHere.add(name);
+  }
+
+  /** The move flipped away from this node: what waits on its consumers goes to the new leader before the copy here is deleted. */
+  private handOver(name: string, s: Stream, to: string): void {
+    for (let p = 0; p < s.partitions.length; p++) {
+      clearTimeout(this.freezes.get(keyOf(name, p)));
+      this.freezes.delete(keyOf(name, p));
+    }
+    this.frozenHere.delete(name);
+    this.taken.delete(name);
+    const h = this.held.get(name);
+    this.held.delete(name);
+    const now = Date.now();
+    // Pull requests waiting here were sent before anything held: they go first.
+    for (const c of s.consumers.values()) {
+      for (const r of c.handOverWaiting(now)) this.host.handOver(to, `$JS.API.CONSUMER.MSG.NEXT.${name}.${c.name}`, r.reply, r.body);
+    }
+    if (h !== undefined && h.stream === s) for (const r of h.items) this.host.handOver(to, r.subject, r.reply, r.body);
   }
 
   private get account(): string {
@@ -128,6 +270,11 @@ export class StreamMover {
     }
     const s = this.host.js.streams.get(name);
     if (s === undefined) return;
+    // A move's copy no longer placed here (the old leader's after the flip, a cancelled target's): about to be deleted.
+    if (!placed.leaders.includes(self)) {
+      if (s.movedOut) this.handOver(name, s, placed.leaders[0]);
+      return;
+    }
     for (let p = 0; p < placed.leaders.length && p < s.partitions.length; p++) {
       if (placed.leaders[p] !== self) continue;
       if (move === undefined || move.partition !== p) {
@@ -137,6 +284,7 @@ export class StreamMover {
           this.freezes.delete(keyOf(name, p));
           thaw(s, p);
           if (move === undefined) s.movedOut = false;
+          this.release(name, s);
         }
         continue;
       }
@@ -144,7 +292,7 @@ export class StreamMover {
       // whose freeze (in memory) is gone. Writes are refused again and the move is cancelled at once, since the
       // target may have been told a final state already.
       if (first && !this.recordedHere.has(name) && !isFrozen(s, p)) {
-        freeze(s, p);
+        this.freezeHere(name, s, p);
         this.armCancel(name, p, move.to, 0);
       }
     }
@@ -167,13 +315,13 @@ export class StreamMover {
       const s = js.streams.get(name);
       if (s === undefined || p >= s.partitions.length) throw new Error("no local copy to fill");
       // Refuses writes through the stream; the copy writes to its log. A cancelled move then deletes a copy made for it (cluster-streams.ts).
-      freeze(s, p);
+      this.freezeHere(name, s, p);
       if (fresh) s.movedOut = true;
       const part = s.partitions[p];
       // The leader's limits already shaped what it sends: nothing is evicted meanwhile.
       part.setLimits({});
       await this.pull(name, p, leader, part);
-      const frozen = await this.freeze(name, p, leader);
+      const frozen = await this.askFreeze(name, p, leader);
       await this.pull(name, p, leader, part);
       for (const seq of frozen.deleted) if (part.has(seq)) await part.delete(seq);
       if (part.state().firstSeq < frozen.first) await part.purge({ upTo: frozen.first });
@@ -187,6 +335,13 @@ export class StreamMover {
       if (s.partitions.length === 1) await s.recover();
       // Doors rebuild what they keep per partition (Kafka's idempotent producers) from the copied log.
       s.arrivals[p] = (s.arrivals[p] ?? 0) + 1;
+      // Only a stream of one partition brings consumers (the leader refuses to move a partition of several with them).
+      const consumers = await this.pullConsumers(name, leader, frozen.consumers ?? 0);
+      // At the leader's state, before the flip; the stream is frozen here until then, so they do not deliver yet.
+      // Each is a few durable writes: side by side, a few dozen at a time, to fit many consumers in the freeze's deadline.
+      for (let i = 0; i < consumers.length; i += ADOPT_CONCURRENCY) {
+        await Promise.all(consumers.slice(i, i + ADOPT_CONCURRENCY).map((c) => js.adoptMovedConsumer(s, c.name, c.config, new Date(c.created), c.state)));
+      }
       const self = this.self;
       await cluster.directory.update(this.account, name, (pl) => {
         const m = moveOf(pl);
@@ -196,7 +351,7 @@ export class StreamMover {
         return next;
       });
       s.order?.landed();
-      log.info(`cluster: partition ${p} of stream "${name}" of account ${this.account} moved here from ${leader} (${st.messages} messages, sequences ${st.firstSeq}..${st.lastSeq})`);
+      log.info(`cluster: partition ${p} of stream "${name}" of account ${this.account} moved here from ${leader} (${st.messages} messages, sequences ${st.firstSeq}..${st.lastSeq}, ${consumers.length} consumers)`);
     } catch (err) {
       log.warn(`cluster: moving partition ${p} of stream "${name}" of account ${this.account} here from ${leader} failed: ${(err as Error).message}; cancelling the move`);
       await this.cancel(name, p, this.self).catch(() => undefined);
@@ -237,7 +392,45 @@ export class StreamMover {
     }
   }
 
-  private async freeze(name: string, p: number, leader: string): Promise<FrozenState> {
+  /**
+   * Fetches the frozen leader's consumers, page by page (each answer below
+   * a route's max payload, however many consumers and pending acks), and
+   * checks that every one came whole.
+   */
+  private async pullConsumers(name: string, leader: string, expected: number): Promise<ConsumerCopy[]> {
+    const out: ConsumerCopy[] = [];
+    if (expected === 0) return out;
+    const counts: number[] = [];
+    let cursor: ConsumersCursor | null = { consumer: 0, pending: 0 };
+    while (cursor !== null) {
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify(cursor)), REQUEST_MS);
+      if (b === null) throw new Error(`${leader} did not answer for the consumers`);
+      const r = JSON.parse(b.toString()) as { parts?: ConsumerPart[]; next?: ConsumersCursor | null; error?: string };
+      if (r.error !== undefined) throw new Error(r.error);
+      if (!Array.isArray(r.parts) || (r.parts.length === 0 && r.next !== null)) throw new Error("bad consumers answer");
+      for (const part of r.parts) {
+        if (typeof part.name !== "string" || !Array.isArray(part.pending)) throw new Error("bad consumers answer");
+        if (part.state !== undefined) {
+          if (typeof part.config !== "object" || part.config === null || typeof part.created !== "string") throw new Error(`bad consumer ${part.name}`);
+          const { pendingCount, ...state } = part.state;
+          out.push({ name: part.name, config: part.config, created: part.created, state: { ...state, pending: [...part.pending] } });
+          counts.push(pendingCount);
+        } else {
+          const last = out[out.length - 1];
+          if (last?.name !== part.name) throw new Error(`pending deliveries of consumer ${part.name} out of order`);
+          for (const e of part.pending) last.state.pending.push(e);
+        }
+      }
+      cursor = r.next ?? null;
+    }
+    if (out.length !== expected) throw new Error(`the leader sent ${out.length} consumers of ${expected}`);
+    out.forEach((c, i) => {
+      if (c.state.pending.length !== counts[i]) throw new Error(`consumer ${c.name}: ${c.state.pending.length} pending deliveries of ${counts[i]} came`);
+    });
+    return out;
+  }
+
+  private async askFreeze(name: string, p: number, leader: string): Promise<FrozenState> {
     const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify({ to: this.self, partition: p })), REQUEST_MS + QUIET_MS);
     if (b === null) throw new Error(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
@@ -262,10 +455,10 @@ export class StreamMover {
   serve(subject: string, body: Buffer, reply: string): void {
     if (reply === "") return;
     const answerError = (why: string): void => this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
-    const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : null;
+    const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : subject.startsWith(CONSUMERS) ? CONSUMERS : null;
     if (op === null) return;
     const name = subject.slice(op.length);
-    let req: { from?: unknown; to?: unknown; partition?: unknown };
+    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -277,6 +470,13 @@ export class StreamMover {
     const move = pl === undefined ? undefined : moveOf(pl);
     if (s === undefined || pl === undefined || move?.partition !== partition || pl.leaders[partition] !== this.self || partition >= s.partitions.length) {
       return answerError(`partition ${partition} of stream ${name} is not being moved from ${this.self}`);
+    }
+    if (op === CONSUMERS) {
+      const taken = this.taken.get(name);
+      if (taken === undefined || !s.frozen) return answerError(`stream ${name} is not frozen here`);
+      const at = { consumer: Number(req.consumer), pending: Number(req.pending) };
+      if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
+      return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at))));
     }
     const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from)) : this.freezeAnswer(s, name, partition, String(req.to));
     run.then(
@@ -301,21 +501,31 @@ export class StreamMover {
     const pl = this.host.cluster.directory.get(this.account, name)?.placement;
     const move = pl === undefined ? undefined : moveOf(pl);
     if (move?.to !== to || move.partition !== p) throw new Error(`partition ${p} of stream ${name} is not being moved to ${to}`);
-    if (s.consumers.size > 0) throw new Error("the stream has consumers, which cannot move yet");
-    if (!isFrozen(s, p)) freeze(s, p);
+    const whole = s.partitions.length === 1;
+    if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
+    // From here on (a stream of one partition) the consumers deliver nothing and acks and consumer changes are held (hold()).
+    if (!isFrozen(s, p)) this.freezeHere(name, s, p);
     if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to);
     const deadline = Date.now() + QUIET_MS;
-    while (!(s.partitions.length === 1 ? s.quiet() : s.partitionQuiet(p))) {
+    // A consumer change that began before the freeze ends first: the consumers taken below are then final.
+    while (!(whole ? s.quiet() : s.partitionQuiet(p)) || s.consumerChanges > 0) {
       if (Date.now() > deadline) throw new Error("appends in flight did not settle");
       await new Promise((r) => setTimeout(r, 5));
     }
+    if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
     const refused = transactional(s, p);
     if (refused !== null) throw new Error(refused);
     const part = s.partitions[p];
     const st = part.state();
     const deleted = part.deletedSequences(MAX_GAPS + 1);
     if (deleted.length > MAX_GAPS) throw new Error(`more than ${MAX_GAPS} deleted sequences are too many to move`);
-    const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted };
+    // Quiet and frozen: the consumers' state is final until the move flips or is cancelled. (A stream of several has none: see above.)
+    const now = Date.now();
+    const taken = [...s.consumers.values()]
+      .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))
+      .map((c): ConsumerCopy => ({ name: c.name, config: c.config, created: c.created.toISOString(), state: c.movedState(now) }));
+    this.taken.set(name, taken);
+    const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted, consumers: taken.length };
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
     s.movedOut = true;
     return Buffer.from(JSON.stringify(state));
@@ -339,6 +549,29 @@ export class StreamMover {
     t.unref();
     this.freezes.set(key, t);
   }
+}
+
+/** The consumers answer from `at`: whole parts until BATCH_BYTES is reached (at least one part), and where the next one starts. */
+export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCursor): { parts: ConsumerPart[]; next: ConsumersCursor | null } {
+  const parts: ConsumerPart[] = [];
+  let bytes = 0;
+  let cur: ConsumersCursor | null = at.consumer < taken.length ? at : null;
+  while (cur !== null && (parts.length === 0 || bytes < BATCH_BYTES)) {
+    const c = taken[cur.consumer];
+    const pending = c.state.pending.slice(cur.pending, cur.pending + PENDING_PART);
+    const part: ConsumerPart = { name: c.name, pending };
+    if (cur.pending === 0) {
+      const { pending: all, ...rest } = c.state;
+      Object.assign(part, { config: c.config, created: c.created, state: { ...rest, pendingCount: all.length } });
+    }
+    const size = JSON.stringify(part).length;
+    if (parts.length > 0 && bytes + size > BATCH_BYTES) break;
+    parts.push(part);
+    bytes += size;
+    const end = cur.pending + PENDING_PART;
+    cur = end < c.state.pending.length ? { consumer: cur.consumer, pending: end } : cur.consumer + 1 < taken.length ? { consumer: cur.consumer + 1, pending: 0 } : null;
+  }
+  return { parts, next: cur };
 }
 
 /** A stream with one partition freezes whole (JetStream: purges, deletes and consumers wait too); with several, the partition alone. */

@@ -143,6 +143,10 @@ export class Stream {
   /** Message ids whose append is in flight, with the duplicates waiting for its outcome. */
   private readonly dedupInflight = new Map<string, PublishDone[]>();
   private lastMsgId = "";
+  /** Deletes decided by work-queue or interest retention still under way (see removing()). */
+  private retentionDeletes = 0;
+  /** Consumer creates and updates under way (jetstream.ts): a freeze for a move waits for them, or the consumers it takes would change after. */
+  consumerChanges = 0;
   deleted = false;
   /**
    * In a cluster, for a stream whose partitions are led by several nodes (a
@@ -339,14 +343,25 @@ export class Stream {
     this.process(item);
   }
 
-  /** No publish or append is queued or on its way to a log: what a frozen stream waits for before its last copy. */
+  /** No publish, append or retention delete is queued or on its way to a log: what a frozen stream waits for before its last copy. */
   quiet(): boolean {
-    return this.inflight === 0 && this.queue.length === 0;
+    return this.inflight === 0 && this.queue.length === 0 && this.retentionDeletes === 0;
   }
 
   /** Whether appends to `partition` are refused for a move (the stream's, or this partition's). */
   partitionFrozen(partition: number): boolean {
     return this.frozen || (this.frozenParts.size > 0 && this.frozenParts.has(partition));
+  }
+
+  /**
+   * Whether a partition this node leads is frozen on its own for its move
+   * (a stream of several partitions; one of one freezes whole, `frozen`):
+   * a move under way from here, not one that flipped away, whose partition
+   * stays frozen here unled.
+   */
+  movingOut(): boolean {
+    for (const p of this.frozenParts) if (this.ledHere === null || this.ledHere[p] === true) return true;
+    return false;
   }
 
   /** Freezes one partition for its move, or lets it take appends again. */
@@ -800,16 +815,24 @@ export class Stream {
     const retention = this.config.retention;
     if (retention === "limits") return;
     if (retention === "workqueue") {
-      void this.log.delete(seq).catch(() => undefined);
+      this.removing(this.log.delete(seq));
       return;
     }
-    void this.log.get(seq).then((m) => {
-      if (m === null) return;
-      for (const c of this.consumers.values()) {
-        if (c !== by && c.wants(m.subject) && !c.hasAcked(seq)) return;
-      }
-      return this.log.delete(seq).then(() => undefined);
-    }).catch(() => undefined);
+    this.removing(
+      this.log.get(seq).then((m) => {
+        if (m === null) return;
+        for (const c of this.consumers.values()) {
+          if (c !== by && c.wants(m.subject) && !c.hasAcked(seq)) return;
+        }
+        return this.log.delete(seq);
+      }),
+    );
+  }
+
+  /** A delete retention decided on, counted until it is done: a freeze for a move waits for it (quiet()), or the copy would keep the message. */
+  private removing(p: Promise<unknown>): void {
+    this.retentionDeletes++;
+    void p.catch(() => undefined).finally(() => this.retentionDeletes--);
   }
 
   /**
@@ -820,6 +843,15 @@ export class Stream {
    */
   async interestChanged(): Promise<number> {
     if (this.config.retention !== "interest" || this.deleted) return 0;
+    this.retentionDeletes++;
+    try {
+      return await this.interestSweep();
+    } finally {
+      this.retentionDeletes--;
+    }
+  }
+
+  private async interestSweep(): Promise<number> {
     if (this.consumers.size === 0) return this.purge({});
     const gone: number[] = [];
     for (let from = this.log.state().firstSeq; ; ) {
