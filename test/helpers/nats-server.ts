@@ -38,9 +38,20 @@ export async function startNatsServer(conf: string): Promise<RunningNatsServer> 
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitUntil(() => exited || readdirSync(dir).some((f) => f.endsWith(".ports")), "nats-server's ports file");
-    if (exited) throw new Error(`nats-server exited: ${stderr}`);
-    const ports = JSON.parse(readFileSync(join(dir, readdirSync(dir).find((f) => f.endsWith(".ports"))!), "utf8")) as { nats: string[] };
+    // nats-server creates the file, then writes it: a read in between finds it empty or cut short, so wait for whole JSON.
+    let ports: { nats: string[] } | undefined;
+    const read = (): boolean => {
+      const name = readdirSync(dir).find((f) => f.endsWith(".ports"));
+      if (name === undefined) return false;
+      try {
+        ports = JSON.parse(readFileSync(join(dir, name), "utf8")) as { nats: string[] };
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await waitUntil(() => exited || read(), "nats-server's ports file");
+    if (exited || ports === undefined) throw new Error(`nats-server exited: ${stderr}`);
     return { port: Number(new URL(ports.nats[0]).port), stop };
   } catch (err) {
     await stop();
