@@ -473,7 +473,8 @@ export class JetStreamApi implements Receiver {
 
   private async msgDelete(s: Stream, req: Json): Promise<Json> {
     if (s.config.sealed) throw Errors.sealed();
-    if (s.frozen) throw Errors.streamMoving();
+    // A partition moving out from here is frozen: a delete now would not reach its new leader (retryable).
+    if (s.frozen || s.movingOut()) throw Errors.streamMoving();
     if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();

@@ -1002,7 +1002,8 @@ export class Stream {
   }
 
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
-    if (this.frozen) throw Errors.streamMoving();
+    // A stream purge spans partitions: one moving out from here must not change under its copy.
+    if (this.frozen || this.movingOut()) throw Errors.streamMoving();
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
     for (const c of this.consumers.values()) c.purged(opts.filter === undefined && opts.keep === undefined ? first : 0);
