@@ -513,15 +513,21 @@ export class ClusterApi implements Receiver {
     const self = this.cluster.self;
     const moved: string[] = [];
     const stayed: Array<{ stream: string; why: string }> = [];
-    const led = this.directory
-      .list(this.account)
-      .filter((p) => p.leaders.includes(self))
-      .map((p) => p.stream)
-      .sort();
-    for (const name of led) {
-      const partitions = this.placement(name)?.leaders.length ?? 0;
-      for (let partition = 0; partition < partitions; partition++) {
-        const what = partitions === 1 ? name : `${name} partition ${partition}`;
+    // Passes until nothing led here is left untried: a stream placed here by a node that had not yet seen this
+    // node draining is found by the next pass.
+    const tried = new Set<string>();
+    for (;;) {
+      const todo: Array<{ name: string; partition: number; what: string }> = [];
+      for (const p of this.directory.list(this.account)) {
+        p.leaders.forEach((l, partition) => {
+          const what = p.leaders.length === 1 ? p.stream : `${p.stream} partition ${partition}`;
+          if (l === self && !tried.has(what)) todo.push({ name: p.stream, partition, what });
+        });
+      }
+      if (todo.length === 0) break;
+      todo.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : x.partition - y.partition));
+      for (const { name, partition, what } of todo) {
+        tried.add(what);
         const p = this.placement(name);
         if (p === undefined || p.leaders[partition] !== self) continue;
         try {
