@@ -52,6 +52,11 @@ async function until(cond: () => boolean, what: string, ms = 20_000): Promise<vo
   }
 }
 
+/** Whether `p` settles within a few event-loop turns (a held fetch does not). */
+async function soon(p: Promise<unknown>): Promise<"answered" | "held"> {
+  return Promise.race([p.then(() => "answered" as const, () => "answered" as const), turns(50).then(() => "held" as const)]);
+}
+
 const turns = async (n: number): Promise<void> => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
@@ -430,20 +435,21 @@ test("a fetch with nothing new waits and is answered as soon as an append lands;
   const many = Array.from({ length: MAX_PARKED + 2 }, (_, k) => `f${k}`);
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", ...many], isr: ["a"] });
   await write(leader, a, 1);
-  let answered: FetchAnswer | null = null;
-  const held = fetchFrom(leader, "f0", 2, { maxWaitMs: 60_000 }).then((x) => (answered = x));
-  await turns(20);
-  assert.equal(answered, null, "held while there is nothing new");
+  const held = fetchFrom(leader, "f0", 2, { maxWaitMs: 60_000 });
+  assert.equal(await soon(held), "held", "held while there is nothing new");
   const seq = await write(leader, a, 2);
-  await held;
-  assert.deepEqual(answered!.items.map((m) => (isForeign(m) ? m.firstSeq : m.seq)), [seq]);
+  assert.equal(await soon(held), "answered", "answered when the append lands, not at max wait");
+  assert.deepEqual((await held).items.map((m) => (isForeign(m) ? m.firstSeq : m.seq)), [seq]);
   // MAX_PARKED held at once; the next is answered at once, empty.
   const parked = many.slice(0, MAX_PARKED).map((f) => fetchFrom(leader, f, 3, { maxWaitMs: 60_000 }));
-  const extra = await fetchFrom(leader, many[MAX_PARKED], 3, { maxWaitMs: 60_000 });
-  assert.equal(extra.items.length, 0);
+  assert.equal(await soon(parked[1]), "held");
+  const extra = fetchFrom(leader, many[MAX_PARKED], 3, { maxWaitMs: 60_000 });
+  assert.equal(await soon(extra), "answered");
+  assert.equal((await extra).items.length, 0);
   // A follower's newer fetch answers its older held one at once.
-  const again = await Promise.race([parked[0], fetchFrom(leader, many[0], 3, { maxWaitMs: 0 })]);
-  assert.equal(again.items.length, 0);
+  void fetchFrom(leader, many[0], 3, { maxWaitMs: 0 });
+  assert.equal(await soon(parked[0]), "answered");
+  assert.equal((await parked[0]).items.length, 0);
   leader.close("closing");
   for (const p of parked.slice(1)) await assert.rejects(p, (e: ReplicaError) => e.code === "not_leader");
   await a.log.close();
