@@ -379,6 +379,41 @@ test("KIP-101: a returning replica truncates what an older epoch wrote and nobod
   for (const n of nodes) await n.log.close();
 });
 
+test("KIP-279: a replica that never saw the leader's epoch asks again about an older one and cuts where they agree", async () => {
+  const nodes: Node[] = [];
+  const l = await node("l", "memory", () => "", nodes);
+  const f = await node("f", "memory", () => "", nodes);
+  const copy = (n: Node, seq: number, time: number, data: string): Promise<number> =>
+    new Promise((resolve, reject) => n.log.appendCopy(seq, time, runOf([{ subject: "x", data: Buffer.from(data) }]), (err, s) => (err ? reject(err) : resolve(s))));
+  // The leader: epoch 1 wrote 1..39, epoch 2 40..59, epoch 4 60..70.
+  for (let seq = 1; seq <= 70; seq++) await copy(l, seq, 1000 + seq, `L${seq}`);
+  for (const [epoch, start] of [[1, 1], [2, 40], [4, 60]]) await l.epochs.assign(epoch, start);
+  // The replica: the same 1..39 in epoch 1, then 40..49 of its own in epoch 1 and 50..55 in epoch 3, which the leader never had.
+  for (let seq = 1; seq <= 39; seq++) await copy(f, seq, 1000 + seq, `L${seq}`);
+  for (let seq = 40; seq <= 55; seq++) await copy(f, seq, 5000 + seq, `F${seq}`);
+  for (const [epoch, start] of [[1, 1], [3, 50]]) await f.epochs.assign(epoch, start);
+  const leader = await ReplicaLeader.create({ self: "l", log: l.log, epochs: l.epochs, epoch: 4, replicas: ["l", "f"], isr: ["l"] });
+  const asked: number[] = [];
+  const link = new Link(leader);
+  const transport: ReplicaTransport = {
+    request(body) {
+      const req = JSON.parse(body.toString()) as { op: string; of?: number };
+      if (req.op === "endOf") asked.push(req.of!);
+      return link.request(body);
+    },
+  };
+  const errors: Error[] = [];
+  const fol = new ReplicaFollower({ self: "f", log: f.log, epochs: f.epochs, epoch: 4, transport, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e) });
+  fol.start();
+  await until(() => end(f) === end(l) && fol.rounds > 0, "the replica at the leader's end");
+  await fol.close();
+  // endOf(3) at the leader is epoch 2 (ends at 60), which the replica lacks: it asks about epoch 1 (ends at 40) and cuts there.
+  assert.deepEqual(asked, [3, 1]);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(await picture(f), await picture(l));
+  leader.close();
+});
+
 test("leaders change under writes and faults: every acknowledged write survives and the replicas end identical", async (t) => {
   const dir = scratch(t);
   const nodes: Node[] = [];

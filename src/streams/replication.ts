@@ -640,11 +640,24 @@ export class ReplicaFollower {
     const latest = epochs.latest();
     const next = log.state().lastSeq + 1;
     if (latest === UNDEFINED_EPOCH && next === 1) return; // an empty log shares nothing and needs no cut
-    const a = decodeEndOfAnswer(await this.ask({ op: "endOf", follower: this.opts.self, epoch: this.opts.epoch, of: latest }, ANSWER_MARGIN_MS));
-    if (this.closed) return;
-    const own = a.epoch === UNDEFINED_EPOCH ? null : epochs.endOf(a.epoch, next);
-    // Nothing shared for sure: keep only what the leader no longer has (its log start), which the first fetch purges.
-    const cut = own === null || own.epoch === UNDEFINED_EPOCH ? Math.min(next, a.logStart) : Math.min(a.end, own.end, next);
+    let of = latest;
+    let cut: number;
+    for (;;) {
+      const a = decodeEndOfAnswer(await this.ask({ op: "endOf", follower: this.opts.self, epoch: this.opts.epoch, of }, ANSWER_MARGIN_MS));
+      if (this.closed) return;
+      const own = a.epoch === UNDEFINED_EPOCH ? null : epochs.endOf(a.epoch, next);
+      if (own === null || own.epoch === UNDEFINED_EPOCH) {
+        // Nothing shared for sure: keep only what the leader no longer has (below its log start), which the first fetch purges.
+        cut = Math.min(next, a.logStart);
+        break;
+      }
+      if (own.epoch === a.epoch) {
+        cut = Math.min(a.end, own.end, next);
+        break;
+      }
+      // This log never saw the leader's epoch a.epoch: where do they agree on the older one it has (KIP-279)? `of` only goes down.
+      of = own.epoch;
+    }
     await this.write(async () => {
       if (cut < next) await log.truncateFrom(cut);
       await epochs.truncateFrom(cut);
