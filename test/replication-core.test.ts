@@ -264,8 +264,12 @@ test("the high watermark passes a sequence only once every ISR member has it; wh
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 0, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
   for (let i = 1; i <= 5; i++) await write(leader, a, i);
   const fired: number[] = [];
-  // Registered out of order: still called in order of sequence.
-  for (const seq of [5, 4, 1, 2, 3]) leader.whenReplicated(seq, (err) => (assert.equal(err, null), fired.push(seq)));
+  // Registered out of order: still called in order of sequence. One function for all, each write's context handed to it.
+  const onReplicated = (err: Error | null, seq: number): void => {
+    assert.equal(err, null);
+    fired.push(seq);
+  };
+  for (const seq of [5, 4, 1, 2, 3]) leader.whenReplicated(seq, onReplicated, seq);
   assert.equal(leader.highWatermark, 1);
   const got = await fetchFrom(leader, "b", 1);
   assert.deepEqual(got.items.map((m) => (isForeign(m) ? m.firstSeq : m.seq)), [1, 2, 3, 4, 5]);

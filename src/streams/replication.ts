@@ -236,7 +236,10 @@ export class ReplicaLeader {
   private closedWith: Error | null = null;
   // Waiters for the high watermark, ordered by sequence, from `head`.
   private wSeq: number[] = [];
-  private wCb: Array<(err: Error | null) => void> = [];
+  private wCb: Array<(err: Error | null, ctx: never) => void> = [];
+  private wCtx: unknown[] = [];
+  /** The ISR's followers (not the leader): what the high watermark is the lowest of, kept as an array so that an append allocates nothing. */
+  private isrViews: FollowerView[] = [];
   private head = 0;
   private readonly now: () => number;
 
@@ -251,7 +254,7 @@ export class ReplicaLeader {
     this.isr = new Set(opts.isr);
     const t = this.now();
     for (const r of opts.replicas) if (r !== opts.self) this.followers.set(r, { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, parked: null });
-    this.advance();
+    this.setIsr(opts.isr);
   }
 
   /** Takes over: records the epoch at the log's end (before anything of it is written), then serves fetches. */
@@ -391,22 +394,25 @@ export class ReplicaLeader {
    * Calls `cb(null)` once the high watermark passes `seq` (every in-sync
    * replica has it), in order of sequence; at once if it has. `cb(err)` if
    * this leadership ends first. False (and no call) when MAX_WAITERS wait:
-   * the caller refuses the write.
+   * the caller refuses the write. `ctx` is handed to `cb`: a caller passes
+   * one function for all its writes and each write's own record, so no
+   * closure is made per message.
    */
-  whenReplicated(seq: number, cb: (err: Error | null) => void): boolean {
+  whenReplicated<T>(seq: number, cb: (err: Error | null, ctx: T) => void, ctx?: T): boolean {
     if (this.closedWith !== null) {
-      cb(this.closedWith);
+      cb(this.closedWith, ctx as T);
       return true;
     }
     if (seq < this.hw) {
-      cb(null);
+      cb(null, ctx as T);
       return true;
     }
     if (this.wSeq.length - this.head >= MAX_WAITERS) return false;
     const n = this.wSeq.length;
     if (n === this.head || this.wSeq[n - 1] <= seq) {
       this.wSeq.push(seq);
-      this.wCb.push(cb);
+      this.wCb.push(cb as (err: Error | null, ctx: never) => void);
+      this.wCtx.push(ctx);
     } else {
       // Out of order (rare: appends land in order): inserted at its place, after equal ones.
       let lo = this.head;
@@ -417,7 +423,8 @@ export class ReplicaLeader {
         else hi = mid;
       }
       this.wSeq.splice(lo, 0, seq);
-      this.wCb.splice(lo, 0, cb);
+      this.wCb.splice(lo, 0, cb as (err: Error | null, ctx: never) => void);
+      this.wCtx.splice(lo, 0, ctx);
     }
     return true;
   }
@@ -425,26 +432,26 @@ export class ReplicaLeader {
   /** Recomputes the high watermark (the lowest next sequence over the ISR, never going back) and wakes its waiters. */
   private advance(): void {
     let low = this.end;
-    for (const name of this.isr) {
-      if (name === this.opts.self) continue;
-      const f = this.followers.get(name);
-      low = Math.min(low, f === undefined ? 0 : f.acked);
-    }
+    for (let i = 0; i < this.isrViews.length; i++) low = Math.min(low, this.isrViews[i].acked);
     if (low <= this.hw) return;
     this.hw = low;
     while (this.head < this.wSeq.length && this.wSeq[this.head] < low) {
       const cb = this.wCb[this.head];
+      const ctx = this.wCtx[this.head] as never;
       this.wCb[this.head] = noop;
+      this.wCtx[this.head] = undefined;
       this.head++;
-      cb(null);
+      cb(null, ctx);
     }
     if (this.head === this.wSeq.length) {
       this.wSeq = [];
       this.wCb = [];
+      this.wCtx = [];
       this.head = 0;
     } else if (this.head > 1024 && this.head * 2 > this.wSeq.length) {
       this.wSeq = this.wSeq.slice(this.head);
       this.wCb = this.wCb.slice(this.head);
+      this.wCtx = this.wCtx.slice(this.head);
       this.head = 0;
     }
   }
@@ -454,6 +461,7 @@ export class ReplicaLeader {
     const next = new Set(isr.filter((n) => n === this.opts.self || this.followers.has(n)));
     next.add(this.opts.self);
     this.isr = next;
+    this.isrViews = [...this.followers].filter(([n]) => next.has(n)).map(([, f]) => f);
     this.advance();
   }
 
@@ -499,14 +507,17 @@ export class ReplicaLeader {
       p.answer(encodeError("not_leader", why));
     }
     const cbs = this.wCb.slice(this.head);
+    const ctxs = this.wCtx.slice(this.head);
     this.wSeq = [];
     this.wCb = [];
+    this.wCtx = [];
     this.head = 0;
-    for (const cb of cbs) cb(this.closedWith);
+    for (let i = 0; i < cbs.length; i++) cbs[i](this.closedWith, ctxs[i] as never);
   }
 }
 
 function noop(): void {}
+
 
 /** The entries of `entries` whose epochs wrote some of `from`..`next` - 1. */
 function covering(entries: readonly EpochEntry[], from: number, next: number): EpochEntry[] {
