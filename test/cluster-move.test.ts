@@ -19,7 +19,7 @@ import { waitUntil } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
 import { header, parseHeaders } from "../src/streams/headers.js";
-import { decodeBatch, encodeBatch } from "../src/streams/stream-move.js";
+import { decodeBatch, encodeBatch } from "../src/streams/copy-batch.js";
 import { runJsCommand } from "../src/cli/js-commands.js";
 import { captured } from "./helpers/cli.js";
 

@@ -61,7 +61,8 @@
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
-import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage } from "../store/log.js";
+import type { MessageLog } from "../store/log.js";
+import { appendCopy, appendItems, decodeBatch, encodeBatch, readCopy } from "./copy-batch.js";
 import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type Stream } from "./stream.js";
@@ -366,29 +367,7 @@ export class StreamMover {
       if (b === null) throw new Error(`${leader} did not answer`);
       const items = decodeBatch(b);
       if (items.length === 0) return;
-      // One copied batch per foreign batch, and per run of consecutive messages with one time (the leader's batches).
-      const appends: Array<Promise<void>> = [];
-      let run: StoredMessage[] = [];
-      const flush = (): void => {
-        if (run.length > 0) appends.push(appendCopy(part, run[0].seq, run[0].time, run));
-        run = [];
-      };
-      let next = from;
-      for (const it of items) {
-        const at = isForeign(it) ? it.firstSeq : it.seq;
-        if (at < next) throw new Error(`the leader sent sequence ${at} out of order`);
-        if (isForeign(it)) {
-          flush();
-          appends.push(appendCopy(part, it.firstSeq, it.time, it));
-          next = it.firstSeq + it.count;
-          continue;
-        }
-        if (run.length > 0 && (it.seq !== next || it.time !== run[0].time)) flush();
-        run.push(it);
-        next = it.seq + 1;
-      }
-      flush();
-      await Promise.all(appends);
+      await appendItems(part, items, from);
     }
   }
 
@@ -489,12 +468,7 @@ export class StreamMover {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
     const refused = transactional(s, p);
     if (refused !== null) throw new Error(refused);
-    const log = s.partitions[p];
-    const items = await log.scanStored(from, { maxMessages: BATCH_MESSAGES, maxBytes: BATCH_BYTES });
-    // A batch kept whole that began before `from` (the copy has its start): its records from `from` on, as messages.
-    const first = items[0];
-    if (first !== undefined && isForeign(first) && first.firstSeq < from) return encodeBatch(await log.scan(from, { maxMessages: first.firstSeq + first.count - from }));
-    return encodeBatch(items);
+    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, BATCH_BYTES));
   }
 
   private async freezeAnswer(s: Stream, name: string, p: number, to: string): Promise<Buffer> {
@@ -601,114 +575,4 @@ function transactional(s: Stream, p: number): string | null {
   const st = s.partitions[p].state();
   if (v.hiddenIn(p, st.firstSeq - 1, st.lastSeq).length > 0) return `partition ${p} holds transaction markers or aborted records, which cannot move yet`;
   return null;
-}
-
-/** appendCopy as a promise, for messages (a run of one time) or a foreign batch whole; none: the log moves on to `firstSeq`. */
-function appendCopy(log: MessageLog, firstSeq: number, time: number, what: StoredMessage[] | Exclude<StoredItem, StoredMessage>): Promise<void> {
-  const data = Array.isArray(what) ? runOf(what) : { format: what.format, subject: what.subject, count: what.count, bytes: what.bytes };
-  return new Promise((resolve, reject) =>
-    log.appendCopy(firstSeq, time, data, (err, seq) => {
-      if (err !== null) reject(err);
-      else if (seq !== firstSeq) reject(new Error(`copied sequence ${firstSeq} was stored at ${seq}`));
-      else resolve();
-    }),
-  );
-}
-
-// ---- the copy answer: "B", a count, then per item its kind (0: a message, 1: a foreign batch) and fields ----
-// message: seq, time (f64), then subject, headers, key, data with their lengths (i32, -1: absent)
-// foreign batch: first seq, time (f64), count (u32), format (u8), then subject and the batch's bytes with their lengths (i32)
-
-const MSG_HEAD = 1 + 8 + 8 + 4 * 4;
-const FOREIGN_HEAD = 1 + 8 + 8 + 4 + 1 + 4 + 4;
-const BATCH_MARK = 0x42;
-
-/** Encodes scanStored's items for a copy. */
-export function encodeBatch(items: readonly StoredItem[]): Buffer {
-  const subjects = items.map((m) => Buffer.from(m.subject));
-  let size = 5;
-  for (let i = 0; i < items.length; i++) {
-    const m = items[i];
-    size += isForeign(m) ? FOREIGN_HEAD + subjects[i].length + m.bytes.length : MSG_HEAD + subjects[i].length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + m.data.length;
-  }
-  const b = Buffer.allocUnsafe(size);
-  b[0] = BATCH_MARK;
-  b.writeUInt32LE(items.length, 1);
-  let at = 5;
-  for (let i = 0; i < items.length; i++) {
-    const m = items[i];
-    if (isForeign(m)) {
-      b[at] = 1;
-      b.writeDoubleLE(m.firstSeq, at + 1);
-      b.writeDoubleLE(m.time, at + 9);
-      b.writeUInt32LE(m.count, at + 17);
-      b[at + 21] = m.format;
-      b.writeInt32LE(subjects[i].length, at + 22);
-      b.writeInt32LE(m.bytes.length, at + 26);
-      at += FOREIGN_HEAD;
-      at += subjects[i].copy(b, at);
-      at += m.bytes.copy(b, at);
-      continue;
-    }
-    b[at] = 0;
-    b.writeDoubleLE(m.seq, at + 1);
-    b.writeDoubleLE(m.time, at + 9);
-    b.writeInt32LE(subjects[i].length, at + 17);
-    b.writeInt32LE(m.headers === null ? -1 : m.headers.length, at + 21);
-    b.writeInt32LE(m.key === null ? -1 : m.key.length, at + 25);
-    b.writeInt32LE(m.data.length, at + 29);
-    at += MSG_HEAD;
-    at += subjects[i].copy(b, at);
-    if (m.headers !== null) at += m.headers.copy(b, at);
-    if (m.key !== null) at += m.key.copy(b, at);
-    at += m.data.copy(b, at);
-  }
-  return b;
-}
-
-/** Decodes a copy answer; an error answer (JSON) or a malformed one throws. */
-export function decodeBatch(b: Buffer): StoredItem[] {
-  if (b.length > 0 && b[0] !== BATCH_MARK) {
-    let why = "bad answer";
-    try {
-      why = String((JSON.parse(b.toString()) as { error?: unknown }).error ?? why);
-    } catch {
-      // not JSON after all
-    }
-    throw new Error(why);
-  }
-  if (b.length < 5 || b[0] !== BATCH_MARK) throw new Error("bad copy answer");
-  const n = b.readUInt32LE(1);
-  const out: StoredItem[] = [];
-  let at = 5;
-  const part = (len: number): Buffer | null => {
-    if (len < 0) return null;
-    if (at + len > b.length) throw new Error("short copy answer");
-    const v = Buffer.from(b.subarray(at, at + len));
-    at += len;
-    return v;
-  };
-  for (let i = 0; i < n; i++) {
-    if (at + 1 > b.length) throw new Error("short copy answer");
-    if (b[at] === 1) {
-      if (at + FOREIGN_HEAD > b.length) throw new Error("short copy answer");
-      const firstSeq = b.readDoubleLE(at + 1);
-      const time = b.readDoubleLE(at + 9);
-      const count = b.readUInt32LE(at + 17);
-      const format = b[at + 21];
-      const [sl, bl] = [b.readInt32LE(at + 22), b.readInt32LE(at + 26)];
-      at += FOREIGN_HEAD;
-      const subject = (part(sl) ?? Buffer.alloc(0)).toString();
-      out.push({ format, firstSeq, count, time, subject, bytes: part(bl) ?? Buffer.alloc(0) });
-      continue;
-    }
-    if (at + MSG_HEAD > b.length) throw new Error("short copy answer");
-    const seq = b.readDoubleLE(at + 1);
-    const time = b.readDoubleLE(at + 9);
-    const [sl, hl, kl, dl] = [b.readInt32LE(at + 17), b.readInt32LE(at + 21), b.readInt32LE(at + 25), b.readInt32LE(at + 29)];
-    at += MSG_HEAD;
-    const subject = (part(sl) ?? Buffer.alloc(0)).toString();
-    out.push({ seq, time, subject, headers: part(hl), key: part(kl), data: part(dl) ?? Buffer.alloc(0) });
-  }
-  return out;
 }

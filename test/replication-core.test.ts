@@ -1,0 +1,544 @@
+/**
+ * The replication core of one partition (src/streams/replication.ts), in
+ * process: a leader and followers on memory and file logs, joined by a fake
+ * transport that drops, delays and hands back late answers. Replicas end
+ * identical (sequences, gaps, times, Kafka batch bytes, epochs), the high
+ * watermark only passes what every ISR member has, a follower from an older
+ * epoch truncates what was never acknowledged (KIP-101), and the limits hold.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { FileLog } from "../src/store/file-log.js";
+import { MemoryLog } from "../src/store/memory-log.js";
+import { LeaderEpochs } from "../src/store/leader-epochs.js";
+import { appendAsync, isForeign, runOf, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { appendItems, itemEnd, readCopy } from "../src/streams/copy-batch.js";
+import {
+  decodeEndOfAnswer,
+  decodeFetchAnswer,
+  encodeRequest,
+  FETCH_BYTES,
+  MAX_PARKED,
+  MAX_WAITERS,
+  ReplicaError,
+  ReplicaFollower,
+  ReplicaLeader,
+  type FetchAnswer,
+  type FollowerLog,
+  type ReplicaTransport,
+} from "../src/streams/replication.js";
+import { rng } from "./helpers/random.js";
+
+const FORMAT = 7;
+
+/** A toy foreign format (a JSON array of values), as store-copy.test.ts: the store keeps its bytes whole. */
+const toy: ForeignRecords = {
+  async decode(format, bytes, firstSeq, time, subject) {
+    assert.equal(format, FORMAT);
+    const values = JSON.parse(bytes.toString()) as string[];
+    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
+  },
+};
+
+async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Whether `p` settles within a few event-loop turns (a held fetch does not). */
+async function soon(p: Promise<unknown>): Promise<"answered" | "held"> {
+  return Promise.race([p.then(() => "answered" as const, () => "answered" as const), turns(50).then(() => "held" as const)]);
+}
+
+const turns = async (n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+/**
+ * A log whose truncateFrom rebuilds it from its prefix in a fresh log (the
+ * store's own truncateFrom is built separately): what a follower needs,
+ * faithful in what it keeps (sequences, gaps, times, batches whole).
+ */
+function truncatable(first: MessageLog, fresh: () => Promise<MessageLog>): FollowerLog {
+  let cur = first;
+  const truncateFrom = async (seq: number): Promise<void> => {
+    const old = cur;
+    if (old.state().lastSeq < seq) return;
+    const copy = await fresh();
+    let next = 1;
+    for (;;) {
+      const items = await readCopy(old, next, 256, 1 << 20);
+      const kept = items.filter((it) => (isForeign(it) ? it.firstSeq : it.seq) < seq);
+      for (const it of kept) assert.ok(itemEnd(it) <= seq, "truncation inside a batch kept whole");
+      if (kept.length === 0) break;
+      next = await appendItems(copy, kept, next);
+      if (kept.length < items.length) break;
+    }
+    await old.close();
+    cur = copy;
+  };
+  return new Proxy({} as FollowerLog, {
+    get(_, key) {
+      if (key === "truncateFrom") return truncateFrom;
+      const v = (cur as unknown as Record<string | symbol, unknown>)[key];
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(cur) : v;
+    },
+  });
+}
+
+interface Node {
+  name: string;
+  log: FollowerLog;
+  epochs: LeaderEpochs;
+}
+
+/** Temp dirs of the test, removed at its end. */
+function scratch(t: { after(fn: () => void): void }): () => string {
+  const root = mkdtempSync(join(tmpdir(), "nagare-repl-"));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  let n = 0;
+  return () => join(root, `d${n++}`);
+}
+
+async function node(name: string, kind: "file" | "memory", dir: () => string, nodes: Node[]): Promise<Node> {
+  const make = async (): Promise<MessageLog> => (kind === "file" ? FileLog.open({ dir: dir(), foreign: toy }) : new MemoryLog({ foreign: toy }));
+  const epochs = kind === "file" ? await LeaderEpochs.open(join(dir(), "epochs.json")) : LeaderEpochs.inMemory();
+  const n = { name, log: truncatable(await make(), make), epochs };
+  nodes.push(n);
+  return n;
+}
+
+/** A transport to whichever leader it is pointed at, with seeded faults: requests whose answer is lost, answers late by a few turns, and a late answer to an earlier request handed back instead of the right one. */
+class Link implements ReplicaTransport {
+  private last: Buffer | null = null;
+  constructor(
+    public leader: ReplicaLeader | null,
+    private readonly faults: { drop: number; stale: number; delayTurns: number; seed: number } = { drop: 0, stale: 0, delayTurns: 0, seed: 1 },
+    private readonly rand = rng(faults.seed),
+  ) {}
+
+  request(body: Buffer): Promise<Buffer | null> {
+    const leader = this.leader;
+    if (leader === null) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      if (this.rand() < this.faults.drop) {
+        leader.serve(body, () => undefined);
+        resolve(null);
+        return;
+      }
+      leader.serve(body, (answer) => {
+        const out = this.last !== null && this.rand() < this.faults.stale ? this.last : answer;
+        this.last = answer;
+        void turns(Math.floor(this.rand() * (this.faults.delayTurns + 1))).then(() => resolve(out));
+      });
+    });
+  }
+}
+
+function follow(n: Node, epoch: number, link: Link, errors: Error[] = []): ReplicaFollower {
+  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e) });
+  f.start();
+  return f;
+}
+
+const end = (n: Node): number => n.log.state().lastSeq + 1;
+
+/** Appends a message (or a Kafka-like batch) on the leader and tells it: the store's callback is where a stream would. */
+async function write(leader: ReplicaLeader, n: Node, i: number, tag = ""): Promise<number> {
+  let last: number;
+  if (i % 17 === 0) {
+    const values = [`${tag}b${i}a`, `${tag}b${i}b`, `${tag}b${i}c`];
+    const first = await new Promise<number>((resolve, reject) =>
+      n.log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
+    );
+    last = first + values.length - 1;
+  } else {
+    last = await appendAsync(n.log, {
+      subject: `s.${i % 3}`,
+      data: Buffer.from(`${tag}m${i}`),
+      key: i % 2 === 0 ? Buffer.from(`k${i}`) : null,
+      headers: i % 5 === 0 ? Buffer.from(`NATS/1.0\r\nNats-Msg-Id: ${tag}${i}\r\n\r\n`) : null,
+    });
+  }
+  leader.appended(last);
+  return last;
+}
+
+/** Everything a reader can tell of a log: state, gaps, each stored item with its time and bytes, and its epochs. */
+async function picture(n: Node): Promise<unknown> {
+  const st = n.log.state();
+  const items = await n.log.scanStored(1, { maxMessages: 100_000, maxBytes: 1 << 30 });
+  return {
+    first: st.firstSeq,
+    last: st.lastSeq,
+    messages: st.messages,
+    deleted: n.log.deletedSequences(10_000),
+    epochs: n.epochs.list(),
+    items: items.map((m: StoredItem) =>
+      isForeign(m)
+        ? `batch ${m.firstSeq}+${m.count} @${m.time} ${m.bytes.toString()}`
+        : `${m.seq} @${m.time} ${m.subject} k=${m.key?.toString() ?? "-"} h=${m.headers?.toString() ?? "-"} ${m.data.toString()}`,
+    ),
+  };
+}
+
+/** A leader's log as a moved-in one looks: explicit old times, a purged front, gaps inside and at its end, a batch kept whole. */
+async function history(n: Node): Promise<void> {
+  const copy = (seq: number, time: number, values: string[]): Promise<number> =>
+    new Promise((resolve, reject) =>
+      n.log.appendCopy(seq, time, runOf(values.map((v) => ({ subject: "h.x", data: Buffer.from(v) }))), (err, s) => (err ? reject(err) : resolve(s))),
+    );
+  await copy(1, 1_000, ["h1", "h2", "h3"]);
+  await copy(4, 2_000, ["h4", "h5", "h6", "h7"]);
+  await copy(20, 3_000, ["h20", "h21"]); // 8..19 skipped
+  await new Promise<number>((resolve, reject) =>
+    n.log.appendCopy(22, 3_000, { format: FORMAT, subject: "k.t", count: 2, bytes: Buffer.from(JSON.stringify(["x", "y"])) }, (err, s) => (err ? reject(err) : resolve(s))),
+  );
+  await copy(24, 4_000, ["h24", "h25", "h26"]);
+  await n.log.purge({ upTo: 3 });
+  assert.equal(await n.log.delete(5), true);
+  assert.equal(await n.log.delete(26), true); // the end is a gap: followers must move past it
+}
+
+/** A fetch straight to the leader, answered (decoded) or thrown as its ReplicaError. */
+function fetchFrom(leader: ReplicaLeader, follower: string, from: number, opts: { epoch?: number; maxBytes?: number; maxWaitMs?: number } = {}): Promise<FetchAnswer> {
+  const req = encodeRequest({ op: "fetch", follower, from, epoch: opts.epoch ?? leader.epoch, maxBytes: opts.maxBytes ?? FETCH_BYTES, maxWaitMs: opts.maxWaitMs ?? 0 });
+  return new Promise((resolve, reject) =>
+    leader.serve(req, (b) => {
+      try {
+        resolve(decodeFetchAnswer(b));
+      } catch (err) {
+        reject(err);
+      }
+    }),
+  );
+}
+
+test("a leader and two followers converge to identical logs through a faulty transport", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "file", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  const c = await node("c", "file", dir, nodes);
+  await history(a);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  assert.deepEqual(a.epochs.list(), [{ epoch: 1, start: 27 }]);
+  const errors: Error[] = [];
+  const fb = follow(b, 1, new Link(leader, { drop: 0.15, stale: 0.15, delayTurns: 3, seed: 11 }), errors);
+  const fc = follow(c, 1, new Link(leader, { drop: 0.15, stale: 0.15, delayTurns: 3, seed: 12 }), errors);
+  // The history first: its last sequence (26) is deleted, so the followers' logs must move past it without a record.
+  await until(() => end(b) === 27 && end(c) === 27, "the followers past the leader's deleted tail");
+  const early = (x: unknown): unknown => ({ ...(x as object), epochs: undefined });
+  assert.deepEqual(early(await picture(b)), early(await picture(a)));
+  assert.deepEqual(b.epochs.list(), [], "epoch 1 wrote nothing yet: followers record it with its first write");
+  const acked: number[] = [];
+  let last = 0;
+  for (let i = 1; i <= 150; i++) {
+    last = await write(leader, a, i);
+    if (i % 10 === 0) assert.equal(leader.whenReplicated(last, (err) => (assert.equal(err, null), acked.push(last))), true);
+  }
+  await until(() => leader.highWatermark === end(a) && end(b) === end(a) && end(c) === end(a), "both followers at the leader's end");
+  await fb.close();
+  await fc.close();
+  assert.equal(acked.length, 15);
+  assert.deepEqual(acked, [...acked].sort((x, y) => x - y));
+  assert.ok(errors.some((e) => /late answer/.test(e.message)), "the fault schedule handed back a late answer");
+  const want = await picture(a);
+  assert.deepEqual(await picture(b), want);
+  assert.deepEqual(await picture(c), want);
+  assert.equal((want as { first: number }).first, 3);
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("the high watermark passes a sequence only once every ISR member has it; whenReplicated fires in order", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 0, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  const fired: number[] = [];
+  // Registered out of order: still called in order of sequence. One function for all, each write's context handed to it.
+  const onReplicated = (err: Error | null, seq: number): void => {
+    assert.equal(err, null);
+    fired.push(seq);
+  };
+  for (const seq of [5, 4, 1, 2, 3]) leader.whenReplicated(seq, onReplicated, seq);
+  assert.equal(leader.highWatermark, 1);
+  const got = await fetchFrom(leader, "b", 1);
+  assert.deepEqual(got.items.map((m) => (isForeign(m) ? m.firstSeq : m.seq)), [1, 2, 3, 4, 5]);
+  assert.equal(got.highWatermark, 1);
+  await fetchFrom(leader, "b", 6); // b has 1..5
+  assert.equal(leader.highWatermark, 1, "c has nothing yet");
+  assert.deepEqual(fired, []);
+  await fetchFrom(leader, "c", 4); // c has 1..3
+  assert.equal(leader.highWatermark, 4);
+  assert.deepEqual(fired, [1, 2, 3]);
+  // A late copy of c's first fetch acknowledges nothing less.
+  await fetchFrom(leader, "c", 1);
+  assert.equal(leader.highWatermark, 4);
+  await fetchFrom(leader, "c", 6);
+  assert.equal(leader.highWatermark, 6);
+  assert.deepEqual(fired, [1, 2, 3, 4, 5]);
+  // Already replicated: called at once.
+  let now = false;
+  leader.whenReplicated(3, () => (now = true));
+  assert.equal(now, true);
+  // Leadership ends: waiters are told.
+  const errs: Array<Error | null> = [];
+  await write(leader, a, 6);
+  leader.whenReplicated(6, (err) => errs.push(err));
+  leader.close("a new leader");
+  assert.equal(errs.length, 1);
+  assert.match(errs[0]!.message, /a new leader/);
+  await assert.rejects(fetchFrom(leader, "b", 6), (e: ReplicaError) => e.code === "not_leader");
+});
+
+test("a follower that falls behind is reported lagging, leaves the ISR, catches up and is ready to join again", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  const c = await node("c", "file", dir, nodes);
+  let now = 1_000_000;
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 3, replicas: ["a", "b", "c"], isr: ["a", "b", "c"], now: () => now });
+  const fb = follow(b, 3, new Link(leader));
+  let fc = follow(c, 3, new Link(leader));
+  for (let i = 1; i <= 20; i++) await write(leader, a, i);
+  await until(() => leader.highWatermark === end(a), "HW at the end");
+  await fc.close();
+  const stuck = end(a);
+  let last = 0;
+  for (let i = 21; i <= 40; i++) last = await write(leader, a, i);
+  let replicated = false;
+  leader.whenReplicated(last, () => (replicated = true));
+  await until(() => end(b) === end(a), "b caught up");
+  assert.equal(leader.highWatermark, stuck, "c holds the high watermark");
+  assert.deepEqual(leader.lagging(30_000), []);
+  now += 31_000;
+  assert.deepEqual(leader.lagging(30_000), ["c"], "b is caught up (at the end), c is not");
+  const st = leader.status().find((s) => s.name === "c")!;
+  assert.equal(st.lag, end(a) - stuck);
+  assert.ok(st.behindMs > 30_000);
+  leader.setIsr(["a", "b"]);
+  assert.equal(leader.highWatermark, end(a));
+  assert.equal(replicated, true);
+  assert.deepEqual(leader.readyToJoin(), []);
+  fc = follow(c, 3, new Link(leader));
+  await until(() => leader.readyToJoin().includes("c"), "c ready to join");
+  leader.setIsr(["a", "b", "c"]);
+  assert.deepEqual(leader.status().map((s) => s.inSync), [true, true]);
+  assert.deepEqual(await picture(c), await picture(a));
+  await fb.close();
+  await fc.close();
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("KIP-101: a returning replica truncates what an older epoch wrote and nobody acknowledged, and ends identical to the new leader", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "file", dir, nodes);
+  const b = await node("b", "file", dir, nodes);
+  const c = await node("c", "memory", dir, nodes);
+  const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  const fb = follow(b, 1, new Link(la));
+  const fc = follow(c, 1, new Link(la));
+  for (let i = 1; i <= 10; i++) await write(la, a, i);
+  await until(() => la.highWatermark === 11, "1..10 replicated");
+  await fb.close();
+  await fc.close();
+  // a goes on alone: 11..15 are never on the other replicas, so never acknowledged.
+  const lost: Array<Error | null> = [];
+  for (let i = 11; i <= 15; i++) la.whenReplicated(await write(la, a, i, "old-"), (err) => lost.push(err));
+  assert.equal(end(a), 16);
+  // a dies; b leads in epoch 2 with c; its writes take 11.. again.
+  la.close("leader a lost its lease");
+  assert.equal(lost.length, 5);
+  assert.ok(lost.every((e) => e !== null));
+  const lb = await ReplicaLeader.create({ self: "b", log: b.log, epochs: b.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["b", "c"], highWatermark: 11 });
+  const fc2 = follow(c, 2, new Link(lb));
+  for (let i = 11; i <= 13; i++) await write(lb, b, i, "new-");
+  await until(() => lb.highWatermark === end(b), "c follows b");
+  // a returns as b's follower: asks where epoch 1 ends at b (11), cuts 11..15, fetches epoch 2's writes.
+  const fa = follow(a, 2, new Link(lb));
+  await until(() => end(a) === end(b) && fa.rounds > 0, "a follows b");
+  await fa.close();
+  await fc2.close();
+  const want = await picture(b);
+  assert.deepEqual((want as { epochs: unknown }).epochs, [
+    { epoch: 1, start: 1 },
+    { epoch: 2, start: 11 },
+  ]);
+  assert.deepEqual(await picture(a), want);
+  assert.deepEqual(await picture(c), want);
+  assert.ok(!JSON.stringify(await picture(a)).includes("old-"));
+  lb.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("KIP-279: a replica that never saw the leader's epoch asks again about an older one and cuts where they agree", async () => {
+  const nodes: Node[] = [];
+  const l = await node("l", "memory", () => "", nodes);
+  const f = await node("f", "memory", () => "", nodes);
+  const copy = (n: Node, seq: number, time: number, data: string): Promise<number> =>
+    new Promise((resolve, reject) => n.log.appendCopy(seq, time, runOf([{ subject: "x", data: Buffer.from(data) }]), (err, s) => (err ? reject(err) : resolve(s))));
+  // The leader: epoch 1 wrote 1..39, epoch 2 40..59, epoch 4 60..70.
+  for (let seq = 1; seq <= 70; seq++) await copy(l, seq, 1000 + seq, `L${seq}`);
+  for (const [epoch, start] of [[1, 1], [2, 40], [4, 60]]) await l.epochs.assign(epoch, start);
+  // The replica: the same 1..39 in epoch 1, then 40..49 of its own in epoch 1 and 50..55 in epoch 3, which the leader never had.
+  for (let seq = 1; seq <= 39; seq++) await copy(f, seq, 1000 + seq, `L${seq}`);
+  for (let seq = 40; seq <= 55; seq++) await copy(f, seq, 5000 + seq, `F${seq}`);
+  for (const [epoch, start] of [[1, 1], [3, 50]]) await f.epochs.assign(epoch, start);
+  const leader = await ReplicaLeader.create({ self: "l", log: l.log, epochs: l.epochs, epoch: 4, replicas: ["l", "f"], isr: ["l"] });
+  const asked: number[] = [];
+  const link = new Link(leader);
+  const transport: ReplicaTransport = {
+    request(body) {
+      const req = JSON.parse(body.toString()) as { op: string; of?: number };
+      if (req.op === "endOf") asked.push(req.of!);
+      return link.request(body);
+    },
+  };
+  const errors: Error[] = [];
+  const fol = new ReplicaFollower({ self: "f", log: f.log, epochs: f.epochs, epoch: 4, transport, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e) });
+  fol.start();
+  await until(() => end(f) === end(l) && fol.rounds > 0, "the replica at the leader's end");
+  await fol.close();
+  // endOf(3) at the leader is epoch 2 (ends at 60), which the replica lacks: it asks about epoch 1 (ends at 40) and cuts there.
+  assert.deepEqual(asked, [3, 1]);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(await picture(f), await picture(l));
+  leader.close();
+});
+
+test("leaders change under writes and faults: every acknowledged write survives and the replicas end identical", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const all = [await node("a", "file", dir, nodes), await node("b", "memory", dir, nodes), await node("c", "file", dir, nodes)];
+  const names = all.map((n) => n.name);
+  const rand = rng(7);
+  const acknowledged = new Map<number, string>();
+  let leaderNode = all[0];
+  let hw = 1;
+  let i = 0;
+  for (let epoch = 1; epoch <= 4; epoch++) {
+    const leader = await ReplicaLeader.create({ self: leaderNode.name, log: leaderNode.log, epochs: leaderNode.epochs, epoch, replicas: names, isr: names, highWatermark: hw });
+    const followers = all
+      .filter((n) => n !== leaderNode)
+      .map((n, k) => ({ n, f: follow(n, epoch, new Link(leader, { drop: 0.1, stale: 0.1, delayTurns: 2, seed: epoch * 10 + k })) }));
+    const acks: Array<Promise<void>> = [];
+    for (let k = 0; k < 30; k++) {
+      const tag = `e${epoch}-`;
+      const seq = await write(leader, leaderNode, ++i, tag);
+      const item = (await leaderNode.log.get(seq))!;
+      acks.push(new Promise((resolve) => leader.whenReplicated(seq, (err) => (err === null && acknowledged.set(seq, `${item.time} ${item.data.toString()}`), resolve()))));
+    }
+    await until(() => leader.highWatermark >= end(leaderNode) - 5, "most of this epoch replicated");
+    // The followers stop at different points, the leader writes a tail nobody may have, then it is gone.
+    await followers[0].f.close();
+    for (let k = 0; k < 4; k++) await write(leader, leaderNode, ++i, `tail${epoch}-`);
+    await turns(Math.floor(rand() * 20));
+    await followers[1].f.close();
+    hw = leader.highWatermark;
+    leader.close("leadership moves");
+    await Promise.all(acks);
+    // Any ISR member has everything acknowledged: the next leader is one of the followers.
+    leaderNode = followers[Math.floor(rand() * 2)].n;
+  }
+  const last = await ReplicaLeader.create({ self: leaderNode.name, log: leaderNode.log, epochs: leaderNode.epochs, epoch: 5, replicas: names, isr: names, highWatermark: hw });
+  const fs = all.filter((n) => n !== leaderNode).map((n) => follow(n, 5, new Link(last)));
+  for (let k = 0; k < 5; k++) await write(last, leaderNode, ++i, "e5-");
+  await until(() => last.highWatermark === end(leaderNode) && all.every((n) => end(n) === end(leaderNode)), "all at the last leader's end");
+  for (const f of fs) await f.close();
+  const want = await picture(leaderNode);
+  for (const n of all) assert.deepEqual(await picture(n), want, `${n.name} equals leader ${leaderNode.name}`);
+  assert.ok(acknowledged.size > 100);
+  for (const [seq, what] of acknowledged) {
+    const m = (await leaderNode.log.get(seq))!;
+    assert.equal(`${m.time} ${m.data.toString()}`, what, `acknowledged ${seq} kept`);
+  }
+  last.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a fetch with nothing new waits and is answered as soon as an append lands; held fetches are bounded", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const many = Array.from({ length: MAX_PARKED + 2 }, (_, k) => `f${k}`);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", ...many], isr: ["a"] });
+  await write(leader, a, 1);
+  const held = fetchFrom(leader, "f0", 2, { maxWaitMs: 60_000 });
+  assert.equal(await soon(held), "held", "held while there is nothing new");
+  const seq = await write(leader, a, 2);
+  assert.equal(await soon(held), "answered", "answered when the append lands, not at max wait");
+  assert.deepEqual((await held).items.map((m) => (isForeign(m) ? m.firstSeq : m.seq)), [seq]);
+  // MAX_PARKED held at once; the next is answered at once, empty.
+  const parked = many.slice(0, MAX_PARKED).map((f) => fetchFrom(leader, f, 3, { maxWaitMs: 60_000 }));
+  assert.equal(await soon(parked[1]), "held");
+  const extra = fetchFrom(leader, many[MAX_PARKED], 3, { maxWaitMs: 60_000 });
+  assert.equal(await soon(extra), "answered");
+  assert.equal((await extra).items.length, 0);
+  // A follower's newer fetch answers its older held one at once.
+  void fetchFrom(leader, many[0], 3, { maxWaitMs: 0 });
+  assert.equal(await soon(parked[0]), "answered");
+  assert.equal((await parked[0]).items.length, 0);
+  leader.close("closing");
+  for (const p of parked.slice(1)) await assert.rejects(p, (e: ReplicaError) => e.code === "not_leader");
+  await a.log.close();
+});
+
+test("limits: an answer stays within FETCH_BYTES however much is asked; waiters are bounded; bad requests get errors", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  const big = Buffer.alloc(10_000, 0x61);
+  for (let i = 0; i < 100; i++) leader.appended(await appendAsync(a.log, { subject: "s", data: big }));
+  let from = 1;
+  let rounds = 0;
+  while (from < end(a)) {
+    const req = encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, maxBytes: 1e12, maxWaitMs: 0 });
+    const raw = await new Promise<Buffer>((resolve) => leader.serve(req, resolve));
+    assert.ok(raw.length <= FETCH_BYTES, `answer of ${raw.length} bytes`);
+    const got = decodeFetchAnswer(raw);
+    assert.ok(got.items.length > 0);
+    from = got.next;
+    rounds++;
+  }
+  assert.ok(rounds >= 4);
+  const one = await fetchFrom(leader, "b", 1, { maxBytes: 1 });
+  assert.equal(one.items.length, 1, "at least one item, however small the bound");
+  // Waiters: MAX_WAITERS at most (b never acknowledges).
+  let refused = 0;
+  for (let k = 0; k <= MAX_WAITERS; k++) if (!leader.whenReplicated(100, () => undefined)) refused++;
+  assert.equal(refused, 1);
+  // Bad requests: each its error, nothing thrown.
+  const ask = (body: Buffer): Promise<unknown> =>
+    new Promise((resolve, reject) =>
+      leader.serve(body, (b) => {
+        try {
+          resolve(decodeFetchAnswer(b));
+        } catch (err) {
+          reject(err);
+        }
+      }),
+    );
+  const code = (c: string) => (e: ReplicaError) => e instanceof ReplicaError && e.code === c;
+  await assert.rejects(ask(Buffer.from("\x00garbage")), code("bad_request"));
+  await assert.rejects(ask(encodeRequest({ op: "fetch", follower: "zz", from: 1, epoch: 1, maxBytes: 1, maxWaitMs: 0 })), code("bad_request"));
+  await assert.rejects(fetchFrom(leader, "b", 1, { epoch: 0 }), code("fenced"));
+  await assert.rejects(fetchFrom(leader, "b", 1, { epoch: 2 }), code("unknown_epoch"));
+  await assert.rejects(fetchFrom(leader, "b", end(a) + 1), code("out_of_range"));
+  // Malformed answers are errors, not crashes.
+  const good = await new Promise<Buffer>((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, maxBytes: 100, maxWaitMs: 0 }), resolve));
+  for (const cut of [1, 4, 20, good.length - 3]) assert.throws(() => decodeFetchAnswer(good.subarray(0, cut)), ReplicaError);
+  assert.throws(() => decodeEndOfAnswer(Buffer.from("{}")), ReplicaError);
+  leader.close();
+  await a.log.close();
+});
