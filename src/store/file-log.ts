@@ -636,6 +636,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       while (this.writing || this.scheduled || this.maintenance !== null || this.reopenRun !== null) {
         await (this.maintenance ?? this.reopenRun ?? new Promise<void>((r) => setImmediate(r)));
       }
+      // A background save of lost.json (damage found by a read) would undo the truncation's clip of it.
+      await this.lost.settled();
       refused = this.unusable();
       if (refused !== null) throw refused;
       if (seq > this.lastSeq) return this.lastSeq + 1;
@@ -2195,9 +2197,15 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- lifecycle ----
 
   /** Writes what is queued (and pending tombstones), then indexes and closes the files. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    await this.truncations;
+  close(): Promise<void> {
+    // A truncation stops the writer: the close waits for it, and a second close for the first.
+    this.closing ??= this.truncations.then(() => this.closeNow());
+    return this.closing;
+  }
+
+  private closing: Promise<void> | null = null;
+
+  private async closeNow(): Promise<void> {
     if (this.closed) return;
     if (this.tombTimer) clearTimeout(this.tombTimer);
     this.tombTimer = null;
