@@ -316,11 +316,15 @@ test("memory log: truncation below the first sequence leaves an empty log that g
  * A disk that loses power at its `at`-th change (a write, truncate, sync,
  * open, rename or removal) once armed: what survives is the simulated disk's
  * crash image (synced state plus a seeded, possibly torn, part of the rest).
+ * With `failOnly`, that change fails instead and the disk goes on working.
  */
 class CrashingFs implements StoreFs {
   armed = false;
   count = 0;
   survivor: SimFs | null = null;
+  /** The change fails with EIO once and the disk goes on working (no power loss). */
+  failOnly = false;
+  private failed = false;
 
   constructor(
     private readonly inner: SimFs,
@@ -329,8 +333,12 @@ class CrashingFs implements StoreFs {
   ) {}
 
   step(): void {
-    if (!this.armed || this.survivor !== null) return;
-    if (++this.count === this.at) {
+    if (!this.armed || this.survivor !== null || this.failed) return;
+    if (++this.count === this.at && this.failOnly) {
+      this.failed = true;
+      throw Object.assign(new Error("EIO: simulated failure"), { code: "EIO" });
+    }
+    if (this.count === this.at) {
       this.survivor = this.inner.crash(this.random);
       throw Object.assign(new Error("EIO: simulated crash"), { code: "EIO" });
     }
@@ -418,4 +426,54 @@ test("file log: a crash at any step of a truncation leaves the log before it or 
     }
   }
   assert.ok(before > 0 && after > 0, `crashes left both outcomes (${before} before, ${after} after)`);
+});
+
+test("file log: a storage error at any step of a truncation is sticky, and the reopen leaves the log before or after", async () => {
+  const ops = script(23);
+  let before = 0;
+  let after = 0;
+  const open = (fs: StoreFs): Promise<FileLog> => FileLog.open({ dir: DIR, fs, foreign: toy, maxSegmentBytes: 400, reopenDelayMs: 5 });
+  const setup = async (fs: StoreFs): Promise<FileLog> => {
+    const first = await open(fs);
+    await play(first, ops);
+    await first.close();
+    return open(fs);
+  };
+  const newDisk = async (): Promise<SimFs> => {
+    const fs = new SimFs();
+    await fs.mkdirp(DIR);
+    return fs;
+  };
+  const cut = 9;
+  const counting = new CrashingFs(await newDisk(), Infinity, Math.random);
+  const ref = await setup(counting);
+  const wantBefore = await picture(ref);
+  counting.armed = true;
+  await ref.truncateFrom(cut);
+  const steps = counting.count;
+  const wantAfter = await picture(ref);
+  await ref.close();
+  for (let at = 1; at <= steps; at++) {
+    const failing = new CrashingFs(await newDisk(), at, Math.random);
+    failing.failOnly = true;
+    const log = await setup(failing);
+    failing.armed = true;
+    await assert.rejects(log.truncateFrom(cut), /storage failed/);
+    assert.match(log.state().error ?? "", /EIO/);
+    await assert.rejects(new Promise((resolve, reject) => log.append({ subject: "z", data: Buffer.from("z") }, cb(resolve, reject))), /storage failed/);
+    // The log reopens itself from the disk (which works again): the truncation done, or not begun.
+    const deadline = Date.now() + 10_000;
+    while (log.state().error !== null) {
+      if (Date.now() > deadline) assert.fail(`change ${at} of ${steps}: the log never reopened`);
+      await new Promise((r) => setImmediate(r));
+    }
+    const got = await picture(log);
+    if (isDeepStrictEqual(got, wantAfter)) after++;
+    else {
+      assert.deepEqual(got, wantBefore, `a failure at change ${at} of ${steps} left neither the log before nor the one after`);
+      before++;
+    }
+    await log.close();
+  }
+  assert.ok(before > 0 && after > 0, `failures left both outcomes (${before} before, ${after} after)`);
 });

@@ -346,6 +346,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private readonly quarantined = new Set<string>();
   /** A truncation runs: the write loop and maintenance start nothing new. */
   private truncating = false;
+  /** A truncation failed after it may have changed files: memory's picture of them is stale until the reopen. */
+  private truncationFailed = false;
   /** The truncations asked for, one after another. */
   private truncations: Promise<unknown> = Promise.resolve();
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files. */
@@ -645,14 +647,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const removals = this.index.removals;
       const messages = this.index.messages;
       try {
-        const last = this.segments[this.segments.length - 1];
         // What the cut keeps is durable before the decision is (sync "interval" and "never" leave it in the page cache).
-        if (this.sync !== "always" && last !== undefined) await last.fh.datasync();
+        const cut = this.segments.find((seg) => seg.name === intent.segment);
+        if (this.sync !== "always" && cut !== undefined) await cut.fh.datasync();
+        this.truncationFailed = true;
         await writeFileDurably(this.fs, join(this.dir, TRUNCATE_FILE), Buffer.from(JSON.stringify(intent)));
         await applyTruncation(this.fs, this.dir, intent);
         const fresh = new FileLog(this.dir, this.opts);
         await fresh.recover();
         this.takeOver(fresh);
+        this.truncationFailed = false;
       } catch (err) {
         // Half done on disk: memory no longer says what is there. The reopen completes the truncation.
         this.stick(err instanceof Error ? err : new Error(String(err)));
@@ -956,7 +960,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.reopenAttempts++;
     try {
       const last = this.segments[this.segments.length - 1];
-      if (last !== undefined && this.sync === "always") {
+      // After a failed truncation the files are not what memory says: the recovery below completes it.
+      if (last !== undefined && this.sync === "always" && !this.truncationFailed) {
         const fh = await this.fs.open(join(this.dir, last.name), "existing");
         try {
           if ((await fh.size()) > last.size) {
@@ -975,6 +980,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         return;
       }
       this.takeOver(fresh);
+      this.truncationFailed = false;
       this.writeError = null;
       this.reopenAttempts = 0;
       this.io.reopens++;
