@@ -11,7 +11,10 @@
  *   appends keep their order;
  * - no sequence that was acknowledged or seen is handed out again;
  * - a crash alone never loses an acknowledged message (nothing in `lost`
- *   may be acknowledged).
+ *   may be acknowledged);
+ * - a truncation (truncateFrom) removes every sequence from its cut and
+ *   hands them out again; one a crash interrupts happened wholly or not at
+ *   all.
  *
  * NAGARE_SIM_SEED replays one seed; NAGARE_SIM_SEEDS runs more of them.
  */
@@ -59,7 +62,7 @@ async function readAll(log: MessageLog): Promise<StoredMessage[]> {
   }
 }
 
-async function runSeed(seed: number, steps: number): Promise<{ crashes: number; acked: number }> {
+async function runSeed(seed: number, steps: number): Promise<{ crashes: number; acked: number; truncations: number }> {
   const r = rng(seed);
   let fs = new SimFs();
   await fs.mkdirp(DIR);
@@ -82,6 +85,7 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
   let highestSeq = 0;
   let inflight = 0;
   let crashes = 0;
+  let truncations = 0;
   const fail = (msg: string): never => assert.fail(`seed ${seed}: ${msg}${process.env.NAGARE_SIM_DEBUG ? "\n" + warnings.join("\n") : ""}`);
 
   const append = (): void => {
@@ -164,6 +168,30 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
       );
     }
   };
+  /** The log was truncated to `next`: what it held from there is gone for good, and those sequences come again. */
+  const truncated = (next: number): void => {
+    for (const [seq, id] of durable) {
+      if (seq < next) continue;
+      durable.delete(seq);
+      vanished.add(id);
+    }
+    for (const s of [...removed, ...maybeRemoved]) {
+      if (s < next) continue;
+      removed.delete(s);
+      maybeRemoved.delete(s);
+    }
+    highestSeq = Math.min(highestSeq, next - 1);
+  };
+  const crash = async (): Promise<void> => {
+    // Let some I/O happen first, so that crashes land in every phase of the write loop.
+    const turns = Math.floor(r() * 20);
+    for (let i = 0; i < turns; i++) await new Promise((res) => setImmediate(res));
+    fs = fs.crash(r);
+    epoch++;
+    inflight = 0;
+    crashes++;
+    log = await open();
+  };
   const verify = async (): Promise<void> => {
     const st = log.state();
     const all = await readAll(log);
@@ -214,15 +242,33 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
       log = await open();
       await verify();
     } else if (x < 0.88) {
-      // Let some I/O happen first, so that crashes land in every phase of the write loop.
-      const turns = Math.floor(r() * 20);
-      for (let i = 0; i < turns; i++) await new Promise((res) => setImmediate(res));
-      fs = fs.crash(r);
-      epoch++;
-      inflight = 0;
-      crashes++;
-      log = await open();
+      await crash();
       await verify();
+    } else if (x < 0.91) {
+      // Nothing else in flight: a delete queued behind a truncation could name a sequence it hands out again.
+      await quiesce();
+      const cut = 1 + Math.floor(r() * (highestSeq + 2));
+      const e = epoch;
+      let done = false;
+      const run = log.truncateFrom(cut).then(
+        (next) => {
+          if (e !== epoch) return;
+          done = true;
+          truncations++;
+          truncated(next);
+        },
+        (err: Error) => (e === epoch ? fail(`truncate from ${cut}: ${err.message}`) : undefined),
+      );
+      if (r() < 0.5) await run;
+      else {
+        await crash();
+        // Interrupted: it happened wholly (the log ends before the cut) or not at all.
+        if (!done && cut <= highestSeq && log.state().lastSeq === cut - 1) {
+          truncations++;
+          truncated(cut);
+        }
+        await verify();
+      }
     }
   }
   await quiesce();
@@ -230,7 +276,7 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
   log = await open();
   await verify();
   await log.close();
-  return { crashes, acked: durable.size };
+  return { crashes, acked: durable.size, truncations };
 }
 
 test("seeded power-loss model: acknowledged writes survive, nothing returns, no sequence is reused", async (t) => {
@@ -238,6 +284,7 @@ test("seeded power-loss model: acknowledged writes survive, nothing returns, no 
   const seeds = one !== undefined ? [Number(one)] : Array.from({ length: Number(process.env.NAGARE_SIM_SEEDS ?? 12) }, (_, i) => 1000 + i);
   let crashes = 0;
   let acked = 0;
+  let truncations = 0;
   const budget = detailCache.budget;
   try {
     for (const seed of seeds) {
@@ -246,10 +293,12 @@ test("seeded power-loss model: acknowledged writes survive, nothing returns, no 
       const res = await runSeed(seed, Number(process.env.NAGARE_SIM_STEPS ?? 600));
       crashes += res.crashes;
       acked += res.acked;
+      truncations += res.truncations;
     }
   } finally {
     detailCache.budget = budget;
   }
-  t.diagnostic(`${seeds.length} seeds, ${crashes} crashes, ${acked} acknowledged messages checked`);
+  t.diagnostic(`${seeds.length} seeds, ${crashes} crashes, ${truncations} truncations, ${acked} acknowledged messages checked`);
   assert.ok(crashes > seeds.length, "crashes happened");
+  assert.ok(truncations > seeds.length, "truncations happened");
 });

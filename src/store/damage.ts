@@ -85,6 +85,22 @@ export class LostRecord {
 }
 
 /**
+ * Rewrites `dir`'s lost.json without the sequences from `next` on (a
+ * truncation there hands them out again); nothing to do if none is listed.
+ */
+export async function forgetLostFrom(fs: StoreFs, dir: string, next: number): Promise<void> {
+  let list: LostRange[];
+  try {
+    list = JSON.parse((await fs.readFile(join(dir, LOST_FILE))).toString("utf8")) as LostRange[];
+  } catch {
+    return; // none, or unreadable: the next open rewrites it from what it finds
+  }
+  if (!list.some((l) => l.to >= next)) return;
+  const kept = list.filter((l) => l.from < next).map((l) => ({ ...l, to: Math.min(l.to, next - 1) }));
+  await writeFileDurably(fs, join(dir, LOST_FILE), Buffer.from(JSON.stringify(kept)));
+}
+
+/**
  * Copies damaged bytes to `quarantine/<name>.bad` under `dir`, unless a file
  * of that name is there already (found and kept at an earlier open).
  */

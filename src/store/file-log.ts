@@ -37,13 +37,14 @@ import {
   foreignParts,
   foreignShare,
   readU64,
+  batchPrefix,
 } from "./format.js";
 import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
 import { IndexedLog } from "./log-index.js";
-import { LostRecord, quarantine, withoutRanges } from "./damage.js";
+import { forgetLostFrom, LostRecord, quarantine, withoutRanges } from "./damage.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
-import { nodeFs, writeFileDurably, writeFully, writeFullyV, type StoreFile, type StoreFs } from "../util/fs.js";
+import { nodeFs, readExactly, writeFileDurably, writeFully, writeFullyV, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
   AppendRun,
   limitRefusal,
@@ -136,6 +137,57 @@ const REOPEN_MAX_DELAY_MS = 30_000;
 const COPY_GAP_ROLL = 4096;
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
+
+/**
+ * A truncation decided and not yet known to be complete (see truncateFrom):
+ * written durably before any file changes, removed once all have been made;
+ * an open that finds it makes them (again) before it reads anything.
+ */
+const TRUNCATE_FILE = "truncate.json";
+
+interface TruncationIntent {
+  /** The log's next sequence once it is done. */
+  next: number;
+  /** The segment that is cut (every later one goes), or created empty when none starts at or below `next`. */
+  segment: string;
+  /** Where it is cut. */
+  at: number;
+  /** Base64 of what is written at `at`: the kept part of a batch the cut splits, then a tombstone batch naming `next`. */
+  tail: string;
+}
+
+function parseIntent(text: Buffer): TruncationIntent {
+  const t = JSON.parse(text.toString("utf8")) as TruncationIntent;
+  if (!Number.isSafeInteger(t.next) || t.next < 1 || !/^\d{20}\.seg$/.test(t.segment) || !Number.isSafeInteger(t.at) || t.at < 0 || typeof t.tail !== "string") {
+    throw new Error("not a truncation this log wrote");
+  }
+  return t;
+}
+
+/**
+ * Makes the file changes of a truncation; each step can be made again after
+ * a crash in any of them (removals of what may be gone already, a cut and a
+ * write of the same bytes at the same place), so the intent is removed last.
+ */
+async function applyTruncation(fs: StoreFs, dir: string, t: TruncationIntent): Promise<void> {
+  for (const n of await fs.readdir(dir)) {
+    // Index files of the cut segment and of later ones describe what is no longer there.
+    if (n.endsWith(SEGMENT_SUFFIX + INDEX_SUFFIX) && n.slice(0, -INDEX_SUFFIX.length) >= t.segment) await fs.remove(join(dir, n));
+    else if (/^\d{20}\.seg$/.test(n) && n > t.segment) await fs.remove(join(dir, n));
+  }
+  const fh = await fs.open(join(dir, t.segment), t.at === 0 ? "replace" : "existing");
+  try {
+    await fh.truncate(t.at);
+    await writeFully(fh, Buffer.from(t.tail, "base64"), t.at);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await fs.syncDir(dir);
+  await forgetLostFrom(fs, dir, t.next);
+  await fs.remove(join(dir, TRUNCATE_FILE));
+  await fs.syncDir(dir);
+}
 
 /** Why a read of stored bytes returned none: the file ends first (damage), or the read failed (may pass). */
 type ReadFailure = "short" | "error";
@@ -292,6 +344,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private claimedLast = 0;
   /** Damaged places already copied to the quarantine directory, by "segment@position". */
   private readonly quarantined = new Set<string>();
+  /** A truncation runs: the write loop and maintenance start nothing new. */
+  private truncating = false;
+  /** A truncation failed after it may have changed files: memory's picture of them is stale until the reopen. */
+  private truncationFailed = false;
+  /** The truncations asked for, one after another. */
+  private truncations: Promise<unknown> = Promise.resolve();
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files. */
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0 };
 
@@ -555,6 +613,153 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.applyLimits();
   }
 
+  truncateFrom(seq: number): Promise<number> {
+    const run = this.truncations.then(() => this.truncateNow(seq));
+    this.truncations = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * The truncation (see MessageLog.truncateFrom and ARCHITECTURE.md,
+   * "Truncation"): with the writer and maintenance stopped, it decides the
+   * cut from memory, writes that decision durably (TRUNCATE_FILE), makes the
+   * file changes, and rebuilds what memory holds from the files, as a reopen
+   * after a storage failure does. A crash before the decision is durable
+   * leaves the log as it was; after, every open completes the truncation
+   * before it reads the log.
+   */
+  private async truncateNow(seq: number): Promise<number> {
+    if (!Number.isSafeInteger(seq) || seq < 1) throw new Error(`cannot truncate from sequence ${seq}`);
+    let refused = this.unusable();
+    if (refused !== null) throw refused;
+    this.truncating = true;
+    try {
+      // Rounds written already land; maintenance finishes the step it is in; nothing new starts.
+      while (this.writing || this.scheduled || this.maintenance !== null || this.reopenRun !== null) {
+        await (this.maintenance ?? this.reopenRun ?? new Promise<void>((r) => setImmediate(r)));
+      }
+      // A background save of lost.json (damage found by a read) would undo the truncation's clip of it.
+      await this.lost.settled();
+      refused = this.unusable();
+      if (refused !== null) throw refused;
+      if (seq > this.lastSeq) return this.lastSeq + 1;
+      const intent = await this.planTruncation(seq);
+      const removals = this.index.removals;
+      const messages = this.index.messages;
+      try {
+        // What the cut keeps is durable before the decision is (sync "interval" and "never" leave it in the page cache).
+        const cut = this.segments.find((seg) => seg.name === intent.segment);
+        if (this.sync !== "always" && cut !== undefined) await cut.fh.datasync();
+        this.truncationFailed = true;
+        await writeFileDurably(this.fs, join(this.dir, TRUNCATE_FILE), Buffer.from(JSON.stringify(intent)));
+        await applyTruncation(this.fs, this.dir, intent);
+        const fresh = new FileLog(this.dir, this.opts);
+        await fresh.recover();
+        this.takeOver(fresh);
+        this.truncationFailed = false;
+      } catch (err) {
+        // Half done on disk: memory no longer says what is there. The reopen completes the truncation.
+        this.stick(err instanceof Error ? err : new Error(String(err)));
+        throw this.writeError!;
+      }
+      this.index.removals = removals + 1 + Math.max(0, messages - this.index.messages);
+      return intent.next;
+    } finally {
+      this.truncating = false;
+      if (!this.closed && this.writeError === null) {
+        this.applyLimits();
+        this.scheduleMaintenance();
+        if (this.markerDue) this.armMarker();
+        this.kick();
+      }
+    }
+  }
+
+  /**
+   * Where a truncation from `seq` cuts, from what memory knows of the
+   * segments: the last segment starting at or below `seq` is cut before the
+   * first batch that holds a sequence from `seq` on, or a tombstone batch
+   * that names a next sequence past the new end (a purge that moved the log
+   * on); every later segment goes. A batch of the log's own records that
+   * straddles `seq` keeps its records below `seq`, rewritten as a batch of
+   * their own; a foreign batch cannot be split and goes whole (the new end is
+   * before it), unless nothing below `seq` in it is live. The deletes that
+   * tombstone batches in the cut part recorded, of sequences kept, are
+   * written again after the cut, in a tombstone batch that names the new
+   * next sequence.
+   */
+  private async planTruncation(seq: number): Promise<TruncationIntent> {
+    let i = this.segments.length - 1;
+    while (i >= 0 && this.segments[i].firstSeq > seq) i--;
+    let next = seq;
+    const parts: Buffer[] = [];
+    let segment = segmentName(seq);
+    let at = 0;
+    if (i >= 0) {
+      const seg = this.segments[i];
+      segment = seg.name;
+      const d = this.index.detail(seg);
+      let b = 0;
+      while (b < d.nb && d.bSeq[b] + d.bCount[b] - 1 < seq) b++;
+      const from = b > 0 ? d.bPos[b - 1] + d.bLen[b - 1] : 0;
+      const end = b < d.nb ? d.bPos[b] : seg.size;
+      if (b < d.nb && d.bSeq[b] < seq) {
+        const buf = await readExactly(seg.fh, d.bLen[b], d.bPos[b]);
+        const problem = buf === null ? "short" : checkBatch(buf, 0, buf.length);
+        if (problem !== null) throw new Error(`${join(this.dir, seg.name)}: batch at ${d.bPos[b]} unreadable (${problem}); cannot truncate inside it`);
+        if ((readBatchHeader(buf!, 0).flags & FLAG_FOREIGN) !== 0) {
+          for (let s = d.bSeq[b]; s < seq; s++) if (d.sidAt(s) !== DEAD) next = d.bSeq[b];
+        } else {
+          const kept = batchPrefix(buf!, 0, seq - d.bSeq[b]);
+          if (kept === null) throw new Error(`${join(this.dir, seg.name)}: batch at ${d.bPos[b]} does not hold its records`);
+          parts.push(kept);
+        }
+      }
+      // Between the last data batch kept and `end` lie only tombstone batches (or damage): those naming a next
+      // sequence past `next` go, and whatever follows them.
+      at = end;
+      if (end > from) {
+        const buf = await readExactly(seg.fh, end - from, from);
+        if (buf === null) throw new Error(`${join(this.dir, seg.name)}: shorter than its index says`);
+        for (let p = 0; p < buf.length; ) {
+          if (checkBatch(buf, p, buf.length) !== null || readBatchHeader(buf, p).firstSeq > next) {
+            at = from + p;
+            break;
+          }
+          p += readBatchHeader(buf, p).length;
+        }
+      }
+    }
+    const tombs: number[] = [];
+    for (let k = Math.max(i, 0); k < this.segments.length; k++) {
+      const t = this.segments[k].tombs;
+      for (let j = 0; j < t.length; j += 2) if (t[j] < next) tombs.push(t[j], Math.min(t[j + 1], next - 1));
+    }
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    parts.push(encodeTombstones(tombs, next, this.lastStamp));
+    return { next, segment, at, tail: Buffer.concat(parts).toString("base64") };
+  }
+
+  /** Completes a truncation that a crash interrupted (see truncateNow), before anything is read. */
+  private async finishTruncation(): Promise<void> {
+    let text: Buffer;
+    try {
+      text = await this.fs.readFile(join(this.dir, TRUNCATE_FILE));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    let t: TruncationIntent;
+    try {
+      t = parseIntent(text);
+    } catch (err) {
+      // Written whole or not at all (writeFileDurably): anything else is not ours to guess at.
+      throw new Error(`${join(this.dir, TRUNCATE_FILE)}: ${(err as Error).message}; the log is not opened`);
+    }
+    this.warn(`${this.dir}: completing a truncation to sequence ${t.next} that was interrupted`);
+    await applyTruncation(this.fs, this.dir, t);
+  }
+
   /** Why the log takes no changes now (closed, or failed and not yet reopened), or null. */
   private unusable(): Error | null {
     if (this.closed) return new Error("log is closed");
@@ -562,7 +767,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   private kick(): void {
-    if (this.reopening) return; // the reopened log kicks again once it has taken over
+    if (this.reopening || this.truncating) return; // the reopened (truncated) log kicks again once it has taken over
     if (!this.writing && !this.scheduled) {
       // Let the rest of this turn's appends join the batch.
       this.scheduled = true;
@@ -659,7 +864,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         continue;
       }
       const newest = written.length > 0 ? written[written.length - 1] : syncing !== null ? syncing.rounds[syncing.rounds.length - 1] : null;
-      const work = this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0) || this.markerWanted;
+      // A truncation waits for what is written to land; what is queued is written after it.
+      const work = !this.truncating && (this.staged.length > 0 || this.ops.length > 0 || (this.flushTombstones && this.evicted.length > 0) || this.markerWanted);
       const oldest = syncing !== null ? syncing.rounds[0] : written.length > 0 ? written[0] : null;
       const mustSettle =
         newest !== null &&
@@ -749,12 +955,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    */
   private async reopen(): Promise<void> {
     if (this.closed || this.writeError === null) return;
-    if (this.writing || this.scheduled || this.maintenance !== null) return this.scheduleReopen();
+    if (this.writing || this.scheduled || this.maintenance !== null || this.truncating) return this.scheduleReopen();
     this.reopening = true;
     this.reopenAttempts++;
     try {
       const last = this.segments[this.segments.length - 1];
-      if (last !== undefined && this.sync === "always") {
+      // After a failed truncation the files are not what memory says: the recovery below completes it.
+      if (last !== undefined && this.sync === "always" && !this.truncationFailed) {
         const fh = await this.fs.open(join(this.dir, last.name), "existing");
         try {
           if ((await fh.size()) > last.size) {
@@ -773,6 +980,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         return;
       }
       this.takeOver(fresh);
+      this.truncationFailed = false;
       this.writeError = null;
       this.reopenAttempts = 0;
       this.io.reopens++;
@@ -1374,6 +1582,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- recovery ----
 
   private async recover(): Promise<void> {
+    await this.finishTruncation();
     await this.lost.load();
     const entries = await this.fs.readdir(this.dir);
     for (const n of entries) {
@@ -1710,7 +1919,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- maintenance: index files and compaction, one step at a time, in the background ----
 
   private scheduleMaintenance(): void {
-    if (this.closed) return;
+    if (this.closed || this.truncating) return; // a truncation schedules it when done
     if (this.maintenance !== null) {
       this.maintenanceAgain = true;
       return;
@@ -1994,7 +2203,15 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   // ---- lifecycle ----
 
   /** Writes what is queued (and pending tombstones), then indexes and closes the files. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    // A truncation stops the writer: the close waits for it, and a second close for the first.
+    this.closing ??= this.truncations.then(() => this.closeNow());
+    return this.closing;
+  }
+
+  private closing: Promise<void> | null = null;
+
+  private async closeNow(): Promise<void> {
     if (this.closed) return;
     if (this.tombTimer) clearTimeout(this.tombTimer);
     this.tombTimer = null;

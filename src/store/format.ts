@@ -181,6 +181,26 @@ export interface KnownTail {
 }
 
 /** A tombstone batch deleting the inclusive ranges [a0, b0, a1, b1, ...]. */
+/**
+ * The first `count` records of a batch of the log's own records (not a
+ * foreign one) at `at` in `buf`, as a batch of their own with its sequence,
+ * time and flags: what a truncation inside the batch keeps. Null if the
+ * batch does not hold that many records.
+ */
+export function batchPrefix(buf: Buffer, at: number, count: number): Buffer | null {
+  let end = -1;
+  const fits = forEachRecord(buf, at, (i, _subject, recordAt, size) => {
+    if (i === count - 1) {
+      end = recordAt + size;
+      return true;
+    }
+  });
+  if (!fits || end < 0) return null;
+  const out = Buffer.from(buf.subarray(at, end));
+  const hdr = readBatchHeader(buf, at);
+  return sealBatch(out, out.length, hdr.firstSeq, hdr.time, count, hdr.flags);
+}
+
 export function encodeTombstones(ranges: readonly number[], nextSeq: number, time: number, flags = 0): Buffer {
   const count = ranges.length / 2;
   const buf = Buffer.allocUnsafe(BATCH_HEADER + count * TOMBSTONE_BYTES);

@@ -153,6 +153,28 @@ export class LiveIndex {
     return removed;
   }
 
+  /**
+   * Forgets every sequence from `seq` on (a log truncated there): the live
+   * ones are removed (newest first, so each subject's last moves down one
+   * message at a time), and `seq` is the next one to be added.
+   */
+  truncateFrom(seq: number): void {
+    for (let s = this.high; s >= seq && s >= this.low; s--) {
+      const ch = this.chunk(s, false);
+      if (ch === undefined || ch.live === 0) {
+        s = Math.floor(s / CHUNK) * CHUNK; // the loop's s-- moves to the chunk before
+        continue;
+      }
+      if (ch.sid[s % CHUNK] !== DEAD) this.remove(s);
+    }
+    if (seq - 1 < this.high) this.high = Math.max(0, seq - 1);
+    if (this.low > seq) this.low = seq;
+    // Chunks after the one holding `seq` hold nothing now (a subject's link into them is rewritten by its next add).
+    const keep = Math.floor(seq / CHUNK) - this.chunkBase + 1;
+    if (keep <= 0) this.chunks = [];
+    else if (this.chunks.length > keep) this.chunks.length = keep;
+  }
+
   /** Lowest live sequence, 0 if none. Drops chunks that died on the way. */
   firstLive(): number {
     let s = this.low;

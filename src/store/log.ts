@@ -311,6 +311,21 @@ export interface MessageLog {
   delete(seq: number): Promise<boolean>;
   /** Removes messages; the number removed, once that is durable. */
   purge(opts?: PurgeOptions): Promise<number>;
+  /**
+   * Removes every sequence from `seq` on, durably (a follower cuts what it
+   * has beyond the log it shares with its leader, KIP-101): afterwards the
+   * log is the one that only ever had what it keeps, and the next append of
+   * any kind gets the returned sequence. That is `seq`, also when `seq` is
+   * below the first stored sequence (the log is then empty and moves back to
+   * `seq`, as appendCopy and purge({upTo}) move an empty log on), except when
+   * `seq` falls inside a foreign batch with a live record below `seq`: a
+   * foreign batch cannot be split, so all of it goes and the result is its
+   * first sequence (the caller fetches from there). `seq` at or beyond the
+   * next sequence changes nothing. Writes already under way land first;
+   * appends still queued are written after the truncation, at the new
+   * sequences. A log with a storage error refuses it (sticky, as every change).
+   */
+  truncateFrom(seq: number): Promise<number>;
   /** Applies new retention limits (stream update); excess is removed at once. */
   setLimits(limits: Limits): void;
   state(): LogState;

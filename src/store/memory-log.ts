@@ -340,6 +340,45 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return n;
   }
 
+  async truncateFrom(seq: number): Promise<number> {
+    if (this.closed) throw new Error("log is closed");
+    if (!Number.isSafeInteger(seq) || seq < 1) throw new Error(`cannot truncate from sequence ${seq}`);
+    if (seq > this.lastSeq) return this.lastSeq + 1;
+    const next = this.unsplitFrom(seq);
+    this.index.truncateFrom(next);
+    const keep = next - this.base;
+    if (keep <= 0) {
+      this.msgs = [];
+      this.held = [];
+      this.times = [];
+      this.base = next;
+    } else {
+      this.msgs.length = keep;
+      this.held.length = keep;
+      this.times.length = keep;
+    }
+    this.lastDecoded = null;
+    this.lastSeq = next - 1;
+    // Times go back with the log: the leader's messages that follow may be older than the ones cut.
+    this.lastTime = keep > 0 ? this.times[keep - 1] : 0;
+    return next;
+  }
+
+  /**
+   * Where a truncation from `seq` cuts: `seq`, or the first sequence of a
+   * foreign batch that holds `seq` and a live record below it (a batch is
+   * kept or cut whole, as the file log stores it).
+   */
+  private unsplitFrom(seq: number): number {
+    const stop = this.index.firstLive();
+    for (let s = seq - 1; s >= this.base && stop !== 0 && s >= stop; s--) {
+      const h = this.held[s - this.base];
+      if (h !== undefined) return h.firstSeq + h.count > seq ? h.firstSeq : seq;
+      if (this.msgs[s - this.base] !== undefined) return seq;
+    }
+    return seq;
+  }
+
   setLimits(limits: Limits): void {
     this.limits = { ...limits };
     this.index.enforce(this.limits);

@@ -536,9 +536,14 @@ export interface ReplicaTransport {
   request(body: Buffer, ms: number): Promise<Buffer | null>;
 }
 
-/** What a follower needs beyond a message log: cutting it back (KIP-101). After `truncateFrom(seq)` the log holds nothing from `seq` on. */
+/**
+ * What a follower needs beyond a message log: cutting it back (KIP-101).
+ * After `truncateFrom(seq)` the log holds nothing from `seq` on; the store's
+ * logs answer their new next sequence, lower than `seq` when a Kafka batch
+ * across it had to go whole.
+ */
 export interface Truncatable {
-  truncateFrom(seq: number): Promise<void>;
+  truncateFrom(seq: number): Promise<number | void>;
 }
 
 export type FollowerLog = MessageLog & Truncatable;
@@ -670,8 +675,8 @@ export class ReplicaFollower {
       of = own.epoch;
     }
     await this.write(async () => {
-      if (cut < next) await log.truncateFrom(cut);
-      await epochs.truncateFrom(cut);
+      const end = cut < next ? ((await log.truncateFrom(cut)) ?? cut) : cut;
+      await epochs.truncateFrom(end);
     });
   }
 
