@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { LeaderEpochs } from "../src/store/leader-epochs.js";
-import { appendAsync, isForeign, runOf, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { appendAsync, isForeign, runOf, type MessageLog, type StoredItem } from "../src/store/log.js";
 import { appendItems, itemEnd, readCopy } from "../src/streams/copy-batch.js";
 import {
   decodeEndOfAnswer,
@@ -32,17 +32,8 @@ import {
   type ReplicaTransport,
 } from "../src/streams/replication.js";
 import { rng } from "./helpers/random.js";
+import { TOY_FORMAT, toy } from "./helpers/toy-foreign.js";
 
-const FORMAT = 7;
-
-/** A toy foreign format (a JSON array of values), as store-copy.test.ts: the store keeps its bytes whole. */
-const toy: ForeignRecords = {
-  async decode(format, bytes, firstSeq, time, subject) {
-    assert.equal(format, FORMAT);
-    const values = JSON.parse(bytes.toString()) as string[];
-    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
-  },
-};
 
 async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -156,7 +147,7 @@ async function write(leader: ReplicaLeader, n: Node, i: number, tag = ""): Promi
   if (i % 17 === 0) {
     const values = [`${tag}b${i}a`, `${tag}b${i}b`, `${tag}b${i}c`];
     const first = await new Promise<number>((resolve, reject) =>
-      n.log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
+      n.log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
     );
     last = first + values.length - 1;
   } else {
@@ -199,7 +190,7 @@ async function history(n: Node): Promise<void> {
   await copy(4, 2_000, ["h4", "h5", "h6", "h7"]);
   await copy(20, 3_000, ["h20", "h21"]); // 8..19 skipped
   await new Promise<number>((resolve, reject) =>
-    n.log.appendCopy(22, 3_000, { format: FORMAT, subject: "k.t", count: 2, bytes: Buffer.from(JSON.stringify(["x", "y"])) }, (err, s) => (err ? reject(err) : resolve(s))),
+    n.log.appendCopy(22, 3_000, { format: TOY_FORMAT, subject: "k.t", count: 2, bytes: Buffer.from(JSON.stringify(["x", "y"])) }, (err, s) => (err ? reject(err) : resolve(s))),
   );
   await copy(24, 4_000, ["h24", "h25", "h26"]);
   await n.log.purge({ upTo: 3 });

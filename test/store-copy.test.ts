@@ -13,17 +13,9 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
-import { appendAsync, isForeign, runOf, type ForeignBatch, type ForeignRecords, type MessageLog, type RecordRun, type StoredItem } from "../src/store/log.js";
+import { appendAsync, isForeign, runOf, type ForeignBatch, type MessageLog, type RecordRun, type StoredItem } from "../src/store/log.js";
+import { TOY_FORMAT, toy } from "./helpers/toy-foreign.js";
 
-const FORMAT = 7;
-
-const toy: ForeignRecords = {
-  async decode(format, bytes, firstSeq, time, subject) {
-    assert.equal(format, FORMAT);
-    const values = JSON.parse(bytes.toString()) as string[];
-    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
-  },
-};
 
 function copy(log: MessageLog, firstSeq: number, time: number, what: RecordRun | ForeignBatch): Promise<number> {
   return new Promise((resolve, reject) => log.appendCopy(firstSeq, time, what, (err, seq) => (err ? reject(err) : resolve(seq))));
@@ -31,7 +23,7 @@ function copy(log: MessageLog, firstSeq: number, time: number, what: RecordRun |
 
 function appendBatch(log: MessageLog, values: string[]): Promise<number> {
   return new Promise((resolve, reject) =>
-    log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
+    log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
   );
 }
 

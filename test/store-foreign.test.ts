@@ -13,22 +13,13 @@ import { tmpdir } from "node:os";
 import { crc32c } from "../src/store/crc32c.js";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
-import { appendAsync, isForeign, StorageError, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { appendAsync, isForeign, StorageError, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { TOY_FORMAT, toy } from "./helpers/toy-foreign.js";
 
-const FORMAT = 7;
-
-/** A toy format: the records' payloads as a JSON array. */
-const toy: ForeignRecords = {
-  async decode(format, bytes, firstSeq, time, subject) {
-    assert.equal(format, FORMAT);
-    const values = JSON.parse(bytes.toString()) as string[];
-    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
-  },
-};
 
 function appendBatch(log: MessageLog, subject: string, values: string[]): Promise<number> {
   return new Promise((resolve, reject) =>
-    log.appendBatch({ format: FORMAT, subject, count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
+    log.appendBatch({ format: TOY_FORMAT, subject, count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, (err, seq) => (err ? reject(err) : resolve(seq))),
   );
 }
 
@@ -147,7 +138,7 @@ test("file log: a foreign batch's checksum derived from the CRC its appender gav
     const bytes = Buffer.from(JSON.stringify(values));
     // The tail from byte 1: what a Kafka batch's CRC covers is a tail of the batch too.
     const tailCrc = { from: 1, crc: (crc32c(bytes, 1) ^ (wrong ? 1 : 0)) >>> 0 };
-    return new Promise((resolve, reject) => log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))));
+    return new Promise((resolve, reject) => log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: values.length, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))));
   };
   const warnings: string[] = [];
   const onWarning = (t: string): void => void warnings.push(t);
@@ -186,7 +177,7 @@ test("file log: a foreign batch is stored in the documented layout, the appender
     const bytes = Buffer.from(JSON.stringify(["r1", "r2", "r3"]));
     const tailCrc = { from: 1, crc: crc32c(bytes, 1) };
     const first = await new Promise<number>((resolve, reject) =>
-      log.appendBatch({ format: FORMAT, subject: "k.t", count: 3, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))),
+      log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: 3, bytes, tailCrc }, (err, seq) => (err ? reject(err) : resolve(seq))),
     );
     assert.equal(first, 1);
     // batch: u32 length | u32 crc32c | u8 version 1 | u8 flags (4: foreign) | u16 0 | u64 firstSeq | u64 time | u32 count,
@@ -200,7 +191,7 @@ test("file log: a foreign batch is stored in the documented layout, the appender
     const time = file.readUInt32LE(20) + file.readUInt32LE(24) * 2 ** 32;
     assert.ok(time >= before && time <= Date.now(), `time ${time}`);
     assert.equal(file.readUInt32LE(28), 3);
-    assert.deepEqual([file[32], file[33], file.readUInt16LE(34)], [FORMAT, 0, 3]);
+    assert.deepEqual([file[32], file[33], file.readUInt16LE(34)], [TOY_FORMAT, 0, 3]);
     assert.equal(file.toString("latin1", 36, 39), "k.t");
     assert.ok(file.subarray(39, length).equals(bytes));
   } finally {
@@ -222,7 +213,7 @@ test("file log: a foreign batch whose write stops inside its head or inside the 
   const append = (log: MessageLog, values: string[]): Promise<number> => {
     const bytes = Buffer.from(JSON.stringify(values));
     return new Promise((resolve, reject) =>
-      log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes, tailCrc: { from: 1, crc: crc32c(bytes, 1) } }, (err, seq) => (err ? reject(err) : resolve(seq))),
+      log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: values.length, bytes, tailCrc: { from: 1, crc: crc32c(bytes, 1) } }, (err, seq) => (err ? reject(err) : resolve(seq))),
     );
   };
   let log = await FileLog.open({ dir, foreign: toy, faults, reopenDelayMs: 5 });
@@ -270,7 +261,7 @@ test("file log: a foreign batch is refused whole when a record's share passes th
     const append = (values: string[]): Promise<number> =>
       new Promise((resolve, reject) => {
         const bytes = Buffer.from(JSON.stringify(values));
-        log.appendBatch({ format: FORMAT, subject: "k.t", count: values.length, bytes }, (err, seq) => (err ? reject(err) : resolve(seq)));
+        log.appendBatch({ format: TOY_FORMAT, subject: "k.t", count: values.length, bytes }, (err, seq) => (err ? reject(err) : resolve(seq)));
       });
     // Two records sharing about 250 bytes: 125 each, over the limit of 100.
     await assert.rejects(append(["a".repeat(120), "b".repeat(120)]), /exceeds the limit of 100/);

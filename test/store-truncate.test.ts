@@ -14,22 +14,15 @@ import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
-import { isForeign, runOf, type AppendInput, type ForeignRecords, type MessageLog, type StoredItem } from "../src/store/log.js";
+import { isForeign, runOf, type AppendInput, type MessageLog, type StoredItem } from "../src/store/log.js";
 import type { OpenMode, StoreFile, StoreFs } from "../src/util/fs.js";
 import { SimFs } from "./helpers/sim-fs.js";
 import { rng } from "./helpers/random.js";
+import { TOY_FORMAT, toy } from "./helpers/toy-foreign.js";
 
-const FORMAT = 7;
 const DIR = "/store/p0";
 const SUBJECTS = ["s.0", "s.1", "s.2", "t"];
 
-const toy: ForeignRecords = {
-  async decode(format, bytes, firstSeq, time, subject) {
-    assert.equal(format, FORMAT);
-    const values = JSON.parse(bytes.toString()) as string[];
-    return values.map((v, i) => ({ seq: firstSeq + i, time, subject, key: null, headers: null, data: Buffer.from(v) }));
-  },
-};
 
 type Op =
   | { kind: "copy"; first: number; time: number; records: AppendInput[] }
@@ -47,7 +40,7 @@ function copyRun(log: MessageLog, first: number, time: number, records: AppendIn
 
 function copyForeign(log: MessageLog, first: number, time: number, values: string[]): Promise<number> {
   return new Promise((resolve, reject) =>
-    log.appendCopy(first, time, { format: FORMAT, subject: "t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, cb(resolve, reject)),
+    log.appendCopy(first, time, { format: TOY_FORMAT, subject: "t", count: values.length, bytes: Buffer.from(JSON.stringify(values)) }, cb(resolve, reject)),
   );
 }
 
@@ -190,7 +183,7 @@ async function appendsAfter(log: MessageLog, next: number, time: number): Promis
   assert.equal(one, next);
   const many = await new Promise<number>((resolve, reject) => log.appendMany(runOf([{ subject: "a.2", data: Buffer.from("two") }, { subject: "a.3", data: Buffer.from("three") }]), cb(resolve, reject)));
   assert.equal(many, next + 1);
-  const batch = await new Promise<number>((resolve, reject) => log.appendBatch({ format: FORMAT, subject: "t", count: 2, bytes: Buffer.from(JSON.stringify(["b1", "b2"])) }, cb(resolve, reject)));
+  const batch = await new Promise<number>((resolve, reject) => log.appendBatch({ format: TOY_FORMAT, subject: "t", count: 2, bytes: Buffer.from(JSON.stringify(["b1", "b2"])) }, cb(resolve, reject)));
   assert.equal(batch, next + 3);
   assert.equal(await copyRun(log, next + 5, Math.max(time, Date.now()), [{ subject: "a.4", data: Buffer.from("four") }]), next + 5);
   assert.equal(log.state().lastSeq, next + 5);
