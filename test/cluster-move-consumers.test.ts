@@ -17,7 +17,7 @@ import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
-import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import * as v2 from "nats";
@@ -33,15 +33,11 @@ before(async () => {
   nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("movec") })));
 });
 
-const conns: NatsConnection[] = [];
-async function client(n: NagareServer): Promise<NatsConnection> {
-  const nc = await connect({ servers: n.url });
-  conns.push(nc);
-  return nc;
-}
+const clients = v3Clients();
+const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
 
 after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
+  await clients.closeAll();
   await Promise.all(nodes.map((n) => n.close()));
   await etcd.close();
   rmSync(dir, { recursive: true, force: true });

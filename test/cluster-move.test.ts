@@ -15,8 +15,8 @@ import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
-import { waitUntil } from "./helpers/clients.js";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { v3Clients, waitUntil } from "./helpers/clients.js";
+import { type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
 import { header, parseHeaders } from "../src/streams/headers.js";
 import { decodeBatch, encodeBatch } from "../src/streams/copy-batch.js";
@@ -35,15 +35,11 @@ before(async () => {
   nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: clusterName })));
 });
 
-const conns: NatsConnection[] = [];
-async function client(n: NagareServer): Promise<NatsConnection> {
-  const nc = await connect({ servers: n.url });
-  conns.push(nc);
-  return nc;
-}
+const clients = v3Clients();
+const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
 
 after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
+  await clients.closeAll();
   await Promise.all(nodes.map((n) => n.close()));
   await etcd.close();
   rmSync(dir, { recursive: true, force: true });
