@@ -88,6 +88,9 @@ test("ACCOUNT.STREAM.MOVE moves a stream to a named node, checks the node it eva
   await moveTo("named", target, c);
   const info = await jsm.streams.info("named");
   assert.equal(info.cluster?.leader, target.cluster!.options.serverName);
+  // The CLI's table names the leader too, as `stream move` tells the user to look there.
+  const shown = await captured((io) => runJsCommand("stream", ["info", "named", "-s", c.url], io));
+  assert.match(shown.out, new RegExp(`cluster leader\\s+${target.cluster!.options.serverName} \\(cluster `));
   assert.equal(info.state.messages, 50);
   assert.equal((await jsm.streams.getMessage("named", { seq: 50 }))!.string(), "v49");
   // The placement is unchanged apart from its leader: no tags were added.

@@ -194,6 +194,8 @@ function streamTable(si: StreamInfo): string {
       ["last seq", s.last_seq],
       ["subjects stored", s.num_subjects ?? 0],
       ["consumers", s.consumer_count],
+      // In a cluster: the node leading it (what `stream move` changes).
+      ...(si.cluster?.leader !== undefined ? [["cluster leader", `${si.cluster.leader}${si.cluster.name ? ` (cluster ${si.cluster.name})` : ""}`] as [string, string]] : []),
     ],
   );
 }
