@@ -46,7 +46,7 @@ import {
   type StreamConfig,
 } from "./config.js";
 import { readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
-import { boundsStorage, consumerLimit, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
+import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 
 export interface JetStreamOptions {
@@ -240,11 +240,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   /** StorageQuota: the account's streams of a storage type hold too much for `bytes` more. Sums them per call: only accounts with a byte limit ask. */
   refusal(storage: StreamConfig["storage"], bytes: number): ApiError | null {
     const max = storage === "memory" ? this.accountLimits.maxMemory : this.accountLimits.maxStorage;
-    if (max >= 0) {
-      let held = 0;
-      for (const s of this.streams.values()) if (s.config.storage === storage) held += s.heldBytes;
-      if (held + bytes > max) return LimitErrors.accountResources();
-    }
+    if (max >= 0 && heldBytes(this.streams.values(), storage) + bytes > max) return LimitErrors.accountResources();
     return this.options.serverLimits?.refusal(storage) ?? null;
   }
 

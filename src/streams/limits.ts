@@ -44,6 +44,20 @@ interface Reserving {
   readonly partitions: { length: number };
 }
 
+/** The `max_bytes` reservations of the streams of one storage type (those without `max_bytes` reserve none here). */
+export function reservedBytes(streams: Iterable<Reserving>, storage: StreamConfig["storage"]): number {
+  let reserved = 0;
+  for (const s of streams) if (s.config.storage === storage && s.config.max_bytes > 0) reserved += s.config.max_bytes * s.partitions.length;
+  return reserved;
+}
+
+/** What the streams of one storage type hold (stored, and on the way to their logs). */
+export function heldBytes(streams: Iterable<{ readonly config: StreamConfig; readonly heldBytes: number }>, storage: StreamConfig["storage"]): number {
+  let held = 0;
+  for (const s of streams) if (s.config.storage === storage) held += s.heldBytes;
+  return held;
+}
+
 /**
  * Why a stream configuration does not fit the account, or null. `others`:
  * the account's other streams (the one being updated left out); `previous`:
@@ -59,11 +73,7 @@ export function streamLimitError(limits: AccountLimits, config: StreamConfig, pa
   const max = memory ? limits.maxMemory : limits.maxStorage;
   const wanted = reservationOf(config, partitions);
   if (max < 0 || wanted <= previous) return null;
-  let reserved = 0;
-  for (const s of others) {
-    if (s.config.storage === config.storage && s.config.max_bytes > 0) reserved += s.config.max_bytes * s.partitions.length;
-  }
-  if (reserved + wanted > max) return memory ? LimitErrors.memory() : LimitErrors.storage();
+  if (reservedBytes(others, config.storage) + wanted > max) return memory ? LimitErrors.memory() : LimitErrors.storage();
   return null;
 }
 

@@ -20,7 +20,7 @@
  */
 
 import { ApiError } from "./errors.js";
-import { LimitErrors, type AccountLimits } from "./limits.js";
+import { heldBytes, LimitErrors, reservedBytes, type AccountLimits } from "./limits.js";
 import type { StreamConfig } from "./config.js";
 
 type Storage = StreamConfig["storage"];
@@ -92,10 +92,8 @@ export class ServerJetStreamLimits {
     if (max < 0 || wanted <= previous) return null;
     let reserved = 0;
     for (const a of this.accounts) {
-      for (const [name, s] of a.streams) {
-        if (a === self.account && name === self.name) continue;
-        if (s.config.storage === config.storage && s.config.max_bytes > 0) reserved += s.config.max_bytes * s.partitions.length;
-      }
+      const streams = a === self.account ? [...a.streams].filter(([name]) => name !== self.name).map(([, s]) => s) : a.streams.values();
+      reserved += reservedBytes(streams, config.storage);
     }
     if (reserved + wanted > max) return config.storage === "memory" ? LimitErrors.memory() : LimitErrors.storage();
     return null;
@@ -106,7 +104,7 @@ export class ServerJetStreamLimits {
     const max = this.max(storage);
     if (max < 0) return null;
     let held = 0;
-    for (const a of this.accounts) for (const s of a.streams.values()) if (s.config.storage === storage) held += s.heldBytes;
+    for (const a of this.accounts) held += heldBytes(a.streams.values(), storage);
     return held > max ? insufficientResources() : null;
   }
 }
