@@ -44,6 +44,17 @@ export interface StreamPlacement {
    * string, written by the first version, names the target of partition 0.)
    */
   moving?: { partition: number; to: string } | string;
+  /**
+   * Replication (streams/stream-replicas.ts), absent for a stream of one
+   * replica: per partition, the nodes holding a copy (its leader first when
+   * placed), the leader epoch (bumped at every change of leader) and the
+   * in-sync replicas (the leader included). Changed only by fenced,
+   * revision-compared writes of this key, so a leader, its epoch and its
+   * ISR change together.
+   */
+  replicas?: string[][];
+  epochs?: number[];
+  isr?: string[][];
 }
 
 export interface PlacementRequest {
@@ -59,6 +70,8 @@ export interface PlacementRequest {
   config: unknown;
   /** Nodes not to place on (Kafka topics: nodes without a Kafka listener). */
   exclude?: ReadonlySet<string>;
+  /** Copies of each partition, on distinct nodes (JetStream's num_replicas); 1 when absent. */
+  replicas?: number;
 }
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
@@ -142,6 +155,19 @@ export class Placements {
     return this.membership.members().some((m) => m.name === node && m.record !== undefined);
   }
 
+  /** Hears every change of the members and of this node's lease (fenced, registered again); returns what stops it. */
+  onMembers(listener: () => void): () => void {
+    const m = this.membership;
+    m.on("members", listener);
+    m.on("fenced", listener);
+    m.on("registered", listener);
+    return () => {
+      m.off("members", listener);
+      m.off("fenced", listener);
+      m.off("registered", listener);
+    };
+  }
+
   /** The live nodes, each with its `server_tags`, the partitions it leads, and whether it is draining (lame duck). */
   nodes(): Array<{ name: string; tags: string[]; led: number; bytes: number; draining: boolean; kafka: boolean }> {
     const led = this.ledCounts();
@@ -188,10 +214,13 @@ export class Placements {
     for (;;) {
       const existing = this.get(account, stream);
       if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
+      const leaders = this.choose(r, r.exclude);
+      const replicas = (r.replicas ?? 1) > 1 ? leaders.map((leader, i) => [leader, ...this.followersFor(leader, r.replicas!, r, i)]) : undefined;
       const placement: StreamPlacement = {
         account,
         stream,
-        leaders: this.choose(r, r.exclude),
+        leaders,
+        ...(replicas !== undefined ? { replicas, epochs: leaders.map(() => 1), isr: replicas.map((set) => [...set]) } : {}),
         tags: r.tags ?? [],
         cluster: this.clusterName,
         subjects: r.subjects,
@@ -208,6 +237,26 @@ export class Placements {
         throw err;
       }
     }
+  }
+
+  /**
+   * The other `count` - 1 replicas of a partition led by `leader`: live
+   * nodes with the requested tags, least loaded first (copies held count
+   * as load); partition `index` rotates among equals, so a spread topic's
+   * followers spread too.
+   */
+  private followersFor(leader: string, count: number, r: Pick<PlacementRequest, "tags" | "exclude">, index: number): string[] {
+    const tags = r.tags ?? [];
+    const held = this.heldCounts();
+    const names = this.nodes()
+      .filter((n) => n.name !== leader && !(r.exclude?.has(n.name) ?? false) && !n.draining && tags.every((t) => n.tags.includes(t)))
+      .map((n) => n.name)
+      .sort();
+    if (names.length < count - 1) throw new NoSuitablePeersError(`${count} replicas need ${count} nodes, and ${names.length + 1} are live${tags.length > 0 ? ` with the tags ${tags.join(", ")}` : ""}`);
+    const rotated = names.map((_, i) => names[(i + index) % names.length]);
+    // A stable sort keeps the rotation among nodes holding as many copies.
+    rotated.sort((a, b) => (held.get(a) ?? 0) - (held.get(b) ?? 0));
+    return rotated.slice(0, count - 1);
   }
 
   /** Records a placement for a stream this node already has (found on disk, created before clustering). */
@@ -255,6 +304,13 @@ export class Placements {
       if (slash < 0) return;
       listener(rest.slice(0, slash), rest.slice(slash + 1), c.entry === undefined ? undefined : parse(c.entry.value), c.resync);
     });
+  }
+
+  /** Partition copies each node holds as a follower. */
+  private heldCounts(): Map<string, number> {
+    const held = new Map<string, number>();
+    for (const p of this.list()) for (const set of p.replicas ?? []) for (const n of set.slice(1)) held.set(n, (held.get(n) ?? 0) + 1);
+    return held;
   }
 
   private ledCounts(): Map<string, number> {

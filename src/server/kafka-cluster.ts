@@ -183,6 +183,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
     await this.update(account, stream, (p) => {
       const more = count - p.leaders.length;
       if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
+      if (p.replicas !== undefined) throw new KafkaClusterError("adding partitions to a replicated stream is not supported yet", false);
       p.leaders.push(...this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, this.withoutKafka()));
       return p;
     });
@@ -203,6 +204,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
   async reassign(account: string, stream: string, partition: number, to: number | null): Promise<void> {
     await this.update(account, stream, (p) => {
       if (partition < 0 || partition >= p.leaders.length) throw new KafkaClusterError(`Unable to find partition ${partition} of ${stream}.`, false, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
+      if (p.replicas !== undefined) throw new KafkaClusterError("Reassigning the replicas of a replicated partition is not supported yet.", false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
       const move = moveOf(p);
       const ours = move !== undefined && move.partition === partition;
       if (to === null || p.leaders[partition] === this.nameOf(to)) {

@@ -398,7 +398,7 @@ export class JetStreamApi implements Receiver {
         const info = await s.info({ subjectsFilter: filter, deletedDetails: req.deleted_details === true });
         // Clients page while total exceeds the subjects received; report the subjects sent.
         const subjects = (info.state as Json).subjects as Json | undefined;
-        return { ...info, ...(cluster !== null ? { cluster: cluster.clusterInfo() } : {}), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
+        return { ...info, ...(cluster !== null ? { cluster: cluster.clusterInfo(name) } : {}), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
       }
       case "DELETE":
         if (cluster !== null && (await cluster.delete(name))) return { success: true };

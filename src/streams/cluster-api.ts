@@ -37,6 +37,7 @@ import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, typ
 import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
+import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
 const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
@@ -142,6 +143,7 @@ export class ClusterApi implements Receiver {
   private readonly pending = new Map<string, (body: Buffer | null) => void>();
   private nextId = 0;
   private readonly mover: StreamMover;
+  private readonly replicas: StreamReplicas;
 
   constructor(
     private readonly js: JetStream,
@@ -164,10 +166,18 @@ export class ClusterApi implements Receiver {
       serveLocal: (subject, body, reply) => this.serve(subject, body, reply, null),
       handOver: (node, subject, reply, body) => void this.forward(node, subject, reply, body, HOP),
     });
+    this.replicas = new StreamReplicas({
+      js,
+      cluster,
+      request: (node, subject, body, ms) => this.request(node, subject, body, ms),
+      answer: (reply, body) => js.emit(reply, reply, "", null, body),
+      holdsLease: () => this.directory.isLive(cluster.self),
+    });
   }
 
   close(): void {
     this.mover.close();
+    void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
     this.js.account.unsubscribe(this.replySub);
     for (const done of this.pending.values()) done(null);
@@ -263,6 +273,10 @@ export class ClusterApi implements Receiver {
       return;
     }
     const original = subject.slice(this.forwardPrefix.length);
+    if (original.startsWith(REPL_PREFIX)) {
+      this.replicas.serve(original.slice(REPL_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
+      return;
+    }
     if (original.startsWith(MOVE_PREFIX)) {
       this.mover.serve(original.slice(MOVE_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
       return;
@@ -302,7 +316,7 @@ export class ClusterApi implements Receiver {
    */
   async create(name: string, req: Json, body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
     const config = normalizeStreamConfig(req);
-    const unsupported = unsupportedStreamFeature(config);
+    const unsupported = unsupportedStreamFeature(config, true);
     if (unsupported !== null) throw unsupported;
     let placement: PlacedStream;
     let created: boolean;
@@ -331,6 +345,7 @@ export class ClusterApi implements Receiver {
             subjects: config.subjects,
             origin: "jetstream",
             config,
+            replicas: config.num_replicas,
           });
           placement = r.placement;
           revision = r.revision;
@@ -351,7 +366,7 @@ export class ClusterApi implements Receiver {
     await this.cluster.settle(this.account, name);
     try {
       const { stream } = await this.js.createStream(req, placement.leaders.length);
-      return { ...(await stream.info()), cluster: this.clusterInfo(), did_create: created || undefined };
+      return { ...(await stream.info()), cluster: this.clusterInfo(name), did_create: created || undefined };
     } catch (err) {
       // A stream this request placed but could not create must not stay placed.
       if (created) await this.directory.remove(this.account, name).catch(() => undefined);
@@ -365,8 +380,10 @@ export class ClusterApi implements Receiver {
     const before = this.directory.get(this.account, name);
     if (before === undefined) return await (await this.js.updateStream(req)).info();
     // Refused before the placement changes: every node hosting it follows the placement's config.
-    const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config);
+    const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
+    // nats-server scales a stream's replicas on update; nagare keeps the count it was created with, for now.
+    if (this.js.stream(name).config.num_replicas !== config.num_replicas) throw Errors.streamConfig("stream configuration update can not change the number of replicas yet");
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);
@@ -380,7 +397,7 @@ export class ClusterApi implements Receiver {
       throw clusterError(err);
     }
     try {
-      return { ...(await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo() };
+      return { ...(await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo(name) };
     } catch (err) {
       await this.directory
         .update(this.account, name, (p) => {
@@ -412,6 +429,7 @@ export class ClusterApi implements Receiver {
   /** Refuses (with the API's error) a move stream-move.ts cannot make of this placement. */
   private checkMovable(p: PlacedStream): void {
     if (p.moving !== undefined) throw Errors.streamMoveInProgress();
+    if (p.replicas !== undefined) throw Errors.streamGeneral("stream move refused: a replicated stream cannot move yet");
     if (p.origin !== "jetstream" || p.leaders.length !== 1) throw Errors.streamGeneral("stream move refused: only a JetStream stream with one partition can move yet");
   }
 
@@ -472,6 +490,7 @@ export class ClusterApi implements Receiver {
     try {
       await this.directory.update(this.account, name, (q) => {
         if (q.moving !== undefined) throw Errors.streamMoveInProgress();
+        if (q.replicas !== undefined) throw Errors.streamGeneral("stream move refused: a replicated stream cannot move yet");
         if (q.leaders[partition] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[partition]} leads partition ${partition} now`);
         return { ...q, moving: { partition, to: target } };
       });
@@ -606,7 +625,7 @@ export class ClusterApi implements Receiver {
       names.map(async (n): Promise<Json | null> => {
         const local = this.js.streams.get(n);
         const p = this.placement(n);
-        if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo() };
+        if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo(n) };
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
         let info: Json | null = null;
@@ -630,8 +649,10 @@ export class ClusterApi implements Receiver {
   }
 
   /** nats-server's `cluster` of a stream's info: the cluster's name and the leader (this node: the leader answers). */
-  clusterInfo(): Json {
-    return { name: this.directory.clusterName, leader: this.cluster.self };
+  /** Stream info's `cluster`: this node leads; with `stream`, its replicas too when it has some (nats-server's form). */
+  clusterInfo(stream?: string): Json {
+    const replicas = stream === undefined ? undefined : this.replicas.replicaInfo(stream);
+    return { name: this.directory.clusterName, leader: this.cluster.self, ...(replicas !== undefined ? { replicas } : {}) };
   }
 
   /** Subjects already captured by another placed stream of the account: nats-server's overlap error. */

@@ -20,6 +20,7 @@ import type { Logger } from "../util/log.js";
 import type { JetStream } from "./jetstream.js";
 import { normalizeStreamConfig, sameJson } from "./config.js";
 import type { JetStreams } from "./jetstreams.js";
+import type { Stream } from "./stream.js";
 
 /** Where a stream's partitions live, as the cluster records it (cluster/placement.ts's StreamPlacement). */
 export interface PlacedStream {
@@ -39,6 +40,20 @@ export interface PlacedStream {
    * it with moveOf (a string: the first version's, partition 0).
    */
   moving?: PartitionMove | string;
+  /** Per partition: the nodes holding a copy, the leader epoch and the in-sync replicas (absent: one replica; cluster/placement.ts). */
+  replicas?: string[][];
+  epochs?: number[];
+  isr?: string[][];
+}
+
+/** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
+export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p: number): readonly string[] {
+  return placed.replicas?.[p] ?? [placed.leaders[p]];
+}
+
+/** Whether `node` holds a copy of some partition of the stream, led or followed. */
+export function hosts(placed: Pick<PlacedStream, "leaders" | "replicas">, node: string): boolean {
+  return placed.leaders.includes(node) || (placed.replicas?.some((set) => set.includes(node)) ?? false);
 }
 
 export interface PartitionMove {
@@ -61,6 +76,8 @@ export interface PlaceRequest {
   subjects: string[];
   origin: PlacedStream["origin"];
   config: unknown;
+  /** Copies of each partition (num_replicas); 1 when absent. */
+  replicas?: number;
 }
 
 /**
@@ -75,6 +92,8 @@ export interface StreamDirectory {
   get(account: string, stream: string): { placement: PlacedStream; revision: number } | undefined;
   list(account?: string): PlacedStream[];
   isLive(node: string): boolean;
+  /** Hears every change of the live members and of this node's lease; returns what stops it. */
+  onMembers(listener: () => void): () => void;
   /** The live nodes with their `server_tags`. */
   nodes(): Array<{ name: string; tags: string[]; draining?: boolean; kafka?: boolean }>;
   /** Leaders for a placement among the live nodes not excluded, least loaded first (NoSuitablePeersError when none fits). */
@@ -166,6 +185,7 @@ export class ClusterStreams {
     const local = js.streams.get(name);
     if (placed === undefined) {
       if (local === undefined) return;
+      await this.replicaRoles(account, name, undefined, undefined);
       if (cause === "removed") {
         this.log.info(`cluster: stream "${name}" of account ${account} was removed from the cluster; deleting the local copy`);
         await js.deleteStream(name);
@@ -178,8 +198,9 @@ export class ClusterStreams {
     const move = moveOf(placed);
     // A move's target hosts a copy (of every partition: the moving one is filled by the move) before it leads any.
     const target = move !== undefined && move.to === self && placed.leaders[move.partition] !== self;
-    if (!placed.leaders.includes(self) && !target) {
+    if (!hosts(placed, self) && !target) {
       if (local === undefined) return;
+      await this.replicaRoles(account, name, undefined, placed);
       // A move's copy: the old leader's after the flip (the new leader has every message), or a cancelled move's target.
       if (local.movedOut) {
         this.log.info(`cluster: stream "${name}" of account ${account} is placed on ${placed.leaders[0]} after a move; deleting the local copy`);
@@ -202,10 +223,29 @@ export class ClusterStreams {
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
       if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
     }
-    // A move's target does not lead the moving partition: publishes routed to it are dropped until the move flips.
-    stream.ledHere = placed.leaders.every((l) => l === self) ? null : placed.leaders.map((l) => l === self);
+    // A move's target does not lead the moving partition, nor a follower the ones it replicates: publishes routed to them are
+    // dropped. Partitions given up stop taking publishes before their replication changes; new ones take them once it is set up.
+    const led = placed.leaders.map((l) => l === self);
+    const before = stream.ledHere;
+    const kept = led.map((l, p) => l && (before === null || before[p] === true));
+    stream.ledHere = kept.every((l) => l) ? null : kept;
+    await this.replicaRoles(account, name, stream, placed);
+    stream.ledHere = led.every((l) => l) ? null : led;
     for (const l of this.moveListeners) l(account, name, placed);
   }
+
+  /**
+   * Sets up, changes or ends what this node does for the stream's
+   * replicated partitions (stream-replicas.ts) before the stream takes
+   * publishes for the partitions it now leads; `local` undefined: the copy
+   * here is going (or not served).
+   */
+  private async replicaRoles(account: string, name: string, local: Stream | undefined, placed: PlacedStream | undefined): Promise<void> {
+    for (const h of this.replicaHooks) await h(account, name, local, placed);
+  }
+
+  /** Told, in order per stream, of each placement settled here (see replicaRoles). */
+  readonly replicaHooks = new Set<(account: string, stream: string, local: Stream | undefined, placed: PlacedStream | undefined) => Promise<void>>();
 
   /** Told of every placement change in the cluster, hosted here or not, as it is seen (a drain waits on these). */
   readonly placementListeners = new Set<(account: string, stream: string, placed: PlacedStream | undefined) => void>();

@@ -307,9 +307,9 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
 }
 
 /** What nagare cannot honour of a valid stream configuration: refused, never ignored. */
-export function unsupportedStreamFeature(cfg: StreamConfig): ApiError | null {
-  // nats-server's single-server check, made before anything else is looked at.
-  if (cfg.num_replicas > 1) return Errors.replicasNotSupported();
+export function unsupportedStreamFeature(cfg: StreamConfig, clustered = false): ApiError | null {
+  // nats-server's single-server check, made before anything else is looked at; a cluster replicates (stream-replicas.ts).
+  if (cfg.num_replicas > 1 && !clustered) return Errors.replicasNotSupported();
   if (cfg.compression !== "none") return Errors.streamConfig("stream compression is not supported");
   if (cfg.allow_msg_ttl) return Errors.streamConfig("per-message TTL is not supported yet");
   return null;

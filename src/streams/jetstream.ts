@@ -527,7 +527,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   /** Creates a stream, or returns the existing one if its configuration is the same. */
   async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
-    const unsupported = unsupportedStreamFeature(config);
+    const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
     const max = this.accountLimits.maxStreams;
@@ -576,7 +576,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const stream = this.stream(config.name);
     const err = streamUpdateError(stream.config, config);
     if (err !== null) throw err;
-    const unsupported = unsupportedStreamFeature(config);
+    const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     const over = this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
     if (over !== null) throw over;

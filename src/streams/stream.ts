@@ -19,7 +19,7 @@ import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
-import type { Visibility } from "./visibility.js";
+import { CappedVisibility, type Visibility } from "./visibility.js";
 import type { MergedLog, StreamOrder } from "./stream-order.js";
 
 export type PublishDone = (err: ApiError | null, seq: number, duplicate: boolean) => void;
@@ -108,6 +108,21 @@ export function isoTime(ms: number): string {
   return ms > 0 ? new Date(ms).toISOString() : ZERO_TIME;
 }
 
+/**
+ * A replicated partition's leader side, as the stream sees it
+ * (stream-replicas.ts): writes are refused while it says so, acknowledged
+ * once every in-sync replica has them, and readers see nothing past its
+ * high watermark (an unreplicated write may be lost in a failover).
+ */
+export interface ReplicaGate {
+  /** The first sequence not yet on every in-sync replica. */
+  readonly highWatermark: number;
+  /** Why writes are refused now, or null. */
+  refusal(): ApiError | null;
+  /** Writes up to `lastSeq` are durable here: ships them, and calls `done` once every in-sync replica has them (an error if this leadership ends first). */
+  replicate(lastSeq: number, done: (err: ApiError | null) => void): void;
+}
+
 /** The storage engine's retention limits for a stream configuration. */
 export function limitsOf(c: StreamConfig): Limits {
   const pos = (v: number): number => (v > 0 ? v : 0);
@@ -185,8 +200,16 @@ export class Stream {
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
   readonly runListeners = new Set<(partition: number, firstSeq: number, count: number) => void>();
-  /** What NATS readers may see, when a door stores what they must not (yet) see; null: everything (visibility.ts). */
+  /** What NATS readers may see: the door's rules, capped at replication's high watermark; null: everything (visibility.ts). */
   visibility: Visibility | null = null;
+  /** The rules a door installed (Kafka transactions), before the replication cap. */
+  private doorVisibility: Visibility | null = null;
+  /**
+   * Per partition this node leads with replicas (stream-replicas.ts): what
+   * its writes wait for before they are acknowledged, and what readers may
+   * see. Empty for a stream that is not replicated.
+   */
+  private readonly replicaGates: Array<ReplicaGate | undefined> = [];
   /** With several partitions: the stream sequence JetStream readers address (stream-order.ts); null with one. */
   order: StreamOrder | null = null;
   private merged: MergedLog | null = null;
@@ -468,6 +491,10 @@ export class Stream {
       if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
     }
     if (this.frozenParts.size > 0 && this.frozenParts.has(partition)) return this.fail(p, msgId, Errors.streamMoving());
+    if (this.replicaGates.length > 0) {
+      const refused = this.replicaRefusal(partition);
+      if (refused !== null) return this.fail(p, msgId, refused);
+    }
     const log = this.partitions[partition];
     if (this.quota !== null) {
       // After de-duplication and expectations, as nats-server checks it (once the message is stored).
@@ -520,7 +547,9 @@ export class Stream {
       this.drainQueue();
     };
     this.afterStore(partition, p.subject, seq, () =>
-      order.whenNumbered(partition, seq, (err, streamSeq) => {
+      this.whenReplicated(partition, seq, (replicaErr) => {
+        if (replicaErr !== null) return finish(replicaErr, 0);
+        order.whenNumbered(partition, seq, (err, streamSeq) => {
         if (err !== null) return finish(Errors.storeFailed(err.message), 0);
         if (msgId !== undefined) this.remember(msgId, streamSeq);
         if (rollup === undefined) return finish(null, streamSeq);
@@ -529,6 +558,7 @@ export class Stream {
           () => finish(null, streamSeq),
           (e: Error) => finish(Errors.rollupFailed(e.message), 0),
         );
+        });
       }),
     );
   }
@@ -581,7 +611,8 @@ export class Stream {
   }
 
   private stored(p: Queued, msgId: string | undefined, partition: number, seq: number): void {
-    this.afterStore(partition, p.subject, seq, () => this.acknowledge(p, msgId, seq));
+    if (this.replicaGates.length === 0) return this.afterStore(partition, p.subject, seq, () => this.acknowledge(p, msgId, seq));
+    this.afterStore(partition, p.subject, seq, () => this.whenReplicated(partition, seq, (err) => (err === null ? this.acknowledge(p, msgId, seq) : this.fail(p, msgId, err))));
   }
 
   /** Tells consumers and listeners of a stored message, applies interest retention, then `ack`s. */
@@ -618,6 +649,8 @@ export class Stream {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
+    const refused = this.replicaRefusal(partition);
+    if (refused !== null) return done(refused, 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
     const size = (input.headers?.length ?? 0) + input.data.length;
@@ -637,7 +670,7 @@ export class Stream {
         if (err !== null) done(Errors.storeFailed(err.message), 0);
         else {
           for (const l of this.runListeners) l(partition, seq, 1);
-          this.afterStore(partition, inp.subject, seq, () => done(null, seq));
+          this.afterStore(partition, inp.subject, seq, () => this.whenReplicated(partition, seq, (e) => done(e, e === null ? seq : 0)));
         }
         this.drainQueue();
       });
@@ -699,6 +732,8 @@ export class Stream {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
+    const refused = this.replicaRefusal(partition);
+    if (refused !== null) return done(refused, 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
     const max = this.config.max_msg_size;
@@ -715,17 +750,18 @@ export class Stream {
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       for (const l of this.runListeners) l(partition, first, count);
       this.order?.landed();
+      const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, e === null ? first : 0));
       if (this.config.retention === "interest" || (this.order === null && partition === 0 && this.consumers.size > 0)) {
         let left = count;
         const ack = (): void => {
-          if (--left === 0) done(null, first);
+          if (--left === 0) finish();
         };
         for (let i = 0; i < count; i++) this.afterStore(partition, subjects === null ? subject : subjects[i], first + i, ack);
         return;
       }
       // No consumer to tell and nothing to retain by interest: the listeners hear of the run once.
       for (const l of this.appendListeners) l(partition, first + count - 1);
-      done(null, first);
+      finish();
     };
     const issue = (append: (cb: (err: Error | null, first: number) => void) => void) => (): void => {
       this.inflight++;
@@ -881,8 +917,45 @@ export class Stream {
 
   /** Installs a door's visibility rules; readers pick them up at once. */
   setVisibility(v: Visibility): void {
-    this.visibility = v;
+    this.doorVisibility = v;
+    this.composeVisibility();
     this.visibilityChanged();
+  }
+
+  // ---- replication (stream-replicas.ts) ----
+
+  /**
+   * Makes this node's writes to `partition` wait for its replicas (a gate),
+   * or not (undefined: not replicated, or not led here). Readers see only
+   * what the gate's high watermark covers.
+   */
+  setReplicaGate(partition: number, gate: ReplicaGate | undefined): void {
+    this.replicaGates[partition] = gate;
+    while (this.replicaGates.length > 0 && this.replicaGates[this.replicaGates.length - 1] === undefined) this.replicaGates.length--;
+    this.composeVisibility();
+    this.visibilityChanged();
+  }
+
+  replicaGate(partition: number): ReplicaGate | undefined {
+    return this.replicaGates[partition];
+  }
+
+  private composeVisibility(): void {
+    const gates = this.replicaGates;
+    this.visibility = gates.length === 0 ? this.doorVisibility : new CappedVisibility(this.doorVisibility, (p) => (gates[p] === undefined ? Infinity : gates[p]!.highWatermark - 1));
+  }
+
+  /** Why a write to `partition` is refused by its replication now (too few in-sync replicas, no leadership yet), or null. */
+  private replicaRefusal(partition: number): ApiError | null {
+    const g = this.replicaGates[partition];
+    return g === undefined ? null : g.refusal();
+  }
+
+  /** Calls `done` once every in-sync replica has `partition` up to `lastSeq` (at once when the partition is not replicated). */
+  private whenReplicated(partition: number, lastSeq: number, done: (err: ApiError | null) => void): void {
+    const g = this.replicaGates[partition];
+    if (g === undefined) return done(null);
+    g.replicate(lastSeq, done);
   }
 
   /** The door's rules let readers see more (or less): consumers count and read again. */

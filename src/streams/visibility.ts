@@ -25,6 +25,32 @@ export interface Visibility {
 }
 
 /**
+ * A door's rules (or none) with nothing shown past a cap per partition:
+ * a replicated partition's high watermark (stream-replicas.ts), so that no
+ * reader sees a write a failover could lose.
+ */
+export class CappedVisibility implements Visibility {
+  constructor(
+    private readonly inner: Visibility | null,
+    /** The last sequence of a partition readers may see (Infinity: no cap). */
+    private readonly cap: (partition: number) => number,
+  ) {}
+
+  stableSeq(partition: number): number {
+    const cap = this.cap(partition);
+    return this.inner === null ? cap : Math.min(cap, this.inner.stableSeq(partition));
+  }
+
+  hidden(partition: number, seq: number): boolean {
+    return this.inner !== null && this.inner.hidden(partition, seq);
+  }
+
+  hiddenIn(partition: number, after: number, upTo: number): Array<[number, number]> {
+    return this.inner === null ? [] : this.inner.hiddenIn(partition, after, upTo);
+  }
+}
+
+/**
  * Sorted, disjoint ranges of hidden sequences, per partition: the store a
  * door's Visibility can keep its hidden sequences in. Ranges entirely below
  * a partition's first stored sequence are dropped as readers pass them.

@@ -1,0 +1,380 @@
+/**
+ * Replicated stream partitions on this node (docs/CLUSTER.md,
+ * "Replication"): for each partition of an account's streams whose
+ * placement names several replicas, this node is its leader or one of its
+ * followers, and replication.ts does the work:
+ *
+ * - the leader's ReplicaLeader answers its followers' fetches, which come
+ *   over the routes on `$NG.REPL.<stream>.<partition>` (forwarded to this
+ *   node as the cluster API forwards any internal request); the stream's
+ *   writes wait for the high watermark through a ReplicaGate
+ *   (stream.ts), readers see nothing past it, and writes are refused
+ *   while the ISR is smaller than the minimum or this node does not hold
+ *   its lease (a leader cut off from etcd stops acknowledging before
+ *   anyone can be elected in its place);
+ * - a follower's ReplicaFollower truncates to where its log agrees with
+ *   the leader's, then fetches and appends; its limits are off (the
+ *   leader's decide what stays).
+ *
+ * Roles follow the placement, in each stream's settle (cluster-streams.ts),
+ * before the stream takes publishes for a partition it now leads. The
+ * placement changes, always by fenced revision-compared writes of the
+ * stream's key: the leader removes from the ISR a follower that is not
+ * live or has not caught up within the lag bound and adds back one that
+ * has; when a leader's node key is gone, an ISR member takes over
+ * (`leaders[p]` itself, the epoch bumped, the old leader out of the ISR),
+ * waiting by its rank in the ISR so the first usually wins. No live ISR
+ * member: the partition stays offline (no unclean election).
+ */
+
+import { join } from "node:path";
+import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { LeaderEpochs } from "../store/leader-epochs.js";
+import { ApiError } from "./errors.js";
+import { ReplicaFollower, ReplicaLeader } from "./replication.js";
+import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import type { JetStream } from "./jetstream.js";
+import { limitsOf, type ReplicaGate, type Stream } from "./stream.js";
+
+export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
+/** How long an in-sync follower may go without catching up before its leader removes it from the ISR (Kafka's replica.lag.time.max.ms, shorter: JetStream publishers wait for it). */
+export const LAG_MAX_MS = 10_000;
+/** How often a leader looks at its ISR, and a follower at its leader. */
+const CHECK_MS = 500;
+/** A follower's wait per rank in the ISR before it proposes itself as leader. */
+const RANK_DELAY_MS = 500;
+/** How long a partition given up as leader waits for its writes in flight before its follower starts. */
+const QUIET_MS = 5000;
+
+/** What the replicas need of the account's cluster API. */
+export interface ReplicaHost {
+  readonly js: JetStream;
+  readonly cluster: ClusterStreams;
+  request(node: string, subject: string, body: Uint8Array, ms: number): Promise<Buffer | null>;
+  answer(reply: string, body: Buffer): void;
+  /** Whether this node may act on its lease now. */
+  holdsLease(): boolean;
+}
+
+const unavailable = (why: string): ApiError => new ApiError(503, 10008, `JetStream system temporarily unavailable: ${why}`);
+
+/** The leader's side of a partition, as its stream sees it. */
+class LeaderGate implements ReplicaGate {
+  /** The ISR's size as last agreed: below `minIsr`, writes are refused. */
+  isrSize: number;
+  private readonly onReplicated: (err: Error | null, done: (err: ApiError | null) => void) => void;
+
+  constructor(
+    readonly leader: ReplicaLeader,
+    private readonly minIsr: number,
+    isrSize: number,
+    private readonly holdsLease: () => boolean,
+  ) {
+    this.isrSize = isrSize;
+    // One function for every write: each write's callback rides as the context.
+    this.onReplicated = (err, done) => {
+      if (err !== null) return done(unavailable(err.message));
+      // Acknowledged only under the lease: past it, another node may lead already.
+      if (!this.holdsLease()) return done(unavailable("this node lost its cluster lease; the write may or may not be kept"));
+      done(null);
+    };
+  }
+
+  get highWatermark(): number {
+    return this.leader.highWatermark;
+  }
+
+  refusal(): ApiError | null {
+    if (!this.holdsLease()) return unavailable("this node does not hold its cluster lease");
+    if (this.isrSize < this.minIsr) return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${this.isrSize} in-sync replicas, ${this.minIsr} needed`);
+    return null;
+  }
+
+  replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
+    this.leader.appended(lastSeq);
+    if (!this.leader.whenReplicated(lastSeq, this.onReplicated, done)) done(unavailable("too many writes wait for their replicas"));
+  }
+}
+
+interface LeaderRole {
+  kind: "leader";
+  stream: Stream;
+  epoch: number;
+  gate: LeaderGate;
+}
+
+interface FollowerRole {
+  kind: "follower";
+  stream: Stream;
+  epoch: number;
+  leader: string;
+  follower: ReplicaFollower;
+  /** When this node may propose itself as leader, once its leader is found gone (0: not found gone). */
+  proposeAt: number;
+}
+
+type Role = LeaderRole | FollowerRole;
+
+/** JetStream's default minimum of in-sync replicas: a majority, as nats-server's quorum. */
+export function defaultMinIsr(replicas: number): number {
+  return Math.floor(replicas / 2) + 1;
+}
+
+export class StreamReplicas {
+  /** By `<stream>/<partition>`. */
+  private readonly roles = new Map<string, Role>();
+  /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
+  private readonly changing = new Set<string>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly stopMembers: () => void;
+  private closed = false;
+  private readonly hook = (account: string, name: string, local: Stream | undefined, placed: PlacedStream | undefined): Promise<void> =>
+    account === this.host.js.account.name ? this.settle(name, local, placed) : Promise.resolve();
+
+  constructor(private readonly host: ReplicaHost) {
+    host.cluster.replicaHooks.add(this.hook);
+    this.stopMembers = host.cluster.directory.onMembers(() => this.check());
+    this.timer = setInterval(() => this.check(), CHECK_MS);
+    this.timer.unref();
+  }
+
+  private get self(): string {
+    return this.host.cluster.self;
+  }
+
+  private get account(): string {
+    return this.host.js.account.name;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.stopMembers();
+    this.host.cluster.replicaHooks.delete(this.hook);
+    const roles = [...this.roles];
+    this.roles.clear();
+    await Promise.all(roles.map(([key, r]) => this.end(Number(key.slice(key.lastIndexOf("/") + 1)), r, "the server is shutting down")));
+  }
+
+  /** Serves a follower's request (`rest`: `<stream>.<partition>`). */
+  serve(rest: string, body: Buffer, reply: string): void {
+    if (reply === "") return;
+    const dot = rest.lastIndexOf(".");
+    const role = this.roles.get(`${rest.slice(0, dot)}/${rest.slice(dot + 1)}`);
+    if (role === undefined || role.kind !== "leader") {
+      this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${rest.slice(dot + 1)} of stream ${rest.slice(0, dot)}`, code: "not_leader" })));
+      return;
+    }
+    role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
+  }
+
+  /** The replicas of a stream's partition led here, as stream info's `cluster.replicas` (nats-server's form), or undefined. */
+  replicaInfo(name: string, partition = 0): Array<Record<string, unknown>> | undefined {
+    const role = this.roles.get(`${name}/${partition}`);
+    if (role?.kind !== "leader") return undefined;
+    return role.gate.leader.status().map((r) => ({
+      name: r.name,
+      current: r.inSync && r.lag === 0,
+      ...(r.inSync ? {} : { offline: !this.host.cluster.directory.isLive(r.name) || undefined }),
+      active: r.behindMs * 1_000_000,
+      lag: r.lag,
+    }));
+  }
+
+  // ---- roles follow the placement ----
+
+  private async settle(name: string, local: Stream | undefined, placed: PlacedStream | undefined): Promise<void> {
+    const partitions = local === undefined || placed === undefined ? 0 : placed.leaders.length;
+    for (const [key, role] of this.roles) {
+      const slash = key.lastIndexOf("/");
+      if (key.slice(0, slash) !== name) continue;
+      const p = Number(key.slice(slash + 1));
+      if (p >= partitions || role.stream !== local) {
+        this.roles.delete(key);
+        await this.end(p, role, "the stream is no longer hosted here");
+      }
+    }
+    if (local === undefined || placed === undefined || this.closed) return;
+    for (let p = 0; p < partitions; p++) await this.settlePartition(name, local, placed, p);
+  }
+
+  private async settlePartition(name: string, stream: Stream, placed: PlacedStream, p: number): Promise<void> {
+    const key = `${name}/${p}`;
+    const role = this.roles.get(key);
+    const set = replicasOf(placed, p);
+    const self = this.self;
+    if (set.length <= 1 || !set.includes(self)) {
+      if (role !== undefined) {
+        this.roles.delete(key);
+        await this.end(p, role, "the partition is no longer replicated here");
+      }
+      return;
+    }
+    const epoch = placed.epochs?.[p] ?? 1;
+    const isr = placed.isr?.[p] ?? [...set];
+    const leader = placed.leaders[p];
+    if (leader === self) {
+      if (role?.kind === "leader" && role.epoch === epoch) {
+        role.gate.leader.setIsr(isr);
+        role.gate.isrSize = isr.length;
+        return;
+      }
+      const hw = role?.kind === "follower" ? role.follower.highWatermark : undefined;
+      if (role !== undefined) {
+        this.roles.delete(key);
+        await this.end(p, role, `leader epoch ${epoch} begins`);
+      }
+      this.roles.set(key, await this.lead(name, stream, p, set, isr, epoch, hw));
+      return;
+    }
+    if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
+    if (role !== undefined) {
+      this.roles.delete(key);
+      await this.end(p, role, `${leader} leads in epoch ${epoch}`);
+    }
+    this.roles.set(key, await this.follow(name, stream, p, leader, epoch));
+  }
+
+  private async epochsOf(stream: Stream, p: number): Promise<LeaderEpochs> {
+    return stream.dir === null ? LeaderEpochs.inMemory() : LeaderEpochs.open(join(stream.dir, `p${p}`, "leader-epochs.json"));
+  }
+
+  private async lead(name: string, stream: Stream, p: number, replicas: readonly string[], isr: readonly string[], epoch: number, hw: number | undefined): Promise<LeaderRole> {
+    const log = stream.partitions[p];
+    const epochs = await this.epochsOf(stream, p);
+    const leader = await ReplicaLeader.create({ self: this.self, log, epochs, epoch, replicas, isr, ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}) });
+    log.setLimits(limitsOf(stream.config));
+    // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
+    if (stream.partitions.length === 1) await stream.recover();
+    stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
+    const gate = new LeaderGate(leader, defaultMinIsr(replicas.length), isr.length, () => this.host.holdsLease());
+    stream.setReplicaGate(p, gate);
+    this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
+    return { kind: "leader", stream, epoch, gate };
+  }
+
+  private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
+    const log = stream.partitions[p];
+    // Writes this node accepted as leader reach the log before the follower may cut it.
+    const deadline = Date.now() + QUIET_MS;
+    while (!stream.partitionQuiet(p) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    // The leader's limits decide what stays; the follower applies what it is sent.
+    log.setLimits({});
+    const epochs = await this.epochsOf(stream, p);
+    const subject = `${REPL_PREFIX}${name}.${p}`;
+    const logger = this.host.js.options.log;
+    let lastError = "";
+    const follower = new ReplicaFollower({
+      self: this.self,
+      log,
+      epochs,
+      epoch,
+      transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
+      onError: (err) => {
+        // The same failure, round after round, is told once.
+        if (err.message === lastError) return;
+        lastError = err.message;
+        logger.warn(`cluster: following ${leader} for partition ${p} of stream "${name}": ${err.message}`);
+      },
+      onFetched: () => {
+        lastError = "";
+      },
+    });
+    follower.start();
+    logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
+    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0 };
+  }
+
+  private async end(p: number, role: Role, why: string): Promise<void> {
+    if (role.kind === "leader") {
+      if (role.stream.replicaGate(p) === role.gate) role.stream.setReplicaGate(p, undefined);
+      role.gate.leader.close(why);
+    } else {
+      await role.follower.close();
+    }
+  }
+
+  // ---- the ISR and failover ----
+
+  /** Looks at every partition replicated here: a leader at its ISR, a follower at its leader. */
+  private check(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    for (const [key, role] of this.roles) {
+      if (this.changing.has(key)) continue;
+      const slash = key.lastIndexOf("/");
+      const name = key.slice(0, slash);
+      const p = Number(key.slice(slash + 1));
+      if (role.kind === "leader") this.checkIsr(key, name, p, role);
+      else this.checkLeader(key, name, p, role, now);
+    }
+  }
+
+  private checkIsr(key: string, name: string, p: number, role: LeaderRole): void {
+    if (!this.host.holdsLease()) return;
+    const directory = this.host.cluster.directory;
+    const placed = directory.get(this.account, name)?.placement;
+    if (placed === undefined || placed.leaders[p] !== this.self || (placed.epochs?.[p] ?? 1) !== role.epoch) return;
+    const isr = placed.isr?.[p] ?? replicasOf(placed, p);
+    const leader = role.gate.leader;
+    const out = new Set(leader.lagging(LAG_MAX_MS));
+    for (const n of isr) if (n !== this.self && !directory.isLive(n)) out.add(n);
+    const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n));
+    if (out.size === 0 && back.length === 0) return;
+    const next = [...isr.filter((n) => !out.has(n)), ...back];
+    this.change(key, name, p, role.epoch, (pl) => {
+      const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
+      isrs[p] = next;
+      return { ...pl, isr: isrs };
+    }, `the in-sync replicas of partition ${p} of stream "${name}" are now ${next.join(", ")}${out.size > 0 ? ` (${[...out].join(", ")} fell behind or left)` : ""}`);
+  }
+
+  private checkLeader(key: string, name: string, p: number, role: FollowerRole, now: number): void {
+    const directory = this.host.cluster.directory;
+    if (!this.host.holdsLease() || directory.isLive(role.leader)) {
+      role.proposeAt = 0;
+      return;
+    }
+    const placed = directory.get(this.account, name)?.placement;
+    if (placed === undefined || placed.leaders[p] !== role.leader || (placed.epochs?.[p] ?? 1) !== role.epoch) return;
+    const isr = (placed.isr?.[p] ?? replicasOf(placed, p)).filter((n) => n !== role.leader);
+    const rank = isr.indexOf(this.self);
+    // Out of the ISR: this copy may lack acknowledged writes, and must not lead.
+    if (rank < 0) return;
+    if (role.proposeAt === 0) {
+      // Members ranked before this one propose first; one that is not live gives its turn away.
+      const ahead = isr.slice(0, rank).filter((n) => directory.isLive(n)).length;
+      role.proposeAt = now + ahead * RANK_DELAY_MS;
+    }
+    if (now < role.proposeAt) return;
+    role.proposeAt = now + RANK_DELAY_MS * (isr.length + 1);
+    const old = role.leader;
+    const epoch = role.epoch + 1;
+    this.change(key, name, p, role.epoch, (pl) => {
+      if (pl.leaders[p] !== old || directory.isLive(old)) throw new Error("the leader is back, or another replica took over");
+      const epochs = pl.epochs ?? pl.leaders.map(() => 1);
+      const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
+      epochs[p] = epoch;
+      isrs[p] = isrs[p].filter((n) => n !== old);
+      return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? this.self : l)), epochs, isr: isrs };
+    }, `took over partition ${p} of stream "${name}" from ${old} (not live) in epoch ${epoch}`);
+  }
+
+  /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. */
+  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string): void {
+    this.changing.add(key);
+    const log = this.host.js.options.log;
+    this.host.cluster.directory
+      .update(this.account, name, (pl) => {
+        if ((pl.epochs?.[p] ?? 1) !== epoch) throw new Error("the epoch changed");
+        return edit(pl);
+      })
+      .then(
+        () => log.info(`cluster: ${what}`),
+        (err: Error) => {
+          if (err.name !== "ConcurrentChangeError") log.debug(`cluster: partition ${p} of stream "${name}": ${err.message}`);
+        },
+      )
+      .finally(() => this.changing.delete(key));
+  }
+}

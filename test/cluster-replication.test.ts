@@ -1,0 +1,155 @@
+/**
+ * Replicated JetStream streams in a three-node cluster with one real etcd,
+ * judged by the official v3 client: a stream of num_replicas 3 has a copy
+ * on each node, a publish is acknowledged only once every in-sync replica
+ * has it, stream info shows the replicas, and when its leader goes an
+ * in-sync follower takes over with every acknowledged message, at the same
+ * sequences; the old leader, back, follows and catches up.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+
+let etcd: EtcdHarness;
+let dir: string;
+let site: JetStreamClusterSite;
+const nodes: NagareServer[] = [];
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-repl-"));
+  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("repl") };
+  nodes.push(...(await startJetStreamCluster(site)));
+});
+
+const clients = v3Clients();
+
+after(async () => {
+  await clients.closeAll();
+  await Promise.all(nodes.map((n) => n.close()));
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const nameOf = (n: NagareServer): string => n.cluster!.options.serverName;
+const placementOf = (n: NagareServer, stream: string) => n.cluster!.placements.get("$G", stream)?.placement;
+const lastSeqOn = (n: NagareServer, stream: string): number => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq ?? -1;
+
+/** Retries what etcd or a failover may refuse for a moment (503 10008), as a client asked to retry would. */
+async function retrying<T>(what: () => Promise<T>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await what();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      const code = (err as { code?: unknown; api_error?: { err_code?: number } }).api_error?.err_code ?? (err as { code?: unknown }).code;
+      if (code !== 10008 && code !== "503" && code !== 503 && code !== "TIMEOUT" && !/timeout|no responders|unavailable|503/i.test(String((err as Error).message))) throw err;
+    }
+  }
+}
+
+test("num_replicas 3 places a copy on each node; publishes are acknowledged once every replica has them; info shows the replicas", async () => {
+  const [a, b, c] = nodes;
+  const nc: NatsConnection = await clients.open(b.url);
+  const jsm = await jetstreamManager(nc);
+  const info = await retrying(() => jsm.streams.add({ name: "R3", subjects: ["r3.>"], num_replicas: 3 }));
+  assert.equal(info.config.num_replicas, 3);
+  const placed = placementOf(a, "R3")!;
+  assert.deepEqual([...placed.replicas![0]].sort(), ["a", "b", "c"]);
+  assert.equal(placed.replicas![0][0], placed.leaders[0]);
+  assert.deepEqual(placed.epochs, [1]);
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("R3")), "a copy on every node");
+
+  const js = jetstream(nc);
+  for (let i = 1; i <= 100; i++) {
+    const ack = await retrying(() => js.publish(`r3.${i % 7}`, `m${i}`, { msgID: `id-${i}` }));
+    assert.equal(ack.seq, i);
+    // Acknowledged means every in-sync replica has it: each node's log holds it when the ack arrives.
+    for (const n of nodes) assert.ok(lastSeqOn(n, "R3") >= i, `${nameOf(n)} has ${i} when it is acknowledged`);
+  }
+  // The same bytes on every copy.
+  for (const seq of [1, 50, 100]) {
+    const bodies = await Promise.all(nodes.map(async (n) => (await n.jetstream!.streams.get("R3")!.partitions[0].get(seq))!.data.toString()));
+    assert.deepEqual(bodies, [`m${seq}`, `m${seq}`, `m${seq}`]);
+  }
+  const si = await jsm.streams.info("R3");
+  assert.equal(si.state.messages, 100);
+  assert.equal(si.cluster?.leader, placed.leaders[0]);
+  const replicas = si.cluster?.replicas ?? [];
+  assert.deepEqual(replicas.map((r) => r.name).sort(), ["a", "b", "c"].filter((x) => x !== placed.leaders[0]));
+  await waitUntilAsync(async () => ((await jsm.streams.info("R3")).cluster?.replicas ?? []).every((r) => r.current && r.lag === 0), "every replica current");
+
+  // A consumer on the leader reads every acknowledged message.
+  await jsm.consumers.add("R3", { durable_name: "all", ack_policy: "explicit" });
+  const consumer = await js.consumers.get("R3", "all");
+  const got = await consumer.fetch({ max_messages: 100, expires: 5000 });
+  let n = 0;
+  for await (const m of got) {
+    n++;
+    m.ack();
+  }
+  assert.equal(n, 100);
+  void c;
+});
+
+test("more replicas than nodes is refused with nats-server's no suitable peers error", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  await assert.rejects(jsm.streams.add({ name: "R5", subjects: ["r5.>"], num_replicas: 5 }), /no suitable peers/);
+  assert.equal(placementOf(nodes[0], "R5"), undefined);
+});
+
+test("the leader goes: an in-sync follower takes over with every acknowledged message; back, the old leader follows and catches up", async () => {
+  const leaderName = placementOf(nodes[0], "R3")!.leaders[0];
+  const leader = nodes.find((n) => nameOf(n) === leaderName)!;
+  const others = nodes.filter((n) => n !== leader);
+  const nc = await clients.open(others[0].url);
+  const js = jetstream(nc);
+  await leader.close();
+  nodes.splice(nodes.indexOf(leader), 1);
+
+  await waitUntil(() => { const p = placementOf(others[0], "R3"); return p !== undefined && p.leaders[0] !== leaderName; }, "a new leader", 30_000);
+  const placed = placementOf(others[0], "R3")!;
+  assert.deepEqual(placed.epochs, [2]);
+  assert.ok(!placed.isr![0].includes(leaderName), "the old leader left the ISR");
+  // Every acknowledged message is there, at its sequence, and the next publish follows them.
+  const ack = await retrying(() => js.publish("r3.after", "after"));
+  assert.equal(ack.seq, 101);
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info("R3");
+  assert.equal(info.state.messages, 101);
+  assert.equal(info.cluster?.leader, placed.leaders[0]);
+  // De-duplication survives the failover: the window was rebuilt from the log.
+  const dup = await retrying(() => js.publish("r3.1", "again", { msgID: "id-100" }));
+  assert.equal(dup.duplicate, true);
+  assert.equal(dup.seq, 100);
+
+  // The old leader returns as a follower, and rejoins the ISR once it has caught up.
+  const back = await startJetStreamNode(site, leaderName, { routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });
+  nodes.push(back);
+  await waitUntil(() => lastSeqOn(back, "R3") === 101, "the old leader caught up", 30_000);
+  await waitUntil(() => placementOf(others[0], "R3")!.isr![0].includes(leaderName), "the old leader back in the ISR", 30_000);
+  const ack2 = await retrying(() => js.publish("r3.back", "back"));
+  assert.equal(ack2.seq, 102);
+  await waitUntil(() => lastSeqOn(back, "R3") === 102, "the follower has the new message");
+  assert.equal((await back.jetstream!.streams.get("R3")!.partitions[0].get(101))!.data.toString(), "after");
+});
+
+test("deleting a replicated stream removes every copy", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  await retrying(() => jsm.streams.add({ name: "GONE", subjects: ["gone.>"], num_replicas: 3 }));
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("GONE")), "a copy on every node");
+  assert.equal(await retrying(() => jsm.streams.delete("GONE")), true);
+  await waitUntil(() => nodes.every((n) => !n.jetstream!.streams.has("GONE")), "every copy deleted");
+});
