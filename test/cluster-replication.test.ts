@@ -113,6 +113,8 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   const leaderName = placementOf(nodes[0], "R3")!.leaders[0];
   const leader = nodes.find((n) => nameOf(n) === leaderName)!;
   const others = nodes.filter((n) => n !== leader);
+  // Followers copy the leader's consumers every second: wait for a copy with every ack of the first test.
+  await waitUntil(() => others.every((n) => n.jetstream!.streams.get("R3")!.replicaConsumers?.some((c) => c.name === "all" && c.state.ackFloorS === 100) === true), "the followers' copies of the consumer");
   const nc = await clients.open(others[0].url);
   const js = jetstream(nc);
   await leader.close();
@@ -133,6 +135,20 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   const dup = await retrying(() => js.publish("r3.1", "again", { msgID: "id-100" }));
   assert.equal(dup.duplicate, true);
   assert.equal(dup.seq, 100);
+
+  // The consumer came along (copied from the old leader every second: acks of the last one may come again), and reads on.
+  const consumer = await js.consumers.get("R3", "all");
+  const seen: number[] = [];
+  await waitUntilAsync(async () => {
+    const batch = await consumer.fetch({ max_messages: 200, expires: 1000 });
+    for await (const m of batch) {
+      seen.push(m.seq);
+      m.ack();
+    }
+    return seen.includes(101);
+  }, "the consumer delivers the message published after the failover", 20_000);
+  // Its acks came along: only the new message is delivered.
+  assert.deepEqual(seen, [101]);
 
   // The old leader returns as a follower, and rejoins the ISR once it has caught up.
   const back = await startJetStreamNode(site, leaderName, { routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });

@@ -231,6 +231,8 @@ export class ClusterStreams {
     stream.ledHere = kept.every((l) => l) ? null : kept;
     await this.replicaRoles(account, name, stream, placed);
     stream.ledHere = led.every((l) => l) ? null : led;
+    // Consumers (on the first partition's leader) taken over in a failover deliver from now on.
+    if (led[0] && !kept[0]) for (const c of stream.consumers.values()) c.notify();
     for (const l of this.moveListeners) l(account, name, placed);
   }
 

@@ -131,7 +131,7 @@ interface ConsumerPart {
 }
 
 /** Where the next consumers answer starts: a consumer (by index, in name order) and an offset into its pending deliveries. */
-interface ConsumersCursor {
+export interface ConsumersCursor {
   consumer: number;
   pending: number;
 }
@@ -371,41 +371,15 @@ export class StreamMover {
     }
   }
 
-  /**
-   * Fetches the frozen leader's consumers, page by page (each answer below
-   * a route's max payload, however many consumers and pending acks), and
-   * checks that every one came whole.
-   */
+  /** Fetches the frozen leader's consumers (readConsumers) and checks that as many came as it said. */
   private async pullConsumers(name: string, leader: string, expected: number): Promise<ConsumerCopy[]> {
-    const out: ConsumerCopy[] = [];
-    if (expected === 0) return out;
-    const counts: number[] = [];
-    let cursor: ConsumersCursor | null = { consumer: 0, pending: 0 };
-    while (cursor !== null) {
+    if (expected === 0) return [];
+    const out = await readConsumers(async (cursor) => {
       const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify(cursor)), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer for the consumers`);
-      const r = JSON.parse(b.toString()) as { parts?: ConsumerPart[]; next?: ConsumersCursor | null; error?: string };
-      if (r.error !== undefined) throw new Error(r.error);
-      if (!Array.isArray(r.parts) || (r.parts.length === 0 && r.next !== null)) throw new Error("bad consumers answer");
-      for (const part of r.parts) {
-        if (typeof part.name !== "string" || !Array.isArray(part.pending)) throw new Error("bad consumers answer");
-        if (part.state !== undefined) {
-          if (typeof part.config !== "object" || part.config === null || typeof part.created !== "string") throw new Error(`bad consumer ${part.name}`);
-          const { pendingCount, ...state } = part.state;
-          out.push({ name: part.name, config: part.config, created: part.created, state: { ...state, pending: [...part.pending] } });
-          counts.push(pendingCount);
-        } else {
-          const last = out[out.length - 1];
-          if (last?.name !== part.name) throw new Error(`pending deliveries of consumer ${part.name} out of order`);
-          for (const e of part.pending) last.state.pending.push(e);
-        }
-      }
-      cursor = r.next ?? null;
-    }
-    if (out.length !== expected) throw new Error(`the leader sent ${out.length} consumers of ${expected}`);
-    out.forEach((c, i) => {
-      if (c.state.pending.length !== counts[i]) throw new Error(`consumer ${c.name}: ${c.state.pending.length} pending deliveries of ${counts[i]} came`);
+      return b;
     });
+    if (out.length !== expected) throw new Error(`the leader sent ${out.length} consumers of ${expected}`);
     return out;
   }
 
@@ -494,10 +468,7 @@ export class StreamMover {
     const deleted = part.deletedSequences(MAX_GAPS + 1);
     if (deleted.length > MAX_GAPS) throw new Error(`more than ${MAX_GAPS} deleted sequences are too many to move`);
     // Quiet and frozen: the consumers' state is final until the move flips or is cancelled. (A stream of several has none: see above.)
-    const now = Date.now();
-    const taken = [...s.consumers.values()]
-      .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))
-      .map((c): ConsumerCopy => ({ name: c.name, config: c.config, created: c.created.toISOString(), state: c.movedState(now) }));
+    const taken = takeConsumers(s, Date.now());
     this.taken.set(name, taken);
     const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted, consumers: taken.length };
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
@@ -546,6 +517,48 @@ export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCur
     cur = end < c.state.pending.length ? { consumer: cur.consumer, pending: end } : cur.consumer + 1 < taken.length ? { consumer: cur.consumer + 1, pending: 0 } : null;
   }
   return { parts, next: cur };
+}
+
+/**
+ * Reads a leader's consumers page by page (`ask` sends one cursor and
+ * returns the answer, consumersAnswer's form: each below a route's max
+ * payload however many consumers and pending acks), and checks that every
+ * one came whole.
+ */
+export async function readConsumers(ask: (cursor: ConsumersCursor) => Promise<Buffer>): Promise<ConsumerCopy[]> {
+  const out: ConsumerCopy[] = [];
+  const counts: number[] = [];
+  let cursor: ConsumersCursor | null = { consumer: 0, pending: 0 };
+  while (cursor !== null) {
+    const r = JSON.parse((await ask(cursor)).toString()) as { parts?: ConsumerPart[]; next?: ConsumersCursor | null; error?: string };
+    if (r.error !== undefined) throw new Error(r.error);
+    if (!Array.isArray(r.parts) || (r.parts.length === 0 && r.next !== null)) throw new Error("bad consumers answer");
+    for (const part of r.parts) {
+      if (typeof part.name !== "string" || !Array.isArray(part.pending)) throw new Error("bad consumers answer");
+      if (part.state !== undefined) {
+        if (typeof part.config !== "object" || part.config === null || typeof part.created !== "string") throw new Error(`bad consumer ${part.name}`);
+        const { pendingCount, ...state } = part.state;
+        out.push({ name: part.name, config: part.config, created: part.created, state: { ...state, pending: [...part.pending] } });
+        counts.push(pendingCount);
+      } else {
+        const last = out[out.length - 1];
+        if (last?.name !== part.name) throw new Error(`pending deliveries of consumer ${part.name} out of order`);
+        for (const e of part.pending) last.state.pending.push(e);
+      }
+    }
+    cursor = r.next ?? null;
+  }
+  out.forEach((c, i) => {
+    if (c.state.pending.length !== counts[i]) throw new Error(`consumer ${c.name}: ${c.state.pending.length} pending deliveries of ${counts[i]} came`);
+  });
+  return out;
+}
+
+/** The consumers of a stream as a leader has them now, in name order (a move's freeze takes them this way). */
+export function takeConsumers(s: Stream, now: number): ConsumerCopy[] {
+  return [...s.consumers.values()]
+    .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0))
+    .map((c): ConsumerCopy => ({ name: c.name, config: c.config, created: c.created.toISOString(), state: c.movedState(now) }));
 }
 
 /** A stream with one partition freezes whole (JetStream: purges, deletes and consumers wait too); with several, the partition alone. */

@@ -35,6 +35,7 @@ import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type ReplicaGate, type Stream } from "./stream.js";
+import { consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
 export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
 /** How long an in-sync follower may go without catching up before its leader removes it from the ISR (Kafka's replica.lag.time.max.ms, shorter: JetStream publishers wait for it). */
@@ -45,6 +46,11 @@ const CHECK_MS = 500;
 const RANK_DELAY_MS = 500;
 /** How long a partition given up as leader waits for its writes in flight before its follower starts. */
 const QUIET_MS = 5000;
+/** How often a follower of a stream's first partition copies the leader's consumers (what a failover may redeliver: acks of the last interval). */
+const CONSUMERS_MS = 1000;
+/** A follower's request for the leader's consumers: `<stream>.consumers`. */
+const CONSUMERS = "consumers";
+const REQUEST_MS = 5000;
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -111,6 +117,11 @@ interface FollowerRole {
   follower: ReplicaFollower;
   /** When this node may propose itself as leader, once its leader is found gone (0: not found gone). */
   proposeAt: number;
+  /** The leader's consumers as last copied (partition 0 only), adopted if this node takes over. */
+  consumers: ConsumerCopy[] | null;
+  /** When they were copied last; a copy under way. */
+  consumersAt: number;
+  copying: boolean;
 }
 
 type Role = LeaderRole | FollowerRole;
@@ -123,6 +134,8 @@ export function defaultMinIsr(replicas: number): number {
 export class StreamReplicas {
   /** By `<stream>/<partition>`. */
   private readonly roles = new Map<string, Role>();
+  /** Consumers taken for a follower's paged copy, by `<stream>/<follower>`: later pages read the same snapshot. */
+  private readonly snapshots = new Map<string, ConsumerCopy[]>();
   /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
   private readonly changing = new Set<string>();
   private readonly timer: NodeJS.Timeout;
@@ -156,16 +169,65 @@ export class StreamReplicas {
     await Promise.all(roles.map(([key, r]) => this.end(Number(key.slice(key.lastIndexOf("/") + 1)), r, "the server is shutting down")));
   }
 
-  /** Serves a follower's request (`rest`: `<stream>.<partition>`). */
+  /** Serves a follower's request (`rest`: `<stream>.<partition>`, or `<stream>.consumers`). */
   serve(rest: string, body: Buffer, reply: string): void {
     if (reply === "") return;
     const dot = rest.lastIndexOf(".");
+    if (rest.slice(dot + 1) === CONSUMERS) return this.serveConsumers(rest.slice(0, dot), body, reply);
     const role = this.roles.get(`${rest.slice(0, dot)}/${rest.slice(dot + 1)}`);
     if (role === undefined || role.kind !== "leader") {
       this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${rest.slice(dot + 1)} of stream ${rest.slice(0, dot)}`, code: "not_leader" })));
       return;
     }
     role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
+  }
+
+  /** A page of the consumers of a stream led here, for a follower (a new snapshot at the first page). */
+  private serveConsumers(name: string, body: Buffer, reply: string): void {
+    const role = this.roles.get(`${name}/0`);
+    let req: { follower?: unknown; cursor?: ConsumersCursor };
+    try {
+      req = JSON.parse(body.toString()) as typeof req;
+    } catch {
+      req = {};
+    }
+    const c = req.cursor;
+    if (role?.kind !== "leader" || typeof req.follower !== "string" || !Number.isSafeInteger(c?.consumer) || !Number.isSafeInteger(c?.pending) || c!.consumer < 0 || c!.pending < 0) {
+      this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead stream ${name}, or a bad request` })));
+      return;
+    }
+    const key = `${name}/${req.follower}`;
+    let taken = this.snapshots.get(key);
+    if (taken === undefined || (c!.consumer === 0 && c!.pending === 0)) {
+      taken = takeConsumers(role.stream, Date.now());
+      this.snapshots.set(key, taken);
+    }
+    const page = consumersAnswer(taken, c!);
+    if (page.next === null) this.snapshots.delete(key);
+    this.host.answer(reply, Buffer.from(JSON.stringify(page)));
+  }
+
+  /** Copies the leader's consumers to this follower of a stream's first partition (see CONSUMERS_MS). */
+  private copyConsumers(name: string, role: FollowerRole, now: number): void {
+    if (role.copying || now - role.consumersAt < CONSUMERS_MS) return;
+    role.copying = true;
+    const subject = `${REPL_PREFIX}${name}.${CONSUMERS}`;
+    readConsumers(async (cursor) => {
+      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor })), REQUEST_MS);
+      if (b === null) throw new Error(`${role.leader} did not answer for the consumers`);
+      return b;
+    })
+      .then(
+        (copies) => {
+          role.consumers = copies;
+          role.stream.replicaConsumers = copies;
+        },
+        () => undefined, // the next round tries again; a failover adopts the last copy that came whole
+      )
+      .finally(() => {
+        role.copying = false;
+        role.consumersAt = Date.now();
+      });
   }
 
   /** The replicas of a stream's partition led here, as stream info's `cluster.replicas` (nats-server's form), or undefined. */
@@ -220,11 +282,13 @@ export class StreamReplicas {
         return;
       }
       const hw = role?.kind === "follower" ? role.follower.highWatermark : undefined;
+      const consumers = role?.kind === "follower" ? role.consumers : null;
       if (role !== undefined) {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
       this.roles.set(key, await this.lead(name, stream, p, set, isr, epoch, hw));
+      if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -233,6 +297,26 @@ export class StreamReplicas {
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
     }
     this.roles.set(key, await this.follow(name, stream, p, leader, epoch));
+  }
+
+  /**
+   * A follower taking over: the consumers the old leader had at the last
+   * copy, at that state (acks since then are lost: those deliveries come
+   * again). One this node has already (it led before) keeps its own state.
+   */
+  private async adoptConsumers(name: string, stream: Stream, copies: readonly ConsumerCopy[]): Promise<void> {
+    const js = this.host.js;
+    let adopted = 0;
+    for (const c of copies) {
+      if (stream.consumers.has(c.name)) continue;
+      try {
+        await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
+        adopted++;
+      } catch (err) {
+        js.options.log.warn(`cluster: consumer "${c.name}" of stream "${name}" could not be taken over: ${(err as Error).message}`);
+      }
+    }
+    if (adopted > 0) js.options.log.info(`cluster: took over ${adopted} consumers of stream "${name}" of account ${this.account}`);
   }
 
   private async epochsOf(stream: Stream, p: number): Promise<LeaderEpochs> {
@@ -282,7 +366,7 @@ export class StreamReplicas {
     });
     follower.start();
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
-    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0 };
+    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersAt: 0, copying: false };
   }
 
   private async end(p: number, role: Role, why: string): Promise<void> {
@@ -291,6 +375,7 @@ export class StreamReplicas {
       role.gate.leader.close(why);
     } else {
       await role.follower.close();
+      role.stream.replicaConsumers = null;
     }
   }
 
@@ -306,7 +391,10 @@ export class StreamReplicas {
       const name = key.slice(0, slash);
       const p = Number(key.slice(slash + 1));
       if (role.kind === "leader") this.checkIsr(key, name, p, role);
-      else this.checkLeader(key, name, p, role, now);
+      else {
+        this.checkLeader(key, name, p, role, now);
+        if (p === 0 && this.host.cluster.directory.isLive(role.leader)) this.copyConsumers(name, role, now);
+      }
     }
   }
 

@@ -19,6 +19,7 @@ import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
 import { NS_PER_MS, type StreamConfig } from "./config.js";
 import type { Consumer } from "./consumer.js";
+import type { ConsumerCopy } from "./stream-move.js";
 import { CappedVisibility, type Visibility } from "./visibility.js";
 import type { MergedLog, StreamOrder } from "./stream-order.js";
 
@@ -196,6 +197,12 @@ export class Stream {
    * aside (kept on disk).
    */
   movedOut = false;
+  /**
+   * On a follower of a replicated stream: the leader's consumers as last
+   * copied (stream-replicas.ts), which it takes over if it becomes leader;
+   * null: none copied.
+   */
+  replicaConsumers: readonly ConsumerCopy[] | null = null;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
