@@ -234,13 +234,10 @@ export class ReplicaLeader {
   private hw: number;
   private parkedCount = 0;
   private closedWith: Error | null = null;
-  // Waiters for the high watermark, ordered by sequence, from `head`.
-  private wSeq: number[] = [];
-  private wCb: Array<(err: Error | null, ctx: never) => void> = [];
-  private wCtx: unknown[] = [];
+  /** Waiters for the high watermark, by sequence. */
+  private readonly waiters = new WaitQueue();
   /** The ISR's followers (not the leader): what the high watermark is the lowest of, kept as an array so that an append allocates nothing. */
   private isrViews: FollowerView[] = [];
-  private head = 0;
   private readonly now: () => number;
 
   private constructor(
@@ -407,26 +404,7 @@ export class ReplicaLeader {
       cb(null, ctx as T);
       return true;
     }
-    if (this.wSeq.length - this.head >= MAX_WAITERS) return false;
-    const n = this.wSeq.length;
-    if (n === this.head || this.wSeq[n - 1] <= seq) {
-      this.wSeq.push(seq);
-      this.wCb.push(cb as (err: Error | null, ctx: never) => void);
-      this.wCtx.push(ctx);
-    } else {
-      // Out of order (rare: appends land in order): inserted at its place, after equal ones.
-      let lo = this.head;
-      let hi = n;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (this.wSeq[mid] <= seq) lo = mid + 1;
-        else hi = mid;
-      }
-      this.wSeq.splice(lo, 0, seq);
-      this.wCb.splice(lo, 0, cb as (err: Error | null, ctx: never) => void);
-      this.wCtx.splice(lo, 0, ctx);
-    }
-    return true;
+    return this.waiters.add(seq, cb, ctx);
   }
 
   /** Recomputes the high watermark (the lowest next sequence over the ISR, never going back) and wakes its waiters. */
@@ -435,25 +413,7 @@ export class ReplicaLeader {
     for (let i = 0; i < this.isrViews.length; i++) low = Math.min(low, this.isrViews[i].acked);
     if (low <= this.hw) return;
     this.hw = low;
-    while (this.head < this.wSeq.length && this.wSeq[this.head] < low) {
-      const cb = this.wCb[this.head];
-      const ctx = this.wCtx[this.head] as never;
-      this.wCb[this.head] = noop;
-      this.wCtx[this.head] = undefined;
-      this.head++;
-      cb(null, ctx);
-    }
-    if (this.head === this.wSeq.length) {
-      this.wSeq = [];
-      this.wCb = [];
-      this.wCtx = [];
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.wSeq.length) {
-      this.wSeq = this.wSeq.slice(this.head);
-      this.wCb = this.wCb.slice(this.head);
-      this.wCtx = this.wCtx.slice(this.head);
-      this.head = 0;
-    }
+    this.waiters.release(low);
   }
 
   /** The ISR as now agreed (after the fenced write in etcd): the leader stays in it; the high watermark may move on. */
@@ -506,17 +466,83 @@ export class ReplicaLeader {
       this.parkedCount--;
       p.answer(encodeError("not_leader", why));
     }
-    const cbs = this.wCb.slice(this.head);
-    const ctxs = this.wCtx.slice(this.head);
-    this.wSeq = [];
-    this.wCb = [];
-    this.wCtx = [];
-    this.head = 0;
-    for (let i = 0; i < cbs.length; i++) cbs[i](this.closedWith, ctxs[i] as never);
+    this.waiters.fail(this.closedWith);
   }
 }
 
 function noop(): void {}
+
+type Waiter = (err: Error | null, ctx: never) => void;
+
+/**
+ * Callbacks waiting for a position (a sequence, a removal) to fall below a
+ * watermark, kept ordered by position from `head`: at most MAX_WAITERS, no
+ * promise or closure per waiter.
+ */
+class WaitQueue {
+  private pos: number[] = [];
+  private cb: Waiter[] = [];
+  private ctx: unknown[] = [];
+  private head = 0;
+
+  /** Waits for `at` to fall below the watermark; false (and no call) when MAX_WAITERS wait. */
+  add<T>(at: number, cb: (err: Error | null, ctx: T) => void, ctx: T | undefined): boolean {
+    const n = this.pos.length;
+    if (n - this.head >= MAX_WAITERS) return false;
+    if (n === this.head || this.pos[n - 1] <= at) {
+      this.pos.push(at);
+      this.cb.push(cb as Waiter);
+      this.ctx.push(ctx);
+      return true;
+    }
+    // Out of order (rare: positions are handed out in order): inserted at its place, after equal ones.
+    let lo = this.head;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.pos[mid] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    this.pos.splice(lo, 0, at);
+    this.cb.splice(lo, 0, cb as Waiter);
+    this.ctx.splice(lo, 0, ctx);
+    return true;
+  }
+
+  /** Calls, in order, every waiter whose position is below `watermark`. */
+  release(watermark: number): void {
+    while (this.head < this.pos.length && this.pos[this.head] < watermark) {
+      const cb = this.cb[this.head];
+      const ctx = this.ctx[this.head] as never;
+      this.cb[this.head] = noop;
+      this.ctx[this.head] = undefined;
+      this.head++;
+      cb(null, ctx);
+    }
+    if (this.head === this.pos.length) this.clear();
+    else if (this.head > 1024 && this.head * 2 > this.pos.length) {
+      this.pos = this.pos.slice(this.head);
+      this.cb = this.cb.slice(this.head);
+      this.ctx = this.ctx.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Calls every waiter with `err` (the leadership ended). */
+  fail(err: Error): void {
+    const cbs = this.cb.slice(this.head);
+    const ctxs = this.ctx.slice(this.head);
+    this.clear();
+    for (let i = 0; i < cbs.length; i++) cbs[i](err, ctxs[i] as never);
+  }
+
+  private clear(): void {
+    this.pos = [];
+    this.cb = [];
+    this.ctx = [];
+    this.head = 0;
+  }
+}
 
 
 /** The entries of `entries` whose epochs wrote some of `from`..`next` - 1. */
