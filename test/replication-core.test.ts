@@ -4,7 +4,9 @@
  * transport that drops, delays and hands back late answers. Replicas end
  * identical (sequences, gaps, times, Kafka batch bytes, epochs), the high
  * watermark only passes what every ISR member has, a follower from an older
- * epoch truncates what was never acknowledged (KIP-101), and the limits hold.
+ * epoch truncates what was never acknowledged (KIP-101), removals inside the
+ * log reach every follower (shipped, or by reconciliation), and the limits
+ * hold.
  */
 
 import { test } from "node:test";
@@ -20,10 +22,14 @@ import { appendItems, itemEnd, readCopy } from "../src/streams/copy-batch.js";
 import {
   decodeEndOfAnswer,
   decodeFetchAnswer,
+  decodeGapsAnswer,
   encodeRequest,
   FETCH_BYTES,
+  MAX_GAP_RANGES,
   MAX_PARKED,
+  MAX_REMOVALS,
   MAX_WAITERS,
+  REMOVALS_PER_ANSWER,
   ReplicaError,
   ReplicaFollower,
   ReplicaLeader,
@@ -199,8 +205,22 @@ async function history(n: Node): Promise<void> {
 }
 
 /** A fetch straight to the leader, answered (decoded) or thrown as its ReplicaError. */
-function fetchFrom(leader: ReplicaLeader, follower: string, from: number, opts: { epoch?: number; maxBytes?: number; maxWaitMs?: number } = {}): Promise<FetchAnswer> {
-  const req = encodeRequest({ op: "fetch", follower, from, epoch: opts.epoch ?? leader.epoch, maxBytes: opts.maxBytes ?? FETCH_BYTES, maxWaitMs: opts.maxWaitMs ?? 0 });
+function fetchFrom(
+  leader: ReplicaLeader,
+  follower: string,
+  from: number,
+  opts: { epoch?: number; maxBytes?: number; maxWaitMs?: number; run?: string; ops?: number } = {},
+): Promise<FetchAnswer> {
+  const req = encodeRequest({
+    op: "fetch",
+    follower,
+    from,
+    epoch: opts.epoch ?? leader.epoch,
+    run: opts.run ?? leader.run,
+    ops: opts.ops ?? leader.removalEnd,
+    maxBytes: opts.maxBytes ?? FETCH_BYTES,
+    maxWaitMs: opts.maxWaitMs ?? 0,
+  });
   return new Promise((resolve, reject) =>
     leader.serve(req, (b) => {
       try {
@@ -494,7 +514,7 @@ test("limits: an answer stays within FETCH_BYTES however much is asked; waiters 
   let from = 1;
   let rounds = 0;
   while (from < end(a)) {
-    const req = encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, maxBytes: 1e12, maxWaitMs: 0 });
+    const req = encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: 1e12, maxWaitMs: 0 });
     const raw = await new Promise<Buffer>((resolve) => leader.serve(req, resolve));
     assert.ok(raw.length <= FETCH_BYTES, `answer of ${raw.length} bytes`);
     const got = decodeFetchAnswer(raw);
@@ -522,14 +542,336 @@ test("limits: an answer stays within FETCH_BYTES however much is asked; waiters 
     );
   const code = (c: string) => (e: ReplicaError) => e instanceof ReplicaError && e.code === c;
   await assert.rejects(ask(Buffer.from("\x00garbage")), code("bad_request"));
-  await assert.rejects(ask(encodeRequest({ op: "fetch", follower: "zz", from: 1, epoch: 1, maxBytes: 1, maxWaitMs: 0 })), code("bad_request"));
+  await assert.rejects(ask(encodeRequest({ op: "fetch", follower: "zz", from: 1, epoch: 1, run: leader.run, ops: 0, maxBytes: 1, maxWaitMs: 0 })), code("bad_request"));
   await assert.rejects(fetchFrom(leader, "b", 1, { epoch: 0 }), code("fenced"));
   await assert.rejects(fetchFrom(leader, "b", 1, { epoch: 2 }), code("unknown_epoch"));
   await assert.rejects(fetchFrom(leader, "b", end(a) + 1), code("out_of_range"));
   // Malformed answers are errors, not crashes.
-  const good = await new Promise<Buffer>((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, maxBytes: 100, maxWaitMs: 0 }), resolve));
+  const good = await new Promise<Buffer>((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, run: leader.run, ops: 0, maxBytes: 100, maxWaitMs: 0 }), resolve));
   for (const cut of [1, 4, 20, good.length - 3]) assert.throws(() => decodeFetchAnswer(good.subarray(0, cut)), ReplicaError);
   assert.throws(() => decodeEndOfAnswer(Buffer.from("{}")), ReplicaError);
   leader.close();
   await a.log.close();
+});
+
+// ---- removals: deletes and purges inside the log, shipped to followers; reconciliation ----
+
+/** Deletes `seqs` from the leader's log as a stream does (each delete applied, then the leader told): the removal position. */
+async function del(leader: ReplicaLeader, n: Node, seqs: readonly number[]): Promise<number> {
+  const gone: number[] = [];
+  for (const seq of seqs) if (await n.log.delete(seq)) gone.push(seq);
+  return leader.removed(gone);
+}
+
+/** A purge with a filter (and `keep`) on the leader, its sequences listed first as a stream would: the removal position. */
+async function purgeSome(leader: ReplicaLeader, n: Node, filter: string, keep = 0): Promise<number> {
+  const matching: number[] = [];
+  for (let from = 1; ; ) {
+    const page = await n.log.scan(from, { filter, maxMessages: 1000 });
+    if (page.length === 0) break;
+    for (const m of page) matching.push(m.seq);
+    from = page[page.length - 1].seq + 1;
+  }
+  const seqs = keep > 0 ? matching.slice(0, Math.max(0, matching.length - keep)) : matching;
+  assert.equal(await n.log.purge(keep > 0 ? { filter, keep } : { filter }), seqs.length);
+  return leader.removed(seqs);
+}
+
+/** A follower's log that counts its deletes per sequence, and the deletes that found nothing. */
+function counting(n: Node): { node: Node; deletes: Map<number, number>; misses: number[] } {
+  const deletes = new Map<number, number>();
+  const misses: number[] = [];
+  const log = new Proxy(n.log, {
+    get(target, key) {
+      if (key === "delete") {
+        return async (seq: number): Promise<boolean> => {
+          deletes.set(seq, (deletes.get(seq) ?? 0) + 1);
+          const done = await target.delete(seq);
+          if (!done) misses.push(seq);
+          return done;
+        };
+      }
+      const v = (target as unknown as Record<string | symbol, unknown>)[key];
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { node: { ...n, log }, deletes, misses };
+}
+
+function gapsFrom(leader: ReplicaLeader, follower: string, from: number, to: number): Promise<{ raw: Buffer; answer: ReturnType<typeof decodeGapsAnswer> }> {
+  const req = encodeRequest({ op: "gaps", follower, epoch: leader.epoch, from, to, run: null, ops: null });
+  return new Promise((resolve, reject) =>
+    leader.serve(req, (raw) => {
+      try {
+        resolve({ raw, answer: decodeGapsAnswer(raw) });
+      } catch (err) {
+        reject(err);
+      }
+    }),
+  );
+}
+
+test("removals inside the log reach every follower among the appends, and the removal watermark waits for every ISR member", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "file", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  const c = await node("c", "file", dir, nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  const errors: Error[] = [];
+  const fb = follow(b, 1, new Link(leader, { drop: 0.1, stale: 0.2, delayTurns: 3, seed: 21 }), errors);
+  let fc = follow(c, 1, new Link(leader, { drop: 0.1, stale: 0.2, delayTurns: 3, seed: 22 }), errors);
+  const fired: number[] = [];
+  const onReplicated = (err: Error | null, op: number): void => {
+    assert.equal(err, null);
+    fired.push(op);
+  };
+  const waited: number[] = [];
+  const wait = (op: number): void => {
+    waited.push(op);
+    assert.equal(leader.whenRemovalReplicated(op, onReplicated, op), true);
+  };
+  const rand = rng(5);
+  let i = 0;
+  while (i < 60) await write(leader, a, ++i);
+  await until(() => end(b) === end(a) && end(c) === end(a), "the followers at the leader's end");
+  for (let round = 0; round < 12; round++) {
+    for (let k = 0; k < 10; k++) await write(leader, a, ++i);
+    // Old sequences (inside Kafka-like batches too) and the newest, which a follower may not have fetched yet.
+    const first = a.log.state().firstSeq;
+    const last = end(a) - 1;
+    const picks = [first + Math.floor(rand() * (last - first)), first + Math.floor(rand() * (last - first)), last];
+    wait(await del(leader, a, picks));
+    if (round % 4 === 1) wait(await purgeSome(leader, a, "s.1"));
+    if (round % 4 === 2) wait(await purgeSome(leader, a, "s.2", 2));
+    if (round === 6) {
+      assert.ok((await a.log.purge({ upTo: 20 })) > 0);
+      wait(leader.removedBelow());
+    }
+    // The leader's epoch checkpoint follows its log start, as a follower's does when it purges below it.
+    await a.epochs.trimBelow(a.log.state().firstSeq);
+  }
+  await until(() => leader.removalWatermark === leader.removalEnd, "every removal applied by both followers");
+  assert.deepEqual(fired, waited, "each waiter called once, in order");
+  // c away: a removal waits for it, b's having it is not enough.
+  await fc.close();
+  const pending = await del(leader, a, [a.log.state().firstSeq + 5, end(a) - 3]);
+  wait(pending);
+  await until(() => fb.removalsApplied >= pending, "b applied the removal");
+  assert.ok(leader.removalWatermark < pending);
+  assert.ok(!fired.includes(pending));
+  // c back, a new follower: it reconciles, then fetches, and the waiter is called.
+  fc = follow(c, 1, new Link(leader, { drop: 0.1, stale: 0.2, delayTurns: 3, seed: 23 }), errors);
+  await until(() => fired.includes(pending), "the removal on c too");
+  assert.equal(fc.reconciliations, 1);
+  for (let k = 0; k < 5; k++) await write(leader, a, ++i);
+  await until(() => leader.highWatermark === end(a) && end(b) === end(a) && end(c) === end(a), "both followers at the end");
+  await fb.close();
+  await fc.close();
+  assert.deepEqual(fired, waited);
+  assert.ok(errors.some((e) => /late answer/.test(e.message)), "the fault schedule handed back a late answer");
+  const want = await picture(a);
+  assert.ok((want as { deleted: number[] }).deleted.length > 20, "the leader's log has gaps inside");
+  assert.deepEqual(await picture(b), want);
+  assert.deepEqual(await picture(c), want);
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a follower that restarts, joins late, or applied a removal the new leader never had reconciles to the leader's log", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "file", dir, nodes);
+  const b = await node("b", "file", dir, nodes);
+  const c = await node("c", "memory", dir, nodes);
+  const d = await node("d", "memory", dir, nodes);
+  const replicas = ["a", "b", "c", "d"];
+  const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas, isr: ["a", "b", "c"] });
+  const fb = follow(b, 1, new Link(la));
+  const fc = follow(c, 1, new Link(la));
+  for (let i = 1; i <= 80; i++) await write(la, a, i);
+  await until(() => la.highWatermark === end(a), "1..80 on b and c");
+  await fb.close();
+  // While b is away: deletes (a run of them among them), and a filtered purge told only as unlisted.
+  await del(la, a, [3, 4, 5, 6, 7, 40, 41, 79]);
+  assert.ok((await a.log.purge({ filter: "s.2" })) > 0);
+  const before = fc.reconciliations;
+  const unlisted = la.removedUnlisted();
+  la.setIsr(["a", "c"]);
+  let done = false;
+  la.whenRemovalReplicated(unlisted, (err) => {
+    assert.equal(err, null);
+    done = true;
+  });
+  await until(() => done, "c reconciled past the unlisted removal");
+  assert.equal(fc.reconciliations, before + 1);
+  assert.deepEqual(await picture(c), await picture(a));
+  // b restarts: a new follower on the same log reconciles before it fetches, then may join the ISR again.
+  const fb2 = follow(b, 1, new Link(la));
+  await until(() => la.readyToJoin().includes("b"), "b ready to join");
+  assert.equal(fb2.reconciliations, 1);
+  assert.deepEqual(await picture(b), await picture(a));
+  la.setIsr(["a", "b", "c"]);
+  // d joins late with an empty log: its copy has the gaps without a removal shipped.
+  const fd = follow(d, 1, new Link(la));
+  await until(() => end(d) === end(a) && fd.rounds > 0, "d at the leader's end");
+  await fd.close();
+  assert.deepEqual(await picture(d), await picture(a));
+  // a deletes 60 and only b applies it; a is gone before c has it: the delete was never acknowledged.
+  await fc.close();
+  const lost = await del(la, a, [60]);
+  await until(() => fb2.removalsApplied >= lost, "b applied the delete");
+  assert.equal(b.log.has(60), false);
+  await fb2.close();
+  const hw = la.highWatermark;
+  la.close("a is gone");
+  // c leads epoch 2; b follows and finds that c has 60, which it lacks: it truncates there and fetches it again.
+  const lc = await ReplicaLeader.create({ self: "c", log: c.log, epochs: c.epochs, epoch: 2, replicas, isr: ["b", "c"], highWatermark: hw });
+  assert.equal(c.log.has(60), true);
+  const fb3 = follow(b, 2, new Link(lc));
+  for (let i = 81; i <= 85; i++) await write(lc, c, i, "e2-");
+  await until(() => lc.highWatermark === end(c) && end(b) === end(c), "b follows c");
+  await fb3.close();
+  assert.equal(b.log.has(60), true);
+  assert.deepEqual(await picture(b), await picture(c));
+  lc.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a late or repeated answer applies nothing twice and skips nothing; removals a follower cannot need are not shipped", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b"] });
+  for (let i = 1; i <= 30; i++) await write(leader, a, i);
+  // b has 1..20 and fetches from this leadership (else it reconciles first, and the leader keeps nothing for it).
+  await fetchFrom(leader, "b", 21, { ops: 0 });
+  // A removal below its end is shipped, one at or above it is not (the copy skips it).
+  const p1 = await del(leader, a, [3, 25]);
+  const first = await fetchFrom(leader, "b", 21, { ops: 0 });
+  assert.deepEqual(first.removals, [3]);
+  assert.deepEqual([first.ops, first.opsTo], [0, p1]);
+  assert.ok(first.items.every((m) => (isForeign(m) ? m.firstSeq + m.count <= 25 || m.firstSeq > 25 : m.seq !== 25)));
+  // A retry of the same fetch gets the same removals from the same position; nothing is acknowledged until the next fetch says so.
+  const again = await fetchFrom(leader, "b", 21, { ops: 0 });
+  assert.deepEqual([again.removals, again.ops, again.opsTo], [[3], 0, p1]);
+  assert.equal(leader.removalWatermark, 0);
+  await fetchFrom(leader, "b", 31, { ops: p1 });
+  assert.equal(leader.removalWatermark, p1);
+  // A late copy of the first fetch: b's position moved on and the leader forgot what was before it; refused, nothing goes back.
+  await assert.rejects(fetchFrom(leader, "b", 21, { ops: 0 }), (e: ReplicaError) => e.code === "reconcile");
+  assert.equal(leader.removalWatermark, p1);
+  // Below the log start nothing is shipped (the follower purges there); a front purge takes a position all the same.
+  assert.ok((await a.log.purge({ upTo: 6 })) > 0);
+  const p2 = leader.removedBelow();
+  const p3 = await del(leader, a, [5, 8]);
+  assert.equal(p3, p2 + 1, "5 was purged already: only 8 is a removal");
+  const next = await fetchFrom(leader, "b", 31, { ops: p1 });
+  assert.deepEqual([next.removals, next.logStart, next.opsTo], [[8], 6, p3]);
+  // Positions this leadership does not hold, or another leadership's: reconcile.
+  const code = (c: string) => (e: ReplicaError) => e instanceof ReplicaError && e.code === c;
+  await assert.rejects(fetchFrom(leader, "b", 31, { ops: p3 + 1 }), code("reconcile"));
+  await assert.rejects(fetchFrom(leader, "b", 31, { ops: p3, run: "another" }), code("reconcile"));
+  // Through a faulty link, a follower whose deletes are counted: each sequence deleted once, and only those the leader removed.
+  const cNode = await node("c", "memory", () => "", nodes);
+  const counted = counting(cNode);
+  const errors: Error[] = [];
+  const fc = follow(counted.node, 1, new Link(leader, { drop: 0.2, stale: 0.3, delayTurns: 3, seed: 31 }), errors);
+  const rand = rng(9);
+  const removed = new Set<number>();
+  for (let i = 31; i <= 330; i++) {
+    await write(leader, a, i);
+    await turns(Math.floor(rand() * 8)); // the memory log acknowledges in microtasks: let the follower's rounds interleave
+    if (i % 3 !== 0) continue;
+    const seq = a.log.state().firstSeq + Math.floor(rand() * (end(a) - a.log.state().firstSeq));
+    if (a.log.has(seq)) {
+      await del(leader, a, [seq]);
+      removed.add(seq);
+    }
+  }
+  await until(() => end(cNode) === end(a) && fc.removalsApplied === leader.removalEnd, "c at the leader's end, every removal applied");
+  await fc.close();
+  assert.ok(errors.some((e) => /late answer/.test(e.message)), "the fault schedule handed back a late answer");
+  assert.ok(counted.deletes.size > 10, "c deleted what it had fetched before the leader removed it");
+  for (const [seq, n] of counted.deletes) {
+    assert.equal(n, 1, `${seq} deleted once`);
+    assert.ok(removed.has(seq), `${seq} was removed by the leader`);
+  }
+  assert.deepEqual(counted.misses, []);
+  await a.epochs.trimBelow(a.log.state().firstSeq); // as c's follows the log start
+  assert.deepEqual(await picture(cNode), await picture(a));
+  leader.close();
+});
+
+test("bounds: a flood of removals past MAX_REMOVALS makes a follower behind reconcile, the leader keeps no more; pages and answers stay within FETCH_BYTES", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const b = await node("b", "memory", () => "", nodes);
+  const c = await node("c", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  // Every other sequence of the first 4 * MAX_GAP_RANGES is removed (the worst case for a reconciliation page), then a run.
+  const alternate = 4 * MAX_GAP_RANGES;
+  const flood: number[] = [];
+  for (let seq = 2; flood.length < MAX_REMOVALS + 1000; seq += seq < alternate ? 2 : 1) flood.push(seq);
+  const total = flood[flood.length - 1] + 4 * REMOVALS_PER_ANSWER;
+  for (let at = 0; at < total; at += 4096) {
+    const run = runOf(Array.from({ length: 4096 }, (_, k) => ({ subject: `f.${k % 7}`, data: Buffer.from(`m${at + k}`) })));
+    const firstSeq = await new Promise<number>((resolve, reject) => a.log.appendMany(run, (err, seq) => (err ? reject(err) : resolve(seq))));
+    leader.appended(firstSeq + run.count - 1);
+  }
+  const linkB = new Link(leader);
+  const errorsB: Error[] = [];
+  const fb = follow(b, 1, linkB, errorsB);
+  const fc = follow(c, 1, new Link(leader));
+  await until(() => leader.highWatermark === end(a), "both followers at the end");
+  // b cut off (its fetch held now is answered, no request after it is); more removals than the leader keeps. c keeps up, b does not.
+  linkB.leader = null;
+  leader.appended(await appendAsync(a.log, { subject: "f.0", data: Buffer.from("last before the flood") }));
+  await until(() => end(b) === end(a), "b's held fetch answered");
+  const removeAll = async (seqs: number[]): Promise<void> => {
+    for (let k = 0; k < seqs.length; k += 1000) {
+      const chunk = seqs.slice(k, k + 1000);
+      for (const seq of chunk) assert.equal(await a.log.delete(seq), true);
+      leader.removed(chunk);
+      assert.ok(leader.heldRemovals <= MAX_REMOVALS, `${leader.heldRemovals} removals held`);
+    }
+  };
+  await removeAll(flood.slice(0, MAX_REMOVALS / 2));
+  await until(() => fc.removalsApplied === leader.removalEnd, "c applied the first half");
+  assert.equal(leader.heldRemovals, MAX_REMOVALS / 2, "kept for b");
+  await removeAll(flood.slice(MAX_REMOVALS / 2));
+  assert.equal(leader.heldRemovals, MAX_REMOVALS, "b's position is forgotten: the newest MAX_REMOVALS are kept");
+  leader.setIsr(["a", "c"]);
+  await until(() => leader.removalWatermark === leader.removalEnd, "c applied them all");
+  assert.equal(fc.reconciliations, 1, "c kept up: no reconciliation");
+  // A reconciliation page where every other sequence is gone: at most MAX_GAP_RANGES ranges, far below FETCH_BYTES.
+  const page = await gapsFrom(leader, "c", 1, end(a));
+  assert.ok(page.raw.length < FETCH_BYTES / 2, `page of ${page.raw.length} bytes`);
+  assert.equal(page.answer.gaps.length, 2 * MAX_GAP_RANGES);
+  assert.ok(page.answer.next < end(a));
+  // A fetch answer carrying REMOVALS_PER_ANSWER removals and large records together: within FETCH_BYTES.
+  const big = Buffer.alloc(20_000, 0x62);
+  const bigFrom = end(a);
+  for (let k = 0; k < 20; k++) leader.appended(await appendAsync(a.log, { subject: "big", data: big }));
+  const raw = await new Promise<Buffer>((resolve) =>
+    leader.serve(
+      encodeRequest({ op: "fetch", follower: "c", from: bigFrom, epoch: 1, run: leader.run, ops: leader.removalEnd - REMOVALS_PER_ANSWER, maxBytes: 1e12, maxWaitMs: 0 }),
+      resolve,
+    ),
+  );
+  assert.ok(raw.length <= FETCH_BYTES, `answer of ${raw.length} bytes`);
+  const answer = decodeFetchAnswer(raw);
+  assert.equal(answer.removals.length, REMOVALS_PER_ANSWER);
+  assert.ok(answer.items.length > 0);
+  // b back: its position was forgotten, so it reconciles (the leader tells it) and ends identical.
+  const before = fb.reconciliations;
+  linkB.leader = leader;
+  await until(() => end(b) === end(a) && fb.removalsApplied === leader.removalEnd && fb.reconciliations > before, "b reconciled and at the end");
+  assert.ok(errorsB.some((e) => e instanceof ReplicaError && e.code === "reconcile"), "the leader told b to reconcile");
+  assert.ok(leader.heldRemovals <= MAX_REMOVALS);
+  await fb.close();
+  await fc.close();
+  const want = await picture(a);
+  assert.deepEqual(await picture(b), want);
+  assert.deepEqual(await picture(c), want);
+  leader.close();
 });

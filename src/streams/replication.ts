@@ -24,13 +24,31 @@
  * - The leader's callers wait for the high watermark with
  *   `whenReplicated(seq, cb)`: a queue ordered by sequence, no promise per
  *   message.
+ * - Removals inside the log (deletes, purges with a filter or `keep`,
+ *   work-queue and interest acks, per-subject limits) are told to the
+ *   leader once applied (`removed(seqs)`): each gets a removal position in
+ *   this leadership (`run`). A fetch also says how many the follower has
+ *   applied (`ops`, acknowledged like `from`); the answer ships the next
+ *   ones below the follower's `from` (those at or above it are skipped by
+ *   the copy, those below the log start by the purge the log start makes),
+ *   and the follower deletes them durably before it fetches again. The
+ *   removal watermark is the lowest applied position over the ISR;
+ *   `whenRemovalReplicated(op, cb)` waits for it. Front purges travel as
+ *   the log start (`removedBelow` only gives them a position to wait on).
+ * - The leader keeps at most MAX_REMOVALS removals for followers behind.
+ *   A follower new to a leadership (a new epoch, a restart on either
+ *   side), one the leader no longer keeps removals for, and every follower
+ *   after `removedUnlisted` reconciles: it asks, page by page (`gaps`),
+ *   which sequences of the range it holds are gone at the leader, deletes
+ *   those, and where the leader has what it lacks (an earlier leader's
+ *   unacknowledged removal) truncates there to fetch it again.
  *
- * Not built here: operations other than appends (deletes, purges, limits),
- * the ISR and epochs in etcd (the caller decides with `lagging` and
- * `readyToJoin` and applies with `setIsr`), and the lease check before
- * acknowledging.
+ * Not built here: the ISR and epochs in etcd (the caller decides with
+ * `lagging` and `readyToJoin` and applies with `setIsr`), and the lease
+ * check before acknowledging.
  */
 
+import { randomBytes } from "node:crypto";
 import { UNDEFINED_EPOCH, type EpochEntry, type LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog, StoredItem } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, EMPTY_BATCH_BYTES, encodeBatch, encodedSize, itemEnd, readCopy } from "./copy-batch.js";
@@ -49,6 +67,22 @@ const ANSWER_MARGIN_MS = 2000;
 /** Room in an answer for its header (epochs, watermarks): the records get the rest of FETCH_BYTES. */
 const HEADER_ROOM = 4096;
 const ANSWER_MARK = 0x52;
+/**
+ * Removals a leader keeps for followers that have not applied them yet (a
+ * number each: half a MiB when full, and only while a follower is behind).
+ * A follower left further behind reconciles instead (`gaps`).
+ */
+export const MAX_REMOVALS = 65_536;
+/** Removals one fetch answer covers at most (those shipped are numbers in its header). */
+export const REMOVALS_PER_ANSWER = 4096;
+/** Sequences one reconciliation page examines at most. */
+export const RECONCILE_SPAN = 65_536;
+/** Deleted ranges one reconciliation page lists at most: two numbers each, so its answer stays far below FETCH_BYTES. */
+export const MAX_GAP_RANGES = 4096;
+/** Room a shipped removal takes in an answer's header at most (a safe integer and a comma). */
+const REMOVAL_ROOM = 17;
+/** Deletes a follower has under way at once (the log groups them). */
+const DELETE_CHUNK = 1024;
 
 /** Why a leader refused a request; the follower's reaction depends on it. */
 export type ReplicaErrorCode =
@@ -62,6 +96,8 @@ export type ReplicaErrorCode =
   | "out_of_range"
   /** What the leader sent does not follow the follower's log: truncate again. */
   | "diverged"
+  /** The follower's removal position is not one this leader knows (another leadership, or fallen past MAX_REMOVALS): reconcile. */
+  | "reconcile"
   | "bad_request"
   | "storage";
 
@@ -81,8 +117,27 @@ export interface FetchRequest {
   from: number;
   /** The leader epoch the follower follows. */
   epoch: number;
+  /** The leadership (`ReplicaLeader.run`) whose removals `ops` counts: the one the follower reconciled with. */
+  run: string;
+  /** Removals of that leadership the follower has applied durably (an acknowledgement, as `from` is). */
+  ops: number;
   maxBytes: number;
   maxWaitMs: number;
+}
+
+/**
+ * A reconciliation page: which of `from`..`to` - 1 are gone at the leader.
+ * `run` and `ops` are null on a reconciliation's first page, then the
+ * leadership and the lowest removal position its pages were answered at.
+ */
+export interface GapsRequest {
+  op: "gaps";
+  follower: string;
+  epoch: number;
+  from: number;
+  to: number;
+  run: string | null;
+  ops: number | null;
 }
 
 export interface EndOfRequest {
@@ -104,7 +159,28 @@ export interface FetchAnswer {
   next: number;
   /** The leader's epoch entries covering `from`..`next`. */
   epochs: EpochEntry[];
+  /** The leadership and removal position of the request, echoed. */
+  run: string;
+  ops: number;
+  /** The removal position once the follower applied `removals`: its next fetch's `ops`. */
+  opsTo: number;
+  /** Sequences below `from` (and at or above `logStart`) the leader removed in ops..opsTo, in its order: the follower deletes those it has. */
+  removals: number[];
   items: StoredItem[];
+}
+
+export interface GapsAnswer {
+  run: string;
+  /** The leader's removal position when it answered: every removal before it is reflected in `gaps`. */
+  ops: number;
+  logStart: number;
+  /** The request's `from` and `to`, echoed. */
+  from: number;
+  to: number;
+  /** Where the page ends: `gaps` lists what is gone at the leader in max(from, logStart)..next - 1. */
+  next: number;
+  /** Inclusive ranges, ascending, flat: [a0, b0, a1, b1, ...]. */
+  gaps: number[];
 }
 
 export interface EndOfAnswer {
@@ -115,7 +191,7 @@ export interface EndOfAnswer {
 
 // ---- encoding: requests are JSON; a fetch answer is ANSWER_MARK, a u32 header length, the JSON header, then encodeBatch's items; an error is JSON { error, code } ----
 
-export function encodeRequest(req: FetchRequest | EndOfRequest): Buffer {
+export function encodeRequest(req: FetchRequest | EndOfRequest | GapsRequest): Buffer {
   return Buffer.from(JSON.stringify(req));
 }
 
@@ -149,10 +225,32 @@ export function decodeFetchAnswer(b: Buffer): FetchAnswer {
   } catch (err) {
     throw new ReplicaError("bad_request", `bad fetch answer: ${(err as Error).message}`);
   }
-  const nums = [h.from, h.epoch, h.highWatermark, h.logStart, h.next];
-  if (!nums.every((x) => Number.isSafeInteger(x)) || !Array.isArray(h.epochs)) throw new ReplicaError("bad_request", "bad fetch answer");
+  const nums = [h.from, h.epoch, h.highWatermark, h.logStart, h.next, h.ops, h.opsTo];
+  if (!nums.every((x) => Number.isSafeInteger(x)) || !Array.isArray(h.epochs) || typeof h.run !== "string" || h.opsTo! < h.ops!) throw new ReplicaError("bad_request", "bad fetch answer");
   for (const e of h.epochs) if (!Number.isSafeInteger(e?.epoch) || !Number.isSafeInteger(e?.start)) throw new ReplicaError("bad_request", "bad epoch entry");
+  if (!Array.isArray(h.removals) || !h.removals.every((x) => Number.isSafeInteger(x) && x > 0)) throw new ReplicaError("bad_request", "bad removals");
   return { ...(h as Omit<FetchAnswer, "items">), items };
+}
+
+export function decodeGapsAnswer(b: Buffer): GapsAnswer {
+  let a: Partial<GapsAnswer> & { error?: unknown };
+  try {
+    a = JSON.parse(b.toString()) as typeof a;
+  } catch {
+    throw new ReplicaError("bad_request", "bad gaps answer");
+  }
+  if (a === null || typeof a !== "object") throw new ReplicaError("bad_request", "bad gaps answer");
+  if (a.error !== undefined) throw errorOf(b);
+  const g = a.gaps;
+  const ok =
+    typeof a.run === "string" &&
+    [a.ops, a.logStart, a.from, a.to, a.next].every((x) => Number.isSafeInteger(x)) &&
+    Array.isArray(g) &&
+    g.length % 2 === 0 &&
+    g.length <= 2 * MAX_GAP_RANGES &&
+    g.every((x, i) => Number.isSafeInteger(x) && (i === 0 || x >= g[i - 1] + (i % 2 === 0 ? 2 : 0)));
+  if (!ok) throw new ReplicaError("bad_request", "bad gaps answer");
+  return a as GapsAnswer;
 }
 
 export function decodeEndOfAnswer(b: Buffer): EndOfAnswer {
@@ -167,7 +265,7 @@ export function decodeEndOfAnswer(b: Buffer): EndOfAnswer {
   return a as EndOfAnswer;
 }
 
-const CODES = new Set<string>(["fenced", "unknown_epoch", "not_leader", "out_of_range", "diverged", "bad_request", "storage"]);
+const CODES = new Set<string>(["fenced", "unknown_epoch", "not_leader", "out_of_range", "diverged", "reconcile", "bad_request", "storage"]);
 
 function errorOf(b: Buffer): ReplicaError {
   try {
@@ -206,6 +304,10 @@ interface FollowerView {
   lastFetchAt: number;
   /** The leader's log end at its previous fetch. */
   lastFetchEnd: number;
+  /** Removals it has applied, as its last fetch said (this leadership's positions). */
+  ackedOps: number;
+  /** The lowest removal position it may still ask for (its fetches', or the one its reconciliation started at); -1: none in this leadership, so it reconciles before it fetches and needs nothing kept. */
+  opsFrom: number;
   parked: Parked | null;
 }
 
@@ -227,7 +329,11 @@ export interface ReplicaStatus {
 }
 
 export class ReplicaLeader {
+  /** This leadership, told apart from any other (a restart in the same epoch included): removal positions count within it. */
+  readonly run = randomBytes(8).toString("hex");
   private readonly followers = new Map<string, FollowerView>();
+  /** The followers' views, as an array: what a removal or a fetch walks without allocating. */
+  private readonly views: FollowerView[] = [];
   private isr: Set<string>;
   /** The leader's log end: the sequence after its last durable one (appended()). */
   private end: number;
@@ -236,6 +342,20 @@ export class ReplicaLeader {
   private closedWith: Error | null = null;
   /** Waiters for the high watermark, by sequence. */
   private readonly waiters = new WaitQueue();
+  /**
+   * This leadership's removals that a follower may still need, from
+   * `rHead`: rOps[rHead] is removal position `opBase`. A number is a
+   * sequence deleted; 0 holds the position of one that needs no shipping
+   * (a front purge, which the log start carries).
+   */
+  private rOps: number[] = [];
+  private rHead = 0;
+  private opBase = 0;
+  /** Removals recorded in this leadership: the position the next one gets. */
+  private opEnd = 0;
+  /** The removal watermark: every ISR member has applied every removal before it. */
+  private opHw = 0;
+  private readonly removalWaiters = new WaitQueue();
   /** The ISR's followers (not the leader): what the high watermark is the lowest of, kept as an array so that an append allocates nothing. */
   private isrViews: FollowerView[] = [];
   private readonly now: () => number;
@@ -250,7 +370,12 @@ export class ReplicaLeader {
     this.hw = Math.min(this.end, Math.max(opts.highWatermark ?? st.firstSeq, 1));
     this.isr = new Set(opts.isr);
     const t = this.now();
-    for (const r of opts.replicas) if (r !== opts.self) this.followers.set(r, { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, parked: null });
+    for (const r of opts.replicas) {
+      if (r === opts.self || this.followers.has(r)) continue;
+      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null };
+      this.followers.set(r, view);
+      this.views.push(view);
+    }
     this.setIsr(opts.isr);
   }
 
@@ -275,9 +400,24 @@ export class ReplicaLeader {
     return [...this.isr];
   }
 
+  /** The position the next removal gets: what `removed` returns. */
+  get removalEnd(): number {
+    return this.opEnd;
+  }
+
+  /** Every ISR member has applied every removal before this position. */
+  get removalWatermark(): number {
+    return this.opHw;
+  }
+
+  /** Removals kept for followers (at most MAX_REMOVALS). */
+  get heldRemovals(): number {
+    return this.opEnd - this.opBase;
+  }
+
   /** Answers one request from a follower (bytes in, bytes out, once). */
   serve(body: Buffer, answer: (b: Buffer) => void): void {
-    let req: { op?: unknown; follower?: unknown; from?: number; epoch?: number; maxBytes?: number; maxWaitMs?: number; of?: number };
+    let req: { op?: unknown; follower?: unknown; from?: number; to?: number; epoch?: number; run?: unknown; ops?: unknown; maxBytes?: number; maxWaitMs?: number; of?: number };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -291,10 +431,24 @@ export class ReplicaLeader {
       const e = this.opts.epochs.endOf(req.of!, this.end);
       return answer(Buffer.from(JSON.stringify({ epoch: e.epoch, end: e.end, logStart: this.opts.log.state().firstSeq } satisfies EndOfAnswer)));
     }
-    if (req.op !== "fetch" || !Number.isSafeInteger(req.from) || req.from! < 1 || !Number.isSafeInteger(req.maxBytes) || !Number.isSafeInteger(req.maxWaitMs)) {
+    if (req.op === "gaps") return answer(this.gaps(req as unknown as GapsRequest));
+    if (
+      req.op !== "fetch" ||
+      !Number.isSafeInteger(req.from) ||
+      req.from! < 1 ||
+      typeof req.run !== "string" ||
+      !Number.isSafeInteger(req.ops) ||
+      !Number.isSafeInteger(req.maxBytes) ||
+      !Number.isSafeInteger(req.maxWaitMs)
+    ) {
       return answer(encodeError("bad_request", "bad fetch"));
     }
     this.fetch(req as unknown as FetchRequest, answer);
+  }
+
+  /** Whether `ops` is a removal position of this leadership the leader still holds removals from. */
+  private knows(run: string, ops: number): boolean {
+    return run === this.run && ops >= this.opBase && ops <= this.opEnd;
   }
 
   /** The request's follower and epoch are not ones this leader serves, or null. */
@@ -309,11 +463,12 @@ export class ReplicaLeader {
 
   private fetch(req: FetchRequest, answer: (b: Buffer) => void): void {
     if (req.from > this.end) return answer(encodeError("out_of_range", `sequence ${req.from} is beyond the leader's end ${this.end}`));
+    if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
     const f = this.followers.get(req.follower)!;
-    this.acknowledge(f, req.from);
+    this.acknowledge(f, req.from, req.ops);
     // A follower has one fetch at a time: an older one still held was given up (or is a late copy).
     if (f.parked !== null) this.release(f);
-    if (req.from < this.end || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
+    if (req.from < this.end || req.ops < this.opEnd || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
     const timer = setTimeout(() => this.release(f), Math.min(req.maxWaitMs, MAX_WAIT_MS));
     timer.unref();
     f.parked = { req, answer, timer };
@@ -330,8 +485,14 @@ export class ReplicaLeader {
     this.send(p.req, p.answer);
   }
 
-  /** A fetch from `from`: the follower has everything below on disk. */
-  private acknowledge(f: FollowerView, from: number): void {
+  /** A fetch from `from` at removal position `ops`: the follower has everything below `from`, and has applied the removals before `ops`, on disk. */
+  private acknowledge(f: FollowerView, from: number, ops: number): void {
+    if (ops > f.opsFrom) f.opsFrom = ops;
+    if (ops > f.ackedOps) {
+      f.ackedOps = ops;
+      this.trimRemovals();
+      this.advanceRemovals();
+    }
     if (from < f.acked) return; // a late copy of an earlier fetch
     const t = this.now();
     if (from >= this.end) f.caughtUpAt = t;
@@ -349,7 +510,18 @@ export class ReplicaLeader {
   private async answerFetch(req: FetchRequest): Promise<Buffer> {
     const { log } = this.opts;
     const end = this.end;
-    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM));
+    // Held, the fetch may have fallen behind what MAX_REMOVALS keeps.
+    if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
+    const logStart = log.state().firstSeq;
+    // Every removal recorded so far is applied in the log read below (the stream tells `removed` after applying it): the copy
+    // skips what they removed at or above `from`; below `from` the follower deletes them, but below the log start it purges anyway.
+    const opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
+    const removals: number[] = [];
+    for (let p = req.ops, i = this.rHead + req.ops - this.opBase; p < opsTo; p++, i++) {
+      const seq = this.rOps[i];
+      if (seq >= logStart && seq < req.from) removals.push(seq);
+    }
+    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * removals.length));
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // scanStored passes its byte bound by up to one item: the answer keeps whole items within it (at least one).
@@ -368,11 +540,44 @@ export class ReplicaLeader {
       from: req.from,
       epoch: this.epoch,
       highWatermark: this.hw,
-      logStart: log.state().firstSeq,
+      logStart,
       next,
       epochs: covering(this.opts.epochs.list(), req.from, next),
+      run: this.run,
+      ops: req.ops,
+      opsTo,
+      removals,
       items,
     });
+  }
+
+  /**
+   * A reconciliation page (the follower's first request to this leadership,
+   * and after it fell past MAX_REMOVALS): which of from..to - 1 are gone
+   * here, at most RECONCILE_SPAN sequences looked at and MAX_GAP_RANGES
+   * ranges listed, so the answer stays far below FETCH_BYTES.
+   */
+  private gaps(req: GapsRequest): Buffer {
+    const { from, to, run, ops } = req;
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from < 1 || to < from || (run !== null && typeof run !== "string") || (ops !== null && !Number.isSafeInteger(ops))) {
+      return encodeError("bad_request", "bad gaps request");
+    }
+    if (to > this.end) return encodeError("out_of_range", `sequence ${to} is beyond the leader's end ${this.end}`);
+    if (run !== null && (ops === null || !this.knows(run, ops))) return encodeError("reconcile", `removal position ${ops} of ${run} is not one this leadership holds`);
+    // From here the follower will ask for removals from the position it adopts: keep them.
+    this.followers.get(req.follower)!.opsFrom = ops ?? this.opEnd;
+    const { log } = this.opts;
+    const logStart = log.state().firstSeq;
+    const gaps: number[] = [];
+    let seq = Math.max(from, logStart);
+    for (const stop = Math.min(to, seq + RECONCILE_SPAN); seq < stop; seq++) {
+      if (log.has(seq)) continue;
+      const n = gaps.length;
+      if (n > 0 && gaps[n - 1] === seq - 1) gaps[n - 1] = seq;
+      else if (n < 2 * MAX_GAP_RANGES) gaps.push(seq, seq);
+      else break;
+    }
+    return Buffer.from(JSON.stringify({ run: this.run, ops: this.opEnd, logStart, from, to, next: seq, gaps } satisfies GapsAnswer));
   }
 
   /**
@@ -385,6 +590,113 @@ export class ReplicaLeader {
     this.end = lastSeq + 1;
     this.advance();
     if (this.parkedCount > 0) for (const f of this.followers.values()) if (f.parked !== null && f.parked.req.from < this.end) this.release(f);
+  }
+
+  /**
+   * Removals from the leader's log (a message deleted, a purge with a
+   * filter or `keep`, an acked message of a work-queue or interest stream,
+   * an eviction under a per-subject limit), told once the log applied them
+   * (its delete or purge resolved): followers delete them in this order.
+   * Cheap (a number kept per sequence, no promise); the answer is the
+   * removal position to hand `whenRemovalReplicated`. More than
+   * MAX_REMOVALS at once are not kept: every follower reconciles instead.
+   */
+  removed(seqs: ArrayLike<number>): number {
+    if (this.closedWith !== null) return this.opEnd;
+    if (seqs.length > MAX_REMOVALS) return this.removedUnlisted();
+    for (let i = 0; i < seqs.length; i++) {
+      const seq = seqs[i];
+      if (!Number.isSafeInteger(seq) || seq < 1) continue;
+      this.rOps.push(seq);
+      this.opEnd++;
+    }
+    this.afterRemoval();
+    return this.opEnd;
+  }
+
+  /**
+   * A purge from the front applied (everything below the log's first
+   * sequence is gone: a purge without filter, limits evicting the oldest):
+   * it ships as the log start every answer carries, so telling it is needed
+   * only to wait for it; the removal position.
+   */
+  removedBelow(): number {
+    if (this.closedWith !== null) return this.opEnd;
+    this.rOps.push(0);
+    this.opEnd++;
+    this.afterRemoval();
+    return this.opEnd;
+  }
+
+  /**
+   * Removals applied that the caller cannot list (or too many to): every
+   * follower reconciles before it fetches again, and the removal position
+   * returned is passed once it has. For rare removals only: a
+   * reconciliation reads the follower's whole log range in pages.
+   */
+  removedUnlisted(): number {
+    if (this.closedWith !== null) return this.opEnd;
+    this.opEnd++;
+    this.dropRemovalsBelow(this.opEnd);
+    this.afterRemoval();
+    return this.opEnd;
+  }
+
+  /**
+   * Calls `cb(null)` once every in-sync replica has applied every removal
+   * before `op` (a position `removed` and its kin returned), in order; at
+   * once if they have. Otherwise as `whenReplicated`: `cb(err)` if this
+   * leadership ends first, false (and no call) when MAX_WAITERS wait.
+   */
+  whenRemovalReplicated<T>(op: number, cb: (err: Error | null, ctx: T) => void, ctx?: T): boolean {
+    if (this.closedWith !== null) {
+      cb(this.closedWith, ctx as T);
+      return true;
+    }
+    if (op <= this.opHw) {
+      cb(null, ctx as T);
+      return true;
+    }
+    return this.removalWaiters.add(op - 1, cb, ctx);
+  }
+
+  private afterRemoval(): void {
+    this.trimRemovals();
+    this.advanceRemovals();
+    // A held fetch is at the end with every earlier removal applied: answered now, with the new ones.
+    if (this.parkedCount > 0) for (let i = 0; i < this.views.length; i++) this.release(this.views[i]);
+  }
+
+  /** Forgets removals every follower has passed, and past MAX_REMOVALS the oldest (who still needs them reconciles). */
+  private trimRemovals(): void {
+    let low = this.opEnd;
+    for (let i = 0; i < this.views.length; i++) {
+      const from = this.views[i].opsFrom;
+      if (from >= 0 && from < low) low = from;
+    }
+    this.dropRemovalsBelow(Math.max(low, this.opEnd - MAX_REMOVALS));
+  }
+
+  private dropRemovalsBelow(low: number): void {
+    if (low <= this.opBase) return;
+    this.rHead += low - this.opBase;
+    this.opBase = low;
+    if (this.rHead >= this.rOps.length) {
+      this.rOps = [];
+      this.rHead = 0;
+    } else if (this.rHead > 1024 && this.rHead * 2 > this.rOps.length) {
+      this.rOps = this.rOps.slice(this.rHead);
+      this.rHead = 0;
+    }
+  }
+
+  /** Recomputes the removal watermark (the lowest applied position over the ISR, never going back) and wakes its waiters. */
+  private advanceRemovals(): void {
+    let low = this.opEnd;
+    for (let i = 0; i < this.isrViews.length; i++) low = Math.min(low, this.isrViews[i].ackedOps);
+    if (low <= this.opHw) return;
+    this.opHw = low;
+    this.removalWaiters.release(low);
   }
 
   /**
@@ -423,6 +735,7 @@ export class ReplicaLeader {
     this.isr = next;
     this.isrViews = [...this.followers].filter(([n]) => next.has(n)).map(([, f]) => f);
     this.advance();
+    this.advanceRemovals();
   }
 
   /** ISR followers not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */
@@ -434,11 +747,11 @@ export class ReplicaLeader {
     return out;
   }
 
-  /** Followers out of the ISR that have caught up to the high watermark and into this epoch: to be added back. */
+  /** Followers out of the ISR that have caught up to the high watermark and into this epoch, and applied the removals the ISR has: to be added back. */
   readyToJoin(): string[] {
     const epochStart = this.opts.epochs.list().find((e) => e.epoch === this.epoch)?.start ?? this.end;
     const out: string[] = [];
-    for (const [name, f] of this.followers) if (!this.isr.has(name) && f.acked >= this.hw && f.acked >= Math.min(epochStart, this.end)) out.push(name);
+    for (const [name, f] of this.followers) if (!this.isr.has(name) && f.acked >= this.hw && f.acked >= Math.min(epochStart, this.end) && f.ackedOps >= this.opHw) out.push(name);
     return out;
   }
 
@@ -467,6 +780,7 @@ export class ReplicaLeader {
       p.answer(encodeError("not_leader", why));
     }
     this.waiters.fail(this.closedWith);
+    this.removalWaiters.fail(this.closedWith);
   }
 }
 
@@ -593,12 +907,17 @@ export interface ReplicaFollowerOptions {
 
 /**
  * Follows one leader in one epoch: truncates to where its log and the
- * leader's agree, then fetches and appends until closed. A leader change is
- * a new ReplicaFollower (close this one first).
+ * leader's agree, reconciles what both have (deletes what the leader
+ * removed), then fetches, applies the leader's removals and appends until
+ * closed. A leader change is a new ReplicaFollower (close this one first).
  */
 export class ReplicaFollower {
   private closed = false;
   private truncated = false;
+  private reconciled = false;
+  /** The leadership reconciled with, and the removals of it applied: what each fetch says. */
+  private leaderRun: string | null = null;
+  private ops = 0;
   private hw = 0;
   private loop: Promise<void> | null = null;
   /** A write to the log under way: close() waits for it, and none starts after. */
@@ -607,12 +926,19 @@ export class ReplicaFollower {
   private pauseTimer: NodeJS.Timeout | null = null;
   /** Rounds applied. */
   rounds = 0;
+  /** Reconciliations done (one at start, more when the leader asked for one). */
+  reconciliations = 0;
 
   constructor(private readonly opts: ReplicaFollowerOptions) {}
 
   /** The leader's high watermark as last heard, capped at this log's end. */
   get highWatermark(): number {
     return this.hw;
+  }
+
+  /** The removal position applied (of the leadership reconciled with). */
+  get removalsApplied(): number {
+    return this.ops;
   }
 
   start(): void {
@@ -635,12 +961,19 @@ export class ReplicaFollower {
         if (!this.truncated) {
           await this.truncate();
           this.truncated = true;
+          this.reconciled = false;
+        }
+        if (!this.reconciled) {
+          await this.reconcile();
+          if (this.closed) break;
+          this.reconciled = true;
         }
         await this.fetchOnce();
         backoff = min;
       } catch (err) {
         if (this.closed) break;
         if (err instanceof ReplicaError && (err.code === "out_of_range" || err.code === "diverged")) this.truncated = false;
+        if (err instanceof ReplicaError && err.code === "reconcile") this.reconciled = false;
         this.opts.onError?.(err as Error);
         await this.pause(backoff);
         backoff = Math.min(backoff * 2, max);
@@ -670,7 +1003,7 @@ export class ReplicaFollower {
     }
   }
 
-  private async ask(req: FetchRequest | EndOfRequest, ms: number): Promise<Buffer> {
+  private async ask(req: FetchRequest | EndOfRequest | GapsRequest, ms: number): Promise<Buffer> {
     const b = await this.opts.transport.request(encodeRequest(req), ms);
     if (b === null) throw new Error("the leader did not answer");
     return b;
@@ -706,20 +1039,81 @@ export class ReplicaFollower {
     });
   }
 
+  /**
+   * Compares, page by page, the sequences this log has (from its first to
+   * its end) with the leader's: deletes what the leader removed, purges
+   * below the leader's log start, and where the leader has what this log
+   * lacks (a removal this log applied that the leader never did: an earlier
+   * leader's, unacknowledged) truncates there, to fetch it again. Then
+   * adopts the leadership's removal position the pages reflect: the lowest
+   * they were answered at. A prefix this log lacks below its own first
+   * sequence is left as it is (the leader's limits drop it in time).
+   */
+  private async reconcile(): Promise<void> {
+    const { log, epochs } = this.opts;
+    const st = log.state();
+    const end = st.lastSeq + 1;
+    let from = st.messages > 0 ? st.firstSeq : end;
+    let run: string | null = null;
+    let ops: number | null = null;
+    for (;;) {
+      const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
+      const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
+      if (this.closed) return;
+      if (a.from !== from || a.to !== end || (run !== null && a.run !== run)) throw new Error(`a late answer (from ${a.from}) to an earlier reconciliation page`);
+      const lo = Math.max(from, a.logStart);
+      if (a.next < lo || (a.next === lo && lo < end) || a.next > Math.max(lo, Math.min(end, lo + RECONCILE_SPAN))) throw new ReplicaError("bad_request", "bad gaps answer");
+      run = a.run;
+      ops = ops === null ? a.ops : Math.min(ops, a.ops);
+      const lacking: number[] = [];
+      let cut = 0;
+      for (let seq = lo, g = 0; seq < a.next; seq++) {
+        while (g < a.gaps.length && a.gaps[g + 1] < seq) g += 2;
+        if (g < a.gaps.length && a.gaps[g] <= seq) {
+          if (log.has(seq)) lacking.push(seq);
+        } else if (!log.has(seq)) {
+          cut = seq;
+          break;
+        }
+      }
+      await this.write(async () => {
+        const upTo = Math.min(a.logStart, end);
+        const now = log.state();
+        if (now.messages > 0 && now.firstSeq < upTo) {
+          await log.purge({ upTo });
+          await epochs.trimBelow(upTo);
+        }
+        await deleteStored(log, lacking, end);
+        if (cut > 0) await epochs.truncateFrom((await log.truncateFrom(cut)) ?? cut);
+      });
+      if (cut > 0 || a.next >= end) break;
+      from = a.next;
+    }
+    this.leaderRun = run;
+    this.ops = ops;
+    this.reconciliations++;
+  }
+
   private async fetchOnce(): Promise<void> {
     const { log, epochs } = this.opts;
     const st = log.state();
     const from = st.lastSeq + 1;
     const maxWaitMs = Math.min(this.opts.maxWaitMs ?? MAX_WAIT_MS, MAX_WAIT_MS);
-    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs };
+    const run = this.leaderRun!;
+    const ops = this.ops;
+    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs };
     const a = decodeFetchAnswer(await this.ask(req, maxWaitMs + ANSWER_MARGIN_MS));
     if (this.closed) return;
-    if (a.from !== from || a.epoch !== this.opts.epoch) throw new Error(`a late answer (from ${a.from}, epoch ${a.epoch}) to an earlier fetch`);
+    if (a.from !== from || a.epoch !== this.opts.epoch || a.run !== run || a.ops !== ops) {
+      throw new Error(`a late answer (from ${a.from}, epoch ${a.epoch}, removals from ${a.ops}) to an earlier fetch`);
+    }
     await this.write(async () => {
       if (st.messages > 0 && st.firstSeq < a.logStart) {
         await log.purge({ upTo: a.logStart });
         await epochs.trimBelow(a.logStart);
       }
+      // The leader's removals below `from`, durable before the next fetch acknowledges them (its `ops`).
+      await deleteStored(log, a.removals, from);
       // An epoch is on disk before what it wrote is (leader-epochs.ts).
       for (const e of a.epochs) {
         if (e.epoch <= epochs.latest()) continue;
@@ -729,8 +1123,23 @@ export class ReplicaFollower {
       const after = await appendItems(log, a.items, from);
       if (a.next > after) await appendCopy(log, a.next, 0, []);
     });
+    this.ops = a.opsTo;
     this.hw = Math.min(a.highWatermark, Math.max(a.next, from));
     this.rounds++;
     this.opts.onFetched?.(a.next);
   }
+}
+
+/** Deletes those of `seqs` below `below` that `log` has, DELETE_CHUNK under way at once; resolves once all are durable. */
+async function deleteStored(log: MessageLog, seqs: readonly number[], below: number): Promise<void> {
+  let batch: Array<Promise<boolean>> = [];
+  for (const seq of seqs) {
+    if (seq >= below || !log.has(seq)) continue;
+    batch.push(log.delete(seq));
+    if (batch.length >= DELETE_CHUNK) {
+      await Promise.all(batch);
+      batch = [];
+    }
+  }
+  await Promise.all(batch);
 }
