@@ -635,6 +635,10 @@ test("removals inside the log reach every follower among the appends, and the re
   let i = 0;
   while (i < 60) await write(leader, a, ++i);
   await until(() => end(b) === end(a) && end(c) === end(a), "the followers at the leader's end");
+  // A record inside a Kafka-like batch the followers hold whole: they delete it too, and read the rest as messages.
+  const [batch] = await a.log.scanStored(17, { maxMessages: 1 });
+  assert.ok(isForeign(batch) && batch.firstSeq === 17 && batch.count === 3);
+  wait(await del(leader, a, [18]));
   for (let round = 0; round < 12; round++) {
     for (let k = 0; k < 10; k++) await write(leader, a, ++i);
     // Old sequences (inside Kafka-like batches too) and the newest, which a follower may not have fetched yet.
