@@ -20,7 +20,7 @@ import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subjec
 import { formatDuration } from "../../util/duration.js";
 import { copyInto, RepeatedString, writeUint } from "../../util/bytes.js";
 import { Outbound } from "../../util/outbound.js";
-import { readInto } from "../../util/socket-reads.js";
+import { natsReads, readInto } from "../../util/socket-reads.js";
 
 /** What the peer told us in its INFO. */
 export interface RouteInfo {
@@ -67,12 +67,6 @@ const PONG = Buffer.from("PONG\r\n");
 const FRAME_OVERHEAD = 5 + 6 + 22 + 4;
 /** Longest control line a route may send: RMSG lines carry a queue list, so more than a client's. */
 const ROUTE_CONTROL_MAX = 64 * 1024;
-/**
- * Where every route's socket reads land, one read at a time (util/socket-reads.ts):
- * a fresh buffer per read, at a route's rate, kept the garbage collector
- * busy for a third of a receiving node's time (docs/PERFORMANCE.md, "Cluster").
- */
-const routeReads = Buffer.allocUnsafeSlow(256 * 1024);
 /** RS+ entries a peer may hold here; past it the route is a protocol violation (bounds the remote sublists). */
 export const REMOTE_INTEREST_MAX = 1_000_000;
 
@@ -148,7 +142,8 @@ export class Route implements Connection, Receiver {
     this.nextPingAt = this.startedAt + o.pingInterval;
     this.handshakeDeadline = this.startedAt + Math.max(2000, o.authTimeout);
     socket.setNoDelay(true);
-    if (!readInto(socket, routeReads, this.onData)) socket.on("data", this.onData);
+    // A fresh buffer per read, at a route's rate, kept the garbage collector busy for a third of a receiving node's time (docs/PERFORMANCE.md, "Cluster").
+    if (!readInto(socket, natsReads, this.onData)) socket.on("data", this.onData);
     socket.on("error", () => this.close("Read Error"));
     socket.on("close", () => this.close("Closed by peer"));
   }
@@ -311,7 +306,7 @@ export class Route implements Connection, Receiver {
 
   // ---- inbound ----
 
-  /** One read: a view of `routeReads` (or Node's own buffer), valid until this returns (what outlives it is carried). */
+  /** One read: a view of `natsReads` (or Node's own buffer), valid until this returns (what outlives it is carried). */
   private readonly onData = (chunk: Buffer): void => {
     if (this.closed) return;
     this.lastActivity = Date.now();
