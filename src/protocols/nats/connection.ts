@@ -537,7 +537,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const need = FRAME_OVERHEAD + subjLen + sid.length + replyLen + size;
     if (!this.reserve(need)) return;
     const out = this.out.buf;
-    let p = this.out.len;
+    const from = this.out.len;
+    let p = from;
     if (withHeaders) {
       out[p++] = 0x48; // H
     }
@@ -571,7 +572,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const stats = this.broker.stats;
     stats.outMsgs++;
     stats.outBytes += size;
-    this.broker.markDirty(this);
+    // Queued bytes were marked when the first of them was: once per flush, not a set lookup per message.
+    if (from === 0) this.broker.markDirty(this);
     if (p + this.socket.writableLength > this.stallAt) {
       const producer = this.broker.producer;
       if (producer !== null && producer !== this) producer.stall(this.socket);

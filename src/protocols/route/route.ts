@@ -103,6 +103,9 @@ export class Route implements Connection, Receiver {
   /** Account name → the peer's interest in it. */
   private readonly interest = new Map<string, Sublist>();
   private readonly interestByKey = new Map<string, Map<string, RemoteInterest>>();
+  /** `match`'s last account and its sublist (null: none); forgotten whenever `interest` gains or loses an account. */
+  private lastInterestAccount: string | null = null;
+  private lastInterest: Sublist | null = null;
   private interestCount = 0;
 
   private readonly out = new Outbound();
@@ -157,8 +160,14 @@ export class Route implements Connection, Receiver {
 
   /** The peer's interest in `subject` within `account`, or null when none. */
   match(account: string, subject: string): MatchResult | null {
-    const sl = this.interest.get(account);
-    if (sl === undefined) return null;
+    // The account repeats from message to message: its sublist is looked up once while it does.
+    let sl = this.lastInterest;
+    if (account !== this.lastInterestAccount) {
+      sl = this.interest.get(account) ?? null;
+      this.lastInterestAccount = account;
+      this.lastInterest = sl;
+    }
+    if (sl === null) return null;
     const r = sl.match(subject);
     return r.plain.length === 0 && r.queues.length === 0 ? null : r;
   }
@@ -181,6 +190,7 @@ export class Route implements Connection, Receiver {
       sl = new Sublist();
       this.interestByKey.set(account, byKey);
       this.interest.set(account, sl);
+      this.lastInterestAccount = null;
     }
     const key = queue === null ? subject : `${subject} ${queue}`;
     const existing = byKey.get(key);
@@ -233,7 +243,8 @@ export class Route implements Connection, Receiver {
     const need = FRAME_OVERHEAD + accountName.length + subjLen + replyLen + queueBytes + size;
     if (!this.reserve(need)) return;
     const out = this.out.buf;
-    let p = this.out.len;
+    const from = this.out.len;
+    let p = from;
     const headers = msg.hdrLen > 0;
     if (headers) out[p++] = 0x48; // H
     else out[p++] = 0x52; // R
@@ -273,7 +284,8 @@ export class Route implements Connection, Receiver {
     this.out.len = p;
     this.outMsgs++;
     this.outBytes += size;
-    this.broker.markDirty(this);
+    // Queued bytes were marked when the first of them was: once per flush, not a set lookup per message.
+    if (from === 0) this.broker.markDirty(this);
   }
 
   deliver(): void {
@@ -673,6 +685,8 @@ export class Route implements Connection, Receiver {
     this.closeReason = reason;
     this.interest.clear();
     this.interestByKey.clear();
+    this.lastInterestAccount = null;
+    this.lastInterest = null;
     this.interestCount = 0;
     this.broker.unregister(this);
     this.socket.end();
