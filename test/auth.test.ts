@@ -86,6 +86,9 @@ describe("authentication", () => {
       await watcher.flush();
       const raw = await RawClient.open(srv.port);
       raw.send(`CONNECT {"verbose":false,"pedantic":false,"user":"hashed","pass":"hashed-pw"}\r\nPUB auth.pipelined 2\r\nok\r\nPING\r\n`);
+      // Another client's reads while the hash is compared: clients share one read buffer, so what waits must be a copy.
+      for (let i = 0; i < 20; i++) watcher.publish("auth.noise", new Uint8Array(200).fill(0x78));
+      await watcher.flush();
       await raw.waitFor(/PONG\r\n/, "PONG");
       for await (const m of seen) assert.equal(dec(m.data), "ok");
       raw.destroy();

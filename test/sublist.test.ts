@@ -116,3 +116,24 @@ test("route: plain subscribers all, one member per queue group, evenly, echo res
   acc.subscribe(sub("self", null, self));
   assert.equal(acc.route(Message.from("self", "", Buffer.alloc(0)), self), 0, "no echo to a publisher that turned it off");
 });
+
+test("a subject matched again after an insert or remove sees the change, literal or wildcard, other subjects' too", () => {
+  const sl = new Sublist();
+  const subject = "repeat.me";
+  assert.deepEqual(matched(sl, subject), []);
+  const literal = sub("repeat.me");
+  sl.insert(literal);
+  assert.deepEqual(matched(sl, subject), ["repeat.me"]);
+  assert.deepEqual(matched(sl, subject), ["repeat.me"], "matched twice in a row");
+  // A change on another subject, literal or wildcard, still counts for the one matched last.
+  const wildcard = sub("repeat.*", "q");
+  sl.insert(wildcard);
+  assert.deepEqual(matched(sl, subject), ["q:repeat.*", "repeat.me"]);
+  sl.insert(sub("other.subject"));
+  assert.deepEqual(matched(sl, subject), ["q:repeat.*", "repeat.me"]);
+  sl.remove(literal);
+  assert.deepEqual(matched(sl, subject), ["q:repeat.*"]);
+  sl.remove(wildcard);
+  assert.deepEqual(matched(sl, subject), []);
+  assert.deepEqual(matched(sl, "other.subject"), ["other.subject"]);
+});

@@ -74,6 +74,13 @@ export class Sublist {
   private removes = 0;
   private matches = 0;
   private cacheHits = 0;
+  /**
+   * The last subject matched and its result, until the next insert or
+   * remove: a publisher's messages mostly repeat one subject (the same
+   * string: the parsers reuse it), matched again with no hashing.
+   */
+  private lastSubject: string | null = null;
+  private lastResult: MatchResult | null = null;
 
   get size(): number {
     return this.count;
@@ -160,9 +167,15 @@ export class Sublist {
 
   match(subject: string): MatchResult {
     this.matches++;
+    if (subject === this.lastSubject) {
+      this.cacheHits++;
+      return this.lastResult!;
+    }
     const cached = this.cache.get(subject);
     if (cached !== undefined) {
       this.cacheHits++;
+      this.lastSubject = subject;
+      this.lastResult = cached;
       return cached;
     }
     const plain: Subscription[] = [];
@@ -173,6 +186,8 @@ export class Sublist {
     const result = new MatchResult(plain, queues);
     if (this.cache.size >= CACHE_MAX) this.sweepCache();
     this.cache.set(subject, result);
+    this.lastSubject = subject;
+    this.lastResult = result;
     return result;
   }
 
@@ -216,6 +231,8 @@ export class Sublist {
   }
 
   private invalidate(changed: string): void {
+    this.lastSubject = null;
+    this.lastResult = null;
     if (this.cache.size === 0) return;
     // A literal subscription can only affect the one cached subject equal to
     // it; wildcard changes drop the cache (rare: wildcards are set up once).

@@ -3,14 +3,32 @@
  * RMSG lines): no strings built per message.
  */
 
-/** Copies src[s, e) to dst at p and returns the end; short runs byte by byte, cheaper than a native copy's call. */
-export function copyInto(src: Buffer, s: number, e: number, dst: Buffer, p: number): number {
+/**
+ * The last source copyInto copied a long run from, with its memory: a
+ * payload's source is the read it arrived in, the same for every message of
+ * that read. `Buffer.copy` asks each time for the source's `.buffer` (a call
+ * into C++) to make a view of the run, and checks its arguments again: for
+ * 1 KiB messages that was most of the cost of the copy on the sending and
+ * the receiving nodes (docs/PERFORMANCE.md, "Cluster"). Holds one buffer
+ * alive until a copy from another.
+ */
+let lastSource: Uint8Array | null = null;
+let lastMemory: ArrayBufferLike = new ArrayBuffer(0);
+let lastOffset = 0;
+
+/** Copies src[s, e) to dst at p (dst has the room) and returns the end; short runs byte by byte, cheaper than a native copy's call. */
+export function copyInto(src: Uint8Array, s: number, e: number, dst: Uint8Array, p: number): number {
   const n = e - s;
   if (n < 64) {
     for (let k = 0; k < n; k++) dst[p + k] = src[s + k];
-  } else {
-    src.copy(dst, p, s, e);
+    return p + n;
   }
+  if (src !== lastSource) {
+    lastSource = src;
+    lastMemory = src.buffer;
+    lastOffset = src.byteOffset;
+  }
+  dst.set(new Uint8Array(lastMemory, lastOffset + s, n), p);
   return p + n;
 }
 

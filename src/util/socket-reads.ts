@@ -19,6 +19,14 @@
 
 import type { Socket } from "node:net";
 
+/**
+ * Where NATS client connections and routes read, one read at a time: each
+ * read is parsed, and what it delivers framed or copied, before the event
+ * loop runs another, so one buffer serves every such socket of the process.
+ * (The Kafka door reads into its own, with `next`.)
+ */
+export const natsReads = Buffer.allocUnsafeSlow(256 * 1024);
+
 interface UserBufferHandle {
   useUserBuffer(buf: Uint8Array): void;
 }

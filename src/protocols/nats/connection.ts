@@ -27,6 +27,7 @@ import { formatDuration } from "../../util/duration.js";
 import { goQuote, redactConnect } from "./trace.js";
 import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
+import { natsReads, readInto } from "../../util/socket-reads.js";
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
@@ -43,6 +44,13 @@ const PING = Buffer.from("PING\r\n");
 const OK = Buffer.from("+OK\r\n");
 /** The fixed bytes a MSG/HMSG frame adds besides its variable fields: verb, spaces, two sizes, two CRLFs. */
 const FRAME_OVERHEAD = 5 + 4 + 22 + 4;
+/**
+ * A client's reads: the first 64 KiB of the process's read buffer, Node's
+ * usual read size and nats-server's largest. A read's messages are all
+ * queued for their receivers before a flooded one can pause the publisher
+ * (`stall`), so a larger read could put a receiver past max_pending at once.
+ */
+const clientReads = natsReads.subarray(0, 64 * 1024);
 /** Longest a producer is paused for one flooded receiver before it is let go again. */
 const STALL_MAX_MS = 100;
 
@@ -172,7 +180,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const info = infoLine(broker, this.cid, this.ip, false, this.nonce);
     this.socket = tcp;
     if (tls === null) {
-      this.attach(tcp);
+      this.attach(tcp, true);
       this.startAuthClock();
     } else if (tls.handshakeFirst) {
       this.secure(tcp);
@@ -186,10 +194,18 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (tls === null || tls.handshakeFirst) this.socket.write(info);
   }
 
-  /** The socket's events go to this connection from now on. */
-  private attach(socket: Socket): void {
+  /**
+   * The socket's events go to this connection from now on. A plain TCP
+   * socket read from its start (`shared`) reads into the process's one read
+   * buffer (util/socket-reads.ts): a fresh buffer per read of a publisher
+   * was external memory that only a major collection gave back, a quarter
+   * of a sending node's CPU at 1 KiB (docs/PERFORMANCE.md, "Cluster"). A
+   * read is then valid only while it is parsed: what outlives it is copied
+   * (`hold`, and every receiver copies what it keeps).
+   */
+  private attach(socket: Socket, shared = false): void {
     this.socket = socket;
-    socket.on("data", this.onData);
+    if (!shared || !readInto(socket, clientReads, this.onData)) socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
     socket.on("close", () => this.close(CloseReason.Client));
     socket.on("drain", () => {
@@ -248,17 +264,22 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         this.protocolError("Authorization Violation", CloseReason.AuthViolation);
         return;
       }
-      this.held.push(chunk);
+      this.hold(chunk);
       return;
     }
     this.feed(chunk);
   };
 
+  /** Keeps bytes read while CONNECT is being authenticated: a copy, since the read buffer is reused. */
+  private hold(bytes: Buffer): void {
+    this.held!.push(Buffer.from(bytes));
+  }
+
   private feed(chunk: Buffer): void {
     this.broker.beginRead(this);
     try {
       const rest = this.parser.feed(chunk);
-      if (rest >= 0 && rest < chunk.length) this.held!.push(chunk.subarray(rest));
+      if (rest >= 0 && rest < chunk.length) this.hold(chunk.subarray(rest));
     } finally {
       this.broker.endRead(this.deferFlush);
     }
@@ -516,7 +537,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const need = FRAME_OVERHEAD + subjLen + sid.length + replyLen + size;
     if (!this.reserve(need)) return;
     const out = this.out.buf;
-    let p = this.out.len;
+    const from = this.out.len;
+    let p = from;
     if (withHeaders) {
       out[p++] = 0x48; // H
     }
@@ -550,7 +572,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const stats = this.broker.stats;
     stats.outMsgs++;
     stats.outBytes += size;
-    this.broker.markDirty(this);
+    // Queued bytes were marked when the first of them was: once per flush, not a set lookup per message.
+    if (from === 0) this.broker.markDirty(this);
     if (p + this.socket.writableLength > this.stallAt) {
       const producer = this.broker.producer;
       if (producer !== null && producer !== this) producer.stall(this.socket);

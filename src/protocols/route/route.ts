@@ -20,7 +20,7 @@ import { isValidQueueName, isValidSubscribeSubject } from "../../subjects/subjec
 import { formatDuration } from "../../util/duration.js";
 import { copyInto, RepeatedString, writeUint } from "../../util/bytes.js";
 import { Outbound } from "../../util/outbound.js";
-import { readInto } from "../../util/socket-reads.js";
+import { natsReads, readInto } from "../../util/socket-reads.js";
 
 /** What the peer told us in its INFO. */
 export interface RouteInfo {
@@ -67,12 +67,6 @@ const PONG = Buffer.from("PONG\r\n");
 const FRAME_OVERHEAD = 5 + 6 + 22 + 4;
 /** Longest control line a route may send: RMSG lines carry a queue list, so more than a client's. */
 const ROUTE_CONTROL_MAX = 64 * 1024;
-/**
- * Where every route's socket reads land, one read at a time (util/socket-reads.ts):
- * a fresh buffer per read, at a route's rate, kept the garbage collector
- * busy for a third of a receiving node's time (docs/PERFORMANCE.md, "Cluster").
- */
-const routeReads = Buffer.allocUnsafeSlow(256 * 1024);
 /** RS+ entries a peer may hold here; past it the route is a protocol violation (bounds the remote sublists). */
 export const REMOTE_INTEREST_MAX = 1_000_000;
 
@@ -109,6 +103,9 @@ export class Route implements Connection, Receiver {
   /** Account name → the peer's interest in it. */
   private readonly interest = new Map<string, Sublist>();
   private readonly interestByKey = new Map<string, Map<string, RemoteInterest>>();
+  /** `match`'s last account and its sublist (null: none); forgotten whenever `interest` gains or loses an account. */
+  private lastInterestAccount: string | null = null;
+  private lastInterest: Sublist | null = null;
   private interestCount = 0;
 
   private readonly out = new Outbound();
@@ -148,7 +145,8 @@ export class Route implements Connection, Receiver {
     this.nextPingAt = this.startedAt + o.pingInterval;
     this.handshakeDeadline = this.startedAt + Math.max(2000, o.authTimeout);
     socket.setNoDelay(true);
-    if (!readInto(socket, routeReads, this.onData)) socket.on("data", this.onData);
+    // A fresh buffer per read, at a route's rate, kept the garbage collector busy for a third of a receiving node's time (docs/PERFORMANCE.md, "Cluster").
+    if (!readInto(socket, natsReads, this.onData)) socket.on("data", this.onData);
     socket.on("error", () => this.close("Read Error"));
     socket.on("close", () => this.close("Closed by peer"));
   }
@@ -162,8 +160,14 @@ export class Route implements Connection, Receiver {
 
   /** The peer's interest in `subject` within `account`, or null when none. */
   match(account: string, subject: string): MatchResult | null {
-    const sl = this.interest.get(account);
-    if (sl === undefined) return null;
+    // The account repeats from message to message: its sublist is looked up once while it does.
+    let sl = this.lastInterest;
+    if (account !== this.lastInterestAccount) {
+      sl = this.interest.get(account) ?? null;
+      this.lastInterestAccount = account;
+      this.lastInterest = sl;
+    }
+    if (sl === null) return null;
     const r = sl.match(subject);
     return r.plain.length === 0 && r.queues.length === 0 ? null : r;
   }
@@ -186,6 +190,7 @@ export class Route implements Connection, Receiver {
       sl = new Sublist();
       this.interestByKey.set(account, byKey);
       this.interest.set(account, sl);
+      this.lastInterestAccount = null;
     }
     const key = queue === null ? subject : `${subject} ${queue}`;
     const existing = byKey.get(key);
@@ -238,7 +243,8 @@ export class Route implements Connection, Receiver {
     const need = FRAME_OVERHEAD + accountName.length + subjLen + replyLen + queueBytes + size;
     if (!this.reserve(need)) return;
     const out = this.out.buf;
-    let p = this.out.len;
+    const from = this.out.len;
+    let p = from;
     const headers = msg.hdrLen > 0;
     if (headers) out[p++] = 0x48; // H
     else out[p++] = 0x52; // R
@@ -278,7 +284,8 @@ export class Route implements Connection, Receiver {
     this.out.len = p;
     this.outMsgs++;
     this.outBytes += size;
-    this.broker.markDirty(this);
+    // Queued bytes were marked when the first of them was: once per flush, not a set lookup per message.
+    if (from === 0) this.broker.markDirty(this);
   }
 
   deliver(): void {
@@ -311,7 +318,7 @@ export class Route implements Connection, Receiver {
 
   // ---- inbound ----
 
-  /** One read: a view of `routeReads` (or Node's own buffer), valid until this returns (what outlives it is carried). */
+  /** One read: a view of `natsReads` (or Node's own buffer), valid until this returns (what outlives it is carried). */
   private readonly onData = (chunk: Buffer): void => {
     if (this.closed) return;
     this.lastActivity = Date.now();
@@ -678,6 +685,8 @@ export class Route implements Connection, Receiver {
     this.closeReason = reason;
     this.interest.clear();
     this.interestByKey.clear();
+    this.lastInterestAccount = null;
+    this.lastInterest = null;
     this.interestCount = 0;
     this.broker.unregister(this);
     this.socket.end();

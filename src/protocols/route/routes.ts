@@ -79,6 +79,8 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
   /** Local interest, ref-counted: account → "subject" or "subject queue" → count. */
   private readonly local = new Map<string, Map<string, { subject: string; queue: string | null; count: number }>>();
   private readonly accountBytes = new Map<string, Buffer>();
+  private lastAccountName: string | null = null;
+  private lastAccountBytes: Buffer = Buffer.alloc(0);
   private closing = false;
   private ticker: NodeJS.Timeout | undefined;
   private readonly ownClientUrls: string[];
@@ -492,10 +494,16 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
       }
     }
     let sent = 0;
-    let accBytes = this.accountBytes.get(account.name);
-    if (accBytes === undefined) {
-      accBytes = Buffer.from(account.name);
-      this.accountBytes.set(account.name, accBytes);
+    // The account repeats from message to message: its bytes are looked up once while it does.
+    let accBytes = this.lastAccountBytes;
+    if (account.name !== this.lastAccountName) {
+      let bytes = this.accountBytes.get(account.name);
+      if (bytes === undefined) {
+        bytes = Buffer.from(account.name);
+        this.accountBytes.set(account.name, bytes);
+      }
+      this.lastAccountName = account.name;
+      this.lastAccountBytes = accBytes = bytes;
     }
     for (let i = 0; i < n; i++) {
       const m = matches[i];
