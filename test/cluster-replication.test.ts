@@ -169,3 +169,38 @@ test("deleting a replicated stream removes every copy", async () => {
   assert.equal(await retrying(() => jsm.streams.delete("GONE")), true);
   await waitUntil(() => nodes.every((n) => !n.jetstream!.streams.has("GONE")), "every copy deleted");
 });
+
+test("deletes, purges, work-queue acks and per-subject limits inside the log reach every replica", async () => {
+  const nc = await clients.open(nodes[1].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const copies = (stream: string) => nodes.map((n) => n.jetstream!.streams.get(stream)!.partitions[0]);
+  const same = async (stream: string): Promise<boolean> => {
+    const logs = await Promise.all(copies(stream).map(async (l) => (await l.scan(1, { maxMessages: 1000 })).map((m) => m.seq).join(",")));
+    return logs.every((x) => x === logs[0]);
+  };
+
+  await retrying(() => jsm.streams.add({ name: "DEL", subjects: ["del.>"], num_replicas: 3 }));
+  for (let i = 1; i <= 20; i++) await retrying(() => js.publish(`del.${i % 2 === 0 ? "even" : "odd"}`, `d${i}`));
+  // MSG.DELETE is answered once every in-sync replica has removed the message too.
+  assert.equal(await jsm.streams.deleteMessage("DEL", 7), true);
+  for (const log of copies("DEL")) assert.equal(log.has(7), false);
+  // A purge by subject is answered once every replica has it.
+  await jsm.streams.purge("DEL", { filter: "del.even" });
+  for (const log of copies("DEL")) assert.equal(log.state().messages, 9);
+  assert.ok(await same("DEL"));
+
+  // Work queue: an ack removes the message on every replica.
+  await retrying(() => jsm.streams.add({ name: "WQ", subjects: ["wq.>"], num_replicas: 3, retention: "workqueue" as never }));
+  for (let i = 1; i <= 5; i++) await retrying(() => js.publish("wq.job", `j${i}`));
+  await jsm.consumers.add("WQ", { durable_name: "w", ack_policy: "explicit" });
+  const jobs = await (await js.consumers.get("WQ", "w")).fetch({ max_messages: 2, expires: 5000 });
+  for await (const m of jobs) await m.ackAck();
+  await waitUntil(() => copies("WQ").every((l) => l.state().messages === 3 && !l.has(1) && !l.has(2)), "the acked jobs gone from every replica");
+
+  // A KV bucket keeps one value per key (max_msgs_per_subject 1): the limit's evictions reach the replicas.
+  const kv = await new (await import("@nats-io/kv")).Kvm(nc).create("cfg", { replicas: 3, history: 1 });
+  for (let i = 1; i <= 4; i++) await retrying(() => kv.put("k", `v${i}`));
+  await waitUntil(() => copies("KV_cfg").every((l) => l.state().messages === 1 && l.has(4)), "one value of k on every replica");
+  assert.equal((await kv.get("k"))?.string(), "v4");
+});

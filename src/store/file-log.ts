@@ -1230,8 +1230,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   /** Messages removed by limits (inclusive ranges): gone from memory now, their tombstone written with the next batch. */
-  private evictRanges(ranges: number[]): void {
+  onEvicted: ((ranges: readonly number[]) => void) | null = null;
+
+  private evictRanges(ranges: number[], tell = true): void {
     if (ranges.length === 0) return;
+    if (tell) this.onEvicted?.(ranges);
     for (const r of ranges) this.evicted.push(r);
     if (!this.writing) this.armTombstoneFlush();
   }
@@ -1246,7 +1249,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private expireByAge(): void {
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge <= 0 || this.closed) return;
-    this.evictRanges(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)));
+    this.evictRanges(this.index.expireBefore(this.firstSeqAtOrAfter(Date.now() - maxAge)), false);
   }
 
   /** Writes `buf`, and `then` right after it when given (a foreign batch's bytes: one system call for both). */

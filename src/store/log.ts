@@ -294,6 +294,14 @@ export interface MessageLog {
   has(seq: number): boolean;
   /** Messages removed so far (any cause); a change means counts derived from the log are stale. */
   readonly removals: number;
+  /**
+   * Told of the sequences the log's limits removed, as flat inclusive
+   * [from, to] pairs, when they are removed from its index: what a
+   * replicated partition's leader ships to its followers (the oldest ones
+   * also show as the log's new first sequence). Not told of age expiry,
+   * which removes only the oldest.
+   */
+  onEvicted: ((ranges: readonly number[]) => void) | null;
   /** Stored size of the live messages (state().bytes), read without building a state: what account limits add up per publish. */
   readonly storedBytes: number;
   /** Appends accepted and not yet durable: what the log holds in memory for writes. */

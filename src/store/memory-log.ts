@@ -110,7 +110,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.times.push(this.lastTime);
     const id = this.index.table.intern(input.subject);
     this.index.add(seq, id, size);
-    this.index.evict(this.limits, [id]);
+    this.evicted(this.index.evict(this.limits, [id]));
     this.compactFront();
   }
 
@@ -166,7 +166,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       this.times.push(this.lastTime);
       this.index.add(seq, id, sizes[i]);
     }
-    this.index.evict(this.limits, [id]);
+    this.evicted(this.index.evict(this.limits, [id]));
     this.compactFront();
   }
 
@@ -379,9 +379,19 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return seq;
   }
 
+  onEvicted: ((ranges: readonly number[]) => void) | null = null;
+
+  /** Tells onEvicted of what the limits removed (sequences, as [seq, seq] pairs). */
+  private evicted(seqs: readonly number[]): void {
+    if (seqs.length === 0 || this.onEvicted === null) return;
+    const ranges: number[] = [];
+    for (const seq of seqs) ranges.push(seq, seq);
+    this.onEvicted(ranges);
+  }
+
   setLimits(limits: Limits): void {
     this.limits = { ...limits };
-    this.index.enforce(this.limits);
+    this.evicted(this.index.enforce(this.limits));
     this.expireByAge();
     this.ageTimer = ageTimer(this.ageTimer, limits.maxAgeMs, () => this.expireByAge());
   }

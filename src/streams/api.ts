@@ -478,7 +478,7 @@ export class JetStreamApi implements Receiver {
     if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();
-    if (!(await s.log.delete(seq))) throw Errors.sequenceNotFound(seq);
+    if (!(await s.deleteMessage(seq))) throw Errors.sequenceNotFound(seq);
     for (const c of s.consumers.values()) c.notify(); // a pending delivery of it ends now
     return { success: true };
   }

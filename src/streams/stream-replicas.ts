@@ -100,6 +100,22 @@ class LeaderGate implements ReplicaGate {
     this.leader.appended(lastSeq);
     if (!this.leader.whenReplicated(lastSeq, this.onReplicated, done)) done(unavailable("too many writes wait for their replicas"));
   }
+
+  removed(seqs: ArrayLike<number>): void {
+    if (seqs.length > 0) this.leader.removed(seqs);
+  }
+
+  removedUnlisted(): void {
+    this.leader.removedUnlisted();
+  }
+
+  removedBelow(): void {
+    this.leader.removedBelow();
+  }
+
+  removalsReplicated(done: (err: ApiError | null) => void): void {
+    if (!this.leader.whenRemovalReplicated(this.leader.removalEnd, this.onReplicated, done)) done(unavailable("too many writes wait for their replicas"));
+  }
 }
 
 interface LeaderRole {

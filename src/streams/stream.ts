@@ -109,6 +109,13 @@ export function isoTime(ms: number): string {
   return ms > 0 ? new Date(ms).toISOString() : ZERO_TIME;
 }
 
+/** The sequences of flat [from, to] ranges at or above `first` (those below are gone from the front, which the log start tells). */
+function insideOf(ranges: readonly number[], first: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < ranges.length; i += 2) for (let seq = Math.max(ranges[i], first); seq <= ranges[i + 1]; seq++) out.push(seq);
+  return out;
+}
+
 /**
  * A replicated partition's leader side, as the stream sees it
  * (stream-replicas.ts): writes are refused while it says so, acknowledged
@@ -122,6 +129,14 @@ export interface ReplicaGate {
   refusal(): ApiError | null;
   /** Writes up to `lastSeq` are durable here: ships them, and calls `done` once every in-sync replica has them (an error if this leadership ends first). */
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void;
+  /** Sequences removed inside the partition's log (deletes, retention, per-subject limits), once applied here: followers remove them too. */
+  removed(seqs: ArrayLike<number>): void;
+  /** Removals applied here that cannot be listed (a purge by subject or `keep`): followers compare their logs with the leader's. */
+  removedUnlisted(): void;
+  /** A purge from the front applied here (it ships as the log's first sequence): only so that it can be waited for. */
+  removedBelow(): void;
+  /** Calls `done` once every in-sync replica has applied every removal told so far. */
+  removalsReplicated(done: (err: ApiError | null) => void): void;
 }
 
 /** The storage engine's retention limits for a stream configuration. */
@@ -640,7 +655,7 @@ export class Stream {
     for (const l of this.appendListeners) l(partition, seq);
     // Interest retention keeps a message only while some consumer still has to see it.
     if (this.config.retention === "interest" && !interested) {
-      this.partitions[partition].delete(seq).then(ack, ack);
+      this.deleteIn(partition, seq).then(ack, ack);
       return;
     }
     ack();
@@ -858,7 +873,7 @@ export class Stream {
     const retention = this.config.retention;
     if (retention === "limits") return;
     if (retention === "workqueue") {
-      this.removing(this.log.delete(seq));
+      this.removing(this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq));
       return;
     }
     this.removing(
@@ -867,7 +882,7 @@ export class Stream {
         for (const c of this.consumers.values()) {
           if (c !== by && c.wants(m.subject) && !c.hasAcked(seq)) return;
         }
-        return this.log.delete(seq);
+        return this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq);
       }),
     );
   }
@@ -914,7 +929,7 @@ export class Stream {
     }
     let removed = 0;
     for (let i = 0; i < gone.length; i += 1024) {
-      const done = await Promise.all(gone.slice(i, i + 1024).map((seq) => this.log.delete(seq)));
+      const done = await Promise.all(gone.slice(i, i + 1024).map((seq) => (this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq))));
       for (const d of done) if (d) removed++;
     }
     return removed;
@@ -938,6 +953,9 @@ export class Stream {
    */
   setReplicaGate(partition: number, gate: ReplicaGate | undefined): void {
     this.replicaGates[partition] = gate;
+    const log = this.partitions[partition];
+    // What the limits remove inside the log goes to the followers too; what they remove from the front shows as the log start.
+    log.onEvicted = gate === undefined ? null : (ranges) => gate.removed(insideOf(ranges, log.state().firstSeq));
     while (this.replicaGates.length > 0 && this.replicaGates[this.replicaGates.length - 1] === undefined) this.replicaGates.length--;
     this.composeVisibility();
     this.visibilityChanged();
@@ -956,6 +974,32 @@ export class Stream {
   private replicaRefusal(partition: number): ApiError | null {
     const g = this.replicaGates[partition];
     return g === undefined ? null : g.refusal();
+  }
+
+  /** The gate of a stream of one partition, whose removals (by stream sequence) it must be told; undefined otherwise. */
+  private get removalGate(): ReplicaGate | undefined {
+    return this.order === null ? this.replicaGates[0] : undefined;
+  }
+
+  /** Deletes `seq` of `partition` (the stream's sequence with one partition); a replicated partition's followers are told. */
+  private async deleteIn(partition: number, seq: number): Promise<boolean> {
+    const ok = await this.partitions[partition].delete(seq);
+    if (ok) this.replicaGates[partition]?.removed([seq]);
+    return ok;
+  }
+
+  /** Resolves once every in-sync replica has applied the removals told so far (at once when not replicated). */
+  private removalsReplicated(gate: ReplicaGate | undefined): Promise<void> {
+    if (gate === undefined) return Promise.resolve();
+    return new Promise((resolve, reject) => gate.removalsReplicated((err) => (err === null ? resolve() : reject(err))));
+  }
+
+  /** MSG.DELETE: removes one message, and answers once every in-sync replica has removed it too. */
+  async deleteMessage(seq: number): Promise<boolean> {
+    const gate = this.removalGate;
+    const ok = gate === undefined ? await this.log.delete(seq) : await this.deleteIn(0, seq);
+    if (ok) await this.removalsReplicated(gate);
+    return ok;
   }
 
   /** Calls `done` once every in-sync replica has `partition` up to `lastSeq` (at once when the partition is not replicated). */
@@ -1086,7 +1130,15 @@ export class Stream {
     if (this.frozen || this.movingOut()) throw Errors.streamMoving();
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
-    for (const c of this.consumers.values()) c.purged(opts.filter === undefined && opts.keep === undefined ? first : 0);
+    const fromFront = opts.filter === undefined && opts.keep === undefined;
+    for (const c of this.consumers.values()) c.purged(fromFront ? first : 0);
+    const gate = this.removalGate;
+    if (gate !== undefined && purged > 0) {
+      // Answered once every in-sync replica has purged too.
+      if (fromFront) gate.removedBelow();
+      else gate.removedUnlisted();
+      await this.removalsReplicated(gate);
+    }
     return purged;
   }
 
