@@ -18,6 +18,8 @@ import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStrea
 import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { runJsCommand } from "../src/cli/js-commands.js";
+import { captured } from "./helpers/cli.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -28,7 +30,7 @@ before(async () => {
   etcd = await startEtcd();
   dir = mkdtempSync(join(tmpdir(), "nagare-repl-"));
   site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("repl") };
-  nodes.push(...(await startJetStreamCluster(site)));
+  nodes.push(...(await startJetStreamCluster(site, { monitoring: true })));
 });
 
 const clients = v3Clients();
@@ -41,6 +43,7 @@ after(async () => {
 });
 
 const nameOf = (n: NagareServer): string => n.cluster!.options.serverName;
+const underReplicated = async (n: NagareServer): Promise<number> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/jsz`)).json()) as { num_under_replicated: number }).num_under_replicated;
 const placementOf = (n: NagareServer, stream: string) => n.cluster!.placements.get("$G", stream)?.placement;
 const lastSeqOn = (n: NagareServer, stream: string): number => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq ?? -1;
 
@@ -88,6 +91,10 @@ test("num_replicas 3 places a copy on each node; publishes are acknowledged once
   const replicas = si.cluster?.replicas ?? [];
   assert.deepEqual(replicas.map((r) => r.name).sort(), ["a", "b", "c"].filter((x) => x !== placed.leaders[0]));
   await waitUntilAsync(async () => ((await jsm.streams.info("R3")).cluster?.replicas ?? []).every((r) => r.current && r.lag === 0), "every replica current");
+  const cli = await captured((io) => runJsCommand("stream", ["info", "R3", "-s", c.url], io));
+  assert.equal(cli.code, 0, cli.err);
+  assert.match(cli.out, /replicas\s+\w+ \(current\), \w+ \(current\)/);
+  assert.equal(await underReplicated(a), 0);
 
   // A consumer on the leader reads every acknowledged message.
   await jsm.consumers.add("R3", { durable_name: "all", ack_policy: "explicit" });
@@ -99,7 +106,6 @@ test("num_replicas 3 places a copy on each node; publishes are acknowledged once
     m.ack();
   }
   assert.equal(n, 100);
-  void c;
 });
 
 test("more replicas than nodes is refused with nats-server's no suitable peers error", async () => {
@@ -124,6 +130,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   const placed = placementOf(others[0], "R3")!;
   assert.deepEqual(placed.epochs, [2]);
   assert.ok(!placed.isr![0].includes(leaderName), "the old leader left the ISR");
+  assert.equal(await underReplicated(others[0]), 1, "/jsz counts the partition with a replica out of sync");
   // Every acknowledged message is there, at its sequence, and the next publish follows them.
   const ack = await retrying(() => js.publish("r3.after", "after"));
   assert.equal(ack.seq, 101);
@@ -151,10 +158,11 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   assert.deepEqual(seen, [101]);
 
   // The old leader returns as a follower, and rejoins the ISR once it has caught up.
-  const back = await startJetStreamNode(site, leaderName, { routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });
+  const back = await startJetStreamNode(site, leaderName, { monitoring: true, routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });
   nodes.push(back);
   await waitUntil(() => lastSeqOn(back, "R3") === 101, "the old leader caught up", 30_000);
   await waitUntil(() => placementOf(others[0], "R3")!.isr![0].includes(leaderName), "the old leader back in the ISR", 30_000);
+  assert.equal(await underReplicated(others[1]), 0);
   const ack2 = await retrying(() => js.publish("r3.back", "back"));
   assert.equal(ack2.seq, 102);
   await waitUntil(() => lastSeqOn(back, "R3") === 102, "the follower has the new message");

@@ -196,6 +196,10 @@ function streamTable(si: StreamInfo): string {
       ["consumers", s.consumer_count],
       // In a cluster: the node leading it (what `stream move` changes).
       ...(si.cluster?.leader !== undefined ? [["cluster leader", `${si.cluster.leader}${si.cluster.name ? ` (cluster ${si.cluster.name})` : ""}`] as [string, string]] : []),
+      // A replicated stream: each follower, in sync or how far behind.
+      ...(si.cluster?.replicas !== undefined && si.cluster.replicas.length > 0
+        ? [["replicas", si.cluster.replicas.map((r) => `${r.name} (${r.current ? "current" : r.offline ? "offline" : `${r.lag ?? "?"} behind`})`).join(", ")] as [string, string]]
+        : []),
     ],
   );
 }

@@ -13,6 +13,7 @@ import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 import { boolParam, pageParams } from "./query.js";
 import { partitionStates, streamState } from "./stream-state.js";
+import { underReplicated } from "../streams/cluster-streams.js";
 
 const ACCOUNTS_LIMIT = 1024;
 
@@ -52,6 +53,10 @@ export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Reco
     let notServed = 0;
     for (const js of all) notServed += js.notServed.size;
     if (notServed > 0) out.num_not_served = notServed;
+    // Replicated partitions with a replica out of sync, over the whole cluster (every node reads the same placements).
+    let under = 0;
+    for (const p of cs.directory.list()) under += underReplicated(p);
+    out.num_under_replicated = under;
   }
   // nagare's own: damage and refused appends are visible without asking for every stream.
   if (usage.lost > 0) out.num_lost = usage.lost;
@@ -133,5 +138,12 @@ function clusterOf(ctx: MonitorContext, stream: Stream, account: string): Record
   const cs = ctx.jetstreams?.cluster;
   if (cs === null || cs === undefined) return { leader: ctx.broker.serverName };
   const p = cs.directory.get(account, stream.config.name)?.placement;
-  return { name: cs.directory.clusterName, leader: p?.leaders[0] ?? ctx.broker.serverName };
+  const out: Record<string, unknown> = { name: cs.directory.clusterName, leader: p?.leaders[0] ?? ctx.broker.serverName };
+  // Replicas as the placement records them (nats-server's form; lag and activity are the leader's to tell, in stream info).
+  const set = p?.replicas?.[0];
+  if (set !== undefined) {
+    const isr = p!.isr?.[0] ?? set;
+    out.replicas = set.filter((n) => n !== p!.leaders[0]).map((name) => ({ name, current: isr.includes(name), ...(cs.directory.isLive(name) ? {} : { offline: true }) }));
+  }
+  return out;
 }
