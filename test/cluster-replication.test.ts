@@ -212,3 +212,25 @@ test("deletes, purges, work-queue acks and per-subject limits inside the log rea
   await waitUntil(() => copies("KV_cfg").every((l) => l.state().messages === 1 && l.has(4)), "one value of k on every replica");
   assert.equal((await kv.get("k"))?.string(), "v4");
 });
+
+test("with too few in-sync replicas left, writes are refused (not acknowledged on one copy); they return with the replicas", async () => {
+  const nc0 = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc0);
+  const info = await retrying(() => jsm.streams.add({ name: "MIN", subjects: ["min.>"], num_replicas: 3 }));
+  const leader = nodes.find((n) => nameOf(n) === info.cluster!.leader)!;
+  const followers = nodes.filter((n) => n !== leader);
+  const nc = await clients.open(leader.url);
+  const js = jetstream(nc);
+  assert.equal((await retrying(() => js.publish("min.a", "1"))).seq, 1);
+  for (const f of followers) {
+    await f.close();
+    nodes.splice(nodes.indexOf(f), 1);
+  }
+  await waitUntil(() => placementOf(leader, "MIN")!.isr![0].length === 1, "the ISR down to the leader");
+  // A majority of 3 is 2: one copy is not enough to acknowledge.
+  await assert.rejects(js.publish("min.a", "2", { timeout: 5000 }), (err: Error) => /in-sync replicas/.test(`${err.message} ${JSON.stringify((err as { api_error?: unknown }).api_error ?? "")}`));
+  for (const f of followers) nodes.push(await startJetStreamNode(site, nameOf(f), { monitoring: true, routes: [`nats://127.0.0.1:${leader.routes!.port}`] }));
+  await waitUntil(() => placementOf(leader, "MIN")!.isr![0].length === 3, "the replicas back in the ISR", 30_000);
+  const ack = await retrying(() => js.publish("min.a", "3"));
+  assert.equal(ack.seq, 2);
+});

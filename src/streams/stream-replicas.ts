@@ -82,6 +82,8 @@ class LeaderGate implements ReplicaGate {
       if (err !== null) return done(unavailable(err.message));
       // Acknowledged only under the lease: past it, another node may lead already.
       if (!this.holdsLease()) return done(unavailable("this node lost its cluster lease; the write may or may not be kept"));
+      // The ISR shrank below the minimum while it waited (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND): on too few copies to acknowledge.
+      if (this.isrSize < this.minIsr) return done(unavailable(`${this.isrSize} in-sync replicas, ${this.minIsr} needed; the write may or may not be kept`));
       done(null);
     };
   }
@@ -293,8 +295,9 @@ export class StreamReplicas {
     const leader = placed.leaders[p];
     if (leader === self) {
       if (role?.kind === "leader" && role.epoch === epoch) {
-        role.gate.leader.setIsr(isr);
+        // The size first: what the new ISR lets through is judged by it.
         role.gate.isrSize = isr.length;
+        role.gate.leader.setIsr(isr);
         return;
       }
       const hw = role?.kind === "follower" ? role.follower.highWatermark : undefined;
