@@ -234,3 +234,26 @@ test("with too few in-sync replicas left, writes are refused (not acknowledged o
   const ack = await retrying(() => js.publish("min.a", "3"));
   assert.equal(ack.seq, 2);
 });
+
+test("num_replicas changes on update: a stream of one replica grows to three copies and back, keeping every message", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const info = await retrying(() => jsm.streams.add({ name: "SCALE", subjects: ["scale.>"] }));
+  for (let i = 1; i <= 10; i++) await retrying(() => js.publish("scale.x", `s${i}`));
+  const up = await retrying(() => jsm.streams.update("SCALE", { ...info.config, num_replicas: 3 }));
+  assert.equal(up.config.num_replicas, 3);
+  await waitUntil(() => nodes.every((n) => lastSeqOn(n, "SCALE") === 10), "a full copy on every node", 30_000);
+  await waitUntil(() => placementOf(nodes[0], "SCALE")!.isr![0].length === 3, "the new replicas in sync", 30_000);
+  assert.deepEqual(placementOf(nodes[0], "SCALE")!.epochs, [1], "the first replicated epoch");
+  assert.equal((await retrying(() => js.publish("scale.x", "s11"))).seq, 11);
+  for (const n of nodes) assert.equal(lastSeqOn(n, "SCALE"), 11, `${nameOf(n)} has the write when it is acknowledged`);
+
+  const leader = placementOf(nodes[0], "SCALE")!.leaders[0];
+  const down = await retrying(() => jsm.streams.update("SCALE", { ...up.config, num_replicas: 1 }));
+  assert.equal(down.config.num_replicas, 1);
+  await waitUntil(() => nodes.every((n) => (nameOf(n) === leader) === n.jetstream!.streams.has("SCALE")), "the dropped copies deleted", 30_000);
+  assert.equal(placementOf(nodes[0], "SCALE")!.replicas, undefined);
+  assert.equal((await retrying(() => js.publish("scale.x", "s12"))).seq, 12);
+  assert.equal((await jsm.streams.info("SCALE")).state.messages, 12);
+});

@@ -306,6 +306,13 @@ export class Placements {
     });
   }
 
+  /** `count` more replicas for a partition: live nodes with `tags`, none in `exclude` (its present replicas), least loaded first. */
+  moreReplicas(count: number, tags: readonly string[], exclude: ReadonlySet<string>): string[] {
+    if (count <= 0) return [];
+    const [leader, ...rest] = [...exclude];
+    return this.followersFor(leader ?? "", count + 1, { tags: [...tags], exclude: new Set(rest) }, 0);
+  }
+
   /** Partition copies each node holds as a follower. */
   private heldCounts(): Map<string, number> {
     const held = new Map<string, number>();

@@ -382,8 +382,7 @@ export class ClusterApi implements Receiver {
     // Refused before the placement changes: every node hosting it follows the placement's config.
     const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
-    // nats-server scales a stream's replicas on update; nagare keeps the count it was created with, for now.
-    if (this.js.stream(name).config.num_replicas !== config.num_replicas) throw Errors.streamConfig("stream configuration update can not change the number of replicas yet");
+    const rescale = this.js.stream(name).config.num_replicas !== config.num_replicas ? this.rescaled(before.placement, config) : undefined;
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);
@@ -391,7 +390,13 @@ export class ClusterApi implements Receiver {
     try {
       await this.directory.update(this.account, name, (p) => {
         if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
-        return { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: { partition: 0, to: target } } : {}) };
+        if (rescale !== undefined && (p.epochs?.[0] ?? 1) !== (before.placement.epochs?.[0] ?? 1)) throw Errors.clusterNotAvailable(); // a failover meanwhile: the client tries again
+        const next: PlacedStream = { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: { partition: 0, to: target } } : {}) };
+        if (rescale === undefined) return next;
+        delete next.replicas;
+        delete next.epochs;
+        delete next.isr;
+        return { ...next, ...rescale };
       });
     } catch (err) {
       throw clusterError(err);
@@ -409,6 +414,37 @@ export class ClusterApi implements Receiver {
         .catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * The replication fields of a stream whose `num_replicas` changes (as
+   * nats-server scales a stream): added replicas are the least loaded live
+   * nodes with its tags, out of the ISR until they catch up; removed ones
+   * go out of sync first, the leader never. A new leader epoch, so that
+   * the leader and its followers start again on the new set; back to one
+   * replica, no replication at all.
+   */
+  private rescaled(p: PlacedStream, config: StreamConfig): Pick<PlacedStream, "replicas" | "epochs" | "isr"> {
+    if (p.leaders.length !== 1 || p.moving !== undefined) throw Errors.streamGeneral("the replicas of a stream of several partitions, or of one moving, cannot change");
+    const leader = p.leaders[0];
+    const set = p.replicas?.[0] ?? [leader];
+    const isr = p.isr?.[0] ?? set;
+    const want = Math.max(1, config.num_replicas);
+    if (want === 1) return {};
+    let next: string[];
+    if (want > set.length) {
+      try {
+        next = [...set, ...this.directory.moreReplicas(want - set.length, p.tags, new Set(set))];
+      } catch (err) {
+        throw clusterError(err, p.tags);
+      }
+    } else {
+      // Keep the leader, then those in sync, then the others, in their order.
+      const rank = (n: string): number => (n === leader ? 0 : isr.includes(n) ? 1 : 2);
+      const keep = new Set([...set].sort((a, b) => rank(a) - rank(b)).slice(0, want));
+      next = set.filter((n) => keep.has(n));
+    }
+    return { replicas: [next], epochs: [(p.epochs?.[0] ?? 0) + 1], isr: [isr.filter((n) => next.includes(n))] };
   }
 
   /** The node to move a stream to when its new placement does not fit this node (its leader), or undefined. */

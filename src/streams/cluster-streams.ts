@@ -105,6 +105,8 @@ export interface StreamDirectory {
   onMembers(listener: () => void): () => void;
   /** The live nodes with their `server_tags`. */
   nodes(): Array<{ name: string; tags: string[]; draining?: boolean; kafka?: boolean }>;
+  /** `count` live nodes with `tags` for more replicas of a partition, none in `exclude`, least loaded first (NoSuitablePeersError when too few fit). */
+  moreReplicas(count: number, tags: readonly string[], exclude: ReadonlySet<string>): string[];
   /** Leaders for a placement among the live nodes not excluded, least loaded first (NoSuitablePeersError when none fits). */
   choose(r: { partitions: number; tags?: string[]; cluster?: string; spread: boolean }, exclude?: ReadonlySet<string>): string[];
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
@@ -211,7 +213,11 @@ export class ClusterStreams {
       if (local === undefined) return;
       await this.replicaRoles(account, name, undefined, placed);
       // A move's copy: the old leader's after the flip (the new leader has every message), or a cancelled move's target.
-      if (local.movedOut) {
+      if (local.followerCopy) {
+        // A replica no longer assigned here (the stream's replicas were reduced): its leader and the others keep every message.
+        this.log.info(`cluster: stream "${name}" of account ${account} no longer has a replica here; deleting the local copy`);
+        await js.deleteStream(name, "moved");
+      } else if (local.movedOut) {
         this.log.info(`cluster: stream "${name}" of account ${account} is placed on ${placed.leaders[0]} after a move; deleting the local copy`);
         // The old leader first hands what waits on its consumers to the new one (stream-move.ts).
         for (const l of this.moveListeners) l(account, name, placed);

@@ -72,7 +72,7 @@ class LeaderGate implements ReplicaGate {
 
   constructor(
     readonly leader: ReplicaLeader,
-    private readonly minIsr: number,
+    public minIsr: number,
     isrSize: number,
     private readonly holdsLease: () => boolean,
   ) {
@@ -300,7 +300,8 @@ export class StreamReplicas {
         role.gate.leader.setIsr(isr);
         return;
       }
-      const hw = role?.kind === "follower" ? role.follower.highWatermark : undefined;
+      // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its epoch changed).
+      const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : undefined;
       const consumers = role?.kind === "follower" ? role.consumers : null;
       if (role !== undefined) {
         this.roles.delete(key);
@@ -350,6 +351,7 @@ export class StreamReplicas {
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
     if (stream.partitions.length === 1) await stream.recover();
     stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
+    stream.followerCopy = false;
     const gate = new LeaderGate(leader, defaultMinIsr(replicas.length), isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
@@ -384,6 +386,7 @@ export class StreamReplicas {
       },
     });
     follower.start();
+    stream.followerCopy = true;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersAt: 0, copying: false };
   }

@@ -212,6 +212,8 @@ export class Stream {
    * aside (kept on disk).
    */
   movedOut = false;
+  /** This copy follows a replicated stream's leader (stream-replicas.ts): deleted, not set aside, when the placement drops it. */
+  followerCopy = false;
   /**
    * On a follower of a replicated stream: the leader's consumers as last
    * copied (stream-replicas.ts), which it takes over if it becomes leader;
