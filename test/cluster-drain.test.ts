@@ -122,6 +122,26 @@ test("a node in lame duck moves the streams it leads to the others before it lea
     if (leaderOf(b, name) !== "a") await moveTo(name, a, b);
     for (let i = 0; i < 100; i++) await jsB.publish(`${name}.x`, `${name}-${i}`, { msgID: `${name}-${i}` });
   }
+  // A replicated stream led by a: its leadership goes to an in-sync replica, no copy needed.
+  await retrying(() => jsmB.streams.add({ name: "drep", subjects: ["drep.>"], num_replicas: 3 }));
+  await waitUntil(() => b.cluster!.placements.get("$G", "drep")?.placement.isr?.[0].length === 3, "drep's replicas in sync");
+  if (leaderOf(b, "drep") !== "a") {
+    const sd = await request(await client(b), "$JS.API.STREAM.LEADER.STEPDOWN.drep", { placement: { preferred: "a" } });
+    assert.equal(sd.success, true, JSON.stringify(sd));
+    await waitUntil(() => leaderOf(b, "drep") === "a", "drep led by a");
+  }
+  // Right after a change of leader a publish may go unanswered (no node leads it for a moment): retried, by id.
+  const publishRetried = async (subject: string, data: string): Promise<number> => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        return (await jsB.publish(subject, data, { msgID: data, timeout: 2000 })).seq;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      }
+    }
+  };
+  for (let i = 0; i < 10; i++) await publishRetried("drep.x", `r${i}`);
   await retrying(() => jsmB.streams.add({ name: "pinned", subjects: ["pinned.>"], placement: { cluster: "", tags: ["node:a"] } }));
   await waitUntil(() => leaderOf(b, "pinned") === "a", "pinned placed on a");
 
@@ -169,9 +189,12 @@ test("a node in lame duck moves the streams it leads to the others before it lea
   });
   await waitUntil(() => acked.size >= 20, "publishes before the drain");
 
+  const drepEpoch = b.cluster!.placements.get("$G", "drep")!.placement.epochs![0];
   const drainStart = performance.now();
   const drained = a.lameDuck();
-  await waitUntil(() => ["d1", "d2", "d3"].every((s) => leaderOf(b, s) !== undefined && leaderOf(b, s) !== "a") && !topicLeaders().includes("a"), "every movable stream and partition off a", 60_000);
+  await waitUntil(() => ["d1", "d2", "d3", "drep"].every((s) => leaderOf(b, s) !== undefined && leaderOf(b, s) !== "a") && !topicLeaders().includes("a"), "every movable stream and partition off a", 60_000);
+  // Handed over, not failed over: the same epoch's successor, and a still in sync until it goes.
+  assert.deepEqual(b.cluster!.placements.get("$G", "drep")!.placement.epochs, [drepEpoch + 1]);
   // While draining, a is placed on no more.
   await waitUntil(() => b.cluster!.membership.members().find((m) => m.name === "a")?.record?.state === "draining" || !b.cluster!.placements.isLive("a"), "a draining");
   // Drained, a leaves etcd, then spends what is left of the duration closing its clients: not waited for here.
@@ -200,6 +223,9 @@ test("a node in lame duck moves the streams it leads to the others before it lea
   // skips brokers with an answer); seen here, see docs/KAFKA.md.
   for (const partition of [0, 1, 2]) await producer.send({ topic: "spread", acks: -1, messages: [{ partition, value: "after" }] });
   assert.deepEqual((await admin.fetchTopicOffsets("spread")).map((o) => o.high).sort(), ["11", "11", "11"]);
+  // The replicated stream goes on with its other two copies.
+  assert.equal(await publishRetried("drep.x", "after"), 11);
+  assert.equal((await jsmB.streams.getMessage("drep", { seq: 10 }))!.string(), "r9");
   // What only a could hold stayed there: unavailable while a is down, not lost.
   assert.equal(leaderOf(b, "pinned"), "a");
   await assert.rejects(jsmB.streams.info("pinned"), /offline/);

@@ -257,3 +257,30 @@ test("num_replicas changes on update: a stream of one replica grows to three cop
   assert.equal((await retrying(() => js.publish("scale.x", "s12"))).seq, 12);
   assert.equal((await jsm.streams.info("SCALE")).state.messages, 12);
 });
+
+test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the preferred one when named) without losing a write", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await retrying(() => jsm.streams.add({ name: "SD", subjects: ["sd.>"], num_replicas: 3 }));
+  await waitUntil(() => placementOf(nodes[0], "SD")?.isr?.[0].length === 3, "every replica in sync");
+  for (let i = 1; i <= 20; i++) await retrying(() => js.publish("sd.x", `x${i}`));
+  const stepDown = async (body: unknown): Promise<Record<string, unknown>> =>
+    JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD", JSON.stringify(body), { timeout: 10_000 })).data)) as Record<string, unknown>;
+  const first = placementOf(nodes[0], "SD")!.leaders[0];
+  assert.deepEqual(await stepDown({}), { type: "io.nats.jetstream.api.v1.stream_leader_stepdown_response", success: true });
+  await waitUntil(() => placementOf(nodes[0], "SD")!.leaders[0] !== first, "a new leader");
+  const placed = placementOf(nodes[0], "SD")!;
+  assert.ok(placed.isr![0].includes(first), "the old leader stays in sync, as a follower");
+  assert.equal((await retrying(() => js.publish("sd.x", "x21"))).seq, 21);
+  assert.equal((await jsm.streams.info("SD")).state.messages, 21);
+  // Back to the first leader by name.
+  await waitUntil(() => placementOf(nodes[0], "SD")!.isr![0].length === 3, "every replica in sync again");
+  assert.equal((await retrying(() => stepDown({ placement: { preferred: first } }).then((r) => (r.error === undefined ? r : Promise.reject(new Error(JSON.stringify(r.error))))))).success, true);
+  await waitUntil(() => placementOf(nodes[0], "SD")!.leaders[0] === first, "the preferred leader");
+  assert.equal((await retrying(() => js.publish("sd.x", "x22"))).seq, 22);
+  // A stream of one replica has nobody to step down to.
+  await retrying(() => jsm.streams.add({ name: "SD1", subjects: ["sd1.>"] }));
+  const r = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD1", "", { timeout: 5000 })).data)) as { error?: { description: string } };
+  assert.match(r.error?.description ?? "", /one replica/);
+});

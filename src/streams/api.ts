@@ -294,7 +294,13 @@ export class JetStreamApi implements Receiver {
       case "stream_template_info_response":
       case "stream_template_delete_response":
         throw Errors.streamGeneral("stream templates are not supported");
-      case "stream_leader_stepdown_response":
+      case "stream_leader_stepdown_response": {
+        if (this.clusterApi === null) throw Errors.clusterRequired();
+        const req = parseBody(body);
+        const preferred = typeof req.placement === "object" && req.placement !== null ? optString(req.placement as Json, "preferred") : undefined;
+        await this.clusterApi.stepDown(t[5], preferred === "" ? undefined : preferred);
+        return { success: true };
+      }
       case "stream_remove_peer_response":
       case "consumer_leader_stepdown_response":
         throw Errors.clusterRequired();

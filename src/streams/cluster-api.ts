@@ -90,6 +90,7 @@ export function streamOfSubject(t: string[]): string | undefined {
   if (kind === "STREAM") {
     if ((verb === "UPDATE" || verb === "INFO" || verb === "DELETE" || verb === "PURGE") && n === 5) return t[4];
     if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) return t[5];
+    if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 6) return t[5];
     return undefined;
   }
   if (kind === "DIRECT" && verb === "GET" && n >= 5) return t[4];
@@ -486,6 +487,23 @@ export class ClusterApi implements Receiver {
   }
 
   /**
+   * STREAM.LEADER.STEPDOWN on the leader: an in-sync replica takes the
+   * leadership over (`placement.preferred` names which, as nats-server
+   * 2.11 allows), with nothing acknowledged lost (StreamReplicas.handOver).
+   */
+  async stepDown(name: string, preferred: string | undefined): Promise<void> {
+    const p = this.placement(name);
+    if (p === undefined || p.leaders[0] !== this.cluster.self) throw Errors.streamNotFound();
+    if (p.replicas === undefined) throw Errors.streamGeneral("stream has one replica: there is no other to step down to");
+    try {
+      await this.replicas.handOver(name, 0, performance.now() + PLACEMENT_WAIT_MS, preferred);
+    } catch (err) {
+      const e = clusterError(err);
+      throw e instanceof ApiError ? e : new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
+    }
+  }
+
+  /**
    * The node a partition led here moves to: `to` (checked: live, not this
    * node, not draining, with the tags, a Kafka listener for a Kafka topic),
    * or the least loaded such node. Throws the API's errors.
@@ -592,6 +610,12 @@ export class ClusterApi implements Receiver {
           if (left <= 0) throw new Error("lame_duck_duration ran out");
           const now = this.placement(name);
           if (now === undefined || now.leaders[partition] !== self) continue;
+          if (now.replicas !== undefined) {
+            // A replicated partition needs no copy: an in-sync replica takes the leadership over.
+            const to = await this.replicas.handOver(name, partition, deadline);
+            moved.push(`${what} (leadership to ${to})`);
+            continue;
+          }
           const target = this.moveTargetFor(now, partition, {});
           await this.recordMove(name, partition, target);
           const outcome = await this.moveOutcome(name, partition, left);

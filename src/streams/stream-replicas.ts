@@ -92,8 +92,12 @@ class LeaderGate implements ReplicaGate {
     return this.leader.highWatermark;
   }
 
+  /** Set while this leader hands its leadership to another replica (a drain): writes wait for the new leader. */
+  handingOver = false;
+
   refusal(): ApiError | null {
     if (!this.holdsLease()) return unavailable("this node does not hold its cluster lease");
+    if (this.handingOver) return unavailable("the partition's leadership is moving to another replica");
     if (this.isrSize < this.minIsr) return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${this.isrSize} in-sync replicas, ${this.minIsr} needed`);
     return null;
   }
@@ -398,6 +402,47 @@ export class StreamReplicas {
     } else {
       await role.follower.close();
       role.stream.replicaConsumers = null;
+    }
+  }
+
+  /**
+   * Hands the leadership of partition `p` of `name` to an in-sync replica
+   * (a drain, nats-server's leader stepdown): writes are refused from now,
+   * the ones in flight are waited for until every in-sync replica has
+   * them, then one fenced write names the other replica leader in a new
+   * epoch (this node stays in the ISR, and follows). Nothing acknowledged
+   * is lost, nothing is left half written. Resolves with the new leader.
+   */
+  async handOver(name: string, p: number, deadline: number, preferred?: string): Promise<string> {
+    const key = `${name}/${p}`;
+    const role = this.roles.get(key);
+    if (role?.kind !== "leader") throw new Error("not led here");
+    const directory = this.host.cluster.directory;
+    const placed = directory.get(this.account, name)?.placement;
+    const isr = placed?.isr?.[p] ?? [];
+    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+    const fit = (n: string): boolean => n !== this.self && directory.isLive(n) && !draining.has(n);
+    const to = preferred !== undefined ? (isr.includes(preferred) && fit(preferred) ? preferred : undefined) : isr.find(fit);
+    if (to === undefined) throw new Error(preferred !== undefined ? `${preferred} is not a live in-sync replica` : "no other in-sync replica is live to take over");
+    const gate = role.gate;
+    gate.handingOver = true;
+    try {
+      // Everything written before the refusal reaches every in-sync replica (nothing is left for the new leader to cut).
+      while (!(role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd)) {
+        if (performance.now() > deadline) throw new Error("writes in flight did not reach the other replicas in time");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const self = this.self;
+      await directory.update(this.account, name, (pl) => {
+        if (pl.leaders[p] !== self || (pl.epochs?.[p] ?? 1) !== role.epoch || !(pl.isr?.[p] ?? []).includes(to)) throw new Error("the partition's leadership or ISR changed meanwhile");
+        const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
+        epochs[p] = role.epoch + 1;
+        return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? to : l)), epochs };
+      });
+      return to;
+    } catch (err) {
+      gate.handingOver = false;
+      throw err;
     }
   }
 
