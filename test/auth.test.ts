@@ -18,6 +18,7 @@ import { createAccount, createUser } from "@nats-io/nkeys";
 import { connect as connectV2, nkeyAuthenticator as nkeyV2 } from "nats";
 import { connect as connectV3, nkeyAuthenticator as nkeyV3, PermissionViolationError } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "../src/protocols/nats/connection.js";
 import { startServer, type NagareServer } from "../src/index.js";
 import { ed25519Key, MAX_OPEN_REPLIES, PermissionCheck, ResponsePermits, verifyNonce } from "../src/core/auth.js";
 import { parseConf } from "../src/server/conf-parser.js";
@@ -90,6 +91,7 @@ describe("authentication", () => {
       for (let i = 0; i < 20; i++) watcher.publish("auth.noise", new Uint8Array(200).fill(0x78));
       await watcher.flush();
       await raw.waitFor(/PONG\r\n/, "PONG");
+      assert.ok([...srv.broker.connections.values()].every((c) => (c as NatsConnection).sharedReads), "plain clients read into the shared buffer");
       for await (const m of seen) assert.equal(dec(m.data), "ok");
       raw.destroy();
       await watcher.close();

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyInto } from "../src/util/bytes.js";
+import { copyInto, writeUint } from "../src/util/bytes.js";
 
 test("copyInto copies short and long runs from views at any offset, one source after another", () => {
   const memory = Buffer.allocUnsafeSlow(4096);
@@ -29,4 +29,15 @@ test("copyInto copies short and long runs from views at any offset, one source a
   }
   assert.ok(dst.subarray(0, p).equals(Buffer.concat(expected)));
   assert.ok(dst.subarray(p).equals(Buffer.alloc(dst.length - p)), "nothing written past the end");
+});
+
+test("writeUint writes the decimal digits of sizes, from 0 to past 2^32", () => {
+  const dst = Buffer.alloc(32);
+  for (const v of [0, 7, 9, 10, 16, 99, 100, 1024, 65535, 999_999, 1_000_000, 2 ** 31 - 1, 2 ** 32 - 1, 2 ** 32, 9_999_999_999, 10 ** 15]) {
+    dst.fill(0);
+    const end = writeUint(dst, 3, v);
+    assert.equal(dst.toString("latin1", 3, end), String(v));
+    assert.equal(dst[2], 0);
+    assert.equal(dst[end], 0, `nothing past the digits of ${v}`);
+  }
 });

@@ -32,16 +32,31 @@ export function copyInto(src: Uint8Array, s: number, e: number, dst: Uint8Array,
   return p + n;
 }
 
-/** Writes a non-negative integer's decimal digits at p and returns the end. */
-export function writeUint(dst: Buffer, p: number, v: number): number {
+/**
+ * Writes a non-negative integer's decimal digits at p and returns the end.
+ * Every frame writes one or two (sizes): up to 2^32 - 1 the digits are
+ * counted by comparison and made by integer division, about half the cost
+ * of dividing twice in floating point.
+ */
+export function writeUint(dst: Uint8Array, p: number, v: number): number {
   if (v < 10) {
     dst[p] = 48 + v;
     return p + 1;
   }
-  let digits = 0;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) digits++;
+  if (v > 0xffffffff) {
+    const digits = String(v);
+    for (let k = 0; k < digits.length; k++) dst[p + k] = digits.charCodeAt(k);
+    return p + digits.length;
+  }
+  const digits = v < 100 ? 2 : v < 1000 ? 3 : v < 10000 ? 4 : v < 100000 ? 5 : v < 1000000 ? 6 : v < 10000000 ? 7 : v < 100000000 ? 8 : v < 1000000000 ? 9 : 10;
   let q = p + digits - 1;
-  for (let t = v; t > 0; t = Math.floor(t / 10)) dst[q--] = 48 + (t % 10);
+  let t = v;
+  while (t >= 10) {
+    const rest = (t / 10) >>> 0;
+    dst[q--] = 48 + t - rest * 10;
+    t = rest;
+  }
+  dst[q] = 48 + t;
   return p + digits;
 }
 

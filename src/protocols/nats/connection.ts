@@ -151,6 +151,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private identity: Identity | null = null;
   /** Subscriptions allowed: the smallest of the server's, the user's and the account's limits (NO_LIMIT: none). */
   private maxSubscriptions: number;
+  /** Reads land in the process's shared read buffer (see `attach`); otherwise each is a Buffer of Node's. */
+  sharedReads = false;
   /** Reads that arrived while CONNECT was being authenticated, fed once it is done. */
   private held: Buffer[] | null = null;
   private heldBytes = 0;
@@ -205,7 +207,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
    */
   private attach(socket: Socket, shared = false): void {
     this.socket = socket;
-    if (!shared || !readInto(socket, clientReads, this.onData)) socket.on("data", this.onData);
+    this.sharedReads = shared && readInto(socket, clientReads, this.onData);
+    if (!this.sharedReads) socket.on("data", this.onData);
     socket.on("error", () => this.close(CloseReason.ReadError));
     socket.on("close", () => this.close(CloseReason.Client));
     socket.on("drain", () => {
