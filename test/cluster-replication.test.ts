@@ -279,6 +279,15 @@ test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the pre
   assert.equal((await retrying(() => stepDown({ placement: { preferred: first } }).then((r) => (r.error === undefined ? r : Promise.reject(new Error(JSON.stringify(r.error))))))).success, true);
   await waitUntil(() => placementOf(nodes[0], "SD")!.leaders[0] === first, "the preferred leader");
   assert.equal((await retrying(() => js.publish("sd.x", "x22"))).seq, 22);
+  // The CLI: a stream created with --replicas, and handed to a named node.
+  const url = nodes[0].url;
+  const add = await captured((io) => runJsCommand("stream", ["add", "SDC", "--subjects", "sdc.>", "--replicas", "3", "-s", url], io));
+  assert.equal(add.code, 0, add.err);
+  await waitUntil(() => placementOf(nodes[0], "SDC")?.isr?.[0].length === 3, "SDC's replicas in sync");
+  const other = placementOf(nodes[0], "SDC")!.replicas![0][1];
+  const sd = await captured((io) => runJsCommand("stream", ["stepdown", "SDC", "--preferred", other, "-s", url], io));
+  assert.equal(sd.code, 0, sd.err);
+  assert.match(sd.out, new RegExp(`now led by ${other}`));
   // A stream of one replica has nobody to step down to.
   await retrying(() => jsm.streams.add({ name: "SD1", subjects: ["sd1.>"] }));
   const r = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD1", "", { timeout: 5000 })).data)) as { error?: { description: string } };

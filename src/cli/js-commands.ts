@@ -55,6 +55,8 @@ const STREAM_FLAGS: FlagSpec[] = [
   { long: "dupe-window", value: true },
   { long: "allow-direct", value: false },
   { long: "allow-rollup", value: false },
+  { long: "replicas", value: true },
+  { long: "preferred", value: true },
   { long: "subject", value: true },
   { long: "seq", value: true },
   { long: "keep", value: true },
@@ -89,12 +91,13 @@ const COMMON_HELP = `  -s, --server <url>     server URL(s) (default: $NATS_URL 
 `;
 
 const USAGE: Record<JsGroup, string> = {
-  stream: `Usage: nagare stream <add|ls|info|rm|purge|get|move> [options]
+  stream: `Usage: nagare stream <add|ls|info|rm|purge|get|move|stepdown> [options]
 
   add <name> [--subjects s1,s2] [--storage file|memory] [--retention limits|interest|workqueue]
       [--max-msgs n] [--max-bytes n] [--max-age dur] [--max-msg-size n]
       [--max-msgs-per-subject n] [--discard old|new] [--dupe-window dur]
-      [--allow-direct] [--allow-rollup]
+      [--allow-direct] [--allow-rollup] [--replicas n]   (--replicas: copies on that many nodes of a cluster)
+  stepdown <name> [--preferred node]   hand a replicated stream's leadership to an in-sync replica
   ls
   info <name>
   rm <name>
@@ -230,7 +233,7 @@ function consumerTable(ci: ConsumerInfo): string {
 async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const jsm = await jetstreamManager(nc, { timeout: timeoutFrom(args) });
   const asJson = args.flags.has("json");
-  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get, move)");
+  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get, move, stepdown)");
   switch (verb) {
     case "add": {
       const name = positional(args, 1, "stream name");
@@ -249,6 +252,7 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       set("max_msgs_per_subject", int(args, "max-msgs-per-subject"));
       set("discard", lastFlag(args, "discard"));
       set("duplicate_window", durationNs(args, "dupe-window"));
+      set("num_replicas", int(args, "replicas"));
       if (args.flags.has("allow-direct")) cfg.allow_direct = true;
       if (args.flags.has("allow-rollup")) cfg.allow_rollup_hdrs = true;
       const si = await jsm.streams.add(cfg);
@@ -265,6 +269,16 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       if (asJson) await write(io.stdout, json(all));
       else if (rows.length === 0) await write(io.stdout, "No streams defined\n");
       else await write(io.stdout, table(["NAME", "SUBJECTS", "MESSAGES", "BYTES", "CONSUMERS", "LAST MESSAGE"], rows));
+      return 0;
+    }
+    case "stepdown": {
+      const name = positional(args, 1, "stream name");
+      const preferred = lastFlag(args, "preferred");
+      const body = preferred === undefined ? {} : { placement: { preferred } };
+      const r = JSON.parse(new TextDecoder().decode((await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${name}`, JSON.stringify(body), { timeout: timeoutFrom(args) })).data)) as { success?: boolean; error?: { description?: string } };
+      if (r.error !== undefined) throw new Error(r.error.description ?? "step-down refused");
+      const si = await jsm.streams.info(name);
+      await write(io.stdout, asJson ? json(si) : `Stream ${name}: leadership handed over, now led by ${si.cluster?.leader ?? "?"}\n`);
       return 0;
     }
     case "info": {
