@@ -7,7 +7,8 @@
  *    sync, every 2 minutes), the same v3 client and load in one run: async
  *    publishes of 128 B with 64 and with 512 in flight, acknowledged msgs/s.
  *    nagare at R1 on the same three nodes as well, for the cost of the
- *    replicas alone.
+ *    replicas alone, and nagare with `sync_interval: 2m` (nats-server's
+ *    default) on every node, for equal durability (as bench/jetstream.ts).
  * 2. Failover: SIGKILL of the leader of an R3 stream (each node a real
  *    process) to the first acknowledged publish sent after the kill, with a
  *    publisher retrying through a surviving node; the killed node is
@@ -60,7 +61,7 @@ const nagareMain = join(root, "dist/src/cli/main.js");
 
 /** A 3-node cluster with JetStream: its nodes by server name (n0, n1, n2), restartable one at a time. */
 interface JsCluster {
-  flavour: "nagare" | "nats-server";
+  flavour: Flavour;
   nodes: Running[];
   /** Node i's server name is `n${i}`. */
   urls: string[];
@@ -71,6 +72,9 @@ interface JsCluster {
   stop(): Promise<void>;
 }
 
+/** nagare_sync_2m: nagare with `sync_interval: 2m`, nats-server's default, on every node (leader and followers): the equal-durability comparison, as bench/jetstream.ts. */
+type Flavour = "nagare" | "nagare_sync_2m" | "nats-server";
+
 let clusterSeq = 0;
 
 /**
@@ -79,26 +83,27 @@ let clusterSeq = 0;
  * (`leaseTtl` when given, else the default), `jetstream {}` in a temp dir.
  * nats-server: the same file with the three routes instead of etcd.
  */
-async function startJsCluster(flavour: JsCluster["flavour"], etcd: EtcdHarness | null, leaseTtl?: string): Promise<JsCluster> {
+async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseTtl?: string): Promise<JsCluster> {
+  const nagare = flavour !== "nats-server";
   const dir = mkdtempSync(join(tmpdir(), `nagare-bench-repl-${flavour}-`));
   const name = `repl${process.pid}x${++clusterSeq}`;
   const ports = await freePorts(NODES * 3);
   const [clientPorts, routePorts, httpPorts] = [0, 1, 2].map((i) => ports.slice(i * NODES, (i + 1) * NODES));
-  const routes = flavour === "nats-server" ? routePorts.map((p) => `nats-route://127.0.0.1:${p}`) : [];
+  const routes = !nagare ? routePorts.map((p) => `nats-route://127.0.0.1:${p}`) : [];
   const targets: Target[] = [];
   const nodes: Running[] = [];
   for (let i = 0; i < NODES; i++) {
     const file = join(dir, `node${i}.conf`);
     const extra = [
       `server_name: n${i}`,
-      `jetstream { store_dir: "${join(dir, `n${i}`)}" }`,
-      ...(flavour === "nagare" ? [`etcd { endpoints: "${etcd!.endpoint}", prefix: "/${name}"${leaseTtl !== undefined ? `, lease_ttl: ${leaseTtl}` : ""} }`] : []),
+      `jetstream { store_dir: "${join(dir, `n${i}`)}"${flavour === "nagare_sync_2m" ? ', sync_interval: "2m"' : ""} }`,
+      ...(nagare ? [`etcd { endpoints: "${etcd!.endpoint}", prefix: "/${name}"${leaseTtl !== undefined ? `, lease_ttl: ${leaseTtl}` : ""} }`] : []),
     ].join("\n");
     writeFileSync(file, nodeConf({ clientPort: clientPorts[i], routePort: routePorts[i], httpPort: httpPorts[i], routes, extra, name }));
     targets.push({
       name: flavour,
-      command: flavour === "nagare" ? process.execPath : natsServer,
-      args: () => (flavour === "nagare" ? [...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []), nagareMain, "server", "-c", file] : ["-c", file]),
+      command: nagare ? process.execPath : natsServer,
+      args: () => (nagare ? [...(profile ? ["--cpu-prof", `--cpu-prof-dir=${join(root, "bench", "profiles")}`] : []), nagareMain, "server", "-c", file] : ["-c", file]),
     });
   }
   const stop = async (): Promise<void> => {
@@ -236,11 +241,11 @@ async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>>
     (runs[key] ??= []).push(r);
     console.error(`  ${key}: ${r.acked_per_sec} acked/s, ${r.server_cpu_us_per_msg} µs server CPU/msg (by node ${r.server_cpu_s_by_node.join("/")} s, leader ${r.leader}), longest without an ack ${r.max_ack_gap_ms} ms, load ${loadavg()[0].toFixed(2)}`);
   };
-  const flavours: Array<JsCluster["flavour"]> = ["nagare", "nats-server"];
+  const flavours: Flavour[] = ["nagare", "nats-server", "nagare_sync_2m"];
   for (let r = 0; r < REPEATS; r++) {
     // Alternate the order so that drift in the machine's load falls on both.
     for (const f of r % 2 === 0 ? flavours : [...flavours].reverse()) {
-      const c = await startJsCluster(f, f === "nagare" ? etcd : null);
+      const c = await startJsCluster(f, f === "nats-server" ? null : etcd);
       try {
         for (const { window, count } of WINDOWS) {
           const levels = f === "nagare" ? [3, 1] : [3];
@@ -261,6 +266,7 @@ async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>>
     const a = pick("nagare", 3);
     const b = pick("nats-server", 3);
     const a1 = pick("nagare", 1);
+    const a2 = pick("nagare_sync_2m", 3);
     // Each repeat's nagare run against the nats-server run beside it.
     const paired = runs[key("nagare", 3)].map((x, i) => x.acked_per_sec / runs[key("nats-server", 3)][i].acked_per_sec);
     const pairedR1 = runs[key("nagare", 3)].map((x, i) => x.acked_per_sec / runs[key("nagare", 1)][i].acked_per_sec);
@@ -268,15 +274,18 @@ async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>>
       nagare_r3: a,
       "nats-server_r3": b,
       nagare_r1: a1,
+      nagare_sync_2m_r3: a2,
       ratio: {
         nagare_r3_vs_nats_r3: round(a.acked_per_sec / b.acked_per_sec, 3),
         nagare_r3_vs_nats_r3_median_of_paired: round(median(paired, (x) => x), 3),
         server_cpu_per_msg_nagare_vs_nats: round(a.server_cpu_us_per_msg / b.server_cpu_us_per_msg, 3),
         nagare_r3_vs_nagare_r1: round(a.acked_per_sec / a1.acked_per_sec, 3),
         nagare_r3_vs_r1_median_of_paired: round(median(pairedR1, (x) => x), 3),
+        nagare_sync_2m_r3_vs_nats_r3: round(a2.acked_per_sec / b.acked_per_sec, 3),
+        nagare_r3_vs_nagare_sync_2m_r3: round(a.acked_per_sec / a2.acked_per_sec, 3),
       },
       target_met: a.acked_per_sec / b.acked_per_sec >= 1.0,
-      runs: { nagare_r3: runs[key("nagare", 3)], "nats-server_r3": runs[key("nats-server", 3)], nagare_r1: runs[key("nagare", 1)] },
+      runs: { nagare_r3: runs[key("nagare", 3)], "nats-server_r3": runs[key("nats-server", 3)], nagare_r1: runs[key("nagare", 1)], nagare_sync_2m_r3: runs[key("nagare_sync_2m", 3)] },
     };
     console.error(`publish_async_${window}_128b_r3: ${JSON.stringify((results[`publish_async_${window}_128b_r3`] as { ratio: unknown }).ratio)}`);
   }
@@ -410,7 +419,7 @@ async function main(): Promise<void> {
     topology:
       "3 nodes each. nagare: cluster { name } and etcd { endpoints, prefix } (etcd names the members), jetstream { store_dir } in a temp dir, sync always (fsync before every ack, its default). nats-server: cluster { routes } (all three), jetstream { store_dir }, its default sync (every 2 minutes). A fresh cluster per flavour per repeat; a fresh stream per pass, created through node 0, the client connected to the stream's leader.",
     notes:
-      "acked_per_sec: publishes of 128 B acknowledged per second (async, `window` in flight). Ratios nagare / nats-server, medians of the repeats by acked/s; *_median_of_paired pairs each repeat's runs. server_cpu_us_per_msg sums the three nodes. Failover: from sending SIGKILL to the leader's process to the first ack of a publish sent after it (publisher on a surviving node, one publish at a time, retried every 10 ms after a refusal or a 500 ms timeout, the same msgID until acknowledged); the killed node is restarted and every replica current before the next kill. etcd's lease of the dead node must expire before anyone takes over, so the lease TTL bounds the figure from below (minus the time since its last keep-alive).",
+      "acked_per_sec: publishes of 128 B acknowledged per second (async, `window` in flight). nagare_sync_2m: nagare with jetstream { sync_interval: 2m } on every node, nats-server's default, for equal durability (nagare's replicas then acknowledge what they wrote, not fsynced). Ratios nagare / nats-server, medians of the repeats by acked/s; *_median_of_paired pairs each repeat's runs. server_cpu_us_per_msg sums the three nodes. Failover: from sending SIGKILL to the leader's process to the first ack of a publish sent after it (publisher on a surviving node, one publish at a time, retried every 10 ms after a refusal or a 500 ms timeout, the same msgID until acknowledged); the killed node is restarted and every replica current before the next kill. etcd's lease of the dead node must expire before anyone takes over, so the lease TTL bounds the figure from below (minus the time since its last keep-alive).",
     kafka: "TODO(issue 20): Kafka acks=all RF3 vs RF1 on 3 nodes (target >= 0.6x) is not measured here yet: the Kafka door does not replicate (see this file's header).",
     results,
   };
