@@ -43,6 +43,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import kafkajs from "kafkajs";
 import { startEtcd, type EtcdHarness } from "../test/helpers/etcd.js";
+import { nodeConf, untilMeshSettles } from "./cluster-nodes.js";
 import { KCAT_PRODUCE_ARGS, RECORD, kcat, kcatInput, kcatVersion } from "./kcat.js";
 import {
   benchFlags,
@@ -75,16 +76,6 @@ const natsServer = requireNatsServer();
 const NODES = 3;
 const CLUSTER_NAME = "bench";
 
-/** What one node's configuration file says besides the cluster block (a scenario's other doors). */
-interface NodeConf {
-  clientPort: number;
-  routePort: number;
-  httpPort: number;
-  /** Every node's route URL, this node's own included (one list for the whole cluster, as operators write it); none when etcd finds the members. */
-  routes: string[];
-  extra: string;
-}
-
 /** A server that can form a cluster: how to start one node from its configuration file. */
 interface Flavour {
   name: string;
@@ -115,66 +106,9 @@ function describeCheckout(dir: string): string {
   }
 }
 
-/** The same file for nagare and nats-server: both read nats-server's configuration format. */
-function nodeConf(c: NodeConf): string {
-  return [
-    "host: 127.0.0.1",
-    `port: ${c.clientPort}`,
-    `http_port: ${c.httpPort}`,
-    "cluster {",
-    `  name: ${CLUSTER_NAME}`,
-    "  host: 127.0.0.1",
-    `  port: ${c.routePort}`,
-    ...(c.routes.length > 0 ? [`  routes: [${c.routes.map((r) => JSON.stringify(r)).join(", ")}]`] : []),
-    "}",
-    c.extra,
-    "",
-  ].join("\n");
-}
-
 interface Cluster extends Deployment {
   nodes: Running[];
   stop(): Promise<void>;
-}
-
-interface Routez {
-  num_routes: number;
-  routes: Array<{ rid: number; remote_id: string }>;
-}
-
-/** How long the routes must stay as they are before the cluster is measured. */
-const SETTLE_MS = 2000;
-
-/**
- * Waits until every node routes to every other one and the routes have not
- * changed for SETTLE_MS. Nodes started one after the other dial each other
- * both ways and drop the duplicates as their retries come in (nagare and
- * nats-server alike); a route dropped while messages cross it loses them,
- * and a closed-loop run then waits for them for ever.
- */
-async function untilMeshSettles(httpPorts: number[], deadlineMs = 30_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  let last = "";
-  let since = Date.now();
-  for (;;) {
-    let sig = "";
-    let complete = true;
-    for (const port of httpPorts) {
-      try {
-        const z = (await (await fetch(`http://127.0.0.1:${port}/routez`)).json()) as Routez;
-        if (z.num_routes !== httpPorts.length - 1) complete = false;
-        sig += `${port}:${z.routes.map((r) => `${r.remote_id}/${r.rid}`).sort().join(",")};`;
-      } catch {
-        complete = false;
-      }
-    }
-    if (sig !== last || !complete) {
-      last = sig;
-      since = Date.now();
-    } else if (Date.now() - since >= SETTLE_MS) return;
-    if (Date.now() > deadline) throw new Error(`the cluster's routes did not settle: ${sig}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function startCluster(f: Flavour, extra = ""): Promise<Cluster> {
@@ -197,7 +131,7 @@ async function startCluster(f: Flavour, extra = ""): Promise<Cluster> {
         name: f.name,
         command: f.command,
         args: (clientPort) => {
-          writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes, extra }));
+          writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes, extra, name: CLUSTER_NAME }));
           return f.args(file);
         },
       };
@@ -294,7 +228,7 @@ async function startKafkaCluster(size: number, etcd: EtcdHarness): Promise<Kafka
         name: `nagare-${size}n`,
         command: process.execPath,
         args: (clientPort) => {
-          writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes: [], extra }).replace(`name: ${CLUSTER_NAME}`, `name: ${name}`));
+          writeFileSync(file, nodeConf({ clientPort, routePort: routePorts[i], httpPort: httpPorts[i], routes: [], extra, name }));
           return nagareFlavour("nagare", root).args(file);
         },
       };
