@@ -119,7 +119,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   const leaderName = placementOf(nodes[0], "R3")!.leaders[0];
   const leader = nodes.find((n) => nameOf(n) === leaderName)!;
   const others = nodes.filter((n) => n !== leader);
-  // Followers copy the leader's consumers every second: wait for a copy with every ack of the first test.
+  // Followers copy the leader's consumers as they change (at most every 200 ms): wait for a copy with every ack of the first test.
   await waitUntil(() => others.every((n) => n.jetstream!.streams.get("R3")!.replicaConsumers?.some((c) => c.name === "all" && c.state.ackFloorS === 100) === true), "the followers' copies of the consumer");
   const nc = await clients.open(others[0].url);
   const js = jetstream(nc);

@@ -1119,7 +1119,11 @@ export class Consumer {
 
   // ---- persistence ----
 
+  /** State changes so far (deliveries, acks, moves of the floor): a replicated stream's followers copy consumers only when it moved. */
+  changes = 0;
+
   private markDirty(): void {
+    this.changes++;
     if (this.dir === null) return;
     this.dirty = true;
     if (this.saveTimer === null && this.saving === null) {
