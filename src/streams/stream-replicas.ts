@@ -102,6 +102,34 @@ class LeaderGate implements ReplicaGate {
   }
 }
 
+/**
+ * A replicated partition not led here, as its stream sees it: writes are
+ * refused, a write stored under a leadership that has ended fails (it may
+ * or may not be kept: this node's copy is truncated to the new leader's),
+ * and readers see only what is known on every in-sync replica. Without it
+ * a partition that stops leading would, until its follower has truncated,
+ * acknowledge its writes in flight as if unreplicated and show its
+ * consumers what the new leader never had.
+ */
+class NotLeaderGate implements ReplicaGate {
+  constructor(
+    private readonly hw: () => number,
+    private readonly why: string,
+  ) {}
+
+  get highWatermark(): number {
+    return this.hw();
+  }
+
+  refusal(): ApiError {
+    return unavailable(this.why);
+  }
+
+  replicate(_lastSeq: number, done: (err: ApiError | null) => void): void {
+    done(unavailable(`${this.why}; the write may or may not be kept`));
+  }
+}
+
 interface LeaderRole {
   kind: "leader";
   stream: Stream;
@@ -254,6 +282,7 @@ export class StreamReplicas {
       if (p >= partitions || role.stream !== local) {
         this.roles.delete(key);
         await this.end(p, role, "the stream is no longer hosted here");
+        role.stream.setReplicaGate(p, undefined);
       }
     }
     if (local === undefined || placed === undefined || this.closed) return;
@@ -269,6 +298,7 @@ export class StreamReplicas {
       if (role !== undefined) {
         this.roles.delete(key);
         await this.end(p, role, "the partition is no longer replicated here");
+        stream.setReplicaGate(p, undefined);
       }
       return;
     }
@@ -339,6 +369,9 @@ export class StreamReplicas {
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
     const log = stream.partitions[p];
+    // Readers see what the follower knows replicated (nothing until its first fetch), and writes are refused, from now on.
+    let follower: ReplicaFollower | undefined;
+    stream.setReplicaGate(p, new NotLeaderGate(() => follower?.highWatermark ?? 0, `${leader} leads partition ${p} of stream "${name}"`));
     // Writes this node accepted as leader reach the log before the follower may cut it.
     const deadline = Date.now() + QUIET_MS;
     while (!stream.partitionQuiet(p) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -348,7 +381,7 @@ export class StreamReplicas {
     const subject = `${REPL_PREFIX}${name}.${p}`;
     const logger = this.host.js.options.log;
     let lastError = "";
-    const follower = new ReplicaFollower({
+    follower = new ReplicaFollower({
       self: this.self,
       log,
       epochs,
@@ -369,9 +402,13 @@ export class StreamReplicas {
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersAt: 0, copying: false };
   }
 
+  /** Ends a role; the partition keeps a gate (writes refused, readers capped) until the next role's, or until its caller removes it. */
   private async end(p: number, role: Role, why: string): Promise<void> {
     if (role.kind === "leader") {
-      if (role.stream.replicaGate(p) === role.gate) role.stream.setReplicaGate(p, undefined);
+      if (role.stream.replicaGate(p) === role.gate) {
+        const hw = role.gate.highWatermark;
+        role.stream.setReplicaGate(p, new NotLeaderGate(() => hw, `this node no longer leads partition ${p}: ${why}`));
+      }
       role.gate.leader.close(why);
     } else {
       await role.follower.close();
