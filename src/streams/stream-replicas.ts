@@ -359,7 +359,7 @@ export class StreamReplicas {
     const leader = await ReplicaLeader.create({ self: this.self, log, epochs, epoch, replicas, isr, ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}) });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
-    if (stream.partitions.length === 1) await stream.recover();
+    if (stream.partitions.length === 1) await stream.recover({ logOnly: true });
     stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
     const gate = new LeaderGate(leader, defaultMinIsr(replicas.length), isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
