@@ -322,23 +322,37 @@ export class StreamReplicas {
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
+    // The consumers last copied stay until the new leader's are: taking over before its first copy, this node
+    // adopts them rather than keep consumers of its own from an older leadership (their ack floors far behind).
+    const copied = role?.kind === "follower" ? role.consumers : null;
     if (role !== undefined) {
       this.roles.delete(key);
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
     }
-    this.roles.set(key, await this.follow(name, stream, p, leader, epoch));
+    const next = await this.follow(name, stream, p, leader, epoch);
+    if (copied !== null) {
+      next.consumers = copied;
+      stream.replicaConsumers = copied;
+    }
+    this.roles.set(key, next);
   }
 
   /**
    * A follower taking over: the consumers the old leader had at the last
    * copy, at that state (acks since then are lost: those deliveries come
-   * again). One this node has already (it led before) keeps its own state.
+   * again). One this node has already is left from an earlier leadership
+   * here, older than the copy (made while following a later leader): the
+   * copy replaces it, or its ack floor would go back to that leadership's.
    */
   private async adoptConsumers(name: string, stream: Stream, copies: readonly ConsumerCopy[]): Promise<void> {
     const js = this.host.js;
     let adopted = 0;
     for (const c of copies) {
-      if (stream.consumers.has(c.name)) continue;
+      const stale = stream.consumers.get(c.name);
+      if (stale !== undefined) {
+        stream.consumers.delete(c.name);
+        await stale.stop();
+      }
       try {
         await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
         adopted++;
