@@ -129,6 +129,43 @@ class LeaderGate implements ReplicaGate {
   }
 }
 
+/**
+ * A replicated partition not led here, as its stream sees it: writes are
+ * refused, a write stored under a leadership that has ended fails (it may
+ * or may not be kept: this node's copy is truncated to the new leader's),
+ * and readers see only what is known on every in-sync replica. Without it
+ * a partition that stops leading would, until its follower has truncated,
+ * acknowledge its writes in flight as if unreplicated and show its
+ * consumers what the new leader never had.
+ */
+class NotLeaderGate implements ReplicaGate {
+  constructor(
+    private readonly hw: () => number,
+    private readonly why: string,
+  ) {}
+
+  get highWatermark(): number {
+    return this.hw();
+  }
+
+  refusal(): ApiError {
+    return unavailable(this.why);
+  }
+
+  replicate(_lastSeq: number, done: (err: ApiError | null) => void): void {
+    done(unavailable(`${this.why}; the write may or may not be kept`));
+  }
+
+  // Removals are the leader's to ship: a follower's copy applies the leader's.
+  removed(): void {}
+  removedUnlisted(): void {}
+  removedBelow(): void {}
+
+  removalsReplicated(done: (err: ApiError | null) => void): void {
+    done(unavailable(`${this.why}; the removal may or may not reach the leader`));
+  }
+}
+
 interface LeaderRole {
   kind: "leader";
   stream: Stream;
@@ -311,6 +348,7 @@ export class StreamReplicas {
       if (p >= partitions || role.stream !== local) {
         this.roles.delete(key);
         await this.end(p, role, "the stream is no longer hosted here");
+        role.stream.setReplicaGate(p, undefined);
       }
     }
     if (local === undefined || placed === undefined || this.closed) return;
@@ -326,6 +364,7 @@ export class StreamReplicas {
       if (role !== undefined) {
         this.roles.delete(key);
         await this.end(p, role, "the partition is no longer replicated here");
+        stream.setReplicaGate(p, undefined);
       }
       return;
     }
@@ -351,23 +390,37 @@ export class StreamReplicas {
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
+    // The consumers last copied stay until the new leader's are: taking over before its first copy, this node
+    // adopts them rather than keep consumers of its own from an older leadership (their ack floors far behind).
+    const copied = role?.kind === "follower" ? role.consumers : null;
     if (role !== undefined) {
       this.roles.delete(key);
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
     }
-    this.roles.set(key, await this.follow(name, stream, p, leader, epoch));
+    const next = await this.follow(name, stream, p, leader, epoch);
+    if (copied !== null) {
+      next.consumers = copied;
+      stream.replicaConsumers = copied;
+    }
+    this.roles.set(key, next);
   }
 
   /**
    * A follower taking over: the consumers the old leader had at the last
    * copy, at that state (acks since then are lost: those deliveries come
-   * again). One this node has already (it led before) keeps its own state.
+   * again). One this node has already is left from an earlier leadership
+   * here, older than the copy (made while following a later leader): the
+   * copy replaces it, or its ack floor would go back to that leadership's.
    */
   private async adoptConsumers(name: string, stream: Stream, copies: readonly ConsumerCopy[]): Promise<void> {
     const js = this.host.js;
     let adopted = 0;
     for (const c of copies) {
-      if (stream.consumers.has(c.name)) continue;
+      const stale = stream.consumers.get(c.name);
+      if (stale !== undefined) {
+        stream.consumers.delete(c.name);
+        await stale.stop();
+      }
       try {
         await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
         adopted++;
@@ -388,7 +441,7 @@ export class StreamReplicas {
     const leader = await ReplicaLeader.create({ self: this.self, log, epochs, epoch, replicas, isr, ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}) });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
-    if (stream.partitions.length === 1) await stream.recover();
+    if (stream.partitions.length === 1) await stream.recover({ logOnly: true });
     stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
     stream.followerCopy = false;
     const gate = new LeaderGate(leader, defaultMinIsr(replicas.length), isr.length, () => this.host.holdsLease());
@@ -399,6 +452,9 @@ export class StreamReplicas {
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
     const log = stream.partitions[p];
+    // Readers see what the follower knows replicated (nothing until its first fetch), and writes are refused, from now on.
+    let follower: ReplicaFollower | undefined;
+    stream.setReplicaGate(p, new NotLeaderGate(() => follower?.highWatermark ?? 0, `${leader} leads partition ${p} of stream "${name}"`));
     // Writes this node accepted as leader reach the log before the follower may cut it.
     const deadline = Date.now() + QUIET_MS;
     while (!stream.partitionQuiet(p) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -408,7 +464,7 @@ export class StreamReplicas {
     const subject = `${REPL_PREFIX}${name}.${p}`;
     const logger = this.host.js.options.log;
     let lastError = "";
-    const follower = new ReplicaFollower({
+    follower = new ReplicaFollower({
       self: this.self,
       log,
       epochs,
@@ -430,9 +486,13 @@ export class StreamReplicas {
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersAt: 0, copying: false };
   }
 
+  /** Ends a role; the partition keeps a gate (writes refused, readers capped) until the next role's, or until its caller removes it. */
   private async end(p: number, role: Role, why: string): Promise<void> {
     if (role.kind === "leader") {
-      if (role.stream.replicaGate(p) === role.gate) role.stream.setReplicaGate(p, undefined);
+      if (role.stream.replicaGate(p) === role.gate) {
+        const hw = role.gate.highWatermark;
+        role.stream.setReplicaGate(p, new NotLeaderGate(() => hw, `this node no longer leads partition ${p}: ${why}`));
+      }
       role.gate.leader.close(why);
     } else {
       await role.follower.close();

@@ -296,14 +296,21 @@ export class Stream {
     this.drainQueue();
   }
 
-  /** Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time. */
-  async recover(): Promise<void> {
+  /**
+   * Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time.
+   * `logOnly`: from the log itself, not the cache `saveDedup` wrote (a replica's log may have been truncated and
+   * refilled to the same last sequence since).
+   */
+  async recover(o: { logOnly?: boolean } = {}): Promise<void> {
+    // What was remembered before goes: a log truncated since (a replica following another leader) no longer has it.
+    this.dedup.clear();
+    this.lastMsgId = "";
     // Ids are remembered with the sequences PubAcks named: the stream's (with several partitions, every partition in stream order).
     const log = this.log;
     const st = log.state();
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
-    if (await this.loadDedup(st.lastSeq, Date.now() - windowMs)) return;
+    if (o.logOnly !== true && (await this.loadDedup(st.lastSeq, Date.now() - windowMs))) return;
     const from = await log.firstAtOrAfter(Date.now() - windowMs);
     if (from === null) return;
     for (let seq = from.seq; seq <= st.lastSeq; ) {
@@ -486,7 +493,13 @@ export class Stream {
       if (msgId !== undefined) {
         const seen = this.dedup.get(msgId);
         if (seen !== undefined && seen.time >= Date.now() - this.config.duplicate_window / NS_PER_MS) {
-          return p.done(null, seen.seq, true);
+          // Remembered once stored, before its replicas have it: a retry is acknowledged only as the first would be
+          // (on every in-sync replica, under the lease), else a write a failover truncates would be acknowledged.
+          if (this.replicaGates.length === 0 || this.partitions.length !== 1) return p.done(null, seen.seq, true);
+          const seq = seen.seq;
+          if (seq <= this.log.state().lastSeq) return this.whenReplicated(0, seq, (err) => (err === null ? p.done(null, seq, true) : p.done(err, 0, false)));
+          // Beyond the log: remembered before a truncation took it away; the write is new again.
+          this.dedup.delete(msgId);
         }
         const waiting = this.dedupInflight.get(msgId);
         if (waiting !== undefined) {

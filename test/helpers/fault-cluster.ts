@@ -39,10 +39,14 @@ export interface FaultNode {
   readonly paused: boolean;
   /** The process's log so far (this run of it). */
   output(): string;
+  /** Every run's log, oldest first, each headed by when it started: what a failing run's report quotes. */
+  logs(): string;
   /** kill -9; resolves once the process is gone. */
   kill(): Promise<void>;
   /** Starts it again on the same configuration and data; resolves once it says it is ready. */
   start(): Promise<void>;
+  /** Its JetStream store directory (removed by the cluster's close). */
+  readonly storeDir: string;
   /** Exits nobody asked for (a crash is a bug the run must report): the code and the log's tail. */
   readonly crashes: string[];
   /** SIGSTOP / SIGCONT. */
@@ -59,7 +63,8 @@ export interface FaultCluster {
   close(): Promise<void>;
 }
 
-export async function startFaultCluster(o: { names?: string[]; cluster?: string } = {}): Promise<FaultCluster> {
+export async function startFaultCluster(o: { names?: string[]; cluster?: string; leaseMs?: number } = {}): Promise<FaultCluster> {
+  const leaseMs = o.leaseMs ?? LEASE_MS;
   const names = o.names ?? ["a", "b", "c"];
   const clusterName = o.cluster ?? `faults-${process.pid}`;
   const dir = mkdtempSync(join(tmpdir(), "nagare-faults-"));
@@ -86,11 +91,11 @@ etcd {
   endpoints: [${etcdProxies.map((p) => `"http://127.0.0.1:${p.port}"`).join(", ")}]
   dial_timeout: 1s
   request_timeout: 1s
-  lease_ttl: ${LEASE_MS / 1000}s
+  lease_ttl: ${leaseMs / 1000}s
 }
 `,
       );
-      nodes.push(faultNode(name, conf, client, `nats://127.0.0.1:${clientProxy.port}`, `127.0.0.1:${kafka}`));
+      nodes.push(faultNode(name, conf, join(dir, name), client, `nats://127.0.0.1:${clientProxy.port}`, `127.0.0.1:${kafka}`));
     }
     for (const n of nodes) await n.start();
   } catch (err) {
@@ -125,12 +130,15 @@ process.on("exit", () => {
   for (const p of live) p.child.kill("SIGKILL");
 });
 
-function faultNode(name: string, conf: string, clientPort: number, natsUrl: string, kafka: string): FaultNode {
+function faultNode(name: string, conf: string, storeDir: string, clientPort: number, natsUrl: string, kafka: string): FaultNode {
   let proc: NodeProcess | undefined;
   let paused = false;
+  const earlier: string[] = [];
+  let startedAt = "";
   const crashes: string[] = [];
   return {
     name,
+    storeDir,
     crashes,
     natsUrl,
     kafka,
@@ -141,11 +149,13 @@ function faultNode(name: string, conf: string, clientPort: number, natsUrl: stri
       return paused;
     },
     output: () => proc?.output() ?? "",
+    logs: () => [...earlier, ...(proc === undefined ? [] : [`=== ${name} started ${startedAt}\n${proc.output()}`])].join("\n"),
     kill: async () => {
       const p = proc;
       proc = undefined;
       paused = false;
       if (p === undefined) return;
+      earlier.push(`=== ${name} started ${startedAt}\n${p.output()}=== killed ${new Date().toISOString()}`);
       await p.stop("SIGKILL");
       live.delete(p);
     },
@@ -155,6 +165,7 @@ function faultNode(name: string, conf: string, clientPort: number, natsUrl: stri
       // expires; it waits for it (etcd's dial timeout plus a lease), which a loaded machine may exceed.
       for (let attempt = 1; ; attempt++) {
         try {
+          startedAt = new Date().toISOString();
           proc = await spawnNode(["-c", conf, "-p", String(clientPort)], 30_000);
           live.add(proc);
           const p = proc;
@@ -162,6 +173,7 @@ function faultNode(name: string, conf: string, clientPort: number, natsUrl: stri
             if (proc !== p) return; // killed by the test
             proc = undefined;
             live.delete(p);
+            earlier.push(`=== ${name} started ${startedAt}\n${p.output()}=== exited by itself (${code})`);
             crashes.push(`node ${name} exited by itself (${code}): ${p.output().slice(-3000)}`);
           });
           return;

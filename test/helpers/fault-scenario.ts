@@ -72,9 +72,9 @@ export async function runFaultScenario(o: ScenarioOptions): Promise<ScenarioRun>
     let running = true;
     const kafka = new Kafka({ clientId: "faults", brokers: cluster.nodes.map((n) => n.kafka), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
     const workers = [
-      ...[0, 1].map((w) => jsPublisher(cluster, history, `jp${w}`, () => running, closers)),
+      ...[0, 1].map((w) => jsPublisher(cluster, STREAMS, history, `jp${w}`, () => running, closers)),
       kafkaProducer(kafka, history, () => running),
-      jsReader(cluster, history, () => running, closers),
+      jsReader(cluster, STREAMS, history, () => running, closers),
       kafkaGroupReader(kafka, history, () => running, closers),
       committedFetcher(kafka, history, () => running),
     ];
@@ -101,12 +101,12 @@ export async function runFaultScenario(o: ScenarioOptions): Promise<ScenarioRun>
   }
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Retries `f` until it succeeds or `ms` have passed (a cluster still forming answers "no suitable peers" for a while). */
-async function retrying<T>(what: string, f: () => Promise<T>, ms = SETUP_LIMIT_MS): Promise<T> {
+export async function retrying<T>(what: string, f: () => Promise<T>, ms = SETUP_LIMIT_MS): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
@@ -118,7 +118,7 @@ async function retrying<T>(what: string, f: () => Promise<T>, ms = SETUP_LIMIT_M
   }
 }
 
-async function natsClient(cluster: FaultCluster, closers: Array<() => Promise<unknown>>, servers = cluster.nodes.map((n) => n.natsUrl)): Promise<NatsConnection> {
+export async function natsClient(cluster: FaultCluster, closers: Array<() => Promise<unknown>>, servers = cluster.nodes.map((n) => n.natsUrl)): Promise<NatsConnection> {
   // Cluster updates off: the client stays behind the proxies instead of learning the nodes' own addresses.
   const nc = await connect({ servers, ignoreClusterUpdates: true, reconnectTimeWait: 100, maxReconnectAttempts: -1, timeout: 2000, pingInterval: 1000, maxPingOut: 2 });
   closers.push(() => nc.close());
@@ -145,10 +145,10 @@ async function setUp(cluster: FaultCluster): Promise<string> {
   }
 }
 
-async function jsPublisher(cluster: FaultCluster, h: History, name: string, running: () => boolean, closers: Array<() => Promise<unknown>>): Promise<void> {
+export async function jsPublisher(cluster: FaultCluster, streams: ReadonlyArray<{ name: string; subject: string }>, h: History, name: string, running: () => boolean, closers: Array<() => Promise<unknown>>): Promise<void> {
   const js = jetstream(await natsClient(cluster, closers));
   for (let i = 0; running(); i++) {
-    const s = STREAMS[i % STREAMS.length];
+    const s = streams[i % streams.length];
     const value = `${name}-${i}`;
     h.add({ type: "send", client: name, value });
     const giveUp = Date.now() + PUBLISH_GIVE_UP_MS;
@@ -198,12 +198,12 @@ async function kafkaProducer(kafka: InstanceType<typeof Kafka>, h: History, runn
   await producer?.disconnect().catch(() => undefined);
 }
 
-async function jsReader(cluster: FaultCluster, h: History, running: () => boolean, closers: Array<() => Promise<unknown>>): Promise<void> {
+export async function jsReader(cluster: FaultCluster, streams: ReadonlyArray<{ name: string }>, h: History, running: () => boolean, closers: Array<() => Promise<unknown>>): Promise<void> {
   const jsm = await jetstreamManager(await natsClient(cluster, closers));
-  const next = new Map(STREAMS.map((s) => [s.name, 1]));
+  const next = new Map(streams.map((s) => [s.name, 1]));
   while (running()) {
     let progressed = false;
-    for (const s of STREAMS) {
+    for (const s of streams) {
       const seq = next.get(s.name)!;
       try {
         const m = await jsm.streams.getMessage(s.name, { seq });
@@ -261,7 +261,7 @@ async function committedFetcher(kafka: InstanceType<typeof Kafka>, h: History, r
   await admin.disconnect().catch(() => undefined);
 }
 
-async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<void> {
+export async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<void> {
   const node = cluster.node(f.node);
   const what = describeFault(f);
   h.add({ type: "nemesis", what: `start ${what}` });
@@ -297,6 +297,19 @@ async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<
       await sleep(f.holdMs);
       for (const m of cluster.etcd.members) cluster.net.heal(f.node, m.name);
       break;
+    case "pause-leader":
+      node.pause();
+      await sleep(f.holdMs);
+      node.resume();
+      break;
+    case "isolate-leader": {
+      const others = [...cluster.nodes.map((n) => n.name).filter((n) => n !== f.node), ...cluster.etcd.members.map((m) => m.name)];
+      cluster.net.isolate(f.node, others);
+      await sleep(f.holdMs);
+      for (const o of others) cluster.net.heal(f.node, o);
+      break;
+    }
+    case "kill-leader":
     case "kill-node":
       await node.kill();
       await sleep(f.holdMs);
@@ -306,7 +319,7 @@ async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<
   h.add({ type: "nemesis", what: `end ${what}` });
 }
 
-async function healAll(cluster: FaultCluster, h: History): Promise<void> {
+export async function healAll(cluster: FaultCluster, h: History): Promise<void> {
   cluster.net.heal();
   for (const m of cluster.etcd.members) if (!m.running) await m.start();
   for (const n of cluster.nodes) {
@@ -318,11 +331,18 @@ async function healAll(cluster: FaultCluster, h: History): Promise<void> {
 }
 
 async function readFinal(cluster: FaultCluster): Promise<FinalLogs> {
+  const final = await readStreams(cluster, STREAMS);
+  for (const [log, records] of await kcatRead(cluster.nodes.map((n) => n.kafka).join(","), TOPIC)) final.set(log, records);
+  return final;
+}
+
+/** Every stream read in full through its leader (MSG.GET), as `<stream>/0`. */
+export async function readStreams(cluster: FaultCluster, streams: ReadonlyArray<{ name: string }>): Promise<Map<string, Array<{ offset: number; value: string }>>> {
   const final = new Map<string, Array<{ offset: number; value: string }>>();
   const closers: Array<() => Promise<unknown>> = [];
   try {
     const jsm: JetStreamManager = await jetstreamManager(await natsClient(cluster, closers));
-    for (const s of STREAMS) {
+    for (const s of streams) {
       const info = await retrying(`reading ${s.name}'s state`, () => jsm.streams.info(s.name));
       const records: Array<{ offset: number; value: string }> = [];
       const seqs: number[] = [];
@@ -337,7 +357,6 @@ async function readFinal(cluster: FaultCluster): Promise<FinalLogs> {
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);
   }
-  for (const [log, records] of await kcatRead(cluster.nodes.map((n) => n.kafka).join(","), TOPIC)) final.set(log, records);
   return final;
 }
 

@@ -20,13 +20,24 @@ export type FaultKind =
   /** A node cut off from every etcd member for `holdMs` (shorter than its lease). */
   | "partition-etcd"
   /** kill -9 a node, restart it after `holdMs`, on the same data. */
-  | "kill-node";
+  | "kill-node"
+  /** kill -9 the node leading `stream` (found when the fault starts), restart it after `holdMs`. */
+  | "kill-leader"
+  /** SIGSTOP the node leading `stream` for `holdMs`, longer than its lease, then SIGCONT. */
+  | "pause-leader"
+  /** Cut the node leading `stream` off from its peers' routes and from every etcd member for `holdMs`, longer than its lease (its clients still reach it). */
+  | "isolate-leader";
+
+/** The kinds aimed at a stream's leader: `node` is whichever node leads `stream` when the fault starts. */
+export const LEADER_KINDS: readonly FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader"];
 
 export interface Fault {
   /** Milliseconds from the start of the run. */
   at: number;
   kind: FaultKind;
   node: string;
+  /** The stream whose leader a leader fault aims at. */
+  stream?: string;
   /** The other node, for route faults. */
   peer?: string;
   holdMs: number;
@@ -34,7 +45,12 @@ export interface Fault {
   delayMs?: number;
 }
 
-/** How long each kind holds, [min, max) milliseconds. Pauses and etcd partitions stay well under a 3 s lease (fenced at 4/5 of it). */
+/**
+ * How long each kind holds, [min, max) milliseconds. Pauses and etcd
+ * partitions stay well under a 3 s lease (fenced at 4/5 of it); a leader's
+ * pause or isolation outlasts a 2 s lease (the replicated scenario's), some
+ * ending before a follower has taken over (lease plus rank delay), most after.
+ */
 const HOLD: Record<FaultKind, [number, number]> = {
   pause: [200, 1200],
   "cut-route": [0, 1],
@@ -43,12 +59,15 @@ const HOLD: Record<FaultKind, [number, number]> = {
   "kill-etcd-leader": [500, 3000],
   "partition-etcd": [200, 1200],
   "kill-node": [0, 2000],
+  "kill-leader": [0, 3000],
+  "pause-leader": [2500, 5000],
+  "isolate-leader": [2500, 6000],
 };
 
 /** The quiet time between two faults, [min, max) milliseconds. */
 const GAP: [number, number] = [500, 2000];
 
-export function faultSchedule(random: () => number, o: { durationMs: number; kinds: FaultKind[]; nodes: string[] }): Fault[] {
+export function faultSchedule(random: () => number, o: { durationMs: number; kinds: FaultKind[]; nodes: string[]; streams?: string[] }): Fault[] {
   const between = (r: [number, number]): number => Math.floor(r[0] + random() * (r[1] - r[0]));
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)];
   const out: Fault[] = [];
@@ -60,6 +79,10 @@ export function faultSchedule(random: () => number, o: { durationMs: number; kin
     const f: Fault = { at: t, kind, node, holdMs: between(HOLD[kind]) };
     if (kind === "cut-route" || kind === "partition-route" || kind === "delay-route") f.peer = pick(others);
     if (kind === "delay-route") f.delayMs = between([20, 200]);
+    if (LEADER_KINDS.includes(kind)) {
+      if (o.streams === undefined || o.streams.length === 0) throw new Error(`${kind} needs streams to aim at`);
+      f.stream = pick(o.streams);
+    }
     if (f.at + f.holdMs > o.durationMs) break;
     out.push(f);
     t = f.at + f.holdMs + between(GAP);
@@ -69,6 +92,6 @@ export function faultSchedule(random: () => number, o: { durationMs: number; kin
 
 /** One line per fault, for the log of a run. */
 export function describeFault(f: Fault): string {
-  const who = f.kind === "kill-etcd-leader" ? "" : f.peer === undefined ? f.node : `${f.node}<->${f.peer}`;
+  const who = f.kind === "kill-etcd-leader" ? "" : f.stream !== undefined ? `leader of ${f.stream}` : f.peer === undefined ? f.node : `${f.node}<->${f.peer}`;
   return `+${(f.at / 1000).toFixed(1)}s ${f.kind}${who === "" ? "" : ` ${who}`}${f.holdMs > 0 ? ` for ${f.holdMs} ms` : ""}${f.delayMs !== undefined ? ` (delay ${f.delayMs} ms)` : ""}`;
 }
