@@ -147,6 +147,12 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     },
   );
 
+  // min.insync.replicas 3: every replica must stay in sync for acks=all (tried once a node is gone, below).
+  const strict = "replicated.strict";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "3" }] }], waitForLeaders: true }));
+  const described = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
+  assert.equal(described.resources[0].configEntries[0].configValue, "3");
+
   // An idempotent producer at acks=all: each record, once acknowledged, is on every in-sync replica.
   const acked = new Map<string, string>(); // `${partition}/${offset}` → value
   const producer = client().producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -185,6 +191,28 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.ok(!after[0].isr.includes(leaderId), "the old leader is out of the ISR");
   assert.deepEqual(after[0].offline, [leaderId]);
   assert.deepEqual([...after[0].replicas].sort(), ids, "its replicas stay assigned");
+
+  // The strict topic has two replicas left in sync: acks=all is refused NOT_ENOUGH_REPLICAS (once its leader has seen the ISR shrink), acks=1 taken.
+  const impatient = new Kafka({ clientId: "strict", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer({ retry: { retries: 0 } });
+  await impatient.connect();
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const outcome = await impatient.send({ topic: strict, acks: -1, messages: [{ value: "all" }] }).then(
+        () => "taken",
+        (err: Error & { type?: string; cause?: { type?: string } }) => err.type ?? err.cause?.type ?? err.message,
+      );
+      if (outcome === "NOT_ENOUGH_REPLICAS") break;
+      // Before the ISR shrinks: taken (the write waits for the ISR change), or the leader not found yet.
+      assert.ok(Date.now() < deadline, `acks=all to a topic with 2 of 3 in sync: ${outcome}`);
+      await impatient.disconnect();
+      await impatient.connect();
+    }
+    const [one] = await impatient.send({ topic: strict, acks: 1, messages: [{ value: "one" }] });
+    assert.ok(Number(one.baseOffset) >= 0);
+  } finally {
+    await impatient.disconnect();
+  }
 
   // Every acknowledged record is there at its offset, once: kcat reads every partition from its leader.
   const read = await kcat(["-b", live().map(address).join(","), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p/%o %s\n"], "", 30_000);
