@@ -22,6 +22,8 @@ import { startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from 
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { runKafkaCommand } from "../src/cli/kafka-commands.js";
+import { captured } from "./helpers/cli.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -138,6 +140,19 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.equal(listed.code, 0, listed.stderr);
   assert.equal(listed.stdout.match(/replicas: \d+,\d+,\d+, isrs: \d+,\d+,\d+/g)?.length, 3, listed.stdout);
 
+  // The CLI shows them too.
+  const shown = await captured((io) => runKafkaCommand("topic", ["describe", topic, "--json", "-b", address(nodes[1])], io));
+  assert.equal(shown.code, 0, shown.err);
+  const described = JSON.parse(shown.out) as { partitions: Array<{ leader: number; replicas: number[]; isr: number[] }> };
+  for (const p of described.partitions) {
+    assert.deepEqual([...p.replicas].sort(), ids);
+    assert.deepEqual([...p.isr].sort(), ids);
+  }
+  const cli = await captured((io) => runKafkaCommand("topic", ["create", "cli.two", "--replication-factor", "2", "-b", address(nodes[1])], io));
+  assert.equal(cli.code, 0, cli.err);
+  const two = await withAdmin((a) => a.fetchTopicMetadata({ topics: ["cli.two"] }));
+  assert.equal(new Set(two.topics[0].partitions[0].replicas).size, 2, "two replicas, on distinct brokers");
+
   // Replication factor 4 on three brokers: Kafka's refusal.
   await assert.rejects(
     withAdmin((a) => a.createTopics({ topics: [{ topic: "too.many", numPartitions: 1, replicationFactor: 4 }] })),
@@ -150,8 +165,8 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   // min.insync.replicas 3: every replica must stay in sync for acks=all (tried once a node is gone, below).
   const strict = "replicated.strict";
   await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "3" }] }], waitForLeaders: true }));
-  const described = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
-  assert.equal(described.resources[0].configEntries[0].configValue, "3");
+  const strictConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
+  assert.equal(strictConfigs.resources[0].configEntries[0].configValue, "3");
 
   // An idempotent producer at acks=all: each record, once acknowledged, is on every in-sync replica.
   const acked = new Map<string, string>(); // `${partition}/${offset}` → value
