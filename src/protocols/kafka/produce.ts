@@ -397,11 +397,13 @@ export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestC
  * lost its lease, or its leadership while the write waited for its
  * replicas) is NOT_LEADER_OR_FOLLOWER, on which clients refresh their
  * metadata and retry at the partition's leader, as after a leader change in
- * Kafka. Too few in-sync replicas for acks=all: NOT_ENOUGH_REPLICAS,
- * which clients retry.
+ * Kafka. Too few in-sync replicas for acks=all: NOT_ENOUGH_REPLICAS, or,
+ * when the ISR shrank below the minimum while the batch waited,
+ * NOT_ENOUGH_REPLICAS_AFTER_APPEND (stored here, maybe kept); clients
+ * retry both.
  */
 function produceErrorOf(o: ApiError): number {
-  if (o instanceof TooFewReplicasError) return ErrorCode.NOT_ENOUGH_REPLICAS;
+  if (o instanceof TooFewReplicasError) return o.afterAppend ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS;
   if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
   if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;
