@@ -38,7 +38,7 @@ export interface Outcome {
 export const ok: Outcome = { error: ErrorCode.NONE, message: null };
 export const fail = (error: number, message: string): Outcome => ({ error, message });
 
-/** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps). */
+/** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps, min.insync.replicas). */
 export const TIMESTAMP_TYPE_KEY = "nagare.kafka.message.timestamp.type";
 export const TIMESTAMP_DIFFERENCE_KEY = "nagare.kafka.message.timestamp.difference.max.ms";
 /** min.insync.replicas: the placement of a replicated topic carries it too, where its leaders read it (cluster.ts). */
