@@ -1043,10 +1043,16 @@ export class Stream {
     return g === undefined ? last : Math.min(last, g.highWatermark - 1);
   }
 
-  /** The high watermark of `partition` moved on (its gate says so): readers waiting at it read again, as after an append. */
+  /**
+   * The high watermark of `partition` moved on (its gate says so): readers
+   * waiting at it read again, as after an append. JetStream consumers heard
+   * of the append when it was stored, before they could see it: they count
+   * and read again now.
+   */
   replicaAdvanced(partition: number): void {
     const seq = this.replicatedSeq(partition);
     for (const l of this.appendListeners) l(partition, seq);
+    if (this.consumers.size > 0 || this.order !== null) this.visibilityChanged();
   }
 
   /** The door's rules let readers see more (or less): consumers count and read again. */
