@@ -71,9 +71,10 @@ describe("nagare topic and group commands", () => {
     const info = await run("topic", "describe", "orders.eu");
     assert.equal(info.code, 0, info.err);
     assert.match(info.out, /^Topic orders\.eu: 3 partitions$/m);
-    assert.match(info.out, /^0\s+0\s+0\s+3\s+3$/m);
-    assert.match(info.out, /^1\s+0\s+0\s+0\s+0$/m);
-    assert.match(info.out, /^2\s+0\s+0\s+1\s+1$/m);
+    // Partition, leader, replicas, in-sync replicas (broker 0 alone: one node), earliest, latest, messages.
+    assert.match(info.out, /^0\s+0\s+0\s+0\s+0\s+3\s+3$/m);
+    assert.match(info.out, /^1\s+0\s+0\s+0\s+0\s+0\s+0$/m);
+    assert.match(info.out, /^2\s+0\s+0\s+0\s+0\s+1\s+1$/m);
     assert.match(info.out, /^retention\.ms\s+3600000\s+topic$/m);
     assert.match(info.out, /^cleanup\.policy\s+delete\s+default$/m);
     const parsed = JSON.parse((await run("topic", "describe", "orders.eu", "--json")).out) as {
@@ -81,9 +82,9 @@ describe("nagare topic and group commands", () => {
       configs: Array<{ name: string; value: string }>;
     };
     assert.deepEqual(parsed.partitions, [
-      { partition: 0, leader: 0, earliest: 0, latest: 3 },
-      { partition: 1, leader: 0, earliest: 0, latest: 0 },
-      { partition: 2, leader: 0, earliest: 0, latest: 1 },
+      { partition: 0, leader: 0, replicas: [0], isr: [0], earliest: 0, latest: 3 },
+      { partition: 1, leader: 0, replicas: [0], isr: [0], earliest: 0, latest: 0 },
+      { partition: 2, leader: 0, replicas: [0], isr: [0], earliest: 0, latest: 1 },
     ]);
     assert.equal(parsed.configs.find((c) => c.name === "retention.ms")?.value, "3600000");
 

@@ -293,3 +293,25 @@ test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the pre
   const r = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD1", "", { timeout: 5000 })).data)) as { error?: { description: string } };
   assert.match(r.error?.description ?? "", /one replica/);
 });
+
+test("a consumer waiting for messages gets one published while it waits, once replicated, not at the end of its wait", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await retrying(() => jsm.streams.add({ name: "WAKE", subjects: ["wake.>"], num_replicas: 3 }));
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("WAKE")), "a copy on every node");
+  await retrying(() => jsm.consumers.add("WAKE", { durable_name: "waiting", ack_policy: "explicit" }));
+  const consumer = await js.consumers.get("WAKE", "waiting");
+  // A long wait: the message must come when the high watermark passes it (the consumer heard of its append before it could see it).
+  const started = Date.now();
+  const fetching = await consumer.fetch({ max_messages: 1, expires: 30_000 });
+  const acked = retrying(() => js.publish("wake.a", "hello"));
+  const got: string[] = [];
+  for await (const m of fetching) {
+    got.push(m.string());
+    m.ack();
+  }
+  assert.deepEqual(got, ["hello"]);
+  assert.ok(Date.now() - started < 15_000, "delivered once replicated, not when the 30 s fetch expired");
+  assert.equal((await acked).seq, 1);
+});

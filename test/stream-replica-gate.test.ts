@@ -30,6 +30,9 @@ class HeldGate implements ReplicaGate {
     if (lastSeq <= this.replicated) return done(null);
     this.waiting.push({ seq: lastSeq, done });
   }
+  ship(): ApiError | null {
+    return null;
+  }
   removed(): void {}
   removedUnlisted(): void {}
   removedBelow(): void {}

@@ -50,6 +50,7 @@ const COMMON: FlagSpec[] = [
 const FLAGS: Record<KafkaGroup, FlagSpec[]> = {
   topic: [
     { long: "partitions", value: true },
+    { long: "replication-factor", value: true },
     { long: "config", value: true, multi: true },
     { long: "delete-config", value: true, multi: true },
     { long: "partition", value: true },
@@ -79,13 +80,15 @@ const OPTIONS = `Options:
 const USAGE: Record<KafkaGroup, string> = {
   topic: `Usage: nagare topic <create|ls|describe|alter|move|moves|rm> [options]
 
-  create <name> [--partitions n] [--config key=value]...
-                 partitions default to the broker's; configs nagare takes:
+  create <name> [--partitions n] [--replication-factor n] [--config key=value]...
+                 partitions default to the broker's, replicas to 1 (2 to 5
+                 in a cluster of as many brokers); configs nagare takes:
                  retention.ms, retention.bytes, max.message.bytes,
                  cleanup.policy=delete, message.timestamp.type=CreateTime|LogAppendTime,
-                 message.timestamp.difference.max.ms
+                 message.timestamp.difference.max.ms, min.insync.replicas
   ls             topics with their partition and message counts
-  describe <name>  partitions (leader, earliest and latest offsets) and configs
+  describe <name>  partitions (leader, replicas, in-sync replicas, earliest and
+                 latest offsets) and configs
   alter <name> [--partitions n] [--config key=value]... [--delete-config key]...
                  adds partitions (a topic never shrinks); sets configs, or
                  puts them back to their defaults; the others stay as they are
@@ -182,9 +185,11 @@ function parseConfigs(args: ParsedArgs): Array<[string, string]> {
   });
 }
 
-function parseTopicCreate(args: ParsedArgs): { partitions: number; configs: Array<[string, string]> } {
-  // Without --partitions: the broker's num.partitions.
-  return { partitions: parsePartitions(args), configs: parseConfigs(args) };
+function parseTopicCreate(args: ParsedArgs): { partitions: number; replicas: number; configs: Array<[string, string]> } {
+  // Without --partitions: the broker's num.partitions; without --replication-factor, its default (1).
+  const raw = lastFlag(args, "replication-factor");
+  if (raw !== undefined && (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 0x7fff)) throw new UsageError(`--replication-factor must be a positive integer, got "${raw}"`);
+  return { partitions: parsePartitions(args), replicas: raw === undefined ? -1 : Number(raw), configs: parseConfigs(args) };
 }
 
 function parseTopicAlter(args: ParsedArgs): { partitions: number; changes: ConfigChange[] } {
@@ -205,10 +210,10 @@ function prepareTopic(args: ParsedArgs): Run {
   switch (verb) {
     case "create": {
       const [name] = positionals(args, ["topic name"]);
-      onlyFlags(args, verb, ["partitions", "config"]);
-      const { partitions, configs } = parseTopicCreate(args);
+      onlyFlags(args, verb, ["partitions", "replication-factor", "config"]);
+      const { partitions, replicas, configs } = parseTopicCreate(args);
       return async (c, io, asJson) => {
-        const r = await createTopic(c, name, partitions, configs);
+        const r = await createTopic(c, name, partitions, configs, replicas);
         if (r.error !== ErrorCode.NONE) throw new KafkaResponseError(r.error, r.message);
         // Created with the broker's default count: ask how many that was.
         const count = partitions > 0 ? partitions : ((await metadata(c, [name]))[0]?.partitions.length ?? 0);
@@ -247,18 +252,27 @@ function prepareTopic(args: ParsedArgs): Run {
         const parts = t.partitions.map((p) => ({ topic: name, partition: p.partition }));
         const [first, end, configs] = await Promise.all([listOffsets(c, EARLIEST, parts).then(offsetsOf), listOffsets(c, LATEST, parts).then(offsetsOf), describeTopicConfigs(c, name)]);
         if (configs.error !== ErrorCode.NONE) throw new KafkaResponseError(configs.error, configs.message);
-        const partitions = t.partitions.map((p) => ({ partition: p.partition, leader: p.leader, earliest: first(name, p.partition), latest: end(name, p.partition) }));
+        const partitions = t.partitions.map((p) => ({ partition: p.partition, leader: p.leader, replicas: p.replicas, isr: p.isr, earliest: first(name, p.partition), latest: end(name, p.partition) }));
         if (asJson) {
           const cfg = configs.entries.map((e) => ({ name: e.name, value: e.sensitive ? null : e.value, source: e.source, readOnly: e.readOnly }));
           await write(io.stdout, json({ topic: name, partitions, configs: cfg }));
           return 0;
         }
-        const partRows = partitions.map((p) => [p.partition, p.leader < 0 ? "none" : p.leader, dash(p.earliest), dash(p.latest), p.earliest === null || p.latest === null ? "-" : p.latest - p.earliest]);
+        const ids = (list: number[]): string => (list.length === 0 ? "-" : list.join(","));
+        const partRows = partitions.map((p) => [
+          p.partition,
+          p.leader < 0 ? "none" : p.leader,
+          ids(p.replicas),
+          ids(p.isr),
+          dash(p.earliest),
+          dash(p.latest),
+          p.earliest === null || p.latest === null ? "-" : p.latest - p.earliest,
+        ]);
         const cfgRows = configs.entries.map((e) => [e.name, e.sensitive ? "(sensitive)" : dash(e.value), e.source]);
         await write(
           io.stdout,
           `Topic ${name}: ${partitions.length} partition${partitions.length === 1 ? "" : "s"}\n\n` +
-            table(["PARTITION", "LEADER", "EARLIEST", "LATEST", "MESSAGES"], partRows) +
+            table(["PARTITION", "LEADER", "REPLICAS", "ISR", "EARLIEST", "LATEST", "MESSAGES"], partRows) +
             "\n" +
             table(["CONFIG", "VALUE", "SOURCE"], cfgRows),
         );

@@ -70,7 +70,8 @@ function byTopic(partitions: Array<{ topic: string; partition: number }>): Map<s
 export interface TopicMetadata {
   name: string;
   error: number;
-  partitions: Array<{ partition: number; error: number; leader: number }>;
+  /** Each partition's leader, replicas and in-sync replicas, as broker ids. */
+  partitions: Array<{ partition: number; error: number; leader: number; replicas: number[]; isr: number[] }>;
 }
 
 /** Metadata of `topics` (null: every topic), never creating one. */
@@ -92,10 +93,10 @@ export async function metadata(c: KafkaClient, topics: string[] | null): Promise
       const error = r.i16();
       const partition = r.i32();
       const leader = r.i32();
-      r.array((r) => r.i32()); // replica_nodes
-      r.array((r) => r.i32()); // isr_nodes
+      const replicas = r.array((r) => r.i32());
+      const isr = r.array((r) => r.i32());
       r.array((r) => r.i32()); // offline_replicas
-      return { partition, error, leader };
+      return { partition, error, leader, replicas, isr };
     });
     partitions.sort((a, b) => a.partition - b.partition);
     return { name, error, partitions };
@@ -108,10 +109,11 @@ export interface Outcome {
 }
 
 /** `partitions` -1 and replication -1: the broker's defaults. */
-export async function createTopic(c: KafkaClient, name: string, partitions: number, configs: Array<[string, string]>): Promise<Outcome> {
+/** Creates a topic; -1 partitions or replication factor: the broker's default. */
+export async function createTopic(c: KafkaClient, name: string, partitions: number, configs: Array<[string, string]>, replicationFactor = -1): Promise<Outcome> {
   const r = await c.request(ApiKey.CreateTopics, V.createTopics, (w) => {
     w.arrayLength(1);
-    w.string(name).i32(partitions).i16(-1);
+    w.string(name).i32(partitions).i16(replicationFactor);
     w.arrayLength(0); // assignments
     w.array(configs, (w, [k, v]) => w.string(k).nullableString(v));
     w.i32(ADMIN_TIMEOUT_MS);

@@ -55,6 +55,8 @@ export interface StreamPlacement {
   replicas?: string[][];
   epochs?: number[];
   isr?: string[][];
+  /** The fewest in-sync replicas with which a write waiting for them is taken (Kafka's min.insync.replicas); absent: a majority of the replicas. */
+  minIsr?: number;
 }
 
 export interface PlacementRequest {
@@ -72,6 +74,8 @@ export interface PlacementRequest {
   exclude?: ReadonlySet<string>;
   /** Copies of each partition, on distinct nodes (JetStream's num_replicas); 1 when absent. */
   replicas?: number;
+  /** The minimum ISR to record (StreamPlacement.minIsr); absent: a majority. */
+  minIsr?: number;
 }
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
@@ -221,6 +225,7 @@ export class Placements {
         stream,
         leaders,
         ...(replicas !== undefined ? { replicas, epochs: leaders.map(() => 1), isr: replicas.map((set) => [...set]) } : {}),
+        ...(r.minIsr !== undefined ? { minIsr: r.minIsr } : {}),
         tags: r.tags ?? [],
         cluster: this.clusterName,
         subjects: r.subjects,

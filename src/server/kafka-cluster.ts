@@ -33,7 +33,7 @@ import { BrokerIds } from "../cluster/brokers.js";
 import type { StreamPlacement } from "../cluster/placement.js";
 import { KafkaClusterError, type KafkaBroker, type KafkaCluster, type PlacedTopic } from "../protocols/kafka/cluster.js";
 import { ErrorCode } from "../protocols/kafka/errors.js";
-import { moveOf } from "../streams/cluster-streams.js";
+import { moveOf, replicasOf } from "../streams/cluster-streams.js";
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 
@@ -134,6 +134,8 @@ export class EtcdKafkaCluster implements KafkaCluster {
   private placed(p: StreamPlacement): PlacedTopic {
     const config = p.config as { metadata?: Record<string, string> } | null;
     const move = moveOf(p);
+    const id = (n: string): number => this.ids.idOf(n) ?? -1;
+    const replicas = p.leaders.map((_, i) => replicasOf(p, i));
     return {
       moving: move === undefined ? null : { partition: move.partition, to: this.ids.idOf(move.to) ?? -1 },
       stream: p.stream,
@@ -143,6 +145,11 @@ export class EtcdKafkaCluster implements KafkaCluster {
       // Also without its lease (etcd away): nothing moves a partition to another node yet, so no
       // two nodes can both lead one, and the data plane keeps serving through an etcd outage.
       local: p.leaders.map((n) => n === this.self),
+      replicas: replicas.map((set) => set.map(id)),
+      // Unreplicated: the leader is the ISR while it is up.
+      isr: replicas.map((set, i) => (p.isr?.[i] ?? set.filter((n) => this.isLiveBroker(n))).map(id)),
+      offline: replicas.map((set) => set.filter((n) => !this.isLiveBroker(n)).map(id)),
+      epochs: p.leaders.map((_, i) => p.epochs?.[i] ?? 0),
       subjects: p.subjects,
       config: p.config,
     };
@@ -170,9 +177,21 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return out;
   }
 
-  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[]): Promise<boolean> {
+  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number): Promise<boolean> {
+    const exclude = this.withoutKafka();
+    const live = this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
+    // Kafka's own words (InvalidReplicationFactorException), which clients show as they are.
+    if (replicas > live) throw new KafkaClusterError(`Replication factor: ${replicas} larger than available brokers: ${live}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
     try {
-      const r = await this.node.placements.place(account, stream, { partitions, spread: true, subjects, origin: "kafka", config, exclude: this.withoutKafka() });
+      const r = await this.node.placements.place(account, stream, {
+        partitions,
+        spread: true,
+        subjects,
+        origin: "kafka",
+        config,
+        exclude,
+        ...(replicas > 1 ? { replicas, minIsr } : {}),
+      });
       return r.created;
     } catch (err) {
       throw kafkaError(err);
@@ -189,8 +208,9 @@ export class EtcdKafkaCluster implements KafkaCluster {
     });
   }
 
-  async reconfigure(account: string, stream: string, config: unknown): Promise<void> {
-    await this.update(account, stream, (p) => ({ ...p, config }));
+  async reconfigure(account: string, stream: string, config: unknown, minIsr: number): Promise<void> {
+    // A stream JetStream made keeps its majority: min.insync.replicas is a Kafka topic's.
+    await this.update(account, stream, (p) => ({ ...p, config, ...(p.replicas !== undefined && p.origin === "kafka" ? { minIsr } : {}) }));
   }
 
   async remove(account: string, stream: string): Promise<void> {

@@ -44,6 +44,8 @@ export interface PlacedStream {
   replicas?: string[][];
   epochs?: number[];
   isr?: string[][];
+  /** The fewest in-sync replicas a write waiting for them is taken with (a Kafka topic's min.insync.replicas); absent: a majority of the replicas. */
+  minIsr?: number;
 }
 
 /** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
@@ -87,6 +89,8 @@ export interface PlaceRequest {
   config: unknown;
   /** Copies of each partition (num_replicas); 1 when absent. */
   replicas?: number;
+  /** The minimum ISR to record (see PlacedStream.minIsr); absent: a majority. */
+  minIsr?: number;
 }
 
 /**

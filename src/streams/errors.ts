@@ -19,6 +19,22 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * A write refused because fewer replicas are in sync than the partition's
+ * minimum: JetStream's 503 10008 to a NATS client; a door tells it apart
+ * (Kafka's NOT_ENOUGH_REPLICAS).
+ */
+export class TooFewReplicasError extends ApiError {
+  constructor(
+    inSync: number,
+    needed: number,
+    /** Stored, then the ISR fell below the minimum before every member had it (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND): it may or may not be kept. */
+    readonly afterAppend = false,
+  ) {
+    super(503, 10008, `JetStream system temporarily unavailable: ${inSync} in-sync replicas, ${needed} needed${afterAppend ? "; the write may or may not be kept" : ""}`);
+  }
+}
+
 const e = (code: number, errCode: number, text: string) => (): ApiError => new ApiError(code, errCode, text);
 
 export const Errors = {

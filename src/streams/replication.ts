@@ -292,6 +292,8 @@ export interface ReplicaLeaderOptions {
   isr: readonly string[];
   /** The high watermark known so far (as a follower): it never goes back. Default: the log's first sequence. */
   highWatermark?: number;
+  /** Called each time the high watermark moves on: readers waiting for it read again. */
+  onAdvance?: () => void;
   now?: () => number;
 }
 
@@ -726,6 +728,7 @@ export class ReplicaLeader {
     if (low <= this.hw) return;
     this.hw = low;
     this.waiters.release(low);
+    this.opts.onAdvance?.();
   }
 
   /** The ISR as now agreed (after the fenced write in etcd): the leader stays in it; the high watermark may move on. */

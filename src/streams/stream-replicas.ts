@@ -31,7 +31,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
-import { ApiError } from "./errors.js";
+import { ApiError, TooFewReplicasError } from "./errors.js";
 import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
@@ -71,24 +71,27 @@ const unavailable = (why: string): ApiError => new ApiError(503, 10008, `JetStre
 
 /** The leader's side of a partition, as its stream sees it. */
 class LeaderGate implements ReplicaGate {
-  /** The ISR's size as last agreed: below `minIsr`, writes are refused. */
+  /** The ISR's size as last agreed: below `minIsr`, writes that wait for the ISR are refused. */
   isrSize: number;
+  /** The placement's minimum ISR (it may change with the stream's configuration). */
+  minIsr: number;
   private readonly onReplicated: (err: Error | null, done: (err: ApiError | null) => void) => void;
 
   constructor(
     readonly leader: ReplicaLeader,
-    public minIsr: number,
+    minIsr: number,
     isrSize: number,
     private readonly holdsLease: () => boolean,
   ) {
     this.isrSize = isrSize;
+    this.minIsr = minIsr;
     // One function for every write: each write's callback rides as the context.
     this.onReplicated = (err, done) => {
       if (err !== null) return done(unavailable(err.message));
       // Acknowledged only under the lease: past it, another node may lead already.
       if (!this.holdsLease()) return done(unavailable("this node lost its cluster lease; the write may or may not be kept"));
       // The ISR shrank below the minimum while it waited (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND): on too few copies to acknowledge.
-      if (this.isrSize < this.minIsr) return done(unavailable(`${this.isrSize} in-sync replicas, ${this.minIsr} needed; the write may or may not be kept`));
+      if (this.isrSize < this.minIsr) return done(new TooFewReplicasError(this.isrSize, this.minIsr, true));
       done(null);
     };
   }
@@ -100,11 +103,16 @@ class LeaderGate implements ReplicaGate {
   /** Set while this leader hands its leadership to another replica (a drain): writes wait for the new leader. */
   handingOver = false;
 
-  refusal(): ApiError | null {
+  refusal(leaderOnly: boolean): ApiError | null {
     if (!this.holdsLease()) return unavailable("this node does not hold its cluster lease");
     if (this.handingOver) return unavailable("the partition's leadership is moving to another replica");
-    if (this.isrSize < this.minIsr) return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${this.isrSize} in-sync replicas, ${this.minIsr} needed`);
+    if (!leaderOnly && this.isrSize < this.minIsr) return new TooFewReplicasError(this.isrSize, this.minIsr);
     return null;
+  }
+
+  ship(lastSeq: number): ApiError | null {
+    this.leader.appended(lastSeq);
+    return this.holdsLease() ? null : unavailable("this node lost its cluster lease; the write may or may not be kept");
   }
 
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
@@ -156,6 +164,10 @@ class NotLeaderGate implements ReplicaGate {
     done(unavailable(`${this.why}; the write may or may not be kept`));
   }
 
+  ship(): ApiError {
+    return unavailable(`${this.why}; the write may or may not be kept`);
+  }
+
   // Removals are the leader's to ship: a follower's copy applies the leader's.
   removed(): void {}
   removedUnlisted(): void {}
@@ -202,6 +214,12 @@ function consumersStamp(s: Stream): string {
 /** JetStream's default minimum of in-sync replicas: a majority, as nats-server's quorum. */
 export function defaultMinIsr(replicas: number): number {
   return Math.floor(replicas / 2) + 1;
+}
+
+/** The minimum ISR of a placement: its own (a Kafka topic's min.insync.replicas), else a majority. */
+export function minIsrOf(placed: Pick<PlacedStream, "minIsr">, replicas: number): number {
+  const m = placed.minIsr;
+  return m !== undefined && Number.isSafeInteger(m) && m >= 1 ? m : defaultMinIsr(replicas);
 }
 
 export class StreamReplicas {
@@ -375,6 +393,7 @@ export class StreamReplicas {
       if (role?.kind === "leader" && role.epoch === epoch) {
         // The size first: what the new ISR lets through is judged by it.
         role.gate.isrSize = isr.length;
+        role.gate.minIsr = minIsrOf(placed, set.length);
         role.gate.leader.setIsr(isr);
         return;
       }
@@ -385,7 +404,7 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
-      this.roles.set(key, await this.lead(name, stream, p, set, isr, epoch, hw));
+      this.roles.set(key, await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length)));
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
       return;
     }
@@ -435,16 +454,26 @@ export class StreamReplicas {
     return stream.dir === null ? LeaderEpochs.inMemory() : LeaderEpochs.open(join(stream.dir, `p${p}`, "leader-epochs.json"));
   }
 
-  private async lead(name: string, stream: Stream, p: number, replicas: readonly string[], isr: readonly string[], epoch: number, hw: number | undefined): Promise<LeaderRole> {
+  private async lead(name: string, stream: Stream, p: number, replicas: readonly string[], isr: readonly string[], epoch: number, hw: number | undefined, minIsr: number): Promise<LeaderRole> {
     const log = stream.partitions[p];
     const epochs = await this.epochsOf(stream, p);
-    const leader = await ReplicaLeader.create({ self: this.self, log, epochs, epoch, replicas, isr, ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}) });
+    const leader = await ReplicaLeader.create({
+      self: this.self,
+      log,
+      epochs,
+      epoch,
+      replicas,
+      isr,
+      ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}),
+      // Readers that wait for new data (a Kafka fetch) wait for the high watermark, not for the append.
+      onAdvance: () => stream.replicaAdvanced(p),
+    });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
     if (stream.partitions.length === 1) await stream.recover({ logOnly: true });
     stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
     stream.followerCopy = false;
-    const gate = new LeaderGate(leader, defaultMinIsr(replicas.length), isr.length, () => this.host.holdsLease());
+    const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
     return { kind: "leader", stream, epoch, gate };

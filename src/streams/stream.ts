@@ -125,8 +125,12 @@ function insideOf(ranges: readonly number[], first: number): number[] {
 export interface ReplicaGate {
   /** The first sequence not yet on every in-sync replica. */
   readonly highWatermark: number;
-  /** Why writes are refused now, or null. */
-  refusal(): ApiError | null;
+  /**
+   * Why writes are refused now, or null. `leaderOnly`: a write acknowledged
+   * once this node has it (Kafka's acks=1 and 0), which too few in-sync
+   * replicas do not refuse (TooFewReplicasError), only a lost lease.
+   */
+  refusal(leaderOnly: boolean): ApiError | null;
   /** Writes up to `lastSeq` are durable here: ships them, and calls `done` once every in-sync replica has them (an error if this leadership ends first). */
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void;
   /** Sequences removed inside the partition's log (deletes, retention, per-subject limits), once applied here: followers remove them too. */
@@ -137,7 +141,16 @@ export interface ReplicaGate {
   removedBelow(): void;
   /** Calls `done` once every in-sync replica has applied every removal told so far. */
   removalsReplicated(done: (err: ApiError | null) => void): void;
+  /** Writes up to `lastSeq` are durable here: ships them, waiting for no one (a write acknowledged by the leader alone); an error when this node may not acknowledge it (no lease, no longer leading). */
+  ship(lastSeq: number): ApiError | null;
 }
+
+/**
+ * How a door's write to a replicated partition is acknowledged: once every
+ * in-sync replica has it ("all", what JetStream always does), or once this
+ * node has it ("leader": Kafka's acks=1, which a failover may lose).
+ */
+export type ReplicaAck = "all" | "leader";
 
 /** The storage engine's retention limits for a stream configuration. */
 export function limitsOf(c: StreamConfig): Limits {
@@ -529,7 +542,7 @@ export class Stream {
     }
     if (this.frozenParts.size > 0 && this.frozenParts.has(partition)) return this.fail(p, msgId, Errors.streamMoving());
     if (this.replicaGates.length > 0) {
-      const refused = this.replicaRefusal(partition);
+      const refused = this.replicaRefusal(partition, false);
       if (refused !== null) return this.fail(p, msgId, refused);
     }
     const log = this.partitions[partition];
@@ -686,7 +699,7 @@ export class Stream {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
-    const refused = this.replicaRefusal(partition);
+    const refused = this.replicaRefusal(partition, false);
     if (refused !== null) return done(refused, 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -725,10 +738,10 @@ export class Stream {
    * Stores messages at consecutive sequences of one partition, as append
    * does, with one callback: the first sequence once all are durable.
    */
-  appendMany(partition: number, run: RecordRun, done: (err: ApiError | null, firstSeq: number) => void): void {
+  appendMany(partition: number, run: RecordRun, done: (err: ApiError | null, firstSeq: number) => void, ack: ReplicaAck = "all"): void {
     let largest = 0;
     for (let i = 0; i < run.count; i++) largest = Math.max(largest, payloadSizeAt(run, i));
-    this.doorAppend(partition, largest, run.count, run.subject, run.subjects, run.source.length, done, (log) => {
+    this.doorAppend(partition, largest, run.count, run.subject, run.subjects, run.source.length, ack, done, (log) => {
       // Only the subjects outlive the append: the run's bytes (a client's request) can go once it is issued.
       return {
         copy: () => {
@@ -746,10 +759,10 @@ export class Stream {
    * `largestPayload` is the largest record's payload plus headers, which the
    * door read while it checked the batch. The batch's bytes are the door's
    * until `done` (see MessageLog.appendBatch), so even a queued append need
-   * not copy them.
+   * not copy them. `ack`: see ReplicaAck.
    */
-  appendBatch(partition: number, batch: ForeignBatch, largestPayload: number, done: (err: ApiError | null, firstSeq: number) => void): void {
-    this.doorAppend(partition, largestPayload, batch.count, batch.subject, null, batch.bytes.length, done, (log) => {
+  appendBatch(partition: number, batch: ForeignBatch, largestPayload: number, done: (err: ApiError | null, firstSeq: number) => void, ack: ReplicaAck = "all"): void {
+    this.doorAppend(partition, largestPayload, batch.count, batch.subject, null, batch.bytes.length, ack, done, (log) => {
       const go = (cb: (err: Error | null, first: number) => void): void => log.appendBatch(batch, cb);
       return { copy: () => go, go };
     });
@@ -763,13 +776,15 @@ export class Stream {
     subject: string,
     subjects: readonly string[] | null,
     bytes: number,
+    ack: ReplicaAck,
     done: (err: ApiError | null, firstSeq: number) => void,
     appender: (log: MessageLog) => { copy: () => (cb: (err: Error | null, first: number) => void) => void; go: (cb: (err: Error | null, first: number) => void) => void },
   ): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0);
     if (this.partitionFrozen(partition)) return done(Errors.streamMoving(), 0);
     if (this.config.sealed) return done(Errors.sealed(), 0);
-    const refused = this.replicaRefusal(partition);
+    const leaderOnly = ack === "leader";
+    const refused = this.replicaRefusal(partition, leaderOnly);
     if (refused !== null) return done(refused, 0);
     const log = this.partitions[partition];
     if (log === undefined) return done(Errors.storeFailed(`no partition ${partition}`), 0);
@@ -787,7 +802,7 @@ export class Stream {
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       for (const l of this.runListeners) l(partition, first, count);
       this.order?.landed();
-      const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, e === null ? first : 0));
+      const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, e === null ? first : 0), leaderOnly);
       if (this.config.retention === "interest" || (this.order === null && partition === 0 && this.consumers.size > 0)) {
         let left = count;
         const ack = (): void => {
@@ -985,10 +1000,10 @@ export class Stream {
     this.visibility = gates.length === 0 ? this.doorVisibility : new CappedVisibility(this.doorVisibility, (p) => (gates[p] === undefined ? Infinity : gates[p]!.highWatermark - 1));
   }
 
-  /** Why a write to `partition` is refused by its replication now (too few in-sync replicas, no leadership yet), or null. */
-  private replicaRefusal(partition: number): ApiError | null {
+  /** Why a write to `partition` is refused by its replication now (too few in-sync replicas unless `leaderOnly`, no lease), or null. */
+  private replicaRefusal(partition: number, leaderOnly: boolean): ApiError | null {
     const g = this.replicaGates[partition];
-    return g === undefined ? null : g.refusal();
+    return g === undefined ? null : g.refusal(leaderOnly);
   }
 
   /** The gate of a stream of one partition, whose removals (by stream sequence) it must be told; undefined otherwise. */
@@ -1017,11 +1032,39 @@ export class Stream {
     return ok;
   }
 
-  /** Calls `done` once every in-sync replica has `partition` up to `lastSeq` (at once when the partition is not replicated). */
-  private whenReplicated(partition: number, lastSeq: number, done: (err: ApiError | null) => void): void {
+  /**
+   * Calls `done` once every in-sync replica has `partition` up to `lastSeq`
+   * (at once when the partition is not replicated, or, `leaderOnly`, once
+   * shipped: the followers still fetch it, nobody waits for them).
+   */
+  private whenReplicated(partition: number, lastSeq: number, done: (err: ApiError | null) => void, leaderOnly = false): void {
     const g = this.replicaGates[partition];
     if (g === undefined) return done(null);
-    g.replicate(lastSeq, done);
+    if (!leaderOnly) return g.replicate(lastSeq, done);
+    done(g.ship(lastSeq));
+  }
+
+  /**
+   * The last sequence of `partition` every in-sync replica has (Kafka's
+   * high watermark, as an offset): the log's last when the partition is not
+   * replicated or not led here.
+   */
+  replicatedSeq(partition: number): number {
+    const last = this.partitions[partition].state().lastSeq;
+    const g = this.replicaGates[partition];
+    return g === undefined ? last : Math.min(last, g.highWatermark - 1);
+  }
+
+  /**
+   * The high watermark of `partition` moved on (its gate says so): readers
+   * waiting at it read again, as after an append. JetStream consumers heard
+   * of the append when it was stored, before they could see it: they count
+   * and read again now.
+   */
+  replicaAdvanced(partition: number): void {
+    const seq = this.replicatedSeq(partition);
+    for (const l of this.appendListeners) l(partition, seq);
+    if (this.consumers.size > 0 || this.order !== null) this.visibilityChanged();
   }
 
   /** The door's rules let readers see more (or less): consumers count and read again. */

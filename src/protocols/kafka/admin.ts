@@ -7,7 +7,7 @@ import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
-import { fail, limitsFrom, ok, type Outcome } from "./configs.js";
+import { fail, limitsFrom, minInsyncReplicas, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
 import { findTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
@@ -16,7 +16,14 @@ import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 /** Kafka's message for a TopicAuthorizationException in admin responses. */
 export const AUTHORIZATION_FAILED = "Authorization failed.";
 
-export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false): Promise<Outcome> {
+/** The most copies of a partition nagare keeps (issue 20: replication.factor 1 to 5). */
+export const MAX_REPLICATION_FACTOR = 5;
+
+/**
+ * Creates `topic` with `partitions` partitions of `replicas` copies each
+ * (more than one: in a cluster only); the Kafka outcome.
+ */
+export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false, replicas = 1): Promise<Outcome> {
   const nameError = topicNameError(topic);
   if (nameError !== null) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, nameError);
   if (partitions < 1 || partitions > MAX_PARTITIONS) return fail(ErrorCode.INVALID_PARTITIONS, `partitions must be 1 to ${MAX_PARTITIONS}`);
@@ -33,8 +40,14 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
   const limits = limitsFrom(configs);
   if ("error" in limits) return limits as Outcome;
   const config = { name: streamNameOf(topic), subjects: [topic], storage: "file", retention: "limits", discard: "old", ...limits, metadata: { ...limits.metadata, [TOPIC_METADATA_KEY]: topic } };
+  const cluster = door.door.cluster;
+  if (replicas > 1) {
+    // Kafka's words (InvalidReplicationFactorException); the placement counts the live brokers again as it places.
+    const brokers = cluster === null ? 1 : cluster.brokers().length;
+    if (replicas > brokers) return fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${replicas} larger than available brokers: ${brokers}.`);
+  }
   if (validateOnly) return ok;
-  if (door.door.cluster !== null) return placeTopic(door, topic, partitions, config);
+  if (cluster !== null) return placeTopic(door, topic, partitions, config, replicas);
   try {
     await door.js.createStream(config, partitions);
   } catch (err) {
@@ -55,7 +68,7 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
  * LEADER_NOT_AVAILABLE, which clients retry; this node's own copy is made
  * before the answer.
  */
-async function placeTopic(door: AccountDoor, topic: string, partitions: number, config: { name: string; subjects: string[] }): Promise<Outcome> {
+async function placeTopic(door: AccountDoor, topic: string, partitions: number, config: { name: string; subjects: string[]; metadata: Record<string, string> }, replicas: number): Promise<Outcome> {
   // What each leader would refuse when it makes its copy is refused here, before anything is placed.
   try {
     normalizeStreamConfig(config);
@@ -67,20 +80,21 @@ async function placeTopic(door: AccountDoor, topic: string, partitions: number, 
     if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
   }
   try {
-    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects);
+    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata));
     if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
   } catch (err) {
     return clusterFailure(err);
   }
   // This node's copy, if it leads a partition, exists when the answer goes (the other leaders make theirs as they hear of it).
   await door.js.cluster?.settle(door.account, config.name).catch(() => undefined);
-  door.log.info(`kafka: placed topic ${topic} with ${partitions} partition(s)`);
+  door.log.info(`kafka: placed topic ${topic} with ${partitions} partition(s)${replicas > 1 ? ` of ${replicas} replicas` : ""}`);
   return ok;
 }
 
 /** A cluster change that failed, as Kafka says it: retriable (etcd away, no live node) or refused. */
 function clusterFailure(err: unknown): Outcome {
   if (!(err instanceof KafkaClusterError)) throw err;
+  if (err.code !== null) return fail(err.code, err.message);
   return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
 }
 
@@ -92,13 +106,15 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     let outcome: Outcome;
     if (seen.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "topic named twice in one request");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
-    else if (t.replication !== -1 && t.replication !== 1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor: larger than available brokers: 1.");
+    // -1 is the broker's default, which is 1 (no default_replication_factor setting yet).
+    else if (t.replication === 0 || t.replication < -1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0.");
+    else if (t.replication > MAX_REPLICATION_FACTOR) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${t.replication} is more than nagare keeps (at most ${MAX_REPLICATION_FACTOR}).`);
     else if (t.assignments.length > 0 && door.door.cluster !== null) outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments are not taken in a cluster: nagare spreads the partitions over the live nodes");
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId)))) {
       outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, partitions 0..n-1`);
     } else {
       const count = t.assignments.length > 0 ? t.assignments.length : t.partitions === -1 ? door.options.defaultPartitions : t.partitions;
-      outcome = await createTopic(door, t.name, count, t.configs, validateOnly);
+      outcome = await createTopic(door, t.name, count, t.configs, validateOnly, t.replication === -1 ? 1 : t.replication);
     }
     seen.add(t.name);
     results.push({ name: t.name, ...outcome });
@@ -269,7 +285,7 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
       else if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       else if (!mayManageTopic(conn.permissions, "PURGE", t.name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
       else {
-        const hwm = log.state().lastSeq;
+        const hwm = stream.replicatedSeq(p.index);
         const offset = p.offset === -1 ? hwm : p.offset;
         if (offset < 0 || offset > hwm) error = ErrorCode.OFFSET_OUT_OF_RANGE;
         else if (stream.config.sealed || stream.config.deny_purge) error = ErrorCode.POLICY_VIOLATION;

@@ -59,7 +59,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.Produce, [0, 7]],
   [ApiKey.Fetch, [4, 11]],
   [ApiKey.ListOffsets, [0, 3]],
-  [ApiKey.Metadata, [0, 6]],
+  [ApiKey.Metadata, [0, 7]],
   [ApiKey.OffsetCommit, [0, 7]],
   [ApiKey.OffsetFetch, [0, 5]],
   [ApiKey.FindCoordinator, [0, 2]],

@@ -31,6 +31,12 @@ export interface PlacedTopic {
   live: boolean[];
   /** Whether this node leads each partition. */
   local: boolean[];
+  /** Each partition's replicas (its leader alone when not replicated), in-sync replicas and replicas not up, as broker ids. */
+  replicas: number[][];
+  isr: number[][];
+  offline: number[][];
+  /** Each partition's leader epoch (0 when not replicated). */
+  epochs: number[];
   /** The subjects the stream captures, as placed. */
   subjects: string[];
   /** The stream's configuration, as placed. */
@@ -69,12 +75,18 @@ export interface KafkaCluster {
    * its broker and whether it is up (its groups' offsets live there).
    */
   coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number };
-  /** Places a new topic's partitions over the live nodes; false when the stream was placed already. Throws KafkaClusterError. */
-  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[]): Promise<boolean>;
+  /**
+   * Places a new topic's partitions over the live nodes, `replicas` copies
+   * of each (leaders spread, followers too), writes at acks=all needing
+   * `minIsr` in sync; false when the stream was placed already. Throws
+   * KafkaClusterError (INVALID_REPLICATION_FACTOR: more replicas than live
+   * brokers).
+   */
+  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number): Promise<boolean>;
   /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
   grow(account: string, stream: string, count: number): Promise<void>;
-  /** Replaces the configuration a placement carries (topic configs changed). Throws KafkaClusterError. */
-  reconfigure(account: string, stream: string, config: unknown): Promise<void>;
+  /** Replaces the configuration a placement carries (topic configs changed), and its minimum ISR. Throws KafkaClusterError. */
+  reconfigure(account: string, stream: string, config: unknown, minIsr: number): Promise<void>;
   /** Removes a topic's placement; the nodes leading it delete their copies. Throws KafkaClusterError. */
   remove(account: string, stream: string): Promise<void>;
   /**

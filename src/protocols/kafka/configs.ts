@@ -38,10 +38,20 @@ export interface Outcome {
 export const ok: Outcome = { error: ErrorCode.NONE, message: null };
 export const fail = (error: number, message: string): Outcome => ({ error, message });
 
-/** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps). */
+/** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps, min.insync.replicas). */
 export const TIMESTAMP_TYPE_KEY = "nagare.kafka.message.timestamp.type";
 export const TIMESTAMP_DIFFERENCE_KEY = "nagare.kafka.message.timestamp.difference.max.ms";
-const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY];
+/** min.insync.replicas: the placement of a replicated topic carries it too, where its leaders read it (cluster.ts). */
+export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
+const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY, MIN_INSYNC_REPLICAS_KEY];
+/** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
+const DEFAULT_MIN_INSYNC_REPLICAS = 1;
+
+/** A topic's min.insync.replicas, from its stream's metadata. */
+export function minInsyncReplicas(md: Record<string, string> | undefined): number {
+  const v = Number(md?.[MIN_INSYNC_REPLICAS_KEY]);
+  return Number.isSafeInteger(v) && v >= 1 ? v : DEFAULT_MIN_INSYNC_REPLICAS;
+}
 /** Kafka's defaults: the producer's timestamp, of any age. */
 const DEFAULT_TIMESTAMP_TYPE = "CreateTime";
 const DEFAULT_TIMESTAMP_DIFFERENCE = "9223372036854775807";
@@ -114,6 +124,13 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         }
         (out.metadata ??= {})[TIMESTAMP_DIFFERENCE_KEY] = value;
         break;
+      case "min.insync.replicas": {
+        // Kafka's check; a minimum above the replication factor is taken, as Kafka does, and refuses every acks=all write.
+        const v = int();
+        if (v === null || v < 1) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration min.insync.replicas: Value must be at least 1`);
+        (out.metadata ??= {})[MIN_INSYNC_REPLICAS_KEY] = String(v);
+        break;
+      }
       case "segment.bytes":
         return fail(ErrorCode.INVALID_CONFIG, "segment.bytes is fixed by the storage engine");
       default:
@@ -159,6 +176,7 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
     { name: "max.message.bytes", value: String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), readOnly: false, source: source(c.max_msg_size > 0) },
     { name: "message.timestamp.difference.max.ms", value: c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] !== undefined) },
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
+    { name: "min.insync.replicas", value: String(minInsyncReplicas(c.metadata)), readOnly: false, source: source(c.metadata?.[MIN_INSYNC_REPLICAS_KEY] !== undefined) },
     { name: "retention.bytes", value: String(c.max_bytes > 0 ? c.max_bytes : -1), readOnly: false, source: source(c.max_bytes > 0) },
     { name: "retention.ms", value: String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), readOnly: false, source: source(c.max_age > 0) },
     { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
@@ -185,12 +203,15 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("auto.create.topics.enable", o.autoCreateTopics, KAFKA_DEFAULTS.autoCreateTopics),
     entry("broker.id", door.nodeId, door.nodeId),
     entry("connections.max.idle.ms", o.connectionsMaxIdleMs, KAFKA_DEFAULTS.connectionsMaxIdleMs),
+    // CreateTopics' replication_factor -1: one copy (there is no setting for it yet).
+    entry("default.replication.factor", 1, 1),
     entry("fetch.max.bytes", o.fetchMaxBytes, KAFKA_DEFAULTS.fetchMaxBytes),
     entry("group.initial.rebalance.delay.ms", o.initialRebalanceDelayMs, KAFKA_DEFAULTS.initialRebalanceDelayMs),
     entry("group.max.size", MAX_MEMBERS_PER_GROUP, MAX_MEMBERS_PER_GROUP),
     entry("listeners", listener, null),
     entry("max.connections", door.broker.options.maxConnections, SERVER_DEFAULTS.maxConnections),
     entry("message.max.bytes", door.js.options.maxPayload, SERVER_DEFAULTS.maxPayload),
+    entry("min.insync.replicas", DEFAULT_MIN_INSYNC_REPLICAS, DEFAULT_MIN_INSYNC_REPLICAS),
     entry("num.partitions", o.defaultPartitions, KAFKA_DEFAULTS.defaultPartitions),
     entry("queued.max.request.bytes", o.maxQueuedRequestBytes, KAFKA_DEFAULTS.maxQueuedRequestBytes),
     entry("socket.request.max.bytes", o.maxRequestBytes, KAFKA_DEFAULTS.maxRequestBytes),
@@ -220,6 +241,7 @@ const TOPIC_CONFIG_NAMES = new Set([
   "max.message.bytes",
   "message.timestamp.difference.max.ms",
   "message.timestamp.type",
+  "min.insync.replicas",
   "retention.bytes",
   "retention.ms",
   "segment.bytes",
@@ -303,7 +325,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     if (refused !== null) throw refused;
     if (validateOnly) return ok;
     // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
-    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked);
+    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata));
     if (found.local !== undefined) await door.js.updateStream(next);
   } catch (err) {
     if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);

@@ -6,7 +6,11 @@
  * uncompressed v2 batches, one per run of equal append time and
  * transaction; a transaction marker is a control batch of its own.
  * read_committed fetches stop at the last stable offset and name the aborted
- * transactions in what they return, for the client to drop.
+ * transactions in what they return, for the client to drop. In a
+ * replicated partition consumers see nothing past the high watermark (what
+ * every in-sync replica has): the high_watermark field, the records and
+ * ListOffsets' latest stop there, and a fetch waiting for data wakes when it
+ * moves on.
  */
 
 import type { RequestContext } from "./api.js";
@@ -155,10 +159,11 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       const stream = led;
       const log = stream.partitions[p.index];
       const st = log.state();
-      const hwm = st.lastSeq;
+      const hwm = stream.replicatedSeq(p.index);
       const logStart = st.firstSeq - 1;
       const lastStable = door.transactions.lastStableOffset(stream, p.index, hwm);
-      if (p.offset < logStart || p.offset > hwm) {
+      // Past the high watermark but within the log is not out of range (Kafka's rule): nothing to read yet.
+      if (p.offset < logStart || p.offset > st.lastSeq) {
         outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null });
         continue;
       }
@@ -343,12 +348,15 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         const st = log.state();
         let offset: number;
         let timestamp = -1;
-        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.transactions.lastStableOffset(stream, p.index, st.lastSeq) : st.lastSeq;
+        const hwm = led.replicatedSeq(p.index);
+        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.transactions.lastStableOffset(stream, p.index, hwm) : hwm;
         else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
           const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
-          offset = found === null ? -1 : found.offset;
-          if (found !== null) timestamp = found.timestamp;
+          // Only what consumers may read: a record past the high watermark is not found yet.
+          const visible = found !== null && found.offset < hwm;
+          offset = visible ? found.offset : -1;
+          if (visible) timestamp = found.timestamp;
         }
         parts.push({ index: p.index, error: ErrorCode.NONE, timestamp, offset });
       }

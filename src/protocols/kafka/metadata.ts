@@ -1,6 +1,7 @@
 /** ApiVersions, Metadata and DescribeCluster: what a Kafka client asks before anything else. */
 
 import { API_VERSIONS, type RequestContext } from "./api.js";
+import type { Writer } from "./codec.js";
 import { decodeApiVersions, decodeDescribeCluster, decodeMetadata } from "./requests.js";
 import type { KafkaDoor } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
@@ -80,15 +81,12 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
     if (version >= 1) w.bool(false); // is_internal
     w.arrayLength(t.partitions.length);
     t.partitions.forEach((p, index) => {
-      // A leader that is down: no leader, its replica offline (one replica per partition until replication is built).
+      // A leader that is down: no leader (until an in-sync replica takes over, when the partition is replicated).
       w.i16(p.live ? ErrorCode.NONE : ErrorCode.LEADER_NOT_AVAILABLE).i32(index).i32(p.live ? p.leader : -1);
-      w.arrayLength(1).i32(p.leader); // replicas
-      if (p.live) w.arrayLength(1).i32(p.leader); // in-sync replicas
-      else w.arrayLength(0);
-      if (version >= 5) {
-        if (p.live) w.arrayLength(0); // offline replicas
-        else w.arrayLength(1).i32(p.leader);
-      }
+      if (version >= 7) w.i32(p.epoch);
+      writeIds(w, p.replicas);
+      writeIds(w, p.isr);
+      if (version >= 5) writeIds(w, p.offline);
     });
   });
   return true;
@@ -97,6 +95,17 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
 interface PartitionEntry {
   leader: number;
   live: boolean;
+  /** The leader epoch (0: not replicated). */
+  epoch: number;
+  /** Broker ids: the replicas (the leader alone when not replicated), those in sync, those not up. */
+  replicas: readonly number[];
+  isr: readonly number[];
+  offline: readonly number[];
+}
+
+function writeIds(w: Writer, ids: readonly number[]): void {
+  w.arrayLength(ids.length);
+  for (const id of ids) w.i32(id);
 }
 
 interface TopicEntry {
@@ -106,11 +115,12 @@ interface TopicEntry {
 }
 
 function placedPartitions(p: PlacedTopic): PartitionEntry[] {
-  return p.leaders.map((leader, i) => ({ leader, live: p.live[i] }));
+  return p.leaders.map((leader, i) => ({ leader, live: p.live[i], epoch: p.epochs[i], replicas: p.replicas[i], isr: p.isr[i], offline: p.offline[i] }));
 }
 
 function localPartitions(door: AccountDoor, s: Stream): PartitionEntry[] {
-  return s.partitions.map(() => ({ leader: door.nodeId, live: true }));
+  const self = [door.nodeId];
+  return s.partitions.map(() => ({ leader: door.nodeId, live: true, epoch: 0, replicas: self, isr: self, offline: [] }));
 }
 
 /** A topic's partitions as Metadata gives them: placed in the cluster, else this node's stream; undefined when it exists nowhere. */

@@ -1,8 +1,12 @@
 /**
  * Produce v3–7 (v0–2 are refused: see api.ts): each partition's RecordBatch is checked whole (CRC, framing,
  * codec, sizes, header text) before any of it is stored, then its records are
- * appended in order and acknowledged once durable. acks 1 and -1 both wait
- * for the fsync (there is no replica to wait for); acks 0 gets no response.
+ * appended in order and acknowledged once durable here. In a replicated
+ * partition acks=-1 is answered once every in-sync replica has the batch
+ * (the high watermark passed it) and refused NOT_ENOUGH_REPLICAS while the
+ * ISR is below the topic's min.insync.replicas; acks=1 once the leader has
+ * it, whatever the ISR (as Kafka: a failover may lose it). acks 0 gets no
+ * response.
  */
 
 import type { RequestContext } from "./api.js";
@@ -16,9 +20,9 @@ import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./s
 import { timestampPolicy } from "./configs.js";
 import { defaultSubject } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
-import type { ApiError } from "../../streams/errors.js";
+import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
-import type { Stream } from "../../streams/stream.js";
+import type { ReplicaAck, Stream } from "../../streams/stream.js";
 import type { PermissionCheck } from "../../core/auth.js";
 
 interface PartitionResult {
@@ -43,7 +47,7 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   const frame = new FrameHold(releaseFrame);
   let pending;
   try {
-    pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, turn, decompressionGate(door, conn, timeoutMs), frame);
+    pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, acks === -1 ? "all" : "leader", turn, decompressionGate(door, conn, timeoutMs), frame);
   } finally {
     frame.drop();
   }
@@ -117,6 +121,7 @@ async function prepareAndIssue(
   topics: TopicData,
   refuse: number,
   transactionalId: string | null,
+  ack: ReplicaAck,
   turn: { ready: Promise<void>; done: () => void },
   gate: DecompressionGate,
   frame: FrameHold,
@@ -144,7 +149,7 @@ async function prepareAndIssue(
     return topics.map((t) =>
       t.partitions.map(() => {
         const p = prepared[at++]!;
-        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId, frame);
+        return "error" in p ? Promise.resolve(p) : issue(door, conn, t.name, p, transactionalId, ack, frame);
       }),
     );
   } finally {
@@ -318,8 +323,8 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
   door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
 }
 
-/** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable. */
-function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, frame: FrameHold): Promise<PartitionResult> {
+/** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable here, and on the ISR for `ack` "all". */
+function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, ack: ReplicaAck, frame: FrameHold): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   if (transactionalId !== null) {
@@ -349,11 +354,17 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     // The log writes the batch from the frame: it lets go once written, or refused before that.
     const bytesDone = frame.take();
     const whole = { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc, bytesDone };
-    stream.appendBatch(index, whole, p.largest, (err, first) => {
-      bytesDone();
-      stored_(err, first);
-    });
-  } else stream.appendMany(index, run!, stored_);
+    stream.appendBatch(
+      index,
+      whole,
+      p.largest,
+      (err, first) => {
+        bytesDone();
+        stored_(err, first);
+      },
+      ack,
+    );
+  } else stream.appendMany(index, run!, stored_, ack);
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, produceErrorOf(o));
@@ -382,11 +393,17 @@ export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestC
 
 /**
  * The produce error for a refused append: a partition frozen for its move to
- * another broker (or the cluster briefly unable to take it) is
- * NOT_LEADER_OR_FOLLOWER, on which clients refresh their metadata and retry
- * at the partition's leader, as after a leader change in Kafka.
+ * another broker (or the cluster briefly unable to take it: a leader that
+ * lost its lease, or its leadership while the write waited for its
+ * replicas) is NOT_LEADER_OR_FOLLOWER, on which clients refresh their
+ * metadata and retry at the partition's leader, as after a leader change in
+ * Kafka. Too few in-sync replicas for acks=all: NOT_ENOUGH_REPLICAS, or,
+ * when the ISR shrank below the minimum while the batch waited,
+ * NOT_ENOUGH_REPLICAS_AFTER_APPEND (stored here, maybe kept); clients
+ * retry both.
  */
 function produceErrorOf(o: ApiError): number {
+  if (o instanceof TooFewReplicasError) return o.afterAppend ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS;
   if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
   if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;

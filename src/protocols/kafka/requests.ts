@@ -130,7 +130,7 @@ export function decodeListOffsets(r: Reader, version: number): ListOffsetsReques
   return { isolationLevel, topics };
 }
 
-// ---- Metadata (3) v0–6 ----
+// ---- Metadata (3) v0–7 (v7 asks as v4–6 do; its answer adds each partition's leader epoch) ----
 
 export interface MetadataRequest {
   /** Null: every topic (v0 says so with an empty list). */

@@ -1,0 +1,244 @@
+/**
+ * Replicated Kafka topics in a three-node cluster with one real etcd,
+ * judged by KafkaJS and kcat (librdkafka): a topic of replication factor 3
+ * has a copy of each partition on every node, leaders spread; Metadata shows
+ * three replicas in sync; a record produced at acks=all is on every
+ * in-sync replica when it is acknowledged; when the leader of a partition
+ * goes (its server closed), an in-sync follower takes over in a new epoch,
+ * the clients find it by themselves, and every acknowledged record is there
+ * at its offset, once (an idempotent KafkaJS producer goes on across the
+ * failover). Replication factor 4 on 3 brokers is refused.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import kafkajs from "kafkajs";
+import type { NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
+import { kcat } from "./helpers/kafka.js";
+import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { runKafkaCommand } from "../src/cli/kafka-commands.js";
+import { captured } from "./helpers/cli.js";
+
+const { Kafka, logLevel } = kafkajs;
+
+let etcd: EtcdHarness;
+let dir: string;
+let site: JetStreamClusterSite;
+const nodes: NagareServer[] = [];
+const closed = new Set<NagareServer>();
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-kafkarepl-"));
+  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("kafkarepl") };
+  nodes.push(...(await startJetStreamCluster(site, { kafka: true })));
+});
+
+after(async () => {
+  await Promise.all(nodes.filter((n) => !closed.has(n)).map((n) => n.close()));
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const live = (): NagareServer[] => nodes.filter((n) => !closed.has(n));
+const address = (n: NagareServer): string => `127.0.0.1:${n.kafkaPort!}`;
+const brokerId = (n: NagareServer): number => n.kafka!.cluster!.nodeId;
+
+function client(): InstanceType<typeof Kafka> {
+  // Every broker to bootstrap from: the one a client started with may be the one that goes.
+  return new Kafka({ clientId: "repl-test", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 200, maxRetryTime: 2000 } });
+}
+
+async function withAdmin<T>(f: (admin: ReturnType<InstanceType<typeof Kafka>["admin"]>) => Promise<T>): Promise<T> {
+  const admin = client().admin();
+  await admin.connect();
+  try {
+    return await f(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+interface RawPartition {
+  error: number;
+  index: number;
+  leader: number;
+  epoch: number;
+  replicas: number[];
+  isr: number[];
+  offline: number[];
+}
+
+/** A topic's partitions from a raw Metadata v7 (with leader epochs), as broker `n` says. */
+async function metadataV7(n: NagareServer, topic: string): Promise<RawPartition[]> {
+  const k = await RawKafka.open(n.kafkaPort!);
+  try {
+    k.send(frame(3, 7, (w) => w.arrayLength(1).string(topic).bool(false)));
+    const r = await k.response(0);
+    r.i32(); // throttle
+    for (let b = r.i32(), i = 0; i < b; i++) {
+      r.i32();
+      r.string();
+      r.i32();
+      r.nullableString();
+    }
+    r.nullableString(); // cluster id
+    r.i32(); // controller
+    assert.equal(r.i32(), 1);
+    assert.equal(r.i16(), 0);
+    r.string();
+    r.bool();
+    const out: RawPartition[] = [];
+    for (let p = r.i32(), i = 0; i < p; i++) {
+      const error = r.i16();
+      const index = r.i32();
+      const leader = r.i32();
+      const epoch = r.i32();
+      const replicas = r.array((r) => r.i32());
+      const isr = r.array((r) => r.i32());
+      const offline = r.array((r) => r.i32());
+      out.push({ error, index, leader, epoch, replicas, isr, offline });
+    }
+    return out.sort((a, b) => a.index - b.index);
+  } finally {
+    k.destroy();
+  }
+}
+
+test("replication factor 3: a copy on every node, Metadata shows the replicas in sync, acks=all records on every replica, a failover loses none", async () => {
+  const topic = "replicated.orders";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 3 }], waitForLeaders: true }));
+  const ids = nodes.map(brokerId).sort();
+  const meta = await withAdmin((a) => a.fetchTopicMetadata({ topics: [topic] }));
+  const partitions = meta.topics[0].partitions.sort((x, y) => x.partitionId - y.partitionId);
+  assert.deepEqual(partitions.map((p) => p.leader).sort(), ids, "the leaders are spread, one partition each");
+  for (const p of partitions) {
+    assert.deepEqual([...p.replicas].sort(), ids, `partition ${p.partitionId}: a replica on every broker`);
+    assert.equal(p.replicas[0], p.leader, "the leader first");
+    assert.deepEqual([...p.isr].sort(), ids, "every replica in sync");
+    assert.deepEqual(p.offlineReplicas ?? [], []);
+  }
+  // The followers spread too: each broker is the second replica of one partition.
+  assert.deepEqual(partitions.map((p) => p.replicas[1]).sort(), ids);
+  // Every broker says the same, with the leader epoch (Metadata v7).
+  for (const n of nodes) {
+    const raw = await metadataV7(n, topic);
+    assert.deepEqual(
+      raw.map((p) => [p.leader, p.epoch]),
+      partitions.map((p) => [p.leader, 1]),
+    );
+  }
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("replicated_orders")), "a copy on every node");
+  // kcat (librdkafka) reads the same replicas and ISR.
+  const listed = await kcat(["-b", address(nodes[0]), "-L", "-t", topic]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.equal(listed.stdout.match(/replicas: \d+,\d+,\d+, isrs: \d+,\d+,\d+/g)?.length, 3, listed.stdout);
+
+  // The CLI shows them too.
+  const shown = await captured((io) => runKafkaCommand("topic", ["describe", topic, "--json", "-b", address(nodes[1])], io));
+  assert.equal(shown.code, 0, shown.err);
+  const described = JSON.parse(shown.out) as { partitions: Array<{ leader: number; replicas: number[]; isr: number[] }> };
+  for (const p of described.partitions) {
+    assert.deepEqual([...p.replicas].sort(), ids);
+    assert.deepEqual([...p.isr].sort(), ids);
+  }
+  const cli = await captured((io) => runKafkaCommand("topic", ["create", "cli.two", "--replication-factor", "2", "-b", address(nodes[1])], io));
+  assert.equal(cli.code, 0, cli.err);
+  const two = await withAdmin((a) => a.fetchTopicMetadata({ topics: ["cli.two"] }));
+  assert.equal(new Set(two.topics[0].partitions[0].replicas).size, 2, "two replicas, on distinct brokers");
+
+  // Replication factor 4 on three brokers: Kafka's refusal.
+  await assert.rejects(
+    withAdmin((a) => a.createTopics({ topics: [{ topic: "too.many", numPartitions: 1, replicationFactor: 4 }] })),
+    (err: Error & { errors?: Array<{ type?: string }> }) => {
+      assert.equal(err.errors?.[0]?.type, "INVALID_REPLICATION_FACTOR", String(err));
+      return true;
+    },
+  );
+
+  // min.insync.replicas 3: every replica must stay in sync for acks=all (tried once a node is gone, below).
+  const strict = "replicated.strict";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "3" }] }], waitForLeaders: true }));
+  const strictConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
+  assert.equal(strictConfigs.resources[0].configEntries[0].configValue, "3");
+
+  // An idempotent producer at acks=all: each record, once acknowledged, is on every in-sync replica.
+  const acked = new Map<string, string>(); // `${partition}/${offset}` → value
+  const producer = client().producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const stream = (n: NagareServer) => n.jetstream!.streams.get("replicated_orders")!;
+  /** Sends record i to partition i % 3; its offset once acknowledged. */
+  const send = async (i: number): Promise<number> => {
+    const partition = i % 3;
+    const [r] = await producer.send({ topic, acks: -1, messages: [{ key: `k${i}`, value: `v${i}`, partition }] });
+    assert.equal(r.partition, partition);
+    acked.set(`${partition}/${r.baseOffset}`, `v${i}`);
+    return Number(r.baseOffset);
+  };
+  // The leader of partition 0, which goes half way.
+  const leaderId = partitions[0].leader;
+  try {
+    for (let i = 0; i < 30; i++) {
+      const offset = await send(i);
+      for (const n of nodes) assert.ok(stream(n).partitions[i % 3].state().lastSeq >= offset + 1, `broker ${brokerId(n)} has ${i % 3}/${offset} when it is acknowledged`);
+    }
+
+    // The leader of partition 0 goes: its server is closed (its lease revoked), an in-sync follower takes over.
+    const leader = nodes.find((n) => brokerId(n) === leaderId)!;
+    closed.add(leader);
+    await leader.close();
+    // The producer goes on by itself: metadata refreshed, the new leader found; nothing acknowledged twice.
+    for (let i = 30; i < 60; i++) await send(i);
+  } finally {
+    await producer.disconnect();
+  }
+
+  const after = await metadataV7(live()[0], topic);
+  assert.notEqual(after[0].leader, leaderId, "another broker leads partition 0");
+  assert.ok(after[0].leader >= 0);
+  assert.equal(after[0].epoch, 2, "in a new leader epoch");
+  assert.ok(!after[0].isr.includes(leaderId), "the old leader is out of the ISR");
+  assert.deepEqual(after[0].offline, [leaderId]);
+  assert.deepEqual([...after[0].replicas].sort(), ids, "its replicas stay assigned");
+
+  // The strict topic has two replicas left in sync: acks=all is refused NOT_ENOUGH_REPLICAS (once its leader has seen the ISR shrink), acks=1 taken.
+  const impatient = new Kafka({ clientId: "strict", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer({ retry: { retries: 0 } });
+  await impatient.connect();
+  try {
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const outcome = await impatient.send({ topic: strict, acks: -1, messages: [{ value: "all" }] }).then(
+        () => "taken",
+        (err: Error & { type?: string; cause?: { type?: string } }) => err.type ?? err.cause?.type ?? err.message,
+      );
+      if (outcome === "NOT_ENOUGH_REPLICAS") break;
+      // Before the ISR shrinks: taken (the write waits for the ISR change), or the leader not found yet.
+      assert.ok(Date.now() < deadline, `acks=all to a topic with 2 of 3 in sync: ${outcome}`);
+      await impatient.disconnect();
+      await impatient.connect();
+    }
+    const [one] = await impatient.send({ topic: strict, acks: 1, messages: [{ value: "one" }] });
+    assert.ok(Number(one.baseOffset) >= 0);
+  } finally {
+    await impatient.disconnect();
+  }
+
+  // Every acknowledged record is there at its offset, once: kcat reads every partition from its leader.
+  const read = await kcat(["-b", live().map(address).join(","), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p/%o %s\n"], "", 30_000);
+  assert.equal(read.code, 0, read.stderr);
+  const got = new Map(
+    read.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" ") as [string, string]),
+  );
+  assert.equal(acked.size, 60);
+  for (const [at, value] of acked) assert.equal(got.get(at), value, `the record acknowledged at ${at}`);
+  assert.equal(got.size, 60, "nothing stored twice: the idempotent producer's retries were recognised");
+});

@@ -1,0 +1,165 @@
+/**
+ * The Kafka door over a replicated partition's leader side, on one node: a
+ * stand-in ReplicaGate (what stream-replicas.ts installs on a leader) whose
+ * high watermark the test moves. Judged by KafkaJS: acks=1 is answered once
+ * the leader has the batch, not waiting for the high watermark, and never
+ * refused for too few in-sync replicas; acks=all is answered only once the
+ * high watermark passes the batch, and refused NOT_ENOUGH_REPLICAS while the
+ * ISR is too small; consumers see nothing past the high watermark (records,
+ * ListOffsets latest), and a consumer waiting at it gets the records as soon
+ * as it moves, not at the end of its fetch wait.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs from "kafkajs";
+import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntil } from "./helpers/clients.js";
+import type { ReplicaGate, Stream } from "../src/streams/stream.js";
+import { TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
+
+const { Kafka, logLevel } = kafkajs;
+
+/** A leader's gate whose high watermark and ISR the test decides. */
+class TestGate implements ReplicaGate {
+  highWatermark = 1;
+  tooFew = false;
+  /** The last sequence shipped to the (absent) followers. */
+  shipped = 0;
+  readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
+
+  constructor(private readonly stream: Stream) {}
+
+  refusal(leaderOnly: boolean): ApiError | null {
+    return !leaderOnly && this.tooFew ? new TooFewReplicasError(1, 2) : null;
+  }
+
+  replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
+    this.ship(lastSeq);
+    if (lastSeq < this.highWatermark) done(null);
+    else this.waiting.push({ seq: lastSeq, done });
+  }
+
+  ship(lastSeq: number): ApiError | null {
+    this.shipped = Math.max(this.shipped, lastSeq);
+    return null;
+  }
+
+  // Removals: none in this test.
+  removed(): void {}
+  removedUnlisted(): void {}
+  removedBelow(): void {}
+  removalsReplicated(done: (err: ApiError | null) => void): void {
+    done(null);
+  }
+
+  /** Every in-sync replica has everything below `hw` now. */
+  advance(hw: number): void {
+    this.highWatermark = hw;
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      if (this.waiting[i].seq < hw) this.waiting.splice(i, 1)[0].done(null);
+    }
+    this.stream.replicaAdvanced(0);
+  }
+}
+
+let h: KafkaHarness;
+
+before(async () => {
+  h = await startKafka();
+});
+
+after(async () => {
+  await h.close();
+});
+
+const client = (retries = 3): InstanceType<typeof Kafka> =>
+  new Kafka({ clientId: "gate-test", brokers: [h.broker], logLevel: logLevel.NOTHING, retry: { retries, initialRetryTime: 100 } });
+
+async function latest(topic: string): Promise<string> {
+  const admin = client().admin();
+  await admin.connect();
+  try {
+    return (await admin.fetchTopicOffsets(topic))[0].high;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+test("acks=1 is answered without the high watermark, acks=all at it; readers stop at it and wake when it moves; too few in sync refuses acks=all only", async () => {
+  const topic = "gated";
+  await createTopic(h, topic);
+  const stream = h.srv.jetstream!.streams.get(topic)!;
+  const gate = new TestGate(stream);
+  stream.setReplicaGate(0, gate);
+  const producer = client().producer();
+  await producer.connect();
+  try {
+    // acks=1: answered once stored here, while nothing is replicated; shipped to the followers all the same.
+    const one = await producer.send({ topic, acks: 1, messages: [{ value: "a" }, { value: "b" }] });
+    assert.equal(one[0].baseOffset, "0");
+    assert.equal(gate.shipped, 2);
+    assert.equal(stream.partitions[0].state().lastSeq, 2);
+    // Consumers see nothing past the high watermark: ListOffsets latest is it.
+    assert.equal(await latest(topic), "0");
+
+    // A consumer waiting at the high watermark, with a long fetch wait: it must be woken by the watermark, not its timer.
+    const consumer = client().consumer({ groupId: "gate-readers", maxWaitTimeInMs: 25_000 });
+    const seen: Array<{ offset: string; value: string }> = [];
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => void seen.push({ offset: message.offset, value: message.value!.toString() }) });
+    try {
+      // acks=all: the answer waits for the high watermark to pass the batch.
+      let answered = false;
+      const all = producer.send({ topic, acks: -1, messages: [{ value: "c" }] }).then((r) => {
+        answered = true;
+        return r;
+      });
+      await waitUntil(() => gate.waiting.length === 1, "the acks=all batch to wait for its replicas");
+      assert.equal(gate.waiting[0].seq, 3);
+      assert.equal(answered, false, "acks=all is not answered before the high watermark passes it");
+      assert.deepEqual(seen, [], "nothing past the high watermark is read");
+      assert.equal(await latest(topic), "0");
+
+      const movedAt = Date.now();
+      gate.advance(3); // a and b replicated
+      await waitUntil(() => seen.length === 2, "the consumer to read a and b", 15_000);
+      assert.ok(Date.now() - movedAt < 15_000, "woken by the watermark, not by the end of its 25 s fetch wait");
+      assert.deepEqual(seen, [
+        { offset: "0", value: "a" },
+        { offset: "1", value: "b" },
+      ]);
+      assert.equal(answered, false);
+      assert.equal(await latest(topic), "2");
+      gate.advance(4);
+      const r = await all;
+      assert.equal(r[0].baseOffset, "2");
+      await waitUntil(() => seen.length === 3, "the consumer to read c");
+      assert.equal(await latest(topic), "3");
+    } finally {
+      await consumer.disconnect();
+    }
+
+    // Too few in sync: acks=all refused NOT_ENOUGH_REPLICAS (retriable: KafkaJS would retry it), acks=1 taken.
+    gate.tooFew = true;
+    const impatient = client(0).producer({ retry: { retries: 0 } });
+    await impatient.connect();
+    try {
+      await assert.rejects(impatient.send({ topic, acks: -1, messages: [{ value: "refused" }] }), (err: Error & { type?: string; cause?: { type?: string } }) => {
+        assert.equal(err.type ?? err.cause?.type, "NOT_ENOUGH_REPLICAS", String(err));
+        return true;
+      });
+      const taken = await impatient.send({ topic, acks: 1, messages: [{ value: "d" }] });
+      assert.equal(taken[0].baseOffset, "3");
+    } finally {
+      await impatient.disconnect();
+    }
+    assert.equal(stream.partitions[0].state().lastSeq, 4, "the refused batch was not stored");
+  } finally {
+    await producer.disconnect();
+    stream.setReplicaGate(0, undefined);
+  }
+  // Without the gate, everything stored is readable again.
+  assert.equal(await latest(topic), "4");
+});
