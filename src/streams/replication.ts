@@ -5,8 +5,8 @@
  *
  * Transport-agnostic: requests and answers are bytes (`ReplicaLeader.serve`
  * answers one, `ReplicaTransport.request` sends one), so the routes'
- * internal requests (`ClusterApi.request`, `$NG.` subjects) carry them
- * later, and tests carry them in process. Not wired into streams yet.
+ * internal requests (`ClusterApi.request`, `$NG.REPL.` subjects) carry them
+ * (stream-replicas.ts wires it into streams), and tests carry them in process.
  *
  * - A follower fetch `{ from, epoch }` is also its acknowledgement: it has
  *   everything below `from` on disk (it fetches again only once its
@@ -43,9 +43,9 @@
  *   those, and where the leader has what it lacks (an earlier leader's
  *   unacknowledged removal) truncates there to fetch it again.
  *
- * Not built here: the ISR and epochs in etcd (the caller decides with
- * `lagging` and `readyToJoin` and applies with `setIsr`), and the lease
- * check before acknowledging.
+ * Left to the caller (stream-replicas.ts): the ISR and epochs in etcd (it
+ * decides with `lagging` and `readyToJoin` and applies with `setIsr`), and
+ * the lease check before acknowledging.
  */
 
 import { randomBytes } from "node:crypto";
