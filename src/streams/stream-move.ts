@@ -61,6 +61,7 @@
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { settled } from "../util/settle.js";
 import type { MessageLog } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, encodeBatch, readCopy } from "./copy-batch.js";
 import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
@@ -454,12 +455,8 @@ export class StreamMover {
     // From here on (a stream of one partition) the consumers deliver nothing and acks and consumer changes are held (hold()).
     if (!isFrozen(s, p)) this.freezeHere(name, s, p);
     if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to);
-    const deadline = Date.now() + QUIET_MS;
     // A consumer change that began before the freeze ends first: the consumers taken below are then final.
-    while (!(whole ? s.quiet() : s.partitionQuiet(p)) || s.consumerChanges > 0) {
-      if (Date.now() > deadline) throw new Error("appends in flight did not settle");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    if (!(await settled(() => (whole ? s.quiet() : s.partitionQuiet(p)) && s.consumerChanges === 0, Date.now() + QUIET_MS, 5))) throw new Error("appends in flight did not settle");
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
     const refused = transactional(s, p);
     if (refused !== null) throw new Error(refused);

@@ -30,6 +30,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { settled } from "../util/settle.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
 import { ReplicaFollower, ReplicaLeader } from "./replication.js";
@@ -485,8 +486,7 @@ export class StreamReplicas {
     let follower: ReplicaFollower | undefined;
     stream.setReplicaGate(p, new NotLeaderGate(() => follower?.highWatermark ?? 0, `${leader} leads partition ${p} of stream "${name}"`));
     // Writes this node accepted as leader reach the log before the follower may cut it.
-    const deadline = Date.now() + QUIET_MS;
-    while (!stream.partitionQuiet(p) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await settled(() => stream.partitionQuiet(p), Date.now() + QUIET_MS, 10);
     // The leader's limits decide what stays; the follower applies what it is sent.
     log.setLimits({});
     const epochs = await this.epochsOf(stream, p);
@@ -552,10 +552,8 @@ export class StreamReplicas {
     gate.handingOver = true;
     try {
       // Everything written before the refusal reaches every in-sync replica (nothing is left for the new leader to cut).
-      while (!(role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd)) {
-        if (performance.now() > deadline) throw new Error("writes in flight did not reach the other replicas in time");
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      const caughtUp = (): boolean => role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd;
+      if (!(await settled(caughtUp, Date.now() + (deadline - performance.now()), 20))) throw new Error("writes in flight did not reach the other replicas in time");
       const self = this.self;
       await directory.update(this.account, name, (pl) => {
         if (pl.leaders[p] !== self || (pl.epochs?.[p] ?? 1) !== role.epoch || !(pl.isr?.[p] ?? []).includes(to)) throw new Error("the partition's leadership or ISR changed meanwhile");

@@ -903,7 +903,7 @@ export class Stream {
     const retention = this.config.retention;
     if (retention === "limits") return;
     if (retention === "workqueue") {
-      this.removing(this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq));
+      this.removing(this.deleteBySeq(seq));
       return;
     }
     this.removing(
@@ -912,7 +912,7 @@ export class Stream {
         for (const c of this.consumers.values()) {
           if (c !== by && c.wants(m.subject) && !c.hasAcked(seq)) return;
         }
-        return this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq);
+        return this.deleteBySeq(seq);
       }),
     );
   }
@@ -959,7 +959,7 @@ export class Stream {
     }
     let removed = 0;
     for (let i = 0; i < gone.length; i += 1024) {
-      const done = await Promise.all(gone.slice(i, i + 1024).map((seq) => (this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq))));
+      const done = await Promise.all(gone.slice(i, i + 1024).map((seq) => this.deleteBySeq(seq)));
       for (const d of done) if (d) removed++;
     }
     return removed;
@@ -1024,11 +1024,15 @@ export class Stream {
     return new Promise((resolve, reject) => gate.removalsReplicated((err) => (err === null ? resolve() : reject(err))));
   }
 
+  /** Deletes stream sequence `seq`; a replicated stream's followers are told. */
+  private deleteBySeq(seq: number): Promise<boolean> {
+    return this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq);
+  }
+
   /** MSG.DELETE: removes one message, and answers once every in-sync replica has removed it too. */
   async deleteMessage(seq: number): Promise<boolean> {
-    const gate = this.removalGate;
-    const ok = gate === undefined ? await this.log.delete(seq) : await this.deleteIn(0, seq);
-    if (ok) await this.removalsReplicated(gate);
+    const ok = await this.deleteBySeq(seq);
+    if (ok) await this.removalsReplicated(this.removalGate);
     return ok;
   }
 

@@ -1,0 +1,13 @@
+/**
+ * Waits, checking every `stepMs`, until `done()` holds or `deadline` (a
+ * Date.now() time) passes; resolves whether it held. For conditions no
+ * event announces (a stream's writes in flight reaching its log), outside
+ * any hot path.
+ */
+export async function settled(done: () => boolean, deadline: number, stepMs: number): Promise<boolean> {
+  while (!done()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, stepMs));
+  }
+  return true;
+}
