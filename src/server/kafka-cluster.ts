@@ -17,14 +17,15 @@
  *   moves a partition to another node yet, so no two nodes can lead one.
  *   Moves and replication will have to fence it (DESIGN: "a node without
  *   its lease serves nothing it leads").
- * - Coordinators are chosen by rendezvous hashing of (account, key type,
- *   key) over every broker id ever claimed (not only the live ones): every
- *   node computes the same answer from its copy of the metadata without a
- *   write per group, a group stays with the broker that holds its committed
- *   offsets across that broker's restarts, and only the groups of a broker
- *   that is down are unavailable (COORDINATOR_NOT_AVAILABLE, as Kafka's
- *   with a one-replica offsets topic) rather than silently moved to a
- *   broker that does not have their offsets. Replication is the next step.
+ * - Transaction coordinators are chosen by rendezvous hashing of
+ *   (account, key type, key) over every broker id ever claimed (not only
+ *   the live ones): every node computes the same answer from its copy of
+ *   the metadata without a write per id, an id stays with the broker that
+ *   holds its state across that broker's restarts, and only the ids of a
+ *   broker that is down are unavailable (COORDINATOR_NOT_AVAILABLE) rather
+ *   than silently moved to a broker that does not have their state. Group
+ *   coordinators are the door's own (offsets-log.ts: the leaders of the
+ *   replicated offsets topic).
  */
 
 import { randomBytes } from "node:crypto";
@@ -177,11 +178,27 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return out;
   }
 
+  /** Nodes that cannot hold a copy of a replicated partition: followers fetch over the routes, so a node without them is left out. */
+  private withoutRoutes(): Set<string> {
+    const out = this.withoutKafka();
+    for (const m of this.node.membership.members()) if (m.record !== undefined && m.record.route_url === null) out.add(m.name);
+    if (this.node.membership.members().find((m) => m.name === this.self)?.record?.route_url == null) out.add(this.self);
+    return out;
+  }
+
+  replicableBrokers(): number {
+    const exclude = this.withoutRoutes();
+    return this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
+  }
+
   async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number): Promise<boolean> {
-    const exclude = this.withoutKafka();
+    const exclude = replicas > 1 ? this.withoutRoutes() : this.withoutKafka();
     const live = this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
-    // Kafka's own words (InvalidReplicationFactorException), which clients show as they are.
-    if (replicas > live) throw new KafkaClusterError(`Replication factor: ${replicas} larger than available brokers: ${live}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
+    // Kafka's own words (InvalidReplicationFactorException), which clients show as they are; replicas need routes between their nodes.
+    if (replicas > live) {
+      const routeless = replicas > 1 && live < this.node.placements.nodes().filter((n) => !this.withoutKafka().has(n.name)).length ? " that route to each other (cluster { port } on every node)" : "";
+      throw new KafkaClusterError(`Replication factor: ${replicas} larger than available brokers${routeless}: ${live}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
+    }
     try {
       const r = await this.node.placements.place(account, stream, {
         partitions,

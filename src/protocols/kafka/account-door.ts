@@ -15,6 +15,7 @@ import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { KafkaDoor } from "./door.js";
 import { GroupCoordinator } from "./groups.js";
+import { ReplicatedOffsets } from "./offsets-log.js";
 import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 
@@ -26,7 +27,13 @@ export class AccountDoor {
     readonly groups: GroupCoordinator,
     readonly producers: ProducerStates,
     readonly transactions: TransactionCoordinator,
-  ) {}
+  ) {
+    this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
+    groups.store = this.offsets;
+  }
+
+  /** In a cluster, the replicated committed offsets, which also say which broker coordinates a group; null on a single node. */
+  readonly offsets: ReplicatedOffsets | null;
 
   /**
    * Loads the account's groups and its transactions, finishing or aborting
@@ -36,7 +43,8 @@ export class AccountDoor {
     const dir = join(js.options.storeDir, "kafka");
     const debug = (line: string): void => door.log.debug(`kafka ${line}`);
     const groups = new GroupCoordinator(join(dir, "groups"), door.options.initialRebalanceDelayMs, debug);
-    await groups.load();
+    // In a cluster, groups live in the replicated offsets topic and are loaded as this node comes to lead its partitions.
+    if (!inCluster(door)) await groups.load();
     const producers = new ProducerStates();
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const transactions = new TransactionCoordinator(js, groups, dir, () => producers.allocate(), debug);
@@ -84,6 +92,12 @@ export class AccountDoor {
 
   close(): void {
     this.groups.close();
+    this.offsets?.close();
     this.transactions.close();
   }
+}
+
+/** Whether the door is, or is about to be (its accounts open before the node joins), one broker of a cluster. */
+function inCluster(door: KafkaDoor): boolean {
+  return door.cluster !== null || door.options.clustered === true;
 }

@@ -14,6 +14,7 @@ import type { Stream } from "../../streams/stream.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { findTopic, streamNameOf, topicOf } from "./topics.js";
+import { KEY_TYPE_GROUP } from "./requests.js";
 
 export interface KafkaBroker {
   id: number;
@@ -65,14 +66,16 @@ export interface KafkaCluster {
   readonly clusterId: string;
   /** The live brokers with a Kafka listener, this one included, by id. */
   brokers(): KafkaBroker[];
+  /** How many live brokers could hold a copy of a replicated partition (those the others route to). */
+  replicableBrokers(): number;
   /** The controller Metadata names: the live broker with the lowest id. */
   controllerId(): number;
   /** The account's placed topics (every stream placed, whatever door made it), by stream name. */
   topics(account: string): PlacedTopic[];
   topic(account: string, stream: string): PlacedTopic | undefined;
   /**
-   * The coordinator of a group (key type 0) or a transactional id (1):
-   * its broker and whether it is up (its groups' offsets live there).
+   * The coordinator of a transactional id (key type 1; groups: see
+   * offsets-log.ts): its broker and whether it is up (its state lives there).
    */
   coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number };
   /**
@@ -137,11 +140,22 @@ export function partitionCount(door: AccountDoor, topic: string): number | undef
   return findTopic(door.js, topic)?.partitions.length;
 }
 
-/** NONE when this broker coordinates `key` (always, on a single node); else NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE. */
+/**
+ * NONE when this broker coordinates `key` (always, on a single node); else
+ * NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE or (a group's partition of the
+ * offsets topic still loading here) COORDINATOR_LOAD_IN_PROGRESS.
+ */
 export function coordinatorError(door: AccountDoor, keyType: number, key: string): number {
   const cluster = door.door.cluster;
   if (cluster === null) return ErrorCode.NONE;
+  if (keyType === KEY_TYPE_GROUP && door.offsets !== null) return door.offsets.check(key);
   const c = cluster.coordinator(door.account, keyType, key);
   if (c.id === cluster.nodeId) return ErrorCode.NONE;
   return c.broker === null ? ErrorCode.COORDINATOR_NOT_AVAILABLE : ErrorCode.NOT_COORDINATOR;
+}
+
+/** coordinatorError, but waiting a while for a group's partition of the offsets topic that is loading here (see ReplicatedOffsets.ready). */
+export function coordinatorReady(door: AccountDoor, keyType: number, key: string): Promise<number> {
+  if (keyType === KEY_TYPE_GROUP && door.door.cluster !== null && door.offsets !== null) return door.offsets.ready(key);
+  return Promise.resolve(coordinatorError(door, keyType, key));
 }

@@ -12,6 +12,7 @@ import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
 import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP } from "./requests.js";
 import { coordinatorError, partitionCount } from "./cluster.js";
+import { CoordinatorMoved } from "./offsets-log.js";
 
 export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupIds } = decodeDeleteGroups(r);
@@ -27,8 +28,13 @@ export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestCon
     if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
     else if (g.state !== "Empty" || g.members.size > 0) error = ErrorCode.NON_EMPTY_GROUP;
     else {
-      await door.groups.remove(g);
-      door.log.info(`kafka: deleted group ${id}`);
+      try {
+        await door.groups.remove(g);
+        door.log.info(`kafka: deleted group ${id}`);
+      } catch (err) {
+        if (!(err instanceof CoordinatorMoved)) throw err;
+        error = ErrorCode.NOT_COORDINATOR;
+      }
     }
     results.push([id, error]);
   }
@@ -86,8 +92,13 @@ export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestCon
     };
   });
   if (error === ErrorCode.NONE && forget.length > 0) {
-    await g!.forget(forget);
-    door.log.info(`kafka: group ${groupId}: deleted the committed offsets of ${forget.join(", ")}`);
+    try {
+      await g!.forget(forget);
+      door.log.info(`kafka: group ${groupId}: deleted the committed offsets of ${forget.join(", ")}`);
+    } catch (err) {
+      if (!(err instanceof CoordinatorMoved)) throw err;
+      error = ErrorCode.NOT_COORDINATOR;
+    }
   }
   w.i16(error).i32(0); // error_code, throttle_time_ms
   // As Kafka: a group-level error comes with no topics.

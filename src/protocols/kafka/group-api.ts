@@ -4,7 +4,8 @@ import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
-import { coordinatorError, partitionCount } from "./cluster.js";
+import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
+import { CoordinatorMoved } from "./offsets-log.js";
 import {
   decodeDescribeGroups,
   decodeFindCoordinator,
@@ -29,7 +30,15 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
   }
   const self = door.options.advertisedHost ?? conn.localHost;
   const cluster = door.door.cluster;
-  const c = cluster === null ? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } } : cluster.coordinator(door.account, keyType, key);
+  // A group's coordinator in a cluster: the leader of its partition of the offsets topic (offsets-log.ts).
+  const found = keyType === KEY_TYPE_GROUP && door.offsets !== null ? door.offsets.coordinator(key) : null;
+  if (found !== null && "error" in found) {
+    w.i16(found.error);
+    if (version >= 1) w.nullableString(found.reason);
+    w.i32(-1).string("").i32(-1);
+    return true;
+  }
+  const c = found ?? (cluster === null ? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } } : cluster.coordinator(door.account, keyType, key));
   if (c.broker === null) {
     // Its broker is down: the group's offsets live there (clients retry until it is back).
     w.i16(ErrorCode.COORDINATOR_NOT_AVAILABLE);
@@ -46,7 +55,7 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
 
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
-  const refused = groupId === "" ? ErrorCode.NONE : coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, true);
   const result =
     group === null || protocols.length === 0
@@ -108,7 +117,7 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
 
 export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
   const results = topics.map((t) => {
     const count = partitionCount(door, t.name);
@@ -138,7 +147,15 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
       for (const [k] of entries) if (!group.offsets.has(k)) added++;
       if (group.offsets.size + added > MAX_OFFSETS_PER_GROUP) {
         for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
-      } else await group.commit(entries);
+      } else {
+        try {
+          await group.commit(entries);
+        } catch (err) {
+          // In a cluster: the group's partition of the offsets topic moved before every replica had the commit.
+          if (!(err instanceof CoordinatorMoved)) throw err;
+          for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.NOT_COORDINATOR;
+        }
+      }
     }
   }
   if (version >= 3) w.i32(0);
@@ -149,10 +166,10 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
   return true;
 }
 
-export function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, topics: asked } = decodeOffsetFetch(r);
   let topics = asked;
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (topics === null) {
     // Every committed offset of the group (v2+).

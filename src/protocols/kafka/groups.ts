@@ -5,9 +5,11 @@
  * Stable; a join, leave or session expiry starts the next rebalance.
  * Members learn of it from Heartbeat's REBALANCE_IN_PROGRESS and rejoin.
  *
- * Committed offsets are written durably (one JSON file per group) before a
- * commit is acknowledged; membership is not persisted, as in Kafka members
- * rejoin after a coordinator restart.
+ * Committed offsets are written durably before a commit is acknowledged:
+ * on a single node one JSON file per group; in a cluster, records in the
+ * replicated `__consumer_offsets` topic (an OffsetsStore, offsets-log.ts).
+ * Membership is not persisted: as in Kafka, members rejoin after a
+ * coordinator restart or move.
  */
 
 import { randomUUID } from "node:crypto";
@@ -47,6 +49,11 @@ export interface Member {
 export interface CommittedOffset {
   offset: number;
   metadata: string | null;
+}
+
+/** Where a cluster keeps committed offsets instead of this node's files: `write` resolves once the changes (null: removed) are durable. */
+export interface OffsetsStore {
+  write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -338,13 +345,13 @@ export class Group {
   /** Records offsets and resolves once they are on disk. */
   commit(entries: Array<[string, CommittedOffset]>): Promise<void> {
     for (const [k, v] of entries) this.offsets.set(k, v);
-    return this.save();
+    return this.coordinator.store !== null ? this.coordinator.store.write(this, entries) : this.save();
   }
 
   /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
   forget(keys: string[]): Promise<void> {
     for (const k of keys) this.offsets.delete(k);
-    return this.save();
+    return this.coordinator.store !== null ? this.coordinator.store.write(this, keys.map((k) => [k, null])) : this.save();
   }
 
   private save(): Promise<void> {
@@ -362,11 +369,26 @@ export class Group {
     for (const t of this.pending.values()) clearTimeout(t);
     for (const m of this.members.values()) this.clearSession(m);
   }
+
+  /** Stops the group for good, answering `error` to the members waiting on a join or sync (this node no longer coordinates it). */
+  abandon(error: number): void {
+    this.stop();
+    this.state = "Dead";
+    for (const m of this.members.values()) {
+      m.joining?.({ error, generation: -1, protocol: "", leader: "", memberId: m.id, members: [] });
+      m.syncing?.({ error, assignment: EMPTY });
+      m.joining = null;
+      m.syncing = null;
+    }
+  }
 }
 
 export class GroupCoordinator {
   readonly groups = new Map<string, Group>();
   private readonly fileOps = new Map<string, Promise<void>>();
+
+  /** The cluster's replicated offsets, once set; null: this node's files. */
+  store: OffsetsStore | null = null;
 
   constructor(
     private readonly dir: string,
@@ -375,6 +397,7 @@ export class GroupCoordinator {
   ) {}
 
   async load(): Promise<void> {
+    if (this.store !== null) return; // the store loads each partition's groups as this node comes to lead it
     let files: string[];
     try {
       files = await readdir(this.dir);
@@ -412,7 +435,14 @@ export class GroupCoordinator {
   async remove(g: Group): Promise<void> {
     g.stop();
     if (this.groups.get(g.id) === g) this.groups.delete(g.id);
-    await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
+    if (this.store !== null) await this.store.write(g, [...g.offsets.keys()].map((k) => [k, null]));
+    else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
+  }
+
+  /** Forgets a group here without touching what is stored (another node coordinates it now). */
+  drop(g: Group, error: number): void {
+    g.abandon(error);
+    if (this.groups.get(g.id) === g) this.groups.delete(g.id);
   }
 
   /** Runs file writes and removals of one group in order, so that a write begun before a delete cannot land after it. */
@@ -435,8 +465,13 @@ export class GroupCoordinator {
     for (const g of this.groups.values()) {
       const gone = [...g.offsets.keys()].filter((k) => k.slice(0, k.lastIndexOf("/")) === topic);
       if (gone.length === 0) continue;
-      for (const k of gone) g.offsets.delete(k);
-      await this.persist(g);
+      if (this.store !== null) {
+        // Best effort, as Kafka's cleanup: a group whose coordinator moved meanwhile keeps them until it is next here.
+        await g.forget(gone).catch((err: unknown) => this.log(`group ${g.id}: offsets of deleted topic ${topic} not forgotten: ${(err as Error).message}`));
+      } else {
+        for (const k of gone) g.offsets.delete(k);
+        await this.persist(g);
+      }
     }
   }
 

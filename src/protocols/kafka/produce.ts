@@ -18,7 +18,7 @@ import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type Produce
 import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
-import { defaultSubject } from "./topics.js";
+import { defaultSubject, OFFSETS_TOPIC } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
@@ -199,6 +199,8 @@ async function prepare(
   // A partition this broker does not lead: NOT_LEADER_OR_FOLLOWER sends the client to its metadata, then to the leader.
   const stream = ledPartition(door, topic, index);
   if (typeof stream === "number") return failed(index, stream);
+  // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
+  if (topic === OFFSETS_TOPIC) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   let batch: DecodedBatch | null = null;
   let run: RecordRun | null = null;

@@ -21,6 +21,8 @@ import { isValidPublishSubject } from "../../subjects/subject.js";
 import type { PermissionCheck } from "../../core/auth.js";
 
 export const TOPIC_METADATA_KEY = "nagare.kafka.topic";
+/** The internal topic a cluster keeps committed offsets in (offsets-log.ts). */
+export const OFFSETS_TOPIC = "__consumer_offsets";
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
 
 /** Why `name` cannot be a topic, or null. Kafka's rules, plus dots that make a valid subject. */
@@ -82,5 +84,7 @@ export function mayDescribeTopic(perms: PermissionCheck | null, stream: Stream):
  * topic over Kafka either.
  */
 export function mayManageTopic(perms: PermissionCheck | null, op: "CREATE" | "UPDATE" | "DELETE" | "PURGE", topic: string): boolean {
+  // The coordinators' own topic is theirs alone (clients may read it, as Kafka's).
+  if (topic === OFFSETS_TOPIC) return false;
   return perms === null || perms.mayPublish(`$JS.API.STREAM.${op}.${streamNameOf(topic)}`);
 }
