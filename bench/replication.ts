@@ -13,7 +13,7 @@
  *    process) to the first acknowledged publish sent after the kill, with a
  *    publisher retrying through a surviving node; the killed node is
  *    restarted and back in the ISR before the next kill. With nagare's
- *    default etcd lease (`lease_ttl` 10 s) and with a 2 s lease.
+ *    default etcd lease (`lease_ttl` 5 s) and with a 2 s lease.
  *
  *   npm run bench:replication                          # both, writes bench/results/replication-<date>.json
  *   node dist/bench/replication.js --quick             # small counts, 1 repeat, 3 kills, writes nothing
@@ -394,7 +394,7 @@ async function failoverBench(etcd: EtcdHarness, leaseTtl: string | undefined): P
   const sorted = [...failover].sort((a, b) => a - b);
   return {
     kills: failover.length,
-    lease_ttl: leaseTtl ?? "10s (default)",
+    lease_ttl: leaseTtl ?? "5s (default)",
     p50_ms: quantile(sorted, 0.5),
     p90_ms: quantile(sorted, 0.9),
     min_ms: sorted[0],
@@ -415,7 +415,7 @@ async function main(): Promise<void> {
     if (only === undefined || only === "failover") {
       for (const lease of [undefined, "2s"]) {
         const r = await failoverBench(etcd, lease);
-        results[`failover_lease_${lease ?? "default_10s"}`] = r;
+        results[`failover_lease_${lease ?? "default_5s"}`] = r;
         console.error(`failover lease ${r.lease_ttl}: p50 ${r.p50_ms} ms, max ${r.max_ms} ms over ${r.kills} kills`);
       }
     }

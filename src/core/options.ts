@@ -300,8 +300,14 @@ export const DEFAULTS = {
   etcdPrefix: "/nagare",
   etcdDialTimeout: 5_000,
   etcdRequestTimeout: 5_000,
-  /** Kafka's broker session timeout in KRaft is 9 s: long enough not to fence a node over one slow keep-alive, short enough to move its leaders soon. */
-  leaseTtl: 10_000,
+  /**
+   * A replicated partition fails over about one lease after its leader dies
+   * (issue 20 asks for a few seconds), and a node cut off from etcd is
+   * fenced after four fifths of it: 5 s rides out a slow keep-alive or two
+   * (one goes every third) and an etcd leader election (about a second).
+   * Kafka's KRaft broker session timeout is 9 s.
+   */
+  leaseTtl: 5_000,
 } as const;
 
 function pick<T>(v: T | undefined, d: T): T {

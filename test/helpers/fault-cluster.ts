@@ -19,7 +19,8 @@
  * clients expect it.
  */
 
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts, startEtcdCluster, type EtcdClusterHarness } from "./etcd.js";
@@ -50,6 +51,9 @@ export interface FaultNode {
   /** Exits nobody asked for (a crash is a bug the run must report): the code and the log's tail. */
   readonly crashes: string[];
   /** SIGSTOP / SIGCONT. */
+  /** Takes every free byte of the node's own disk (startFaultCluster's diskMb): its writes fail with ENOSPC until freeDisk. */
+  fillDisk(): void;
+  freeDisk(): void;
   pause(): void;
   resume(): void;
 }
@@ -63,16 +67,63 @@ export interface FaultCluster {
   close(): Promise<void>;
 }
 
-export async function startFaultCluster(o: { names?: string[]; cluster?: string; leaseMs?: number } = {}): Promise<FaultCluster> {
+/**
+ * Whether this process may mount a tmpfs (root, or CAP_SYS_ADMIN), which
+ * the disk-full fault needs: each node's store on its own small file
+ * system, filled to the last byte to fail the node's writes with the
+ * kernel's own ENOSPC, with no fault switch in the server.
+ */
+export function canMountDisks(): boolean {
+  if (process.platform !== "linux") return false;
+  const probe = mkdtempSync(join(tmpdir(), "nagare-mount-probe-"));
+  try {
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", probe], { stdio: "ignore" });
+    execFileSync("umount", [probe], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
+
+const BALLAST = "ballast";
+
+/** Unmounts what startFaultCluster mounted (lazily: a node killed a moment ago may still hold a file open). */
+function unmountAll(mounts: string[]): void {
+  for (const m of mounts) {
+    try {
+      execFileSync("umount", ["-l", m], { stdio: "ignore" });
+    } catch {
+      // not mounted
+    }
+  }
+}
+
+/**
+ * `diskMb`: each node's store on a tmpfs of that size (needs canMountDisks()),
+ * so that fillDisk can make its writes fail.
+ */
+export async function startFaultCluster(o: { names?: string[]; cluster?: string; leaseMs?: number; diskMb?: number } = {}): Promise<FaultCluster> {
   const leaseMs = o.leaseMs ?? LEASE_MS;
   const names = o.names ?? ["a", "b", "c"];
   const clusterName = o.cluster ?? `faults-${process.pid}`;
   const dir = mkdtempSync(join(tmpdir(), "nagare-faults-"));
+  const mounts: string[] = [];
   const etcd = await startEtcdCluster(3);
   const net = new FaultNet();
   const nodes: FaultNode[] = [];
   try {
     for (const name of names) {
+      let storeDir = join(dir, name);
+      let disk: string | null = null;
+      if (o.diskMb !== undefined) {
+        disk = join(dir, `${name}-disk`);
+        mkdirSync(disk);
+        execFileSync("mount", ["-t", "tmpfs", "-o", `size=${o.diskMb}m`, "tmpfs", disk], { stdio: "ignore" });
+        mounts.push(disk);
+        storeDir = join(disk, "store");
+      }
       const [client, route, kafka] = await freePorts(3);
       const routeProxy = await net.proxy(name, route, { identify: "nats-route" });
       const clientProxy = await net.proxy(name, client, { from: "client" });
@@ -84,7 +135,7 @@ export async function startFaultCluster(o: { names?: string[]; cluster?: string;
         `server_name: ${name}
 server_tags: ["node:${name}"]
 listen: 127.0.0.1:${client}
-jetstream { store_dir: "${join(dir, name)}", sync_interval: always }
+jetstream { store_dir: "${storeDir}", sync_interval: always }
 kafka { host: 127.0.0.1, port: ${kafka}, group_initial_rebalance_delay: 200ms }
 cluster { name: ${clusterName}, listen: 127.0.0.1:${route}, advertise: "127.0.0.1:${routeProxy.port}" }
 etcd {
@@ -95,13 +146,14 @@ etcd {
 }
 `,
       );
-      nodes.push(faultNode(name, conf, join(dir, name), client, `nats://127.0.0.1:${clientProxy.port}`, `127.0.0.1:${kafka}`));
+      nodes.push(faultNode(name, conf, storeDir, disk, client, `nats://127.0.0.1:${clientProxy.port}`, `127.0.0.1:${kafka}`));
     }
     for (const n of nodes) await n.start();
   } catch (err) {
     await Promise.all(nodes.map((n) => n.kill()));
     await net.close();
     await etcd.close();
+    unmountAll(mounts);
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
@@ -115,6 +167,7 @@ etcd {
       await Promise.all(nodes.map((n) => n.kill()));
       await net.close();
       await etcd.close();
+      unmountAll(mounts);
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -130,7 +183,7 @@ process.on("exit", () => {
   for (const p of live) p.child.kill("SIGKILL");
 });
 
-function faultNode(name: string, conf: string, storeDir: string, clientPort: number, natsUrl: string, kafka: string): FaultNode {
+function faultNode(name: string, conf: string, storeDir: string, disk: string | null, clientPort: number, natsUrl: string, kafka: string): FaultNode {
   let proc: NodeProcess | undefined;
   let paused = false;
   const earlier: string[] = [];
@@ -181,6 +234,15 @@ function faultNode(name: string, conf: string, storeDir: string, clientPort: num
           if (attempt >= 3 || !/name|etcd/i.test((err as Error).message)) throw err;
         }
       }
+    },
+    fillDisk: () => {
+      if (disk === null) throw new Error(`node ${name} has no disk of its own (startFaultCluster's diskMb)`);
+      const { bavail, bsize } = statfsSync(disk);
+      // Every free byte: each write of the node's from now on fails with ENOSPC.
+      if (bavail > 0) execFileSync("fallocate", ["-l", String(bavail * bsize), join(disk, BALLAST)], { stdio: "ignore" });
+    },
+    freeDisk: () => {
+      if (disk !== null) rmSync(join(disk, BALLAST), { force: true });
     },
     pause: () => {
       if (proc === undefined) return;

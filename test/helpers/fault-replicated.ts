@@ -29,12 +29,14 @@ import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@
 import { FileLog } from "../../src/store/file-log.js";
 import { History, type Op } from "./history.js";
 import { checkHistory, type CheckResult, type FinalLogs, type Problem } from "./checker.js";
-import { describeFault, faultSchedule, LEADER_KINDS, type Fault, type FaultKind } from "./fault-schedule.js";
-import { startFaultCluster, type FaultCluster } from "./fault-cluster.js";
+import { describeFault, faultSchedule, FOLLOWER_KINDS, LEADER_KINDS, type Fault, type FaultKind } from "./fault-schedule.js";
+import { canMountDisks, startFaultCluster, type FaultCluster } from "./fault-cluster.js";
 import { applyFault, healAll, jsPublisher, jsReader, natsClient, readStreams, retrying, sleep } from "./fault-scenario.js";
 import { rng } from "./random.js";
 
-export const REPLICATED_KINDS: FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "kill-etcd-leader"];
+export const REPLICATED_KINDS: FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "kill-etcd-leader", "disk-full-follower"];
+/** Each node's own disk, for the disk-full fault: ample for a run's streams. */
+const DISK_MB = 256;
 
 /** The lease of the replicated run: a failover takes about one lease plus a rank delay. */
 export const REPLICATED_LEASE_MS = 2000;
@@ -70,12 +72,14 @@ export interface ReplicatedRun {
 
 export async function runReplicatedScenario(o: { seed: number; durationMs: number; kinds?: FaultKind[]; log?: (line: string) => void }): Promise<ReplicatedRun> {
   const log = o.log ?? (() => {});
-  const kinds = o.kinds ?? REPLICATED_KINDS;
+  // The disk fault needs a file system of each node's own (a tmpfs: root); without, the run says so and does without it.
+  const disks = canMountDisks();
+  const kinds = (o.kinds ?? REPLICATED_KINDS).filter((k) => disks || !FOLLOWER_KINDS.includes(k));
   const streams = REPLICATED_STREAMS;
   const schedule = faultSchedule(rng(o.seed), { durationMs: o.durationMs, kinds, nodes: ["a", "b", "c"], streams: streams.map((s) => s.name) });
-  log(`replicated fault scenario: seed ${o.seed}, ${o.durationMs} ms, ${schedule.length} faults (FAULT_SEED=${o.seed} replays it)`);
+  log(`replicated fault scenario: seed ${o.seed}, ${o.durationMs} ms, ${schedule.length} faults (FAULT_SEED=${o.seed} replays it)${disks ? "" : "; no disk faults: this process may not mount a tmpfs"}`);
   const history = new History();
-  const cluster = await startFaultCluster({ leaseMs: REPLICATED_LEASE_MS });
+  const cluster = await startFaultCluster({ leaseMs: REPLICATED_LEASE_MS, ...(disks ? { diskMb: DISK_MB } : {}) });
   const closers: Array<() => Promise<unknown>> = [];
   try {
     const jsm = await jetstreamManager(await natsClient(cluster, closers));
@@ -104,9 +108,18 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
           continue;
         }
         aimed = { ...f, node: leader };
+      } else if (FOLLOWER_KINDS.includes(f.kind)) {
+        const follower = await followerOf(jsm, f.stream!, f.node, 10_000);
+        if (follower === undefined) {
+          log(`${describeFault(f)}: skipped, ${f.stream} has no follower up`);
+          history.add({ type: "nemesis", what: `skipped ${describeFault(f)}: no follower` });
+          continue;
+        }
+        aimed = { ...f, node: follower };
       }
       log(`${describeFault(f)}${aimed.node !== f.node || aimed.stream !== undefined ? ` (${aimed.node})` : ""}`);
-      await applyFault(cluster, history, aimed);
+      const note = await applyFault(cluster, history, aimed);
+      if (note !== undefined) log(`  ${note}`);
     }
     const rest = start + o.durationMs - Date.now();
     if (rest > 0) await sleep(rest);
@@ -159,6 +172,19 @@ async function leaderOf(jsm: JetStreamManager, stream: string, ms: number): Prom
       const leader = (await jsm.streams.info(stream)).cluster?.leader;
       if (leader === undefined || leader === "") throw new Error("no leader");
       return leader;
+    }, ms);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A replica of `stream` other than its leader, the scheduled `preferred` node if it is one; undefined if none is found. */
+async function followerOf(jsm: JetStreamManager, stream: string, preferred: string, ms: number): Promise<string | undefined> {
+  try {
+    return await retrying(`${stream}'s followers`, async () => {
+      const followers = ((await jsm.streams.info(stream)).cluster?.replicas ?? []).map((r) => r.name);
+      if (followers.length === 0) throw new Error("no follower");
+      return followers.includes(preferred) ? preferred : followers[0];
     }, ms);
   } catch {
     return undefined;

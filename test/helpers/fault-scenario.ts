@@ -261,8 +261,15 @@ async function committedFetcher(kafka: InstanceType<typeof Kafka>, h: History, r
   await admin.disconnect().catch(() => undefined);
 }
 
-export async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<void> {
+/** Lines of a node's log that name a failed write for want of space (the disk-full fault's evidence). */
+function storageErrors(log: string): number {
+  return (log.match(/ENOSPC|no space left/gi) ?? []).length;
+}
+
+/** Applies one fault and heals it; a line on what it did, for the run's log, when there is more to say than the fault itself. */
+export async function applyFault(cluster: FaultCluster, h: History, f: Fault): Promise<string | undefined> {
   const node = cluster.node(f.node);
+  let note: string | undefined;
   const what = describeFault(f);
   h.add({ type: "nemesis", what: `start ${what}` });
   switch (f.kind) {
@@ -309,6 +316,18 @@ export async function applyFault(cluster: FaultCluster, h: History, f: Fault): P
       for (const o of others) cluster.net.heal(f.node, o);
       break;
     }
+    case "disk-full-follower": {
+      const before = storageErrors(node.output());
+      node.fillDisk();
+      await sleep(f.holdMs);
+      node.freeDisk();
+      note = `${f.node}'s log shows ${storageErrors(node.output()) - before} storage error(s) while its disk was full`;
+      h.add({ type: "nemesis", what: note });
+      // Storage errors are sticky: the operator's cure is a restart, after which the node catches up.
+      await node.kill();
+      await node.start();
+      break;
+    }
     case "kill-leader":
     case "kill-node":
       await node.kill();
@@ -317,6 +336,7 @@ export async function applyFault(cluster: FaultCluster, h: History, f: Fault): P
       break;
   }
   h.add({ type: "nemesis", what: `end ${what}` });
+  return note;
 }
 
 export async function healAll(cluster: FaultCluster, h: History): Promise<void> {

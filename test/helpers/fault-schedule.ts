@@ -26,10 +26,14 @@ export type FaultKind =
   /** SIGSTOP the node leading `stream` for `holdMs`, longer than its lease, then SIGCONT. */
   | "pause-leader"
   /** Cut the node leading `stream` off from its peers' routes and from every etcd member for `holdMs`, longer than its lease (its clients still reach it). */
-  | "isolate-leader";
+  | "isolate-leader"
+  /** Fill the disk of a node that follows `stream` (ENOSPC on every write) for `holdMs`, then free it and restart the node (storage errors are sticky). */
+  | "disk-full-follower";
 
 /** The kinds aimed at a stream's leader: `node` is whichever node leads `stream` when the fault starts. */
 export const LEADER_KINDS: readonly FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader"];
+/** The kinds aimed at a follower of a stream: `node` is one of its replicas that does not lead it when the fault starts. */
+export const FOLLOWER_KINDS: readonly FaultKind[] = ["disk-full-follower"];
 
 export interface Fault {
   /** Milliseconds from the start of the run. */
@@ -62,6 +66,7 @@ const HOLD: Record<FaultKind, [number, number]> = {
   "kill-leader": [0, 3000],
   "pause-leader": [2500, 5000],
   "isolate-leader": [2500, 6000],
+  "disk-full-follower": [1000, 5000],
 };
 
 /** The quiet time between two faults, [min, max) milliseconds. */
@@ -79,7 +84,7 @@ export function faultSchedule(random: () => number, o: { durationMs: number; kin
     const f: Fault = { at: t, kind, node, holdMs: between(HOLD[kind]) };
     if (kind === "cut-route" || kind === "partition-route" || kind === "delay-route") f.peer = pick(others);
     if (kind === "delay-route") f.delayMs = between([20, 200]);
-    if (LEADER_KINDS.includes(kind)) {
+    if (LEADER_KINDS.includes(kind) || FOLLOWER_KINDS.includes(kind)) {
       if (o.streams === undefined || o.streams.length === 0) throw new Error(`${kind} needs streams to aim at`);
       f.stream = pick(o.streams);
     }
@@ -92,6 +97,6 @@ export function faultSchedule(random: () => number, o: { durationMs: number; kin
 
 /** One line per fault, for the log of a run. */
 export function describeFault(f: Fault): string {
-  const who = f.kind === "kill-etcd-leader" ? "" : f.stream !== undefined ? `leader of ${f.stream}` : f.peer === undefined ? f.node : `${f.node}<->${f.peer}`;
+  const who = f.kind === "kill-etcd-leader" ? "" : f.stream !== undefined ? `${FOLLOWER_KINDS.includes(f.kind) ? "a follower" : "leader"} of ${f.stream}` : f.peer === undefined ? f.node : `${f.node}<->${f.peer}`;
   return `+${(f.at / 1000).toFixed(1)}s ${f.kind}${who === "" ? "" : ` ${who}`}${f.holdMs > 0 ? ` for ${f.holdMs} ms` : ""}${f.delayMs !== undefined ? ` (delay ${f.delayMs} ms)` : ""}`;
 }
