@@ -19,19 +19,17 @@
  *   node dist/bench/replication.js --quick             # small counts, 1 repeat, 3 kills, writes nothing
  *   node dist/bench/replication.js --repeats=5         # publish repeats (default 3), alternating the order
  *   node dist/bench/replication.js --kills=20          # kills per lease setting (default 20)
- *   node dist/bench/replication.js --only=failover     # or --only=publish: writes bench/results/replication-<only>-<date>.json
+ *   node dist/bench/replication.js --only=failover     # or --only=publish, --only=kafka: writes bench/results/replication-<only>-<date>.json
  *   node dist/bench/replication.js --only=publish --profile
  *                                                      # each nagare node writes a .cpuprofile to bench/profiles/
  *
  * Pinning as in bench/cluster.ts: the three nodes of either cluster on core
  * 1, the client (and etcd) on core 0.
  *
- * TODO(issue 20, Kafka): acks=all into replication factor 3 against factor 1
- * on the same 3 nodes (target >= 0.6x) belongs here as a third scenario once
- * the Kafka door replicates: start the nodes with startNagare() plus a
- * `kafka { port }` block (as bench/cluster.ts's startKafkaCluster), create
- * a topic with replicationFactor 3 and one with 1, and produce to each with
- * kcat (KCAT_PRODUCE_ARGS, acks=all) alternating which goes first.
+ * 3. Kafka acks=all into replication factor 3 against factor 1 on the same
+ *    3 nodes (target >= 0.6x): kcat -P (KCAT_PRODUCE_ARGS) of 1 KiB records
+ *    into a 3-partition topic of each, alternating which goes first
+ *    (`--only=kafka`; `--records=N`, default 200,000).
  */
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -42,8 +40,11 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { startEtcd, type EtcdHarness } from "../test/helpers/etcd.js";
 import { nodeConf, untilMeshSettles } from "./cluster-nodes.js";
-import { cpuSeconds, freePorts, machineInfo, median, natsServerVersion, publish, requireNatsServer, round, start, type Running, type Target, windowed } from "./harness.js";
+import { cpuSeconds, freePorts, machineInfo, median, natsServerVersion, publish, requireNatsServer, round, start, waitForPort, type Running, type Target, windowed } from "./harness.js";
+import { KCAT_PRODUCE_ARGS, RECORD, kcat, kcatInput, kcatVersion } from "./kcat.js";
+import kafkajs from "kafkajs";
 
+const { Kafka, logLevel } = kafkajs;
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
 const quick = process.argv.includes("--quick");
@@ -65,6 +66,8 @@ interface JsCluster {
   nodes: Running[];
   /** Node i's server name is `n${i}`. */
   urls: string[];
+  /** Each node's Kafka listener, host:port, when started with one. */
+  kafkaBrokers: string[];
   /** Kills node i with SIGKILL; resolves once the process is gone. */
   kill(i: number): Promise<void>;
   /** Starts node i again on its ports, configuration and store. */
@@ -83,12 +86,12 @@ let clusterSeq = 0;
  * (`leaseTtl` when given, else the default), `jetstream {}` in a temp dir.
  * nats-server: the same file with the three routes instead of etcd.
  */
-async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseTtl?: string): Promise<JsCluster> {
+async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseTtl?: string, withKafka = false): Promise<JsCluster> {
   const nagare = flavour !== "nats-server";
   const dir = mkdtempSync(join(tmpdir(), `nagare-bench-repl-${flavour}-`));
   const name = `repl${process.pid}x${++clusterSeq}`;
-  const ports = await freePorts(NODES * 3);
-  const [clientPorts, routePorts, httpPorts] = [0, 1, 2].map((i) => ports.slice(i * NODES, (i + 1) * NODES));
+  const ports = await freePorts(NODES * 4);
+  const [clientPorts, routePorts, httpPorts, kafkaPorts] = [0, 1, 2, 3].map((i) => ports.slice(i * NODES, (i + 1) * NODES));
   const routes = !nagare ? routePorts.map((p) => `nats-route://127.0.0.1:${p}`) : [];
   const targets: Target[] = [];
   const nodes: Running[] = [];
@@ -98,6 +101,7 @@ async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseT
       `server_name: n${i}`,
       `jetstream { store_dir: "${join(dir, `n${i}`)}"${flavour === "nagare_sync_2m" ? ', sync_interval: "2m"' : ""} }`,
       ...(nagare ? [`etcd { endpoints: "${etcd!.endpoint}", prefix: "/${name}"${leaseTtl !== undefined ? `, lease_ttl: ${leaseTtl}` : ""} }`] : []),
+      ...(withKafka ? [`kafka { port: ${kafkaPorts[i]} }`] : []),
     ].join("\n");
     writeFileSync(file, nodeConf({ clientPort: clientPorts[i], routePort: routePorts[i], httpPort: httpPorts[i], routes, extra, name }));
     targets.push({
@@ -112,6 +116,7 @@ async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseT
   };
   try {
     for (let i = 0; i < NODES; i++) nodes.push(await start(targets[i], clientPorts[i]));
+    if (withKafka) for (const p of kafkaPorts) await waitForPort(p, 20_000, "connect");
     await untilMeshSettles(httpPorts);
   } catch (err) {
     await stop();
@@ -121,6 +126,7 @@ async function startJsCluster(flavour: Flavour, etcd: EtcdHarness | null, leaseT
     flavour,
     nodes,
     urls: nodes.map((n) => n.url),
+    kafkaBrokers: withKafka ? kafkaPorts.map((p) => `127.0.0.1:${p}`) : [],
     kill: (i) =>
       new Promise((res) => {
         nodes[i].proc.once("exit", () => res());
@@ -405,6 +411,98 @@ async function failoverBench(etcd: EtcdHarness, leaseTtl: string | undefined): P
   };
 }
 
+// ---- 3. Kafka acks=all: replication factor 3 against 1 ----
+
+const KAFKA_RECORDS = Number(flag("records") ?? (quick ? 5_000 : 200_000));
+/** One partition led by each node (placement spreads the leaders). */
+const KAFKA_PARTITIONS = 3;
+
+interface KafkaRun {
+  replication_factor: number;
+  records: number;
+  seconds: number;
+  mb_per_sec: number;
+  server_cpu_s_by_node: number[];
+  kcat_cpu_s: number;
+}
+
+let topicSeq = 0;
+
+/** A fresh topic of `rf` replicas, every replica in sync, then kcat -P at acks=all of every record in `input`, timed. */
+async function kafkaRun(c: JsCluster, admin: ReturnType<InstanceType<typeof Kafka>["admin"]>, rf: number, input: string): Promise<KafkaRun> {
+  const topic = `rf${rf}-${++topicSeq}`;
+  await admin.createTopics({ topics: [{ topic, numPartitions: KAFKA_PARTITIONS, replicationFactor: rf }], waitForLeaders: true });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+    if (meta.topics[0].partitions.length === KAFKA_PARTITIONS && meta.topics[0].partitions.every((p) => p.isr.length === rf && p.leader >= 0)) break;
+    if (Date.now() > deadline) throw new Error(`${topic}: replicas not in sync: ${JSON.stringify(meta.topics[0].partitions)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const pids = c.nodes.map((n) => n.pid);
+  const cpu0 = pids.map(cpuSeconds);
+  const t0 = performance.now();
+  const exit = await kcat(["-b", c.kafkaBrokers.join(","), "-P", "-t", topic, ...KCAT_PRODUCE_ARGS], input);
+  const seconds = (performance.now() - t0) / 1000;
+  const byNode = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
+  if (exit.code !== 0 || exit.stderr.trim() !== "") throw new Error(`kcat -P exited ${exit.code}: ${exit.stderr}`);
+  const stored = (await admin.fetchTopicOffsets(topic)).reduce((sum, p) => sum + Number(p.high), 0);
+  if (stored !== KAFKA_RECORDS) throw new Error(`kcat produced ${KAFKA_RECORDS} records but ${topic} holds ${stored}`);
+  return {
+    replication_factor: rf,
+    records: KAFKA_RECORDS,
+    seconds: round(seconds, 3),
+    mb_per_sec: round((KAFKA_RECORDS * RECORD) / 1e6 / seconds, 1),
+    server_cpu_s_by_node: byNode.map((x) => round(x, 2)),
+    kcat_cpu_s: round(exit.cpu, 2),
+  };
+}
+
+/** Per repeat a fresh 3-node cluster with Kafka listeners; RF 1 and RF 3 topics produced to in alternating order. */
+async function kafkaBench(etcd: EtcdHarness): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-bench-repl-kafka-"));
+  const input = kcatInput(dir, KAFKA_RECORDS);
+  const runs: Record<"rf1" | "rf3", KafkaRun[]> = { rf1: [], rf3: [] };
+  try {
+    for (let r = 0; r < REPEATS; r++) {
+      const c = await startJsCluster("nagare", etcd, undefined, true);
+      const admin = new Kafka({ clientId: "nagare-bench", brokers: c.kafkaBrokers, logLevel: logLevel.NOTHING, retry: { retries: 10, initialRetryTime: 100, maxRetryTime: 1000 } }).admin();
+      try {
+        await admin.connect();
+        const deadline = Date.now() + 20_000;
+        while ((await admin.describeCluster()).brokers.length < NODES) {
+          if (Date.now() > deadline) throw new Error(`the Kafka cluster did not reach ${NODES} brokers`);
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        for (const rf of r % 2 === 0 ? [1, 3] : [3, 1]) {
+          const run = await kafkaRun(c, admin, rf, input);
+          runs[rf === 1 ? "rf1" : "rf3"].push(run);
+          console.error(`  kafka acks=all RF${rf} #${r + 1}: ${run.mb_per_sec} MB/s (${run.seconds} s), load ${loadavg()[0].toFixed(2)}`);
+        }
+      } finally {
+        await admin.disconnect().catch(() => undefined);
+        await c.stop();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const rf1 = median(runs.rf1, (x) => x.mb_per_sec);
+  const rf3 = median(runs.rf3, (x) => x.mb_per_sec);
+  const paired = runs.rf3.map((x, i) => x.mb_per_sec / runs.rf1[i].mb_per_sec).sort((a, b) => a - b);
+  const ratio = round(rf3.mb_per_sec / rf1.mb_per_sec, 3);
+  console.error(`kafka acks=all: RF3 ${rf3.mb_per_sec} MB/s / RF1 ${rf1.mb_per_sec} MB/s = ${ratio}x (target >= 0.6x)`);
+  return {
+    kafka_acks_all: {
+      settings: { partitions: KAFKA_PARTITIONS, records: KAFKA_RECORDS, record_value_bytes: RECORD, kcat_produce: KCAT_PRODUCE_ARGS.join(" "), kcat: await kcatVersion(), bootstrap: "all three brokers" },
+      rf1: runs.rf1,
+      rf3: runs.rf3,
+      ratio_rf3_over_rf1: ratio,
+      ratio_median_of_paired: round(paired[Math.floor(paired.length / 2)], 3),
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const natsVersion = await natsServerVersion(natsServer);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
@@ -412,6 +510,7 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {};
   try {
     if (only === undefined || only === "publish") Object.assign(results, await publishBench(etcd));
+    if (only === undefined || only === "kafka") Object.assign(results, await kafkaBench(etcd));
     if (only === undefined || only === "failover") {
       for (const lease of [undefined, "2s"]) {
         const r = await failoverBench(etcd, lease);
@@ -434,7 +533,7 @@ async function main(): Promise<void> {
       "3 nodes each. nagare: cluster { name } and etcd { endpoints, prefix } (etcd names the members), jetstream { store_dir } in a temp dir, sync always (fsync before every ack, its default). nats-server: cluster { routes } (all three), jetstream { store_dir }, its default sync (every 2 minutes). A fresh cluster per flavour per repeat; a fresh stream per pass, created through node 0, the client connected to the stream's leader.",
     notes:
       "acked_per_sec: publishes of 128 B acknowledged per second (async, `window` in flight). nagare_sync_2m: nagare with jetstream { sync_interval: 2m } on every node, nats-server's default, for equal durability (nagare's replicas then acknowledge what they wrote, not fsynced). Ratios nagare / nats-server, medians of the repeats by acked/s; *_median_of_paired pairs each repeat's runs. server_cpu_us_per_msg sums the three nodes. Failover: from sending SIGKILL to the leader's process to the first ack of a publish sent after it (publisher on a surviving node, one publish at a time before the kill; after it one message, a new attempt every 25 ms with the same msgID, whatever became of the earlier attempts, until one is acknowledged); the killed node is restarted and every replica current before the next kill. etcd's lease of the dead node must expire before anyone takes over, so the lease TTL bounds the figure from below (minus the time since its last keep-alive).",
-    kafka: "TODO(issue 20): Kafka acks=all RF3 vs RF1 on 3 nodes (target >= 0.6x) is not measured here yet: the Kafka door does not replicate (see this file's header).",
+    kafka: "kafka_acks_all: kcat -P (librdkafka) at acks=all into a topic of 3 partitions (one led by each node) with replication factor 1 and 3 on the same three nodes (a fresh cluster per repeat, the two in alternating order), MB/s of 1 KiB records; ratio RF3 / RF1 of the medians.",
     results,
   };
   // --only=failover (or publish) alone goes to replication-failover-<date>.json.
