@@ -11,40 +11,22 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
 
 const { Kafka, logLevel } = kafkajs;
 
-let etcd: EtcdHarness;
-let dir: string;
-const nodes: NagareServer[] = [];
-const closed = new Set<NagareServer>();
+let cluster: KafkaTestCluster;
+before(async () => (cluster = await startKafkaTestCluster("kafkaoffsets")));
+after(() => cluster.stop());
 
-before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-kafkaoffsets-"));
-  const site: JetStreamClusterSite = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("kafkaoffsets") };
-  nodes.push(...(await startJetStreamCluster(site, { kafka: true })));
-});
-
-after(async () => {
-  await Promise.all(nodes.filter((n) => !closed.has(n)).map((n) => n.close()));
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const live = (): NagareServer[] => nodes.filter((n) => !closed.has(n));
-const address = (n: NagareServer): string => `127.0.0.1:${n.kafkaPort!}`;
-const brokerId = (n: NagareServer): number => n.kafka!.cluster!.nodeId;
+const live = (): NagareServer[] => cluster.live();
+const address = (n: NagareServer): string => cluster.address(n);
+const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 
 function client(): InstanceType<typeof Kafka> {
   return new Kafka({ clientId: "offsets-test", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 15, initialRetryTime: 200, maxRetryTime: 2000 } });
@@ -119,9 +101,7 @@ test("committed offsets are replicated: the group coordinator's node goes, an in
 
   // The coordinator's node goes.
   const coordinator = await coordinatorOf(group);
-  const gone = nodes.find((n) => brokerId(n) === coordinator)!;
-  closed.add(gone);
-  await gone.close();
+  await cluster.close(cluster.nodes.find((n) => brokerId(n) === coordinator)!);
 
   const moved = await coordinatorOf(group);
   assert.notEqual(moved, coordinator, "another broker coordinates the group");

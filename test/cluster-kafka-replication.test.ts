@@ -12,13 +12,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
@@ -27,28 +23,17 @@ import { captured } from "./helpers/cli.js";
 
 const { Kafka, logLevel } = kafkajs;
 
-let etcd: EtcdHarness;
-let dir: string;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-const closed = new Set<NagareServer>();
-
+let cluster: KafkaTestCluster;
+let nodes: readonly NagareServer[];
 before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-kafkarepl-"));
-  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("kafkarepl") };
-  nodes.push(...(await startJetStreamCluster(site, { kafka: true })));
+  cluster = await startKafkaTestCluster("kafkarepl");
+  nodes = cluster.nodes;
 });
+after(() => cluster.stop());
 
-after(async () => {
-  await Promise.all(nodes.filter((n) => !closed.has(n)).map((n) => n.close()));
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const live = (): NagareServer[] => nodes.filter((n) => !closed.has(n));
-const address = (n: NagareServer): string => `127.0.0.1:${n.kafkaPort!}`;
-const brokerId = (n: NagareServer): number => n.kafka!.cluster!.nodeId;
+const live = (): NagareServer[] => cluster.live();
+const address = (n: NagareServer): string => cluster.address(n);
+const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 
 function client(): InstanceType<typeof Kafka> {
   // Every broker to bootstrap from: the one a client started with may be the one that goes.
@@ -190,9 +175,7 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     }
 
     // The leader of partition 0 goes: its server is closed (its lease revoked), an in-sync follower takes over.
-    const leader = nodes.find((n) => brokerId(n) === leaderId)!;
-    closed.add(leader);
-    await leader.close();
+    await cluster.close(nodes.find((n) => brokerId(n) === leaderId)!);
     // The producer goes on by itself: metadata refreshed, the new leader found; nothing acknowledged twice.
     for (let i = 30; i < 60; i++) await send(i);
   } finally {

@@ -7,6 +7,9 @@ import type { Logger } from "../../src/util/log.js";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { startServer, type NagareServer } from "../../src/server/server.js";
 import { join } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { startEtcd } from "./etcd.js";
 import { waitUntil } from "./clients.js";
 import type { NodeRecord } from "../../src/cluster/membership.js";
 
@@ -161,4 +164,44 @@ export async function startJetStreamCluster(site: JetStreamClusterSite, o: { mon
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
   await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === nodes.length), "every node to see the others");
   return nodes;
+}
+
+/**
+ * Three in-process nodes with Kafka listeners on one etcd, for tests that
+ * close nodes under running clients: which nodes are still up, and each
+ * one's Kafka address and broker id.
+ */
+export interface KafkaTestCluster {
+  readonly nodes: readonly NagareServer[];
+  /** The nodes not closed by `close`. */
+  live(): NagareServer[];
+  address(n: NagareServer): string;
+  brokerId(n: NagareServer): number;
+  /** Closes one node (its lease revoked): what a test does to take a broker away. */
+  close(n: NagareServer): Promise<void>;
+  /** Closes the nodes still up, etcd, and removes their stores. */
+  stop(): Promise<void>;
+}
+
+export async function startKafkaTestCluster(tag: string): Promise<KafkaTestCluster> {
+  const etcd = await startEtcd();
+  const dir = mkdtempSync(join(tmpdir(), `nagare-${tag}-`));
+  const nodes = await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster(tag) }, { kafka: true });
+  const closed = new Set<NagareServer>();
+  const live = (): NagareServer[] => nodes.filter((n) => !closed.has(n));
+  return {
+    nodes,
+    live,
+    address: (n) => `127.0.0.1:${n.kafkaPort!}`,
+    brokerId: (n) => n.kafka!.cluster!.nodeId,
+    close: async (n) => {
+      closed.add(n);
+      await n.close();
+    },
+    stop: async () => {
+      await Promise.all(live().map((n) => n.close()));
+      await etcd.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
