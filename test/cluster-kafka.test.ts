@@ -475,6 +475,17 @@ test("transactions: a transactional producer whose partition is led by its coord
   assert.ok(!untouched.stdout.includes("elsewhere"), untouched.stdout);
 });
 
+test("replication needs routes: in a cluster whose nodes have none, a topic of 2 replicas is refused with the reason, not left to stall", async () => {
+  await withAdmin(async (admin) => {
+    // (KafkaJS shows the code's text, not the broker's message, which names the routes.)
+    await assert.rejects(admin.createTopics({ topics: [{ topic: "spread.replicated", numPartitions: 1, replicationFactor: 2 }] }), (err: Error & { errors?: Array<{ type?: string }> }) => {
+      assert.equal(err.errors?.[0]?.type, "INVALID_REPLICATION_FACTOR");
+      return true;
+    });
+    assert.deepEqual((await admin.listTopics()).filter((t) => t === "spread.replicated"), [], "nothing placed");
+  });
+});
+
 test("a node killed: its partitions have no leader and clients get clear errors for them, the others keep working; restarted, it is the same broker with its records", async () => {
   const topic = "survivors";
   await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));

@@ -22,10 +22,10 @@ after(async () => {
   await etcd.close();
 });
 
-async function nodes(cluster: string, specs: Array<[string, string[]]>): Promise<Array<TestNode & { placements: Placements }>> {
+async function nodes(cluster: string, specs: Array<[string, string[]]>, routed: readonly string[] = []): Promise<Array<TestNode & { placements: Placements }>> {
   const out: Array<TestNode & { placements: Placements }> = [];
   for (const [name, tags] of specs) {
-    const n = await startTestNode(etcd.endpoint, cluster, name, { tags });
+    const n = await startTestNode(etcd.endpoint, cluster, name, { tags, ...(routed.includes(name) ? { routeUrl: `nats-route://127.0.0.1:${6000 + out.length}` } : {}) });
     out.push({ ...n, placements: new Placements(n.node.metadata, n.node.membership, name, cluster) });
   }
   await waitUntil(() => out.every((n) => n.node.membership.members().length === specs.length), "every node to see the others");
@@ -100,5 +100,24 @@ test("two nodes placing the same stream at once agree on one placement", async (
     }
   } finally {
     for (const n of [a, b]) await n.node.leave();
+  }
+});
+
+test("a replicated stream's copies go only to nodes with routes (followers fetch over them); one copy goes anywhere", async () => {
+  const cluster = uniqueCluster("routes");
+  const [a, b, c] = await nodes(cluster, [["a", []], ["b", []], ["c", []]], ["a", "b"]);
+  try {
+    const js = { spread: false, subjects: ["s.>"], origin: "jetstream" as const, config: {} };
+    const two = await c.placements.place("$G", "two", { partitions: 1, replicas: 2, ...js });
+    assert.deepEqual([...two.placement.replicas![0]].sort(), ["a", "b"], "c has no routes: it holds no copy");
+    await assert.rejects(c.placements.place("$G", "three", { partitions: 1, replicas: 3, ...js }), (err: Error) => {
+      assert.ok(err instanceof NoSuitablePeersError);
+      assert.match(err.message, /^no suitable peers for placement: .*without routes \(cluster \{ port \}\), c cannot hold copies$/);
+      return true;
+    });
+    const one = await c.placements.place("$G", "one", { partitions: 1, ...js });
+    assert.equal(one.placement.leaders.length, 1, "an unreplicated stream needs no routes");
+  } finally {
+    for (const n of [a, b, c]) await n.node.leave();
   }
 });

@@ -80,7 +80,7 @@ export interface PlacementRequest {
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
 export class NoSuitablePeersError extends Error {
-  constructor(why: string) {
+  constructor(readonly why: string) {
     super(`no suitable peers for placement: ${why}`);
     this.name = "NoSuitablePeersError";
   }
@@ -218,8 +218,19 @@ export class Placements {
     for (;;) {
       const existing = this.get(account, stream);
       if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
-      const leaders = this.choose(r, r.exclude);
-      const replicas = (r.replicas ?? 1) > 1 ? leaders.map((leader, i) => [leader, ...this.followersFor(leader, r.replicas!, r, i)]) : undefined;
+      // Followers fetch over the routes: a replicated stream's copies go only to nodes the others route to.
+      const replicated = (r.replicas ?? 1) > 1;
+      const routeless = replicated ? this.membership.members().filter((m) => m.record !== undefined && m.record.route_url === null).map((m) => m.name) : [];
+      const within = routeless.length === 0 ? r : { ...r, exclude: new Set([...(r.exclude ?? []), ...routeless]) };
+      let leaders: string[];
+      let replicas: string[][] | undefined;
+      try {
+        leaders = this.choose(within, within.exclude);
+        replicas = replicated ? leaders.map((leader, i) => [leader, ...this.followersFor(leader, r.replicas!, within, i)]) : undefined;
+      } catch (err) {
+        if (err instanceof NoSuitablePeersError && routeless.length > 0) throw new NoSuitablePeersError(`${err.why}; without routes (cluster { port }), ${routeless.join(", ")} cannot hold copies`);
+        throw err;
+      }
       const placement: StreamPlacement = {
         account,
         stream,

@@ -53,10 +53,11 @@ export interface TestNode {
 }
 
 /** A cluster node in this process, as a server would start it: TTL 2 s (etcd's least), 1 s timeouts. */
-export async function startTestNode(endpoint: string, cluster: string, name: string, o: { ttlS?: number; startLimitMs?: number; tags?: string[] } = {}): Promise<TestNode> {
+export async function startTestNode(endpoint: string, cluster: string, name: string, o: { ttlS?: number; startLimitMs?: number; tags?: string[]; routeUrl?: string } = {}): Promise<TestNode> {
   const log = memoryLog();
   const record = testRecord(name, cluster);
   if (o.tags !== undefined) record.tags = o.tags;
+  if (o.routeUrl !== undefined) record.route_url = o.routeUrl;
   const node = await ClusterNode.start({
     clusterName: cluster,
     serverName: name,
