@@ -20,7 +20,7 @@
  */
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts, startEtcdCluster, type EtcdClusterHarness } from "./etcd.js";
@@ -237,12 +237,21 @@ function faultNode(name: string, conf: string, storeDir: string, disk: string | 
     },
     fillDisk: () => {
       if (disk === null) throw new Error(`node ${name} has no disk of its own (startFaultCluster's diskMb)`);
-      const { bavail, bsize } = statfsSync(disk);
-      // Every free byte: each write of the node's from now on fails with ENOSPC.
-      if (bavail > 0) execFileSync("fallocate", ["-l", String(bavail * bsize), join(disk, BALLAST)], { stdio: "ignore" });
+      // Every free byte: each write of the node's from now on fails with ENOSPC. The node writes on
+      // meanwhile, so a file of what was free a moment ago may no longer fit: then again with what is free now.
+      for (let i = 0; i < 20; i++) {
+        const { bavail, bsize } = statfsSync(disk);
+        if (bavail === 0) return;
+        try {
+          execFileSync("fallocate", ["-l", String(bavail * bsize), join(disk, `${BALLAST}-${i}`)], { stdio: "ignore" });
+        } catch {
+          rmSync(join(disk, `${BALLAST}-${i}`), { force: true });
+        }
+      }
     },
     freeDisk: () => {
-      if (disk !== null) rmSync(join(disk, BALLAST), { force: true });
+      if (disk === null) return;
+      for (const f of readdirSync(disk)) if (f.startsWith(BALLAST)) rmSync(join(disk, f), { force: true });
     },
     pause: () => {
       if (proc === undefined) return;
