@@ -100,3 +100,28 @@ test("the checkpoint survives a reopen; a damaged one is refused with its path",
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a write that fails (a full disk) changes nothing in memory either: the retry writes the entry again", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-epochs-"));
+  try {
+    const path = join(dir, "p0", "leader-epochs.json");
+    const e = await LeaderEpochs.open(path);
+    await e.assign(3, 1);
+    // The directory becomes unwritable: a file where it was.
+    rmSync(join(dir, "p0"), { recursive: true });
+    writeFileSync(join(dir, "p0"), "");
+    await assert.rejects(e.assign(5, 40));
+    assert.equal(e.latest(), 3, "memory says what the file says");
+    await assert.rejects(e.truncateFrom(1));
+    await assert.rejects(e.trimBelow(10));
+    assert.deepEqual(e.list(), [{ epoch: 3, start: 1 }]);
+    rmSync(join(dir, "p0"));
+    await e.assign(5, 40);
+    assert.deepEqual((await LeaderEpochs.open(path)).list(), [
+      { epoch: 3, start: 1 },
+      { epoch: 5, start: 40 },
+    ]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -352,6 +352,75 @@ test("a follower that falls behind is reported lagging, leaves the ISR, catches 
   for (const n of nodes) await n.log.close();
 });
 
+test("a follower joining the ISR holds the high watermark from the moment its joining is proposed, not only once etcd agrees (KIP-497)", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["a", "b"] });
+  const fb = follow(b, 2, new Link(leader));
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  await until(() => leader.highWatermark === end(a), "HW at the end");
+  // c, out of the ISR, has caught up (a fetch straight to the leader, standing in for one whose next fetch is slow).
+  const caughtUp = end(a);
+  await fetchFrom(leader, "c", 1);
+  await fetchFrom(leader, "c", caughtUp);
+  assert.deepEqual(leader.readyToJoin(), ["c"]);
+  leader.joining(["c"]);
+  // The change is in etcd's hands; meanwhile more is written and b has it.
+  let replicated = false;
+  const last = await write(leader, a, 6);
+  leader.whenReplicated(last, () => (replicated = true));
+  await until(() => end(b) === end(a), "b has it");
+  await turns(5);
+  assert.equal(leader.highWatermark, caughtUp, "c, joining, holds the high watermark where it is");
+  assert.equal(replicated, false);
+  // Agreed: c is a member, and the watermark moves once c has it.
+  leader.setIsr(["a", "b", "c"]);
+  leader.joinEnded();
+  assert.equal(leader.highWatermark, caughtUp);
+  await fetchFrom(leader, "c", end(a));
+  assert.equal(leader.highWatermark, end(a));
+  assert.equal(replicated, true);
+  // A joining that is refused stops counting: the watermark follows the agreed ISR again.
+  leader.setIsr(["a", "b"]);
+  await fetchFrom(leader, "c", end(a));
+  leader.joining(["c"]);
+  const more = await write(leader, a, 7);
+  await until(() => end(b) === end(a), "b has the next");
+  assert.equal(leader.highWatermark, more, "held by c");
+  leader.joinEnded();
+  assert.equal(leader.highWatermark, end(a));
+  await fb.close();
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a follower that starts over (a restart) counts as having nothing until it fetches: its last incarnation's position does not let it join", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["a", "b"] });
+  const fb = follow(b, 2, new Link(leader));
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  await until(() => leader.highWatermark === end(a), "HW at the end");
+  await fetchFrom(leader, "c", end(a));
+  assert.deepEqual(leader.readyToJoin(), ["c"]);
+  // c comes back from a restart with less than it had fetched (a torn tail cut on recovery): its first request starts over.
+  await gapsFrom(leader, "c", 1, 3);
+  assert.deepEqual(leader.readyToJoin(), [], "not ready on what its last incarnation said");
+  assert.equal(leader.status().find((s) => s.name === "c")!.acked, 0);
+  await fetchFrom(leader, "c", end(a));
+  assert.deepEqual(leader.readyToJoin(), ["c"]);
+  // The same for a start with a truncation (endOf).
+  leader.serve(encodeRequest({ op: "endOf", follower: "c", epoch: 2, of: 2 }), () => undefined);
+  assert.deepEqual(leader.readyToJoin(), []);
+  await fb.close();
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("KIP-101: a returning replica truncates what an older epoch wrote and nobody acknowledged, and ends identical to the new leader", async (t) => {
   const dir = scratch(t);
   const nodes: Node[] = [];

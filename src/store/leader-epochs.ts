@@ -76,15 +76,15 @@ export class LeaderEpochs {
   async assign(epoch: number, start: number): Promise<void> {
     if (!Number.isSafeInteger(epoch) || epoch < 0 || !Number.isSafeInteger(start) || start < 1) throw new Error(`bad leader epoch entry ${epoch} at ${start}`);
     const last = this.entries[this.entries.length - 1];
+    let keep = this.entries;
     if (last !== undefined) {
       if (epoch === last.epoch) return;
       if (epoch < last.epoch) throw new Error(`leader epoch ${epoch} is older than the latest, ${last.epoch}`);
       if (start < last.start) throw new Error(`leader epoch ${epoch} starts at ${start}, before epoch ${last.epoch} (${last.start}): truncate first`);
       // An epoch that wrote nothing ends where it began: the new one replaces it.
-      if (start === last.start) this.entries.pop();
+      if (start === last.start) keep = keep.slice(0, -1);
     }
-    this.entries.push({ epoch, start });
-    await this.save();
+    await this.save([...keep, { epoch, start }]);
   }
 
   /**
@@ -105,8 +105,7 @@ export class LeaderEpochs {
   async truncateFrom(seq: number): Promise<void> {
     const keep = this.entries.filter((e) => e.start < seq);
     if (keep.length === this.entries.length) return;
-    this.entries = keep;
-    await this.save();
+    await this.save(keep);
   }
 
   /** Everything below `first` was removed (purge, limits): the epoch covering it now starts there, older ones go. */
@@ -114,12 +113,13 @@ export class LeaderEpochs {
     let i = 0;
     while (i + 1 < this.entries.length && this.entries[i + 1].start <= first) i++;
     if (i === 0 && (this.entries.length === 0 || this.entries[0].start >= first)) return;
-    this.entries = [{ epoch: this.entries[i].epoch, start: Math.max(first, this.entries[i].start) }, ...this.entries.slice(i + 1)];
-    await this.save();
+    await this.save([{ epoch: this.entries[i].epoch, start: Math.max(first, this.entries[i].start) }, ...this.entries.slice(i + 1)]);
   }
 
-  private async save(): Promise<void> {
-    if (this.path !== null) await writeJsonDurably(this.path, { version: 1, entries: this.entries });
+  /** Memory follows the file: a failed write (a full disk) leaves both as they were, so the caller's retry writes the entry again. */
+  private async save(entries: EpochEntry[]): Promise<void> {
+    if (this.path !== null) await writeJsonDurably(this.path, { version: 1, entries });
+    this.entries = entries;
   }
 }
 

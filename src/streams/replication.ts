@@ -358,8 +358,10 @@ export class ReplicaLeader {
   /** The removal watermark: every ISR member has applied every removal before it. */
   private opHw = 0;
   private readonly removalWaiters = new WaitQueue();
-  /** The ISR's followers (not the leader): what the high watermark is the lowest of, kept as an array so that an append allocates nothing. */
+  /** The ISR's followers (not the leader) and those joining it: what the high watermark is the lowest of, kept as an array so that an append allocates nothing. */
   private isrViews: FollowerView[] = [];
+  /** Followers whose joining the ISR is proposed and not yet agreed or given up: they count for the watermarks meanwhile (`joining`). */
+  private readonly joiners = new Set<string>();
   private readonly now: () => number;
 
   private constructor(
@@ -430,6 +432,7 @@ export class ReplicaLeader {
     if (refused !== null) return answer(encodeError(refused.code, refused.message));
     if (req.op === "endOf") {
       if (!Number.isSafeInteger(req.of)) return answer(encodeError("bad_request", "bad epoch"));
+      this.startsOver(this.followers.get(req.follower as string)!);
       const e = this.opts.epochs.endOf(req.of!, this.end);
       return answer(Buffer.from(JSON.stringify({ epoch: e.epoch, end: e.end, logStart: this.opts.log.state().firstSeq } satisfies EndOfAnswer)));
     }
@@ -566,8 +569,10 @@ export class ReplicaLeader {
     }
     if (to > this.end) return encodeError("out_of_range", `sequence ${to} is beyond the leader's end ${this.end}`);
     if (run !== null && (ops === null || !this.knows(run, ops))) return encodeError("reconcile", `removal position ${ops} of ${run} is not one this leadership holds`);
+    const f = this.followers.get(req.follower)!;
+    if (run === null) this.startsOver(f);
     // From here the follower will ask for removals from the position it adopts: keep them.
-    this.followers.get(req.follower)!.opsFrom = ops ?? this.opEnd;
+    f.opsFrom = ops ?? this.opEnd;
     const { log } = this.opts;
     const logStart = log.state().firstSeq;
     const gaps: number[] = [];
@@ -736,9 +741,46 @@ export class ReplicaLeader {
     const next = new Set(isr.filter((n) => n === this.opts.self || this.followers.has(n)));
     next.add(this.opts.self);
     this.isr = next;
-    this.isrViews = [...this.followers].filter(([n]) => next.has(n)).map(([, f]) => f);
+    for (const n of next) this.joiners.delete(n);
+    this.countViews();
+  }
+
+  /**
+   * Adding `names` to the ISR is proposed (they were `readyToJoin`). Until
+   * `setIsr` agrees or `joinEnded` gives up, they count for the high
+   * watermark as members do, KIP-497's "maximal ISR": else the watermark
+   * could pass what a joiner lacks while the change is under way, and the
+   * joiner, in the ISR once it is agreed, could lead without it.
+   */
+  joining(names: readonly string[]): void {
+    for (const n of names) if (this.followers.has(n) && !this.isr.has(n)) this.joiners.add(n);
+    this.countViews();
+  }
+
+  /** The proposed change ended (agreed, then `setIsr`, or refused): joiners not in the ISR now no longer count. */
+  joinEnded(): void {
+    if (this.joiners.size === 0) return;
+    this.joiners.clear();
+    this.countViews();
+  }
+
+  private countViews(): void {
+    this.isrViews = [...this.followers].filter(([n]) => this.isr.has(n) || this.joiners.has(n)).map(([, f]) => f);
     this.advance();
     this.advanceRemovals();
+  }
+
+  /**
+   * A follower starts over with this leadership (its first request: it may
+   * have restarted, and may cut its log before it fetches): what it said
+   * before no longer holds, so it counts as having nothing until it fetches.
+   * Else a replica back from a restart would look as far along as its last
+   * incarnation was, and could join the ISR without what it lacks.
+   */
+  private startsOver(f: FollowerView): void {
+    f.acked = 0;
+    f.ackedOps = 0;
+    f.lastFetchEnd = 0;
   }
 
   /** ISR followers not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */

@@ -599,11 +599,24 @@ export class StreamReplicas {
     const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n));
     if (out.size === 0 && back.length === 0) return;
     const next = [...isr.filter((n) => !out.has(n)), ...back];
-    this.change(key, name, p, role.epoch, (pl) => {
-      const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
-      isrs[p] = next;
-      return { ...pl, isr: isrs };
-    }, `the in-sync replicas of partition ${p} of stream "${name}" are now ${next.join(", ")}${out.size > 0 ? ` (${[...out].join(", ")} fell behind or left)` : ""}`);
+    // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497).
+    leader.joining(back);
+    this.change(
+      key,
+      name,
+      p,
+      role.epoch,
+      (pl) => {
+        const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
+        isrs[p] = next;
+        return { ...pl, isr: isrs };
+      },
+      `the in-sync replicas of partition ${p} of stream "${name}" are now ${next.join(", ")}${out.size > 0 ? ` (${[...out].join(", ")} fell behind or left)` : ""}`,
+      (agreed) => {
+        if (agreed) leader.setIsr(next);
+        leader.joinEnded();
+      },
+    );
   }
 
   private checkLeader(key: string, name: string, p: number, role: FollowerRole, now: number): void {
@@ -637,8 +650,8 @@ export class StreamReplicas {
     }, `took over partition ${p} of stream "${name}" from ${old} (not live) in epoch ${epoch}`);
   }
 
-  /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. */
-  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string): void {
+  /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. `ended` hears whether it was agreed. */
+  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string, ended?: (agreed: boolean) => void): void {
     this.changing.add(key);
     const log = this.host.js.options.log;
     this.host.cluster.directory
@@ -647,9 +660,13 @@ export class StreamReplicas {
         return edit(pl);
       })
       .then(
-        () => log.info(`cluster: ${what}`),
+        () => {
+          log.info(`cluster: ${what}`);
+          ended?.(true);
+        },
         (err: Error) => {
           if (err.name !== "ConcurrentChangeError") log.debug(`cluster: partition ${p} of stream "${name}": ${err.message}`);
+          ended?.(false);
         },
       )
       .finally(() => this.changing.delete(key));
