@@ -96,14 +96,20 @@ test("num_replicas 3 places a copy on each node; publishes are acknowledged once
   assert.match(cli.out, /replicas\s+\w+ \(current\), \w+ \(current\)/);
   assert.equal(await underReplicated(a), 0);
 
-  // A consumer on the leader reads every acknowledged message.
+  // A consumer on the leader reads every acknowledged message. A confirmed ack (ackAck) is confirmed only once every
+  // in-sync follower's copy of the consumers has it: whichever takes over adopts its copy.
   await jsm.consumers.add("R3", { durable_name: "all", ack_policy: "explicit" });
   const consumer = await js.consumers.get("R3", "all");
   const got = await consumer.fetch({ max_messages: 100, expires: 5000 });
+  const followers = nodes.filter((x) => nameOf(x) !== placed.leaders[0]);
   let n = 0;
   for await (const m of got) {
     n++;
-    m.ack();
+    assert.equal(await m.ackAck(), true);
+    for (const f of followers) {
+      const copy = f.jetstream!.streams.get("R3")!.replicaConsumers?.find((c) => c.name === "all");
+      assert.ok(copy !== undefined && copy.state.ackFloorS >= m.seq, `${nameOf(f)}'s copy has the ack of ${m.seq} when it is confirmed (${copy?.state.ackFloorS})`);
+    }
   }
   assert.equal(n, 100);
 });
@@ -119,8 +125,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   const leaderName = placementOf(nodes[0], "R3")!.leaders[0];
   const leader = nodes.find((n) => nameOf(n) === leaderName)!;
   const others = nodes.filter((n) => n !== leader);
-  // Followers copy the leader's consumers as they change (at most every 200 ms): wait for a copy with every ack of the first test.
-  await waitUntil(() => others.every((n) => n.jetstream!.streams.get("R3")!.replicaConsumers?.some((c) => c.name === "all" && c.state.ackFloorS === 100) === true), "the followers' copies of the consumer");
+  // No wait for the followers' copies of the consumer: the first test's acks were confirmed, so they have them.
   const nc = await clients.open(others[0].url);
   const js = jetstream(nc);
   await leader.close();
@@ -143,7 +148,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   assert.equal(dup.duplicate, true);
   assert.equal(dup.seq, 100);
 
-  // The consumer came along (copied from the old leader every second: acks of the last one may come again), and reads on.
+  // The consumer came along with every confirmed ack, and reads on.
   const consumer = await js.consumers.get("R3", "all");
   const seen: number[] = [];
   await waitUntilAsync(async () => {

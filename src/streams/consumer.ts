@@ -922,9 +922,16 @@ export class Consumer {
     }
     this.markDirty();
     if (reply !== "") {
-      void this.flushState().then(() => this.host.emit(reply, reply, "", null, EMPTY));
+      void this.flushState().then(() => this.confirmAck(reply));
     }
     this.notify();
+  }
+
+  /** Replies to a double ack once it is durable here and, on a replicated stream, in the in-sync followers' copies. */
+  private confirmAck(reply: string): void {
+    const gate = this.stream.consumerCopyGate;
+    if (gate === null) this.host.emit(reply, reply, "", null, EMPTY);
+    else gate(() => this.host.emit(reply, reply, "", null, EMPTY));
   }
 
   /** Acknowledges one delivery (or, under ack all, everything up to it); the sequences acknowledged. */

@@ -362,6 +362,7 @@ export class ReplicaLeader {
   private isrViews: FollowerView[] = [];
   /** Followers whose joining the ISR is proposed and not yet agreed or given up: they count for the watermarks meanwhile (`joining`). */
   private readonly joiners = new Set<string>();
+  private countedNames: string[] = [];
   private readonly now: () => number;
 
   private constructor(
@@ -764,8 +765,15 @@ export class ReplicaLeader {
     this.countViews();
   }
 
+  /** The followers the high watermark waits for: the ISR's, and those joining it. */
+  get counted(): readonly string[] {
+    return this.countedNames;
+  }
+
   private countViews(): void {
-    this.isrViews = [...this.followers].filter(([n]) => this.isr.has(n) || this.joiners.has(n)).map(([, f]) => f);
+    const counted = [...this.followers].filter(([n]) => this.isr.has(n) || this.joiners.has(n));
+    this.countedNames = counted.map(([n]) => n);
+    this.isrViews = counted.map(([, f]) => f);
     this.advance();
     this.advanceRemovals();
   }

@@ -37,6 +37,7 @@ import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type ReplicaGate, type Stream } from "./stream.js";
+import { ConsumerCopies } from "./consumer-copies.js";
 import { consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
 export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
@@ -49,14 +50,19 @@ const RANK_DELAY_MS = 500;
 /** How long a partition given up as leader waits for its writes in flight before its follower starts. */
 const QUIET_MS = 5000;
 /**
- * How often a follower of a stream's first partition asks for the leader's
- * consumers (what a failover may redeliver: acks of the last interval); an
- * unchanged set is answered in a few bytes.
+ * How soon a follower of a stream's first partition asks again for the
+ * leader's consumers after a failed round. Rounds that succeed follow one
+ * another; an unchanged set is answered in a few bytes, after up to
+ * CONSUMERS_PARK_MS (what a failover may redeliver: acks of that interval,
+ * never a confirmed one).
  */
 const CONSUMERS_MS = 200;
+/** How long a leader holds a follower's request for consumers that have not changed (a confirmed ack answers it at once). */
+const CONSUMERS_PARK_MS = 500;
+/** A follower's wait for an answer about consumers (held up to CONSUMERS_PARK_MS). */
+const CONSUMERS_REQUEST_MS = 2000;
 /** A follower's request for the leader's consumers: `<stream>.consumers`. */
 const CONSUMERS = "consumers";
-const REQUEST_MS = 5000;
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -184,6 +190,8 @@ interface LeaderRole {
   stream: Stream;
   epoch: number;
   gate: LeaderGate;
+  /** The consumers' copies at the followers (partition 0 only). */
+  copies: ConsumerCopies | null;
 }
 
 interface FollowerRole {
@@ -198,6 +206,9 @@ interface FollowerRole {
   consumers: ConsumerCopy[] | null;
   /** The leader's stamp of that copy (unchanged consumers are not sent again). */
   consumersStamp: string | undefined;
+  /** Its version and the leadership it was taken in (consumer-copies.ts), told to the leader with the next request. */
+  consumersVersion: number;
+  consumersRun: string | null;
   /** When they were copied last; a copy under way. */
   consumersAt: number;
   copying: boolean;
@@ -274,72 +285,108 @@ export class StreamReplicas {
     role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
   }
 
-  /** A page of the consumers of a stream led here, for a follower (a new snapshot at the first page). */
-  private serveConsumers(name: string, body: Buffer, reply: string): void {
+  /**
+   * A page of the consumers of a stream led here, for a follower (a new
+   * snapshot at the first page). A first page says which copy the follower
+   * holds; if it is the state as it is now, the answer is "unchanged",
+   * held back up to CONSUMERS_PARK_MS for a change unless a confirmed ack
+   * waits for it.
+   */
+  private serveConsumers(name: string, body: Buffer, reply: string, mayPark = true): void {
     const role = this.roles.get(`${name}/0`);
-    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown };
+    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
       req = {};
     }
     const c = req.cursor;
-    if (role?.kind !== "leader" || typeof req.follower !== "string" || !Number.isSafeInteger(c?.consumer) || !Number.isSafeInteger(c?.pending) || c!.consumer < 0 || c!.pending < 0) {
+    if (role?.kind !== "leader" || role.copies === null || typeof req.follower !== "string" || !Number.isSafeInteger(c?.consumer) || !Number.isSafeInteger(c?.pending) || c!.consumer < 0 || c!.pending < 0) {
       this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead stream ${name}, or a bad request` })));
       return;
     }
-    const key = `${name}/${req.follower}`;
+    const follower = req.follower;
+    const copies = role.copies;
+    const key = `${name}/${follower}`;
     let taken = this.snapshots.get(key);
-    let stamp: string | undefined;
+    let head: { stamp: string; run: string; version: number } | undefined;
     if (taken === undefined || (c!.consumer === 0 && c!.pending === 0)) {
-      stamp = consumersStamp(role.stream);
+      copies.holds(follower, req.run, req.held);
+      const stamp = consumersStamp(role.stream);
       if (req.stamp === stamp) {
         this.snapshots.delete(key);
-        this.host.answer(reply, Buffer.from(JSON.stringify({ unchanged: true })));
+        if (mayPark && !copies.waiting) {
+          const wake = (): void => {
+            clearTimeout(timer);
+            copies.unpark(follower, wake);
+            this.serveConsumers(name, body, reply, false);
+          };
+          const timer = setTimeout(wake, CONSUMERS_PARK_MS);
+          timer.unref();
+          copies.park(follower, wake);
+          return;
+        }
+        // The follower's copy is the state as it is now: it holds this version.
+        const version = copies.next();
+        copies.holds(follower, copies.run, version);
+        this.host.answer(reply, Buffer.from(JSON.stringify({ unchanged: true, run: copies.run, version })));
         return;
       }
       taken = takeConsumers(role.stream, Date.now());
+      head = { stamp, run: copies.run, version: copies.next() };
       this.snapshots.set(key, taken);
     }
     const page = consumersAnswer(taken, c!);
     if (page.next === null) this.snapshots.delete(key);
-    this.host.answer(reply, Buffer.from(JSON.stringify(stamp === undefined ? page : { ...page, stamp })));
+    this.host.answer(reply, Buffer.from(JSON.stringify(head === undefined ? page : { ...page, ...head })));
   }
 
-  /** Copies the leader's consumers to this follower of a stream's first partition (see CONSUMERS_MS). */
+  /**
+   * Copies the leader's consumers to this follower of a stream's first
+   * partition, round after round while it follows a live leader: the leader
+   * holds a round with nothing new (CONSUMERS_PARK_MS), so this is no busy
+   * loop. A failed round waits for the next check.
+   */
   private copyConsumers(name: string, role: FollowerRole, now: number): void {
     if (role.copying || now - role.consumersAt < CONSUMERS_MS) return;
     role.copying = true;
     const subject = `${REPL_PREFIX}${name}.${CONSUMERS}`;
     let unchanged = false;
-    let stamp: string | undefined;
+    let head: { stamp?: string; run?: string; version?: number } = {};
+    let failed = false;
     readConsumers(async (cursor) => {
       const first = cursor.consumer === 0 && cursor.pending === 0;
-      const body = { follower: this.self, cursor, ...(first && role.consumers !== null ? { stamp: role.consumersStamp } : {}) };
-      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify(body)), REQUEST_MS);
+      const holding = first && role.consumers !== null ? { stamp: role.consumersStamp, run: role.consumersRun, held: role.consumersVersion } : {};
+      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, ...holding })), CONSUMERS_REQUEST_MS);
       if (b === null) throw new Error(`${role.leader} did not answer for the consumers`);
       if (first) {
-        const r = JSON.parse(b.toString()) as { unchanged?: boolean; stamp?: string };
+        const r = JSON.parse(b.toString()) as { unchanged?: boolean; stamp?: string; run?: string; version?: number };
+        head = { stamp: r.stamp, run: r.run, version: r.version };
         if (r.unchanged === true) {
           unchanged = true;
           return Buffer.from(JSON.stringify({ parts: [], next: null }));
         }
-        stamp = r.stamp;
       }
       return b;
     })
       .then(
         (copies) => {
-          if (unchanged) return;
-          role.consumers = copies;
-          role.consumersStamp = stamp;
-          role.stream.replicaConsumers = copies;
+          if (!unchanged) {
+            role.consumers = copies;
+            role.consumersStamp = head.stamp;
+            role.stream.replicaConsumers = copies;
+          }
+          role.consumersRun = head.run ?? null;
+          role.consumersVersion = head.version ?? 0;
         },
-        () => undefined, // the next round tries again; a failover adopts the last copy that came whole
+        () => {
+          failed = true; // the next check tries again; a failover adopts the last copy that came whole
+        },
       )
       .finally(() => {
         role.copying = false;
-        role.consumersAt = Date.now();
+        role.consumersAt = failed ? Date.now() : 0;
+        if (!failed && !this.closed && this.roles.get(`${name}/0`) === role && this.host.cluster.directory.isLive(role.leader)) this.copyConsumers(name, role, Date.now());
       });
   }
 
@@ -396,6 +443,7 @@ export class StreamReplicas {
         role.gate.isrSize = isr.length;
         role.gate.minIsr = minIsrOf(placed, set.length);
         role.gate.leader.setIsr(isr);
+        role.copies?.release();
         return;
       }
       // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its epoch changed).
@@ -477,7 +525,12 @@ export class StreamReplicas {
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
-    return { kind: "leader", stream, epoch, gate };
+    let copies: ConsumerCopies | null = null;
+    if (p === 0) {
+      const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
+      stream.consumerCopyGate = (done) => c.whenCopied(done, Date.now());
+    }
+    return { kind: "leader", stream, epoch, gate, copies };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -512,7 +565,7 @@ export class StreamReplicas {
     follower.start();
     stream.followerCopy = true;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
-    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersAt: 0, copying: false };
+    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
 
   /** Ends a role; the partition keeps a gate (writes refused, readers capped) until the next role's, or until its caller removes it. */
@@ -523,6 +576,10 @@ export class StreamReplicas {
         role.stream.setReplicaGate(p, new NotLeaderGate(() => hw, `this node no longer leads partition ${p}: ${why}`));
       }
       role.gate.leader.close(why);
+      if (role.copies !== null) {
+        role.copies.close();
+        role.stream.consumerCopyGate = null;
+      }
     } else {
       await role.follower.close();
       role.stream.replicaConsumers = null;
@@ -594,9 +651,14 @@ export class StreamReplicas {
     if (placed === undefined || placed.leaders[p] !== this.self || (placed.epochs?.[p] ?? 1) !== role.epoch) return;
     const isr = placed.isr?.[p] ?? replicasOf(placed, p);
     const leader = role.gate.leader;
+    const copies = role.copies;
+    copies?.release();
     const out = new Set(leader.lagging(LAG_MAX_MS));
+    // A follower that holds up confirmed acks by not copying the consumers is as far behind as one that does not fetch.
+    if (copies !== null) for (const n of copies.holdingUp(LAG_MAX_MS, Date.now())) if (isr.includes(n)) out.add(n);
     for (const n of isr) if (n !== this.self && !directory.isLive(n)) out.add(n);
-    const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n));
+    // One that joins holds the consumers with every confirmed ack: it may take over, and adopts its copy then.
+    const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n) && (copies === null || copies.holdsConfirmed(n)));
     if (out.size === 0 && back.length === 0) return;
     const next = [...isr.filter((n) => !out.has(n)), ...back];
     // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497).
@@ -615,6 +677,7 @@ export class StreamReplicas {
       (agreed) => {
         if (agreed) leader.setIsr(next);
         leader.joinEnded();
+        copies?.release();
       },
     );
   }

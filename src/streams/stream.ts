@@ -233,6 +233,12 @@ export class Stream {
    * null: none copied.
    */
   replicaConsumers: readonly ConsumerCopy[] | null = null;
+  /**
+   * On the leader of a replicated stream: holds a confirmed ack's reply
+   * until the in-sync followers have copied the consumers with it
+   * (consumer-copies.ts); false: not confirmed. null: replied at once.
+   */
+  consumerCopyGate: ((done: () => void) => boolean) | null = null;
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
