@@ -117,6 +117,11 @@ test("a replicated stream's copies go only to nodes with routes (followers fetch
     });
     const one = await c.placements.place("$G", "one", { partitions: 1, ...js });
     assert.equal(one.placement.leaders.length, 1, "an unreplicated stream needs no routes");
+    // Growing a stream's replicas (num_replicas raised) follows the same rule.
+    const onA = await c.placements.place("$G", "grow", { partitions: 1, replicas: 2, ...js });
+    const [leader] = onA.placement.replicas![0];
+    assert.throws(() => c.placements.moreReplicas(2, [], new Set(onA.placement.replicas![0])), /without routes \(cluster \{ port \}\), c cannot hold copies/);
+    assert.deepEqual(c.placements.moreReplicas(1, [], new Set([leader])), [leader === "a" ? "b" : "a"]);
   } finally {
     for (const n of [a, b, c]) await n.node.leave();
   }

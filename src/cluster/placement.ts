@@ -218,19 +218,16 @@ export class Placements {
     for (;;) {
       const existing = this.get(account, stream);
       if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
-      // Followers fetch over the routes: a replicated stream's copies go only to nodes the others route to.
       const replicated = (r.replicas ?? 1) > 1;
-      const routeless = replicated ? this.membership.members().filter((m) => m.record !== undefined && m.record.route_url === null).map((m) => m.name) : [];
+      const routeless = replicated ? this.routeless() : [];
       const within = routeless.length === 0 ? r : { ...r, exclude: new Set([...(r.exclude ?? []), ...routeless]) };
       let leaders: string[];
-      let replicas: string[][] | undefined;
       try {
         leaders = this.choose(within, within.exclude);
-        replicas = replicated ? leaders.map((leader, i) => [leader, ...this.followersFor(leader, r.replicas!, within, i)]) : undefined;
       } catch (err) {
-        if (err instanceof NoSuitablePeersError && routeless.length > 0) throw new NoSuitablePeersError(`${err.why}; without routes (cluster { port }), ${routeless.join(", ")} cannot hold copies`);
-        throw err;
+        throw withoutRoutes(err, routeless);
       }
+      const replicas = replicated ? leaders.map((leader, i) => [leader, ...this.followersFor(leader, r.replicas!, r, i)]) : undefined;
       const placement: StreamPlacement = {
         account,
         stream,
@@ -264,11 +261,13 @@ export class Placements {
   private followersFor(leader: string, count: number, r: Pick<PlacementRequest, "tags" | "exclude">, index: number): string[] {
     const tags = r.tags ?? [];
     const held = this.heldCounts();
+    // Followers fetch over the routes: copies go only to nodes the others route to.
+    const routeless = this.routeless();
     const names = this.nodes()
-      .filter((n) => n.name !== leader && !(r.exclude?.has(n.name) ?? false) && !n.draining && tags.every((t) => n.tags.includes(t)))
+      .filter((n) => n.name !== leader && !(r.exclude?.has(n.name) ?? false) && !routeless.includes(n.name) && !n.draining && tags.every((t) => n.tags.includes(t)))
       .map((n) => n.name)
       .sort();
-    if (names.length < count - 1) throw new NoSuitablePeersError(`${count} replicas need ${count} nodes, and ${names.length + 1} are live${tags.length > 0 ? ` with the tags ${tags.join(", ")}` : ""}`);
+    if (names.length < count - 1) throw withoutRoutes(new NoSuitablePeersError(`${count} replicas need ${count} nodes, and ${names.length + 1} are live${tags.length > 0 ? ` with the tags ${tags.join(", ")}` : ""}`), routeless);
     const rotated = names.map((_, i) => names[(i + index) % names.length]);
     // A stable sort keeps the rotation among nodes holding as many copies.
     rotated.sort((a, b) => (held.get(a) ?? 0) - (held.get(b) ?? 0));
@@ -329,6 +328,11 @@ export class Placements {
     return this.followersFor(leader ?? "", count + 1, { tags: [...tags], exclude: new Set(rest) }, 0);
   }
 
+  /** Members registered without a route URL (no `cluster { port }`): they cannot hold a replicated stream's copies. */
+  private routeless(): string[] {
+    return this.membership.members().filter((m) => m.record !== undefined && m.record.route_url === null).map((m) => m.name);
+  }
+
   /** Partition copies each node holds as a follower. */
   private heldCounts(): Map<string, number> {
     const held = new Map<string, number>();
@@ -341,4 +345,10 @@ export class Placements {
     for (const p of this.list()) for (const l of p.leaders) led.set(l, (led.get(l) ?? 0) + 1);
     return led;
   }
+}
+
+/** A placement refused for want of nodes says which nodes have no routes, if any: adding them is the cure. */
+function withoutRoutes(err: unknown, routeless: readonly string[]): unknown {
+  if (!(err instanceof NoSuitablePeersError) || routeless.length === 0) return err;
+  return new NoSuitablePeersError(`${err.why}; without routes (cluster { port }), ${routeless.join(", ")} cannot hold copies`);
 }
