@@ -98,10 +98,12 @@ test("num_replicas 3 places a copy on each node; publishes are acknowledged once
 
   // A consumer on the leader reads every acknowledged message. A confirmed ack (ackAck) is confirmed only once every
   // in-sync follower's copy of the consumers has it: whichever takes over adopts its copy.
+  // Created means in the followers' copies too.
   await jsm.consumers.add("R3", { durable_name: "all", ack_policy: "explicit" });
+  const followers = nodes.filter((x) => nameOf(x) !== placed.leaders[0]);
+  for (const f of followers) assert.ok(f.jetstream!.streams.get("R3")!.replicaConsumers?.some((c) => c.name === "all"), `${nameOf(f)} has the consumer when its creation is answered`);
   const consumer = await js.consumers.get("R3", "all");
   const got = await consumer.fetch({ max_messages: 100, expires: 5000 });
-  const followers = nodes.filter((x) => nameOf(x) !== placed.leaders[0]);
   let n = 0;
   for await (const m of got) {
     n++;

@@ -312,9 +312,12 @@ export class JetStreamApi implements Receiver {
         return await this.consumerList(t[4], t[3] === "NAMES", parseBody(body));
       case "consumer_info_response":
         return this.js.consumer(this.js.stream(t[4]), t[5]).info();
-      case "consumer_delete_response":
-        await this.js.deleteConsumer(this.js.stream(t[4]), t[5]);
+      case "consumer_delete_response": {
+        const s = this.js.stream(t[4]);
+        await this.js.deleteConsumer(s, t[5]);
+        await s.consumersReplicated();
         return { success: true };
+      }
       default:
         throw Errors.badRequest();
     }
@@ -533,6 +536,8 @@ export class JetStreamApi implements Receiver {
     if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
     const action = typeof req.action === "string" ? req.action : "";
     const c = await this.js.createConsumer(s, req.config, action, name, filter, legacy);
+    // Replicated, it exists once the followers that may take over have it (nats-server: once its Raft group does).
+    await s.consumersReplicated();
     return c.info();
   }
 

@@ -239,6 +239,15 @@ export class Stream {
    * (consumer-copies.ts); false: not confirmed. null: replied at once.
    */
   consumerCopyGate: ((done: () => void) => boolean) | null = null;
+
+  /** Resolves once the in-sync followers hold a copy of the consumers as they are now (at once unreplicated); a refusal throws. */
+  consumersReplicated(): Promise<void> {
+    const gate = this.consumerCopyGate;
+    if (gate === null) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      if (!gate(resolve)) reject(Errors.clusterNotAvailable);
+    });
+  }
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
   /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
