@@ -352,15 +352,26 @@ test("a follower that falls behind is reported lagging, leaves the ISR, catches 
   for (const n of nodes) await n.log.close();
 });
 
-test("a follower joining the ISR holds the high watermark from the moment its joining is proposed, not only once etcd agrees (KIP-497)", async (t) => {
-  const dir = scratch(t);
+/** A leader (a) of epoch 2 with b following in its ISR and c, a replica out of it that a test drives by hand; five writes replicated. */
+async function leaderOfAB(t: { after(fn: () => void): void }): Promise<{ a: Node; b: Node; leader: ReplicaLeader; stop: () => Promise<void> }> {
   const nodes: Node[] = [];
+  const dir = scratch(t);
   const a = await node("a", "memory", dir, nodes);
   const b = await node("b", "memory", dir, nodes);
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["a", "b"] });
   const fb = follow(b, 2, new Link(leader));
   for (let i = 1; i <= 5; i++) await write(leader, a, i);
   await until(() => leader.highWatermark === end(a), "HW at the end");
+  const stop = async (): Promise<void> => {
+    await fb.close();
+    leader.close();
+    for (const n of nodes) await n.log.close();
+  };
+  return { a, b, leader, stop };
+}
+
+test("a follower joining the ISR holds the high watermark from the moment its joining is proposed, not only once etcd agrees (KIP-497)", async (t) => {
+  const { a, b, leader, stop } = await leaderOfAB(t);
   // c, out of the ISR, has caught up (a fetch straight to the leader, standing in for one whose next fetch is slow).
   const caughtUp = end(a);
   await fetchFrom(leader, "c", 1);
@@ -391,20 +402,11 @@ test("a follower joining the ISR holds the high watermark from the moment its jo
   assert.equal(leader.highWatermark, more, "held by c");
   leader.joinEnded();
   assert.equal(leader.highWatermark, end(a));
-  await fb.close();
-  leader.close();
-  for (const n of nodes) await n.log.close();
+  await stop();
 });
 
 test("a follower that starts over (a restart) counts as having nothing until it fetches: its last incarnation's position does not let it join", async (t) => {
-  const dir = scratch(t);
-  const nodes: Node[] = [];
-  const a = await node("a", "memory", dir, nodes);
-  const b = await node("b", "memory", dir, nodes);
-  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["a", "b"] });
-  const fb = follow(b, 2, new Link(leader));
-  for (let i = 1; i <= 5; i++) await write(leader, a, i);
-  await until(() => leader.highWatermark === end(a), "HW at the end");
+  const { a, leader, stop } = await leaderOfAB(t);
   await fetchFrom(leader, "c", end(a));
   assert.deepEqual(leader.readyToJoin(), ["c"]);
   // c comes back from a restart with less than it had fetched (a torn tail cut on recovery): its first request starts over.
@@ -416,9 +418,7 @@ test("a follower that starts over (a restart) counts as having nothing until it 
   // The same for a start with a truncation (endOf).
   leader.serve(encodeRequest({ op: "endOf", follower: "c", epoch: 2, of: 2 }), () => undefined);
   assert.deepEqual(leader.readyToJoin(), []);
-  await fb.close();
-  leader.close();
-  for (const n of nodes) await n.log.close();
+  await stop();
 });
 
 test("KIP-101: a returning replica truncates what an older epoch wrote and nobody acknowledged, and ends identical to the new leader", async (t) => {
