@@ -24,7 +24,7 @@ test("a confirmation waits for a copy taken after it on every counted follower, 
   assert.equal(done.length, 0, "c has no copy with it yet");
   copies.holds("c", "other-leadership", after);
   assert.equal(done.length, 0, "a copy of another leadership is none of this one's");
-  assert.equal(copies.holdsConfirmed("c"), true, "nothing confirmed yet");
+  assert.equal(copies.holdsConfirmed("c"), false, "no copy of this leadership");
   copies.holds("c", "run1", after);
   assert.deepEqual(done, ["ack1"], "ack2 came after that copy was handed out");
   assert.equal(copies.holdsConfirmed("c"), true);
@@ -53,7 +53,7 @@ test("with no follower counted a confirmation goes at once; one held up too long
   assert.deepEqual(copies.holdingUp(10_000, 11_001), ["c"]);
 });
 
-test("held rounds wake when a confirmation starts waiting; waiters are bounded; the end of the leadership drops them", () => {
+test("held rounds wake when a confirmation starts waiting; waiters are bounded; the end of the leadership fails them", () => {
   const copies = new ConsumerCopies("r", () => ["b"]);
   let woken = 0;
   const wake = (): void => {
@@ -61,17 +61,49 @@ test("held rounds wake when a confirmation starts waiting; waiters are bounded; 
     copies.unpark("b", wake);
   };
   copies.park("b", wake);
-  assert.equal(copies.waiting, false);
+  assert.equal(copies.wanted("b"), false);
   let confirmed = 0;
-  copies.whenCopied(() => confirmed++, 0);
+  let failed = 0;
+  copies.whenCopied(() => confirmed++, 0, () => failed++);
   assert.equal(woken, 1);
-  assert.equal(copies.waiting, true);
+  assert.equal(copies.wanted("b"), true, "b's copy lacks the ack");
   for (let i = 1; i < MAX_CONFIRM_WAITERS; i++) assert.equal(copies.whenCopied(() => confirmed++, 0), true);
   assert.equal(copies.whenCopied(() => confirmed++, 0), false, "one past the bound is not taken");
   copies.park("b", wake);
   copies.close();
   assert.equal(woken, 2, "a held round is answered at the end");
+  assert.equal(failed, 1, "an API request waiting is told");
   copies.holds("b", "r", copies.next());
   assert.equal(confirmed, 0, "nothing waiting is confirmed after the end");
   assert.equal(copies.whenCopied(() => confirmed++, 0), false);
+});
+
+test("a follower that starts over holds nothing, its held request is told so, and it may join only once it copied again", () => {
+  let counted: string[] = [];
+  const copies = new ConsumerCopies("r", () => counted);
+  assert.equal(copies.holdsConfirmed("b"), false, "no copy of this leadership: not even with nothing confirmed");
+  // Confirmed with no follower counted (the ISR is the leader alone): a joiner needs a copy taken after it.
+  copies.holds("b", "r", copies.next());
+  let n = 0;
+  copies.whenCopied(() => n++, 0);
+  assert.equal(n, 1);
+  assert.equal(copies.holdsConfirmed("b"), false);
+  copies.holds("b", "r", copies.next());
+  assert.equal(copies.holdsConfirmed("b"), true);
+  counted = ["b"];
+  const before = copies.generation("b");
+  let woken = 0;
+  const wake = (): void => {
+    woken++;
+    copies.unpark("b", wake);
+  };
+  copies.park("b", wake);
+  copies.forget("b");
+  assert.equal(woken, 1);
+  assert.notEqual(copies.generation("b"), before, "the held request sees it started over");
+  assert.equal(copies.holdsConfirmed("b"), false);
+  copies.whenCopied(() => n++, 0);
+  assert.equal(n, 1, "b, counted, has no copy with it");
+  copies.holds("b", "r", copies.next());
+  assert.equal(n, 2);
 });

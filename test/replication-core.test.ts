@@ -388,19 +388,18 @@ test("a follower joining the ISR holds the high watermark from the moment its jo
   assert.equal(replicated, false);
   // Agreed: c is a member, and the watermark moves once c has it.
   leader.setIsr(["a", "b", "c"]);
-  leader.joinEnded();
   assert.equal(leader.highWatermark, caughtUp);
   await fetchFrom(leader, "c", end(a));
   assert.equal(leader.highWatermark, end(a));
   assert.equal(replicated, true);
-  // A joining that is refused stops counting: the watermark follows the agreed ISR again.
+  // A joining no longer proposed (refused, or no longer ready at the next check) stops counting.
   leader.setIsr(["a", "b"]);
   await fetchFrom(leader, "c", end(a));
   leader.joining(["c"]);
   const more = await write(leader, a, 7);
   await until(() => end(b) === end(a), "b has the next");
   assert.equal(leader.highWatermark, more, "held by c");
-  leader.joinEnded();
+  leader.joining([]);
   assert.equal(leader.highWatermark, end(a));
   await stop();
 });

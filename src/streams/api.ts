@@ -314,8 +314,9 @@ export class JetStreamApi implements Receiver {
         return this.js.consumer(this.js.stream(t[4]), t[5]).info();
       case "consumer_delete_response": {
         const s = this.js.stream(t[4]);
+        const gate = s.consumerCopyGate;
         await this.js.deleteConsumer(s, t[5]);
-        await s.consumersReplicated();
+        await s.consumersReplicated(gate);
         return { success: true };
       }
       default:
@@ -535,9 +536,10 @@ export class JetStreamApi implements Receiver {
     if (req.stream_name !== undefined && req.stream_name !== streamName) throw Errors.streamMismatch();
     if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
     const action = typeof req.action === "string" ? req.action : "";
-    const c = await this.js.createConsumer(s, req.config, action, name, filter, legacy);
     // Replicated, it exists once the followers that may take over have it (nats-server: once its Raft group does).
-    await s.consumersReplicated();
+    const gate = s.consumerCopyGate;
+    const c = await this.js.createConsumer(s, req.config, action, name, filter, legacy);
+    await s.consumersReplicated(gate);
     return c.info();
   }
 

@@ -21,6 +21,8 @@ interface Waiter {
   need: number;
   since: number;
   done: () => void;
+  /** Told if the leadership ends first (an API request answers with an error; an ack is left unconfirmed). */
+  failed: (() => void) | undefined;
 }
 
 export class ConsumerCopies {
@@ -30,6 +32,8 @@ export class ConsumerCopies {
   private waiters: Waiter[] = [];
   /** Followers' requests held until something changes: each wakes its own. */
   private readonly parked = new Map<string, () => void>();
+  /** Per follower, bumped when it starts over (a restart): a request held from before answers with an error, not a copy. */
+  private readonly generations = new Map<string, number>();
   /** The newest version a confirmed ack needed: a follower joins the ISR only holding it. */
   private confirmed = 0;
   private closed = false;
@@ -56,9 +60,25 @@ export class ConsumerCopies {
     this.release();
   }
 
-  /** The follower holds a copy of this leadership at least as new as every confirmed ack needed. */
+  /** The follower holds a copy of this leadership, at least as new as every confirmed ack needed: it may join the ISR. */
   holdsConfirmed(follower: string): boolean {
-    return (this.held.get(follower) ?? 0) >= this.confirmed;
+    return (this.held.get(follower) ?? 0) >= Math.max(this.confirmed, 1);
+  }
+
+  /** A confirmation waits for a newer copy than the follower holds: its request is answered at once, not held. */
+  wanted(follower: string): boolean {
+    return this.waiters.length > 0 && (this.held.get(follower) ?? 0) < this.waiters[this.waiters.length - 1].need;
+  }
+
+  /** The follower starts over (its process restarted): it holds nothing, and what it asked before is not answered with a copy. */
+  forget(follower: string): void {
+    this.held.delete(follower);
+    this.generations.set(follower, this.generation(follower) + 1);
+    this.parked.get(follower)?.();
+  }
+
+  generation(follower: string): number {
+    return this.generations.get(follower) ?? 0;
   }
 
   /**
@@ -66,22 +86,19 @@ export class ConsumerCopies {
    * applied now (at once with none). False, and no call, when
    * MAX_CONFIRM_WAITERS wait or the leadership ended.
    */
-  whenCopied(done: () => void, now: number): boolean {
+  whenCopied(done: () => void, now: number, failed?: () => void): boolean {
     if (this.closed) return false;
     if (this.counted().length === 0) {
+      // Confirmed on this node alone: a follower joins the ISR only with a copy taken after it.
+      this.confirmed = Math.max(this.confirmed, this.version + 1);
       done();
       return true;
     }
     if (this.waiters.length >= MAX_CONFIRM_WAITERS) return false;
-    this.waiters.push({ need: this.version + 1, since: now, done });
+    this.waiters.push({ need: this.version + 1, since: now, done, failed });
     // Followers waiting for a change copy now.
     for (const wake of [...this.parked.values()]) wake();
     return true;
-  }
-
-  /** Whether a confirmation waits: a follower's unchanged request is then answered at once, not held. */
-  get waiting(): boolean {
-    return this.waiters.length > 0;
   }
 
   /** Holds a follower's request until `wake` is called (a confirmation starts waiting, the leadership ends) or the caller's timer. */
@@ -117,10 +134,12 @@ export class ConsumerCopies {
     return this.counted().filter((n) => (this.held.get(n) ?? 0) < need);
   }
 
-  /** The leadership ends: waiting confirmations are never sent (the acks were applied; a client that waits times out), held requests are answered. */
+  /** The leadership ends: waiting confirmations are never sent (the acks were applied; a client that waits times out; an API request is told), held requests are answered. */
   close(): void {
     this.closed = true;
+    const waiters = this.waiters;
     this.waiters = [];
+    for (const w of waiters) w.failed?.();
     for (const wake of [...this.parked.values()]) wake();
     this.parked.clear();
   }

@@ -14,7 +14,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import type { StoredMessage } from "../store/log.js";
 import { encodeHeaders, appendHeaders, withKeyHeader } from "./headers.js";
 import { filtersOf, isPush, NS_PER_MS, type ConsumerConfig } from "./config.js";
-import { isoTime, type Stream } from "./stream.js";
+import { isoTime, type ConsumerCopyGate, type Stream } from "./stream.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
 import { join } from "node:path";
 import type { Producer } from "../core/broker.js";
@@ -922,14 +922,15 @@ export class Consumer {
     }
     this.markDirty();
     if (reply !== "") {
-      void this.flushState().then(() => this.confirmAck(reply));
+      // Read now: if the leadership ends while the state is written, the ack is not confirmed as unreplicated.
+      const gate = this.stream.consumerCopyGate;
+      void this.flushState().then(() => this.confirmAck(reply, gate));
     }
     this.notify();
   }
 
   /** Replies to a double ack once it is durable here and, on a replicated stream, in the in-sync followers' copies. */
-  private confirmAck(reply: string): void {
-    const gate = this.stream.consumerCopyGate;
+  private confirmAck(reply: string, gate: ConsumerCopyGate | null): void {
     if (gate === null) this.host.emit(reply, reply, "", null, EMPTY);
     else gate(() => this.host.emit(reply, reply, "", null, EMPTY));
   }

@@ -294,6 +294,8 @@ export interface ReplicaLeaderOptions {
   highWatermark?: number;
   /** Called each time the high watermark moves on: readers waiting for it read again. */
   onAdvance?: () => void;
+  /** A follower starts over with this leadership (a restart): what else is known of it (its copy of the consumers) no longer holds. */
+  onStartOver?: (follower: string) => void;
   now?: () => number;
 }
 
@@ -433,7 +435,7 @@ export class ReplicaLeader {
     if (refused !== null) return answer(encodeError(refused.code, refused.message));
     if (req.op === "endOf") {
       if (!Number.isSafeInteger(req.of)) return answer(encodeError("bad_request", "bad epoch"));
-      this.startsOver(this.followers.get(req.follower as string)!);
+      this.startsOver(req.follower as string, this.followers.get(req.follower as string)!);
       const e = this.opts.epochs.endOf(req.of!, this.end);
       return answer(Buffer.from(JSON.stringify({ epoch: e.epoch, end: e.end, logStart: this.opts.log.state().firstSeq } satisfies EndOfAnswer)));
     }
@@ -571,7 +573,7 @@ export class ReplicaLeader {
     if (to > this.end) return encodeError("out_of_range", `sequence ${to} is beyond the leader's end ${this.end}`);
     if (run !== null && (ops === null || !this.knows(run, ops))) return encodeError("reconcile", `removal position ${ops} of ${run} is not one this leadership holds`);
     const f = this.followers.get(req.follower)!;
-    if (run === null) this.startsOver(f);
+    if (run === null) this.startsOver(req.follower, f);
     // From here the follower will ask for removals from the position it adopts: keep them.
     f.opsFrom = ops ?? this.opEnd;
     const { log } = this.opts;
@@ -747,22 +749,25 @@ export class ReplicaLeader {
   }
 
   /**
-   * Adding `names` to the ISR is proposed (they were `readyToJoin`). Until
-   * `setIsr` agrees or `joinEnded` gives up, they count for the high
-   * watermark as members do, KIP-497's "maximal ISR": else the watermark
-   * could pass what a joiner lacks while the change is under way, and the
-   * joiner, in the ISR once it is agreed, could lead without it.
+   * The followers proposed for the ISR (they were `readyToJoin`), all of
+   * them: until `setIsr` has them they count for the high watermark as
+   * members do, KIP-497's "maximal ISR". Else the watermark could pass what
+   * a joiner lacks while the change is on its way to etcd, and the joiner,
+   * in the ISR once it is agreed, could lead without it. Those no longer
+   * proposed stop counting (a refused or undecided change is looked at
+   * again at the next check, with the ISR as etcd then says).
    */
   joining(names: readonly string[]): void {
-    for (const n of names) if (this.followers.has(n) && !this.isr.has(n)) this.joiners.add(n);
+    const next = names.filter((n) => this.followers.has(n) && !this.isr.has(n));
+    if (next.length === this.joiners.size && next.every((n) => this.joiners.has(n))) return;
+    this.joiners.clear();
+    for (const n of next) this.joiners.add(n);
     this.countViews();
   }
 
-  /** The proposed change ended (agreed, then `setIsr`, or refused): joiners not in the ISR now no longer count. */
-  joinEnded(): void {
-    if (this.joiners.size === 0) return;
-    this.joiners.clear();
-    this.countViews();
+  /** Whether `name` is one of this partition's followers. */
+  hasFollower(name: string): boolean {
+    return this.followers.has(name);
   }
 
   /** The followers the high watermark waits for: the ISR's, and those joining it. */
@@ -785,10 +790,11 @@ export class ReplicaLeader {
    * Else a replica back from a restart would look as far along as its last
    * incarnation was, and could join the ISR without what it lacks.
    */
-  private startsOver(f: FollowerView): void {
+  private startsOver(name: string, f: FollowerView): void {
     f.acked = 0;
     f.ackedOps = 0;
     f.lastFetchEnd = 0;
+    this.opts.onStartOver?.(name);
   }
 
   /** ISR followers not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */

@@ -292,7 +292,7 @@ export class StreamReplicas {
    * held back up to CONSUMERS_PARK_MS for a change unless a confirmed ack
    * waits for it.
    */
-  private serveConsumers(name: string, body: Buffer, reply: string, mayPark = true): void {
+  private serveConsumers(name: string, body: Buffer, reply: string, heldSince?: number): void {
     const role = this.roles.get(`${name}/0`);
     let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown };
     try {
@@ -301,25 +301,29 @@ export class StreamReplicas {
       req = {};
     }
     const c = req.cursor;
+    const refuse = (why: string): void => this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
     if (role?.kind !== "leader" || role.copies === null || typeof req.follower !== "string" || !Number.isSafeInteger(c?.consumer) || !Number.isSafeInteger(c?.pending) || c!.consumer < 0 || c!.pending < 0) {
-      this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead stream ${name}, or a bad request` })));
-      return;
+      return refuse(`${this.self} does not lead stream ${name}, or a bad request`);
     }
     const follower = req.follower;
     const copies = role.copies;
+    if (!role.gate.leader.hasFollower(follower)) return refuse(`${follower} is not a replica of stream ${name}`);
+    // Held from before the follower started over: its process is gone.
+    if (heldSince !== undefined && copies.generation(follower) !== heldSince) return refuse(`${follower} started over`);
     const key = `${name}/${follower}`;
     let taken = this.snapshots.get(key);
     let head: { stamp: string; run: string; version: number } | undefined;
     if (taken === undefined || (c!.consumer === 0 && c!.pending === 0)) {
       copies.holds(follower, req.run, req.held);
       const stamp = consumersStamp(role.stream);
-      if (req.stamp === stamp) {
+      if (req.stamp === stamp && req.run === copies.run) {
         this.snapshots.delete(key);
-        if (mayPark && !copies.waiting) {
+        if (heldSince === undefined && !copies.wanted(follower)) {
+          const since = copies.generation(follower);
           const wake = (): void => {
             clearTimeout(timer);
             copies.unpark(follower, wake);
-            this.serveConsumers(name, body, reply, false);
+            this.serveConsumers(name, body, reply, since);
           };
           const timer = setTimeout(wake, CONSUMERS_PARK_MS);
           timer.unref();
@@ -506,6 +510,7 @@ export class StreamReplicas {
   private async lead(name: string, stream: Stream, p: number, replicas: readonly string[], isr: readonly string[], epoch: number, hw: number | undefined, minIsr: number): Promise<LeaderRole> {
     const log = stream.partitions[p];
     const epochs = await this.epochsOf(stream, p);
+    let copies: ConsumerCopies | null = null;
     const leader = await ReplicaLeader.create({
       self: this.self,
       log,
@@ -516,6 +521,8 @@ export class StreamReplicas {
       ...(hw !== undefined && hw > 0 ? { highWatermark: hw } : {}),
       // Readers that wait for new data (a Kafka fetch) wait for the high watermark, not for the append.
       onAdvance: () => stream.replicaAdvanced(p),
+      // A restarted follower's copy of the consumers is gone with its process.
+      onStartOver: (follower) => copies?.forget(follower),
     });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
@@ -525,10 +532,9 @@ export class StreamReplicas {
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
-    let copies: ConsumerCopies | null = null;
     if (p === 0) {
       const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
-      stream.consumerCopyGate = (done) => c.whenCopied(done, Date.now());
+      stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
     }
     return { kind: "leader", stream, epoch, gate, copies };
   }
@@ -579,6 +585,8 @@ export class StreamReplicas {
       if (role.copies !== null) {
         role.copies.close();
         role.stream.consumerCopyGate = null;
+        const prefix = `${role.stream.config.name}/`;
+        for (const key of this.snapshots.keys()) if (key.startsWith(prefix)) this.snapshots.delete(key);
       }
     } else {
       await role.follower.close();
@@ -659,10 +667,11 @@ export class StreamReplicas {
     for (const n of isr) if (n !== this.self && !directory.isLive(n)) out.add(n);
     // One that joins holds the consumers with every confirmed ack: it may take over, and adopts its copy then.
     const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n) && (copies === null || copies.holdsConfirmed(n)));
+    // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497); one no longer ready
+    // (a change refused, or whose outcome etcd did not tell) stops counting, one still ready is proposed again.
+    leader.joining(back);
     if (out.size === 0 && back.length === 0) return;
     const next = [...isr.filter((n) => !out.has(n)), ...back];
-    // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497).
-    leader.joining(back);
     this.change(
       key,
       name,
@@ -676,7 +685,6 @@ export class StreamReplicas {
       `the in-sync replicas of partition ${p} of stream "${name}" are now ${next.join(", ")}${out.size > 0 ? ` (${[...out].join(", ")} fell behind or left)` : ""}`,
       (agreed) => {
         if (agreed) leader.setIsr(next);
-        leader.joinEnded();
         copies?.release();
       },
     );
@@ -695,9 +703,11 @@ export class StreamReplicas {
     // Out of the ISR: this copy may lack acknowledged writes, and must not lead.
     if (rank < 0) return;
     if (role.proposeAt === 0) {
-      // Members ranked before this one propose first; one that is not live gives its turn away.
+      // Members ranked before this one propose first; one that is not live gives its turn away. Without a copy of the
+      // consumers (a restart since), this one waits behind every member: one with a copy takes over with the confirmed acks.
       const ahead = isr.slice(0, rank).filter((n) => directory.isLive(n)).length;
-      role.proposeAt = now + ahead * RANK_DELAY_MS;
+      const noCopy = p === 0 && role.consumers === null ? isr.length : 0;
+      role.proposeAt = now + (ahead + noCopy) * RANK_DELAY_MS;
     }
     if (now < role.proposeAt) return;
     role.proposeAt = now + RANK_DELAY_MS * (isr.length + 1);

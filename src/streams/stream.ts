@@ -38,6 +38,9 @@ export interface StorageQuota {
 /** Where a stream sends what it republishes (the account's routing). */
 export type Republisher = (subject: string, headers: Buffer, data: Buffer) => void;
 
+/** A replicated stream's leader: calls `done` once the in-sync followers copied the consumers as they are now, `failed` if its leadership ends first; false: refused (too many wait, or it ended). */
+export type ConsumerCopyGate = (done: () => void, failed?: () => void) => boolean;
+
 /**
  * An append of a door that picks its partition itself (Kafka), waiting
  * behind a queued publish: one ordering point per stream, so an
@@ -238,14 +241,20 @@ export class Stream {
    * until the in-sync followers have copied the consumers with it
    * (consumer-copies.ts); false: not confirmed. null: replied at once.
    */
-  consumerCopyGate: ((done: () => void) => boolean) | null = null;
+  consumerCopyGate: ConsumerCopyGate | null = null;
 
-  /** Resolves once the in-sync followers hold a copy of the consumers as they are now (at once unreplicated); a refusal throws. */
-  consumersReplicated(): Promise<void> {
-    const gate = this.consumerCopyGate;
+  /**
+   * Resolves once the in-sync followers hold a copy of the consumers as
+   * they are now (at once unreplicated); refused, or the leadership ended
+   * first, it throws. `gate`: the stream's as it was when the change was
+   * made (read before any await: a leadership that ends meanwhile must not
+   * turn into "unreplicated").
+   */
+  consumersReplicated(gate: ConsumerCopyGate | null): Promise<void> {
     if (gate === null) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      if (!gate(resolve)) reject(Errors.clusterNotAvailable);
+      const refused = (): void => reject(Errors.clusterNotAvailable);
+      if (!gate(resolve, refused)) refused();
     });
   }
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
