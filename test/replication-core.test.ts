@@ -404,6 +404,33 @@ test("a follower joining the ISR holds the high watermark from the moment its jo
   await stop();
 });
 
+test("a joiner that stops fetching is lagging and no longer ready: it cannot hold the high watermark for good", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  const b = await node("b", "memory", dir, nodes);
+  let now = 1_000_000;
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["a", "b"], now: () => now });
+  const fb = follow(b, 2, new Link(leader));
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  await until(() => leader.highWatermark === end(a), "HW at the end");
+  await fetchFrom(leader, "c", end(a));
+  assert.deepEqual(leader.readyToJoin(10_000), ["c"]);
+  leader.joining(["c"]);
+  await write(leader, a, 6);
+  await until(() => end(b) === end(a), "b has it");
+  assert.equal(leader.highWatermark, end(a) - 1, "held by c");
+  assert.deepEqual(leader.lagging(10_000), []);
+  now += 10_001;
+  assert.deepEqual(leader.readyToJoin(10_000), [], "held there by itself, c is not ready");
+  assert.deepEqual(leader.lagging(10_000), ["c"], "a joiner behind is lagging as a member is");
+  leader.joining(leader.readyToJoin(10_000));
+  assert.equal(leader.highWatermark, end(a));
+  await fb.close();
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("a follower that starts over (a restart) counts as having nothing until it fetches: its last incarnation's position does not let it join", async (t) => {
   const { a, leader, stop } = await leaderOfAB(t);
   await fetchFrom(leader, "c", end(a));

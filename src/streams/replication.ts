@@ -797,20 +797,30 @@ export class ReplicaLeader {
     this.opts.onStartOver?.(name);
   }
 
-  /** ISR followers not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */
+  /** ISR followers (and joiners) not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */
   lagging(maxLagMs: number): string[] {
     const t = this.now();
     const out: string[] = [];
     // At the end now (a fetch held for the next append) is caught up, however long ago it last fetched.
-    for (const [name, f] of this.followers) if (this.isr.has(name) && f.acked < this.end && t - f.caughtUpAt > maxLagMs) out.push(name);
+    for (const [name, f] of this.followers) if ((this.isr.has(name) || this.joiners.has(name)) && f.acked < this.end && t - f.caughtUpAt > maxLagMs) out.push(name);
     return out;
   }
 
-  /** Followers out of the ISR that have caught up to the high watermark and into this epoch, and applied the removals the ISR has: to be added back. */
-  readyToJoin(): string[] {
+  /**
+   * Followers out of the ISR that have caught up to the high watermark and
+   * into this epoch, applied the removals the ISR has, and are not lagging
+   * (`maxLagMs`, as `lagging`: a joiner counted holds the watermarks down
+   * itself, so being at them is not enough): to be added back.
+   */
+  readyToJoin(maxLagMs = Infinity): string[] {
     const epochStart = this.opts.epochs.list().find((e) => e.epoch === this.epoch)?.start ?? this.end;
+    const t = this.now();
     const out: string[] = [];
-    for (const [name, f] of this.followers) if (!this.isr.has(name) && f.acked >= this.hw && f.acked >= Math.min(epochStart, this.end) && f.ackedOps >= this.opHw) out.push(name);
+    for (const [name, f] of this.followers) {
+      if (this.isr.has(name) || f.acked < this.hw || f.acked < Math.min(epochStart, this.end) || f.ackedOps < this.opHw) continue;
+      if (f.acked < this.end && t - f.caughtUpAt > maxLagMs) continue;
+      out.push(name);
+    }
     return out;
   }
 

@@ -36,7 +36,7 @@ import { ApiError, TooFewReplicasError } from "./errors.js";
 import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
-import { limitsOf, type ReplicaGate, type Stream } from "./stream.js";
+import { limitsOf, type ConsumerCopyGate, type ReplicaGate, type Stream } from "./stream.js";
 import { ConsumerCopies } from "./consumer-copies.js";
 import { consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
@@ -63,6 +63,8 @@ const CONSUMERS_PARK_MS = 500;
 const CONSUMERS_REQUEST_MS = 2000;
 /** A follower's request for the leader's consumers: `<stream>.consumers`. */
 const CONSUMERS = "consumers";
+/** A replicated stream's consumer gate where this node does not lead partition 0 (or not yet with the consumers adopted): nothing is confirmed. */
+const REFUSE_COPIES: ConsumerCopyGate = () => false;
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -192,6 +194,8 @@ interface LeaderRole {
   gate: LeaderGate;
   /** The consumers' copies at the followers (partition 0 only). */
   copies: ConsumerCopies | null;
+  /** Followers proposed for the ISR by a change etcd may have applied without saying so: members until a write settles it. */
+  uncertain: Set<string>;
 }
 
 interface FollowerRole {
@@ -313,7 +317,10 @@ export class StreamReplicas {
     const key = `${name}/${follower}`;
     let taken = this.snapshots.get(key);
     let head: { stamp: string; run: string; version: number } | undefined;
-    if (taken === undefined || (c!.consumer === 0 && c!.pending === 0)) {
+    const first = c!.consumer === 0 && c!.pending === 0;
+    // A later page comes from the snapshot its first page took, or not at all (a copy is never put together from two).
+    if (taken === undefined && !first) return refuse(`no copy of the consumers of stream ${name} under way for ${follower}`);
+    if (taken === undefined || first) {
       copies.holds(follower, req.run, req.held);
       const stamp = consumersStamp(role.stream);
       if (req.stamp === stamp && req.run === copies.run) {
@@ -419,6 +426,7 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, "the stream is no longer hosted here");
         role.stream.setReplicaGate(p, undefined);
+        if (p === 0) role.stream.consumerCopyGate = null;
       }
     }
     if (local === undefined || placed === undefined || this.closed) return;
@@ -435,6 +443,7 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, "the partition is no longer replicated here");
         stream.setReplicaGate(p, undefined);
+        if (p === 0) stream.consumerCopyGate = null;
       }
       return;
     }
@@ -457,8 +466,11 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
-      this.roles.set(key, await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length)));
+      const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
+      this.roles.set(key, led);
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
+      const copies = led.copies;
+      if (copies !== null && this.roles.get(key) === led) stream.consumerCopyGate = (done, failed) => copies.whenCopied(done, Date.now(), failed);
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -532,11 +544,12 @@ export class StreamReplicas {
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
+    // Nothing is confirmed before the consumers to lead with are adopted (openCopies): an ack on one about to be replaced would be lost.
     if (p === 0) {
-      const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
-      stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
+      copies = new ConsumerCopies(leader.run, () => leader.counted);
+      stream.consumerCopyGate = REFUSE_COPIES;
     }
-    return { kind: "leader", stream, epoch, gate, copies };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -570,6 +583,7 @@ export class StreamReplicas {
     });
     follower.start();
     stream.followerCopy = true;
+    if (p === 0) stream.consumerCopyGate = REFUSE_COPIES;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
@@ -584,7 +598,7 @@ export class StreamReplicas {
       role.gate.leader.close(why);
       if (role.copies !== null) {
         role.copies.close();
-        role.stream.consumerCopyGate = null;
+        role.stream.consumerCopyGate = REFUSE_COPIES;
         const prefix = `${role.stream.config.name}/`;
         for (const key of this.snapshots.keys()) if (key.startsWith(prefix)) this.snapshots.delete(key);
       }
@@ -657,7 +671,10 @@ export class StreamReplicas {
     const directory = this.host.cluster.directory;
     const placed = directory.get(this.account, name)?.placement;
     if (placed === undefined || placed.leaders[p] !== this.self || (placed.epochs?.[p] ?? 1) !== role.epoch) return;
-    const isr = placed.isr?.[p] ?? replicasOf(placed, p);
+    const agreed = placed.isr?.[p] ?? replicasOf(placed, p);
+    // Joiners of a change etcd may have applied without saying so are members until a write settles it.
+    for (const n of role.uncertain) if (agreed.includes(n)) role.uncertain.delete(n);
+    const isr = [...agreed, ...role.uncertain];
     const leader = role.gate.leader;
     const copies = role.copies;
     copies?.release();
@@ -666,11 +683,11 @@ export class StreamReplicas {
     if (copies !== null) for (const n of copies.holdingUp(LAG_MAX_MS, Date.now())) if (isr.includes(n)) out.add(n);
     for (const n of isr) if (n !== this.self && !directory.isLive(n)) out.add(n);
     // One that joins holds the consumers with every confirmed ack: it may take over, and adopts its copy then.
-    const back = leader.readyToJoin().filter((n) => directory.isLive(n) && !isr.includes(n) && (copies === null || copies.holdsConfirmed(n)));
+    const back = leader.readyToJoin(LAG_MAX_MS).filter((n) => directory.isLive(n) && !isr.includes(n) && (copies === null || copies.holdsConfirmed(n)));
     // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497); one no longer ready
-    // (a change refused, or whose outcome etcd did not tell) stops counting, one still ready is proposed again.
-    leader.joining(back);
-    if (out.size === 0 && back.length === 0) return;
+    // after a refused change stops counting, one still ready is proposed again.
+    leader.joining([...back, ...role.uncertain]);
+    if (out.size === 0 && back.length === 0 && role.uncertain.size === 0) return;
     const next = [...isr.filter((n) => !out.has(n)), ...back];
     this.change(
       key,
@@ -683,8 +700,11 @@ export class StreamReplicas {
         return { ...pl, isr: isrs };
       },
       `the in-sync replicas of partition ${p} of stream "${name}" are now ${next.join(", ")}${out.size > 0 ? ` (${[...out].join(", ")} fell behind or left)` : ""}`,
-      (agreed) => {
-        if (agreed) leader.setIsr(next);
+      (ok, maybeApplied) => {
+        if (ok) {
+          role.uncertain.clear();
+          leader.setIsr(next);
+        } else if (maybeApplied) for (const n of back) role.uncertain.add(n);
         copies?.release();
       },
     );
@@ -723,8 +743,8 @@ export class StreamReplicas {
     }, `took over partition ${p} of stream "${name}" from ${old} (not live) in epoch ${epoch}`);
   }
 
-  /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. `ended` hears whether it was agreed. */
-  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string, ended?: (agreed: boolean) => void): void {
+  /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. `ended` hears whether it was agreed, or else whether etcd may have applied it without saying so. */
+  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string, ended?: (agreed: boolean, maybeApplied: boolean) => void): void {
     this.changing.add(key);
     const log = this.host.js.options.log;
     this.host.cluster.directory
@@ -735,11 +755,11 @@ export class StreamReplicas {
       .then(
         () => {
           log.info(`cluster: ${what}`);
-          ended?.(true);
+          ended?.(true, false);
         },
         (err: Error) => {
           if (err.name !== "ConcurrentChangeError") log.debug(`cluster: partition ${p} of stream "${name}": ${err.message}`);
-          ended?.(false);
+          ended?.(false, (err as { maybeApplied?: unknown }).maybeApplied === true);
         },
       )
       .finally(() => this.changing.delete(key));
