@@ -28,7 +28,7 @@ import { MemoryLog } from "../store/memory-log.js";
 import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
-import { limitsOf, Stream, type StorageQuota } from "./stream.js";
+import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors } from "./errors.js";
 import type { ClusterStreams } from "./cluster-streams.js";
@@ -208,7 +208,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
     for (const s of this.streams.values()) {
       this.unbind(s);
       this.bindSubjects(s);
+      this.refuseConfirmsUntilPlaced(s);
     }
+  }
+
+  /** In a cluster, a replicated stream's consumers confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */
+  private refuseConfirmsUntilPlaced(s: Stream): void {
+    if (this.cluster !== null && (s.config.num_replicas ?? 1) > 1) s.consumerCopyGate = REFUSE_CONSUMER_COPIES;
   }
 
   get limits(): Readonly<AccountLimits> {
@@ -406,6 +412,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
+    this.refuseConfirmsUntilPlaced(stream);
     stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
     try {
       if (partitionCount > 1) stream.useOrder(await this.openOrder(stream));

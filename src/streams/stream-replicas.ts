@@ -36,7 +36,7 @@ import { ApiError, TooFewReplicasError } from "./errors.js";
 import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
-import { limitsOf, type ConsumerCopyGate, type ReplicaGate, type Stream } from "./stream.js";
+import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
 import { ConsumerCopies } from "./consumer-copies.js";
 import { consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
@@ -63,8 +63,6 @@ const CONSUMERS_PARK_MS = 500;
 const CONSUMERS_REQUEST_MS = 2000;
 /** A follower's request for the leader's consumers: `<stream>.consumers`. */
 const CONSUMERS = "consumers";
-/** A replicated stream's consumer gate where this node does not lead partition 0 (or not yet with the consumers adopted): nothing is confirmed. */
-const REFUSE_COPIES: ConsumerCopyGate = () => false;
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -196,6 +194,8 @@ interface LeaderRole {
   copies: ConsumerCopies | null;
   /** Followers proposed for the ISR by a change etcd may have applied without saying so: members until a write settles it. */
   uncertain: Set<string>;
+  /** The consumers to lead with are in place (the copy adopted): followers may copy them, acks are confirmed. */
+  adopted: boolean;
 }
 
 interface FollowerRole {
@@ -242,7 +242,7 @@ export class StreamReplicas {
   /** By `<stream>/<partition>`. */
   private readonly roles = new Map<string, Role>();
   /** Consumers taken for a follower's paged copy, by `<stream>/<follower>`: later pages read the same snapshot. */
-  private readonly snapshots = new Map<string, ConsumerCopy[]>();
+  private readonly snapshots = new Map<string, { version: number; taken: ConsumerCopy[] }>();
   /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
   private readonly changing = new Set<string>();
   private readonly timer: NodeJS.Timeout;
@@ -298,7 +298,7 @@ export class StreamReplicas {
    */
   private serveConsumers(name: string, body: Buffer, reply: string, heldSince?: number): void {
     const role = this.roles.get(`${name}/0`);
-    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown };
+    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown; snapshot?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -312,15 +312,16 @@ export class StreamReplicas {
     const follower = req.follower;
     const copies = role.copies;
     if (!role.gate.leader.hasFollower(follower)) return refuse(`${follower} is not a replica of stream ${name}`);
+    if (!role.adopted) return refuse(`${this.self} is taking over the consumers of stream ${name}`);
     // Held from before the follower started over: its process is gone.
     if (heldSince !== undefined && copies.generation(follower) !== heldSince) return refuse(`${follower} started over`);
     const key = `${name}/${follower}`;
-    let taken = this.snapshots.get(key);
+    let taken = this.snapshots.get(key)?.taken;
     let head: { stamp: string; run: string; version: number } | undefined;
     const first = c!.consumer === 0 && c!.pending === 0;
     // A later page comes from the snapshot its first page took, or not at all (a copy is never put together from two).
-    if (taken === undefined && !first) return refuse(`no copy of the consumers of stream ${name} under way for ${follower}`);
-    if (taken === undefined || first) {
+    if (!first && (taken === undefined || this.snapshots.get(key)!.version !== req.snapshot)) return refuse(`no copy of the consumers of stream ${name} under way for ${follower}`);
+    if (first) {
       copies.holds(follower, req.run, req.held);
       const stamp = consumersStamp(role.stream);
       if (req.stamp === stamp && req.run === copies.run) {
@@ -345,9 +346,9 @@ export class StreamReplicas {
       }
       taken = takeConsumers(role.stream, Date.now());
       head = { stamp, run: copies.run, version: copies.next() };
-      this.snapshots.set(key, taken);
+      this.snapshots.set(key, { version: head.version, taken });
     }
-    const page = consumersAnswer(taken, c!);
+    const page = consumersAnswer(taken!, c!);
     if (page.next === null) this.snapshots.delete(key);
     this.host.answer(reply, Buffer.from(JSON.stringify(head === undefined ? page : { ...page, ...head })));
   }
@@ -367,7 +368,7 @@ export class StreamReplicas {
     let failed = false;
     readConsumers(async (cursor) => {
       const first = cursor.consumer === 0 && cursor.pending === 0;
-      const holding = first && role.consumers !== null ? { stamp: role.consumersStamp, run: role.consumersRun, held: role.consumersVersion } : {};
+      const holding = first ? (role.consumers !== null ? { stamp: role.consumersStamp, run: role.consumersRun, held: role.consumersVersion } : {}) : { snapshot: head.version };
       const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, ...holding })), CONSUMERS_REQUEST_MS);
       if (b === null) throw new Error(`${role.leader} did not answer for the consumers`);
       if (first) {
@@ -443,8 +444,8 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, "the partition is no longer replicated here");
         stream.setReplicaGate(p, undefined);
-        if (p === 0) stream.consumerCopyGate = null;
       }
+      if (p === 0) stream.consumerCopyGate = null;
       return;
     }
     const epoch = placed.epochs?.[p] ?? 1;
@@ -468,9 +469,11 @@ export class StreamReplicas {
       }
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
       this.roles.set(key, led);
-      if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
-      const copies = led.copies;
-      if (copies !== null && this.roles.get(key) === led) stream.consumerCopyGate = (done, failed) => copies.whenCopied(done, Date.now(), failed);
+      try {
+        if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
+      } finally {
+        if (this.roles.get(key) === led) this.openCopies(led);
+      }
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -489,6 +492,13 @@ export class StreamReplicas {
     this.roles.set(key, next);
   }
 
+  /** The consumers to lead with are in place: followers may copy them, and acks and consumer changes are confirmed once they have. */
+  private openCopies(role: LeaderRole): void {
+    role.adopted = true;
+    const copies = role.copies;
+    if (copies !== null) role.stream.consumerCopyGate = (done, failed) => copies.whenCopied(done, Date.now(), failed);
+  }
+
   /**
    * A follower taking over: the consumers the old leader had at the last
    * copy, at that state (acks since then are lost: those deliveries come
@@ -500,16 +510,26 @@ export class StreamReplicas {
     const js = this.host.js;
     let adopted = 0;
     for (const c of copies) {
-      const stale = stream.consumers.get(c.name);
-      if (stale !== undefined) {
-        stream.consumers.delete(c.name);
-        await stale.stop();
-      }
       try {
+        const stale = stream.consumers.get(c.name);
+        if (stale !== undefined) {
+          stream.consumers.delete(c.name);
+          await stale.stop();
+        }
         await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
         adopted++;
       } catch (err) {
         js.options.log.warn(`cluster: consumer "${c.name}" of stream "${name}" could not be taken over: ${(err as Error).message}`);
+      }
+    }
+    // One here that the leader did not have was deleted there (or is this node's own from an older leadership).
+    const kept = new Set(copies.map((c) => c.name));
+    for (const c of [...stream.consumers.keys()]) {
+      if (kept.has(c)) continue;
+      try {
+        await js.deleteConsumer(stream, c, "not among the consumers of the leader taken over from");
+      } catch (err) {
+        js.options.log.warn(`cluster: consumer "${c}" of stream "${name}", not among the leader's, could not be deleted: ${(err as Error).message}`);
       }
     }
     if (adopted > 0) js.options.log.info(`cluster: took over ${adopted} consumers of stream "${name}" of account ${this.account}`);
@@ -547,9 +567,9 @@ export class StreamReplicas {
     // Nothing is confirmed before the consumers to lead with are adopted (openCopies): an ack on one about to be replaced would be lost.
     if (p === 0) {
       copies = new ConsumerCopies(leader.run, () => leader.counted);
-      stream.consumerCopyGate = REFUSE_COPIES;
+      stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     }
-    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set(), adopted: false };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -583,7 +603,7 @@ export class StreamReplicas {
     });
     follower.start();
     stream.followerCopy = true;
-    if (p === 0) stream.consumerCopyGate = REFUSE_COPIES;
+    if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
@@ -598,7 +618,7 @@ export class StreamReplicas {
       role.gate.leader.close(why);
       if (role.copies !== null) {
         role.copies.close();
-        role.stream.consumerCopyGate = REFUSE_COPIES;
+        role.stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
         const prefix = `${role.stream.config.name}/`;
         for (const key of this.snapshots.keys()) if (key.startsWith(prefix)) this.snapshots.delete(key);
       }
@@ -678,7 +698,8 @@ export class StreamReplicas {
     const leader = role.gate.leader;
     const copies = role.copies;
     copies?.release();
-    const out = new Set(leader.lagging(LAG_MAX_MS));
+    // Joiners lag too (they are counted), but leave by no longer being proposed.
+    const out = new Set(leader.lagging(LAG_MAX_MS).filter((n) => isr.includes(n)));
     // A follower that holds up confirmed acks by not copying the consumers is as far behind as one that does not fetch.
     if (copies !== null) for (const n of copies.holdingUp(LAG_MAX_MS, Date.now())) if (isr.includes(n)) out.add(n);
     for (const n of isr) if (n !== this.self && !directory.isLive(n)) out.add(n);

@@ -41,6 +41,9 @@ export type Republisher = (subject: string, headers: Buffer, data: Buffer) => vo
 /** A replicated stream's leader: calls `done` once the in-sync followers copied the consumers as they are now, `failed` if its leadership ends first; false: refused (too many wait, or it ended). */
 export type ConsumerCopyGate = (done: () => void, failed?: () => void) => boolean;
 
+/** The gate of a replicated stream's consumers where nothing may be confirmed: this node does not lead it, or not yet (stream-replicas.ts). */
+export const REFUSE_CONSUMER_COPIES: ConsumerCopyGate = () => false;
+
 /**
  * An append of a door that picks its partition itself (Kafka), waiting
  * behind a queued publish: one ordering point per stream, so an
