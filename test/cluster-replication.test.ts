@@ -272,6 +272,7 @@ test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the pre
   await retrying(() => jsm.streams.add({ name: "SD", subjects: ["sd.>"], num_replicas: 3 }));
   await waitUntil(() => placementOf(nodes[0], "SD")?.isr?.[0].length === 3, "every replica in sync");
   for (let i = 1; i <= 20; i++) await retrying(() => js.publish("sd.x", `x${i}`));
+  await retrying(() => jsm.consumers.add("SD", { durable_name: "gone", ack_policy: "explicit" }));
   const stepDown = async (body: unknown): Promise<Record<string, unknown>> =>
     JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD", JSON.stringify(body), { timeout: 10_000 })).data)) as Record<string, unknown>;
   const first = placementOf(nodes[0], "SD")!.leaders[0];
@@ -281,11 +282,15 @@ test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the pre
   assert.ok(placed.isr![0].includes(first), "the old leader stays in sync, as a follower");
   assert.equal((await retrying(() => js.publish("sd.x", "x21"))).seq, 21);
   assert.equal((await jsm.streams.info("SD")).state.messages, 21);
+  // Deleted under the new leader, the consumer the first leader still holds in its files must not come back with it.
+  await retrying(() => jsm.consumers.delete("SD", "gone"));
   // Back to the first leader by name.
   await waitUntil(() => placementOf(nodes[0], "SD")!.isr![0].length === 3, "every replica in sync again");
   assert.equal((await retrying(() => stepDown({ placement: { preferred: first } }).then((r) => (r.error === undefined ? r : Promise.reject(new Error(JSON.stringify(r.error))))))).success, true);
   await waitUntil(() => placementOf(nodes[0], "SD")!.leaders[0] === first, "the preferred leader");
   assert.equal((await retrying(() => js.publish("sd.x", "x22"))).seq, 22);
+  assert.equal(nodes.find((n) => nameOf(n) === first)!.jetstream!.streams.get("SD")!.consumers.has("gone"), false, "the deleted consumer stays deleted");
+  await assert.rejects(jsm.consumers.info("SD", "gone"), /consumer not found/);
   // The CLI: a stream created with --replicas, and handed to a named node.
   const url = nodes[0].url;
   const add = await captured((io) => runJsCommand("stream", ["add", "SDC", "--subjects", "sdc.>", "--replicas", "3", "-s", url], io));
