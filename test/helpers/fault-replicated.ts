@@ -19,8 +19,8 @@
  * reads and whose confirmed acks (`ackAck`) make an ack floor that
  * consumer info must not show going back (`commit` / `committed` ops).
  *
- * Kafka is not in this run: the Kafka door does not replicate yet
- * (`replication.factor` above 1 is refused).
+ * Kafka is not in this run yet: replicated topics are tested by
+ * `cluster-kafka-replication.test.ts`, not under this schedule.
  */
 
 import { readdirSync } from "node:fs";
