@@ -785,6 +785,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
   async deleteConsumer(stream: Stream, name: string, why = ""): Promise<void> {
     const c = this.consumer(stream, name);
     stream.consumers.delete(name);
+    await this.removeConsumer(stream, c, why);
+  }
+
+  /** Deletes a consumer already taken out of its stream's map: told, stopped, its files gone. */
+  async removeConsumer(stream: Stream, c: Consumer, why = ""): Promise<void> {
+    const name = c.name;
     c.notifyDeleted();
     await c.stop();
     if (c.dir !== null) await removeDir(c.dir);

@@ -194,8 +194,6 @@ interface LeaderRole {
   copies: ConsumerCopies | null;
   /** Followers proposed for the ISR by a change etcd may have applied without saying so: members until a write settles it. */
   uncertain: Set<string>;
-  /** The consumers to lead with are in place (the copy adopted): followers may copy them, acks are confirmed. */
-  adopted: boolean;
 }
 
 interface FollowerRole {
@@ -312,7 +310,6 @@ export class StreamReplicas {
     const follower = req.follower;
     const copies = role.copies;
     if (!role.gate.leader.hasFollower(follower)) return refuse(`${follower} is not a replica of stream ${name}`);
-    if (!role.adopted) return refuse(`${this.self} is taking over the consumers of stream ${name}`);
     // Held from before the follower started over: its process is gone.
     if (heldSince !== undefined && copies.generation(follower) !== heldSince) return refuse(`${follower} started over`);
     const key = `${name}/${follower}`;
@@ -467,13 +464,11 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
+      // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
+      if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
       this.roles.set(key, led);
-      try {
-        if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
-      } finally {
-        if (this.roles.get(key) === led) this.openCopies(led);
-      }
+      this.openCopies(led);
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -494,7 +489,6 @@ export class StreamReplicas {
 
   /** The consumers to lead with are in place: followers may copy them, and acks and consumer changes are confirmed once they have. */
   private openCopies(role: LeaderRole): void {
-    role.adopted = true;
     const copies = role.copies;
     if (copies !== null) role.stream.consumerCopyGate = (done, failed) => copies.whenCopied(done, Date.now(), failed);
   }
@@ -508,28 +502,26 @@ export class StreamReplicas {
    */
   private async adoptConsumers(name: string, stream: Stream, copies: readonly ConsumerCopy[]): Promise<void> {
     const js = this.host.js;
+    // Out of sight at once: no reader (consumer info, a pull) meets this node's own older consumers while the copy is adopted.
+    const local = [...stream.consumers.values()];
+    stream.consumers.clear();
+    const kept = new Set(copies.map((c) => c.name));
+    for (const c of local) {
+      try {
+        // One the leader did not have was deleted there (or is this node's own from an older leadership).
+        if (kept.has(c.name)) await c.stop();
+        else await js.removeConsumer(stream, c, " (not among the consumers of the leader taken over from)");
+      } catch (err) {
+        js.options.log.warn(`cluster: consumer "${c.name}" of stream "${name}" could not be replaced: ${(err as Error).message}`);
+      }
+    }
     let adopted = 0;
     for (const c of copies) {
       try {
-        const stale = stream.consumers.get(c.name);
-        if (stale !== undefined) {
-          stream.consumers.delete(c.name);
-          await stale.stop();
-        }
         await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
         adopted++;
       } catch (err) {
         js.options.log.warn(`cluster: consumer "${c.name}" of stream "${name}" could not be taken over: ${(err as Error).message}`);
-      }
-    }
-    // One here that the leader did not have was deleted there (or is this node's own from an older leadership).
-    const kept = new Set(copies.map((c) => c.name));
-    for (const c of [...stream.consumers.keys()]) {
-      if (kept.has(c)) continue;
-      try {
-        await js.deleteConsumer(stream, c, "not among the consumers of the leader taken over from");
-      } catch (err) {
-        js.options.log.warn(`cluster: consumer "${c}" of stream "${name}", not among the leader's, could not be deleted: ${(err as Error).message}`);
       }
     }
     if (adopted > 0) js.options.log.info(`cluster: took over ${adopted} consumers of stream "${name}" of account ${this.account}`);
@@ -569,7 +561,7 @@ export class StreamReplicas {
       copies = new ConsumerCopies(leader.run, () => leader.counted);
       stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     }
-    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set(), adopted: false };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
