@@ -468,7 +468,6 @@ export class StreamReplicas {
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
       this.roles.set(key, led);
-      this.openCopies(led);
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -485,12 +484,6 @@ export class StreamReplicas {
       stream.replicaConsumers = copied;
     }
     this.roles.set(key, next);
-  }
-
-  /** The consumers to lead with are in place: followers may copy them, and acks and consumer changes are confirmed once they have. */
-  private openCopies(role: LeaderRole): void {
-    const copies = role.copies;
-    if (copies !== null) role.stream.consumerCopyGate = (done, failed) => copies.whenCopied(done, Date.now(), failed);
   }
 
   /**
@@ -556,10 +549,10 @@ export class StreamReplicas {
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
     this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
-    // Nothing is confirmed before the consumers to lead with are adopted (openCopies): an ack on one about to be replaced would be lost.
+    // The consumers to lead with are in place (adopted before this): acks and consumer changes are confirmed once the followers copied them.
     if (p === 0) {
-      copies = new ConsumerCopies(leader.run, () => leader.counted);
-      stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+      const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
+      stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
     }
     return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
   }
