@@ -7,7 +7,9 @@
  * high watermark passes the batch, and refused NOT_ENOUGH_REPLICAS while the
  * ISR is too small; consumers see nothing past the high watermark (records,
  * ListOffsets latest), and a consumer waiting at it gets the records as soon
- * as it moves, not at the end of its fetch wait.
+ * as it moves, not at the end of its fetch wait. An idempotent producer's
+ * batch stored here whose replication then failed is, retried, a duplicate:
+ * answered with its first offset once replicated, never stored twice.
  */
 
 import { test, before, after } from "node:test";
@@ -16,7 +18,7 @@ import kafkajs from "kafkajs";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
 import type { ReplicaGate, Stream } from "../src/streams/stream.js";
-import { TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
+import { Errors, TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -27,6 +29,8 @@ class TestGate implements ReplicaGate {
   /** The last sequence shipped to the (absent) followers. */
   shipped = 0;
   readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
+  /** The next replication to fail with this after its append (the leader's lease lost while the batch waited). */
+  failNext: ApiError | null = null;
 
   constructor(private readonly stream: Stream) {}
 
@@ -36,7 +40,10 @@ class TestGate implements ReplicaGate {
 
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
     this.ship(lastSeq);
-    if (lastSeq < this.highWatermark) done(null);
+    const fail = this.failNext;
+    this.failNext = null;
+    if (fail !== null) done(fail);
+    else if (lastSeq < this.highWatermark) done(null);
     else this.waiting.push({ seq: lastSeq, done });
   }
 
@@ -47,6 +54,7 @@ class TestGate implements ReplicaGate {
 
   // Removals: none in this test.
   removed(): void {}
+  frontMoved(): void {}
   removedUnlisted(): void {}
   removedBelow(): void {}
   removalsReplicated(done: (err: ApiError | null) => void): void {
@@ -162,4 +170,39 @@ test("acks=1 is answered without the high watermark, acks=all at it; readers sto
   }
   // Without the gate, everything stored is readable again.
   assert.equal(await latest(topic), "4");
+});
+
+test("an idempotent batch stored here whose replication failed is a duplicate when retried: answered at its offset once replicated, stored once", async () => {
+  const topic = "gated-retry";
+  await createTopic(h, topic);
+  const stream = h.srv.jetstream!.streams.get(topic)!;
+  const gate = new TestGate(stream);
+  stream.setReplicaGate(0, gate);
+  const producer = client(5).producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    // The leader's lease lost while the stored batch waited for its replicas: NOT_LEADER_OR_FOLLOWER; KafkaJS sends the same batch again.
+    gate.failNext = Errors.clusterNotAvailable();
+    let answered = false;
+    const sent = producer.send({ topic, acks: -1, messages: [{ value: "x" }] }).then((r) => {
+      answered = true;
+      return r;
+    });
+    await waitUntil(() => gate.waiting.length === 1, "the retried batch to wait for its replicas");
+    assert.equal(gate.failNext, null, "the first attempt's replication failed");
+    assert.equal(stream.partitions[0].state().lastSeq, 1, "the retry is not stored again");
+    assert.equal(gate.waiting[0].seq, 1, "the retry waits for the first attempt's record");
+    assert.equal(answered, false, "a duplicate is answered only once replicated");
+    gate.advance(2);
+    const r = await sent;
+    assert.equal(r[0].baseOffset, "0");
+    // The producer goes on from there.
+    gate.advance(3);
+    const next = await producer.send({ topic, acks: -1, messages: [{ value: "y" }] });
+    assert.equal(next[0].baseOffset, "1");
+    assert.equal(stream.partitions[0].state().lastSeq, 2);
+  } finally {
+    await producer.disconnect();
+    stream.setReplicaGate(0, undefined);
+  }
 });

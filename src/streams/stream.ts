@@ -795,7 +795,12 @@ export class Stream {
     });
   }
 
-  /** A door's append of `count` records: checked, ordered behind queued publishes, issued, and told to consumers once stored. */
+  /**
+   * A door's append of `count` records: checked, ordered behind queued
+   * publishes, issued, and told to consumers once stored. `done` gets the
+   * first sequence whenever the records were stored here, with the error
+   * of a replication that failed after it too; 0 when they were not stored.
+   */
   private doorAppend(
     partition: number,
     largestPayload: number,
@@ -829,7 +834,8 @@ export class Stream {
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
       for (const l of this.runListeners) l(partition, first, count);
       this.order?.landed();
-      const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, e === null ? first : 0), leaderOnly);
+      // Stored here: `first` goes with a replication error too, as the records are in this log (a retry is a duplicate).
+      const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, first), leaderOnly);
       if (this.config.retention === "interest" || (this.order === null && partition === 0 && this.consumers.size > 0)) {
         let left = count;
         const ack = (): void => {
@@ -1061,6 +1067,20 @@ export class Stream {
     const ok = await this.deleteBySeq(seq);
     if (ok) await this.removalsReplicated(this.removalGate);
     return ok;
+  }
+
+  /**
+   * For a door's retried append that this log already holds (a Kafka
+   * idempotent producer's duplicate batch): `done` once `partition` up to
+   * `lastSeq` is replicated as `ack` asks, as the first append would have
+   * been answered, or with the refusal a new append would get here now.
+   */
+  whenStored(partition: number, lastSeq: number, done: (err: ApiError | null) => void, ack: ReplicaAck = "all"): void {
+    if (this.deleted) return done(Errors.streamNotFound());
+    if (this.partitionFrozen(partition)) return done(Errors.streamMoving());
+    const refused = this.replicaRefusal(partition, ack === "leader");
+    if (refused !== null) return done(refused);
+    this.whenReplicated(partition, lastSeq, done, ack === "leader");
   }
 
   /**

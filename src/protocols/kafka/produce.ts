@@ -336,19 +336,21 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   }
   let settle!: (offset: number | ApiError) => void;
   const stored = new Promise<number | ApiError>((resolve) => (settle = resolve));
+  // The producer's state follows this log, as Kafka's does: a batch stored here is recorded with its offset even
+  // when its replication then fails (a lost lease, too few replicas after the append), so that the client's retry
+  // is answered as a duplicate, once replicated, instead of being stored twice. Only a batch not stored is forgotten.
+  let storedHere: ((offset: number | null) => void) | null = null;
   if (batch.producerId >= 0) {
-    const offset = stored.then((o) => (typeof o === "number" ? o : Promise.reject(o)));
+    const offset = new Promise<number>((resolve, reject) => (storedHere = (o) => (o === null ? reject(new Error("not stored")) : resolve(o))));
     offset.catch(() => undefined);
     const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, stream.arrivals[index] ?? 0, batch.baseSequence, batch.count, offset);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
-    if (verdict.kind === "duplicate") {
-      return Promise.resolve(verdict.offset).then(
-        (o) => ({ index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 }),
-        () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
-      );
-    }
+    if (verdict.kind === "duplicate") return duplicate(stream, index, batch.count, verdict.offset, ack);
   }
-  const stored_ = (err: ApiError | null, first: number): void => settle(err ?? first - 1);
+  const stored_ = (err: ApiError | null, first: number): void => {
+    (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
+    settle(err ?? first - 1);
+  };
   if (p.whole !== null) {
     if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
     // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
@@ -373,6 +375,18 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     if (transactionalId !== null) door.transactions.stored(transactionalId, topic, index, o);
     return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
   });
+}
+
+/** The answer to a batch this log already holds: its offset once replicated as `ack` asks, or the refusal a new append would get. */
+function duplicate(stream: Stream, index: number, count: number, offset: number | Promise<number>, ack: ReplicaAck): Promise<PartitionResult> {
+  return Promise.resolve(offset).then(
+    (o) =>
+      new Promise<PartitionResult>((resolve) =>
+        // Offset o is sequence o + 1: the batch's last record is at o + count.
+        stream.whenStored(index, o + count, (err) => resolve(err === null ? { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 } : failed(index, produceErrorOf(err))), ack),
+      ),
+    () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
+  );
 }
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */

@@ -23,7 +23,7 @@ const MAX_ENTRIES = 100_000;
 interface Batch {
   firstSeq: number;
   count: number;
-  /** The stored base offset, or the append in flight that will give it. */
+  /** The base offset it was stored at here, or the append in flight that will give it (replicated or not: see produce.ts). */
   offset: number | Promise<number>;
 }
 
@@ -135,7 +135,7 @@ export class ProducerStates {
     offset.then(
       (o) => (batch.offset = o),
       () => {
-        // A failed append is not a batch the client may be told was stored: forget it and rewind.
+        // Not stored here (refused, or the store failed): not a batch a retry may be told was stored; forget it and rewind.
         const i = e!.batches.indexOf(batch);
         if (i >= 0) e!.batches.splice(i, 1);
         if (e!.nextSeq === (firstSeq + count) % 0x80000000) e!.nextSeq = firstSeq;
