@@ -901,6 +901,59 @@ test("a late or repeated answer applies nothing twice and skips nothing; removal
   leader.close();
 });
 
+test("what the limits evict reaches a follower only with the records that caused it: a key's old value is never gone on a replica that lacks its new one", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  const put = async (): Promise<number> => {
+    const seq = await appendAsync(a.log, { subject: "s.0", data: Buffer.from("v") });
+    leader.appended(seq);
+    return seq;
+  };
+  for (let i = 1; i <= 30; i++) await put();
+  await fetchFrom(leader, "b", 31, { ops: 0 });
+  // A new value of a key lands (31) and the per-subject limit evicts the old one (5) before the leader is told of the append,
+  // as the store does: the eviction waits for the record that made it; b's fetch at the end gets neither yet.
+  const next = await appendAsync(a.log, { subject: "s.1", data: Buffer.from("new value") });
+  assert.equal(next, 31);
+  assert.equal(await a.log.delete(5), true);
+  const p1 = leader.removed([5], next);
+  const early = await fetchFrom(leader, "b", 31, { ops: 0 });
+  assert.deepEqual([early.removals, early.opsTo, early.items.length], [[], 0, 0]);
+  leader.appended(next);
+  const both = await fetchFrom(leader, "b", 31, { ops: 0 });
+  assert.deepEqual([both.removals, both.opsTo, both.next], [[5], p1, 32]);
+  // A follower behind gets the eviction only in the answer that reaches its cause; removals after it wait too (in order).
+  for (let i = 32; i <= 60; i++) await put();
+  assert.equal(await a.log.delete(7), true);
+  const p2 = leader.removed([7], 60);
+  const p3 = await del(leader, a, [3]);
+  const part = await fetchFrom(leader, "b", 32, { ops: p1, maxBytes: 200 });
+  assert.ok(part.next < 61, `a short answer (next ${part.next})`);
+  assert.deepEqual([part.removals, part.opsTo], [[], p1]);
+  const rest = await fetchFrom(leader, "b", 32, { ops: p1 });
+  assert.deepEqual([rest.removals, rest.opsTo], [[7, 3], p3]);
+  assert.ok(p3 > p2);
+  // The front: the limits took the log start to 10 because of record 60; an answer that stops short of 60 keeps the old start.
+  await a.log.purge({ upTo: 10 });
+  leader.frontMoved(1, 60);
+  assert.equal((await fetchFrom(leader, "b", 32, { ops: p3, maxBytes: 200 })).logStart, 1);
+  assert.equal((await fetchFrom(leader, "b", 32, { ops: p3 })).logStart, 10);
+  // Once b has fetched past the cause, every answer carries it; a purge asked for goes at once.
+  await fetchFrom(leader, "b", 61, { ops: p3 });
+  await a.log.purge({ upTo: 12 });
+  leader.frontMoved(10, 62);
+  await put();
+  await put();
+  assert.equal((await fetchFrom(leader, "b", 61, { ops: p3, maxBytes: 1 })).logStart, 10, "its cause, 62, is not below what this answer covers");
+  assert.equal((await fetchFrom(leader, "b", 61, { ops: p3 })).logStart, 12);
+  await a.log.purge({ upTo: 15 });
+  const p4 = leader.removedBelow();
+  assert.equal((await fetchFrom(leader, "b", 40, { ops: p3, maxBytes: 1 })).logStart, 15);
+  assert.ok(p4 > p3);
+  leader.close();
+});
+
 test("bounds: a flood of removals past MAX_REMOVALS makes a follower behind reconcile, the leader keeps no more; pages and answers stay within FETCH_BYTES", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

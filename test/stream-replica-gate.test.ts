@@ -34,6 +34,7 @@ class HeldGate implements ReplicaGate {
     return null;
   }
   removed(): void {}
+  frontMoved(): void {}
   removedUnlisted(): void {}
   removedBelow(): void {}
   removalsReplicated(done: (err: ApiError | null) => void): void {

@@ -73,6 +73,8 @@ const ANSWER_MARK = 0x52;
  * A follower left further behind reconciles instead (`gaps`).
  */
 export const MAX_REMOVALS = 65_536;
+/** Log starts moved by the limits a leader keeps for followers without their causes yet (more are thinned out). */
+const MAX_FRONTS = 256;
 /** Removals one fetch answer covers at most (those shipped are numbers in its header). */
 export const REMOVALS_PER_ANSWER = 4096;
 /** Sequences one reconciliation page examines at most. */
@@ -353,7 +355,23 @@ export class ReplicaLeader {
    * (a front purge, which the log start carries).
    */
   private rOps: number[] = [];
+  /**
+   * Beside each of rOps, the log's last sequence when the removal was made
+   * by its limits (an eviction under a per-subject or size limit: caused by
+   * the records up to it), or 0. A follower is sent such a removal only
+   * with everything up to its cause, so that it never holds a key's old
+   * value deleted without the new one that replaced it (a failover then
+   * would lose both).
+   */
+  private rCause: number[] = [];
   private rHead = 0;
+  /**
+   * The limits' evictions from the log's front whose cause some follower
+   * may not have yet (`frontMoved`): flat pairs [cause, lowest sequence
+   * evicted], oldest first. An answer not reaching a pair's cause carries a
+   * log start no higher than its lowest sequence.
+   */
+  private fronts: number[] = [];
   private opBase = 0;
   /** Removals recorded in this leadership: the position the next one gets. */
   private opEnd = 0;
@@ -476,11 +494,18 @@ export class ReplicaLeader {
     this.acknowledge(f, req.from, req.ops);
     // A follower has one fetch at a time: an older one still held was given up (or is a late copy).
     if (f.parked !== null) this.release(f);
-    if (req.from < this.end || req.ops < this.opEnd || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
+    if (req.from < this.end || this.removalsFor(req.ops) || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
     const timer = setTimeout(() => this.release(f), Math.min(req.maxWaitMs, MAX_WAIT_MS));
     timer.unref();
     f.parked = { req, answer, timer };
     this.parkedCount++;
+  }
+
+  /** Whether a follower at the log's end that applied the removals before `ops` has one to be sent (its cause appended), or must reconcile. */
+  private removalsFor(ops: number): boolean {
+    if (ops >= this.opEnd) return false;
+    if (ops < this.opBase) return true; // no longer held (removedUnlisted, MAX_REMOVALS): answered at once, to reconcile
+    return this.rCause[this.rHead + ops - this.opBase] < this.end;
   }
 
   /** Answers a follower's held fetch now, with whatever there is. */
@@ -523,13 +548,13 @@ export class ReplicaLeader {
     const logStart = log.state().firstSeq;
     // Every removal recorded so far is applied in the log read below (the stream tells `removed` after applying it): the copy
     // skips what they removed at or above `from`; below `from` the follower deletes them, but below the log start it purges anyway.
-    const opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
-    const removals: number[] = [];
-    for (let p = req.ops, i = this.rHead + req.ops - this.opBase; p < opsTo; p++, i++) {
-      const seq = this.rOps[i];
-      if (seq >= logStart && seq < req.from) removals.push(seq);
-    }
-    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * removals.length));
+    let opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
+    // Taken now: the removals kept may be trimmed while the log is read.
+    const seqs = this.rOps.slice(this.rHead + req.ops - this.opBase, this.rHead + opsTo - this.opBase);
+    const causes = this.rCause.slice(this.rHead + req.ops - this.opBase, this.rHead + opsTo - this.opBase);
+    let room = 0;
+    for (const seq of seqs) if (seq < req.from) room++;
+    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * room));
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // scanStored passes its byte bound by up to one item: the answer keeps whole items within it (at least one).
@@ -544,11 +569,22 @@ export class ReplicaLeader {
     const covered = items.length > 0 ? itemEnd(items[items.length - 1]) : req.from;
     // Nothing stored between what is sent and the end (deleted at the leader's tail): the follower moves on to the end.
     const next = covered < end && log.pendingAfter(covered - 1) - log.pendingAfter(end - 1) === 0 ? end : Math.max(covered, req.from);
+    // Removals by the limits go with their causes: the first whose cause this answer does not carry waits, and those after it.
+    // Below the log start the answer carries, the follower purges: nothing there is shipped one by one.
+    const start = this.startFor(next, logStart);
+    const removals: number[] = [];
+    for (let k = 0; k < causes.length; k++) {
+      if (causes[k] >= next) {
+        opsTo = req.ops + k;
+        break;
+      }
+      if (seqs[k] >= start && seqs[k] < req.from) removals.push(seqs[k]);
+    }
     return encodeFetchAnswer({
       from: req.from,
       epoch: this.epoch,
       highWatermark: this.hw,
-      logStart,
+      logStart: start,
       next,
       epochs: covering(this.opts.epochs.list(), req.from, next),
       run: this.run,
@@ -611,13 +647,14 @@ export class ReplicaLeader {
    * removal position to hand `whenRemovalReplicated`. More than
    * MAX_REMOVALS at once are not kept: every follower reconciles instead.
    */
-  removed(seqs: ArrayLike<number>): number {
+  removed(seqs: ArrayLike<number>, cause = 0): number {
     if (this.closedWith !== null) return this.opEnd;
     if (seqs.length > MAX_REMOVALS) return this.removedUnlisted();
     for (let i = 0; i < seqs.length; i++) {
       const seq = seqs[i];
       if (!Number.isSafeInteger(seq) || seq < 1) continue;
       this.rOps.push(seq);
+      this.rCause.push(cause);
       this.opEnd++;
     }
     this.afterRemoval();
@@ -632,7 +669,10 @@ export class ReplicaLeader {
    */
   removedBelow(): number {
     if (this.closedWith !== null) return this.opEnd;
+    // A purge asked for: its log start goes to every follower at once (it takes whatever the limits took from the front before it).
+    this.fronts = [];
     this.rOps.push(0);
+    this.rCause.push(0);
     this.opEnd++;
     this.afterRemoval();
     return this.opEnd;
@@ -650,6 +690,39 @@ export class ReplicaLeader {
     this.dropRemovalsBelow(this.opEnd);
     this.afterRemoval();
     return this.opEnd;
+  }
+
+  /**
+   * The limits took the log's front from `lowest` (evicting the oldest for
+   * a size limit, a key's oldest value for a per-subject one) because of
+   * the records up to `cause`: followers are sent a log start above
+   * `lowest` only with everything up to `cause` (see rCause).
+   */
+  frontMoved(lowest: number, cause: number): void {
+    if (this.closedWith !== null) return;
+    // Forgotten once every follower has fetched past its cause.
+    let low = Infinity;
+    for (let i = 0; i < this.views.length; i++) low = Math.min(low, this.views[i].acked);
+    let k = 0;
+    while (k < this.fronts.length && this.fronts[k] < low) k += 2;
+    if (k > 0) this.fronts = this.fronts.slice(k);
+    if (cause < low) return;
+    this.fronts.push(cause, lowest);
+    if (this.fronts.length <= 2 * MAX_FRONTS) return;
+    // Bounded: two neighbours merged hold back as much as both did (the later cause, the lower start), only longer.
+    const merged: number[] = [];
+    for (let i = 0; i < this.fronts.length; i += 4) {
+      if (i + 2 >= this.fronts.length) merged.push(this.fronts[i], this.fronts[i + 1]);
+      else merged.push(this.fronts[i + 2], Math.min(this.fronts[i + 1], this.fronts[i + 3]));
+    }
+    this.fronts = merged;
+  }
+
+  /** The log start an answer covering the log up to `next` may carry: never one moved by records past it. */
+  private startFor(next: number, logStart: number): number {
+    let start = logStart;
+    for (let i = 0; i < this.fronts.length; i += 2) if (this.fronts[i] >= next && this.fronts[i + 1] < start) start = this.fronts[i + 1];
+    return start;
   }
 
   /**
@@ -673,8 +746,8 @@ export class ReplicaLeader {
   private afterRemoval(): void {
     this.trimRemovals();
     this.advanceRemovals();
-    // A held fetch is at the end with every earlier removal applied: answered now, with the new ones.
-    if (this.parkedCount > 0) for (let i = 0; i < this.views.length; i++) this.release(this.views[i]);
+    // A held fetch is at the end with every earlier removal applied: answered now, with the new ones (once their causes are appended).
+    if (this.parkedCount > 0) for (let i = 0; i < this.views.length; i++) if (this.views[i].parked !== null && this.removalsFor(this.views[i].parked!.req.ops)) this.release(this.views[i]);
   }
 
   /** Forgets removals every follower has passed, and past MAX_REMOVALS the oldest (who still needs them reconciles). */
@@ -693,9 +766,11 @@ export class ReplicaLeader {
     this.opBase = low;
     if (this.rHead >= this.rOps.length) {
       this.rOps = [];
+      this.rCause = [];
       this.rHead = 0;
     } else if (this.rHead > 1024 && this.rHead * 2 > this.rOps.length) {
       this.rOps = this.rOps.slice(this.rHead);
+      this.rCause = this.rCause.slice(this.rHead);
       this.rHead = 0;
     }
   }

@@ -127,8 +127,12 @@ class LeaderGate implements ReplicaGate {
     if (!this.leader.whenReplicated(lastSeq, this.onReplicated, done)) done(unavailable("too many writes wait for their replicas"));
   }
 
-  removed(seqs: ArrayLike<number>): void {
-    if (seqs.length > 0) this.leader.removed(seqs);
+  removed(seqs: ArrayLike<number>, cause?: number): void {
+    if (seqs.length > 0) this.leader.removed(seqs, cause);
+  }
+
+  frontMoved(lowest: number, cause: number): void {
+    this.leader.frontMoved(lowest, cause);
   }
 
   removedUnlisted(): void {
@@ -177,6 +181,7 @@ class NotLeaderGate implements ReplicaGate {
 
   // Removals are the leader's to ship: a follower's copy applies the leader's.
   removed(): void {}
+  frontMoved(): void {}
   removedUnlisted(): void {}
   removedBelow(): void {}
 

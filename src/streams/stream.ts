@@ -139,8 +139,15 @@ export interface ReplicaGate {
   refusal(leaderOnly: boolean): ApiError | null;
   /** Writes up to `lastSeq` are durable here: ships them, and calls `done` once every in-sync replica has them (an error if this leadership ends first). */
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void;
-  /** Sequences removed inside the partition's log (deletes, retention, per-subject limits), once applied here: followers remove them too. */
-  removed(seqs: ArrayLike<number>): void;
+  /**
+   * Sequences removed inside the partition's log (deletes, retention,
+   * per-subject limits), once applied here: followers remove them too.
+   * `cause`: for the limits' evictions, the log's last sequence then (the
+   * records that made them), which a follower gets first.
+   */
+  removed(seqs: ArrayLike<number>, cause?: number): void;
+  /** The limits took the log's front from `lowest` on because of the records up to `cause`. */
+  frontMoved(lowest: number, cause: number): void;
   /** Removals applied here that cannot be listed (a purge by subject or `keep`): followers compare their logs with the leader's. */
   removedUnlisted(): void;
   /** A purge from the front applied here (it ships as the log's first sequence): only so that it can be waited for. */
@@ -1018,7 +1025,17 @@ export class Stream {
     this.replicaGates[partition] = gate;
     const log = this.partitions[partition];
     // What the limits remove inside the log goes to the followers too; what they remove from the front shows as the log start.
-    log.onEvicted = gate === undefined ? null : (ranges) => gate.removed(insideOf(ranges, log.state().firstSeq));
+    // Either reaches a follower only with the records that caused it (replication.ts, rCause).
+    log.onEvicted =
+      gate === undefined
+        ? null
+        : (ranges) => {
+            const st = log.state();
+            gate.removed(insideOf(ranges, st.firstSeq), st.lastSeq);
+            let lowest = Infinity;
+            for (let i = 0; i < ranges.length; i += 2) if (ranges[i] < st.firstSeq) lowest = Math.min(lowest, ranges[i]);
+            if (lowest !== Infinity) gate.frontMoved(lowest, st.lastSeq);
+          };
     while (this.replicaGates.length > 0 && this.replicaGates[this.replicaGates.length - 1] === undefined) this.replicaGates.length--;
     this.composeVisibility();
     this.visibilityChanged();
