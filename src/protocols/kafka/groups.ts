@@ -342,16 +342,31 @@ export class Group {
     return ErrorCode.NONE;
   }
 
-  /** Records offsets and resolves once they are on disk. */
-  commit(entries: Array<[string, CommittedOffset]>): Promise<void> {
+  /**
+   * Records offsets and resolves once they are on disk. Replicated, they
+   * are shown (OffsetFetch) only once every in-sync replica has them, as
+   * Kafka keeps a commit pending until then: a fetch never sees an offset
+   * that a failover could take back.
+   */
+  async commit(entries: Array<[string, CommittedOffset]>): Promise<void> {
+    const store = this.coordinator.store;
+    if (store === null) {
+      for (const [k, v] of entries) this.offsets.set(k, v);
+      return this.save();
+    }
+    await store.write(this, entries);
     for (const [k, v] of entries) this.offsets.set(k, v);
-    return this.coordinator.store !== null ? this.coordinator.store.write(this, entries) : this.save();
   }
 
   /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
-  forget(keys: string[]): Promise<void> {
+  async forget(keys: string[]): Promise<void> {
+    const store = this.coordinator.store;
+    if (store === null) {
+      for (const k of keys) this.offsets.delete(k);
+      return this.save();
+    }
+    await store.write(this, keys.map((k) => [k, null]));
     for (const k of keys) this.offsets.delete(k);
-    return this.coordinator.store !== null ? this.coordinator.store.write(this, keys.map((k) => [k, null])) : this.save();
   }
 
   private save(): Promise<void> {
