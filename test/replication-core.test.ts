@@ -954,6 +954,45 @@ test("what the limits evict reaches a follower only with the records that caused
   leader.close();
 });
 
+test("a follower whose append fails (a full disk) keeps the old value: removals and the log start are applied after the records that caused them", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const b = await node("b", "memory", () => "", nodes);
+  let full = false;
+  const failing = new Proxy(b.log, {
+    get(target, key) {
+      if (key === "appendCopy" && full) return (_seq: number, _time: number, _what: unknown, cb: (err: Error | null, seq: number) => void) => cb(new Error("ENOSPC: no space left on device"), 0);
+      const v = (target as unknown as Record<string | symbol, unknown>)[key];
+      return typeof v === "function" ? (v as (...x: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  for (let i = 1; i <= 5; i++) leader.appended(await appendAsync(a.log, { subject: "s", data: Buffer.from(`m${i}`) }));
+  const old = await appendAsync(a.log, { subject: "kv.k", data: Buffer.from("v1") });
+  leader.appended(old);
+  const errors: Error[] = [];
+  const f = follow({ ...b, log: failing }, 1, new Link(leader), errors);
+  try {
+    await until(() => end(b) === end(a), "b at the leader's end");
+    full = true;
+    // The key's new value evicts the old one, and the oldest record goes from the front, both for the limits.
+    const fresh = await appendAsync(a.log, { subject: "kv.k", data: Buffer.from("v2") });
+    assert.equal(await a.log.delete(old), true);
+    leader.removed([old], fresh);
+    await a.log.purge({ upTo: 2 });
+    leader.frontMoved(1, fresh);
+    leader.appended(fresh);
+    await until(() => errors.length > 0, "b's copy of the new value to fail");
+    assert.equal(b.log.has(old), true, "the old value is kept while the new one is not stored");
+    assert.equal(b.log.state().firstSeq, 1, "nor is the front moved");
+    full = false;
+    await until(() => end(b) === end(a) && !b.log.has(old) && b.log.state().firstSeq === 2, "b with the new value, without the old");
+  } finally {
+    await f.close();
+    leader.close();
+  }
+});
+
 test("bounds: a flood of removals past MAX_REMOVALS makes a follower behind reconcile, the leader keeps no more; pages and answers stay within FETCH_BYTES", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

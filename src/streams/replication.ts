@@ -1252,12 +1252,6 @@ export class ReplicaFollower {
       throw new Error(`a late answer (from ${a.from}, epoch ${a.epoch}, removals from ${a.ops}) to an earlier fetch`);
     }
     await this.write(async () => {
-      if (st.messages > 0 && st.firstSeq < a.logStart) {
-        await log.purge({ upTo: a.logStart });
-        await epochs.trimBelow(a.logStart);
-      }
-      // The leader's removals below `from`, durable before the next fetch acknowledges them (its `ops`).
-      await deleteStored(log, a.removals, from);
       // An epoch is on disk before what it wrote is (leader-epochs.ts).
       for (const e of a.epochs) {
         if (e.epoch <= epochs.latest()) continue;
@@ -1266,6 +1260,14 @@ export class ReplicaFollower {
       }
       const after = await appendItems(log, a.items, from);
       if (a.next > after) await appendCopy(log, a.next, 0, []);
+      // Then the leader's log start and removals below `from`, durable before the next fetch acknowledges them (its `ops`):
+      // after the records that caused them (a key's new value), so that an append that fails (a full disk) leaves the old.
+      const now = log.state();
+      if (now.messages > 0 && now.firstSeq < a.logStart) {
+        await log.purge({ upTo: a.logStart });
+        await epochs.trimBelow(a.logStart);
+      }
+      await deleteStored(log, a.removals, from);
     });
     this.ops = a.opsTo;
     this.hw = Math.min(a.highWatermark, Math.max(a.next, from));
