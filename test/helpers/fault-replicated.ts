@@ -19,20 +19,30 @@
  * reads and whose confirmed acks (`ackAck`) make an ack floor that
  * consumer info must not show going back (`commit` / `committed` ops).
  *
- * Kafka is not in this run yet: replicated topics are tested by
- * `cluster-kafka-replication.test.ts`, not under this schedule.
+ * Kafka too, on a topic of three partitions at replication factor 3: a
+ * KafkaJS idempotent producer at acks=all (a send that fails is recorded
+ * as failed and never sent again), a KafkaJS consumer group whose commits
+ * must never be fetched going back, and kcat (librdkafka) for the final
+ * read. Leader faults aim at a stream's leader or at a partition's, as
+ * Metadata names it when the fault starts; a healed topic converges when
+ * Metadata shows every partition with its three replicas in sync.
  */
 
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
+import kafkajs from "kafkajs";
 import { FileLog } from "../../src/store/file-log.js";
+import { kafkaRecords } from "../../src/protocols/kafka/stored-batches.js";
 import { History, type Op } from "./history.js";
 import { checkHistory, type CheckResult, type FinalLogs, type Problem } from "./checker.js";
 import { describeFault, faultSchedule, FOLLOWER_KINDS, LEADER_KINDS, type Fault, type FaultKind } from "./fault-schedule.js";
 import { canMountDisks, startFaultCluster, type FaultCluster } from "./fault-cluster.js";
-import { applyFault, healAll, jsPublisher, jsReader, natsClient, readStreams, retrying, sleep } from "./fault-scenario.js";
+import { applyFault, committedFetcher, healAll, jsPublisher, jsReader, kafkaGroupReader, kafkaProducer, kcatRead, natsClient, readStreams, retrying, sleep } from "./fault-scenario.js";
 import { rng } from "./random.js";
+
+const { Kafka, logLevel } = kafkajs;
+type Admin = ReturnType<InstanceType<typeof Kafka>["admin"]>;
 
 export const REPLICATED_KINDS: FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "kill-etcd-leader", "disk-full-follower"];
 /** Each node's own disk, for the disk-full fault: ample for a run's streams. */
@@ -42,7 +52,15 @@ const DISK_MB = 256;
 export const REPLICATED_LEASE_MS = 2000;
 
 export const REPLICATED_STREAMS = [0, 1, 2].map((i) => ({ name: `r${i}`, subject: `r.${i}` }));
+/** The replicated Kafka topic: three partitions, replication factor 3. */
+export const REPLICATED_TOPIC = "kr";
+const TOPIC_PARTITIONS = 3;
+const KAFKA_GROUP = "kreaders";
+/** What leader and follower faults aim at: a stream (its partition 0) or a partition of the topic, `<topic>/<partition>`. */
+const TARGETS = [...REPLICATED_STREAMS.map((s) => s.name), ...Array.from({ length: TOPIC_PARTITIONS }, (_, p) => `${REPLICATED_TOPIC}/${p}`)];
 const CONSUMER = "reader";
+/** How long one client may take to close. */
+const CLOSE_MS = 10_000;
 /** How long the healed cluster may take to bring every replica current: past it, a hang to report. */
 const CONVERGE_MS = 60_000;
 
@@ -53,7 +71,7 @@ export interface ReplicatedRun {
   final: FinalLogs;
   /** The checker's result, with `replica-diverged`, `not-converged` and `ack-floor-lost` problems added (and its `commit-backwards` judged by `ackFloorRegressions`). */
   result: CheckResult;
-  /** Each stream's leader at the end, and each replica's record count read from its disk. */
+  /** Each stream's and partition's (`<stream>/<partition>`) leader at the end, and each replica's record count read from its disk. */
   replicas: Array<{ stream: string; leader: string; counts: Record<string, number> }>;
   crashes: string[];
   /** Each node's log over all its runs. */
@@ -68,7 +86,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
   const disks = canMountDisks();
   const kinds = (o.kinds ?? REPLICATED_KINDS).filter((k) => disks || !FOLLOWER_KINDS.includes(k));
   const streams = REPLICATED_STREAMS;
-  const schedule = faultSchedule(rng(o.seed), { durationMs: o.durationMs, kinds, nodes: ["a", "b", "c"], streams: streams.map((s) => s.name) });
+  const schedule = faultSchedule(rng(o.seed), { durationMs: o.durationMs, kinds, nodes: ["a", "b", "c"], streams: TARGETS });
   log(`replicated fault scenario: seed ${o.seed}, ${o.durationMs} ms, ${schedule.length} faults (FAULT_SEED=${o.seed} replays it)${disks ? "" : "; no disk faults: this process may not mount a tmpfs"}`);
   const history = new History();
   const cluster = await startFaultCluster({ leaseMs: REPLICATED_LEASE_MS, ...(disks ? { diskMb: DISK_MB } : {}) });
@@ -80,8 +98,18 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
       await retrying(`consumer of ${s.name}`, () => jsm.consumers.add(s.name, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ack_wait: 2_000_000_000 }));
       log(`${s.name} led by ${info.cluster?.leader}, replicas ${(info.cluster?.replicas ?? []).map((r) => r.name).join(", ")}`);
     }
+    const kafka = new Kafka({ clientId: "faults", brokers: cluster.nodes.map((n) => n.kafka), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+    const admin = kafka.admin({ retry: { retries: 2, initialRetryTime: 100 } });
+    await retrying("connecting the Kafka admin", () => admin.connect());
+    closers.push(() => admin.disconnect());
+    await retrying(`creating ${REPLICATED_TOPIC}`, () => admin.createTopics({ topics: [{ topic: REPLICATED_TOPIC, numPartitions: TOPIC_PARTITIONS, replicationFactor: 3 }], waitForLeaders: true }));
+    const brokers = await brokerNames(admin, cluster);
+    log(`${REPLICATED_TOPIC} partition leaders: ${(await topicPartitions(admin)).map((p) => `${p.partitionId}→${brokers.get(p.leader) ?? p.leader}`).join(", ")}`);
     let running = true;
     const workers = [
+      kafkaProducer(kafka, history, () => running, REPLICATED_TOPIC),
+      kafkaGroupReader(kafka, history, () => running, closers, REPLICATED_TOPIC, KAFKA_GROUP),
+      committedFetcher(kafka, history, () => running, REPLICATED_TOPIC, KAFKA_GROUP),
       ...[0, 1].map((w) => jsPublisher(cluster, streams, history, `jp${w}`, () => running, closers)),
       jsReader(cluster, streams, history, () => running, closers),
       ...streams.map((s) => consumerReader(cluster, s.name, history, () => running, closers)),
@@ -93,7 +121,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
       if (wait > 0) await sleep(wait);
       let aimed = f;
       if (LEADER_KINDS.includes(f.kind)) {
-        const leader = await leaderOf(jsm, f.stream!, 10_000);
+        const leader = await leaderOf(jsm, admin, brokers, f.stream!, 10_000);
         if (leader === undefined) {
           log(`${describeFault(f)}: skipped, ${f.stream} has no leader`);
           history.add({ type: "nemesis", what: `skipped ${describeFault(f)}: no leader` });
@@ -101,7 +129,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
         }
         aimed = { ...f, node: leader };
       } else if (FOLLOWER_KINDS.includes(f.kind)) {
-        const follower = await followerOf(jsm, f.stream!, f.node, 10_000);
+        const follower = await followerOf(jsm, admin, brokers, f.stream!, f.node, 10_000);
         if (follower === undefined) {
           log(`${describeFault(f)}: skipped, ${f.stream} has no follower up`);
           history.add({ type: "nemesis", what: `skipped ${describeFault(f)}: no follower` });
@@ -125,43 +153,85 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     const leaders = new Map<string, string>();
     for (const s of streams) {
       const at = await converged(jsm, s.name);
-      if (typeof at === "string") leaders.set(s.name, at);
+      if (typeof at === "string") leaders.set(`${s.name}/0`, at);
       else extra.push({ check: "not-converged", detail: `${s.name}: replicas not all current ${CONVERGE_MS} ms after healing: ${JSON.stringify(at)}` });
     }
+    const topicAt = await topicConverged(admin, brokers);
+    if (typeof topicAt === "string") for (let p = 0; p < TOPIC_PARTITIONS; p++) leaders.set(`${REPLICATED_TOPIC}/${p}`, topicAt.split(",")[p]);
+    else extra.push({ check: "not-converged", detail: `${REPLICATED_TOPIC}: partitions not all in sync ${CONVERGE_MS} ms after healing: ${JSON.stringify(topicAt)}` });
     const final = await readStreams(cluster, streams);
+    for (const [l, records] of await kcatRead(cluster.nodes.map((n) => n.kafka).join(","), REPLICATED_TOPIC, TOPIC_PARTITIONS)) final.set(l, records);
+    // The clients go while the nodes are up: a KafkaJS consumer leaving its group retries for long against brokers gone.
+    await closeAll(closers);
     // The copies on disk: every node stopped (acks were fsynced, so -9 keeps them), each copy read whole.
     for (const n of cluster.nodes) await n.kill();
     const replicas: ReplicatedRun["replicas"] = [];
-    for (const s of streams) {
+    const copies = [...streams.map((s) => ({ log: `${s.name}/0`, dir: s.name, partition: 0, first: 1 })), ...Array.from({ length: TOPIC_PARTITIONS }, (_, p) => ({ log: `${REPLICATED_TOPIC}/${p}`, dir: REPLICATED_TOPIC, partition: p, first: 0 }))];
+    for (const c of copies) {
       const counts: Record<string, number> = {};
-      const theirs = (final.get(`${s.name}/0`) ?? []).map((r) => `${r.offset} ${r.value}`);
+      const theirs = (final.get(c.log) ?? []).map((r) => `${r.offset} ${r.value}`);
       for (const n of cluster.nodes) {
-        const mine = (await readCopy(n.storeDir, s.name)).map((r) => `${r.offset} ${r.value}`);
+        // A Kafka offset is the stored sequence less one.
+        const mine = (await readCopy(n.storeDir, c.dir, c.partition)).map((r) => `${r.offset - 1 + c.first} ${r.value}`);
         counts[n.name] = mine.length;
         const at = firstDifference(mine, theirs);
-        if (at >= 0) extra.push({ check: "replica-diverged", detail: `${s.name} on ${n.name}: record ${at} is ${mine[at] ?? "missing"}, the leader's read has ${theirs[at] ?? "nothing"} (${mine.length} records against ${theirs.length})` });
+        if (at >= 0) extra.push({ check: "replica-diverged", detail: `${c.log} on ${n.name}: record ${at} is ${mine[at] ?? "missing"}, the leader's read has ${theirs[at] ?? "nothing"} (${mine.length} records against ${theirs.length})` });
       }
-      replicas.push({ stream: s.name, leader: leaders.get(s.name) ?? "?", counts });
+      replicas.push({ stream: c.log, leader: leaders.get(c.log) ?? "?", counts });
     }
     const checked = checkHistory(history.ops, final);
-    // The checker's commit-backwards would also fail a fetch below an earlier fetch: an unconfirmed ack may be lost
-    // (docs/CLUSTER.md), so only a floor below a confirmed ack is a problem here.
-    const floors = ackFloorRegressions(history.ops);
-    const problems = [...checked.problems.filter((p) => p.check !== "commit-backwards"), ...floors.problems, ...extra];
+    // For the streams' consumers the checker's commit-backwards would also fail a fetch below an earlier fetch: an
+    // unconfirmed ack may be lost (docs/CLUSTER.md), so only a floor below a confirmed ack is a problem there. A Kafka
+    // group's committed offsets are held to the checker's rule.
+    const floors = ackFloorRegressions(history.ops.filter((op) => !("log" in op) || !op.log.startsWith(`${REPLICATED_TOPIC}/`)));
+    const problems = [...checked.problems.filter((p) => p.check !== "commit-backwards" || p.detail.startsWith(`${KAFKA_GROUP} `)), ...floors.problems, ...extra];
     const result: CheckResult = { ...checked, ok: problems.length === 0, problems };
     log(`consumer ack floors: ${floors.tolerated} fetches saw a floor taken back to the last copy, below no confirmed ack (at most ${floors.maxBack} sequences back)`);
     const nodeLogs = Object.fromEntries(cluster.nodes.map((n) => [n.name, n.logs()]));
     return { seed: o.seed, schedule, history, final, result, replicas, crashes: cluster.nodes.flatMap((n) => n.crashes), nodeLogs, clockZero: Date.now() - history.now() };
   } finally {
-    for (const c of closers.reverse()) await c().catch(() => undefined);
+    await closeAll(closers);
     await cluster.close();
   }
 }
 
-async function leaderOf(jsm: JetStreamManager, stream: string, ms: number): Promise<string | undefined> {
+/** Kafka broker ids by node name's broker: Metadata names brokers by id, the cluster's nodes by their Kafka address. */
+async function brokerNames(admin: Admin, cluster: FaultCluster): Promise<Map<number, string>> {
+  const { brokers } = await retrying("describing the Kafka cluster", () => admin.describeCluster());
+  const names = new Map<number, string>();
+  for (const b of brokers) {
+    const n = cluster.nodes.find((x) => x.kafka === `${b.host}:${b.port}`);
+    if (n !== undefined) names.set(b.nodeId, n.name);
+  }
+  if (names.size !== cluster.nodes.length) throw new Error(`Kafka brokers ${JSON.stringify(brokers)} do not name the cluster's nodes`);
+  return names;
+}
+
+async function topicPartitions(admin: Admin): Promise<Array<{ partitionId: number; leader: number; replicas: number[]; isr: number[] }>> {
+  const md = await admin.fetchTopicMetadata({ topics: [REPLICATED_TOPIC] });
+  return [...md.topics[0].partitions].sort((a, b) => a.partitionId - b.partitionId);
+}
+
+/** A Kafka target's partition number, or undefined for a stream. */
+function partitionOf(target: string): number | undefined {
+  return target.startsWith(`${REPLICATED_TOPIC}/`) ? Number(target.slice(REPLICATED_TOPIC.length + 1)) : undefined;
+}
+
+/** The node leading a target (a stream or a topic partition), undefined if none is found within `ms`. */
+/** Closes the run's clients, newest first, each given a bounded time (a client of a node gone may never finish closing). */
+async function closeAll(closers: Array<() => Promise<unknown>>): Promise<void> {
+  for (const c of closers.splice(0).reverse()) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([c().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_MS)))]);
+    clearTimeout(timer);
+  }
+}
+
+async function leaderOf(jsm: JetStreamManager, admin: Admin, brokers: Map<number, string>, target: string, ms: number): Promise<string | undefined> {
+  const partition = partitionOf(target);
   try {
-    return await retrying(`${stream}'s leader`, async () => {
-      const leader = (await jsm.streams.info(stream)).cluster?.leader;
+    return await retrying(`${target}'s leader`, async () => {
+      const leader = partition === undefined ? (await jsm.streams.info(target)).cluster?.leader : brokers.get((await topicPartitions(admin))[partition].leader);
       if (leader === undefined || leader === "") throw new Error("no leader");
       return leader;
     }, ms);
@@ -170,16 +240,39 @@ async function leaderOf(jsm: JetStreamManager, stream: string, ms: number): Prom
   }
 }
 
-/** A replica of `stream` other than its leader, the scheduled `preferred` node if it is one; undefined if none is found. */
-async function followerOf(jsm: JetStreamManager, stream: string, preferred: string, ms: number): Promise<string | undefined> {
+/** A replica of a target other than its leader, the scheduled `preferred` node if it is one; undefined if none is found. */
+async function followerOf(jsm: JetStreamManager, admin: Admin, brokers: Map<number, string>, target: string, preferred: string, ms: number): Promise<string | undefined> {
+  const partition = partitionOf(target);
   try {
-    return await retrying(`${stream}'s followers`, async () => {
-      const followers = ((await jsm.streams.info(stream)).cluster?.replicas ?? []).map((r) => r.name);
+    return await retrying(`${target}'s followers`, async () => {
+      let followers: string[];
+      if (partition === undefined) followers = ((await jsm.streams.info(target)).cluster?.replicas ?? []).map((r) => r.name);
+      else {
+        const p = (await topicPartitions(admin))[partition];
+        followers = p.replicas.filter((r) => r !== p.leader).map((r) => brokers.get(r) ?? String(r));
+      }
       if (followers.length === 0) throw new Error("no follower");
       return followers.includes(preferred) ? preferred : followers[0];
     }, ms);
   } catch {
     return undefined;
+  }
+}
+
+/** Waits for every partition of the topic to have its three replicas in sync; the leaders' names, comma-separated, or the last Metadata if it never did. */
+async function topicConverged(admin: Admin, brokers: Map<number, string>): Promise<string | unknown> {
+  const deadline = Date.now() + CONVERGE_MS;
+  let last: unknown;
+  for (;;) {
+    try {
+      const ps = await topicPartitions(admin);
+      last = ps;
+      if (ps.length === TOPIC_PARTITIONS && ps.every((p) => p.leader >= 0 && p.isr.length === 3)) return ps.map((p) => brokers.get(p.leader) ?? String(p.leader)).join(",");
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > deadline) return { last };
+    await sleep(250);
   }
 }
 
@@ -201,13 +294,13 @@ async function converged(jsm: JetStreamManager, stream: string): Promise<string 
   }
 }
 
-/** A node's copy of a stream's partition 0, read from its disk (the node stopped). */
-async function readCopy(storeDir: string, stream: string): Promise<Array<{ offset: number; value: string }>> {
+/** A node's copy of a stream's partition, read from its disk (the node stopped); Kafka's stored batches read record by record. */
+async function readCopy(storeDir: string, stream: string, partition: number): Promise<Array<{ offset: number; value: string }>> {
   const where = readdirSync(storeDir, { recursive: true })
     .map(String)
-    .find((p) => p.endsWith(join(stream, "p0")));
+    .find((p) => p.endsWith(join(stream, `p${partition}`)));
   if (where === undefined) return [];
-  const copy = await FileLog.open({ dir: join(storeDir, where), limits: {} });
+  const copy = await FileLog.open({ dir: join(storeDir, where), limits: {}, foreign: kafkaRecords });
   try {
     const out: Array<{ offset: number; value: string }> = [];
     for (let from = 1; ; ) {

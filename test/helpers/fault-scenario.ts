@@ -168,7 +168,7 @@ export async function jsPublisher(cluster: FaultCluster, streams: ReadonlyArray<
   }
 }
 
-async function kafkaProducer(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean): Promise<void> {
+export async function kafkaProducer(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean, topic = TOPIC): Promise<void> {
   const make = async () => {
     const p = kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: { retries: 10, initialRetryTime: 100, maxRetryTime: 1000 } });
     await p.connect();
@@ -185,8 +185,8 @@ async function kafkaProducer(kafka: InstanceType<typeof Kafka>, h: History, runn
     }
     h.add({ type: "send", client: "kp", value });
     try {
-      const [r] = await producer.send({ topic: TOPIC, acks: -1, timeout: 5000, messages: [{ key: value, value }] });
-      h.add({ type: "ack", client: "kp", value, log: `${TOPIC}/${r.partition}`, offset: Number(r.baseOffset) });
+      const [r] = await producer.send({ topic, acks: -1, timeout: 5000, messages: [{ key: value, value }] });
+      h.add({ type: "ack", client: "kp", value, log: `${topic}/${r.partition}`, offset: Number(r.baseOffset) });
     } catch (err) {
       h.add({ type: "fail", client: "kp", value, error: (err as Error).message });
       // A failed idempotent producer's sequences may be out of step with the broker's: start a new one.
@@ -219,19 +219,19 @@ export async function jsReader(cluster: FaultCluster, streams: ReadonlyArray<{ n
   }
 }
 
-async function kafkaGroupReader(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean, closers: Array<() => Promise<unknown>>): Promise<void> {
-  const consumer = kafka.consumer({ groupId: GROUP, sessionTimeout: 6000, heartbeatInterval: 500, retry: { retries: 20, initialRetryTime: 100, maxRetryTime: 1000 } });
+export async function kafkaGroupReader(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean, closers: Array<() => Promise<unknown>>, topic = TOPIC, group = GROUP): Promise<void> {
+  const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500, retry: { retries: 20, initialRetryTime: 100, maxRetryTime: 1000 } });
   closers.push(() => consumer.disconnect());
   consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
-    for (const t of e.payload.topics) for (const p of t.partitions) h.add({ type: "commit", t0: h.now(), client: "kg", group: GROUP, log: `${t.topic}/${p.partition}`, offset: Number(p.offset) });
+    for (const t of e.payload.topics) for (const p of t.partitions) h.add({ type: "commit", t0: h.now(), client: "kg", group, log: `${t.topic}/${p.partition}`, offset: Number(p.offset) });
   });
   try {
     await consumer.connect();
-    await consumer.subscribe({ topic: TOPIC, fromBeginning: true });
+    await consumer.subscribe({ topic, fromBeginning: true });
     await consumer.run({
       autoCommitInterval: 300,
       eachMessage: async ({ partition, message }) => {
-        h.add({ type: "read", client: "kg", log: `${TOPIC}/${partition}`, offset: Number(message.offset), value: message.value?.toString() ?? "" });
+        h.add({ type: "read", client: "kg", log: `${topic}/${partition}`, offset: Number(message.offset), value: message.value?.toString() ?? "" });
       },
     });
   } catch {
@@ -240,7 +240,7 @@ async function kafkaGroupReader(kafka: InstanceType<typeof Kafka>, h: History, r
   while (running()) await sleep(100);
 }
 
-async function committedFetcher(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean): Promise<void> {
+export async function committedFetcher(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean, topic = TOPIC, group = GROUP): Promise<void> {
   const admin = kafka.admin({ retry: { retries: 2, initialRetryTime: 100 } });
   try {
     await admin.connect();
@@ -250,9 +250,9 @@ async function committedFetcher(kafka: InstanceType<typeof Kafka>, h: History, r
   while (running()) {
     const t0 = h.now();
     try {
-      const [t] = await admin.fetchOffsets({ groupId: GROUP, topics: [TOPIC] });
+      const [t] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
       const t1 = h.now();
-      for (const p of t.partitions) h.ops.push({ type: "committed", t: t1, t0, client: "kf", group: GROUP, log: `${TOPIC}/${p.partition}`, offset: Number(p.offset) });
+      for (const p of t.partitions) h.ops.push({ type: "committed", t: t1, t0, client: "kf", group, log: `${topic}/${p.partition}`, offset: Number(p.offset) });
     } catch {
       // Coordinator unavailable: try again.
     }
@@ -380,8 +380,8 @@ export async function readStreams(cluster: FaultCluster, streams: ReadonlyArray<
   return final;
 }
 
-/** The whole topic through librdkafka: `kcat -C -e` reads every partition to its end. */
-function kcatRead(brokers: string, topic: string): Promise<Map<string, Array<{ offset: number; value: string }>>> {
+/** The whole topic of `partitions` partitions through librdkafka: `kcat -C -e` reads every partition to its end. */
+export function kcatRead(brokers: string, topic: string, partitions = 3): Promise<Map<string, Array<{ offset: number; value: string }>>> {
   return new Promise((resolve, reject) => {
     const child = spawn("kcat", ["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%p %o %s\\n"], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -393,7 +393,7 @@ function kcatRead(brokers: string, topic: string): Promise<Map<string, Array<{ o
       clearTimeout(timer);
       if (code !== 0) return reject(new Error(`kcat exited with ${code}: ${err}`));
       const logs = new Map<string, Array<{ offset: number; value: string }>>();
-      for (const p of [0, 1, 2]) logs.set(`${topic}/${p}`, []);
+      for (let p = 0; p < partitions; p++) logs.set(`${topic}/${p}`, []);
       for (const line of out.split("\n")) {
         const m = /^(\d+) (\d+) (.*)$/.exec(line);
         if (m === null) continue;
