@@ -327,3 +327,35 @@ test("a consumer waiting for messages gets one published while it waits, once re
   assert.ok(Date.now() - started < 15_000, "delivered once replicated, not when the 30 s fetch expired");
   assert.equal((await acked).seq, 1);
 });
+
+test("a leader without its lease serves nothing of a replicated stream from its state (stream offline), and serves it again once it holds one", async () => {
+  const nc0 = await clients.open(nodes[0].url);
+  const info = await retrying(() => jetstreamManager(nc0).then((j) => j.streams.add({ name: "FENCED", subjects: ["fenced.>"], num_replicas: 3 })));
+  const leader = nodes.find((n) => nameOf(n) === info.cluster!.leader)!;
+  const jsm = await jetstreamManager(await clients.open(leader.url));
+  await retrying(() => jsm.consumers.add("FENCED", { durable_name: "d", ack_policy: "explicit" as never }));
+  assert.equal((await jsm.consumers.info("FENCED", "d")).name, "d");
+  // Cut off from etcd, the leader may be replaced any moment once its lease is gone: its consumers' state may be behind the new leader's.
+  await etcd.kill();
+  try {
+    await waitUntil(() => !leader.cluster!.membership.holdsLease(), "the leader to lose its lease", 15_000);
+    await assert.rejects(jsm.consumers.info("FENCED", "d"), (err: { code?: number }) => {
+      assert.equal(err.code, 10118, String(err));
+      return true;
+    });
+    await assert.rejects(jsm.streams.info("FENCED"), (err: { code?: number }) => err.code === 10118);
+  } finally {
+    await etcd.start();
+  }
+  await waitUntil(() => nodes.every((n) => n.cluster!.membership.holdsLease()), "every node to hold a lease again", 30_000);
+  const back = await retrying(async () => {
+    try {
+      return await jetstreamManager(nc0).then((j) => j.consumers.info("FENCED", "d"));
+    } catch (err) {
+      // Offline until its leader is settled again: retried as unavailable.
+      if ((err as { code?: number }).code === 10118) throw new Error("unavailable");
+      throw err;
+    }
+  });
+  assert.equal(back.name, "d");
+});

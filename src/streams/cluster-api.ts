@@ -215,8 +215,17 @@ export class ClusterApi implements Receiver {
     const p = this.placement(name);
     if (p === undefined) return false;
     const leader = p.leaders[0];
-    if (leader === this.cluster.self) return false;
     const reply = msg.hasReply ? msg.reply : "";
+    if (leader === this.cluster.self) {
+      // A leader of replicated copies without its lease (cut off from etcd, or paused past it) may have been replaced, and
+      // its state passed by the new leader's (an ack floor, a consumer deleted): it serves nothing until it holds a lease
+      // again. Unreplicated, its copy is the only one and still served.
+      if ((p.replicas?.[0]?.length ?? 1) > 1 && !this.directory.isLive(leader)) {
+        this.offline(subject, reply);
+        return true;
+      }
+      return false;
+    }
     const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
     if (!this.forward(leader, subject, reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), headers)) this.offline(subject, reply);
     return true;
