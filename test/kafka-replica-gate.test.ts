@@ -206,3 +206,37 @@ test("an idempotent batch stored here whose replication failed is a duplicate wh
     stream.setReplicaGate(0, undefined);
   }
 });
+
+test("a transactional batch stored here whose replication failed, retried as a duplicate, is still the transaction's: aborted, no read_committed reader sees it", async () => {
+  const topic = "gated-txn";
+  await createTopic(h, topic);
+  const stream = h.srv.jetstream!.streams.get(topic)!;
+  const gate = new TestGate(stream);
+  stream.setReplicaGate(0, gate);
+  gate.advance(1_000); // everything replicates at once, but for the failure below
+  const producer = client(5).producer({ transactionalId: "gated-tx", idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    const txn = await producer.transaction();
+    gate.failNext = Errors.clusterNotAvailable();
+    await txn.send({ topic, acks: -1, messages: [{ value: "aborted" }] });
+    assert.equal(gate.failNext, null, "the first attempt's replication failed and KafkaJS sent the batch again");
+    assert.equal(stream.partitions[0].state().lastSeq, 1, "stored once");
+    await txn.abort();
+    await producer.send({ topic, acks: -1, messages: [{ value: "kept" }] });
+  } finally {
+    await producer.disconnect();
+  }
+  const consumer = client().consumer({ groupId: "gated-txn-readers", readUncommitted: false });
+  const seen: string[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
+    await waitUntil(() => seen.includes("kept"), "the committed record");
+    assert.deepEqual(seen, ["kept"]);
+  } finally {
+    await consumer.disconnect();
+    stream.setReplicaGate(0, undefined);
+  }
+});
