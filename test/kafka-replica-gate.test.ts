@@ -219,9 +219,11 @@ test("a transactional batch stored here whose replication failed, retried as a d
   try {
     const txn = await producer.transaction();
     gate.failNext = Errors.clusterNotAvailable();
-    await txn.send({ topic, acks: -1, messages: [{ value: "aborted" }] });
+    await txn.send({ topic, acks: -1, messages: [{ value: "aborted 1" }] });
     assert.equal(gate.failNext, null, "the first attempt's replication failed and KafkaJS sent the batch again");
     assert.equal(stream.partitions[0].state().lastSeq, 1, "stored once");
+    // A later batch of the transaction: the transaction's first offset must still be the retried batch's.
+    await txn.send({ topic, acks: -1, messages: [{ value: "aborted 2" }] });
     await txn.abort();
     await producer.send({ topic, acks: -1, messages: [{ value: "kept" }] });
   } finally {
