@@ -954,6 +954,37 @@ test("what the limits evict reaches a follower only with the records that caused
   leader.close();
 });
 
+test("a key written three times: the eviction whose cause was evicted in turn waits for the record that evicted it", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  const put = async (subject: string): Promise<number> => {
+    const seq = await appendAsync(a.log, { subject, data: Buffer.from(subject) });
+    leader.appended(seq);
+    return seq;
+  };
+  for (let i = 1; i <= 10; i++) await put("s");
+  const v1 = await put("kv.k");
+  await fetchFrom(leader, "b", v1 + 1, { ops: 0 }); // b holds v1
+  const v2 = await appendAsync(a.log, { subject: "kv.k", data: Buffer.from("v2") });
+  assert.equal(await a.log.delete(v1), true);
+  leader.removed([v1], v2);
+  leader.appended(v2);
+  for (let i = 0; i < 8; i++) await put("s");
+  const v3 = await appendAsync(a.log, { subject: "kv.k", data: Buffer.from("v3") });
+  assert.equal(await a.log.delete(v2), true);
+  const p2 = leader.removed([v2], v3);
+  leader.appended(v3);
+  // b, from v2 on, gets an answer short of v3: v2 is gone, so removing v1 would leave b without any value of k.
+  const short = await fetchFrom(leader, "b", v2, { ops: 0, maxBytes: 100 });
+  assert.ok(short.next > v2 && short.next <= v3, `an answer past v2, short of v3 (next ${short.next})`);
+  assert.deepEqual([short.removals, short.opsTo], [[], 0]);
+  const whole = await fetchFrom(leader, "b", v2, { ops: 0 });
+  assert.equal(whole.next, v3 + 1);
+  assert.deepEqual([whole.removals, whole.opsTo], [[v1], p2]);
+  leader.close();
+});
+
 test("a follower whose append fails (a full disk) keeps the old value: removals and the log start are applied after the records that caused them", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

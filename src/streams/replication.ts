@@ -364,6 +364,16 @@ export class ReplicaLeader {
    * would lose both).
    */
   private rCause: number[] = [];
+  /** The cause of the newest removal kept: rCause never decreases (a removal without a cause waits behind those before it anyway). */
+  private lastCause = 0;
+  /**
+   * Causes raised since recorded, flat pairs [position, cause], both
+   * increasing: every removal from that position on waits at least for
+   * that cause. A record that caused evictions can be evicted in turn (a
+   * key written three times), and is then skipped by the copy: what those
+   * evictions wait for is the record that evicted it.
+   */
+  private raises: number[] = [];
   private rHead = 0;
   /**
    * The limits' evictions from the log's front whose cause some follower
@@ -505,7 +515,7 @@ export class ReplicaLeader {
   private removalsFor(ops: number): boolean {
     if (ops >= this.opEnd) return false;
     if (ops < this.opBase) return true; // no longer held (removedUnlisted, MAX_REMOVALS): answered at once, to reconcile
-    return this.rCause[this.rHead + ops - this.opBase] < this.end;
+    return this.causeAt(ops) < this.end;
   }
 
   /** Answers a follower's held fetch now, with whatever there is. */
@@ -549,14 +559,14 @@ export class ReplicaLeader {
     // Every removal recorded so far is applied in the log read below (the stream tells `removed` after applying it): the copy
     // skips what they removed at or above `from`; below `from` the follower deletes them, but below the log start it purges anyway.
     let opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
-    // Taken now: the removals kept may be trimmed while the log is read.
-    const seqs = this.rOps.slice(this.rHead + req.ops - this.opBase, this.rHead + opsTo - this.opBase);
-    const causes = this.rCause.slice(this.rHead + req.ops - this.opBase, this.rHead + opsTo - this.opBase);
     let room = 0;
-    for (const seq of seqs) if (seq < req.from) room++;
+    for (let i = this.rHead + req.ops - this.opBase, to = this.rHead + opsTo - this.opBase; i < to; i++) if (this.rOps[i] < req.from) room++;
     const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * room));
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
+    // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
+    if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
+    opsTo = Math.min(opsTo, this.opEnd);
     // scanStored passes its byte bound by up to one item: the answer keeps whole items within it (at least one).
     let bytes = EMPTY_BATCH_BYTES;
     for (let i = 0; i < items.length; i++) {
@@ -573,12 +583,17 @@ export class ReplicaLeader {
     // Below the log start the answer carries, the follower purges: nothing there is shipped one by one.
     const start = this.startFor(next, logStart);
     const removals: number[] = [];
-    for (let k = 0; k < causes.length; k++) {
-      if (causes[k] >= next) {
-        opsTo = req.ops + k;
+    let j = 0; // the raise in force at position p: the last one at or below it
+    for (let p = req.ops; p < opsTo; p++) {
+      while (j + 2 < this.raises.length && this.raises[j + 2] <= p) j += 2;
+      const i = this.rHead + p - this.opBase;
+      const cause = j < this.raises.length && this.raises[j] <= p ? Math.max(this.rCause[i], this.raises[j + 1]) : this.rCause[i];
+      if (cause >= next) {
+        opsTo = p;
         break;
       }
-      if (seqs[k] >= start && seqs[k] < req.from) removals.push(seqs[k]);
+      const seq = this.rOps[i];
+      if (seq >= start && seq < req.from) removals.push(seq);
     }
     return encodeFetchAnswer({
       from: req.from,
@@ -650,11 +665,17 @@ export class ReplicaLeader {
   removed(seqs: ArrayLike<number>, cause = 0): number {
     if (this.closedWith !== null) return this.opEnd;
     if (seqs.length > MAX_REMOVALS) return this.removedUnlisted();
+    if (cause > 0) {
+      let lowest = Infinity;
+      for (let i = 0; i < seqs.length; i++) lowest = Math.min(lowest, seqs[i]);
+      this.raiseCauses(lowest, cause);
+    }
     for (let i = 0; i < seqs.length; i++) {
       const seq = seqs[i];
       if (!Number.isSafeInteger(seq) || seq < 1) continue;
       this.rOps.push(seq);
-      this.rCause.push(cause);
+      if (cause > this.lastCause) this.lastCause = cause;
+      this.rCause.push(this.lastCause);
       this.opEnd++;
     }
     this.afterRemoval();
@@ -672,7 +693,7 @@ export class ReplicaLeader {
     // A purge asked for: its log start goes to every follower at once (it takes whatever the limits took from the front before it).
     this.fronts = [];
     this.rOps.push(0);
-    this.rCause.push(0);
+    this.rCause.push(this.lastCause);
     this.opEnd++;
     this.afterRemoval();
     return this.opEnd;
@@ -700,12 +721,13 @@ export class ReplicaLeader {
    */
   frontMoved(lowest: number, cause: number): void {
     if (this.closedWith !== null) return;
-    // Forgotten once every follower has fetched past its cause.
+    // Forgotten once every follower has fetched past its cause (and so has the record that caused it).
     let low = Infinity;
     for (let i = 0; i < this.views.length; i++) low = Math.min(low, this.views[i].acked);
     let k = 0;
     while (k < this.fronts.length && this.fronts[k] < low) k += 2;
     if (k > 0) this.fronts = this.fronts.slice(k);
+    this.raiseCauses(lowest, cause);
     if (cause < low) return;
     this.fronts.push(cause, lowest);
     if (this.fronts.length <= 2 * MAX_FRONTS) return;
@@ -716,6 +738,35 @@ export class ReplicaLeader {
       else merged.push(this.fronts[i + 2], Math.min(this.fronts[i + 1], this.fronts[i + 3]));
     }
     this.fronts = merged;
+  }
+
+  /** The cause removal position `pos` (held) waits for: its own, or a raise's. */
+  private causeAt(pos: number): number {
+    const own = this.rCause[this.rHead + pos - this.opBase];
+    for (let j = this.raises.length - 2; j >= 0; j -= 2) if (this.raises[j] <= pos) return Math.max(own, this.raises[j + 1]);
+    return own;
+  }
+
+  /**
+   * The limits evicted sequences from `lowest` on because of the records up
+   * to `cause`: a held removal or front move waiting for a cause at or
+   * above `lowest` may wait for an evicted record, which no answer carries
+   * any more; it waits for `cause` now. Causes grow with positions, so
+   * those are a suffix: found by bisection, raised by one pair.
+   */
+  private raiseCauses(lowest: number, cause: number): void {
+    for (let i = this.fronts.length - 2; i >= 0 && this.fronts[i] >= lowest; i -= 2) this.fronts[i] = Math.max(this.fronts[i], cause);
+    let lo = this.opBase;
+    let hi = this.opEnd;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.causeAt(mid) >= lowest) hi = mid;
+      else lo = mid + 1;
+    }
+    if (lo >= this.opEnd) return;
+    while (this.raises.length > 0 && this.raises[this.raises.length - 2] >= lo) this.raises.length -= 2;
+    this.raises.push(lo, cause);
+    if (cause > this.lastCause) this.lastCause = cause;
   }
 
   /** The log start an answer covering the log up to `next` may carry: never one moved by records past it. */
@@ -764,9 +815,15 @@ export class ReplicaLeader {
     if (low <= this.opBase) return;
     this.rHead += low - this.opBase;
     this.opBase = low;
+    // Raises below the new base: the last of them holds from the base on.
+    let k = 0;
+    while (k + 2 < this.raises.length && this.raises[k + 2] <= low) k += 2;
+    if (k > 0) this.raises = this.raises.slice(k);
+    if (this.raises.length > 0 && this.raises[0] < low) this.raises[0] = low;
     if (this.rHead >= this.rOps.length) {
       this.rOps = [];
       this.rCause = [];
+      this.raises = [];
       this.rHead = 0;
     } else if (this.rHead > 1024 && this.rHead * 2 > this.rOps.length) {
       this.rOps = this.rOps.slice(this.rHead);
