@@ -54,6 +54,10 @@ const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 /** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
 const REMOTE_INFO_MS = 2000;
 const PLACEMENT_WAIT_MS = 5000;
+/** How long a request waits for this node to take up a leadership the placement gave it, and how often it looks. */
+const ROLE_WAIT_MS = 3000;
+const ROLE_CHECK_MS = 20;
+const ROLE_WAITERS_MAX = 4096;
 /** Internal requests waiting for an answer at once (LIST asks at most a page of 256). */
 const PENDING_MAX = 4096;
 
@@ -145,6 +149,9 @@ export class ClusterApi implements Receiver {
   private nextId = 0;
   private readonly mover: StreamMover;
   private readonly replicas: StreamReplicas;
+  /** Requests waiting for this node to take up a leadership the placement gave it (awaitLeadership). */
+  private roleWaiters: Array<{ name: string; subject: string; body: Buffer; reply: string; until: number }> = [];
+  private roleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly js: JetStream,
@@ -177,6 +184,9 @@ export class ClusterApi implements Receiver {
   }
 
   close(): void {
+    if (this.roleTimer !== null) clearInterval(this.roleTimer);
+    this.roleTimer = null;
+    this.roleWaiters = [];
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
@@ -215,17 +225,9 @@ export class ClusterApi implements Receiver {
     const p = this.placement(name);
     if (p === undefined) return false;
     const leader = p.leaders[0];
+    // Served here (awaitLeadership decides when, for a replicated stream).
+    if (leader === this.cluster.self) return false;
     const reply = msg.hasReply ? msg.reply : "";
-    if (leader === this.cluster.self) {
-      // A leader of replicated copies without its lease (cut off from etcd, or paused past it) may have been replaced, and
-      // its state passed by the new leader's (an ack floor, a consumer deleted): it serves nothing until it holds a lease
-      // again. Unreplicated, its copy is the only one and still served.
-      if ((p.replicas?.[0]?.length ?? 1) > 1 && !this.directory.isLive(leader)) {
-        this.offline(subject, reply);
-        return true;
-      }
-      return false;
-    }
     const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
     if (!this.forward(leader, subject, reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), headers)) this.offline(subject, reply);
     return true;
@@ -238,6 +240,7 @@ export class ClusterApi implements Receiver {
    * too many already wait.
    */
   hold(subject: string, body: Buffer, reply: string): "held" | "full" | "no" {
+    if (this.awaitLeadership(subject, body, reply)) return "held";
     if (!this.mover.freezing) return "no";
     let name: string | undefined;
     if (subject.startsWith("$JS.ACK.")) name = ackStream(subject);
@@ -247,6 +250,55 @@ export class ClusterApi implements Receiver {
       if (changes) name = streamOfSubject(t);
     }
     return name === undefined ? "no" : this.mover.hold(name, subject, body, reply);
+  }
+
+  /**
+   * A request for a replicated stream the placement says this node leads,
+   * before it has taken the leadership up (a takeover adopting the
+   * consumers copied from the old leader, a stream just created): served
+   * once it has, within ROLE_WAIT_MS, else answered offline. One while
+   * this node holds no lease (cut off from etcd, or paused past it: it may
+   * have been replaced) is answered offline at once. Served at once, either
+   * would be answered from a state that is not the stream's (a consumer not
+   * found, an ack floor behind a confirmed ack). An unreplicated stream's
+   * only copy is served as before. True when taken care of here.
+   */
+  private awaitLeadership(subject: string, body: Buffer, reply: string): boolean {
+    const name = subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
+    if (name === undefined) return false;
+    const p = this.placement(name);
+    if (p === undefined || p.leaders[0] !== this.cluster.self || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) return false;
+    if (!this.directory.isLive(this.cluster.self)) {
+      this.offline(subject, reply);
+      return true;
+    }
+    if (this.replicas.leads(name)) return false;
+    if (this.roleWaiters.length >= ROLE_WAITERS_MAX) {
+      this.offline(subject, reply);
+      return true;
+    }
+    this.roleWaiters.push({ name, subject, body, reply, until: Date.now() + ROLE_WAIT_MS });
+    this.roleTimer ??= setInterval(() => this.checkRoleWaiters(), ROLE_CHECK_MS);
+    return true;
+  }
+
+  private checkRoleWaiters(): void {
+    const now = Date.now();
+    const waiting = this.roleWaiters;
+    this.roleWaiters = [];
+    for (const w of waiting) {
+      const p = this.placement(w.name);
+      // Led here now, or no longer placed here (served again: forwarded, or refused, as a new request is).
+      if (p !== undefined && p.leaders[0] !== this.cluster.self) {
+        if (!this.forward(p.leaders[0], w.subject, w.reply, w.body, HOP)) this.offline(w.subject, w.reply);
+      } else if (this.replicas.leads(w.name) || p === undefined) this.serve(w.subject, w.body, w.reply, null);
+      else if (now >= w.until || !this.directory.isLive(this.cluster.self)) this.offline(w.subject, w.reply);
+      else this.roleWaiters.push(w);
+    }
+    if (this.roleWaiters.length === 0 && this.roleTimer !== null) {
+      clearInterval(this.roleTimer);
+      this.roleTimer = null;
+    }
   }
 
   /** Sends a request to `node` for it to serve; false when the node is not live or no route reaches it. */

@@ -404,6 +404,11 @@ export class StreamReplicas {
       });
   }
 
+  /** Whether this node has taken up the leadership of a stream's first partition (its consumers adopted, its gate installed). */
+  leads(name: string): boolean {
+    return this.roles.get(`${name}/0`)?.kind === "leader";
+  }
+
   /** The replicas of a stream's partition led here, as stream info's `cluster.replicas` (nats-server's form), or undefined. */
   replicaInfo(name: string, partition = 0): Array<Record<string, unknown>> | undefined {
     const role = this.roles.get(`${name}/${partition}`);
