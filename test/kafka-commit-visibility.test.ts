@@ -5,7 +5,8 @@
  * until its append is replicated. Otherwise a fetch could see an offset
  * that a failover then takes back (the replicated fault test's
  * commit-backwards, seed 1925167052). A write that fails leaves the offset
- * as it was; a removal (OffsetDelete) is shown once written too.
+ * as it was; a removal (OffsetDelete) is shown once written too; and a
+ * group or topic removed while a commit is written removes its key too.
  */
 
 import { test } from "node:test";
@@ -49,4 +50,27 @@ test("a replicated commit is shown once written, never while pending; a failed o
   store.writes[2].settle();
   await forgetting;
   assert.equal(g.offsets.has("t/0"), false);
+});
+
+test("a group or topic removed while a commit is being written writes over that commit's key too", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-commits-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const coordinator = new GroupCoordinator(dir, 0, () => {});
+  const store = new HeldStore();
+  coordinator.store = store;
+  const g = coordinator.group("readers", true)!;
+  const first = g.commit([["gone/0", { offset: 3, metadata: null }]]);
+  // The topic is deleted while the commit is written: its removal names the key although no offset is shown yet.
+  const forgetting = coordinator.forgetTopic("gone");
+  assert.deepEqual(store.writes[1]?.entries, [["gone/0", null]]);
+  store.writes[0].settle();
+  store.writes[1].settle();
+  await Promise.all([first, forgetting]);
+  assert.equal(g.offsets.has("gone/0"), false, "the removal, written after the commit, is what is shown");
+  const second = g.commit([["kept/1", { offset: 5, metadata: null }]]);
+  const removing = coordinator.remove(g);
+  assert.deepEqual(store.writes[3]?.entries, [["kept/1", null]], "DeleteGroups writes over the commit in flight");
+  store.writes[2].settle();
+  store.writes[3].settle();
+  await Promise.all([second, removing]);
 });

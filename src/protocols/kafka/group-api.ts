@@ -144,8 +144,8 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
     for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
     if (group !== null && entries.length > 0) {
       let added = 0;
-      for (const [k] of entries) if (!group.offsets.has(k)) added++;
-      if (group.offsets.size + added > MAX_OFFSETS_PER_GROUP) {
+      for (const [k] of entries) if (!group.holdsKey(k)) added++;
+      if (group.keyCount() + added > MAX_OFFSETS_PER_GROUP) {
         for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
       } else {
         try {

@@ -77,6 +77,8 @@ export class Group {
   /** Member ids handed out by a KIP-394 MEMBER_ID_REQUIRED answer, not yet joined; with their expiry. */
   readonly pending = new Map<string, NodeJS.Timeout>();
   readonly offsets = new Map<string, CommittedOffset>();
+  /** Keys with a commit being written to the replicated store, and how many (commit). */
+  private readonly pendingKeys = new Map<string, number>();
   private rebalanceTimer: NodeJS.Timeout | null = null;
   /** A new group's join phase does not end before this time (the initial rebalance delay). */
   private holdUntil = 0;
@@ -354,8 +356,39 @@ export class Group {
       for (const [k, v] of entries) this.offsets.set(k, v);
       return this.save();
     }
-    await store.write(this, entries);
-    for (const [k, v] of entries) this.offsets.set(k, v);
+    for (const [k] of entries) this.pendingKeys.set(k, (this.pendingKeys.get(k) ?? 0) + 1);
+    try {
+      await store.write(this, entries);
+      for (const [k, v] of entries) this.offsets.set(k, v);
+    } finally {
+      for (const [k] of entries) {
+        const n = this.pendingKeys.get(k)! - 1;
+        if (n === 0) this.pendingKeys.delete(k);
+        else this.pendingKeys.set(k, n);
+      }
+    }
+  }
+
+  /**
+   * Keys that have an offset, or a commit being written (not shown yet):
+   * what a removal of the group or of a topic must write over, and what
+   * counts against MAX_OFFSETS_PER_GROUP.
+   */
+  keys(): Set<string> {
+    const out = new Set(this.offsets.keys());
+    for (const k of this.pendingKeys.keys()) out.add(k);
+    return out;
+  }
+
+  holdsKey(k: string): boolean {
+    return this.offsets.has(k) || this.pendingKeys.has(k);
+  }
+
+  /** keys().size, without building it: the commits in flight are few. */
+  keyCount(): number {
+    let n = this.offsets.size;
+    for (const k of this.pendingKeys.keys()) if (!this.offsets.has(k)) n++;
+    return n;
   }
 
   /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
@@ -450,7 +483,7 @@ export class GroupCoordinator {
   async remove(g: Group): Promise<void> {
     g.stop();
     if (this.groups.get(g.id) === g) this.groups.delete(g.id);
-    if (this.store !== null) await this.store.write(g, [...g.offsets.keys()].map((k) => [k, null]));
+    if (this.store !== null) await this.store.write(g, [...g.keys()].map((k) => [k, null]));
     else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
   }
 
@@ -478,7 +511,7 @@ export class GroupCoordinator {
   /** Forgets offsets of a deleted topic's partitions in every group. */
   async forgetTopic(topic: string): Promise<void> {
     for (const g of this.groups.values()) {
-      const gone = [...g.offsets.keys()].filter((k) => k.slice(0, k.lastIndexOf("/")) === topic);
+      const gone = [...g.keys()].filter((k) => k.slice(0, k.lastIndexOf("/")) === topic);
       if (gone.length === 0) continue;
       if (this.store !== null) {
         // Best effort, as Kafka's cleanup: a group whose coordinator moved meanwhile keeps them until it is next here.
