@@ -359,3 +359,18 @@ test("a leader without its lease serves nothing of a replicated stream from its 
   });
   assert.equal(back.name, "d");
 });
+
+test("a stream update leaves its followers' limits off: their removals stay the leader's", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const info = await retrying(() => jsm.streams.add({ name: "UPD", subjects: ["upd.>"], num_replicas: 3 }));
+  await retrying(() => jsm.streams.update("UPD", { ...info.config, max_msgs: 5, max_age: 3_600_000_000_000 }));
+  // The store's limits are not exposed: read them as the log holds them.
+  const limitsOn = (n: NagareServer) => (n.jetstream!.streams.get("UPD")!.partitions[0] as unknown as { limits: { maxMsgs?: number; maxAgeMs?: number } }).limits;
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.get("UPD")?.config.max_msgs === 5), "every node to have the update");
+  for (const n of nodes) {
+    const l = limitsOn(n);
+    if (nameOf(n) === info.cluster!.leader) assert.equal(l.maxMsgs, 5, "the leader applies the limits");
+    else assert.deepEqual([l.maxMsgs, l.maxAgeMs], [undefined, undefined], `follower ${nameOf(n)} keeps its limits off`);
+  }
+});

@@ -416,7 +416,9 @@ export class Stream {
   updateConfig(next: StreamConfig): void {
     this.config = next;
     this.compileTransforms();
-    for (const p of this.partitions) p.setLimits(this.limits());
+    // A partition another node leads keeps its limits off: its removals are its leader's (a follower, a move's target).
+    const limits = this.limits();
+    for (let p = 0; p < this.partitions.length; p++) if (this.ledHere === null || this.ledHere[p] === true) this.partitions[p].setLimits(limits);
   }
 
   /**
