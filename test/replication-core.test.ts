@@ -985,6 +985,47 @@ test("a key written three times: the eviction whose cause was evicted in turn wa
   leader.close();
 });
 
+test("a follower that reconciled may lead only once caught up to the leader's end: it may have deleted a key's old value before fetching the new one", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const b = await node("b", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  const put = async (subject: string): Promise<number> => {
+    const seq = await appendAsync(a.log, { subject, data: Buffer.from(subject) });
+    leader.appended(seq);
+    return seq;
+  };
+  for (let i = 1; i <= 4; i++) await put("s");
+  const v1 = await put("kv.k");
+  for (let i = 6; i <= 10; i++) await put("s");
+  const first = follow(b, 1, new Link(leader));
+  await until(() => end(b) === end(a) && first.mayLead, "b caught up");
+  await first.close();
+  // b away: the key gets a new value and the old one is evicted for it.
+  for (let i = 11; i <= 19; i++) await put("s");
+  const v2 = await appendAsync(a.log, { subject: "kv.k", data: Buffer.from("v2") });
+  assert.equal(await a.log.delete(v1), true);
+  leader.removed([v1], v2);
+  leader.appended(v2);
+  // b back (a restart): it reconciles, deleting v1, but its fetches do not get through yet.
+  let fetching = false;
+  const link = new Link(leader);
+  const gated: ReplicaTransport = { request: (body, ms) => (!fetching && body.toString().includes('"op":"fetch"') ? Promise.resolve(null) : link.request(body)) };
+  const again = new ReplicaFollower({ self: "b", log: b.log, epochs: b.epochs, epoch: 1, transport: gated, maxWaitMs: 200, backoffMs: { min: 1, max: 10 } });
+  again.start();
+  try {
+    await until(() => again.reconciliations === 1, "b to reconcile");
+    assert.equal(b.log.has(v1), false, "the old value deleted as the leader did");
+    assert.equal(again.mayLead, false, "without the new value, b must not lead");
+    fetching = true;
+    await until(() => end(b) === end(a), "b to catch up");
+    assert.equal(again.mayLead, true);
+  } finally {
+    await again.close();
+    leader.close();
+  }
+});
+
 test("a follower whose append fails (a full disk) keeps the old value: removals and the log start are applied after the records that caused them", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

@@ -183,6 +183,8 @@ export interface GapsAnswer {
   next: number;
   /** Inclusive ranges, ascending, flat: [a0, b0, a1, b1, ...]. */
   gaps: number[];
+  /** The leader's log end when it answered (absent from older leaders): what caused the removals `gaps` shows lies below it. */
+  end?: number;
 }
 
 export interface EndOfAnswer {
@@ -247,6 +249,7 @@ export function decodeGapsAnswer(b: Buffer): GapsAnswer {
   const ok =
     typeof a.run === "string" &&
     [a.ops, a.logStart, a.from, a.to, a.next].every((x) => Number.isSafeInteger(x)) &&
+    (a.end === undefined || Number.isSafeInteger(a.end)) &&
     Array.isArray(g) &&
     g.length % 2 === 0 &&
     g.length <= 2 * MAX_GAP_RANGES &&
@@ -638,7 +641,7 @@ export class ReplicaLeader {
       else if (n < 2 * MAX_GAP_RANGES) gaps.push(seq, seq);
       else break;
     }
-    return Buffer.from(JSON.stringify({ run: this.run, ops: this.opEnd, logStart, from, to, next: seq, gaps } satisfies GapsAnswer));
+    return Buffer.from(JSON.stringify({ run: this.run, ops: this.opEnd, logStart, from, to, next: seq, gaps, end: this.end } satisfies GapsAnswer));
   }
 
   /**
@@ -1129,6 +1132,14 @@ export class ReplicaFollower {
   rounds = 0;
   /** Reconciliations done (one at start, more when the leader asked for one). */
   reconciliations = 0;
+  /**
+   * The leader's log end as its reconciliation pages said: this log may
+   * lead only once it reaches it (`mayLead`). A reconciliation deletes what
+   * the leader's limits evicted because of records this log may not have
+   * yet (a key's old value, whose new one it has still to fetch): until it
+   * has them, leading would lose the key.
+   */
+  private mustReach = Infinity;
 
   constructor(private readonly opts: ReplicaFollowerOptions) {}
 
@@ -1140,6 +1151,11 @@ export class ReplicaFollower {
   /** The removal position applied (of the leadership reconciled with). */
   get removalsApplied(): number {
     return this.ops;
+  }
+
+  /** Whether this copy may take over: reconciled with this leadership and since caught up to the leader's end as the reconciliation saw it. */
+  get mayLead(): boolean {
+    return this.reconciled && this.opts.log.state().lastSeq + 1 >= this.mustReach;
   }
 
   start(): void {
@@ -1257,6 +1273,7 @@ export class ReplicaFollower {
     let from = st.messages > 0 ? st.firstSeq : end;
     let run: string | null = null;
     let ops: number | null = null;
+    let reach = 0;
     for (;;) {
       const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
       const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
@@ -1266,6 +1283,7 @@ export class ReplicaFollower {
       if (a.next < lo || (a.next === lo && lo < end) || a.next > Math.max(lo, Math.min(end, lo + RECONCILE_SPAN))) throw new ReplicaError("bad_request", "bad gaps answer");
       run = a.run;
       ops = ops === null ? a.ops : Math.min(ops, a.ops);
+      reach = Math.max(reach, a.end ?? 0);
       const lacking: number[] = [];
       let cut = 0;
       for (let seq = lo, g = 0; seq < a.next; seq++) {
@@ -1292,6 +1310,7 @@ export class ReplicaFollower {
     }
     this.leaderRun = run;
     this.ops = ops;
+    this.mustReach = reach;
     this.reconciliations++;
   }
 

@@ -736,8 +736,9 @@ export class StreamReplicas {
     if (placed === undefined || placed.leaders[p] !== role.leader || (placed.epochs?.[p] ?? 1) !== role.epoch) return;
     const isr = (placed.isr?.[p] ?? replicasOf(placed, p)).filter((n) => n !== role.leader);
     const rank = isr.indexOf(this.self);
-    // Out of the ISR: this copy may lack acknowledged writes, and must not lead.
-    if (rank < 0) return;
+    // Out of the ISR: this copy may lack acknowledged writes, and must not lead. Nor may one that has not caught up since it
+    // reconciled with this leadership: it may have deleted a key's old value without the new one yet (replication.ts, mayLead).
+    if (rank < 0 || !role.follower.mayLead) return;
     if (role.proposeAt === 0) {
       // Members ranked before this one propose first; one that is not live gives its turn away. Without a copy of the
       // consumers (a restart since), this one waits behind every member: one with a copy takes over with the confirmed acks.
