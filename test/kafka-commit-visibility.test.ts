@@ -24,13 +24,18 @@ class HeldStore implements OffsetsStore {
   }
 }
 
-test("a replicated commit is shown once written, never while pending; a failed one leaves the offset as it was", async (t) => {
+/** A coordinator on a HeldStore, and its group "readers". */
+function heldGroup(t: { after(fn: () => void): void }): { coordinator: GroupCoordinator; store: HeldStore; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-commits-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const coordinator = new GroupCoordinator(dir, 0, () => {});
   const store = new HeldStore();
   coordinator.store = store;
-  const g = coordinator.group("readers", true)!;
+  return { coordinator, store, g: coordinator.group("readers", true)! };
+}
+
+test("a replicated commit is shown once written, never while pending; a failed one leaves the offset as it was", async (t) => {
+  const { store, g } = heldGroup(t);
 
   const first = g.commit([["t/0", { offset: 7, metadata: null }]]);
   assert.equal(store.writes.length, 1);
@@ -53,12 +58,7 @@ test("a replicated commit is shown once written, never while pending; a failed o
 });
 
 test("a group or topic removed while a commit is being written writes over that commit's key too", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), "nagare-commits-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const coordinator = new GroupCoordinator(dir, 0, () => {});
-  const store = new HeldStore();
-  coordinator.store = store;
-  const g = coordinator.group("readers", true)!;
+  const { coordinator, store, g } = heldGroup(t);
   const first = g.commit([["gone/0", { offset: 3, metadata: null }]]);
   // The topic is deleted while the commit is written: its removal names the key although no offset is shown yet.
   const forgetting = coordinator.forgetTopic("gone");

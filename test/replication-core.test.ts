@@ -168,6 +168,13 @@ async function write(leader: ReplicaLeader, n: Node, i: number, tag = ""): Promi
   return last;
 }
 
+/** Appends one message on the leader's log and tells the leader, as the stream's callback would: its sequence. */
+async function told(leader: ReplicaLeader, n: Node, subject: string): Promise<number> {
+  const seq = await appendAsync(n.log, { subject, data: Buffer.from(subject) });
+  leader.appended(seq);
+  return seq;
+}
+
 /** Everything a reader can tell of a log: state, gaps, each stored item with its time and bytes, and its epochs. */
 async function picture(n: Node): Promise<unknown> {
   const st = n.log.state();
@@ -905,11 +912,7 @@ test("what the limits evict reaches a follower only with the records that caused
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
-  const put = async (): Promise<number> => {
-    const seq = await appendAsync(a.log, { subject: "s.0", data: Buffer.from("v") });
-    leader.appended(seq);
-    return seq;
-  };
+  const put = (): Promise<number> => told(leader, a, "s.0");
   for (let i = 1; i <= 30; i++) await put();
   await fetchFrom(leader, "b", 31, { ops: 0 });
   // A new value of a key lands (31) and the per-subject limit evicts the old one (5) before the leader is told of the append,
@@ -958,11 +961,7 @@ test("a key written three times: the eviction whose cause was evicted in turn wa
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
-  const put = async (subject: string): Promise<number> => {
-    const seq = await appendAsync(a.log, { subject, data: Buffer.from(subject) });
-    leader.appended(seq);
-    return seq;
-  };
+  const put = (subject: string): Promise<number> => told(leader, a, subject);
   for (let i = 1; i <= 10; i++) await put("s");
   const v1 = await put("kv.k");
   await fetchFrom(leader, "b", v1 + 1, { ops: 0 }); // b holds v1
@@ -990,11 +989,7 @@ test("a follower that reconciled may lead only once caught up to the leader's en
   const a = await node("a", "memory", () => "", nodes);
   const b = await node("b", "memory", () => "", nodes);
   const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
-  const put = async (subject: string): Promise<number> => {
-    const seq = await appendAsync(a.log, { subject, data: Buffer.from(subject) });
-    leader.appended(seq);
-    return seq;
-  };
+  const put = (subject: string): Promise<number> => told(leader, a, subject);
   for (let i = 1; i <= 4; i++) await put("s");
   const v1 = await put("kv.k");
   for (let i = 6; i <= 10; i++) await put("s");
