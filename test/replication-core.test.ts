@@ -1007,6 +1007,7 @@ test("a follower that reconciled may lead only once caught up to the leader's en
   const link = new Link(leader);
   const gated: ReplicaTransport = { request: (body, ms) => (!fetching && body.toString().includes('"op":"fetch"') ? Promise.resolve(null) : link.request(body)) };
   const again = new ReplicaFollower({ self: "b", log: b.log, epochs: b.epochs, epoch: 1, transport: gated, maxWaitMs: 200, backoffMs: { min: 1, max: 10 } });
+  assert.equal(again.mayLead, true, "before it has deleted anything, b is as it was under this leader");
   again.start();
   try {
     await until(() => again.reconciliations === 1, "b to reconcile");

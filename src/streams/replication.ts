@@ -730,7 +730,6 @@ export class ReplicaLeader {
     let k = 0;
     while (k < this.fronts.length && this.fronts[k] < low) k += 2;
     if (k > 0) this.fronts = this.fronts.slice(k);
-    this.raiseCauses(lowest, cause);
     if (cause < low) return;
     this.fronts.push(cause, lowest);
     if (this.fronts.length <= 2 * MAX_FRONTS) return;
@@ -751,11 +750,14 @@ export class ReplicaLeader {
   }
 
   /**
-   * The limits evicted sequences from `lowest` on because of the records up
-   * to `cause`: a held removal or front move waiting for a cause at or
-   * above `lowest` may wait for an evicted record, which no answer carries
-   * any more; it waits for `cause` now. Causes grow with positions, so
-   * those are a suffix: found by bisection, raised by one pair.
+   * The limits evicted sequences inside the log from `lowest` on because of
+   * the records up to `cause`: a held removal or front move waiting for a
+   * cause at or above `lowest` may wait for an evicted record, which no
+   * answer carries any more; it waits for `cause` now. Causes grow with
+   * positions, so those are a suffix: found by bisection, raised by one
+   * pair. Evictions from the front raise nothing (they come with every
+   * append to a full stream): the oldest record is a key's newest only when
+   * the leader's limits took the key away altogether.
    */
   private raiseCauses(lowest: number, cause: number): void {
     for (let i = this.fronts.length - 2; i >= 0 && this.fronts[i] >= lowest; i -= 2) this.fronts[i] = Math.max(this.fronts[i], cause);
@@ -1133,13 +1135,14 @@ export class ReplicaFollower {
   /** Reconciliations done (one at start, more when the leader asked for one). */
   reconciliations = 0;
   /**
-   * The leader's log end as its reconciliation pages said: this log may
-   * lead only once it reaches it (`mayLead`). A reconciliation deletes what
-   * the leader's limits evicted because of records this log may not have
-   * yet (a key's old value, whose new one it has still to fetch): until it
-   * has them, leading would lose the key.
+   * The leader's log end as its reconciliation pages said, when they made
+   * this log delete or purge anything: it may lead only once it reaches it
+   * (`mayLead`). A reconciliation deletes what the leader's limits evicted
+   * because of records this log may not have yet (a key's old value, whose
+   * new one it has still to fetch): until it has them, leading would lose
+   * the key. One that deleted nothing is as it was under its last leader.
    */
-  private mustReach = Infinity;
+  private mustReach = 0;
 
   constructor(private readonly opts: ReplicaFollowerOptions) {}
 
@@ -1155,7 +1158,7 @@ export class ReplicaFollower {
 
   /** Whether this copy may take over: reconciled with this leadership and since caught up to the leader's end as the reconciliation saw it. */
   get mayLead(): boolean {
-    return this.reconciled && this.opts.log.state().lastSeq + 1 >= this.mustReach;
+    return this.opts.log.state().lastSeq + 1 >= this.mustReach;
   }
 
   start(): void {
@@ -1273,7 +1276,6 @@ export class ReplicaFollower {
     let from = st.messages > 0 ? st.firstSeq : end;
     let run: string | null = null;
     let ops: number | null = null;
-    let reach = 0;
     for (;;) {
       const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
       const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
@@ -1283,7 +1285,6 @@ export class ReplicaFollower {
       if (a.next < lo || (a.next === lo && lo < end) || a.next > Math.max(lo, Math.min(end, lo + RECONCILE_SPAN))) throw new ReplicaError("bad_request", "bad gaps answer");
       run = a.run;
       ops = ops === null ? a.ops : Math.min(ops, a.ops);
-      reach = Math.max(reach, a.end ?? 0);
       const lacking: number[] = [];
       let cut = 0;
       for (let seq = lo, g = 0; seq < a.next; seq++) {
@@ -1298,6 +1299,8 @@ export class ReplicaFollower {
       await this.write(async () => {
         const upTo = Math.min(a.logStart, end);
         const now = log.state();
+        // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
+        if ((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0) this.mustReach = Math.max(this.mustReach, a.end ?? 0);
         if (now.messages > 0 && now.firstSeq < upTo) {
           await log.purge({ upTo });
           await epochs.trimBelow(upTo);
@@ -1310,7 +1313,6 @@ export class ReplicaFollower {
     }
     this.leaderRun = run;
     this.ops = ops;
-    this.mustReach = reach;
     this.reconciliations++;
   }
 
