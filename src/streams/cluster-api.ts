@@ -253,12 +253,13 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * A request for a replicated stream the placement says this node leads,
-   * before it has taken the leadership up (a takeover adopting the
-   * consumers copied from the old leader, a stream just created): served
-   * once it has, within ROLE_WAIT_MS, else answered offline. One while
-   * this node holds no lease (cut off from etcd, or paused past it: it may
-   * have been replaced) is answered offline at once. Served at once, either
+   * A consumer request (or ack) for a replicated stream the placement says
+   * this node leads, before it has taken the leadership up (a takeover
+   * adopting the consumers copied from the old leader, a stream just
+   * created): served once it has, within ROLE_WAIT_MS, else answered
+   * offline. Any request but a delete while this node holds no lease (cut
+   * off from etcd, or paused past it: it may have been replaced) is
+   * answered offline at once. Served at once, either
    * would be answered from a state that is not the stream's (a consumer not
    * found, an ack floor behind a confirmed ack). An unreplicated stream's
    * only copy is served as before. True when taken care of here.
@@ -268,17 +269,23 @@ export class ClusterApi implements Receiver {
     if (name === undefined) return false;
     const p = this.placement(name);
     if (p === undefined || p.leaders[0] !== this.cluster.self || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) return false;
+    // Deleting a stream needs no leader in place, and is how an operator clears one that cannot take its leadership up.
+    if (subject.startsWith("$JS.API.STREAM.DELETE.")) return false;
     if (!this.directory.isLive(this.cluster.self)) {
       this.offline(subject, reply);
       return true;
     }
-    if (this.replicas.leads(name)) return false;
+    // What waits: what the consumers answer (their state comes with the leadership), not the stream's own requests.
+    if (this.replicas.leads(name) || !(subject.startsWith("$JS.API.CONSUMER.") || subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC."))) return false;
     if (this.roleWaiters.length >= ROLE_WAITERS_MAX) {
       this.offline(subject, reply);
       return true;
     }
     this.roleWaiters.push({ name, subject, body, reply, until: Date.now() + ROLE_WAIT_MS });
-    this.roleTimer ??= setInterval(() => this.checkRoleWaiters(), ROLE_CHECK_MS);
+    if (this.roleTimer === null) {
+      this.roleTimer = setInterval(() => this.checkRoleWaiters(), ROLE_CHECK_MS);
+      this.roleTimer.unref();
+    }
     return true;
   }
 
@@ -291,7 +298,7 @@ export class ClusterApi implements Receiver {
       // Led here now, or no longer placed here (served again: forwarded, or refused, as a new request is).
       if (p !== undefined && p.leaders[0] !== this.cluster.self) {
         if (!this.forward(p.leaders[0], w.subject, w.reply, w.body, HOP)) this.offline(w.subject, w.reply);
-      } else if (this.replicas.leads(w.name) || p === undefined) this.serve(w.subject, w.body, w.reply, null);
+      } else if (this.replicas.leads(w.name) || p === undefined || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) this.serve(w.subject, w.body, w.reply, null);
       else if (now >= w.until || !this.directory.isLive(this.cluster.self)) this.offline(w.subject, w.reply);
       else this.roleWaiters.push(w);
     }
