@@ -105,6 +105,18 @@ function unmountAll(mounts: string[]): void {
  * so that fillDisk can make its writes fail.
  */
 export async function startFaultCluster(o: { names?: string[]; cluster?: string; leaseMs?: number; diskMb?: number } = {}): Promise<FaultCluster> {
+  // The ports the OS handed out (freePorts) are free again until a node binds them; a test running beside this one may
+  // take one first. Such a start is given up whole (startOnce cleans up) and made again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(o);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startOnce(o: { names?: string[]; cluster?: string; leaseMs?: number; diskMb?: number }): Promise<FaultCluster> {
   const leaseMs = o.leaseMs ?? LEASE_MS;
   const names = o.names ?? ["a", "b", "c"];
   const clusterName = o.cluster ?? `faults-${process.pid}`;
