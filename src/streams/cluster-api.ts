@@ -74,6 +74,11 @@ export function nodeToken(name: string): string {
   return /^[A-Za-z0-9_-]+$/.test(name) ? name : `x${Buffer.from(name).toString("hex")}`;
 }
 
+/** The stream a request names: an ack's or flow control's, or a stream-scoped API's (streamOfSubject). */
+function streamOfRequest(subject: string): string | undefined {
+  return subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
+}
+
 /** The stream a stream-scoped API, ack or flow-control subject names; undefined for the others (CREATE, NAMES, LIST, INFO). */
 /**
  * nats-server's `$JS.API.ACCOUNT.STREAM.MOVE.<account>.<stream>` and
@@ -220,7 +225,7 @@ export class ClusterApi implements Receiver {
    * node serves it.
    */
   intercept(subject: string, msg: Message): boolean {
-    const name = subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
+    const name = streamOfRequest(subject);
     if (name === undefined) return false;
     const p = this.placement(name);
     if (p === undefined) return false;
@@ -265,7 +270,7 @@ export class ClusterApi implements Receiver {
    * only copy is served as before. True when taken care of here.
    */
   private awaitLeadership(subject: string, body: Buffer, reply: string): boolean {
-    const name = subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
+    const name = streamOfRequest(subject);
     if (name === undefined) return false;
     const p = this.placement(name);
     if (p === undefined || p.leaders[0] !== this.cluster.self || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) return false;
@@ -363,7 +368,7 @@ export class ClusterApi implements Receiver {
     const reply = msg.hasReply ? msg.reply : "";
     // Sent by a node that has not seen a move yet: once more, to the leader this node knows (an ack or pull request is not lost).
     if (!hopped && placed === null) {
-      const name = original.startsWith("$JS.ACK.") || original.startsWith("$JS.FC.") ? ackStream(original) : streamOfSubject(original.split("."));
+      const name = streamOfRequest(original);
       const p = name === undefined ? undefined : this.placement(name);
       const self = this.cluster.self;
       // A move's target of the first partition serves it: it leads it once it sees the flip (what it holds waits till then).
