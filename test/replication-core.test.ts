@@ -35,6 +35,7 @@ import {
   ReplicaLeader,
   type FetchAnswer,
   type FollowerLog,
+  type Removed,
   type ReplicaTransport,
 } from "../src/streams/replication.js";
 import { rng } from "./helpers/random.js";
@@ -139,8 +140,8 @@ class Link implements ReplicaTransport {
   }
 }
 
-function follow(n: Node, epoch: number, link: Link, errors: Error[] = []): ReplicaFollower {
-  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e) });
+function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = []): ReplicaFollower {
+  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r) });
   f.start();
   return f;
 }
@@ -480,8 +481,11 @@ test("KIP-101: a returning replica truncates what an older epoch wrote and nobod
   for (let i = 11; i <= 13; i++) await write(lb, b, i, "new-");
   await until(() => lb.highWatermark === end(b), "c follows b");
   // a returns as b's follower: asks where epoch 1 ends at b (11), cuts 11..15, fetches epoch 2's writes.
-  const fa = follow(a, 2, new Link(lb));
+  const removed: Removed[] = [];
+  const fa = follow(a, 2, new Link(lb), [], removed);
   await until(() => end(a) === end(b) && fa.rounds > 0, "a follows b");
+  // The cut is told (the node logs it): five messages of 11..15.
+  assert.deepEqual(removed.map((r) => [r.how, r.from, r.to, r.messages]), [["truncated", 11, 15, 5]]);
   await fa.close();
   await fc2.close();
   const want = await picture(b);
@@ -813,9 +817,13 @@ test("a follower that restarts, joins late, or applied a removal the new leader 
   assert.equal(fc.reconciliations, before + 1);
   assert.deepEqual(await picture(c), await picture(a));
   // b restarts: a new follower on the same log reconciles before it fetches, then may join the ISR again.
-  const fb2 = follow(b, 1, new Link(la));
+  const hadB = b.log.state().messages;
+  const removedB: Removed[] = [];
+  const fb2 = follow(b, 1, new Link(la), [], removedB);
   await until(() => la.readyToJoin().includes("b"), "b ready to join");
   assert.equal(fb2.reconciliations, 1);
+  // What the reconciliation deleted is told, all of it.
+  assert.deepEqual(removedB.map((r) => [r.how, r.messages]), [["deleted", hadB - a.log.state().messages]]);
   assert.deepEqual(await picture(b), await picture(a));
   la.setIsr(["a", "b", "c"]);
   // d joins late with an empty log: its copy has the gaps without a removal shipped.
@@ -834,11 +842,13 @@ test("a follower that restarts, joins late, or applied a removal the new leader 
   // c leads epoch 2; b follows and finds that c has 60, which it lacks: it truncates there and fetches it again.
   const lc = await ReplicaLeader.create({ self: "c", log: c.log, epochs: c.epochs, epoch: 2, replicas, isr: ["b", "c"], highWatermark: hw });
   assert.equal(c.log.has(60), true);
-  const fb3 = follow(b, 2, new Link(lc));
+  const removedB3: Removed[] = [];
+  const fb3 = follow(b, 2, new Link(lc), [], removedB3);
   for (let i = 81; i <= 85; i++) await write(lc, c, i, "e2-");
   await until(() => lc.highWatermark === end(c) && end(b) === end(c), "b follows c");
   await fb3.close();
   assert.equal(b.log.has(60), true);
+  assert.deepEqual(removedB3.map((r) => [r.how, r.from]), [["truncated", 60]]);
   assert.deepEqual(await picture(b), await picture(c));
   lc.close();
   for (const n of nodes) await n.log.close();

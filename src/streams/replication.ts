@@ -1094,6 +1094,17 @@ export interface Truncatable {
 
 export type FollowerLog = MessageLog & Truncatable;
 
+/** Messages a follower removed from its copy (ReplicaFollowerOptions.onRemoved). */
+export interface Removed {
+  how: "truncated" | "purged" | "deleted";
+  /** The sequences looked at (inclusive). */
+  from: number;
+  to: number;
+  messages: number;
+  why: string;
+  fetched: boolean;
+}
+
 export interface ReplicaFollowerOptions {
   self: string;
   log: FollowerLog;
@@ -1109,6 +1120,14 @@ export interface ReplicaFollowerOptions {
   onError?: (err: Error) => void;
   /** A round applied: the follower's next sequence. */
   onFetched?: (next: number) => void;
+  /**
+   * Stored messages this copy gave up to agree with its leader: a truncation
+   * (what an older epoch wrote), a purge below the leader's log start, or
+   * deletes of what the leader removed. Told so that no message leaves a
+   * replica unseen in its node's log. `fetched`: a purge that came with a
+   * fetch answer, which the leader's limits make all the time.
+   */
+  onRemoved?: (r: Removed) => void;
 }
 
 /**
@@ -1254,9 +1273,15 @@ export class ReplicaFollower {
       of = own.epoch;
     }
     await this.write(async () => {
+      const before = log.state().messages;
       const end = cut < next ? ((await log.truncateFrom(cut)) ?? cut) : cut;
       await epochs.truncateFrom(end);
+      this.told("truncated", cut, next - 1, before - log.state().messages, "to where this copy's leader epochs agree with the leader's");
     });
+  }
+
+  private told(how: Removed["how"], from: number, to: number, messages: number, why: string, fetched = false): void {
+    if (messages > 0) this.opts.onRemoved?.({ how, from, to, messages, why, fetched });
   }
 
   /**
@@ -1302,11 +1327,17 @@ export class ReplicaFollower {
         // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
         if ((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0) this.mustReach = Math.max(this.mustReach, a.end ?? 0);
         if (now.messages > 0 && now.firstSeq < upTo) {
-          await log.purge({ upTo });
+          this.told("purged", now.firstSeq, upTo - 1, await log.purge({ upTo }), `below the leader's log start ${a.logStart} (reconciling)`);
           await epochs.trimBelow(upTo);
         }
+        const kept = log.state().messages;
         await deleteStored(log, lacking, end);
-        if (cut > 0) await epochs.truncateFrom((await log.truncateFrom(cut)) ?? cut);
+        this.told("deleted", lacking[0] ?? 0, lacking[lacking.length - 1] ?? 0, kept - log.state().messages, "removed at the leader (reconciling)");
+        if (cut > 0) {
+          const before = log.state().messages;
+          await epochs.truncateFrom((await log.truncateFrom(cut)) ?? cut);
+          this.told("truncated", cut, end - 1, before - log.state().messages, "the leader has a message this copy lacks there (reconciling)");
+        }
       });
       if (cut > 0 || a.next >= end) break;
       from = a.next;
@@ -1342,7 +1373,7 @@ export class ReplicaFollower {
       // after the records that caused them (a key's new value), so that an append that fails (a full disk) leaves the old.
       const now = log.state();
       if (now.messages > 0 && now.firstSeq < a.logStart) {
-        await log.purge({ upTo: a.logStart });
+        this.told("purged", now.firstSeq, a.logStart - 1, await log.purge({ upTo: a.logStart }), `below the leader's log start ${a.logStart}`, true);
         await epochs.trimBelow(a.logStart);
       }
       await deleteStored(log, a.removals, from);

@@ -595,6 +595,12 @@ export class StreamReplicas {
       onFetched: () => {
         lastError = "";
       },
+      onRemoved: (r) => {
+        // Under limits that evict from the front, the leader's log start moves all the time, and each fetch follows it.
+        const c = stream.config;
+        if (r.fetched && r.how === "purged" && (c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0)) return;
+        logger.warn(`cluster: partition ${p} of stream "${name}": ${r.how} ${r.messages} messages of ${r.from}..${r.to}, ${r.why}, following ${leader} in epoch ${epoch}`);
+      },
     });
     follower.start();
     stream.followerCopy = true;
