@@ -32,6 +32,7 @@ import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { settled } from "../util/settle.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
+import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
 import { ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
@@ -558,7 +559,7 @@ export class StreamReplicas {
     stream.followerCopy = false;
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
     stream.setReplicaGate(p, gate);
-    this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")})`);
+    this.host.js.options.log.info(`cluster: leading partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (replicas ${replicas.join(", ")}; in sync ${isr.join(", ")}; ${span(stream.partitions[p])})`);
     // The consumers to lead with are in place (adopted before this): acks and consumer changes are confirmed once the followers copied them.
     if (p === 0) {
       const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
@@ -605,7 +606,7 @@ export class StreamReplicas {
     follower.start();
     stream.followerCopy = true;
     if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
-    logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch}`);
+    logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
 
@@ -787,4 +788,10 @@ export class StreamReplicas {
       )
       .finally(() => this.changing.delete(key));
   }
+}
+
+/** What a copy holds, for the log lines of leadership changes: a front that moved shows where it happened. */
+function span(log: MessageLog): string {
+  const st = log.state();
+  return st.messages === 0 ? `empty, next ${st.lastSeq + 1}` : `${st.messages} messages in ${st.firstSeq}..${st.lastSeq}`;
 }
