@@ -6,7 +6,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -14,6 +14,25 @@ import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } fro
 import { Kvm } from "@nats-io/kv";
 import { spawnServer, startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
+import kafkajs from "kafkajs";
+import { FileLog } from "../src/store/file-log.js";
+import { kafkaRecords } from "../src/protocols/kafka/stored-batches.js";
+
+const { Kafka, logLevel } = kafkajs;
+
+/** The directory named `name` under `root` (the first found, depth first). */
+function findDir(root: string, name: string): string {
+  for (const e of readdirSync(root, { withFileTypes: true })) {
+    if (!e.isDirectory()) continue;
+    if (e.name === name) return join(root, e.name);
+    try {
+      return findDir(join(root, e.name), name);
+    } catch {
+      // not under this one
+    }
+  }
+  throw new Error(`no ${name} under ${root}`);
+}
 import { startServer } from "../src/index.js";
 
 const MS = 1_000_000;
@@ -272,6 +291,49 @@ describe("JetStream durability", () => {
       await nc.close();
     } finally {
       child?.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("a partition of a multi-partition stream cut back between two starts (a replica's KIP-101 truncation) keeps every record it holds", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-short-"));
+    const options = { port: 0, jetstream: true, storeDir: dir, kafka: { port: 0 } };
+    let srv = await startServer(options);
+    const kafka = (): InstanceType<typeof Kafka> => new Kafka({ clientId: "short", brokers: [`127.0.0.1:${srv.kafkaPort}`], logLevel: logLevel.NOTHING });
+    try {
+      const admin = kafka().admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic: "short", numPartitions: 3 }], waitForLeaders: true });
+      await admin.disconnect();
+      const producer = kafka().producer();
+      await producer.connect();
+      for (let i = 0; i < 10; i++) await producer.send({ topic: "short", acks: -1, messages: [{ value: `v${i}`, partition: 0 }] });
+      await producer.disconnect();
+      await srv.close();
+      // Offsets 5..9 (sequences 6..10) cut, as a follower cuts what its new leader never had; the stream order still names them.
+      const p0 = findDir(dir, "p0");
+      const log = await FileLog.open({ dir: p0, foreign: kafkaRecords });
+      assert.equal(await log.truncateFrom(6), 6);
+      await log.close();
+      srv = await startServer(options);
+      const consumer = kafka().consumer({ groupId: "short-readers" });
+      await consumer.connect();
+      const seen: string[] = [];
+      try {
+        await consumer.subscribe({ topic: "short", fromBeginning: true });
+        await consumer.run({ eachMessage: async ({ partition, message }) => void seen.push(`${partition}:${message.offset}:${message.value!.toString()}`) });
+        await waitUntil(() => seen.length >= 5, "the records partition 0 still holds", 20_000);
+      } finally {
+        await consumer.disconnect();
+      }
+      assert.deepEqual(seen, ["0:0:v0", "0:1:v1", "0:2:v2", "0:3:v3", "0:4:v4"]);
+      // Its next record does not take an offset the stream order named before.
+      const again = kafka().producer();
+      await again.connect();
+      const [meta] = await again.send({ topic: "short", acks: -1, messages: [{ value: "v10", partition: 0 }] });
+      await again.disconnect();
+      assert.equal(meta.baseOffset, "10");
+    } finally {
+      await srv.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -199,4 +199,27 @@ describe("stream order", () => {
     assert.equal((await order.view().get(model.length))?.data.toString(), model[model.length - 1]);
     await order.close();
   });
+  test("a partition that holds less than the order names (a replica cut back to its leader's log, KIP-101) keeps every record at the next open, and moves on past the named sequences", async () => {
+    const sub = mkdtempSync(join(dir, "short-"));
+    const parts = [new MemoryLog(), new MemoryLog(), new MemoryLog()];
+    const warnings: string[] = [];
+    const open = (): Promise<StreamOrder> => StreamOrder.open(sub, parts, () => null, () => undefined, (err) => assert.fail(err.message), (w) => warnings.push(w));
+    for (let i = 1; i <= 10; i++) await appendAsync(parts[0], { subject: "kr", data: Buffer.from(`v${i}`) });
+    // The first open numbers 1..10 of partition 0, as a replica's open does before it knows what is replicated.
+    let order = await open();
+    await order.close();
+    // Its follower cuts 6..10 (never acknowledged), then the node restarts before it has fetched them again.
+    await parts[0].truncateFrom(6);
+    order = await open();
+    const st = parts[0].state();
+    assert.equal(st.messages, 5, "the records it holds stay");
+    assert.equal(st.firstSeq, 1);
+    assert.equal(st.lastSeq, 10, "the sequences the order names are not handed out again");
+    assert.equal((await order.view().get(3))?.data.toString(), "v3");
+    assert.equal(await order.view().get(7), null);
+    assert.match(warnings.join("\n"), /partition 0 ends at 5, below the 10/);
+    const seq = await appendAsync(parts[0], { subject: "kr", data: Buffer.from("v11") });
+    assert.equal(seq, 11);
+    await order.close();
+  });
 });

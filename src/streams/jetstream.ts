@@ -377,6 +377,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       () => stream.visibility,
       () => stream.orderAdvanced(),
       (err) => this.options.log.error(`stream ${stream.config.name}: ${err.message}`),
+      (text) => this.options.log.warn(`stream ${stream.config.name}: ${text}`),
     );
   }
 

@@ -34,6 +34,7 @@ import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
 import { crc32c } from "../store/crc32c.js";
 import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
+import { appendCopy } from "./copy-batch.js";
 
 export const ORDER_FILE = "order.map";
 /** What a clean close leaves so that the next open need not read every run (a cache: checked against order.map). */
@@ -129,6 +130,7 @@ export class StreamOrder {
     visibility: () => Visibility | null,
     onDurable: () => void,
     onError: (err: Error) => void,
+    warn: (text: string) => void = () => undefined,
   ): Promise<StreamOrder> {
     let file: StoreFile | null = null;
     let existed = false;
@@ -145,7 +147,7 @@ export class StreamOrder {
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
     if (existed && !(await order.loadSummary())) await order.load();
-    if (existed) await order.checkPartitions();
+    if (existed) await order.checkPartitions(warn);
     // A file that only holds a base (every run compacted away) is not a new order.
     if (order.entries === 0 && order.fileBase === 0) {
       // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
@@ -211,11 +213,21 @@ export class StreamOrder {
     this.high[partition] = high;
   }
 
-  private async checkPartitions(): Promise<void> {
-    // A partition that lost its tail (a sync policy other than always) must not hand out the sequences a run names again.
+  /**
+   * A partition that holds less than the runs name lost its tail (a sync
+   * policy other than always), or, a replica, was cut back to its leader's
+   * log (KIP-101). Nothing it holds goes. Its appends must not take the
+   * sequences the runs name again, so it moves on past them; a replica's
+   * reconciliation finds the hole against its leader's log and fetches it
+   * again (replication.ts).
+   */
+  private async checkPartitions(warn: (text: string) => void): Promise<void> {
     for (let p = 0; p < this.partitions.length; p++) {
       const h = this.high[p] ?? 0;
-      if (this.partitions[p].state().lastSeq < h) await this.partitions[p].purge({ upTo: h + 1 });
+      const last = this.partitions[p].state().lastSeq;
+      if (last >= h) continue;
+      warn(`partition ${p} ends at ${last}, below the ${h} the stream order names: it goes on at ${h + 1}`);
+      await appendCopy(this.partitions[p], h + 1, 0, []);
     }
   }
 
