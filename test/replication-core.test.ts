@@ -140,8 +140,8 @@ class Link implements ReplicaTransport {
   }
 }
 
-function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = []): ReplicaFollower {
-  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r) });
+function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = [], wholeLog = false): ReplicaFollower {
+  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r), wholeLog });
   f.start();
   return f;
 }
@@ -851,6 +851,38 @@ test("a follower that restarts, joins late, or applied a removal the new leader 
   assert.deepEqual(removedB3.map((r) => [r.how, r.from]), [["truncated", 60]]);
   assert.deepEqual(await picture(b), await picture(c));
   lc.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a copy that lost a prefix its leader holds fetches it again when no limits drop the leader's front (wholeLog), and keeps the hole otherwise", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "file", dir, nodes);
+  const b = await node("b", "file", dir, nodes);
+  const c = await node("c", "memory", dir, nodes);
+  const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
+  const fb = follow(b, 1, new Link(la));
+  const fc = follow(c, 1, new Link(la));
+  for (let i = 1; i <= 30; i++) await write(la, a, i);
+  await until(() => la.highWatermark === end(a), "1..30 on b and c");
+  await fb.close();
+  await fc.close();
+  // Both lose their first ten (damage, a bug): the leader still holds them.
+  assert.equal(await b.log.purge({ upTo: 11 }), 10);
+  assert.equal(await c.log.purge({ upTo: 11 }), 10);
+  const removed: Removed[] = [];
+  const fb2 = follow(b, 1, new Link(la), [], removed, true);
+  const fc2 = follow(c, 1, new Link(la));
+  for (let i = 31; i <= 35; i++) await write(la, a, i);
+  await until(() => end(b) === end(a) && end(c) === end(a) && fb2.rounds > 0 && fc2.rounds > 0, "b and c at the leader's end");
+  await fb2.close();
+  await fc2.close();
+  // b cut where the leader holds what it lacks (its whole log), told it, and fetched everything again.
+  assert.deepEqual(removed.map((r) => [r.how, r.from]), [["truncated", 1]]);
+  assert.deepEqual(await picture(b), await picture(a));
+  // c, whose leader's limits would drop such a prefix in time, keeps it as it is.
+  assert.equal(c.log.state().firstSeq, 11);
+  la.close();
   for (const n of nodes) await n.log.close();
 });
 

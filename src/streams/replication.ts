@@ -1118,6 +1118,13 @@ export interface ReplicaFollowerOptions {
   backoffMs?: { min: number; max: number };
   /** A failed round (the loop goes on after its back-off). */
   onError?: (err: Error) => void;
+  /**
+   * The leader's log loses its front only by a purge (no limits evict it):
+   * a prefix this copy lacks, held at the leader, is fetched again rather
+   * than left for the limits to drop, so a copy with a hole (damage, a bug)
+   * neither leads with it nor spreads it to the others.
+   */
+  wholeLog?: boolean;
   /** A round applied: the follower's next sequence. */
   onFetched?: (next: number) => void;
   /**
@@ -1292,13 +1299,15 @@ export class ReplicaFollower {
    * leader's, unacknowledged) truncates there, to fetch it again. Then
    * adopts the leadership's removal position the pages reflect: the lowest
    * they were answered at. A prefix this log lacks below its own first
-   * sequence is left as it is (the leader's limits drop it in time).
+   * sequence is left as it is (the leader's limits drop it in time), unless
+   * `wholeLog`: then the pages start at the leader's log start, and the
+   * first sequence the leader holds and this log lacks is where it cuts.
    */
   private async reconcile(): Promise<void> {
     const { log, epochs } = this.opts;
     const st = log.state();
     const end = st.lastSeq + 1;
-    let from = st.messages > 0 ? st.firstSeq : end;
+    let from = this.opts.wholeLog === true ? 1 : st.messages > 0 ? st.firstSeq : end;
     let run: string | null = null;
     let ops: number | null = null;
     for (;;) {

@@ -581,6 +581,8 @@ export class StreamReplicas {
     const subject = `${REPL_PREFIX}${name}.${p}`;
     const logger = this.host.js.options.log;
     let lastError = "";
+    const c = stream.config;
+    const frontLimited = c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0;
     follower = new ReplicaFollower({
       self: this.self,
       log,
@@ -593,13 +595,13 @@ export class StreamReplicas {
         lastError = err.message;
         logger.warn(`cluster: following ${leader} for partition ${p} of stream "${name}": ${err.message}`);
       },
+      wholeLog: !frontLimited,
       onFetched: () => {
         lastError = "";
       },
       onRemoved: (r) => {
         // Under limits that evict from the front, the leader's log start moves all the time, and each fetch follows it.
-        const c = stream.config;
-        if (r.fetched && r.how === "purged" && (c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0)) return;
+        if (r.fetched && r.how === "purged" && frontLimited) return;
         logger.warn(`cluster: partition ${p} of stream "${name}": ${r.how} ${r.messages} messages of ${r.from}..${r.to}, ${r.why}, following ${leader} in epoch ${epoch}`);
       },
     });
