@@ -140,8 +140,8 @@ class Link implements ReplicaTransport {
   }
 }
 
-function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = [], wholeLog = false): ReplicaFollower {
-  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r), wholeLog });
+function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = []): ReplicaFollower {
+  const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r) });
   f.start();
   return f;
 }
@@ -871,7 +871,23 @@ test("a copy that lost a prefix its leader holds fetches it again when no limits
   assert.equal(await b.log.purge({ upTo: 11 }), 10);
   assert.equal(await c.log.purge({ upTo: 11 }), 10);
   const removed: Removed[] = [];
-  const fb2 = follow(b, 1, new Link(la), [], removed, true);
+  // Until b has its whole log back, it may not lead: asked the moment it has cut.
+  let mayLeadWhileCut: boolean | null = null;
+  const fb2: ReplicaFollower = new ReplicaFollower({
+    self: "b",
+    log: b.log,
+    epochs: b.epochs,
+    epoch: 1,
+    transport: new Link(la),
+    maxWaitMs: 200,
+    backoffMs: { min: 1, max: 10 },
+    wholeLog: true,
+    onRemoved: (r) => {
+      removed.push(r);
+      mayLeadWhileCut = fb2.mayLead;
+    },
+  });
+  fb2.start();
   const fc2 = follow(c, 1, new Link(la));
   for (let i = 31; i <= 35; i++) await write(la, a, i);
   await until(() => end(b) === end(a) && end(c) === end(a) && fb2.rounds > 0 && fc2.rounds > 0, "b and c at the leader's end");
@@ -879,6 +895,8 @@ test("a copy that lost a prefix its leader holds fetches it again when no limits
   await fc2.close();
   // b cut where the leader holds what it lacks (its whole log), told it, and fetched everything again.
   assert.deepEqual(removed.map((r) => [r.how, r.from]), [["truncated", 1]]);
+  assert.equal(mayLeadWhileCut, false, "a copy cut to refill a hole may not lead before it has");
+  assert.equal(fb2.mayLead, true);
   assert.deepEqual(await picture(b), await picture(a));
   // c, whose leader's limits would drop such a prefix in time, keeps it as it is.
   assert.equal(c.log.state().firstSeq, 11);

@@ -1334,7 +1334,8 @@ export class ReplicaFollower {
         const upTo = Math.min(a.logStart, end);
         const now = log.state();
         // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
-        if ((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0) this.mustReach = Math.max(this.mustReach, a.end ?? 0);
+        // A cut too: what it removes may be acknowledged (a hole refilled), and this copy may still be in the ISR.
+        if ((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0) this.mustReach = Math.max(this.mustReach, a.end ?? 0);
         if (now.messages > 0 && now.firstSeq < upTo) {
           this.told("purged", now.firstSeq, upTo - 1, await log.purge({ upTo }), `below the leader's log start ${a.logStart} (reconciling)`);
           await epochs.trimBelow(upTo);
