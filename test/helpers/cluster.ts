@@ -9,7 +9,7 @@ import { startServer, type NagareServer } from "../../src/server/server.js";
 import { join } from "node:path";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { startEtcd } from "./etcd.js";
+import { startEtcd, type EtcdHarness } from "./etcd.js";
 import { waitUntil } from "./clients.js";
 import type { NodeRecord } from "../../src/cluster/membership.js";
 
@@ -182,6 +182,8 @@ export interface KafkaTestCluster {
   close(n: NagareServer): Promise<void>;
   /** Closes the nodes still up, etcd, and removes their stores. */
   stop(): Promise<void>;
+  /** The nodes' etcd (kill and start it to take every node's lease away). */
+  readonly etcd: EtcdHarness;
 }
 
 export async function startKafkaTestCluster(tag: string): Promise<KafkaTestCluster> {
@@ -193,6 +195,7 @@ export async function startKafkaTestCluster(tag: string): Promise<KafkaTestClust
   return {
     nodes,
     live,
+    etcd,
     address: (n) => `127.0.0.1:${n.kafkaPort!}`,
     brokerId: (n) => n.kafka!.cluster!.nodeId,
     close: async (n) => {

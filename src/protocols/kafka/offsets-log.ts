@@ -184,6 +184,13 @@ export class ReplicatedOffsets implements OffsetsStore {
       this.unload(p, `its leader epoch changed from ${state.epoch} to ${placed.epochs[p]}`);
       state = undefined;
     }
+    // Placed here as this node last heard, but without its lease (a pause, a cut from etcd) another may coordinate the
+    // group by now: what this node holds may be behind it. The clock says so before the 100 ms sweep or etcd's news.
+    const refused = this.door.js.streams.get(OFFSETS_TOPIC)?.replicaGate(p)?.refusal(true) ?? null;
+    if (refused !== null) {
+      if (state !== undefined) this.unload(p, refused.message);
+      return ErrorCode.COORDINATOR_NOT_AVAILABLE;
+    }
     if (state === undefined) {
       this.load(p, placed.epochs[p]);
       return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS;
