@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { appendAsync, runOf, StorageError } from "../src/store/log.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
+import { nodeFs, type StoreFs } from "../src/util/fs.js";
 import { flipByte } from "./helpers/damage.js";
 
 function tempDir(): string {
@@ -172,6 +173,44 @@ describe("corruption in sealed segments", () => {
         assert.deepEqual(log.state().corrupt, []);
         assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
         assert.equal(await appendAsync(log, expectedRecord(201)), 201);
+      } finally {
+        await log.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("compaction of a segment whose detail cannot be read (a failing disk) rewrites nothing: the log fails, and every record is there once it reopens", async () => {
+    const dir = tempDir();
+    try {
+      await written(dir);
+      const { name, firstOfVictim, firstOfNext } = secondSegment(dir);
+      // Most of the second segment deleted, with compaction off: it stays as it is, its index file current, its detail on disk only.
+      let log = await FileLog.open({ dir, maxSegmentBytes: 4096, compactBelow: 0 });
+      for (let seq = firstOfVictim + 1; seq < firstOfNext - 1; seq++) assert.equal(await log.delete(seq), true);
+      await log.close();
+      // Reopened with compaction on: the detail's synchronous read fails, then so does the segment's.
+      const failing: StoreFs = {
+        ...nodeFs,
+        readSync: (path, position, length) => {
+          if ((path.endsWith(`${name}.idx`) && position > 0) || path.endsWith(name)) throw new Error("EIO: injected read failure");
+          return nodeFs.readSync(path, position, length);
+        },
+      };
+      log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs: failing });
+      try {
+        await log.settle();
+        assert.ok(log.state().error !== null, "the failed read fails the log");
+        assert.ok(existsSync(join(dir, name)), "the segment was not removed on an empty stand-in for its detail");
+      } finally {
+        await log.close().catch(() => undefined);
+      }
+      log = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      try {
+        assert.equal(mismatch(firstOfVictim, await log.get(firstOfVictim)), null);
+        assert.equal(mismatch(firstOfNext - 1, await log.get(firstOfNext - 1)), null);
+        assert.equal(log.state().messages, 200 - (firstOfNext - 2 - firstOfVictim));
       } finally {
         await log.close();
       }

@@ -2008,6 +2008,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const path = join(this.dir, seg.name);
     // The detail stays while records are copied: deletes that land meanwhile are read from it at the end.
     const d = this.index.detail(seg);
+    // A detail that could not be read stands in empty and fails the log: copying it would drop every record.
+    if (this.writeError !== null) return;
     seg.pinned = true;
     const next = new Segment(seg.name, seg.firstSeq, null as unknown as StoreFile);
     const nd = next.detail!;
@@ -2119,6 +2121,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         next.tombNext = names;
         await writeBatch(encodeTombstones(ranges, names, stamp));
       }
+      // Failed meanwhile (a read of this or another file): memory may not say what is on disk, so no file is replaced.
+      if (this.writeError !== null) return;
       if (pos === 0) {
         await out.close();
         await this.fs.remove(tmpPath);
