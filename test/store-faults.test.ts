@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync, readdirSync, statSync, openSync, writeSync, closeS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
-import { appendAsync, runOf, StorageError } from "../src/store/log.js";
+import { appendAsync, runOf, StorageError, type StoredMessage } from "../src/store/log.js";
+import { readCopy } from "../src/streams/copy-batch.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
 import { nodeFs, type StoreFs } from "../src/util/fs.js";
 import { flipByte } from "./helpers/damage.js";
@@ -211,6 +212,51 @@ describe("corruption in sealed segments", () => {
         assert.equal(mismatch(firstOfVictim, await log.get(firstOfVictim)), null);
         assert.equal(mismatch(firstOfNext - 1, await log.get(firstOfNext - 1)), null);
         assert.equal(log.state().messages, 200 - (firstOfNext - 2 - firstOfVictim));
+      } finally {
+        await log.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a read that fails (an I/O error) is not remembered, and a copy's read stops there instead of skipping the batch", async () => {
+    const dir = tempDir();
+    try {
+      await written(dir);
+      const { name, firstOfVictim, firstOfNext } = secondSegment(dir);
+      let failing = false;
+      const fs: StoreFs = {
+        ...nodeFs,
+        open: async (path, mode) => {
+          const f = await nodeFs.open(path, mode);
+          if (!path.endsWith(name)) return f;
+          return {
+            read: (b, o, l, p) => (failing ? Promise.reject(new Error("EIO: injected read failure")) : f.read(b, o, l, p)),
+            write: (b, o, l, p) => f.write(b, o, l, p),
+            writev: (bs, p) => f.writev(bs, p),
+            truncate: (n) => f.truncate(n),
+            datasync: () => f.datasync(),
+            size: () => f.size(),
+            close: () => f.close(),
+          };
+        },
+      };
+      const log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs });
+      try {
+        failing = true;
+        // A reader that may skip: what follows the unreadable segment (nothing recorded as damage: the error may pass).
+        const skipped = await log.scan(firstOfVictim, { maxMessages: 5 });
+        assert.equal((skipped[0] as { seq: number }).seq, firstOfNext);
+        // A copy's read: what came before the failure, else the error.
+        const before = await log.scanStored(firstOfVictim - 3, { maxMessages: 50, stopAtReadError: true });
+        assert.deepEqual(before.map((m) => (m as { seq: number }).seq), [firstOfVictim - 3, firstOfVictim - 2, firstOfVictim - 1]);
+        await assert.rejects(readCopy(log, firstOfVictim, 50, 1 << 20), /reading the batch/);
+        // The disk recovers: the next read tries it again.
+        failing = false;
+        const copied = await readCopy(log, firstOfVictim, 1, 1 << 20);
+        assert.equal(mismatch(firstOfVictim, copied[0] as StoredMessage), null);
+        assert.deepEqual(log.state().corrupt, []);
       } finally {
         await log.close();
       }

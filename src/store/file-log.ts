@@ -1385,6 +1385,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         if (w.verified[b - w.b0] === 0) {
           const problem = w.failure ?? checkBatch(buf, at, at + d.bLen[b]);
           if (problem !== null) {
+            if (problem === "error" && opts.stopAtReadError === true) {
+              if (out.length > 0) return out;
+              throw new Error(`${join(this.dir, seg.name)}: reading the batch at ${d.bPos[b]} failed`);
+            }
             // Skipped either way; only a batch that is there and wrong is damage (an I/O error may pass).
             if (problem !== "error") this.damagedBatch(seg, d, b, `${problem} on read`);
             visited = d.bSeq[b] + d.bCount[b] - 1;
@@ -1476,6 +1480,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const got = await this.readRange(seg, start, end - start);
     const failure = typeof got === "string" ? got : null;
     const w: ScanWindow = { seg, d, b0, b1, start, buf: typeof got === "string" ? Buffer.alloc(0) : got, failure, verified: new Uint8Array(b1 - b0 + 1) };
+    // A failed read may pass: the next reader tries the disk again rather than this window's failure.
+    if (failure === "error") return w;
     this.windows.unshift(w);
     if (this.windows.length > SCAN_WINDOWS) this.windows.pop();
     return w;

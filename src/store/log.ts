@@ -229,6 +229,13 @@ export interface ScanOptions {
   maxMessages?: number;
   /** Stop once this many bytes of records were returned (at least one message is). */
   maxBytes?: number;
+  /**
+   * A read that fails (an I/O error, which may pass) ends the scan there
+   * instead of skipping the batch: what came before it is returned, or, if
+   * nothing did, the error is thrown. For a replica's copy, which must not
+   * have a hole where its leader has records.
+   */
+  stopAtReadError?: boolean;
 }
 
 /** `seq` of the appended message once it is as durable as the sync policy makes it. */

@@ -17,9 +17,10 @@ import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage 
  * `from` on, as messages.
  */
 export async function readCopy(log: MessageLog, from: number, maxMessages: number, maxBytes: number): Promise<StoredItem[]> {
-  const items = await log.scanStored(from, { maxMessages, maxBytes });
+  // A copy must not skip what its source failed to read: it would have a hole where the source has records.
+  const items = await log.scanStored(from, { maxMessages, maxBytes, stopAtReadError: true });
   const first = items[0];
-  if (first !== undefined && isForeign(first) && first.firstSeq < from) return log.scan(from, { maxMessages: first.firstSeq + first.count - from });
+  if (first !== undefined && isForeign(first) && first.firstSeq < from) return log.scan(from, { maxMessages: first.firstSeq + first.count - from, stopAtReadError: true });
   return items;
 }
 
