@@ -222,4 +222,33 @@ describe("stream order", () => {
     assert.equal(seq, 11);
     await order.close();
   });
+
+  test("held: an order opened before its partitions are capped names nothing new until released, then only what the caps show", async () => {
+    const sub = mkdtempSync(join(dir, "held-"));
+    const parts = [new MemoryLog(), new MemoryLog()];
+    // Partition 0 stands for a follower: 1..5 acknowledged (its high watermark is 6), 6..10 an unacknowledged tail.
+    for (let i = 0; i < 10; i++) await appendAsync(parts[0], { subject: "s", data: Buffer.from(`a${i}`) });
+    for (let i = 0; i < 4; i++) await appendAsync(parts[1], { subject: "s", data: Buffer.from(`b${i}`) });
+    let caps: number[] | null = null;
+    const v = (): Visibility | null => (caps === null ? null : { stableSeq: (p) => caps![p], hidden: () => false, hiddenIn: () => [] });
+    const errors: string[] = [];
+    const open = (): Promise<StreamOrder> => StreamOrder.open(sub, parts, v, () => undefined, (err) => errors.push(err.message), () => undefined, true);
+    let order = await open();
+    assert.equal(order.view().state().lastSeq, 0, "nothing named while held");
+    assert.ok(order.settle(), "a held order has nothing to wait for");
+    assert.equal(order.view().state().lastSeq, 0);
+    // The cluster settled the stream: partition 0 follows (capped at its high watermark), partition 1 is not replicated.
+    caps = [5, Infinity];
+    order.release();
+    await new Promise((r) => setImmediate(r));
+    await order.flush();
+    assert.deepEqual((await order.view().scan(1, {})).map((m) => m.data.toString()), ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2", "b3"]);
+    // The follower cuts its unacknowledged tail to the new leader's log; a restart opens the order again.
+    await parts[0].truncateFrom(6);
+    await order.close();
+    order = await open();
+    assert.deepEqual([parts[0].state().firstSeq, parts[0].state().lastSeq, parts[0].state().messages], [1, 5, 5], "the follower's records are all there");
+    assert.deepEqual(errors, []);
+    await order.close();
+  });
 });

@@ -114,7 +114,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
     const serverLimits = new ServerJetStreamLimits(opts.jetstreamMaxMemory, opts.jetstreamMaxStorage);
-    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, ...sync };
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, clustered: opts.etcd !== undefined, ...sync };
     // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
     const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
     try {

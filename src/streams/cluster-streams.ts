@@ -249,6 +249,8 @@ export class ClusterStreams {
     const kept = led.map((l, p) => l && (before === null || before[p] === true));
     stream.ledHere = kept.every((l) => l) ? null : kept;
     await this.replicaRoles(account, name, stream, placed);
+    // Its replicated partitions are capped at their high watermarks now: what it stores gets stream sequences from here on.
+    stream.order?.release();
     stream.ledHere = led.every((l) => l) ? null : led;
     // Consumers (on the first partition's leader) taken over in a failover deliver from now on.
     if (led[0] && !kept[0]) for (const c of stream.consumers.values()) c.notify();

@@ -68,6 +68,13 @@ export interface JetStreamOptions {
   foreign?: ForeignRecords;
   /** The server's own limits over every account (`jetstream { max_mem, max_file }`), one object shared by every account's JetStream. */
   serverLimits?: ServerJetStreamLimits;
+  /**
+   * This node joins a cluster once its streams are open: the streams found
+   * on disk hand out no new stream sequences until the cluster has settled
+   * them (StreamOrder's `held`), when their replicated partitions are
+   * capped at their high watermarks.
+   */
+  clustered?: boolean;
 }
 
 interface StreamMeta {
@@ -306,7 +313,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
         if (meta === undefined) continue;
         if (typeof meta !== "object" || meta === null || typeof meta.config !== "object") throw new Error("meta.json holds no stream configuration");
         const config = normalizeStreamConfig(meta.config);
-        const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1);
+        const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1, this.options.clustered === true);
         await this.loadConsumers(stream);
       } catch (err) {
         const name = decodeURIComponent(dirName);
@@ -370,7 +377,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /** The stream sequence of a stream with several partitions (stream-order.ts), in its directory unless in memory. */
-  private openOrder(stream: Stream): Promise<StreamOrder> {
+  private openOrder(stream: Stream, held = false): Promise<StreamOrder> {
     return StreamOrder.open(
       stream.dir,
       stream.partitions,
@@ -378,6 +385,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       () => stream.orderAdvanced(),
       (err) => this.options.log.error(`stream ${stream.config.name}: ${err.message}`),
       (text) => this.options.log.warn(`stream ${stream.config.name}: ${text}`),
+      held,
     );
   }
 
@@ -410,13 +418,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
     return partitions;
   }
 
-  private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number): Promise<Stream> {
+  /** `held`: its order hands out no new stream sequences until released (JetStreamOptions.clustered). */
+  private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number, held = false): Promise<Stream> {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
     this.refuseConfirmsUntilPlaced(stream);
     stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
     try {
-      if (partitionCount > 1) stream.useOrder(await this.openOrder(stream));
+      if (partitionCount > 1) stream.useOrder(await this.openOrder(stream, held));
       // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.
       else if (stream.dir !== null && (await access(join(stream.dir, ORDER_FILE)).then(() => true, () => false))) await removeFileDurably(join(stream.dir, ORDER_FILE));
     } catch (err) {

@@ -99,6 +99,8 @@ export class StreamOrder {
   /** Per partition, the appends waiting for their stream sequence to be durable (a JetStream PubAck), in partition order. */
   private readonly numberWaiters: Array<Array<NumberWaiter>> = [];
   private waiting = 0;
+  /** Opened `held`, not yet released: nothing new gets a run. */
+  private held = false;
 
   /**
    * Entries at the start of order.map before its first run: the base a
@@ -123,6 +125,12 @@ export class StreamOrder {
    * memory (a memory stream). A new order begins with partition 0's
    * messages at their own sequences, so a stream grown from one partition
    * keeps every sequence readers already know.
+   *
+   * `held`: nothing new gets a run until `release()`. A clustered node opens
+   * its streams before it knows which partitions are replicated here and
+   * has capped them at their high watermarks (stream-replicas.ts): a run
+   * made then could name a follower's unacknowledged tail, which its
+   * truncation to the leader's log (KIP-101) takes away again.
    */
   static async open(
     dir: string | null,
@@ -131,6 +139,7 @@ export class StreamOrder {
     onDurable: () => void,
     onError: (err: Error) => void,
     warn: (text: string) => void = () => undefined,
+    held = false,
   ): Promise<StreamOrder> {
     let file: StoreFile | null = null;
     let existed = false;
@@ -146,10 +155,12 @@ export class StreamOrder {
       }
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
+    order.held = held;
     if (existed && !(await order.loadSummary())) await order.load();
     if (existed) await order.checkPartitions(warn);
-    // A file that only holds a base (every run compacted away) is not a new order.
-    if (order.entries === 0 && order.fileBase === 0) {
+    // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
+    // same first run (partition 0 comes first, from its sequence 1).
+    if (order.entries === 0 && order.fileBase === 0 && !held) {
       // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
       const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
       if (last > 0) order.addRun(0, 1, last);
@@ -273,9 +284,16 @@ export class StreamOrder {
     });
   }
 
+  /** Ends the hold of an order opened `held` (its partitions' caps are in place): what they show gets runs now. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.landed();
+  }
+
   /** Hands out stream sequences to what every partition stored and readers may see, partition by partition. */
   private catchUp(): void {
-    if (this.failed !== null || this.closed) return;
+    if (this.failed !== null || this.closed || this.held) return;
     const v = this.visibility();
     for (let p = 0; p < this.partitions.length; p++) {
       const last = Math.min(this.partitions[p].state().lastSeq, v?.stableSeq(p) ?? Infinity);
