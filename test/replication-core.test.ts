@@ -904,6 +904,36 @@ test("a copy that lost a prefix its leader holds fetches it again when no limits
   for (const n of nodes) await n.log.close();
 });
 
+test("a leader whose log failed answers no follower until it has reopened from disk: its memory may not say what is there", async (t) => {
+  const dir = scratch(t);
+  let failing = false;
+  const faults = { write: () => (failing ? { error: Object.assign(new Error("ENOSPC: injected"), { code: "ENOSPC" }) } : null) };
+  const leaderLog = await FileLog.open({ dir: dir(), foreign: toy, faults, reopenDelayMs: 20 });
+  const a = { name: "a", log: truncatable(leaderLog, () => FileLog.open({ dir: dir(), foreign: toy })), epochs: LeaderEpochs.inMemory() };
+  const b = { name: "b", log: truncatable(new MemoryLog({ foreign: toy }), async () => new MemoryLog({ foreign: toy })), epochs: LeaderEpochs.inMemory() };
+  const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  const errors: Error[] = [];
+  const fb = follow(b, 1, new Link(la), errors);
+  for (let i = 1; i <= 10; i++) await write(la, a, i);
+  await until(() => la.highWatermark === 11, "1..10 on b");
+  // The disk fails: the leader's log sticks, and until it has reopened a fetch is refused, not answered from memory.
+  failing = true;
+  await assert.rejects(appendAsync(a.log, { subject: "s.1", data: Buffer.from("lost") }));
+  assert.notEqual(a.log.state().error, null);
+  const gapsAnswer = await new Promise<Buffer>((resolve) => la.serve(encodeRequest({ op: "gaps", follower: "b", epoch: 1, from: 1, to: 11, run: null, ops: null }), resolve));
+  assert.throws(() => decodeGapsAnswer(gapsAnswer), (err: ReplicaError) => err.code === "storage");
+  await until(() => errors.some((e) => /the leader's log failed/.test(e.message)), "b told the leader's log failed");
+  // The disk is back: the reopen reads the files, and b goes on.
+  failing = false;
+  await until(() => a.log.state().error === null, "the leader's log reopened");
+  for (let i = 11; i <= 12; i++) await write(la, a, i);
+  await until(() => la.highWatermark === end(a) && end(b) === end(a), "b follows again");
+  await fb.close();
+  assert.deepEqual(await picture(b), await picture(a));
+  la.close();
+  await a.log.close();
+});
+
 test("a late or repeated answer applies nothing twice and skips nothing; removals a follower cannot need are not shipped", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

@@ -497,7 +497,18 @@ export class ReplicaLeader {
     if (!Number.isSafeInteger(req.epoch)) return new ReplicaError("bad_request", "bad epoch");
     if (req.epoch! < this.epoch) return new ReplicaError("fenced", `leader epoch ${req.epoch} is older than ${this.epoch}`);
     if (req.epoch! > this.epoch) return new ReplicaError("unknown_epoch", `leader epoch ${req.epoch} is newer than ${this.epoch}`);
-    return null;
+    return this.logFailed();
+  }
+
+  /**
+   * A failed log's memory may not say what is on disk (a segment it could
+   * not read stands in empty until the reopen reads it all again): answered
+   * from it, a follower would delete or skip what the leader still has.
+   * Followers wait for the reopen.
+   */
+  private logFailed(): ReplicaError | null {
+    const error = this.opts.log.state().error;
+    return error === null ? null : new ReplicaError("storage", `the leader's log failed (${error}); it answers again once reopened`);
   }
 
   private fetch(req: FetchRequest, answer: (b: Buffer) => void): void {
@@ -567,6 +578,8 @@ export class ReplicaLeader {
     const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * room));
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
+    const failed = this.logFailed();
+    if (failed !== null) throw failed;
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
     if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
     opsTo = Math.min(opsTo, this.opEnd);
