@@ -11,7 +11,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { nodeFs, type StoreFs } from "../src/util/fs.js";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { FileLog } from "../src/store/file-log.js";
@@ -932,6 +933,32 @@ test("a leader whose log failed answers no follower until it has reopened from d
   assert.deepEqual(await picture(b), await picture(a));
   la.close();
   await a.log.close();
+});
+
+test("a leader whose log fails while it answers a reconciliation page (a segment it cannot read) answers an error, not the segment as gone", async (t) => {
+  const dir = scratch(t)();
+  const first = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+  for (let i = 1; i <= 200; i++) await appendAsync(first, { subject: "s", data: Buffer.from(`m${i}`.padEnd(40, ".")) });
+  await first.close();
+  // Reopened: sealed segments are known by their index files' summaries; a segment's detail is read when first needed.
+  const names = readdirSync(dir).filter((n) => n.endsWith(".seg")).sort();
+  const victim = names[1];
+  const failing: StoreFs = {
+    ...nodeFs,
+    readSync: (path, position, length) => {
+      if ((path.endsWith(`${victim}.idx`) && position > 0) || path.endsWith(victim)) throw new Error("EIO: injected read failure");
+      return nodeFs.readSync(path, position, length);
+    },
+  };
+  const log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs: failing, reopenDelayMs: 60_000 });
+  t.after(() => log.close());
+  const leader = await ReplicaLeader.create({ self: "a", log, epochs: LeaderEpochs.inMemory(), epoch: 1, replicas: ["a", "b"], isr: ["a"] });
+  t.after(() => leader.close());
+  assert.equal(log.state().error, null);
+  const raw = await new Promise<Buffer>((resolve) => leader.serve(encodeRequest({ op: "gaps", follower: "b", epoch: 1, from: 1, to: 201, run: null, ops: null }), resolve));
+  // Answered from the failed log, the page would list the unreadable segment as gone, and the follower would delete it.
+  assert.notEqual(log.state().error, null, "the page's reads failed the log");
+  assert.throws(() => decodeGapsAnswer(raw), (err: ReplicaError) => err.code === "storage");
 });
 
 test("a late or repeated answer applies nothing twice and skips nothing; removals a follower cannot need are not shipped", async () => {

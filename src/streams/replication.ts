@@ -595,6 +595,9 @@ export class ReplicaLeader {
     const covered = items.length > 0 ? itemEnd(items[items.length - 1]) : req.from;
     // Nothing stored between what is sent and the end (deleted at the leader's tail): the follower moves on to the end.
     const next = covered < end && log.pendingAfter(covered - 1) - log.pendingAfter(end - 1) === 0 ? end : Math.max(covered, req.from);
+    // pendingAfter may have read a segment's detail and failed the log.
+    const failedLate = this.logFailed();
+    if (failedLate !== null) throw failedLate;
     // Removals by the limits go with their causes: the first whose cause this answer does not carry waits, and those after it.
     // Below the log start the answer carries, the follower purges: nothing there is shipped one by one.
     const start = this.startFor(next, logStart);
@@ -654,6 +657,9 @@ export class ReplicaLeader {
       else if (n < 2 * MAX_GAP_RANGES) gaps.push(seq, seq);
       else break;
     }
+    // has() may have read a segment's detail and failed the log on the way: what it said since is not to be trusted.
+    const failed = this.logFailed();
+    if (failed !== null) return encodeError(failed.code, failed.message);
     return Buffer.from(JSON.stringify({ run: this.run, ops: this.opEnd, logStart, from, to, next: seq, gaps, end: this.end } satisfies GapsAnswer));
   }
 
