@@ -899,8 +899,9 @@ test("a copy that lost a prefix its leader holds fetches it again when no limits
   assert.equal(mayLeadWhileCut, false, "a copy cut to refill a hole may not lead before it has");
   assert.equal(fb2.mayLead, true);
   assert.deepEqual(await picture(b), await picture(a));
-  // c, whose leader's limits would drop such a prefix in time, keeps it as it is.
+  // c, whose leader's limits would drop such a prefix in time, keeps it as it is, and may not lead while the leader holds it.
   assert.equal(c.log.state().firstSeq, 11);
+  assert.equal(fc2.mayLead, false, "a copy lacking what the leader holds below its first sequence may not lead");
   la.close();
   for (const n of nodes) await n.log.close();
 });

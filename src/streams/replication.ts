@@ -1201,10 +1201,21 @@ export class ReplicaFollower {
     return this.ops;
   }
 
-  /** Whether this copy may take over: reconciled with this leadership and since caught up to the leader's end as the reconciliation saw it. */
+  /**
+   * Whether this copy may take over: caught up to the leader's end as its
+   * reconciliation saw it, and holding everything from the leader's log
+   * start as last heard. A copy whose log begins above it lacks records the
+   * leader holds (a front removal the leader has not made yet, or a hole):
+   * leading, it would have the others purge them.
+   */
   get mayLead(): boolean {
-    return this.opts.log.state().lastSeq + 1 >= this.mustReach;
+    const st = this.opts.log.state();
+    const first = st.messages > 0 ? st.firstSeq : st.lastSeq + 1;
+    return st.lastSeq + 1 >= this.mustReach && (this.leaderLogStart === 0 || first <= this.leaderLogStart);
   }
+
+  /** The leader's log start as its last answer said (0: not heard yet). */
+  private leaderLogStart = 0;
 
   start(): void {
     this.loop ??= this.run();
@@ -1285,6 +1296,7 @@ export class ReplicaFollower {
     for (;;) {
       const a = decodeEndOfAnswer(await this.ask({ op: "endOf", follower: this.opts.self, epoch: this.opts.epoch, of }, ANSWER_MARGIN_MS));
       if (this.closed) return;
+      this.leaderLogStart = a.logStart;
       const own = a.epoch === UNDEFINED_EPOCH ? null : epochs.endOf(a.epoch, next);
       if (own === null || own.epoch === UNDEFINED_EPOCH) {
         // Nothing shared for sure: keep only what the leader no longer has (below its log start), which the first fetch purges.
@@ -1333,6 +1345,7 @@ export class ReplicaFollower {
       const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
       const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
       if (this.closed) return;
+      this.leaderLogStart = a.logStart;
       if (a.from !== from || a.to !== end || (run !== null && a.run !== run)) throw new Error(`a late answer (from ${a.from}) to an earlier reconciliation page`);
       const lo = Math.max(from, a.logStart);
       if (a.next < lo || (a.next === lo && lo < end) || a.next > Math.max(lo, Math.min(end, lo + RECONCILE_SPAN))) throw new ReplicaError("bad_request", "bad gaps answer");
@@ -1408,6 +1421,7 @@ export class ReplicaFollower {
       await deleteStored(log, a.removals, from);
     });
     this.ops = a.opsTo;
+    this.leaderLogStart = a.logStart;
     this.hw = Math.min(a.highWatermark, Math.max(a.next, from));
     this.rounds++;
     this.opts.onFetched?.(a.next);

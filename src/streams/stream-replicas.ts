@@ -582,7 +582,8 @@ export class StreamReplicas {
     const logger = this.host.js.options.log;
     let lastError = "";
     const c = stream.config;
-    const frontLimited = c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0;
+    // Only an append-only stream's front moves by a purge alone: no limits, acks or per-subject evictions take its oldest.
+    const appendOnly = c.retention === "limits" && !(c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0 || c.max_msgs_per_subject > 0);
     follower = new ReplicaFollower({
       self: this.self,
       log,
@@ -595,13 +596,13 @@ export class StreamReplicas {
         lastError = err.message;
         logger.warn(`cluster: following ${leader} for partition ${p} of stream "${name}": ${err.message}`);
       },
-      wholeLog: !frontLimited,
+      wholeLog: appendOnly,
       onFetched: () => {
         lastError = "";
       },
       onRemoved: (r) => {
-        // Under limits that evict from the front, the leader's log start moves all the time, and each fetch follows it.
-        if (r.fetched && r.how === "purged" && frontLimited) return;
+        // Unless append-only, the leader's log start moves all the time (limits, acks, a key's new value), and each fetch follows it.
+        if (r.fetched && r.how === "purged" && !appendOnly) return;
         logger.warn(`cluster: partition ${p} of stream "${name}": ${r.how} ${r.messages} messages of ${r.from}..${r.to}, ${r.why}, following ${leader} in epoch ${epoch}`);
       },
     });
