@@ -238,7 +238,8 @@ export class ClusterStreams {
       }
       stream = (await js.createStream(placed.config, partitions)).stream;
     } else {
-      if (stream.partitions.length < partitions) stream = await js.addPartitions(name, partitions);
+      // Held: its partition roles (and so the caps of the replicated ones) come below; the release follows them.
+      if (stream.partitions.length < partitions) stream = await js.addPartitions(name, partitions, true);
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
       if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
     }

@@ -510,8 +510,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * records the count (durably), and only then are they served: a crash
    * before the write leaves the old count, and the directories it left are
    * cleared by the next growth (nothing could have written to them).
+   * `held`: a new order names nothing until released (the cluster grows a
+   * stream before it has capped its replicated partitions; StreamOrder).
    */
-  addPartitions(name: string, count: number): Promise<Stream> {
+  addPartitions(name: string, count: number, held = false): Promise<Stream> {
     return this.exclusive(name, async () => {
       const stream = this.stream(name);
       const from = stream.partitions.length;
@@ -524,7 +526,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       try {
         if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
         // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
-        if (stream.order === null) order = await this.openOrder(stream);
+        if (stream.order === null) order = await this.openOrder(stream, held);
         if (stream.dir !== null) {
           await writeJsonDurably(join(stream.dir, "meta.json"), { config: stream.config, created: stream.created.toISOString(), partitions: count } satisfies StreamMeta);
         }
