@@ -464,6 +464,9 @@ export class ReplicaLeader {
     if (req === null || typeof req !== "object") return answer(encodeError("bad_request", "bad request"));
     const refused = this.refusal(req as Partial<FetchRequest>);
     if (refused !== null) return answer(encodeError(refused.code, refused.message));
+    // A fetch still tells where its follower is (below, before the log is asked): that it keeps up is the follower's doing.
+    const failed = req.op === "fetch" ? null : this.logFailed();
+    if (failed !== null) return answer(encodeError(failed.code, failed.message));
     if (req.op === "endOf") {
       if (!Number.isSafeInteger(req.of)) return answer(encodeError("bad_request", "bad epoch"));
       this.startsOver(req.follower as string, this.followers.get(req.follower as string)!);
@@ -497,7 +500,7 @@ export class ReplicaLeader {
     if (!Number.isSafeInteger(req.epoch)) return new ReplicaError("bad_request", "bad epoch");
     if (req.epoch! < this.epoch) return new ReplicaError("fenced", `leader epoch ${req.epoch} is older than ${this.epoch}`);
     if (req.epoch! > this.epoch) return new ReplicaError("unknown_epoch", `leader epoch ${req.epoch} is newer than ${this.epoch}`);
-    return this.logFailed();
+    return null;
   }
 
   /**
@@ -516,6 +519,9 @@ export class ReplicaLeader {
     if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
     const f = this.followers.get(req.follower)!;
     this.acknowledge(f, req.from, req.ops);
+    // Acknowledged first: a follower that keeps asking while this log is failed is not lagging for it.
+    const failed = this.logFailed();
+    if (failed !== null) return answer(encodeError(failed.code, failed.message));
     // A follower has one fetch at a time: an older one still held was given up (or is a late copy).
     if (f.parked !== null) this.release(f);
     if (req.from < this.end || this.removalsFor(req.ops) || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
