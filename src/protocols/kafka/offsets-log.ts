@@ -253,6 +253,9 @@ export class ReplicatedOffsets implements OffsetsStore {
         g.set(at.key, value);
       }
       if (this.loaded.get(p) !== state) return;
+      // A read that failed the log on the way may have read a segment as empty: its offsets would be missing, not older.
+      const failed = log.state().error;
+      if (failed !== null) throw new Error(`its log failed while it was read (${failed})`);
       for (const [id, offsets] of found) {
         const g = this.door.groups.group(id, true);
         if (g === null) {
