@@ -519,9 +519,12 @@ export class ReplicaLeader {
     if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
     const f = this.followers.get(req.follower)!;
     this.acknowledge(f, req.from, req.ops);
-    // Acknowledged first: a follower that keeps asking while this log is failed is not lagging for it.
+    // A follower that keeps asking while this log is failed is not lagging: it could fetch nothing. Its lag runs again after.
     const failed = this.logFailed();
-    if (failed !== null) return answer(encodeError(failed.code, failed.message));
+    if (failed !== null) {
+      f.caughtUpAt = this.now();
+      return answer(encodeError(failed.code, failed.message));
+    }
     // A follower has one fetch at a time: an older one still held was given up (or is a late copy).
     if (f.parked !== null) this.release(f);
     if (req.from < this.end || this.removalsFor(req.ops) || req.maxWaitMs <= 0 || this.parkedCount >= MAX_PARKED) return this.send(req, answer);
@@ -1220,8 +1223,18 @@ export class ReplicaFollower {
     return st.lastSeq + 1 >= this.mustReach && (this.leaderLogStart === 0 || first <= this.leaderLogStart);
   }
 
-  /** The leader's log start as its last answer said (0: not heard yet). */
+  /**
+   * The highest log start the leader's answers named (0: none yet). An
+   * answer may name a lower one than an earlier did (a fetch answer holds
+   * its start back while the records that moved the front are still to
+   * come), but the leader's own first sequence never goes down within a
+   * leadership: the highest heard is the closest lower bound of it.
+   */
   private leaderLogStart = 0;
+
+  private heardLogStart(logStart: number): void {
+    if (logStart > this.leaderLogStart) this.leaderLogStart = logStart;
+  }
 
   start(): void {
     this.loop ??= this.run();
@@ -1302,7 +1315,7 @@ export class ReplicaFollower {
     for (;;) {
       const a = decodeEndOfAnswer(await this.ask({ op: "endOf", follower: this.opts.self, epoch: this.opts.epoch, of }, ANSWER_MARGIN_MS));
       if (this.closed) return;
-      this.leaderLogStart = a.logStart;
+      this.heardLogStart(a.logStart);
       const own = a.epoch === UNDEFINED_EPOCH ? null : epochs.endOf(a.epoch, next);
       if (own === null || own.epoch === UNDEFINED_EPOCH) {
         // Nothing shared for sure: keep only what the leader no longer has (below its log start), which the first fetch purges.
@@ -1351,7 +1364,7 @@ export class ReplicaFollower {
       const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
       const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
       if (this.closed) return;
-      this.leaderLogStart = a.logStart;
+      this.heardLogStart(a.logStart);
       if (a.from !== from || a.to !== end || (run !== null && a.run !== run)) throw new Error(`a late answer (from ${a.from}) to an earlier reconciliation page`);
       const lo = Math.max(from, a.logStart);
       if (a.next < lo || (a.next === lo && lo < end) || a.next > Math.max(lo, Math.min(end, lo + RECONCILE_SPAN))) throw new ReplicaError("bad_request", "bad gaps answer");
@@ -1408,6 +1421,8 @@ export class ReplicaFollower {
     if (a.from !== from || a.epoch !== this.opts.epoch || a.run !== run || a.ops !== ops) {
       throw new Error(`a late answer (from ${a.from}, epoch ${a.epoch}, removals from ${a.ops}) to an earlier fetch`);
     }
+    // Before the purge below raises this log's first sequence to it.
+    this.heardLogStart(a.logStart);
     await this.write(async () => {
       // An epoch is on disk before what it wrote is (leader-epochs.ts).
       for (const e of a.epochs) {
@@ -1427,7 +1442,6 @@ export class ReplicaFollower {
       await deleteStored(log, a.removals, from);
     });
     this.ops = a.opsTo;
-    this.leaderLogStart = a.logStart;
     this.hw = Math.min(a.highWatermark, Math.max(a.next, from));
     this.rounds++;
     this.opts.onFetched?.(a.next);
