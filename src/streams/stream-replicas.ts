@@ -582,8 +582,11 @@ export class StreamReplicas {
     const logger = this.host.js.options.log;
     let lastError = "";
     const c = stream.config;
+    // No limits take its oldest in time: a prefix this copy lacks and its leader holds would stay lacking (a KV key never written
+    // again), so it is fetched again. Acks (work queue, interest) and front limits remove such a prefix at the leader soon.
+    const refetchPrefix = c.retention === "limits" && !(c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0);
     // Only an append-only stream's front moves by a purge alone: no limits, acks or per-subject evictions take its oldest.
-    const appendOnly = c.retention === "limits" && !(c.max_msgs > 0 || c.max_bytes > 0 || c.max_age > 0 || c.max_msgs_per_subject > 0);
+    const appendOnly = refetchPrefix && !(c.max_msgs_per_subject > 0);
     follower = new ReplicaFollower({
       self: this.self,
       log,
@@ -596,7 +599,7 @@ export class StreamReplicas {
         lastError = err.message;
         logger.warn(`cluster: following ${leader} for partition ${p} of stream "${name}": ${err.message}`);
       },
-      wholeLog: appendOnly,
+      wholeLog: refetchPrefix,
       onFetched: () => {
         lastError = "";
       },
