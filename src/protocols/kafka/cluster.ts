@@ -129,6 +129,9 @@ export function ledPartition(door: AccountDoor, topic: string, index: number): S
   if (index < 0 || index >= placed.leaders.length) return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
   if (!placed.local[index]) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   if (stream === undefined || index >= stream.partitions.length) return ErrorCode.LEADER_NOT_AVAILABLE;
+  // Replicated, but its replication not set up here yet (a partition just added, a role being taken up): an append would be
+  // acknowledged with no replica waited for.
+  if (placed.replicas[index].length > 1 && stream.replicaGate(index) === undefined) return ErrorCode.LEADER_NOT_AVAILABLE;
   return stream;
 }
 
