@@ -456,7 +456,8 @@ test("a follower that starts over (a restart) counts as having nothing until it 
   await stop();
 });
 
-test("KIP-101: a returning replica truncates what an older epoch wrote and nobody acknowledged, and ends identical to the new leader", async (t) => {
+/** Leader a (file) and followers b (file) and c (memory) in epoch 1, all in sync, with 1..`count` written and replicated; the followers closed. */
+async function writtenToThree(t: { after(fn: () => void): void }, count: number): Promise<{ nodes: Node[]; a: Node; b: Node; c: Node; la: ReplicaLeader }> {
   const dir = scratch(t);
   const nodes: Node[] = [];
   const a = await node("a", "file", dir, nodes);
@@ -465,10 +466,16 @@ test("KIP-101: a returning replica truncates what an older epoch wrote and nobod
   const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
   const fb = follow(b, 1, new Link(la));
   const fc = follow(c, 1, new Link(la));
-  for (let i = 1; i <= 10; i++) await write(la, a, i);
-  await until(() => la.highWatermark === 11, "1..10 replicated");
+  let last = 0;
+  for (let i = 1; i <= count; i++) last = await write(la, a, i);
+  await until(() => la.highWatermark === last + 1, `1..${count} on b and c`);
   await fb.close();
   await fc.close();
+  return { nodes, a, b, c, la };
+}
+
+test("KIP-101: a returning replica truncates what an older epoch wrote and nobody acknowledged, and ends identical to the new leader", async (t) => {
+  const { nodes, a, b, c, la } = await writtenToThree(t, 10);
   // a goes on alone: 11..15 are never on the other replicas, so never acknowledged.
   const lost: Array<Error | null> = [];
   for (let i = 11; i <= 15; i++) la.whenReplicated(await write(la, a, i, "old-"), (err) => lost.push(err));
@@ -856,18 +863,7 @@ test("a follower that restarts, joins late, or applied a removal the new leader 
 });
 
 test("a copy that lost a prefix its leader holds fetches it again when no limits drop the leader's front (wholeLog), and keeps the hole otherwise", async (t) => {
-  const dir = scratch(t);
-  const nodes: Node[] = [];
-  const a = await node("a", "file", dir, nodes);
-  const b = await node("b", "file", dir, nodes);
-  const c = await node("c", "memory", dir, nodes);
-  const la = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b", "c"], isr: ["a", "b", "c"] });
-  const fb = follow(b, 1, new Link(la));
-  const fc = follow(c, 1, new Link(la));
-  for (let i = 1; i <= 30; i++) await write(la, a, i);
-  await until(() => la.highWatermark === end(a), "1..30 on b and c");
-  await fb.close();
-  await fc.close();
+  const { nodes, a, b, c, la } = await writtenToThree(t, 30);
   // Both lose their first ten (damage, a bug): the leader still holds them.
   assert.equal(await b.log.purge({ upTo: 11 }), 10);
   assert.equal(await c.log.purge({ upTo: 11 }), 10);
