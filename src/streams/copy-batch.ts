@@ -18,15 +18,18 @@ import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage 
  */
 export async function readCopy(log: MessageLog, from: number, maxMessages: number, maxBytes: number): Promise<StoredItem[]> {
   // Nor from a failed log (a segment whose detail it could not read stands in empty until its reopen), checked around the read.
-  const failedBefore = log.state().error;
-  if (failedBefore !== null) throw new Error(`the source's log failed (${failedBefore}); copied again once it has reopened`);
+  refuseFailed(log);
   // A copy must not skip what its source failed to read: it would have a hole where the source has records.
   const items = await log.scanStored(from, { maxMessages, maxBytes, stopAtReadError: true });
   const first = items[0];
   const out = first !== undefined && isForeign(first) && first.firstSeq < from ? await log.scan(from, { maxMessages: first.firstSeq + first.count - from, stopAtReadError: true }) : items;
+  refuseFailed(log);
+  return out;
+}
+
+function refuseFailed(log: MessageLog): void {
   const failed = log.state().error;
   if (failed !== null) throw new Error(`the source's log failed (${failed}); copied again once it has reopened`);
-  return out;
 }
 
 /** The sequence after `item`. */

@@ -587,8 +587,6 @@ export class ReplicaLeader {
     const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * room));
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
-    const failed = this.logFailed();
-    if (failed !== null) throw failed;
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
     if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
     opsTo = Math.min(opsTo, this.opEnd);
@@ -604,9 +602,9 @@ export class ReplicaLeader {
     const covered = items.length > 0 ? itemEnd(items[items.length - 1]) : req.from;
     // Nothing stored between what is sent and the end (deleted at the leader's tail): the follower moves on to the end.
     const next = covered < end && log.pendingAfter(covered - 1) - log.pendingAfter(end - 1) === 0 ? end : Math.max(covered, req.from);
-    // pendingAfter may have read a segment's detail and failed the log.
-    const failedLate = this.logFailed();
-    if (failedLate !== null) throw failedLate;
+    // readCopy refuses a failed log; pendingAfter may still read a segment's detail and fail it.
+    const failed = this.logFailed();
+    if (failed !== null) throw failed;
     // Removals by the limits go with their causes: the first whose cause this answer does not carry waits, and those after it.
     // Below the log start the answer carries, the follower purges: nothing there is shipped one by one.
     const start = this.startFor(next, logStart);
