@@ -25,7 +25,7 @@ import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
-import type { ForeignRecords, MessageLog, SyncPolicy } from "../store/log.js";
+import type { ForeignRecords, MessageLog, StoredItem, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
@@ -165,6 +165,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
   apiErrors = 0;
   private closed = false;
   readonly events: Advisories;
+  /**
+   * Told of what a replica copied into a partition from elsewhere (its
+   * leader, or the source of a move), once appended: a door that derives
+   * state from a log (Kafka transactions) reads it from there too.
+   */
+  readonly copyListeners = new Set<(stream: Stream, partition: number, items: readonly StoredItem[]) => void>();
+  /** Told when a replica cuts a partition's log back to its leader's, from `fromSeq` on: what was derived from those messages is void. */
+  readonly cutListeners = new Set<(stream: Stream, partition: number, fromSeq: number) => void>();
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
   /** Streams on disk this node does not serve, by name, and why (in a cluster: placed on other nodes); their files stay. */

@@ -1153,6 +1153,8 @@ export interface ReplicaFollowerOptions {
   wholeLog?: boolean;
   /** A round applied: the follower's next sequence. */
   onFetched?: (next: number) => void;
+  /** Items copied from the leader, once appended. */
+  onCopied?: (items: readonly StoredItem[]) => void;
   /**
    * Stored messages this copy gave up to agree with its leader: a truncation
    * (what an older epoch wrote), a purge below the leader's log start, or
@@ -1331,7 +1333,7 @@ export class ReplicaFollower {
       const before = log.state().messages;
       const end = cut < next ? ((await log.truncateFrom(cut)) ?? cut) : cut;
       await epochs.truncateFrom(end);
-      this.told("truncated", cut, next - 1, before - log.state().messages, "to where this copy's leader epochs agree with the leader's");
+      this.told("truncated", end, next - 1, before - log.state().messages, "to where this copy's leader epochs agree with the leader's");
     });
   }
 
@@ -1394,8 +1396,10 @@ export class ReplicaFollower {
         this.told("deleted", lacking[0] ?? 0, lacking[lacking.length - 1] ?? 0, kept - log.state().messages, "removed at the leader (reconciling)");
         if (cut > 0) {
           const before = log.state().messages;
-          await epochs.truncateFrom((await log.truncateFrom(cut)) ?? cut);
-          this.told("truncated", cut, end - 1, before - log.state().messages, "the leader has a message this copy lacks there (reconciling)");
+          const from = (await log.truncateFrom(cut)) ?? cut;
+          await epochs.truncateFrom(from);
+          // From where the log was cut: lower than `cut` when a Kafka batch across it went whole.
+          this.told("truncated", from, end - 1, before - log.state().messages, "the leader has a message this copy lacks there (reconciling)");
         }
       });
       if (cut > 0 || a.next >= end) break;
@@ -1429,6 +1433,7 @@ export class ReplicaFollower {
         await epochs.assign(e.epoch, e.start);
       }
       const after = await appendItems(log, a.items, from);
+      if (a.items.length > 0) this.opts.onCopied?.(a.items);
       if (a.next > after) await appendCopy(log, a.next, 0, []);
       // Then the leader's log start and removals below `from`, durable before the next fetch acknowledges them (its `ops`):
       // after the records that caused them (a key's new value), so that an append that fails (a full disk) leaves the old.

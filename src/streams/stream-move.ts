@@ -54,10 +54,8 @@
  * Refused (the move is cancelled): a partition of a stream of several
  * whose leader holds consumers (they would stay behind, reading a
  * partition no longer led there; consumer creates are refused while such
- * a move is under way); a Kafka partition with transactional records
- * (open, committed or aborted: which records NATS and read_committed
- * readers must skip is kept per node, in the door's files, and does not
- * move yet).
+ * a move is under way); a Kafka partition with an open transaction (its
+ * marker would be written by the door of the node it leaves).
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
@@ -369,6 +367,8 @@ export class StreamMover {
       const items = decodeBatch(b);
       if (items.length === 0) return;
       await appendItems(part, items, from);
+      const stream = this.host.js.streams.get(name);
+      if (stream !== undefined) for (const l of this.host.js.copyListeners) l(stream, p, items);
     }
   }
 
@@ -574,15 +574,15 @@ function isFrozen(s: Stream, p: number): boolean {
 }
 
 /**
- * Why partition `p` cannot move for its transactions, or null: which of its
- * records readers must skip (markers, aborted records) and where its open
- * transactions begin is the door's, kept per node (visibility.ts).
+ * Why partition `p` cannot move for its transactions, or null. Which of its
+ * records readers skip (markers, aborted records) the target reads from its
+ * copy, as every replica does; but what readers may not see yet (an open
+ * transaction's records) waits for a marker that only this node's door
+ * would write (visibility.ts).
  */
 function transactional(s: Stream, p: number): string | null {
   const v = s.visibility;
   if (v === null) return null;
-  if (v.stableSeq(p) !== Infinity) return `partition ${p} has an open transaction, which cannot move: try again once it ends`;
-  const st = s.partitions[p].state();
-  if (v.hiddenIn(p, st.firstSeq - 1, st.lastSeq).length > 0) return `partition ${p} holds transaction markers or aborted records, which cannot move yet`;
+  if (v.stableSeq(p) < s.partitions[p].state().lastSeq) return `partition ${p} has an open transaction, which cannot move: try again once it ends`;
   return null;
 }

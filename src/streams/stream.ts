@@ -1132,6 +1132,11 @@ export class Stream {
    * and read again now.
    */
   replicaAdvanced(partition: number): void {
+    this.readersMayAdvance(partition);
+  }
+
+  /** What readers may see of `partition` moved on (the replication cap or the door's rules): those waiting read again. */
+  readersMayAdvance(partition: number): void {
     const seq = this.replicatedSeq(partition);
     for (const l of this.appendListeners) l(partition, seq);
     if (this.consumers.size > 0 || this.order !== null) this.visibilityChanged();

@@ -121,6 +121,11 @@ export class HiddenRanges {
     p.to.splice(0, n);
   }
 
+  /** Forgets every range of `partition`. */
+  clearPartition(partition: number): void {
+    this.byPartition.delete(partition);
+  }
+
   /** Every range as [partition, from, to], per partition in order. */
   *all(): IterableIterator<[number, number, number]> {
     for (const [partition, p] of this.byPartition) for (let i = 0; i < p.from.length; i++) yield [partition, p.from[i], p.to[i]];

@@ -60,6 +60,11 @@ export class AbortedRanges {
     return out;
   }
 
+  /** Forgets every range of `partition`. */
+  clearPartition(partition: number): void {
+    this.byPartition.delete(partition);
+  }
+
   /** Live ranges, in marker order per partition. */
   *all(): IterableIterator<AbortedRange> {
     for (const p of this.byPartition.values()) for (let i = p.start; i < p.ranges.length; i++) yield p.ranges[i];

@@ -18,6 +18,7 @@ import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
+import { TxnIndexes } from "./txn-index.js";
 
 export class AccountDoor {
   private constructor(
@@ -27,6 +28,8 @@ export class AccountDoor {
     readonly groups: GroupCoordinator,
     readonly producers: ProducerStates,
     readonly transactions: TransactionCoordinator,
+    /** What each stream's logs say of transactions: the last stable offset, aborted ranges, what NATS readers see. */
+    readonly txnIndexes: TxnIndexes,
   ) {
     this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
     groups.store = this.offsets;
@@ -47,14 +50,18 @@ export class AccountDoor {
     if (!inCluster(door)) await groups.load();
     const producers = new ProducerStates();
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
-    const transactions = new TransactionCoordinator(js, groups, dir, () => producers.allocate(), debug);
+    const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));
+    const transactions = new TransactionCoordinator(js, groups, txnIndexes, dir, () => producers.allocate(), debug);
     try {
+      // The coordinator's records of aborted and hidden ranges before the indexes (read from the logs now) name their streams.
+      await txnIndexes.load([join(dir, "aborted"), join(dir, "hidden")]);
       await transactions.load();
     } catch (err) {
       groups.close();
+      txnIndexes.close();
       throw err;
     }
-    return new AccountDoor(door, js, groups, producers, transactions);
+    return new AccountDoor(door, js, groups, producers, transactions, txnIndexes);
   }
 
   get account(): string {
@@ -94,6 +101,7 @@ export class AccountDoor {
     this.groups.close();
     this.offsets?.close();
     this.transactions.close();
+    this.txnIndexes.close();
   }
 }
 

@@ -161,7 +161,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       const st = log.state();
       const hwm = stream.replicatedSeq(p.index);
       const logStart = st.firstSeq - 1;
-      const lastStable = door.transactions.lastStableOffset(stream, p.index, hwm);
+      const lastStable = door.txnIndexes.lastStableOffset(stream, p.index, hwm);
       // Past the high watermark but within the log is not out of range (Kafka's rule): nothing to read yet.
       if (p.offset < logStart || p.offset > st.lastSeq) {
         outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null });
@@ -179,7 +179,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         if (visible < messages.length) messages = messages.slice(0, visible);
         for (const m of messages) bytes += isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
-      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.transactions.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
+      const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.txnIndexes.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
       outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted });
     }
     results.push(outs);
@@ -349,7 +349,7 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         let offset: number;
         let timestamp = -1;
         const hwm = led.replicatedSeq(p.index);
-        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.transactions.lastStableOffset(stream, p.index, hwm) : hwm;
+        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
         else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
           const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);

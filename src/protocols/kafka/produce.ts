@@ -349,8 +349,6 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   }
   const stored_ = (err: ApiError | null, first: number): void => {
     (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
-    // Stored here, the batch is the transaction's whatever its replication said: a retry is answered as a duplicate.
-    if (first > 0 && transactionalId !== null) door.transactions.stored(transactionalId, topic, index, first - 1);
     settle(err ?? first - 1);
   };
   if (p.whole !== null) {

@@ -100,6 +100,12 @@ export function batchProducer(batch: Buffer): { producerId: number; epoch: numbe
   return { producerId, epoch, baseSequence, transactional: (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) !== 0 };
 }
 
+/** The producer id of a stored transactional batch, read without decoding it; -1 for any other batch. */
+export function transactionalProducer(batch: Buffer): number {
+  if (batch.length < BATCH_BASE_SEQUENCE || (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) === 0) return -1;
+  return Number(batch.readBigInt64BE(BATCH_PRODUCER_ID));
+}
+
 /**
  * The first record of a stored batch whose timestamp is at or after
  * `target` (ListOffsets by time on a CreateTime topic), or null. The batch's

@@ -2,36 +2,27 @@
  * The transaction coordinator (KIP-98). A transactional producer's records
  * are appended to the log at once, marked with its producer id; EndTxn then
  * writes a control marker (commit or abort) to every partition the
- * transaction touched. read_committed consumers see nothing past a
- * partition's last stable offset (the first offset of its earliest open
- * transaction) and are told which ranges were aborted, so they can drop them.
+ * transaction touched. What readers may see of them (the last stable
+ * offset, aborted ranges, what NATS readers never see) each replica reads
+ * from its own log (txn-index.ts).
  *
  * What must survive a crash is written before it is relied upon:
- * - `transactions.json`: each transactional id's producer id and epoch, and
- *   the partitions of its open transaction with the offset each was added at
- *   (a floor below every record of the transaction). A decision to commit
- *   is written, with its group offsets, before the first marker; on restart
- *   a prepared commit is finished and any other open transaction aborted.
- * - `aborted/<stream>-<created>.log`: per stream, the aborted ranges
- *   (partition, producer id, first offset, marker offset), appended before
- *   the transaction is reported done.
- * - `hidden/<stream>-<created>.log`: per stream, the sequences NATS readers
- *   never see (markers, records of aborted transactions; txn-visibility.ts),
- *   appended before the transaction stops holding them back.
+ * `transactions.json` holds each transactional id's producer id and epoch,
+ * and the partitions of its open transaction. A decision to commit is
+ * written, with its group offsets, before the first marker; on restart a
+ * prepared commit is finished and any other open transaction aborted.
  */
 
-import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
-import { readJson, syncDir, writeFileDurably, writeJsonDurably } from "../../util/persist.js";
-import { AbortedRanges, type AbortedRange } from "./aborted-ranges.js";
+import { readJson, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
 import { findTopic } from "./topics.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
-import { hiddenText, parseHidden, TxnVisibility } from "./txn-visibility.js";
+import type { TxnIndexes } from "./txn-index.js";
 
 /** Kafka's transaction.max.timeout.ms default. */
 export const MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000;
@@ -44,25 +35,17 @@ const MAX_EPOCH = 32_767;
 /** A marker that could not be stored is tried again after this, doubling up to the maximum. */
 const MARKER_RETRY_MIN_MS = 100;
 const MARKER_RETRY_MAX_MS = 5_000;
+/** How long an ended transaction waits for the partitions' indexes to read its markers. */
+const INDEX_WAIT_MS = 5_000;
 
 type TxnState = "Empty" | "Ongoing" | "PrepareCommit" | "PrepareAbort";
 
 interface TxnPartition {
   topic: string;
   index: number;
-  /** The partition's next offset when it joined the transaction: no record of the transaction is below it. */
+  /** The partition's next offset when it joined the transaction (kept in the saved state, for older versions' sake). */
   floor: number;
-  /** Offset of the transaction's first record here, once stored. */
-  first: number | null;
-  /** Whether a record of the transaction was sent here (until then it does not hold back the stable offset). */
-  written: boolean;
   stream: Stream | null;
-  /** The offsets (inclusive pairs) of the transaction's records here, as batches were stored: what an abort hides from NATS readers. */
-  runs: Array<[number, number]>;
-  /** Some records' place is not known (a batch not seen stored, or the part restored after a restart): an abort hides the whole span. */
-  spanUnknown: boolean;
-  /** Its marker is being written: NATS readers wait before it, even if no record was sent here. */
-  markerPending: boolean;
 }
 
 interface Txn {
@@ -96,22 +79,14 @@ export type TxnRequest = { transactionalId: string; producerId: number; epoch: n
 
 export class TransactionCoordinator {
   private readonly txns = new Map<string, Txn>();
-  /** Open transactional parts per stream and partition, for the last stable offset. */
-  private readonly open = new WeakMap<Stream, Map<number, Set<TxnPartition>>>();
-  /** Aborted ranges per stream file key (name and creation time, so a re-created stream starts clean). */
-  private readonly aborted = new Map<string, AbortedRanges>();
-  /** Appends to the aborted and hidden files, one at a time per file. */
-  private readonly fileWrites = new Map<string, Promise<void>>();
-  /** Per stream, what NATS readers may see (installed on the stream when a transaction first touches it). */
-  private readonly visibility = new WeakMap<Stream, TxnVisibility>();
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
-  private readonly knownFiles = new Set<string>();
   private closed = false;
 
   constructor(
     private readonly js: JetStream,
     private readonly groups: GroupCoordinator,
+    private readonly indexes: TxnIndexes,
     private readonly dir: string,
     private readonly allocateId: () => number,
     private readonly log: (line: string) => void,
@@ -121,8 +96,6 @@ export class TransactionCoordinator {
 
   /** Reads what was saved, then finishes or aborts the transactions a crash left open. */
   async load(): Promise<void> {
-    await this.loadAborted();
-    await this.loadHidden();
     const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
     if (saved === undefined) return;
     const unfinished: Txn[] = [];
@@ -132,7 +105,7 @@ export class TransactionCoordinator {
       txn.ended = s.ended ?? null;
       for (const [topic, index, floor] of s.partitions) {
         const stream = findTopic(this.js, topic) ?? null;
-        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, first: null, written: true, stream, runs: [], spanUnknown: true, markerPending: false });
+        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, stream });
       }
       for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
       this.txns.set(id, txn);
@@ -140,90 +113,9 @@ export class TransactionCoordinator {
     }
     for (const txn of unfinished) {
       this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
-      for (const p of txn.partitions.values()) if (p.stream !== null) this.openSet(p.stream, p.index).add(p);
       // The epoch moves on, so a producer that lived through the restart is fenced, as after a timeout.
       await this.complete(txn, txn.state === "PrepareCommit", true);
     }
-  }
-
-  /**
-   * Calls `each` with the text of every per-stream file in `sub` whose
-   * stream still exists; files of streams deleted (or re-created) since are
-   * removed, their contents meaning nothing now.
-   */
-  private async forEachStreamFile(sub: string, each: (stream: Stream, path: string, key: string, text: string) => Promise<void>): Promise<void> {
-    const dir = join(this.dir, sub);
-    let files: string[];
-    try {
-      files = await readdir(dir);
-    } catch {
-      return;
-    }
-    const live = new Map<string, Stream>();
-    for (const s of this.js.streams.values()) live.set(`${fileKeyOf(s)}.log`, s);
-    for (const f of files) {
-      const stream = live.get(f);
-      if (stream === undefined) {
-        await rm(join(dir, f), { force: true });
-        continue;
-      }
-      const fh = await open(join(dir, f), "r");
-      const text = (await fh.readFile()).toString("utf8");
-      await fh.close();
-      this.knownFiles.add(join(dir, f));
-      await each(stream, join(dir, f), f.slice(0, -4), text);
-    }
-  }
-
-  private async loadAborted(): Promise<void> {
-    await this.forEachStreamFile("aborted", async (stream, path, key, text) => {
-      const ranges = new AbortedRanges();
-      const logStarts: number[] = [];
-      let read = 0;
-      for (const line of text.split("\n")) {
-        const [partition, producerId, first, last] = line.split(" ").map(Number);
-        if (line === "" || [partition, producerId, first, last].some((n) => !Number.isSafeInteger(n))) continue; // a torn last line
-        read++;
-        // Ranges whose marker retention has removed can match no fetch again.
-        if (last >= (logStarts[partition] ??= logStartOf(stream, partition))) ranges.add({ partition, producerId, first, last });
-      }
-      this.aborted.set(key, ranges);
-      // The file only grows while the server runs; each start leaves it with the live ranges only.
-      if (ranges.size < read) await writeFileDurably(path, rangesText(ranges.all()));
-    });
-  }
-
-  /** Each stream's hidden sequences, installed as its visibility for NATS readers. */
-  private async loadHidden(): Promise<void> {
-    await this.forEachStreamFile("hidden", async (stream, path, _key, text) => {
-      const v = this.visibilityOf(stream);
-      const read = parseHidden(text, stream, v.ranges);
-      if (v.ranges.size < read) await writeFileDurably(path, hiddenText(v.ranges.all()));
-      stream.visibilityChanged();
-    });
-  }
-
-
-  /** The stream's visibility for NATS readers, installed on first use. */
-  private visibilityOf(stream: Stream): TxnVisibility {
-    let v = this.visibility.get(stream);
-    if (v === undefined) {
-      v = new TxnVisibility(stream, (index) => this.heldFrom(stream, index));
-      this.visibility.set(stream, v);
-      stream.setVisibility(v);
-    }
-    return v;
-  }
-
-  /**
-   * NATS readers' last stable offset: the first offset of the partition's
-   * earliest open transaction, or of a marker being written (Infinity: none).
-   */
-  private heldFrom(stream: Stream, index: number): number {
-    let held = Infinity;
-    const parts = this.open.get(stream)?.get(index);
-    if (parts !== undefined) for (const p of parts) if (p.written || p.markerPending) held = Math.min(held, p.first ?? p.floor);
-    return held;
   }
 
   close(): void {
@@ -272,20 +164,9 @@ export class TransactionCoordinator {
         for (const index of tp.partitions) {
           const key = offsetKey(tp.name, index);
           if (t.partitions.has(key)) continue;
-          const part: TxnPartition = {
-            topic: tp.name,
-            index,
-            floor: stream.partitions[index].state().lastSeq,
-            first: null,
-            written: false,
-            stream,
-            runs: [],
-            spanUnknown: false,
-            markerPending: false,
-          };
-          this.visibilityOf(stream);
-          t.partitions.set(key, part);
-          this.openSet(stream, index).add(part);
+          // Readers follow the stream's transactions from before its first record of one.
+          await this.indexes.add(stream);
+          t.partitions.set(key, { topic: tp.name, index, floor: stream.partitions[index].state().lastSeq, stream });
         }
       }
       this.begin(t);
@@ -337,39 +218,8 @@ export class TransactionCoordinator {
     const refused = this.check(txn, req);
     if (refused !== ErrorCode.NONE) return refused;
     if (txn!.state !== "Ongoing") return ErrorCode.INVALID_TXN_STATE;
-    const part = txn!.partitions.get(offsetKey(topic, index));
-    if (part === undefined) return ErrorCode.INVALID_TXN_STATE; // AddPartitionsToTxn comes first
-    part.written = true;
-    return ErrorCode.NONE;
-  }
-
-  /** A transactional batch is stored at `offset`. */
-  stored(transactionalId: string, topic: string, index: number, offset: number): void {
-    const part = this.txns.get(transactionalId)?.partitions.get(offsetKey(topic, index));
-    if (part === undefined) return;
-    if (part.first === null || offset < part.first) part.first = offset;
-    // How many records the batch held: the stream told the visibility of the run when it was stored, just before.
-    const count = part.stream === null ? undefined : this.visibility.get(part.stream)?.placeRun(index, offset + 1);
-    if (count === undefined) {
-      part.spanUnknown = true;
-      return;
-    }
-    const last = part.runs[part.runs.length - 1];
-    if (last !== undefined && last[1] + 1 === offset) last[1] = offset + count - 1;
-    else part.runs.push([offset, offset + count - 1]);
-  }
-
-  /** The offset below which every transaction on the partition is decided. */
-  lastStableOffset(stream: Stream, index: number, highWatermark: number): number {
-    let lso = highWatermark;
-    const parts = this.open.get(stream)?.get(index);
-    if (parts !== undefined) for (const p of parts) if (p.written) lso = Math.min(lso, p.first ?? p.floor);
-    return lso;
-  }
-
-  /** Aborted transactions with records in [from, to], for read_committed fetches; `logStart` is the partition's first offset. */
-  abortedIn(stream: Stream, index: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
-    return this.aborted.get(fileKeyOf(stream))?.within(index, from, to, logStart) ?? [];
+    // AddPartitionsToTxn comes first.
+    return txn!.partitions.has(offsetKey(topic, index)) ? ErrorCode.NONE : ErrorCode.INVALID_TXN_STATE;
   }
 
   // ---- inside ----
@@ -432,9 +282,11 @@ export class TransactionCoordinator {
   }
 
   /**
-   * Writes the decision, then a marker to every partition, then the aborted
-   * ranges or the group offsets, then forgets the transaction. `fence` bumps
-   * the epoch, so the producer cannot go on with a transaction decided for it.
+   * Writes the decision, then a marker to every partition, then the group
+   * offsets, then forgets the transaction. It is done once each partition's
+   * index has read its marker, so that a reader who heard of the end sees
+   * it. `fence` bumps the epoch, so the producer cannot go on with a
+   * transaction decided for it.
    */
   private async complete(txn: Txn, commit: boolean, fence: boolean): Promise<void> {
     if (txn.timer !== null) clearTimeout(txn.timer);
@@ -445,31 +297,17 @@ export class TransactionCoordinator {
     const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
     for (const part of txn.partitions.values()) markers.push(this.writeMarkerUntilStored(txn, part, commit));
     const written = await Promise.all(markers);
-    await this.hideFromReaders(written, commit);
+    // Bounded: an index that cannot read its log says so itself, and the markers are stored.
+    await withinMs(
+      Promise.all(written.map((w) => (w === null || w.part.stream === null ? undefined : this.indexes.whenRead(w.part.stream, w.part.index, w.offset + 1)))),
+      INDEX_WAIT_MS,
+    );
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
         const group = this.groups.group(groupId, true);
         if (group !== null && entries.size > 0) await group.commit([...entries]);
       }
-    } else {
-      const byStream = new Map<Stream, AbortedRange[]>();
-      for (const w of written) {
-        if (w === null || w.part.stream === null || !w.part.written) continue;
-        const list = byStream.get(w.part.stream) ?? [];
-        list.push({ partition: w.part.index, producerId: txn.producerId, first: w.part.first ?? w.part.floor, last: w.offset });
-        byStream.set(w.part.stream, list);
-      }
-      for (const [stream, ranges] of byStream) await this.recordAborted(stream, ranges);
     }
-    const touched = new Set<Stream>();
-    for (const part of txn.partitions.values()) {
-      if (part.stream === null) continue;
-      this.open.get(part.stream)?.get(part.index)?.delete(part);
-      this.visibility.get(part.stream)?.settled(part.index);
-      touched.add(part.stream);
-    }
-    // What the transaction held back is readable now (less what hideFromReaders hid).
-    for (const stream of touched) stream.visibilityChanged();
     txn.partitions.clear();
     txn.offsets.clear();
     txn.state = "Empty";
@@ -499,8 +337,6 @@ export class TransactionCoordinator {
   private writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
     const stream = part.stream;
     if (stream === null || stream.deleted) return Promise.resolve(null);
-    // NATS readers wait before the marker until hideFromReaders has hidden it.
-    part.markerPending = true;
     return new Promise((resolve, reject) => {
       const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
       stream.append(part.index, input, (err, seq) => {
@@ -509,79 +345,6 @@ export class TransactionCoordinator {
         else reject(new Error(`transaction marker for ${part.topic}/${part.index}: ${err.message}`));
       });
     });
-  }
-
-  private recordAborted(stream: Stream, ranges: AbortedRange[]): Promise<void> {
-    const key = fileKeyOf(stream);
-    let list = this.aborted.get(key);
-    if (list === undefined) this.aborted.set(key, (list = new AbortedRanges()));
-    return this.appendLines("aborted", key, rangesText(ranges), () => {
-      for (const r of ranges) list.add(r);
-    });
-  }
-
-  /**
-   * Hides from NATS readers what they must never see of a decided
-   * transaction: its markers, and on abort its records (the runs its
-   * batches were stored at; the whole span from its first record to the
-   * marker where they are not known). Durable before the transaction stops
-   * holding readers back, so no reader sees them in between, nor after a restart.
-   */
-  private async hideFromReaders(written: Array<{ part: TxnPartition; offset: number } | null>, commit: boolean): Promise<void> {
-    const byStream = new Map<Stream, Array<[number, number, number]>>();
-    for (const w of written) {
-      if (w === null || w.part.stream === null) continue;
-      const { part, offset } = w;
-      const list = byStream.get(part.stream!) ?? [];
-      byStream.set(part.stream!, list);
-      // Sequence = offset + 1.
-      if (!commit && part.written && part.spanUnknown) {
-        list.push([part.index, (part.first ?? part.floor) + 1, offset + 1]);
-        continue;
-      }
-      if (!commit) for (const [from, to] of part.runs) list.push([part.index, from + 1, to + 1]);
-      list.push([part.index, offset + 1, offset + 1]);
-    }
-    for (const [stream, ranges] of byStream) {
-      const v = this.visibilityOf(stream);
-      await this.appendLines("hidden", fileKeyOf(stream), hiddenText(ranges), () => {
-        for (const [partition, from, to] of ranges) v.ranges.add(partition, from, to);
-      });
-    }
-  }
-
-  /** Appends `text` to `<sub>/<key>.log` and syncs it (one write at a time per file), then runs `then`. */
-  private appendLines(sub: string, key: string, text: string, then: () => void): Promise<void> {
-    const dir = join(this.dir, sub);
-    const file = join(dir, `${key}.log`);
-    const write = async (): Promise<void> => {
-      await mkdir(dir, { recursive: true });
-      const fh = await open(file, "a");
-      try {
-        await fh.writeFile(text);
-        await fh.datasync();
-      } finally {
-        await fh.close();
-      }
-      // A new file is durable only once its directory entry is.
-      if (!this.knownFiles.has(file)) {
-        await syncDir(dir);
-        this.knownFiles.add(file);
-      }
-      then();
-    };
-    const prev = this.fileWrites.get(file) ?? Promise.resolve();
-    const run = prev.then(write, write);
-    this.fileWrites.set(file, run.catch(() => undefined));
-    return run;
-  }
-
-  private openSet(stream: Stream, index: number): Set<TxnPartition> {
-    let byPartition = this.open.get(stream);
-    if (byPartition === undefined) this.open.set(stream, (byPartition = new Map()));
-    let set = byPartition.get(index);
-    if (set === undefined) byPartition.set(index, (set = new Set()));
-    return set;
   }
 
   /** Forgets the least recently used idle transactional id when the table is full. */
@@ -616,18 +379,14 @@ export class TransactionCoordinator {
   }
 }
 
-function fileKeyOf(stream: Stream): string {
-  return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
-}
-
-/** A partition's first offset; past every offset when the partition does not exist. */
-function logStartOf(stream: Stream, partition: number): number {
-  const log = stream.partitions[partition];
-  return log === undefined ? Infinity : log.state().firstSeq - 1;
-}
-
-function rangesText(ranges: Iterable<AbortedRange>): string {
-  let text = "";
-  for (const r of ranges) text += `${r.partition} ${r.producerId} ${r.first} ${r.last}\n`;
-  return text;
+/** Waits for `p`, or `ms` at most. */
+function withinMs(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    void p.finally(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

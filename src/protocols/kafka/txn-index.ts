@@ -1,0 +1,396 @@
+/**
+ * Kafka transactions as a partition's own log shows them (Kafka's producer
+ * state and transaction index), on every replica alike: which producers
+ * have a transaction open and from which offset, which transactions were
+ * aborted (read_committed fetches drop their records), and which sequences
+ * NATS readers never see (control markers, records of aborted
+ * transactions). All of it is read back from the log as records are
+ * appended there, by a leader or by a follower's copy, so a new leader
+ * serves exactly what its predecessor did; nothing of it is kept anywhere
+ * but in memory, and a start reads the log again.
+ *
+ * Nothing past what has been read is shown: the last stable offset and
+ * what NATS readers may see stop at the first sequence not yet read, and at
+ * the first record of the earliest open transaction. A replica cut back to
+ * its leader's log (KIP-101) reads its log again from the start.
+ *
+ * What a log holds of a transaction (messages.ts): a record of one is in a
+ * transactional Kafka batch kept whole, or a message with a `Kafka-Txn`
+ * header; a marker is a message under `$KAFKA.TXN.COMMIT` or `.ABORT` with
+ * that header. Which streams have them is kept per node as one empty file
+ * per stream under `txn-streams/` (name and creation time, so a re-created
+ * stream starts clean); a follower's copy that brings the first marker or
+ * transactional batch adds its stream.
+ */
+
+import { readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { FOREIGN_KAFKA, isForeign, type StoredItem } from "../../store/log.js";
+import type { JetStream } from "../../streams/jetstream.js";
+import type { Stream } from "../../streams/stream.js";
+import { HiddenRanges, type Visibility } from "../../streams/visibility.js";
+import { writeFileDurably } from "../../util/persist.js";
+import { AbortedRanges } from "./aborted-ranges.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, readTxnMark, type TxnMark } from "./messages.js";
+import { transactionalProducer } from "./stored-batches.js";
+
+/** What one read of the log takes at most. */
+const READ_MESSAGES = 1024;
+const READ_BYTES = 1024 * 1024;
+/**
+ * Bounds on what the network can grow here: producers with a transaction
+ * open in one partition (the coordinator remembers 10,000 transactional
+ * ids), and the separate runs of one open transaction's records (they
+ * interleave with other producers'). Past either, the partition's index is
+ * failed: its readers stay where they are, and the server says why.
+ */
+const MAX_OPEN_PER_PARTITION = 20_000;
+const MAX_RUNS_PER_TRANSACTION = 1_000_000;
+
+interface OpenTxn {
+  /** Sequence of its first record here. */
+  first: number;
+  /** Its records' sequences, inclusive pairs, ascending. */
+  runs: number[];
+}
+
+interface PartitionIndex {
+  /** The next sequence to read (0: not read at all since a start or a cut). */
+  next: number;
+  open: Map<number, OpenTxn>;
+  /** The earliest first sequence among `open` (Infinity: none), kept as they change. */
+  earliest: number;
+  reading: boolean;
+  again: boolean;
+  /** Who waits for the read to pass a sequence: [sequence, resolve]. */
+  waiters: Array<[number, () => void]>;
+  /** Bumped by a cut: a read under way that began before it is void. */
+  generation: number;
+  /** Why reading stopped (a read error, a bound), told once; cleared by the next read that gets through. */
+  failed: string | null;
+}
+
+/** Where readTxnMark puts a message's transaction (one for every index: applying never awaits). */
+const mark: TxnMark = { producerId: -1, epoch: -1 };
+
+/** One stream's index: the NATS readers' visibility of it, and what read_committed fetches ask. */
+export class TxnIndex implements Visibility {
+  private readonly parts: PartitionIndex[] = [];
+  private readonly hiddenRanges = new HiddenRanges();
+  private readonly aborted = new AbortedRanges();
+  private readonly onAppend = (partition: number): void => this.read(partition);
+  private closed = false;
+
+  constructor(
+    readonly stream: Stream,
+    private readonly warn: (line: string) => void,
+  ) {}
+
+  /** Starts reading every partition and shows NATS readers only what has been read. */
+  start(): void {
+    this.stream.appendListeners.add(this.onAppend);
+    this.stream.setVisibility(this);
+    for (let p = 0; p < this.stream.partitions.length; p++) this.read(p);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.stream.appendListeners.delete(this.onAppend);
+    for (const part of this.parts) for (const [, resolve] of part.waiters.splice(0)) resolve();
+  }
+
+  /** Resolves once the partition's log has been read past `seq` (or the index closes). */
+  whenRead(partition: number, seq: number): Promise<void> {
+    const part = this.part(partition);
+    if (this.closed || part.next > seq || this.stream.deleted) return Promise.resolve();
+    return new Promise((resolve) => {
+      part.waiters.push([seq, resolve]);
+      this.read(partition);
+    });
+  }
+
+  /** The partition's log lost its messages from `fromSeq` on (a replica cut back to its leader's): what was read of them is void. */
+  cut(partition: number, fromSeq: number): void {
+    const part = this.part(partition);
+    if (part.next !== 0 && fromSeq >= part.next) return;
+    part.next = 0;
+    part.open.clear();
+    part.earliest = Infinity;
+    part.generation++;
+    this.hiddenRanges.clearPartition(partition);
+    this.aborted.clearPartition(partition);
+    this.read(partition);
+  }
+
+  /** Reads what the partition's log holds past what was read, then lets readers on. */
+  read(partition: number): void {
+    if (this.closed) return;
+    const part = this.part(partition);
+    if (part.reading) {
+      part.again = true;
+      return;
+    }
+    part.reading = true;
+    part.again = false;
+    void this.readOn(partition, part).finally(() => {
+      part.reading = false;
+      if (part.again) this.read(partition);
+    });
+  }
+
+  private async readOn(partition: number, part: PartitionIndex): Promise<void> {
+    const log = this.stream.partitions[partition];
+    if (log === undefined) return;
+    const began = part.next;
+    try {
+      for (;;) {
+        if (this.closed || this.stream.deleted) return;
+        const { firstSeq, lastSeq } = log.state();
+        if (part.next < firstSeq) part.next = firstSeq;
+        if (part.next > lastSeq) break;
+        const generation = part.generation;
+        const items = await log.scanStored(part.next, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES, stopAtReadError: true });
+        if (generation !== part.generation) continue;
+        // Nothing stored from `next` to the end as it was: all of it removed.
+        if (items.length === 0) part.next = lastSeq + 1;
+        const from = part.next;
+        for (const item of items) {
+          if (!this.apply(partition, part, item)) return;
+          part.next = Math.max(part.next, endOf(item));
+        }
+        if (part.next === from) throw new Error(`the log read back nothing past sequence ${from}`);
+      }
+      part.failed = null;
+    } catch (err) {
+      this.fail(partition, part, `read: ${(err as Error).message}`);
+    } finally {
+      // Readers waiting at the stable offset read again (a Kafka fetch, NATS consumers).
+      if (part.next !== began) {
+        this.stream.readersMayAdvance(partition);
+        if (part.waiters.length > 0) {
+          const waiting = part.waiters;
+          part.waiters = [];
+          for (const w of waiting) {
+            if (part.next > w[0]) w[1]();
+            else part.waiters.push(w);
+          }
+        }
+      }
+    }
+  }
+
+  /** Takes in one stored item; false when a bound stops the index here. */
+  private apply(partition: number, part: PartitionIndex, item: StoredItem): boolean {
+    if (isForeign(item)) {
+      if (endOf(item) <= part.next || item.format !== FOREIGN_KAFKA) return true;
+      const producerId = transactionalProducer(item.bytes);
+      return producerId < 0 || this.records(partition, part, producerId, item.firstSeq, item.count);
+    }
+    if (item.seq < part.next) return true;
+    if (item.headers === null || !readTxnMark(item.headers, mark)) return true;
+    const commit = item.subject === CONTROL_SUBJECT_COMMIT;
+    if (commit || item.subject === CONTROL_SUBJECT_ABORT) {
+      this.marker(partition, part, mark.producerId, item.seq, commit);
+      return true;
+    }
+    return this.records(partition, part, mark.producerId, item.seq, 1);
+  }
+
+  private records(partition: number, part: PartitionIndex, producerId: number, from: number, count: number): boolean {
+    let txn = part.open.get(producerId);
+    if (txn === undefined) {
+      if (part.open.size >= MAX_OPEN_PER_PARTITION) return this.fail(partition, part, `more than ${MAX_OPEN_PER_PARTITION} transactions open`);
+      part.open.set(producerId, (txn = { first: from, runs: [] }));
+      if (from < part.earliest) part.earliest = from;
+    }
+    const to = from + count - 1;
+    const n = txn.runs.length;
+    if (n > 0 && txn.runs[n - 1] + 1 === from) txn.runs[n - 1] = to;
+    else if (n >= 2 * MAX_RUNS_PER_TRANSACTION) return this.fail(partition, part, `a transaction of producer ${producerId} in more than ${MAX_RUNS_PER_TRANSACTION} pieces`);
+    else txn.runs.push(from, to);
+    return true;
+  }
+
+  /** A commit or abort marker of `producerId` at `seq`: it is hidden, and on abort so are its transaction's records here. */
+  private marker(partition: number, part: PartitionIndex, producerId: number, seq: number, commit: boolean): void {
+    this.hiddenRanges.add(partition, seq, seq);
+    const txn = part.open.get(producerId);
+    if (txn === undefined) return; // nothing of it written here (or its records are gone)
+    part.open.delete(producerId);
+    if (!commit) {
+      // Offsets are sequences less one.
+      this.aborted.add({ partition, producerId, first: txn.first - 1, last: seq - 1 });
+      for (let i = 0; i < txn.runs.length; i += 2) this.hiddenRanges.add(partition, txn.runs[i], txn.runs[i + 1]);
+    }
+    if (txn.first === part.earliest) {
+      part.earliest = Infinity;
+      for (const t of part.open.values()) if (t.first < part.earliest) part.earliest = t.first;
+    }
+  }
+
+  private fail(partition: number, part: PartitionIndex, why: string): false {
+    if (part.failed !== why) this.warn(`kafka: transactions of partition ${partition} of stream "${this.stream.config.name}" not read past sequence ${part.next}: ${why}; its readers wait there`);
+    part.failed = why;
+    return false;
+  }
+
+  private part(partition: number): PartitionIndex {
+    while (this.parts.length <= partition) this.parts.push({ next: 0, open: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
+    return this.parts[partition];
+  }
+
+  // ---- what readers ask ----
+
+  /** The offset below which every record of the partition is decided (Kafka's last stable offset), at most `highWatermark`. */
+  lastStableOffset(partition: number, highWatermark: number): number {
+    // Offset = sequence - 1: the first sequence not read, and the earliest open transaction's first record.
+    return Math.min(highWatermark, this.stableSeq(partition));
+  }
+
+  /** Aborted transactions with records in offsets [from, to], for a read_committed fetch; `logStart` is the partition's first offset. */
+  abortedIn(partition: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
+    return this.aborted.within(partition, from, to, logStart);
+  }
+
+  // Visibility (the last sequence NATS readers may see is the one before either).
+  stableSeq(partition: number): number {
+    const part = this.part(partition);
+    const read = part.next === 0 ? 0 : part.next - 1;
+    return Math.min(read, part.earliest - 1);
+  }
+
+  hidden(partition: number, seq: number): boolean {
+    return this.hiddenRanges.has(partition, seq);
+  }
+
+  hiddenIn(partition: number, after: number, upTo: number): Array<[number, number]> {
+    const log = this.stream.partitions[partition];
+    if (log !== undefined) this.hiddenRanges.dropBelow(partition, log.state().firstSeq);
+    return this.hiddenRanges.within(partition, after, upTo);
+  }
+}
+
+/**
+ * The indexes of one account's streams that hold transactions, and the
+ * per-node record of which those are.
+ */
+export class TxnIndexes {
+  private readonly byStream = new WeakMap<Stream, TxnIndex>();
+  private readonly live = new Set<TxnIndex>();
+  private readonly dir: string;
+  /** Each indexed stream's record on disk, written once. */
+  private readonly recorded = new WeakMap<Stream, Promise<void>>();
+  private readonly onCopied = (stream: Stream, partition: number, items: readonly StoredItem[]): void => {
+    const index = this.byStream.get(stream);
+    if (index !== undefined) return index.read(partition);
+    if (!items.some(isTransactional)) return;
+    // At once, before readers see what the copy brought; recorded for the next start meanwhile.
+    this.add(stream).catch((err: Error) => this.warn(`kafka: stream "${stream.config.name}" copied transactions this node could not record: ${err.message}`));
+  };
+  private readonly onCut = (stream: Stream, partition: number, fromSeq: number): void => {
+    this.byStream.get(stream)?.cut(partition, fromSeq);
+  };
+
+  constructor(
+    private readonly js: JetStream,
+    kafkaDir: string,
+    private readonly warn: (line: string) => void,
+  ) {
+    this.dir = join(kafkaDir, "txn-streams");
+  }
+
+  /**
+   * Indexes the streams recorded here, and listens for copies that bring
+   * transactions to others. `legacy`: the per-stream files of the
+   * coordinator's earlier records (aborted and hidden ranges, now read from
+   * the log), which name streams with transactions too; they go.
+   */
+  async load(legacy: string[]): Promise<void> {
+    const live = new Map<string, Stream>();
+    for (const s of this.js.streams.values()) live.set(fileKeyOf(s), s);
+    const recorded = new Set(await filesIn(this.dir));
+    const known = new Set(recorded);
+    for (const dir of legacy) for (const f of await filesIn(dir)) known.add(f.endsWith(".log") ? f.slice(0, -4) : f);
+    for (const key of known) {
+      const stream = live.get(key);
+      if (stream === undefined) {
+        if (recorded.has(key)) await rm(join(this.dir, key), { force: true });
+      } else if (recorded.has(key)) {
+        this.recorded.set(stream, Promise.resolve());
+        this.indexOf(stream);
+      } else await this.add(stream);
+    }
+    for (const dir of legacy) await rm(dir, { recursive: true, force: true });
+    this.js.copyListeners.add(this.onCopied);
+    this.js.cutListeners.add(this.onCut);
+  }
+
+  close(): void {
+    this.js.copyListeners.delete(this.onCopied);
+    this.js.cutListeners.delete(this.onCut);
+    for (const index of this.live) index.close();
+    this.live.clear();
+  }
+
+  /**
+   * The stream's index, made now (readers see only what it has read from
+   * here on), and recorded on disk so that a start makes it again: the
+   * coordinator waits for that before a transaction writes to the stream.
+   */
+  add(stream: Stream): Promise<TxnIndex> {
+    const index = this.indexOf(stream);
+    let recorded = this.recorded.get(stream);
+    if (recorded === undefined) {
+      recorded = writeFileDurably(join(this.dir, fileKeyOf(stream)), "");
+      this.recorded.set(stream, recorded);
+      recorded.catch(() => this.recorded.delete(stream));
+    }
+    return recorded.then(() => index);
+  }
+
+  private indexOf(stream: Stream): TxnIndex {
+    let index = this.byStream.get(stream);
+    if (index === undefined) {
+      index = new TxnIndex(stream, this.warn);
+      this.byStream.set(stream, index);
+      this.live.add(index);
+      index.start();
+    }
+    return index;
+  }
+
+  lastStableOffset(stream: Stream, partition: number, highWatermark: number): number {
+    return this.byStream.get(stream)?.lastStableOffset(partition, highWatermark) ?? highWatermark;
+  }
+
+  abortedIn(stream: Stream, partition: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
+    return this.byStream.get(stream)?.abortedIn(partition, from, to, logStart) ?? [];
+  }
+
+  /** Resolves once the stream's index has read its partition past `seq`. */
+  whenRead(stream: Stream, partition: number, seq: number): Promise<void> {
+    return this.byStream.get(stream)?.whenRead(partition, seq) ?? Promise.resolve();
+  }
+}
+
+async function filesIn(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
+}
+
+function endOf(item: StoredItem): number {
+  return isForeign(item) ? item.firstSeq + item.count : item.seq + 1;
+}
+
+/** Whether a copied item is a transaction's: a transactional batch, or a marker (records stored one by one come with a marker later). */
+function isTransactional(item: StoredItem): boolean {
+  if (isForeign(item)) return item.format === FOREIGN_KAFKA && transactionalProducer(item.bytes) >= 0;
+  return item.subject === CONTROL_SUBJECT_COMMIT || item.subject === CONTROL_SUBJECT_ABORT;
+}
+
+export function fileKeyOf(stream: Stream): string {
+  return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
+}

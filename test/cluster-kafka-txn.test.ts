@@ -1,0 +1,167 @@
+/**
+ * Kafka transactions on a replicated partition, across a failover: every
+ * replica reads what its own log holds of transactions (txn-index.ts), so
+ * the follower that takes over serves read_committed readers and NATS
+ * readers as the old leader did: aborted records dropped, markers hidden,
+ * nothing of a transaction still open shown. Judged by kcat (librdkafka),
+ * raw ListOffsets and the NATS JetStream client.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs from "kafkajs";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { NagareServer } from "../src/server/server.js";
+import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { kcat } from "./helpers/kafka.js";
+import { frame, RawKafka } from "./helpers/kafka-raw.js";
+
+const { Kafka, logLevel } = kafkajs;
+
+let cluster: KafkaTestCluster;
+before(async () => {
+  cluster = await startKafkaTestCluster("kafkatxn");
+});
+after(() => cluster.stop());
+
+const address = (n: NagareServer): string => cluster.address(n);
+const brokerId = (n: NagareServer): number => cluster.brokerId(n);
+
+/** FindCoordinator v1 for a transactional id, asked of broker `n`: the coordinator's broker id. */
+async function transactionCoordinator(n: NagareServer, transactionalId: string): Promise<number> {
+  const k = await RawKafka.open(n.kafkaPort!);
+  try {
+    k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
+    const r = await k.response(0);
+    r.i32();
+    assert.equal(r.i16(), 0);
+    r.nullableString();
+    return r.i32();
+  } finally {
+    k.destroy();
+  }
+}
+
+/** Partition 0's leader as broker `n`'s Metadata v1 says (-1: none). */
+async function leaderOf(n: NagareServer, topic: string): Promise<number> {
+  const k = await RawKafka.open(n.kafkaPort!);
+  try {
+    k.send(frame(3, 1, (w) => w.arrayLength(1).string(topic)));
+    const r = await k.response(0);
+    for (let b = r.i32(), i = 0; i < b; i++) {
+      r.i32();
+      r.string();
+      r.i32();
+      r.nullableString();
+    }
+    r.i32(); // controller
+    assert.equal(r.i32(), 1);
+    assert.equal(r.i16(), 0);
+    r.string();
+    r.bool();
+    assert.equal(r.i32(), 1);
+    r.i16();
+    r.i32();
+    return r.i32();
+  } finally {
+    k.destroy();
+  }
+}
+
+/** ListOffsets v2 latest of partition 0 at an isolation level (1: read_committed, the last stable offset), asked of broker `n`. */
+async function latest(n: NagareServer, topic: string, isolation: 0 | 1): Promise<{ error: number; offset: number }> {
+  const k = await RawKafka.open(n.kafkaPort!);
+  try {
+    k.send(frame(2, 2, (w) => w.i32(-1).i8(isolation).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(-1)));
+    const r = await k.response(0);
+    r.i32(); // throttle
+    assert.equal(r.i32(), 1);
+    r.string();
+    assert.equal(r.i32(), 1);
+    r.i32();
+    const error = r.i16();
+    r.i64(); // timestamp
+    return { error, offset: Number(r.i64()) };
+  } finally {
+    k.destroy();
+  }
+}
+
+test("a follower that takes over a partition with transactions serves them as its leader did: aborted records dropped, markers hidden, an open transaction held back", async () => {
+  const topic = "txn.replicated";
+  const stream = "txn_replicated";
+  const bootstrap = cluster.nodes.map(address);
+  const kafka = new Kafka({ clientId: "txn-failover", brokers: bootstrap, logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 3 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+  const leaderId = await leaderOf(cluster.nodes[0], topic);
+  // A transaction's partitions are led by its coordinator's node (cluster.ts): a transactional id coordinated there.
+  let transactionalId = "";
+  for (let i = 0; transactionalId === "" && i < 200; i++) if ((await transactionCoordinator(cluster.nodes[0], `tx-${i}`)) === leaderId) transactionalId = `tx-${i}`;
+  assert.notEqual(transactionalId, "", "a transactional id coordinated by the partition's leader");
+
+  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  await plain.connect();
+  try {
+    const committed = await producer.transaction();
+    await committed.send({ topic, messages: [{ value: "c1" }] });
+    await committed.commit();
+    const aborted = await producer.transaction();
+    await aborted.send({ topic, messages: [{ value: "a1" }, { value: "a2" }] });
+    await aborted.abort();
+    await plain.send({ topic, acks: -1, messages: [{ value: "p1" }] });
+    // Left open: its coordinator goes with the leader.
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "o1" }] });
+    await plain.send({ topic, acks: -1, messages: [{ value: "p2" }] });
+  } finally {
+    await plain.disconnect();
+    await producer.disconnect();
+  }
+  // Offsets: c1 0, commit 1, a1 2, a2 3, abort 4, p1 5, o1 6, p2 7.
+  const leader = cluster.nodes.find((n) => brokerId(n) === leaderId)!;
+  assert.deepEqual(await latest(leader, topic, 1), { error: 0, offset: 6 }, "the leader's last stable offset: o1's");
+  await waitUntil(() => cluster.nodes.every((n) => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq === 8), "every replica to hold the 8 records");
+
+  await cluster.close(leader);
+  const others = cluster.live();
+  await waitUntilAsync(async () => ![-1, leaderId].includes(await leaderOf(others[0], topic)), "a follower to lead the partition", 20_000);
+  const newId = await leaderOf(others[0], topic);
+  const now = others.find((n) => brokerId(n) === newId)!;
+
+  // read_committed: the open transaction holds readers at its first record; the aborted one is dropped (librdkafka filters it by the aborted list).
+  await waitUntilAsync(async () => (await latest(now, topic, 0)).offset === 8, "the new leader's high watermark to reach the records", 20_000);
+  assert.deepEqual(await latest(now, topic, 1), { error: 0, offset: 6 }, "the new leader's last stable offset: still o1's");
+  const readCommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "2", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
+  assert.equal(readCommitted.code, 0, readCommitted.stderr);
+  assert.deepEqual(readCommitted.stdout.trim().split("\n"), ["c1", "p1"]);
+  const uncommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "6", "-q", "-X", "isolation.level=read_uncommitted", "-f", "%s\n"]);
+  assert.equal(uncommitted.code, 0, uncommitted.stderr);
+  assert.deepEqual(uncommitted.stdout.trim().split("\n"), ["c1", "a1", "a2", "p1", "o1", "p2"]);
+
+  // NATS readers of the new leader: markers and aborted records are not there; the open transaction's record and what follows wait.
+  const nc = await connect({ port: now.port });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const get = (seq: number): Promise<string> =>
+      jsm.streams.getMessage(stream, { seq }).then(
+        (m) => (m === null ? "none" : m.string()),
+        (err: Error) => `error: ${err.message}`,
+      );
+    const seen: string[] = [];
+    for (let seq = 1; seq <= 8; seq++) seen.push(await get(seq));
+    // Hidden or held back: not found, as nats-server answers a sequence it does not have.
+    assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "none", "none"]);
+  } finally {
+    await nc.close();
+  }
+});
