@@ -4,7 +4,9 @@
  * the follower that takes over serves read_committed readers and NATS
  * readers as the old leader did: aborted records dropped, markers hidden,
  * nothing of a transaction still open shown. Judged by kcat (librdkafka),
- * raw ListOffsets and the NATS JetStream client.
+ * raw ListOffsets and the NATS JetStream client. A transaction whose
+ * partitions are led by different brokers: its coordinator writes each
+ * marker at the partition's leader (JetStream.appendAt).
  */
 
 import { test, before, after } from "node:test";
@@ -29,16 +31,17 @@ after(() => cluster.stop());
 const address = (n: NagareServer): string => cluster.address(n);
 const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 
-/** FindCoordinator v1 for a transactional id, asked of broker `n`: the coordinator's broker id. */
+/** FindCoordinator v1 for a transactional id, asked of broker `n`: the coordinator's broker id (-1: its broker is down). */
 async function transactionCoordinator(n: NagareServer, transactionalId: string): Promise<number> {
   const k = await RawKafka.open(n.kafkaPort!);
   try {
     k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
     const r = await k.response(0);
     r.i32();
-    assert.equal(r.i16(), 0);
+    const error = r.i16();
     r.nullableString();
-    return r.i32();
+    const id = r.i32();
+    return error === 0 ? id : -1;
   } finally {
     k.destroy();
   }
@@ -70,11 +73,11 @@ async function leaderOf(n: NagareServer, topic: string): Promise<number> {
   }
 }
 
-/** ListOffsets v2 latest of partition 0 at an isolation level (1: read_committed, the last stable offset), asked of broker `n`. */
-async function latest(n: NagareServer, topic: string, isolation: 0 | 1): Promise<{ error: number; offset: number }> {
+/** ListOffsets v2 latest of a partition at an isolation level (1: read_committed, the last stable offset), asked of broker `n`. */
+async function latest(n: NagareServer, topic: string, isolation: 0 | 1, partition = 0): Promise<{ error: number; offset: number }> {
   const k = await RawKafka.open(n.kafkaPort!);
   try {
-    k.send(frame(2, 2, (w) => w.i32(-1).i8(isolation).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(-1)));
+    k.send(frame(2, 2, (w) => w.i32(-1).i8(isolation).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(-1)));
     const r = await k.response(0);
     r.i32(); // throttle
     assert.equal(r.i32(), 1);
@@ -163,5 +166,51 @@ test("a follower that takes over a partition with transactions serves them as it
     assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "none", "none"]);
   } finally {
     await nc.close();
+  }
+});
+
+test("a transaction spans partitions led by different brokers: its coordinator writes each marker at the partition's leader, and readers there see its commit and nothing of its abort", async () => {
+  const topic = "txn.spread";
+  const live = cluster.live();
+  const kafka = new Kafka({ clientId: "txn-spread", brokers: live.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  let leaders: number[];
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+    leaders = meta.topics[0].partitions.sort((a, b) => a.partitionId - b.partitionId).map((p) => p.leader);
+  } finally {
+    await admin.disconnect();
+  }
+  assert.notEqual(leaders[0], leaders[1], "the two partitions are led by two brokers");
+  // Coordinated by partition 0's leader: partition 1 is led elsewhere.
+  let transactionalId = "";
+  for (let i = 0; transactionalId === "" && i < 200; i++) if ((await transactionCoordinator(live[0], `spread-${i}`)) === leaders[0]) transactionalId = `spread-${i}`;
+  assert.notEqual(transactionalId, "");
+
+  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  await plain.connect();
+  try {
+    const committed = await producer.transaction();
+    await committed.send({ topic, messages: [0, 1].map((partition) => ({ value: `committed-${partition}`, partition })) });
+    await committed.commit();
+    const aborted = await producer.transaction();
+    await aborted.send({ topic, messages: [0, 1].map((partition) => ({ value: `aborted-${partition}`, partition })) });
+    await aborted.abort();
+    await plain.send({ topic, acks: -1, messages: [0, 1].map((partition) => ({ value: `after-${partition}`, partition })) });
+  } finally {
+    await plain.disconnect();
+    await producer.disconnect();
+  }
+  for (const partition of [0, 1]) {
+    const leader = live.find((n) => brokerId(n) === leaders[partition])!;
+    // Offsets: committed 0, its commit marker 1, aborted 2, its abort marker 3, after 4.
+    assert.deepEqual(await latest(leader, topic, 1, partition), { error: 0, offset: 5 }, `partition ${partition}: nothing open`);
+    const read = await kcat(["-b", address(leader), "-C", "-t", topic, "-p", String(partition), "-o", "beginning", "-c", "2", "-q", "-X", "isolation.level=read_committed", "-f", "%o %s\n"]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(read.stdout.trim().split("\n"), [`0 committed-${partition}`, `4 after-${partition}`], `partition ${partition}`);
   }
 });

@@ -9,7 +9,8 @@
  * librdkafka producers, they recover by themselves. Admin requests to any broker go through the
  * placements (partitions added spread, configs described from the
  * placement, topics deleted everywhere). A transaction commits when its
- * partitions are led by its coordinator's node and is refused otherwise.
+ * partitions are led by its coordinator's node; these nodes have no
+ * routes, so one led elsewhere is refused.
  * A node killed: its partitions show leader -1 and
  * LEADER_NOT_AVAILABLE, clients get clear errors for them while the others
  * keep working; restarted, it comes back under the same broker id with its
@@ -435,7 +436,7 @@ test("admin through the bootstrap broker: a topic's partitions grow spread, its 
   assert.ok(!listed.includes(topic), listed.join(","));
 });
 
-test("transactions: a transactional producer whose partition is led by its coordinator's node commits; one led elsewhere is refused, not half-written", async () => {
+test("transactions without routes: a partition led by its coordinator's node commits; one led by a broker the coordinator has no route to is refused, not half-written", async () => {
   const topic = "spread.orders";
   const transactionalId = "cluster-txn";
   const k = await RawKafka.open(kafkaPort(nodes.get("a")!));

@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import v2 from "nats";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import { createTopic as createKafkaTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { api, rawPull } from "./helpers/js.js";
 
@@ -175,6 +176,37 @@ describe("Kafka transactions seen by NATS readers", () => {
     assert.deepEqual(await fetchN(topic, "mix", 2), [[3, "m1"], [5, "m2"]]);
     for (const seq of [1, 2, 4, 6]) assert.deepEqual(await getError(topic, seq), NOT_FOUND, `seq ${seq}`);
     assert.equal((await jsm.streams.getMessage(topic, { seq: 3 }))?.string(), "m1");
+  });
+
+  test("a NATS publish opens no transaction (a forged Kafka-Txn header holds no reader), MSG.DELETE of a marker finds nothing; a transactional record naming its subject, or one for a stream that removes messages from inside, is refused", async () => {
+    const topic = "txnguard";
+    await createTopic(topic);
+    const tx = await producer("tx-guard");
+    const t = await tx.transaction();
+    await t.send({ topic, messages: [{ value: "c1" }] }); // seq 1
+    await t.commit(); // marker at 2
+    const js = jetstream(h.nc);
+    const forged = natsHeaders();
+    forged.set("Kafka-Txn", "999 0");
+    await js.publish(topic, "forged", { headers: forged }); // seq 3: a plain message to every reader
+    await js.publish(topic, "after"); // seq 4
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.consumers.add(topic, { durable_name: "guard", ack_policy: AckPolicy.Explicit });
+    assert.equal((await jsm.consumers.info(topic, "guard")).num_pending, 3);
+    assert.deepEqual(await fetchN(topic, "guard", 3), [[1, "c1"], [3, "forged"], [4, "after"]]);
+    // The marker is not there to delete (as to MSG.GET): the transaction it ended stays ended.
+    assert.equal(((await api(h.nc, `$JS.API.STREAM.MSG.DELETE.${topic}`, { seq: 2 })).error as { err_code: number }).err_code, 10043);
+    assert.deepEqual(await getError(topic, 2), NOT_FOUND);
+
+    // Records stored one by one could be forged over NATS: a transaction's are kept as the producer's batch.
+    const named = await tx.transaction();
+    await assert.rejects(named.send({ topic, messages: [{ value: "named", headers: { "Nats-Subject": topic } }] }), (err: Error & { type?: string }) => err.type === "INVALID_RECORD");
+    await named.abort();
+    // A per-subject limit would take old markers away, and with them what they decided.
+    await jsm.streams.add({ name: "txnkv", subjects: ["txnkv"], max_msgs_per_subject: 1 });
+    const kv = await tx.transaction();
+    await assert.rejects(kv.send({ topic: "txnkv", messages: [{ value: "v" }] }), (err: Error & { type?: string }) => err.type === "INVALID_RECORD");
+    await kv.abort();
   });
 
   test("after a restart: markers and aborted records stay hidden, a durable resumes where it was", async () => {

@@ -217,6 +217,24 @@ describe("Kafka transactions", () => {
     assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["aborted", "after"]);
   });
 
+  test("an open transaction's records that a purge removed hold no read_committed reader back", async () => {
+    const topic = "txn.purged";
+    await createTopic(topic);
+    const producer = await transactional("tx-purged");
+    const plain = await plainProducer();
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "open" }] });
+    await plain.send({ topic, acks: -1, messages: [{ value: "before" }] });
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), []);
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.purge("txn_purged");
+    await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
+    await open.abort();
+    await plain.send({ topic, acks: -1, messages: [{ value: "later" }] });
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after", "later"]);
+  });
+
   test("a commit marker the disk refuses is retried until stored: the commit completes once, and readers see the record", async () => {
     const topic = "txn.fault";
     await createTopic(topic);

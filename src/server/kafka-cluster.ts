@@ -186,6 +186,13 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return out;
   }
 
+  routed(id: number): boolean {
+    const name = this.nameOf(id);
+    if (name === this.self) return true;
+    const exclude = this.withoutRoutes();
+    return name !== undefined && !exclude.has(name) && !exclude.has(this.self);
+  }
+
   replicableBrokers(): number {
     const exclude = this.withoutRoutes();
     return this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;

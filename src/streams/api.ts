@@ -488,6 +488,8 @@ export class JetStreamApi implements Receiver {
     if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
     const seq = optNumber(req, "seq");
     if (seq === undefined) throw Errors.badRequest();
+    // What readers never see is not there for them to delete either (a door's control message: Kafka's markers decide its records).
+    if (s.readerVisibility?.hidden(0, seq) === true) throw Errors.sequenceNotFound(seq);
     if (!(await s.deleteMessage(seq))) throw Errors.sequenceNotFound(seq);
     for (const c of s.consumers.values()) c.notify(); // a pending delivery of it ends now
     return { success: true };

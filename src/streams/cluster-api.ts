@@ -31,6 +31,7 @@ import { Message } from "../subjects/message.js";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
+import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
@@ -53,6 +54,10 @@ const HOP_HEADER = "Nagare-Hop";
 const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 /** How long LIST waits for a remote leader's INFO, and a leader for a placement it is told of. */
 const REMOTE_INFO_MS = 2000;
+/** Appends sent to a partition's leader on another node (JetStream.appendAt). */
+const APPEND_PREFIX = `${CLUSTER_INTERNAL_PREFIX}APPEND.`;
+/** How long a node waits for another to store an append it sent (replicas included). */
+const APPEND_MS = 10_000;
 const PLACEMENT_WAIT_MS = 5000;
 /** How long a request waits for this node to take up a leadership the placement gave it, and how often it looks. */
 const ROLE_WAIT_MS = 3000;
@@ -186,12 +191,14 @@ export class ClusterApi implements Receiver {
       answer: (reply, body) => js.emit(reply, reply, "", null, body),
       holdsLease: () => this.directory.isLive(cluster.self),
     });
+    js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
   }
 
   close(): void {
     if (this.roleTimer !== null) clearInterval(this.roleTimer);
     this.roleTimer = null;
     this.roleWaiters = [];
+    if (this.js.remoteAppend !== null) this.js.remoteAppend = null;
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
@@ -336,6 +343,53 @@ export class ClusterApi implements Receiver {
     });
   }
 
+  // ---- appends to a partition wherever it is led (JetStream.appendAt) ----
+
+  /**
+   * Sends an append to the partition's leader when another node leads it;
+   * null when this node does (or the stream is not placed: served from
+   * what this node holds, if anything). A placed partition this node leads
+   * but holds no copy of yet is refused, retryably: never "not found".
+   */
+  private appendAtLeader(name: string, partition: number, input: AppendInput): Promise<number> | null {
+    const placed = this.placement(name);
+    if (placed === undefined) return null;
+    const leader = placed.leaders[partition];
+    if (leader === undefined) return Promise.reject(Errors.storeFailed(`stream ${name} has no partition ${partition}`));
+    if (leader === this.cluster.self) return this.js.streams.has(name) ? null : Promise.reject(Errors.clusterNotAvailable());
+    const body = Buffer.from(JSON.stringify({ subject: input.subject, headers: input.headers ? Buffer.from(input.headers).toString("base64") : null, data: Buffer.from(input.data).toString("base64") }));
+    return this.request(leader, `${APPEND_PREFIX}${name}.${partition}`, body, APPEND_MS).then((b) => {
+      if (b === null) throw Errors.storeFailed(`${leader}, which leads partition ${partition} of stream ${name}, did not answer`);
+      const a = JSON.parse(b.toString("utf8")) as { seq?: number; error?: { code: number; err_code: number; description: string } };
+      if (typeof a.seq === "number") return a.seq;
+      throw new ApiError(a.error?.code ?? 500, a.error?.err_code ?? 10077, a.error?.description ?? "append failed");
+    });
+  }
+
+  /** Another node's append to a partition this node should lead: stored as any write, answered with its sequence or the error. */
+  private serveAppend(rest: string, body: Buffer, reply: string): void {
+    const answer = (a: { seq: number } | { error: ApiError }): void => {
+      if (reply !== "") this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify("seq" in a ? a : { error: a.error.toJSON() })));
+    };
+    const dot = rest.lastIndexOf(".");
+    const name = rest.slice(0, dot);
+    const partition = Number(rest.slice(dot + 1));
+    let input: AppendInput;
+    try {
+      const a = JSON.parse(body.toString("utf8")) as { subject: unknown; headers: unknown; data: unknown };
+      if (typeof a.subject !== "string" || typeof a.data !== "string" || (a.headers !== null && typeof a.headers !== "string")) throw new Error("bad append");
+      input = { subject: a.subject, headers: a.headers === null ? null : Buffer.from(a.headers, "base64"), data: Buffer.from(a.data, "base64") };
+    } catch {
+      return answer({ error: Errors.storeFailed("a malformed append") });
+    }
+    const placed = this.placement(name);
+    if (placed === undefined) return answer({ error: Errors.streamNotFound() });
+    if (placed.leaders[partition] !== this.cluster.self) return answer({ error: Errors.storeFailed(`${this.cluster.self} does not lead partition ${partition} of stream ${name}`) });
+    const stream = this.js.streams.get(name);
+    if (stream === undefined) return answer({ error: Errors.clusterNotAvailable() });
+    stream.append(partition, input, (err, seq) => answer(err === null ? { seq } : { error: err }));
+  }
+
   // ---- from other nodes ----
 
   deliver(sub: Subscription, msg: Message): void {
@@ -353,6 +407,10 @@ export class ClusterApi implements Receiver {
     }
     if (original.startsWith(MOVE_PREFIX)) {
       this.mover.serve(original.slice(MOVE_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
+      return;
+    }
+    if (original.startsWith(APPEND_PREFIX)) {
+      this.serveAppend(original.slice(APPEND_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
       return;
     }
     let placed: Placed | null = null;

@@ -25,7 +25,7 @@ import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
-import type { ForeignRecords, MessageLog, StoredItem, SyncPolicy } from "../store/log.js";
+import type { AppendInput, ForeignRecords, MessageLog, StoredItem, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
@@ -168,9 +168,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
   /**
    * Told of what a replica copied into a partition from elsewhere (its
    * leader, or the source of a move), once appended: a door that derives
-   * state from a log (Kafka transactions) reads it from there too.
+   * state from a log (Kafka transactions) reads it from there too. A
+   * promise returned is waited for before the copy goes on (and so before
+   * a follower acknowledges what it copied).
    */
-  readonly copyListeners = new Set<(stream: Stream, partition: number, items: readonly StoredItem[]) => void>();
+  readonly copyListeners = new Set<(stream: Stream, partition: number, items: readonly StoredItem[]) => void | Promise<void>>();
   /** Told when a replica cuts a partition's log back to its leader's, from `fromSeq` on: what was derived from those messages is void. */
   readonly cutListeners = new Set<(stream: Stream, partition: number, fromSeq: number) => void>();
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
@@ -225,6 +227,28 @@ export class JetStream implements DeliveryHost, StorageQuota {
       this.bindSubjects(s);
       this.refuseConfirmsUntilPlaced(s);
     }
+  }
+
+  /**
+   * In a cluster, sends an append to a partition's leader on another node
+   * (cluster-api.ts); null on a single node, or a node that leads it.
+   */
+  remoteAppend: ((name: string, partition: number, input: AppendInput) => Promise<number> | null) | null = null;
+
+  /**
+   * Appends a message to partition `partition` of stream `name` wherever it
+   * is led: here, or in a cluster at its leader (a door's control message,
+   * such as a Kafka transaction marker, which must reach a partition
+   * wherever it is). Resolves with the sequence once stored as any write
+   * (on the in-sync replicas of a replicated partition); rejects with an
+   * ApiError, `streamNotFound` when no such stream is placed or held.
+   */
+  appendAt(name: string, partition: number, input: AppendInput): Promise<{ seq: number; here: boolean }> {
+    const remote = this.remoteAppend?.(name, partition, input) ?? null;
+    if (remote !== null) return remote.then((seq) => ({ seq, here: false }));
+    const stream = this.streams.get(name);
+    if (stream === undefined) return Promise.reject(Errors.streamNotFound());
+    return new Promise((resolve, reject) => stream.append(partition, input, (err, seq) => (err === null ? resolve({ seq, here: true }) : reject(err))));
   }
 
   /** In a cluster, a replicated stream's consumers confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */

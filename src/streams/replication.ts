@@ -1153,8 +1153,10 @@ export interface ReplicaFollowerOptions {
   wholeLog?: boolean;
   /** A round applied: the follower's next sequence. */
   onFetched?: (next: number) => void;
-  /** Items copied from the leader, once appended. */
-  onCopied?: (items: readonly StoredItem[]) => void;
+  /** Items copied from the leader, once appended; the next fetch (which acknowledges them) waits for a promise returned. */
+  onCopied?: (items: readonly StoredItem[]) => void | Promise<void>;
+  /** The log was cut back from `fromSeq` on (KIP-101), whether or not messages went (sequences may have been empty). */
+  onCut?: (fromSeq: number) => void;
   /**
    * Stored messages this copy gave up to agree with its leader: a truncation
    * (what an older epoch wrote), a purge below the leader's log start, or
@@ -1332,6 +1334,7 @@ export class ReplicaFollower {
     await this.write(async () => {
       const before = log.state().messages;
       const end = cut < next ? ((await log.truncateFrom(cut)) ?? cut) : cut;
+      if (end < next) this.opts.onCut?.(end);
       await epochs.truncateFrom(end);
       this.told("truncated", end, next - 1, before - log.state().messages, "to where this copy's leader epochs agree with the leader's");
     });
@@ -1397,6 +1400,7 @@ export class ReplicaFollower {
         if (cut > 0) {
           const before = log.state().messages;
           const from = (await log.truncateFrom(cut)) ?? cut;
+          this.opts.onCut?.(from);
           await epochs.truncateFrom(from);
           // From where the log was cut: lower than `cut` when a Kafka batch across it went whole.
           this.told("truncated", from, end - 1, before - log.state().messages, "the leader has a message this copy lacks there (reconciling)");
@@ -1433,7 +1437,7 @@ export class ReplicaFollower {
         await epochs.assign(e.epoch, e.start);
       }
       const after = await appendItems(log, a.items, from);
-      if (a.items.length > 0) this.opts.onCopied?.(a.items);
+      if (a.items.length > 0) await this.opts.onCopied?.(a.items);
       if (a.next > after) await appendCopy(log, a.next, 0, []);
       // Then the leader's log start and removals below `from`, durable before the next fetch acknowledges them (its `ops`):
       // after the records that caused them (a key's new value), so that an append that fails (a full disk) leaves the old.

@@ -54,8 +54,10 @@
  * Refused (the move is cancelled): a partition of a stream of several
  * whose leader holds consumers (they would stay behind, reading a
  * partition no longer led there; consumer creates are refused while such
- * a move is under way); a Kafka partition with an open transaction (its
- * marker would be written by the door of the node it leaves).
+ * a move is under way). A door's own record of the partition goes with
+ * its copy: Kafka transactions are read from the log by every copy
+ * (JetStream.copyListeners), and their markers reach the partition
+ * wherever it is led (JetStream.appendAt).
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
@@ -368,7 +370,7 @@ export class StreamMover {
       if (items.length === 0) return;
       await appendItems(part, items, from);
       const stream = this.host.js.streams.get(name);
-      if (stream !== undefined) for (const l of this.host.js.copyListeners) l(stream, p, items);
+      if (stream !== undefined) for (const l of this.host.js.copyListeners) await l(stream, p, items);
     }
   }
 
@@ -441,8 +443,6 @@ export class StreamMover {
 
   private async copyAnswer(s: Stream, p: number, from: number): Promise<Buffer> {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
-    const refused = transactional(s, p);
-    if (refused !== null) throw new Error(refused);
     return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, BATCH_BYTES));
   }
 
@@ -458,8 +458,6 @@ export class StreamMover {
     // A consumer change that began before the freeze ends first: the consumers taken below are then final.
     if (!(await settled(() => (whole ? s.quiet() : s.partitionQuiet(p)) && s.consumerChanges === 0, Date.now() + QUIET_MS, 5))) throw new Error("appends in flight did not settle");
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
-    const refused = transactional(s, p);
-    if (refused !== null) throw new Error(refused);
     const part = s.partitions[p];
     const st = part.state();
     const deleted = part.deletedSequences(MAX_GAPS + 1);
@@ -571,18 +569,4 @@ function thaw(s: Stream, p: number): void {
 
 function isFrozen(s: Stream, p: number): boolean {
   return s.partitions.length === 1 ? s.frozen : s.partitionFrozen(p);
-}
-
-/**
- * Why partition `p` cannot move for its transactions, or null. Which of its
- * records readers skip (markers, aborted records) the target reads from its
- * copy, as every replica does; but what readers may not see yet (an open
- * transaction's records) waits for a marker that only this node's door
- * would write (visibility.ts).
- */
-function transactional(s: Stream, p: number): string | null {
-  const v = s.visibility;
-  if (v === null) return null;
-  if (v.stableSeq(p) < s.partitions[p].state().lastSeq) return `partition ${p} has an open transaction, which cannot move: try again once it ends`;
-  return null;
 }

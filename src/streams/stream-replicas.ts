@@ -603,11 +603,13 @@ export class StreamReplicas {
       onFetched: () => {
         lastError = "";
       },
-      onCopied: (items) => {
-        for (const l of this.host.js.copyListeners) l(stream, p, items);
+      onCopied: async (items) => {
+        for (const l of this.host.js.copyListeners) await l(stream, p, items);
+      },
+      onCut: (from) => {
+        for (const l of this.host.js.cutListeners) l(stream, p, from);
       },
       onRemoved: (r) => {
-        if (r.how === "truncated") for (const l of this.host.js.cutListeners) l(stream, p, r.from);
         // Unless append-only, the leader's log start moves all the time (limits, acks, a key's new value), and each fetch follows it.
         if (r.fetched && r.how === "purged" && !appendOnly) return;
         logger.warn(`cluster: partition ${p} of stream "${name}": ${r.how} ${r.messages} messages of ${r.from}..${r.to}, ${r.why}, following ${leader} in epoch ${epoch}`);

@@ -14,6 +14,7 @@
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { KafkaDoor } from "./door.js";
+import { partitionCount } from "./cluster.js";
 import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ProducerStates } from "./producers.js";
@@ -51,7 +52,8 @@ export class AccountDoor {
     const producers = new ProducerStates();
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));
-    const transactions = new TransactionCoordinator(js, groups, txnIndexes, dir, () => producers.allocate(), debug);
+    const partitionsOf = (topic: string): number | undefined => partitionCount({ door, js, account: js.account.name }, topic);
+    const transactions = new TransactionCoordinator(js, groups, txnIndexes, partitionsOf, dir, () => producers.allocate(), debug);
     try {
       // The coordinator's records of aborted and hidden ranges before the indexes (read from the logs now) name their streams.
       await txnIndexes.load([join(dir, "aborted"), join(dir, "hidden")]);

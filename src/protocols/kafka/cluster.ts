@@ -68,6 +68,8 @@ export interface KafkaCluster {
   brokers(): KafkaBroker[];
   /** How many live brokers could hold a copy of a replicated partition (those the others route to). */
   replicableBrokers(): number;
+  /** Whether this node and broker `id` route to each other (a node with no route listener reaches none): what requests between them need. */
+  routed(id: number): boolean;
   /** The controller Metadata names: the live broker with the lowest id. */
   controllerId(): number;
   /** The account's placed topics (every stream placed, whatever door made it), by stream name. */
@@ -136,7 +138,7 @@ export function ledPartition(door: AccountDoor, topic: string, index: number): S
 }
 
 /** How many partitions a topic has, in the cluster or here; undefined when it does not exist. */
-export function partitionCount(door: AccountDoor, topic: string): number | undefined {
+export function partitionCount(door: Pick<AccountDoor, "door" | "account" | "js">, topic: string): number | undefined {
   const cluster = door.door.cluster;
   const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
   if (placed !== undefined && placed.topic === topic) return placed.leaders.length;

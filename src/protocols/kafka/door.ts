@@ -249,10 +249,17 @@ export class KafkaDoor {
    */
   private readonly onAccountChange = (account: string): void => {
     const p = this.accounts.get(account);
-    if (p === undefined) return;
+    // An account given JetStream opens its door now, as every account's does at start: its streams may be copied here
+    // (a follower) before a client of it comes, and the door reads what they bring (txn-index.ts).
+    const open = (): void => {
+      if (this.jetstreams.get(account) !== undefined) this.accountDoor(account).catch((err: Error) => this.log.warn(`kafka: account ${account}: ${err.message}`));
+    };
+    if (p === undefined) return open();
     p.then(
       (d) => {
-        if (this.jetstreams.get(account) !== d.js) this.retire(account, p, d);
+        if (this.jetstreams.get(account) === d.js) return;
+        this.retire(account, p, d);
+        open();
       },
       () => undefined,
     );

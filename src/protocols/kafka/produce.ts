@@ -224,6 +224,7 @@ async function prepare(
     let named = false;
     if (batch.headerCount !== null) sizeBlocks(batch, null, null, null, () => (named = true));
     if (named) run = recordRun(stream, batch);
+    if (batch.transactional) await checkTransactional(door, stream, run);
     if (perms !== null) checkPublish(perms, stream, run);
     if (run === null) {
       // Kept whole, a record's NATS size is its value's: its headers stay in the batch.
@@ -247,6 +248,24 @@ async function prepare(
   // What was decompressed served the checks only: the batch is stored as it came.
   if (run === null) release(gate, batch);
   return { stream, index, whole: run === null ? set : null, run, batch, bytes, largest, logAppendTime: policy.logAppendTime };
+}
+
+/**
+ * What a transactional batch needs of its partition, as every replica reads
+ * its transactions from its own log (txn-index.ts): the batch kept whole
+ * (its records naming no subjects of their own: a NATS publish could forge
+ * a message), and a stream that removes messages only from its front
+ * (limits retention, no per-subject limit), so its markers stay as long as
+ * the records they decide. Readers then follow the stream's transactions
+ * from before this first one (once per stream). Throws INVALID_RECORD.
+ */
+async function checkTransactional(door: AccountDoor, stream: Stream, run: RecordRun | null): Promise<void> {
+  if (run !== null) throw new BatchError(ErrorCode.INVALID_RECORD, `a transactional record may not name its subject (${SUBJECT_HEADER})`);
+  const c = stream.config;
+  if (c.retention !== "limits" || c.max_msgs_per_subject > 0) {
+    throw new BatchError(ErrorCode.INVALID_RECORD, `stream ${c.name} removes messages from inside its log (retention ${c.retention}, max_msgs_per_subject ${c.max_msgs_per_subject}): transactions need one that removes them only from its front`);
+  }
+  await door.txnIndexes.add(stream);
 }
 
 /** Throws TOPIC_AUTHORIZATION_FAILED unless `perms` may publish every subject the records go to. */
@@ -329,7 +348,9 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
 function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, ack: ReplicaAck, frame: FrameHold): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
-  if (transactionalId !== null) {
+  // Checked by the coordinator when it is this node; a partition led elsewhere takes the batch as Kafka's leaders do
+  // (before KIP-890): the producer's epoch fences it, and the coordinator's markers end what it wrote.
+  if (transactionalId !== null && coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId) === ErrorCode.NONE) {
     // Before the sequence check, which records the batch as sent.
     const refused = door.transactions.checkProduce({ transactionalId, producerId: batch.producerId, epoch: batch.producerEpoch }, topic, index);
     if (refused !== ErrorCode.NONE) return Promise.resolve(failed(index, refused));

@@ -15,12 +15,12 @@
 
 import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
-import type { Stream } from "../../streams/stream.js";
+import { ApiError, Errors } from "../../streams/errors.js";
 import { readJson, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
-import { findTopic } from "./topics.js";
+import { streamNameOf } from "./topics.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
 import type { TxnIndexes } from "./txn-index.js";
 
@@ -43,9 +43,15 @@ type TxnState = "Empty" | "Ongoing" | "PrepareCommit" | "PrepareAbort";
 interface TxnPartition {
   topic: string;
   index: number;
-  /** The partition's next offset when it joined the transaction (kept in the saved state, for older versions' sake). */
-  floor: number;
-  stream: Stream | null;
+  /** The stream behind the topic, wherever its partition is led. */
+  stream: string;
+}
+
+/** A marker stored: at `offset`, on this node (`here`) or at the partition's leader elsewhere. */
+interface Marker {
+  part: TxnPartition;
+  offset: number;
+  here: boolean;
 }
 
 interface Txn {
@@ -87,6 +93,8 @@ export class TransactionCoordinator {
     private readonly js: JetStream,
     private readonly groups: GroupCoordinator,
     private readonly indexes: TxnIndexes,
+    /** A topic's partition count, in the cluster (its partitions may be led anywhere) or here; undefined: no such topic. */
+    private readonly partitionsOf: (topic: string) => number | undefined,
     private readonly dir: string,
     private readonly allocateId: () => number,
     private readonly log: (line: string) => void,
@@ -103,10 +111,7 @@ export class TransactionCoordinator {
       const txn = this.newTxn(id, s.producerId, s.epoch, s.timeoutMs);
       txn.state = s.state;
       txn.ended = s.ended ?? null;
-      for (const [topic, index, floor] of s.partitions) {
-        const stream = findTopic(this.js, topic) ?? null;
-        txn.partitions.set(offsetKey(topic, index), { topic, index, floor, stream });
-      }
+      for (const [topic, index] of s.partitions) txn.partitions.set(offsetKey(topic, index), { topic, index, stream: streamNameOf(topic) });
       for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
       this.txns.set(id, txn);
       if (txn.state !== "Empty") unfinished.push(txn);
@@ -152,21 +157,17 @@ export class TransactionCoordinator {
       // Unknown partitions fail the whole request, as in Kafka: the others are "not attempted".
       const unknown = new Set<string>();
       for (const tp of topics) {
-        const stream = findTopic(this.js, tp.name);
-        for (const i of tp.partitions) if (stream === undefined || i < 0 || i >= stream.partitions.length) unknown.add(offsetKey(tp.name, i));
+        const count = this.partitionsOf(tp.name);
+        for (const i of tp.partitions) if (count === undefined || i < 0 || i >= count) unknown.add(offsetKey(tp.name, i));
       }
       if (unknown.size > 0) return answer((n, i) => (unknown.has(offsetKey(n, i)) ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.OPERATION_NOT_ATTEMPTED));
       let added = 0;
       for (const tp of topics) for (const i of tp.partitions) if (!t.partitions.has(offsetKey(tp.name, i))) added++;
       if (t.partitions.size + added > MAX_TXN_PARTITIONS) return answer(() => ErrorCode.INVALID_REQUEST);
       for (const tp of topics) {
-        const stream = findTopic(this.js, tp.name)!;
         for (const index of tp.partitions) {
           const key = offsetKey(tp.name, index);
-          if (t.partitions.has(key)) continue;
-          // Readers follow the stream's transactions from before its first record of one.
-          await this.indexes.add(stream);
-          t.partitions.set(key, { topic: tp.name, index, floor: stream.partitions[index].state().lastSeq, stream });
+          if (!t.partitions.has(key)) t.partitions.set(key, { topic: tp.name, index, stream: streamNameOf(tp.name) });
         }
       }
       this.begin(t);
@@ -294,14 +295,16 @@ export class TransactionCoordinator {
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
     if (fence) this.bumpEpoch(txn);
     if (commit) await this.save();
-    const markers: Array<Promise<{ part: TxnPartition; offset: number } | null>> = [];
+    const markers: Array<Promise<Marker | null>> = [];
     for (const part of txn.partitions.values()) markers.push(this.writeMarkerUntilStored(txn, part, commit));
     const written = await Promise.all(markers);
-    // Bounded: an index that cannot read its log says so itself, and the markers are stored.
-    await withinMs(
-      Promise.all(written.map((w) => (w === null || w.part.stream === null ? undefined : this.indexes.whenRead(w.part.stream, w.part.index, w.offset + 1)))),
-      INDEX_WAIT_MS,
-    );
+    // Bounded: an index that cannot read its log says so itself, and the markers are stored. (Another node's reads its own.)
+    const reads: Array<Promise<void>> = [];
+    for (const w of written) {
+      const stream = w?.here === true ? this.js.streams.get(w.part.stream) : undefined;
+      if (stream !== undefined) reads.push(this.indexes.whenRead(stream, w!.part.index, w!.offset + 1));
+    }
+    await withinMs(Promise.all(reads), INDEX_WAIT_MS);
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
         const group = this.groups.group(groupId, true);
@@ -322,7 +325,7 @@ export class TransactionCoordinator {
    * the transaction). Meanwhile the transaction stays prepared: its producer
    * gets CONCURRENT_TRANSACTIONS, read_committed readers wait at its start.
    */
-  private async writeMarkerUntilStored(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
+  private async writeMarkerUntilStored(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
     for (let delay = MARKER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
       try {
         return await this.writeMarker(txn, part, commit);
@@ -334,17 +337,16 @@ export class TransactionCoordinator {
     }
   }
 
-  private writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<{ part: TxnPartition; offset: number } | null> {
-    const stream = part.stream;
-    if (stream === null || stream.deleted) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
-      stream.append(part.index, input, (err, seq) => {
-        if (err === null) resolve({ part, offset: seq - 1 });
-        else if (stream.deleted) resolve(null);
-        else reject(new Error(`transaction marker for ${part.topic}/${part.index}: ${err.message}`));
-      });
-    });
+  /** Appends the marker at the partition's leader, here or on another node; null once the stream is gone. */
+  private async writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
+    const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
+    try {
+      const { seq, here } = await this.js.appendAt(part.stream, part.index, input);
+      return { part, offset: seq - 1, here };
+    } catch (err) {
+      if (err instanceof ApiError && err.errCode === Errors.streamNotFound().errCode) return null;
+      throw new Error(`transaction marker for ${part.topic}/${part.index}: ${(err as Error).message}`);
+    }
   }
 
   /** Forgets the least recently used idle transactional id when the table is full. */
@@ -366,7 +368,8 @@ export class TransactionCoordinator {
           epoch: t.epoch,
           timeoutMs: t.timeoutMs,
           state: t.state,
-          partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, p.floor]),
+          // (The third number, once the partition's offset when added, is no longer read.)
+          partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, 0]),
           ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
           ...(t.ended !== null ? { ended: t.ended } : {}),
         };

@@ -7,7 +7,8 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { coordinatorError, ledPartition, partitionCount } from "./cluster.js";
+import { coordinatorError, partitionCount } from "./cluster.js";
+import { streamNameOf } from "./topics.js";
 import { offsetKey, type CommittedOffset } from "./groups.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
@@ -20,15 +21,16 @@ export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: Requ
   for (const t of topics) count += t.partitions.length;
   const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
   const all = (error: number) => topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error })) }));
-  // The coordinator writes the markers into the partitions itself: in a cluster, only partitions this node leads can join (cluster.ts).
-  const misled = refused !== ErrorCode.NONE || count > MAX_PARTITIONS_PER_REQUEST || door.door.cluster === null ? null : notLedHere(door, topics);
+  // Partitions led anywhere may join: the coordinator writes each marker at its partition's leader (JetStream.appendAt),
+  // which needs a route between the two nodes.
+  const unreached = refused !== ErrorCode.NONE || count > MAX_PARTITIONS_PER_REQUEST ? null : unreachable(door, topics);
   const results =
     refused !== ErrorCode.NONE
       ? all(refused)
       : count > MAX_PARTITIONS_PER_REQUEST
         ? all(ErrorCode.INVALID_REQUEST)
-        : misled !== null
-          ? misled
+        : unreached !== null
+          ? unreached
           : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
@@ -74,20 +76,27 @@ export function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: Requ
 }
 
 /**
- * Partitions of the request this node does not lead, named with their error
- * and the others OPERATION_NOT_ATTEMPTED (Kafka's way to fail a request for
- * some of its partitions); null when it leads them all.
+ * Partitions of the request led by a broker this node has no route to
+ * (its markers could not reach them), named NOT_LEADER_OR_FOLLOWER and the
+ * others OPERATION_NOT_ATTEMPTED (Kafka's way to fail a request for some
+ * of its partitions); null when every partition can be reached.
  */
-function notLedHere(door: AccountDoor, topics: Array<{ name: string; partitions: number[] }>): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> | null {
+function unreachable(door: AccountDoor, topics: Array<{ name: string; partitions: number[] }>): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> | null {
+  const cluster = door.door.cluster;
+  if (cluster === null) return null;
   let any = false;
-  const results = topics.map((t) => ({
-    name: t.name,
-    partitions: t.partitions.map((index) => {
-      const led = ledPartition(door, t.name, index);
-      if (typeof led !== "number" || led === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) return { index, error: ErrorCode.OPERATION_NOT_ATTEMPTED };
-      any = true;
-      return { index, error: led };
-    }),
-  }));
+  const results = topics.map((t) => {
+    const placed = cluster.topic(door.account, streamNameOf(t.name));
+    return {
+      name: t.name,
+      partitions: t.partitions.map((index) => {
+        const leader = placed?.topic === t.name ? placed.leaders[index] : undefined;
+        if (leader === undefined || leader < 0 || cluster.routed(leader)) return { index, error: ErrorCode.OPERATION_NOT_ATTEMPTED };
+        any = true;
+        return { index, error: ErrorCode.NOT_LEADER_OR_FOLLOWER };
+      }),
+    };
+  });
+  if (any) door.log.warn(`kafka: a transaction of account ${door.account} names partitions led by brokers this node has no route to (cluster { port } on every node): refused`);
   return any ? results : null;
 }

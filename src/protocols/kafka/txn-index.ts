@@ -84,6 +84,8 @@ export class TxnIndex implements Visibility {
   constructor(
     readonly stream: Stream,
     private readonly warn: (line: string) => void,
+    /** Told once the index closes (its stream deleted, or the door closing). */
+    private readonly onClosed: (index: TxnIndex) => void = () => {},
   ) {}
 
   /** Starts reading every partition and shows NATS readers only what has been read. */
@@ -94,7 +96,9 @@ export class TxnIndex implements Visibility {
   }
 
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    this.onClosed(this);
     this.stream.appendListeners.delete(this.onAppend);
     for (const part of this.parts) for (const [, resolve] of part.waiters.splice(0)) resolve();
   }
@@ -113,13 +117,34 @@ export class TxnIndex implements Visibility {
   cut(partition: number, fromSeq: number): void {
     const part = this.part(partition);
     if (part.next !== 0 && fromSeq >= part.next) return;
+    this.reset(partition, part);
+    this.read(partition);
+  }
+
+  /** Forgets what was read of the partition: it is read again from its first message. */
+  private reset(partition: number, part: PartitionIndex): void {
     part.next = 0;
     part.open.clear();
     part.earliest = Infinity;
     part.generation++;
     this.hiddenRanges.clearPartition(partition);
     this.aborted.clearPartition(partition);
-    this.read(partition);
+  }
+
+  /** Forgets the records of open transactions below `firstSeq` (gone from the log), and the transactions left with none. */
+  private dropBelow(part: PartitionIndex, firstSeq: number): void {
+    part.earliest = Infinity;
+    for (const [producerId, txn] of part.open) {
+      let keep = 0;
+      while (keep < txn.runs.length && txn.runs[keep + 1] < firstSeq) keep += 2;
+      if (keep > 0) txn.runs.splice(0, keep);
+      if (txn.runs.length === 0) {
+        part.open.delete(producerId);
+        continue;
+      }
+      txn.first = Math.max(txn.runs[0], firstSeq);
+      if (txn.first < part.earliest) part.earliest = txn.first;
+    }
   }
 
   /** Reads what the partition's log holds past what was read, then lets readers on. */
@@ -144,16 +169,21 @@ export class TxnIndex implements Visibility {
     const began = part.next;
     try {
       for (;;) {
-        if (this.closed || this.stream.deleted) return;
+        if (this.closed) return;
+        if (this.stream.deleted) return this.close();
         const { firstSeq, lastSeq } = log.state();
+        // A log that ends before what was read lost its newest messages (a cut no one told): read it again.
+        if (part.next > lastSeq + 1) this.reset(partition, part);
+        // What retention or a purge removed is decided for readers: its records wait for nothing.
+        if (part.earliest < firstSeq) this.dropBelow(part, firstSeq);
         if (part.next < firstSeq) part.next = firstSeq;
         if (part.next > lastSeq) break;
         const generation = part.generation;
-        const items = await log.scanStored(part.next, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES, stopAtReadError: true });
+        const from = part.next;
+        const items = await log.scanStored(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES, stopAtReadError: true });
         if (generation !== part.generation) continue;
         // Nothing stored from `next` to the end as it was: all of it removed.
         if (items.length === 0) part.next = lastSeq + 1;
-        const from = part.next;
         for (const item of items) {
           if (!this.apply(partition, part, item)) return;
           part.next = Math.max(part.next, endOf(item));
@@ -179,21 +209,23 @@ export class TxnIndex implements Visibility {
     }
   }
 
-  /** Takes in one stored item; false when a bound stops the index here. */
+  /**
+   * Takes in one stored item; false when a bound stops the index here. A
+   * transaction's records are transactional batches kept whole, which only
+   * a Kafka produce stores (produce.ts refuses a transactional batch whose
+   * records would be stored one by one): a NATS publish with a `Kafka-Txn`
+   * header opens nothing. Its markers are the door's messages.
+   */
   private apply(partition: number, part: PartitionIndex, item: StoredItem): boolean {
     if (isForeign(item)) {
       if (endOf(item) <= part.next || item.format !== FOREIGN_KAFKA) return true;
       const producerId = transactionalProducer(item.bytes);
-      return producerId < 0 || this.records(partition, part, producerId, item.firstSeq, item.count);
+      return producerId < 0 || this.records(partition, part, producerId, Math.max(item.firstSeq, part.next), endOf(item) - Math.max(item.firstSeq, part.next));
     }
     if (item.seq < part.next) return true;
-    if (item.headers === null || !readTxnMark(item.headers, mark)) return true;
     const commit = item.subject === CONTROL_SUBJECT_COMMIT;
-    if (commit || item.subject === CONTROL_SUBJECT_ABORT) {
-      this.marker(partition, part, mark.producerId, item.seq, commit);
-      return true;
-    }
-    return this.records(partition, part, mark.producerId, item.seq, 1);
+    if ((commit || item.subject === CONTROL_SUBJECT_ABORT) && item.headers !== null && readTxnMark(item.headers, mark)) this.marker(partition, part, mark.producerId, item.seq, commit);
+    return true;
   }
 
   private records(partition: number, part: PartitionIndex, producerId: number, from: number, count: number): boolean {
@@ -280,12 +312,15 @@ export class TxnIndexes {
   private readonly dir: string;
   /** Each indexed stream's record on disk, written once. */
   private readonly recorded = new WeakMap<Stream, Promise<void>>();
-  private readonly onCopied = (stream: Stream, partition: number, items: readonly StoredItem[]): void => {
+  private readonly onCopied = (stream: Stream, partition: number, items: readonly StoredItem[]): Promise<void> | undefined => {
     const index = this.byStream.get(stream);
-    if (index !== undefined) return index.read(partition);
-    if (!items.some(isTransactional)) return;
-    // At once, before readers see what the copy brought; recorded for the next start meanwhile.
-    this.add(stream).catch((err: Error) => this.warn(`kafka: stream "${stream.config.name}" copied transactions this node could not record: ${err.message}`));
+    if (index !== undefined) return void index.read(partition);
+    if (!items.some(isTransactional)) return undefined;
+    // Indexed at once, before readers see what the copy brought; recorded for the next start before the copy goes on.
+    return this.add(stream).then(
+      () => undefined,
+      (err: Error) => this.warn(`kafka: stream "${stream.config.name}" copied transactions this node could not record: ${err.message}`),
+    );
   };
   private readonly onCut = (stream: Stream, partition: number, fromSeq: number): void => {
     this.byStream.get(stream)?.cut(partition, fromSeq);
@@ -328,8 +363,7 @@ export class TxnIndexes {
   close(): void {
     this.js.copyListeners.delete(this.onCopied);
     this.js.cutListeners.delete(this.onCut);
-    for (const index of this.live) index.close();
-    this.live.clear();
+    for (const index of [...this.live]) index.close();
   }
 
   /**
@@ -351,7 +385,7 @@ export class TxnIndexes {
   private indexOf(stream: Stream): TxnIndex {
     let index = this.byStream.get(stream);
     if (index === undefined) {
-      index = new TxnIndex(stream, this.warn);
+      index = new TxnIndex(stream, this.warn, (i) => this.live.delete(i));
       this.byStream.set(stream, index);
       this.live.add(index);
       index.start();
@@ -385,7 +419,7 @@ function endOf(item: StoredItem): number {
   return isForeign(item) ? item.firstSeq + item.count : item.seq + 1;
 }
 
-/** Whether a copied item is a transaction's: a transactional batch, or a marker (records stored one by one come with a marker later). */
+/** Whether a copied item is a transaction's: a transactional batch, or a marker. */
 function isTransactional(item: StoredItem): boolean {
   if (isForeign(item)) return item.format === FOREIGN_KAFKA && transactionalProducer(item.bytes) >= 0;
   return item.subject === CONTROL_SUBJECT_COMMIT || item.subject === CONTROL_SUBJECT_ABORT;
