@@ -2,8 +2,10 @@
  * Kafka transactions on a replicated partition, across a failover: every
  * replica reads what its own log holds of transactions (txn-index.ts), so
  * the follower that takes over serves read_committed readers and NATS
- * readers as the old leader did: aborted records dropped, markers hidden,
- * nothing of a transaction still open shown. Judged by kcat (librdkafka),
+ * readers as the old leader did: aborted records dropped, markers hidden.
+ * The coordinator's state is replicated too (`__transaction_state`,
+ * txn-state-log.ts): when its broker goes, another takes it over and
+ * aborts the transaction left open, and the transactional id goes on. Judged by kcat (librdkafka),
  * raw ListOffsets and the NATS JetStream client. A transaction whose
  * partitions are led by different brokers: its coordinator writes each
  * marker at the partition's leader (JetStream.appendAt).
@@ -92,7 +94,17 @@ async function latest(n: NagareServer, topic: string, isolation: 0 | 1, partitio
   }
 }
 
-test("a follower that takes over a partition with transactions serves them as its leader did: aborted records dropped, markers hidden, an open transaction held back", async () => {
+/** A transactional id whose coordinator is broker `id`, as broker `n` answers FindCoordinator (the state topic may still be being made). */
+async function coordinatedBy(n: NagareServer, id: number, prefix: string): Promise<string> {
+  let found = "";
+  await waitUntilAsync(async () => {
+    for (let i = 0; found === "" && i < 100; i++) if ((await transactionCoordinator(n, `${prefix}-${i}`)) === id) found = `${prefix}-${i}`;
+    return found !== "";
+  }, `a transactional id coordinated by broker ${id}`, 20_000);
+  return found;
+}
+
+test("the partition's leader and the transaction's coordinator go together: a follower leads the partition as its leader did, and another broker takes the transaction state over and aborts what was left open", async () => {
   const topic = "txn.replicated";
   const stream = "txn_replicated";
   const bootstrap = cluster.nodes.map(address);
@@ -105,10 +117,7 @@ test("a follower that takes over a partition with transactions serves them as it
     await admin.disconnect();
   }
   const leaderId = await leaderOf(cluster.nodes[0], topic);
-  // A transaction's partitions are led by its coordinator's node (cluster.ts): a transactional id coordinated there.
-  let transactionalId = "";
-  for (let i = 0; transactionalId === "" && i < 200; i++) if ((await transactionCoordinator(cluster.nodes[0], `tx-${i}`)) === leaderId) transactionalId = `tx-${i}`;
-  assert.notEqual(transactionalId, "", "a transactional id coordinated by the partition's leader");
+  const transactionalId = await coordinatedBy(cluster.nodes[0], leaderId, "tx");
 
   const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
   const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -141,17 +150,18 @@ test("a follower that takes over a partition with transactions serves them as it
   const newId = await leaderOf(others[0], topic);
   const now = others.find((n) => brokerId(n) === newId)!;
 
-  // read_committed: the open transaction holds readers at its first record; the aborted one is dropped (librdkafka filters it by the aborted list).
-  await waitUntilAsync(async () => (await latest(now, topic, 0)).offset === 8, "the new leader's high watermark to reach the records", 20_000);
-  assert.deepEqual(await latest(now, topic, 1), { error: 0, offset: 6 }, "the new leader's last stable offset: still o1's");
-  const readCommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "2", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
+  // The transaction's new coordinator aborts it: its marker at offset 8, and nothing is held back any more.
+  await waitUntilAsync(async () => (await latest(now, topic, 1)).offset === 9, "the open transaction to be aborted by its new coordinator", 30_000);
+  assert.deepEqual(await latest(now, topic, 0), { error: 0, offset: 9 });
+  // read_committed: both aborted transactions dropped (librdkafka filters them by the aborted list the new leader sends).
+  const readCommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
   assert.equal(readCommitted.code, 0, readCommitted.stderr);
-  assert.deepEqual(readCommitted.stdout.trim().split("\n"), ["c1", "p1"]);
-  const uncommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "6", "-q", "-X", "isolation.level=read_uncommitted", "-f", "%s\n"]);
+  assert.deepEqual(readCommitted.stdout.trim().split("\n"), ["c1", "p1", "p2"]);
+  const uncommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_uncommitted", "-f", "%s\n"]);
   assert.equal(uncommitted.code, 0, uncommitted.stderr);
   assert.deepEqual(uncommitted.stdout.trim().split("\n"), ["c1", "a1", "a2", "p1", "o1", "p2"]);
 
-  // NATS readers of the new leader: markers and aborted records are not there; the open transaction's record and what follows wait.
+  // NATS readers of the new leader: neither markers nor aborted records.
   const nc = await connect({ port: now.port });
   try {
     const jsm = await jetstreamManager(nc);
@@ -161,12 +171,26 @@ test("a follower that takes over a partition with transactions serves them as it
         (err: Error) => `error: ${err.message}`,
       );
     const seen: string[] = [];
-    for (let seq = 1; seq <= 8; seq++) seen.push(await get(seq));
-    // Hidden or held back: not found, as nats-server answers a sequence it does not have.
-    assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "none", "none"]);
+    for (let seq = 1; seq <= 9; seq++) seen.push(await get(seq));
+    // Hidden: not found, as nats-server answers a sequence it does not have.
+    assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "none", "p2", "none"]);
   } finally {
     await nc.close();
   }
+
+  // The same transactional id goes on with the new coordinator: the old producer is fenced, a new one commits.
+  const again = new Kafka({ clientId: "txn-again", brokers: others.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } }).producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  await again.connect();
+  try {
+    const t = await again.transaction();
+    await t.send({ topic, messages: [{ value: "n1" }] });
+    await t.commit();
+  } finally {
+    await again.disconnect();
+  }
+  const after = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "4", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
+  assert.equal(after.code, 0, after.stderr);
+  assert.deepEqual(after.stdout.trim().split("\n"), ["c1", "p1", "p2", "n1"]);
 });
 
 test("a transaction spans partitions led by different brokers: its coordinator writes each marker at the partition's leader, and readers there see its commit and nothing of its abort", async () => {
@@ -177,17 +201,17 @@ test("a transaction spans partitions led by different brokers: its coordinator w
   await admin.connect();
   let leaders: number[];
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions: 4 }], waitForLeaders: true });
     const meta = await admin.fetchTopicMetadata({ topics: [topic] });
     leaders = meta.topics[0].partitions.sort((a, b) => a.partitionId - b.partitionId).map((p) => p.leader);
   } finally {
     await admin.disconnect();
   }
-  assert.notEqual(leaders[0], leaders[1], "the two partitions are led by two brokers");
-  // Coordinated by partition 0's leader: partition 1 is led elsewhere.
-  let transactionalId = "";
-  for (let i = 0; transactionalId === "" && i < 200; i++) if ((await transactionCoordinator(live[0], `spread-${i}`)) === leaders[0]) transactionalId = `spread-${i}`;
-  assert.notEqual(transactionalId, "");
+  // Two partitions led by two brokers; the transaction coordinated by the first one's.
+  const home = 0;
+  const away = leaders.findIndex((l) => l !== leaders[home]);
+  assert.ok(away > 0, `the partitions are spread: ${leaders.join(", ")}`);
+  const transactionalId = await coordinatedBy(live[0], leaders[home], "spread");
 
   const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
   const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -195,17 +219,17 @@ test("a transaction spans partitions led by different brokers: its coordinator w
   await plain.connect();
   try {
     const committed = await producer.transaction();
-    await committed.send({ topic, messages: [0, 1].map((partition) => ({ value: `committed-${partition}`, partition })) });
+    await committed.send({ topic, messages: [home, away].map((partition) => ({ value: `committed-${partition}`, partition })) });
     await committed.commit();
     const aborted = await producer.transaction();
-    await aborted.send({ topic, messages: [0, 1].map((partition) => ({ value: `aborted-${partition}`, partition })) });
+    await aborted.send({ topic, messages: [home, away].map((partition) => ({ value: `aborted-${partition}`, partition })) });
     await aborted.abort();
-    await plain.send({ topic, acks: -1, messages: [0, 1].map((partition) => ({ value: `after-${partition}`, partition })) });
+    await plain.send({ topic, acks: -1, messages: [home, away].map((partition) => ({ value: `after-${partition}`, partition })) });
   } finally {
     await plain.disconnect();
     await producer.disconnect();
   }
-  for (const partition of [0, 1]) {
+  for (const partition of [home, away]) {
     const leader = live.find((n) => brokerId(n) === leaders[partition])!;
     // Offsets: committed 0, its commit marker 1, aborted 2, its abort marker 3, after 4.
     assert.deepEqual(await latest(leader, topic, 1, partition), { error: 0, offset: 5 }, `partition ${partition}: nothing open`);

@@ -439,18 +439,22 @@ test("admin through the bootstrap broker: a topic's partitions grow spread, its 
 test("transactions without routes: a partition led by its coordinator's node commits; one led by a broker the coordinator has no route to is refused, not half-written", async () => {
   const topic = "spread.orders";
   const transactionalId = "cluster-txn";
-  const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
-  let coordinator: number;
-  try {
-    k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
-    const r = await k.response(0);
-    r.i32();
-    assert.equal(r.i16(), 0);
-    r.nullableString();
-    coordinator = r.i32();
-  } finally {
-    k.destroy();
-  }
+  // The coordinator: the leader of the id's partition of __transaction_state, made on this first ask (COORDINATOR_NOT_AVAILABLE meanwhile).
+  let coordinator = -1;
+  await waitUntilAsync(async () => {
+    const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
+    try {
+      k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
+      const r = await k.response(0);
+      r.i32();
+      const error = r.i16();
+      r.nullableString();
+      coordinator = error === 0 ? r.i32() : -1;
+    } finally {
+      k.destroy();
+    }
+    return coordinator >= 0;
+  }, "the transaction state topic to be made", 20_000);
   const leaders = await leadersFrom(kafkaPort(nodes.get("a")!), topic);
   const home = leaders.findIndex((p) => p.leader === coordinator);
   const away = leaders.findIndex((p) => p.leader !== coordinator);

@@ -80,7 +80,7 @@ test("an abort hides its producer's records and its marker, a commit its marker;
   assert.deepEqual(index.abortedIn(0, 0, 10, 0), [{ producerId: 7, first: 0 }]);
   await marker(log, 8, true); // 7
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 7, "nothing open: readers see every sequence read");
+  assert.equal(index.stableSeq(0), Infinity, "nothing open: nothing waits");
   assert.equal(index.lastStableOffset(0, 7), 7);
   assert.equal(index.hidden(0, 3), false);
   assert.equal(index.hidden(0, 7), true);
@@ -97,8 +97,25 @@ test("a NATS message carrying a Kafka-Txn header opens no transaction: readers a
   await appendAsync(log, { subject: "t", headers: txnHeaders(999, 0), data: Buffer.from("forged") });
   await appendAsync(log, { subject: "t", headers: null, data: Buffer.from("after") });
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 2);
+  assert.equal(index.stableSeq(0), Infinity);
   assert.equal(index.hidden(0, 1), false);
+});
+
+test("a transactional batch expected holds readers at the log's end until the index has read it", async () => {
+  const log = new MemoryLog();
+  const { index } = started(log);
+  await appendBatch(log, 9, 2, false); // 1-2
+  await readAll(index, log);
+  assert.equal(index.stableSeq(0), Infinity);
+  index.expect(0, 3);
+  assert.equal(index.stableSeq(0), 2, "what is stored stays readable");
+  await appendBatch(log, 7, 1); // 3
+  assert.equal(index.stableSeq(0), 2, "not yet read: held");
+  await readAll(index, log);
+  assert.equal(index.stableSeq(0), 2, "read: held by its open transaction");
+  await marker(log, 7, true); // 4
+  await readAll(index, log);
+  assert.equal(index.stableSeq(0), Infinity);
 });
 
 test("records of an open transaction that a purge removed hold no reader back", async () => {
@@ -111,11 +128,11 @@ test("records of an open transaction that a purge removed hold no reader back", 
   await log.purge({ upTo: 3 });
   await appendBatch(log, 9, 1, false); // 4
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 4, "the purged records decide nothing now");
+  assert.equal(index.stableSeq(0), Infinity, "the purged records decide nothing now");
   // Its marker, when it comes, closes nothing and is hidden.
   await marker(log, 7, false); // 5
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 5);
+  assert.equal(index.stableSeq(0), Infinity);
   assert.equal(index.hidden(0, 5), true);
   assert.deepEqual(index.abortedIn(0, 0, 10, 2), []);
 });
@@ -135,7 +152,7 @@ test("a cut takes back what was read past it: the log read again, a transaction 
   // A leader's log that goes on differently: a commit this time.
   await marker(log, 7, true); // 2
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 2);
+  assert.equal(index.stableSeq(0), Infinity);
   assert.equal(index.hidden(0, 1), false);
   assert.equal(index.hidden(0, 2), true);
   assert.deepEqual(index.abortedIn(0, 0, 10, 0), []);
@@ -157,6 +174,6 @@ test("the newest messages deleted leave nothing to read, and no warning", async 
   await appendAsync(log, { subject: "t", headers: null, data: Buffer.from("x") }); // 2
   await log.delete(2);
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 2);
+  assert.equal(index.stableSeq(0), Infinity);
   assert.deepEqual(warnings, []);
 });

@@ -17,15 +17,8 @@
  *   moves a partition to another node yet, so no two nodes can lead one.
  *   Moves and replication will have to fence it (DESIGN: "a node without
  *   its lease serves nothing it leads").
- * - Transaction coordinators are chosen by rendezvous hashing of
- *   (account, key type, key) over every broker id ever claimed (not only
- *   the live ones): every node computes the same answer from its copy of
- *   the metadata without a write per id, an id stays with the broker that
- *   holds its state across that broker's restarts, and only the ids of a
- *   broker that is down are unavailable (COORDINATOR_NOT_AVAILABLE) rather
- *   than silently moved to a broker that does not have their state. Group
- *   coordinators are the door's own (offsets-log.ts: the leaders of the
- *   replicated offsets topic).
+ * - Group and transaction coordinators are the door's own: the leaders of
+ *   the replicated internal topics (coordinator-topic.ts).
  */
 
 import { randomBytes } from "node:crypto";
@@ -51,8 +44,6 @@ export class EtcdKafkaCluster implements KafkaCluster {
    */
   private readonly cache = new Map<string, Map<string, PlacedTopic>>();
   private brokerList: KafkaBroker[] | null = null;
-  /** Every claimed broker id, by node name: what coordinators hash over, asked on every group request. */
-  private claimed: number[] | null = null;
 
   private constructor(
     private readonly node: ClusterNode,
@@ -82,7 +73,6 @@ export class EtcdKafkaCluster implements KafkaCluster {
   private invalidate(): void {
     this.cache.clear();
     this.brokerList = null;
-    this.claimed = null;
   }
 
   brokers(): KafkaBroker[] {
@@ -154,21 +144,6 @@ export class EtcdKafkaCluster implements KafkaCluster {
       subjects: p.subjects,
       config: p.config,
     };
-  }
-
-  coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number } {
-    let best = -1;
-    let bestScore = -1;
-    this.claimed ??= [...this.ids.all().values()];
-    for (const id of this.claimed) {
-      const score = rendezvous(account, keyType, key, id);
-      if (score > bestScore || (score === bestScore && id < best)) {
-        best = id;
-        bestScore = score;
-      }
-    }
-    if (best < 0) best = this.nodeId;
-    return { broker: this.brokers().find((b) => b.id === best) ?? null, id: best };
   }
 
   /** Nodes that cannot lead a Kafka partition: members without a Kafka listener. */
@@ -317,33 +292,4 @@ async function clusterIdOf(node: ClusterNode): Promise<string> {
       if ((err as Error).name !== "ConcurrentChangeError") throw err; // another broker made it first: read it
     }
   }
-}
-
-/**
- * Rendezvous (highest random weight) score of a key on a broker: FNV-1a
- * over the key and the broker id, then murmur3's finalizer so that nearby
- * ids score independently. When a broker id is added, only the keys it now
- * wins move to it.
- */
-function rendezvous(account: string, keyType: number, key: string, id: number): number {
-  let h = 0x811c9dc5;
-  const mix = (c: number): void => {
-    h ^= c;
-    h = Math.imul(h, 0x01000193);
-  };
-  for (let i = 0; i < account.length; i++) mix(account.charCodeAt(i));
-  mix(0);
-  mix(keyType);
-  for (let i = 0; i < key.length; i++) mix(key.charCodeAt(i));
-  mix(0);
-  mix(id & 0xff);
-  mix((id >>> 8) & 0xff);
-  mix((id >>> 16) & 0xff);
-  mix(id >>> 24);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
 }

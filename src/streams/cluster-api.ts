@@ -387,7 +387,10 @@ export class ClusterApi implements Receiver {
     if (placed.leaders[partition] !== this.cluster.self) return answer({ error: Errors.storeFailed(`${this.cluster.self} does not lead partition ${partition} of stream ${name}`) });
     const stream = this.js.streams.get(name);
     if (stream === undefined) return answer({ error: Errors.clusterNotAvailable() });
-    stream.append(partition, input, (err, seq) => answer(err === null ? { seq } : { error: err }));
+    this.js.appendHere(stream, partition, input).then(
+      (seq) => answer({ seq }),
+      (err: unknown) => answer({ error: err instanceof ApiError ? err : Errors.storeFailed((err as Error).message) }),
+    );
   }
 
   // ---- from other nodes ----

@@ -248,8 +248,17 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (remote !== null) return remote.then((seq) => ({ seq, here: false }));
     const stream = this.streams.get(name);
     if (stream === undefined) return Promise.reject(Errors.streamNotFound());
-    return new Promise((resolve, reject) => stream.append(partition, input, (err, seq) => (err === null ? resolve({ seq, here: true }) : reject(err))));
+    return this.appendHere(stream, partition, input).then((seq) => ({ seq, here: true }));
   }
+
+  /** appendAt's append at this node, the partition's leader: the doors' hooks first, then the append as any write. */
+  async appendHere(stream: Stream, partition: number, input: AppendInput): Promise<number> {
+    for (const hook of this.appendAtHooks) await hook(stream, partition, input);
+    return new Promise((resolve, reject) => stream.append(partition, input, (err, seq) => (err === null ? resolve(seq) : reject(err))));
+  }
+
+  /** Run before appendAt appends here: a door readies the stream for what is appended (Kafka's index before a marker). */
+  readonly appendAtHooks = new Set<(stream: Stream, partition: number, input: AppendInput) => Promise<unknown> | undefined>();
 
   /** In a cluster, a replicated stream's consumers confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */
   private refuseConfirmsUntilPlaced(s: Stream): void {

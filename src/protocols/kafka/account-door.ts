@@ -17,6 +17,7 @@ import type { KafkaDoor } from "./door.js";
 import { partitionCount } from "./cluster.js";
 import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
+import { ReplicatedTxnState } from "./txn-state-log.js";
 import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 import { TxnIndexes } from "./txn-index.js";
@@ -34,7 +35,12 @@ export class AccountDoor {
   ) {
     this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
     groups.store = this.offsets;
+    this.txnState = inCluster(door) ? new ReplicatedTxnState(this) : null;
+    transactions.store = this.txnState;
   }
+
+  /** In a cluster, the replicated transaction coordinators' state, which also says which broker coordinates an id; null on a single node. */
+  readonly txnState: ReplicatedTxnState | null;
 
   /** In a cluster, the replicated committed offsets, which also say which broker coordinates a group; null on a single node. */
   readonly offsets: ReplicatedOffsets | null;
@@ -57,7 +63,8 @@ export class AccountDoor {
     try {
       // The coordinator's records of aborted and hidden ranges before the indexes (read from the logs now) name their streams.
       await txnIndexes.load([join(dir, "aborted"), join(dir, "hidden")]);
-      await transactions.load();
+      // In a cluster, transactions live in the replicated __transaction_state and are loaded as this node comes to lead its partitions.
+      if (!inCluster(door)) await transactions.load();
     } catch (err) {
       groups.close();
       txnIndexes.close();
@@ -102,6 +109,7 @@ export class AccountDoor {
   close(): void {
     this.groups.close();
     this.offsets?.close();
+    this.txnState?.close();
     this.transactions.close();
     this.txnIndexes.close();
   }

@@ -9,7 +9,7 @@ import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
 import { fail, limitsFrom, minInsyncReplicas, ok, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
-import { findTopic, mayManageTopic, OFFSETS_TOPIC, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
+import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 
 /** Creates `topic` with `partitions` partitions; the Kafka outcome. */
@@ -26,7 +26,7 @@ export const MAX_REPLICATION_FACTOR = 5;
 export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false, replicas = 1): Promise<Outcome> {
   const nameError = topicNameError(topic);
   if (nameError !== null) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, nameError);
-  if (topic === OFFSETS_TOPIC) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `${OFFSETS_TOPIC} is internal: the group coordinators make it`);
+  if (isInternalTopic(topic)) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `${topic} is internal: the coordinators make it`);
   if (partitions < 1 || partitions > MAX_PARTITIONS) return fail(ErrorCode.INVALID_PARTITIONS, `partitions must be 1 to ${MAX_PARTITIONS}`);
   const existing = door.js.streams.get(streamNameOf(topic));
   if (existing !== undefined) {

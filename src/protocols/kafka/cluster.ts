@@ -76,11 +76,6 @@ export interface KafkaCluster {
   topics(account: string): PlacedTopic[];
   topic(account: string, stream: string): PlacedTopic | undefined;
   /**
-   * The coordinator of a transactional id (key type 1; groups: see
-   * offsets-log.ts): its broker and whether it is up (its state lives there).
-   */
-  coordinator(account: string, keyType: number, key: string): { broker: KafkaBroker | null; id: number };
-  /**
    * Places a new topic's partitions over the live nodes, `replicas` copies
    * of each (leaders spread, followers too), writes at acks=all needing
    * `minIsr` in sync; false when the stream was placed already. Throws
@@ -151,16 +146,12 @@ export function partitionCount(door: Pick<AccountDoor, "door" | "account" | "js"
  * offsets topic still loading here) COORDINATOR_LOAD_IN_PROGRESS.
  */
 export function coordinatorError(door: AccountDoor, keyType: number, key: string): number {
-  const cluster = door.door.cluster;
-  if (cluster === null) return ErrorCode.NONE;
-  if (keyType === KEY_TYPE_GROUP && door.offsets !== null) return door.offsets.check(key);
-  const c = cluster.coordinator(door.account, keyType, key);
-  if (c.id === cluster.nodeId) return ErrorCode.NONE;
-  return c.broker === null ? ErrorCode.COORDINATOR_NOT_AVAILABLE : ErrorCode.NOT_COORDINATOR;
+  const store = keyType === KEY_TYPE_GROUP ? door.offsets : door.txnState;
+  return door.door.cluster === null || store === null ? ErrorCode.NONE : store.check(key);
 }
 
 /** coordinatorError, but waiting a while for a group's partition of the offsets topic that is loading here (see ReplicatedOffsets.ready). */
 export function coordinatorReady(door: AccountDoor, keyType: number, key: string): Promise<number> {
-  if (keyType === KEY_TYPE_GROUP && door.door.cluster !== null && door.offsets !== null) return door.offsets.ready(key);
-  return Promise.resolve(coordinatorError(door, keyType, key));
+  const store = keyType === KEY_TYPE_GROUP ? door.offsets : door.txnState;
+  return door.door.cluster === null || store === null ? Promise.resolve(ErrorCode.NONE) : store.ready(key);
 }

@@ -12,7 +12,7 @@ import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
 import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP } from "./requests.js";
 import { coordinatorError, partitionCount } from "./cluster.js";
-import { CoordinatorMoved } from "./offsets-log.js";
+import { CoordinatorMoved } from "./coordinator-topic.js";
 
 export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
   const { groupIds } = decodeDeleteGroups(r);

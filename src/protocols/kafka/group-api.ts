@@ -5,7 +5,7 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
-import { CoordinatorMoved } from "./offsets-log.js";
+import { CoordinatorMoved } from "./coordinator-topic.js";
 import {
   decodeDescribeGroups,
   decodeFindCoordinator,
@@ -29,23 +29,16 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
     return true;
   }
   const self = door.options.advertisedHost ?? conn.localHost;
-  const cluster = door.door.cluster;
-  // A group's coordinator in a cluster: the leader of its partition of the offsets topic (offsets-log.ts).
-  const found = keyType === KEY_TYPE_GROUP && door.offsets !== null ? door.offsets.coordinator(key) : null;
+  // In a cluster: the leader of the key's partition of the offsets topic (offsets-log.ts) or the transaction state topic (txn-state-log.ts).
+  const store = keyType === KEY_TYPE_GROUP ? door.offsets : door.txnState;
+  const found = store !== null ? store.coordinator(key) : null;
   if (found !== null && "error" in found) {
     w.i16(found.error);
     if (version >= 1) w.nullableString(found.reason);
     w.i32(-1).string("").i32(-1);
     return true;
   }
-  const c = found ?? (cluster === null ? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } } : cluster.coordinator(door.account, keyType, key));
-  if (c.broker === null) {
-    // Its broker is down: the group's offsets live there (clients retry until it is back).
-    w.i16(ErrorCode.COORDINATOR_NOT_AVAILABLE);
-    if (version >= 1) w.nullableString(`the coordinator of ${keyType === KEY_TYPE_GROUP ? "group" : "transactional id"} ${key}, broker ${c.id}, is not available`);
-    w.i32(-1).string("").i32(-1);
-    return true;
-  }
+  const c = found ?? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } };
   w.i16(ErrorCode.NONE);
   if (version >= 1) w.nullableString(null);
   if (c.id === door.nodeId) w.i32(door.nodeId).string(self).i32(door.port);

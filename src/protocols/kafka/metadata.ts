@@ -7,7 +7,7 @@ import type { KafkaDoor } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { createTopic } from "./admin.js";
-import { findTopic, mayManageTopic, OFFSETS_TOPIC, streamNameOf, topicNameError, topicOf } from "./topics.js";
+import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf } from "./topics.js";
 import type { PlacedTopic } from "./cluster.js";
 import type { Stream } from "../../streams/stream.js";
 
@@ -78,7 +78,7 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
   if (version >= 1) w.i32(cluster === null ? door.nodeId : cluster.controllerId());
   w.array(topics, (w, t) => {
     w.i16(t.error).string(t.name);
-    if (version >= 1) w.bool(t.name === OFFSETS_TOPIC); // is_internal
+    if (version >= 1) w.bool(isInternalTopic(t.name)); // is_internal
     w.arrayLength(t.partitions.length);
     t.partitions.forEach((p, index) => {
       // A leader that is down: no leader (until an in-sync replica takes over, when the partition is replicated).

@@ -18,7 +18,7 @@ import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type Produce
 import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
-import { defaultSubject, OFFSETS_TOPIC } from "./topics.js";
+import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
@@ -200,7 +200,7 @@ async function prepare(
   const stream = ledPartition(door, topic, index);
   if (typeof stream === "number") return failed(index, stream);
   // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
-  if (topic === OFFSETS_TOPIC) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
+  if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   let batch: DecodedBatch | null = null;
   let run: RecordRun | null = null;
@@ -350,10 +350,13 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   // Checked by the coordinator when it is this node; a partition led elsewhere takes the batch as Kafka's leaders do
   // (before KIP-890): the producer's epoch fences it, and the coordinator's markers end what it wrote.
-  if (transactionalId !== null && coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId) === ErrorCode.NONE) {
+  if (transactionalId !== null && door.transactions.coordinates(transactionalId)) {
     // Before the sequence check, which records the batch as sent.
     const refused = door.transactions.checkProduce({ transactionalId, producerId: batch.producerId, epoch: batch.producerEpoch }, topic, index);
     if (refused !== ErrorCode.NONE) return Promise.resolve(failed(index, refused));
+  } else if (transactionalId !== null && batch.producerEpoch < door.txnIndexes.markerEpoch(stream, index, batch.producerId)) {
+    // A marker of a newer epoch is here: its coordinator fenced this producer (Kafka's leaders refuse it the same way).
+    return Promise.resolve(failed(index, ErrorCode.INVALID_PRODUCER_EPOCH));
   }
   let settle!: (offset: number | ApiError) => void;
   const stored = new Promise<number | ApiError>((resolve) => (settle = resolve));
@@ -368,6 +371,9 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
     if (verdict.kind === "duplicate") return duplicate(stream, index, batch.count, verdict.offset, ack);
   }
+  // Readers (read_committed, NATS) see nothing from here on until the stream's index has read the batch. (Refused
+  // after this, it holds back only what comes after it, until that is read.)
+  if (transactionalId !== null) door.txnIndexes.expect(stream, index);
   const stored_ = (err: ApiError | null, first: number): void => {
     (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
     settle(err ?? first - 1);

@@ -23,6 +23,13 @@ import type { PermissionCheck } from "../../core/auth.js";
 export const TOPIC_METADATA_KEY = "nagare.kafka.topic";
 /** The internal topic a cluster keeps committed offsets in (offsets-log.ts). */
 export const OFFSETS_TOPIC = "__consumer_offsets";
+/** The internal topic a cluster keeps the transaction coordinators' state in (txn-state-log.ts). */
+export const TXN_STATE_TOPIC = "__transaction_state";
+
+/** Whether `topic` is one of the coordinators' own: clients may read it, as Kafka's, and never write, make or remove it. */
+export function isInternalTopic(topic: string): boolean {
+  return topic === OFFSETS_TOPIC || topic === TXN_STATE_TOPIC;
+}
 const TOPIC_NAME = /^[a-zA-Z0-9._-]{1,249}$/;
 
 /** Why `name` cannot be a topic, or null. Kafka's rules, plus dots that make a valid subject. */
@@ -49,9 +56,13 @@ export function findTopic(js: JetStream, topic: string): Stream | undefined {
 
 /** The subject records produced over Kafka are stored under when they name none. */
 export function defaultSubject(stream: Stream): string {
-  const subjects = stream.config.subjects;
+  return subjectFor(stream.config.subjects, stream.config.name);
+}
+
+/** defaultSubject of a stream known by its subjects and name (placed on another node, say). */
+export function subjectFor(subjects: readonly string[], name: string): string {
   for (const s of subjects) if (isValidPublishSubject(s)) return s;
-  const first = subjects[0] ?? stream.config.name;
+  const first = subjects[0] ?? name;
   return first
     .split(".")
     .map((t) => (t === "*" || t === ">" ? "kafka" : t))
@@ -85,6 +96,6 @@ export function mayDescribeTopic(perms: PermissionCheck | null, stream: Stream):
  */
 export function mayManageTopic(perms: PermissionCheck | null, op: "CREATE" | "UPDATE" | "DELETE" | "PURGE", topic: string): boolean {
   // The coordinators' own topic is theirs alone (clients may read it, as Kafka's).
-  if (topic === OFFSETS_TOPIC) return false;
+  if (isInternalTopic(topic)) return false;
   return perms === null || perms.mayPublish(`$JS.API.STREAM.${op}.${streamNameOf(topic)}`);
 }

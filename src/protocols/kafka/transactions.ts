@@ -21,6 +21,7 @@ import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
 import { streamNameOf } from "./topics.js";
+import { CoordinatorMoved } from "./coordinator-topic.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
 import type { TxnIndexes } from "./txn-index.js";
 
@@ -35,6 +36,8 @@ const MAX_EPOCH = 32_767;
 /** A marker that could not be stored is tried again after this, doubling up to the maximum. */
 const MARKER_RETRY_MIN_MS = 100;
 const MARKER_RETRY_MAX_MS = 5_000;
+/** Markers of one transaction written at once. */
+const MARKERS_IN_FLIGHT = 64;
 /** How long an ended transaction waits for the partitions' indexes to read its markers. */
 const INDEX_WAIT_MS = 5_000;
 
@@ -69,9 +72,12 @@ interface Txn {
   ended: "commit" | "abort" | null;
   /** Operations on one transaction run one at a time. */
   queue: Promise<unknown>;
+  /** Another broker coordinates it now (cluster): what is under way stops, and writes nothing more. */
+  dropped: boolean;
 }
 
-interface SavedTxn {
+/** A transactional id's state as written: in `transactions.json` on a single node, one record each in a cluster (txn-state-log.ts). */
+export interface SavedTxn {
   producerId: number;
   epoch: number;
   timeoutMs: number;
@@ -83,8 +89,15 @@ interface SavedTxn {
 
 export type TxnRequest = { transactionalId: string; producerId: number; epoch: number };
 
+/** Where a cluster keeps each transactional id's state (txn-state-log.ts); throws CoordinatorMoved when this node may not write it now. */
+export interface TxnStateStore {
+  write(id: string, saved: SavedTxn): Promise<void>;
+}
+
 export class TransactionCoordinator {
   private readonly txns = new Map<string, Txn>();
+  /** In a cluster: the replicated `__transaction_state`, which says which ids are coordinated here (adopt, drop); null: `transactions.json`. */
+  store: TxnStateStore | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   private closed = false;
@@ -102,25 +115,70 @@ export class TransactionCoordinator {
 
   // ---- startup ----
 
-  /** Reads what was saved, then finishes or aborts the transactions a crash left open. */
+  /** Single node: reads what was saved, then finishes or aborts the transactions a crash left open. */
   async load(): Promise<void> {
     const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
     if (saved === undefined) return;
-    const unfinished: Txn[] = [];
-    for (const [id, s] of Object.entries(saved)) {
-      const txn = this.newTxn(id, s.producerId, s.epoch, s.timeoutMs);
-      txn.state = s.state;
-      txn.ended = s.ended ?? null;
-      for (const [topic, index] of s.partitions) txn.partitions.set(offsetKey(topic, index), { topic, index, stream: streamNameOf(topic) });
-      for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
-      this.txns.set(id, txn);
-      if (txn.state !== "Empty") unfinished.push(txn);
-    }
+    const unfinished = Object.entries(saved)
+      .map(([id, s]) => this.restore(id, s))
+      .filter((t) => t.state !== "Empty");
     for (const txn of unfinished) {
       this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
       // The epoch moves on, so a producer that lived through the restart is fenced, as after a timeout.
       await this.complete(txn, txn.state === "PrepareCommit", true);
     }
+  }
+
+  /**
+   * In a cluster: the ids of a partition of `__transaction_state` this node
+   * has come to lead, as its log holds them. As after a restart, a prepared
+   * commit is finished and any other open transaction aborted (fenced); each
+   * in turn with the requests for it.
+   */
+  adopt(saved: Array<[string, SavedTxn]>, why: string): void {
+    for (const [id, s] of saved) {
+      const old = this.txns.get(id);
+      if (old !== undefined) this.forget(old);
+      const txn = this.restore(id, s);
+      if (txn.state === "Empty") continue;
+      const commit = txn.state === "PrepareCommit";
+      this.log(`transaction ${id}: ${commit ? "finishing its commit" : "aborting it"}: ${why}`);
+      this.serialise(txn, () => this.complete(txn, commit, true)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
+    }
+  }
+
+  /** In a cluster: forgets the ids another broker coordinates now; how many. */
+  drop(which: (id: string) => boolean): number {
+    let n = 0;
+    for (const t of [...this.txns.values()]) {
+      if (!which(t.id)) continue;
+      this.forget(t);
+      n++;
+    }
+    return n;
+  }
+
+  private forget(t: Txn): void {
+    if (t.timer !== null) clearTimeout(t.timer);
+    t.timer = null;
+    t.dropped = true;
+    if (this.txns.get(t.id) === t) this.txns.delete(t.id);
+  }
+
+  /** A transaction as saved, in memory (not yet finished if it was open). */
+  private restore(id: string, s: SavedTxn): Txn {
+    const txn = this.newTxn(id, s.producerId, s.epoch, s.timeoutMs);
+    txn.state = s.state;
+    txn.ended = s.ended ?? null;
+    for (const [topic, index] of s.partitions) txn.partitions.set(offsetKey(topic, index), { topic, index, stream: streamNameOf(topic) });
+    for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
+    this.txns.set(id, txn);
+    return txn;
+  }
+
+  /** Whether this node coordinates `id` now (on a single node, every id). */
+  coordinates(id: string): boolean {
+    return this.store === null || this.txns.has(id);
   }
 
   close(): void {
@@ -140,12 +198,12 @@ export class TransactionCoordinator {
       this.txns.set(transactionalId, txn);
     }
     const t = txn;
-    return this.serialise(t, async () => {
+    return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
       this.bumpEpoch(t);
       t.ended = null;
       t.timeoutMs = timeoutMs;
-      await this.save();
+      await this.save(t);
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
   }
@@ -172,7 +230,7 @@ export class TransactionCoordinator {
       }
       this.begin(t);
       // Saved before any record is produced, so a restart knows where to write the abort markers.
-      if (added > 0) await this.save();
+      if (added > 0) await this.save(t);
       return answer(() => ErrorCode.NONE);
     });
   }
@@ -226,7 +284,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve() };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -246,14 +304,24 @@ export class TransactionCoordinator {
     const txn = this.txns.get(req.transactionalId);
     const error = this.check(txn, req);
     if (error !== ErrorCode.NONE) return Promise.resolve(refused(error));
-    return this.serialise(txn!, () => {
+    // Its state may go to another broker meanwhile (a cluster): the client then finds the new coordinator.
+    return this.guardedRun(txn!, refused(ErrorCode.NOT_COORDINATOR), () => {
       const again = this.check(txn, req);
       return again !== ErrorCode.NONE ? Promise.resolve(refused(again)) : op(txn!);
     });
   }
 
+  /** serialise, answering `moved` when the transaction's state went to another broker meanwhile (a cluster). */
+  private guardedRun<T>(txn: Txn, moved: T, op: () => Promise<T>): Promise<T> {
+    return this.serialise(txn, op).catch((err: unknown) => {
+      if (err instanceof CoordinatorMoved) return moved;
+      throw err;
+    });
+  }
+
   private serialise<T>(txn: Txn, op: () => Promise<T>): Promise<T> {
-    const run = txn.queue.then(op, op);
+    const go = (): Promise<T> => (txn.dropped ? Promise.reject(new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`)) : op());
+    const run = txn.queue.then(go, go);
     txn.queue = run.catch(() => undefined);
     return run;
   }
@@ -274,7 +342,7 @@ export class TransactionCoordinator {
     txn.timer = setTimeout(() => {
       txn.timer = null;
       void this.serialise(txn, async () => {
-        if (this.closed || txn.state !== "Ongoing" || txn.epoch !== epoch) return;
+        if (this.closed || txn.dropped || txn.state !== "Ongoing" || txn.epoch !== epoch) return;
         this.log(`transaction ${txn.id} timed out after ${txn.timeoutMs} ms: aborting it`);
         await this.complete(txn, false, true);
       }).catch((err: Error) => this.log(`transaction ${txn.id}: abort after timeout failed: ${err.message}`));
@@ -294,10 +362,15 @@ export class TransactionCoordinator {
     txn.timer = null;
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
     if (fence) this.bumpEpoch(txn);
-    if (commit) await this.save();
-    const markers: Array<Promise<Marker | null>> = [];
-    for (const part of txn.partitions.values()) markers.push(this.writeMarkerUntilStored(txn, part, commit));
-    const written = await Promise.all(markers);
+    if (commit) await this.save(txn);
+    // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
+    const parts = [...txn.partitions.values()];
+    const written: Array<Marker | null> = new Array(parts.length).fill(null);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < parts.length; i = next++) written[i] = await this.writeMarkerUntilStored(txn, parts[i], commit);
+    };
+    await Promise.all(Array.from({ length: Math.min(MARKERS_IN_FLIGHT, parts.length) }, worker));
     // Bounded: an index that cannot read its log says so itself, and the markers are stored. (Another node's reads its own.)
     const reads: Array<Promise<void>> = [];
     for (const w of written) {
@@ -315,7 +388,7 @@ export class TransactionCoordinator {
     txn.offsets.clear();
     txn.state = "Empty";
     txn.ended = commit ? "commit" : "abort";
-    await this.save();
+    await this.save(txn);
   }
 
   /**
@@ -330,7 +403,7 @@ export class TransactionCoordinator {
       try {
         return await this.writeMarker(txn, part, commit);
       } catch (err) {
-        if (this.closed) throw err;
+        if (this.closed || txn.dropped) throw err;
         this.log(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
         await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
       }
@@ -359,21 +432,12 @@ export class TransactionCoordinator {
     return true;
   }
 
-  private save(): Promise<void> {
+  /** Writes the transaction's state (its record in a cluster; the whole file on a single node, one write at a time). */
+  private save(txn: Txn): Promise<void> {
+    if (this.store !== null) return this.store.write(txn.id, savedOf(txn));
     const write = (): Promise<void> => {
       const snapshot: Record<string, SavedTxn> = {};
-      for (const t of this.txns.values()) {
-        snapshot[t.id] = {
-          producerId: t.producerId,
-          epoch: t.epoch,
-          timeoutMs: t.timeoutMs,
-          state: t.state,
-          // (The third number, once the partition's offset when added, is no longer read.)
-          partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, 0]),
-          ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
-          ...(t.ended !== null ? { ended: t.ended } : {}),
-        };
-      }
+      for (const t of this.txns.values()) snapshot[t.id] = savedOf(t);
       return writeJsonDurably(join(this.dir, "transactions.json"), snapshot);
     };
     const run = this.saves.then(write, write);
@@ -392,4 +456,17 @@ function withinMs(p: Promise<unknown>, ms: number): Promise<void> {
       resolve();
     });
   });
+}
+
+function savedOf(t: Txn): SavedTxn {
+  return {
+    producerId: t.producerId,
+    epoch: t.epoch,
+    timeoutMs: t.timeoutMs,
+    state: t.state,
+    // (The third number, once the partition's offset when added, is no longer read.)
+    partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, 0]),
+    ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
+    ...(t.ended !== null ? { ended: t.ended } : {}),
+  };
 }

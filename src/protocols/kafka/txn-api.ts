@@ -8,14 +8,14 @@ import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { coordinatorError, partitionCount } from "./cluster.js";
-import { streamNameOf } from "./topics.js";
+import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js";
 import { offsetKey, type CommittedOffset } from "./groups.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
 
-export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleAddPartitionsToTxn(door: AccountDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, topics } = decodeAddPartitionsToTxn(r);
   let count = 0;
   for (const t of topics) count += t.partitions.length;
@@ -24,14 +24,19 @@ export async function handleAddPartitionsToTxn(door: AccountDoor, { r, w }: Requ
   // Partitions led anywhere may join: the coordinator writes each marker at its partition's leader (JetStream.appendAt),
   // which needs a route between the two nodes.
   const unreached = refused !== ErrorCode.NONE || count > MAX_PARTITIONS_PER_REQUEST ? null : unreachable(door, topics);
+  // Its markers are written there: the producer must be allowed to publish to the topic, as for its records.
+  const perms = conn.permissions;
+  const denied = perms === null ? [] : topics.filter((t) => !perms.mayPublish(publishSubjectOf(door, t.name))).map((t) => t.name);
   const results =
     refused !== ErrorCode.NONE
       ? all(refused)
       : count > MAX_PARTITIONS_PER_REQUEST
         ? all(ErrorCode.INVALID_REQUEST)
-        : unreached !== null
-          ? unreached
-          : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
+        : denied.length > 0
+          ? topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error: denied.includes(t.name) ? ErrorCode.TOPIC_AUTHORIZATION_FAILED : ErrorCode.OPERATION_NOT_ATTEMPTED })) }))
+          : unreached !== null
+            ? unreached
+            : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
     w.string(t.name);
@@ -99,4 +104,12 @@ function unreachable(door: AccountDoor, topics: Array<{ name: string; partitions
   });
   if (any) door.log.warn(`kafka: a transaction of account ${door.account} names partitions led by brokers this node has no route to (cluster { port } on every node): refused`);
   return any ? results : null;
+}
+
+/** The subject a topic's records go to when they name none: here from its stream, else from its placement. */
+function publishSubjectOf(door: AccountDoor, topic: string): string {
+  const local = findTopic(door.js, topic);
+  if (local !== undefined) return defaultSubject(local);
+  const placed = door.door.cluster?.topic(door.account, streamNameOf(topic));
+  return subjectFor(placed?.subjects ?? [], streamNameOf(topic));
 }

@@ -25,7 +25,7 @@
 
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { FOREIGN_KAFKA, isForeign, type StoredItem } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, type AppendInput, type StoredItem } from "../../store/log.js";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
 import { HiddenRanges, type Visibility } from "../../streams/visibility.js";
@@ -46,6 +46,8 @@ const READ_BYTES = 1024 * 1024;
  */
 const MAX_OPEN_PER_PARTITION = 20_000;
 const MAX_RUNS_PER_TRANSACTION = 1_000_000;
+/** Producers whose newest marker epoch a partition remembers. */
+const MAX_MARKER_EPOCHS = 100_000;
 
 interface OpenTxn {
   /** Sequence of its first record here. */
@@ -57,7 +59,17 @@ interface OpenTxn {
 interface PartitionIndex {
   /** The next sequence to read (0: not read at all since a start or a cut). */
   next: number;
+  /**
+   * The first sequence that may hold what the index has not read and
+   * readers must not pass (Infinity: none): everything after a start or a
+   * cut; a transactional batch or a marker about to be appended here
+   * (`expect`); a follower's copy. Plain appends of a leader do not hold
+   * readers back: only a Kafka produce stores a transaction's records.
+   */
+  unreadFrom: number;
   open: Map<number, OpenTxn>;
+  /** Per producer, the epoch of its newest marker here: a batch of an older epoch is a fenced producer's (a zombie). */
+  markerEpochs: Map<number, number>;
   /** The earliest first sequence among `open` (Infinity: none), kept as they change. */
   earliest: number;
   reading: boolean;
@@ -124,7 +136,9 @@ export class TxnIndex implements Visibility {
   /** Forgets what was read of the partition: it is read again from its first message. */
   private reset(partition: number, part: PartitionIndex): void {
     part.next = 0;
+    part.unreadFrom = 0;
     part.open.clear();
+    part.markerEpochs.clear();
     part.earliest = Infinity;
     part.generation++;
     this.hiddenRanges.clearPartition(partition);
@@ -191,6 +205,8 @@ export class TxnIndex implements Visibility {
         if (part.next === from) throw new Error(`the log read back nothing past sequence ${from}`);
       }
       part.failed = null;
+      // Read to the end: what was expected is read (an append expected from now on is at or past `next`).
+      if (part.unreadFrom < part.next) part.unreadFrom = Infinity;
     } catch (err) {
       this.fail(partition, part, `read: ${(err as Error).message}`);
     } finally {
@@ -224,7 +240,16 @@ export class TxnIndex implements Visibility {
     }
     if (item.seq < part.next) return true;
     const commit = item.subject === CONTROL_SUBJECT_COMMIT;
-    if ((commit || item.subject === CONTROL_SUBJECT_ABORT) && item.headers !== null && readTxnMark(item.headers, mark)) this.marker(partition, part, mark.producerId, item.seq, commit);
+    if ((commit || item.subject === CONTROL_SUBJECT_ABORT) && item.headers !== null && readTxnMark(item.headers, mark)) {
+      this.marker(partition, part, mark.producerId, item.seq, commit);
+      const known = part.markerEpochs.get(mark.producerId);
+      if (known === undefined || mark.epoch > known) {
+        part.markerEpochs.delete(mark.producerId);
+        // A bound: the oldest producer forgotten lets its zombie through, as before it had a marker here.
+        if (part.markerEpochs.size >= MAX_MARKER_EPOCHS) part.markerEpochs.delete(part.markerEpochs.keys().next().value!);
+        part.markerEpochs.set(mark.producerId, mark.epoch);
+      }
+    }
     return true;
   }
 
@@ -267,7 +292,7 @@ export class TxnIndex implements Visibility {
   }
 
   private part(partition: number): PartitionIndex {
-    while (this.parts.length <= partition) this.parts.push({ next: 0, open: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
+    while (this.parts.length <= partition) this.parts.push({ next: 0, unreadFrom: 0, open: new Map(), markerEpochs: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
     return this.parts[partition];
   }
 
@@ -279,6 +304,11 @@ export class TxnIndex implements Visibility {
     return Math.min(highWatermark, this.stableSeq(partition));
   }
 
+  /** The epoch of the producer's newest marker read here (-1: none): its batches of an older epoch are refused. */
+  markerEpoch(partition: number, producerId: number): number {
+    return this.part(partition).markerEpochs.get(producerId) ?? -1;
+  }
+
   /** Aborted transactions with records in offsets [from, to], for a read_committed fetch; `logStart` is the partition's first offset. */
   abortedIn(partition: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
     return this.aborted.within(partition, from, to, logStart);
@@ -287,8 +317,13 @@ export class TxnIndex implements Visibility {
   // Visibility (the last sequence NATS readers may see is the one before either).
   stableSeq(partition: number): number {
     const part = this.part(partition);
-    const read = part.next === 0 ? 0 : part.next - 1;
-    return Math.min(read, part.earliest - 1);
+    return Math.max(0, Math.min(part.unreadFrom - 1, part.earliest - 1));
+  }
+
+  /** What is about to be appended to the partition, or was copied into it from `fromSeq` on, may be a transaction's: readers wait until it is read. */
+  expect(partition: number, fromSeq: number): void {
+    const part = this.part(partition);
+    if (fromSeq < part.unreadFrom) part.unreadFrom = fromSeq;
   }
 
   hidden(partition: number, seq: number): boolean {
@@ -314,7 +349,11 @@ export class TxnIndexes {
   private readonly recorded = new WeakMap<Stream, Promise<void>>();
   private readonly onCopied = (stream: Stream, partition: number, items: readonly StoredItem[]): Promise<void> | undefined => {
     const index = this.byStream.get(stream);
-    if (index !== undefined) return void index.read(partition);
+    if (index !== undefined) {
+      const first = items[0];
+      index.expect(partition, isForeign(first) ? first.firstSeq : first.seq);
+      return void index.read(partition);
+    }
     if (!items.some(isTransactional)) return undefined;
     // Indexed at once, before readers see what the copy brought; recorded for the next start before the copy goes on.
     return this.add(stream).then(
@@ -324,6 +363,11 @@ export class TxnIndexes {
   };
   private readonly onCut = (stream: Stream, partition: number, fromSeq: number): void => {
     this.byStream.get(stream)?.cut(partition, fromSeq);
+  };
+  /** A marker about to be appended at this node (JetStream.appendAt): its stream is indexed first, so no reader ever sees it. */
+  private readonly beforeAppendAt = async (stream: Stream, partition: number, input: AppendInput): Promise<void> => {
+    if (input.subject !== CONTROL_SUBJECT_COMMIT && input.subject !== CONTROL_SUBJECT_ABORT) return;
+    (await this.add(stream)).expect(partition, stream.partitions[partition].state().lastSeq + 1);
   };
 
   constructor(
@@ -358,11 +402,13 @@ export class TxnIndexes {
     for (const dir of legacy) await rm(dir, { recursive: true, force: true });
     this.js.copyListeners.add(this.onCopied);
     this.js.cutListeners.add(this.onCut);
+    this.js.appendAtHooks.add(this.beforeAppendAt);
   }
 
   close(): void {
     this.js.copyListeners.delete(this.onCopied);
     this.js.cutListeners.delete(this.onCut);
+    this.js.appendAtHooks.delete(this.beforeAppendAt);
     for (const index of [...this.live]) index.close();
   }
 
@@ -399,6 +445,15 @@ export class TxnIndexes {
 
   abortedIn(stream: Stream, partition: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
     return this.byStream.get(stream)?.abortedIn(partition, from, to, logStart) ?? [];
+  }
+
+  /** A transactional batch is about to be appended to the partition (its stream indexed already: produce.ts). */
+  expect(stream: Stream, partition: number): void {
+    this.byStream.get(stream)?.expect(partition, stream.partitions[partition].state().lastSeq + 1);
+  }
+
+  markerEpoch(stream: Stream, partition: number, producerId: number): number {
+    return this.byStream.get(stream)?.markerEpoch(partition, producerId) ?? -1;
   }
 
   /** Resolves once the stream's index has read its partition past `seq`. */
