@@ -16,7 +16,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { findCoordinator } from "./helpers/kafka-raw.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -32,26 +32,12 @@ function client(): InstanceType<typeof Kafka> {
   return new Kafka({ clientId: "offsets-test", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 15, initialRetryTime: 200, maxRetryTime: 2000 } });
 }
 
-/** FindCoordinator v1 for a group, asked of broker `n`: the error and the coordinator's id. */
-async function findCoordinator(n: NagareServer, group: string): Promise<{ error: number; id: number }> {
-  const k = await RawKafka.open(n.kafkaPort!);
-  try {
-    k.send(frame(10, 1, (w) => w.string(group).i8(0)));
-    const r = await k.response(0);
-    r.i32(); // throttle
-    const error = r.i16();
-    r.nullableString();
-    return { error, id: r.i32() };
-  } finally {
-    k.destroy();
-  }
-}
 
 /** The coordinator every live broker names, once they agree and it is up. */
 async function coordinatorOf(group: string): Promise<number> {
   let id = -1;
   await waitUntilAsync(async () => {
-    const answers = await Promise.all(live().map((n) => findCoordinator(n, group)));
+    const answers = await Promise.all(live().map((n) => findCoordinator(n.kafkaPort!, group, 0)));
     id = answers[0].id;
     return answers.every((a) => a.error === 0 && a.id === id) && live().some((n) => brokerId(n) === id);
   }, `the live brokers to agree on the coordinator of ${group}`, 20_000);

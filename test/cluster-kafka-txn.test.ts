@@ -20,7 +20,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -33,20 +33,19 @@ after(() => cluster.stop());
 const address = (n: NagareServer): string => cluster.address(n);
 const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 
-/** FindCoordinator v1 for a transactional id, asked of broker `n`: the coordinator's broker id (-1: its broker is down). */
+/** The broker coordinating a transactional id, as broker `n` answers FindCoordinator (-1: none up, or the state topic being made). */
 async function transactionCoordinator(n: NagareServer, transactionalId: string): Promise<number> {
-  const k = await RawKafka.open(n.kafkaPort!);
-  try {
-    k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
-    const r = await k.response(0);
-    r.i32();
-    const error = r.i16();
-    r.nullableString();
-    const id = r.i32();
-    return error === 0 ? id : -1;
-  } finally {
-    k.destroy();
-  }
+  const c = await findCoordinator(n.kafkaPort!, transactionalId, 1);
+  return c.error === 0 ? c.id : -1;
+}
+
+/** A transactional producer and a plain idempotent one, connected; `close` disconnects both. */
+async function producers(kafka: InstanceType<typeof Kafka>, transactionalId: string) {
+  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  await plain.connect();
+  return { producer, plain, close: async () => void (await Promise.all([plain.disconnect(), producer.disconnect()])) };
 }
 
 /** Partition 0's leader as broker `n`'s Metadata v1 says (-1: none). */
@@ -119,10 +118,7 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   const leaderId = await leaderOf(cluster.nodes[0], topic);
   const transactionalId = await coordinatedBy(cluster.nodes[0], leaderId, "tx");
 
-  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
-  const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  await plain.connect();
+  const { producer, plain, close } = await producers(kafka, transactionalId);
   try {
     const committed = await producer.transaction();
     await committed.send({ topic, messages: [{ value: "c1" }] });
@@ -136,8 +132,7 @@ test("the partition's leader and the transaction's coordinator go together: a fo
     await open.send({ topic, messages: [{ value: "o1" }] });
     await plain.send({ topic, acks: -1, messages: [{ value: "p2" }] });
   } finally {
-    await plain.disconnect();
-    await producer.disconnect();
+    await close();
   }
   // Offsets: c1 0, commit 1, a1 2, a2 3, abort 4, p1 5, o1 6, p2 7.
   const leader = cluster.nodes.find((n) => brokerId(n) === leaderId)!;
@@ -213,10 +208,7 @@ test("a transaction spans partitions led by different brokers: its coordinator w
   assert.ok(away > 0, `the partitions are spread: ${leaders.join(", ")}`);
   const transactionalId = await coordinatedBy(live[0], leaders[home], "spread");
 
-  const producer = kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
-  const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  await plain.connect();
+  const { producer, plain, close } = await producers(kafka, transactionalId);
   try {
     const committed = await producer.transaction();
     await committed.send({ topic, messages: [home, away].map((partition) => ({ value: `committed-${partition}`, partition })) });
@@ -226,8 +218,7 @@ test("a transaction spans partitions led by different brokers: its coordinator w
     await aborted.abort();
     await plain.send({ topic, acks: -1, messages: [home, away].map((partition) => ({ value: `after-${partition}`, partition })) });
   } finally {
-    await plain.disconnect();
-    await producer.disconnect();
+    await close();
   }
   for (const partition of [home, away]) {
     const leader = live.find((n) => brokerId(n) === leaders[partition])!;

@@ -29,7 +29,7 @@ import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { EtcdClient } from "../src/cluster/etcd-client.js";
 
@@ -223,17 +223,9 @@ test("KafkaJS and kcat bootstrap from one broker; a topic's partitions are led b
   // Every broker names the same coordinator; the others refuse the group's requests.
   const coordinators = new Set<number>();
   for (const n of nodes.values()) {
-    const k = await RawKafka.open(kafkaPort(n));
-    try {
-      k.send(frame(10, 1, (w) => w.string(group).i8(0)));
-      const r = await k.response(0);
-      r.i32();
-      assert.equal(r.i16(), 0);
-      r.nullableString();
-      coordinators.add(r.i32());
-    } finally {
-      k.destroy();
-    }
+    const c = await findCoordinator(kafkaPort(n), group, 0);
+    assert.equal(c.error, 0);
+    coordinators.add(c.id);
   }
   assert.equal(coordinators.size, 1);
   const coordinator = [...coordinators][0];
@@ -442,17 +434,8 @@ test("transactions without routes: a partition led by its coordinator's node com
   // The coordinator: the leader of the id's partition of __transaction_state, made on this first ask (COORDINATOR_NOT_AVAILABLE meanwhile).
   let coordinator = -1;
   await waitUntilAsync(async () => {
-    const k = await RawKafka.open(kafkaPort(nodes.get("a")!));
-    try {
-      k.send(frame(10, 1, (w) => w.string(transactionalId).i8(1)));
-      const r = await k.response(0);
-      r.i32();
-      const error = r.i16();
-      r.nullableString();
-      coordinator = error === 0 ? r.i32() : -1;
-    } finally {
-      k.destroy();
-    }
+    const c = await findCoordinator(kafkaPort(nodes.get("a")!), transactionalId, 1);
+    coordinator = c.error === 0 ? c.id : -1;
     return coordinator >= 0;
   }, "the transaction state topic to be made", 20_000);
   const leaders = await leadersFrom(kafkaPort(nodes.get("a")!), topic);

@@ -124,6 +124,21 @@ export class RawKafka {
   }
 }
 
+/** FindCoordinator v1 asked of the broker at `port`: key type 0 a group, 1 a transactional id; the error and the coordinator's id. */
+export async function findCoordinator(port: number, key: string, keyType: 0 | 1): Promise<{ error: number; id: number }> {
+  const k = await RawKafka.open(port);
+  try {
+    k.send(frame(10, 1, (w) => w.string(key).i8(keyType)));
+    const r = await k.response(0);
+    r.i32(); // throttle
+    const error = r.i16();
+    r.nullableString();
+    return { error, id: r.i32() };
+  } finally {
+    k.destroy();
+  }
+}
+
 /** The error code and base offset of a one-partition produce response. */
 export function produceResult(r: Reader): { error: number; baseOffset: number } {
   r.i32(); // topics
