@@ -101,19 +101,25 @@ test("a NATS message carrying a Kafka-Txn header opens no transaction: readers a
   assert.equal(index.hidden(0, 1), false);
 });
 
-test("a transactional batch expected holds readers at the log's end until the index has read it", async () => {
+test("an expected append holds readers at the log's end until it has landed and been read, whatever lands before it", async () => {
   const log = new MemoryLog();
   const { index } = started(log);
   await appendBatch(log, 9, 2, false); // 1-2
   await readAll(index, log);
   assert.equal(index.stableSeq(0), Infinity);
-  index.expect(0, 3);
+  const plainLanded = index.expect(0); // a marker, say, that will land first
+  const txnLanded = index.expect(0); // a transactional batch staged after it
   assert.equal(index.stableSeq(0), 2, "what is stored stays readable");
-  await appendBatch(log, 7, 1); // 3
-  assert.equal(index.stableSeq(0), 2, "not yet read: held");
+  await appendBatch(log, 9, 1, false); // 3: the first lands
+  plainLanded();
   await readAll(index, log);
-  assert.equal(index.stableSeq(0), 2, "read: held by its open transaction");
-  await marker(log, 7, true); // 4
+  assert.equal(index.stableSeq(0), 3, "read up to 3, and one expected append still in flight: held past it");
+  await appendBatch(log, 7, 1); // 4: the transactional batch, a round later
+  assert.equal(index.stableSeq(0), 3, "landed, not yet read: held");
+  txnLanded();
+  await readAll(index, log);
+  assert.equal(index.stableSeq(0), 3, "read: held by its open transaction");
+  await marker(log, 7, true); // 5
   await readAll(index, log);
   assert.equal(index.stableSeq(0), Infinity);
 });

@@ -253,12 +253,26 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   /** appendAt's append at this node, the partition's leader: the doors' hooks first, then the append as any write. */
   async appendHere(stream: Stream, partition: number, input: AppendInput): Promise<number> {
-    for (const hook of this.appendAtHooks) await hook(stream, partition, input);
-    return new Promise((resolve, reject) => stream.append(partition, input, (err, seq) => (err === null ? resolve(seq) : reject(err))));
+    const after: Array<() => void> = [];
+    for (const hook of this.appendAtHooks) {
+      const then = await hook(stream, partition, input);
+      if (then !== undefined) after.push(then);
+    }
+    return new Promise((resolve, reject) =>
+      stream.append(partition, input, (err, seq) => {
+        for (const then of after) then();
+        if (err === null) resolve(seq);
+        else reject(err);
+      }),
+    );
   }
 
-  /** Run before appendAt appends here: a door readies the stream for what is appended (Kafka's index before a marker). */
-  readonly appendAtHooks = new Set<(stream: Stream, partition: number, input: AppendInput) => Promise<unknown> | undefined>();
+  /**
+   * Run before appendAt appends here: a door readies the stream for what is
+   * appended (Kafka's index before a marker); a function it gives back is
+   * called once the append has landed or failed.
+   */
+  readonly appendAtHooks = new Set<(stream: Stream, partition: number, input: AppendInput) => Promise<(() => void) | undefined>>();
 
   /** In a cluster, a replicated stream's consumers confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */
   private refuseConfirmsUntilPlaced(s: Stream): void {

@@ -371,10 +371,10 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
     if (verdict.kind === "duplicate") return duplicate(stream, index, batch.count, verdict.offset, ack);
   }
-  // Readers (read_committed, NATS) see nothing from here on until the stream's index has read the batch. (Refused
-  // after this, it holds back only what comes after it, until that is read.)
-  if (transactionalId !== null) door.txnIndexes.expect(stream, index);
+  // Readers (read_committed, NATS) see nothing from here on until the stream's index has read the batch.
+  const landed = transactionalId !== null ? door.txnIndexes.expect(stream, index) : null;
   const stored_ = (err: ApiError | null, first: number): void => {
+    landed?.();
     (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
     settle(err ?? first - 1);
   };

@@ -192,6 +192,7 @@ export class TransactionCoordinator {
   initProducerId(transactionalId: string, timeoutMs: number): Promise<{ error: number; producerId: number; epoch: number }> {
     if (timeoutMs <= 0 || timeoutMs > MAX_TRANSACTION_TIMEOUT_MS) return Promise.resolve({ error: ErrorCode.INVALID_TRANSACTION_TIMEOUT, producerId: -1, epoch: -1 });
     let txn = this.txns.get(transactionalId);
+    const made = txn === undefined;
     if (txn === undefined) {
       if (!this.makeRoom()) return Promise.resolve({ error: ErrorCode.COORDINATOR_NOT_AVAILABLE, producerId: -1, epoch: -1 });
       txn = this.newTxn(transactionalId, this.allocateId(), -1, timeoutMs);
@@ -203,7 +204,13 @@ export class TransactionCoordinator {
       this.bumpEpoch(t);
       t.ended = null;
       t.timeoutMs = timeoutMs;
-      await this.save(t);
+      try {
+        await this.save(t);
+      } catch (err) {
+        // Never written: an id no producer was given is not kept.
+        if (made) this.forget(t);
+        throw err;
+      }
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
   }
@@ -361,7 +368,10 @@ export class TransactionCoordinator {
     if (txn.timer !== null) clearTimeout(txn.timer);
     txn.timer = null;
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
-    if (fence) this.bumpEpoch(txn);
+    // Fenced: the markers carry the next epoch, which refuses the old producer's batches. At the last epoch they go
+    // under the old id and epoch, and the id changes after them (as Kafka's), or they would close nothing.
+    const wrap = fence && txn.epoch >= MAX_EPOCH;
+    if (fence && !wrap) txn.epoch++;
     if (commit) await this.save(txn);
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
@@ -371,6 +381,7 @@ export class TransactionCoordinator {
       for (let i = next++; i < parts.length; i = next++) written[i] = await this.writeMarkerUntilStored(txn, parts[i], commit);
     };
     await Promise.all(Array.from({ length: Math.min(MARKERS_IN_FLIGHT, parts.length) }, worker));
+    this.stillHeld(txn);
     // Bounded: an index that cannot read its log says so itself, and the markers are stored. (Another node's reads its own.)
     const reads: Array<Promise<void>> = [];
     for (const w of written) {
@@ -378,11 +389,25 @@ export class TransactionCoordinator {
       if (stream !== undefined) reads.push(this.indexes.whenRead(stream, w!.part.index, w!.offset + 1));
     }
     await withinMs(Promise.all(reads), INDEX_WAIT_MS);
+    this.stillHeld(txn);
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
         const group = this.groups.group(groupId, true);
-        if (group !== null && entries.size > 0) await group.commit([...entries]);
+        if (group === null || entries.size === 0) continue;
+        try {
+          await group.commit([...entries]);
+        } catch (err) {
+          // The group's coordinator moved since TxnOffsetCommit (a cluster): the markers are written, so the transaction is
+          // committed; its offsets are not, and the group's consumers read those records again. Not a reason to hang.
+          if (!(err instanceof CoordinatorMoved)) throw err;
+          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${err.message}`);
+        }
+        this.stillHeld(txn);
       }
+    }
+    if (wrap) {
+      txn.producerId = this.allocateId();
+      txn.epoch = 0;
     }
     txn.partitions.clear();
     txn.offsets.clear();
@@ -411,6 +436,11 @@ export class TransactionCoordinator {
   }
 
   /** Appends the marker at the partition's leader, here or on another node; null once the stream is gone. */
+  /** Throws CoordinatorMoved once another broker coordinates the transaction: nothing more is written for it here. */
+  private stillHeld(txn: Txn): void {
+    if (txn.dropped || this.txns.get(txn.id) !== txn) throw new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`);
+  }
+
   private async writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
     const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
     try {
@@ -428,13 +458,17 @@ export class TransactionCoordinator {
     let oldest: Txn | null = null;
     for (const t of this.txns.values()) if (t.state === "Empty" && (oldest === null || t.lastUsed < oldest.lastUsed)) oldest = t;
     if (oldest === null) return false;
-    this.txns.delete(oldest.id);
+    this.forget(oldest);
     return true;
   }
 
   /** Writes the transaction's state (its record in a cluster; the whole file on a single node, one write at a time). */
   private save(txn: Txn): Promise<void> {
-    if (this.store !== null) return this.store.write(txn.id, savedOf(txn));
+    if (this.store !== null) {
+      // A transaction dropped here (its partition led elsewhere now) must not write over what its new coordinator wrote.
+      if (txn.dropped || this.txns.get(txn.id) !== txn) return Promise.reject(new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`));
+      return this.store.write(txn.id, savedOf(txn));
+    }
     const write = (): Promise<void> => {
       const snapshot: Record<string, SavedTxn> = {};
       for (const t of this.txns.values()) snapshot[t.id] = savedOf(t);

@@ -67,6 +67,8 @@ interface PartitionIndex {
    * readers back: only a Kafka produce stores a transaction's records.
    */
   unreadFrom: number;
+  /** Expected appends not landed yet (a log's group commit may land one a round later than another): none may be shown unread. */
+  inFlight: number;
   open: Map<number, OpenTxn>;
   /** Per producer, the epoch of its newest marker here: a batch of an older epoch is a fenced producer's (a zombie). */
   markerEpochs: Map<number, number>;
@@ -205,8 +207,10 @@ export class TxnIndex implements Visibility {
         if (part.next === from) throw new Error(`the log read back nothing past sequence ${from}`);
       }
       part.failed = null;
-      // Read to the end: what was expected is read (an append expected from now on is at or past `next`).
-      if (part.unreadFrom < part.next) part.unreadFrom = Infinity;
+      // Read to the end: what was expected and has landed is read. One still in flight lands at or past `next`.
+      if (part.inFlight === 0) {
+        if (part.unreadFrom <= part.next) part.unreadFrom = Infinity;
+      } else if (part.unreadFrom < part.next) part.unreadFrom = part.next;
     } catch (err) {
       this.fail(partition, part, `read: ${(err as Error).message}`);
     } finally {
@@ -292,7 +296,7 @@ export class TxnIndex implements Visibility {
   }
 
   private part(partition: number): PartitionIndex {
-    while (this.parts.length <= partition) this.parts.push({ next: 0, unreadFrom: 0, open: new Map(), markerEpochs: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
+    while (this.parts.length <= partition) this.parts.push({ next: 0, unreadFrom: 0, inFlight: 0, open: new Map(), markerEpochs: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
     return this.parts[partition];
   }
 
@@ -320,8 +324,28 @@ export class TxnIndex implements Visibility {
     return Math.max(0, Math.min(part.unreadFrom - 1, part.earliest - 1));
   }
 
-  /** What is about to be appended to the partition, or was copied into it from `fromSeq` on, may be a transaction's: readers wait until it is read. */
-  expect(partition: number, fromSeq: number): void {
+  /**
+   * An append about to be made to the partition may be a transaction's
+   * (a transactional batch, a marker): readers see nothing past the log's
+   * end until it has landed and been read. Call the function returned once
+   * it has landed, or failed.
+   */
+  expect(partition: number): () => void {
+    const part = this.part(partition);
+    const end = (this.stream.partitions[partition]?.state().lastSeq ?? 0) + 1;
+    if (end < part.unreadFrom) part.unreadFrom = end;
+    part.inFlight++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      part.inFlight--;
+      this.read(partition);
+    };
+  }
+
+  /** What was copied into the partition from `fromSeq` on (landed already) may be a transaction's: readers wait until it is read. */
+  unread(partition: number, fromSeq: number): void {
     const part = this.part(partition);
     if (fromSeq < part.unreadFrom) part.unreadFrom = fromSeq;
   }
@@ -351,7 +375,7 @@ export class TxnIndexes {
     const index = this.byStream.get(stream);
     if (index !== undefined) {
       const first = items[0];
-      index.expect(partition, isForeign(first) ? first.firstSeq : first.seq);
+      index.unread(partition, isForeign(first) ? first.firstSeq : first.seq);
       return void index.read(partition);
     }
     if (!items.some(isTransactional)) return undefined;
@@ -365,9 +389,9 @@ export class TxnIndexes {
     this.byStream.get(stream)?.cut(partition, fromSeq);
   };
   /** A marker about to be appended at this node (JetStream.appendAt): its stream is indexed first, so no reader ever sees it. */
-  private readonly beforeAppendAt = async (stream: Stream, partition: number, input: AppendInput): Promise<void> => {
-    if (input.subject !== CONTROL_SUBJECT_COMMIT && input.subject !== CONTROL_SUBJECT_ABORT) return;
-    (await this.add(stream)).expect(partition, stream.partitions[partition].state().lastSeq + 1);
+  private readonly beforeAppendAt = async (stream: Stream, partition: number, input: AppendInput): Promise<(() => void) | undefined> => {
+    if (input.subject !== CONTROL_SUBJECT_COMMIT && input.subject !== CONTROL_SUBJECT_ABORT) return undefined;
+    return (await this.add(stream)).expect(partition);
   };
 
   constructor(
@@ -447,9 +471,9 @@ export class TxnIndexes {
     return this.byStream.get(stream)?.abortedIn(partition, from, to, logStart) ?? [];
   }
 
-  /** A transactional batch is about to be appended to the partition (its stream indexed already: produce.ts). */
-  expect(stream: Stream, partition: number): void {
-    this.byStream.get(stream)?.expect(partition, stream.partitions[partition].state().lastSeq + 1);
+  /** A transactional batch is about to be appended to the partition (its stream indexed already: produce.ts); call the function returned once it landed or failed. */
+  expect(stream: Stream, partition: number): () => void {
+    return this.byStream.get(stream)?.expect(partition) ?? noop;
   }
 
   markerEpoch(stream: Stream, partition: number, producerId: number): number {
@@ -483,3 +507,5 @@ function isTransactional(item: StoredItem): boolean {
 export function fileKeyOf(stream: Stream): string {
   return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
 }
+
+function noop(): void {}
