@@ -183,3 +183,16 @@ test("the newest messages deleted leave nothing to read, and no warning", async 
   assert.equal(index.stableSeq(0), Infinity);
   assert.deepEqual(warnings, []);
 });
+
+test("a marker of an older epoch than one already read (a fenced coordinator's late retry) decides nothing and is hidden", async () => {
+  const log = new MemoryLog();
+  const { index } = started(log);
+  await appendBatch(log, 7, 1); // 1: epoch 0's transaction
+  await appendAsync(log, { subject: CONTROL_SUBJECT_ABORT, headers: txnHeaders(7, 1), data: Buffer.alloc(0) }); // 2: fenced abort, epoch 1
+  await appendBatch(log, 7, 1); // 3: the producer's next transaction
+  await appendAsync(log, { subject: CONTROL_SUBJECT_COMMIT, headers: txnHeaders(7, 0), data: Buffer.alloc(0) }); // 4: late, epoch 0
+  await readAll(index, log);
+  assert.equal(index.stableSeq(0), 2, "the new transaction is still open");
+  assert.equal(index.hidden(0, 4), true);
+  assert.equal(index.markerEpoch(0, 7), 1);
+});

@@ -258,13 +258,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const then = await hook(stream, partition, input);
       if (then !== undefined) after.push(then);
     }
-    return new Promise((resolve, reject) =>
-      stream.append(partition, input, (err, seq) => {
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | null, seq: number): void => {
         for (const then of after) then();
         if (err === null) resolve(seq);
         else reject(err);
-      }),
-    );
+      };
+      try {
+        stream.append(partition, input, done);
+      } catch (err) {
+        done(err as Error, 0);
+      }
+    });
   }
 
   /**

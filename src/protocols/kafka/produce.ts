@@ -378,24 +378,30 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
     settle(err ?? first - 1);
   };
-  if (p.whole !== null) {
-    if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
-    // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
-    const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
-    // The log writes the batch from the frame: it lets go once written, or refused before that.
-    const bytesDone = frame.take();
-    const whole = { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc, bytesDone };
-    stream.appendBatch(
-      index,
-      whole,
-      p.largest,
-      (err, first) => {
-        bytesDone();
-        stored_(err, first);
-      },
-      ack,
-    );
-  } else stream.appendMany(index, run!, stored_, ack);
+  try {
+    if (p.whole !== null) {
+      if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
+      // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
+      const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
+      // The log writes the batch from the frame: it lets go once written, or refused before that.
+      const bytesDone = frame.take();
+      const whole = { format: FOREIGN_KAFKA, subject: defaultSubject(stream), count: batch.count, bytes: p.whole, tailCrc, bytesDone };
+      stream.appendBatch(
+        index,
+        whole,
+        p.largest,
+        (err, first) => {
+          bytesDone();
+          stored_(err, first);
+        },
+        ack,
+      );
+    } else stream.appendMany(index, run!, stored_, ack);
+  } catch (err) {
+    // Nothing appended: the index's wait for it ends.
+    landed?.();
+    throw err;
+  }
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, produceErrorOf(o));

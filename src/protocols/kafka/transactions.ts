@@ -333,8 +333,9 @@ export class TransactionCoordinator {
     return run;
   }
 
+  /** The next epoch; at the one before the last a new producer id, so that a fence can always step to a newer epoch (as Kafka's). */
   private bumpEpoch(txn: Txn): void {
-    if (txn.epoch >= MAX_EPOCH) {
+    if (txn.epoch >= MAX_EPOCH - 1) {
       txn.producerId = this.allocateId();
       txn.epoch = 0;
     } else txn.epoch++;
@@ -368,8 +369,9 @@ export class TransactionCoordinator {
     if (txn.timer !== null) clearTimeout(txn.timer);
     txn.timer = null;
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
-    // Fenced: the markers carry the next epoch, which refuses the old producer's batches. At the last epoch they go
-    // under the old id and epoch, and the id changes after them (as Kafka's), or they would close nothing.
+    // Fenced: the markers carry the next epoch, which refuses the old producer's batches. Only a transaction fenced at
+    // the last epoch already (its state saved so, then taken over) is at it: its markers go under that id and epoch,
+    // which close it, and the id changes after them.
     const wrap = fence && txn.epoch >= MAX_EPOCH;
     if (fence && !wrap) txn.epoch++;
     if (commit) await this.save(txn);
@@ -378,7 +380,10 @@ export class TransactionCoordinator {
     const written: Array<Marker | null> = new Array(parts.length).fill(null);
     let next = 0;
     const worker = async (): Promise<void> => {
-      for (let i = next++; i < parts.length; i = next++) written[i] = await this.writeMarkerUntilStored(txn, parts[i], commit);
+      for (let i = next++; i < parts.length; i = next++) {
+        this.stillHeld(txn);
+        written[i] = await this.writeMarkerUntilStored(txn, parts[i], commit);
+      }
     };
     await Promise.all(Array.from({ length: Math.min(MARKERS_IN_FLIGHT, parts.length) }, worker));
     this.stillHeld(txn);
@@ -392,16 +397,18 @@ export class TransactionCoordinator {
     this.stillHeld(txn);
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
+        if (entries.size === 0) continue;
         const group = this.groups.group(groupId, true);
-        if (group === null || entries.size === 0) continue;
-        try {
-          await group.commit([...entries]);
-        } catch (err) {
-          // The group's coordinator moved since TxnOffsetCommit (a cluster): the markers are written, so the transaction is
-          // committed; its offsets are not, and the group's consumers read those records again. Not a reason to hang.
-          if (!(err instanceof CoordinatorMoved)) throw err;
-          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${err.message}`);
+        if (group === null) {
+          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: too many groups`);
+          continue;
         }
+        // Retried as markers are (a disk error passes). The group's coordinator moved since TxnOffsetCommit (a cluster):
+        // the markers are written, so the transaction is committed; its offsets are not, and the group reads those records again.
+        await this.untilDone(txn, () => group.commit([...entries])).catch((err: unknown) => {
+          if (!(err instanceof CoordinatorMoved) || txn.dropped) throw err;
+          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${err.message}`);
+        });
         this.stillHeld(txn);
       }
     }
@@ -424,23 +431,29 @@ export class TransactionCoordinator {
    * gets CONCURRENT_TRANSACTIONS, read_committed readers wait at its start.
    */
   private async writeMarkerUntilStored(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
+    return this.untilDone(txn, () => this.writeMarker(txn, part, commit));
+  }
+
+  /** Runs `write` until it succeeds (backing off from 100 ms to 5 s), the server stops, or the transaction goes to another broker. */
+  private async untilDone<T>(txn: Txn, write: () => Promise<T>): Promise<T> {
     for (let delay = MARKER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
+      this.stillHeld(txn);
       try {
-        return await this.writeMarker(txn, part, commit);
+        return await write();
       } catch (err) {
-        if (this.closed || txn.dropped) throw err;
+        if (this.closed || err instanceof CoordinatorMoved) throw err;
         this.log(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
         await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
       }
     }
   }
 
-  /** Appends the marker at the partition's leader, here or on another node; null once the stream is gone. */
   /** Throws CoordinatorMoved once another broker coordinates the transaction: nothing more is written for it here. */
   private stillHeld(txn: Txn): void {
     if (txn.dropped || this.txns.get(txn.id) !== txn) throw new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`);
   }
 
+  /** Appends the marker at the partition's leader, here or on another node; null once the stream is gone. */
   private async writeMarker(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
     const input = { subject: commit ? CONTROL_SUBJECT_COMMIT : CONTROL_SUBJECT_ABORT, headers: txnHeaders(txn.producerId, txn.epoch), data: Buffer.alloc(0) };
     try {

@@ -245,8 +245,10 @@ export class TxnIndex implements Visibility {
     if (item.seq < part.next) return true;
     const commit = item.subject === CONTROL_SUBJECT_COMMIT;
     if ((commit || item.subject === CONTROL_SUBJECT_ABORT) && item.headers !== null && readTxnMark(item.headers, mark)) {
-      this.marker(partition, part, mark.producerId, item.seq, commit);
       const known = part.markerEpochs.get(mark.producerId);
+      // A marker of an older epoch than one already here (a late retry of a fenced coordinator's) decides nothing: hidden only.
+      if (known !== undefined && mark.epoch < known) this.hiddenRanges.add(partition, item.seq, item.seq);
+      else this.marker(partition, part, mark.producerId, item.seq, commit);
       if (known === undefined || mark.epoch > known) {
         part.markerEpochs.delete(mark.producerId);
         // A bound: the oldest producer forgotten lets its zombie through, as before it had a marker here.
