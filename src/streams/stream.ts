@@ -269,8 +269,6 @@ export class Stream {
   }
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
-  /** Told of every run a door's append stored (partition, first sequence, count), before the door's callback. */
-  readonly runListeners = new Set<(partition: number, firstSeq: number, count: number) => void>();
   /** What NATS readers may see: the door's rules, capped at replication's high watermark; null: everything (visibility.ts). */
   visibility: Visibility | null = null;
   /** The rules a door installed (Kafka transactions), before the replication cap. */
@@ -755,7 +753,6 @@ export class Stream {
         this.checkDrain();
         if (err !== null) done(Errors.storeFailed(err.message), 0);
         else {
-          for (const l of this.runListeners) l(partition, seq, 1);
           this.afterStore(partition, inp.subject, seq, () => this.whenReplicated(partition, seq, (e) => done(e, e === null ? seq : 0)));
         }
         this.drainQueue();
@@ -841,7 +838,6 @@ export class Stream {
     const stored = (err: Error | null, first: number): void => {
       this.checkDrain();
       if (err !== null) return done(Errors.storeFailed(err.message), 0);
-      for (const l of this.runListeners) l(partition, first, count);
       this.order?.landed();
       // Stored here: `first` goes with a replication error too, as the records are in this log (a retry is a duplicate).
       const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, first), leaderOnly);

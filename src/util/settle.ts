@@ -11,3 +11,18 @@ export async function settled(done: () => boolean, deadline: number, stepMs: num
   }
   return true;
 }
+
+/** Waits for `p` to settle, or `ms` at most (whichever first); never rejects. */
+export function withinMs(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    void p.then(
+      () => undefined,
+      () => undefined,
+    ).finally(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -29,6 +29,7 @@ import type { AccountDoor } from "./account-door.js";
 import type { KafkaBroker } from "./cluster.js";
 import { ErrorCode } from "./errors.js";
 import { TOPIC_METADATA_KEY } from "./topics.js";
+import { withinMs } from "../../util/settle.js";
 
 /** How often leadership of the partitions is looked at, to load or drop their state. */
 const SWEEP_MS = 100;
@@ -128,9 +129,7 @@ export abstract class CoordinatorTopic {
     const p = this.partitionOf(key);
     const state = p === undefined ? undefined : this.loaded.get(p);
     if (state === undefined) return error;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([state.loading, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
-    clearTimeout(timer);
+    await withinMs(state.loading, ms);
     return this.check(key);
   }
 

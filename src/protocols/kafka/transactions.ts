@@ -17,6 +17,7 @@ import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import { ApiError, Errors } from "../../streams/errors.js";
 import { readJson, writeJsonDurably } from "../../util/persist.js";
+import { withinMs } from "../../util/settle.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
 import { offsetKey } from "./groups.js";
@@ -382,7 +383,7 @@ export class TransactionCoordinator {
     const worker = async (): Promise<void> => {
       for (let i = next++; i < parts.length; i = next++) {
         this.stillHeld(txn);
-        written[i] = await this.writeMarkerUntilStored(txn, parts[i], commit);
+        written[i] = await this.untilDone(txn, () => this.writeMarker(txn, parts[i], commit));
       }
     };
     await Promise.all(Array.from({ length: Math.min(MARKERS_IN_FLIGHT, parts.length) }, worker));
@@ -429,12 +430,10 @@ export class TransactionCoordinator {
    * the partition is deleted, or the server stops (a restart then finishes
    * the transaction). Meanwhile the transaction stays prepared: its producer
    * gets CONCURRENT_TRANSACTIONS, read_committed readers wait at its start.
+   * So each marker (and a commit's group offsets) is written with this: until
+   * it succeeds (backing off from 100 ms to 5 s), the server stops, or the
+   * transaction goes to another broker.
    */
-  private async writeMarkerUntilStored(txn: Txn, part: TxnPartition, commit: boolean): Promise<Marker | null> {
-    return this.untilDone(txn, () => this.writeMarker(txn, part, commit));
-  }
-
-  /** Runs `write` until it succeeds (backing off from 100 ms to 5 s), the server stops, or the transaction goes to another broker. */
   private async untilDone<T>(txn: Txn, write: () => Promise<T>): Promise<T> {
     for (let delay = MARKER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
       this.stillHeld(txn);
@@ -491,18 +490,6 @@ export class TransactionCoordinator {
     this.saves = run.catch(() => undefined);
     return run;
   }
-}
-
-/** Waits for `p`, or `ms` at most. */
-function withinMs(p: Promise<unknown>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    timer.unref();
-    void p.finally(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }
 
 function savedOf(t: Txn): SavedTxn {

@@ -28,6 +28,7 @@ import { join } from "node:path";
 import { FOREIGN_KAFKA, isForeign, type AppendInput, type StoredItem } from "../../store/log.js";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
+import { itemEnd } from "../../streams/copy-batch.js";
 import { HiddenRanges, type Visibility } from "../../streams/visibility.js";
 import { writeFileDurably } from "../../util/persist.js";
 import { AbortedRanges } from "./aborted-ranges.js";
@@ -202,7 +203,7 @@ export class TxnIndex implements Visibility {
         if (items.length === 0) part.next = lastSeq + 1;
         for (const item of items) {
           if (!this.apply(partition, part, item)) return;
-          part.next = Math.max(part.next, endOf(item));
+          part.next = Math.max(part.next, itemEnd(item));
         }
         if (part.next === from) throw new Error(`the log read back nothing past sequence ${from}`);
       }
@@ -238,9 +239,9 @@ export class TxnIndex implements Visibility {
    */
   private apply(partition: number, part: PartitionIndex, item: StoredItem): boolean {
     if (isForeign(item)) {
-      if (endOf(item) <= part.next || item.format !== FOREIGN_KAFKA) return true;
+      if (itemEnd(item) <= part.next || item.format !== FOREIGN_KAFKA) return true;
       const producerId = transactionalProducer(item.bytes);
-      return producerId < 0 || this.records(partition, part, producerId, Math.max(item.firstSeq, part.next), endOf(item) - Math.max(item.firstSeq, part.next));
+      return producerId < 0 || this.records(partition, part, producerId, Math.max(item.firstSeq, part.next), itemEnd(item) - Math.max(item.firstSeq, part.next));
     }
     if (item.seq < part.next) return true;
     const commit = item.subject === CONTROL_SUBJECT_COMMIT;
@@ -494,10 +495,6 @@ async function filesIn(dir: string): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-function endOf(item: StoredItem): number {
-  return isForeign(item) ? item.firstSeq + item.count : item.seq + 1;
 }
 
 /** Whether a copied item is a transaction's: a transactional batch, or a marker. */
