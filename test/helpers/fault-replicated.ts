@@ -156,7 +156,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
       if (typeof at === "string") leaders.set(`${s.name}/0`, at);
       else extra.push({ check: "not-converged", detail: `${s.name}: replicas not all current ${CONVERGE_MS} ms after healing: ${JSON.stringify(at)}` });
     }
-    const topicAt = await topicConverged(admin, brokers);
+    const topicAt = await topicConverged(admin, brokers, ackedEnds(history));
     if (typeof topicAt === "string") for (let p = 0; p < TOPIC_PARTITIONS; p++) leaders.set(`${REPLICATED_TOPIC}/${p}`, topicAt.split(",")[p]);
     else extra.push({ check: "not-converged", detail: `${REPLICATED_TOPIC}: partitions not all in sync ${CONVERGE_MS} ms after healing: ${JSON.stringify(topicAt)}` });
     const final = await readStreams(cluster, streams);
@@ -260,14 +260,33 @@ async function followerOf(jsm: JetStreamManager, admin: Admin, brokers: Map<numb
 }
 
 /** Waits for every partition of the topic to have its three replicas in sync; the leaders' names, comma-separated, or the last Metadata if it never did. */
-async function topicConverged(admin: Admin, brokers: Map<number, string>): Promise<string | unknown> {
+/** Per partition of the topic, the offset after the highest one acknowledged to a producer. */
+function ackedEnds(history: History): number[] {
+  const ends = new Array<number>(TOPIC_PARTITIONS).fill(0);
+  for (const op of history.ops) {
+    if (op.type !== "ack" || !("log" in op) || !op.log.startsWith(`${REPLICATED_TOPIC}/`)) continue;
+    const p = Number(op.log.slice(REPLICATED_TOPIC.length + 1));
+    ends[p] = Math.max(ends[p], (op as { offset: number }).offset + 1);
+  }
+  return ends;
+}
+
+/**
+ * Waits for every partition of the topic to have a leader and three replicas
+ * in sync, and a high watermark past what was acknowledged: a leader
+ * restarted within its epoch (a disk fault on the node) serves its records
+ * again only once its followers have fetched from it.
+ */
+async function topicConverged(admin: Admin, brokers: Map<number, string>, ackedEnd: number[]): Promise<string | unknown> {
   const deadline = Date.now() + CONVERGE_MS;
   let last: unknown;
   for (;;) {
     try {
       const ps = await topicPartitions(admin);
       last = ps;
-      if (ps.length === TOPIC_PARTITIONS && ps.every((p) => p.leader >= 0 && p.isr.length === 3)) return ps.map((p) => brokers.get(p.leader) ?? String(p.leader)).join(",");
+      const highs = ps.length === TOPIC_PARTITIONS && ps.every((p) => p.leader >= 0 && p.isr.length === 3) ? await admin.fetchTopicOffsets(REPLICATED_TOPIC) : [];
+      last = { partitions: ps, highs };
+      if (highs.length === TOPIC_PARTITIONS && highs.every((h) => Number(h.high) >= ackedEnd[h.partition])) return ps.map((p) => brokers.get(p.leader) ?? String(p.leader)).join(",");
     } catch (err) {
       last = (err as Error).message;
     }
