@@ -18,7 +18,7 @@
  * writes the history of a passing run too.
  */
 
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,7 +34,20 @@ const seconds = Number(process.env.FAULT_SECONDS ?? (soak ? 300 : 40));
 const asked = process.env.FAULT_KINDS?.split(",").map((k) => k.trim()) as FaultKind[] | undefined;
 const kinds = asked;
 
-test(`a seeded random schedule of leader faults over replicated streams loses no acknowledged write (seed ${seed}, ${seconds} s)`, { timeout: (Math.ceil(seconds * 1.5) + 180) * 1000 }, async () => {
+// Every wait of a run is bounded, so the slowest failing run (each convergence wait spent) still ends well inside this.
+const timeoutMs = (Math.ceil(seconds * 1.5) + 600) * 1000;
+
+// A client left running (a KafkaJS consumer retrying brokers gone) would keep this process, and the whole test run, alive
+// for good: once the test is over the process gets a minute to exit, then names what holds it and fails.
+after(() => {
+  setTimeout(() => {
+    const held = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles().map((h) => h.constructor.name);
+    console.error(`fault-replicated: the process did not exit a minute after its test ended; still open: ${held.join(", ")}`);
+    process.exit(1);
+  }, 60_000).unref();
+});
+
+test(`a seeded random schedule of leader faults over replicated streams loses no acknowledged write (seed ${seed}, ${seconds} s)`, { timeout: timeoutMs }, async () => {
   assert.ok(Number.isInteger(seed) && seed >= 0, `FAULT_SEED must be a whole number, got ${process.env.FAULT_SEED}`);
   if (asked !== undefined) for (const k of asked) assert.ok(REPLICATED_KINDS.includes(k), `FAULT_KINDS: no fault kind ${k} (${REPLICATED_KINDS.join(", ")})`);
   const run = await runReplicatedScenario({ seed, durationMs: seconds * 1000, log: (l) => console.log(l), ...(kinds !== undefined ? { kinds } : {}) });

@@ -61,6 +61,8 @@ const TARGETS = [...REPLICATED_STREAMS.map((s) => s.name), ...Array.from({ lengt
 const CONSUMER = "reader";
 /** How long one client may take to close. */
 const CLOSE_MS = 10_000;
+/** How long the load's workers may take to stop once told to: past it, a hang to report (a Kafka send retries for up to a minute). */
+const WORKERS_MS = 90_000;
 /** How long the healed cluster may take to bring every replica current: past it, a hang to report. */
 const CONVERGE_MS = 60_000;
 
@@ -106,14 +108,14 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     const brokers = await brokerNames(admin, cluster);
     log(`${REPLICATED_TOPIC} partition leaders: ${(await topicPartitions(admin)).map((p) => `${p.partitionId}→${brokers.get(p.leader) ?? p.leader}`).join(", ")}`);
     let running = true;
-    const workers = [
-      kafkaProducer(kafka, history, () => running, REPLICATED_TOPIC),
-      kafkaGroupReader(kafka, history, () => running, closers, REPLICATED_TOPIC, KAFKA_GROUP),
-      committedFetcher(kafka, history, () => running, REPLICATED_TOPIC, KAFKA_GROUP),
-      ...[0, 1].map((w) => jsPublisher(cluster, streams, history, `jp${w}`, () => running, closers)),
-      jsReader(cluster, streams, history, () => running, closers),
-      ...streams.map((s) => consumerReader(cluster, s.name, history, () => running, closers)),
-      ackFloorFetcher(jsm, streams, history, () => running),
+    const workers: Array<[string, Promise<void>]> = [
+      ["kafka producer", kafkaProducer(kafka, history, () => running, REPLICATED_TOPIC)],
+      ["kafka group reader", kafkaGroupReader(kafka, history, () => running, closers, REPLICATED_TOPIC, KAFKA_GROUP)],
+      ["kafka committed-offsets fetcher", committedFetcher(kafka, history, () => running, REPLICATED_TOPIC, KAFKA_GROUP)],
+      ...[0, 1].map((w): [string, Promise<void>] => [`jetstream publisher jp${w}`, jsPublisher(cluster, streams, history, `jp${w}`, () => running, closers)]),
+      ["jetstream reader", jsReader(cluster, streams, history, () => running, closers)],
+      ...streams.map((s): [string, Promise<void>] => [`consumer reader of ${s.name}`, consumerReader(cluster, s.name, history, () => running, closers)]),
+      ["ack floor fetcher", ackFloorFetcher(jsm, streams, history, () => running)],
     ];
     const start = Date.now();
     for (const f of schedule) {
@@ -147,9 +149,10 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     // A last stretch of load on the healed cluster: what was held in a partition arrives, retries finish.
     await sleep(2000);
     running = false;
-    await Promise.all(workers);
-
     const extra: Problem[] = [];
+    // Each worker finishes its operation in flight and stops; one that does not is a hang to report, not to wait for.
+    const stuck = await unfinished(workers, WORKERS_MS);
+    if (stuck.length > 0) extra.push({ check: "not-converged", detail: `still running ${WORKERS_MS} ms after the load stopped: ${stuck.join(", ")}` });
     const leaders = new Map<string, string>();
     for (const s of streams) {
       const at = await converged(jsm, s.name);
@@ -193,6 +196,16 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     await closeAll(closers);
     await cluster.close();
   }
+}
+
+/** The names of the workers still running after `ms`. */
+async function unfinished(workers: ReadonlyArray<[string, Promise<void>]>, ms: number): Promise<string[]> {
+  const done = new Set<string>();
+  let timer: NodeJS.Timeout | undefined;
+  const all = Promise.all(workers.map(([name, w]) => w.catch(() => undefined).then(() => void done.add(name))));
+  await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+  return workers.map(([name]) => name).filter((name) => !done.has(name));
 }
 
 /** Kafka broker ids by node name's broker: Metadata names brokers by id, the cluster's nodes by their Kafka address. */
