@@ -439,7 +439,21 @@ export class StreamReplicas {
       }
     }
     if (local === undefined || placed === undefined || this.closed) return;
-    for (let p = 0; p < partitions; p++) await this.settlePartition(name, local, placed, p);
+    for (let p = 0; p < partitions && !this.closed; p++) await this.settlePartition(name, local, placed, p);
+  }
+
+  /**
+   * Keeps a role taken up by a settle, unless close() ran while it was
+   * being taken up: close() ended the roles it found, not this one, whose
+   * follower would fetch (and keep its process alive) and whose leader
+   * would take writes after the node is gone.
+   */
+  private async keep(key: string, p: number, role: Role): Promise<void> {
+    if (!this.closed) {
+      this.roles.set(key, role);
+      return;
+    }
+    await this.end(p, role, "the server is shutting down");
   }
 
   private async settlePartition(name: string, stream: Stream, placed: PlacedStream, p: number): Promise<void> {
@@ -478,7 +492,7 @@ export class StreamReplicas {
       // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
-      this.roles.set(key, led);
+      await this.keep(key, p, led);
       return;
     }
     if (role?.kind === "follower" && role.epoch === epoch && role.leader === leader) return;
@@ -494,7 +508,7 @@ export class StreamReplicas {
       next.consumers = copied;
       stream.replicaConsumers = copied;
     }
-    this.roles.set(key, next);
+    await this.keep(key, p, next);
   }
 
   /**
@@ -615,7 +629,8 @@ export class StreamReplicas {
         logger.warn(`cluster: partition ${p} of stream "${name}": ${r.how} ${r.messages} messages of ${r.from}..${r.to}, ${r.why}, following ${leader} in epoch ${epoch}`);
       },
     });
-    follower.start();
+    // Closed while this was set up: the role is ended at once (keep), and its follower never fetches.
+    if (!this.closed) follower.start();
     stream.followerCopy = true;
     if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
