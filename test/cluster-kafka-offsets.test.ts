@@ -5,8 +5,10 @@
  * leader is the group's coordinator; when that node goes, an in-sync
  * follower of the partition takes it over and becomes the coordinator with
  * every acknowledged commit, so the group resumes where it was instead of
- * reading everything again. Clients may read the internal topic but not
- * produce to it, create it or delete it.
+ * reading everything again. A coordinator cut off from etcd past its
+ * lease answers its group requests COORDINATOR_NOT_AVAILABLE, not from
+ * what it holds. Clients may read the internal topic but not produce to
+ * it, create it or delete it.
  */
 
 import { test, before, after } from "node:test";
@@ -16,7 +18,8 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { findCoordinator } from "./helpers/kafka-raw.js";
+import { findCoordinator, frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import type { Reader } from "../src/protocols/kafka/codec.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -32,6 +35,16 @@ function client(): InstanceType<typeof Kafka> {
   return new Kafka({ clientId: "offsets-test", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 15, initialRetryTime: 200, maxRetryTime: 2000 } });
 }
 
+/** One request to broker `n` on a connection of its own, its answer read by `read`. */
+async function ask<T>(n: NagareServer, request: Buffer, read: (r: Reader) => T): Promise<T> {
+  const k = await RawKafka.open(n.kafkaPort!, REQUEST_MS);
+  try {
+    k.send(request);
+    return read(await k.response(0, REQUEST_MS));
+  } finally {
+    k.destroy();
+  }
+}
 
 /** The coordinator every live broker names, once they agree and it is up. */
 async function coordinatorOf(group: string): Promise<number> {
@@ -122,6 +135,69 @@ test("committed offsets are replicated: the group coordinator's node goes, an in
     await consumer.disconnect();
   }
   assert.deepEqual(again.sort(), ["v30", "v31", "v32", "v33", "v34", "v35"], "nothing committed before the coordinator went is read again");
+});
+
+/** OffsetFetch v1 of one partition, asked of broker `n`: its error and offset. */
+function offsetFetch(n: NagareServer, group: string, topic: string): Promise<{ error: number; offset: number }> {
+  return ask(n, frame(9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0)), (r) => {
+    r.arrayLength();
+    r.string();
+    r.arrayLength();
+    r.i32();
+    const offset = r.i64();
+    r.nullableString();
+    return { error: r.i16(), offset };
+  });
+}
+
+/** The group's other requests, asked of broker `n`: the error each answers with (OffsetCommit v2's for its one partition). */
+async function groupErrors(n: NagareServer, group: string, topic: string): Promise<{ commit: number; heartbeat: number; join: number }> {
+  const commit = await ask(n, frame(8, 2, (w) => w.string(group).i32(-1).string("").i64(-1).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(9).nullableString(null)), (r) => {
+    r.arrayLength();
+    r.string();
+    r.arrayLength();
+    r.i32();
+    return r.i16();
+  });
+  const heartbeat = await ask(n, frame(12, 0, (w) => w.string(group).i32(1).string("member")), (r) => r.i16());
+  const join = await ask(n, frame(11, 0, (w) => w.string(group).i32(10_000).string("").string("consumer").arrayLength(1).string("range").nullableBytes(Buffer.alloc(0))), (r) => r.i16());
+  return { commit, heartbeat, join };
+}
+
+test("a coordinator that lost its lease answers no offsets from what it holds: another broker may coordinate the group by now", async () => {
+  const topic = "fenced-offsets";
+  const group = "fenced";
+  const admin = client().admin();
+  await admin.connect();
+  try {
+    // Two replicas: the first test took a broker away.
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+    await admin.setOffsets({ groupId: group, topic, partitions: [{ partition: 0, offset: "7" }] });
+  } finally {
+    await admin.disconnect();
+  }
+  const coordinator = await coordinatorOf(group);
+  const node = live().find((n) => brokerId(n) === coordinator)!;
+  assert.deepEqual(await offsetFetch(node, group, topic), { error: 0, offset: 7 });
+  // Cut off from etcd, its lease runs out: a pause or a partition looks the same to it, and the others may have moved on.
+  await cluster.etcd.kill();
+  try {
+    await waitUntil(() => !node.cluster!.membership.holdsLease(), "the coordinator to lose its lease", 15_000);
+    // COORDINATOR_NOT_AVAILABLE (15): clients look for the coordinator again.
+    assert.deepEqual(await offsetFetch(node, group, topic), { error: 15, offset: -1 });
+    assert.deepEqual(await groupErrors(node, group, topic), { commit: 15, heartbeat: 15, join: 15 });
+    // Whatever it names, it answers: clients go on asking until etcd is back.
+    assert.ok([0, 15].includes((await findCoordinator(node.kafkaPort!, group, 0)).error));
+  } finally {
+    await cluster.etcd.start();
+  }
+  await waitUntil(() => live().every((n) => n.cluster!.membership.holdsLease()), "every node to hold a lease again", 30_000);
+  // Served again by whichever broker coordinates the group now (asked each time: leaderships may still move), every commit there.
+  await waitUntilAsync(async () => {
+    const named = await findCoordinator(live()[0].kafkaPort!, group, 0);
+    const now = live().find((n) => brokerId(n) === named.id);
+    return named.error === 0 && now !== undefined && (await offsetFetch(now, group, topic)).offset === 7;
+  }, "the group's offsets served again", 30_000);
 });
 
 test("clients may read __consumer_offsets but not produce to it, create it or delete it", async () => {

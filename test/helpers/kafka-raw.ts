@@ -65,13 +65,23 @@ export class RawKafka {
     });
   }
 
-  static open(port: number): Promise<RawKafka> {
+  /** Connects to `port`; with `ms`, rejects (and drops the socket) if the connection is not made within it. */
+  static open(port: number, ms?: number): Promise<RawKafka> {
     return new Promise((resolve, reject) => {
+      const timer = ms === undefined ? undefined : setTimeout(() => {
+        s.destroy();
+        reject(new Error(`no connection to port ${port} within ${ms} ms`));
+      }, ms);
       const s = connect(port, "127.0.0.1", () => {
-        s.off("error", reject);
+        clearTimeout(timer);
+        s.off("error", failed);
         resolve(new RawKafka(s));
       });
-      s.once("error", reject);
+      const failed = (err: Error): void => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      s.once("error", failed);
     });
   }
 
@@ -79,11 +89,23 @@ export class RawKafka {
     this.socket.write(b);
   }
 
-  /** The n-th response (0-based), once it has arrived; rejects if the connection closes first. */
-  async response(n: number): Promise<Reader> {
+  /**
+   * The n-th response (0-based), once it has arrived; rejects if the
+   * connection closes first, or with `ms`, if it has not come within it (a
+   * broker must answer every request: a test fails rather than hangs).
+   */
+  async response(n: number, ms?: number): Promise<Reader> {
+    const deadline = ms === undefined ? Infinity : Date.now() + ms;
     while (this.responses.length <= n) {
       if (this.closed) throw new Error(`connection closed before response ${n}`);
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no response ${n} within ${ms} ms`);
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        if (left !== Infinity) timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
     }
     return this.responses[n];
   }
@@ -124,12 +146,19 @@ export class RawKafka {
   }
 }
 
+/**
+ * Longest a test's raw request waits to connect and for its answer. A
+ * broker answers every request, if only with an error: silence fails the
+ * test instead of hanging it.
+ */
+export const REQUEST_MS = 10_000;
+
 /** FindCoordinator v1 asked of the broker at `port`: key type 0 a group, 1 a transactional id; the error and the coordinator's id. */
 export async function findCoordinator(port: number, key: string, keyType: 0 | 1): Promise<{ error: number; id: number }> {
-  const k = await RawKafka.open(port);
+  const k = await RawKafka.open(port, REQUEST_MS);
   try {
     k.send(frame(10, 1, (w) => w.string(key).i8(keyType)));
-    const r = await k.response(0);
+    const r = await k.response(0, REQUEST_MS);
     r.i32(); // throttle
     const error = r.i16();
     r.nullableString();
