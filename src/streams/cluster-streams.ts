@@ -49,6 +49,16 @@ export interface PlacedStream {
 }
 
 /** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
+/**
+ * The partitions a stream keeps taking publishes for while its replication
+ * roles change: those led here before and still, and, if replicated, with
+ * their gate in place. A replicated partition without one (just added, or
+ * the node just started) would acknowledge a write stored only here.
+ */
+export function keptLeading(led: readonly boolean[], before: readonly boolean[] | null, gated: (p: number) => boolean): boolean[] {
+  return led.map((l, p) => l && (before === null || before[p] === true) && gated(p));
+}
+
 export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p: number): readonly string[] {
   return placed.replicas?.[p] ?? [placed.leaders[p]];
 }
@@ -246,13 +256,14 @@ export class ClusterStreams {
     // A move's target does not lead the moving partition, nor a follower the ones it replicates: publishes routed to them are
     // dropped. Partitions given up stop taking publishes before their replication changes; new ones take them once it is set up.
     const led = placed.leaders.map((l) => l === self);
-    const before = stream.ledHere;
-    const kept = led.map((l, p) => l && (before === null || before[p] === true));
+    const gated = (p: number): boolean => replicasOf(placed, p).length <= 1 || stream.replicaGate(p) !== undefined;
+    const kept = keptLeading(led, stream.ledHere, gated);
     stream.ledHere = kept.every((l) => l) ? null : kept;
     await this.replicaRoles(account, name, stream, placed);
     // Its replicated partitions are capped at their high watermarks now: what it stores gets stream sequences from here on.
     stream.order?.release();
-    stream.ledHere = led.every((l) => l) ? null : led;
+    const leading = keptLeading(led, null, gated);
+    stream.ledHere = leading.every((l) => l) ? null : leading;
     // Consumers (on the first partition's leader) taken over in a failover deliver from now on.
     if (led[0] && !kept[0]) for (const c of stream.consumers.values()) c.notify();
     for (const l of this.moveListeners) l(account, name, placed);

@@ -226,6 +226,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
       this.unbind(s);
       this.bindSubjects(s);
       this.refuseConfirmsUntilPlaced(s);
+      // Found on disk: what leads where, and whether its replication is set up, is known once the cluster settles it
+      // (cluster-streams.ts sets ledHere); a publish taken before would be acknowledged on this node alone.
+      s.ledHere = s.partitions.map(() => false);
     }
   }
 
