@@ -104,18 +104,18 @@ export function encodedSize(item: StoredItem): number {
 /** The bytes of an encodeBatch answer with no items. */
 export const EMPTY_BATCH_BYTES = 5;
 
-/** Encodes scanStored's items for a copy. */
-export function encodeBatch(items: readonly StoredItem[]): Buffer {
+/** Encodes scanStored's items for a copy, after `headRoom` bytes left for the caller (its answer's header, written there without copying the batch again). */
+export function encodeBatch(items: readonly StoredItem[], headRoom = 0): Buffer {
   const subjects = items.map((m) => Buffer.from(m.subject));
-  let size = 5;
+  let size = headRoom + 5;
   for (let i = 0; i < items.length; i++) {
     const m = items[i];
     size += isForeign(m) ? FOREIGN_HEAD + subjects[i].length + m.bytes.length : MSG_HEAD + subjects[i].length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + m.data.length;
   }
   const b = Buffer.allocUnsafe(size);
-  b[0] = BATCH_MARK;
-  b.writeUInt32LE(items.length, 1);
-  let at = 5;
+  b[headRoom] = BATCH_MARK;
+  b.writeUInt32LE(items.length, headRoom + 1);
+  let at = headRoom + 5;
   for (let i = 0; i < items.length; i++) {
     const m = items[i];
     if (isForeign(m)) {

@@ -206,12 +206,10 @@ function encodeError(code: ReplicaErrorCode, why: string): Buffer {
 function encodeFetchAnswer(a: FetchAnswer): Buffer {
   const { items, ...header } = a;
   const head = Buffer.from(JSON.stringify(header));
-  const body = encodeBatch(items);
-  const out = Buffer.allocUnsafe(5 + head.length + body.length);
+  const out = encodeBatch(items, 5 + head.length);
   out[0] = ANSWER_MARK;
   out.writeUInt32LE(head.length, 1);
   head.copy(out, 5);
-  body.copy(out, 5 + head.length);
   return out;
 }
 
