@@ -48,7 +48,6 @@ export interface PlacedStream {
   minIsr?: number;
 }
 
-/** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
 /**
  * The partitions a stream keeps taking publishes for while its replication
  * roles change: those led here before and still, and, if replicated, with
@@ -59,6 +58,7 @@ export function keptLeading(led: readonly boolean[], before: readonly boolean[] 
   return led.map((l, p) => l && (before === null || before[p] === true) && gated(p));
 }
 
+/** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
 export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p: number): readonly string[] {
   return placed.replicas?.[p] ?? [placed.leaders[p]];
 }
@@ -140,9 +140,15 @@ export interface StreamDirectory {
  */
 type Cause = "start" | "changed" | "removed" | "vanished";
 
+/** A failed settle is tried again after this, doubling up to RETRY_MAX_MS. */
+const RETRY_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
 export class ClusterStreams {
   /** The last settle of each `<account>/<stream>` still running: one at a time per stream. */
   private readonly ops = new Map<string, Promise<void>>();
+  /** Settles that failed in a row, by `<account>/<stream>`: a retry's back-off. */
+  private readonly failures = new Map<string, number>();
   private closed = false;
 
   private constructor(
@@ -187,12 +193,44 @@ export class ClusterStreams {
     const key = `${account}/${stream}`;
     const prev = this.ops.get(key) ?? Promise.resolve();
     const run = prev.then(() => this.apply(account, stream, cause));
-    const tail = run.catch((err: Error) => this.log.error(`cluster: stream ${stream} of account ${account}: ${err.message}`));
+    const tail = run.then(
+      () => void this.failures.delete(key),
+      (err: Error) => {
+        this.log.error(`cluster: stream ${stream} of account ${account}: ${err.message}`);
+        this.retry(account, stream, cause);
+      },
+    );
     this.ops.set(key, tail);
     void tail.then(() => {
       if (this.ops.get(key) === tail) this.ops.delete(key);
     });
     return run;
+  }
+
+  /**
+   * Settles a stream again after a settle failed (etcd or the disk refusing
+   * for a moment), sooner the first times: left as it is, a stream found on
+   * disk would take no publish until its placement next changed.
+   */
+  private retry(account: string, stream: string, cause: Cause): void {
+    if (this.closed) return;
+    const key = `${account}/${stream}`;
+    const failures = (this.failures.get(key) ?? 0) + 1;
+    this.failures.set(key, failures);
+    const timer = setTimeout(() => {
+      if (!this.closed && this.failures.get(key) === failures) void this.settle(account, stream, cause).catch(() => undefined);
+    }, Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.min(failures - 1, 10)));
+    timer.unref();
+  }
+
+  /**
+   * Whether partition `p` of `stream` is replicated by its placement but
+   * has no gate here yet (its role is being set up): a write taken now
+   * would be acknowledged on this node alone.
+   */
+  awaitsGate(account: string, stream: Stream, p: number): boolean {
+    const placed = this.directory.get(account, stream.config.name)?.placement;
+    return placed !== undefined && replicasOf(placed, p).length > 1 && stream.replicaGate(p) === undefined;
   }
 
   /** An account's local streams and placements, all settled. */
@@ -259,11 +297,17 @@ export class ClusterStreams {
     const gated = (p: number): boolean => replicasOf(placed, p).length <= 1 || stream.replicaGate(p) !== undefined;
     const kept = keptLeading(led, stream.ledHere, gated);
     stream.ledHere = kept.every((l) => l) ? null : kept;
-    await this.replicaRoles(account, name, stream, placed);
-    // Its replicated partitions are capped at their high watermarks now: what it stores gets stream sequences from here on.
-    stream.order?.release();
-    const leading = keptLeading(led, null, gated);
-    stream.ledHere = leading.every((l) => l) ? null : leading;
+    try {
+      await this.replicaRoles(account, name, stream, placed);
+      // Its replicated partitions are capped at their high watermarks now: what it stores gets stream sequences from here on.
+      stream.order?.release();
+    } finally {
+      // Even when a role failed to set up (the settle is retried): a partition is led here with its gate, or not at all.
+      const leading = keptLeading(led, null, gated);
+      stream.ledHere = leading.every((l) => l) ? null : leading;
+      // Limits an update brought while nothing was taken as led here (a start) reach the partitions led here now.
+      stream.applyLimits();
+    }
     // Consumers (on the first partition's leader) taken over in a failover deliver from now on.
     if (led[0] && !kept[0]) for (const c of stream.consumers.values()) c.notify();
     for (const l of this.moveListeners) l(account, name, placed);

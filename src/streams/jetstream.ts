@@ -226,9 +226,6 @@ export class JetStream implements DeliveryHost, StorageQuota {
       this.unbind(s);
       this.bindSubjects(s);
       this.refuseConfirmsUntilPlaced(s);
-      // Found on disk: what leads where, and whether its replication is set up, is known once the cluster settles it
-      // (cluster-streams.ts sets ledHere); a publish taken before would be acknowledged on this node alone.
-      s.ledHere = s.partitions.map(() => false);
     }
   }
 
@@ -256,6 +253,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   /** appendAt's append at this node, the partition's leader: the doors' hooks first, then the append as any write. */
   async appendHere(stream: Stream, partition: number, input: AppendInput): Promise<number> {
+    // A replicated partition whose role is not set up yet has no gate: the append would be acknowledged on this node alone.
+    if (this.cluster?.awaitsGate(this.account.name, stream, partition) === true) throw Errors.storeFailed(`the replication of partition ${partition} of stream ${stream.config.name} is being set up`);
     const after: Array<() => void> = [];
     for (const hook of this.appendAtHooks) {
       const then = await hook(stream, partition, input);
@@ -491,6 +490,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
       if (partitionCount > 1) stream.useOrder(await this.openOrder(stream, held));
       // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.
       else if (stream.dir !== null && (await access(join(stream.dir, ORDER_FILE)).then(() => true, () => false))) await removeFileDurably(join(stream.dir, ORDER_FILE));
+      // Found on disk by a clustered node: which partitions it leads, and whether their replication is set up, is known once
+      // the cluster settles the stream (cluster-streams.ts sets ledHere). A publish taken before (the client listener opens
+      // before the node joins the cluster) would be acknowledged on this node alone.
+      if (held) stream.ledHere = stream.partitions.map(() => false);
     } catch (err) {
       for (const p of partitions) await p.close().catch(() => undefined);
       throw err;

@@ -414,7 +414,11 @@ export class Stream {
   updateConfig(next: StreamConfig): void {
     this.config = next;
     this.compileTransforms();
-    // A partition another node leads keeps its limits off: its removals are its leader's (a follower, a move's target).
+    this.applyLimits();
+  }
+
+  /** Sets the configuration's limits on the partitions led here. A partition another node leads keeps its limits off: its removals are its leader's (a follower, a move's target). */
+  applyLimits(): void {
     const limits = this.limits();
     for (let p = 0; p < this.partitions.length; p++) if (this.ledHere === null || this.ledHere[p] === true) this.partitions[p].setLimits(limits);
   }
