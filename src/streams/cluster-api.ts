@@ -80,6 +80,17 @@ export function nodeToken(name: string): string {
 }
 
 /** The stream a request names: an ack's or flow control's, or a stream-scoped API's (streamOfSubject). */
+/** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
+function awaitsLeader(subject: string): boolean {
+  return (
+    subject.startsWith("$JS.API.CONSUMER.") ||
+    subject.startsWith("$JS.ACK.") ||
+    subject.startsWith("$JS.FC.") ||
+    subject.startsWith("$JS.API.STREAM.PURGE.") ||
+    subject.startsWith("$JS.API.STREAM.MSG.DELETE.")
+  );
+}
+
 function streamOfRequest(subject: string): string | undefined {
   return subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
 }
@@ -265,16 +276,18 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * A consumer request (or ack) for a replicated stream the placement says
-   * this node leads, before it has taken the leadership up (a takeover
-   * adopting the consumers copied from the old leader, a stream just
-   * created): served once it has, within ROLE_WAIT_MS, else answered
-   * offline. Any request but a delete while this node holds no lease (cut
-   * off from etcd, or paused past it: it may have been replaced) is
-   * answered offline at once. Served at once, either
-   * would be answered from a state that is not the stream's (a consumer not
-   * found, an ack floor behind a confirmed ack). An unreplicated stream's
-   * only copy is served as before. True when taken care of here.
+   * A consumer request (or ack), purge or message delete for a replicated
+   * stream the placement says this node leads, before it has taken the
+   * leadership up (a takeover adopting the consumers copied from the old
+   * leader, a stream just created, a node just started): served once it
+   * has, within ROLE_WAIT_MS, else answered offline. Any request but a
+   * delete while this node holds no lease (cut off from etcd, or paused
+   * past it: it may have been replaced) is answered offline at once.
+   * Served at once, a consumer request would be answered from a state that
+   * is not the stream's (a consumer not found, an ack floor behind a
+   * confirmed ack), and a removal would not reach the followers. An
+   * unreplicated stream's only copy is served as before. True when taken
+   * care of here.
    */
   private awaitLeadership(subject: string, body: Buffer, reply: string): boolean {
     const name = streamOfRequest(subject);
@@ -287,8 +300,9 @@ export class ClusterApi implements Receiver {
       this.offline(subject, reply);
       return true;
     }
-    // What waits: what the consumers answer (their state comes with the leadership), not the stream's own requests.
-    if (this.replicas.leads(name) || !(subject.startsWith("$JS.API.CONSUMER.") || subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC."))) return false;
+    // What waits: what the consumers answer (their state comes with the leadership), and the stream's removals (a purge or a
+    // delete done before the leader's gate is up would be done on this copy alone); not the stream's other requests.
+    if (this.replicas.leads(name) || !awaitsLeader(subject)) return false;
     if (this.roleWaiters.length >= ROLE_WAITERS_MAX) {
       this.offline(subject, reply);
       return true;
