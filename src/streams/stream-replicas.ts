@@ -31,6 +31,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { settled } from "../util/settle.js";
+import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
@@ -64,6 +65,16 @@ const CONSUMERS_PARK_MS = 500;
 const CONSUMERS_REQUEST_MS = 2000;
 /** A follower's request for the leader's consumers: `<stream>.consumers`. */
 const CONSUMERS = "consumers";
+/**
+ * How often the high watermarks of the partitions replicated here are
+ * written down (Kafka's replica.high.watermark.checkpoint.interval.ms): a
+ * node that starts again leading a partition starts its readers from it,
+ * not from nothing, while its followers fetch again.
+ */
+const CHECKPOINT_MS = 5000;
+/** The checkpoint, in the account's store directory: per stream, its creation time (a stream made again under the name is another) and each partition's high watermark. */
+const CHECKPOINT_FILE = "replica-checkpoint.json";
+type Checkpoint = Record<string, { created: string; hw: number[] }>;
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -255,11 +266,66 @@ export class StreamReplicas {
   private readonly hook = (account: string, name: string, local: Stream | undefined, placed: PlacedStream | undefined): Promise<void> =>
     account === this.host.js.account.name ? this.settle(name, local, placed) : Promise.resolve();
 
+  /** The high watermarks written down, as last read (at start) or written. */
+  private checkpointed: Promise<Checkpoint>;
+  private readonly checkpointTimer: NodeJS.Timeout;
+  private checkpointing = false;
+
   constructor(private readonly host: ReplicaHost) {
     host.cluster.replicaHooks.add(this.hook);
     this.stopMembers = host.cluster.directory.onMembers(() => this.check());
     this.timer = setInterval(() => this.check(), CHECK_MS);
     this.timer.unref();
+    this.checkpointed = readCheckpoint(this.checkpointPath);
+    this.checkpointTimer = setInterval(() => void this.writeCheckpoint(), CHECKPOINT_MS);
+    this.checkpointTimer.unref();
+  }
+
+  private get checkpointPath(): string {
+    return join(this.host.js.options.storeDir, CHECKPOINT_FILE);
+  }
+
+  /** The high watermark written down for partition `p` of this very stream (not one made again under its name); undefined if none. */
+  private async savedHighWatermark(stream: Stream, p: number): Promise<number | undefined> {
+    const saved = (await this.checkpointed)[stream.config.name];
+    return saved !== undefined && saved.created === stream.created.toISOString() ? saved.hw[p] : undefined;
+  }
+
+  /** Writes the high watermarks of the partitions replicated here, when one moved on since the last time (every CHECKPOINT_MS). */
+  async writeCheckpoint(): Promise<void> {
+    if (this.checkpointing || this.closed) return;
+    this.checkpointing = true;
+    try {
+      const before = await this.checkpointed;
+      const next: Checkpoint = {};
+      // Streams still here keep what was written of them (one not settled since the start has its roles to come).
+      for (const [name, saved] of Object.entries(before)) {
+        const stream = this.host.js.streams.get(name);
+        if (stream !== undefined && stream.created.toISOString() === saved.created) next[name] = { created: saved.created, hw: [...saved.hw] };
+      }
+      let changed = Object.keys(next).length !== Object.keys(before).length;
+      for (const [key, role] of this.roles) {
+        if (role.stream.dir === null) continue;
+        const slash = key.lastIndexOf("/");
+        const name = key.slice(0, slash);
+        const p = Number(key.slice(slash + 1));
+        const hw = role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark;
+        const created = role.stream.created.toISOString();
+        const entry = next[name]?.created === created ? next[name] : (next[name] = { created, hw: [] });
+        if (hw > (entry.hw[p] ?? 0)) {
+          entry.hw[p] = hw;
+          changed = true;
+        }
+      }
+      if (!changed) return;
+      for (const entry of Object.values(next)) for (let p = 0; p < entry.hw.length; p++) entry.hw[p] ??= 0;
+      await writeJsonDurably(this.checkpointPath, next);
+      this.checkpointed = Promise.resolve(next);
+    } catch (err) {
+      this.host.js.options.log.warn(`cluster: writing the replicas' high watermarks: ${(err as Error).message}`);
+    } finally {
+      this.checkpointing = false;
+    }
   }
 
   private get self(): string {
@@ -273,6 +339,7 @@ export class StreamReplicas {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.checkpointTimer);
     this.stopMembers();
     this.host.cluster.replicaHooks.delete(this.hook);
     const roles = [...this.roles];
@@ -482,8 +549,9 @@ export class StreamReplicas {
         role.copies?.release();
         return;
       }
-      // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its epoch changed).
-      const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : undefined;
+      // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its
+      // epoch changed; at a start, the one written down last).
+      const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : await this.savedHighWatermark(stream, p);
       const consumers = role?.kind === "follower" ? role.consumers : null;
       if (role !== undefined) {
         this.roles.delete(key);
@@ -821,4 +889,20 @@ export class StreamReplicas {
 function span(log: MessageLog): string {
   const st = log.state();
   return st.messages === 0 ? `empty, next ${st.lastSeq + 1}` : `${st.messages} messages in ${st.firstSeq}..${st.lastSeq}`;
+}
+
+/** The checkpoint as written, or nothing when there is none or it cannot be read (the high watermarks then start from the logs). */
+async function readCheckpoint(path: string): Promise<Checkpoint> {
+  try {
+    const raw = await readJson(path);
+    if (raw === undefined || raw === null || typeof raw !== "object") return {};
+    const out: Checkpoint = {};
+    for (const [name, v] of Object.entries(raw as Record<string, unknown>)) {
+      const e = v as { created?: unknown; hw?: unknown };
+      if (typeof e?.created === "string" && Array.isArray(e.hw) && e.hw.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) out[name] = { created: e.created, hw: e.hw as number[] };
+    }
+    return out;
+  } catch {
+    return {};
+  }
 }

@@ -1,0 +1,104 @@
+/**
+ * The replicas' high-watermark checkpoint (stream-replicas.ts): a node
+ * that starts again as a partition's leader starts its readers from the
+ * high watermark it last wrote down (Kafka's replication-offset
+ * checkpoint), not from nothing while its followers fetch again; a stream
+ * made again under the same name does not inherit its predecessor's.
+ *
+ * The host is a stand-in (as stream-replicas-close.test.ts): this node
+ * "b" leads a partition replicated to "a", which never answers.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { StreamReplicas, type ReplicaHost } from "../src/streams/stream-replicas.js";
+import type { ClusterStreams, PlacedStream } from "../src/streams/cluster-streams.js";
+import type { Stream } from "../src/streams/stream.js";
+import { startJs, type JsHarness } from "./helpers/js.js";
+
+type Hook = (account: string, stream: string, local: Stream | undefined, placed: PlacedStream | undefined) => Promise<void>;
+
+function standIn(js: ReplicaHost["js"]): { host: ReplicaHost; hooks: Set<Hook> } {
+  const hooks = new Set<Hook>();
+  const cluster = { self: "b", replicaHooks: hooks, directory: { isLive: () => true, onMembers: () => () => {} } } as unknown as ClusterStreams;
+  const host: ReplicaHost = { js, cluster, request: () => new Promise<Buffer | null>(() => {}), answer: () => {}, holdsLease: () => true };
+  return { host, hooks };
+}
+
+/** Led by "b" with "a" as the other replica; `isr` as given. */
+function placement(account: string, isr: string[]): PlacedStream {
+  return { account, stream: "R", leaders: ["b"], tags: [], cluster: "c", subjects: ["r"], origin: "jetstream", config: {}, replicas: [["b", "a"]], epochs: [1], isr: [isr] };
+}
+
+/** A stream R of ten messages, on one node. */
+async function tenMessages(): Promise<{ h: JsHarness; stream: Stream }> {
+  const h = await startJs();
+  await (await jetstreamManager(h.nc)).streams.add({ name: "R", subjects: ["r"] });
+  const js = jetstream(h.nc);
+  for (let i = 0; i < 10; i++) await js.publish("r", `m${i}`);
+  return { h, stream: h.srv.jetstream!.streams.get("R")! };
+}
+
+/** Takes the leadership of R's partition up with a fresh StreamReplicas (as a node just started does) and returns what readers may read up to. */
+async function lead(h: JsHarness, isr: string[]): Promise<{ replicas: StreamReplicas; readable: number }> {
+  const js = h.srv.jetstream!;
+  const { host, hooks } = standIn(js);
+  const replicas = new StreamReplicas(host);
+  const [settle] = hooks;
+  await settle(js.account.name, "R", js.streams.get("R"), placement(js.account.name, isr));
+  assert.equal(replicas.leads("R"), true);
+  return { replicas, readable: js.streams.get("R")!.replicatedSeq(0) };
+}
+
+const checkpointFile = (h: JsHarness) => join(h.srv.jetstream!.options.storeDir, "replica-checkpoint.json");
+
+test("a leader started again reads its high watermark from the checkpoint, capped at its log", async () => {
+  const { h, stream } = await tenMessages();
+  try {
+    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: stream.created.toISOString(), hw: [8] } }));
+    const first = await lead(h, ["b", "a"]);
+    // Sequences below 8 were on every in-sync replica when it was written: readers see them at once.
+    assert.equal(first.readable, 7);
+    await first.replicas.close();
+    // A checkpoint past the log's end (the log lost what it had not synced) is held to the log.
+    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: stream.created.toISOString(), hw: [50] } }));
+    const second = await lead(h, ["b", "a"]);
+    assert.equal(second.readable, 10);
+    await second.replicas.close();
+  } finally {
+    await h.close();
+  }
+});
+
+test("a checkpoint of another stream of the same name, or none, gives nothing to read until the followers fetch", async () => {
+  const { h, stream } = await tenMessages();
+  try {
+    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: new Date(stream.created.getTime() - 1000).toISOString(), hw: [8] } }));
+    const other = await lead(h, ["b", "a"]);
+    assert.equal(other.readable, 0);
+    await other.replicas.close();
+    writeFileSync(checkpointFile(h), "{ torn");
+    const torn = await lead(h, ["b", "a"]);
+    assert.equal(torn.readable, 0);
+    await torn.replicas.close();
+  } finally {
+    await h.close();
+  }
+});
+
+test("the leader writes its high watermark down", async () => {
+  const { h, stream } = await tenMessages();
+  try {
+    // In sync alone: the high watermark is the log's end at once.
+    const { replicas, readable } = await lead(h, ["b"]);
+    assert.equal(readable, 10);
+    await replicas.writeCheckpoint();
+    assert.deepEqual(JSON.parse(readFileSync(checkpointFile(h), "utf8")), { R: { created: stream.created.toISOString(), hw: [11] } });
+    await replicas.close();
+  } finally {
+    await h.close();
+  }
+});
