@@ -37,10 +37,12 @@ test("a replicated partition takes publishes only once its gate is in place; one
 const CONFIG = { name: "s", subjects: ["s.>"], storage: "file" };
 
 /** A directory of placements held in memory, this node "A" the only one; `adoptFailures` adopts fail first (etcd refusing). */
-function directory(placements: Map<string, PlacedStream>, adoptFailures = 0): StreamDirectory & { adopts: number } {
+function directory(placements: Map<string, PlacedStream>, adoptFailures = 0): StreamDirectory & { adopts: number; fire(stream: string): void } {
   const listeners: Array<(account: string, stream: string, placement: PlacedStream | undefined, resync: boolean) => void> = [];
   const d = {
     adopts: 0,
+    /** Tells the cluster's streams that `stream`'s placement changed (as the metadata watch does). */
+    fire: (stream: string) => listeners.forEach((l) => l("$G", stream, placements.get(stream), false)),
     self: "A",
     clusterName: "c",
     get: (_account: string, stream: string) => (placements.has(stream) ? { placement: placements.get(stream)!, revision: 1 } : undefined),
@@ -55,7 +57,7 @@ function directory(placements: Map<string, PlacedStream>, adoptFailures = 0): St
       if (d.adopts++ < adoptFailures) throw new Error("etcd: deadline exceeded");
       const p: PlacedStream = { account, stream, leaders: Array<string>(partitions).fill("A"), tags: [], cluster: "c", subjects, origin, config: config as PlacedStream["config"] };
       placements.set(stream, p);
-      queueMicrotask(() => listeners.forEach((l) => l(account, stream, p, false)));
+      queueMicrotask(() => d.fire(stream));
       return p;
     },
     remove: () => Promise.resolve(),
@@ -71,11 +73,11 @@ async function node(dir: string, clustered: boolean, account = new Account("$G")
   return JetStreams.start({ storeDir: dir, maxPayload: 1 << 20, log: memoryLog(), clustered }, [account], new Map([["$G", { ...UNLIMITED_JETSTREAM }]]));
 }
 
-async function withStreamOnDisk(f: (dir: string) => Promise<void>): Promise<void> {
+async function withStreamOnDisk(f: (dir: string) => Promise<void>, config: { name: string } = CONFIG, partitions = 1): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "nagare-kept-"));
   try {
     const first = await node(dir, false);
-    await first.global!.createStream(CONFIG);
+    await first.global!.createStream(config, partitions);
     await first.close();
     await f(dir);
   } finally {
@@ -152,4 +154,63 @@ test("a settle that failed (etcd refusing an adoption at start) is tried again u
       await js.close();
     }
   });
+});
+
+test("a retry waiting for a start's adoption is dropped once the stream is placed: a stream removed later is not placed again", async () => {
+  await withStreamOnDisk(async (dir) => {
+    const js = await node(dir, true);
+    const placements = new Map<string, PlacedStream>();
+    const dirOf = directory(placements, 1);
+    // The start's adoption is refused: a retry of it waits.
+    const cluster = await ClusterStreams.start(js, dirOf, memoryLog());
+    try {
+      assert.equal(dirOf.adopts, 1);
+      // Placed by another node meanwhile: settled as placed.
+      placements.set("s", { account: "$G", stream: "s", leaders: ["A"], tags: [], cluster: "c", subjects: ["s.>"], origin: "jetstream", config: CONFIG as PlacedStream["config"] });
+      dirOf.fire("s");
+      await waitUntil(() => js.global!.streams.get("s")?.ledHere === null, "the stream settled as placed");
+      // Then removed from the cluster, its first removal failing (a role that would not end): the removal is retried.
+      let failOnce = true;
+      cluster.replicaHooks.add(async (_account, _name, local) => {
+        // A removal ends the roles with no local stream named (the copy is deleted after).
+        if (local === undefined && failOnce) {
+          failOnce = false;
+          throw new Error("a role would not end");
+        }
+      });
+      placements.delete("s");
+      dirOf.fire("s");
+      await waitUntil(() => !js.global!.streams.has("s"), "the local copy of the removed stream deleted by the retried removal");
+      assert.equal(dirOf.adopts, 1, "the start's adoption was not tried again");
+      assert.equal(placements.has("s"), false);
+    } finally {
+      cluster.close();
+      await js.close();
+    }
+  });
+});
+
+test("a stream of several partitions whose roles failed to set up takes no publish while its order is held", async () => {
+  const config = { name: "k", subjects: ["k.>"], storage: "file" };
+  await withStreamOnDisk(
+    async (dir) => {
+      const js = await node(dir, true);
+      const placed: PlacedStream = { account: "$G", stream: "k", leaders: ["A", "A"], tags: [], cluster: "c", subjects: ["k.>"], origin: "jetstream", config: config as PlacedStream["config"] };
+      // A role that cannot be set up (a disk refusing its files): the order is never released.
+      const attach = js.attachCluster.bind(js);
+      js.attachCluster = (c) => {
+        c.replicaHooks.add(() => Promise.reject(new Error("role set-up failed")));
+        attach(c);
+      };
+      const cluster = await ClusterStreams.start(js, directory(new Map([["k", placed]])), memoryLog());
+      try {
+        assert.deepEqual(js.global!.streams.get("k")!.ledHere, [false, false]);
+      } finally {
+        cluster.close();
+        await js.close();
+      }
+    },
+    config,
+    2,
+  );
 });

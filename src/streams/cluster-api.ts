@@ -79,7 +79,6 @@ export function nodeToken(name: string): string {
   return /^[A-Za-z0-9_-]+$/.test(name) ? name : `x${Buffer.from(name).toString("hex")}`;
 }
 
-/** The stream a request names: an ack's or flow control's, or a stream-scoped API's (streamOfSubject). */
 /** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
 function awaitsLeader(subject: string): boolean {
   return (
@@ -91,11 +90,11 @@ function awaitsLeader(subject: string): boolean {
   );
 }
 
+/** The stream a request names: an ack's or flow control's, or a stream-scoped API's (streamOfSubject). */
 function streamOfRequest(subject: string): string | undefined {
   return subject.startsWith("$JS.ACK.") || subject.startsWith("$JS.FC.") ? ackStream(subject) : streamOfSubject(subject.split("."));
 }
 
-/** The stream a stream-scoped API, ack or flow-control subject names; undefined for the others (CREATE, NAMES, LIST, INFO). */
 /**
  * nats-server's `$JS.API.ACCOUNT.STREAM.MOVE.<account>.<stream>` and
  * `CANCEL_MOVE`: a system-account API there, which also serves the
@@ -106,6 +105,7 @@ export function isAccountStreamMove(t: string[]): boolean {
   return t[2] === "ACCOUNT" && t[3] === "STREAM" && (t[4] === "MOVE" || t[4] === "CANCEL_MOVE") && t.length === 7;
 }
 
+/** The stream a stream-scoped API, ack or flow-control subject names; undefined for the others (CREATE, NAMES, LIST, INFO). */
 export function streamOfSubject(t: string[]): string | undefined {
   const n = t.length;
   if (t[0] !== "$JS") return undefined;

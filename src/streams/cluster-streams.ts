@@ -147,8 +147,8 @@ const RETRY_MAX_MS = 30_000;
 export class ClusterStreams {
   /** The last settle of each `<account>/<stream>` still running: one at a time per stream. */
   private readonly ops = new Map<string, Promise<void>>();
-  /** Settles that failed in a row, by `<account>/<stream>`: a retry's back-off. */
-  private readonly failures = new Map<string, number>();
+  /** A settle to try again, by `<account>/<stream>`: its timer, the failures in a row (its back-off) and the failed settle's cause. */
+  private readonly retries = new Map<string, { timer: NodeJS.Timeout; failures: number; cause: Cause }>();
   private closed = false;
 
   private constructor(
@@ -194,7 +194,7 @@ export class ClusterStreams {
     const prev = this.ops.get(key) ?? Promise.resolve();
     const run = prev.then(() => this.apply(account, stream, cause));
     const tail = run.then(
-      () => void this.failures.delete(key),
+      () => this.settled(account, stream, cause),
       (err: Error) => {
         this.log.error(`cluster: stream ${stream} of account ${account}: ${err.message}`);
         this.retry(account, stream, cause);
@@ -215,12 +215,33 @@ export class ClusterStreams {
   private retry(account: string, stream: string, cause: Cause): void {
     if (this.closed) return;
     const key = `${account}/${stream}`;
-    const failures = (this.failures.get(key) ?? 0) + 1;
-    this.failures.set(key, failures);
+    const prev = this.retries.get(key);
+    // One retry per stream, of its latest failure: an older one's cause may no longer hold (a "start" adoption of a
+    // stream deleted since would place it again).
+    if (prev !== undefined) clearTimeout(prev.timer);
+    const failures = (prev?.failures ?? 0) + 1;
     const timer = setTimeout(() => {
-      if (!this.closed && this.failures.get(key) === failures) void this.settle(account, stream, cause).catch(() => undefined);
+      if (this.retries.get(key)?.timer !== timer) return;
+      this.retries.delete(key);
+      if (!this.closed) void this.settle(account, stream, cause).catch(() => undefined);
     }, Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.min(failures - 1, 10)));
     timer.unref();
+    this.retries.set(key, { timer, failures, cause });
+  }
+
+  /**
+   * A settle succeeded: a retry waiting is no longer needed once the stream
+   * is placed (any settle follows the placement), or when it was for this
+   * very cause; one for another cause of an unplaced stream (a removal
+   * after a start) still is.
+   */
+  private settled(account: string, stream: string, cause: Cause): void {
+    const key = `${account}/${stream}`;
+    const waiting = this.retries.get(key);
+    if (waiting === undefined) return;
+    if (waiting.cause !== cause && this.directory.get(account, stream) === undefined) return;
+    clearTimeout(waiting.timer);
+    this.retries.delete(key);
   }
 
   /**
@@ -302,8 +323,9 @@ export class ClusterStreams {
       // Its replicated partitions are capped at their high watermarks now: what it stores gets stream sequences from here on.
       stream.order?.release();
     } finally {
-      // Even when a role failed to set up (the settle is retried): a partition is led here with its gate, or not at all.
-      const leading = keptLeading(led, null, gated);
+      // Even when a role failed to set up (the settle is retried): a partition is led here with its gate, or not at all;
+      // and none while the order is still held (a publish would be stored and wait, unanswered, for a number).
+      const leading = stream.order?.isHeld === true ? led.map(() => false) : keptLeading(led, null, gated);
       stream.ledHere = leading.every((l) => l) ? null : leading;
       // Limits an update brought while nothing was taken as led here (a start) reach the partitions led here now.
       stream.applyLimits();

@@ -284,6 +284,11 @@ export class StreamOrder {
     });
   }
 
+  /** Whether it was opened `held` and not released yet. */
+  get isHeld(): boolean {
+    return this.held;
+  }
+
   /** Ends the hold of an order opened `held` (its partitions' caps are in place): what they show gets runs now. */
   release(): void {
     if (!this.held) return;
