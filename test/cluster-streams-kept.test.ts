@@ -94,80 +94,87 @@ function publish(account: Account, subject: string, inbox: string): Promise<stri
   });
 }
 
+/** `config` placed on this node "A" alone, leading its `partitions` partitions. */
+function placedHere(config: { name: string; subjects: string[] }, partitions = 1): PlacedStream {
+  return { account: "$G", stream: config.name, leaders: Array<string>(partitions).fill("A"), tags: [], cluster: "c", subjects: config.subjects, origin: "jetstream", config: config as PlacedStream["config"] };
+}
+
+interface SettledNode {
+  js: JetStreams;
+  account: Account;
+  cluster: ClusterStreams;
+}
+
+/**
+ * A clustered node opened over `dir` (its streams found on disk), joined to
+ * a cluster of `placements`: `f` runs once the start's settles are done.
+ * `beforeJoin` runs between the two, as a client could while the node starts.
+ */
+async function settledNode(dir: string, placements: StreamDirectory, f: (n: SettledNode) => Promise<void>, beforeJoin?: (js: JetStreams, account: Account) => void): Promise<void> {
+  const account = new Account("$G");
+  const js = await node(dir, true, account);
+  try {
+    beforeJoin?.(js, account);
+    const cluster = await ClusterStreams.start(js, placements, memoryLog());
+    try {
+      await f({ js, account, cluster });
+    } finally {
+      cluster.close();
+    }
+  } finally {
+    await js.close();
+  }
+}
+
 test("a clustered node's stream found on disk takes no publish before the cluster settles it, and takes them after", async () => {
   await withStreamOnDisk(async (dir) => {
-    const account = new Account("$G");
-    const js = await node(dir, true, account);
-    try {
-      const early = publish(account, "s.1", "_INBOX.early");
-      // Placed here alone (not replicated): once settled, the stream takes publishes again.
-      const placed: PlacedStream = { account: "$G", stream: "s", leaders: ["A"], tags: [], cluster: "c", subjects: ["s.>"], origin: "jetstream", config: CONFIG as PlacedStream["config"] };
-      const cluster = await ClusterStreams.start(js, directory(new Map([["s", placed]])), memoryLog());
-      try {
+    let early: Promise<string> | undefined;
+    // Placed here alone (not replicated): once settled, the stream takes publishes again.
+    await settledNode(
+      dir,
+      directory(new Map([["s", placedHere(CONFIG)]])),
+      async ({ js, account }) => {
         // The publish sent before the settle was dropped (never stored, never answered): the first stored is the next one.
         assert.equal(await publish(account, "s.2", "_INBOX.late"), JSON.stringify({ stream: "s", seq: 1 }));
         assert.equal(js.global!.streams.get("s")!.partitions[0].state().messages, 1);
-        assert.equal(await Promise.race([early, Promise.resolve("unanswered")]), "unanswered");
-      } finally {
-        cluster.close();
-      }
-    } finally {
-      await js.close();
-    }
+        assert.equal(await Promise.race([early!, Promise.resolve("unanswered")]), "unanswered");
+      },
+      (_js, account) => void (early = publish(account, "s.1", "_INBOX.early")),
+    );
   });
 });
 
 test("limits a placement changed while the node was down apply once it settles", async () => {
   await withStreamOnDisk(async (dir) => {
-    const js = await node(dir, true);
-    try {
-      const placed: PlacedStream = { account: "$G", stream: "s", leaders: ["A"], tags: [], cluster: "c", subjects: ["s.>"], origin: "jetstream", config: { ...CONFIG, max_msgs: 3 } as PlacedStream["config"] };
-      const cluster = await ClusterStreams.start(js, directory(new Map([["s", placed]])), memoryLog());
-      try {
-        const s: Stream = js.global!.streams.get("s")!;
-        for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => s.publish(`s.${i}`, null, Buffer.from("x"), () => resolve()));
-        assert.equal(s.partitions[0].state().messages, 3);
-      } finally {
-        cluster.close();
-      }
-    } finally {
-      await js.close();
-    }
+    await settledNode(dir, directory(new Map([["s", placedHere({ ...CONFIG, max_msgs: 3 } as typeof CONFIG)]])), async ({ js }) => {
+      const s: Stream = js.global!.streams.get("s")!;
+      for (let i = 0; i < 10; i++) await new Promise<void>((resolve) => s.publish(`s.${i}`, null, Buffer.from("x"), () => resolve()));
+      assert.equal(s.partitions[0].state().messages, 3);
+    });
   });
 });
 
 test("a settle that failed (etcd refusing an adoption at start) is tried again until the stream is placed and takes publishes", async () => {
   await withStreamOnDisk(async (dir) => {
-    const account = new Account("$G");
-    const js = await node(dir, true, account);
-    try {
-      const dirOf = directory(new Map(), 2);
-      const cluster = await ClusterStreams.start(js, dirOf, memoryLog());
-      try {
-        const s = js.global!.streams.get("s")!;
-        await waitUntil(() => dirOf.adopts === 3 && s.ledHere === null, "the stream adopted on the third try and taken as led here");
-        assert.equal(await publish(account, "s.1", "_INBOX.after"), JSON.stringify({ stream: "s", seq: 1 }));
-      } finally {
-        cluster.close();
-      }
-    } finally {
-      await js.close();
-    }
+    const placements = directory(new Map(), 2);
+    await settledNode(dir, placements, async ({ js, account }) => {
+      const s = js.global!.streams.get("s")!;
+      await waitUntil(() => placements.adopts === 3 && s.ledHere === null, "the stream adopted on the third try and taken as led here");
+      assert.equal(await publish(account, "s.1", "_INBOX.after"), JSON.stringify({ stream: "s", seq: 1 }));
+    });
   });
 });
 
 test("a retry waiting for a start's adoption is dropped once the stream is placed: a stream removed later is not placed again", async () => {
   await withStreamOnDisk(async (dir) => {
-    const js = await node(dir, true);
-    const placements = new Map<string, PlacedStream>();
-    const dirOf = directory(placements, 1);
+    const placed = new Map<string, PlacedStream>();
     // The start's adoption is refused: a retry of it waits.
-    const cluster = await ClusterStreams.start(js, dirOf, memoryLog());
-    try {
-      assert.equal(dirOf.adopts, 1);
+    const placements = directory(placed, 1);
+    await settledNode(dir, placements, async ({ js, cluster }) => {
+      assert.equal(placements.adopts, 1);
       // Placed by another node meanwhile: settled as placed.
-      placements.set("s", { account: "$G", stream: "s", leaders: ["A"], tags: [], cluster: "c", subjects: ["s.>"], origin: "jetstream", config: CONFIG as PlacedStream["config"] });
-      dirOf.fire("s");
+      placed.set("s", placedHere(CONFIG));
+      placements.fire("s");
       await waitUntil(() => js.global!.streams.get("s")?.ledHere === null, "the stream settled as placed");
       // Then removed from the cluster, its first removal failing (a role that would not end): the removal is retried.
       let failOnce = true;
@@ -178,15 +185,12 @@ test("a retry waiting for a start's adoption is dropped once the stream is place
           throw new Error("a role would not end");
         }
       });
-      placements.delete("s");
-      dirOf.fire("s");
+      placed.delete("s");
+      placements.fire("s");
       await waitUntil(() => !js.global!.streams.has("s"), "the local copy of the removed stream deleted by the retried removal");
-      assert.equal(dirOf.adopts, 1, "the start's adoption was not tried again");
-      assert.equal(placements.has("s"), false);
-    } finally {
-      cluster.close();
-      await js.close();
-    }
+      assert.equal(placements.adopts, 1, "the start's adoption was not tried again");
+      assert.equal(placed.has("s"), false);
+    });
   });
 });
 
@@ -194,21 +198,19 @@ test("a stream of several partitions whose roles failed to set up takes no publi
   const config = { name: "k", subjects: ["k.>"], storage: "file" };
   await withStreamOnDisk(
     async (dir) => {
-      const js = await node(dir, true);
-      const placed: PlacedStream = { account: "$G", stream: "k", leaders: ["A", "A"], tags: [], cluster: "c", subjects: ["k.>"], origin: "jetstream", config: config as PlacedStream["config"] };
-      // A role that cannot be set up (a disk refusing its files): the order is never released.
-      const attach = js.attachCluster.bind(js);
-      js.attachCluster = (c) => {
-        c.replicaHooks.add(() => Promise.reject(new Error("role set-up failed")));
-        attach(c);
-      };
-      const cluster = await ClusterStreams.start(js, directory(new Map([["k", placed]])), memoryLog());
-      try {
-        assert.deepEqual(js.global!.streams.get("k")!.ledHere, [false, false]);
-      } finally {
-        cluster.close();
-        await js.close();
-      }
+      await settledNode(
+        dir,
+        directory(new Map([["k", placedHere(config, 2)]])),
+        async ({ js }) => assert.deepEqual(js.global!.streams.get("k")!.ledHere, [false, false]),
+        // A role that cannot be set up (a disk refusing its files): the order is never released.
+        (js) => {
+          const attach = js.attachCluster.bind(js);
+          js.attachCluster = (c) => {
+            c.replicaHooks.add(() => Promise.reject(new Error("role set-up failed")));
+            attach(c);
+          };
+        },
+      );
     },
     config,
     2,

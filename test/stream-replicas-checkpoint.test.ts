@@ -55,39 +55,30 @@ async function lead(h: JsHarness, isr: string[]): Promise<{ replicas: StreamRepl
 
 const checkpointFile = (h: JsHarness) => join(h.srv.jetstream!.options.storeDir, "replica-checkpoint.json");
 
-test("a leader started again reads its high watermark from the checkpoint, capped at its log", async () => {
-  const { h, stream } = await tenMessages();
-  try {
-    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: stream.created.toISOString(), hw: [8] } }));
-    const first = await lead(h, ["b", "a"]);
-    // Sequences below 8 were on every in-sync replica when it was written: readers see them at once.
-    assert.equal(first.readable, 7);
-    await first.replicas.close();
-    // A checkpoint past the log's end (the log lost what it had not synced) is held to the log.
-    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: stream.created.toISOString(), hw: [50] } }));
-    const second = await lead(h, ["b", "a"]);
-    assert.equal(second.readable, 10);
-    await second.replicas.close();
-  } finally {
-    await h.close();
-  }
-});
+/** Checkpoints as a node could find them at start, and what readers of the ten messages may read once it leads. */
+const FOUND: Array<{ what: string; file: (created: Date) => string; readable: number }> = [
+  // Sequences below 8 were on every in-sync replica when it was written: readers see them at once.
+  { what: "its own", file: (created) => JSON.stringify({ R: { created: created.toISOString(), hw: [8] } }), readable: 7 },
+  // Past the log's end (the log lost what it had not synced): held to the log.
+  { what: "one past the log's end", file: (created) => JSON.stringify({ R: { created: created.toISOString(), hw: [50] } }), readable: 10 },
+  // Of a stream deleted and made again under the name: nothing until the followers fetch.
+  { what: "another stream's of the same name", file: (created) => JSON.stringify({ R: { created: new Date(created.getTime() - 1000).toISOString(), hw: [8] } }), readable: 0 },
+  { what: "a torn one", file: () => "{ torn", readable: 0 },
+];
 
-test("a checkpoint of another stream of the same name, or none, gives nothing to read until the followers fetch", async () => {
-  const { h, stream } = await tenMessages();
-  try {
-    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: new Date(stream.created.getTime() - 1000).toISOString(), hw: [8] } }));
-    const other = await lead(h, ["b", "a"]);
-    assert.equal(other.readable, 0);
-    await other.replicas.close();
-    writeFileSync(checkpointFile(h), "{ torn");
-    const torn = await lead(h, ["b", "a"]);
-    assert.equal(torn.readable, 0);
-    await torn.replicas.close();
-  } finally {
-    await h.close();
-  }
-});
+for (const found of FOUND) {
+  test(`a leader started again with ${found.what} as its checkpoint lets readers read up to ${found.readable}`, async () => {
+    const { h, stream } = await tenMessages();
+    try {
+      writeFileSync(checkpointFile(h), found.file(stream.created));
+      const { replicas, readable } = await lead(h, ["b", "a"]);
+      assert.equal(readable, found.readable);
+      await replicas.close();
+    } finally {
+      await h.close();
+    }
+  });
+}
 
 test("the leader writes its high watermark down", async () => {
   const { h, stream } = await tenMessages();
