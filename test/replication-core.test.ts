@@ -1248,3 +1248,45 @@ test("bounds: a flood of removals past MAX_REMOVALS makes a follower behind reco
   assert.deepEqual(await picture(c), want);
   leader.close();
 });
+
+test("the bar on leading a reconciliation raised is saved before anything goes, and a copy started again in the epoch keeps it", async (t) => {
+  const { nodes, a, b, la } = await writtenToThree(t, 30);
+  // b loses its first ten (damage, a bug) while the leader holds them: it cuts its log to fetch them again.
+  assert.equal(await b.log.purge({ upTo: 11 }), 10);
+  const saves: Array<{ bar: number; removedBefore: number }> = [];
+  const removed: Removed[] = [];
+  const options = {
+    self: "b",
+    log: b.log,
+    epochs: b.epochs,
+    epoch: 1,
+    transport: new Link(la),
+    maxWaitMs: 200,
+    backoffMs: { min: 1, max: 10 },
+    wholeLog: true,
+    onRemoved: (r: Removed) => void removed.push(r),
+  };
+  // Stopped the moment it has cut (close() marks it closed at once): it fetches nothing back.
+  let closing: Promise<void> | undefined;
+  const fb: ReplicaFollower = new ReplicaFollower({
+    ...options,
+    onRemoved: (r) => {
+      removed.push(r);
+      closing ??= fb.close();
+    },
+    bar: { initial: 0, save: async (bar) => void saves.push({ bar, removedBefore: removed.length }) },
+  });
+  fb.start();
+  await until(() => closing !== undefined, "b cut its log");
+  await closing;
+  // Saved once, before the cut, at the leader's end as the reconciliation saw it.
+  assert.deepEqual(saves, [{ bar: end(a), removedBefore: 0 }]);
+  // Started again in the same epoch before it fetched back what it cut: it may not lead.
+  const again = new ReplicaFollower({ ...options, bar: { initial: saves[0].bar, save: async () => {} } });
+  assert.ok(end(b) < saves[0].bar);
+  assert.equal(again.mayLead, false, "a copy started again below its saved bar may not lead");
+  // Without the saved bar (before this change), it could.
+  assert.equal(new ReplicaFollower(options).mayLead, true);
+  la.close();
+  for (const n of nodes) await n.log.close();
+});

@@ -1163,6 +1163,14 @@ export interface ReplicaFollowerOptions {
    * fetch answer, which the leader's limits make all the time.
    */
   onRemoved?: (r: Removed) => void;
+  /**
+   * Where the bar on leading (`mayLead`) outlives this process: the bar a
+   * copy of this epoch set before it stopped (`initial`), and `save`, which
+   * must have made a raised bar durable when it resolves: it is called
+   * before what raised it is removed. Without, a copy restarted after a
+   * reconciliation cut acknowledged records could lead without them.
+   */
+  bar?: { initial: number; save(bar: number): Promise<void> };
 }
 
 /**
@@ -1196,9 +1204,11 @@ export class ReplicaFollower {
    * new one it has still to fetch): until it has them, leading would lose
    * the key. One that deleted nothing is as it was under its last leader.
    */
-  private mustReach = 0;
+  private mustReach: number;
 
-  constructor(private readonly opts: ReplicaFollowerOptions) {}
+  constructor(private readonly opts: ReplicaFollowerOptions) {
+    this.mustReach = opts.bar?.initial ?? 0;
+  }
 
   /** The leader's high watermark as last heard, capped at this log's end. */
   get highWatermark(): number {
@@ -1387,7 +1397,11 @@ export class ReplicaFollower {
         const now = log.state();
         // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
         // A cut too: what it removes may be acknowledged (a hole refilled), and this copy may still be in the ISR.
-        if ((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0) this.mustReach = Math.max(this.mustReach, a.end ?? 0);
+        if (((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0) && (a.end ?? 0) > this.mustReach) {
+          // Durable first: a save that fails fails the round before anything goes, and the next one saves again.
+          await this.opts.bar?.save(a.end!);
+          this.mustReach = a.end!;
+        }
         if (now.messages > 0 && now.firstSeq < upTo) {
           this.told("purged", now.firstSeq, upTo - 1, await log.purge({ upTo }), `below the leader's log start ${a.logStart} (reconciling)`);
           await epochs.trimBelow(upTo);

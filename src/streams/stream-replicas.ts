@@ -75,6 +75,8 @@ const CHECKPOINT_MS = 5000;
 /** The checkpoint, in the account's store directory: per stream, its creation time (a stream made again under the name is another) and each partition's high watermark. */
 const CHECKPOINT_FILE = "replica-checkpoint.json";
 type Checkpoint = Record<string, { created: string; hw: number[] }>;
+/** A follower's bar on leading (ReplicaFollower's `bar`), in its partition's directory: `{ epoch, bar }`. */
+const FOLLOWER_BAR_FILE = "follower-bar.json";
 
 /** What the replicas need of the account's cluster API. */
 export interface ReplicaHost {
@@ -674,6 +676,7 @@ export class StreamReplicas {
       log,
       epochs,
       epoch,
+      ...(stream.dir === null ? {} : { bar: await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch) }),
       transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
       onError: (err) => {
         // The same failure, round after round, is told once.
@@ -905,4 +908,15 @@ async function readCheckpoint(path: string): Promise<Checkpoint> {
   } catch {
     return {};
   }
+}
+
+/**
+ * The bar on leading a follower of `epoch` set before this process (none
+ * from another epoch: a new leadership reconciles afresh), and where it
+ * writes a raised one.
+ */
+async function followerBar(path: string, epoch: number): Promise<{ initial: number; save(bar: number): Promise<void> }> {
+  const saved = (await readJson(path).catch(() => undefined)) as { epoch?: unknown; bar?: unknown } | undefined;
+  const initial = saved?.epoch === epoch && Number.isSafeInteger(saved.bar) ? (saved.bar as number) : 0;
+  return { initial, save: (bar) => writeJsonDurably(path, { epoch, bar }) };
 }
