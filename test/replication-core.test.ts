@@ -1290,3 +1290,51 @@ test("the bar on leading a reconciliation raised is saved before anything goes, 
   la.close();
   for (const n of nodes) await n.log.close();
 });
+
+test("a bar raised in one leadership holds in the next: a copy that cut acknowledged records may not lead for a new leader either", async (t) => {
+  const { nodes, a, b, c, la } = await writtenToThree(t, 30);
+  // b loses its first ten and reconciles with a in epoch 1: it cuts its log, and its bar is saved.
+  assert.equal(await b.log.purge({ upTo: 11 }), 10);
+  let saved = 0;
+  let closing: Promise<void> | undefined;
+  const options = { self: "b", log: b.log, epochs: b.epochs, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, wholeLog: true };
+  const fb: ReplicaFollower = new ReplicaFollower({
+    ...options,
+    epoch: 1,
+    transport: new Link(la),
+    onRemoved: () => void (closing ??= fb.close()),
+    bar: { initial: 0, save: async (bar) => void (saved = bar) },
+  });
+  fb.start();
+  await until(() => closing !== undefined, "b cut its log");
+  await closing;
+  const acked = la.highWatermark;
+  assert.ok(end(b) < acked, `b ends at ${end(b)}, below what was acknowledged (${acked})`);
+  // a goes; c, which holds everything, leads epoch 2 with b still in the ISR.
+  la.close("a lost its lease");
+  const lc = await ReplicaLeader.create({ self: "c", log: c.log, epochs: c.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["b", "c"], highWatermark: acked });
+  // b follows c with the bar it left; c's fetches are held, so b reconciles and waits there.
+  const link = new Link(lc);
+  const held: ReplicaTransport = { request: (body) => ((JSON.parse(body.toString()) as { op: string }).op === "fetch" ? new Promise<Buffer | null>(() => {}) : link.request(body)) };
+  const fb2 = new ReplicaFollower({ ...options, epoch: 2, transport: held, bar: { initial: saved, save: async (bar) => void (saved = bar) } });
+  fb2.start();
+  await until(() => fb2.reconciliations > 0, "b reconciled with c");
+  assert.equal(fb2.mayLead, false, "b lacks acknowledged records: it may not take the partition over from c");
+  await fb2.close();
+  lc.close();
+  for (const n of nodes) await n.log.close();
+});
+
+test("a bar past everything (its file unreadable, or left by an older leadership) is lowered to the leader's end by the reconciliation", async (t) => {
+  const { nodes, a, b, la } = await writtenToThree(t, 30);
+  const saves: number[] = [];
+  const fb = new ReplicaFollower({ self: "b", log: b.log, epochs: b.epochs, epoch: 1, transport: new Link(la), maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, bar: { initial: Number.MAX_SAFE_INTEGER, save: async (bar) => void saves.push(bar) } });
+  assert.equal(fb.mayLead, false);
+  fb.start();
+  await until(() => fb.reconciliations > 0 && fb.rounds > 0, "b reconciled and fetched");
+  await fb.close();
+  assert.deepEqual(saves, [end(a)]);
+  assert.equal(fb.mayLead, true);
+  la.close();
+  for (const n of nodes) await n.log.close();
+});

@@ -4,6 +4,8 @@
  * high watermark it last wrote down (Kafka's replication-offset
  * checkpoint), not from nothing while its followers fetch again; a stream
  * made again under the same name does not inherit its predecessor's.
+ * And a follower's bar on leading (`followerBar`), kept across restarts
+ * and leaderships.
  *
  * The host is a stand-in (as stream-replicas-close.test.ts): this node
  * "b" leads a partition replicated to "a", which never answers.
@@ -11,10 +13,11 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { StreamReplicas, type ReplicaHost } from "../src/streams/stream-replicas.js";
+import { followerBar, StreamReplicas, type ReplicaHost } from "../src/streams/stream-replicas.js";
 import type { ClusterStreams, PlacedStream } from "../src/streams/cluster-streams.js";
 import type { Stream } from "../src/streams/stream.js";
 import { startJs, type JsHarness } from "./helpers/js.js";
@@ -55,6 +58,16 @@ async function lead(h: JsHarness, isr: string[]): Promise<{ replicas: StreamRepl
 
 const checkpointFile = (h: JsHarness) => join(h.srv.jetstream!.options.storeDir, "replica-checkpoint.json");
 
+/** Partition 0's high watermark in the checkpoint file, or null when it names none (torn, another stream's). */
+function readCheckpointFile(h: JsHarness): number | null {
+  try {
+    const c = JSON.parse(readFileSync(checkpointFile(h), "utf8")) as { R?: { hw?: number[] } };
+    return c.R?.hw?.[0] ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /** Checkpoints as a node could find them at start, and what readers of the ten messages may read once it leads. */
 const FOUND: Array<{ what: string; file: (created: Date) => string; readable: number }> = [
   // Sequences below 8 were on every in-sync replica when it was written: readers see them at once.
@@ -73,6 +86,10 @@ for (const found of FOUND) {
       writeFileSync(checkpointFile(h), found.file(stream.created));
       const { replicas, readable } = await lead(h, ["b", "a"]);
       assert.equal(readable, found.readable);
+      // Whatever was found, the file holds nothing past the log's end once leading: records written from now on
+      // (replicated or not) must not be covered by it at the next start.
+      const now = readCheckpointFile(h);
+      assert.ok(now === null || now <= 11, `the checkpoint says ${now} with the log ending at 11`);
       await replicas.close();
     } finally {
       await h.close();
@@ -91,5 +108,20 @@ test("the leader writes its high watermark down", async () => {
     await replicas.close();
   } finally {
     await h.close();
+  }
+});
+
+test("a follower's bar on leading outlives its leadership; an unreadable one bars leading until a reconciliation lowers it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-bar-"));
+  try {
+    const path = join(dir, "follower-bar.json");
+    assert.equal((await followerBar(path, 1)).initial, 0, "none written: no bar");
+    await (await followerBar(path, 1)).save(32);
+    // A follower of the next leadership starts with it: the tail its predecessor cut is not seen again by a reconciliation.
+    assert.equal((await followerBar(path, 2)).initial, 32);
+    writeFileSync(path, "{ torn");
+    assert.equal((await followerBar(path, 2)).initial, Number.MAX_SAFE_INTEGER);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1164,11 +1164,15 @@ export interface ReplicaFollowerOptions {
    */
   onRemoved?: (r: Removed) => void;
   /**
-   * Where the bar on leading (`mayLead`) outlives this process: the bar a
-   * copy of this epoch set before it stopped (`initial`), and `save`, which
-   * must have made a raised bar durable when it resolves: it is called
-   * before what raised it is removed. Without, a copy restarted after a
-   * reconciliation cut acknowledged records could lead without them.
+   * Where the bar on leading (`mayLead`) outlives this follower: the bar an
+   * earlier copy of this partition left (`initial`, whatever its leadership:
+   * a cut tail is not seen again by a later reconciliation, which looks only
+   * at what the copy holds), and `save`, which must have made a changed bar
+   * durable when it resolves: it is called before what raised it is
+   * removed. Without, a copy restarted, or following a new leader, after a
+   * reconciliation cut acknowledged records could lead without them. Each
+   * reconciliation page lowers the bar to its leader's end, which holds
+   * everything acknowledged.
    */
   bar?: { initial: number; save(bar: number): Promise<void> };
 }
@@ -1397,10 +1401,15 @@ export class ReplicaFollower {
         const now = log.state();
         // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
         // A cut too: what it removes may be acknowledged (a hole refilled), and this copy may still be in the ISR.
-        if (((now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0) && (a.end ?? 0) > this.mustReach) {
+        // The bar: raised to the leader's end when this page makes the copy give anything up; lowered to it otherwise,
+        // since this leader was in sync and holds everything acknowledged (a bar of an earlier leadership, perhaps beyond
+        // what any copy holds now, would keep this one from ever leading).
+        const removes = (now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0;
+        const bar = a.end === undefined ? this.mustReach : removes ? Math.max(this.mustReach, a.end) : Math.min(this.mustReach, a.end);
+        if (bar !== this.mustReach) {
           // Durable first: a save that fails fails the round before anything goes, and the next one saves again.
-          await this.opts.bar?.save(a.end!);
-          this.mustReach = a.end!;
+          await this.opts.bar?.save(bar);
+          this.mustReach = bar;
         }
         if (now.messages > 0 && now.firstSeq < upTo) {
           this.told("purged", now.firstSeq, upTo - 1, await log.purge({ upTo }), `below the leader's log start ${a.logStart} (reconciling)`);

@@ -271,7 +271,12 @@ export class StreamReplicas {
   /** The high watermarks written down, as last read (at start) or written. */
   private checkpointed: Promise<Checkpoint>;
   private readonly checkpointTimer: NodeJS.Timeout;
-  private checkpointing = false;
+  /** Checkpoint writes run one after the other; at most one waits behind the one under way. */
+  private checkpointTail: Promise<void> = Promise.resolve();
+  private checkpointQueued = false;
+  private checkpointError = "";
+  /** close() is writing the last checkpoint. */
+  private closing = false;
 
   constructor(private readonly host: ReplicaHost) {
     host.cluster.replicaHooks.add(this.hook);
@@ -287,34 +292,58 @@ export class StreamReplicas {
     return join(this.host.js.options.storeDir, CHECKPOINT_FILE);
   }
 
-  /** The high watermark written down for partition `p` of this very stream (not one made again under its name); undefined if none. */
+  /**
+   * The high watermark to start leading partition `p` of this very stream
+   * (not one made again under its name) with, from the checkpoint; undefined
+   * if none. One past the log's end (the log lost what it had not synced) is
+   * lowered to it in the file first: left there, it would cover records
+   * written after this start that no follower has yet, at the next start.
+   */
   private async savedHighWatermark(stream: Stream, p: number): Promise<number | undefined> {
     const saved = (await this.checkpointed)[stream.config.name];
-    return saved !== undefined && saved.created === stream.created.toISOString() ? saved.hw[p] : undefined;
+    if (saved === undefined || saved.created !== stream.created.toISOString() || saved.hw[p] === undefined) return undefined;
+    const end = stream.partitions[p].state().lastSeq + 1;
+    if (saved.hw[p] > end) {
+      saved.hw[p] = end;
+      this.written = null;
+      await this.writeCheckpoint();
+    }
+    return saved.hw[p];
   }
 
-  /** Writes the high watermarks of the partitions replicated here, when one moved on since the last time (every CHECKPOINT_MS). */
-  async writeCheckpoint(): Promise<void> {
-    if (this.checkpointing || this.closed) return;
-    this.checkpointing = true;
+  /** Writes the partitions' high watermarks as they are now, if any changed (every CHECKPOINT_MS, and at close), after any write under way. */
+  writeCheckpoint(): Promise<void> {
+    if (this.checkpointQueued) return this.checkpointTail;
+    this.checkpointQueued = true;
+    this.checkpointTail = this.checkpointTail.then(() => {
+      this.checkpointQueued = false;
+      return this.checkpointOnce();
+    });
+    return this.checkpointTail;
+  }
+
+  private async checkpointOnce(): Promise<void> {
+    // Closed, only close()'s own last write: none after it (the store may be going).
+    if (this.closed && !this.closing) return;
     try {
       const before = await this.checkpointed;
-      const next: Checkpoint = {};
+      const next: Checkpoint = Object.create(null) as Checkpoint;
       // Streams still here keep what was written of them (one not settled since the start has its roles to come).
       for (const [name, saved] of Object.entries(before)) {
         const stream = this.host.js.streams.get(name);
         if (stream !== undefined && stream.created.toISOString() === saved.created) next[name] = { created: saved.created, hw: [...saved.hw] };
       }
-      let changed = Object.keys(next).length !== Object.keys(before).length;
+      let changed = Object.keys(next).length !== Object.keys(before).length || before !== this.written;
       for (const [key, role] of this.roles) {
         if (role.stream.dir === null) continue;
         const slash = key.lastIndexOf("/");
         const name = key.slice(0, slash);
         const p = Number(key.slice(slash + 1));
+        // As it is now, not the highest written: a value past what the log holds must not stay (savedHighWatermark).
         const hw = role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark;
         const created = role.stream.created.toISOString();
         const entry = next[name]?.created === created ? next[name] : (next[name] = { created, hw: [] });
-        if (hw > (entry.hw[p] ?? 0)) {
+        if (hw !== entry.hw[p]) {
           entry.hw[p] = hw;
           changed = true;
         }
@@ -323,12 +352,18 @@ export class StreamReplicas {
       for (const entry of Object.values(next)) for (let p = 0; p < entry.hw.length; p++) entry.hw[p] ??= 0;
       await writeJsonDurably(this.checkpointPath, next);
       this.checkpointed = Promise.resolve(next);
+      this.written = next;
+      this.checkpointError = "";
     } catch (err) {
-      this.host.js.options.log.warn(`cluster: writing the replicas' high watermarks: ${(err as Error).message}`);
-    } finally {
-      this.checkpointing = false;
+      // The same failure, time after time (a full disk), is told once.
+      const why = (err as Error).message;
+      if (why !== this.checkpointError) this.host.js.options.log.warn(`cluster: writing the replicas' high watermarks: ${why}`);
+      this.checkpointError = why;
     }
   }
+
+  /** The checkpoint as last written by this process (one read at start, or changed since, is written again). */
+  private written: Checkpoint | null = null;
 
   private get self(): string {
     return this.host.cluster.self;
@@ -344,6 +379,10 @@ export class StreamReplicas {
     clearInterval(this.checkpointTimer);
     this.stopMembers();
     this.host.cluster.replicaHooks.delete(this.hook);
+    // The high watermarks as they are at the end, before the roles go: a clean restart starts its readers from them.
+    this.closing = true;
+    await this.writeCheckpoint();
+    this.closing = false;
     const roles = [...this.roles];
     this.roles.clear();
     await Promise.all(roles.map(([key, r]) => this.end(Number(key.slice(key.lastIndexOf("/") + 1)), r, "the server is shutting down")));
@@ -899,7 +938,7 @@ async function readCheckpoint(path: string): Promise<Checkpoint> {
   try {
     const raw = await readJson(path);
     if (raw === undefined || raw === null || typeof raw !== "object") return {};
-    const out: Checkpoint = {};
+    const out: Checkpoint = Object.create(null) as Checkpoint;
     for (const [name, v] of Object.entries(raw as Record<string, unknown>)) {
       const e = v as { created?: unknown; hw?: unknown };
       if (typeof e?.created === "string" && Array.isArray(e.hw) && e.hw.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) out[name] = { created: e.created, hw: e.hw as number[] };
@@ -911,12 +950,18 @@ async function readCheckpoint(path: string): Promise<Checkpoint> {
 }
 
 /**
- * The bar on leading a follower of `epoch` set before this process (none
- * from another epoch: a new leadership reconciles afresh), and where it
- * writes a raised one.
+ * The bar on leading an earlier follower of this partition left (its
+ * reconciliations lower it to the leader's end, replication.ts), and where
+ * a changed one is written. One that cannot be read bars leading until the
+ * first reconciliation has lowered it: not knowing is no reason to lead.
  */
-async function followerBar(path: string, epoch: number): Promise<{ initial: number; save(bar: number): Promise<void> }> {
-  const saved = (await readJson(path).catch(() => undefined)) as { epoch?: unknown; bar?: unknown } | undefined;
-  const initial = saved?.epoch === epoch && Number.isSafeInteger(saved.bar) ? (saved.bar as number) : 0;
+export async function followerBar(path: string, epoch: number): Promise<{ initial: number; save(bar: number): Promise<void> }> {
+  let initial = 0;
+  try {
+    const saved = (await readJson(path)) as { bar?: unknown } | undefined;
+    if (saved !== undefined) initial = Number.isSafeInteger(saved?.bar) && (saved.bar as number) >= 0 ? (saved.bar as number) : Number.MAX_SAFE_INTEGER;
+  } catch {
+    initial = Number.MAX_SAFE_INTEGER;
+  }
   return { initial, save: (bar) => writeJsonDurably(path, { epoch, bar }) };
 }
