@@ -265,6 +265,28 @@ test("num_replicas changes on update: a stream of one replica grows to three cop
   assert.equal((await jsm.streams.info("SCALE")).state.messages, 12);
 });
 
+test("a stream scaled to one replica and back after a change of leader takes writes again: its epochs only go up", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const info = await retrying(() => jsm.streams.add({ name: "RESCALE", subjects: ["rescale.>"], num_replicas: 3 }));
+  await waitUntil(() => placementOf(nodes[0], "RESCALE")?.isr?.[0].length === 3, "every replica in sync");
+  await retrying(() => js.publish("rescale.x", "r1"));
+  // A new leader in epoch 2: its leader-epoch file says 2.
+  const first = placementOf(nodes[0], "RESCALE")!.leaders[0];
+  await retrying(() => nc.request("$JS.API.STREAM.LEADER.STEPDOWN.RESCALE", "{}", { timeout: 10_000 }));
+  await waitUntil(() => placementOf(nodes[0], "RESCALE")!.leaders[0] !== first, "a new leader");
+  await retrying(() => js.publish("rescale.x", "r2"));
+  await retrying(() => jsm.streams.update("RESCALE", { ...info.config, num_replicas: 1 }));
+  await waitUntil(() => placementOf(nodes[0], "RESCALE")!.replicas === undefined, "one replica");
+  await retrying(() => jsm.streams.update("RESCALE", { ...info.config, num_replicas: 3 }));
+  const epochs = placementOf(nodes[0], "RESCALE")!.epochs!;
+  assert.ok(epochs[0] > 2, `the epoch of the replicas again (${epochs[0]}) is past every earlier one`);
+  // The leader takes its role up (a leader epoch older than its log's would refuse it) and the write is acknowledged by all.
+  assert.equal((await retrying(() => js.publish("rescale.x", "r3"))).seq, 3);
+  await waitUntil(() => placementOf(nodes[0], "RESCALE")!.isr![0].length === 3, "the replicas in sync again", 30_000);
+});
+
 test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the preferred one when named) without losing a write", async () => {
   const nc = await clients.open(nodes[0].url);
   const jsm = await jetstreamManager(nc);

@@ -571,7 +571,9 @@ export class ClusterApi implements Receiver {
    * nodes with its tags, out of the ISR until they catch up; removed ones
    * go out of sync first, the leader never. A new leader epoch, so that
    * the leader and its followers start again on the new set; back to one
-   * replica, no replication at all.
+   * replica, no replication at all, but the epoch still counted: the leader
+   * keeps its leader-epoch file, and replicated again it must lead in an
+   * epoch past every one that file names.
    */
   private rescaled(p: PlacedStream, config: StreamConfig): Pick<PlacedStream, "replicas" | "epochs" | "isr"> {
     if (p.leaders.length !== 1 || p.moving !== undefined) throw Errors.streamGeneral("the replicas of a stream of several partitions, or of one moving, cannot change");
@@ -579,7 +581,7 @@ export class ClusterApi implements Receiver {
     const set = p.replicas?.[0] ?? [leader];
     const isr = p.isr?.[0] ?? set;
     const want = Math.max(1, config.num_replicas);
-    if (want === 1) return {};
+    if (want === 1) return { epochs: [(p.epochs?.[0] ?? 0) + 1] };
     let next: string[];
     if (want > set.length) {
       try {
