@@ -1338,3 +1338,38 @@ test("a bar past everything (its file unreadable, or left by an older leadership
   la.close();
   for (const n of nodes) await n.log.close();
 });
+
+for (const initial of [Number.MAX_SAFE_INTEGER, 41]) {
+  test(`a bar of ${initial} (not known, or an earlier leadership's past this leader's end) is set to the leader's end by a reconciliation that deletes`, async (t) => {
+    const { nodes, a, b, la } = await writtenToThree(t, 30);
+    // The leader removes 5, which b holds: b's reconciliation page deletes it.
+    assert.equal(await a.log.delete(5), true);
+    la.removedUnlisted();
+    const saves: number[] = [];
+    const fb = new ReplicaFollower({ self: "b", log: b.log, epochs: b.epochs, epoch: 1, transport: new Link(la), maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, bar: { initial, save: async (bar) => void saves.push(bar) } });
+    fb.start();
+    await until(() => fb.reconciliations > 0 && fb.rounds > 2, "b reconciled and fetched");
+    await fb.close();
+    assert.equal(end(b), end(a));
+    assert.deepEqual(saves, [end(a)]);
+    assert.equal(fb.mayLead, true, "b holds everything the leader has, and may lead");
+    la.close();
+    for (const n of nodes) await n.log.close();
+  });
+}
+
+test("a copy started again empty (in memory, or its unsynced tail lost) with its bar not known may not lead until it holds the leader's end", async (t) => {
+  const { nodes, la } = await writtenToThree(t, 30);
+  const c2 = await node("c2", "memory", () => "", nodes);
+  // Its fetches are held: it reconciles (nothing to remove in an empty log) and waits there, still in the ISR.
+  const link = new Link(la);
+  const held: ReplicaTransport = { request: (body) => ((JSON.parse(body.toString()) as { op: string }).op === "fetch" ? new Promise<Buffer | null>(() => {}) : link.request(Buffer.from(body.toString().replace('"c2"', '"c"')))) };
+  const fc = new ReplicaFollower({ self: "c2", log: c2.log, epochs: c2.epochs, epoch: 1, transport: held, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, bar: { initial: Number.MAX_SAFE_INTEGER, save: async () => {} } });
+  fc.start();
+  await until(() => fc.reconciliations > 0, "c reconciled");
+  assert.ok(la.inSync.includes("c"), "c is still listed in sync");
+  assert.equal(fc.mayLead, false, "c holds nothing of what was acknowledged");
+  await fc.close();
+  la.close();
+  for (const n of nodes) await n.log.close();
+});

@@ -125,3 +125,40 @@ test("a follower's bar on leading outlives its leadership; an unreadable one bar
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("values past the log's end lowered at one start, by settles that overlap a write under way, all reach the file", async () => {
+  const h = await startJs();
+  try {
+    const jsm = await jetstreamManager(h.nc);
+    const js = jetstream(h.nc);
+    for (const n of ["R", "S"]) {
+      await jsm.streams.add({ name: n, subjects: [n.toLowerCase()] });
+      for (let i = 0; i < 10; i++) await js.publish(n.toLowerCase(), `m${i}`);
+    }
+    const jss = h.srv.jetstream!;
+    const created = (n: string) => jss.streams.get(n)!.created.toISOString();
+    writeFileSync(checkpointFile(h), JSON.stringify({ R: { created: created("R"), hw: [50] }, S: { created: created("S"), hw: [50] } }));
+    const { host, hooks } = standIn(jss);
+    const replicas = new StreamReplicas(host);
+    const [settle] = hooks;
+    // S's settle reaches the checkpoint while R's lowering is being written (another stream's settle, or the 5 s timer).
+    let writing!: () => void;
+    const started = new Promise<void>((resolve) => (writing = resolve));
+    const write = replicas.writeCheckpoint.bind(replicas);
+    replicas.writeCheckpoint = () => {
+      const done = write();
+      writing();
+      return done;
+    };
+    const placed = (name: string): PlacedStream => ({ ...placement(jss.account.name, ["b", "a"]), stream: name, subjects: [name.toLowerCase()] });
+    const r = settle(jss.account.name, "R", jss.streams.get("R"), placed("R"));
+    await started;
+    const s = settle(jss.account.name, "S", jss.streams.get("S"), placed("S"));
+    await Promise.all([r, s]);
+    const onDisk = JSON.parse(readFileSync(checkpointFile(h), "utf8")) as Record<string, { hw: number[] }>;
+    await replicas.close();
+    assert.ok(onDisk.R.hw[0] <= 11 && onDisk.S.hw[0] <= 11, `the file once both lead: ${JSON.stringify(onDisk)}`);
+  } finally {
+    await h.close();
+  }
+});

@@ -50,7 +50,8 @@ export interface StreamPlacement {
    * placed), the leader epoch (bumped at every change of leader) and the
    * in-sync replicas (the leader included). Changed only by fenced,
    * revision-compared writes of this key, so a leader, its epoch and its
-   * ISR change together.
+   * ISR change together. A stream scaled down to one replica keeps its
+   * epochs (the next replication starts past them).
    */
   replicas?: string[][];
   epochs?: number[];

@@ -1401,11 +1401,11 @@ export class ReplicaFollower {
         const now = log.state();
         // Before anything goes: a failure halfway leaves the bar up (raised only, never lowered within this follower).
         // A cut too: what it removes may be acknowledged (a hole refilled), and this copy may still be in the ISR.
-        // The bar: raised to the leader's end when this page makes the copy give anything up; lowered to it otherwise,
-        // since this leader was in sync and holds everything acknowledged (a bar of an earlier leadership, perhaps beyond
-        // what any copy holds now, would keep this one from ever leading).
+        // The bar: the leader's end when this page makes the copy give anything up; else lowered to it, since this
+        // leader was in sync and holds everything acknowledged (a bar not known, or of an earlier leadership past what
+        // any copy holds now, would keep this one from ever leading). Within a leadership the end only grows.
         const removes = (now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0;
-        const bar = a.end === undefined ? this.mustReach : removes ? Math.max(this.mustReach, a.end) : Math.min(this.mustReach, a.end);
+        const bar = a.end === undefined ? this.mustReach : removes ? a.end : Math.min(this.mustReach, a.end);
         if (bar !== this.mustReach) {
           // Durable first: a save that fails fails the round before anything goes, and the next one saves again.
           await this.opts.bar?.save(bar);

@@ -304,11 +304,12 @@ export class StreamReplicas {
     if (saved === undefined || saved.created !== stream.created.toISOString() || saved.hw[p] === undefined) return undefined;
     const end = stream.partitions[p].state().lastSeq + 1;
     if (saved.hw[p] > end) {
-      saved.hw[p] = end;
-      this.written = null;
+      // Not by changing the map read (a write under way has copied it, and the map it leaves is the one read next):
+      // every write caps each value at its log's end. One that fails leaves the value in the file: no leading on it.
       await this.writeCheckpoint();
+      if (this.checkpointError !== "") throw new Error(`the high-watermark checkpoint names ${saved.hw[p]}, past the log's end ${end}, and could not be lowered: ${this.checkpointError}`);
     }
-    return saved.hw[p];
+    return Math.min(saved.hw[p], end);
   }
 
   /** Writes the partitions' high watermarks as they are now, if any changed (every CHECKPOINT_MS, and at close), after any write under way. */
@@ -331,9 +332,12 @@ export class StreamReplicas {
       // Streams still here keep what was written of them (one not settled since the start has its roles to come).
       for (const [name, saved] of Object.entries(before)) {
         const stream = this.host.js.streams.get(name);
-        if (stream !== undefined && stream.created.toISOString() === saved.created) next[name] = { created: saved.created, hw: [...saved.hw] };
+        if (stream === undefined || stream.created.toISOString() !== saved.created) continue;
+        // Never past its log's end (a tail lost unsynced): at the next start, it would cover records no follower has.
+        next[name] = { created: saved.created, hw: saved.hw.map((hw, p) => (p < stream.partitions.length ? Math.min(hw, stream.partitions[p].state().lastSeq + 1) : hw)) };
       }
       let changed = Object.keys(next).length !== Object.keys(before).length || before !== this.written;
+      for (const name of Object.keys(next)) if (next[name].hw.some((hw, p) => hw !== before[name].hw[p])) changed = true;
       for (const [key, role] of this.roles) {
         if (role.stream.dir === null) continue;
         const slash = key.lastIndexOf("/");
@@ -715,7 +719,12 @@ export class StreamReplicas {
       log,
       epochs,
       epoch,
-      ...(stream.dir === null ? {} : { bar: await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch) }),
+      // A copy that may have lost what it acknowledged across a restart (in memory, or unsynced under a sync interval)
+      // starts with its bar not known: it may lead once it holds its leader's end as its first reconciliation saw it.
+      bar:
+        stream.dir === null
+          ? { initial: Number.MAX_SAFE_INTEGER, save: () => Promise.resolve() }
+          : await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch, (this.host.js.options.sync ?? "always") !== "always"),
       transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
       onError: (err) => {
         // The same failure, round after round, is told once.
@@ -954,8 +963,12 @@ async function readCheckpoint(path: string): Promise<Checkpoint> {
  * reconciliations lower it to the leader's end, replication.ts), and where
  * a changed one is written. One that cannot be read bars leading until the
  * first reconciliation has lowered it: not knowing is no reason to lead.
+ * So does `mayHaveLost`, a copy whose log may have lost what it had
+ * acknowledged (not fsynced before each acknowledgement).
  */
-export async function followerBar(path: string, epoch: number): Promise<{ initial: number; save(bar: number): Promise<void> }> {
+export async function followerBar(path: string, epoch: number, mayHaveLost = false): Promise<{ initial: number; save(bar: number): Promise<void> }> {
+  const save = (bar: number): Promise<void> => writeJsonDurably(path, { epoch, bar });
+  if (mayHaveLost) return { initial: Number.MAX_SAFE_INTEGER, save };
   let initial = 0;
   try {
     const saved = (await readJson(path)) as { bar?: unknown } | undefined;
@@ -963,5 +976,5 @@ export async function followerBar(path: string, epoch: number): Promise<{ initia
   } catch {
     initial = Number.MAX_SAFE_INTEGER;
   }
-  return { initial, save: (bar) => writeJsonDurably(path, { epoch, bar }) };
+  return { initial, save };
 }

@@ -36,7 +36,7 @@ export interface PlacedTopic {
   replicas: number[][];
   isr: number[][];
   offline: number[][];
-  /** Each partition's leader epoch (0 when not replicated). */
+  /** Each partition's leader epoch (0 when never replicated). */
   epochs: number[];
   /** The subjects the stream captures, as placed. */
   subjects: string[];

@@ -95,7 +95,7 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
 interface PartitionEntry {
   leader: number;
   live: boolean;
-  /** The leader epoch (0: not replicated). */
+  /** The leader epoch (0: never replicated). */
   epoch: number;
   /** Broker ids: the replicas (the leader alone when not replicated), those in sync, those not up. */
   replicas: readonly number[];
