@@ -162,3 +162,28 @@ test("values past the log's end lowered at one start, by settles that overlap a 
     await h.close();
   }
 });
+
+for (const syncInterval of ["always", 1000] as const) {
+  test(`a node (sync ${syncInterval}) that led a partition with every record, now following in the next epoch, may lead again at once`, async () => {
+    const h = await startJs({ server: { syncInterval } });
+    try {
+      await (await jetstreamManager(h.nc)).streams.add({ name: "R", subjects: ["r"] });
+      const js = jetstream(h.nc);
+      for (let i = 0; i < 10; i++) await js.publish("r", `m${i}`);
+      const jss = h.srv.jetstream!;
+      const { host, hooks } = standIn(jss);
+      const replicas = new StreamReplicas(host);
+      const [settle] = hooks;
+      await settle(jss.account.name, "R", jss.streams.get("R"), placement(jss.account.name, ["b", "a"]));
+      assert.equal(replicas.leads("R"), true);
+      // "a" leads epoch 2 and never answers: this copy lost nothing in this process, so its bar is none, known or not on disk.
+      await settle(jss.account.name, "R", jss.streams.get("R"), { ...placement(jss.account.name, ["a", "b"]), leaders: ["a"], replicas: [["a", "b"]], epochs: [2] });
+      const role = (replicas as unknown as { roles: Map<string, { kind: string; follower: { mayLead: boolean } }> }).roles.get("R/0")!;
+      assert.equal(role.kind, "follower");
+      assert.equal(role.follower.mayLead, true);
+      await replicas.close();
+    } finally {
+      await h.close();
+    }
+  });
+}

@@ -1231,6 +1231,11 @@ export class ReplicaFollower {
    * leader holds (a front removal the leader has not made yet, or a hole):
    * leading, it would have the others purge them.
    */
+  /** The bar on leading as it stands (what this copy must reach first; 0: none). */
+  get bar(): number {
+    return this.mustReach;
+  }
+
   get mayLead(): boolean {
     const st = this.opts.log.state();
     const first = st.messages > 0 ? st.firstSeq : st.lastSeq + 1;
@@ -1406,8 +1411,12 @@ export class ReplicaFollower {
         // any copy holds now, would keep this one from ever leading). Within a leadership the end only grows.
         const removes = (now.messages > 0 && now.firstSeq < upTo) || lacking.length > 0 || cut > 0;
         const bar = a.end === undefined ? this.mustReach : removes ? a.end : Math.min(this.mustReach, a.end);
-        if (bar !== this.mustReach) {
-          // Durable first: a save that fails fails the round before anything goes, and the next one saves again.
+        if (bar < this.mustReach) {
+          // Lowered: at once (a higher bar on disk only bars longer).
+          this.mustReach = bar;
+          await this.opts.bar?.save(bar);
+        } else if (bar > this.mustReach) {
+          // Raised: durable first, so a save that fails fails the round before anything goes, and the next one saves again.
           await this.opts.bar?.save(bar);
           this.mustReach = bar;
         }

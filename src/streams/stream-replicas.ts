@@ -271,6 +271,13 @@ export class StreamReplicas {
   /** The high watermarks written down, as last read (at start) or written. */
   private checkpointed: Promise<Checkpoint>;
   private readonly checkpointTimer: NodeJS.Timeout;
+  /**
+   * The bar on leading of each partition replicated here as this process
+   * last knew it, across its roles: a copy that was in sync a moment ago
+   * lost nothing by following a new leader (what is read from the file, or
+   * taken as not known, is for the first role after its log was opened).
+   */
+  private readonly bars = new WeakMap<Stream, Map<number, number>>();
   /** Checkpoint writes run one after the other; at most one waits behind the one under way. */
   private checkpointTail: Promise<void> = Promise.resolve();
   private checkpointQueued = false;
@@ -344,7 +351,7 @@ export class StreamReplicas {
         const name = key.slice(0, slash);
         const p = Number(key.slice(slash + 1));
         // As it is now, not the highest written: a value past what the log holds must not stay (savedHighWatermark).
-        const hw = role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark;
+        const hw = Math.min(role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark, role.stream.partitions[p].state().lastSeq + 1);
         const created = role.stream.created.toISOString();
         const entry = next[name]?.created === created ? next[name] : (next[name] = { created, hw: [] });
         if (hw !== entry.hw[p]) {
@@ -551,7 +558,17 @@ export class StreamReplicas {
       }
     }
     if (local === undefined || placed === undefined || this.closed) return;
-    for (let p = 0; p < partitions && !this.closed; p++) await this.settlePartition(name, local, placed, p);
+    // One partition's role failing to set up (its checkpoint cannot be written, say) leaves the others theirs; the settle
+    // still fails, and is retried.
+    let failed: unknown;
+    for (let p = 0; p < partitions && !this.closed; p++) {
+      try {
+        await this.settlePartition(name, local, placed, p);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+    if (failed !== undefined) throw failed;
   }
 
   /**
@@ -719,12 +736,7 @@ export class StreamReplicas {
       log,
       epochs,
       epoch,
-      // A copy that may have lost what it acknowledged across a restart (in memory, or unsynced under a sync interval)
-      // starts with its bar not known: it may lead once it holds its leader's end as its first reconciliation saw it.
-      bar:
-        stream.dir === null
-          ? { initial: Number.MAX_SAFE_INTEGER, save: () => Promise.resolve() }
-          : await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch, (this.host.js.options.sync ?? "always") !== "always"),
+      bar: await this.barOf(stream, p, epoch),
       transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
       onError: (err) => {
         // The same failure, round after round, is told once.
@@ -756,8 +768,40 @@ export class StreamReplicas {
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
 
+  /**
+   * The bar on leading a new follower of partition `p` starts with: as this
+   * process last knew it; else, for the first role since the log was opened,
+   * the file's, or not known for a copy that may have lost what it
+   * acknowledged across a restart (in memory, or unsynced under a sync
+   * interval): it may lead once it holds its leader's end as its first
+   * reconciliation saw it.
+   */
+  private async barOf(stream: Stream, p: number, epoch: number): Promise<{ initial: number; save(bar: number): Promise<void> }> {
+    const known = this.barsOf(stream);
+    const remembered = known.get(p);
+    const stored =
+      stream.dir === null
+        ? { initial: Number.MAX_SAFE_INTEGER, save: () => Promise.resolve() }
+        : await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch, (this.host.js.options.sync ?? "always") !== "always" && remembered === undefined);
+    return {
+      initial: remembered ?? stored.initial,
+      save: async (bar) => {
+        await stored.save(bar);
+        known.set(p, bar);
+      },
+    };
+  }
+
+  private barsOf(stream: Stream): Map<number, number> {
+    let known = this.bars.get(stream);
+    if (known === undefined) this.bars.set(stream, (known = new Map()));
+    return known;
+  }
+
   /** Ends a role; the partition keeps a gate (writes refused, readers capped) until the next role's, or until its caller removes it. */
   private async end(p: number, role: Role, why: string): Promise<void> {
+    // What the next follower of this process starts from: a leader held everything; a follower its bar as it stands.
+    this.barsOf(role.stream).set(p, role.kind === "leader" ? 0 : role.follower.bar);
     if (role.kind === "leader") {
       if (role.stream.replicaGate(p) === role.gate) {
         const hw = role.gate.highWatermark;
