@@ -862,6 +862,11 @@ test("a follower that restarts, joins late, or applied a removal the new leader 
   for (const n of nodes) await n.log.close();
 });
 
+/** A follower of `leader` whose log must hold the leader's whole log (wholeLog), quick to retry: what the tests of a cut copy vary on. */
+function wholeLogFollower(n: Node, transport: ReplicaTransport, epoch = 1) {
+  return { self: n.name, log: n.log, epochs: n.epochs, epoch, transport, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, wholeLog: true };
+}
+
 test("a copy that lost a prefix its leader holds fetches it again when no limits drop the leader's front (wholeLog), and keeps the hole otherwise", async (t) => {
   const { nodes, a, b, c, la } = await writtenToThree(t, 30);
   // Both lose their first ten (damage, a bug): the leader still holds them.
@@ -871,14 +876,7 @@ test("a copy that lost a prefix its leader holds fetches it again when no limits
   // Until b has its whole log back, it may not lead: asked the moment it has cut.
   let mayLeadWhileCut: boolean | null = null;
   const fb2: ReplicaFollower = new ReplicaFollower({
-    self: "b",
-    log: b.log,
-    epochs: b.epochs,
-    epoch: 1,
-    transport: new Link(la),
-    maxWaitMs: 200,
-    backoffMs: { min: 1, max: 10 },
-    wholeLog: true,
+    ...wholeLogFollower(b, new Link(la)),
     onRemoved: (r) => {
       removed.push(r);
       mayLeadWhileCut = fb2.mayLead;
@@ -1255,17 +1253,7 @@ test("the bar on leading a reconciliation raised is saved before anything goes, 
   assert.equal(await b.log.purge({ upTo: 11 }), 10);
   const saves: Array<{ bar: number; removedBefore: number }> = [];
   const removed: Removed[] = [];
-  const options = {
-    self: "b",
-    log: b.log,
-    epochs: b.epochs,
-    epoch: 1,
-    transport: new Link(la),
-    maxWaitMs: 200,
-    backoffMs: { min: 1, max: 10 },
-    wholeLog: true,
-    onRemoved: (r: Removed) => void removed.push(r),
-  };
+  const options = { ...wholeLogFollower(b, new Link(la)), onRemoved: (r: Removed) => void removed.push(r) };
   // Stopped the moment it has cut (close() marks it closed at once): it fetches nothing back.
   let closing: Promise<void> | undefined;
   const fb: ReplicaFollower = new ReplicaFollower({
@@ -1297,11 +1285,8 @@ test("a bar raised in one leadership holds in the next: a copy that cut acknowle
   assert.equal(await b.log.purge({ upTo: 11 }), 10);
   let saved = 0;
   let closing: Promise<void> | undefined;
-  const options = { self: "b", log: b.log, epochs: b.epochs, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, wholeLog: true };
   const fb: ReplicaFollower = new ReplicaFollower({
-    ...options,
-    epoch: 1,
-    transport: new Link(la),
+    ...wholeLogFollower(b, new Link(la)),
     onRemoved: () => void (closing ??= fb.close()),
     bar: { initial: 0, save: async (bar) => void (saved = bar) },
   });
@@ -1316,7 +1301,7 @@ test("a bar raised in one leadership holds in the next: a copy that cut acknowle
   // b follows c with the bar it left; c's fetches are held, so b reconciles and waits there.
   const link = new Link(lc);
   const held: ReplicaTransport = { request: (body) => ((JSON.parse(body.toString()) as { op: string }).op === "fetch" ? new Promise<Buffer | null>(() => {}) : link.request(body)) };
-  const fb2 = new ReplicaFollower({ ...options, epoch: 2, transport: held, bar: { initial: saved, save: async (bar) => void (saved = bar) } });
+  const fb2 = new ReplicaFollower({ ...wholeLogFollower(b, held, 2), bar: { initial: saved, save: async (bar) => void (saved = bar) } });
   fb2.start();
   await until(() => fb2.reconciliations > 0, "b reconciled with c");
   assert.equal(fb2.mayLead, false, "b lacks acknowledged records: it may not take the partition over from c");
