@@ -59,6 +59,11 @@ export function keptLeading(led: readonly boolean[], before: readonly boolean[] 
 }
 
 /** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
+/** Whether partition `p` of `stream` is replicated by `placed` but has no gate here yet (its role is being set up). */
+function lacksGate(placed: PlacedStream, stream: Stream, p: number): boolean {
+  return replicasOf(placed, p).length > 1 && stream.replicaGate(p) === undefined;
+}
+
 export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p: number): readonly string[] {
   return placed.replicas?.[p] ?? [placed.leaders[p]];
 }
@@ -251,7 +256,7 @@ export class ClusterStreams {
    */
   awaitsGate(account: string, stream: Stream, p: number): boolean {
     const placed = this.directory.get(account, stream.config.name)?.placement;
-    return placed !== undefined && replicasOf(placed, p).length > 1 && stream.replicaGate(p) === undefined;
+    return placed !== undefined && lacksGate(placed, stream, p);
   }
 
   /** An account's local streams and placements, all settled. */
@@ -315,7 +320,7 @@ export class ClusterStreams {
     // A move's target does not lead the moving partition, nor a follower the ones it replicates: publishes routed to them are
     // dropped. Partitions given up stop taking publishes before their replication changes; new ones take them once it is set up.
     const led = placed.leaders.map((l) => l === self);
-    const gated = (p: number): boolean => replicasOf(placed, p).length <= 1 || stream.replicaGate(p) !== undefined;
+    const gated = (p: number): boolean => !lacksGate(placed, stream, p);
     const kept = keptLeading(led, stream.ledHere, gated);
     stream.ledHere = kept.every((l) => l) ? null : kept;
     try {

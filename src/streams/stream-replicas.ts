@@ -282,6 +282,8 @@ export class StreamReplicas {
   private checkpointTail: Promise<void> = Promise.resolve();
   private checkpointQueued = false;
   private checkpointError = "";
+  /** The checkpoint this process wrote last, as written (null: none yet). */
+  private writtenText: string | null = null;
   /** close() is writing the last checkpoint. */
   private closing = false;
 
@@ -309,7 +311,7 @@ export class StreamReplicas {
   private async savedHighWatermark(stream: Stream, p: number): Promise<number | undefined> {
     const saved = (await this.checkpointed)[stream.config.name];
     if (saved === undefined || saved.created !== stream.created.toISOString() || saved.hw[p] === undefined) return undefined;
-    const end = stream.partitions[p].state().lastSeq + 1;
+    const end = logEnd(stream.partitions[p]);
     if (saved.hw[p] > end) {
       // Not by changing the map read (a write under way has copied it, and the map it leaves is the one read next):
       // every write caps each value at its log's end. One that fails leaves the value in the file: no leading on it.
@@ -341,29 +343,26 @@ export class StreamReplicas {
         const stream = this.host.js.streams.get(name);
         if (stream === undefined || stream.created.toISOString() !== saved.created) continue;
         // Never past its log's end (a tail lost unsynced): at the next start, it would cover records no follower has.
-        next[name] = { created: saved.created, hw: saved.hw.map((hw, p) => (p < stream.partitions.length ? Math.min(hw, stream.partitions[p].state().lastSeq + 1) : hw)) };
+        next[name] = { created: saved.created, hw: saved.hw.map((hw, p) => (p < stream.partitions.length ? Math.min(hw, logEnd(stream.partitions[p])) : hw)) };
       }
-      let changed = Object.keys(next).length !== Object.keys(before).length || before !== this.written;
-      for (const name of Object.keys(next)) if (next[name].hw.some((hw, p) => hw !== before[name].hw[p])) changed = true;
       for (const [key, role] of this.roles) {
         if (role.stream.dir === null) continue;
         const slash = key.lastIndexOf("/");
         const name = key.slice(0, slash);
         const p = Number(key.slice(slash + 1));
         // As it is now, not the highest written: a value past what the log holds must not stay (savedHighWatermark).
-        const hw = Math.min(role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark, role.stream.partitions[p].state().lastSeq + 1);
+        const hw = Math.min(role.kind === "leader" ? role.gate.highWatermark : role.follower.highWatermark, logEnd(role.stream.partitions[p]));
         const created = role.stream.created.toISOString();
         const entry = next[name]?.created === created ? next[name] : (next[name] = { created, hw: [] });
-        if (hw !== entry.hw[p]) {
-          entry.hw[p] = hw;
-          changed = true;
-        }
+        entry.hw[p] = hw;
       }
-      if (!changed) return;
       for (const entry of Object.values(next)) for (let p = 0; p < entry.hw.length; p++) entry.hw[p] ??= 0;
+      // Written when it differs from what this process wrote last (at the first write, from what was read).
+      const text = JSON.stringify(next);
+      if (text === this.writtenText) return;
       await writeJsonDurably(this.checkpointPath, next);
       this.checkpointed = Promise.resolve(next);
-      this.written = next;
+      this.writtenText = text;
       this.checkpointError = "";
     } catch (err) {
       // The same failure, time after time (a full disk), is told once.
@@ -372,9 +371,6 @@ export class StreamReplicas {
       this.checkpointError = why;
     }
   }
-
-  /** The checkpoint as last written by this process (one read at start, or changed since, is written again). */
-  private written: Checkpoint | null = null;
 
   private get self(): string {
     return this.host.cluster.self;
@@ -981,6 +977,11 @@ export class StreamReplicas {
 }
 
 /** What a copy holds, for the log lines of leadership changes: a front that moved shows where it happened. */
+/** The sequence after a log's last. */
+function logEnd(log: MessageLog): number {
+  return log.state().lastSeq + 1;
+}
+
 function span(log: MessageLog): string {
   const st = log.state();
   return st.messages === 0 ? `empty, next ${st.lastSeq + 1}` : `${st.messages} messages in ${st.firstSeq}..${st.lastSeq}`;
@@ -988,17 +989,18 @@ function span(log: MessageLog): string {
 
 /** The checkpoint as written, or nothing when there is none or it cannot be read (the high watermarks then start from the logs). */
 async function readCheckpoint(path: string): Promise<Checkpoint> {
+  // No prototype: a stream may be named __proto__.
+  const out: Checkpoint = Object.create(null) as Checkpoint;
   try {
     const raw = await readJson(path);
-    if (raw === undefined || raw === null || typeof raw !== "object") return {};
-    const out: Checkpoint = Object.create(null) as Checkpoint;
+    if (raw === undefined || raw === null || typeof raw !== "object") return out;
     for (const [name, v] of Object.entries(raw as Record<string, unknown>)) {
       const e = v as { created?: unknown; hw?: unknown };
       if (typeof e?.created === "string" && Array.isArray(e.hw) && e.hw.every((x) => Number.isSafeInteger(x) && (x as number) >= 0)) out[name] = { created: e.created, hw: e.hw as number[] };
     }
     return out;
   } catch {
-    return {};
+    return Object.create(null) as Checkpoint;
   }
 }
 
