@@ -8,13 +8,14 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
 import { startServer } from "../src/index.js";
+import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode, refusedServer, spawnServer, startJs } from "./helpers/js.js";
 
 function tempDir(): string {
@@ -72,6 +73,26 @@ describe("one server per store directory", () => {
     } finally {
       first?.child.kill("SIGKILL");
       third?.child.kill("SIGKILL");
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a lock held by a process killed and not yet reaped", () => {
+  test("a zombie holds no file: a server started right after kill -9, before the parent reaped it, takes the lock", async () => {
+    const storeDir = tempDir();
+    // `sleep 0` exits at once and stays a zombie: its parent, exec'ed into `sleep 5`, never reaps it.
+    const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 5"], { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      const pid = Number(await new Promise<string>((resolve) => parent.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()))));
+      const stat = (): string => readFileSync(`/proc/${pid}/stat`, "utf8");
+      await waitUntil(() => stat().slice(stat().lastIndexOf(")") + 2).startsWith("Z"), "the child a zombie");
+      const start = stat().slice(stat().lastIndexOf(")") + 2).split(" ")[19];
+      writeFileSync(join(storeDir, "nagare.lock"), JSON.stringify({ pid, start, host: hostname() }));
+      const srv = await startServer({ port: 0, jetstream: true, storeDir });
+      await srv.close();
+    } finally {
+      parent.kill("SIGKILL");
       rmSync(storeDir, { recursive: true, force: true });
     }
   });

@@ -65,15 +65,20 @@ interface Holder {
 /** Directories locked by servers in this process (several may be embedded in one). */
 const heldHere = new Set<string>();
 
-/** This process's start time in clock ticks since boot (Linux), or "" where unknown. */
-function startTimeOf(pid: number): string {
+/** A process's fields from /proc/<pid>/stat after its command name (which is in parentheses and may hold spaces), or null where unknown. */
+function statOf(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Field 22, counted after the command name, which is in parentheses and may hold spaces.
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
-    return "";
+    return null;
   }
+}
+
+/** This process's start time in clock ticks since boot (Linux), or "" where unknown. */
+function startTimeOf(pid: number): string {
+  // Field 22 of the whole line.
+  return statOf(pid)?.[19] ?? "";
 }
 
 function alive(h: Holder): boolean {
@@ -83,7 +88,10 @@ function alive(h: Holder): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
   }
-  const start = startTimeOf(h.pid);
+  const stat = statOf(h.pid);
+  // Killed and not yet reaped by its parent (a zombie): it holds no file any more; a restart right after kill -9 may take over.
+  if (stat?.[0] === "Z") return false;
+  const start = stat?.[19] ?? "";
   return start === "" || h.start === "" || start === h.start;
 }
 
