@@ -15,6 +15,7 @@ import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, isForeign, runOf, type ForeignBatch, type MessageLog, type RecordRun, type StoredItem } from "../src/store/log.js";
 import { TOY_FORMAT, toy } from "./helpers/toy-foreign.js";
+import { nodeFs, type StoreFs } from "../src/util/fs.js";
 
 
 function copy(log: MessageLog, firstSeq: number, time: number, what: RecordRun | ForeignBatch): Promise<number> {
@@ -201,6 +202,51 @@ test("file log: a torn copy at the tail is cut on open, and the gap batch before
     log = await FileLog.open({ dir });
     assert.deepEqual((await log.scan(1)).map((m) => m.seq), [10, 20, 30]);
     assert.equal(log.deletedSequences(100).length, 30 - 10 + 1 - 3);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: a copy queued while a round of tombstones is written is not refused for its time (only data batches carry one)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-copy-"));
+  // Segment writes wait while `held` is set: the round under way stays in flight.
+  let held: Array<() => void> | null = null;
+  const hold = async (): Promise<void> => {
+    if (held !== null) await new Promise<void>((resolve) => held!.push(resolve));
+  };
+  const fs: StoreFs = {
+    ...nodeFs,
+    open: async (path, mode) => {
+      const f = await nodeFs.open(path, mode);
+      return { ...f, write: async (...a) => (await hold(), f.write(...a)), writev: async (...a) => (await hold(), f.writev(...a)), read: f.read.bind(f), truncate: f.truncate.bind(f), datasync: f.datasync.bind(f), size: f.size.bind(f), close: f.close.bind(f) };
+    },
+  };
+  const log = await FileLog.open({ dir, limits: {}, fs });
+  try {
+    // A follower's copy of a leader's records, at the leader's times (older than this log's clock).
+    const time = Date.now() - 1000;
+    const run = (data: string): RecordRun => runOf([{ subject: "s", headers: null, key: null, data: Buffer.from(data) }]);
+    await copy(log, 1, time, run("one"));
+    await copy(log, 2, time, run("two"));
+    // A removal the leader shipped: its round of tombstones is being written...
+    held = [];
+    const deleted = log.delete(1);
+    while (held.length === 0) await new Promise((r) => setImmediate(r));
+    // ...when the next copy, at the leader's next record's time, is queued behind it.
+    const copied = copy(log, 3, time, run("three"));
+    const waiting = held.splice(0);
+    held = null;
+    for (const release of waiting) release();
+    assert.equal(await deleted, true);
+    assert.equal(await copied, 3);
+    assert.deepEqual(
+      (await log.scan(1, { maxMessages: 10 })).map((m) => [m.seq, m.time, m.data.toString()]),
+      [
+        [2, time, "two"],
+        [3, time, "three"],
+      ],
+    );
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

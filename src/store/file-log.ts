@@ -1076,9 +1076,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
     const tombs = evicted.concat(...planned);
-    // Time never goes backwards within a log, so time lookups can bisect (a copy's was checked above).
+    // Time never goes backwards within a log, so time lookups can bisect (a copy's was checked above). Only a data batch
+    // carries one: a round of tombstones or a marker alone keeps the log's, or a copy queued behind it (a follower's, at its
+    // leader's older times) would be refused for a time the log never stored.
     const prevTime = inflight !== null ? inflight.time : this.lastTime;
-    const time = skipOnly ? prevTime : copied ? batch!.copyTime : Math.max(Date.now(), prevTime);
+    const now = Math.max(Date.now(), prevTime);
+    const time = skipOnly || batch === null ? prevTime : copied ? batch.copyTime : now;
     const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, dataLength: 0, tomb: null, tombs, evicted, ops, planned };
     let seg: Segment;
     try {
@@ -1108,7 +1111,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.markerWanted = false;
     if (tombs.length > 0 || marker || nextSeq > firstSeq + n) {
       // Stamps order tombstone batches along the log, so an index file can say which deletes it reflects.
-      round.stamp = this.lastStamp = Math.max(skipOnly ? Date.now() : time, this.lastStamp + 1);
+      round.stamp = this.lastStamp = Math.max(skipOnly || batch === null ? now : time, this.lastStamp + 1);
       round.tomb = encodeTombstones(tombs, nextSeq, round.stamp);
     }
     if (marker) this.io.markers++;
