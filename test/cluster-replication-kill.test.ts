@@ -11,7 +11,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -175,4 +175,118 @@ test("SIGSTOP of the leader past its lease: a follower takes over; resumed, the 
   } finally {
     await copy.close();
   }
+});
+
+/** The streams the cluster has, as node a's JetStream lists them. */
+async function streamNames(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const s of jsm.streams.names()) out.push(s);
+  return out;
+}
+
+test("a replicated stream deleted while one of its nodes is away stays deleted when the node returns: its copy is set aside, not adopted", async () => {
+  if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
+  k = await spawnK();
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "GONE", subjects: ["gone.>"], num_replicas: 3 });
+  await publishThrough(jetstream(nc), "GONE", 10, 10, async () => {});
+  await waitUntil(() => placed("GONE")!.isr![0].length === 3, "every replica in sync", 30_000);
+  await k.stop("SIGTERM");
+  await waitUntil(() => placed("GONE")!.leaders[0] !== "k", "GONE led by another node", 30_000);
+  await jsm.streams.delete("GONE");
+  // Ready means its streams found on disk are settled: an adoption would be written to etcd by now.
+  k = await spawnK();
+  assert.match(k.output(), /Stream "GONE" is not served here: the cluster no longer has the stream it was placed as/);
+  // A placement made after k was ready: a has seen every change before it, so one k made would show.
+  await jsm.streams.add({ name: "AFTERGONE", subjects: ["aftergone.>"] });
+  assert.equal(placed("GONE"), undefined);
+  assert.ok(!(await streamNames(jsm)).includes("GONE"));
+});
+
+test("a stream deleted and made again under its name while a node is away: placed on that node again, it holds the new stream's records only", async () => {
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "AGAIN", subjects: ["again.>"], num_replicas: 3 });
+  for (let i = 0; i < 10; i++) await js.publish("again.x", `old-${i}`);
+  await waitUntil(() => placed("AGAIN")!.isr![0].length === 3, "every replica in sync", 30_000);
+  await k.stop("SIGTERM");
+  await waitUntil(() => placed("AGAIN")!.leaders[0] !== "k", "AGAIN led by another node", 30_000);
+  await jsm.streams.delete("AGAIN");
+  await jsm.streams.add({ name: "AGAIN", subjects: ["again.>"], num_replicas: 1 });
+  for (let i = 0; i < 3; i++) await js.publish("again.x", `new-${i}`);
+  // The old copy's placement as a node whose clock ran a minute ahead would have stamped it: placements are told apart, not ordered.
+  const meta = JSON.parse(readFileSync(kMeta("AGAIN"), "utf8")) as { placed: string };
+  writeFileSync(kMeta("AGAIN"), JSON.stringify({ ...meta, placed: new Date(Date.parse(meta.placed) + 60_000).toISOString() }));
+  k = await spawnK();
+  // Three replicas again: k hosts the new stream, in place of the old copy it set aside.
+  await jsm.streams.update("AGAIN", { subjects: ["again.>"], num_replicas: 3 });
+  await waitUntil(() => placed("AGAIN")!.isr?.[0].includes("k") === true, "k in the ISR of the new stream", 30_000);
+  assert.match(k.output(), /Stream "AGAIN" is placed here as a stream made at .*are moved to /);
+  await k.stop("SIGTERM");
+  const where = readdirSync(join(dir, "k"), { recursive: true }).map(String).find((p) => p.endsWith(join("AGAIN", "p0")));
+  assert.ok(where !== undefined, "k's copy of AGAIN on disk");
+  const copy = await FileLog.open({ dir: join(dir, "k", where), limits: {} });
+  try {
+    assert.deepEqual(
+      (await copy.scan(1, { maxMessages: 100 })).map((m) => m.data.toString()),
+      ["new-0", "new-1", "new-2"],
+    );
+  } finally {
+    await copy.close();
+  }
+  k = await spawnK();
+});
+
+/** k's meta.json of `stream`'s copy. */
+function kMeta(stream: string): string {
+  const where = readdirSync(join(dir, "k"), { recursive: true }).map(String).find((p) => p.endsWith(join("streams", stream, "meta.json")));
+  assert.ok(where !== undefined, `k's copy of ${stream}`);
+  return join(dir, "k", where);
+}
+
+test("a copy set aside because its placement is gone (etcd restored from an older backup) is kept on disk when its stream is made again", async () => {
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const cfg = { name: "RESTORED", subjects: ["restored.>"], placement: { cluster: "", tags: ["node:k"] } };
+  await jsm.streams.add(cfg);
+  for (let i = 0; i < 5; i++) await js.publish("restored.x", `only-copy-${i}`);
+  await k.stop("SIGTERM");
+  // etcd restored from a backup taken before RESTORED was made: its key is gone.
+  await a.cluster!.placements.remove("$G", "RESTORED");
+  k = await spawnK();
+  assert.match(k.output(), /Stream "RESTORED" is not served here: the cluster no longer has the stream it was placed as/);
+  // The application starts and makes its stream, as NATS applications do (create-or-get): a new, empty stream...
+  await jsm.streams.add(cfg);
+  assert.equal((await jsm.streams.info("RESTORED")).state.messages, 0);
+  // ...and the only copy of the old one is kept, out of its way, for the operator.
+  assert.match(k.output(), /Stream "RESTORED" is placed here as a stream made at .*; the files of the copy set aside here .* are moved to /);
+  const kept = readdirSync(join(dir, "k"), { recursive: true }).map(String).find((p) => p.includes(join("set-aside", "RESTORED.")) && p.endsWith("meta.json"));
+  assert.ok(kept !== undefined, "the old copy under set-aside/");
+  const log = await FileLog.open({ dir: join(dir, "k", kept.slice(0, -"meta.json".length), "p0"), limits: {} });
+  try {
+    assert.deepEqual((await log.scan(1, { maxMessages: 10 })).map((m) => m.data.toString()), [0, 1, 2, 3, 4].map((i) => `only-copy-${i}`));
+  } finally {
+    await log.close();
+  }
+});
+
+test("a follower dropped by a scale-down while away and chosen again by a scale-up serves its copy again and rejoins", async () => {
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "SHRINK", subjects: ["shrink.>"], num_replicas: 3 });
+  for (let i = 0; i < 5; i++) await js.publish("shrink.x", `m-${i}`);
+  await waitUntil(() => placed("SHRINK")!.isr![0].length === 3, "every replica in sync", 30_000);
+  await k.stop("SIGTERM");
+  await waitUntil(() => placed("SHRINK")!.leaders[0] !== "k" && !placed("SHRINK")!.isr![0].includes("k"), "SHRINK led elsewhere, k out of sync", 30_000);
+  await jsm.streams.update("SHRINK", { subjects: ["shrink.>"], num_replicas: 2 });
+  assert.ok(!placed("SHRINK")!.replicas![0].includes("k"));
+  k = await spawnK();
+  await jsm.streams.update("SHRINK", { subjects: ["shrink.>"], num_replicas: 3 });
+  assert.ok(placed("SHRINK")!.replicas![0].includes("k"));
+  await waitUntil(() => placed("SHRINK")!.isr?.[0].includes("k") === true, "k in the ISR", 30_000);
+  assert.match(k.output(), /Stream "SHRINK" is served here again/);
 });

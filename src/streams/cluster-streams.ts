@@ -8,9 +8,12 @@
  * deletes the local copy.
  *
  * At start, the streams found on disk are matched with the placements: one
- * with no placement is adopted (this node leads it: a single node turned
- * into a cluster keeps its streams), one placed on other nodes only is not
- * served here and its files are kept (`JetStream.notServed`, shown in /jsz).
+ * with no placement that was never placed is adopted (this node leads it: a
+ * single node turned into a cluster keeps its streams); one placed on other
+ * nodes only, or made for a placement that is gone (deleted while this node
+ * was away), is not served here and its files are kept
+ * (`JetStream.notServed`, shown in /jsz). A copy made for another placement
+ * than the stream's (`Stream.placed`) is moved out of the way.
  *
  * This module knows placements only through `StreamDirectory`
  * (cluster/placement.ts is one): streams/ does not depend on etcd.
@@ -46,6 +49,8 @@ export interface PlacedStream {
   isr?: string[][];
   /** The fewest in-sync replicas a write waiting for them is taken with (a Kafka topic's min.insync.replicas); absent: a majority of the replicas. */
   minIsr?: number;
+  /** When the placement was made (ISO 8601, the placing node's clock). */
+  created?: string;
 }
 
 /**
@@ -280,6 +285,10 @@ export class ClusterStreams {
         await js.deleteStream(name);
       } else if (cause === "vanished") {
         await js.setAside(name, "its placement is gone from the cluster's metadata, found by a full read (etcd compacted or restored from an older backup); remove its directory, or place it again");
+      } else if (cause === "start" && local.placed !== undefined) {
+        // Made for a placement that is gone: deleted in the cluster while this node was away (or etcd restored from an
+        // older backup). Not adopted: that would bring a deleted stream back.
+        await js.setAside(name, `the cluster no longer has the stream it was placed as (${local.placed}): it was deleted while this node was away, or etcd was restored from an older backup; remove its directory, or place it again`);
       } else if (cause === "start") await this.adopt(js, name);
       return;
     }
@@ -305,13 +314,24 @@ export class ClusterStreams {
     }
     const partitions = placed.leaders.length;
     let stream = local;
+    if (stream !== undefined && stream.placed !== undefined && placed.created !== undefined && stream.placed !== placed.created) {
+      // Made for another stream of its name (deleted and made again while this node was away, or etcd restored from an older
+      // backup): its records are not this stream's. Set aside, and moved out of the way below; never deleted.
+      await this.replicaRoles(account, name, undefined, placed);
+      await js.setAside(name, `it was made for another stream of its name (placed ${stream.placed}; the cluster's was placed ${placed.created})`);
+      stream = undefined;
+    }
+    // A copy set aside here: served again if made for this placement, else moved out of the way of the new stream's.
+    if (stream === undefined && js.notServed.has(name) && (await js.reclaimSetAside(name, placed.created)) === "reopened") stream = js.streams.get(name);
     if (stream === undefined) {
       if (js.notServed.has(name) || js.unloadable.has(name)) {
         this.log.warn(`cluster: stream "${name}" of account ${account} is placed here but its files here are not served (${js.notServed.get(name) ?? js.unloadable.get(name)})`);
         return;
       }
-      stream = (await js.createStream(placed.config, partitions)).stream;
+      stream = (await js.createStream(placed.config, partitions, placed.created)).stream;
     } else {
+      // Recorded once (a copy made before clustering, adopted; or by an older version).
+      if (placed.created !== undefined && stream.placed === undefined) await js.recordPlaced(stream, placed.created);
       // Held: its partition roles (and so the caps of the replicated ones) come below; the release follows them.
       if (stream.partitions.length < partitions) stream = await js.addPartitions(name, partitions, true);
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.

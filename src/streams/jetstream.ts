@@ -45,7 +45,7 @@ import {
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
-import { readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
+import { moveDirDurably, readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 
@@ -81,6 +81,13 @@ interface StreamMeta {
   config: StreamConfig;
   created: string;
   partitions: number;
+  /** Stream.placed, when known. */
+  placed?: string;
+}
+
+/** What meta.json holds for `stream`, with `config` and `partitions` as given (or as they are). */
+function metaOf(stream: Stream, config = stream.config, partitions = stream.partitions.length): StreamMeta {
+  return { config, created: stream.created.toISOString(), partitions, ...(stream.placed !== undefined ? { placed: stream.placed } : {}) };
 }
 
 interface ConsumerMeta {
@@ -88,6 +95,9 @@ interface ConsumerMeta {
   config: ConsumerConfig;
   created: string;
 }
+
+/** In an account's store: copies of streams moved out of the way of a stream placed under their name (reclaimSetAside). */
+const SET_ASIDE_DIR = "set-aside";
 
 /** Streams closed at once when the server stops. */
 const CLOSE_CONCURRENCY = 32;
@@ -179,6 +189,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly unloadable = new Map<string, string>();
   /** Streams on disk this node does not serve, by name, and why (in a cluster: placed on other nodes); their files stay. */
   readonly notServed = new Map<string, string>();
+  /** Of those, the placements their copies were made for (Stream.placed), where recorded (reclaimSetAside). */
+  private readonly setAsidePlaced = new Map<string, string>();
   /** The last update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
   /** The cluster this node is part of (null: a single node). */
@@ -371,12 +383,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const dir = join(this.streamsDir, dirName);
       // One stream's damage (a torn or garbage meta.json, say) must not keep the others from being served.
       try {
-        const meta = (await readJson(join(dir, "meta.json"))) as StreamMeta | undefined;
-        if (meta === undefined) continue;
-        if (typeof meta !== "object" || meta === null || typeof meta.config !== "object") throw new Error("meta.json holds no stream configuration");
-        const config = normalizeStreamConfig(meta.config);
-        const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1, this.options.clustered === true);
-        await this.loadConsumers(stream);
+        await this.loadStream(dir);
       } catch (err) {
         const name = decodeURIComponent(dirName);
         const why = (err as Error).message;
@@ -384,6 +391,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
         this.options.log.error(`Could not restore stream ${name} from ${dir}: ${why}; it is not served, and its files are left as they are`);
       }
     }
+  }
+
+  /** Opens the stream kept in `dir` with its consumers; undefined when `dir` holds none (no meta.json). */
+  private async loadStream(dir: string): Promise<Stream | undefined> {
+    const meta = (await readJson(join(dir, "meta.json"))) as StreamMeta | undefined;
+    if (meta === undefined) return undefined;
+    if (typeof meta !== "object" || meta === null || typeof meta.config !== "object") throw new Error("meta.json holds no stream configuration");
+    const config = normalizeStreamConfig(meta.config);
+    const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1, this.options.clustered === true);
+    if (typeof meta.placed === "string") stream.placed = meta.placed;
+    await this.loadConsumers(stream);
+    return stream;
   }
 
   private async loadConsumers(stream: Stream): Promise<void> {
@@ -594,7 +613,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
         // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
         if (stream.order === null) order = await this.openOrder(stream, held);
         if (stream.dir !== null) {
-          await writeJsonDurably(join(stream.dir, "meta.json"), { config: stream.config, created: stream.created.toISOString(), partitions: count } satisfies StreamMeta);
+          await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count));
         }
       } catch (err) {
         await order?.close().catch(() => undefined);
@@ -610,7 +629,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /** Creates a stream, or returns the existing one if its configuration is the same. */
-  async createStream(raw: unknown, partitions = 1): Promise<{ stream: Stream; created: boolean }> {
+  /** `placed`: in a cluster, the creation time of the placement the stream is made for (Stream.placed). */
+  async createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
@@ -632,8 +652,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.checkOverlap(config, null);
     const created = new Date();
     const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
-    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions } satisfies StreamMeta);
+    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions, ...(placed !== undefined ? { placed } : {}) } satisfies StreamMeta);
     const stream = await this.openStream(config, created, dir, partitions);
+    stream.placed = placed;
     if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
     this.options.log.info(`Created stream "${config.name}" (${describeStream(config, partitions)})`);
     this.events.streamAction(config.name, "create");
@@ -667,7 +688,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (over !== null) throw over;
     this.checkOverlap(config, stream);
     if (stream.dir !== null) {
-      await writeJsonDurably(join(stream.dir, "meta.json"), { config, created: stream.created.toISOString(), partitions: stream.partitions.length } satisfies StreamMeta);
+      await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, config));
     }
     const subjectsChanged = !sameJson(stream.config.subjects, config.subjects);
     const changed = !sameJson(stream.config, config);
@@ -710,6 +731,55 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.events.streamAction(name, "delete");
   }
 
+  /** Records the placement `stream` is kept for (Stream.placed), durably before it is taken as recorded. */
+  recordPlaced(stream: Stream, placed: string): Promise<void> {
+    return this.exclusive(stream.config.name, async () => {
+      if (stream.placed === placed || stream.deleted) return;
+      const before = stream.placed;
+      stream.placed = placed;
+      try {
+        if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream));
+      } catch (err) {
+        stream.placed = before;
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * A stream set aside here (`notServed`) is placed here again, by the
+   * placement made at `placed`: its copy is served again when it was made
+   * for that very placement (a replica dropped and chosen again); any other
+   * (an earlier stream of the name, one set aside after an etcd restore, one
+   * whose placement was never recorded) is moved out of the way, kept on
+   * disk under `set-aside/`, so that the stream can be made afresh here.
+   * Nothing is deleted: which copy holds what matters is the operator's to
+   * judge. Memory streams leave nothing to keep.
+   */
+  reclaimSetAside(name: string, placed: string | undefined): Promise<"reopened" | "cleared"> {
+    return this.exclusive(name, async () => {
+      if (!this.notServed.has(name)) return "cleared";
+      const recorded = this.setAsidePlaced.get(name);
+      const dir = safeJoin(this.streamsDir, name);
+      const kept = (await readJson(join(dir, "meta.json")).catch(() => null)) !== undefined;
+      if (kept && recorded !== undefined && recorded === placed) {
+        this.notServed.delete(name);
+        this.setAsidePlaced.delete(name);
+        await this.loadStream(dir);
+        this.options.log.info(`Stream "${name}" is served here again: placed here again as the stream its copy was made for (${placed})`);
+        return "reopened";
+      }
+      if (kept) {
+        const to = join(this.options.storeDir, SET_ASIDE_DIR, `${encodeURIComponent(name)}.${new Date().toISOString().replace(/[:.]/g, "-")}`);
+        await moveDirDurably(dir, to);
+        this.options.log.warn(`Stream "${name}" is placed here as a stream made at ${placed ?? "an unknown time"}; the files of the copy set aside here (made for ${recorded ?? "an unrecorded placement"}) are moved to ${to}, not served; remove them once they are not needed`);
+      }
+      this.notServed.delete(name);
+      this.setAsidePlaced.delete(name);
+      return "cleared";
+    });
+  }
+
   /**
    * Stops serving a stream and keeps its files (a cluster placed it on
    * other nodes): it is closed as at shutdown, listed in `notServed`, and a
@@ -726,6 +796,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       for (const p of stream.partitions) await p.close();
       await stream.saveDedup().catch(() => undefined);
       this.notServed.set(name, why);
+      if (stream.placed !== undefined) this.setAsidePlaced.set(name, stream.placed);
       this.options.log.warn(`Stream "${name}" is not served here: ${why}; its files are kept in ${stream.dir ?? "memory"}`);
     });
   }

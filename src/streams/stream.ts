@@ -241,6 +241,13 @@ export class Stream {
   /** This copy follows a replicated stream's leader (stream-replicas.ts): deleted, not set aside, when the placement drops it. */
   followerCopy = false;
   /**
+   * In a cluster: the creation time of the placement this copy was made
+   * for (or adopted into), which tells it apart from a stream deleted and
+   * made again under its name while this node was away; undefined: made
+   * before clustering (or by an older version), not yet recorded.
+   */
+  placed: string | undefined = undefined;
+  /**
    * On a follower of a replicated stream: the leader's consumers as last
    * copied (stream-replicas.ts), which it takes over if it becomes leader;
    * null: none copied.

@@ -48,6 +48,14 @@ export async function removeDir(path: string): Promise<void> {
   await syncDir(dirname(path)).catch(() => undefined);
 }
 
+/** Moves directory `from` to `to` (creating `to`'s parent), so that the move survives a crash: both parents synced. */
+export async function moveDirDurably(from: string, to: string): Promise<void> {
+  await nodeFs.mkdirp(dirname(to));
+  await nodeFs.rename(from, to);
+  await syncDir(dirname(from));
+  await syncDir(dirname(to));
+}
+
 export function safeJoin(dir: string, name: string): string {
   return join(dir, encodeURIComponent(name));
 }
