@@ -15,7 +15,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, StorageType, type JetStreamClient } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
 import { FileLog } from "../src/store/file-log.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
@@ -289,4 +289,86 @@ test("a follower dropped by a scale-down while away and chosen again by a scale-
   assert.ok(placed("SHRINK")!.replicas![0].includes("k"));
   await waitUntil(() => placed("SHRINK")!.isr?.[0].includes("k") === true, "k in the ISR", 30_000);
   assert.match(k.output(), /Stream "SHRINK" is served here again/);
+});
+
+// Started again at once, k re-registers as its old key expires: either it hands the partition on (stepAside) or a follower
+// has taken over by then. Either way no acknowledged record may be lost (before the change, k led on with its empty copy).
+test("SIGKILL of the leader of a memory stream, started again within its lease: no acknowledged publish is lost", async () => {
+  if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
+  k = await spawnK();
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  await kLeadsNext(jsm, "kc");
+  const info = await jsm.streams.add({ name: "MEM", subjects: ["mem.>"], num_replicas: 3, storage: StorageType.Memory });
+  assert.equal(info.cluster?.leader, "k");
+  const js = jetstream(nc);
+  const acked = await publishThrough(js, "MEM", 50, 50, async () => {});
+  await k.stop("SIGKILL");
+  // At once: its memory copy is empty, and it is named leader until it steps aside or its old lease runs out.
+  k = await spawnK();
+  await waitUntil(() => placed("MEM")?.leaders[0] !== "k", "another replica leading", 30_000);
+  const deadline = Date.now() + 60_000;
+  let next: number;
+  for (;;) {
+    try {
+      next = (await js.publish("mem.x", "after", { msgID: "after", timeout: 2000 })).seq;
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
+  assert.equal(next, 51, "the next publish follows the acknowledged ones");
+  const leader = placed("MEM")!.leaders[0];
+  assert.deepEqual(placed("MEM")!.epochs, [2]);
+  await checkAcked(leader === "a" ? a : b, "MEM", acked);
+  // k follows and catches up: back in the ISR.
+  await waitUntil(() => placed("MEM")!.isr![0].includes("k"), "k back in the ISR", 30_000);
+});
+
+test("a memory stream's leader alone in the ISR (its follower's lease blipped), killed and started again: the follower with every record leads", async () => {
+  if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
+  k = await spawnK();
+  const nc = await client(b.url);
+  const jsm = await jetstreamManager(nc);
+  await kLeadsNext(jsm, "kd");
+  const info = await jsm.streams.add({ name: "MEM2", subjects: ["mem2.>"], num_replicas: 2, storage: StorageType.Memory });
+  assert.equal(info.cluster?.leader, "k");
+  const f = placed("MEM2")!.replicas![0].find((n) => n !== "k")!;
+  const follower = f === "a" ? a : b;
+  const js = jetstream(nc);
+  const acked = await publishThrough(js, "MEM2", 50, 50, async () => {});
+  await waitUntil(() => follower.jetstream!.streams.get("MEM2")!.partitions[0].state().lastSeq === 50, "the follower holds all 50");
+  // The follower loses its lease for a moment: k takes it out of the ISR (its copy stays whole; no write is acknowledged meanwhile).
+  follower.cluster!.membership.fence("a test's etcd blip");
+  await waitUntil(() => JSON.stringify(placed("MEM2")!.isr) === JSON.stringify([["k"]]), "the ISR k alone", 10_000);
+  await k.stop("SIGKILL");
+  k = await spawnK();
+  // k's copy is empty: it asks both replicas what they hold and gives the partition to the follower, which has every record.
+  await waitUntil(() => placed("MEM2")?.leaders[0] === f, `${f} leading`, 30_000);
+  assert.deepEqual(placed("MEM2")!.isr, [[f]]);
+  await checkAcked(follower, "MEM2", acked);
+  assert.equal(follower.jetstream!.streams.get("MEM2")!.partitions[0].state().lastSeq, 50);
+  // k follows, catches up and rejoins: two in sync again, writes go on after the acknowledged ones.
+  await waitUntil(() => placed("MEM2")!.isr![0].includes("k"), "k back in the ISR", 30_000);
+  const next = (await js.publish("mem2.x", "after", { msgID: "after2", timeout: 5000 })).seq;
+  assert.equal(next, 51);
+});
+
+test("a memory stream's follower keeps its copy across a change of leader: it cuts nothing it shares with the new one", async () => {
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "MEMEP", subjects: ["memep.>"], num_replicas: 3, storage: StorageType.Memory });
+  for (let i = 0; i < 20; i++) await js.publish("memep.x", `m-${i}`);
+  await waitUntil(() => placed("MEMEP")!.isr![0].length === 3, "every replica in sync", 30_000);
+  // A new leader, twice, so that k follows a new epoch whatever it was (each leader hands the partition to the next).
+  for (let round = 0; round < 2; round++) {
+    const before = placed("MEMEP")!.epochs![0];
+    const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.MEMEP", "", { timeout: 10_000 })).data)) as { success?: boolean; error?: unknown };
+    assert.equal(answer.success, true, JSON.stringify(answer));
+    await waitUntil(() => placed("MEMEP")!.epochs![0] > before && placed("MEMEP")!.isr![0].length === 3, "a new leader with every replica in sync", 30_000);
+  }
+  await js.publish("memep.x", "after");
+  // With a fresh epoch checkpoint per role, a follower of each new epoch cut its whole copy and fetched it again.
+  assert.doesNotMatch(k.output(), /stream "MEMEP": truncated/);
 });

@@ -31,9 +31,9 @@ function standIn(js: ReplicaHost["js"]): { host: ReplicaHost; hooks: Set<Hook> }
   return { host, hooks };
 }
 
-/** Led by "b" with "a" as the other replica; `isr` as given. */
+/** Led by "b" with "a" as the other replica; `isr` as given; made now (after the StreamReplicas that takes it up began: not a leadership from before a restart). */
 function placement(account: string, isr: string[]): PlacedStream {
-  return { account, stream: "R", leaders: ["b"], tags: [], cluster: "c", subjects: ["r"], origin: "jetstream", config: {}, replicas: [["b", "a"]], epochs: [1], isr: [isr] };
+  return { account, stream: "R", leaders: ["b"], tags: [], cluster: "c", subjects: ["r"], origin: "jetstream", config: {}, replicas: [["b", "a"]], epochs: [1], isr: [isr], created: new Date().toISOString() };
 }
 
 /** A stream R of ten messages, on one node. */

@@ -75,6 +75,11 @@ const CHECKPOINT_MS = 5000;
 /** The checkpoint, in the account's store directory: per stream, its creation time (a stream made again under the name is another) and each partition's high watermark. */
 const CHECKPOINT_FILE = "replica-checkpoint.json";
 type Checkpoint = Record<string, { created: string; hw: number[] }>;
+/** A replica's request for what another's copy of a partition holds: `<stream>.ends`, `{ partition }`. */
+const ENDS = "ends";
+const ENDS_REQUEST_MS = 2000;
+/** How often partitions waiting for a replica to take them are settled again. */
+const WAIT_SETTLE_MS = 1000;
 /** A follower's bar on leading (ReplicaFollower's `bar`), in its partition's directory: `{ epoch, bar }`. */
 const FOLLOWER_BAR_FILE = "follower-bar.json";
 
@@ -208,6 +213,8 @@ interface LeaderRole {
   kind: "leader";
   stream: Stream;
   epoch: number;
+  /** The partition's leader-epoch checkpoint (in memory for a memory stream): what `<stream>.ends` answers. */
+  epochs: LeaderEpochs;
   gate: LeaderGate;
   /** The consumers' copies at the followers (partition 0 only). */
   copies: ConsumerCopies | null;
@@ -219,6 +226,7 @@ interface FollowerRole {
   kind: "follower";
   stream: Stream;
   epoch: number;
+  epochs: LeaderEpochs;
   leader: string;
   follower: ReplicaFollower;
   /** When this node may propose itself as leader, once its leader is found gone (0: not found gone). */
@@ -286,6 +294,22 @@ export class StreamReplicas {
   private writtenText: string | null = null;
   /** close() is writing the last checkpoint. */
   private closing = false;
+
+  /** When this instance began: a placement made before it names a leadership that, if this node held it, an earlier process held. */
+  private readonly startedAt = Date.now();
+  /** Per stream (its copy here), the partitions settled at least once by this instance: only the first settle asks restartedCopy. */
+  private readonly seen = new WeakMap<Stream, Set<number>>();
+  /** Per stream, partitions whose memory copy was found restarted and has taken no role since (stepAside until it has). */
+  private readonly lost = new WeakMap<Stream, Set<number>>();
+  /** A memory stream's leader-epoch checkpoints, per partition (epochsOf). */
+  private readonly memoryEpochs = new WeakMap<Stream, Map<number, LeaderEpochs>>();
+  /** Streams with a settle of a waiting partition under way (one at a time). */
+  private readonly resettling = new Set<string>();
+  /** Partitions led here by the placement that wait, without a role, for a replica to take them (stepAside), by `<stream>/<partition>`. */
+  private readonly waiting = new Map<string, { name: string; why: string }>();
+  /** What each waiting partition was last told to wait for (told once). */
+  private readonly toldWaiting = new Map<string, string>();
+  private lastWaitSettle = 0;
 
   constructor(private readonly host: ReplicaHost) {
     host.cluster.replicaHooks.add(this.hook);
@@ -395,11 +419,12 @@ export class StreamReplicas {
     await Promise.all(roles.map(([key, r]) => this.end(Number(key.slice(key.lastIndexOf("/") + 1)), r, "the server is shutting down")));
   }
 
-  /** Serves a follower's request (`rest`: `<stream>.<partition>`, or `<stream>.consumers`). */
+  /** Serves a follower's request (`rest`: `<stream>.<partition>`, `<stream>.consumers`), or a replica's (`<stream>.ends`). */
   serve(rest: string, body: Buffer, reply: string): void {
     if (reply === "") return;
     const dot = rest.lastIndexOf(".");
     if (rest.slice(dot + 1) === CONSUMERS) return this.serveConsumers(rest.slice(0, dot), body, reply);
+    if (rest.slice(dot + 1) === ENDS) return this.serveEnds(rest.slice(0, dot), body, reply);
     const role = this.roles.get(`${rest.slice(0, dot)}/${rest.slice(dot + 1)}`);
     if (role === undefined || role.kind !== "leader") {
       this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${rest.slice(dot + 1)} of stream ${rest.slice(0, dot)}`, code: "not_leader" })));
@@ -542,6 +567,13 @@ export class StreamReplicas {
 
   private async settle(name: string, local: Stream | undefined, placed: PlacedStream | undefined): Promise<void> {
     const partitions = local === undefined || placed === undefined ? 0 : placed.leaders.length;
+    for (const key of this.waiting.keys()) {
+      const slash = key.lastIndexOf("/");
+      if (key.slice(0, slash) === name && Number(key.slice(slash + 1)) >= partitions) {
+        this.waiting.delete(key);
+        this.toldWaiting.delete(key);
+      }
+    }
     for (const [key, role] of this.roles) {
       const slash = key.lastIndexOf("/");
       if (key.slice(0, slash) !== name) continue;
@@ -574,6 +606,8 @@ export class StreamReplicas {
    * would take writes after the node is gone.
    */
   private async keep(key: string, p: number, role: Role): Promise<void> {
+    this.toldWaiting.delete(key);
+    this.lost.get(role.stream)?.delete(p);
     if (!this.closed) {
       this.roles.set(key, role);
       return;
@@ -584,6 +618,11 @@ export class StreamReplicas {
   private async settlePartition(name: string, stream: Stream, placed: PlacedStream, p: number): Promise<void> {
     const key = `${name}/${p}`;
     const role = this.roles.get(key);
+    // Waiting (stepAside) is decided afresh by each settle.
+    this.waiting.delete(key);
+    const seen = this.partsOf(this.seen, stream);
+    const first = !seen.has(p);
+    seen.add(p);
     const set = replicasOf(placed, p);
     const self = this.self;
     if (set.length <= 1 || !set.includes(self)) {
@@ -607,6 +646,10 @@ export class StreamReplicas {
         role.copies?.release();
         return;
       }
+      // A copy that may lack what this leadership acknowledged passes it on to one that has it.
+      const lost = this.partsOf(this.lost, stream);
+      if (role === undefined && first && this.restartedCopy(stream, placed)) lost.add(p);
+      if (role === undefined && lost.has(p) && (await this.stepAside(name, stream, p, epoch, set, isr, placed))) return;
       // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its
       // epoch changed; at a start, the one written down last).
       const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : await this.savedHighWatermark(stream, p);
@@ -635,6 +678,123 @@ export class StreamReplicas {
       stream.replicaConsumers = copied;
     }
     await this.keep(key, p, next);
+  }
+
+  /**
+   * Whether the leadership the placement gives this node over a stream
+   * held in memory was taken before this instance began (a restart): the
+   * copy then lost every record it held. Asked at the first settle of the
+   * partition here only (a stream scaled up from one replica on a running
+   * node holds everything acknowledged since the node started).
+   */
+  private restartedCopy(stream: Stream, placed: PlacedStream): boolean {
+    const made = placed.created === undefined ? NaN : Date.parse(placed.created);
+    // A placement without a readable time is taken as older: stepping aside costs a failover, leading may cost acknowledged records.
+    return stream.dir === null && !(made >= this.startedAt);
+  }
+
+  /**
+   * This node is named leader of partition `p` in `epoch`, and its copy, in
+   * memory, lost what that leadership acknowledged when the node restarted
+   * (restartedCopy). Leading, it would cut its followers back to nothing:
+   * acknowledged records lost to one fault. Instead, in one fenced write,
+   * another replica is named leader in the next epoch and this node leaves
+   * the ISR (it follows, and rejoins once caught up, as any follower):
+   *
+   * - a live in-sync replica (not draining, if one is): every ISR member
+   *   holds everything acknowledged;
+   * - with this node the only in-sync one (its followers fell out, so with
+   *   a minimum ISR above one nothing was acknowledged since), the replica
+   *   whose copy is the most up to date, once every replica is live and has
+   *   said (`<stream>.ends`): the latest leader epoch it holds records of,
+   *   then its end, as Raft compares logs; the last to leave the ISR holds
+   *   everything acknowledged. If this copy is that, it leads.
+   *
+   * True when it stepped aside or waits (no role here, the partition
+   * offline until a candidate is live: `waiting`, settled again at the
+   * checks); false when this node should lead.
+   */
+  private async stepAside(name: string, stream: Stream, p: number, epoch: number, replicas: readonly string[], isr: readonly string[], placed: PlacedStream): Promise<boolean> {
+    const why = "this copy, in memory, lost what it held when its node restarted";
+    const self = this.self;
+    const key = `${name}/${p}`;
+    const directory = this.host.cluster.directory;
+    const log = this.host.js.options.log;
+    const others = isr.filter((n) => n !== self);
+    let to: string | undefined;
+    if (others.length > 0) {
+      const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+      const live = others.filter((n) => directory.isLive(n));
+      to = live.find((n) => !draining.has(n)) ?? live[0];
+      if (to === undefined) return this.wait(key, name, `partition ${p} of stream "${name}" waits for another in-sync replica (${others.join(", ")}) to lead it: ${why}`);
+    } else {
+      const rest = replicas.filter((n) => n !== self);
+      if (rest.length === 0) return false;
+      const down = rest.filter((n) => !directory.isLive(n));
+      if (down.length > 0) return this.wait(key, name, `partition ${p} of stream "${name}" waits for its replicas ${down.join(", ")}: this node is its only in-sync replica, ${why}, and the most up-to-date copy is to lead it`);
+      const ends = await Promise.all(rest.map((n) => this.copyEnd(n, name, p, placed.created)));
+      if (ends.some((e) => e === null)) return this.wait(key, name, `partition ${p} of stream "${name}" waits for every replica to tell what it holds: this node is its only in-sync replica, ${why}`);
+      let best = { epoch: (await this.epochsOf(stream, p)).latest(), end: logEnd(stream.partitions[p]) };
+      ends.forEach((e, i) => {
+        if (e!.epoch > best.epoch || (e!.epoch === best.epoch && e!.end > best.end)) [best, to] = [e!, rest[i]];
+      });
+      if (to === undefined) return false;
+    }
+    const chosen = to;
+    await directory.update(this.account, name, (pl) => {
+      if (pl.leaders[p] !== self || (pl.epochs?.[p] ?? 1) !== epoch) throw new Error("the partition's leadership changed meanwhile");
+      const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
+      if (others.length > 0 ? !isrs[p].includes(chosen) : isrs[p].length !== 1 || isrs[p][0] !== self) throw new Error("the partition's in-sync replicas changed meanwhile");
+      const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
+      epochs[p] = epoch + 1;
+      isrs[p] = others.length > 0 ? isrs[p].filter((n) => n !== self) : [chosen];
+      return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? chosen : l)), epochs, isr: isrs };
+    });
+    log.warn(`cluster: partition ${p} of stream "${name}" of account ${this.account} handed to ${chosen} in epoch ${epoch + 1}: ${why}`);
+    return true;
+  }
+
+  /** Leaves partition `key` without a role until settled again (at the next checks); tells why once. */
+  private wait(key: string, name: string, why: string): true {
+    if (this.toldWaiting.get(key) !== why) this.host.js.options.log.warn(`cluster: ${why}`);
+    this.toldWaiting.set(key, why);
+    this.waiting.set(key, { name, why });
+    return true;
+  }
+
+  /** The latest leader epoch `node`'s copy of partition `p` of `name` holds records of, and the sequence after its last; null when it does not say. */
+  private async copyEnd(node: string, name: string, p: number, created: string | undefined): Promise<{ epoch: number; end: number } | null> {
+    const b = await this.host.request(node, `${REPL_PREFIX}${name}.${ENDS}`, Buffer.from(JSON.stringify({ partition: p, created })), ENDS_REQUEST_MS);
+    if (b === null) return null;
+    try {
+      const a = JSON.parse(b.toString()) as { end?: unknown; epoch?: unknown };
+      return Number.isSafeInteger(a.end) && Number.isSafeInteger(a.epoch) ? { epoch: a.epoch as number, end: a.end as number } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Answers what this node's copy of a partition holds (`ends`): the latest leader epoch it has records of, and the sequence after its last. */
+  private serveEnds(name: string, body: Buffer, reply: string): void {
+    let p = -1;
+    let created: unknown;
+    try {
+      ({ partition: p = -1, created } = JSON.parse(body.toString()) as { partition?: number; created?: unknown });
+    } catch {
+      // answered below
+    }
+    const stream = this.host.js.streams.get(name);
+    const log = stream !== undefined && Number.isSafeInteger(p) && p >= 0 ? stream.partitions[p] : undefined;
+    // A copy made for another stream of the name (Stream.placed) says nothing of this one's records.
+    const other = stream?.placed !== undefined && typeof created === "string" && stream.placed !== created;
+    if (stream === undefined || log === undefined || other) return this.host.answer(reply, Buffer.from(JSON.stringify({ error: `no copy of partition ${p} of stream ${name} (placed ${String(created)}) here` })));
+    // Read before the epochs are awaited: the end goes with the epochs as they are now or later, never with older ones.
+    const role = this.roles.get(`${name}/${p}`);
+    const epochs = role !== undefined && role.stream === stream ? Promise.resolve(role.epochs) : this.epochsOf(stream, p);
+    epochs.then(
+      (e) => this.host.answer(reply, Buffer.from(JSON.stringify({ epoch: e.latest(), end: logEnd(log) }))),
+      (err: Error) => this.host.answer(reply, Buffer.from(JSON.stringify({ error: err.message }))),
+    );
   }
 
   /**
@@ -671,8 +831,19 @@ export class StreamReplicas {
     if (adopted > 0) js.options.log.info(`cluster: took over ${adopted} consumers of stream "${name}" of account ${this.account}`);
   }
 
+  /**
+   * The leader-epoch checkpoint of partition `p` of `stream`: its file, or
+   * for a memory stream one kept in memory across the roles of this
+   * process (a fresh one per role would make a follower of each new epoch
+   * cut its whole copy and fetch it again while still in the ISR).
+   */
   private async epochsOf(stream: Stream, p: number): Promise<LeaderEpochs> {
-    return stream.dir === null ? LeaderEpochs.inMemory() : LeaderEpochs.open(join(stream.dir, `p${p}`, "leader-epochs.json"));
+    if (stream.dir !== null) return LeaderEpochs.open(join(stream.dir, `p${p}`, "leader-epochs.json"));
+    let kept = this.memoryEpochs.get(stream);
+    if (kept === undefined) this.memoryEpochs.set(stream, (kept = new Map()));
+    let epochs = kept.get(p);
+    if (epochs === undefined) kept.set(p, (epochs = LeaderEpochs.inMemory()));
+    return epochs;
   }
 
   private async lead(name: string, stream: Stream, p: number, replicas: readonly string[], isr: readonly string[], epoch: number, hw: number | undefined, minIsr: number): Promise<LeaderRole> {
@@ -705,7 +876,7 @@ export class StreamReplicas {
       const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
       stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
     }
-    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
+    return { kind: "leader", stream, epoch, epochs, gate, copies, uncertain: new Set() };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -761,7 +932,7 @@ export class StreamReplicas {
     stream.followerCopy = true;
     if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
-    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
+    return { kind: "follower", stream, epoch, epochs, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
 
   /**
@@ -786,6 +957,12 @@ export class StreamReplicas {
         known.set(p, bar);
       },
     };
+  }
+
+  private partsOf(of: WeakMap<Stream, Set<number>>, stream: Stream): Set<number> {
+    let parts = of.get(stream);
+    if (parts === undefined) of.set(stream, (parts = new Set()));
+    return parts;
   }
 
   private barsOf(stream: Stream): Map<number, number> {
@@ -861,6 +1038,18 @@ export class StreamReplicas {
   private check(): void {
     if (this.closed) return;
     const now = Date.now();
+    // Partitions waiting for a replica to take them are settled again (a member came back, or answers now).
+    if (this.waiting.size > 0 && now - this.lastWaitSettle >= WAIT_SETTLE_MS) {
+      this.lastWaitSettle = now;
+      for (const name of new Set([...this.waiting.values()].map((w) => w.name))) {
+        if (this.resettling.has(name)) continue;
+        this.resettling.add(name);
+        void this.host.cluster
+          .settle(this.account, name)
+          .catch(() => undefined)
+          .finally(() => this.resettling.delete(name));
+      }
+    }
     for (const [key, role] of this.roles) {
       if (this.changing.has(key)) continue;
       const slash = key.lastIndexOf("/");

@@ -1,0 +1,198 @@
+/**
+ * A node named leader of a replicated partition by a placement older than
+ * its process, whose copy is in memory (so lost everything at the
+ * restart), does not lead it again in that epoch: it names a live in-sync
+ * replica leader in the next one and leaves the ISR; as the only in-sync
+ * replica, it names the replica whose copy is most up to date (latest
+ * leader epoch, then end) once every replica has said, or leads if that is
+ * itself. Without a candidate it waits, without a role, and is settled
+ * again until one comes. A copy that lost nothing (on disk; a placement
+ * newer than the node; a stream scaled up on a running node) leads.
+ *
+ * The host is a stand-in (as stream-replicas-checkpoint.test.ts): this node
+ * is "b"; the placement's changes are recorded, not applied; other
+ * replicas answer what their copies hold from `ends`.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
+import { StreamReplicas, type ReplicaHost } from "../src/streams/stream-replicas.js";
+import type { ClusterStreams, PlacedStream } from "../src/streams/cluster-streams.js";
+import type { Stream } from "../src/streams/stream.js";
+import { startJs } from "./helpers/js.js";
+import { waitUntil } from "./helpers/clients.js";
+
+type Hook = (account: string, stream: string, local: Stream | undefined, placed: PlacedStream | undefined) => Promise<void>;
+
+interface StandIn {
+  host: ReplicaHost;
+  hooks: Set<Hook>;
+  /** Placements written, in order. */
+  updates: PlacedStream[];
+  /** Settles asked for by the replicas (a waiting partition's). */
+  settles: string[];
+  live: string[];
+}
+
+function standIn(js: ReplicaHost["js"], live: string[], ends: Record<string, { epoch: number; end: number }>, current: () => PlacedStream): StandIn {
+  const hooks = new Set<Hook>();
+  const updates: PlacedStream[] = [];
+  const settles: string[] = [];
+  const directory = {
+    isLive: (n: string) => live.includes(n),
+    onMembers: () => () => {},
+    nodes: () => live.map((name) => ({ name, tags: [] })),
+    get: () => undefined,
+    update: async (_account: string, _stream: string, change: (p: PlacedStream) => PlacedStream) => {
+      updates.push(change(current()));
+    },
+  };
+  const cluster = { self: "b", replicaHooks: hooks, directory, settle: async (_account: string, name: string) => void settles.push(name) } as unknown as ClusterStreams;
+  // A replica that does not say what it holds: the request times out (null), as the cluster API's does.
+  const request = (node: string, subject: string): Promise<Buffer | null> =>
+    subject.endsWith(".ends") ? Promise.resolve(ends[node] !== undefined && live.includes(node) ? Buffer.from(JSON.stringify(ends[node])) : null) : new Promise<Buffer | null>(() => {});
+  const host: ReplicaHost = { js, cluster, request, answer: () => {}, holdsLease: () => true };
+  return { host, hooks, updates, settles, live };
+}
+
+/** Led by "b" in epoch 3 with `replicas`; made a minute ago (before the StreamReplicas that takes it up began). */
+function placement(account: string, isr: string[], replicas = ["b", "a", "c"], created = new Date(Date.now() - 60_000)): PlacedStream {
+  return { account, stream: "R", leaders: ["b"], tags: [], cluster: "c", subjects: ["r"], origin: "jetstream", config: {}, replicas: [replicas], epochs: [3], isr: [isr], created: created.toISOString() };
+}
+
+interface TakeUp {
+  /** Memory storage (the default here), or file. */
+  file?: boolean;
+  placed: (account: string) => PlacedStream;
+  live?: string[];
+  ends?: Record<string, { epoch: number; end: number }>;
+}
+
+/** A node with a stream R of ten messages, taking up partition 0 of `placed` with a fresh StreamReplicas (a node just started). */
+async function takeUp(o: TakeUp) {
+  const h = await startJs();
+  await (await jetstreamManager(h.nc)).streams.add({ name: "R", subjects: ["r"], ...(o.file === true ? {} : { storage: StorageType.Memory }) });
+  const js = jetstream(h.nc);
+  for (let i = 0; i < 10; i++) await js.publish("r", `m${i}`);
+  const jss = h.srv.jetstream!;
+  let current = o.placed(jss.account.name);
+  const s = standIn(jss, o.live ?? ["a", "b", "c"], o.ends ?? {}, () => current);
+  const replicas = new StreamReplicas(s.host);
+  const [settle] = s.hooks;
+  const run = (next?: PlacedStream): Promise<Error | null> => {
+    if (next !== undefined) current = next;
+    return settle(jss.account.name, "R", jss.streams.get("R"), current).then(
+      () => null,
+      (err: Error) => err,
+    );
+  };
+  const settled = await run();
+  const stream = jss.streams.get("R")!;
+  const close = async (): Promise<void> => {
+    await replicas.close();
+    await h.close();
+  };
+  return { ...s, replicas, settled, stream, run, close, account: jss.account.name };
+}
+
+const changed = (p: PlacedStream) => ({ leaders: p.leaders, epochs: p.epochs, isr: p.isr });
+
+test("a memory copy named leader by a placement older than its node hands the partition to a live in-sync replica in the next epoch", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "c", "a"]), live: ["a", "b"] });
+  try {
+    assert.equal(t.settled, null);
+    assert.equal(t.replicas.leads("R"), false);
+    // "c" is first in the ISR but not live: "a" is named, and "b" leaves the ISR (it lost what it acknowledged).
+    assert.deepEqual(t.updates.map(changed), [{ leaders: ["a"], epochs: [4], isr: [["c", "a"]] }]);
+    // Nothing taken as led here meanwhile: no gate (publishes not taken; Kafka answers LEADER_NOT_AVAILABLE).
+    assert.equal(t.stream.replicaGate(0), undefined);
+  } finally {
+    await t.close();
+  }
+});
+
+test("with no other in-sync replica live it waits without a role, and is settled again until one is", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"]), live: ["b"] });
+  try {
+    assert.equal(t.settled, null);
+    assert.equal(t.replicas.leads("R"), false);
+    assert.equal(t.updates.length, 0);
+    assert.equal(t.stream.replicaGate(0), undefined);
+    // "a" comes back: the next check settles the stream again, and that settle hands it over (the copy is still the lost one).
+    t.live.push("a");
+    await waitUntil(() => t.settles.includes("R"), "the waiting stream settled again");
+    assert.equal(await t.run(), null);
+    assert.deepEqual(t.updates.map(changed), [{ leaders: ["a"], epochs: [4], isr: [["a"]] }]);
+  } finally {
+    await t.close();
+  }
+});
+
+test("as the only in-sync replica, it gives the partition to the most up-to-date copy: latest leader epoch first, then end", async () => {
+  // c holds more records, but of epoch 1 only (an old leader's tail); a holds epoch 3's: a is the one.
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b"]), ends: { a: { epoch: 3, end: 9 }, c: { epoch: 1, end: 20 } } });
+  try {
+    assert.deepEqual(t.updates.map(changed), [{ leaders: ["a"], epochs: [4], isr: [["a"]] }]);
+    assert.equal(t.replicas.leads("R"), false);
+  } finally {
+    await t.close();
+  }
+});
+
+test("as the only in-sync replica, with the same epoch everywhere, the longest copy leads", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b"]), ends: { a: { epoch: 3, end: 5 }, c: { epoch: 3, end: 20 } } });
+  try {
+    assert.deepEqual(t.updates.map(changed), [{ leaders: ["c"], epochs: [4], isr: [["c"]] }]);
+  } finally {
+    await t.close();
+  }
+});
+
+test("as the only in-sync replica, it waits while a replica is down or does not say what it holds", async () => {
+  for (const o of [
+    { live: ["a", "b"], ends: { a: { epoch: 3, end: 20 } } },
+    { live: ["a", "b", "c"], ends: { a: { epoch: 3, end: 20 } } },
+  ]) {
+    const t = await takeUp({ placed: (acc) => placement(acc, ["b"]), ...o });
+    try {
+      assert.equal(t.settled, null);
+      assert.equal(t.updates.length, 0);
+      assert.equal(t.replicas.leads("R"), false);
+    } finally {
+      await t.close();
+    }
+  }
+});
+
+test("a placement made after the node started (a stream created since) is led at once", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  try {
+    assert.equal(t.replicas.leads("R"), true);
+    assert.equal(t.updates.length, 0);
+  } finally {
+    await t.close();
+  }
+});
+
+test("a memory stream of one replica scaled up on a running node is led: its copy holds everything acknowledged since the node started", async () => {
+  const t = await takeUp({ placed: (acc) => ({ ...placement(acc, ["b"], ["b"]), replicas: undefined, isr: undefined, epochs: undefined }) });
+  try {
+    assert.equal(t.replicas.leads("R"), false);
+    assert.equal(await t.run({ ...placement(t.account, ["b"], ["b", "a", "c"]), epochs: [2] }), null);
+    assert.equal(t.replicas.leads("R"), true);
+    assert.equal(t.updates.length, 0);
+  } finally {
+    await t.close();
+  }
+});
+
+test("a copy on disk fsynced before every acknowledgement leads again in its epoch after a restart", async () => {
+  const t = await takeUp({ file: true, placed: (acc) => placement(acc, ["b", "a"]) });
+  try {
+    assert.equal(t.replicas.leads("R"), true);
+    assert.equal(t.updates.length, 0);
+  } finally {
+    await t.close();
+  }
+});
