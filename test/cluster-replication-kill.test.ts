@@ -184,16 +184,25 @@ async function streamNames(jsm: Awaited<ReturnType<typeof jetstreamManager>>): P
   return out;
 }
 
+/**
+ * A stream `name` of three replicas holding `records` payloads `<prefix>-<i>`, every replica in sync; then k stopped and
+ * the stream led elsewhere, without k in sync: k is away.
+ */
+async function inSyncThenKAway(jsm: Awaited<ReturnType<typeof jetstreamManager>>, js: JetStreamClient, name: string, prefix: string, records: number): Promise<void> {
+  const subject = name.toLowerCase();
+  await jsm.streams.add({ name, subjects: [`${subject}.>`], num_replicas: 3 });
+  for (let i = 0; i < records; i++) await js.publish(`${subject}.x`, `${prefix}-${i}`);
+  await waitUntil(() => placed(name)!.isr![0].length === 3, "every replica in sync", 30_000);
+  await k.stop("SIGTERM");
+  await waitUntil(() => placed(name)!.leaders[0] !== "k" && !placed(name)!.isr![0].includes("k"), `${name} led elsewhere, k out of sync`, 30_000);
+}
+
 test("a replicated stream deleted while one of its nodes is away stays deleted when the node returns: its copy is set aside, not adopted", async () => {
   if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
   k = await spawnK();
   const nc = await client(a.url);
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: "GONE", subjects: ["gone.>"], num_replicas: 3 });
-  await publishThrough(jetstream(nc), "GONE", 10, 10, async () => {});
-  await waitUntil(() => placed("GONE")!.isr![0].length === 3, "every replica in sync", 30_000);
-  await k.stop("SIGTERM");
-  await waitUntil(() => placed("GONE")!.leaders[0] !== "k", "GONE led by another node", 30_000);
+  await inSyncThenKAway(jsm, jetstream(nc), "GONE", "old", 10);
   await jsm.streams.delete("GONE");
   // Ready means its streams found on disk are settled: an adoption would be written to etcd by now.
   k = await spawnK();
@@ -208,11 +217,7 @@ test("a stream deleted and made again under its name while a node is away: place
   const nc = await client(a.url);
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
-  await jsm.streams.add({ name: "AGAIN", subjects: ["again.>"], num_replicas: 3 });
-  for (let i = 0; i < 10; i++) await js.publish("again.x", `old-${i}`);
-  await waitUntil(() => placed("AGAIN")!.isr![0].length === 3, "every replica in sync", 30_000);
-  await k.stop("SIGTERM");
-  await waitUntil(() => placed("AGAIN")!.leaders[0] !== "k", "AGAIN led by another node", 30_000);
+  await inSyncThenKAway(jsm, js, "AGAIN", "old", 10);
   await jsm.streams.delete("AGAIN");
   await jsm.streams.add({ name: "AGAIN", subjects: ["again.>"], num_replicas: 1 });
   for (let i = 0; i < 3; i++) await js.publish("again.x", `new-${i}`);
@@ -276,12 +281,7 @@ test("a copy set aside because its placement is gone (etcd restored from an olde
 test("a follower dropped by a scale-down while away and chosen again by a scale-up serves its copy again and rejoins", async () => {
   const nc = await client(a.url);
   const jsm = await jetstreamManager(nc);
-  const js = jetstream(nc);
-  await jsm.streams.add({ name: "SHRINK", subjects: ["shrink.>"], num_replicas: 3 });
-  for (let i = 0; i < 5; i++) await js.publish("shrink.x", `m-${i}`);
-  await waitUntil(() => placed("SHRINK")!.isr![0].length === 3, "every replica in sync", 30_000);
-  await k.stop("SIGTERM");
-  await waitUntil(() => placed("SHRINK")!.leaders[0] !== "k" && !placed("SHRINK")!.isr![0].includes("k"), "SHRINK led elsewhere, k out of sync", 30_000);
+  await inSyncThenKAway(jsm, jetstream(nc), "SHRINK", "m", 5);
   await jsm.streams.update("SHRINK", { subjects: ["shrink.>"], num_replicas: 2 });
   assert.ok(!placed("SHRINK")!.replicas![0].includes("k"));
   k = await spawnK();

@@ -29,7 +29,11 @@ import type { AccountDoor } from "./account-door.js";
 import type { KafkaBroker } from "./cluster.js";
 import { ErrorCode } from "./errors.js";
 import { TOPIC_METADATA_KEY } from "./topics.js";
-import { withinMs } from "../../util/settle.js";
+import { settled, withinMs } from "../../util/settle.js";
+
+/** How long a coordinator partition taken up waits for its records to reach its in-sync replicas before it is served (COORDINATOR_LOAD_IN_PROGRESS meanwhile). */
+const LOAD_REPLICATED_MS = 60_000;
+const LOAD_STEP_MS = 20;
 
 /** How often leadership of the partitions is looked at, to load or drop their state. */
 const SWEEP_MS = 100;
@@ -238,7 +242,8 @@ export abstract class CoordinatorTopic {
     this.loaded.set(p, state);
     const log = stream.partitions[p];
     state.loading = (async () => {
-      // The leader's whole log, not only what is below the high watermark: what it holds beyond is what its followers will get.
+      // The leader's whole log, not only what is below the high watermark: what it holds beyond is what its followers will get
+      // (and it is shown once they have, below).
       const seqs = log.lastPerSubject(this.subjects).sort((a, b) => a - b);
       const records: StoredMessage[] = [];
       for (const seq of seqs) {
@@ -249,6 +254,12 @@ export abstract class CoordinatorTopic {
       // A read that failed the log on the way may have read a segment as empty: its records would be missing, not older.
       const failed = log.state().error;
       if (failed !== null) throw new Error(`its log failed while it was read (${failed})`);
+      // Served only once every in-sync replica has what was read: a record beyond the high watermark (written by this node's
+      // earlier leadership, never replicated: a commit never acknowledged) shown now would be taken back by a failover.
+      const read = log.state().lastSeq;
+      const replicated = (): boolean => this.loaded.get(p) !== state || stream.replicatedSeq(p) >= read;
+      if (!(await settled(replicated, Date.now() + LOAD_REPLICATED_MS, LOAD_STEP_MS))) throw new Error(`what it holds did not reach its in-sync replicas within ${LOAD_REPLICATED_MS} ms`);
+      if (this.loaded.get(p) !== state) return;
       state.done = true;
       this.adopt(p, records);
       this.door.log.debug(`kafka ${this.topic} partition ${p}: loaded ${records.length} record(s) at leader epoch ${epoch}`);
