@@ -7,7 +7,9 @@
  * every acknowledged commit, so the group resumes where it was instead of
  * reading everything again. A coordinator cut off from etcd past its
  * lease answers its group requests COORDINATOR_NOT_AVAILABLE, not from
- * what it holds. Clients may read the internal topic but not produce to
+ * what it holds. A coordinator that takes its partition up again serves
+ * no commit its copy holds beyond the high watermark until every in-sync
+ * replica has it. Clients may read the internal topic but not produce to
  * it, create it or delete it.
  */
 
@@ -20,6 +22,8 @@ import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { findCoordinator, frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
+import { offsetsPartitionOf, offsetSubject } from "../src/protocols/kafka/offsets-log.js";
+import { appendAsync } from "../src/store/log.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -198,6 +202,63 @@ test("a coordinator that lost its lease answers no offsets from what it holds: a
     const now = live().find((n) => brokerId(n) === named.id);
     return named.error === 0 && now !== undefined && (await offsetFetch(now, group, topic)).offset === 7;
   }, "the group's offsets served again", 30_000);
+});
+
+test("a coordinator that takes its offsets partition up again while it still leads it serves no commit beyond the high watermark: one never replicated (never acknowledged) is served only once every in-sync replica has it", async () => {
+  const topic = "unreplicated-offsets";
+  const group = "unreplicated";
+  const admin = client().admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+    await admin.setOffsets({ groupId: group, topic, partitions: [{ partition: 0, offset: "7" }] });
+  } finally {
+    await admin.disconnect();
+  }
+  const coordinator = await coordinatorOf(group);
+  const node = live().find((n) => brokerId(n) === coordinator)!;
+  const door = node.kafka!.defaultDoor!;
+  const stream = door.js.streams.get("__consumer_offsets")!;
+  const p = offsetsPartitionOf(group, stream.partitions.length);
+  const placed = () => node.kafka!.cluster!.topic(door.account, "__consumer_offsets")!;
+  const epoch = placed().epochs[p];
+  const copyOf = (n: NagareServer) => n.kafka!.defaultDoor!.js.streams.get("__consumer_offsets")!.partitions[p];
+  const followers = live().filter((n) => n !== node && placed().isr[p].includes(brokerId(n)));
+  assert.ok(followers.length > 0, "the partition has an in-sync follower");
+  assert.deepEqual(await offsetFetch(node, group, topic), { error: 0, offset: 7 });
+
+  // What an earlier process of this node wrote as leader and never replicated (nor acknowledged): a commit of 99 in its copy
+  // alone, beyond the high watermark, which its followers are not sent (the leader was not told of it).
+  const seq = await appendAsync(stream.partitions[p], {
+    subject: offsetSubject(group, `${topic}/0`),
+    data: Buffer.from(JSON.stringify({ offset: 99, metadata: null, protocolType: "" })),
+  });
+  assert.ok(stream.replicatedSeq(p) < seq, "the commit of 99 is beyond the high watermark");
+
+  // A moment in which its copy may not be written (asked then, it answers COORDINATOR_NOT_AVAILABLE and drops the partition),
+  // as in a lease blip or a restart within the lease, after which it still leads in the same epoch and takes the partition
+  // up again from its log. The gate refuses here rather than the lease: a fence's registering again deletes the node's key
+  // for a moment, in which a follower often takes the partition over, and then there is nothing to judge.
+  const gate = stream.replicaGate(p) as unknown as { handingOver: boolean };
+  gate.handingOver = true;
+  try {
+    assert.equal(door.offsets!.check(group), 15);
+  } finally {
+    gate.handingOver = false;
+  }
+  let answer = { error: 15, offset: -1 };
+  await waitUntilAsync(async () => (answer = await offsetFetch(node, group, topic)).error !== 15, "the coordinator to answer for its group again", 20_000);
+  assert.equal(placed().epochs[p], epoch, "the coordinator still leads the partition in the same epoch");
+  for (const f of followers) assert.ok(copyOf(f).state().lastSeq < seq, "no follower has the commit of 99");
+  // Served now, 99 would be taken back by a failover to a follower: the partition is not served until they have it.
+  assert.notEqual(answer.offset, 99, "a commit on no other in-sync replica is not served");
+  assert.deepEqual(answer, { error: 14, offset: -1 }, "COORDINATOR_LOAD_IN_PROGRESS");
+
+  // Once every in-sync replica has it (as when a leadership's log end includes it), the partition is served, 99 with it.
+  await new Promise<void>((resolve, reject) => stream.replicaGate(p)!.replicate(seq, (err) => (err === null ? resolve() : reject(err))));
+  for (const f of followers) assert.ok(copyOf(f).state().lastSeq >= seq, "every in-sync follower has the commit of 99");
+  await waitUntilAsync(async () => (answer = await offsetFetch(node, group, topic)).error === 0, "the partition served", 20_000);
+  assert.deepEqual(answer, { error: 0, offset: 99 });
 });
 
 test("clients may read __consumer_offsets but not produce to it, create it or delete it", async () => {
