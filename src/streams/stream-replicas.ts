@@ -75,7 +75,7 @@ const CHECKPOINT_MS = 5000;
 /** The checkpoint, in the account's store directory: per stream, its creation time (a stream made again under the name is another) and each partition's high watermark. */
 const CHECKPOINT_FILE = "replica-checkpoint.json";
 type Checkpoint = Record<string, { created: string; hw: number[] }>;
-/** A replica's request for what another's copy of a partition holds: `<stream>.ends`, `{ partition }`. */
+/** A replica's request for what another's copy of a partition holds: `<stream>.ends`, `{ partition, created }` (the placement asked about). */
 const ENDS = "ends";
 const ENDS_REQUEST_MS = 2000;
 /** How often partitions waiting for a replica to take them are settled again. */
