@@ -293,15 +293,20 @@ test("a follower dropped by a scale-down while away and chosen again by a scale-
 
 // Started again at once, k re-registers as its old key expires: either it hands the partition on (stepAside) or a follower
 // has taken over by then. Either way no acknowledged record may be lost (before the change, k led on with its empty copy).
-test("SIGKILL of the leader of a memory stream, started again within its lease: no acknowledged publish is lost", async () => {
+/** A fresh k leading a new memory stream `name` of `replicas`, made through `via`; its client. */
+async function kLeadsMemoryStream(via: NagareServer, tag: string, name: string, replicas: number): Promise<JetStreamClient> {
   if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
   k = await spawnK();
-  const nc = await client(a.url);
+  const nc = await client(via.url);
   const jsm = await jetstreamManager(nc);
-  await kLeadsNext(jsm, "kc");
-  const info = await jsm.streams.add({ name: "MEM", subjects: ["mem.>"], num_replicas: 3, storage: StorageType.Memory });
+  await kLeadsNext(jsm, tag);
+  const info = await jsm.streams.add({ name, subjects: [`${name.toLowerCase()}.>`], num_replicas: replicas, storage: StorageType.Memory });
   assert.equal(info.cluster?.leader, "k");
-  const js = jetstream(nc);
+  return jetstream(nc);
+}
+
+test("SIGKILL of the leader of a memory stream, started again within its lease: no acknowledged publish is lost", async () => {
+  const js = await kLeadsMemoryStream(a, "kc", "MEM", 3);
   const acked = await publishThrough(js, "MEM", 50, 50, async () => {});
   await k.stop("SIGKILL");
   // At once: its memory copy is empty, and it is named leader until it steps aside or its old lease runs out.
@@ -326,16 +331,9 @@ test("SIGKILL of the leader of a memory stream, started again within its lease: 
 });
 
 test("a memory stream's leader alone in the ISR (its follower's lease blipped), killed and started again: the follower with every record leads", async () => {
-  if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
-  k = await spawnK();
-  const nc = await client(b.url);
-  const jsm = await jetstreamManager(nc);
-  await kLeadsNext(jsm, "kd");
-  const info = await jsm.streams.add({ name: "MEM2", subjects: ["mem2.>"], num_replicas: 2, storage: StorageType.Memory });
-  assert.equal(info.cluster?.leader, "k");
+  const js = await kLeadsMemoryStream(b, "kd", "MEM2", 2);
   const f = placed("MEM2")!.replicas![0].find((n) => n !== "k")!;
   const follower = f === "a" ? a : b;
-  const js = jetstream(nc);
   const acked = await publishThrough(js, "MEM2", 50, 50, async () => {});
   await waitUntil(() => follower.jetstream!.streams.get("MEM2")!.partitions[0].state().lastSeq === 50, "the follower holds all 50");
   // The follower loses its lease for a moment: k takes it out of the ISR (its copy stays whole; no write is acknowledged meanwhile).

@@ -63,12 +63,12 @@ export function keptLeading(led: readonly boolean[], before: readonly boolean[] 
   return led.map((l, p) => l && (before === null || before[p] === true) && gated(p));
 }
 
-/** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
 /** Whether partition `p` of `stream` is replicated by `placed` but has no gate here yet (its role is being set up). */
 function lacksGate(placed: PlacedStream, stream: Stream, p: number): boolean {
   return replicasOf(placed, p).length > 1 && stream.replicaGate(p) === undefined;
 }
 
+/** The nodes holding a copy of partition `p` (its leader alone when not replicated). */
 export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p: number): readonly string[] {
   return placed.replicas?.[p] ?? [placed.leaders[p]];
 }

@@ -85,9 +85,14 @@ interface StreamMeta {
   placed?: string;
 }
 
+/** What meta.json holds for a stream. */
+function streamMeta(config: StreamConfig, created: Date, partitions: number, placed: string | undefined): StreamMeta {
+  return { config, created: created.toISOString(), partitions, ...(placed !== undefined ? { placed } : {}) };
+}
+
 /** What meta.json holds for `stream`, with `config` and `partitions` as given (or as they are). */
 function metaOf(stream: Stream, config = stream.config, partitions = stream.partitions.length): StreamMeta {
-  return { config, created: stream.created.toISOString(), partitions, ...(stream.placed !== undefined ? { placed: stream.placed } : {}) };
+  return streamMeta(config, stream.created, partitions, stream.placed);
 }
 
 interface ConsumerMeta {
@@ -628,8 +633,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
     });
   }
 
-  /** Creates a stream, or returns the existing one if its configuration is the same. */
-  /** `placed`: in a cluster, the creation time of the placement the stream is made for (Stream.placed). */
+  /**
+   * Creates a stream, or returns the existing one if its configuration is
+   * the same. `placed`: in a cluster, the creation time of the placement the
+   * stream is made for (Stream.placed).
+   */
   async createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
@@ -652,7 +660,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.checkOverlap(config, null);
     const created = new Date();
     const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
-    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), { config, created: created.toISOString(), partitions, ...(placed !== undefined ? { placed } : {}) } satisfies StreamMeta);
+    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), streamMeta(config, created, partitions, placed));
     const stream = await this.openStream(config, created, dir, partitions);
     stream.placed = placed;
     if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);

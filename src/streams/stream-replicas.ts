@@ -213,8 +213,6 @@ interface LeaderRole {
   kind: "leader";
   stream: Stream;
   epoch: number;
-  /** The partition's leader-epoch checkpoint (in memory for a memory stream): what `<stream>.ends` answers. */
-  epochs: LeaderEpochs;
   gate: LeaderGate;
   /** The consumers' copies at the followers (partition 0 only). */
   copies: ConsumerCopies | null;
@@ -226,7 +224,6 @@ interface FollowerRole {
   kind: "follower";
   stream: Stream;
   epoch: number;
-  epochs: LeaderEpochs;
   leader: string;
   follower: ReplicaFollower;
   /** When this node may propose itself as leader, once its leader is found gone (0: not found gone). */
@@ -305,8 +302,8 @@ export class StreamReplicas {
   private readonly memoryEpochs = new WeakMap<Stream, Map<number, LeaderEpochs>>();
   /** Streams with a settle of a waiting partition under way (one at a time). */
   private readonly resettling = new Set<string>();
-  /** Partitions led here by the placement that wait, without a role, for a replica to take them (stepAside), by `<stream>/<partition>`. */
-  private readonly waiting = new Map<string, { name: string; why: string }>();
+  /** Partitions led here by the placement that wait, without a role, for a replica to take them (stepAside): their stream's name, by `<stream>/<partition>`. */
+  private readonly waiting = new Map<string, string>();
   /** What each waiting partition was last told to wait for (told once). */
   private readonly toldWaiting = new Map<string, string>();
   private lastWaitSettle = 0;
@@ -758,7 +755,7 @@ export class StreamReplicas {
   private wait(key: string, name: string, why: string): true {
     if (this.toldWaiting.get(key) !== why) this.host.js.options.log.warn(`cluster: ${why}`);
     this.toldWaiting.set(key, why);
-    this.waiting.set(key, { name, why });
+    this.waiting.set(key, name);
     return true;
   }
 
@@ -788,10 +785,8 @@ export class StreamReplicas {
     // A copy made for another stream of the name (Stream.placed) says nothing of this one's records.
     const other = stream?.placed !== undefined && typeof created === "string" && stream.placed !== created;
     if (stream === undefined || log === undefined || other) return this.host.answer(reply, Buffer.from(JSON.stringify({ error: `no copy of partition ${p} of stream ${name} (placed ${String(created)}) here` })));
-    // Read before the epochs are awaited: the end goes with the epochs as they are now or later, never with older ones.
-    const role = this.roles.get(`${name}/${p}`);
-    const epochs = role !== undefined && role.stream === stream ? Promise.resolve(role.epochs) : this.epochsOf(stream, p);
-    epochs.then(
+    // The epochs first, then the end: a record of a newer epoch appended meanwhile makes the copy look older, never newer.
+    this.epochsOf(stream, p).then(
       (e) => this.host.answer(reply, Buffer.from(JSON.stringify({ epoch: e.latest(), end: logEnd(log) }))),
       (err: Error) => this.host.answer(reply, Buffer.from(JSON.stringify({ error: err.message }))),
     );
@@ -876,7 +871,7 @@ export class StreamReplicas {
       const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
       stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
     }
-    return { kind: "leader", stream, epoch, epochs, gate, copies, uncertain: new Set() };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -932,7 +927,7 @@ export class StreamReplicas {
     stream.followerCopy = true;
     if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
-    return { kind: "follower", stream, epoch, epochs, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
+    return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
 
   /**
@@ -1041,7 +1036,7 @@ export class StreamReplicas {
     // Partitions waiting for a replica to take them are settled again (a member came back, or answers now).
     if (this.waiting.size > 0 && now - this.lastWaitSettle >= WAIT_SETTLE_MS) {
       this.lastWaitSettle = now;
-      for (const name of new Set([...this.waiting.values()].map((w) => w.name))) {
+      for (const name of new Set(this.waiting.values())) {
         if (this.resettling.has(name)) continue;
         this.resettling.add(name);
         void this.host.cluster
