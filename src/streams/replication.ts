@@ -53,7 +53,12 @@ import { UNDEFINED_EPOCH, type EpochEntry, type LeaderEpochs } from "../store/le
 import type { MessageLog, StoredItem } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, EMPTY_BATCH_BYTES, encodeBatch, encodedSize, itemEnd, readCopy } from "./copy-batch.js";
 
-/** One fetch answer's records at most (at least one item is sent, a Kafka batch whole): below a route's default max payload, as a move's copy. */
+/**
+ * One fetch answer's bytes at most (at least one item is sent, a Kafka
+ * batch whole): below a route's default max payload, as a move's copy. A
+ * follower asks for less when its node's max_payload is smaller (its route
+ * refuses a larger answer).
+ */
 export const FETCH_BYTES = 256 * 1024;
 const FETCH_MESSAGES = 1024;
 /** The longest a leader holds a fetch with nothing new. */
@@ -123,6 +128,7 @@ export interface FetchRequest {
   run: string;
   /** Removals of that leadership the follower has applied durably (an acknowledgement, as `from` is). */
   ops: number;
+  /** The answer's size at most (its records' within it, at least one item): the follower's route refuses more than its max_payload. */
   maxBytes: number;
   maxWaitMs: number;
 }
@@ -582,7 +588,7 @@ export class ReplicaLeader {
     let opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
     let room = 0;
     for (let i = this.rHead + req.ops - this.opBase, to = this.rHead + opsTo - this.opBase; i < to; i++) if (this.rOps[i] < req.from) room++;
-    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES - HEADER_ROOM - REMOVAL_ROOM * room));
+    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES) - HEADER_ROOM - REMOVAL_ROOM * room);
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
@@ -1136,6 +1142,7 @@ export interface ReplicaFollowerOptions {
   /** The leader epoch it follows (the placement's). */
   epoch: number;
   transport: ReplicaTransport;
+  /** Each answer's size at most (FETCH_BYTES if less or unset). */
   maxBytes?: number;
   maxWaitMs?: number;
   /** Back-off after a failed round, doubling from `min` to `max`. */

@@ -74,7 +74,7 @@ export const MOVE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}MOVE.`;
 const COPY = "COPY.";
 const FREEZE = "FREEZE.";
 const CONSUMERS = "CONSUMERS.";
-/** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload. */
+/** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload; less if the target's max_payload is. */
 export const BATCH_BYTES = 256 * 1024;
 const BATCH_MESSAGES = 1024;
 /** How long the target waits for one answer of the leader. */
@@ -364,7 +364,9 @@ export class StreamMover {
   private async pull(name: string, p: number, leader: string, part: MessageLog): Promise<void> {
     for (;;) {
       const from = part.state().lastSeq + 1;
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p })), REQUEST_MS);
+      // The answer comes over this node's route, which refuses a message past its max_payload.
+      const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer`);
       const items = decodeBatch(b);
       if (items.length === 0) return;
@@ -414,7 +416,7 @@ export class StreamMover {
     const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : subject.startsWith(CONSUMERS) ? CONSUMERS : null;
     if (op === null) return;
     const name = subject.slice(op.length);
-    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown };
+    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown; maxBytes?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -434,16 +436,18 @@ export class StreamMover {
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
       return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at))));
     }
-    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from)) : this.freezeAnswer(s, name, partition, String(req.to));
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), req.maxBytes) : this.freezeAnswer(s, name, partition, String(req.to));
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
     );
   }
 
-  private async copyAnswer(s: Stream, p: number, from: number): Promise<Buffer> {
+  private async copyAnswer(s: Stream, p: number, from: number, maxBytes: unknown): Promise<Buffer> {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
-    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, BATCH_BYTES));
+    // Older nodes name no size: the default max payload's.
+    const limit = typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? Math.min(maxBytes, BATCH_BYTES) : BATCH_BYTES;
+    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, limit));
   }
 
   private async freezeAnswer(s: Stream, name: string, p: number, to: string): Promise<Buffer> {

@@ -35,7 +35,7 @@ import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
-import { ReplicaFollower, ReplicaLeader } from "./replication.js";
+import { FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
@@ -900,6 +900,8 @@ export class StreamReplicas {
       epoch,
       bar: await this.barOf(stream, p, epoch),
       transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
+      // The answer comes over this node's route, which refuses a message past its max_payload.
+      maxBytes: Math.min(FETCH_BYTES, this.host.js.options.maxPayload),
       onError: (err) => {
         // The same failure, round after round, is told once.
         if (err.message === lastError) return;

@@ -1,0 +1,77 @@
+/**
+ * Replication within a small max_payload: a follower's fetch answer travels
+ * over a route, and a route refuses a message past its node's max_payload
+ * (closing the route, as nats-server does). A cluster configured with
+ * max_payload below a fetch answer's size must still replicate: followers
+ * ask for answers that fit.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
+import { v3Clients, waitUntil } from "./helpers/clients.js";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+
+const MAX_PAYLOAD = 16 * 1024;
+
+let etcd: EtcdHarness;
+let dir: string;
+const nodes: NagareServer[] = [];
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), "nagare-repl-payload-"));
+  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("payload") }, { maxPayload: MAX_PAYLOAD })));
+});
+
+const clients = v3Clients();
+
+after(async () => {
+  await clients.closeAll();
+  await Promise.all(nodes.map((n) => n.close()));
+  await etcd.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("with max_payload 16 KiB, a round of 48 publishes of 12 KiB (576 KiB) reaches every replica and is acknowledged", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "SMALL", subjects: ["small.>"], num_replicas: 3 });
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("SMALL")), "a copy on every node");
+  const js = jetstream(nc);
+  const body = (i: number): Uint8Array => new Uint8Array(12 * 1024).fill(i);
+  // All in flight at once: the leader writes them as one round, and a follower's fetch would carry all of it.
+  const acks = await Promise.all(Array.from({ length: 48 }, (_, i) => js.publish(`small.${i}`, body(i + 1), { timeout: 20_000 })));
+  assert.deepEqual(acks.map((a) => a.seq).sort((x, y) => x - y), Array.from({ length: 48 }, (_, i) => i + 1));
+  for (const n of nodes) {
+    const log = n.jetstream!.streams.get("SMALL")!.partitions[0];
+    assert.equal(log.state().lastSeq, 48, `${n.cluster!.options.serverName} has every acknowledged message`);
+    for (const seq of [1, 24, 48]) {
+      const m = (await log.get(seq))!;
+      assert.deepEqual(m.data, Buffer.from(body(Number(m.subject.slice("small.".length)) + 1)), `${n.cluster!.options.serverName}'s copy of ${seq}`);
+    }
+  }
+});
+
+test("with max_payload 16 KiB, a stream of 48 messages of 12 KiB moves to another node whole", async () => {
+  const nc = await clients.open(nodes[1].url);
+  const jsm = await jetstreamManager(nc);
+  const cfg = { name: "MOVED", subjects: ["moved.>"], placement: { cluster: "", tags: ["node:a"] } };
+  await jsm.streams.add(cfg);
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.leaderOf("$G", "MOVED") === "a"), "the placement on every node");
+  const js = jetstream(nc);
+  for (let i = 0; i < 48; i++) await js.publish(`moved.${i}`, new Uint8Array(12 * 1024).fill(i + 1));
+  const info = await jsm.streams.info("MOVED");
+  await jsm.streams.update("MOVED", { ...info.config, placement: { cluster: "", tags: ["node:c"] } });
+  const [a, , c] = nodes;
+  await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "MOVED")?.placement.leaders[0] === "c" && x.cluster!.placements.get("$G", "MOVED")?.placement.moving === undefined), "the move to finish everywhere", 30_000);
+  await waitUntil(() => !a.jetstream!.streams.has("MOVED"), "a to delete its copy");
+  const log = c.jetstream!.streams.get("MOVED")!.partitions[0];
+  assert.equal(log.state().messages, 48);
+  for (const seq of [1, 24, 48]) assert.deepEqual((await log.get(seq))!.data, Buffer.from(new Uint8Array(12 * 1024).fill(seq)));
+});
