@@ -147,7 +147,14 @@ export function encodeBatch(items: readonly StoredItem[], headRoom = 0): Buffer 
   return b;
 }
 
-/** Decodes a copy answer; an error answer (JSON) or a malformed one throws. */
+/**
+ * Decodes a copy answer; an error answer (JSON) or a malformed one throws.
+ * The items' bytes are views of `b`, not copies: every byte replicated
+ * passes here, and a copy into fresh memory costs a page fault per page on
+ * top of the copy. `b` must be the caller's own and left unchanged; the
+ * logs copy what they keep (a file log writes a batch from the view, then
+ * lets it go).
+ */
 export function decodeBatch(b: Buffer): StoredItem[] {
   if (b.length > 0 && b[0] !== BATCH_MARK) {
     let why = "bad answer";
@@ -165,7 +172,7 @@ export function decodeBatch(b: Buffer): StoredItem[] {
   const part = (len: number): Buffer | null => {
     if (len < 0) return null;
     if (at + len > b.length) throw new Error("short copy answer");
-    const v = Buffer.from(b.subarray(at, at + len));
+    const v = b.subarray(at, at + len);
     at += len;
     return v;
   };

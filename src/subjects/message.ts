@@ -42,7 +42,12 @@ export class Message {
     return this.end - this.start;
   }
 
-  /** Sets every field from strings and buffers; for internal publishers, not hot paths. */
+  /**
+   * Sets every field from strings and buffers; for internal publishers, not
+   * hot paths. A payload without headers is used as it is, not copied (a
+   * replication answer is a MiB): receivers copy what they keep, as they do
+   * from a publisher's read buffer.
+   */
   static from(subject: string, reply: string, payload: Uint8Array, headers?: Uint8Array): Message {
     const m = new Message();
     m.subject = subject;
@@ -52,7 +57,7 @@ export class Message {
     m.replyStart = reply === "" ? 0 : m.subjectEnd + 1;
     m.replyEnd = reply === "" ? 0 : m.argBuf.length;
     const h = headers ?? EMPTY;
-    m.data = Buffer.concat([h, payload]);
+    m.data = h.length > 0 ? Buffer.concat([h, payload]) : Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
     m.start = 0;
     m.end = m.data.length;
     m.hdrLen = h.length;
