@@ -21,6 +21,7 @@ import { LeaderEpochs } from "../src/store/leader-epochs.js";
 import { appendAsync, isForeign, runOf, type MessageLog, type StoredItem } from "../src/store/log.js";
 import { appendItems, itemEnd, readCopy } from "../src/streams/copy-batch.js";
 import {
+  AnswerBudget,
   decodeEndOfAnswer,
   decodeFetchAnswer,
   decodeGapsAnswer,
@@ -617,6 +618,50 @@ test("a fetch with nothing new waits and is answered as soon as an append lands;
   leader.close("closing");
   for (const p of parked.slice(1)) await assert.rejects(p, (e: ReplicaError) => e.code === "not_leader");
   await a.log.close();
+});
+
+test("answers in flight to one follower node are bounded across its leaders: past the budget a fetch waits until an earlier answer is fetched past", async () => {
+  const nodes: Node[] = [];
+  let now = 1_000_000;
+  const budget = new AnswerBudget(100_000);
+  const leaders: ReplicaLeader[] = [];
+  for (const name of ["a0", "a1", "a2", "a3"]) {
+    const n = await node(name, "memory", () => "", nodes);
+    const leader = await ReplicaLeader.create({ self: name, log: n.log, epochs: n.epochs, epoch: 1, replicas: [name, "b"], isr: [name, "b"], answerBudget: budget, now: () => now });
+    for (let i = 0; i < 30; i++) leader.appended(await appendAsync(n.log, { subject: "s", data: Buffer.alloc(10_000, 0x61 + i) }));
+    leaders.push(leader);
+  }
+  const raw = (leader: ReplicaLeader, from: number): Promise<Buffer> =>
+    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0 }), resolve));
+  // The first answer is cut to the budget, not FETCH_BYTES; it counts until b fetches past it.
+  const first = await raw(leaders[0], 1);
+  assert.ok(first.length <= 100_000, `answer of ${first.length} bytes`);
+  assert.equal(budget.inFlight("b"), first.length);
+  // The room left takes one item at least (whole items), and then there is none.
+  const second = await raw(leaders[1], 1);
+  assert.equal(decodeFetchAnswer(second).items.length, 1);
+  assert.equal(budget.inFlight("b"), first.length + second.length);
+  assert.ok(budget.room("b") <= 0);
+  // Other leaders' fetches for b wait for room.
+  const third = raw(leaders[2], 1);
+  const fourth = raw(leaders[3], 1);
+  assert.equal(await soon(third), "held", "past the budget, a fetch waits");
+  assert.equal(await soon(fourth), "held");
+  // A leadership that ends answers its waiting fetch not_leader.
+  leaders[3].close("closing");
+  await assert.rejects(fourth.then((x) => decodeFetchAnswer(x)), (e: ReplicaError) => e.code === "not_leader");
+  // b fetches past the first answer (at a0's end: its answer is empty, nothing to wait for): the waiting fetch is answered.
+  assert.equal(decodeFetchAnswer(await raw(leaders[0], 31)).items.length, 0);
+  assert.equal(await soon(third), "answered", "answered when room is given back");
+  assert.ok(decodeFetchAnswer(await third).items.length > 0);
+  // Answers b never fetches past (its copy stuck) stop counting once older than a follower waits for one.
+  const counted = budget.inFlight("b");
+  assert.ok(counted > 0);
+  now += 7_001;
+  for (const l of leaders) l.forgetStaleAnswers();
+  assert.equal(budget.inFlight("b"), 0, `${counted} bytes still counted`);
+  for (const l of leaders) l.close();
+  for (const n of nodes) await n.log.close();
 });
 
 test("limits: an answer stays within FETCH_BYTES however much is asked; waiters are bounded; bad requests get errors", async () => {

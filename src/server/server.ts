@@ -27,6 +27,7 @@ import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreams } from "../streams/jetstreams.js";
 import { ServerJetStreamLimits } from "../streams/server-limits.js";
 import { ClusterStreams } from "../streams/cluster-streams.js";
+import { AnswerBudget, FETCH_BYTES } from "../streams/replication.js";
 import type { AccountLimits } from "../streams/limits.js";
 import { jetStreamLimitsOf, UNLIMITED_JETSTREAM, isStreamImport } from "../core/accounts.js";
 import { GLOBAL_ACCOUNT } from "../core/account.js";
@@ -114,7 +115,9 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const sync = opts.syncInterval === "always" ? { sync: "always" as const } : { sync: "interval" as const, syncIntervalMs: opts.syncInterval };
     // Kafka batches stay in the store as produced; NATS readers get their records through this decoder, with or without the Kafka door.
     const serverLimits = new ServerJetStreamLimits(opts.jetstreamMaxMemory, opts.jetstreamMaxStorage);
-    const jsOptions = { storeDir, maxPayload: opts.maxPayload, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, clustered: opts.etcd !== undefined, ...sync };
+    // A quarter of a route's max_pending for replication answers to one node: the rest for the core traffic beside them.
+    const answerBudget = new AnswerBudget(Math.max(FETCH_BYTES, Math.floor(opts.maxPending / 4)));
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, answerBudget, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, clustered: opts.etcd !== undefined, ...sync };
     // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
     const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
     try {

@@ -48,10 +48,13 @@ import {
 import { moveDirDurably, readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
+import type { AnswerBudget } from "./replication.js";
 
 export interface JetStreamOptions {
   storeDir: string;
   maxPayload: number;
+  /** The node's bound on replication answers in flight to each follower node (below a route's max_pending), shared by every account's leaders. */
+  answerBudget?: AnswerBudget;
   sync?: SyncPolicy;
   syncIntervalMs?: number;
   log: Logger;

@@ -69,6 +69,8 @@ export const MAX_PARKED = 16;
 export const MAX_WAITERS = 65_536;
 /** What a follower adds to its wait for an answer beyond the leader's hold. */
 const ANSWER_MARGIN_MS = 2000;
+/** How long an answer counts in the answer budget without its follower's next fetch: by then the follower has fetched again or given it up. */
+const ANSWER_HELD_MS = MAX_WAIT_MS + ANSWER_MARGIN_MS;
 /** Room in an answer for its header (epochs, watermarks): the records get the rest of FETCH_BYTES. */
 const HEADER_ROOM = 4096;
 const ANSWER_MARK = 0x52;
@@ -305,7 +307,63 @@ export interface ReplicaLeaderOptions {
   onAdvance?: () => void;
   /** A follower starts over with this leadership (a restart): what else is known of it (its copy of the consumers) no longer holds. */
   onStartOver?: (follower: string) => void;
+  /** The node's bound on answers in flight to each follower node, shared by its leaders (none: unbounded). */
+  answerBudget?: AnswerBudget;
   now?: () => number;
+}
+
+/**
+ * The bytes a node's leaders have sent each follower node in fetch answers
+ * that the follower has not fetched past yet: about what the route to that
+ * node still carries. Each partition has one answer in flight per
+ * follower, so a node following hundreds of partitions that all have data
+ * at once (it is back from a restart, a burst of writes) would be sent
+ * hundreds of answers at once, past the route's max_pending: the route is
+ * then closed as a slow consumer, and with it every partition's fetch and
+ * the core traffic it carried, again at each reconnect. Past `maxBytes` a
+ * fetch waits until an earlier answer is fetched past; an answer is cut to
+ * the room left (whole items, at least one).
+ */
+export class AnswerBudget {
+  private readonly used = new Map<string, number>();
+  /** Fetches waiting for room, per follower node, oldest first: each called once, when there is room or its wait is dropped. */
+  private readonly waiting = new Map<string, Array<() => void>>();
+
+  constructor(readonly maxBytes: number) {}
+
+  /** Bytes `node` may be sent now. */
+  room(node: string): number {
+    return this.maxBytes - (this.used.get(node) ?? 0);
+  }
+
+  /** Bytes sent (or reserved) to `node`. */
+  inFlight(node: string): number {
+    return this.used.get(node) ?? 0;
+  }
+
+  take(node: string, bytes: number): void {
+    this.used.set(node, (this.used.get(node) ?? 0) + bytes);
+  }
+
+  /** Bytes `node` has fetched past (or a reservation not used): waiting fetches go on while there is room. */
+  give(node: string, bytes: number): void {
+    const left = (this.used.get(node) ?? 0) - bytes;
+    if (left > 0) this.used.set(node, left);
+    else this.used.delete(node);
+    const q = this.waiting.get(node);
+    if (q === undefined) return;
+    // Each retry takes what it sends before it returns: those past the room wait again at the back.
+    let n = q.length;
+    while (n-- > 0 && this.room(node) > 0) q.shift()!();
+    if (q.length === 0) this.waiting.delete(node);
+  }
+
+  /** Calls `retry` once `node` has room; a leader's retry that no longer applies returns at once. */
+  wait(node: string, retry: () => void): void {
+    const q = this.waiting.get(node);
+    if (q === undefined) this.waiting.set(node, [retry]);
+    else q.push(retry);
+  }
 }
 
 /** What the leader knows of one follower. */
@@ -322,6 +380,16 @@ interface FollowerView {
   /** The lowest removal position it may still ask for (its fetches', or the one its reconciliation started at); -1: none in this leadership, so it reconciles before it fetches and needs nothing kept. */
   opsFrom: number;
   parked: Parked | null;
+  /** A fetch waiting for room in the answer budget (a newer fetch of the follower replaces it). */
+  deferred: Deferred | null;
+  /** Bytes answered to it since its last fetch: what its next fetch gives back to the answer budget. */
+  answered: number;
+  answeredAt: number;
+}
+
+interface Deferred {
+  req: FetchRequest;
+  answer: (b: Buffer) => void;
 }
 
 interface Parked {
@@ -414,7 +482,7 @@ export class ReplicaLeader {
     const t = this.now();
     for (const r of opts.replicas) {
       if (r === opts.self || this.followers.has(r)) continue;
-      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null };
+      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null, deferred: null, answered: 0, answeredAt: 0 };
       this.followers.set(r, view);
       this.views.push(view);
     }
@@ -519,9 +587,16 @@ export class ReplicaLeader {
   }
 
   private fetch(req: FetchRequest, answer: (b: Buffer) => void): void {
+    const f = this.followers.get(req.follower)!;
+    // A fetch says the follower has what it was sent before (or gave it up): the route no longer carries it.
+    if (f.answered > 0) {
+      this.opts.answerBudget?.give(req.follower, f.answered);
+      f.answered = 0;
+    }
+    // One fetch at a time: one still waiting for room was given up.
+    f.deferred = null;
     if (req.from > this.end) return answer(encodeError("out_of_range", `sequence ${req.from} is beyond the leader's end ${this.end}`));
     if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
-    const f = this.followers.get(req.follower)!;
     this.acknowledge(f, req.from, req.ops);
     // A follower that keeps asking while this log is failed is not lagging: it could fetch nothing. Its lag runs again after.
     const failed = this.logFailed();
@@ -574,10 +649,44 @@ export class ReplicaLeader {
   }
 
   private send(req: FetchRequest, answer: (b: Buffer) => void): void {
-    this.answerFetch(req).then(answer, (err: Error) => answer(encodeError(err instanceof ReplicaError ? err.code : "storage", err.message)));
+    const failed = (err: Error): Buffer => encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
+    const budget = this.opts.answerBudget;
+    // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
+    if (budget === undefined || req.from >= this.end) {
+      this.answerFetch(req, req.maxBytes).then(answer, (err: Error) => answer(failed(err)));
+      return;
+    }
+    const f = this.followers.get(req.follower)!;
+    const room = budget.room(req.follower);
+    if (room <= 0) {
+      const d: Deferred = { req, answer };
+      f.deferred = d;
+      budget.wait(req.follower, () => {
+        if (f.deferred !== d || this.closedWith !== null) return;
+        f.deferred = null;
+        this.send(req, answer);
+      });
+      return;
+    }
+    // Reserved before the read, so that fetches answered meanwhile see it taken; what the answer did not use is given back.
+    const cap = Math.min(req.maxBytes, room);
+    budget.take(req.follower, cap);
+    this.answerFetch(req, cap).then(
+      (b) => {
+        budget.give(req.follower, cap - b.length);
+        f.answered += b.length;
+        f.answeredAt = this.now();
+        answer(b);
+      },
+      (err: Error) => {
+        budget.give(req.follower, cap);
+        answer(failed(err));
+      },
+    );
   }
 
-  private async answerFetch(req: FetchRequest): Promise<Buffer> {
+  /** A fetch's answer of at most `maxBytes` (whole items, at least one). */
+  private async answerFetch(req: FetchRequest, maxBytes: number): Promise<Buffer> {
     const { log } = this.opts;
     const end = this.end;
     // Held, the fetch may have fallen behind what MAX_REMOVALS keeps.
@@ -588,7 +697,7 @@ export class ReplicaLeader {
     let opsTo = Math.min(this.opEnd, req.ops + REMOVALS_PER_ANSWER);
     let room = 0;
     for (let i = this.rHead + req.ops - this.opBase, to = this.rHead + opsTo - this.opBase; i < to; i++) if (this.rOps[i] < req.from) room++;
-    const limit = Math.max(1, Math.min(req.maxBytes, FETCH_BYTES) - HEADER_ROOM - REMOVAL_ROOM * room);
+    const limit = Math.max(1, Math.min(maxBytes, FETCH_BYTES) - HEADER_ROOM - REMOVAL_ROOM * room);
     let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
@@ -964,6 +1073,22 @@ export class ReplicaLeader {
     this.opts.onStartOver?.(name);
   }
 
+  /**
+   * Gives back to the answer budget what followers were sent over
+   * ANSWER_HELD_MS ago and have not fetched past: no longer in the route,
+   * so a follower stuck on its log holds no room from the others.
+   */
+  forgetStaleAnswers(): void {
+    const budget = this.opts.answerBudget;
+    if (budget === undefined) return;
+    const t = this.now();
+    for (const [name, f] of this.followers) {
+      if (f.answered === 0 || t - f.answeredAt <= ANSWER_HELD_MS) continue;
+      budget.give(name, f.answered);
+      f.answered = 0;
+    }
+  }
+
   /** ISR followers (and joiners) not caught up for more than `maxLagMs` (Kafka's replica.lag.time.max.ms): to be removed from the ISR. */
   lagging(maxLagMs: number): string[] {
     const t = this.now();
@@ -1007,7 +1132,13 @@ export class ReplicaLeader {
   close(why = "no longer the leader"): void {
     if (this.closedWith !== null) return;
     this.closedWith = new Error(why);
-    for (const f of this.followers.values()) {
+    for (const [name, f] of this.followers) {
+      // Answers of this leadership are no longer counted (what the route still holds of them drains on its own).
+      if (f.answered > 0) this.opts.answerBudget?.give(name, f.answered);
+      f.answered = 0;
+      const d = f.deferred;
+      f.deferred = null;
+      d?.answer(encodeError("not_leader", why));
       const p = f.parked;
       if (p === null) continue;
       clearTimeout(p.timer);

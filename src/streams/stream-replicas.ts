@@ -857,6 +857,7 @@ export class StreamReplicas {
       onAdvance: () => stream.replicaAdvanced(p),
       // A restarted follower's copy of the consumers is gone with its process.
       onStartOver: (follower) => copies?.forget(follower),
+      ...(this.host.js.options.answerBudget !== undefined ? { answerBudget: this.host.js.options.answerBudget } : {}),
     });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
@@ -1052,8 +1053,10 @@ export class StreamReplicas {
       const slash = key.lastIndexOf("/");
       const name = key.slice(0, slash);
       const p = Number(key.slice(slash + 1));
-      if (role.kind === "leader") this.checkIsr(key, name, p, role);
-      else {
+      if (role.kind === "leader") {
+        role.gate.leader.forgetStaleAnswers();
+        this.checkIsr(key, name, p, role);
+      } else {
         this.checkLeader(key, name, p, role, now);
         if (p === 0 && this.host.cluster.directory.isLive(role.leader)) this.copyConsumers(name, role, now);
       }

@@ -140,7 +140,7 @@ export interface JetStreamClusterSite {
 export function startJetStreamNode(
   site: JetStreamClusterSite,
   name: string,
-  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number } = {},
+  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number } = {},
 ): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
@@ -150,6 +150,7 @@ export function startJetStreamNode(
     ...(o.lameDuck ? { lameDuckDuration: o.lameDuck.duration, lameDuckGracePeriod: o.lameDuck.grace } : {}),
     ...(o.kafka ? { kafka: { host: "127.0.0.1", port: -1, initialRebalanceDelayMs: 100 } } : {}),
     ...(o.maxPayload !== undefined ? { maxPayload: o.maxPayload } : {}),
+    ...(o.maxPending !== undefined ? { maxPending: o.maxPending } : {}),
     jetstream: true,
     storeDir: o.storeDir ?? join(site.dir, name),
     serverName: name,
@@ -160,7 +161,7 @@ export function startJetStreamNode(
 }
 
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
-export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number } = {}): Promise<NagareServer[]> {
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number } = {}): Promise<NagareServer[]> {
   const a = await startJetStreamNode(site, "a", o);
   const seed = [`nats://127.0.0.1:${a.routes!.port}`];
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
