@@ -239,6 +239,24 @@ print(repr(seen))
     assert.deepEqual(got.map((m) => [Number(m.offset), m.value!.length]), [[0, 2048], [1, 2]], "nothing of the refused batches was stored");
   });
 
+  test("a record batch past message.max.bytes (max_payload, 1 MiB) is refused whole (MESSAGE_TOO_LARGE), as Kafka does; one within it is stored", async () => {
+    const topic = "batches-past-max";
+    await createTopic(topic);
+    const producer = h.kafka().producer({ retry: { retries: 0 } });
+    await producer.connect();
+    const records = (n: number, fill: number) => Array.from({ length: n }, () => ({ value: Buffer.alloc(1024, fill) }));
+    try {
+      // About 1.1 MB in one batch: each record is far below the limit, the batch is not.
+      await assert.rejects(producer.send({ topic, acks: -1, messages: records(1100, 0xee) }), (err: Error & { type?: string }) => err.type === "MESSAGE_TOO_LARGE");
+      await producer.send({ topic, acks: -1, messages: records(900, 0x11) });
+    } finally {
+      await producer.disconnect();
+    }
+    const got = await consumeAll(topic, 900);
+    assert.deepEqual([Number(got[0].offset), Number(got[899].offset)], [0, 899]);
+    assert.ok(got.every((m) => m.value!.length === 1024 && m.value![0] === 0x11), "the batch within the limit is stored, nothing of the refused one");
+  });
+
   test("the producer's timestamps are kept (CreateTime); a LogAppendTime topic stamps the append time; out-of-range timestamps are refused", async () => {
     await createTopic("ts-create");
     await createTopic("ts-append", [{ name: "message.timestamp.type", value: "LogAppendTime" }]);

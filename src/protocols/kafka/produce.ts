@@ -181,6 +181,9 @@ interface Prepared {
   logAppendTime: boolean;
 }
 
+/** Kafka's per-batch log overhead (offset and length), allowed beyond message.max.bytes as Kafka's default 1048588 does. */
+const LOG_OVERHEAD = 12;
+
 /**
  * Decodes and checks one partition's batch; nothing is stored yet. With
  * `perms`, every record needs publish permission on the subject it would be
@@ -202,6 +205,12 @@ async function prepare(
   // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
   if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
+  // Kafka's message.max.bytes bounds a record batch as produced (compressed), with its 12 bytes of log overhead; here it is
+  // max_payload. A batch kept whole is one item on the wire to a follower, which its route refuses past its max_payload.
+  if (set.length > door.js.options.maxPayload + LOG_OVERHEAD) {
+    door.log.debug(`kafka produce to ${topic}/${index} refused: a record batch of ${set.length} bytes, past message.max.bytes (${door.js.options.maxPayload})`);
+    return failed(index, ErrorCode.MESSAGE_TOO_LARGE);
+  }
   let batch: DecodedBatch | null = null;
   let run: RecordRun | null = null;
   let bytes = 0;
