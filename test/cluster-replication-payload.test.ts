@@ -15,7 +15,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 const MAX_PAYLOAD = 16 * 1024;
 
@@ -75,3 +75,31 @@ test("with max_payload 16 KiB, a stream of 48 messages of 12 KiB moves to anothe
   assert.equal(log.state().messages, 48);
   for (const seq of [1, 24, 48]) assert.deepEqual((await log.get(seq))!.data, Buffer.from(new Uint8Array(12 * 1024).fill(seq)));
 });
+
+test("with max_payload 16 KiB, a consumer with 3,000 unacknowledged deliveries is copied whole to every follower (its pages fit the route)", async () => {
+  const nc = await clients.open(nodes[2].url);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "PENDING", subjects: ["pending.>"], num_replicas: 3 });
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("PENDING")), "a copy on every node");
+  const js = jetstream(nc);
+  for (let i = 0; i < 3000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => js.publish(`pending.${i + k}`, "x")));
+  await jsm.consumers.add("PENDING", { durable_name: "slow", ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000 });
+  const consumer = await js.consumers.get("PENDING", "slow");
+  let delivered = 0;
+  while (delivered < 3000) {
+    const batch = await consumer.fetch({ max_messages: 1000, expires: 5000 });
+    for await (const _ of batch) delivered++;
+  }
+  // Nothing acknowledged: 3,000 pending deliveries, about 120 KB as a copy, more than one answer may carry.
+  const followers = nodes.filter((n) => n.cluster!.options.serverName !== placedLeader(n, "PENDING"));
+  assert.equal(followers.length, 2);
+  await waitUntil(
+    () => followers.every((f) => f.jetstream!.streams.get("PENDING")!.replicaConsumers?.find((c) => c.name === "slow")?.state.pending.length === 3000),
+    "every follower's copy of the consumer to hold 3,000 pending deliveries",
+    30_000,
+  );
+});
+
+function placedLeader(n: NagareServer, stream: string): string | undefined {
+  return n.cluster!.placements.get("$G", stream)?.placement.leaders[0];
+}

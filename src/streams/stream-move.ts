@@ -380,7 +380,9 @@ export class StreamMover {
   private async pullConsumers(name: string, leader: string, expected: number): Promise<ConsumerCopy[]> {
     if (expected === 0) return [];
     const out = await readConsumers(async (cursor) => {
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify(cursor)), REQUEST_MS);
+      // The answer comes over this node's route, which refuses a message past its max_payload.
+      const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer for the consumers`);
       return b;
     });
@@ -434,20 +436,18 @@ export class StreamMover {
       if (taken === undefined || !s.frozen) return answerError(`stream ${name} is not frozen here`);
       const at = { consumer: Number(req.consumer), pending: Number(req.pending) };
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
-      return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at))));
+      return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes)))));
     }
-    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), req.maxBytes) : this.freezeAnswer(s, name, partition, String(req.to));
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to));
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
     );
   }
 
-  private async copyAnswer(s: Stream, p: number, from: number, maxBytes: unknown): Promise<Buffer> {
+  private async copyAnswer(s: Stream, p: number, from: number, maxBytes: number): Promise<Buffer> {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
-    // Older nodes name no size: the default max payload's.
-    const limit = typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? Math.min(maxBytes, BATCH_BYTES) : BATCH_BYTES;
-    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, limit));
+    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, maxBytes));
   }
 
   private async freezeAnswer(s: Stream, name: string, p: number, to: string): Promise<Buffer> {
@@ -495,27 +495,44 @@ export class StreamMover {
   }
 }
 
-/** The consumers answer from `at`: whole parts until BATCH_BYTES is reached (at least one part), and where the next one starts. */
-export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCursor): { parts: ConsumerPart[]; next: ConsumersCursor | null } {
+/**
+ * The consumers answer from `at`: whole parts until `maxBytes` (at most
+ * BATCH_BYTES: the asking node's max_payload, whose route refuses more) is
+ * reached, at least one part, and where the next one starts. A part's
+ * pending deliveries are halved until it fits (at least one).
+ */
+export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCursor, maxBytes = BATCH_BYTES): { parts: ConsumerPart[]; next: ConsumersCursor | null } {
+  const limit = Math.min(maxBytes, BATCH_BYTES);
   const parts: ConsumerPart[] = [];
   let bytes = 0;
   let cur: ConsumersCursor | null = at.consumer < taken.length ? at : null;
-  while (cur !== null && (parts.length === 0 || bytes < BATCH_BYTES)) {
+  while (cur !== null && (parts.length === 0 || bytes < limit)) {
     const c = taken[cur.consumer];
-    const pending = c.state.pending.slice(cur.pending, cur.pending + PENDING_PART);
-    const part: ConsumerPart = { name: c.name, pending };
-    if (cur.pending === 0) {
-      const { pending: all, ...rest } = c.state;
-      Object.assign(part, { config: c.config, created: c.created, state: { ...rest, pendingCount: all.length } });
+    let n = PENDING_PART;
+    let part: ConsumerPart;
+    let size: number;
+    for (;;) {
+      part = { name: c.name, pending: c.state.pending.slice(cur.pending, cur.pending + n) };
+      if (cur.pending === 0) {
+        const { pending: all, ...rest } = c.state;
+        Object.assign(part, { config: c.config, created: c.created, state: { ...rest, pendingCount: all.length } });
+      }
+      size = JSON.stringify(part).length;
+      if (size <= limit || n === 1) break;
+      n = Math.max(1, n >> 1);
     }
-    const size = JSON.stringify(part).length;
-    if (parts.length > 0 && bytes + size > BATCH_BYTES) break;
+    if (parts.length > 0 && bytes + size > limit) break;
     parts.push(part);
     bytes += size;
-    const end = cur.pending + PENDING_PART;
+    const end = cur.pending + n;
     cur = end < c.state.pending.length ? { consumer: cur.consumer, pending: end } : cur.consumer + 1 < taken.length ? { consumer: cur.consumer + 1, pending: 0 } : null;
   }
   return { parts, next: cur };
+}
+
+/** The bound an answer's asker named (its max_payload), at most BATCH_BYTES; older nodes name none: BATCH_BYTES. */
+export function answerLimit(maxBytes: unknown): number {
+  return typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? Math.min(maxBytes, BATCH_BYTES) : BATCH_BYTES;
 }
 
 /**

@@ -40,7 +40,7 @@ import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-st
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
 import { ConsumerCopies } from "./consumer-copies.js";
-import { consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
+import { answerLimit, BATCH_BYTES, consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
 export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
 /** How long an in-sync follower may go without catching up before its leader removes it from the ISR (Kafka's replica.lag.time.max.ms, shorter: JetStream publishers wait for it). */
@@ -439,7 +439,7 @@ export class StreamReplicas {
    */
   private serveConsumers(name: string, body: Buffer, reply: string, heldSince?: number): void {
     const role = this.roles.get(`${name}/0`);
-    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown; snapshot?: unknown };
+    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown; snapshot?: unknown; maxBytes?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -488,7 +488,7 @@ export class StreamReplicas {
       head = { stamp, run: copies.run, version: copies.next() };
       this.snapshots.set(key, { version: head.version, taken });
     }
-    const page = consumersAnswer(taken!, c!);
+    const page = consumersAnswer(taken!, c!, answerLimit(req.maxBytes));
     if (page.next === null) this.snapshots.delete(key);
     this.host.answer(reply, Buffer.from(JSON.stringify(head === undefined ? page : { ...page, ...head })));
   }
@@ -509,7 +509,9 @@ export class StreamReplicas {
     readConsumers(async (cursor) => {
       const first = cursor.consumer === 0 && cursor.pending === 0;
       const holding = first ? (role.consumers !== null ? { stamp: role.consumersStamp, run: role.consumersRun, held: role.consumersVersion } : {}) : { snapshot: head.version };
-      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, ...holding })), CONSUMERS_REQUEST_MS);
+      // The answer comes over this node's route, which refuses a message past its max_payload.
+      const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
+      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, maxBytes, ...holding })), CONSUMERS_REQUEST_MS);
       if (b === null) throw new Error(`${role.leader} did not answer for the consumers`);
       if (first) {
         const r = JSON.parse(b.toString()) as { unchanged?: boolean; stamp?: string; run?: string; version?: number };
