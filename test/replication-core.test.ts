@@ -757,8 +757,8 @@ function counting(n: Node): { node: Node; deletes: Map<number, number>; misses: 
   return { node: { ...n, log }, deletes, misses };
 }
 
-function gapsFrom(leader: ReplicaLeader, follower: string, from: number, to: number): Promise<{ raw: Buffer; answer: ReturnType<typeof decodeGapsAnswer> }> {
-  const req = encodeRequest({ op: "gaps", follower, epoch: leader.epoch, from, to, run: null, ops: null });
+function gapsFrom(leader: ReplicaLeader, follower: string, from: number, to: number, maxBytes?: number): Promise<{ raw: Buffer; answer: ReturnType<typeof decodeGapsAnswer> }> {
+  const req = encodeRequest({ op: "gaps", follower, epoch: leader.epoch, from, to, run: null, ops: null, ...(maxBytes !== undefined ? { maxBytes } : {}) });
   return new Promise((resolve, reject) =>
     leader.serve(req, (raw) => {
       try {
@@ -1264,6 +1264,11 @@ test("bounds: a flood of removals past MAX_REMOVALS makes a follower behind reco
   assert.ok(page.raw.length < FETCH_BYTES / 2, `page of ${page.raw.length} bytes`);
   assert.equal(page.answer.gaps.length, 2 * MAX_GAP_RANGES);
   assert.ok(page.answer.next < end(a));
+  // Asked by a follower whose max_payload is 16 KiB: the page fits it, and goes on where it stopped.
+  const small = await gapsFrom(leader, "c", 1, end(a), 16 * 1024);
+  assert.ok(small.raw.length <= 16 * 1024, `page of ${small.raw.length} bytes`);
+  assert.ok(small.answer.gaps.length > 0 && small.answer.gaps.length < page.answer.gaps.length);
+  assert.equal(small.answer.next, small.answer.gaps[small.answer.gaps.length - 1] + 2, "the next page starts after the last range it listed");
   // A fetch answer carrying REMOVALS_PER_ANSWER removals and large records together: within FETCH_BYTES.
   const big = Buffer.alloc(20_000, 0x62);
   const bigFrom = end(a);

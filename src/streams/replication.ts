@@ -148,6 +148,8 @@ export interface GapsRequest {
   to: number;
   run: string | null;
   ops: number | null;
+  /** The answer's size at most, as a fetch's (older nodes name none: MAX_GAP_RANGES ranges). */
+  maxBytes?: number;
 }
 
 export interface EndOfRequest {
@@ -769,12 +771,14 @@ export class ReplicaLeader {
     const { log } = this.opts;
     const logStart = log.state().firstSeq;
     const gaps: number[] = [];
+    // Two numbers a range, each a safe integer and a comma at most; the rest of the answer is a few hundred bytes.
+    const maxRanges = Number.isSafeInteger(req.maxBytes) && req.maxBytes! > 0 ? Math.max(1, Math.min(MAX_GAP_RANGES, Math.floor((req.maxBytes! - 512) / (2 * REMOVAL_ROOM)))) : MAX_GAP_RANGES;
     let seq = Math.max(from, logStart);
     for (const stop = Math.min(to, seq + RECONCILE_SPAN); seq < stop; seq++) {
       if (log.has(seq)) continue;
       const n = gaps.length;
       if (n > 0 && gaps[n - 1] === seq - 1) gaps[n - 1] = seq;
-      else if (n < 2 * MAX_GAP_RANGES) gaps.push(seq, seq);
+      else if (n < 2 * maxRanges) gaps.push(seq, seq);
       else break;
     }
     // has() may have read a segment's detail and failed the log on the way: what it said since is not to be trusted.
@@ -1519,7 +1523,7 @@ export class ReplicaFollower {
     let run: string | null = null;
     let ops: number | null = null;
     for (;;) {
-      const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops };
+      const req: GapsRequest = { op: "gaps", follower: this.opts.self, epoch: this.opts.epoch, from, to: end, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES };
       const a = decodeGapsAnswer(await this.ask(req, ANSWER_MARGIN_MS));
       if (this.closed) return;
       this.heardLogStart(a.logStart);
