@@ -99,7 +99,8 @@ test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the d
   // Responses large enough that the kernel's socket buffers cannot take them all.
   const fetchMax = 4 * MiB;
   const budget = 12 * MiB;
-  const h = await start({ fetchMaxBytes: fetchMax, maxResponseBytes: budget });
+  // Batches of 1 MiB and more: past the default max_payload, which bounds a produced batch (message.max.bytes).
+  const h = await start({ fetchMaxBytes: fetchMax, maxResponseBytes: budget }, { maxPayload: 8 * MiB });
   try {
     const door = h.srv.kafka!;
     const port = h.srv.kafkaPort!;
@@ -155,7 +156,8 @@ test("fetch_max_bytes caps a response; slow readers' pipelined fetches and the d
 });
 
 test("a client that does not read its responses stops being read", async () => {
-  const h = await start({ fetchMaxBytes: 4 * MiB });
+  // One batch of 4 MiB: past the default max_payload, which bounds a produced batch (message.max.bytes).
+  const h = await start({ fetchMaxBytes: 4 * MiB }, { maxPayload: 8 * MiB });
   try {
     const door = h.srv.kafka!;
     const port = h.srv.kafkaPort!;
