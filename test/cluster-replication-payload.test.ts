@@ -103,3 +103,25 @@ test("with max_payload 16 KiB, a consumer with 3,000 unacknowledged deliveries i
 function placedLeader(n: NagareServer, stream: string): string | undefined {
   return n.cluster!.placements.get("$G", stream)?.placement.leaders[0];
 }
+
+test("with max_payload 16 KiB, a move whose deleted sequences do not fit the target's max_payload is cancelled: the stream stays whole where it was, and works", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  // One message kept per subject: every older one is deleted inside the log, as a KV bucket's updates do.
+  const cfg = { name: "GAPPY", subjects: ["gappy.>"], max_msgs_per_subject: 1, placement: { cluster: "", tags: ["node:b"] } };
+  await jsm.streams.add(cfg);
+  await waitUntil(() => nodes.every((n) => placedLeader(n, "GAPPY") === "b"), "the placement on every node");
+  const js = jetstream(nc);
+  // The first message stays, so what its subject's updates delete lies inside the log, not below its start.
+  await js.publish("gappy.first", "kept");
+  for (let i = 0; i < 4000; i += 200) await Promise.all(Array.from({ length: 200 }, (_, k) => js.publish(`gappy.${(i + k) % 2}`, `v${i + k}`)));
+  const info = await jsm.streams.info("GAPPY");
+  assert.equal(info.state.messages, 3);
+  await jsm.streams.update("GAPPY", { ...info.config, placement: { cluster: "", tags: ["node:c"] } });
+  // About 3,998 deleted sequences (some 20 KB as a list): refused by the frozen leader, so the move is cancelled.
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "GAPPY")?.placement.moving === undefined && placedLeader(n, "GAPPY") === "b"), "the move to be cancelled everywhere", 30_000);
+  const after = await jsm.streams.info("GAPPY");
+  assert.equal(after.state.messages, 3);
+  assert.equal(after.state.last_seq, 4001);
+  assert.equal((await js.publish("gappy.0", "more")).seq, 4002, "the stream takes writes again");
+});

@@ -77,6 +77,8 @@ const CONSUMERS = "CONSUMERS.";
 /** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload; less if the target's max_payload is. */
 export const BATCH_BYTES = 256 * 1024;
 const BATCH_MESSAGES = 1024;
+/** A route's max payload when the asker names none (a node of an earlier version). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** How long the target waits for one answer of the leader. */
 const REQUEST_MS = 5000;
 /** How long a leader stays frozen for a target that does not flip: then it cancels the move. */
@@ -391,7 +393,9 @@ export class StreamMover {
   }
 
   private async askFreeze(name: string, p: number, leader: string): Promise<FrozenState> {
-    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify({ to: this.self, partition: p })), REQUEST_MS + QUIET_MS);
+    // The answer lists the deleted sequences: it must fit this node's max_payload (its route refuses more, and closes).
+    const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload };
+    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify(body)), REQUEST_MS + QUIET_MS);
     if (b === null) throw new Error(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
     if (r.error !== undefined) throw new Error(r.error);
@@ -438,7 +442,7 @@ export class StreamMover {
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
       return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes)))));
     }
-    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to));
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to), req.maxBytes);
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
@@ -450,7 +454,7 @@ export class StreamMover {
     return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, maxBytes));
   }
 
-  private async freezeAnswer(s: Stream, name: string, p: number, to: string): Promise<Buffer> {
+  private async freezeAnswer(s: Stream, name: string, p: number, to: string, maxBytes: unknown): Promise<Buffer> {
     const pl = this.host.cluster.directory.get(this.account, name)?.placement;
     const move = pl === undefined ? undefined : moveOf(pl);
     if (move?.to !== to || move.partition !== p) throw new Error(`partition ${p} of stream ${name} is not being moved to ${to}`);
@@ -470,9 +474,13 @@ export class StreamMover {
     const taken = takeConsumers(s, Date.now());
     this.taken.set(name, taken);
     const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted, consumers: taken.length };
+    const answer = Buffer.from(JSON.stringify(state));
+    // Older targets name no bound: the default max payload's.
+    const fits = typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : DEFAULT_MAX_PAYLOAD;
+    if (answer.length > fits) throw new Error(`${deleted.length} deleted sequences are too many to move to a node whose max_payload is ${fits} bytes`);
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
     s.movedOut = true;
-    return Buffer.from(JSON.stringify(state));
+    return answer;
   }
 
   /** A target that does not flip within FREEZE_MS: the move is cancelled (fenced) and, once that shows, the partition unfreezes. */
