@@ -114,14 +114,20 @@ test("with max_payload 16 KiB, a move whose deleted sequences do not fit the tar
   const js = jetstream(nc);
   // The first message stays, so what its subject's updates delete lies inside the log, not below its start.
   await js.publish("gappy.first", "kept");
-  for (let i = 0; i < 4000; i += 200) await Promise.all(Array.from({ length: 200 }, (_, k) => js.publish(`gappy.${(i + k) % 2}`, `v${i + k}`)));
+  for (let i = 0; i < 16_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, k) => js.publish(`gappy.${(i + k) % 2}`, `v${i + k}`)));
   const info = await jsm.streams.info("GAPPY");
   assert.equal(info.state.messages, 3);
+  // The target's routes stay up throughout (before, the freeze answer closed its route to the leader).
+  let routeChanges = 0;
+  const off = nodes[2].routes!.onChange(() => routeChanges++);
   await jsm.streams.update("GAPPY", { ...info.config, placement: { cluster: "", tags: ["node:c"] } });
-  // About 3,998 deleted sequences (some 20 KB as a list): refused by the frozen leader, so the move is cancelled.
+  // About 16,000 deleted sequences (some 95 KB as a list, past the 80 KiB the target's route takes): refused by the frozen
+  // leader, so the move is cancelled.
   await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "GAPPY")?.placement.moving === undefined && placedLeader(n, "GAPPY") === "b"), "the move to be cancelled everywhere", 30_000);
+  off();
+  assert.equal(routeChanges, 0, "no route of the target closed");
   const after = await jsm.streams.info("GAPPY");
   assert.equal(after.state.messages, 3);
-  assert.equal(after.state.last_seq, 4001);
-  assert.equal((await js.publish("gappy.0", "more")).seq, 4002, "the stream takes writes again");
+  assert.equal(after.state.last_seq, 16_001);
+  assert.equal((await js.publish("gappy.0", "more")).seq, 16_002, "the stream takes writes again");
 });

@@ -281,6 +281,9 @@ export interface ResolvedOptions {
   clusterName: string;
 }
 
+/** What a route takes past max_payload (an RMSG's size): room for what a node adds to a message it passes on or answers with. */
+export const ROUTE_PAYLOAD_SLACK = 64 * 1024;
+
 export const DEFAULTS = {
   port: 4222,
   maxPayload: 1024 * 1024,

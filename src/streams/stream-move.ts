@@ -61,6 +61,7 @@
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { DEFAULTS, ROUTE_PAYLOAD_SLACK } from "../core/options.js";
 import { settled } from "../util/settle.js";
 import type { MessageLog } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, encodeBatch, readCopy } from "./copy-batch.js";
@@ -77,8 +78,6 @@ const CONSUMERS = "CONSUMERS.";
 /** One copy answer's records (at least one item is sent, a Kafka batch whole): below a route's default max payload; less if the target's max_payload is. */
 export const BATCH_BYTES = 256 * 1024;
 const BATCH_MESSAGES = 1024;
-/** A route's max payload when the asker names none (a node of an earlier version). */
-const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 /** How long the target waits for one answer of the leader. */
 const REQUEST_MS = 5000;
 /** How long a leader stays frozen for a target that does not flip: then it cancels the move. */
@@ -475,9 +474,9 @@ export class StreamMover {
     this.taken.set(name, taken);
     const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted, consumers: taken.length };
     const answer = Buffer.from(JSON.stringify(state));
-    // Older targets name no bound: the default max payload's.
-    const fits = typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : DEFAULT_MAX_PAYLOAD;
-    if (answer.length > fits) throw new Error(`${deleted.length} deleted sequences are too many to move to a node whose max_payload is ${fits} bytes`);
+    // What the target's route takes (older targets name no max_payload: the default's).
+    const fits = (typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : DEFAULTS.maxPayload) + ROUTE_PAYLOAD_SLACK;
+    if (answer.length > fits) throw new Error(`${deleted.length} deleted sequences are too many to move to a node whose route takes ${fits} bytes`);
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
     s.movedOut = true;
     return answer;

@@ -21,6 +21,7 @@ import { formatDuration } from "../../util/duration.js";
 import { copyInto, RepeatedString, writeUint } from "../../util/bytes.js";
 import { Outbound } from "../../util/outbound.js";
 import { natsReads, readInto } from "../../util/socket-reads.js";
+import { ROUTE_PAYLOAD_SLACK } from "../../core/options.js";
 
 /** What the peer told us in its INFO. */
 export interface RouteInfo {
@@ -544,7 +545,7 @@ export class Route implements Connection, Receiver {
     const size = parseUint(buf, t[(count - 1) * 2], t[(count - 1) * 2 + 1]);
     const hdr = headers ? parseUint(buf, t[(count - 2) * 2], t[(count - 2) * 2 + 1]) : 0;
     if (size < 0 || hdr < 0 || hdr > size) throw new Error("bad message size");
-    if (size > this.broker.options.maxPayload + 65536) throw new Error("maximum payload exceeded");
+    if (size > this.broker.options.maxPayload + ROUTE_PAYLOAD_SLACK) throw new Error("maximum payload exceeded");
     const m = this.msg;
     this.msgAccount = this.accountFor(buf, t[0], t[1]);
     m.argBuf = buf;
