@@ -322,50 +322,94 @@ export interface ReplicaLeaderOptions {
  * at once (it is back from a restart, a burst of writes) would be sent
  * hundreds of answers at once, past the route's max_pending: the route is
  * then closed as a slow consumer, and with it every partition's fetch and
- * the core traffic it carried, again at each reconnect. Past `maxBytes` a
- * fetch waits until an earlier answer is fetched past; an answer is cut to
- * the room left (whole items, at least one).
+ * the core traffic it carried, again at each reconnect. An answer is read
+ * for the room left (reserved while it is read) and counted as it is sent:
+ * past `maxBytes` a fetch waits until an earlier answer is fetched past. An
+ * item is whole, so an answer may pass the room it was read for: then it
+ * waits too, unless nothing else is counted.
  */
 export class AnswerBudget {
-  private readonly used = new Map<string, number>();
-  /** Fetches waiting for room, per follower node, oldest first: each called once, when there is room or its wait is dropped. */
-  private readonly waiting = new Map<string, Array<() => void>>();
+  /** Bytes sent to each node and not yet fetched past. */
+  private readonly sent = new Map<string, number>();
+  /** Bytes being read for each node: reserved, so that concurrent reads share the room instead of each reading all of it. */
+  private readonly reading = new Map<string, number>();
+  /** Fetches waiting for room, per follower node, in order: the first goes once the room is what it needs. */
+  private readonly waiting = new Map<string, BudgetWaiter[]>();
 
   constructor(readonly maxBytes: number) {}
 
-  /** Bytes `node` may be sent now. */
+  /** Bytes `node` may be sent or read for now. */
   room(node: string): number {
-    return this.maxBytes - (this.used.get(node) ?? 0);
+    return this.maxBytes - (this.sent.get(node) ?? 0) - (this.reading.get(node) ?? 0);
   }
 
-  /** Bytes sent (or reserved) to `node`. */
+  /** Bytes sent to `node` and not yet fetched past. */
   inFlight(node: string): number {
-    return this.used.get(node) ?? 0;
+    return this.sent.get(node) ?? 0;
   }
 
-  take(node: string, bytes: number): void {
-    this.used.set(node, (this.used.get(node) ?? 0) + bytes);
+  /** Bytes being read for `node`. */
+  reserved(node: string): number {
+    return this.reading.get(node) ?? 0;
   }
 
-  /** Bytes `node` has fetched past (or a reservation not used): waiting fetches go on while there is room. */
+  reserve(node: string, bytes: number): void {
+    this.reading.set(node, (this.reading.get(node) ?? 0) + bytes);
+  }
+
+  /** A read for `node` is over: its reservation goes, and `sentBytes` of it are counted (0: not sent). */
+  settle(node: string, reservedBytes: number, sentBytes: number): void {
+    add(this.reading, node, -reservedBytes);
+    add(this.sent, node, sentBytes);
+    this.wake(node);
+  }
+
+  /** Bytes `node` has fetched past: waiting fetches go on while there is room. */
   give(node: string, bytes: number): void {
-    const left = (this.used.get(node) ?? 0) - bytes;
-    if (left > 0) this.used.set(node, left);
-    else this.used.delete(node);
+    add(this.sent, node, -bytes);
+    this.wake(node);
+  }
+
+  /** Fetches to `node` waiting for room (a leader's follower view at most once). */
+  waitingFor(node: string): number {
+    return this.waiting.get(node)?.length ?? 0;
+  }
+
+  /** Queues `w` behind the others waiting for `node` (a leader queues one per follower view). */
+  wait(node: string, w: BudgetWaiter): void {
+    const q = this.waiting.get(node);
+    if (q === undefined) this.waiting.set(node, [w]);
+    else q.push(w);
+  }
+
+  /**
+   * In order: the first waiter goes once the room is what it needs, or
+   * nothing is counted (an item larger than the budget goes alone); those
+   * behind wait for it, so a large answer is not passed for good by small
+   * ones. A waiter reserves what it reads before its retry returns.
+   */
+  private wake(node: string): void {
     const q = this.waiting.get(node);
     if (q === undefined) return;
-    // Each retry takes what it sends before it returns: those past the room wait again at the back.
-    let n = q.length;
-    while (n-- > 0 && this.room(node) > 0) q.shift()!();
+    while (q.length > 0) {
+      const room = this.room(node);
+      if (room < q[0].need && (room <= 0 || this.sent.has(node) || this.reading.has(node))) break;
+      q.shift()!.retry();
+    }
     if (q.length === 0) this.waiting.delete(node);
   }
+}
 
-  /** Calls `retry` once `node` has room; a leader's retry that no longer applies returns at once. */
-  wait(node: string, retry: () => void): void {
-    const q = this.waiting.get(node);
-    if (q === undefined) this.waiting.set(node, [retry]);
-    else q.push(retry);
-  }
+/** A fetch waiting in the answer budget: the room it needs (its answer's size, or 1 before it was read). */
+interface BudgetWaiter {
+  need: number;
+  retry(): void;
+}
+
+function add(m: Map<string, number>, key: string, n: number): void {
+  const v = (m.get(key) ?? 0) + n;
+  if (v > 0) m.set(key, v);
+  else m.delete(key);
 }
 
 /** What the leader knows of one follower. */
@@ -384,6 +428,8 @@ interface FollowerView {
   parked: Parked | null;
   /** A fetch waiting for room in the answer budget (a newer fetch of the follower replaces it). */
   deferred: Deferred | null;
+  /** Its place in the budget's queue, if it has one (at most one, whatever it fetches meanwhile). */
+  queued: BudgetWaiter | null;
   /** Bytes answered to it since its last fetch: what its next fetch gives back to the answer budget. */
   answered: number;
   answeredAt: number;
@@ -484,7 +530,7 @@ export class ReplicaLeader {
     const t = this.now();
     for (const r of opts.replicas) {
       if (r === opts.self || this.followers.has(r)) continue;
-      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null, deferred: null, answered: 0, answeredAt: 0 };
+      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null, deferred: null, queued: null, answered: 0, answeredAt: 0 };
       this.followers.set(r, view);
       this.views.push(view);
     }
@@ -590,13 +636,15 @@ export class ReplicaLeader {
 
   private fetch(req: FetchRequest, answer: (b: Buffer) => void): void {
     const f = this.followers.get(req.follower)!;
+    // One fetch at a time: one still waiting for room was given up (cleared first: the room given back below is not for it),
+    // and its place in the queue asks for no room (it holds up nobody behind it).
+    f.deferred = null;
+    if (f.queued !== null) f.queued.need = 1;
     // A fetch says the follower has what it was sent before (or gave it up): the route no longer carries it.
     if (f.answered > 0) {
       this.opts.answerBudget?.give(req.follower, f.answered);
       f.answered = 0;
     }
-    // One fetch at a time: one still waiting for room was given up.
-    f.deferred = null;
     if (req.from > this.end) return answer(encodeError("out_of_range", `sequence ${req.from} is beyond the leader's end ${this.end}`));
     if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
     this.acknowledge(f, req.from, req.ops);
@@ -650,7 +698,7 @@ export class ReplicaLeader {
     this.advance();
   }
 
-  private send(req: FetchRequest, answer: (b: Buffer) => void): void {
+  private send(req: FetchRequest, answer: (b: Buffer) => void, woken = false): void {
     const failed = (err: Error): Buffer => encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
     const budget = this.opts.answerBudget;
     // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
@@ -659,32 +707,66 @@ export class ReplicaLeader {
       return;
     }
     const f = this.followers.get(req.follower)!;
-    const room = budget.room(req.follower);
-    if (room <= 0) {
-      const d: Deferred = { req, answer };
-      f.deferred = d;
-      budget.wait(req.follower, () => {
-        if (f.deferred !== d || this.closedWith !== null) return;
-        f.deferred = null;
-        this.send(req, answer);
-      });
-      return;
-    }
-    // Reserved before the read, so that fetches answered meanwhile see it taken; what the answer did not use is given back.
-    const cap = Math.min(req.maxBytes, room);
-    budget.take(req.follower, cap);
+    const node = req.follower;
+    const room = budget.room(node);
+    // Behind others waiting (unless it is the one let go), or no room: it waits its turn.
+    if (room <= 0 || (!woken && budget.waitingFor(node) > 0)) return this.defer(f, req, answer, 1);
+    // Read for the room left, and no more than what there is to send (a follower at the end fetching one new message
+    // takes no room from the others while it is read).
+    const cap = Math.max(1, Math.min(req.maxBytes, room, this.estimate(req.from)));
+    budget.reserve(node, cap);
     this.answerFetch(req, cap).then(
       (b) => {
-        budget.give(req.follower, cap - b.length);
+        // A leadership that ended meanwhile counts nothing more (close gave its answers back).
+        if (this.closedWith !== null) {
+          budget.settle(node, cap, 0);
+          return answer(b);
+        }
+        // An answer is whole items, at least one, so it may pass what it was read for: then it waits for that much room
+        // while anything else is counted (its reservation given back first).
+        if (b.length > budget.room(node) + cap && budget.inFlight(node) + budget.reserved(node) > cap) {
+          this.defer(f, req, answer, b.length);
+          budget.settle(node, cap, 0);
+          return;
+        }
         f.answered += b.length;
         f.answeredAt = this.now();
+        budget.settle(node, cap, b.length);
         answer(b);
       },
       (err: Error) => {
-        budget.give(req.follower, cap);
+        budget.settle(node, cap, 0);
         answer(failed(err));
       },
     );
+  }
+
+  /** About the bytes of an answer from `from`: the log's mean record size, and an item's framing, per sequence left. */
+  private estimate(from: number): number {
+    const st = this.opts.log.state();
+    const mean = st.messages > 0 ? st.bytes / st.messages : 1024;
+    return HEADER_ROOM + Math.ceil((this.end - from) * (mean + 64));
+  }
+
+  /** A fetch waits for `need` bytes of room in the answer budget: one place in its queue per follower view, whatever it fetches meanwhile. */
+  private defer(f: FollowerView, req: FetchRequest, answer: (b: Buffer) => void, need: number): void {
+    f.deferred = { req, answer };
+    if (f.queued !== null) {
+      f.queued.need = need;
+      return;
+    }
+    const w: BudgetWaiter = {
+      need,
+      retry: () => {
+        f.queued = null;
+        const d = f.deferred;
+        if (d === null || this.closedWith !== null) return;
+        f.deferred = null;
+        this.send(d.req, d.answer, true);
+      },
+    };
+    f.queued = w;
+    this.opts.answerBudget!.wait(req.follower, w);
   }
 
   /** A fetch's answer of at most `maxBytes` (whole items, at least one). */
@@ -1142,6 +1224,7 @@ export class ReplicaLeader {
       f.answered = 0;
       const d = f.deferred;
       f.deferred = null;
+      if (f.queued !== null) f.queued.need = 1;
       d?.answer(encodeError("not_leader", why));
       const p = f.parked;
       if (p === null) continue;

@@ -524,7 +524,7 @@ export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCur
         const { pending: all, ...rest } = c.state;
         Object.assign(part, { config: c.config, created: c.created, state: { ...rest, pendingCount: all.length } });
       }
-      size = JSON.stringify(part).length;
+      size = Buffer.byteLength(JSON.stringify(part));
       if (size <= limit || n === 1) break;
       n = Math.max(1, n >> 1);
     }

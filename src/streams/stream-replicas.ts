@@ -1051,14 +1051,14 @@ export class StreamReplicas {
       }
     }
     for (const [key, role] of this.roles) {
+      // Also while a change is under way (a follower leaving the ISR may be why its answers are stale).
+      if (role.kind === "leader") role.gate.leader.forgetStaleAnswers();
       if (this.changing.has(key)) continue;
       const slash = key.lastIndexOf("/");
       const name = key.slice(0, slash);
       const p = Number(key.slice(slash + 1));
-      if (role.kind === "leader") {
-        role.gate.leader.forgetStaleAnswers();
-        this.checkIsr(key, name, p, role);
-      } else {
+      if (role.kind === "leader") this.checkIsr(key, name, p, role);
+      else {
         this.checkLeader(key, name, p, role, now);
         if (p === 0 && this.host.cluster.directory.isLive(role.leader)) this.copyConsumers(name, role, now);
       }
