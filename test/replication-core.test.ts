@@ -699,6 +699,24 @@ test("whole items cannot break the answer budget: with one large message in each
   for (const n of nodes) await n.log.close();
 });
 
+test("an item larger than the follower's route takes (its max_payload below the leader's) is refused with a clear error, not sent", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  leader.appended(await appendAsync(a.log, { subject: "s", data: Buffer.alloc(200_000, 1) }));
+  const ask = (maxPayload?: number) =>
+    new Promise<Buffer>((resolve) =>
+      leader.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, run: leader.run, ops: 0, maxBytes: 16 * 1024, maxWaitMs: 0, ...(maxPayload !== undefined ? { maxPayload } : {}) }), resolve),
+    ).then((b) => decodeFetchAnswer(b));
+  // 200 KB past a 16 KiB max_payload and the route's 64 KiB of slack: its route would close on it.
+  await assert.rejects(ask(16 * 1024), (e: ReplicaError) => e.code === "storage" && /max_payload \(16384\)/.test(e.message));
+  // Within what the route takes, or from a follower that names none (an older version): sent whole, as before.
+  assert.equal((await ask(1024 * 1024)).items.length, 1);
+  assert.equal((await ask()).items.length, 1);
+  leader.close();
+  await a.log.close();
+});
+
 test("limits: an answer stays within FETCH_BYTES however much is asked; waiters are bounded; bad requests get errors", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

@@ -49,6 +49,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { ROUTE_PAYLOAD_SLACK } from "../core/options.js";
 import { UNDEFINED_EPOCH, type EpochEntry, type LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog, StoredItem } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, EMPTY_BATCH_BYTES, encodeBatch, encodedSize, itemEnd, readCopy } from "./copy-batch.js";
@@ -132,6 +133,8 @@ export interface FetchRequest {
   ops: number;
   /** The answer's size at most (its records' within it, at least one item): the follower's route refuses more than its max_payload. */
   maxBytes: number;
+  /** The follower's max_payload (older followers name none): a single item past what its route takes is refused, not sent. */
+  maxPayload?: number;
   maxWaitMs: number;
 }
 
@@ -796,6 +799,11 @@ export class ReplicaLeader {
         break;
       }
     }
+    // An item the follower's route would refuse (its max_payload below this node's): sent, it would close the route, and
+    // again at every retry. The follower is told instead, and stays behind, out of the ISR, until its max_payload is raised.
+    if (items.length === 1 && Number.isSafeInteger(req.maxPayload) && bytes + HEADER_ROOM > req.maxPayload! + ROUTE_PAYLOAD_SLACK) {
+      throw new ReplicaError("storage", `sequence ${req.from}'s ${bytes} bytes do not fit the follower's max_payload (${req.maxPayload}); give every node the same max_payload`);
+    }
     const covered = items.length > 0 ? itemEnd(items[items.length - 1]) : req.from;
     // Nothing stored between what is sent and the end (deleted at the leader's tail): the follower moves on to the end.
     const next = covered < end && log.pendingAfter(covered - 1) - log.pendingAfter(end - 1) === 0 ? end : Math.max(covered, req.from);
@@ -1362,6 +1370,8 @@ export interface ReplicaFollowerOptions {
   transport: ReplicaTransport;
   /** Each answer's size at most (FETCH_BYTES if less or unset). */
   maxBytes?: number;
+  /** This node's max_payload, which its route enforces: named in each fetch. */
+  maxPayload?: number;
   maxWaitMs?: number;
   /** Back-off after a failed round, doubling from `min` to `max`. */
   backoffMs?: { min: number; max: number };
@@ -1676,7 +1686,7 @@ export class ReplicaFollower {
     const maxWaitMs = Math.min(this.opts.maxWaitMs ?? MAX_WAIT_MS, MAX_WAIT_MS);
     const run = this.leaderRun!;
     const ops = this.ops;
-    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs };
+    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs, ...(this.opts.maxPayload !== undefined ? { maxPayload: this.opts.maxPayload } : {}) };
     const a = decodeFetchAnswer(await this.ask(req, maxWaitMs + ANSWER_MARGIN_MS));
     if (this.closed) return;
     if (a.from !== from || a.epoch !== this.opts.epoch || a.run !== run || a.ops !== ops) {

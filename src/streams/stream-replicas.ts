@@ -905,6 +905,7 @@ export class StreamReplicas {
       transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
       // The answer comes over this node's route, which refuses a message past its max_payload.
       maxBytes: Math.min(FETCH_BYTES, this.host.js.options.maxPayload),
+      maxPayload: this.host.js.options.maxPayload,
       onError: (err) => {
         // The same failure, round after round, is told once.
         if (err.message === lastError) return;
