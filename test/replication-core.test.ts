@@ -699,6 +699,53 @@ test("whole items cannot break the answer budget: with one large message in each
   for (const n of nodes) await n.log.close();
 });
 
+test("the answer budget neither cuts answers short (a log of small messages, then large ones) nor passes a large answer for good", async () => {
+  const nodes: Node[] = [];
+  const fetchOf = (leader: ReplicaLeader, from: number): Promise<Buffer> =>
+    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0 }), resolve));
+  const leaderWith = async (name: string, budget: AnswerBudget): Promise<{ leader: ReplicaLeader; log: MessageLog }> => {
+    const n = await node(name, "memory", () => "", nodes);
+    return { leader: await ReplicaLeader.create({ self: name, log: n.log, epochs: n.epochs, epoch: 1, replicas: [name, "b"], isr: [name, "b"], answerBudget: budget }), log: n.log };
+  };
+  const put = async (l: { leader: ReplicaLeader; log: MessageLog }, count: number, size: number): Promise<void> => {
+    for (let i = 0; i < count; i++) l.leader.appended(await appendAsync(l.log, { subject: "s", data: Buffer.alloc(size, 0x61) }));
+  };
+  // 2,000 messages of 50 bytes, then 64 of 8 KB: the log's mean size says little of what is asked for; two answers carry it.
+  const s = await leaderWith("s", new AnswerBudget(16 * 1024 * 1024));
+  await put(s, 2000, 50);
+  let from = s.leader.logEnd;
+  await put(s, 64, 8000);
+  let answers = 0;
+  while (from < s.leader.logEnd) {
+    from = decodeFetchAnswer(await fetchOf(s.leader, from)).next;
+    answers++;
+  }
+  assert.ok(answers <= 3, `${answers} answers for 512 KB`);
+  // A 900 KB answer waiting in a 1 MiB budget while four partitions catch up 2 MB each: it goes within a few of their answers.
+  const budget = new AnswerBudget(1024 * 1024);
+  const others = await Promise.all([0, 1, 2, 3].map((i) => leaderWith(`o${i}`, budget)));
+  for (const o of others) await put(o, 200, 10_000);
+  const big = await leaderWith("big", budget);
+  await put(big, 1, 900_000);
+  let othersAnswered = 0;
+  let bigAfter = -1;
+  const catchingUp = others.map(async ({ leader }) => {
+    let at = 1;
+    while (at < leader.logEnd) {
+      at = decodeFetchAnswer(await fetchOf(leader, at)).next;
+      othersAnswered++;
+      await turns(1);
+    }
+    await fetchOf(leader, at); // b has the last answer
+  });
+  await turns(3);
+  const bigAnswered = fetchOf(big.leader, 1).then(() => (bigAfter = othersAnswered));
+  await Promise.all([bigAnswered, ...catchingUp]);
+  assert.ok(bigAfter >= 0 && bigAfter < 20, `the large answer went after ${bigAfter} of ${othersAnswered} others`);
+  for (const l of [s, big, ...others]) l.leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("an item larger than the follower's route takes (its max_payload below the leader's) is refused with a clear error, not sent", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

@@ -433,6 +433,8 @@ interface FollowerView {
   deferred: Deferred | null;
   /** Its place in the budget's queue, if it has one (at most one, whatever it fetches meanwhile). */
   queued: BudgetWaiter | null;
+  /** Its newest fetch: an older one it gave up is not queued again. */
+  latest: FetchRequest | null;
   /** Bytes answered to it since its last fetch: what its next fetch gives back to the answer budget. */
   answered: number;
   answeredAt: number;
@@ -533,7 +535,7 @@ export class ReplicaLeader {
     const t = this.now();
     for (const r of opts.replicas) {
       if (r === opts.self || this.followers.has(r)) continue;
-      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null, deferred: null, queued: null, answered: 0, answeredAt: 0 };
+      const view: FollowerView = { acked: 0, caughtUpAt: t, lastFetchAt: t, lastFetchEnd: 0, ackedOps: 0, opsFrom: -1, parked: null, deferred: null, queued: null, latest: null, answered: 0, answeredAt: 0 };
       this.followers.set(r, view);
       this.views.push(view);
     }
@@ -640,9 +642,10 @@ export class ReplicaLeader {
   private fetch(req: FetchRequest, answer: (b: Buffer) => void): void {
     const f = this.followers.get(req.follower)!;
     // One fetch at a time: one still waiting for room was given up (cleared first: the room given back below is not for it),
-    // and its place in the queue asks for no room (it holds up nobody behind it).
+    // and its place in the queue asks for no room (it holds up nobody behind it), unless this one asks for the same.
+    if (f.queued !== null && f.deferred?.req.from !== req.from) f.queued.need = 1;
     f.deferred = null;
-    if (f.queued !== null) f.queued.need = 1;
+    f.latest = req;
     // A fetch says the follower has what it was sent before (or gave it up): the route no longer carries it.
     if (f.answered > 0) {
       this.opts.answerBudget?.give(req.follower, f.answered);
@@ -701,7 +704,8 @@ export class ReplicaLeader {
     this.advance();
   }
 
-  private send(req: FetchRequest, answer: (b: Buffer) => void, woken = false): void {
+  /** Answers a fetch now, or queues it in the answer budget; `need`: the room it was let go for from the queue. */
+  private send(req: FetchRequest, answer: (b: Buffer) => void, need = 0): void {
     const failed = (err: Error): Buffer => encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
     const budget = this.opts.answerBudget;
     // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
@@ -712,33 +716,37 @@ export class ReplicaLeader {
     const f = this.followers.get(req.follower)!;
     const node = req.follower;
     const room = budget.room(node);
-    // Behind others waiting (unless it is the one let go), or no room: it waits its turn.
-    if (room <= 0 || (!woken && budget.waitingFor(node) > 0)) return this.defer(f, req, answer, 1);
-    // Read for the room left, and no more than what there is to send (a follower at the end fetching one new message
-    // takes no room from the others while it is read).
-    const cap = Math.max(1, Math.min(req.maxBytes, room, this.estimate(req.from)));
-    budget.reserve(node, cap);
+    // Behind others waiting (unless it is the one let go), or no room: it waits its turn. Strictly in order, so that the
+    // first, however large its answer, goes once the answers in flight to that node are fetched past: a small answer may
+    // wait behind it about one round.
+    if (room <= 0 || (need === 0 && budget.waitingFor(node) > 0)) return this.defer(f, req, answer, 1);
+    // Read for the room left. Reserved while it is read: about what there is to send (a follower at the end fetching one
+    // new message takes no room from the others), or the room it was let go for (those behind it cannot take that).
+    const cap = Math.min(req.maxBytes, room);
+    const held = Math.max(1, Math.min(cap, this.estimate(req.from)), Math.min(need, room));
+    budget.reserve(node, held);
     this.answerFetch(req, cap).then(
       (b) => {
         // A leadership that ended meanwhile counts nothing more (close gave its answers back).
         if (this.closedWith !== null) {
-          budget.settle(node, cap, 0);
+          budget.settle(node, held, 0);
           return answer(b);
         }
-        // An answer is whole items, at least one, so it may pass what it was read for: then it waits for that much room
-        // while anything else is counted (its reservation given back first).
-        if (b.length > budget.room(node) + cap && budget.inFlight(node) + budget.reserved(node) > cap) {
-          this.defer(f, req, answer, b.length);
-          budget.settle(node, cap, 0);
+        // An answer is whole items, at least one, so it may pass what it was reserved for: then it waits for that much
+        // room while anything else is counted (its reservation given back after it queued, so it is not let go by it).
+        if (b.length > budget.room(node) + held && budget.inFlight(node) + budget.reserved(node) > held) {
+          // A fetch the follower gave up for a newer one waits no more: the newer one is answered.
+          if (f.latest === req) this.defer(f, req, answer, b.length);
+          budget.settle(node, held, 0);
           return;
         }
         f.answered += b.length;
         f.answeredAt = this.now();
-        budget.settle(node, cap, b.length);
+        budget.settle(node, held, b.length);
         answer(b);
       },
       (err: Error) => {
-        budget.settle(node, cap, 0);
+        budget.settle(node, held, 0);
         answer(failed(err));
       },
     );
@@ -765,7 +773,7 @@ export class ReplicaLeader {
         const d = f.deferred;
         if (d === null || this.closedWith !== null) return;
         f.deferred = null;
-        this.send(d.req, d.answer, true);
+        this.send(d.req, d.answer, Math.max(1, w.need));
       },
     };
     f.queued = w;
