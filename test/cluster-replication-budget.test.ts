@@ -7,14 +7,10 @@
  * at each reconnect). The leaders' answer budget keeps them below it.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
@@ -22,26 +18,8 @@ const MAX_PENDING = 1024 * 1024;
 const STREAMS = 16;
 const PER_STREAM = 24;
 
-let etcd: EtcdHarness;
-let dir: string;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-repl-budget-"));
-  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("budget") };
-  nodes.push(...(await startJetStreamCluster(site, { maxPending: MAX_PENDING })));
-});
-
 const clients = v3Clients();
-
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { nodes, site } = jetStreamClusterPerFile("repl-budget", { maxPending: MAX_PENDING }, () => clients.closeAll());
 
 test(`a node back from an absence catches up ${STREAMS} replicated streams at once without its routes closing as slow consumers (max_pending 1 MiB)`, async () => {
   const [a, b] = nodes;
@@ -71,7 +49,7 @@ test(`a node back from an absence catches up ${STREAMS} replicated streams at on
     );
   }
   const slowBefore = a.broker.stats.slowConsumers + b.broker.stats.slowConsumers;
-  const c = await startJetStreamNode(site, "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`], maxPending: MAX_PENDING });
+  const c = await startJetStreamNode(site(), "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`], maxPending: MAX_PENDING });
   nodes.push(c);
   await waitUntil(() => [...Array(STREAMS).keys()].every((i) => c.jetstream!.streams.get(`B${i}`)?.partitions[0].state().lastSeq === PER_STREAM), "c to catch up every stream", 60_000);
   assert.equal(a.broker.stats.slowConsumers + b.broker.stats.slowConsumers + c.broker.stats.slowConsumers, slowBefore, "no connection closed as a slow consumer");

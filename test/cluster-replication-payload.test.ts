@@ -6,37 +6,17 @@
  * ask for answers that fit.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 const MAX_PAYLOAD = 16 * 1024;
 
-let etcd: EtcdHarness;
-let dir: string;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-repl-payload-"));
-  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("payload") }, { maxPayload: MAX_PAYLOAD })));
-});
-
 const clients = v3Clients();
-
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { nodes } = jetStreamClusterPerFile("repl-payload", { maxPayload: MAX_PAYLOAD }, () => clients.closeAll());
 
 test("with max_payload 16 KiB, a round of 48 publishes of 12 KiB (576 KiB) reaches every replica and is acknowledged", async () => {
   const nc = await clients.open(nodes[0].url);

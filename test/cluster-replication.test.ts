@@ -7,40 +7,18 @@
  * sequences; the old leader, back, follows and catches up.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { runJsCommand } from "../src/cli/js-commands.js";
 import { captured } from "./helpers/cli.js";
 
-let etcd: EtcdHarness;
-let dir: string;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-repl-"));
-  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("repl") };
-  nodes.push(...(await startJetStreamCluster(site, { monitoring: true })));
-});
-
 const clients = v3Clients();
-
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { nodes, site, etcd } = jetStreamClusterPerFile("repl", { monitoring: true }, () => clients.closeAll());
 
 const nameOf = (n: NagareServer): string => n.cluster!.options.serverName;
 const underReplicated = async (n: NagareServer): Promise<number> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/jsz`)).json()) as { num_under_replicated: number }).num_under_replicated;
@@ -165,7 +143,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   assert.deepEqual(seen, [101]);
 
   // The old leader returns as a follower, and rejoins the ISR once it has caught up.
-  const back = await startJetStreamNode(site, leaderName, { monitoring: true, routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });
+  const back = await startJetStreamNode(site(), leaderName, { monitoring: true, routes: [`nats://127.0.0.1:${others[0].routes!.port}`] });
   nodes.push(back);
   await waitUntil(() => lastSeqOn(back, "R3") === 101, "the old leader caught up", 30_000);
   await waitUntil(() => placementOf(others[0], "R3")!.isr![0].includes(leaderName), "the old leader back in the ISR", 30_000);
@@ -236,7 +214,7 @@ test("with too few in-sync replicas left, writes are refused (not acknowledged o
   await waitUntil(() => placementOf(leader, "MIN")!.isr![0].length === 1, "the ISR down to the leader");
   // A majority of 3 is 2: one copy is not enough to acknowledge.
   await assert.rejects(js.publish("min.a", "2", { timeout: 5000 }), (err: Error) => /in-sync replicas/.test(`${err.message} ${JSON.stringify((err as { api_error?: unknown }).api_error ?? "")}`));
-  for (const f of followers) nodes.push(await startJetStreamNode(site, nameOf(f), { monitoring: true, routes: [`nats://127.0.0.1:${leader.routes!.port}`] }));
+  for (const f of followers) nodes.push(await startJetStreamNode(site(), nameOf(f), { monitoring: true, routes: [`nats://127.0.0.1:${leader.routes!.port}`] }));
   await waitUntil(() => placementOf(leader, "MIN")!.isr![0].length === 3, "the replicas back in the ISR", 30_000);
   const ack = await retrying(() => js.publish("min.a", "3"));
   assert.equal(ack.seq, 2);
@@ -358,7 +336,7 @@ test("a leader without its lease serves nothing of a replicated stream from its 
   await retrying(() => jsm.consumers.add("FENCED", { durable_name: "d", ack_policy: "explicit" as never }));
   assert.equal((await jsm.consumers.info("FENCED", "d")).name, "d");
   // Cut off from etcd, the leader may be replaced any moment once its lease is gone: its consumers' state may be behind the new leader's.
-  await etcd.kill();
+  await etcd().kill();
   try {
     await waitUntil(() => !leader.cluster!.membership.holdsLease(), "the leader to lose its lease", 15_000);
     await assert.rejects(jsm.consumers.info("FENCED", "d"), (err: { code?: number }) => {
@@ -367,7 +345,7 @@ test("a leader without its lease serves nothing of a replicated stream from its 
     });
     await assert.rejects(jsm.streams.info("FENCED"), (err: { code?: number }) => err.code === 10118);
   } finally {
-    await etcd.start();
+    await etcd().start();
   }
   await waitUntil(() => nodes.every((n) => n.cluster!.membership.holdsLease()), "every node to hold a lease again", 30_000);
   const back = await retrying(async () => {

@@ -1,6 +1,7 @@
 /** Small helpers for the cluster tests: bounded waits on promises and events, and a logger that keeps lines. */
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { after, before } from "node:test";
 import type { EventEmitter } from "node:events";
 import { MAIN } from "./cli.js";
 import type { Logger } from "../../src/util/log.js";
@@ -167,6 +168,30 @@ export async function startJetStreamCluster(site: JetStreamClusterSite, o: { mon
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
   await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === nodes.length), "every node to see the others");
   return nodes;
+}
+
+/**
+ * A test file's three-node JetStream cluster on an etcd of its own, started
+ * before its tests and stopped (clients given first) after them: `nodes`
+ * fills once started; `site` names where a node restarted by a test goes,
+ * `etcd` the etcd (a test may stop and start it).
+ */
+export function jetStreamClusterPerFile(tag: string, o: Parameters<typeof startJetStreamCluster>[1] = {}, closeClients: () => Promise<void> = async () => {}): { nodes: NagareServer[]; site: () => JetStreamClusterSite; etcd: () => EtcdHarness } {
+  let etcd: EtcdHarness;
+  let site: JetStreamClusterSite;
+  const nodes: NagareServer[] = [];
+  before(async () => {
+    etcd = await startEtcd();
+    site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), `nagare-${tag}-`)), cluster: uniqueCluster(tag) };
+    nodes.push(...(await startJetStreamCluster(site, o)));
+  });
+  after(async () => {
+    await closeClients();
+    await Promise.all(nodes.map((n) => n.close()));
+    await etcd.close();
+    rmSync(site.dir, { recursive: true, force: true });
+  });
+  return { nodes, site: () => site, etcd: () => etcd };
 }
 
 /**
