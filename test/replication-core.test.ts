@@ -632,7 +632,8 @@ test("answers in flight to one follower node are bounded across its leaders: pas
     leaders.push(leader);
   }
   const raw = (leader: ReplicaLeader, from: number): Promise<Buffer> =>
-    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0 }), resolve));
+    // Behind: a wait as a follower's (a fetch waiting for room is answered empty at it); at the end: none (not held).
+    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: from < leader.logEnd ? 5000 : 0 }), resolve));
   // The first answer is cut to the budget, not FETCH_BYTES; it counts until b fetches past it.
   const first = await raw(leaders[0], 1);
   assert.ok(first.length <= 100_000, `answer of ${first.length} bytes`);
@@ -681,7 +682,7 @@ test("whole items cannot break the answer budget: with one large message in each
     leader.appended(await appendAsync(n.log, { subject: "s", data: Buffer.alloc(900_000, i) }));
     leaders.push(leader);
   }
-  const asked = leaders.map((l) => new Promise<Buffer>((resolve) => l.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, run: l.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0 }), resolve)));
+  const asked = leaders.map((l) => new Promise<Buffer>((resolve) => l.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, run: l.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 5000 }), resolve)));
   const states = await Promise.all(asked.map((p) => soon(p)));
   assert.equal(states.filter((x) => x === "answered").length, 1, "one 900 KB answer fits a 1 MiB budget, the others wait");
   assert.ok(budget.inFlight("b") <= 1024 * 1024, `${budget.inFlight("b")} bytes in flight`);
@@ -699,10 +700,34 @@ test("whole items cannot break the answer budget: with one large message in each
   for (const n of nodes) await n.log.close();
 });
 
+test("a fetch waiting for room in the answer budget is answered empty at its wait, before its follower would give it up", async () => {
+  const nodes: Node[] = [];
+  const budget = new AnswerBudget(64 * 1024);
+  const made = await Promise.all(["p", "q"].map(async (name) => {
+    const n = await node(name, "memory", () => "", nodes);
+    const leader = await ReplicaLeader.create({ self: name, log: n.log, epochs: n.epochs, epoch: 1, replicas: [name, "b"], isr: [name, "b"], answerBudget: budget });
+    for (let i = 0; i < 10; i++) leader.appended(await appendAsync(n.log, { subject: "s", data: Buffer.alloc(10_000, 1) }));
+    return leader;
+  }));
+  const ask = (leader: ReplicaLeader, maxWaitMs: number) =>
+    new Promise<Buffer>((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from: 1, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs }), resolve)).then((b) => decodeFetchAnswer(b));
+  assert.ok((await ask(made[0], 5000)).items.length > 0, "the first answer fills the budget");
+  const started = Date.now();
+  // The leader's timers do not hold a process open (a server's sockets do): this test's interval does.
+  const keep = setInterval(() => undefined, 1000);
+  const waited = await ask(made[1], 200);
+  clearInterval(keep);
+  assert.deepEqual([waited.items.length, waited.next], [0, 1], "answered empty: the follower asks again from where it was");
+  assert.ok(Date.now() - started >= 150, "after its wait, not at once");
+  for (const l of made) l.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("the answer budget neither cuts answers short (a log of small messages, then large ones) nor passes a large answer for good", async () => {
   const nodes: Node[] = [];
   const fetchOf = (leader: ReplicaLeader, from: number): Promise<Buffer> =>
-    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0 }), resolve));
+    // Behind: a wait as a follower's (a fetch waiting for room is answered empty at it); at the end: none (not held).
+    new Promise((resolve) => leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: from < leader.logEnd ? 5000 : 0 }), resolve));
   const leaderWith = async (name: string, budget: AnswerBudget): Promise<{ leader: ReplicaLeader; log: MessageLog }> => {
     const n = await node(name, "memory", () => "", nodes);
     return { leader: await ReplicaLeader.create({ self: name, log: n.log, epochs: n.epochs, epoch: 1, replicas: [name, "b"], isr: [name, "b"], answerBudget: budget }), log: n.log };

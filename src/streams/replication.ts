@@ -70,6 +70,8 @@ export const MAX_PARKED = 16;
 export const MAX_WAITERS = 65_536;
 /** What a follower adds to its wait for an answer beyond the leader's hold. */
 const ANSWER_MARGIN_MS = 2000;
+/** The least a fetch waiting for room waits before it is answered empty (one asking not to wait would come back at once). */
+const DEFERRED_MIN_MS = 100;
 /** How long an answer counts in the answer budget without its follower's next fetch: by then the follower has fetched again or given it up. */
 const ANSWER_HELD_MS = MAX_WAIT_MS + ANSWER_MARGIN_MS;
 /** Room in an answer for its header (epochs, watermarks): the records get the rest of FETCH_BYTES. */
@@ -443,6 +445,8 @@ interface FollowerView {
 interface Deferred {
   req: FetchRequest;
   answer: (b: Buffer) => void;
+  /** At the fetch's wait it is answered empty, as a held fetch is: its follower asks again at once, keeping its place. */
+  timer: NodeJS.Timeout;
 }
 
 interface Parked {
@@ -644,7 +648,7 @@ export class ReplicaLeader {
     // One fetch at a time: one still waiting for room was given up (cleared first: the room given back below is not for it),
     // and its place in the queue asks for no room (it holds up nobody behind it), unless this one asks for the same.
     if (f.queued !== null && f.deferred?.req.from !== req.from) f.queued.need = 1;
-    f.deferred = null;
+    this.dropDeferred(f);
     f.latest = req;
     // A fetch says the follower has what it was sent before (or gave it up): the route no longer carries it.
     if (f.answered > 0) {
@@ -761,7 +765,19 @@ export class ReplicaLeader {
 
   /** A fetch waits for `need` bytes of room in the answer budget: one place in its queue per follower view, whatever it fetches meanwhile. */
   private defer(f: FollowerView, req: FetchRequest, answer: (b: Buffer) => void, need: number): void {
-    f.deferred = { req, answer };
+    this.dropDeferred(f);
+    const d: Deferred = {
+      req,
+      answer,
+      // Not past the follower's own wait for an answer (it would give up, warn and back off): answered empty before it.
+      timer: setTimeout(() => {
+        if (f.deferred !== d) return;
+        f.deferred = null;
+        this.answerFetch(req, 0, false).then(answer, (err: Error) => answer(encodeError(err instanceof ReplicaError ? err.code : "storage", err.message)));
+      }, Math.max(DEFERRED_MIN_MS, Math.min(req.maxWaitMs, MAX_WAIT_MS))),
+    };
+    d.timer.unref();
+    f.deferred = d;
     if (f.queued !== null) {
       f.queued.need = need;
       return;
@@ -772,7 +788,7 @@ export class ReplicaLeader {
         f.queued = null;
         const d = f.deferred;
         if (d === null || this.closedWith !== null) return;
-        f.deferred = null;
+        this.dropDeferred(f);
         this.send(d.req, d.answer, Math.max(1, w.need));
       },
     };
@@ -780,8 +796,14 @@ export class ReplicaLeader {
     this.opts.answerBudget!.wait(req.follower, w);
   }
 
-  /** A fetch's answer of at most `maxBytes` (whole items, at least one). */
-  private async answerFetch(req: FetchRequest, maxBytes: number): Promise<Buffer> {
+  private dropDeferred(f: FollowerView): void {
+    if (f.deferred === null) return;
+    clearTimeout(f.deferred.timer);
+    f.deferred = null;
+  }
+
+  /** A fetch's answer of at most `maxBytes` (whole items, at least one), or with none (`read` false: removals and positions only). */
+  private async answerFetch(req: FetchRequest, maxBytes: number, read = true): Promise<Buffer> {
     const { log } = this.opts;
     const end = this.end;
     // Held, the fetch may have fallen behind what MAX_REMOVALS keeps.
@@ -793,7 +815,7 @@ export class ReplicaLeader {
     let room = 0;
     for (let i = this.rHead + req.ops - this.opBase, to = this.rHead + opsTo - this.opBase; i < to; i++) if (this.rOps[i] < req.from) room++;
     const limit = Math.max(1, Math.min(maxBytes, FETCH_BYTES) - HEADER_ROOM - REMOVAL_ROOM * room);
-    let items = req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
+    let items = read && req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
     if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
@@ -1239,7 +1261,7 @@ export class ReplicaLeader {
       if (f.answered > 0) this.opts.answerBudget?.give(name, f.answered);
       f.answered = 0;
       const d = f.deferred;
-      f.deferred = null;
+      this.dropDeferred(f);
       if (f.queued !== null) f.queued.need = 1;
       d?.answer(encodeError("not_leader", why));
       const p = f.parked;
