@@ -238,8 +238,8 @@ const WINDOWS: Array<{ window: number; count: number }> = [
   { window: 64, count: Math.round(20_000 * k) },
   { window: 512, count: Math.round(40_000 * k) },
 ];
-/** The unmeasured pass before each measured one, as a fraction of it. */
-const WARMUP = 0.25;
+/** The unmeasured pass before each measured one, as a fraction of it (`--warmup=`). */
+const WARMUP = Number(flag("warmup") ?? 0.25);
 
 async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>> {
   const runs: Record<string, PublishResult[]> = {};

@@ -10,7 +10,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { NagareServer } from "../src/server/server.js";
-import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, nodeLog, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -18,7 +18,7 @@ import { runJsCommand } from "../src/cli/js-commands.js";
 import { captured } from "./helpers/cli.js";
 
 const clients = v3Clients();
-const { nodes, site, etcd } = jetStreamClusterPerFile("repl", { monitoring: true }, () => clients.closeAll());
+const { nodes, site, etcd } = jetStreamClusterPerFile("repl", { monitoring: true, log: true }, () => clients.closeAll());
 
 const nameOf = (n: NagareServer): string => n.cluster!.options.serverName;
 const underReplicated = async (n: NagareServer): Promise<number> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/jsz`)).json()) as { num_under_replicated: number }).num_under_replicated;
@@ -92,6 +92,26 @@ test("num_replicas 3 places a copy on each node; publishes are acknowledged once
     }
   }
   assert.equal(n, 100);
+});
+
+test("a new stream's followers are not refused by a leader still taking the stream up: its first publish does not wait for their retry", async () => {
+  // Each node takes up the placement on its own; a follower's first fetch often reaches the leader's node before its
+  // role is made. Refused, the follower paused (100 ms) and the first acknowledgement with it; now the request waits.
+  const nc: NatsConnection = await clients.open(nodes[1].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const names = ["TAKEUP1", "TAKEUP2", "TAKEUP3", "TAKEUP4"];
+  for (const name of names) {
+    await retrying(() => jsm.streams.add({ name, subjects: [`${name.toLowerCase()}.>`], num_replicas: 3 }));
+    const ack = await retrying(() => js.publish(`${name.toLowerCase()}.x`, "first"));
+    assert.equal(ack.seq, 1);
+  }
+  const until = Date.now();
+  for (const name of names) await jsm.streams.delete(name);
+  const refused = nodes.flatMap((n) =>
+    nodeLog(site(), nameOf(n)).filter((l) => l.at <= until && names.some((s) => l.line.includes(`of stream "${s}"`)) && /does not lead partition/.test(l.line)),
+  );
+  assert.deepEqual(refused, []);
 });
 
 test("more replicas than nodes is refused with nats-server's no suitable peers error", async () => {

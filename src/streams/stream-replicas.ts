@@ -80,6 +80,17 @@ const ENDS = "ends";
 const ENDS_REQUEST_MS = 2000;
 /** How often partitions waiting for a replica to take them are settled again. */
 const WAIT_SETTLE_MS = 1000;
+/**
+ * How long a follower's request waits for this node to take up a
+ * leadership the placement already gives it (a new stream, a failover:
+ * each node settles the placement on its own, and the followers' first
+ * fetch often comes first). Refused, the follower would pause its backoff
+ * (100 ms at first) before asking again, and the first acknowledgement of
+ * the new leadership with it.
+ */
+const PARK_MS = 1000;
+/** Requests held per partition that way (its followers', a retry each at most): past it, refused at once. */
+const PARK_MAX = 16;
 /** A follower's bar on leading (ReplicaFollower's `bar`), in its partition's directory: `{ epoch, bar }`. */
 const FOLLOWER_BAR_FILE = "follower-bar.json";
 
@@ -242,6 +253,12 @@ interface FollowerRole {
 
 type Role = LeaderRole | FollowerRole;
 
+interface ParkedRequest {
+  body: Buffer;
+  reply: string;
+  timer: NodeJS.Timeout;
+}
+
 /** What changes when a stream's consumers do: their names and how many state changes each has seen. */
 function consumersStamp(s: Stream): string {
   const h = createHash("sha1");
@@ -263,6 +280,8 @@ export function minIsrOf(placed: Pick<PlacedStream, "minIsr">, replicas: number)
 export class StreamReplicas {
   /** By `<stream>/<partition>`. */
   private readonly roles = new Map<string, Role>();
+  /** Followers' requests waiting for this node to take up a leadership it is placed in (park), by `<stream>/<partition>`. */
+  private readonly parked = new Map<string, ParkedRequest[]>();
   /** Consumers taken for a follower's paged copy, by `<stream>/<follower>`: later pages read the same snapshot. */
   private readonly snapshots = new Map<string, { version: number; taken: ConsumerCopy[] }>();
   /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
@@ -407,6 +426,7 @@ export class StreamReplicas {
     clearInterval(this.checkpointTimer);
     this.stopMembers();
     this.host.cluster.replicaHooks.delete(this.hook);
+    for (const key of [...this.parked.keys()]) this.unpark(key, undefined);
     // The high watermarks as they are at the end, before the roles go: a clean restart starts its readers from them.
     this.closing = true;
     await this.writeCheckpoint();
@@ -422,12 +442,55 @@ export class StreamReplicas {
     const dot = rest.lastIndexOf(".");
     if (rest.slice(dot + 1) === CONSUMERS) return this.serveConsumers(rest.slice(0, dot), body, reply);
     if (rest.slice(dot + 1) === ENDS) return this.serveEnds(rest.slice(0, dot), body, reply);
-    const role = this.roles.get(`${rest.slice(0, dot)}/${rest.slice(dot + 1)}`);
-    if (role === undefined || role.kind !== "leader") {
-      this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${rest.slice(dot + 1)} of stream ${rest.slice(0, dot)}`, code: "not_leader" })));
-      return;
+    const key = `${rest.slice(0, dot)}/${rest.slice(dot + 1)}`;
+    const role = this.roles.get(key);
+    if (role?.kind === "leader") return role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
+    if (this.takingUp(rest.slice(0, dot), Number(rest.slice(dot + 1)), key) && this.park(key, body, reply)) return;
+    this.refuseNotLeader(key, reply);
+  }
+
+  private refuseNotLeader(key: string, reply: string): void {
+    const slash = key.lastIndexOf("/");
+    this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${key.slice(slash + 1)} of stream ${key.slice(0, slash)}`, code: "not_leader" })));
+  }
+
+  /** Whether the placement names this node leader of a partition it has not taken up yet (a settle is on its way). */
+  private takingUp(name: string, p: number, key: string): boolean {
+    if (this.closed || this.waiting.has(key)) return false;
+    return this.host.cluster.directory.get(this.account, name)?.placement?.leaders[p] === this.self;
+  }
+
+  /** Holds a follower's request until the partition's role is kept here (`unpark`), or PARK_MS; false when PARK_MAX are held. */
+  private park(key: string, body: Buffer, reply: string): boolean {
+    let held = this.parked.get(key);
+    if (held === undefined) this.parked.set(key, (held = []));
+    if (held.length >= PARK_MAX) return false;
+    const entry: ParkedRequest = {
+      body,
+      reply,
+      timer: setTimeout(() => {
+        const now = this.parked.get(key);
+        const i = now?.indexOf(entry) ?? -1;
+        if (i < 0) return;
+        now!.splice(i, 1);
+        if (now!.length === 0) this.parked.delete(key);
+        this.refuseNotLeader(key, reply);
+      }, PARK_MS),
+    };
+    held.push(entry);
+    return true;
+  }
+
+  /** The requests held for a partition whose role is now `role` (none: refused), in the order they came. */
+  private unpark(key: string, role: Role | undefined): void {
+    const held = this.parked.get(key);
+    if (held === undefined) return;
+    this.parked.delete(key);
+    for (const r of held) {
+      clearTimeout(r.timer);
+      if (role?.kind === "leader") role.gate.leader.serve(r.body, (b) => this.host.answer(r.reply, b));
+      else this.refuseNotLeader(key, r.reply);
     }
-    role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
   }
 
   /**
@@ -609,8 +672,10 @@ export class StreamReplicas {
     this.lost.get(role.stream)?.delete(p);
     if (!this.closed) {
       this.roles.set(key, role);
+      this.unpark(key, role);
       return;
     }
+    this.unpark(key, undefined);
     await this.end(p, role, "the server is shutting down");
   }
 
@@ -648,7 +713,10 @@ export class StreamReplicas {
       // A copy that may lack what this leadership acknowledged passes it on to one that has it.
       const lost = this.partsOf(this.lost, stream);
       if (role === undefined && first && this.restartedCopy(stream, placed)) lost.add(p);
-      if (role === undefined && lost.has(p) && (await this.stepAside(name, stream, p, epoch, set, isr, placed))) return;
+      if (role === undefined && lost.has(p) && (await this.stepAside(name, stream, p, epoch, set, isr, placed))) {
+        this.unpark(key, undefined);
+        return;
+      }
       // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its
       // epoch changed; at a start, the one written down last).
       const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : await this.savedHighWatermark(stream, p);

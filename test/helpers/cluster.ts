@@ -8,7 +8,7 @@ import type { Logger } from "../../src/util/log.js";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { startServer, type NagareServer } from "../../src/server/server.js";
 import { join } from "node:path";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { startEtcd, type EtcdHarness } from "./etcd.js";
 import { waitUntil } from "./clients.js";
@@ -141,12 +141,14 @@ export interface JetStreamClusterSite {
 export function startJetStreamNode(
   site: JetStreamClusterSite,
   name: string,
-  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number } = {},
+  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {},
 ): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
     host: "127.0.0.1",
     port: -1,
+    // `log`: the node's log in `<dir>/<name>.log`, UTC times (nodeLog reads it).
+    ...(o.log ? { noLog: false, logFile: join(site.dir, `${name}.log`), logtimeUtc: true } : {}),
     ...(o.monitoring ? { httpPort: -1 } : {}),
     ...(o.lameDuck ? { lameDuckDuration: o.lameDuck.duration, lameDuckGracePeriod: o.lameDuck.grace } : {}),
     ...(o.kafka ? { kafka: { host: "127.0.0.1", port: -1, initialRebalanceDelayMs: 100 } } : {}),
@@ -161,8 +163,19 @@ export function startJetStreamNode(
   });
 }
 
+/** The lines a node started with `log` wrote, each with its time (ms since the epoch). */
+export function nodeLog(site: JetStreamClusterSite, name: string): Array<{ at: number; line: string }> {
+  return readFileSync(join(site.dir, `${name}.log`), "utf8")
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => {
+      const t = /(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{3})/.exec(line);
+      return { at: t === null ? NaN : Date.UTC(+t[1], +t[2] - 1, +t[3], +t[4], +t[5], +t[6], +t[7]), line };
+    });
+}
+
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
-export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number } = {}): Promise<NagareServer[]> {
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {}): Promise<NagareServer[]> {
   const a = await startJetStreamNode(site, "a", o);
   const seed = [`nats://127.0.0.1:${a.routes!.port}`];
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
