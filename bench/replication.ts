@@ -19,6 +19,7 @@
  *   node dist/bench/replication.js --quick             # small counts, 1 repeat, 3 kills, writes nothing
  *   node dist/bench/replication.js --repeats=5         # publish repeats (default 3), alternating the order
  *   node dist/bench/replication.js --kills=20          # kills per lease setting (default 20)
+ *   node dist/bench/replication.js --warmup=3          # the unmeasured pass before each publish pass, as a fraction of it (default 1)
  *   node dist/bench/replication.js --only=failover     # or --only=publish, --only=kafka: writes bench/results/replication-<only>-<date>.json
  *   node dist/bench/replication.js --only=publish --profile
  *                                                      # each nagare node writes a .cpuprofile to bench/profiles/
@@ -238,8 +239,14 @@ const WINDOWS: Array<{ window: number; count: number }> = [
   { window: 64, count: Math.round(20_000 * k) },
   { window: 512, count: Math.round(40_000 * k) },
 ];
-/** The unmeasured pass before each measured one, as a fraction of it (`--warmup=`). */
-const WARMUP = Number(flag("warmup") ?? 0.25);
+/**
+ * The unmeasured pass before each measured one, as a fraction of it
+ * (`--warmup=`; default a whole pass, as the other benchmarks). A quarter
+ * left the leader's V8 compiling (TurboFan) for 30 % of its CPU in the
+ * measured pass at 64 in flight: per-round code runs ~100 times a second,
+ * and in-process runs got faster until ~30,000 messages had gone through.
+ */
+const WARMUP = Number(flag("warmup") ?? 1);
 
 async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>> {
   const runs: Record<string, PublishResult[]> = {};
