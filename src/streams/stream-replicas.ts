@@ -445,7 +445,7 @@ export class StreamReplicas {
     const key = `${rest.slice(0, dot)}/${rest.slice(dot + 1)}`;
     const role = this.roles.get(key);
     if (role?.kind === "leader") return role.gate.leader.serve(body, (b) => this.host.answer(reply, b));
-    if (this.takingUp(rest.slice(0, dot), Number(rest.slice(dot + 1)), key) && this.park(key, body, reply)) return;
+    if (this.takingUp(rest.slice(0, dot), rest.slice(dot + 1), key) && this.park(key, body, reply)) return;
     this.refuseNotLeader(key, reply);
   }
 
@@ -454,10 +454,17 @@ export class StreamReplicas {
     this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${key.slice(slash + 1)} of stream ${key.slice(0, slash)}`, code: "not_leader" })));
   }
 
-  /** Whether the placement names this node leader of a partition it has not taken up yet (a settle is on its way). */
-  private takingUp(name: string, p: number, key: string): boolean {
+  /**
+   * Whether the placement names this node leader of a replicated partition
+   * it has not taken up yet (a settle is on its way). The partition as its
+   * number is written (a role's key), so that PARK_MAX bounds it.
+   */
+  private takingUp(name: string, partition: string, key: string): boolean {
     if (this.closed || this.waiting.has(key)) return false;
-    return this.host.cluster.directory.get(this.account, name)?.placement?.leaders[p] === this.self;
+    const p = Number(partition);
+    if (!Number.isSafeInteger(p) || p < 0 || String(p) !== partition) return false;
+    const placed = this.host.cluster.directory.get(this.account, name)?.placement;
+    return placed !== undefined && placed.leaders[p] === this.self && replicasOf(placed, p).length > 1;
   }
 
   /** Holds a follower's request until the partition's role is kept here (`unpark`), or PARK_MS; false when PARK_MAX are held. */
@@ -477,6 +484,7 @@ export class StreamReplicas {
         this.refuseNotLeader(key, reply);
       }, PARK_MS),
     };
+    entry.timer.unref();
     held.push(entry);
     return true;
   }
@@ -486,10 +494,15 @@ export class StreamReplicas {
     const held = this.parked.get(key);
     if (held === undefined) return;
     this.parked.delete(key);
+    for (const r of held) clearTimeout(r.timer);
     for (const r of held) {
-      clearTimeout(r.timer);
-      if (role?.kind === "leader") role.gate.leader.serve(r.body, (b) => this.host.answer(r.reply, b));
-      else this.refuseNotLeader(key, r.reply);
+      try {
+        if (role?.kind === "leader") role.gate.leader.serve(r.body, (b) => this.host.answer(r.reply, b));
+        else this.refuseNotLeader(key, r.reply);
+      } catch (err) {
+        // Each is answered whatever became of the one before (the follower would otherwise wait out its own timeout).
+        this.host.answer(r.reply, Buffer.from(JSON.stringify({ error: (err as Error).message, code: "storage" })));
+      }
     }
   }
 
