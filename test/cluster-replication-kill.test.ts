@@ -30,7 +30,7 @@ let b: NagareServer;
 let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
-async function spawnK(): Promise<NodeProcess> {
+async function spawnK(peers: () => NagareServer[] = () => [a, b]): Promise<NodeProcess> {
   const conf = join(dir, "k.conf");
   writeFileSync(
     conf,
@@ -42,7 +42,8 @@ etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lea
 `,
   );
   const node = await spawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
-  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+  const live = peers();
+  await waitUntil(() => live.every((n) => n.routes!.peers().length === live.length), `a full mesh of ${live.length + 1}`);
   return node;
 }
 
@@ -369,4 +370,30 @@ test("a memory stream's follower keeps its copy across a change of leader: it cu
   await js.publish("memep.x", "after");
   // With a fresh epoch checkpoint per role, a follower of each new epoch cut its whole copy and fetched it again.
   assert.doesNotMatch(k.output(), /stream "MEMEP": truncated/);
+});
+
+test("while a memory stream's restarted leader waits for a replica to take over, its info and messages are not answered from its empty copy", async () => {
+  const js = await kLeadsMemoryStream(b, "ke", "MEM4", 2);
+  const f = placed("MEM4")!.replicas![0].find((n) => n !== "k")!;
+  const follower = f === "a" ? a : b;
+  const other = f === "a" ? b : a;
+  await publishThrough(js, "MEM4", 10, 10, async () => {});
+  await waitUntil(() => follower.jetstream!.streams.get("MEM4")!.partitions[0].state().lastSeq === 10, "the follower holds all 10");
+  follower.cluster!.membership.fence("a test's etcd blip");
+  await waitUntil(() => JSON.stringify(placed("MEM4")!.isr) === JSON.stringify([["k"]]), "the ISR k alone", 10_000);
+  // The follower goes down too: k, back with an empty copy and alone in the ISR, has no replica to hand over to, and waits.
+  await follower.close();
+  await k.stop("SIGKILL");
+  k = await spawnK(() => [other]);
+  await waitUntil(() => /stream "MEM4".*wait/i.test(k.output()), "k waiting for a replica to take over", 30_000);
+  const nc = await client(k.url);
+  const jsm = await jetstreamManager(nc);
+  // nats-server's "stream is offline" rather than a stream of 0 messages, or "no message found" for sequence 1.
+  await assert.rejects(jsm.streams.info("MEM4"), (err: Error) => /offline/i.test(err.message));
+  await assert.rejects(jsm.streams.getMessage("MEM4", { seq: 1 }), (err: Error) => /offline/i.test(err.message));
+  assert.equal(placed("MEM4")!.leaders[0], "k");
+  // The follower returns for the tests after this one (its memory copy did not survive its close).
+  const back = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, f);
+  if (f === "a") a = back;
+  else b = back;
 });

@@ -82,6 +82,11 @@ export function nodeToken(name: string): string {
 /** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
 function awaitsLeader(subject: string): boolean {
   return (
+    // What the stream holds is the leader's to say: before the role, this copy may be empty (a memory stream's leader
+    // restarted, waiting for a replica to take over) or hold a tail no follower has.
+    subject.startsWith("$JS.API.STREAM.INFO.") ||
+    subject.startsWith("$JS.API.STREAM.MSG.GET.") ||
+    subject.startsWith("$JS.API.DIRECT.GET.") ||
     subject.startsWith("$JS.API.CONSUMER.") ||
     subject.startsWith("$JS.ACK.") ||
     subject.startsWith("$JS.FC.") ||
@@ -276,8 +281,8 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * A consumer request (or ack), purge or message delete for a replicated
-   * stream the placement says this node leads, before it has taken the
+   * A consumer request (or ack), purge, message delete, stream info or
+   * message get for a replicated stream the placement says this node leads, before it has taken the
    * leadership up (a takeover adopting the consumers copied from the old
    * leader, a stream just created, a node just started): served once it
    * has, within ROLE_WAIT_MS, else answered offline. Any request but a
@@ -300,8 +305,8 @@ export class ClusterApi implements Receiver {
       this.offline(subject, reply);
       return true;
     }
-    // What waits: what the consumers answer (their state comes with the leadership), and the stream's removals (a purge or a
-    // delete done before the leader's gate is up would be done on this copy alone); not the stream's other requests.
+    // What waits: what the consumers answer (their state comes with the leadership), the stream's removals (a purge or a
+    // delete done before the leader's gate is up would be done on this copy alone), and what the stream holds (info, gets).
     if (this.replicas.leads(name) || !awaitsLeader(subject)) return false;
     if (this.roleWaiters.length >= ROLE_WAITERS_MAX) {
       this.offline(subject, reply);
