@@ -284,6 +284,14 @@ export interface ResolvedOptions {
 /** What a route takes past max_payload (an RMSG's size): room for what a node adds to a message it passes on or answers with. */
 export const ROUTE_PAYLOAD_SLACK = 64 * 1024;
 
+/**
+ * The answer size a node's request names (`maxBytes`: what its route takes),
+ * or `otherwise` when it names none or nonsense (an older node's request).
+ */
+export function namedAnswerBytes(maxBytes: unknown, otherwise: number): number {
+  return typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : otherwise;
+}
+
 export const DEFAULTS = {
   port: 4222,
   maxPayload: 1024 * 1024,

@@ -49,7 +49,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { ROUTE_PAYLOAD_SLACK } from "../core/options.js";
+import { namedAnswerBytes, ROUTE_PAYLOAD_SLACK } from "../core/options.js";
 import { UNDEFINED_EPOCH, type EpochEntry, type LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog, StoredItem } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, EMPTY_BATCH_BYTES, encodeBatch, encodedSize, itemEnd, readCopy } from "./copy-batch.js";
@@ -892,7 +892,8 @@ export class ReplicaLeader {
     const logStart = log.state().firstSeq;
     const gaps: number[] = [];
     // Two numbers a range, each a safe integer and a comma at most; the rest of the answer is a few hundred bytes.
-    const maxRanges = Number.isSafeInteger(req.maxBytes) && req.maxBytes! > 0 ? Math.max(1, Math.min(MAX_GAP_RANGES, Math.floor((req.maxBytes! - 512) / (2 * REMOVAL_ROOM)))) : MAX_GAP_RANGES;
+    const named = namedAnswerBytes(req.maxBytes, 0);
+    const maxRanges = named > 0 ? Math.max(1, Math.min(MAX_GAP_RANGES, Math.floor((named - 512) / (2 * REMOVAL_ROOM)))) : MAX_GAP_RANGES;
     let seq = Math.max(from, logStart);
     for (const stop = Math.min(to, seq + RECONCILE_SPAN); seq < stop; seq++) {
       if (log.has(seq)) continue;

@@ -61,7 +61,7 @@
  */
 
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
-import { DEFAULTS, ROUTE_PAYLOAD_SLACK } from "../core/options.js";
+import { DEFAULTS, namedAnswerBytes, ROUTE_PAYLOAD_SLACK } from "../core/options.js";
 import { settled } from "../util/settle.js";
 import type { MessageLog } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, encodeBatch, readCopy } from "./copy-batch.js";
@@ -475,7 +475,7 @@ export class StreamMover {
     const state: FrozenState = { first: st.firstSeq, last: st.lastSeq, messages: st.messages, deleted, consumers: taken.length };
     const answer = Buffer.from(JSON.stringify(state));
     // What the target's route takes (older targets name no max_payload: the default's).
-    const fits = (typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : DEFAULTS.maxPayload) + ROUTE_PAYLOAD_SLACK;
+    const fits = namedAnswerBytes(maxBytes, DEFAULTS.maxPayload) + ROUTE_PAYLOAD_SLACK;
     if (answer.length > fits) throw new Error(`${deleted.length} deleted sequences are too many to move to a node whose route takes ${fits} bytes`);
     // From now on the target may flip: then this copy goes (only now: writes taken before a restart's refreeze must not).
     s.movedOut = true;
@@ -539,7 +539,7 @@ export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCur
 
 /** The bound an answer's asker named (its max_payload), at most BATCH_BYTES; older nodes name none: BATCH_BYTES. */
 export function answerLimit(maxBytes: unknown): number {
-  return typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? Math.min(maxBytes, BATCH_BYTES) : BATCH_BYTES;
+  return Math.min(namedAnswerBytes(maxBytes, BATCH_BYTES), BATCH_BYTES);
 }
 
 /**
