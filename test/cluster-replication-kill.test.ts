@@ -372,7 +372,7 @@ test("a memory stream's follower keeps its copy across a change of leader: it cu
   assert.doesNotMatch(k.output(), /stream "MEMEP": truncated/);
 });
 
-test("while a memory stream's restarted leader waits for a replica to take over, its info and messages are not answered from its empty copy", async () => {
+test("while a memory stream's restarted leader waits for a replica to take over, its info, messages and listing are not answered from its empty copy", async () => {
   const js = await kLeadsMemoryStream(b, "ke", "MEM4", 2);
   const f = placed("MEM4")!.replicas![0].find((n) => n !== "k")!;
   const follower = f === "a" ? a : b;
@@ -397,6 +397,14 @@ test("while a memory stream's restarted leader waits for a replica to take over,
     assert.rejects(jsm.streams.purge("MEM4"), offline),
     assert.rejects(jsm.streams.deleteMessage("MEM4", 2), offline),
   ]);
+  // Nor listed from it: STREAM.LIST names it missing, on k and through the other node (which asks k); an application's
+  // create-or-get with the same config is not answered with an empty stream either.
+  for (const via of [nc, await client(other.url)]) {
+    const list = JSON.parse(new TextDecoder().decode((await via.request("$JS.API.STREAM.LIST", "{}", { timeout: 10_000 })).data)) as { streams?: Array<{ config: { name: string } }>; missing?: string[] };
+    assert.ok(!(list.streams ?? []).some((s) => s.config.name === "MEM4"), "not listed from the empty copy");
+    assert.ok(list.missing?.includes("MEM4"), `MEM4 missing (${JSON.stringify(list.missing)})`);
+  }
+  await assert.rejects(jsm.streams.add({ name: "MEM4", subjects: ["mem4.>"], num_replicas: 2, storage: StorageType.Memory }), offline);
   assert.equal(placed("MEM4")!.leaders[0], "k");
   // The follower returns for the tests after this one (its memory copy did not survive its close).
   const back = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, f);

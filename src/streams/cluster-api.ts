@@ -80,11 +80,17 @@ export function nodeToken(name: string): string {
 }
 
 /** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
+/** Whether `self` is the placed leader of a replicated stream that is not moving: its requests wait for its role (awaitLeadership). */
+function replicatedHere(p: PlacedStream, self: string): boolean {
+  return p.leaders[0] === self && (p.replicas?.[0]?.length ?? 1) > 1 && moveOf(p) === undefined;
+}
+
 function awaitsLeader(subject: string): boolean {
   return (
     // What the stream holds is the leader's to say: before the role, this copy may be empty (a memory stream's leader
     // restarted, waiting for a replica to take over) or hold a tail no follower has.
     subject.startsWith("$JS.API.STREAM.INFO.") ||
+    subject.startsWith("$JS.API.STREAM.CREATE.") ||
     subject.startsWith("$JS.API.STREAM.MSG.GET.") ||
     subject.startsWith("$JS.API.DIRECT.GET.") ||
     subject.startsWith("$JS.API.CONSUMER.") ||
@@ -295,10 +301,11 @@ export class ClusterApi implements Receiver {
    * care of here.
    */
   private awaitLeadership(subject: string, body: Buffer, reply: string): boolean {
-    const name = streamOfRequest(subject);
+    // A create of a stream already placed is a create-or-get: answered with the stream's info.
+    const name = subject.startsWith("$JS.API.STREAM.CREATE.") ? subject.slice("$JS.API.STREAM.CREATE.".length) : streamOfRequest(subject);
     if (name === undefined) return false;
     const p = this.placement(name);
-    if (p === undefined || p.leaders[0] !== this.cluster.self || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) return false;
+    if (p === undefined || !replicatedHere(p, this.cluster.self)) return false;
     // Deleting a stream needs no leader in place, and is how an operator clears one that cannot take its leadership up.
     if (subject.startsWith("$JS.API.STREAM.DELETE.")) return false;
     if (!this.directory.isLive(this.cluster.self)) {
@@ -308,7 +315,8 @@ export class ClusterApi implements Receiver {
     // What waits: what the consumers answer (their state comes with the leadership), the stream's removals (a purge or a
     // delete done before the leader's gate is up would be done on this copy alone), and what the stream holds (info, gets).
     if (this.replicas.leads(name) || !awaitsLeader(subject)) return false;
-    if (this.roleWaiters.length >= ROLE_WAITERS_MAX) {
+    // Another node's STREAM.LIST asking (infos): it counts a stream not answered at once as missing, and waits 2 s at most.
+    if (reply.startsWith(REPLY_PREFIX) || this.roleWaiters.length >= ROLE_WAITERS_MAX) {
       this.offline(subject, reply);
       return true;
     }
@@ -840,7 +848,14 @@ export class ClusterApi implements Receiver {
       names.map(async (n): Promise<Json | null> => {
         const local = this.js.streams.get(n);
         const p = this.placement(n);
-        if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) return { ...(await local.info()), cluster: this.clusterInfo(n) };
+        if (local !== undefined && (p === undefined || p.leaders[0] === this.cluster.self)) {
+          // Led here by the placement, its role not taken up yet: this copy may not be the stream's (awaitLeadership).
+          if (p !== undefined && replicatedHere(p, this.cluster.self) && !this.replicas.leads(n)) {
+            missing.push(n);
+            return null;
+          }
+          return { ...(await local.info()), cluster: this.clusterInfo(n) };
+        }
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
         let info: Json | null = null;
