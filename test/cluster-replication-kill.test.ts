@@ -405,6 +405,12 @@ test("while a memory stream's restarted leader waits for a replica to take over,
     assert.ok(list.missing?.includes("MEM4"), `MEM4 missing (${JSON.stringify(list.missing)})`);
   }
   await assert.rejects(jsm.streams.add({ name: "MEM4", subjects: ["mem4.>"], num_replicas: 2, storage: StorageType.Memory }), offline);
+  // Nor rescaled around it: one replica would be this empty copy alone, the follower's records dropped.
+  // (Sent as it is: a client's update first asks for the info, now refused itself.)
+  const update = { name: "MEM4", subjects: ["mem4.>"], num_replicas: 1, storage: "memory" };
+  const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.UPDATE.MEM4", JSON.stringify(update), { timeout: 10_000 })).data)) as { error?: { description?: string } };
+  assert.match(answer.error?.description ?? "", /offline/i, JSON.stringify(answer));
+  assert.equal(placed("MEM4")!.replicas![0].length, 2);
   assert.equal(placed("MEM4")!.leaders[0], "k");
   // The follower returns for the tests after this one (its memory copy did not survive its close).
   const back = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, f);

@@ -91,6 +91,8 @@ function awaitsLeader(subject: string): boolean {
     // restarted, waiting for a replica to take over) or hold a tail no follower has.
     subject.startsWith("$JS.API.STREAM.INFO.") ||
     subject.startsWith("$JS.API.STREAM.CREATE.") ||
+    // An update may rescale the stream around this copy (to one replica: this copy alone, the others' records dropped).
+    subject.startsWith("$JS.API.STREAM.UPDATE.") ||
     subject.startsWith("$JS.API.STREAM.MSG.GET.") ||
     subject.startsWith("$JS.API.DIRECT.GET.") ||
     subject.startsWith("$JS.API.CONSUMER.") ||
@@ -287,8 +289,9 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * A consumer request (or ack), purge, message delete, stream info or
-   * message get for a replicated stream the placement says this node leads, before it has taken the
+   * A consumer request (or ack), purge, message delete, stream info,
+   * update or message get, or a create-or-get, for a replicated stream the
+   * placement says this node leads, before it has taken the
    * leadership up (a takeover adopting the consumers copied from the old
    * leader, a stream just created, a node just started): served once it
    * has, within ROLE_WAIT_MS, else answered offline. Any request but a
