@@ -79,12 +79,12 @@ export function nodeToken(name: string): string {
   return /^[A-Za-z0-9_-]+$/.test(name) ? name : `x${Buffer.from(name).toString("hex")}`;
 }
 
-/** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
 /** Whether `self` is the placed leader of a replicated stream that is not moving: its requests wait for its role (awaitLeadership). */
 function replicatedHere(p: PlacedStream, self: string): boolean {
   return p.leaders[0] === self && (p.replicas?.[0]?.length ?? 1) > 1 && moveOf(p) === undefined;
 }
 
+/** Requests a replicated stream's leader serves only once it has taken its leadership up (awaitLeadership). */
 function awaitsLeader(subject: string): boolean {
   return (
     // What the stream holds is the leader's to say: before the role, this copy may be empty (a memory stream's leader

@@ -214,8 +214,14 @@ export function encodeRequest(req: FetchRequest | EndOfRequest | GapsRequest): B
   return Buffer.from(JSON.stringify(req));
 }
 
-function encodeError(code: ReplicaErrorCode, why: string): Buffer {
+/** A replication request's error answer, as the follower's transport decodes it into a ReplicaError. */
+export function encodeError(code: ReplicaErrorCode, why: string): Buffer {
   return Buffer.from(JSON.stringify({ error: why, code }));
+}
+
+/** The error answer for a failure: its own code if it is a ReplicaError, else "storage" (a read that failed). */
+export function encodeFailure(err: Error): Buffer {
+  return encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
 }
 
 function encodeFetchAnswer(a: FetchAnswer): Buffer {
@@ -710,11 +716,10 @@ export class ReplicaLeader {
 
   /** Answers a fetch now, or queues it in the answer budget; `need`: the room it was let go for from the queue. */
   private send(req: FetchRequest, answer: (b: Buffer) => void, need = 0): void {
-    const failed = (err: Error): Buffer => encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
     const budget = this.opts.answerBudget;
     // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
     if (budget === undefined || req.from >= this.end) {
-      this.answerFetch(req, req.maxBytes).then(answer, (err: Error) => answer(failed(err)));
+      this.answerFetch(req, req.maxBytes).then(answer, (err: Error) => answer(encodeFailure(err)));
       return;
     }
     const f = this.followers.get(req.follower)!;
@@ -751,7 +756,7 @@ export class ReplicaLeader {
       },
       (err: Error) => {
         budget.settle(node, held, 0);
-        answer(failed(err));
+        answer(encodeFailure(err));
       },
     );
   }
@@ -773,7 +778,7 @@ export class ReplicaLeader {
       timer: setTimeout(() => {
         if (f.deferred !== d) return;
         f.deferred = null;
-        this.answerFetch(req, 0, false).then(answer, (err: Error) => answer(encodeError(err instanceof ReplicaError ? err.code : "storage", err.message)));
+        this.answerFetch(req, 0, false).then(answer, (err: Error) => answer(encodeFailure(err)));
       }, Math.max(DEFERRED_MIN_MS, Math.min(req.maxWaitMs, MAX_WAIT_MS))),
     };
     d.timer.unref();

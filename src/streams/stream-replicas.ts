@@ -35,7 +35,7 @@ import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LeaderEpochs } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
-import { FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
+import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
@@ -451,7 +451,7 @@ export class StreamReplicas {
 
   private refuseNotLeader(key: string, reply: string): void {
     const slash = key.lastIndexOf("/");
-    this.host.answer(reply, Buffer.from(JSON.stringify({ error: `${this.self} does not lead partition ${key.slice(slash + 1)} of stream ${key.slice(0, slash)}`, code: "not_leader" })));
+    this.host.answer(reply, encodeError("not_leader", `${this.self} does not lead partition ${key.slice(slash + 1)} of stream ${key.slice(0, slash)}`));
   }
 
   /**
@@ -501,7 +501,7 @@ export class StreamReplicas {
         else this.refuseNotLeader(key, r.reply);
       } catch (err) {
         // Each is answered whatever became of the one before (the follower would otherwise wait out its own timeout).
-        this.host.answer(r.reply, Buffer.from(JSON.stringify({ error: (err as Error).message, code: "storage" })));
+        this.host.answer(r.reply, encodeFailure(err as Error));
       }
     }
   }
