@@ -15,6 +15,10 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
 import { startServer } from "../src/index.js";
+import { Account } from "../src/core/account.js";
+import { UNLIMITED_JETSTREAM } from "../src/core/accounts.js";
+import { JetStreams } from "../src/streams/jetstreams.js";
+import { memoryLog } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode, refusedServer, spawnServer, startJs } from "./helpers/js.js";
 
@@ -46,6 +50,24 @@ describe("one server per store directory", () => {
       await first.close();
       const again = await startServer({ port: 0, jetstream: true, storeDir });
       await again.close();
+    } finally {
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a stop waits for a stream delete still running: the stream's directory is gone before the store is let go", async () => {
+    const storeDir = tempDir();
+    try {
+      const account = new Account("$G");
+      const js = await JetStreams.start({ storeDir, maxPayload: 1 << 20, log: memoryLog() }, [account], new Map([["$G", { ...UNLIMITED_JETSTREAM }]]));
+      const { stream } = await js.global!.createStream({ name: "s", subjects: ["s.>"], storage: "file" });
+      for (let i = 0; i < 100; i++) await new Promise<void>((resolve) => stream.publish(`s.${i}`, null, Buffer.from("x"), () => resolve()));
+      // Not awaited, as a cluster's removal is not by the stop that follows it: the stream is out of the list at once.
+      const deleting = js.global!.deleteStream("s");
+      assert.equal(js.global!.streams.has("s"), false);
+      await js.close();
+      assert.equal(existsSync(stream.dir!), false, "the deleted stream's directory is removed before the stop returns");
+      await deleting;
     } finally {
       rmSync(storeDir, { recursive: true, force: true });
     }

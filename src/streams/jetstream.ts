@@ -991,6 +991,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.closed = true;
     this.options.serverLimits?.leave(this);
     clearInterval(this.sweeper);
+    // A delete or set-aside still running has taken its stream out of `streams` but may still be closing its
+    // files or removing its directory: a close that returned before it would release the store with them open.
+    await Promise.all(this.streamOps.values());
     const i = this.account.subscribeListeners.indexOf(this.onSubscribe);
     if (i >= 0) this.account.subscribeListeners.splice(i, 1);
     for (const s of this.streams.values()) this.unbind(s);
