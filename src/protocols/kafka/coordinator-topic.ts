@@ -39,6 +39,8 @@ const LOAD_STEP_MS = 20;
 const SWEEP_MS = 100;
 /** Longest a request waits for its key's partition to load before it is told COORDINATOR_LOAD_IN_PROGRESS. */
 const LOAD_WAIT_MS = 5_000;
+/** How often ready() looks again while no load of the partition could start. */
+const READY_STEP_MS = 50;
 /** Kafka's *.topic.replication.factor: 3, or every broker of a smaller cluster when the topic is made (those that route to each other). */
 const REPLICATION = 3;
 
@@ -128,13 +130,16 @@ export abstract class CoordinatorTopic {
    * admin offset fetch does not).
    */
   async ready(key: string, ms = LOAD_WAIT_MS): Promise<number> {
-    const error = this.check(key);
-    if (error !== ErrorCode.COORDINATOR_LOAD_IN_PROGRESS) return error;
-    const p = this.partitionOf(key);
-    const state = p === undefined ? undefined : this.loaded.get(p);
-    if (state === undefined) return error;
-    await withinMs(state.loading, ms);
-    return this.check(key);
+    const until = Date.now() + ms;
+    for (;;) {
+      const error = this.check(key);
+      if (error !== ErrorCode.COORDINATOR_LOAD_IN_PROGRESS || Date.now() >= until) return error;
+      const p = this.partitionOf(key);
+      const state = p === undefined ? undefined : this.loaded.get(p);
+      // No load started yet: the partition's copy or its replication is still being set up here (a node just restarted).
+      if (state === undefined) await new Promise<void>((resolve) => setTimeout(resolve, READY_STEP_MS).unref());
+      else await withinMs(state.loading, until - Date.now());
+    }
   }
 
   protected get cluster() {
