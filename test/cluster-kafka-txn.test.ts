@@ -229,3 +229,51 @@ test("a transaction spans partitions led by different brokers: its coordinator w
     assert.deepEqual(read.stdout.trim().split("\n"), [`0 committed-${partition}`, `4 after-${partition}`], `partition ${partition}`);
   }
 });
+
+/** A group id whose coordinator is not broker `not`, as broker `n` answers FindCoordinator. */
+async function groupNotCoordinatedBy(n: NagareServer, not: number, prefix: string): Promise<{ groupId: string; coordinator: number }> {
+  let found: { groupId: string; coordinator: number } | null = null;
+  await waitUntilAsync(async () => {
+    for (let i = 0; found === null && i < 100; i++) {
+      const c = await findCoordinator(n.kafkaPort!, `${prefix}-${i}`, 0);
+      if (c.error === 0 && c.id !== not) found = { groupId: `${prefix}-${i}`, coordinator: c.id };
+    }
+    return found !== null;
+  }, `a group not coordinated by broker ${not}`, 20_000);
+  return found!;
+}
+
+test("a transaction's offsets of a group another broker coordinates are committed there with it, and dropped with its abort", async () => {
+  const input = "txn.offsets.in";
+  const output = "txn.offsets.out";
+  const live = cluster.live();
+  const kafka = new Kafka({ clientId: "txn-offsets", brokers: live.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic: input }, { topic: output }], waitForLeaders: true });
+    const transactionalId = await coordinatedBy(live[0], brokerId(live[0]), "offsets");
+    const { groupId, coordinator } = await groupNotCoordinatedBy(live[0], brokerId(live[0]), "offsets-group");
+    assert.notEqual(coordinator, brokerId(live[0]));
+    const committedOffset = async (): Promise<string> => (await admin.fetchOffsets({ groupId, topics: [input] }))[0].partitions[0].offset;
+
+    const { producer, close } = await producers(kafka, transactionalId);
+    try {
+      const committed = await producer.transaction();
+      await committed.send({ topic: output, messages: [{ value: "out-1" }] });
+      await committed.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: input, partitions: [{ partition: 0, offset: "5" }] }] });
+      await committed.commit();
+      assert.equal(await committedOffset(), "5", "the offsets committed with the transaction, at the group's coordinator");
+
+      const aborted = await producer.transaction();
+      await aborted.send({ topic: output, messages: [{ value: "out-2" }] });
+      await aborted.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: input, partitions: [{ partition: 0, offset: "9" }] }] });
+      await aborted.abort();
+      assert.equal(await committedOffset(), "5", "an aborted transaction's offsets are not committed");
+    } finally {
+      await close();
+    }
+  } finally {
+    await admin.disconnect();
+  }
+});

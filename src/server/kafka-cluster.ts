@@ -249,6 +249,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
   }
 
   /** The node that claimed broker id `id`, if any. */
+  nodeName(id: number): string | undefined {
+    return this.nameOf(id);
+  }
+
   private nameOf(id: number): string | undefined {
     for (const [name, claimed] of this.ids.all()) if (claimed === id) return name;
     return undefined;

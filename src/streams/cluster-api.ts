@@ -56,6 +56,8 @@ const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 const REMOTE_INFO_MS = 2000;
 /** Appends sent to a partition's leader on another node (JetStream.appendAt). */
 const APPEND_PREFIX = `${CLUSTER_INTERNAL_PREFIX}APPEND.`;
+/** Calls of a door's node services (JetStream.remoteCall, nodeServices). */
+const SERVICE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}SVC.`;
 /** How long a node waits for another to store an append it sent (replicas included). */
 const APPEND_MS = 10_000;
 const PLACEMENT_WAIT_MS = 5000;
@@ -216,6 +218,8 @@ export class ClusterApi implements Receiver {
       holdsLease: () => this.directory.isLive(cluster.self),
     });
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
+    // A body past what a route carries would close the route (and every stream's traffic on it): not sent.
+    js.remoteCall = (node, service, body, ms) => (body.length > js.options.maxPayload ? Promise.resolve(null) : this.request(node, `${SERVICE_PREFIX}${service}`, body, ms));
   }
 
   close(): void {
@@ -223,6 +227,7 @@ export class ClusterApi implements Receiver {
     this.roleTimer = null;
     this.roleWaiters = [];
     if (this.js.remoteAppend !== null) this.js.remoteAppend = null;
+    this.js.remoteCall = null;
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
@@ -423,6 +428,16 @@ export class ClusterApi implements Receiver {
     );
   }
 
+  /** Another node's call of a service a door offers here (JetStream.nodeServices); one not offered, or failing, is not answered. */
+  private serveCall(service: string, body: Buffer, reply: string): void {
+    const serve = this.js.nodeServices.get(service);
+    if (serve === undefined || reply === "") return;
+    serve(body).then(
+      (answer) => this.js.emit(reply, reply, "", null, answer),
+      (err: unknown) => this.js.options.log.warn(`cluster: service ${service} failed: ${(err as Error).message}`),
+    );
+  }
+
   // ---- from other nodes ----
 
   deliver(sub: Subscription, msg: Message): void {
@@ -440,6 +455,10 @@ export class ClusterApi implements Receiver {
     }
     if (original.startsWith(MOVE_PREFIX)) {
       this.mover.serve(original.slice(MOVE_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
+      return;
+    }
+    if (original.startsWith(SERVICE_PREFIX)) {
+      this.serveCall(original.slice(SERVICE_PREFIX.length), Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)), msg.hasReply ? msg.reply : "");
       return;
     }
     if (original.startsWith(APPEND_PREFIX)) {

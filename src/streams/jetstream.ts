@@ -256,6 +256,17 @@ export class JetStream implements DeliveryHost, StorageQuota {
   remoteAppend: ((name: string, partition: number, input: AppendInput) => Promise<number> | null) | null = null;
 
   /**
+   * In a cluster, asks service `service` of node `node` (one a door offers in
+   * `nodeServices` there) with `body`, over the routes; resolves with its
+   * answer, or null when none came within `ms` (node down, not routed, body
+   * past what a route carries). Null on a single node.
+   */
+  remoteCall: ((node: string, service: string, body: Buffer, ms: number) => Promise<Buffer | null>) | null = null;
+
+  /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
+  readonly nodeServices = new Map<string, (body: Buffer) => Promise<Buffer>>();
+
+  /**
    * Appends a message to partition `partition` of stream `name` wherever it
    * is led: here, or in a cluster at its leader (a door's control message,
    * such as a Kafka transaction marker, which must reach a partition

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { KafkaDoor } from "./door.js";
 import { partitionCount } from "./cluster.js";
+import { groupCommitAway, offerCoordinatorCalls } from "./coordinator-calls.js";
 import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ReplicatedTxnState } from "./txn-state-log.js";
@@ -37,7 +38,14 @@ export class AccountDoor {
     groups.store = this.offsets;
     this.txnState = inCluster(door) ? new ReplicatedTxnState(this) : null;
     transactions.store = this.txnState;
+    if (inCluster(door)) {
+      this.withdrawCalls = offerCoordinatorCalls(this);
+      transactions.commitAway = (groupId, entries) => groupCommitAway(this, groupId, entries);
+    }
   }
+
+  /** Withdraws the calls other brokers make of this one's coordinators (coordinator-calls.ts). */
+  private readonly withdrawCalls: (() => void) | null = null;
 
   /** In a cluster, the replicated transaction coordinators' state, which also says which broker coordinates an id; null on a single node. */
   readonly txnState: ReplicatedTxnState | null;
@@ -107,6 +115,7 @@ export class AccountDoor {
   }
 
   close(): void {
+    this.withdrawCalls?.();
     this.groups.close();
     this.offsets?.close();
     this.txnState?.close();

@@ -70,6 +70,8 @@ export interface KafkaCluster {
   replicableBrokers(): number;
   /** Whether this node and broker `id` route to each other (a node with no route listener reaches none): what requests between them need. */
   routed(id: number): boolean;
+  /** The cluster node that broker `id` is (JetStream.remoteCall names nodes); undefined for an id no node claims. */
+  nodeName(id: number): string | undefined;
   /** The controller Metadata names: the live broker with the lowest id. */
   controllerId(): number;
   /** The account's placed topics (every stream placed, whatever door made it), by stream name. */

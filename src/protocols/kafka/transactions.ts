@@ -99,6 +99,12 @@ export class TransactionCoordinator {
   private readonly txns = new Map<string, Txn>();
   /** In a cluster: the replicated `__transaction_state`, which says which ids are coordinated here (adopt, drop); null: `transactions.json`. */
   store: TxnStateStore | null = null;
+  /**
+   * In a cluster: gives a committed transaction's offsets of a group to the
+   * group's coordinator when that is another broker (coordinator-calls.ts);
+   * null when the group is coordinated here.
+   */
+  commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>) => Promise<string | null> | null) | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   private closed = false;
@@ -254,6 +260,11 @@ export class TransactionCoordinator {
     });
   }
 
+  /** Whether this broker holds transactional id `id` (in a cluster: coordinates it, its state loaded). */
+  holds(id: string): boolean {
+    return this.txns.has(id);
+  }
+
   /** TxnOffsetCommit: offsets held in the transaction until it commits; dropped if it aborts. */
   commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): number {
     const txn = this.txns.get(req.transactionalId);
@@ -399,17 +410,9 @@ export class TransactionCoordinator {
     if (commit) {
       for (const [groupId, entries] of txn.offsets) {
         if (entries.size === 0) continue;
-        const group = this.groups.group(groupId, true);
-        if (group === null) {
-          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: too many groups`);
-          continue;
-        }
-        // Retried as markers are (a disk error passes). The group's coordinator moved since TxnOffsetCommit (a cluster):
-        // the markers are written, so the transaction is committed; its offsets are not, and the group reads those records again.
-        await this.untilDone(txn, () => group.commit([...entries])).catch((err: unknown) => {
-          if (!(err instanceof CoordinatorMoved) || txn.dropped) throw err;
-          this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${err.message}`);
-        });
+        // Retried as markers are (a disk error passes, a group's coordinator moving or down), here or at the group's coordinator.
+        const skipped = await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [...entries]));
+        if (skipped !== null) this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${skipped}`);
         this.stillHeld(txn);
       }
     }
@@ -422,6 +425,27 @@ export class TransactionCoordinator {
     txn.state = "Empty";
     txn.ended = commit ? "commit" : "abort";
     await this.save(txn);
+  }
+
+  /**
+   * Commits a transaction's offsets of one group, here or at the group's
+   * coordinator on another broker: null once stored, or why they never will
+   * be; throws to be tried again.
+   */
+  private async commitGroupOffsets(groupId: string, entries: Array<[string, CommittedOffset]>): Promise<string | null> {
+    const away = this.commitAway?.(groupId, entries) ?? null;
+    if (away !== null) return away;
+    const group = this.groups.group(groupId, true);
+    if (group === null) return "too many groups";
+    try {
+      await group.commit(entries);
+      return null;
+    } catch (err) {
+      // The group's coordinator moved since it was looked up: the next try finds the new one. (The transaction moving is
+      // CoordinatorMoved too, from stillHeld, which ends the tries.)
+      if (err instanceof CoordinatorMoved) throw new Error(`the offsets of group ${groupId}: ${err.message}`);
+      throw err;
+    }
   }
 
   /**

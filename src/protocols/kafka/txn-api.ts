@@ -7,9 +7,10 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { coordinatorError, partitionCount } from "./cluster.js";
+import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
 import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js";
-import { offsetKey, type CommittedOffset } from "./groups.js";
+import { MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
+import { txnOffsetsAway } from "./coordinator-calls.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
@@ -61,17 +62,37 @@ export async function handleEndTxn(door: AccountDoor, { r, w }: RequestContext):
   return true;
 }
 
-export function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+export async function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, groupId, producerId, epoch, topics } = decodeTxnOffsetCommit(r, version);
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  // Waits for a load of the group's partition under way: KafkaJS does not retry TxnOffsetCommit on COORDINATOR_LOAD_IN_PROGRESS.
+  const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const results = topics.map((t) => {
     const count = partitionCount(door, t.name);
-    return { name: t.name, partitions: t.partitions.map((p) => ({ ...p, error: (refused !== ErrorCode.NONE ? refused : count === undefined || p.index < 0 || p.index >= count ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION : ErrorCode.NONE) as number })) };
+    return {
+      name: t.name,
+      partitions: t.partitions.map((p) => ({
+        ...p,
+        error: (refused !== ErrorCode.NONE
+          ? refused
+          : count === undefined || p.index < 0 || p.index >= count
+            ? ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            : p.metadata !== null && p.metadata.length > MAX_OFFSET_METADATA
+              ? ErrorCode.OFFSET_METADATA_TOO_LARGE
+              : ErrorCode.NONE) as number,
+      })),
+    };
   });
   const entries: Array<[string, CommittedOffset]> = [];
   for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
-  const error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : door.transactions.commitOffsets({ transactionalId, producerId, epoch }, groupId, entries);
-  if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) p.error = error;
+  const req = { transactionalId, producerId, epoch };
+  // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
+  const error =
+    refused !== ErrorCode.NONE
+      ? refused
+      : groupId === ""
+        ? ErrorCode.INVALID_GROUP_ID
+        : ((await txnOffsetsAway(door, req, groupId, entries)) ?? door.transactions.commitOffsets(req, groupId, entries));
+  if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
     w.string(t.name);
