@@ -389,6 +389,43 @@ describe("Kafka admin APIs", () => {
     );
   });
 
+  test("retention and size configs at their edges: what a stream cannot keep is refused, not taken as no limit; values past its range mean no limit", async () => {
+    const topic = "alter.edges";
+    await admin.createTopics({ topics: [{ topic, configEntries: [{ name: "retention.ms", value: "60000" }, { name: "retention.bytes", value: "1048576" }] }] });
+    const describe = async (): Promise<string[]> => {
+      const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false });
+      const m = new Map(d.resources[0].configEntries.map((e) => [e.configName, e.configValue]));
+      return ["retention.ms", "retention.bytes", "max.message.bytes"].map((k) => m.get(k)!);
+    };
+    const alter = (entries: Array<{ name: string; value: string }>): Promise<unknown> =>
+      admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: entries }] });
+    const before = await describe();
+    // 0 would keep nothing in Kafka; a stream's 0 means no limit at all, so it is refused, as are ages a stream cannot keep.
+    for (const refused of [
+      [{ name: "retention.ms", value: "0" }],
+      [{ name: "retention.ms", value: "99" }],
+      [{ name: "retention.bytes", value: "0" }],
+      [{ name: "max.message.bytes", value: "3000000000" }],
+    ]) {
+      await assert.rejects(alter(refused), kafkaError("INVALID_CONFIG"), JSON.stringify(refused));
+      await assert.rejects(
+        admin.createTopics({ topics: [{ topic: "edges.new", configEntries: refused }] }),
+        kafkaError("INVALID_CONFIG"),
+        `create with ${JSON.stringify(refused)}`,
+      );
+    }
+    assert.deepEqual(await describe(), before, "nothing refused changed the topic");
+    // Long.MAX (what some tools write for "forever") and any negative byte count: no limit, as Kafka reads them.
+    await alter([
+      { name: "retention.ms", value: "9223372036854775807" },
+      { name: "retention.bytes", value: "-2" },
+      { name: "max.message.bytes", value: " 5000" },
+    ]);
+    assert.deepEqual(await describe(), ["-1", "-1", "5000"]);
+    const si = await (await jetstreamManager(h.nc)).streams.info("alter_edges");
+    assert.deepEqual([si.config.max_age, si.config.max_bytes, si.config.max_msg_size], [0, -1, 5000]);
+  });
+
   test("IncrementalAlterConfigs: SET and DELETE change only the configs named; APPEND and SUBTRACT apply to list configs only", async () => {
     const topic = "alter.some";
     await admin.createTopics({ topics: [{ topic, configEntries: [{ name: "retention.bytes", value: "1048576" }] }] });
@@ -438,7 +475,7 @@ describe("Kafka admin APIs", () => {
       c.send(incremental([["log.retention.ms", 0, "1"]], false, "0", 4));
       assert.equal(answer(await c.response(9))[0], 40, "the broker's settings: INVALID_CONFIG");
       c.send(incremental([["retention.ms", 0, "50"]], true));
-      assert.deepEqual(answer(await c.response(10)), [40, "max age needs to be >= 100ms"], "what the stream refuses, validate_only refuses too");
+      assert.deepEqual(answer(await c.response(10)), [40, "retention.ms: 50 is below the shortest retention nagare keeps, 100 ms (-1: no limit)"], "what cannot be kept, validate_only refuses too");
     } finally {
       c.destroy();
     }

@@ -30,6 +30,12 @@ const SOURCE_DYNAMIC_TOPIC = 1;
 const SOURCE_STATIC_BROKER = 4;
 const SOURCE_DEFAULT = 5;
 
+/** A stream's shortest max_age (streams/config.ts), in Kafka's unit. */
+const MIN_RETENTION_MS = 100;
+/** The longest max_age an int64 of nanoseconds holds, in milliseconds. */
+const MAX_RETENTION_MS = Math.floor(Number(2n ** 63n - 1n) / NS_PER_MS);
+const INT32_MAX = 2 ** 31 - 1;
+
 export interface Outcome {
   error: number;
   message: string | null;
@@ -89,23 +95,30 @@ function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<str
 export function limitsFrom(configs: Map<string, string | null>): (Record<string, unknown> & { metadata?: Record<string, string> }) | Outcome {
   const out: Record<string, unknown> & { metadata?: Record<string, string> } = {};
   for (const [name, value] of configs) {
-    const int = (): number | null => (value !== null && /^-?\d+$/.test(value) ? Number(value) : null);
+    // Kafka trims a config's value before it parses it.
+    const int = (): number | null => (value !== null && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : null);
     switch (name) {
       case "retention.ms": {
         const v = int();
         if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.ms: ${value} is not -1 or a number of milliseconds`);
-        out.max_age = v <= 0 ? 0 : v * NS_PER_MS;
+        // Kafka deletes what is older than 0 ms; a stream's shortest max_age is 100 ms, and 0 there means no limit at all.
+        if (v >= 0 && v < MIN_RETENTION_MS) return fail(ErrorCode.INVALID_CONFIG, `retention.ms: ${value} is below the shortest retention nagare keeps, ${MIN_RETENTION_MS} ms (-1: no limit)`);
+        // Past what a stream's max_age (int64 nanoseconds) holds, some 292 years: what such a value means, no limit.
+        out.max_age = v === -1 || v > MAX_RETENTION_MS ? 0 : v * NS_PER_MS;
         break;
       }
       case "retention.bytes": {
         const v = int();
-        if (v === null || v < -1) return fail(ErrorCode.INVALID_CONFIG, `retention.bytes: ${value} is not -1 or a byte count`);
-        out.max_bytes = v <= 0 ? -1 : v;
+        if (v === null) return fail(ErrorCode.INVALID_CONFIG, `retention.bytes: ${value} is not a byte count (negative: no limit)`);
+        // Kafka keeps only the active segment at 0; a stream's max_bytes cannot say that (0 there means no limit).
+        if (v === 0) return fail(ErrorCode.INVALID_CONFIG, "retention.bytes: 0 cannot be kept by nagare, which keeps no segments apart (a positive byte count, or negative: no limit)");
+        out.max_bytes = v < 0 || v > Number.MAX_SAFE_INTEGER ? -1 : v;
         break;
       }
       case "max.message.bytes": {
         const v = int();
-        if (v === null || v <= 0) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count`);
+        // An INT in Kafka.
+        if (v === null || v <= 0 || v > INT32_MAX) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count of at most ${INT32_MAX}`);
         out.max_msg_size = v;
         break;
       }
