@@ -165,7 +165,7 @@ describe("nagare topic and group commands", () => {
     assert.equal((await run("topic", "create", topic, "--config", "retention.bytes=1048576")).code, 0);
     const grown = await run("topic", "alter", topic, "--partitions", "3", "--config", "retention.ms=60000");
     assert.equal(grown.code, 0, grown.err);
-    assert.equal(grown.out, "Topic cli.alter now has 3 partitions\nTopic cli.alter configs altered: retention.ms=60000\n");
+    assert.equal(grown.out, "Topic cli.alter configs altered: retention.ms=60000\nTopic cli.alter now has 3 partitions\n");
     let info = await run("topic", "describe", topic);
     assert.match(info.out, /^Topic cli\.alter: 3 partitions$/m);
     assert.match(info.out, /^retention\.ms\s+60000\s+topic$/m);
@@ -184,6 +184,10 @@ describe("nagare topic and group commands", () => {
     const compact = await run("topic", "alter", topic, "--config", "cleanup.policy=compact");
     assert.equal(compact.code, 1);
     assert.match(compact.err, /cleanup\.policy compact is not supported.*INVALID_CONFIG/);
+    // A refused config stops the partitions given with it: those could not be taken back.
+    const half = await run("topic", "alter", topic, "--partitions", "6", "--config", "retention.ms=-5");
+    assert.equal(half.code, 1);
+    assert.match(half.err, /retention\.ms: -5 .*INVALID_CONFIG/);
     const nowhere = await run("topic", "alter", "cli.nowhere", "--partitions", "2");
     assert.deepEqual([nowhere.code, nowhere.err], [1, "nagare topic: topic cli.nowhere not found\n"]);
     assert.match((await run("topic", "describe", topic)).out, /^Topic cli\.alter: 3 partitions$/m, "refusals changed nothing");

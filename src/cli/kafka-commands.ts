@@ -286,15 +286,20 @@ function prepareTopic(args: ParsedArgs): Run {
       return async (c, io, asJson) => {
         const done: { topic: string; partitions?: number; configs?: Record<string, string | null> } = { topic: name };
         let text = "";
-        if (partitions > 0) {
-          checkTopicOutcome(name, await createPartitions(c, name, partitions));
-          done.partitions = partitions;
-          text += `Topic ${name} now has ${partitions} partition${partitions === 1 ? "" : "s"}\n`;
+        // Both checked before either is made: partitions added cannot be taken back, so a refused config must stop them.
+        if (partitions > 0 && changes.length > 0) {
+          checkTopicOutcome(name, await createPartitions(c, name, partitions, true));
+          checkTopicOutcome(name, await alterTopicConfigs(c, name, changes, true));
         }
         if (changes.length > 0) {
           checkTopicOutcome(name, await alterTopicConfigs(c, name, changes));
           done.configs = Object.fromEntries(changes);
           text += `Topic ${name} configs altered: ${changes.map(([k, v]) => (v === null ? `${k} (default)` : `${k}=${v}`)).join(", ")}\n`;
+        }
+        if (partitions > 0) {
+          checkTopicOutcome(name, await createPartitions(c, name, partitions));
+          done.partitions = partitions;
+          text += `Topic ${name} now has ${partitions} partition${partitions === 1 ? "" : "s"}\n`;
         }
         await write(io.stdout, asJson ? json(done) : text);
         return 0;

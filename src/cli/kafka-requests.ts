@@ -212,12 +212,12 @@ export async function listOffsets(c: KafkaClient, at: number, partitions: Array<
     .flat();
 }
 
-/** Grows `topic` to `count` partitions (CreatePartitions). */
-export async function createPartitions(c: KafkaClient, topic: string, count: number): Promise<Outcome> {
+/** Grows `topic` to `count` partitions (CreatePartitions); `validateOnly`: only says whether it would. */
+export async function createPartitions(c: KafkaClient, topic: string, count: number, validateOnly = false): Promise<Outcome> {
   const r = await c.request(ApiKey.CreatePartitions, V.createPartitions, (w) => {
     w.arrayLength(1).string(topic).i32(count).arrayLength(-1); // assignments: the broker's choice
     w.i32(ADMIN_TIMEOUT_MS);
-    w.bool(false); // validate_only
+    w.bool(validateOnly);
   });
   r.i32(); // throttle_time_ms
   const [result] = r.array((r) => ({ name: r.string(), error: r.i16(), message: r.nullableString() }));
@@ -289,12 +289,12 @@ export async function listPartitionReassignments(c: KafkaClient): Promise<{ erro
 /** A topic config set to a value, or (null) back to its default. */
 export type ConfigChange = [name: string, value: string | null];
 
-/** Sets or resets the named configs of `topic`, leaving the others (IncrementalAlterConfigs, as kafka-configs.sh). */
-export async function alterTopicConfigs(c: KafkaClient, topic: string, changes: ConfigChange[]): Promise<Outcome> {
+/** Sets or resets the named configs of `topic`, leaving the others (IncrementalAlterConfigs, as kafka-configs.sh); `validateOnly`: only says whether it would. */
+export async function alterTopicConfigs(c: KafkaClient, topic: string, changes: ConfigChange[], validateOnly = false): Promise<Outcome> {
   const r = await c.request(ApiKey.IncrementalAlterConfigs, V.incrementalAlterConfigs, (w) => {
     w.arrayLength(1).i8(RESOURCE_TOPIC).string(topic);
     w.array(changes, (w, [name, value]) => w.string(name).i8(value === null ? CONFIG_DELETE : CONFIG_SET).nullableString(value));
-    w.bool(false); // validate_only
+    w.bool(validateOnly);
   });
   r.i32(); // throttle_time_ms
   const [result] = r.array((r) => {
