@@ -8,8 +8,12 @@
  * Committed offsets are written durably before a commit is acknowledged:
  * on a single node one JSON file per group; in a cluster, records in the
  * replicated `__consumer_offsets` topic (an OffsetsStore, offsets-log.ts).
- * Membership is not persisted: as in Kafka, members rejoin after a
- * coordinator restart or move.
+ * In a cluster the group's generation and members are recorded there too
+ * at the end of each rebalance, as Kafka's coordinator does: a broker that
+ * takes the group over keeps its members, who go on heartbeating, instead
+ * of starting it empty (the first member back would take every partition
+ * while the others still work theirs). On a single node membership is not
+ * persisted: members rejoin after a restart.
  */
 
 import { randomUUID } from "node:crypto";
@@ -54,6 +58,33 @@ export interface CommittedOffset {
 /** Where a cluster keeps committed offsets instead of this node's files: `write` resolves once the changes (null: removed) are durable. */
 export interface OffsetsStore {
   write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void>;
+  /**
+   * Records the group's generation and members (null: the group is deleted)
+   * for the next coordinator to take over, as Kafka's coordinator stores
+   * group metadata at the end of each rebalance. Best effort: one not
+   * recorded leaves the one before, and the members then rejoin.
+   */
+  writeMembers(group: Group, saved: SavedMembers | null): void;
+}
+
+/** A group's generation and members as its coordinator records them at the end of a rebalance (Stable) or once it is Empty. */
+export interface SavedMembers {
+  state: "Stable" | "Empty";
+  generation: number;
+  protocolType: string;
+  protocol: string;
+  leader: string;
+  members: Array<{
+    id: string;
+    instanceId: string | null;
+    clientId: string;
+    host: string;
+    sessionTimeoutMs: number;
+    rebalanceTimeoutMs: number;
+    /** The member's metadata for the group's protocol, and its assignment (base64). */
+    metadata: string;
+    assignment: string;
+  }>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -191,6 +222,7 @@ export class Group {
       this.generation++;
       this.protocol = "";
       this.leader = "";
+      this.recordMembers();
       return;
     }
     this.generation++;
@@ -232,6 +264,7 @@ export class Group {
           mm.syncing = null;
         }
       }
+      this.recordMembers();
     }
     return waiting;
   }
@@ -290,6 +323,7 @@ export class Group {
       this.generation++;
       this.protocol = "";
       this.leader = "";
+      this.recordMembers();
     } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
     else this.prepareRebalance();
   }
@@ -313,6 +347,63 @@ export class Group {
   private clearSession(m: Member): void {
     if (m.sessionTimer !== null) clearTimeout(m.sessionTimer);
     m.sessionTimer = null;
+  }
+
+  /** In a cluster: records the generation and members, at the end of a rebalance or once Empty (OffsetsStore.writeMembers). */
+  private recordMembers(): void {
+    const store = this.coordinator.store;
+    if (store === null || (this.state !== "Stable" && this.state !== "Empty")) return;
+    store.writeMembers(this, {
+      state: this.state,
+      generation: this.generation,
+      protocolType: this.protocolType,
+      protocol: this.protocol,
+      leader: this.leader,
+      members: [...this.members.values()].map((m) => ({
+        id: m.id,
+        instanceId: m.instanceId,
+        clientId: m.clientId,
+        host: m.host,
+        sessionTimeoutMs: m.sessionTimeoutMs,
+        rebalanceTimeoutMs: m.rebalanceTimeoutMs,
+        metadata: (m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY).toString("base64"),
+        assignment: m.assignment.toString("base64"),
+      })),
+    });
+  }
+
+  /**
+   * Takes over the generation and members another coordinator recorded:
+   * the members are Stable with their assignments, each with a full session
+   * from now to heartbeat this coordinator (one that does not is removed,
+   * and the others rebalance).
+   */
+  restoreMembers(saved: SavedMembers): void {
+    this.generation = saved.generation;
+    this.protocolType = saved.protocolType;
+    if (saved.state !== "Stable" || saved.members.length === 0) return;
+    this.protocol = saved.protocol;
+    this.leader = saved.leader;
+    for (const m of saved.members.slice(0, MAX_MEMBERS_PER_GROUP)) {
+      const member: Member = {
+        id: m.id,
+        instanceId: m.instanceId,
+        clientId: m.clientId,
+        host: m.host,
+        sessionTimeoutMs: Math.min(Math.max(m.sessionTimeoutMs, MIN_SESSION_MS), MAX_SESSION_MS),
+        rebalanceTimeoutMs: m.rebalanceTimeoutMs,
+        protocolType: saved.protocolType,
+        protocols: [[saved.protocol, Buffer.from(m.metadata, "base64")]],
+        assignment: Buffer.from(m.assignment, "base64"),
+        joining: null,
+        syncing: null,
+        sessionTimer: null,
+      };
+      this.members.set(member.id, member);
+      this.armSession(member);
+    }
+    if (!this.members.has(this.leader)) this.leader = this.members.keys().next().value!;
+    this.state = "Stable";
   }
 
   // ---- offsets ----
@@ -483,8 +574,10 @@ export class GroupCoordinator {
   async remove(g: Group): Promise<void> {
     g.stop();
     if (this.groups.get(g.id) === g) this.groups.delete(g.id);
-    if (this.store !== null) await this.store.write(g, [...g.keys()].map((k) => [k, null]));
-    else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
+    if (this.store !== null) {
+      await this.store.write(g, [...g.keys()].map((k) => [k, null]));
+      this.store.writeMembers(g, null);
+    } else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
   }
 
   /** Forgets a group here without touching what is stored (another node coordinates it now). */

@@ -12,7 +12,7 @@ import type { StoredMessage } from "../../store/log.js";
 import type { AccountDoor } from "./account-door.js";
 import { CoordinatorTopic, partitionOfKey, token, untoken } from "./coordinator-topic.js";
 import { ErrorCode } from "./errors.js";
-import type { CommittedOffset, Group, OffsetsStore } from "./groups.js";
+import type { CommittedOffset, Group, OffsetsStore, SavedMembers } from "./groups.js";
 import { OFFSETS_TOPIC } from "./topics.js";
 
 /** Kafka's offsets.topic.num.partitions is 50; a few suffice to spread coordinators over a small cluster. */
@@ -28,6 +28,17 @@ export function offsetsPartitionOf(group: string, partitions: number): number {
 export function offsetSubject(group: string, offsetKey: string): string {
   const at = offsetKey.lastIndexOf("/");
   return `${SUBJECT_PREFIX}${token(group)}.${token(offsetKey.slice(0, at))}.${offsetKey.slice(at + 1)}`;
+}
+
+/** The key of a group's generation and members (writeMembers): one token after the prefix, which offset keys never are. */
+function membersSubject(group: string): string {
+  return `${SUBJECT_PREFIX}${token(group)}`;
+}
+
+/** The group whose members a subject records; null for any other subject. */
+function parseMembersSubject(subject: string): string | null {
+  const rest = subject.slice(SUBJECT_PREFIX.length);
+  return subject.startsWith(SUBJECT_PREFIX) && rest.length > 0 && !rest.includes(".") ? untoken(rest) : null;
 }
 
 /** The group and offset key a subject names; null for one this version does not know. */
@@ -50,7 +61,13 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
 
   protected adopt(p: number, records: StoredMessage[]): void {
     const found = new Map<string, Map<string, StoredOffset>>();
+    const members = new Map<string, SavedMembers>();
     for (const m of records) {
+      const owner = parseMembersSubject(m.subject);
+      if (owner !== null) {
+        members.set(owner, JSON.parse(m.data.toString()) as SavedMembers);
+        continue;
+      }
       const at = parseSubject(m.subject);
       if (at === null) continue;
       const value = JSON.parse(m.data.toString()) as StoredOffset;
@@ -58,16 +75,18 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
       if (g === undefined) found.set(at.group, (g = new Map()));
       g.set(at.key, value);
     }
-    for (const [id, offsets] of found) {
+    for (const id of new Set([...found.keys(), ...members.keys()])) {
       const g = this.door.groups.group(id, true);
       if (g === null) {
         this.door.log.warn(`kafka: ${OFFSETS_TOPIC} partition ${p}: group ${id} not loaded, too many groups`);
         continue;
       }
-      for (const [k, v] of offsets) {
+      for (const [k, v] of found.get(id) ?? []) {
         g.offsets.set(k, { offset: v.offset, metadata: v.metadata });
         if (v.protocolType !== "" && g.members.size === 0) g.protocolType = v.protocolType;
       }
+      const saved = members.get(id);
+      if (saved !== undefined) g.restoreMembers(saved);
     }
   }
 
@@ -89,6 +108,18 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
    * after dropping the partition's groups here, when this broker cannot
    * write it any more.
    */
+  writeMembers(group: Group, saved: SavedMembers | null): void {
+    const data = saved === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify(saved));
+    // A group too large to record in one message keeps the last one recorded; its members rejoin after a takeover.
+    if (data.length > this.door.js.options.maxPayload) {
+      this.door.log.warn(`kafka: group ${group.id}: its ${saved?.members.length} members are too many to record for another coordinator (${data.length} bytes)`);
+      return;
+    }
+    this.append(this.partitionOf(group.id), group.id, [[membersSubject(group.id), data]]).catch((err: unknown) =>
+      this.door.log.debug(`kafka: group ${group.id}: generation ${saved?.generation ?? "(deleted)"} not recorded: ${(err as Error).message}`),
+    );
+  }
+
   write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
     const records = entries.map(([key, value]): [string, Buffer] => [
       offsetSubject(group.id, key),
