@@ -15,7 +15,7 @@ import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntilAsync } from "./helpers/clients.js";
-import { findCoordinator, frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { ask as askBroker, findCoordinator, frame } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 
 const { Kafka, logLevel } = kafkajs;
@@ -27,14 +27,8 @@ after(() => cluster.stop());
 const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 
 /** One request to broker `n` on a connection of its own, its answer read by `read`. */
-async function ask<T>(n: NagareServer, request: Buffer, read: (r: Reader) => T): Promise<T> {
-  const k = await RawKafka.open(n.kafkaPort!, REQUEST_MS);
-  try {
-    k.send(request);
-    return read(await k.response(0, REQUEST_MS));
-  } finally {
-    k.destroy();
-  }
+function ask<T>(n: NagareServer, request: Buffer, read: (r: Reader) => T): Promise<T> {
+  return askBroker(n.kafkaPort!, request, read);
 }
 
 /** The node coordinating `group`, once every live broker names the same one and it serves the group. */

@@ -20,7 +20,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { findCoordinator, frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { ask as askBroker, findCoordinator, frame } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { offsetsPartitionOf, offsetSubject } from "../src/protocols/kafka/offsets-log.js";
 import { appendAsync } from "../src/store/log.js";
@@ -40,14 +40,8 @@ function client(): InstanceType<typeof Kafka> {
 }
 
 /** One request to broker `n` on a connection of its own, its answer read by `read`. */
-async function ask<T>(n: NagareServer, request: Buffer, read: (r: Reader) => T): Promise<T> {
-  const k = await RawKafka.open(n.kafkaPort!, REQUEST_MS);
-  try {
-    k.send(request);
-    return read(await k.response(0, REQUEST_MS));
-  } finally {
-    k.destroy();
-  }
+function ask<T>(n: NagareServer, request: Buffer, read: (r: Reader) => T): Promise<T> {
+  return askBroker(n.kafkaPort!, request, read);
 }
 
 /** The coordinator every live broker names, once they agree and it is up. */

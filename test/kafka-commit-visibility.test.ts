@@ -22,7 +22,9 @@ class HeldStore implements OffsetsStore {
   write(_group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
     return new Promise((resolve, reject) => this.writes.push({ entries, settle: (err) => (err === undefined ? resolve() : reject(err)) }));
   }
-  writeMembers(): void {}
+  writeMembers(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
 /** A coordinator on a HeldStore, and its group "readers". */

@@ -153,19 +153,25 @@ export class RawKafka {
  */
 export const REQUEST_MS = 10_000;
 
-/** FindCoordinator v1 asked of the broker at `port`: key type 0 a group, 1 a transactional id; the error and the coordinator's id. */
-export async function findCoordinator(port: number, key: string, keyType: 0 | 1): Promise<{ error: number; id: number }> {
+/** One request to the broker at `port` on a connection of its own, its answer read by `read`. */
+export async function ask<T>(port: number, request: Buffer, read: (r: Reader) => T): Promise<T> {
   const k = await RawKafka.open(port, REQUEST_MS);
   try {
-    k.send(frame(10, 1, (w) => w.string(key).i8(keyType)));
-    const r = await k.response(0, REQUEST_MS);
+    k.send(request);
+    return read(await k.response(0, REQUEST_MS));
+  } finally {
+    k.destroy();
+  }
+}
+
+/** FindCoordinator v1 asked of the broker at `port`: key type 0 a group, 1 a transactional id; the error and the coordinator's id. */
+export function findCoordinator(port: number, key: string, keyType: 0 | 1): Promise<{ error: number; id: number }> {
+  return ask(port, frame(10, 1, (w) => w.string(key).i8(keyType)), (r) => {
     r.i32(); // throttle
     const error = r.i16();
     r.nullableString();
     return { error, id: r.i32() };
-  } finally {
-    k.destroy();
-  }
+  });
 }
 
 /** The error code and base offset of a one-partition produce response. */

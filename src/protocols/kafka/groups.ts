@@ -21,6 +21,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { readJson, removeFileDurably, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
+import { CoordinatorMoved } from "./coordinator-topic.js";
 
 export type GroupState = "Empty" | "PreparingRebalance" | "CompletingRebalance" | "Stable" | "Dead";
 
@@ -61,10 +62,11 @@ export interface OffsetsStore {
   /**
    * Records the group's generation and members (null: the group is deleted)
    * for the next coordinator to take over, as Kafka's coordinator stores
-   * group metadata at the end of each rebalance. Best effort: one not
-   * recorded leaves the one before, and the members then rejoin.
+   * group metadata at the end of each rebalance; resolves once every
+   * in-sync replica has it (at once for a group too large to record, which
+   * keeps the record before).
    */
-  writeMembers(group: Group, saved: SavedMembers | null): void;
+  writeMembers(group: Group, saved: SavedMembers | null): Promise<void>;
 }
 
 /** A group's generation and members as its coordinator records them at the end of a rebalance (Stable) or once it is Empty. */
@@ -74,17 +76,8 @@ export interface SavedMembers {
   protocolType: string;
   protocol: string;
   leader: string;
-  members: Array<{
-    id: string;
-    instanceId: string | null;
-    clientId: string;
-    host: string;
-    sessionTimeoutMs: number;
-    rebalanceTimeoutMs: number;
-    /** The member's metadata for the group's protocol, and its assignment (base64). */
-    metadata: string;
-    assignment: string;
-  }>;
+  /** Each member as it joined, with its metadata for the group's protocol and its assignment (base64). */
+  members: Array<Pick<Member, "id" | "instanceId" | "clientId" | "host" | "sessionTimeoutMs" | "rebalanceTimeoutMs"> & { metadata: string; assignment: string }>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -111,6 +104,8 @@ export class Group {
   /** Keys with a commit being written to the replicated store, and how many (commit). */
   private readonly pendingKeys = new Map<string, number>();
   private rebalanceTimer: NodeJS.Timeout | null = null;
+  /** The generation whose leader's assignments came in (SyncGroup): only its first are taken. */
+  private assignedGeneration = -1;
   /** A new group's join phase does not end before this time (the initial rebalance delay). */
   private holdUntil = 0;
   /** Commits waiting to be written, and whether a write is running. */
@@ -222,7 +217,7 @@ export class Group {
       this.generation++;
       this.protocol = "";
       this.leader = "";
-      this.recordMembers();
+      this.recordEmpty();
       return;
     }
     this.generation++;
@@ -252,19 +247,28 @@ export class Group {
     if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
     if (this.state === "Stable") return Promise.resolve({ error: ErrorCode.NONE, assignment: m.assignment });
     const waiting = new Promise<{ error: number; assignment: Buffer }>((resolve) => (m.syncing = resolve));
-    if (memberId === this.leader) {
+    // The leader's assignments, once per generation (a repeat while they are being recorded only waits with the others).
+    if (memberId === this.leader && this.assignedGeneration !== this.generation) {
+      this.assignedGeneration = this.generation;
       for (const [id, a] of assignments) {
         const target = this.members.get(id);
         if (target) target.assignment = a;
       }
-      this.state = "Stable";
-      for (const mm of this.members.values()) {
-        if (mm.syncing) {
-          mm.syncing({ error: ErrorCode.NONE, assignment: mm.assignment });
-          mm.syncing = null;
-        }
+      const store = this.coordinator.store;
+      if (store === null) this.completeSync();
+      else {
+        // As Kafka's coordinator: the members get their assignments once the generation is recorded for the next
+        // coordinator, so that a member with an assignment is known there; a failed record starts the rebalance again.
+        const generation = this.generation;
+        const current = (): boolean => this.generation === generation && this.state === "CompletingRebalance";
+        store.writeMembers(this, this.savedMembers()).then(
+          () => current() && this.completeSync(),
+          (err: unknown) => {
+            this.coordinator.log(`group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`);
+            if (current()) this.failSync(err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE);
+          },
+        );
       }
-      this.recordMembers();
     }
     return waiting;
   }
@@ -323,7 +327,7 @@ export class Group {
       this.generation++;
       this.protocol = "";
       this.leader = "";
-      this.recordMembers();
+      this.recordEmpty();
     } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
     else this.prepareRebalance();
   }
@@ -349,12 +353,38 @@ export class Group {
     m.sessionTimer = null;
   }
 
-  /** In a cluster: records the generation and members, at the end of a rebalance or once Empty (OffsetsStore.writeMembers). */
-  private recordMembers(): void {
-    const store = this.coordinator.store;
-    if (store === null || (this.state !== "Stable" && this.state !== "Empty")) return;
-    store.writeMembers(this, {
-      state: this.state,
+  /** The leader's assignments are in (and recorded, in a cluster): the group is Stable, and every member waiting gets its own. */
+  private completeSync(): void {
+    this.state = "Stable";
+    for (const m of this.members.values()) {
+      if (m.syncing) {
+        m.syncing({ error: ErrorCode.NONE, assignment: m.assignment });
+        m.syncing = null;
+      }
+    }
+  }
+
+  /** The generation could not be recorded: the members waiting are told `error`, and the group rebalances. */
+  private failSync(error: number): void {
+    for (const m of this.members.values()) {
+      m.assignment = EMPTY;
+      if (m.syncing) {
+        m.syncing({ error, assignment: EMPTY });
+        m.syncing = null;
+      }
+    }
+    this.prepareRebalance();
+  }
+
+  /** In a cluster: records that the group is Empty, for the next coordinator (best effort: no member waits on it). */
+  private recordEmpty(): void {
+    this.coordinator.store?.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
+  }
+
+  /** The generation and members as OffsetsStore.writeMembers records them. */
+  private savedMembers(): SavedMembers {
+    return {
+      state: this.state === "Empty" ? "Empty" : "Stable",
       generation: this.generation,
       protocolType: this.protocolType,
       protocol: this.protocol,
@@ -369,7 +399,7 @@ export class Group {
         metadata: (m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY).toString("base64"),
         assignment: m.assignment.toString("base64"),
       })),
-    });
+    };
   }
 
   /**
@@ -576,7 +606,7 @@ export class GroupCoordinator {
     if (this.groups.get(g.id) === g) this.groups.delete(g.id);
     if (this.store !== null) {
       await this.store.write(g, [...g.keys()].map((k) => [k, null]));
-      this.store.writeMembers(g, null);
+      await this.store.writeMembers(g, null);
     } else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
   }
 

@@ -108,16 +108,14 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
    * after dropping the partition's groups here, when this broker cannot
    * write it any more.
    */
-  writeMembers(group: Group, saved: SavedMembers | null): void {
+  writeMembers(group: Group, saved: SavedMembers | null): Promise<void> {
     const data = saved === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify(saved));
     // A group too large to record in one message keeps the last one recorded; its members rejoin after a takeover.
     if (data.length > this.door.js.options.maxPayload) {
       this.door.log.warn(`kafka: group ${group.id}: its ${saved?.members.length} members are too many to record for another coordinator (${data.length} bytes)`);
-      return;
+      return Promise.resolve();
     }
-    this.append(this.partitionOf(group.id), group.id, [[membersSubject(group.id), data]]).catch((err: unknown) =>
-      this.door.log.debug(`kafka: group ${group.id}: generation ${saved?.generation ?? "(deleted)"} not recorded: ${(err as Error).message}`),
-    );
+    return this.append(this.partitionOf(group.id), group.id, [[membersSubject(group.id), data]]);
   }
 
   write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
