@@ -20,7 +20,8 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { ask, findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { partitionOfKey } from "../src/protocols/kafka/coordinator-topic.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -273,6 +274,79 @@ test("a transaction's offsets of a group another broker coordinates are committe
     } finally {
       await close();
     }
+  } finally {
+    await admin.disconnect();
+  }
+});
+
+/** InitProducerId v0 for a transactional id, asked of broker `n`: its producer id and epoch once the coordinator is ready. */
+async function initProducer(n: NagareServer, transactionalId: string): Promise<{ producerId: number; epoch: number }> {
+  let answer = { error: -1, producerId: -1, epoch: -1 };
+  await waitUntilAsync(async () => {
+    answer = await ask(n.kafkaPort!, frame(22, 0, (w) => w.nullableString(transactionalId).i32(60_000)), (r) => (r.i32(), { error: r.i16(), producerId: r.i64(), epoch: r.i16() }));
+    return answer.error === 0;
+  }, `a producer id for ${transactionalId}`, 20_000);
+  return answer;
+}
+
+test("a transaction's group offsets are bounded by what its record can hold: past it TxnOffsetCommit is refused, and no other transaction is touched", async () => {
+  const topic = "txn.wide";
+  const live = cluster.live();
+  const kafka = new Kafka({ clientId: "txn-wide", brokers: live.map(address), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 64 }], waitForLeaders: true });
+    const home = live[0];
+    const wide = await coordinatedBy(home, brokerId(home), "wide");
+    // Another transactional id of the same __transaction_state partition (the same coordinator, one record stream).
+    let bystander = "";
+    for (let i = 0; bystander === ""; i++) if (partitionOfKey(`bystander-${i}`, 6) === partitionOfKey(wide, 6)) bystander = `bystander-${i}`;
+    const { groupId, coordinator } = await groupNotCoordinatedBy(home, brokerId(home), "wide-group");
+    const groupCoordinator = live.find((n) => brokerId(n) === coordinator)!;
+    let otherGroup = "";
+    for (let i = 0; otherGroup === "" && i < 200; i++) if ((await findCoordinator(home.kafkaPort!, `${groupId}-b${i}`, 0)).id === coordinator) otherGroup = `${groupId}-b${i}`;
+
+    const w = await initProducer(home, wide);
+    const b = await initProducer(home, bystander);
+    const addOffsets = (id: string, p: { producerId: number; epoch: number }, group: string): Promise<number> =>
+      ask(home.kafkaPort!, frame(25, 0, (x) => x.string(id).i64(p.producerId).i16(p.epoch).string(group)), (r) => (r.i32(), r.i16()));
+    const txnOffsets = (id: string, p: { producerId: number; epoch: number }, group: string, parts: Array<[number, number, string | null]>): Promise<number[]> =>
+      ask(
+        groupCoordinator.kafkaPort!,
+        frame(28, 0, (x) => {
+          x.string(id).string(group).i64(p.producerId).i16(p.epoch).arrayLength(1).string(topic).arrayLength(parts.length);
+          for (const [partition, offset, metadata] of parts) x.i32(partition).i64(offset).nullableString(metadata);
+        }),
+        (r) => {
+          r.i32();
+          const errors: number[] = [];
+          for (let t = r.i32(); t > 0; t--) {
+            r.string();
+            for (let q = r.i32(); q > 0; q--) errors.push((r.i32(), r.i16()));
+          }
+          return errors;
+        },
+      );
+    const endTxn = (id: string, p: { producerId: number; epoch: number }): Promise<number> =>
+      ask(home.kafkaPort!, frame(26, 0, (x) => x.string(id).i64(p.producerId).i16(p.epoch).bool(true)), (r) => (r.i32(), r.i16()));
+
+    assert.equal(await addOffsets(bystander, b, otherGroup), 0);
+    assert.equal(await addOffsets(wide, w, groupId), 0);
+    assert.deepEqual(await txnOffsets(bystander, b, otherGroup, [[0, 42, null]]).catch(() => [-1]), [0]);
+    // Metadata of control characters, six bytes each in the record's JSON: 32 partitions fit, 64 would not.
+    const metadata = "\u0001".repeat(4000);
+    const parts = Array.from({ length: 64 }, (_, i): [number, number, string] => [i, 1000 + i, metadata]);
+    assert.deepEqual(new Set(await txnOffsets(wide, w, groupId, parts.slice(0, 32))), new Set([0]));
+    assert.deepEqual(new Set(await txnOffsets(wide, w, groupId, parts.slice(32))), new Set([12]), "past what the record holds: OFFSET_METADATA_TOO_LARGE");
+
+    // Both commit; the wide one with the offsets it was allowed.
+    assert.equal(await endTxn(wide, w), 0);
+    assert.equal(await endTxn(bystander, b), 0);
+    const committed = (await admin.fetchOffsets({ groupId, topics: [topic] }))[0].partitions.filter((p) => p.offset !== "-1");
+    assert.equal(committed.length, 32);
+    const other = (await admin.fetchOffsets({ groupId: otherGroup, topics: [topic] }))[0].partitions.find((p) => p.partition === 0)!;
+    assert.equal(other.offset, "42", "the other transaction of the partition committed its offsets");
   } finally {
     await admin.disconnect();
   }

@@ -287,6 +287,10 @@ export abstract class CoordinatorTopic {
    */
   protected async append(p: number | undefined, key: string, records: Array<[string, Buffer]>): Promise<void> {
     if (records.length === 0) return;
+    // A record the stream would refuse for its size says nothing of who coordinates: refused here, the partition kept.
+    const max = this.door.js.options.maxPayload;
+    const large = records.find(([, data]) => data.length > max);
+    if (large !== undefined) throw new Error(`a record of ${large[1].length} bytes for ${this.what} ${key} is past max_payload (${max})`);
     const stream = p === undefined ? null : this.writable(p);
     if (p === undefined || stream === null || !this.loaded.get(p)?.done) throw new CoordinatorMoved(`this broker no longer coordinates ${this.what} ${key}`);
     const appends = records.map(

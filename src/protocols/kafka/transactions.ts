@@ -32,6 +32,8 @@ export const MAX_TRANSACTION_TIMEOUT_MS = 15 * 60 * 1000;
 const MAX_TRANSACTIONAL_IDS = 10_000;
 /** Partitions (and, separately, group offsets) one transaction may touch. */
 const MAX_TXN_PARTITIONS = 10_000;
+/** Room kept beside a transaction's record in its message (the record's subject). */
+const RECORD_ROOM = 1024;
 /** Epochs are int16; past this a producer gets a new id, as in Kafka. */
 const MAX_EPOCH = 32_767;
 /** A marker that could not be stored is tried again after this, doubling up to the maximum. */
@@ -236,11 +238,19 @@ export class TransactionCoordinator {
       let added = 0;
       for (const tp of topics) for (const i of tp.partitions) if (!t.partitions.has(offsetKey(tp.name, i))) added++;
       if (t.partitions.size + added > MAX_TXN_PARTITIONS) return answer(() => ErrorCode.INVALID_REQUEST);
+      const fresh: string[] = [];
       for (const tp of topics) {
         for (const index of tp.partitions) {
           const key = offsetKey(tp.name, index);
-          if (!t.partitions.has(key)) t.partitions.set(key, { topic: tp.name, index, stream: streamNameOf(tp.name) });
+          if (!t.partitions.has(key)) {
+            t.partitions.set(key, { topic: tp.name, index, stream: streamNameOf(tp.name) });
+            fresh.push(key);
+          }
         }
+      }
+      if (!this.recordFits(t)) {
+        for (const key of fresh) t.partitions.delete(key);
+        return answer(() => ErrorCode.INVALID_REQUEST);
       }
       this.begin(t);
       // Saved before any record is produced, so a restart knows where to write the abort markers.
@@ -260,6 +270,17 @@ export class TransactionCoordinator {
     });
   }
 
+  /**
+   * Whether the transaction's record, with its group offsets as a prepared
+   * commit writes it, fits one message: in a cluster it is one record of
+   * `__transaction_state`, and a commit that could not record its decision
+   * could not go on. (The same bound on a single node.)
+   */
+  private recordFits(txn: Txn): boolean {
+    const record = { ...savedOf(txn), offsets: [...txn.offsets].map(([g, m]) => [g, [...m]]) };
+    return Buffer.byteLength(JSON.stringify(record)) <= this.js.options.maxPayload - RECORD_ROOM;
+  }
+
   /** Whether this broker holds transactional id `id` (in a cluster: coordinates it, its state loaded). */
   holds(id: string): boolean {
     return this.txns.has(id);
@@ -272,9 +293,17 @@ export class TransactionCoordinator {
     if (refused !== ErrorCode.NONE) return refused;
     const pending = txn!.offsets.get(groupId);
     if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
+    const previous = entries.map(([k]): [string, CommittedOffset | undefined] => [k, pending.get(k)]);
     for (const [k, v] of entries) {
       if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
       pending.set(k, v);
+    }
+    if (!this.recordFits(txn!)) {
+      for (const [k, v] of previous) {
+        if (v === undefined) pending.delete(k);
+        else pending.set(k, v);
+      }
+      return ErrorCode.OFFSET_METADATA_TOO_LARGE;
     }
     return ErrorCode.NONE;
   }
