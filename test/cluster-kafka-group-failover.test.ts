@@ -69,6 +69,12 @@ function heartbeat(n: NagareServer, group: string, generation: number, memberId:
 test("a group's generation and members survive its coordinator's node: a member heartbeats the new coordinator in the same generation, with its assignment", async () => {
   const group = "survivors";
   const first = await coordinatorOf(group);
+  // A group of the same coordinator whose one member joined and left: empty, with no offsets, it is not brought back.
+  let emptied = "";
+  for (let i = 0; emptied === ""; i++) if (brokerId(await coordinatorOf(`emptied-${i}`)) === brokerId(first)) emptied = `emptied-${i}`;
+  const gone = await join(first, emptied);
+  assert.equal(gone.error, 0);
+  assert.equal(await ask(first, frame(13, 0, (w) => w.string(emptied).string(gone.memberId)), (r) => r.i16()), 0);
   const joined = await join(first, group);
   assert.equal(joined.error, 0);
   assert.deepEqual(await sync(first, group, joined.generation, joined.memberId), { error: 0, assignment: ASSIGNMENT });
@@ -93,6 +99,8 @@ test("a group's generation and members survive its coordinator's node: a member 
   try {
     const { groups } = await admin.describeGroups([group]);
     assert.equal(groups[0].state, "Stable");
+    const listed = (await admin.listGroups()).groups.map((g) => g.groupId);
+    assert.ok(listed.includes(group) && !listed.includes(emptied), `listed: ${listed.join(", ")}`);
     assert.deepEqual(
       groups[0].members.map((m) => [m.memberId, m.memberAssignment.toString()]),
       [[joined.memberId, ASSIGNMENT.toString()]],

@@ -75,7 +75,9 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
       if (g === undefined) found.set(at.group, (g = new Map()));
       g.set(at.key, value);
     }
-    for (const id of new Set([...found.keys(), ...members.keys()])) {
+    // An empty group with no offsets left is not brought back: nothing would ever remove it, and such groups would build up.
+    const stable = [...members].filter(([, m]) => m.state === "Stable").map(([id]) => id);
+    for (const id of new Set([...found.keys(), ...stable])) {
       const g = this.door.groups.group(id, true);
       if (g === null) {
         this.door.log.warn(`kafka: ${OFFSETS_TOPIC} partition ${p}: group ${id} not loaded, too many groups`);
