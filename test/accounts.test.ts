@@ -15,6 +15,10 @@ import { connect, createInbox, type NatsConnection } from "@nats-io/transport-no
 import { startServer, type NagareServer } from "../src/index.js";
 import { runNagare } from "./helpers/cli.js";
 import { dec, enc } from "./helpers/clients.js";
+import { Account } from "../src/core/account.js";
+import { wireImports } from "../src/core/accounts.js";
+import { Message } from "../src/subjects/message.js";
+import { Subscription } from "../src/subjects/subscription.js";
 
 describe("accounts", () => {
   let srv: NagareServer;
@@ -182,6 +186,29 @@ accounts {
       assert.match(u.stderr, /account A exports no stream secret\.> to B/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("a wildcard service import and the cluster's own subjects", () => {
+  test("a request mapped onto a $NG. subject of the exporter is dropped: the cluster's services (served from routes) stay out of an importer's reach", () => {
+    const config = {
+      A: { exports: [{ service: ">" }] },
+      B: { imports: [{ service: { account: "A", subject: ">" }, to: "svc.>" }] },
+    };
+    const a = new Account("A");
+    const b = new Account("B");
+    const stop = wireImports(config, new Map([["A", a], ["B", b]]));
+    try {
+      const seen: string[] = [];
+      // As a route's interest in the exporter: it takes the cluster's internal subjects too.
+      const internal = { echo: true, clusterInternal: true, deliver: (_s: Subscription, m: Message) => void seen.push(m.subject) };
+      a.subscribe(new Subscription(internal as never, ">", null));
+      b.route(Message.from("svc.orders.new", "_INBOX.1", Buffer.from("x")), null);
+      b.route(Message.from("svc.$NG.JS.b.$NG.SVC.kafka.group-commit", "_INBOX.2", Buffer.from("{}")), null);
+      assert.deepEqual(seen, ["orders.new"]);
+    } finally {
+      stop();
     }
   });
 });

@@ -19,7 +19,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { Account } from "./account.js";
+import { Account, CLUSTER_INTERNAL_PREFIX } from "./account.js";
 import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
@@ -257,7 +257,14 @@ class ServiceForwarder implements Receiver {
       this.pending.set(reply, { reply: msg.reply, expires: Date.now() + this.thresholdMs });
       this.sweepLater();
     }
-    this.exporter.route(copyAs(msg, this.subjectFor(msg.subject), reply), null);
+    const subject = this.subjectFor(msg.subject);
+    // A wildcard import maps a client's subject onto any of the exporter's, the cluster's own among them: those stay out
+    // of reach (a node would serve them from another node's route as its peer's).
+    if (subject.startsWith(CLUSTER_INTERNAL_PREFIX)) {
+      if (reply !== "") this.pending.delete(reply);
+      return;
+    }
+    this.exporter.route(copyAs(msg, subject, reply), null);
   }
 
   /** Responses published in the exporter on this import's reply subjects, back to the requester. */
