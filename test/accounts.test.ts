@@ -207,6 +207,13 @@ describe("a wildcard service import and the cluster's own subjects", () => {
       b.route(Message.from("svc.orders.new", "_INBOX.1", Buffer.from("x")), null);
       b.route(Message.from("svc.$NG.JS.b.$NG.SVC.kafka.group-commit", "_INBOX.2", Buffer.from("{}")), null);
       assert.deepEqual(seen, ["orders.new"]);
+      // Nor is a response sent back to a requester's reply subject there.
+      const inB: string[] = [];
+      b.subscribe(new Subscription({ ...internal, deliver: (_s: Subscription, m: Message) => void inB.push(m.subject) } as never, ">", null));
+      const request = { echo: true, deliver: (_s: Subscription, m: Message) => a.route(Message.from(m.reply, "", Buffer.from("answer")), null) };
+      a.subscribe(new Subscription(request as never, "ask", null));
+      b.route(Message.from("svc.ask", "$NG.JS.a.$NG.SVC.kafka.txn-offsets", Buffer.from("{}")), null);
+      assert.equal(inB.filter((s) => s.startsWith("$NG.")).length, 0, inB.join(", "));
     } finally {
       stop();
     }

@@ -201,6 +201,18 @@ export function wireImports(config: Record<string, AccountOptions>, accounts: Ma
   };
 }
 
+/**
+ * Routes into `to` a message crossing an import, unless it would land on the
+ * cluster's own subjects (`$NG.`): an import may map a client's subject, a
+ * stream's prefix or a requester's reply there, and a node serves those from
+ * another node's route as its peer's. False when dropped.
+ */
+function crossInto(to: Account, m: Message): boolean {
+  if (m.subject.startsWith(CLUSTER_INTERNAL_PREFIX)) return false;
+  to.route(m, null);
+  return true;
+}
+
 /** A copy of `msg` under another subject and reply, marked as having crossed an import. */
 function copyAs(msg: Message, subject: string, reply: string): Message {
   const m = Message.from(subject, reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined);
@@ -217,7 +229,7 @@ class StreamForwarder implements Receiver {
 
   deliver(_sub: Subscription, msg: Message): void {
     if (crossed.has(msg)) return;
-    this.importer.route(copyAs(msg, this.prefix === undefined ? msg.subject : `${this.prefix}.${msg.subject}`, msg.reply), null);
+    crossInto(this.importer, copyAs(msg, this.prefix === undefined ? msg.subject : `${this.prefix}.${msg.subject}`, msg.reply));
   }
 }
 
@@ -257,14 +269,7 @@ class ServiceForwarder implements Receiver {
       this.pending.set(reply, { reply: msg.reply, expires: Date.now() + this.thresholdMs });
       this.sweepLater();
     }
-    const subject = this.subjectFor(msg.subject);
-    // A wildcard import maps a client's subject onto any of the exporter's, the cluster's own among them: those stay out
-    // of reach (a node would serve them from another node's route as its peer's).
-    if (subject.startsWith(CLUSTER_INTERNAL_PREFIX)) {
-      if (reply !== "") this.pending.delete(reply);
-      return;
-    }
-    this.exporter.route(copyAs(msg, subject, reply), null);
+    if (!crossInto(this.exporter, copyAs(msg, this.subjectFor(msg.subject), reply)) && reply !== "") this.pending.delete(reply);
   }
 
   /** Responses published in the exporter on this import's reply subjects, back to the requester. */
@@ -283,7 +288,7 @@ class ServiceForwarder implements Receiver {
       const presented = msg.argBuf.toString("utf8", msg.subjectStart, msg.subjectEnd);
       const m = copyAs(msg, presented === msg.subject ? p.reply : presented, msg.hasReply ? msg.reply : "");
       m.subject = p.reply;
-      this.importer.route(m, null);
+      crossInto(this.importer, m);
     },
   };
 
