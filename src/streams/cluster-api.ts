@@ -56,6 +56,7 @@ const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 const REMOTE_INFO_MS = 2000;
 /** Appends sent to a partition's leader on another node (JetStream.appendAt). */
 const APPEND_PREFIX = `${CLUSTER_INTERNAL_PREFIX}APPEND.`;
+const STREAM_CREATE = "$JS.API.STREAM.CREATE.";
 /** Calls of a door's node services (JetStream.remoteCall, nodeServices). */
 const SERVICE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}SVC.`;
 /** How long a node waits for another to store an append it sent (replicas included). */
@@ -92,7 +93,7 @@ function awaitsLeader(subject: string): boolean {
     // What the stream holds is the leader's to say: before the role, this copy may be empty (a memory stream's leader
     // restarted, waiting for a replica to take over) or hold a tail no follower has.
     subject.startsWith("$JS.API.STREAM.INFO.") ||
-    subject.startsWith("$JS.API.STREAM.CREATE.") ||
+    subject.startsWith(STREAM_CREATE) ||
     // An update may rescale the stream around this copy (to one replica: this copy alone, the others' records dropped).
     subject.startsWith("$JS.API.STREAM.UPDATE.") ||
     subject.startsWith("$JS.API.STREAM.MSG.GET.") ||
@@ -310,7 +311,7 @@ export class ClusterApi implements Receiver {
    */
   private awaitLeadership(subject: string, body: Buffer, reply: string): boolean {
     // A create of a stream already placed is a create-or-get: answered with the stream's info.
-    const name = subject.startsWith("$JS.API.STREAM.CREATE.") ? subject.slice("$JS.API.STREAM.CREATE.".length) : streamOfRequest(subject);
+    const name = subject.startsWith(STREAM_CREATE) ? subject.slice(STREAM_CREATE.length) : streamOfRequest(subject);
     if (name === undefined) return false;
     const p = this.placement(name);
     if (p === undefined || !replicatedHere(p, this.cluster.self)) return false;

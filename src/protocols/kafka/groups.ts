@@ -213,11 +213,7 @@ export class Group {
     // Members that did not rejoin in time are out.
     for (const m of [...this.members.values()]) if (m.joining === null) this.remove(m, false);
     if (this.members.size === 0) {
-      this.state = "Empty";
-      this.generation++;
-      this.protocol = "";
-      this.leader = "";
-      this.recordEmpty();
+      this.becomeEmpty();
       return;
     }
     this.generation++;
@@ -323,11 +319,7 @@ export class Group {
     if (this.members.size === 0) {
       if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
       this.rebalanceTimer = null;
-      this.state = "Empty";
-      this.generation++;
-      this.protocol = "";
-      this.leader = "";
-      this.recordEmpty();
+      this.becomeEmpty();
     } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
     else this.prepareRebalance();
   }
@@ -376,8 +368,12 @@ export class Group {
     this.prepareRebalance();
   }
 
-  /** In a cluster: records that the group is Empty, for the next coordinator (best effort: no member waits on it). */
-  private recordEmpty(): void {
+  /** The last member is gone: the group is Empty in a generation of its own, recorded (in a cluster) for the next coordinator, best effort: no member waits on it. */
+  private becomeEmpty(): void {
+    this.state = "Empty";
+    this.generation++;
+    this.protocol = "";
+    this.leader = "";
     this.coordinator.store?.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
   }
 
