@@ -365,14 +365,22 @@ async function consumerReader(cluster: FaultCluster, stream: string, h: History,
       const c = await js.consumers.get(stream, CONSUMER);
       while (running()) {
         const m = await c.next({ expires: 1000 });
-        if (m === null) continue;
+        // A next() or ack that fails at once (a closed connection, a consumer being taken over) must not turn this into
+        // a loop of promises alone: timers would never run again, and with them the end of the run (a CI run hung so).
+        if (m === null) {
+          await sleep(100);
+          continue;
+        }
         h.add({ type: "read", client: `cr-${stream}`, log: `${stream}/0`, offset: m.seq, value: m.string() });
         const t0 = h.now();
         // A confirmation waits for the followers' copies; one not in time (a failover) is asked for again, as the ack
         // may have been applied: else its sequence would stay a hole below this reader's floor for the rest of the run.
         let confirmed = false;
         for (let tries = 0; tries < 5 && running() && !confirmed; tries++) confirmed = await m.ackAck({ timeout: 2000 }).catch(() => false);
-        if (!confirmed) continue;
+        if (!confirmed) {
+          await sleep(100);
+          continue;
+        }
         if (m.seq > floor) acked.add(m.seq);
         let next = floor;
         while (acked.has(next + 1)) acked.delete(++next);
