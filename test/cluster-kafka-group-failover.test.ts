@@ -66,6 +66,38 @@ function heartbeat(n: NagareServer, group: string, generation: number, memberId:
   return ask(n, frame(12, 0, (w) => w.string(group).i32(generation).string(memberId)), (r) => r.i16());
 }
 
+/** JoinGroup v5 as static member `instanceId` (member id "" when it restarts). */
+function joinStatic(n: NagareServer, group: string, instanceId: string, memberId = ""): Promise<{ error: number; generation: number; memberId: string }> {
+  const request = frame(11, 5, (w) => w.string(group).i32(SESSION_MS).i32(SESSION_MS).string(memberId).nullableString(instanceId).string("consumer").arrayLength(1).string("range").nullableBytes(Buffer.from("subscription")));
+  return ask(n, request, (r) => {
+    r.i32(); // throttle
+    const error = r.i16();
+    const generation = r.i32();
+    r.string(); // protocol
+    r.string(); // leader
+    return { error, generation, memberId: r.string() };
+  });
+}
+
+function syncStatic(n: NagareServer, group: string, generation: number, memberId: string, instanceId: string, assign: boolean): Promise<{ error: number; assignment: Buffer | null }> {
+  const request = frame(14, 3, (w) => {
+    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
+    if (assign) w.arrayLength(1).string(memberId).nullableBytes(ASSIGNMENT);
+    else w.arrayLength(0);
+  });
+  return ask(n, request, (r) => {
+    r.i32();
+    return { error: r.i16(), assignment: r.nullableBytes() };
+  });
+}
+
+function heartbeatStatic(n: NagareServer, group: string, generation: number, memberId: string, instanceId: string): Promise<number> {
+  return ask(n, frame(12, 3, (w) => w.string(group).i32(generation).string(memberId).nullableString(instanceId)), (r) => {
+    r.i32();
+    return r.i16();
+  });
+}
+
 test("a group's generation and members survive its coordinator's node: a member heartbeats the new coordinator in the same generation, with its assignment", async () => {
   const group = "survivors";
   const first = await coordinatorOf(group);
@@ -79,6 +111,15 @@ test("a group's generation and members survive its coordinator's node: a member 
   assert.equal(joined.error, 0);
   assert.deepEqual(await sync(first, group, joined.generation, joined.memberId), { error: 0, assignment: ASSIGNMENT });
   assert.equal(await heartbeat(first, group, joined.generation, joined.memberId), 0);
+  // A static member of a group of the same coordinator restarts (KIP-345): its new member id takes the old one's place, recorded.
+  let statics = "";
+  for (let i = 0; statics === ""; i++) if (brokerId(await coordinatorOf(`static-${i}`)) === brokerId(first)) statics = `static-${i}`;
+  const s1 = await joinStatic(first, statics, "instance-1");
+  assert.equal(s1.error, 0);
+  assert.equal((await syncStatic(first, statics, s1.generation, s1.memberId, "instance-1", true)).error, 0);
+  const s2 = await joinStatic(first, statics, "instance-1");
+  assert.deepEqual([s2.error, s2.generation], [0, s1.generation]);
+  assert.deepEqual(await syncStatic(first, statics, s2.generation, s2.memberId, "instance-1", false), { error: 0, assignment: ASSIGNMENT });
 
   // The coordinator's node goes; an in-sync replica of the group's offsets partition takes the group over.
   await cluster.close(first);
@@ -92,6 +133,13 @@ test("a group's generation and members survive its coordinator's node: a member 
     return error !== 14 && error !== 15; // the partition still loading, or its leader not up yet
   }, "the new coordinator to serve the group", 30_000);
   assert.equal(error, 0, "the member heartbeats the new coordinator in the same generation");
+  const staticsNext = await coordinatorOf(statics);
+  await waitUntilAsync(async () => {
+    error = await heartbeatStatic(staticsNext, statics, s2.generation, s2.memberId, "instance-1");
+    return error !== 14 && error !== 15;
+  }, "the new coordinator to serve the static group", 30_000);
+  assert.equal(error, 0, "the restarted static member is known to the new coordinator");
+  assert.equal(await heartbeatStatic(staticsNext, statics, s1.generation, s1.memberId, "instance-1"), 82, "and its old member id fenced (FENCED_INSTANCE_ID)");
 
   const kafka = new Kafka({ clientId: "group-failover", brokers: cluster.live().map((n) => cluster.address(n)), logLevel: logLevel.NOTHING });
   const admin = kafka.admin();

@@ -62,18 +62,25 @@ async function joinGroup(k: RawKafka, group: string, memberId: string, instanceI
 /** A member in a group: the KIP-394 round trip for its id, then the join itself. */
 async function join(k: RawKafka, group: string, instanceId: string | null = null): Promise<Joined> {
   const first = await joinGroup(k, group, "", instanceId);
+  if (instanceId !== null) return first; // KIP-345: a static member is never asked to come back with an id
   assert.equal(first.error, MEMBER_ID_REQUIRED);
   return joinGroup(k, group, first.memberId, instanceId);
 }
 
 async function syncGroup(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<number> {
+  return (await syncAssignment(k, group, generation, memberId, assignments, instanceId)).error;
+}
+
+/** SyncGroup v3, each member named in `assignments` assigned its own id; the error and this member's assignment. */
+async function syncAssignment(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<{ error: number; assignment: string }> {
   const r = await call(k, 14, 3, (w) => {
     w.string(group).i32(generation).string(memberId).nullableString(instanceId);
     w.arrayLength(assignments.length);
-    for (const m of assignments) w.string(m).nullableBytes(Buffer.from("a"));
+    for (const m of assignments) w.string(m).nullableBytes(Buffer.from(m));
   });
   r.i32();
-  return r.i16();
+  const error = r.i16();
+  return { error, assignment: r.nullableBytes()?.toString() ?? "" };
 }
 
 async function heartbeat(k: RawKafka, group: string, generation: number, memberId: string, instanceId: string | null = null): Promise<number> {
@@ -267,6 +274,64 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     }
   }
 
+  test("static membership (KIP-345): a restarted static member takes its place and assignment without a rebalance", { timeout: 30_000 }, async () => {
+    const admin = await RawKafka.open(h.srv.kafkaPort!);
+    const m1 = await RawKafka.open(h.srv.kafkaPort!);
+    const m2 = await RawKafka.open(h.srv.kafkaPort!);
+    const m3 = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const g = "static.restart";
+      // Two members, one static, with an assignment each.
+      const first = await join(m1, g, "instance-a");
+      assert.equal(first.error, NONE, "a static member joins at once, without MEMBER_ID_REQUIRED");
+      assert.equal(await syncGroup(m1, g, first.generation, first.memberId, [first.memberId], "instance-a"), NONE);
+      const bJoined = join(m2, g);
+      await waitUntilState(admin, g, "PreparingRebalance");
+      const a = await joinGroup(m1, g, first.memberId, "instance-a");
+      const b = await bJoined;
+      assert.equal(a.memberId, first.memberId);
+      assert.equal(a.generation, b.generation);
+      const generation = a.generation;
+      const [leader, follower] = a.leader === a.memberId ? [[m1, a], [m2, b]] as const : [[m2, b], [m1, a]] as const;
+      const followerSync = syncAssignment(follower[0], g, generation, follower[1].memberId, [], follower[1] === a ? "instance-a" : null);
+      assert.equal((await syncAssignment(leader[0], g, generation, leader[1].memberId, [a.memberId, b.memberId], leader[1] === a ? "instance-a" : null)).error, NONE);
+      assert.equal((await followerSync).error, NONE);
+
+      // Instance a restarts: it joins without its member id and gets a new one, in the same generation.
+      const a2 = await joinGroup(m3, g, "", "instance-a");
+      assert.equal(a2.error, NONE);
+      assert.equal(a2.generation, generation, "no rebalance");
+      assert.notEqual(a2.memberId, a.memberId);
+      assert.equal(a2.leader, a.leader, "the leader as it was: a restarted leader does not assign again in a Stable group");
+      assert.deepEqual(a2.members, []);
+      assert.equal(await groupState(admin, g), "Stable");
+      assert.equal(await heartbeat(m2, g, generation, b.memberId), NONE, "the other member is not disturbed");
+      assert.deepEqual(await syncAssignment(m3, g, generation, a2.memberId, [], "instance-a"), { error: NONE, assignment: a.memberId }, "the old member's assignment");
+      // The old member id is fenced everywhere.
+      assert.equal(await heartbeat(m1, g, generation, a.memberId, "instance-a"), FENCED_INSTANCE_ID);
+      assert.equal((await joinGroup(m1, g, a.memberId, "instance-a")).error, FENCED_INSTANCE_ID);
+      assert.equal(await heartbeat(m3, g, generation, a2.memberId, "instance-a"), NONE);
+
+      // LeaveGroup v3 by instance id alone (an admin removing a static member); a wrong member id for the instance is fenced.
+      const leave = async (memberId: string, instanceId: string): Promise<number[]> => {
+        const r = await call(admin, 13, 3, (w) => w.string(g).arrayLength(1).string(memberId).nullableString(instanceId));
+        r.i32();
+        assert.equal(r.i16(), NONE);
+        return r.array((r) => {
+          r.string();
+          r.nullableString();
+          return r.i16();
+        });
+      };
+      assert.deepEqual(await leave(a.memberId, "instance-a"), [FENCED_INSTANCE_ID]);
+      assert.deepEqual(await leave("", "instance-unknown"), [UNKNOWN_MEMBER_ID]);
+      assert.deepEqual(await leave("", "instance-a"), [NONE]);
+      assert.equal(await heartbeat(m2, g, generation, b.memberId), REBALANCE_IN_PROGRESS, "a member that leaves starts a rebalance");
+    } finally {
+      for (const k of [admin, m1, m2, m3]) k.destroy();
+    }
+  });
+
   test("kafkajs: what a member processed before a rebalance is committed as it rejoins, and not processed again", { timeout: 60_000 }, async () => {
     const topic = "commit.rejoin";
     const group = "rejoin";
@@ -363,6 +428,51 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     } finally {
       await first.stop();
       await second?.stop();
+    }
+  });
+
+  test("kcat -G with group.instance.id: a static member restarted within its session gets its partitions back at once, the other member undisturbed", { timeout: 60_000 }, async () => {
+    const topic = "static.kcat";
+    const group = "kcat-static";
+    await createTopic(topic, 2);
+    // A session (20 s) far longer than the test waits for the restarted member: before KIP-345 it waited for the old one's session to end.
+    const args = (instance: string): string[] => ["-b", h.broker, "-G", group, topic, "-X", `group.instance.id=${instance}`, "-X", `client.id=${instance}`, "-X", "session.timeout.ms=20000", "-X", "heartbeat.interval.ms=100", "-X", "auto.offset.reset=earliest", "-u", "-f", "%p %s\n"];
+    const produce = async (values: string[], partition: number): Promise<void> => {
+      const r = await kcat(["-b", h.broker, "-P", "-t", topic, "-p", String(partition)], values.join("\n") + "\n");
+      assert.equal(r.code, 0, r.stderr);
+    };
+    const admin = h.kafka().admin();
+    await admin.connect();
+    const a = kcatRunning(args("a"));
+    const b = kcatRunning(args("b"));
+    let a2: KcatProcess | null = null;
+    try {
+      const members = async (): Promise<Map<string, string>> => {
+        const d = (await admin.describeGroups([group])).groups[0];
+        return d.state === "Stable" ? new Map(d.members.map((m) => [m.clientId, m.memberId])) : new Map();
+      };
+      await waitUntilAsync(async () => (await members()).size === 2, "both static members in a Stable group", 20_000);
+      await produce(["p0-1"], 0);
+      await produce(["p1-1"], 1);
+      await waitUntil(() => a.lines.length + b.lines.length === 2, "the two records read", 20_000);
+      const before = await members();
+      const bRebalances = (b.stderr.match(/rebalanced/g) ?? []).length;
+      const aPartition = a.lines[0]?.split(" ")[0] ?? String(1 - Number(b.lines[0].split(" ")[0]));
+
+      // librdkafka's static member does not leave the group when it closes, so its place is kept for it.
+      await a.stop();
+      a2 = kcatRunning(args("a"));
+      await produce([`p${aPartition}-2`], Number(aPartition));
+      await waitUntil(() => a2!.lines.includes(`${aPartition} p${aPartition}-2`), `the restarted member to read its partition again (${a2.stderr})`, 10_000);
+      const after = await members();
+      assert.equal(after.get("b"), before.get("b"));
+      assert.notEqual(after.get("a"), before.get("a"), "the restarted member has a new member id");
+      assert.equal((b.stderr.match(/rebalanced/g) ?? []).length, bRebalances, `the other member saw no rebalance: ${b.stderr}`);
+    } finally {
+      await admin.disconnect();
+      await a.stop();
+      await a2?.stop();
+      await b.stop();
     }
   });
 

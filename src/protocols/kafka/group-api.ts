@@ -96,7 +96,7 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
     return true;
   }
   const group = door.groups.group(groupId, false);
-  const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId)));
+  const errors = leaving.map((m) => (group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.leave(m.memberId, m.instanceId)));
   if (version >= 1) w.i32(0);
   if (version < 3) {
     w.i16(errors[0]);

@@ -128,7 +128,10 @@ export class Group {
     let id = m.id;
     if (id === "") {
       id = `${m.clientId || "member"}-${randomUUID()}`;
-      if (version >= 4) {
+      // KIP-345: a static member coming back (a restart) takes its instance's place at once; it never gets MEMBER_ID_REQUIRED.
+      const previous = m.instanceId === null ? undefined : this.members.get(this.staticMemberId(m.instanceId) ?? "");
+      if (previous !== undefined) return this.replaceStaticMember(previous, { ...m, id });
+      if (version >= 4 && m.instanceId === null) {
         // KIP-394: the client must come back with this id; until then it holds no place in the group.
         if (this.pending.size + this.members.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, ""));
         this.pending.set(
@@ -137,6 +140,9 @@ export class Group {
         );
         return Promise.resolve(fail(ErrorCode.MEMBER_ID_REQUIRED, id));
       }
+    } else if (m.instanceId !== null) {
+      const refused = this.memberCheck(id, m.instanceId);
+      if (refused !== ErrorCode.NONE) return Promise.resolve(fail(refused));
     } else if (!this.members.has(id) && !this.pending.has(id)) {
       return Promise.resolve(fail(ErrorCode.UNKNOWN_MEMBER_ID));
     }
@@ -162,6 +168,55 @@ export class Group {
     const joined = new Promise<JoinResult>((resolve) => (member!.joining = resolve));
     if (this.state !== "PreparingRebalance") this.prepareRebalance();
     else this.maybeCompleteJoin();
+    return joined;
+  }
+
+  /**
+   * A static member joined again without its member id (it restarted): as
+   * Kafka's coordinator (updateStaticMemberAndRebalance), the new id takes
+   * the old member's place and assignment and the old id is fenced. In a
+   * Stable group whose protocol it does not change nothing rebalances: the
+   * member gets the current generation (with the leader as it was, so that a
+   * restarted leader does not assign again) once the group is recorded, and
+   * SyncGroup hands it its assignment. Otherwise it joins the rebalance.
+   */
+  private replaceStaticMember(previous: Member, m: Omit<Member, "joining" | "syncing" | "sessionTimer" | "assignment">): Promise<JoinResult> {
+    const fenced: JoinResult = { error: ErrorCode.FENCED_INSTANCE_ID, generation: -1, protocol: "", leader: "", memberId: previous.id, members: [] };
+    previous.joining?.(fenced);
+    previous.syncing?.({ error: ErrorCode.FENCED_INSTANCE_ID, assignment: EMPTY });
+    this.clearSession(previous);
+    this.members.delete(previous.id);
+    const member: Member = { ...m, assignment: previous.assignment, joining: null, syncing: null, sessionTimer: null };
+    this.members.set(member.id, member);
+    const leaderBefore = this.leader;
+    if (this.leader === previous.id) this.leader = member.id;
+    const joined = new Promise<JoinResult>((resolve) => (member.joining = resolve));
+    if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
+    else if (this.state !== "Stable" || this.candidateProtocols()[0] !== this.protocol) this.prepareRebalance();
+    else {
+      const generation = this.generation;
+      const answer = (): void => {
+        if (this.members.get(member.id) !== member || member.joining === null) return;
+        if (this.state === "Stable" && this.generation === generation) {
+          const resolve = member.joining;
+          member.joining = null;
+          this.armSession(member);
+          resolve({ error: ErrorCode.NONE, generation, protocol: this.protocol, leader: leaderBefore, memberId: member.id, members: [] });
+        } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
+        else this.prepareRebalance();
+      };
+      const store = this.coordinator.store;
+      if (store === null) answer();
+      else {
+        // Recorded first, as every change of members in a cluster: the next coordinator must know the new id.
+        store.writeMembers(this, this.savedMembers()).then(answer, (err: unknown) => {
+          this.coordinator.log(`group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
+          if (this.members.get(member.id) !== member || member.joining === null) return;
+          if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
+          else this.prepareRebalance();
+        });
+      }
+    }
     return joined;
   }
 
@@ -294,14 +349,21 @@ export class Group {
     return this.members.has(memberId) ? ErrorCode.NONE : ErrorCode.UNKNOWN_MEMBER_ID;
   }
 
-  /** The member id an instance id holds now: a static member that joins again without its id is a new member, and the latest one is current. */
+  /** The member id an instance id holds now (a static member that joins again takes its old id's place). */
   private staticMemberId(instanceId: string): string | null {
     let current: string | null = null;
     for (const m of this.members.values()) if (m.instanceId === instanceId) current = m.id;
     return current;
   }
 
-  leave(memberId: string): number {
+  /** LeaveGroup v3 names a member by member id, instance id or both (an admin removing a static member knows only its instance). */
+  leave(memberId: string, instanceId: string | null = null): number {
+    if (instanceId !== null) {
+      const current = this.staticMemberId(instanceId);
+      if (current === null) return ErrorCode.UNKNOWN_MEMBER_ID;
+      if (memberId !== "" && memberId !== current) return ErrorCode.FENCED_INSTANCE_ID;
+      memberId = current;
+    }
     const m = this.members.get(memberId);
     if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
     this.remove(m, true);
