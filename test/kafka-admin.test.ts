@@ -370,8 +370,17 @@ describe("Kafka admin APIs", () => {
     }
 
     await assert.rejects(alter([{ name: "cleanup.policy", value: "compact" }]), kafkaError("INVALID_CONFIG"));
-    // min.insync.replicas is taken (it matters to replicated topics), below 1 refused as Kafka does.
+    // min.insync.replicas below 1 is refused as Kafka does; above the topic's one replica, acks=all is refused (acks=1 is not).
     await assert.rejects(alter([{ name: "min.insync.replicas", value: "0" }]), kafkaError("INVALID_CONFIG"));
+    await alter([{ name: "retention.ms", value: "3600000" }, { name: "max.message.bytes", value: "2048" }, { name: "min.insync.replicas", value: "2" }]);
+    await producer.connect();
+    try {
+      await assert.rejects(producer.send({ topic, acks: -1, messages: [{ value: "needs two replicas" }] }), /fewer in-sync replicas than required/); // NOT_ENOUGH_REPLICAS
+      await producer.send({ topic, acks: 1, messages: [{ value: "the leader's copy is enough" }] });
+    } finally {
+      await producer.disconnect();
+    }
+    await alter([{ name: "retention.ms", value: "3600000" }, { name: "max.message.bytes", value: "2048" }]);
     await assert.rejects(alter([{ name: "min.cleanable.dirty.ratio", value: "0.5" }]), kafkaError("INVALID_CONFIG"));
     await assert.rejects(alter([{ name: "retention.ms", value: "soon" }]), kafkaError("INVALID_CONFIG"));
     await assert.rejects(alter([{ name: "segment.bytes", value: "1024" }]), kafkaError("INVALID_CONFIG"));

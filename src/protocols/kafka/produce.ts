@@ -17,7 +17,7 @@ import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
-import { timestampPolicy } from "./configs.js";
+import { minInsyncReplicas, timestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
@@ -128,7 +128,7 @@ async function prepareAndIssue(
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
-    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, transactionalId, gate));
+    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, transactionalId, ack, gate));
   }
   // Settled, not all(): a failure must not leave other batches holding budget.
   const settled = await Promise.allSettled(all);
@@ -197,6 +197,7 @@ async function prepare(
   index: number,
   set: Buffer | null,
   transactionalId: string | null,
+  ack: ReplicaAck,
   gate: DecompressionGate,
 ): Promise<Prepared | PartitionResult> {
   // A partition this broker does not lead: NOT_LEADER_OR_FOLLOWER sends the client to its metadata, then to the leader.
@@ -205,6 +206,9 @@ async function prepare(
   // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
   if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
+  // A partition of one replica has an ISR of one, always: Kafka refuses acks=all to it when min.insync.replicas asks for more
+  // (a replicated partition's leader checks its ISR as it appends: stream-replicas.ts).
+  if (ack === "all" && stream.config.num_replicas <= 1 && minInsyncReplicas(stream.config.metadata) > 1) return failed(index, ErrorCode.NOT_ENOUGH_REPLICAS);
   // Kafka's message.max.bytes bounds a record batch as produced (compressed), with its 12 bytes of log overhead; here it is
   // max_payload. A batch kept whole is one item on the wire to a follower, which its route refuses past its max_payload.
   if (set.length > door.js.options.maxPayload + LOG_OVERHEAD) {
