@@ -493,6 +493,25 @@ describe("Kafka admin APIs", () => {
     assert.equal((await describe()).get("retention.ms"), "60000", "an altered config is kept across a restart");
   });
 
+  test("DescribeConfigs with synonyms (KafkaJS): a topic's own value first, then the broker setting it falls back to", async () => {
+    const topic = "synonyms";
+    await admin.createTopics({ topics: [{ topic, configEntries: [{ name: "retention.ms", value: "3600000" }] }] });
+    const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ["retention.ms", "max.message.bytes"] }], includeSynonyms: true });
+    const synonyms = new Map(d.resources[0].configEntries.map((e) => [e.configName, e.configSynonyms.map((x) => [x.configName, x.configValue, x.configSource])]));
+    assert.deepEqual(synonyms.get("retention.ms"), [
+      ["retention.ms", "3600000", 1], // DYNAMIC_TOPIC_CONFIG
+      ["log.retention.ms", "-1", 5], // DEFAULT_CONFIG
+    ]);
+    assert.deepEqual(synonyms.get("max.message.bytes"), [["message.max.bytes", "1048576", 5]], "not set on the topic: the broker's alone");
+    const broker = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.BROKER, name: "0", configNames: ["group.initial.rebalance.delay.ms"] }], includeSynonyms: true });
+    assert.deepEqual(
+      broker.resources[0].configEntries[0].configSynonyms.map((x) => [x.configName, x.configValue, x.configSource]),
+      [["group.initial.rebalance.delay.ms", "200", 4]], // STATIC_BROKER_CONFIG
+    );
+    const without = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ["retention.ms"] }], includeSynonyms: false });
+    assert.deepEqual(without.resources[0].configEntries[0].configSynonyms, [], "only when asked for, as Kafka");
+  });
+
   test("DescribeConfigs of the broker (KafkaJS): nagare's settings under Kafka's names; another broker id is INVALID_REQUEST", async () => {
     const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.BROKER, name: "0" }], includeSynonyms: false });
     const entries = new Map(d.resources[0].configEntries.map((e) => [e.configName, e]));

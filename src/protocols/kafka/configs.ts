@@ -389,8 +389,34 @@ function describeResource(door: AccountDoor, type: number, name: string): Outcom
   return { ...fail(ErrorCode.INVALID_REQUEST, `resource type ${type} is not supported`), entries: [] };
 }
 
+/** The broker setting a topic config falls back to, as Kafka names it (its synonym). */
+const BROKER_SYNONYM = new Map([
+  ["cleanup.policy", "log.cleanup.policy"],
+  ["max.message.bytes", "message.max.bytes"],
+  ["message.timestamp.difference.max.ms", "log.message.timestamp.difference.max.ms"],
+  ["message.timestamp.type", "log.message.timestamp.type"],
+  ["min.insync.replicas", "min.insync.replicas"],
+  ["retention.bytes", "log.retention.bytes"],
+  ["retention.ms", "log.retention.ms"],
+  ["segment.bytes", "log.segment.bytes"],
+]);
+
+/**
+ * A config's synonyms as Kafka lists them (include_synonyms): where its value
+ * could come from, highest precedence first. A topic's own value, then the
+ * broker setting it falls back to; a broker setting is its own only synonym.
+ */
+function synonymsOf(type: number, e: ConfigEntry, broker: ConfigEntry[] | null): ConfigEntry[] {
+  if (type !== RESOURCE_TOPIC) return e.value === null ? [] : [e];
+  const out = e.source === SOURCE_DYNAMIC_TOPIC ? [e] : [];
+  const fallback = broker?.find((b) => b.name === BROKER_SYNONYM.get(e.name));
+  if (fallback !== undefined && fallback.value !== null) out.push(fallback);
+  return out;
+}
+
 export function handleDescribeConfigs(door: AccountDoor, { version, r, w }: RequestContext): boolean {
-  const { resources } = decodeDescribeConfigs(r, version); // include_synonyms: we have none
+  const { resources, includeSynonyms } = decodeDescribeConfigs(r, version);
+  const broker = includeSynonyms ? brokerConfigs(door) : null;
   w.i32(0); // throttle_time_ms
   w.array(resources, (w, res) => {
     const d = describeResource(door, res.type, res.name);
@@ -401,7 +427,7 @@ export function handleDescribeConfigs(door: AccountDoor, { version, r, w }: Requ
       if (version === 0) w.bool(e.source === SOURCE_DEFAULT);
       else w.i8(e.source);
       w.bool(false); // is_sensitive
-      if (version >= 1) w.arrayLength(0); // synonyms
+      if (version >= 1) w.array(broker === null ? [] : synonymsOf(res.type, e, broker), (w, s) => w.string(s.name).nullableString(s.value).i8(s.source));
     });
   });
   return true;
