@@ -17,6 +17,19 @@ import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
+import { ask, frame } from "./helpers/kafka-raw.js";
+import { spawn } from "node:child_process";
+
+/** kcat run in the background: its stdout once it exits, its stderr so far. */
+function kcatRunning(args: string[]): { exited: Promise<string>; stdout: () => string; stderr: () => string; kill: () => void } {
+  const child = spawn("kcat", args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<string>((resolve) => child.on("close", () => resolve(out)));
+  return { exited, stdout: () => out, stderr: () => err, kill: () => child.kill() };
+}
 import type { ReplicaGate, Stream } from "../src/streams/stream.js";
 import { Errors, TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
 
@@ -25,6 +38,7 @@ const { Kafka, logLevel } = kafkajs;
 /** A leader's gate whose high watermark and ISR the test decides. */
 class TestGate implements ReplicaGate {
   highWatermark = 1;
+  highWatermarkCurrent = true;
   tooFew = false;
   /** The last sequence shipped to the (absent) followers. */
   shipped = 0;
@@ -170,6 +184,71 @@ test("acks=1 is answered without the high watermark, acks=all at it; readers sto
   }
   // Without the gate, everything stored is readable again.
   assert.equal(await latest(topic), "4");
+});
+
+test("KIP-207: while a new leader's high watermark is below the log end it began with, ListOffsets latest is OFFSET_NOT_AVAILABLE, and KafkaJS retries", async () => {
+  const topic = "gated-settling";
+  await createTopic(h, topic);
+  const stream = h.srv.jetstream!.streams.get(topic)!;
+  const producer = client().producer();
+  await producer.connect();
+  await producer.send({ topic, acks: -1, messages: [{ value: "a" }, { value: "b" }] });
+  await producer.disconnect();
+  // The new leader's followers have fetched record 0 of its two: the high watermark lags the log end it began with.
+  let asked = 0;
+  let current = false;
+  const gate = Object.defineProperty(new TestGate(stream), "highWatermarkCurrent", { get: () => (asked++, current) });
+  gate.highWatermark = 2;
+  stream.setReplicaGate(0, gate);
+  const listOffsets = (version: number, timestamp: number): Promise<{ error: number; offset: number }> =>
+    ask(h.srv.kafkaPort!, frame(2, version, (w) => {
+      w.i32(-1);
+      if (version >= 2) w.i8(0);
+      w.arrayLength(1).string(topic).arrayLength(1).i32(0).i64(timestamp);
+      if (version === 0) w.i32(1);
+    }), (r) => {
+      if (version >= 2) r.i32();
+      r.i32();
+      r.string();
+      r.i32();
+      r.i32();
+      const error = r.i16();
+      if (version === 0) return { error, offset: r.i32() === 1 ? r.i64() : -1 };
+      r.i64();
+      return { error, offset: r.i64() };
+    });
+  try {
+    const OFFSET_NOT_AVAILABLE = 78;
+    assert.deepEqual(await listOffsets(1, -1), { error: OFFSET_NOT_AVAILABLE, offset: -1 }, "latest");
+    assert.deepEqual(await listOffsets(2, -1), { error: OFFSET_NOT_AVAILABLE, offset: -1 });
+    assert.deepEqual(await listOffsets(2, Date.now() + 60_000), { error: OFFSET_NOT_AVAILABLE, offset: -1 }, "a time past every visible record");
+    assert.deepEqual(await listOffsets(2, -2), { error: 0, offset: 0 }, "earliest is known");
+    assert.deepEqual(await listOffsets(2, 0), { error: 0, offset: 0 }, "a time found below the high watermark");
+    assert.equal((await listOffsets(0, -1)).error, 0, "v0, which Kafka answers without the check");
+    // KafkaJS gets it as Kafka's retriable error (its admin gives it to the caller, as against Kafka).
+    await assert.rejects(latest(topic), (e: { type?: string; retriable?: boolean }) => e.type === "OFFSET_NOT_AVAILABLE" && e.retriable === true);
+    // librdkafka, starting at the end, asks again until the followers have fetched, then starts at the right place.
+    const before = asked;
+    const reader = kcatRunning(["-b", h.broker, "-C", "-t", topic, "-o", "end", "-c", "1", "-f", "%o %s\n"]);
+    try {
+      await waitUntil(() => asked >= before + 2, `kcat to ask again after OFFSET_NOT_AVAILABLE (${reader.stderr()})`, 20_000);
+      gate.highWatermark = 3;
+      current = true;
+      const settled = asked;
+      await waitUntil(() => asked > settled, "kcat to ask once more, and be answered", 20_000);
+      const one = client().producer();
+      await one.connect();
+      await one.send({ topic, acks: 1, messages: [{ value: "c" }] });
+      await one.disconnect();
+      gate.advance(4);
+      await waitUntil(() => reader.stdout() !== "", "kcat to read the record", 20_000);
+      assert.equal(await reader.exited, "2 c\n", "kcat reads from the end the followers have: the record after it, not the ones before");
+    } finally {
+      reader.kill();
+    }
+  } finally {
+    stream.setReplicaGate(0, undefined);
+  }
 });
 
 test("an idempotent batch stored here whose replication failed is a duplicate when retried: answered at its offset once replicated, stored once", async () => {

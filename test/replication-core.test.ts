@@ -509,6 +509,25 @@ test("KIP-101: a returning replica truncates what an older epoch wrote and nobod
   for (const n of nodes) await n.log.close();
 });
 
+test("KIP-207: a new leader's high watermark counts as current only once it reaches the log end its leadership began with", async (t) => {
+  const { nodes, b, c, la } = await writtenToThree(t, 10);
+  la.close("leader a lost its lease");
+  // b takes over with an older watermark than a showed (its last checkpoint): readers could see it go back.
+  const lb = await ReplicaLeader.create({ self: "b", log: b.log, epochs: b.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["b", "c"], highWatermark: 5 });
+  assert.equal(lb.highWatermark, 5);
+  assert.equal(lb.highWatermarkCurrent, false);
+  const fc = follow(c, 2, new Link(lb));
+  await until(() => lb.highWatermarkCurrent, "c to fetch from b");
+  assert.equal(lb.highWatermark, end(b));
+  await fc.close();
+  lb.close();
+  // Alone in its ISR, a leader's watermark is its log end at once.
+  const alone = await ReplicaLeader.create({ self: "b", log: b.log, epochs: b.epochs, epoch: 3, replicas: ["a", "b", "c"], isr: ["b"], highWatermark: 5 });
+  assert.equal(alone.highWatermarkCurrent, true);
+  alone.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("KIP-279: a replica that never saw the leader's epoch asks again about an older one and cuts where they agree", async () => {
   const nodes: Node[] = [];
   const l = await node("l", "memory", () => "", nodes);

@@ -21,6 +21,7 @@ import { waitUntil } from "./helpers/clients.js";
 /** A gate whose replication the test finishes by hand. */
 class HeldGate implements ReplicaGate {
   highWatermark = 1;
+  readonly highWatermarkCurrent = true;
   readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
   replicated = 0;
   refusal(): ApiError | null {

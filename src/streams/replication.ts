@@ -482,6 +482,8 @@ export class ReplicaLeader {
   /** The leader's log end: the sequence after its last durable one (appended()). */
   private end: number;
   private hw: number;
+  /** The log's end when this leadership began (Kafka's leader epoch start offset): until the high watermark reaches it, it may be below one shown before. */
+  private readonly startEnd: number;
   private parkedCount = 0;
   private closedWith: Error | null = null;
   /** Waiters for the high watermark, by sequence. */
@@ -541,6 +543,7 @@ export class ReplicaLeader {
     const st = opts.log.state();
     this.end = st.lastSeq + 1;
     this.hw = Math.min(this.end, Math.max(opts.highWatermark ?? st.firstSeq, 1));
+    this.startEnd = this.end;
     this.isr = new Set(opts.isr);
     const t = this.now();
     for (const r of opts.replicas) {
@@ -567,6 +570,11 @@ export class ReplicaLeader {
 
   get logEnd(): number {
     return this.end;
+  }
+
+  /** Whether the high watermark has reached the log's end as this leadership found it: before, readers may see it lower than a leader before showed. */
+  get highWatermarkCurrent(): boolean {
+    return this.hw >= this.startEnd;
   }
 
   get inSync(): readonly string[] {

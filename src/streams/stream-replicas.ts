@@ -137,6 +137,10 @@ class LeaderGate implements ReplicaGate {
     return this.leader.highWatermark;
   }
 
+  get highWatermarkCurrent(): boolean {
+    return this.leader.highWatermarkCurrent;
+  }
+
   /** Set while this leader hands its leadership to another replica (a drain): writes wait for the new leader. */
   handingOver = false;
 
@@ -196,6 +200,8 @@ class NotLeaderGate implements ReplicaGate {
   get highWatermark(): number {
     return this.hw();
   }
+
+  readonly highWatermarkCurrent = true;
 
   refusal(): ApiError {
     return unavailable(this.why);

@@ -131,6 +131,8 @@ function insideOf(ranges: readonly number[], first: number): number[] {
 export interface ReplicaGate {
   /** The first sequence not yet on every in-sync replica. */
   readonly highWatermark: number;
+  /** False while a new leadership's high watermark is below the log's end it began with (Kafka's leader epoch start offset): it may be below one readers saw before. */
+  readonly highWatermarkCurrent: boolean;
   /**
    * Why writes are refused now, or null. `leaderOnly`: a write acknowledged
    * once this node has it (Kafka's acks=1 and 0), which too few in-sync
@@ -1130,6 +1132,11 @@ export class Stream {
     const last = this.partitions[partition].state().lastSeq;
     const g = this.replicaGates[partition];
     return g === undefined ? last : Math.min(last, g.highWatermark - 1);
+  }
+
+  /** Whether replicatedSeq(partition) is at least what readers were shown before (see ReplicaGate.highWatermarkCurrent). */
+  replicatedSeqCurrent(partition: number): boolean {
+    return this.replicaGates[partition]?.highWatermarkCurrent ?? true;
   }
 
   /**

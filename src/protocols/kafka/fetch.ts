@@ -349,6 +349,10 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         let offset: number;
         let timestamp = -1;
         const hwm = led.replicatedSeq(p.index);
+        // KIP-207: a new leader's high watermark may be below the one its predecessor showed until its followers fetch;
+        // "latest", or a time not found below it, is OFFSET_NOT_AVAILABLE meanwhile (retried by clients), as Kafka answers v1+.
+        const settling = version >= 1 && !led.replicatedSeqCurrent(p.index);
+        let error: number = ErrorCode.NONE;
         if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
         else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
@@ -357,8 +361,11 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           const visible = found !== null && found.offset < hwm;
           offset = visible ? found.offset : -1;
           if (visible) timestamp = found.timestamp;
+          else if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
         }
-        parts.push({ index: p.index, error: ErrorCode.NONE, timestamp, offset });
+        if (p.timestamp === LATEST && settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
+        if (error !== ErrorCode.NONE) offset = -1;
+        parts.push({ index: p.index, error, timestamp, offset });
       }
       results.push({ name: t.name, parts });
     }
