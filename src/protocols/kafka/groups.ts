@@ -158,6 +158,16 @@ export class Group {
       this.members.set(id, member);
       if (this.members.size === 1) this.protocolType = m.protocolType;
     } else {
+      // As Kafka's doCurrentMemberJoinGroup: a follower of a Stable group, or any member after the join phase, that joins
+      // again with the same metadata (a lost JoinGroup answer, a needless rejoin) is told the current generation; only
+      // the leader, or changed metadata, starts a rebalance.
+      const unchanged = sameProtocols(member.protocols, m.protocols);
+      if (unchanged && member.joining === null && ((this.state === "Stable" && id !== this.leader) || this.state === "CompletingRebalance")) {
+        member.sessionTimeoutMs = m.sessionTimeoutMs;
+        member.rebalanceTimeoutMs = m.rebalanceTimeoutMs;
+        this.armSession(member);
+        return Promise.resolve({ error: ErrorCode.NONE, generation: this.generation, protocol: this.protocol, leader: this.leader, memberId: id, members: id === this.leader ? this.roster() : [] });
+      }
       member.protocols = m.protocols;
       member.sessionTimeoutMs = m.sessionTimeoutMs;
       member.rebalanceTimeoutMs = m.rebalanceTimeoutMs;
@@ -185,14 +195,16 @@ export class Group {
     previous.joining?.(fenced);
     previous.syncing?.({ error: ErrorCode.FENCED_INSTANCE_ID, assignment: EMPTY });
     this.clearSession(previous);
-    this.members.delete(previous.id);
     const member: Member = { ...m, assignment: previous.assignment, joining: null, syncing: null, sessionTimer: null };
-    this.members.set(member.id, member);
+    // In the old member's place: the order of members breaks ties between protocols (selectProtocol).
+    const order = [...this.members.values()];
+    this.members.clear();
+    for (const each of order) this.members.set(each === previous ? member.id : each.id, each === previous ? member : each);
     const leaderBefore = this.leader;
     if (this.leader === previous.id) this.leader = member.id;
     const joined = new Promise<JoinResult>((resolve) => (member.joining = resolve));
     if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
-    else if (this.state !== "Stable" || this.candidateProtocols()[0] !== this.protocol) this.prepareRebalance();
+    else if (this.state !== "Stable" || this.selectProtocol() !== this.protocol) this.prepareRebalance();
     else {
       const generation = this.generation;
       const answer = (): void => {
@@ -224,6 +236,24 @@ export class Group {
     const names = new Set(protocols.map(([n]) => n));
     for (const name of this.candidateProtocols()) if (names.has(name)) return true;
     return false;
+  }
+
+  /**
+   * The group's protocol as Kafka's coordinator selects it: of those every
+   * member supports, the one most members prefer (each votes for the first
+   * of them in its own order); a tie goes to the earliest member's preference.
+   */
+  private selectProtocol(): string {
+    const candidates = this.candidateProtocols();
+    if (candidates.length <= 1) return candidates[0] ?? "";
+    const votes = new Map<string, number>();
+    for (const m of this.members.values()) {
+      const choice = m.protocols.find(([n]) => candidates.includes(n))?.[0];
+      if (choice !== undefined) votes.set(choice, (votes.get(choice) ?? 0) + 1);
+    }
+    let best = candidates[0];
+    for (const c of candidates) if ((votes.get(c) ?? 0) > (votes.get(best) ?? 0)) best = c;
+    return best;
   }
 
   /** Protocols every current member supports, in the first member's order of preference. */
@@ -272,14 +302,10 @@ export class Group {
       return;
     }
     this.generation++;
-    this.protocol = this.candidateProtocols()[0] ?? "";
+    this.protocol = this.selectProtocol();
     if (!this.members.has(this.leader)) this.leader = this.members.keys().next().value!;
     this.state = "CompletingRebalance";
-    const roster = [...this.members.values()].map((m) => ({
-      memberId: m.id,
-      instanceId: m.instanceId,
-      metadata: m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY,
-    }));
+    const roster = this.roster();
     for (const m of this.members.values()) {
       const resolve = m.joining!;
       m.joining = null;
@@ -287,6 +313,11 @@ export class Group {
       this.armSession(m);
       resolve({ error: ErrorCode.NONE, generation: this.generation, protocol: this.protocol, leader: this.leader, memberId: m.id, members: m.id === this.leader ? roster : [] });
     }
+  }
+
+  /** The members as the leader's JoinGroup answer lists them, each with its metadata for the group's protocol. */
+  private roster(): JoinResult["members"] {
+    return [...this.members.values()].map((m) => ({ memberId: m.id, instanceId: m.instanceId, metadata: m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY }));
   }
 
   sync(memberId: string, instanceId: string | null, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
@@ -711,4 +742,9 @@ export class GroupCoordinator {
 
 export function offsetKey(topic: string, partition: number): string {
   return `${topic}/${partition}`;
+}
+
+/** Whether two JoinGroup protocol lists are the same, names, metadata and order (Kafka's MemberMetadata.matches). */
+function sameProtocols(a: Array<[string, Buffer]>, b: Array<[string, Buffer]>): boolean {
+  return a.length === b.length && a.every(([name, meta], i) => name === b[i][0] && meta.equals(b[i][1]));
 }
