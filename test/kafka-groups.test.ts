@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
-import type { Reader, Writer } from "../src/protocols/kafka/codec.js";
+import { call, heartbeat, joinGroup, syncAssignment, type Joined } from "./helpers/kafka-group-requests.js";
 
 const NONE = 0;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
@@ -23,41 +23,6 @@ const UNKNOWN_MEMBER_ID = 25;
 const REBALANCE_IN_PROGRESS = 27;
 const MEMBER_ID_REQUIRED = 79;
 const FENCED_INSTANCE_ID = 82;
-
-/** One request on a raw connection of its own at a time: its response. */
-async function call(k: RawKafka, apiKey: number, version: number, body: (w: Writer) => void): Promise<Reader> {
-  const n = k.responses.length;
-  k.send(frame(apiKey, version, body, n));
-  return k.response(n);
-}
-
-interface Joined {
-  error: number;
-  generation: number;
-  leader: string;
-  memberId: string;
-  members: string[];
-}
-
-/** JoinGroup v5 (member ids of KIP-394, group.instance.id), protocol "range" of type "consumer". */
-async function joinGroup(k: RawKafka, group: string, memberId: string, instanceId: string | null = null): Promise<Joined> {
-  const r = await call(k, 11, 5, (w) =>
-    w.string(group).i32(10_000).i32(10_000).string(memberId).nullableString(instanceId).string("consumer").arrayLength(1).string("range").nullableBytes(Buffer.from("m")),
-  );
-  r.i32(); // throttle
-  const error = r.i16();
-  const generation = r.i32();
-  r.string(); // protocol
-  const leader = r.string();
-  const id = r.string();
-  const members = r.array((r) => {
-    const m = r.string();
-    r.nullableString();
-    r.nullableBytes();
-    return m;
-  });
-  return { error, generation, leader, memberId: id, members };
-}
 
 /** A member in a group: the KIP-394 round trip for its id, then the join itself. */
 async function join(k: RawKafka, group: string, instanceId: string | null = null): Promise<Joined> {
@@ -69,24 +34,6 @@ async function join(k: RawKafka, group: string, instanceId: string | null = null
 
 async function syncGroup(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<number> {
   return (await syncAssignment(k, group, generation, memberId, assignments, instanceId)).error;
-}
-
-/** SyncGroup v3, each member named in `assignments` assigned its own id; the error and this member's assignment. */
-async function syncAssignment(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<{ error: number; assignment: string }> {
-  const r = await call(k, 14, 3, (w) => {
-    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
-    w.arrayLength(assignments.length);
-    for (const m of assignments) w.string(m).nullableBytes(Buffer.from(m));
-  });
-  r.i32();
-  const error = r.i16();
-  return { error, assignment: r.nullableBytes()?.toString() ?? "" };
-}
-
-async function heartbeat(k: RawKafka, group: string, generation: number, memberId: string, instanceId: string | null = null): Promise<number> {
-  const r = await call(k, 12, 3, (w) => w.string(group).i32(generation).string(memberId).nullableString(instanceId));
-  r.i32();
-  return r.i16();
 }
 
 interface Commit {

@@ -10,79 +10,13 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { frame, RawKafka } from "./helpers/kafka-raw.js";
-import type { Reader, Writer } from "../src/protocols/kafka/codec.js";
+import { RawKafka } from "./helpers/kafka-raw.js";
+import { call, heartbeat, joinGroup, syncAssignment, type Joined } from "./helpers/kafka-group-requests.js";
 
 const NONE = 0;
 const UNKNOWN_MEMBER_ID = 25;
 const REBALANCE_IN_PROGRESS = 27;
 const FENCED_INSTANCE_ID = 82;
-
-async function call(k: RawKafka, apiKey: number, version: number, body: (w: Writer) => void, ms = 15_000): Promise<Reader> {
-  const n = k.responses.length;
-  k.send(frame(apiKey, version, body, n));
-  return k.response(n, ms);
-}
-
-interface Joined {
-  error: number;
-  generation: number;
-  protocol: string;
-  leader: string;
-  memberId: string;
-  members: string[];
-}
-
-interface JoinOpts {
-  protocols?: string[];
-  sessionMs?: number;
-  rebalanceMs?: number;
-  ms?: number;
-}
-
-async function joinGroup(k: RawKafka, group: string, memberId: string, instanceId: string | null, o: JoinOpts = {}): Promise<Joined> {
-  const { protocols = ["range"], sessionMs = 10_000, rebalanceMs = 10_000, ms } = o;
-  const r = await call(
-    k,
-    11,
-    5,
-    (w) => {
-      w.string(group).i32(sessionMs).i32(rebalanceMs).string(memberId).nullableString(instanceId).string("consumer").arrayLength(protocols.length);
-      for (const p of protocols) w.string(p).nullableBytes(Buffer.from("m"));
-    },
-    ms,
-  );
-  r.i32();
-  const error = r.i16();
-  const generation = r.i32();
-  const protocol = r.string();
-  const leader = r.string();
-  const id = r.string();
-  const members = r.array((r) => {
-    const m = r.string();
-    r.nullableString();
-    r.nullableBytes();
-    return m;
-  });
-  return { error, generation, protocol, leader, memberId: id, members };
-}
-
-async function sync(k: RawKafka, group: string, generation: number, memberId: string, instanceId: string | null, assignments: string[] = []): Promise<{ error: number; assignment: string }> {
-  const r = await call(k, 14, 3, (w) => {
-    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
-    w.arrayLength(assignments.length);
-    for (const m of assignments) w.string(m).nullableBytes(Buffer.from(m));
-  });
-  r.i32();
-  const error = r.i16();
-  return { error, assignment: r.nullableBytes()?.toString() ?? "" };
-}
-
-async function heartbeat(k: RawKafka, group: string, generation: number, memberId: string, instanceId: string | null): Promise<number> {
-  const r = await call(k, 12, 3, (w) => w.string(group).i32(generation).string(memberId).nullableString(instanceId));
-  r.i32();
-  return r.i16();
-}
 
 async function describe_(k: RawKafka, group: string): Promise<{ state: string; protocol: string; members: Array<{ id: string; instance: string | null }> }> {
   const r = await call(k, 15, 4, (w) => w.arrayLength(1).string(group).i8(0));
@@ -129,7 +63,7 @@ describe("static membership (KIP-345) on the wire, against Kafka's coordinator",
     const joined = await Promise.all(specs.map((s, i) => joinGroup(conns[i], g, "", s.instance, { protocols: s.protocols })));
     for (const j of joined) assert.equal(j.error, NONE);
     const gen = joined[0].generation;
-    const syncs = joined.map((j, i) => sync(conns[i], g, gen, j.memberId, specs[i].instance, j.memberId === j.leader ? joined.map((x) => x.memberId) : []));
+    const syncs = joined.map((j, i) => syncAssignment(conns[i], g, gen, j.memberId, j.memberId === j.leader ? joined.map((x) => x.memberId) : [], specs[i].instance));
     for (const s of await Promise.all(syncs)) assert.equal(s.error, NONE);
     return { conns, joined };
   }
