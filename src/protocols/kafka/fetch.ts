@@ -353,8 +353,10 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         // "latest", or a time not found below it, is OFFSET_NOT_AVAILABLE meanwhile (retried by clients), as Kafka answers v1+.
         const settling = version >= 1 && !led.replicatedSeqCurrent(p.index);
         let error: number = ErrorCode.NONE;
-        if (p.timestamp === LATEST) offset = readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
-        else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
+        if (p.timestamp === LATEST) {
+          if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
+          offset = settling ? -1 : readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
+        } else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
           const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
           // Only what consumers may read: a record past the high watermark is not found yet.
@@ -363,8 +365,6 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           if (visible) timestamp = found.timestamp;
           else if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
         }
-        if (p.timestamp === LATEST && settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
-        if (error !== ErrorCode.NONE) offset = -1;
         parts.push({ index: p.index, error, timestamp, offset });
       }
       results.push({ name: t.name, parts });

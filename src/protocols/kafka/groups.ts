@@ -203,31 +203,32 @@ export class Group {
     const leaderBefore = this.leader;
     if (this.leader === previous.id) this.leader = member.id;
     const joined = new Promise<JoinResult>((resolve) => (member.joining = resolve));
-    if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
-    else if (this.state !== "Stable" || this.selectProtocol() !== this.protocol) this.prepareRebalance();
+    // The member's join counts in the rebalance under way, or starts one.
+    const joinRebalance = (): void => (this.state === "PreparingRebalance" ? this.maybeCompleteJoin() : this.prepareRebalance());
+    if (this.state !== "Stable" || this.selectProtocol() !== this.protocol) {
+      joinRebalance();
+      return joined;
+    }
+    const generation = this.generation;
+    const answer = (recorded: boolean): void => {
+      if (this.members.get(member.id) !== member || member.joining === null) return; // replaced again, or answered by a rebalance
+      if (!recorded || this.state !== "Stable" || this.generation !== generation) return joinRebalance();
+      const resolve = member.joining;
+      member.joining = null;
+      this.armSession(member);
+      resolve({ error: ErrorCode.NONE, generation, protocol: this.protocol, leader: leaderBefore, memberId: member.id, members: [] });
+    };
+    const store = this.coordinator.store;
+    if (store === null) answer(true);
     else {
-      const generation = this.generation;
-      const answer = (): void => {
-        if (this.members.get(member.id) !== member || member.joining === null) return;
-        if (this.state === "Stable" && this.generation === generation) {
-          const resolve = member.joining;
-          member.joining = null;
-          this.armSession(member);
-          resolve({ error: ErrorCode.NONE, generation, protocol: this.protocol, leader: leaderBefore, memberId: member.id, members: [] });
-        } else if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
-        else this.prepareRebalance();
-      };
-      const store = this.coordinator.store;
-      if (store === null) answer();
-      else {
-        // Recorded first, as every change of members in a cluster: the next coordinator must know the new id.
-        store.writeMembers(this, this.savedMembers()).then(answer, (err: unknown) => {
+      // Recorded first, as every change of members in a cluster: the next coordinator must know the new id.
+      store.writeMembers(this, this.savedMembers()).then(
+        () => answer(true),
+        (err: unknown) => {
           this.coordinator.log(`group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
-          if (this.members.get(member.id) !== member || member.joining === null) return;
-          if (this.state === "PreparingRebalance") this.maybeCompleteJoin();
-          else this.prepareRebalance();
-        });
-      }
+          answer(false);
+        },
+      );
     }
     return joined;
   }
