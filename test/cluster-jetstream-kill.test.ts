@@ -1,7 +1,8 @@
 /**
  * A node of a three-node JetStream cluster killed with SIGKILL (a real
  * process; the two others embedded), against a real etcd: requests for
- * the streams it led get "stream is offline" (10118) at once, streams led
+ * the streams it led get "stream is offline" (10118) within the 2 s a
+ * request waits for a route to a node still live in etcd, streams led
  * by the others keep working through any node, core NATS keeps flowing,
  * and the killed node's clients reconnect to another node.
  */
@@ -12,11 +13,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { spawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
-import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode } from "./helpers/js.js";
 
 let etcd: EtcdHarness;
@@ -68,17 +69,9 @@ async function client(url: string): Promise<NatsConnection> {
 
 test("a killed node's streams are offline at once; the others' keep working; core NATS and its clients carry on", async () => {
   const jsm = await jetstreamManager(await client(a.url));
-  // The mesh is up, but k's subscriptions may still be on their way to a over the new route: a create forwarded before
-  // they arrive is answered "stream is offline" (10118, seen once in CI); the setup asks again until it is placed.
-  let onk: StreamInfo | undefined;
-  await waitUntilAsync(async () => {
-    onk = await jsm.streams.add({ name: "onk", subjects: ["onk"], placement: { cluster: "", tags: ["node:k"] } }).catch((err: { code?: number }) => {
-      if (err.code !== 10118) throw err;
-      return undefined;
-    });
-    return onk !== undefined;
-  }, "a to reach k over the new route");
-  assert.equal(onk!.cluster?.leader, "k");
+  // The mesh is up, but k's subscriptions may still be on their way to a over the new route: the create waits for them.
+  const onk = await jsm.streams.add({ name: "onk", subjects: ["onk"], placement: { cluster: "", tags: ["node:k"] } });
+  assert.equal(onk.cluster?.leader, "k");
   assert.equal((await jsm.streams.add({ name: "ona", subjects: ["ona"], placement: { cluster: "", tags: ["node:a"] } })).cluster?.leader, "a");
   await waitUntil(() => b.cluster!.placements.get("$G", "onk") !== undefined && b.cluster!.placements.get("$G", "ona") !== undefined, "b to see both placements");
   const jsB = jetstream(await client(b.url));
@@ -114,7 +107,7 @@ test("a killed node's streams are offline at once; the others' keep working; cor
   assert.equal(await apiErrorCode(jsmB.streams.info("onk")), 10118);
   // Nobody captures its subjects any more: a publish is told at once (no responders), not left to time out.
   await assert.rejects(jsB.publish("onk", "2", { timeout: 5000 }), (err: Error) => /no responders|503/i.test(`${err.message} ${String((err as { cause?: unknown }).cause ?? "")}`));
-  assert.ok(Date.now() - t0 < 3000, "answered at once, not after a client timeout");
+  assert.ok(Date.now() - t0 < 4500, "answered, not left to the client's 5 s timeout");
   await wiretap.flush();
   assert.ok(tapped.some((x) => x.startsWith("$JS.API.STREAM.INFO")), "the wiretap hears the client requests");
   assert.deepEqual(tapped.filter((x) => x.startsWith("$NG.")), [], "no internal subject reaches a client");

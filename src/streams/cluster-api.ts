@@ -12,9 +12,10 @@
  * leader serves it as if its own client had sent it, never forwards it
  * again, and its answer (addressed to the client's inbox, whose
  * subscription is routable) flows straight back over the routes. A leader
- * that is not live, or that no route reaches, is answered at once "stream
- * is offline" (nats-server's 10118); a pull request or a direct get gets a
- * 503 status, an ack nothing.
+ * that is not live is answered at once "stream is offline" (nats-server's
+ * 10118); one that is live but that no route reaches yet (it just joined)
+ * after up to 2 s unless a route comes; a pull request or a direct get
+ * gets a 503 status, an ack nothing.
  *
  * STREAM.CREATE: subjects are checked against every placement of the
  * account, the stream is placed (placements.place, honouring the
@@ -66,6 +67,14 @@ const PLACEMENT_WAIT_MS = 5000;
 const ROLE_WAIT_MS = 3000;
 const ROLE_CHECK_MS = 20;
 const ROLE_WAITERS_MAX = 4096;
+/**
+ * How long a request for a live node that no route reaches waits for one:
+ * a node that just joined is live before its route, and the subscriptions
+ * the route carries, reach this node.
+ */
+const ROUTE_WAIT_MS = 2000;
+const ROUTE_CHECK_MS = 100;
+const ROUTE_WAITERS_MAX = 4096;
 /** Internal requests waiting for an answer at once (LIST asks at most a page of 256). */
 const PENDING_MAX = 4096;
 
@@ -189,6 +198,13 @@ export class ClusterApi implements Receiver {
   /** Requests waiting for this node to take up a leadership the placement gave it (awaitLeadership). */
   private roleWaiters: Array<{ name: string; subject: string; body: Buffer; reply: string; until: number }> = [];
   private roleTimer: NodeJS.Timeout | null = null;
+  /** Requests for a live node no route reaches yet (forwardOrWait), in the order they came. */
+  private routeWaiters: Array<{ node: string; subject: string; reply: string; body: Buffer; headers: Buffer | undefined; until: number; done: (forwarded: boolean) => void }> = [];
+  private routeTimer: NodeJS.Timeout | null = null;
+  /** A node's forwarding subscription reaching this one: the requests waiting for a route go now. */
+  private readonly onSubscribe = (sub: Subscription): void => {
+    if (this.routeWaiters.length > 0 && sub.subject.startsWith(FORWARD_PREFIX)) queueMicrotask(() => this.retryRouteWaiters());
+  };
 
   constructor(
     private readonly js: JetStream,
@@ -203,6 +219,7 @@ export class ClusterApi implements Receiver {
     this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
     js.account.subscribe(this.forwardSub);
     js.account.subscribe(this.replySub);
+    js.account.subscribeListeners.push(this.onSubscribe);
     this.mover = new StreamMover({
       js,
       cluster,
@@ -227,6 +244,11 @@ export class ClusterApi implements Receiver {
     if (this.roleTimer !== null) clearInterval(this.roleTimer);
     this.roleTimer = null;
     this.roleWaiters = [];
+    const i = this.js.account.subscribeListeners.indexOf(this.onSubscribe);
+    if (i >= 0) this.js.account.subscribeListeners.splice(i, 1);
+    if (this.routeTimer !== null) clearInterval(this.routeTimer);
+    this.routeTimer = null;
+    for (const w of this.routeWaiters.splice(0)) w.done(false);
     if (this.js.remoteAppend !== null) this.js.remoteAppend = null;
     this.js.remoteCall = null;
     this.mover.close();
@@ -271,7 +293,11 @@ export class ClusterApi implements Receiver {
     if (leader === this.cluster.self) return false;
     const reply = msg.hasReply ? msg.reply : "";
     const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
-    if (!this.forward(leader, subject, reply, msg.data.subarray(msg.start + msg.hdrLen, msg.end), headers)) this.offline(subject, reply);
+    const body = msg.data.subarray(msg.start + msg.hdrLen, msg.end);
+    if (this.forward(leader, subject, reply, body, headers)) return true;
+    void this.waitForRoute(leader, subject, reply, body, headers).then((forwarded) => {
+      if (!forwarded) this.offline(subject, reply);
+    });
     return true;
   }
 
@@ -361,6 +387,44 @@ export class ClusterApi implements Receiver {
     if (!this.directory.isLive(node)) return false;
     const m = Message.from(`${FORWARD_PREFIX}${nodeToken(node)}.${subject}`, reply, body, headers);
     return this.js.account.route(m, null) > 0;
+  }
+
+  /** forward, or, when the node is live but no route carries the request to it yet, forwardOrWait's wait. */
+  private forwardOrWait(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): Promise<boolean> {
+    return this.forward(node, subject, reply, body, headers) ? Promise.resolve(true) : this.waitForRoute(node, subject, reply, body, headers);
+  }
+
+  /**
+   * A request forward could not send: when its node is live, it waits (a
+   * copy, in order with the others) up to ROUTE_WAIT_MS for a route to
+   * carry it, and resolves whether one did. A node that just joined is
+   * answered this way rather than "offline" while its route forms.
+   */
+  private waitForRoute(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): Promise<boolean> {
+    if (!this.directory.isLive(node) || this.routeWaiters.length >= ROUTE_WAITERS_MAX) return Promise.resolve(false);
+    return new Promise((done) => {
+      const copy = { node, subject, reply, body: Buffer.from(body), headers: headers === undefined ? undefined : Buffer.from(headers), until: Date.now() + ROUTE_WAIT_MS, done };
+      this.routeWaiters.push(copy);
+      if (this.routeTimer === null) {
+        this.routeTimer = setInterval(() => this.retryRouteWaiters(), ROUTE_CHECK_MS);
+        this.routeTimer.unref();
+      }
+    });
+  }
+
+  private retryRouteWaiters(): void {
+    const now = Date.now();
+    const waiting = this.routeWaiters;
+    this.routeWaiters = [];
+    for (const w of waiting) {
+      if (this.forward(w.node, w.subject, w.reply, w.body, w.headers)) w.done(true);
+      else if (now >= w.until || !this.directory.isLive(w.node)) w.done(false);
+      else this.routeWaiters.push(w);
+    }
+    if (this.routeWaiters.length === 0 && this.routeTimer !== null) {
+      clearInterval(this.routeTimer);
+      this.routeTimer = null;
+    }
   }
 
   /** Asks `node` to serve a request and resolves with its answer's body, or null when none came within `ms`. */
@@ -542,7 +606,7 @@ export class ClusterApi implements Receiver {
       const leader = placement.leaders[0];
       if (leader !== this.cluster.self) {
         const headers = appendHeaders(null, [[PLACED_HEADER, `${revision} ${created}`]]);
-        if (this.forward(leader, `$JS.API.STREAM.CREATE.${name}`, reply, body, headers)) return null;
+        if (await this.forwardOrWait(leader, `$JS.API.STREAM.CREATE.${name}`, reply, body, headers)) return null;
         // Placed on a node this one cannot reach now: a stream placed by this request must not stay placed.
         if (created) await this.directory.remove(this.account, name).catch(() => undefined);
         throw Errors.streamOffline();

@@ -141,7 +141,7 @@ export interface JetStreamClusterSite {
 export function startJetStreamNode(
   site: JetStreamClusterSite,
   name: string,
-  o: { routes?: string[]; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {},
+  o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {},
 ): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
@@ -158,7 +158,7 @@ export function startJetStreamNode(
     storeDir: o.storeDir ?? join(site.dir, name),
     serverName: name,
     serverTags: [`node:${name}`],
-    cluster: { name: site.cluster, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}) },
+    cluster: { name: site.cluster, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}), ...(o.advertise !== undefined ? { advertise: o.advertise } : {}) },
     etcd: { endpoints: [site.etcd], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
   });
 }
