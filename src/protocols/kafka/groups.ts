@@ -122,6 +122,12 @@ export class Group {
   join(m: Omit<Member, "joining" | "syncing" | "sessionTimer" | "assignment">, version: number): Promise<JoinResult> {
     const fail = (error: number, memberId = m.id): JoinResult => ({ error, generation: -1, protocol: "", leader: "", memberId, members: [] });
     if (m.sessionTimeoutMs < MIN_SESSION_MS || m.sessionTimeoutMs > MAX_SESSION_MS) return Promise.resolve(fail(ErrorCode.INVALID_SESSION_TIMEOUT));
+    if (!this.hasRoomFor(m.id)) {
+      // As Kafka: a member of a rebalance that has not rejoined while the group filled up is put out of it.
+      const known = this.members.get(m.id);
+      if (known !== undefined) this.remove(known, true);
+      return Promise.resolve(fail(ErrorCode.GROUP_MAX_SIZE_REACHED, ""));
+    }
     if (this.members.size > 0 && (m.protocolType !== this.protocolType || !this.sharesProtocol(m.protocols))) {
       return Promise.resolve(fail(ErrorCode.INCONSISTENT_GROUP_PROTOCOL));
     }
@@ -133,7 +139,8 @@ export class Group {
       if (previous !== undefined) return this.replaceStaticMember(previous, { ...m, id });
       if (version >= 4 && m.instanceId === null) {
         // KIP-394: the client must come back with this id; until then it holds no place in the group.
-        if (this.pending.size + this.members.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, ""));
+        // Ids handed out and not yet used are bounded too (they expire after a session); the client asks again.
+        if (this.pending.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, ""));
         this.pending.set(
           id,
           setTimeout(() => this.pending.delete(id), m.sessionTimeoutMs).unref(),
@@ -153,7 +160,6 @@ export class Group {
     }
     let member = this.members.get(id);
     if (member === undefined) {
-      if (this.members.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, id));
       member = { ...m, id, assignment: EMPTY, joining: null, syncing: null, sessionTimer: null };
       this.members.set(id, member);
       if (this.members.size === 1) this.protocolType = m.protocolType;
@@ -386,6 +392,23 @@ export class Group {
     let current: string | null = null;
     for (const m of this.members.values()) if (m.instanceId === instanceId) current = m.id;
     return current;
+  }
+
+  /**
+   * Kafka's acceptJoiningMember (`group.max.size`): an Empty group takes
+   * anyone; during the join phase a member that has rejoined, or anyone
+   * while fewer than the most have; otherwise a member, or anyone while the
+   * group has room. A static member coming back without its member id is
+   * new here, as in Kafka. This bounds the members: past the join phase
+   * those that did not rejoin are gone.
+   */
+  private hasRoomFor(memberId: string): boolean {
+    if (this.state === "Empty" || this.state === "Dead") return true;
+    if (this.state !== "PreparingRebalance") return this.members.has(memberId) || this.members.size < MAX_MEMBERS_PER_GROUP;
+    if (this.members.get(memberId)?.joining) return true;
+    let rejoined = 0;
+    for (const m of this.members.values()) if (m.joining !== null) rejoined++;
+    return rejoined < MAX_MEMBERS_PER_GROUP;
   }
 
   /** LeaveGroup v3 names a member by member id, instance id or both (an admin removing a static member knows only its instance). */
