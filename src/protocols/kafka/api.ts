@@ -88,7 +88,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AddPartitionsToTxn, [0, 1]],
   [ApiKey.AddOffsetsToTxn, [0, 1]],
   [ApiKey.EndTxn, [0, 1]],
-  [ApiKey.TxnOffsetCommit, [0, 2]],
+  [ApiKey.TxnOffsetCommit, [0, 3]],
   // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
   [ApiKey.SaslHandshake, [0, 1]],
   // Flexible from v2, which librdkafka 2.x and the Java client send.

@@ -579,6 +579,23 @@ export class Group {
   }
 
   /**
+   * Whether a TxnOffsetCommit that names its consumer (v3+, KIP-447) is
+   * accepted, as Kafka's validateOffsetCommit for a transaction: the member
+   * must be current and of this generation, so that a consumer the group
+   * has moved on from (a zombie) cannot commit offsets of partitions
+   * another member owns now. One that names nobody (v0–2, or generation -1
+   * without a member) is not checked, as in Kafka. No REBALANCE_IN_PROGRESS:
+   * the transaction's commit is what counts.
+   */
+  txnCommitCheck(memberId: string, instanceId: string | null, generation: number): number {
+    if (this.state === "Dead") return ErrorCode.COORDINATOR_NOT_AVAILABLE;
+    if (generation < 0 && memberId === "" && instanceId === null) return ErrorCode.NONE;
+    const refused = this.memberCheck(memberId, instanceId);
+    if (refused !== ErrorCode.NONE) return refused;
+    return generation !== this.generation ? ErrorCode.ILLEGAL_GENERATION : ErrorCode.NONE;
+  }
+
+  /**
    * Records offsets and resolves once they are on disk. Replicated, they
    * are shown (OffsetFetch) only once every in-sync replica has them, as
    * Kafka keeps a commit pending until then: a fetch never sees an offset

@@ -504,24 +504,44 @@ export function decodeEndTxn(r: Reader): EndTxnRequest {
 
 export interface TxnOffsetCommitRequest extends TxnProducer {
   groupId: string;
+  /** v3+ (KIP-447): the consumer whose offsets these are; -1, "" and null before. */
+  generation: number;
+  memberId: string;
+  instanceId: string | null;
   topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string | null }> }>;
 }
 
+/** v0–3; v3 is flexible and names the consumer (KIP-447). */
 export function decodeTxnOffsetCommit(r: Reader, version: number): TxnOffsetCommitRequest {
-  const transactionalId = r.string();
-  const groupId = r.string();
+  const flexible = version >= 3;
+  const text = (r: Reader): string => (flexible ? r.compactString() : r.string());
+  const transactionalId = text(r);
+  const groupId = text(r);
   const producerId = r.i64();
   const epoch = r.i16();
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
+  let generation = -1;
+  let memberId = "";
+  let instanceId: string | null = null;
+  if (version >= 3) {
+    generation = r.i32();
+    memberId = r.compactString();
+    instanceId = r.compactNullableString();
+  }
+  const topics = r.array((r) => {
+    const name = text(r);
+    const partitions = r.array((r) => {
       const index = r.i32();
       const offset = r.i64();
       if (version >= 2) r.i32(); // committed_leader_epoch
-      return { index, offset, metadata: r.nullableString() };
-    }),
-  }));
-  return { transactionalId, groupId, producerId, epoch, topics };
+      const metadata = flexible ? r.compactNullableString() : r.nullableString();
+      if (flexible) r.tags();
+      return { index, offset, metadata };
+    }, flexible);
+    if (flexible) r.tags();
+    return { name, partitions };
+  }, flexible);
+  if (flexible) r.tags();
+  return { transactionalId, groupId, producerId, epoch, generation, memberId, instanceId, topics };
 }
 
 // ---- SaslHandshake (17) v1 and SaslAuthenticate (36) v0–2 ----

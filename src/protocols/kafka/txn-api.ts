@@ -1,6 +1,6 @@
 /**
  * The transaction APIs: AddPartitionsToTxn v0–1, AddOffsetsToTxn v0–1,
- * EndTxn v0–1 and TxnOffsetCommit v0–2. Their state lives in the
+ * EndTxn v0–1 and TxnOffsetCommit v0–3. Their state lives in the
  * TransactionCoordinator (transactions.ts); this module is the wire format.
  */
 
@@ -62,8 +62,8 @@ export async function handleEndTxn(door: AccountDoor, { r, w }: RequestContext):
   return true;
 }
 
-export async function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { transactionalId, groupId, producerId, epoch, topics } = decodeTxnOffsetCommit(r, version);
+export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexible, r, w }: RequestContext): Promise<boolean> {
+  const { transactionalId, groupId, producerId, epoch, generation, memberId, instanceId, topics } = decodeTxnOffsetCommit(r, version);
   // Waits for a load of the group's partition under way: KafkaJS does not retry TxnOffsetCommit on COORDINATOR_LOAD_IN_PROGRESS.
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const results = topics.map((t) => {
@@ -91,14 +91,40 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, r, w }
       ? refused
       : groupId === ""
         ? ErrorCode.INVALID_GROUP_ID
-        : ((await txnOffsetsAway(door, req, groupId, entries)) ?? door.transactions.commitOffsets(req, groupId, entries));
+        : consumerCheck(door, groupId, generation, memberId, instanceId) ||
+          ((await txnOffsetsAway(door, req, groupId, entries)) ?? door.transactions.commitOffsets(req, groupId, entries));
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
   w.i32(0); // throttle_time_ms
-  w.array(results, (w, t) => {
-    w.string(t.name);
-    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
-  });
+  w.array(
+    results,
+    (w, t) => {
+      if (flexible) w.compactString(t.name);
+      else w.string(t.name);
+      w.array(
+        t.partitions,
+        (w, p) => {
+          w.i32(p.index).i16(p.error);
+          if (flexible) w.tags();
+        },
+        flexible,
+      );
+      if (flexible) w.tags();
+    },
+    flexible,
+  );
+  if (flexible) w.tags();
   return true;
+}
+
+/**
+ * v3+ (KIP-447): the consumer the offsets come from must still be the
+ * group's (Group.txnCommitCheck). A group this broker does not know has no
+ * members, as Kafka's empty group.
+ */
+function consumerCheck(door: AccountDoor, groupId: string, generation: number, memberId: string, instanceId: string | null): number {
+  const group = door.groups.group(groupId, false);
+  if (group !== null) return group.txnCommitCheck(memberId, instanceId, generation);
+  return generation >= 0 || memberId !== "" || instanceId !== null ? ErrorCode.UNKNOWN_MEMBER_ID : ErrorCode.NONE;
 }
 
 /**

@@ -1,0 +1,129 @@
+/**
+ * KIP-447: TxnOffsetCommit v3 names the consumer whose offsets a
+ * transaction commits (generation, member id, group.instance.id), and the
+ * group's coordinator refuses a consumer the group has moved on from, as
+ * Kafka's does: a zombie that lost its partitions in a rebalance cannot
+ * commit their offsets in its transaction. librdkafka sends v3 once the
+ * broker offers it (`send_offsets_to_transaction` with the consumer's
+ * group metadata).
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { RawKafka } from "./helpers/kafka-raw.js";
+import { call, joinGroup, syncAssignment } from "./helpers/kafka-group-requests.js";
+import { ErrorCode } from "../src/protocols/kafka/errors.js";
+
+describe("TxnOffsetCommit v3 (KIP-447)", () => {
+  let h: KafkaHarness;
+  const conns: RawKafka[] = [];
+  before(async () => {
+    h = await startKafka();
+  });
+  after(async () => {
+    for (const k of conns) k.socket.destroy();
+    await h.close();
+  });
+
+  async function open(): Promise<RawKafka> {
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    conns.push(k);
+    return k;
+  }
+
+  test("a consumer's transactional commit is taken while it is the group's, refused once the group moved on, and unchecked when it names no consumer", async () => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "kip447.in", numPartitions: 2 }] });
+    await admin.disconnect();
+    const [a, b, tx] = [await open(), await open(), await open()];
+    const group = "kip447";
+    // A group of a dynamic member and a static one, Stable at generation 1.
+    const ja = await joinGroup(a, group, "", null);
+    assert.equal(ja.error, ErrorCode.MEMBER_ID_REQUIRED);
+    const [ja2, jb2] = await Promise.all([joinGroup(a, group, ja.memberId, null), joinGroup(b, group, "", "static-b")]);
+    const joined = [ja2, jb2];
+    assert.ok(joined.every((j) => j.error === ErrorCode.NONE));
+    const leader = joined.find((j) => j.memberId === j.leader)!;
+    await Promise.all(joined.map((j, i) => syncAssignment(i === 0 ? a : b, group, j.generation, j.memberId, j === leader ? joined.map((x) => x.memberId) : [], i === 0 ? null : "static-b")));
+    const generation = ja2.generation;
+
+    // A transactional producer with the group's offsets in its transaction.
+    const init = await call(tx, 22, 1, (w) => w.nullableString("kip447-tx").i32(60_000));
+    init.i32();
+    assert.equal(init.i16(), ErrorCode.NONE);
+    const producerId = init.i64();
+    const epoch = init.i16();
+    const added = await call(tx, 25, 1, (w) => w.string("kip447-tx").i64(producerId).i16(epoch).string(group));
+    added.i32();
+    assert.equal(added.i16(), ErrorCode.NONE);
+
+    /** TxnOffsetCommit v3 (flexible: header and body) of partition 0's offset 5; its one partition's error. */
+    const commit = async (gen: number, member: string, instance: string | null): Promise<number> => {
+      const r = await call(tx, 28, 3, (w) => {
+        w.tags(); // request header v2
+        w.compactString("kip447-tx").compactString(group).i64(producerId).i16(epoch).i32(gen).compactString(member).compactNullableString(instance);
+        w.arrayLength(1, true).compactString("kip447.in");
+        w.arrayLength(1, true).i32(0).i64(5).i32(-1).compactNullableString(null).tags();
+        w.tags().tags();
+      });
+      r.tags(); // response header v1
+      r.i32(); // throttle
+      const topics = r.array((r) => {
+        const name = r.compactString();
+        const partitions = r.array((r) => {
+          const index = r.i32();
+          const error = r.i16();
+          r.tags();
+          return { index, error };
+        }, true);
+        r.tags();
+        return { name, partitions };
+      }, true);
+      r.tags();
+      assert.deepEqual(topics.map((t) => [t.name, t.partitions.map((p) => p.index)]), [["kip447.in", [0]]]);
+      return topics[0].partitions[0].error;
+    };
+
+    assert.equal(await commit(generation, ja2.memberId, null), ErrorCode.NONE, "a current member");
+    assert.equal(await commit(generation, jb2.memberId, "static-b"), ErrorCode.NONE, "a current static member");
+    assert.equal(await commit(generation - 1, ja2.memberId, null), ErrorCode.ILLEGAL_GENERATION, "an older generation");
+    assert.equal(await commit(generation, "gone-member", null), ErrorCode.UNKNOWN_MEMBER_ID, "not a member");
+    assert.equal(await commit(generation, ja2.memberId, "static-b"), ErrorCode.FENCED_INSTANCE_ID, "another member's instance id");
+    assert.equal(await commit(-1, "", null), ErrorCode.NONE, "no consumer named: unchecked, as v0–2");
+  });
+
+  test("librdkafka's consume-transform-produce sends v3 with its consumer's group metadata, and the offsets commit with the transaction", async () => {
+    const r = await python(`
+import json
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = "${h.broker}"
+admin = AdminClient({"bootstrap.servers": b})
+for f in admin.create_topics([NewTopic("kip447.src", 1, 1), NewTopic("kip447.dst", 1, 1)]).values(): f.result()
+src = Producer({"bootstrap.servers": b})
+for i in range(3): src.produce("kip447.src", value=b"v%d" % i)
+src.flush(10)
+c = Consumer({"bootstrap.servers": b, "group.id": "kip447-etl", "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+c.subscribe(["kip447.src"])
+got = []
+for _ in range(100):
+    m = c.poll(0.2)
+    if m is not None and m.error() is None: got.append(m)
+    if len(got) == 3: break
+p = Producer({"bootstrap.servers": b, "transactional.id": "kip447-etl-tx", "debug": "protocol"})
+p.init_transactions(10)
+p.begin_transaction()
+for m in got: p.produce("kip447.dst", value=m.value().upper())
+p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 10)
+p.commit_transaction(10)
+committed = [t.offset for t in c.committed([TopicPartition("kip447.src", 0)], 10)]
+c.close()
+print(json.dumps({"got": len(got), "committed": committed}))
+`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").pop()!), { got: 3, committed: [3] });
+    assert.match(r.stderr, /Sent TxnOffsetCommitRequest \(v3/, "librdkafka sent v3");
+  });
+});
