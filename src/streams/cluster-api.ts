@@ -75,6 +75,8 @@ const ROLE_WAITERS_MAX = 4096;
 const ROUTE_WAIT_MS = 2000;
 const ROUTE_CHECK_MS = 100;
 const ROUTE_WAITERS_MAX = 4096;
+/** What the requests waiting for a route may hold, bodies and headers. */
+const ROUTE_WAIT_BYTES = 64 << 20;
 /** Internal requests waiting for an answer at once (LIST asks at most a page of 256). */
 const PENDING_MAX = 4096;
 
@@ -201,6 +203,7 @@ export class ClusterApi implements Receiver {
   /** Requests for a live node no route reaches yet (forwardOrWait), in the order they came. */
   private routeWaiters: Array<{ node: string; subject: string; reply: string; body: Buffer; headers: Buffer | undefined; until: number; done: (forwarded: boolean) => void }> = [];
   private routeTimer: NodeJS.Timeout | null = null;
+  private routeWaitBytes = 0;
   /** A node's forwarding subscription reaching this one: the requests waiting for a route go now. */
   private readonly onSubscribe = (sub: Subscription): void => {
     if (this.routeWaiters.length > 0 && sub.subject.startsWith(FORWARD_PREFIX)) queueMicrotask(() => this.retryRouteWaiters());
@@ -401,8 +404,14 @@ export class ClusterApi implements Receiver {
    * answered this way rather than "offline" while its route forms.
    */
   private waitForRoute(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): Promise<boolean> {
-    if (!this.directory.isLive(node) || this.routeWaiters.length >= ROUTE_WAITERS_MAX) return Promise.resolve(false);
-    return new Promise((done) => {
+    const bytes = body.length + (headers?.length ?? 0);
+    if (!this.directory.isLive(node) || this.routeWaiters.length >= ROUTE_WAITERS_MAX || this.routeWaitBytes + bytes > ROUTE_WAIT_BYTES) return Promise.resolve(false);
+    this.routeWaitBytes += bytes;
+    return new Promise((resolve) => {
+      const done = (forwarded: boolean): void => {
+        this.routeWaitBytes -= bytes;
+        resolve(forwarded);
+      };
       const copy = { node, subject, reply, body: Buffer.from(body), headers: headers === undefined ? undefined : Buffer.from(headers), until: Date.now() + ROUTE_WAIT_MS, done };
       this.routeWaiters.push(copy);
       if (this.routeTimer === null) {
