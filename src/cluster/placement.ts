@@ -40,10 +40,13 @@ export interface StreamPlacement {
    * The partition being moved and the node it goes to
    * (streams/stream-move.ts): the target copies the partition from its
    * leader, then sets `leaders[partition]` to itself and clears this in one
-   * fenced change. One move per stream at a time; absent: no move. (A
-   * string, written by the first version, names the target of partition 0.)
+   * fenced change. One move per stream at a time; absent: no move. `id`
+   * tells one move from a later one of the same partition to the same
+   * node, so that a cancelled move's copy cannot flip its successor
+   * (absent in moves recorded before ids). (A string, written by the
+   * first version, names the target of partition 0.)
    */
-  moving?: { partition: number; to: string } | string;
+  moving?: { partition: number; to: string; id?: string } | string;
   /**
    * Replication (streams/stream-replicas.ts), absent for a stream of one
    * replica: per partition, the nodes holding a copy (its leader first when

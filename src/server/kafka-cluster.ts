@@ -27,7 +27,7 @@ import { BrokerIds } from "../cluster/brokers.js";
 import type { StreamPlacement } from "../cluster/placement.js";
 import { KafkaClusterError, type KafkaBroker, type KafkaCluster, type PlacedTopic } from "../protocols/kafka/cluster.js";
 import { ErrorCode } from "../protocols/kafka/errors.js";
-import { moveOf, replicasOf } from "../streams/cluster-streams.js";
+import { moveOf, newMove, replicasOf } from "../streams/cluster-streams.js";
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 
@@ -244,7 +244,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
           ErrorCode.REASSIGNMENT_IN_PROGRESS,
         );
       }
-      return { ...p, moving: { partition, to: target } };
+      return { ...p, moving: newMove(partition, target) };
     });
   }
 

@@ -36,7 +36,7 @@ import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
-import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { moveOf, newMove, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
@@ -62,6 +62,8 @@ const STREAM_CREATE = "$JS.API.STREAM.CREATE.";
 const SERVICE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}SVC.`;
 /** How long a node waits for another to store an append it sent (replicas included). */
 const APPEND_MS = 10_000;
+/** How long a drain waits before it tries again a move that failed. */
+const DRAIN_RETRY_MS = 250;
 const PLACEMENT_WAIT_MS = 5000;
 /** How long a request waits for this node to take up a leadership the placement gave it, and how often it looks. */
 const ROLE_WAIT_MS = 3000;
@@ -649,7 +651,7 @@ export class ClusterApi implements Receiver {
       await this.directory.update(this.account, name, (p) => {
         if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
         if (rescale !== undefined && (p.epochs?.[0] ?? 1) !== (before.placement.epochs?.[0] ?? 1)) throw Errors.clusterNotAvailable(); // a failover meanwhile: the client tries again
-        const next: PlacedStream = { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: { partition: 0, to: target } } : {}) };
+        const next: PlacedStream = { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: newMove(0, target) } : {}) };
         if (rescale === undefined) return next;
         delete next.replicas;
         delete next.epochs;
@@ -805,7 +807,7 @@ export class ClusterApi implements Receiver {
         if (q.moving !== undefined) throw Errors.streamMoveInProgress();
         if (q.replicas !== undefined) throw Errors.streamGeneral("stream move refused: a replicated stream cannot move yet");
         if (q.leaders[partition] !== self) throw Errors.streamGeneral(`stream move refused: ${q.leaders[partition]} leads partition ${partition} now`);
-        return { ...q, moving: { partition, to: target } };
+        return { ...q, moving: newMove(partition, target) };
       });
     } catch (err) {
       throw clusterError(err);
@@ -860,32 +862,50 @@ export class ClusterApi implements Receiver {
       todo.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : x.partition - y.partition));
       for (const { name, partition, what } of todo) {
         tried.add(what);
-        const p = this.placement(name);
-        if (p === undefined || p.leaders[partition] !== self) continue;
         try {
-          // A move under way (a client's, a Kafka reassignment): its end first.
-          if (p.moving !== undefined && (await this.moveOutcome(name, moveOf(p)!.partition, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
-          const left = deadline - performance.now();
-          if (left <= 0) throw new Error("lame_duck_duration ran out");
-          const now = this.placement(name);
-          if (now === undefined || now.leaders[partition] !== self) continue;
-          if (now.replicas !== undefined) {
-            // A replicated partition needs no copy: an in-sync replica takes the leadership over.
-            const to = await this.replicas.handOver(name, partition, deadline);
-            moved.push(`${what} (leadership to ${to})`);
-            continue;
-          }
-          const target = this.moveTargetFor(now, partition, {});
-          await this.recordMove(name, partition, target);
-          const outcome = await this.moveOutcome(name, partition, left);
-          if (outcome === "moved") moved.push(what);
-          else throw new Error(outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move");
+          const went = await this.drainPartition(name, partition, what, deadline);
+          if (went !== undefined) moved.push(went);
         } catch (err) {
           stayed.push({ stream: what, why: (err as Error).message });
         }
       }
     }
     return { moved, stayed };
+  }
+
+  /**
+   * Moves one partition led here away for a drain; what it moved (undefined
+   * if it went meanwhile), or throws why it stays. A move that fails (etcd
+   * slow to answer, the target's copy refused) is tried again while the
+   * deadline allows; no node to take it (tags, Kafka listeners, no other
+   * live in-sync replica) is final.
+   */
+  private async drainPartition(name: string, partition: number, what: string, deadline: number): Promise<string | undefined> {
+    const self = this.cluster.self;
+    for (;;) {
+      const p = this.placement(name);
+      if (p === undefined || p.leaders[partition] !== self) return undefined;
+      // A move under way (a client's, a Kafka reassignment, a cancelled one's target clearing it): its end first.
+      if (p.moving !== undefined) {
+        if ((await this.moveOutcome(name, moveOf(p)!.partition, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
+        continue;
+      }
+      if (deadline - performance.now() <= 0) throw new Error("lame_duck_duration ran out");
+      // A replicated partition needs no copy: an in-sync replica takes the leadership over.
+      const replicated = p.replicas !== undefined;
+      const target = replicated ? this.replicas.handOverTarget(name, partition) : this.moveTargetFor(p, partition, {});
+      try {
+        if (replicated) return `${what} (leadership to ${await this.replicas.handOver(name, partition, deadline)})`;
+        await this.recordMove(name, partition, target);
+        const outcome = await this.moveOutcome(name, partition, deadline - performance.now());
+        if (outcome === "moved") return what;
+        throw new Error(outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move");
+      } catch (err) {
+        if (deadline - performance.now() <= DRAIN_RETRY_MS) throw err;
+        this.js.options.log.info(`cluster: lame duck: moving ${what} to ${target} failed (${(err as Error).message}); trying again`);
+        await new Promise((resolve) => setTimeout(resolve, DRAIN_RETRY_MS));
+      }
+    }
   }
 
   /** Waits until a move of a partition led here flips (moved), is cancelled, or `ms` pass. */

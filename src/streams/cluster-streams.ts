@@ -19,6 +19,7 @@
  * (cluster/placement.ts is one): streams/ does not depend on etcd.
  */
 
+import { randomBytes } from "node:crypto";
 import type { Logger } from "../util/log.js";
 import type { JetStream } from "./jetstream.js";
 import { normalizeStreamConfig, sameJson } from "./config.js";
@@ -90,6 +91,18 @@ export function hosts(placed: Pick<PlacedStream, "leaders" | "replicas">, node: 
 export interface PartitionMove {
   partition: number;
   to: string;
+  /** Which move: absent in moves recorded before ids (cluster/placement.ts). */
+  id?: string;
+}
+
+/** A new move of `partition` to `to`, with an id of its own. */
+export function newMove(partition: number, to: string): PartitionMove {
+  return { partition, to, id: randomBytes(6).toString("hex") };
+}
+
+/** Whether `m` is the move `id` names (a move without id, or an ask without one, matches by partition and target alone). */
+export function sameMove(m: PartitionMove | undefined, partition: number, to: string, id: string | undefined): boolean {
+  return m !== undefined && m.partition === partition && m.to === to && (id === undefined || m.id === undefined || m.id === id);
 }
 
 /** The move a placement records, if any. */

@@ -65,7 +65,7 @@ import { DEFAULTS, namedAnswerBytes, ROUTE_PAYLOAD_SLACK } from "../core/options
 import { settled } from "../util/settle.js";
 import type { MessageLog } from "../store/log.js";
 import { appendCopy, appendItems, decodeBatch, encodeBatch, readCopy } from "./copy-batch.js";
-import { moveOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { moveOf, sameMove, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, type Stream } from "./stream.js";
 import type { ConsumerConfig } from "./config.js";
@@ -268,7 +268,13 @@ export class StreamMover {
       const key = keyOf(name, move.partition);
       if (this.copying.has(key)) return;
       this.copying.add(key);
-      void this.copy(name, move.partition, placed.leaders[move.partition], !placed.leaders.includes(self)).finally(() => this.copying.delete(key));
+      void this.copy(name, move.partition, placed.leaders[move.partition], !placed.leaders.includes(self), move.id).finally(() => {
+        this.copying.delete(key);
+        // A later move here recorded while this one's copy ran (this one cancelled, the partition asked for again) is served now.
+        const now = this.host.cluster.directory.get(this.account, name)?.placement;
+        const next = now === undefined ? undefined : moveOf(now);
+        if (!this.closed && next !== undefined && next.to === self && next.id !== move.id) this.placed(this.account, name, now!);
+      });
       return;
     }
     const s = this.host.js.streams.get(name);
@@ -296,7 +302,7 @@ export class StreamMover {
       // target may have been told a final state already.
       if (first && !this.recordedHere.has(name) && !isFrozen(s, p)) {
         this.freezeHere(name, s, p);
-        this.armCancel(name, p, move.to, 0);
+        this.armCancel(name, p, move.to, move.id, 0);
       }
     }
     if (move === undefined) this.recordedHere.delete(name);
@@ -309,8 +315,8 @@ export class StreamMover {
 
   // ---- the target ----
 
-  /** Copies partition `p` of `name` from `leader` and flips the placement; `fresh`: this node hosted nothing of the stream before. */
-  private async copy(name: string, p: number, leader: string, fresh: boolean): Promise<void> {
+  /** Copies partition `p` of `name` from `leader` for move `id` and flips the placement; `fresh`: this node hosted nothing of the stream before. */
+  private async copy(name: string, p: number, leader: string, fresh: boolean, id: string | undefined): Promise<void> {
     const { js, cluster } = this.host;
     const log = js.options.log;
     try {
@@ -324,7 +330,7 @@ export class StreamMover {
       // The leader's limits already shaped what it sends: nothing is evicted meanwhile.
       part.setLimits({});
       await this.pull(name, p, leader, part);
-      const frozen = await this.askFreeze(name, p, leader);
+      const frozen = await this.askFreeze(name, p, leader, id);
       await this.pull(name, p, leader, part);
       for (const seq of frozen.deleted) if (part.has(seq)) await part.delete(seq);
       if (part.state().firstSeq < frozen.first) await part.purge({ upTo: frozen.first });
@@ -339,7 +345,7 @@ export class StreamMover {
       // Doors rebuild what they keep per partition (Kafka's idempotent producers) from the copied log.
       s.arrivals[p] = (s.arrivals[p] ?? 0) + 1;
       // Only a stream of one partition brings consumers (the leader refuses to move a partition of several with them).
-      const consumers = await this.pullConsumers(name, leader, frozen.consumers ?? 0);
+      const consumers = await this.pullConsumers(name, leader, frozen.consumers ?? 0, id);
       // At the leader's state, before the flip; the stream is frozen here until then, so they do not deliver yet.
       // Each is a few durable writes: side by side, a few dozen at a time, to fit many consumers in the freeze's deadline.
       for (let i = 0; i < consumers.length; i += ADOPT_CONCURRENCY) {
@@ -347,8 +353,7 @@ export class StreamMover {
       }
       const self = this.self;
       await cluster.directory.update(this.account, name, (pl) => {
-        const m = moveOf(pl);
-        if (m?.to !== self || m.partition !== p || pl.leaders[p] !== leader) throw new Error("the move was cancelled");
+        if (!sameMove(moveOf(pl), p, self, id) || pl.leaders[p] !== leader) throw new Error("the move was cancelled");
         const next = { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? self : l)) };
         delete next.moving;
         return next;
@@ -357,7 +362,7 @@ export class StreamMover {
       log.info(`cluster: partition ${p} of stream "${name}" of account ${this.account} moved here from ${leader} (${st.messages} messages, sequences ${st.firstSeq}..${st.lastSeq}, ${consumers.length} consumers)`);
     } catch (err) {
       log.warn(`cluster: moving partition ${p} of stream "${name}" of account ${this.account} here from ${leader} failed: ${(err as Error).message}; cancelling the move`);
-      await this.cancel(name, p, this.self).catch(() => undefined);
+      await this.cancel(name, p, this.self, id).catch(() => undefined);
     }
   }
 
@@ -378,12 +383,12 @@ export class StreamMover {
   }
 
   /** Fetches the frozen leader's consumers (readConsumers) and checks that as many came as it said. */
-  private async pullConsumers(name: string, leader: string, expected: number): Promise<ConsumerCopy[]> {
+  private async pullConsumers(name: string, leader: string, expected: number, id: string | undefined): Promise<ConsumerCopy[]> {
     if (expected === 0) return [];
     const out = await readConsumers(async (cursor) => {
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, id })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer for the consumers`);
       return b;
     });
@@ -391,9 +396,9 @@ export class StreamMover {
     return out;
   }
 
-  private async askFreeze(name: string, p: number, leader: string): Promise<FrozenState> {
+  private async askFreeze(name: string, p: number, leader: string, id: string | undefined): Promise<FrozenState> {
     // The answer lists the deleted sequences: it must fit this node's max_payload (its route refuses more, and closes).
-    const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload };
+    const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload, id };
     const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify(body)), REQUEST_MS + QUIET_MS);
     if (b === null) throw new Error(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
@@ -401,11 +406,10 @@ export class StreamMover {
     return r;
   }
 
-  /** Clears a move of partition `p` to `target` from the placement, fenced: fails if the placement changed meanwhile (a flip, another move). */
-  private async cancel(name: string, p: number, target: string): Promise<void> {
+  /** Clears move `id` of partition `p` to `target` from the placement, fenced: fails if the placement changed meanwhile (a flip, another move). */
+  private async cancel(name: string, p: number, target: string, id: string | undefined): Promise<void> {
     await this.host.cluster.directory.update(this.account, name, (pl) => {
-      const m = moveOf(pl);
-      if (m?.to !== target || m.partition !== p) throw new Error("no such move");
+      if (!sameMove(moveOf(pl), p, target, id)) throw new Error("no such move");
       const next = { ...pl };
       delete next.moving;
       return next;
@@ -421,7 +425,7 @@ export class StreamMover {
     const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : subject.startsWith(CONSUMERS) ? CONSUMERS : null;
     if (op === null) return;
     const name = subject.slice(op.length);
-    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown; maxBytes?: unknown };
+    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown; maxBytes?: unknown; id?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -434,6 +438,9 @@ export class StreamMover {
     if (s === undefined || pl === undefined || move?.partition !== partition || pl.leaders[partition] !== this.self || partition >= s.partitions.length) {
       return answerError(`partition ${partition} of stream ${name} is not being moved from ${this.self}`);
     }
+    // A cancelled move's target still at work asks for the freeze or consumers of its successor: refused.
+    const id = typeof req.id === "string" ? req.id : undefined;
+    if (op !== COPY && !sameMove(move, partition, move.to, id)) return answerError(`move ${id} of partition ${partition} of stream ${name} was cancelled`);
     if (op === CONSUMERS) {
       const taken = this.taken.get(name);
       if (taken === undefined || !s.frozen) return answerError(`stream ${name} is not frozen here`);
@@ -441,7 +448,7 @@ export class StreamMover {
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
       return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes)))));
     }
-    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to), req.maxBytes);
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to), id, req.maxBytes);
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
@@ -453,15 +460,15 @@ export class StreamMover {
     return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, maxBytes));
   }
 
-  private async freezeAnswer(s: Stream, name: string, p: number, to: string, maxBytes: unknown): Promise<Buffer> {
+  private async freezeAnswer(s: Stream, name: string, p: number, to: string, id: string | undefined, maxBytes: unknown): Promise<Buffer> {
     const pl = this.host.cluster.directory.get(this.account, name)?.placement;
     const move = pl === undefined ? undefined : moveOf(pl);
-    if (move?.to !== to || move.partition !== p) throw new Error(`partition ${p} of stream ${name} is not being moved to ${to}`);
+    if (!sameMove(move, p, to, id)) throw new Error(`partition ${p} of stream ${name} is not being moved to ${to}`);
     const whole = s.partitions.length === 1;
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
     // From here on (a stream of one partition) the consumers deliver nothing and acks and consumer changes are held (hold()).
     if (!isFrozen(s, p)) this.freezeHere(name, s, p);
-    if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to);
+    if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to, move!.id);
     // A consumer change that began before the freeze ends first: the consumers taken below are then final.
     if (!(await settled(() => (whole ? s.quiet() : s.partitionQuiet(p)) && s.consumerChanges === 0, Date.now() + QUIET_MS, 5))) throw new Error("appends in flight did not settle");
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
@@ -483,7 +490,7 @@ export class StreamMover {
   }
 
   /** A target that does not flip within FREEZE_MS: the move is cancelled (fenced) and, once that shows, the partition unfreezes. */
-  private armCancel(name: string, p: number, to: string, ms = FREEZE_MS): void {
+  private armCancel(name: string, p: number, to: string, id: string | undefined, ms = FREEZE_MS): void {
     const key = keyOf(name, p);
     clearTimeout(this.freezes.get(key));
     const t = setTimeout(() => {
@@ -492,9 +499,9 @@ export class StreamMover {
       if (this.closed || s === undefined || !isFrozen(s, p)) return;
       const pl = this.host.cluster.directory.get(this.account, name)?.placement;
       if (pl === undefined || pl.leaders[p] !== this.self) return; // flipped: the copy here is deleted or not led
-      this.cancel(name, p, to).catch(() => {
+      this.cancel(name, p, to, id).catch(() => {
         // etcd away or a concurrent change: look again in a moment (a flip takes the partition away, a cancel unfreezes it).
-        if (this.host.js.streams.get(name)?.partitionFrozen(p) === true) this.armCancel(name, p, to, 1000);
+        if (this.host.js.streams.get(name)?.partitionFrozen(p) === true) this.armCancel(name, p, to, id, 1000);
       });
     }, ms);
     t.unref();

@@ -1081,6 +1081,17 @@ export class StreamReplicas {
     }
   }
 
+  /** The live, not draining, in-sync replica a partition's leadership would go to (`preferred` if it is one); throws if none. */
+  handOverTarget(name: string, p: number, preferred?: string): string {
+    const directory = this.host.cluster.directory;
+    const isr = directory.get(this.account, name)?.placement.isr?.[p] ?? [];
+    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+    const fit = (n: string): boolean => n !== this.self && directory.isLive(n) && !draining.has(n);
+    const to = preferred !== undefined ? (isr.includes(preferred) && fit(preferred) ? preferred : undefined) : isr.find(fit);
+    if (to === undefined) throw new Error(preferred !== undefined ? `${preferred} is not a live in-sync replica` : "no other in-sync replica is live to take over");
+    return to;
+  }
+
   /**
    * Hands the leadership of partition `p` of `name` to an in-sync replica
    * (a drain, nats-server's leader stepdown): writes are refused from now,
@@ -1093,13 +1104,8 @@ export class StreamReplicas {
     const key = `${name}/${p}`;
     const role = this.roles.get(key);
     if (role?.kind !== "leader") throw new Error("not led here");
+    const to = this.handOverTarget(name, p, preferred);
     const directory = this.host.cluster.directory;
-    const placed = directory.get(this.account, name)?.placement;
-    const isr = placed?.isr?.[p] ?? [];
-    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
-    const fit = (n: string): boolean => n !== this.self && directory.isLive(n) && !draining.has(n);
-    const to = preferred !== undefined ? (isr.includes(preferred) && fit(preferred) ? preferred : undefined) : isr.find(fit);
-    if (to === undefined) throw new Error(preferred !== undefined ? `${preferred} is not a live in-sync replica` : "no other in-sync replica is live to take over");
     const gate = role.gate;
     gate.handingOver = true;
     try {
