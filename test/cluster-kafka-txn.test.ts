@@ -21,6 +21,8 @@ import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { ask, findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { offsetFetch } from "./helpers/kafka-group-requests.js";
+import { ErrorCode } from "../src/protocols/kafka/errors.js";
 import { partitionOfKey } from "../src/protocols/kafka/coordinator-topic.js";
 
 const { Kafka, logLevel } = kafkajs;
@@ -244,7 +246,7 @@ async function groupNotCoordinatedBy(n: NagareServer, not: number, prefix: strin
   return found!;
 }
 
-test("a transaction's offsets of a group another broker coordinates are committed there with it, and dropped with its abort", async () => {
+test("a transaction's offsets of a group another broker coordinates are committed there with it, and dropped with its abort; meanwhile they are unstable there", async (t) => {
   const input = "txn.offsets.in";
   const output = "txn.offsets.out";
   const live = cluster.live();
@@ -257,20 +259,30 @@ test("a transaction's offsets of a group another broker coordinates are committe
     const { groupId, coordinator } = await groupNotCoordinatedBy(live[0], brokerId(live[0]), "offsets-group");
     assert.notEqual(coordinator, brokerId(live[0]));
     const committedOffset = async (): Promise<string> => (await admin.fetchOffsets({ groupId, topics: [input] }))[0].partitions[0].offset;
+    const raw = await RawKafka.open(live.find((n) => brokerId(n) === coordinator)!.kafkaPort!);
+    t.after(() => raw.socket.destroy());
+    const stable = async (): Promise<number[][]> => (await offsetFetch(raw, groupId, input, [0], 7, true)).partitions;
 
     const { producer, close } = await producers(kafka, transactionalId);
     try {
       const committed = await producer.transaction();
       await committed.send({ topic: output, messages: [{ value: "out-1" }] });
       await committed.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: input, partitions: [{ partition: 0, offset: "5" }] }] });
+      // The group's coordinator holds the offset for the transaction another broker coordinates (KIP-447).
+      assert.deepEqual(await stable(), [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "held while the transaction is open");
       await committed.commit();
       assert.equal(await committedOffset(), "5", "the offsets committed with the transaction, at the group's coordinator");
+      assert.deepEqual(await stable(), [[0, 5, ErrorCode.NONE]], "stable once committed");
 
       const aborted = await producer.transaction();
       await aborted.send({ topic: output, messages: [{ value: "out-2" }] });
       await aborted.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: input, partitions: [{ partition: 0, offset: "9" }] }] });
+      assert.deepEqual(await stable(), [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "held again");
       await aborted.abort();
       assert.equal(await committedOffset(), "5", "an aborted transaction's offsets are not committed");
+      // The abort's word to the group's coordinator is not waited for by EndTxn.
+      await waitUntilAsync(async () => (await stable())[0][2] === ErrorCode.NONE, "the aborted transaction's hold to end");
+      assert.deepEqual(await stable(), [[0, 5, ErrorCode.NONE]], "stable once aborted");
     } finally {
       await close();
     }

@@ -12,7 +12,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { RawKafka } from "./helpers/kafka-raw.js";
-import { call, joinGroup, syncAssignment } from "./helpers/kafka-group-requests.js";
+import { call, joinGroup, offsetFetch, syncAssignment, type OffsetFetched } from "./helpers/kafka-group-requests.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
 describe("TxnOffsetCommit v3 (KIP-447)", () => {
@@ -94,6 +94,55 @@ describe("TxnOffsetCommit v3 (KIP-447)", () => {
     assert.equal(await commit(-1, "", null), ErrorCode.NONE, "no consumer named: unchecked, as v0–2");
   });
 
+  test("OffsetFetch v7's require_stable answers UNSTABLE_OFFSET_COMMIT for an offset an open transaction holds, until it commits or aborts", async () => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "kip447.held", numPartitions: 2 }] });
+    await admin.disconnect();
+    const [a, tx] = [await open(), await open()];
+    const group = "kip447-held";
+    const ja = await joinGroup(a, group, "", null);
+    const joined = await joinGroup(a, group, ja.memberId, null);
+    assert.equal(joined.error, ErrorCode.NONE);
+    await syncAssignment(a, group, joined.generation, joined.memberId, [joined.memberId]);
+    const init = await call(tx, 22, 1, (w) => w.nullableString("kip447-held-tx").i32(60_000));
+    init.i32();
+    assert.equal(init.i16(), ErrorCode.NONE);
+    const producerId = init.i64();
+    const epoch = init.i16();
+
+    /** AddOffsetsToTxn, then TxnOffsetCommit (v2) of partition 0's `offset`. */
+    const holdOffset = async (offset: number): Promise<void> => {
+      const added = await call(tx, 25, 1, (w) => w.string("kip447-held-tx").i64(producerId).i16(epoch).string(group));
+      added.i32();
+      assert.equal(added.i16(), ErrorCode.NONE);
+      const r = await call(tx, 28, 2, (w) => {
+        w.string("kip447-held-tx").string(group).i64(producerId).i16(epoch);
+        w.i32(1).string("kip447.held").i32(1).i32(0).i64(offset).i32(-1).nullableString(null);
+      });
+      r.i32();
+      assert.deepEqual(r.array((r) => [r.string(), r.array((r) => [r.i32(), r.i16()])]), [["kip447.held", [[0, ErrorCode.NONE]]]]);
+    };
+    const endTxn = async (commit: boolean): Promise<void> => {
+      const r = await call(tx, 26, 1, (w) => w.string("kip447-held-tx").i64(producerId).i16(epoch).bool(commit));
+      r.i32();
+      assert.equal(r.i16(), ErrorCode.NONE);
+    };
+    const fetch = (version: 6 | 7, requireStable: boolean): Promise<OffsetFetched> => offsetFetch(a, group, "kip447.held", [0, 1], version, requireStable);
+
+    await holdOffset(5);
+    const none = { partitions: [[0, -1, ErrorCode.NONE], [1, -1, ErrorCode.NONE]], error: ErrorCode.NONE };
+    assert.deepEqual(await fetch(7, true), { partitions: [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT], [1, -1, ErrorCode.NONE]], error: ErrorCode.NONE }, "held by the open transaction");
+    assert.deepEqual(await fetch(7, false), none, "not asked to be stable: what is committed");
+    assert.deepEqual(await fetch(6, false), none, "v6");
+    await endTxn(false);
+    assert.deepEqual(await fetch(7, true), none, "aborted: the offset is dropped, and stable");
+    await holdOffset(7);
+    assert.equal((await fetch(7, true)).partitions[0][2], ErrorCode.UNSTABLE_OFFSET_COMMIT, "held again");
+    await endTxn(true);
+    assert.deepEqual(await fetch(7, true), { partitions: [[0, 7, ErrorCode.NONE], [1, -1, ErrorCode.NONE]], error: ErrorCode.NONE }, "committed with the transaction");
+  });
+
   test("librdkafka's consume-transform-produce sends v3 with its consumer's group metadata, and the offsets commit with the transaction", async () => {
     const r = await python(`
 import json
@@ -125,5 +174,57 @@ print(json.dumps({"got": len(got), "committed": committed}))
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").pop()!), { got: 3, committed: [3] });
     assert.match(r.stderr, /Sent TxnOffsetCommitRequest \(v3/, "librdkafka sent v3");
+  });
+
+  test("a read_committed consumer taking partitions over waits for a transaction holding their offsets, then starts at its offsets (OffsetFetch v7)", async () => {
+    const r = await python(`
+import json, logging
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = "${h.broker}"
+admin = AdminClient({"bootstrap.servers": b})
+for f in admin.create_topics([NewTopic("kip447s.in", 1, 1), NewTopic("kip447s.out", 1, 1)]).values(): f.result()
+src = Producer({"bootstrap.servers": b})
+for i in range(10): src.produce("kip447s.in", value=b"v%d" % i)
+src.flush(10)
+conf = {"bootstrap.servers": b, "group.id": "kip447s", "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
+first = Consumer(conf)
+first.subscribe(["kip447s.in"])
+for _ in range(100):
+    m = first.poll(0.2)
+    if m is not None and m.error() is None: break
+first.commit(offsets=[TopicPartition("kip447s.in", 0, 2)], asynchronous=False)
+# The first consumer's transaction takes offset 5; it leaves the group before the transaction ends.
+p = Producer({"bootstrap.servers": b, "transactional.id": "kip447s-tx"})
+p.init_transactions(10)
+p.begin_transaction()
+p.produce("kip447s.out", value=b"out")
+p.send_offsets_to_transaction([TopicPartition("kip447s.in", 0, 5)], first.consumer_group_metadata(), 10)
+first.close()
+class Seen(logging.Handler):
+    unstable = False
+    def emit(self, record):
+        if "UNSTABLE_OFFSET_COMMIT" in record.getMessage() or "nstable offset commit" in record.getMessage(): Seen.unstable = True
+lg = logging.getLogger("rdkafka")
+lg.addHandler(Seen())
+lg.setLevel(logging.DEBUG)
+second = Consumer({**conf, "debug": "cgrp,topic,protocol", "logger": lg})
+second.subscribe(["kip447s.in"])
+committed = False
+start = None
+for _ in range(300):
+    m = second.poll(0.1)
+    if m is not None and m.error() is None:
+        start = m.offset()
+        break
+    # Told the offsets are held: the transaction commits now.
+    if Seen.unstable and not committed:
+        p.commit_transaction(10)
+        committed = True
+second.close()
+print(json.dumps({"unstable": Seen.unstable, "committedFirst": committed, "start": start}))
+`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split("\n").pop()!), { unstable: true, committedFirst: true, start: 5 });
   });
 });

@@ -1,7 +1,8 @@
 /**
  * Consumer-group requests on a raw Kafka connection, for tests that judge
  * the coordinator on the wire: JoinGroup v5, SyncGroup v3, Heartbeat v3
- * (the versions with group.instance.id), one request at a time per connection.
+ * (the versions with group.instance.id), OffsetFetch v6–7 (KIP-447's
+ * require_stable), one request at a time per connection.
  */
 
 import { frame, type RawKafka } from "./kafka-raw.js";
@@ -77,4 +78,41 @@ export async function heartbeat(k: RawKafka, group: string, generation: number, 
   const r = await call(k, 12, 3, (w) => w.string(group).i32(generation).string(memberId).nullableString(instanceId));
   r.i32();
   return r.i16();
+}
+
+export interface OffsetFetched {
+  /** [partition, committed offset, error] each. */
+  partitions: number[][];
+  error: number;
+}
+
+/** OffsetFetch v6 (flexible) or v7 (with require_stable) of partitions of one topic. */
+export async function offsetFetch(k: RawKafka, group: string, topic: string, partitions: number[], version: 6 | 7, requireStable = false): Promise<OffsetFetched> {
+  const r = await call(k, 9, version, (w) => {
+    w.tags(); // request header v2
+    w.compactString(group).arrayLength(1, true).compactString(topic).arrayLength(partitions.length, true);
+    for (const p of partitions) w.i32(p);
+    w.tags();
+    if (version === 7) w.bool(requireStable);
+    w.tags();
+  });
+  r.tags(); // response header v1
+  r.i32(); // throttle
+  const topics = r.array((r) => {
+    const name = r.compactString();
+    const out = r.array((r) => {
+      const p = [r.i32(), Number(r.i64())];
+      r.i32(); // committed_leader_epoch
+      r.compactNullableString();
+      p.push(r.i16());
+      r.tags();
+      return p;
+    }, true);
+    r.tags();
+    return { name, out };
+  }, true);
+  const error = r.i16();
+  r.tags();
+  if (topics.length !== 1 || topics[0].name !== topic) throw new Error(`OffsetFetch answered for ${topics.map((t) => t.name).join(", ")}`);
+  return { partitions: topics[0].out, error };
 }

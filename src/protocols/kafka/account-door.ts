@@ -40,7 +40,7 @@ export class AccountDoor {
     transactions.store = this.txnState;
     if (inCluster(door)) {
       this.withdrawCalls = offerCoordinatorCalls(this);
-      transactions.commitAway = (groupId, entries) => groupCommitAway(this, groupId, entries);
+      transactions.commitAway = (groupId, entries, producerId) => groupCommitAway(this, groupId, entries, producerId);
     }
   }
 

@@ -61,7 +61,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.ListOffsets, [0, 3]],
   [ApiKey.Metadata, [0, 7]],
   [ApiKey.OffsetCommit, [0, 7]],
-  [ApiKey.OffsetFetch, [0, 5]],
+  [ApiKey.OffsetFetch, [0, 7]],
   [ApiKey.FindCoordinator, [0, 2]],
   [ApiKey.JoinGroup, [0, 5]],
   [ApiKey.Heartbeat, [0, 3]],

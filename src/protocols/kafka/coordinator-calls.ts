@@ -35,13 +35,16 @@ interface TxnOffsetsCall extends TxnRequest {
 interface GroupCommitCall {
   groupId: string;
   entries: Entries;
+  /** The transaction's producer, whose hold on the group's offsets ends (absent from older nodes). */
+  producerId?: number;
 }
 
-/** The answer to either call: a Kafka error code; `final`: not worth trying again (why in `reason`). */
+/** The answer to either call: a Kafka error code; `final`: not worth trying again (why in `reason`); TXN_OFFSETS's transaction timeout. */
 interface CallAnswer {
   error: number;
   final?: boolean;
   reason?: string;
+  timeoutMs?: number;
 }
 
 /** Offers this account's two calls to the other nodes; the returned function withdraws them. */
@@ -58,43 +61,49 @@ export function offerCoordinatorCalls(door: AccountDoor): () => void {
 /**
  * TxnOffsetCommit at the group's coordinator: hands the offsets to the
  * transaction's coordinator when that is another broker, and answers with
- * its error code; null when the transaction is coordinated here (or on a
- * single node), to be held here.
+ * its error code and the transaction's timeout; null when the transaction
+ * is coordinated here (or on a single node), to be held here.
  */
-export async function txnOffsetsAway(door: AccountDoor, req: TxnRequest, groupId: string, entries: Entries): Promise<number | null> {
+export async function txnOffsetsAway(door: AccountDoor, req: TxnRequest, groupId: string, entries: Entries): Promise<{ error: number; timeoutMs?: number } | null> {
   const cluster = door.door.cluster;
   if (cluster === null || door.txnState === null || door.transactions.holds(req.transactionalId)) return null;
   const c = door.txnState.coordinator(req.transactionalId);
-  if ("error" in c) return c.error;
+  if ("error" in c) return { error: c.error };
   if (c.id === cluster.nodeId) {
     // Coordinated here, its state maybe still loading: waited for, rather than the id called unknown.
     const error = await coordinatorReady(door, KEY_TYPE_TRANSACTION, req.transactionalId);
-    return error === ErrorCode.NONE ? null : ErrorCode.COORDINATOR_NOT_AVAILABLE;
+    return error === ErrorCode.NONE ? null : { error: ErrorCode.COORDINATOR_NOT_AVAILABLE };
   }
+  let timeoutMs: number | undefined;
   for (const part of chunks(door, entries)) {
     const a = await call(door, c.id, TXN_OFFSETS, { ...req, groupId, entries: part } satisfies TxnOffsetsCall);
     // The transaction's coordinator moving or loading is not the group's: the client is asked to try again here.
-    if (a === null || a.error === ErrorCode.NOT_COORDINATOR) return ErrorCode.COORDINATOR_NOT_AVAILABLE;
-    if (a.error !== ErrorCode.NONE) return a.error;
+    if (a === null || a.error === ErrorCode.NOT_COORDINATOR) return { error: ErrorCode.COORDINATOR_NOT_AVAILABLE };
+    if (a.error !== ErrorCode.NONE) return { error: a.error };
+    timeoutMs = a.timeoutMs;
   }
-  return ErrorCode.NONE;
+  return { error: ErrorCode.NONE, timeoutMs };
 }
 
 /**
- * A committed transaction's offsets of `groupId`, given to the group's
- * coordinator when that is another broker: resolves once stored there (null)
- * or given up for good (why); rejects to be tried again. Null when the group
- * is coordinated here, to be committed here.
+ * A committed transaction's offsets of `groupId` (none for an aborted one),
+ * given to the group's coordinator when that is another broker, which then
+ * no longer holds the group's offsets for `producerId`: resolves once
+ * stored there (null) or given up for good (why); rejects to be tried
+ * again. Null when the group is coordinated here, to be committed here.
  */
-export function groupCommitAway(door: AccountDoor, groupId: string, entries: Entries): Promise<string | null> | null {
+export function groupCommitAway(door: AccountDoor, groupId: string, entries: Entries, producerId: number): Promise<string | null> | null {
   const cluster = door.door.cluster;
   if (cluster === null || door.offsets === null) return null;
   const c = door.offsets.coordinator(groupId);
   if ("error" in c) return Promise.reject(new Error(c.reason));
   if (c.id === cluster.nodeId) return null;
   return (async () => {
-    for (const part of chunks(door, entries)) {
-      const a = await call(door, c.id, GROUP_COMMIT, { groupId, entries: part } satisfies GroupCommitCall);
+    // The hold ends with the last part: no part shows the transaction's offsets stable before all are stored.
+    const parts = chunks(door, entries);
+    for (let i = 0; i < Math.max(1, parts.length); i++) {
+      const last = i >= parts.length - 1;
+      const a = await call(door, c.id, GROUP_COMMIT, { groupId, entries: parts[i] ?? [], ...(last ? { producerId } : {}) } satisfies GroupCommitCall);
       if (a === null) throw new Error(`broker ${c.id}, which coordinates group ${groupId}, did not answer`);
       if (a.final === true) return a.reason ?? `error ${a.error}`;
       if (a.error !== ErrorCode.NONE) throw new Error(`broker ${c.id} did not store the offsets of group ${groupId}: ${a.reason ?? `error ${a.error}`}`);
@@ -110,7 +119,8 @@ async function serveTxnOffsets(door: AccountDoor, body: Buffer): Promise<CallAns
   }
   const refused = await coordinatorReady(door, KEY_TYPE_TRANSACTION, a.transactionalId);
   if (refused !== ErrorCode.NONE) return { error: refused };
-  return { error: door.transactions.commitOffsets({ transactionalId: a.transactionalId, producerId: a.producerId, epoch: a.epoch }, a.groupId, a.entries) };
+  const error = door.transactions.commitOffsets({ transactionalId: a.transactionalId, producerId: a.producerId, epoch: a.epoch }, a.groupId, a.entries);
+  return { error, timeoutMs: door.transactions.timeoutOf(a.transactionalId) };
 }
 
 async function serveGroupCommit(door: AccountDoor, body: Buffer): Promise<CallAnswer> {
@@ -118,10 +128,11 @@ async function serveGroupCommit(door: AccountDoor, body: Buffer): Promise<CallAn
   if (a === null || typeof a.groupId !== "string" || !validEntries(a.entries)) return { error: ErrorCode.INVALID_REQUEST, final: true, reason: "a malformed call" };
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, a.groupId);
   if (refused !== ErrorCode.NONE) return { error: refused, reason: `this broker does not coordinate group ${a.groupId} now` };
-  const group = door.groups.group(a.groupId, true);
-  if (group === null) return { error: ErrorCode.COORDINATOR_NOT_AVAILABLE, final: true, reason: "too many groups" };
+  const group = door.groups.group(a.groupId, a.entries.length > 0);
+  if (group === null) return a.entries.length > 0 ? { error: ErrorCode.COORDINATOR_NOT_AVAILABLE, final: true, reason: "too many groups" } : { error: ErrorCode.NONE };
   try {
-    await group.commit(a.entries);
+    if (a.entries.length > 0) await group.commit(a.entries);
+    if (typeof a.producerId === "number") group.releaseTxn(a.producerId);
     return { error: ErrorCode.NONE };
   } catch (err) {
     return { error: err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.UNKNOWN_SERVER_ERROR, reason: (err as Error).message };

@@ -159,8 +159,8 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
   return true;
 }
 
-export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, topics: asked } = decodeOffsetFetch(r);
+export async function handleOffsetFetch(door: AccountDoor, { version, flexible, r, w }: RequestContext): Promise<boolean> {
+  const { groupId, topics: asked, requireStable } = decodeOffsetFetch(r, version);
   let topics = asked;
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
@@ -176,16 +176,33 @@ export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: Re
     topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
   }
   if (version >= 3) w.i32(0);
-  w.array(topics, (w, t) => {
-    w.string(t.name);
-    w.array(t.partitions, (w, p) => {
-      const c = group?.offsets.get(offsetKey(t.name, p));
-      w.i32(p).i64(c?.offset ?? -1);
-      if (version >= 5) w.i32(-1); // committed_leader_epoch
-      w.nullableString(c?.metadata ?? "").i16(refused);
-    });
-  });
+  w.array(
+    topics,
+    (w, t) => {
+      if (flexible) w.compactString(t.name);
+      else w.string(t.name);
+      w.array(
+        t.partitions,
+        (w, p) => {
+          const key = offsetKey(t.name, p);
+          // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
+          const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
+          const c = unstable ? undefined : group?.offsets.get(key);
+          w.i32(p).i64(c?.offset ?? -1);
+          if (version >= 5) w.i32(-1); // committed_leader_epoch
+          if (flexible) w.compactNullableString(c?.metadata ?? "");
+          else w.nullableString(c?.metadata ?? "");
+          w.i16(unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused);
+          if (flexible) w.tags();
+        },
+        flexible,
+      );
+      if (flexible) w.tags();
+    },
+    flexible,
+  );
   if (version >= 2) w.i16(refused);
+  if (flexible) w.tags();
   return true;
 }
 

@@ -90,6 +90,8 @@ const MAX_SESSION_MS = 30 * 60_000;
 export const MAX_OFFSETS_PER_GROUP = 100_000;
 /** Longest metadata string stored with an offset: Kafka's offset.metadata.max.bytes (which counts characters). */
 export const MAX_OFFSET_METADATA = 4096;
+/** Most transactions whose held offsets one group remembers (holdForTxn). */
+const MAX_TXN_HOLDS = 1024;
 
 export class Group {
   state: GroupState = "Empty";
@@ -103,6 +105,12 @@ export class Group {
   readonly offsets = new Map<string, CommittedOffset>();
   /** Keys with a commit being written to the replicated store, and how many (commit). */
   private readonly pendingKeys = new Map<string, number>();
+  /**
+   * Offsets that open transactions hold (KIP-447), by producer id, until
+   * the transaction ends or `until` (ms since the epoch; a transaction is
+   * aborted by then) passes: OffsetFetch's require_stable.
+   */
+  private readonly txnHolds = new Map<number, { keys: Set<string>; until: number }>();
   private rebalanceTimer: NodeJS.Timeout | null = null;
   /** The generation whose leader's assignments came in (SyncGroup): only its first are taken. */
   private assignedGeneration = -1;
@@ -618,6 +626,37 @@ export class Group {
         else this.pendingKeys.set(k, n);
       }
     }
+  }
+
+  /**
+   * A transaction of producer `producerId` holds offsets `keys` until it
+   * ends (releaseTxn) or `until` passes. At most MAX_TXN_HOLDS producers
+   * are remembered: past that the oldest is forgotten (its offsets read as
+   * stable, as before KIP-447).
+   */
+  holdForTxn(producerId: number, keys: readonly string[], until: number): void {
+    let hold = this.txnHolds.get(producerId);
+    if (hold === undefined) {
+      if (this.txnHolds.size >= MAX_TXN_HOLDS) this.txnHolds.delete(this.txnHolds.keys().next().value!);
+      hold = { keys: new Set(), until };
+      this.txnHolds.set(producerId, hold);
+    }
+    hold.until = until;
+    for (const k of keys) hold.keys.add(k);
+  }
+
+  /** The transaction of `producerId` ended: its offsets are stored (commit) or dropped (abort). */
+  releaseTxn(producerId: number): void {
+    this.txnHolds.delete(producerId);
+  }
+
+  /** Whether an open transaction holds the offset of `key` (UNSTABLE_OFFSET_COMMIT). */
+  heldByTxn(key: string, now = Date.now()): boolean {
+    for (const [producerId, hold] of this.txnHolds) {
+      if (hold.until <= now) this.txnHolds.delete(producerId);
+      else if (hold.keys.has(key)) return true;
+    }
+    return false;
   }
 
   /**

@@ -174,23 +174,32 @@ export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequ
   return { groupId, generation, memberId, instanceId, topics };
 }
 
-// ---- OffsetFetch (9) v0–5 ----
+// ---- OffsetFetch (9) v0–7 ----
 
 export interface OffsetFetchRequest {
   groupId: string;
   /** Null (v2+): every committed offset of the group. */
   topics: Array<{ name: string; partitions: number[] }> | null;
+  /** v7 (KIP-447): a partition whose offset an open transaction holds is answered UNSTABLE_OFFSET_COMMIT. */
+  requireStable: boolean;
 }
 
-export function decodeOffsetFetch(r: Reader): OffsetFetchRequest {
-  const groupId = r.string();
-  const n = r.arrayLength();
+export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
+  const flexible = version >= 6;
+  const groupId = flexible ? r.compactString() : r.string();
+  const n = r.arrayLength(flexible);
   let topics: OffsetFetchRequest["topics"] = null;
   if (n >= 0) {
     topics = [];
-    for (let i = 0; i < n; i++) topics.push({ name: r.string(), partitions: r.array((r) => r.i32()) });
+    for (let i = 0; i < n; i++) {
+      const name = flexible ? r.compactString() : r.string();
+      topics.push({ name, partitions: r.array((r) => r.i32(), flexible) });
+      if (flexible) r.tags();
+    }
   }
-  return { groupId, topics };
+  const requireStable = version >= 7 && r.bool();
+  if (flexible) r.tags();
+  return { groupId, topics, requireStable };
 }
 
 // ---- FindCoordinator (10) v0–2 ----

@@ -106,7 +106,7 @@ export class TransactionCoordinator {
    * group's coordinator when that is another broker (coordinator-calls.ts);
    * null when the group is coordinated here.
    */
-  commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>) => Promise<string | null> | null) | null = null;
+  commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number) => Promise<string | null> | null) | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   private closed = false;
@@ -281,6 +281,11 @@ export class TransactionCoordinator {
     return Buffer.byteLength(JSON.stringify(record)) <= this.js.options.maxPayload - RECORD_ROOM;
   }
 
+  /** The transaction timeout of transactional id `id` held here: its open transaction is aborted within it. */
+  timeoutOf(id: string): number | undefined {
+    return this.txns.get(id)?.timeoutMs;
+  }
+
   /** Whether this broker holds transactional id `id` (in a cluster: coordinates it, its state loaded). */
   holds(id: string): boolean {
     return this.txns.has(id);
@@ -436,13 +441,19 @@ export class TransactionCoordinator {
     }
     await withinMs(Promise.all(reads), INDEX_WAIT_MS);
     this.stillHeld(txn);
-    if (commit) {
-      for (const [groupId, entries] of txn.offsets) {
-        if (entries.size === 0) continue;
+    for (const [groupId, entries] of txn.offsets) {
+      if (entries.size === 0) continue;
+      if (commit) {
         // Retried as markers are (a disk error passes, a group's coordinator moving or down), here or at the group's coordinator.
-        const skipped = await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [...entries]));
+        const skipped = await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [...entries], txn.producerId));
         if (skipped !== null) this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${skipped}`);
         this.stillHeld(txn);
+      } else {
+        // The group stops answering its offsets unstable (KIP-447). Tried once: the hold ends with the transaction's timeout anyway.
+        this.commitGroupOffsets(groupId, [], txn.producerId).then(
+          (skipped) => skipped !== null && this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${skipped}`),
+          (err: Error) => this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${err.message}`),
+        );
       }
     }
     if (wrap) {
@@ -457,17 +468,19 @@ export class TransactionCoordinator {
   }
 
   /**
-   * Commits a transaction's offsets of one group, here or at the group's
-   * coordinator on another broker: null once stored, or why they never will
-   * be; throws to be tried again.
+   * Commits a transaction's offsets of one group (none: it aborted), here or
+   * at the group's coordinator on another broker, which then no longer
+   * holds them for producer `producerId`: null once stored, or why they
+   * never will be; throws to be tried again.
    */
-  private async commitGroupOffsets(groupId: string, entries: Array<[string, CommittedOffset]>): Promise<string | null> {
-    const away = this.commitAway?.(groupId, entries) ?? null;
+  private async commitGroupOffsets(groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number): Promise<string | null> {
+    const away = this.commitAway?.(groupId, entries, producerId) ?? null;
     if (away !== null) return away;
-    const group = this.groups.group(groupId, true);
-    if (group === null) return "too many groups";
+    const group = this.groups.group(groupId, entries.length > 0);
+    if (group === null) return entries.length > 0 ? "too many groups" : null;
     try {
-      await group.commit(entries);
+      if (entries.length > 0) await group.commit(entries);
+      group.releaseTxn(producerId);
       return null;
     } catch (err) {
       // The group's coordinator moved since it was looked up: the next try finds the new one. (The transaction moving is

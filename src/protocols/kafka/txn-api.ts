@@ -11,6 +11,7 @@ import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js
 import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js";
 import { MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
 import { txnOffsetsAway } from "./coordinator-calls.js";
+import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
@@ -85,14 +86,17 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
   const entries: Array<[string, CommittedOffset]> = [];
   for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
   const req = { transactionalId, producerId, epoch };
-  // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
-  const error =
-    refused !== ErrorCode.NONE
-      ? refused
-      : groupId === ""
-        ? ErrorCode.INVALID_GROUP_ID
-        : consumerCheck(door, groupId, generation, memberId, instanceId) ||
-          ((await txnOffsetsAway(door, req, groupId, entries)) ?? door.transactions.commitOffsets(req, groupId, entries));
+  let error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : consumerCheck(door, groupId, generation, memberId, instanceId);
+  if (error === ErrorCode.NONE) {
+    // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
+    const away = await txnOffsetsAway(door, req, groupId, entries);
+    error = away?.error ?? door.transactions.commitOffsets(req, groupId, entries);
+    const timeoutMs = away === null ? door.transactions.timeoutOf(transactionalId) : away.timeoutMs;
+    // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447).
+    if (error === ErrorCode.NONE && entries.length > 0) {
+      door.groups.group(groupId, true)?.holdForTxn(producerId, entries.map(([k]) => k), Date.now() + (timeoutMs ?? MAX_TRANSACTION_TIMEOUT_MS));
+    }
+  }
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
   w.i32(0); // throttle_time_ms
   w.array(
