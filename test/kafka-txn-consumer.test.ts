@@ -26,6 +26,18 @@ describe("TxnOffsetCommit v3 (KIP-447)", () => {
     await h.close();
   });
 
+  /** The start of a confluent-kafka script: topics `input` and `output` of one partition, `records` records in `input` (v0, v1, ...). */
+  const prelude = (input: string, output: string, records: number): string => `
+import json
+from confluent_kafka import Producer, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+b = "${h.broker}"
+admin = AdminClient({"bootstrap.servers": b})
+for f in admin.create_topics([NewTopic("${input}", 1, 1), NewTopic("${output}", 1, 1)]).values(): f.result()
+src = Producer({"bootstrap.servers": b})
+for i in range(${records}): src.produce("${input}", value=b"v%d" % i)
+src.flush(10)`;
+
   async function open(): Promise<RawKafka> {
     const k = await RawKafka.open(h.srv.kafkaPort!);
     conns.push(k);
@@ -144,16 +156,7 @@ describe("TxnOffsetCommit v3 (KIP-447)", () => {
   });
 
   test("librdkafka's consume-transform-produce sends v3 with its consumer's group metadata, and the offsets commit with the transaction", async () => {
-    const r = await python(`
-import json
-from confluent_kafka import Producer, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-b = "${h.broker}"
-admin = AdminClient({"bootstrap.servers": b})
-for f in admin.create_topics([NewTopic("kip447.src", 1, 1), NewTopic("kip447.dst", 1, 1)]).values(): f.result()
-src = Producer({"bootstrap.servers": b})
-for i in range(3): src.produce("kip447.src", value=b"v%d" % i)
-src.flush(10)
+    const r = await python(`${prelude("kip447.src", "kip447.dst", 3)}
 c = Consumer({"bootstrap.servers": b, "group.id": "kip447-etl", "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
 c.subscribe(["kip447.src"])
 got = []
@@ -177,16 +180,8 @@ print(json.dumps({"got": len(got), "committed": committed}))
   });
 
   test("a read_committed consumer taking partitions over waits for a transaction holding their offsets, then starts at its offsets (OffsetFetch v7)", async () => {
-    const r = await python(`
-import json, logging
-from confluent_kafka import Producer, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-b = "${h.broker}"
-admin = AdminClient({"bootstrap.servers": b})
-for f in admin.create_topics([NewTopic("kip447s.in", 1, 1), NewTopic("kip447s.out", 1, 1)]).values(): f.result()
-src = Producer({"bootstrap.servers": b})
-for i in range(10): src.produce("kip447s.in", value=b"v%d" % i)
-src.flush(10)
+    const r = await python(`${prelude("kip447s.in", "kip447s.out", 10)}
+import logging
 conf = {"bootstrap.servers": b, "group.id": "kip447s", "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"}
 first = Consumer(conf)
 first.subscribe(["kip447s.in"])

@@ -267,6 +267,30 @@ export class Writer {
     for (const it of items) write(this, it);
     return this;
   }
+  /**
+   * The response shape of many APIs: topics by name, each with its
+   * partitions written by `write`; flexible versions with compact types and
+   * a tagged-field section after each topic and partition.
+   */
+  topicPartitions<P>(topics: ReadonlyArray<{ name: string; partitions: readonly P[] }>, flexible: boolean, write: (w: Writer, p: P) => void): this {
+    return this.array(
+      topics,
+      (w, t) => {
+        if (flexible) w.compactString(t.name);
+        else w.string(t.name);
+        w.array(
+          t.partitions,
+          (w, p) => {
+            write(w, p);
+            if (flexible) w.tags();
+          },
+          flexible,
+        );
+        if (flexible) w.tags();
+      },
+      flexible,
+    );
+  }
   /** An empty tagged-field section. */
   tags(): this {
     return this.uvarint(0);

@@ -176,31 +176,18 @@ export async function handleOffsetFetch(door: AccountDoor, { version, flexible, 
     topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
   }
   if (version >= 3) w.i32(0);
-  w.array(
-    topics,
-    (w, t) => {
-      if (flexible) w.compactString(t.name);
-      else w.string(t.name);
-      w.array(
-        t.partitions,
-        (w, p) => {
-          const key = offsetKey(t.name, p);
-          // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
-          const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
-          const c = unstable ? undefined : group?.offsets.get(key);
-          w.i32(p).i64(c?.offset ?? -1);
-          if (version >= 5) w.i32(-1); // committed_leader_epoch
-          if (flexible) w.compactNullableString(c?.metadata ?? "");
-          else w.nullableString(c?.metadata ?? "");
-          w.i16(unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused);
-          if (flexible) w.tags();
-        },
-        flexible,
-      );
-      if (flexible) w.tags();
-    },
-    flexible,
-  );
+  // Each partition with its topic's name, to find its offset.
+  const named = topics.map((t) => ({ name: t.name, partitions: t.partitions.map((p) => ({ p, key: offsetKey(t.name, p) })) }));
+  w.topicPartitions(named, flexible, (w, { p, key }) => {
+    // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
+    const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
+    const c = unstable ? undefined : group?.offsets.get(key);
+    w.i32(p).i64(c?.offset ?? -1);
+    if (version >= 5) w.i32(-1); // committed_leader_epoch
+    if (flexible) w.compactNullableString(c?.metadata ?? "");
+    else w.nullableString(c?.metadata ?? "");
+    w.i16(unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused);
+  });
   if (version >= 2) w.i16(refused);
   if (flexible) w.tags();
   return true;

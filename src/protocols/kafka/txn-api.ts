@@ -99,23 +99,7 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
   }
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
   w.i32(0); // throttle_time_ms
-  w.array(
-    results,
-    (w, t) => {
-      if (flexible) w.compactString(t.name);
-      else w.string(t.name);
-      w.array(
-        t.partitions,
-        (w, p) => {
-          w.i32(p.index).i16(p.error);
-          if (flexible) w.tags();
-        },
-        flexible,
-      );
-      if (flexible) w.tags();
-    },
-    flexible,
-  );
+  w.topicPartitions(results, flexible, (w, p) => w.i32(p.index).i16(p.error));
   if (flexible) w.tags();
   return true;
 }
