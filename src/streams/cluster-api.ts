@@ -69,6 +69,8 @@ const PLACEMENT_WAIT_MS = 5000;
 const ROLE_WAIT_MS = 3000;
 const ROLE_CHECK_MS = 20;
 const ROLE_WAITERS_MAX = 4096;
+/** What the requests waiting for a leadership may hold (their bodies), as for those waiting for a route. */
+const ROLE_WAIT_BYTES = 64 << 20;
 /**
  * How long a request for a live node that no route reaches waits for one:
  * a node that just joined is live before its route, and the subscriptions
@@ -201,6 +203,7 @@ export class ClusterApi implements Receiver {
   private readonly replicas: StreamReplicas;
   /** Requests waiting for this node to take up a leadership the placement gave it (awaitLeadership). */
   private roleWaiters: Array<{ name: string; subject: string; body: Buffer; reply: string; until: number }> = [];
+  private roleWaitBytes = 0;
   private roleTimer: NodeJS.Timeout | null = null;
   /** Requests for a live node no route reaches yet (forwardOrWait), in the order they came. */
   private routeWaiters: Array<{ node: string; subject: string; reply: string; body: Buffer; headers: Buffer | undefined; until: number; done: (forwarded: boolean) => void }> = [];
@@ -249,6 +252,7 @@ export class ClusterApi implements Receiver {
     if (this.roleTimer !== null) clearInterval(this.roleTimer);
     this.roleTimer = null;
     this.roleWaiters = [];
+    this.roleWaitBytes = 0;
     const i = this.js.account.subscribeListeners.indexOf(this.onSubscribe);
     if (i >= 0) this.js.account.subscribeListeners.splice(i, 1);
     if (this.routeTimer !== null) clearInterval(this.routeTimer);
@@ -356,11 +360,13 @@ export class ClusterApi implements Receiver {
     // delete done before the leader's gate is up would be done on this copy alone), and what the stream holds (info, gets).
     if (this.replicas.leads(name) || !awaitsLeader(subject)) return false;
     // Another node's STREAM.LIST asking (infos): it counts a stream not answered at once as missing, and waits 2 s at most.
-    if (reply.startsWith(REPLY_PREFIX) || this.roleWaiters.length >= ROLE_WAITERS_MAX) {
+    if (reply.startsWith(REPLY_PREFIX) || this.roleWaiters.length >= ROLE_WAITERS_MAX || this.roleWaitBytes + body.length > ROLE_WAIT_BYTES) {
       this.offline(subject, reply);
       return true;
     }
-    this.roleWaiters.push({ name, subject, body, reply, until: Date.now() + ROLE_WAIT_MS });
+    // A copy: the body may be a view of a connection's read buffer.
+    this.roleWaiters.push({ name, subject, body: Buffer.from(body), reply, until: Date.now() + ROLE_WAIT_MS });
+    this.roleWaitBytes += body.length;
     if (this.roleTimer === null) {
       this.roleTimer = setInterval(() => this.checkRoleWaiters(), ROLE_CHECK_MS);
       this.roleTimer.unref();
@@ -372,6 +378,7 @@ export class ClusterApi implements Receiver {
     const now = Date.now();
     const waiting = this.roleWaiters;
     this.roleWaiters = [];
+    this.roleWaitBytes = 0;
     for (const w of waiting) {
       const p = this.placement(w.name);
       // Led here now, or no longer placed here (served again: forwarded, or refused, as a new request is).
@@ -379,7 +386,10 @@ export class ClusterApi implements Receiver {
         if (!this.forward(p.leaders[0], w.subject, w.reply, w.body, HOP)) this.offline(w.subject, w.reply);
       } else if (this.replicas.leads(w.name) || p === undefined || (p.replicas?.[0]?.length ?? 1) <= 1 || moveOf(p) !== undefined) this.serve(w.subject, w.body, w.reply, null);
       else if (now >= w.until || !this.directory.isLive(this.cluster.self)) this.offline(w.subject, w.reply);
-      else this.roleWaiters.push(w);
+      else {
+        this.roleWaiters.push(w);
+        this.roleWaitBytes += w.body.length;
+      }
     }
     if (this.roleWaiters.length === 0 && this.roleTimer !== null) {
       clearInterval(this.roleTimer);
