@@ -449,11 +449,8 @@ export class TransactionCoordinator {
         if (skipped !== null) this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${skipped}`);
         this.stillHeld(txn);
       } else {
-        // The group stops answering its offsets unstable (KIP-447). Tried once: the hold ends with the transaction's timeout anyway.
-        this.commitGroupOffsets(groupId, [], txn.producerId).then(
-          (skipped) => skipped !== null && this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${skipped}`),
-          (err: Error) => this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${err.message}`),
-        );
+        // The group stops answering its offsets unstable (KIP-447), told in the background: the abort does not wait for it.
+        this.releaseHold(txn.id, groupId, txn.producerId, Date.now() + txn.timeoutMs);
       }
     }
     if (wrap) {
@@ -465,6 +462,24 @@ export class TransactionCoordinator {
     txn.state = "Empty";
     txn.ended = commit ? "commit" : "abort";
     await this.save(txn);
+  }
+
+  /**
+   * Tells a group's coordinator that an aborted transaction no longer
+   * holds its offsets, trying again as a marker is until `until`, when the
+   * hold has ended there anyway.
+   */
+  private releaseHold(txnId: string, groupId: string, producerId: number, until: number): void {
+    const attempt = (delay: number): void => {
+      this.commitGroupOffsets(groupId, [], producerId).then(
+        (skipped) => skipped !== null && this.log(`transaction ${txnId}: aborted, but group ${groupId} was not told: ${skipped}`),
+        (err: Error) => {
+          if (this.closed || Date.now() + delay >= until) this.log(`transaction ${txnId}: aborted, but group ${groupId} was not told: ${err.message}`);
+          else setTimeout(() => attempt(Math.min(2 * delay, MARKER_RETRY_MAX_MS)), delay).unref();
+        },
+      );
+    };
+    attempt(MARKER_RETRY_MIN_MS);
   }
 
   /**
