@@ -205,9 +205,19 @@ test("a node in lame duck moves the streams it leads to the others before it lea
         () => false, // the move flipped first: nothing withdrawn
       );
   });
+  // Another partition of the topic has a move under way that goes nowhere: the drain waits for it to end before it moves
+  // partition 0 (one move per topic at a time).
+  const stuck = topicLeaders().findIndex((l) => l !== "a");
+  assert.ok(stuck > 0, "the topic spread over the nodes");
+  await b.cluster!.placements.update("$G", "spread", (q) => ({ ...q, moving: { partition: stuck, to: "nowhere" } }));
   const drepEpoch = b.cluster!.placements.get("$G", "drep")!.placement.epochs![0];
   const drainStart = performance.now();
   const drained = a.lameDuck();
+  await waitUntil(() => nodeLog(site, "a").some((l) => l.line.includes(`lame duck: spread partition 0 waits for the move of partition ${stuck} of stream spread to nowhere`)), "the drain to wait for the topic's move under way");
+  await b.cluster!.placements.update("$G", "spread", (q) => {
+    delete q.moving;
+    return q;
+  });
   await waitUntil(() => ["d1", "d2", "d3", "drep"].every((s) => leaderOf(b, s) !== undefined && leaderOf(b, s) !== "a") && !topicLeaders().includes("a"), "every movable stream and partition off a", 60_000).catch((err: Error) => {
     // What the nodes said of the drain and its moves, and why: the failure's whole story.
     const said = ["a", "b", "c"].flatMap((n) => nodeLog(site, n).map((l) => `${n}: ${l.line}`)).filter((l) => /lame duck|mov|leav|lease|cancel/.test(l));

@@ -36,7 +36,7 @@ import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
-import { moveOf, newMove, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { moveOf, newMove, sameMove, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
@@ -895,9 +895,13 @@ export class ClusterApi implements Receiver {
     for (;;) {
       const p = this.placement(name);
       if (p === undefined || p.leaders[partition] !== self) return undefined;
-      // A move under way (a client's, a Kafka reassignment, a cancelled one's target clearing it): its end first.
-      if (p.moving !== undefined) {
-        if ((await this.moveOutcome(name, moveOf(p)!.partition, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
+      // A move under way, of this partition or another (a client's, a Kafka reassignment, a cancelled one's target
+      // clearing it): its end first.
+      const under = moveOf(p);
+      if (under !== undefined) {
+        const ended = (q: PlacedStream | undefined): "ended" | undefined => (q === undefined || !sameMove(moveOf(q), under.partition, under.to, under.id) ? "ended" : undefined);
+        this.js.options.log.info(`cluster: lame duck: ${what} waits for the move of partition ${under.partition} of stream ${name} to ${under.to} under way`);
+        if ((await this.untilPlaced(name, ended, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
         continue;
       }
       if (deadline - performance.now() <= 0) throw new Error("lame_duck_duration ran out");
@@ -921,10 +925,11 @@ export class ClusterApi implements Receiver {
   /** Waits until a move of a partition led here flips (moved), is cancelled, or `ms` pass. */
   private moveOutcome(name: string, partition: number, ms: number): Promise<"moved" | "cancelled" | "timeout"> {
     const self = this.cluster.self;
-    const judge = (p: PlacedStream | undefined): "moved" | "cancelled" | undefined => {
-      if (p === undefined || p.leaders[partition] !== self) return "moved";
-      return moveOf(p)?.partition === partition ? undefined : "cancelled";
-    };
+    return this.untilPlaced(name, (p) => (p === undefined || p.leaders[partition] !== self ? "moved" : moveOf(p)?.partition === partition ? undefined : "cancelled"), ms);
+  }
+
+  /** What `judge` says of the stream's placement, once it says something (it is asked at every change), or "timeout" after `ms`. */
+  private untilPlaced<T extends string>(name: string, judge: (p: PlacedStream | undefined) => T | undefined, ms: number): Promise<T | "timeout"> {
     const now = judge(this.placement(name));
     if (now !== undefined) return Promise.resolve(now);
     if (ms <= 0) return Promise.resolve("timeout");
@@ -936,7 +941,7 @@ export class ClusterApi implements Receiver {
         if (outcome !== undefined) finish(outcome);
       };
       const timer = setTimeout(() => finish("timeout"), ms);
-      const finish = (outcome: "moved" | "cancelled" | "timeout"): void => {
+      const finish = (outcome: T | "timeout"): void => {
         clearTimeout(timer);
         listeners.delete(listener);
         resolve(outcome);
