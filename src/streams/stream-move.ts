@@ -154,8 +154,8 @@ const keyOf = (name: string, partition: number): string => `${name}/${partition}
 export class StreamMover {
   /** Partitions this node is copying to itself. */
   private readonly copying = new Set<string>();
-  /** Partitions frozen here for a move, with the timer that cancels a move that does not flip. */
-  private readonly freezes = new Map<string, NodeJS.Timeout>();
+  /** Partitions frozen here for a move, with the timer that cancels a move that does not flip, and the move it was armed for. */
+  private readonly freezes = new Map<string, { timer: NodeJS.Timeout; id: string | undefined }>();
   /** Moves this process recorded as leader (see placed()). */
   private readonly recordedHere = new Set<string>();
   /** Streams whose placement this process has seen settled: a move found at the first sight may predate a restart. */
@@ -176,7 +176,7 @@ export class StreamMover {
   close(): void {
     this.closed = true;
     this.host.cluster.moveListeners.delete(this.listener);
-    for (const t of this.freezes.values()) clearTimeout(t);
+    for (const f of this.freezes.values()) clearTimeout(f.timer);
     this.freezes.clear();
     this.taken.clear();
     this.held.clear();
@@ -234,7 +234,7 @@ export class StreamMover {
   /** The move flipped away from this node: what waits on its consumers goes to the new leader before the copy here is deleted. */
   private handOver(name: string, s: Stream, to: string): void {
     for (let p = 0; p < s.partitions.length; p++) {
-      clearTimeout(this.freezes.get(keyOf(name, p)));
+      clearTimeout(this.freezes.get(keyOf(name, p))?.timer);
       this.freezes.delete(keyOf(name, p));
     }
     this.frozenHere.delete(name);
@@ -289,7 +289,7 @@ export class StreamMover {
       if (move === undefined || move.partition !== p) {
         // Led here with no move of it: a move was cancelled (old leader) or has flipped (new leader).
         if (isFrozen(s, p)) {
-          clearTimeout(this.freezes.get(keyOf(name, p)));
+          clearTimeout(this.freezes.get(keyOf(name, p))?.timer);
           this.freezes.delete(keyOf(name, p));
           thaw(s, p);
           if (move === undefined) s.movedOut = false;
@@ -302,7 +302,7 @@ export class StreamMover {
       // target may have been told a final state already.
       if (first && !this.recordedHere.has(name) && !isFrozen(s, p)) {
         this.freezeHere(name, s, p);
-        this.armCancel(name, p, move.to, move.id, 0);
+        this.armCancel(name, p, move.id, 0);
       }
     }
     if (move === undefined) this.recordedHere.delete(name);
@@ -468,7 +468,10 @@ export class StreamMover {
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
     // From here on (a stream of one partition) the consumers deliver nothing and acks and consumer changes are held (hold()).
     if (!isFrozen(s, p)) this.freezeHere(name, s, p);
-    if (!this.freezes.has(keyOf(name, p))) this.armCancel(name, p, to, move!.id);
+    // Armed for this move: a cancelled one's timer (this node may not have seen the placement without a move between
+    // the two) is armed again for this one.
+    const armed = this.freezes.get(keyOf(name, p));
+    if (armed === undefined || armed.id !== move!.id) this.armCancel(name, p, move!.id);
     // A consumer change that began before the freeze ends first: the consumers taken below are then final.
     if (!(await settled(() => (whole ? s.quiet() : s.partitionQuiet(p)) && s.consumerChanges === 0, Date.now() + QUIET_MS, 5))) throw new Error("appends in flight did not settle");
     if (!whole && s.consumers.size > 0) throw new Error(PARTITION_WITH_CONSUMERS);
@@ -489,23 +492,31 @@ export class StreamMover {
     return answer;
   }
 
-  /** A target that does not flip within FREEZE_MS: the move is cancelled (fenced) and, once that shows, the partition unfreezes. */
-  private armCancel(name: string, p: number, to: string, id: string | undefined, ms = FREEZE_MS): void {
+  /**
+   * A target that does not flip within FREEZE_MS of move `id`'s freeze:
+   * the move of the partition then under way is cancelled (fenced) and,
+   * once that shows, the partition unfreezes. That is `id`, or a successor
+   * that never asked for its freeze (its target gone): either leaves the
+   * partition frozen here until cancelled.
+   */
+  private armCancel(name: string, p: number, id: string | undefined, ms = FREEZE_MS): void {
     const key = keyOf(name, p);
-    clearTimeout(this.freezes.get(key));
-    const t = setTimeout(() => {
+    clearTimeout(this.freezes.get(key)?.timer);
+    const timer = setTimeout(() => {
       this.freezes.delete(key);
       const s = this.host.js.streams.get(name);
       if (this.closed || s === undefined || !isFrozen(s, p)) return;
       const pl = this.host.cluster.directory.get(this.account, name)?.placement;
       if (pl === undefined || pl.leaders[p] !== this.self) return; // flipped: the copy here is deleted or not led
-      this.cancel(name, p, to, id).catch(() => {
+      const current = moveOf(pl);
+      if (current === undefined || current.partition !== p) return; // cancelled: the partition unfreezes as this node sees it (placed())
+      this.cancel(name, p, current.to, current.id).catch(() => {
         // etcd away or a concurrent change: look again in a moment (a flip takes the partition away, a cancel unfreezes it).
-        if (this.host.js.streams.get(name)?.partitionFrozen(p) === true) this.armCancel(name, p, to, id, 1000);
+        if (this.host.js.streams.get(name)?.partitionFrozen(p) === true) this.armCancel(name, p, current.id, 1000);
       });
     }, ms);
-    t.unref();
-    this.freezes.set(key, t);
+    timer.unref();
+    this.freezes.set(key, { timer, id });
   }
 }
 
