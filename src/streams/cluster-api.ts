@@ -656,12 +656,13 @@ export class ClusterApi implements Receiver {
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);
+    const move = target === undefined ? undefined : newMove(0, target);
     if (target !== undefined) this.mover.recording(name);
     try {
       await this.directory.update(this.account, name, (p) => {
         if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
         if (rescale !== undefined && (p.epochs?.[0] ?? 1) !== (before.placement.epochs?.[0] ?? 1)) throw Errors.clusterNotAvailable(); // a failover meanwhile: the client tries again
-        const next: PlacedStream = { ...p, subjects: config.subjects, config, ...(target !== undefined ? { tags: config.placement?.tags ?? [], moving: newMove(0, target) } : {}) };
+        const next: PlacedStream = { ...p, subjects: config.subjects, config, ...(move !== undefined ? { tags: config.placement?.tags ?? [], moving: move } : {}) };
         if (rescale === undefined) return next;
         delete next.replicas;
         delete next.epochs;
@@ -678,7 +679,7 @@ export class ClusterApi implements Receiver {
         .update(this.account, name, (p) => {
           const back = { ...p, subjects: before.placement.subjects, config: before.placement.config, tags: before.placement.tags };
           // A move recorded by this update is withdrawn with it (nothing was copied yet that the leader would give away).
-          if (target !== undefined && moveOf(p)?.to === target && p.leaders[0] === this.cluster.self) delete back.moving;
+          if (move !== undefined && sameMove(moveOf(p), 0, move.to, move.id) && p.leaders[0] === this.cluster.self) delete back.moving;
           return back;
         })
         .catch(() => undefined);
@@ -858,66 +859,79 @@ export class ClusterApi implements Receiver {
     const moved: string[] = [];
     const stayed: Array<{ stream: string; why: string }> = [];
     // Passes until nothing led here is left untried: a stream placed here by a node that had not yet seen this
-    // node draining is found by the next pass.
-    const tried = new Set<string>();
-    for (;;) {
+    // node draining is found by the next pass. A move that failed (etcd slow to answer, the target's copy refused, the
+    // move cancelled) is tried again in the next pass, 250 ms on, so that one stream failing again and again does not
+    // take the others' time.
+    const settled = new Set<string>();
+    const failed = new Map<string, { name: string; partition: number; why: string }>();
+    for (let pass = 0; ; pass++) {
       const todo: Array<{ name: string; partition: number; what: string }> = [];
       for (const p of this.directory.list(this.account)) {
         p.leaders.forEach((l, partition) => {
           const what = p.leaders.length === 1 ? p.stream : `${p.stream} partition ${partition}`;
-          if (l === self && !tried.has(what)) todo.push({ name: p.stream, partition, what });
+          if (l === self && !settled.has(what)) todo.push({ name: p.stream, partition, what });
         });
       }
       if (todo.length === 0) break;
+      if (pass > 0 && failed.size > 0) {
+        if (deadline - performance.now() <= DRAIN_RETRY_MS) break;
+        await new Promise((resolve) => setTimeout(resolve, DRAIN_RETRY_MS));
+      }
       todo.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : x.partition - y.partition));
       for (const { name, partition, what } of todo) {
-        tried.add(what);
         try {
-          const went = await this.drainPartition(name, partition, what, deadline);
-          if (went !== undefined) moved.push(went);
+          const r = await this.drainPartition(name, partition, what, deadline);
+          if (r.failed !== undefined) {
+            if (!failed.has(what)) this.js.options.log.info(`cluster: lame duck: moving ${what} failed (${r.failed}); trying again`);
+            failed.set(what, { name, partition, why: r.failed });
+            continue;
+          }
+          if (r.went !== undefined) moved.push(r.went);
         } catch (err) {
           stayed.push({ stream: what, why: (err as Error).message });
         }
+        failed.delete(what);
+        settled.add(what);
       }
+    }
+    for (const [what, { name, partition, why }] of failed) {
+      if (this.placement(name)?.leaders[partition] === self) stayed.push({ stream: what, why });
     }
     return { moved, stayed };
   }
 
   /**
-   * Moves one partition led here away for a drain; what it moved (undefined
-   * if it went meanwhile), or throws why it stays. A move that fails (etcd
-   * slow to answer, the target's copy refused) is tried again while the
-   * deadline allows; no node to take it (tags, Kafka listeners, no other
-   * live in-sync replica) is final.
+   * One try at moving a partition led here away for a drain: what it
+   * moved (nothing if it went meanwhile) or why the try `failed` (tried
+   * again in the next pass); throws why it stays: no node to take it
+   * (tags, Kafka listeners, no other live in-sync replica).
    */
-  private async drainPartition(name: string, partition: number, what: string, deadline: number): Promise<string | undefined> {
+  private async drainPartition(name: string, partition: number, what: string, deadline: number): Promise<{ went?: string; failed?: string }> {
     const self = this.cluster.self;
     for (;;) {
       const p = this.placement(name);
-      if (p === undefined || p.leaders[partition] !== self) return undefined;
+      if (p === undefined || p.leaders[partition] !== self) return {};
       // A move under way, of this partition or another (a client's, a Kafka reassignment, a cancelled one's target
       // clearing it): its end first.
       const under = moveOf(p);
       if (under !== undefined) {
         const ended = (q: PlacedStream | undefined): "ended" | undefined => (q === undefined || !sameMove(moveOf(q), under.partition, under.to, under.id) ? "ended" : undefined);
         this.js.options.log.info(`cluster: lame duck: ${what} waits for the move of partition ${under.partition} of stream ${name} to ${under.to} under way`);
-        if ((await this.untilPlaced(name, ended, deadline - performance.now())) === "timeout") throw new Error("lame_duck_duration ran out waiting for a move under way");
+        if ((await this.untilPlaced(name, ended, deadline - performance.now())) === "timeout") return { failed: "lame_duck_duration ran out waiting for a move under way" };
         continue;
       }
-      if (deadline - performance.now() <= 0) throw new Error("lame_duck_duration ran out");
+      if (deadline - performance.now() <= 0) return { failed: "lame_duck_duration ran out" };
       // A replicated partition needs no copy: an in-sync replica takes the leadership over.
       const replicated = p.replicas !== undefined;
       const target = replicated ? this.replicas.handOverTarget(name, partition) : this.moveTargetFor(p, partition, {});
       try {
-        if (replicated) return `${what} (leadership to ${await this.replicas.handOver(name, partition, deadline)})`;
+        if (replicated) return { went: `${what} (leadership to ${await this.replicas.handOver(name, partition, deadline)})` };
         await this.recordMove(name, partition, target);
         const outcome = await this.moveOutcome(name, partition, deadline - performance.now());
-        if (outcome === "moved") return what;
-        throw new Error(outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move");
+        if (outcome === "moved") return { went: what };
+        return { failed: outcome === "cancelled" ? `the move to ${target} was cancelled` : "lame_duck_duration ran out during its move" };
       } catch (err) {
-        if (deadline - performance.now() <= DRAIN_RETRY_MS) throw err;
-        this.js.options.log.info(`cluster: lame duck: moving ${what} to ${target} failed (${(err as Error).message}); trying again`);
-        await new Promise((resolve) => setTimeout(resolve, DRAIN_RETRY_MS));
+        return { failed: `moving to ${target}: ${(err as Error).message}` };
       }
     }
   }
