@@ -873,7 +873,8 @@ export class ClusterApi implements Receiver {
         });
       }
       if (todo.length === 0) break;
-      if (pass > 0 && failed.size > 0) {
+      // A pass that tries again what failed waits first; one with only newly found streams does not.
+      if (pass > 0 && todo.some((t) => failed.has(t.what))) {
         if (deadline - performance.now() <= DRAIN_RETRY_MS) break;
         await new Promise((resolve) => setTimeout(resolve, DRAIN_RETRY_MS));
       }
@@ -925,7 +926,7 @@ export class ClusterApi implements Receiver {
       const replicated = p.replicas !== undefined;
       const target = replicated ? this.replicas.handOverTarget(name, partition) : this.moveTargetFor(p, partition, {});
       try {
-        if (replicated) return { went: `${what} (leadership to ${await this.replicas.handOver(name, partition, deadline)})` };
+        if (replicated) return { went: `${what} (leadership to ${await this.replicas.handOver(name, partition, deadline, target)})` };
         await this.recordMove(name, partition, target);
         const outcome = await this.moveOutcome(name, partition, deadline - performance.now());
         if (outcome === "moved") return { went: what };
