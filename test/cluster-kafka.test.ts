@@ -26,7 +26,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import kafkajs from "kafkajs";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { respawnNode, spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
@@ -543,7 +543,7 @@ test("a node killed: its partitions have no leader and clients get clear errors 
   }
 
   // Back under its name: the same broker id, leading its partition again, with what it stored.
-  nodes.set(victimName, await spawnNode(["-c", conf(victimName)]));
+  nodes.set(victimName, await respawnNode(["-c", conf(victimName)]));
   await waitUntilAsync(async () => (await leadersFrom(kafkaPort(nodes.get("a")!), topic))[dead].leader === victimId, "the restarted node to lead its partition again", 15_000);
   const back = await kcat(["-b", bootstrap(), "-C", "-t", topic, "-p", String(dead), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
   assert.equal(back.code, 0, back.stderr);

@@ -19,7 +19,7 @@ import { jetstream, jetstreamManager, StorageType, type JetStreamClient } from "
 import type { NagareServer } from "../src/server/server.js";
 import { FileLog } from "../src/store/file-log.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { respawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 
 let etcd: EtcdHarness;
@@ -41,7 +41,7 @@ cluster { name: ${clusterName} }
 etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
 `,
   );
-  const node = await spawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
+  const node = await respawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
   const live = peers();
   await waitUntil(() => live.every((n) => n.routes!.peers().length === live.length), `a full mesh of ${live.length + 1}`);
   return node;

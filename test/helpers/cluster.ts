@@ -126,6 +126,24 @@ export async function spawnNode(args: string[], limitMs = 20_000): Promise<NodeP
   };
 }
 
+/**
+ * `spawnNode` for a node restarted right after a kill -9: its name is held
+ * by its old lease until etcd expires it. The server waits for that (etcd's
+ * timeouts plus one lease) and then refuses to start, as a Kafka broker does
+ * while its old registration lives; a loaded machine's etcd may take longer,
+ * so this starts it again, as a supervisor would, a few times; so too when
+ * etcd could not be reached (a fault test may have killed its leader).
+ */
+export async function respawnNode(args: string[], limitMs?: number): Promise<NodeProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnNode(args, limitMs);
+    } catch (err) {
+      if (attempt >= 3 || !/is registered in etcd by|cannot (register in|read the cluster's members from) etcd/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
 /** Where a test's JetStream nodes live: its etcd, a directory for their stores, the cluster's name. */
 export interface JetStreamClusterSite {
   etcd: string;

@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts, startEtcdCluster, type EtcdClusterHarness } from "./etcd.js";
 import { FaultNet, type FaultProxy } from "./tcp-proxy.js";
-import { spawnNode, type NodeProcess } from "./cluster.js";
+import { respawnNode, type NodeProcess } from "./cluster.js";
 
 /** The node's lease: etcd's least is 2 s; 3 s leaves a paused node (fenced at 4/5 of it) margin on a loaded machine. */
 export const LEASE_MS = 3000;
@@ -226,26 +226,17 @@ function faultNode(name: string, conf: string, storeDir: string, disk: string | 
     },
     start: async () => {
       if (proc !== undefined) throw new Error(`node ${name} is running`);
-      // Restarted at once after a kill -9, the node finds its name held by its old lease until that
-      // expires; it waits for it (etcd's dial timeout plus a lease), which a loaded machine may exceed.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          startedAt = new Date().toISOString();
-          proc = await spawnNode(["-c", conf, "-p", String(clientPort)], 30_000);
-          live.add(proc);
-          const p = proc;
-          void p.exited.then((code) => {
-            if (proc !== p) return; // killed by the test
-            proc = undefined;
-            live.delete(p);
-            earlier.push(`=== ${name} started ${startedAt}\n${p.output()}=== exited by itself (${code})`);
-            crashes.push(`node ${name} exited by itself (${code}): ${p.output().slice(-3000)}`);
-          });
-          return;
-        } catch (err) {
-          if (attempt >= 3 || !/name|etcd/i.test((err as Error).message)) throw err;
-        }
-      }
+      startedAt = new Date().toISOString();
+      proc = await respawnNode(["-c", conf, "-p", String(clientPort)], 30_000);
+      live.add(proc);
+      const p = proc;
+      void p.exited.then((code) => {
+        if (proc !== p) return; // killed by the test
+        proc = undefined;
+        live.delete(p);
+        earlier.push(`=== ${name} started ${startedAt}\n${p.output()}=== exited by itself (${code})`);
+        crashes.push(`node ${name} exited by itself (${code}): ${p.output().slice(-3000)}`);
+      });
     },
     fillDisk: () => {
       if (disk === null) throw new Error(`node ${name} has no disk of its own (startFaultCluster's diskMb)`);
