@@ -808,6 +808,26 @@ test("an item larger than the follower's route takes (its max_payload below the 
   await a.log.close();
 });
 
+test("an answer cut before a large item is judged by what it carries: the item left out does not count against the follower's max_payload", async () => {
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", () => "", nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] });
+  // A small item, then one near max_payload (a whole Kafka batch of 1 MB): together past FETCH_BYTES, so the answer stops
+  // after the first. Counted with the second, it was "past the follower's max_payload", and the follower never got either.
+  await appendAsync(a.log, { subject: "s", data: Buffer.alloc(200_000, 1) });
+  leader.appended(await appendAsync(a.log, { subject: "s", data: Buffer.alloc(1_000_000, 2) }));
+  const ask = (from: number) =>
+    new Promise<Buffer>((resolve) =>
+      leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: FETCH_BYTES, maxWaitMs: 0, maxPayload: 1024 * 1024 }), resolve),
+    ).then((b) => decodeFetchAnswer(b));
+  const first = await ask(1);
+  assert.deepEqual([first.items.length, first.next], [1, 2]);
+  const second = await ask(2);
+  assert.deepEqual([second.items.length, second.next], [1, 3]);
+  leader.close();
+  await a.log.close();
+});
+
 test("limits: an answer stays within FETCH_BYTES however much is asked; waiters are bounded; bad requests get errors", async () => {
   const nodes: Node[] = [];
   const a = await node("a", "memory", () => "", nodes);

@@ -833,14 +833,16 @@ export class ReplicaLeader {
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
     if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
     opsTo = Math.min(opsTo, this.opEnd);
-    // scanStored passes its byte bound by up to one item: the answer keeps whole items within it (at least one).
+    // scanStored passes its byte bound by up to one item: the answer keeps whole items within it (at least one), and
+    // counts only those (the one left out may be a whole Kafka batch near max_payload: counted, it failed the check below).
     let bytes = EMPTY_BATCH_BYTES;
     for (let i = 0; i < items.length; i++) {
-      bytes += encodedSize(items[i]);
-      if (i > 0 && bytes > limit) {
+      const size = encodedSize(items[i]);
+      if (i > 0 && bytes + size > limit) {
         items = items.slice(0, i);
         break;
       }
+      bytes += size;
     }
     // An item the follower's route would refuse (its max_payload below this node's): sent, it would close the route, and
     // again at every retry. The follower is told instead, and stays behind, out of the ISR, until its max_payload is raised.
