@@ -112,6 +112,11 @@ for (const gen of generations) {
       const t0 = Date.now();
       await assert.rejects(req.request("svc.nobody", enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
       assert.ok(Date.now() - t0 < 2500, "no-responders must not wait for the timeout");
+      // A subject with an empty token reaches nobody either (a KV key such as "a..b" makes one): told at once too.
+      const t1 = Date.now();
+      await assert.rejects(req.request("svc..nobody", enc("x"), { timeout: 5000 }), (err) => gen.isNoResponders(err));
+      assert.ok(Date.now() - t1 < 2500, "no-responders for a malformed subject must not wait for the timeout");
+      assert.equal(dec((await req.request("svc.echo", enc("after"), { timeout: 5000 })).data), "echo:after", "the connection still serves");
     });
 
     test("headers round trip, multi-valued, and headers with an empty body", async () => {

@@ -443,6 +443,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (msg.subject !== this.lastValidSubject) {
       if (!isValidPublishSubject(msg.subject) && (this.pedantic || !isValidSubscribeSubject(msg.subject))) {
         this.sendErr("Invalid Publish Subject");
+        // A request reaches nobody: its client hears so at once, as from nats-server, rather than at its timeout.
+        if (msg.replyEnd > msg.replyStart && this.noResponders) this.sendNoResponders(msg);
         return;
       }
       if (msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX)) {
