@@ -217,26 +217,29 @@ print(repr(seen))
     assert.equal(second.header?.has("Nats-Key") ?? false, false, "a null key has no Nats-Key header");
   });
 
-  test("a batch with a record over max.message.bytes is refused whole (MESSAGE_TOO_LARGE), kept whole or stored record by record; one within it is stored", async () => {
+  test("a batch past the topic's max.message.bytes is refused whole (MESSAGE_TOO_LARGE), as Kafka does, though each record is within it; so is a compressed one with a record past it; one within it is stored", async () => {
     const topic = "batches-too-large";
     await createTopic(topic, [{ name: "max.message.bytes", value: "2048" }]);
     const producer = h.kafka().producer({ retry: { retries: 0 } });
     await producer.connect();
+    const tooLarge = (err: Error & { type?: string }) => err.type === "MESSAGE_TOO_LARGE";
     try {
-      const big = "x".repeat(2049);
+      // Kafka bounds the batch as produced: three records of 900 bytes are within the limit each, not together.
+      await assert.rejects(producer.send({ topic, acks: -1, messages: [1, 2, 3].map(() => ({ value: "z".repeat(900) })) }), tooLarge);
       // Kept whole (no headers), and stored record by record (a Nats-Subject header names the subject).
       for (const headers of [undefined, { "Nats-Subject": topic }]) {
-        await assert.rejects(
-          producer.send({ topic, acks: -1, messages: [{ value: "small" }, { value: big, headers }, { value: "small" }] }),
-          (err: Error & { type?: string }) => err.type === "MESSAGE_TOO_LARGE",
-        );
+        await assert.rejects(producer.send({ topic, acks: -1, messages: [{ value: "small" }, { value: "x".repeat(2049), headers }, { value: "small" }] }), tooLarge);
       }
-      await producer.send({ topic, acks: -1, messages: [{ value: "y".repeat(2048) }, { value: "ok", headers: { "Nats-Subject": topic } }] });
+      // Compressed far below the limit, but the record is past it, and the stream's max_msg_size bounds every message its
+      // NATS readers see: refused too (Kafka would take it).
+      await assert.rejects(producer.send({ topic, acks: -1, compression: CompressionTypes.GZIP, messages: [{ value: "c".repeat(4096) }] }), tooLarge);
+      await producer.send({ topic, acks: -1, messages: [{ value: "y".repeat(1900) }] });
+      await producer.send({ topic, acks: -1, messages: [{ value: "ok", headers: { "Nats-Subject": topic } }] });
     } finally {
       await producer.disconnect();
     }
     const got = await consumeAll(topic, 2);
-    assert.deepEqual(got.map((m) => [Number(m.offset), m.value!.length]), [[0, 2048], [1, 2]], "nothing of the refused batches was stored");
+    assert.deepEqual(got.map((m) => [Number(m.offset), m.value!.length]), [[0, 1900], [1, 2]], "nothing of the refused batches was stored");
   });
 
   test("a record batch past message.max.bytes (max_payload, 1 MiB) is refused whole (MESSAGE_TOO_LARGE), as Kafka does; one within it is stored", async () => {

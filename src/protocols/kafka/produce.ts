@@ -209,10 +209,13 @@ async function prepare(
   // A partition of one replica has an ISR of one, always: Kafka refuses acks=all to it when min.insync.replicas asks for more
   // (a replicated partition's leader checks its ISR as it appends: stream-replicas.ts).
   if (ack === "all" && stream.config.num_replicas <= 1 && minInsyncReplicas(stream.config.metadata) > 1) return failed(index, ErrorCode.NOT_ENOUGH_REPLICAS);
-  // Kafka's message.max.bytes bounds a record batch as produced (compressed), with its 12 bytes of log overhead; here it is
-  // max_payload. A batch kept whole is one item on the wire to a follower, which its route refuses past its max_payload.
-  if (set.length > door.js.options.maxPayload + LOG_OVERHEAD) {
-    door.log.debug(`kafka produce to ${topic}/${index} refused: a record batch of ${set.length} bytes, past message.max.bytes (${door.js.options.maxPayload})`);
+  // Kafka bounds a record batch as produced (compressed, its 12 bytes of log overhead counted) by the topic's max.message.bytes,
+  // whose broker default message.max.bytes is here max_payload (plus that overhead, as Kafka's default 1048588 is). A batch kept
+  // whole is one item on the wire to a follower, which its route refuses past its max_payload.
+  const topicMax = stream.config.max_msg_size > 0 ? stream.config.max_msg_size : Infinity;
+  const batchMax = Math.min(topicMax, door.js.options.maxPayload + LOG_OVERHEAD);
+  if (set.length > batchMax) {
+    door.log.debug(`kafka produce to ${topic}/${index} refused: a record batch of ${set.length} bytes, past max.message.bytes (${batchMax})`);
     return failed(index, ErrorCode.MESSAGE_TOO_LARGE);
   }
   let batch: DecodedBatch | null = null;
