@@ -8,6 +8,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { NoSuitablePeersError, Placements } from "../src/cluster/placement.js";
+import { MetadataStore, REGISTERED_PREFIX } from "../src/cluster/metadata.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startTestNode, uniqueCluster, type TestNode } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -124,5 +125,41 @@ test("a replicated stream's copies go only to nodes with routes (followers fetch
     assert.deepEqual(c.placements.moreReplicas(1, [], new Set([leader])), [leader === "a" ? "b" : "a"]);
   } finally {
     for (const n of [a, b, c]) await n.node.leave();
+  }
+});
+
+test("a node back from a fence is live to itself only once its copy of the metadata has what changed before it registered again", async () => {
+  const cluster = uniqueCluster("back");
+  const [a, b] = await nodes(cluster, [["a", []], ["b", []]]);
+  const copies: MetadataStore[] = [];
+  // A copy of the metadata of a's own, frozen when wanted: a watch that lags behind a's registering again.
+  const copyOfA = async (): Promise<Placements> => {
+    const m = new MetadataStore({ client: a.node.client, metaPrefix: `/nagare-test/${cluster}/meta/`, membership: a.node.membership });
+    copies.push(m);
+    await m.start(5000);
+    return new Placements(m, a.node.membership, "a", cluster);
+  };
+  try {
+    const js = { spread: false, subjects: ["s.>"], origin: "jetstream" as const, config: {} };
+    await a.placements.place("$G", "s", { partitions: 1, ...js });
+    const stale = await copyOfA();
+    assert.equal(stale.leaderOf("$G", "s"), "a");
+    assert.equal(stale.isLive("a"), true);
+    copies[0].close();
+    // b takes the stream over (as it would from a gone), a is fenced and registers again.
+    await b.placements.update("$G", "s", (p) => ({ ...p, leaders: ["b"] }));
+    const registrations = a.node.membership.registrations;
+    a.node.membership.fence("test");
+    await waitUntil(() => a.node.membership.registrations > registrations && a.node.membership.holdsLease(), "a to register again");
+    assert.equal(stale.leaderOf("$G", "s"), "a", "the frozen copy still says a leads");
+    assert.equal(stale.isLive("a"), false, "so a is not live to itself on it: it would serve as the stream's leader");
+    const caughtUp = await copyOfA();
+    assert.equal(caughtUp.leaderOf("$G", "s"), "b");
+    assert.equal(caughtUp.isLive("a"), true);
+    const marker = (await a.node.client.range(`/nagare-test/${cluster}/meta/${REGISTERED_PREFIX}a`)).kvs[0];
+    assert.equal(marker?.lease, a.node.membership.leaseId, "the registration's marker is put under its lease");
+  } finally {
+    for (const m of copies) m.close();
+    for (const n of [a, b]) await n.node.leave();
   }
 });

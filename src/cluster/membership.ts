@@ -91,6 +91,13 @@ export interface MembershipOptions {
   /** Monotonic milliseconds (tests may drive it); default performance.now. */
   now?: () => number;
   log: Logger;
+  /**
+   * A key put with each registration, under the lease, beside the
+   * metadata: a copy of the metadata that has it has every change made
+   * before the registration (`registeredAt`), so a node back after a fence
+   * can tell when its copy says what it still leads.
+   */
+  markerKey?: string;
 }
 
 /**
@@ -156,6 +163,16 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     this.mirror = new PrefixMirror(o.client, o.nodesPrefix, o.log);
     this.mirror.onChange((c) => this.memberChanged(c));
     this.client.on("up", this.onUp);
+  }
+
+  /** The revision of the last registration (0 before the first). */
+  get registeredAt(): number {
+    return this.registeredRevision;
+  }
+
+  /** The etcd key a node registers under (this node's is `key`). */
+  keyOf(name: string): string {
+    return this.o.nodesPrefix + name;
   }
 
   /** Whether this node may act on its lease now: registered, and its local deadline not passed. */
@@ -323,7 +340,8 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     let done = false;
     try {
       const value = JSON.stringify(this.describe());
-      const r = await this.client.txn([{ key: this.key, modRevision: 0 }], [{ put: this.key, value, lease: grant.id }], [{ range: this.key }]);
+      const marker = this.o.markerKey === undefined ? [] : [{ put: this.o.markerKey, value: this.o.name, lease: grant.id }];
+      const r = await this.client.txn([{ key: this.key, modRevision: 0 }], [{ put: this.key, value, lease: grant.id }, ...marker], [{ range: this.key }]);
       if (this.stopped) return;
       if (!r.succeeded) {
         this.holder = r.responses[0]?.kvs[0];

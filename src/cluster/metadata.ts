@@ -23,6 +23,9 @@ import { EtcdUnavailableError, type EtcdClient, type EtcdCompare, type EtcdOp, t
 import type { Membership } from "./membership.js";
 import { PrefixMirror, type MirrorChange } from "./prefix-mirror.js";
 
+/** Below the metadata prefix: each node's registration marker (`Membership`'s `markerKey`), under its lease. */
+export const REGISTERED_PREFIX = "registered/";
+
 export interface MetaEntry {
   /** The key below the metadata prefix. */
   key: string;
@@ -115,6 +118,11 @@ export class MetadataStore {
     return this.mirror.revision;
   }
 
+  /** How long one etcd request may take. */
+  get requestTimeoutMs(): number {
+    return this.client.requestTimeoutMs;
+  }
+
   /** Whether the copy follows etcd now (false while etcd is away: reads are the last known state). */
   get live(): boolean {
     return this.mirror.live;
@@ -150,8 +158,11 @@ export class MetadataStore {
    * does not hold its lease, `MetadataUnavailableError` if etcd does not
    * answer. Resolves with the revision of the change, once `get` reads it
    * (or after the request timeout if the watch is down meanwhile).
+   * `absent`: whole etcd keys, outside the metadata, that must not exist
+   * either (a node's registration, for a change that counts on its
+   * absence): one found is a `ConcurrentChangeError` too.
    */
-  async commit(ops: MetaOp[]): Promise<number> {
+  async commit(ops: MetaOp[], absent: readonly string[] = []): Promise<number> {
     if (ops.length === 0) throw new Error("a metadata change needs at least one operation");
     if (ops.length > MAX_OPS_PER_CHANGE) throw new Error(`a metadata change holds at most ${MAX_OPS_PER_CHANGE} operations (etcd's transaction limit), got ${ops.length}`);
     for (const op of ops) if (op.key === "") throw new Error("a metadata key must not be empty");
@@ -173,6 +184,12 @@ export class MetadataStore {
       compare.push({ key: m.key, lease });
       failure.push({ range: m.key });
     }
+    // A missing key's modification revision is 0.
+    for (const key of absent) {
+      compare.push({ key, modRevision: 0 });
+      failure.push({ range: key });
+    }
+    const absentAt = failure.length - absent.length;
     let r;
     try {
       r = await this.client.txn(compare, success, failure);
@@ -200,6 +217,10 @@ export class MetadataStore {
     for (let i = 0; i < ops.length; i++) {
       const found = r.responses[i]?.kvs[0]?.modRevision ?? 0;
       if (found !== ops[i].expect) throw new ConcurrentChangeError(ops[i].key, ops[i].expect, found);
+    }
+    for (let i = 0; i < absent.length; i++) {
+      const found = r.responses[absentAt + i]?.kvs[0]?.modRevision ?? 0;
+      if (found !== 0) throw new ConcurrentChangeError(absent[i], 0, found);
     }
     throw new Error("etcd refused the metadata change without a failed comparison");
   }

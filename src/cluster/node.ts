@@ -13,7 +13,7 @@
 import type { Logger } from "../util/log.js";
 import { EtcdClient, type EtcdTls } from "./etcd-client.js";
 import { Membership, type MembershipState, type NodeLoad, type NodeRecord } from "./membership.js";
-import { MetadataStore } from "./metadata.js";
+import { MetadataStore, REGISTERED_PREFIX } from "./metadata.js";
 import { Placements } from "./placement.js";
 
 export interface ClusterNodeOptions {
@@ -84,7 +84,16 @@ export class ClusterNode {
   static async start(o: ClusterNodeOptions): Promise<ClusterNode> {
     const client = new EtcdClient({ endpoints: o.etcd.endpoints, tls: o.etcd.tls, dialTimeoutMs: o.etcd.dialTimeoutMs, requestTimeoutMs: o.etcd.requestTimeoutMs });
     const root = clusterRoot(o.etcd.prefix, o.clusterName);
-    const membership = new Membership({ client, nodesPrefix: `${root}nodes/`, name: o.serverName, leaseTtlS: o.etcd.leaseTtlS, describe: o.describe, refreshMs: o.refreshMs, log: o.log });
+    const membership = new Membership({
+      client,
+      nodesPrefix: `${root}nodes/`,
+      markerKey: `${root}meta/${REGISTERED_PREFIX}${o.serverName}`,
+      name: o.serverName,
+      leaseTtlS: o.etcd.leaseTtlS,
+      describe: o.describe,
+      refreshMs: o.refreshMs,
+      log: o.log,
+    });
     const metadata = new MetadataStore({ client, metaPrefix: `${root}meta/`, membership, log: o.log });
     const reach = o.etcd.dialTimeoutMs + o.etcd.requestTimeoutMs;
     try {

@@ -157,22 +157,34 @@ export class Placements {
     return this.get(account, stream)?.placement.leaders[partition];
   }
 
-  /** Whether a node holds its lease now (its key is in etcd, as last seen). */
+  /**
+   * Whether a node holds its lease now (its key is in etcd, as last seen).
+   * This node, once its copy of the metadata has every change made before
+   * it registered too: back after a fence, it may have been replaced as
+   * the leader of what it led, and must not serve as that leader until its
+   * copy says so (its marker, put with the registration, brings the copy
+   * there).
+   */
   isLive(node: string): boolean {
-    if (node === this.self) return this.membership.holdsLease();
+    if (node === this.self) return this.membership.holdsLease() && this.metadata.revision >= this.membership.registeredAt;
     return this.membership.members().some((m) => m.name === node && m.record !== undefined);
   }
 
-  /** Hears every change of the members and of this node's lease (fenced, registered again); returns what stops it. */
+  /**
+   * Hears every change of the members and of this node's lease (fenced;
+   * registered again, told once its copy of the metadata caught up with the
+   * registration, or after a request timeout); returns what stops it.
+   */
   onMembers(listener: () => void): () => void {
     const m = this.membership;
+    const registered = (): void => void this.metadata.waitForRevision(m.registeredAt, this.metadata.requestTimeoutMs).then(listener);
     m.on("members", listener);
     m.on("fenced", listener);
-    m.on("registered", listener);
+    m.on("registered", registered);
     return () => {
       m.off("members", listener);
       m.off("fenced", listener);
-      m.off("registered", listener);
+      m.off("registered", registered);
     };
   }
 
@@ -285,12 +297,21 @@ export class Placements {
     return placement;
   }
 
-  /** Changes a placement if it is still at the revision read (ConcurrentChangeError otherwise). */
-  async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<StreamPlacement> {
+  /**
+   * Changes a placement if it is still at the revision read
+   * (ConcurrentChangeError otherwise). `unregistered`: nodes that must not
+   * be registered in etcd when the change is made (a takeover from a
+   * leader seen gone: this node's view of the members may lag behind a
+   * registration, and the leader registered again leads on).
+   */
+  async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement, unregistered: readonly string[] = []): Promise<StreamPlacement> {
     const e = this.get(account, stream);
     if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
     const next = change(structuredClone(e.placement));
-    await this.metadata.commit([{ key: placementKey(account, stream), expect: e.revision, put: JSON.stringify(next) }]);
+    await this.metadata.commit(
+      [{ key: placementKey(account, stream), expect: e.revision, put: JSON.stringify(next) }],
+      unregistered.map((n) => this.membership.keyOf(n)),
+    );
     return next;
   }
 

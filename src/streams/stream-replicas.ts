@@ -1228,25 +1228,50 @@ export class StreamReplicas {
     role.proposeAt = now + RANK_DELAY_MS * (isr.length + 1);
     const old = role.leader;
     const epoch = role.epoch + 1;
-    this.change(key, name, p, role.epoch, (pl) => {
-      if (pl.leaders[p] !== old || directory.isLive(old)) throw new Error("the leader is back, or another replica took over");
-      const epochs = pl.epochs ?? pl.leaders.map(() => 1);
-      const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
-      epochs[p] = epoch;
-      isrs[p] = isrs[p].filter((n) => n !== old);
-      return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? this.self : l)), epochs, isr: isrs };
-    }, `took over partition ${p} of stream "${name}" from ${old} (not live) in epoch ${epoch}`);
+    // The old leader must still be unregistered when etcd applies the change: this node's view of the members lags, and
+    // a leader that registered again meanwhile (back from a blip of etcd's) leads on, answering from its copy.
+    this.change(
+      key,
+      name,
+      p,
+      role.epoch,
+      (pl) => {
+        if (pl.leaders[p] !== old || directory.isLive(old)) throw new Error("the leader is back, or another replica took over");
+        const epochs = pl.epochs ?? pl.leaders.map(() => 1);
+        const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
+        epochs[p] = epoch;
+        isrs[p] = isrs[p].filter((n) => n !== old);
+        return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? this.self : l)), epochs, isr: isrs };
+      },
+      `took over partition ${p} of stream "${name}" from ${old} (not live) in epoch ${epoch}`,
+      undefined,
+      [old],
+    );
   }
 
   /** One fenced change of the stream's placement, if it is still in `epoch` for partition `p`; refused quietly when it is not. `ended` hears whether it was agreed, or else whether etcd may have applied it without saying so. */
-  private change(key: string, name: string, p: number, epoch: number, edit: (pl: PlacedStream) => PlacedStream, what: string, ended?: (agreed: boolean, maybeApplied: boolean) => void): void {
+  private change(
+    key: string,
+    name: string,
+    p: number,
+    epoch: number,
+    edit: (pl: PlacedStream) => PlacedStream,
+    what: string,
+    ended?: (agreed: boolean, maybeApplied: boolean) => void,
+    unregistered: readonly string[] = [],
+  ): void {
     this.changing.add(key);
     const log = this.host.js.options.log;
     this.host.cluster.directory
-      .update(this.account, name, (pl) => {
-        if ((pl.epochs?.[p] ?? 1) !== epoch) throw new Error("the epoch changed");
-        return edit(pl);
-      })
+      .update(
+        this.account,
+        name,
+        (pl) => {
+          if ((pl.epochs?.[p] ?? 1) !== epoch) throw new Error("the epoch changed");
+          return edit(pl);
+        },
+        unregistered,
+      )
       .then(
         () => {
           log.info(`cluster: ${what}`);
