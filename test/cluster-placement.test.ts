@@ -104,6 +104,34 @@ test("two nodes placing the same stream at once agree on one placement", async (
   }
 });
 
+test("two nodes changing one placement at once both land: the later change is decided again on the earlier", async () => {
+  const cluster = uniqueCluster("change");
+  const [a, b] = await nodes(cluster, [
+    ["a", []],
+    ["b", []],
+  ]);
+  try {
+    await a.placements.place("$G", "both", { partitions: 1, spread: false, subjects: ["both"], origin: "jetstream", config: {} });
+    await waitUntil(() => b.placements.get("$G", "both") !== undefined, "b to see the placement");
+    const seen: string[][] = [];
+    const add = (tag: string) => (p: Parameters<Parameters<Placements["update"]>[2]>[0]) => {
+      seen.push([...p.tags]);
+      return { ...p, tags: [...p.tags, tag] };
+    };
+    // Both read the same revision: one commit wins, the other meets it in etcd before its own copy has it.
+    await Promise.all([a.placements.update("$G", "both", add("from-a")), b.placements.update("$G", "both", add("from-b"))]);
+    await waitUntil(() => a.placements.get("$G", "both")!.placement.tags.length === 2, "a to see both changes");
+    assert.deepEqual([...a.placements.get("$G", "both")!.placement.tags].sort(), ["from-a", "from-b"], "neither change is lost");
+    assert.equal(seen.length, 3, "the loser decided once more, on the winner's placement");
+    assert.equal(seen[2].length, 1);
+    // A change whose key another node removed is not retried: the stream is gone.
+    await a.placements.remove("$G", "both");
+    await assert.rejects(b.placements.update("$G", "both", add("late")), /not placed|changed concurrently/);
+  } finally {
+    for (const n of [a, b]) await n.node.leave();
+  }
+});
+
 test("a replicated stream's copies go only to nodes with routes (followers fetch over them); one copy goes anywhere", async () => {
   const cluster = uniqueCluster("routes");
   const [a, b, c] = await nodes(cluster, [["a", []], ["b", []], ["c", []]], ["a", "b"]);

@@ -19,7 +19,7 @@
  */
 
 import type { Membership } from "./membership.js";
-import type { MetadataStore, MetaChange } from "./metadata.js";
+import { ConcurrentChangeError, type MetadataStore, type MetaChange } from "./metadata.js";
 
 export interface StreamPlacement {
   account: string;
@@ -91,6 +91,8 @@ export class NoSuitablePeersError extends Error {
 }
 
 const PREFIX = "streams/";
+/** A placement changed by another node between this node's read and its write is decided again this many times in all. */
+const UPDATE_ATTEMPTS = 5;
 
 export function placementKey(account: string, stream: string): string {
   return `${PREFIX}${account}/${stream}`;
@@ -298,21 +300,32 @@ export class Placements {
   }
 
   /**
-   * Changes a placement if it is still at the revision read
-   * (ConcurrentChangeError otherwise). `unregistered`: nodes that must not
-   * be registered in etcd when the change is made (a takeover from a
-   * leader seen gone: this node's view of the members may lag behind a
-   * registration, and the leader registered again leads on).
+   * Changes a placement if it is still at the revision read. This node's
+   * copy may lag behind a change another node made (an ISR change right
+   * after a create): that change is waited for and `change` decided again
+   * on it, up to UPDATE_ATTEMPTS times; then ConcurrentChangeError.
+   * `unregistered`: nodes that must not be registered in etcd when the
+   * change is made (a takeover from a leader seen gone: this node's view
+   * of the members may lag behind a registration, and the leader
+   * registered again leads on); one found registered is refused at once.
    */
   async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement, unregistered: readonly string[] = []): Promise<StreamPlacement> {
-    const e = this.get(account, stream);
-    if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
-    const next = change(structuredClone(e.placement));
-    await this.metadata.commit(
-      [{ key: placementKey(account, stream), expect: e.revision, put: JSON.stringify(next) }],
-      unregistered.map((n) => this.membership.keyOf(n)),
-    );
-    return next;
+    const key = placementKey(account, stream);
+    for (let attempt = 1; ; attempt++) {
+      const e = this.get(account, stream);
+      if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
+      const next = change(structuredClone(e.placement));
+      try {
+        await this.metadata.commit(
+          [{ key, expect: e.revision, put: JSON.stringify(next) }],
+          unregistered.map((n) => this.membership.keyOf(n)),
+        );
+        return next;
+      } catch (err) {
+        const raced = err instanceof ConcurrentChangeError && err.key === key && err.found > e.revision;
+        if (!raced || attempt >= UPDATE_ATTEMPTS || !(await this.metadata.waitForRevision(err.found, this.metadata.requestTimeoutMs))) throw err;
+      }
+    }
   }
 
   /** Removes a placement (the stream was deleted); nothing if it is gone already. */

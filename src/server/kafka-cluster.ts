@@ -33,8 +33,6 @@ import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 
 /** The Kafka cluster id every node reports, made by the first broker. */
 const CLUSTER_ID_KEY = "kafka/cluster-id";
-/** A placement changed by another node between our read and our write is tried again this many times. */
-const UPDATE_ATTEMPTS = 5;
 
 export class EtcdKafkaCluster implements KafkaCluster {
   /**
@@ -259,14 +257,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
   }
 
   private async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.node.placements.update(account, stream, change);
-        return;
-      } catch (err) {
-        if ((err as Error).name === "ConcurrentChangeError" && attempt < UPDATE_ATTEMPTS) continue;
-        throw kafkaError(err);
-      }
+    try {
+      await this.node.placements.update(account, stream, change);
+    } catch (err) {
+      throw kafkaError(err);
     }
   }
 }
