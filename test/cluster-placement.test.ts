@@ -174,6 +174,7 @@ test("a node back from a fence is live to itself only once its copy of the metad
     assert.equal(stale.leaderOf("$G", "s"), "a");
     assert.equal(stale.isLive("a"), true);
     copies[0].close();
+    await waitUntil(() => b.placements.get("$G", "s") !== undefined, "b to see the placement");
     // b takes the stream over (as it would from a gone), a is fenced and registers again.
     await b.placements.update("$G", "s", (p) => ({ ...p, leaders: ["b"] }));
     const registrations = a.node.membership.registrations;
