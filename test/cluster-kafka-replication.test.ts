@@ -17,7 +17,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { frame, RawKafka } from "./helpers/kafka-raw.js";
+import { ask as askBroker, fetchResult, fetchV11Frame, frame, RawKafka } from "./helpers/kafka-raw.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
 
@@ -189,6 +189,16 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.ok(!after[0].isr.includes(leaderId), "the old leader is out of the ISR");
   assert.deepEqual(after[0].offline, [leaderId]);
   assert.deepEqual([...after[0].replicas].sort(), ids, "its replicas stay assigned");
+  // KIP-320: the new leader checks the leader epoch a fetch names against its own.
+  const newLeader = live().find((n) => brokerId(n) === after[0].leader)!;
+  const fetchNaming = (epoch: number) => askBroker(newLeader.kafkaPort!, fetchV11Frame(topic, 0, 0, epoch), (r) => fetchResult(r, 11));
+  assert.equal((await fetchNaming(1)).error, 74, "the old epoch: FENCED_LEADER_EPOCH");
+  assert.equal((await fetchNaming(3)).error, 75, "an epoch not reached: UNKNOWN_LEADER_EPOCH");
+  for (const epoch of [2, -1]) {
+    const fetched = await fetchNaming(epoch);
+    assert.equal(fetched.error, 0, `epoch ${epoch}`);
+    assert.ok(fetched.recordBytes > 0, `epoch ${epoch}: records`);
+  }
 
   // The strict topic has two replicas left in sync: acks=all is refused NOT_ENOUGH_REPLICAS (once its leader has seen the ISR shrink), acks=1 taken.
   const impatient = new Kafka({ clientId: "strict", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer({ retry: { retries: 0 } });

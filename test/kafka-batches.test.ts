@@ -14,7 +14,7 @@ import kafkajs from "kafkajs";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { fetchFrame, fetchResult, RawKafka } from "./helpers/kafka-raw.js";
+import { ask, fetchFrame, fetchResult, fetchV11Frame, RawKafka } from "./helpers/kafka-raw.js";
 import { Reader } from "../src/protocols/kafka/codec.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
 
@@ -215,6 +215,21 @@ print(repr(seen))
     assert.equal(second.data.length, 0);
     assert.equal(second.header?.get("Kafka-Value") ?? "", "");
     assert.equal(second.header?.has("Nats-Key") ?? false, false, "a null key has no Nats-Key header");
+  });
+
+  test("a Fetch v11 naming leader epoch 0 (what Metadata shows a single broker's partitions at) or none is served; a later epoch is UNKNOWN_LEADER_EPOCH", async () => {
+    const topic = "epochs-named";
+    await createTopic(topic);
+    await produce(topic, [{ value: "a" }]);
+    const fetchNaming = (epoch: number) => ask(h.srv.kafkaPort!, fetchV11Frame(topic, 0, 0, epoch), (r) => fetchResult(r, 11));
+    for (const epoch of [0, -1]) {
+      const fetched = await fetchNaming(epoch);
+      assert.equal(fetched.error, 0, `epoch ${epoch}`);
+      assert.equal(fetched.highWatermark, 1);
+      assert.ok(fetched.recordBytes > 0, `epoch ${epoch}: the record`);
+    }
+    const refused = await fetchNaming(1);
+    assert.deepEqual([refused.error, refused.recordBytes], [75, 0], "UNKNOWN_LEADER_EPOCH, nothing read");
   });
 
   test("a batch past the topic's max.message.bytes is refused whole (MESSAGE_TOO_LARGE), as Kafka does, though each record is within it; so is a compressed one with a record past it; one within it is stored", async () => {

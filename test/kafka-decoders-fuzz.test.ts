@@ -90,7 +90,7 @@ const GOLDEN_ACL = { resourceType: 2, resourceName: "golden", patternType: 3, pr
 /** What each client was asked to send (capture-frames.ts), API by API. */
 const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [0, (b) => assert.deepEqual([(b as unknown as ProduceRequest).topics.map((t) => [t.name, t.partitions.map((p) => p.index)]), b.acks], [[["golden", [0]]], -1])],
-  [1, (b, f) => assert.deepEqual([b.isolationLevel, b.topics], [1, [{ name: "golden", partitions: [{ index: 0, offset: 0, maxBytes: 1048576 }] }]], f.client)],
+  [1, (b, f) => assert.deepEqual([b.isolationLevel, b.topics], [1, [{ name: "golden", partitions: [{ index: 0, currentLeaderEpoch: -1, offset: 0, maxBytes: 1048576 }] }]], f.client)],
   [2, (b) => assert.deepEqual(b.topics, [{ name: "golden", partitions: [{ index: 0, timestamp: -2 }] }])],
   [3, (b, f) => assert.deepEqual(b, isKafkaJs(f) ? { topics: null, allowAutoTopicCreation: false } : { topics: ["golden"], allowAutoTopicCreation: true })],
   [

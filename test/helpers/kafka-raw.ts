@@ -1,5 +1,6 @@
 /** A raw Kafka protocol client for tests that must send what no real client would: frames built by hand, read back one by one. */
 
+import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { Reader, Writer } from "../../src/protocols/kafka/codec.js";
 import { crc32c } from "../../src/store/crc32c.js";
@@ -38,6 +39,30 @@ export function fetchFrame(topic: string, partition: number, offset: number, opt
   const { maxWaitMs = 0, minBytes = 1, maxBytes = 2 ** 31 - 1, partitionMaxBytes = 2 ** 31 - 1 } = opts;
   return frame(1, 4, (w) =>
     w.i32(-1).i32(maxWaitMs).i32(minBytes).i32(maxBytes).i8(0).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(offset).i32(partitionMaxBytes),
+  );
+}
+
+/** Fetch v11 of one partition from `offset`, naming the leader epoch the client knows (KIP-320; -1: none). */
+export function fetchV11Frame(topic: string, partition: number, offset: number, currentLeaderEpoch: number): Buffer {
+  return frame(1, 11, (w) =>
+    w
+      .i32(-1) // replica_id
+      .i32(0) // max_wait_ms
+      .i32(1) // min_bytes
+      .i32(2 ** 31 - 1)
+      .i8(0) // isolation_level
+      .i32(0) // session_id
+      .i32(-1) // session_epoch: a full fetch, no session
+      .arrayLength(1)
+      .string(topic)
+      .arrayLength(1)
+      .i32(partition)
+      .i32(currentLeaderEpoch)
+      .i64(offset)
+      .i64(-1) // log_start_offset
+      .i32(2 ** 31 - 1)
+      .arrayLength(0) // forgotten_topics_data
+      .string(""), // rack_id
   );
 }
 
@@ -184,9 +209,13 @@ export function produceResult(r: Reader): { error: number; baseOffset: number } 
   return { error, baseOffset: r.i64() };
 }
 
-/** Error code, high watermark and record-set bytes of a one-partition fetch v4 response. */
-export function fetchResult(r: Reader): { error: number; highWatermark: number; recordBytes: number } {
+/** Error code, high watermark and record-set bytes of a one-partition fetch response, v4 or (`version` 11) v11. */
+export function fetchResult(r: Reader, version: 4 | 11 = 4): { error: number; highWatermark: number; recordBytes: number } {
   r.i32(); // throttle_time_ms
+  if (version === 11) {
+    assert.equal(r.i16(), 0, "the fetch's top-level error");
+    r.i32(); // session_id
+  }
   r.i32(); // topics
   r.string();
   r.i32(); // partitions
@@ -194,7 +223,9 @@ export function fetchResult(r: Reader): { error: number; highWatermark: number; 
   const error = r.i16();
   const highWatermark = r.i64();
   r.i64(); // last stable offset
+  if (version === 11) r.i64(); // log start offset
   const aborted = r.i32();
   for (let i = 0; i < aborted; i++) r.raw(16);
+  if (version === 11) r.i32(); // preferred_read_replica
   return { error, highWatermark, recordBytes: r.i32() };
 }

@@ -134,6 +134,23 @@ export function ledPartition(door: AccountDoor, topic: string, index: number): S
   return stream;
 }
 
+/**
+ * KIP-320: a client that names the leader epoch it knows (≥ 0) is told when
+ * this broker's differs, as Kafka's partition leader does: an older one is
+ * FENCED_LEADER_EPOCH (its metadata is stale), a newer one
+ * UNKNOWN_LEADER_EPOCH (this broker's is: a leader replaced while it was
+ * cut off serves nothing to a client that has seen its successor). Both make
+ * the client refresh its metadata. NONE when they agree or none is named;
+ * the epoch Metadata shows (0 for a partition never replicated).
+ */
+export function leaderEpochError(door: AccountDoor, topic: string, index: number, clientEpoch: number): number {
+  if (clientEpoch < 0) return ErrorCode.NONE;
+  const cluster = door.door.cluster;
+  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
+  const epoch = placed === undefined || placed.topic !== topic ? 0 : (placed.epochs[index] ?? 0);
+  return clientEpoch < epoch ? ErrorCode.FENCED_LEADER_EPOCH : clientEpoch > epoch ? ErrorCode.UNKNOWN_LEADER_EPOCH : ErrorCode.NONE;
+}
+
 /** How many partitions a topic has, in the cluster or here; undefined when it does not exist. */
 export function partitionCount(door: Pick<AccountDoor, "door" | "account" | "js">, topic: string): number | undefined {
   const cluster = door.door.cluster;

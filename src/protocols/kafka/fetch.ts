@@ -22,7 +22,7 @@ import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
-import { ledPartition } from "./cluster.js";
+import { leaderEpochError, ledPartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
 import type { Stream } from "../../streams/stream.js";
@@ -35,6 +35,7 @@ const MAX_MESSAGES_PER_PARTITION = 4096;
 
 interface PartitionFetch {
   index: number;
+  currentLeaderEpoch: number;
   offset: number;
   maxBytes: number;
 }
@@ -151,9 +152,10 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         continue;
       }
       const led = ledPartition(door, t.name, p.index);
-      if (typeof led === "number") {
-        if (led !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
-        outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
+      const refused = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
+      if (typeof led === "number" || refused !== ErrorCode.NONE) {
+        if (refused !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
+        outs.push({ index: p.index, error: refused, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
         continue;
       }
       const stream = led;

@@ -80,7 +80,8 @@ export interface FetchRequest {
   minBytes: number;
   maxBytes: number;
   isolationLevel: number;
-  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; maxBytes: number }> }>;
+  /** `currentLeaderEpoch` (v9+, KIP-320): the leader epoch the client knows, -1 when it knows none (checked only when ≥ 0). */
+  topics: Array<{ name: string; partitions: Array<{ index: number; currentLeaderEpoch: number; offset: number; maxBytes: number }> }>;
 }
 
 export function decodeFetch(r: Reader, version: number): FetchRequest {
@@ -97,10 +98,10 @@ export function decodeFetch(r: Reader, version: number): FetchRequest {
     name: r.string(),
     partitions: r.array((r) => {
       const index = r.i32();
-      if (version >= 9) r.i32(); // current_leader_epoch
+      const currentLeaderEpoch = version >= 9 ? r.i32() : -1;
       const offset = r.i64();
       if (version >= 5) r.i64(); // log_start_offset (followers only)
-      return { index, offset, maxBytes: r.i32() };
+      return { index, currentLeaderEpoch, offset, maxBytes: r.i32() };
     }),
   }));
   if (version >= 7) r.array((r) => (r.string(), r.array((r) => r.i32()))); // forgotten_topics_data
