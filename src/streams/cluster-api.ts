@@ -652,6 +652,7 @@ export class ClusterApi implements Receiver {
     // Refused before the placement changes: every node hosting it follows the placement's config.
     const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
+    // Checked here, so a rescale that cannot be made is refused before anything changes; made below on the placement etcd has.
     const rescale = this.js.stream(name).config.num_replicas !== config.num_replicas ? this.rescaled(before.placement, config) : undefined;
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
@@ -667,7 +668,9 @@ export class ClusterApi implements Receiver {
         delete next.replicas;
         delete next.epochs;
         delete next.isr;
-        return { ...next, ...rescale };
+        // Decided on the placement as etcd has it: this may run again after another change (the leader's ISR change in
+        // this epoch), and an ISR read before it must not be written back.
+        return { ...next, ...this.rescaled(p, config) };
       });
     } catch (err) {
       throw clusterError(err);
