@@ -6,6 +6,12 @@
  *
  * The reader throws KafkaDecodeError on any read past the frame: a request
  * that lies about a length is refused, never read beyond.
+ *
+ * Both carry a `flexible` mode, set from the request header: in a flexible
+ * version every STRING, BYTES and ARRAY field is compact, so `string()`,
+ * `nullableBytes()`, `array()` and the rest read and write the compact form
+ * then, and one decoder or encoder serves both kinds of version with a
+ * `taggedFields()` after each structure (which does nothing otherwise).
  */
 
 export class KafkaDecodeError extends Error {}
@@ -23,6 +29,8 @@ function required(s: string | null): string {
 
 export class Reader {
   pos: number;
+  /** A flexible version's body: compact strings, bytes and arrays (see the top of this file). */
+  flexible = false;
   constructor(
     readonly buf: Buffer,
     start = 0,
@@ -93,7 +101,7 @@ export class Reader {
     return this.buf.toString("utf8", at, at + n);
   }
   nullableString(): string | null {
-    return this.text(this.i16());
+    return this.text(this.flexible ? this.uvarint() - 1 : this.i16());
   }
   string(): string {
     return required(this.nullableString());
@@ -106,7 +114,7 @@ export class Reader {
   }
   /** INT32-length bytes, as a view into the request (copy what must outlive it). */
   nullableBytes(): Buffer | null {
-    const n = this.i32();
+    const n = this.flexible ? this.uvarint() - 1 : this.i32();
     return n < 0 ? null : this.raw(n);
   }
   /** Flexible versions' bytes: unsigned-varint length + 1 (0 for null), as a view. */
@@ -124,16 +132,25 @@ export class Reader {
   }
 
   /** An array length: -1 is null. Bounded by the bytes left, since each element takes at least one. */
-  arrayLength(flexible = false): number {
+  arrayLength(flexible = this.flexible): number {
     const n = flexible ? this.uvarint() - 1 : this.i32();
     if (n > this.remaining) throw new KafkaDecodeError(`array of ${n} elements in ${this.remaining} bytes`);
     return n;
   }
-  array<T>(read: (r: Reader) => T, flexible = false): T[] {
+  array<T>(read: (r: Reader) => T, flexible = this.flexible): T[] {
     const n = this.arrayLength(flexible);
     const out: T[] = [];
     for (let i = 0; i < n; i++) out.push(read(this));
     return out;
+  }
+  /** A flexible version's UUID (topic ids) as 32 hex digits. */
+  uuid(): string {
+    const at = this.need(16);
+    return this.buf.toString("hex", at, at + 16);
+  }
+  /** The tagged-field section that ends a structure in a flexible version; nothing otherwise. */
+  taggedFields(): void {
+    if (this.flexible) this.tags();
   }
   /** Skips a tagged-field section; we know no tags. */
   tags(): void {
@@ -149,6 +166,8 @@ export class Reader {
 export class Writer {
   buf: Buffer;
   pos = 0;
+  /** A flexible version's body: compact strings, bytes and arrays (see the top of this file). */
+  flexible = false;
   constructor(initial = 256) {
     this.buf = Buffer.allocUnsafe(initial);
   }
@@ -217,6 +236,7 @@ export class Writer {
     return this.uvarint(v >= 0 ? v * 2 : -v * 2 - 1);
   }
   nullableString(s: string | null): this {
+    if (this.flexible) return this.compactNullableString(s);
     if (s === null) return this.i16(-1);
     const n = Buffer.byteLength(s);
     this.i16(n);
@@ -240,6 +260,7 @@ export class Writer {
     return this.compactNullableString(s);
   }
   nullableBytes(b: Buffer | null): this {
+    if (this.flexible) return b === null ? this.uvarint(0) : this.compactBytes(b);
     if (b === null) return this.i32(-1);
     this.i32(b.length);
     return this.raw(b);
@@ -259,10 +280,14 @@ export class Writer {
     b.copy(this.buf, at, start, end);
     return this;
   }
-  arrayLength(n: number, flexible = false): this {
+  /** A length of bytes that follow (INT32, or compact in a flexible version). */
+  bytesLength(n: number): this {
+    return this.flexible ? this.uvarint(n + 1) : this.i32(n);
+  }
+  arrayLength(n: number, flexible = this.flexible): this {
     return flexible ? this.uvarint(n + 1) : this.i32(n);
   }
-  array<T>(items: readonly T[], write: (w: Writer, item: T) => void, flexible = false): this {
+  array<T>(items: readonly T[], write: (w: Writer, item: T) => void, flexible = this.flexible): this {
     this.arrayLength(items.length, flexible);
     for (const it of items) write(this, it);
     return this;
@@ -294,6 +319,16 @@ export class Writer {
   /** An empty tagged-field section. */
   tags(): this {
     return this.uvarint(0);
+  }
+  /** The tagged-field section that ends a structure in a flexible version (empty); nothing otherwise. */
+  taggedFields(): this {
+    return this.flexible ? this.uvarint(0) : this;
+  }
+  /** A UUID given as 32 hex digits (all zeros: none). */
+  uuid(hex: string): this {
+    const at = this.room(16);
+    this.buf.write(hex, at, 16, "hex");
+    return this;
   }
   /** Reserves four bytes for a length written later with `patchI32`. */
   reserveI32(): number {

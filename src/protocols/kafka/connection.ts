@@ -447,6 +447,7 @@ export class KafkaConnection implements Connection {
     w.i32(correlationId);
     // ApiVersions answers with response header v0 whatever its version, so that any client can read it.
     if (flexible && apiKey !== ApiKey.ApiVersions) w.tags();
+    w.flexible = flexible;
     let given = false;
     // Once only: a frame given back twice would serve two requests at once.
     const releaseFrame = pooled

@@ -36,7 +36,8 @@ export function decodeRequestHeader(frame: Buffer): RequestHeader {
   let clientId: string | null = null;
   if (supported) {
     clientId = r.nullableString();
-    if (isFlexible(apiKey, version)) r.tags();
+    r.flexible = isFlexible(apiKey, version);
+    r.taggedFields();
   }
   return { apiKey, version, correlationId, clientId, supported, r };
 }
