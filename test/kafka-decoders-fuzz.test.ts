@@ -57,6 +57,8 @@ const clientIdOf = (f: Fixture): string =>
 class TracingReader extends Reader {
   readonly lengths: LengthField[] = [];
   override nullableString(): string | null {
+    // A flexible version's strings are compact (their length a varint, read by compactNullableString's trace below).
+    if (this.flexible) return super.nullableString();
     this.lengths.push({ at: this.pos, width: 2 });
     return super.nullableString();
   }
@@ -65,10 +67,10 @@ class TracingReader extends Reader {
     return super.compactNullableString();
   }
   override nullableBytes(): Buffer | null {
-    this.lengths.push({ at: this.pos, width: 4 });
+    this.lengths.push({ at: this.pos, width: this.flexible ? 1 : 4 });
     return super.nullableBytes();
   }
-  override arrayLength(flexible = false): number {
+  override arrayLength(flexible = this.flexible): number {
     this.lengths.push({ at: this.pos, width: flexible ? 1 : 4 });
     return super.arrayLength(flexible);
   }
@@ -78,6 +80,7 @@ class TracingReader extends Reader {
 function decodeBody(frame: Buffer): { apiKey: number; version: number; clientId: string | null; body: unknown; remaining: number; lengths: LengthField[] } {
   const h = decodeRequestHeader(frame);
   const r = new TracingReader(frame, h.r.pos);
+  r.flexible = h.r.flexible;
   const body = REQUEST_DECODERS.get(h.apiKey)!(r, h.version);
   // The header's client id length sits right after api key, version and correlation id.
   return { apiKey: h.apiKey, version: h.version, clientId: h.clientId, body, remaining: r.remaining, lengths: [{ at: 8, width: 2 }, ...r.lengths] };

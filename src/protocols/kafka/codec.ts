@@ -101,7 +101,7 @@ export class Reader {
     return this.buf.toString("utf8", at, at + n);
   }
   nullableString(): string | null {
-    return this.text(this.flexible ? this.uvarint() - 1 : this.i16());
+    return this.flexible ? this.compactNullableString() : this.text(this.i16());
   }
   string(): string {
     return required(this.nullableString());
