@@ -93,9 +93,9 @@ const GOLDEN_ACL = { resourceType: 2, resourceName: "golden", patternType: 3, pr
 /** What each client was asked to send (capture-frames.ts), API by API. */
 const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [0, (b) => assert.deepEqual([(b as unknown as ProduceRequest).topics.map((t) => [t.name, t.partitions.map((p) => p.index)]), b.acks], [[["golden", [0]]], -1])],
-  [1, (b, f) => assert.deepEqual([b.isolationLevel, b.topics], [1, [{ name: "golden", partitions: [{ index: 0, currentLeaderEpoch: -1, offset: 0, maxBytes: 1048576 }] }]], f.client)],
-  [2, (b) => assert.deepEqual(b.topics, [{ name: "golden", partitions: [{ index: 0, timestamp: -2 }] }])],
-  [3, (b, f) => assert.deepEqual(b, isKafkaJs(f) ? { topics: null, allowAutoTopicCreation: false } : { topics: ["golden"], allowAutoTopicCreation: true })],
+  [1, (b, f) => assert.deepEqual([b.isolationLevel, b.topics], [1, [{ name: "golden", id: null, partitions: [{ index: 0, currentLeaderEpoch: -1, offset: 0, maxBytes: 1048576 }] }]], f.client)],
+  [2, (b) => assert.deepEqual(b.topics, [{ name: "golden", partitions: [{ index: 0, currentLeaderEpoch: -1, timestamp: -2 }] }])],
+  [3, (b, f) => assert.deepEqual(b, isKafkaJs(f) ? { topics: null, topicIds: [], allowAutoTopicCreation: false } : { topics: ["golden"], topicIds: [], allowAutoTopicCreation: true })],
   [
     8,
     (b, f) => {
@@ -106,7 +106,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
     },
   ],
   [9, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0] }], requireStable: false })],
-  [10, (b, f) => assert.deepEqual(b, { key: isKafkaJs(f) ? "golden-group" : "golden-kcat-group", keyType: 0 })],
+  [10, (b, f) => assert.deepEqual(b, { keys: [isKafkaJs(f) ? "golden-group" : "golden-kcat-group"], keyType: 0 })],
   [
     11,
     (b, f) => {
@@ -133,7 +133,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
       ),
   ],
   [20, (b) => assert.deepEqual(b.names, ["golden-tmp"])],
-  [22, (b, f) => assert.deepEqual(b, { transactionalId: null, transactionTimeoutMs: isKafkaJs(f) ? 60_000 : -1 })],
+  [22, (b, f) => assert.deepEqual(b, { transactionalId: null, transactionTimeoutMs: isKafkaJs(f) ? 60_000 : -1, producerId: -1, epoch: -1 })],
   [24, (b) => assert.deepEqual([b.transactionalId, b.epoch, b.topics], ["golden-tx", 0, [{ name: "golden", partitions: [0] }]])],
   [25, (b) => assert.deepEqual([b.transactionalId, b.groupId], ["golden-tx", "golden-group"])],
   [26, (b) => assert.deepEqual([b.transactionalId, b.commit], ["golden-tx", true])],

@@ -141,6 +141,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
       epochs: p.leaders.map((_, i) => p.epochs?.[i] ?? 0),
       subjects: p.subjects,
       config: p.config,
+      created: p.created,
     };
   }
 

@@ -22,6 +22,7 @@ import { ReplicatedTxnState } from "./txn-state-log.js";
 import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 import { TxnIndexes } from "./txn-index.js";
+import { TopicIds } from "./topic-ids.js";
 
 export class AccountDoor {
   private constructor(
@@ -34,6 +35,7 @@ export class AccountDoor {
     /** What each stream's logs say of transactions: the last stable offset, aborted ranges, what NATS readers see. */
     readonly txnIndexes: TxnIndexes,
   ) {
+    this.topicIds = new TopicIds(js.account.name);
     this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
     groups.store = this.offsets;
     this.txnState = inCluster(door) ? new ReplicatedTxnState(this) : null;
@@ -43,6 +45,9 @@ export class AccountDoor {
       transactions.commitAway = (groupId, entries, producerId) => groupCommitAway(this, groupId, entries, producerId);
     }
   }
+
+  /** The account's topic ids (Metadata v10+, Fetch v13+), derived, not stored (topic-ids.ts). */
+  readonly topicIds: TopicIds;
 
   /** Withdraws the calls other brokers make of this one's coordinators (coordinator-calls.ts). */
   private readonly withdrawCalls: (() => void) | null = null;

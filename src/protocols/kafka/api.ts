@@ -1,11 +1,11 @@
 /**
  * The Kafka APIs nagare answers, with the version ranges it advertises in
  * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
- * before it turns a feature on, and end below each API's first flexible
- * version, which no client nagare is tested with sends (ApiVersions v3,
- * DescribeCluster and the partition reassignment APIs, flexible from v0, are
- * the exceptions). docs/KAFKA.md
- * lists them all.
+ * before it turns a feature on, and reach the flexible versions (compact
+ * types, tagged fields: codec.ts) of Kafka 3.5 that clients which speak
+ * nothing older (@platformatic/kafka) need; versions that would bring a
+ * feature nagare does not have (KIP-848's group protocol, KIP-890's
+ * transaction checks) are not advertised. docs/KAFKA.md lists them all.
  */
 
 import type { Reader, Writer } from "./codec.js";
@@ -56,13 +56,13 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   // starts at v0 all the same: librdkafka 2.0 compresses with gzip, snappy or lz4 only when the
   // broker's Produce range includes v0 (else it sends those batches uncompressed); v0–2 requests
   // are answered UNSUPPORTED_FOR_MESSAGE_FORMAT.
-  [ApiKey.Produce, [0, 7]],
-  [ApiKey.Fetch, [4, 11]],
-  [ApiKey.ListOffsets, [0, 3]],
-  [ApiKey.Metadata, [0, 7]],
+  [ApiKey.Produce, [0, 9]],
+  [ApiKey.Fetch, [4, 15]],
+  [ApiKey.ListOffsets, [0, 6]],
+  [ApiKey.Metadata, [0, 12]],
   [ApiKey.OffsetCommit, [0, 7]],
   [ApiKey.OffsetFetch, [0, 7]],
-  [ApiKey.FindCoordinator, [0, 2]],
+  [ApiKey.FindCoordinator, [0, 4]],
   [ApiKey.JoinGroup, [0, 5]],
   [ApiKey.Heartbeat, [0, 3]],
   [ApiKey.LeaveGroup, [0, 3]],
@@ -84,7 +84,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   // Moving a partition to another broker (its one replica); answered on a single node too.
   [ApiKey.AlterPartitionReassignments, [0, 0]],
   [ApiKey.ListPartitionReassignments, [0, 0]],
-  [ApiKey.InitProducerId, [0, 1]],
+  [ApiKey.InitProducerId, [0, 4]],
   [ApiKey.AddPartitionsToTxn, [0, 1]],
   [ApiKey.AddOffsetsToTxn, [0, 1]],
   [ApiKey.EndTxn, [0, 1]],

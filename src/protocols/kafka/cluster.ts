@@ -42,6 +42,8 @@ export interface PlacedTopic {
   subjects: string[];
   /** The stream's configuration, as placed. */
   config: unknown;
+  /** When the stream was placed (an ISO time): the same on every node, so its topic id is (topic-ids.ts). */
+  created: string;
   /** The partition being moved to another broker (AlterPartitionReassignments), and that broker's id; null: none. */
   moving: { partition: number; to: number } | null;
 }
@@ -145,10 +147,15 @@ export function ledPartition(door: AccountDoor, topic: string, index: number): S
  */
 export function leaderEpochError(door: AccountDoor, topic: string, index: number, clientEpoch: number): number {
   if (clientEpoch < 0) return ErrorCode.NONE;
+  const epoch = leaderEpochOf(door, topic, index);
+  return clientEpoch < epoch ? ErrorCode.FENCED_LEADER_EPOCH : clientEpoch > epoch ? ErrorCode.UNKNOWN_LEADER_EPOCH : ErrorCode.NONE;
+}
+
+/** A partition's leader epoch as Metadata shows it: the placement's, 0 for a partition never replicated. */
+export function leaderEpochOf(door: AccountDoor, topic: string, index: number): number {
   const cluster = door.door.cluster;
   const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
-  const epoch = placed === undefined || placed.topic !== topic ? 0 : (placed.epochs[index] ?? 0);
-  return clientEpoch < epoch ? ErrorCode.FENCED_LEADER_EPOCH : clientEpoch > epoch ? ErrorCode.UNKNOWN_LEADER_EPOCH : ErrorCode.NONE;
+  return placed === undefined || placed.topic !== topic ? 0 : (placed.epochs[index] ?? 0);
 }
 
 /** How many partitions a topic has, in the cluster or here; undefined when it does not exist. */

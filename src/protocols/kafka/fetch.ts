@@ -22,9 +22,10 @@ import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
-import { leaderEpochError, ledPartition } from "./cluster.js";
+import { leaderEpochError, leaderEpochOf, ledPartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 import { decodeFetch, decodeListOffsets } from "./requests.js";
+import { topicById } from "./topic-ids.js";
 import type { Stream } from "../../streams/stream.js";
 import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js";
 
@@ -41,7 +42,10 @@ interface PartitionFetch {
 }
 
 interface TopicFetch {
+  /** "" for a topic named (v13+) by an id no topic has. */
   name: string;
+  /** v13+: the topic id it was named by. */
+  id: string | null;
   partitions: PartitionFetch[];
 }
 
@@ -65,6 +69,8 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   const { conn, version, r, w } = ctx;
   const req = decodeFetch(r, version);
   const topics = req.topics;
+  // v13+ names topics by id.
+  for (const t of topics) if (t.id !== null) t.name = topicById(door, t.id) ?? "";
   const readCommitted = req.isolationLevel === READ_COMMITTED;
   // The broker's fetch.max.bytes caps what a client may ask; at least one byte, so that a first record always comes back.
   const want = Math.max(1, Math.min(req.maxBytes, door.options.fetchMaxBytes));
@@ -85,16 +91,23 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   if (version >= 7) w.i16(ErrorCode.NONE).i32(0); // error_code, session_id
   w.arrayLength(topics.length);
   for (let t = 0; t < topics.length; t++) {
-    w.string(topics[t].name);
+    const { name, id } = topics[t];
+    if (id !== null) w.uuid(id);
+    else w.string(name);
+    // An id no topic has: UNKNOWN_TOPIC_ID in each of its partitions, as Kafka answers it.
+    const unknownId = id !== null && name === "";
     w.array(out.results[t], (w, p) => {
-      w.i32(p.index).i16(p.error).i64(p.highWatermark).i64(p.lastStable);
+      w.i32(p.index).i16(unknownId ? ErrorCode.UNKNOWN_TOPIC_ID : p.error).i64(p.highWatermark).i64(p.lastStable);
       if (version >= 5) w.i64(p.logStart);
       if (p.aborted === null) w.arrayLength(-1);
-      else w.array(p.aborted, (w, a) => w.i64(a.producerId).i64(a.first));
+      else w.array(p.aborted, (w, a) => w.i64(a.producerId).i64(a.first).taggedFields());
       if (version >= 11) w.i32(-1); // preferred_read_replica
       writeRecords(w, p.messages);
+      w.taggedFields();
     });
+    w.taggedFields();
   }
+  w.taggedFields();
   return true;
 }
 
@@ -231,11 +244,53 @@ function lastOffsetOf(m: StoredItem): number {
  */
 function writeRecords(w: Writer, messages: StoredItem[]): void {
   if (messages.length === 0) {
-    w.i32(0);
+    w.bytesLength(0);
     return;
   }
+  if (w.flexible) return writeCompactRecords(w, messages);
   const lengthAt = w.reserveI32();
   const start = w.pos;
+  writeBatches(w, messages);
+  w.patchI32(lengthAt, w.pos - start);
+}
+
+/**
+ * A flexible version's record set: its length is a varint ahead of it. When
+ * every item is a batch stored whole (what Kafka producers wrote) the length
+ * is known first; else the batches are framed after room for the longest
+ * varint and moved back over what the length did not need.
+ */
+function writeCompactRecords(w: Writer, messages: StoredItem[]): void {
+  let whole = 0;
+  for (const m of messages) {
+    if (!isForeign(m)) {
+      whole = -1;
+      break;
+    }
+    whole += m.bytes.length;
+  }
+  if (whole >= 0) {
+    w.bytesLength(whole);
+    writeBatches(w, messages);
+    return;
+  }
+  const lengthAt = w.pos;
+  w.grow(MAX_VARINT32);
+  w.pos += MAX_VARINT32;
+  const start = w.pos;
+  writeBatches(w, messages);
+  const length = w.pos - start;
+  w.pos = lengthAt;
+  w.bytesLength(length);
+  w.buf.copy(w.buf, w.pos, start, start + length);
+  w.pos += length;
+}
+
+/** The longest unsigned varint of a 32-bit length. */
+const MAX_VARINT32 = 5;
+
+/** The batches of a record set, as writeRecords describes them. */
+function writeBatches(w: Writer, messages: StoredItem[]): void {
   let run: OutRecord[] = [];
   // The transaction of the records in `run` (producer id -1: none), and of the message at hand.
   let runProducer = -1;
@@ -277,7 +332,6 @@ function writeRecords(w: Writer, messages: StoredItem[]): void {
     run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: isNullValue(m.headers, m.data) ? null : m.data, headers: m.headers });
   }
   flush();
-  w.patchI32(lengthAt, w.pos - start);
 }
 
 /** A control record's key: version 0, then the marker type (0 abort, 1 commit). */
@@ -338,12 +392,13 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
       const parts = [];
       for (const p of t.partitions) {
         if (denied) {
-          parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1 });
+          parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1, epoch: -1 });
           continue;
         }
         const led = ledPartition(door, t.name, p.index);
-        if (typeof led === "number") {
-          parts.push({ index: p.index, error: led, timestamp: -1, offset: -1 });
+        const refused = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
+        if (typeof led === "number" || refused !== ErrorCode.NONE) {
+          parts.push({ index: p.index, error: refused, timestamp: -1, offset: -1, epoch: -1 });
           continue;
         }
         const log = led.partitions[p.index];
@@ -367,7 +422,9 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           if (visible) timestamp = found.timestamp;
           else if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
         }
-        parts.push({ index: p.index, error, timestamp, offset });
+        // v4+: the leader epoch of the offset found. This leader's current one: the epoch a record was written under is not looked
+        // up, and no client can ask to check a position against it (OffsetForLeaderEpoch is not offered).
+        parts.push({ index: p.index, error, timestamp, offset, epoch: offset >= 0 ? leaderEpochOf(door, t.name, p.index) : -1 });
       }
       results.push({ name: t.name, parts });
     }
@@ -380,8 +437,12 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           if (p.offset >= 0) w.arrayLength(1).i64(p.offset);
           else w.arrayLength(0);
         } else w.i64(p.timestamp).i64(p.offset);
+        if (version >= 4) w.i32(p.epoch);
+        w.taggedFields();
       });
+      w.taggedFields();
     });
+    w.taggedFields();
     return true;
   })();
 }

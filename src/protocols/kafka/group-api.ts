@@ -20,29 +20,31 @@ import {
 } from "./requests.js";
 
 export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
-  const { key, keyType } = decodeFindCoordinator(r, version);
+  const { keys, keyType } = decodeFindCoordinator(r, version);
   if (version >= 1) w.i32(0); // throttle_time_ms
-  if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) {
-    w.i16(ErrorCode.INVALID_REQUEST);
-    if (version >= 1) w.nullableString(`unknown coordinator key type ${keyType}`);
-    w.i32(-1).string("").i32(-1);
-    return true;
-  }
   const self = door.options.advertisedHost ?? conn.localHost;
-  // In a cluster: the leader of the key's partition of the offsets topic (offsets-log.ts) or the transaction state topic (txn-state-log.ts).
-  const store = keyType === KEY_TYPE_GROUP ? door.offsets : door.txnState;
-  const found = store !== null ? store.coordinator(key) : null;
-  if (found !== null && "error" in found) {
-    w.i16(found.error);
-    if (version >= 1) w.nullableString(found.reason);
-    w.i32(-1).string("").i32(-1);
-    return true;
+  const answer = (key: string): { error: number; message: string | null; id: number; host: string; port: number } => {
+    if (keyType !== KEY_TYPE_GROUP && keyType !== KEY_TYPE_TRANSACTION) return { error: ErrorCode.INVALID_REQUEST, message: `unknown coordinator key type ${keyType}`, id: -1, host: "", port: -1 };
+    // In a cluster: the leader of the key's partition of the offsets topic (offsets-log.ts) or the transaction state topic (txn-state-log.ts).
+    const store = keyType === KEY_TYPE_GROUP ? door.offsets : door.txnState;
+    const found = store !== null ? store.coordinator(key) : null;
+    if (found !== null && "error" in found) return { error: found.error, message: found.reason, id: -1, host: "", port: -1 };
+    if (found === null || found.id === door.nodeId) return { error: ErrorCode.NONE, message: null, id: door.nodeId, host: self, port: door.port };
+    return { error: ErrorCode.NONE, message: null, id: found.broker.id, host: found.broker.host, port: found.broker.port };
+  };
+  if (version < 4) {
+    const a = answer(keys[0]);
+    w.i16(a.error);
+    if (version >= 1) w.nullableString(a.message);
+    w.i32(a.id).string(a.host).i32(a.port);
+  } else {
+    w.array(keys, (w, key) => {
+      const a = answer(key);
+      w.string(key).i32(a.id).string(a.host).i32(a.port).i16(a.error).nullableString(a.message);
+      w.taggedFields();
+    });
   }
-  const c = found ?? { id: door.nodeId, broker: { id: door.nodeId, host: self, port: door.port } };
-  w.i16(ErrorCode.NONE);
-  if (version >= 1) w.nullableString(null);
-  if (c.id === door.nodeId) w.i32(door.nodeId).string(self).i32(door.port);
-  else w.i32(c.broker.id).string(c.broker.host).i32(c.broker.port);
+  w.taggedFields();
   return true;
 }
 

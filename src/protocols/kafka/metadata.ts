@@ -10,6 +10,7 @@ import { createTopic } from "./admin.js";
 import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf } from "./topics.js";
 import type { PlacedTopic } from "./cluster.js";
 import type { Stream } from "../../streams/stream.js";
+import { creationOf, NO_TOPIC_ID, topicById, topicIdOf } from "./topic-ids.js";
 
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
@@ -36,7 +37,8 @@ export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, 
 }
 
 export async function handleMetadata(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const { topics: names, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
+  const { topics: names, topicIds, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
+  const ids = door.topicIds;
 
   const topics: TopicEntry[] = [];
   if (names === null) {
@@ -44,11 +46,22 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
     const seen = new Set<string>();
     for (const p of placed) {
       seen.add(p.stream);
-      topics.push({ name: p.topic, error: ErrorCode.NONE, partitions: placedPartitions(p) });
+      topics.push({ name: p.topic, id: ids.idOf(p.stream, p.created, p.topic), error: ErrorCode.NONE, partitions: placedPartitions(p) });
     }
-    for (const s of door.js.streams.values()) if (!seen.has(s.config.name)) topics.push({ name: topicOf(s), error: ErrorCode.NONE, partitions: localPartitions(door, s) });
-    topics.sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const s of door.js.streams.values()) {
+      if (seen.has(s.config.name)) continue;
+      const name = topicOf(s);
+      topics.push({ name, id: ids.idOf(s.config.name, creationOf(s), name), error: ErrorCode.NONE, partitions: localPartitions(door, s) });
+    }
+    topics.sort((a, b) => (a.name! < b.name! ? -1 : 1));
   } else {
+    // v10+: topics named by id alone; an id no topic has is UNKNOWN_TOPIC_ID, as Kafka answers it.
+    for (const id of topicIds) {
+      const name = topicById(door, id);
+      const partitions = name === undefined ? undefined : partitionsOf(door, name);
+      if (name === undefined || partitions === undefined) topics.push({ name: null, id, error: ErrorCode.UNKNOWN_TOPIC_ID, partitions: [] });
+      else topics.push({ name, id, error: ErrorCode.NONE, partitions });
+    }
     for (const name of names) {
       let partitions = partitionsOf(door, name);
       let error: number = ErrorCode.NONE;
@@ -62,7 +75,7 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
           if (partitions === undefined && error === ErrorCode.NONE) error = ErrorCode.LEADER_NOT_AVAILABLE;
         } else error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       }
-      topics.push({ name, error, partitions: partitions ?? [] });
+      topics.push({ name, id: (partitions !== undefined ? topicIdOf(door, name) : undefined) ?? NO_TOPIC_ID, error, partitions: partitions ?? [] });
     }
   }
 
@@ -73,12 +86,14 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
   w.array(brokers, (w, b) => {
     w.i32(b.id).string(b.host).i32(b.port);
     if (version >= 1) w.nullableString(null); // rack
+    w.taggedFields();
   });
   if (version >= 2) w.nullableString(door.clusterId);
   if (version >= 1) w.i32(cluster === null ? door.nodeId : cluster.controllerId());
   w.array(topics, (w, t) => {
-    w.i16(t.error).string(t.name);
-    if (version >= 1) w.bool(isInternalTopic(t.name)); // is_internal
+    w.i16(t.error).nullableString(t.name);
+    if (version >= 10) w.uuid(t.id);
+    if (version >= 1) w.bool(t.name !== null && isInternalTopic(t.name)); // is_internal
     w.arrayLength(t.partitions.length);
     t.partitions.forEach((p, index) => {
       // A leader that is down: no leader (until an in-sync replica takes over, when the partition is replicated).
@@ -87,8 +102,13 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
       writeIds(w, p.replicas);
       writeIds(w, p.isr);
       if (version >= 5) writeIds(w, p.offline);
+      w.taggedFields();
     });
+    if (version >= 8) w.i32(AUTHORIZED_OPERATIONS_NOT_COMPUTED); // topic_authorized_operations
+    w.taggedFields();
   });
+  if (version >= 8 && version <= 10) w.i32(AUTHORIZED_OPERATIONS_NOT_COMPUTED); // cluster_authorized_operations
+  w.taggedFields();
   return true;
 }
 
@@ -108,8 +128,14 @@ function writeIds(w: Writer, ids: readonly number[]): void {
   for (const id of ids) w.i32(id);
 }
 
+/** Kafka's value for authorized operations not asked for; nagare computes none (Kafka ACLs are not kept: acls.ts). */
+const AUTHORIZED_OPERATIONS_NOT_COMPUTED = -2147483648;
+
 interface TopicEntry {
-  name: string;
+  /** Null only for a topic asked for by an id nobody has. */
+  name: string | null;
+  /** The topic id (v10+; topic-ids.ts), NO_TOPIC_ID for a topic that does not exist. */
+  id: string;
   error: number;
   partitions: PartitionEntry[];
 }
@@ -147,7 +173,7 @@ export function handleDescribeCluster(door: AccountDoor, { conn, r, w }: Request
     w.i32(b.id).compactString(b.host).i32(b.port).compactNullableString(null); // rack
     w.tags();
   }
-  w.i32(-2147483648); // cluster_authorized_operations: not computed
+  w.i32(AUTHORIZED_OPERATIONS_NOT_COMPUTED); // cluster_authorized_operations
   w.tags();
   return true;
 }

@@ -59,9 +59,14 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
       w.i32(p.index).i16(p.error).i64(p.baseOffset);
       if (version >= 2) w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
       if (version >= 5) w.i64(p.logStartOffset);
+      // v8+: record_errors (a batch is refused whole here, never record by record) and error_message.
+      if (version >= 8) w.arrayLength(0).nullableString(null);
+      w.taggedFields();
     });
+    w.taggedFields();
   });
   if (version >= 1) w.i32(0); // throttle_time_ms
+  w.taggedFields();
   return true;
 }
 
@@ -438,21 +443,21 @@ function duplicate(stream: Stream, index: number, count: number, offset: number 
 }
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
-export async function handleInitProducerId(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
-  const { transactionalId, transactionTimeoutMs: timeoutMs } = decodeInitProducerId(r);
+export async function handleInitProducerId(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const { transactionalId, transactionTimeoutMs: timeoutMs, producerId, epoch } = decodeInitProducerId(r, version);
   w.i32(0); // throttle_time_ms
-  if (transactionalId === null) {
-    w.i16(ErrorCode.NONE).i64(door.producers.allocate()).i16(0);
+  const answer = (error: number, id: number, e: number): boolean => {
+    // PRODUCER_FENCED is v4's (KIP-588); earlier versions are told INVALID_PRODUCER_EPOCH, as Kafka tells them.
+    w.i16(error === ErrorCode.PRODUCER_FENCED && version < 4 ? ErrorCode.INVALID_PRODUCER_EPOCH : error).i64(id).i16(e);
+    w.taggedFields();
     return true;
-  }
+  };
+  // Without a transactional id a new producer id every time, as Kafka's coordinator gives one (the id and epoch a v3+ producer names are not checked).
+  if (transactionalId === null) return answer(ErrorCode.NONE, door.producers.allocate(), 0);
   const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
-  if (refused !== ErrorCode.NONE) {
-    w.i16(refused).i64(-1).i16(-1);
-    return true;
-  }
-  const { error, producerId, epoch } = await door.transactions.initProducerId(transactionalId, timeoutMs);
-  w.i16(error).i64(producerId).i16(epoch);
-  return true;
+  if (refused !== ErrorCode.NONE) return answer(refused, -1, -1);
+  const got = await door.transactions.initProducerId(transactionalId, timeoutMs, producerId >= 0 ? { producerId, epoch } : null);
+  return answer(got.error, got.producerId, got.epoch);
 }
 
 /**

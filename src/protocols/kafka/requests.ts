@@ -56,7 +56,7 @@ function ownedBytes(r: Reader): Buffer {
   return Buffer.from(r.nullableBytes() ?? Buffer.alloc(0));
 }
 
-// ---- Produce (0) v0–7 (v0–2 carry message formats v0/v1, which are refused) ----
+// ---- Produce (0) v0–9 (v0–2 carry message formats v0/v1, which are refused; v9 is flexible) ----
 
 export interface ProduceRequest {
   transactionalId: string | null;
@@ -70,23 +70,37 @@ export function decodeProduce(r: Reader, version: number): ProduceRequest {
   const transactionalId = version >= 3 ? r.nullableString() : null;
   const acks = r.i16();
   const timeoutMs = r.i32();
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), records: r.nullableBytes() })) }));
+  const topics = r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r) => {
+      const p = { index: r.i32(), records: r.nullableBytes() };
+      r.taggedFields();
+      return p;
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+  r.taggedFields();
   return { transactionalId, acks, timeoutMs, topics };
 }
 
-// ---- Fetch (1) v4–11 ----
+// ---- Fetch (1) v4–15 (v12 flexible; v13 names topics by id; v15 drops replica_id) ----
 
 export interface FetchRequest {
   maxWaitMs: number;
   minBytes: number;
   maxBytes: number;
   isolationLevel: number;
-  /** `currentLeaderEpoch` (v9+, KIP-320): the leader epoch the client knows, -1 when it knows none (checked only when ≥ 0). */
-  topics: Array<{ name: string; partitions: Array<{ index: number; currentLeaderEpoch: number; offset: number; maxBytes: number }> }>;
+  /**
+   * `name` before v13, `id` (32 hex digits) from v13; `currentLeaderEpoch`
+   * (v9+, KIP-320): the leader epoch the client knows, -1 when it knows none
+   * (checked only when ≥ 0).
+   */
+  topics: Array<{ name: string; id: string | null; partitions: Array<{ index: number; currentLeaderEpoch: number; offset: number; maxBytes: number }> }>;
 }
 
 export function decodeFetch(r: Reader, version: number): FetchRequest {
-  r.i32(); // replica_id
+  if (version < 15) r.i32(); // replica_id (consumers: -1)
   const maxWaitMs = r.i32();
   const minBytes = r.i32();
   const maxBytes = r.i32();
@@ -95,56 +109,92 @@ export function decodeFetch(r: Reader, version: number): FetchRequest {
     r.i32(); // session_id: sessions are not kept, every fetch is a full one
     r.i32(); // session_epoch
   }
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
+  const topics = r.array((r) => {
+    const id = version >= 13 ? r.uuid() : null;
+    const name = version >= 13 ? "" : r.string();
+    const partitions = r.array((r) => {
       const index = r.i32();
       const currentLeaderEpoch = version >= 9 ? r.i32() : -1;
       const offset = r.i64();
+      if (version >= 12) r.i32(); // last_fetched_epoch (followers' divergence check; consumers validate with OffsetForLeaderEpoch)
       if (version >= 5) r.i64(); // log_start_offset (followers only)
-      return { index, currentLeaderEpoch, offset, maxBytes: r.i32() };
-    }),
-  }));
-  if (version >= 7) r.array((r) => (r.string(), r.array((r) => r.i32()))); // forgotten_topics_data
+      const p = { index, currentLeaderEpoch, offset, maxBytes: r.i32() };
+      r.taggedFields();
+      return p;
+    });
+    r.taggedFields();
+    return { name, id, partitions };
+  });
+  if (version >= 7)
+    r.array((r) => {
+      if (version >= 13) r.uuid();
+      else r.string();
+      r.array((r) => r.i32());
+      r.taggedFields();
+    }); // forgotten_topics_data
   if (version >= 11) r.string(); // rack_id
+  r.taggedFields();
   return { maxWaitMs, minBytes, maxBytes, isolationLevel, topics };
 }
 
-// ---- ListOffsets (2) v0–3 ----
+// ---- ListOffsets (2) v0–6 (v4 adds leader epochs, KIP-320; v6 is flexible) ----
 
 export interface ListOffsetsRequest {
   isolationLevel: number;
-  topics: Array<{ name: string; partitions: Array<{ index: number; timestamp: number }> }>;
+  /** `currentLeaderEpoch` (v4+): the leader epoch the client knows, -1 when it knows none. */
+  topics: Array<{ name: string; partitions: Array<{ index: number; currentLeaderEpoch: number; timestamp: number }> }>;
 }
 
 export function decodeListOffsets(r: Reader, version: number): ListOffsetsRequest {
   r.i32(); // replica_id
   const isolationLevel = version >= 2 ? r.i8() : 0;
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
+  const topics = r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r) => {
       const index = r.i32();
+      const currentLeaderEpoch = version >= 4 ? r.i32() : -1;
       const timestamp = r.i64();
       if (version === 0) r.i32(); // max_num_offsets
-      return { index, timestamp };
-    }),
-  }));
+      r.taggedFields();
+      return { index, currentLeaderEpoch, timestamp };
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+  r.taggedFields();
   return { isolationLevel, topics };
 }
 
-// ---- Metadata (3) v0–7 (v7 asks as v4–6 do; its answer adds each partition's leader epoch) ----
+// ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
   /** Null: every topic (v0 says so with an empty list). */
   topics: string[] | null;
+  /** v10+: topics asked for by id alone (their name null), as 32 hex digits. */
+  topicIds: string[];
   allowAutoTopicCreation: boolean;
 }
 
 export function decodeMetadata(r: Reader, version: number): MetadataRequest {
-  let topics = nullableStrings(r);
+  const n = r.arrayLength();
+  let topics: string[] | null = null;
+  const topicIds: string[] = [];
+  if (n >= 0) {
+    topics = [];
+    for (let i = 0; i < n; i++) {
+      const id = version >= 10 ? r.uuid() : null;
+      const name = version >= 10 ? r.nullableString() : r.string();
+      r.taggedFields();
+      if (name !== null) topics.push(name);
+      else if (id !== null) topicIds.push(id);
+    }
+  }
   if (version === 0 && topics !== null && topics.length === 0) topics = null;
   const allowAutoTopicCreation = version < 4 || r.bool();
-  return { topics, allowAutoTopicCreation };
+  if (version >= 8 && version <= 10) r.bool(); // include_cluster_authorized_operations: not computed
+  if (version >= 8) r.bool(); // include_topic_authorized_operations: not computed
+  r.taggedFields();
+  return { topics, topicIds, allowAutoTopicCreation };
 }
 
 // ---- OffsetCommit (8) v0–7 ----
@@ -204,20 +254,23 @@ export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchReques
   return { groupId, topics, requireStable };
 }
 
-// ---- FindCoordinator (10) v0–2 ----
+// ---- FindCoordinator (10) v0–4 (v3 is flexible; v4 asks for many keys) ----
 
 export const KEY_TYPE_GROUP = 0;
 export const KEY_TYPE_TRANSACTION = 1;
 
 export interface FindCoordinatorRequest {
-  key: string;
+  /** One key before v4; v4 asks for several of one type at once. */
+  keys: string[];
   keyType: number;
 }
 
 export function decodeFindCoordinator(r: Reader, version: number): FindCoordinatorRequest {
-  const key = r.string();
+  const key = version < 4 ? r.string() : null;
   const keyType = version >= 1 ? r.i8() : KEY_TYPE_GROUP;
-  return { key, keyType };
+  const keys = key !== null ? [key] : r.array((r) => r.string());
+  r.taggedFields();
+  return { keys, keyType };
 }
 
 // ---- JoinGroup (11) v0–5, SyncGroup (14) v0–3, Heartbeat (12) v0–3, LeaveGroup (13) v0–3 ----
@@ -460,16 +513,24 @@ export function decodeDescribeCluster(r: Reader): DescribeClusterRequest {
   return { includeClusterAuthorizedOperations };
 }
 
-// ---- InitProducerId (22) v0–1 and the transaction APIs (24, 25, 26, 28) ----
+// ---- InitProducerId (22) v0–4 (v2 is flexible; v3 names the producer, KIP-360) and the transaction APIs (24, 25, 26, 28) ----
 
 export interface InitProducerIdRequest {
   transactionalId: string | null;
   transactionTimeoutMs: number;
+  /** v3+: the producer's current id and epoch, -1 when it has none. */
+  producerId: number;
+  epoch: number;
 }
 
-export function decodeInitProducerId(r: Reader): InitProducerIdRequest {
+export function decodeInitProducerId(r: Reader, version: number): InitProducerIdRequest {
   const transactionalId = r.nullableString();
-  return { transactionalId, transactionTimeoutMs: r.i32() };
+  const transactionTimeoutMs = r.i32();
+  // v3+ (KIP-360): the producer's own id and epoch when it has them (-1, -1 when new).
+  const producerId = version >= 3 ? r.i64() : -1;
+  const epoch = version >= 3 ? r.i16() : -1;
+  r.taggedFields();
+  return { transactionalId, transactionTimeoutMs, producerId, epoch };
 }
 
 /** The producer a transaction request speaks for. */

@@ -197,8 +197,14 @@ export class TransactionCoordinator {
 
   // ---- the API ----
 
-  /** InitProducerId with a transactional id: fences the previous producer and aborts its open transaction. */
-  initProducerId(transactionalId: string, timeoutMs: number): Promise<{ error: number; producerId: number; epoch: number }> {
+  /**
+   * InitProducerId with a transactional id: fences the previous producer and
+   * aborts its open transaction. `expected` (v3+, KIP-360): a producer that
+   * names its id and epoch is answered only while it is still the current
+   * one (or retries the bump it was given), else PRODUCER_FENCED, so a stale
+   * producer cannot fence the one that replaced it.
+   */
+  initProducerId(transactionalId: string, timeoutMs: number, expected: { producerId: number; epoch: number } | null = null): Promise<{ error: number; producerId: number; epoch: number }> {
     if (timeoutMs <= 0 || timeoutMs > MAX_TRANSACTION_TIMEOUT_MS) return Promise.resolve({ error: ErrorCode.INVALID_TRANSACTION_TIMEOUT, producerId: -1, epoch: -1 });
     let txn = this.txns.get(transactionalId);
     const made = txn === undefined;
@@ -209,6 +215,10 @@ export class TransactionCoordinator {
     }
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
+      if (!made && expected !== null && expected.producerId >= 0) {
+        if (t.producerId === expected.producerId && t.epoch === expected.epoch + 1 && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
+        if (t.producerId !== expected.producerId || t.epoch !== expected.epoch) return { error: ErrorCode.PRODUCER_FENCED, producerId: -1, epoch: -1 };
+      }
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
       this.bumpEpoch(t);
       t.ended = null;
