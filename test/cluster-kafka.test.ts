@@ -29,7 +29,7 @@ import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { respawnNode, spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { findCoordinator, flexibleFrame, frame, RawKafka } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { EtcdClient } from "../src/cluster/etcd-client.js";
 
@@ -81,6 +81,27 @@ async function withAdmin<T>(f: (admin: ReturnType<InstanceType<typeof Kafka>["ad
 }
 
 /** Each partition's leader and error, from the Metadata of broker `port` (a raw v5 request: what the broker itself says). */
+/** The topic id a broker's Metadata v12 gives `topic` (32 hex digits). */
+async function topicIdFrom(port: number, topic: string): Promise<string> {
+  const k = await RawKafka.open(port);
+  try {
+    k.send(flexibleFrame(3, 12, (w) => w.arrayLength(1).uuid("0".repeat(32)).string(topic).taggedFields().bool(false).bool(false).taggedFields()));
+    const r = await k.response(0);
+    r.flexible = true;
+    r.taggedFields(); // response header v1
+    r.i32(); // throttle
+    r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
+    r.nullableString(); // cluster id
+    r.i32(); // controller
+    assert.equal(r.arrayLength(), 1);
+    assert.equal(r.i16(), 0);
+    assert.equal(r.nullableString(), topic);
+    return r.uuid();
+  } finally {
+    k.destroy();
+  }
+}
+
 async function leadersFrom(port: number, topic: string): Promise<Array<{ error: number; leader: number; isr: number[] }>> {
   const k = await RawKafka.open(port);
   try {
@@ -175,6 +196,11 @@ test("KafkaJS and kcat bootstrap from one broker; a topic's partitions are led b
   }
   // Every broker says the same.
   for (const n of nodes.values()) assert.deepEqual((await leadersFrom(kafkaPort(n), topic)).map((p) => p.leader), partitions.map((p) => p.leader));
+  // And the same topic id (Metadata v10+), worked out by each from the placement, never written anywhere.
+  const topicIds = new Set<string>();
+  for (const n of nodes.values()) topicIds.add(await topicIdFrom(kafkaPort(n), topic));
+  assert.equal(topicIds.size, 1);
+  assert.notEqual([...topicIds][0], "0".repeat(32));
 
   // KafkaJS: one record to each partition, through the bootstrap broker's metadata.
   const producer = client().producer();
