@@ -1,11 +1,13 @@
 /**
  * The Kafka APIs nagare answers, with the version ranges it advertises in
  * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
- * before it turns a feature on, and end below each API's first flexible
- * version, which no client nagare is tested with sends (ApiVersions v3,
- * DescribeCluster and the partition reassignment APIs, flexible from v0, are
- * the exceptions). docs/KAFKA.md
- * lists them all.
+ * before it turns a feature on. Most end below the API's first flexible
+ * version; those that reach into the flexible versions are ApiVersions v3,
+ * SaslAuthenticate v2, TxnOffsetCommit v3, DescribeCluster and the
+ * partition reassignment APIs (flexible from v0), and the consumer-group
+ * APIs that change membership (JoinGroup to v9, SyncGroup v5, Heartbeat v4,
+ * LeaveGroup v5), which clients written for Kafka 3.5+ alone send.
+ * docs/KAFKA.md lists them all.
  */
 
 import type { Reader, Writer } from "./codec.js";
@@ -63,10 +65,10 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.OffsetCommit, [0, 7]],
   [ApiKey.OffsetFetch, [0, 7]],
   [ApiKey.FindCoordinator, [0, 2]],
-  [ApiKey.JoinGroup, [0, 5]],
-  [ApiKey.Heartbeat, [0, 3]],
-  [ApiKey.LeaveGroup, [0, 3]],
-  [ApiKey.SyncGroup, [0, 3]],
+  [ApiKey.JoinGroup, [0, 9]],
+  [ApiKey.Heartbeat, [0, 4]],
+  [ApiKey.LeaveGroup, [0, 5]],
+  [ApiKey.SyncGroup, [0, 5]],
   [ApiKey.DescribeGroups, [0, 4]],
   [ApiKey.ListGroups, [0, 2]],
   [ApiKey.ApiVersions, [0, 3]],

@@ -19,6 +19,11 @@ import {
   KEY_TYPE_TRANSACTION,
 } from "./requests.js";
 
+/** A reason a client gives for joining or leaving (KIP-800), fit for one log line. */
+function reasonText(reason: string): string {
+  return JSON.stringify(reason.length > 200 ? `${reason.slice(0, 200)}…` : reason);
+}
+
 export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
   const { key, keyType } = decodeFindCoordinator(r, version);
   if (version >= 1) w.i32(0); // throttle_time_ms
@@ -47,7 +52,8 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
 }
 
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
+  const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason } = decodeJoinGroup(r, version);
+  if (reason !== null && door.log.debugEnabled) door.log.debug(`kafka: group ${groupId}: ${memberId === "" ? "a new member" : `member ${memberId}`} joins: ${reasonText(reason)}`);
   const refused = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, true);
   const result =
@@ -57,23 +63,44 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
           { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,
         );
+  // v7+ (KIP-559): the group's protocol type and name, null with an error (as Kafka answers).
+  const joined = result.error === ErrorCode.NONE && group !== null;
   if (version >= 2) w.i32(0); // throttle_time_ms
-  w.i16(result.error).i32(result.generation).string(result.protocol).string(result.leader).string(result.memberId);
+  w.i16(result.error).i32(result.generation);
+  if (version >= 7) w.nullableString(joined ? group.protocolType : null).nullableString(joined ? result.protocol : null);
+  else w.string(result.protocol);
+  w.string(result.leader);
+  // v9 (KIP-814): true only for a static leader that rejoins a Stable group and must not assign again; nagare answers such a
+  // member with the old leader's id instead (Group.replaceStaticMember), as Kafka did before KIP-814, so it acts as a follower.
+  if (version >= 9) w.bool(false);
+  w.string(result.memberId);
   w.array(result.members, (w, m) => {
     w.string(m.memberId);
     if (version >= 5) w.nullableString(m.instanceId);
     w.nullableBytes(m.metadata);
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }
 
 export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
+  const { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments } = decodeSyncGroup(r, version);
   const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
-  const result = group === null ? { error: refused !== ErrorCode.NONE ? refused : ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
+  const result =
+    group === null
+      ? { error: refused !== ErrorCode.NONE ? refused : ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) }
+      : await group.sync(memberId, instanceId, generation, assignments, protocolType, protocolName);
   if (version >= 1) w.i32(0);
-  w.i16(result.error).nullableBytes(result.assignment);
+  w.i16(result.error);
+  if (version >= 5) {
+    // KIP-559: the group's protocol type and name, null with an error (as Kafka answers).
+    const synced = result.error === ErrorCode.NONE && group !== null;
+    w.nullableString(synced ? group.protocolType : null).nullableString(synced ? group.protocol : null);
+  }
+  w.nullableBytes(result.assignment);
+  w.taggedFields();
   return true;
 }
 
@@ -83,16 +110,19 @@ export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestCon
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
   w.i16(refused !== ErrorCode.NONE ? refused : group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
+  w.taggedFields();
   return true;
 }
 
 export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
+  if (door.log.debugEnabled) for (const m of leaving) if (m.reason !== null) door.log.debug(`kafka: group ${groupId}: member ${m.memberId || m.instanceId} leaves: ${reasonText(m.reason)}`);
   const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   if (refused !== ErrorCode.NONE) {
     if (version >= 1) w.i32(0);
     w.i16(refused);
     if (version >= 3) w.arrayLength(0);
+    w.taggedFields();
     return true;
   }
   const group = door.groups.group(groupId, false);
@@ -104,7 +134,8 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
   }
   w.i16(ErrorCode.NONE);
   w.arrayLength(leaving.length);
-  leaving.forEach((m, i) => w.string(m.memberId).nullableString(m.instanceId).i16(errors[i]));
+  leaving.forEach((m, i) => w.string(m.memberId).nullableString(m.instanceId).i16(errors[i]).taggedFields());
+  w.taggedFields();
   return true;
 }
 

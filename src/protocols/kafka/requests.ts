@@ -220,7 +220,7 @@ export function decodeFindCoordinator(r: Reader, version: number): FindCoordinat
   return { key, keyType };
 }
 
-// ---- JoinGroup (11) v0–5, SyncGroup (14) v0–3, Heartbeat (12) v0–3, LeaveGroup (13) v0–3 ----
+// ---- JoinGroup (11) v0–9, SyncGroup (14) v0–5, Heartbeat (12) v0–4, LeaveGroup (13) v0–5 (flexible from v6, v4, v4, v4) ----
 
 export interface JoinGroupRequest {
   groupId: string;
@@ -231,6 +231,8 @@ export interface JoinGroupRequest {
   protocolType: string;
   /** [name, metadata]; metadata copied, as the group keeps it. */
   protocols: Array<[string, Buffer]>;
+  /** v8+ (KIP-800): why the member (re)joins, for the log. */
+  reason: string | null;
 }
 
 export function decodeJoinGroup(r: Reader, version: number): JoinGroupRequest {
@@ -240,8 +242,14 @@ export function decodeJoinGroup(r: Reader, version: number): JoinGroupRequest {
   const memberId = r.string();
   const instanceId = version >= 5 ? r.nullableString() : null;
   const protocolType = r.string();
-  const protocols = r.array((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
-  return { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols };
+  const protocols = r.array((r): [string, Buffer] => {
+    const protocol: [string, Buffer] = [r.string(), ownedBytes(r)];
+    r.taggedFields();
+    return protocol;
+  });
+  const reason = version >= 8 ? r.nullableString() : null;
+  r.taggedFields();
+  return { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason };
 }
 
 export interface SyncGroupRequest {
@@ -249,6 +257,9 @@ export interface SyncGroupRequest {
   generation: number;
   memberId: string;
   instanceId: string | null;
+  /** v5+ (KIP-559): the group's protocol type and name as the member knows them; null when not given (and before v5). */
+  protocolType: string | null;
+  protocolName: string | null;
   /** [member id, assignment]; assignments copied. */
   assignments: Array<[string, Buffer]>;
 }
@@ -258,8 +269,15 @@ export function decodeSyncGroup(r: Reader, version: number): SyncGroupRequest {
   const generation = r.i32();
   const memberId = r.string();
   const instanceId = version >= 3 ? r.nullableString() : null;
-  const assignments = r.array((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
-  return { groupId, generation, memberId, instanceId, assignments };
+  const protocolType = version >= 5 ? r.nullableString() : null;
+  const protocolName = version >= 5 ? r.nullableString() : null;
+  const assignments = r.array((r): [string, Buffer] => {
+    const assignment: [string, Buffer] = [r.string(), ownedBytes(r)];
+    r.taggedFields();
+    return assignment;
+  });
+  r.taggedFields();
+  return { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments };
 }
 
 export interface HeartbeatRequest {
@@ -274,17 +292,29 @@ export function decodeHeartbeat(r: Reader, version: number): HeartbeatRequest {
   const generation = r.i32();
   const memberId = r.string();
   const instanceId = version >= 3 ? r.nullableString() : null;
+  r.taggedFields();
   return { groupId, generation, memberId, instanceId };
 }
 
 export interface LeaveGroupRequest {
   groupId: string;
-  members: Array<{ memberId: string; instanceId: string | null }>;
+  /** `reason` (v5+, KIP-800): why the member leaves, for the log. */
+  members: Array<{ memberId: string; instanceId: string | null; reason: string | null }>;
 }
 
 export function decodeLeaveGroup(r: Reader, version: number): LeaveGroupRequest {
   const groupId = r.string();
-  const members = version >= 3 ? r.array((r) => ({ memberId: r.string(), instanceId: r.nullableString() })) : [{ memberId: r.string(), instanceId: null }];
+  const members =
+    version >= 3
+      ? r.array((r) => {
+          const memberId = r.string();
+          const instanceId = r.nullableString();
+          const reason = version >= 5 ? r.nullableString() : null;
+          r.taggedFields();
+          return { memberId, instanceId, reason };
+        })
+      : [{ memberId: r.string(), instanceId: null, reason: null }];
+  r.taggedFields();
   return { groupId, members };
 }
 
