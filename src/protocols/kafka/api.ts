@@ -5,8 +5,9 @@
  * version; those that reach into the flexible versions are ApiVersions v3,
  * SaslAuthenticate v2, TxnOffsetCommit v3, DescribeCluster and the
  * partition reassignment APIs (flexible from v0), and the consumer-group
- * APIs that change membership (JoinGroup to v9, SyncGroup v5, Heartbeat v4,
- * LeaveGroup v5), which clients written for Kafka 3.5+ alone send.
+ * APIs (JoinGroup to v9, SyncGroup v5, Heartbeat v4, LeaveGroup v5,
+ * OffsetCommit v8, OffsetFetch v8, DescribeGroups v5, ListGroups v4,
+ * DeleteGroups v2), which clients written for Kafka 3.5+ alone send.
  * docs/KAFKA.md lists them all.
  */
 
@@ -62,15 +63,17 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.Fetch, [4, 11]],
   [ApiKey.ListOffsets, [0, 3]],
   [ApiKey.Metadata, [0, 7]],
-  [ApiKey.OffsetCommit, [0, 7]],
-  [ApiKey.OffsetFetch, [0, 7]],
+  // The consumer-group APIs reach their flexible versions (which clients built for Kafka 3.5+ alone send, such as
+  // @platformatic/kafka), up to the last before KIP-848's new group protocol (OffsetCommit v9, OffsetFetch v9).
+  [ApiKey.OffsetCommit, [0, 8]],
+  [ApiKey.OffsetFetch, [0, 8]],
   [ApiKey.FindCoordinator, [0, 2]],
   [ApiKey.JoinGroup, [0, 9]],
   [ApiKey.Heartbeat, [0, 4]],
   [ApiKey.LeaveGroup, [0, 5]],
   [ApiKey.SyncGroup, [0, 5]],
-  [ApiKey.DescribeGroups, [0, 4]],
-  [ApiKey.ListGroups, [0, 2]],
+  [ApiKey.DescribeGroups, [0, 5]],
+  [ApiKey.ListGroups, [0, 4]],
   [ApiKey.ApiVersions, [0, 3]],
   [ApiKey.CreateTopics, [0, 4]],
   [ApiKey.DeleteTopics, [0, 3]],
@@ -79,7 +82,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.DescribeConfigs, [0, 2]],
   [ApiKey.AlterConfigs, [0, 1]],
   [ApiKey.IncrementalAlterConfigs, [0, 0]],
-  [ApiKey.DeleteGroups, [0, 1]],
+  [ApiKey.DeleteGroups, [0, 2]],
   [ApiKey.OffsetDelete, [0, 0]],
   // Flexible from their first versions, like the reassignment APIs below.
   [ApiKey.DescribeCluster, [0, 0]],

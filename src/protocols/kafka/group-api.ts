@@ -12,11 +12,13 @@ import {
   decodeHeartbeat,
   decodeJoinGroup,
   decodeLeaveGroup,
+  decodeListGroups,
   decodeOffsetCommit,
   decodeOffsetFetch,
   decodeSyncGroup,
   KEY_TYPE_GROUP,
   KEY_TYPE_TRANSACTION,
+  type OffsetFetchGroup,
 } from "./requests.js";
 
 /** A reason a client gives for joining or leaving (KIP-800), fit for one log line. */
@@ -185,13 +187,22 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
   if (version >= 3) w.i32(0);
   w.array(results, (w, t) => {
     w.string(t.name);
-    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
+    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error).taggedFields());
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }
 
-export async function handleOffsetFetch(door: AccountDoor, { version, flexible, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, topics: asked, requireStable } = decodeOffsetFetch(r, version);
+interface FetchedOffsets {
+  groupId: string;
+  /** The group-level error (the coordinator's), also each partition's. */
+  error: number;
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string; error: number }> }>;
+}
+
+/** One group's committed offsets of the partitions asked (topics null: of every partition it has one for). */
+async function fetchOffsets(door: AccountDoor, { groupId, topics: asked }: OffsetFetchGroup, requireStable: boolean): Promise<FetchedOffsets> {
   let topics = asked;
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
@@ -206,29 +217,65 @@ export async function handleOffsetFetch(door: AccountDoor, { version, flexible, 
     }
     topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
   }
+  return {
+    groupId,
+    error: refused,
+    topics: topics.map((t) => ({
+      name: t.name,
+      partitions: t.partitions.map((index) => {
+        const key = offsetKey(t.name, index);
+        // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
+        const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
+        const c = unstable ? undefined : group?.offsets.get(key);
+        return { index, offset: c?.offset ?? -1, metadata: c?.metadata ?? "", error: unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused };
+      }),
+    })),
+  };
+}
+
+export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const { groups, requireStable } = decodeOffsetFetch(r, version);
+  const results = await Promise.all(groups.map((g) => fetchOffsets(door, g, requireStable)));
+  const writeTopics = (topics: FetchedOffsets["topics"]): void => {
+    w.array(topics, (w, t) => {
+      w.string(t.name);
+      w.array(t.partitions, (w, p) => {
+        w.i32(p.index).i64(p.offset);
+        if (version >= 5) w.i32(-1); // committed_leader_epoch
+        w.nullableString(p.metadata).i16(p.error).taggedFields();
+      });
+      w.taggedFields();
+    });
+  };
   if (version >= 3) w.i32(0);
-  // Each partition with its topic's name, to find its offset.
-  const named = topics.map((t) => ({ name: t.name, partitions: t.partitions.map((p) => ({ p, key: offsetKey(t.name, p) })) }));
-  w.topicPartitions(named, flexible, (w, { p, key }) => {
-    // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
-    const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
-    const c = unstable ? undefined : group?.offsets.get(key);
-    w.i32(p).i64(c?.offset ?? -1);
-    if (version >= 5) w.i32(-1); // committed_leader_epoch
-    if (flexible) w.compactNullableString(c?.metadata ?? "");
-    else w.nullableString(c?.metadata ?? "");
-    w.i16(unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused);
-  });
-  if (version >= 2) w.i16(refused);
-  if (flexible) w.tags();
+  if (version >= 8) {
+    // Each group with its own error; as Kafka, a group-level error comes with no topics.
+    w.array(results, (w, g) => {
+      w.string(g.groupId);
+      writeTopics(g.error === ErrorCode.NONE ? g.topics : []);
+      w.i16(g.error).taggedFields();
+    });
+  } else {
+    writeTopics(results[0].topics);
+    if (version >= 2) w.i16(results[0].error);
+  }
+  w.taggedFields();
   return true;
 }
 
-export function handleListGroups(door: AccountDoor, { version, w }: RequestContext): boolean {
+export function handleListGroups(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+  const { statesFilter } = decodeListGroups(r, version);
+  // v4 (KIP-518): only the groups in one of the states named (matched as Kafka's state names, whatever their case), each with its state.
+  const wanted = new Set(statesFilter.map((s) => s.toLowerCase()));
+  const groups = [...door.groups.groups.values()].filter((g) => wanted.size === 0 || wanted.has(g.state.toLowerCase()));
   if (version >= 1) w.i32(0);
   w.i16(ErrorCode.NONE);
-  const groups = [...door.groups.groups.values()];
-  w.array(groups, (w, g) => w.string(g.id).string(g.protocolType));
+  w.array(groups, (w, g) => {
+    w.string(g.id).string(g.protocolType);
+    if (version >= 4) w.string(g.state);
+    w.taggedFields();
+  });
+  w.taggedFields();
   return true;
 }
 
@@ -247,8 +294,11 @@ export function handleDescribeGroups(door: AccountDoor, { version, r, w }: Reque
       w.string(m.clientId).string(m.host);
       w.nullableBytes(m.protocols.find(([n]) => n === g!.protocol)?.[1] ?? Buffer.alloc(0));
       w.nullableBytes(m.assignment);
+      w.taggedFields();
     });
     if (version >= 3) w.i32(-2147483648); // authorized_operations: not computed
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }

@@ -147,7 +147,7 @@ export function decodeMetadata(r: Reader, version: number): MetadataRequest {
   return { topics, allowAutoTopicCreation };
 }
 
-// ---- OffsetCommit (8) v0–7 ----
+// ---- OffsetCommit (8) v0–8 (v8 flexible) ----
 
 export interface OffsetCommitRequest {
   groupId: string;
@@ -163,45 +163,64 @@ export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequ
   const memberId = version >= 1 ? r.string() : "";
   const instanceId = version >= 7 ? r.nullableString() : null;
   if (version >= 2 && version <= 4) r.i64(); // retention_time_ms: committed offsets are kept until the group or topic goes
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
+  const topics = r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r) => {
       const index = r.i32();
       const offset = r.i64();
       if (version >= 6) r.i32(); // committed_leader_epoch
       if (version === 1) r.i64(); // commit_timestamp
-      return { index, offset, metadata: r.nullableString() };
-    }),
-  }));
+      const metadata = r.nullableString();
+      r.taggedFields();
+      return { index, offset, metadata };
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+  r.taggedFields();
   return { groupId, generation, memberId, instanceId, topics };
 }
 
-// ---- OffsetFetch (9) v0–7 ----
+// ---- OffsetFetch (9) v0–8 (v6+ flexible; v8 asks for several groups at once) ----
+
+/** The partitions asked of one group; topics null (v2+): every committed offset of the group. */
+export interface OffsetFetchGroup {
+  groupId: string;
+  topics: Array<{ name: string; partitions: number[] }> | null;
+}
 
 export interface OffsetFetchRequest {
-  groupId: string;
-  /** Null (v2+): every committed offset of the group. */
-  topics: Array<{ name: string; partitions: number[] }> | null;
+  /** One group before v8. */
+  groups: OffsetFetchGroup[];
   /** v7 (KIP-447): a partition whose offset an open transaction holds is answered UNSTABLE_OFFSET_COMMIT. */
   requireStable: boolean;
 }
 
-export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
-  const flexible = version >= 6;
-  const groupId = flexible ? r.compactString() : r.string();
-  const n = r.arrayLength(flexible);
-  let topics: OffsetFetchRequest["topics"] = null;
-  if (n >= 0) {
-    topics = [];
-    for (let i = 0; i < n; i++) {
-      const name = flexible ? r.compactString() : r.string();
-      topics.push({ name, partitions: r.array((r) => r.i32(), flexible) });
-      if (flexible) r.tags();
-    }
+function offsetFetchTopics(r: Reader): OffsetFetchGroup["topics"] {
+  const n = r.arrayLength();
+  if (n < 0) return null;
+  const topics: NonNullable<OffsetFetchGroup["topics"]> = [];
+  for (let i = 0; i < n; i++) {
+    const name = r.string();
+    topics.push({ name, partitions: r.array((r) => r.i32()) });
+    r.taggedFields();
   }
+  return topics;
+}
+
+export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
+  const groups =
+    version >= 8
+      ? r.array((r): OffsetFetchGroup => {
+          const groupId = r.string();
+          const topics = offsetFetchTopics(r);
+          r.taggedFields();
+          return { groupId, topics };
+        })
+      : [{ groupId: r.string(), topics: offsetFetchTopics(r) }];
   const requireStable = version >= 7 && r.bool();
-  if (flexible) r.tags();
-  return { groupId, topics, requireStable };
+  r.taggedFields();
+  return { groups, requireStable };
 }
 
 // ---- FindCoordinator (10) v0–2 ----
@@ -318,7 +337,7 @@ export function decodeLeaveGroup(r: Reader, version: number): LeaveGroupRequest 
   return { groupId, members };
 }
 
-// ---- DescribeGroups (15) v0–4, ListGroups (16) v0–2 ----
+// ---- DescribeGroups (15) v0–5 (v5 flexible), ListGroups (16) v0–4 (v3 flexible) ----
 
 export interface DescribeGroupsRequest {
   groupIds: string[];
@@ -328,12 +347,19 @@ export interface DescribeGroupsRequest {
 export function decodeDescribeGroups(r: Reader, version: number): DescribeGroupsRequest {
   const groupIds = r.array((r) => r.string());
   const includeAuthorizedOperations = version >= 3 && r.bool();
+  r.taggedFields();
   return { groupIds, includeAuthorizedOperations };
 }
 
-/** ListGroups has no body before v4 (states filter), which nagare does not advertise. */
-export function decodeListGroups(): Record<string, never> {
-  return {};
+export interface ListGroupsRequest {
+  /** v4+ (KIP-518): the group states to list (empty: every group); none before v4. */
+  statesFilter: string[];
+}
+
+export function decodeListGroups(r: Reader, version: number): ListGroupsRequest {
+  const statesFilter = version >= 4 ? r.array((r) => r.string()) : [];
+  r.taggedFields();
+  return { statesFilter };
 }
 
 // ---- ApiVersions (18) v0–3 ----
@@ -458,14 +484,16 @@ export function decodeIncrementalAlterConfigs(r: Reader): AlterConfigsRequest {
   return { resources, validateOnly: r.bool() };
 }
 
-// ---- DeleteGroups (42) v0–1, OffsetDelete (47) v0 ----
+// ---- DeleteGroups (42) v0–2 (v2 flexible), OffsetDelete (47) v0 ----
 
 export interface DeleteGroupsRequest {
   groupIds: string[];
 }
 
 export function decodeDeleteGroups(r: Reader): DeleteGroupsRequest {
-  return { groupIds: r.array((r) => r.string()) };
+  const groupIds = r.array((r) => r.string());
+  r.taggedFields();
+  return { groupIds };
 }
 
 export interface OffsetDeleteRequest {
