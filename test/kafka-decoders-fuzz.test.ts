@@ -105,7 +105,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
       assert.deepEqual([t.name, t.partitions[0].index, t.partitions[0].offset > 0], ["golden", 0, true]);
     },
   ],
-  [9, (b) => assert.deepEqual(b, { groupId: "golden-group", topics: [{ name: "golden", partitions: [0] }], requireStable: false })],
+  [9, (b) => assert.deepEqual(b, { groups: [{ groupId: "golden-group", topics: [{ name: "golden", partitions: [0] }] }], requireStable: false })],
   [10, (b, f) => assert.deepEqual(b, { keys: [isKafkaJs(f) ? "golden-group" : "golden-kcat-group"], keyType: 0 })],
   [
     11,
@@ -119,7 +119,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [13, (b) => assert.match((b.members as Array<{ memberId: string }>)[0].memberId, /^golden-/)],
   [14, (b) => assert.equal((b.assignments as unknown[]).length, 1, "the leader's assignment for its one member")],
   [15, (b) => assert.deepEqual(b, { groupIds: ["golden-group"], includeAuthorizedOperations: false })],
-  [16, (b) => assert.deepEqual(b, {})],
+  [16, (b) => assert.deepEqual(b, { statesFilter: [] })],
   [18, (b, f) => assert.deepEqual(b, isKafkaJs(f) ? { clientSoftwareName: null, clientSoftwareVersion: null } : { clientSoftwareName: "librdkafka", clientSoftwareVersion: "2.0.2" })],
   [
     19,

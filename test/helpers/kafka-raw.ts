@@ -15,7 +15,12 @@ export function frame(apiKey: number, version: number, body: (w: Writer) => void
   return Buffer.from(w.result());
 }
 
-/** A request frame of a flexible version: header v2 (client id still an INT16 string, then tagged fields), the body written in the flexible mode. */
+/**
+ * A request frame of a flexible version: header v2 (client id still an
+ * INT16 string, then an empty tagged-field section), then the body, written
+ * with the Writer in flexible mode (compact strings, bytes and arrays;
+ * `taggedFields()` writes each structure's empty section).
+ */
 export function flexibleFrame(apiKey: number, version: number, body: (w: Writer) => void, correlationId = 7): Buffer {
   const w = new Writer();
   const at = w.reserveI32();
@@ -24,6 +29,13 @@ export function flexibleFrame(apiKey: number, version: number, body: (w: Writer)
   body(w);
   w.patchI32(at, w.pos - 4);
   return Buffer.from(w.result());
+}
+
+/** A flexible version's response past its header v1 (the correlation id read already: RawKafka): its body, read in flexible mode. */
+export function flexibleBody(r: Reader): Reader {
+  r.tags();
+  r.flexible = true;
+  return r;
 }
 
 /** A v2 record batch around records already encoded (and compressed, for a codec other than 0). */

@@ -39,7 +39,8 @@ export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestCon
     results.push([id, error]);
   }
   w.i32(0); // throttle_time_ms
-  w.array(results, (w, [id, error]) => w.string(id).i16(error));
+  w.array(results, (w, [id, error]) => w.string(id).i16(error).taggedFields());
+  w.taggedFields();
   return true;
 }
 

@@ -12,12 +12,19 @@ import {
   decodeHeartbeat,
   decodeJoinGroup,
   decodeLeaveGroup,
+  decodeListGroups,
   decodeOffsetCommit,
   decodeOffsetFetch,
   decodeSyncGroup,
   KEY_TYPE_GROUP,
   KEY_TYPE_TRANSACTION,
+  type OffsetFetchGroup,
 } from "./requests.js";
+
+/** A reason a client gives for joining or leaving (KIP-800), fit for one log line. */
+function reasonText(reason: string): string {
+  return JSON.stringify(reason.length > 200 ? `${reason.slice(0, 200)}…` : reason);
+}
 
 export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
   const { keys, keyType } = decodeFindCoordinator(r, version);
@@ -49,7 +56,8 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
 }
 
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols } = decodeJoinGroup(r, version);
+  const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason } = decodeJoinGroup(r, version);
+  if (reason !== null && door.log.debugEnabled) door.log.debug(`kafka: group ${groupId}: ${memberId === "" ? "a new member" : `member ${memberId}`} joins: ${reasonText(reason)}`);
   const refused = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, true);
   const result =
@@ -59,23 +67,44 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
           { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,
         );
+  // v7+ (KIP-559): the group's protocol type and name, null with an error (as Kafka answers).
+  const joined = result.error === ErrorCode.NONE && group !== null;
   if (version >= 2) w.i32(0); // throttle_time_ms
-  w.i16(result.error).i32(result.generation).string(result.protocol).string(result.leader).string(result.memberId);
+  w.i16(result.error).i32(result.generation);
+  if (version >= 7) w.nullableString(joined ? group.protocolType : null).nullableString(joined ? result.protocol : null);
+  else w.string(result.protocol);
+  w.string(result.leader);
+  // v9 (KIP-814): true only for a static leader that rejoins a Stable group and must not assign again; nagare answers such a
+  // member with the old leader's id instead (Group.replaceStaticMember), as Kafka did before KIP-814, so it acts as a follower.
+  if (version >= 9) w.bool(false);
+  w.string(result.memberId);
   w.array(result.members, (w, m) => {
     w.string(m.memberId);
     if (version >= 5) w.nullableString(m.instanceId);
     w.nullableBytes(m.metadata);
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }
 
 export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, instanceId, assignments } = decodeSyncGroup(r, version);
+  const { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments } = decodeSyncGroup(r, version);
   const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
-  const result = group === null ? { error: refused !== ErrorCode.NONE ? refused : ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) } : await group.sync(memberId, instanceId, generation, assignments);
+  const result =
+    group === null
+      ? { error: refused !== ErrorCode.NONE ? refused : ErrorCode.UNKNOWN_MEMBER_ID, assignment: Buffer.alloc(0) }
+      : await group.sync(memberId, instanceId, generation, assignments, protocolType, protocolName);
   if (version >= 1) w.i32(0);
-  w.i16(result.error).nullableBytes(result.assignment);
+  w.i16(result.error);
+  if (version >= 5) {
+    // KIP-559: the group's protocol type and name, null with an error (as Kafka answers).
+    const synced = result.error === ErrorCode.NONE && group !== null;
+    w.nullableString(synced ? group.protocolType : null).nullableString(synced ? group.protocol : null);
+  }
+  w.nullableBytes(result.assignment);
+  w.taggedFields();
   return true;
 }
 
@@ -85,16 +114,19 @@ export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestCon
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
   w.i16(refused !== ErrorCode.NONE ? refused : group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
+  w.taggedFields();
   return true;
 }
 
 export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
+  if (door.log.debugEnabled) for (const m of leaving) if (m.reason !== null) door.log.debug(`kafka: group ${groupId}: member ${m.memberId || m.instanceId} leaves: ${reasonText(m.reason)}`);
   const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
   if (refused !== ErrorCode.NONE) {
     if (version >= 1) w.i32(0);
     w.i16(refused);
     if (version >= 3) w.arrayLength(0);
+    w.taggedFields();
     return true;
   }
   const group = door.groups.group(groupId, false);
@@ -106,7 +138,8 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
   }
   w.i16(ErrorCode.NONE);
   w.arrayLength(leaving.length);
-  leaving.forEach((m, i) => w.string(m.memberId).nullableString(m.instanceId).i16(errors[i]));
+  leaving.forEach((m, i) => w.string(m.memberId).nullableString(m.instanceId).i16(errors[i]).taggedFields());
+  w.taggedFields();
   return true;
 }
 
@@ -156,13 +189,22 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
   if (version >= 3) w.i32(0);
   w.array(results, (w, t) => {
     w.string(t.name);
-    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
+    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error).taggedFields());
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }
 
-export async function handleOffsetFetch(door: AccountDoor, { version, flexible, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, topics: asked, requireStable } = decodeOffsetFetch(r, version);
+interface FetchedOffsets {
+  groupId: string;
+  /** The group-level error (the coordinator's), also each partition's. */
+  error: number;
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string; error: number }> }>;
+}
+
+/** One group's committed offsets of the partitions asked (topics null: of every partition it has one for). */
+async function fetchOffsets(door: AccountDoor, { groupId, topics: asked }: OffsetFetchGroup, requireStable: boolean): Promise<FetchedOffsets> {
   let topics = asked;
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
@@ -177,29 +219,65 @@ export async function handleOffsetFetch(door: AccountDoor, { version, flexible, 
     }
     topics = [...byTopic].map(([name, partitions]) => ({ name, partitions }));
   }
+  return {
+    groupId,
+    error: refused,
+    topics: topics.map((t) => ({
+      name: t.name,
+      partitions: t.partitions.map((index) => {
+        const key = offsetKey(t.name, index);
+        // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
+        const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
+        const c = unstable ? undefined : group?.offsets.get(key);
+        return { index, offset: c?.offset ?? -1, metadata: c?.metadata ?? "", error: unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused };
+      }),
+    })),
+  };
+}
+
+export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
+  const { groups, requireStable } = decodeOffsetFetch(r, version);
+  const results = await Promise.all(groups.map((g) => fetchOffsets(door, g, requireStable)));
+  const writeTopics = (topics: FetchedOffsets["topics"]): void => {
+    w.array(topics, (w, t) => {
+      w.string(t.name);
+      w.array(t.partitions, (w, p) => {
+        w.i32(p.index).i64(p.offset);
+        if (version >= 5) w.i32(-1); // committed_leader_epoch
+        w.nullableString(p.metadata).i16(p.error).taggedFields();
+      });
+      w.taggedFields();
+    });
+  };
   if (version >= 3) w.i32(0);
-  // Each partition with its topic's name, to find its offset.
-  const named = topics.map((t) => ({ name: t.name, partitions: t.partitions.map((p) => ({ p, key: offsetKey(t.name, p) })) }));
-  w.topicPartitions(named, flexible, (w, { p, key }) => {
-    // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
-    const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
-    const c = unstable ? undefined : group?.offsets.get(key);
-    w.i32(p).i64(c?.offset ?? -1);
-    if (version >= 5) w.i32(-1); // committed_leader_epoch
-    if (flexible) w.compactNullableString(c?.metadata ?? "");
-    else w.nullableString(c?.metadata ?? "");
-    w.i16(unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused);
-  });
-  if (version >= 2) w.i16(refused);
-  if (flexible) w.tags();
+  if (version >= 8) {
+    // Each group with its own error; as Kafka, a group-level error comes with no topics.
+    w.array(results, (w, g) => {
+      w.string(g.groupId);
+      writeTopics(g.error === ErrorCode.NONE ? g.topics : []);
+      w.i16(g.error).taggedFields();
+    });
+  } else {
+    writeTopics(results[0].topics);
+    if (version >= 2) w.i16(results[0].error);
+  }
+  w.taggedFields();
   return true;
 }
 
-export function handleListGroups(door: AccountDoor, { version, w }: RequestContext): boolean {
+export function handleListGroups(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+  const { statesFilter } = decodeListGroups(r, version);
+  // v4 (KIP-518): only the groups in one of the states named (matched as Kafka's state names, whatever their case), each with its state.
+  const wanted = new Set(statesFilter.map((s) => s.toLowerCase()));
+  const groups = [...door.groups.groups.values()].filter((g) => wanted.size === 0 || wanted.has(g.state.toLowerCase()));
   if (version >= 1) w.i32(0);
   w.i16(ErrorCode.NONE);
-  const groups = [...door.groups.groups.values()];
-  w.array(groups, (w, g) => w.string(g.id).string(g.protocolType));
+  w.array(groups, (w, g) => {
+    w.string(g.id).string(g.protocolType);
+    if (version >= 4) w.string(g.state);
+    w.taggedFields();
+  });
+  w.taggedFields();
   return true;
 }
 
@@ -218,8 +296,11 @@ export function handleDescribeGroups(door: AccountDoor, { version, r, w }: Reque
       w.string(m.clientId).string(m.host);
       w.nullableBytes(m.protocols.find(([n]) => n === g!.protocol)?.[1] ?? Buffer.alloc(0));
       w.nullableBytes(m.assignment);
+      w.taggedFields();
     });
     if (version >= 3) w.i32(-2147483648); // authorized_operations: not computed
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }

@@ -335,11 +335,27 @@ export class Group {
     return [...this.members.values()].map((m) => ({ memberId: m.id, instanceId: m.instanceId, metadata: m.protocols.find(([n]) => n === this.protocol)?.[1] ?? EMPTY }));
   }
 
-  sync(memberId: string, instanceId: string | null, generation: number, assignments: Array<[string, Buffer]>): Promise<{ error: number; assignment: Buffer }> {
+  /**
+   * `protocolType` and `protocolName` (SyncGroup v5+, KIP-559) are what the
+   * member took from its JoinGroup answer, null when not given: as Kafka's
+   * validateSyncGroup, after who the member is and its generation, one that
+   * differs from the group's is INCONSISTENT_GROUP_PROTOCOL.
+   */
+  sync(
+    memberId: string,
+    instanceId: string | null,
+    generation: number,
+    assignments: Array<[string, Buffer]>,
+    protocolType: string | null = null,
+    protocolName: string | null = null,
+  ): Promise<{ error: number; assignment: Buffer }> {
     const refused = this.memberCheck(memberId, instanceId);
     if (refused !== ErrorCode.NONE) return Promise.resolve({ error: refused, assignment: EMPTY });
     const m = this.members.get(memberId)!;
     if (generation !== this.generation) return Promise.resolve({ error: ErrorCode.ILLEGAL_GENERATION, assignment: EMPTY });
+    if ((protocolType !== null && protocolType !== this.protocolType) || (protocolName !== null && protocolName !== this.protocol)) {
+      return Promise.resolve({ error: ErrorCode.INCONSISTENT_GROUP_PROTOCOL, assignment: EMPTY });
+    }
     this.touch(m);
     if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
     if (this.state === "Stable") return Promise.resolve({ error: ErrorCode.NONE, assignment: m.assignment });

@@ -197,7 +197,7 @@ export function decodeMetadata(r: Reader, version: number): MetadataRequest {
   return { topics, topicIds, allowAutoTopicCreation };
 }
 
-// ---- OffsetCommit (8) v0–7 ----
+// ---- OffsetCommit (8) v0–8 (v8 flexible) ----
 
 export interface OffsetCommitRequest {
   groupId: string;
@@ -213,45 +213,64 @@ export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequ
   const memberId = version >= 1 ? r.string() : "";
   const instanceId = version >= 7 ? r.nullableString() : null;
   if (version >= 2 && version <= 4) r.i64(); // retention_time_ms: committed offsets are kept until the group or topic goes
-  const topics = r.array((r) => ({
-    name: r.string(),
-    partitions: r.array((r) => {
+  const topics = r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r) => {
       const index = r.i32();
       const offset = r.i64();
       if (version >= 6) r.i32(); // committed_leader_epoch
       if (version === 1) r.i64(); // commit_timestamp
-      return { index, offset, metadata: r.nullableString() };
-    }),
-  }));
+      const metadata = r.nullableString();
+      r.taggedFields();
+      return { index, offset, metadata };
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+  r.taggedFields();
   return { groupId, generation, memberId, instanceId, topics };
 }
 
-// ---- OffsetFetch (9) v0–7 ----
+// ---- OffsetFetch (9) v0–8 (v6+ flexible; v8 asks for several groups at once) ----
+
+/** The partitions asked of one group; topics null (v2+): every committed offset of the group. */
+export interface OffsetFetchGroup {
+  groupId: string;
+  topics: Array<{ name: string; partitions: number[] }> | null;
+}
 
 export interface OffsetFetchRequest {
-  groupId: string;
-  /** Null (v2+): every committed offset of the group. */
-  topics: Array<{ name: string; partitions: number[] }> | null;
+  /** One group before v8. */
+  groups: OffsetFetchGroup[];
   /** v7 (KIP-447): a partition whose offset an open transaction holds is answered UNSTABLE_OFFSET_COMMIT. */
   requireStable: boolean;
 }
 
-export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
-  const flexible = version >= 6;
-  const groupId = flexible ? r.compactString() : r.string();
-  const n = r.arrayLength(flexible);
-  let topics: OffsetFetchRequest["topics"] = null;
-  if (n >= 0) {
-    topics = [];
-    for (let i = 0; i < n; i++) {
-      const name = flexible ? r.compactString() : r.string();
-      topics.push({ name, partitions: r.array((r) => r.i32(), flexible) });
-      if (flexible) r.tags();
-    }
+function offsetFetchTopics(r: Reader): OffsetFetchGroup["topics"] {
+  const n = r.arrayLength();
+  if (n < 0) return null;
+  const topics: NonNullable<OffsetFetchGroup["topics"]> = [];
+  for (let i = 0; i < n; i++) {
+    const name = r.string();
+    topics.push({ name, partitions: r.array((r) => r.i32()) });
+    r.taggedFields();
   }
+  return topics;
+}
+
+export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
+  const groups =
+    version >= 8
+      ? r.array((r): OffsetFetchGroup => {
+          const groupId = r.string();
+          const topics = offsetFetchTopics(r);
+          r.taggedFields();
+          return { groupId, topics };
+        })
+      : [{ groupId: r.string(), topics: offsetFetchTopics(r) }];
   const requireStable = version >= 7 && r.bool();
-  if (flexible) r.tags();
-  return { groupId, topics, requireStable };
+  r.taggedFields();
+  return { groups, requireStable };
 }
 
 // ---- FindCoordinator (10) v0–4 (v3 is flexible; v4 asks for many keys) ----
@@ -273,7 +292,7 @@ export function decodeFindCoordinator(r: Reader, version: number): FindCoordinat
   return { keys, keyType };
 }
 
-// ---- JoinGroup (11) v0–5, SyncGroup (14) v0–3, Heartbeat (12) v0–3, LeaveGroup (13) v0–3 ----
+// ---- JoinGroup (11) v0–9, SyncGroup (14) v0–5, Heartbeat (12) v0–4, LeaveGroup (13) v0–5 (flexible from v6, v4, v4, v4) ----
 
 export interface JoinGroupRequest {
   groupId: string;
@@ -284,6 +303,8 @@ export interface JoinGroupRequest {
   protocolType: string;
   /** [name, metadata]; metadata copied, as the group keeps it. */
   protocols: Array<[string, Buffer]>;
+  /** v8+ (KIP-800): why the member (re)joins, for the log. */
+  reason: string | null;
 }
 
 export function decodeJoinGroup(r: Reader, version: number): JoinGroupRequest {
@@ -293,8 +314,14 @@ export function decodeJoinGroup(r: Reader, version: number): JoinGroupRequest {
   const memberId = r.string();
   const instanceId = version >= 5 ? r.nullableString() : null;
   const protocolType = r.string();
-  const protocols = r.array((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
-  return { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols };
+  const protocols = r.array((r): [string, Buffer] => {
+    const protocol: [string, Buffer] = [r.string(), ownedBytes(r)];
+    r.taggedFields();
+    return protocol;
+  });
+  const reason = version >= 8 ? r.nullableString() : null;
+  r.taggedFields();
+  return { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason };
 }
 
 export interface SyncGroupRequest {
@@ -302,6 +329,9 @@ export interface SyncGroupRequest {
   generation: number;
   memberId: string;
   instanceId: string | null;
+  /** v5+ (KIP-559): the group's protocol type and name as the member knows them; null when not given (and before v5). */
+  protocolType: string | null;
+  protocolName: string | null;
   /** [member id, assignment]; assignments copied. */
   assignments: Array<[string, Buffer]>;
 }
@@ -311,8 +341,15 @@ export function decodeSyncGroup(r: Reader, version: number): SyncGroupRequest {
   const generation = r.i32();
   const memberId = r.string();
   const instanceId = version >= 3 ? r.nullableString() : null;
-  const assignments = r.array((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
-  return { groupId, generation, memberId, instanceId, assignments };
+  const protocolType = version >= 5 ? r.nullableString() : null;
+  const protocolName = version >= 5 ? r.nullableString() : null;
+  const assignments = r.array((r): [string, Buffer] => {
+    const assignment: [string, Buffer] = [r.string(), ownedBytes(r)];
+    r.taggedFields();
+    return assignment;
+  });
+  r.taggedFields();
+  return { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments };
 }
 
 export interface HeartbeatRequest {
@@ -327,21 +364,33 @@ export function decodeHeartbeat(r: Reader, version: number): HeartbeatRequest {
   const generation = r.i32();
   const memberId = r.string();
   const instanceId = version >= 3 ? r.nullableString() : null;
+  r.taggedFields();
   return { groupId, generation, memberId, instanceId };
 }
 
 export interface LeaveGroupRequest {
   groupId: string;
-  members: Array<{ memberId: string; instanceId: string | null }>;
+  /** `reason` (v5+, KIP-800): why the member leaves, for the log. */
+  members: Array<{ memberId: string; instanceId: string | null; reason: string | null }>;
 }
 
 export function decodeLeaveGroup(r: Reader, version: number): LeaveGroupRequest {
   const groupId = r.string();
-  const members = version >= 3 ? r.array((r) => ({ memberId: r.string(), instanceId: r.nullableString() })) : [{ memberId: r.string(), instanceId: null }];
+  const members =
+    version >= 3
+      ? r.array((r) => {
+          const memberId = r.string();
+          const instanceId = r.nullableString();
+          const reason = version >= 5 ? r.nullableString() : null;
+          r.taggedFields();
+          return { memberId, instanceId, reason };
+        })
+      : [{ memberId: r.string(), instanceId: null, reason: null }];
+  r.taggedFields();
   return { groupId, members };
 }
 
-// ---- DescribeGroups (15) v0–4, ListGroups (16) v0–2 ----
+// ---- DescribeGroups (15) v0–5 (v5 flexible), ListGroups (16) v0–4 (v3 flexible) ----
 
 export interface DescribeGroupsRequest {
   groupIds: string[];
@@ -351,12 +400,19 @@ export interface DescribeGroupsRequest {
 export function decodeDescribeGroups(r: Reader, version: number): DescribeGroupsRequest {
   const groupIds = r.array((r) => r.string());
   const includeAuthorizedOperations = version >= 3 && r.bool();
+  r.taggedFields();
   return { groupIds, includeAuthorizedOperations };
 }
 
-/** ListGroups has no body before v4 (states filter), which nagare does not advertise. */
-export function decodeListGroups(): Record<string, never> {
-  return {};
+export interface ListGroupsRequest {
+  /** v4+ (KIP-518): the group states to list (empty: every group); none before v4. */
+  statesFilter: string[];
+}
+
+export function decodeListGroups(r: Reader, version: number): ListGroupsRequest {
+  const statesFilter = version >= 4 ? r.array((r) => r.string()) : [];
+  r.taggedFields();
+  return { statesFilter };
 }
 
 // ---- ApiVersions (18) v0–3 ----
@@ -481,14 +537,16 @@ export function decodeIncrementalAlterConfigs(r: Reader): AlterConfigsRequest {
   return { resources, validateOnly: r.bool() };
 }
 
-// ---- DeleteGroups (42) v0–1, OffsetDelete (47) v0 ----
+// ---- DeleteGroups (42) v0–2 (v2 flexible), OffsetDelete (47) v0 ----
 
 export interface DeleteGroupsRequest {
   groupIds: string[];
 }
 
 export function decodeDeleteGroups(r: Reader): DeleteGroupsRequest {
-  return { groupIds: r.array((r) => r.string()) };
+  const groupIds = r.array((r) => r.string());
+  r.taggedFields();
+  return { groupIds };
 }
 
 export interface OffsetDeleteRequest {
