@@ -1,0 +1,183 @@
+/**
+ * The Kafka door through @platformatic/kafka, a client that speaks only the
+ * flexible versions of Kafka 3.5+ (Metadata v12, Produce v9, Fetch v15 by
+ * topic id, ListOffsets, FindCoordinator v4, InitProducerId v4 and the group
+ * APIs) and has no fallback to older ones: before nagare answered them it
+ * could not even read the metadata. Plus raw frames for what the client
+ * cannot be made to send: topics named by an id nobody has.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Admin, Consumer, Producer, type Message } from "@platformatic/kafka";
+import { connect } from "nats";
+import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
+import { ask, flexibleFrame } from "./helpers/kafka-raw.js";
+import type { Reader } from "../src/protocols/kafka/codec.js";
+
+const ZERO_ID = "0".repeat(32);
+const UNKNOWN_TOPIC_ID = 100;
+
+/** Reads `count` messages from `topic` as a member of `groupId`, from where the group left off (the earliest when it has no offset), committing as it goes. */
+async function consumeGroup(broker: string, groupId: string, topic: string, count: number): Promise<Array<Message<Buffer, Buffer, Buffer, Buffer>>> {
+  const consumer = new Consumer({ groupId, clientId: "platformatic-test", bootstrapBrokers: [broker], maxWaitTime: 200, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  const got: Array<Message<Buffer, Buffer, Buffer, Buffer>> = [];
+  try {
+    const stream = await consumer.consume({ topics: [topic], mode: "committed", fallbackMode: "earliest", autocommit: false });
+    for await (const m of stream) {
+      got.push(m);
+      await m.commit();
+      if (got.length >= count) break;
+    }
+    await stream.close();
+  } finally {
+    await consumer.close(true);
+  }
+  return got;
+}
+
+describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
+  let h: KafkaHarness;
+  before(async () => {
+    h = await startKafka({ autoCreateTopics: true });
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  test("an idempotent producer's records, a tombstone, headers and a NATS publish come back to a group member as sent, in order", async () => {
+    const topic = "plt.roundtrip";
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker], idempotent: true, acks: -1, autocreateTopics: true });
+    try {
+      const sent = await producer.send({
+        messages: [
+          { topic, key: Buffer.from("k0"), value: Buffer.from("v0"), headers: new Map([[Buffer.from("h"), Buffer.from("1")]]) },
+          { topic, key: Buffer.from("k1"), value: Buffer.from("") },
+          { topic, key: Buffer.from("k2"), value: null as unknown as Buffer },
+        ],
+      });
+      assert.deepEqual(
+        sent.offsets?.map((o) => [o.topic, o.partition, Number(o.offset)]),
+        [[topic, 0, 0]],
+      );
+    } finally {
+      await producer.close();
+    }
+    // A message published over NATS is framed as a batch when fetched (not stored as one): the other way of writing a record set.
+    const nc = await connect({ servers: h.srv.url });
+    try {
+      await nc.jetstream().publish(topic, Buffer.from("from-nats"));
+    } finally {
+      await nc.close();
+    }
+    const got = await consumeGroup(h.broker, "plt-g1", topic, 4);
+    assert.deepEqual(
+      // The client reads a null value (and key) as undefined, an empty one as an empty buffer: the two stay apart.
+      got.map((m) => [Number(m.offset), m.key == null ? null : m.key.toString(), m.value == null ? null : m.value.toString()]),
+      [
+        [0, "k0", "v0"],
+        [1, "k1", ""],
+        [2, "k2", null],
+        [3, null, "from-nats"],
+      ],
+    );
+    assert.deepEqual([...got[0].headers].map(([k, v]) => [k.toString(), v.toString()]), [["h", "1"]]);
+  });
+
+  test("a group's commits carry over: the next member resumes after what the last committed", async () => {
+    const topic = "plt.resume";
+    await createTopic(h, topic);
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    const send = (from: number, n: number) =>
+      producer.send({ messages: Array.from({ length: n }, (_, i) => ({ topic, partition: 0, value: Buffer.from(`m${from + i}`) })) });
+    try {
+      await send(0, 5);
+      assert.deepEqual((await consumeGroup(h.broker, "plt-g2", topic, 5)).map((m) => m.value.toString()), ["m0", "m1", "m2", "m3", "m4"]);
+      await send(5, 3);
+      assert.deepEqual((await consumeGroup(h.broker, "plt-g2", topic, 3)).map((m) => m.value.toString()), ["m5", "m6", "m7"]);
+    } finally {
+      await producer.close();
+    }
+  });
+
+  test("topic ids: Metadata gives each topic one that stays, a topic made again gets another, and Metadata and Fetch by an unknown id say UNKNOWN_TOPIC_ID", async () => {
+    const topic = "plt.ids";
+    await createTopic(h, topic);
+    const admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    try {
+      // The client shows an id as a UUID string; the wire carries its 16 bytes.
+      const idOf = async (): Promise<string> => {
+        const id = (await admin.metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)!.id;
+        assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+        return id.replace(/-/g, "");
+      };
+      const first = await idOf();
+      assert.notEqual(first, ZERO_ID);
+      assert.equal(await idOf(), first, "the same id every time");
+
+      // Fetch v13+ names the topic by that id: a record produced is read back through it.
+      const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+      await producer.send({ messages: [{ topic, partition: 0, value: Buffer.from("by-id") }] });
+      await producer.close();
+      assert.deepEqual((await consumeGroup(h.broker, "plt-g3", topic, 1)).map((m) => m.value.toString()), ["by-id"]);
+
+      const kafkaAdmin = h.kafka().admin();
+      await kafkaAdmin.connect();
+      await kafkaAdmin.deleteTopics({ topics: [topic] });
+      await kafkaAdmin.disconnect();
+      await createTopic(h, topic);
+      const second = await idOf();
+      assert.notEqual(second, first, "a new topic of the same name: a new id");
+
+      // The old id names nothing now.
+      const port = Number(h.broker.split(":")[1]);
+      const meta = await ask(
+        port,
+        flexibleFrame(3, 12, (w) => {
+          w.arrayLength(1).uuid(first).nullableString(null).taggedFields();
+          w.bool(false).bool(false).taggedFields();
+        }),
+        (r: Reader) => {
+          r.flexible = true;
+          r.taggedFields(); // response header v1
+          r.i32(); // throttle
+          r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
+          r.nullableString();
+          r.i32();
+          return r.array((r) => {
+            const t = { error: r.i16(), name: r.nullableString(), id: r.uuid() };
+            r.bool();
+            r.array((r) => r.i32());
+            r.i32();
+            r.taggedFields();
+            return t;
+          });
+        },
+      );
+      assert.deepEqual(meta, [{ error: UNKNOWN_TOPIC_ID, name: null, id: first }]);
+
+      const fetched = await ask(
+        port,
+        flexibleFrame(1, 15, (w) => {
+          w.i32(0).i32(1).i32(1 << 20).i8(0).i32(0).i32(-1);
+          w.arrayLength(1).uuid(first);
+          w.arrayLength(1).i32(0).i32(-1).i64(0).i32(-1).i64(-1).i32(1 << 20).taggedFields();
+          w.taggedFields();
+          w.arrayLength(0).string("").taggedFields();
+        }),
+        (r: Reader) => {
+          r.flexible = true;
+          r.taggedFields();
+          r.i32(); // throttle
+          const error = r.i16();
+          r.i32(); // session
+          const topics = r.array((r) => ({ id: r.uuid(), partitions: r.array((r) => ({ index: r.i32(), error: r.i16() })) }));
+          return { error, topics };
+        },
+      );
+      assert.deepEqual(fetched, { error: 0, topics: [{ id: first, partitions: [{ index: 0, error: UNKNOWN_TOPIC_ID }] }] });
+    } finally {
+      await admin.close();
+    }
+  });
+});
