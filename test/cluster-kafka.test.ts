@@ -25,6 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import kafkajs from "kafkajs";
+import { Consumer, Producer } from "@platformatic/kafka";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { respawnNode, spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
@@ -80,7 +81,6 @@ async function withAdmin<T>(f: (admin: ReturnType<InstanceType<typeof Kafka>["ad
   }
 }
 
-/** Each partition's leader and error, from the Metadata of broker `port` (a raw v5 request: what the broker itself says). */
 /** The topic id a broker's Metadata v12 gives `topic` (32 hex digits). */
 async function topicIdFrom(port: number, topic: string): Promise<string> {
   const k = await RawKafka.open(port);
@@ -102,6 +102,7 @@ async function topicIdFrom(port: number, topic: string): Promise<string> {
   }
 }
 
+/** Each partition's leader and error, from the Metadata of broker `port` (a raw v5 request: what the broker itself says). */
 async function leadersFrom(port: number, topic: string): Promise<Array<{ error: number; leader: number; isr: number[] }>> {
   const k = await RawKafka.open(port);
   try {
@@ -273,6 +274,55 @@ test("KafkaJS and kcat bootstrap from one broker; a topic's partitions are led b
     } finally {
       k.destroy();
     }
+  }
+});
+
+test("@platformatic/kafka (flexible versions only) across the brokers: a topic's partitions, each led by another broker, written and read by a group through the coordinator FindCoordinator v4 names", async () => {
+  const topic = "spread.modern";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }));
+  const brokers = [bootstrap()];
+  const producer = new Producer({ clientId: "cluster-test", bootstrapBrokers: brokers, idempotent: true });
+  try {
+    await producer.send({ messages: [0, 1, 2].map((p) => ({ topic, partition: p, key: Buffer.from(`k${p}`), value: Buffer.from(`modern-${p}`) })) });
+  } finally {
+    await producer.close();
+  }
+  const consumer = new Consumer({ groupId: "modern-readers", clientId: "cluster-test", bootstrapBrokers: brokers, maxWaitTime: 200, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  const seen: string[] = [];
+  try {
+    const stream = await consumer.consume({ topics: [topic], mode: "earliest", autocommit: false });
+    for await (const m of stream) {
+      seen.push(`${m.partition} ${m.value.toString()}`);
+      await m.commit();
+      if (seen.length >= 3) break;
+    }
+    await stream.close();
+  } finally {
+    await consumer.close(true);
+  }
+  assert.deepEqual(seen.sort(), ["0 modern-0", "1 modern-1", "2 modern-2"]);
+  // The commits are at the group's coordinator: OffsetFetch v1 there shows each partition read.
+  const coordinator = (await findCoordinator(Number(bootstrap().split(":")[1]), "modern-readers", 0)).id;
+  const port = (await brokerPorts()).get(coordinator)!;
+  const k = await RawKafka.open(port);
+  try {
+    k.send(frame(9, 1, (w) => w.string("modern-readers").arrayLength(1).string(topic).arrayLength(3).i32(0).i32(1).i32(2)));
+    const r = await k.response(0);
+    r.i32();
+    r.string();
+    const offsets = r.array((r) => {
+      const p = r.i32();
+      const offset = r.i64();
+      r.nullableString();
+      return [p, offset, r.i16()];
+    });
+    assert.deepEqual(offsets.sort(), [
+      [0, 1, 0],
+      [1, 1, 0],
+      [2, 1, 0],
+    ]);
+  } finally {
+    k.destroy();
   }
 });
 
