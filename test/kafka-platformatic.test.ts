@@ -103,7 +103,7 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
   test("topic ids: Metadata gives each topic one that stays, a topic made again gets another, and Metadata and Fetch by an unknown id say UNKNOWN_TOPIC_ID", async () => {
     const topic = "plt.ids";
     await createTopic(h, topic);
-    const admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    let admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
     try {
       // The client shows an id as a UUID string; the wire carries its 16 bytes.
       const idOf = async (): Promise<string> => {
@@ -114,6 +114,11 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       const first = await idOf();
       assert.notEqual(first, ZERO_ID);
       assert.equal(await idOf(), first, "the same id every time");
+      // Derived from what the store keeps, not from the process: the same after a restart.
+      await admin.close();
+      await h.restart();
+      admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+      assert.equal(await idOf(), first, "the same id after a restart");
 
       // Fetch v13+ names the topic by that id: a record produced is read back through it.
       const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
