@@ -94,9 +94,10 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   // Flexible from v2, which librdkafka 2.x and the Java client send.
   [ApiKey.SaslAuthenticate, [0, 2]],
   // Answered, always with an error: permissions come from the configuration, not from Kafka clients (acls.ts).
-  [ApiKey.DescribeAcls, [0, 1]],
-  [ApiKey.CreateAcls, [0, 1]],
-  [ApiKey.DeleteAcls, [0, 1]],
+  // v2 is flexible; v3 only allows the USER resource type, which changes nothing for a broker that refuses them all.
+  [ApiKey.DescribeAcls, [0, 3]],
+  [ApiKey.CreateAcls, [0, 3]],
+  [ApiKey.DeleteAcls, [0, 3]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */

@@ -572,7 +572,7 @@ export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes:
 }
 
 /** Every API's body decoder, by API key: what the fuzz test walks. */
-/** An ACL binding or filter as the ACL APIs carry it (v0–1): v1 adds the resource pattern type. */
+/** An ACL binding or filter as the ACL APIs carry it (v0–3): v1 adds the resource pattern type, v2 is flexible, v3 allows the USER resource type. */
 export interface AclEntry {
   resourceType: number;
   resourceName: string | null;
@@ -590,22 +590,28 @@ function decodeAclEntry(r: Reader, version: number): AclEntry {
   const resourceType = r.i8();
   const resourceName = r.nullableString();
   const patternType = version >= 1 ? r.i8() : LITERAL_PATTERN;
-  return { resourceType, resourceName, patternType, principal: r.nullableString(), host: r.nullableString(), operation: r.i8(), permissionType: r.i8() };
+  const entry = { resourceType, resourceName, patternType, principal: r.nullableString(), host: r.nullableString(), operation: r.i8(), permissionType: r.i8() };
+  r.taggedFields();
+  return entry;
 }
 
-/** DescribeAcls v0–1: one filter. */
+/** DescribeAcls v0–3: one filter (its fields are the request's, so its tagged fields end the request). */
 export function decodeDescribeAcls(r: Reader, version: number): { filter: AclEntry } {
   return { filter: decodeAclEntry(r, version) };
 }
 
-/** CreateAcls v0–1: the bindings to create. */
+/** CreateAcls v0–3: the bindings to create. */
 export function decodeCreateAcls(r: Reader, version: number): { creations: AclEntry[] } {
-  return { creations: r.array((r) => decodeAclEntry(r, version)) };
+  const creations = r.array((r) => decodeAclEntry(r, version));
+  r.taggedFields();
+  return { creations };
 }
 
-/** DeleteAcls v0–1: the filters whose matches to delete. */
+/** DeleteAcls v0–3: the filters whose matches to delete. */
 export function decodeDeleteAcls(r: Reader, version: number): { filters: AclEntry[] } {
-  return { filters: r.array((r) => decodeAclEntry(r, version)) };
+  const filters = r.array((r) => decodeAclEntry(r, version));
+  r.taggedFields();
+  return { filters };
 }
 
 // ---- AlterPartitionReassignments (45) and ListPartitionReassignments (46) v0: flexible ----
