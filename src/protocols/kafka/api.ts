@@ -85,9 +85,11 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AlterPartitionReassignments, [0, 0]],
   [ApiKey.ListPartitionReassignments, [0, 0]],
   [ApiKey.InitProducerId, [0, 1]],
-  [ApiKey.AddPartitionsToTxn, [0, 1]],
-  [ApiKey.AddOffsetsToTxn, [0, 1]],
-  [ApiKey.EndTxn, [0, 1]],
+  // v2 answers PRODUCER_FENCED where v0–1 answer INVALID_PRODUCER_EPOCH; v3 is flexible. AddPartitionsToTxn v4 and
+  // EndTxn v4 (KIP-890: batched, broker-to-broker verification) are not advertised.
+  [ApiKey.AddPartitionsToTxn, [0, 3]],
+  [ApiKey.AddOffsetsToTxn, [0, 3]],
+  [ApiKey.EndTxn, [0, 3]],
   [ApiKey.TxnOffsetCommit, [0, 3]],
   // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
   [ApiKey.SaslHandshake, [0, 1]],

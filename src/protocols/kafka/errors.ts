@@ -58,6 +58,10 @@ export const ErrorCode = {
   GROUP_SUBSCRIBED_TO_TOPIC: 86,
   INVALID_RECORD: 87,
   UNSTABLE_OFFSET_COMMIT: 88,
+  /** A transaction request's epoch is not the producer's (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn v2+; INVALID_PRODUCER_EPOCH before). */
+  PRODUCER_FENCED: 90,
+  /** DeleteTopics v6 naming a topic by an id nagare does not know (it gives topics no ids yet). */
+  UNKNOWN_TOPIC_ID: 100,
   TOPIC_AUTHORIZATION_FAILED: 29,
   CLUSTER_AUTHORIZATION_FAILED: 31,
   SECURITY_DISABLED: 54,

@@ -460,7 +460,7 @@ export function decodeDescribeCluster(r: Reader): DescribeClusterRequest {
   return { includeClusterAuthorizedOperations };
 }
 
-// ---- InitProducerId (22) v0–1 and the transaction APIs (24, 25, 26, 28) ----
+// ---- InitProducerId (22) v0–1 and the transaction APIs (24, 25, 26 v0–3, flexible from v3; 28) ----
 
 export interface InitProducerIdRequest {
   transactionalId: string | null;
@@ -492,7 +492,13 @@ export interface AddPartitionsToTxnRequest extends TxnProducer {
 
 export function decodeAddPartitionsToTxn(r: Reader): AddPartitionsToTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, topics: r.array((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) })) };
+  const topics = r.array((r) => {
+    const t = { name: r.string(), partitions: r.array((r) => r.i32()) };
+    r.taggedFields();
+    return t;
+  });
+  r.taggedFields();
+  return { ...producer, topics };
 }
 
 export interface AddOffsetsToTxnRequest extends TxnProducer {
@@ -501,7 +507,9 @@ export interface AddOffsetsToTxnRequest extends TxnProducer {
 
 export function decodeAddOffsetsToTxn(r: Reader): AddOffsetsToTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, groupId: r.string() };
+  const groupId = r.string();
+  r.taggedFields();
+  return { ...producer, groupId };
 }
 
 export interface EndTxnRequest extends TxnProducer {
@@ -510,7 +518,9 @@ export interface EndTxnRequest extends TxnProducer {
 
 export function decodeEndTxn(r: Reader): EndTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, commit: r.bool() };
+  const commit = r.bool();
+  r.taggedFields();
+  return { ...producer, commit };
 }
 
 export interface TxnOffsetCommitRequest extends TxnProducer {
