@@ -1,11 +1,13 @@
 /**
  * The Kafka APIs nagare answers, with the version ranges it advertises in
  * ApiVersions. Ranges start low where librdkafka 2.0 looks for an old version
- * before it turns a feature on, and end below each API's first flexible
- * version, which no client nagare is tested with sends (ApiVersions v3,
- * DescribeCluster and the partition reassignment APIs, flexible from v0, are
- * the exceptions). docs/KAFKA.md
- * lists them all.
+ * before it turns a feature on. Most end below the API's first flexible
+ * version; the admin, config, ACL and transaction APIs reach their flexible
+ * versions (Kafka 3.5+ clients such as @platformatic/kafka send nothing
+ * else), as do ApiVersions v3, SaslAuthenticate v2, DescribeCluster and the
+ * partition reassignment APIs (flexible from v0). A flexible version's
+ * request and response go through the codec's flexible mode (codec.ts).
+ * docs/KAFKA.md lists them all.
  */
 
 import type { Reader, Writer } from "./codec.js";
@@ -70,13 +72,16 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.DescribeGroups, [0, 4]],
   [ApiKey.ListGroups, [0, 2]],
   [ApiKey.ApiVersions, [0, 3]],
-  [ApiKey.CreateTopics, [0, 4]],
-  [ApiKey.DeleteTopics, [0, 3]],
-  [ApiKey.DeleteRecords, [0, 1]],
-  [ApiKey.CreatePartitions, [0, 1]],
-  [ApiKey.DescribeConfigs, [0, 2]],
-  [ApiKey.AlterConfigs, [0, 1]],
-  [ApiKey.IncrementalAlterConfigs, [0, 0]],
+  // Flexible from CreateTopics v5, DeleteTopics v4, DeleteRecords v2, CreatePartitions v2, DescribeConfigs v4,
+  // AlterConfigs v2, IncrementalAlterConfigs v1. Topic ids (CreateTopics v7, DeleteTopics v6): nagare has none
+  // yet, and answers the all-zero uuid, as Metadata does.
+  [ApiKey.CreateTopics, [0, 7]],
+  [ApiKey.DeleteTopics, [0, 6]],
+  [ApiKey.DeleteRecords, [0, 2]],
+  [ApiKey.CreatePartitions, [0, 3]],
+  [ApiKey.DescribeConfigs, [0, 4]],
+  [ApiKey.AlterConfigs, [0, 2]],
+  [ApiKey.IncrementalAlterConfigs, [0, 1]],
   [ApiKey.DeleteGroups, [0, 1]],
   [ApiKey.OffsetDelete, [0, 0]],
   // Flexible from their first versions, like the reassignment APIs below.
