@@ -15,6 +15,22 @@ export function frame(apiKey: number, version: number, body: (w: Writer) => void
   return Buffer.from(w.result());
 }
 
+/**
+ * A request frame of a flexible version: header v2 (header v1's fields, the
+ * client id still an INT16 string, then an empty tagged-field section), and
+ * a body written in the codec's flexible mode (compact strings and arrays;
+ * the body writes its own tagged fields).
+ */
+export function flexibleFrame(apiKey: number, version: number, body: (w: Writer) => void, correlationId = 7): Buffer {
+  const w = new Writer();
+  const at = w.reserveI32();
+  w.i16(apiKey).i16(version).i32(correlationId).nullableString("raw").tags();
+  w.flexible = true;
+  body(w);
+  w.patchI32(at, w.pos - 4);
+  return Buffer.from(w.result());
+}
+
 /** A v2 record batch around records already encoded (and compressed, for a codec other than 0). */
 export function batchAround(records: Buffer, count: number, codec: number): Buffer {
   const w = new Writer();
