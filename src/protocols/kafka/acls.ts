@@ -1,5 +1,5 @@
 /**
- * The Kafka ACL APIs (DescribeAcls, CreateAcls, DeleteAcls v0–1), answered
+ * The Kafka ACL APIs (DescribeAcls, CreateAcls, DeleteAcls v0–3; v2+ flexible), answered
  * and always refused: nagare keeps no Kafka ACLs. What a Kafka user may
  * produce and fetch is its NATS permissions (publish and subscribe
  * subjects, from the configuration file or its user JWT; docs/SECURITY.md),
@@ -30,7 +30,7 @@ function refusal(door: KafkaDoor): { code: number; message: string } {
 export function handleDescribeAcls(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
   decodeDescribeAcls(r, version);
   const { code, message } = refusal(door);
-  w.i32(0).i16(code).nullableString(message).arrayLength(0);
+  w.i32(0).i16(code).nullableString(message).arrayLength(0).taggedFields();
   return true;
 }
 
@@ -38,7 +38,8 @@ export function handleDescribeAcls(door: KafkaDoor, { version, r, w }: RequestCo
 export function handleCreateAcls(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
   const { creations } = decodeCreateAcls(r, version);
   const { code, message } = refusal(door);
-  w.i32(0).array(creations, (w) => w.i16(code).nullableString(message));
+  w.i32(0).array(creations, (w) => w.i16(code).nullableString(message).taggedFields());
+  w.taggedFields();
   return true;
 }
 
@@ -46,6 +47,7 @@ export function handleCreateAcls(door: KafkaDoor, { version, r, w }: RequestCont
 export function handleDeleteAcls(door: KafkaDoor, { version, r, w }: RequestContext): boolean {
   const { filters } = decodeDeleteAcls(r, version);
   const { code, message } = refusal(door);
-  w.i32(0).array(filters, (w) => w.i16(code).nullableString(message).arrayLength(0));
+  w.i32(0).array(filters, (w) => w.i16(code).nullableString(message).arrayLength(0).taggedFields());
+  w.taggedFields();
   return true;
 }

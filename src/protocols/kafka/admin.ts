@@ -7,12 +7,11 @@ import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
-import { fail, limitsFrom, minInsyncReplicas, ok, type Outcome } from "./configs.js";
-import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
+import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, ZERO_UUID } from "./requests.js";
 import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 
-/** Creates `topic` with `partitions` partitions; the Kafka outcome. */
 /** Kafka's message for a TopicAuthorizationException in admin responses. */
 export const AUTHORIZATION_FAILED = "Authorization failed.";
 
@@ -23,7 +22,7 @@ export const MAX_REPLICATION_FACTOR = 5;
  * Creates `topic` with `partitions` partitions of `replicas` copies each
  * (more than one: in a cluster only); the Kafka outcome.
  */
-export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false, replicas = 1): Promise<Outcome> {
+export async function createTopic(door: AccountDoor, topic: string, partitions: number, configs: Map<string, string | null>, validateOnly = false, replicas = 1): Promise<Outcome & { configs?: ConfigEntry[] }> {
   const nameError = topicNameError(topic);
   if (nameError !== null) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, nameError);
   if (isInternalTopic(topic)) return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `${topic} is internal: the coordinators make it`);
@@ -47,7 +46,15 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
     const brokers = cluster === null ? 1 : cluster.brokers().length;
     if (replicas > brokers) return fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${replicas} larger than available brokers: ${brokers}.`);
   }
-  if (validateOnly) return ok;
+  if (validateOnly) {
+    // What the stream would refuse is refused here too; the configs it would have are CreateTopics v5+'s answer.
+    try {
+      return { ...ok, configs: topicConfigs(door, { config: normalizeStreamConfig(config) }) };
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      return fail(ErrorCode.INVALID_CONFIG, err.message);
+    }
+  }
   if (cluster !== null) return placeTopic(door, topic, partitions, config, replicas);
   try {
     await door.js.createStream(config, partitions);
@@ -99,12 +106,28 @@ function clusterFailure(err: unknown): Outcome {
   return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
 }
 
+/** A created topic as CreateTopics v5+ answers it: its partitions, replicas and configs (-1, -1 and none on an error, Kafka's defaults). */
+interface CreatedTopic extends Outcome {
+  name: string;
+  partitions: number;
+  replicas: number;
+  configs: ConfigEntry[];
+}
+
+/**
+ * CreateTopics v0–7: v5 (flexible) answers each created topic's partition
+ * count, replication factor and configs, as DescribeConfigs gives them; v7
+ * its topic id, the all-zero uuid (nagare has no topic ids yet; Metadata
+ * answers the same).
+ */
 export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
   const seen = new Set<string>();
-  const results: Array<{ name: string } & Outcome> = [];
+  const results: CreatedTopic[] = [];
   for (const t of requests) {
-    let outcome: Outcome;
+    let outcome: Outcome & { configs?: ConfigEntry[] };
+    let count = -1;
+    const replicas = t.replication === -1 ? 1 : t.replication;
     if (seen.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "topic named twice in one request");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
     // -1 is the broker's default, which is 1 (no default_replication_factor setting yet).
@@ -114,34 +137,62 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId)))) {
       outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, partitions 0..n-1`);
     } else {
-      const count = t.assignments.length > 0 ? t.assignments.length : t.partitions === -1 ? door.options.defaultPartitions : t.partitions;
-      outcome = await createTopic(door, t.name, count, t.configs, validateOnly, t.replication === -1 ? 1 : t.replication);
+      count = t.assignments.length > 0 ? t.assignments.length : t.partitions === -1 ? door.options.defaultPartitions : t.partitions;
+      outcome = await createTopic(door, t.name, count, t.configs, validateOnly, replicas);
     }
     seen.add(t.name);
-    results.push({ name: t.name, ...outcome });
+    const created = outcome.error === ErrorCode.NONE;
+    // Described once made (validate_only: as it would be made); a topic deleted meanwhile has none to describe.
+    const configs = !created || version < 5 ? [] : (outcome.configs ?? describeTopicConfigs(door, t.name) ?? []);
+    results.push({ name: t.name, error: outcome.error, message: outcome.message, partitions: created ? count : -1, replicas: created ? replicas : -1, configs });
   }
   if (version >= 2) w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
-    w.string(t.name).i16(t.error);
+    w.string(t.name);
+    if (version >= 7) w.uuid(ZERO_UUID); // topic_id
+    w.i16(t.error);
     if (version >= 1) w.nullableString(t.message);
+    if (version >= 5) {
+      // topic_config_error_code (tagged) is left out: the configs are always given.
+      w.i32(t.partitions).i16(t.replicas);
+      w.array(t.configs, (w, c) => w.string(c.name).nullableString(c.value).bool(c.readOnly).i8(c.source).bool(false).taggedFields());
+    }
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }
 
+/**
+ * DeleteTopics v0–6: v4 is flexible, v5 answers an error message, v6 names
+ * each topic by name or by id. nagare gives topics no ids yet: a topic named
+ * by id alone is UNKNOWN_TOPIC_ID, one named both ways INVALID_REQUEST (as
+ * Kafka), and the answer's topic id is the all-zero uuid for a topic named
+ * by name.
+ */
 export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const { names } = decodeDeleteTopics(r);
-  const results: Array<[string, number]> = [];
+  const { topics } = decodeDeleteTopics(r, version);
+  const results: Array<{ name: string | null; topicId: string } & Outcome> = [];
   const cluster = door.door.cluster;
-  for (const name of names) {
+  for (const { name, topicId } of topics) {
+    const result = (error: number, message: string | null): void => void results.push({ name, topicId, error, message });
+    if (name !== null && topicId !== ZERO_UUID) {
+      result(ErrorCode.INVALID_REQUEST, "You may not specify both topic name and topic id.");
+      continue;
+    }
+    if (name === null) {
+      result(ErrorCode.UNKNOWN_TOPIC_ID, `nagare gives topics no ids: topic id ${topicId} names none (name the topic instead)`);
+      continue;
+    }
     const stream = findTopic(door.js, name);
     const placed = cluster?.topic(door.account, streamNameOf(name));
     const isPlaced = placed !== undefined && placed.topic === name;
     if (stream === undefined && !isPlaced) {
-      results.push([name, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION]);
+      result(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `The topic '${name}' does not exist.`);
       continue;
     }
     if (!mayManageTopic(conn.permissions, "DELETE", name)) {
-      results.push([name, ErrorCode.TOPIC_AUTHORIZATION_FAILED]);
+      result(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
       continue;
     }
     if (isPlaced) {
@@ -150,17 +201,25 @@ export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, 
         await cluster!.remove(door.account, streamNameOf(name));
         await door.js.cluster?.settle(door.account, streamNameOf(name)).catch(() => undefined);
       } catch (err) {
-        results.push([name, clusterFailure(err).error]);
+        const failed = clusterFailure(err);
+        result(failed.error, failed.message);
         continue;
       }
     } else await door.js.deleteStream(stream!.config.name);
     await door.groups.forgetTopic(name);
     door.producers.forgetTopic(name);
     door.log.info(`kafka: deleted topic ${name}`);
-    results.push([name, ErrorCode.NONE]);
+    result(ErrorCode.NONE, null);
   }
-  if (version >= 1) w.i32(0);
-  w.array(results, (w, [name, error]) => w.string(name).i16(error));
+  if (version >= 1) w.i32(0); // throttle_time_ms
+  w.array(results, (w, t) => {
+    w.nullableString(t.name);
+    if (version >= 6) w.uuid(t.topicId);
+    w.i16(t.error);
+    if (version >= 5) w.nullableString(t.message);
+    w.taggedFields();
+  });
+  w.taggedFields();
   return true;
 }
 
@@ -218,7 +277,7 @@ async function growTopic(door: AccountDoor, name: string, count: number): Promis
 }
 
 /**
- * CreatePartitions v0–1. As Kafka, a request that may not wait
+ * CreatePartitions v0–3 (v2 flexible, v3 the same). As Kafka, a request that may not wait
  * (timeout_ms <= 0) starts the change and answers REQUEST_TIMED_OUT for it
  * (librdkafka, whose default is not to wait, reads that as success), and one
  * whose change outlasts timeout_ms gets REQUEST_TIMED_OUT while the change
@@ -249,7 +308,8 @@ export async function handleCreatePartitions(door: AccountDoor, { conn, r, w }: 
     results.push({ name: t.name, ...(outcome ?? ok) });
   }
   w.i32(0); // throttle_time_ms
-  w.array(results, (w, t) => w.string(t.name).i16(t.error).nullableString(t.message));
+  w.array(results, (w, t) => w.string(t.name).i16(t.error).nullableString(t.message).taggedFields());
+  w.taggedFields();
   return true;
 }
 
@@ -265,7 +325,7 @@ function raceDeadline(work: Promise<Outcome>, deadline: number, late: Outcome): 
 }
 
 /**
- * DeleteRecords v0–1: each partition's records below the offset are purged
+ * DeleteRecords v0–2 (v2 flexible): each partition's records below the offset are purged
  * (offset -1: the high watermark), and the answer carries the new low
  * watermark. An offset past the high watermark is OFFSET_OUT_OF_RANGE, as in
  * Kafka. One replica holds the records, so the purge is done when the
@@ -308,7 +368,9 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
   w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
     w.string(t.name);
-    w.array(t.partitions, (w, p) => w.i32(p.index).i64(p.low).i16(p.error));
+    w.array(t.partitions, (w, p) => w.i32(p.index).i64(p.low).i16(p.error).taggedFields());
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }

@@ -72,13 +72,16 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.DescribeGroups, [0, 5]],
   [ApiKey.ListGroups, [0, 4]],
   [ApiKey.ApiVersions, [0, 3]],
-  [ApiKey.CreateTopics, [0, 4]],
-  [ApiKey.DeleteTopics, [0, 3]],
-  [ApiKey.DeleteRecords, [0, 1]],
-  [ApiKey.CreatePartitions, [0, 1]],
-  [ApiKey.DescribeConfigs, [0, 2]],
-  [ApiKey.AlterConfigs, [0, 1]],
-  [ApiKey.IncrementalAlterConfigs, [0, 0]],
+  // Flexible from CreateTopics v5, DeleteTopics v4, DeleteRecords v2, CreatePartitions v2, DescribeConfigs v4,
+  // AlterConfigs v2, IncrementalAlterConfigs v1. Topic ids (CreateTopics v7, DeleteTopics v6) as Metadata
+  // gives them (topic-ids.ts).
+  [ApiKey.CreateTopics, [0, 7]],
+  [ApiKey.DeleteTopics, [0, 6]],
+  [ApiKey.DeleteRecords, [0, 2]],
+  [ApiKey.CreatePartitions, [0, 3]],
+  [ApiKey.DescribeConfigs, [0, 4]],
+  [ApiKey.AlterConfigs, [0, 2]],
+  [ApiKey.IncrementalAlterConfigs, [0, 1]],
   [ApiKey.DeleteGroups, [0, 2]],
   [ApiKey.OffsetDelete, [0, 0]],
   // Flexible from their first versions, like the reassignment APIs below.
@@ -87,18 +90,21 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AlterPartitionReassignments, [0, 0]],
   [ApiKey.ListPartitionReassignments, [0, 0]],
   [ApiKey.InitProducerId, [0, 4]],
-  [ApiKey.AddPartitionsToTxn, [0, 1]],
-  [ApiKey.AddOffsetsToTxn, [0, 1]],
-  [ApiKey.EndTxn, [0, 1]],
+  // v2 answers PRODUCER_FENCED where v0–1 answer INVALID_PRODUCER_EPOCH; v3 is flexible. AddPartitionsToTxn v4 and
+  // EndTxn v4 (KIP-890: batched, broker-to-broker verification) are not advertised.
+  [ApiKey.AddPartitionsToTxn, [0, 3]],
+  [ApiKey.AddOffsetsToTxn, [0, 3]],
+  [ApiKey.EndTxn, [0, 3]],
   [ApiKey.TxnOffsetCommit, [0, 3]],
   // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
   [ApiKey.SaslHandshake, [0, 1]],
   // Flexible from v2, which librdkafka 2.x and the Java client send.
   [ApiKey.SaslAuthenticate, [0, 2]],
   // Answered, always with an error: permissions come from the configuration, not from Kafka clients (acls.ts).
-  [ApiKey.DescribeAcls, [0, 1]],
-  [ApiKey.CreateAcls, [0, 1]],
-  [ApiKey.DeleteAcls, [0, 1]],
+  // v2 is flexible; v3 only allows the USER resource type, which changes nothing for a broker that refuses them all.
+  [ApiKey.DescribeAcls, [0, 3]],
+  [ApiKey.CreateAcls, [0, 3]],
+  [ApiKey.DeleteAcls, [0, 3]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */

@@ -240,6 +240,66 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
   return entries.sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
+/** The configs of topic `name` as DescribeConfigs gives them (CreateTopics v5+ answers them too); undefined when it exists nowhere. */
+export function describeTopicConfigs(door: AccountDoor, name: string): ConfigEntry[] | undefined {
+  const found = configuredTopic(door, name);
+  return found === undefined ? undefined : topicConfigs(door, found.current);
+}
+
+/** Kafka's ConfigType (DescribeConfigs v3+): how a config's value reads. */
+export const ConfigType = { UNKNOWN: 0, BOOLEAN: 1, STRING: 2, INT: 3, SHORT: 4, LONG: 5, DOUBLE: 6, LIST: 7, CLASS: 8, PASSWORD: 9 } as const;
+
+const { BOOLEAN, STRING, INT, LONG, LIST } = ConfigType;
+
+/**
+ * Each config nagare describes: its type as Kafka defines it, and what it
+ * does here (DescribeConfigs v3+ `include_documentation`). Broker configs
+ * say which setting of the configuration file they are (docs/KAFKA.md,
+ * "Broker configs").
+ */
+const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
+  // A topic's, kept in its stream (docs/KAFKA.md, "Topic configs").
+  ["cleanup.policy", [LIST, "Only delete: records go when retention.ms or retention.bytes says so; compact is refused."]],
+  ["max.message.bytes", [INT, "The largest record batch the topic takes, as produced (its stream's max_msg_size, also applied to each record)."]],
+  ["message.timestamp.difference.max.ms", [LONG, "With CreateTime, a batch whose timestamps are further than this from the broker's clock is refused (INVALID_TIMESTAMP)."]],
+  ["message.timestamp.type", [STRING, "CreateTime keeps the producer's timestamps; LogAppendTime replaces them with the broker's time."]],
+  ["min.insync.replicas", [INT, "The replicas that must be in sync for an acks=all produce to be taken (NOT_ENOUGH_REPLICAS otherwise)."]],
+  ["retention.bytes", [LONG, "The bytes each partition keeps before its oldest records go (its stream's max_bytes); -1: no limit."]],
+  ["retention.ms", [LONG, "How long records are kept (its stream's max_age); -1: no limit."]],
+  ["segment.bytes", [INT, "The storage engine's segment size; fixed."]],
+  // The broker's, from nagare's configuration file.
+  ["advertised.listeners", [STRING, "The address clients are told to connect to: kafka { advertise }; null unless set."]],
+  ["auto.create.topics.enable", [BOOLEAN, "Whether Metadata creates a topic it is asked about: kafka { auto_create_topics }."]],
+  ["broker.id", [INT, "This broker's id."]],
+  ["connections.max.idle.ms", [LONG, "How long an idle connection is kept: kafka { connections_max_idle }."]],
+  ["default.replication.factor", [INT, "The replicas of a topic created with replication factor -1."]],
+  ["fetch.max.bytes", [INT, "The most bytes one fetch answer carries: kafka { fetch_max_bytes }."]],
+  ["group.initial.rebalance.delay.ms", [INT, "How long a new group waits for more members before its first rebalance: kafka { group_initial_rebalance_delay }."]],
+  ["group.max.size", [INT, "The most members a consumer group takes."]],
+  ["listeners", [STRING, "The address the Kafka listener is bound to: kafka { host, port }."]],
+  ["max.connections", [INT, "The server's max_connections, shared with NATS clients."]],
+  ["message.max.bytes", [INT, "The server's max_payload: the largest record batch, and a topic's default max.message.bytes."]],
+  ["num.partitions", [INT, "The partitions of a topic created without a count: kafka { num_partitions }."]],
+  ["queued.max.request.bytes", [LONG, "The bytes of requests read and not yet answered, across connections: kafka { max_queued_request_bytes }."]],
+  ["socket.request.max.bytes", [INT, "The largest request frame: kafka { max_request_bytes }."]],
+  ["transaction.max.timeout.ms", [INT, "The longest transaction timeout InitProducerId takes."]],
+  ["log.cleanup.policy", [LIST, "The cleanup.policy of a topic that sets none."]],
+  ["log.message.timestamp.difference.max.ms", [LONG, "The message.timestamp.difference.max.ms of a topic that sets none."]],
+  ["log.message.timestamp.type", [STRING, "The message.timestamp.type of a topic that sets none."]],
+  ["log.retention.bytes", [LONG, "The retention.bytes of a topic that sets none."]],
+  ["log.retention.ms", [LONG, "The retention.ms of a topic that sets none."]],
+  ["log.segment.bytes", [INT, "The segment.bytes of every topic."]],
+]);
+
+/** A config's Kafka type (UNKNOWN for a name nagare does not describe). */
+export function configType(name: string): number {
+  return CONFIG_INFO.get(name)?.[0] ?? ConfigType.UNKNOWN;
+}
+
+function configDoc(name: string): string | null {
+  return CONFIG_INFO.get(name)?.[1] ?? null;
+}
+
 /** Configs a topic has set, by name: what AlterConfigs replaces and IncrementalAlterConfigs changes. */
 function setTopicConfigs(door: AccountDoor, s: Configured): Map<string, string> {
   const out = new Map<string, string>();
@@ -350,6 +410,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
   return ok;
 }
 
+/** AlterConfigs v0–2 and IncrementalAlterConfigs v0–1: the same answer, flexible from v2 and v1. */
 async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
   const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
   const seen = new Set<string>();
@@ -361,7 +422,8 @@ async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, in
     results.push({ ...outcome, type: res.type, name: res.name });
   }
   w.i32(0); // throttle_time_ms
-  w.array(results, (w, res) => w.i16(res.error).nullableString(res.message).i8(res.type).string(res.name));
+  w.array(results, (w, res) => w.i16(res.error).nullableString(res.message).i8(res.type).string(res.name).taggedFields());
+  w.taggedFields();
   return true;
 }
 
@@ -414,8 +476,12 @@ function synonymsOf(type: number, e: ConfigEntry, broker: ConfigEntry[] | null):
   return out;
 }
 
+/**
+ * DescribeConfigs v0–4: v1 adds sources and synonyms, v3 each config's type
+ * and (when asked) documentation, v4 is flexible.
+ */
 export function handleDescribeConfigs(door: AccountDoor, { version, r, w }: RequestContext): boolean {
-  const { resources, includeSynonyms } = decodeDescribeConfigs(r, version);
+  const { resources, includeSynonyms, includeDocumentation } = decodeDescribeConfigs(r, version);
   const broker = includeSynonyms ? brokerConfigs(door) : null;
   w.i32(0); // throttle_time_ms
   w.array(resources, (w, res) => {
@@ -427,8 +493,12 @@ export function handleDescribeConfigs(door: AccountDoor, { version, r, w }: Requ
       if (version === 0) w.bool(e.source === SOURCE_DEFAULT);
       else w.i8(e.source);
       w.bool(false); // is_sensitive
-      if (version >= 1) w.array(broker === null ? [] : synonymsOf(res.type, e, broker), (w, s) => w.string(s.name).nullableString(s.value).i8(s.source));
+      if (version >= 1) w.array(broker === null ? [] : synonymsOf(res.type, e, broker), (w, s) => w.string(s.name).nullableString(s.value).i8(s.source).taggedFields());
+      if (version >= 3) w.i8(configType(e.name)).nullableString(includeDocumentation ? configDoc(e.name) : null);
+      w.taggedFields();
     });
+    w.taggedFields();
   });
+  w.taggedFields();
   return true;
 }

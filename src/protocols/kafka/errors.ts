@@ -58,14 +58,16 @@ export const ErrorCode = {
   GROUP_SUBSCRIBED_TO_TOPIC: 86,
   INVALID_RECORD: 87,
   UNSTABLE_OFFSET_COMMIT: 88,
+  /** A transaction request's epoch is not the producer's (AddPartitionsToTxn, AddOffsetsToTxn, EndTxn v2+; INVALID_PRODUCER_EPOCH before). */
+  PRODUCER_FENCED: 90,
+  /** A topic named (Metadata v10+, Fetch v13+, DeleteTopics v6) by an id no topic has. */
+  UNKNOWN_TOPIC_ID: 100,
   TOPIC_AUTHORIZATION_FAILED: 29,
   CLUSTER_AUTHORIZATION_FAILED: 31,
   SECURITY_DISABLED: 54,
   UNSUPPORTED_SASL_MECHANISM: 33,
   ILLEGAL_SASL_STATE: 34,
   SASL_AUTHENTICATION_FAILED: 58,
-  UNKNOWN_TOPIC_ID: 100,
-  PRODUCER_FENCED: 90,
 } as const;
 
 /**

@@ -42,7 +42,7 @@ export function decodeRequestHeader(frame: Buffer): RequestHeader {
   return { apiKey, version, correlationId, clientId, supported, r };
 }
 
-/** An INT32 array of INT16 strings where -1 (null) means "all" (Metadata, DescribeConfigs keys, OffsetFetch). */
+/** An array of strings where null (-1) means "all" (Metadata, DescribeConfigs keys, OffsetFetch); compact in a flexible version. */
 function nullableStrings(r: Reader): string[] | null {
   const n = r.arrayLength();
   if (n < 0) return null;
@@ -430,7 +430,7 @@ export function decodeApiVersions(r: Reader, version: number): ApiVersionsReques
   return { clientSoftwareName, clientSoftwareVersion };
 }
 
-// ---- CreateTopics (19) v0–4, DeleteTopics (20) v0–3, DescribeConfigs (32) v0–2 ----
+// ---- CreateTopics (19) v0–7, DeleteTopics (20) v0–6, DescribeConfigs (32) v0–4 (flexible from v5, v4, v4) ----
 
 export interface CreateTopicsRequest {
   topics: Array<{
@@ -444,44 +444,78 @@ export interface CreateTopicsRequest {
   validateOnly: boolean;
 }
 
+/** v5–7 are flexible; v6 and v7 ask as v5 does (they differ in the answer). */
 export function decodeCreateTopics(r: Reader, version: number): CreateTopicsRequest {
   const topics = r.array((r) => {
     const name = r.string();
     const partitions = r.i32();
     const replication = r.i16();
-    const assignments = r.array((r) => ({ partition: r.i32(), brokers: r.array((r) => r.i32()) }));
+    const assignments = r.array((r) => {
+      const partition = r.i32();
+      const brokers = r.array((r) => r.i32());
+      r.taggedFields();
+      return { partition, brokers };
+    });
     const configs = new Map<string, string | null>();
-    r.array((r) => configs.set(r.string(), r.nullableString()));
+    r.array((r) => {
+      configs.set(r.string(), r.nullableString());
+      r.taggedFields();
+    });
+    r.taggedFields();
     return { name, partitions, replication, assignments, configs };
   });
   const timeoutMs = r.i32();
   const validateOnly = version >= 1 && r.bool();
+  r.taggedFields();
   return { topics, timeoutMs, validateOnly };
 }
 
 export interface DeleteTopicsRequest {
-  names: string[];
+  /** By name, or (v6) by topic id with a null name; the id is all zeros when the request names none. */
+  topics: Array<{ name: string | null; topicId: string }>;
   timeoutMs: number;
 }
 
-export function decodeDeleteTopics(r: Reader): DeleteTopicsRequest {
-  const names = r.array((r) => r.string());
-  return { names, timeoutMs: r.i32() };
+/** The all-zero UUID: Kafka's "no topic id". */
+export const ZERO_UUID = "0".repeat(32);
+
+/** v4+ flexible; v6 names each topic by name or by id. */
+export function decodeDeleteTopics(r: Reader, version: number): DeleteTopicsRequest {
+  const topics =
+    version >= 6
+      ? r.array((r) => {
+          const name = r.nullableString();
+          const topicId = r.uuid();
+          r.taggedFields();
+          return { name, topicId };
+        })
+      : r.array((r) => ({ name: r.string() as string | null, topicId: ZERO_UUID }));
+  const timeoutMs = r.i32();
+  r.taggedFields();
+  return { topics, timeoutMs };
 }
 
 export interface DescribeConfigsRequest {
   /** keys null: every config of the resource. */
   resources: Array<{ type: number; name: string; keys: string[] | null }>;
   includeSynonyms: boolean;
+  /** v3+: each config's documentation is asked for. */
+  includeDocumentation: boolean;
 }
 
 export function decodeDescribeConfigs(r: Reader, version: number): DescribeConfigsRequest {
-  const resources = r.array((r) => ({ type: r.i8(), name: r.string(), keys: nullableStrings(r) }));
+  const resources = r.array((r) => {
+    const res = { type: r.i8(), name: r.string(), keys: nullableStrings(r) };
+    r.taggedFields();
+    return res;
+  });
   const includeSynonyms = version >= 1 && r.bool();
-  return { resources, includeSynonyms };
+  const includeDocumentation = version >= 3 && r.bool();
+  r.taggedFields();
+  return { resources, includeSynonyms, includeDocumentation };
 }
 
-// ---- DeleteRecords (21) v0–1, CreatePartitions (37) v0–1 ----
+// ---- DeleteRecords (21) v0–2, CreatePartitions (37) v0–3 (flexible from v2 both) ----
 
 export interface DeleteRecordsRequest {
   topics: Array<{ name: string; partitions: Array<{ index: number; offset: number }> }>;
@@ -489,8 +523,19 @@ export interface DeleteRecordsRequest {
 }
 
 export function decodeDeleteRecords(r: Reader): DeleteRecordsRequest {
-  const topics = r.array((r) => ({ name: r.string(), partitions: r.array((r) => ({ index: r.i32(), offset: r.i64() })) }));
-  return { topics, timeoutMs: r.i32() };
+  const topics = r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r) => {
+      const p = { index: r.i32(), offset: r.i64() };
+      r.taggedFields();
+      return p;
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+  const timeoutMs = r.i32();
+  r.taggedFields();
+  return { topics, timeoutMs };
 }
 
 export interface CreatePartitionsRequest {
@@ -508,15 +553,21 @@ export function decodeCreatePartitions(r: Reader): CreatePartitionsRequest {
     let assignments: number[][] | null = null;
     if (n >= 0) {
       assignments = [];
-      for (let i = 0; i < n; i++) assignments.push(r.array((r) => r.i32()));
+      for (let i = 0; i < n; i++) {
+        assignments.push(r.array((r) => r.i32()));
+        r.taggedFields();
+      }
     }
+    r.taggedFields();
     return { name, count, assignments };
   });
   const timeoutMs = r.i32();
-  return { topics, timeoutMs, validateOnly: r.bool() };
+  const validateOnly = r.bool();
+  r.taggedFields();
+  return { topics, timeoutMs, validateOnly };
 }
 
-// ---- AlterConfigs (33) v0–1, IncrementalAlterConfigs (44) v0 ----
+// ---- AlterConfigs (33) v0–2, IncrementalAlterConfigs (44) v0–1 (flexible from v2, v1) ----
 
 /** IncrementalAlterConfigs' operations; AlterConfigs sets every config it names. */
 export const ConfigOp = { SET: 0, DELETE: 1, APPEND: 2, SUBTRACT: 3 } as const;
@@ -527,14 +578,29 @@ export interface AlterConfigsRequest {
   validateOnly: boolean;
 }
 
+function decodeAlter(r: Reader, incremental: boolean): AlterConfigsRequest {
+  const resources = r.array((r) => {
+    const type = r.i8();
+    const name = r.string();
+    const configs = r.array((r) => {
+      const c = { name: r.string(), op: incremental ? r.i8() : ConfigOp.SET, value: r.nullableString() };
+      r.taggedFields();
+      return c;
+    });
+    r.taggedFields();
+    return { type, name, configs };
+  });
+  const validateOnly = r.bool();
+  r.taggedFields();
+  return { resources, validateOnly };
+}
+
 export function decodeAlterConfigs(r: Reader): AlterConfigsRequest {
-  const resources = r.array((r) => ({ type: r.i8(), name: r.string(), configs: r.array((r) => ({ name: r.string(), op: ConfigOp.SET as number, value: r.nullableString() })) }));
-  return { resources, validateOnly: r.bool() };
+  return decodeAlter(r, false);
 }
 
 export function decodeIncrementalAlterConfigs(r: Reader): AlterConfigsRequest {
-  const resources = r.array((r) => ({ type: r.i8(), name: r.string(), configs: r.array((r) => ({ name: r.string(), op: r.i8(), value: r.nullableString() })) }));
-  return { resources, validateOnly: r.bool() };
+  return decodeAlter(r, true);
 }
 
 // ---- DeleteGroups (42) v0–2 (v2 flexible), OffsetDelete (47) v0 ----
@@ -571,7 +637,7 @@ export function decodeDescribeCluster(r: Reader): DescribeClusterRequest {
   return { includeClusterAuthorizedOperations };
 }
 
-// ---- InitProducerId (22) v0–4 (v2 is flexible; v3 names the producer, KIP-360) and the transaction APIs (24, 25, 26, 28) ----
+// ---- InitProducerId (22) v0–4 (v2 is flexible; v3 names the producer, KIP-360) and the transaction APIs (24, 25, 26 v0–3, flexible from v3; 28) ----
 
 export interface InitProducerIdRequest {
   transactionalId: string | null;
@@ -611,7 +677,13 @@ export interface AddPartitionsToTxnRequest extends TxnProducer {
 
 export function decodeAddPartitionsToTxn(r: Reader): AddPartitionsToTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, topics: r.array((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) })) };
+  const topics = r.array((r) => {
+    const t = { name: r.string(), partitions: r.array((r) => r.i32()) };
+    r.taggedFields();
+    return t;
+  });
+  r.taggedFields();
+  return { ...producer, topics };
 }
 
 export interface AddOffsetsToTxnRequest extends TxnProducer {
@@ -620,7 +692,9 @@ export interface AddOffsetsToTxnRequest extends TxnProducer {
 
 export function decodeAddOffsetsToTxn(r: Reader): AddOffsetsToTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, groupId: r.string() };
+  const groupId = r.string();
+  r.taggedFields();
+  return { ...producer, groupId };
 }
 
 export interface EndTxnRequest extends TxnProducer {
@@ -629,7 +703,9 @@ export interface EndTxnRequest extends TxnProducer {
 
 export function decodeEndTxn(r: Reader): EndTxnRequest {
   const producer = txnProducer(r);
-  return { ...producer, commit: r.bool() };
+  const commit = r.bool();
+  r.taggedFields();
+  return { ...producer, commit };
 }
 
 export interface TxnOffsetCommitRequest extends TxnProducer {
@@ -691,7 +767,7 @@ export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes:
 }
 
 /** Every API's body decoder, by API key: what the fuzz test walks. */
-/** An ACL binding or filter as the ACL APIs carry it (v0–1): v1 adds the resource pattern type. */
+/** An ACL binding or filter as the ACL APIs carry it (v0–3): v1 adds the resource pattern type, v2 is flexible, v3 allows the USER resource type. */
 export interface AclEntry {
   resourceType: number;
   resourceName: string | null;
@@ -709,22 +785,28 @@ function decodeAclEntry(r: Reader, version: number): AclEntry {
   const resourceType = r.i8();
   const resourceName = r.nullableString();
   const patternType = version >= 1 ? r.i8() : LITERAL_PATTERN;
-  return { resourceType, resourceName, patternType, principal: r.nullableString(), host: r.nullableString(), operation: r.i8(), permissionType: r.i8() };
+  const entry = { resourceType, resourceName, patternType, principal: r.nullableString(), host: r.nullableString(), operation: r.i8(), permissionType: r.i8() };
+  r.taggedFields();
+  return entry;
 }
 
-/** DescribeAcls v0–1: one filter. */
+/** DescribeAcls v0–3: one filter (its fields are the request's, so its tagged fields end the request). */
 export function decodeDescribeAcls(r: Reader, version: number): { filter: AclEntry } {
   return { filter: decodeAclEntry(r, version) };
 }
 
-/** CreateAcls v0–1: the bindings to create. */
+/** CreateAcls v0–3: the bindings to create. */
 export function decodeCreateAcls(r: Reader, version: number): { creations: AclEntry[] } {
-  return { creations: r.array((r) => decodeAclEntry(r, version)) };
+  const creations = r.array((r) => decodeAclEntry(r, version));
+  r.taggedFields();
+  return { creations };
 }
 
-/** DeleteAcls v0–1: the filters whose matches to delete. */
+/** DeleteAcls v0–3: the filters whose matches to delete. */
 export function decodeDeleteAcls(r: Reader, version: number): { filters: AclEntry[] } {
-  return { filters: r.array((r) => decodeAclEntry(r, version)) };
+  const filters = r.array((r) => decodeAclEntry(r, version));
+  r.taggedFields();
+  return { filters };
 }
 
 // ---- AlterPartitionReassignments (45) and ListPartitionReassignments (46) v0: flexible ----

@@ -1,7 +1,8 @@
 /**
- * The transaction APIs: AddPartitionsToTxn v0–1, AddOffsetsToTxn v0–1,
- * EndTxn v0–1 and TxnOffsetCommit v0–3. Their state lives in the
- * TransactionCoordinator (transactions.ts); this module is the wire format.
+ * The transaction APIs: AddPartitionsToTxn v0–3, AddOffsetsToTxn v0–3,
+ * EndTxn v0–3 and TxnOffsetCommit v0–3 (each flexible from v3). Their state
+ * lives in the TransactionCoordinator (transactions.ts); this module is the
+ * wire format.
  */
 
 import type { RequestContext } from "./api.js";
@@ -17,7 +18,17 @@ import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTx
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
 
-export async function handleAddPartitionsToTxn(door: AccountDoor, { conn, r, w }: RequestContext): Promise<boolean> {
+/**
+ * A request whose epoch is not its producer's is fenced: from v2 of
+ * AddPartitionsToTxn, AddOffsetsToTxn and EndTxn Kafka names it
+ * PRODUCER_FENCED (KIP-588), before INVALID_PRODUCER_EPOCH, which the
+ * coordinator answers (transactions.ts).
+ */
+function fencedAs(version: number, error: number): number {
+  return version >= 2 && error === ErrorCode.INVALID_PRODUCER_EPOCH ? ErrorCode.PRODUCER_FENCED : error;
+}
+
+export async function handleAddPartitionsToTxn(door: AccountDoor, { conn, version, flexible, r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, topics } = decodeAddPartitionsToTxn(r);
   let count = 0;
   for (const t of topics) count += t.partitions.length;
@@ -40,26 +51,24 @@ export async function handleAddPartitionsToTxn(door: AccountDoor, { conn, r, w }
             ? unreached
             : await door.transactions.addPartitions({ transactionalId, producerId, epoch }, topics);
   w.i32(0); // throttle_time_ms
-  w.array(results, (w, t) => {
-    w.string(t.name);
-    w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
-  });
+  w.topicPartitions(results, flexible, (w, p) => w.i32(p.index).i16(fencedAs(version, p.error)));
+  w.taggedFields();
   return true;
 }
 
-export async function handleAddOffsetsToTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleAddOffsetsToTxn(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, groupId } = decodeAddOffsetsToTxn(r);
   const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
   const error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : await door.transactions.addOffsets({ transactionalId, producerId, epoch }, groupId);
-  w.i32(0).i16(error);
+  w.i32(0).i16(fencedAs(version, error)).taggedFields();
   return true;
 }
 
-export async function handleEndTxn(door: AccountDoor, { r, w }: RequestContext): Promise<boolean> {
+export async function handleEndTxn(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { transactionalId, producerId, epoch, commit } = decodeEndTxn(r);
   const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
   const error = refused !== ErrorCode.NONE ? refused : await door.transactions.endTxn({ transactionalId, producerId, epoch }, commit);
-  w.i32(0).i16(error);
+  w.i32(0).i16(fencedAs(version, error)).taggedFields();
   return true;
 }
 
