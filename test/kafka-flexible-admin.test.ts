@@ -308,10 +308,12 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual(want.map(([k]) => [k, ranges.get(k)]), want);
   });
 
-  test("CreateTopics v7: the created topic's partitions, replication factor and configs, a zero topic id; TOPIC_ALREADY_EXISTS the second time; validate_only describes without creating", async () => {
+  test("CreateTopics v7: the created topic's partitions, replication factor, configs and topic id; TOPIC_ALREADY_EXISTS the second time; validate_only describes without creating", async () => {
     const topic = "flex.created";
     const [made] = await ask(port, createTopicsV(7, [{ name: topic, partitions: 3, configs: [["retention.ms", "3600000"]] }]), (r) => readCreateTopics(r, 7));
-    assert.deepEqual([made.name, made.topicId, made.error, made.message, made.partitions, made.replicas], [topic, ZERO_UUID, 0, null, 3, 1]);
+    assert.deepEqual([made.name, made.error, made.message, made.partitions, made.replicas], [topic, 0, null, 3, 1]);
+    assert.match(made.topicId, /^[0-9a-f]{32}$/);
+    assert.notEqual(made.topicId, ZERO_UUID, "a made topic has an id");
     const configs = new Map(made.configs!.map((c) => [c.name, c]));
     assert.deepEqual(configs.get("retention.ms"), { name: "retention.ms", value: "3600000", readOnly: false, source: SOURCE_DYNAMIC_TOPIC, sensitive: false });
     assert.deepEqual(configs.get("cleanup.policy"), { name: "cleanup.policy", value: "delete", readOnly: true, source: SOURCE_DEFAULT, sensitive: false });
@@ -499,10 +501,11 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.equal(await highWatermark(port, topic, 3), 4, "the high watermark stays");
   });
 
-  test("DeleteTopics v6 by name deletes the topic; by an id nagare cannot resolve, UNKNOWN_TOPIC_ID; by both, INVALID_REQUEST", async () => {
+  test("DeleteTopics v6 by name or by id deletes the topic, answered with both; an id no topic has is UNKNOWN_TOPIC_ID; both ways, INVALID_REQUEST", async () => {
     const topic = "flex.deleted";
-    const [made] = await ask(port, createTopicsV(7, [{ name: topic, partitions: 1 }]), (r) => readCreateTopics(r, 7));
-    assert.equal(made.error, 0);
+    const byId = "flex.deleted-by-id";
+    const made = await ask(port, createTopicsV(7, [{ name: topic, partitions: 1 }, { name: byId, partitions: 1 }]), (r) => readCreateTopics(r, 7));
+    assert.deepEqual(made.map((m) => m.error), [0, 0]);
     const someId = "0123456789abcdef0123456789abcdef";
     const deleteTopics = (topics: Array<[string | null, string]>): Buffer =>
       flexibleFrame(20, 6, (w) => {
@@ -513,15 +516,19 @@ describe("Kafka flexible admin and transaction APIs", () => {
       port,
       deleteTopics([
         [topic, ZERO_UUID],
+        [null, made[1].topicId],
         [null, someId],
         ["flex.other", someId],
       ]),
       (r) => readDeleteTopics(r, 6),
     );
-    assert.deepEqual(answers[0], { name: topic, topicId: ZERO_UUID, error: 0, message: null });
-    assert.deepEqual([answers[1].name, answers[1].topicId, answers[1].error], [null, someId, 100]);
-    assert.match(answers[1].message ?? "", /no ids/);
-    assert.deepEqual(answers[2], { name: "flex.other", topicId: someId, error: 42, message: "You may not specify both topic name and topic id." });
+    assert.deepEqual(answers[0], { name: topic, topicId: made[0].topicId, error: 0, message: null });
+    assert.deepEqual(answers[1], { name: byId, topicId: made[1].topicId, error: 0, message: null });
+    assert.deepEqual([answers[2].name, answers[2].topicId, answers[2].error], [null, someId, 100]);
+    assert.match(answers[2].message ?? "", /No topic has the id/);
+    assert.deepEqual(answers[3], { name: "flex.other", topicId: someId, error: 42, message: "You may not specify both topic name and topic id." });
+    // The one deleted by id is gone too, and its id names nothing now.
+    assert.deepEqual((await ask(port, deleteTopics([[null, made[1].topicId]]), (r) => readDeleteTopics(r, 6)))[0].error, 100);
 
     // Gone: v5 (names) answers UNKNOWN_TOPIC_OR_PARTITION with Kafka's message.
     const v5 = flexibleFrame(20, 5, (w) => w.array([topic], (w, n) => w.string(n)).i32(30_000).taggedFields());

@@ -8,7 +8,9 @@ import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
 import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
-import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, ZERO_UUID } from "./requests.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
+import { ZERO_UUID } from "./codec.js";
+import { topicById, topicIdOf } from "./topic-ids.js";
 import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 
@@ -109,6 +111,8 @@ function clusterFailure(err: unknown): Outcome {
 /** A created topic as CreateTopics v5+ answers it: its partitions, replicas and configs (-1, -1 and none on an error, Kafka's defaults). */
 interface CreatedTopic extends Outcome {
   name: string;
+  /** v7+: the topic id (the all-zero uuid when none was made). */
+  topicId: string;
   partitions: number;
   replicas: number;
   configs: ConfigEntry[];
@@ -117,8 +121,8 @@ interface CreatedTopic extends Outcome {
 /**
  * CreateTopics v0–7: v5 (flexible) answers each created topic's partition
  * count, replication factor and configs, as DescribeConfigs gives them; v7
- * its topic id, the all-zero uuid (nagare has no topic ids yet; Metadata
- * answers the same).
+ * its topic id, as Metadata gives it (the all-zero uuid for a topic not
+ * made, validate_only's too).
  */
 export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
@@ -144,12 +148,13 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     const created = outcome.error === ErrorCode.NONE;
     // Described once made (validate_only: as it would be made); a topic deleted meanwhile has none to describe.
     const configs = !created || version < 5 ? [] : (outcome.configs ?? describeTopicConfigs(door, t.name) ?? []);
-    results.push({ name: t.name, error: outcome.error, message: outcome.message, partitions: created ? count : -1, replicas: created ? replicas : -1, configs });
+    const topicId = created && !validateOnly ? (topicIdOf(door, t.name) ?? ZERO_UUID) : ZERO_UUID;
+    results.push({ name: t.name, topicId, error: outcome.error, message: outcome.message, partitions: created ? count : -1, replicas: created ? replicas : -1, configs });
   }
   if (version >= 2) w.i32(0); // throttle_time_ms
   w.array(results, (w, t) => {
     w.string(t.name);
-    if (version >= 7) w.uuid(ZERO_UUID); // topic_id
+    if (version >= 7) w.uuid(t.topicId);
     w.i16(t.error);
     if (version >= 1) w.nullableString(t.message);
     if (version >= 5) {
@@ -165,25 +170,27 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
 
 /**
  * DeleteTopics v0–6: v4 is flexible, v5 answers an error message, v6 names
- * each topic by name or by id. nagare gives topics no ids yet: a topic named
- * by id alone is UNKNOWN_TOPIC_ID, one named both ways INVALID_REQUEST (as
- * Kafka), and the answer's topic id is the all-zero uuid for a topic named
- * by name.
+ * each topic by name or by id (topic-ids.ts), and is answered with both: an
+ * id no topic has is UNKNOWN_TOPIC_ID, a topic named both ways
+ * INVALID_REQUEST (as Kafka).
  */
 export async function handleDeleteTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics } = decodeDeleteTopics(r, version);
   const results: Array<{ name: string | null; topicId: string } & Outcome> = [];
   const cluster = door.door.cluster;
-  for (const { name, topicId } of topics) {
+  for (const asked of topics) {
+    if (asked.name !== null && asked.topicId !== ZERO_UUID) {
+      results.push({ ...asked, error: ErrorCode.INVALID_REQUEST, message: "You may not specify both topic name and topic id." });
+      continue;
+    }
+    const name = asked.name ?? topicById(door, asked.topicId);
+    if (name === undefined) {
+      results.push({ ...asked, error: ErrorCode.UNKNOWN_TOPIC_ID, message: `No topic has the id ${asked.topicId}.` });
+      continue;
+    }
+    // Answered with the topic's id (and, asked by id, its name), as it was before the delete.
+    const topicId = topicIdOf(door, name) ?? ZERO_UUID;
     const result = (error: number, message: string | null): void => void results.push({ name, topicId, error, message });
-    if (name !== null && topicId !== ZERO_UUID) {
-      result(ErrorCode.INVALID_REQUEST, "You may not specify both topic name and topic id.");
-      continue;
-    }
-    if (name === null) {
-      result(ErrorCode.UNKNOWN_TOPIC_ID, `nagare gives topics no ids: topic id ${topicId} names none (name the topic instead)`);
-      continue;
-    }
     const stream = findTopic(door.js, name);
     const placed = cluster?.topic(door.account, streamNameOf(name));
     const isPlaced = placed !== undefined && placed.topic === name;

@@ -16,6 +16,9 @@
 
 export class KafkaDecodeError extends Error {}
 
+/** Kafka's all-zero UUID (Uuid.ZERO_UUID: "no topic id"), as 32 hex digits, as `uuid()` reads and writes them. */
+export const ZERO_UUID = "0".repeat(32);
+
 const TWO_32 = 0x100000000;
 
 function unzigzag(u: number): number {

@@ -10,7 +10,8 @@ import { createTopic } from "./admin.js";
 import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf } from "./topics.js";
 import type { PlacedTopic } from "./cluster.js";
 import type { Stream } from "../../streams/stream.js";
-import { creationOf, NO_TOPIC_ID, topicById, topicIdOf } from "./topic-ids.js";
+import { creationOf, topicById, topicIdOf } from "./topic-ids.js";
+import { ZERO_UUID } from "./codec.js";
 
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
@@ -75,7 +76,7 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
           if (partitions === undefined && error === ErrorCode.NONE) error = ErrorCode.LEADER_NOT_AVAILABLE;
         } else error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       }
-      topics.push({ name, id: (partitions !== undefined ? topicIdOf(door, name) : undefined) ?? NO_TOPIC_ID, error, partitions: partitions ?? [] });
+      topics.push({ name, id: (partitions !== undefined ? topicIdOf(door, name) : undefined) ?? ZERO_UUID, error, partitions: partitions ?? [] });
     }
   }
 
@@ -134,7 +135,7 @@ const AUTHORIZED_OPERATIONS_NOT_COMPUTED = -2147483648;
 interface TopicEntry {
   /** Null only for a topic asked for by an id nobody has. */
   name: string | null;
-  /** The topic id (v10+; topic-ids.ts), NO_TOPIC_ID for a topic that does not exist. */
+  /** The topic id (v10+; topic-ids.ts), ZERO_UUID for a topic that does not exist. */
   id: string;
   error: number;
   partitions: PartitionEntry[];

@@ -10,7 +10,7 @@
  * message definitions (clients/src/main/resources/common/message/*.json).
  */
 
-import { Reader } from "./codec.js";
+import { Reader, ZERO_UUID } from "./codec.js";
 import { API_VERSIONS, ApiKey, isFlexible } from "./api.js";
 
 export interface RequestHeader {
@@ -475,9 +475,6 @@ export interface DeleteTopicsRequest {
   topics: Array<{ name: string | null; topicId: string }>;
   timeoutMs: number;
 }
-
-/** The all-zero UUID: Kafka's "no topic id". */
-export const ZERO_UUID = "0".repeat(32);
 
 /** v4+ flexible; v6 names each topic by name or by id. */
 export function decodeDeleteTopics(r: Reader, version: number): DeleteTopicsRequest {

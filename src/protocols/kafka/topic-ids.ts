@@ -11,9 +11,6 @@ import { createHash } from "node:crypto";
 import type { AccountDoor } from "./account-door.js";
 import { findTopic, streamNameOf, topicOf } from "./topics.js";
 
-/** Kafka's "no id" (Uuid.ZERO_UUID), as 32 hex digits. */
-export const NO_TOPIC_ID = "0".repeat(32);
-
 /**
  * Ids of one account's topics, both ways. Ids already worked out are kept
  * by stream and creation time; the way back from an id is rebuilt from the
