@@ -45,6 +45,8 @@ interface Fixture {
 const readFixtures = (name: string): Fixture[] => JSON.parse(readFileSync(new URL(`../../test/fixtures/${name}`, import.meta.url), "utf8")) as Fixture[];
 /** The admin APIs' frames (kafka-admin-requests.json) come from more clients, and by hand for APIs none of them sends. */
 const fixtures = [...readFixtures("kafka-requests.json"), ...readFixtures("kafka-admin-requests.json")];
+/** The flexible versions, as @platformatic/kafka (which sends nothing else) sent them: decoded whole and fuzzed like the rest. */
+const flexibleFixtures = readFixtures("kafka-flexible-requests.json");
 
 /** A frame as the connection hands it on: without its size prefix. */
 const frameOf = (f: Fixture): Buffer => Buffer.from(f.hex, "hex").subarray(4);
@@ -280,6 +282,18 @@ test("golden bytes: every API's request from KafkaJS, kcat and the Python client
   }
 });
 
+test("golden bytes: the flexible versions @platformatic/kafka sends decode, every field read, each at the highest version nagare offers", () => {
+  assert.ok(flexibleFixtures.length >= 20, "frames of most APIs");
+  for (const f of flexibleFixtures) {
+    const d = decodeBody(frameOf(f));
+    assert.deepEqual([d.apiKey, d.version], [f.apiKey, f.version]);
+    assert.equal(d.clientId, "golden");
+    assert.equal(d.remaining, 0, `${f.client} API ${f.apiKey} v${f.version}: every byte read`);
+    // The client takes the highest version it knows within the broker's range: nagare's highest, for each of these.
+    assert.equal(f.version, API_VERSIONS.get(f.apiKey)![1], `API ${f.apiKey}`);
+  }
+});
+
 test("golden bytes: RecordBatch v2 with every codec, from KafkaJS and kcat, decodes to the records sent", async () => {
   const produce = fixtures.filter((f) => f.apiKey === 0);
   assert.deepEqual([...new Set(produce.filter((f) => !isKafkaJs(f)).map((f) => f.codec))].sort(), [0, 1, 2, 3, 4], "kcat batches with each codec");
@@ -303,7 +317,7 @@ test("golden bytes: RecordBatch v2 with every codec, from KafkaJS and kcat, deco
 
 test("fuzz: mutated request frames decode or fail with KafkaDecodeError, reading no further than they go", { timeout: 120_000 }, (t) => {
   const r = rng(SEED);
-  const golden = fixtures.map((f) => {
+  const golden = [...fixtures, ...flexibleFixtures].map((f) => {
     const frame = frameOf(f);
     return { frame, lengths: decodeBody(frame).lengths };
   });
