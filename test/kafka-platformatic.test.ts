@@ -100,6 +100,48 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
     }
   });
 
+  test("admin and transactions: a topic made with configs, altered and grown; a transaction committed, one aborted, and a read_committed member sees the committed records only", async () => {
+    const topic = "plt.admin";
+    const admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    try {
+      const [made] = await admin.createTopics({ topics: [topic], partitions: 2, replicas: 1, configs: [{ name: "retention.ms", value: "3600000" }] });
+      assert.deepEqual([made.name, made.partitions, made.replicas, made.configuration["retention.ms"]], [topic, 2, 1, "3600000"]);
+      assert.equal(made.id, (await admin.metadata({ topics: [topic] })).topics.get(topic)!.id, "CreateTopics v7 answers the id Metadata gives");
+      await admin.incrementalAlterConfigs({ resources: [{ resourceType: 2, resourceName: topic, configs: [{ name: "retention.ms", value: "7200000", configOperation: 0 }] }] });
+      const [described] = await admin.describeConfigs({ resources: [{ resourceType: 2, resourceName: topic }] });
+      assert.equal(described.configs.find((c) => c.name === "retention.ms")?.value, "7200000");
+      await admin.createPartitions({ topics: [{ name: topic, count: 3 }] });
+      assert.equal((await admin.metadata({ topics: [topic], forceUpdate: true })).topics.get(topic)!.partitionsCount, 3);
+    } finally {
+      await admin.close();
+    }
+
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker], idempotent: true, transactionalId: "plt-tx" });
+    try {
+      for (const [value, commit] of [
+        ["committed", true],
+        ["aborted", false],
+        ["after", true],
+      ] as const) {
+        const tx = await producer.beginTransaction();
+        await tx.send({ messages: [{ topic, partition: 0, value: Buffer.from(value) }] });
+        if (commit) await tx.commit();
+        else await tx.abort();
+      }
+    } finally {
+      await producer.close();
+    }
+    // Each transaction's records, then its marker: offsets 0 and 4 are the committed ones.
+    const got = await consumeGroup(h.broker, "plt-g4", topic, 2);
+    assert.deepEqual(
+      got.map((m) => [m.partition, Number(m.offset), m.value.toString()]),
+      [
+        [0, 0, "committed"],
+        [0, 4, "after"],
+      ],
+    );
+  });
+
   test("topic ids: Metadata gives each topic one that stays, a topic made again gets another, and Metadata and Fetch by an unknown id say UNKNOWN_TOPIC_ID", async () => {
     const topic = "plt.ids";
     await createTopic(h, topic);
