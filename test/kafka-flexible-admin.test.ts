@@ -12,7 +12,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, fetchFrame, fetchResult, flexibleFrame, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { ask, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 
@@ -21,13 +21,6 @@ const RESOURCE_TOPIC = 2;
 const RESOURCE_BROKER = 4;
 const SOURCE_DYNAMIC_TOPIC = 1;
 const SOURCE_DEFAULT = 5;
-
-/** A flexible response: its header's tagged fields passed, the body read in flexible mode. */
-function flexible(r: Reader): Reader {
-  r.flexible = true;
-  r.taggedFields();
-  return r;
-}
 
 /** Asserts the whole response was read. */
 function end(r: Reader): void {
@@ -67,7 +60,7 @@ function createTopicsV(version: number, topics: Array<{ name: string; partitions
 }
 
 function readCreateTopics(r: Reader, version: number): CreatedOut[] {
-  flexible(r);
+  flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const topics = r.array((r) => {
     const name = r.string();
@@ -120,7 +113,7 @@ function describeConfigsV(version: 3 | 4, resources: Array<{ type: number; name:
 }
 
 function readDescribeConfigs(r: Reader, version: 3 | 4): DescribedResource[] {
-  if (version === 4) flexible(r);
+  if (version === 4) flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const results = r.array((r) => {
     const error = r.i16();
@@ -154,7 +147,7 @@ async function topicConfigs(port: number, topic: string): Promise<Map<string, De
 
 /** AlterConfigs v2 and IncrementalAlterConfigs v1 answers: [error, message, type, name] per resource. */
 function readAlter(r: Reader): Array<[number, string | null, number, string]> {
-  flexible(r);
+  flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const out = r.array((r): [number, string | null, number, string] => {
     const res: [number, string | null, number, string] = [r.i16(), r.nullableString(), r.i8(), r.string()];
@@ -167,7 +160,7 @@ function readAlter(r: Reader): Array<[number, string | null, number, string]> {
 
 /** The error, and (v2+) message, of each topic of a CreatePartitions answer. */
 function readCreatePartitions(r: Reader): Array<[string, number, string | null]> {
-  flexible(r);
+  flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const out = r.array((r): [string, number, string | null] => {
     const t: [string, number, string | null] = [r.string(), r.i16(), r.nullableString()];
@@ -195,7 +188,7 @@ interface DeletedOut {
 }
 
 function readDeleteTopics(r: Reader, version: 5 | 6): DeletedOut[] {
-  flexible(r);
+  flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const out = r.array((r) => {
     const name = r.nullableString();
@@ -210,7 +203,7 @@ function readDeleteTopics(r: Reader, version: 5 | 6): DeletedOut[] {
 
 /** The one error code of an AddOffsetsToTxn or EndTxn answer (v3: flexible). */
 function readTxnError(r: Reader, version: number): number {
-  if (version >= 3) flexible(r);
+  if (version >= 3) flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
   const error = r.i16();
   if (version >= 3) end(r);
@@ -230,18 +223,9 @@ function addPartitionsToTxn(version: 1 | 3, txn: { id: string; producerId: numbe
 }
 
 function readAddPartitionsToTxn(r: Reader, version: 1 | 3): Array<[string, Array<[number, number]>]> {
-  if (version === 3) flexible(r);
+  if (version === 3) flexibleBody(r);
   assert.equal(r.i32(), 0, "throttle_time_ms");
-  const out = r.array((r): [string, Array<[number, number]>] => {
-    const name = r.string();
-    const partitions = r.array((r): [number, number] => {
-      const p: [number, number] = [r.i32(), r.i16()];
-      r.taggedFields();
-      return p;
-    });
-    r.taggedFields();
-    return [name, partitions];
-  });
+  const out = topicPartitionErrors(r).map(({ name, partitions }): [string, Array<[number, number]>] => [name, partitions]);
   if (version === 3) end(r);
   else assert.equal(r.remaining, 0);
   return out;
@@ -461,7 +445,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
         w.i32(30_000).taggedFields();
       });
     const read = (r: Reader): Array<[string, Array<[number, number, number]>]> => {
-      flexible(r);
+      flexibleBody(r);
       assert.equal(r.i32(), 0, "throttle_time_ms");
       const out = r.array((r): [string, Array<[number, number, number]>] => {
         const name = r.string();
@@ -570,14 +554,14 @@ describe("Kafka flexible admin and transaction APIs", () => {
   test("the ACL APIs v3, flexible: answered and refused (no authorizer: SECURITY_DISABLED)", async () => {
     const acl = (w: Writer): Writer => w.i8(2).nullableString("flex").i8(3).nullableString("User:flex").nullableString("*").i8(4).i8(3);
     const describe = await ask(port, flexibleFrame(29, 3, (w) => acl(w).taggedFields()), (r) => {
-      flexible(r);
+      flexibleBody(r);
       const out = [r.i32(), r.i16(), r.nullableString() !== null, r.arrayLength()];
       end(r);
       return out;
     });
     assert.deepEqual(describe, [0, 54, true, 0]);
     const create = await ask(port, flexibleFrame(30, 3, (w) => w.array([0], (w) => acl(w).taggedFields()).taggedFields()), (r) => {
-      flexible(r);
+      flexibleBody(r);
       assert.equal(r.i32(), 0);
       const out = r.array((r) => {
         const e = [r.i16(), r.nullableString() !== null];
@@ -589,7 +573,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
     });
     assert.deepEqual(create, [[54, true]]);
     const del = await ask(port, flexibleFrame(31, 3, (w) => w.array([0], (w) => acl(w).taggedFields()).taggedFields()), (r) => {
-      flexible(r);
+      flexibleBody(r);
       assert.equal(r.i32(), 0);
       const out = r.array((r) => {
         const e = [r.i16(), r.nullableString() !== null, r.arrayLength()];

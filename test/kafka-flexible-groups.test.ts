@@ -13,7 +13,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { flexibleBody, flexibleFrame, frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { flexibleBody, flexibleFrame, frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 
 const NONE = 0;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
@@ -118,16 +118,7 @@ async function commitV8(k: RawKafka, group: string, generation: number, memberId
     w.taggedFields();
   });
   assert.equal(r.i32(), 0, "throttle_time_ms");
-  const topics = r.array((r) => {
-    const name = r.string();
-    const partitions = r.array((r): [number, number] => {
-      const p: [number, number] = [r.i32(), r.i16()];
-      r.taggedFields();
-      return p;
-    });
-    r.taggedFields();
-    return { name, partitions };
-  });
+  const topics = topicPartitionErrors(r);
   end(r);
   assert.deepEqual(
     topics.map((t) => t.name),

@@ -38,6 +38,20 @@ export function flexibleBody(r: Reader): Reader {
   return r;
 }
 
+/** The answer shape of many APIs: topics, each with [partition, error] (and each structure's tagged fields, in a flexible version). */
+export function topicPartitionErrors(r: Reader): Array<{ name: string; partitions: Array<[number, number]> }> {
+  return r.array((r) => {
+    const name = r.string();
+    const partitions = r.array((r): [number, number] => {
+      const p: [number, number] = [r.i32(), r.i16()];
+      r.taggedFields();
+      return p;
+    });
+    r.taggedFields();
+    return { name, partitions };
+  });
+}
+
 /** A v2 record batch around records already encoded (and compressed, for a codec other than 0). */
 export function batchAround(records: Buffer, count: number, codec: number): Buffer {
   const w = new Writer();
