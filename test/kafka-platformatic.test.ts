@@ -17,6 +17,25 @@ import type { Reader } from "../src/protocols/kafka/codec.js";
 
 const ZERO_ID = "0".repeat(32);
 const UNKNOWN_TOPIC_ID = 100;
+const INVALID_REQUEST = 42;
+
+/** A flexible Metadata answer's topics (v10+: error, name, id), none of them with partitions. */
+function metadataTopics(r: Reader): Array<{ error: number; name: string | null; id: string }> {
+  r.flexible = true;
+  r.taggedFields(); // response header v1
+  r.i32(); // throttle
+  r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
+  r.nullableString(); // cluster id
+  r.i32(); // controller
+  return r.array((r) => {
+    const t = { error: r.i16(), name: r.nullableString(), id: r.uuid() };
+    r.bool(); // is_internal
+    r.array((r) => r.i32()); // partitions: none for these
+    r.i32(); // topic_authorized_operations
+    r.taggedFields();
+    return t;
+  });
+}
 
 /** Reads `count` messages from `topic` as a member of `groupId`, from where the group left off (the earliest when it has no offset), committing as it goes. */
 async function consumeGroup(broker: string, groupId: string, topic: string, count: number): Promise<Array<Message<Buffer, Buffer, Buffer, Buffer>>> {
@@ -184,24 +203,19 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
           w.arrayLength(1).uuid(first).nullableString(null).taggedFields();
           w.bool(false).bool(false).taggedFields();
         }),
-        (r: Reader) => {
-          r.flexible = true;
-          r.taggedFields(); // response header v1
-          r.i32(); // throttle
-          r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
-          r.nullableString();
-          r.i32();
-          return r.array((r) => {
-            const t = { error: r.i16(), name: r.nullableString(), id: r.uuid() };
-            r.bool();
-            r.array((r) => r.i32());
-            r.i32();
-            r.taggedFields();
-            return t;
-          });
-        },
+        metadataTopics,
       );
       assert.deepEqual(meta, [{ error: UNKNOWN_TOPIC_ID, name: null, id: first }]);
+      // v10–11 may not name a topic by id (their answer's name cannot be null): INVALID_REQUEST, as Kafka refuses it.
+      const v11 = await ask(
+        port,
+        flexibleFrame(3, 11, (w) => {
+          w.arrayLength(1).uuid(second).nullableString(null).taggedFields();
+          w.bool(false).bool(false).taggedFields();
+        }),
+        metadataTopics,
+      );
+      assert.deepEqual(v11, [{ error: INVALID_REQUEST, name: "", id: ZERO_ID }]);
 
       const fetched = await ask(
         port,

@@ -38,7 +38,7 @@ export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, 
 }
 
 export async function handleMetadata(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
-  const { topics: names, topicIds, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
+  const { topics: names, topicIds, refused, allowAutoTopicCreation: allowCreate } = decodeMetadata(r, version);
   const ids = door.topicIds;
 
   const topics: TopicEntry[] = [];
@@ -56,7 +56,8 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
     }
     topics.sort((a, b) => (a.name! < b.name! ? -1 : 1));
   } else {
-    // v10+: topics named by id alone; an id no topic has is UNKNOWN_TOPIC_ID, as Kafka answers it.
+    // v10–11 may not name topics by id (Kafka refuses them); v12+ may, and an id no topic has is UNKNOWN_TOPIC_ID.
+    for (const name of refused) topics.push({ name, id: ZERO_UUID, error: ErrorCode.INVALID_REQUEST, partitions: [] });
     for (const id of topicIds) {
       const name = topicById(door, id);
       const partitions = name === undefined ? undefined : partitionsOf(door, name);

@@ -170,8 +170,10 @@ export function decodeListOffsets(r: Reader, version: number): ListOffsetsReques
 export interface MetadataRequest {
   /** Null: every topic (v0 says so with an empty list). */
   topics: string[] | null;
-  /** v10+: topics asked for by id alone (their name null), as 32 hex digits. */
+  /** v12+: topics asked for by id alone (their name null), as 32 hex digits. */
   topicIds: string[];
+  /** v10–11: topics asked for by id, which Kafka refuses in those versions (their names, "" for none). */
+  refused: string[];
   allowAutoTopicCreation: boolean;
 }
 
@@ -179,14 +181,17 @@ export function decodeMetadata(r: Reader, version: number): MetadataRequest {
   const n = r.arrayLength();
   let topics: string[] | null = null;
   const topicIds: string[] = [];
+  const refused: string[] = [];
   if (n >= 0) {
     topics = [];
     for (let i = 0; i < n; i++) {
-      const id = version >= 10 ? r.uuid() : null;
+      const id = version >= 10 ? r.uuid() : ZERO_UUID;
       const name = version >= 10 ? r.nullableString() : r.string();
       r.taggedFields();
-      if (name !== null) topics.push(name);
-      else if (id !== null) topicIds.push(id);
+      // "Topic IDs are not supported for versions 10 and 11" (Kafka): their answers cannot carry a null name.
+      if (version < 12 && (name === null || id !== ZERO_UUID)) refused.push(name ?? "");
+      else if (name !== null) topics.push(name);
+      else topicIds.push(id);
     }
   }
   if (version === 0 && topics !== null && topics.length === 0) topics = null;
@@ -194,7 +199,7 @@ export function decodeMetadata(r: Reader, version: number): MetadataRequest {
   if (version >= 8 && version <= 10) r.bool(); // include_cluster_authorized_operations: not computed
   if (version >= 8) r.bool(); // include_topic_authorized_operations: not computed
   r.taggedFields();
-  return { topics, topicIds, allowAutoTopicCreation };
+  return { topics, topicIds, refused, allowAutoTopicCreation };
 }
 
 // ---- OffsetCommit (8) v0–8 (v8 flexible) ----
