@@ -30,7 +30,7 @@ import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { respawnNode, spawnNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { findCoordinator, flexibleFrame, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { findCoordinator, flexibleFrame, frame, metadataTopics, RawKafka } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { EtcdClient } from "../src/cluster/etcd-client.js";
 
@@ -86,17 +86,12 @@ async function topicIdFrom(port: number, topic: string): Promise<string> {
   const k = await RawKafka.open(port);
   try {
     k.send(flexibleFrame(3, 12, (w) => w.arrayLength(1).uuid("0".repeat(32)).string(topic).taggedFields().bool(false).bool(false).taggedFields()));
-    const r = await k.response(0);
-    r.flexible = true;
-    r.taggedFields(); // response header v1
-    r.i32(); // throttle
-    r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
-    r.nullableString(); // cluster id
-    r.i32(); // controller
-    assert.equal(r.arrayLength(), 1);
-    assert.equal(r.i16(), 0);
-    assert.equal(r.nullableString(), topic);
-    return r.uuid();
+    const topics = metadataTopics(await k.response(0));
+    assert.deepEqual(
+      topics.map((t) => [t.error, t.name, t.partitions]),
+      [[0, topic, 3]],
+    );
+    return topics[0].id;
   } finally {
     k.destroy();
   }

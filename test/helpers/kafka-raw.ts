@@ -52,6 +52,33 @@ export function topicPartitionErrors(r: Reader): Array<{ name: string; partition
   });
 }
 
+/** A flexible Metadata answer (v10+), after its header: each topic's error, name, id and partition count. */
+export function metadataTopics(r: Reader): Array<{ error: number; name: string | null; id: string; partitions: number }> {
+  r.flexible = true;
+  r.taggedFields(); // response header v1
+  r.i32(); // throttle
+  r.array((r) => (r.i32(), r.string(), r.i32(), r.nullableString(), r.taggedFields()));
+  r.nullableString(); // cluster id
+  r.i32(); // controller
+  return r.array((r) => {
+    const t = { error: r.i16(), name: r.nullableString(), id: r.uuid() };
+    r.bool(); // is_internal
+    const partitions = r.array((r) => {
+      r.i16(); // error
+      r.i32(); // index
+      r.i32(); // leader
+      r.i32(); // leader epoch
+      r.array((r) => r.i32()); // replicas
+      r.array((r) => r.i32()); // isr
+      r.array((r) => r.i32()); // offline
+      r.taggedFields();
+    }).length;
+    r.i32(); // topic_authorized_operations
+    r.taggedFields();
+    return { ...t, partitions };
+  });
+}
+
 /** A v2 record batch around records already encoded (and compressed, for a codec other than 0). */
 export function batchAround(records: Buffer, count: number, codec: number): Buffer {
   const w = new Writer();
