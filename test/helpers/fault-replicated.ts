@@ -146,12 +146,16 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     const rest = start + o.durationMs - Date.now();
     if (rest > 0) await sleep(rest);
     await healAll(cluster, history);
+    // Each step after the schedule is bounded; the log says how far a run got, should one ever stall (a CI run once did, after its last fault).
+    const healed = Date.now();
+    const phase = (what: string): void => log(`  +${((Date.now() - healed) / 1000).toFixed(1)}s after healing: ${what}`);
     // A last stretch of load on the healed cluster: what was held in a partition arrives, retries finish.
     await sleep(2000);
     running = false;
     const extra: Problem[] = [];
     // Each worker finishes its operation in flight and stops; one that does not is a hang to report, not to wait for.
     const stuck = await unfinished(workers, WORKERS_MS);
+    phase(`the load's workers stopped${stuck.length > 0 ? ` but for ${stuck.join(", ")}` : ""}`);
     if (stuck.length > 0) extra.push({ check: "not-converged", detail: `still running ${WORKERS_MS} ms after the load stopped: ${stuck.join(", ")}` });
     const leaders = new Map<string, string>();
     for (const s of streams) {
@@ -159,13 +163,18 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
       if (typeof at === "string") leaders.set(`${s.name}/0`, at);
       else extra.push({ check: "not-converged", detail: `${s.name}: replicas not all current ${CONVERGE_MS} ms after healing: ${JSON.stringify(at)}` });
     }
+    phase("the streams' replicas converged");
     const topicAt = await topicConverged(admin, brokers, ackedEnds(history));
+    phase("the topic's replicas converged");
     if (typeof topicAt === "string") for (let p = 0; p < TOPIC_PARTITIONS; p++) leaders.set(`${REPLICATED_TOPIC}/${p}`, topicAt.split(",")[p]);
     else extra.push({ check: "not-converged", detail: `${REPLICATED_TOPIC}: partitions not all in sync ${CONVERGE_MS} ms after healing: ${JSON.stringify(topicAt)}` });
     const final = await readStreams(cluster, streams);
+    phase("the streams read");
     for (const [l, records] of await kcatRead(cluster.nodes.map((n) => n.kafka).join(","), REPLICATED_TOPIC, TOPIC_PARTITIONS)) final.set(l, records);
+    phase("the topic read (kcat)");
     // The clients go while the nodes are up: a KafkaJS consumer leaving its group retries for long against brokers gone.
     await closeAll(closers);
+    phase("the clients closed");
     // The copies on disk: every node stopped (acks were fsynced, so -9 keeps them), each copy read whole.
     for (const n of cluster.nodes) await n.kill();
     const replicas: ReplicatedRun["replicas"] = [];
