@@ -146,6 +146,14 @@ export class Reader {
     for (let i = 0; i < n; i++) out.push(read(this));
     return out;
   }
+  /** An array of structures, each followed (in a flexible version) by its tagged-field section. */
+  structs<T>(read: (r: Reader) => T): T[] {
+    return this.array((r) => {
+      const item = read(r);
+      r.taggedFields();
+      return item;
+    });
+  }
   /** A flexible version's UUID (topic ids) as 32 hex digits. */
   uuid(): string {
     const at = this.need(16);

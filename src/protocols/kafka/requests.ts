@@ -70,14 +70,9 @@ export function decodeProduce(r: Reader, version: number): ProduceRequest {
   const transactionalId = version >= 3 ? r.nullableString() : null;
   const acks = r.i16();
   const timeoutMs = r.i32();
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const name = r.string();
-    const partitions = r.array((r) => {
-      const p = { index: r.i32(), records: r.nullableBytes() };
-      r.taggedFields();
-      return p;
-    });
-    r.taggedFields();
+    const partitions = r.structs((r) => ({ index: r.i32(), records: r.nullableBytes() }));
     return { name, partitions };
   });
   r.taggedFields();
@@ -109,20 +104,18 @@ export function decodeFetch(r: Reader, version: number): FetchRequest {
     r.i32(); // session_id: sessions are not kept, every fetch is a full one
     r.i32(); // session_epoch
   }
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const id = version >= 13 ? r.uuid() : null;
     const name = version >= 13 ? "" : r.string();
-    const partitions = r.array((r) => {
+    const partitions = r.structs((r) => {
       const index = r.i32();
       const currentLeaderEpoch = version >= 9 ? r.i32() : -1;
       const offset = r.i64();
       if (version >= 12) r.i32(); // last_fetched_epoch (followers' divergence check; consumers validate with OffsetForLeaderEpoch)
       if (version >= 5) r.i64(); // log_start_offset (followers only)
       const p = { index, currentLeaderEpoch, offset, maxBytes: r.i32() };
-      r.taggedFields();
       return p;
     });
-    r.taggedFields();
     return { name, id, partitions };
   });
   if (version >= 7)
@@ -148,17 +141,15 @@ export interface ListOffsetsRequest {
 export function decodeListOffsets(r: Reader, version: number): ListOffsetsRequest {
   r.i32(); // replica_id
   const isolationLevel = version >= 2 ? r.i8() : 0;
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const name = r.string();
-    const partitions = r.array((r) => {
+    const partitions = r.structs((r) => {
       const index = r.i32();
       const currentLeaderEpoch = version >= 4 ? r.i32() : -1;
       const timestamp = r.i64();
       if (version === 0) r.i32(); // max_num_offsets
-      r.taggedFields();
       return { index, currentLeaderEpoch, timestamp };
     });
-    r.taggedFields();
     return { name, partitions };
   });
   r.taggedFields();
@@ -218,18 +209,16 @@ export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequ
   const memberId = version >= 1 ? r.string() : "";
   const instanceId = version >= 7 ? r.nullableString() : null;
   if (version >= 2 && version <= 4) r.i64(); // retention_time_ms: committed offsets are kept until the group or topic goes
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const name = r.string();
-    const partitions = r.array((r) => {
+    const partitions = r.structs((r) => {
       const index = r.i32();
       const offset = r.i64();
       if (version >= 6) r.i32(); // committed_leader_epoch
       if (version === 1) r.i64(); // commit_timestamp
       const metadata = r.nullableString();
-      r.taggedFields();
       return { index, offset, metadata };
     });
-    r.taggedFields();
     return { name, partitions };
   });
   r.taggedFields();
@@ -266,10 +255,9 @@ function offsetFetchTopics(r: Reader): OffsetFetchGroup["topics"] {
 export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchRequest {
   const groups =
     version >= 8
-      ? r.array((r): OffsetFetchGroup => {
+      ? r.structs((r): OffsetFetchGroup => {
           const groupId = r.string();
           const topics = offsetFetchTopics(r);
-          r.taggedFields();
           return { groupId, topics };
         })
       : [{ groupId: r.string(), topics: offsetFetchTopics(r) }];
@@ -319,11 +307,7 @@ export function decodeJoinGroup(r: Reader, version: number): JoinGroupRequest {
   const memberId = r.string();
   const instanceId = version >= 5 ? r.nullableString() : null;
   const protocolType = r.string();
-  const protocols = r.array((r): [string, Buffer] => {
-    const protocol: [string, Buffer] = [r.string(), ownedBytes(r)];
-    r.taggedFields();
-    return protocol;
-  });
+  const protocols = r.structs((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
   const reason = version >= 8 ? r.nullableString() : null;
   r.taggedFields();
   return { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason };
@@ -348,11 +332,7 @@ export function decodeSyncGroup(r: Reader, version: number): SyncGroupRequest {
   const instanceId = version >= 3 ? r.nullableString() : null;
   const protocolType = version >= 5 ? r.nullableString() : null;
   const protocolName = version >= 5 ? r.nullableString() : null;
-  const assignments = r.array((r): [string, Buffer] => {
-    const assignment: [string, Buffer] = [r.string(), ownedBytes(r)];
-    r.taggedFields();
-    return assignment;
-  });
+  const assignments = r.structs((r): [string, Buffer] => [r.string(), ownedBytes(r)]);
   r.taggedFields();
   return { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments };
 }
@@ -383,11 +363,10 @@ export function decodeLeaveGroup(r: Reader, version: number): LeaveGroupRequest 
   const groupId = r.string();
   const members =
     version >= 3
-      ? r.array((r) => {
+      ? r.structs((r) => {
           const memberId = r.string();
           const instanceId = r.nullableString();
           const reason = version >= 5 ? r.nullableString() : null;
-          r.taggedFields();
           return { memberId, instanceId, reason };
         })
       : [{ memberId: r.string(), instanceId: null, reason: null }];
@@ -455,10 +434,9 @@ export function decodeCreateTopics(r: Reader, version: number): CreateTopicsRequ
     const name = r.string();
     const partitions = r.i32();
     const replication = r.i16();
-    const assignments = r.array((r) => {
+    const assignments = r.structs((r) => {
       const partition = r.i32();
       const brokers = r.array((r) => r.i32());
-      r.taggedFields();
       return { partition, brokers };
     });
     const configs = new Map<string, string | null>();
@@ -485,10 +463,9 @@ export interface DeleteTopicsRequest {
 export function decodeDeleteTopics(r: Reader, version: number): DeleteTopicsRequest {
   const topics =
     version >= 6
-      ? r.array((r) => {
+      ? r.structs((r) => {
           const name = r.nullableString();
           const topicId = r.uuid();
-          r.taggedFields();
           return { name, topicId };
         })
       : r.array((r) => ({ name: r.string() as string | null, topicId: ZERO_UUID }));
@@ -506,11 +483,7 @@ export interface DescribeConfigsRequest {
 }
 
 export function decodeDescribeConfigs(r: Reader, version: number): DescribeConfigsRequest {
-  const resources = r.array((r) => {
-    const res = { type: r.i8(), name: r.string(), keys: nullableStrings(r) };
-    r.taggedFields();
-    return res;
-  });
+  const resources = r.structs((r) => ({ type: r.i8(), name: r.string(), keys: nullableStrings(r) }));
   const includeSynonyms = version >= 1 && r.bool();
   const includeDocumentation = version >= 3 && r.bool();
   r.taggedFields();
@@ -525,14 +498,9 @@ export interface DeleteRecordsRequest {
 }
 
 export function decodeDeleteRecords(r: Reader): DeleteRecordsRequest {
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const name = r.string();
-    const partitions = r.array((r) => {
-      const p = { index: r.i32(), offset: r.i64() };
-      r.taggedFields();
-      return p;
-    });
-    r.taggedFields();
+    const partitions = r.structs((r) => ({ index: r.i32(), offset: r.i64() }));
     return { name, partitions };
   });
   const timeoutMs = r.i32();
@@ -548,7 +516,7 @@ export interface CreatePartitionsRequest {
 }
 
 export function decodeCreatePartitions(r: Reader): CreatePartitionsRequest {
-  const topics = r.array((r) => {
+  const topics = r.structs((r) => {
     const name = r.string();
     const count = r.i32();
     const n = r.arrayLength();
@@ -560,7 +528,6 @@ export function decodeCreatePartitions(r: Reader): CreatePartitionsRequest {
         r.taggedFields();
       }
     }
-    r.taggedFields();
     return { name, count, assignments };
   });
   const timeoutMs = r.i32();
@@ -581,15 +548,10 @@ export interface AlterConfigsRequest {
 }
 
 function decodeAlter(r: Reader, incremental: boolean): AlterConfigsRequest {
-  const resources = r.array((r) => {
+  const resources = r.structs((r) => {
     const type = r.i8();
     const name = r.string();
-    const configs = r.array((r) => {
-      const c = { name: r.string(), op: incremental ? r.i8() : ConfigOp.SET, value: r.nullableString() };
-      r.taggedFields();
-      return c;
-    });
-    r.taggedFields();
+    const configs = r.structs((r) => ({ name: r.string(), op: incremental ? r.i8() : ConfigOp.SET, value: r.nullableString() }));
     return { type, name, configs };
   });
   const validateOnly = r.bool();
@@ -679,11 +641,7 @@ export interface AddPartitionsToTxnRequest extends TxnProducer {
 
 export function decodeAddPartitionsToTxn(r: Reader): AddPartitionsToTxnRequest {
   const producer = txnProducer(r);
-  const topics = r.array((r) => {
-    const t = { name: r.string(), partitions: r.array((r) => r.i32()) };
-    r.taggedFields();
-    return t;
-  });
+  const topics = r.structs((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) }));
   r.taggedFields();
   return { ...producer, topics };
 }
