@@ -179,25 +179,19 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
 
       // The old id names nothing now.
       const port = Number(h.broker.split(":")[1]);
-      const meta = await ask(
-        port,
-        flexibleFrame(3, 12, (w) => {
-          w.arrayLength(1).uuid(first).nullableString(null).taggedFields();
-          w.bool(false).bool(false).taggedFields();
-        }),
-        metadataTopics,
-      );
-      assert.deepEqual(meta, [{ error: UNKNOWN_TOPIC_ID, name: null, id: first, partitions: 0 }]);
+      /** Metadata of `version` asking for one topic by id alone. */
+      const byId = (version: number, id: string) =>
+        ask(
+          port,
+          flexibleFrame(3, version, (w) => {
+            w.arrayLength(1).uuid(id).nullableString(null).taggedFields();
+            w.bool(false).bool(false).taggedFields();
+          }),
+          metadataTopics,
+        );
+      assert.deepEqual(await byId(12, first), [{ error: UNKNOWN_TOPIC_ID, name: null, id: first, partitions: 0 }]);
       // v10–11 may not name a topic by id (their answer's name cannot be null): INVALID_REQUEST, as Kafka refuses it.
-      const v11 = await ask(
-        port,
-        flexibleFrame(3, 11, (w) => {
-          w.arrayLength(1).uuid(second).nullableString(null).taggedFields();
-          w.bool(false).bool(false).taggedFields();
-        }),
-        metadataTopics,
-      );
-      assert.deepEqual(v11, [{ error: INVALID_REQUEST, name: "", id: ZERO_ID, partitions: 0 }]);
+      assert.deepEqual(await byId(11, second), [{ error: INVALID_REQUEST, name: "", id: ZERO_ID, partitions: 0 }]);
 
       const fetched = await ask(
         port,
