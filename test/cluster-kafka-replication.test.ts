@@ -17,7 +17,8 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { ask as askBroker, fetchResult, fetchV11Frame, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { ask as askBroker, fetchResult, fetchV11Frame, frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
+import type { Reader } from "../src/protocols/kafka/codec.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
 
@@ -96,7 +97,29 @@ async function metadataV7(n: NagareServer, topic: string): Promise<RawPartition[
   }
 }
 
-test("replication factor 3: a copy on every node, Metadata shows the replicas in sync, acks=all records on every replica, a failover loses none", async () => {
+/** ListOffsets v4 of partition 0, one entry per timestamp asked (-2 earliest, -1 latest), naming no current epoch. */
+function listOffsetsV4Frame(topic: string, timestamps: number[]): Buffer {
+  return frame(2, 4, (w) => {
+    w.i32(-1).i8(0).arrayLength(1).string(topic).arrayLength(timestamps.length);
+    for (const t of timestamps) w.i32(0).i32(-1).i64(t);
+  });
+}
+
+function listOffsetsV4Result(r: Reader): Array<{ error: number; offset: number; epoch: number }> {
+  r.i32(); // throttle
+  const [parts] = r.array((r) => {
+    r.string();
+    return r.array((r) => {
+      r.i32(); // partition
+      const error = r.i16();
+      r.i64(); // timestamp
+      return { error, offset: r.i64(), epoch: r.i32() };
+    });
+  });
+  return parts;
+}
+
+test("replication factor 3: a copy on every node, Metadata shows the replicas in sync, acks=all records on every replica, a failover loses none, and batches and OffsetForLeaderEpoch tell the epochs apart", async () => {
   const topic = "replicated.orders";
   await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 3 }], waitForLeaders: true }));
   const ids = nodes.map(brokerId).sort();
@@ -166,8 +189,9 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     acked.set(`${partition}/${r.baseOffset}`, `v${i}`);
     return Number(r.baseOffset);
   };
-  // The leader of partition 0, which goes half way.
+  // The leader of partition 0, which goes half way; the first offset its successor writes.
   const leaderId = partitions[0].leader;
+  let newEpochStart = -1;
   try {
     for (let i = 0; i < 30; i++) {
       const offset = await send(i);
@@ -177,7 +201,8 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     // The leader of partition 0 goes: its server is closed (its lease revoked), an in-sync follower takes over.
     await cluster.close(nodes.find((n) => brokerId(n) === leaderId)!);
     // The producer goes on by itself: metadata refreshed, the new leader found; nothing acknowledged twice.
-    for (let i = 30; i < 60; i++) await send(i);
+    newEpochStart = await send(30);
+    for (let i = 31; i < 60; i++) await send(i);
   } finally {
     await producer.disconnect();
   }
@@ -199,6 +224,39 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     assert.equal(fetched.error, 0, `epoch ${epoch}`);
     assert.ok(fetched.recordBytes > 0, `epoch ${epoch}: records`);
   }
+  // Each batch carries the epoch that wrote it: the first 10 records epoch 1, those after the failover epoch 2 (KIP-101).
+  assert.equal(newEpochStart, 10, "partition 0 had 10 records when its leader went");
+  const batches = await askBroker(newLeader.kafkaPort!, fetchV11Frame(topic, 0, 0, 2), (r) => recordBatches(r, fetchResult(r, 11).recordBytes));
+  assert.equal(batches.reduce((n, b) => n + b.count, 0), 20);
+  for (const b of batches) assert.equal(b.leaderEpoch, b.baseOffset < newEpochStart ? 1 : 2, `the batch at ${b.baseOffset}`);
+  // OffsetForLeaderEpoch (KIP-320): epoch 1 ends where epoch 2 began, epoch 2 (the latest) at the log end; an epoch older
+  // than any ends where the first began; one never reached is unknown; a client naming epoch 1 as current is fenced.
+  const ends = await askBroker(
+    newLeader.kafkaPort!,
+    offsetForLeaderEpochFrame(4, topic, [0, 1, 2, 3].map((leaderEpoch) => ({ index: 0, currentLeaderEpoch: 2, leaderEpoch }))),
+    (r) => offsetForLeaderEpochResult(r, 4),
+  );
+  assert.deepEqual(
+    ends.map((e) => [e.error, e.epoch, e.endOffset]),
+    [
+      [0, 0, 0],
+      [0, 1, newEpochStart],
+      [0, 2, 20],
+      [0, -1, -1],
+    ],
+  );
+  const fenced = await askBroker(newLeader.kafkaPort!, offsetForLeaderEpochFrame(3, topic, [{ index: 0, currentLeaderEpoch: 1, leaderEpoch: 1 }]), (r) => offsetForLeaderEpochResult(r, 3));
+  assert.equal(fenced[0].error, 74, "FENCED_LEADER_EPOCH");
+  // A broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+  const follower = live().find((n) => n !== newLeader)!;
+  const misled = await askBroker(follower.kafkaPort!, offsetForLeaderEpochFrame(4, topic, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: 1 }]), (r) => offsetForLeaderEpochResult(r, 4));
+  assert.equal(misled[0].error, 6, "NOT_LEADER_OR_FOLLOWER");
+  // ListOffsets v4 gives the epoch of the offset found: the log start's for earliest, the current one for latest.
+  const positions = await askBroker(newLeader.kafkaPort!, listOffsetsV4Frame(topic, [-2, -1]), listOffsetsV4Result);
+  assert.deepEqual(positions, [
+    { error: 0, offset: 0, epoch: 1 },
+    { error: 0, offset: 20, epoch: 2 },
+  ]);
 
   // The strict topic has two replicas left in sync: acks=all is refused NOT_ENOUGH_REPLICAS (once its leader has seen the ISR shrink), acks=1 taken.
   const impatient = new Kafka({ clientId: "strict", brokers: live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer({ retry: { retries: 0 } });

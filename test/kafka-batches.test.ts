@@ -14,22 +14,11 @@ import kafkajs from "kafkajs";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, fetchFrame, fetchResult, fetchV11Frame, RawKafka } from "./helpers/kafka-raw.js";
+import { ask, fetchFrame, fetchResult, fetchV11Frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
 import { Reader } from "../src/protocols/kafka/codec.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
 
 const { CompressionTypes } = kafkajs;
-
-interface FetchedBatch {
-  baseOffset: number;
-  attributes: number;
-  lastOffsetDelta: number;
-  maxTimestamp: number;
-  producerId: number;
-  producerEpoch: number;
-  baseSequence: number;
-  count: number;
-}
 
 /** The record batches a raw Fetch v4 of partition 0 from `offset` returns, as framed. */
 async function fetchBatches(h: KafkaHarness, topic: string, offset: number): Promise<FetchedBatch[]> {
@@ -39,27 +28,7 @@ async function fetchBatches(h: KafkaHarness, topic: string, offset: number): Pro
     const r = await raw.response(0);
     const { error, recordBytes } = fetchResult(r);
     assert.equal(error, 0);
-    const end = r.pos + recordBytes;
-    const out: FetchedBatch[] = [];
-    while (r.pos < end) {
-      const baseOffset = r.i64();
-      const length = r.i32();
-      const next = r.pos + length;
-      r.i32(); // partition leader epoch
-      assert.equal(r.i8(), 2, "magic");
-      r.u32(); // crc
-      const attributes = r.i16();
-      const lastOffsetDelta = r.i32();
-      r.i64(); // base timestamp
-      const maxTimestamp = r.i64();
-      const producerId = r.i64();
-      const producerEpoch = r.i16();
-      const baseSequence = r.i32();
-      const count = r.i32();
-      out.push({ baseOffset, attributes, lastOffsetDelta, maxTimestamp, producerId, producerEpoch, baseSequence, count });
-      r.pos = next;
-    }
-    return out;
+    return recordBatches(r, recordBytes);
   } finally {
     raw.destroy();
   }
@@ -230,6 +199,38 @@ print(repr(seen))
     }
     const refused = await fetchNaming(1);
     assert.deepEqual([refused.error, refused.recordBytes], [75, 0], "UNKNOWN_LEADER_EPOCH, nothing read");
+  });
+
+  test("KIP-320 on one broker: every batch carries leader epoch 0, OffsetForLeaderEpoch (v0–4) ends epoch 0 at the log end, an undefined or later epoch is unknown (-1), a later current epoch UNKNOWN_LEADER_EPOCH", async () => {
+    const topic = "epochs-asked";
+    await createTopic(topic);
+    await produce(topic, [{ value: "a" }, { value: "b" }]);
+    await produce(topic, [{ value: "c" }], { idempotent: true });
+    const batches = await fetchBatches(h, topic, 0);
+    assert.deepEqual(
+      batches.map((b) => [b.baseOffset, b.leaderEpoch]),
+      [
+        [0, 0],
+        [2, 0],
+      ],
+    );
+    const ask23 = (version: number, partitions: Array<{ index: number; currentLeaderEpoch: number; leaderEpoch: number }>, name = topic) =>
+      ask(h.srv.kafkaPort!, offsetForLeaderEpochFrame(version, name, partitions), (r) => offsetForLeaderEpochResult(r, version));
+    for (const version of [0, 1, 2, 3, 4]) {
+      const [found] = await ask23(version, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: 0 }]);
+      assert.deepEqual(found, { error: 0, partition: 0, epoch: version >= 1 ? 0 : -1, endOffset: 3 }, `v${version}: epoch 0 ends at the log end`);
+    }
+    // Kafka's answers: the current epoch named and agreeing; an epoch asked for that is undefined (-1) or never reached.
+    assert.deepEqual(await ask23(4, [{ index: 0, currentLeaderEpoch: 0, leaderEpoch: 0 }, { index: 0, currentLeaderEpoch: 0, leaderEpoch: -1 }, { index: 0, currentLeaderEpoch: -1, leaderEpoch: 7 }]), [
+      { error: 0, partition: 0, epoch: 0, endOffset: 3 },
+      { error: 0, partition: 0, epoch: -1, endOffset: -1 },
+      { error: 0, partition: 0, epoch: -1, endOffset: -1 },
+    ]);
+    assert.deepEqual(await ask23(3, [{ index: 0, currentLeaderEpoch: 1, leaderEpoch: 0 }, { index: 5, currentLeaderEpoch: -1, leaderEpoch: 0 }]), [
+      { error: 75, partition: 0, epoch: -1, endOffset: -1 }, // UNKNOWN_LEADER_EPOCH
+      { error: 3, partition: 5, epoch: -1, endOffset: -1 }, // UNKNOWN_TOPIC_OR_PARTITION
+    ]);
+    assert.deepEqual(await ask23(2, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: 0 }], "no-such-topic"), [{ error: 3, partition: 0, epoch: -1, endOffset: -1 }]);
   });
 
   test("a batch past the topic's max.message.bytes is refused whole (MESSAGE_TOO_LARGE), as Kafka does, though each record is within it; so is a compressed one with a record past it; one within it is stored", async () => {

@@ -3,13 +3,13 @@
  * flexible versions of Kafka 3.5+ (Metadata v12, Produce v9, Fetch v15 by
  * topic id, ListOffsets, FindCoordinator v4, InitProducerId v4 and the group
  * APIs) and has no fallback to older ones: before nagare answered them it
- * could not even read the metadata. Plus raw frames for what the client
+ * could not even read the metadata. Its raw OffsetForLeaderEpoch v4 too. Plus raw frames for what the client
  * cannot be made to send: topics named by an id nobody has.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Admin, Consumer, Producer, type Message } from "@platformatic/kafka";
+import { Admin, Connection, Consumer, Producer, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
 import { connect } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleFrame, metadataTopics } from "./helpers/kafka-raw.js";
@@ -215,6 +215,30 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       assert.deepEqual(fetched, { error: 0, topics: [{ id: first, partitions: [{ index: 0, error: UNKNOWN_TOPIC_ID }] }] });
     } finally {
       await admin.close();
+    }
+  });
+
+  test("OffsetForLeaderEpoch v4 through the client's own encoder and decoder: epoch 0 ends at the log end, a later epoch is unknown", async () => {
+    const topic = "plt.epochs";
+    await createTopic(h, topic);
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    await producer.send({ messages: ["a", "b", "c"].map((v) => ({ topic, partition: 0, value: Buffer.from(v) })) });
+    await producer.close();
+    const [host, port] = h.broker.split(":");
+    const conn = new Connection("platformatic-test");
+    await conn.connect(host, Number(port));
+    try {
+      // Partition 0 only: this client reads an answer's partition index before its error code (Kafka's schema has the error
+      // first), which for partition 0 and no error reads the same.
+      const ask23 = async (leaderEpoch: number) => {
+        const answer = await offsetForLeaderEpochV4.api.async(conn, -1, [{ name: topic, partitions: [{ partitionIndex: 0, currentLeaderEpoch: 0, leaderEpoch }] }]);
+        const p = answer.topics[0].partitions[0];
+        return { errorCode: p.errorCode, leaderEpoch: p.leaderEpoch, endOffset: Number(p.endOffset) };
+      };
+      assert.deepEqual(await ask23(0), { errorCode: 0, leaderEpoch: 0, endOffset: 3 });
+      assert.deepEqual(await ask23(5), { errorCode: 0, leaderEpoch: -1, endOffset: -1 });
+    } finally {
+      await conn.close();
     }
   });
 });

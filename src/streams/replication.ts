@@ -572,6 +572,11 @@ export class ReplicaLeader {
     return this.end;
   }
 
+  /** Which leader epoch wrote which sequences of this log (the checkpoint, this leadership's epoch last). */
+  get epochEntries(): readonly EpochEntry[] {
+    return this.opts.epochs.list();
+  }
+
   /** Whether the high watermark has reached the log's end as this leadership found it: before, readers may see it lower than a leader before showed. */
   get highWatermarkCurrent(): boolean {
     return this.hw >= this.startEnd;

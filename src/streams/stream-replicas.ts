@@ -32,7 +32,7 @@ import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { settled } from "../util/settle.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
-import { LeaderEpochs } from "../store/leader-epochs.js";
+import { LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
@@ -139,6 +139,10 @@ class LeaderGate implements ReplicaGate {
 
   get highWatermarkCurrent(): boolean {
     return this.leader.highWatermarkCurrent;
+  }
+
+  get epochEntries(): readonly EpochEntry[] {
+    return this.leader.epochEntries;
   }
 
   /** Set while this leader hands its leadership to another replica (a drain): writes wait for the new leader. */

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
+import type { EpochEntry } from "../store/leader-epochs.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
@@ -158,6 +159,8 @@ export interface ReplicaGate {
   removalsReplicated(done: (err: ApiError | null) => void): void;
   /** Writes up to `lastSeq` are durable here: ships them, waiting for no one (a write acknowledged by the leader alone); an error when this node may not acknowledge it (no lease, no longer leading). */
   ship(lastSeq: number): ApiError | null;
+  /** Which leader epoch wrote which sequences (the leader's checkpoint), where this node leads; absent: not known here. */
+  readonly epochEntries?: readonly EpochEntry[];
 }
 
 /**

@@ -293,3 +293,76 @@ export function fetchResult(r: Reader, version: 4 | 11 = 4): { error: number; hi
   if (version === 11) r.i32(); // preferred_read_replica
   return { error, highWatermark, recordBytes: r.i32() };
 }
+
+/** A record batch's header, as a Fetch returns it. */
+export interface FetchedBatch {
+  baseOffset: number;
+  /** The leader epoch that wrote it (KIP-101): the broker sets it. */
+  leaderEpoch: number;
+  attributes: number;
+  lastOffsetDelta: number;
+  maxTimestamp: number;
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+  count: number;
+}
+
+/** The batches of a record set of `recordBytes` at `r`'s position, read past. */
+export function recordBatches(r: Reader, recordBytes: number): FetchedBatch[] {
+  const end = r.pos + recordBytes;
+  const out: FetchedBatch[] = [];
+  while (r.pos < end) {
+    const baseOffset = r.i64();
+    const length = r.i32();
+    const next = r.pos + length;
+    const leaderEpoch = r.i32();
+    assert.equal(r.i8(), 2, "magic");
+    r.u32(); // crc
+    const attributes = r.i16();
+    const lastOffsetDelta = r.i32();
+    r.i64(); // base timestamp
+    const maxTimestamp = r.i64();
+    const producerId = r.i64();
+    const producerEpoch = r.i16();
+    const baseSequence = r.i32();
+    const count = r.i32();
+    out.push({ baseOffset, leaderEpoch, attributes, lastOffsetDelta, maxTimestamp, producerId, producerEpoch, baseSequence, count });
+    r.pos = next;
+  }
+  return out;
+}
+
+/** OffsetForLeaderEpoch (23) of one topic's partitions, at `version` (v2+ name the current epoch, v3+ a replica id, v4 is flexible). */
+export function offsetForLeaderEpochFrame(version: number, topic: string, partitions: Array<{ index: number; currentLeaderEpoch: number; leaderEpoch: number }>): Buffer {
+  const body = (w: Writer): void => {
+    if (version >= 3) w.i32(-1); // replica_id: a consumer
+    w.arrayLength(1).string(topic).arrayLength(partitions.length);
+    for (const p of partitions) {
+      w.i32(p.index);
+      if (version >= 2) w.i32(p.currentLeaderEpoch);
+      w.i32(p.leaderEpoch).taggedFields();
+    }
+    w.taggedFields().taggedFields();
+  };
+  return version >= 4 ? flexibleFrame(23, version, body) : frame(23, version, body);
+}
+
+/** An OffsetForLeaderEpoch answer of one topic (after its correlation id), read to its last byte: each partition's error, epoch and end offset. */
+export function offsetForLeaderEpochResult(r: Reader, version: number): Array<{ error: number; partition: number; epoch: number; endOffset: number }> {
+  if (version >= 4) flexibleBody(r);
+  if (version >= 2) assert.equal(r.i32(), 0, "throttle_time_ms");
+  const [topic] = r.array((r) => {
+    r.string();
+    const partitions = r.array((r) => {
+      const p = { error: r.i16(), partition: r.i32(), epoch: version >= 1 ? r.i32() : -1, endOffset: r.i64() };
+      r.taggedFields();
+      return p;
+    });
+    r.taggedFields();
+    return partitions;
+  });
+  r.taggedFields();
+  assert.equal(r.remaining, 0, "every byte of the answer read");
+  return topic;
+}

@@ -31,6 +31,7 @@ export const ApiKey = {
   DeleteTopics: 20,
   DeleteRecords: 21,
   InitProducerId: 22,
+  OffsetForLeaderEpoch: 23,
   AddPartitionsToTxn: 24,
   AddOffsetsToTxn: 25,
   EndTxn: 26,
@@ -59,6 +60,8 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.Produce, [0, 9]],
   [ApiKey.Fetch, [4, 15]],
   [ApiKey.ListOffsets, [0, 6]],
+  // Where a leader epoch ends (KIP-320): batches carry the epoch that wrote them (epoch-history.ts).
+  [ApiKey.OffsetForLeaderEpoch, [0, 4]],
   [ApiKey.Metadata, [0, 12]],
   // The consumer-group APIs reach their flexible versions (which clients built for Kafka 3.5+ alone send, such as
   // @platformatic/kafka), up to the last before KIP-848's new group protocol (OffsetCommit v9, OffsetFetch v9).
@@ -112,6 +115,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.Produce, 9],
   [ApiKey.Fetch, 12],
   [ApiKey.ListOffsets, 6],
+  [ApiKey.OffsetForLeaderEpoch, 4],
   [ApiKey.Metadata, 9],
   [ApiKey.OffsetCommit, 8],
   [ApiKey.OffsetFetch, 6],

@@ -31,7 +31,7 @@ import { handleCreatePartitions, handleCreateTopics, handleDeleteRecords, handle
 import { handleAlterConfigs, handleDescribeConfigs, handleIncrementalAlterConfigs } from "./configs.js";
 import { handleDeleteGroups, handleOffsetDelete } from "./group-admin.js";
 import { handleProduce } from "./produce.js";
-import { handleFetch, handleListOffsets } from "./fetch.js";
+import { handleFetch, handleListOffsets, handleOffsetForLeaderEpoch } from "./fetch.js";
 import { handleInitProducerId } from "./produce.js";
 import { AccountDoor } from "./account-door.js";
 import type { KafkaCluster } from "./cluster.js";
@@ -192,6 +192,7 @@ export class KafkaDoor {
     on(ApiKey.Produce, handleProduce);
     on(ApiKey.Fetch, handleFetch);
     on(ApiKey.ListOffsets, handleListOffsets);
+    on(ApiKey.OffsetForLeaderEpoch, handleOffsetForLeaderEpoch);
     on(ApiKey.FindCoordinator, handleFindCoordinator);
     on(ApiKey.JoinGroup, handleJoinGroup);
     on(ApiKey.SyncGroup, handleSyncGroup);

@@ -1,5 +1,5 @@
 /**
- * Fetch v4–11 and ListOffsets v0–3. A fetch answers at once when it has
+ * Fetch v4–15, ListOffsets v0–6 and OffsetForLeaderEpoch v0–4. A fetch answers at once when it has
  * `min_bytes`, else waits for an append to one of its partitions or for
  * `max_wait_ms`, never polling. What it reads is bounded by the broker's
  * `fetch_max_bytes` and by the door's response budget (see collectWithRoom). Records are framed from the log as
@@ -24,8 +24,9 @@ import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
 import { leaderEpochError, leaderEpochOf, ledPartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
-import { decodeFetch, decodeListOffsets } from "./requests.js";
+import { decodeFetch, decodeListOffsets, decodeOffsetForLeaderEpoch } from "./requests.js";
 import { topicById } from "./topic-ids.js";
+import { EpochHistory } from "./epoch-history.js";
 import type { Stream } from "../../streams/stream.js";
 import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js";
 
@@ -59,6 +60,8 @@ interface PartitionOut {
   messages: StoredItem[];
   /** read_committed only: aborted transactions with records among `messages`. */
   aborted: Array<{ producerId: number; first: number }> | null;
+  /** Which leader epoch wrote which of `messages` (null: none read). */
+  epochs: EpochHistory | null;
 }
 
 const READ_COMMITTED = 1;
@@ -102,7 +105,7 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
       if (p.aborted === null) w.arrayLength(-1);
       else w.array(p.aborted, (w, a) => w.i64(a.producerId).i64(a.first).taggedFields());
       if (version >= 11) w.i32(-1); // preferred_read_replica
-      writeRecords(w, p.messages);
+      writeRecords(w, p.messages, p.epochs);
       w.taggedFields();
     });
     w.taggedFields();
@@ -161,14 +164,14 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
     const denied = local !== undefined && !mayReadTopic(perms, local);
     for (const p of t.partitions) {
       if (denied) {
-        outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
+        outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
       const led = ledPartition(door, t.name, p.index);
       const refused = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
       if (typeof led === "number" || refused !== ErrorCode.NONE) {
         if (refused !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
-        outs.push({ index: p.index, error: refused, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null });
+        outs.push({ index: p.index, error: refused, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
       const stream = led;
@@ -179,7 +182,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       const lastStable = door.txnIndexes.lastStableOffset(stream, p.index, hwm);
       // Past the high watermark but within the log is not out of range (Kafka's rule): nothing to read yet.
       if (p.offset < logStart || p.offset > st.lastSeq) {
-        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null });
+        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null, epochs: null });
         continue;
       }
       // read_committed sees nothing of a transaction still open.
@@ -195,7 +198,8 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         for (const m of messages) bytes += isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
       const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.txnIndexes.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
-      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted });
+      const epochs = messages.length === 0 ? null : EpochHistory.of(stream, p.index, leaderEpochOf(door, t.name, p.index));
+      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted, epochs });
     }
     results.push(outs);
   }
@@ -242,15 +246,15 @@ function lastOffsetOf(m: StoredItem): number {
  * partition's offsets written in; other messages framed as batches of
  * records sharing an append time and transaction; markers as control batches.
  */
-function writeRecords(w: Writer, messages: StoredItem[]): void {
-  if (messages.length === 0) {
+function writeRecords(w: Writer, messages: StoredItem[], epochs: EpochHistory | null): void {
+  if (messages.length === 0 || epochs === null) {
     w.bytesLength(0);
     return;
   }
-  if (w.flexible) return writeCompactRecords(w, messages);
+  if (w.flexible) return writeCompactRecords(w, messages, epochs);
   const lengthAt = w.reserveI32();
   const start = w.pos;
-  writeBatches(w, messages);
+  writeBatches(w, messages, epochs);
   w.patchI32(lengthAt, w.pos - start);
 }
 
@@ -260,7 +264,7 @@ function writeRecords(w: Writer, messages: StoredItem[]): void {
  * is known first; else the batches are framed after room for the longest
  * varint and moved back over what the length did not need.
  */
-function writeCompactRecords(w: Writer, messages: StoredItem[]): void {
+function writeCompactRecords(w: Writer, messages: StoredItem[], epochs: EpochHistory): void {
   let whole = 0;
   for (const m of messages) {
     if (!isForeign(m)) {
@@ -271,14 +275,14 @@ function writeCompactRecords(w: Writer, messages: StoredItem[]): void {
   }
   if (whole >= 0) {
     w.bytesLength(whole);
-    writeBatches(w, messages);
+    writeBatches(w, messages, epochs);
     return;
   }
   const lengthAt = w.pos;
   w.grow(MAX_VARINT32);
   w.pos += MAX_VARINT32;
   const start = w.pos;
-  writeBatches(w, messages);
+  writeBatches(w, messages, epochs);
   const length = w.pos - start;
   w.pos = lengthAt;
   w.bytesLength(length);
@@ -289,16 +293,18 @@ function writeCompactRecords(w: Writer, messages: StoredItem[]): void {
 /** The longest unsigned varint of a 32-bit length. */
 const MAX_VARINT32 = 5;
 
-/** The batches of a record set, as writeRecords describes them. */
-function writeBatches(w: Writer, messages: StoredItem[]): void {
+/** The batches of a record set, as writeRecords describes them, each stamped with the leader epoch that wrote it. */
+function writeBatches(w: Writer, messages: StoredItem[], epochs: EpochHistory): void {
+  const leaderEpochs = epochs.cursor();
   let run: OutRecord[] = [];
-  // The transaction of the records in `run` (producer id -1: none), and of the message at hand.
+  // The transaction of the records in `run` (producer id -1: none), and of the message at hand; the leader epoch of `run`.
   let runProducer = -1;
   let runEpoch = -1;
+  let runLeaderEpoch = 0;
   const flush = (): void => {
     if (run.length === 0) return;
-    if (runProducer < 0) encodeBatch(w, run);
-    else encodeBatch(w, run, ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL, runProducer, runEpoch, -1);
+    if (runProducer < 0) encodeBatch(w, run, ATTR_LOG_APPEND_TIME, -1, -1, -1, runLeaderEpoch);
+    else encodeBatch(w, run, ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL, runProducer, runEpoch, -1, runLeaderEpoch);
     run = [];
   };
   for (const m of messages) {
@@ -310,9 +316,10 @@ function writeBatches(w: Writer, messages: StoredItem[]): void {
       const offset = m.firstSeq - 1;
       w.buf.writeUInt32BE(Math.floor(offset / 0x100000000), at + BATCH_BASE_OFFSET);
       w.buf.writeUInt32BE(offset >>> 0, at + BATCH_BASE_OFFSET + 4);
-      w.buf.writeInt32BE(0, at + BATCH_LEADER_EPOCH);
+      w.buf.writeInt32BE(leaderEpochs.at(m.firstSeq), at + BATCH_LEADER_EPOCH);
       continue;
     }
+    const leaderEpoch = leaderEpochs.at(m.seq);
     const inTxn = readTxnMark(m.headers, txn);
     const producer = inTxn ? txn.producerId : -1;
     const epoch = inTxn ? txn.epoch : -1;
@@ -320,13 +327,14 @@ function writeBatches(w: Writer, messages: StoredItem[]): void {
     if (control >= 0 && inTxn) {
       flush();
       const marker = { offset: m.seq - 1, timestamp: m.time, key: controlKey(control), value: CONTROL_VALUE, headers: null };
-      encodeBatch(w, [marker], ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL, producer, epoch, -1);
+      encodeBatch(w, [marker], ATTR_LOG_APPEND_TIME | ATTR_TRANSACTIONAL | ATTR_CONTROL, producer, epoch, -1, leaderEpoch);
       continue;
     }
-    if (run.length > 0 && (run[0].timestamp !== m.time || runProducer !== producer || runEpoch !== epoch)) flush();
+    if (run.length > 0 && (run[0].timestamp !== m.time || runProducer !== producer || runEpoch !== epoch || runLeaderEpoch !== leaderEpoch)) flush();
     if (run.length === 0) {
       runProducer = producer;
       runEpoch = epoch;
+      runLeaderEpoch = leaderEpoch;
     }
     // The stored header block is written as record headers by encodeBatch (messages.ts), in order.
     run.push({ offset: m.seq - 1, timestamp: m.time, key: m.key, value: isNullValue(m.headers, m.data) ? null : m.data, headers: m.headers });
@@ -422,9 +430,11 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           if (visible) timestamp = found.timestamp;
           else if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
         }
-        // v4+: the leader epoch of the offset found. This leader's current one: the epoch a record was written under is not looked
-        // up, and no client can ask to check a position against it (OffsetForLeaderEpoch is not offered).
-        parts.push({ index: p.index, error, timestamp, offset, epoch: offset >= 0 ? leaderEpochOf(door, t.name, p.index) : -1 });
+        // v4+: the leader epoch of the offset found, as Kafka answers it: for "latest" the leader's current one, else the one
+        // that wrote the record there (the log start's, for "earliest").
+        const current = leaderEpochOf(door, t.name, p.index);
+        const epoch = offset < 0 ? -1 : p.timestamp === LATEST ? current : EpochHistory.of(led, p.index, current).at(offset + 1);
+        parts.push({ index: p.index, error, timestamp, offset, epoch });
       }
       results.push({ name: t.name, parts });
     }
@@ -445,4 +455,41 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
     w.taggedFields();
     return true;
   })();
+}
+
+/**
+ * OffsetForLeaderEpoch: where a leader epoch ends in a partition (epoch-history.ts),
+ * which a client asks after a change of leader to check that the records it
+ * read are still there (KIP-320), answered by the partition's leader with
+ * Fetch's checks (leader, current leader epoch) and ListOffsets' permission
+ * (describe the topic).
+ */
+export function handleOffsetForLeaderEpoch(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean {
+  const { topics } = decodeOffsetForLeaderEpoch(r, version);
+  if (version >= 2) w.i32(0); // throttle_time_ms
+  w.array(topics, (w, t) => {
+    const stream = findTopic(door.js, t.name);
+    const denied = stream !== undefined && !mayDescribeTopic(conn.permissions, stream);
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => {
+      let error: number = ErrorCode.NONE;
+      let found = { epoch: -1, endOffset: -1 };
+      if (denied) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
+      else {
+        const led = ledPartition(door, t.name, p.index);
+        error = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
+        if (typeof led !== "number" && error === ErrorCode.NONE) {
+          const history = EpochHistory.of(led, p.index, leaderEpochOf(door, t.name, p.index));
+          found = history.endOffsetFor(p.leaderEpoch, led.partitions[p.index].state().lastSeq);
+        }
+      }
+      w.i16(error).i32(p.index);
+      if (version >= 1) w.i32(found.epoch);
+      w.i64(found.endOffset);
+      w.taggedFields();
+    });
+    w.taggedFields();
+  });
+  w.taggedFields();
+  return true;
 }

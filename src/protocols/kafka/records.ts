@@ -272,7 +272,7 @@ export interface OutRecord {
  * messages); every record carries the batch's one timestamp, flagged as log
  * append time, since that is what the log keeps.
  */
-export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1, baseSequence = -1): void {
+export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1, baseSequence = -1, leaderEpoch = 0): void {
   const base = records[0].offset;
   const last = records[records.length - 1].offset;
   let maxTs = records[0].timestamp;
@@ -280,7 +280,7 @@ export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes
   const start = w.pos;
   w.i64(base);
   const lengthAt = w.reserveI32();
-  w.i32(0); // partitionLeaderEpoch
+  w.i32(leaderEpoch); // partitionLeaderEpoch
   w.i8(2);
   const crcAt = w.reserveI32();
   const crcFrom = w.pos;

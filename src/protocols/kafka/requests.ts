@@ -156,6 +156,29 @@ export function decodeListOffsets(r: Reader, version: number): ListOffsetsReques
   return { isolationLevel, topics };
 }
 
+// ---- OffsetForLeaderEpoch (23) v0–4 (v2 adds the current leader epoch, v3 the replica id; v4 is flexible) ----
+
+export interface OffsetForLeaderEpochRequest {
+  /** `currentLeaderEpoch` (v2+): the leader epoch the client knows, -1 when it knows none; `leaderEpoch`: the one to look up. */
+  topics: Array<{ name: string; partitions: Array<{ index: number; currentLeaderEpoch: number; leaderEpoch: number }> }>;
+}
+
+export function decodeOffsetForLeaderEpoch(r: Reader, version: number): OffsetForLeaderEpochRequest {
+  if (version >= 3) r.i32(); // replica_id
+  const topics = r.structs((r) => {
+    const name = r.string();
+    const partitions = r.structs((r) => {
+      const index = r.i32();
+      const currentLeaderEpoch = version >= 2 ? r.i32() : -1;
+      const leaderEpoch = r.i32();
+      return { index, currentLeaderEpoch, leaderEpoch };
+    });
+    return { name, partitions };
+  });
+  r.taggedFields();
+  return { topics };
+}
+
 // ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
@@ -826,6 +849,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.Produce, decodeProduce],
   [ApiKey.Fetch, decodeFetch],
   [ApiKey.ListOffsets, decodeListOffsets],
+  [ApiKey.OffsetForLeaderEpoch, decodeOffsetForLeaderEpoch],
   [ApiKey.Metadata, decodeMetadata],
   [ApiKey.OffsetCommit, decodeOffsetCommit],
   [ApiKey.OffsetFetch, decodeOffsetFetch],
