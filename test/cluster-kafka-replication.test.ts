@@ -17,7 +17,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { ask as askBroker, fetchResult, fetchV11Frame, frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
+import { ask as askBroker, describeLogDirsFrame, describeLogDirsResult, fetchResult, fetchV11Frame, frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
@@ -160,6 +160,15 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.equal(cli.code, 0, cli.err);
   const two = await withAdmin((a) => a.fetchTopicMetadata({ topics: ["cli.two"] }));
   assert.equal(new Set(two.topics[0].partitions[0].replicas).size, 2, "two replicas, on distinct brokers");
+  // DescribeLogDirs: each broker lists the copies it holds, followed or led: every partition of the factor 3 topic, and
+  // the factor 2 topic's one partition on its two replicas only.
+  await waitUntil(() => two.topics[0].partitions[0].replicas.every((id) => nodes.find((n) => brokerId(n) === id)!.jetstream!.streams.has("cli_two")), "the factor 2 copies made");
+  for (const n of nodes) {
+    const [dir] = await askBroker(n.kafkaPort!, describeLogDirsFrame(4, [[topic, [0, 1, 2]], ["cli.two", [0]]]), (r) => describeLogDirsResult(r, 4));
+    const held = dir.topics.map((t) => [t.name, t.partitions.map((p) => p.index)]);
+    const holdsTwo = two.topics[0].partitions[0].replicas.includes(brokerId(n));
+    assert.deepEqual(held, holdsTwo ? [["cli.two", [0]], [topic, [0, 1, 2]]] : [[topic, [0, 1, 2]]], `broker ${brokerId(n)}`);
+  }
 
   // Replication factor 4 on three brokers: Kafka's refusal.
   await assert.rejects(

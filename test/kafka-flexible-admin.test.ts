@@ -4,15 +4,16 @@
  * @platformatic/kafka send), driven with raw frames and their answers decoded
  * field by field: CreateTopics v7, DescribeConfigs v3–4, AlterConfigs v2,
  * IncrementalAlterConfigs v1, CreatePartitions v3, DeleteRecords v2,
- * DeleteTopics v5–6, AddPartitionsToTxn v3, AddOffsetsToTxn v3, EndTxn v3 and
+ * DeleteTopics v5–6, DescribeLogDirs v0–4, AddPartitionsToTxn v3, AddOffsetsToTxn v3, EndTxn v3 and
  * the ACL APIs v3. A response is read to its last byte: a field too many or
  * too few fails the test.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { resolve } from "node:path";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
+import { ask, describeLogDirsFrame, describeLogDirsResult, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 
@@ -286,6 +287,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [31, [0, 3]], // DeleteAcls
       [32, [0, 4]], // DescribeConfigs
       [33, [0, 2]], // AlterConfigs
+      [35, [0, 4]], // DescribeLogDirs
       [37, [0, 3]], // CreatePartitions
       [44, [0, 1]], // IncrementalAlterConfigs
     ];
@@ -483,6 +485,30 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual(await ask(port, deleteRecords([[0, 9]]), read), [[topic, [[0, -1, 1]]]]);
     assert.equal((await fetchFrom(port, topic, 2)).error, 1, "offset 2 is purged: OFFSET_OUT_OF_RANGE");
     assert.equal(await highWatermark(port, topic, 3), 4, "the high watermark stays");
+  });
+
+  test("DescribeLogDirs v0–4: this broker's copies of the topics asked for (every one for null) and their stored bytes in the store's directory; v3 adds an error code, v4 the file system's size and free space", async () => {
+    const topic = "flex.sized";
+    const made = await ask(port, createTopicsV(7, [{ name: topic, partitions: 2 }, { name: "flex.sized.two", partitions: 1 }]), (r) => readCreateTopics(r, 7));
+    assert.deepEqual(made.map((t) => t.error), [0, 0]);
+    assert.equal(await produce(port, topic, ["a", "b"]), 0);
+    const stored = h.srv.jetstream!.streams.get("flex_sized")!.partitions[0].state().bytes;
+    assert.ok(stored > 0);
+    const sized = [{ name: topic, partitions: [
+      { index: 0, size: stored, lag: 0, future: false },
+      { index: 1, size: 0, lag: 0, future: false },
+    ] }];
+    for (const version of [0, 1, 2, 3, 4]) {
+      // One partition, one asked for twice and one the topic does not have, and a topic nobody has: only what is held here.
+      const [dir] = await ask(port, describeLogDirsFrame(version, [[topic, [1, 0, 1, 7]], ["flex.nobody", [0]]]), (r) => describeLogDirsResult(r, version));
+      assert.deepEqual([dir.error, dir.dir, dir.topics], [0, resolve(h.storeDir), sized], `v${version}`);
+      if (version >= 4) assert.ok(dir.total > 0 && dir.usable > 0 && dir.usable <= dir.total, `v4: ${dir.total} bytes, ${dir.usable} usable`);
+      else assert.deepEqual([dir.total, dir.usable], [-1, -1]);
+    }
+    // Null: every topic held here.
+    const [all] = await ask(port, describeLogDirsFrame(4, null), (r) => describeLogDirsResult(r, 4));
+    assert.deepEqual(all.topics.find((t) => t.name === topic), sized[0]);
+    assert.deepEqual(all.topics.find((t) => t.name === "flex.sized.two"), { name: "flex.sized.two", partitions: [{ index: 0, size: 0, lag: 0, future: false }] });
   });
 
   test("DeleteTopics v6 by name or by id deletes the topic, answered with both; an id no topic has is UNKNOWN_TOPIC_ID; both ways, INVALID_REQUEST", async () => {

@@ -3,12 +3,14 @@
  * flexible versions of Kafka 3.5+ (Metadata v12, Produce v9, Fetch v15 by
  * topic id, ListOffsets, FindCoordinator v4, InitProducerId v4 and the group
  * APIs) and has no fallback to older ones: before nagare answered them it
- * could not even read the metadata. Its raw OffsetForLeaderEpoch v4 too. Plus raw frames for what the client
+ * could not even read the metadata. Its DescribeLogDirs v4 and raw
+ * OffsetForLeaderEpoch v4 too. Plus raw frames for what the client
  * cannot be made to send: topics named by an id nobody has.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { resolve } from "node:path";
 import { Admin, Connection, Consumer, Producer, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
 import { connect } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
@@ -213,6 +215,30 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
         },
       );
       assert.deepEqual(fetched, { error: 0, topics: [{ id: first, partitions: [{ index: 0, error: UNKNOWN_TOPIC_ID }] }] });
+    } finally {
+      await admin.close();
+    }
+  });
+
+  test("admin.describeLogDirs: the broker's copy of each partition asked for, its stored bytes, in the store's directory, with the file system's size and free space", async () => {
+    const topic = "plt.sized";
+    await createTopic(h, topic, 2);
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    await producer.send({ messages: ["a", "b", "c"].map((v) => ({ topic, partition: 1, value: Buffer.from(v) })) });
+    await producer.close();
+    const admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    try {
+      const [broker] = await admin.describeLogDirs({ topics: [{ name: topic, partitions: [0, 1] }] });
+      assert.equal(broker.broker, 0);
+      const [dir] = broker.results;
+      assert.equal(dir.logDir, resolve(h.storeDir));
+      const stored = h.srv.jetstream!.streams.get("plt_sized")!.partitions[1].state().bytes;
+      assert.ok(stored > 3, "three records' bytes");
+      assert.deepEqual(
+        dir.topics.map((t) => [t.name, t.partitions.map((p) => [p.partitionIndex, Number(p.partitionSize), Number(p.offsetLag), p.isFutureKey])]),
+        [[topic, [[0, 0, 0, false], [1, stored, 0, false]]]],
+      );
+      assert.ok(dir.totalBytes > 0n && dir.usableBytes > 0n && dir.usableBytes <= dir.totalBytes);
     } finally {
       await admin.close();
     }

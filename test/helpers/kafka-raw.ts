@@ -366,3 +366,41 @@ export function offsetForLeaderEpochResult(r: Reader, version: number): Array<{ 
   assert.equal(r.remaining, 0, "every byte of the answer read");
   return topic;
 }
+
+/** DescribeLogDirs (35) of the topics and partitions named (null: every topic), at `version` (v2+ flexible). */
+export function describeLogDirsFrame(version: number, topics: Array<[string, number[]]> | null): Buffer {
+  const body = (w: Writer): void => {
+    if (topics === null) w.arrayLength(-1);
+    else w.array(topics, (w, [name, partitions]) => w.string(name).array(partitions, (w, p) => w.i32(p)).taggedFields());
+    w.taggedFields();
+  };
+  return version >= 2 ? flexibleFrame(35, version, body) : frame(35, version, body);
+}
+
+/** A DescribeLogDirs answer (after its correlation id), read to its last byte: each directory's error, path, topics and (v4) sizes. */
+export function describeLogDirsResult(r: Reader, version: number) {
+  if (version >= 2) flexibleBody(r);
+  assert.equal(r.i32(), 0, "throttle_time_ms");
+  if (version >= 3) assert.equal(r.i16(), 0, "error_code");
+  const results = r.array((r) => {
+    const error = r.i16();
+    const dir = r.string();
+    const topics = r.array((r) => {
+      const name = r.string();
+      const partitions = r.array((r) => {
+        const p = { index: r.i32(), size: r.i64(), lag: r.i64(), future: r.bool() };
+        r.taggedFields();
+        return p;
+      });
+      r.taggedFields();
+      return { name, partitions };
+    });
+    const total = version >= 4 ? r.i64() : -1;
+    const usable = version >= 4 ? r.i64() : -1;
+    r.taggedFields();
+    return { error, dir, topics, total, usable };
+  });
+  r.taggedFields();
+  assert.equal(r.remaining, 0, "every byte of the answer read");
+  return results;
+}

@@ -1,5 +1,7 @@
-/** CreateTopics, DeleteTopics, CreatePartitions and DeleteRecords: topics as streams (see topics.ts). */
+/** CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords and DescribeLogDirs: topics as streams (see topics.ts). */
 
+import { statfs } from "node:fs/promises";
+import { resolve } from "node:path";
 import type { RequestContext } from "./api.js";
 import { MAX_PARTITIONS } from "./door.js";
 import type { AccountDoor } from "./account-door.js";
@@ -8,10 +10,10 @@ import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
 import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
-import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics } from "./requests.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs } from "./requests.js";
 import { ZERO_UUID } from "./codec.js";
 import { topicById, topicIdOf } from "./topic-ids.js";
-import { findTopic, isInternalTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
+import { findTopic, isInternalTopic, mayDescribeTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
 import { KafkaClusterError, ledPartition, partitionCount } from "./cluster.js";
 
 /** Kafka's message for a TopicAuthorizationException in admin responses. */
@@ -378,6 +380,67 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
     w.array(t.partitions, (w, p) => w.i32(p.index).i64(p.low).i16(p.error).taggedFields());
     w.taggedFields();
   });
+  w.taggedFields();
+  return true;
+}
+
+/**
+ * DescribeLogDirs: the copies of topics this broker holds (led here or
+ * followed), each partition's stored bytes, in one log directory, the
+ * account's store (v4: with its file system's size and free space). Kafka
+ * asks for DESCRIBE on the cluster, which nagare's permissions have no
+ * resource for: a topic the client may not describe is left out, as are
+ * partitions not held here and topics unknown, as Kafka leaves them out.
+ * The offset lag, Kafka's max(0, high watermark - log end) for a current
+ * log, is 0 here as there (no copy here is ahead of what it has).
+ */
+export async function handleDescribeLogDirs(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
+  const { topics: asked } = decodeDescribeLogDirs(r);
+  const cluster = door.door.cluster;
+  const wanted = asked === null ? null : new Map(asked.map((t) => [t.name, new Set(t.partitions)]));
+  const topics: Array<{ name: string; partitions: Array<{ index: number; bytes: number }> }> = [];
+  for (const stream of door.js.streams.values()) {
+    const name = topicOf(stream);
+    const only = wanted === null ? undefined : wanted.get(name);
+    if (wanted !== null && only === undefined) continue;
+    if (!mayDescribeTopic(conn.permissions, stream)) continue;
+    const placed = cluster?.topic(door.account, stream.config.name);
+    const partitions = [];
+    for (let i = 0; i < stream.partitions.length; i++) {
+      if (only !== undefined && !only.has(i)) continue;
+      // In a cluster a node holds the partitions it leads or follows; a stream it holds unplaced (adopted at start) is all here.
+      if (placed !== undefined && placed.topic === name && !(placed.local[i] || (placed.replicas[i]?.includes(cluster!.nodeId) ?? false))) continue;
+      partitions.push({ index: i, bytes: stream.partitions[i].state().bytes });
+    }
+    if (partitions.length > 0) topics.push({ name, partitions });
+  }
+  topics.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const dir = resolve(door.js.options.storeDir);
+  let totalBytes = -1;
+  let usableBytes = -1;
+  if (version >= 4) {
+    try {
+      const st = await statfs(dir);
+      totalBytes = st.blocks * st.bsize;
+      usableBytes = st.bavail * st.bsize;
+    } catch {
+      // Unknown: Kafka's -1.
+    }
+  }
+  w.i32(0); // throttle_time_ms
+  if (version >= 3) w.i16(ErrorCode.NONE);
+  w.arrayLength(1);
+  w.i16(ErrorCode.NONE).string(dir);
+  w.array(topics, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => {
+      w.i32(p.index).i64(p.bytes).i64(0).bool(false); // offset_lag, is_future_key
+      w.taggedFields();
+    });
+    w.taggedFields();
+  });
+  if (version >= 4) w.i64(totalBytes).i64(usableBytes);
+  w.taggedFields();
   w.taggedFields();
   return true;
 }

@@ -39,6 +39,7 @@ export const ApiKey = {
   DescribeAcls: 29,
   CreateAcls: 30,
   DeleteAcls: 31,
+  DescribeLogDirs: 35,
   SaslAuthenticate: 36,
   DescribeConfigs: 32,
   AlterConfigs: 33,
@@ -87,6 +88,8 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.IncrementalAlterConfigs, [0, 1]],
   [ApiKey.DeleteGroups, [0, 2]],
   [ApiKey.OffsetDelete, [0, 0]],
+  // This broker's copies of the topics and their sizes, in one log directory: the account's store.
+  [ApiKey.DescribeLogDirs, [0, 4]],
   // Flexible from their first versions, like the reassignment APIs below.
   [ApiKey.DescribeCluster, [0, 0]],
   // Moving a partition to another broker (its one replica); answered on a single node too.
@@ -135,6 +138,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.AlterConfigs, 2],
   [ApiKey.IncrementalAlterConfigs, 1],
   [ApiKey.DeleteGroups, 2],
+  [ApiKey.DescribeLogDirs, 2],
   // OffsetDelete has no flexible version.
   [ApiKey.DescribeCluster, 0],
   [ApiKey.AlterPartitionReassignments, 0],

@@ -27,7 +27,7 @@ import { BufferPool } from "../../util/buffer-pool.js";
 import { ApiKey, type Handler } from "./api.js";
 import { handleApiVersions, handleDescribeCluster, handleMetadata } from "./metadata.js";
 import { handleAlterPartitionReassignments, handleListPartitionReassignments } from "./reassignments.js";
-import { handleCreatePartitions, handleCreateTopics, handleDeleteRecords, handleDeleteTopics } from "./admin.js";
+import { handleCreatePartitions, handleCreateTopics, handleDeleteRecords, handleDeleteTopics, handleDescribeLogDirs } from "./admin.js";
 import { handleAlterConfigs, handleDescribeConfigs, handleIncrementalAlterConfigs } from "./configs.js";
 import { handleDeleteGroups, handleOffsetDelete } from "./group-admin.js";
 import { handleProduce } from "./produce.js";
@@ -184,6 +184,7 @@ export class KafkaDoor {
     on(ApiKey.IncrementalAlterConfigs, handleIncrementalAlterConfigs);
     on(ApiKey.CreatePartitions, handleCreatePartitions);
     on(ApiKey.DeleteRecords, handleDeleteRecords);
+    on(ApiKey.DescribeLogDirs, handleDescribeLogDirs);
     on(ApiKey.DescribeCluster, handleDescribeCluster);
     on(ApiKey.AlterPartitionReassignments, handleAlterPartitionReassignments);
     on(ApiKey.ListPartitionReassignments, handleListPartitionReassignments);

@@ -179,6 +179,29 @@ export function decodeOffsetForLeaderEpoch(r: Reader, version: number): OffsetFo
   return { topics };
 }
 
+// ---- DescribeLogDirs (35) v0–4 (v2 is flexible; v3 and v4 add fields to the answer only) ----
+
+export interface DescribeLogDirsRequest {
+  /** null: every topic. */
+  topics: Array<{ name: string; partitions: number[] }> | null;
+}
+
+export function decodeDescribeLogDirs(r: Reader): DescribeLogDirsRequest {
+  const n = r.arrayLength();
+  let topics: DescribeLogDirsRequest["topics"] = null;
+  if (n >= 0) {
+    topics = [];
+    for (let i = 0; i < n; i++) {
+      const name = r.string();
+      const partitions = r.array((r) => r.i32());
+      r.taggedFields();
+      topics.push({ name, partitions });
+    }
+  }
+  r.taggedFields();
+  return { topics };
+}
+
 // ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
@@ -850,6 +873,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.Fetch, decodeFetch],
   [ApiKey.ListOffsets, decodeListOffsets],
   [ApiKey.OffsetForLeaderEpoch, decodeOffsetForLeaderEpoch],
+  [ApiKey.DescribeLogDirs, decodeDescribeLogDirs],
   [ApiKey.Metadata, decodeMetadata],
   [ApiKey.OffsetCommit, decodeOffsetCommit],
   [ApiKey.OffsetFetch, decodeOffsetFetch],
