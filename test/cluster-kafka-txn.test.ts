@@ -20,7 +20,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { ask, findCoordinator, frame, RawKafka } from "./helpers/kafka-raw.js";
+import { ask, findCoordinator, flexibleBody, flexibleFrame, frame, RawKafka } from "./helpers/kafka-raw.js";
 import { offsetFetch } from "./helpers/kafka-group-requests.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
 import { partitionOfKey } from "../src/protocols/kafka/coordinator-topic.js";
@@ -191,7 +191,7 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   assert.deepEqual(after.stdout.trim().split("\n"), ["c1", "p1", "p2", "n1"]);
 });
 
-test("a transaction spans partitions led by different brokers: its coordinator writes each marker at the partition's leader, and readers there see its commit and nothing of its abort", async () => {
+test("a transaction spans partitions led by different brokers: its coordinator writes each marker at the partition's leader, and readers there see its commit and nothing of its abort; only the coordinator lists and describes it", async () => {
   const topic = "txn.spread";
   const live = cluster.live();
   const kafka = new Kafka({ clientId: "txn-spread", brokers: live.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
@@ -230,6 +230,25 @@ test("a transaction spans partitions led by different brokers: its coordinator w
     const read = await kcat(["-b", address(leader), "-C", "-t", topic, "-p", String(partition), "-o", "beginning", "-c", "2", "-q", "-X", "isolation.level=read_committed", "-f", "%o %s\n"]);
     assert.equal(read.code, 0, read.stderr);
     assert.deepEqual(read.stdout.trim().split("\n"), [`0 committed-${partition}`, `4 after-${partition}`], `partition ${partition}`);
+  }
+  // The admin's view (KIP-664): only its coordinator lists the id and describes it (its last transaction aborted); the
+  // other brokers answer NOT_COORDINATOR.
+  for (const n of live) {
+    const here = brokerId(n) === leaders[home];
+    const listed = await ask(n.kafkaPort!, flexibleFrame(66, 0, (w) => w.arrayLength(0).arrayLength(0).taggedFields()), (r) => {
+      flexibleBody(r);
+      r.i32(); // throttle
+      assert.equal(r.i16(), 0);
+      assert.deepEqual(r.array((r) => r.string()), []);
+      return r.array((r) => [r.string(), r.i64(), r.string(), r.taggedFields()][0]);
+    });
+    assert.equal(listed.includes(transactionalId), here, `broker ${brokerId(n)} lists ${listed.join(", ")}`);
+    const [described] = await ask(n.kafkaPort!, flexibleFrame(65, 0, (w) => w.array([transactionalId], (w, id) => w.string(id)).taggedFields()), (r) => {
+      flexibleBody(r);
+      r.i32(); // throttle
+      return r.array((r) => ({ error: r.i16(), id: r.string(), state: r.string() }));
+    });
+    assert.deepEqual(described, { error: here ? 0 : ErrorCode.NOT_COORDINATOR, id: transactionalId, state: here ? "CompleteAbort" : "" }, `broker ${brokerId(n)}`);
   }
 });
 

@@ -279,6 +279,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [19, [0, 7]], // CreateTopics
       [20, [0, 6]], // DeleteTopics
       [21, [0, 2]], // DeleteRecords
+      [23, [0, 4]], // OffsetForLeaderEpoch
       [24, [0, 3]], // AddPartitionsToTxn (v4, KIP-890, not)
       [25, [0, 3]], // AddOffsetsToTxn
       [26, [0, 3]], // EndTxn (v4, KIP-890, not)
@@ -290,6 +291,8 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [35, [0, 4]], // DescribeLogDirs
       [37, [0, 3]], // CreatePartitions
       [44, [0, 1]], // IncrementalAlterConfigs
+      [65, [0, 0]], // DescribeTransactions
+      [66, [0, 1]], // ListTransactions
     ];
     assert.deepEqual(want.map(([k]) => [k, ranges.get(k)]), want);
   });

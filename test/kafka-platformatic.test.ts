@@ -3,15 +3,15 @@
  * flexible versions of Kafka 3.5+ (Metadata v12, Produce v9, Fetch v15 by
  * topic id, ListOffsets, FindCoordinator v4, InitProducerId v4 and the group
  * APIs) and has no fallback to older ones: before nagare answered them it
- * could not even read the metadata. Its DescribeLogDirs v4 and raw
- * OffsetForLeaderEpoch v4 too. Plus raw frames for what the client
+ * could not even read the metadata. Its DescribeLogDirs v4, and its raw
+ * ListTransactions v1, DescribeTransactions v0 and OffsetForLeaderEpoch v4. Plus raw frames for what the client
  * cannot be made to send: topics named by an id nobody has.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
-import { Admin, Connection, Consumer, Producer, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
+import { Admin, Connection, Consumer, Producer, describeTransactionsV0, listTransactionsV1, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
 import { connect } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleFrame, metadataTopics } from "./helpers/kafka-raw.js";
@@ -241,6 +241,62 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       assert.ok(dir.totalBytes > 0n && dir.usableBytes > 0n && dir.usableBytes <= dir.totalBytes);
     } finally {
       await admin.close();
+    }
+  });
+
+  test("ListTransactions v1 and DescribeTransactions v0 through the client's own encoders and decoders: an open transaction's state, producer, start and partitions; then CompleteCommit; filters; unknown ids and states", async () => {
+    const topic = "plt.txn-admin";
+    await createTopic(h, topic, 2);
+    const producer = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker], idempotent: true, transactionalId: "plt-listed" });
+    const [host, port] = h.broker.split(":");
+    const conn = new Connection("platformatic-test");
+    await conn.connect(host, Number(port));
+    const list = async (states: string[] = [], producerIds: bigint[] = [], durationMs = -1n) => {
+      // Kafka's state names on the wire ("Ongoing"): the client's type names others (its admin's enumeration).
+      const a = await listTransactionsV1.api.async(conn, states as never, producerIds, durationMs, null);
+      return { unknown: a.unknownStateFilters, listed: a.transactionStates.filter((t) => t.transactionalId === "plt-listed").map((t) => [t.transactionState, t.producerId]) };
+    };
+    // The client throws on an error code in the answer, with the answer decoded beside it.
+    const describeAnswer = (ids: string[]) =>
+      describeTransactionsV0.api.async(conn, ids).catch((err: { response?: Awaited<ReturnType<typeof describeTransactionsV0.api.async>> }) => {
+        if (err.response === undefined) throw err;
+        return err.response;
+      });
+    const describe = async (ids: string[]) =>
+      (await describeAnswer(ids)).transactionStates.map((t) => ({
+        error: t.errorCode,
+        id: t.transactionalId,
+        state: t.transactionState,
+        timeoutMs: t.transactionTimeoutMs,
+        startedAt: Number(t.transactionStartTimeMs),
+        producerId: t.producerId,
+        epoch: t.producerEpoch,
+        topics: t.topics.map((p) => [p.topic, [...p.partitions].sort()]),
+      }));
+    try {
+      const before = Date.now();
+      const tx = await producer.beginTransaction();
+      await tx.send({ messages: [0, 1].map((partition) => ({ topic, partition, value: Buffer.from(`p${partition}`) })) });
+      const [open] = await describe(["plt-listed"]);
+      assert.equal(open.error, 0);
+      assert.equal(open.state, "Ongoing");
+      assert.ok(open.startedAt >= before && open.startedAt <= Date.now(), `started at ${open.startedAt}`);
+      assert.ok(open.timeoutMs > 0);
+      assert.deepEqual(open.topics, [[topic, [0, 1]]]);
+      assert.deepEqual(await list(), { unknown: [], listed: [["Ongoing", open.producerId]] });
+      assert.deepEqual(await list(["Ongoing"], [open.producerId]), { unknown: [], listed: [["Ongoing", open.producerId]] });
+      assert.deepEqual(await list(["Empty", "Bogus"]), { unknown: ["Bogus"], listed: [] }, "a state filter it does not match; a state Kafka does not have");
+      assert.deepEqual(await list([], [open.producerId + 1n]), { unknown: [], listed: [] });
+      assert.deepEqual(await list([], [], 3_600_000n), { unknown: [], listed: [] }, "not running an hour yet");
+      await tx.commit();
+      const [done] = await describe(["plt-listed"]);
+      assert.deepEqual([done.state, done.producerId, done.epoch, done.startedAt, done.topics], ["CompleteCommit", open.producerId, open.epoch, open.startedAt, []]);
+      assert.deepEqual(await list(), { unknown: [], listed: [["CompleteCommit", open.producerId]] });
+      const [unknown] = await describe(["plt-nobody"]);
+      assert.deepEqual([unknown.error, unknown.id, unknown.state], [105, "plt-nobody", ""], "TRANSACTIONAL_ID_NOT_FOUND");
+    } finally {
+      await conn.close();
+      await producer.close();
     }
   });
 

@@ -50,6 +50,8 @@ export const ApiKey = {
   ListPartitionReassignments: 46,
   OffsetDelete: 47,
   DescribeCluster: 60,
+  DescribeTransactions: 65,
+  ListTransactions: 66,
 } as const;
 
 /** API key → [min, max] version supported. */
@@ -102,6 +104,9 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AddOffsetsToTxn, [0, 3]],
   [ApiKey.EndTxn, [0, 3]],
   [ApiKey.TxnOffsetCommit, [0, 3]],
+  // The coordinators' transactional ids (KIP-664), what kafka-transactions.sh lists and describes; flexible from v0.
+  [ApiKey.DescribeTransactions, [0, 0]],
+  [ApiKey.ListTransactions, [0, 1]],
   // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
   [ApiKey.SaslHandshake, [0, 1]],
   // Flexible from v2, which librdkafka 2.x and the Java client send.
@@ -139,6 +144,8 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.IncrementalAlterConfigs, 1],
   [ApiKey.DeleteGroups, 2],
   [ApiKey.DescribeLogDirs, 2],
+  [ApiKey.DescribeTransactions, 0],
+  [ApiKey.ListTransactions, 0],
   // OffsetDelete has no flexible version.
   [ApiKey.DescribeCluster, 0],
   [ApiKey.AlterPartitionReassignments, 0],

@@ -36,7 +36,7 @@ import { handleInitProducerId } from "./produce.js";
 import { AccountDoor } from "./account-door.js";
 import type { KafkaCluster } from "./cluster.js";
 import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
-import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleEndTxn, handleTxnOffsetCommit } from "./txn-api.js";
+import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleDescribeTransactions, handleEndTxn, handleListTransactions, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
   handleFindCoordinator,
@@ -208,6 +208,8 @@ export class KafkaDoor {
     on(ApiKey.AddOffsetsToTxn, handleAddOffsetsToTxn);
     on(ApiKey.EndTxn, handleEndTxn);
     on(ApiKey.TxnOffsetCommit, handleTxnOffsetCommit);
+    on(ApiKey.DescribeTransactions, handleDescribeTransactions);
+    on(ApiKey.ListTransactions, handleListTransactions);
   }
 
   /**

@@ -62,6 +62,8 @@ export const ErrorCode = {
   PRODUCER_FENCED: 90,
   /** A topic named (Metadata v10+, Fetch v13+, DeleteTopics v6) by an id no topic has. */
   UNKNOWN_TOPIC_ID: 100,
+  /** DescribeTransactions: a transactional id this coordinator does not know. */
+  TRANSACTIONAL_ID_NOT_FOUND: 105,
   TOPIC_AUTHORIZATION_FAILED: 29,
   CLUSTER_AUTHORIZATION_FAILED: 31,
   SECURITY_DISABLED: 54,

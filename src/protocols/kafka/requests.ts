@@ -202,6 +202,29 @@ export function decodeDescribeLogDirs(r: Reader): DescribeLogDirsRequest {
   return { topics };
 }
 
+// ---- DescribeTransactions (65) v0 and ListTransactions (66) v0–1 (flexible from v0; ListTransactions v1 adds a duration filter) ----
+
+export function decodeDescribeTransactions(r: Reader): { transactionalIds: string[] } {
+  const transactionalIds = r.array((r) => r.string());
+  r.taggedFields();
+  return { transactionalIds };
+}
+
+export interface ListTransactionsRequest {
+  states: string[];
+  producerIds: number[];
+  /** Only transactions running longer than this (ms); -1: every one. */
+  durationMs: number;
+}
+
+export function decodeListTransactions(r: Reader, version: number): ListTransactionsRequest {
+  const states = r.array((r) => r.string());
+  const producerIds = r.array((r) => r.i64());
+  const durationMs = version >= 1 ? r.i64() : -1;
+  r.taggedFields();
+  return { states, producerIds, durationMs };
+}
+
 // ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
@@ -874,6 +897,8 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.ListOffsets, decodeListOffsets],
   [ApiKey.OffsetForLeaderEpoch, decodeOffsetForLeaderEpoch],
   [ApiKey.DescribeLogDirs, decodeDescribeLogDirs],
+  [ApiKey.DescribeTransactions, decodeDescribeTransactions],
+  [ApiKey.ListTransactions, decodeListTransactions],
   [ApiKey.Metadata, decodeMetadata],
   [ApiKey.OffsetCommit, decodeOffsetCommit],
   [ApiKey.OffsetFetch, decodeOffsetFetch],

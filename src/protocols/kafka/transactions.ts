@@ -77,6 +77,22 @@ interface Txn {
   queue: Promise<unknown>;
   /** Another broker coordinates it now (cluster): what is under way stops, and writes nothing more. */
   dropped: boolean;
+  /** When its current or last transaction began (ms); -1: none since this node took the id up. */
+  startedAt: number;
+}
+
+/** A transactional id as ListTransactions and DescribeTransactions show it. */
+export interface TxnDescription {
+  transactionalId: string;
+  /** Kafka's name of its state: Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit or CompleteAbort. */
+  state: string;
+  producerId: number;
+  epoch: number;
+  timeoutMs: number;
+  /** When its current or last transaction began (ms); -1: not known. */
+  startedAt: number;
+  /** The partitions of its open transaction, as topic and index. */
+  partitions: Array<[string, number]>;
 }
 
 /** A transactional id's state as written: in `transactions.json` on a single node, one record each in a cluster (txn-state-log.ts). */
@@ -188,6 +204,17 @@ export class TransactionCoordinator {
   /** Whether this node coordinates `id` now (on a single node, every id). */
   coordinates(id: string): boolean {
     return this.store === null || this.txns.has(id);
+  }
+
+  /** The transactional ids coordinated here (ListTransactions). */
+  list(): TxnDescription[] {
+    return [...this.txns.values()].map(describeTxn);
+  }
+
+  /** A transactional id coordinated here (DescribeTransactions); undefined for one not known. */
+  describe(id: string): TxnDescription | undefined {
+    const t = this.txns.get(id);
+    return t === undefined ? undefined : describeTxn(t);
   }
 
   close(): void {
@@ -347,7 +374,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, startedAt: -1 };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -402,6 +429,7 @@ export class TransactionCoordinator {
     if (txn.state === "Ongoing") return;
     txn.state = "Ongoing";
     txn.ended = null;
+    txn.startedAt = Date.now();
     const epoch = txn.epoch;
     txn.timer = setTimeout(() => {
       txn.timer = null;
@@ -593,5 +621,19 @@ function savedOf(t: Txn): SavedTxn {
     partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, 0]),
     ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
     ...(t.ended !== null ? { ended: t.ended } : {}),
+  };
+}
+
+/** Kafka's view of a transactional id: a finished transaction is CompleteCommit or CompleteAbort until the next begins. */
+function describeTxn(t: Txn): TxnDescription {
+  const state = t.state !== "Empty" || t.ended === null ? t.state : t.ended === "commit" ? "CompleteCommit" : "CompleteAbort";
+  return {
+    transactionalId: t.id,
+    state,
+    producerId: t.producerId,
+    epoch: t.epoch,
+    timeoutMs: t.timeoutMs,
+    startedAt: t.startedAt,
+    partitions: [...t.partitions.values()].map((p) => [p.topic, p.index]),
   };
 }

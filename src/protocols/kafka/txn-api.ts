@@ -1,8 +1,9 @@
 /**
  * The transaction APIs: AddPartitionsToTxn v0–3, AddOffsetsToTxn v0–3,
- * EndTxn v0–3 and TxnOffsetCommit v0–3 (each flexible from v3). Their state
- * lives in the TransactionCoordinator (transactions.ts); this module is the
- * wire format.
+ * EndTxn v0–3 and TxnOffsetCommit v0–3 (each flexible from v3), and the
+ * admin's view of the coordinators (KIP-664): DescribeTransactions v0 and
+ * ListTransactions v0–1. Their state lives in the TransactionCoordinator
+ * (transactions.ts); this module is the wire format.
  */
 
 import type { RequestContext } from "./api.js";
@@ -13,7 +14,7 @@ import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js
 import { MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
 import { txnOffsetsAway } from "./coordinator-calls.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
-import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeEndTxn, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
+import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeDescribeTransactions, decodeEndTxn, decodeListTransactions, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
 const MAX_PARTITIONS_PER_REQUEST = 10_000;
@@ -156,4 +157,61 @@ function publishSubjectOf(door: AccountDoor, topic: string): string {
   if (local !== undefined) return defaultSubject(local);
   const placed = door.door.cluster?.topic(door.account, streamNameOf(topic));
   return subjectFor(placed?.subjects ?? [], streamNameOf(topic));
+}
+
+/** Every state Kafka's coordinator names; a filter naming another is answered in `unknown_state_filters`. */
+const TXN_STATES = new Set(["Empty", "Ongoing", "PrepareCommit", "PrepareAbort", "CompleteCommit", "CompleteAbort", "Dead", "PrepareEpochFence"]);
+
+/**
+ * ListTransactions: the transactional ids this broker coordinates (each
+ * broker answers for its own; the admin client asks every one), filtered by
+ * state, producer id and (v1) how long the transaction has run, as Kafka's
+ * coordinator filters them: a filter left empty lets everything through.
+ */
+export function handleListTransactions(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+  const { states, producerIds, durationMs } = decodeListTransactions(r, version);
+  const unknown = states.filter((s) => !TXN_STATES.has(s));
+  const wantedStates = new Set(states);
+  const wantedIds = new Set(producerIds);
+  const now = Date.now();
+  const listed = door.transactions.list().filter(
+    (t) => (wantedStates.size === 0 || wantedStates.has(t.state)) && (wantedIds.size === 0 || wantedIds.has(t.producerId)) && (durationMs < 0 || now - t.startedAt > durationMs),
+  );
+  w.i32(0).i16(ErrorCode.NONE); // throttle_time_ms, error_code
+  w.array(unknown, (w, s) => w.string(s));
+  w.array(listed, (w, t) => w.string(t.transactionalId).i64(t.producerId).string(t.state).taggedFields());
+  w.taggedFields();
+  return true;
+}
+
+/**
+ * DescribeTransactions: each transactional id's state, producer, timeout,
+ * start and partitions, from its coordinator: NOT_COORDINATOR (or the
+ * coordinator's state's other errors) from another broker,
+ * TRANSACTIONAL_ID_NOT_FOUND for an id it does not know. Fields an error
+ * leaves unset are Kafka's defaults (empty, 0).
+ */
+export function handleDescribeTransactions(door: AccountDoor, { r, w }: RequestContext): boolean {
+  const { transactionalIds } = decodeDescribeTransactions(r);
+  w.i32(0); // throttle_time_ms
+  w.array(transactionalIds, (w, id) => {
+    let error = coordinatorError(door, KEY_TYPE_TRANSACTION, id);
+    const t = error === ErrorCode.NONE ? door.transactions.describe(id) : undefined;
+    if (error === ErrorCode.NONE && t === undefined) error = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND;
+    w.i16(error).string(id);
+    if (t === undefined) w.string("").i32(0).i64(0).i64(0).i16(0).arrayLength(0);
+    else {
+      w.string(t.state).i32(t.timeoutMs).i64(t.startedAt).i64(t.producerId).i16(t.epoch);
+      const byTopic = new Map<string, number[]>();
+      for (const [topic, index] of t.partitions) {
+        const list = byTopic.get(topic);
+        if (list === undefined) byTopic.set(topic, [index]);
+        else list.push(index);
+      }
+      w.array([...byTopic], (w, [topic, indexes]) => w.string(topic).array(indexes, (w, i) => w.i32(i)).taggedFields());
+    }
+    w.taggedFields();
+  });
+  w.taggedFields();
+  return true;
 }
