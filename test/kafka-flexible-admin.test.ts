@@ -291,6 +291,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [35, [0, 4]], // DescribeLogDirs
       [37, [0, 3]], // CreatePartitions
       [44, [0, 1]], // IncrementalAlterConfigs
+      [48, [0, 1]], // DescribeClientQuotas (AlterClientQuotas, 49, not)
       [65, [0, 0]], // DescribeTransactions
       [66, [0, 1]], // ListTransactions
     ];
@@ -512,6 +513,36 @@ describe("Kafka flexible admin and transaction APIs", () => {
     const [all] = await ask(port, describeLogDirsFrame(4, null), (r) => describeLogDirsResult(r, 4));
     assert.deepEqual(all.topics.find((t) => t.name === topic), sized[0]);
     assert.deepEqual(all.topics.find((t) => t.name === "flex.sized.two"), { name: "flex.sized.two", partitions: [{ index: 0, size: 0, lag: 0, future: false }] });
+  });
+
+  test("DescribeClientQuotas v0–1: no entries for a well-formed filter; INVALID_REQUEST, entries null, for one Kafka refuses", async () => {
+    const quotas = (version: number, components: Array<[string, number, string | null]>): Buffer => {
+      const body = (w: Writer): void => {
+        w.array(components, (w, [type, match, name]) => w.string(type).i8(match).nullableString(name).taggedFields());
+        w.bool(false).taggedFields();
+      };
+      return version >= 1 ? flexibleFrame(48, version, body) : frame(48, version, body);
+    };
+    const read = (r: Reader, version: number) => {
+      if (version >= 1) flexibleBody(r);
+      r.i32(); // throttle
+      const out = { error: r.i16(), message: r.nullableString(), entries: r.arrayLength() };
+      end(r);
+      return out;
+    };
+    for (const version of [0, 1]) {
+      assert.deepEqual(await ask(port, quotas(version, [["user", 2, null], ["client-id", 0, "app"]]), (r) => read(r, version)), { error: 0, message: null, entries: 0 }, `v${version}`);
+      for (const [bad, why] of [
+        [[["user", 0, null]], /null match/],
+        [[["user", 1, "x"]], /Unexpected match x/],
+        [[["user", 3, null]], /match type: 3/],
+        [[["user", 2, null], ["user", 1, null]], /Duplicate entity type user/],
+      ] as Array<[Array<[string, number, string | null]>, RegExp]>) {
+        const a = await ask(port, quotas(version, bad), (r) => read(r, version));
+        assert.deepEqual([a.error, a.entries], [42, -1], `v${version} ${JSON.stringify(bad)}`);
+        assert.match(a.message ?? "", why);
+      }
+    }
   });
 
   test("DeleteTopics v6 by name or by id deletes the topic, answered with both; an id no topic has is UNKNOWN_TOPIC_ID; both ways, INVALID_REQUEST", async () => {

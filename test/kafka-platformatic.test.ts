@@ -244,6 +244,24 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
     }
   });
 
+  test("admin.describeClientQuotas: no quotas (nagare keeps none); a filter Kafka refuses is INVALID_REQUEST", async () => {
+    const admin = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    try {
+      assert.deepEqual(await admin.describeClientQuotas({ components: [{ entityType: "user", matchType: 2 }] }), []);
+      assert.deepEqual(await admin.describeClientQuotas({ components: [{ entityType: "client-id", matchType: 0, match: "app" }], strict: true }), []);
+      // An exact match that names nothing (the client's type forbids it; its encoder sends a null match).
+      await assert.rejects(admin.describeClientQuotas({ components: [{ entityType: "user", matchType: 0 } as never] }), (err: Error & { errors?: Array<{ errors?: Array<{ apiCode?: number; apiId?: string }> }> }) => {
+        assert.deepEqual(
+          err.errors?.flatMap((e) => e.errors?.map((x) => [x.apiCode, x.apiId]) ?? []),
+          [[42, "INVALID_REQUEST"]],
+        );
+        return true;
+      });
+    } finally {
+      await admin.close();
+    }
+  });
+
   test("ListTransactions v1 and DescribeTransactions v0 through the client's own encoders and decoders: an open transaction's state, producer, start and partitions; then CompleteCommit; filters; unknown ids and states", async () => {
     const topic = "plt.txn-admin";
     await createTopic(h, topic, 2);

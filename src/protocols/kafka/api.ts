@@ -49,6 +49,7 @@ export const ApiKey = {
   AlterPartitionReassignments: 45,
   ListPartitionReassignments: 46,
   OffsetDelete: 47,
+  DescribeClientQuotas: 48,
   DescribeCluster: 60,
   DescribeTransactions: 65,
   ListTransactions: 66,
@@ -116,6 +117,8 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.DescribeAcls, [0, 3]],
   [ApiKey.CreateAcls, [0, 3]],
   [ApiKey.DeleteAcls, [0, 3]],
+  // Answered with no quotas (quotas.ts); AlterClientQuotas is not offered. v1 is flexible.
+  [ApiKey.DescribeClientQuotas, [0, 1]],
 ]);
 
 /** First flexible version of each API (compact types, tagged fields). */
@@ -144,6 +147,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.IncrementalAlterConfigs, 1],
   [ApiKey.DeleteGroups, 2],
   [ApiKey.DescribeLogDirs, 2],
+  [ApiKey.DescribeClientQuotas, 1],
   [ApiKey.DescribeTransactions, 0],
   [ApiKey.ListTransactions, 0],
   // OffsetDelete has no flexible version.

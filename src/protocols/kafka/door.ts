@@ -36,6 +36,7 @@ import { handleInitProducerId } from "./produce.js";
 import { AccountDoor } from "./account-door.js";
 import type { KafkaCluster } from "./cluster.js";
 import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
+import { handleDescribeClientQuotas } from "./quotas.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleDescribeTransactions, handleEndTxn, handleListTransactions, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
@@ -172,6 +173,7 @@ export class KafkaDoor {
     open(ApiKey.DescribeAcls, handleDescribeAcls);
     open(ApiKey.CreateAcls, handleCreateAcls);
     open(ApiKey.DeleteAcls, handleDeleteAcls);
+    open(ApiKey.DescribeClientQuotas, handleDescribeClientQuotas);
     // Everything else serves the connection's account (connection.ts lets nothing else through before it has one).
     const on = (key: number, h: (door: AccountDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(ctx.conn.account!, ctx));

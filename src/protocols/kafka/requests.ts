@@ -225,6 +225,21 @@ export function decodeListTransactions(r: Reader, version: number): ListTransact
   return { states, producerIds, durationMs };
 }
 
+// ---- DescribeClientQuotas (48) v0–1 (v1 is flexible) ----
+
+export interface DescribeClientQuotasRequest {
+  /** match_type: 0 exact (match names the entity), 1 the default entity, 2 any entity named (match null for both). */
+  components: Array<{ entityType: string; matchType: number; match: string | null }>;
+  strict: boolean;
+}
+
+export function decodeDescribeClientQuotas(r: Reader): DescribeClientQuotasRequest {
+  const components = r.structs((r) => ({ entityType: r.string(), matchType: r.i8(), match: r.nullableString() }));
+  const strict = r.bool();
+  r.taggedFields();
+  return { components, strict };
+}
+
 // ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
@@ -897,6 +912,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.ListOffsets, decodeListOffsets],
   [ApiKey.OffsetForLeaderEpoch, decodeOffsetForLeaderEpoch],
   [ApiKey.DescribeLogDirs, decodeDescribeLogDirs],
+  [ApiKey.DescribeClientQuotas, decodeDescribeClientQuotas],
   [ApiKey.DescribeTransactions, decodeDescribeTransactions],
   [ApiKey.ListTransactions, decodeListTransactions],
   [ApiKey.Metadata, decodeMetadata],
