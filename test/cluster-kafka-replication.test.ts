@@ -301,4 +301,26 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.equal(acked.size, 60);
   for (const [at, value] of acked) assert.equal(got.get(at), value, `the record acknowledged at ${at}`);
   assert.equal(got.size, 60, "nothing stored twice: the idempotent producer's retries were recognised");
+
+  // Records deleted below offset 12 of partition 0 (DeleteRecords): the epochs read as Kafka's cache after truncateFromStart,
+  // epoch 2 beginning at the log start and epoch 1 gone, so every replica answers alike.
+  const purged = await askBroker(newLeader.kafkaPort!, frame(21, 1, (w) => w.arrayLength(1).string(topic).arrayLength(1).i32(0).i64(12).i32(10_000)), (r) => {
+    r.i32(); // throttle
+    return r.array((r) => (r.string(), r.array((r) => ({ index: r.i32(), low: r.i64(), error: r.i16() }))))[0];
+  });
+  assert.deepEqual(purged, [{ index: 0, low: 12, error: 0 }]);
+  const trimmedEnds = await askBroker(
+    newLeader.kafkaPort!,
+    offsetForLeaderEpochFrame(4, topic, [0, 1, 2].map((leaderEpoch) => ({ index: 0, currentLeaderEpoch: 2, leaderEpoch }))),
+    (r) => offsetForLeaderEpochResult(r, 4),
+  );
+  assert.deepEqual(
+    trimmedEnds.map((e) => [e.error, e.epoch, e.endOffset]),
+    [
+      [0, 0, 12],
+      [0, 1, 12],
+      [0, 2, 20],
+    ],
+  );
+  assert.deepEqual(await askBroker(newLeader.kafkaPort!, listOffsetsV4Frame(topic, [-2]), listOffsetsV4Result), [{ error: 0, offset: 12, epoch: 2 }]);
 });

@@ -201,7 +201,7 @@ print(repr(seen))
     assert.deepEqual([refused.error, refused.recordBytes], [75, 0], "UNKNOWN_LEADER_EPOCH, nothing read");
   });
 
-  test("KIP-320 on one broker: every batch carries leader epoch 0, OffsetForLeaderEpoch (v0–4) ends epoch 0 at the log end, an undefined or later epoch is unknown (-1), a later current epoch UNKNOWN_LEADER_EPOCH", async () => {
+  test("KIP-320 on one broker: every batch carries leader epoch 0, OffsetForLeaderEpoch (v0–4) ends epoch 0 at the log end, an undefined or later epoch is unknown (-1), a later current epoch UNKNOWN_LEADER_EPOCH, an earlier one FENCED_LEADER_EPOCH", async () => {
     const topic = "epochs-asked";
     await createTopic(topic);
     await produce(topic, [{ value: "a" }, { value: "b" }]);
@@ -231,6 +231,13 @@ print(repr(seen))
       { error: 3, partition: 5, epoch: -1, endOffset: -1 }, // UNKNOWN_TOPIC_OR_PARTITION
     ]);
     assert.deepEqual(await ask23(2, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: 0 }], "no-such-topic"), [{ error: 3, partition: 0, epoch: -1, endOffset: -1 }]);
+    // Only -1 is undefined: an epoch below it is older than any (its end the first epoch's start), a current epoch below it fenced.
+    assert.deepEqual(await ask23(4, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: -2 }, { index: 0, currentLeaderEpoch: -2, leaderEpoch: 0 }]), [
+      { error: 0, partition: 0, epoch: -2, endOffset: 0 },
+      { error: 74, partition: 0, epoch: -1, endOffset: -1 }, // FENCED_LEADER_EPOCH
+    ]);
+    const fenced = await ask(h.srv.kafkaPort!, fetchV11Frame(topic, 0, 0, -2), (r) => fetchResult(r, 11));
+    assert.deepEqual([fenced.error, fenced.recordBytes], [74, 0], "a Fetch naming epoch -2: FENCED_LEADER_EPOCH");
   });
 
   test("a batch past the topic's max.message.bytes is refused whole (MESSAGE_TOO_LARGE), as Kafka does, though each record is within it; so is a compressed one with a record past it; one within it is stored", async () => {

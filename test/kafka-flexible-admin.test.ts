@@ -509,6 +509,9 @@ describe("Kafka flexible admin and transaction APIs", () => {
       if (version >= 4) assert.ok(dir.total > 0 && dir.usable > 0 && dir.usable <= dir.total, `v4: ${dir.total} bytes, ${dir.usable} usable`);
       else assert.deepEqual([dir.total, dir.usable], [-1, -1]);
     }
+    // A topic named twice: the partitions of both.
+    const [twice] = await ask(port, describeLogDirsFrame(3, [[topic, [0]], [topic, [1]]]), (r) => describeLogDirsResult(r, 3));
+    assert.deepEqual(twice.topics, sized);
     // Null: every topic held here.
     const [all] = await ask(port, describeLogDirsFrame(4, null), (r) => describeLogDirsResult(r, 4));
     assert.deepEqual(all.topics.find((t) => t.name === topic), sized[0]);

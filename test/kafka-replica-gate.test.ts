@@ -45,6 +45,8 @@ class TestGate implements ReplicaGate {
   readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
   /** The next replication to fail with this after its append (the leader's lease lost while the batch waited). */
   failNext: ApiError | null = null;
+  /** A leader's history: epoch 0 from the start, the epoch a single broker's Metadata shows. */
+  readonly epochEntries = [{ epoch: 0, start: 1 }];
 
   constructor(private readonly stream: Stream) {}
 

@@ -390,14 +390,22 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
  * account's store (v4: with its file system's size and free space). Kafka
  * asks for DESCRIBE on the cluster, which nagare's permissions have no
  * resource for: a topic the client may not describe is left out, as are
- * partitions not held here and topics unknown, as Kafka leaves them out.
+ * partitions not held here and topics unknown, as Kafka leaves them out
+ * (from 3.8, KAFKA-16807: 3.5 also lists every topic held that was not
+ * asked for, with no partitions).
  * The offset lag, Kafka's max(0, high watermark - log end) for a current
  * log, is 0 here as there (no copy here is ahead of what it has).
  */
 export async function handleDescribeLogDirs(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: asked } = decodeDescribeLogDirs(r);
   const cluster = door.door.cluster;
-  const wanted = asked === null ? null : new Map(asked.map((t) => [t.name, new Set(t.partitions)]));
+  // A topic named twice asks for the partitions of both.
+  const wanted = asked === null ? null : new Map<string, Set<number>>();
+  for (const t of asked ?? []) {
+    const set = wanted!.get(t.name) ?? new Set<number>();
+    for (const p of t.partitions) set.add(p);
+    wanted!.set(t.name, set);
+  }
   const topics: Array<{ name: string; partitions: Array<{ index: number; bytes: number }> }> = [];
   for (const stream of door.js.streams.values()) {
     const name = topicOf(stream);

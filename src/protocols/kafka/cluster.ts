@@ -142,11 +142,12 @@ export function ledPartition(door: AccountDoor, topic: string, index: number): S
  * FENCED_LEADER_EPOCH (its metadata is stale), a newer one
  * UNKNOWN_LEADER_EPOCH (this broker's is: a leader replaced while it was
  * cut off serves nothing to a client that has seen its successor). Both make
- * the client refresh its metadata. NONE when they agree or none is named;
+ * the client refresh its metadata. NONE when they agree or none (-1) is named;
  * the epoch Metadata shows (0 for a partition never replicated).
  */
 export function leaderEpochError(door: AccountDoor, topic: string, index: number, clientEpoch: number): number {
-  if (clientEpoch < 0) return ErrorCode.NONE;
+  // Only -1 names none (Kafka's rule): any other epoch below the broker's is fenced.
+  if (clientEpoch === -1) return ErrorCode.NONE;
   const epoch = leaderEpochOf(door, topic, index);
   return clientEpoch < epoch ? ErrorCode.FENCED_LEADER_EPOCH : clientEpoch > epoch ? ErrorCode.UNKNOWN_LEADER_EPOCH : ErrorCode.NONE;
 }

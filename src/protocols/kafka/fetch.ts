@@ -175,6 +175,14 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         continue;
       }
       const stream = led;
+      // A replicated partition whose leadership here is not yet (or no longer) the one Metadata shows: its records' epochs
+      // are not this node's to tell.
+      const epochs = EpochHistory.of(stream, p.index, leaderEpochOf(door, t.name, p.index));
+      if (epochs === null) {
+        misled = true;
+        outs.push({ index: p.index, error: ErrorCode.LEADER_NOT_AVAILABLE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+        continue;
+      }
       const log = stream.partitions[p.index];
       const st = log.state();
       const hwm = stream.replicatedSeq(p.index);
@@ -198,7 +206,6 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         for (const m of messages) bytes += isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
       }
       const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.txnIndexes.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
-      const epochs = messages.length === 0 ? null : EpochHistory.of(stream, p.index, leaderEpochOf(door, t.name, p.index));
       outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted, epochs });
     }
     results.push(outs);
@@ -295,7 +302,6 @@ const MAX_VARINT32 = 5;
 
 /** The batches of a record set, as writeRecords describes them, each stamped with the leader epoch that wrote it. */
 function writeBatches(w: Writer, messages: StoredItem[], epochs: EpochHistory): void {
-  const leaderEpochs = epochs.cursor();
   let run: OutRecord[] = [];
   // The transaction of the records in `run` (producer id -1: none), and of the message at hand; the leader epoch of `run`.
   let runProducer = -1;
@@ -316,10 +322,10 @@ function writeBatches(w: Writer, messages: StoredItem[], epochs: EpochHistory): 
       const offset = m.firstSeq - 1;
       w.buf.writeUInt32BE(Math.floor(offset / 0x100000000), at + BATCH_BASE_OFFSET);
       w.buf.writeUInt32BE(offset >>> 0, at + BATCH_BASE_OFFSET + 4);
-      w.buf.writeInt32BE(leaderEpochs.at(m.firstSeq), at + BATCH_LEADER_EPOCH);
+      w.buf.writeInt32BE(epochs.at(m.firstSeq), at + BATCH_LEADER_EPOCH);
       continue;
     }
-    const leaderEpoch = leaderEpochs.at(m.seq);
+    const leaderEpoch = epochs.at(m.seq);
     const inTxn = readTxnMark(m.headers, txn);
     const producer = inTxn ? txn.producerId : -1;
     const epoch = inTxn ? txn.epoch : -1;
@@ -409,6 +415,13 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           parts.push({ index: p.index, error: refused, timestamp: -1, offset: -1, epoch: -1 });
           continue;
         }
+        // v4+ gives each offset's leader epoch: a replicated partition's leadership here must be the one Metadata shows.
+        const current = leaderEpochOf(door, t.name, p.index);
+        const epochs = version >= 4 ? EpochHistory.of(led, p.index, current) : null;
+        if (version >= 4 && epochs === null) {
+          parts.push({ index: p.index, error: ErrorCode.LEADER_NOT_AVAILABLE, timestamp: -1, offset: -1, epoch: -1 });
+          continue;
+        }
         const log = led.partitions[p.index];
         const st = log.state();
         let offset: number;
@@ -432,8 +445,7 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         }
         // v4+: the leader epoch of the offset found, as Kafka answers it: for "latest" the leader's current one, else the one
         // that wrote the record there (the log start's, for "earliest").
-        const current = leaderEpochOf(door, t.name, p.index);
-        const epoch = offset < 0 ? -1 : p.timestamp === LATEST ? current : EpochHistory.of(led, p.index, current).at(offset + 1);
+        const epoch = offset < 0 || epochs === null ? -1 : p.timestamp === LATEST ? current : epochs.at(offset + 1);
         parts.push({ index: p.index, error, timestamp, offset, epoch });
       }
       results.push({ name: t.name, parts });
@@ -480,7 +492,8 @@ export function handleOffsetForLeaderEpoch(door: AccountDoor, { conn, version, r
         error = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
         if (typeof led !== "number" && error === ErrorCode.NONE) {
           const history = EpochHistory.of(led, p.index, leaderEpochOf(door, t.name, p.index));
-          found = history.endOffsetFor(p.leaderEpoch, led.partitions[p.index].state().lastSeq);
+          if (history === null) error = ErrorCode.LEADER_NOT_AVAILABLE;
+          else found = history.endOffsetFor(p.leaderEpoch, led.partitions[p.index].state().lastSeq);
         }
       }
       w.i16(error).i32(p.index);
