@@ -13,7 +13,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, describeLogDirsFrame, describeLogDirsResult, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
+import { ask, describeLogDirsFrame, describeLogDirsResult, electLeadersFrame, electLeadersResult, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 
@@ -290,6 +290,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [33, [0, 2]], // AlterConfigs
       [35, [0, 4]], // DescribeLogDirs
       [37, [0, 3]], // CreatePartitions
+      [43, [0, 2]], // ElectLeaders
       [44, [0, 1]], // IncrementalAlterConfigs
       [48, [0, 1]], // DescribeClientQuotas (AlterClientQuotas, 49, not)
       [65, [0, 0]], // DescribeTransactions
@@ -544,6 +545,21 @@ describe("Kafka flexible admin and transaction APIs", () => {
         const a = await ask(port, quotas(version, bad), (r) => read(r, version));
         assert.deepEqual([a.error, a.entries], [42, -1], `v${version} ${JSON.stringify(bad)}`);
         assert.match(a.message ?? "", why);
+      }
+    }
+  });
+
+  test("ElectLeaders v0–2 on one broker: its one replica leads every partition (ELECTION_NOT_NEEDED); an unknown partition UNKNOWN_TOPIC_OR_PARTITION", async () => {
+    const [made] = await ask(port, createTopicsV(7, [{ name: "flex.elected", partitions: 2 }]), (r) => readCreateTopics(r, 7));
+    assert.equal(made.error, 0);
+    for (const version of [0, 1, 2]) {
+      for (const type of version === 0 ? [0] : [0, 1]) {
+        const got = await ask(port, electLeadersFrame(version, type, [["flex.elected", [0, 1, 2]]]), (r) => electLeadersResult(r, version));
+        assert.deepEqual([...got.get("flex.elected")!].map(([p, [error]]) => [p, error]), [
+          [0, 84],
+          [1, 84],
+          [2, 3],
+        ], `v${version} type ${type}`);
       }
     }
   });

@@ -246,6 +246,9 @@ export class ClusterApi implements Receiver {
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
     // A body past what a route carries would close the route (and every stream's traffic on it): not sent.
     js.remoteCall = (node, service, body, ms) => (body.length > js.options.maxPayload ? Promise.resolve(null) : this.request(node, `${SERVICE_PREFIX}${service}`, body, ms));
+    js.handOverHere = async (name, partition, to, ms) => {
+      await this.replicas.handOver(name, partition, performance.now() + ms, to);
+    };
   }
 
   close(): void {
@@ -260,6 +263,7 @@ export class ClusterApi implements Receiver {
     for (const w of this.routeWaiters.splice(0)) w.done(false);
     if (this.js.remoteAppend !== null) this.js.remoteAppend = null;
     this.js.remoteCall = null;
+    this.js.handOverHere = null;
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);

@@ -263,6 +263,16 @@ export class JetStream implements DeliveryHost, StorageQuota {
    */
   remoteCall: ((node: string, service: string, body: Buffer, ms: number) => Promise<Buffer | null>) | null = null;
 
+  /**
+   * In a cluster, hands the leadership of partition `partition` of a
+   * replicated stream led here to in-sync replica `to` (stream-replicas.ts,
+   * StreamReplicas.handOver: writes refused meanwhile, nothing acknowledged
+   * lost); resolves once the new leader is recorded, rejects when it cannot
+   * be within `ms` (`to` not a live in-sync replica, writes in flight not
+   * replicated in time, the placement changed). Null on a single node.
+   */
+  handOverHere: ((name: string, partition: number, to: string, ms: number) => Promise<void>) | null = null;
+
   /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
   readonly nodeServices = new Map<string, (body: Buffer) => Promise<Buffer>>();
 

@@ -404,3 +404,35 @@ export function describeLogDirsResult(r: Reader, version: number) {
   assert.equal(r.remaining, 0, "every byte of the answer read");
   return results;
 }
+
+/** ElectLeaders of `version` (v0: preferred, no type; v2 flexible); null topics: every partition. */
+export function electLeadersFrame(version: number, type: number, topics: Array<[string, number[]]> | null): Buffer {
+  const body = (w: Writer): void => {
+    if (version >= 1) w.i8(type);
+    if (topics === null) w.arrayLength(-1);
+    else w.array(topics, (w, [topic, partitions]) => w.string(topic).array(partitions, (w, p) => w.i32(p)).taggedFields());
+    w.i32(30_000).taggedFields();
+  };
+  return version >= 2 ? flexibleFrame(43, version, body) : frame(43, version, body);
+}
+
+/** An ElectLeaders answer read to its last byte: topic → partition → [error, message]. */
+export function electLeadersResult(r: Reader, version: number): Map<string, Map<number, [number, string | null]>> {
+  if (version >= 2) flexibleBody(r);
+  r.i32(); // throttle
+  if (version >= 1) assert.equal(r.i16(), 0, "top-level error");
+  const out = new Map<string, Map<number, [number, string | null]>>();
+  r.array((r) => {
+    const topic = r.string();
+    const partitions = new Map<number, [number, string | null]>();
+    r.array((r) => {
+      partitions.set(r.i32(), [r.i16(), r.nullableString()]);
+      r.taggedFields();
+    });
+    r.taggedFields();
+    out.set(topic, partitions);
+  });
+  r.taggedFields();
+  assert.equal(r.remaining, 0, "every byte of the answer read");
+  return out;
+}

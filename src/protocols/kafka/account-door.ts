@@ -16,6 +16,7 @@ import type { JetStream } from "../../streams/jetstream.js";
 import type { KafkaDoor } from "./door.js";
 import { partitionCount } from "./cluster.js";
 import { groupCommitAway, offerCoordinatorCalls } from "./coordinator-calls.js";
+import { offerElectCalls } from "./elect.js";
 import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ReplicatedTxnState } from "./txn-state-log.js";
@@ -41,7 +42,12 @@ export class AccountDoor {
     this.txnState = inCluster(door) ? new ReplicatedTxnState(this) : null;
     transactions.store = this.txnState;
     if (inCluster(door)) {
-      this.withdrawCalls = offerCoordinatorCalls(this);
+      const withdrawCoordinatorCalls = offerCoordinatorCalls(this);
+      const withdrawElectCalls = offerElectCalls(this);
+      this.withdrawCalls = () => {
+        withdrawCoordinatorCalls();
+        withdrawElectCalls();
+      };
       transactions.commitAway = (groupId, entries, producerId) => groupCommitAway(this, groupId, entries, producerId);
     }
   }

@@ -45,6 +45,7 @@ export const ApiKey = {
   AlterConfigs: 33,
   CreatePartitions: 37,
   DeleteGroups: 42,
+  ElectLeaders: 43,
   IncrementalAlterConfigs: 44,
   AlterPartitionReassignments: 45,
   ListPartitionReassignments: 46,
@@ -98,6 +99,8 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   // Moving a partition to another broker (its one replica); answered on a single node too.
   [ApiKey.AlterPartitionReassignments, [0, 0]],
   [ApiKey.ListPartitionReassignments, [0, 0]],
+  // The preferred replica back in the lead (elect.ts); an unclean election is never made. v2 is flexible.
+  [ApiKey.ElectLeaders, [0, 2]],
   [ApiKey.InitProducerId, [0, 4]],
   // v2 answers PRODUCER_FENCED where v0–1 answer INVALID_PRODUCER_EPOCH; v3 is flexible. AddPartitionsToTxn v4 and
   // EndTxn v4 (KIP-890: batched, broker-to-broker verification) are not advertised.
@@ -148,6 +151,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.DeleteGroups, 2],
   [ApiKey.DescribeLogDirs, 2],
   [ApiKey.DescribeClientQuotas, 1],
+  [ApiKey.ElectLeaders, 2],
   [ApiKey.DescribeTransactions, 0],
   [ApiKey.ListTransactions, 0],
   // OffsetDelete has no flexible version.

@@ -37,6 +37,7 @@ import { AccountDoor } from "./account-door.js";
 import type { KafkaCluster } from "./cluster.js";
 import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
 import { handleDescribeClientQuotas } from "./quotas.js";
+import { handleElectLeaders } from "./elect.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleDescribeTransactions, handleEndTxn, handleListTransactions, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
@@ -190,6 +191,7 @@ export class KafkaDoor {
     on(ApiKey.DescribeCluster, handleDescribeCluster);
     on(ApiKey.AlterPartitionReassignments, handleAlterPartitionReassignments);
     on(ApiKey.ListPartitionReassignments, handleListPartitionReassignments);
+    on(ApiKey.ElectLeaders, handleElectLeaders);
     on(ApiKey.DeleteGroups, handleDeleteGroups);
     on(ApiKey.OffsetDelete, handleOffsetDelete);
     on(ApiKey.Produce, handleProduce);

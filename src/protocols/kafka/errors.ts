@@ -62,6 +62,12 @@ export const ErrorCode = {
   PRODUCER_FENCED: 90,
   /** A topic named (Metadata v10+, Fetch v13+, DeleteTopics v6) by an id no topic has. */
   UNKNOWN_TOPIC_ID: 100,
+  /** ElectLeaders: the preferred replica is not a live in-sync one (or the election could not be made). */
+  PREFERRED_LEADER_NOT_AVAILABLE: 80,
+  /** ElectLeaders, unclean: no replica may be elected (nagare elects only in-sync replicas). */
+  ELIGIBLE_LEADERS_NOT_AVAILABLE: 83,
+  /** ElectLeaders: the partition's leader is already the one asked for. */
+  ELECTION_NOT_NEEDED: 84,
   /** DescribeTransactions: a transactional id this coordinator does not know. */
   TRANSACTIONAL_ID_NOT_FOUND: 105,
   TOPIC_AUTHORIZATION_FAILED: 29,

@@ -240,6 +240,34 @@ export function decodeDescribeClientQuotas(r: Reader): DescribeClientQuotasReque
   return { components, strict };
 }
 
+// ---- ElectLeaders (43) v0–2 (v1 adds the election type, KIP-460; v2 is flexible) ----
+
+export interface ElectLeadersRequest {
+  /** 0: the preferred replica; 1: unclean (v0: preferred). */
+  electionType: number;
+  /** null: every partition. */
+  topics: Array<{ topic: string; partitions: number[] }> | null;
+  timeoutMs: number;
+}
+
+export function decodeElectLeaders(r: Reader, version: number): ElectLeadersRequest {
+  const electionType = version >= 1 ? r.i8() : 0;
+  const n = r.arrayLength();
+  let topics: ElectLeadersRequest["topics"] = null;
+  if (n >= 0) {
+    topics = [];
+    for (let i = 0; i < n; i++) {
+      const topic = r.string();
+      const partitions = r.array((r) => r.i32());
+      r.taggedFields();
+      topics.push({ topic, partitions });
+    }
+  }
+  const timeoutMs = r.i32();
+  r.taggedFields();
+  return { electionType, topics, timeoutMs };
+}
+
 // ---- Metadata (3) v0–12 (v7 asks as v4–6 do; its answer adds each partition's leader epoch; v9 is flexible; v10 adds topic ids) ----
 
 export interface MetadataRequest {
@@ -913,6 +941,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.OffsetForLeaderEpoch, decodeOffsetForLeaderEpoch],
   [ApiKey.DescribeLogDirs, decodeDescribeLogDirs],
   [ApiKey.DescribeClientQuotas, decodeDescribeClientQuotas],
+  [ApiKey.ElectLeaders, decodeElectLeaders],
   [ApiKey.DescribeTransactions, decodeDescribeTransactions],
   [ApiKey.ListTransactions, decodeListTransactions],
   [ApiKey.Metadata, decodeMetadata],
