@@ -97,7 +97,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [0, (b) => assert.deepEqual([(b as unknown as ProduceRequest).topics.map((t) => [t.name, t.partitions.map((p) => p.index)]), b.acks], [[["golden", [0]]], -1])],
   [1, (b, f) => assert.deepEqual([b.isolationLevel, b.topics], [1, [{ name: "golden", id: null, partitions: [{ index: 0, currentLeaderEpoch: -1, offset: 0, maxBytes: 1048576 }] }]], f.client)],
   [2, (b) => assert.deepEqual(b.topics, [{ name: "golden", partitions: [{ index: 0, currentLeaderEpoch: -1, timestamp: -2 }] }])],
-  [43, (b) => assert.deepEqual(b, { electionType: 0, topics: [{ topic: "golden", partitions: [0, 1] }], timeoutMs: 60_000 })],
+  [43, (b) => assert.deepEqual(b, { electionType: 0, topics: [{ name: "golden", partitions: [0, 1] }], timeoutMs: 60_000 })],
   [48, (b) => assert.deepEqual(b, { components: [{ entityType: "client-id", matchType: 1, match: null }], strict: true })],
   [65, (b) => assert.deepEqual(b, { transactionalIds: ["golden-tx"] })],
   [66, (b) => assert.deepEqual(b, { states: ["Ongoing"], producerIds: [], durationMs: 60_000 })],

@@ -93,9 +93,9 @@ export async function handleElectLeaders(door: AccountDoor, { conn, version, r, 
   // One result per topic and partition, however often asked (Kafka's request is a set of partitions).
   const asked = new Map<string, Set<number>>();
   for (const t of topics ?? everyPartition(door)) {
-    const set = asked.get(t.topic) ?? new Set<number>();
+    const set = asked.get(t.name) ?? new Set<number>();
     for (const p of t.partitions) set.add(p);
-    asked.set(t.topic, set);
+    asked.set(t.name, set);
   }
   const results = [...asked].map(([topic, partitions]) => ({ topic, partitions: [...partitions].map((index) => ({ index, outcome: done })) }));
   const elections: Array<() => Promise<void>> = [];
@@ -124,11 +124,11 @@ export async function handleElectLeaders(door: AccountDoor, { conn, version, r, 
 }
 
 /** Null topic partitions: every partition of every topic of the account, placed or held here. */
-function everyPartition(door: AccountDoor): Array<{ topic: string; partitions: number[] }> {
+function everyPartition(door: AccountDoor): Array<{ name: string; partitions: number[] }> {
   const out = new Map<string, number>();
   for (const p of door.door.cluster?.topics(door.account) ?? []) out.set(p.topic, p.leaders.length);
   for (const s of door.js.streams.values()) if (!out.has(topicOf(s))) out.set(topicOf(s), s.partitions.length);
-  return [...out].map(([topic, n]) => ({ topic, partitions: Array.from({ length: n }, (_, i) => i) }));
+  return [...out].map(([name, n]) => ({ name, partitions: Array.from({ length: n }, (_, i) => i) }));
 }
 
 /** A partition's outcome when no election is to be made; null when its leader must hand over to its preferred replica. */

@@ -187,19 +187,23 @@ export interface DescribeLogDirsRequest {
 }
 
 export function decodeDescribeLogDirs(r: Reader): DescribeLogDirsRequest {
-  const n = r.arrayLength();
-  let topics: DescribeLogDirsRequest["topics"] = null;
-  if (n >= 0) {
-    topics = [];
-    for (let i = 0; i < n; i++) {
-      const name = r.string();
-      const partitions = r.array((r) => r.i32());
-      r.taggedFields();
-      topics.push({ name, partitions });
-    }
-  }
+  const topics = nullableTopicPartitions(r);
   r.taggedFields();
   return { topics };
+}
+
+/** A nullable array of topics, each with its partition indexes (and its tagged fields): null names every topic. */
+function nullableTopicPartitions(r: Reader): Array<{ name: string; partitions: number[] }> | null {
+  const n = r.arrayLength();
+  if (n < 0) return null;
+  const topics = [];
+  for (let i = 0; i < n; i++) {
+    const name = r.string();
+    const partitions = r.array((r) => r.i32());
+    r.taggedFields();
+    topics.push({ name, partitions });
+  }
+  return topics;
 }
 
 // ---- DescribeTransactions (65) v0 and ListTransactions (66) v0–1 (flexible from v0; ListTransactions v1 adds a duration filter) ----
@@ -246,23 +250,13 @@ export interface ElectLeadersRequest {
   /** 0: the preferred replica; 1: unclean (v0: preferred). */
   electionType: number;
   /** null: every partition. */
-  topics: Array<{ topic: string; partitions: number[] }> | null;
+  topics: Array<{ name: string; partitions: number[] }> | null;
   timeoutMs: number;
 }
 
 export function decodeElectLeaders(r: Reader, version: number): ElectLeadersRequest {
   const electionType = version >= 1 ? r.i8() : 0;
-  const n = r.arrayLength();
-  let topics: ElectLeadersRequest["topics"] = null;
-  if (n >= 0) {
-    topics = [];
-    for (let i = 0; i < n; i++) {
-      const topic = r.string();
-      const partitions = r.array((r) => r.i32());
-      r.taggedFields();
-      topics.push({ topic, partitions });
-    }
-  }
+  const topics = nullableTopicPartitions(r);
   const timeoutMs = r.i32();
   r.taggedFields();
   return { electionType, topics, timeoutMs };
