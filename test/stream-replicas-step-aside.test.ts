@@ -196,3 +196,31 @@ test("a copy on disk fsynced before every acknowledgement leads again in its epo
     await t.close();
   }
 });
+
+test("a hand-over that fails while another of the same partition still waits leaves writes refused: only the last one to end takes them again", async () => {
+  // Led here at once; "a" never fetches, so neither hand-over finds it caught up: both fail, each at its own deadline.
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  try {
+    assert.equal(t.replicas.leads("R"), true);
+    const gate = t.stream.replicaGate(0)!;
+    assert.equal(gate.refusal(true), null, "writes taken before");
+    // The directory says where the ISR stands (the stand-in's answers nothing otherwise).
+    const placed = placement(t.account, ["b", "a"], ["b", "a"]);
+    (t.host.cluster.directory as unknown as { get: () => unknown }).get = () => ({ placement: placed, revision: 1 });
+    const slow = t.replicas.handOver("R", 0, performance.now() + 1500, "a").then(
+      () => null,
+      (err: Error) => err,
+    );
+    const quick = await t.replicas.handOver("R", 0, performance.now() + 50, "a").then(
+      () => null,
+      (err: Error) => err,
+    );
+    assert.match(String(quick), /in time/);
+    assert.match(String(gate.refusal(true)?.message), /leadership is moving/, "still refused: the other hand-over waits");
+    assert.match(String(await slow), /in time/);
+    assert.equal(gate.refusal(true), null, "taken again once neither waits");
+    assert.equal(t.updates.length, 0, "no successor named");
+  } finally {
+    await t.close();
+  }
+});

@@ -145,12 +145,12 @@ class LeaderGate implements ReplicaGate {
     return this.leader.epochEntries;
   }
 
-  /** Set while this leader hands its leadership to another replica (a drain): writes wait for the new leader. */
-  handingOver = false;
+  /** Hand-overs of this leadership to another replica under way (a drain, a step-down, an election): writes wait for the new leader. */
+  handingOver = 0;
 
   refusal(leaderOnly: boolean): ApiError | null {
     if (!this.holdsLease()) return unavailable("this node does not hold its cluster lease");
-    if (this.handingOver) return unavailable("the partition's leadership is moving to another replica");
+    if (this.handingOver > 0) return unavailable("the partition's leadership is moving to another replica");
     if (!leaderOnly && this.isrSize < this.minIsr) return new TooFewReplicasError(this.isrSize, this.minIsr);
     return null;
   }
@@ -1111,7 +1111,9 @@ export class StreamReplicas {
     const to = this.handOverTarget(name, p, preferred);
     const directory = this.host.cluster.directory;
     const gate = role.gate;
-    gate.handingOver = true;
+    // Counted, not a flag: hand-overs may overlap (a step-down, a drain, elections asked of several brokers), and one that
+    // fails must not take writes again while another still waits to name the successor.
+    gate.handingOver++;
     try {
       // Everything written before the refusal reaches every in-sync replica (nothing is left for the new leader to cut).
       const caughtUp = (): boolean => role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd;
@@ -1125,7 +1127,7 @@ export class StreamReplicas {
       });
       return to;
     } catch (err) {
-      gate.handingOver = false;
+      gate.handingOver--;
       throw err;
     }
   }
