@@ -519,7 +519,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual(all.topics.find((t) => t.name === "flex.sized.two"), { name: "flex.sized.two", partitions: [{ index: 0, size: 0, lag: 0, future: false }] });
   });
 
-  test("DescribeClientQuotas v0–1: no entries for a well-formed filter; INVALID_REQUEST, entries null, for one Kafka refuses", async () => {
+  test("DescribeClientQuotas v0–1: no entries for a well-formed filter; Kafka's error (INVALID_REQUEST, UNSUPPORTED_VERSION for an entity type it does not know), entries null, for one it refuses", async () => {
     const quotas = (version: number, components: Array<[string, number, string | null]>): Buffer => {
       const body = (w: Writer): void => {
         w.array(components, (w, [type, match, name]) => w.string(type).i8(match).nullableString(name).taggedFields());
@@ -536,14 +536,17 @@ describe("Kafka flexible admin and transaction APIs", () => {
     };
     for (const version of [0, 1]) {
       assert.deepEqual(await ask(port, quotas(version, [["user", 2, null], ["client-id", 0, "app"]]), (r) => read(r, version)), { error: 0, message: null, entries: 0 }, `v${version}`);
-      for (const [bad, why] of [
-        [[["user", 0, null]], /null match/],
-        [[["user", 1, "x"]], /Unexpected match x/],
-        [[["user", 3, null]], /match type: 3/],
-        [[["user", 2, null], ["user", 1, null]], /Duplicate entity type user/],
-      ] as Array<[Array<[string, number, string | null]>, RegExp]>) {
+      for (const [bad, code, why] of [
+        [[["user", 0, null]], 42, /MATCH_TYPE_EXACT, but set match string to null/],
+        [[["user", 1, "x"]], 42, /set match string to x/],
+        [[["user", 3, null]], 42, /Unknown match type 3/],
+        [[["user", 2, null], ["user", 1, null]], 42, /user cannot appear more than once/],
+        [[["", 2, null]], 42, /empty entity type/],
+        [[["ip", 2, null], ["user", 2, null]], 42, /IP filter component should not be used with user or clientId/],
+        [[["foo", 2, null]], 35, /Custom entity type foo not supported/], // UNSUPPORTED_VERSION
+      ] as Array<[Array<[string, number, string | null]>, number, RegExp]>) {
         const a = await ask(port, quotas(version, bad), (r) => read(r, version));
-        assert.deepEqual([a.error, a.entries], [42, -1], `v${version} ${JSON.stringify(bad)}`);
+        assert.deepEqual([a.error, a.entries], [code, -1], `v${version} ${JSON.stringify(bad)}`);
         assert.match(a.message ?? "", why);
       }
     }

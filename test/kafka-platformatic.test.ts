@@ -14,7 +14,7 @@ import { resolve } from "node:path";
 import { Admin, Connection, Consumer, Producer, describeTransactionsV0, listTransactionsV1, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
 import { connect } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, flexibleFrame, metadataTopics } from "./helpers/kafka-raw.js";
+import { ask, flexibleFrame, frame, metadataTopics } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 
 const ZERO_ID = "0".repeat(32);
@@ -310,8 +310,15 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       const [done] = await describe(["plt-listed"]);
       assert.deepEqual([done.state, done.producerId, done.epoch, done.startedAt, done.topics], ["CompleteCommit", open.producerId, open.epoch, open.startedAt, []]);
       assert.deepEqual(await list(), { unknown: [], listed: [["CompleteCommit", open.producerId]] });
-      const [unknown] = await describe(["plt-nobody"]);
+      const [unknown, empty] = await describe(["plt-nobody", ""]);
       assert.deepEqual([unknown.error, unknown.id, unknown.state], [105, "plt-nobody", ""], "TRANSACTIONAL_ID_NOT_FOUND");
+      assert.equal(empty.error, 42, "an empty id: INVALID_REQUEST");
+      // A new session of the id (InitProducerId): a new epoch, no transaction begun (its start -1 again, as Kafka resets it).
+      await producer.close();
+      const init = await ask(Number(port), frame(22, 0, (w) => w.nullableString("plt-listed").i32(60_000)), (r) => (r.i32(), { error: r.i16(), producerId: r.i64(), epoch: r.i16() }));
+      assert.equal(init.error, 0);
+      const [fresh] = await describe(["plt-listed"]);
+      assert.deepEqual([fresh.state, fresh.epoch, fresh.startedAt], ["Empty", init.epoch, -1]);
     } finally {
       await conn.close();
       await producer.close();

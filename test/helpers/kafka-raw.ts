@@ -416,11 +416,11 @@ export function electLeadersFrame(version: number, type: number, topics: Array<[
   return version >= 2 ? flexibleFrame(43, version, body) : frame(43, version, body);
 }
 
-/** An ElectLeaders answer read to its last byte: topic → partition → [error, message]. */
-export function electLeadersResult(r: Reader, version: number): Map<string, Map<number, [number, string | null]>> {
+/** An ElectLeaders answer read to its last byte (its top-level error, v1+, checked): topic → partition → [error, message]. */
+export function electLeadersResult(r: Reader, version: number, topLevelError = 0): Map<string, Map<number, [number, string | null]>> {
   if (version >= 2) flexibleBody(r);
   r.i32(); // throttle
-  if (version >= 1) assert.equal(r.i16(), 0, "top-level error");
+  if (version >= 1) assert.equal(r.i16(), topLevelError, "top-level error");
   const out = new Map<string, Map<number, [number, string | null]>>();
   r.array((r) => {
     const topic = r.string();

@@ -32,6 +32,8 @@ const ELECTIONS_IN_FLIGHT = 16;
 const MAX_TIMEOUT_MS = 60_000;
 /** What a call to another broker waits beyond the election's own time. */
 const CALL_MARGIN_MS = 2_000;
+/** How often a leader named a moment ago is looked at again until it has taken its role up. */
+const ROLE_WAIT_STEP_MS = 50;
 
 interface Outcome {
   error: number;
@@ -41,11 +43,10 @@ interface Outcome {
 const NOT_NEEDED: Outcome = { error: ErrorCode.ELECTION_NOT_NEEDED, message: "Leader election not needed for topic partition." };
 const done: Outcome = { error: ErrorCode.NONE, message: null };
 
-/** A hand-over asked of a partition's leader: the epoch it was asked in, so that one already replaced is not handed over. */
+/** A hand-over asked of a partition's leader: to which replica, and within how long. */
 interface ElectCall {
   stream: string;
   partition: number;
-  epoch: number;
   to: string;
   ms: number;
 }
@@ -64,32 +65,58 @@ async function serveElect(door: AccountDoor, body: Buffer): Promise<Outcome> {
   } catch {
     return { error: ErrorCode.INVALID_REQUEST, message: "bad election call" };
   }
-  if (typeof c.stream !== "string" || typeof c.to !== "string" || !Number.isSafeInteger(c.partition) || !Number.isSafeInteger(c.epoch) || !Number.isSafeInteger(c.ms)) {
+  if (typeof c.stream !== "string" || typeof c.to !== "string" || !Number.isSafeInteger(c.partition) || !Number.isSafeInteger(c.ms)) {
     return { error: ErrorCode.INVALID_REQUEST, message: "bad election call" };
   }
   return handOver(door, c as ElectCall);
 }
 
-async function handOver(door: AccountDoor, c: ElectCall): Promise<Outcome> {
+/** Elections under way at this node, by account, stream and partition: one at a time, as Kafka's controller makes them. */
+const running = new Map<string, Promise<Outcome>>();
+
+/** At the partition's leader: one election at a time per partition; one that finds the preferred replica leading was not needed. */
+function handOver(door: AccountDoor, c: ElectCall): Promise<Outcome> {
+  const key = `${door.account}\u0000${c.stream}\u0000${c.partition}`;
+  const deadline = Date.now() + c.ms;
+  const run = (running.get(key) ?? Promise.resolve(done)).then(() => handOverNow(door, c, deadline));
+  running.set(key, run);
+  void run.finally(() => {
+    if (running.get(key) === run) running.delete(key);
+  });
+  return run;
+}
+
+async function handOverNow(door: AccountDoor, c: ElectCall, deadline: number): Promise<Outcome> {
   const cluster = door.door.cluster;
-  const placed = cluster?.topic(door.account, c.stream);
   const hand = door.js.handOverHere;
-  if (cluster === null || placed === undefined || hand === null) return { error: ErrorCode.NOT_LEADER_OR_FOLLOWER, message: "the partition is not led here" };
-  if (cluster.nodeName(placed.leaders[c.partition]) === c.to) return NOT_NEEDED;
-  if (!placed.local[c.partition] || placed.epochs[c.partition] !== c.epoch) return { error: ErrorCode.NOT_LEADER_OR_FOLLOWER, message: "the partition's leadership changed meanwhile" };
-  try {
-    await hand(c.stream, c.partition, c.to, c.ms);
-    return done;
-  } catch (err) {
-    const message = (err as Error).message;
-    return { error: /in time/.test(message) ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message };
+  for (;;) {
+    const placed = cluster?.topic(door.account, c.stream);
+    if (cluster === null || placed === undefined || hand === null) return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: "The partition is not led by the broker asked." };
+    if (cluster.nodeName(placed.leaders[c.partition]) === c.to) return NOT_NEEDED;
+    if (!placed.local[c.partition]) return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: "The partition's leader changed meanwhile." };
+    try {
+      await hand(c.stream, c.partition, c.to, Math.max(0, deadline - Date.now()));
+      return done;
+    } catch (err) {
+      const message = (err as Error).message;
+      // Named leader a moment ago (a step-down, a failover), its role not taken up yet: it is, shortly.
+      if (/not led here/.test(message) && Date.now() + ROLE_WAIT_STEP_MS < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, ROLE_WAIT_STEP_MS));
+        continue;
+      }
+      if (/in time/.test(message)) return { error: ErrorCode.REQUEST_TIMED_OUT, message };
+      // Another election or a step-down may have named the preferred replica meanwhile.
+      const now = cluster.topic(door.account, c.stream);
+      if (now !== undefined && cluster.nodeName(now.leaders[c.partition]) === c.to) return NOT_NEEDED;
+      return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message };
+    }
   }
 }
 
-/** ElectLeaders: each partition's outcome once its election (if one is needed) is done. */
+/** ElectLeaders: each partition's outcome once its election (if one is needed) is done, all within the request's timeout. */
 export async function handleElectLeaders(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { electionType, topics, timeoutMs } = decodeElectLeaders(r, version);
-  const ms = Math.min(MAX_TIMEOUT_MS, Math.max(100, timeoutMs));
+  const deadline = Date.now() + Math.min(MAX_TIMEOUT_MS, Math.max(100, timeoutMs));
   // One result per topic and partition, however often asked (Kafka's request is a set of partitions).
   const asked = new Map<string, Set<number>>();
   for (const t of topics ?? everyPartition(door)) {
@@ -97,23 +124,27 @@ export async function handleElectLeaders(door: AccountDoor, { conn, version, r, 
     for (const p of t.partitions) set.add(p);
     asked.set(t.name, set);
   }
-  const results = [...asked].map(([topic, partitions]) => ({ topic, partitions: [...partitions].map((index) => ({ index, outcome: done })) }));
+  let results = [...asked].map(([topic, partitions]) => ({ topic, partitions: [...partitions].map((index) => ({ index, outcome: done })) }));
+  // An election type Kafka does not know refuses the whole request, each partition asked for with it.
+  const refused = electionType !== PREFERRED && electionType !== UNCLEAN;
   const elections: Array<() => Promise<void>> = [];
   for (const t of results) {
     for (const p of t.partitions) {
-      const decided = decide(door, conn.permissions, electionType, t.topic, p.index);
+      const decided = refused ? { error: ErrorCode.INVALID_REQUEST, message: `Unknown election type ${electionType}` } : decide(door, conn.permissions, electionType, t.topic, p.index);
       if (decided !== null) {
         p.outcome = decided;
         continue;
       }
       elections.push(async () => {
-        p.outcome = await elect(door, t.topic, p.index, ms);
+        p.outcome = await elect(door, t.topic, p.index, deadline);
       });
     }
   }
   for (let i = 0; i < elections.length; i += ELECTIONS_IN_FLIGHT) await Promise.all(elections.slice(i, i + ELECTIONS_IN_FLIGHT).map((e) => e()));
+  // Asked for every partition, Kafka answers only those it tried to elect.
+  if (topics === null) results = results.map((t) => ({ ...t, partitions: t.partitions.filter((p) => p.outcome.error !== ErrorCode.ELECTION_NOT_NEEDED) })).filter((t) => t.partitions.length > 0);
   w.i32(0); // throttle_time_ms
-  if (version >= 1) w.i16(ErrorCode.NONE);
+  if (version >= 1) w.i16(refused ? ErrorCode.INVALID_REQUEST : ErrorCode.NONE);
   w.array(results, (w, t) => {
     w.string(t.topic);
     w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.outcome.error).nullableString(p.outcome.message).taggedFields());
@@ -133,11 +164,10 @@ function everyPartition(door: AccountDoor): Array<{ name: string; partitions: nu
 
 /** A partition's outcome when no election is to be made; null when its leader must hand over to its preferred replica. */
 function decide(door: AccountDoor, perms: Parameters<typeof mayManageTopic>[0], type: number, topic: string, index: number): Outcome | null {
-  const partitions = partitionCount(door, topic);
-  if (partitions === undefined || index < 0 || index >= partitions) return { error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message: "The request included a topic partition that is not known." };
   // Kafka asks for ALTER on the cluster; nagare's nearest is what altering the topic takes (its stream's update).
   if (!mayManageTopic(perms, "UPDATE", topic)) return { error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, message: "Authorization failed." };
-  if (type !== PREFERRED && type !== UNCLEAN) return { error: ErrorCode.INVALID_REQUEST, message: `Unknown election type ${type}` };
+  const partitions = partitionCount(door, topic);
+  if (partitions === undefined || index < 0 || index >= partitions) return { error: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, message: "The partition does not exist." };
   const cluster = door.door.cluster;
   const placed = cluster?.topic(door.account, streamNameOf(topic));
   // One broker, or a topic this node holds unplaced: its only replica leads.
@@ -148,7 +178,11 @@ function decide(door: AccountDoor, perms: Parameters<typeof mayManageTopic>[0], 
     return { error: ErrorCode.ELIGIBLE_LEADERS_NOT_AVAILABLE, message: "nagare elects only in-sync replicas: one takes over by itself once the leader's lease runs out" };
   }
   const preferred = replicas[0];
-  if (preferred === undefined || preferred === placed.leaders[index]) return NOT_NEEDED;
+  if (preferred === undefined || replicas.length === 1) return NOT_NEEDED;
+  if (preferred === placed.leaders[index]) {
+    if (placed.live[index]) return NOT_NEEDED;
+    return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: `The preferred replica ${preferred} is away.` };
+  }
   if (!placed.isr[index].includes(preferred) || placed.offline[index].includes(preferred)) {
     return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: `The preferred replica ${preferred} is not a live in-sync replica.` };
   }
@@ -157,17 +191,25 @@ function decide(door: AccountDoor, perms: Parameters<typeof mayManageTopic>[0], 
 }
 
 /** Asks the partition's leader, here or over the routes, to hand over to the preferred replica. */
-async function elect(door: AccountDoor, topic: string, index: number, ms: number): Promise<Outcome> {
+async function elect(door: AccountDoor, topic: string, index: number, deadline: number): Promise<Outcome> {
   const cluster = door.door.cluster!;
   const stream = streamNameOf(topic);
   const placed = cluster.topic(door.account, stream);
   const to = placed === undefined ? undefined : cluster.nodeName(placed.replicas[index][0]);
   const leader = placed === undefined ? undefined : cluster.nodeName(placed.leaders[index]);
   if (placed === undefined || to === undefined || leader === undefined) return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: "The partition's replicas are not known to this broker." };
-  const call: ElectCall = { stream, partition: index, epoch: placed.epochs[index], to, ms };
-  if (placed.local[index]) return handOver(door, call);
+  const ms = Math.max(0, deadline - Date.now());
+  const call: ElectCall = { stream, partition: index, to, ms };
+  const outcome = placed.local[index] ? await handOver(door, call) : await callLeader(door, leader, call);
+  if (outcome.error === ErrorCode.NONE || outcome.error === ErrorCode.ELECTION_NOT_NEEDED) return outcome;
+  // Elected meanwhile by another request (another broker's, a step-down): the preferred replica leads, as asked.
+  const now = cluster.topic(door.account, stream);
+  return now !== undefined && cluster.nodeName(now.leaders[index]) === to ? NOT_NEEDED : outcome;
+}
+
+async function callLeader(door: AccountDoor, leader: string, call: ElectCall): Promise<Outcome> {
   const remote = door.js.remoteCall;
-  const answer = remote === null ? null : await remote(leader, ELECT, Buffer.from(JSON.stringify(call)), ms + CALL_MARGIN_MS);
+  const answer = remote === null ? null : await remote(leader, ELECT, Buffer.from(JSON.stringify(call)), call.ms + CALL_MARGIN_MS);
   if (answer === null) return { error: ErrorCode.REQUEST_TIMED_OUT, message: `The partition's leader (${leader}) did not answer in time.` };
   try {
     const a = JSON.parse(answer.toString("utf8")) as Partial<Outcome>;

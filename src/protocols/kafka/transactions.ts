@@ -249,6 +249,8 @@ export class TransactionCoordinator {
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
       this.bumpEpoch(t);
       t.ended = null;
+      // A new producer session has begun no transaction yet (Kafka's start time goes back to -1).
+      t.startedAt = -1;
       t.timeoutMs = timeoutMs;
       try {
         await this.save(t);

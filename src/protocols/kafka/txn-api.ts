@@ -195,7 +195,8 @@ export function handleDescribeTransactions(door: AccountDoor, { r, w }: RequestC
   const { transactionalIds } = decodeDescribeTransactions(r);
   w.i32(0); // throttle_time_ms
   w.array(transactionalIds, (w, id) => {
-    let error = coordinatorError(door, KEY_TYPE_TRANSACTION, id);
+    // An empty id names no transaction: Kafka's INVALID_REQUEST.
+    let error = id === "" ? ErrorCode.INVALID_REQUEST : coordinatorError(door, KEY_TYPE_TRANSACTION, id);
     const t = error === ErrorCode.NONE ? door.transactions.describe(id) : undefined;
     if (error === ErrorCode.NONE && t === undefined) error = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND;
     w.i16(error).string(id);
