@@ -71,12 +71,14 @@ async function serveElect(door: AccountDoor, body: Buffer): Promise<Outcome> {
   return handOver(door, c as ElectCall);
 }
 
-/** Elections under way at this node, by account, stream and partition: one at a time, as Kafka's controller makes them. */
-const running = new Map<string, Promise<Outcome>>();
+/** Elections under way, per account's door (one per node), by stream and partition: one at a time, as Kafka's controller makes them. */
+const underWay = new WeakMap<AccountDoor, Map<string, Promise<Outcome>>>();
 
 /** At the partition's leader: one election at a time per partition; one that finds the preferred replica leading was not needed. */
 function handOver(door: AccountDoor, c: ElectCall): Promise<Outcome> {
-  const key = `${door.account}\u0000${c.stream}\u0000${c.partition}`;
+  let running = underWay.get(door);
+  if (running === undefined) underWay.set(door, (running = new Map()));
+  const key = `${c.stream}/${c.partition}`;
   const deadline = Date.now() + c.ms;
   const run = (running.get(key) ?? Promise.resolve(done)).then(() => handOverNow(door, c, deadline));
   running.set(key, run);
