@@ -256,10 +256,19 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   );
   const fenced = await askBroker(newLeader.kafkaPort!, offsetForLeaderEpochFrame(3, topic, [{ index: 0, currentLeaderEpoch: 1, leaderEpoch: 1 }]), (r) => offsetForLeaderEpochResult(r, 3));
   assert.equal(fenced[0].error, 74, "FENCED_LEADER_EPOCH");
-  // A broker that does not lead the partition: NOT_LEADER_OR_FOLLOWER.
+  // A follower of the partition checks the epoch named first, as Kafka's replica does: one it knows, or none, is
+  // NOT_LEADER_OR_FOLLOWER; an older one FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
   const follower = live().find((n) => n !== newLeader)!;
-  const misled = await askBroker(follower.kafkaPort!, offsetForLeaderEpochFrame(4, topic, [{ index: 0, currentLeaderEpoch: -1, leaderEpoch: 1 }]), (r) => offsetForLeaderEpochResult(r, 4));
-  assert.equal(misled[0].error, 6, "NOT_LEADER_OR_FOLLOWER");
+  const misled = await askBroker(
+    follower.kafkaPort!,
+    offsetForLeaderEpochFrame(4, topic, [-1, 2, 1, 3].map((currentLeaderEpoch) => ({ index: 0, currentLeaderEpoch, leaderEpoch: 1 }))),
+    (r) => offsetForLeaderEpochResult(r, 4),
+  );
+  assert.deepEqual(
+    misled.map((p) => p.error),
+    [6, 6, 74, 75],
+  );
+  assert.equal((await askBroker(follower.kafkaPort!, fetchV11Frame(topic, 0, 0, 1), (r) => fetchResult(r, 11))).error, 74, "a Fetch of the old epoch from a follower");
   // ListOffsets v4 gives the epoch of the offset found: the log start's for earliest, the current one for latest.
   const positions = await askBroker(newLeader.kafkaPort!, listOffsetsV4Frame(topic, [-2, -1]), listOffsetsV4Result);
   assert.deepEqual(positions, [

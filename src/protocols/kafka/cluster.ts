@@ -152,6 +152,27 @@ export function leaderEpochError(door: AccountDoor, topic: string, index: number
   return clientEpoch < epoch ? ErrorCode.FENCED_LEADER_EPOCH : clientEpoch > epoch ? ErrorCode.UNKNOWN_LEADER_EPOCH : ErrorCode.NONE;
 }
 
+/**
+ * ledPartition for a read that names the leader epoch the client knows
+ * (Fetch, ListOffsets, OffsetForLeaderEpoch), the epoch checked first as
+ * Kafka's replica checks it (Partition.getLocalLog): the leader answers an
+ * epoch it does not have FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH, and
+ * so does a follower of the partition, before NOT_LEADER_OR_FOLLOWER.
+ */
+export function readablePartition(door: AccountDoor, topic: string, index: number, clientEpoch: number): Stream | number {
+  const led = ledPartition(door, topic, index);
+  if (typeof led !== "number") {
+    const refused = leaderEpochError(door, topic, index, clientEpoch);
+    return refused === ErrorCode.NONE ? led : refused;
+  }
+  if (led !== ErrorCode.NOT_LEADER_OR_FOLLOWER || clientEpoch === -1) return led;
+  const cluster = door.door.cluster;
+  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
+  if (placed === undefined || placed.topic !== topic || !(placed.replicas[index]?.includes(cluster!.nodeId) ?? false)) return led;
+  const refused = leaderEpochError(door, topic, index, clientEpoch);
+  return refused === ErrorCode.NONE ? led : refused;
+}
+
 /** A partition's leader epoch as Metadata shows it: the placement's, 0 for a partition never replicated. */
 export function leaderEpochOf(door: AccountDoor, topic: string, index: number): number {
   const cluster = door.door.cluster;

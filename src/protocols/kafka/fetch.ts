@@ -22,7 +22,7 @@ import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
-import { leaderEpochError, leaderEpochOf, ledPartition } from "./cluster.js";
+import { leaderEpochOf, readablePartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 import { decodeFetch, decodeListOffsets, decodeOffsetForLeaderEpoch } from "./requests.js";
 import { topicById } from "./topic-ids.js";
@@ -167,11 +167,10 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
-      const led = ledPartition(door, t.name, p.index);
-      const refused = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
-      if (typeof led === "number" || refused !== ErrorCode.NONE) {
-        if (refused !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
-        outs.push({ index: p.index, error: refused, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+      const led = readablePartition(door, t.name, p.index, p.currentLeaderEpoch);
+      if (typeof led === "number") {
+        if (led !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
+        outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
       const stream = led;
@@ -409,10 +408,9 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1, epoch: -1 });
           continue;
         }
-        const led = ledPartition(door, t.name, p.index);
-        const refused = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
-        if (typeof led === "number" || refused !== ErrorCode.NONE) {
-          parts.push({ index: p.index, error: refused, timestamp: -1, offset: -1, epoch: -1 });
+        const led = readablePartition(door, t.name, p.index, p.currentLeaderEpoch);
+        if (typeof led === "number") {
+          parts.push({ index: p.index, error: led, timestamp: -1, offset: -1, epoch: -1 });
           continue;
         }
         // v4+ gives each offset's leader epoch: a replicated partition's leadership here must be the one Metadata shows.
@@ -488,9 +486,9 @@ export function handleOffsetForLeaderEpoch(door: AccountDoor, { conn, version, r
       let found = { epoch: -1, endOffset: -1 };
       if (denied) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
       else {
-        const led = ledPartition(door, t.name, p.index);
-        error = typeof led === "number" ? led : leaderEpochError(door, t.name, p.index, p.currentLeaderEpoch);
-        if (typeof led !== "number" && error === ErrorCode.NONE) {
+        const led = readablePartition(door, t.name, p.index, p.currentLeaderEpoch);
+        if (typeof led === "number") error = led;
+        else {
           const history = EpochHistory.of(led, p.index, leaderEpochOf(door, t.name, p.index));
           if (history === null) error = ErrorCode.LEADER_NOT_AVAILABLE;
           else found = history.endOffsetFor(p.leaderEpoch, led.partitions[p.index].state().lastSeq);
