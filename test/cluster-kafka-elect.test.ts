@@ -73,7 +73,10 @@ test("ElectLeaders puts a partition's leadership back on its preferred replica w
     // Partition 0's leadership moves off its preferred replica (a JetStream step-down hands it to another in-sync replica).
     const preferred = placed[0].replicas[0];
     preferredLeader = preferred;
+    // Each node's view of the placement: an election is asked only once every broker knows who leads (each reads etcd).
+    const views = () => nodes.map((n) => n.cluster!.placements.get("$G", "elect_me")!.placement);
     const stepDown = async (): Promise<void> => {
+      const epoch = Math.max(...views().map((p) => p.epochs![0]));
       const nc = await connect({ servers: `127.0.0.1:${nodes[0].port}` });
       try {
         const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.elect_me", "", { timeout: 10_000 })).data)) as { success?: boolean };
@@ -83,8 +86,8 @@ test("ElectLeaders puts a partition's leadership back on its preferred replica w
       }
       await waitUntilAsync(async () => {
         const [p0] = await partitionsOf("elect.me");
-        return p0.leader !== preferred && p0.isr.length === 3;
-      }, "another replica leads partition 0, every replica in sync", 30_000);
+        return p0.leader !== preferred && p0.isr.length === 3 && views().every((p) => p.epochs![0] > epoch && p.isr![0].length === 3);
+      }, "another replica leads partition 0 as every broker sees it, every replica in sync", 30_000);
     };
     await stepDown();
     await send("moved");

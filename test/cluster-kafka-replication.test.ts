@@ -259,6 +259,7 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   // A follower of the partition checks the epoch named first, as Kafka's replica does: one it knows, or none, is
   // NOT_LEADER_OR_FOLLOWER; an older one FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
   const follower = live().find((n) => n !== newLeader)!;
+  await waitUntil(() => follower.cluster!.placements.get("$G", "replicated_orders")!.placement.epochs![0] === 2, "the follower knows epoch 2");
   const misled = await askBroker(
     follower.kafkaPort!,
     offsetForLeaderEpochFrame(4, topic, [-1, 2, 1, 3].map((currentLeaderEpoch) => ({ index: 0, currentLeaderEpoch, leaderEpoch: 1 }))),
