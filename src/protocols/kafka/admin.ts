@@ -10,7 +10,7 @@ import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
 import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
-import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs } from "./requests.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs, partitionsByTopic } from "./requests.js";
 import { ZERO_UUID } from "./codec.js";
 import { topicById, topicIdOf } from "./topic-ids.js";
 import { findTopic, isInternalTopic, mayDescribeTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
@@ -399,13 +399,7 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
 export async function handleDescribeLogDirs(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: asked } = decodeDescribeLogDirs(r);
   const cluster = door.door.cluster;
-  // A topic named twice asks for the partitions of both.
-  const wanted = asked === null ? null : new Map<string, Set<number>>();
-  for (const t of asked ?? []) {
-    const set = wanted!.get(t.name) ?? new Set<number>();
-    for (const p of t.partitions) set.add(p);
-    wanted!.set(t.name, set);
-  }
+  const wanted = asked === null ? null : partitionsByTopic(asked);
   const topics: Array<{ name: string; partitions: Array<{ index: number; bytes: number }> }> = [];
   for (const stream of door.js.streams.values()) {
     const name = topicOf(stream);

@@ -16,10 +16,11 @@
  */
 
 import type { RequestContext } from "./api.js";
+import type { PermissionCheck } from "../../core/auth.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { partitionCount } from "./cluster.js";
-import { decodeElectLeaders } from "./requests.js";
+import { decodeElectLeaders, partitionsByTopic } from "./requests.js";
 import { mayManageTopic, streamNameOf, topicOf } from "./topics.js";
 
 const PREFERRED = 0;
@@ -120,12 +121,7 @@ export async function handleElectLeaders(door: AccountDoor, { conn, version, r, 
   const { electionType, topics, timeoutMs } = decodeElectLeaders(r, version);
   const deadline = Date.now() + Math.min(MAX_TIMEOUT_MS, Math.max(100, timeoutMs));
   // One result per topic and partition, however often asked (Kafka's request is a set of partitions).
-  const asked = new Map<string, Set<number>>();
-  for (const t of topics ?? everyPartition(door)) {
-    const set = asked.get(t.name) ?? new Set<number>();
-    for (const p of t.partitions) set.add(p);
-    asked.set(t.name, set);
-  }
+  const asked = partitionsByTopic(topics ?? everyPartition(door));
   let results = [...asked].map(([topic, partitions]) => ({ topic, partitions: [...partitions].map((index) => ({ index, outcome: done })) }));
   // An election type Kafka does not know refuses the whole request, each partition asked for with it.
   const refused = electionType !== PREFERRED && electionType !== UNCLEAN;
@@ -165,7 +161,7 @@ function everyPartition(door: AccountDoor): Array<{ name: string; partitions: nu
 }
 
 /** A partition's outcome when no election is to be made; null when its leader must hand over to its preferred replica. */
-function decide(door: AccountDoor, perms: Parameters<typeof mayManageTopic>[0], type: number, topic: string, index: number): Outcome | null {
+function decide(door: AccountDoor, perms: PermissionCheck | null, type: number, topic: string, index: number): Outcome | null {
   // Kafka asks for ALTER on the cluster; nagare's nearest is what altering the topic takes (its stream's update).
   if (!mayManageTopic(perms, "UPDATE", topic)) return { error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, message: "Authorization failed." };
   const partitions = partitionCount(door, topic);

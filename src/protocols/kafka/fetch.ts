@@ -414,7 +414,7 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           continue;
         }
         // v4+ gives each offset's leader epoch: a replicated partition's leadership here must be the one Metadata shows.
-        const current = leaderEpochOf(door, t.name, p.index);
+        const current = version >= 4 ? leaderEpochOf(door, t.name, p.index) : -1;
         const epochs = version >= 4 ? EpochHistory.of(led, p.index, current) : null;
         if (version >= 4 && epochs === null) {
           parts.push({ index: p.index, error: ErrorCode.LEADER_NOT_AVAILABLE, timestamp: -1, offset: -1, epoch: -1 });

@@ -192,6 +192,17 @@ export function decodeDescribeLogDirs(r: Reader): DescribeLogDirsRequest {
   return { topics };
 }
 
+/** The partitions asked for by topic, a topic named twice getting those of both (DescribeLogDirs, ElectLeaders ask for sets). */
+export function partitionsByTopic(topics: ReadonlyArray<{ name: string; partitions: readonly number[] }>): Map<string, Set<number>> {
+  const out = new Map<string, Set<number>>();
+  for (const t of topics) {
+    let set = out.get(t.name);
+    if (set === undefined) out.set(t.name, (set = new Set()));
+    for (const p of t.partitions) set.add(p);
+  }
+  return out;
+}
+
 /** A nullable array of topics, each with its partition indexes (and its tagged fields): null names every topic. */
 function nullableTopicPartitions(r: Reader): Array<{ name: string; partitions: number[] }> | null {
   const n = r.arrayLength();
