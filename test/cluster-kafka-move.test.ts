@@ -159,10 +159,13 @@ test("a partition moved under an idempotent producer and a consumer group loses 
     const two = await alterPartitionReassignment(c, topic, P, brokerId(to));
     assert.equal(two.error, 0, two.message ?? "");
   });
-  // While the move is under way, ListPartitionReassignments names it (once flipped, nothing is listed).
+  // While the move is under way, ListPartitionReassignments names it (once flipped, nothing is listed). Bounded: a move
+  // cancelled instead (its copy or freeze failed) never flips, and the test says so rather than waiting for ever.
   let listed = 0;
+  const deadline = Date.now() + 60_000;
   for (;;) {
     const placed = nodes[1].cluster!.placements.get("$G", topic)!.placement;
+    assert.ok(Date.now() < deadline, `the move of partition ${P} did not flip in 60 s: leader ${placed.leaders[P]}, moving ${JSON.stringify(placed.moving ?? null)}, listed ${listed} times`);
     const r = await withClient(nodes[1], (c) => listPartitionReassignments(c));
     assert.equal(r.error, 0);
     if (r.reassignments.length > 0) {
