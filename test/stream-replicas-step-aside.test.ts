@@ -224,3 +224,62 @@ test("a hand-over that fails while another of the same partition still waits lea
     await t.close();
   }
 });
+
+test("a hand-over etcd did not answer keeps writes refused until it is known: made again it applies once, or finds the placement moved on", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  try {
+    assert.equal(t.replicas.leads("R"), true);
+    const gate = t.stream.replicaGate(0)! as unknown as { refusal(leaderOnly: boolean): { message: string } | null; leader: { run: string; removalEnd: number; logEnd: number; serve(b: Buffer, answer: (b: Buffer) => void): void } };
+    const directory = t.host.cluster.directory as unknown as { get: () => unknown; update: (a: string, s: string, change: (p: PlacedStream) => PlacedStream) => Promise<void> };
+    let current = placement(t.account, ["b", "a"], ["b", "a"]);
+    directory.get = () => ({ placement: current, revision: 1 });
+    // "a" has everything: its fetch at the leader's end acknowledges it, so a hand-over finds every in-sync replica caught up.
+    const caughtUp = () =>
+      new Promise<void>((resolve) => gate.leader.serve(Buffer.from(JSON.stringify({ op: "fetch", follower: "a", from: gate.leader.logEnd, epoch: 3, run: gate.leader.run, ops: gate.leader.removalEnd, maxBytes: 1024, maxWaitMs: 0 })), () => resolve()));
+    await caughtUp();
+    const unanswered = () => Object.assign(new Error("metadata change sent but not confirmed"), { maybeApplied: true });
+    /** Each update: the first `n` are unanswered (refused writes checked meanwhile), then `then` decides. */
+    const script = (n: number, then: (change: (p: PlacedStream) => PlacedStream) => void) => {
+      let calls = 0;
+      const refusedBetween: boolean[] = [];
+      directory.update = async (_a, _s, change) => {
+        if (calls++ < n) throw unanswered();
+        refusedBetween.push(/leadership is moving/.test(String(gate.refusal(true)?.message)));
+        then(change);
+      };
+      return refusedBetween;
+    };
+
+    // Not applied; made again, it finds "a" gone from the ISR meanwhile with this node still leading in epoch 3: writes
+    // are taken again.
+    let seen = script(1, (change) => {
+      current = placement(t.account, ["b"], ["b", "a"]);
+      change(current);
+    });
+    assert.match(String(await t.replicas.handOver("R", 0, performance.now() + 2000, "a").catch((e: Error) => e)), /changed meanwhile/);
+    assert.deepEqual(seen, [true], "refused while it was not known");
+    assert.equal(gate.refusal(true), null, "taken again: the placement still names this node leader in its epoch");
+
+    // Applied, as the copy shows when it is made again ("a" leads in epoch 4): writes are never taken again here.
+    current = placement(t.account, ["b", "a"], ["b", "a"]);
+    await caughtUp();
+    seen = script(2, (change) => {
+      current = { ...current, leaders: ["a"], epochs: [4] };
+      change(current);
+    });
+    assert.match(String(await t.replicas.handOver("R", 0, performance.now() + 2000, "a").catch((e: Error) => e)), /changed meanwhile/);
+    assert.deepEqual(seen, [true]);
+    assert.match(String(gate.refusal(true)?.message), /leadership is moving/, "still refused: the successor may be taking writes");
+    assert.equal(t.updates.length, 0);
+
+    // Not applied, and made again it applies: the successor is named, once.
+    current = placement(t.account, ["b", "a"], ["b", "a"]);
+    await caughtUp();
+    seen = script(1, (change) => void t.updates.push(change(current)));
+    assert.equal(await t.replicas.handOver("R", 0, performance.now() + 2000, "a"), "a");
+    assert.deepEqual(seen, [true]);
+    assert.deepEqual(t.updates.map(changed), [{ leaders: ["a"], epochs: [4], isr: [["b", "a"]] }]);
+  } finally {
+    await t.close();
+  }
+});

@@ -45,6 +45,9 @@ import { answerLimit, BATCH_BYTES, consumersAnswer, readConsumers, takeConsumers
 export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
 /** How long an in-sync follower may go without catching up before its leader removes it from the ISR (Kafka's replica.lag.time.max.ms, shorter: JetStream publishers wait for it). */
 export const LAG_MAX_MS = 10_000;
+/** A hand-over etcd did not answer is made again after this, doubling up to the most (writes refused meanwhile). */
+const AMBIGUOUS_RETRY_MS = 100;
+const AMBIGUOUS_RETRY_MAX_MS = 1000;
 /** How often a leader looks at its ISR, and a follower at its leader. */
 const CHECK_MS = 500;
 /** A follower's wait per rank in the ISR before it proposes itself as leader. */
@@ -1114,20 +1117,37 @@ export class StreamReplicas {
     // Counted, not a flag: hand-overs may overlap (a step-down, a drain, elections asked of several brokers), and one that
     // fails must not take writes again while another still waits to name the successor.
     gate.handingOver++;
+    let ambiguous = false;
     try {
       // Everything written before the refusal reaches every in-sync replica (nothing is left for the new leader to cut).
       const caughtUp = (): boolean => role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd;
       if (!(await settled(caughtUp, Date.now() + (deadline - performance.now()), 20))) throw new Error("writes in flight did not reach the other replicas in time");
       const self = this.self;
-      await directory.update(this.account, name, (pl) => {
+      const handedOver = (pl: PlacedStream): PlacedStream => {
         if (pl.leaders[p] !== self || (pl.epochs?.[p] ?? 1) !== role.epoch || !(pl.isr?.[p] ?? []).includes(to)) throw new Error("the partition's leadership or ISR changed meanwhile");
         const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
         epochs[p] = role.epoch + 1;
         return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? to : l)), epochs };
-      });
-      return to;
+      };
+      // Sent and not answered, the change may have been applied: taking writes again then would acknowledge (at acks=1)
+      // what the successor never gets. Writes stay refused and the change is made again: both compare the placement's
+      // same revision, so it applies once, or finds the placement moved on (then the copy says whether the leadership moved).
+      for (let backoff = AMBIGUOUS_RETRY_MS; ; backoff = Math.min(2 * backoff, AMBIGUOUS_RETRY_MAX_MS)) {
+        try {
+          await directory.update(this.account, name, handedOver);
+          return to;
+        } catch (err) {
+          if ((err as { maybeApplied?: unknown }).maybeApplied !== true || this.closed) throw err;
+          ambiguous = true;
+          this.host.js.options.log.warn(`cluster: handing partition ${p} of stream "${name}" over to ${to}: ${(err as Error).message}; writes stay refused until it is known`);
+          await new Promise((resolve) => setTimeout(resolve, backoff));
+        }
+      }
     } catch (err) {
-      gate.handingOver--;
+      // After an unanswered attempt, a placement that no longer names this node leader in this epoch may be that attempt's:
+      // the role ends as this node sees it, and writes are never taken again here.
+      const now = ambiguous ? directory.get(this.account, name)?.placement : undefined;
+      if (now === undefined || (now.leaders[p] === this.self && (now.epochs?.[p] ?? 1) === role.epoch)) gate.handingOver--;
       throw err;
     }
   }
