@@ -535,6 +535,19 @@ test("invalid values throw ConfError naming the key and its line", () => {
   bad('host: ""', /host: must not be empty/);
 });
 
+test("kafka's automatic leader rebalance: its three keys, and values it cannot honour with their place", () => {
+  const o = optionsFromConf(parseConf('kafka {\n  auto_leader_rebalance: false\n  leader_imbalance_check_interval: "30s"\n  leader_imbalance_per_broker_percentage: 25\n}', NO_ENV));
+  assert.deepEqual(o.kafka, { autoLeaderRebalance: false, leaderImbalanceCheckIntervalMs: 30_000, leaderImbalancePerBrokerPercentage: 25 });
+  // Bare seconds, as Kafka's leader.imbalance.check.interval.seconds.
+  assert.equal(optionsFromConf(parseConf("kafka { leader_imbalance_check_interval: 300 }", NO_ENV)).kafka?.leaderImbalanceCheckIntervalMs, 300_000);
+  const bad = (text: string, re: RegExp) => confError(() => optionsFromConf(parseConf(text, NO_ENV)), re);
+  bad('kafka {\n  auto_leader_rebalance: "sometimes"\n}', /line 2, column 3: kafka.auto_leader_rebalance: expected true or false/);
+  bad("kafka { leader_imbalance_check_interval: 0 }", /line 1, column 9: kafka.leader_imbalance_check_interval: must be more than 0/);
+  bad('kafka { leader_imbalance_check_interval: "-1s" }', /kafka.leader_imbalance_check_interval: must not be negative/);
+  bad("kafka { leader_imbalance_per_broker_percentage: 101 }", /kafka.leader_imbalance_per_broker_percentage: must not exceed 100/);
+  bad("kafka { leader_imbalance_per_broker_percentage: 2.5 }", /kafka.leader_imbalance_per_broker_percentage: expected an integer/);
+});
+
 test("unknown keys at the top and inside blocks stop startup with file, line and column", () => {
   const text = `port: 4333
   htp_port: 8222

@@ -53,6 +53,14 @@ test(`a seeded random schedule of leader faults over replicated streams loses no
   const run = await runReplicatedScenario({ seed, durationMs: seconds * 1000, log: (l) => console.log(l), ...(kinds !== undefined ? { kinds } : {}) });
   console.log(describeResult(run.result));
   for (const r of run.replicas) console.log(`${r.stream}: leader ${r.leader}, records per replica ${JSON.stringify(r.counts)}`);
+  // Leaders hand partitions back to their preferred replicas every 5 s (helpers/fault-cluster.ts): how often they did.
+  const handBacks = Object.values(run.nodeLogs).join("\n").match(/handed back to its preferred replica/g)?.length ?? 0;
+  const givenUp = new Map<string, number>();
+  for (const m of Object.values(run.nodeLogs).join("\n").matchAll(/was not handed back to broker \d+: (.*)/g)) {
+    const why = m[1].replace(/\d+/g, "N");
+    givenUp.set(why, (givenUp.get(why) ?? 0) + 1);
+  }
+  console.log(`automatic hand-backs to preferred replicas: ${handBacks} made, given up: ${JSON.stringify(Object.fromEntries(givenUp))}`);
   if (process.env.FAULT_HISTORY !== undefined) writeFileSync(process.env.FAULT_HISTORY, run.history.toJsonLines());
   const problems = run.result.problems;
   if (problems.length > 0) {

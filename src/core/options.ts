@@ -217,6 +217,12 @@ export interface KafkaListenerOptions {
   maxResponseBytes?: number;
   /** Kafka's queued.max.request.bytes: request frames read and not yet answered, across connections (default 256 MiB). */
   maxQueuedRequestBytes?: number;
+  /** Kafka's auto.leader.rebalance.enable: in a cluster, leadership moved off a partition's preferred replica goes back to it (default true). */
+  autoLeaderRebalance?: boolean;
+  /** Kafka's leader.imbalance.check.interval.seconds, in milliseconds (default 5 minutes). */
+  leaderImbalanceCheckIntervalMs?: number;
+  /** Kafka's leader.imbalance.per.broker.percentage: a broker's share of partitions it prefers but does not lead past which they go back (default 10). */
+  leaderImbalancePerBrokerPercentage?: number;
   /**
    * TLS on the Kafka listener (a listener Kafka clients call SSL or
    * SASL_SSL): from the first byte, as Kafka has no upgrade; the same keys
@@ -493,6 +499,9 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),
   maxQueuedRequestBytes: atLeast(1),
+  autoLeaderRebalance: flag,
+  leaderImbalanceCheckIntervalMs: atLeast(1, INT32_MAX),
+  leaderImbalancePerBrokerPercentage: atLeast(0, 100),
   tls: (v, n) => checkTls(v, n, KAFKA_TLS_CHECKS),
   saslMechanisms: (v, n) => {
     if (!Array.isArray(v) || v.length === 0 || v.some((m) => !KAFKA_SASL_MECHANISMS.includes(m as KafkaSaslMechanism))) fail(n, v, `a non-empty array of ${KAFKA_SASL_MECHANISMS.join(", ")}`);

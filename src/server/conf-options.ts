@@ -1100,7 +1100,8 @@ function nameList(e: Entry, problem: (name: unknown) => string | null): string[]
 /**
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
  * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
- * tls { ... }, sasl_mechanisms }`, or `kafka: true`.
+ * auto_leader_rebalance, leader_imbalance_check_interval, leader_imbalance_per_broker_percentage, tls { ... },
+ * sasl_mechanisms }`, or `kafka: true`.
  */
 function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   if (typeof e.value === "boolean" || typeof e.value === "string") {
@@ -1157,6 +1158,20 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const maxQueued = sub("max_queued_request_bytes");
     if (maxQueued) k.maxQueuedRequestBytes = nonNegativeInt(maxQueued) || undefined;
+  });
+  c.attempt(() => {
+    const rebalance = sub("auto_leader_rebalance");
+    if (rebalance) k.autoLeaderRebalance = bool(rebalance);
+  });
+  c.attempt(() => {
+    const interval = sub("leader_imbalance_check_interval");
+    if (!interval) return;
+    k.leaderImbalanceCheckIntervalMs = durationMs(interval);
+    if (k.leaderImbalanceCheckIntervalMs === 0) fail(interval, "must be more than 0");
+  });
+  c.attempt(() => {
+    const percentage = sub("leader_imbalance_per_broker_percentage");
+    if (percentage) k.leaderImbalancePerBrokerPercentage = nonNegativeInt(percentage, 100);
   });
   c.attempt(() => {
     const idle = sub("connections_max_idle");

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { startEtcd, type EtcdHarness } from "./etcd.js";
 import { waitUntil } from "./clients.js";
 import type { NodeRecord } from "../../src/cluster/membership.js";
+import type { KafkaListenerOptions } from "../../src/core/options.js";
 
 /** `p`, or a failure naming `what` after `ms`: every wait in a cluster test is bounded. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -159,7 +160,7 @@ export interface JetStreamClusterSite {
 export function startJetStreamNode(
   site: JetStreamClusterSite,
   name: string,
-  o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {},
+  o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions } = {},
 ): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
@@ -169,7 +170,7 @@ export function startJetStreamNode(
     ...(o.log ? { noLog: false, logFile: join(site.dir, `${name}.log`), logtimeUtc: true } : {}),
     ...(o.monitoring ? { httpPort: -1 } : {}),
     ...(o.lameDuck ? { lameDuckDuration: o.lameDuck.duration, lameDuckGracePeriod: o.lameDuck.grace } : {}),
-    ...(o.kafka ? { kafka: { host: "127.0.0.1", port: -1, initialRebalanceDelayMs: 100 } } : {}),
+    ...(o.kafka ? { kafka: { host: "127.0.0.1", port: -1, initialRebalanceDelayMs: 100, ...o.kafkaOptions } } : {}),
     ...(o.maxPayload !== undefined ? { maxPayload: o.maxPayload } : {}),
     ...(o.maxPending !== undefined ? { maxPending: o.maxPending } : {}),
     jetstream: true,
@@ -193,7 +194,7 @@ export function nodeLog(site: JetStreamClusterSite, name: string): Array<{ at: n
 }
 
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
-export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean } = {}): Promise<NagareServer[]> {
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions } = {}): Promise<NagareServer[]> {
   const a = await startJetStreamNode(site, "a", o);
   const seed = [`nats://127.0.0.1:${a.routes!.port}`];
   const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];

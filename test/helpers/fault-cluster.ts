@@ -142,13 +142,15 @@ async function startOnce(o: { names?: string[]; cluster?: string; leaseMs?: numb
       const etcdProxies: FaultProxy[] = [];
       for (const m of etcd.members) etcdProxies.push(await net.proxy(m.name, m.clientPort, { from: name }));
       const conf = join(dir, `${name}.conf`);
+      // Leaders hand partitions back to their preferred replicas every 5 s (Kafka's auto leader rebalance, 5 minutes by
+      // default): failovers are followed by hand-overs, under the same faults.
       writeFileSync(
         conf,
         `server_name: ${name}
 server_tags: ["node:${name}"]
 listen: 127.0.0.1:${client}
 jetstream { store_dir: "${storeDir}", sync_interval: always }
-kafka { host: 127.0.0.1, port: ${kafka}, group_initial_rebalance_delay: 200ms }
+kafka { host: 127.0.0.1, port: ${kafka}, group_initial_rebalance_delay: 200ms, leader_imbalance_check_interval: "5s" }
 cluster { name: ${clusterName}, listen: 127.0.0.1:${route}, advertise: "127.0.0.1:${routeProxy.port}" }
 etcd {
   endpoints: [${etcdProxies.map((p) => `"http://127.0.0.1:${p.port}"`).join(", ")}]

@@ -17,6 +17,7 @@ import type { KafkaDoor } from "./door.js";
 import { partitionCount } from "./cluster.js";
 import { groupCommitAway, offerCoordinatorCalls } from "./coordinator-calls.js";
 import { offerElectCalls } from "./elect.js";
+import { LeaderRebalancer } from "./leader-rebalance.js";
 import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ReplicatedTxnState } from "./txn-state-log.js";
@@ -44,6 +45,8 @@ export class AccountDoor {
     if (inCluster(door)) {
       const withdrawCoordinatorCalls = offerCoordinatorCalls(this);
       const withdrawElectCalls = offerElectCalls(this);
+      this.rebalancer = new LeaderRebalancer(this);
+      this.rebalancer.start();
       this.withdrawCalls = () => {
         withdrawCoordinatorCalls();
         withdrawElectCalls();
@@ -54,6 +57,9 @@ export class AccountDoor {
 
   /** The account's topic ids (Metadata v10+, Fetch v13+), derived, not stored (topic-ids.ts). */
   readonly topicIds: TopicIds;
+
+  /** In a cluster, what hands partitions back to their preferred replicas (Kafka's auto.leader.rebalance.enable); null on a single node. */
+  readonly rebalancer: LeaderRebalancer | null = null;
 
   /** Withdraws the calls other brokers make of this one's coordinators (coordinator-calls.ts). */
   private readonly withdrawCalls: (() => void) | null = null;
@@ -126,6 +132,7 @@ export class AccountDoor {
   }
 
   close(): void {
+    this.rebalancer?.close();
     this.withdrawCalls?.();
     this.groups.close();
     this.offsets?.close();

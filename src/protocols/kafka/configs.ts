@@ -214,6 +214,7 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
   const entries = [
     entry("advertised.listeners", o.advertisedHost === undefined ? null : `PLAINTEXT://${o.advertisedHost}:${door.port}`, null),
     entry("auto.create.topics.enable", o.autoCreateTopics, KAFKA_DEFAULTS.autoCreateTopics),
+    entry("auto.leader.rebalance.enable", o.autoLeaderRebalance, KAFKA_DEFAULTS.autoLeaderRebalance),
     entry("broker.id", door.nodeId, door.nodeId),
     entry("connections.max.idle.ms", o.connectionsMaxIdleMs, KAFKA_DEFAULTS.connectionsMaxIdleMs),
     // CreateTopics' replication_factor -1: one copy (there is no setting for it yet).
@@ -221,6 +222,9 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("fetch.max.bytes", o.fetchMaxBytes, KAFKA_DEFAULTS.fetchMaxBytes),
     entry("group.initial.rebalance.delay.ms", o.initialRebalanceDelayMs, KAFKA_DEFAULTS.initialRebalanceDelayMs),
     entry("group.max.size", MAX_MEMBERS_PER_GROUP, MAX_MEMBERS_PER_GROUP),
+    // Whole seconds, as Kafka's LONG: an interval below one second (tests use them) reads as 1.
+    entry("leader.imbalance.check.interval.seconds", Math.ceil(o.leaderImbalanceCheckIntervalMs / 1000), KAFKA_DEFAULTS.leaderImbalanceCheckIntervalMs / 1000),
+    entry("leader.imbalance.per.broker.percentage", o.leaderImbalancePerBrokerPercentage, KAFKA_DEFAULTS.leaderImbalancePerBrokerPercentage),
     entry("listeners", listener, null),
     entry("max.connections", door.broker.options.maxConnections, SERVER_DEFAULTS.maxConnections),
     entry("message.max.bytes", door.js.options.maxPayload, SERVER_DEFAULTS.maxPayload),
@@ -270,12 +274,15 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   // The broker's, from nagare's configuration file.
   ["advertised.listeners", [STRING, "The address clients are told to connect to: kafka { advertise }; null unless set."]],
   ["auto.create.topics.enable", [BOOLEAN, "Whether Metadata creates a topic it is asked about: kafka { auto_create_topics }."]],
+  ["auto.leader.rebalance.enable", [BOOLEAN, "In a cluster, partitions led away from their preferred replica are handed back to it: kafka { auto_leader_rebalance }."]],
   ["broker.id", [INT, "This broker's id."]],
   ["connections.max.idle.ms", [LONG, "How long an idle connection is kept: kafka { connections_max_idle }."]],
   ["default.replication.factor", [INT, "The replicas of a topic created with replication factor -1."]],
   ["fetch.max.bytes", [INT, "The most bytes one fetch answer carries: kafka { fetch_max_bytes }."]],
   ["group.initial.rebalance.delay.ms", [INT, "How long a new group waits for more members before its first rebalance: kafka { group_initial_rebalance_delay }."]],
   ["group.max.size", [INT, "The most members a consumer group takes."]],
+  ["leader.imbalance.check.interval.seconds", [LONG, "How often each leader looks for partitions to hand back to their preferred replicas: kafka { leader_imbalance_check_interval }."]],
+  ["leader.imbalance.per.broker.percentage", [INT, "A broker's share of the partitions it prefers but does not lead past which they are handed back: kafka { leader_imbalance_per_broker_percentage }."]],
   ["listeners", [STRING, "The address the Kafka listener is bound to: kafka { host, port }."]],
   ["max.connections", [INT, "The server's max_connections, shared with NATS clients."]],
   ["message.max.bytes", [INT, "The server's max_payload: the largest record batch, and a topic's default max.message.bytes."]],

@@ -74,6 +74,12 @@ export interface KafkaOptions {
   maxResponseBytes: number;
   /** Request frames read and not yet answered, across connections (Kafka's queued.max.request.bytes); at least max_request_bytes. */
   maxQueuedRequestBytes: number;
+  /** In a cluster, hand leadership moved off a partition's preferred replica back to it (Kafka's auto.leader.rebalance.enable; leader-rebalance.ts). */
+  autoLeaderRebalance: boolean;
+  /** How often a leader looks for partitions to hand back (Kafka's leader.imbalance.check.interval.seconds). */
+  leaderImbalanceCheckIntervalMs: number;
+  /** A broker's share, in percent, of the partitions it prefers but does not lead past which they are handed back (Kafka's leader.imbalance.per.broker.percentage). */
+  leaderImbalancePerBrokerPercentage: number;
   /** TLS from the first byte (Kafka has no upgrade), made at start from the `tls` files; null: plaintext. */
   tls: KafkaTls | null;
   /** Mechanisms SaslHandshake accepts (Kafka's sasl.enabled.mechanisms), when the server has authorization. */
@@ -116,6 +122,10 @@ export const KAFKA_DEFAULTS = {
   maxResponseBytes: 256 * 1024 * 1024,
   // Two requests at max_request_bytes, and many small ones.
   maxQueuedRequestBytes: 256 * 1024 * 1024,
+  // Kafka's defaults: on, every 300 s, past 10 %.
+  autoLeaderRebalance: true,
+  leaderImbalanceCheckIntervalMs: 300_000,
+  leaderImbalancePerBrokerPercentage: 10,
 };
 
 /** Upper bound on partitions per topic: each is a log with open files. */

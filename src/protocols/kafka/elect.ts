@@ -36,7 +36,7 @@ const CALL_MARGIN_MS = 2_000;
 /** How often a leader named a moment ago is looked at again until it has taken its role up. */
 const ROLE_WAIT_STEP_MS = 50;
 
-interface Outcome {
+export interface Outcome {
   error: number;
   message: string | null;
 }
@@ -45,7 +45,7 @@ const NOT_NEEDED: Outcome = { error: ErrorCode.ELECTION_NOT_NEEDED, message: "Le
 const done: Outcome = { error: ErrorCode.NONE, message: null };
 
 /** A hand-over asked of a partition's leader: to which replica, and within how long. */
-interface ElectCall {
+export interface ElectCall {
   stream: string;
   partition: number;
   to: string;
@@ -75,8 +75,12 @@ async function serveElect(door: AccountDoor, body: Buffer): Promise<Outcome> {
 /** Elections under way, per account's door (one per node), by stream and partition: one at a time, as Kafka's controller makes them. */
 const underWay = new WeakMap<AccountDoor, Map<string, Promise<Outcome>>>();
 
-/** At the partition's leader: one election at a time per partition; one that finds the preferred replica leading was not needed. */
-function handOver(door: AccountDoor, c: ElectCall): Promise<Outcome> {
+/**
+ * At the partition's leader: one election at a time per partition (an
+ * ElectLeaders request's or the automatic rebalance's, leader-rebalance.ts);
+ * one that finds the preferred replica leading was not needed.
+ */
+export function handOver(door: AccountDoor, c: ElectCall): Promise<Outcome> {
   let running = underWay.get(door);
   if (running === undefined) underWay.set(door, (running = new Map()));
   const key = `${c.stream}/${c.partition}`;

@@ -1,0 +1,121 @@
+/**
+ * Kafka's automatic preferred-leader election (auto.leader.rebalance.enable,
+ * on by default): a failover, a step-down or a rolling restart leaves
+ * partitions led by a replica other than their preferred one (the first of
+ * their replicas, the leader each was placed with, so that leadership is
+ * spread), and every leader.imbalance.check.interval the partitions of each
+ * broker whose share of them passes leader.imbalance.per.broker.percentage
+ * are handed back to it, as ElectLeaders would (elect.ts).
+ *
+ * Kafka's controller makes these elections for the whole cluster; nagare
+ * has no controller. Every node reads the same placement, so each one
+ * computes the same imbalance per broker and hands over only the
+ * partitions it leads itself: one actor per partition, no call between
+ * nodes. A hand-over is the drain's and the step-down's (writes refused
+ * meanwhile, every in-sync replica caught up, then one fenced write names
+ * the new leader in a new epoch): nothing acknowledged is lost. Only a
+ * preferred replica that is up and in sync is handed a partition, and a
+ * partition being moved is left alone. The share is counted per account
+ * (each account's topics are a cluster of their own to its clients), over
+ * every partition, replicated or not, as Kafka counts them.
+ */
+
+import type { AccountDoor } from "./account-door.js";
+import { handOver } from "./elect.js";
+import { ErrorCode } from "./errors.js";
+
+/**
+ * The longest one hand-over may take, writes to the partition refused
+ * meanwhile (a step-down's bound): an in-sync replica slow to catch up
+ * costs writers at most this, and the partition is tried again at the
+ * next check.
+ */
+const HAND_OVER_MS = 5_000;
+
+/** A partition this node leads that its preferred replica should lead again. */
+interface Candidate {
+  stream: string;
+  topic: string;
+  partition: number;
+  preferred: number;
+}
+
+export class LeaderRebalancer {
+  private timer: NodeJS.Timeout | null = null;
+  private running = false;
+  private closed = false;
+  /** Checks made since start (tests wait on it), and partitions handed back. */
+  checks = 0;
+  handedBack = 0;
+
+  constructor(private readonly door: AccountDoor) {}
+
+  /** Looks every interval, the first one interval from now (a cluster starting up settles first). */
+  start(): void {
+    const o = this.door.options;
+    if (!o.autoLeaderRebalance || this.timer !== null || this.closed) return;
+    this.timer = setInterval(() => void this.check(), o.leaderImbalanceCheckIntervalMs);
+    this.timer.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** One check: the partitions this node leads whose preferred brokers are past the share, handed back one at a time. */
+  async check(): Promise<void> {
+    // A check still handing over (each waits for the replicas to catch up) is not overtaken by the next.
+    if (this.running || this.closed) return;
+    this.running = true;
+    try {
+      for (const c of this.candidates()) {
+        if (this.closed) return;
+        const to = this.door.door.cluster?.nodeName(c.preferred);
+        if (to === undefined) continue;
+        const outcome = await handOver(this.door, { stream: c.stream, partition: c.partition, to, ms: HAND_OVER_MS });
+        if (outcome.error === ErrorCode.NONE) {
+          this.handedBack++;
+          this.door.log.info(`kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account} handed back to its preferred replica, broker ${c.preferred} (auto leader rebalance)`);
+        } else if (outcome.error !== ErrorCode.ELECTION_NOT_NEEDED) {
+          this.door.log.warn(`kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account} was not handed back to broker ${c.preferred}: ${outcome.message ?? `error ${outcome.error}`}`);
+        }
+      }
+    } finally {
+      this.checks++;
+      this.running = false;
+    }
+  }
+
+  /** Kafka's KafkaController.checkAndTriggerAutoLeaderRebalance, for what this node leads. */
+  private candidates(): Candidate[] {
+    const cluster = this.door.door.cluster;
+    if (cluster === null) return [];
+    const placed = cluster.topics(this.door.account);
+    // Per preferred broker: the partitions it prefers, and those led elsewhere.
+    const preferredBy = new Map<number, number>();
+    const offBy = new Map<number, number>();
+    for (const t of placed) {
+      for (let i = 0; i < t.leaders.length; i++) {
+        const preferred = t.replicas[i]?.[0];
+        if (preferred === undefined) continue;
+        preferredBy.set(preferred, (preferredBy.get(preferred) ?? 0) + 1);
+        if (t.leaders[i] !== preferred) offBy.set(preferred, (offBy.get(preferred) ?? 0) + 1);
+      }
+    }
+    const share = this.door.options.leaderImbalancePerBrokerPercentage / 100;
+    const out: Candidate[] = [];
+    for (const t of placed) {
+      for (let i = 0; i < t.leaders.length; i++) {
+        const preferred = t.replicas[i]?.[0];
+        if (preferred === undefined || t.leaders[i] === preferred || !t.local[i]) continue;
+        if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
+        // Kafka elects a preferred replica only when it is alive and in sync, and never a partition under reassignment.
+        if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i) continue;
+        out.push({ stream: t.stream, topic: t.topic, partition: i, preferred });
+      }
+    }
+    return out;
+  }
+}
