@@ -23,7 +23,7 @@ import { join } from "node:path";
 import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, uniqueCluster } from "./helpers/cluster.js";
+import { nodeLog, startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { fetchFrame, RawKafka } from "./helpers/kafka-raw.js";
 import { KafkaClient } from "../src/cli/kafka-client.js";
@@ -42,12 +42,15 @@ const NO_REASSIGNMENT_IN_PROGRESS = 85;
 
 let etcd: EtcdHarness;
 let dir: string;
+let site: JetStreamClusterSite;
 const nodes: NagareServer[] = [];
 
 before(async () => {
   etcd = await startEtcd();
   dir = mkdtempSync(join(tmpdir(), "nagare-kmove-"));
-  nodes.push(...(await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster("kmove") }, { kafka: true })));
+  site = { etcd: etcd.endpoint, dir, cluster: uniqueCluster("kmove") };
+  // Each node's log in a file: a move cancelled says why there (read into the failure below).
+  nodes.push(...(await startJetStreamCluster(site, { kafka: true, log: true })));
 });
 
 after(async () => {
@@ -165,7 +168,10 @@ test("a partition moved under an idempotent producer and a consumer group loses 
   const deadline = Date.now() + 60_000;
   for (;;) {
     const placed = nodes[1].cluster!.placements.get("$G", topic)!.placement;
-    assert.ok(Date.now() < deadline, `the move of partition ${P} did not flip in 60 s: leader ${placed.leaders[P]}, moving ${JSON.stringify(placed.moving ?? null)}, listed ${listed} times`);
+    if (Date.now() >= deadline) {
+      const said = nodes.flatMap((n) => nodeLog(site, n.cluster!.placements.self).filter((l) => /\[(WRN|ERR)\]|moved here|cancel|freez/i.test(l.line)).map((l) => `${n.cluster!.placements.self}: ${l.line}`));
+      assert.fail(`the move of partition ${P} did not flip in 60 s: leader ${placed.leaders[P]}, moving ${JSON.stringify(placed.moving ?? null)}, listed ${listed} times; the nodes said:\n${said.join("\n")}`);
+    }
     const r = await withClient(nodes[1], (c) => listPartitionReassignments(c));
     assert.equal(r.error, 0);
     if (r.reassignments.length > 0) {
