@@ -84,6 +84,8 @@ const REQUEST_MS = 5000;
 export const FREEZE_MS = 10_000;
 /** How long a freezing leader waits for appends in flight to reach its log. */
 const QUIET_MS = 5000;
+/** How long a leader waits for its copy of the metadata to show a move its target has seen before it answers. */
+const SEE_MOVE_MS = 2000;
 /** Sequences deleted since the copy began that a freeze answer lists (each is deleted on the target, one by one). */
 const MAX_GAPS = 100_000;
 /** Pending deliveries per part of a consumers answer: entries of about 50 bytes, well below BATCH_BYTES. */
@@ -104,6 +106,18 @@ export interface MoveHost {
   serveLocal(subject: string, body: Buffer, reply: string): void;
   /** Sends a client's request to `node` to serve (and never forward again). */
   handOver(node: string, subject: string, reply: string, body: Buffer): void;
+}
+
+/** A target's request to the leader: COPY from `from`, FREEZE for `to`, CONSUMERS at a cursor; `rev`: the placement's revision the target has. */
+interface MoveRequest {
+  from?: unknown;
+  to?: unknown;
+  partition?: unknown;
+  consumer?: unknown;
+  pending?: unknown;
+  maxBytes?: unknown;
+  id?: unknown;
+  rev?: unknown;
 }
 
 interface FrozenState {
@@ -372,7 +386,7 @@ export class StreamMover {
       const from = part.state().lastSeq + 1;
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes, rev: this.revisionOf(name) })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer`);
       const items = decodeBatch(b);
       if (items.length === 0) return;
@@ -388,7 +402,7 @@ export class StreamMover {
     const out = await readConsumers(async (cursor) => {
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, id })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, id, rev: this.revisionOf(name) })), REQUEST_MS);
       if (b === null) throw new Error(`${leader} did not answer for the consumers`);
       return b;
     });
@@ -398,12 +412,17 @@ export class StreamMover {
 
   private async askFreeze(name: string, p: number, leader: string, id: string | undefined): Promise<FrozenState> {
     // The answer lists the deleted sequences: it must fit this node's max_payload (its route refuses more, and closes).
-    const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload, id };
-    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify(body)), REQUEST_MS + QUIET_MS);
+    const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload, id, rev: this.revisionOf(name) };
+    const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify(body)), REQUEST_MS + SEE_MOVE_MS + QUIET_MS);
     if (b === null) throw new Error(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
     if (r.error !== undefined) throw new Error(r.error);
     return r;
+  }
+
+  /** The revision of the placement of `name` as this node has it: the leader answers a request once its copy has it too. */
+  private revisionOf(name: string): number {
+    return this.host.cluster.directory.get(this.account, name)?.revision ?? 0;
   }
 
   /** Clears move `id` of partition `p` to `target` from the placement, fenced: fails if the placement changed meanwhile (a flip, another move). */
@@ -425,12 +444,27 @@ export class StreamMover {
     const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : subject.startsWith(CONSUMERS) ? CONSUMERS : null;
     if (op === null) return;
     const name = subject.slice(op.length);
-    let req: { from?: unknown; to?: unknown; partition?: unknown; consumer?: unknown; pending?: unknown; maxBytes?: unknown; id?: unknown };
+    let req: MoveRequest;
     try {
-      req = JSON.parse(body.toString()) as typeof req;
+      req = JSON.parse(body.toString()) as MoveRequest;
     } catch {
       return answerError("bad request");
     }
+    if (req === null || typeof req !== "object") return answerError("bad request");
+    // The target saw the move at revision `rev` of the metadata; this node's copy may not have it yet (the move recorded
+    // through the target, or this node's watch behind): refused now, the move would be cancelled for nothing.
+    const rev = Number.isSafeInteger(req.rev) ? (req.rev as number) : 0;
+    const directory = this.host.cluster.directory;
+    if (rev > (directory.get(this.account, name)?.revision ?? 0)) {
+      void directory.waitForRevision(rev, SEE_MOVE_MS).then(() => this.respond(op, name, req, reply));
+      return;
+    }
+    this.respond(op, name, req, reply);
+  }
+
+  private respond(op: string, name: string, req: MoveRequest, reply: string): void {
+    if (this.closed) return;
+    const answerError = (why: string): void => this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
     const partition = req.partition === undefined ? 0 : Number(req.partition);
     const s = this.host.js.streams.get(name);
     const pl = this.host.cluster.directory.get(this.account, name)?.placement;
