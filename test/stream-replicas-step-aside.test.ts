@@ -225,60 +225,66 @@ test("a hand-over that fails while another of the same partition still waits lea
   }
 });
 
-test("a hand-over etcd did not answer keeps writes refused until it is known: made again it applies once, or finds the placement moved on", async () => {
+test("a hand-over etcd did not answer keeps writes refused until it is known: made again it applies once, or the placement says where the leadership is", async () => {
   const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
   try {
     assert.equal(t.replicas.leads("R"), true);
-    const gate = t.stream.replicaGate(0)! as unknown as { refusal(leaderOnly: boolean): { message: string } | null; leader: { run: string; removalEnd: number; logEnd: number; serve(b: Buffer, answer: (b: Buffer) => void): void } };
+    const gate = t.stream.replicaGate(0)! as unknown as {
+      handingOver: number;
+      refusal(leaderOnly: boolean): { message: string } | null;
+      leader: { run: string; removalEnd: number; logEnd: number; serve(b: Buffer, answer: (b: Buffer) => void): void };
+    };
     const directory = t.host.cluster.directory as unknown as { get: () => unknown; update: (a: string, s: string, change: (p: PlacedStream) => PlacedStream) => Promise<void> };
+    // This node's copy of the placement, and its revision, moved on by every change the test makes.
     let current = placement(t.account, ["b", "a"], ["b", "a"]);
-    directory.get = () => ({ placement: current, revision: 1 });
+    let revision = 10;
+    const set = (p: PlacedStream): PlacedStream => ((revision += 1), (current = p));
+    directory.get = () => ({ placement: current, revision });
     // "a" has everything: its fetch at the leader's end acknowledges it, so a hand-over finds every in-sync replica caught up.
     const caughtUp = () =>
       new Promise<void>((resolve) => gate.leader.serve(Buffer.from(JSON.stringify({ op: "fetch", follower: "a", from: gate.leader.logEnd, epoch: 3, run: gate.leader.run, ops: gate.leader.removalEnd, maxBytes: 1024, maxWaitMs: 0 })), () => resolve()));
-    await caughtUp();
-    const unanswered = () => Object.assign(new Error("metadata change sent but not confirmed"), { maybeApplied: true });
-    /** Each update: the first `n` are unanswered (refused writes checked meanwhile), then `then` decides. */
-    const script = (n: number, then: (change: (p: PlacedStream) => PlacedStream) => void) => {
+    const failure = (maybeApplied: boolean) => Object.assign(new Error(maybeApplied ? "metadata change sent but not confirmed" : "metadata change refused: etcd does not answer"), { maybeApplied });
+    /** Each update call in turn: throws the error given, or hands the change to the function given; whether writes were refused at each call. */
+    const script = (steps: Array<Error | ((change: (p: PlacedStream) => PlacedStream) => void)>) => {
       let calls = 0;
-      const refusedBetween: boolean[] = [];
+      const refused: boolean[] = [];
       directory.update = async (_a, _s, change) => {
-        if (calls++ < n) throw unanswered();
-        refusedBetween.push(/leadership is moving/.test(String(gate.refusal(true)?.message)));
-        then(change);
+        refused.push(/leadership is moving/.test(String(gate.refusal(true)?.message)));
+        const step = steps[Math.min(calls++, steps.length - 1)];
+        if (step instanceof Error) throw step;
+        step(change);
       };
-      return refusedBetween;
+      return refused;
     };
+    const handOver = () => t.replicas.handOver("R", 0, performance.now() + 2000, "a").catch((e: Error) => e);
 
-    // Not applied; made again, it finds "a" gone from the ISR meanwhile with this node still leading in epoch 3: writes
-    // are taken again.
-    let seen = script(1, (change) => {
-      current = placement(t.account, ["b"], ["b", "a"]);
-      change(current);
-    });
-    assert.match(String(await t.replicas.handOver("R", 0, performance.now() + 2000, "a").catch((e: Error) => e)), /changed meanwhile/);
-    assert.deepEqual(seen, [true], "refused while it was not known");
-    assert.equal(gate.refusal(true), null, "taken again: the placement still names this node leader in its epoch");
-
-    // Applied, as the copy shows when it is made again ("a" leads in epoch 4): writes are never taken again here.
-    current = placement(t.account, ["b", "a"], ["b", "a"]);
+    // Unanswered, then made again: "a" left the ISR meanwhile (a newer copy), this node still leads in epoch 3: no attempt
+    // can apply any more, and writes are taken again.
     await caughtUp();
-    seen = script(2, (change) => {
-      current = { ...current, leaders: ["a"], epochs: [4] };
-      change(current);
-    });
-    assert.match(String(await t.replicas.handOver("R", 0, performance.now() + 2000, "a").catch((e: Error) => e)), /changed meanwhile/);
-    assert.deepEqual(seen, [true]);
-    assert.match(String(gate.refusal(true)?.message), /leadership is moving/, "still refused: the successor may be taking writes");
-    assert.equal(t.updates.length, 0);
+    let refused = script([failure(true), (change) => change(set(placement(t.account, ["b"], ["b", "a"])))]);
+    assert.match(String(await handOver()), /changed meanwhile/);
+    assert.deepEqual(refused, [true, true]);
+    assert.equal(gate.handingOver, 0);
+    assert.equal(gate.refusal(true), null, "taken again");
 
-    // Not applied, and made again it applies: the successor is named, once.
-    current = placement(t.account, ["b", "a"], ["b", "a"]);
+    // Unanswered, then refused by etcd before it was sent, with the copy where it was: still unknown, still refused;
+    // made a third time, it applies: the successor is named, once.
+    set(placement(t.account, ["b", "a"], ["b", "a"]));
     await caughtUp();
-    seen = script(1, (change) => void t.updates.push(change(current)));
-    assert.equal(await t.replicas.handOver("R", 0, performance.now() + 2000, "a"), "a");
-    assert.deepEqual(seen, [true]);
+    refused = script([failure(true), failure(false), (change) => void t.updates.push(change(current))]);
+    assert.equal(await handOver(), "a");
+    assert.deepEqual(refused, [true, true, true]);
     assert.deepEqual(t.updates.map(changed), [{ leaders: ["a"], epochs: [4], isr: [["b", "a"]] }]);
+    assert.equal(gate.handingOver, 1, "refused: the successor leads");
+
+    // Unanswered twice, and the copy then shows "a" leading in epoch 4 (an attempt applied): never taken again here.
+    set(placement(t.account, ["b", "a"], ["b", "a"]));
+    await caughtUp();
+    refused = script([failure(true), failure(true), (change) => change(set({ ...current, leaders: ["a"], epochs: [4] }))]);
+    assert.match(String(await handOver()), /changed meanwhile/);
+    assert.deepEqual(refused, [true, true, true]);
+    assert.equal(gate.handingOver, 2, "still refused: the successor may be taking writes");
+    assert.equal(t.updates.length, 1);
   } finally {
     await t.close();
   }

@@ -1117,7 +1117,8 @@ export class StreamReplicas {
     // Counted, not a flag: hand-overs may overlap (a step-down, a drain, elections asked of several brokers), and one that
     // fails must not take writes again while another still waits to name the successor.
     gate.handingOver++;
-    let ambiguous = false;
+    /** The copy's revision when an unanswered attempt failed (it read none later); 0: every attempt was answered. */
+    let unknownUpTo = 0;
     try {
       // Everything written before the refusal reaches every in-sync replica (nothing is left for the new leader to cut).
       const caughtUp = (): boolean => role.stream.partitionQuiet(p) && gate.leader.highWatermark >= gate.leader.logEnd;
@@ -1129,27 +1130,43 @@ export class StreamReplicas {
         epochs[p] = role.epoch + 1;
         return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? to : l)), epochs };
       };
-      // Sent and not answered, the change may have been applied: taking writes again then would acknowledge (at acks=1)
-      // what the successor never gets. Writes stay refused and the change is made again: both compare the placement's
-      // same revision, so it applies once, or finds the placement moved on (then the copy says whether the leadership moved).
+      // Sent and not answered, a change may have been applied: taking writes again then would acknowledge (at acks=1) what
+      // the successor never gets. Writes stay refused until it is known: the change is made again (each attempt compares
+      // the revision it read, so at most one applies) until one is answered, or until this node's copy of the placement,
+      // newer than any an unanswered attempt read, says where the leadership is. Every failure meanwhile (etcd refusing
+      // before sending, a change found that the copy has not caught up with) leaves it unknown. A lost lease ends it:
+      // writes are refused without one, no attempt can apply after it (each is fenced by the lease), and the copy holds
+      // whatever applied before this node has a lease again.
       for (let backoff = AMBIGUOUS_RETRY_MS; ; backoff = Math.min(2 * backoff, AMBIGUOUS_RETRY_MAX_MS)) {
         try {
           await directory.update(this.account, name, handedOver);
           return to;
         } catch (err) {
-          if ((err as { maybeApplied?: unknown }).maybeApplied !== true || this.closed) throw err;
-          ambiguous = true;
-          this.host.js.options.log.warn(`cluster: handing partition ${p} of stream "${name}" over to ${to}: ${(err as Error).message}; writes stay refused until it is known`);
+          if ((err as { maybeApplied?: unknown }).maybeApplied === true) unknownUpTo = Math.max(unknownUpTo, directory.get(this.account, name)?.revision ?? 0);
+          if (unknownUpTo === 0 || this.closed || (err as Error).name === "FencedError" || this.leadershipAfter(name, p, role.epoch, unknownUpTo) !== "unknown") throw err;
+          this.host.js.options.log.warn(`cluster: handing partition ${p} of stream "${name}" over to ${to}: ${(err as Error).message}; writes stay refused until it is known whether an earlier attempt applied`);
           await new Promise((resolve) => setTimeout(resolve, backoff));
         }
       }
     } catch (err) {
-      // After an unanswered attempt, a placement that no longer names this node leader in this epoch may be that attempt's:
-      // the role ends as this node sees it, and writes are never taken again here.
-      const now = ambiguous ? directory.get(this.account, name)?.placement : undefined;
-      if (now === undefined || (now.leaders[p] === this.self && (now.epochs?.[p] ?? 1) === role.epoch)) gate.handingOver--;
+      // After an unanswered attempt, writes are taken again only where no attempt can have moved the leadership.
+      if (unknownUpTo === 0 || (err as Error).name === "FencedError" || this.leadershipAfter(name, p, role.epoch, unknownUpTo) === "here") gate.handingOver--;
       throw err;
     }
+  }
+
+  /**
+   * After an unanswered hand-over of partition `p`: "moved" when this
+   * node's copy of the placement no longer names it leader in `epoch` (that
+   * attempt's doing or another change's, writes are not taken again here
+   * either way), "here" when a copy newer than revision `after` still does
+   * (no attempt can apply any more: each compared a revision at or below
+   * it), else "unknown".
+   */
+  private leadershipAfter(name: string, p: number, epoch: number, after: number): "moved" | "here" | "unknown" {
+    const e = this.host.cluster.directory.get(this.account, name);
+    if (e === undefined || e.placement.leaders[p] !== this.self || (e.placement.epochs?.[p] ?? 1) !== epoch) return "moved";
+    return e.revision > after ? "here" : "unknown";
   }
 
   // ---- the ISR and failover ----
