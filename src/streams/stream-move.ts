@@ -456,7 +456,10 @@ export class StreamMover {
     const rev = Number.isSafeInteger(req.rev) ? (req.rev as number) : 0;
     const directory = this.host.cluster.directory;
     if (rev > (directory.get(this.account, name)?.revision ?? 0)) {
-      void directory.waitForRevision(rev, SEE_MOVE_MS).then(() => this.respond(op, name, req, reply));
+      void directory
+        .waitForRevision(rev, SEE_MOVE_MS)
+        .then(() => this.respond(op, name, req, reply))
+        .catch((err: Error) => answerError(err.message));
       return;
     }
     this.respond(op, name, req, reply);
