@@ -542,7 +542,8 @@ test("kafka's automatic leader rebalance: its three keys, and values it cannot h
   assert.equal(optionsFromConf(parseConf("kafka { leader_imbalance_check_interval: 300 }", NO_ENV)).kafka?.leaderImbalanceCheckIntervalMs, 300_000);
   const bad = (text: string, re: RegExp) => confError(() => optionsFromConf(parseConf(text, NO_ENV)), re);
   bad('kafka {\n  auto_leader_rebalance: "sometimes"\n}', /line 2, column 3: kafka.auto_leader_rebalance: expected true or false/);
-  bad("kafka { leader_imbalance_check_interval: 0 }", /line 1, column 9: kafka.leader_imbalance_check_interval: must be more than 0/);
+  bad("kafka { leader_imbalance_check_interval: 0 }", /line 1, column 9: kafka.leader_imbalance_check_interval: must be at least 100ms/);
+  bad('kafka { leader_imbalance_check_interval: "500us" }', /kafka.leader_imbalance_check_interval: must be at least 100ms \(got "500us"\)/);
   bad('kafka { leader_imbalance_check_interval: "-1s" }', /kafka.leader_imbalance_check_interval: must not be negative/);
   bad("kafka { leader_imbalance_per_broker_percentage: 101 }", /kafka.leader_imbalance_per_broker_percentage: must not exceed 100/);
   bad("kafka { leader_imbalance_per_broker_percentage: 2.5 }", /kafka.leader_imbalance_per_broker_percentage: expected an integer/);

@@ -289,3 +289,20 @@ test("a hand-over etcd did not answer keeps writes refused until it is known: ma
     await t.close();
   }
 });
+
+test("a hand-over asked only if every in-sync replica keeps up (the automatic rebalance's) refuses nothing while one is behind", async () => {
+  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  try {
+    const gate = t.stream.replicaGate(0)! as unknown as { handingOver: number; refusal(leaderOnly: boolean): unknown; leader: { lagging(ms: number): string[] } };
+    (t.host.cluster.directory as unknown as { get: () => unknown }).get = () => ({ placement: placement(t.account, ["b", "a"], ["b", "a"]), revision: 1 });
+    // "a" has never fetched what the leader holds: behind by more than 0 ms as soon as the clock moves.
+    await waitUntil(() => gate.leader.lagging(0).includes("a"), "a behind");
+    const asked = t.replicas.handOver("R", 0, performance.now() + 2000, "a", 0);
+    assert.equal(gate.handingOver, 0, "nothing refused to writers");
+    assert.match(String(await asked.catch((e: Error) => e)), /in-sync replica a has not caught up within 0 ms/);
+    assert.equal(gate.refusal(true), null);
+    assert.equal(t.updates.length, 0);
+  } finally {
+    await t.close();
+  }
+});

@@ -500,7 +500,7 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxResponseBytes: atLeast(1),
   maxQueuedRequestBytes: atLeast(1),
   autoLeaderRebalance: flag,
-  leaderImbalanceCheckIntervalMs: atLeast(1, INT32_MAX),
+  leaderImbalanceCheckIntervalMs: atLeast(100, INT32_MAX),
   leaderImbalancePerBrokerPercentage: atLeast(0, 100),
   tls: (v, n) => checkTls(v, n, KAFKA_TLS_CHECKS),
   saslMechanisms: (v, n) => {

@@ -128,6 +128,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return {
       moving: move === undefined ? null : { partition: move.partition, to: this.ids.idOf(move.to) ?? -1 },
       stream: p.stream,
+      origin: p.origin,
       topic: config?.metadata?.[TOPIC_METADATA_KEY] ?? p.stream,
       leaders: p.leaders.map((n) => this.ids.idOf(n) ?? -1),
       live: p.leaders.map((n) => this.isLiveBroker(n)),

@@ -246,8 +246,8 @@ export class ClusterApi implements Receiver {
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
     // A body past what a route carries would close the route (and every stream's traffic on it): not sent.
     js.remoteCall = (node, service, body, ms) => (body.length > js.options.maxPayload ? Promise.resolve(null) : this.request(node, `${SERVICE_PREFIX}${service}`, body, ms));
-    js.handOverHere = async (name, partition, to, ms) => {
-      await this.replicas.handOver(name, partition, performance.now() + ms, to);
+    js.handOverHere = async (name, partition, to, ms, caughtUpWithinMs) => {
+      await this.replicas.handOver(name, partition, performance.now() + ms, to, caughtUpWithinMs);
     };
   }
 

@@ -271,7 +271,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * be within `ms` (`to` not a live in-sync replica, writes in flight not
    * replicated in time, the placement changed). Null on a single node.
    */
-  handOverHere: ((name: string, partition: number, to: string, ms: number) => Promise<void>) | null = null;
+  handOverHere: ((name: string, partition: number, to: string, ms: number, caughtUpWithinMs?: number) => Promise<void>) | null = null;
 
   /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
   readonly nodeServices = new Map<string, (body: Buffer) => Promise<Buffer>>();

@@ -1106,12 +1106,20 @@ export class StreamReplicas {
    * them, then one fenced write names the other replica leader in a new
    * epoch (this node stays in the ISR, and follows). Nothing acknowledged
    * is lost, nothing is left half written. Resolves with the new leader.
+   * With `caughtUpWithinMs`, refused at once (nothing refused to writers)
+   * when an in-sync replica has not caught up within that long.
    */
-  async handOver(name: string, p: number, deadline: number, preferred?: string): Promise<string> {
+  async handOver(name: string, p: number, deadline: number, preferred?: string, caughtUpWithinMs?: number): Promise<string> {
     const key = `${name}/${p}`;
     const role = this.roles.get(key);
     if (role?.kind !== "leader") throw new Error("not led here");
     const to = this.handOverTarget(name, p, preferred);
+    // Asked only if nobody is behind (the automatic rebalance): an in-sync replica slow to fetch would hold writes refused
+    // for the whole deadline. Looked at before anything is refused.
+    if (caughtUpWithinMs !== undefined) {
+      const behind = role.gate.leader.lagging(caughtUpWithinMs);
+      if (behind.length > 0) throw new Error(`in-sync replica ${behind.join(", ")} has not caught up within ${caughtUpWithinMs} ms`);
+    }
     const directory = this.host.cluster.directory;
     const gate = role.gate;
     // Counted, not a flag: hand-overs may overlap (a step-down, a drain, elections asked of several brokers), and one that

@@ -44,6 +44,8 @@ export interface PlacedTopic {
   config: unknown;
   /** When the stream was placed (an ISO time): the same on every node, so its topic id is (topic-ids.ts). */
   created: string;
+  /** Which door made the stream: a Kafka topic's leadership goes back to its preferred replicas by itself (leader-rebalance.ts), a JetStream stream's stays where it is put, as nats-server keeps it. */
+  origin: "kafka" | "jetstream";
   /** The partition being moved to another broker (AlterPartitionReassignments), and that broker's id; null: none. */
   moving: { partition: number; to: number } | null;
 }

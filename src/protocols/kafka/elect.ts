@@ -50,6 +50,8 @@ export interface ElectCall {
   partition: number;
   to: string;
   ms: number;
+  /** Only if every in-sync replica has caught up within this long (the automatic rebalance's): else nothing is refused to writers. */
+  caughtUpWithinMs?: number;
 }
 
 /** Offers this account's hand-overs to the other brokers; returns what withdraws them. */
@@ -102,7 +104,7 @@ async function handOverNow(door: AccountDoor, c: ElectCall, deadline: number): P
     if (cluster.nodeName(placed.leaders[c.partition]) === c.to) return NOT_NEEDED;
     if (!placed.local[c.partition]) return { error: ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE, message: "The partition's leader changed meanwhile." };
     try {
-      await hand(c.stream, c.partition, c.to, Math.max(0, deadline - Date.now()));
+      await hand(c.stream, c.partition, c.to, Math.max(0, deadline - Date.now()), c.caughtUpWithinMs);
       return done;
     } catch (err) {
       const message = (err as Error).message;

@@ -14,10 +14,14 @@
  * nodes. A hand-over is the drain's and the step-down's (writes refused
  * meanwhile, every in-sync replica caught up, then one fenced write names
  * the new leader in a new epoch): nothing acknowledged is lost. Only a
- * preferred replica that is up and in sync is handed a partition, and a
- * partition being moved is left alone. The share is counted per account
- * (each account's topics are a cluster of their own to its clients), over
- * every partition, replicated or not, as Kafka counts them.
+ * preferred replica that is up and in sync is handed a partition, only
+ * while every in-sync replica keeps up (a slow one would hold writes
+ * refused), and a partition being moved is left alone. The share is
+ * counted per account (each account's topics are a cluster of their own
+ * to its clients), over every partition of its Kafka topics, replicated or
+ * not, as Kafka counts them. Streams made through JetStream are left where
+ * they are led, as nats-server leaves them (a step-down naming a replica
+ * stays done).
  */
 
 import type { AccountDoor } from "./account-door.js";
@@ -31,6 +35,13 @@ import { ErrorCode } from "./errors.js";
  * next check.
  */
 const HAND_OVER_MS = 5_000;
+/**
+ * A partition is handed back only while every in-sync replica has caught
+ * up within this long: one slow to fetch would hold writes refused for the
+ * whole of HAND_OVER_MS (Kafka's election refuses none). It is looked at
+ * again at the next check.
+ */
+const CAUGHT_UP_MS = 1_000;
 
 /** A partition this node leads that its preferred replica should lead again. */
 interface Candidate {
@@ -74,12 +85,17 @@ export class LeaderRebalancer {
         if (this.closed) return;
         const to = this.door.door.cluster?.nodeName(c.preferred);
         if (to === undefined) continue;
-        const outcome = await handOver(this.door, { stream: c.stream, partition: c.partition, to, ms: HAND_OVER_MS });
+        const outcome = await handOver(this.door, { stream: c.stream, partition: c.partition, to, ms: HAND_OVER_MS, caughtUpWithinMs: CAUGHT_UP_MS });
+        const what = `kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account}`;
         if (outcome.error === ErrorCode.NONE) {
           this.handedBack++;
-          this.door.log.info(`kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account} handed back to its preferred replica, broker ${c.preferred} (auto leader rebalance)`);
+          this.door.log.info(`${what} handed back to its preferred replica, broker ${c.preferred} (auto leader rebalance)`);
+        } else if (outcome.error === ErrorCode.REQUEST_TIMED_OUT) {
+          // Writes were refused for HAND_OVER_MS: worth an operator's eye.
+          this.door.log.warn(`${what} was not handed back to broker ${c.preferred}: ${outcome.message ?? "timed out"}`);
         } else if (outcome.error !== ErrorCode.ELECTION_NOT_NEEDED) {
-          this.door.log.warn(`kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account} was not handed back to broker ${c.preferred}: ${outcome.message ?? `error ${outcome.error}`}`);
+          // Not now (a replica behind, draining or away, the leadership moved meanwhile): the next check looks again.
+          this.door.log.debug(`${what} was not handed back to broker ${c.preferred}: ${outcome.message ?? `error ${outcome.error}`}`);
         }
       }
     } finally {
@@ -92,10 +108,11 @@ export class LeaderRebalancer {
   private candidates(): Candidate[] {
     const cluster = this.door.door.cluster;
     if (cluster === null) return [];
-    const placed = cluster.topics(this.door.account);
     // Per preferred broker: the partitions it prefers, and those led elsewhere.
     const preferredBy = new Map<number, number>();
     const offBy = new Map<number, number>();
+    // Kafka's topics only: a JetStream stream's leader stays where a step-down or a failover put it, as in nats-server.
+    const placed = cluster.topics(this.door.account).filter((t) => t.origin === "kafka");
     for (const t of placed) {
       for (let i = 0; i < t.leaders.length; i++) {
         const preferred = t.replicas[i]?.[0];
@@ -113,6 +130,8 @@ export class LeaderRebalancer {
         if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
         // Kafka elects a preferred replica only when it is alive and in sync, and never a partition under reassignment.
         if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i) continue;
+        // Led here without a lease, or already being handed over: nothing to do (a hand-over would only refuse writes).
+        if ((this.door.js.streams.get(t.stream)?.replicaGate(i)?.refusal(true) ?? null) !== null) continue;
         out.push({ stream: t.stream, topic: t.topic, partition: i, preferred });
       }
     }
