@@ -204,3 +204,28 @@ test("nagare stream move --tag moves a stream through any node", async () => {
   assert.equal(info.state.messages, 20);
   assert.equal((await jsm.streams.getMessage("bycli", { seq: 20 }))!.string(), "v19");
 });
+
+test("a move whose first copy request goes unanswered is tried again and completes, not cancelled", async () => {
+  const [a, b, c] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  await jsm.streams.add({ name: "retried", subjects: ["retried.>"], placement: { cluster: "", tags: ["node:a"] } });
+  const js = jetstream(await client(a));
+  for (let i = 0; i < 20; i++) await js.publish(`retried.${i}`, `v${i}`);
+  // The target's first copy request is lost (a loaded leader's answer missing its time): answered null, as a timeout is.
+  const api = (b.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null> } } }> }).served.get("$G")!.api.clusterApi;
+  const request = api.request.bind(api);
+  let copies = 0;
+  api.request = (node, subject, body, ms) => (subject === "$NG.MOVE.COPY.retried" && copies++ === 0 ? Promise.resolve(null) : request(node, subject, body, ms));
+  try {
+    const r = await captured((io) => runJsCommand("stream", ["move", "retried", "--tag", "node:b", "-s", c.url], io));
+    assert.equal(r.code, 0, r.err);
+    await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "retried")?.placement.leaders[0] === "b") && !a.jetstream!.streams.has("retried"), "the move to b", 30_000);
+  } finally {
+    api.request = request;
+  }
+  assert.ok(copies >= 2, `${copies} copy requests`);
+  const info = await jsm.streams.info("retried");
+  assert.equal(info.cluster?.leader, "b");
+  assert.equal(info.state.messages, 20);
+  assert.equal((await jsm.streams.getMessage("retried", { seq: 20 }))!.string(), "v19");
+});

@@ -39,7 +39,8 @@
  * Nothing acknowledged is lost: every acknowledged write is in the leader's
  * log before the freeze answers, nothing is acknowledged while frozen, and
  * only the target stores after the flip. A move that fails is cancelled by
- * clearing `moving` (fenced): by the target when it fails, by the leader
+ * clearing `moving` (fenced): by the target when it fails (its copy before
+ * the freeze is tried again a few times first), by the leader
  * when the freeze outlives FREEZE_MS. The leader unfreezes only once it
  * sees a placement naming it leader without a move, which the target's
  * flip (conditional on `moving`) can then never follow; if the flip won,
@@ -84,6 +85,9 @@ const REQUEST_MS = 5000;
 export const FREEZE_MS = 10_000;
 /** How long a freezing leader waits for appends in flight to reach its log. */
 const QUIET_MS = 5000;
+/** Tries of the copy before the freeze, PULL_RETRY_MS more apart each time. */
+const PULL_TRIES = 3;
+const PULL_RETRY_MS = 500;
 /** How long a leader waits for its copy of the metadata to show a move its target has seen before it answers. */
 const SEE_MOVE_MS = 2000;
 /** Sequences deleted since the copy began that a freeze answer lists (each is deleted on the target, one by one). */
@@ -343,7 +347,7 @@ export class StreamMover {
       const part = s.partitions[p];
       // The leader's limits already shaped what it sends: nothing is evicted meanwhile.
       part.setLimits({});
-      await this.pull(name, p, leader, part);
+      await this.pullBeforeFreeze(name, p, leader, part, id);
       const frozen = await this.askFreeze(name, p, leader, id);
       await this.pull(name, p, leader, part);
       for (const seq of frozen.deleted) if (part.has(seq)) await part.delete(seq);
@@ -377,6 +381,25 @@ export class StreamMover {
     } catch (err) {
       log.warn(`cluster: moving partition ${p} of stream "${name}" of account ${this.account} here from ${leader} failed: ${(err as Error).message}; cancelling the move`);
       await this.cancel(name, p, this.self, id).catch(() => undefined);
+    }
+  }
+
+  /**
+   * The copy before the freeze: nothing is refused at the leader yet, so a
+   * failure there (a loaded leader slow to answer) is tried again, from
+   * where the copy got to, PULL_TRIES times while the move stands, rather
+   * than cancelling a move Kafka's reassignment would go on with.
+   */
+  private async pullBeforeFreeze(name: string, p: number, leader: string, part: MessageLog, id: string | undefined): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.pull(name, p, leader, part);
+      } catch (err) {
+        const pl = this.host.cluster.directory.get(this.account, name)?.placement;
+        if (attempt >= PULL_TRIES || this.closed || pl === undefined || !sameMove(moveOf(pl), p, this.self, id) || pl.leaders[p] !== leader) throw err;
+        this.host.js.options.log.warn(`cluster: copying partition ${p} of stream "${name}" of account ${this.account} from ${leader}: ${(err as Error).message}; trying again`);
+        await new Promise((resolve) => setTimeout(resolve, PULL_RETRY_MS * attempt));
+      }
     }
   }
 
