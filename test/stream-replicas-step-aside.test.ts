@@ -98,6 +98,16 @@ async function takeUp(o: TakeUp) {
 
 const changed = (p: PlacedStream) => ({ leaders: p.leaders, epochs: p.epochs, isr: p.isr });
 
+/** A node that leads R at once ("b", with "a" in sync): its placement is newer than the node, so nothing was lost. */
+const ledHere = () => takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+
+/** What the hand-over tests read of partition 0's gate and its replication leader. */
+interface GateView {
+  handingOver: number;
+  refusal(leaderOnly: boolean): { message: string } | null;
+  leader: { run: string; removalEnd: number; logEnd: number; lagging(ms: number): string[]; serve(b: Buffer, answer: (b: Buffer) => void): void };
+}
+
 test("a memory copy named leader by a placement older than its node hands the partition to a live in-sync replica in the next epoch", async () => {
   const t = await takeUp({ placed: (acc) => placement(acc, ["b", "c", "a"]), live: ["a", "b"] });
   try {
@@ -166,7 +176,7 @@ test("as the only in-sync replica, it waits while a replica is down or does not 
 });
 
 test("a placement made after the node started (a stream created since) is led at once", async () => {
-  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  const t = await ledHere();
   try {
     assert.equal(t.replicas.leads("R"), true);
     assert.equal(t.updates.length, 0);
@@ -199,7 +209,7 @@ test("a copy on disk fsynced before every acknowledgement leads again in its epo
 
 test("a hand-over that fails while another of the same partition still waits leaves writes refused: only the last one to end takes them again", async () => {
   // Led here at once; "a" never fetches, so neither hand-over finds it caught up: both fail, each at its own deadline.
-  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  const t = await ledHere();
   try {
     assert.equal(t.replicas.leads("R"), true);
     const gate = t.stream.replicaGate(0)!;
@@ -226,14 +236,10 @@ test("a hand-over that fails while another of the same partition still waits lea
 });
 
 test("a hand-over etcd did not answer keeps writes refused until it is known: made again it applies once, or the placement says where the leadership is", async () => {
-  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  const t = await ledHere();
   try {
     assert.equal(t.replicas.leads("R"), true);
-    const gate = t.stream.replicaGate(0)! as unknown as {
-      handingOver: number;
-      refusal(leaderOnly: boolean): { message: string } | null;
-      leader: { run: string; removalEnd: number; logEnd: number; serve(b: Buffer, answer: (b: Buffer) => void): void };
-    };
+    const gate = t.stream.replicaGate(0)! as unknown as GateView;
     const directory = t.host.cluster.directory as unknown as { get: () => unknown; update: (a: string, s: string, change: (p: PlacedStream) => PlacedStream) => Promise<void> };
     // This node's copy of the placement, and its revision, moved on by every change the test makes.
     let current = placement(t.account, ["b", "a"], ["b", "a"]);
@@ -291,9 +297,9 @@ test("a hand-over etcd did not answer keeps writes refused until it is known: ma
 });
 
 test("a hand-over asked only if every in-sync replica keeps up (the automatic rebalance's) refuses nothing while one is behind", async () => {
-  const t = await takeUp({ placed: (acc) => placement(acc, ["b", "a"], ["b", "a"], new Date(Date.now() + 1000)) });
+  const t = await ledHere();
   try {
-    const gate = t.stream.replicaGate(0)! as unknown as { handingOver: number; refusal(leaderOnly: boolean): unknown; leader: { lagging(ms: number): string[] } };
+    const gate = t.stream.replicaGate(0)! as unknown as GateView;
     (t.host.cluster.directory as unknown as { get: () => unknown }).get = () => ({ placement: placement(t.account, ["b", "a"], ["b", "a"]), revision: 1 });
     // "a" has never fetched what the leader holds: behind by more than 0 ms as soon as the clock moves.
     await waitUntil(() => gate.leader.lagging(0).includes("a"), "a behind");

@@ -463,7 +463,7 @@ export class StreamMover {
   /** Answers a target's internal request (`subject` after MOVE_PREFIX). */
   serve(subject: string, body: Buffer, reply: string): void {
     if (reply === "") return;
-    const answerError = (why: string): void => this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
+    const answerError = (why: string): void => this.refuse(reply, why);
     const op = subject.startsWith(COPY) ? COPY : subject.startsWith(FREEZE) ? FREEZE : subject.startsWith(CONSUMERS) ? CONSUMERS : null;
     if (op === null) return;
     const name = subject.slice(op.length);
@@ -478,7 +478,7 @@ export class StreamMover {
     // through the target, or this node's watch behind): refused now, the move would be cancelled for nothing.
     const rev = Number.isSafeInteger(req.rev) ? (req.rev as number) : 0;
     const directory = this.host.cluster.directory;
-    if (rev > (directory.get(this.account, name)?.revision ?? 0)) {
+    if (rev > this.revisionOf(name)) {
       void directory
         .waitForRevision(rev, SEE_MOVE_MS)
         .then(() => this.respond(op, name, req, reply))
@@ -488,9 +488,14 @@ export class StreamMover {
     this.respond(op, name, req, reply);
   }
 
+  /** A target's request refused, in the form its decoders read as an error. */
+  private refuse(reply: string, why: string): void {
+    this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
+  }
+
   private respond(op: string, name: string, req: MoveRequest, reply: string): void {
     if (this.closed) return;
-    const answerError = (why: string): void => this.host.answer(reply, Buffer.from(JSON.stringify({ error: why })));
+    const answerError = (why: string): void => this.refuse(reply, why);
     const partition = req.partition === undefined ? 0 : Number(req.partition);
     const s = this.host.js.streams.get(name);
     const pl = this.host.cluster.directory.get(this.account, name)?.placement;
