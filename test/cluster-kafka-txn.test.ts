@@ -106,6 +106,38 @@ async function coordinatedBy(n: NagareServer, id: number, prefix: string): Promi
   return found;
 }
 
+const byFirst = (a: readonly number[], b: readonly number[]): number => a[0] - b[0];
+
+/** DescribeProducers v0 of partition 0 of `topic`, asked of `n`: the error and each producer's [last sequence, coordinator epoch, open transaction's first offset], by producer id. */
+async function producersAt(n: NagareServer, topic: string): Promise<{ error: number; producers: Map<number, [number, number, number]> }> {
+  return ask(n.kafkaPort!, flexibleFrame(61, 0, (w) => w.array([topic], (w, t) => w.string(t).array([0], (w, i) => w.i32(i)).taggedFields()).taggedFields()), (r) => {
+    flexibleBody(r);
+    r.i32(); // throttle
+    const [[partition]] = r.array((r) => {
+      r.string();
+      const partitions = r.array((r) => {
+        const index = r.i32();
+        const error = r.i16();
+        r.nullableString();
+        const producers = new Map(
+          r.array((r) => {
+            const id = r.i64();
+            r.i32(); // epoch
+            const entry: [number, number, number] = [r.i32(), (r.i64(), r.i32()), r.i64()];
+            r.taggedFields();
+            return [id, entry] as const;
+          }),
+        );
+        r.taggedFields();
+        return { index, error, producers };
+      });
+      r.taggedFields();
+      return partitions;
+    });
+    return { error: partition.error, producers: partition.producers };
+  });
+}
+
 test("the partition's leader and the transaction's coordinator go together: a follower leads the partition as its leader did, and another broker takes the transaction state over and aborts what was left open", async () => {
   const topic = "txn.replicated";
   const stream = "txn_replicated";
@@ -141,6 +173,12 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   const leader = cluster.nodes.find((n) => brokerId(n) === leaderId)!;
   assert.deepEqual(await latest(leader, topic, 1), { error: 0, offset: 6 }, "the leader's last stable offset: o1's");
   await waitUntil(() => cluster.nodes.every((n) => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq === 8), "every replica to hold the 8 records");
+  // DescribeProducers at the leader: the plain producer's last sequence 1 (p1, p2) and no marker; the transactional one's 3
+  // (c1, a1, a2, o1: one epoch), the markers of its two earlier transactions, and o1's open from offset 6. Followers refuse.
+  const described = await producersAt(leader, topic);
+  assert.equal(described.error, 0);
+  assert.deepEqual([...described.producers.values()].sort(byFirst), [[1, -1, -1], [3, 0, 6]]);
+  for (const n of cluster.nodes) if (n !== leader) assert.equal((await producersAt(n, topic)).error, ErrorCode.NOT_LEADER_OR_FOLLOWER);
 
   await cluster.close(leader);
   const others = cluster.live();
@@ -151,6 +189,10 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   // The transaction's new coordinator aborts it: its marker at offset 8, and nothing is held back any more.
   await waitUntilAsync(async () => (await latest(now, topic, 1)).offset === 9, "the open transaction to be aborted by its new coordinator", 30_000);
   assert.deepEqual(await latest(now, topic, 0), { error: 0, offset: 9 });
+  // The new leader reads the same producers from its copy of the log: the transaction closed by the abort marker.
+  const rebuilt = await producersAt(now, topic);
+  assert.equal(rebuilt.error, 0);
+  assert.deepEqual([...rebuilt.producers.values()].sort(byFirst), [[-1, 0, -1], [1, -1, -1]], "the abort's bumped epoch leaves the transactional producer no sequence");
   // read_committed: both aborted transactions dropped (librdkafka filters them by the aborted list the new leader sends).
   const readCommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
   assert.equal(readCommitted.code, 0, readCommitted.stderr);

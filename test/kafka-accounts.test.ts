@@ -18,6 +18,7 @@ import { createAccount, createOperator, createUser, type KeyPair } from "@nats-i
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
 import { connect, credsAuthenticator, jwtAuthenticator } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
+import { Connection, describeProducersV0 } from "@platformatic/kafka";
 import { startServer, type NagareServer } from "../src/index.js";
 import { kcat, python } from "./helpers/kafka.js";
 
@@ -165,6 +166,38 @@ describe("the Kafka door for account users", () => {
     } finally {
       await adminB.disconnect();
     }
+  });
+
+  test("DescribeProducers (@platformatic/kafka's raw call): a user sees the producers of a topic it may read; one it may not is TOPIC_AUTHORIZATION_FAILED; another account's topic is unknown", async () => {
+    const a = client(srv, { mechanism: "plain", username: "a", password: "a-pw" });
+    const admin = a.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "orders.dp" }, { topic: "dp-private" }] });
+    await admin.disconnect();
+    const producer = a.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      await producer.send({ topic: "orders.dp", messages: [{ value: "x" }, { value: "y" }] });
+      await producer.send({ topic: "dp-private", messages: [{ value: "z" }] });
+    } finally {
+      await producer.disconnect();
+    }
+    const ask = async (username: string, password: string) => {
+      const conn = new Connection("kacc-test", { sasl: { mechanism: "PLAIN", username, password } });
+      await conn.connect("127.0.0.1", srv.kafkaPort!);
+      try {
+        const answer = await describeProducersV0.api.async(conn, [{ name: "orders.dp", partitionIndexes: [0] }, { name: "dp-private", partitionIndexes: [0] }]).catch((err: { response?: Awaited<ReturnType<typeof describeProducersV0.api.async>> }) => {
+          if (err.response === undefined) throw err;
+          return err.response;
+        });
+        return answer.topics.map((t) => [t.name, t.partitions.map((p) => [p.errorCode, p.activeProducers.map((x) => x.lastSequence)])]);
+      } finally {
+        await conn.close();
+      }
+    };
+    assert.deepEqual(await ask("a", "a-pw"), [["orders.dp", [[0, [1]]]], ["dp-private", [[0, [0]]]]], "the producer's last sequences (1: two records in one batch)");
+    assert.deepEqual(await ask("a-reader", "r-pw"), [["orders.dp", [[0, [1]]]], ["dp-private", [[29, []]]]], "may read orders.> only");
+    assert.deepEqual(await ask("b", "b-pw"), [["orders.dp", [[3, []]]], ["dp-private", [[3, []]]]], "B's account has neither");
   });
 
   test("a user of an account without JetStream is refused with a reason; a wrong password as before", async () => {

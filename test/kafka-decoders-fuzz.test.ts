@@ -99,6 +99,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [2, (b) => assert.deepEqual(b.topics, [{ name: "golden", partitions: [{ index: 0, currentLeaderEpoch: -1, timestamp: -2 }] }])],
   [43, (b) => assert.deepEqual(b, { electionType: 0, topics: [{ name: "golden", partitions: [0, 1] }], timeoutMs: 60_000 })],
   [48, (b) => assert.deepEqual(b, { components: [{ entityType: "client-id", matchType: 1, match: null }], strict: true })],
+  [61, (b) => assert.deepEqual(b, { topics: [{ name: "golden", partitions: [0, 1] }] })],
   [65, (b) => assert.deepEqual(b, { transactionalIds: ["golden-tx"] })],
   [66, (b) => assert.deepEqual(b, { states: ["Ongoing"], producerIds: [], durationMs: 60_000 })],
   [35, (b) => assert.deepEqual(b, { topics: null })],

@@ -4,14 +4,14 @@
  * topic id, ListOffsets, FindCoordinator v4, InitProducerId v4 and the group
  * APIs) and has no fallback to older ones: before nagare answered them it
  * could not even read the metadata. Its DescribeLogDirs v4, and its raw
- * ListTransactions v1, DescribeTransactions v0 and OffsetForLeaderEpoch v4. Plus raw frames for what the client
+ * ListTransactions v1, DescribeTransactions v0, DescribeProducers v0 and OffsetForLeaderEpoch v4. Plus raw frames for what the client
  * cannot be made to send: topics named by an id nobody has.
  */
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
-import { Admin, Connection, Consumer, Producer, describeTransactionsV0, listTransactionsV1, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
+import { Admin, Connection, Consumer, Producer, describeProducersV0, describeTransactionsV0, listTransactionsV1, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
 import { connect } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleFrame, frame, metadataTopics } from "./helpers/kafka-raw.js";
@@ -322,6 +322,77 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
     } finally {
       await conn.close();
       await producer.close();
+    }
+  });
+
+  test("DescribeProducers v0 through the client's own encoder and decoder: idempotent and transactional producers, an open transaction's first offset, then its marker; a non-idempotent producer is not listed; unknown partitions", async () => {
+    const topic = "plt.producers";
+    await createTopic(h, topic, 2);
+    const [host, port] = h.broker.split(":");
+    const conn = new Connection("platformatic-test");
+    await conn.connect(host, Number(port));
+    const describeAnswer = (topics: Array<{ name: string; partitionIndexes: number[] }>) =>
+      describeProducersV0.api.async(conn, topics).catch((err: { response?: Awaited<ReturnType<typeof describeProducersV0.api.async>> }) => {
+        if (err.response === undefined) throw err;
+        return err.response;
+      });
+    const producersOf = async (partition: number) => {
+      const [t] = (await describeAnswer([{ name: topic, partitionIndexes: [partition] }])).topics;
+      const [p] = t.partitions;
+      assert.deepEqual([t.name, p.partitionIndex, p.errorCode, p.errorMessage], [topic, partition, 0, null]);
+      return new Map(
+        p.activeProducers.map((a) => [
+          a.producerId,
+          { epoch: a.producerEpoch, lastSequence: a.lastSequence, lastTimestamp: Number(a.lastTimestamp), coordinatorEpoch: a.coordinatorEpoch, txnStart: Number(a.currentTxnStartOffset) },
+        ]),
+      );
+    };
+    const plain = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+    const idempotent = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker], idempotent: true, acks: -1 });
+    const txnal = new Producer({ clientId: "platformatic-test", bootstrapBrokers: [h.broker], idempotent: true, transactionalId: "plt-producers" });
+    try {
+      const before = Date.now();
+      await plain.send({ messages: [{ topic, partition: 0, value: Buffer.from("not idempotent") }] });
+      // Two sends of 3 and 2 records: sequences 0-2 and 3-4.
+      await idempotent.send({ messages: ["a", "b", "c"].map((v) => ({ topic, partition: 0, value: Buffer.from(v) })) });
+      await idempotent.send({ messages: ["d", "e"].map((v) => ({ topic, partition: 0, value: Buffer.from(v) })) });
+      const after = Date.now();
+      const first = await producersOf(0);
+      assert.equal(first.size, 1, "only the idempotent producer: the plain one has no producer id");
+      const [[idemId, idem]] = [...first];
+      assert.deepEqual([idem.epoch, idem.lastSequence, idem.coordinatorEpoch, idem.txnStart], [0, 4, -1, -1]);
+      assert.ok(idem.lastTimestamp >= before && idem.lastTimestamp <= after, `last timestamp ${idem.lastTimestamp}: the producer's own (CreateTime)`);
+
+      // A transaction left open: its first record's offset (6, after the 6 records above) shows, as find-hanging looks for.
+      const tx = await txnal.beginTransaction();
+      await tx.send({ messages: [0, 1].map((partition) => ({ topic, partition, value: Buffer.from(`t${partition}`) })) });
+      const open = await producersOf(0);
+      assert.deepEqual(open.get(idemId), idem, "the idempotent producer as before");
+      const txnEntries = [...open].filter(([id]) => id !== idemId);
+      assert.equal(txnEntries.length, 1);
+      const [txnId, txn] = txnEntries[0];
+      assert.deepEqual([txn.lastSequence, txn.coordinatorEpoch, txn.txnStart], [0, -1, 6]);
+      assert.deepEqual([...(await producersOf(1))].map(([id, a]) => [id, a.txnStart]), [[txnId, 0]], "partition 1: the transaction from its first offset");
+      await tx.commit();
+      const committed = (await producersOf(0)).get(txnId)!;
+      assert.deepEqual([committed.epoch, committed.lastSequence, committed.coordinatorEpoch, committed.txnStart], [txn.epoch, 0, 0, -1], "the marker closed it: a coordinator epoch, no transaction open");
+
+      // A partition named twice is answered twice; unknown partitions and topics per partition.
+      const answer = await describeAnswer([
+        { name: topic, partitionIndexes: [1, 1, 7] },
+        { name: "plt.nobody", partitionIndexes: [0] },
+      ]);
+      assert.deepEqual(
+        answer.topics.map((t) => [t.name, t.partitions.map((p) => [p.partitionIndex, p.errorCode, p.activeProducers.length])]),
+        [
+          [topic, [[1, 0, 1], [1, 0, 1], [7, 3, 0]]],
+          ["plt.nobody", [[0, 3, 0]]],
+        ],
+        "UNKNOWN_TOPIC_OR_PARTITION (3)",
+      );
+    } finally {
+      await conn.close();
+      await Promise.all([plain.close(), idempotent.close(), txnal.close()]);
     }
   });
 

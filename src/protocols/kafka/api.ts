@@ -52,6 +52,7 @@ export const ApiKey = {
   OffsetDelete: 47,
   DescribeClientQuotas: 48,
   DescribeCluster: 60,
+  DescribeProducers: 61,
   DescribeTransactions: 65,
   ListTransactions: 66,
 } as const;
@@ -108,7 +109,9 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   [ApiKey.AddOffsetsToTxn, [0, 3]],
   [ApiKey.EndTxn, [0, 3]],
   [ApiKey.TxnOffsetCommit, [0, 3]],
-  // The coordinators' transactional ids (KIP-664), what kafka-transactions.sh lists and describes; flexible from v0.
+  // The coordinators' transactional ids and the partitions' producers (KIP-664), what kafka-transactions.sh lists and
+  // describes; flexible from v0.
+  [ApiKey.DescribeProducers, [0, 0]],
   [ApiKey.DescribeTransactions, [0, 0]],
   [ApiKey.ListTransactions, [0, 1]],
   // librdkafka takes SASL as supported only when v0 is; after a v0 handshake the tokens travel as bare frames.
@@ -152,6 +155,7 @@ const FIRST_FLEXIBLE = new Map<number, number>([
   [ApiKey.DescribeLogDirs, 2],
   [ApiKey.DescribeClientQuotas, 1],
   [ApiKey.ElectLeaders, 2],
+  [ApiKey.DescribeProducers, 0],
   [ApiKey.DescribeTransactions, 0],
   [ApiKey.ListTransactions, 0],
   // OffsetDelete has no flexible version.

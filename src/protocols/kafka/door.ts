@@ -38,6 +38,7 @@ import type { KafkaCluster } from "./cluster.js";
 import { handleCreateAcls, handleDeleteAcls, handleDescribeAcls } from "./acls.js";
 import { handleDescribeClientQuotas } from "./quotas.js";
 import { handleElectLeaders } from "./elect.js";
+import { handleDescribeProducers } from "./describe-producers.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleDescribeTransactions, handleEndTxn, handleListTransactions, handleTxnOffsetCommit } from "./txn-api.js";
 import {
   handleDescribeGroups,
@@ -222,6 +223,7 @@ export class KafkaDoor {
     on(ApiKey.AddOffsetsToTxn, handleAddOffsetsToTxn);
     on(ApiKey.EndTxn, handleEndTxn);
     on(ApiKey.TxnOffsetCommit, handleTxnOffsetCommit);
+    on(ApiKey.DescribeProducers, handleDescribeProducers);
     on(ApiKey.DescribeTransactions, handleDescribeTransactions);
     on(ApiKey.ListTransactions, handleListTransactions);
   }

@@ -15,13 +15,13 @@ import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
-import { BATCH_HEADER, batchMarkOf, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
-import { BATCH_CRC_FROM, batchCrc, batchProducer, stampLogAppendTime } from "./stored-batches.js";
+import { natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
+import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, stampLogAppendTime } from "./stored-batches.js";
 import { minInsyncReplicas, timestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
-import { FOREIGN_KAFKA, isForeign, payloadSizeAt, type RecordRun } from "../../store/log.js";
+import { FOREIGN_KAFKA, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { ReplicaAck, Stream } from "../../streams/stream.js";
 import type { PermissionCheck } from "../../core/auth.js";
 
@@ -335,33 +335,13 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
   };
 }
 
-/** How far back (in messages) a partition is searched for the batches of a producer from before a restart. */
-const RECOVERY_SCAN = 10_000;
-
 /** Rebuilds a producer's sequence state in a partition from the batches it left in the log. */
 async function recoverProducer(door: AccountDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
-  const log = stream.partitions[index];
-  const st = log.state();
-  const needle = Buffer.from(`${BATCH_HEADER}: ${producerId} `);
+  const { lastSeq } = stream.partitions[index].state();
   const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number }> = [];
-  for (let seq = Math.max(st.firstSeq, st.lastSeq - RECOVERY_SCAN + 1); seq <= st.lastSeq; ) {
-    const items = await log.scanStored(seq, { maxMessages: 1024 });
-    if (items.length === 0) break;
-    let last = seq;
-    for (const m of items) {
-      if (isForeign(m)) {
-        last = m.firstSeq + m.count - 1;
-        const p = batchProducer(m.bytes);
-        if (p.producerId === producerId) found.push({ epoch: p.epoch, firstSeq: p.baseSequence, count: m.count, offset: m.firstSeq - 1 });
-        continue;
-      }
-      last = m.seq;
-      if (m.headers === null || m.headers.indexOf(needle) < 0) continue;
-      const mark = batchMarkOf(m.headers);
-      if (mark !== null && mark.producerId === producerId) found.push({ epoch: mark.epoch, firstSeq: mark.baseSequence, count: mark.count, offset: m.seq - 1 });
-    }
-    seq = last + 1;
-  }
+  await scanProducers(stream.partitions[index], lastSeq - PRODUCER_SCAN + 1, lastSeq, (f) => {
+    if (!f.marker && f.producerId === producerId) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset });
+  });
   door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
 }
 

@@ -217,6 +217,14 @@ function nullableTopicPartitions(r: Reader): Array<{ name: string; partitions: n
   return topics;
 }
 
+// ---- DescribeProducers (61) v0 (flexible) ----
+
+export function decodeDescribeProducers(r: Reader): { topics: Array<{ name: string; partitions: number[] }> } {
+  const topics = r.structs((r) => ({ name: r.string(), partitions: r.array((r) => r.i32()) }));
+  r.taggedFields();
+  return { topics };
+}
+
 // ---- DescribeTransactions (65) v0 and ListTransactions (66) v0–1 (flexible from v0; ListTransactions v1 adds a duration filter) ----
 
 export function decodeDescribeTransactions(r: Reader): { transactionalIds: string[] } {
@@ -947,6 +955,7 @@ export const REQUEST_DECODERS: ReadonlyMap<number, (r: Reader, version: number) 
   [ApiKey.DescribeLogDirs, decodeDescribeLogDirs],
   [ApiKey.DescribeClientQuotas, decodeDescribeClientQuotas],
   [ApiKey.ElectLeaders, decodeElectLeaders],
+  [ApiKey.DescribeProducers, decodeDescribeProducers],
   [ApiKey.DescribeTransactions, decodeDescribeTransactions],
   [ApiKey.ListTransactions, decodeListTransactions],
   [ApiKey.Metadata, decodeMetadata],

@@ -12,9 +12,9 @@
  */
 
 import { crc32c } from "../../store/crc32c.js";
-import { FOREIGN_KAFKA, type ForeignRecords, type StoredMessage } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
-import { natsHeaderBlocks } from "./messages.js";
+import { BATCH_HEADER, batchMarkOf, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, readTxnMark, type TxnMark } from "./messages.js";
 import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecompressionGate } from "./records.js";
 
 /** Where the fields of a RecordBatch v2 are (bytes from its start). */
@@ -100,6 +100,11 @@ export function batchProducer(batch: Buffer): { producerId: number; epoch: numbe
   return { producerId, epoch, baseSequence, transactional: (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) !== 0 };
 }
 
+/** A stored batch's max timestamp (its records' newest, or the log's append time under LogAppendTime). */
+export function batchMaxTimestamp(batch: Buffer): number {
+  return Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
+}
+
 /** The producer id of a stored transactional batch, read without decoding it; -1 for any other batch. */
 export function transactionalProducer(batch: Buffer): number {
   if (batch.length < BATCH_BASE_SEQUENCE || (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_TRANSACTIONAL) === 0) return -1;
@@ -130,3 +135,79 @@ export async function firstRecordAtOrAfter(batch: Buffer, target: number): Promi
   return null;
 }
 
+
+/** How far back (in messages) a partition is searched for its producers' batches: a producer's recovery, DescribeProducers. */
+export const PRODUCER_SCAN = 10_000;
+
+/** One producer's batch or transaction marker found in a log (scanProducers reuses one for every call of its visitor). */
+export interface ProducerFound {
+  producerId: number;
+  epoch: number;
+  /** A marker's: -1. */
+  baseSequence: number;
+  count: number;
+  /** The offset of its first record. */
+  offset: number;
+  /** The batch's max timestamp (a message's, the log's time). */
+  timestamp: number;
+  marker: boolean;
+}
+
+const BATCH_NEEDLE = Buffer.from(`${BATCH_HEADER}: `);
+
+/**
+ * Visits, oldest first, every idempotent batch (kept whole, or begun by a
+ * message with a `Kafka-Batch` header) and every transaction marker in
+ * `log` from sequence `from` to `to`. Batches of producers without an id
+ * (not idempotent) are not visited.
+ */
+export async function scanProducers(log: MessageLog, from: number, to: number, visit: (found: ProducerFound) => void): Promise<void> {
+  const found: ProducerFound = { producerId: -1, epoch: -1, baseSequence: -1, count: 0, offset: -1, timestamp: -1, marker: false };
+  const mark: TxnMark = { producerId: -1, epoch: -1 };
+  for (let seq = Math.max(from, log.state().firstSeq); seq <= to; ) {
+    const items = await log.scanStored(seq, { maxMessages: 1024 });
+    if (items.length === 0) break;
+    let last = seq;
+    for (const m of items) {
+      if (isForeign(m)) {
+        if (m.firstSeq > to) break;
+        last = m.firstSeq + m.count - 1;
+        if (m.format !== FOREIGN_KAFKA) continue;
+        const p = batchProducer(m.bytes);
+        if (p.producerId < 0) continue;
+        found.producerId = p.producerId;
+        found.epoch = p.epoch;
+        found.baseSequence = p.baseSequence;
+        found.count = m.count;
+        found.offset = m.firstSeq - 1;
+        found.timestamp = batchMaxTimestamp(m.bytes);
+        found.marker = false;
+        visit(found);
+        continue;
+      }
+      last = m.seq;
+      if (m.seq > to) break;
+      if (m.headers === null) continue;
+      if (m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT) {
+        if (!readTxnMark(m.headers, mark)) continue;
+        found.producerId = mark.producerId;
+        found.epoch = mark.epoch;
+        found.baseSequence = -1;
+        found.count = 0;
+        found.marker = true;
+      } else {
+        const b = m.headers.indexOf(BATCH_NEEDLE) < 0 ? null : batchMarkOf(m.headers);
+        if (b === null) continue;
+        found.producerId = b.producerId;
+        found.epoch = b.epoch;
+        found.baseSequence = b.baseSequence;
+        found.count = b.count;
+        found.marker = false;
+      }
+      found.offset = m.seq - 1;
+      found.timestamp = m.time;
+      visit(found);
+    }
+    seq = last + 1;
+  }
+}

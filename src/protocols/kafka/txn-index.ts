@@ -85,6 +85,14 @@ interface PartitionIndex {
   failed: string | null;
 }
 
+/** A transaction open in a partition, as DescribeProducers shows it. */
+export interface OpenTransaction {
+  producerId: number;
+  /** Sequences of its first and last record here. */
+  first: number;
+  last: number;
+}
+
 /** Where readTxnMark puts a message's transaction (one for every index: applying never awaits). */
 const mark: TxnMark = { producerId: -1, epoch: -1 };
 
@@ -321,6 +329,13 @@ export class TxnIndex implements Visibility {
     return this.aborted.within(partition, from, to, logStart);
   }
 
+  /** The transactions open in the partition as read so far: each producer's first and last record here (sequences). */
+  openTransactions(partition: number): OpenTransaction[] {
+    const out: OpenTransaction[] = [];
+    for (const [producerId, t] of this.part(partition).open) out.push({ producerId, first: t.first, last: t.runs.length > 0 ? t.runs[t.runs.length - 1] : t.first });
+    return out;
+  }
+
   // Visibility (the last sequence NATS readers may see is the one before either).
   stableSeq(partition: number): number {
     const part = this.part(partition);
@@ -481,6 +496,11 @@ export class TxnIndexes {
 
   markerEpoch(stream: Stream, partition: number, producerId: number): number {
     return this.byStream.get(stream)?.markerEpoch(partition, producerId) ?? -1;
+  }
+
+  /** The transactions open in the partition (none where the stream never had one). */
+  openTransactions(stream: Stream, partition: number): OpenTransaction[] {
+    return this.byStream.get(stream)?.openTransactions(partition) ?? [];
   }
 
   /** Resolves once the stream's index has read its partition past `seq`. */
