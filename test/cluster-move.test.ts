@@ -229,3 +229,45 @@ test("a move whose first copy request goes unanswered is tried again and complet
   assert.equal(info.state.messages, 20);
   assert.equal((await jsm.streams.getMessage("retried", { seq: 20 }))!.string(), "v19");
 });
+
+test("after the freeze, a tail copy request and a consumers request left unanswered are each tried again within the freeze: the move completes with its consumer", async () => {
+  const [a, b, c] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  await jsm.streams.add({ name: "tailretried", subjects: ["tailretried.>"], placement: { cluster: "", tags: ["node:a"] } });
+  await jsm.consumers.add("tailretried", { durable_name: "d", ack_policy: "explicit" as never });
+  const js = jetstream(await client(a));
+  for (let i = 0; i < 20; i++) await js.publish(`tailretried.${i}`, `v${i}`);
+  const api = (b.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null> } } }> }).served.get("$G")!.api.clusterApi;
+  const request = api.request.bind(api);
+  const asked: string[] = [];
+  let frozen = false;
+  let lostTail = false;
+  let lostConsumers = false;
+  api.request = (node, subject, body, ms) => {
+    if (subject.startsWith("$NG.MOVE.")) asked.push(subject.split(".")[2]);
+    if (subject === "$NG.MOVE.FREEZE.tailretried") frozen = true;
+    // The first copy request after the freeze, and the first consumers request, are lost (answered null, as a timeout is).
+    if (frozen && !lostTail && subject === "$NG.MOVE.COPY.tailretried") {
+      lostTail = true;
+      return Promise.resolve(null);
+    }
+    if (!lostConsumers && subject === "$NG.MOVE.CONSUMERS.tailretried") {
+      lostConsumers = true;
+      return Promise.resolve(null);
+    }
+    return request(node, subject, body, ms);
+  };
+  try {
+    const r = await captured((io) => runJsCommand("stream", ["move", "tailretried", "--tag", "node:b", "-s", c.url], io));
+    assert.equal(r.code, 0, r.err);
+    await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "tailretried")?.placement.leaders[0] === "b") && !a.jetstream!.streams.has("tailretried"), "the move to b", 30_000);
+  } finally {
+    api.request = request;
+  }
+  assert.ok(lostTail && lostConsumers, `requests: ${asked.join(" ")}`);
+  assert.deepEqual(asked.slice(asked.indexOf("FREEZE")), ["FREEZE", "COPY", "COPY", "CONSUMERS", "CONSUMERS"], "each lost request asked again, once");
+  const info = await jsm.streams.info("tailretried");
+  assert.equal(info.cluster?.leader, "b");
+  assert.equal(info.state.messages, 20);
+  assert.equal((await jsm.consumers.info("tailretried", "d")).num_pending, 20, "the consumer moved with its state");
+});

@@ -39,8 +39,8 @@
  * Nothing acknowledged is lost: every acknowledged write is in the leader's
  * log before the freeze answers, nothing is acknowledged while frozen, and
  * only the target stores after the flip. A move that fails is cancelled by
- * clearing `moving` (fenced): by the target when it fails (its copy before
- * the freeze is tried again a few times first), by the leader
+ * clearing `moving` (fenced): by the target when it fails (each step is
+ * tried again a few times first: see `tried`), by the leader
  * when the freeze outlives FREEZE_MS. The leader unfreezes only once it
  * sees a placement naming it leader without a move, which the target's
  * flip (conditional on `moving`) can then never follow; if the flip won,
@@ -85,7 +85,7 @@ const REQUEST_MS = 5000;
 export const FREEZE_MS = 10_000;
 /** How long a freezing leader waits for appends in flight to reach its log. */
 const QUIET_MS = 5000;
-/** Tries of the copy before the freeze, PULL_RETRY_MS more apart each time. */
+/** Tries of each step of a target's copy, PULL_RETRY_MS more apart each time (see StreamMover.tried). */
 const PULL_TRIES = 3;
 const PULL_RETRY_MS = 500;
 /** How long a leader waits for its copy of the metadata to show a move its target has seen before it answers. */
@@ -165,6 +165,12 @@ interface Held {
 
 /** Why a partition of a stream of several does not move (see the module's comment). */
 const PARTITION_WITH_CONSUMERS = "the stream has consumers, which move only with a stream of one partition: a partition of a stream of several cannot move while its leader holds consumers";
+
+/** A request to the leader that went unanswered (its time ran out, or no route reached it). */
+class Unanswered extends Error {}
+
+const unanswered = (err: unknown): boolean => err instanceof Unanswered;
+const anyFailure = (): boolean => true;
 
 /** A stream's partition frozen here (its key), with the timer that cancels a move that does not flip. */
 const keyOf = (name: string, partition: number): string => `${name}/${partition}`;
@@ -347,9 +353,9 @@ export class StreamMover {
       const part = s.partitions[p];
       // The leader's limits already shaped what it sends: nothing is evicted meanwhile.
       part.setLimits({});
-      await this.pullBeforeFreeze(name, p, leader, part, id);
-      const frozen = await this.askFreeze(name, p, leader, id);
-      await this.pull(name, p, leader, part);
+      await this.tried(name, p, leader, id, "copying", () => this.pull(name, p, leader, part), anyFailure);
+      const frozen = await this.tried(name, p, leader, id, "freezing", () => this.askFreeze(name, p, leader, id), unanswered);
+      await this.tried(name, p, leader, id, "copying the tail", () => this.pull(name, p, leader, part), unanswered);
       for (const seq of frozen.deleted) if (part.has(seq)) await part.delete(seq);
       if (part.state().firstSeq < frozen.first) await part.purge({ upTo: frozen.first });
       // The leader's last sequences may be gone: the copy moves on past them.
@@ -363,7 +369,7 @@ export class StreamMover {
       // Doors rebuild what they keep per partition (Kafka's idempotent producers) from the copied log.
       s.arrivals[p] = (s.arrivals[p] ?? 0) + 1;
       // Only a stream of one partition brings consumers (the leader refuses to move a partition of several with them).
-      const consumers = await this.pullConsumers(name, leader, frozen.consumers ?? 0, id);
+      const consumers = await this.tried(name, p, leader, id, "copying the consumers", () => this.pullConsumers(name, leader, frozen.consumers ?? 0, id), unanswered);
       // At the leader's state, before the flip; the stream is frozen here until then, so they do not deliver yet.
       // Each is a few durable writes: side by side, a few dozen at a time, to fit many consumers in the freeze's deadline.
       for (let i = 0; i < consumers.length; i += ADOPT_CONCURRENCY) {
@@ -385,19 +391,22 @@ export class StreamMover {
   }
 
   /**
-   * The copy before the freeze: nothing is refused at the leader yet, so a
-   * failure there (a loaded leader slow to answer) is tried again, from
-   * where the copy got to, PULL_TRIES times while the move stands, rather
-   * than cancelling a move Kafka's reassignment would go on with.
+   * One step of the target's work, tried again (from where it got to: each
+   * step can be repeated) PULL_TRIES times while move `id` stands, rather
+   * than cancelling a move Kafka's reassignment would go on with. Before
+   * the freeze nothing is refused at the leader, so any failure is tried
+   * again (a loaded leader slow to answer); from the freeze on, only a
+   * request the leader left unanswered, and the leader's FREEZE_MS bounds
+   * the whole: past it the leader cancels the move, which ends the tries.
    */
-  private async pullBeforeFreeze(name: string, p: number, leader: string, part: MessageLog, id: string | undefined): Promise<void> {
+  private async tried<T>(name: string, p: number, leader: string, id: string | undefined, what: string, step: () => Promise<T>, retried: (err: unknown) => boolean): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.pull(name, p, leader, part);
+        return await step();
       } catch (err) {
         const pl = this.host.cluster.directory.get(this.account, name)?.placement;
-        if (attempt >= PULL_TRIES || this.closed || pl === undefined || !sameMove(moveOf(pl), p, this.self, id) || pl.leaders[p] !== leader) throw err;
-        this.host.js.options.log.warn(`cluster: copying partition ${p} of stream "${name}" of account ${this.account} from ${leader}: ${(err as Error).message}; trying again`);
+        if (attempt >= PULL_TRIES || !retried(err) || this.closed || pl === undefined || !sameMove(moveOf(pl), p, this.self, id) || pl.leaders[p] !== leader) throw err;
+        this.host.js.options.log.warn(`cluster: ${what} partition ${p} of stream "${name}" of account ${this.account} from ${leader}: ${(err as Error).message}; trying again`);
         await new Promise((resolve) => setTimeout(resolve, PULL_RETRY_MS * attempt));
       }
     }
@@ -410,7 +419,7 @@ export class StreamMover {
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
       const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes, rev: this.revisionOf(name) })), REQUEST_MS);
-      if (b === null) throw new Error(`${leader} did not answer`);
+      if (b === null) throw new Unanswered(`${leader} did not answer`);
       const items = decodeBatch(b);
       if (items.length === 0) return;
       await appendItems(part, items, from);
@@ -426,7 +435,7 @@ export class StreamMover {
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
       const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, id, rev: this.revisionOf(name) })), REQUEST_MS);
-      if (b === null) throw new Error(`${leader} did not answer for the consumers`);
+      if (b === null) throw new Unanswered(`${leader} did not answer for the consumers`);
       return b;
     });
     if (out.length !== expected) throw new Error(`the leader sent ${out.length} consumers of ${expected}`);
@@ -437,7 +446,7 @@ export class StreamMover {
     // The answer lists the deleted sequences: it must fit this node's max_payload (its route refuses more, and closes).
     const body = { to: this.self, partition: p, maxBytes: this.host.js.options.maxPayload, id, rev: this.revisionOf(name) };
     const b = await this.host.request(leader, `${MOVE_PREFIX}${FREEZE}${name}`, Buffer.from(JSON.stringify(body)), REQUEST_MS + SEE_MOVE_MS + QUIET_MS);
-    if (b === null) throw new Error(`${leader} did not answer the freeze`);
+    if (b === null) throw new Unanswered(`${leader} did not answer the freeze`);
     const r = JSON.parse(b.toString()) as FrozenState & { error?: string };
     if (r.error !== undefined) throw new Error(r.error);
     return r;
