@@ -336,7 +336,8 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
         if (err.response === undefined) throw err;
         return err.response;
       });
-    const producersOf = async (partition: number) => {
+    const producersOf = (partition: number) => producersOfTopic(topic, partition);
+    const producersOfTopic = async (topic: string, partition = 0) => {
       const [t] = (await describeAnswer([{ name: topic, partitionIndexes: [partition] }])).topics;
       const [p] = t.partitions;
       assert.deepEqual([t.name, p.partitionIndex, p.errorCode, p.errorMessage], [topic, partition, 0, null]);
@@ -377,6 +378,24 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       const committed = (await producersOf(0)).get(txnId)!;
       assert.deepEqual([committed.epoch, committed.lastSequence, committed.coordinatorEpoch, committed.txnStart], [txn.epoch, 0, 0, -1], "the marker closed it: a coordinator epoch, no transaction open");
 
+      // A transaction left open whose first records are deleted (DeleteRecords): still listed, from where it began, while it
+      // holds readers back; its batch is no longer whole, so its sequence is not known (-1).
+      const cut = "plt.producers-cut";
+      await createTopic(h, cut);
+      const tx2 = await txnal.beginTransaction();
+      await tx2.send({ messages: ["0", "1", "2", "3", "4"].map((v) => ({ topic: cut, partition: 0, value: Buffer.from(v) })) });
+      const [cutOpen] = [...(await producersOfTopic(cut))];
+      assert.deepEqual([cutOpen[1].lastSequence, cutOpen[1].txnStart], [4, 0], "the open batch: sequences 0-4, from offset 0");
+      const deleter = new Admin({ clientId: "platformatic-test", bootstrapBrokers: [h.broker] });
+      try {
+        await deleter.deleteRecords({ topics: [{ name: cut, partitions: [{ partition: 0, offset: 2n }] }] });
+      } finally {
+        await deleter.close();
+      }
+      const [cutAfter] = [...(await producersOfTopic(cut))];
+      assert.deepEqual([cutAfter[0], cutAfter[1].epoch, cutAfter[1].lastSequence, cutAfter[1].txnStart], [cutOpen[0], cutOpen[1].epoch, -1, 0]);
+      await tx2.abort();
+
       // A partition named twice is answered twice; unknown partitions and topics per partition.
       const answer = await describeAnswer([
         { name: topic, partitionIndexes: [1, 1, 7] },
@@ -390,6 +409,10 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
         ],
         "UNKNOWN_TOPIC_OR_PARTITION (3)",
       );
+      // Past 10,000 partitions named, each is INVALID_REQUEST (42): every one would be read, and the answer has no bound.
+      const many = await describeAnswer([{ name: topic, partitionIndexes: new Array<number>(10_001).fill(0) }]);
+      assert.deepEqual([...new Set(many.topics[0].partitions.map((p) => `${p.errorCode} ${p.activeProducers.length}`))], ["42 0"]);
+      assert.equal(many.topics[0].partitions.length, 10_001);
     } finally {
       await conn.close();
       await Promise.all([plain.close(), idempotent.close(), txnal.close()]);

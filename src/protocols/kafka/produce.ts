@@ -16,7 +16,7 @@ import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from ".
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
-import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, stampLogAppendTime } from "./stored-batches.js";
+import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, stampLogAppendTime, type ProducerFound } from "./stored-batches.js";
 import { minInsyncReplicas, timestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
@@ -339,9 +339,10 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
 async function recoverProducer(door: AccountDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
   const { lastSeq } = stream.partitions[index].state();
   const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number }> = [];
-  await scanProducers(stream.partitions[index], lastSeq - PRODUCER_SCAN + 1, lastSeq, (f) => {
-    if (!f.marker && f.producerId === producerId) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset });
-  });
+  const visit = (f: ProducerFound): void => {
+    if (!f.marker) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset });
+  };
+  await scanProducers(stream.partitions[index], lastSeq - PRODUCER_SCAN + 1, lastSeq, visit, producerId);
   door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
 }
 

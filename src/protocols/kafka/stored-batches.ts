@@ -153,28 +153,32 @@ export interface ProducerFound {
   marker: boolean;
 }
 
-const BATCH_NEEDLE = Buffer.from(`${BATCH_HEADER}: `);
+/** What one read of a producer scan takes at most: its payloads are read with it, and a request may ask for the scan. */
+const SCAN_BYTES = 1024 * 1024;
 
 /**
  * Visits, oldest first, every idempotent batch (kept whole, or begun by a
  * message with a `Kafka-Batch` header) and every transaction marker in
- * `log` from sequence `from` to `to`. Batches of producers without an id
- * (not idempotent) are not visited.
+ * `log` from sequence `from` to `to`; only `producerId`'s when given.
+ * Batches of producers without an id (not idempotent) are not visited.
  */
-export async function scanProducers(log: MessageLog, from: number, to: number, visit: (found: ProducerFound) => void): Promise<void> {
+export async function scanProducers(log: MessageLog, from: number, to: number, visit: (found: ProducerFound) => void, producerId?: number): Promise<void> {
   const found: ProducerFound = { producerId: -1, epoch: -1, baseSequence: -1, count: 0, offset: -1, timestamp: -1, marker: false };
   const mark: TxnMark = { producerId: -1, epoch: -1 };
+  // A message beginning one of the producer's batches names it first: most others are skipped without parsing their headers.
+  const needle = Buffer.from(producerId === undefined ? `${BATCH_HEADER}: ` : `${BATCH_HEADER}: ${producerId} `);
   for (let seq = Math.max(from, log.state().firstSeq); seq <= to; ) {
-    const items = await log.scanStored(seq, { maxMessages: 1024 });
-    if (items.length === 0) break;
+    const items = await log.scanStored(seq, { maxMessages: 1024, maxBytes: SCAN_BYTES });
+    if (items.length === 0) return;
     let last = seq;
     for (const m of items) {
       if (isForeign(m)) {
-        if (m.firstSeq > to) break;
+        // Items come in order: the rest were appended after the scan began.
+        if (m.firstSeq > to) return;
         last = m.firstSeq + m.count - 1;
         if (m.format !== FOREIGN_KAFKA) continue;
         const p = batchProducer(m.bytes);
-        if (p.producerId < 0) continue;
+        if (p.producerId < 0 || (producerId !== undefined && p.producerId !== producerId)) continue;
         found.producerId = p.producerId;
         found.epoch = p.epoch;
         found.baseSequence = p.baseSequence;
@@ -185,19 +189,19 @@ export async function scanProducers(log: MessageLog, from: number, to: number, v
         visit(found);
         continue;
       }
+      if (m.seq > to) return;
       last = m.seq;
-      if (m.seq > to) break;
       if (m.headers === null) continue;
       if (m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT) {
-        if (!readTxnMark(m.headers, mark)) continue;
+        if (!readTxnMark(m.headers, mark) || (producerId !== undefined && mark.producerId !== producerId)) continue;
         found.producerId = mark.producerId;
         found.epoch = mark.epoch;
         found.baseSequence = -1;
         found.count = 0;
         found.marker = true;
       } else {
-        const b = m.headers.indexOf(BATCH_NEEDLE) < 0 ? null : batchMarkOf(m.headers);
-        if (b === null) continue;
+        const b = m.headers.indexOf(needle) < 0 ? null : batchMarkOf(m.headers);
+        if (b === null || (producerId !== undefined && b.producerId !== producerId)) continue;
         found.producerId = b.producerId;
         found.epoch = b.epoch;
         found.baseSequence = b.baseSequence;
