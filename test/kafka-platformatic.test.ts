@@ -394,6 +394,15 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       }
       const [cutAfter] = [...(await producersOfTopic(cut))];
       assert.deepEqual([cutAfter[0], cutAfter[1].epoch, cutAfter[1].lastSequence, cutAfter[1].txnStart], [cutOpen[0], cutOpen[1].epoch, -1, 0]);
+      // Its last stable offset is the log start, not below it (Kafka's): read_committed ListOffsets v2 for the latest.
+      const latestCommitted = await ask(Number(port), frame(2, 2, (w) => w.i32(-1).i8(1).arrayLength(1).string(cut).arrayLength(1).i32(0).i64(-1)), (r) => {
+        r.i32(); // throttle
+        r.arrayLength();
+        r.string();
+        r.arrayLength();
+        return { index: r.i32(), error: r.i16(), timestamp: r.i64(), offset: r.i64() };
+      });
+      assert.deepEqual(latestCommitted, { index: 0, error: 0, timestamp: -1, offset: 2 });
       await tx2.abort();
 
       // A partition named twice is answered twice; unknown partitions and topics per partition.

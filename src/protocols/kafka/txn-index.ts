@@ -315,8 +315,11 @@ export class TxnIndex implements Visibility {
 
   /** The offset below which every record of the partition is decided (Kafka's last stable offset), at most `highWatermark`. */
   lastStableOffset(partition: number, highWatermark: number): number {
-    // Offset = sequence - 1: the first sequence not read, and the earliest open transaction's first record.
-    return Math.min(highWatermark, this.stableSeq(partition));
+    // Offset = sequence - 1: the first sequence not read, and the earliest open transaction's first record. Never below the
+    // log start, as Kafka's (an open transaction's first records deleted, until the next read moves it up): a
+    // read_committed reader told an offset below it would be out of range, and reset to it again.
+    const logStart = (this.stream.partitions[partition]?.state().firstSeq ?? 1) - 1;
+    return Math.min(highWatermark, Math.max(this.stableSeq(partition), logStart));
   }
 
   /** The epoch of the producer's newest marker read here (-1: none): its batches of an older epoch are refused. */
