@@ -205,24 +205,33 @@ test("nagare stream move --tag moves a stream through any node", async () => {
   assert.equal((await jsm.streams.getMessage("bycli", { seq: 20 }))!.string(), "v19");
 });
 
-test("a move whose first copy request goes unanswered is tried again and completes, not cancelled", async () => {
+/**
+ * Moves stream `name` from a to b (`nagare stream move` through c) while b's requests to other nodes for which `lose`
+ * says so are answered null, as a timeout is (a loaded leader's answer missing its time); resolves once the move flipped.
+ */
+async function moveToBLosing(name: string, lose: (subject: string) => boolean): Promise<void> {
   const [a, b, c] = nodes;
+  const api = (b.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null> } } }> }).served.get("$G")!.api.clusterApi;
+  const request = api.request.bind(api);
+  api.request = (node, subject, body, ms) => (lose(subject) ? Promise.resolve(null) : request(node, subject, body, ms));
+  try {
+    const r = await captured((io) => runJsCommand("stream", ["move", name, "--tag", "node:b", "-s", c.url], io));
+    assert.equal(r.code, 0, r.err);
+    await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", name)?.placement.leaders[0] === "b") && !a.jetstream!.streams.has(name), "the move to b", 30_000);
+  } finally {
+    api.request = request;
+  }
+}
+
+test("a move whose first copy request goes unanswered is tried again and completes, not cancelled", async () => {
+  const [a] = nodes;
   const jsm = await jetstreamManager(await client(a));
   await jsm.streams.add({ name: "retried", subjects: ["retried.>"], placement: { cluster: "", tags: ["node:a"] } });
   const js = jetstream(await client(a));
   for (let i = 0; i < 20; i++) await js.publish(`retried.${i}`, `v${i}`);
   // The target's first copy request is lost (a loaded leader's answer missing its time): answered null, as a timeout is.
-  const api = (b.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null> } } }> }).served.get("$G")!.api.clusterApi;
-  const request = api.request.bind(api);
   let copies = 0;
-  api.request = (node, subject, body, ms) => (subject === "$NG.MOVE.COPY.retried" && copies++ === 0 ? Promise.resolve(null) : request(node, subject, body, ms));
-  try {
-    const r = await captured((io) => runJsCommand("stream", ["move", "retried", "--tag", "node:b", "-s", c.url], io));
-    assert.equal(r.code, 0, r.err);
-    await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "retried")?.placement.leaders[0] === "b") && !a.jetstream!.streams.has("retried"), "the move to b", 30_000);
-  } finally {
-    api.request = request;
-  }
+  await moveToBLosing("retried", (subject) => subject === "$NG.MOVE.COPY.retried" && copies++ === 0);
   assert.ok(copies >= 2, `${copies} copy requests`);
   const info = await jsm.streams.info("retried");
   assert.equal(info.cluster?.leader, "b");
@@ -231,39 +240,24 @@ test("a move whose first copy request goes unanswered is tried again and complet
 });
 
 test("after the freeze, a tail copy request and a consumers request left unanswered are each tried again within the freeze: the move completes with its consumer", async () => {
-  const [a, b, c] = nodes;
+  const [a] = nodes;
   const jsm = await jetstreamManager(await client(a));
   await jsm.streams.add({ name: "tailretried", subjects: ["tailretried.>"], placement: { cluster: "", tags: ["node:a"] } });
   await jsm.consumers.add("tailretried", { durable_name: "d", ack_policy: "explicit" as never });
   const js = jetstream(await client(a));
   for (let i = 0; i < 20; i++) await js.publish(`tailretried.${i}`, `v${i}`);
-  const api = (b.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null> } } }> }).served.get("$G")!.api.clusterApi;
-  const request = api.request.bind(api);
   const asked: string[] = [];
   let frozen = false;
   let lostTail = false;
   let lostConsumers = false;
-  api.request = (node, subject, body, ms) => {
+  await moveToBLosing("tailretried", (subject) => {
     if (subject.startsWith("$NG.MOVE.")) asked.push(subject.split(".")[2]);
     if (subject === "$NG.MOVE.FREEZE.tailretried") frozen = true;
-    // The first copy request after the freeze, and the first consumers request, are lost (answered null, as a timeout is).
-    if (frozen && !lostTail && subject === "$NG.MOVE.COPY.tailretried") {
-      lostTail = true;
-      return Promise.resolve(null);
-    }
-    if (!lostConsumers && subject === "$NG.MOVE.CONSUMERS.tailretried") {
-      lostConsumers = true;
-      return Promise.resolve(null);
-    }
-    return request(node, subject, body, ms);
-  };
-  try {
-    const r = await captured((io) => runJsCommand("stream", ["move", "tailretried", "--tag", "node:b", "-s", c.url], io));
-    assert.equal(r.code, 0, r.err);
-    await waitUntil(() => nodes.every((x) => x.cluster!.placements.get("$G", "tailretried")?.placement.leaders[0] === "b") && !a.jetstream!.streams.has("tailretried"), "the move to b", 30_000);
-  } finally {
-    api.request = request;
-  }
+    // The first copy request after the freeze, and the first consumers request, are lost.
+    if (frozen && !lostTail && subject === "$NG.MOVE.COPY.tailretried") return (lostTail = true);
+    if (!lostConsumers && subject === "$NG.MOVE.CONSUMERS.tailretried") return (lostConsumers = true);
+    return false;
+  });
   assert.ok(lostTail && lostConsumers, `requests: ${asked.join(" ")}`);
   assert.deepEqual(asked.slice(asked.indexOf("FREEZE")), ["FREEZE", "COPY", "COPY", "CONSUMERS", "CONSUMERS"], "each lost request asked again, once");
   const info = await jsm.streams.info("tailretried");
