@@ -98,6 +98,43 @@ describe("nagare topic and group commands", () => {
     assert.doesNotMatch((await run("topic", "ls")).out, /orders/);
   });
 
+  test("topic producers: each partition's idempotent and transactional producers, an open transaction's start, as kafka-transactions.sh describe-producers", async () => {
+    assert.equal((await run("topic", "create", "ledger", "--partitions", "2")).code, 0);
+    const none = await run("topic", "producers", "ledger");
+    assert.deepEqual([none.code, none.out], [0, "No producers of ledger\n"]);
+    const kafka = h.kafka();
+    const idempotent = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const txnal = kafka.producer({ idempotent: true, maxInFlightRequests: 1, transactionalId: "cli-ledger" });
+    await Promise.all([idempotent.connect(), txnal.connect()]);
+    try {
+      await idempotent.send({ topic: "ledger", acks: -1, messages: [{ partition: 0, value: "a" }, { partition: 0, value: "b" }] });
+      const tx = await txnal.transaction();
+      await tx.send({ topic: "ledger", messages: [{ partition: 1, value: "open" }] });
+      const all = await run("topic", "producers", "ledger", "--json");
+      assert.equal(all.code, 0, all.err);
+      const rows = (JSON.parse(all.out) as Array<{ partition: number; lastSequence: number; coordinatorEpoch: number; txnStartOffset: number }>).map((r) => [r.partition, r.lastSequence, r.coordinatorEpoch, r.txnStartOffset]);
+      assert.deepEqual(rows, [
+        [0, 1, -1, -1],
+        [1, 0, -1, 0],
+      ]);
+      const one = await run("topic", "producers", "ledger", "--partition", "1");
+      assert.equal(one.code, 0, one.err);
+      const lines = one.out.trim().split("\n");
+      assert.match(lines[0], /^PARTITION\s+PRODUCER-ID\s+EPOCH\s+LAST-SEQUENCE\s+LAST-TIMESTAMP\s+COORDINATOR-EPOCH\s+TXN-START-OFFSET$/);
+      assert.equal(lines.length, 2);
+      assert.match(lines[1], /^1\s+\d+\s+0\s+0\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+-1\s+0$/);
+      await tx.abort();
+    } finally {
+      await Promise.all([idempotent.disconnect(), txnal.disconnect()]);
+    }
+    const missing = await run("topic", "producers", "nobody");
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /topic nobody not found/);
+    const badPartition = await run("topic", "producers", "ledger", "--partition", "9");
+    assert.equal(badPartition.code, 1);
+    assert.match(badPartition.err, /UNKNOWN_TOPIC_OR_PARTITION/);
+  });
+
   test("group ls and describe: members, assignments, committed offsets and lag", async () => {
     const topic = "cli.lag";
     assert.equal((await run("topic", "create", topic, "--partitions", "2")).code, 0);

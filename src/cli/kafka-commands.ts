@@ -1,7 +1,7 @@
 /**
  * Kafka commands, a small kafka-topics.sh and kafka-consumer-groups.sh:
  *
- *   nagare topic create|ls|describe|alter|move|moves|rm
+ *   nagare topic create|ls|describe|producers|alter|move|moves|rm
  *   nagare group ls|describe|rm|reset-offsets
  *
  * They speak the Kafka protocol (kafka-client.ts), so they work against
@@ -27,6 +27,7 @@ import {
   deleteGroups,
   deleteTopic,
   describeGroups,
+  describeProducers,
   describeTopicConfigs,
   errorName,
   fetchCommittedOffsets,
@@ -78,7 +79,7 @@ const OPTIONS = `Options:
 `;
 
 const USAGE: Record<KafkaGroup, string> = {
-  topic: `Usage: nagare topic <create|ls|describe|alter|move|moves|rm> [options]
+  topic: `Usage: nagare topic <create|ls|describe|producers|alter|move|moves|rm> [options]
 
   create <name> [--partitions n] [--replication-factor n] [--config key=value]...
                  partitions default to the broker's, replicas to 1 (2 to 5
@@ -89,6 +90,10 @@ const USAGE: Record<KafkaGroup, string> = {
   ls             topics with their partition and message counts
   describe <name>  partitions (leader, replicas, in-sync replicas, earliest and
                  latest offsets) and configs
+  producers <name> [--partition n]
+                 the idempotent and transactional producers of each partition
+                 (or one), with any transaction they left open
+                 (DescribeProducers, as kafka-transactions.sh describe-producers)
   alter <name> [--partitions n] [--config key=value]... [--delete-config key]...
                  adds partitions (a topic never shrinks); sets configs, or
                  puts them back to their defaults; the others stay as they are
@@ -276,6 +281,33 @@ function prepareTopic(args: ParsedArgs): Run {
             "\n" +
             table(["CONFIG", "VALUE", "SOURCE"], cfgRows),
         );
+        return 0;
+      };
+    }
+    case "producers": {
+      const [name] = positionals(args, ["topic name"]);
+      onlyFlags(args, verb, ["partition"]);
+      const only = args.flags.has("partition") ? parseId(args, "partition") : null;
+      return async (c, io, asJson) => {
+        let partitions: number[];
+        if (only !== null) partitions = [only];
+        else {
+          const [t] = await metadata(c, [name]);
+          if (t === undefined || t.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
+          if (t.error !== ErrorCode.NONE) throw new KafkaResponseError(t.error, `topic ${name}`);
+          partitions = t.partitions.map((p) => p.partition);
+        }
+        const answered = await describeProducers(c, name, partitions);
+        const failed = answered.find((p) => p.error !== ErrorCode.NONE);
+        if (failed !== undefined) throw new KafkaResponseError(failed.error, failed.message ?? `partition ${failed.partition} of ${name}`);
+        const rows = answered.flatMap((p) => p.producers);
+        if (asJson) await write(io.stdout, json(rows));
+        else if (rows.length === 0) await write(io.stdout, `No producers of ${name}\n`);
+        else {
+          const when = (ms: number): string => (ms < 0 ? "-" : new Date(ms).toISOString());
+          const cells = rows.map((a) => [a.partition, a.producerId, a.epoch, a.lastSequence, when(a.lastTimestamp), a.coordinatorEpoch, a.txnStartOffset < 0 ? "-" : a.txnStartOffset]);
+          await write(io.stdout, table(["PARTITION", "PRODUCER-ID", "EPOCH", "LAST-SEQUENCE", "LAST-TIMESTAMP", "COORDINATOR-EPOCH", "TXN-START-OFFSET"], cells));
+        }
         return 0;
       };
     }

@@ -25,9 +25,10 @@ const V = {
   incrementalAlterConfigs: 0,
   deleteGroups: 1,
   offsetDelete: 0,
-  // Flexible from v0, their only version (Kafka 2.4 on).
+  // Flexible from v0, their only version (Kafka 2.4 on; DescribeProducers 2.8).
   alterPartitionReassignments: 0,
   listPartitionReassignments: 0,
+  describeProducers: 0,
 } as const;
 
 const ADMIN_TIMEOUT_MS = 30_000;
@@ -284,6 +285,46 @@ export async function listPartitionReassignments(c: KafkaClient): Promise<{ erro
     }, true)
     .flat();
   return { error, message, reassignments };
+}
+
+export interface ActiveProducer {
+  partition: number;
+  producerId: number;
+  epoch: number;
+  lastSequence: number;
+  /** Milliseconds since the epoch, or -1. */
+  lastTimestamp: number;
+  coordinatorEpoch: number;
+  /** The first offset of its open transaction, or -1. */
+  txnStartOffset: number;
+}
+
+/** The idempotent and transactional producers of partitions of `topic`, as the broker's replica of each knows them (DescribeProducers); a partition answered with an error gives its error and no producer. */
+export async function describeProducers(c: KafkaClient, topic: string, partitions: number[]): Promise<Array<{ partition: number; error: number; message: string | null; producers: ActiveProducer[] }>> {
+  const r = await c.request(ApiKey.DescribeProducers, V.describeProducers, (w) => {
+    w.arrayLength(1, true).compactString(topic).arrayLength(partitions.length, true);
+    for (const p of partitions) w.i32(p);
+    w.tags().tags();
+  });
+  r.i32(); // throttle_time_ms
+  const answered = r.array((r) => {
+    r.compactString();
+    const parts = r.array((r) => {
+      const partition = r.i32();
+      const error = r.i16();
+      const message = r.compactNullableString();
+      const producers = r.array((r): ActiveProducer => {
+        const a = { partition, producerId: r.i64(), epoch: r.i32(), lastSequence: r.i32(), lastTimestamp: r.i64(), coordinatorEpoch: r.i32(), txnStartOffset: r.i64() };
+        r.tags();
+        return a;
+      }, true);
+      r.tags();
+      return { partition, error, message, producers };
+    }, true);
+    r.tags();
+    return parts;
+  }, true);
+  return answered.flat();
 }
 
 /** A topic config set to a value, or (null) back to its default. */
