@@ -12,7 +12,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { Admin, Connection, Consumer, Producer, describeProducersV0, describeTransactionsV0, listTransactionsV1, offsetForLeaderEpochV4, type Message } from "@platformatic/kafka";
-import { connect } from "nats";
+import { connect, headers as natsHeaders } from "nats";
 import { startKafka, createTopic, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleFrame, frame, metadataTopics } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
@@ -364,7 +364,26 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       assert.deepEqual([idem.epoch, idem.lastSequence, idem.coordinatorEpoch, idem.txnStart], [0, 4, -1, -1]);
       assert.ok(idem.lastTimestamp >= before && idem.lastTimestamp <= after, `last timestamp ${idem.lastTimestamp}: the producer's own (CreateTime)`);
 
-      // A transaction left open: its first record's offset (6, after the 6 records above) shows, as find-hanging looks for.
+      // A NATS publish may not carry the header that marks an idempotent batch: it could pass for a producer's (a forged one
+      // would be listed here, and trusted when the producer's state is rebuilt after a restart). The name in a value is fine.
+      const nc = await connect({ servers: h.srv.url });
+      try {
+        const js = nc.jetstream();
+        const forged = natsHeaders();
+        forged.set("Kafka-Batch", `${idemId} 0 5 1`);
+        await assert.rejects(js.publish(topic, Buffer.from("forged"), { headers: forged }), (err: Error & { api_error?: { err_code: number; description: string } }) => {
+          assert.match(err.message, /header kafka-batch is reserved for the kafka door/i);
+          return true;
+        });
+        const mention = natsHeaders();
+        mention.set("Note", "Kafka-Batch: 1 0 0 1");
+        assert.equal((await js.publish(topic, Buffer.from("fine"), { headers: mention })).seq, 7, "offsets 0-5 above, this one at 6");
+      } finally {
+        await nc.close();
+      }
+      assert.deepEqual(await producersOf(0), first, "nothing forged, nothing more");
+
+      // A transaction left open: its first record's offset (7, after the 7 records above) shows, as find-hanging looks for.
       const tx = await txnal.beginTransaction();
       await tx.send({ messages: [0, 1].map((partition) => ({ topic, partition, value: Buffer.from(`t${partition}`) })) });
       const open = await producersOf(0);
@@ -372,7 +391,7 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       const txnEntries = [...open].filter(([id]) => id !== idemId);
       assert.equal(txnEntries.length, 1);
       const [txnId, txn] = txnEntries[0];
-      assert.deepEqual([txn.lastSequence, txn.coordinatorEpoch, txn.txnStart], [0, -1, 6]);
+      assert.deepEqual([txn.lastSequence, txn.coordinatorEpoch, txn.txnStart], [0, -1, 7]);
       assert.deepEqual([...(await producersOf(1))].map(([id, a]) => [id, a.txnStart]), [[txnId, 0]], "partition 1: the transaction from its first offset");
       await tx.commit();
       const committed = (await producersOf(0)).get(txnId)!;

@@ -126,6 +126,14 @@ function describeStream(c: StreamConfig, partitions: number): string {
   return parts.join(", ");
 }
 
+/** The refusal of a header block that names a reserved header, or null (a name found in a value is no match). */
+function reservedIn(headers: Buffer, reserved: ReadonlyMap<string, string>): ApiError | null {
+  for (const [name, owner] of reserved) {
+    if (headers.indexOf(name) >= 0 && parseHeaders(headers, 0, headers.length).has(name)) return new ApiError(400, 10003, `header ${name} is reserved for ${owner}`);
+  }
+  return null;
+}
+
 /** Captures a stream's subjects: copies each published message into the stream. */
 class StreamReceiver implements Receiver {
   readonly echo = true;
@@ -144,11 +152,18 @@ class StreamReceiver implements Receiver {
     const led = this.stream.ledHere;
     if (led !== null && led[partitionOfMessage(msg, led.length)] !== true) return;
     const hdrEnd = msg.start + msg.hdrLen;
-    // The publisher reuses its read buffer: keep copies.
-    const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
-    const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
     const reply = msg.hasReply ? msg.reply : "";
     const name = this.stream.config.name;
+    // The publisher reuses its read buffer: keep copies.
+    const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
+    if (headers !== null && this.js.reservedHeaders.size > 0) {
+      const refused = reservedIn(headers, this.js.reservedHeaders);
+      if (refused !== null) {
+        if (reply !== "" && !this.stream.config.no_ack) this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify({ error: refused.toJSON(), stream: name, seq: 0 })));
+        return;
+      }
+    }
+    const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
     this.stream.publish(msg.subject, headers, data, (err, seq, duplicate) => {
       if (reply === "" || this.stream.config.no_ack) return;
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
@@ -191,6 +206,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * a follower acknowledges what it copied).
    */
   readonly copyListeners = new Set<(stream: Stream, partition: number, items: readonly StoredItem[]) => void | Promise<void>>();
+  /**
+   * Message headers a door writes into stored messages and reads back as its
+   * own (the Kafka door's `Kafka-Batch`, which rebuilds an idempotent
+   * producer's state), by name, with who reserved them: a NATS publish that
+   * carries one is refused, so that it cannot pass for the door's record.
+   */
+  readonly reservedHeaders = new Map<string, string>();
   /** Told when a replica cuts a partition's log back to its leader's, from `fromSeq` on: what was derived from those messages is void. */
   readonly cutListeners = new Set<(stream: Stream, partition: number, fromSeq: number) => void>();
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */

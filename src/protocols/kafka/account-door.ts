@@ -25,6 +25,7 @@ import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 import { TxnIndexes } from "./txn-index.js";
 import { TopicIds } from "./topic-ids.js";
+import { BATCH_HEADER } from "./messages.js";
 
 export class AccountDoor {
   private constructor(
@@ -95,6 +96,8 @@ export class AccountDoor {
       txnIndexes.close();
       throw err;
     }
+    // A producer's batches are found again by this header (produce.ts recoverProducer): a NATS publish may not forge one.
+    js.reservedHeaders.set(BATCH_HEADER, "the Kafka door, which marks an idempotent producer's batches with it");
     return new AccountDoor(door, js, groups, producers, transactions, txnIndexes);
   }
 
@@ -139,6 +142,7 @@ export class AccountDoor {
     this.txnState?.close();
     this.transactions.close();
     this.txnIndexes.close();
+    this.js.reservedHeaders.delete(BATCH_HEADER);
   }
 }
 
