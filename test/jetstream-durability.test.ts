@@ -6,7 +6,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -72,6 +72,34 @@ describe("JetStream durability", () => {
         [9, 1],
         [10, 1],
       ]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("a double ack whose state the disk refuses is not confirmed; once the disk takes it again, it is written and confirmed", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "RS", subjects: ["rs.>"] });
+      await jsm.consumers.add("RS", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 30_000 * MS });
+      const js = jetstream(h.nc);
+      for (let i = 1; i <= 3; i++) await js.publish("rs.x", `m${i}`);
+      const got: JsMsg[] = [];
+      for await (const m of await (await js.consumers.get("RS", "C")).fetch({ max_messages: 3, expires: 2000 })) got.push(m);
+      assert.equal(got.length, 3);
+      assert.equal(await got[0].ackAck(), true);
+      // The state file's place taken by a directory: each write of the state fails (its rename), as on a full disk.
+      const state = join(h.storeDir, "streams", "RS", "obs", "C", "state.json");
+      assert.ok(existsSync(state), state);
+      rmSync(state);
+      mkdirSync(join(state, "in-the-way"), { recursive: true });
+      await assert.rejects(got[1].ackAck({ timeout: 1000 }), "not confirmed: the ack is not on disk");
+      rmSync(state, { recursive: true });
+      assert.equal(await got[2].ackAck({ timeout: 5000 }), true, "written again, with the ack before it");
+      await h.restart();
+      const ci = await (await jetstreamManager(h.nc)).consumers.info("RS", "C");
+      assert.deepEqual([ci.ack_floor.stream_seq, ci.num_ack_pending], [3, 0]);
     } finally {
       await h.close();
     }

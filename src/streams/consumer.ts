@@ -200,6 +200,9 @@ const EMPTY = Buffer.alloc(0);
 /** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
 const TIMER_SLACK_MS = 5;
 
+/** How long after a failed write of a consumer's state it is tried again (a full disk would otherwise be retried at every change). */
+const SAVE_RETRY_MS = 1000;
+
 export class Consumer {
   private dseq = 0;
   /** Last stream sequence read from the log (the next read starts after it). */
@@ -249,10 +252,10 @@ export class Consumer {
   /** The highest stream sequence the count accounts for. */
   private pendingHigh = 0;
   // Persistence: one write at a time, the next one carrying every change made meanwhile.
-  private saving: Promise<void> | null = null;
+  private saving: Promise<boolean> | null = null;
   private dirty = false;
   private saveTimer: NodeJS.Timeout | null = null;
-  private readonly saveWaiters: Array<() => void> = [];
+  private readonly saveWaiters: Array<(written: boolean) => void> = [];
 
   constructor(
     readonly stream: Stream,
@@ -924,7 +927,11 @@ export class Consumer {
     if (reply !== "") {
       // Read now: if the leadership ends while the state is written, the ack is not confirmed as unreplicated.
       const gate = this.stream.consumerCopyGate;
-      void this.flushState().then(() => this.confirmAck(reply, gate));
+      // Not written (the disk refused it): not confirmed, as nats-server confirms nothing its consumer's store refused. A
+      // leader that restarts reads its own state back: an ack confirmed without it would be lost there.
+      void this.flushState().then((written) => {
+        if (written) this.confirmAck(reply, gate);
+      });
     }
     this.notify();
   }
@@ -1143,9 +1150,13 @@ export class Consumer {
     }
   }
 
-  /** Resolves once every state change made before the call is on disk. */
-  flushState(): Promise<void> {
-    if (this.dir === null) return Promise.resolve();
+  /**
+   * Resolves true once every state change made before the call is on disk;
+   * false if the write failed (the change is written again later, with the
+   * next change or SAVE_RETRY_MS on).
+   */
+  flushState(): Promise<boolean> {
+    if (this.dir === null) return Promise.resolve(true);
     return new Promise((resolve) => {
       this.saveWaiters.push(resolve);
       this.dirty = true;
@@ -1171,12 +1182,27 @@ export class Consumer {
         pending: [...this.pending].map(([s, p]) => [s, p.dseq, p.ts, p.count]),
       };
       if (this.initial !== null) state.initial = this.initial;
-      this.saving = writeJsonDurably(join(this.dir, "state.json"), state).catch(() => undefined);
-      await this.saving;
+      this.saving = writeJsonDurably(join(this.dir, "state.json"), state).then(
+        () => true,
+        () => false,
+      );
+      const written = await this.saving;
       this.saving = null;
-      for (const w of waiters) w();
+      for (const w of waiters) w(written);
+      if (!written) {
+        // Still to be written: again in a while, not at once (a full disk would keep it spinning). Later waiters wait for it.
+        this.dirty = true;
+        if (!this.closed && this.saveTimer === null) {
+          this.saveTimer = setTimeout(() => {
+            this.saveTimer = null;
+            void this.save();
+          }, SAVE_RETRY_MS);
+          this.saveTimer.unref();
+        }
+        return;
+      }
     }
-    for (const w of this.saveWaiters.splice(0)) w();
+    for (const w of this.saveWaiters.splice(0)) w(!this.dirty);
   }
 
   async restore(): Promise<void> {
@@ -1271,6 +1297,8 @@ export class Consumer {
     for (const r of this.waiting) if (r.timer) clearInterval(r.timer);
     this.waiting.length = 0;
     if (this.saving) await this.saving;
+    // Nothing is written after the stop: whoever still waits for a write is told it was not made.
+    for (const w of this.saveWaiters.splice(0)) w(false);
   }
 
   /** Tells waiting pull clients that the consumer is gone. */

@@ -929,7 +929,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
     // Where the deliver policy put it, on disk before the create is answered: a restart must not move it.
-    await c.flushState();
+    if (!(await c.flushState())) {
+      await c.stop();
+      throw new Error(`consumer ${name}: its state could not be written`);
+    }
     stream.consumers.set(name, c);
     this.logConsumer(c, "Created");
     this.events.consumerAction(stream.config.name, name, "create");
@@ -949,7 +952,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     c.adoptMovedState(state, Date.now());
-    await c.flushState();
+    if (!(await c.flushState())) {
+      await c.stop();
+      throw new Error(`consumer ${name}: its state could not be written`);
+    }
     stream.consumers.set(name, c);
     this.logConsumer(c, "Moved in");
     return c;
