@@ -152,6 +152,13 @@ function json(v: unknown): string {
 
 const dash = (v: string | number | null): string | number => (v === null || v === "" ? "-" : v);
 
+/** A Kafka timestamp (ms) as ISO 8601; -1 as "-"; one a Date cannot hold (a producer's own CreateTime) as the number. */
+function timestampText(ms: number): string {
+  if (ms < 0) return "-";
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
+}
+
 /** Looks up offsets of a ListOffsets answer; null for a partition answered with an error. */
 function offsetsOf(list: PartitionOffset[]): (topic: string, partition: number) => number | null {
   const byTopic = new Map<string, Map<number, number | null>>();
@@ -289,26 +296,23 @@ function prepareTopic(args: ParsedArgs): Run {
       onlyFlags(args, verb, ["partition"]);
       const only = args.flags.has("partition") ? parseId(args, "partition") : null;
       return async (c, io, asJson) => {
-        let partitions: number[];
-        if (only !== null) partitions = [only];
-        else {
-          const [t] = await metadata(c, [name]);
-          if (t === undefined || t.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
-          if (t.error !== ErrorCode.NONE) throw new KafkaResponseError(t.error, `topic ${name}`);
-          partitions = t.partitions.map((p) => p.partition);
-        }
-        const answered = await describeProducers(c, name, partitions);
-        const failed = answered.find((p) => p.error !== ErrorCode.NONE);
-        if (failed !== undefined) throw new KafkaResponseError(failed.error, failed.message ?? `partition ${failed.partition} of ${name}`);
+        const [t] = await metadata(c, [name]);
+        if (t === undefined || t.error === ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) throw new Error(`topic ${name} not found`);
+        if (t.error !== ErrorCode.NONE) throw new KafkaResponseError(t.error, `topic ${name}`);
+        const all = t.partitions.map((p) => p.partition);
+        if (only !== null && !all.includes(only)) throw new Error(`topic ${name} has no partition ${only}`);
+        const answered = await describeProducers(c, name, only === null ? all : [only]);
         const rows = answered.flatMap((p) => p.producers);
         if (asJson) await write(io.stdout, json(rows));
         else if (rows.length === 0) await write(io.stdout, `No producers of ${name}\n`);
         else {
-          const when = (ms: number): string => (ms < 0 ? "-" : new Date(ms).toISOString());
-          const cells = rows.map((a) => [a.partition, a.producerId, a.epoch, a.lastSequence, when(a.lastTimestamp), a.coordinatorEpoch, a.txnStartOffset < 0 ? "-" : a.txnStartOffset]);
+          const cells = rows.map((a) => [a.partition, a.producerId, a.epoch, a.lastSequence, timestampText(a.lastTimestamp), a.coordinatorEpoch, a.txnStartOffset < 0 ? "-" : a.txnStartOffset]);
           await write(io.stdout, table(["PARTITION", "PRODUCER-ID", "EPOCH", "LAST-SEQUENCE", "LAST-TIMESTAMP", "COORDINATOR-EPOCH", "TXN-START-OFFSET"], cells));
         }
-        return 0;
+        // What a broker could not answer (in a cluster, a partition it has no replica of) is said, and fails the command.
+        const failed = answered.filter((p) => p.error !== ErrorCode.NONE);
+        for (const p of failed) await write(io.stderr, `partition ${p.partition} of ${name}: ${p.message ?? errorName(p.error)} (${errorName(p.error)})\n`);
+        return failed.length === 0 ? 0 : 1;
       };
     }
     case "alter": {

@@ -96,8 +96,7 @@ export class AccountDoor {
       txnIndexes.close();
       throw err;
     }
-    // A producer's batches are found again by this header (produce.ts recoverProducer): a NATS publish may not forge one.
-    js.reservedHeaders.set(BATCH_HEADER, "the Kafka door, which marks an idempotent producer's batches with it");
+    reserveKafkaHeaders(js);
     return new AccountDoor(door, js, groups, producers, transactions, txnIndexes);
   }
 
@@ -144,6 +143,15 @@ export class AccountDoor {
     this.txnIndexes.close();
     this.js.reservedHeaders.delete(BATCH_HEADER);
   }
+}
+
+/**
+ * A producer's batches are found again by `Kafka-Batch` (produce.ts
+ * recoverProducer): a NATS publish may not forge one. Reserved by the
+ * server before its NATS listener opens, and by each account door.
+ */
+export function reserveKafkaHeaders(js: JetStream): void {
+  js.reservedHeaders.set(BATCH_HEADER, "the Kafka door, which marks an idempotent producer's batches with it");
 }
 
 /** Whether the door is, or is about to be (its accounts open before the node joins), one broker of a cluster. */
