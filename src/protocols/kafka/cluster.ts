@@ -167,12 +167,16 @@ export function readablePartition(door: AccountDoor, topic: string, index: numbe
     const refused = leaderEpochError(door, topic, index, clientEpoch);
     return refused === ErrorCode.NONE ? led : refused;
   }
-  if (led !== ErrorCode.NOT_LEADER_OR_FOLLOWER || clientEpoch === -1) return led;
-  const cluster = door.door.cluster;
-  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
-  if (placed === undefined || placed.topic !== topic || !(placed.replicas[index]?.includes(cluster!.nodeId) ?? false)) return led;
+  if (led !== ErrorCode.NOT_LEADER_OR_FOLLOWER || clientEpoch === -1 || !hostsReplica(door, topic, index)) return led;
   const refused = leaderEpochError(door, topic, index, clientEpoch);
   return refused === ErrorCode.NONE ? led : refused;
+}
+
+/** Whether the cluster places a replica of the partition (its leader or a follower) on this broker. */
+export function hostsReplica(door: AccountDoor, topic: string, index: number): boolean {
+  const cluster = door.door.cluster;
+  const placed = cluster === null ? undefined : cluster.topic(door.account, streamNameOf(topic));
+  return placed !== undefined && placed.topic === topic && (placed.replicas[index]?.includes(cluster!.nodeId) ?? false);
 }
 
 /** A partition's leader epoch as Metadata shows it: the placement's, 0 for a partition never replicated. */

@@ -13,11 +13,11 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { ledPartition } from "./cluster.js";
+import { hostsReplica, ledPartition } from "./cluster.js";
 import { readTxnMark, type TxnMark } from "./messages.js";
 import { decodeDescribeProducers } from "./requests.js";
 import { PRODUCER_SCAN, scanProducers, type ProducerFound } from "./stored-batches.js";
-import { findTopic, mayReadTopic, streamNameOf } from "./topics.js";
+import { findTopic, mayReadTopic } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
 
 /** Partitions one request may name (each scans up to PRODUCER_SCAN sequences); past it, each is INVALID_REQUEST. */
@@ -107,12 +107,9 @@ function refused(index: number, why: string): PartitionAnswer {
  */
 function replicaHere(door: AccountDoor, topic: string, index: number): Stream | number {
   const led = ledPartition(door, topic, index);
-  if (led !== ErrorCode.NOT_LEADER_OR_FOLLOWER) return led;
-  const cluster = door.door.cluster;
-  const placed = cluster?.topic(door.account, streamNameOf(topic));
+  if (led !== ErrorCode.NOT_LEADER_OR_FOLLOWER || !hostsReplica(door, topic, index)) return led;
   const local = findTopic(door.js, topic);
-  if (placed === undefined || placed.topic !== topic || local === undefined || index >= local.partitions.length) return led;
-  return placed.replicas[index]?.includes(cluster!.nodeId) === true ? local : led;
+  return local !== undefined && index < local.partitions.length ? local : led;
 }
 
 async function describePartition(door: AccountDoor, stream: Stream, index: number): Promise<PartitionAnswer> {

@@ -318,8 +318,10 @@ export class TxnIndex implements Visibility {
     // Offset = sequence - 1: the first sequence not read, and the earliest open transaction's first record. Never below the
     // log start, as Kafka's (an open transaction's first records deleted, until the next read moves it up): a
     // read_committed reader told an offset below it would be out of range, and reset to it again.
+    const stable = this.stableSeq(partition);
+    if (stable >= highWatermark) return highWatermark;
     const logStart = (this.stream.partitions[partition]?.state().firstSeq ?? 1) - 1;
-    return Math.min(highWatermark, Math.max(this.stableSeq(partition), logStart));
+    return Math.min(highWatermark, Math.max(stable, logStart));
   }
 
   /** The epoch of the producer's newest marker read here (-1: none): its batches of an older epoch are refused. */
