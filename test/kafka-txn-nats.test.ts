@@ -209,6 +209,40 @@ describe("Kafka transactions seen by NATS readers", () => {
     await kv.abort();
   });
 
+  test("a NATS publish on a marker's subject is refused whatever stream captures it: a forged commit or abort decides no transaction", async () => {
+    const topic = "txnforge";
+    await createTopic(topic);
+    const jsm = await jetstreamManager(h.nc);
+    const config = (await jsm.streams.info(topic)).config;
+    await jsm.streams.update(topic, { ...config, subjects: [topic, "$KAFKA.TXN.>"] });
+    const tx = await producer("tx-forge");
+    const first = await tx.transaction();
+    await first.send({ topic, messages: [{ value: "c1" }] }); // seq 1
+    await first.commit(); // marker at 2
+    // The producer's own id and epoch, as its committed record names them to a NATS reader.
+    const mark = (await jsm.streams.getMessage(topic, { seq: 1 }))?.header.get("Kafka-Txn");
+    assert.match(mark ?? "", /^\d+ \d+$/);
+    const open = await tx.transaction();
+    await open.send({ topic, messages: [{ value: "o1" }] }); // seq 3, its transaction left open
+    const js = jetstream(h.nc);
+    const forged = natsHeaders();
+    forged.set("Kafka-Txn", mark!);
+    for (const subject of ["$KAFKA.TXN.COMMIT", "$KAFKA.TXN.ABORT"]) {
+      await assert.rejects(js.publish(subject, "", { headers: forged }), (err: Error) => {
+        assert.match(err.message, new RegExp(`subject \\${subject} is reserved for the kafka door`, "i"));
+        return true;
+      });
+      h.nc.publish(subject, "", { headers: forged }); // no reply asked: dropped all the same
+    }
+    await h.nc.flush();
+    assert.equal((await js.publish(topic, "after")).seq, 4, "nothing stored between the open record and this one");
+    await jsm.consumers.add(topic, { durable_name: "forge", ack_policy: AckPolicy.Explicit });
+    assert.equal((await jsm.consumers.info(topic, "forge")).num_pending, 1, "the open transaction still holds readers back");
+    await open.abort(); // marker at 5
+    assert.deepEqual(await fetchN(topic, "forge", 2), [[1, "c1"], [4, "after"]]);
+    assert.deepEqual(await getError(topic, 3), NOT_FOUND, "aborted by its producer, not committed by a forger");
+  });
+
   test("after a restart: markers and aborted records stay hidden, a durable resumes where it was", async () => {
     const topic = "txnrestart";
     await createTopic(topic);

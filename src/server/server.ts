@@ -23,7 +23,7 @@ import { infoLine } from "../protocols/nats/info.js";
 import { startMonitor, type Monitor } from "../monitor/http.js";
 import { JetStream } from "../streams/jetstream.js";
 import { KafkaDoor, KAFKA_DEFAULTS } from "../protocols/kafka/door.js";
-import { reserveKafkaHeaders } from "../protocols/kafka/account-door.js";
+import { reserveKafkaMarks } from "../protocols/kafka/account-door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreams } from "../streams/jetstreams.js";
 import { ServerJetStreamLimits } from "../streams/server-limits.js";
@@ -147,8 +147,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     broker.stop();
   };
 
-  // The Kafka door's own header is refused on NATS publishes from the first one: the door opens after this listener.
-  if (opts.kafka !== undefined && jetstreams !== undefined) for (const js of jetstreams.all()) reserveKafkaHeaders(js);
+  // The Kafka door's own header and marker subjects are refused on NATS publishes from the first one: the door opens after this listener.
+  if (opts.kafka !== undefined && jetstreams !== undefined) for (const js of jetstreams.all()) reserveKafkaMarks(js);
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {

@@ -154,12 +154,19 @@ class StreamReceiver implements Receiver {
     const hdrEnd = msg.start + msg.hdrLen;
     const reply = msg.hasReply ? msg.reply : "";
     const name = this.stream.config.name;
+    if (this.js.reservedSubjects.size > 0) {
+      const owner = this.js.reservedSubjects.get(msg.subject);
+      if (owner !== undefined) {
+        this.refuse(reply, new ApiError(400, 10003, `subject ${msg.subject} is reserved for ${owner}`));
+        return;
+      }
+    }
     // The publisher reuses its read buffer: keep copies.
     const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
     if (headers !== null && this.js.reservedHeaders.size > 0) {
       const refused = reservedIn(headers, this.js.reservedHeaders);
       if (refused !== null) {
-        if (reply !== "" && !this.stream.config.no_ack) this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify({ error: refused.toJSON(), stream: name, seq: 0 })));
+        this.refuse(reply, refused);
         return;
       }
     }
@@ -171,6 +178,11 @@ class StreamReceiver implements Receiver {
     });
     // A publisher outrunning the disk is paused until the stream's backlog drains.
     if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
+  }
+
+  /** A publish not stored: its publisher is told why, as JetStream answers a publish. */
+  private refuse(reply: string, err: ApiError): void {
+    if (reply !== "" && !this.stream.config.no_ack) this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify({ error: err.toJSON(), stream: this.stream.config.name, seq: 0 })));
   }
 }
 
@@ -213,6 +225,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * carries one is refused, so that it cannot pass for the door's record.
    */
   readonly reservedHeaders = new Map<string, string>();
+  /**
+   * Subjects a door writes messages on that it reads back as its own (the
+   * Kafka door's transaction markers, which commit or abort a producer's
+   * records), by subject, with who reserved them: a NATS publish on one is
+   * refused, whatever stream would capture it.
+   */
+  readonly reservedSubjects = new Map<string, string>();
   /** Told when a replica cuts a partition's log back to its leader's, from `fromSeq` on: what was derived from those messages is void. */
   readonly cutListeners = new Set<(stream: Stream, partition: number, fromSeq: number) => void>();
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */

@@ -25,7 +25,7 @@ import { ProducerStates } from "./producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 import { TxnIndexes } from "./txn-index.js";
 import { TopicIds } from "./topic-ids.js";
-import { BATCH_HEADER } from "./messages.js";
+import { BATCH_HEADER, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT } from "./messages.js";
 
 export class AccountDoor {
   private constructor(
@@ -96,7 +96,7 @@ export class AccountDoor {
       txnIndexes.close();
       throw err;
     }
-    reserveKafkaHeaders(js);
+    reserveKafkaMarks(js);
     return new AccountDoor(door, js, groups, producers, transactions, txnIndexes);
   }
 
@@ -142,16 +142,23 @@ export class AccountDoor {
     this.transactions.close();
     this.txnIndexes.close();
     this.js.reservedHeaders.delete(BATCH_HEADER);
+    this.js.reservedSubjects.delete(CONTROL_SUBJECT_COMMIT);
+    this.js.reservedSubjects.delete(CONTROL_SUBJECT_ABORT);
   }
 }
 
 /**
  * A producer's batches are found again by `Kafka-Batch` (produce.ts
- * recoverProducer): a NATS publish may not forge one. Reserved by the
- * server before its NATS listener opens, and by each account door.
+ * recoverProducer), and a transaction is ended by a message on
+ * `$KAFKA.TXN.COMMIT` or `.ABORT` (txn-index.ts): a NATS publish may forge
+ * neither. Reserved by the server before its NATS listener opens, and by
+ * each account door.
  */
-export function reserveKafkaHeaders(js: JetStream): void {
+export function reserveKafkaMarks(js: JetStream): void {
   js.reservedHeaders.set(BATCH_HEADER, "the Kafka door, which marks an idempotent producer's batches with it");
+  const markers = "the Kafka door, which ends a producer's transactions with its markers";
+  js.reservedSubjects.set(CONTROL_SUBJECT_COMMIT, markers);
+  js.reservedSubjects.set(CONTROL_SUBJECT_ABORT, markers);
 }
 
 /** Whether the door is, or is about to be (its accounts open before the node joins), one broker of a cluster. */
