@@ -19,7 +19,7 @@
  *   node dist/bench/replication.js --quick             # small counts, 1 repeat, 3 kills, writes nothing
  *   node dist/bench/replication.js --repeats=5         # publish repeats (default 3), alternating the order
  *   node dist/bench/replication.js --kills=20          # kills per lease setting (default 20)
- *   node dist/bench/replication.js --warmup=3          # the unmeasured pass before each publish pass, as a fraction of it (default 1)
+ *   node dist/bench/replication.js --warmup=3          # the unmeasured publishes before each measured pass, into its stream, as a fraction of it (default 1)
  *   node dist/bench/replication.js --only=failover     # or --only=publish, --only=kafka: writes bench/results/replication-<only>-<date>.json
  *   node dist/bench/replication.js --only=publish --profile
  *                                                      # each nagare node writes a .cpuprofile to bench/profiles/
@@ -188,10 +188,13 @@ let streamSeq = 0;
  * A fresh stream of `replicas`, created through node 0; the client then
  * connects to the node that leads it (the same for both servers: no
  * publish crosses a route to reach its leader, every replica's copy does),
- * waits until every replica is current, and publishes `count` messages of
- * 128 B with `window` in flight.
+ * waits until every replica is current, publishes `warmup` messages
+ * unmeasured, then measures `count` messages of 128 B with `window` in
+ * flight. The warm-up goes to the same stream: its leader is the node
+ * measured (a warm-up on a stream of its own could be led by another node,
+ * leaving the measured leader's code cold).
  */
-async function publishRun(c: JsCluster, replicas: number, window: number, count: number): Promise<PublishResult> {
+async function publishRun(c: JsCluster, replicas: number, window: number, count: number, warmup: number): Promise<PublishResult> {
   const admin = await connect({ servers: c.urls[0] });
   let nc: NatsConnection | undefined;
   try {
@@ -202,6 +205,7 @@ async function publishRun(c: JsCluster, replicas: number, window: number, count:
     await untilInfo(jsm, name, allCurrent(replicas), "every replica current");
     nc = await connect({ servers: c.urls[Number(leader.slice(1))] });
     const js = jetstream(nc);
+    await windowed(warmup, window, () => js.publish(`${name}.x`, PAYLOAD));
     const pids = c.nodes.map((n) => n.pid);
     const cpu0 = pids.map(cpuSeconds);
     let lastAck = performance.now();
@@ -217,7 +221,7 @@ async function publishRun(c: JsCluster, replicas: number, window: number, count:
     const byNode = pids.map((pid, i) => cpuSeconds(pid) - cpu0[i]);
     const cpu = byNode.reduce((a, b) => a + b, 0);
     const stored = (await jsm.streams.info(name)).state.messages;
-    if (stored !== count) throw new Error(`${c.flavour} ${name}: ${count} acknowledged, ${stored} stored`);
+    if (stored !== warmup + count) throw new Error(`${c.flavour} ${name}: ${warmup + count} acknowledged, ${stored} stored`);
     await jsm.streams.delete(name);
     return {
       count,
@@ -240,8 +244,9 @@ const WINDOWS: Array<{ window: number; count: number }> = [
   { window: 512, count: Math.round(40_000 * k) },
 ];
 /**
- * The unmeasured pass before each measured one, as a fraction of it
- * (`--warmup=`; default a whole pass, as the other benchmarks). A quarter
+ * The unmeasured publishes before each measured pass, into the same
+ * stream, as a fraction of it (`--warmup=`; default a whole pass, as the
+ * other benchmarks). A quarter
  * left the leader's V8 compiling (TurboFan) for 30 % of its CPU in the
  * measured pass at 64 in flight: per-round code runs ~100 times a second,
  * and in-process runs got faster until ~30,000 messages had gone through.
@@ -263,8 +268,7 @@ async function publishBench(etcd: EtcdHarness): Promise<Record<string, unknown>>
         for (const { window, count } of WINDOWS) {
           const levels = f === "nagare" ? [3, 1] : [3];
           for (const replicas of r % 2 === 0 ? levels : [...levels].reverse()) {
-            await publishRun(c, replicas, window, Math.max(200, Math.round(count * WARMUP)));
-            record(`${f}_r${replicas}_${window}`, await publishRun(c, replicas, window, count));
+            record(`${f}_r${replicas}_${window}`, await publishRun(c, replicas, window, count, Math.max(200, Math.round(count * WARMUP))));
           }
         }
       } finally {
@@ -537,7 +541,7 @@ async function main(): Promise<void> {
     machine: { ...machineInfo("client and etcd on core 0, the three nodes of each cluster on core 1"), load_average_at_end: loadavg().map((x) => round(x, 2)) },
     versions: { nagare: pkg.version, "nats-server": natsVersion, client: "@nats-io/jetstream v3 in the benchmark process", etcd: "Debian's etcd-server, one member on loopback" },
     topology:
-      "3 nodes each. nagare: cluster { name } and etcd { endpoints, prefix } (etcd names the members), jetstream { store_dir } in a temp dir, sync always (fsync before every ack, its default). nats-server: cluster { routes } (all three), jetstream { store_dir }, its default sync (every 2 minutes). A fresh cluster per flavour per repeat; a fresh stream per pass, created through node 0, the client connected to the stream's leader.",
+      "3 nodes each. nagare: cluster { name } and etcd { endpoints, prefix } (etcd names the members), jetstream { store_dir } in a temp dir, sync always (fsync before every ack, its default). nats-server: cluster { routes } (all three), jetstream { store_dir }, its default sync (every 2 minutes). A fresh cluster per flavour per repeat; a fresh stream per pass, created through node 0, the client connected to the stream's leader, the warm-up's publishes then the measured ones into it.",
     notes:
       "acked_per_sec: publishes of 128 B acknowledged per second (async, `window` in flight). nagare_sync_2m: nagare with jetstream { sync_interval: 2m } on every node, nats-server's default, for equal durability (nagare's replicas then acknowledge what they wrote, not fsynced). Ratios nagare / nats-server, medians of the repeats by acked/s; *_median_of_paired pairs each repeat's runs. server_cpu_us_per_msg sums the three nodes. Failover: from sending SIGKILL to the leader's process to the first ack of a publish sent after it (publisher on a surviving node, one publish at a time before the kill; after it one message, a new attempt every 25 ms with the same msgID, whatever became of the earlier attempts, until one is acknowledged); the killed node is restarted and every replica current before the next kill. etcd's lease of the dead node must expire before anyone takes over, so the lease TTL bounds the figure from below (minus the time since its last keep-alive).",
     kafka: "kafka_acks_all: kcat -P (librdkafka) at acks=all into a topic of 3 partitions (one led by each node) with replication factor 1 and 3 on the same three nodes (a fresh cluster per repeat, the two in alternating order), MB/s of 1 KiB records; ratio RF3 / RF1 of the medians.",
