@@ -16,10 +16,11 @@ import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
-import { connect, credsAuthenticator, jwtAuthenticator } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { connect, credsAuthenticator, headers as natsHeaders, jwtAuthenticator } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Connection, describeProducersV0 } from "@platformatic/kafka";
 import { startServer, type NagareServer } from "../src/index.js";
+import { UNLIMITED_JETSTREAM } from "../src/core/accounts.js";
 import { kcat, python } from "./helpers/kafka.js";
 
 const { Kafka, logLevel } = kafkajs;
@@ -206,7 +207,33 @@ describe("the Kafka door for account users", () => {
     const wrong = client(srv, { mechanism: "plain", username: "a", password: "nope" }, 0).admin();
     await assert.rejects(wrong.connect(), /Invalid username or password/);
   });
+
+  test("an account's JetStream turned on while running refuses the door's header and marker subjects from its first publish, before the account's door opens", async () => {
+    const account = srv.broker.accounts.get("N")!;
+    await srv.jetstreams!.setLimits(account, { ...UNLIMITED_JETSTREAM });
+    try {
+      // Its Kafka door opens later (it reads the account's transaction state first): the names are reserved already.
+      const opened = srv.jetstreams!.get("N")!;
+      assert.deepEqual([opened.reservedHeaders.has("Kafka-Batch"), opened.reservedSubjects.has("$KAFKA.TXN.COMMIT"), opened.reservedSubjects.has("$KAFKA.TXN.ABORT")], [true, true, true]);
+      const nc = await connect({ servers: srv.url, user: "n", pass: "n-pw" });
+      try {
+        await (await jetstreamManager(nc)).streams.add({ name: "late-markers", subjects: ["late", "$KAFKA.TXN.>"] });
+        await assert.rejects(jetstream(nc).publish("$KAFKA.TXN.ABORT", "", { headers: txnHeader() }), /subject \$KAFKA\.TXN\.ABORT is reserved for the Kafka door/);
+        assert.equal((await jetstream(nc).publish("late", "fine")).seq, 1);
+      } finally {
+        await nc.close();
+      }
+    } finally {
+      await srv.jetstreams!.setLimits(account, null);
+    }
+  });
 });
+
+function txnHeader(): ReturnType<typeof natsHeaders> {
+  const h = natsHeaders();
+  h.set("Kafka-Txn", "1 0");
+  return h;
+}
 
 describe("the Kafka ACL APIs: answered, and refused with where permissions come from", () => {
   const acl = {

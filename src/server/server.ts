@@ -147,8 +147,12 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     broker.stop();
   };
 
-  // The Kafka door's own header and marker subjects are refused on NATS publishes from the first one: the door opens after this listener.
-  if (opts.kafka !== undefined && jetstreams !== undefined) for (const js of jetstreams.all()) reserveKafkaMarks(js);
+  // The Kafka door's own header and marker subjects are refused on NATS publishes from the first one: the door opens after this
+  // listener, and an account's door after its JetStream is turned on while running.
+  if (opts.kafka !== undefined && jetstreams !== undefined) {
+    for (const js of jetstreams.all()) reserveKafkaMarks(js);
+    jetstreams.openListeners.add(reserveKafkaMarks);
+  }
   const listener: Server = createServer({ noDelay: true }, (socket: Socket) => accept(broker, socket, natsTls, auth));
   listener.maxConnections = opts.maxConnections + 64; // beyond that the OS socket is dropped before we can say why
   try {

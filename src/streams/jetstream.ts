@@ -265,9 +265,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * write), for a caller that checked and locked the store directory it
    * lies in (jetstreams.ts: one lock for every account's JetStream).
    */
-  static async open(account: Account, options: JetStreamOptions, limits: AccountLimits): Promise<JetStream> {
+  /** `prepare` is given the JetStream before its streams load and capture anything. */
+  static async open(account: Account, options: JetStreamOptions, limits: AccountLimits, prepare?: (js: JetStream) => void): Promise<JetStream> {
     const js = new JetStream(account, options, limits);
     try {
+      prepare?.(js);
       await js.load();
     } catch (err) {
       await js.close();

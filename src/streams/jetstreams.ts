@@ -45,6 +45,8 @@ export class JetStreams {
   private closed = false;
   /** Told the name of an account whose JetStream was turned on or off (a door that holds its streams lets go of them). */
   readonly changeListeners = new Set<(account: string) => void>();
+  /** Given each JetStream opened from now on, before its streams load and capture anything (a door reserving its own names in it). */
+  readonly openListeners = new Set<(js: JetStream) => void>();
   /** The cluster's streams, once the server joined a cluster (null: a single node, as before clustering). */
   cluster: ClusterStreams | null = null;
 
@@ -157,7 +159,9 @@ export class JetStreams {
     // nats-server's sufficientResources: an account's limits that the server's cannot honour leave it without JetStream.
     const tooMuch = this.options.serverLimits?.accountError(null, limits) ?? null;
     if (tooMuch !== null) throw new Error(`JetStream for account ${name}: ${tooMuch.message}: its limits and the other accounts' exceed the server's jetstream max_mem/max_file`);
-    const js = await JetStream.open(account, { ...this.options, storeDir: accountStoreDir(this.options.storeDir, name) }, limits);
+    const js = await JetStream.open(account, { ...this.options, storeDir: accountStoreDir(this.options.storeDir, name) }, limits, (opened) => {
+      for (const l of this.openListeners) l(opened);
+    });
     if (this.closed) {
       await js.close();
       return;
