@@ -178,12 +178,16 @@ export class Sublist {
       this.lastResult = cached;
       return cached;
     }
-    const plain: Subscription[] = [];
-    const queueMap = new Map<string, Subscription[]>();
-    matchLevel(this.root, subject.split("."), 0, plain, queueMap);
-    const queues: QueueGroup[] = [];
-    for (const [name, members] of queueMap) queues.push(new QueueGroup(name, members));
-    const result = new MatchResult(plain, queues);
+    // A miss is mostly a subject seen once (a request's unique reply subject, matched here and for every route): nothing is
+    // allocated for what does not match, and a token is cut from the subject only where a level has literal children.
+    const found: Found = { plain: null, queues: null };
+    matchLevel(this.root, subject, 0, found);
+    let result = EMPTY_RESULT;
+    if (found.plain !== null || found.queues !== null) {
+      const queues: QueueGroup[] = [];
+      if (found.queues !== null) for (const [name, members] of found.queues) queues.push(new QueueGroup(name, members));
+      result = new MatchResult(found.plain ?? [], queues);
+    }
     if (this.cache.size >= CACHE_MAX) this.sweepCache();
     this.cache.set(subject, result);
     this.lastSubject = subject;
@@ -244,32 +248,47 @@ export class Sublist {
   }
 }
 
-function collect(node: TrieNode, plain: Subscription[], queueMap: Map<string, Subscription[]>): void {
-  if (node.plain !== null) for (const s of node.plain) plain.push(s);
-  if (node.queues !== null) {
+/** What a match found so far: nothing is allocated until something is. */
+interface Found {
+  plain: Subscription[] | null;
+  queues: Map<string, Subscription[]> | null;
+}
+
+/** The result of a match that finds nothing, shared (results are read-only). */
+const EMPTY_RESULT = new MatchResult([], []);
+
+function collect(node: TrieNode, found: Found): void {
+  if (node.plain !== null && node.plain.size > 0) {
+    const plain = (found.plain ??= []);
+    for (const s of node.plain) plain.push(s);
+  }
+  if (node.queues !== null && node.queues.size > 0) {
+    const queues = (found.queues ??= new Map());
     for (const [name, members] of node.queues) {
-      let list = queueMap.get(name);
+      let list = queues.get(name);
       if (list === undefined) {
         list = [];
-        queueMap.set(name, list);
+        queues.set(name, list);
       }
       for (const s of members) list.push(s);
     }
   }
 }
 
-function matchLevel(level: Level, tokens: string[], i: number, plain: Subscription[], queueMap: Map<string, Subscription[]>): void {
-  const last = i === tokens.length - 1;
-  if (level.full !== null) collect(level.full, plain, queueMap);
+/** Matches the token of `subject` that begins at `start` (and the rest after it) against `level`. */
+function matchLevel(level: Level, subject: string, start: number, found: Found): void {
+  const dot = subject.indexOf(".", start);
+  const last = dot < 0;
+  if (level.full !== null) collect(level.full, found);
   if (level.star !== null) {
-    if (last) collect(level.star, plain, queueMap);
-    else if (level.star.next !== null) matchLevel(level.star.next, tokens, i + 1, plain, queueMap);
+    if (last) collect(level.star, found);
+    else if (level.star.next !== null) matchLevel(level.star.next, subject, dot + 1, found);
   }
-  if (level.literal !== null) {
-    const node = level.literal.get(tokens[i]);
+  if (level.literal !== null && level.literal.size > 0) {
+    const node = level.literal.get(last ? (start === 0 ? subject : subject.slice(start)) : subject.slice(start, dot));
     if (node !== undefined) {
-      if (last) collect(node, plain, queueMap);
-      else if (node.next !== null) matchLevel(node.next, tokens, i + 1, plain, queueMap);
+      if (last) collect(node, found);
+      else if (node.next !== null) matchLevel(node.next, subject, dot + 1, found);
     }
   }
 }
