@@ -404,7 +404,10 @@ test("while a memory stream's restarted leader waits for a replica to take over,
   await follower.close();
   await k.stop("SIGKILL");
   k = await spawnK(() => [other]);
-  await waitUntil(() => /stream "MEM4".*wait/i.test(k.output()), "k waiting for a replica to take over", 30_000);
+  await waitUntil(() => /stream "MEM4".*wait/i.test(k.output()), "k waiting for a replica to take over", 30_000).catch((err: Error) => {
+    // What k did instead, and what it was told: a failure here says why.
+    throw new Error(`${err.message}; placement ${JSON.stringify(placed("MEM4"))}; k said:\n${k.output().slice(-4000)}`);
+  });
   const nc = await client(k.url);
   const jsm = await jetstreamManager(nc);
   // nats-server's "stream is offline" rather than a stream of 0 messages, or "no message found" for sequence 1; a purge or
