@@ -165,6 +165,18 @@ test("a stream created through one node is placed and served through every node:
   forger.publish(`$NG.JS.${leader.broker.serverName}.$JS.API.STREAM.DELETE.orders`);
   assert.equal(await within(refused, 10_000, "the permissions violation"), true);
   assert.equal((await jsmSub.streams.info("orders")).config.name, "orders", "still there");
+  // Nor through a subject the server sends to for a client: a request's reply subject, a push consumer's deliver subject, a
+  // republish destination (each would reach the leader as its own node's request, with what the answer holds).
+  const replier = await client(subNode);
+  const replyRefused = (async () => {
+    for await (const s of replier.status()) if (s.type === "error" && /Permissions Violation for Publish with Reply of "\$NG\./.test(String((s as { error?: unknown }).error ?? (s as { data?: unknown }).data))) return true;
+    return false;
+  })();
+  replier.publish("$JS.API.INFO", "", { reply: `$NG.JS.${leader.broker.serverName}.$JS.API.STREAM.DELETE.orders` });
+  assert.equal(await within(replyRefused, 10_000, "the reply's permissions violation"), true);
+  assert.equal(await apiErrorCode(jsmSub.consumers.add("orders", { durable_name: "internal", deliver_subject: `$NG.JS.${leader.broker.serverName}.$NG.APPEND.orders.0`, ack_policy: "explicit" } as never)), 10112);
+  assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "republisher", subjects: ["rp.>"], republish: { src: ">", dest: `$NG.JS.${leader.broker.serverName}.x` } } as never)), 10052);
+  assert.equal((await jsmSub.streams.info("orders")).state.messages, 0, "nothing appended since the purge");
 
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);

@@ -234,6 +234,12 @@ describe("Kafka transactions seen by NATS readers", () => {
       });
       h.nc.publish(subject, "", { headers: forged }); // no reply asked: dropped all the same
     }
+    // Nor as the stream would store it: a transform cutting a prefix makes a marker's subject of another.
+    await jsm.streams.update(topic, { ...config, subjects: [topic, "$KAFKA.TXN.>", "in.>"], subject_transform: { src: "in.>", dest: ">" } });
+    await assert.rejects(js.publish("in.$KAFKA.TXN.COMMIT", "", { headers: forged }), /subject \$KAFKA\.TXN\.COMMIT is reserved for the kafka door/i);
+    // Nor by a Kafka record naming it (it would pass for no marker, but hide its batch where producers are looked for).
+    const plain = await producer();
+    await assert.rejects(plain.send({ topic, acks: -1, messages: [{ value: "named", headers: { "Nats-Subject": "$KAFKA.TXN.COMMIT" } }] }), (err: Error & { type?: string }) => err.type === "INVALID_RECORD");
     await h.nc.flush();
     assert.equal((await js.publish(topic, "after")).seq, 4, "nothing stored between the open record and this one");
     await jsm.consumers.add(topic, { durable_name: "forge", ack_policy: AckPolicy.Explicit });

@@ -9,6 +9,7 @@
 import { isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { SubjectTransform, TransformError } from "../subjects/transform.js";
 import { ApiError, Errors } from "./errors.js";
+import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 
 export const NS_PER_MS = 1_000_000;
 const DEFAULT_DUPLICATE_WINDOW = 120_000 * NS_PER_MS;
@@ -268,7 +269,7 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   if (republish !== undefined) {
     if (republish.src === "") republish.src = ">";
     if (subjects.some((s) => subjectsIntersect(republish.dest, s))) throw bad("stream configuration for republish destination forms a cycle");
-    if (republish.dest === "") throw bad(`stream configuration for republish with transform from '${republish.src}' to '' not valid`);
+    if (republish.dest === "" || republish.dest.startsWith(CLUSTER_INTERNAL_PREFIX)) throw bad(`stream configuration for republish with transform from '${republish.src}' to '${republish.dest}' not valid`);
     checkTransform(republish.src, republish.dest, () => bad(`stream configuration for republish with transform from '${republish.src}' to '${republish.dest}' not valid`));
   }
   const cfg: StreamConfig = {
@@ -369,7 +370,8 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   const push = deliverSubject !== undefined && deliverSubject !== "";
   if (push) {
     if (deliverSubject!.includes("*") || deliverSubject!.includes(">")) throw Errors.consumerDeliverWildcards();
-    if (!isValidSubscribeSubject(deliverSubject!)) throw Errors.consumerInvalidDeliverSubject();
+    // The cluster's own subjects: deliveries there would reach another node's internal requests.
+    if (!isValidSubscribeSubject(deliverSubject!) || deliverSubject!.startsWith(CLUSTER_INTERNAL_PREFIX)) throw Errors.consumerInvalidDeliverSubject();
     for (const s of stream.subjects) if (subjectMatches(s, deliverSubject!)) throw Errors.consumerDeliverCycle();
   }
   const deliverPolicy = oneOf(raw, "deliver_policy", ["all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject"] as const, "all");

@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { access, readdir, rename } from "node:fs/promises";
-import type { Account } from "../core/account.js";
+import { CLUSTER_INTERNAL_PREFIX, type Account } from "../core/account.js";
 import type { Producer } from "../core/broker.js";
 import type { Logger } from "../util/log.js";
 import { goDuration } from "../util/duration.js";
@@ -155,9 +155,11 @@ class StreamReceiver implements Receiver {
     const reply = msg.hasReply ? msg.reply : "";
     const name = this.stream.config.name;
     if (this.js.reservedSubjects.size > 0) {
-      const owner = this.js.reservedSubjects.get(msg.subject);
+      // Checked as stored: a subject transform could make a reserved subject of another.
+      const stored = this.stream.storedSubject(msg.subject);
+      const owner = this.js.reservedSubjects.get(stored);
       if (owner !== undefined) {
-        this.refuse(reply, new ApiError(400, 10003, `subject ${msg.subject} is reserved for ${owner}`));
+        this.refuse(reply, new ApiError(400, 10003, `subject ${stored} is reserved for ${owner}`));
         return;
       }
     }
@@ -576,7 +578,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
     this.refuseConfirmsUntilPlaced(stream);
-    stream.republishTo = (subject, headers, data) => this.emit(subject, subject, "", headers, data);
+    // A destination made from a stored subject's tokens could spell the cluster's own subjects: not sent there.
+    stream.republishTo = (subject, headers, data) => {
+      if (!subject.startsWith(CLUSTER_INTERNAL_PREFIX)) this.emit(subject, subject, "", headers, data);
+    };
     try {
       if (partitionCount > 1) stream.useOrder(await this.openOrder(stream, held));
       // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.

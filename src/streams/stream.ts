@@ -439,6 +439,11 @@ export class Stream {
    * Stores one message. `headers` and `data` must be owned by the caller's
    * copy (they are kept until the log has them).
    */
+  /** The subject a publish on `subject` is stored under (the stream's `subject_transform` applied). */
+  storedSubject(subject: string): string {
+    return this.inputTransform === null ? subject : (this.inputTransform.match(subject) ?? subject);
+  }
+
   publish(subject: string, headers: Buffer | null, data: Buffer, done: PublishDone): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0, false);
     if (this.frozen) return done(Errors.streamMoving(), 0, false);

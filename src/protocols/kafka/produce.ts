@@ -15,7 +15,7 @@ import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
 import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
-import { natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, stampLogAppendTime, type ProducerFound } from "./stored-batches.js";
 import { minInsyncReplicas, timestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
@@ -318,6 +318,8 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
   if (batch.headerCount !== null || txn !== null || mark !== null) {
     headers = natsHeaderBlocks(batch, txn, mark, (i, subject) => {
       if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
+      // A marker's subject is the door's own: a record there would be skipped where producers' batches are looked for.
+      if (subject === CONTROL_SUBJECT_COMMIT || subject === CONTROL_SUBJECT_ABORT) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is reserved for transaction markers`);
       subjects ??= new Array<string>(n).fill(defaultSubject(stream));
       subjects[i] = subject;
     });

@@ -29,6 +29,9 @@ import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
 import { natsReads, readInto } from "../../util/socket-reads.js";
 
+/** The first byte of every cluster-internal subject (`$NG.`). */
+const DOLLAR_SIGN = 0x24;
+
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
   /** Its subject overlaps the user's subscribe deny list: each message is checked before delivery. */
@@ -452,6 +455,12 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         return;
       }
       this.lastValidSubject = msg.subject;
+    }
+    // Nor its reply subject: the server answers there (JetStream API, pulls, acks), which would reach another node's internal
+    // requests with whatever the answer holds.
+    if (msg.replyEnd > msg.replyStart && msg.argBuf[msg.replyStart] === DOLLAR_SIGN && msg.reply.startsWith(CLUSTER_INTERNAL_PREFIX)) {
+      this.sendErr(`Permissions Violation for Publish with Reply of "${msg.reply}"`);
+      return;
     }
     if (this.permissions !== null && !this.permissions.mayPublish(msg.subject) && !(this.responses !== null && this.responses.take(msg.subject, Date.now()))) {
       this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
