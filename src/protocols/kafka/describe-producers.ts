@@ -19,6 +19,10 @@ import { decodeDescribeProducers } from "./requests.js";
 import { PRODUCER_SCAN, scanProducers, type ProducerFound } from "./stored-batches.js";
 import { findTopic, mayReadTopic } from "./topics.js";
 import type { Stream } from "../../streams/stream.js";
+import { withinMs } from "../../util/settle.js";
+
+/** How long an answer waits for the transaction index to read what was appended before it. */
+const INDEX_WAIT_MS = 5_000;
 
 /** Partitions one request may name (each scans up to PRODUCER_SCAN sequences); past it, each is INVALID_REQUEST. */
 const MAX_PARTITIONS = 10_000;
@@ -132,6 +136,9 @@ async function describePartition(door: AccountDoor, stream: Stream, index: numbe
   };
   try {
     const { lastSeq } = log.state();
+    // Kafka's producer state moves with each append; the transaction index reads the log after it: what was appended before
+    // this request is read first (the index stopped by a bound answers from where it stopped).
+    await withinMs(door.txnIndexes.whenRead(stream, index, lastSeq), INDEX_WAIT_MS);
     await scanProducers(log, lastSeq - PRODUCER_SCAN + 1, lastSeq, visit);
     for (const open of door.txnIndexes.openTransactions(stream, index)) {
       // Open since before the records read above: its newest batch tells its epoch and sequence.

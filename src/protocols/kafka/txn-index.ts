@@ -35,6 +35,9 @@ import { AbortedRanges } from "./aborted-ranges.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, readTxnMark, type TxnMark } from "./messages.js";
 import { transactionalProducer } from "./stored-batches.js";
 
+/** Callers waiting for one partition to be read (EndTxn, DescribeProducers): past this they are answered at once. */
+const MAX_READ_WAITERS = 10_000;
+
 /** What one read of the log takes at most. */
 const READ_MESSAGES = 1024;
 const READ_BYTES = 1024 * 1024;
@@ -129,7 +132,8 @@ export class TxnIndex implements Visibility {
   /** Resolves once the partition's log has been read past `seq` (or the index closes). */
   whenRead(partition: number, seq: number): Promise<void> {
     const part = this.part(partition);
-    if (this.closed || part.next > seq || this.stream.deleted) return Promise.resolve();
+    // Past the bound (an index stopped by one, asked again and again), a caller goes on with what is read.
+    if (this.closed || part.next > seq || this.stream.deleted || part.waiters.length >= MAX_READ_WAITERS) return Promise.resolve();
     return new Promise((resolve) => {
       part.waiters.push([seq, resolve]);
       this.read(partition);
