@@ -56,7 +56,8 @@ export interface RemoteDelivery {
  * and they never receive them (`Receiver.clusterInternal`), even with `>`.
  */
 export const CLUSTER_INTERNAL_PREFIX = "$NG.";
-const DOLLAR = 0x24;
+/** The first byte of every cluster-internal subject, checked before the prefix where a string would have to be made. */
+export const DOLLAR = 0x24;
 
 /** For a message that came from another node: the queue groups that node chose this node to serve. */
 export interface RoutedQueues {

@@ -266,8 +266,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * Opens every stream under `options.storeDir` (created on the first
    * write), for a caller that checked and locked the store directory it
    * lies in (jetstreams.ts: one lock for every account's JetStream).
+   * `prepare` is given the JetStream before its streams load and capture
+   * anything.
    */
-  /** `prepare` is given the JetStream before its streams load and capture anything. */
   static async open(account: Account, options: JetStreamOptions, limits: AccountLimits, prepare?: (js: JetStream) => void): Promise<JetStream> {
     const js = new JetStream(account, options, limits);
     try {

@@ -435,19 +435,19 @@ export class Stream {
     for (let p = 0; p < this.partitions.length; p++) if (this.ledHere === null || this.ledHere[p] === true) this.partitions[p].setLimits(limits);
   }
 
-  /**
-   * Stores one message. `headers` and `data` must be owned by the caller's
-   * copy (they are kept until the log has them).
-   */
   /** The subject a publish on `subject` is stored under (the stream's `subject_transform` applied). */
   storedSubject(subject: string): string {
     return this.inputTransform === null ? subject : (this.inputTransform.match(subject) ?? subject);
   }
 
+  /**
+   * Stores one message. `headers` and `data` must be owned by the caller's
+   * copy (they are kept until the log has them).
+   */
   publish(subject: string, headers: Buffer | null, data: Buffer, done: PublishDone): void {
     if (this.deleted) return done(Errors.streamNotFound(), 0, false);
     if (this.frozen) return done(Errors.streamMoving(), 0, false);
-    if (this.inputTransform !== null) subject = this.inputTransform.match(subject) ?? subject;
+    subject = this.storedSubject(subject);
     if (this.config.sealed) return done(Errors.sealed(), 0, false);
     const size = (headers?.length ?? 0) + data.length;
     const max = this.config.max_msg_size;

@@ -11,7 +11,7 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { Broker, Connection, ConnectionInfo, Producer } from "../../core/broker.js";
-import { CLUSTER_INTERNAL_PREFIX, NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
+import { CLUSTER_INTERNAL_PREFIX, DOLLAR, NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
 import type { JwtUser } from "../../core/jwt-auth.js";
 import { Eviction } from "../../core/operator.js";
 import { Message } from "../../subjects/message.js";
@@ -28,9 +28,6 @@ import { goQuote, redactConnect } from "./trace.js";
 import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
 import { natsReads, readInto } from "../../util/socket-reads.js";
-
-/** The first byte of every cluster-internal subject (`$NG.`). */
-const DOLLAR_SIGN = 0x24;
 
 class NatsSubscription extends Subscription {
   readonly sidBytes: Buffer;
@@ -458,7 +455,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     }
     // Nor its reply subject: the server answers there (JetStream API, pulls, acks), which would reach another node's internal
     // requests with whatever the answer holds.
-    if (msg.replyEnd > msg.replyStart && msg.argBuf[msg.replyStart] === DOLLAR_SIGN && msg.reply.startsWith(CLUSTER_INTERNAL_PREFIX)) {
+    if (msg.replyEnd > msg.replyStart && msg.argBuf[msg.replyStart] === DOLLAR && msg.reply.startsWith(CLUSTER_INTERNAL_PREFIX)) {
       this.sendErr(`Permissions Violation for Publish with Reply of "${msg.reply}"`);
       return;
     }
