@@ -103,8 +103,9 @@ describe("one server per store directory", () => {
 describe("a lock held by a process killed and not yet reaped", () => {
   test("a zombie holds no file: a server started right after kill -9, before the parent reaped it, takes the lock", async () => {
     const storeDir = tempDir();
-    // `sleep 0` exits at once and stays a zombie: its parent, exec'ed into `sleep 5`, never reaps it.
-    const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 5"], { stdio: ["ignore", "pipe", "ignore"] });
+    // The forked child exits at once and stays a zombie: its parent never waits for it. (A shell's `sleep 0 &` before `exec`
+    // could be reaped by the shell itself when the child exits first.)
+    const parent = spawn("python3", ["-c", "import os, time\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint(pid, flush=True)\ntime.sleep(5)"], { stdio: ["ignore", "pipe", "ignore"] });
     try {
       const pid = Number(await new Promise<string>((resolve) => parent.stdout.once("data", (d: Buffer) => resolve(d.toString().trim()))));
       const stat = (): string => readFileSync(`/proc/${pid}/stat`, "utf8");
