@@ -219,3 +219,25 @@ describe("a wildcard service import and the cluster's own subjects", () => {
     }
   });
 });
+
+describe("the cluster's own subjects leave a node only as the cluster's requests", () => {
+  test("a message on $NG. made by anything but the cluster's code is neither delivered nor sent to another node; answers and what came from a peer are", () => {
+    const account = new Account("A");
+    const forwarded: string[] = [];
+    account.remote = { interest: () => {}, forward: (_a, m) => (forwarded.push(m.subject), 1), hasInterest: () => true };
+    const seen: string[] = [];
+    account.subscribe(new Subscription({ echo: true, clusterInternal: true, deliver: (_s: Subscription, m: Message) => void seen.push(m.subject) } as never, "$NG.>", null));
+    // What a consumer's deliver subject, a republish or an answer to a client's reply subject would make.
+    assert.equal(account.route(Message.from("$NG.JS.n2.$NG.APPEND.orders.0", "", Buffer.from("{}")), null), 0);
+    assert.deepEqual([seen, forwarded], [[], []]);
+    const request = Message.from("$NG.JS.n2.$NG.REPL.orders.0", "$NG.R.n1.7-abc", Buffer.from("{}"));
+    request.clusterMade = true;
+    assert.equal(account.route(request, null), 2);
+    const answer = Message.from("$NG.R.n2.9-def", "", Buffer.from("{}"));
+    assert.equal(account.route(answer, null), 2);
+    // One from a peer (its node let it out) reaches the cluster's services here, and goes no further.
+    assert.equal(account.route(Message.from("$NG.JS.n1.$NG.APPEND.orders.0", "", Buffer.from("{}")), null, { allows: () => true }), 1);
+    assert.deepEqual(forwarded, ["$NG.JS.n2.$NG.REPL.orders.0", "$NG.R.n2.9-def"]);
+    assert.deepEqual(seen, ["$NG.JS.n2.$NG.REPL.orders.0", "$NG.R.n2.9-def", "$NG.JS.n1.$NG.APPEND.orders.0"]);
+  });
+});

@@ -177,6 +177,15 @@ test("a stream created through one node is placed and served through every node:
   assert.equal(await apiErrorCode(jsmSub.consumers.add("orders", { durable_name: "internal", deliver_subject: `$NG.JS.${leader.broker.serverName}.$NG.APPEND.orders.0`, ack_policy: "explicit" } as never)), 10112);
   assert.equal(await apiErrorCode(jsmSub.streams.add({ name: "republisher", subjects: ["rp.>"], republish: { src: ">", dest: `$NG.JS.${leader.broker.serverName}.x` } } as never)), 10052);
   assert.equal((await jsmSub.streams.info("orders")).state.messages, 0, "nothing appended since the purge");
+  // And whatever way is left, what the server sends there for a client goes nowhere (a consumer given such a deliver
+  // subject before it was refused, say): only the cluster's own requests leave a node on those subjects.
+  const forged = Buffer.from(JSON.stringify({ subject: "orders.forged", headers: null, data: Buffer.from("forged").toString("base64") }));
+  const appendAtLeader = `$NG.JS.${leader.broker.serverName}.$NG.APPEND.orders.0`;
+  subNode.jetstream!.emit(appendAtLeader, appendAtLeader, "", null, forged);
+  // The cluster's own append, after it on the same route: had the forged one gone, it would be stored before this one.
+  const legit = await subNode.jetstream!.remoteAppend!("orders", 0, { subject: "orders.legit", data: Buffer.from("legit") });
+  assert.equal((await jsmSub.streams.info("orders")).state.messages, 1, "only the cluster's own append stored");
+  assert.equal((await jsmSub.streams.getMessage("orders", { seq: legit! }))?.subject, "orders.legit");
 
   // DELETE from a node that does not lead it: gone everywhere.
   assert.equal(await jsmSub.streams.delete("orders"), true);

@@ -56,6 +56,12 @@ export interface RemoteDelivery {
  * and they never receive them (`Receiver.clusterInternal`), even with `>`.
  */
 export const CLUSTER_INTERNAL_PREFIX = "$NG.";
+/**
+ * Where nodes answer each other's requests: `$NG.R.<node>.<id>`, with an id
+ * no one can guess (cluster-api.ts), so an answer sent there by anyone but
+ * the node asked matches no request.
+ */
+export const CLUSTER_ANSWER_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
 /** The first byte of every cluster-internal subject, checked before the prefix where a string would have to be made. */
 export const DOLLAR = 0x24;
 
@@ -117,11 +123,15 @@ export class Account {
    * forwarded again (one hop); any other goes on to the nodes with interest.
    */
   route(msg: Message, origin: Receiver | null, routed: RoutedQueues | null = null): number {
+    // The cluster's internal traffic reaches only the cluster's services (one character compared for everything else).
+    const internal = msg.subject.charCodeAt(0) === DOLLAR && msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX);
+    // A node takes what comes over a route on these subjects as its peer's own request. Only the cluster's code makes one
+    // here: anything else on them (a destination a client named, reached some way the edges do not refuse) goes nowhere.
+    // Answers go out as they are; their ids are not guessable.
+    if (internal && routed === null && !msg.clusterMade && !msg.subject.startsWith(CLUSTER_ANSWER_PREFIX)) return 0;
     this.inMsgs++;
     this.inBytes += msg.end - msg.start;
     const result = this.sublist.match(msg.subject);
-    // The cluster's internal traffic reaches only the cluster's services (one character compared for everything else).
-    const internal = msg.subject.charCodeAt(0) === DOLLAR && msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX);
     let delivered = 0;
     const plain = result.plain;
     for (let i = 0; i < plain.length; i++) {

@@ -28,8 +28,9 @@
  * `missing`, as nats-server does.
  */
 
+import { randomBytes } from "node:crypto";
 import { Message } from "../subjects/message.js";
-import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { CLUSTER_ANSWER_PREFIX, CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import type { AppendInput } from "../store/log.js";
@@ -42,7 +43,7 @@ import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
-const REPLY_PREFIX = `${CLUSTER_INTERNAL_PREFIX}R.`;
+const REPLY_PREFIX = CLUSTER_ANSWER_PREFIX;
 export const PLACED_HEADER = "Nagare-Placed";
 /**
  * On a forwarded request: serve it here, never forward it again. A node
@@ -405,6 +406,7 @@ export class ClusterApi implements Receiver {
   forward(node: string, subject: string, reply: string, body: Uint8Array, headers?: Uint8Array): boolean {
     if (!this.directory.isLive(node)) return false;
     const m = Message.from(`${FORWARD_PREFIX}${nodeToken(node)}.${subject}`, reply, body, headers);
+    m.clusterMade = true;
     return this.js.account.route(m, null) > 0;
   }
 
@@ -455,7 +457,8 @@ export class ClusterApi implements Receiver {
   /** Asks `node` to serve a request and resolves with its answer's body, or null when none came within `ms`. */
   request(node: string, subject: string, body: Uint8Array, ms = REMOTE_INFO_MS): Promise<Buffer | null> {
     if (this.pending.size >= PENDING_MAX) return Promise.resolve(null);
-    const id = String(++this.nextId);
+    // Unguessable: an answer anyone else makes the server send here (Account.route lets answers out) matches nothing.
+    const id = `${++this.nextId}-${randomBytes(12).toString("base64url")}`;
     return new Promise((resolve) => {
       const timer = setTimeout(() => finish(null), ms);
       const finish = (b: Buffer | null): void => {

@@ -29,6 +29,12 @@ export class Message {
   presented = false;
   /** It came from another node over a route (set by the route door): internal cluster subjects accept nothing else. */
   fromRoute = false;
+  /**
+   * Made by the cluster's own code (a request to another node): the only
+   * kind of message on the cluster's subjects (`$NG.`) that leaves this
+   * node, besides answers (`Account.route`).
+   */
+  clusterMade = false;
 
   get hasReply(): boolean {
     return this.replyEnd > this.replyStart;
