@@ -537,6 +537,51 @@ describe("readers during appends", () => {
   });
 });
 
+describe("the kept tail", () => {
+  test("a reader at the end gets the newest batches as they landed, without a read of the file; older ones, and what follows a truncation, come from the file", async () => {
+    const dir = tempDir();
+    let reads = 0;
+    const fs: StoreFs = {
+      ...nodeFs,
+      open: async (path, mode) => {
+        const f = await nodeFs.open(path, mode);
+        return {
+          read: (b, o, l, p) => (reads++, f.read(b, o, l, p)),
+          write: (b, o, l, p) => f.write(b, o, l, p),
+          writev: (bs, p) => f.writev(bs, p),
+          truncate: (n) => f.truncate(n),
+          datasync: () => f.datasync(),
+          size: () => f.size(),
+          close: () => f.close(),
+        };
+      },
+    };
+    const log = await FileLog.open({ dir, fs });
+    try {
+      // One batch each.
+      for (let seq = 1; seq <= 3; seq++) assert.equal(await appendAsync(log, expectedRecord(seq)), seq);
+      const before = reads;
+      assert.equal(mismatch(3, await log.get(3)), null);
+      assert.equal(mismatch(2, await log.get(2)), null);
+      assert.deepEqual((await log.scan(2)).map((m) => mismatch(m.seq, m) ?? m.seq), [2, 3]);
+      assert.deepEqual((await readCopy(log, 2, 100, 1 << 20)).map((i) => ("seq" in i ? i.seq : -1)), [2, 3]);
+      assert.equal(reads, before, "the two newest batches read from memory");
+      assert.ok(log.io.tailReads >= 4);
+      // The first batch is no longer kept.
+      assert.equal(mismatch(1, await log.get(1)), null);
+      assert.ok(reads > before, "the oldest read from the file");
+      // A follower's truncation, then other bytes where the cut ones were: never the kept ones.
+      await log.truncateFrom(2);
+      assert.equal(await appendAsync(log, { subject: "after.cut", data: Buffer.from("other bytes at the same place") }), 2);
+      assert.equal((await log.get(2))?.subject, "after.cut");
+      assert.deepEqual((await log.scan(1)).map((m) => m.subject), [expectedRecord(1).subject, "after.cut"]);
+    } finally {
+      await log.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 async function reopen(log: FileLog, dir: string): Promise<FileLog> {
   await log.close();
   return FileLog.open({ dir });

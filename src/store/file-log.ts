@@ -118,6 +118,16 @@ const INDEX_SUFFIX = ".idx";
 const SCAN_CHUNK = 1024 * 1024;
 /** Read windows kept for scans: enough for a few consumers reading along. */
 const SCAN_WINDOWS = 4;
+/**
+ * The newest data batches kept in memory as they land, for readers at the
+ * log's end (a replica's followers, consumers keeping up): they would read
+ * each one from the file right after it was written, through the thread
+ * pool. A batch larger than TAIL_BATCH_BYTES is not kept; an idle log
+ * drops them with its spare buffers (SPARE_IDLE_MS), so many streams cost
+ * nothing at rest.
+ */
+const TAIL_BATCHES = 2;
+const TAIL_BATCH_BYTES = 64 * 1024;
 /** How long tombstones of evicted messages may wait for a write to ride on. */
 const TOMBSTONE_DELAY_MS = 50;
 /**
@@ -328,6 +338,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private windows: ScanWindow[] = [];
   /** One-batch read cache: consecutive get()s of one batch read it once. */
   private cached: { seg: Segment; b: number; buf: Buffer } | null = null;
+  /** The newest landed data batches of the log's own records (TAIL_BATCHES), oldest first: copies, by file position. */
+  private tail: Array<{ seg: Segment; pos: number; buf: Buffer }> = [];
   /** The foreign batch decoded last (foreignMessages). */
   private decoded: { seg: Segment; pos: number; messages: StoredMessage[] } | null = null;
   private readonly opts: FileLogOptions;
@@ -350,8 +362,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private truncationFailed = false;
   /** The truncations asked for, one after another. */
   private truncations: Promise<unknown> = Promise.resolve();
-  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files. */
-  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0 };
+  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files, batches read from the kept tail. */
+  readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0, tailReads: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
     super();
@@ -795,11 +807,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   /** Batch buffers outlive a short lull (a producer between bursts) but not an idle log. */
   private dropSparesLater(): void {
-    if (this.spare.length === 0 || this.spareTimer !== null) return;
+    if ((this.spare.length === 0 && this.tail.length === 0) || this.spareTimer !== null) return;
     this.spareTimer = setTimeout(() => {
       this.spareTimer = null;
-      if (!this.writing && this.staged.length === 0) this.spare = [];
-      else this.dropSparesLater();
+      if (!this.writing && this.staged.length === 0) {
+        this.spare = [];
+        this.tail = [];
+      } else this.dropSparesLater();
     }, SPARE_IDLE_MS);
     this.spareTimer.unref();
   }
@@ -1037,6 +1051,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.windows = [];
     this.cached = null;
     this.decoded = null;
+    this.tail = [];
   }
 
   /** Forms the next round from what is queued and writes it after `inflight` (the newest unlanded round, if any); null if the write failed. */
@@ -1159,6 +1174,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const d = this.index.detail(seg);
       seg.addBatch(d, firstSeq, n, pos, dataLength, time);
       seg.endBatch(pos, dataLength, data.readUInt32LE(4));
+      if (batch.foreign === null) this.keepTail(seg, pos, data);
       this.lastTime = time;
       if (batch.foreign !== null) {
         const id = this.index.table.intern(batch.subjects[0]);
@@ -1196,6 +1212,28 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (n > 0) this.evictRanges(this.index.evict(this.limits, touched));
     if (batch !== null) this.settleStaged(batch, null, batch.count === 0 ? batch.copySeq : firstSeq);
     if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
+  }
+
+  /**
+   * Keeps a landed batch for the readers at the end. A copy: the staging
+   * buffer is reused, and what a reader decodes may keep views of the bytes.
+   */
+  private keepTail(seg: Segment, pos: number, data: Buffer): void {
+    if (data.length > TAIL_BATCH_BYTES) return;
+    if (this.tail.length >= TAIL_BATCHES) this.tail.shift();
+    this.tail.push({ seg, pos, buf: Buffer.from(data) });
+  }
+
+  /** The kept batch at `pos` of `seg`, if it is `len` bytes. */
+  private tailBatch(seg: Segment, pos: number, len: number): Buffer | null {
+    for (let i = this.tail.length - 1; i >= 0; i--) {
+      const t = this.tail[i];
+      if (t.seg !== seg || t.pos !== pos) continue;
+      if (t.buf.length !== len) return null;
+      this.io.tailReads++;
+      return t.buf;
+    }
+    return null;
   }
 
   private failRound(round: Round, err: Error): void {
@@ -1476,6 +1514,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    */
   private async window(seg: Segment, d: SegmentDetail, b0: number): Promise<ScanWindow> {
     for (const w of this.windows) if (w.seg === seg && b0 >= w.b0 && b0 <= w.b1) return w;
+    // A reader at the end: the batch as it landed, with no read (not kept as a window: it would push out windows read from disk).
+    const kept = this.tailBatch(seg, d.bPos[b0], d.bLen[b0]);
+    if (kept !== null) return { seg, d, b0, b1: b0, start: d.bPos[b0], buf: kept, failure: null, verified: new Uint8Array(1) };
     let b1 = b0;
     const start = d.bPos[b0];
     while (b1 + 1 < d.nb && d.bPos[b1 + 1] + d.bLen[b1 + 1] - start <= SCAN_CHUNK) b1++;
@@ -1536,6 +1577,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const c = this.cached;
     if (c !== null && c.seg === seg && c.b === b) return c.buf;
     const len = d.bLen[b];
+    const kept = this.tailBatch(seg, d.bPos[b], len);
+    if (kept !== null) {
+      this.cached = { seg, b, buf: kept };
+      return kept;
+    }
     const buf = await this.readRange(seg, d.bPos[b], len);
     if (buf === "error") return null;
     const problem = buf === "short" ? "short" : checkBatch(buf, 0, len);
@@ -2175,6 +2221,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.cached?.seg === seg) this.cached = null;
     if (this.decoded?.seg === seg) this.decoded = null;
     this.windows = this.windows.filter((w) => w.seg !== seg);
+    this.tail = this.tail.filter((t) => t.seg !== seg);
     this.index.forgetSegment(seg);
     this.idxInfo.delete(seg);
     if (seg.users === 0) void seg.fh.close().catch(() => {});
@@ -2233,6 +2280,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.tombTimer = null;
     if (this.spareTimer) clearTimeout(this.spareTimer);
     this.spareTimer = null;
+    this.tail = [];
     if (this.ageTimer) clearInterval(this.ageTimer);
     if (this.markerTimer) clearTimeout(this.markerTimer);
     this.markerTimer = null;
