@@ -110,7 +110,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
     let running = true;
     const workers: Array<[string, Promise<void>]> = [
       ["kafka producer", kafkaProducer(kafka, history, () => running, REPLICATED_TOPIC)],
-      ["kafka group reader", kafkaGroupReader(kafka, history, () => running, closers, REPLICATED_TOPIC, KAFKA_GROUP)],
+      ["kafka group reader", kafkaGroupReader(cluster.nodes.map((n) => n.kafka), history, () => running, closers, REPLICATED_TOPIC, KAFKA_GROUP)],
       ["kafka committed-offsets fetcher", committedFetcher(kafka, history, () => running, REPLICATED_TOPIC, KAFKA_GROUP)],
       ...[0, 1].map((w): [string, Promise<void>] => [`jetstream publisher jp${w}`, jsPublisher(cluster, streams, history, `jp${w}`, () => running, closers)]),
       ["jetstream reader", jsReader(cluster, streams, history, () => running, closers)],

@@ -21,10 +21,12 @@
  */
 
 import { spawn } from "node:child_process";
+import { Worker } from "node:worker_threads";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import kafkajs from "kafkajs";
 import { History } from "./history.js";
+import type { GroupReaderConfig, GroupReaderEvent } from "./kafka-group-worker.js";
 import { checkHistory, type CheckResult, type FinalLogs } from "./checker.js";
 import { describeFault, faultSchedule, type Fault, type FaultKind } from "./fault-schedule.js";
 import { startFaultCluster, type FaultCluster } from "./fault-cluster.js";
@@ -75,7 +77,7 @@ export async function runFaultScenario(o: ScenarioOptions): Promise<ScenarioRun>
       ...[0, 1].map((w) => jsPublisher(cluster, STREAMS, history, `jp${w}`, () => running, closers)),
       kafkaProducer(kafka, history, () => running),
       jsReader(cluster, STREAMS, history, () => running, closers),
-      kafkaGroupReader(kafka, history, () => running, closers),
+      kafkaGroupReader(cluster.nodes.map((n) => n.kafka), history, () => running, closers),
       committedFetcher(kafka, history, () => running),
     ];
     const start = Date.now();
@@ -219,24 +221,29 @@ export async function jsReader(cluster: FaultCluster, streams: ReadonlyArray<{ n
   }
 }
 
-export async function kafkaGroupReader(kafka: InstanceType<typeof Kafka>, h: History, running: () => boolean, closers: Array<() => Promise<unknown>>, topic = TOPIC, group = GROUP): Promise<void> {
-  const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500, retry: { retries: 20, initialRetryTime: 100, maxRetryTime: 1000 } });
-  closers.push(() => consumer.disconnect());
-  consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
-    for (const t of e.payload.topics) for (const p of t.partitions) h.add({ type: "commit", t0: h.now(), client: "kg", group, log: `${t.topic}/${p.partition}`, offset: Number(p.offset) });
+/** How long the group reader's worker gets to leave its group before it is ended. */
+const GROUP_READER_CLOSE_MS = 8_000;
+
+/**
+ * A KafkaJS consumer in `group` reading `topic` from the beginning, in a
+ * worker thread (kafka-group-worker.ts says why), its reads and commits in
+ * `h`. Its closer asks it to leave the group and ends the thread if it has
+ * not within GROUP_READER_CLOSE_MS.
+ */
+export async function kafkaGroupReader(brokers: string[], h: History, running: () => boolean, closers: Array<() => Promise<unknown>>, topic = TOPIC, group = GROUP): Promise<void> {
+  const worker = new Worker(new URL("./kafka-group-worker.js", import.meta.url), { workerData: { brokers, topic, group } satisfies GroupReaderConfig });
+  const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  worker.on("error", () => undefined);
+  worker.on("message", (e: GroupReaderEvent) => {
+    const t = e.at - performance.timeOrigin;
+    h.ops.push(e.op.type === "commit" ? { ...e.op, t, t0: e.op.t0 - performance.timeOrigin } : { ...e.op, t });
   });
-  try {
-    await consumer.connect();
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await consumer.run({
-      autoCommitInterval: 300,
-      eachMessage: async ({ partition, message }) => {
-        h.add({ type: "read", client: "kg", log: `${topic}/${partition}`, offset: Number(message.offset), value: message.value?.toString() ?? "" });
-      },
-    });
-  } catch {
-    // The group could not start (its coordinator down at the wrong moment): the other readers still read.
-  }
+  closers.push(async () => {
+    worker.postMessage("close");
+    const timer = setTimeout(() => void worker.terminate(), GROUP_READER_CLOSE_MS);
+    await exited;
+    clearTimeout(timer);
+  });
   while (running()) await sleep(100);
 }
 
