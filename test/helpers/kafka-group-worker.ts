@@ -13,7 +13,7 @@
  * absolute milliseconds (`at`, `t0`): the parent puts them on its own clock.
  */
 
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort, workerData, type MessagePort } from "node:worker_threads";
 import kafkajs from "kafkajs";
 
 const { Kafka, logLevel } = kafkajs;
@@ -29,33 +29,35 @@ export type GroupReaderEvent =
   | { at: number; op: { type: "read"; client: string; log: string; offset: number; value: string } }
   | { at: number; op: { type: "commit"; t0: number; client: string; group: string; log: string; offset: number } };
 
-const { brokers, topic, group } = workerData as GroupReaderConfig;
-const port = parentPort!;
-const abs = (): number => performance.timeOrigin + performance.now();
-const send = (e: GroupReaderEvent): void => port.postMessage(e);
+// `node --test dist/test/` loads every file under test/ as a test: there, with no parent, it does nothing.
+if (parentPort !== null) await readGroup(workerData as GroupReaderConfig, parentPort);
 
-const kafka = new Kafka({ clientId: "faults", brokers, logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
-const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500, retry: { retries: 20, initialRetryTime: 100, maxRetryTime: 1000 } });
-consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
-  for (const t of e.payload.topics) {
-    for (const p of t.partitions) send({ at: abs(), op: { type: "commit", t0: abs(), client: "kg", group, log: `${t.topic}/${p.partition}`, offset: Number(p.offset) } });
-  }
-});
-port.on("message", () => {
-  void consumer
-    .disconnect()
-    .catch(() => undefined)
-    .then(() => process.exit(0));
-});
-try {
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    autoCommitInterval: 300,
-    eachMessage: async ({ partition, message }) => {
-      send({ at: abs(), op: { type: "read", client: "kg", log: `${topic}/${partition}`, offset: Number(message.offset), value: message.value?.toString() ?? "" } });
-    },
+async function readGroup({ brokers, topic, group }: GroupReaderConfig, port: MessagePort): Promise<void> {
+  const abs = (): number => performance.timeOrigin + performance.now();
+  const send = (e: GroupReaderEvent): void => port.postMessage(e);
+  const kafka = new Kafka({ clientId: "faults", brokers, logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const consumer = kafka.consumer({ groupId: group, sessionTimeout: 6000, heartbeatInterval: 500, retry: { retries: 20, initialRetryTime: 100, maxRetryTime: 1000 } });
+  consumer.on(consumer.events.COMMIT_OFFSETS, (e) => {
+    for (const t of e.payload.topics) {
+      for (const p of t.partitions) send({ at: abs(), op: { type: "commit", t0: abs(), client: "kg", group, log: `${t.topic}/${p.partition}`, offset: Number(p.offset) } });
+    }
   });
-} catch {
-  // The group could not start (its coordinator down at the wrong moment): the other readers still read.
+  port.on("message", () => {
+    void consumer
+      .disconnect()
+      .catch(() => undefined)
+      .then(() => process.exit(0));
+  });
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      autoCommitInterval: 300,
+      eachMessage: async ({ partition, message }) => {
+        send({ at: abs(), op: { type: "read", client: "kg", log: `${topic}/${partition}`, offset: Number(message.offset), value: message.value?.toString() ?? "" } });
+      },
+    });
+  } catch {
+    // The group could not start (its coordinator down at the wrong moment): the other readers still read.
+  }
 }
