@@ -13,11 +13,24 @@ import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { appendAsync, runOf, StorageError, type StoredMessage } from "../src/store/log.js";
 import { readCopy } from "../src/streams/copy-batch.js";
 import { expectedRecord, mismatch } from "./helpers/store-model.js";
-import { nodeFs, type StoreFs } from "../src/util/fs.js";
+import { nodeFs, type StoreFile, type StoreFs } from "../src/util/fs.js";
 import { flipByte } from "./helpers/damage.js";
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-faults-"));
+}
+
+/** `f` with its reads made by `read`. */
+function withReads(f: StoreFile, read: StoreFile["read"]): StoreFile {
+  return {
+    read,
+    write: (b, o, l, p) => f.write(b, o, l, p),
+    writev: (bs, p) => f.writev(bs, p),
+    truncate: (n) => f.truncate(n),
+    datasync: () => f.datasync(),
+    size: () => f.size(),
+    close: () => f.close(),
+  };
 }
 
 function files(dir: string, suffix: string): string[] {
@@ -231,15 +244,7 @@ describe("corruption in sealed segments", () => {
         open: async (path, mode) => {
           const f = await nodeFs.open(path, mode);
           if (!path.endsWith(name)) return f;
-          return {
-            read: (b, o, l, p) => (failing ? Promise.reject(new Error("EIO: injected read failure")) : f.read(b, o, l, p)),
-            write: (b, o, l, p) => f.write(b, o, l, p),
-            writev: (bs, p) => f.writev(bs, p),
-            truncate: (n) => f.truncate(n),
-            datasync: () => f.datasync(),
-            size: () => f.size(),
-            close: () => f.close(),
-          };
+          return withReads(f, (b, o, l, p) => (failing ? Promise.reject(new Error("EIO: injected read failure")) : f.read(b, o, l, p)));
         },
       };
       const log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs });
@@ -545,15 +550,7 @@ describe("the kept tail", () => {
       ...nodeFs,
       open: async (path, mode) => {
         const f = await nodeFs.open(path, mode);
-        return {
-          read: (b, o, l, p) => (reads++, f.read(b, o, l, p)),
-          write: (b, o, l, p) => f.write(b, o, l, p),
-          writev: (bs, p) => f.writev(bs, p),
-          truncate: (n) => f.truncate(n),
-          datasync: () => f.datasync(),
-          size: () => f.size(),
-          close: () => f.close(),
-        };
+        return withReads(f, (b, o, l, p) => (reads++, f.read(b, o, l, p)));
       },
     };
     const log = await FileLog.open({ dir, fs });
