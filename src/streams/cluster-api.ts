@@ -43,7 +43,6 @@ import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
-const REPLY_PREFIX = CLUSTER_ANSWER_PREFIX;
 export const PLACED_HEADER = "Nagare-Placed";
 /**
  * On a forwarded request: serve it here, never forward it again. A node
@@ -238,7 +237,7 @@ export class ClusterApi implements Receiver {
   ) {
     const self = nodeToken(cluster.self);
     this.forwardPrefix = `${FORWARD_PREFIX}${self}.`;
-    this.replyPrefix = `${REPLY_PREFIX}${self}.`;
+    this.replyPrefix = `${CLUSTER_ANSWER_PREFIX}${self}.`;
     this.forwardSub = new Subscription(this, `${this.forwardPrefix}>`, null);
     this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
     js.account.subscribe(this.forwardSub);
@@ -380,7 +379,7 @@ export class ClusterApi implements Receiver {
     // delete done before the leader's gate is up would be done on this copy alone), and what the stream holds (info, gets).
     if (this.replicas.leads(name) || !awaitsLeader(subject)) return false;
     // Another node's STREAM.LIST asking (infos): it counts a stream not answered at once as missing, and waits 2 s at most.
-    if (reply.startsWith(REPLY_PREFIX) || this.roleWaiters.length >= ROLE_WAITERS_MAX || this.roleWaitBytes + body.length > ROLE_WAIT_BYTES) {
+    if (reply.startsWith(CLUSTER_ANSWER_PREFIX) || this.roleWaiters.length >= ROLE_WAITERS_MAX || this.roleWaitBytes + body.length > ROLE_WAIT_BYTES) {
       this.offline(subject, reply);
       return true;
     }
