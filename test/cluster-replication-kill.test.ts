@@ -30,13 +30,14 @@ let b: NagareServer;
 let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
-async function spawnK(peers: () => NagareServer[] = () => [a, b]): Promise<NodeProcess> {
+/** k as a process; `jetstreamExtra` goes into its `jetstream {}` block (e.g. a sync interval). */
+async function spawnK(peers: () => NagareServer[] = () => [a, b], jetstreamExtra = ""): Promise<NodeProcess> {
   const conf = join(dir, "k.conf");
   writeFileSync(
     conf,
     `server_name: k
 server_tags: ["node:k"]
-jetstream { store_dir: "${join(dir, "k")}" }
+jetstream { store_dir: "${join(dir, "k")}" ${jetstreamExtra} }
 cluster { name: ${clusterName} }
 etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
 `,
@@ -350,6 +351,47 @@ test("SIGKILL of the leader of a memory stream, started again within its lease: 
   await checkAcked(leader === "a" ? a : b, "MEM", acked);
   // k follows and catches up: back in the ISR.
   await waitUntil(() => placed("MEM")!.isr![0].includes("k"), "k back in the ISR", 30_000);
+});
+
+test("SIGKILL of a leader that syncs on an interval, its unsynced tail lost as in a machine crash, started again within its lease: no acknowledged publish is lost", async () => {
+  if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
+  const syncEvery = 'sync_interval: "2m"';
+  k = await spawnK(undefined, syncEvery);
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  await kLeadsNext(jsm, "kf");
+  const info = await jsm.streams.add({ name: "SYNCI", subjects: ["synci.>"], num_replicas: 3 });
+  assert.equal(info.cluster?.leader, "k");
+  const js = jetstream(nc);
+  const acked = await publishThrough(js, "SYNCI", 50, 50, async () => {});
+  await k.stop("SIGKILL");
+  // What a machine crash leaves of a copy synced every 2 minutes: its tail gone (a killed process loses nothing it wrote).
+  const where = readdirSync(join(dir, "k"), { recursive: true }).map(String).find((p) => p.endsWith(join("SYNCI", "p0")));
+  assert.ok(where !== undefined, "k's copy of SYNCI on disk");
+  const copy = await FileLog.open({ dir: join(dir, "k", where), limits: {} });
+  await copy.truncateFrom(21);
+  await copy.close();
+  // Named leader until it steps aside or its old lease runs out (then a follower takes over, whichever comes first):
+  // leading, it would cut the others back to 20.
+  k = await spawnK(undefined, syncEvery);
+  const deadline = Date.now() + 60_000;
+  let next: number;
+  for (;;) {
+    try {
+      next = (await js.publish("synci.x", "after", { msgID: "after", timeout: 2000 })).seq;
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
+  // Led on by k, this was 21: the others cut back to its 20.
+  assert.equal(next, 51, "the next publish follows the acknowledged ones");
+  const leader = placed("SYNCI")!.leaders[0];
+  assert.notEqual(leader, "k");
+  assert.deepEqual(placed("SYNCI")!.epochs, [2]);
+  await checkAcked(leader === "a" ? a : b, "SYNCI", acked);
+  // k follows, fetches what it lost and rejoins.
+  await waitUntil(() => placed("SYNCI")!.isr![0].includes("k"), "k back in the ISR", 30_000);
 });
 
 test("a memory stream's leader alone in the ISR (its follower's lease blipped), killed and started again: the follower with every record leads", async () => {

@@ -328,7 +328,7 @@ export class StreamReplicas {
   private readonly startedAt = Date.now();
   /** Per stream (its copy here), the partitions settled at least once by this instance: only the first settle asks restartedCopy. */
   private readonly seen = new WeakMap<Stream, Set<number>>();
-  /** Per stream, partitions whose memory copy was found restarted and has taken no role since (stepAside until it has). */
+  /** Per stream, partitions whose copy was found restarted (restartedCopy) and has taken no role since (stepAside until it has). */
   private readonly lost = new WeakMap<Stream, Set<number>>();
   /** A memory stream's leader-epoch checkpoints, per partition (epochsOf). */
   private readonly memoryEpochs = new WeakMap<Stream, Map<number, LeaderEpochs>>();
@@ -774,23 +774,39 @@ export class StreamReplicas {
   }
 
   /**
-   * Whether the leadership the placement gives this node over a stream
-   * held in memory was taken before this instance began (a restart): the
-   * copy then lost every record it held. Asked at the first settle of the
-   * partition here only (a stream scaled up from one replica on a running
-   * node holds everything acknowledged since the node started).
+   * Whether the leadership the placement gives this node over a copy that
+   * may not hold what it acknowledged (unsyncedCopy) was taken before this
+   * instance began (a restart): a copy in memory then lost every record
+   * it held, one synced on an interval maybe its unsynced tail. Asked at
+   * the first settle of the partition here only (a stream scaled up from
+   * one replica on a running node holds everything acknowledged since the
+   * node started).
    */
   private restartedCopy(stream: Stream, placed: PlacedStream): boolean {
     const made = placed.created === undefined ? NaN : Date.parse(placed.created);
     // A placement without a readable time is taken as older: stepping aside costs a failover, leading may cost acknowledged records.
-    return stream.dir === null && !(made >= this.startedAt);
+    return this.unsyncedCopy(stream) !== null && !(made >= this.startedAt);
   }
 
   /**
-   * This node is named leader of partition `p` in `epoch`, and its copy, in
-   * memory, lost what that leadership acknowledged when the node restarted
-   * (restartedCopy). Leading, it would cut its followers back to nothing:
-   * acknowledged records lost to one fault. Instead, in one fenced write,
+   * Why this node's copy of `stream` may lack what it acknowledged before
+   * its node restarted, or null when it cannot: it is in memory, or its
+   * node syncs on an interval, whose unsynced tail a machine crash loses
+   * (a killed process loses nothing it wrote, but a restarted one cannot
+   * tell the two apart). The follower's bar treats such copies alike (barOf).
+   */
+  private unsyncedCopy(stream: Stream): string | null {
+    if (stream.dir === null) return "this copy, in memory, lost what it held when its node restarted";
+    const sync = this.host.js.options.sync ?? "always";
+    return sync === "always" ? null : `this copy, synced ${sync === "never" ? "only when the system writes it back" : "on an interval"}, may have lost its unsynced tail when its node restarted`;
+  }
+
+  /**
+   * This node is named leader of partition `p` in `epoch`, and its copy
+   * may lack what that leadership acknowledged before the node restarted
+   * (restartedCopy: in memory it lost everything, synced on an interval
+   * maybe its tail). Leading, it would cut its followers back to what it
+   * holds: acknowledged records lost to one fault. Instead, in one fenced write,
    * another replica is named leader in the next epoch and this node leaves
    * the ISR (it follows, and rejoins once caught up, as any follower):
    *
@@ -808,7 +824,7 @@ export class StreamReplicas {
    * checks); false when this node should lead.
    */
   private async stepAside(name: string, stream: Stream, p: number, epoch: number, replicas: readonly string[], isr: readonly string[], placed: PlacedStream): Promise<boolean> {
-    const why = "this copy, in memory, lost what it held when its node restarted";
+    const why = this.unsyncedCopy(stream) ?? "this copy may lack what it acknowledged before its node restarted";
     const self = this.self;
     const key = `${name}/${p}`;
     const directory = this.host.cluster.directory;
