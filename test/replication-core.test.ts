@@ -691,6 +691,42 @@ test("answers in flight to one follower node are bounded across its leaders: pas
   for (const n of nodes) await n.log.close();
 });
 
+test("a leader that lends its answers encodes each into one reused buffer, with the bytes and the budget count a fresh answer has", async () => {
+  const nodes: Node[] = [];
+  const budget = new AnswerBudget(1024 * 1024);
+  const n = await node("a", "memory", () => "", nodes);
+  const opts = { self: "a", log: n.log, epochs: n.epochs, epoch: 1, replicas: ["a", "b"], isr: ["a", "b"] };
+  const lending = await ReplicaLeader.create({ ...opts, answerBudget: budget, lendAnswers: true });
+  const fresh = await ReplicaLeader.create(opts);
+  for (let i = 0; i < 20; i++) {
+    const seq = await appendAsync(n.log, { subject: `s.${i}`, data: Buffer.alloc(3000 + i, 0x61 + i) });
+    lending.appended(seq);
+    fresh.appended(seq);
+  }
+  // A lent buffer is valid only during the callback: what a follower (or route) keeps, it copies there.
+  const ask = (leader: ReplicaLeader, from: number): Promise<{ copy: Buffer; lent: Buffer }> =>
+    new Promise((resolve) =>
+      leader.serve(encodeRequest({ op: "fetch", follower: "b", from, epoch: 1, run: leader.run, ops: 0, maxBytes: 16 * 1024, maxWaitMs: 0 }), (b) => resolve({ copy: Buffer.from(b), lent: b })),
+    );
+  const first = await ask(lending, 1);
+  const second = await ask(lending, decodeFetchAnswer(first.copy).next);
+  assert.equal(first.lent.buffer, second.lent.buffer, "one buffer for every answer");
+  assert.notDeepEqual(first.lent, first.copy, "the first answer's bytes were overwritten by the second");
+  for (const [from, got] of [[1, first.copy], [decodeFetchAnswer(first.copy).next, second.copy]] as const) {
+    const want = (await ask(fresh, from)).copy;
+    const a = decodeFetchAnswer(got);
+    const w = decodeFetchAnswer(want);
+    assert.deepEqual(a.items.map((m) => ["seq" in m ? m.seq : -1, m.subject]), w.items.map((m) => ["seq" in m ? m.seq : -1, m.subject]));
+    assert.deepEqual({ ...a, items: [], run: "" }, { ...w, items: [], run: "" });
+    assert.equal(got.length, want.length);
+  }
+  // Counted in the budget at its encoded size, as a fresh buffer's length was.
+  assert.equal(budget.inFlight("b"), second.copy.length);
+  lending.close();
+  fresh.close();
+  for (const x of nodes) await x.log.close();
+});
+
 test("whole items cannot break the answer budget: with one large message in each of 8 partitions, one answer at a time goes to the follower", async () => {
   const nodes: Node[] = [];
   const budget = new AnswerBudget(1024 * 1024);

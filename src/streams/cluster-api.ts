@@ -255,7 +255,10 @@ export class ClusterApi implements Receiver {
       js,
       cluster,
       request: (node, subject, body, ms) => this.request(node, subject, body, ms),
-      answer: (reply, body) => js.emit(reply, reply, "", null, body),
+      // The body may be lent (ReplicaHost.answer). Account.route gives `$NG.` messages only to the cluster's own receivers and
+      // the routes, which frame it into their outbound at once; of those receivers only this node's answer subscription
+      // keeps a payload (an answer to a request of its own). Any other reply (not another node's answer) gets a copy.
+      answer: (reply, body) => js.emit(reply, reply, "", null, reply.startsWith(CLUSTER_ANSWER_PREFIX) && !reply.startsWith(this.replyPrefix) ? body : Buffer.from(body)),
       holdsLease: () => this.directory.isLive(cluster.self),
     });
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);

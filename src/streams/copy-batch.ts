@@ -104,15 +104,19 @@ export function encodedSize(item: StoredItem): number {
 /** The bytes of an encodeBatch answer with no items. */
 export const EMPTY_BATCH_BYTES = 5;
 
-/** Encodes scanStored's items for a copy, after `headRoom` bytes left for the caller (its answer's header, written there without copying the batch again). */
-export function encodeBatch(items: readonly StoredItem[], headRoom = 0): Buffer {
+/**
+ * Encodes scanStored's items for a copy, after `headRoom` bytes left for the
+ * caller (its answer's header, written there without copying the batch
+ * again): into the start of `into` when it is large enough, else a new buffer.
+ */
+export function encodeBatch(items: readonly StoredItem[], headRoom = 0, into?: Buffer): Buffer {
   const subjects = items.map((m) => Buffer.from(m.subject));
   let size = headRoom + 5;
   for (let i = 0; i < items.length; i++) {
     const m = items[i];
     size += isForeign(m) ? FOREIGN_HEAD + subjects[i].length + m.bytes.length : MSG_HEAD + subjects[i].length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + m.data.length;
   }
-  const b = Buffer.allocUnsafe(size);
+  const b = into !== undefined && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
   b[headRoom] = BATCH_MARK;
   b.writeUInt32LE(items.length, headRoom + 1);
   let at = headRoom + 5;

@@ -224,13 +224,37 @@ export function encodeFailure(err: Error): Buffer {
   return encodeError(err instanceof ReplicaError ? err.code : "storage", err.message);
 }
 
-function encodeFetchAnswer(a: FetchAnswer): Buffer {
+/** A fetch answer ready to encode: its header's bytes, its items, and the size it encodes to. */
+interface PreparedAnswer {
+  head: Buffer;
+  items: StoredItem[];
+  size: number;
+}
+
+function prepareFetchAnswer(a: FetchAnswer): PreparedAnswer {
   const { items, ...header } = a;
   const head = Buffer.from(JSON.stringify(header));
-  const out = encodeBatch(items, 5 + head.length);
+  let size = 5 + head.length + EMPTY_BATCH_BYTES;
+  for (let i = 0; i < items.length; i++) size += encodedSize(items[i]);
+  return { head, items, size };
+}
+
+/**
+ * Where lent answers are encoded (ReplicaLeaderOptions.lendAnswers): one
+ * buffer for the process, reused answer after answer, since an answer is
+ * encoded and handed on in one synchronous step. Fresh buffers for every
+ * answer, counted as external memory by V8, kept a leader at acks=all
+ * running a full mark-compact every few MB replicated (docs/PERFORMANCE.md).
+ * An answer larger than this (a Kafka batch near a large max_payload) gets
+ * a buffer of its own.
+ */
+const LENT = Buffer.allocUnsafeSlow(2 * 1024 * 1024);
+
+function encodeFetchAnswer(p: PreparedAnswer, lend = false): Buffer {
+  const out = encodeBatch(p.items, 5 + p.head.length, lend ? LENT : undefined);
   out[0] = ANSWER_MARK;
-  out.writeUInt32LE(head.length, 1);
-  head.copy(out, 5);
+  out.writeUInt32LE(p.head.length, 1);
+  p.head.copy(out, 5);
   return out;
 }
 
@@ -322,6 +346,12 @@ export interface ReplicaLeaderOptions {
   onStartOver?: (follower: string) => void;
   /** The node's bound on answers in flight to each follower node, shared by its leaders (none: unbounded). */
   answerBudget?: AnswerBudget;
+  /**
+   * Fetch answers are lent: the buffer given to `serve`'s answer callback is
+   * valid only during the call (the callback copies what it keeps; a route
+   * frames it into its outbound at once). Saves a buffer per answer.
+   */
+  lendAnswers?: boolean;
   now?: () => number;
 }
 
@@ -732,7 +762,10 @@ export class ReplicaLeader {
     const budget = this.opts.answerBudget;
     // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
     if (budget === undefined || req.from >= this.end) {
-      this.answerFetch(req, req.maxBytes).then(answer, (err: Error) => answer(encodeFailure(err)));
+      this.answerFetch(req, req.maxBytes).then(
+        (p) => answer(this.encodeAnswer(p)),
+        (err: Error) => answer(encodeFailure(err)),
+      );
       return;
     }
     const f = this.followers.get(req.follower)!;
@@ -748,24 +781,24 @@ export class ReplicaLeader {
     const held = Math.max(1, Math.min(cap, this.estimate(req.from)), Math.min(need, room));
     budget.reserve(node, held);
     this.answerFetch(req, cap).then(
-      (b) => {
+      (p) => {
         // A leadership that ended meanwhile counts nothing more (close gave its answers back).
         if (this.closedWith !== null) {
           budget.settle(node, held, 0);
-          return answer(b);
+          return answer(this.encodeAnswer(p));
         }
         // An answer is whole items, at least one, so it may pass what it was reserved for: then it waits for that much
         // room while anything else is counted (its reservation given back after it queued, so it is not let go by it).
-        if (b.length > budget.room(node) + held && budget.inFlight(node) + budget.reserved(node) > held) {
+        if (p.size > budget.room(node) + held && budget.inFlight(node) + budget.reserved(node) > held) {
           // A fetch the follower gave up for a newer one waits no more: the newer one is answered.
-          if (f.latest === req) this.defer(f, req, answer, b.length);
+          if (f.latest === req) this.defer(f, req, answer, p.size);
           budget.settle(node, held, 0);
           return;
         }
-        f.answered += b.length;
+        f.answered += p.size;
         f.answeredAt = this.now();
-        budget.settle(node, held, b.length);
-        answer(b);
+        budget.settle(node, held, p.size);
+        answer(this.encodeAnswer(p));
       },
       (err: Error) => {
         budget.settle(node, held, 0);
@@ -791,7 +824,10 @@ export class ReplicaLeader {
       timer: setTimeout(() => {
         if (f.deferred !== d) return;
         f.deferred = null;
-        this.answerFetch(req, 0, false).then(answer, (err: Error) => answer(encodeFailure(err)));
+        this.answerFetch(req, 0, false).then(
+          (p) => answer(this.encodeAnswer(p)),
+          (err: Error) => answer(encodeFailure(err)),
+        );
       }, Math.max(DEFERRED_MIN_MS, Math.min(req.maxWaitMs, MAX_WAIT_MS))),
     };
     d.timer.unref();
@@ -820,8 +856,13 @@ export class ReplicaLeader {
     f.deferred = null;
   }
 
+  /** Encodes an answer for the callback it is handed to at once: lent (LENT) when the options say so. */
+  private encodeAnswer(p: PreparedAnswer): Buffer {
+    return encodeFetchAnswer(p, this.opts.lendAnswers === true);
+  }
+
   /** A fetch's answer of at most `maxBytes` (whole items, at least one), or with none (`read` false: removals and positions only). */
-  private async answerFetch(req: FetchRequest, maxBytes: number, read = true): Promise<Buffer> {
+  private async answerFetch(req: FetchRequest, maxBytes: number, read = true): Promise<PreparedAnswer> {
     const { log } = this.opts;
     const end = this.end;
     // Held, the fetch may have fallen behind what MAX_REMOVALS keeps.
@@ -876,7 +917,7 @@ export class ReplicaLeader {
       const seq = this.rOps[i];
       if (seq >= start && seq < req.from) removals.push(seq);
     }
-    return encodeFetchAnswer({
+    return prepareFetchAnswer({
       from: req.from,
       epoch: this.epoch,
       highWatermark: this.hw,

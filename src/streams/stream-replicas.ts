@@ -102,6 +102,7 @@ export interface ReplicaHost {
   readonly js: JetStream;
   readonly cluster: ClusterStreams;
   request(node: string, subject: string, body: Uint8Array, ms: number): Promise<Buffer | null>;
+  /** Sends an answer. `body` may be lent (a leader's fetch answer): it is valid only during the call, and copied if kept. */
   answer(reply: string, body: Buffer): void;
   /** Whether this node may act on its lease now. */
   holdsLease(): boolean;
@@ -970,6 +971,7 @@ export class StreamReplicas {
       // A restarted follower's copy of the consumers is gone with its process.
       onStartOver: (follower) => copies?.forget(follower),
       ...(this.host.js.options.answerBudget !== undefined ? { answerBudget: this.host.js.options.answerBudget } : {}),
+      lendAnswers: true,
     });
     log.setLimits(limitsOf(stream.config));
     // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
