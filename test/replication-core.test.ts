@@ -727,6 +727,42 @@ test("a leader that lends its answers encodes each into one reused buffer, with 
   for (const x of nodes) await x.log.close();
 });
 
+test("a follower gives an answer back only once its file log has stored it: an answer poisoned when given back never reaches the copy", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const l = await node("l", "file", dir, nodes);
+  const f = await node("f", "file", dir, nodes);
+  const leader = await ReplicaLeader.create({ self: "l", log: l.log, epochs: l.epochs, epoch: 1, replicas: ["l", "f"], isr: ["l", "f"] });
+  const link = new Link(leader);
+  const given = new Set<Buffer>();
+  let released = 0;
+  const transport: ReplicaTransport = {
+    request: async (body, ms) => {
+      const b = await link.request(body);
+      if (b === null) return null;
+      const own = Buffer.from(b);
+      given.add(own);
+      return own;
+    },
+    release: (b) => {
+      assert.ok(given.delete(b), "only an answer the transport gave, once");
+      // Reused at once, as a pool would: a log still reading it would store these bytes.
+      b.fill(0xff);
+      released++;
+    },
+  };
+  const errors: Error[] = [];
+  const fol = new ReplicaFollower({ self: "f", log: f.log, epochs: f.epochs, epoch: 1, transport, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e) });
+  fol.start();
+  for (let i = 1; i <= 120; i++) await write(leader, l, i);
+  await until(() => end(f) === end(l), "the copy at the leader's end");
+  await fol.close();
+  assert.deepEqual(errors, []);
+  assert.ok(released > 0, "answers given back");
+  assert.deepEqual(await picture(f), await picture(l));
+  leader.close();
+});
+
 test("whole items cannot break the answer budget: with one large message in each of 8 partitions, one answer at a time goes to the follower", async () => {
   const nodes: Node[] = [];
   const budget = new AnswerBudget(1024 * 1024);

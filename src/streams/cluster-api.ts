@@ -30,6 +30,7 @@
 
 import { randomBytes } from "node:crypto";
 import { Message } from "../subjects/message.js";
+import { BufferPool } from "../util/buffer-pool.js";
 import { CLUSTER_ANSWER_PREFIX, CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
@@ -83,6 +84,15 @@ const ROUTE_WAITERS_MAX = 4096;
 const ROUTE_WAIT_BYTES = 64 << 20;
 /** Internal requests waiting for an answer at once (LIST asks at most a page of 256). */
 const PENDING_MAX = 4096;
+/**
+ * Answers of this size and more are copied out of the route's read into
+ * pooled memory (a follower's fetch answers, given back once stored): a
+ * fresh buffer per answer, external memory to V8, kept a follower of Kafka
+ * batches in a mark-compact every few MB (docs/PERFORMANCE.md).
+ */
+const LEND_FROM = 64 * 1024;
+/** The pool of lent answers, shared by the process's accounts; what it keeps unused at most. */
+const ANSWERS = new BufferPool(8 * 1024 * 1024);
 
 type Json = Record<string, unknown>;
 
@@ -213,6 +223,8 @@ export class ClusterApi implements Receiver {
   private readonly forwardPrefix: string;
   private readonly replyPrefix: string;
   private readonly pending = new Map<string, (body: Buffer | null) => void>();
+  /** Answers handed out over pooled memory and not given back: only these go back to the pool (releaseAnswer). */
+  private readonly lentAnswers = new WeakSet<Buffer>();
   private nextId = 0;
   private readonly mover: StreamMover;
   private readonly replicas: StreamReplicas;
@@ -259,6 +271,9 @@ export class ClusterApi implements Receiver {
       // the routes, which frame it into their outbound at once; of those receivers only this node's answer subscription
       // keeps a payload (an answer to a request of its own). Any other reply (not another node's answer) gets a copy.
       answer: (reply, body) => js.emit(reply, reply, "", null, reply.startsWith(CLUSTER_ANSWER_PREFIX) && !reply.startsWith(this.replyPrefix) ? body : Buffer.from(body)),
+      releaseAnswer: (b) => {
+        if (this.lentAnswers.delete(b)) ANSWERS.give(b);
+      },
       holdsLease: () => this.directory.isLive(cluster.self),
     });
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
@@ -555,7 +570,16 @@ export class ClusterApi implements Receiver {
     if (!msg.fromRoute) return;
     const subject = msg.subject;
     if (sub === this.replySub) {
-      this.pending.get(subject.slice(this.replyPrefix.length))?.(Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end)));
+      const answered = this.pending.get(subject.slice(this.replyPrefix.length));
+      if (answered === undefined) return;
+      // Copied out of the route's read (reused): a large answer into pooled memory, which a follower gives back once stored.
+      const from = msg.start + msg.hdrLen;
+      const size = msg.end - from;
+      if (size < LEND_FROM) return answered(Buffer.from(msg.data.subarray(from, msg.end)));
+      const b = ANSWERS.take(size);
+      msg.data.copy(b, 0, from, msg.end);
+      this.lentAnswers.add(b);
+      answered(b);
       return;
     }
     const original = subject.slice(this.forwardPrefix.length);

@@ -1428,6 +1428,13 @@ function covering(entries: readonly EpochEntry[], from: number, next: number): E
 /** Sends a request to the leader; null when no answer came within `ms`. */
 export interface ReplicaTransport {
   request(body: Buffer, ms: number): Promise<Buffer | null>;
+  /**
+   * Takes back a fetch answer `request` gave, once the follower has stored
+   * it and nothing reads it any more (its log copied what it keeps: a file
+   * log stages the records it copies and reads a foreign batch until its
+   * append is done). Not called for an answer that failed anywhere.
+   */
+  release?(answer: Buffer): void;
 }
 
 /**
@@ -1779,7 +1786,8 @@ export class ReplicaFollower {
     const run = this.leaderRun!;
     const ops = this.ops;
     const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs, ...(this.opts.maxPayload !== undefined ? { maxPayload: this.opts.maxPayload } : {}) };
-    const a = decodeFetchAnswer(await this.ask(req, maxWaitMs + ANSWER_MARGIN_MS));
+    const raw = await this.ask(req, maxWaitMs + ANSWER_MARGIN_MS);
+    const a = decodeFetchAnswer(raw);
     if (this.closed) return;
     if (a.from !== from || a.epoch !== this.opts.epoch || a.run !== run || a.ops !== ops) {
       throw new Error(`a late answer (from ${a.from}, epoch ${a.epoch}, removals from ${a.ops}) to an earlier fetch`);
@@ -1805,6 +1813,8 @@ export class ReplicaFollower {
       }
       await deleteStored(log, a.removals, from);
     });
+    // Every append resolved: the log holds its own copy of what it keeps.
+    this.opts.transport.release?.(raw);
     this.ops = a.opsTo;
     this.hw = Math.min(a.highWatermark, Math.max(a.next, from));
     this.rounds++;

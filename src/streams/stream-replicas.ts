@@ -104,6 +104,8 @@ export interface ReplicaHost {
   request(node: string, subject: string, body: Uint8Array, ms: number): Promise<Buffer | null>;
   /** Sends an answer. `body` may be lent (a leader's fetch answer): it is valid only during the call, and copied if kept. */
   answer(reply: string, body: Buffer): void;
+  /** Takes back an answer `request` gave, once nothing reads it (ReplicaTransport.release); one it did not lend is ignored. */
+  releaseAnswer?(answer: Buffer): void;
   /** Whether this node may act on its lease now. */
   holdsLease(): boolean;
 }
@@ -1014,7 +1016,11 @@ export class StreamReplicas {
       epochs,
       epoch,
       bar: await this.barOf(stream, p, epoch),
-      transport: { request: (body, ms) => this.host.request(leader, subject, body, ms) },
+      transport: {
+        request: (body, ms) => this.host.request(leader, subject, body, ms),
+        // A memory log keeps the records it is given, views of the answer: its answers are never taken back.
+        ...(stream.dir !== null && this.host.releaseAnswer !== undefined ? { release: this.host.releaseAnswer } : {}),
+      },
       // The answer comes over this node's route, which refuses a message past its max_payload.
       maxBytes: Math.min(FETCH_BYTES, this.host.js.options.maxPayload),
       maxPayload: this.host.js.options.maxPayload,
