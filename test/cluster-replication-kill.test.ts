@@ -104,6 +104,18 @@ async function publishThrough(js: JetStreamClient, stream: string, count: number
   return acked;
 }
 
+/** Publishes `payload` (its own message id) until acknowledged, for up to 60 s of a failover; the sequence its ack names. */
+async function publishRetrying(js: JetStreamClient, subject: string, payload: string): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return (await js.publish(subject, payload, { msgID: payload, timeout: 2000 })).seq;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
+}
+
 /** Every acknowledged payload is at its sequence in `node`'s copy, and nothing else is stored twice. */
 async function checkAcked(node: NagareServer, stream: string, acked: Map<number, string>): Promise<void> {
   const log = node.jetstream!.streams.get(stream)!.partitions[0];
@@ -335,16 +347,7 @@ test("SIGKILL of the leader of a memory stream, started again within its lease: 
   // At once: its memory copy is empty, and it is named leader until it steps aside or its old lease runs out.
   k = await spawnK();
   await waitUntil(() => placed("MEM")?.leaders[0] !== "k", "another replica leading", 30_000);
-  const deadline = Date.now() + 60_000;
-  let next: number;
-  for (;;) {
-    try {
-      next = (await js.publish("mem.x", "after", { msgID: "after", timeout: 2000 })).seq;
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-  }
+  const next = await publishRetrying(js, "mem.x", "after");
   assert.equal(next, 51, "the next publish follows the acknowledged ones");
   const leader = placed("MEM")!.leaders[0];
   assert.deepEqual(placed("MEM")!.epochs, [2]);
@@ -374,16 +377,7 @@ test("SIGKILL of a leader that syncs on an interval, its unsynced tail lost as i
   // Named leader until it steps aside or its old lease runs out (then a follower takes over, whichever comes first):
   // leading, it would cut the others back to 20.
   k = await spawnK(undefined, syncEvery);
-  const deadline = Date.now() + 60_000;
-  let next: number;
-  for (;;) {
-    try {
-      next = (await js.publish("synci.x", "after", { msgID: "after", timeout: 2000 })).seq;
-      break;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-  }
+  const next = await publishRetrying(js, "synci.x", "after");
   // Led on by k, this was 21: the others cut back to its 20.
   assert.equal(next, 51, "the next publish follows the acknowledged ones");
   const leader = placed("SYNCI")!.leaders[0];
