@@ -16,7 +16,7 @@ import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { nodeLog, startJetStreamCluster, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
-import { v3Clients, waitUntil } from "./helpers/clients.js";
+import { publishRetrying, v3Clients, waitUntil } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kafka, logLevel } from "kafkajs";
@@ -133,16 +133,7 @@ test("a node in lame duck moves the streams it leads to the others before it lea
     await waitUntil(() => leaderOf(b, "drep") === "a", "drep led by a");
   }
   // Right after a change of leader a publish may go unanswered (no node leads it for a moment): retried, by id.
-  const publishRetried = async (subject: string, data: string): Promise<number> => {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      try {
-        return (await jsB.publish(subject, data, { msgID: data, timeout: 2000 })).seq;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-      }
-    }
-  };
+  const publishRetried = (subject: string, data: string): Promise<number> => publishRetrying(jsB, subject, data, 30_000);
   for (let i = 0; i < 10; i++) await publishRetried("drep.x", `r${i}`);
   await retrying(() => jsmB.streams.add({ name: "pinned", subjects: ["pinned.>"], placement: { cluster: "", tags: ["node:a"] } }));
   await waitUntil(() => leaderOf(b, "pinned") === "a", "pinned placed on a");

@@ -20,7 +20,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { FileLog } from "../src/store/file-log.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { respawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
-import { waitUntil } from "./helpers/clients.js";
+import { publishRetrying, waitUntil } from "./helpers/clients.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -102,18 +102,6 @@ async function publishThrough(js: JetStreamClient, stream: string, count: number
   }
   await fault;
   return acked;
-}
-
-/** Publishes `payload` (its own message id) until acknowledged, for up to 60 s of a failover; the sequence its ack names. */
-async function publishRetrying(js: JetStreamClient, subject: string, payload: string): Promise<number> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      return (await js.publish(subject, payload, { msgID: payload, timeout: 2000 })).seq;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-  }
 }
 
 /** Every acknowledged payload is at its sequence in `node`'s copy, and nothing else is stored twice. */

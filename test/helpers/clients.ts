@@ -91,6 +91,22 @@ export async function waitUntilAsync(check: () => Promise<boolean>, what: string
   }
 }
 
+/**
+ * Publishes `data` to a JetStream stream until acknowledged, with `data` as
+ * its message id (a retry after a lost ack is stored once), for up to `ms`
+ * of a change of leader: the sequence its ack names.
+ */
+export async function publishRetrying(js: { publish(subject: string, data: string, opts: { msgID: string; timeout: number }): Promise<{ seq: number }> }, subject: string, data: string, ms = 60_000): Promise<number> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return (await js.publish(subject, data, { msgID: data, timeout: 2000 })).seq;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+  }
+}
+
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
 
