@@ -493,6 +493,61 @@ describe("Kafka admin APIs", () => {
     assert.equal((await describe()).get("retention.ms"), "60000", "an altered config is kept across a restart");
   });
 
+  test("a topic or config resource named twice in one request is answered once, refused, and nothing of it applies; so is an assignment beside a count", async () => {
+    await admin.createTopics({ topics: [{ topic: "twice.cfg", configEntries: [{ name: "retention.ms", value: "60000" }] }] });
+    type Assignment = [number, number[]];
+    const createTopics = (topics: Array<[string, number, number, Assignment[]]>): Buffer =>
+      frame(19, 3, (w) => {
+        w.array(topics, (w, [name, partitions, replication, assignments]) => {
+          w.string(name).i32(partitions).i16(replication);
+          w.array(assignments, (w, [p, brokers]) => w.i32(p).array(brokers, (w, b) => w.i32(b)));
+          w.arrayLength(0);
+        });
+        w.i32(10_000).bool(false);
+      });
+    const topicsAnswer = (r: Reader): Array<[string, number, string | null]> => {
+      r.i32();
+      const n = r.i32();
+      return Array.from({ length: n }, () => [r.string(), r.i16(), r.nullableString()]);
+    };
+    const c = await raw();
+    try {
+      c.send(createTopics([["twice.new", 1, 1, []], ["twice.other", 1, 1, []], ["twice.new", 2, 1, []]]));
+      assert.deepEqual(topicsAnswer(await c.response(0)), [
+        ["twice.new", 42, "Found multiple entries for this topic."],
+        ["twice.other", 0, null],
+      ]);
+      c.send(createTopics([["twice.assigned", 2, -1, [[0, [0]], [1, [0]]]]]));
+      assert.equal(topicsAnswer(await c.response(1))[0][1], 42, "an assignment beside a partition count: INVALID_REQUEST");
+      c.send(createTopics([["twice.assigned", -1, 1, [[0, [0]], [1, [0]]]]]));
+      assert.equal(topicsAnswer(await c.response(2))[0][1], 42, "beside a replication factor too");
+
+      c.send(
+        frame(33, 0, (w) => {
+          w.array([5000, 7000], (w, ms) => w.i8(2).string("twice.cfg").array([["retention.ms", String(ms)]], (w, [k, v]) => w.string(k).nullableString(v)));
+          w.bool(false);
+        }),
+      );
+      const r = await c.response(3);
+      r.i32();
+      assert.equal(r.i32(), 1, "the resource answered once");
+      assert.deepEqual([r.i16(), r.nullableString(), r.i8(), r.string()], [42, "Each resource must appear at most once.", 2, "twice.cfg"]);
+
+      c.send(frame(42, 0, (w) => w.array(["twice.group", "twice.group"], (w, g) => w.string(g))));
+      const g = await c.response(4);
+      g.i32();
+      assert.equal(g.i32(), 1, "a group named twice is answered once");
+      assert.deepEqual([g.string(), g.i16()], ["twice.group", 69]);
+    } finally {
+      c.destroy();
+    }
+    const topics = await admin.listTopics();
+    assert.ok(!topics.includes("twice.new") && !topics.includes("twice.assigned"), "neither made");
+    assert.ok(topics.includes("twice.other"));
+    const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: "twice.cfg" }], includeSynonyms: false });
+    assert.equal(d.resources[0].configEntries.find((e) => e.configName === "retention.ms")?.configValue, "60000", "neither entry applied");
+  });
+
   test("DescribeConfigs with synonyms (KafkaJS): a topic's own value first, then the broker setting it falls back to", async () => {
     const topic = "synonyms";
     await admin.createTopics({ topics: [{ topic, configEntries: [{ name: "retention.ms", value: "3600000" }] }] });

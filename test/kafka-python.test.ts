@@ -160,4 +160,36 @@ print(json.dumps({"grown": grown, "shrink": shrink, "validate": validate, "left"
     assert.equal(out.broker["broker.id"], "0");
     assert.equal(await partitionsOf("ck.grow"), 3, "grown to 3, not to the validate-only 7");
   });
+
+  test("confluent-kafka: offsets_for_times under read_committed finds nothing at or past an open transaction (the last stable offset), as Kafka", async () => {
+    const out = (await py(
+      confluent(`
+import time
+for f in admin.create_topics([NewTopic("ck.lso", 1, 1)]).values(): f.result()
+now = int(time.time() * 1000)
+plain = Producer({"bootstrap.servers": "${h.broker}"})
+plain.produce("ck.lso", b"old", timestamp=now - 600000)
+plain.flush(10)
+tx = Producer({"bootstrap.servers": "${h.broker}", "transactional.id": "ck-lso-tx"})
+tx.init_transactions(10)
+tx.begin_transaction()
+tx.produce("ck.lso", b"open", timestamp=now)
+tx.flush(10)
+plain.produce("ck.lso", b"after", timestamp=now)
+plain.flush(10)
+found = {}
+for iso in ["read_committed", "read_uncommitted"]:
+    c = Consumer({"bootstrap.servers": "${h.broker}", "group.id": "ck-lso", "isolation.level": iso})
+    found[iso] = c.offsets_for_times([TopicPartition("ck.lso", 0, now - 300000)], timeout=10)[0].offset
+    c.close()
+tx.commit_transaction(10)
+c = Consumer({"bootstrap.servers": "${h.broker}", "group.id": "ck-lso", "isolation.level": "read_committed"})
+found["committed"] = c.offsets_for_times([TopicPartition("ck.lso", 0, now - 300000)], timeout=10)[0].offset
+c.close()
+print(json.dumps(found))
+`),
+    )) as Record<string, number>;
+    // Offset 1 (the open transaction's record) is the first at or after the time; the last stable offset is 1 until it commits.
+    assert.deepEqual(out, { read_committed: -1, read_uncommitted: 1, committed: 1 });
+  });
 });

@@ -128,25 +128,33 @@ interface CreatedTopic extends Outcome {
  */
 export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
-  const seen = new Set<string>();
+  const named = new Map<string, number>();
+  for (const t of requests) named.set(t.name, (named.get(t.name) ?? 0) + 1);
+  const answered = new Set<string>();
   const results: CreatedTopic[] = [];
   for (const t of requests) {
+    // As Kafka: a topic named more than once is answered once (clients refuse an answer naming it twice), and not made.
+    if (answered.has(t.name)) continue;
+    answered.add(t.name);
     let outcome: Outcome & { configs?: ConfigEntry[] };
     let count = -1;
     const replicas = t.replication === -1 ? 1 : t.replication;
-    if (seen.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "topic named twice in one request");
+    if (named.get(t.name)! > 1) outcome = fail(ErrorCode.INVALID_REQUEST, "Found multiple entries for this topic.");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
+    // Kafka refuses a manual assignment beside a partition count or replication factor (-1 both when assignments are given).
+    else if (t.assignments.length > 0 && (t.partitions !== -1 || t.replication !== -1)) {
+      outcome = fail(ErrorCode.INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.");
+    }
     // -1 is the broker's default, which is 1 (no default_replication_factor setting yet).
     else if (t.replication === 0 || t.replication < -1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0.");
     else if (t.replication > MAX_REPLICATION_FACTOR) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${t.replication} is more than nagare keeps (at most ${MAX_REPLICATION_FACTOR}).`);
     else if (t.assignments.length > 0 && door.door.cluster !== null) outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments are not taken in a cluster: nagare spreads the partitions over the live nodes");
-    else if (t.assignments.length > 0 && (t.partitions !== -1 || t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId)))) {
+    else if (t.assignments.length > 0 && t.assignments.some((a, i) => a.partition !== i || a.brokers.some((b) => b !== door.nodeId))) {
       outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, `assignments may name only broker ${door.nodeId}, partitions 0..n-1`);
     } else {
       count = t.assignments.length > 0 ? t.assignments.length : t.partitions === -1 ? door.options.defaultPartitions : t.partitions;
       outcome = await createTopic(door, t.name, count, t.configs, validateOnly, replicas);
     }
-    seen.add(t.name);
     const created = outcome.error === ErrorCode.NONE;
     // Described once made (validate_only: as it would be made); a topic deleted meanwhile has none to describe.
     const configs = !created || version < 5 ? [] : (outcome.configs ?? describeTopicConfigs(door, t.name) ?? []);

@@ -420,12 +420,17 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
 /** AlterConfigs v0–2 and IncrementalAlterConfigs v0–1: the same answer, flexible from v2 and v1. */
 async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
   const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
-  const seen = new Set<string>();
+  const keyOf = (res: { type: number; name: string }): string => `${res.type}\0${res.name}`;
+  const named = new Map<string, number>();
+  for (const res of resources) named.set(keyOf(res), (named.get(keyOf(res)) ?? 0) + 1);
+  // As Kafka (ConfigAdminManager): a resource named more than once is answered once, refused, and none of its entries applied.
+  const answered = new Set<string>();
   const results: Array<Outcome & { type: number; name: string }> = [];
   for (const res of resources) {
-    const key = `${res.type}\0${res.name}`;
-    const outcome = seen.has(key) ? fail(ErrorCode.INVALID_REQUEST, "resource named twice in one request") : await alterResource(door, conn.permissions, res, incremental, validateOnly);
-    seen.add(key);
+    const key = keyOf(res);
+    if (answered.has(key)) continue;
+    answered.add(key);
+    const outcome = named.get(key)! > 1 ? fail(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.") : await alterResource(door, conn.permissions, res, incremental, validateOnly);
     results.push({ ...outcome, type: res.type, name: res.name });
   }
   w.i32(0); // throttle_time_ms

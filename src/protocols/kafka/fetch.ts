@@ -435,8 +435,10 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
         } else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
           const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
-          // Only what consumers may read: a record past the high watermark is not found yet.
-          const visible = found !== null && found.offset < hwm;
+          // Only what consumers may read: a record past the high watermark is not found yet, nor, read_committed, one at or
+          // past the last stable offset (Kafka's Partition.fetchOffsetForTimestamp).
+          const readable = readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
+          const visible = found !== null && found.offset < readable;
           offset = visible ? found.offset : -1;
           if (visible) timestamp = found.timestamp;
           else if (settling) error = ErrorCode.OFFSET_NOT_AVAILABLE;
