@@ -415,6 +415,9 @@ describe("Kafka admin APIs", () => {
       [{ name: "retention.ms", value: "99" }],
       [{ name: "retention.bytes", value: "0" }],
       [{ name: "max.message.bytes", value: "3000000000" }],
+      // Past a Java long: not a number of type LONG, as Kafka says (it was taken as no limit).
+      [{ name: "retention.ms", value: "9223372036854775808" }],
+      [{ name: "retention.bytes", value: "-9223372036854775809" }],
     ]) {
       await assert.rejects(alter(refused), kafkaError("INVALID_CONFIG"), JSON.stringify(refused));
       await assert.rejects(
@@ -433,6 +436,14 @@ describe("Kafka admin APIs", () => {
     assert.deepEqual(await describe(), ["-1", "-1", "5000"]);
     const si = await (await jetstreamManager(h.nc)).streams.info("alter_edges");
     assert.deepEqual([si.config.max_age, si.config.max_bytes, si.config.max_msg_size], [0, -1, 5000]);
+    // Java's parseLong takes a sign, and Kafka trims strings too.
+    await alter([
+      { name: "retention.ms", value: "+5000" },
+      { name: "message.timestamp.type", value: " LogAppendTime" },
+    ]);
+    const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false });
+    const m = new Map(d.resources[0].configEntries.map((e) => [e.configName, e.configValue]));
+    assert.deepEqual([m.get("retention.ms"), m.get("message.timestamp.type")], ["5000", "LogAppendTime"]);
   });
 
   test("IncrementalAlterConfigs: SET and DELETE change only the configs named; APPEND and SUBTRACT apply to list configs only", async () => {

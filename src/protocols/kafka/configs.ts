@@ -96,7 +96,14 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
   const out: Record<string, unknown> & { metadata?: Record<string, string> } = {};
   for (const [name, value] of configs) {
     // Kafka trims a config's value before it parses it.
-    const int = (): number | null => (value !== null && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : null);
+    const trimmed = value?.trim() ?? null;
+    /** Java's parseLong (parseInt for 32 bits): a sign allowed; past the type's range, not a number of it. */
+    const int = (bits: 32 | 64 = 64): number | null => {
+      if (trimmed === null || !/^[+-]?\d+$/.test(trimmed)) return null;
+      const v = BigInt(trimmed);
+      const max = (1n << BigInt(bits - 1)) - 1n;
+      return v > max || v < -max - 1n ? null : Number(v);
+    };
     switch (name) {
       case "retention.ms": {
         const v = int();
@@ -116,30 +123,30 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         break;
       }
       case "max.message.bytes": {
-        const v = int();
+        const v = int(32);
         // An INT in Kafka.
         if (v === null || v <= 0 || v > INT32_MAX) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count of at most ${INT32_MAX}`);
         out.max_msg_size = v;
         break;
       }
       case "cleanup.policy":
-        if (value !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
+        if (trimmed !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
         break;
       case "message.timestamp.type":
-        if (value !== "CreateTime" && value !== "LogAppendTime") {
+        if (trimmed !== "CreateTime" && trimmed !== "LogAppendTime") {
           return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime`);
         }
-        (out.metadata ??= {})[TIMESTAMP_TYPE_KEY] = value;
+        (out.metadata ??= {})[TIMESTAMP_TYPE_KEY] = trimmed;
         break;
       case "message.timestamp.difference.max.ms":
-        if (value === null || !/^\d{1,19}$/.test(value) || BigInt(value) > BigInt(DEFAULT_TIMESTAMP_DIFFERENCE)) {
+        if (trimmed === null || !/^\+?\d{1,19}$/.test(trimmed) || BigInt(trimmed) > BigInt(DEFAULT_TIMESTAMP_DIFFERENCE)) {
           return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.difference.max.ms: Value must be at least 0`);
         }
-        (out.metadata ??= {})[TIMESTAMP_DIFFERENCE_KEY] = value;
+        (out.metadata ??= {})[TIMESTAMP_DIFFERENCE_KEY] = String(BigInt(trimmed));
         break;
       case "min.insync.replicas": {
         // Kafka's check; a minimum above the replication factor is taken, as Kafka does, and refuses every acks=all write.
-        const v = int();
+        const v = int(32);
         if (v === null || v < 1) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration min.insync.replicas: Value must be at least 1`);
         (out.metadata ??= {})[MIN_INSYNC_REPLICAS_KEY] = String(v);
         break;
