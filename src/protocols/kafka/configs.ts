@@ -130,7 +130,7 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         break;
       }
       case "cleanup.policy":
-        if (trimmed !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete)`);
+        if (trimmed !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${trimmed === "" ? "(an empty list)" : value} is not supported (only delete)`);
         break;
       case "message.timestamp.type":
         if (trimmed !== "CreateTime" && trimmed !== "LogAppendTime") {

@@ -80,19 +80,22 @@ export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestCon
   else if (g.members.size > 0 && g.protocolType !== "consumer") error = ErrorCode.NON_EMPTY_GROUP;
   const subscribed = g !== null && g.members.size > 0 ? subscribedTopics(g) : new Set<string>();
   const forget: string[] = [];
-  const results = topics.map((t) => {
+  // Answered per topic and partition, each once, as Kafka's keyed response collections do (a topic named twice is merged).
+  const byTopic = new Map<string, Map<number, number>>();
+  for (const t of topics) {
     const count = partitionCount(door, t.name);
-    return {
-      name: t.name,
-      partitions: t.partitions.map((index) => {
-        let e: number = ErrorCode.NONE;
-        if (count === undefined || index < 0 || index >= count) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-        else if (subscribed === null || subscribed.has(t.name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
-        else forget.push(offsetKey(t.name, index));
-        return { index, error: e };
-      }),
-    };
-  });
+    let parts = byTopic.get(t.name);
+    if (parts === undefined) byTopic.set(t.name, (parts = new Map()));
+    for (const index of t.partitions) {
+      if (parts.has(index)) continue;
+      let e: number = ErrorCode.NONE;
+      if (count === undefined || index < 0 || index >= count) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+      else if (subscribed === null || subscribed.has(t.name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
+      else forget.push(offsetKey(t.name, index));
+      parts.set(index, e);
+    }
+  }
+  const results = [...byTopic].map(([name, parts]) => ({ name, partitions: [...parts].map(([index, error]) => ({ index, error })) }));
   if (error === ErrorCode.NONE && forget.length > 0) {
     try {
       await g!.forget(forget);
