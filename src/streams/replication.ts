@@ -762,10 +762,7 @@ export class ReplicaLeader {
     const budget = this.opts.answerBudget;
     // Nothing to read (removals only, or an empty answer): a few bytes, never held back.
     if (budget === undefined || req.from >= this.end) {
-      this.answerFetch(req, req.maxBytes).then(
-        (p) => answer(this.encodeAnswer(p)),
-        (err: Error) => answer(encodeFailure(err)),
-      );
+      this.answerWhenRead(this.answerFetch(req, req.maxBytes), answer);
       return;
     }
     const f = this.followers.get(req.follower)!;
@@ -824,10 +821,7 @@ export class ReplicaLeader {
       timer: setTimeout(() => {
         if (f.deferred !== d) return;
         f.deferred = null;
-        this.answerFetch(req, 0, false).then(
-          (p) => answer(this.encodeAnswer(p)),
-          (err: Error) => answer(encodeFailure(err)),
-        );
+        this.answerWhenRead(this.answerFetch(req, 0, false), answer);
       }, Math.max(DEFERRED_MIN_MS, Math.min(req.maxWaitMs, MAX_WAIT_MS))),
     };
     d.timer.unref();
@@ -859,6 +853,14 @@ export class ReplicaLeader {
   /** Encodes an answer for the callback it is handed to at once: lent (LENT) when the options say so. */
   private encodeAnswer(p: PreparedAnswer): Buffer {
     return encodeFetchAnswer(p, this.opts.lendAnswers === true);
+  }
+
+  /** Answers with what `read` resolves, encoded at once, or with its failure. */
+  private answerWhenRead(read: Promise<PreparedAnswer>, answer: (b: Buffer) => void): void {
+    read.then(
+      (p) => answer(this.encodeAnswer(p)),
+      (err: Error) => answer(encodeFailure(err)),
+    );
   }
 
   /** A fetch's answer of at most `maxBytes` (whole items, at least one), or with none (`read` false: removals and positions only). */

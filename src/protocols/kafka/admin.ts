@@ -10,7 +10,7 @@ import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
 import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
-import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs, partitionsByTopic } from "./requests.js";
+import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs, partitionsByTopic, repeatedKeys } from "./requests.js";
 import { ZERO_UUID } from "./codec.js";
 import { topicById, topicIdOf } from "./topic-ids.js";
 import { findTopic, isInternalTopic, mayDescribeTopic, mayManageTopic, streamNameOf, topicNameError, topicOf, TOPIC_METADATA_KEY } from "./topics.js";
@@ -128,8 +128,7 @@ interface CreatedTopic extends Outcome {
  */
 export async function handleCreateTopics(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { topics: requests, validateOnly } = decodeCreateTopics(r, version);
-  const named = new Map<string, number>();
-  for (const t of requests) named.set(t.name, (named.get(t.name) ?? 0) + 1);
+  const repeated = repeatedKeys(requests.map((t) => t.name));
   const answered = new Set<string>();
   const results: CreatedTopic[] = [];
   for (const t of requests) {
@@ -139,7 +138,7 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     let outcome: Outcome & { configs?: ConfigEntry[] };
     let count = -1;
     const replicas = t.replication === -1 ? 1 : t.replication;
-    if (named.get(t.name)! > 1) outcome = fail(ErrorCode.INVALID_REQUEST, "Found multiple entries for this topic.");
+    if (repeated.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "Found multiple entries for this topic.");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
     // Kafka refuses a manual assignment beside a partition count or replication factor (-1 both when assignments are given).
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.replication !== -1)) {
@@ -303,12 +302,11 @@ async function growTopic(door: AccountDoor, name: string, count: number): Promis
 export async function handleCreatePartitions(door: AccountDoor, { conn, r, w }: RequestContext): Promise<boolean> {
   const { topics, timeoutMs, validateOnly } = decodeCreatePartitions(r);
   const deadline = Date.now() + timeoutMs;
-  const counts = new Map<string, number>();
-  for (const t of topics) counts.set(t.name, (counts.get(t.name) ?? 0) + 1);
+  const repeated = repeatedKeys(topics.map((t) => t.name));
   const results: Array<{ name: string } & Outcome> = [];
   for (const t of topics) {
     let outcome =
-      counts.get(t.name)! > 1
+      repeated.has(t.name)
         ? fail(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
         : !mayManageTopic(conn.permissions, "UPDATE", t.name)
           ? fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED)

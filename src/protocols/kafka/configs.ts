@@ -17,7 +17,7 @@ import { DEFAULTS as SERVER_DEFAULTS } from "../../core/options.js";
 import { KAFKA_DEFAULTS } from "./door.js";
 import { MAX_MEMBERS_PER_GROUP } from "./groups.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
-import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, type AlterConfigsRequest } from "./requests.js";
+import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalAlterConfigs, repeatedKeys, type AlterConfigsRequest } from "./requests.js";
 import { findTopic, mayManageTopic, streamNameOf } from "./topics.js";
 import { KafkaClusterError } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
@@ -428,8 +428,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
 async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, incremental: boolean): Promise<boolean> {
   const { resources, validateOnly } = incremental ? decodeIncrementalAlterConfigs(r) : decodeAlterConfigs(r);
   const keyOf = (res: { type: number; name: string }): string => `${res.type}\0${res.name}`;
-  const named = new Map<string, number>();
-  for (const res of resources) named.set(keyOf(res), (named.get(keyOf(res)) ?? 0) + 1);
+  const repeated = repeatedKeys(resources.map(keyOf));
   // As Kafka (ConfigAdminManager): a resource named more than once is answered once, refused, and none of its entries applied.
   const answered = new Set<string>();
   const results: Array<Outcome & { type: number; name: string }> = [];
@@ -437,7 +436,7 @@ async function handleAlter(door: AccountDoor, { conn, r, w }: RequestContext, in
     const key = keyOf(res);
     if (answered.has(key)) continue;
     answered.add(key);
-    const outcome = named.get(key)! > 1 ? fail(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.") : await alterResource(door, conn.permissions, res, incremental, validateOnly);
+    const outcome = repeated.has(key) ? fail(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.") : await alterResource(door, conn.permissions, res, incremental, validateOnly);
     results.push({ ...outcome, type: res.type, name: res.name });
   }
   w.i32(0); // throttle_time_ms

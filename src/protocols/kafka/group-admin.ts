@@ -10,7 +10,7 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { Reader } from "./codec.js";
 import { offsetKey, type Group } from "./groups.js";
-import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP } from "./requests.js";
+import { decodeDeleteGroups, decodeOffsetDelete, KEY_TYPE_GROUP, partitionsByTopic } from "./requests.js";
 import { coordinatorError, partitionCount } from "./cluster.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 
@@ -81,21 +81,19 @@ export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestCon
   const subscribed = g !== null && g.members.size > 0 ? subscribedTopics(g) : new Set<string>();
   const forget: string[] = [];
   // Answered per topic and partition, each once, as Kafka's keyed response collections do (a topic named twice is merged).
-  const byTopic = new Map<string, Map<number, number>>();
-  for (const t of topics) {
-    const count = partitionCount(door, t.name);
-    let parts = byTopic.get(t.name);
-    if (parts === undefined) byTopic.set(t.name, (parts = new Map()));
-    for (const index of t.partitions) {
-      if (parts.has(index)) continue;
-      let e: number = ErrorCode.NONE;
-      if (count === undefined || index < 0 || index >= count) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
-      else if (subscribed === null || subscribed.has(t.name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
-      else forget.push(offsetKey(t.name, index));
-      parts.set(index, e);
-    }
-  }
-  const results = [...byTopic].map(([name, parts]) => ({ name, partitions: [...parts].map(([index, error]) => ({ index, error })) }));
+  const results = [...partitionsByTopic(topics)].map(([name, indexes]) => {
+    const count = partitionCount(door, name);
+    return {
+      name,
+      partitions: [...indexes].map((index) => {
+        let e: number = ErrorCode.NONE;
+        if (count === undefined || index < 0 || index >= count) e = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
+        else if (subscribed === null || subscribed.has(name)) e = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC;
+        else forget.push(offsetKey(name, index));
+        return { index, error: e };
+      }),
+    };
+  });
   if (error === ErrorCode.NONE && forget.length > 0) {
     try {
       await g!.forget(forget);

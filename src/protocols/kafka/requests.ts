@@ -203,6 +203,14 @@ export function partitionsByTopic(topics: ReadonlyArray<{ name: string; partitio
   return out;
 }
 
+/** The keys named more than once in a request (Kafka refuses or answers those once: CreateTopics, CreatePartitions, AlterConfigs). */
+export function repeatedKeys(keys: Iterable<string>): Set<string> {
+  const once = new Set<string>();
+  const again = new Set<string>();
+  for (const k of keys) (once.has(k) ? again : once).add(k);
+  return again;
+}
+
 /** A nullable array of topics, each with its partition indexes (and its tagged fields): null names every topic. */
 function nullableTopicPartitions(r: Reader): Array<{ name: string; partitions: number[] }> | null {
   const n = r.arrayLength();
