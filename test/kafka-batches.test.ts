@@ -344,6 +344,60 @@ print(repr(seen))
     }
   });
 
+  test("offsets by time follow the producer's timestamps through the whole log, as Kafka's time index: a backfill of old timestamps past 10,000 records, one stamped ahead of the clock, across a restart and DeleteRecords", async () => {
+    const topic = "ts-index";
+    await createTopic(topic);
+    const base = 1_500_000_000_000;
+    const producer = h.kafka().producer();
+    await producer.connect();
+    const now = Date.now();
+    try {
+      // A backfill (MirrorMaker keeps timestamps): 12 batches of 1,000 records stamped a second apart, years ago.
+      for (let b = 0; b < 12; b++) {
+        const messages = Array.from({ length: 1000 }, (_, i) => ({ value: "x", timestamp: String(base + (b * 1000 + i) * 1000) }));
+        await producer.send({ topic, acks: -1, messages });
+      }
+      // A producer whose clock runs an hour ahead, then one that does not.
+      await producer.send({ topic, acks: -1, messages: [{ value: "ahead", timestamp: String(now + 3_600_000) }] });
+      await producer.send({ topic, acks: -1, messages: [{ value: "now", timestamp: String(now) }] });
+    } finally {
+      await producer.disconnect();
+    }
+    const lookup = async (): Promise<string[]> => {
+      const admin = h.kafka().admin();
+      await admin.connect();
+      try {
+        const at = async (ts: number): Promise<string> => (await admin.fetchTopicOffsetsByTimestamp(topic, ts))[0].offset;
+        return [await at(base), await at(base + 11_500 * 1000 - 1), await at(now + 1_800_000)];
+      } finally {
+        await admin.disconnect();
+      }
+    };
+    const kcatAt = async (ts: number): Promise<string> => {
+      const q = await kcat(["-b", h.broker, "-Q", "-t", `${topic}:0:${ts}`]);
+      assert.equal(q.code, 0, q.stderr);
+      return q.stdout.trim();
+    };
+    assert.deepEqual(await lookup(), ["0", "11500", "12000"]);
+    assert.match(await kcatAt(base + 11_999 * 1000), /offset 11999\b/);
+    // Past every timestamp: none (kcat shows Kafka's -1 as the end, "offset -1" or "END").
+    assert.match(await kcatAt(now + 7_200_000), /offset (-1|END)\b/);
+    // The index files written at shutdown say the same.
+    await h.restart();
+    assert.deepEqual(await lookup(), ["0", "11500", "12000"]);
+    // Records below the log start are not found: the first one left is.
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      // KafkaJS finds partition leaders in metadata it already has.
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: "5000" }] });
+    } finally {
+      await admin.disconnect();
+    }
+    assert.deepEqual(await lookup(), ["5000", "11500", "12000"]);
+  });
+
   test("compressed batches stay compressed on disk; fetches return them compressed; NATS consumers get every record", async () => {
     const topic = "batches-gzip";
     await createTopic(topic);

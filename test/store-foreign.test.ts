@@ -7,7 +7,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { crc32c } from "../src/store/crc32c.js";
@@ -270,6 +270,106 @@ test("file log: a foreign batch is refused whole when a record's share passes th
     await assert.rejects(append(["c", "d"]), /maximum messages exceeded/);
     assert.equal(await append(["c"]), 3);
     assert.equal(log.state().messages, 3);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * A log with foreign batches whose records carry their own times, older
+ * and newer than when they were stored: firstStampedAtOrAfter must find
+ * where the first record stamped at or after a time may be, by those times
+ * (what Kafka's time index gives ListOffsets), wherever the index came from.
+ */
+async function stampedLog(log: MessageLog, pad: number): Promise<{ check: (log: MessageLog, padsGone?: boolean) => void; pads: number[] }> {
+  const t = Date.now();
+  const seqs: Record<string, number> = {};
+  seqs.a = await appendBatch(log, "k.t", ["a@1000", "b@3000", "c@2000"]);
+  const pads: number[] = [];
+  for (let i = 0; i < 3; i++) pads.push(await appendAsync(log, { subject: "n.pad", data: Buffer.alloc(pad, 0x61) }));
+  seqs.d = await appendBatch(log, "k.t", ["d@500"]);
+  seqs.e = await appendAsync(log, { subject: "n.e", data: Buffer.from("e") });
+  seqs.f = await appendBatch(log, "k.t", [`f@${t + 3_600_000}`]);
+  seqs.g = await appendAsync(log, { subject: "n.g", data: Buffer.from("g") });
+  const check = (log: MessageLog, padsGone = false): void => {
+    const next = log.state().lastSeq + 1;
+    assert.deepEqual(
+      [
+        log.firstStampedAtOrAfter(2500, 1),
+        // Batch a was stored now, but its records say 3000 at most.
+        log.firstStampedAtOrAfter(3500, 1),
+        log.firstStampedAtOrAfter(2500, seqs.a + 1),
+        // Past batch a, the padding and d are older than 2500 only by their own times: d says 500.
+        log.firstStampedAtOrAfter(2500, seqs.d),
+        log.firstStampedAtOrAfter(t + 1_800_000, 1),
+        log.firstStampedAtOrAfter(t + 7_200_000, 1),
+        log.firstStampedAtOrAfter(t + 1_800_000, seqs.f + 1),
+      ],
+      [seqs.a, padsGone ? seqs.e : pads[0], seqs.a + 1, seqs.e, seqs.f, next, next],
+    );
+    // Stored times alone would have found nothing for a time the clock has not reached.
+    assert.equal(log.state().lastSeq, seqs.g);
+  };
+  return { check, pads };
+}
+
+test("memory log: where a record stamped at or after a time may be, by the times foreign records carry", async () => {
+  const log = new MemoryLog({ foreign: toy });
+  const { check } = await stampedLog(log, 10);
+  check(log);
+  await log.close();
+});
+
+test("file log: where a record stamped at or after a time may be, by the times foreign records carry, from its index files, a rebuilt index, a reread segment and after compaction", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-stamps-"));
+  const warnings: string[] = [];
+  const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: toy, maxSegmentBytes: 1024, onWarning: (w) => warnings.push(w) });
+  let log = await open();
+  try {
+    const { check, pads } = await stampedLog(log, 400);
+    check(log);
+    await log.settle();
+    const indexes = (): string[] => readdirSync(dir).filter((n) => n.endsWith(".idx"));
+    assert.ok(indexes().length >= 1, `sealed segments have index files: ${readdirSync(dir).join(" ")}`);
+    // From the index files: each batch's newest record time is written in them.
+    await log.close();
+    log = await open();
+    check(log);
+    assert.deepEqual(warnings, []);
+    // The first segment's detail part damaged: the segment itself is read when the detail is needed.
+    await log.close();
+    const first = join(dir, indexes().sort()[0]);
+    const idx = readFileSync(first);
+    idx[idx.length - 1] ^= 0xff;
+    writeFileSync(first, idx);
+    log = await open();
+    check(log);
+    assert.ok(warnings.some((w) => /reading the segment instead/.test(w)), warnings.join("\n"));
+    // An index file of version 2 (before batches had their newest record times): rebuilt from its segment on opening.
+    await log.close();
+    const v2 = readFileSync(first);
+    v2.writeUInt32LE(2, 4);
+    writeFileSync(first, v2);
+    warnings.length = 0;
+    log = await open();
+    check(log);
+    assert.ok(warnings.some((w) => /unknown version; rebuilding it from the segment/.test(w)), warnings.join("\n"));
+    // No index files at all: every segment is read on opening.
+    await log.close();
+    for (const n of indexes()) rmSync(join(dir, n));
+    log = await open();
+    assert.equal(log.io.segmentsScanned, readdirSync(dir).filter((n) => n.endsWith(".seg")).length);
+    check(log);
+    // The padding deleted: its segments are rewritten, the foreign batches kept whole with their times.
+    const compactions = log.io.compactions;
+    for (const seq of pads) assert.equal(await log.delete(seq), true);
+    await log.settle();
+    assert.ok(log.io.compactions > compactions, "compaction ran");
+    check(log, true);
+    await log.close();
+    log = await open();
+    check(log, true);
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

@@ -247,6 +247,8 @@ interface Staged {
   /** A copy (appendCopy): the sequence and time it is stored at; nothing is gathered into it. 0 for an append. */
   copySeq: number;
   copyTime: number;
+  /** A foreign batch's newest record time (ForeignRecords.newestRecordTime), read while its bytes are still lent; null: the batch's time. */
+  newest: number | null;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -515,7 +517,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const bytes = Buffer.isBuffer(batch.bytes) ? batch.bytes : Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
     const head = foreignHead(batch.format, batch.subject);
     // Nothing per record: the batch's records share its subject and its bytes.
-    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null, copySeq, copyTime };
+    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null, copySeq, copyTime, newest: this.newestRecordTime(batch.format, bytes) };
     this.staged.push(b);
     this.pendingCount += n;
     this.pendingBytes += body;
@@ -552,7 +554,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       return;
     }
     // A batch of its own, at its source's sequence and time (the leader batched these records together too).
-    const b: Staged = { buf: this.batchBuffer(BATCH_HEADER + total), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: firstSeq, copyTime: time };
+    const b: Staged = { buf: this.batchBuffer(BATCH_HEADER + total), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: firstSeq, copyTime: time, newest: null };
     this.staged.push(b);
     for (let i = 0; i < n; i++) {
       b.used = encodeRunRecord(b.buf, b.used, what, i);
@@ -569,7 +571,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       // Not after a foreign batch or a copy, which say nothing of how many records will follow.
       const full = b !== undefined && b.foreign === null && b.copySeq === 0;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: 0, copyTime: 0 };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: 0, copyTime: 0, newest: null };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -1172,7 +1174,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const touched = new Set<number>();
     if (data !== null && batch !== null) {
       const d = this.index.detail(seg);
-      seg.addBatch(d, firstSeq, n, pos, dataLength, time);
+      seg.addBatch(d, firstSeq, n, pos, dataLength, time, batch.newest ?? time);
       seg.endBatch(pos, dataLength, data.readUInt32LE(4));
       if (batch.foreign === null) this.keepTail(seg, pos, data);
       this.lastTime = time;
@@ -1492,6 +1494,19 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return true;
   }
 
+  /** The newest time a record of a foreign batch carries, as its format says (null if it says none). */
+  private newestRecordTime(format: number, bytes: Buffer): number | null {
+    const newest = this.opts.foreign?.newestRecordTime?.(format, bytes);
+    return newest === undefined || newest === null || !Number.isFinite(newest) ? null : newest;
+  }
+
+  /** The newest record time of the checked batch at buf[at...] stored at `time`. */
+  private storedNewest(buf: Buffer, at: number, time: number): number {
+    if ((buf[at + 9] & FLAG_FOREIGN) === 0) return time;
+    const parts = foreignParts(buf, at);
+    return (parts === null ? null : this.newestRecordTime(parts.format, parts.bytes)) ?? time;
+  }
+
   /**
    * The messages of the foreign batch at `pos` of `seg` (its bytes at
    * buf[at...)), from the decoder; the last batch decoded is kept, since
@@ -1534,6 +1549,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
     const seq = this.firstSeqAtOrAfter(time);
     return seq > this.lastSeq ? null : this.next(seq - 1);
+  }
+
+  firstStampedAtOrAfter(time: number, from: number): number {
+    for (const seg of this.segments) {
+      if (seg.batches === 0 || seg.lastSeq < from || seg.newestRecordTime < time) continue;
+      const d = this.index.detail(seg);
+      const b = d.batchStampedAtOrAfter(time, from);
+      if (b >= 0) return Math.max(from, d.bSeq[b]);
+    }
+    return this.lastSeq + 1;
   }
 
   /** The first sequence of the first batch stored at or after `time`; lastSeq + 1 if none. */
@@ -1783,6 +1808,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     seg.batches = s.batches;
     seg.firstTime = s.firstTime;
     seg.lastTime = s.lastTime;
+    seg.newestRecordTime = s.newestRecordTime;
     seg.horizon = s.horizon;
     seg.tombNext = s.tombNext;
     for (let k = 0; k < s.tombStamps.length; k++) {
@@ -1847,7 +1873,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       if (checkBatch(buf, pos, buf.length) !== null) break;
       const hdr = readBatchHeader(buf, pos);
       if ((hdr.flags & FLAG_TOMBSTONES) === 0) {
-        d.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
+        d.addBatch(hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time, this.storedNewest(buf, pos, hdr.time));
         forEachRecord(buf, pos, (i, subject, _p, size) => {
           const id = this.index.table.idOf(subject);
           d.put(hdr.firstSeq + i, id >= 0 && seg.subjects.has(id) ? id : DEAD, size);
@@ -1919,7 +1945,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         // It names the next sequence: after damage, or a purge that moved the log on, the next data batch starts there.
         expect = Math.max(expect, hdr.firstSeq);
       } else {
-        seg.addBatch(d, hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time);
+        seg.addBatch(d, hdr.firstSeq, hdr.count, pos, hdr.length, hdr.time, this.storedNewest(reader.buf, pos - reader.start, hdr.time));
         for (let i = 0; i < hdr.count; i++) d.put(hdr.firstSeq + i, this.index.table.intern(subjects[i]), sizes[i]);
         expect = hdr.firstSeq + hdr.count;
       }
@@ -2097,7 +2123,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         const flush = async (): Promise<void> => {
           if (run.length === 0) return;
           const batch = encodeRawBatch(run, runBytes, runStart, time, run.length, runStart !== expect ? FLAG_GAP : 0);
-          next.addBatch(nd, runStart, run.length, pos, batch.length, time);
+          next.addBatch(nd, runStart, run.length, pos, batch.length, time, time);
           for (let k = 0; k < run.length; k++) nd.put(runStart + k, runIds[k], run[k].length);
           await writeBatch(batch);
           expect = runStart + run.length;
@@ -2115,7 +2141,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
               buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
             }
             const body = buf.length - BATCH_HEADER;
-            next.addBatch(nd, bSeq, d.bCount[b], pos, buf.length, time);
+            next.addBatch(nd, bSeq, d.bCount[b], pos, buf.length, time, d.bNewest[b]);
             for (let k = 0; k < d.bCount[b]; k++) nd.put(bSeq + k, d.sidAt(bSeq + k), foreignShare(body, d.bCount[b], k));
             await writeBatch(buf);
             expect = bSeq + d.bCount[b];

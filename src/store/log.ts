@@ -114,6 +114,13 @@ export const FOREIGN_KAFKA = 1;
  */
 export interface ForeignRecords {
   decode(format: number, bytes: Buffer, firstSeq: number, time: number, subject: string): Promise<StoredMessage[]>;
+  /**
+   * The newest time any record of the batch carries as its own (a Kafka
+   * batch's max timestamp), read from its header without decoding it; null
+   * if the format carries none (its records then carry the stored time).
+   * Indexed per batch for firstStampedAtOrAfter.
+   */
+  newestRecordTime?(format: number, bytes: Buffer): number | null;
 }
 
 /** A foreign batch as stored, every record of it still there: what scanStored hands a reader of its format. */
@@ -288,6 +295,18 @@ export interface MessageLog {
   scan(from: number, opts?: ScanOptions): Promise<StoredMessage[]>;
   /** The first message stored at or after `time` (ms). */
   firstAtOrAfter(time: number): Promise<StoredMessage | null>;
+  /**
+   * Where to look for the first record, at or after sequence `from`, that
+   * carries a time at or after `time` (ms): its own time for the records of
+   * a foreign batch (ForeignRecords.newestRecordTime), else the time it was
+   * stored. Answers the larger of `from` and the first sequence of the first
+   * batch reaching past `from` whose newest record time is at or after
+   * `time`, from the index alone; no record before it qualifies, and the
+   * caller reads on from there (the record that qualified may have been
+   * deleted, and a foreign batch's records are read through their format).
+   * The next sequence when no batch qualifies.
+   */
+  firstStampedAtOrAfter(time: number, from: number): number;
   lastBySubject(subject: string): Promise<StoredMessage | null>;
   /** Number of stored messages per subject. */
   subjectCount(subject: string): number;

@@ -43,6 +43,8 @@ interface HeldBatch {
   firstSeq: number;
   count: number;
   time: number;
+  /** The newest time a record of it carries (ForeignRecords.newestRecordTime), else `time`. */
+  newest: number;
   bytes: Buffer;
 }
 
@@ -156,7 +158,9 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   private hold(batch: ForeignBatch, sizes: readonly number[]): void {
     const n = batch.count;
     const first = this.lastSeq + 1;
-    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, bytes: Buffer.from(batch.bytes) };
+    const bytes = Buffer.from(batch.bytes);
+    const newest = this.foreign.newestRecordTime?.(batch.format, bytes) ?? null;
+    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, newest: newest !== null && Number.isFinite(newest) ? newest : this.lastTime, bytes };
     batch.bytesDone?.();
     const id = this.index.table.intern(batch.subject);
     for (let i = 0; i < n; i++) {
@@ -307,6 +311,22 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
     return this.next(this.seqAtOrAfter(time) - 1);
+  }
+
+  firstStampedAtOrAfter(time: number, from: number): number {
+    // Record by record: a foreign batch's records may carry times older or newer than when they were stored.
+    for (let seq = Math.max(from, this.base); seq <= this.lastSeq; ) {
+      const i = seq - this.base;
+      const h = this.held[i];
+      if (h !== undefined) {
+        if (h.newest >= time) return seq;
+        seq = h.firstSeq + h.count;
+        continue;
+      }
+      if (this.msgs[i] !== undefined && this.times[i] >= time) return seq;
+      seq++;
+    }
+    return this.lastSeq + 1;
   }
 
   async lastBySubject(subject: string): Promise<StoredMessage | null> {

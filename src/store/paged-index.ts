@@ -44,6 +44,8 @@ export class SegmentDetail {
   bPos: Float64Array;
   bLen: Uint32Array;
   bTime: Float64Array;
+  /** Per batch, the newest time a record of it carries (its own, for a foreign batch; else bTime). */
+  bNewest: Float64Array;
   /** Sequences firstSeq .. firstSeq + span - 1 have entries. */
   span = 0;
   sid: Int32Array;
@@ -59,16 +61,17 @@ export class SegmentDetail {
     this.bPos = new Float64Array(batches);
     this.bLen = new Uint32Array(batches);
     this.bTime = new Float64Array(batches);
+    this.bNewest = new Float64Array(batches);
     this.sid = new Int32Array(seqs).fill(DEAD);
     this.size = new Uint32Array(seqs);
   }
 
   /** Memory held, in bytes. */
   get bytes(): number {
-    return this.bSeq.length * 32 + this.sid.length * 8 + 128;
+    return this.bSeq.length * 40 + this.sid.length * 8 + 128;
   }
 
-  addBatch(seq: number, count: number, pos: number, len: number, time: number): void {
+  addBatch(seq: number, count: number, pos: number, len: number, time: number, newest: number): void {
     const i = this.nb;
     if (i === this.bSeq.length) {
       this.bSeq = grownF64(this.bSeq, i + 1);
@@ -76,12 +79,14 @@ export class SegmentDetail {
       this.bPos = grownF64(this.bPos, i + 1);
       this.bLen = grownU32(this.bLen, i + 1);
       this.bTime = grownF64(this.bTime, i + 1);
+      this.bNewest = grownF64(this.bNewest, i + 1);
     }
     this.bSeq[i] = seq;
     this.bCount[i] = count;
     this.bPos[i] = pos;
     this.bLen[i] = len;
     this.bTime[i] = time;
+    this.bNewest[i] = newest;
     this.nb = i + 1;
   }
 
@@ -150,6 +155,20 @@ export class SegmentDetail {
     }
     return lo;
   }
+
+  /** The first batch ending after `from` whose newest record time is at or after `time`, or -1. */
+  batchStampedAtOrAfter(time: number, from: number): number {
+    // The first batch ending after `from` (batches are in sequence order), then on to one new enough.
+    let lo = 0;
+    let hi = this.nb;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.bSeq[mid] + this.bCount[mid] > from) hi = mid;
+      else lo = mid + 1;
+    }
+    for (let b = lo; b < this.nb; b++) if (this.bNewest[b] >= time) return b;
+    return -1;
+  }
 }
 
 /** One segment file: its summary, and its detail when loaded. */
@@ -168,6 +187,8 @@ export class Segment {
   batches = 0;
   firstTime = 0;
   lastTime = 0;
+  /** The newest time a record of its batches carries (SegmentDetail.bNewest); an upper bound once records are deleted. */
+  newestRecordTime = -Infinity;
   /** Tombstone ranges stored in this file, and per range the stamp of its batch. */
   readonly tombs: number[] = [];
   readonly tombStamps: number[] = [];
@@ -207,11 +228,12 @@ export class Segment {
   }
 
   /** A data batch was stored (or found on open): its place in the summary and the detail. */
-  addBatch(d: SegmentDetail, firstSeq: number, count: number, pos: number, len: number, time: number): void {
-    d.addBatch(firstSeq, count, pos, len, time);
+  addBatch(d: SegmentDetail, firstSeq: number, count: number, pos: number, len: number, time: number, newest: number): void {
+    d.addBatch(firstSeq, count, pos, len, time, newest);
     if (this.batches === 0) this.firstTime = time;
     this.batches++;
     this.lastTime = time;
+    this.newestRecordTime = Math.max(this.newestRecordTime, newest);
     this.lastSeq = Math.max(this.lastSeq, firstSeq + count - 1);
     this.recordBytes += len - BATCH_HEADER;
     this.markChanged();

@@ -13,10 +13,13 @@ import { readU64, writeU64 } from "./format.js";
 import { DEAD, SegmentDetail, type Segment } from "./paged-index.js";
 
 const MAGIC = 0x5849474e; // "NGIX"
-const VERSION = 2;
-export const INDEX_HEADER = 136;
-const BATCH_ENTRY = 32;
+/** 3 added each batch's newest record time (and the segment's); an index of 2 is rebuilt from its segment. */
+const VERSION = 3;
+export const INDEX_HEADER = 144;
+const BATCH_ENTRY = 40;
 const TOMB_ENTRY = 24;
+/** Where the header's own checksum is: it covers the bytes before it. */
+const HEADER_CRC = 140;
 const RECORD_ENTRY = 8;
 
 /** What the summary part holds; subject ids are the file's own (0..m-1). */
@@ -34,6 +37,7 @@ export interface IndexSummary {
   recordBytes: number;
   firstTime: number;
   lastTime: number;
+  newestRecordTime: number;
   horizon: number;
   /** The highest next sequence a tombstone batch of the segment names (0 if none). */
   tombNext: number;
@@ -89,6 +93,7 @@ export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: numb
     writeU64(buf, d.bTime[i], p + 16);
     buf.writeUInt32LE(d.bLen[i], p + 24);
     buf.writeUInt32LE(d.bCount[i], p + 28);
+    buf.writeDoubleLE(d.bNewest[i], p + 32); // a record's own time may be negative (Kafka's -1)
   }
   p = writeRecordEntries(buf, p, d, local);
   buf.writeUInt32LE(MAGIC, 0);
@@ -113,7 +118,8 @@ export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: numb
   buf.writeUInt32LE(summaryLen, 120);
   buf.writeUInt32LE(crc32c(buf, INDEX_HEADER, detailAt), 124);
   buf.writeUInt32LE(crc32c(buf, detailAt, detailAt + detailLen), 128);
-  buf.writeUInt32LE(crc32c(buf, 0, 132), 132);
+  buf.writeDoubleLE(seg.newestRecordTime, 132);
+  buf.writeUInt32LE(crc32c(buf, 0, HEADER_CRC), HEADER_CRC);
   return { buf, names: names.map((n) => n.toString("utf8")), detailAt, detailLen, detailCrc: buf.readUInt32LE(128) };
 }
 
@@ -181,7 +187,7 @@ export function summaryLength(header: Buffer): number | string {
   if (header.length < INDEX_HEADER) return "short";
   if (header.readUInt32LE(0) !== MAGIC) return "not an index";
   if (header.readUInt32LE(4) !== VERSION) return "unknown version";
-  if (crc32c(header, 0, 132) !== header.readUInt32LE(132)) return "checksum mismatch";
+  if (crc32c(header, 0, HEADER_CRC) !== header.readUInt32LE(HEADER_CRC)) return "checksum mismatch";
   return header.readUInt32LE(120);
 }
 
@@ -233,6 +239,7 @@ export function decodeSummary(buf: Buffer): IndexSummary | string {
     recordBytes: readU64(buf, 80),
     firstTime: readU64(buf, 88),
     lastTime: readU64(buf, 96),
+    newestRecordTime: buf.readDoubleLE(132),
     horizon: readU64(buf, 104),
     tombNext: readU64(buf, 112),
     subjects,
@@ -268,7 +275,7 @@ export function decodeDetail(buf: Buffer, s: DetailPlace, ids: readonly number[]
   const d = new SegmentDetail(s.firstSeq, Math.max(1, s.batches), Math.max(1, s.span));
   let p = 0;
   for (let i = 0; i < s.batches; i++, p += BATCH_ENTRY) {
-    d.addBatch(readU64(buf, p), buf.readUInt32LE(p + 28), readU64(buf, p + 8), buf.readUInt32LE(p + 24), readU64(buf, p + 16));
+    d.addBatch(readU64(buf, p), buf.readUInt32LE(p + 28), readU64(buf, p + 8), buf.readUInt32LE(p + 24), readU64(buf, p + 16), buf.readDoubleLE(p + 32));
   }
   for (let k = 0; k < s.span; k++, p += RECORD_ENTRY) {
     const l = buf.readInt32LE(p);

@@ -357,41 +357,35 @@ function controlKey(type: number): Buffer {
 /** A marker's value: version 0 and the coordinator epoch (always 0 here: one coordinator). */
 const CONTROL_VALUE = Buffer.alloc(6);
 
-/** How many records a ListOffsets by time reads past the append-time position looking for a producer timestamp at or after its target. */
-const TIME_SEARCH_RECORDS = 10_000;
-
 /**
  * The first offset whose timestamp is at or after `target`, with that
- * timestamp. Under LogAppendTime that is the log's own time. Under
- * CreateTime it is the producer's: the search starts at the first batch
- * appended at or after `target` (a producer's clock seldom runs ahead of
- * the broker's) and reads on, at most TIME_SEARCH_RECORDS records, for the
- * first record stamped at or after it; past that it answers the
- * append-time position.
+ * timestamp, as Kafka's time index finds it. Under LogAppendTime that is the
+ * log's own time. Under CreateTime it is the producer's: the log's index of
+ * each batch's newest record time (a Kafka batch's max timestamp) skips the
+ * batches that cannot hold one, and the first candidate's records are read
+ * for the first stamped at or after it. Deleted records are not found.
  */
 async function offsetForTime(log: MessageLog, target: number, logAppendTime: boolean): Promise<{ offset: number; timestamp: number } | null> {
-  const start = await log.firstAtOrAfter(target);
-  if (start === null) return null;
-  if (logAppendTime) return { offset: start.seq - 1, timestamp: start.time };
-  let read = 0;
-  for (let seq = start.seq; read < TIME_SEARCH_RECORDS; ) {
+  if (logAppendTime) {
+    const m = await log.firstAtOrAfter(target);
+    return m === null ? null : { offset: m.seq - 1, timestamp: m.time };
+  }
+  for (let from = log.state().firstSeq; ; ) {
+    const seq = log.firstStampedAtOrAfter(target, from);
     const items = await log.scanStored(seq, { maxMessages: 256 });
     if (items.length === 0) return null;
     for (const m of items) {
       if (isForeign(m)) {
-        const hit = m.firstSeq + m.count > start.seq ? await firstRecordAtOrAfter(m.bytes, target) : null;
-        // A batch that began before `start`: only its records from `start` on count.
-        if (hit !== null && m.firstSeq + hit.index >= start.seq) return { offset: m.firstSeq + hit.index - 1, timestamp: hit.timestamp };
-        read += m.count;
-        seq = m.firstSeq + m.count;
+        const hit = await firstRecordAtOrAfter(m.bytes, target);
+        // A batch that began before `seq`: only its records from `seq` on count.
+        if (hit !== null && m.firstSeq + hit.index >= seq) return { offset: m.firstSeq + hit.index - 1, timestamp: hit.timestamp };
+        from = m.firstSeq + m.count;
       } else {
         if (m.time >= target) return { offset: m.seq - 1, timestamp: m.time };
-        read++;
-        seq = m.seq + 1;
+        from = m.seq + 1;
       }
     }
   }
-  return { offset: start.seq - 1, timestamp: start.time };
 }
 
 export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {

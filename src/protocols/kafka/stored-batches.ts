@@ -65,6 +65,9 @@ export const kafkaRecords: ForeignRecords = {
     }
     return out;
   },
+  newestRecordTime(format, bytes) {
+    return format === FOREIGN_KAFKA && bytes.length >= BATCH_MAX_TIMESTAMP + 8 ? batchMaxTimestamp(bytes) : null;
+  },
 };
 
 function hasNull(lengths: Int32Array): boolean {
