@@ -454,6 +454,45 @@ print(repr(seen))
     assert.deepEqual(await readAll(), ["0:one", "2:three"]);
   });
 
+  test("DeleteRecords inside a batch leaves the rest of it as produced (its timestamps, producer id and sequence), as Kafka does, across a restart", async () => {
+    const topic = "batches-front";
+    await createTopic(topic);
+    const stamp = 1_600_000_000_000;
+    await produce(topic, Array.from({ length: 5 }, (_, i) => ({ value: `r${i}`, timestamp: String(stamp + i) })), { idempotent: true });
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      // KafkaJS finds partition leaders in metadata it already has.
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: "2" }] });
+    } finally {
+      await admin.disconnect();
+    }
+    const check = async (): Promise<void> => {
+      // The batch comes whole, as Kafka sends it: the client skips the records below the offset it asked for.
+      const [batch, ...more] = await fetchBatches(h, topic, 2);
+      assert.deepEqual(more, []);
+      assert.deepEqual([batch.baseOffset, batch.count, batch.baseSequence, batch.maxTimestamp], [0, 5, 0, stamp + 4]);
+      assert.ok(batch.producerId >= 0, "the producer id is kept");
+      const k = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o:%T:%s\n"]);
+      assert.equal(k.code, 0, k.stderr);
+      assert.deepEqual(
+        k.stdout.split("\n").filter((l) => l !== ""),
+        [2, 3, 4].map((i) => `${i}:${stamp + i}:r${i}`),
+      );
+      const got = await consumeAll(topic, 3);
+      assert.deepEqual(
+        got.map((m) => [m.offset, m.timestamp, m.value?.toString()]),
+        [2, 3, 4].map((i) => [String(i), String(stamp + i), `r${i}`]),
+      );
+      const q = await kcat(["-b", h.broker, "-Q", "-t", `${topic}:0:${stamp}`]);
+      assert.match(q.stdout, /offset 2\b/);
+    };
+    await check();
+    await h.restart();
+    await check();
+  });
+
   test("a memory stream keeps Kafka batches whole too", async () => {
     const jsm = await jetstreamManager(h.nc);
     await jsm.streams.add({ name: "MEMTOPIC", subjects: ["memtopic"], storage: "memory" as never });

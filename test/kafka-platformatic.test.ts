@@ -398,7 +398,7 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
       assert.deepEqual([committed.epoch, committed.lastSequence, committed.coordinatorEpoch, committed.txnStart], [txn.epoch, 0, 0, -1], "the marker closed it: a coordinator epoch, no transaction open");
 
       // A transaction left open whose first records are deleted (DeleteRecords): still listed, from where it began, while it
-      // holds readers back; its batch is no longer whole, so its sequence is not known (-1).
+      // holds readers back; its batch stays as produced (Kafka keeps it), so its last sequence is still known.
       const cut = "plt.producers-cut";
       await createTopic(h, cut);
       const tx2 = await txnal.beginTransaction();
@@ -412,7 +412,7 @@ describe("Kafka door: @platformatic/kafka (flexible versions only)", () => {
         await deleter.close();
       }
       const [cutAfter] = [...(await producersOfTopic(cut))];
-      assert.deepEqual([cutAfter[0], cutAfter[1].epoch, cutAfter[1].lastSequence, cutAfter[1].txnStart], [cutOpen[0], cutOpen[1].epoch, -1, 0]);
+      assert.deepEqual([cutAfter[0], cutAfter[1].epoch, cutAfter[1].lastSequence, cutAfter[1].txnStart], [cutOpen[0], cutOpen[1].epoch, 4, 0]);
       // Its last stable offset is the log start, not below it (Kafka's): read_committed ListOffsets v2 for the latest.
       const latestCommitted = await ask(Number(port), frame(2, 2, (w) => w.i32(-1).i8(1).arrayLength(1).string(cut).arrayLength(1).i32(0).i64(-1)), (r) => {
         r.i32(); // throttle

@@ -375,3 +375,82 @@ test("file log: where a record stamped at or after a time may be, by the times f
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/**
+ * Records gone from the front of a foreign batch (a purge or a limit whose
+ * boundary fell inside it, Kafka's DeleteRecords) leave the rest of it as
+ * the client framed it: scanStored from there hands it over whole (the
+ * reader skips what it did not ask for, as Kafka's clients do), and
+ * compaction keeps it whole with the tombstones that keep its first
+ * records dead. A record gone from its middle still splits it.
+ */
+async function purgedFront(log: MessageLog): Promise<{ first: number; check: (log: MessageLog) => Promise<void> }> {
+  const before = log.state().messages;
+  const values = ["r0", "r1", "r2", "r3", "r4"];
+  const first = await appendBatch(log, "k.t", values);
+  const whole = `batch ${first}+5 ${JSON.stringify(values)}`;
+  const tail = await appendBatch(log, "k.t", ["s0", "s1"]);
+  // Most of the batch gone: its records share its bytes, so most of what it takes is dead.
+  assert.equal(await log.purge({ upTo: first + 3 }), before + 3);
+  const check = async (log: MessageLog): Promise<void> => {
+    // Only the batches' records: records appended later are not the point.
+    const items = async (from: number): Promise<string[]> => describeItems(await log.scanStored(from)).filter((x) => !x.includes("n.later"));
+    assert.equal(log.state().firstSeq, first + 3);
+    assert.deepEqual(await items(first + 3), [whole, `batch ${tail}+2 ["s0","s1"]`]);
+    assert.deepEqual(await items(first + 4), [whole, `batch ${tail}+2 ["s0","s1"]`]);
+    // Asked from below the log start, the gone records would be handed over as if there: the records come one by one.
+    assert.deepEqual(await items(first), [`${first + 3} k.t r3`, `${first + 4} k.t r4`, `batch ${tail}+2 ["s0","s1"]`]);
+    assert.deepEqual(describeItems(await log.scan(1, { filter: "k.t" })), [`${first + 3} k.t r3`, `${first + 4} k.t r4`, `${tail} k.t s0`, `${tail + 1} k.t s1`]);
+    assert.equal(await log.get(first + 2), null);
+    assert.equal(log.subjectCount("k.t"), 4);
+  };
+  await check(log);
+  return { first, check };
+}
+
+test("memory log: a foreign batch whose first records were purged is handed over whole from the log start", async () => {
+  const log = new MemoryLog({ foreign: toy });
+  const { first, check } = await purgedFront(log);
+  await check(log);
+  // One of the rest deleted too: from the log start it now comes record by record.
+  assert.equal(await log.delete(first + 3), true);
+  assert.deepEqual(describeItems(await log.scanStored(first + 3)).slice(0, 1), [`${first + 4} k.t r4`]);
+  await log.close();
+});
+
+test("file log: a foreign batch whose first records were purged stays whole through compaction, reopening and rebuilt indexes; its tombstones stay with it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-foreign-front-"));
+  const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: toy, maxSegmentBytes: 1024 });
+  let log = await open();
+  try {
+    // Padding first, so that the batch's segment is mostly dead once it goes and is compacted.
+    const pads: number[] = [];
+    for (let i = 0; i < 2; i++) pads.push(await appendAsync(log, { subject: "n.pad", data: Buffer.alloc(400, 0x61) }));
+    const { first, check } = await purgedFront(log);
+    // Seal the batch's segment.
+    for (let i = 0; i < 3; i++) await appendAsync(log, { subject: "n.later", data: Buffer.alloc(400, 0x62) });
+    assert.ok(log.state().firstSeq === first + 3);
+    await log.settle();
+    await check(log);
+    // Compaction runs over the batch's segment (the padding and its first records are dead) and keeps it whole.
+    const segments = (): string[] => readdirSync(dir).filter((n) => n.endsWith(".seg"));
+    assert.ok(log.io.compactions > 0, "compaction ran");
+    await check(log);
+    const compactions = log.io.compactions;
+    await log.settle();
+    assert.equal(log.io.compactions, compactions, "a segment kept as it was is not compacted again");
+    await log.close();
+    log = await open();
+    await check(log);
+    // Without index files: liveness comes from the tombstones again, which compaction kept.
+    await log.close();
+    for (const n of readdirSync(dir).filter((n) => n.endsWith(".idx"))) rmSync(join(dir, n));
+    log = await open();
+    await check(log);
+    assert.ok(segments().length >= 2);
+    void pads;
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

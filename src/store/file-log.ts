@@ -1404,7 +1404,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return this.read(from, opts, true);
   }
 
-  /** scan, or with `whole` scanStored: foreign batches with every record still stored come back as they are. */
+  /**
+   * scan, or with `whole` scanStored: foreign batches with every record from
+   * `from` on still stored come back as they are (a Kafka reader skips the
+   * records before the offset it asked for, as Kafka hands them whole too).
+   */
   private async read(from: number, opts: ScanOptions, whole: boolean): Promise<StoredItem[]> {
     const filter = opts.filter === ">" ? undefined : opts.filter;
     const maxMessages = opts.maxMessages ?? 256;
@@ -1444,7 +1448,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         const time = d.bTime[b];
         if ((buf[at + 9] & FLAG_FOREIGN) !== 0) {
           const body = d.bLen[b] - BATCH_HEADER;
-          if (whole && filter === undefined && this.allStored(seg, d, bSeq, count)) {
+          const wholeFrom = Math.max(bSeq, from);
+          if (whole && filter === undefined && this.allStored(seg, d, wholeFrom, bSeq + count - wholeFrom)) {
             const parts = foreignParts(buf, at)!;
             out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
             bytes += body;
@@ -2045,7 +2050,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // Its damage is quarantined and its loss recorded: rewriting it leaves a clean file that gets an index again.
       if (seg.damaged) return seg;
       if (seg.recordBytes > 0) {
-        const ratio = seg.liveBytes / seg.recordBytes;
+        // Dead records that a compaction kept (inside a batch kept whole) are not reclaimed by another.
+        const ratio = seg.liveBytes / Math.max(1, seg.recordBytes - seg.keptDead);
         if (ratio < bestRatio || (ratio === 0 && best === null)) {
           best = seg;
           bestRatio = ratio;
@@ -2133,7 +2139,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         };
         if ((buf[9] & FLAG_FOREIGN) !== 0) {
           const bSeq = d.bSeq[b];
-          if (this.allStored(seg, d, bSeq, d.bCount[b])) {
+          const count = d.bCount[b];
+          // Records gone only before the first stored one (a log start, DeleteRecords or a limit, inside the batch): the
+          // batch stays as the client framed it (its timestamps, producer and sequence), as Kafka keeps it, the dead ones
+          // kept dead by their tombstones.
+          let firstStored = 0;
+          while (firstStored < count && d.sidAt(bSeq + firstStored) === DEAD) firstStored++;
+          if (firstStored < count && this.allStored(seg, d, bSeq + firstStored, count - firstStored)) {
             // Kept whole, as appended; only the gap flag may change.
             const flags = buf[9] | (bSeq !== expect ? FLAG_GAP : 0);
             if (flags !== buf[9]) {
@@ -2141,10 +2153,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
               buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
             }
             const body = buf.length - BATCH_HEADER;
-            next.addBatch(nd, bSeq, d.bCount[b], pos, buf.length, time, d.bNewest[b]);
-            for (let k = 0; k < d.bCount[b]; k++) nd.put(bSeq + k, d.sidAt(bSeq + k), foreignShare(body, d.bCount[b], k));
+            next.addBatch(nd, bSeq, count, pos, buf.length, time, d.bNewest[b]);
+            for (let k = 0; k < count; k++) nd.put(bSeq + k, d.sidAt(bSeq + k), foreignShare(body, count, k));
+            for (let k = 0; k < firstStored; k++) next.keptDead += foreignShare(body, count, k);
             await writeBatch(buf);
-            expect = bSeq + d.bCount[b];
+            expect = bSeq + count;
             continue;
           }
           // Some records are gone: the rest become records of the log's own format.
@@ -2184,6 +2197,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         await flush();
       }
       const kept = this.neededTombs(this.segments.indexOf(seg));
+      // Also those that delete records the new file still holds (a batch kept whole with its first records gone).
+      for (let k = 0; k < seg.tombStamps.length; k++) if (!kept.includes(k) && nd.holdsAny(seg.tombs[2 * k], seg.tombs[2 * k + 1])) kept.push(k);
       const names = Math.max(expect, seg.tombNext);
       if (kept.length > 0 || seg.tombNext > expect) {
         // One batch for the tombstones still needed, stamped with the newest of them: an index that

@@ -123,7 +123,11 @@ export interface ForeignRecords {
   newestRecordTime?(format: number, bytes: Buffer): number | null;
 }
 
-/** A foreign batch as stored, every record of it still there: what scanStored hands a reader of its format. */
+/**
+ * A foreign batch as stored, every record of it from where the read began
+ * still there (those before it may be gone: deleted below a log start that
+ * fell inside it): what scanStored hands a reader of its format.
+ */
 export interface StoredForeign {
   readonly format: number;
   readonly firstSeq: number;
@@ -279,9 +283,10 @@ export interface MessageLog {
    */
   appendCopy(firstSeq: number, time: number, what: RecordRun | ForeignBatch, done: AppendCallback): void;
   /**
-   * What scan returns, except that a foreign batch whose records are all
-   * still stored comes back whole, as appended (it may begin before `from`:
-   * the reader skips what it does not want, as Kafka's clients do).
+   * What scan returns, except that a foreign batch whose records from
+   * `from` on are all still stored comes back whole, as appended (it may
+   * begin before `from`, and its records before `from` may be gone: the
+   * reader skips what it did not ask for, as Kafka's clients do).
    */
   scanStored(from: number, opts?: ScanOptions): Promise<StoredItem[]>;
   get(seq: number): Promise<StoredMessage | null>;

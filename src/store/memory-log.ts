@@ -269,7 +269,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return this.read(from, opts, true);
   }
 
-  /** scan, or with `whole` scanStored (foreign batches with every record live come back as appended). */
+  /** scan, or with `whole` scanStored (foreign batches with every record from `from` on live come back as appended). */
   private async read(from: number, opts: ScanOptions, whole: boolean): Promise<StoredItem[]> {
     const filter = opts.filter === ">" ? undefined : opts.filter;
     const max = opts.maxMessages ?? 256;
@@ -278,7 +278,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     let bytes = 0;
     for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
       const h = this.held[seq - this.base];
-      if (whole && filter === undefined && h !== undefined && this.allLive(h)) {
+      if (whole && filter === undefined && h !== undefined && this.allLiveFrom(h, from)) {
         out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: h.bytes });
         for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
         seq = h.firstSeq + h.count - 1;
@@ -292,8 +292,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return out;
   }
 
-  private allLive(h: HeldBatch): boolean {
-    for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) if (s < this.base || this.index.sidAt(s) === DEAD) return false;
+  private allLiveFrom(h: HeldBatch, from: number): boolean {
+    for (let s = Math.max(h.firstSeq, from); s < h.firstSeq + h.count; s++) if (s < this.base || this.index.sidAt(s) === DEAD) return false;
     return true;
   }
 

@@ -179,6 +179,8 @@ export class Segment {
   size = 0;
   /** Record bytes physically present, and of them those still live. */
   recordBytes = 0;
+  /** Of the dead record bytes, those its last compaction kept (the first records of a foreign batch kept whole). */
+  keptDead = 0;
   liveBytes = 0;
   live = 0;
   /** Lowest live sequence, 0 if none. */

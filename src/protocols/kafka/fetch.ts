@@ -376,9 +376,9 @@ async function offsetForTime(log: MessageLog, target: number, logAppendTime: boo
     if (items.length === 0) return null;
     for (const m of items) {
       if (isForeign(m)) {
-        const hit = await firstRecordAtOrAfter(m.bytes, target);
-        // A batch that began before `seq`: only its records from `seq` on count.
-        if (hit !== null && m.firstSeq + hit.index >= seq) return { offset: m.firstSeq + hit.index - 1, timestamp: hit.timestamp };
+        // A batch that began before `seq`: only its records from `seq` on count (those before may be gone).
+        const hit = await firstRecordAtOrAfter(m.bytes, target, Math.max(0, seq - m.firstSeq));
+        if (hit !== null) return { offset: m.firstSeq + hit.index - 1, timestamp: hit.timestamp };
         from = m.firstSeq + m.count;
       } else {
         if (m.time >= target) return { offset: m.seq - 1, timestamp: m.time };

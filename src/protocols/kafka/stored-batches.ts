@@ -115,15 +115,16 @@ export function transactionalProducer(batch: Buffer): number {
 }
 
 /**
- * The first record of a stored batch whose timestamp is at or after
- * `target` (ListOffsets by time on a CreateTime topic), or null. The batch's
- * max timestamp rules most batches out without decoding them.
+ * The first record of a stored batch, from its record `fromIndex` on, whose
+ * timestamp is at or after `target` (ListOffsets by time on a CreateTime
+ * topic), or null. The batch's max timestamp rules most batches out without
+ * decoding them.
  */
-export async function firstRecordAtOrAfter(batch: Buffer, target: number): Promise<{ index: number; timestamp: number } | null> {
+export async function firstRecordAtOrAfter(batch: Buffer, target: number, fromIndex = 0): Promise<{ index: number; timestamp: number } | null> {
   const maxTimestamp = Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
   if (maxTimestamp < target) return null;
   // Under LogAppendTime every record has the batch's max timestamp.
-  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: 0, timestamp: maxTimestamp };
+  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: fromIndex, timestamp: maxTimestamp };
   const base = Number(batch.readBigInt64BE(BATCH_BASE_TIMESTAMP));
   const { body, count } = await decodeProduceBatch(batch, readGate, false);
   const r = new Reader(body);
@@ -132,7 +133,7 @@ export async function firstRecordAtOrAfter(batch: Buffer, target: number): Promi
     const end = r.pos + length;
     r.i8(); // attributes
     const timestamp = base + r.varlong();
-    if (timestamp >= target) return { index: i, timestamp };
+    if (timestamp >= target && i >= fromIndex) return { index: i, timestamp };
     r.pos = end;
   }
   return null;
