@@ -428,15 +428,44 @@ describe("Kafka admin APIs", () => {
       );
     }
     assert.deepEqual(await describe(), before, "nothing refused changed the topic");
-    // Long.MAX (what some tools write for "forever") and any negative byte count: no limit, as Kafka reads them.
+    // Long.MAX (what some tools write for "forever") and any negative byte count: no limit, as Kafka reads them, and
+    // shown as they were set, the topic's own (DYNAMIC_TOPIC_CONFIG), as Kafka shows them.
     await alter([
       { name: "retention.ms", value: "9223372036854775807" },
       { name: "retention.bytes", value: "-2" },
       { name: "max.message.bytes", value: " 5000" },
     ]);
-    assert.deepEqual(await describe(), ["-1", "-1", "5000"]);
-    const si = await (await jetstreamManager(h.nc)).streams.info("alter_edges");
+    assert.deepEqual(await describe(), ["9223372036854775807", "-2", "5000"]);
+    const sources = async (): Promise<Array<[string, string, number]>> => {
+      const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false });
+      const m = new Map(d.resources[0].configEntries.map((e) => [e.configName, e]));
+      return ["retention.ms", "retention.bytes", "max.message.bytes", "cleanup.policy"].map((k) => [k, m.get(k)!.configValue, (m.get(k) as { configSource?: number }).configSource!]);
+    };
+    assert.deepEqual(await sources(), [
+      ["retention.ms", "9223372036854775807", 1],
+      ["retention.bytes", "-2", 1],
+      ["max.message.bytes", "5000", 1],
+      ["cleanup.policy", "delete", 5],
+    ]);
+    const jsm = await jetstreamManager(h.nc);
+    const si = await jsm.streams.info("alter_edges");
     assert.deepEqual([si.config.max_age, si.config.max_bytes, si.config.max_msg_size], [0, -1, 5000]);
+    // Configs set to their defaults (what Terraform and kafka-configs write) read back as set, not as defaults.
+    await alter([
+      { name: "retention.ms", value: "-1" },
+      { name: "retention.bytes", value: "-1" },
+      { name: "cleanup.policy", value: "delete" },
+    ]);
+    assert.deepEqual(await sources(), [
+      ["retention.ms", "-1", 1],
+      ["retention.bytes", "-1", 1],
+      ["max.message.bytes", "1048576", 5], // not named: back to the broker's max_payload
+      ["cleanup.policy", "delete", 1],
+    ]);
+    // A stream changed over JetStream since: what the stream now says wins over what was set.
+    await jsm.streams.update("alter_edges", { ...(await jsm.streams.info("alter_edges")).config, max_age: 3_600_000_000_000 });
+    assert.deepEqual((await sources())[0], ["retention.ms", "3600000", 1]);
+    await alter([{ name: "retention.ms", value: "-1" }]);
     // Java's parseLong takes a sign, and Kafka trims strings too.
     await alter([
       { name: "retention.ms", value: "+5000" },

@@ -49,7 +49,15 @@ export const TIMESTAMP_TYPE_KEY = "nagare.kafka.message.timestamp.type";
 export const TIMESTAMP_DIFFERENCE_KEY = "nagare.kafka.message.timestamp.difference.max.ms";
 /** min.insync.replicas: the placement of a replicated topic carries it too, where its leaders read it (cluster.ts). */
 export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
-const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY, MIN_INSYNC_REPLICAS_KEY];
+/**
+ * Configs kept as stream settings, whose default a stream cannot tell from
+ * a value set to it (retention.ms=-1 is max_age 0 either way): the value a
+ * config was set to, as Kafka shows it, is kept beside the setting, so that
+ * it reads back as the topic's own (DYNAMIC_TOPIC_CONFIG), as in Kafka.
+ */
+const SET_VALUE_PREFIX = "nagare.kafka.set.";
+const SET_VALUE_CONFIGS = ["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms"];
+const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY, MIN_INSYNC_REPLICAS_KEY, ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
 /** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
 const DEFAULT_MIN_INSYNC_REPLICAS = 1;
 
@@ -112,6 +120,8 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         if (v >= 0 && v < MIN_RETENTION_MS) return fail(ErrorCode.INVALID_CONFIG, `retention.ms: ${value} is below the shortest retention nagare keeps, ${MIN_RETENTION_MS} ms (-1: no limit)`);
         // Past what a stream's max_age (int64 nanoseconds) holds, some 292 years: what such a value means, no limit.
         out.max_age = v === -1 || v > MAX_RETENTION_MS ? 0 : v * NS_PER_MS;
+        // As Kafka shows it: a long, past what a JavaScript number holds exactly too.
+        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = BigInt(trimmed!).toString();
         break;
       }
       case "retention.bytes": {
@@ -120,6 +130,7 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         // Kafka keeps only the active segment at 0; a stream's max_bytes cannot say that (0 there means no limit).
         if (v === 0) return fail(ErrorCode.INVALID_CONFIG, "retention.bytes: 0 cannot be kept by nagare, which keeps no segments apart (a positive byte count, or negative: no limit)");
         out.max_bytes = v < 0 || v > Number.MAX_SAFE_INTEGER ? -1 : v;
+        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = BigInt(trimmed!).toString();
         break;
       }
       case "max.message.bytes": {
@@ -127,10 +138,12 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         // An INT in Kafka.
         if (v === null || v <= 0 || v > INT32_MAX) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count of at most ${INT32_MAX}`);
         out.max_msg_size = v;
+        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = String(v);
         break;
       }
       case "cleanup.policy":
         if (trimmed !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${trimmed === "" ? "(an empty list)" : value} is not supported (only delete)`);
+        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = trimmed;
         break;
       case "message.timestamp.type":
         if (trimmed !== "CreateTime" && trimmed !== "LogAppendTime") {
@@ -191,16 +204,38 @@ function configuredTopic(door: AccountDoor, name: string): { local: Stream | und
 export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   const c = s.config;
   const source = (set: boolean): number => (set ? SOURCE_DYNAMIC_TOPIC : SOURCE_DEFAULT);
+  /** A config kept as a stream setting: the value it was set to while the setting still says so, else what the setting says. */
+  const setting = (name: string, value: string, set: boolean, readOnly = false): ConfigEntry => {
+    const asSet = c.metadata?.[SET_VALUE_PREFIX + name];
+    if (asSet !== undefined && agrees(name, asSet, c)) return { name, value: asSet, readOnly, source: SOURCE_DYNAMIC_TOPIC };
+    return { name, value, readOnly, source: source(set) };
+  };
   return [
-    { name: "cleanup.policy", value: "delete", readOnly: true, source: SOURCE_DEFAULT },
-    { name: "max.message.bytes", value: String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), readOnly: false, source: source(c.max_msg_size > 0) },
+    setting("cleanup.policy", "delete", false, true),
+    setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), c.max_msg_size > 0),
     { name: "message.timestamp.difference.max.ms", value: c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] !== undefined) },
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
     { name: "min.insync.replicas", value: String(minInsyncReplicas(c.metadata)), readOnly: false, source: source(c.metadata?.[MIN_INSYNC_REPLICAS_KEY] !== undefined) },
-    { name: "retention.bytes", value: String(c.max_bytes > 0 ? c.max_bytes : -1), readOnly: false, source: source(c.max_bytes > 0) },
-    { name: "retention.ms", value: String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), readOnly: false, source: source(c.max_age > 0) },
+    setting("retention.bytes", String(c.max_bytes > 0 ? c.max_bytes : -1), c.max_bytes > 0),
+    setting("retention.ms", String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), c.max_age > 0),
     { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
   ];
+}
+
+/** Whether a config's value as set still says what the stream's setting does (a JetStream update may have changed it since). */
+function agrees(name: string, asSet: string, c: StreamConfig): boolean {
+  const limits = limitsFrom(new Map([[name, asSet]]));
+  if ("error" in limits) return false;
+  switch (name) {
+    case "retention.ms":
+      return limits.max_age === c.max_age;
+    case "retention.bytes":
+      return limits.max_bytes === (c.max_bytes > 0 ? c.max_bytes : -1);
+    case "max.message.bytes":
+      return limits.max_msg_size === c.max_msg_size;
+    default:
+      return true;
+  }
 }
 
 /**
