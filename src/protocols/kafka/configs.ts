@@ -388,6 +388,8 @@ function alteredConfig(door: AccountDoor, stream: Configured, res: AlterResource
   if (nulls.length > 0) return fail(ErrorCode.INVALID_REQUEST, `Null value not supported for : ${nulls.join(", ")}`);
   const next = incremental ? setTopicConfigs(door, stream) : new Map<string, string>();
   for (const c of res.configs) {
+    // Deleting a config that is not set changes nothing, whatever its name, as in Kafka.
+    if (c.op === ConfigOp.DELETE && !next.has(c.name)) continue;
     if (!TOPIC_CONFIG_NAMES.has(c.name)) return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${c.name}`);
     switch (c.op) {
       case ConfigOp.SET:
