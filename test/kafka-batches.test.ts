@@ -14,7 +14,7 @@ import kafkajs from "kafkajs";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, fetchFrame, fetchResult, fetchV11Frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
+import { ask, fetchFrame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
 import { Reader } from "../src/protocols/kafka/codec.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
 
@@ -396,6 +396,66 @@ print(repr(seen))
       await admin.disconnect();
     }
     assert.deepEqual(await lookup(), ["5000", "11500", "12000"]);
+  });
+
+  test("ListOffsets v7 (KIP-734, max timestamp) answers the first record with the highest timestamp among those still stored, as Kafka; none in an empty partition", async () => {
+    const topic = "ts-max";
+    await createTopic(topic);
+    /** ListOffsets v7 for timestamp -3 (max), read_uncommitted: [error, timestamp, offset, leader epoch]. */
+    const maxOf = (): Promise<[number, number, number, number]> =>
+      ask(
+        h.srv.kafkaPort!,
+        flexibleFrame(2, 7, (w) => {
+          w.i32(-1).i8(0);
+          w.array([topic], (w, t) => {
+            w.string(t);
+            w.array([0], (w, p) => {
+              w.i32(p).i32(-1).i64(-3);
+              w.taggedFields();
+            });
+            w.taggedFields();
+          });
+          w.taggedFields();
+        }),
+        (r) => {
+          flexibleBody(r).i32(); // throttle
+          const [[part]] = r.array((r) => {
+            r.string();
+            const parts = r.array((r): [number, number, number, number] => {
+              r.i32(); // partition
+              const out: [number, number, number, number] = [r.i16(), r.i64(), r.i64(), r.i32()];
+              r.taggedFields();
+              return out;
+            });
+            r.taggedFields();
+            return parts;
+          });
+          return part;
+        },
+      );
+    assert.deepEqual(await maxOf(), [0, -1, -1, -1], "an empty partition: none");
+    // The highest timestamp (5000) inside the first batch, not at its end, and again in a later batch: the first one counts.
+    await produce(topic, [
+      { value: "a", timestamp: "1000" },
+      { value: "b", timestamp: "5000" },
+      { value: "c", timestamp: "3000" },
+    ]);
+    await produce(topic, [{ value: "d", timestamp: "4000" }]);
+    await produce(topic, [
+      { value: "e", timestamp: "5000" },
+      { value: "f", timestamp: "2000" },
+    ]);
+    assert.deepEqual(await maxOf(), [0, 5000, 1, 0]);
+    // Deleted below offset 2, b is gone: e is the first of the highest left.
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: "2" }] });
+    } finally {
+      await admin.disconnect();
+    }
+    assert.deepEqual(await maxOf(), [0, 5000, 4, 0]);
   });
 
   test("compressed batches stay compressed on disk; fetches return them compressed; NATS consumers get every record", async () => {

@@ -310,14 +310,29 @@ async function stampedLog(log: MessageLog, pad: number): Promise<{ check: (log: 
     );
     // Stored times alone would have found nothing for a time the clock has not reached.
     assert.equal(log.state().lastSeq, seqs.g);
+    // The newest record time of all is f's, stored before g.
+    assert.equal(log.newestStamped()?.seq, seqs.f);
+    // f passed over: one of the log's own records (stored now), not a or d (their records say 3000 and 500).
+    assert.ok([...pads, seqs.e, seqs.g].includes(log.newestStamped(new Set([seqs.f]))!.seq));
   };
   return { check, pads };
+}
+
+/** Once f (the newest record time) is deleted, the newest is the first of the log's own records with the latest stored time. */
+async function newestWithoutF(log: MessageLog): Promise<void> {
+  const f = log.newestStamped()!.seq;
+  assert.equal(await log.delete(f), true);
+  const own = (await log.scan(1, { maxMessages: 100 })).filter((m) => !m.subject.startsWith("k."));
+  const latest = Math.max(...own.map((m) => m.time));
+  assert.deepEqual(log.newestStamped(), { seq: own.find((m) => m.time === latest)!.seq, time: latest });
 }
 
 test("memory log: where a record stamped at or after a time may be, by the times foreign records carry", async () => {
   const log = new MemoryLog({ foreign: toy });
   const { check } = await stampedLog(log, 10);
   check(log);
+  await newestWithoutF(log);
+  assert.equal(new MemoryLog().newestStamped(), null, "none in an empty log");
   await log.close();
 });
 
@@ -370,6 +385,7 @@ test("file log: where a record stamped at or after a time may be, by the times f
     await log.close();
     log = await open();
     check(log, true);
+    await newestWithoutF(log);
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

@@ -1566,6 +1566,30 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return this.lastSeq + 1;
   }
 
+  newestStamped(skip?: ReadonlySet<number>): { seq: number; time: number } | null {
+    // Segments by the newest time they may hold, earlier first among equals: most are never read.
+    const order = this.segments.filter((seg) => seg.live > 0).sort((a, b) => b.newestRecordTime - a.newestRecordTime || a.firstSeq - b.firstSeq);
+    let best = -Infinity;
+    let bestSeq = 0;
+    for (const seg of order) {
+      if (seg.newestRecordTime < best) break;
+      const d = this.index.detail(seg);
+      for (let b = 0; b < d.nb; b++) {
+        const t = d.bNewest[b];
+        if (t < best || (t === best && d.bSeq[b] > bestSeq)) continue;
+        for (let s = d.bSeq[b]; s < d.bSeq[b] + d.bCount[b]; s++) {
+          if (d.sidAt(s) === DEAD) continue;
+          if (skip?.has(s) !== true) {
+            best = t;
+            bestSeq = s;
+          }
+          break;
+        }
+      }
+    }
+    return bestSeq === 0 ? null : { seq: bestSeq, time: best };
+  }
+
   /** The first sequence of the first batch stored at or after `time`; lastSeq + 1 if none. */
   private firstSeqAtOrAfter(time: number): number {
     for (const seg of this.segments) {

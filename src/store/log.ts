@@ -312,6 +312,17 @@ export interface MessageLog {
    * The next sequence when no batch qualifies.
    */
   firstStampedAtOrAfter(time: number, from: number): number;
+  /**
+   * The batch whose newest record time (as firstStampedAtOrAfter counts it)
+   * is the highest of every batch with a record still stored, the first in
+   * sequence order among equals, passing over those whose first stored
+   * sequence is in `skip`: that sequence and that time, or null if there is
+   * none. From the index alone, so the time is that of the batch as
+   * appended: a record that carried it may have been deleted since, and the
+   * caller reads the batch to see (Kafka's ListOffsets for the max
+   * timestamp).
+   */
+  newestStamped(skip?: ReadonlySet<number>): { seq: number; time: number } | null;
   lastBySubject(subject: string): Promise<StoredMessage | null>;
   /** Number of stored messages per subject. */
   subjectCount(subject: string): number;

@@ -329,6 +329,23 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return this.lastSeq + 1;
   }
 
+  newestStamped(skip?: ReadonlySet<number>): { seq: number; time: number } | null {
+    let best = -Infinity;
+    let bestSeq = 0;
+    for (let seq = this.base; seq <= this.lastSeq; ) {
+      const i = seq - this.base;
+      const h = this.held[i];
+      const t = h !== undefined ? h.newest : this.msgs[i] !== undefined ? this.times[i] : -Infinity;
+      if (t > best && skip?.has(seq) !== true) {
+        best = t;
+        bestSeq = seq;
+      }
+      // A batch counts once, from its first stored record.
+      seq = h !== undefined ? h.firstSeq + h.count : seq + 1;
+    }
+    return bestSeq === 0 ? null : { seq: bestSeq, time: best };
+  }
+
   async lastBySubject(subject: string): Promise<StoredMessage | null> {
     const last = this.index.table.lastOf(subject);
     return last === 0 ? null : this.get(last);

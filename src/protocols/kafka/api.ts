@@ -65,7 +65,7 @@ export const API_VERSIONS = new Map<number, [number, number]>([
   // are answered UNSUPPORTED_FOR_MESSAGE_FORMAT.
   [ApiKey.Produce, [0, 9]],
   [ApiKey.Fetch, [4, 15]],
-  [ApiKey.ListOffsets, [0, 6]],
+  [ApiKey.ListOffsets, [0, 7]],
   // Where a leader epoch ends (KIP-320): batches carry the epoch that wrote them (epoch-history.ts).
   [ApiKey.OffsetForLeaderEpoch, [0, 4]],
   [ApiKey.Metadata, [0, 12]],

@@ -1,5 +1,5 @@
 /**
- * Fetch v4–15, ListOffsets v0–6 and OffsetForLeaderEpoch v0–4. A fetch answers at once when it has
+ * Fetch v4–15, ListOffsets v0–7 and OffsetForLeaderEpoch v0–4. A fetch answers at once when it has
  * `min_bytes`, else waits for an append to one of its partitions or for
  * `max_wait_ms`, never polling. What it reads is bounded by the broker's
  * `fetch_max_bytes` and by the door's response budget (see collectWithRoom). Records are framed from the log as
@@ -19,7 +19,7 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
-import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter } from "./stored-batches.js";
+import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter, newestRecordIn } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
 import { leaderEpochOf, readablePartition } from "./cluster.js";
@@ -32,6 +32,8 @@ import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js"
 
 const EARLIEST = -2;
 const LATEST = -1;
+/** ListOffsets v7+ (KIP-734): the record with the highest timestamp. */
+const MAX_TIMESTAMP = -3;
 /** Messages read per partition per fetch, besides the byte limits. */
 const MAX_MESSAGES_PER_PARTITION = 4096;
 
@@ -388,6 +390,40 @@ async function offsetForTime(log: MessageLog, target: number, logAppendTime: boo
   }
 }
 
+/** How many batches ListOffsets for the max timestamp reads at most (each one whose newest record was deleted sends it to the next). */
+const MAX_TIMESTAMP_BATCHES = 1000;
+
+/**
+ * The record with the highest timestamp, the first of them if several, as
+ * Kafka's ListOffsets v7 finds it, among the records still stored. The
+ * log's index names the batch with the newest time as appended; its records
+ * are read, and if the one that carried that time was deleted, the best
+ * left in it stands against the next batch the index names.
+ */
+async function newestRecord(log: MessageLog): Promise<{ offset: number; timestamp: number } | null> {
+  const passed = new Set<number>();
+  let best: { seq: number; timestamp: number } | null = null;
+  for (let i = 0; i < MAX_TIMESTAMP_BATCHES; i++) {
+    const next = log.newestStamped(passed);
+    if (next === null || (best !== null && (next.time < best.timestamp || (next.time === best.timestamp && next.seq > best.seq)))) break;
+    passed.add(next.seq);
+    const [m] = await log.scanStored(next.seq, { maxMessages: 1 });
+    if (m === undefined) continue;
+    let found: { seq: number; timestamp: number };
+    if (isForeign(m)) {
+      const hit = await newestRecordIn(m.bytes, Math.max(0, next.seq - m.firstSeq));
+      if (hit === null) continue;
+      found = { seq: m.firstSeq + hit.index, timestamp: hit.timestamp };
+    } else {
+      // The log's own records, and those of a batch with a record gone from its middle, carry the time they were stored.
+      found = { seq: m.seq, timestamp: m.time };
+    }
+    if (found.timestamp === next.time) return { offset: found.seq - 1, timestamp: found.timestamp };
+    if (best === null || found.timestamp > best.timestamp || (found.timestamp === best.timestamp && found.seq < best.seq)) best = found;
+  }
+  return best === null ? null : { offset: best.seq - 1, timestamp: best.timestamp };
+}
+
 export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
@@ -428,7 +464,8 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
           offset = settling ? -1 : readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;
         } else if (p.timestamp === EARLIEST) offset = st.firstSeq - 1;
         else {
-          const found = await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
+          const found =
+            p.timestamp === MAX_TIMESTAMP && version >= 7 ? await newestRecord(log) : await offsetForTime(log, p.timestamp, stream !== undefined && timestampPolicy(stream).logAppendTime);
           // Only what consumers may read: a record past the high watermark is not found yet, nor, read_committed, one at or
           // past the last stable offset (Kafka's Partition.fetchOffsetForTimestamp).
           const readable = readCommitted && stream !== undefined ? door.txnIndexes.lastStableOffset(stream, p.index, hwm) : hwm;

@@ -140,6 +140,31 @@ export async function firstRecordAtOrAfter(batch: Buffer, target: number, fromIn
 }
 
 
+/**
+ * The record of a stored batch, from its record `fromIndex` on, with the
+ * highest timestamp (the first of equals), or null if it has none there
+ * (ListOffsets for the max timestamp). Under LogAppendTime every record has
+ * the batch's max timestamp.
+ */
+export async function newestRecordIn(batch: Buffer, fromIndex: number): Promise<{ index: number; timestamp: number } | null> {
+  const maxTimestamp = Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
+  const { body, count } = await decodeProduceBatch(batch, readGate, false);
+  if (fromIndex >= count) return null;
+  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: fromIndex, timestamp: maxTimestamp };
+  const base = Number(batch.readBigInt64BE(BATCH_BASE_TIMESTAMP));
+  const r = new Reader(body);
+  let best: { index: number; timestamp: number } | null = null;
+  for (let i = 0; i < count; i++) {
+    const length = r.varint();
+    const end = r.pos + length;
+    r.i8(); // attributes
+    const timestamp = base + r.varlong();
+    if (i >= fromIndex && (best === null || timestamp > best.timestamp)) best = { index: i, timestamp };
+    r.pos = end;
+  }
+  return best;
+}
+
 /** How far back (in messages) a partition is searched for its producers' batches: a producer's recovery, DescribeProducers. */
 export const PRODUCER_SCAN = 10_000;
 
