@@ -512,8 +512,21 @@ describe("Kafka admin APIs", () => {
       assert.equal(answer(await c.response(2))[0], 0, "APPEND delete to [delete] is still delete");
       c.send(incremental([["cleanup.policy", 2, "compact"]]));
       assert.equal(answer(await c.response(3))[0], 40, "delete,compact: INVALID_CONFIG");
+      // An empty cleanup.policy: nothing is deleted by retention (Kafka 3.x cleans nothing up, 4.x says so); the retention
+      // configs stay set, and apply again once delete is back.
+      const maxAge = async (): Promise<number> => (await (await jetstreamManager(h.nc)).streams.info("alter_some")).config.max_age;
       c.send(incremental([["cleanup.policy", 3, "delete"]]));
-      assert.deepEqual(answer(await c.response(4)), [40, "cleanup.policy (an empty list) is not supported (only delete)"], "an empty cleanup.policy: INVALID_CONFIG");
+      assert.deepEqual(answer(await c.response(4)), [0, null], "an empty cleanup.policy is taken");
+      configs = await describe();
+      assert.deepEqual([configs.get("cleanup.policy"), configs.get("retention.ms"), await maxAge()], ["", "60000", 0]);
+      const again = await raw();
+      try {
+        again.send(incremental([["cleanup.policy", 2, "delete"]]));
+        assert.deepEqual(answer(await again.response(0)), [0, null]);
+      } finally {
+        again.destroy();
+      }
+      assert.deepEqual([(await describe()).get("cleanup.policy"), await maxAge()], ["delete", 60_000_000_000]);
       c.send(incremental([["retention.ms", 2, "5"]]));
       assert.deepEqual(answer(await c.response(5)), [40, "Config value append is not allowed for config key: retention.ms"]);
       c.send(incremental([["retention.ms", 0, null]]));

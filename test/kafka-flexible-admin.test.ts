@@ -307,7 +307,8 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.notEqual(made.topicId, ZERO_UUID, "a made topic has an id");
     const configs = new Map(made.configs!.map((c) => [c.name, c]));
     assert.deepEqual(configs.get("retention.ms"), { name: "retention.ms", value: "3600000", readOnly: false, source: SOURCE_DYNAMIC_TOPIC, sensitive: false });
-    assert.deepEqual(configs.get("cleanup.policy"), { name: "cleanup.policy", value: "delete", readOnly: true, source: SOURCE_DEFAULT, sensitive: false });
+    // Not read-only: delete, or an empty list, may be set (Kafka's cleanup.policy is not read-only either).
+    assert.deepEqual(configs.get("cleanup.policy"), { name: "cleanup.policy", value: "delete", readOnly: false, source: SOURCE_DEFAULT, sensitive: false });
     assert.deepEqual(configs.get("retention.bytes"), { name: "retention.bytes", value: "-1", readOnly: false, source: SOURCE_DEFAULT, sensitive: false });
     // The same configs DescribeConfigs gives.
     const described = await topicConfigs(port, topic);

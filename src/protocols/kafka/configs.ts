@@ -102,6 +102,7 @@ function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<str
  */
 export function limitsFrom(configs: Map<string, string | null>): (Record<string, unknown> & { metadata?: Record<string, string> }) | Outcome {
   const out: Record<string, unknown> & { metadata?: Record<string, string> } = {};
+  let noRetention = false;
   for (const [name, value] of configs) {
     // Kafka trims a config's value before it parses it.
     const trimmed = value?.trim() ?? null;
@@ -141,10 +142,15 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         (out.metadata ??= {})[SET_VALUE_PREFIX + name] = String(v);
         break;
       }
-      case "cleanup.policy":
-        if (trimmed !== "delete") return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${trimmed === "" ? "(an empty list)" : value} is not supported (only delete)`);
-        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = trimmed;
+      case "cleanup.policy": {
+        // A LIST: comma-separated, blanks around the commas dropped; empty, nothing is ever cleaned up (Kafka 3.x applies
+        // no retention then, and 4.x says so).
+        const policies = trimmed === null || trimmed === "" ? [] : trimmed.split(/\s*,\s*/);
+        if (policies.some((p) => p !== "delete")) return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete, or an empty list)`);
+        if (policies.length === 0) noRetention = true;
+        (out.metadata ??= {})[SET_VALUE_PREFIX + name] = policies.join(",");
         break;
+      }
       case "message.timestamp.type":
         if (trimmed !== "CreateTime" && trimmed !== "LogAppendTime") {
           return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime`);
@@ -169,6 +175,11 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
       default:
         return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${name}`);
     }
+  }
+  // Without `delete` the retention configs stay set but nothing is deleted by them.
+  if (noRetention) {
+    out.max_age = 0;
+    out.max_bytes = -1;
   }
   return out;
 }
@@ -205,13 +216,13 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   const c = s.config;
   const source = (set: boolean): number => (set ? SOURCE_DYNAMIC_TOPIC : SOURCE_DEFAULT);
   /** A config kept as a stream setting: the value it was set to while the setting still says so, else what the setting says. */
-  const setting = (name: string, value: string, set: boolean, readOnly = false): ConfigEntry => {
-    const asSet = c.metadata?.[SET_VALUE_PREFIX + name];
-    if (asSet !== undefined && agrees(name, asSet, c)) return { name, value: asSet, readOnly, source: SOURCE_DYNAMIC_TOPIC };
-    return { name, value, readOnly, source: source(set) };
+  const asSet = valuesAsSet(c);
+  const setting = (name: string, value: string, set: boolean): ConfigEntry => {
+    const v = asSet?.get(name);
+    return v !== undefined ? { name, value: v, readOnly: false, source: SOURCE_DYNAMIC_TOPIC } : { name, value, readOnly: false, source: source(set) };
   };
   return [
-    setting("cleanup.policy", "delete", false, true),
+    setting("cleanup.policy", "delete", false),
     setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), c.max_msg_size > 0),
     { name: "message.timestamp.difference.max.ms", value: c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] !== undefined) },
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
@@ -222,20 +233,24 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   ];
 }
 
-/** Whether a config's value as set still says what the stream's setting does (a JetStream update may have changed it since). */
-function agrees(name: string, asSet: string, c: StreamConfig): boolean {
-  const limits = limitsFrom(new Map([[name, asSet]]));
-  if ("error" in limits) return false;
-  switch (name) {
-    case "retention.ms":
-      return limits.max_age === c.max_age;
-    case "retention.bytes":
-      return limits.max_bytes === (c.max_bytes > 0 ? c.max_bytes : -1);
-    case "max.message.bytes":
-      return limits.max_msg_size === c.max_msg_size;
-    default:
-      return true;
+/**
+ * The values a topic's stream-backed configs were set to, while they still
+ * say together what the stream's settings do (an empty cleanup.policy turns
+ * the retention configs off, say); null once a JetStream update has changed
+ * a setting since: then the settings are shown.
+ */
+function valuesAsSet(c: StreamConfig): Map<string, string> | null {
+  const values = new Map<string, string>();
+  for (const name of SET_VALUE_CONFIGS) {
+    const v = c.metadata?.[SET_VALUE_PREFIX + name];
+    if (v !== undefined) values.set(name, v);
   }
+  if (values.size === 0) return null;
+  const limits = limitsFrom(values);
+  if ("error" in limits) return null;
+  const agrees =
+    (limits.max_age ?? 0) === c.max_age && ((limits.max_bytes as number | undefined) ?? -1) === (c.max_bytes > 0 ? c.max_bytes : -1) && ((limits.max_msg_size as number | undefined) ?? -1) === (c.max_msg_size > 0 ? c.max_msg_size : -1);
+  return agrees ? values : null;
 }
 
 /**
