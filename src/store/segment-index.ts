@@ -186,7 +186,8 @@ function writeRecordEntries(buf: Buffer, p: number, d: SegmentDetail, local: Map
 export function summaryLength(header: Buffer): number | string {
   if (header.length < INDEX_HEADER) return "short";
   if (header.readUInt32LE(0) !== MAGIC) return "not an index";
-  if (header.readUInt32LE(4) !== VERSION) return "unknown version";
+  const version = header.readUInt32LE(4);
+  if (version !== VERSION) return version < VERSION && version >= 1 ? `written in index version ${version}, before ${VERSION}` : "unknown version";
   if (crc32c(header, 0, HEADER_CRC) !== header.readUInt32LE(HEADER_CRC)) return "checksum mismatch";
   return header.readUInt32LE(120);
 }
