@@ -105,7 +105,8 @@ export function batchProducer(batch: Buffer): { producerId: number; epoch: numbe
 
 /** A stored batch's max timestamp (its records' newest, or the log's append time under LogAppendTime). */
 export function batchMaxTimestamp(batch: Buffer): number {
-  return Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
+  // Two halves, not a BigInt: read for every batch appended (the store's index of record times).
+  return batch.readInt32BE(BATCH_MAX_TIMESTAMP) * 2 ** 32 + batch.readUInt32BE(BATCH_MAX_TIMESTAMP + 4);
 }
 
 /** The producer id of a stored transactional batch, read without decoding it; -1 for any other batch. */
