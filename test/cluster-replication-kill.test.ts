@@ -426,6 +426,8 @@ test("while a memory stream's restarted leader waits for a replica to take over,
   await blipUntilAlone(follower, "MEM4");
   // The follower goes down too: k, back with an empty copy and alone in the ISR, has no replica to hand over to, and waits.
   await follower.close();
+  // Gone from etcd before k restarts (a registration not revoked lasts out its lease): k must not find it live.
+  await waitUntil(() => !other.cluster!.placements.isLive(f), "the follower gone from the cluster, as the other node sees it", 30_000);
   await k.stop("SIGKILL");
   k = await spawnK(() => [other]);
   await waitUntil(() => /stream "MEM4".*wait/i.test(k.output()), "k waiting for a replica to take over", 30_000).catch((err: Error) => {
