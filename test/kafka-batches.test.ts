@@ -14,6 +14,7 @@ import kafkajs from "kafkajs";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntilAsync } from "./helpers/clients.js";
 import { ask, fetchFrame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
 import { Reader } from "../src/protocols/kafka/codec.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
@@ -21,10 +22,10 @@ import { streamNameOf } from "../src/protocols/kafka/topics.js";
 const { CompressionTypes } = kafkajs;
 
 /** The record batches a raw Fetch v4 of partition 0 from `offset` returns, as framed. */
-async function fetchBatches(h: KafkaHarness, topic: string, offset: number): Promise<FetchedBatch[]> {
+async function fetchBatches(h: KafkaHarness, topic: string, offset: number, opts: Parameters<typeof fetchFrame>[3] = {}): Promise<FetchedBatch[]> {
   const raw = await RawKafka.open(h.srv.kafkaPort!);
   try {
-    raw.send(fetchFrame(topic, 0, offset));
+    raw.send(fetchFrame(topic, 0, offset, opts));
     const r = await raw.response(0);
     const { error, recordBytes } = fetchResult(r);
     assert.equal(error, 0);
@@ -456,6 +457,76 @@ print(repr(seen))
       await admin.disconnect();
     }
     assert.deepEqual(await maxOf(), [0, 5000, 4, 0]);
+  });
+
+  test("a fetch keeps within max_bytes and the partition's max bytes but for a first batch larger than both (KIP-74), and answers an error at once rather than after max_wait", async () => {
+    const topic = "fetch-limits";
+    await createTopic(topic);
+    const record = (i: number): kafkajs.Message => ({ value: Buffer.alloc(1000, 0x30 + i) });
+    for (let b = 0; b < 3; b++) await produce(topic, [record(0), record(1), record(2), record(3)]);
+    const counts = async (opts: Parameters<typeof fetchFrame>[3]): Promise<number[]> => (await fetchBatches(h, topic, 0, opts)).map((b) => b.count);
+    assert.deepEqual(await counts({}), [4, 4, 4], "three batches of four records of 1,000 bytes");
+    // Room for one and a half batches: one, not two.
+    assert.deepEqual(await counts({ partitionMaxBytes: 6000 }), [4]);
+    assert.deepEqual(await counts({ maxBytes: 6000 }), [4]);
+    assert.deepEqual(await counts({ maxBytes: 9000, partitionMaxBytes: 9000 }), [4, 4]);
+    // Less than one batch: the first comes whole all the same.
+    assert.deepEqual(await counts({ partitionMaxBytes: 100 }), [4]);
+    assert.deepEqual(await counts({ maxBytes: 1 }), [4]);
+    // An offset past the end: OFFSET_OUT_OF_RANGE (1) at once, not after the 30 s the fetch would wait for data.
+    const raw = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const began = Date.now();
+      raw.send(fetchFrame(topic, 0, 1000, { maxWaitMs: 30_000, minBytes: 1 }));
+      assert.equal(fetchResult(await raw.response(0, 25_000)).error, 1);
+      assert.ok(Date.now() - began < 15_000, `answered after ${Date.now() - began} ms`);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test("a fetch that reads a partition up to its count limit answers at once, though min_bytes is not reached", async () => {
+    const topic = "fetch-count";
+    await createTopic(topic);
+    // 5,000 records stored one by one (published over NATS): more than the 4,096 a fetch reads of a partition.
+    for (let i = 0; i < 5000; i++) h.nc.publish(topic, "x");
+    await h.nc.flush();
+    const jsm = await jetstreamManager(h.nc);
+    await waitUntilAsync(async () => (await jsm.streams.info(streamNameOf(topic))).state.messages === 5000, "the 5,000 records stored", 30_000);
+    const raw = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const began = Date.now();
+      raw.send(fetchFrame(topic, 0, 0, { maxWaitMs: 30_000, minBytes: 10_000_000 }));
+      const { error, recordBytes } = fetchResult(await raw.response(0, 25_000));
+      assert.deepEqual([error, recordBytes > 0], [0, true]);
+      assert.ok(Date.now() - began < 15_000, `answered after ${Date.now() - began} ms`);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test("a read_committed fetch waiting at the last stable offset is answered once the transaction commits, not at its max_wait", async () => {
+    const topic = "fetch-txn-wake";
+    await createTopic(topic);
+    const producer = h.kafka().producer({ transactionalId: "fetch-txn-wake", idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    const raw = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const tx = await producer.transaction();
+      await tx.send({ topic, messages: [{ value: "a" }, { value: "b" }] });
+      // Nothing stable yet: the fetch waits (up to 30 s) for the commit.
+      const began = Date.now();
+      raw.send(fetchFrame(topic, 0, 0, { maxWaitMs: 30_000, minBytes: 1, isolationLevel: 1 }));
+      await tx.commit();
+      const r = await raw.response(0, 25_000);
+      const { error, recordBytes } = fetchResult(r);
+      assert.equal(error, 0);
+      assert.ok(recordBytes > 0, "the committed records");
+      assert.ok(Date.now() - began < 15_000, `answered ${Date.now() - began} ms after it was sent`);
+    } finally {
+      raw.destroy();
+      await producer.disconnect();
+    }
   });
 
   test("compressed batches stay compressed on disk; fetches return them compressed; NATS consumers get every record", async () => {

@@ -281,6 +281,8 @@ export class Stream {
   }
   /** Told of every stored message (partition, sequence): what a waiting reader such as a Kafka fetch listens for. */
   readonly appendListeners = new Set<(partition: number, seq: number) => void>();
+  /** How often appendListeners were told: a reader that looked before and counts more now knows it may have missed news. */
+  readerWakes = 0;
   /** What NATS readers may see: the door's rules, capped at replication's high watermark; null: everything (visibility.ts). */
   visibility: Visibility | null = null;
   /** The rules a door installed (Kafka transactions), before the replication cap. */
@@ -735,6 +737,7 @@ export class Stream {
         }
       }
     }
+    this.readerWakes++;
     for (const l of this.appendListeners) l(partition, seq);
     // Interest retention keeps a message only while some consumer still has to see it.
     if (this.config.retention === "interest" && !interested) {
@@ -871,6 +874,7 @@ export class Stream {
         return;
       }
       // No consumer to tell and nothing to retain by interest: the listeners hear of the run once.
+      this.readerWakes++;
       for (const l of this.appendListeners) l(partition, first + count - 1);
       finish();
     };
@@ -1160,6 +1164,7 @@ export class Stream {
   /** What readers may see of `partition` moved on (the replication cap or the door's rules): those waiting read again. */
   readersMayAdvance(partition: number): void {
     const seq = this.replicatedSeq(partition);
+    this.readerWakes++;
     for (const l of this.appendListeners) l(partition, seq);
     if (this.consumers.size > 0 || this.order !== null) this.visibilityChanged();
   }

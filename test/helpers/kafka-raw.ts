@@ -98,11 +98,16 @@ export function produceFrame(topic: string, partition: number, records: Buffer, 
   return frame(0, 3, (w) => w.nullableString(null).i16(-1).i32(30_000).arrayLength(1).string(topic).arrayLength(1).i32(partition).nullableBytes(records), correlationId);
 }
 
-/** Fetch v4 of one partition from `offset`. */
-export function fetchFrame(topic: string, partition: number, offset: number, opts: { maxWaitMs?: number; minBytes?: number; maxBytes?: number; partitionMaxBytes?: number } = {}): Buffer {
-  const { maxWaitMs = 0, minBytes = 1, maxBytes = 2 ** 31 - 1, partitionMaxBytes = 2 ** 31 - 1 } = opts;
+/** Fetch v4 of one partition from `offset` (isolation level 0, read_uncommitted, unless told). */
+export function fetchFrame(
+  topic: string,
+  partition: number,
+  offset: number,
+  opts: { maxWaitMs?: number; minBytes?: number; maxBytes?: number; partitionMaxBytes?: number; isolationLevel?: 0 | 1 } = {},
+): Buffer {
+  const { maxWaitMs = 0, minBytes = 1, maxBytes = 2 ** 31 - 1, partitionMaxBytes = 2 ** 31 - 1, isolationLevel = 0 } = opts;
   return frame(1, 4, (w) =>
-    w.i32(-1).i32(maxWaitMs).i32(minBytes).i32(maxBytes).i8(0).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(offset).i32(partitionMaxBytes),
+    w.i32(-1).i32(maxWaitMs).i32(minBytes).i32(maxBytes).i8(isolationLevel).arrayLength(1).string(topic).arrayLength(1).i32(partition).i64(offset).i32(partitionMaxBytes),
   );
 }
 

@@ -80,11 +80,16 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   // The broker's fetch.max.bytes caps what a client may ask; at least one byte, so that a first record always comes back.
   const want = Math.max(1, Math.min(req.maxBytes, door.options.fetchMaxBytes));
   const deadline = Date.now() + Math.max(0, req.maxWaitMs);
+  // Counted before each read: news that comes while it reads (a transaction's marker read by its index, moving the last
+  // stable offset on) is not waited past.
+  let seen = readerWakes(door, topics);
   let out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
-  // Short of memory, answer with what fits rather than wait for more to arrive.
-  while (out.bytes < req.minBytes && !out.limited && !out.misled && Date.now() < deadline && !conn.closed) {
+  // Short of memory, answer with what fits rather than wait for more to arrive. A partition in error, led elsewhere or
+  // read up to its count limit is answered at once too, as Kafka answers errors without waiting.
+  while (out.bytes < req.minBytes && !out.limited && !out.misled && !out.failed && !out.capped && Date.now() < deadline && !conn.closed) {
     conn.adjustResponseRoom(ctx, -ctx.held);
-    await appendOrTimeout(door, topics, deadline);
+    if (readerWakes(door, topics) === seen) await appendOrTimeout(door, topics, deadline);
+    seen = readerWakes(door, topics);
     out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
   }
 
@@ -124,6 +129,17 @@ interface Collected {
   limited: boolean;
   /** A partition is led by another broker (or its leader is away): answered at once, as Kafka does, so the client goes to the leader. */
   misled: boolean;
+  /** A partition is answered with an error (out of range, unknown, not allowed): answered at once, as Kafka does. */
+  failed: boolean;
+  /** A partition was read up to MAX_MESSAGES_PER_PARTITION with more to read: waiting for min_bytes would only delay it. */
+  capped: boolean;
+}
+
+/** How often the fetched topics' readers were told of news (Stream.readerWakes), summed. */
+function readerWakes(door: AccountDoor, topics: TopicFetch[]): number {
+  let n = 0;
+  for (const t of topics) n += findTopic(door.js, t.name)?.readerWakes ?? 0;
+  return n;
 }
 
 /**
@@ -160,18 +176,22 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
   let bytes = 0;
   const results: PartitionOut[][] = [];
   let misled = false;
+  let failed = false;
+  let capped = false;
   for (const t of topics) {
     const local = findTopic(door.js, t.name);
     const outs: PartitionOut[] = [];
     const denied = local !== undefined && !mayReadTopic(perms, local);
     for (const p of t.partitions) {
       if (denied) {
+        failed = true;
         outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
       const led = readablePartition(door, t.name, p.index, p.currentLeaderEpoch);
       if (typeof led === "number") {
         if (led !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
+        else failed = true;
         outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
@@ -191,27 +211,45 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       const lastStable = door.txnIndexes.lastStableOffset(stream, p.index, hwm);
       // Past the high watermark but within the log is not out of range (Kafka's rule): nothing to read yet.
       if (p.offset < logStart || p.offset > st.lastSeq) {
+        failed = true;
         outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null, epochs: null });
         continue;
       }
       // read_committed sees nothing of a transaction still open.
       const end = readCommitted ? lastStable : hwm;
       let messages: StoredItem[] = [];
-      // Kafka returns at least one batch even past max_bytes, so a large record cannot stall a consumer.
+      // Within the partition's and the request's byte limits, except that the first batch of the answer goes whole however
+      // large (KIP-74), so a large record cannot stall a consumer; nothing past them otherwise, as Kafka.
       const room = Math.min(p.maxBytes, maxBytes - bytes);
       if (maxBytes > 0 && p.offset < end && (room > 0 || bytes === 0)) {
-        messages = await log.scanStored(p.offset + 1, { maxMessages: Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset), maxBytes: Math.max(1, room) });
+        const limit = Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset);
+        messages = await log.scanStored(p.offset + 1, { maxMessages: limit, maxBytes: Math.max(1, room) });
         let visible = messages.length;
         while (visible > 0 && firstOffsetOf(messages[visible - 1]) >= end) visible--;
+        let taken = 0;
+        for (let i = 0; i < visible; i++) {
+          const size = itemBytes(messages[i]);
+          if (taken + size > room && (i > 0 || bytes > 0)) {
+            visible = i;
+            break;
+          }
+          taken += size;
+        }
         if (visible < messages.length) messages = messages.slice(0, visible);
-        for (const m of messages) bytes += isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
+        else if (messages.length >= limit && limit === MAX_MESSAGES_PER_PARTITION) capped = true;
+        bytes += taken;
       }
       const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.txnIndexes.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
       outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted, epochs });
     }
     results.push(outs);
   }
-  return { results, bytes, limited: false, misled };
+  return { results, bytes, limited: false, misled, failed, capped };
+}
+
+/** What an item counts against a fetch's byte limits: a batch's bytes, a message's payload, headers and key and a framing allowance. */
+function itemBytes(m: StoredItem): number {
+  return isForeign(m) ? m.bytes.length : m.data.length + (m.headers?.length ?? 0) + (m.key?.length ?? 0) + 32;
 }
 
 /** Resolves on the first append to a fetched partition, or at the deadline. */
