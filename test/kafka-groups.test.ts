@@ -221,6 +221,34 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     }
   }
 
+  test("a refused JoinGroup makes no group, and a group with nothing to keep (no member, no offset) is gone, as Kafka's coordinator cleans it up", { timeout: 30_000 }, async () => {
+    await createTopic("ghost.topic", 1);
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    const admin = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      // Refused before any group is made: a session timeout out of bounds, and a member id the group cannot know.
+      assert.equal((await joinGroup(k, "ghost.timeout", "", null, { sessionMs: 10 })).error, 26, "INVALID_SESSION_TIMEOUT");
+      assert.equal((await joinGroup(k, "ghost.member", "an-id-never-given")).error, UNKNOWN_MEMBER_ID);
+      assert.equal(await groupState(admin, "ghost.timeout"), "Dead");
+      assert.equal(await groupState(admin, "ghost.member"), "Dead");
+      // A member id handed out (KIP-394) and never used: the group goes once it expires, after the session timeout.
+      assert.equal((await joinGroup(k, "ghost.pending", "", null, { sessionMs: 1000 })).error, MEMBER_ID_REQUIRED);
+      assert.equal(await groupState(admin, "ghost.pending"), "Empty");
+      await waitUntilAsync(async () => (await groupState(admin, "ghost.pending")) === "Dead", "the unused group gone", 15_000);
+      // A member that joins and leaves without committing: the group goes with it; one with an offset stays, Empty.
+      for (const [g, commits] of [["ghost.left", false], ["kept.left", true]] as const) {
+        const m = await join(k, g);
+        assert.equal(await syncGroup(k, g, m.generation, m.memberId, [m.memberId]), NONE);
+        if (commits) assert.deepEqual(await commit(k, g, { generation: m.generation, memberId: m.memberId, offsets: [["ghost.topic", 0, 5, null]] }), [NONE]);
+        k.send(frame(13, 3, (w) => w.string(g).arrayLength(1).string(m.memberId).nullableString(null), 98));
+        await waitUntilState(admin, g, commits ? "Empty" : "Dead");
+      }
+    } finally {
+      k.destroy();
+      admin.destroy();
+    }
+  });
+
   test("static membership (KIP-345): a restarted static member takes its place and assignment without a rebalance", { timeout: 30_000 }, async () => {
     const admin = await RawKafka.open(h.srv.kafkaPort!);
     const m1 = await RawKafka.open(h.srv.kafkaPort!);

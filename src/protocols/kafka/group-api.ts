@@ -3,7 +3,7 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
+import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, MAX_SESSION_MS, MIN_SESSION_MS, offsetKey, type CommittedOffset } from "./groups.js";
 import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 import {
@@ -58,11 +58,30 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason } = decodeJoinGroup(r, version);
   if (reason !== null && door.log.debugEnabled) door.log.debug(`kafka: group ${groupId}: ${memberId === "" ? "a new member" : `member ${memberId}`} joins: ${reasonText(reason)}`);
-  const refused = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
-  const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, true);
+  const coordinator = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
+  // As Kafka's GroupCoordinator: a session timeout out of bounds is refused before any group is made, and only a member
+  // without an id makes one (an id named to a group that does not exist is UNKNOWN_MEMBER_ID).
+  const refused =
+    coordinator !== ErrorCode.NONE ? coordinator : groupId !== "" && (sessionTimeoutMs < MIN_SESSION_MS || sessionTimeoutMs > MAX_SESSION_MS) ? ErrorCode.INVALID_SESSION_TIMEOUT : ErrorCode.NONE;
+  const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, memberId === "");
+  const missing = groupId !== "" && refused === ErrorCode.NONE && group === null && memberId !== "";
   const result =
     group === null || protocols.length === 0
-      ? { error: refused !== ErrorCode.NONE ? refused : groupId === "" || protocols.length === 0 ? ErrorCode.INVALID_GROUP_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE, generation: -1, protocol: "", leader: "", memberId, members: [] }
+      ? {
+          error:
+            refused !== ErrorCode.NONE
+              ? refused
+              : groupId === "" || protocols.length === 0
+                ? ErrorCode.INVALID_GROUP_ID
+                : missing
+                  ? ErrorCode.UNKNOWN_MEMBER_ID
+                  : ErrorCode.COORDINATOR_NOT_AVAILABLE,
+          generation: -1,
+          protocol: "",
+          leader: "",
+          memberId,
+          members: [],
+        }
       : await group.join(
           { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,

@@ -84,8 +84,8 @@ const EMPTY = Buffer.alloc(0);
 /** Limits on what the network can grow here. */
 export const MAX_MEMBERS_PER_GROUP = 1000;
 export const MAX_GROUPS = 10_000;
-const MIN_SESSION_MS = 1000;
-const MAX_SESSION_MS = 30 * 60_000;
+export const MIN_SESSION_MS = 1000;
+export const MAX_SESSION_MS = 30 * 60_000;
 /** Most partitions whose offsets one group may hold. */
 export const MAX_OFFSETS_PER_GROUP = 100_000;
 /** Longest metadata string stored with an offset: Kafka's offset.metadata.max.bytes (which counts characters). */
@@ -151,7 +151,10 @@ export class Group {
         if (this.pending.size >= MAX_MEMBERS_PER_GROUP) return Promise.resolve(fail(ErrorCode.REBALANCE_IN_PROGRESS, ""));
         this.pending.set(
           id,
-          setTimeout(() => this.pending.delete(id), m.sessionTimeoutMs).unref(),
+          setTimeout(() => {
+            this.pending.delete(id);
+            this.coordinator.forgetIfUnused(this);
+          }, m.sessionTimeoutMs).unref(),
         );
         return Promise.resolve(fail(ErrorCode.MEMBER_ID_REQUIRED, id));
       }
@@ -516,6 +519,12 @@ export class Group {
     this.protocol = "";
     this.leader = "";
     this.coordinator.store?.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
+    this.coordinator.forgetIfUnused(this);
+  }
+
+  /** Nothing to keep: no member, no member id handed out and not yet used, no offset (committed or being written). */
+  get unused(): boolean {
+    return this.state === "Empty" && this.members.size === 0 && this.pending.size === 0 && this.offsets.size === 0 && this.pendingKeys.size === 0;
   }
 
   /** The generation and members as OffsetsStore.writeMembers records them. */
@@ -761,13 +770,25 @@ export class GroupCoordinator {
     for (const f of files) {
       if (!f.endsWith(".json")) continue;
       const saved = (await readJson(join(this.dir, f))) as { group?: string; protocolType?: string; offsets?: Record<string, CommittedOffset> } | undefined;
-      if (saved?.group === undefined || saved.offsets === undefined) continue;
+      // A group whose offsets were all deleted has nothing to keep (forgetIfUnused).
+      if (saved?.group === undefined || saved.offsets === undefined || Object.keys(saved.offsets).length === 0) continue;
       const g = new Group(saved.group, this);
       // What ListGroups and DescribeGroups report for the group until members join again ("consumer", usually).
       g.protocolType = saved.protocolType ?? "";
       for (const [k, v] of Object.entries(saved.offsets)) g.offsets.set(k, v);
       this.groups.set(g.id, g);
     }
+  }
+
+  /**
+   * Forgets an Empty group with nothing to keep (Kafka's cleanupGroupMetadata
+   * removes such groups), so that groups whose members came and went without
+   * committing, or asked for a member id and never came back, do not fill
+   * MAX_GROUPS. On one node only: in a cluster the group's record is the
+   * offsets store's, which keeps it.
+   */
+  forgetIfUnused(g: Group): void {
+    if (this.store === null && g.unused && this.groups.get(g.id) === g) this.groups.delete(g.id);
   }
 
   /** The group, created if `create` (null when absent, or when too many groups exist). */
