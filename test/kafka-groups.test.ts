@@ -40,8 +40,8 @@ interface Commit {
   generation: number;
   memberId: string;
   instanceId?: string | null;
-  /** [topic, partition, offset, metadata] */
-  offsets: Array<[string, number, number, string | null]>;
+  /** [topic, partition, offset, metadata, committed leader epoch (-1 when absent)] */
+  offsets: Array<[string, number, number, string | null, number?]>;
 }
 
 /** OffsetCommit v7: the error of each partition, in request order. */
@@ -49,7 +49,7 @@ async function commit(k: RawKafka, group: string, c: Commit): Promise<number[]> 
   const r = await call(k, 8, 7, (w) => {
     w.string(group).i32(c.generation).string(c.memberId).nullableString(c.instanceId ?? null);
     w.arrayLength(c.offsets.length);
-    for (const [topic, partition, offset, metadata] of c.offsets) w.string(topic).arrayLength(1).i32(partition).i64(offset).i32(-1).nullableString(metadata);
+    for (const [topic, partition, offset, metadata, epoch = -1] of c.offsets) w.string(topic).arrayLength(1).i32(partition).i64(offset).i32(epoch).nullableString(metadata);
   });
   r.i32();
   return r.array((r) => {
@@ -63,13 +63,18 @@ async function commit(k: RawKafka, group: string, c: Commit): Promise<number[]> 
 
 /** OffsetFetch v5 of one partition: the committed offset, -1 when none. */
 async function committed(k: RawKafka, group: string, topic: string, partition: number): Promise<number> {
+  return (await committedWithEpoch(k, group, topic, partition))[0];
+}
+
+/** OffsetFetch v5: the committed offset and its leader epoch (KIP-320). */
+async function committedWithEpoch(k: RawKafka, group: string, topic: string, partition: number): Promise<[number, number]> {
   const r = await call(k, 9, 5, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(partition));
   r.i32();
   r.i32(); // topics
   r.string();
   r.i32(); // partitions
   r.i32();
-  return r.i64();
+  return [r.i64(), r.i32()];
 }
 
 /** The group's state as DescribeGroups v4 reports it ("Dead" for a group the broker does not know). */
@@ -246,6 +251,32 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     } finally {
       k.destroy();
       admin.destroy();
+    }
+  });
+
+  test("a commit's leader epoch (KIP-320) is kept and given back, across a restart", { timeout: 30_000 }, async () => {
+    await createTopic("epoch.commits", 2);
+    let k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      assert.deepEqual(
+        await commit(k, "epoch.group", {
+          generation: -1,
+          memberId: "",
+          offsets: [
+            ["epoch.commits", 0, 12, "m", 7],
+            ["epoch.commits", 1, 3, null],
+          ],
+        }),
+        [NONE, NONE],
+      );
+      assert.deepEqual(await committedWithEpoch(k, "epoch.group", "epoch.commits", 0), [12, 7]);
+      assert.deepEqual(await committedWithEpoch(k, "epoch.group", "epoch.commits", 1), [3, -1], "none committed: -1");
+      k.destroy();
+      await h.restart();
+      k = await RawKafka.open(h.srv.kafkaPort!);
+      assert.deepEqual(await committedWithEpoch(k, "epoch.group", "epoch.commits", 0), [12, 7]);
+    } finally {
+      k.destroy();
     }
   });
 

@@ -3,7 +3,7 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, MAX_SESSION_MS, MIN_SESSION_MS, offsetKey, type CommittedOffset } from "./groups.js";
+import { committedOffset, MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, MAX_SESSION_MS, MIN_SESSION_MS, offsetKey, type CommittedOffset } from "./groups.js";
 import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 import {
@@ -188,7 +188,7 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
       else if (p.metadata !== null && p.metadata.length > MAX_OFFSET_METADATA) p.error = ErrorCode.OFFSET_METADATA_TOO_LARGE;
     }
     const entries: Array<[string, CommittedOffset]> = [];
-    for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
+    for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), committedOffset(p)]);
     if (group !== null && entries.length > 0) {
       let added = 0;
       for (const [k] of entries) if (!group.holdsKey(k)) added++;
@@ -219,7 +219,7 @@ interface FetchedOffsets {
   groupId: string;
   /** The group-level error (the coordinator's), also each partition's. */
   error: number;
-  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string; error: number }> }>;
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; leaderEpoch: number; metadata: string; error: number }> }>;
 }
 
 /** One group's committed offsets of the partitions asked (topics null: of every partition it has one for). */
@@ -248,7 +248,7 @@ async function fetchOffsets(door: AccountDoor, { groupId, topics: asked }: Offse
         // KIP-447: an offset an open transaction holds is not answered yet; the consumer asks again.
         const unstable = requireStable && refused === ErrorCode.NONE && group !== null && group.heldByTxn(key);
         const c = unstable ? undefined : group?.offsets.get(key);
-        return { index, offset: c?.offset ?? -1, metadata: c?.metadata ?? "", error: unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused };
+        return { index, offset: c?.offset ?? -1, leaderEpoch: c?.leaderEpoch ?? -1, metadata: c?.metadata ?? "", error: unstable ? ErrorCode.UNSTABLE_OFFSET_COMMIT : refused };
       }),
     })),
   };
@@ -262,7 +262,7 @@ export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: Re
       w.string(t.name);
       w.array(t.partitions, (w, p) => {
         w.i32(p.index).i64(p.offset);
-        if (version >= 5) w.i32(-1); // committed_leader_epoch
+        if (version >= 5) w.i32(p.leaderEpoch); // committed_leader_epoch
         w.nullableString(p.metadata).i16(p.error).taggedFields();
       });
       w.taggedFields();

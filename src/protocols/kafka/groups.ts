@@ -54,6 +54,13 @@ export interface Member {
 export interface CommittedOffset {
   offset: number;
   metadata: string | null;
+  /** The leader epoch of the record before the offset, as the consumer committed it (KIP-320); absent or -1: none. */
+  leaderEpoch?: number;
+}
+
+/** What a commit stores for a partition: its leader epoch only when the consumer named one. */
+export function committedOffset(p: { offset: number; metadata: string | null; leaderEpoch: number }): CommittedOffset {
+  return p.leaderEpoch >= 0 ? { offset: p.offset, metadata: p.metadata, leaderEpoch: p.leaderEpoch } : { offset: p.offset, metadata: p.metadata };
 }
 
 /** Where a cluster keeps committed offsets instead of this node's files: `write` resolves once the changes (null: removed) are durable. */

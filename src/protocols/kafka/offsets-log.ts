@@ -51,6 +51,8 @@ function parseSubject(subject: string): { group: string; key: string } | null {
 interface StoredOffset {
   offset: number;
   metadata: string | null;
+  /** Absent when the consumer committed none (and in records written before it was kept). */
+  leaderEpoch?: number;
   protocolType: string;
 }
 
@@ -84,7 +86,7 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
         continue;
       }
       for (const [k, v] of found.get(id) ?? []) {
-        g.offsets.set(k, { offset: v.offset, metadata: v.metadata });
+        g.offsets.set(k, v.leaderEpoch !== undefined && v.leaderEpoch >= 0 ? { offset: v.offset, metadata: v.metadata, leaderEpoch: v.leaderEpoch } : { offset: v.offset, metadata: v.metadata });
         if (v.protocolType !== "" && g.members.size === 0) g.protocolType = v.protocolType;
       }
       const saved = members.get(id);
@@ -123,7 +125,7 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
   write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
     const records = entries.map(([key, value]): [string, Buffer] => [
       offsetSubject(group.id, key),
-      value === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ offset: value.offset, metadata: value.metadata, protocolType: group.protocolType } satisfies StoredOffset)),
+      value === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ offset: value.offset, metadata: value.metadata, leaderEpoch: value.leaderEpoch, protocolType: group.protocolType } satisfies StoredOffset)),
     ]);
     return this.append(this.partitionOf(group.id), group.id, records);
   }

@@ -333,7 +333,7 @@ export interface OffsetCommitRequest {
   generation: number;
   memberId: string;
   instanceId: string | null;
-  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string | null }> }>;
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; leaderEpoch: number; metadata: string | null }> }>;
 }
 
 export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequest {
@@ -347,10 +347,10 @@ export function decodeOffsetCommit(r: Reader, version: number): OffsetCommitRequ
     const partitions = r.structs((r) => {
       const index = r.i32();
       const offset = r.i64();
-      if (version >= 6) r.i32(); // committed_leader_epoch
+      const leaderEpoch = version >= 6 ? r.i32() : -1; // committed_leader_epoch
       if (version === 1) r.i64(); // commit_timestamp
       const metadata = r.nullableString();
-      return { index, offset, metadata };
+      return { index, offset, leaderEpoch, metadata };
     });
     return { name, partitions };
   });
@@ -807,7 +807,7 @@ export interface TxnOffsetCommitRequest extends TxnProducer {
   generation: number;
   memberId: string;
   instanceId: string | null;
-  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; metadata: string | null }> }>;
+  topics: Array<{ name: string; partitions: Array<{ index: number; offset: number; leaderEpoch: number; metadata: string | null }> }>;
 }
 
 /** v0–3; v3 is flexible and names the consumer (KIP-447). */
@@ -831,10 +831,10 @@ export function decodeTxnOffsetCommit(r: Reader, version: number): TxnOffsetComm
     const partitions = r.array((r) => {
       const index = r.i32();
       const offset = r.i64();
-      if (version >= 2) r.i32(); // committed_leader_epoch
+      const leaderEpoch = version >= 2 ? r.i32() : -1; // committed_leader_epoch
       const metadata = flexible ? r.compactNullableString() : r.nullableString();
       if (flexible) r.tags();
-      return { index, offset, metadata };
+      return { index, offset, leaderEpoch, metadata };
     }, flexible);
     if (flexible) r.tags();
     return { name, partitions };

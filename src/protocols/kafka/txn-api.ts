@@ -11,7 +11,7 @@ import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
 import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js";
-import { MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
+import { committedOffset, MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
 import { txnOffsetsAway } from "./coordinator-calls.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeDescribeTransactions, decodeEndTxn, decodeListTransactions, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
@@ -94,7 +94,7 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
     };
   });
   const entries: Array<[string, CommittedOffset]> = [];
-  for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), { offset: p.offset, metadata: p.metadata }]);
+  for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) entries.push([offsetKey(t.name, p.index), committedOffset(p)]);
   const req = { transactionalId, producerId, epoch };
   let error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : consumerCheck(door, groupId, generation, memberId, instanceId);
   if (error === ErrorCode.NONE) {
