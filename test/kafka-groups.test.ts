@@ -87,6 +87,27 @@ async function groupState(k: RawKafka, group: string): Promise<string> {
   return r.string();
 }
 
+/** The hosts of the group's members as DescribeGroups v4 reports them. */
+async function memberHosts(k: RawKafka, group: string): Promise<string[]> {
+  const r = await call(k, 15, 4, (w) => w.arrayLength(1).string(group).i8(0));
+  r.i32();
+  r.i32(); // groups
+  r.i16();
+  r.string();
+  r.string(); // state
+  r.string(); // protocol type
+  r.string(); // protocol
+  return r.array((r) => {
+    r.string(); // member id
+    r.nullableString(); // instance id
+    r.string(); // client id
+    const host = r.string();
+    r.nullableBytes();
+    r.nullableBytes();
+    return host;
+  });
+}
+
 /** A long-running kcat whose output lines are collected as they come. */
 interface KcatProcess {
   child: ChildProcess;
@@ -244,6 +265,8 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
       for (const [g, commits] of [["ghost.left", false], ["kept.left", true]] as const) {
         const m = await join(k, g);
         assert.equal(await syncGroup(k, g, m.generation, m.memberId, [m.memberId]), NONE);
+        // The member's host as Kafka gives it (Java's InetAddress.toString): what kafka-consumer-groups shows.
+        assert.deepEqual(await memberHosts(admin, g), ["/127.0.0.1"]);
         if (commits) assert.deepEqual(await commit(k, g, { generation: m.generation, memberId: m.memberId, offsets: [["ghost.topic", 0, 5, null]] }), [NONE]);
         k.send(frame(13, 3, (w) => w.string(g).arrayLength(1).string(m.memberId).nullableString(null), 98));
         await waitUntilState(admin, g, commits ? "Empty" : "Dead");

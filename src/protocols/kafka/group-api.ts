@@ -55,6 +55,11 @@ export function handleFindCoordinator(door: AccountDoor, { conn, version, r, w }
   return true;
 }
 
+/** A member's host as Kafka's DescribeGroups gives it: Java's InetAddress.toString of an address not looked up, "/127.0.0.1". */
+function clientHost(address: string | undefined): string {
+  return address === undefined ? "" : `/${address}`;
+}
+
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason } = decodeJoinGroup(r, version);
   if (reason !== null && door.log.debugEnabled) door.log.debug(`kafka: group ${groupId}: ${memberId === "" ? "a new member" : `member ${memberId}`} joins: ${reasonText(reason)}`);
@@ -83,7 +88,7 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
           members: [],
         }
       : await group.join(
-          { id: memberId, instanceId, clientId: conn.clientId ?? "", host: conn.socket.remoteAddress ?? "", sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
+          { id: memberId, instanceId, clientId: conn.clientId ?? "", host: clientHost(conn.socket.remoteAddress), sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,
         );
   // v7+ (KIP-559): the group's protocol type and name, null with an error (as Kafka answers).
