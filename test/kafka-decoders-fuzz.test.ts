@@ -147,7 +147,7 @@ const EXPECT = new Map<number, (b: Body, f: Fixture) => void>([
   [24, (b) => assert.deepEqual([b.transactionalId, b.epoch, b.topics], ["golden-tx", 0, [{ name: "golden", partitions: [0] }]])],
   [25, (b) => assert.deepEqual([b.transactionalId, b.groupId], ["golden-tx", "golden-group"])],
   [26, (b) => assert.deepEqual([b.transactionalId, b.commit], ["golden-tx", true])],
-  [28, (b) => assert.deepEqual([b.transactionalId, b.groupId, b.topics], ["golden-tx", "golden-group", [{ name: "golden", partitions: [{ index: 0, offset: 5, metadata: null }] }]])],
+  [28, (b) => assert.deepEqual([b.transactionalId, b.groupId, b.topics], ["golden-tx", "golden-group", [{ name: "golden", partitions: [{ index: 0, offset: 5, leaderEpoch: -1, metadata: null }] }]])],
   // A topic's configs (kafka-requests.json); the broker's from every admin client (librdkafka asks for synonyms).
   [32, (b, f) => assert.deepEqual(b.resources, [isAdmin(f) ? { type: 4, name: "0", keys: null } : { type: 2, name: "golden", keys: null }])],
   // The admin APIs (kafka-admin-requests.json).
