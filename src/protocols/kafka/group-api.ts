@@ -66,27 +66,15 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
   const coordinator = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As Kafka's GroupCoordinator: a session timeout out of bounds is refused before any group is made, and only a member
   // without an id makes one (an id named to a group that does not exist is UNKNOWN_MEMBER_ID).
-  const refused =
-    coordinator !== ErrorCode.NONE ? coordinator : groupId !== "" && (sessionTimeoutMs < MIN_SESSION_MS || sessionTimeoutMs > MAX_SESSION_MS) ? ErrorCode.INVALID_SESSION_TIMEOUT : ErrorCode.NONE;
+  const badSession = sessionTimeoutMs < MIN_SESSION_MS || sessionTimeoutMs > MAX_SESSION_MS;
+  const refused = groupId === "" ? ErrorCode.NONE : coordinator !== ErrorCode.NONE ? coordinator : badSession ? ErrorCode.INVALID_SESSION_TIMEOUT : ErrorCode.NONE;
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, memberId === "");
-  const missing = groupId !== "" && refused === ErrorCode.NONE && group === null && memberId !== "";
+  let error: number = refused;
+  if (error === ErrorCode.NONE && (groupId === "" || protocols.length === 0)) error = ErrorCode.INVALID_GROUP_ID;
+  else if (error === ErrorCode.NONE && group === null) error = memberId !== "" ? ErrorCode.UNKNOWN_MEMBER_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE;
   const result =
-    group === null || protocols.length === 0
-      ? {
-          error:
-            refused !== ErrorCode.NONE
-              ? refused
-              : groupId === "" || protocols.length === 0
-                ? ErrorCode.INVALID_GROUP_ID
-                : missing
-                  ? ErrorCode.UNKNOWN_MEMBER_ID
-                  : ErrorCode.COORDINATOR_NOT_AVAILABLE,
-          generation: -1,
-          protocol: "",
-          leader: "",
-          memberId,
-          members: [],
-        }
+    group === null || error !== ErrorCode.NONE
+      ? { error, generation: -1, protocol: "", leader: "", memberId, members: [] }
       : await group.join(
           { id: memberId, instanceId, clientId: conn.clientId ?? "", host: clientHost(conn.socket.remoteAddress), sessionTimeoutMs, rebalanceTimeoutMs, protocolType, protocols },
           version,

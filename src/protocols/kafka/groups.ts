@@ -136,7 +136,6 @@ export class Group {
 
   join(m: Omit<Member, "joining" | "syncing" | "sessionTimer" | "assignment">, version: number): Promise<JoinResult> {
     const fail = (error: number, memberId = m.id): JoinResult => ({ error, generation: -1, protocol: "", leader: "", memberId, members: [] });
-    if (m.sessionTimeoutMs < MIN_SESSION_MS || m.sessionTimeoutMs > MAX_SESSION_MS) return Promise.resolve(fail(ErrorCode.INVALID_SESSION_TIMEOUT));
     if (!this.hasRoomFor(m.id)) {
       // As Kafka: a member of a rebalance that has not rejoined while the group filled up is put out of it.
       const known = this.members.get(m.id);

@@ -29,6 +29,7 @@ const BATCH_MAX_TIMESTAMP = 35;
 const BATCH_PRODUCER_ID = 43;
 const BATCH_PRODUCER_EPOCH = 51;
 const BATCH_BASE_SEQUENCE = 53;
+const BATCH_RECORD_COUNT = 57;
 
 /** The most a stored batch may decompress to when read back: the store's own batch limit. */
 const MAX_DECOMPRESSED = 64 * 1024 * 1024;
@@ -116,53 +117,58 @@ export function transactionalProducer(batch: Buffer): number {
 }
 
 /**
+ * Visits the records of a stored batch, in order, with each one's timestamp
+ * (under LogAppendTime, the batch's max timestamp) until `visit` returns
+ * true.
+ */
+async function visitTimestamps(batch: Buffer, visit: (index: number, timestamp: number) => boolean): Promise<void> {
+  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) {
+    // Every record has the batch's time: nothing to decode (or decompress).
+    const max = batchMaxTimestamp(batch);
+    const records = batch.readInt32BE(BATCH_RECORD_COUNT);
+    for (let i = 0; i < records; i++) if (visit(i, max)) return;
+    return;
+  }
+  const { body, count } = await decodeProduceBatch(batch, readGate, false);
+  const base = batch.readInt32BE(BATCH_BASE_TIMESTAMP) * 2 ** 32 + batch.readUInt32BE(BATCH_BASE_TIMESTAMP + 4);
+  const r = new Reader(body);
+  for (let i = 0; i < count; i++) {
+    const length = r.varint();
+    const end = r.pos + length;
+    r.i8(); // attributes
+    if (visit(i, base + r.varlong())) return;
+    r.pos = end;
+  }
+}
+
+/**
  * The first record of a stored batch, from its record `fromIndex` on, whose
  * timestamp is at or after `target` (ListOffsets by time on a CreateTime
  * topic), or null. The batch's max timestamp rules most batches out without
  * decoding them.
  */
 export async function firstRecordAtOrAfter(batch: Buffer, target: number, fromIndex = 0): Promise<{ index: number; timestamp: number } | null> {
-  const maxTimestamp = Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
-  if (maxTimestamp < target) return null;
-  // Under LogAppendTime every record has the batch's max timestamp.
-  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: fromIndex, timestamp: maxTimestamp };
-  const base = Number(batch.readBigInt64BE(BATCH_BASE_TIMESTAMP));
-  const { body, count } = await decodeProduceBatch(batch, readGate, false);
-  const r = new Reader(body);
-  for (let i = 0; i < count; i++) {
-    const length = r.varint();
-    const end = r.pos + length;
-    r.i8(); // attributes
-    const timestamp = base + r.varlong();
-    if (timestamp >= target && i >= fromIndex) return { index: i, timestamp };
-    r.pos = end;
-  }
-  return null;
+  if (batchMaxTimestamp(batch) < target) return null;
+  let found: { index: number; timestamp: number } | null = null;
+  await visitTimestamps(batch, (index, timestamp) => {
+    if (index < fromIndex || timestamp < target) return false;
+    found = { index, timestamp };
+    return true;
+  });
+  return found;
 }
-
 
 /**
  * The record of a stored batch, from its record `fromIndex` on, with the
  * highest timestamp (the first of equals), or null if it has none there
- * (ListOffsets for the max timestamp). Under LogAppendTime every record has
- * the batch's max timestamp.
+ * (ListOffsets for the max timestamp).
  */
 export async function newestRecordIn(batch: Buffer, fromIndex: number): Promise<{ index: number; timestamp: number } | null> {
-  const maxTimestamp = Number(batch.readBigInt64BE(BATCH_MAX_TIMESTAMP));
-  const { body, count } = await decodeProduceBatch(batch, readGate, false);
-  if (fromIndex >= count) return null;
-  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) return { index: fromIndex, timestamp: maxTimestamp };
-  const base = Number(batch.readBigInt64BE(BATCH_BASE_TIMESTAMP));
-  const r = new Reader(body);
   let best: { index: number; timestamp: number } | null = null;
-  for (let i = 0; i < count; i++) {
-    const length = r.varint();
-    const end = r.pos + length;
-    r.i8(); // attributes
-    const timestamp = base + r.varlong();
-    if (i >= fromIndex && (best === null || timestamp > best.timestamp)) best = { index: i, timestamp };
-    r.pos = end;
-  }
+  await visitTimestamps(batch, (index, timestamp) => {
+    if (index >= fromIndex && (best === null || timestamp > best.timestamp)) best = { index, timestamp };
+    return false;
+  });
   return best;
 }
 
