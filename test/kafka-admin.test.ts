@@ -192,7 +192,7 @@ describe("Kafka admin APIs", () => {
     try {
       c.send(fetchFrame(topic, 0, 2));
       const below = fetchResult(await c.response(0));
-      assert.deepEqual([below.error, below.highWatermark], [1, 6], "OFFSET_OUT_OF_RANGE below the low watermark");
+      assert.deepEqual([below.error, below.highWatermark], [1, -1], "OFFSET_OUT_OF_RANGE below the low watermark, without offsets (-1) as Kafka answers a failed read");
       c.send(fetchFrame(topic, 0, 4));
       assert.equal(fetchResult(await c.response(1)).error, 0);
 

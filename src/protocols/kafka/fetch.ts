@@ -212,7 +212,8 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       // Past the high watermark but within the log is not out of range (Kafka's rule): nothing to read yet.
       if (p.offset < logStart || p.offset > st.lastSeq) {
         failed = true;
-        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: hwm, lastStable, logStart, messages: [], aborted: null, epochs: null });
+        // As Kafka answers any partition read that failed: no offsets (-1); the client asks ListOffsets where to go.
+        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
         continue;
       }
       // read_committed sees nothing of a transaction still open.
