@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf, parseDuration, pidFileFromConf } from "../src/server/conf-options.js";
 import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
-import type { ServerOptions } from "../src/core/options.js";
+import { checkOptions, type ServerOptions } from "../src/core/options.js";
 import { runNagare } from "./helpers/cli.js";
 
 const NO_ENV = { env: {} };
@@ -547,6 +547,18 @@ test("kafka's automatic leader rebalance: its three keys, and values it cannot h
   bad('kafka { leader_imbalance_check_interval: "-1s" }', /kafka.leader_imbalance_check_interval: must not be negative/);
   bad("kafka { leader_imbalance_per_broker_percentage: 101 }", /kafka.leader_imbalance_per_broker_percentage: must not exceed 100/);
   bad("kafka { leader_imbalance_per_broker_percentage: 2.5 }", /kafka.leader_imbalance_per_broker_percentage: expected an integer/);
+});
+
+test("kafka's group session bounds: set as durations, and a minimum above the maximum stops startup with its place", () => {
+  const o = optionsFromConf(parseConf('kafka {\n  group_min_session_timeout: "1s"\n  group_max_session_timeout: "5m"\n}', NO_ENV));
+  assert.deepEqual(o.kafka, { minSessionTimeoutMs: 1000, maxSessionTimeoutMs: 300_000 });
+  const bad = (text: string, re: RegExp) => confError(() => optionsFromConf(parseConf(text, NO_ENV)), re);
+  // Kafka's default maximum is 30 minutes: a minimum past it alone cannot be honoured.
+  bad('kafka {\n  group_min_session_timeout: "31m"\n}', /line 2, column 3: kafka.group_min_session_timeout: group_min_session_timeout \(1860000ms\) is longer than group_max_session_timeout \(1800000ms\)/);
+  bad('kafka { group_min_session_timeout: "10s", group_max_session_timeout: "5s" }', /kafka.group_min_session_timeout: group_min_session_timeout \(10000ms\) is longer/);
+  bad("kafka { group_max_session_timeout: 0 }", /kafka.group_max_session_timeout: must be more than zero/);
+  // Embedded options are checked the same way.
+  assert.throws(() => checkOptions({ kafka: { minSessionTimeoutMs: 10_000, maxSessionTimeoutMs: 5000 } }), /kafka.minSessionTimeoutMs \(10000\) is longer than kafka.maxSessionTimeoutMs \(5000\)/);
 });
 
 test("unknown keys at the top and inside blocks stop startup with file, line and column", () => {

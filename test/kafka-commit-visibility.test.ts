@@ -31,7 +31,7 @@ class HeldStore implements OffsetsStore {
 function heldGroup(t: { after(fn: () => void): void }): { coordinator: GroupCoordinator; store: HeldStore; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-commits-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const coordinator = new GroupCoordinator(dir, 0, () => {});
+  const coordinator = new GroupCoordinator(dir, { initialRebalanceDelayMs: 0, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
   const store = new HeldStore();
   coordinator.store = store;
   return { coordinator, store, g: coordinator.group("readers", true)! };

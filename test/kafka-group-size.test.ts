@@ -17,7 +17,7 @@ import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
 function coordinator(t: { after(fn: () => void): void }, initialDelayMs: number): { c: GroupCoordinator; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-gsize-"));
-  const c = new GroupCoordinator(dir, initialDelayMs, () => {});
+  const c = new GroupCoordinator(dir, { initialRebalanceDelayMs: initialDelayMs, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
   // The group's timers are unref'd (a server's sockets keep it running): this keeps the test's process up meanwhile.
   const alive = setInterval(() => {}, 1000);
   t.after(() => {

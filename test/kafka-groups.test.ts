@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
-import { call, heartbeat, joinGroup, syncAssignment, type Joined } from "./helpers/kafka-group-requests.js";
+import { call, heartbeat, joinGroup, syncAssignment, type JoinOptions, type Joined } from "./helpers/kafka-group-requests.js";
 
 const NONE = 0;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
@@ -87,25 +87,35 @@ async function groupState(k: RawKafka, group: string): Promise<string> {
   return r.string();
 }
 
-/** The hosts of the group's members as DescribeGroups v4 reports them. */
-async function memberHosts(k: RawKafka, group: string): Promise<string[]> {
+interface DescribedGroup {
+  state: string;
+  protocol: string;
+  members: Array<{ id: string; host: string; metadata: string; assignment: string }>;
+}
+
+/** The group as DescribeGroups v4 reports it. */
+async function describeGroup(k: RawKafka, group: string): Promise<DescribedGroup> {
   const r = await call(k, 15, 4, (w) => w.arrayLength(1).string(group).i8(0));
   r.i32();
   r.i32(); // groups
   r.i16();
   r.string();
-  r.string(); // state
+  const state = r.string();
   r.string(); // protocol type
-  r.string(); // protocol
-  return r.array((r) => {
-    r.string(); // member id
+  const protocol = r.string();
+  const members = r.array((r) => {
+    const id = r.string();
     r.nullableString(); // instance id
     r.string(); // client id
     const host = r.string();
-    r.nullableBytes();
-    r.nullableBytes();
-    return host;
+    return { id, host, metadata: r.nullableBytes()?.toString() ?? "", assignment: r.nullableBytes()?.toString() ?? "" };
   });
+  return { state, protocol, members };
+}
+
+/** The hosts of the group's members as DescribeGroups v4 reports them. */
+async function memberHosts(k: RawKafka, group: string): Promise<string[]> {
+  return (await describeGroup(k, group)).members.map((m) => m.host);
 }
 
 /** A long-running kcat whose output lines are collected as they come. */
@@ -254,11 +264,13 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     try {
       // Refused before any group is made: a session timeout out of bounds, and a member id the group cannot know.
       assert.equal((await joinGroup(k, "ghost.timeout", "", null, { sessionMs: 10 })).error, 26, "INVALID_SESSION_TIMEOUT");
+      assert.equal((await joinGroup(k, "ghost.timeout", "", null, { sessionMs: 5999 })).error, 26, "below Kafka's group.min.session.timeout.ms");
+      assert.equal((await joinGroup(k, "ghost.timeout", "", null, { sessionMs: 1_800_001 })).error, 26, "above Kafka's group.max.session.timeout.ms");
       assert.equal((await joinGroup(k, "ghost.member", "an-id-never-given")).error, UNKNOWN_MEMBER_ID);
       assert.equal(await groupState(admin, "ghost.timeout"), "Dead");
       assert.equal(await groupState(admin, "ghost.member"), "Dead");
       // A member id handed out (KIP-394) and never used: the group goes once it expires, after the session timeout.
-      assert.equal((await joinGroup(k, "ghost.pending", "", null, { sessionMs: 1000 })).error, MEMBER_ID_REQUIRED);
+      assert.equal((await joinGroup(k, "ghost.pending", "", null, { sessionMs: 6000 })).error, MEMBER_ID_REQUIRED);
       assert.equal(await groupState(admin, "ghost.pending"), "Empty");
       await waitUntilAsync(async () => (await groupState(admin, "ghost.pending")) === "Dead", "the unused group gone", 15_000);
       // A member that joins and leaves without committing: the group goes with it; one with an offset stays, Empty.
@@ -619,6 +631,113 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
       await producer.disconnect();
       await admin.disconnect();
       for (const { consumer } of members.values()) await consumer.disconnect();
+    }
+  });
+});
+
+describe("Kafka consumer groups: the timing of a rebalance, as Kafka's coordinator keeps it", () => {
+  const INITIAL_DELAY_MS = 1500;
+  let h: KafkaHarness;
+
+  before(async () => {
+    // Sessions down to 1 s (Kafka's least is 6 s), so that a session running out takes little of the test's time.
+    h = await startKafka({ initialRebalanceDelayMs: INITIAL_DELAY_MS, minSessionTimeoutMs: 1000 });
+  });
+  after(async () => h.close());
+
+  /** Two members joining a new group together (one generation): the leader's and the follower's connections and answers. */
+  async function joinTwo(group: string, o: JoinOptions): Promise<{ leader: [RawKafka, Joined]; follower: [RawKafka, Joined]; all: RawKafka[] }> {
+    const all = [await RawKafka.open(h.srv.kafkaPort!), await RawKafka.open(h.srv.kafkaPort!)];
+    const asked = await Promise.all(all.map((k) => joinGroup(k, group, "", null, o)));
+    const joined = await Promise.all(all.map((k, i) => joinGroup(k, group, asked[i].memberId, null, o)));
+    for (const j of joined) assert.equal(j.error, NONE);
+    assert.equal(joined[0].generation, joined[1].generation, "both in the first generation");
+    const l = joined[0].memberId === joined[0].leader ? 0 : 1;
+    return { leader: [all[l], joined[l]], follower: [all[1 - l], joined[1 - l]], all };
+  }
+
+  test("a member waiting in SyncGroup is not expired while the leader takes longer than a session to assign", { timeout: 30_000 }, async () => {
+    const g = "slow.leader";
+    const { leader, follower, all } = await joinTwo(g, { sessionMs: 1000, rebalanceMs: 20_000 });
+    const [lk, l] = leader;
+    const [fk, f] = follower;
+    try {
+      const asked = fk.responses.length;
+      const followerSync = syncAssignment(fk, g, f.generation, f.memberId, [], null);
+      // The follower does not heartbeat while it waits (no client does); the leader does, for 2.5 sessions before it assigns.
+      const until = Date.now() + 2500;
+      while (Date.now() < until) {
+        assert.equal(await heartbeat(lk, g, l.generation, l.memberId), NONE, "no member expired: no rebalance");
+        await new Promise((r) => setTimeout(r, 200)); // the leader's heartbeat interval
+      }
+      assert.equal(fk.responses.length, asked, "the follower still waits for its assignment");
+      assert.equal((await syncAssignment(lk, g, l.generation, l.memberId, [l.memberId, f.memberId])).error, NONE);
+      assert.deepEqual(await followerSync, { error: NONE, assignment: f.memberId });
+      const described = await describeGroup(lk, g);
+      assert.equal(described.state, "Stable");
+      assert.deepEqual(described.members.map((m) => m.id).sort(), [l.memberId, f.memberId].sort());
+    } finally {
+      for (const k of all) k.destroy();
+    }
+  });
+
+  test("a member that never asks for its assignment is put out after the rebalance timeout, and the group goes on without it", { timeout: 30_000 }, async () => {
+    const g = "silent.leader";
+    const { leader, follower, all } = await joinTwo(g, { sessionMs: 20_000, rebalanceMs: 3000 });
+    const [lk, l] = leader;
+    const [fk, f] = follower;
+    const admin = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      // Until the group is settled, DescribeGroups names no protocol and no member's metadata or assignment, as Kafka's.
+      const unsettled = await describeGroup(admin, g);
+      assert.equal(unsettled.state, "CompletingRebalance");
+      assert.equal(unsettled.protocol, "");
+      assert.deepEqual(unsettled.members.map((m) => [m.metadata, m.assignment]), [["", ""], ["", ""]]);
+      // The leader joined and heartbeats, but never syncs: the follower is told to rejoin once the rebalance timeout passes,
+      // long before the leader's session would end if it stopped heartbeating.
+      const followerSync = syncAssignment(fk, g, f.generation, f.memberId, [], null, 15_000);
+      let leaderHeard = NONE;
+      const deadline = Date.now() + 15_000;
+      while (leaderHeard === NONE && Date.now() < deadline) {
+        leaderHeard = await heartbeat(lk, g, l.generation, l.memberId);
+        if (leaderHeard === NONE) await new Promise((r) => setTimeout(r, 300)); // the leader's heartbeat interval
+      }
+      assert.equal(leaderHeard, UNKNOWN_MEMBER_ID, "the leader is out");
+      assert.equal((await followerSync).error, REBALANCE_IN_PROGRESS);
+      const again = await joinGroup(fk, g, f.memberId, null, { sessionMs: 20_000, rebalanceMs: 3000 });
+      assert.equal(again.error, NONE);
+      assert.equal(again.generation, f.generation + 1);
+      assert.equal(again.leader, f.memberId);
+      assert.deepEqual(again.members, [f.memberId]);
+      assert.equal((await syncAssignment(fk, g, again.generation, f.memberId, [f.memberId])).error, NONE);
+      const settled = await describeGroup(admin, g);
+      assert.equal(settled.protocol, "range");
+      assert.deepEqual(settled.members, [{ id: f.memberId, host: "/127.0.0.1", metadata: "m", assignment: f.memberId }]);
+    } finally {
+      for (const k of [...all, admin]) k.destroy();
+    }
+  });
+
+  test("a new group's initial delay waits again while members keep arriving, so that they share the first generation", { timeout: 30_000 }, async () => {
+    const g = "late.joiners";
+    const ks = await Promise.all([0, 1, 2].map(() => RawKafka.open(h.srv.kafkaPort!)));
+    const o: JoinOptions = { sessionMs: 20_000, rebalanceMs: 20_000, ms: 25_000 };
+    try {
+      const ids = await Promise.all(ks.map(async (k) => (await joinGroup(k, g, "", null, o)).memberId));
+      const firstJoined = Date.now();
+      const joins = [joinGroup(ks[0], g, ids[0], null, o), joinGroup(ks[1], g, ids[1], null, o)];
+      // The third comes once the first delay is over: what Kafka's InitialDelayedJoin waits for, as the second came during it.
+      // (A wait on the clock: the delay is the behaviour under test.)
+      await new Promise((r) => setTimeout(r, INITIAL_DELAY_MS + 500));
+      assert.equal(ks[0].responses.length, 1, "the first member still waits: the second came during the delay");
+      joins.push(joinGroup(ks[2], g, ids[2], null, o));
+      const joined = await Promise.all(joins);
+      assert.deepEqual(joined.map((j) => [j.error, j.generation]), [[NONE, 1], [NONE, 1], [NONE, 1]], "one generation for all three");
+      const leader = joined.find((j) => j.memberId === j.leader)!;
+      assert.deepEqual([...leader.members].sort(), [...ids].sort());
+      assert.ok(Date.now() - firstJoined < 20_000, "within the rebalance timeout");
+    } finally {
+      for (const k of ks) k.destroy();
     }
   });
 });

@@ -207,6 +207,10 @@ export interface KafkaListenerOptions {
   maxRequestBytes?: number;
   /** Kafka's group.initial.rebalance.delay.ms (default 3000). */
   initialRebalanceDelayMs?: number;
+  /** Kafka's group.min.session.timeout.ms: the shortest session a group member may ask for (default 6000). */
+  minSessionTimeoutMs?: number;
+  /** Kafka's group.max.session.timeout.ms: the longest (default 30 minutes). */
+  maxSessionTimeoutMs?: number;
   /** Kafka's fetch.max.bytes: most record bytes in one fetch response, and in one connection's unwritten responses (default 55 MiB). */
   fetchMaxBytes?: number;
   /** Kafka's connections.max.idle.ms: an idle connection is closed after this (default 10 minutes; 0: never). */
@@ -297,6 +301,9 @@ export const ROUTE_PAYLOAD_SLACK = 64 * 1024;
 export function namedAnswerBytes(maxBytes: unknown, otherwise: number): number {
   return typeof maxBytes === "number" && Number.isSafeInteger(maxBytes) && maxBytes > 0 ? maxBytes : otherwise;
 }
+
+/** Kafka's group.min.session.timeout.ms and group.max.session.timeout.ms defaults: the bounds of a group member's session. */
+export const KAFKA_SESSION_TIMEOUT_BOUNDS = { min: 6000, max: 30 * 60_000 };
 
 export const DEFAULTS = {
   port: 4222,
@@ -494,6 +501,8 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   numPartitions: atLeast(1, 1024),
   maxRequestBytes: atLeast(1, 1024 * 1024 * 1024),
   initialRebalanceDelayMs: atLeast(0, INT32_MAX),
+  minSessionTimeoutMs: atLeast(1, INT32_MAX),
+  maxSessionTimeoutMs: atLeast(1, INT32_MAX),
   fetchMaxBytes: atLeast(1, INT32_MAX),
   connectionsMaxIdleMs: atLeast(0, INT32_MAX),
   maxDecompressBytes: atLeast(1),
@@ -825,6 +834,10 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   kafka: (v, n) => {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
     checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);
+    const k = v as KafkaListenerOptions;
+    const min = k.minSessionTimeoutMs ?? KAFKA_SESSION_TIMEOUT_BOUNDS.min;
+    const max = k.maxSessionTimeoutMs ?? KAFKA_SESSION_TIMEOUT_BOUNDS.max;
+    if (min > max) throw new OptionsError(`option ${n}.minSessionTimeoutMs (${min}) is longer than ${n}.maxSessionTimeoutMs (${max})`);
   },
   tls: (v, n) => checkTls(v, n, TLS_CHECKS),
   authorization: (v, n) => checkObject(v, n, AUTH_CHECKS),

@@ -18,7 +18,7 @@ import { didYouMean } from "../util/closest.js";
 import { isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
-import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, mapsCertificates, ROUTES_NOT_BUILT, routeUrlError, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
+import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, KAFKA_SESSION_TIMEOUT_BOUNDS, mapsCertificates, ROUTES_NOT_BUILT, routeUrlError, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
 
 type Tree = Record<string, unknown>;
 
@@ -576,6 +576,13 @@ function durationMs(e: Entry): number {
   return ms > 0 && ms < 1 ? 1 : Math.round(ms); // "100us" asks for something short, not for the default
 }
 
+/** durationMs, and more than zero. */
+function positiveDurationMs(e: Entry): number {
+  const ms = durationMs(e);
+  if (ms === 0) fail(e, `must be more than zero (got ${JSON.stringify(e.value)})`);
+  return ms;
+}
+
 /** Looks `name` up in a block, naming it `block.key` in errors. */
 function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
   const x = lookup(block, name);
@@ -1099,6 +1106,7 @@ function nameList(e: Entry, problem: (name: unknown) => string | null): string[]
 
 /**
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
+ * group_min_session_timeout, group_max_session_timeout,
  * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
  * auto_leader_rebalance, leader_imbalance_check_interval, leader_imbalance_per_broker_percentage, tls { ... },
  * sasl_mechanisms }`, or `kafka: true`.
@@ -1138,6 +1146,15 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const delay = sub("group_initial_rebalance_delay");
     if (delay) k.initialRebalanceDelayMs = durationMs(delay);
+  });
+  c.attempt(() => {
+    const min = sub("group_min_session_timeout");
+    const max = sub("group_max_session_timeout");
+    if (min) k.minSessionTimeoutMs = positiveDurationMs(min);
+    if (max) k.maxSessionTimeoutMs = positiveDurationMs(max);
+    const lo = k.minSessionTimeoutMs ?? KAFKA_SESSION_TIMEOUT_BOUNDS.min;
+    const hi = k.maxSessionTimeoutMs ?? KAFKA_SESSION_TIMEOUT_BOUNDS.max;
+    if (lo > hi) fail((min ?? max)!, `group_min_session_timeout (${lo}ms) is longer than group_max_session_timeout (${hi}ms)`);
   });
   c.attempt(() => {
     const maxReq = sub("max_request_bytes");

@@ -221,6 +221,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
+          minSessionTimeoutMs: k.minSessionTimeoutMs ?? KAFKA_DEFAULTS.minSessionTimeoutMs,
+          maxSessionTimeoutMs: k.maxSessionTimeoutMs ?? KAFKA_DEFAULTS.maxSessionTimeoutMs,
           fetchMaxBytes: k.fetchMaxBytes ?? KAFKA_DEFAULTS.fetchMaxBytes,
           connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,

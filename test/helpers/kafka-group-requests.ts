@@ -62,13 +62,19 @@ export async function joinGroup(k: RawKafka, group: string, memberId: string, in
   return { error, generation, protocol, leader, memberId: id, members };
 }
 
-/** SyncGroup v3, each member named in `assignments` assigned its own id; the error and this member's assignment. */
-export async function syncAssignment(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null): Promise<{ error: number; assignment: string }> {
-  const r = await call(k, 14, 3, (w) => {
-    w.string(group).i32(generation).string(memberId).nullableString(instanceId);
-    w.arrayLength(assignments.length);
-    for (const m of assignments) w.string(m).nullableBytes(Buffer.from(m));
-  });
+/** SyncGroup v3, each member named in `assignments` assigned its own id; the error and this member's assignment (waited for up to `ms`). */
+export async function syncAssignment(k: RawKafka, group: string, generation: number, memberId: string, assignments: string[] = [], instanceId: string | null = null, ms?: number): Promise<{ error: number; assignment: string }> {
+  const r = await call(
+    k,
+    14,
+    3,
+    (w) => {
+      w.string(group).i32(generation).string(memberId).nullableString(instanceId);
+      w.arrayLength(assignments.length);
+      for (const m of assignments) w.string(m).nullableBytes(Buffer.from(m));
+    },
+    ms,
+  );
   r.i32();
   const error = r.i16();
   return { error, assignment: r.nullableBytes()?.toString() ?? "" };

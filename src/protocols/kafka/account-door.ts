@@ -78,7 +78,7 @@ export class AccountDoor {
   static async open(door: KafkaDoor, js: JetStream): Promise<AccountDoor> {
     const dir = join(js.options.storeDir, "kafka");
     const debug = (line: string): void => door.log.debug(`kafka ${line}`);
-    const groups = new GroupCoordinator(join(dir, "groups"), door.options.initialRebalanceDelayMs, debug);
+    const groups = new GroupCoordinator(join(dir, "groups"), door.options, debug);
     // In a cluster, groups live in the replicated offsets topic and are loaded as this node comes to lead its partitions.
     if (!inCluster(door)) await groups.load();
     const producers = new ProducerStates();

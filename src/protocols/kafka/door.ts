@@ -16,6 +16,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStreams } from "../../streams/jetstreams.js";
 import { GLOBAL_ACCOUNT } from "../../core/account.js";
+import { KAFKA_SESSION_TIMEOUT_BOUNDS } from "../../core/options.js";
 import type { Logger } from "../../util/log.js";
 import type { Broker } from "../../core/broker.js";
 import type { PasswordAuth } from "../../core/auth.js";
@@ -65,6 +66,9 @@ export interface KafkaOptions {
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
   initialRebalanceDelayMs: number;
+  /** The shortest and longest session timeout a group member may ask for (Kafka's group.min/max.session.timeout.ms). */
+  minSessionTimeoutMs: number;
+  maxSessionTimeoutMs: number;
   /** Most record bytes in one fetch response, and held in unwritten responses per connection (Kafka's fetch.max.bytes). */
   fetchMaxBytes: number;
   /** A connection with nothing in flight and no traffic for this long is closed; 0: never (Kafka's connections.max.idle.ms). */
@@ -114,6 +118,8 @@ export const KAFKA_DEFAULTS = {
   defaultPartitions: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
+  minSessionTimeoutMs: KAFKA_SESSION_TIMEOUT_BOUNDS.min,
+  maxSessionTimeoutMs: KAFKA_SESSION_TIMEOUT_BOUNDS.max,
   // Kafka's defaults: 55 MiB and 10 minutes.
   fetchMaxBytes: 55 * 1024 * 1024,
   connectionsMaxIdleMs: 10 * 60_000,

@@ -3,7 +3,7 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { committedOffset, MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, MAX_SESSION_MS, MIN_SESSION_MS, offsetKey, type CommittedOffset } from "./groups.js";
+import { committedOffset, MAX_OFFSET_METADATA, MAX_OFFSETS_PER_GROUP, offsetKey, type CommittedOffset } from "./groups.js";
 import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 import {
@@ -20,6 +20,8 @@ import {
   KEY_TYPE_TRANSACTION,
   type OffsetFetchGroup,
 } from "./requests.js";
+
+const EMPTY = Buffer.alloc(0);
 
 /** A reason a client gives for joining or leaving (KIP-800), fit for one log line. */
 function reasonText(reason: string): string {
@@ -66,7 +68,7 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
   const coordinator = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As Kafka's GroupCoordinator: a session timeout out of bounds is refused before any group is made, and only a member
   // without an id makes one (an id named to a group that does not exist is UNKNOWN_MEMBER_ID).
-  const badSession = sessionTimeoutMs < MIN_SESSION_MS || sessionTimeoutMs > MAX_SESSION_MS;
+  const badSession = door.groups.badSessionTimeout(sessionTimeoutMs);
   const refused = groupId === "" ? ErrorCode.NONE : coordinator !== ErrorCode.NONE ? coordinator : badSession ? ErrorCode.INVALID_SESSION_TIMEOUT : ErrorCode.NONE;
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, memberId === "");
   let error: number = refused;
@@ -300,14 +302,17 @@ export function handleDescribeGroups(door: AccountDoor, { version, r, w }: Reque
     const refused = coordinatorError(door, KEY_TYPE_GROUP, id);
     const g = refused !== ErrorCode.NONE ? null : door.groups.group(id, false);
     const state = g === null ? "Dead" : g.state;
-    w.i16(refused).string(id).string(state).string(g?.protocolType ?? "").string(g?.protocol ?? "");
+    // As Kafka's GroupMetadata.summary: the protocol and each member's metadata and assignment only once the group is
+    // Stable; during a rebalance they are not settled (empty).
+    const stable = state === "Stable";
+    w.i16(refused).string(id).string(state).string(g?.protocolType ?? "").string(stable ? g!.protocol : "");
     const members = g === null ? [] : [...g.members.values()];
     w.array(members, (w, m) => {
       w.string(m.id);
       if (version >= 4) w.nullableString(m.instanceId);
       w.string(m.clientId).string(m.host);
-      w.nullableBytes(m.protocols.find(([n]) => n === g!.protocol)?.[1] ?? Buffer.alloc(0));
-      w.nullableBytes(m.assignment);
+      w.nullableBytes(stable ? (m.protocols.find(([n]) => n === g!.protocol)?.[1] ?? EMPTY) : EMPTY);
+      w.nullableBytes(stable ? m.assignment : EMPTY);
       w.taggedFields();
     });
     if (version >= 3) w.i32(-2147483648); // authorized_operations: not computed

@@ -91,8 +91,6 @@ const EMPTY = Buffer.alloc(0);
 /** Limits on what the network can grow here. */
 export const MAX_MEMBERS_PER_GROUP = 1000;
 export const MAX_GROUPS = 10_000;
-export const MIN_SESSION_MS = 1000;
-export const MAX_SESSION_MS = 30 * 60_000;
 /** Most partitions whose offsets one group may hold. */
 export const MAX_OFFSETS_PER_GROUP = 100_000;
 /** Longest metadata string stored with an offset: Kafka's offset.metadata.max.bytes (which counts characters). */
@@ -123,6 +121,22 @@ export class Group {
   private assignedGeneration = -1;
   /** A new group's join phase does not end before this time (the initial rebalance delay). */
   private holdUntil = 0;
+  /**
+   * While a new group waits out its initial delay (Kafka's InitialDelayedJoin):
+   * whether a member joined during the current wait, which then waits once
+   * more, and how much of the rebalance timeout is left for such waits.
+   */
+  private newMemberAdded = false;
+  private initialDelayLeft = 0;
+  /**
+   * Members given this generation that have not asked for their assignment
+   * (SyncGroup) yet; those still here after the rebalance timeout are put
+   * out of the group, which rebalances (Kafka's pending sync): a member that
+   * never syncs would otherwise hold the group in CompletingRebalance, or
+   * keep partitions nobody reads.
+   */
+  private readonly pendingSync = new Set<string>();
+  private syncTimer: NodeJS.Timeout | null = null;
   /** Commits waiting to be written, and whether a write is running. */
   private saving: Promise<void> | null = null;
   private saveAgain = false;
@@ -179,6 +193,8 @@ export class Group {
     if (member === undefined) {
       member = { ...m, id, assignment: EMPTY, joining: null, syncing: null, sessionTimer: null };
       this.members.set(id, member);
+      // A new group's initial delay waits once more for each newcomer (Kafka: only before its first generation).
+      if (this.state === "PreparingRebalance" && this.generation === 0) this.newMemberAdded = true;
       if (this.members.size === 1) this.protocolType = m.protocolType;
     } else {
       // As Kafka's doCurrentMemberJoinGroup: a follower of a Stable group, or any member after the join phase, that joins
@@ -225,6 +241,7 @@ export class Group {
     for (const each of order) this.members.set(each === previous ? member.id : each.id, each === previous ? member : each);
     const leaderBefore = this.leader;
     if (this.leader === previous.id) this.leader = member.id;
+    if (this.pendingSync.delete(previous.id)) this.pendingSync.add(member.id);
     const joined = new Promise<JoinResult>((resolve) => (member.joining = resolve));
     // The member's join counts in the rebalance under way, or starts one.
     const joinRebalance = (): void => (this.state === "PreparingRebalance" ? this.maybeCompleteJoin() : this.prepareRebalance());
@@ -290,23 +307,49 @@ export class Group {
   private prepareRebalance(): void {
     const wasEmpty = this.state === "Empty";
     this.state = "PreparingRebalance";
+    this.clearPendingSync();
     // Anyone waiting for an assignment of the old generation must rejoin.
-    for (const m of this.members.values()) {
-      if (m.syncing) {
-        m.syncing({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
-        m.syncing = null;
-      }
-    }
-    let timeout = 0;
-    for (const m of this.members.values()) timeout = Math.max(timeout, m.rebalanceTimeoutMs);
+    for (const m of this.members.values()) this.answerSync(m, ErrorCode.REBALANCE_IN_PROGRESS);
+    const timeout = this.rebalanceTimeoutMs();
     if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
-    // A new group waits a moment for more members to arrive (KIP-134) before it settles;
-    // otherwise the rebalance ends when every member has rejoined, or at the timeout without the laggards.
-    const delay = wasEmpty ? Math.min(this.coordinator.initialRebalanceDelayMs, timeout) : timeout;
-    this.holdUntil = wasEmpty ? Date.now() + delay : 0;
-    this.rebalanceTimer = setTimeout(() => this.completeJoin(), delay);
+    if (wasEmpty) {
+      // A new group waits a moment for more members to arrive (KIP-134) before it settles, and a moment more after each
+      // newcomer, within the rebalance timeout (endInitialDelay).
+      const delay = Math.min(this.coordinator.initialRebalanceDelayMs, timeout);
+      this.newMemberAdded = false;
+      this.initialDelayLeft = timeout - delay;
+      this.holdUntil = Date.now() + delay;
+      this.rebalanceTimer = setTimeout(() => this.endInitialDelay(), delay);
+    } else {
+      // The rebalance ends when every member has rejoined, or at the timeout without the laggards.
+      this.holdUntil = 0;
+      this.rebalanceTimer = setTimeout(() => this.completeJoin(), timeout);
+    }
     this.rebalanceTimer.unref();
     this.maybeCompleteJoin();
+  }
+
+  /** The longest rebalance timeout of the members: how long the group waits for them to rejoin, and to sync. */
+  private rebalanceTimeoutMs(): number {
+    let timeout = 0;
+    for (const m of this.members.values()) timeout = Math.max(timeout, m.rebalanceTimeoutMs);
+    return timeout;
+  }
+
+  /** A new group's initial delay is over: it waits once more if a member joined meanwhile and time is left, as Kafka's InitialDelayedJoin. */
+  private endInitialDelay(): void {
+    if (this.state !== "PreparingRebalance") return;
+    const delay = Math.min(this.coordinator.initialRebalanceDelayMs, this.initialDelayLeft);
+    if (this.newMemberAdded && delay > 0) {
+      this.newMemberAdded = false;
+      this.initialDelayLeft -= delay;
+      this.holdUntil = Date.now() + delay;
+      this.rebalanceTimer = setTimeout(() => this.endInitialDelay(), delay);
+      this.rebalanceTimer.unref();
+      return;
+    }
+    this.holdUntil = 0;
+    this.completeJoin();
   }
 
   private maybeCompleteJoin(): void {
@@ -335,8 +378,50 @@ export class Group {
       m.joining = null;
       m.assignment = EMPTY;
       this.armSession(m);
+      this.pendingSync.add(m.id);
       resolve({ error: ErrorCode.NONE, generation: this.generation, protocol: this.protocol, leader: this.leader, memberId: m.id, members: m.id === this.leader ? roster : [] });
     }
+    const generation = this.generation;
+    this.syncTimer = setTimeout(() => this.expirePendingSync(generation), this.rebalanceTimeoutMs());
+    this.syncTimer.unref();
+  }
+
+  /** The rebalance timeout passed since the generation began: members that have not synced are out, and the others rebalance. */
+  private expirePendingSync(generation: number): void {
+    this.syncTimer = null;
+    if (generation !== this.generation || (this.state !== "CompletingRebalance" && this.state !== "Stable") || this.pendingSync.size === 0) return;
+    const late = [...this.pendingSync];
+    this.pendingSync.clear();
+    this.coordinator.log(`group ${this.id}: ${late.join(", ")} did not sync within the rebalance timeout`);
+    for (const id of late) {
+      const m = this.members.get(id);
+      if (m !== undefined) this.remove(m, false);
+    }
+    this.prepareRebalance();
+  }
+
+  /** A member asked for its assignment, or left: the group no longer waits for it to sync. */
+  private synced(memberId: string): void {
+    if (this.pendingSync.delete(memberId) && this.pendingSync.size === 0) this.clearPendingSync();
+  }
+
+  private clearPendingSync(): void {
+    this.pendingSync.clear();
+    if (this.syncTimer !== null) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+  }
+
+  /**
+   * Answers a member waiting in SyncGroup. Its session runs from now: Kafka
+   * does not expire a member while it waits for the leader's assignment
+   * (clients do not heartbeat then), only after.
+   */
+  private answerSync(m: Member, error: number, assignment: Buffer = EMPTY): void {
+    const resolve = m.syncing;
+    if (resolve === null) return;
+    m.syncing = null;
+    this.armSession(m);
+    resolve({ error, assignment });
   }
 
   /** The members as the leader's JoinGroup answer lists them, each with its metadata for the group's protocol. */
@@ -367,6 +452,7 @@ export class Group {
     }
     this.touch(m);
     if (this.state === "PreparingRebalance") return Promise.resolve({ error: ErrorCode.REBALANCE_IN_PROGRESS, assignment: EMPTY });
+    this.synced(memberId);
     if (this.state === "Stable") return Promise.resolve({ error: ErrorCode.NONE, assignment: m.assignment });
     const waiting = new Promise<{ error: number; assignment: Buffer }>((resolve) => (m.syncing = resolve));
     // The leader's assignments, once per generation (a repeat while they are being recorded only waits with the others).
@@ -461,6 +547,7 @@ export class Group {
   private remove(m: Member, rebalance: boolean): void {
     this.clearSession(m);
     this.members.delete(m.id);
+    this.synced(m.id);
     m.joining?.({ error: ErrorCode.UNKNOWN_MEMBER_ID, generation: -1, protocol: "", leader: "", memberId: m.id, members: [] });
     m.syncing?.({ error: ErrorCode.UNKNOWN_MEMBER_ID, assignment: EMPTY });
     m.joining = null;
@@ -482,7 +569,8 @@ export class Group {
     this.clearSession(m);
     m.sessionTimer = setTimeout(() => {
       m.sessionTimer = null;
-      if (this.members.get(m.id) === m && m.joining === null) {
+      // A member waiting in JoinGroup or SyncGroup is not expected to heartbeat; its session starts again with the answer.
+      if (this.members.get(m.id) === m && m.joining === null && m.syncing === null) {
         this.coordinator.log(`group ${this.id}: member ${m.id} session expired`);
         this.remove(m, true);
       }
@@ -498,22 +586,14 @@ export class Group {
   /** The leader's assignments are in (and recorded, in a cluster): the group is Stable, and every member waiting gets its own. */
   private completeSync(): void {
     this.state = "Stable";
-    for (const m of this.members.values()) {
-      if (m.syncing) {
-        m.syncing({ error: ErrorCode.NONE, assignment: m.assignment });
-        m.syncing = null;
-      }
-    }
+    for (const m of this.members.values()) this.answerSync(m, ErrorCode.NONE, m.assignment);
   }
 
   /** The generation could not be recorded: the members waiting are told `error`, and the group rebalances. */
   private failSync(error: number): void {
     for (const m of this.members.values()) {
       m.assignment = EMPTY;
-      if (m.syncing) {
-        m.syncing({ error, assignment: EMPTY });
-        m.syncing = null;
-      }
+      this.answerSync(m, error);
     }
     this.prepareRebalance();
   }
@@ -572,7 +652,7 @@ export class Group {
         instanceId: m.instanceId,
         clientId: m.clientId,
         host: m.host,
-        sessionTimeoutMs: Math.min(Math.max(m.sessionTimeoutMs, MIN_SESSION_MS), MAX_SESSION_MS),
+        sessionTimeoutMs: Math.min(Math.max(m.sessionTimeoutMs, this.coordinator.timing.minSessionTimeoutMs), this.coordinator.timing.maxSessionTimeoutMs),
         rebalanceTimeoutMs: m.rebalanceTimeoutMs,
         protocolType: saved.protocolType,
         protocols: [[saved.protocol, Buffer.from(m.metadata, "base64")]],
@@ -735,6 +815,7 @@ export class Group {
 
   stop(): void {
     if (this.rebalanceTimer !== null) clearTimeout(this.rebalanceTimer);
+    this.clearPendingSync();
     for (const t of this.pending.values()) clearTimeout(t);
     for (const m of this.members.values()) this.clearSession(m);
   }
@@ -752,6 +833,13 @@ export class Group {
   }
 }
 
+/** The broker's group settings (Kafka's group.initial.rebalance.delay.ms, group.min.session.timeout.ms, group.max.session.timeout.ms). */
+export interface GroupTiming {
+  initialRebalanceDelayMs: number;
+  minSessionTimeoutMs: number;
+  maxSessionTimeoutMs: number;
+}
+
 export class GroupCoordinator {
   readonly groups = new Map<string, Group>();
   private readonly fileOps = new Map<string, Promise<void>>();
@@ -761,9 +849,18 @@ export class GroupCoordinator {
 
   constructor(
     private readonly dir: string,
-    readonly initialRebalanceDelayMs: number,
+    readonly timing: GroupTiming,
     readonly log: (line: string) => void,
   ) {}
+
+  get initialRebalanceDelayMs(): number {
+    return this.timing.initialRebalanceDelayMs;
+  }
+
+  /** Whether a member's session timeout is out of the broker's bounds (INVALID_SESSION_TIMEOUT). */
+  badSessionTimeout(ms: number): boolean {
+    return ms < this.timing.minSessionTimeoutMs || ms > this.timing.maxSessionTimeoutMs;
+  }
 
   async load(): Promise<void> {
     if (this.store !== null) return; // the store loads each partition's groups as this node comes to lead it
