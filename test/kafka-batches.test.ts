@@ -318,6 +318,26 @@ print(repr(seen))
     } finally {
       await lookup.disconnect();
     }
+    // librdkafka reports a record of a LogAppendTime topic with the time the produce answer gives (log_append_time_ms),
+    // which is the time a consumer then reads; a CreateTime one with its own.
+    const delivered = await python(`
+from confluent_kafka import Producer
+out = []
+def report(err, msg):
+    if err: raise SystemExit(str(err))
+    out.append([msg.topic(), msg.timestamp()[0], msg.timestamp()[1]])
+p = Producer({"bootstrap.servers": "${h.broker}", "enable.idempotence": True})
+for topic in ["ts-append", "ts-create"]:
+    p.produce(topic, b"dr", timestamp=${old}, on_delivery=report)
+    p.flush(10)
+print(out)
+`);
+    assert.equal(delivered.code, 0, delivered.stderr);
+    const [[, appendType, appendTime], create] = JSON.parse(delivered.stdout.trim().replace(/'/g, '"')) as [string, number, number][];
+    assert.equal(appendType, 2, "TIMESTAMP_LOG_APPEND_TIME");
+    assert.equal(String(appendTime), (await consumeAll("ts-append", 2))[1].timestamp, "the time the record was stored with");
+    assert.deepEqual(create, ["ts-create", 1, Number(old)], "TIMESTAMP_CREATE_TIME, the producer's");
+
     const q = await kcat(["-b", h.broker, "-Q", "-t", "ts-create:0:1600000000400"]);
     assert.equal(q.code, 0, q.stderr);
     assert.match(q.stdout, /ts-create \[0\] offset 1\b/);

@@ -429,17 +429,22 @@ describe("Kafka door", () => {
       assert.equal(init.i16(), 0, "epoch 0");
       return pid;
     }
-    /** Produces one idempotent batch; the partition's error code and base offset. */
-    async function sendIdempotent(s: Socket, topic: string, producerId: number, seq: number, values: string[]): Promise<[number, number]> {
+    /** Produces one idempotent batch (its records stamped `timestamps`, else now); the partition's error code, base offset and log_append_time. */
+    async function produceIdempotent(s: Socket, topic: string, producerId: number, seq: number, values: string[], timestamps?: number[]): Promise<[number, number, number]> {
       const w = new Writer();
-      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: Date.now(), key: null, value: Buffer.from(v), headers: null })), 0, producerId, 0, seq);
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: timestamps?.[i] ?? Date.now(), key: null, value: Buffer.from(v), headers: null })), 0, producerId, 0, seq);
       s.write(produceV3(topic, Buffer.from(w.result())));
       const res = await response(s);
       res.i32();
       res.string();
       res.i32();
       res.i32();
-      return [res.i16(), res.i64()];
+      return [res.i16(), res.i64(), res.i64()];
+    }
+    /** produceIdempotent's error code and base offset. */
+    async function sendIdempotent(s: Socket, topic: string, producerId: number, seq: number, values: string[]): Promise<[number, number]> {
+      const [error, baseOffset] = await produceIdempotent(s, topic, producerId, seq, values);
+      return [error, baseOffset];
     }
     const createTopic = (topic: string): Promise<void> => createKafkaTopic(h, topic);
     async function highWatermark(topic: string): Promise<number> {
@@ -451,6 +456,23 @@ describe("Kafka door", () => {
         await admin.disconnect();
       }
     }
+
+    test("the produce answer's log_append_time, as Kafka's: the broker's stamp on a LogAppendTime topic, -1 on a CreateTime one, and a retried batch's stored max timestamp", async () => {
+      await createKafkaTopic(h, "raw.ts.create");
+      await createKafkaTopic(h, "raw.ts.append", 1, [{ name: "message.timestamp.type", value: "LogAppendTime" }]);
+      const s = await open();
+      const pid = await initIdempotent(s);
+      const T = 1_600_000_000_000;
+      assert.deepEqual(await produceIdempotent(s, "raw.ts.create", pid, 0, ["a", "b"], [T, T + 5]), [0, 0, -1]);
+      // Kafka answers a duplicate with the stored batch's max timestamp (UnifiedLog.append), whatever the timestamp type.
+      assert.deepEqual(await produceIdempotent(s, "raw.ts.create", pid, 0, ["a", "b"], [T, T + 5]), [0, 0, T + 5], "the retry: its original offset and max timestamp");
+      const before = Date.now();
+      const [error, offset, stamped] = await produceIdempotent(s, "raw.ts.append", pid, 0, ["c"], [T]);
+      assert.deepEqual([error, offset], [0, 0]);
+      assert.ok(stamped >= before && stamped <= Date.now(), `the append time ${stamped} is the broker's`);
+      assert.deepEqual(await produceIdempotent(s, "raw.ts.append", pid, 0, ["c"], [T]), [0, 0, stamped], "the retry: the time the batch was stamped with");
+      s.destroy();
+    });
 
     test("idempotent producer: a retried batch gets its original offset and is stored once; gaps and unknown producers are refused", async () => {
       const topic = "raw.idempotent";

@@ -30,6 +30,8 @@ interface PartitionResult {
   error: number;
   baseOffset: number;
   logStartOffset: number;
+  /** The time the broker stamped the batch with (a LogAppendTime topic), or a duplicate's stored max timestamp, as Kafka; else -1. */
+  logAppendTime: number;
 }
 
 export async function handleProduce(door: AccountDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
@@ -57,7 +59,7 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
     w.string(t.name);
     w.array(t.partitions, (w, p) => {
       w.i32(p.index).i16(p.error).i64(p.baseOffset);
-      if (version >= 2) w.i64(-1); // log_append_time_ms: -1 as for CreateTime topics; fetched records carry the append time
+      if (version >= 2) w.i64(p.logAppendTime);
       if (version >= 5) w.i64(p.logStartOffset);
       // v8+: record_errors (a batch is refused whole here, never record by record) and error_message.
       if (version >= 8) w.arrayLength(0).nullableString(null);
@@ -169,7 +171,7 @@ function release(gate: DecompressionGate, batch: DecodedBatch): void {
 }
 
 function failed(index: number, error: number): PartitionResult {
-  return { index, error, baseOffset: -1, logStartOffset: -1 };
+  return { index, error, baseOffset: -1, logStartOffset: -1, logAppendTime: -1 };
 }
 
 interface Prepared {
@@ -340,9 +342,9 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
 /** Rebuilds a producer's sequence state in a partition from the batches it left in the log. */
 async function recoverProducer(door: AccountDoor, stream: Stream, topic: string, index: number, producerId: number): Promise<void> {
   const { lastSeq } = stream.partitions[index].state();
-  const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number }> = [];
+  const found: Array<{ epoch: number; firstSeq: number; count: number; offset: number; timestamp: number }> = [];
   const visit = (f: ProducerFound): void => {
-    if (!f.marker) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset });
+    if (!f.marker) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset, timestamp: f.timestamp });
   };
   await scanProducers(stream.partitions[index], lastSeq - PRODUCER_SCAN + 1, lastSeq, visit, producerId);
   door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
@@ -364,6 +366,8 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   }
   let settle!: (offset: number | ApiError) => void;
   const stored = new Promise<number | ApiError>((resolve) => (settle = resolve));
+  // A LogAppendTime topic's batch carries the broker's time, which the answer gives back (log_append_time_ms), as Kafka's.
+  const appendTime = p.logAppendTime ? Date.now() : -1;
   // The producer's state follows this log, as Kafka's does: a batch stored here is recorded with its offset even
   // when its replication then fails (a lost lease, too few replicas after the append), so that the client's retry
   // is answered as a duplicate, once replicated, instead of being stored twice. Only a batch not stored is forgotten.
@@ -371,9 +375,9 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   if (batch.producerId >= 0) {
     const offset = new Promise<number>((resolve, reject) => (storedHere = (o) => (o === null ? reject(new Error("not stored")) : resolve(o))));
     offset.catch(() => undefined);
-    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, stream.arrivals[index] ?? 0, batch.baseSequence, batch.count, offset);
+    const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, stream.arrivals[index] ?? 0, batch.baseSequence, batch.count, offset, p.logAppendTime ? appendTime : batch.maxTimestamp);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
-    if (verdict.kind === "duplicate") return duplicate(stream, index, batch.count, verdict.offset, ack);
+    if (verdict.kind === "duplicate") return duplicate(stream, index, batch.count, verdict.offset, verdict.timestamp, ack);
   }
   // Readers (read_committed, NATS) see nothing from here on until the stream's index has read the batch.
   const landed = transactionalId !== null ? door.txnIndexes.expect(stream, index) : null;
@@ -384,7 +388,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   };
   try {
     if (p.whole !== null) {
-      if (p.logAppendTime) stampLogAppendTime(p.whole, Date.now());
+      if (p.logAppendTime) stampLogAppendTime(p.whole, appendTime);
       // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
       const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
       // The log writes the batch from the frame: it lets go once written, or refused before that.
@@ -409,17 +413,21 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   conn.countIn(batch.count, p.bytes);
   return stored.then((o) => {
     if (typeof o !== "number") return failed(index, produceErrorOf(o));
-    return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 };
+    return { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1, logAppendTime: appendTime };
   });
 }
 
-/** The answer to a batch this log already holds: its offset once replicated as `ack` asks, or the refusal a new append would get. */
-function duplicate(stream: Stream, index: number, count: number, offset: number | Promise<number>, ack: ReplicaAck): Promise<PartitionResult> {
+/**
+ * The answer to a batch this log already holds: its offset once replicated as `ack` asks, or the refusal a new append
+ * would get. Its log_append_time is the stored batch's max timestamp, whatever the topic's timestamp type, as Kafka's
+ * (UnifiedLog.append answers a duplicate with its BatchMetadata's timestamp).
+ */
+function duplicate(stream: Stream, index: number, count: number, offset: number | Promise<number>, timestamp: number, ack: ReplicaAck): Promise<PartitionResult> {
   return Promise.resolve(offset).then(
     (o) =>
       new Promise<PartitionResult>((resolve) =>
         // Offset o is sequence o + 1: the batch's last record is at o + count.
-        stream.whenStored(index, o + count, (err) => resolve(err === null ? { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1 } : failed(index, produceErrorOf(err))), ack),
+        stream.whenStored(index, o + count, (err) => resolve(err === null ? { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1, logAppendTime: timestamp } : failed(index, produceErrorOf(err))), ack),
       ),
     () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
   );

@@ -25,6 +25,8 @@ interface Batch {
   count: number;
   /** The base offset it was stored at here, or the append in flight that will give it (replicated or not: see produce.ts). */
   offset: number | Promise<number>;
+  /** Its max timestamp as stored (the log's time under LogAppendTime): what Kafka answers a duplicate's log_append_time with. */
+  timestamp: number;
 }
 
 interface Entry {
@@ -35,7 +37,7 @@ interface Entry {
   batches: Batch[];
 }
 
-export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: number | Promise<number> } | { kind: "refuse"; error: number };
+export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: number | Promise<number>; timestamp: number } | { kind: "refuse"; error: number };
 
 /** Broker ids below this interleave their producer ids (see clustered()). */
 export const PRODUCER_ID_STRIDE = 1024;
@@ -61,14 +63,14 @@ export class ProducerStates {
   }
 
   /** Restores a producer's recent batches in a partition, oldest first, as found in the log. */
-  seed(producerId: number, topic: string, partition: number, arrival: number, found: ReadonlyArray<{ epoch: number; firstSeq: number; count: number; offset: number }>): void {
+  seed(producerId: number, topic: string, partition: number, arrival: number, found: ReadonlyArray<{ epoch: number; firstSeq: number; count: number; offset: number; timestamp: number }>): void {
     const key = `${producerId}/${topic}/${partition}`;
     const known = this.entries.get(key);
     if (known !== undefined && known.arrival === arrival) return;
     this.entries.delete(key);
     if (found.length === 0) return;
     const last = found[found.length - 1];
-    const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset }));
+    const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset, timestamp: b.timestamp }));
     if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
     this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
   }
@@ -92,8 +94,8 @@ export class ProducerStates {
     this.nextId = Math.ceil(this.nextId / PRODUCER_ID_STRIDE) * PRODUCER_ID_STRIDE + nodeId;
   }
 
-  /** Decides a batch at the moment it would be appended; records it when the verdict is "append". */
-  check(producerId: number, epoch: number, topic: string, partition: number, arrival: number, firstSeq: number, count: number, offset: Promise<number>): SequenceVerdict {
+  /** Decides a batch (its max timestamp as it will be stored) at the moment it would be appended; records it when the verdict is "append". */
+  check(producerId: number, epoch: number, topic: string, partition: number, arrival: number, firstSeq: number, count: number, offset: Promise<number>, timestamp: number): SequenceVerdict {
     const key = `${producerId}/${topic}/${partition}`;
     let e = this.entries.get(key);
     // Recorded before the partition last arrived here by a move: what the log says (seed) counts, not this.
@@ -111,7 +113,7 @@ export class ProducerStates {
         const dup = e.batches.find((b) => b.firstSeq === firstSeq && b.count === count);
         if (dup !== undefined) {
           this.entries.set(key, e);
-          return { kind: "duplicate", offset: dup.offset };
+          return { kind: "duplicate", offset: dup.offset, timestamp: dup.timestamp };
         }
         if (firstSeq !== e.nextSeq) {
           this.entries.set(key, e);
@@ -127,7 +129,7 @@ export class ProducerStates {
       if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
     }
     this.entries.set(key, e);
-    const batch: Batch = { firstSeq, count, offset };
+    const batch: Batch = { firstSeq, count, offset, timestamp };
     e.batches.push(batch);
     if (e.batches.length > REMEMBERED_BATCHES) e.batches.shift();
     // Sequences wrap at 2^31, as Kafka's do.
