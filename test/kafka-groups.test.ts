@@ -10,6 +10,8 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { join as joinPath } from "node:path";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { frame, RawKafka } from "./helpers/kafka-raw.js";
@@ -286,6 +288,37 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     } finally {
       k.destroy();
       admin.destroy();
+    }
+  });
+
+  test("a restarted broker keeps each group's generation and members, which go on without a rebalance, as Kafka's", { timeout: 30_000 }, async () => {
+    let k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const m = await join(k, "kept.members");
+      assert.equal(await syncGroup(k, "kept.members", m.generation, m.memberId, [m.memberId]), NONE);
+      // Recorded after the members have their assignments: wait until the file says so.
+      const found = (): string | undefined => (readdirSync(h.storeDir, { recursive: true }) as string[]).find((f) => f.endsWith(joinPath("groups", "kept.members.json")));
+      await waitUntil(() => {
+        const f = found();
+        return f !== undefined && readFileSync(joinPath(h.storeDir, f), "utf8").includes(m.memberId);
+      }, "the generation recorded");
+      k.destroy();
+      await h.restart();
+      k = await RawKafka.open(h.srv.kafkaPort!);
+      assert.equal(await heartbeat(k, "kept.members", m.generation, m.memberId), NONE, "the member is still in its generation");
+      const kept = await describeGroup(k, "kept.members");
+      assert.deepEqual([kept.state, kept.members.map((x) => [x.id, x.assignment])], ["Stable", [[m.memberId, m.memberId]]]);
+      assert.deepEqual((await syncAssignment(k, "kept.members", m.generation, m.memberId)).assignment, m.memberId, "its assignment kept");
+      // Once it leaves, the group has nothing to keep (no offset): it is gone, and stays gone across a restart.
+      await call(k, 13, 3, (w) => w.string("kept.members").arrayLength(1).string(m.memberId).nullableString(null));
+      await waitUntilAsync(async () => (await groupState(k, "kept.members")) === "Dead", "the group gone");
+      await waitUntil(() => found() === undefined, "its file removed");
+      k.destroy();
+      await h.restart();
+      k = await RawKafka.open(h.srv.kafkaPort!);
+      assert.equal(await groupState(k, "kept.members"), "Dead");
+    } finally {
+      k.destroy();
     }
   });
 

@@ -12,8 +12,10 @@
  * at the end of each rebalance, as Kafka's coordinator does: a broker that
  * takes the group over keeps its members, who go on heartbeating, instead
  * of starting it empty (the first member back would take every partition
- * while the others still work theirs). On a single node membership is not
- * persisted: members rejoin after a restart.
+ * while the others still work theirs). On a single node the same record
+ * goes into the group's file, after the members have their assignments
+ * (best effort: a crash before it is written makes them rejoin), so that a
+ * restarted broker's groups go on without a rebalance, as Kafka's do.
  */
 
 import { randomUUID } from "node:crypto";
@@ -137,6 +139,8 @@ export class Group {
    */
   private readonly pendingSync = new Set<string>();
   private syncTimer: NodeJS.Timeout | null = null;
+  /** On a single node: the generation and members as last recorded, written with the group's file (persist). */
+  recordedMembers: SavedMembers | null = null;
   /** Commits waiting to be written, and whether a write is running. */
   private saving: Promise<void> | null = null;
   private saveAgain = false;
@@ -259,8 +263,10 @@ export class Group {
       resolve({ error: ErrorCode.NONE, generation, protocol: this.protocol, leader: leaderBefore, memberId: member.id, members: [] });
     };
     const store = this.coordinator.store;
-    if (store === null) answer(true);
-    else {
+    if (store === null) {
+      answer(true);
+      this.recordLocally();
+    } else {
       // Recorded first, as every change of members in a cluster: the next coordinator must know the new id.
       store.writeMembers(this, this.savedMembers()).then(
         () => answer(true),
@@ -463,8 +469,10 @@ export class Group {
         if (target) target.assignment = a;
       }
       const store = this.coordinator.store;
-      if (store === null) this.completeSync();
-      else {
+      if (store === null) {
+        this.completeSync();
+        this.recordLocally();
+      } else {
         // As Kafka's coordinator: the members get their assignments once the generation is recorded for the next
         // coordinator, so that a member with an assignment is known there; a failed record starts the rebalance again.
         const generation = this.generation;
@@ -604,8 +612,15 @@ export class Group {
     this.generation++;
     this.protocol = "";
     this.leader = "";
-    this.coordinator.store?.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
+    if (this.coordinator.store === null) this.recordLocally();
+    else this.coordinator.store.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
     this.coordinator.forgetIfUnused(this);
+  }
+
+  /** On a single node: records the generation and members in the group's file, best effort (no member waits on it). */
+  private recordLocally(): void {
+    this.recordedMembers = this.savedMembers();
+    this.save().catch((err: unknown) => this.coordinator.log(`group ${this.id}: generation ${this.generation} not recorded: ${(err as Error).message}`));
   }
 
   /** Nothing to keep: no member, no member id handed out and not yet used, no offset (committed or being written). */
@@ -872,13 +887,21 @@ export class GroupCoordinator {
     }
     for (const f of files) {
       if (!f.endsWith(".json")) continue;
-      const saved = (await readJson(join(this.dir, f))) as { group?: string; protocolType?: string; offsets?: Record<string, CommittedOffset> } | undefined;
-      // A group whose offsets were all deleted has nothing to keep (forgetIfUnused).
-      if (saved?.group === undefined || saved.offsets === undefined || Object.keys(saved.offsets).length === 0) continue;
+      const saved = (await readJson(join(this.dir, f))) as { group?: string; protocolType?: string; offsets?: Record<string, CommittedOffset>; members?: SavedMembers } | undefined;
+      if (saved?.group === undefined) continue;
+      const offsets = Object.entries(saved.offsets ?? {});
+      const members = saved.members?.state === "Stable" && saved.members.members.length > 0 ? saved.members : null;
+      // A group with no offset and no member has nothing to keep (forgetIfUnused).
+      if (offsets.length === 0 && members === null) continue;
       const g = new Group(saved.group, this);
       // What ListGroups and DescribeGroups report for the group until members join again ("consumer", usually).
       g.protocolType = saved.protocolType ?? "";
-      for (const [k, v] of Object.entries(saved.offsets)) g.offsets.set(k, v);
+      for (const [k, v] of offsets) g.offsets.set(k, v);
+      // The members go on heartbeating without a rebalance, each with a full session from now; an Empty group keeps its generation.
+      if (saved.members !== undefined) {
+        g.restoreMembers(saved.members);
+        g.recordedMembers = saved.members;
+      }
       this.groups.set(g.id, g);
     }
   }
@@ -891,7 +914,10 @@ export class GroupCoordinator {
    * offsets store's, which keeps it.
    */
   forgetIfUnused(g: Group): void {
-    if (this.store === null && g.unused && this.groups.get(g.id) === g) this.groups.delete(g.id);
+    if (this.store !== null || !g.unused || this.groups.get(g.id) !== g) return;
+    this.groups.delete(g.id);
+    // Its file, if its members were recorded there, goes too (after any write already queued).
+    this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id))).catch((err: unknown) => this.log(`group ${g.id}: its file not removed: ${(err as Error).message}`));
   }
 
   /** The group, created if `create` (null when absent, or when too many groups exist). */
@@ -906,7 +932,7 @@ export class GroupCoordinator {
 
   persist(g: Group): Promise<void> {
     // A group deleted meanwhile is not written back.
-    return this.fileOp(g.id, () => (this.groups.get(g.id) !== g ? Promise.resolve() : writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets) })));
+    return this.fileOp(g.id, () => (this.groups.get(g.id) !== g ? Promise.resolve() : writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets), members: g.recordedMembers ?? undefined })));
   }
 
   /** Deletes a group and its committed offsets (DeleteGroups): gone at once, and from disk when this resolves. */
