@@ -15,8 +15,9 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntilAsync } from "./helpers/clients.js";
-import { ask, fetchFrame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
-import { Reader } from "../src/protocols/kafka/codec.js";
+import { ask, fetchFrame, frame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
+import { Reader, Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
 
 const { CompressionTypes } = kafkajs;
@@ -347,6 +348,23 @@ print(out)
       (err: Error & { type?: string; cause?: { type?: string } }) => (err.cause?.type ?? err.type) === "INVALID_TIMESTAMP" || /INVALID_TIMESTAMP|timestamp/i.test(String(err.message)),
     );
     await produce("ts-bounded", [{ value: "now" }]);
+    // Produce v8+ says why in error_message (Kafka's record_errors stay empty: a batch is refused whole).
+    const w = new Writer();
+    encodeBatch(w, [{ offset: 0, timestamp: Number(old), key: null, value: Buffer.from("old"), headers: null }], 0);
+    const refused = await ask(h.srv.kafkaPort!, frame(0, 8, (f) => f.nullableString(null).i16(-1).i32(5000).arrayLength(1).string("ts-bounded").arrayLength(1).i32(0).nullableBytes(Buffer.from(w.result()))), (r) => {
+      r.i32(); // topics
+      r.string();
+      r.i32(); // partitions
+      r.i32(); // index
+      const error = r.i16();
+      r.i64(); // base_offset
+      r.i64(); // log_append_time_ms
+      r.i64(); // log_start_offset
+      assert.equal(r.i32(), 0, "no record_errors");
+      return [error, r.nullableString()];
+    });
+    assert.equal(refused[0], 32, "INVALID_TIMESTAMP");
+    assert.match(String(refused[1]), /message\.timestamp\.difference\.max\.ms \(60000\)/);
 
     // The topic configs say so, and can be changed.
     const admin = h.kafka().admin();

@@ -32,6 +32,8 @@ interface PartitionResult {
   logStartOffset: number;
   /** The time the broker stamped the batch with (a LogAppendTime topic), or a duplicate's stored max timestamp, as Kafka; else -1. */
   logAppendTime: number;
+  /** Why the batch was refused, when there is more to say than the code (v8+ error_message). */
+  errorMessage?: string;
 }
 
 export async function handleProduce(door: AccountDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
@@ -62,7 +64,7 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
       if (version >= 2) w.i64(p.logAppendTime);
       if (version >= 5) w.i64(p.logStartOffset);
       // v8+: record_errors (a batch is refused whole here, never record by record) and error_message.
-      if (version >= 8) w.arrayLength(0).nullableString(null);
+      if (version >= 8) w.arrayLength(0).nullableString(p.errorMessage ?? null);
       w.taggedFields();
     });
     w.taggedFields();
@@ -170,8 +172,8 @@ function release(gate: DecompressionGate, batch: DecodedBatch): void {
   batch.held = 0;
 }
 
-function failed(index: number, error: number): PartitionResult {
-  return { index, error, baseOffset: -1, logStartOffset: -1, logAppendTime: -1 };
+function failed(index: number, error: number, errorMessage?: string): PartitionResult {
+  return { index, error, baseOffset: -1, logStartOffset: -1, logAppendTime: -1, errorMessage };
 }
 
 interface Prepared {
@@ -222,8 +224,9 @@ async function prepare(
   const topicMax = stream.config.max_msg_size > 0 ? stream.config.max_msg_size : Infinity;
   const batchMax = Math.min(topicMax, door.js.options.maxPayload + LOG_OVERHEAD);
   if (set.length > batchMax) {
-    door.log.debug(`kafka produce to ${topic}/${index} refused: a record batch of ${set.length} bytes, past max.message.bytes (${batchMax})`);
-    return failed(index, ErrorCode.MESSAGE_TOO_LARGE);
+    const why = `a record batch of ${set.length} bytes, past max.message.bytes (${batchMax})`;
+    door.log.debug(`kafka produce to ${topic}/${index} refused: ${why}`);
+    return failed(index, ErrorCode.MESSAGE_TOO_LARGE, why);
   }
   let batch: DecodedBatch | null = null;
   let run: RecordRun | null = null;
@@ -266,7 +269,7 @@ async function prepare(
     if (batch !== null) release(gate, batch);
     if (!(err instanceof BatchError)) throw err;
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
-    return failed(index, err.code);
+    return failed(index, err.code, err.message);
   }
   // What was decompressed served the checks only: the batch is stored as it came.
   if (run === null) release(gate, batch);
