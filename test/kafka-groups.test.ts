@@ -79,16 +79,6 @@ async function committedWithEpoch(k: RawKafka, group: string, topic: string, par
   return [r.i64(), r.i32()];
 }
 
-/** The group's state as DescribeGroups v4 reports it ("Dead" for a group the broker does not know). */
-async function groupState(k: RawKafka, group: string): Promise<string> {
-  const r = await call(k, 15, 4, (w) => w.arrayLength(1).string(group).i8(0));
-  r.i32();
-  r.i32(); // groups
-  r.i16();
-  r.string();
-  return r.string();
-}
-
 interface DescribedGroup {
   state: string;
   protocol: string;
@@ -113,6 +103,11 @@ async function describeGroup(k: RawKafka, group: string): Promise<DescribedGroup
     return { id, host, metadata: r.nullableBytes()?.toString() ?? "", assignment: r.nullableBytes()?.toString() ?? "" };
   });
   return { state, protocol, members };
+}
+
+/** The group's state as DescribeGroups v4 reports it ("Dead" for a group the broker does not know). */
+async function groupState(k: RawKafka, group: string): Promise<string> {
+  return (await describeGroup(k, group)).state;
 }
 
 /** The hosts of the group's members as DescribeGroups v4 reports them. */
