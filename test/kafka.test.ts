@@ -491,6 +491,52 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("acks=0: a stored batch gets no answer and the connection goes on; a refused one closes the connection, as Kafka's broker does", async () => {
+      const topic = "raw.acks0";
+      await createTopic(topic);
+      const s = await open();
+      const produceAcks0 = (partition: number, values: string[]): Buffer =>
+        frame((w) => w.nullableString(null).i16(0).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(partition).nullableBytes(batch(values)), 0, 3);
+      s.write(produceAcks0(0, ["a"]));
+      // Answered in order after the silent produce: the connection is alive and the record was stored.
+      assert.deepEqual(await sendIdempotent(s, topic, -1, -1, ["b"]), [0, 1]);
+      s.write(produceAcks0(7, ["c"])); // UNKNOWN_TOPIC_OR_PARTITION
+      await waitUntil(() => s.destroyed || s.readableEnded, "the broker to close the connection");
+      assert.equal(await highWatermark(topic), 2, "the refused batch was not stored");
+    });
+
+    test("idempotent producer past the bound on remembered producers: a forgotten producer's retry is found in the log, not stored twice", async () => {
+      // A broker that remembers two (producer, partition) states: the third producer pushes out the first.
+      const small = await startKafka({ maxProducerStates: 2 });
+      const connect = (): Promise<Socket> =>
+        new Promise((resolve, reject) => {
+          const c = tcpConnect(small.srv.kafkaPort!, "127.0.0.1", () => resolve(c));
+          c.once("error", reject);
+        });
+      const s = await connect();
+      try {
+        const topic = "raw.idempotent.evicted";
+        await createKafkaTopic(small, topic);
+        const [first, second, third] = [await initIdempotent(s), await initIdempotent(s), await initIdempotent(s)];
+        assert.deepEqual(await sendIdempotent(s, topic, first, 0, ["a", "b"]), [0, 0]);
+        assert.deepEqual(await sendIdempotent(s, topic, second, 0, ["c"]), [0, 2]);
+        assert.deepEqual(await sendIdempotent(s, topic, third, 0, ["d"]), [0, 3]);
+        assert.deepEqual(await sendIdempotent(s, topic, first, 0, ["a", "b"]), [0, 0], "the first producer's retry: its original offset");
+        assert.deepEqual(await sendIdempotent(s, topic, first, 3, ["gap"]), [45, -1], "its sequence was read back too: OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert.deepEqual(await sendIdempotent(s, topic, first, 2, ["e"]), [0, 4]);
+        const admin = small.kafka().admin();
+        await admin.connect();
+        try {
+          assert.equal(Number((await admin.fetchTopicOffsets(topic))[0].high), 5, "each batch stored once");
+        } finally {
+          await admin.disconnect();
+        }
+      } finally {
+        s.destroy();
+        await small.close();
+      }
+    });
+
     test("idempotent producer across a restart: a retry is still answered with its original offset, and sequences go on", async () => {
       const topic = "raw.idempotent.restart";
       await createTopic(topic);

@@ -221,6 +221,8 @@ export interface KafkaListenerOptions {
   maxResponseBytes?: number;
   /** Kafka's queued.max.request.bytes: request frames read and not yet answered, across connections (default 256 MiB). */
   maxQueuedRequestBytes?: number;
+  /** (Producer, partition) sequence states kept in memory for idempotent producers (default 100,000); past it the least recently used are read back from the log when needed. */
+  maxProducerStates?: number;
   /** Kafka's auto.leader.rebalance.enable: in a cluster, leadership moved off a partition's preferred replica goes back to it (default true). */
   autoLeaderRebalance?: boolean;
   /** Kafka's leader.imbalance.check.interval.seconds, in milliseconds (default 5 minutes). */
@@ -508,6 +510,7 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),
   maxQueuedRequestBytes: atLeast(1),
+  maxProducerStates: atLeast(1),
   autoLeaderRebalance: flag,
   leaderImbalanceCheckIntervalMs: atLeast(100, INT32_MAX),
   leaderImbalancePerBrokerPercentage: atLeast(0, 100),

@@ -228,6 +228,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,
+          maxProducerStates: k.maxProducerStates ?? KAFKA_DEFAULTS.maxProducerStates,
           autoLeaderRebalance: k.autoLeaderRebalance ?? KAFKA_DEFAULTS.autoLeaderRebalance,
           leaderImbalanceCheckIntervalMs: k.leaderImbalanceCheckIntervalMs ?? KAFKA_DEFAULTS.leaderImbalanceCheckIntervalMs,
           leaderImbalancePerBrokerPercentage: k.leaderImbalancePerBrokerPercentage ?? KAFKA_DEFAULTS.leaderImbalancePerBrokerPercentage,

@@ -81,7 +81,7 @@ export class AccountDoor {
     const groups = new GroupCoordinator(join(dir, "groups"), door.options, debug);
     // In a cluster, groups live in the replicated offsets topic and are loaded as this node comes to lead its partitions.
     if (!inCluster(door)) await groups.load();
-    const producers = new ProducerStates();
+    const producers = new ProducerStates(door.options.maxProducerStates);
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));
     const partitionsOf = (topic: string): number | undefined => partitionCount({ door, js, account: js.account.name }, topic);

@@ -89,6 +89,8 @@ export interface KafkaOptions {
   tls: KafkaTls | null;
   /** Mechanisms SaslHandshake accepts (Kafka's sasl.enabled.mechanisms), when the server has authorization. */
   saslMechanisms: readonly SaslMechanism[];
+  /** Bound on the (producer, partition) sequence states kept in memory; past it the least recently used are dropped and read back from the log when needed (producers.ts). */
+  maxProducerStates: number;
   /**
    * The node joins a cluster once the listener's address is known: until
    * `attachCluster`, connections are closed at once (a client told it is
@@ -120,6 +122,8 @@ export const KAFKA_DEFAULTS = {
   initialRebalanceDelayMs: 3000,
   minSessionTimeoutMs: KAFKA_SESSION_TIMEOUT_BOUNDS.min,
   maxSessionTimeoutMs: KAFKA_SESSION_TIMEOUT_BOUNDS.max,
+  // Room for many producers writing to many partitions; past it the log tells a returning one's state.
+  maxProducerStates: 100_000,
   // Kafka's defaults: 55 MiB and 10 minutes.
   fetchMaxBytes: 55 * 1024 * 1024,
   connectionsMaxIdleMs: 10 * 60_000,

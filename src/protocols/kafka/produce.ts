@@ -6,7 +6,7 @@
  * (the high watermark passed it) and refused NOT_ENOUGH_REPLICAS while the
  * ISR is below the topic's min.insync.replicas; acks=1 once the leader has
  * it, whatever the ISR (as Kafka: a failover may lose it). acks 0 gets no
- * response.
+ * response; a refused partition closes the connection, as Kafka's does.
  */
 
 import type { RequestContext } from "./api.js";
@@ -56,7 +56,12 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
     frame.drop();
   }
   const results = await Promise.all(pending.map((ps, t) => Promise.all(ps).then((partitions) => ({ name: topics[t].name, partitions }))));
-  if (acks === 0) return false;
+  if (acks === 0) {
+    // No answer to tell the client its batch was refused: Kafka closes the connection, so that it refreshes its metadata and carries on.
+    const refused = results.find((t) => t.partitions.some((p) => p.error !== ErrorCode.NONE));
+    if (refused !== undefined) conn.endAfterResponses(`acks=0 produce to ${refused.name} refused`);
+    return false;
+  }
   w.array(results, (w, t) => {
     w.string(t.name);
     w.array(t.partitions, (w, p) => {

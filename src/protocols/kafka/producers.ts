@@ -12,13 +12,14 @@
  * node (its log copied with the producers' batches, `Stream.arrivals`):
  * entries from before it arrived are stale, and any producer may be
  * unknown here, so each is recovered from the log on its first batch.
+ * Entries are bounded by count; once one of a partition's is evicted, any
+ * producer unknown there may be that one, so it too is recovered from the
+ * log (Kafka keeps every producer for producer.id.expiration.ms instead).
  */
 
 import { ErrorCode } from "./errors.js";
 
 const REMEMBERED_BATCHES = 5;
-/** Bound on (producer, partition) entries; the least recently used go first. */
-const MAX_ENTRIES = 100_000;
 
 interface Batch {
   firstSeq: number;
@@ -44,12 +45,15 @@ export const PRODUCER_ID_STRIDE = 1024;
 
 export class ProducerStates {
   private readonly entries = new Map<string, Entry>();
+  /** Partitions ("topic/partition") that have lost an entry to the bound: an unknown producer there may have batches in the log. */
+  private readonly evictedFrom = new Set<string>();
   private nextId: number;
   private stride = 1;
   /** Ids below this were handed out before this process started. */
   private readonly firstIdOfRun: number;
 
-  constructor() {
+  /** `maxEntries` bounds the (producer, partition) entries; the least recently used go first. */
+  constructor(private readonly maxEntries: number) {
     // Ids from the clock: unique across restarts without a file, below 2^53.
     this.nextId = Date.now() * 1000;
     this.firstIdOfRun = this.nextId;
@@ -59,7 +63,7 @@ export class ProducerStates {
   mayNeedRecovery(producerId: number, topic: string, partition: number, arrival: number): boolean {
     const e = this.entries.get(`${producerId}/${topic}/${partition}`);
     if (e !== undefined && e.arrival === arrival) return false;
-    return producerId < this.firstIdOfRun || arrival > 0;
+    return producerId < this.firstIdOfRun || arrival > 0 || this.evictedFrom.has(`${topic}/${partition}`);
   }
 
   /** Restores a producer's recent batches in a partition, oldest first, as found in the log. */
@@ -71,8 +75,16 @@ export class ProducerStates {
     if (found.length === 0) return;
     const last = found[found.length - 1];
     const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset, timestamp: b.timestamp }));
-    if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+    this.makeRoom();
     this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
+  }
+
+  /** Evicts the least recently used entry when the bound is reached, noting its partition. */
+  private makeRoom(): void {
+    if (this.entries.size < this.maxEntries) return;
+    const oldest = this.entries.keys().next().value!;
+    this.entries.delete(oldest);
+    this.evictedFrom.add(oldest.slice(oldest.indexOf("/") + 1));
   }
 
   allocate(): number {
@@ -126,7 +138,7 @@ export class ProducerStates {
     } else {
       if (firstSeq !== 0) return { kind: "refuse", error: ErrorCode.UNKNOWN_PRODUCER_ID };
       e = { arrival, epoch, nextSeq: 0, batches: [] };
-      if (this.entries.size >= MAX_ENTRIES) this.entries.delete(this.entries.keys().next().value!);
+      this.makeRoom();
     }
     this.entries.set(key, e);
     const batch: Batch = { firstSeq, count, offset, timestamp };
@@ -152,5 +164,6 @@ export class ProducerStates {
       const rest = k.slice(k.indexOf("/") + 1);
       if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
     }
+    for (const p of [...this.evictedFrom]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
   }
 }
