@@ -15,10 +15,11 @@ import { headers as natsHeaders } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntilAsync } from "./helpers/clients.js";
-import { ask, fetchFrame, frame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
+import { ask, batchAround, fetchFrame, frame, fetchResult, fetchV11Frame, flexibleBody, flexibleFrame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, produceResult, RawKafka, recordBatches, type FetchedBatch } from "./helpers/kafka-raw.js";
 import { Reader, Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
+import { crc32c } from "../src/store/crc32c.js";
 
 const { CompressionTypes } = kafkajs;
 
@@ -381,6 +382,75 @@ print(out)
     } finally {
       await admin.disconnect();
     }
+  });
+
+  test("a produced batch is checked as Kafka's broker checks it: the codes for bad sets, zstd before Produce v7, sequences, transactional ids, and timestamps rewritten to the topic's type", async () => {
+    await createTopic("checked");
+    await createTopic("checked-bounded", [{ name: "message.timestamp.difference.max.ms", value: "60000" }]);
+    const port = h.srv.kafkaPort!;
+    const T = 1_600_000_000_000;
+    const records = (values: string[], attributes = 0, producerId = -1, baseSequence = -1, timestamps?: number[]): Buffer => {
+      const w = new Writer();
+      encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: timestamps?.[i] ?? Date.now(), key: null, value: Buffer.from(v), headers: null })), attributes, producerId, producerId >= 0 ? 0 : -1, baseSequence);
+      return Buffer.from(w.result());
+    };
+    /** The batch with its header's magic or max timestamp changed, its CRC made good again. */
+    const altered = (batch: Buffer, change: { magic?: number; maxTimestamp?: number }): Buffer => {
+      const b = Buffer.from(batch);
+      if (change.magic !== undefined) b[16] = change.magic;
+      if (change.maxTimestamp !== undefined) b.writeBigInt64BE(BigInt(change.maxTimestamp), 35);
+      b.writeUInt32BE(crc32c(b, 21) >>> 0, 17);
+      return b;
+    };
+    const produceAt = (version: number, topic: string, set: Buffer, transactionalId: string | null = null): Promise<number> =>
+      ask(port, frame(0, version, (w) => w.nullableString(transactionalId).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set)), (r) => produceResult(r).error);
+    const INVALID_RECORD = 87;
+    const CORRUPT_MESSAGE = 2;
+    assert.equal(await produceAt(3, "checked", Buffer.alloc(0)), INVALID_RECORD, "no batch");
+    assert.equal(await produceAt(3, "checked", altered(records(["m1"]), { magic: 1 })), INVALID_RECORD, "a batch that is not v2");
+    assert.equal(await produceAt(3, "checked", altered(records(["m5"]), { magic: 5 })), CORRUPT_MESSAGE, "a magic no batch has");
+    assert.equal(await produceAt(3, "checked", Buffer.concat([records(["one"]), records(["two"])])), INVALID_RECORD, "two batches");
+    // zstd came with v7: refused before it, whatever the bytes; from v7 on the bytes are decoded (these are no zstd frame).
+    const zstd = batchAround(Buffer.from("not a zstd frame"), 1, 4);
+    assert.equal(await produceAt(3, "checked", zstd), 76, "UNSUPPORTED_COMPRESSION_TYPE");
+    assert.equal(await produceAt(7, "checked", zstd), CORRUPT_MESSAGE);
+    assert.equal(await produceAt(3, "checked", records(["seq"], 0, 1000, -5)), INVALID_RECORD, "an idempotent batch's negative sequence");
+    // Transactional records without a transactional id: the whole request, as Kafka's KafkaApis refuses it.
+    const mixed = await ask(
+      port,
+      frame(0, 3, (w) => w.nullableString(null).i16(-1).i32(5000).arrayLength(1).string("checked").arrayLength(2).i32(0).nullableBytes(records(["plain"])).i32(1).nullableBytes(records(["txn"], 0x10, 1000, 0))),
+      (r) => {
+        r.i32();
+        r.string();
+        return r.array((p) => [p.i32(), p.i16(), p.i64(), p.i64()]);
+      },
+    );
+    assert.deepEqual(mixed, [
+      [0, 53, -1, -1],
+      [1, 53, -1, -1],
+    ], "TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition");
+    assert.equal(await produceAt(3, "checked", records(["plain in a transactional request"]), "some-txn"), 0, "a plain batch is taken as plain");
+    assert.equal(
+      await ask(port, frame(22, 1, (w) => w.nullableString("").i32(60_000)), (r) => (r.i32(), r.i16())),
+      42,
+      "InitProducerId with an empty transactional id: INVALID_REQUEST",
+    );
+    // A CreateTime topic: a producer's LogAppendTime bit and a max timestamp its records do not have are rewritten, as
+    // Kafka's LogValidator does, so readers see each record's own time; records without a time (-1) pass the time check.
+    assert.equal(await produceAt(3, "checked", altered(records(["lat1", "lat2"], 0x08, -1, -1, [T, T + 5]), { maxTimestamp: T + 999 })), 0);
+    assert.equal(await produceAt(3, "checked-bounded", records(["no time"], 0, -1, -1, [-1])), 0, "NO_TIMESTAMP is not checked against the clock");
+    const got = await consumeAll("checked", 3);
+    assert.deepEqual(
+      got.map((m) => [m.value?.toString(), m.timestamp]),
+      [
+        ["plain in a transactional request", got[0].timestamp],
+        ["lat1", String(T)],
+        ["lat2", String(T + 5)],
+      ],
+    );
+    const stamped = (await fetchBatches(h, "checked", 1))[0];
+    assert.deepEqual([stamped.attributes & 0x08, stamped.maxTimestamp], [0, T + 5], "CreateTime, and the records' newest time");
+    assert.deepEqual((await consumeAll("checked-bounded", 1)).map((m) => m.timestamp), ["-1"]);
   });
 
   test("offsets by time follow the producer's timestamps through the whole log, as Kafka's time index: a backfill of old timestamps past 10,000 records, one stamped ahead of the clock, across a restart and DeleteRecords", async () => {

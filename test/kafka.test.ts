@@ -587,7 +587,7 @@ describe("Kafka door", () => {
         return r.i16();
       };
       assert.equal(await produce("raw-tx"), 48, "INVALID_TXN_STATE: the partition was not added to the transaction");
-      assert.equal(await produce(null), 42, "INVALID_REQUEST: a transactional batch outside a transactional request");
+      assert.equal(await produce(null), 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: a transactional batch outside a transactional request, as Kafka's");
       const endTxn = async (producerId: number, e: number, commit = true): Promise<number> => (await call(26, 1, (w) => w.string("raw-tx").i64(producerId).i16(e).bool(commit))).i16();
       assert.equal(await endTxn(pid + 1, epoch), 49, "INVALID_PRODUCER_ID_MAPPING");
       assert.equal(await endTxn(pid, epoch + 1), 47, "INVALID_PRODUCER_EPOCH");
@@ -736,8 +736,9 @@ describe("Kafka door", () => {
       assert.equal(bad.i16(), 2, "CORRUPT_MESSAGE");
       assert.equal(await highWatermark(topic), 1, "nothing of the corrupt batch stored");
 
-      // Record sets flagged with each codec but holding garbage: CORRUPT_MESSAGE, nothing stored.
-      for (const codec of [1, 2, 3, 4]) {
+      // Record sets flagged with each codec but holding garbage: CORRUPT_MESSAGE, nothing stored (zstd, which Produce v3
+      // may not carry, is refused before its bytes are read: kafka-batches.test.ts).
+      for (const codec of [1, 2, 3]) {
         const w = new Writer();
         encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("not compressed at all"), headers: null }], codec);
         const set = Buffer.from(w.result());

@@ -28,7 +28,7 @@ const overBound = (codec: string): BatchError => corrupt(codec, "more output tha
 const GZIP = 1;
 const SNAPPY = 2;
 const LZ4 = 3;
-const ZSTD = 4;
+export const ZSTD = 4;
 
 /**
  * The most `input` decompresses to under `codec`, read from its framing; a

@@ -12,11 +12,12 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
-import { decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
+import { ATTR_CODEC_MASK, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
+import { ZSTD } from "./compression.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
-import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, stampLogAppendTime, type ProducerFound } from "./stored-batches.js";
+import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, leadingAttributes, stampTimestamp, type ProducerFound } from "./stored-batches.js";
 import { minInsyncReplicas, timestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
@@ -40,8 +41,15 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   // timeout_ms: appends finish or fail on their own; it bounds only the wait for room to decompress.
   const { transactionalId, acks, timeoutMs, topics } = decodeProduce(r, version);
   // v0–2 carry message formats v0/v1: only RecordBatch v2 is stored (api.ts says why they are advertised).
+  // Transactional records without a transactional id: Kafka refuses the whole request TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
   const refuse =
-    version < 3 ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT : acks !== 0 && acks !== 1 && acks !== -1 ? ErrorCode.INVALID_REQUIRED_ACKS : ErrorCode.NONE;
+    version < 3
+      ? ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT
+      : acks !== 0 && acks !== 1 && acks !== -1
+        ? ErrorCode.INVALID_REQUIRED_ACKS
+        : transactionalId === null && hasTransactionalBatch(topics)
+          ? ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+          : ErrorCode.NONE;
 
   // Decoding (decompression) runs concurrently, but appends are issued in request order:
   // Kafka keeps the order of the requests of one connection.
@@ -51,7 +59,7 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   const frame = new FrameHold(releaseFrame);
   let pending;
   try {
-    pending = await prepareAndIssue(door, conn, topics, refuse, transactionalId, acks === -1 ? "all" : "leader", turn, decompressionGate(door, conn, timeoutMs), frame);
+    pending = await prepareAndIssue(door, conn, version, topics, refuse, transactionalId, acks === -1 ? "all" : "leader", turn, decompressionGate(door, conn, timeoutMs), frame);
   } finally {
     frame.drop();
   }
@@ -77,6 +85,11 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
   if (version >= 1) w.i32(0); // throttle_time_ms
   w.taggedFields();
   return true;
+}
+
+/** Whether any partition's record set starts with a transactional batch. */
+function hasTransactionalBatch(topics: TopicData): boolean {
+  return topics.some((t) => t.partitions.some((p) => p.records !== null && ((leadingAttributes(p.records) ?? 0) & ATTR_TRANSACTIONAL) !== 0));
 }
 
 /** The request frame's readers: it goes back to the pool when the last lets go. */
@@ -132,6 +145,7 @@ type TopicData = ProduceRequest["topics"];
 async function prepareAndIssue(
   door: AccountDoor,
   conn: KafkaConnection,
+  version: number,
   topics: TopicData,
   refuse: number,
   transactionalId: string | null,
@@ -142,7 +156,7 @@ async function prepareAndIssue(
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
-    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, transactionalId, ack, gate));
+    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, version, transactionalId, ack, gate));
   }
   // Settled, not all(): a failure must not leave other batches holding budget.
   const settled = await Promise.allSettled(all);
@@ -210,6 +224,7 @@ async function prepare(
   topic: string,
   index: number,
   set: Buffer | null,
+  version: number,
   transactionalId: string | null,
   ack: ReplicaAck,
   gate: DecompressionGate,
@@ -220,6 +235,10 @@ async function prepare(
   // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
   if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
+  // zstd came with Produce v7 (KIP-110): Kafka refuses it in older requests, whose clients may not read it back.
+  if (version < 7 && ((leadingAttributes(set) ?? 0) & ATTR_CODEC_MASK) === ZSTD) {
+    return failed(index, ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, `Produce v${version} may not carry zstd batches (v7 and later may)`);
+  }
   // A partition of one replica has an ISR of one, always: Kafka refuses acks=all to it when min.insync.replicas asks for more
   // (a replicated partition's leader checks its ISR as it appends: stream-replicas.ts).
   if (ack === "all" && stream.config.num_replicas <= 1 && minInsyncReplicas(stream.config.metadata) > 1) return failed(index, ErrorCode.NOT_ENOUGH_REPLICAS);
@@ -241,7 +260,8 @@ async function prepare(
   try {
     batch = await decodeProduceBatch(set, gate);
     // A transactional batch belongs to the transaction the request names; a plain one to none.
-    if (batch.transactional !== (transactionalId !== null)) throw new BatchError(ErrorCode.INVALID_REQUEST, batch.transactional ? "transactional batch without a transactional id" : "plain batch in a transactional request");
+    // (handleProduce refuses the whole request first, as Kafka does; a plain batch in a transactional request is taken as plain.)
+    if (batch.transactional && transactionalId === null) throw new BatchError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactional batch without a transactional id");
     if (!policy.logAppendTime && policy.maxDifferenceMs !== Infinity) {
       const now = Date.now();
       if (now - batch.minTimestamp > policy.maxDifferenceMs || batch.maxTimestamp - now > policy.maxDifferenceMs) {
@@ -359,8 +379,10 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
 }
 
 /** Appends a prepared batch (synchronously, so it gets consecutive offsets); resolves once durable here, and on the ISR for `ack` "all". */
-function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, transactionalId: string | null, ack: ReplicaAck, frame: FrameHold): Promise<PartitionResult> {
+function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepared, requestTransactionalId: string | null, ack: ReplicaAck, frame: FrameHold): Promise<PartitionResult> {
   const { stream, index, run, batch } = p;
+  // A plain batch in a transactional request is no part of the transaction (Kafka takes it so too).
+  const transactionalId = batch.transactional ? requestTransactionalId : null;
   if (stream.deleted) return Promise.resolve(failed(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION));
   // Checked by the coordinator when it is this node; a partition led elsewhere takes the batch as Kafka's leaders do
   // (before KIP-890): the producer's epoch fences it, and the coordinator's markers end what it wrote.
@@ -396,7 +418,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   };
   try {
     if (p.whole !== null) {
-      if (p.logAppendTime) stampLogAppendTime(p.whole, appendTime);
+      stampTimestamp(p.whole, p.logAppendTime, p.logAppendTime ? appendTime : batch.maxTimestamp);
       // The batch's CRC was checked in prepare() (or just recomputed): the log derives its own checksum from it.
       const tailCrc = { from: BATCH_CRC_FROM, crc: batchCrc(p.whole) };
       // The log writes the batch from the frame: it lets go once written, or refused before that.
@@ -453,6 +475,8 @@ export async function handleInitProducerId(door: AccountDoor, { version, r, w }:
   };
   // Without a transactional id a new producer id every time, as Kafka's coordinator gives one (the id and epoch a v3+ producer names are not checked).
   if (transactionalId === null) return answer(ErrorCode.NONE, door.producers.allocate(), 0);
+  // An empty transactional id is no id: Kafka's coordinator answers INVALID_REQUEST before it looks for one.
+  if (transactionalId === "") return answer(ErrorCode.INVALID_REQUEST, -1, -1);
   const refused = coordinatorError(door, KEY_TYPE_TRANSACTION, transactionalId);
   if (refused !== ErrorCode.NONE) return answer(refused, -1, -1);
   const got = await door.transactions.initProducerId(transactionalId, timeoutMs, producerId >= 0 ? { producerId, epoch } : null);

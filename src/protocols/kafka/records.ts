@@ -20,6 +20,11 @@ import { BatchError, ErrorCode } from "./errors.js";
 import { writeRecordHeaders } from "./messages.js";
 
 export const BATCH_OVERHEAD = 61;
+/** A record's or batch's timestamp when it has none (Kafka's RecordBatch.NO_TIMESTAMP). */
+const NO_TIMESTAMP = -1;
+/** Where a batch's magic byte is; and the shortest length field a batch may have (Kafka's LegacyRecord.RECORD_OVERHEAD_V0). */
+export const BATCH_MAGIC = 16;
+const MIN_BATCH_LENGTH = 14;
 /** The smallest record: length, attributes, timestamp and offset deltas, key and value lengths, header count (a byte each). */
 const MIN_RECORD_BYTES = 7;
 const CRC_FROM = 21;
@@ -34,7 +39,7 @@ export const ATTR_CONTROL = 0x20;
  */
 export interface DecodedBatch {
   attributes: number;
-  /** The producer's timestamps: the batch's base, and the lowest and highest of its records. */
+  /** The producer's timestamps: the batch's base, and the lowest (NO_TIMESTAMP aside; MAX_SAFE_INTEGER when none) and highest of its records. */
   baseTimestamp: number;
   minTimestamp: number;
   maxTimestamp: number;
@@ -80,16 +85,20 @@ export interface DecompressionGate {
  * back itself.
  */
 export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, checkCrc = true): Promise<DecodedBatch> {
-  if (set.length < BATCH_OVERHEAD) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record set shorter than a batch header");
+  // Kafka's codes, in its order (ByteBufferLogInputStream, ProduceRequest.validateRecords): a set holding no whole
+  // batch, or one that is not v2, is an invalid record; a length or magic no batch can have is a corrupt message.
+  if (set.length < BATCH_MAGIC + 1) throw new BatchError(ErrorCode.INVALID_RECORD, "no record batch for the partition");
   const r = new Reader(set);
   r.i64(); // baseOffset: the broker assigns offsets
   const batchLength = r.i32();
-  if (batchLength + 12 !== set.length) {
-    throw new BatchError(ErrorCode.INVALID_RECORD, batchLength + 12 < set.length ? "more than one batch for a partition" : "batch length passes the record set");
-  }
+  if (batchLength < MIN_BATCH_LENGTH) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record batch length ${batchLength}`);
   r.i32(); // partitionLeaderEpoch
   const magic = r.i8();
-  if (magic !== 2) throw new BatchError(ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, `record batch magic ${magic}; only v2 is accepted`);
+  if (magic < 0 || magic > 2) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record batch magic ${magic}`);
+  if (batchLength + 12 > set.length) throw new BatchError(ErrorCode.INVALID_RECORD, "no whole record batch for the partition: its length passes the record set");
+  if (magic !== 2) throw new BatchError(ErrorCode.INVALID_RECORD, `record batch magic ${magic}; only v2 is accepted`);
+  if (batchLength + 12 < set.length) throw new BatchError(ErrorCode.INVALID_RECORD, "more than one record batch for the partition");
+  if (set.length < BATCH_OVERHEAD) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch shorter than its header");
   const crc = r.u32();
   if (checkCrc && crc32c(set, CRC_FROM) >>> 0 !== crc) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch");
   const attributes = r.i16();
@@ -104,6 +113,7 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, c
   const transactional = (attributes & ATTR_TRANSACTIONAL) !== 0;
   if (transactional && producerId < 0) throw new BatchError(ErrorCode.INVALID_PRODUCER_ID_MAPPING, "transactional batch without a producer id");
   if (count <= 0 || lastOffsetDelta !== count - 1) throw new BatchError(ErrorCode.INVALID_RECORD, "record count does not match the last offset delta");
+  if (producerId >= 0 && baseSequence < 0) throw new BatchError(ErrorCode.INVALID_RECORD, `invalid sequence number ${baseSequence} in a batch with producer id ${producerId}`);
   const codec = attributes & ATTR_CODEC_MASK;
   let body = set.subarray(r.pos);
   let held = 0;
@@ -210,7 +220,8 @@ function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
   if (length < 0 || end > buf.length) throw new KafkaDecodeError("record length passes the batch");
   skip(1, end); // attributes: unused
   const timestamp = out.baseTimestamp + zigzag(buf, end, 10);
-  if (timestamp < out.minTimestamp) out.minTimestamp = timestamp;
+  // NO_TIMESTAMP (-1) is no time to check against the broker's clock (Kafka's LogValidator skips it too).
+  if (timestamp < out.minTimestamp && timestamp !== NO_TIMESTAMP) out.minTimestamp = timestamp;
   if (timestamp > out.maxTimestamp) out.maxTimestamp = timestamp;
   const offsetDelta = zigzag(buf, end, 5);
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);

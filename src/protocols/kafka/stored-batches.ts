@@ -15,7 +15,7 @@ import { crc32c } from "../../store/crc32c.js";
 import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
 import { BATCH_HEADER, batchMarkOf, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, readTxnMark, type TxnMark } from "./messages.js";
-import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecompressionGate } from "./records.js";
+import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, BATCH_MAGIC, BATCH_OVERHEAD, decodeProduceBatch, type DecompressionGate } from "./records.js";
 
 /** Where the fields of a RecordBatch v2 are (bytes from its start). */
 export const BATCH_BASE_OFFSET = 0;
@@ -77,13 +77,19 @@ function hasNull(lengths: Int32Array): boolean {
 }
 
 /**
- * Makes a produced batch say that the log's append time is its timestamp
- * (a topic with message.timestamp.type LogAppendTime), as a Kafka broker
- * does: the attribute bit, the max timestamp, and the CRC over them.
+ * Makes a produced batch say the timestamp type of its topic, as a Kafka
+ * broker does (LogValidator's setMaxTimestamp): under LogAppendTime the
+ * attribute bit and the log's time as its max timestamp; under CreateTime
+ * no bit and its records' newest time, whatever the producer wrote there.
+ * Rewrites the CRC over them only when something changed.
  */
-export function stampLogAppendTime(batch: Buffer, time: number): void {
-  batch.writeInt16BE(batch.readInt16BE(BATCH_ATTRIBUTES) | ATTR_LOG_APPEND_TIME, BATCH_ATTRIBUTES);
-  batch.writeBigInt64BE(BigInt(time), BATCH_MAX_TIMESTAMP);
+export function stampTimestamp(batch: Buffer, logAppendTime: boolean, maxTimestamp: number): void {
+  const attributes = batch.readInt16BE(BATCH_ATTRIBUTES);
+  const stamped = logAppendTime ? attributes | ATTR_LOG_APPEND_TIME : attributes & ~ATTR_LOG_APPEND_TIME;
+  if (stamped === attributes && batchMaxTimestamp(batch) === maxTimestamp) return;
+  batch.writeInt16BE(stamped, BATCH_ATTRIBUTES);
+  batch.writeInt32BE(Math.floor(maxTimestamp / 2 ** 32), BATCH_MAX_TIMESTAMP);
+  batch.writeUInt32BE(maxTimestamp >>> 0, BATCH_MAX_TIMESTAMP + 4);
   batch.writeUInt32BE(crc32c(batch, BATCH_CRC_FROM) >>> 0, BATCH_CRC);
 }
 
@@ -108,6 +114,11 @@ export function batchProducer(batch: Buffer): { producerId: number; epoch: numbe
 export function batchMaxTimestamp(batch: Buffer): number {
   // Two halves, not a BigInt: read for every batch appended (the store's index of record times).
   return batch.readInt32BE(BATCH_MAX_TIMESTAMP) * 2 ** 32 + batch.readUInt32BE(BATCH_MAX_TIMESTAMP + 4);
+}
+
+/** The attributes of a produced record set's first batch, read without decoding it (as Kafka's request checks read them); null unless a v2 batch header is there. */
+export function leadingAttributes(set: Buffer): number | null {
+  return set.length >= BATCH_OVERHEAD && set[BATCH_MAGIC] === 2 ? set.readInt16BE(BATCH_ATTRIBUTES) : null;
 }
 
 /** The producer id of a stored transactional batch, read without decoding it; -1 for any other batch. */
