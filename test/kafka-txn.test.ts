@@ -14,6 +14,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import type { FaultInjector } from "../src/store/file-log.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { fetchFrame, fetchResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
 
@@ -135,6 +136,25 @@ describe("Kafka transactions", () => {
 
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["successor"]);
     assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["zombie-1", "successor"]);
+    // As Kafka's coordinator fences (prepareFenceProducerEpoch): the abort marker carries the epoch after the zombie's,
+    // so no partition takes the zombie's batches after it, and the successor gets the epoch after that.
+    const raw = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      raw.send(fetchFrame(topic, 0, 0));
+      const r = await raw.response(0);
+      const { error, recordBytes } = fetchResult(r);
+      assert.equal(error, 0);
+      const batches = recordBatches(r, recordBytes).map((b) => [b.attributes & 0x30, b.producerEpoch]);
+      const zombieEpoch = batches[0][1];
+      assert.deepEqual(batches, [
+        [0x10, zombieEpoch],
+        [0x30, zombieEpoch + 1],
+        [0x10, zombieEpoch + 2],
+        [0x30, zombieEpoch + 2],
+      ], "the zombie's batch, the abort marker fencing it, the successor's batch and its commit marker");
+    } finally {
+      raw.destroy();
+    }
   });
 
   test("offsets sent in a transaction are committed with it, and dropped when it aborts", async () => {

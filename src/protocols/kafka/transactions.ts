@@ -246,7 +246,10 @@ export class TransactionCoordinator {
         if (t.producerId === expected.producerId && t.epoch === expected.epoch + 1 && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
         if (t.producerId !== expected.producerId || t.epoch !== expected.epoch) return { error: ErrorCode.PRODUCER_FENCED, producerId: -1, epoch: -1 };
       }
-      if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", false);
+      // An open transaction is aborted fenced, as Kafka's prepareFenceProducerEpoch does: its markers carry the next
+      // epoch, so a partition led elsewhere refuses a batch the old producer still sends after them (which would open a
+      // transaction there that nothing ends); the new producer then gets the epoch after that.
+      if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", t.state !== "PrepareCommit");
       this.bumpEpoch(t);
       t.ended = null;
       // A new producer session has begun no transaction yet (Kafka's start time goes back to -1).
