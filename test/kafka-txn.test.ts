@@ -186,30 +186,61 @@ describe("Kafka transactions", () => {
     assert.deepEqual(await values(h.broker, sink, "read_committed"), ["derived-0..2"]);
   });
 
-  test("a transaction open at a restart is aborted by the restarted broker, and offsets stay where they were", async () => {
+  test("a transaction open at a restart goes on, as Kafka's coordinator keeps it: its producer adds to it and commits it, offsets and all", async () => {
     const topic = "txn.restart";
+    const source = "txn.restart.source";
     await createTopic(topic);
+    await createTopic(source);
     const producer = await transactional("tx-crash");
     const committed = await producer.transaction();
     await committed.send({ topic, messages: [{ value: "before" }] });
     await committed.commit();
     const open = await producer.transaction();
     await open.send({ topic, messages: [{ value: "in-flight" }] });
+    await open.sendOffsets({ consumerGroupId: "etl-crash", topics: [{ topic: source, partitions: [{ partition: 0, offset: "5" }] }] });
 
-    await h.restart();
+    await h.restart({ keepKafkaPort: true });
+    // Still open: read_committed readers stop at its first record.
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before"]);
+    await open.send({ topic, messages: [{ value: "after the restart" }] });
+    await open.commit();
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "in-flight", "after the restart"]);
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      assert.equal((await admin.fetchOffsets({ groupId: "etl-crash", topics: [source] }))[0].partitions[0].offset, "5", "the offsets sent before the restart commit with it");
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test("a transaction open at a restart is still aborted at its timeout, counted from when it began, and its producer fenced", async () => {
+    const topic = "txn.restart.timeout";
+    await createTopic(topic);
+    const producer = await transactional("tx-crash-slow", 4000);
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "abandoned" }] });
+    await h.restart({ keepKafkaPort: true });
     const plain = await plainProducer();
-    const [ack] = await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
-    // before (0), its commit marker (1), in-flight (2), the abort marker written at restart (3), after (4).
-    assert.equal(ack.baseOffset, "4");
-    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "after"]);
-    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["before", "in-flight", "after"]);
-
-    // The producer that lived through the restart is fenced; a new one with its id carries on.
-    const successor = await transactional("tx-crash");
+    await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+    let committed: string[] = [];
+    await waitUntilAsync(
+      async () => (committed = await values(h.broker, topic, "read_committed")).length > 0,
+      "the restarted coordinator to abort the timed-out transaction",
+      20_000,
+    );
+    assert.deepEqual(committed, ["after"]);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["abandoned", "after"]);
+    await assert.rejects(open.commit(), (err) => {
+      assert.equal(errorType(err), "INVALID_PRODUCER_EPOCH");
+      return true;
+    });
+    // A new producer with its id carries on.
+    const successor = await transactional("tx-crash-slow");
     const txn = await successor.transaction();
     await txn.send({ topic, messages: [{ value: "resumed" }] });
     await txn.commit();
-    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before", "after", "resumed"]);
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after", "resumed"]);
   });
 
   test("aborted transactions are read from the log again at a restart: purged ones are gone, those still in the log keep filtering", async () => {

@@ -15,8 +15,12 @@ export interface JsHarness {
   srv: NagareServer;
   nc: NatsConnection;
   storeDir: string;
-  /** Stops the server (keeping the store) and starts it again on the same directory. */
-  restart(): Promise<void>;
+  /**
+   * Stops the server (keeping the store) and starts it again on the same
+   * directory; `keepKafkaPort`: its Kafka listener on the port it had, so
+   * that Kafka clients find it again as they would a restarted broker.
+   */
+  restart(opts?: { keepKafkaPort?: boolean }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -28,10 +32,12 @@ export async function startJs(opts: { storeDir?: string; server?: ServerOptions 
     srv: await startServer(options),
     nc: undefined as unknown as NatsConnection,
     storeDir,
-    async restart() {
+    async restart(how = {}) {
+      const kafkaPort = h.srv.kafkaPort;
       await h.nc.close();
       await h.srv.close();
-      h.srv = await startServer(options);
+      const again = how.keepKafkaPort === true && options.kafka !== undefined && kafkaPort !== undefined ? { ...options, kafka: { ...options.kafka, port: kafkaPort } } : options;
+      h.srv = await startServer(again);
       h.nc = await connect({ servers: h.srv.url });
     },
     async close() {

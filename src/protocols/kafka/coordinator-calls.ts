@@ -119,7 +119,7 @@ async function serveTxnOffsets(door: AccountDoor, body: Buffer): Promise<CallAns
   }
   const refused = await coordinatorReady(door, KEY_TYPE_TRANSACTION, a.transactionalId);
   if (refused !== ErrorCode.NONE) return { error: refused };
-  const error = door.transactions.commitOffsets({ transactionalId: a.transactionalId, producerId: a.producerId, epoch: a.epoch }, a.groupId, a.entries);
+  const error = await door.transactions.commitOffsets({ transactionalId: a.transactionalId, producerId: a.producerId, epoch: a.epoch }, a.groupId, a.entries);
   return { error, timeoutMs: door.transactions.timeoutOf(a.transactionalId) };
 }
 

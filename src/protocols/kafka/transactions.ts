@@ -8,9 +8,12 @@
  *
  * What must survive a crash is written before it is relied upon:
  * `transactions.json` holds each transactional id's producer id and epoch,
- * and the partitions of its open transaction. A decision to commit is
- * written, with its group offsets, before the first marker; on restart a
- * prepared commit is finished and any other open transaction aborted.
+ * the partitions and group offsets of its open transaction and when it
+ * began. A decision to commit is written before the first marker. On a
+ * restart a prepared commit is finished, a prepared abort finished, and an
+ * open transaction goes on as Kafka's coordinator keeps it: its producer
+ * may carry on, and its timeout runs from when it began. (In a cluster a
+ * coordinator that takes an id over aborts its open transaction: adopt.)
  */
 
 import { join } from "node:path";
@@ -104,6 +107,8 @@ export interface SavedTxn {
   partitions: Array<[string, number, number]>;
   offsets?: Array<[string, Array<[string, CommittedOffset]>]>;
   ended?: "commit" | "abort";
+  /** When the open transaction began (ms), for its timeout after a restart. */
+  startedAt?: number;
 }
 
 export type TxnRequest = { transactionalId: string; producerId: number; epoch: number };
@@ -140,7 +145,7 @@ export class TransactionCoordinator {
 
   // ---- startup ----
 
-  /** Single node: reads what was saved, then finishes or aborts the transactions a crash left open. */
+  /** Single node: reads what was saved, then finishes the transactions a crash left decided and resumes the open ones. */
   async load(): Promise<void> {
     const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
     if (saved === undefined) return;
@@ -148,6 +153,10 @@ export class TransactionCoordinator {
       .map(([id, s]) => this.restore(id, s))
       .filter((t) => t.state !== "Empty");
     for (const txn of unfinished) {
+      if (txn.state === "Ongoing") {
+        this.resume(txn);
+        continue;
+      }
       this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
       // The epoch moves on, so a producer that lived through the restart is fenced, as after a timeout.
       await this.complete(txn, txn.state === "PrepareCommit", true);
@@ -197,8 +206,24 @@ export class TransactionCoordinator {
     txn.ended = s.ended ?? null;
     for (const [topic, index] of s.partitions) txn.partitions.set(offsetKey(topic, index), { topic, index, stream: streamNameOf(topic) });
     for (const [group, entries] of s.offsets ?? []) txn.offsets.set(group, new Map(entries));
+    if (s.startedAt !== undefined) txn.startedAt = s.startedAt;
     this.txns.set(id, txn);
     return txn;
+  }
+
+  /**
+   * A transaction open at a restart goes on (single node): its timeout runs
+   * from when it began, and its offsets are held in their groups again
+   * (OffsetFetch's require_stable) until it ends.
+   */
+  private resume(txn: Txn): void {
+    if (txn.startedAt < 0) txn.startedAt = Date.now();
+    const deadline = txn.startedAt + txn.timeoutMs;
+    this.log(`transaction ${txn.id}: open across the restart; it goes on, aborted in ${Math.max(0, deadline - Date.now())} ms unless it ends before`);
+    this.armTimeout(txn, Math.max(0, deadline - Date.now()));
+    for (const [groupId, entries] of txn.offsets) {
+      if (entries.size > 0) this.groups.group(groupId, true)?.holdForTxn(txn.producerId, [...entries.keys()], deadline);
+    }
   }
 
   /** Whether this node coordinates `id` now (on a single node, every id). */
@@ -303,11 +328,14 @@ export class TransactionCoordinator {
 
   addOffsets(req: TxnRequest, groupId: string): Promise<number> {
     return this.guarded(req, (error) => error, async (t) => {
-      if (!t.offsets.has(groupId)) {
+      const added = !t.offsets.has(groupId);
+      if (added) {
         if (t.offsets.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
         t.offsets.set(groupId, new Map());
       }
       this.begin(t);
+      // Saved, so that a restart knows the transaction is open (a single node resumes it) with this group in it.
+      if (added) await this.save(t);
       return ErrorCode.NONE;
     });
   }
@@ -334,23 +362,41 @@ export class TransactionCoordinator {
   }
 
   /** TxnOffsetCommit: offsets held in the transaction until it commits; dropped if it aborts. */
-  commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): number {
+  commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): number | Promise<number> {
     const txn = this.txns.get(req.transactionalId);
     const refused = this.check(txn, req);
     if (refused !== ErrorCode.NONE) return refused;
     const pending = txn!.offsets.get(groupId);
     if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
     const previous = entries.map(([k]): [string, CommittedOffset | undefined] => [k, pending.get(k)]);
-    for (const [k, v] of entries) {
-      if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
-      pending.set(k, v);
-    }
-    if (!this.recordFits(txn!)) {
+    const undo = (): void => {
       for (const [k, v] of previous) {
         if (v === undefined) pending.delete(k);
         else pending.set(k, v);
       }
+    };
+    for (const [k, v] of entries) {
+      if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) {
+        undo();
+        return ErrorCode.INVALID_REQUEST;
+      }
+      pending.set(k, v);
+    }
+    if (!this.recordFits(txn!)) {
+      undo();
       return ErrorCode.OFFSET_METADATA_TOO_LARGE;
+    }
+    // A single node keeps the open transaction across a restart, offsets and all: saved before they are acknowledged,
+    // as Kafka writes them to its offsets log. (A cluster's new coordinator aborts it: nothing to keep them for.)
+    if (this.store === null) {
+      return this.save(txn!).then(
+        () => ErrorCode.NONE,
+        (err: Error) => {
+          undo();
+          this.log(`transaction ${txn!.id}: its offsets of group ${groupId} were not saved: ${err.message}`);
+          return ErrorCode.KAFKA_STORAGE_ERROR;
+        },
+      );
     }
     return ErrorCode.NONE;
   }
@@ -435,6 +481,11 @@ export class TransactionCoordinator {
     txn.state = "Ongoing";
     txn.ended = null;
     txn.startedAt = Date.now();
+    this.armTimeout(txn, txn.timeoutMs);
+  }
+
+  /** Aborts the open transaction (fencing its producer) in `ms`, unless it has ended or its epoch moved on by then. */
+  private armTimeout(txn: Txn, ms: number): void {
     const epoch = txn.epoch;
     txn.timer = setTimeout(() => {
       txn.timer = null;
@@ -443,7 +494,7 @@ export class TransactionCoordinator {
         this.log(`transaction ${txn.id} timed out after ${txn.timeoutMs} ms: aborting it`);
         await this.complete(txn, false, true);
       }).catch((err: Error) => this.log(`transaction ${txn.id}: abort after timeout failed: ${err.message}`));
-    }, txn.timeoutMs);
+    }, ms);
     txn.timer.unref();
   }
 
@@ -624,7 +675,7 @@ function savedOf(t: Txn): SavedTxn {
     state: t.state,
     // (The third number, once the partition's offset when added, is no longer read.)
     partitions: [...t.partitions.values()].map((p) => [p.topic, p.index, 0]),
-    ...(t.state === "PrepareCommit" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]) } : {}),
+    ...(t.state !== "Empty" ? { offsets: [...t.offsets].map(([g, m]) => [g, [...m]]), startedAt: t.startedAt } : {}),
     ...(t.ended !== null ? { ended: t.ended } : {}),
   };
 }

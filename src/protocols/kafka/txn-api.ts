@@ -100,7 +100,7 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
   if (error === ErrorCode.NONE) {
     // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
     const away = await txnOffsetsAway(door, req, groupId, entries);
-    error = away?.error ?? door.transactions.commitOffsets(req, groupId, entries);
+    error = away?.error ?? (await door.transactions.commitOffsets(req, groupId, entries));
     const timeoutMs = away === null ? door.transactions.timeoutOf(transactionalId) : away.timeoutMs;
     // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447).
     if (error === ErrorCode.NONE && entries.length > 0) {
