@@ -451,6 +451,61 @@ print(out)
     const stamped = (await fetchBatches(h, "checked", 1))[0];
     assert.deepEqual([stamped.attributes & 0x08, stamped.maxTimestamp], [0, T + 5], "CreateTime, and the records' newest time");
     assert.deepEqual((await consumeAll("checked-bounded", 1)).map((m) => m.timestamp), ["-1"]);
+    // A producer may not say LogAppendTime but for records with a time on a CreateTime topic (LogValidator.validateTimestamp).
+    await createTopic("checked-append", [{ name: "message.timestamp.type", value: "LogAppendTime" }]);
+    assert.equal(await produceAt(3, "checked-append", records(["said"], 0x08)), 32, "INVALID_TIMESTAMP: LogAppendTime said by the producer");
+    assert.equal(await produceAt(3, "checked", records(["untimed"], 0x08, -1, -1, [-1])), 32, "INVALID_TIMESTAMP: LogAppendTime said of a record without a time");
+  });
+
+  test("KIP-937: message.timestamp.before.max.ms and after.max.ms bound each side of the broker's clock; left unset, difference.max.ms bounds them", async () => {
+    await createTopic("ts-before", [{ name: "message.timestamp.before.max.ms", value: "60000" }]);
+    await createTopic("ts-after", [
+      { name: "message.timestamp.after.max.ms", value: "60000" },
+      { name: "message.timestamp.difference.max.ms", value: "7200000" },
+    ]);
+    const port = h.srv.kafkaPort!;
+    const produceStamped = (topic: string, timestamp: number): Promise<[number, string | null]> => {
+      const w = new Writer();
+      encodeBatch(w, [{ offset: 0, timestamp, key: null, value: Buffer.from("v"), headers: null }], 0);
+      const set = Buffer.from(w.result());
+      return ask(port, frame(0, 8, (f) => f.nullableString(null).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set)), (r) => {
+        r.i32();
+        r.string();
+        r.i32();
+        r.i32();
+        const error = r.i16();
+        r.i64();
+        r.i64();
+        r.i64();
+        r.i32(); // record_errors
+        return [error, r.nullableString()];
+      });
+    };
+    const hour = 3_600_000;
+    const [old, ahead] = [Date.now() - 10 * hour, Date.now() + 10 * hour];
+    assert.deepEqual(await produceStamped("ts-before", ahead), [0, null], "no bound ahead");
+    const [behind, why] = await produceStamped("ts-before", old);
+    assert.equal(behind, 32, "INVALID_TIMESTAMP");
+    assert.match(String(why), /message\.timestamp\.before\.max\.ms \(60000\) behind/);
+    const [tooFar, whyAhead] = await produceStamped("ts-after", ahead);
+    assert.equal(tooFar, 32);
+    assert.match(String(whyAhead), /message\.timestamp\.after\.max\.ms \(60000\) ahead/);
+    const [stale, whyStale] = await produceStamped("ts-after", old);
+    assert.equal(stale, 32, "behind: message.timestamp.difference.max.ms (2 h) bounds it");
+    assert.match(String(whyStale), /message\.timestamp\.difference\.max\.ms \(7200000\) behind/);
+    assert.deepEqual(await produceStamped("ts-after", Date.now() - hour), [0, null]);
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: "ts-before" }] });
+      const value = (name: string): string | undefined => described.resources[0].configEntries.find((e) => e.configName === name)?.configValue;
+      assert.deepEqual(
+        ["message.timestamp.before.max.ms", "message.timestamp.after.max.ms", "message.timestamp.difference.max.ms"].map(value),
+        ["60000", "9223372036854775807", "9223372036854775807"],
+      );
+    } finally {
+      await admin.disconnect();
+    }
   });
 
   test("offsets by time follow the producer's timestamps through the whole log, as Kafka's time index: a backfill of old timestamps past 10,000 records, one stamped ahead of the clock, across a restart and DeleteRecords", async () => {

@@ -354,6 +354,8 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual(Object.fromEntries(types), {
       "cleanup.policy": 7,
       "max.message.bytes": 3,
+      "message.timestamp.after.max.ms": 5,
+      "message.timestamp.before.max.ms": 5,
       "message.timestamp.difference.max.ms": 5,
       "message.timestamp.type": 2,
       "min.insync.replicas": 3,

@@ -86,7 +86,8 @@ const USAGE: Record<KafkaGroup, string> = {
                  in a cluster of as many brokers); configs nagare takes:
                  retention.ms, retention.bytes, max.message.bytes,
                  cleanup.policy=delete, message.timestamp.type=CreateTime|LogAppendTime,
-                 message.timestamp.difference.max.ms, min.insync.replicas
+                 message.timestamp.difference.max.ms, message.timestamp.before.max.ms,
+                 message.timestamp.after.max.ms, min.insync.replicas
   ls             topics with their partition and message counts
   describe <name>  partitions (leader, replicas, in-sync replicas, earliest and
                  latest offsets) and configs

@@ -47,6 +47,15 @@ export const fail = (error: number, message: string): Outcome => ({ error, messa
 /** Stream metadata keys of the topic configs that are the Kafka door's alone (the producer's timestamps, min.insync.replicas). */
 export const TIMESTAMP_TYPE_KEY = "nagare.kafka.message.timestamp.type";
 export const TIMESTAMP_DIFFERENCE_KEY = "nagare.kafka.message.timestamp.difference.max.ms";
+/** KIP-937's bounds, each way from the broker's clock (Kafka 3.6). */
+const TIMESTAMP_BEFORE_KEY = "nagare.kafka.message.timestamp.before.max.ms";
+const TIMESTAMP_AFTER_KEY = "nagare.kafka.message.timestamp.after.max.ms";
+/** The Kafka topic configs bounding record timestamps, and the stream metadata keys that keep them. */
+const TIMESTAMP_BOUND_KEYS = new Map([
+  ["message.timestamp.difference.max.ms", TIMESTAMP_DIFFERENCE_KEY],
+  ["message.timestamp.before.max.ms", TIMESTAMP_BEFORE_KEY],
+  ["message.timestamp.after.max.ms", TIMESTAMP_AFTER_KEY],
+]);
 /** min.insync.replicas: the placement of a replicated topic carries it too, where its leaders read it (cluster.ts). */
 export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
 /**
@@ -57,7 +66,7 @@ export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
  */
 const SET_VALUE_PREFIX = "nagare.kafka.set.";
 const SET_VALUE_CONFIGS = ["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms"];
-const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, TIMESTAMP_DIFFERENCE_KEY, MIN_INSYNC_REPLICAS_KEY, ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
+const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, ...TIMESTAMP_BOUND_KEYS.values(), MIN_INSYNC_REPLICAS_KEY, ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
 /** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
 const DEFAULT_MIN_INSYNC_REPLICAS = 1;
 
@@ -70,23 +79,41 @@ export function minInsyncReplicas(md: Record<string, string> | undefined): numbe
 const DEFAULT_TIMESTAMP_TYPE = "CreateTime";
 const DEFAULT_TIMESTAMP_DIFFERENCE = "9223372036854775807";
 
-/** How a topic treats the producer's timestamps: replaced by the append time, or kept if no further than `maxDifferenceMs` from it. */
+/**
+ * How a topic treats the producer's timestamps: replaced by the append
+ * time, or kept if no more than `beforeMaxMs` behind the broker's clock and
+ * `afterMaxMs` ahead of it (each by the name of the bound that set it).
+ */
 export interface TimestampPolicy {
   logAppendTime: boolean;
-  maxDifferenceMs: number;
+  beforeMaxMs: number;
+  afterMaxMs: number;
+  beforeName: string;
+  afterName: string;
 }
 
 export function timestampPolicy(stream: Stream): TimestampPolicy {
   const md = stream.config.metadata;
   if (md === undefined) return DEFAULT_POLICY;
   const type = md[TIMESTAMP_TYPE_KEY];
-  const diff = md[TIMESTAMP_DIFFERENCE_KEY];
-  if (type === undefined && diff === undefined) return DEFAULT_POLICY;
-  const max = diff === undefined ? Infinity : Number(diff);
-  return { logAppendTime: type === "LogAppendTime", maxDifferenceMs: Number.isSafeInteger(max) ? max : Infinity };
+  if (type === undefined && md[TIMESTAMP_DIFFERENCE_KEY] === undefined && md[TIMESTAMP_BEFORE_KEY] === undefined && md[TIMESTAMP_AFTER_KEY] === undefined) return DEFAULT_POLICY;
+  const ms = (key: string): number => {
+    const v = md[key] === undefined ? Infinity : Number(md[key]);
+    return Number.isSafeInteger(v) ? v : Infinity;
+  };
+  // As Kafka's LogConfig: a before/after bound left at its default (no limit) is message.timestamp.difference.max.ms.
+  const before = ms(TIMESTAMP_BEFORE_KEY);
+  const after = ms(TIMESTAMP_AFTER_KEY);
+  return {
+    logAppendTime: type === "LogAppendTime",
+    beforeMaxMs: before !== Infinity ? before : ms(TIMESTAMP_DIFFERENCE_KEY),
+    afterMaxMs: after !== Infinity ? after : ms(TIMESTAMP_DIFFERENCE_KEY),
+    beforeName: before !== Infinity ? "message.timestamp.before.max.ms" : "message.timestamp.difference.max.ms",
+    afterName: after !== Infinity ? "message.timestamp.after.max.ms" : "message.timestamp.difference.max.ms",
+  };
 }
 
-const DEFAULT_POLICY: TimestampPolicy = { logAppendTime: false, maxDifferenceMs: Infinity };
+const DEFAULT_POLICY: TimestampPolicy = { logAppendTime: false, beforeMaxMs: Infinity, afterMaxMs: Infinity, beforeName: "", afterName: "" };
 
 /** A stream's metadata without the keys of Kafka-only topic configs (they go back to their defaults). */
 function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<string, string> {
@@ -158,10 +185,12 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         (out.metadata ??= {})[TIMESTAMP_TYPE_KEY] = trimmed;
         break;
       case "message.timestamp.difference.max.ms":
+      case "message.timestamp.before.max.ms":
+      case "message.timestamp.after.max.ms":
         if (trimmed === null || !/^\+?\d{1,19}$/.test(trimmed) || BigInt(trimmed) > BigInt(DEFAULT_TIMESTAMP_DIFFERENCE)) {
-          return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration message.timestamp.difference.max.ms: Value must be at least 0`);
+          return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least 0`);
         }
-        (out.metadata ??= {})[TIMESTAMP_DIFFERENCE_KEY] = String(BigInt(trimmed));
+        (out.metadata ??= {})[TIMESTAMP_BOUND_KEYS.get(name)!] = String(BigInt(trimmed));
         break;
       case "min.insync.replicas": {
         // Kafka's check; a minimum above the replication factor is taken, as Kafka does, and refuses every acks=all write.
@@ -224,7 +253,10 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   return [
     setting("cleanup.policy", "delete", false),
     setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), c.max_msg_size > 0),
-    { name: "message.timestamp.difference.max.ms", value: c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_DIFFERENCE_KEY] !== undefined) },
+    ...["message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"].map((name): ConfigEntry => {
+      const value = c.metadata?.[TIMESTAMP_BOUND_KEYS.get(name)!];
+      return { name, value: value ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(value !== undefined) };
+    }),
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
     { name: "min.insync.replicas", value: String(minInsyncReplicas(c.metadata)), readOnly: false, source: source(c.metadata?.[MIN_INSYNC_REPLICAS_KEY] !== undefined) },
     setting("retention.bytes", String(c.max_bytes > 0 ? c.max_bytes : -1), c.max_bytes > 0),
@@ -294,6 +326,8 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("transaction.max.timeout.ms", MAX_TRANSACTION_TIMEOUT_MS, MAX_TRANSACTION_TIMEOUT_MS),
     // What a topic gets when it sets none of its own (topicConfigs).
     entry("log.cleanup.policy", "delete", "delete"),
+    entry("log.message.timestamp.after.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
+    entry("log.message.timestamp.before.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
     entry("log.message.timestamp.difference.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
     entry("log.message.timestamp.type", DEFAULT_TIMESTAMP_TYPE, DEFAULT_TIMESTAMP_TYPE),
     entry("log.retention.bytes", -1, -1),
@@ -324,7 +358,9 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   // A topic's, kept in its stream (docs/KAFKA.md, "Topic configs").
   ["cleanup.policy", [LIST, "Only delete: records go when retention.ms or retention.bytes says so; compact is refused."]],
   ["max.message.bytes", [INT, "The largest record batch the topic takes, as produced (its stream's max_msg_size, also applied to each record)."]],
-  ["message.timestamp.difference.max.ms", [LONG, "With CreateTime, a batch whose timestamps are further than this from the broker's clock is refused (INVALID_TIMESTAMP)."]],
+  ["message.timestamp.after.max.ms", [LONG, "With CreateTime, a batch with a timestamp further than this ahead of the broker's clock is refused (INVALID_TIMESTAMP); left at no limit, message.timestamp.difference.max.ms bounds it."]],
+  ["message.timestamp.before.max.ms", [LONG, "With CreateTime, a batch with a timestamp further than this behind the broker's clock is refused (INVALID_TIMESTAMP); left at no limit, message.timestamp.difference.max.ms bounds it."]],
+  ["message.timestamp.difference.max.ms", [LONG, "With CreateTime, a batch whose timestamps are further than this from the broker's clock is refused (INVALID_TIMESTAMP); deprecated for the two above, as in Kafka."]],
   ["message.timestamp.type", [STRING, "CreateTime keeps the producer's timestamps; LogAppendTime replaces them with the broker's time."]],
   ["min.insync.replicas", [INT, "The replicas that must be in sync for an acks=all produce to be taken (NOT_ENOUGH_REPLICAS otherwise)."]],
   ["retention.bytes", [LONG, "The bytes each partition keeps before its oldest records go (its stream's max_bytes); -1: no limit."]],
@@ -352,6 +388,8 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["socket.request.max.bytes", [INT, "The largest request frame: kafka { max_request_bytes }."]],
   ["transaction.max.timeout.ms", [INT, "The longest transaction timeout InitProducerId takes."]],
   ["log.cleanup.policy", [LIST, "The cleanup.policy of a topic that sets none."]],
+  ["log.message.timestamp.after.max.ms", [LONG, "The message.timestamp.after.max.ms of a topic that sets none."]],
+  ["log.message.timestamp.before.max.ms", [LONG, "The message.timestamp.before.max.ms of a topic that sets none."]],
   ["log.message.timestamp.difference.max.ms", [LONG, "The message.timestamp.difference.max.ms of a topic that sets none."]],
   ["log.message.timestamp.type", [STRING, "The message.timestamp.type of a topic that sets none."]],
   ["log.retention.bytes", [LONG, "The retention.bytes of a topic that sets none."]],
@@ -380,6 +418,8 @@ const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
 const TOPIC_CONFIG_NAMES = new Set([
   "cleanup.policy",
   "max.message.bytes",
+  "message.timestamp.after.max.ms",
+  "message.timestamp.before.max.ms",
   "message.timestamp.difference.max.ms",
   "message.timestamp.type",
   "min.insync.replicas",
@@ -529,6 +569,8 @@ function describeResource(door: AccountDoor, type: number, name: string): Outcom
 const BROKER_SYNONYM = new Map([
   ["cleanup.policy", "log.cleanup.policy"],
   ["max.message.bytes", "message.max.bytes"],
+  ["message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms"],
+  ["message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms"],
   ["message.timestamp.difference.max.ms", "log.message.timestamp.difference.max.ms"],
   ["message.timestamp.type", "log.message.timestamp.type"],
   ["min.insync.replicas", "min.insync.replicas"],

@@ -12,7 +12,7 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
-import { ATTR_CODEC_MASK, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
+import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
 import { ZSTD } from "./compression.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
@@ -262,10 +262,17 @@ async function prepare(
     // A transactional batch belongs to the transaction the request names; a plain one to none.
     // (handleProduce refuses the whole request first, as Kafka does; a plain batch in a transactional request is taken as plain.)
     if (batch.transactional && transactionalId === null) throw new BatchError(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactional batch without a transactional id");
-    if (!policy.logAppendTime && policy.maxDifferenceMs !== Infinity) {
+    // Kafka's LogValidator: a producer may not say LogAppendTime, but for records with a time on a CreateTime topic (rewritten then).
+    if ((batch.attributes & ATTR_LOG_APPEND_TIME) !== 0 && (policy.logAppendTime || batch.untimed)) {
+      throw new BatchError(ErrorCode.INVALID_TIMESTAMP, "a producer may not set the batch's timestamp type to LogAppendTime");
+    }
+    if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) {
       const now = Date.now();
-      if (now - batch.minTimestamp > policy.maxDifferenceMs || batch.maxTimestamp - now > policy.maxDifferenceMs) {
-        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than message.timestamp.difference.max.ms (${policy.maxDifferenceMs}) from the broker's time`);
+      if (now - batch.minTimestamp > policy.beforeMaxMs) {
+        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than ${policy.beforeName} (${policy.beforeMaxMs}) behind the broker's time`);
+      }
+      if (batch.maxTimestamp - now > policy.afterMaxMs) {
+        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than ${policy.afterName} (${policy.afterMaxMs}) ahead of the broker's time`);
       }
     }
     const idempotent = batch.producerId >= 0;

@@ -43,6 +43,8 @@ export interface DecodedBatch {
   baseTimestamp: number;
   minTimestamp: number;
   maxTimestamp: number;
+  /** Whether a record has no time (NO_TIMESTAMP). */
+  untimed: boolean;
   producerId: number;
   producerEpoch: number;
   baseSequence: number;
@@ -149,6 +151,7 @@ function readRecords(body: Buffer, count: number, producerId: number, producerEp
     baseTimestamp,
     minTimestamp: Number.MAX_SAFE_INTEGER,
     maxTimestamp: Number.MIN_SAFE_INTEGER,
+    untimed: false,
     producerId,
     producerEpoch,
     baseSequence,
@@ -221,7 +224,8 @@ function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
   skip(1, end); // attributes: unused
   const timestamp = out.baseTimestamp + zigzag(buf, end, 10);
   // NO_TIMESTAMP (-1) is no time to check against the broker's clock (Kafka's LogValidator skips it too).
-  if (timestamp < out.minTimestamp && timestamp !== NO_TIMESTAMP) out.minTimestamp = timestamp;
+  if (timestamp === NO_TIMESTAMP) out.untimed = true;
+  else if (timestamp < out.minTimestamp) out.minTimestamp = timestamp;
   if (timestamp > out.maxTimestamp) out.maxTimestamp = timestamp;
   const offsetDelta = zigzag(buf, end, 5);
   if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
