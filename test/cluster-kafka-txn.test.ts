@@ -138,11 +138,11 @@ async function producersAt(n: NagareServer, topic: string): Promise<{ error: num
   });
 }
 
-test("the partition's leader and the transaction's coordinator go together: a follower leads the partition as its leader did, and another broker takes the transaction state over and aborts what was left open", async () => {
+test("the partition's leader and the transaction's coordinator go together: a follower leads the partition as its leader did, and another broker takes the transaction state over with the transaction still open, which its producer then commits", async () => {
   const topic = "txn.replicated";
   const stream = "txn_replicated";
   const bootstrap = cluster.nodes.map(address);
-  const kafka = new Kafka({ clientId: "txn-failover", brokers: bootstrap, logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const kafka = new Kafka({ clientId: "txn-failover", brokers: bootstrap, logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -152,8 +152,10 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   }
   const leaderId = await leaderOf(cluster.nodes[0], topic);
   const transactionalId = await coordinatedBy(cluster.nodes[0], leaderId, "tx");
+  const leader = cluster.nodes.find((n) => brokerId(n) === leaderId)!;
 
   const { producer, plain, close } = await producers(kafka, transactionalId);
+  let now: NagareServer;
   try {
     const committed = await producer.transaction();
     await committed.send({ topic, messages: [{ value: "c1" }] });
@@ -162,48 +164,51 @@ test("the partition's leader and the transaction's coordinator go together: a fo
     await aborted.send({ topic, messages: [{ value: "a1" }, { value: "a2" }] });
     await aborted.abort();
     await plain.send({ topic, acks: -1, messages: [{ value: "p1" }] });
-    // Left open: its coordinator goes with the leader.
+    // Open as its coordinator goes with the leader.
     const open = await producer.transaction();
     await open.send({ topic, messages: [{ value: "o1" }] });
     await plain.send({ topic, acks: -1, messages: [{ value: "p2" }] });
+    // Offsets: c1 0, commit 1, a1 2, a2 3, abort 4, p1 5, o1 6, p2 7.
+    assert.deepEqual(await latest(leader, topic, 1), { error: 0, offset: 6 }, "the leader's last stable offset: o1's");
+    await waitUntil(() => cluster.nodes.every((n) => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq === 8), "every replica to hold the 8 records");
+    // DescribeProducers at the leader: the plain producer's last sequence 1 (p1, p2) and no marker; the transactional one's 3
+    // (c1, a1, a2, o1: one epoch), the markers of its two earlier transactions, and o1's open from offset 6. Each follower
+    // answers the same from its own copy, as Kafka's do.
+    for (const n of cluster.nodes) {
+      const described = await producersAt(n, topic);
+      assert.equal(described.error, 0, `broker ${brokerId(n)}`);
+      assert.deepEqual([...described.producers.values()].sort(byFirst), [[1, -1, -1], [3, 0, 6]], `broker ${brokerId(n)}`);
+    }
+
+    await cluster.close(leader);
+    const others = cluster.live();
+    await waitUntilAsync(async () => ![-1, leaderId].includes(await leaderOf(others[0], topic)), "a follower to lead the partition", 20_000);
+    const newId = await leaderOf(others[0], topic);
+    now = others.find((n) => brokerId(n) === newId)!;
+    // The new leader holds the open transaction back as its predecessor did, and its new coordinator keeps it open, as
+    // Kafka's does: the producer adds to it and commits it there.
+    await waitUntilAsync(async () => (await latest(now, topic, 1)).error === 0, "the new leader to answer", 20_000);
+    assert.deepEqual(await latest(now, topic, 1), { error: 0, offset: 6 }, "still open at the new leader");
+    await open.send({ topic, messages: [{ value: "o2" }] });
+    await open.commit();
   } finally {
     await close();
   }
-  // Offsets: c1 0, commit 1, a1 2, a2 3, abort 4, p1 5, o1 6, p2 7.
-  const leader = cluster.nodes.find((n) => brokerId(n) === leaderId)!;
-  assert.deepEqual(await latest(leader, topic, 1), { error: 0, offset: 6 }, "the leader's last stable offset: o1's");
-  await waitUntil(() => cluster.nodes.every((n) => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq === 8), "every replica to hold the 8 records");
-  // DescribeProducers at the leader: the plain producer's last sequence 1 (p1, p2) and no marker; the transactional one's 3
-  // (c1, a1, a2, o1: one epoch), the markers of its two earlier transactions, and o1's open from offset 6. Each follower
-  // answers the same from its own copy, as Kafka's do.
-  for (const n of cluster.nodes) {
-    const described = await producersAt(n, topic);
-    assert.equal(described.error, 0, `broker ${brokerId(n)}`);
-    assert.deepEqual([...described.producers.values()].sort(byFirst), [[1, -1, -1], [3, 0, 6]], `broker ${brokerId(n)}`);
-  }
-
-  await cluster.close(leader);
-  const others = cluster.live();
-  await waitUntilAsync(async () => ![-1, leaderId].includes(await leaderOf(others[0], topic)), "a follower to lead the partition", 20_000);
-  const newId = await leaderOf(others[0], topic);
-  const now = others.find((n) => brokerId(n) === newId)!;
-
-  // The transaction's new coordinator aborts it: its marker at offset 8, and nothing is held back any more.
-  await waitUntilAsync(async () => (await latest(now, topic, 1)).offset === 9, "the open transaction to be aborted by its new coordinator", 30_000);
-  assert.deepEqual(await latest(now, topic, 0), { error: 0, offset: 9 });
-  // The new leader reads the same producers from its copy of the log: the transaction closed by the abort marker.
+  // o2 8, the commit marker 9.
+  await waitUntilAsync(async () => (await latest(now, topic, 1)).offset === 10, "the commit to close the transaction", 30_000);
+  assert.deepEqual(await latest(now, topic, 0), { error: 0, offset: 10 });
   const rebuilt = await producersAt(now, topic);
   assert.equal(rebuilt.error, 0);
-  assert.deepEqual([...rebuilt.producers.values()].sort(byFirst), [[-1, 0, -1], [1, -1, -1]], "the abort's bumped epoch leaves the transactional producer no sequence");
-  // read_committed: both aborted transactions dropped (librdkafka filters them by the aborted list the new leader sends).
+  assert.deepEqual([...rebuilt.producers.values()].sort(byFirst), [[1, -1, -1], [4, 0, -1]], "the transactional producer's sequence went on at the new leader (o2: 4), nothing open");
+  // read_committed: the aborted transaction dropped (librdkafka filters it by the aborted list the new leader sends).
   const readCommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
   assert.equal(readCommitted.code, 0, readCommitted.stderr);
-  assert.deepEqual(readCommitted.stdout.trim().split("\n"), ["c1", "p1", "p2"]);
+  assert.deepEqual(readCommitted.stdout.trim().split("\n"), ["c1", "p1", "o1", "p2", "o2"]);
   const uncommitted = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-X", "isolation.level=read_uncommitted", "-f", "%s\n"]);
   assert.equal(uncommitted.code, 0, uncommitted.stderr);
-  assert.deepEqual(uncommitted.stdout.trim().split("\n"), ["c1", "a1", "a2", "p1", "o1", "p2"]);
+  assert.deepEqual(uncommitted.stdout.trim().split("\n"), ["c1", "a1", "a2", "p1", "o1", "p2", "o2"]);
 
-  // NATS readers of the new leader: neither markers nor aborted records.
+  // NATS readers of the new leader: neither markers nor aborted records; the committed transaction's, both sides of the failover.
   const nc = await connect({ port: now.port });
   try {
     const jsm = await jetstreamManager(nc);
@@ -213,15 +218,15 @@ test("the partition's leader and the transaction's coordinator go together: a fo
         (err: Error) => `error: ${err.message}`,
       );
     const seen: string[] = [];
-    for (let seq = 1; seq <= 9; seq++) seen.push(await get(seq));
+    for (let seq = 1; seq <= 10; seq++) seen.push(await get(seq));
     // Hidden: not found, as nats-server answers a sequence it does not have.
-    assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "none", "p2", "none"]);
+    assert.deepEqual(seen, ["c1", "none", "none", "none", "none", "p1", "o1", "p2", "o2", "none"]);
   } finally {
     await nc.close();
   }
 
-  // The same transactional id goes on with the new coordinator: the old producer is fenced, a new one commits.
-  const again = new Kafka({ clientId: "txn-again", brokers: others.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } }).producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
+  // A new producer with the same transactional id fences the old one and goes on with the new coordinator.
+  const again = new Kafka({ clientId: "txn-again", brokers: cluster.live().map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } }).producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 });
   await again.connect();
   try {
     const t = await again.transaction();
@@ -230,9 +235,9 @@ test("the partition's leader and the transaction's coordinator go together: a fo
   } finally {
     await again.disconnect();
   }
-  const after = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "4", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
+  const after = await kcat(["-b", address(now), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-c", "6", "-q", "-X", "isolation.level=read_committed", "-f", "%s\n"]);
   assert.equal(after.code, 0, after.stderr);
-  assert.deepEqual(after.stdout.trim().split("\n"), ["c1", "p1", "p2", "n1"]);
+  assert.deepEqual(after.stdout.trim().split("\n"), ["c1", "p1", "o1", "p2", "o2", "n1"]);
 });
 
 test("a transaction spans partitions led by different brokers: its coordinator writes each marker at the partition's leader, and readers there see its commit and nothing of its abort; only the coordinator lists and describes it", async () => {

@@ -9,11 +9,11 @@
  * What must survive a crash is written before it is relied upon:
  * `transactions.json` holds each transactional id's producer id and epoch,
  * the partitions and group offsets of its open transaction and when it
- * began. A decision to commit is written before the first marker. On a
- * restart a prepared commit is finished, a prepared abort finished, and an
- * open transaction goes on as Kafka's coordinator keeps it: its producer
- * may carry on, and its timeout runs from when it began. (In a cluster a
- * coordinator that takes an id over aborts its open transaction: adopt.)
+ * began. A decision to commit or abort is written before the first marker. On a
+ * restart, or in a cluster on taking an id over, a prepared commit is
+ * finished, a prepared abort finished, and an open transaction goes on as
+ * Kafka's coordinator keeps it: its producer may carry on, and its timeout
+ * runs from when it began.
  */
 
 import { join } from "node:path";
@@ -154,7 +154,7 @@ export class TransactionCoordinator {
       .filter((t) => t.state !== "Empty");
     for (const txn of unfinished) {
       if (txn.state === "Ongoing") {
-        this.resume(txn);
+        this.resume(txn, "the broker restarted");
         continue;
       }
       this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
@@ -165,9 +165,9 @@ export class TransactionCoordinator {
 
   /**
    * In a cluster: the ids of a partition of `__transaction_state` this node
-   * has come to lead, as its log holds them. As after a restart, a prepared
-   * commit is finished and any other open transaction aborted (fenced); each
-   * in turn with the requests for it.
+   * has come to lead, as its log holds them. As after a restart, an open
+   * transaction goes on, a prepared commit is finished and a prepared abort
+   * too (fenced); each in turn with the requests for it.
    */
   adopt(saved: Array<[string, SavedTxn]>, why: string): void {
     for (const [id, s] of saved) {
@@ -175,6 +175,10 @@ export class TransactionCoordinator {
       if (old !== undefined) this.forget(old);
       const txn = this.restore(id, s);
       if (txn.state === "Empty") continue;
+      if (txn.state === "Ongoing") {
+        this.resume(txn, why);
+        continue;
+      }
       const commit = txn.state === "PrepareCommit";
       this.log(`transaction ${id}: ${commit ? "finishing its commit" : "aborting it"}: ${why}`);
       this.serialise(txn, () => this.complete(txn, commit, true)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
@@ -212,15 +216,18 @@ export class TransactionCoordinator {
   }
 
   /**
-   * A transaction open at a restart goes on (single node): its timeout runs
-   * from when it began, and its offsets are held in their groups again
-   * (OffsetFetch's require_stable) until it ends.
+   * A transaction open when its coordinator restarted or changed goes on:
+   * its timeout runs from when it began. A single node's groups hold its
+   * offsets again (OffsetFetch's require_stable) until it ends; in a cluster
+   * they are held where their group is coordinated, which did not forget
+   * them unless it changed too (then they read as stable until the end).
    */
-  private resume(txn: Txn): void {
+  private resume(txn: Txn, why: string): void {
     if (txn.startedAt < 0) txn.startedAt = Date.now();
     const deadline = txn.startedAt + txn.timeoutMs;
-    this.log(`transaction ${txn.id}: open across the restart; it goes on, aborted in ${Math.max(0, deadline - Date.now())} ms unless it ends before`);
+    this.log(`transaction ${txn.id}: open when ${why}; it goes on, aborted in ${Math.max(0, deadline - Date.now())} ms unless it ends before`);
     this.armTimeout(txn, Math.max(0, deadline - Date.now()));
+    if (this.store !== null) return;
     for (const [groupId, entries] of txn.offsets) {
       if (entries.size > 0) this.groups.group(groupId, true)?.holdForTxn(txn.producerId, [...entries.keys()], deadline);
     }
@@ -362,7 +369,7 @@ export class TransactionCoordinator {
   }
 
   /** TxnOffsetCommit: offsets held in the transaction until it commits; dropped if it aborts. */
-  commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): number | Promise<number> {
+  async commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): Promise<number> {
     const txn = this.txns.get(req.transactionalId);
     const refused = this.check(txn, req);
     if (refused !== ErrorCode.NONE) return refused;
@@ -386,19 +393,17 @@ export class TransactionCoordinator {
       undo();
       return ErrorCode.OFFSET_METADATA_TOO_LARGE;
     }
-    // A single node keeps the open transaction across a restart, offsets and all: saved before they are acknowledged,
-    // as Kafka writes them to its offsets log. (A cluster's new coordinator aborts it: nothing to keep them for.)
-    if (this.store === null) {
-      return this.save(txn!).then(
-        () => ErrorCode.NONE,
-        (err: Error) => {
-          undo();
-          this.log(`transaction ${txn!.id}: its offsets of group ${groupId} were not saved: ${err.message}`);
-          return ErrorCode.KAFKA_STORAGE_ERROR;
-        },
-      );
-    }
-    return ErrorCode.NONE;
+    // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they are
+    // acknowledged, as Kafka writes them to its offsets log.
+    return this.save(txn!).then(
+      () => ErrorCode.NONE,
+      (err: Error) => {
+        undo();
+        if (err instanceof CoordinatorMoved) return ErrorCode.NOT_COORDINATOR;
+        this.log(`transaction ${txn!.id}: its offsets of group ${groupId} were not saved: ${err.message}`);
+        return ErrorCode.KAFKA_STORAGE_ERROR;
+      },
+    );
   }
 
   endTxn(req: TxnRequest, commit: boolean): Promise<number> {
@@ -514,7 +519,9 @@ export class TransactionCoordinator {
     // which close it, and the id changes after them.
     const wrap = fence && txn.epoch >= MAX_EPOCH;
     if (fence && !wrap) txn.epoch++;
-    if (commit) await this.save(txn);
+    // The decision is written before any marker, an abort's too: an open transaction goes on after a restart or a
+    // change of coordinator, so one whose abort had begun (some partitions closed by a marker) must not look open then.
+    await this.save(txn);
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
     const written: Array<Marker | null> = new Array(parts.length).fill(null);

@@ -7,8 +7,8 @@
  * group offsets of its open transaction, a decision to commit or abort, the
  * end) is one record, the id's newest, acknowledged once every in-sync
  * replica has it. An in-sync follower that takes a partition over loads its
- * ids and, as after a restart, finishes each prepared commit and aborts
- * every other open transaction (the epoch bumped, so the producer is fenced).
+ * ids and, as after a restart, finishes each prepared commit or abort and
+ * keeps each open transaction going, as Kafka's coordinators do.
  */
 
 import type { StoredMessage } from "../../store/log.js";
