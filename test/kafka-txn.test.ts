@@ -310,4 +310,25 @@ describe("Kafka transactions", () => {
     await again.commit();
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["kept", "next", "later"]);
   });
+
+  test("an abort a restart interrupts, one partition closed by its marker and another not, is finished at the restart, not resumed as open", async () => {
+    const topic = "txn.halfaborted";
+    await createTopic(topic, 2);
+    const producer = await transactional("tx-half");
+    const txn = await producer.transaction();
+    await txn.send({ topic, messages: [{ value: "p0", partition: 0 }, { value: "p1", partition: 1 }] });
+    const partitions = h.srv.jetstream!.streams.get("txn_halfaborted")!.partitions;
+    const stuck = partitions[1] as unknown as { faults: FaultInjector | null };
+    stuck.faults = { sync: () => new Error("injected EIO") };
+    const aborting = txn.abort().catch(() => undefined);
+    // Partition 0's abort marker is stored (its record, then the marker); partition 1's keeps failing.
+    await waitUntil(() => partitions[0].state().lastSeq === 2, "partition 0's abort marker");
+    await h.restart();
+    await aborting;
+    const plain = await plainProducer();
+    for (const partition of [0, 1]) await plain.send({ topic, acks: -1, messages: [{ value: `after${partition}`, partition }] });
+    // Both partitions closed: the saved decision was finished; nothing holds read_committed readers back.
+    assert.deepEqual((await values(h.broker, topic, "read_committed")).sort(), ["after0", "after1"]);
+    assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["after0", "after1", "p0", "p1"]);
+  });
 });
