@@ -360,12 +360,19 @@ print(out)
       const error = r.i16();
       r.i64(); // base_offset
       r.i64(); // log_append_time_ms
-      r.i64(); // log_start_offset
-      assert.equal(r.i32(), 0, "no record_errors");
-      return [error, r.nullableString()];
+      const logStart = r.i64();
+      const recordErrors = r.array((e) => [e.i32(), e.nullableString()] as const);
+      return [error, r.nullableString(), logStart, recordErrors] as const;
     });
     assert.equal(refused[0], 32, "INVALID_TIMESTAMP");
     assert.match(String(refused[1]), /message\.timestamp\.difference\.max\.ms \(60000\)/);
+    // As Kafka's RecordValidationException answers: the partition's log start, and the record that refused the batch.
+    assert.equal(refused[2], 0);
+    assert.deepEqual(
+      refused[3].map(([i]) => i),
+      [0],
+    );
+    assert.match(String(refused[3][0][1]), new RegExp(`^Timestamp ${old} of message with offset 0 is out of range\\. The timestamp should be within \\[\\d+, \\d+\\]$`));
 
     // The topic configs say so, and can be changed.
     const admin = h.kafka().admin();
@@ -466,7 +473,8 @@ print(out)
     const port = h.srv.kafkaPort!;
     const produceStamped = (topic: string, timestamp: number): Promise<[number, string | null]> => {
       const w = new Writer();
-      encodeBatch(w, [{ offset: 0, timestamp, key: null, value: Buffer.from("v"), headers: null }], 0);
+      // A record within the bounds first: only the second is named in record_errors.
+      encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("now"), headers: null }, { offset: 1, timestamp, key: null, value: Buffer.from("v"), headers: null }], 0);
       const set = Buffer.from(w.result());
       return ask(port, frame(0, 8, (f) => f.nullableString(null).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set)), (r) => {
         r.i32();
@@ -477,8 +485,14 @@ print(out)
         r.i64();
         r.i64();
         r.i64();
-        r.i32(); // record_errors
-        return [error, r.nullableString()];
+        const named = r.array((e) => {
+          const index = e.i32();
+          e.nullableString();
+          return index;
+        });
+        const message = r.nullableString();
+        assert.deepEqual(named, error === 0 ? [] : [1], "record_errors: the record out of bounds");
+        return [error, message];
       });
     };
     const hour = 3_600_000;

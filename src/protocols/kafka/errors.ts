@@ -96,6 +96,8 @@ export class BatchError extends Error {
   constructor(
     readonly code: number,
     message: string,
+    /** The records that refused the batch, by index, each with why (Produce v8+ record_errors), as Kafka's RecordValidationException lists them. */
+    readonly recordErrors: ReadonlyArray<[index: number, message: string]> = [],
   ) {
     super(message);
   }

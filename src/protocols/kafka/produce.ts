@@ -12,13 +12,13 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
-import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, type DecodedBatch, type DecompressionGate } from "./records.js";
+import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, NO_TIMESTAMP, recordTimestamps, type DecodedBatch, type DecompressionGate } from "./records.js";
 import { ZSTD } from "./compression.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, leadingAttributes, stampTimestamp, type ProducerFound } from "./stored-batches.js";
-import { minInsyncReplicas, timestampPolicy } from "./configs.js";
+import { minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
@@ -35,6 +35,8 @@ interface PartitionResult {
   logAppendTime: number;
   /** Why the batch was refused, when there is more to say than the code (v8+ error_message). */
   errorMessage?: string;
+  /** The records that refused it, by index and why (v8+ record_errors). */
+  recordErrors?: ReadonlyArray<[number, string]>;
 }
 
 export async function handleProduce(door: AccountDoor, { conn, version, r, w, releaseFrame }: RequestContext): Promise<boolean> {
@@ -76,8 +78,14 @@ export async function handleProduce(door: AccountDoor, { conn, version, r, w, re
       w.i32(p.index).i16(p.error).i64(p.baseOffset);
       if (version >= 2) w.i64(p.logAppendTime);
       if (version >= 5) w.i64(p.logStartOffset);
-      // v8+: record_errors (a batch is refused whole here, never record by record) and error_message.
-      if (version >= 8) w.arrayLength(0).nullableString(p.errorMessage ?? null);
+      // v8+: record_errors (the records that refused the batch; it is refused whole, as Kafka's) and error_message.
+      if (version >= 8) {
+        w.array(p.recordErrors ?? [], (w, [i, message]) => {
+          w.i32(i).nullableString(message);
+          w.taggedFields();
+        });
+        w.nullableString(p.errorMessage ?? null);
+      }
       w.taggedFields();
     });
     w.taggedFields();
@@ -266,15 +274,7 @@ async function prepare(
     if ((batch.attributes & ATTR_LOG_APPEND_TIME) !== 0 && (policy.logAppendTime || batch.untimed)) {
       throw new BatchError(ErrorCode.INVALID_TIMESTAMP, "a producer may not set the batch's timestamp type to LogAppendTime");
     }
-    if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) {
-      const now = Date.now();
-      if (now - batch.minTimestamp > policy.beforeMaxMs) {
-        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than ${policy.beforeName} (${policy.beforeMaxMs}) behind the broker's time`);
-      }
-      if (batch.maxTimestamp - now > policy.afterMaxMs) {
-        throw new BatchError(ErrorCode.INVALID_TIMESTAMP, `a record's timestamp is more than ${policy.afterName} (${policy.afterMaxMs}) ahead of the broker's time`);
-      }
-    }
+    if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) checkTimestamps(batch, policy);
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0)) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
@@ -301,11 +301,32 @@ async function prepare(
     if (batch !== null) release(gate, batch);
     if (!(err instanceof BatchError)) throw err;
     door.log.debug(`kafka produce to ${topic}/${index} refused: ${err.message}`);
-    return failed(index, err.code, err.message);
+    if (err.recordErrors.length === 0) return failed(index, err.code, err.message);
+    // As Kafka answers a record validation error: with the partition's log start and the records named.
+    return { ...failed(index, err.code, err.message), logStartOffset: stream.partitions[index].state().firstSeq - 1, recordErrors: err.recordErrors };
   }
   // What was decompressed served the checks only: the batch is stored as it came.
   if (run === null) release(gate, batch);
   return { stream, index, whole: run === null ? set : null, run, batch, bytes, largest, logAppendTime: policy.logAppendTime };
+}
+
+/**
+ * Refuses a batch with a record timestamp out of the topic's bounds
+ * (INVALID_TIMESTAMP), naming each such record as Kafka's LogValidator does
+ * (record_errors); the min and max rule most batches in without a walk.
+ */
+function checkTimestamps(batch: DecodedBatch, policy: TimestampPolicy): void {
+  const now = Date.now();
+  const behind = now - batch.minTimestamp > policy.beforeMaxMs;
+  const ahead = batch.maxTimestamp - now > policy.afterMaxMs;
+  if (!behind && !ahead) return;
+  const [from, to] = [now - policy.beforeMaxMs, now + policy.afterMaxMs];
+  const records: Array<[number, string]> = [];
+  recordTimestamps(batch, (i, timestamp) => {
+    if (timestamp !== NO_TIMESTAMP && (timestamp < from || timestamp > to)) records.push([i, `Timestamp ${timestamp} of message with offset ${i} is out of range. The timestamp should be within [${from}, ${to}]`]);
+  });
+  const why = behind ? `a record's timestamp is more than ${policy.beforeName} (${policy.beforeMaxMs}) behind the broker's time` : `a record's timestamp is more than ${policy.afterName} (${policy.afterMaxMs}) ahead of the broker's time`;
+  throw new BatchError(ErrorCode.INVALID_TIMESTAMP, why, records);
 }
 
 /**

@@ -21,7 +21,7 @@ import { writeRecordHeaders } from "./messages.js";
 
 export const BATCH_OVERHEAD = 61;
 /** A record's or batch's timestamp when it has none (Kafka's RecordBatch.NO_TIMESTAMP). */
-const NO_TIMESTAMP = -1;
+export const NO_TIMESTAMP = -1;
 /** Where a batch's magic byte is; and the shortest length field a batch may have (Kafka's LegacyRecord.RECORD_OVERHEAD_V0). */
 export const BATCH_MAGIC = 16;
 const MIN_BATCH_LENGTH = 14;
@@ -258,6 +258,18 @@ function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
 }
 
 /** A record's headers as sent, one array per header: for tests and diagnostics, not for paths that handle every record. */
+/** Visits each record's timestamp of a decoded batch, in order (what the producer gave: the batch's type aside). */
+export function recordTimestamps(batch: DecodedBatch, visit: (index: number, timestamp: number) => void): void {
+  const r = new Reader(batch.body);
+  for (let i = 0; i < batch.count; i++) {
+    const length = r.varint();
+    const end = r.pos + length;
+    r.i8(); // attributes
+    visit(i, batch.baseTimestamp + r.varlong());
+    r.pos = end;
+  }
+}
+
 export function headersOf(batch: DecodedBatch, index: number): Array<[string, Buffer | null]> {
   const n = batch.headerCount?.[index] ?? 0;
   const out: Array<[string, Buffer | null]> = [];
