@@ -9,6 +9,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
@@ -212,6 +213,45 @@ describe("Kafka transactions", () => {
     } finally {
       await admin.disconnect();
     }
+  });
+
+  test("librdkafka (confluent-kafka) carries its open transaction across a broker restart and commits it, where a fenced producer would fail fatally", async () => {
+    const topic = "txn.restart.librdkafka";
+    await createTopic(topic);
+    // The script stops with its transaction open until told to go on (a line on stdin), after the restart.
+    const script = `
+import sys
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": "${h.broker}", "transactional.id": "tx-rdkafka", "transaction.timeout.ms": 60000})
+p.init_transactions(10)
+p.begin_transaction()
+p.produce("${topic}", b"before the restart")
+p.flush(10)
+print("open", flush=True)
+sys.stdin.readline()
+p.produce("${topic}", b"after the restart")
+p.commit_transaction(30)
+print("committed", flush=True)
+`;
+    const child = spawn("/usr/bin/python3", ["-c", script], { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    try {
+      await waitUntil(() => out.includes("open") || child.exitCode !== null, "the script's transaction to be open", 30_000);
+      assert.match(out, /open/, err);
+      await h.restart({ keepKafkaPort: true });
+      child.stdin.write("go\n");
+      assert.equal(await exited, 0, err);
+    } finally {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+    }
+    assert.match(out, /committed/);
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["before the restart", "after the restart"]);
   });
 
   test("a transaction open at a restart is still aborted at its timeout, counted from when it began, and its producer fenced", async () => {
