@@ -394,6 +394,7 @@ print(out)
   test("a produced batch is checked as Kafka's broker checks it: the codes for bad sets, zstd before Produce v7, sequences, transactional ids, and timestamps rewritten to the topic's type", async () => {
     await createTopic("checked");
     await createTopic("checked-bounded", [{ name: "message.timestamp.difference.max.ms", value: "60000" }]);
+    await createTopic("checked-huge");
     const port = h.srv.kafkaPort!;
     const T = 1_600_000_000_000;
     const records = (values: string[], attributes = 0, producerId = -1, baseSequence = -1, timestamps?: number[]): Buffer => {
@@ -401,10 +402,11 @@ print(out)
       encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: timestamps?.[i] ?? Date.now(), key: null, value: Buffer.from(v), headers: null })), attributes, producerId, producerId >= 0 ? 0 : -1, baseSequence);
       return Buffer.from(w.result());
     };
-    /** The batch with its header's magic or max timestamp changed, its CRC made good again. */
-    const altered = (batch: Buffer, change: { magic?: number; maxTimestamp?: number }): Buffer => {
+    /** The batch with its header's magic, base or max timestamp changed, its CRC made good again. */
+    const altered = (batch: Buffer, change: { magic?: number; baseTimestamp?: bigint; maxTimestamp?: number }): Buffer => {
       const b = Buffer.from(batch);
       if (change.magic !== undefined) b[16] = change.magic;
+      if (change.baseTimestamp !== undefined) b.writeBigInt64BE(change.baseTimestamp, 27);
       if (change.maxTimestamp !== undefined) b.writeBigInt64BE(BigInt(change.maxTimestamp), 35);
       b.writeUInt32BE(crc32c(b, 21) >>> 0, 17);
       return b;
@@ -422,6 +424,9 @@ print(out)
     assert.equal(await produceAt(3, "checked", zstd), 76, "UNSUPPORTED_COMPRESSION_TYPE");
     assert.equal(await produceAt(7, "checked", zstd), CORRUPT_MESSAGE);
     assert.equal(await produceAt(3, "checked", records(["seq"], 0, 1000, -5)), INVALID_RECORD, "an idempotent batch's negative sequence");
+    // A time past 2^53 ms would not be kept exactly: refused before the producer's sequence counts the batch, so its next one goes in.
+    assert.equal(await produceAt(3, "checked-huge", altered(records(["huge", "huger"], 0, 4242, 0, [0, 2 ** 62]), { baseTimestamp: 2n ** 62n })), 32, "INVALID_TIMESTAMP");
+    assert.equal(await produceAt(3, "checked-huge", records(["after"], 0, 4242, 0)), 0, "the producer's sequence 0 again");
     // Transactional records without a transactional id: the whole request, as Kafka's KafkaApis refuses it.
     const mixed = await ask(
       port,

@@ -274,6 +274,10 @@ async function prepare(
     if ((batch.attributes & ATTR_LOG_APPEND_TIME) !== 0 && (policy.logAppendTime || batch.untimed)) {
       throw new BatchError(ErrorCode.INVALID_TIMESTAMP, "a producer may not set the batch's timestamp type to LogAppendTime");
     }
+    // Stored in the batch's header as it is read (stampTimestamp), which an int64 past 2^53 would not survive exactly.
+    if (!policy.logAppendTime && (!Number.isSafeInteger(batch.maxTimestamp) || !Number.isSafeInteger(batch.minTimestamp))) {
+      throw new BatchError(ErrorCode.INVALID_TIMESTAMP, "a record's timestamp is past what the broker keeps exactly (2^53 ms)");
+    }
     if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) checkTimestamps(batch, policy);
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0)) await recoverProducer(door, stream, topic, index, batch.producerId);
