@@ -257,7 +257,6 @@ function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
   if (at !== end) throw new KafkaDecodeError("record length does not match its fields");
 }
 
-/** A record's headers as sent, one array per header: for tests and diagnostics, not for paths that handle every record. */
 /** Visits each record's timestamp of a decoded batch, in order (what the producer gave: the batch's type aside). */
 export function recordTimestamps(batch: DecodedBatch, visit: (index: number, timestamp: number) => void): void {
   const r = new Reader(batch.body);
@@ -270,6 +269,7 @@ export function recordTimestamps(batch: DecodedBatch, visit: (index: number, tim
   }
 }
 
+/** A record's headers as sent, one array per header: for tests and diagnostics, not for paths that handle every record. */
 export function headersOf(batch: DecodedBatch, index: number): Array<[string, Buffer | null]> {
   const n = batch.headerCount?.[index] ?? 0;
   const out: Array<[string, Buffer | null]> = [];
