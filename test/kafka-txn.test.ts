@@ -8,14 +8,16 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import type { FaultInjector } from "../src/store/file-log.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
-import { fetchFrame, fetchResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
+import { ask, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceResult, RawKafka, recordBatches, topicPartitionErrors } from "./helpers/kafka-raw.js";
+import { Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
 
@@ -24,6 +26,35 @@ async function values(broker: string, topic: string, isolation: "read_committed"
   const r = await kcat(["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", `isolation.level=${isolation}`, "-f", "%s\n"]);
   assert.equal(r.code, 0, `kcat -C failed: ${r.stderr}`);
   return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+/** The first file named `name` under `dir`, depth first. */
+function findFile(dir: string, name: string): string | undefined {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isFile() && e.name === name) return path;
+    if (e.isDirectory()) {
+      const found = findFile(path, name);
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
+}
+
+/** InitProducerId v0 for a transactional id. */
+function initProducerId(port: number, transactionalId: string, timeoutMs = 60_000): Promise<{ error: number; producerId: number; epoch: number }> {
+  return ask(port, frame(22, 0, (w) => w.nullableString(transactionalId).i32(timeoutMs)), (r) => (r.i32(), { error: r.i16(), producerId: r.i64(), epoch: r.i16() }));
+}
+
+/** AddPartitionsToTxn v1 of one partition: its error code. */
+function addPartition(port: number, txn: { id: string; producerId: number; epoch: number }, topic: string, partition: number): Promise<number> {
+  const request = frame(24, 1, (w) => w.string(txn.id).i64(txn.producerId).i16(txn.epoch).arrayLength(1).string(topic).arrayLength(1).i32(partition));
+  return ask(port, request, (r) => (r.i32(), topicPartitionErrors(r)[0].partitions[0][1]));
+}
+
+/** EndTxn v0. */
+function endTxnFrame(txn: { id: string; producerId: number; epoch: number }, commit: boolean): Buffer {
+  return frame(26, 0, (w) => w.string(txn.id).i64(txn.producerId).i16(txn.epoch).bool(commit));
 }
 
 function errorType(err: unknown): string {
@@ -370,5 +401,116 @@ print("committed", flush=True)
     // Both partitions closed: the saved decision was finished; nothing holds read_committed readers back.
     assert.deepEqual((await values(h.broker, topic, "read_committed")).sort(), ["after0", "after1"]);
     assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["after0", "after1", "p0", "p1"]);
+  });
+  test("InitProducerId naming its producer (KIP-360): a retry gets the epoch it was given; a producer its timeout fenced is PRODUCER_FENCED, never handed the fence's epoch", async () => {
+    const topic = "txn.kip360";
+    await createTopic(topic);
+    const port = h.srv.kafkaPort!;
+    const id = "tx-kip360";
+    const init = (producerId: number, epoch: number): Promise<{ error: number; producerId: number; epoch: number }> =>
+      ask(port, flexibleFrame(22, 4, (w) => w.nullableString(id).i32(1000).i64(producerId).i16(epoch).taggedFields()), (r) => {
+        flexibleBody(r);
+        r.i32();
+        return { error: r.i16(), producerId: r.i64(), epoch: r.i16() };
+      });
+    const first = await init(-1, -1);
+    assert.equal(first.error, 0);
+    const { producerId, epoch } = first;
+    const bumped = { error: 0, producerId, epoch: epoch + 1 };
+    assert.deepEqual(await init(producerId, epoch), bumped, "the producer's own bump");
+    assert.deepEqual(await init(producerId, epoch), bumped, "its retry: the epoch it was given, not another");
+    // A transaction its 1 s timeout aborts, fencing the producer (the epoch after its own).
+    const txn = { id, producerId, epoch: epoch + 1 };
+    assert.equal(await addPartition(port, txn, topic, 0), 0);
+    await waitUntilAsync(async () => (await addPartition(port, txn, topic, 0)) === 47, "the timeout to fence the producer (INVALID_PRODUCER_EPOCH)", 15_000);
+    // Kafka clears the last epoch on a fence: the fenced producer may not take the fence's epoch as its own.
+    assert.equal((await init(producerId, epoch + 1)).error, 90, "PRODUCER_FENCED (v4: KIP-588)");
+    assert.equal((await init(producerId, epoch)).error, 90, "PRODUCER_FENCED: an older epoch still");
+    assert.deepEqual(await init(-1, -1), { error: 0, producerId, epoch: epoch + 3 }, "a new producer: the epoch after the fence's");
+  });
+
+  test("a commit a restart interrupts after its decision is finished at its own epoch: the producer's retried EndTxn is answered as the first would have been", async () => {
+    const topic = "txn.retried.end";
+    await createTopic(topic);
+    const id = "tx-retried-end";
+    const port = h.srv.kafkaPort!;
+    const init = await initProducerId(port, id);
+    assert.equal(init.error, 0);
+    const txn = { id, producerId: init.producerId, epoch: init.epoch };
+    assert.equal(await addPartition(port, txn, topic, 0), 0);
+    const w = new Writer();
+    encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("decided"), headers: null }], 0x10, txn.producerId, txn.epoch, 0);
+    const set = Buffer.from(w.result());
+    const produced = await ask(port, frame(0, 3, (f) => f.nullableString(id).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set)), produceResult);
+    assert.equal(produced.error, 0);
+    // The commit's marker meets a failing disk: the decision is saved, the marker retried until the restart.
+    const log = h.srv.jetstream!.streams.get("txn_retried_end")!.partitions[0] as unknown as { faults: FaultInjector | null };
+    let attempts = 0;
+    log.faults = { sync: () => (attempts++, new Error("injected EIO")) };
+    const ending = await RawKafka.open(port);
+    try {
+      ending.send(endTxnFrame(txn, true));
+      await waitUntil(() => attempts > 0, "the commit marker's first attempt");
+      await h.restart();
+    } finally {
+      ending.destroy();
+    }
+    // Kafka's coordinator finishes a loaded PrepareCommit at its epoch; a bumped one would make this INVALID_PRODUCER_EPOCH.
+    assert.equal(await ask(h.srv.kafkaPort!, endTxnFrame(txn, true), (r) => (r.i32(), r.i16())), 0, "the retried EndTxn: NONE");
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["decided"]);
+    const raw = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      raw.send(fetchFrame(topic, 0, 0));
+      const r = await raw.response(0);
+      const { recordBytes } = fetchResult(r);
+      assert.deepEqual(recordBatches(r, recordBytes).map((b) => [b.attributes & 0x30, b.producerEpoch]), [
+        [0x10, txn.epoch],
+        [0x30, txn.epoch],
+      ], "the record and its commit marker, at the producer's epoch");
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test("a transaction saved open by an older version (no start time, so no offsets) is aborted and fenced at the restart, not resumed without its offsets", async () => {
+    const topic = "txn.upgrade";
+    await createTopic(topic);
+    const producer = await transactional("tx-upgrade");
+    const open = await producer.transaction();
+    await open.send({ topic, messages: [{ value: "before the upgrade" }] });
+    await h.restart({
+      keepKafkaPort: true,
+      whileStopped: () => {
+        const file = findFile(h.storeDir, "transactions.json");
+        assert.ok(file !== undefined, "transactions.json");
+        const saved = JSON.parse(readFileSync(file, "utf8")) as Record<string, { state: string; startedAt?: number; offsets?: unknown }>;
+        assert.equal(saved["tx-upgrade"].state, "Ongoing");
+        // As the version before 2026-12 wrote it.
+        delete saved["tx-upgrade"].startedAt;
+        delete saved["tx-upgrade"].offsets;
+        writeFileSync(file, JSON.stringify(saved));
+      },
+    });
+    await assert.rejects(open.commit(), (err) => {
+      assert.equal(errorType(err), "INVALID_PRODUCER_EPOCH");
+      return true;
+    });
+    const plain = await plainProducer();
+    await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
+    assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["before the upgrade", "after"]);
+  });
+  test("AddOffsetsToTxn past what the transaction's saved record can hold is INVALID_REQUEST, and the transaction still commits", async () => {
+    const port = h.srv.kafkaPort!;
+    const id = "tx-many-groups";
+    const init = await initProducerId(port, id);
+    const txn = { id, producerId: init.producerId, epoch: init.epoch };
+    const addOffsets = (group: string): Promise<number> => ask(port, frame(25, 0, (w) => w.string(id).i64(txn.producerId).i16(txn.epoch).string(group)), (r) => (r.i32(), r.i16()));
+    // Group ids of 30,000 bytes: a 1 MiB record (the default max_payload) holds about 34 of them.
+    const answers: number[] = [];
+    for (let i = 0; i < 40 && !answers.includes(42); i++) answers.push(await addOffsets(`${i}`.padEnd(30_000, "g")));
+    assert.ok(answers.length > 30, `groups added before the bound: ${answers.length - 1}`);
+    assert.deepEqual(answers, [...new Array(answers.length - 1).fill(0), 42], "INVALID_REQUEST once the record would not fit");
+    assert.equal(await ask(port, endTxnFrame(txn, true), (r) => (r.i32(), r.i16())), 0);
   });
 });

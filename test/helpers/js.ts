@@ -18,9 +18,10 @@ export interface JsHarness {
   /**
    * Stops the server (keeping the store) and starts it again on the same
    * directory; `keepKafkaPort`: its Kafka listener on the port it had, so
-   * that Kafka clients find it again as they would a restarted broker.
+   * that Kafka clients find it again as they would a restarted broker;
+   * `whileStopped` runs between the stop and the start (to alter the store).
    */
-  restart(opts?: { keepKafkaPort?: boolean }): Promise<void>;
+  restart(opts?: { keepKafkaPort?: boolean; whileStopped?: () => void }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -36,6 +37,7 @@ export async function startJs(opts: { storeDir?: string; server?: ServerOptions 
       const kafkaPort = h.srv.kafkaPort;
       await h.nc.close();
       await h.srv.close();
+      how.whileStopped?.();
       const again = how.keepKafkaPort === true && options.kafka !== undefined && kafkaPort !== undefined ? { ...options, kafka: { ...options.kafka, port: kafkaPort } } : options;
       h.srv = await startServer(again);
       h.nc = await connect({ servers: h.srv.url });

@@ -82,6 +82,13 @@ interface Txn {
   dropped: boolean;
   /** When its current or last transaction began (ms); -1: none since this node took the id up. */
   startedAt: number;
+  /**
+   * The producer id and epoch that the last InitProducerId bumped from, when
+   * the producer named them (KIP-360): a retry naming them is answered with
+   * the current epoch. Null after a fence, as Kafka's lastProducerEpoch, so
+   * a fenced producer cannot claim the epoch its fence took. In memory only.
+   */
+  bumpedFrom: { producerId: number; epoch: number } | null;
 }
 
 /** A transactional id as ListTransactions and DescribeTransactions show it. */
@@ -153,21 +160,41 @@ export class TransactionCoordinator {
       .map(([id, s]) => this.restore(id, s))
       .filter((t) => t.state !== "Empty");
     for (const txn of unfinished) {
-      if (txn.state === "Ongoing") {
+      if (this.resumable(txn)) {
         this.resume(txn, "the broker restarted");
         continue;
       }
-      this.log(`transaction ${txn.id}: ${txn.state === "PrepareCommit" ? "finishing its commit" : "aborting it"} after a restart`);
-      // The epoch moves on, so a producer that lived through the restart is fenced, as after a timeout.
-      await this.complete(txn, txn.state === "PrepareCommit", true);
+      await this.finish(txn, "the broker restarted");
     }
+  }
+
+  /**
+   * Whether an open transaction as saved can go on: one saved by a nagare
+   * before 2026-12 (no start time) was saved without its TxnOffsetCommit
+   * offsets, so a commit would lose them; it is aborted, fenced, as then.
+   */
+  private resumable(txn: Txn): boolean {
+    return txn.state === "Ongoing" && txn.startedAt >= 0;
+  }
+
+  /**
+   * Finishes a transaction found decided (or open but not resumable) after a
+   * restart or a change of coordinator. A decided one is finished at its own
+   * epoch, as Kafka's coordinator does on loading it: its producer's
+   * retried EndTxn is then answered as the first would have been.
+   */
+  private finish(txn: Txn, why: string): Promise<void> {
+    const open = txn.state === "Ongoing";
+    const commit = txn.state === "PrepareCommit";
+    this.log(`transaction ${txn.id}: ${commit ? "finishing its commit" : open ? "open, saved without its offsets by an older version: aborting it" : "finishing its abort"}: ${why}`);
+    return this.complete(txn, commit, open);
   }
 
   /**
    * In a cluster: the ids of a partition of `__transaction_state` this node
    * has come to lead, as its log holds them. As after a restart, an open
-   * transaction goes on, a prepared commit is finished and a prepared abort
-   * too (fenced); each in turn with the requests for it.
+   * transaction goes on, a prepared commit or abort is finished; each in
+   * turn with the requests for it.
    */
   adopt(saved: Array<[string, SavedTxn]>, why: string): void {
     for (const [id, s] of saved) {
@@ -175,13 +202,11 @@ export class TransactionCoordinator {
       if (old !== undefined) this.forget(old);
       const txn = this.restore(id, s);
       if (txn.state === "Empty") continue;
-      if (txn.state === "Ongoing") {
+      if (this.resumable(txn)) {
         this.resume(txn, why);
         continue;
       }
-      const commit = txn.state === "PrepareCommit";
-      this.log(`transaction ${id}: ${commit ? "finishing its commit" : "aborting it"}: ${why}`);
-      this.serialise(txn, () => this.complete(txn, commit, true)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
+      this.serialise(txn, () => this.finish(txn, why)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
     }
   }
 
@@ -223,7 +248,6 @@ export class TransactionCoordinator {
    * them unless it changed too (then they read as stable until the end).
    */
   private resume(txn: Txn, why: string): void {
-    if (txn.startedAt < 0) txn.startedAt = Date.now();
     const deadline = txn.startedAt + txn.timeoutMs;
     this.log(`transaction ${txn.id}: open when ${why}; it goes on, aborted in ${Math.max(0, deadline - Date.now())} ms unless it ends before`);
     this.armTimeout(txn, Math.max(0, deadline - Date.now()));
@@ -274,15 +298,19 @@ export class TransactionCoordinator {
     }
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
-      if (!made && expected !== null && expected.producerId >= 0) {
-        if (t.producerId === expected.producerId && t.epoch === expected.epoch + 1 && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
+      const named = !made && expected !== null && expected.producerId >= 0;
+      if (named) {
+        const retry = t.bumpedFrom !== null && t.bumpedFrom.producerId === expected.producerId && t.bumpedFrom.epoch === expected.epoch;
+        if (retry && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
         if (t.producerId !== expected.producerId || t.epoch !== expected.epoch) return { error: ErrorCode.PRODUCER_FENCED, producerId: -1, epoch: -1 };
       }
+      const from = { producerId: t.producerId, epoch: t.epoch };
       // An open transaction is aborted fenced, as Kafka's prepareFenceProducerEpoch does: its markers carry the next
       // epoch, so a partition led elsewhere refuses a batch the old producer still sends after them (which would open a
       // transaction there that nothing ends); the new producer then gets the epoch after that.
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", t.state !== "PrepareCommit");
       this.bumpEpoch(t);
+      t.bumpedFrom = named ? from : null;
       t.ended = null;
       // A new producer session has begun no transaction yet (Kafka's start time goes back to -1).
       t.startedAt = -1;
@@ -339,6 +367,10 @@ export class TransactionCoordinator {
       if (added) {
         if (t.offsets.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
         t.offsets.set(groupId, new Map());
+        if (!this.recordFits(t)) {
+          t.offsets.delete(groupId);
+          return ErrorCode.INVALID_REQUEST;
+        }
       }
       this.begin(t);
       // Saved, so that a restart knows the transaction is open (a single node resumes it) with this group in it.
@@ -368,42 +400,45 @@ export class TransactionCoordinator {
     return this.txns.has(id);
   }
 
-  /** TxnOffsetCommit: offsets held in the transaction until it commits; dropped if it aborts. */
-  async commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): Promise<number> {
-    const txn = this.txns.get(req.transactionalId);
-    const refused = this.check(txn, req);
-    if (refused !== ErrorCode.NONE) return refused;
-    const pending = txn!.offsets.get(groupId);
-    if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
-    const previous = entries.map(([k]): [string, CommittedOffset | undefined] => [k, pending.get(k)]);
-    const undo = (): void => {
-      for (const [k, v] of previous) {
-        if (v === undefined) pending.delete(k);
-        else pending.set(k, v);
+  /**
+   * TxnOffsetCommit: offsets held in the transaction until it commits;
+   * dropped if it aborts. In turn with the transaction's other requests, so
+   * an EndTxn behind it commits what it saved.
+   */
+  commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): Promise<number> {
+    return this.guarded(req, (error) => error, async (t) => {
+      const pending = t.offsets.get(groupId);
+      if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
+      const previous = entries.map(([k]): [string, CommittedOffset | undefined] => [k, pending.get(k)]);
+      const undo = (): void => {
+        for (const [k, v] of previous) {
+          if (v === undefined) pending.delete(k);
+          else pending.set(k, v);
+        }
+      };
+      for (const [k, v] of entries) {
+        if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) {
+          undo();
+          return ErrorCode.INVALID_REQUEST;
+        }
+        pending.set(k, v);
       }
-    };
-    for (const [k, v] of entries) {
-      if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) {
+      if (!this.recordFits(t)) {
         undo();
-        return ErrorCode.INVALID_REQUEST;
+        return ErrorCode.OFFSET_METADATA_TOO_LARGE;
       }
-      pending.set(k, v);
-    }
-    if (!this.recordFits(txn!)) {
-      undo();
-      return ErrorCode.OFFSET_METADATA_TOO_LARGE;
-    }
-    // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they are
-    // acknowledged, as Kafka writes them to its offsets log.
-    return this.save(txn!).then(
-      () => ErrorCode.NONE,
-      (err: Error) => {
+      // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they
+      // are acknowledged, as Kafka writes them to its offsets log. Not saved: NOT_COORDINATOR, which clients retry
+      // (Kafka's answer when its offsets log refuses the write, KAFKA_STORAGE_ERROR included).
+      try {
+        await this.save(t);
+        return ErrorCode.NONE;
+      } catch (err) {
         undo();
-        if (err instanceof CoordinatorMoved) return ErrorCode.NOT_COORDINATOR;
-        this.log(`transaction ${txn!.id}: its offsets of group ${groupId} were not saved: ${err.message}`);
-        return ErrorCode.KAFKA_STORAGE_ERROR;
-      },
-    );
+        if (!(err instanceof CoordinatorMoved)) this.log(`transaction ${t.id}: its offsets of group ${groupId} were not saved: ${(err as Error).message}`);
+        return ErrorCode.NOT_COORDINATOR;
+      }
+    });
   }
 
   endTxn(req: TxnRequest, commit: boolean): Promise<number> {
@@ -430,7 +465,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, startedAt: -1 };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, startedAt: -1, bumpedFrom: null };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -514,14 +549,16 @@ export class TransactionCoordinator {
     if (txn.timer !== null) clearTimeout(txn.timer);
     txn.timer = null;
     txn.state = commit ? "PrepareCommit" : "PrepareAbort";
-    // Fenced: the markers carry the next epoch, which refuses the old producer's batches. Only a transaction fenced at
-    // the last epoch already (its state saved so, then taken over) is at it: its markers go under that id and epoch,
-    // which close it, and the id changes after them.
+    // Fenced: the markers carry the next epoch, which refuses the old producer's batches. A producer is never given
+    // the last epoch (bumpEpoch), so only a state saved at it by an older version could be there: its markers go under
+    // that id and epoch, which close it, and the id changes after them.
     const wrap = fence && txn.epoch >= MAX_EPOCH;
     if (fence && !wrap) txn.epoch++;
+    if (fence) txn.bumpedFrom = null;
     // The decision is written before any marker, an abort's too: an open transaction goes on after a restart or a
     // change of coordinator, so one whose abort had begun (some partitions closed by a marker) must not look open then.
-    await this.save(txn);
+    // Tried until it is written, as a marker is: the transaction stays prepared meanwhile, never half decided.
+    await this.untilDone(txn, () => this.save(txn));
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
     const written: Array<Marker | null> = new Array(parts.length).fill(null);
@@ -562,7 +599,8 @@ export class TransactionCoordinator {
     txn.offsets.clear();
     txn.state = "Empty";
     txn.ended = commit ? "commit" : "abort";
-    await this.save(txn);
+    // Not written, a restart would finish it again: the same markers, harmless, but the producer waits for this.
+    await this.untilDone(txn, () => this.save(txn));
   }
 
   /**
