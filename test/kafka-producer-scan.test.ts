@@ -1,12 +1,14 @@
 /**
  * The log scan behind a producer's recovery and DescribeProducers
  * (stored-batches.ts scanProducers), on a stand-in log that counts its
- * reads: the scan stops at its end, not one sequence at a time.
+ * reads: the scan stops at its end, not one sequence at a time. And when
+ * a producer's recovery is worth that scan (producers.ts).
  */
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { scanProducers } from "../src/protocols/kafka/stored-batches.js";
+import { PRODUCER_SCAN, scanProducers } from "../src/protocols/kafka/stored-batches.js";
+import { ProducerStates } from "../src/protocols/kafka/producers.js";
 import type { MessageLog, StoredItem } from "../src/store/log.js";
 
 test("a scan whose end falls in a gap stops at the first item past it, even one appended while it ran", async () => {
@@ -30,4 +32,31 @@ test("a scan whose end falls in a gap stops at the first item past it, even one 
   reads = 0;
   await scanProducers(log, 1, 20, () => visited++);
   assert.equal(reads, 1);
+});
+
+test("after the producer-state bound evicts an entry, unknown producers of that partition are recovered from the log until it has moved past what a recovery reads", () => {
+  const states = new ProducerStates(2);
+  let lastSeq = 0;
+  const log = { state: () => ({ lastSeq }) };
+  const stored = (offset: number): Promise<number> => Promise.resolve(offset);
+  // Three producers' first batches, at offsets 0, 10 and 20 (ten records each): the third evicts the first's entry.
+  const ids = [states.allocate(), states.allocate(), states.allocate()];
+  ids.forEach((id, i) => assert.equal(states.check(id, 0, "t", 0, 0, 0, 10, stored(10 * i), 0).kind, "append"));
+  lastSeq = 30;
+  const newcomer = states.allocate();
+  assert.equal(states.mayNeedRecovery(newcomer, "t", 0, 0, log), true, "the evicted entry's batch in flight: noted once stored");
+  return Promise.resolve().then(() => {
+    // Stored at offset 0 (sequences 1-10); a fourth producer evicts the second, whose batch ends at sequence 20.
+    assert.equal(states.check(newcomer, 0, "t", 0, 0, 0, 10, stored(30), 0).kind, "append");
+    lastSeq = 40;
+    const later = states.allocate();
+    assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), true, "an unknown producer may be one evicted");
+    assert.equal(states.mayNeedRecovery(later, "t", 1, 0, log), false, "another partition lost nothing");
+    lastSeq = 20 + PRODUCER_SCAN - 1;
+    assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), true, "the evicted batch's last record still within reach");
+    lastSeq = 20 + PRODUCER_SCAN;
+    assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), false, "all of it below what a recovery reads");
+    lastSeq = 40;
+    assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), false, "the mark is gone");
+  });
 });

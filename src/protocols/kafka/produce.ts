@@ -280,7 +280,7 @@ async function prepare(
     }
     if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) checkTimestamps(batch, policy);
     const idempotent = batch.producerId >= 0;
-    if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0)) await recoverProducer(door, stream, topic, index, batch.producerId);
+    if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0, stream.partitions[index])) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
     // Only records with headers can name one, and only their headers need checking as NATS headers.
     let named = false;

@@ -14,10 +14,12 @@
  * unknown here, so each is recovered from the log on its first batch.
  * Entries are bounded by count; once one of a partition's is evicted, any
  * producer unknown there may be that one, so it too is recovered from the
- * log (Kafka keeps every producer for producer.id.expiration.ms instead).
+ * log, until the partition has moved past what a recovery reads (Kafka
+ * keeps every producer for producer.id.expiration.ms instead).
  */
 
 import { ErrorCode } from "./errors.js";
+import { PRODUCER_SCAN } from "./stored-batches.js";
 
 const REMEMBERED_BATCHES = 5;
 
@@ -45,8 +47,12 @@ export const PRODUCER_ID_STRIDE = 1024;
 
 export class ProducerStates {
   private readonly entries = new Map<string, Entry>();
-  /** Partitions ("topic/partition") that have lost an entry to the bound: an unknown producer there may have batches in the log. */
-  private readonly evictedFrom = new Set<string>();
+  /**
+   * Partitions ("topic/partition") that have lost an entry to the bound, with
+   * the sequence after the newest record an evicted entry stored there: an
+   * unknown producer there may have batches in the log up to it.
+   */
+  private readonly evictedFrom = new Map<string, number>();
   private nextId: number;
   private stride = 1;
   /** Ids below this were handed out before this process started. */
@@ -59,11 +65,18 @@ export class ProducerStates {
     this.firstIdOfRun = this.nextId;
   }
 
-  /** Whether this producer may have batches in the partition that this process has not seen. */
-  mayNeedRecovery(producerId: number, topic: string, partition: number, arrival: number): boolean {
+  /** Whether this producer may have batches in the partition (its log `log`) that this process has not seen. */
+  mayNeedRecovery(producerId: number, topic: string, partition: number, arrival: number, log: { state(): { lastSeq: number } }): boolean {
     const e = this.entries.get(`${producerId}/${topic}/${partition}`);
     if (e !== undefined && e.arrival === arrival) return false;
-    return producerId < this.firstIdOfRun || arrival > 0 || this.evictedFrom.has(`${topic}/${partition}`);
+    if (producerId < this.firstIdOfRun || arrival > 0) return true;
+    const part = `${topic}/${partition}`;
+    const evictedUpTo = this.evictedFrom.get(part);
+    if (evictedUpTo === undefined) return false;
+    // A recovery reads the last PRODUCER_SCAN messages: once what was evicted is all below them, it could find nothing.
+    if (log.state().lastSeq - evictedUpTo < PRODUCER_SCAN) return true;
+    this.evictedFrom.delete(part);
+    return false;
   }
 
   /** Restores a producer's recent batches in a partition, oldest first, as found in the log. */
@@ -79,12 +92,22 @@ export class ProducerStates {
     this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
   }
 
-  /** Evicts the least recently used entry when the bound is reached, noting its partition. */
+  /** Evicts the least recently used entry when the bound is reached, noting its partition and how far its batches went. */
   private makeRoom(): void {
     if (this.entries.size < this.maxEntries) return;
-    const oldest = this.entries.keys().next().value!;
-    this.entries.delete(oldest);
-    this.evictedFrom.add(oldest.slice(oldest.indexOf("/") + 1));
+    const [key, evicted] = this.entries.entries().next().value!;
+    this.entries.delete(key);
+    const part = key.slice(key.indexOf("/") + 1);
+    this.noteEvicted(part, 0);
+    // Offset o is sequence o + 1, so a batch ends at sequence o + count. One still in flight is noted once stored.
+    for (const b of evicted.batches) {
+      if (typeof b.offset === "number") this.noteEvicted(part, b.offset + b.count);
+      else b.offset.then((o) => this.noteEvicted(part, o + b.count), () => undefined);
+    }
+  }
+
+  private noteEvicted(part: string, endSeq: number): void {
+    this.evictedFrom.set(part, Math.max(endSeq, this.evictedFrom.get(part) ?? 0));
   }
 
   allocate(): number {
@@ -164,6 +187,6 @@ export class ProducerStates {
       const rest = k.slice(k.indexOf("/") + 1);
       if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
     }
-    for (const p of [...this.evictedFrom]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
+    for (const p of [...this.evictedFrom.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
   }
 }
