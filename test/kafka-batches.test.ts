@@ -416,6 +416,15 @@ print(out)
     const INVALID_RECORD = 87;
     const CORRUPT_MESSAGE = 2;
     assert.equal(await produceAt(3, "checked", Buffer.alloc(0)), INVALID_RECORD, "no batch");
+    // Kafka's ByteBufferLogInputStream: a length no batch can have is corrupt as soon as it is read; a set too short
+    // to reach the magic byte holds no batch.
+    const short = (length: number): Buffer => {
+      const b = Buffer.alloc(14);
+      b.writeInt32BE(length, 8);
+      return b;
+    };
+    assert.equal(await produceAt(3, "checked", short(5)), CORRUPT_MESSAGE, "a 14-byte set whose length is below a batch's least");
+    assert.equal(await produceAt(3, "checked", short(100)), INVALID_RECORD, "a 14-byte set: no batch");
     assert.equal(await produceAt(3, "checked", altered(records(["m1"]), { magic: 1 })), INVALID_RECORD, "a batch that is not v2");
     assert.equal(await produceAt(3, "checked", altered(records(["m5"]), { magic: 5 })), CORRUPT_MESSAGE, "a magic no batch has");
     assert.equal(await produceAt(3, "checked", Buffer.concat([records(["one"]), records(["two"])])), INVALID_RECORD, "two batches");

@@ -25,6 +25,8 @@ export const NO_TIMESTAMP = -1;
 /** Where a batch's magic byte is; and the shortest length field a batch may have (Kafka's LegacyRecord.RECORD_OVERHEAD_V0). */
 export const BATCH_MAGIC = 16;
 const MIN_BATCH_LENGTH = 14;
+/** Where the batch's length field ends (Kafka's LOG_OVERHEAD): a set shorter holds no batch. */
+const BATCH_LENGTH_END = 12;
 /** The smallest record: length, attributes, timestamp and offset deltas, key and value lengths, header count (a byte each). */
 const MIN_RECORD_BYTES = 7;
 const CRC_FROM = 21;
@@ -89,11 +91,12 @@ export interface DecompressionGate {
 export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, checkCrc = true): Promise<DecodedBatch> {
   // Kafka's codes, in its order (ByteBufferLogInputStream, ProduceRequest.validateRecords): a set holding no whole
   // batch, or one that is not v2, is an invalid record; a length or magic no batch can have is a corrupt message.
-  if (set.length < BATCH_MAGIC + 1) throw new BatchError(ErrorCode.INVALID_RECORD, "no record batch for the partition");
+  if (set.length < BATCH_LENGTH_END) throw new BatchError(ErrorCode.INVALID_RECORD, "no record batch for the partition");
   const r = new Reader(set);
   r.i64(); // baseOffset: the broker assigns offsets
   const batchLength = r.i32();
   if (batchLength < MIN_BATCH_LENGTH) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record batch length ${batchLength}`);
+  if (set.length < BATCH_MAGIC + 1) throw new BatchError(ErrorCode.INVALID_RECORD, "no record batch for the partition");
   r.i32(); // partitionLeaderEpoch
   const magic = r.i8();
   if (magic < 0 || magic > 2) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, `record batch magic ${magic}`);
