@@ -21,6 +21,7 @@ import { FileLog } from "../src/store/file-log.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { respawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { publishRetrying, waitUntil } from "./helpers/clients.js";
+import { parseStateFile } from "../src/util/persist.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -224,7 +225,7 @@ test("a stream deleted and made again under its name while a node is away: place
   await jsm.streams.add({ name: "AGAIN", subjects: ["again.>"], num_replicas: 1 });
   for (let i = 0; i < 3; i++) await js.publish("again.x", `new-${i}`);
   // The old copy's placement as a node whose clock ran a minute ahead would have stamped it: placements are told apart, not ordered.
-  const meta = JSON.parse(readFileSync(kMeta("AGAIN"), "utf8")) as { placed: string };
+  const meta = parseStateFile(readFileSync(kMeta("AGAIN"), "utf8")) as { placed: string };
   writeFileSync(kMeta("AGAIN"), JSON.stringify({ ...meta, placed: new Date(Date.parse(meta.placed) + 60_000).toISOString() }));
   k = await spawnK();
   // Three replicas again: k hosts the new stream, in place of the old copy it set aside.

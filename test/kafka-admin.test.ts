@@ -18,6 +18,7 @@ import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
 import { RawKafka, fetchFrame, fetchResult, frame } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
+import { parseStateFile } from "../src/util/persist.js";
 
 const { ConfigResourceTypes } = kafkajs;
 type Admin = ReturnType<ReturnType<KafkaHarness["kafka"]>["admin"]>;
@@ -102,7 +103,7 @@ describe("Kafka admin APIs", () => {
     await admin.createPartitions({ topicPartitions: [{ topic, count: 5, assignments: [[0]] }] });
 
     const streamDir = join(h.storeDir, "streams", "grow_orders");
-    assert.equal((JSON.parse(readFileSync(join(streamDir, "meta.json"), "utf8")) as { partitions: number }).partitions, 5, "the count is in meta.json");
+    assert.equal((parseStateFile(readFileSync(join(streamDir, "meta.json"), "utf8")) as { partitions: number }).partitions, 5, "the count is in meta.json");
     await restart();
     assert.equal((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length, 5, "the count stands after a restart");
     assert.deepEqual(await readPartition(h.broker, topic, 3), ["0 in p3"]);

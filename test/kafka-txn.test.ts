@@ -18,6 +18,7 @@ import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { ask, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceResult, RawKafka, recordBatches, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
+import { parseStateFile } from "../src/util/persist.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
 
@@ -483,9 +484,9 @@ print("committed", flush=True)
       whileStopped: () => {
         const file = findFile(h.storeDir, "transactions.json");
         assert.ok(file !== undefined, "transactions.json");
-        const saved = JSON.parse(readFileSync(file, "utf8")) as Record<string, { state: string; startedAt?: number; offsets?: unknown }>;
+        const saved = parseStateFile(readFileSync(file, "utf8")) as Record<string, { state: string; startedAt?: number; offsets?: unknown }>;
         assert.equal(saved["tx-upgrade"].state, "Ongoing");
-        // As the version before 2026-12 wrote it.
+        // As the version before 2026-12 wrote it (no checksum line either).
         delete saved["tx-upgrade"].startedAt;
         delete saved["tx-upgrade"].offsets;
         writeFileSync(file, JSON.stringify(saved));

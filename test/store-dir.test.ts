@@ -199,6 +199,32 @@ describe("damage confined to one stream or consumer", () => {
     });
   }
 
+  test("one flipped bit in a durable's state file that still parses (an ack floor's digit) is found by its checksum, not read as the value", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+      await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
+      for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
+      const c = await jetstream(h.nc).consumers.get("S", "D");
+      for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const state = join(h.storeDir, "streams", "S", "obs", "D", "state.json");
+      const text = readFileSync(state, "utf8");
+      // '3' (0x33) to '1' (0x31): the ack floor two messages back, redelivering them, were it read.
+      assert.match(text, /"ackFloorS":3/);
+      const flipped = text.replace('"ackFloorS":3', '"ackFloorS":1');
+      writeFileSync(state, flipped);
+      await h.restart();
+      const ci = await (await jetstreamManager(h.nc)).consumers.info("S", "D");
+      assert.equal(ci.num_pending, 5, "reported damaged: the durable starts over, as for any damaged state");
+      assert.equal(readFileSync(`${state}.damaged`, "utf8"), flipped, "the damaged file kept aside");
+    } finally {
+      await h.close();
+    }
+  });
+
   test("a durable whose state file is damaged is kept, starts over, and the damaged file is kept aside", async () => {
     const h = await startJs();
     try {

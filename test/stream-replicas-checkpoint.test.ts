@@ -21,6 +21,7 @@ import { followerBar, StreamReplicas, type ReplicaHost } from "../src/streams/st
 import type { ClusterStreams, PlacedStream } from "../src/streams/cluster-streams.js";
 import type { Stream } from "../src/streams/stream.js";
 import { startJs, type JsHarness } from "./helpers/js.js";
+import { parseStateFile } from "../src/util/persist.js";
 
 type Hook = (account: string, stream: string, local: Stream | undefined, placed: PlacedStream | undefined) => Promise<void>;
 
@@ -61,7 +62,7 @@ const checkpointFile = (h: JsHarness) => join(h.srv.jetstream!.options.storeDir,
 /** Partition 0's high watermark in the checkpoint file, or null when it names none (torn, another stream's). */
 function readCheckpointFile(h: JsHarness): number | null {
   try {
-    const c = JSON.parse(readFileSync(checkpointFile(h), "utf8")) as { R?: { hw?: number[] } };
+    const c = parseStateFile(readFileSync(checkpointFile(h), "utf8")) as { R?: { hw?: number[] } };
     return c.R?.hw?.[0] ?? null;
   } catch {
     return null;
@@ -104,7 +105,7 @@ test("the leader writes its high watermark down", async () => {
     const { replicas, readable } = await lead(h, ["b"]);
     assert.equal(readable, 10);
     await replicas.writeCheckpoint();
-    assert.deepEqual(JSON.parse(readFileSync(checkpointFile(h), "utf8")), { R: { created: stream.created.toISOString(), hw: [11] } });
+    assert.deepEqual(parseStateFile(readFileSync(checkpointFile(h), "utf8")), { R: { created: stream.created.toISOString(), hw: [11] } });
     await replicas.close();
   } finally {
     await h.close();
@@ -155,7 +156,7 @@ test("values past the log's end lowered at one start, by settles that overlap a 
     await started;
     const s = settle(jss.account.name, "S", jss.streams.get("S"), placed("S"));
     await Promise.all([r, s]);
-    const onDisk = JSON.parse(readFileSync(checkpointFile(h), "utf8")) as Record<string, { hw: number[] }>;
+    const onDisk = parseStateFile(readFileSync(checkpointFile(h), "utf8")) as Record<string, { hw: number[] }>;
     await replicas.close();
     assert.ok(onDisk.R.hw[0] <= 11 && onDisk.S.hw[0] <= 11, `the file once both lead: ${JSON.stringify(onDisk)}`);
   } finally {

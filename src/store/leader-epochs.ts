@@ -13,7 +13,7 @@
  * badly (epochs or sequences going back) is damage, reported, not repaired.
  */
 
-import { readJson, writeJsonDurably } from "../util/persist.js";
+import { DamagedStateFile, readJson, writeJsonDurably } from "../util/persist.js";
 
 export interface EpochEntry {
   epoch: number;
@@ -46,7 +46,7 @@ export class LeaderEpochs {
     try {
       raw = await readJson(path);
     } catch (err) {
-      if (err instanceof SyntaxError) throw new Error(`${path}: damaged leader epoch checkpoint (${err.message})`);
+      if (err instanceof DamagedStateFile) throw new Error(`${path}: damaged leader epoch checkpoint (${err.why})`);
       throw err;
     }
     if (raw === undefined) return new LeaderEpochs(path, []);

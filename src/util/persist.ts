@@ -3,14 +3,43 @@
  * offsets and transactions, as JSON) replaced so that a crash leaves either
  * the old or the new content. The write itself is fs.ts's writeFileDurably:
  * one copy of that sequence for the whole server.
+ *
+ * Each ends with a line holding its JSON's CRC-32C: a flipped bit that
+ * still parses (a committed offset's digit) is found and reported as damage
+ * instead of being read as the value. A file without that line (written
+ * before it existed) is read as it is.
  */
 
 import { readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { crc32c } from "../store/crc32c.js";
 import { nodeFs, writeFileDurably as replaceDurably } from "./fs.js";
 
+/** Starts the checksum line. JSON.stringify never writes a raw newline, so the last one found is this. */
+const CHECKSUM_LINE = "\n#crc32c ";
+
 export function writeJsonDurably(path: string, value: unknown): Promise<void> {
-  return writeFileDurably(path, JSON.stringify(value));
+  return writeFileDurably(path, stateFileText(value));
+}
+
+/** A state file's text: the value's JSON, then its checksum line. */
+export function stateFileText(value: unknown): string {
+  const json = JSON.stringify(value);
+  return `${json}${CHECKSUM_LINE}${checksumOf(json)}\n`;
+}
+
+/** The value a state file holds; throws when it is damaged (its checksum does not match, or it is no JSON). */
+export function parseStateFile(text: string): unknown {
+  const at = text.lastIndexOf(CHECKSUM_LINE);
+  // Written before checksums: a damaged one fails to parse, or is read as it is, as then.
+  if (at < 0) return JSON.parse(text);
+  const json = text.slice(0, at);
+  if (text.slice(at + CHECKSUM_LINE.length) !== `${checksumOf(json)}\n`) throw new Error("its checksum does not match its content: the file is damaged");
+  return JSON.parse(json);
+}
+
+function checksumOf(json: string): string {
+  return (crc32c(Buffer.from(json)) >>> 0).toString(16).padStart(8, "0");
 }
 
 /** Replaces `path` with `text` (creating its directory, durably, if needed). */
@@ -23,12 +52,29 @@ export function syncDir(dir: string): Promise<void> {
   return nodeFs.syncDir(dir);
 }
 
+/** The value of a state file written by writeJsonDurably; undefined when there is none; throws when it is damaged. */
 export async function readJson(path: string): Promise<unknown> {
+  let text: string;
   try {
-    return JSON.parse(await readFile(path, "utf8"));
+    text = await readFile(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
+  }
+  try {
+    return parseStateFile(text);
+  } catch (err) {
+    throw new DamagedStateFile(path, (err as Error).message);
+  }
+}
+
+/** A state file whose content is not what was written: its checksum does not match, or it is no JSON. */
+export class DamagedStateFile extends Error {
+  constructor(
+    readonly path: string,
+    readonly why: string,
+  ) {
+    super(`${path}: ${why}`);
   }
 }
 

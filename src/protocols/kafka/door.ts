@@ -12,7 +12,6 @@ import { createServer as createTlsServer, type SecureContextOptions, type TLSSoc
 import { peerCertificate } from "../../core/tls-names.js";
 import { CertificateMap } from "../../core/tls-map.js";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStreams } from "../../streams/jetstreams.js";
 import { GLOBAL_ACCOUNT } from "../../core/account.js";
@@ -22,7 +21,7 @@ import type { Broker } from "../../core/broker.js";
 import type { PasswordAuth } from "../../core/auth.js";
 import { handleSaslAuthenticate, handleSaslHandshake, type SaslMechanism } from "./sasl.js";
 import { ByteBudget } from "./budget.js";
-import { writeJsonDurably } from "../../util/persist.js";
+import { readJson, writeJsonDurably } from "../../util/persist.js";
 import { KafkaConnection } from "./connection.js";
 import { BufferPool } from "../../util/buffer-pool.js";
 import { ApiKey, type Handler } from "./api.js";
@@ -432,12 +431,9 @@ export class KafkaDoor {
 /** Kafka clients expect a cluster id that stays the same across restarts: kept beside the streams, one for every account. */
 async function clusterIdOf(storeDir: string): Promise<string> {
   const file = join(storeDir, "kafka", "cluster.json");
-  try {
-    const { clusterId } = JSON.parse(await readFile(file, "utf8")) as { clusterId?: unknown };
-    if (typeof clusterId === "string" && clusterId !== "") return clusterId;
-  } catch {
-    // first start
-  }
+  // Absent at the first start; damaged, it stops the start (readJson says so) rather than change the id under clients.
+  const saved = (await readJson(file)) as { clusterId?: unknown } | undefined;
+  if (saved !== undefined && typeof saved.clusterId === "string" && saved.clusterId !== "") return saved.clusterId;
   const clusterId = randomBytes(16).toString("base64url");
   await writeJsonDurably(file, { clusterId });
   return clusterId;
