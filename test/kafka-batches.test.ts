@@ -19,7 +19,7 @@ import { ask, batchAround, fetchFrame, frame, fetchResult, fetchV11Frame, flexib
 import { Reader, Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
-import { crc32c } from "../src/store/crc32c.js";
+import { crc32c } from "../src/util/crc32c.js";
 
 const { CompressionTypes } = kafkajs;
 

@@ -27,7 +27,7 @@ import { decodeRequestHeader, REQUEST_DECODERS, type ProduceRequest } from "../s
 import { decodeProduceBatch, headersOf, BATCH_OVERHEAD, type DecodedBatch, type DecompressionGate } from "../src/protocols/kafka/records.js";
 import { BatchError } from "../src/protocols/kafka/errors.js";
 import { ByteBudget } from "../src/protocols/kafka/budget.js";
-import { crc32c } from "../src/store/crc32c.js";
+import { crc32c } from "../src/util/crc32c.js";
 import { rng } from "./helpers/random.js";
 import { mutate, pick, watchAllocations, type LengthField } from "./helpers/mutate.js";
 

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { crc32c } from "../src/store/crc32c.js";
+import { crc32c } from "../src/util/crc32c.js";
 import { FileLog, type FaultInjector } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, isForeign, StorageError, type MessageLog, type StoredItem } from "../src/store/log.js";

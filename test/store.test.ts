@@ -16,7 +16,7 @@ import { FileLog } from "../src/store/file-log.js";
 import { detailCache } from "../src/store/paged-index.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, runOf, type AppendInput, type MessageLog, type StoredMessage } from "../src/store/log.js";
-import { crc32c, crc32cCombine, crc32cTables } from "../src/store/crc32c.js";
+import { crc32c, crc32cCombine, crc32cTables } from "../src/util/crc32c.js";
 import { subjectMatches } from "../src/subjects/subject.js";
 import { mismatch } from "./helpers/store-model.js";
 import { rng } from "./helpers/random.js";

@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { crc32c } from "./crc32c.js";
+import { crc32c } from "../util/crc32c.js";
 import {
   BATCH_HEADER,
   checkBatch,

@@ -24,7 +24,7 @@
  * copy (appendCopy) skipped those its source no longer held.
  */
 
-import { crc32c, crc32cCombine } from "./crc32c.js";
+import { crc32c, crc32cCombine } from "../util/crc32c.js";
 import type { AppendInput, RecordRun, StoredMessage } from "./log.js";
 
 export const BATCH_HEADER = 32; // bytes, including length and crc

@@ -8,7 +8,7 @@
  * checksums hold and the batch it names as the segment's last is really there.
  */
 
-import { crc32c } from "./crc32c.js";
+import { crc32c } from "../util/crc32c.js";
 import { readU64, writeU64 } from "./format.js";
 import { DEAD, SegmentDetail, type Segment } from "./paged-index.js";
 

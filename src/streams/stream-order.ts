@@ -31,7 +31,7 @@
 
 import { readFile, writeFile } from "node:fs/promises";
 import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
-import { crc32c } from "../store/crc32c.js";
+import { crc32c } from "../util/crc32c.js";
 import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";

@@ -12,7 +12,7 @@
 
 import { readFile, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { crc32c } from "../store/crc32c.js";
+import { crc32c } from "./crc32c.js";
 import { nodeFs, writeFileDurably as replaceDurably } from "./fs.js";
 
 /** Starts the checksum line. JSON.stringify never writes a raw newline, so the last one found is this. */

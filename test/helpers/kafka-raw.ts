@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { Reader, Writer } from "../../src/protocols/kafka/codec.js";
-import { crc32c } from "../../src/store/crc32c.js";
+import { crc32c } from "../../src/util/crc32c.js";
 
 /** A request frame: size, header v1 (api key, version, correlation id, client id), then the body. */
 export function frame(apiKey: number, version: number, body: (w: Writer) => void, correlationId = 7): Buffer {

@@ -13,7 +13,7 @@
  *         | header count varint | (key string, value bytes) × count
  */
 
-import { crc32c } from "../../store/crc32c.js";
+import { crc32c } from "../../util/crc32c.js";
 import { KafkaDecodeError, Reader, Writer } from "./codec.js";
 import { decompress, decompressedBound } from "./compression.js";
 import { BatchError, ErrorCode } from "./errors.js";

@@ -11,7 +11,7 @@
  * batch's CRC, so a fetch writes the partition's own values over them.
  */
 
-import { crc32c } from "../../store/crc32c.js";
+import { crc32c } from "../../util/crc32c.js";
 import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
 import { BATCH_HEADER, batchMarkOf, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, readTxnMark, type TxnMark } from "./messages.js";
