@@ -137,6 +137,8 @@ export class TransactionCoordinator {
   commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number) => Promise<string | null> | null) | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
+  /** The save queued behind the one being written: later saves join it, as it will write what they changed too. */
+  private nextSave: Promise<void> | null = null;
   private closed = false;
 
   constructor(
@@ -694,19 +696,26 @@ export class TransactionCoordinator {
     return true;
   }
 
-  /** Writes the transaction's state (its record in a cluster; the whole file on a single node, one write at a time). */
+  /**
+   * Writes the transaction's state (its record in a cluster; the whole file
+   * on a single node, one write at a time, the saves asked for meanwhile
+   * made by the next one together).
+   */
   private save(txn: Txn): Promise<void> {
     if (this.store !== null) {
       // A transaction dropped here (its partition led elsewhere now) must not write over what its new coordinator wrote.
       if (txn.dropped || this.txns.get(txn.id) !== txn) return Promise.reject(new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`));
       return this.store.write(txn.id, savedOf(txn));
     }
+    if (this.nextSave !== null) return this.nextSave;
     const write = (): Promise<void> => {
+      this.nextSave = null;
       const snapshot: Record<string, SavedTxn> = {};
       for (const t of this.txns.values()) snapshot[t.id] = savedOf(t);
       return writeJsonDurably(join(this.dir, "transactions.json"), snapshot);
     };
     const run = this.saves.then(write, write);
+    this.nextSave = run;
     this.saves = run.catch(() => undefined);
     return run;
   }
