@@ -141,9 +141,6 @@ export class Group {
   private syncTimer: NodeJS.Timeout | null = null;
   /** On a single node: the generation and members as last recorded, written with the group's file (persist). */
   recordedMembers: SavedMembers | null = null;
-  /** Commits waiting to be written, and whether a write is running. */
-  private saving: Promise<void> | null = null;
-  private saveAgain = false;
 
   constructor(
     readonly id: string,
@@ -818,14 +815,9 @@ export class Group {
     for (const k of keys) this.offsets.delete(k);
   }
 
+  /** Writes the group's file: the saves asked for while one is written are made by the next write together (persist). */
   private save(): Promise<void> {
-    if (this.saving !== null) {
-      this.saveAgain = true;
-      return this.saving.then(() => this.save());
-    }
-    this.saveAgain = false;
-    this.saving = this.coordinator.persist(this).finally(() => (this.saving = null));
-    return this.saving;
+    return this.coordinator.persist(this);
   }
 
   stop(): void {
@@ -858,6 +850,8 @@ export interface GroupTiming {
 export class GroupCoordinator {
   readonly groups = new Map<string, Group>();
   private readonly fileOps = new Map<string, Promise<void>>();
+  /** Per group (the object: a group made again under its id writes for itself), its file write not yet begun. */
+  private readonly queuedWrites = new WeakMap<Group, Promise<void>>();
 
   /** The cluster's replicated offsets, once set; null: this node's files. */
   store: OffsetsStore | null = null;
@@ -930,9 +924,21 @@ export class GroupCoordinator {
     return g ?? null;
   }
 
+  /**
+   * Writes the group's file; the writes asked for while one is under way are
+   * made by the next one together (it writes the group as it is then).
+   */
   persist(g: Group): Promise<void> {
-    // A group deleted meanwhile is not written back.
-    return this.fileOp(g.id, () => (this.groups.get(g.id) !== g ? Promise.resolve() : writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets), members: g.recordedMembers ?? undefined })));
+    const queued = this.queuedWrites.get(g);
+    if (queued !== undefined) return queued;
+    const write = this.fileOp(g.id, () => {
+      this.queuedWrites.delete(g);
+      // A group deleted meanwhile is not written back.
+      if (this.groups.get(g.id) !== g) return Promise.resolve();
+      return writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets), members: g.recordedMembers ?? undefined });
+    });
+    this.queuedWrites.set(g, write);
+    return write;
   }
 
   /** Deletes a group and its committed offsets (DeleteGroups): gone at once, and from disk when this resolves. */
