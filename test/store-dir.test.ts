@@ -20,7 +20,7 @@ import { UNLIMITED_JETSTREAM } from "../src/core/accounts.js";
 import { JetStreams } from "../src/streams/jetstreams.js";
 import { memoryLog } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
-import { apiErrorCode, refusedServer, spawnServer, startJs } from "./helpers/js.js";
+import { apiErrorCode, refusedServer, spawnServer, startJs, type JsHarness } from "./helpers/js.js";
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), "nagare-storedir-"));
@@ -168,6 +168,19 @@ describe("a store directory that cannot hold a store stops startup", () => {
   });
 });
 
+/** A durable D of stream S that acked three of five messages, the server stopped: its state file's path. */
+async function durableStoppedWithThreeAcked(h: JsHarness): Promise<string> {
+  const jsm = await jetstreamManager(h.nc);
+  await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+  await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
+  for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
+  const c = await jetstream(h.nc).consumers.get("S", "D");
+  for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
+  await h.srv.close();
+  await h.nc.close().catch(() => undefined);
+  return join(h.storeDir, "streams", "S", "obs", "D", "state.json");
+}
+
 describe("damage confined to one stream or consumer", () => {
   for (const [what, content] of [
     ["empty", ""],
@@ -202,15 +215,7 @@ describe("damage confined to one stream or consumer", () => {
   test("one flipped bit in a durable's state file that still parses (an ack floor's digit) is found by its checksum, not read as the value", async () => {
     const h = await startJs();
     try {
-      const jsm = await jetstreamManager(h.nc);
-      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
-      await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
-      for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
-      const c = await jetstream(h.nc).consumers.get("S", "D");
-      for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
-      await h.srv.close();
-      await h.nc.close().catch(() => undefined);
-      const state = join(h.storeDir, "streams", "S", "obs", "D", "state.json");
+      const state = await durableStoppedWithThreeAcked(h);
       const text = readFileSync(state, "utf8");
       // '3' (0x33) to '1' (0x31): the ack floor two messages back, redelivering them, were it read.
       assert.match(text, /"ackFloorS":3/);
@@ -228,15 +233,7 @@ describe("damage confined to one stream or consumer", () => {
   test("a durable whose state file is damaged is kept, starts over, and the damaged file is kept aside", async () => {
     const h = await startJs();
     try {
-      const jsm = await jetstreamManager(h.nc);
-      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
-      await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
-      for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
-      const c = await jetstream(h.nc).consumers.get("S", "D");
-      for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
-      await h.srv.close();
-      await h.nc.close().catch(() => undefined);
-      const state = join(h.storeDir, "streams", "S", "obs", "D", "state.json");
+      const state = await durableStoppedWithThreeAcked(h);
       writeFileSync(state, "{\"dseq\": 3, \"cursor\":");
       await h.restart();
       const jsm2 = await jetstreamManager(h.nc);
