@@ -60,3 +60,24 @@ test("after the producer-state bound evicts an entry, unknown producers of that 
     assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), false, "the mark is gone");
   });
 });
+
+test("an evicted producer whose batch is still in flight is recovered from the log however far the partition has moved, until that batch settles", async () => {
+  const states = new ProducerStates(1);
+  let lastSeq = 0;
+  const log = { state: () => ({ lastSeq }) };
+  let store!: (offset: number) => void;
+  const inFlight = new Promise<number>((resolve) => (store = resolve));
+  const evicted = states.allocate();
+  assert.equal(states.check(evicted, 0, "t", 0, 0, 0, 10, inFlight, 0).kind, "append");
+  // A second producer takes the only entry: the first's batch is not stored yet, so how far it goes is not known.
+  assert.equal(states.check(states.allocate(), 0, "t", 0, 0, 0, 10, Promise.resolve(0), 0).kind, "append");
+  lastSeq = 10 * PRODUCER_SCAN;
+  const later = states.allocate();
+  assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), true, "the evicted batch may land anywhere up to the log's end");
+  assert.equal(states.mayNeedRecovery(evicted, "t", 0, 0, log), true, "the evicted producer's retry is recovered");
+  store(lastSeq);
+  await inFlight;
+  assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), true, "stored at the log's end: within what a recovery reads");
+  lastSeq += 10 + PRODUCER_SCAN;
+  assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), false, "and once below it, no longer");
+});

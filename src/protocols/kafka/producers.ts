@@ -53,6 +53,8 @@ export class ProducerStates {
    * unknown producer there may have batches in the log up to it.
    */
   private readonly evictedFrom = new Map<string, number>();
+  /** Per partition, the evicted entries' batches still in flight: until they settle, how far they go is not known. */
+  private readonly evictedInFlight = new Map<string, number>();
   private nextId: number;
   private stride = 1;
   /** Ids below this were handed out before this process started. */
@@ -71,6 +73,7 @@ export class ProducerStates {
     if (e !== undefined && e.arrival === arrival) return false;
     if (producerId < this.firstIdOfRun || arrival > 0) return true;
     const part = `${topic}/${partition}`;
+    if (this.evictedInFlight.has(part)) return true;
     const evictedUpTo = this.evictedFrom.get(part);
     if (evictedUpTo === undefined) return false;
     // A recovery reads the last PRODUCER_SCAN messages: once what was evicted is all below them, it could find nothing.
@@ -99,10 +102,21 @@ export class ProducerStates {
     this.entries.delete(key);
     const part = key.slice(key.indexOf("/") + 1);
     this.noteEvicted(part, 0);
-    // Offset o is sequence o + 1, so a batch ends at sequence o + count. One still in flight is noted once stored.
+    // Offset o is sequence o + 1, so a batch ends at sequence o + count. One still in flight is noted once stored,
+    // and its partition is recovered from meanwhile: its producer's retry may come before it is stored.
     for (const b of evicted.batches) {
-      if (typeof b.offset === "number") this.noteEvicted(part, b.offset + b.count);
-      else b.offset.then((o) => this.noteEvicted(part, o + b.count), () => undefined);
+      if (typeof b.offset === "number") {
+        this.noteEvicted(part, b.offset + b.count);
+        continue;
+      }
+      this.evictedInFlight.set(part, (this.evictedInFlight.get(part) ?? 0) + 1);
+      const settled = (o: number | null): void => {
+        const left = (this.evictedInFlight.get(part) ?? 1) - 1;
+        if (left > 0) this.evictedInFlight.set(part, left);
+        else this.evictedInFlight.delete(part);
+        if (o !== null) this.noteEvicted(part, o + b.count);
+      };
+      b.offset.then(settled, () => settled(null));
     }
   }
 
@@ -188,5 +202,6 @@ export class ProducerStates {
       if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
     }
     for (const p of [...this.evictedFrom.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
+    for (const p of [...this.evictedInFlight.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedInFlight.delete(p);
   }
 }
