@@ -468,8 +468,10 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
       );
     } else stream.appendMany(index, run!, stored_, ack);
   } catch (err) {
-    // Nothing appended: the index's wait for it ends.
+    // Nothing appended: the index's wait for it ends, and the producer's state forgets the batch (else its retry would
+    // wait on it for ever, and the producer's next batches be out of order).
     landed?.();
+    (storedHere as ((offset: number | null) => void) | null)?.(null);
     throw err;
   }
   conn.countIn(batch.count, p.bytes);
