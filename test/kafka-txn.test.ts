@@ -8,7 +8,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
-import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -457,7 +457,10 @@ print("committed", flush=True)
       ending.destroy();
     }
     // Kafka's coordinator finishes a loaded PrepareCommit at its epoch; a bumped one would make this INVALID_PRODUCER_EPOCH.
-    assert.equal(await ask(h.srv.kafkaPort!, endTxnFrame(txn, true), (r) => (r.i32(), r.i16())), 0, "the retried EndTxn: NONE");
+    // Until it is finished (in the background, as Kafka's), CONCURRENT_TRANSACTIONS, which clients retry.
+    let answer = -1;
+    await waitUntilAsync(async () => (answer = await ask(h.srv.kafkaPort!, endTxnFrame(txn, true), (r) => (r.i32(), r.i16()))) !== 51, "the loaded commit to finish");
+    assert.equal(answer, 0, "the retried EndTxn: NONE");
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["decided"]);
     const raw = await RawKafka.open(h.srv.kafkaPort!);
     try {
@@ -501,6 +504,51 @@ print("committed", flush=True)
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
     assert.deepEqual(await values(h.broker, topic, "read_uncommitted"), ["before the upgrade", "after"]);
   });
+  test("a transaction's state the disk refuses to save is not acted on: InitProducerId, AddPartitionsToTxn and AddOffsetsToTxn answer NOT_COORDINATOR, and their retries save it", async () => {
+    const topic = "txn.unsaved";
+    await createTopic(topic);
+    const id = "tx-unsaved";
+    const init = (port: number, producerId: number, epoch: number): Promise<{ error: number; producerId: number; epoch: number }> =>
+      ask(port, flexibleFrame(22, 4, (w) => w.nullableString(id).i32(60_000).i64(producerId).i16(epoch).taggedFields()), (r) => {
+        flexibleBody(r);
+        r.i32();
+        return { error: r.i16(), producerId: r.i64(), epoch: r.i16() };
+      });
+    const first = await init(h.srv.kafkaPort!, -1, -1);
+    assert.equal(first.error, 0);
+    const file = findFile(h.storeDir, "transactions.json");
+    assert.ok(file !== undefined, "transactions.json");
+    // The file is replaced through `transactions.json.tmp`: a directory there fails every save, as a broken disk would.
+    const breakDisk = (): void => void mkdirSync(join(`${file}.tmp`, "in-the-way"), { recursive: true });
+    const healDisk = (): void => rmSync(`${file}.tmp`, { recursive: true });
+    const saved = (): { epoch: number; state: string; partitions: unknown[]; offsets?: unknown[] } =>
+      (parseStateFile(readFileSync(file, "utf8")) as Record<string, { epoch: number; state: string; partitions: unknown[]; offsets?: unknown[] }>)[id];
+
+    breakDisk();
+    const port = h.srv.kafkaPort!;
+    assert.equal((await init(port, first.producerId, first.epoch)).error, 16, "the bump not saved: NOT_COORDINATOR, which clients retry");
+    healDisk();
+    const bumped = await init(port, first.producerId, first.epoch);
+    assert.deepEqual(bumped, { error: 0, producerId: first.producerId, epoch: first.epoch + 1 }, "the retry bumps, once");
+    assert.equal(saved().epoch, first.epoch + 1, "and the epoch it was given is saved before it was given");
+
+    const txn = { id, producerId: bumped.producerId, epoch: bumped.epoch };
+    const addOffsets = (group: string): Promise<number> => ask(port, frame(25, 0, (w) => w.string(id).i64(txn.producerId).i16(txn.epoch).string(group)), (r) => (r.i32(), r.i16()));
+    breakDisk();
+    assert.equal(await addPartition(port, txn, topic, 0), 16, "the partition not saved: NOT_COORDINATOR");
+    assert.equal(await addOffsets("g-unsaved"), 16, "the group not saved: NOT_COORDINATOR");
+    healDisk();
+    assert.equal(saved().state, "Empty", "nothing begun on disk");
+    assert.equal(await addPartition(port, txn, topic, 0), 0);
+    assert.deepEqual(saved().partitions, [[topic, 0, 0]], "the retry saved the partition (a restart writes its marker)");
+    assert.equal(await addOffsets("g-unsaved"), 0);
+    assert.deepEqual(saved().offsets, [["g-unsaved", []]], "and the group");
+
+    // The epoch handed out survives a restart: the next producer gets the one after it, never the same.
+    await h.restart();
+    assert.deepEqual(await init(h.srv.kafkaPort!, -1, -1), { error: 0, producerId: first.producerId, epoch: first.epoch + 3 }, "its open transaction aborted fenced, then the next epoch");
+  });
+
   test("AddOffsetsToTxn past what the transaction's saved record can hold is INVALID_REQUEST, and the transaction still commits", async () => {
     const port = h.srv.kafkaPort!;
     const id = "tx-many-groups";

@@ -85,7 +85,7 @@ export class AccountDoor {
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));
     const partitionsOf = (topic: string): number | undefined => partitionCount({ door, js, account: js.account.name }, topic);
-    const transactions = new TransactionCoordinator(js, groups, txnIndexes, partitionsOf, dir, () => producers.allocate(), debug);
+    const transactions = new TransactionCoordinator(js, groups, txnIndexes, partitionsOf, dir, () => producers.allocate(), debug, (line) => door.log.warn(`kafka ${line}`));
     try {
       // The coordinator's records of aborted and hidden ranges before the indexes (read from the logs now) name their streams.
       await txnIndexes.load([join(dir, "aborted"), join(dir, "hidden")]);

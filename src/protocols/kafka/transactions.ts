@@ -80,6 +80,8 @@ interface Txn {
   queue: Promise<unknown>;
   /** Another broker coordinates it now (cluster): what is under way stops, and writes nothing more. */
   dropped: boolean;
+  /** Operations queued or running: one with any is not evicted to make room. */
+  busy: number;
   /** When its current or last transaction began (ms); -1: none since this node took the id up. */
   startedAt: number;
   /**
@@ -150,24 +152,24 @@ export class TransactionCoordinator {
     private readonly dir: string,
     private readonly allocateId: () => number,
     private readonly log: (line: string) => void,
+    /** For what an operator should see: a write that failed and is tried again. */
+    private readonly warn: (line: string) => void = log,
   ) {}
 
   // ---- startup ----
 
-  /** Single node: reads what was saved, then finishes the transactions a crash left decided and resumes the open ones. */
+  /**
+   * Single node: reads what was saved, resumes the open transactions and
+   * starts finishing those a crash left decided. These finish in the
+   * background, each in turn with the requests for it (its producer gets
+   * CONCURRENT_TRANSACTIONS meanwhile, read_committed readers wait at its
+   * start), as Kafka's coordinator finishes what it loads: a partition that
+   * cannot take its marker now delays that transaction, not the broker.
+   */
   async load(): Promise<void> {
     const saved = (await readJson(join(this.dir, "transactions.json"))) as Record<string, SavedTxn> | undefined;
     if (saved === undefined) return;
-    const unfinished = Object.entries(saved)
-      .map(([id, s]) => this.restore(id, s))
-      .filter((t) => t.state !== "Empty");
-    for (const txn of unfinished) {
-      if (this.resumable(txn)) {
-        this.resume(txn, "the broker restarted");
-        continue;
-      }
-      await this.finish(txn, "the broker restarted");
-    }
+    this.adopt(Object.entries(saved), "the broker restarted");
   }
 
   /**
@@ -193,10 +195,10 @@ export class TransactionCoordinator {
   }
 
   /**
-   * In a cluster: the ids of a partition of `__transaction_state` this node
-   * has come to lead, as its log holds them. As after a restart, an open
-   * transaction goes on, a prepared commit or abort is finished; each in
-   * turn with the requests for it.
+   * The ids as saved: on a single node after a restart; in a cluster those
+   * of a partition of `__transaction_state` this node has come to lead, as
+   * its log holds them. An open transaction goes on, a prepared commit or
+   * abort is finished; each in turn with the requests for it.
    */
   adopt(saved: Array<[string, SavedTxn]>, why: string): void {
     for (const [id, s] of saved) {
@@ -298,6 +300,7 @@ export class TransactionCoordinator {
       txn = this.newTxn(transactionalId, this.allocateId(), -1, timeoutMs);
       this.txns.set(transactionalId, txn);
     }
+    txn.lastUsed = Date.now();
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       const named = !made && expected !== null && expected.producerId >= 0;
@@ -311,19 +314,20 @@ export class TransactionCoordinator {
       // epoch, so a partition led elsewhere refuses a batch the old producer still sends after them (which would open a
       // transaction there that nothing ends); the new producer then gets the epoch after that.
       if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", t.state !== "PrepareCommit");
+      const before = { producerId: t.producerId, epoch: t.epoch, bumpedFrom: t.bumpedFrom, ended: t.ended, startedAt: t.startedAt, timeoutMs: t.timeoutMs };
       this.bumpEpoch(t);
       t.bumpedFrom = named ? from : null;
       t.ended = null;
       // A new producer session has begun no transaction yet (Kafka's start time goes back to -1).
       t.startedAt = -1;
       t.timeoutMs = timeoutMs;
-      try {
-        await this.save(t);
-      } catch (err) {
-        // Never written: an id no producer was given is not kept.
+      // An epoch is handed out only once saved: another producer must never be given it again after a restart. Not
+      // saved, the id is as it was (one no producer was given is not kept), and a retry tries again.
+      const undo = (): void => {
         if (made) this.forget(t);
-        throw err;
-      }
+        else Object.assign(t, before);
+      };
+      if (!(await this.saved(t, undo, "its new epoch"))) return { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 };
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
   }
@@ -356,9 +360,14 @@ export class TransactionCoordinator {
         for (const key of fresh) t.partitions.delete(key);
         return answer(() => ErrorCode.INVALID_REQUEST);
       }
-      this.begin(t);
-      // Saved before any record is produced, so a restart knows where to write the abort markers.
-      if (added > 0) await this.save(t);
+      const unbegin = this.begin(t);
+      // Saved before any record is produced, so a restart knows where to write the abort markers. Not saved: as before
+      // the request, so that its retry saves them (else it would find them added and answer NONE with nothing saved).
+      const undo = (): void => {
+        for (const key of fresh) t.partitions.delete(key);
+        unbegin();
+      };
+      if (added > 0 && !(await this.saved(t, undo, "its new partitions"))) return answer(() => ErrorCode.NOT_COORDINATOR);
       return answer(() => ErrorCode.NONE);
     });
   }
@@ -374,9 +383,13 @@ export class TransactionCoordinator {
           return ErrorCode.INVALID_REQUEST;
         }
       }
-      this.begin(t);
+      const unbegin = this.begin(t);
       // Saved, so that a restart knows the transaction is open (a single node resumes it) with this group in it.
-      if (added) await this.save(t);
+      const undo = (): void => {
+        t.offsets.delete(groupId);
+        unbegin();
+      };
+      if (added && !(await this.saved(t, undo, `group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
       return ErrorCode.NONE;
     });
   }
@@ -432,14 +445,7 @@ export class TransactionCoordinator {
       // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they
       // are acknowledged, as Kafka writes them to its offsets log. Not saved: NOT_COORDINATOR, which clients retry
       // (Kafka's answer when its offsets log refuses the write, KAFKA_STORAGE_ERROR included).
-      try {
-        await this.save(t);
-        return ErrorCode.NONE;
-      } catch (err) {
-        undo();
-        if (!(err instanceof CoordinatorMoved)) this.log(`transaction ${t.id}: its offsets of group ${groupId} were not saved: ${(err as Error).message}`);
-        return ErrorCode.NOT_COORDINATOR;
-      }
+      return (await this.saved(t, undo, `its offsets of group ${groupId}`)) ? ErrorCode.NONE : ErrorCode.NOT_COORDINATOR;
     });
   }
 
@@ -467,7 +473,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, startedAt: -1, bumpedFrom: null };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, busy: 0, startedAt: -1, bumpedFrom: null };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -504,9 +510,32 @@ export class TransactionCoordinator {
 
   private serialise<T>(txn: Txn, op: () => Promise<T>): Promise<T> {
     const go = (): Promise<T> => (txn.dropped ? Promise.reject(new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`)) : op());
+    txn.busy++;
     const run = txn.queue.then(go, go);
-    txn.queue = run.catch(() => undefined);
+    txn.queue = run.then(
+      () => void txn.busy--,
+      () => void txn.busy--,
+    );
     return run;
+  }
+
+  /**
+   * Saves the transaction: true once written. A failed write undoes what the
+   * request changed (Kafka applies a transition only once its log took it)
+   * and answers false, to be answered NOT_COORDINATOR, Kafka's answer when
+   * its log refuses the write; clients retry it. Another broker coordinating
+   * the transaction now throws CoordinatorMoved, after the undo.
+   */
+  private async saved(txn: Txn, undo: () => void, what: string): Promise<boolean> {
+    try {
+      await this.save(txn);
+      return true;
+    } catch (err) {
+      undo();
+      if (err instanceof CoordinatorMoved) throw err;
+      this.warn(`transaction ${txn.id}: ${what} not saved: ${(err as Error).message}`);
+      return false;
+    }
   }
 
   /** The next epoch; at the one before the last a new producer id, so that a fence can always step to a newer epoch (as Kafka's). */
@@ -517,13 +546,21 @@ export class TransactionCoordinator {
     } else txn.epoch++;
   }
 
-  /** The transaction starts (on its first partition or group): its timeout runs from here. */
-  private begin(txn: Txn): void {
-    if (txn.state === "Ongoing") return;
+  /** The transaction starts (on its first partition or group): its timeout runs from here. Returns what undoes that. */
+  private begin(txn: Txn): () => void {
+    if (txn.state === "Ongoing") return () => undefined;
+    const { ended, startedAt } = txn;
     txn.state = "Ongoing";
     txn.ended = null;
     txn.startedAt = Date.now();
     this.armTimeout(txn, txn.timeoutMs);
+    return () => {
+      if (txn.timer !== null) clearTimeout(txn.timer);
+      txn.timer = null;
+      txn.state = "Empty";
+      txn.ended = ended;
+      txn.startedAt = startedAt;
+    };
   }
 
   /** Aborts the open transaction (fencing its producer) in `ms`, unless it has ended or its epoch moved on by then. */
@@ -663,7 +700,7 @@ export class TransactionCoordinator {
         return await write();
       } catch (err) {
         if (this.closed || err instanceof CoordinatorMoved) throw err;
-        this.log(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
+        this.warn(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
         await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
       }
     }
@@ -686,11 +723,11 @@ export class TransactionCoordinator {
     }
   }
 
-  /** Forgets the least recently used idle transactional id when the table is full. */
+  /** Forgets the least recently used idle transactional id (none of its operations queued or running) when the table is full. */
   private makeRoom(): boolean {
     if (this.txns.size < MAX_TRANSACTIONAL_IDS) return true;
     let oldest: Txn | null = null;
-    for (const t of this.txns.values()) if (t.state === "Empty" && (oldest === null || t.lastUsed < oldest.lastUsed)) oldest = t;
+    for (const t of this.txns.values()) if (t.state === "Empty" && t.busy === 0 && (oldest === null || t.lastUsed < oldest.lastUsed)) oldest = t;
     if (oldest === null) return false;
     this.forget(oldest);
     return true;
