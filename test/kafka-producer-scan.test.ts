@@ -81,3 +81,19 @@ test("an evicted producer whose batch is still in flight is recovered from the l
   lastSeq += 10 + PRODUCER_SCAN;
   assert.equal(states.mayNeedRecovery(later, "t", 0, 0, log), false, "and once below it, no longer");
 });
+
+test("the bound evicts an entry with no batch in flight before one with a batch still to be stored", async () => {
+  const states = new ProducerStates(2);
+  const log = { state: () => ({ lastSeq: 20 }) };
+  const inFlight = new Promise<number>(() => undefined);
+  const [busy, idle, third] = [states.allocate(), states.allocate(), states.allocate()];
+  assert.equal(states.check(busy, 0, "t", 0, 0, 0, 10, inFlight, 0).kind, "append");
+  const stored = Promise.resolve(10);
+  assert.equal(states.check(idle, 0, "t", 0, 0, 0, 10, stored, 0).kind, "append");
+  await stored;
+  // The least recently used entry (busy) has a batch not yet stored, whose retry a recovery might not find in the log.
+  assert.equal(states.check(third, 0, "t", 0, 0, 0, 10, Promise.resolve(20), 0).kind, "append");
+  assert.equal(states.mayNeedRecovery(busy, "t", 0, 0, log), false, "the producer with a batch in flight is still known");
+  assert.equal(states.mayNeedRecovery(idle, "t", 0, 0, log), true, "the idle one went, to be recovered from the log");
+  assert.deepEqual(states.check(busy, 0, "t", 0, 0, 0, 10, Promise.resolve(0), 0).kind, "duplicate", "a retry of the batch in flight is known as one");
+});

@@ -22,6 +22,8 @@ import { ErrorCode } from "./errors.js";
 import { PRODUCER_SCAN } from "./stored-batches.js";
 
 const REMEMBERED_BATCHES = 5;
+/** How many of the least recently used entries eviction looks through for one without a batch in flight. */
+const EVICTION_LOOKAHEAD = 64;
 
 interface Batch {
   firstSeq: number;
@@ -98,7 +100,18 @@ export class ProducerStates {
   /** Evicts the least recently used entry when the bound is reached, noting its partition and how far its batches went. */
   private makeRoom(): void {
     if (this.entries.size < this.maxEntries) return;
-    const [key, evicted] = this.entries.entries().next().value!;
+    // Not one with a batch in flight, if one of the oldest few has none: a batch still queued for its partition is not
+    // in the log yet, so a recovery could not find it, and the producer's retry would be stored twice.
+    let victim: [string, Entry] | undefined;
+    let looked = 0;
+    for (const kv of this.entries) {
+      if (!kv[1].batches.some((b) => typeof b.offset !== "number")) {
+        victim = kv;
+        break;
+      }
+      if (++looked >= EVICTION_LOOKAHEAD) break;
+    }
+    const [key, evicted] = victim ?? this.entries.entries().next().value!;
     this.entries.delete(key);
     const part = key.slice(key.indexOf("/") + 1);
     this.noteEvicted(part, 0);
@@ -202,6 +215,5 @@ export class ProducerStates {
       if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
     }
     for (const p of [...this.evictedFrom.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
-    for (const p of [...this.evictedInFlight.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedInFlight.delete(p);
   }
 }
