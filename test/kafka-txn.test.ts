@@ -19,6 +19,8 @@ import { ask, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produ
 import { Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { parseStateFile } from "../src/util/persist.js";
+import { offsetFetch } from "./helpers/kafka-group-requests.js";
+import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
 type Producer = ReturnType<InstanceType<typeof kafkajs.Kafka>["producer"]>;
 
@@ -399,8 +401,10 @@ print("committed", flush=True)
     await aborting;
     const plain = await plainProducer();
     for (const partition of [0, 1]) await plain.send({ topic, acks: -1, messages: [{ value: `after${partition}`, partition }] });
-    // Both partitions closed: the saved decision was finished; nothing holds read_committed readers back.
-    assert.deepEqual((await values(h.broker, topic, "read_committed")).sort(), ["after0", "after1"]);
+    // Both partitions closed once the saved decision is finished (in the background): nothing holds read_committed readers back.
+    let committed: string[] = [];
+    await waitUntilAsync(async () => (committed = (await values(h.broker, topic, "read_committed")).sort()).length === 2, "the abort to be finished");
+    assert.deepEqual(committed, ["after0", "after1"]);
     assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["after0", "after1", "p0", "p1"]);
   });
   test("InitProducerId naming its producer (KIP-360): a retry gets the epoch it was given; a producer its timeout fenced is PRODUCER_FENCED, never handed the fence's epoch", async () => {
@@ -474,6 +478,49 @@ print("committed", flush=True)
     } finally {
       raw.destroy();
     }
+  });
+
+  test("a commit a restart interrupts holds its group offsets unstable (require_stable) until it is finished, as Kafka's coordinator reads pending offsets back", async () => {
+    const topic = "txn.held.restart";
+    await createTopic(topic);
+    const id = "tx-held-restart";
+    const group = "held-restart";
+    const port = h.srv.kafkaPort!;
+    const init = await initProducerId(port, id);
+    const txn = { id, producerId: init.producerId, epoch: init.epoch };
+    assert.equal(await addPartition(port, txn, topic, 0), 0);
+    assert.equal(await ask(port, frame(25, 0, (w) => w.string(id).i64(txn.producerId).i16(txn.epoch).string(group)), (r) => (r.i32(), r.i16())), 0);
+    const committed = await ask(port, frame(28, 2, (w) => w.string(id).string(group).i64(txn.producerId).i16(txn.epoch).i32(1).string(topic).i32(1).i32(0).i64(5).i32(-1).nullableString(null)), (r) => (r.i32(), topicPartitionErrors(r)));
+    assert.deepEqual(committed, [{ name: topic, partitions: [[0, 0]] }]);
+    const w = new Writer();
+    encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("out"), headers: null }], 0x10, txn.producerId, txn.epoch, 0);
+    const set = Buffer.from(w.result());
+    assert.equal((await ask(port, frame(0, 3, (f) => f.nullableString(id).i16(-1).i32(5000).arrayLength(1).string(topic).arrayLength(1).i32(0).nullableBytes(set)), produceResult)).error, 0);
+    // The commit is decided (saved PrepareCommit), its marker held back by a failing disk until the restart.
+    const log = h.srv.jetstream!.streams.get("txn_held_restart")!.partitions[0] as unknown as { faults: FaultInjector | null };
+    let attempts = 0;
+    log.faults = { sync: () => (attempts++, new Error("injected EIO")) };
+    const ending = await RawKafka.open(port);
+    const file = findFile(h.storeDir, "transactions.json")!;
+    try {
+      ending.send(endTxnFrame(txn, true));
+      await waitUntil(() => attempts > 0, "the commit marker's first attempt");
+      // After the restart its finish cannot save its state either (a directory in the way of the file's replacement).
+      await h.restart({ whileStopped: () => void mkdirSync(join(`${file}.tmp`, "in-the-way"), { recursive: true }) });
+    } finally {
+      ending.destroy();
+    }
+    const reader = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const fetch = () => offsetFetch(reader, group, topic, [0], 7, true);
+      assert.deepEqual(await fetch(), { partitions: [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], error: ErrorCode.NONE }, "held until the commit is finished");
+      rmSync(`${file}.tmp`, { recursive: true });
+      await waitUntilAsync(async () => (await fetch()).partitions[0][2] === ErrorCode.NONE, "the commit to be finished");
+      assert.deepEqual(await fetch(), { partitions: [[0, 5, ErrorCode.NONE]], error: ErrorCode.NONE }, "committed with the transaction");
+    } finally {
+      reader.destroy();
+    }
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["out"]);
   });
 
   test("a transaction saved open by an older version (no start time, so no offsets) is aborted and fenced at the restart, not resumed without its offsets", async () => {

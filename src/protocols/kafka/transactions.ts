@@ -91,6 +91,18 @@ interface Txn {
    * a fenced producer cannot claim the epoch its fence took. In memory only.
    */
   bumpedFrom: { producerId: number; epoch: number } | null;
+  /**
+   * The producer id and epoch an InitProducerId named when it fenced its own
+   * open transaction and then could not save the new epoch: its retry may
+   * bump from the fence's epoch, as it would have. In memory only.
+   */
+  fencedFrom: { producerId: number; epoch: number } | null;
+  /**
+   * What a request is saving, not yet in force (Kafka's pending transition):
+   * saves write this instead of the state in memory, which changes only
+   * once it is written, so nothing acts on a state that may never be.
+   */
+  pending: SavedTxn | null;
 }
 
 /** A transactional id as ListTransactions and DescribeTransactions show it. */
@@ -210,6 +222,9 @@ export class TransactionCoordinator {
         this.resume(txn, why);
         continue;
       }
+      // A commit's offsets read as unstable until it is finished, as Kafka's group coordinator reads a transaction's
+      // pending offsets back: a require_stable reader must not start from the ones before it meanwhile.
+      if (txn.state === "PrepareCommit") this.holdOffsets(txn, Date.now() + txn.timeoutMs);
       this.serialise(txn, () => this.finish(txn, why)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
     }
   }
@@ -255,9 +270,14 @@ export class TransactionCoordinator {
     const deadline = txn.startedAt + txn.timeoutMs;
     this.log(`transaction ${txn.id}: open when ${why}; it goes on, aborted in ${Math.max(0, deadline - Date.now())} ms unless it ends before`);
     this.armTimeout(txn, Math.max(0, deadline - Date.now()));
+    this.holdOffsets(txn, deadline);
+  }
+
+  /** A single node's groups hold the transaction's offsets (OffsetFetch's require_stable) until it ends, or `until`. */
+  private holdOffsets(txn: Txn, until: number): void {
     if (this.store !== null) return;
     for (const [groupId, entries] of txn.offsets) {
-      if (entries.size > 0) this.groups.group(groupId, true)?.holdForTxn(txn.producerId, [...entries.keys()], deadline);
+      if (entries.size > 0) this.groups.group(groupId, true)?.holdForTxn(txn.producerId, [...entries.keys()], until);
     }
   }
 
@@ -304,30 +324,35 @@ export class TransactionCoordinator {
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       const named = !made && expected !== null && expected.producerId >= 0;
+      const is = (who: { producerId: number; epoch: number } | null): boolean => who !== null && who.producerId === expected!.producerId && who.epoch === expected!.epoch;
       if (named) {
-        const retry = t.bumpedFrom !== null && t.bumpedFrom.producerId === expected.producerId && t.bumpedFrom.epoch === expected.epoch;
-        if (retry && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
-        if (t.producerId !== expected.producerId || t.epoch !== expected.epoch) return { error: ErrorCode.PRODUCER_FENCED, producerId: -1, epoch: -1 };
+        if (is(t.bumpedFrom) && t.state === "Empty") return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
+        const current = t.producerId === expected.producerId && t.epoch === expected.epoch;
+        if (!current && !(is(t.fencedFrom) && t.state === "Empty")) return { error: ErrorCode.PRODUCER_FENCED, producerId: -1, epoch: -1 };
       }
-      const from = { producerId: t.producerId, epoch: t.epoch };
+      const from = named ? { producerId: expected.producerId, epoch: expected.epoch } : null;
       // An open transaction is aborted fenced, as Kafka's prepareFenceProducerEpoch does: its markers carry the next
       // epoch, so a partition led elsewhere refuses a batch the old producer still sends after them (which would open a
       // transaction there that nothing ends); the new producer then gets the epoch after that.
-      if (t.state !== "Empty") await this.complete(t, t.state === "PrepareCommit", t.state !== "PrepareCommit");
-      const before = { producerId: t.producerId, epoch: t.epoch, bumpedFrom: t.bumpedFrom, ended: t.ended, startedAt: t.startedAt, timeoutMs: t.timeoutMs };
-      this.bumpEpoch(t);
-      t.bumpedFrom = named ? from : null;
-      t.ended = null;
+      const fences = t.state !== "Empty";
+      if (fences) await this.complete(t, t.state === "PrepareCommit", t.state !== "PrepareCommit");
       // A new producer session has begun no transaction yet (Kafka's start time goes back to -1).
-      t.startedAt = -1;
-      t.timeoutMs = timeoutMs;
+      const next: Txn = { ...t, bumpedFrom: from, ended: null, startedAt: -1, timeoutMs };
+      this.bumpEpoch(next);
       // An epoch is handed out only once saved: another producer must never be given it again after a restart. Not
       // saved, the id is as it was (one no producer was given is not kept), and a retry tries again.
-      const undo = (): void => {
+      if (!(await this.written(t, next, "its new epoch"))) {
         if (made) this.forget(t);
-        else Object.assign(t, before);
-      };
-      if (!(await this.saved(t, undo, "its new epoch"))) return { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 };
+        else if (fences && from !== null) t.fencedFrom = from;
+        return { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 };
+      }
+      t.producerId = next.producerId;
+      t.epoch = next.epoch;
+      t.bumpedFrom = from;
+      t.fencedFrom = null;
+      t.ended = null;
+      t.startedAt = -1;
+      t.timeoutMs = timeoutMs;
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
   }
@@ -346,28 +371,20 @@ export class TransactionCoordinator {
       let added = 0;
       for (const tp of topics) for (const i of tp.partitions) if (!t.partitions.has(offsetKey(tp.name, i))) added++;
       if (t.partitions.size + added > MAX_TXN_PARTITIONS) return answer(() => ErrorCode.INVALID_REQUEST);
-      const fresh: string[] = [];
+      const next: Txn = { ...t, partitions: new Map(t.partitions) };
       for (const tp of topics) {
         for (const index of tp.partitions) {
           const key = offsetKey(tp.name, index);
-          if (!t.partitions.has(key)) {
-            t.partitions.set(key, { topic: tp.name, index, stream: streamNameOf(tp.name) });
-            fresh.push(key);
-          }
+          if (!next.partitions.has(key)) next.partitions.set(key, { topic: tp.name, index, stream: streamNameOf(tp.name) });
         }
       }
-      if (!this.recordFits(t)) {
-        for (const key of fresh) t.partitions.delete(key);
-        return answer(() => ErrorCode.INVALID_REQUEST);
-      }
-      const unbegin = this.begin(t);
-      // Saved before any record is produced, so a restart knows where to write the abort markers. Not saved: as before
-      // the request, so that its retry saves them (else it would find them added and answer NONE with nothing saved).
-      const undo = (): void => {
-        for (const key of fresh) t.partitions.delete(key);
-        unbegin();
-      };
-      if (added > 0 && !(await this.saved(t, undo, "its new partitions"))) return answer(() => ErrorCode.NOT_COORDINATOR);
+      if (!this.recordFits(next)) return answer(() => ErrorCode.INVALID_REQUEST);
+      const begins = began(next);
+      // Saved before any record is produced, so a restart knows where to write the abort markers; until then a batch
+      // for them is refused. Not saved: nothing changed, and the retry saves them.
+      if ((added > 0 || begins) && !(await this.written(t, next, "its new partitions"))) return answer(() => ErrorCode.NOT_COORDINATOR);
+      t.partitions = next.partitions;
+      if (begins) this.begin(t, next.startedAt);
       return answer(() => ErrorCode.NONE);
     });
   }
@@ -375,21 +392,17 @@ export class TransactionCoordinator {
   addOffsets(req: TxnRequest, groupId: string): Promise<number> {
     return this.guarded(req, (error) => error, async (t) => {
       const added = !t.offsets.has(groupId);
+      const next: Txn = { ...t, offsets: new Map(t.offsets) };
       if (added) {
         if (t.offsets.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
-        t.offsets.set(groupId, new Map());
-        if (!this.recordFits(t)) {
-          t.offsets.delete(groupId);
-          return ErrorCode.INVALID_REQUEST;
-        }
+        next.offsets.set(groupId, new Map());
+        if (!this.recordFits(next)) return ErrorCode.INVALID_REQUEST;
       }
-      const unbegin = this.begin(t);
+      const begins = began(next);
       // Saved, so that a restart knows the transaction is open (a single node resumes it) with this group in it.
-      const undo = (): void => {
-        t.offsets.delete(groupId);
-        unbegin();
-      };
-      if (added && !(await this.saved(t, undo, `group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
+      if ((added || begins) && !(await this.written(t, next, `group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
+      t.offsets = next.offsets;
+      if (begins) this.begin(t, next.startedAt);
       return ErrorCode.NONE;
     });
   }
@@ -422,30 +435,21 @@ export class TransactionCoordinator {
    */
   commitOffsets(req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): Promise<number> {
     return this.guarded(req, (error) => error, async (t) => {
-      const pending = t.offsets.get(groupId);
-      if (pending === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
-      const previous = entries.map(([k]): [string, CommittedOffset | undefined] => [k, pending.get(k)]);
-      const undo = (): void => {
-        for (const [k, v] of previous) {
-          if (v === undefined) pending.delete(k);
-          else pending.set(k, v);
-        }
-      };
+      const held = t.offsets.get(groupId);
+      if (held === undefined) return ErrorCode.INVALID_TXN_STATE; // AddOffsetsToTxn comes first
+      const group = new Map(held);
       for (const [k, v] of entries) {
-        if (!pending.has(k) && pending.size >= MAX_TXN_PARTITIONS) {
-          undo();
-          return ErrorCode.INVALID_REQUEST;
-        }
-        pending.set(k, v);
+        if (!group.has(k) && group.size >= MAX_TXN_PARTITIONS) return ErrorCode.INVALID_REQUEST;
+        group.set(k, v);
       }
-      if (!this.recordFits(t)) {
-        undo();
-        return ErrorCode.OFFSET_METADATA_TOO_LARGE;
-      }
+      const next: Txn = { ...t, offsets: new Map(t.offsets).set(groupId, group) };
+      if (!this.recordFits(next)) return ErrorCode.OFFSET_METADATA_TOO_LARGE;
       // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they
       // are acknowledged, as Kafka writes them to its offsets log. Not saved: NOT_COORDINATOR, which clients retry
       // (Kafka's answer when its offsets log refuses the write, KAFKA_STORAGE_ERROR included).
-      return (await this.saved(t, undo, `its offsets of group ${groupId}`)) ? ErrorCode.NONE : ErrorCode.NOT_COORDINATOR;
+      if (!(await this.written(t, next, `its offsets of group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
+      t.offsets = next.offsets;
+      return ErrorCode.NONE;
     });
   }
 
@@ -473,7 +477,7 @@ export class TransactionCoordinator {
   // ---- inside ----
 
   private newTxn(id: string, producerId: number, epoch: number, timeoutMs: number): Txn {
-    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, busy: 0, startedAt: -1, bumpedFrom: null };
+    return { id, producerId, epoch, timeoutMs, state: "Empty", partitions: new Map(), offsets: new Map(), timer: null, lastUsed: Date.now(), ended: null, queue: Promise.resolve(), dropped: false, busy: 0, startedAt: -1, bumpedFrom: null, fencedFrom: null, pending: null };
   }
 
   private check(txn: Txn | undefined, req: TxnRequest): number {
@@ -520,21 +524,23 @@ export class TransactionCoordinator {
   }
 
   /**
-   * Saves the transaction: true once written. A failed write undoes what the
-   * request changed (Kafka applies a transition only once its log took it)
-   * and answers false, to be answered NOT_COORDINATOR, Kafka's answer when
-   * its log refuses the write; clients retry it. Another broker coordinating
-   * the transaction now throws CoordinatorMoved, after the undo.
+   * Saves `next`, the state a request would put `txn` in, leaving `txn` as it
+   * is: true once written, when the caller puts it in force. False when the
+   * write failed (logged), to be answered NOT_COORDINATOR, Kafka's answer
+   * when its log refuses the write, which clients retry. Another broker
+   * coordinating the transaction now throws CoordinatorMoved.
    */
-  private async saved(txn: Txn, undo: () => void, what: string): Promise<boolean> {
+  private async written(txn: Txn, next: Txn, what: string): Promise<boolean> {
+    txn.pending = savedOf(next);
     try {
       await this.save(txn);
       return true;
     } catch (err) {
-      undo();
       if (err instanceof CoordinatorMoved) throw err;
       this.warn(`transaction ${txn.id}: ${what} not saved: ${(err as Error).message}`);
       return false;
+    } finally {
+      txn.pending = null;
     }
   }
 
@@ -546,21 +552,11 @@ export class TransactionCoordinator {
     } else txn.epoch++;
   }
 
-  /** The transaction starts (on its first partition or group): its timeout runs from here. Returns what undoes that. */
-  private begin(txn: Txn): () => void {
-    if (txn.state === "Ongoing") return () => undefined;
-    const { ended, startedAt } = txn;
-    txn.state = "Ongoing";
-    txn.ended = null;
-    txn.startedAt = Date.now();
-    this.armTimeout(txn, txn.timeoutMs);
-    return () => {
-      if (txn.timer !== null) clearTimeout(txn.timer);
-      txn.timer = null;
-      txn.state = "Empty";
-      txn.ended = ended;
-      txn.startedAt = startedAt;
-    };
+  /** The transaction starts (on its first partition or group, saved as begun at `startedAt`): its timeout runs from there. */
+  private begin(txn: Txn, startedAt: number): void {
+    began(txn);
+    txn.startedAt = startedAt;
+    this.armTimeout(txn, Math.max(0, startedAt + txn.timeoutMs - Date.now()));
   }
 
   /** Aborts the open transaction (fencing its producer) in `ms`, unless it has ended or its epoch moved on by then. */
@@ -593,7 +589,10 @@ export class TransactionCoordinator {
     // that id and epoch, which close it, and the id changes after them.
     const wrap = fence && txn.epoch >= MAX_EPOCH;
     if (fence && !wrap) txn.epoch++;
-    if (fence) txn.bumpedFrom = null;
+    if (fence) {
+      txn.bumpedFrom = null;
+      txn.fencedFrom = null;
+    }
     // The decision is written before any marker, an abort's too: an open transaction goes on after a restart or a
     // change of coordinator, so one whose abort had begun (some partitions closed by a marker) must not look open then.
     // Tried until it is written, as a marker is: the transaction stays prepared meanwhile, never half decided.
@@ -706,8 +705,13 @@ export class TransactionCoordinator {
     }
   }
 
-  /** Throws CoordinatorMoved once another broker coordinates the transaction: nothing more is written for it here. */
+  /**
+   * Throws CoordinatorMoved once another broker coordinates the transaction,
+   * or this one has stopped: nothing more is written for it here (a restart
+   * in the same process must not find its file overwritten by the old one).
+   */
   private stillHeld(txn: Txn): void {
+    if (this.closed) throw new CoordinatorMoved(`this broker has stopped coordinating transactions`);
     if (txn.dropped || this.txns.get(txn.id) !== txn) throw new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`);
   }
 
@@ -739,16 +743,18 @@ export class TransactionCoordinator {
    * made by the next one together).
    */
   private save(txn: Txn): Promise<void> {
-    if (this.store !== null) {
-      // A transaction dropped here (its partition led elsewhere now) must not write over what its new coordinator wrote.
-      if (txn.dropped || this.txns.get(txn.id) !== txn) return Promise.reject(new CoordinatorMoved(`this broker no longer coordinates transactional id ${txn.id}`));
-      return this.store.write(txn.id, savedOf(txn));
+    // Stopped: nothing more is written. In a cluster, a transaction dropped here (its partition led elsewhere now) must
+    // not write over what its new coordinator wrote.
+    if (this.closed || (this.store !== null && (txn.dropped || this.txns.get(txn.id) !== txn))) {
+      return Promise.reject(new CoordinatorMoved(this.closed ? "this broker has stopped coordinating transactions" : `this broker no longer coordinates transactional id ${txn.id}`));
     }
+    if (this.store !== null) return this.store.write(txn.id, txn.pending ?? savedOf(txn));
     if (this.nextSave !== null) return this.nextSave;
     const write = (): Promise<void> => {
       this.nextSave = null;
+      if (this.closed) return Promise.reject(new CoordinatorMoved("this broker has stopped coordinating transactions"));
       const snapshot: Record<string, SavedTxn> = {};
-      for (const t of this.txns.values()) snapshot[t.id] = savedOf(t);
+      for (const t of this.txns.values()) snapshot[t.id] = t.pending ?? savedOf(t);
       return writeJsonDurably(join(this.dir, "transactions.json"), snapshot);
     };
     const run = this.saves.then(write, write);
@@ -756,6 +762,15 @@ export class TransactionCoordinator {
     this.saves = run.catch(() => undefined);
     return run;
   }
+}
+
+/** Puts a transaction (a request's draft of one) in the state of one begun now, unless it is open already: whether it began. */
+function began(t: Txn): boolean {
+  if (t.state === "Ongoing") return false;
+  t.state = "Ongoing";
+  t.ended = null;
+  t.startedAt = Date.now();
+  return true;
 }
 
 function savedOf(t: Txn): SavedTxn {
