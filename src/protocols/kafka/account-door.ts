@@ -78,14 +78,15 @@ export class AccountDoor {
   static async open(door: KafkaDoor, js: JetStream): Promise<AccountDoor> {
     const dir = join(js.options.storeDir, "kafka");
     const debug = (line: string): void => door.log.debug(`kafka ${line}`);
-    const groups = new GroupCoordinator(join(dir, "groups"), door.options, debug);
+    const warn = (line: string): void => door.log.warn(`kafka ${line}`);
+    const groups = new GroupCoordinator(join(dir, "groups"), door.options, debug, warn);
     // In a cluster, groups live in the replicated offsets topic and are loaded as this node comes to lead its partitions.
     if (!inCluster(door)) await groups.load();
     const producers = new ProducerStates(door.options.maxProducerStates);
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));
     const partitionsOf = (topic: string): number | undefined => partitionCount({ door, js, account: js.account.name }, topic);
-    const transactions = new TransactionCoordinator(js, groups, txnIndexes, partitionsOf, dir, () => producers.allocate(), debug, (line) => door.log.warn(`kafka ${line}`));
+    const transactions = new TransactionCoordinator(js, groups, txnIndexes, partitionsOf, dir, () => producers.allocate(), debug, warn);
     try {
       // The coordinator's records of aborted and hidden ranges before the indexes (read from the logs now) name their streams.
       await txnIndexes.load([join(dir, "aborted"), join(dir, "hidden")]);

@@ -268,7 +268,7 @@ export class Group {
       store.writeMembers(this, this.savedMembers()).then(
         () => answer(true),
         (err: unknown) => {
-          this.coordinator.log(`group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
+          this.coordinator.warn(`group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
           answer(false);
         },
       );
@@ -477,7 +477,7 @@ export class Group {
         store.writeMembers(this, this.savedMembers()).then(
           () => current() && this.completeSync(),
           (err: unknown) => {
-            this.coordinator.log(`group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`);
+            this.coordinator.warn(`group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`);
             if (current()) this.failSync(err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE);
           },
         );
@@ -610,14 +610,14 @@ export class Group {
     this.protocol = "";
     this.leader = "";
     if (this.coordinator.store === null) this.recordLocally();
-    else this.coordinator.store.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.log(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
+    else this.coordinator.store.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.warn(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
     this.coordinator.forgetIfUnused(this);
   }
 
   /** On a single node: records the generation and members in the group's file, best effort (no member waits on it). */
   private recordLocally(): void {
     this.recordedMembers = this.savedMembers();
-    this.save().catch((err: unknown) => this.coordinator.log(`group ${this.id}: generation ${this.generation} not recorded: ${(err as Error).message}`));
+    this.save().catch((err: unknown) => this.coordinator.warn(`group ${this.id}: generation ${this.generation} not recorded: ${(err as Error).message}`));
   }
 
   /** Nothing to keep: no member, no member id handed out and not yet used, no offset (committed or being written). */
@@ -860,6 +860,8 @@ export class GroupCoordinator {
     private readonly dir: string,
     readonly timing: GroupTiming,
     readonly log: (line: string) => void,
+    /** For what an operator should see: a write that failed. */
+    readonly warn: (line: string) => void = log,
   ) {}
 
   get initialRebalanceDelayMs(): number {
@@ -911,7 +913,7 @@ export class GroupCoordinator {
     if (this.store !== null || !g.unused || this.groups.get(g.id) !== g) return;
     this.groups.delete(g.id);
     // Its file, if its members were recorded there, goes too (after any write already queued).
-    this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id))).catch((err: unknown) => this.log(`group ${g.id}: its file not removed: ${(err as Error).message}`));
+    this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id))).catch((err: unknown) => this.warn(`group ${g.id}: its file not removed: ${(err as Error).message}`));
   }
 
   /** The group, created if `create` (null when absent, or when too many groups exist). */
@@ -979,7 +981,7 @@ export class GroupCoordinator {
       if (gone.length === 0) continue;
       if (this.store !== null) {
         // Best effort, as Kafka's cleanup: a group whose coordinator moved meanwhile keeps them until it is next here.
-        await g.forget(gone).catch((err: unknown) => this.log(`group ${g.id}: offsets of deleted topic ${topic} not forgotten: ${(err as Error).message}`));
+        await g.forget(gone).catch((err: unknown) => this.warn(`group ${g.id}: offsets of deleted topic ${topic} not forgotten: ${(err as Error).message}`));
       } else {
         for (const k of gone) g.offsets.delete(k);
         await this.persist(g);
