@@ -56,7 +56,7 @@ export class ProducerStates {
    */
   private readonly evictedFrom = new Map<string, number>();
   /** Per partition, the evicted entries' batches still in flight: until they settle, how far they go is not known. */
-  private readonly evictedInFlight = new Map<string, number>();
+  private readonly evictedInFlight = new Map<string, { count: number }>();
   private nextId: number;
   private stride = 1;
   /** Ids below this were handed out before this process started. */
@@ -122,11 +122,14 @@ export class ProducerStates {
         this.noteEvicted(part, b.offset + b.count);
         continue;
       }
-      this.evictedInFlight.set(part, (this.evictedInFlight.get(part) ?? 0) + 1);
+      let inFlight = this.evictedInFlight.get(part);
+      if (inFlight === undefined) this.evictedInFlight.set(part, (inFlight = { count: 0 }));
+      inFlight.count++;
+      const counted = inFlight;
       const settled = (o: number | null): void => {
-        const left = (this.evictedInFlight.get(part) ?? 1) - 1;
-        if (left > 0) this.evictedInFlight.set(part, left);
-        else this.evictedInFlight.delete(part);
+        // Its topic deleted meanwhile (and maybe made again): nothing of it counts any more.
+        if (this.evictedInFlight.get(part) !== counted) return;
+        if (--counted.count === 0) this.evictedInFlight.delete(part);
         if (o !== null) this.noteEvicted(part, o + b.count);
       };
       b.offset.then(settled, () => settled(null));
@@ -215,5 +218,6 @@ export class ProducerStates {
       if (rest.slice(0, rest.lastIndexOf("/")) === topic) this.entries.delete(k);
     }
     for (const p of [...this.evictedFrom.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedFrom.delete(p);
+    for (const p of [...this.evictedInFlight.keys()]) if (p.slice(0, p.lastIndexOf("/")) === topic) this.evictedInFlight.delete(p);
   }
 }
