@@ -480,6 +480,19 @@ print("committed", flush=True)
     }
   });
 
+  test("transactions saved together: every AddPartitionsToTxn answered is in the file, whichever write took it", async () => {
+    const topic = "txn.together";
+    await createTopic(topic);
+    const port = h.srv.kafkaPort!;
+    const ids = Array.from({ length: 12 }, (_, i) => `tx-together-${i}`);
+    const txns = await Promise.all(ids.map(async (id) => ({ id, ...(await initProducerId(port, id)) })));
+    // At once, so that writes of the file overlap: one in flight while the next gathers the others.
+    assert.deepEqual(await Promise.all(txns.map((t) => addPartition(port, t, topic, 0))), ids.map(() => 0));
+    const saved = parseStateFile(readFileSync(findFile(h.storeDir, "transactions.json")!, "utf8")) as Record<string, { state: string; partitions: unknown[] }>;
+    for (const id of ids) assert.deepEqual([saved[id].state, saved[id].partitions], ["Ongoing", [[topic, 0, 0]]], id);
+    await Promise.all(txns.map((t) => ask(port, endTxnFrame(t, false), (r) => (r.i32(), r.i16()))));
+  });
+
   test("a commit a restart interrupts holds its group offsets unstable (require_stable) until it is finished, as Kafka's coordinator reads pending offsets back", async () => {
     const topic = "txn.held.restart";
     await createTopic(topic);

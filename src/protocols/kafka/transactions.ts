@@ -224,7 +224,7 @@ export class TransactionCoordinator {
       }
       // A commit's offsets read as unstable until it is finished, as Kafka's group coordinator reads a transaction's
       // pending offsets back: a require_stable reader must not start from the ones before it meanwhile.
-      if (txn.state === "PrepareCommit") this.holdOffsets(txn, Date.now() + txn.timeoutMs);
+      if (txn.state === "PrepareCommit") this.holdOffsets(txn, Infinity);
       this.serialise(txn, () => this.finish(txn, why)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
     }
   }
@@ -273,7 +273,11 @@ export class TransactionCoordinator {
     this.holdOffsets(txn, deadline);
   }
 
-  /** A single node's groups hold the transaction's offsets (OffsetFetch's require_stable) until it ends, or `until`. */
+  /**
+   * A single node's groups hold the transaction's offsets (OffsetFetch's
+   * require_stable) until it ends, or `until`. (In a cluster the groups'
+   * coordinators hold them from TxnOffsetCommit, until its timeout.)
+   */
   private holdOffsets(txn: Txn, until: number): void {
     if (this.store !== null) return;
     for (const [groupId, entries] of txn.offsets) {
@@ -321,6 +325,9 @@ export class TransactionCoordinator {
       this.txns.set(transactionalId, txn);
     }
     txn.lastUsed = Date.now();
+    // Its commit or abort is being finished: Kafka answers at once, and the producer retries (else each retry would
+    // queue one more bump behind markers that may take long).
+    if (txn.state === "PrepareCommit" || txn.state === "PrepareAbort") return Promise.resolve({ error: ErrorCode.CONCURRENT_TRANSACTIONS, producerId: -1, epoch: -1 });
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       const named = !made && expected !== null && expected.producerId >= 0;
@@ -341,18 +348,27 @@ export class TransactionCoordinator {
       this.bumpEpoch(next);
       // An epoch is handed out only once saved: another producer must never be given it again after a restart. Not
       // saved, the id is as it was (one no producer was given is not kept), and a retry tries again.
-      if (!(await this.written(t, next, "its new epoch"))) {
+      const apply = (): void => {
+        t.producerId = next.producerId;
+        t.epoch = next.epoch;
+        t.bumpedFrom = from;
+        t.fencedFrom = null;
+        t.ended = null;
+        t.startedAt = -1;
+        t.timeoutMs = timeoutMs;
+      };
+      let saved: boolean;
+      try {
+        saved = await this.written(t, next, "its new epoch", apply);
+      } catch (err) {
+        if (made) this.forget(t);
+        throw err;
+      }
+      if (!saved) {
         if (made) this.forget(t);
         else if (fences && from !== null) t.fencedFrom = from;
         return { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 };
       }
-      t.producerId = next.producerId;
-      t.epoch = next.epoch;
-      t.bumpedFrom = from;
-      t.fencedFrom = null;
-      t.ended = null;
-      t.startedAt = -1;
-      t.timeoutMs = timeoutMs;
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
   }
@@ -382,9 +398,12 @@ export class TransactionCoordinator {
       const begins = began(next);
       // Saved before any record is produced, so a restart knows where to write the abort markers; until then a batch
       // for them is refused. Not saved: nothing changed, and the retry saves them.
-      if ((added > 0 || begins) && !(await this.written(t, next, "its new partitions"))) return answer(() => ErrorCode.NOT_COORDINATOR);
-      t.partitions = next.partitions;
-      if (begins) this.begin(t, next.startedAt);
+      const apply = (): void => {
+        t.partitions = next.partitions;
+        if (begins) this.begin(t, next.startedAt);
+      };
+      if (added === 0 && !begins) apply();
+      else if (!(await this.written(t, next, "its new partitions", apply))) return answer(() => ErrorCode.NOT_COORDINATOR);
       return answer(() => ErrorCode.NONE);
     });
   }
@@ -400,9 +419,12 @@ export class TransactionCoordinator {
       }
       const begins = began(next);
       // Saved, so that a restart knows the transaction is open (a single node resumes it) with this group in it.
-      if ((added || begins) && !(await this.written(t, next, `group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
-      t.offsets = next.offsets;
-      if (begins) this.begin(t, next.startedAt);
+      const apply = (): void => {
+        t.offsets = next.offsets;
+        if (begins) this.begin(t, next.startedAt);
+      };
+      if (!added && !begins) apply();
+      else if (!(await this.written(t, next, `group ${groupId}`, apply))) return ErrorCode.NOT_COORDINATOR;
       return ErrorCode.NONE;
     });
   }
@@ -447,9 +469,8 @@ export class TransactionCoordinator {
       // The open transaction goes on across a restart or a change of coordinator, offsets and all: saved before they
       // are acknowledged, as Kafka writes them to its offsets log. Not saved: NOT_COORDINATOR, which clients retry
       // (Kafka's answer when its offsets log refuses the write, KAFKA_STORAGE_ERROR included).
-      if (!(await this.written(t, next, `its offsets of group ${groupId}`))) return ErrorCode.NOT_COORDINATOR;
-      t.offsets = next.offsets;
-      return ErrorCode.NONE;
+      const saved = await this.written(t, next, `its offsets of group ${groupId}`, () => (t.offsets = next.offsets));
+      return saved ? ErrorCode.NONE : ErrorCode.NOT_COORDINATOR;
     });
   }
 
@@ -525,15 +546,17 @@ export class TransactionCoordinator {
 
   /**
    * Saves `next`, the state a request would put `txn` in, leaving `txn` as it
-   * is: true once written, when the caller puts it in force. False when the
+   * is until written: then `apply` puts it in force, and true. False when the
    * write failed (logged), to be answered NOT_COORDINATOR, Kafka's answer
    * when its log refuses the write, which clients retry. Another broker
    * coordinating the transaction now throws CoordinatorMoved.
    */
-  private async written(txn: Txn, next: Txn, what: string): Promise<boolean> {
+  private async written(txn: Txn, next: Txn, what: string, apply: () => void): Promise<boolean> {
     txn.pending = savedOf(next);
     try {
       await this.save(txn);
+      // In the same turn as the pending state goes: a write queued behind this one snapshots it at its next turn.
+      apply();
       return true;
     } catch (err) {
       if (err instanceof CoordinatorMoved) throw err;
@@ -597,6 +620,9 @@ export class TransactionCoordinator {
     // change of coordinator, so one whose abort had begun (some partitions closed by a marker) must not look open then.
     // Tried until it is written, as a marker is: the transaction stays prepared meanwhile, never half decided.
     await this.untilDone(txn, () => this.save(txn));
+    // Decided to commit: its offsets read as unstable until they are stored, however long its markers take (the hold
+    // from TxnOffsetCommit ran out at the transaction's timeout), as Kafka keeps pending offsets until the marker.
+    if (commit) this.holdOffsets(txn, Infinity);
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
     const written: Array<Marker | null> = new Array(parts.length).fill(null);
