@@ -155,6 +155,43 @@ src.flush(10)`;
     assert.deepEqual(await fetch(7, true), { partitions: [[0, 7, ErrorCode.NONE], [1, -1, ErrorCode.NONE]], error: ErrorCode.NONE }, "committed with the transaction");
   });
 
+  test("a group whose only state is offsets an open transaction holds is kept when its last member leaves: they still read as unstable", async () => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "kip447.kept", numPartitions: 1 }] });
+    await admin.disconnect();
+    const [a, tx] = [await open(), await open()];
+    const group = "kip447-kept";
+    const id = "kip447-kept-tx";
+    const ja = await joinGroup(a, group, "", null);
+    const joined = await joinGroup(a, group, ja.memberId, null);
+    assert.equal(joined.error, ErrorCode.NONE);
+    await syncAssignment(a, group, joined.generation, joined.memberId, [joined.memberId]);
+    const init = await call(tx, 22, 1, (w) => w.nullableString(id).i32(60_000));
+    init.i32();
+    assert.equal(init.i16(), ErrorCode.NONE);
+    const producerId = init.i64();
+    const epoch = init.i16();
+    const added = await call(tx, 25, 1, (w) => w.string(id).i64(producerId).i16(epoch).string(group));
+    added.i32();
+    assert.equal(added.i16(), ErrorCode.NONE);
+    const r = await call(tx, 28, 2, (w) => {
+      w.string(id).string(group).i64(producerId).i16(epoch);
+      w.i32(1).string("kip447.kept").i32(1).i32(0).i64(3).i32(-1).nullableString(null);
+    });
+    r.i32();
+    assert.deepEqual(r.array((r) => [r.string(), r.array((r) => [r.i32(), r.i16()])]), [["kip447.kept", [[0, ErrorCode.NONE]]]]);
+    // The only member leaves: the group is Empty, with no committed offset of its own.
+    const left = await call(a, 13, 0, (w) => w.string(group).string(joined.memberId));
+    assert.equal(left.i16(), ErrorCode.NONE); // v0: the error alone
+    const fetched = await offsetFetch(a, group, "kip447.kept", [0], 7, true);
+    assert.deepEqual(fetched, { partitions: [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], error: ErrorCode.NONE }, "still held by the open transaction");
+    const ended = await call(tx, 26, 1, (w) => w.string(id).i64(producerId).i16(epoch).bool(true));
+    ended.i32();
+    assert.equal(ended.i16(), ErrorCode.NONE);
+    assert.deepEqual(await offsetFetch(a, group, "kip447.kept", [0], 7, true), { partitions: [[0, 3, ErrorCode.NONE]], error: ErrorCode.NONE }, "committed with it");
+  });
+
   test("librdkafka's consume-transform-produce sends v3 with its consumer's group metadata, and the offsets commit with the transaction", async () => {
     const r = await python(`${prelude("kip447.src", "kip447.dst", 3)}
 c = Consumer({"bootstrap.servers": b, "group.id": "kip447-etl", "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed"})

@@ -620,9 +620,19 @@ export class Group {
     this.save().catch((err: unknown) => this.coordinator.warn(`group ${this.id}: generation ${this.generation} not recorded: ${(err as Error).message}`));
   }
 
-  /** Nothing to keep: no member, no member id handed out and not yet used, no offset (committed or being written). */
+  /**
+   * Nothing to keep: no member, no member id handed out and not yet used, no
+   * offset (committed or being written), no offsets a transaction holds
+   * (forgotten, they would read as stable to require_stable readers).
+   */
   get unused(): boolean {
-    return this.state === "Empty" && this.members.size === 0 && this.pending.size === 0 && this.offsets.size === 0 && this.pendingKeys.size === 0;
+    return this.state === "Empty" && this.members.size === 0 && this.pending.size === 0 && this.offsets.size === 0 && this.pendingKeys.size === 0 && !this.holdsForTxns();
+  }
+
+  /** Whether a transaction's hold is still running here (those run out are dropped). */
+  private holdsForTxns(now = Date.now()): boolean {
+    for (const [producerId, hold] of this.txnHolds) if (hold.until <= now) this.txnHolds.delete(producerId);
+    return this.txnHolds.size > 0;
   }
 
   /** The generation and members as OffsetsStore.writeMembers records them. */
@@ -760,12 +770,25 @@ export class Group {
   holdForTxn(producerId: number, keys: readonly string[], until: number): void {
     let hold = this.txnHolds.get(producerId);
     if (hold === undefined) {
-      if (this.txnHolds.size >= MAX_TXN_HOLDS) this.txnHolds.delete(this.txnHolds.keys().next().value!);
+      if (this.txnHolds.size >= MAX_TXN_HOLDS && this.holdsForTxns()) this.txnHolds.delete(this.soonestHold());
       hold = { keys: new Set(), until };
       this.txnHolds.set(producerId, hold);
     }
     hold.until = until;
     for (const k of keys) hold.keys.add(k);
+  }
+
+  /** The producer whose hold runs out first (of equals, the oldest): a decided commit's, which has no end, goes last. */
+  private soonestHold(): number {
+    let soonest = -1;
+    let until = Infinity;
+    for (const [producerId, hold] of this.txnHolds) {
+      if (soonest === -1 || hold.until < until) {
+        soonest = producerId;
+        until = hold.until;
+      }
+    }
+    return soonest;
   }
 
   /** The transaction of `producerId` ended: its offsets are stored (commit) or dropped (abort). */
