@@ -326,8 +326,11 @@ export class TransactionCoordinator {
     }
     txn.lastUsed = Date.now();
     // Its commit or abort is being finished: Kafka answers at once, and the producer retries (else each retry would
-    // queue one more bump behind markers that may take long).
-    if (txn.state === "PrepareCommit" || txn.state === "PrepareAbort") return Promise.resolve({ error: ErrorCode.CONCURRENT_TRANSACTIONS, producerId: -1, epoch: -1 });
+    // queue one more bump behind markers that may take long); a producer naming another epoch is fenced first, as there.
+    if (txn.state === "PrepareCommit" || txn.state === "PrepareAbort") {
+      const fenced = expected !== null && expected.producerId >= 0 && (expected.producerId !== txn.producerId || expected.epoch !== txn.epoch);
+      return Promise.resolve({ error: fenced ? ErrorCode.PRODUCER_FENCED : ErrorCode.CONCURRENT_TRANSACTIONS, producerId: -1, epoch: -1 });
+    }
     const t = txn;
     return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       const named = !made && expected !== null && expected.producerId >= 0;
@@ -619,10 +622,11 @@ export class TransactionCoordinator {
     // The decision is written before any marker, an abort's too: an open transaction goes on after a restart or a
     // change of coordinator, so one whose abort had begun (some partitions closed by a marker) must not look open then.
     // Tried until it is written, as a marker is: the transaction stays prepared meanwhile, never half decided.
-    await this.untilDone(txn, () => this.save(txn));
-    // Decided to commit: its offsets read as unstable until they are stored, however long its markers take (the hold
-    // from TxnOffsetCommit ran out at the transaction's timeout), as Kafka keeps pending offsets until the marker.
+    // Decided to commit: its offsets read as unstable until they are stored, however long the decision's save and the
+    // markers take (the hold from TxnOffsetCommit runs out at the transaction's timeout), as Kafka keeps pending offsets
+    // until the marker.
     if (commit) this.holdOffsets(txn, Infinity);
+    await this.untilDone(txn, () => this.save(txn));
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
     const written: Array<Marker | null> = new Array(parts.length).fill(null);
