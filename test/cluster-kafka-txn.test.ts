@@ -190,6 +190,12 @@ test("the partition's leader and the transaction's coordinator go together: a fo
     await waitUntilAsync(async () => (await latest(now, topic, 1)).error === 0, "the new leader to answer", 20_000);
     assert.deepEqual(await latest(now, topic, 1), { error: 0, offset: 6 }, "still open at the new leader");
     await open.send({ topic, messages: [{ value: "o2" }] });
+    // KafkaJS does not retry EndTxn: its coordinator must have loaded the transaction (COORDINATOR_LOAD_IN_PROGRESS
+    // before, as Kafka's answers), which a loaded machine may not have done by now.
+    await waitUntilAsync(async () => {
+      for (const n of cluster.live()) if ((await describedTxn(n, transactionalId)).error === 0) return true;
+      return false;
+    }, "the transaction's new coordinator to have loaded it", 20_000);
     await open.commit();
   } finally {
     await close();
@@ -300,6 +306,16 @@ test("a transaction spans partitions led by different brokers: its coordinator w
     assert.deepEqual(described, { error: here ? 0 : ErrorCode.NOT_COORDINATOR, id: transactionalId, state: here ? "CompleteAbort" : "" }, `broker ${brokerId(n)}`);
   }
 });
+
+/** DescribeTransactions of one id at broker `n`: its error (NOT_COORDINATOR elsewhere, COORDINATOR_LOAD_IN_PROGRESS while loading) and state. */
+function describedTxn(n: NagareServer, transactionalId: string): Promise<{ error: number; state: string }> {
+  return ask(n.kafkaPort!, flexibleFrame(65, 0, (w) => w.array([transactionalId], (w, id) => w.string(id)).taggedFields()), (r) => {
+    flexibleBody(r);
+    r.i32(); // throttle
+    const [described] = r.array((r) => ({ error: r.i16(), state: (r.string(), r.string()) }));
+    return described;
+  });
+}
 
 /** A group id whose coordinator is not broker `not`, as broker `n` answers FindCoordinator. */
 async function groupNotCoordinatedBy(n: NagareServer, not: number, prefix: string): Promise<{ groupId: string; coordinator: number }> {
