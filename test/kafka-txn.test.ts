@@ -126,6 +126,35 @@ describe("Kafka transactions", () => {
     assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["a1", "a2", "c1", "c2", "c3", "c4", "c5"]);
   });
 
+  test("transactions aborted in another order than they began: a read_committed KafkaJS consumer sees none of their records", async () => {
+    const topic = "txn.interleaved";
+    await createTopic(topic);
+    const [early, late] = [await transactional("tx-began-first"), await transactional("tx-began-second")];
+    const plain = await plainProducer();
+    // The first to begin is the last to abort: Kafka lists aborted transactions in abort order, which KafkaJS reads as
+    // if by first offset.
+    const first = await early.transaction();
+    await first.send({ topic, messages: [{ value: "x1" }] });
+    const second = await late.transaction();
+    await second.send({ topic, messages: [{ value: "y1" }] });
+    await first.send({ topic, messages: [{ value: "x2" }] });
+    await second.abort();
+    await first.abort();
+    await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
+    const seen: string[] = [];
+    const consumer = h.kafka().consumer({ groupId: "txn-interleaved", readUncommitted: false });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
+      await waitUntil(() => seen.includes("after"), "the record after the aborted ones", 20_000);
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.deepEqual(seen, ["after"]);
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
+  });
+
   test("an open transaction holds read_committed readers back; its timeout aborts it and fences the producer", async () => {
     const topic = "txn.open";
     await createTopic(topic);

@@ -35,7 +35,7 @@ export class AbortedRanges {
     p.span = Math.max(p.span, r.last - r.first);
   }
 
-  /** Ranges of `partition` with records in [from, to]; those wholly before `logStart` (gone from the log) are dropped. */
+  /** Ranges of `partition` with records in [from, to], by first offset; those wholly before `logStart` (gone from the log) are dropped. */
   within(partition: number, from: number, to: number, logStart: number): Array<{ producerId: number; first: number }> {
     const out: Array<{ producerId: number; first: number }> = [];
     const p = this.byPartition.get(partition);
@@ -57,6 +57,10 @@ export class AbortedRanges {
     for (let i = lo; i < ranges.length && ranges[i].last <= to + p.span; i++) {
       if (ranges[i].first <= to) out.push({ producerId: ranges[i].producerId, first: ranges[i].first });
     }
+    // Answered by first offset, not in marker order as Kafka's index lists them: KafkaJS steps through the list in
+    // order as it reads, so a transaction that began earlier but aborted later would show it that one's records.
+    // (librdkafka and the Java client sort the list themselves.)
+    if (out.length > 1) out.sort((a, b) => a.first - b.first);
     return out;
   }
 
