@@ -12,7 +12,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { RawKafka } from "./helpers/kafka-raw.js";
-import { call, joinGroup, offsetFetch, syncAssignment, type OffsetFetched } from "./helpers/kafka-group-requests.js";
+import { call, joinGroup, offsetFetch, syncAssignment, type Joined, type OffsetFetched } from "./helpers/kafka-group-requests.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
 describe("TxnOffsetCommit v3 (KIP-447)", () => {
@@ -37,6 +37,33 @@ for f in admin.create_topics([NewTopic("${input}", 1, 1), NewTopic("${output}", 
 src = Producer({"bootstrap.servers": b})
 for i in range(${records}): src.produce("${input}", value=b"v%d" % i)
 src.flush(10)`;
+
+  async function createTopic(topic: string, numPartitions: number): Promise<void> {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions }] });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** `k` joins `group` as its only (dynamic) member, and syncs: its join answer. */
+  async function soleMember(k: RawKafka, group: string): Promise<Joined> {
+    const ja = await joinGroup(k, group, "", null);
+    const joined = await joinGroup(k, group, ja.memberId, null);
+    assert.equal(joined.error, ErrorCode.NONE);
+    await syncAssignment(k, group, joined.generation, joined.memberId, [joined.memberId]);
+    return joined;
+  }
+
+  /** InitProducerId v1 of transactional id `id`. */
+  async function initTxn(k: RawKafka, id: string) {
+    const init = await call(k, 22, 1, (w) => w.nullableString(id).i32(60_000));
+    init.i32();
+    assert.equal(init.i16(), ErrorCode.NONE);
+    return { producerId: init.i64(), epoch: init.i16() };
+  }
 
   async function open(): Promise<RawKafka> {
     const k = await RawKafka.open(h.srv.kafkaPort!);
@@ -107,21 +134,11 @@ src.flush(10)`;
   });
 
   test("OffsetFetch v7's require_stable answers UNSTABLE_OFFSET_COMMIT for an offset an open transaction holds, until it commits or aborts", async () => {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    await admin.createTopics({ topics: [{ topic: "kip447.held", numPartitions: 2 }] });
-    await admin.disconnect();
+    await createTopic("kip447.held", 2);
     const [a, tx] = [await open(), await open()];
     const group = "kip447-held";
-    const ja = await joinGroup(a, group, "", null);
-    const joined = await joinGroup(a, group, ja.memberId, null);
-    assert.equal(joined.error, ErrorCode.NONE);
-    await syncAssignment(a, group, joined.generation, joined.memberId, [joined.memberId]);
-    const init = await call(tx, 22, 1, (w) => w.nullableString("kip447-held-tx").i32(60_000));
-    init.i32();
-    assert.equal(init.i16(), ErrorCode.NONE);
-    const producerId = init.i64();
-    const epoch = init.i16();
+    await soleMember(a, group);
+    const { producerId, epoch } = await initTxn(tx, "kip447-held-tx");
 
     /** AddOffsetsToTxn, then TxnOffsetCommit (v2) of partition 0's `offset`. */
     const holdOffset = async (offset: number): Promise<void> => {
@@ -156,22 +173,12 @@ src.flush(10)`;
   });
 
   test("a group whose only state is offsets an open transaction holds is kept when its last member leaves: they still read as unstable", async () => {
-    const admin = h.kafka().admin();
-    await admin.connect();
-    await admin.createTopics({ topics: [{ topic: "kip447.kept", numPartitions: 1 }] });
-    await admin.disconnect();
+    await createTopic("kip447.kept", 1);
     const [a, tx] = [await open(), await open()];
     const group = "kip447-kept";
     const id = "kip447-kept-tx";
-    const ja = await joinGroup(a, group, "", null);
-    const joined = await joinGroup(a, group, ja.memberId, null);
-    assert.equal(joined.error, ErrorCode.NONE);
-    await syncAssignment(a, group, joined.generation, joined.memberId, [joined.memberId]);
-    const init = await call(tx, 22, 1, (w) => w.nullableString(id).i32(60_000));
-    init.i32();
-    assert.equal(init.i16(), ErrorCode.NONE);
-    const producerId = init.i64();
-    const epoch = init.i16();
+    const joined = await soleMember(a, group);
+    const { producerId, epoch } = await initTxn(tx, id);
     const added = await call(tx, 25, 1, (w) => w.string(id).i64(producerId).i16(epoch).string(group));
     added.i32();
     assert.equal(added.i16(), ErrorCode.NONE);

@@ -86,6 +86,21 @@ describe("Kafka transactions", () => {
 
   const createTopic = (topic: string, numPartitions = 1): Promise<void> => createKafkaTopic(h, topic, numPartitions);
 
+  /** The values a read_committed KafkaJS consumer of a new group reads from the beginning of `topic`, once `last` is among them. */
+  const readCommitted = async (groupId: string, topic: string, last: string[]): Promise<string[]> => {
+    const seen: string[] = [];
+    const consumer = h.kafka().consumer({ groupId, readUncommitted: false });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
+      await waitUntil(() => last.every((v) => seen.includes(v)), `${last.join(", ")} read`, 20_000);
+    } finally {
+      await consumer.disconnect();
+    }
+    return seen;
+  };
+
   before(async () => {
     h = await startKafka();
   });
@@ -110,17 +125,7 @@ describe("Kafka transactions", () => {
     await last.commit();
 
     // Reading to c4 and c5, each after the aborted record of its partition, shows whether those were dropped.
-    const seen: string[] = [];
-    const consumer = h.kafka().consumer({ groupId: "txn-reader", readUncommitted: false });
-    await consumer.connect();
-    try {
-      await consumer.subscribe({ topic, fromBeginning: true });
-      await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
-      await waitUntil(() => seen.includes("c4") && seen.includes("c5"), "the last committed records", 20_000);
-    } finally {
-      await consumer.disconnect();
-    }
-    assert.deepEqual([...seen].sort(), ["c1", "c2", "c3", "c4", "c5"]);
+    assert.deepEqual((await readCommitted("txn-reader", topic, ["c4", "c5"])).sort(), ["c1", "c2", "c3", "c4", "c5"]);
 
     assert.deepEqual((await values(h.broker, topic, "read_committed")).sort(), ["c1", "c2", "c3", "c4", "c5"]);
     assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["a1", "a2", "c1", "c2", "c3", "c4", "c5"]);
@@ -141,17 +146,7 @@ describe("Kafka transactions", () => {
     await second.abort();
     await first.abort();
     await plain.send({ topic, acks: -1, messages: [{ value: "after" }] });
-    const seen: string[] = [];
-    const consumer = h.kafka().consumer({ groupId: "txn-interleaved", readUncommitted: false });
-    await consumer.connect();
-    try {
-      await consumer.subscribe({ topic, fromBeginning: true });
-      await consumer.run({ eachMessage: async ({ message }) => void seen.push(message.value!.toString()) });
-      await waitUntil(() => seen.includes("after"), "the record after the aborted ones", 20_000);
-    } finally {
-      await consumer.disconnect();
-    }
-    assert.deepEqual(seen, ["after"]);
+    assert.deepEqual(await readCommitted("txn-interleaved", topic, ["after"]), ["after"]);
     assert.deepEqual(await values(h.broker, topic, "read_committed"), ["after"]);
   });
 
