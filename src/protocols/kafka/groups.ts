@@ -770,7 +770,10 @@ export class Group {
   holdForTxn(producerId: number, keys: readonly string[], until: number): void {
     let hold = this.txnHolds.get(producerId);
     if (hold === undefined) {
-      if (this.txnHolds.size >= MAX_TXN_HOLDS && this.holdsForTxns()) this.txnHolds.delete(this.soonestHold());
+      if (this.txnHolds.size >= MAX_TXN_HOLDS) {
+        this.holdsForTxns(); // drops those run out first
+        if (this.txnHolds.size >= MAX_TXN_HOLDS) this.txnHolds.delete(this.soonestHold());
+      }
       hold = { keys: new Set(), until };
       this.txnHolds.set(producerId, hold);
     }

@@ -222,9 +222,7 @@ export class TransactionCoordinator {
         this.resume(txn, why);
         continue;
       }
-      // A commit's offsets read as unstable until it is finished, as Kafka's group coordinator reads a transaction's
-      // pending offsets back: a require_stable reader must not start from the ones before it meanwhile.
-      if (txn.state === "PrepareCommit") this.holdOffsets(txn, Infinity);
+      // (A commit's offsets are held from complete()'s first step: before any request can be served.)
       this.serialise(txn, () => this.finish(txn, why)).catch((err: Error) => this.log(`transaction ${id}: ${err.message}`));
     }
   }
