@@ -364,8 +364,7 @@ test("a transaction's offsets of a group another broker coordinates are committe
       assert.deepEqual(await stable(), [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "held again");
       await aborted.abort();
       assert.equal(await committedOffset(), "5", "an aborted transaction's offsets are not committed");
-      // The abort's word to the group's coordinator is not waited for by EndTxn.
-      await waitUntilAsync(async () => (await stable())[0][2] === ErrorCode.NONE, "the aborted transaction's hold to end");
+      // EndTxn answers once the group's coordinator dropped the hold: the producer's next transaction may hold them again.
       assert.deepEqual(await stable(), [[0, 5, ErrorCode.NONE]], "stable once aborted");
     } finally {
       await close();
@@ -446,4 +445,75 @@ test("a transaction's group offsets are bounded by what its record can hold: pas
   } finally {
     await admin.disconnect();
   }
+});
+
+// Last in the file: it closes a broker, and leaves its transaction decided but never finished (a marker's partition
+// is on the closed broker).
+test("a transaction's hold on a group's offsets outlives the group's coordinator: the broker that takes the group over holds them too, and once the commit is decided until they are stored, past the transaction's timeout", async (t) => {
+  const topic = "txn.hold";
+  const live = cluster.live();
+  const home = live[0];
+  const kafka = new Kafka({ clientId: "txn-hold", brokers: live.map(address), logLevel: logLevel.NOTHING, retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  t.after(() => admin.disconnect());
+  await admin.createTopics({ topics: [{ topic, numPartitions: 6, replicationFactor: 1 }], waitForLeaders: true });
+  const transactionalId = await coordinatedBy(home, brokerId(home), "hold");
+  const { groupId, coordinator } = await groupNotCoordinatedBy(home, brokerId(home), "hold-group");
+  const groupHome = live.find((n) => brokerId(n) === coordinator)!;
+  // A partition only the group's coordinator has: once it is closed, the commit's marker there cannot be written.
+  const [{ partitions }] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+  const stuck = partitions.find((p) => p.leader === coordinator)?.partitionId;
+  assert.notEqual(stuck, undefined, `a partition of ${topic} led by broker ${coordinator}`);
+  const stable = async (n: NagareServer): Promise<number[][]> => {
+    const raw = await RawKafka.open(n.kafkaPort!);
+    try {
+      return (await offsetFetch(raw, groupId, topic, [0], 7, true)).partitions;
+    } finally {
+      raw.socket.destroy();
+    }
+  };
+
+  const timeoutMs = 15_000;
+  const producer = kafka.producer({ transactionalId, transactionTimeout: timeoutMs, idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const heldFrom = Date.now();
+  try {
+    const txn = await producer.transaction();
+    await txn.send({ topic, messages: [{ partition: stuck, value: "stuck" }] });
+    await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic, partitions: [{ partition: 0, offset: "5" }] }] });
+  } finally {
+    await producer.disconnect(); // the transaction stays open
+  }
+  assert.deepEqual(await stable(groupHome), [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "held at the group's coordinator");
+
+  await cluster.close(groupHome);
+  // The group's partition of the offsets topic goes to a follower of it, which reads the hold back from its copy.
+  let answer: number[][] = [];
+  let now = home;
+  await waitUntilAsync(async () => {
+    const c = await findCoordinator(home.kafkaPort!, groupId, 0);
+    const next = cluster.live().find((n) => brokerId(n) === c.id);
+    if (c.error !== ErrorCode.NONE || next === undefined) return false;
+    now = next;
+    answer = await stable(now);
+    return !([ErrorCode.NOT_COORDINATOR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.COORDINATOR_NOT_AVAILABLE] as number[]).includes(answer[0][2]);
+  }, "the group's new coordinator to answer", 20_000);
+  assert.ok(Date.now() < heldFrom + timeoutMs, "answered within the transaction's timeout (else this test cannot tell)");
+  assert.deepEqual(answer, [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "still held by the group's new coordinator");
+
+  // Commit: decided, but its marker on the closed broker's partition is tried for ever. (EndTxn waits for the markers, so
+  // it is sent raw and not waited for.)
+  const { producerId, epoch } = await ask(home.kafkaPort!, flexibleFrame(65, 0, (w) => w.array([transactionalId], (w, id) => w.string(id)).taggedFields()), (r) => {
+    flexibleBody(r);
+    r.i32(); // throttle
+    const [described] = r.array((r) => (r.i16(), r.string(), r.string(), r.i32(), r.i64(), { producerId: Number(r.i64()), epoch: r.i16() }));
+    return described;
+  });
+  const ending = await RawKafka.open(home.kafkaPort!);
+  t.after(() => ending.socket.destroy());
+  ending.send(frame(26, 0, (w) => w.string(transactionalId).i64(producerId).i16(epoch).bool(true)));
+  await waitUntilAsync(async () => (await describedTxn(home, transactionalId)).state === "PrepareCommit", "the commit to be decided", 20_000);
+  await waitUntil(() => Date.now() > heldFrom + timeoutMs + 1_000, "the transaction's timeout to pass", timeoutMs + 5_000);
+  assert.deepEqual(await stable(now), [[0, -1, ErrorCode.UNSTABLE_OFFSET_COMMIT]], "a decided commit's offsets held until they are stored, past the timeout");
 });

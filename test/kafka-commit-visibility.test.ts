@@ -14,13 +14,19 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GroupCoordinator, type CommittedOffset, type Group, type OffsetsStore } from "../src/protocols/kafka/groups.js";
+import { GroupCoordinator, type CommittedOffset, type Group, type OffsetsStore, type TxnHold } from "../src/protocols/kafka/groups.js";
 
 /** A store whose writes the test settles. */
 class HeldStore implements OffsetsStore {
-  readonly writes: Array<{ entries: Array<[string, CommittedOffset | null]>; settle: (err?: Error) => void }> = [];
-  write(_group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
-    return new Promise((resolve, reject) => this.writes.push({ entries, settle: (err) => (err === undefined ? resolve() : reject(err)) }));
+  readonly writes: Array<{ entries: Array<[string, CommittedOffset | null]>; endingHolds: readonly number[]; settle: (err?: Error) => void }> = [];
+  /** Each hold written, as it was written (keys sorted; null: ended). */
+  readonly holds: Array<[number, { keys: string[]; until: number } | null]> = [];
+  write(_group: Group, entries: Array<[string, CommittedOffset | null]>, endingHolds: readonly number[] = []): Promise<void> {
+    return new Promise((resolve, reject) => this.writes.push({ entries, endingHolds, settle: (err) => (err === undefined ? resolve() : reject(err)) }));
+  }
+  writeHold(_group: Group, producerId: number, hold: TxnHold | null): Promise<void> {
+    this.holds.push([producerId, hold === null ? null : { keys: [...hold.keys].sort(), until: hold.until }]);
+    return Promise.resolve();
   }
   writeMembers(): Promise<void> {
     return Promise.resolve();
@@ -76,4 +82,45 @@ test("a group or topic removed while a commit is being written writes over that 
   store.writes[2].settle();
   store.writes[3].settle();
   await Promise.all([second, removing]);
+});
+
+test("a transaction's hold on a group's offsets (KIP-447) is written for the next coordinator, lengthened once its commit is decided, and ends in the write that stores its offsets", async (t) => {
+  const { store, g } = heldGroup(t);
+  const until = Date.now() + 60_000;
+  g.holdForTxn(7, ["t/0", "t/1"], until);
+  await g.recordHold(7);
+  assert.deepEqual(store.holds, [[7, { keys: ["t/0", "t/1"], until }]]);
+  assert.equal(g.heldByTxn("t/0"), true);
+
+  // The commit decided: held until stored, whatever its timeout; once only.
+  await g.extendTxnHold(7);
+  await g.extendTxnHold(7);
+  assert.deepEqual(store.holds.slice(1), [[7, { keys: ["t/0", "t/1"], until: Infinity }]]);
+  // No hold, no lengthening: a decision that arrives after the end (or for another producer) starts none.
+  await g.extendTxnHold(8);
+  assert.equal(store.holds.length, 2);
+
+  // The end fails to be written (the partition moved): still held, as the log says.
+  const failed = g.commit([["t/0", { offset: 5, metadata: null }]], 7);
+  assert.deepEqual(store.writes[0].endingHolds, [7], "the hold ends in the offsets' write");
+  store.writes[0].settle(new Error("the leadership ended"));
+  await assert.rejects(failed, /leadership ended/);
+  assert.equal(g.heldByTxn("t/0"), true);
+
+  const committing = g.commit([["t/0", { offset: 5, metadata: null }], ["t/1", { offset: 9, metadata: null }]], 7);
+  assert.equal(g.heldByTxn("t/1"), true, "held while the end is written");
+  await g.extendTxnHold(7);
+  assert.equal(store.holds.length, 2, "an ending hold is not written again (it would outlive its end)");
+  store.writes[1].settle();
+  await committing;
+  assert.equal(g.heldByTxn("t/0"), false);
+  assert.equal(g.offsets.get("t/1")?.offset, 9);
+  await g.extendTxnHold(7);
+  assert.equal(store.holds.length, 2, "an ended hold is not started again");
+
+  // As a new coordinator reads the holds back: one run out is not held.
+  g.restoreHold(9, ["t/2"], Date.now() - 1);
+  g.restoreHold(10, ["t/3"], Infinity);
+  assert.equal(g.heldByTxn("t/2"), false);
+  assert.equal(g.heldByTxn("t/3"), true);
 });

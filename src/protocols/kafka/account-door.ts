@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { KafkaDoor } from "./door.js";
 import { partitionCount } from "./cluster.js";
-import { groupCommitAway, offerCoordinatorCalls } from "./coordinator-calls.js";
+import { groupCommitAway, groupHoldAway, offerCoordinatorCalls } from "./coordinator-calls.js";
 import { offerElectCalls } from "./elect.js";
 import { LeaderRebalancer } from "./leader-rebalance.js";
 import { GroupCoordinator } from "./groups.js";
@@ -53,6 +53,7 @@ export class AccountDoor {
         withdrawElectCalls();
       };
       transactions.commitAway = (groupId, entries, producerId) => groupCommitAway(this, groupId, entries, producerId);
+      transactions.holdAway = (groupId, producerId) => groupHoldAway(this, groupId, producerId);
     }
   }
 

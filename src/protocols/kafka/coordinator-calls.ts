@@ -5,10 +5,14 @@
  * it ends (transactions.ts): so the group's coordinator hands them to the
  * transaction's (TXN_OFFSETS), and on commit the transaction's hands them
  * to whichever broker coordinates the group by then (GROUP_COMMIT), which
- * stores them as any commit. Both are calls between nodes over the routes
- * (JetStream.remoteCall), and each side checks that it still coordinates
- * its key. An answer that does not come is retried: by the client for
- * TxnOffsetCommit, by the transaction's coordinator for its commit.
+ * stores them as any commit (an abort's call carries none and ends the
+ * hold). A commit once decided asks the group's coordinator to hold its
+ * offsets until then, past the transaction's timeout (GROUP_HOLD). Each is
+ * a call between nodes over the routes (JetStream.remoteCall), and each
+ * side checks that it still coordinates its key. An answer that does not
+ * come is retried: by the client for TxnOffsetCommit, by the transaction's
+ * coordinator for its end; GROUP_HOLD is not (the hold then ends at the
+ * transaction's timeout, as it did before the decision).
  */
 
 import type { AccountDoor } from "./account-door.js";
@@ -21,6 +25,7 @@ import type { TxnRequest } from "./transactions.js";
 
 const TXN_OFFSETS = "kafka.txn-offsets";
 const GROUP_COMMIT = "kafka.group-commit";
+const GROUP_HOLD = "kafka.group-hold";
 const CALL_MS = 10_000;
 /** Room kept in a call's body for what is not an entry. */
 const BODY_ROOM = 1024;
@@ -39,6 +44,11 @@ interface GroupCommitCall {
   producerId?: number;
 }
 
+interface GroupHoldCall {
+  groupId: string;
+  producerId: number;
+}
+
 /** The answer to either call: a Kafka error code; `final`: not worth trying again (why in `reason`); TXN_OFFSETS's transaction timeout. */
 interface CallAnswer {
   error: number;
@@ -52,9 +62,11 @@ export function offerCoordinatorCalls(door: AccountDoor): () => void {
   const services = door.js.nodeServices;
   services.set(TXN_OFFSETS, async (body) => answer(await serveTxnOffsets(door, body)));
   services.set(GROUP_COMMIT, async (body) => answer(await serveGroupCommit(door, body)));
+  services.set(GROUP_HOLD, async (body) => answer(await serveGroupHold(door, body)));
   return () => {
     services.delete(TXN_OFFSETS);
     services.delete(GROUP_COMMIT);
+    services.delete(GROUP_HOLD);
   };
 }
 
@@ -112,6 +124,24 @@ export function groupCommitAway(door: AccountDoor, groupId: string, entries: Ent
   })();
 }
 
+/**
+ * A decided commit's offsets of `groupId` held until stored (Group.extendTxnHold),
+ * at the group's coordinator when that is another broker: resolves once
+ * that broker answered (or why it did not), rejects never. Null when the
+ * group is coordinated here.
+ */
+export function groupHoldAway(door: AccountDoor, groupId: string, producerId: number): Promise<string | null> | null {
+  const cluster = door.door.cluster;
+  if (cluster === null || door.offsets === null) return null;
+  const c = door.offsets.coordinator(groupId);
+  if ("error" in c) return Promise.resolve(c.reason);
+  if (c.id === cluster.nodeId) return null;
+  return call(door, c.id, GROUP_HOLD, { groupId, producerId } satisfies GroupHoldCall).then(
+    (a) => (a === null ? `broker ${c.id}, which coordinates group ${groupId}, did not answer` : a.error === ErrorCode.NONE ? null : (a.reason ?? `error ${a.error}`)),
+    (err: Error) => err.message,
+  );
+}
+
 async function serveTxnOffsets(door: AccountDoor, body: Buffer): Promise<CallAnswer> {
   const a = parse(body) as Partial<TxnOffsetsCall> | null;
   if (a === null || typeof a.transactionalId !== "string" || typeof a.producerId !== "number" || typeof a.epoch !== "number" || typeof a.groupId !== "string" || !validEntries(a.entries)) {
@@ -131,8 +161,20 @@ async function serveGroupCommit(door: AccountDoor, body: Buffer): Promise<CallAn
   const group = door.groups.group(a.groupId, a.entries.length > 0);
   if (group === null) return a.entries.length > 0 ? { error: ErrorCode.COORDINATOR_NOT_AVAILABLE, final: true, reason: "too many groups" } : { error: ErrorCode.NONE };
   try {
-    if (a.entries.length > 0) await group.commit(a.entries);
-    if (typeof a.producerId === "number") group.releaseTxn(a.producerId);
+    await group.commit(a.entries, typeof a.producerId === "number" ? a.producerId : undefined);
+    return { error: ErrorCode.NONE };
+  } catch (err) {
+    return { error: err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.UNKNOWN_SERVER_ERROR, reason: (err as Error).message };
+  }
+}
+
+async function serveGroupHold(door: AccountDoor, body: Buffer): Promise<CallAnswer> {
+  const a = parse(body) as Partial<GroupHoldCall> | null;
+  if (a === null || typeof a.groupId !== "string" || typeof a.producerId !== "number") return { error: ErrorCode.INVALID_REQUEST, reason: "a malformed call" };
+  const refused = await coordinatorReady(door, KEY_TYPE_GROUP, a.groupId);
+  if (refused !== ErrorCode.NONE) return { error: refused, reason: `this broker does not coordinate group ${a.groupId} now` };
+  try {
+    await door.groups.group(a.groupId, false)?.extendTxnHold(a.producerId);
     return { error: ErrorCode.NONE };
   } catch (err) {
     return { error: err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.UNKNOWN_SERVER_ERROR, reason: (err as Error).message };

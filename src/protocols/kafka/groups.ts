@@ -67,7 +67,16 @@ export function committedOffset(p: { offset: number; metadata: string | null; le
 
 /** Where a cluster keeps committed offsets instead of this node's files: `write` resolves once the changes (null: removed) are durable. */
 export interface OffsetsStore {
-  write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void>;
+  /** `endingHolds`: producers whose transaction hold (writeHold) ends in the same write. */
+  write(group: Group, entries: Array<[string, CommittedOffset | null]>, endingHolds?: readonly number[]): Promise<void>;
+  /**
+   * Records what an open transaction of producer `producerId` holds (null:
+   * its hold ended), for the next coordinator to hold it too, as Kafka's
+   * offsets log keeps a transaction's offsets pending until its marker;
+   * resolves once every in-sync replica has it (at once for a hold too large
+   * to record, which is then held here only).
+   */
+  writeHold(group: Group, producerId: number, hold: TxnHold | null): Promise<void>;
   /**
    * Records the group's generation and members (null: the group is deleted)
    * for the next coordinator to take over, as Kafka's coordinator stores
@@ -76,6 +85,14 @@ export interface OffsetsStore {
    * keeps the record before).
    */
   writeMembers(group: Group, saved: SavedMembers | null): Promise<void>;
+}
+
+/** Offsets an open transaction holds (KIP-447) until it ends or `until` (ms since the epoch; Infinity: a decided commit's, until stored). */
+export interface TxnHold {
+  keys: Set<string>;
+  until: number;
+  /** Its end is being written: held until that is stored, but no longer extended (extendTxnHold). */
+  ending?: boolean;
 }
 
 /** A group's generation and members as its coordinator records them at the end of a rebalance (Stable) or once it is Empty. */
@@ -117,7 +134,7 @@ export class Group {
    * the transaction ends or `until` (ms since the epoch; a transaction is
    * aborted by then) passes: OffsetFetch's require_stable.
    */
-  private readonly txnHolds = new Map<number, { keys: Set<string>; until: number }>();
+  private readonly txnHolds = new Map<number, TxnHold>();
   private rebalanceTimer: NodeJS.Timeout | null = null;
   /** The generation whose leader's assignments came in (SyncGroup): only its first are taken. */
   private assignedGeneration = -1;
@@ -742,17 +759,24 @@ export class Group {
    * Kafka keeps a commit pending until then: a fetch never sees an offset
    * that a failover could take back.
    */
-  async commit(entries: Array<[string, CommittedOffset]>): Promise<void> {
+  async commit(entries: Array<[string, CommittedOffset]>, endingHoldOf?: number): Promise<void> {
     const store = this.coordinator.store;
     if (store === null) {
       for (const [k, v] of entries) this.offsets.set(k, v);
-      return this.save();
+      if (entries.length > 0) await this.save();
+      if (endingHoldOf !== undefined) this.txnHolds.delete(endingHoldOf);
+      return;
     }
+    // A hold ends in the write that stores its offsets: no coordinator after this one sees one without the other.
+    const ending = endingHoldOf === undefined ? undefined : this.txnHolds.get(endingHoldOf);
+    if (ending !== undefined) ending.ending = true;
     for (const [k] of entries) this.pendingKeys.set(k, (this.pendingKeys.get(k) ?? 0) + 1);
     try {
-      await store.write(this, entries);
+      await store.write(this, entries, ending === undefined ? [] : [endingHoldOf!]);
       for (const [k, v] of entries) this.offsets.set(k, v);
+      if (ending !== undefined && this.txnHolds.get(endingHoldOf!) === ending) this.txnHolds.delete(endingHoldOf!);
     } finally {
+      if (ending !== undefined) ending.ending = false;
       for (const [k] of entries) {
         const n = this.pendingKeys.get(k)! - 1;
         if (n === 0) this.pendingKeys.delete(k);
@@ -763,9 +787,10 @@ export class Group {
 
   /**
    * A transaction of producer `producerId` holds offsets `keys` until it
-   * ends (releaseTxn) or `until` passes. At most MAX_TXN_HOLDS producers
-   * are remembered: past that the oldest is forgotten (its offsets read as
-   * stable, as before KIP-447).
+   * ends (commit with `endingHoldOf`) or `until` passes. At most
+   * MAX_TXN_HOLDS producers are remembered: past that the one that runs out
+   * first is forgotten (its offsets read as stable, as before KIP-447). In a
+   * cluster recordHold writes it down for the next coordinator.
    */
   holdForTxn(producerId: number, keys: readonly string[], until: number): void {
     let hold = this.txnHolds.get(producerId);
@@ -781,6 +806,27 @@ export class Group {
     for (const k of keys) hold.keys.add(k);
   }
 
+  /** In a cluster: writes producer `producerId`'s hold as it is now (OffsetsStore.writeHold); resolves at once on a single node. */
+  recordHold(producerId: number): Promise<void> {
+    const store = this.coordinator.store;
+    const hold = this.txnHolds.get(producerId);
+    return store === null || hold === undefined ? Promise.resolve() : store.writeHold(this, producerId, hold);
+  }
+
+  /**
+   * A transaction of producer `producerId` decided to commit: its hold, if
+   * still running, lasts until its offsets are stored, however long its
+   * markers take (Kafka keeps them pending until the marker). Never starts
+   * a hold: one that ended (or is ending) stays ended, whatever the order
+   * this and the commit arrive in.
+   */
+  extendTxnHold(producerId: number): Promise<void> {
+    const hold = this.txnHolds.get(producerId);
+    if (hold === undefined || hold.ending === true || hold.until <= Date.now() || hold.until === Infinity) return Promise.resolve();
+    hold.until = Infinity;
+    return this.recordHold(producerId);
+  }
+
   /** The producer whose hold runs out first (of equals, the oldest): a decided commit's, which has no end, goes last. */
   private soonestHold(): number {
     let soonest = -1;
@@ -794,9 +840,9 @@ export class Group {
     return soonest;
   }
 
-  /** The transaction of `producerId` ended: its offsets are stored (commit) or dropped (abort). */
-  releaseTxn(producerId: number): void {
-    this.txnHolds.delete(producerId);
+  /** The holds as a coordinator's record of them says (ReplicatedOffsets.adopt); those run out are not taken. */
+  restoreHold(producerId: number, keys: readonly string[], until: number): void {
+    if (until > Date.now()) this.holdForTxn(producerId, keys, until);
   }
 
   /** Whether an open transaction holds the offset of `key` (UNSTABLE_OFFSET_COMMIT). */

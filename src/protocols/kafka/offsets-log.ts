@@ -4,15 +4,19 @@
  * belongs to one partition, and the broker that leads that partition is the
  * group's coordinator. A commit is one record per (group, topic, partition)
  * key, appended to the group's partition and acknowledged once every
- * in-sync replica has it; a removed key is an empty record. An in-sync
- * follower that takes the partition over loads the groups from its copy.
+ * in-sync replica has it; a removed key is an empty record. An open
+ * transaction's hold on a group's offsets (KIP-447) is a record too, one per
+ * (group, producer id), emptied in the write that stores the transaction's
+ * offsets, as Kafka keeps a transaction's offsets in this log pending until
+ * its marker. An in-sync follower that takes the partition over loads the
+ * groups, their offsets and holds from its copy.
  */
 
 import type { StoredMessage } from "../../store/log.js";
 import type { AccountDoor } from "./account-door.js";
 import { CoordinatorTopic, partitionOfKey, token, untoken } from "./coordinator-topic.js";
 import { ErrorCode } from "./errors.js";
-import type { CommittedOffset, Group, OffsetsStore, SavedMembers } from "./groups.js";
+import type { CommittedOffset, Group, OffsetsStore, SavedMembers, TxnHold } from "./groups.js";
 import { OFFSETS_TOPIC } from "./topics.js";
 
 /** Kafka's offsets.topic.num.partitions is 50; a few suffice to spread coordinators over a small cluster. */
@@ -33,6 +37,28 @@ export function offsetSubject(group: string, offsetKey: string): string {
 /** The key of a group's generation and members (writeMembers): one token after the prefix, which offset keys never are. */
 function membersSubject(group: string): string {
   return `${SUBJECT_PREFIX}${token(group)}`;
+}
+
+/**
+ * The key of a transaction's hold on a group's offsets: two tokens after the
+ * prefix, the second `P` and the producer id (an offset key has three, a
+ * group's members one; versions before holds were recorded skip it).
+ */
+function holdSubject(group: string, producerId: number): string {
+  return `${SUBJECT_PREFIX}${token(group)}.P${producerId}`;
+}
+
+/** The group and producer a hold's subject names; null for any other subject. */
+function parseHoldSubject(subject: string): { group: string; producerId: number } | null {
+  if (!subject.startsWith(SUBJECT_PREFIX)) return null;
+  const parts = subject.slice(SUBJECT_PREFIX.length).split(".");
+  return parts.length === 2 && /^P\d+$/.test(parts[1]) ? { group: untoken(parts[0]), producerId: Number(parts[1].slice(1)) } : null;
+}
+
+/** A hold as recorded: `until` null for a decided commit's, held until its offsets are stored. */
+interface StoredHold {
+  keys: string[];
+  until: number | null;
 }
 
 /** The group whose members a subject records; null for any other subject. */
@@ -64,7 +90,15 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
   protected adopt(p: number, records: StoredMessage[]): void {
     const found = new Map<string, Map<string, StoredOffset>>();
     const members = new Map<string, SavedMembers>();
+    const holds = new Map<string, Array<[number, StoredHold]>>();
     for (const m of records) {
+      const held = parseHoldSubject(m.subject);
+      if (held !== null) {
+        const list = holds.get(held.group) ?? [];
+        list.push([held.producerId, JSON.parse(m.data.toString()) as StoredHold]);
+        holds.set(held.group, list);
+        continue;
+      }
       const owner = parseMembersSubject(m.subject);
       if (owner !== null) {
         members.set(owner, JSON.parse(m.data.toString()) as SavedMembers);
@@ -79,7 +113,9 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
     }
     // An empty group with no offsets left is not brought back: nothing would ever remove it, and such groups would build up.
     const stable = [...members].filter(([, m]) => m.state === "Stable").map(([id]) => id);
-    for (const id of new Set([...found.keys(), ...stable])) {
+    const now = Date.now();
+    const holding = [...holds].filter(([, list]) => list.some(([, h]) => h.until === null || h.until > now)).map(([id]) => id);
+    for (const id of new Set([...found.keys(), ...stable, ...holding])) {
       const g = this.door.groups.group(id, true);
       if (g === null) {
         this.door.log.warn(`kafka: ${OFFSETS_TOPIC} partition ${p}: group ${id} not loaded, too many groups`);
@@ -91,6 +127,7 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
       }
       const saved = members.get(id);
       if (saved !== undefined) g.restoreMembers(saved);
+      for (const [producerId, h] of holds.get(id) ?? []) g.restoreHold(producerId, h.keys, h.until ?? Infinity);
     }
   }
 
@@ -122,11 +159,23 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
     return this.append(this.partitionOf(group.id), group.id, [[membersSubject(group.id), data]]);
   }
 
-  write(group: Group, entries: Array<[string, CommittedOffset | null]>): Promise<void> {
+  write(group: Group, entries: Array<[string, CommittedOffset | null]>, endingHolds: readonly number[] = []): Promise<void> {
     const records = entries.map(([key, value]): [string, Buffer] => [
       offsetSubject(group.id, key),
       value === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ offset: value.offset, metadata: value.metadata, leaderEpoch: value.leaderEpoch, protocolType: group.protocolType } satisfies StoredOffset)),
     ]);
+    // After the offsets: records of one append are stored in order, so no copy holds the hold's end without them.
+    for (const producerId of endingHolds) records.push([holdSubject(group.id, producerId), Buffer.alloc(0)]);
     return this.append(this.partitionOf(group.id), group.id, records);
+  }
+
+  writeHold(group: Group, producerId: number, hold: TxnHold | null): Promise<void> {
+    const data = hold === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ keys: [...hold.keys], until: hold.until === Infinity ? null : hold.until } satisfies StoredHold));
+    // Held here only, as a group too large to record keeps its last record of members: its offsets read as stable after a takeover.
+    if (data.length > this.door.js.options.maxPayload) {
+      this.door.log.warn(`kafka: group ${group.id}: the ${hold?.keys.size} offsets a transaction holds are too many to record for another coordinator (${data.length} bytes)`);
+      return Promise.resolve();
+    }
+    return this.append(this.partitionOf(group.id), group.id, [[holdSubject(group.id, producerId), data]]);
   }
 }

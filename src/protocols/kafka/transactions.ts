@@ -149,6 +149,12 @@ export class TransactionCoordinator {
    * null when the group is coordinated here.
    */
   commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number) => Promise<string | null> | null) | null = null;
+  /**
+   * In a cluster: asks the group's coordinator, when that is another broker,
+   * to hold a decided commit's offsets until they are stored; resolves to
+   * null once it did, or why not. Null when the group is coordinated here.
+   */
+  holdAway: ((groupId: string, producerId: number) => Promise<string | null> | null) | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   /** The save queued behind the one being written: later saves join it, as it will write what they changed too. */
@@ -261,8 +267,8 @@ export class TransactionCoordinator {
    * A transaction open when its coordinator restarted or changed goes on:
    * its timeout runs from when it began. A single node's groups hold its
    * offsets again (OffsetFetch's require_stable) until it ends; in a cluster
-   * they are held where their group is coordinated, which did not forget
-   * them unless it changed too (then they read as stable until the end).
+   * they are held where their group is coordinated, which recorded the hold
+   * for its successors (OffsetsStore.writeHold).
    */
   private resume(txn: Txn, why: string): void {
     const deadline = txn.startedAt + txn.timeoutMs;
@@ -274,7 +280,8 @@ export class TransactionCoordinator {
   /**
    * A single node's groups hold the transaction's offsets (OffsetFetch's
    * require_stable) until it ends, or `until`. (In a cluster the groups'
-   * coordinators hold them from TxnOffsetCommit, until its timeout.)
+   * coordinators hold them from TxnOffsetCommit, until its timeout, and
+   * once it decides to commit until they are stored: holdDecided.)
    */
   private holdOffsets(txn: Txn, until: number): void {
     if (this.store !== null) return;
@@ -623,7 +630,10 @@ export class TransactionCoordinator {
     // Decided to commit: its offsets read as unstable until they are stored, however long the decision's save and the
     // markers take (the hold from TxnOffsetCommit runs out at the transaction's timeout), as Kafka keeps pending offsets
     // until the marker.
-    if (commit) this.holdOffsets(txn, Infinity);
+    if (commit) {
+      this.holdOffsets(txn, Infinity);
+      this.holdDecided(txn);
+    }
     await this.untilDone(txn, () => this.save(txn));
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
@@ -653,8 +663,16 @@ export class TransactionCoordinator {
         if (skipped !== null) this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${skipped}`);
         this.stillHeld(txn);
       } else {
-        // The group stops answering its offsets unstable (KIP-447), told in the background: the abort does not wait for it.
-        this.releaseHold(txn.id, groupId, txn.producerId, Date.now() + txn.timeoutMs);
+        // The group stops answering its offsets unstable (KIP-447) before the abort is done: the producer's next
+        // transaction may hold them again, and a late end must not end its hold (Kafka's next transaction waits for the
+        // abort's markers, the offsets log's too). Tried until the hold would have run out there anyway.
+        try {
+          await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [], txn.producerId), Date.now() + txn.timeoutMs);
+        } catch (err) {
+          if (err instanceof CoordinatorMoved) throw err;
+          this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${(err as Error).message}`);
+        }
+        this.stillHeld(txn);
       }
     }
     if (wrap) {
@@ -670,21 +688,27 @@ export class TransactionCoordinator {
   }
 
   /**
-   * Tells a group's coordinator that an aborted transaction no longer
-   * holds its offsets, trying again as a marker is until `until`, when the
-   * hold has ended there anyway.
+   * In a cluster: a decided commit's offsets held at each group's
+   * coordinator until they are stored, past the transaction's timeout
+   * (Group.extendTxnHold; a single node's are held by holdOffsets). Not
+   * waited for: a coordinator that cannot be reached must not hold the
+   * commit up, and the hold only ever lengthens one that has not ended.
    */
-  private releaseHold(txnId: string, groupId: string, producerId: number, until: number): void {
-    const attempt = (delay: number): void => {
-      this.commitGroupOffsets(groupId, [], producerId).then(
-        (skipped) => skipped !== null && this.log(`transaction ${txnId}: aborted, but group ${groupId} was not told: ${skipped}`),
-        (err: Error) => {
-          if (this.closed || Date.now() + delay >= until) this.log(`transaction ${txnId}: aborted, but group ${groupId} was not told: ${err.message}`);
-          else setTimeout(() => attempt(Math.min(2 * delay, MARKER_RETRY_MAX_MS)), delay).unref();
-        },
-      );
-    };
-    attempt(MARKER_RETRY_MIN_MS);
+  private holdDecided(txn: Txn): void {
+    if (this.store === null) return;
+    for (const [groupId, entries] of txn.offsets) {
+      if (entries.size === 0) continue;
+      const away = this.holdAway?.(groupId, txn.producerId) ?? null;
+      const held =
+        away ??
+        (this.groups.group(groupId, false)?.extendTxnHold(txn.producerId).then(
+          () => null,
+          (err: Error) => err.message,
+        ) ?? Promise.resolve(null));
+      void held.then((why) => {
+        if (why !== null) this.warn(`transaction ${txn.id}: group ${groupId} holds its offsets only until the transaction's timeout: ${why}`);
+      });
+    }
   }
 
   /**
@@ -699,8 +723,7 @@ export class TransactionCoordinator {
     const group = this.groups.group(groupId, entries.length > 0);
     if (group === null) return entries.length > 0 ? "too many groups" : null;
     try {
-      if (entries.length > 0) await group.commit(entries);
-      group.releaseTxn(producerId);
+      await group.commit(entries, producerId);
       return null;
     } catch (err) {
       // The group's coordinator moved since it was looked up: the next try finds the new one. (The transaction moving is
@@ -717,16 +740,17 @@ export class TransactionCoordinator {
    * the transaction). Meanwhile the transaction stays prepared: its producer
    * gets CONCURRENT_TRANSACTIONS, read_committed readers wait at its start.
    * So each marker (and a commit's group offsets) is written with this: until
-   * it succeeds (backing off from 100 ms to 5 s), the server stops, or the
-   * transaction goes to another broker.
+   * it succeeds (backing off from 100 ms to 5 s), the server stops, the
+   * transaction goes to another broker, or the next try would be past
+   * `deadline` (the last error thrown).
    */
-  private async untilDone<T>(txn: Txn, write: () => Promise<T>): Promise<T> {
+  private async untilDone<T>(txn: Txn, write: () => Promise<T>, deadline = Infinity): Promise<T> {
     for (let delay = MARKER_RETRY_MIN_MS; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
       this.stillHeld(txn);
       try {
         return await write();
       } catch (err) {
-        if (this.closed || err instanceof CoordinatorMoved) throw err;
+        if (this.closed || err instanceof CoordinatorMoved || Date.now() + delay >= deadline) throw err;
         this.warn(`transaction ${txn.id}: ${(err as Error).message}; trying again in ${delay} ms`);
         await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
       }

@@ -13,6 +13,7 @@ import { coordinatorError, coordinatorReady, partitionCount } from "./cluster.js
 import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js";
 import { committedOffset, MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
 import { txnOffsetsAway } from "./coordinator-calls.js";
+import { CoordinatorMoved } from "./coordinator-topic.js";
 import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeDescribeTransactions, decodeEndTxn, decodeListTransactions, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
@@ -102,9 +103,15 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
     const away = await txnOffsetsAway(door, req, groupId, entries);
     error = away?.error ?? (await door.transactions.commitOffsets(req, groupId, entries));
     const timeoutMs = away === null ? door.transactions.timeoutOf(transactionalId) : away.timeoutMs;
-    // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447).
-    if (error === ErrorCode.NONE && entries.length > 0) {
-      door.groups.group(groupId, true)?.holdForTxn(producerId, entries.map(([k]) => k), Date.now() + (timeoutMs ?? MAX_TRANSACTION_TIMEOUT_MS));
+    // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447);
+    // in a cluster recorded before it is acknowledged, so that a new coordinator of the group holds it too.
+    const group = error === ErrorCode.NONE && entries.length > 0 ? door.groups.group(groupId, true) : null;
+    if (group !== null) {
+      group.holdForTxn(producerId, entries.map(([k]) => k), Date.now() + (timeoutMs ?? MAX_TRANSACTION_TIMEOUT_MS));
+      error = await group.recordHold(producerId).then(
+        () => ErrorCode.NONE,
+        (err: unknown) => (err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE),
+      );
     }
   }
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
