@@ -92,12 +92,13 @@ test("a transaction's hold on a group's offsets (KIP-447) is written for the nex
   assert.deepEqual(store.holds, [[7, { keys: ["t/0", "t/1"], until }]]);
   assert.equal(g.heldByTxn("t/0"), true);
 
-  // The commit decided: held until stored, whatever its timeout; once only.
-  await g.extendTxnHold(7);
-  await g.extendTxnHold(7);
-  assert.deepEqual(store.holds.slice(1), [[7, { keys: ["t/0", "t/1"], until: Infinity }]]);
+  // The commit decided: held until stored, past its timeout; written once.
+  const decided = Date.now() + 900_000;
+  await g.extendTxnHold(7, decided);
+  await g.extendTxnHold(7, decided);
+  assert.deepEqual(store.holds.slice(1), [[7, { keys: ["t/0", "t/1"], until: decided }]]);
   // No hold, no lengthening: a decision that arrives after the end (or for another producer) starts none.
-  await g.extendTxnHold(8);
+  await g.extendTxnHold(8, decided);
   assert.equal(store.holds.length, 2);
 
   // The end fails to be written (the partition moved): still held, as the log says.
@@ -109,18 +110,38 @@ test("a transaction's hold on a group's offsets (KIP-447) is written for the nex
 
   const committing = g.commit([["t/0", { offset: 5, metadata: null }], ["t/1", { offset: 9, metadata: null }]], 7);
   assert.equal(g.heldByTxn("t/1"), true, "held while the end is written");
-  await g.extendTxnHold(7);
+  await g.extendTxnHold(7, decided + 1);
   assert.equal(store.holds.length, 2, "an ending hold is not written again (it would outlive its end)");
   store.writes[1].settle();
   await committing;
   assert.equal(g.heldByTxn("t/0"), false);
   assert.equal(g.offsets.get("t/1")?.offset, 9);
-  await g.extendTxnHold(7);
+  await g.extendTxnHold(7, decided + 1);
   assert.equal(store.holds.length, 2, "an ended hold is not started again");
 
   // As a new coordinator reads the holds back: one run out is not held.
   g.restoreHold(9, ["t/2"], Date.now() - 1);
-  g.restoreHold(10, ["t/3"], Infinity);
+  g.restoreHold(10, ["t/3"], decided);
   assert.equal(g.heldByTxn("t/2"), false);
   assert.equal(g.heldByTxn("t/3"), true);
+});
+
+test("a hold's end is written even where it is not held, and a transaction that holds offsets while its producer's last hold is ending keeps its own", async (t) => {
+  const { store, g } = heldGroup(t);
+  // Not held here (run out, evicted, or held by an earlier coordinator only): the end is written all the same.
+  const ended = g.commit([], 11);
+  assert.deepEqual(store.writes[0].endingHolds, [11]);
+  store.writes[0].settle();
+  await ended;
+
+  // An abort's end is being written when the producer's next transaction holds offsets: the write ends the old hold only.
+  g.holdForTxn(12, ["t/0"], Date.now() + 60_000);
+  const ending = g.commit([], 12);
+  g.holdForTxn(12, ["t/1"], Date.now() + 60_000);
+  await g.recordHold(12);
+  assert.deepEqual(store.holds.at(-1), [12, { keys: ["t/1"], until: store.holds.at(-1)![1]!.until }], "the new hold alone");
+  store.writes[1].settle();
+  await ending;
+  assert.equal(g.heldByTxn("t/1"), true, "the next transaction's hold stays");
+  assert.equal(g.heldByTxn("t/0"), false);
 });

@@ -53,7 +53,7 @@ export class AccountDoor {
         withdrawElectCalls();
       };
       transactions.commitAway = (groupId, entries, producerId) => groupCommitAway(this, groupId, entries, producerId);
-      transactions.holdAway = (groupId, producerId) => groupHoldAway(this, groupId, producerId);
+      transactions.holdAway = (groupId, producerId, until) => groupHoldAway(this, groupId, producerId, until);
     }
   }
 

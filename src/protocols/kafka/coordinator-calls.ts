@@ -7,7 +7,8 @@
  * to whichever broker coordinates the group by then (GROUP_COMMIT), which
  * stores them as any commit (an abort's call carries none and ends the
  * hold). A commit once decided asks the group's coordinator to hold its
- * offsets until then, past the transaction's timeout (GROUP_HOLD). Each is
+ * offsets until then, past the transaction's timeout, for as long again as
+ * a transaction may run at most (GROUP_HOLD). Each is
  * a call between nodes over the routes (JetStream.remoteCall), and each
  * side checks that it still coordinates its key. An answer that does not
  * come is retried: by the client for TxnOffsetCommit, by the transaction's
@@ -21,7 +22,7 @@ import { CoordinatorMoved } from "./coordinator-topic.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset } from "./groups.js";
 import { KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
-import type { TxnRequest } from "./transactions.js";
+import { MAX_TRANSACTION_TIMEOUT_MS, type TxnRequest } from "./transactions.js";
 
 const TXN_OFFSETS = "kafka.txn-offsets";
 const GROUP_COMMIT = "kafka.group-commit";
@@ -47,6 +48,8 @@ interface GroupCommitCall {
 interface GroupHoldCall {
   groupId: string;
   producerId: number;
+  /** Until when (ms since the epoch) at the longest. */
+  until: number;
 }
 
 /** The answer to either call: a Kafka error code; `final`: not worth trying again (why in `reason`); TXN_OFFSETS's transaction timeout. */
@@ -130,13 +133,13 @@ export function groupCommitAway(door: AccountDoor, groupId: string, entries: Ent
  * that broker answered (or why it did not), rejects never. Null when the
  * group is coordinated here.
  */
-export function groupHoldAway(door: AccountDoor, groupId: string, producerId: number): Promise<string | null> | null {
+export function groupHoldAway(door: AccountDoor, groupId: string, producerId: number, until: number): Promise<string | null> | null {
   const cluster = door.door.cluster;
   if (cluster === null || door.offsets === null) return null;
   const c = door.offsets.coordinator(groupId);
   if ("error" in c) return Promise.resolve(c.reason);
   if (c.id === cluster.nodeId) return null;
-  return call(door, c.id, GROUP_HOLD, { groupId, producerId } satisfies GroupHoldCall).then(
+  return call(door, c.id, GROUP_HOLD, { groupId, producerId, until } satisfies GroupHoldCall).then(
     (a) => (a === null ? `broker ${c.id}, which coordinates group ${groupId}, did not answer` : a.error === ErrorCode.NONE ? null : (a.reason ?? `error ${a.error}`)),
     (err: Error) => err.message,
   );
@@ -170,11 +173,12 @@ async function serveGroupCommit(door: AccountDoor, body: Buffer): Promise<CallAn
 
 async function serveGroupHold(door: AccountDoor, body: Buffer): Promise<CallAnswer> {
   const a = parse(body) as Partial<GroupHoldCall> | null;
-  if (a === null || typeof a.groupId !== "string" || typeof a.producerId !== "number") return { error: ErrorCode.INVALID_REQUEST, reason: "a malformed call" };
+  if (a === null || typeof a.groupId !== "string" || typeof a.producerId !== "number" || typeof a.until !== "number") return { error: ErrorCode.INVALID_REQUEST, reason: "a malformed call" };
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, a.groupId);
   if (refused !== ErrorCode.NONE) return { error: refused, reason: `this broker does not coordinate group ${a.groupId} now` };
   try {
-    await door.groups.group(a.groupId, false)?.extendTxnHold(a.producerId);
+    // Never longer than a transaction may run: a hold whose end is never told must still end.
+    await door.groups.group(a.groupId, false)?.extendTxnHold(a.producerId, Math.min(a.until, Date.now() + MAX_TRANSACTION_TIMEOUT_MS));
     return { error: ErrorCode.NONE };
   } catch (err) {
     return { error: err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.UNKNOWN_SERVER_ERROR, reason: (err as Error).message };

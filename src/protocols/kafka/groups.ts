@@ -91,8 +91,8 @@ export interface OffsetsStore {
 export interface TxnHold {
   keys: Set<string>;
   until: number;
-  /** Its end is being written: held until that is stored, but no longer extended (extendTxnHold). */
-  ending?: boolean;
+  /** Writes of its end under way: held until one is stored, but no longer lengthened (extendTxnHold) nor added to (holdForTxn starts another). */
+  ending?: number;
 }
 
 /** A group's generation and members as its coordinator records them at the end of a rebalance (Stable) or once it is Empty. */
@@ -767,16 +767,18 @@ export class Group {
       if (endingHoldOf !== undefined) this.txnHolds.delete(endingHoldOf);
       return;
     }
-    // A hold ends in the write that stores its offsets: no coordinator after this one sees one without the other.
+    // A hold ends in the write that stores its offsets: no coordinator after this one sees one without the other. Its end
+    // is written even when this one does not hold it (run out, evicted, the group deleted, held by a coordinator before
+    // this one): the log may still have it, and a record left there would be held again by the next coordinator.
     const ending = endingHoldOf === undefined ? undefined : this.txnHolds.get(endingHoldOf);
-    if (ending !== undefined) ending.ending = true;
+    if (ending !== undefined) ending.ending = (ending.ending ?? 0) + 1;
     for (const [k] of entries) this.pendingKeys.set(k, (this.pendingKeys.get(k) ?? 0) + 1);
     try {
-      await store.write(this, entries, ending === undefined ? [] : [endingHoldOf!]);
+      await store.write(this, entries, endingHoldOf === undefined ? [] : [endingHoldOf]);
       for (const [k, v] of entries) this.offsets.set(k, v);
       if (ending !== undefined && this.txnHolds.get(endingHoldOf!) === ending) this.txnHolds.delete(endingHoldOf!);
     } finally {
-      if (ending !== undefined) ending.ending = false;
+      if (ending !== undefined) ending.ending! -= 1;
       for (const [k] of entries) {
         const n = this.pendingKeys.get(k)! - 1;
         if (n === 0) this.pendingKeys.delete(k);
@@ -794,6 +796,11 @@ export class Group {
    */
   holdForTxn(producerId: number, keys: readonly string[], until: number): void {
     let hold = this.txnHolds.get(producerId);
+    // One whose end is being written is the last transaction's: the write ends it, not this one's.
+    if (hold !== undefined && (hold.ending ?? 0) > 0) {
+      this.txnHolds.delete(producerId);
+      hold = undefined;
+    }
     if (hold === undefined) {
       if (this.txnHolds.size >= MAX_TXN_HOLDS) {
         this.holdsForTxns(); // drops those run out first
@@ -816,14 +823,14 @@ export class Group {
   /**
    * A transaction of producer `producerId` decided to commit: its hold, if
    * still running, lasts until its offsets are stored, however long its
-   * markers take (Kafka keeps them pending until the marker). Never starts
-   * a hold: one that ended (or is ending) stays ended, whatever the order
-   * this and the commit arrive in.
+   * markers take (Kafka keeps them pending until the marker), or `until`.
+   * Never starts a hold: one that ended (or is ending) stays ended, whatever
+   * the order this and the commit arrive in.
    */
-  extendTxnHold(producerId: number): Promise<void> {
+  extendTxnHold(producerId: number, until: number): Promise<void> {
     const hold = this.txnHolds.get(producerId);
-    if (hold === undefined || hold.ending === true || hold.until <= Date.now() || hold.until === Infinity) return Promise.resolve();
-    hold.until = Infinity;
+    if (hold === undefined || (hold.ending ?? 0) > 0 || hold.until <= Date.now() || hold.until >= until) return Promise.resolve();
+    hold.until = until;
     return this.recordHold(producerId);
   }
 

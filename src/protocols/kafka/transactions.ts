@@ -151,10 +151,10 @@ export class TransactionCoordinator {
   commitAway: ((groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number) => Promise<string | null> | null) | null = null;
   /**
    * In a cluster: asks the group's coordinator, when that is another broker,
-   * to hold a decided commit's offsets until they are stored; resolves to
+   * to hold a decided commit's offsets until they are stored, or `until`; resolves to
    * null once it did, or why not. Null when the group is coordinated here.
    */
-  holdAway: ((groupId: string, producerId: number) => Promise<string | null> | null) | null = null;
+  holdAway: ((groupId: string, producerId: number, until: number) => Promise<string | null> | null) | null = null;
   /** Saves run one after another, each writing the state as it is when it starts. */
   private saves: Promise<void> = Promise.resolve();
   /** The save queued behind the one being written: later saves join it, as it will write what they changed too. */
@@ -630,11 +630,10 @@ export class TransactionCoordinator {
     // Decided to commit: its offsets read as unstable until they are stored, however long the decision's save and the
     // markers take (the hold from TxnOffsetCommit runs out at the transaction's timeout), as Kafka keeps pending offsets
     // until the marker.
-    if (commit) {
-      this.holdOffsets(txn, Infinity);
-      this.holdDecided(txn);
-    }
+    if (commit) this.holdOffsets(txn, Infinity);
     await this.untilDone(txn, () => this.save(txn));
+    // Once decided (not before: a decision not saved leaves the transaction open for the next coordinator).
+    if (commit) this.holdDecided(txn);
     // A few at a time: each may be a request to another node, and those share a bound with replication's (cluster-api.ts).
     const parts = [...txn.partitions.values()];
     const written: Array<Marker | null> = new Array(parts.length).fill(null);
@@ -655,25 +654,30 @@ export class TransactionCoordinator {
     }
     await withinMs(Promise.all(reads), INDEX_WAIT_MS);
     this.stillHeld(txn);
-    for (const [groupId, entries] of txn.offsets) {
-      if (entries.size === 0) continue;
-      if (commit) {
+    if (commit) {
+      for (const [groupId, entries] of txn.offsets) {
+        if (entries.size === 0) continue;
         // Retried as markers are (a disk error passes, a group's coordinator moving or down), here or at the group's coordinator.
         const skipped = await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [...entries], txn.producerId));
         if (skipped !== null) this.log(`transaction ${txn.id}: committed, but the offsets of group ${groupId} were not: ${skipped}`);
         this.stillHeld(txn);
-      } else {
-        // The group stops answering its offsets unstable (KIP-447) before the abort is done: the producer's next
-        // transaction may hold them again, and a late end must not end its hold (Kafka's next transaction waits for the
-        // abort's markers, the offsets log's too). Tried until the hold would have run out there anyway.
+      }
+    } else {
+      // The groups stop answering the offsets unstable (KIP-447) before the abort is done: the producer's next
+      // transaction may hold them again, and a late end must not end its hold (Kafka's next transaction waits for the
+      // abort's markers, the offsets log's too). All at once, each tried until its hold would have run out anyway.
+      const deadline = Date.now() + txn.timeoutMs;
+      const ends = [...txn.offsets].filter(([, entries]) => entries.size > 0).map(async ([groupId]) => {
         try {
-          await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [], txn.producerId), Date.now() + txn.timeoutMs);
+          await this.untilDone(txn, () => this.commitGroupOffsets(groupId, [], txn.producerId), deadline);
         } catch (err) {
           if (err instanceof CoordinatorMoved) throw err;
           this.log(`transaction ${txn.id}: aborted, but group ${groupId} was not told: ${(err as Error).message}`);
         }
-        this.stillHeld(txn);
-      }
+      });
+      const moved = (await Promise.allSettled(ends)).find((o): o is PromiseRejectedResult => o.status === "rejected");
+      if (moved !== undefined) throw moved.reason;
+      this.stillHeld(txn);
     }
     if (wrap) {
       txn.producerId = this.allocateId();
@@ -689,19 +693,22 @@ export class TransactionCoordinator {
 
   /**
    * In a cluster: a decided commit's offsets held at each group's
-   * coordinator until they are stored, past the transaction's timeout
-   * (Group.extendTxnHold; a single node's are held by holdOffsets). Not
+   * coordinator until they are stored, past the transaction's timeout, for
+   * at most the longest a transaction may run (Group.extendTxnHold; a
+   * single node's are held by holdOffsets, without end). Not
    * waited for: a coordinator that cannot be reached must not hold the
    * commit up, and the hold only ever lengthens one that has not ended.
    */
   private holdDecided(txn: Txn): void {
     if (this.store === null) return;
+    // Never for ever: a hold whose end is never told (a coordinator of an older version, a call lost) must still end.
+    const until = Date.now() + MAX_TRANSACTION_TIMEOUT_MS;
     for (const [groupId, entries] of txn.offsets) {
       if (entries.size === 0) continue;
-      const away = this.holdAway?.(groupId, txn.producerId) ?? null;
+      const away = this.holdAway?.(groupId, txn.producerId, until) ?? null;
       const held =
         away ??
-        (this.groups.group(groupId, false)?.extendTxnHold(txn.producerId).then(
+        (this.groups.group(groupId, false)?.extendTxnHold(txn.producerId, until).then(
           () => null,
           (err: Error) => err.message,
         ) ?? Promise.resolve(null));
