@@ -56,6 +56,7 @@ const FLAGS: Record<KafkaGroup, FlagSpec[]> = {
     { long: "delete-config", value: true, multi: true },
     { long: "partition", value: true },
     { long: "to-broker", value: true },
+    { long: "replicas", value: true },
     { long: "cancel", value: false },
   ],
   group: [
@@ -98,11 +99,14 @@ const USAGE: Record<KafkaGroup, string> = {
   alter <name> [--partitions n] [--config key=value]... [--delete-config key]...
                  adds partitions (a topic never shrinks); sets configs, or
                  puts them back to their defaults; the others stay as they are
-  move <name> --partition n (--to-broker id | --cancel)
+  move <name> --partition n (--to-broker id | --replicas id,id... | --cancel)
                  moves a partition to another broker, which copies it and
                  takes it over (AlterPartitionReassignments; one partition of
-                 a topic at a time); --cancel stops a move under way
-  moves          partition moves under way (ListPartitionReassignments)
+                 a topic at a time); --replicas gives a replicated partition
+                 these replicas (preferred leader first): the new ones copy
+                 it, then the others are dropped; --cancel stops either
+  moves          partition moves and reassignments under way
+                 (ListPartitionReassignments)
   rm <name>
 
 ${OPTIONS}`,
@@ -188,6 +192,15 @@ function parseId(args: ParsedArgs, flag: string): number {
   if (raw === undefined) throw new UsageError(`missing --${flag}`);
   if (!/^\d+$/.test(raw) || Number(raw) > 0x7fffffff) throw new UsageError(`--${flag} must be a non-negative integer, got "${raw}"`);
   return Number(raw);
+}
+
+/** A comma-separated list of broker ids (at most 16: no replication factor goes higher). */
+function parseIdList(args: ParsedArgs, flag: string): number[] {
+  const raw = lastFlag(args, flag);
+  if (raw === undefined) throw new UsageError(`missing --${flag}`);
+  const parts = raw.split(",");
+  if (parts.length > 16 || parts.some((id) => !/^\d+$/.test(id) || Number(id) > 0x7fffffff)) throw new UsageError(`--${flag} must be broker ids separated by commas, got "${raw}"`);
+  return parts.map(Number);
 }
 
 function parseConfigs(args: ParsedArgs): Array<[string, string]> {
@@ -344,15 +357,21 @@ function prepareTopic(args: ParsedArgs): Run {
     }
     case "move": {
       const [name] = positionals(args, ["topic name"]);
-      onlyFlags(args, verb, ["partition", "to-broker", "cancel"]);
+      onlyFlags(args, verb, ["partition", "to-broker", "replicas", "cancel"]);
       const partition = parseId(args, "partition");
       const cancel = args.flags.has("cancel");
       const to = args.flags.has("to-broker") ? parseId(args, "to-broker") : null;
-      if (cancel === (to !== null)) throw new UsageError("give --to-broker <id> or --cancel");
+      const replicas = args.flags.has("replicas") ? parseIdList(args, "replicas") : null;
+      if ([cancel, to !== null, replicas !== null].filter(Boolean).length !== 1) throw new UsageError("give --to-broker <id>, --replicas <id,id...> or --cancel");
       return async (c, io, asJson) => {
-        checkTopicOutcome(name, await alterPartitionReassignment(c, name, partition, to));
-        const done = { topic: name, partition, ...(to === null ? { cancelled: true } : { toBroker: to }) };
-        await write(io.stdout, asJson ? json(done) : to === null ? `Move of ${name}-${partition} cancelled\n` : `Moving ${name}-${partition} to broker ${to}: follow it with "nagare topic moves"\n`);
+        checkTopicOutcome(name, await alterPartitionReassignment(c, name, partition, replicas ?? to));
+        const done = { topic: name, partition, ...(cancel ? { cancelled: true } : replicas !== null ? { replicas } : { toBroker: to }) };
+        const text = cancel
+          ? `Move of ${name}-${partition} cancelled\n`
+          : replicas !== null
+            ? `Reassigning ${name}-${partition} to brokers ${replicas.join(",")}: follow it with "nagare topic moves"\n`
+            : `Moving ${name}-${partition} to broker ${to}: follow it with "nagare topic moves"\n`;
+        await write(io.stdout, asJson ? json(done) : text);
         return 0;
       };
     }

@@ -227,13 +227,18 @@ export async function createPartitions(c: KafkaClient, topic: string, count: num
 }
 
 /** Moves partition `partition` of `topic` to broker `to` (its one replica), or with null cancels its move (AlterPartitionReassignments). */
-export async function alterPartitionReassignment(c: KafkaClient, topic: string, partition: number, to: number | null): Promise<Outcome> {
+/** A partition's replicas become `to` (one broker id, or several, preferred leader first); null cancels a reassignment under way. */
+export async function alterPartitionReassignment(c: KafkaClient, topic: string, partition: number, to: number | readonly number[] | null): Promise<Outcome> {
+  const replicas = to === null ? null : typeof to === "number" ? [to] : to;
   const r = await c.request(ApiKey.AlterPartitionReassignments, V.alterPartitionReassignments, (w) => {
     w.i32(ADMIN_TIMEOUT_MS);
     w.arrayLength(1, true).compactString(topic);
     w.arrayLength(1, true).i32(partition);
-    if (to === null) w.arrayLength(-1, true);
-    else w.arrayLength(1, true).i32(to);
+    if (replicas === null) w.arrayLength(-1, true);
+    else {
+      w.arrayLength(replicas.length, true);
+      for (const id of replicas) w.i32(id);
+    }
     w.tags().tags().tags();
   });
   r.i32(); // throttle_time_ms

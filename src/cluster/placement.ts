@@ -61,6 +61,20 @@ export interface StreamPlacement {
   isr?: string[][];
   /** The fewest in-sync replicas with which a write waiting for them is taken (Kafka's min.insync.replicas); absent: a majority of the replicas. */
   minIsr?: number;
+  /**
+   * Per partition (absent, or null: none), a reassignment of a replicated
+   * partition under way (AlterPartitionReassignments): `replicas` holds
+   * `original` and `target` together until every target node is in the ISR;
+   * then the leader (one of the target, handed over to first) makes
+   * `replicas` the target in a new epoch and clears this.
+   */
+  reassigning?: Array<ReplicaReassignment | null>;
+}
+
+/** A replicated partition's replicas going from `original` to `target` (preferred leader first). */
+export interface ReplicaReassignment {
+  original: string[];
+  target: string[];
 }
 
 export interface PlacementRequest {

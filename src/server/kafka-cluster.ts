@@ -127,6 +127,11 @@ export class EtcdKafkaCluster implements KafkaCluster {
     const replicas = p.leaders.map((_, i) => replicasOf(p, i));
     return {
       moving: move === undefined ? null : { partition: move.partition, to: this.ids.idOf(move.to) ?? -1 },
+      reassigning: p.leaders.map((_, i) => {
+        const r = p.reassigning?.[i] ?? null;
+        if (r === null) return null;
+        return { replicas: replicas[i].map(id), adding: r.target.filter((n) => !r.original.includes(n)).map(id), removing: r.original.filter((n) => !r.target.includes(n)).map(id) };
+      }),
       stream: p.stream,
       origin: p.origin,
       topic: config?.metadata?.[TOPIC_METADATA_KEY] ?? p.stream,
@@ -220,22 +225,27 @@ export class EtcdKafkaCluster implements KafkaCluster {
     }
   }
 
-  async reassign(account: string, stream: string, partition: number, to: number | null): Promise<void> {
+  async reassign(account: string, stream: string, partition: number, to: number[] | null): Promise<void> {
     await this.update(account, stream, (p) => {
       if (partition < 0 || partition >= p.leaders.length) throw new KafkaClusterError(`Unable to find partition ${partition} of ${stream}.`, false, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
-      if (p.replicas !== undefined) throw new KafkaClusterError("Reassigning the replicas of a replicated partition is not supported yet.", false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+      if (p.replicas !== undefined) return this.reassignReplicas(p, partition, to);
+      if (to !== null && to.length > 1) {
+        throw new KafkaClusterError(
+          `The manual partition assignment includes ${to.length} replicas: a partition of one replica moves to one broker (the replication factor is chosen when the topic is created).`,
+          false,
+          ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+        );
+      }
+      const one = to === null ? null : to[0];
       const move = moveOf(p);
       const ours = move !== undefined && move.partition === partition;
-      if (to === null || p.leaders[partition] === this.nameOf(to)) {
+      if (one === null || p.leaders[partition] === this.nameOf(one)) {
         // Back to where it is (Kafka reverts to the original replicas the same way): the move under way, if any, is cancelled.
-        if (!ours && to === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
+        if (!ours && one === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
         if (ours) delete p.moving;
         return p;
       }
-      const target = this.nameOf(to);
-      if (target === undefined || !this.isLiveBroker(target) || this.withoutKafka().has(target)) {
-        throw new KafkaClusterError(`The manual partition assignment includes broker ${to}, but no such broker is registered.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
-      }
+      const target = this.liveTarget(one);
       if (ours && move.to === target) return p; // asked again: under way
       if (move !== undefined) {
         throw new KafkaClusterError(
@@ -246,6 +256,60 @@ export class EtcdKafkaCluster implements KafkaCluster {
       }
       return { ...p, moving: newMove(partition, target) };
     });
+  }
+
+  /**
+   * A replicated partition's new replicas, as Kafka reassigns them: the
+   * target's new brokers are added to the replicas (in a new epoch: they
+   * copy the log and join the ISR once caught up), and once every target
+   * broker is in sync the leader drops the others (stream-replicas.ts,
+   * `reassigning`). Null cancels one under way: back to the original
+   * replicas, unless the leadership already went to one outside them.
+   */
+  private reassignReplicas(p: StreamPlacement, partition: number, to: number[] | null): StreamPlacement {
+    const current = p.replicas![partition];
+    const under = p.reassigning?.[partition] ?? null;
+    const ended = (replicas: string[], bump: boolean): StreamPlacement => {
+      const next: StreamPlacement = {
+        ...p,
+        replicas: p.replicas!.map((set, i) => (i === partition ? replicas : set)),
+        isr: (p.isr ?? p.replicas!.map((set) => [...set])).map((set, i) => (i === partition ? set.filter((n) => replicas.includes(n)) : set)),
+        epochs: (p.epochs ?? p.leaders.map(() => 1)).map((e, i) => (i === partition && bump ? e + 1 : e)),
+        reassigning: (p.reassigning ?? p.leaders.map(() => null)).map((r, i) => (i === partition ? null : r)),
+      };
+      if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
+      return next;
+    };
+    if (to === null) {
+      if (under === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
+      const leader = p.leaders[partition];
+      if (!under.original.includes(leader)) {
+        throw new KafkaClusterError(`The partition is led by ${leader}, not one of its original replicas, by now: reassign it to them instead.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+      }
+      return ended(under.original, true);
+    }
+    if (to.length < 2) {
+      throw new KafkaClusterError("The manual partition assignment names one replica for a replicated partition: the replication factor cannot be lowered to one by a reassignment.", false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+    }
+    const target = to.map((id) => this.liveTarget(id));
+    // The same brokers: only the preferred leader's place changes (and a reassignment under way has nothing left to drop).
+    if (target.length === current.length && target.every((n) => current.includes(n))) return ended(target, false);
+    const union = [...current, ...target.filter((n) => !current.includes(n))];
+    return {
+      ...p,
+      replicas: p.replicas!.map((set, i) => (i === partition ? union : set)),
+      epochs: (p.epochs ?? p.leaders.map(() => 1)).map((e, i) => (i === partition ? e + 1 : e)),
+      reassigning: (p.reassigning ?? p.leaders.map(() => null)).map((r, i) => (i === partition ? { original: under?.original ?? current, target } : r)),
+    };
+  }
+
+  /** The node of broker `id`, if it is live with a Kafka listener; else Kafka's refusal. */
+  private liveTarget(id: number): string {
+    const name = this.nameOf(id);
+    if (name === undefined || !this.isLiveBroker(name) || this.withoutKafka().has(name)) {
+      throw new KafkaClusterError(`The manual partition assignment includes broker ${id}, but no such broker is registered.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+    }
+    return name;
   }
 
   /** The node that claimed broker id `id`, if any. */

@@ -50,6 +50,8 @@ export interface PlacedStream {
   isr?: string[][];
   /** The fewest in-sync replicas a write waiting for them is taken with (a Kafka topic's min.insync.replicas); absent: a majority of the replicas. */
   minIsr?: number;
+  /** Per partition, a reassignment of its replicas under way (null: none; cluster/placement.ts). */
+  reassigning?: Array<{ original: string[]; target: string[] } | null>;
   /** When the placement was made (ISO 8601, the placing node's clock). */
   created?: string;
 }

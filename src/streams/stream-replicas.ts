@@ -48,6 +48,8 @@ export const LAG_MAX_MS = 10_000;
 /** A hand-over etcd did not answer is made again after this, doubling up to the most (writes refused meanwhile). */
 const AMBIGUOUS_RETRY_MS = 100;
 const AMBIGUOUS_RETRY_MAX_MS = 1000;
+/** How long a leader that a reassignment takes out waits for its writes in flight to reach the ISR before it hands over (tried again at the next check). */
+const REASSIGN_HANDOVER_MS = 5000;
 /** How often a leader looks at its ISR, and a follower at its leader. */
 const CHECK_MS = 500;
 /** A follower's wait per rank in the ISR before it proposes itself as leader. */
@@ -1256,7 +1258,10 @@ export class StreamReplicas {
     // Joiners count for the high watermark from now on, not from when etcd has them (KIP-497); one no longer ready
     // after a refused change stops counting, one still ready is proposed again.
     leader.joining([...back, ...role.uncertain]);
-    if (out.size === 0 && back.length === 0 && role.uncertain.size === 0) return;
+    if (out.size === 0 && back.length === 0 && role.uncertain.size === 0) {
+      this.finishReassignment(key, name, p, role, placed, isr);
+      return;
+    }
     const next = [...isr.filter((n) => !out.has(n)), ...back];
     this.change(
       key,
@@ -1276,6 +1281,54 @@ export class StreamReplicas {
         } else if (maybeApplied) for (const n of back) role.uncertain.add(n);
         copies?.release();
       },
+    );
+  }
+
+  /**
+   * A reassignment of this partition's replicas (AlterPartitionReassignments,
+   * `placed.reassigning`) ends once every target replica is in sync: here
+   * when this node is among the target (the others dropped in a new epoch,
+   * their copies deleted as a scale-down's), else by handing the leadership
+   * to the first target replica in sync, whose own check then ends it.
+   */
+  private finishReassignment(key: string, name: string, p: number, role: LeaderRole, placed: PlacedStream, isr: readonly string[]): void {
+    const wanted = placed.reassigning?.[p] ?? null;
+    if (wanted === null || !wanted.target.every((n) => isr.includes(n))) return;
+    const log = this.host.js.options.log;
+    if (!wanted.target.includes(this.self)) {
+      const to = wanted.target.find((n) => n !== this.self && this.host.cluster.directory.isLive(n));
+      if (to === undefined) return;
+      this.changing.add(key);
+      this.handOver(name, p, performance.now() + REASSIGN_HANDOVER_MS, to)
+        .then(
+          () => log.info(`cluster: partition ${p} of stream "${name}" handed over to ${to}, one of the replicas it is reassigned to`),
+          (err: Error) => log.warn(`cluster: partition ${p} of stream "${name}" could not be handed over to ${to} for its reassignment (tried again): ${err.message}`),
+        )
+        .finally(() => this.changing.delete(key));
+      return;
+    }
+    const target = wanted.target.join(",");
+    this.change(
+      key,
+      name,
+      p,
+      role.epoch,
+      (pl) => {
+        const now = pl.reassigning?.[p] ?? null;
+        if (now === null || now.target.join(",") !== target) throw new Error("its reassignment changed meanwhile");
+        const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
+        epochs[p] = role.epoch + 1;
+        const next: PlacedStream = {
+          ...pl,
+          replicas: (pl.replicas ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? [...now.target] : set)),
+          isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => now.target.includes(n)) : set)),
+          epochs,
+          reassigning: pl.reassigning!.map((r, i) => (i === p ? null : r)),
+        };
+        if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
+        return next;
+      },
+      `partition ${p} of stream "${name}" reassigned: its replicas are now ${target} (epoch ${role.epoch + 1})`,
     );
   }
 

@@ -48,6 +48,8 @@ export interface PlacedTopic {
   origin: "kafka" | "jetstream";
   /** The partition being moved to another broker (AlterPartitionReassignments), and that broker's id; null: none. */
   moving: { partition: number; to: number } | null;
+  /** Per partition, a reassignment of its replicas under way (replicated topics): every replica now, those being added and those to go; null: none. */
+  reassigning: Array<{ replicas: number[]; adding: number[]; removing: number[] } | null>;
 }
 
 /** A cluster change that failed; `retriable`: etcd away or no live node (try again), else refused for good. */
@@ -96,15 +98,19 @@ export interface KafkaCluster {
   /** Removes a topic's placement; the nodes leading it delete their copies. Throws KafkaClusterError. */
   remove(account: string, stream: string): Promise<void>;
   /**
-   * Starts moving a partition to broker `to` (its one replica), or with
-   * null cancels its move; resolves once recorded (the move runs on). To its
-   * leader: nothing to do (a move of it under way is cancelled). Throws
+   * A partition's replicas become `to` (broker ids, preferred leader
+   * first), or with null its reassignment is cancelled; resolves once
+   * recorded (the change runs on). A partition of one replica moves to the
+   * one broker named (to its leader: nothing to do, a move under way is
+   * cancelled); a replicated one gets the target's new brokers, which copy
+   * it, and loses the others once they are in sync. Throws
    * KafkaClusterError with a code: UNKNOWN_TOPIC_OR_PARTITION,
-   * INVALID_REPLICA_ASSIGNMENT (no such live broker),
-   * REASSIGNMENT_IN_PROGRESS (a move of the topic is under way: one at a
-   * time), NO_REASSIGNMENT_IN_PROGRESS (nothing to cancel).
+   * INVALID_REPLICA_ASSIGNMENT (no such live broker, a replication factor
+   * changed to or from one), REASSIGNMENT_IN_PROGRESS (a move of the topic
+   * is under way: one at a time), NO_REASSIGNMENT_IN_PROGRESS (nothing to
+   * cancel).
    */
-  reassign(account: string, stream: string, partition: number, to: number | null): Promise<void>;
+  reassign(account: string, stream: string, partition: number, to: number[] | null): Promise<void>;
 }
 
 /**

@@ -1,0 +1,124 @@
+/**
+ * Reassigning a replicated Kafka partition's replicas
+ * (AlterPartitionReassignments with several brokers, issue 20's "replicas
+ * can be reassigned") in a three-node cluster with a real etcd: the new
+ * replicas copy the partition and join the ISR, then the others are dropped
+ * and delete their copies; a leader that is not among the target hands its
+ * leadership over first. Every record acknowledged before, during and after
+ * is read back by kcat (librdkafka) in order; KafkaJS's Metadata shows the
+ * new replicas and ISR. Neither of Debian's Python clients has the call, so
+ * it goes through `nagare topic move --replicas` and nagare's own client.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs from "kafkajs";
+import type { NagareServer } from "../src/server/server.js";
+import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
+import { kcat } from "./helpers/kafka.js";
+import { captured } from "./helpers/cli.js";
+import { runKafkaCommand } from "../src/cli/kafka-commands.js";
+import { KafkaClient } from "../src/cli/kafka-client.js";
+import { alterPartitionReassignment } from "../src/cli/kafka-requests.js";
+import { streamNameOf } from "../src/protocols/kafka/topics.js";
+import { ErrorCode } from "../src/protocols/kafka/errors.js";
+
+const { Kafka, logLevel } = kafkajs;
+
+let cluster: KafkaTestCluster;
+before(async () => {
+  cluster = await startKafkaTestCluster("kreassign");
+});
+after(() => cluster.stop());
+
+const address = (n: NagareServer): string => cluster.address(n);
+const brokerId = (n: NagareServer): number => cluster.brokerId(n);
+const nameOf = (n: NagareServer): string => n.cluster!.placements.self;
+const byName = (name: string): NagareServer => cluster.nodes.find((n) => nameOf(n) === name)!;
+
+test("a replicated partition's replicas are reassigned under acknowledged writes: the new ones copy it, the leader hands over when it is not among them, the old ones drop their copies, nothing is lost", async () => {
+  const topic = "reassigned";
+  const stream = streamNameOf(topic);
+  const kafka = new Kafka({ clientId: "reassign", brokers: cluster.nodes.map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await admin.connect();
+  await producer.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+    const placement = () => cluster.nodes[0].cluster!.placements.get("$G", stream)!.placement;
+    await waitUntil(() => cluster.nodes.every((n) => n.cluster!.placements.get("$G", stream)?.placement.isr?.[0].length === 2), "both replicas in sync");
+    const [leaderName, followerName] = [placement().leaders[0], placement().replicas![0].find((n) => n !== placement().leaders[0])!];
+    const leader = byName(leaderName);
+    const follower = byName(followerName);
+    const spare = cluster.nodes.find((n) => n !== leader && n !== follower)!;
+
+    const sent: string[] = [];
+    const send = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const value = `r${sent.length}`;
+        await producer.send({ topic, acks: -1, messages: [{ value }] });
+        sent.push(value);
+      }
+    };
+    await send(20);
+
+    // Refusals first, in Kafka's words: a replicated partition keeps at least two replicas; live brokers only.
+    const c = await KafkaClient.connect(address(spare));
+    try {
+      assert.equal((await alterPartitionReassignment(c, topic, 0, [brokerId(spare)])).error, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+      assert.equal((await alterPartitionReassignment(c, topic, 0, [brokerId(spare), 999])).error, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
+      assert.equal((await alterPartitionReassignment(c, topic, 0, null)).error, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
+    } finally {
+      c.close();
+    }
+
+    // The leader is not among the target: the spare copies the partition, the leader hands over, then it drops its copy.
+    const target = [brokerId(spare), brokerId(follower)];
+    const moved = await captured((io) => runKafkaCommand("topic", ["move", topic, "--partition", "0", "--replicas", target.join(","), "-b", address(spare)], io));
+    assert.equal(moved.code, 0, moved.err);
+    assert.match(moved.out, new RegExp(`Reassigning ${topic}-0 to brokers ${target.join(",")}`));
+    await send(20); // acknowledged while the reassignment runs
+    const done = (names: string[]) => (n: NagareServer): boolean => {
+      const p = n.cluster!.placements.get("$G", stream)?.placement;
+      return p !== undefined && p.reassigning === undefined && [...p.replicas![0]].sort().join() === [...names].sort().join() && [...p.isr![0]].sort().join() === [...names].sort().join();
+    };
+    await waitUntil(() => cluster.nodes.every(done([nameOf(spare), nameOf(follower)])), "the reassignment to end on every node", 60_000);
+    assert.notEqual(placement().leaders[0], leaderName, "the old leader handed its leadership over");
+    await waitUntil(() => leader.jetstream!.streams.get(stream) === undefined, "the old leader to delete its copy", 20_000);
+    await send(20);
+
+    const metadata = async (): Promise<{ replicas: number[]; isr: number[] }> => {
+      const [p] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions;
+      return { replicas: [...p.replicas].sort(), isr: [...p.isr].sort() };
+    };
+    assert.deepEqual(await metadata(), { replicas: [...target].sort(), isr: [...target].sort() });
+
+    // Back to three replicas, the leader among them: the old one copies the partition again, nothing is handed over.
+    const leaderBefore = placement().leaders[0];
+    const all = [brokerId(follower), brokerId(spare), brokerId(leader)];
+    const c2 = await KafkaClient.connect(address(leader));
+    try {
+      assert.equal((await alterPartitionReassignment(c2, topic, 0, all)).error, ErrorCode.NONE);
+    } finally {
+      c2.close();
+    }
+    await waitUntil(() => cluster.nodes.every(done(cluster.nodes.map(nameOf))), "the second reassignment to end on every node", 60_000);
+    assert.equal(placement().leaders[0], leaderBefore);
+    assert.deepEqual(placement().replicas![0], [nameOf(follower), nameOf(spare), nameOf(leader)], "the replicas in the order asked (preferred leader first)");
+    await send(20);
+    assert.deepEqual(await metadata(), { replicas: [...all].sort(), isr: [...all].sort() });
+
+    // Every acknowledged record, once, in order.
+    const read = await kcat(["-b", cluster.nodes.map(address).join(","), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(read.stdout.trim().split("\n"), sent);
+    const moves = await captured((io) => runKafkaCommand("topic", ["moves", "-b", address(spare)], io));
+    assert.equal(moves.code, 0, moves.err);
+    assert.match(moves.out, /No partition moves under way/);
+  } finally {
+    await producer.disconnect();
+    await admin.disconnect();
+  }
+});
