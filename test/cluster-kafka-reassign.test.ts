@@ -8,6 +8,9 @@
  * is read back by kcat (librdkafka) in order; KafkaJS's Metadata shows the
  * new replicas and ISR. Neither of Debian's Python clients has the call, so
  * it goes through `nagare topic move --replicas` and nagare's own client.
+ * A JetStream stream's replicas change the same way through
+ * `$JS.API.STREAM.PEER.REMOVE` (nats-server's peer remap), seen with the
+ * NATS JetStream client.
  */
 
 import { test, before, after } from "node:test";
@@ -23,6 +26,8 @@ import { KafkaClient } from "../src/cli/kafka-client.js";
 import { alterPartitionReassignment } from "../src/cli/kafka-requests.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -120,5 +125,64 @@ test("a replicated partition's replicas are reassigned under acknowledged writes
   } finally {
     await producer.disconnect();
     await admin.disconnect();
+  }
+});
+
+test("$JS.API.STREAM.PEER.REMOVE gives a replicated stream's peer's place to another node: it copies the stream, the removed peer (its leader here) hands over and drops its copy, every message stays", async () => {
+  const name = "PEERS";
+  const first = cluster.nodes[0];
+  const nc = await connect({ port: first.port });
+  try {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name, subjects: ["peers.>"], num_replicas: 2 });
+    const js = jsm.jetstream();
+    for (let i = 0; i < 20; i++) await js.publish("peers.a", `m${i}`);
+    const placement = () => first.cluster!.placements.get("$G", name)!.placement;
+    const [leaderName] = placement().leaders;
+    const others = placement().replicas![0];
+    const spare = cluster.nodes.find((n) => !others.includes(nameOf(n)))!;
+    const removePeer = async (peer: string): Promise<Record<string, unknown>> =>
+      JSON.parse(new TextDecoder().decode((await nc.request(`$JS.API.STREAM.PEER.REMOVE.${name}`, JSON.stringify({ peer }), { timeout: 10_000 })).data)) as Record<string, unknown>;
+
+    const refused = await removePeer(nameOf(spare));
+    assert.deepEqual(refused.error, { code: 400, err_code: 10040, description: "peer not a member" });
+    const removed = await removePeer(leaderName);
+    assert.equal(removed.type, "io.nats.jetstream.api.v1.stream_remove_peer_response");
+    assert.equal(removed.success, true, JSON.stringify(removed));
+    // Each change of the replicas begins a leader epoch: a publish meeting that moment is refused (503), and retried
+    // under its message id, as after a failover.
+    const publish = async (i: number): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await js.publish("peers.a", `m${i}`, { msgID: `m${i}` });
+          return;
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 10008 || attempt >= 50) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    };
+    for (let i = 20; i < 30; i++) await publish(i);
+
+    const want = [...others.filter((n) => n !== leaderName), nameOf(spare)].sort().join();
+    await waitUntil(
+      () => cluster.nodes.every((n) => {
+        const p = n.cluster!.placements.get("$G", name)?.placement;
+        return p !== undefined && p.reassigning === undefined && [...p.replicas![0]].sort().join() === want && [...p.isr![0]].sort().join() === want;
+      }),
+      "the peer's place taken on every node",
+      60_000,
+    );
+    await waitUntil(() => byName(leaderName).jetstream!.streams.get(name) === undefined, "the removed peer to delete its copy", 20_000);
+    for (let i = 30; i < 40; i++) await publish(i);
+    const info = await jsm.streams.info(name);
+    assert.equal(info.state.messages, 40);
+    assert.deepEqual([info.cluster!.leader, ...(info.cluster!.replicas ?? []).map((r) => r.name)].sort().join(), want);
+    const consumer = await js.consumers.get(name);
+    const seen: string[] = [];
+    for (let i = 0; i < 40; i++) seen.push((await consumer.next({ expires: 5000 }))!.string());
+    assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => `m${i}`));
+  } finally {
+    await nc.close();
   }
 });

@@ -27,7 +27,7 @@ import { BrokerIds } from "../cluster/brokers.js";
 import type { StreamPlacement } from "../cluster/placement.js";
 import { KafkaClusterError, type KafkaBroker, type KafkaCluster, type PlacedTopic } from "../protocols/kafka/cluster.js";
 import { ErrorCode } from "../protocols/kafka/errors.js";
-import { moveOf, newMove, replicasOf } from "../streams/cluster-streams.js";
+import { moveOf, newMove, reassignmentEnded, replicasOf, withReassignment } from "../streams/cluster-streams.js";
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 
@@ -269,38 +269,21 @@ export class EtcdKafkaCluster implements KafkaCluster {
   private reassignReplicas(p: StreamPlacement, partition: number, to: number[] | null): StreamPlacement {
     const current = p.replicas![partition];
     const under = p.reassigning?.[partition] ?? null;
-    const ended = (replicas: string[], bump: boolean): StreamPlacement => {
-      const next: StreamPlacement = {
-        ...p,
-        replicas: p.replicas!.map((set, i) => (i === partition ? replicas : set)),
-        isr: (p.isr ?? p.replicas!.map((set) => [...set])).map((set, i) => (i === partition ? set.filter((n) => replicas.includes(n)) : set)),
-        epochs: (p.epochs ?? p.leaders.map(() => 1)).map((e, i) => (i === partition && bump ? e + 1 : e)),
-        reassigning: (p.reassigning ?? p.leaders.map(() => null)).map((r, i) => (i === partition ? null : r)),
-      };
-      if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
-      return next;
-    };
     if (to === null) {
       if (under === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
       const leader = p.leaders[partition];
       if (!under.original.includes(leader)) {
         throw new KafkaClusterError(`The partition is led by ${leader}, not one of its original replicas, by now: reassign it to them instead.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
       }
-      return ended(under.original, true);
+      return reassignmentEnded(p, partition, under.original, true);
     }
     if (to.length < 2) {
       throw new KafkaClusterError("The manual partition assignment names one replica for a replicated partition: the replication factor cannot be lowered to one by a reassignment.", false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
     }
     const target = to.map((id) => this.liveTarget(id));
     // The same brokers: only the preferred leader's place changes (and a reassignment under way has nothing left to drop).
-    if (target.length === current.length && target.every((n) => current.includes(n))) return ended(target, false);
-    const union = [...current, ...target.filter((n) => !current.includes(n))];
-    return {
-      ...p,
-      replicas: p.replicas!.map((set, i) => (i === partition ? union : set)),
-      epochs: (p.epochs ?? p.leaders.map(() => 1)).map((e, i) => (i === partition ? e + 1 : e)),
-      reassigning: (p.reassigning ?? p.leaders.map(() => null)).map((r, i) => (i === partition ? { original: under?.original ?? current, target } : r)),
-    };
+    if (target.length === current.length && target.every((n) => current.includes(n))) return reassignmentEnded(p, partition, target, false);
+    return withReassignment(p, partition, target);
   }
 
   /** The node of broker `id`, if it is live with a Kafka listener; else Kafka's refusal. */

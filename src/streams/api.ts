@@ -301,7 +301,13 @@ export class JetStreamApi implements Receiver {
         await this.clusterApi.stepDown(t[5], preferred === "" ? undefined : preferred);
         return { success: true };
       }
-      case "stream_remove_peer_response":
+      case "stream_remove_peer_response": {
+        if (this.clusterApi === null) throw Errors.clusterRequired();
+        const peer = optString(parseBody(body), "peer");
+        if (peer === undefined || peer === "") throw Errors.badRequest();
+        await this.clusterApi.removePeer(t[5], peer);
+        return { success: true };
+      }
       case "consumer_leader_stepdown_response":
         throw Errors.clusterRequired();
       case "consumer_create_response":

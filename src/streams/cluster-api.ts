@@ -38,7 +38,7 @@ import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
-import { moveOf, newMove, sameMove, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { moveOf, newMove, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
@@ -157,6 +157,7 @@ export function streamOfSubject(t: string[]): string | undefined {
     if ((verb === "UPDATE" || verb === "INFO" || verb === "DELETE" || verb === "PURGE") && n === 5) return t[4];
     if (verb === "MSG" && (t[4] === "GET" || t[4] === "DELETE") && n === 6) return t[5];
     if (verb === "LEADER" && t[4] === "STEPDOWN" && n === 6) return t[5];
+    if (verb === "PEER" && t[4] === "REMOVE" && n === 6) return t[5];
     return undefined;
   }
   if (kind === "DIRECT" && verb === "GET" && n >= 5) return t[4];
@@ -750,6 +751,7 @@ export class ClusterApi implements Receiver {
    */
   private rescaled(p: PlacedStream, config: StreamConfig): Pick<PlacedStream, "replicas" | "epochs" | "isr"> {
     if (p.leaders.length !== 1 || p.moving !== undefined) throw Errors.streamGeneral("the replicas of a stream of several partitions, or of one moving, cannot change");
+    if ((p.reassigning?.[0] ?? null) !== null) throw Errors.streamMoveInProgress(); // a peer's removal under way
     const leader = p.leaders[0];
     const set = p.replicas?.[0] ?? [leader];
     const isr = p.isr?.[0] ?? set;
@@ -807,6 +809,39 @@ export class ClusterApi implements Receiver {
     const target = this.moveTargetFor(p, 0, opts);
     await this.recordMove(name, 0, target);
     return target;
+  }
+
+  /**
+   * STREAM.PEER.REMOVE on the leader (`nats stream cluster peer-remove`):
+   * another live node with the stream's tags takes `peer`'s place among the
+   * replicas, as nats-server remaps a removed peer. A reassignment
+   * (cluster-streams.ts withReassignment): the new node copies the stream
+   * and joins the ISR, then `peer` is dropped and deletes its copy, the
+   * leadership handed over first if `peer` leads. Answered once recorded.
+   */
+  async removePeer(name: string, peer: string): Promise<void> {
+    const p = this.placement(name);
+    if (p === undefined || p.leaders[0] !== this.cluster.self) throw Errors.streamNotFound();
+    const current = p.replicas?.[0] ?? [p.leaders[0]];
+    if (!current.includes(peer)) throw Errors.clusterPeerNotMember();
+    if (p.replicas === undefined || p.leaders.length !== 1) throw Errors.peerRemap(); // one copy: a move (ACCOUNT.STREAM.MOVE) takes it elsewhere
+    if (p.moving !== undefined || (p.reassigning?.[0] ?? null) !== null) throw Errors.streamMoveInProgress();
+    let replacement: string;
+    try {
+      [replacement] = this.directory.moreReplicas(1, p.tags, new Set(current));
+    } catch {
+      throw Errors.peerRemap();
+    }
+    const target = current.map((n) => (n === peer ? replacement : n));
+    try {
+      await this.directory.update(this.account, name, (pl) => {
+        if ((pl.epochs?.[0] ?? 1) !== (p.epochs?.[0] ?? 1) || (pl.reassigning?.[0] ?? null) !== null) throw Errors.clusterNotAvailable(); // changed meanwhile: the client tries again
+        return withReassignment(pl, 0, target);
+      });
+    } catch (err) {
+      throw clusterError(err);
+    }
+    this.js.options.log.info(`cluster: stream "${name}": peer ${peer} removed, ${replacement} takes its place once it has caught up`);
   }
 
   /**

@@ -107,6 +107,37 @@ export function sameMove(m: PartitionMove | undefined, partition: number, to: st
   return m !== undefined && m.partition === partition && m.to === to && (id === undefined || m.id === undefined || m.id === id);
 }
 
+/**
+ * Partition `p` of a replicated placement starts going to replicas `target`
+ * (preferred leader first), as Kafka reassigns: the target's new nodes
+ * join its replicas in a new epoch (they copy it and enter the ISR once
+ * caught up) and `reassigning` records where it goes, for its leader to
+ * end it (reassignmentEnded) once every target node is in sync.
+ */
+export function withReassignment<T extends PlacedStream>(pl: T, p: number, target: readonly string[]): T {
+  const current = replicasOf(pl, p);
+  const under = pl.reassigning?.[p] ?? null;
+  return {
+    ...pl,
+    replicas: pl.leaders.map((_, i) => (i === p ? [...current, ...target.filter((n) => !current.includes(n))] : [...replicasOf(pl, i)])),
+    epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p ? e + 1 : e)),
+    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? { original: under?.original ?? [...current], target: [...target] } : r)),
+  };
+}
+
+/** Partition `p` of a replicated placement with replicas `replicas` and no reassignment (the ISR kept to them; `bump`: in a new epoch). */
+export function reassignmentEnded<T extends PlacedStream>(pl: T, p: number, replicas: readonly string[], bump: boolean): T {
+  const next: T = {
+    ...pl,
+    replicas: pl.leaders.map((_, i) => (i === p ? [...replicas] : [...replicasOf(pl, i)])),
+    isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => replicas.includes(n)) : set)),
+    epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p && bump ? e + 1 : e)),
+    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? null : r)),
+  };
+  if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
+  return next;
+}
+
 /** The move a placement records, if any. */
 export function moveOf(p: Pick<PlacedStream, "moving">): PartitionMove | undefined {
   const m = p.moving;

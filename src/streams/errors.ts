@@ -51,6 +51,8 @@ export const Errors = {
   /** nats-server's JSStreamMoveInProgressF. */
   streamMoveInProgress: e(400, 10124, "stream move already in progress"),
   clusterPeerNotMember: e(400, 10040, "peer not a member"),
+  /** nats-server's JSPeerRemapErr: no node to take a removed peer's place. */
+  peerRemap: e(503, 10075, "peer remap failed"),
   clusterServerNotMember: e(400, 10044, "server is not a member of the cluster"),
   streamMoving: e(503, 10008, "JetStream system temporarily unavailable: stream is moving to another node"),
   streamGeneral: (why: string): ApiError => new ApiError(500, 10051, why),

@@ -36,7 +36,7 @@ import { LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
-import { replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { reassignmentEnded, replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
 import { ConsumerCopies } from "./consumer-copies.js";
@@ -1316,17 +1316,7 @@ export class StreamReplicas {
       (pl) => {
         const now = pl.reassigning?.[p] ?? null;
         if (now === null || now.target.join(",") !== target) throw new Error("its reassignment changed meanwhile");
-        const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
-        epochs[p] = role.epoch + 1;
-        const next: PlacedStream = {
-          ...pl,
-          replicas: (pl.replicas ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? [...now.target] : set)),
-          isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => now.target.includes(n)) : set)),
-          epochs,
-          reassigning: pl.reassigning!.map((r, i) => (i === p ? null : r)),
-        };
-        if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
-        return next;
+        return reassignmentEnded(pl, p, now.target, true);
       },
       `partition ${p} of stream "${name}" reassigned: its replicas are now ${target} (epoch ${role.epoch + 1})`,
     );
