@@ -91,13 +91,15 @@ const COMMON_HELP = `  -s, --server <url>     server URL(s) (default: $NATS_URL 
 `;
 
 const USAGE: Record<JsGroup, string> = {
-  stream: `Usage: nagare stream <add|ls|info|rm|purge|get|move|stepdown> [options]
+  stream: `Usage: nagare stream <add|ls|info|rm|purge|get|move|stepdown|peer-remove> [options]
 
   add <name> [--subjects s1,s2] [--storage file|memory] [--retention limits|interest|workqueue]
       [--max-msgs n] [--max-bytes n] [--max-age dur] [--max-msg-size n]
       [--max-msgs-per-subject n] [--discard old|new] [--dupe-window dur]
       [--allow-direct] [--allow-rollup] [--replicas n]   (--replicas: copies on that many nodes of a cluster)
   stepdown <name> [--preferred node]   hand a replicated stream's leadership to an in-sync replica
+  peer-remove <name> <node>   another node takes that replica's place: it copies the stream, then the
+      removed one drops its copy ($JS.API.STREAM.PEER.REMOVE, as nats stream cluster peer-remove)
   ls
   info <name>
   rm <name>
@@ -233,7 +235,7 @@ function consumerTable(ci: ConsumerInfo): string {
 async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const jsm = await jetstreamManager(nc, { timeout: timeoutFrom(args) });
   const asJson = args.flags.has("json");
-  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get, move, stepdown)");
+  const verb = positional(args, 0, "subcommand (add, ls, info, rm, purge, get, move, stepdown, peer-remove)");
   switch (verb) {
     case "add": {
       const name = positional(args, 1, "stream name");
@@ -279,6 +281,14 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       if (r.error !== undefined) throw new Error(r.error.description ?? "step-down refused");
       const si = await jsm.streams.info(name);
       await write(io.stdout, asJson ? json(si) : `Stream ${name}: leadership handed over, now led by ${si.cluster?.leader ?? "?"}\n`);
+      return 0;
+    }
+    case "peer-remove": {
+      const name = positional(args, 1, "stream name");
+      const peer = positional(args, 2, "node name");
+      const r = JSON.parse(new TextDecoder().decode((await nc.request(`$JS.API.STREAM.PEER.REMOVE.${name}`, JSON.stringify({ peer }), { timeout: timeoutFrom(args) })).data)) as { success?: boolean; error?: { description?: string } };
+      if (r.error !== undefined) throw new Error(r.error.description ?? "peer removal refused");
+      await write(io.stdout, asJson ? json({ stream: name, removed: peer }) : `Stream ${name}: ${peer} is being replaced; nagare stream info ${name} shows the replicas\n`);
       return 0;
     }
     case "info": {

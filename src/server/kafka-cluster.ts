@@ -280,16 +280,16 @@ export class EtcdKafkaCluster implements KafkaCluster {
     if (to.length < 2) {
       throw new KafkaClusterError("The manual partition assignment names one replica for a replicated partition: the replication factor cannot be lowered to one by a reassignment.", false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
     }
-    const target = to.map((id) => this.liveTarget(id));
+    const target = to.map((id) => this.liveTarget(id, true));
     // The same brokers: only the preferred leader's place changes (and a reassignment under way has nothing left to drop).
     if (target.length === current.length && target.every((n) => current.includes(n))) return reassignmentEnded(p, partition, target, false);
     return withReassignment(p, partition, target);
   }
 
-  /** The node of broker `id`, if it is live with a Kafka listener; else Kafka's refusal. */
-  private liveTarget(id: number): string {
+  /** The node of broker `id`, if it is live with a Kafka listener (and routes, to hold a `replicated` partition's copy); else Kafka's refusal. */
+  private liveTarget(id: number, replicated = false): string {
     const name = this.nameOf(id);
-    if (name === undefined || !this.isLiveBroker(name) || this.withoutKafka().has(name)) {
+    if (name === undefined || !this.isLiveBroker(name) || (replicated ? this.withoutRoutes() : this.withoutKafka()).has(name)) {
       throw new KafkaClusterError(`The manual partition assignment includes broker ${id}, but no such broker is registered.`, false, ErrorCode.INVALID_REPLICA_ASSIGNMENT);
     }
     return name;

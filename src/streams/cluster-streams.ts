@@ -111,17 +111,24 @@ export function sameMove(m: PartitionMove | undefined, partition: number, to: st
  * Partition `p` of a replicated placement starts going to replicas `target`
  * (preferred leader first), as Kafka reassigns: the target's new nodes
  * join its replicas in a new epoch (they copy it and enter the ISR once
- * caught up) and `reassigning` records where it goes, for its leader to
- * end it (reassignmentEnded) once every target node is in sync.
+ * caught up), listed first as Kafka lists them (the preferred leader is
+ * then the target's), and `reassigning` records where it goes, for its
+ * leader to end it (reassignmentEnded) once every target node is in sync.
+ * A reassignment that replaces one under way drops at once the nodes only
+ * the earlier one added (not its leader).
  */
 export function withReassignment<T extends PlacedStream>(pl: T, p: number, target: readonly string[]): T {
-  const current = replicasOf(pl, p);
   const under = pl.reassigning?.[p] ?? null;
+  const original = under?.original ?? [...replicasOf(pl, p)];
+  const leader = pl.leaders[p];
+  const kept = replicasOf(pl, p).filter((n) => original.includes(n) || target.includes(n) || n === leader);
+  const replicas = [...target, ...kept.filter((n) => !target.includes(n))];
   return {
     ...pl,
-    replicas: pl.leaders.map((_, i) => (i === p ? [...current, ...target.filter((n) => !current.includes(n))] : [...replicasOf(pl, i)])),
+    replicas: pl.leaders.map((_, i) => (i === p ? replicas : [...replicasOf(pl, i)])),
+    isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => replicas.includes(n)) : set)),
     epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p ? e + 1 : e)),
-    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? { original: under?.original ?? [...current], target: [...target] } : r)),
+    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? { original, target: [...target] } : r)),
   };
 }
 

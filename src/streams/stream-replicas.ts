@@ -50,6 +50,8 @@ const AMBIGUOUS_RETRY_MS = 100;
 const AMBIGUOUS_RETRY_MAX_MS = 1000;
 /** How long a leader that a reassignment takes out waits for its writes in flight to reach the ISR before it hands over (tried again at the next check). */
 const REASSIGN_HANDOVER_MS = 5000;
+/** How recently every in-sync replica must have caught up for that hand-over to be tried. */
+const REASSIGN_CAUGHT_UP_MS = 1000;
 /** How often a leader looks at its ISR, and a follower at its leader. */
 const CHECK_MS = 500;
 /** A follower's wait per rank in the ISR before it proposes itself as leader. */
@@ -290,6 +292,11 @@ export function defaultMinIsr(replicas: number): number {
 }
 
 /** The minimum ISR of a placement: its own (a Kafka topic's min.insync.replicas), else a majority. */
+/** The replicas a default minimum ISR is a majority of: while a reassignment runs, its target's (the union would ask more copies in sync than the partition will have). */
+function counted(placed: PlacedStream, p: number, set: readonly string[]): number {
+  return placed.reassigning?.[p]?.target.length ?? set.length;
+}
+
 export function minIsrOf(placed: Pick<PlacedStream, "minIsr">, replicas: number): number {
   const m = placed.minIsr;
   return m !== undefined && Number.isSafeInteger(m) && m >= 1 ? m : defaultMinIsr(replicas);
@@ -736,7 +743,7 @@ export class StreamReplicas {
       if (role?.kind === "leader" && role.epoch === epoch) {
         // The size first: what the new ISR lets through is judged by it.
         role.gate.isrSize = isr.length;
-        role.gate.minIsr = minIsrOf(placed, set.length);
+        role.gate.minIsr = minIsrOf(placed, counted(placed, p, set));
         role.gate.leader.setIsr(isr);
         role.copies?.release();
         return;
@@ -758,7 +765,7 @@ export class StreamReplicas {
       }
       // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
-      const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, set.length));
+      const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, counted(placed, p, set)));
       await this.keep(key, p, led);
       return;
     }
@@ -1296,10 +1303,13 @@ export class StreamReplicas {
     if (wanted === null || !wanted.target.every((n) => isr.includes(n))) return;
     const log = this.host.js.options.log;
     if (!wanted.target.includes(this.self)) {
-      const to = wanted.target.find((n) => n !== this.self && this.host.cluster.directory.isLive(n));
+      const directory = this.host.cluster.directory;
+      const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+      const to = wanted.target.find((n) => n !== this.self && isr.includes(n) && directory.isLive(n) && !draining.has(n));
       if (to === undefined) return;
       this.changing.add(key);
-      this.handOver(name, p, performance.now() + REASSIGN_HANDOVER_MS, to)
+      // Refused at once (writes untouched) while a replica is behind: the next check tries again.
+      this.handOver(name, p, performance.now() + REASSIGN_HANDOVER_MS, to, REASSIGN_CAUGHT_UP_MS)
         .then(
           () => log.info(`cluster: partition ${p} of stream "${name}" handed over to ${to}, one of the replicas it is reassigned to`),
           (err: Error) => log.warn(`cluster: partition ${p} of stream "${name}" could not be handed over to ${to} for its reassignment (tried again): ${err.message}`),

@@ -129,7 +129,7 @@ export class LeaderRebalancer {
         if (preferred === undefined || t.leaders[i] === preferred || !t.local[i]) continue;
         if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
         // Kafka elects a preferred replica only when it is alive and in sync, and never a partition under reassignment.
-        if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i) continue;
+        if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i || t.reassigning[i] !== null) continue;
         // Led here without a lease, or already being handed over: nothing to do (a hand-over would only refuse writes).
         if ((this.door.js.streams.get(t.stream)?.replicaGate(i)?.refusal(true) ?? null) !== null) continue;
         out.push({ stream: t.stream, topic: t.topic, partition: i, preferred });
