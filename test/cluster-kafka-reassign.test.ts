@@ -10,7 +10,8 @@
  * it goes through `nagare topic move --replicas` and nagare's own client.
  * A JetStream stream's replicas change the same way through
  * `$JS.API.STREAM.PEER.REMOVE` (nats-server's peer remap), seen with the
- * NATS JetStream client.
+ * NATS JetStream client. CreatePartitions grows a replicated topic with
+ * replicated partitions.
  */
 
 import { test, before, after } from "node:test";
@@ -186,5 +187,38 @@ test("$JS.API.STREAM.PEER.REMOVE gives a replicated stream's peer's place to ano
     assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => `m${i}`));
   } finally {
     await nc.close();
+  }
+});
+
+test("CreatePartitions grows a replicated topic: each new partition gets as many replicas, all in sync, and takes acknowledged writes", async () => {
+  const topic = "grown";
+  const stream = streamNameOf(topic);
+  const kafka = new Kafka({ clientId: "grow", brokers: cluster.nodes.map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
+  const admin = kafka.admin();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await admin.connect();
+  await producer.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+    await admin.createPartitions({ topicPartitions: [{ topic, count: 3 }] });
+    await waitUntil(() => cluster.nodes.every((n) => n.cluster!.placements.get("$G", stream)?.placement.leaders.length === 3), "three partitions placed on every node");
+    const placement = cluster.nodes[0].cluster!.placements.get("$G", stream)!.placement;
+    assert.deepEqual(placement.replicas!.map((set) => new Set(set).size), [2, 2, 2], "two distinct replicas each");
+    assert.deepEqual(placement.epochs, [1, 1, 1]);
+
+    for (let p = 0; p < 3; p++) await producer.send({ topic, acks: -1, messages: [0, 1, 2].map((i) => ({ partition: p, value: `p${p}-${i}` })) });
+    const [meta] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics;
+    assert.deepEqual(
+      meta.partitions.map((p) => [p.partitionId, p.replicas.length, p.isr.length]).sort((a, b) => a[0] - b[0]),
+      [[0, 2, 2], [1, 2, 2], [2, 2, 2]],
+    );
+    for (let p = 0; p < 3; p++) {
+      const read = await kcat(["-b", cluster.nodes.map(address).join(","), "-C", "-t", topic, "-p", String(p), "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+      assert.equal(read.code, 0, read.stderr);
+      assert.deepEqual(read.stdout.trim().split("\n"), [0, 1, 2].map((i) => `p${p}-${i}`));
+    }
+  } finally {
+    await producer.disconnect();
+    await admin.disconnect();
   }
 });

@@ -206,9 +206,21 @@ export class EtcdKafkaCluster implements KafkaCluster {
     await this.update(account, stream, (p) => {
       const more = count - p.leaders.length;
       if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
-      if (p.replicas !== undefined) throw new KafkaClusterError("adding partitions to a replicated stream is not supported yet", false);
-      p.leaders.push(...this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, this.withoutKafka()));
-      return p;
+      const exclude = p.replicas !== undefined ? this.withoutRoutes() : this.withoutKafka();
+      const leaders = this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, exclude);
+      if (p.replicas === undefined) return { ...p, leaders: [...p.leaders, ...leaders] };
+      // As many replicas as the topic's first partition has (a reassignment's target, while one runs), as Kafka adds them;
+      // new and empty, every replica is in sync from the start.
+      const factor = p.reassigning?.[0]?.target.length ?? p.replicas[0].length;
+      const sets = leaders.map((leader) => [leader, ...this.node.placements.moreReplicas(factor - 1, p.tags, new Set([leader, ...exclude]))]);
+      return {
+        ...p,
+        leaders: [...p.leaders, ...leaders],
+        replicas: [...p.replicas, ...sets],
+        epochs: [...(p.epochs ?? p.leaders.map(() => 1)), ...sets.map(() => 1)],
+        isr: [...(p.isr ?? p.replicas.map((set) => [...set])), ...sets.map((set) => [...set])],
+        ...(p.reassigning !== undefined ? { reassigning: [...p.reassigning, ...sets.map(() => null)] } : {}),
+      };
     });
   }
 
