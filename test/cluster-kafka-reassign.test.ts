@@ -44,16 +44,29 @@ const brokerId = (n: NagareServer): number => cluster.brokerId(n);
 const nameOf = (n: NagareServer): string => n.cluster!.placements.self;
 const byName = (name: string): NagareServer => cluster.nodes.find((n) => nameOf(n) === name)!;
 
-test("a replicated partition's replicas are reassigned under acknowledged writes: the new ones copy it, the leader hands over when it is not among them, the old ones drop their copies, nothing is lost", async () => {
-  const topic = "reassigned";
-  const stream = streamNameOf(topic);
-  const kafka = new Kafka({ clientId: "reassign", brokers: cluster.nodes.map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
+type Admin = ReturnType<InstanceType<typeof Kafka>["admin"]>;
+type Producer = ReturnType<InstanceType<typeof Kafka>["producer"]>;
+
+/** A KafkaJS admin and idempotent producer on every broker, with `topic` made with one partition of two replicas; both disconnected after `body`. */
+async function withReplicatedTopic(clientId: string, topic: string, body: (admin: Admin, producer: Producer) => Promise<void>): Promise<void> {
+  const kafka = new Kafka({ clientId, brokers: cluster.nodes.map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
   const admin = kafka.admin();
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await admin.connect();
   await producer.connect();
   try {
     await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+    await body(admin, producer);
+  } finally {
+    await producer.disconnect();
+    await admin.disconnect();
+  }
+}
+
+test("a replicated partition's replicas are reassigned under acknowledged writes: the new ones copy it, the leader hands over when it is not among them, the old ones drop their copies, nothing is lost", async () => {
+  const topic = "reassigned";
+  const stream = streamNameOf(topic);
+  await withReplicatedTopic("reassign", topic, async (admin, producer) => {
     const placement = () => cluster.nodes[0].cluster!.placements.get("$G", stream)!.placement;
     await waitUntil(() => cluster.nodes.every((n) => n.cluster!.placements.get("$G", stream)?.placement.isr?.[0].length === 2), "both replicas in sync");
     const [leaderName, followerName] = [placement().leaders[0], placement().replicas![0].find((n) => n !== placement().leaders[0])!];
@@ -124,10 +137,7 @@ test("a replicated partition's replicas are reassigned under acknowledged writes
     const moves = await captured((io) => runKafkaCommand("topic", ["moves", "-b", address(spare)], io));
     assert.equal(moves.code, 0, moves.err);
     assert.match(moves.out, /No partition moves under way/);
-  } finally {
-    await producer.disconnect();
-    await admin.disconnect();
-  }
+  });
 });
 
 test("$JS.API.STREAM.PEER.REMOVE gives a replicated stream's peer's place to another node: it copies the stream, the removed peer (its leader here) hands over and drops its copy, every message stays", async () => {
@@ -193,13 +203,7 @@ test("$JS.API.STREAM.PEER.REMOVE gives a replicated stream's peer's place to ano
 test("CreatePartitions grows a replicated topic: each new partition gets as many replicas, all in sync, and takes acknowledged writes", async () => {
   const topic = "grown";
   const stream = streamNameOf(topic);
-  const kafka = new Kafka({ clientId: "grow", brokers: cluster.nodes.map(address), logLevel: logLevel.NOTHING, retry: { retries: 12, initialRetryTime: 100, maxRetryTime: 1000 } });
-  const admin = kafka.admin();
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await admin.connect();
-  await producer.connect();
-  try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 2 }], waitForLeaders: true });
+  await withReplicatedTopic("grow", topic, async (admin, producer) => {
     await admin.createPartitions({ topicPartitions: [{ topic, count: 3 }] });
     await waitUntil(() => cluster.nodes.every((n) => n.cluster!.placements.get("$G", stream)?.placement.leaders.length === 3), "three partitions placed on every node");
     const placement = cluster.nodes[0].cluster!.placements.get("$G", stream)!.placement;
@@ -217,8 +221,5 @@ test("CreatePartitions grows a replicated topic: each new partition gets as many
       assert.equal(read.code, 0, read.stderr);
       assert.deepEqual(read.stdout.trim().split("\n"), [0, 1, 2].map((i) => `p${p}-${i}`));
     }
-  } finally {
-    await producer.disconnect();
-    await admin.disconnect();
-  }
+  });
 });
