@@ -137,11 +137,31 @@ test("a hold's end is written even where it is not held, and a transaction that 
   // An abort's end is being written when the producer's next transaction holds offsets: the write ends the old hold only.
   g.holdForTxn(12, ["t/0"], Date.now() + 60_000);
   const ending = g.commit([], 12);
-  g.holdForTxn(12, ["t/1"], Date.now() + 60_000);
+  const nextUntil = Date.now() + 60_000;
+  g.holdForTxn(12, ["t/1"], nextUntil);
   await g.recordHold(12);
-  assert.deepEqual(store.holds.at(-1), [12, { keys: ["t/1"], until: store.holds.at(-1)![1]!.until }], "the new hold alone");
+  assert.deepEqual(store.holds.at(-1), [12, { keys: ["t/1"], until: nextUntil }], "the new hold alone");
   store.writes[1].settle();
   await ending;
   assert.equal(g.heldByTxn("t/1"), true, "the next transaction's hold stays");
   assert.equal(g.heldByTxn("t/0"), false);
+});
+
+test("a hold whose end is being written is held past its time until the end is stored; one run out is not taken up again by the producer's next transaction", async (t) => {
+  const { store, g } = heldGroup(t);
+  const now = Date.now();
+  g.holdForTxn(21, ["t/0"], now + 60_000);
+  const ending = g.commit([["t/0", { offset: 5, metadata: null }]], 21);
+  // Its time is up while its end is written: the old offset must not read as stable meanwhile.
+  assert.equal(g.heldByTxn("t/0", now + 120_000), true);
+  store.writes[0].settle();
+  await ending;
+  assert.equal(g.heldByTxn("t/0"), false);
+  assert.equal(g.offsets.get("t/0")?.offset, 5);
+
+  // A hold that ran out (its transaction aborted by its coordinator, its end never told) is over: the next one is its own.
+  g.holdForTxn(22, ["t/1"], Date.now() - 1);
+  g.holdForTxn(22, ["t/2"], Date.now() + 60_000);
+  assert.equal(g.heldByTxn("t/1"), false, "the old transaction's keys are not held again");
+  assert.equal(g.heldByTxn("t/2"), true);
 });

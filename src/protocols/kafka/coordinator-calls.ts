@@ -12,8 +12,8 @@
  * a call between nodes over the routes (JetStream.remoteCall), and each
  * side checks that it still coordinates its key. An answer that does not
  * come is retried: by the client for TxnOffsetCommit, by the transaction's
- * coordinator for its end; GROUP_HOLD is not (the hold then ends at the
- * transaction's timeout, as it did before the decision).
+ * coordinator for its end and for GROUP_HOLD (in the background, until the
+ * offsets are stored).
  */
 
 import type { AccountDoor } from "./account-door.js";
@@ -161,7 +161,8 @@ async function serveGroupCommit(door: AccountDoor, body: Buffer): Promise<CallAn
   if (a === null || typeof a.groupId !== "string" || !validEntries(a.entries)) return { error: ErrorCode.INVALID_REQUEST, final: true, reason: "a malformed call" };
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, a.groupId);
   if (refused !== ErrorCode.NONE) return { error: refused, reason: `this broker does not coordinate group ${a.groupId} now` };
-  const group = door.groups.group(a.groupId, a.entries.length > 0);
+  // Also to end a hold only: its record may be in the log though the group is not here (deleted, or never loaded).
+  const group = door.groups.group(a.groupId, a.entries.length > 0 || typeof a.producerId === "number");
   if (group === null) return a.entries.length > 0 ? { error: ErrorCode.COORDINATOR_NOT_AVAILABLE, final: true, reason: "too many groups" } : { error: ErrorCode.NONE };
   try {
     await group.commit(a.entries, typeof a.producerId === "number" ? a.producerId : undefined);

@@ -87,6 +87,11 @@ export interface OffsetsStore {
   writeMembers(group: Group, saved: SavedMembers | null): Promise<void>;
 }
 
+/** Whether a hold is over: its time is up and no write of its end is under way (until one is stored, its offsets are not). */
+function ranOut(hold: TxnHold, now: number): boolean {
+  return hold.until <= now && (hold.ending ?? 0) === 0;
+}
+
 /** Offsets an open transaction holds (KIP-447) until it ends or `until` (ms since the epoch; Infinity: a decided commit's, until stored). */
 export interface TxnHold {
   keys: Set<string>;
@@ -648,7 +653,7 @@ export class Group {
 
   /** Whether a transaction's hold is still running here (those run out are dropped). */
   private holdsForTxns(now = Date.now()): boolean {
-    for (const [producerId, hold] of this.txnHolds) if (hold.until <= now) this.txnHolds.delete(producerId);
+    for (const [producerId, hold] of this.txnHolds) if (ranOut(hold, now)) this.txnHolds.delete(producerId);
     return this.txnHolds.size > 0;
   }
 
@@ -796,8 +801,8 @@ export class Group {
    */
   holdForTxn(producerId: number, keys: readonly string[], until: number): void {
     let hold = this.txnHolds.get(producerId);
-    // One whose end is being written is the last transaction's: the write ends it, not this one's.
-    if (hold !== undefined && (hold.ending ?? 0) > 0) {
+    // One whose end is being written is the last transaction's: the write ends it, not this one's; one run out is over.
+    if (hold !== undefined && ((hold.ending ?? 0) > 0 || hold.until <= Date.now())) {
       this.txnHolds.delete(producerId);
       hold = undefined;
     }
@@ -834,7 +839,7 @@ export class Group {
     return this.recordHold(producerId);
   }
 
-  /** The producer whose hold runs out first (of equals, the oldest): a decided commit's, which has no end, goes last. */
+  /** The producer whose hold runs out first (of equals, the oldest): a decided commit's, the longest, goes last. */
   private soonestHold(): number {
     let soonest = -1;
     let until = Infinity;
@@ -855,7 +860,7 @@ export class Group {
   /** Whether an open transaction holds the offset of `key` (UNSTABLE_OFFSET_COMMIT). */
   heldByTxn(key: string, now = Date.now()): boolean {
     for (const [producerId, hold] of this.txnHolds) {
-      if (hold.until <= now) this.txnHolds.delete(producerId);
+      if (ranOut(hold, now)) this.txnHolds.delete(producerId);
       else if (hold.keys.has(key)) return true;
     }
     return false;

@@ -703,18 +703,38 @@ export class TransactionCoordinator {
     if (this.store === null) return;
     // Never for ever: a hold whose end is never told (a coordinator of an older version, a call lost) must still end.
     const until = Date.now() + MAX_TRANSACTION_TIMEOUT_MS;
-    for (const [groupId, entries] of txn.offsets) {
-      if (entries.size === 0) continue;
-      const away = this.holdAway?.(groupId, txn.producerId, until) ?? null;
-      const held =
-        away ??
-        (this.groups.group(groupId, false)?.extendTxnHold(txn.producerId, until).then(
-          () => null,
-          (err: Error) => err.message,
-        ) ?? Promise.resolve(null));
-      void held.then((why) => {
-        if (why !== null) this.warn(`transaction ${txn.id}: group ${groupId} holds its offsets only until the transaction's timeout: ${why}`);
-      });
+    for (const [groupId, entries] of txn.offsets) if (entries.size > 0) void this.holdUntilStored(txn, groupId, entries, until);
+  }
+
+  /**
+   * Asks the group's coordinator to hold a decided commit's offsets, again
+   * (backing off as markers do) while it cannot say it does (moving,
+   * loading, unreachable), until it does, the offsets are stored (the
+   * transaction no longer has them), the transaction goes elsewhere or the
+   * server stops.
+   */
+  private async holdUntilStored(txn: Txn, groupId: string, entries: ReadonlyMap<string, CommittedOffset>, until: number): Promise<void> {
+    const producerId = txn.producerId;
+    for (let delay = MARKER_RETRY_MIN_MS, told = false; ; delay = Math.min(2 * delay, MARKER_RETRY_MAX_MS)) {
+      if (this.closed || txn.dropped || this.txns.get(txn.id) !== txn || txn.offsets.get(groupId) !== entries || Date.now() >= until) return;
+      const why = await (this.holdAway?.(groupId, producerId, until) ?? this.holdHere(groupId, producerId, until));
+      if (why === null) return;
+      if (!told) this.warn(`transaction ${txn.id}: group ${groupId} does not hold its offsets past the transaction's timeout yet (asking again): ${why}`);
+      told = true;
+      await new Promise<void>((resolve) => setTimeout(resolve, delay).unref());
+    }
+  }
+
+  /** holdAway for a group coordinated here: null once held (or nothing is held any more), else why not. */
+  private async holdHere(groupId: string, producerId: number, until: number): Promise<string | null> {
+    const group = this.groups.group(groupId, false);
+    // Its partition of __consumer_offsets not loaded (yet): the hold is read back at the load, then lengthened.
+    if (group === null) return `group ${groupId} is not loaded here`;
+    try {
+      await group.extendTxnHold(producerId, until);
+      return null;
+    } catch (err) {
+      return (err as Error).message;
     }
   }
 
@@ -727,7 +747,8 @@ export class TransactionCoordinator {
   private async commitGroupOffsets(groupId: string, entries: Array<[string, CommittedOffset]>, producerId: number): Promise<string | null> {
     const away = this.commitAway?.(groupId, entries, producerId) ?? null;
     if (away !== null) return away;
-    const group = this.groups.group(groupId, entries.length > 0);
+    // Made also to end a hold only (in a cluster its record may be in the log though the group is not here).
+    const group = this.groups.group(groupId, entries.length > 0 || this.store !== null);
     if (group === null) return entries.length > 0 ? "too many groups" : null;
     try {
       await group.commit(entries, producerId);
