@@ -414,6 +414,26 @@ test("a follower joining the ISR holds the high watermark from the moment its jo
   await stop();
 });
 
+test("a follower of a leader alone in its ISR is ready to join once a fetch finds it at the high watermark, though the next write moves the end before any check looks", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b"], isr: ["a"] });
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  await until(() => leader.highWatermark === end(a), "HW at the end");
+  // b fetches at the end (the watermark, the leader being alone), then a write comes before the next check: under steady
+  // writes that is every check. Counted from that fetch, b holds the watermark and is found ready.
+  await fetchFrom(leader, "b", end(a));
+  const at = end(a);
+  await write(leader, a, 6);
+  assert.deepEqual(leader.readyToJoin(10_000), ["b"]);
+  assert.equal(leader.highWatermark, at, "the write waits for b, counted from its fetch at the watermark");
+  await fetchFrom(leader, "b", end(a));
+  assert.equal(leader.highWatermark, end(a));
+  leader.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("a joiner that stops fetching is lagging and no longer ready: it cannot hold the high watermark for good", async (t) => {
   const dir = scratch(t);
   const nodes: Node[] = [];

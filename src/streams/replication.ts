@@ -706,7 +706,7 @@ export class ReplicaLeader {
     }
     if (req.from > this.end) return answer(encodeError("out_of_range", `sequence ${req.from} is beyond the leader's end ${this.end}`));
     if (!this.knows(req.run, req.ops)) return answer(encodeError("reconcile", `removal position ${req.ops} of ${req.run} is not one this leadership holds`));
-    this.acknowledge(f, req.from, req.ops);
+    this.acknowledge(req.follower, f, req.from, req.ops);
     // A follower that keeps asking while this log is failed is not lagging: it could fetch nothing. Its lag runs again after.
     const failed = this.logFailed();
     if (failed !== null) {
@@ -740,7 +740,7 @@ export class ReplicaLeader {
   }
 
   /** A fetch from `from` at removal position `ops`: the follower has everything below `from`, and has applied the removals before `ops`, on disk. */
-  private acknowledge(f: FollowerView, from: number, ops: number): void {
+  private acknowledge(name: string, f: FollowerView, from: number, ops: number): void {
     if (ops > f.opsFrom) f.opsFrom = ops;
     if (ops > f.ackedOps) {
       f.ackedOps = ops;
@@ -754,7 +754,22 @@ export class ReplicaLeader {
     f.lastFetchEnd = this.end;
     f.lastFetchAt = t;
     f.acked = from;
+    // At the high watermark now: counted for it from this moment, so it stays there (readyToJoin, looked at every
+    // check, then finds it ready). Seen only at a check, a follower of a leader alone in its ISR under steady writes
+    // was almost never at it: the watermark is the log's end after every append, and moves on between fetches.
+    if (!this.isr.has(name) && !this.joiners.has(name) && this.atWatermark(f)) {
+      this.joiners.add(name);
+      this.countViews();
+      return;
+    }
     this.advance();
+  }
+
+  /** Whether a follower out of the ISR has all the high watermark covers, in this epoch, and the removals the ISR applied. */
+  private atWatermark(f: FollowerView): boolean {
+    if (f.acked < this.hw || f.ackedOps < this.opHw) return false;
+    const epochStart = this.opts.epochs.list().find((e) => e.epoch === this.epoch)?.start ?? this.end;
+    return f.acked >= Math.min(epochStart, this.end);
   }
 
   /** Answers a fetch now, or queues it in the answer budget; `need`: the room it was let go for from the queue. */
@@ -1293,11 +1308,10 @@ export class ReplicaLeader {
    * itself, so being at them is not enough): to be added back.
    */
   readyToJoin(maxLagMs = Infinity): string[] {
-    const epochStart = this.opts.epochs.list().find((e) => e.epoch === this.epoch)?.start ?? this.end;
     const t = this.now();
     const out: string[] = [];
     for (const [name, f] of this.followers) {
-      if (this.isr.has(name) || f.acked < this.hw || f.acked < Math.min(epochStart, this.end) || f.ackedOps < this.opHw) continue;
+      if (this.isr.has(name) || !this.atWatermark(f)) continue;
       if (f.acked < this.end && t - f.caughtUpAt > maxLagMs) continue;
       out.push(name);
     }
