@@ -291,12 +291,12 @@ export function defaultMinIsr(replicas: number): number {
   return Math.floor(replicas / 2) + 1;
 }
 
-/** The minimum ISR of a placement: its own (a Kafka topic's min.insync.replicas), else a majority. */
 /** The replicas a default minimum ISR is a majority of: while a reassignment runs, its target's (the union would ask more copies in sync than the partition will have). */
 function counted(placed: PlacedStream, p: number, set: readonly string[]): number {
   return placed.reassigning?.[p]?.target.length ?? set.length;
 }
 
+/** The minimum ISR of a placement: its own (a Kafka topic's min.insync.replicas), else a majority. */
 export function minIsrOf(placed: Pick<PlacedStream, "minIsr">, replicas: number): number {
   const m = placed.minIsr;
   return m !== undefined && Number.isSafeInteger(m) && m >= 1 ? m : defaultMinIsr(replicas);
@@ -1312,7 +1312,12 @@ export class StreamReplicas {
       this.handOver(name, p, performance.now() + REASSIGN_HANDOVER_MS, to, REASSIGN_CAUGHT_UP_MS)
         .then(
           () => log.info(`cluster: partition ${p} of stream "${name}" handed over to ${to}, one of the replicas it is reassigned to`),
-          (err: Error) => log.warn(`cluster: partition ${p} of stream "${name}" could not be handed over to ${to} for its reassignment (tried again): ${err.message}`),
+          // A replica behind is the usual reason, and passes: said quietly; anything else is worth a warning.
+          (err: Error) => {
+            const line = `cluster: partition ${p} of stream "${name}" could not be handed over to ${to} for its reassignment (tried again): ${err.message}`;
+            if (/has not caught up/.test(err.message)) log.debug(line);
+            else log.warn(line);
+          },
         )
         .finally(() => this.changing.delete(key));
       return;

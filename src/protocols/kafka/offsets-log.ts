@@ -55,7 +55,7 @@ function parseHoldSubject(subject: string): { group: string; producerId: number 
   return parts.length === 2 && /^P\d+$/.test(parts[1]) ? { group: untoken(parts[0]), producerId: Number(parts[1].slice(1)) } : null;
 }
 
-/** A hold as recorded: `until` null for a decided commit's, held until its offsets are stored. */
+/** A hold as recorded: `until` null is without end (read, never written: a decided commit's hold is bounded in a cluster). */
 interface StoredHold {
   keys: string[];
   until: number | null;
