@@ -223,3 +223,52 @@ test("CreatePartitions grows a replicated topic: each new partition gets as many
     }
   });
 });
+
+// Last in the file: it closes a broker.
+test("a reassignment ends under steady writes though its leader is alone in the ISR: the new replica is let in once a fetch finds it at the high watermark", async () => {
+  const topic = "alone";
+  const stream = streamNameOf(topic);
+  await withReplicatedTopic("alone", topic, async (_admin, producer) => {
+    const placement = (n: NagareServer) => n.cluster!.placements.get("$G", stream)?.placement;
+    await waitUntil(() => cluster.nodes.every((n) => placement(n)?.isr?.[0].length === 2), "both replicas in sync");
+    const leader = byName(placement(cluster.nodes[0])!.leaders[0]);
+    const follower = byName(placement(cluster.nodes[0])!.replicas![0].find((n) => n !== nameOf(leader))!);
+    const spare = cluster.nodes.find((n) => n !== leader && n !== follower)!;
+    const sent: string[] = [];
+    let stop = false;
+    // One record per request, acks=all, for the whole test: with the leader alone in its ISR the high watermark moves to
+    // the end with every append, between any two of the new replica's fetches.
+    const producing = (async () => {
+      for (let i = 0; !stop; i++) {
+        await producer.send({ topic, acks: -1, messages: [{ value: `s${i}` }] });
+        sent.push(`s${i}`);
+      }
+    })();
+    try {
+      await cluster.close(follower);
+      await waitUntil(() => placement(leader)?.isr?.[0].join() === nameOf(leader), "the ISR down to the leader", 30_000);
+      const c = await KafkaClient.connect(address(leader));
+      try {
+        assert.equal((await alterPartitionReassignment(c, topic, 0, [brokerId(leader), brokerId(spare)])).error, ErrorCode.NONE);
+      } finally {
+        c.close();
+      }
+      const want = [nameOf(leader), nameOf(spare)].sort().join();
+      await waitUntil(
+        () => [leader, spare].every((n) => {
+          const p = placement(n);
+          return p !== undefined && p.reassigning === undefined && [...p.replicas![0]].sort().join() === want && [...p.isr![0]].sort().join() === want;
+        }),
+        "the new replica in the ISR and the reassignment ended, writes going on",
+        30_000,
+      );
+      assert.ok(sent.length > 0);
+    } finally {
+      stop = true;
+      await producing;
+    }
+    const read = await kcat(["-b", [leader, spare].map(address).join(","), "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.deepEqual(read.stdout.trim().split("\n"), sent, "every acknowledged record, once, in order");
+  });
+});
