@@ -22,6 +22,8 @@ const { nodes, site, etcd } = jetStreamClusterPerFile("repl", { monitoring: true
 
 const nameOf = (n: NagareServer): string => n.cluster!.options.serverName;
 const underReplicated = async (n: NagareServer): Promise<number> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/jsz`)).json()) as { num_under_replicated: number }).num_under_replicated;
+/** The same count as /varz's `cluster` shows it. */
+const underReplicatedInVarz = async (n: NagareServer): Promise<number> => ((await (await fetch(`http://127.0.0.1:${n.httpPort}/varz`)).json()) as { cluster: { num_under_replicated: number } }).cluster.num_under_replicated;
 const placementOf = (n: NagareServer, stream: string) => n.cluster!.placements.get("$G", stream)?.placement;
 const lastSeqOn = (n: NagareServer, stream: string): number => n.jetstream!.streams.get(stream)?.partitions[0].state().lastSeq ?? -1;
 
@@ -136,6 +138,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   assert.deepEqual(placed.epochs, [2]);
   assert.ok(!placed.isr![0].includes(leaderName), "the old leader left the ISR");
   assert.equal(await underReplicated(others[0]), 1, "/jsz counts the partition with a replica out of sync");
+  assert.equal(await underReplicatedInVarz(others[0]), 1, "/varz too");
   // Every acknowledged message is there, at its sequence, and the next publish follows them.
   const ack = await retrying(() => js.publish("r3.after", "after"));
   assert.equal(ack.seq, 101);
@@ -168,6 +171,7 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   await waitUntil(() => lastSeqOn(back, "R3") === 101, "the old leader caught up", 30_000);
   await waitUntil(() => placementOf(others[0], "R3")!.isr![0].includes(leaderName), "the old leader back in the ISR", 30_000);
   assert.equal(await underReplicated(others[1]), 0);
+  assert.equal(await underReplicatedInVarz(others[1]), 0);
   const ack2 = await retrying(() => js.publish("r3.back", "back"));
   assert.equal(ack2.seq, 102);
   await waitUntil(() => lastSeqOn(back, "R3") === 102, "the follower has the new message");

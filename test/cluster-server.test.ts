@@ -199,6 +199,7 @@ test("server processes register at start, show in `nagare cluster ls` and /varz,
     assert.match(lines[0], /^NAME +STATE +CONNECTIONS +SUBSCRIPTIONS +STREAMS +PARTITIONS +LEADS +STORED +TAGS +CLIENTS +KAFKA$/);
     assert.match(lines[1], new RegExp(`^n1 +serving +0 +\\d+ +0 +0 +1 +0 B +az:1,ssd +${n1.url.replace(/\./g, "\\.")}\\s*$`));
     assert.match(lines[2], new RegExp(`^n2 +serving +0 +\\d+ +0 +0 +2 +0 B +${n2.url.replace(/\./g, "\\.")} +127\\.0\\.0\\.1:\\d+$`));
+    assert.equal(lines[3], "under-replicated partitions: 0", "none replicated (reassignment-placement.test.ts counts them)");
     const asJson = JSON.parse((await runNagare(["cluster", "ls", "--etcd", etcd.endpoint, "--cluster_name", cluster, "--json"])).stdout) as Array<Record<string, unknown>>;
     assert.deepEqual(asJson.map((n) => [n.name, n.state, n.route_url, n.cluster, n.tags, n.leads]), [["n1", "serving", null, cluster, ["az:1", "ssd"], 1], ["n2", "serving", null, cluster, [], 2]]);
     assert.equal(asJson[0].http, n1.httpUrl);

@@ -8,6 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { reassignmentEnded, withReassignment, type PlacedStream } from "../src/streams/cluster-streams.js";
+import { underReplicated } from "../src/cluster/placement.js";
 
 function placed(replicas: string[][], leaders = replicas.map((r) => r[0])): PlacedStream {
   return { account: "$G", stream: "s", leaders, tags: [], cluster: "c", subjects: ["s"], origin: "kafka", config: null, replicas, epochs: replicas.map(() => 4), isr: replicas.map((r) => [...r]) };
@@ -21,6 +22,8 @@ test("a reassignment adds the target's new nodes first, in a new epoch, and reco
   assert.deepEqual(going.epochs, [5, 4]);
   assert.deepEqual(going.reassigning, [{ original: ["a", "b", "c"], target: ["d", "b"] }, null]);
   assert.equal(going.leaders[0], "a", "the leader stays until it hands over");
+  assert.equal(underReplicated(going), 0, "the replicas being added are not missing (Kafka's count)");
+  assert.equal(underReplicated({ ...going, isr: [["a", "b"], ["b", "c", "a"]] }), 1, "one of the original replicas out of sync is");
 
   const done = reassignmentEnded({ ...going, isr: [["a", "b", "c", "d"], ["b", "c", "a"]] }, 0, ["d", "b"], true);
   assert.deepEqual(done.replicas, [["d", "b"], ["b", "c", "a"]]);

@@ -13,7 +13,7 @@ import { dirname, resolve } from "node:path";
 import { EtcdClient, type EtcdTls } from "../cluster/etcd-client.js";
 import { clusterRoot } from "../cluster/node.js";
 import type { NodeRecord } from "../cluster/membership.js";
-import type { StreamPlacement } from "../cluster/placement.js";
+import { underReplicated, type StreamPlacement } from "../cluster/placement.js";
 import { DEFAULTS, clusterNameError, etcdEndpointError, type EtcdOptions } from "../core/options.js";
 import { parseConf } from "../server/conf-parser.js";
 import { optionsFromConf } from "../server/conf-options.js";
@@ -69,9 +69,12 @@ export async function runClusterCommand(argv: string[], io: ClientCommandIo = { 
     // Partitions led, from the placements themselves (what the next placement counts), not from the nodes' reported load.
     const placed = await client.range(`${clusterRoot(target.prefix, target.cluster)}meta/streams/`, { prefix: true });
     const leads = new Map<string, number>();
+    let under = 0;
     for (const kv of placed.kvs) {
       try {
-        for (const l of (JSON.parse(kv.value) as StreamPlacement).leaders) leads.set(l, (leads.get(l) ?? 0) + 1);
+        const p = JSON.parse(kv.value) as StreamPlacement;
+        for (const l of p.leaders) leads.set(l, (leads.get(l) ?? 0) + 1);
+        under += underReplicated(p);
       } catch {
         // not a placement: counted nowhere
       }
@@ -108,6 +111,8 @@ export async function runClusterCommand(argv: string[], io: ClientCommandIo = { 
       n.kafka ?? "",
     ]);
     await write(io.stdout, table(["NAME", "STATE", "CONNECTIONS", "SUBSCRIPTIONS", "STREAMS", "PARTITIONS", "LEADS", "STORED", "TAGS", "CLIENTS", "KAFKA"], rows));
+    // Replicated partitions with a replica out of sync (as /jsz's num_under_replicated), from the placements themselves.
+    await write(io.stdout, `under-replicated partitions: ${under}\n`);
     return 0;
   } catch (err) {
     return await reportFailure("cluster", err, CLUSTER_USAGE, io.stderr);

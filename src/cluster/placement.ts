@@ -71,6 +71,21 @@ export interface StreamPlacement {
   reassigning?: Array<ReplicaReassignment | null>;
 }
 
+/**
+ * Partitions of a replicated stream whose in-sync replicas are fewer than
+ * their replicas (Kafka's under-replicated partitions); while one is
+ * reassigned, fewer than its original replicas, as Kafka counts it (the
+ * replicas being added are not missing).
+ */
+export function underReplicated(placed: Pick<StreamPlacement, "replicas" | "isr" | "reassigning">): number {
+  let n = 0;
+  placed.replicas?.forEach((set, p) => {
+    const wanted = placed.reassigning?.[p]?.original.length ?? set.length;
+    if ((placed.isr?.[p]?.length ?? set.length) < wanted) n++;
+  });
+  return n;
+}
+
 /** A replicated partition's replicas going from `original` to `target` (preferred leader first). */
 export interface ReplicaReassignment {
   original: string[];

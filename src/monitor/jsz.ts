@@ -8,12 +8,13 @@
  */
 
 import type { JetStream } from "../streams/jetstream.js";
+import type { JetStreams } from "../streams/jetstreams.js";
 import type { Stream } from "../streams/stream.js";
 import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 import { boolParam, pageParams } from "./query.js";
 import { partitionStates, streamState } from "./stream-state.js";
-import { underReplicated } from "../streams/cluster-streams.js";
+import { underReplicated } from "../cluster/placement.js";
 
 const ACCOUNTS_LIMIT = 1024;
 
@@ -21,6 +22,13 @@ interface DetailOptions {
   streams: boolean;
   consumers: boolean;
   config: boolean;
+}
+
+/** Replicated partitions with a replica out of sync, over the whole cluster (every node reads the same placements); 0 outside one. */
+export function underReplicatedPartitions(jss: JetStreams): number {
+  let under = 0;
+  for (const p of jss.cluster?.directory.list() ?? []) under += underReplicated(p);
+  return under;
 }
 
 export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Record<string, unknown>> {
@@ -53,10 +61,7 @@ export async function jsz(ctx: MonitorContext, q: URLSearchParams): Promise<Reco
     let notServed = 0;
     for (const js of all) notServed += js.notServed.size;
     if (notServed > 0) out.num_not_served = notServed;
-    // Replicated partitions with a replica out of sync, over the whole cluster (every node reads the same placements).
-    let under = 0;
-    for (const p of cs.directory.list()) under += underReplicated(p);
-    out.num_under_replicated = under;
+    out.num_under_replicated = underReplicatedPartitions(jss);
   }
   // nagare's own: damage and refused appends are visible without asking for every stream.
   if (usage.lost > 0) out.num_lost = usage.lost;

@@ -5,6 +5,7 @@ import { ADVERTISED_VERSION } from "../core/broker.js";
 import { DEFAULTS } from "../core/options.js";
 import { formatDuration } from "../util/duration.js";
 import type { JetStreams } from "../streams/jetstreams.js";
+import { underReplicatedPartitions } from "./jsz.js";
 import type { MonitorContext } from "./context.js";
 import { jetStreamConfig, jetStreamStats, jetStreamUsage } from "./js-usage.js";
 
@@ -47,7 +48,12 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     lame_duck_mode: broker.lameDuck,
     jetstream: jetstreamVarz(ctx.jetstreams),
     // nats-server's `cluster` describes its route listener (empty without one); nagare's adds the etcd membership.
-    cluster: { ...(ctx.routes?.varz() ?? {}), ...(ctx.cluster?.() ?? {}) },
+    cluster: {
+      ...(ctx.routes?.varz() ?? {}),
+      ...(ctx.cluster?.() ?? {}),
+      // nagare's: replicated partitions of the whole cluster with a replica out of sync (as /jsz's num_under_replicated).
+      ...((ctx.jetstreams?.cluster ?? null) !== null ? { num_under_replicated: underReplicatedPartitions(ctx.jetstreams!) } : {}),
+    },
     start: broker.startedAt.toISOString(),
     now: now.toISOString(),
     uptime: formatDuration(now.getTime() - broker.startedAt.getTime()),

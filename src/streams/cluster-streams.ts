@@ -76,15 +76,6 @@ export function replicasOf(placed: Pick<PlacedStream, "leaders" | "replicas">, p
   return placed.replicas?.[p] ?? [placed.leaders[p]];
 }
 
-/** Partitions of a replicated stream whose in-sync replicas are fewer than their replicas (Kafka's under-replicated partitions). */
-export function underReplicated(placed: Pick<PlacedStream, "replicas" | "isr">): number {
-  let n = 0;
-  placed.replicas?.forEach((set, p) => {
-    if ((placed.isr?.[p]?.length ?? set.length) < set.length) n++;
-  });
-  return n;
-}
-
 /** Whether `node` holds a copy of some partition of the stream, led or followed. */
 export function hosts(placed: Pick<PlacedStream, "leaders" | "replicas">, node: string): boolean {
   return placed.leaders.includes(node) || (placed.replicas?.some((set) => set.includes(node)) ?? false);
