@@ -19,13 +19,13 @@ import { GroupCoordinator, type CommittedOffset, type Group, type OffsetsStore, 
 /** A store whose writes the test settles. */
 class HeldStore implements OffsetsStore {
   readonly writes: Array<{ entries: Array<[string, CommittedOffset | null]>; endingHolds: readonly number[]; settle: (err?: Error) => void }> = [];
-  /** Each hold written, as it was written (keys sorted; null: ended). */
-  readonly holds: Array<[number, { keys: string[]; until: number } | null]> = [];
+  /** Each hold written, as it was written (keys sorted). */
+  readonly holds: Array<[number, { keys: string[]; until: number }]> = [];
   write(_group: Group, entries: Array<[string, CommittedOffset | null]>, endingHolds: readonly number[] = []): Promise<void> {
     return new Promise((resolve, reject) => this.writes.push({ entries, endingHolds, settle: (err) => (err === undefined ? resolve() : reject(err)) }));
   }
-  writeHold(_group: Group, producerId: number, hold: TxnHold | null): Promise<void> {
-    this.holds.push([producerId, hold === null ? null : { keys: [...hold.keys].sort(), until: hold.until }]);
+  writeHold(_group: Group, producerId: number, hold: TxnHold): Promise<void> {
+    this.holds.push([producerId, { keys: [...hold.keys].sort(), until: hold.until }]);
     return Promise.resolve();
   }
   writeMembers(): Promise<void> {

@@ -109,31 +109,28 @@ export function sameMove(m: PartitionMove | undefined, partition: number, to: st
  * the earlier one added (not its leader).
  */
 export function withReassignment<T extends PlacedStream>(pl: T, p: number, target: readonly string[]): T {
-  const under = pl.reassigning?.[p] ?? null;
-  const original = under?.original ?? [...replicasOf(pl, p)];
+  const original = pl.reassigning?.[p]?.original ?? [...replicasOf(pl, p)];
   const leader = pl.leaders[p];
   const kept = replicasOf(pl, p).filter((n) => original.includes(n) || target.includes(n) || n === leader);
-  const replicas = [...target, ...kept.filter((n) => !target.includes(n))];
-  return {
-    ...pl,
-    replicas: pl.leaders.map((_, i) => (i === p ? replicas : [...replicasOf(pl, i)])),
-    isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => replicas.includes(n)) : set)),
-    epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p ? e + 1 : e)),
-    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? { original, target: [...target] } : r)),
-  };
+  return withReplicas(pl, p, [...target, ...kept.filter((n) => !target.includes(n))], true, { original, target: [...target] });
 }
 
 /** Partition `p` of a replicated placement with replicas `replicas` and no reassignment (the ISR kept to them; `bump`: in a new epoch). */
 export function reassignmentEnded<T extends PlacedStream>(pl: T, p: number, replicas: readonly string[], bump: boolean): T {
-  const next: T = {
-    ...pl,
-    replicas: pl.leaders.map((_, i) => (i === p ? [...replicas] : [...replicasOf(pl, i)])),
-    isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => replicas.includes(n)) : set)),
-    epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p && bump ? e + 1 : e)),
-    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? null : r)),
-  };
+  const next = withReplicas(pl, p, [...replicas], bump, null);
   if (next.reassigning!.every((r) => r === null)) delete next.reassigning;
   return next;
+}
+
+/** Partition `p` with replicas `replicas` (its ISR kept to them), `bump`: in a new epoch, and `reassigning` its reassignment. */
+function withReplicas<T extends PlacedStream>(pl: T, p: number, replicas: string[], bump: boolean, reassigning: { original: string[]; target: string[] } | null): T {
+  return {
+    ...pl,
+    replicas: pl.leaders.map((_, i) => (i === p ? replicas : [...replicasOf(pl, i)])),
+    isr: (pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)])).map((set, i) => (i === p ? set.filter((n) => replicas.includes(n)) : set)),
+    epochs: (pl.epochs ?? pl.leaders.map(() => 1)).map((e, i) => (i === p && bump ? e + 1 : e)),
+    reassigning: (pl.reassigning ?? pl.leaders.map(() => null)).map((r, i) => (i === p ? reassigning : r)),
+  };
 }
 
 /** The move a placement records, if any. */

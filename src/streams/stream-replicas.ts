@@ -1121,12 +1121,18 @@ export class StreamReplicas {
     }
   }
 
+  /** Whether a node may be handed a leadership now: another node, live, not draining. */
+  private canTakeOver(): (node: string) => boolean {
+    const directory = this.host.cluster.directory;
+    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+    return (n) => n !== this.self && directory.isLive(n) && !draining.has(n);
+  }
+
   /** The live, not draining, in-sync replica a partition's leadership would go to (`preferred` if it is one); throws if none. */
   handOverTarget(name: string, p: number, preferred?: string): string {
     const directory = this.host.cluster.directory;
     const isr = directory.get(this.account, name)?.placement.isr?.[p] ?? [];
-    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
-    const fit = (n: string): boolean => n !== this.self && directory.isLive(n) && !draining.has(n);
+    const fit = this.canTakeOver();
     const to = preferred !== undefined ? (isr.includes(preferred) && fit(preferred) ? preferred : undefined) : isr.find(fit);
     if (to === undefined) throw new Error(preferred !== undefined ? `${preferred} is not a live in-sync replica` : "no other in-sync replica is live to take over");
     return to;
@@ -1303,9 +1309,8 @@ export class StreamReplicas {
     if (wanted === null || !wanted.target.every((n) => isr.includes(n))) return;
     const log = this.host.js.options.log;
     if (!wanted.target.includes(this.self)) {
-      const directory = this.host.cluster.directory;
-      const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
-      const to = wanted.target.find((n) => n !== this.self && isr.includes(n) && directory.isLive(n) && !draining.has(n));
+      const fit = this.canTakeOver();
+      const to = wanted.target.find((n) => isr.includes(n) && fit(n));
       if (to === undefined) return;
       this.changing.add(key);
       // Refused at once (writes untouched) while a replica is behind: the next check tries again.

@@ -70,13 +70,13 @@ export interface OffsetsStore {
   /** `endingHolds`: producers whose transaction hold (writeHold) ends in the same write. */
   write(group: Group, entries: Array<[string, CommittedOffset | null]>, endingHolds?: readonly number[]): Promise<void>;
   /**
-   * Records what an open transaction of producer `producerId` holds (null:
-   * its hold ended), for the next coordinator to hold it too, as Kafka's
-   * offsets log keeps a transaction's offsets pending until its marker;
-   * resolves once every in-sync replica has it (at once for a hold too large
-   * to record, which is then held here only).
+   * Records what an open transaction of producer `producerId` holds, for the
+   * next coordinator to hold it too, as Kafka's offsets log keeps a
+   * transaction's offsets pending until its marker (the hold ends in
+   * `write`'s `endingHolds`); resolves once every in-sync replica has it (at
+   * once for a hold too large to record, which is then held here only).
    */
-  writeHold(group: Group, producerId: number, hold: TxnHold | null): Promise<void>;
+  writeHold(group: Group, producerId: number, hold: TxnHold): Promise<void>;
   /**
    * Records the group's generation and members (null: the group is deleted)
    * for the next coordinator to take over, as Kafka's coordinator stores

@@ -169,11 +169,11 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
     return this.append(this.partitionOf(group.id), group.id, records);
   }
 
-  writeHold(group: Group, producerId: number, hold: TxnHold | null): Promise<void> {
-    const data = hold === null ? Buffer.alloc(0) : Buffer.from(JSON.stringify({ keys: [...hold.keys], until: hold.until === Infinity ? null : hold.until } satisfies StoredHold));
+  writeHold(group: Group, producerId: number, hold: TxnHold): Promise<void> {
+    const data = Buffer.from(JSON.stringify({ keys: [...hold.keys], until: hold.until === Infinity ? null : hold.until } satisfies StoredHold));
     // Held here only, as a group too large to record keeps its last record of members: its offsets read as stable after a takeover.
     if (data.length > this.door.js.options.maxPayload) {
-      this.door.log.warn(`kafka: group ${group.id}: the ${hold?.keys.size} offsets a transaction holds are too many to record for another coordinator (${data.length} bytes)`);
+      this.door.log.warn(`kafka: group ${group.id}: the ${hold.keys.size} offsets a transaction holds are too many to record for another coordinator (${data.length} bytes)`);
       return Promise.resolve();
     }
     return this.append(this.partitionOf(group.id), group.id, [[holdSubject(group.id, producerId), data]]);
