@@ -124,12 +124,15 @@ test("leadership moved off a broker's preferred partitions goes back once its sh
     const epochs = views()[0].epochs;
     await moveOff(prefers[1]);
     // A hand-back is refused while a replica is over a second behind (the producer above runs flat out): on a loaded
-    // machine that can last a while, each check trying again.
+    // machine that can last a while, each check trying again (one refused stays owed though the other went back).
     await waitUntil(
       () => views().every((t) => t.leaders[prefers[0]] === brokerId(b) && t.leaders[prefers[1]] === brokerId(b)),
       "both partitions led by their preferred replica again, as every broker sees it",
       60_000,
-    );
+    ).catch((err: Error) => {
+      const seen = views().map((t) => ({ leaders: t.leaders, isr: t.isr, epochs: t.epochs }));
+      throw new Error(`${err.message}; broker ${brokerId(b)} prefers ${prefers.join(", ")}; ${JSON.stringify(seen)}`);
+    });
     const total = (): number => nodes.reduce((sum, n) => sum + rebalancer(n).handedBack, 0);
     await waitUntil(() => total() >= handedBack + 2, "both hand-backs counted", 30_000);
     assert.equal(total(), handedBack + 2);

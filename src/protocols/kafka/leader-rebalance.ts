@@ -22,6 +22,14 @@
  * not, as Kafka counts them. Streams made through JetStream are left where
  * they are led, as nats-server leaves them (a step-down naming a replica
  * stays done).
+ *
+ * Kafka elects every partition of a broker past the share in one check,
+ * and its preferred-replica election refuses none for lag. The hand-overs
+ * here may be refused "not now" (a replica behind, one timed out), and a
+ * check that handed back some and was refused the rest could leave the
+ * broker below the share, the rest never tried again. A refused partition
+ * is owed: it stays a candidate at later checks, whatever the share, until
+ * it is handed back or its leadership changes otherwise.
  */
 
 import type { AccountDoor } from "./account-door.js";
@@ -49,6 +57,8 @@ interface Candidate {
   topic: string;
   partition: number;
   preferred: number;
+  /** The leader epoch it was found in. */
+  epoch: number;
 }
 
 export class LeaderRebalancer {
@@ -58,6 +68,8 @@ export class LeaderRebalancer {
   /** Checks made since start (tests wait on it), and partitions handed back. */
   checks = 0;
   handedBack = 0;
+  /** Partitions whose hand-back was refused "not now", by stream and partition: the leader epoch it was decided in. */
+  private readonly owed = new Map<string, number>();
 
   constructor(private readonly door: AccountDoor) {}
 
@@ -86,6 +98,9 @@ export class LeaderRebalancer {
         const to = this.door.door.cluster?.nodeName(c.preferred);
         if (to === undefined) continue;
         const outcome = await handOver(this.door, { stream: c.stream, partition: c.partition, to, ms: HAND_OVER_MS, caughtUpWithinMs: CAUGHT_UP_MS });
+        const key = `${c.stream}/${c.partition}`;
+        if (outcome.error === ErrorCode.NONE || outcome.error === ErrorCode.ELECTION_NOT_NEEDED) this.owed.delete(key);
+        else this.owed.set(key, c.epoch);
         const what = `kafka: partition ${c.partition} of topic "${c.topic}" of account ${this.door.account}`;
         if (outcome.error === ErrorCode.NONE) {
           this.handedBack++;
@@ -123,16 +138,22 @@ export class LeaderRebalancer {
     }
     const share = this.door.options.leaderImbalancePerBrokerPercentage / 100;
     const out: Candidate[] = [];
+    // Owed partitions stay owed only while led here in the epoch their hand-back was decided in.
+    const owed = new Map(this.owed);
+    this.owed.clear();
     for (const t of placed) {
       for (let i = 0; i < t.leaders.length; i++) {
         const preferred = t.replicas[i]?.[0];
         if (preferred === undefined || t.leaders[i] === preferred || !t.local[i]) continue;
-        if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
+        const key = `${t.stream}/${i}`;
+        const epoch = t.epochs[i] ?? 1;
+        if (owed.get(key) === epoch) this.owed.set(key, epoch);
+        else if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
         // Kafka elects a preferred replica only when it is alive and in sync, and never a partition under reassignment.
         if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i || t.reassigning[i] !== null) continue;
         // Led here without a lease, or already being handed over: nothing to do (a hand-over would only refuse writes).
         if ((this.door.js.streams.get(t.stream)?.replicaGate(i)?.refusal(true) ?? null) !== null) continue;
-        out.push({ stream: t.stream, topic: t.topic, partition: i, preferred });
+        out.push({ stream: t.stream, topic: t.topic, partition: i, preferred, epoch });
       }
     }
     return out;
