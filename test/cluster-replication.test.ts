@@ -13,7 +13,7 @@ import type { NagareServer } from "../src/server/server.js";
 import { jetStreamClusterPerFile, nodeLog, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { runJsCommand } from "../src/cli/js-commands.js";
 import { captured } from "./helpers/cli.js";
 
@@ -382,6 +382,33 @@ test("a leader without its lease serves nothing of a replicated stream from its 
     }
   });
   assert.equal(back.name, "d");
+});
+
+test("a leader whose lease ran out takes and confirms no ack, though the others still see it live: it may be replaced already", async () => {
+  const nc0 = await clients.open(nodes[0].url);
+  const info = await retrying(() => jetstreamManager(nc0).then((j) => j.streams.add({ name: "LAPSED", subjects: ["lapsed.>"], num_replicas: 3 })));
+  const leader = nodes.find((n) => nameOf(n) === info.cluster!.leader)!;
+  const jsm = await jetstreamManager(await clients.open(leader.url));
+  await retrying(() => jsm.consumers.add("LAPSED", { durable_name: "d", ack_policy: "explicit" as never }));
+  const js = jetstream(await clients.open(leader.url));
+  for (const v of ["l1", "l2", "l3"]) await retrying(() => js.publish("lapsed.x", v));
+  const reader = await js.consumers.get("LAPSED", "d");
+  const taken: JsMsg[] = [];
+  for await (const m of await reader.fetch({ max_messages: 3, expires: 10_000 })) taken.push(m);
+  assert.deepEqual(taken.map((m) => m.string()), ["l1", "l2", "l3"]);
+  assert.equal(await taken[0].ackAck({ timeout: 10_000 }), true, "confirmed while the lease is held");
+  // Its clock says the lease ran out (a pause, a stalled keep-alive) while the others still see it live and copy its
+  // consumers: etcd may have expired it and another replica taken over with an older copy. The ack is not taken (its
+  // message is delivered again), so never confirmed.
+  const membership = leader.cluster!.membership;
+  const holdsLease = membership.holdsLease;
+  membership.holdsLease = () => false;
+  try {
+    await assert.rejects(taken[1].ackAck({ timeout: 2_000 }), /timeout/i);
+  } finally {
+    membership.holdsLease = holdsLease;
+  }
+  assert.equal(await taken[2].ackAck({ timeout: 10_000 }), true, "confirmed again with the lease");
 });
 
 test("a stream update leaves its followers' limits off: their removals stay the leader's", async () => {
