@@ -111,6 +111,30 @@ describe("JetStream consumers", () => {
     assert.equal(none.ack_floor.stream_seq, 6);
   });
 
+  test("an ack of a delivery the consumer never made (another leader's, after a failover) is neither applied nor confirmed", async () => {
+    const s = await stream(3);
+    for (const policy of [AckPolicy.Explicit, AckPolicy.All]) {
+      const durable = `NEVER_${policy}`;
+      await jsm.consumers.add(s.name, { durable_name: durable, ack_policy: policy });
+      const [first] = await fetchAll(s.name, durable, 1);
+      assert.equal(first.seq, 1);
+      // $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>: stream seq 3, never delivered.
+      const parts = (first as unknown as { reply: string }).reply.split(".");
+      parts[5] = "3";
+      parts[6] = "3";
+      await assert.rejects(h.nc.request(parts.join("."), new Uint8Array(0), { timeout: 500 }), /timeout/i, `${policy}: not confirmed`);
+      const ci = await jsm.consumers.info(s.name, durable);
+      assert.equal(ci.ack_floor.stream_seq, 0, `${policy}: nothing acked`);
+      assert.equal(ci.num_ack_pending, 1);
+      // The messages it has not delivered come as usual, and their own acks are confirmed.
+      const rest = await fetchAll(s.name, durable, 2);
+      assert.deepEqual(rest.map((m) => m.seq), [2, 3]);
+      if (policy === AckPolicy.Explicit) for (const m of [first, rest[0]]) assert.equal(await m.ackAck(), true);
+      assert.equal(await rest[1].ackAck(), true);
+      assert.equal((await jsm.consumers.info(s.name, durable)).ack_floor.stream_seq, 3);
+    }
+  });
+
   test("max_ack_pending holds back deliveries until acks arrive", async () => {
     const s = await stream(10);
     await jsm.consumers.add(s.name, { durable_name: "MAP", ack_policy: AckPolicy.Explicit, max_ack_pending: 3 });

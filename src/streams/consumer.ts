@@ -876,6 +876,14 @@ export class Consumer {
     if (this.closed) return;
     this.lastActive = Date.now();
     const kind = body.length === 0 ? "+ACK" : body.toString("latin1", 0, Math.min(body.length, 5)).trimEnd();
+    // An ack of a delivery this consumer never made: another leader's, made after the copy of the consumers this node took
+    // over with, whose message this consumer delivers again. Not applied (acking past what was delivered would skip
+    // messages) and, above all, not confirmed: a confirmation would promise an ack the consumer's state does not hold.
+    // nats-server drops such an ack without a reply too.
+    if ((kind === "+ACK" || kind === "+NXT") && !(sseq <= this.deliveredS)) {
+      if (kind === "+NXT" && reply !== "") this.onNextRequest(reply, body.subarray(4));
+      return;
+    }
     const p = this.pending.get(sseq);
     const current = p !== undefined && p.dseq === dseq;
     switch (kind) {
