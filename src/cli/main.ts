@@ -21,10 +21,12 @@ Commands:
   sub [options] <subject>            Subscribe and print messages
   request [options] <subject> [body] Send a request and print the reply
   reply [options] <subject> <body>   Answer requests on a subject
-  stream add|ls|info|rm|purge|get    Manage streams (JetStream)
+  stream add|ls|info|rm|purge|get|move|stepdown|peer-remove
+                                     Manage streams (JetStream)
   consumer add|ls|info|rm|next       Manage and read consumers
   kv get|put|del|watch               Use a key-value bucket
-  topic create|ls|describe|alter|rm  Manage Kafka topics (over the Kafka protocol)
+  topic create|ls|describe|producers|alter|move|moves|rm
+                                     Manage Kafka topics (over the Kafka protocol)
   group ls|describe|rm|reset-offsets List, inspect, delete and rewind Kafka consumer groups
   cluster ls                         List a cluster's nodes (state, load), from etcd
   help                               Show this message
@@ -68,8 +70,8 @@ Server flags:
 
 Flags override the configuration file. Flags may be written -flag, --flag,
 --flag=value or --flag value. A configuration asking for what nagare cannot
-honour (routes between nodes, for one) stops the server with its file, line
-and column.
+honour (websocket {}, or TLS on the cluster's routes, for two) stops the
+server with its file, line and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode,
 SIGHUP reloads the TLS certificate files (other changes are refused).
