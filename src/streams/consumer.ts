@@ -879,8 +879,8 @@ export class Consumer {
     // An ack of a delivery this consumer never made: another leader's, made after the copy of the consumers this node took
     // over with, whose message this consumer delivers again. Not applied (acking past what was delivered would skip
     // messages) and, above all, not confirmed: a confirmation would promise an ack the consumer's state does not hold.
-    // nats-server drops such an ack without a reply too.
-    if ((kind === "+ACK" || kind === "+NXT") && !(sseq <= this.deliveredS)) {
+    // nats-server drops such an ack without a reply too (a termination of one is not confirmed either: it comes again).
+    if ((kind === "+ACK" || kind === "+NXT" || kind === "+TERM") && !(sseq <= this.deliveredS)) {
       if (kind === "+NXT" && reply !== "") this.onNextRequest(reply, body.subarray(4));
       return;
     }
