@@ -1259,6 +1259,10 @@ export class StreamReplicas {
     for (const n of role.uncertain) if (agreed.includes(n)) role.uncertain.delete(n);
     const isr = [...agreed, ...role.uncertain];
     const leader = role.gate.leader;
+    // Members etcd has that this leader does not count yet (such a joiner, its change seen before the settle that applies
+    // it has run): counted from now, or the high watermark could pass what one lacks, and it may take over.
+    const counting = leader.inSync;
+    if (agreed.some((n) => !counting.includes(n))) leader.setIsr(agreed);
     const copies = role.copies;
     copies?.release();
     // Joiners lag too (they are counted), but leave by no longer being proposed.
