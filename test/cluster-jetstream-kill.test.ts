@@ -9,14 +9,14 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode } from "./helpers/js.js";
 
@@ -38,17 +38,7 @@ before(async () => {
   clusterName = uniqueCluster("jskill");
   a = await node("a");
   b = await node("b");
-  const conf = join(dir, "k.conf");
-  writeFileSync(
-    conf,
-    `server_name: k
-server_tags: ["node:k"]
-jetstream { store_dir: "${join(dir, "k")}" }
-cluster { name: ${clusterName} }
-etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
-`,
-  );
-  k = await spawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
+  k = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName });
   // Routes come from the members' records in etcd: wait for the full mesh.
   await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
 });

@@ -19,7 +19,7 @@ import { jetstream, jetstreamManager, StorageType, type JetStreamClient } from "
 import type { NagareServer } from "../src/server/server.js";
 import { FileLog } from "../src/store/file-log.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { respawnNode, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { publishRetrying, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { parseStateFile } from "../src/util/persist.js";
 
@@ -33,17 +33,7 @@ const conns: NatsConnection[] = [];
 
 /** k as a process; `jetstreamExtra` goes into its `jetstream {}` block (e.g. a sync interval). */
 async function spawnK(peers: () => NagareServer[] = () => [a, b], jetstreamExtra = ""): Promise<NodeProcess> {
-  const conf = join(dir, "k.conf");
-  writeFileSync(
-    conf,
-    `server_name: k
-server_tags: ["node:k"]
-jetstream { store_dir: "${join(dir, "k")}" ${jetstreamExtra} }
-cluster { name: ${clusterName} }
-etcd { endpoints: "${etcd.endpoint}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
-`,
-  );
-  const node = await respawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
+  const node = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName }, jetstreamExtra);
   const live = peers();
   await waitUntil(() => live.every((n) => n.routes!.peers().length === live.length), `a full mesh of ${live.length + 1}`);
   return node;

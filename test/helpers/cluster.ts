@@ -8,7 +8,7 @@ import type { Logger } from "../../src/util/log.js";
 import { ClusterNode } from "../../src/cluster/node.js";
 import { startServer, type NagareServer } from "../../src/server/server.js";
 import { join } from "node:path";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { startEtcd, type EtcdHarness } from "./etcd.js";
 import { waitUntil } from "./clients.js";
@@ -143,6 +143,25 @@ export async function respawnNode(args: string[], limitMs?: number): Promise<Nod
       if (attempt >= 3 || !/is registered in etcd by|cannot (register in|read the cluster's members from) etcd/.test((err as Error).message)) throw err;
     }
   }
+}
+
+/**
+ * Node "k" of a cluster of embedded nodes, as a real process (to be
+ * killed or paused): tagged `node:k`, its store under `<dir>/k`, a 2 s
+ * lease. `jetstreamExtra` goes inside its `jetstream {}` block.
+ */
+export function spawnNodeK(o: { etcd: string; dir: string; cluster: string }, jetstreamExtra = ""): Promise<NodeProcess> {
+  const conf = join(o.dir, "k.conf");
+  writeFileSync(
+    conf,
+    `server_name: k
+server_tags: ["node:k"]
+jetstream { store_dir: "${join(o.dir, "k")}" ${jetstreamExtra} }
+cluster { name: ${o.cluster} }
+etcd { endpoints: "${o.etcd}", dial_timeout: 1s, request_timeout: 1s, lease_ttl: 2s }
+`,
+  );
+  return respawnNode(["-c", conf, "--cluster", "nats://127.0.0.1:-1"]);
 }
 
 /** Where a test's JetStream nodes live: its etcd, a directory for their stores, the cluster's name. */
