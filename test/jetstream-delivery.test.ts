@@ -172,4 +172,32 @@ describe("JetStream delivery bounds and timers", () => {
       assert.ok(drift[0] > -50 && drift[0] < 50, `first step drifted ${drift[0]} ms`);
       assert.ok(Math.abs(median(drift.slice(1))) < 20, `100 ms steps drifted ${drift.slice(1)} ms`);
     }));
+  test("a pull times out when it expires, to the millisecond, and its heartbeats say where the consumer is", () =>
+    timed(async (nc) => {
+      const tjsm = await jetstreamManager(nc);
+      await tjsm.streams.add({ name: "PX", subjects: ["px.>"] });
+      await tjsm.consumers.add("PX", { durable_name: "P", ack_policy: AckPolicy.Explicit });
+      // Past a second, nagare's timer used to tick once a second and round the expiry up to the next one (1.1 s took 2 s):
+      // a message published in between went to a client that had stopped listening.
+      const lateness: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        const sentAt = Date.now();
+        const got = await rawPull(nc, "PX", "P", JSON.stringify({ batch: 1, expires: 1100 * MS }), 5000);
+        assert.equal(got.length, 1, JSON.stringify(got));
+        assert.equal(got[0].status?.code, 408);
+        lateness.push(Date.now() - sentAt - 1100);
+      }
+      assert.ok(lateness.every((l) => l >= -10), `never early: ${lateness}`);
+      assert.ok(median(lateness) < 300, `1.1 s pulls timed out late by ${lateness} ms`);
+      // nats-server's pull heartbeats carry the last delivery, as its push ones do.
+      await jetstream(nc).publish("px.a", "1");
+      const [first] = await rawPull(nc, "PX", "P", JSON.stringify({ batch: 1 }), 2000);
+      assert.equal(first.subject, "px.a");
+      const beats = await rawPull(nc, "PX", "P", JSON.stringify({ batch: 1, expires: 700 * MS, idle_heartbeat: 200 * MS }), 3000);
+      assert.equal(beats[beats.length - 1].status?.code, 408);
+      const hb = beats.filter((a) => a.status?.code === 100);
+      assert.ok(hb.length >= 1, JSON.stringify(beats));
+      assert.equal(hb[0].status!.headers["Nats-Last-Consumer"], "1");
+      assert.equal(hb[0].status!.headers["Nats-Last-Stream"], "1");
+    }));
 });

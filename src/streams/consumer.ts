@@ -200,6 +200,10 @@ const EMPTY = Buffer.alloc(0);
 /** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
 const TIMER_SLACK_MS = 5;
 
+function expired(req: PullRequest, now: number): boolean {
+  return req.expiresAt > 0 && now >= req.expiresAt - TIMER_SLACK_MS;
+}
+
 /** How long after a failed write of a consumer's state it is tried again (a full disk would otherwise be retried at every change). */
 const SAVE_RETRY_MS = 1000;
 
@@ -649,9 +653,16 @@ export class Consumer {
       this.dropGoneRequests();
       const req = this.waiting[0];
       if (req === undefined) return false;
+      // Expired while its timer waits for a busy loop: it gets its timeout, not the message.
+      if (expired(req, Date.now())) {
+        this.waiting.shift();
+        if (req.timer) clearTimeout(req.timer);
+        this.sendTimeout(req);
+        continue;
+      }
       if (req.maxBytes <= 0 || size <= req.maxBytes - req.bytes) return true;
       this.waiting.shift();
-      if (req.timer) clearInterval(req.timer);
+      if (req.timer) clearTimeout(req.timer);
       this.host.emit(req.reply, req.reply, "", encodeHeaders("409 Message Size Exceeds MaxBytes", pendingHeaders(req)), EMPTY);
     }
   }
@@ -800,35 +811,43 @@ export class Consumer {
     if (noWait && expiresNs === 0 && this.numPending() + this.redeliverQueue.length === 0) return status(404, "No Messages");
     this.dropGoneRequests();
     if (this.waiting.length >= (cfg.max_waiting ?? 512)) return status(409, "Exceeded MaxWaiting");
-    if (req.expiresAt > 0 || req.heartbeatMs > 0) {
-      // Ticks at half the heartbeat interval: a timer counts from the event loop's cached time, which
-      // lags Date.now() on a busy loop, so a tick at the full interval could find it not yet due and
-      // leave a gap of two intervals, which clients take for a dead server (two missed heartbeats).
-      const period = Math.max(10, Math.min(req.heartbeatMs > 0 ? req.heartbeatMs / 2 : Infinity, req.expiresAt > 0 ? req.expiresAt - now : Infinity));
-      req.timer = setInterval(() => this.tickRequest(req), Math.min(period, 1000));
-      req.timer.unref();
-    }
     this.waiting.push(req);
+    this.armRequest(req, now);
     this.notify();
   }
 
+  /**
+   * Arms the request's one timer for what is due next: its expiry, to the
+   * millisecond (nats-server times a pull out when it expires; a late one
+   * would hand messages to a client that stopped listening), or its next
+   * heartbeat. Heartbeats go at half the interval: a timer counts from the
+   * event loop's cached time, which lags Date.now() on a busy loop, so one at
+   * the full interval could leave a gap of two, which clients take for a dead
+   * server.
+   */
+  private armRequest(req: PullRequest, now: number): void {
+    if (req.expiresAt === 0 && req.heartbeatMs === 0) return;
+    let due = req.expiresAt > 0 ? req.expiresAt : Infinity;
+    if (req.heartbeatMs > 0) due = Math.min(due, req.lastSent + Math.max(10, req.heartbeatMs / 2));
+    req.timer = setTimeout(() => this.tickRequest(req), Math.max(1, due - now));
+    req.timer.unref();
+  }
+
   private tickRequest(req: PullRequest): void {
-    const now = Date.now();
+    req.timer = null;
     const i = this.waiting.indexOf(req);
-    if (i < 0) {
-      if (req.timer) clearInterval(req.timer);
-      return;
-    }
-    if (req.expiresAt > 0 && now >= req.expiresAt - TIMER_SLACK_MS) {
+    if (i < 0) return;
+    const now = Date.now();
+    if (expired(req, now)) {
       this.waiting.splice(i, 1);
-      if (req.timer) clearInterval(req.timer);
       this.sendTimeout(req);
       return;
     }
     if (req.heartbeatMs > 0 && now - req.lastSent >= req.heartbeatMs / 2) {
       req.lastSent = now;
-      this.host.emit(req.reply, req.reply, "", encodeHeaders("100 Idle Heartbeat", []), EMPTY);
+      this.sendHeartbeat(req.reply);
     }
+    this.armRequest(req, now);
   }
 
   private sendTimeout(req: PullRequest): void {
@@ -839,7 +858,7 @@ export class Consumer {
   private finishRequest(code: number, text: string | null): void {
     const req = this.waiting.shift();
     if (req === undefined) return;
-    if (req.timer) clearInterval(req.timer);
+    if (req.timer) clearTimeout(req.timer);
     if (text !== null) this.host.emit(req.reply, req.reply, "", encodeHeaders(`${code} ${text}`, []), EMPTY);
   }
 
@@ -853,7 +872,7 @@ export class Consumer {
       const req = this.waiting[i];
       if (req.noWait && (req.expiresAt === 0 || req.sent > 0)) {
         this.waiting.splice(i, 1);
-        if (req.timer) clearInterval(req.timer);
+        if (req.timer) clearTimeout(req.timer);
         this.host.emit(req.reply, req.reply, "", encodeHeaders("404 No Messages", []), EMPTY);
       } else i++;
     }
@@ -862,7 +881,7 @@ export class Consumer {
   private dropGoneRequests(): void {
     while (this.waiting.length > 0 && !this.host.hasInterest(this.waiting[0].reply)) {
       const req = this.waiting.shift()!;
-      if (req.timer) clearInterval(req.timer);
+      if (req.timer) clearTimeout(req.timer);
     }
   }
 
@@ -1279,7 +1298,7 @@ export class Consumer {
   handOverWaiting(now: number): HandedOverRequest[] {
     const out: HandedOverRequest[] = [];
     for (const r of this.waiting.splice(0)) {
-      if (r.timer) clearInterval(r.timer);
+      if (r.timer) clearTimeout(r.timer);
       const left = r.expiresAt > 0 ? r.expiresAt - now : 0;
       if (r.expiresAt > 0 && left <= TIMER_SLACK_MS) {
         this.sendTimeout(r);
@@ -1302,7 +1321,7 @@ export class Consumer {
     if (this.ackTimer) clearTimeout(this.ackTimer);
     if (this.hbTimer) clearInterval(this.hbTimer);
     if (this.saveTimer) clearTimeout(this.saveTimer);
-    for (const r of this.waiting) if (r.timer) clearInterval(r.timer);
+    for (const r of this.waiting) if (r.timer) clearTimeout(r.timer);
     this.waiting.length = 0;
     if (this.saving) await this.saving;
     // Nothing is written after the stop: whoever still waits for a write is told it was not made.
