@@ -48,6 +48,22 @@ const SMALL_FRAME = 64 * 1024;
  * nothing would otherwise hold the request budget.
  */
 const FRAME_STALL_MS = 30_000;
+/**
+ * Kafka's sasl.server.max.receive.size: before authentication only
+ * ApiVersions and the SASL exchange are allowed, and a larger frame closes
+ * the connection, so a client without credentials cannot hold the request
+ * budget with large frames.
+ */
+const MAX_PRE_AUTH_FRAME = 524_288;
+/**
+ * While others wait for the request budget, a frame that has been arriving
+ * for longer than the grace below at less than this rate closes its
+ * connection: one that declares a large size and trickles its bytes would
+ * otherwise hold the budget (and stop every other client's large requests)
+ * for as long as it keeps the connection alive.
+ */
+const CONTENDED_MIN_BYTES_PER_S = 1024 * 1024;
+const CONTENDED_GRACE_MS = 2_000;
 const EMPTY = Buffer.alloc(0);
 
 interface Slot {
@@ -59,6 +75,8 @@ export class KafkaConnection implements Connection {
   /** The frame being filled from chunks, and how much of it has arrived. */
   private frame: Buffer | null = null;
   private filled = 0;
+  /** When the frame being filled had its size read. */
+  private frameStartedAt = 0;
   /** A size prefix split across chunks. */
   private readonly sizeBytes = Buffer.alloc(4);
   private sizeLen = 0;
@@ -70,6 +88,14 @@ export class KafkaConnection implements Connection {
   /** A wake-up is armed for when the request budget frees. */
   private waitingForBudget = false;
   private readonly slots: Slot[] = [];
+  /**
+   * A Fetch not yet answered: nothing more is read until it is, as a Kafka
+   * broker reads no request from a connection while one is unanswered. A
+   * fetch may wait (max_wait_ms) and any request behind it is answered
+   * after it anyway; read ahead, a connection could park up to the
+   * pipelining limit of waiting fetches, whose memory no budget counts.
+   */
+  private fetchInFlight: Slot | null = null;
   private paused = false;
   /** The socket refused more (write returned false) and has not drained yet. */
   private writeBlocked = false;
@@ -229,6 +255,13 @@ export class KafkaConnection implements Connection {
   /** Bytes of built responses not yet handed to the kernel. */
   private unwritten = 0;
 
+  /** Whether the frame being filled holds request budget while arriving slower than a client that means to send it would. */
+  tricklingFrame(now: number): boolean {
+    if (this.frame === null || this.frameCharge === 0) return false;
+    const elapsed = now - this.frameStartedAt;
+    return elapsed > CONTENDED_GRACE_MS && (this.filled * 1000) / elapsed < CONTENDED_MIN_BYTES_PER_S;
+  }
+
   // ---- Connection (the broker's view) ----
 
   /** Responses are written as they complete, not on the broker's flush schedule. */
@@ -324,6 +357,9 @@ export class KafkaConnection implements Connection {
         if (size < (this.sasl.raw ? 1 : 8) || size > this.door.maxRequestBytes) {
           return this.close(`frame of ${size} bytes (limit ${this.door.maxRequestBytes})`);
         }
+        if (this.account === null && size > MAX_PRE_AUTH_FRAME) {
+          return this.close(`frame of ${size} bytes before authentication (limit ${MAX_PRE_AUTH_FRAME})`);
+        }
         // A frame is counted from now until it is answered; with no room, reading waits (one frame always
         // fits). Small frames do not wait: a budget held by large ones must not stop a Metadata or a commit.
         const budget = this.door.requests;
@@ -344,6 +380,7 @@ export class KafkaConnection implements Connection {
         } else {
           this.frame = size >= POOLED_FRAME_BYTES ? this.door.frames.take(size) : Buffer.allocUnsafe(size);
           this.frameCharge = size;
+          this.frameStartedAt = Date.now();
           this.filled = chunk.copy(this.frame, 0, at);
           return;
         }
@@ -360,7 +397,7 @@ export class KafkaConnection implements Connection {
         this.request(frame, frame.length >= POOLED_FRAME_BYTES, frame.length);
       }
       if (this.closed || this.ending !== null) return;
-      if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked) {
+      if (this.slots.length >= MAX_IN_FLIGHT || this.writeBlocked || this.fetchInFlight !== null) {
         this.stopReading(chunk, at);
         return;
       }
@@ -378,6 +415,7 @@ export class KafkaConnection implements Connection {
   }
 
   private awaitBudget(): void {
+    this.door.reclaimTrickledFrames(this);
     if (this.waitingForBudget) return;
     this.waitingForBudget = true;
     void this.door.requests.released(1000).then(() => {
@@ -388,7 +426,7 @@ export class KafkaConnection implements Connection {
 
   /** Reads again once responses have drained to half the pipelining limit, the socket takes writes, and a deferred frame fits the budget. */
   private resumeReading(): void {
-    if (!this.paused || this.closed || this.ending !== null || this.writeBlocked || this.slots.length >= MAX_IN_FLIGHT / 2) return;
+    if (!this.paused || this.closed || this.ending !== null || this.writeBlocked || this.fetchInFlight !== null || this.slots.length >= MAX_IN_FLIGHT / 2) return;
     const budget = this.door.requests;
     if (this.deferredSize >= 0 && budget.used > 0 && budget.used + this.deferredSize > budget.limit) return this.awaitBudget();
     this.paused = false;
@@ -469,6 +507,7 @@ export class KafkaConnection implements Connection {
     }
     const slot: Slot = { done: false, response: null };
     this.slots.push(slot);
+    if (apiKey === ApiKey.Fetch && typeof pending !== "boolean") this.fetchInFlight = slot;
     const finish = (respond: boolean): void => {
       slot.done = true;
       giveBack();
@@ -482,6 +521,8 @@ export class KafkaConnection implements Connection {
         this.adjustResponseRoom(ctx, response.length - ctx.held);
         this.unwritten += response.length;
       }
+      // Without a response to wait for, the next request may be read now.
+      if (this.fetchInFlight === slot && slot.response === null) this.fetchInFlight = null;
       this.flush();
     };
     if (typeof pending === "boolean") finish(pending);
@@ -534,7 +575,10 @@ export class KafkaConnection implements Connection {
       const res = this.slots[n].response;
       if (res !== null) {
         const size = res.length;
-        if (!this.socket.write(res, () => this.written(size))) this.writeBlocked = true;
+        // A fetch's next request is read once its answer is sent, as Kafka unmutes a connection: read any sooner, a
+        // fetch finds the room its predecessor's answer still holds and is answered at once instead of waiting.
+        const onWritten = this.slots[n] === this.fetchInFlight ? () => this.fetchSent(size) : () => this.written(size);
+        if (!this.socket.write(res, onWritten)) this.writeBlocked = true;
       }
       n++;
     }
@@ -547,6 +591,12 @@ export class KafkaConnection implements Connection {
       setTimeout(() => this.close(reason), 1000).unref();
       return;
     }
+    this.resumeReading();
+  }
+
+  private fetchSent(size: number): void {
+    this.written(size);
+    this.fetchInFlight = null;
     this.resumeReading();
   }
 

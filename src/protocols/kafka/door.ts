@@ -306,6 +306,20 @@ export class KafkaDoor {
     return this.options.maxRequestBytes;
   }
 
+  private lastReclaim = 0;
+
+  /**
+   * `waiter` cannot read its next frame for want of request budget: closes
+   * the connections whose frames hold budget while arriving too slowly to
+   * be meant (KafkaConnection.tricklingFrame). Looked at most 4 times a second.
+   */
+  reclaimTrickledFrames(waiter: KafkaConnection): void {
+    const now = Date.now();
+    if (now - this.lastReclaim < 250) return;
+    this.lastReclaim = now;
+    for (const c of [...this.connections]) if (c !== waiter && c.tricklingFrame(now)) c.close("request frame arriving too slowly while others wait for the request budget");
+  }
+
   /** This broker's id: 0 on a single node, the cluster's for this node's name in a cluster. */
   get nodeId(): number {
     return this.cluster?.nodeId ?? 0;
