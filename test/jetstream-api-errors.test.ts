@@ -102,6 +102,43 @@ describe("JetStream API errors", () => {
     assert.equal((await jsm.streams.info("UPR")).config.num_replicas, 1);
   });
 
+  test("nats-server's checks of a create or update (its current source): names, overlaps, sealing, fixed consumer fields", async () => {
+    const invalid = (description: string): ApiErr => ({ code: 500, err_code: 10052, description });
+    await jsm.streams.add({ name: "UPN", subjects: ["upn.a"], description: "kept" });
+    // An update without a name was once applied as a default config: subjects became ["UPN"], the description went.
+    for (const body of [{}, undefined]) {
+      const r = await api(h.nc, "$JS.API.STREAM.UPDATE.UPN", body);
+      assert.deepEqual(r.error, invalid("stream name is required and can not contain '.', '*', '>'"), JSON.stringify(body));
+    }
+    const kept = (await jsm.streams.info("UPN")).config;
+    assert.deepEqual([kept.subjects, kept.description], [["upn.a"], "kept"]);
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.CREATE.NONAME", {})).error, { code: 400, err_code: 10056, description: "stream name in subject does not match request" });
+    await assert.rejects(jsm.streams.info("NONAME"));
+    // Subjects of one stream may not overlap: a message on both would be stored twice.
+    assert.deepEqual((await createStream({ subjects: ["ov.*", "ov.a"] })).error, invalid('subject "ov.*" overlaps with "ov.a"'));
+    assert.deepEqual((await createStream({ subjects: ["ov.a", "ov.>"] })).error, invalid('subject "ov.a" overlaps with "ov.>"'));
+    const upd = await api(h.nc, "$JS.API.STREAM.UPDATE.UPN", { name: "UPN", subjects: ["upn.a", "upn.*"] });
+    assert.deepEqual(upd.error, invalid('subject "upn.a" overlaps with "upn.*"'));
+    // Sealed only by an update, which makes the rest of the config say so.
+    assert.deepEqual((await createStream({ sealed: true })).error, invalid("stream configuration for create can not be sealed"));
+    assert.deepEqual((await createStream({ mirror_direct: true })).error, invalid("stream has no mirror but does have mirror direct"));
+    await jsm.streams.add({ name: "SEAL", subjects: ["seal.>"], max_age: 3600 * 1000 * MS, allow_rollup_hdrs: true });
+    const sealed = (await api(h.nc, "$JS.API.STREAM.UPDATE.SEAL", { ...(await jsm.streams.info("SEAL")).config, sealed: true })).config as Record<string, unknown>;
+    assert.deepEqual(
+      [sealed.sealed, sealed.deny_delete, sealed.deny_purge, sealed.discard, sealed.max_age, sealed.allow_rollup_hdrs],
+      [true, true, true, "new", 0, false],
+    );
+    // Consumer fields nats-server does not let an update change.
+    await jsm.streams.add({ name: "FIX", subjects: ["fix.>"] });
+    const pull = { durable_name: "P", ack_policy: "explicit", max_waiting: 10 };
+    await createConsumer("FIX", pull);
+    assert.deepEqual((await createConsumer("FIX", { ...pull, max_waiting: 20 })).error, { code: 500, err_code: 10012, description: "max waiting can not be updated" });
+    const push = { durable_name: "Q", ack_policy: "explicit", deliver_subject: "fix-out", idle_heartbeat: 1000 * MS, flow_control: true };
+    await createConsumer("FIX", push);
+    assert.deepEqual((await createConsumer("FIX", { ...push, idle_heartbeat: 2000 * MS })).error, { code: 500, err_code: 10012, description: "heart beats can not be updated" });
+    assert.deepEqual((await createConsumer("FIX", { ...push, flow_control: false })).error, { code: 500, err_code: 10012, description: "flow control can not be updated" });
+  });
+
   test("a 2.10 stream feature nagare cannot honour is refused, not ignored", async () => {
     const r = await createStream({ compression: "s2" });
     assert.equal(r.error?.err_code, 10052);

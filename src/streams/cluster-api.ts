@@ -37,7 +37,7 @@ import { subjectsIntersect } from "../subjects/subject.js";
 import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
-import { normalizeStreamConfig, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
+import { normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
 import { moveOf, newMove, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
@@ -695,7 +695,7 @@ export class ClusterApi implements Receiver {
 
   /** STREAM.UPDATE on the leader: the placement's subjects and config change first (refused while etcd is away), then the stream. */
   async update(name: string, req: Json): Promise<Json> {
-    const config = normalizeStreamConfig(req);
+    const config = sealAdjusted(normalizeStreamConfig(req));
     const before = this.directory.get(this.account, name);
     if (before === undefined) return await (await this.js.updateStream(req)).info();
     // Refused before the placement changes: every node hosting it follows the placement's config.

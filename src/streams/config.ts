@@ -221,10 +221,13 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   let subjects = strings(raw, "subjects") ?? [];
   if (subjects.length === 0) subjects = [name];
   const seen = new Set<string>();
-  for (const s of subjects) {
+  for (let i = 0; i < subjects.length; i++) {
+    const s = subjects[i];
     if (!isValidSubscribeSubject(s)) throw bad(`invalid subject: ${s}`);
-    if (s.startsWith("$JS.") || s.startsWith("$SYS.")) throw bad("subjects that overlap with jetstream api require no-ack to be true");
     if (seen.has(s)) throw bad("duplicate subjects detected");
+    if (s.startsWith("$JS.") || s.startsWith("$SYS.")) throw bad("subjects that overlap with jetstream api require no-ack to be true");
+    // A message on two of a stream's subjects would be stored once per subject: nats-server refuses the overlap.
+    for (let j = i + 1; j < subjects.length; j++) if (subjectsIntersect(subjects[j], s)) throw bad(`subject "${s}" overlaps with "${subjects[j]}"`);
     seen.add(s);
   }
   // In nats-server's order: the replica count first, then the durations.
@@ -323,6 +326,18 @@ function checkTransform(src: string, dest: string, error: (why: string) => ApiEr
     if (e instanceof TransformError) throw error(e.message);
     throw e;
   }
+}
+
+/** What nats-server refuses on a create only (an update may seal a stream). */
+export function createOnlyChecks(raw: Json): void {
+  if (raw.sealed === true) throw Errors.streamConfig("stream configuration for create can not be sealed");
+  if (raw.mirror_direct === true && (raw.mirror === undefined || raw.mirror === null)) throw Errors.streamConfig("stream has no mirror but does have mirror direct");
+}
+
+/** A stream sealed by an update keeps what it holds, as nats-server makes sure: no ageing out, no deletes, purges, roll-ups or new messages. */
+export function sealAdjusted(cfg: StreamConfig): StreamConfig {
+  if (!cfg.sealed) return cfg;
+  return { ...cfg, max_age: 0, discard: "new", deny_delete: true, deny_purge: true, allow_rollup_hdrs: false };
 }
 
 /** What a stream update may not change. */
@@ -530,7 +545,6 @@ const UPDATABLE = new Set([
   "max_deliver",
   "backoff",
   "max_ack_pending",
-  "max_waiting",
   "headers_only",
   "max_batch",
   "max_expires",
@@ -542,8 +556,6 @@ const UPDATABLE = new Set([
   "sample_freq",
   "rate_limit_bps",
   "deliver_subject",
-  "idle_heartbeat",
-  "flow_control",
 ]);
 
 /** The fields nats-server checks first on a consumer update, in its order, with its texts. */
@@ -553,6 +565,9 @@ const FIXED_AS_NATS: ReadonlyArray<[string, string]> = [
   ["opt_start_time", "start time"],
   ["ack_policy", "ack policy"],
   ["replay_policy", "replay policy"],
+  ["idle_heartbeat", "heart beats"],
+  ["flow_control", "flow control"],
+  ["max_waiting", "max waiting"],
 ];
 
 export function consumerUpdateError(old: ConsumerConfig, next: ConsumerConfig): ApiError | null {

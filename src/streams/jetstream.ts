@@ -40,6 +40,7 @@ import {
   normalizeConsumerConfig,
   normalizeStreamConfig,
   sameJson,
+  sealAdjusted,
   streamUpdateError,
   unsupportedStreamFeature,
   type ConsumerConfig,
@@ -755,7 +756,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   async updateStream(raw: unknown): Promise<Stream> {
-    const config = normalizeStreamConfig(raw);
+    const config = sealAdjusted(normalizeStreamConfig(raw));
     return this.exclusive(config.name, () => this.update(config));
   }
 
