@@ -1745,8 +1745,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     // Tombstones newer than what a segment's liveness reflects are applied to it now. After a clean
     // close every index is current and none is; after a crash, those of the last moments are.
-    const tombs: number[] = [];
-    const stamps: number[] = [];
+    const { tombs, stamps } = this.orphanIndexes(entries, new Set(names), found);
+    for (let k = 0; k < stamps.length; k++) this.lastStamp = Math.max(this.lastStamp, stamps[k]);
     for (const seg of this.segments) {
       this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
       this.lastStamp = Math.max(this.lastStamp, seg.horizon);
@@ -1771,8 +1771,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     // Sequences a tombstone deleted were not lost, whatever happened to their bytes.
     for (const l of withoutRanges(found, tombs)) this.lost.note(l.from, l.to, l.bytes);
     const last = this.segments[this.segments.length - 1];
-    if (last === undefined) await this.createSegment(1);
-    else {
+    if (last === undefined) {
+      // No segment left: the next sequence is still past every one an index or the damage record knew of.
+      const next = Math.max(1, this.claimedLast + 1, this.tombNextSeq, this.lost.highest + 1);
+      this.lastSeq = next - 1;
+      await this.createSegment(next);
+    } else {
       last.pinned = true;
       const d = this.index.detail(last);
       // Never hand out a sequence again: not one a later segment is named after, a tombstone or marker
@@ -1790,6 +1794,50 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   private tombNextSeq = 0;
 
+  /** An index file's summary, or why it cannot be read. */
+  private readIndexSummary(path: string): IndexSummary | string {
+    try {
+      const header = this.fs.readSync(path, 0, INDEX_HEADER);
+      const len = header === null ? "short" : summaryLength(header);
+      if (typeof len === "string") return len;
+      const buf = this.fs.readSync(path, 0, INDEX_HEADER + len);
+      return buf === null ? "short" : decodeSummary(buf);
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
+  /**
+   * Index files whose segment is gone: nagare removes a segment's index
+   * before the segment, so the segment was lost (deleted by hand, lost to
+   * a bad restore). Its sequences, as the index recorded them, are reported
+   * lost (less those tombstones deleted) and never handed out again, and
+   * its own tombstones still apply. Returns those tombstones and their stamps.
+   */
+  private orphanIndexes(entries: string[], segments: ReadonlySet<string>, found: LostRange[]): { tombs: number[]; stamps: number[] } {
+    const tombs: number[] = [];
+    const stamps: number[] = [];
+    for (const n of entries) {
+      if (!n.endsWith(SEGMENT_SUFFIX + INDEX_SUFFIX)) continue;
+      const segName = n.slice(0, -INDEX_SUFFIX.length);
+      if (!/^\d{20}\.seg$/.test(segName) || segments.has(segName)) continue;
+      const s = this.readIndexSummary(join(this.dir, n));
+      if (typeof s === "string" || s.firstSeq !== Number(segName.slice(0, 20))) {
+        this.warn(`${segName} is gone and its index ${n} cannot be read (${typeof s === "string" ? s : "belongs to another segment"}): what it held cannot be told`);
+        continue;
+      }
+      this.warn(`${segName} is gone; its index says it held sequences ${s.firstSeq}..${s.lastSeq}: reported lost, never handed out again`);
+      if (s.lastSeq >= s.firstSeq) found.push({ from: s.firstSeq, to: s.lastSeq, bytes: s.size });
+      this.claimedLast = Math.max(this.claimedLast, s.lastSeq, s.tombNext - 1);
+      this.tombNextSeq = Math.max(this.tombNextSeq, s.tombNext);
+      for (let k = 0; k < s.tombStamps.length; k++) {
+        tombs.push(s.tombs[2 * k], s.tombs[2 * k + 1]);
+        stamps.push(s.tombStamps[k]);
+      }
+    }
+    return { tombs, stamps };
+  }
+
   /**
    * Takes a segment's index (its summary; the detail is read when needed) if
    * it matches the file: each subject's first and last as it recorded them,
@@ -1800,19 +1848,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private async loadIndex(seg: Segment, fileSize: number, isLast: boolean): Promise<Map<number, [number, number]> | null> {
     const path = join(this.dir, seg.name + INDEX_SUFFIX);
     let why: string | null = null;
-    let s: IndexSummary | string = "unreadable";
-    try {
-      const header = this.fs.readSync(path, 0, INDEX_HEADER);
-      const len = header === null ? "short" : summaryLength(header);
-      if (typeof len === "string") s = len;
-      else {
-        const buf = this.fs.readSync(path, 0, INDEX_HEADER + len);
-        s = buf === null ? "short" : decodeSummary(buf);
-      }
-    } catch (err) {
-      why = (err as Error).message;
-    }
-    if (typeof s === "string") why ??= s;
+    const s = this.readIndexSummary(path);
+    if (typeof s === "string") why = s;
     else if (s.firstSeq !== seg.firstSeq) why = "belongs to another segment";
     else if (s.size > fileSize) why = "covers more than the segment holds";
     else if (s.size > 0) {
