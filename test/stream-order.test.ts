@@ -8,12 +8,12 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, appendFileSync, statSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync, appendFileSync, statSync, existsSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync } from "../src/store/log.js";
-import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "../src/streams/stream-order.js";
+import { ORDER_FILE, ORDER_PAGES_FILE, OrderDamage, StreamOrder } from "../src/streams/stream-order.js";
 import type { Visibility } from "../src/streams/visibility.js";
 
 describe("stream order", () => {
@@ -91,6 +91,51 @@ describe("stream order", () => {
     await parts[2].purge({});
     const firstOfP1 = order.streamSeqOf(1, parts[1].state().firstSeq);
     assert.equal(order.view().state().firstSeq, firstOfP1);
+    await order.close();
+  });
+
+  test("a damaged or lost order.map stops the stream instead of numbering its messages again", async () => {
+    // An outside test cut or deleted order.map after a clean stop: the open numbered the partitions' messages anew, and
+    // over a thousand acknowledged stream sequences then named other messages.
+    const built = async (): Promise<{ d: string; parts: MemoryLog[]; open: () => Promise<StreamOrder> }> => {
+      const d = mkdtempSync(join(dir, "damage-"));
+      const parts = [new MemoryLog(), new MemoryLog()];
+      const open = (): Promise<StreamOrder> => StreamOrder.open(d, parts, () => null, () => undefined, (err) => assert.fail(err.message));
+      const order = await open();
+      for (let i = 0; i < 3000; i++) {
+        await appendAsync(parts[i % 3 === 0 ? 1 : 0], { subject: "s", data: Buffer.from(`r${i}`) });
+        (order as unknown as { catchUp(): void }).catchUp();
+      }
+      await order.flush();
+      await order.close();
+      return { d, parts, open };
+    };
+    const map = (d: string): string => join(d, ORDER_FILE);
+
+    const cut = await built();
+    assert.ok(existsSync(join(cut.d, ORDER_PAGES_FILE)), "a clean close leaves its summary");
+    truncateSync(map(cut.d), 1000 * 32);
+    await assert.rejects(cut.open(), (e: Error) => e instanceof OrderDamage && /holds 32000 bytes where its clean close left/.test(e.message));
+    await assert.rejects(cut.open(), OrderDamage, "and still at the next open");
+
+    const flipped = await built();
+    rmSync(join(flipped.d, ORDER_PAGES_FILE));
+    const bytes = readFileSync(map(flipped.d));
+    bytes[500 * 32 + 3] ^= 0x40;
+    writeFileSync(map(flipped.d), bytes);
+    await assert.rejects(flipped.open(), (e: Error) => e instanceof OrderDamage && /damaged at byte 16000, with intact runs after it/.test(e.message));
+
+    const gone = await built();
+    rmSync(map(gone.d));
+    rmSync(join(gone.d, ORDER_PAGES_FILE));
+    await assert.rejects(gone.open(), (e: Error) => e instanceof OrderDamage && /is gone while partition 1 holds messages/.test(e.message));
+
+    // A torn last run (a crash mid-write) is still cut off, and the rest read back.
+    const torn = await built();
+    rmSync(join(torn.d, ORDER_PAGES_FILE));
+    appendFileSync(map(torn.d), Buffer.alloc(32, 7));
+    const order = await torn.open();
+    assert.equal((await order.view().get(3000))?.data.toString(), "r2999");
     await order.close();
   });
 

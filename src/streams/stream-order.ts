@@ -29,7 +29,7 @@
  * search and walk one page.
  */
 
-import { readFile, writeFile } from "node:fs/promises";
+import { access, readFile, writeFile } from "node:fs/promises";
 import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
 import { crc32c } from "../util/crc32c.js";
 import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
@@ -37,6 +37,26 @@ import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";
 
 export const ORDER_FILE = "order.map";
+
+/**
+ * The stream order was damaged or lost: numbering again would give stream
+ * sequences that were acknowledged or delivered to other messages, so the
+ * stream is not served (its files are left for a restore).
+ */
+export class OrderDamage extends Error {
+  constructor(what: string) {
+    super(`${what}: stream sequences already handed out cannot be told again, and are not handed out anew; restore the file or remove the stream`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 /** What a clean close leaves so that the next open need not read every run (a cache: checked against order.map). */
 export const ORDER_PAGES_FILE = "order.pages";
 const ENTRY = 32;
@@ -150,13 +170,24 @@ export class StreamOrder {
         existed = true;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        // On a single node a new order starts before any partition but the first holds a message (a stream grown from one
+        // keeps its sequences): partitions past it with messages, or a clean close's summary, mean the map was lost. (A
+        // clustered node, which opens held, may be given partitions' records before it makes its order.)
+        const holding = held ? -1 : partitions.findIndex((p, i) => i > 0 && p.state().lastSeq > 0);
+        if (holding > 0) throw new OrderDamage(`${ORDER_FILE} is gone while partition ${holding} holds messages`);
+        if (await exists(`${dir}/${ORDER_PAGES_FILE}`)) throw new OrderDamage(`${ORDER_FILE} is gone while ${ORDER_PAGES_FILE} says a clean close left it`);
         file = await nodeFs.open(path, "create");
         await nodeFs.syncDir(dir!);
       }
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
     order.held = held;
-    if (existed && !(await order.loadSummary())) await order.load();
+    try {
+      if (existed && !(await order.loadSummary())) await order.load();
+    } catch (err) {
+      await file?.close().catch(() => undefined);
+      throw err;
+    }
     if (existed) await order.checkPartitions(warn);
     // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
     // same first run (partition 0 comes first, from its sequence 1).
@@ -194,7 +225,10 @@ export class StreamOrder {
       let i = 0;
       for (; i < n; i++) {
         const at = i * ENTRY;
-        if (crc32c(buf, at, at + 24) !== buf.readUInt32LE(at + 24)) break;
+        if (crc32c(buf, at, at + 24) !== buf.readUInt32LE(at + 24)) {
+          if (await this.validEntryAfter(pos + at + ENTRY, size)) throw new OrderDamage(`${ORDER_FILE} is damaged at byte ${pos + at}, with intact runs after it`);
+          break;
+        }
         const count = buf.readUInt32LE(at + 20);
         if (count === 0) {
           // A base entry: only before the first run.
@@ -216,6 +250,17 @@ export class StreamOrder {
     this.durableNext = this.nextSeq;
     for (let p = 0; p < this.high.length; p++) this.durableHigh[p] = this.high[p];
     for (const page of this.pages) if (page !== this.pages[this.pages.length - 1]) page.runs = null;
+  }
+
+  /** Whether an entry with a valid checksum lies between `from` and `size`: what separates damage from a torn tail. */
+  private async validEntryAfter(from: number, size: number): Promise<boolean> {
+    const buf = Buffer.allocUnsafe(PAGE * ENTRY);
+    for (let pos = from; pos + ENTRY <= size; pos += buf.length) {
+      const got = await this.file!.read(buf, 0, Math.min(buf.length, size - pos), pos);
+      for (let at = 0; at + ENTRY <= got; at += ENTRY) if (crc32c(buf, at, at + 24) === buf.readUInt32LE(at + 24)) return true;
+      if (got <= 0) break;
+    }
+    return false;
   }
 
   private setBase(nextSeq: number, partition: number, high: number): void {
@@ -729,10 +774,12 @@ export class StreamOrder {
     } catch {
       return false;
     }
-    // Used once: appends after this open make it stale.
-    await nodeFs.remove(at);
     const file = this.file!;
     const size = await file.size();
+    // Nothing is appended between a clean close and the next open: a shorter file lost runs (kept for the next look).
+    if (typeof summary.size === "number" && summary.size > size) throw new OrderDamage(`${ORDER_FILE} holds ${size} bytes where its clean close left ${summary.size}`);
+    // Used once: appends after this open make it stale.
+    await nodeFs.remove(at);
     if (summary.size !== size || size < ENTRY || !Array.isArray(summary.pages) || summary.pages.length === 0) return false;
     const last = Buffer.allocUnsafe(ENTRY);
     if ((await file.read(last, 0, ENTRY, size - ENTRY)) !== ENTRY || last.toString("base64") !== summary.last) return false;
