@@ -8,7 +8,8 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
 import { api, startJs, type JsHarness } from "./helpers/js.js";
@@ -112,6 +113,46 @@ describe("damage in stream files", () => {
       }
     });
   }
+
+  test("a stream or consumer whose meta.json is gone is refused and reported, not dropped; an interrupted delete is finished", async () => {
+    // An outside test deleted meta.json files: the stream, or the consumer, vanished with nothing logged, and a create
+    // of the same name then took over the old messages under a new config.
+    const logDir = mkdtempSync(join(tmpdir(), "nagare-meta-log-"));
+    const logFile = join(logDir, "server.log");
+    const logged = (re: RegExp): boolean => existsSync(logFile) && re.test(readFileSync(logFile, "utf8"));
+    const h = await startJs({ server: { noLog: false, logFile } });
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "GONE", subjects: ["gone.>"] });
+      await jsm.streams.add({ name: "KEPT", subjects: ["kept.>"] });
+      await jsm.consumers.add("KEPT", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+      await jetstream(h.nc).publish("gone.a", "1");
+      await jetstream(h.nc).publish("kept.a", "1");
+      const c = await jetstream(h.nc).consumers.get("KEPT", "C");
+      const m = await c.next({ expires: 2000 });
+      assert.ok(await m!.ackAck());
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const streams = join(h.storeDir, "streams");
+      unlinkSync(join(streams, "GONE", "meta.json"));
+      unlinkSync(join(streams, "KEPT", "obs", "C", "meta.json"));
+      // What a crash in the middle of a delete leaves.
+      mkdirSync(join(streams, ".removing-OLD", "p0"), { recursive: true });
+      await h.restart();
+      const jsm2 = await jetstreamManager(h.nc);
+      await assert.rejects(jsm2.streams.add({ name: "GONE", subjects: ["other.>"] }), /could not be restored \(its meta\.json is gone/);
+      await waitUntil(() => logged(/Could not restore stream GONE .*its meta\.json is gone/), "the stream's loss to be logged");
+      await waitUntil(() => logged(/Could not restore consumer C of stream KEPT: its meta\.json is gone/), "the consumer's loss to be logged");
+      assert.equal((await jsm2.streams.info("KEPT")).state.messages, 1, "the other stream is served");
+      assert.ok(!existsSync(join(streams, ".removing-OLD")), "the interrupted delete was finished");
+      // A delete goes through the same renaming, and leaves nothing.
+      await jsm2.streams.delete("KEPT");
+      assert.deepEqual(readdirSync(streams).sort(), ["GONE"]);
+    } finally {
+      await h.close();
+      rmSync(logDir, { recursive: true, force: true });
+    }
+  });
 
   test("a batch found damaged on read (the index is intact) is reported lost, and gets answer rather than hang", async () => {
     const h = await startJs();

@@ -46,7 +46,7 @@ import {
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
-import { moveDirDurably, readJson, removeDir, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
+import { moveDirDurably, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
@@ -457,6 +457,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
     }
     for (const dirName of names) {
       const dir = join(this.streamsDir, dirName);
+      // A deletion a crash interrupted: finished now.
+      if (dirName.startsWith(REMOVING_PREFIX)) {
+        await removeDir(dir);
+        continue;
+      }
       // One stream's damage (a torn or garbage meta.json, say) must not keep the others from being served.
       try {
         await this.loadStream(dir);
@@ -469,9 +474,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
     }
   }
 
-  /** Opens the stream kept in `dir` with its consumers; undefined when `dir` holds none (no meta.json). */
+  /** Opens the stream kept in `dir` with its consumers; undefined when `dir` holds none (no meta.json, and nothing else). */
   private async loadStream(dir: string): Promise<Stream | undefined> {
     const meta = (await readJson(join(dir, "meta.json"))) as StreamMeta | undefined;
+    // Deletes rename the directory first, and a create writes meta.json before anything else: messages without it mean it was lost.
+    if (meta === undefined && (await holdsAny(dir, ["p0", "obs", "order.map"]))) throw new Error("its meta.json is gone (the stream's configuration is not known)");
     if (meta === undefined) return undefined;
     if (typeof meta !== "object" || meta === null || typeof meta.config !== "object") throw new Error("meta.json holds no stream configuration");
     const config = normalizeStreamConfig(meta.config);
@@ -491,9 +498,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
     }
     for (const dirName of names) {
       const dir = join(obs, dirName);
+      if (dirName.startsWith(REMOVING_PREFIX)) {
+        await removeDir(dir);
+        continue;
+      }
       let meta: ConsumerMeta | undefined;
       try {
         meta = (await readJson(join(dir, "meta.json"))) as ConsumerMeta | undefined;
+        if (meta === undefined && (await holdsAny(dir, ["state.json"]))) throw new Error("its meta.json is gone (the consumer's configuration is not known)");
         if (meta !== undefined && (typeof meta !== "object" || meta === null || typeof meta.name !== "string" || typeof meta.config !== "object")) {
           throw new Error("meta.json holds no consumer configuration");
         }
@@ -807,7 +819,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     stream.consumers.clear();
     await stream.order?.close().catch(() => undefined);
     for (const p of stream.partitions) await p.close();
-    if (stream.dir !== null) await removeDir(stream.dir);
+    if (stream.dir !== null) await removeDirAtomically(stream.dir);
     if (quiet) return;
     this.options.log.info(`Deleted stream "${name}"`);
     this.events.streamAction(name, "delete");
@@ -1030,7 +1042,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const name = c.name;
     c.notifyDeleted();
     await c.stop();
-    if (c.dir !== null) await removeDir(c.dir);
+    if (c.dir !== null) await removeDirAtomically(c.dir);
     this.logConsumer(c, "Deleted", why);
     this.events.consumerAction(stream.config.name, name, "delete");
     // Under interest retention, what only this consumer still had to see is no longer kept.
@@ -1092,3 +1104,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
 }
 
 export { ApiError };
+
+/** Whether `dir` holds any of `names`. */
+async function holdsAny(dir: string, names: string[]): Promise<boolean> {
+  const there = await readdir(dir).catch(() => [] as string[]);
+  return names.some((n) => there.includes(n));
+}

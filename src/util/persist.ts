@@ -11,7 +11,7 @@
  */
 
 import { readFile, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { crc32c } from "./crc32c.js";
 import { nodeFs, writeFileDurably as replaceDurably } from "./fs.js";
 
@@ -92,6 +92,28 @@ export async function removeFileDurably(path: string): Promise<void> {
 export async function removeDir(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
   await syncDir(dirname(path)).catch(() => undefined);
+}
+
+/** What a directory being removed is renamed to first: a crash mid-removal leaves a name that says so, never a half-gone store. */
+export const REMOVING_PREFIX = ".removing-";
+
+/**
+ * Removes a stream's or consumer's directory so that a crash part way
+ * leaves no half-removed one to be read back: renamed (durably) to
+ * `REMOVING_PREFIX` + its name, then removed. What a crash leaves under
+ * that name is removed at the next load.
+ */
+export async function removeDirAtomically(path: string): Promise<void> {
+  const doomed = join(dirname(path), REMOVING_PREFIX + basename(path));
+  await rm(doomed, { recursive: true, force: true });
+  try {
+    await nodeFs.rename(path, doomed);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  await syncDir(dirname(path));
+  await removeDir(doomed);
 }
 
 /** Moves directory `from` to `to` (creating `to`'s parent), so that the move survives a crash: both parents synced. */
