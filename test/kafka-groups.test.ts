@@ -10,7 +10,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join as joinPath } from "node:path";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
@@ -18,6 +18,7 @@ import { frame, RawKafka } from "./helpers/kafka-raw.js";
 import { call, heartbeat, joinGroup, syncAssignment, type JoinOptions, type Joined } from "./helpers/kafka-group-requests.js";
 
 const NONE = 0;
+const NOT_COORDINATOR = 16;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
 const OFFSET_METADATA_TOO_LARGE = 12;
 const ILLEGAL_GENERATION = 22;
@@ -312,6 +313,26 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
       await h.restart();
       k = await RawKafka.open(h.srv.kafkaPort!);
       assert.equal(await groupState(k, "kept.members"), "Dead");
+    } finally {
+      k.destroy();
+    }
+  });
+
+  test("a commit whose group file cannot be written is answered NOT_COORDINATOR, as Kafka answers a failed offsets write", { timeout: 30_000 }, async () => {
+    // An outside test filled the disk: the commit failed with ENOSPC and the connection was closed as an internal error.
+    await createTopic("unwritable.commits", 1);
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      assert.deepEqual(await commit(k, "unwritable", { generation: -1, memberId: "", offsets: [["unwritable.commits", 0, 5, null]] }), [NONE]);
+      const file = (readdirSync(h.storeDir, { recursive: true }) as string[]).find((f) => f.endsWith(joinPath("groups", "unwritable.json")))!;
+      // The file's replacement cannot be made: where its temporary file goes, a directory stands.
+      mkdirSync(joinPath(h.storeDir, `${file}.tmp`));
+      assert.deepEqual(await commit(k, "unwritable", { generation: -1, memberId: "", offsets: [["unwritable.commits", 0, 9, null]] }), [NOT_COORDINATOR]);
+      assert.equal(k.closed, false, "the connection stays open");
+      assert.equal(await committed(k, "unwritable", "unwritable.commits", 0), 5, "the commit that failed did not count");
+      rmSync(joinPath(h.storeDir, `${file}.tmp`), { recursive: true });
+      assert.deepEqual(await commit(k, "unwritable", { generation: -1, memberId: "", offsets: [["unwritable.commits", 0, 9, null]] }), [NONE]);
+      assert.equal(await committed(k, "unwritable", "unwritable.commits", 0), 9);
     } finally {
       k.destroy();
     }

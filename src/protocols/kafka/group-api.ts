@@ -193,8 +193,10 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
         try {
           await group.commit(entries);
         } catch (err) {
-          // In a cluster: the group's partition of the offsets topic moved before every replica had the commit.
-          if (!(err instanceof CoordinatorMoved)) throw err;
+          // In a cluster: the group's partition of the offsets topic moved before every replica had the commit. On a
+          // single node: the group's file could not be written (a full disk). Kafka answers a failed write of its offsets
+          // log NOT_COORDINATOR either way; clients find the coordinator again and retry.
+          if (!(err instanceof CoordinatorMoved)) door.log.warn(`kafka: offsets of group ${groupId} not committed: ${(err as Error).message}`);
           for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.NOT_COORDINATOR;
         }
       }

@@ -134,6 +134,8 @@ export class Group {
   readonly offsets = new Map<string, CommittedOffset>();
   /** Keys with a commit being written to the replicated store, and how many (commit). */
   private readonly pendingKeys = new Map<string, number>();
+  /** Single node: commits whose write has not landed, oldest first (offsetsToWrite). */
+  private readonly unsaved: Array<[string, CommittedOffset]> = [];
   /**
    * Offsets that open transactions hold (KIP-447), by producer id, until
    * the transaction ends or `until` (ms since the epoch; a transaction is
@@ -767,9 +769,18 @@ export class Group {
   async commit(entries: Array<[string, CommittedOffset]>, endingHoldOf?: number): Promise<void> {
     const store = this.coordinator.store;
     if (store === null) {
-      for (const [k, v] of entries) this.offsets.set(k, v);
-      if (entries.length > 0) await this.save();
-      if (endingHoldOf !== undefined) this.txnHolds.delete(endingHoldOf);
+      // Written with the group's offsets, applied (seen by OffsetFetch) only once written: a commit answered with an
+      // error must not count, as Kafka's cache takes an offset only once its append succeeds.
+      for (const e of entries) this.unsaved.push(e);
+      this.countPending(entries, 1);
+      try {
+        if (entries.length > 0) await this.save();
+        for (const [k, v] of entries) this.offsets.set(k, v);
+        if (endingHoldOf !== undefined) this.txnHolds.delete(endingHoldOf);
+      } finally {
+        for (const e of entries) this.unsaved.splice(this.unsaved.indexOf(e), 1);
+        this.countPending(entries, -1);
+      }
       return;
     }
     // A hold ends in the write that stores its offsets: no coordinator after this one sees one without the other. Its end
@@ -777,19 +788,30 @@ export class Group {
     // this one): the log may still have it, and a record left there would be held again by the next coordinator.
     const ending = endingHoldOf === undefined ? undefined : this.txnHolds.get(endingHoldOf);
     if (ending !== undefined) ending.ending = (ending.ending ?? 0) + 1;
-    for (const [k] of entries) this.pendingKeys.set(k, (this.pendingKeys.get(k) ?? 0) + 1);
+    this.countPending(entries, 1);
     try {
       await store.write(this, entries, endingHoldOf === undefined ? [] : [endingHoldOf]);
       for (const [k, v] of entries) this.offsets.set(k, v);
       if (ending !== undefined && this.txnHolds.get(endingHoldOf!) === ending) this.txnHolds.delete(endingHoldOf!);
     } finally {
       if (ending !== undefined) ending.ending! -= 1;
-      for (const [k] of entries) {
-        const n = this.pendingKeys.get(k)! - 1;
-        if (n === 0) this.pendingKeys.delete(k);
-        else this.pendingKeys.set(k, n);
-      }
+      this.countPending(entries, -1);
     }
+  }
+
+  private countPending(entries: Array<[string, CommittedOffset]>, delta: 1 | -1): void {
+    for (const [k] of entries) {
+      const n = (this.pendingKeys.get(k) ?? 0) + delta;
+      if (n === 0) this.pendingKeys.delete(k);
+      else this.pendingKeys.set(k, n);
+    }
+  }
+
+  /** What the group's file holds of its offsets: those committed and those being written (single node). */
+  offsetsToWrite(): Record<string, CommittedOffset> {
+    const out = Object.fromEntries(this.offsets);
+    for (const [k, v] of this.unsaved) out[k] = v;
+    return out;
   }
 
   /**
@@ -1021,7 +1043,7 @@ export class GroupCoordinator {
       this.queuedWrites.delete(g);
       // A group deleted meanwhile is not written back.
       if (this.groups.get(g.id) !== g) return Promise.resolve();
-      return writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: Object.fromEntries(g.offsets), members: g.recordedMembers ?? undefined });
+      return writeJsonDurably(this.fileOf(g.id), { group: g.id, protocolType: g.protocolType, offsets: g.offsetsToWrite(), members: g.recordedMembers ?? undefined });
     });
     this.queuedWrites.set(g, write);
     return write;
