@@ -19,6 +19,7 @@ import { call, heartbeat, joinGroup, syncAssignment, type JoinOptions, type Join
 
 const NONE = 0;
 const NOT_COORDINATOR = 16;
+const INCONSISTENT_GROUP_PROTOCOL = 23;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
 const OFFSET_METADATA_TOO_LARGE = 12;
 const ILLEGAL_GENERATION = 22;
@@ -313,6 +314,25 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
       await h.restart();
       k = await RawKafka.open(h.srv.kafkaPort!);
       assert.equal(await groupState(k, "kept.members"), "Dead");
+    } finally {
+      k.destroy();
+    }
+  });
+
+  test("a JoinGroup without a protocol type or protocols gets Kafka's INCONSISTENT_GROUP_PROTOCOL", async () => {
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const joinError = async (protocolType: string, protocols: string[]): Promise<number> => {
+        const r = await call(k, 11, 5, (w) => {
+          w.string("no.protocols").i32(10_000).i32(10_000).string("").nullableString(null).string(protocolType);
+          w.arrayLength(protocols.length);
+          for (const p of protocols) w.string(p).nullableBytes(Buffer.alloc(0));
+        });
+        r.i32(); // throttle_time_ms
+        return r.i16();
+      };
+      assert.equal(await joinError("consumer", []), INCONSISTENT_GROUP_PROTOCOL);
+      assert.equal(await joinError("", ["range"]), INCONSISTENT_GROUP_PROTOCOL);
     } finally {
       k.destroy();
     }

@@ -72,8 +72,10 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
   const refused = groupId === "" ? ErrorCode.NONE : coordinator !== ErrorCode.NONE ? coordinator : badSession ? ErrorCode.INVALID_SESSION_TIMEOUT : ErrorCode.NONE;
   const group = groupId === "" || refused !== ErrorCode.NONE ? null : door.groups.group(groupId, memberId === "");
   let error: number = refused;
-  if (error === ErrorCode.NONE && (groupId === "" || protocols.length === 0)) error = ErrorCode.INVALID_GROUP_ID;
+  if (error === ErrorCode.NONE && groupId === "") error = ErrorCode.INVALID_GROUP_ID;
   else if (error === ErrorCode.NONE && group === null) error = memberId !== "" ? ErrorCode.UNKNOWN_MEMBER_ID : ErrorCode.COORDINATOR_NOT_AVAILABLE;
+  // Kafka's supportsProtocols: a member must name a protocol type and at least one protocol.
+  else if (error === ErrorCode.NONE && (protocols.length === 0 || protocolType === "")) error = ErrorCode.INCONSISTENT_GROUP_PROTOCOL;
   const result =
     group === null || error !== ErrorCode.NONE
       ? { error, generation: -1, protocol: "", leader: "", memberId, members: [] }
