@@ -8,7 +8,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
@@ -153,6 +153,40 @@ describe("damage in stream files", () => {
       rmSync(logDir, { recursive: true, force: true });
     }
   });
+
+  for (const [floor, keepDedup, next] of [
+    ["what its clean close recorded", true, 201],
+    ["what a consumer delivered (no record of a clean close)", false, 151],
+  ] as const) {
+    test(`a log cut below ${floor} goes on past it: no sequence a client saw is handed out again`, async () => {
+      // An outside test cut a segment whose index it had removed: the cut was taken for a torn tail, the last sequence
+      // went back, and sequences PubAcks and deliveries had named were handed out again to new messages.
+      const h = await startJs();
+      try {
+        const jsm = await jetstreamManager(h.nc);
+        await jsm.streams.add({ name: "CUT", subjects: ["cut.>"] });
+        await jsm.consumers.add("CUT", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+        for (let i = 1; i <= 200; i++) await jetstream(h.nc).publish("cut.a", `m${i}`);
+        await ackFirst(h, "CUT", "C", 150);
+        await h.srv.close();
+        await h.nc.close().catch(() => undefined);
+        const dir = partitionDir(h, "CUT");
+        for (const n of readdirSync(dir)) if (n.endsWith(".idx")) unlinkSync(join(dir, n));
+        const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
+        truncateSync(seg, Math.floor(statSync(seg).size / 3));
+        if (!keepDedup) rmSync(join(h.storeDir, "streams", "CUT", "dedup.json"), { force: true });
+        await h.restart();
+        const si = await (await jetstreamManager(h.nc)).streams.info("CUT");
+        assert.equal(si.state.last_seq, next - 1, "the stream goes on past it");
+        const pub = await jetstream(h.nc).publish("cut.a", "after");
+        assert.equal(pub.seq, next, "the next publish is not given a sequence a PubAck or a delivery named");
+        const got = await (await jetstream(h.nc).consumers.get("CUT", "C")).next({ expires: 2000 });
+        assert.equal(got?.string(), "after");
+      } finally {
+        await h.close();
+      }
+    });
+  }
 
   test("a batch found damaged on read (the index is intact) is reported lost, and gets answer rather than hang", async () => {
     const h = await startJs();

@@ -779,6 +779,11 @@ export class Consumer {
 
   // ---- pull requests ----
 
+  /** The last stream sequence this consumer delivered. */
+  get lastDelivered(): number {
+    return this.deliveredS;
+  }
+
   /** A MSG.NEXT request (or +NXT): `body` as JetStream defines it. */
   onNextRequest(reply: string, body: Buffer): void {
     if (this.closed) return;

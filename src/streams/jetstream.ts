@@ -46,6 +46,7 @@ import {
   type ConsumerConfig,
   type StreamConfig,
 } from "./config.js";
+import { appendCopy } from "./copy-batch.js";
 import { moveDirDurably, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
@@ -485,7 +486,30 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const stream = await this.openStream(config, new Date(meta.created), dir, meta.partitions ?? 1, this.options.clustered === true);
     if (typeof meta.placed === "string") stream.placed = meta.placed;
     await this.loadConsumers(stream);
+    // In a cluster a replica's log is set by its leader's (a follower may cut an unacknowledged tail that its consumers'
+    // copies name); on a single node a log below what a consumer delivered lost its tail.
+    if (this.options.clustered !== true && stream.partitions.length === 1) await this.goOnPastDelivered(stream);
     return stream;
+  }
+
+  /**
+   * A stream whose log ends below what one of its consumers delivered, or
+   * below the last sequence its clean close recorded, lost its tail (damage
+   * without an index to say so is cut at open as a torn tail): it goes on
+   * past that, so that no sequence a client was given (a PubAck, a
+   * delivery) names another message, and the loss is logged.
+   */
+  private async goOnPastDelivered(stream: Stream): Promise<void> {
+    let seen = await stream.savedLastSeq();
+    let by = "its clean close recorded";
+    for (const c of stream.consumers.values()) {
+      if (c.lastDelivered > seen) [seen, by] = [c.lastDelivered, `its consumer ${c.name} delivered`];
+    }
+    const log = stream.partitions[0];
+    const last = log.state().lastSeq;
+    if (seen <= last) return;
+    this.options.log.error(`Stream ${stream.config.name}: its log ends at ${last}, below the ${seen} ${by}: ${last + 1}..${seen} are lost; it goes on at ${seen + 1}`);
+    await appendCopy(log, seen + 1, 0, []);
   }
 
   private async loadConsumers(stream: Stream): Promise<void> {

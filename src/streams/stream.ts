@@ -403,6 +403,17 @@ export class Stream {
     await rename(`${path}.tmp`, path);
   }
 
+  /** The last sequence the log had when saveDedup last wrote (at a clean close), 0 if none is known. */
+  async savedLastSeq(): Promise<number> {
+    if (this.dir === null) return 0;
+    try {
+      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as { lastSeq?: unknown };
+      return typeof saved.lastSeq === "number" && Number.isSafeInteger(saved.lastSeq) ? saved.lastSeq : 0;
+    } catch {
+      return 0;
+    }
+  }
+
   private async loadDedup(lastSeq: number, cutoff: number): Promise<boolean> {
     if (this.dir === null) return false;
     try {
