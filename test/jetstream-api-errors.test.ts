@@ -10,6 +10,9 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { api, rawPull, startJs, type JsHarness } from "./helpers/js.js";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseStateFile, stateFileText } from "../src/util/persist.js";
 
 const MS = 1_000_000;
 
@@ -137,6 +140,24 @@ describe("JetStream API errors", () => {
     await createConsumer("FIX", push);
     assert.deepEqual((await createConsumer("FIX", { ...push, idle_heartbeat: 2000 * MS })).error, { code: 500, err_code: 10012, description: "heart beats can not be updated" });
     assert.deepEqual((await createConsumer("FIX", { ...push, flow_control: false })).error, { code: 500, err_code: 10012, description: "flow control can not be updated" });
+  });
+
+  test("a stored stream whose subjects overlap (accepted by an earlier version) is still served after a restart", async () => {
+    const h2 = await startJs();
+    try {
+      await (await jetstreamManager(h2.nc)).streams.add({ name: "OV", subjects: ["ov.*"] });
+      await h2.restart({
+        whileStopped: () => {
+          const path = join(h2.storeDir, "streams", "OV", "meta.json");
+          const meta = parseStateFile(readFileSync(path, "utf8")) as { config: { subjects: string[] } };
+          meta.config.subjects = ["ov.*", "ov.b"];
+          writeFileSync(path, stateFileText(meta));
+        },
+      });
+      assert.deepEqual((await (await jetstreamManager(h2.nc)).streams.info("OV")).config.subjects, ["ov.*", "ov.b"]);
+    } finally {
+      await h2.close();
+    }
   });
 
   test("a 2.10 stream feature nagare cannot honour is refused, not ignored", async () => {

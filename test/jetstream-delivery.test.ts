@@ -76,6 +76,41 @@ describe("JetStream delivery bounds and timers", () => {
     assert.ok(Date.now() - started < 5000, `fetch ended after ${Date.now() - started} ms, not at its expiry`);
   });
 
+  test("a pull that expires in 30 days waits quietly: its timer is re-armed, not overflowed", async () => {
+    // Node runs a timer of more than 2^31-1 ms at once (with a TimeoutOverflowWarning): re-armed each time, such a
+    // request spun the server's CPU for its whole life.
+    await jsm.streams.add({ name: "LONG", subjects: ["long.>"] });
+    await jsm.consumers.add("LONG", { durable_name: "L", ack_policy: AckPolicy.Explicit });
+    let overflows = 0;
+    const onWarning = (w: Error): void => {
+      if (w.name === "TimeoutOverflowWarning") overflows++;
+    };
+    process.on("warning", onWarning);
+    try {
+      const inbox = createInbox();
+      const got: string[] = [];
+      const sub = h.nc.subscribe(inbox, {
+        callback: (_e, m) => {
+          got.push(m.string());
+        },
+      });
+      h.nc.publish("$JS.API.CONSUMER.MSG.NEXT.LONG.L", JSON.stringify({ batch: 1, expires: 30 * 24 * 3600 * 1000 * MS }), { reply: inbox });
+      await h.nc.flush();
+      const before = process.cpuUsage();
+      // Not synchronisation: a window in which nothing may happen.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const used = process.cpuUsage(before);
+      assert.equal(overflows, 0, "no timer overflowed");
+      assert.ok((used.user + used.system) / 1000 < 150, `${((used.user + used.system) / 1000).toFixed(0)} ms of CPU in 300 ms of waiting`);
+      await js.publish("long.a", "m");
+      await waitUntil(() => got.length === 1, "the waiting request to get the message");
+      assert.equal(got[0], "m");
+      sub.unsubscribe();
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   test("a pull of more bytes than max_pending is paced to the client instead of cutting it as a slow consumer", async () => {
     const big = await startJs({ server: { maxPending: 8 * 1024 * 1024 } });
     try {

@@ -9,7 +9,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -691,4 +691,34 @@ describe("Kafka admin APIs", () => {
       c.destroy();
     }
   });
+});
+
+test("a CreatePartitions that failed to record the new count leaves a topic that can still grow after a restart", async () => {
+  // An outside review's find: the failed growth's order files outlived it (the order.map went at the next open, its
+  // summary stayed), and every later growth was refused as a lost stream order.
+  const h = await startKafka({ initialRebalanceDelayMs: 0 });
+  try {
+    const kafka = (): InstanceType<typeof kafkajs.Kafka> => new kafkajs.Kafka({ brokers: [h.broker], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 1 } });
+    const admin = kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "grow.later", numPartitions: 1 }] });
+    const producer = kafka().producer();
+    await producer.connect();
+    await producer.send({ topic: "grow.later", messages: [{ value: "a" }, { value: "b" }] });
+    await producer.disconnect();
+    const streams = join(h.storeDir, "streams");
+    const dir = join(streams, readdirSync(streams).find((n) => n !== "__consumer_offsets")!);
+    // The new count cannot be written: where meta.json's temporary file goes, a directory stands.
+    mkdirSync(join(dir, "meta.json.tmp"));
+    await assert.rejects(admin.createPartitions({ topicPartitions: [{ topic: "grow.later", count: 3 }] }));
+    await admin.disconnect();
+    await h.restart({ keepKafkaPort: true, whileStopped: () => rmSync(join(dir, "meta.json.tmp"), { recursive: true }) });
+    const again = kafka().admin();
+    await again.connect();
+    await again.createPartitions({ topicPartitions: [{ topic: "grow.later", count: 3 }] });
+    assert.equal((await again.fetchTopicMetadata({ topics: ["grow.later"] })).topics[0].partitions.length, 3);
+    await again.disconnect();
+  } finally {
+    await h.close();
+  }
 });

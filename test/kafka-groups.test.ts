@@ -10,7 +10,9 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { GroupCoordinator } from "../src/protocols/kafka/groups.js";
 import { join as joinPath } from "node:path";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
@@ -148,6 +150,26 @@ function kcatRunning(args: string[]): KcatProcess {
   child.stderr!.on("data", (d: Buffer) => (p.stderr += d.toString()));
   return p;
 }
+
+test("a commit still being written when its offsets are forgotten (a deleted topic, OffsetDelete) does not bring them back", async () => {
+  const dir = mkdtempSync(joinPath(tmpdir(), "nagare-groups-"));
+  try {
+    const timing = { initialRebalanceDelayMs: 0, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 };
+    const c = new GroupCoordinator(dir, timing as ConstructorParameters<typeof GroupCoordinator>[1], () => undefined);
+    const g = c.group("g", true)!;
+    await g.commit([["t/0", { offset: 5, metadata: null, leaderEpoch: -1 }]]);
+    const late = g.commit([["t/0", { offset: 10, metadata: null, leaderEpoch: -1 }]]);
+    await Promise.all([late, c.forgetTopic("t")]);
+    const late2 = g.commit([["u/0", { offset: 3, metadata: null, leaderEpoch: -1 }]]);
+    await Promise.all([late2, g.forget(["u/0"])]);
+    assert.deepEqual([...g.offsets.keys()], [], "nothing forgotten comes back in memory");
+    const again = new GroupCoordinator(dir, timing as ConstructorParameters<typeof GroupCoordinator>[1], () => undefined);
+    await again.load();
+    assert.deepEqual([...(again.group("g", false)?.offsets.keys() ?? [])], [], "nor in the group's file");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 describe("Kafka consumer groups: offset commits around rebalances", () => {
   let h: KafkaHarness;

@@ -364,6 +364,38 @@ test("frames that trickle in while others wait for the request budget are cut; t
   }
 });
 
+test("producers on a slow link (700 KB/s) are not cut while another waits for the request budget", async () => {
+  // Batches of 3 MiB: past the default max_payload, which bounds a produced batch (message.max.bytes).
+  const h = await start({ maxRequestBytes: 8 * MiB, maxQueuedRequestBytes: 8 * MiB }, { maxPayload: 8 * MiB });
+  let pace: NodeJS.Timeout | undefined;
+  try {
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "slowlink");
+    const produce = (): Buffer => {
+      const w = new Writer();
+      encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.alloc(3 * MiB, 1), headers: null }], 0);
+      return produceFrame("slowlink", 0, Buffer.from(w.result()));
+    };
+    const slow = await Promise.all([0, 1].map(() => RawKafka.open(port)));
+    const frames = slow.map(() => produce());
+    let sent = 0;
+    pace = setInterval(() => {
+      for (let i = 0; i < slow.length; i++) if (!slow[i].closed) slow[i].send(frames[i].subarray(sent, sent + 70_000));
+      sent += 70_000;
+      if (sent >= frames[0].length) clearInterval(pace);
+    }, 100);
+    await waitUntil(() => h.srv.kafka!.requests.used >= 6 * MiB, "the two slow frames to hold the budget");
+    const waiting = await RawKafka.open(port);
+    waiting.send(produce());
+    for (const c of [...slow, waiting]) assert.equal(produceResult(await c.response(0, 30_000)).error, 0);
+    assert.ok(slow.every((c) => !c.closed), "the slow producers were not cut");
+    for (const c of [...slow, waiting]) c.destroy();
+  } finally {
+    clearInterval(pace);
+    await h.close();
+  }
+});
+
 test("before SASL authentication, a frame past Kafka's sasl.server.max.receive.size (512 KiB) closes the connection", async () => {
   const dir = mkdtempSync(join(tmpdir(), "nagare-preauth-"));
   const srv = await startServer({ port: 0, jetstream: true, storeDir: dir, authorization: { users: [{ user: "alice", password: "alice-pw" }] }, kafka: { port: 0 } });

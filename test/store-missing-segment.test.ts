@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync, readdirSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog } from "../src/store/file-log.js";
-import { appendAsync } from "../src/store/log.js";
+import { appendAsync, runOf } from "../src/store/log.js";
 import { expectedRecord } from "./helpers/store-model.js";
 
 function segs(dir: string): string[] {
@@ -72,6 +72,28 @@ describe("a segment file that is gone", () => {
         assert.ok(warnings.some((w) => w.includes("is gone")), JSON.stringify(warnings));
         assert.deepEqual(again.state().lost.map((l) => [l.from, l.to]), [[1, 50]]);
         assert.equal(await appendAsync(again, expectedRecord(51)), 51, "sequence 1 is not handed out again");
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("an empty segment that a copy far ahead replaces leaves no index behind (no loss reported)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-missing-"));
+    try {
+      await (await FileLog.open({ dir })).close();
+      const log = await FileLog.open({ dir });
+      await new Promise<number>((resolve, reject) =>
+        log.appendCopy(100_000, Date.now(), runOf([{ subject: "x", data: Buffer.from("x") }]), (err, seq) => (err ? reject(err) : resolve(seq))),
+      );
+      await log.close();
+      const warnings: string[] = [];
+      const again = await FileLog.open({ dir, onWarning: (w) => warnings.push(w) });
+      try {
+        assert.deepEqual(warnings, []);
+        assert.deepEqual(again.state().lost, []);
+        assert.equal(again.state().lastSeq, 100_000);
       } finally {
         await again.close();
       }

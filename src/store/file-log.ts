@@ -1328,6 +1328,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // An empty file (a fresh log that a copy starts far on): replaced, not left behind empty.
       this.segments.pop();
       this.retire(cur);
+      // Its index first (a clean close may have written one): an index without its segment reads as a lost segment.
+      await this.fs.remove(join(this.dir, cur.name + INDEX_SUFFIX));
       await this.fs.remove(join(this.dir, cur.name));
     } else if (cur !== undefined && this.sync !== "always") await cur.fh.datasync();
     const seg = await this.createSegment(firstSeq);

@@ -221,13 +221,10 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   let subjects = strings(raw, "subjects") ?? [];
   if (subjects.length === 0) subjects = [name];
   const seen = new Set<string>();
-  for (let i = 0; i < subjects.length; i++) {
-    const s = subjects[i];
+  for (const s of subjects) {
     if (!isValidSubscribeSubject(s)) throw bad(`invalid subject: ${s}`);
     if (seen.has(s)) throw bad("duplicate subjects detected");
     if (s.startsWith("$JS.") || s.startsWith("$SYS.")) throw bad("subjects that overlap with jetstream api require no-ack to be true");
-    // A message on two of a stream's subjects would be stored once per subject: nats-server refuses the overlap.
-    for (let j = i + 1; j < subjects.length; j++) if (subjectsIntersect(subjects[j], s)) throw bad(`subject "${s}" overlaps with "${subjects[j]}"`);
     seen.add(s);
   }
   // In nats-server's order: the replica count first, then the durations.
@@ -326,6 +323,22 @@ function checkTransform(src: string, dest: string, error: (why: string) => ApiEr
     if (e instanceof TransformError) throw error(e.message);
     throw e;
   }
+}
+
+/**
+ * Subjects of one stream that overlap, as nats-server refuses them on a
+ * create or update (a message on two of them would be stored once for
+ * each). Checked on requests only: a stream an earlier version accepted
+ * is still loaded.
+ */
+export function ownOverlapError(cfg: StreamConfig): ApiError | null {
+  const subjects = cfg.subjects;
+  for (let i = 0; i < subjects.length; i++) {
+    for (let j = i + 1; j < subjects.length; j++) {
+      if (subjectsIntersect(subjects[j], subjects[i])) return Errors.streamConfig(`subject "${subjects[i]}" overlaps with "${subjects[j]}"`);
+    }
+  }
+  return null;
 }
 
 /** What nats-server refuses on a create only (an update may seal a stream). */

@@ -199,6 +199,8 @@ const READ_BYTES = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
 /** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
 const TIMER_SLACK_MS = 5;
+/** Longest a pull request's timer is set for at once. */
+const MAX_TIMER_MS = 60_000;
 
 function expired(req: PullRequest, now: number): boolean {
   return req.expiresAt > 0 && now >= req.expiresAt - TIMER_SLACK_MS;
@@ -834,7 +836,8 @@ export class Consumer {
     if (req.expiresAt === 0 && req.heartbeatMs === 0) return;
     let due = req.expiresAt > 0 ? req.expiresAt : Infinity;
     if (req.heartbeatMs > 0) due = Math.min(due, req.lastSent + Math.max(10, req.heartbeatMs / 2));
-    req.timer = setTimeout(() => this.tickRequest(req), Math.max(1, due - now));
+    // Capped: Node runs a timer of more than 2^31-1 ms at once; a far expiry is reached by re-arming.
+    req.timer = setTimeout(() => this.tickRequest(req), Math.min(Math.max(1, due - now), MAX_TIMER_MS));
     req.timer.unref();
   }
 

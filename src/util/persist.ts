@@ -23,7 +23,7 @@ export function writeJsonDurably(path: string, value: unknown): Promise<void> {
 }
 
 /** A state file's text: the value's JSON, then its checksum line. */
-function stateFileText(value: unknown): string {
+export function stateFileText(value: unknown): string {
   const json = JSON.stringify(value);
   return `${json}${CHECKSUM_LINE}${checksumOf(json)}\n`;
 }

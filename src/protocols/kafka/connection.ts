@@ -56,13 +56,14 @@ const FRAME_STALL_MS = 30_000;
  */
 const MAX_PRE_AUTH_FRAME = 524_288;
 /**
- * While others wait for the request budget, a frame that has been arriving
- * for longer than the grace below at less than this rate closes its
- * connection: one that declares a large size and trickles its bytes would
- * otherwise hold the budget (and stop every other client's large requests)
- * for as long as it keeps the connection alive.
+ * While others wait for the request budget, a frame past SMALL_FRAME that
+ * has been arriving for longer than the grace below at less than this rate
+ * (a 2 Mbit/s link) closes its connection: one that declares a large size
+ * and trickles its bytes would otherwise hold the budget (and stop every
+ * other client's large requests) for as long as it keeps the connection
+ * alive. An attacker must now send at this rate, and its frames end.
  */
-const CONTENDED_MIN_BYTES_PER_S = 1024 * 1024;
+const CONTENDED_MIN_BYTES_PER_S = 256 * 1024;
 const CONTENDED_GRACE_MS = 2_000;
 const EMPTY = Buffer.alloc(0);
 
@@ -257,7 +258,7 @@ export class KafkaConnection implements Connection {
 
   /** Whether the frame being filled holds request budget while arriving slower than a client that means to send it would. */
   tricklingFrame(now: number): boolean {
-    if (this.frame === null || this.frameCharge === 0) return false;
+    if (this.frame === null || this.frameCharge <= SMALL_FRAME) return false;
     const elapsed = now - this.frameStartedAt;
     return elapsed > CONTENDED_GRACE_MS && (this.filled * 1000) / elapsed < CONTENDED_MIN_BYTES_PER_S;
   }

@@ -136,6 +136,8 @@ export class Group {
   private readonly pendingKeys = new Map<string, number>();
   /** Single node: commits whose write has not landed, oldest first (offsetsToWrite). */
   private readonly unsaved: Array<[string, CommittedOffset]> = [];
+  /** Single node: commits in flight whose keys were forgotten meanwhile: not applied once written. */
+  private readonly cancelled = new WeakSet<[string, CommittedOffset]>();
   /**
    * Offsets that open transactions hold (KIP-447), by producer id, until
    * the transaction ends or `until` (ms since the epoch; a transaction is
@@ -775,10 +777,14 @@ export class Group {
       this.countPending(entries, 1);
       try {
         if (entries.length > 0) await this.save();
-        for (const [k, v] of entries) this.offsets.set(k, v);
+        // Not those forgotten meanwhile (OffsetDelete, a deleted topic): as Kafka drops a commit whose pending entry went.
+        for (const e of entries) if (!this.cancelled.has(e)) this.offsets.set(e[0], e[1]);
         if (endingHoldOf !== undefined) this.txnHolds.delete(endingHoldOf);
       } finally {
-        for (const e of entries) this.unsaved.splice(this.unsaved.indexOf(e), 1);
+        for (const e of entries) {
+          const at = this.unsaved.indexOf(e);
+          if (at >= 0) this.unsaved.splice(at, 1);
+        }
         this.countPending(entries, -1);
       }
       return;
@@ -915,6 +921,13 @@ export class Group {
     const store = this.coordinator.store;
     if (store === null) {
       for (const k of keys) this.offsets.delete(k);
+      // Commits of these keys still being written are not written (or applied) after all.
+      const gone = new Set(keys);
+      for (let i = this.unsaved.length - 1; i >= 0; i--) {
+        if (!gone.has(this.unsaved[i][0])) continue;
+        this.cancelled.add(this.unsaved[i]);
+        this.unsaved.splice(i, 1);
+      }
       return this.save();
     }
     await store.write(this, keys.map((k) => [k, null]));
@@ -1088,10 +1101,7 @@ export class GroupCoordinator {
       if (this.store !== null) {
         // Best effort, as Kafka's cleanup: a group whose coordinator moved meanwhile keeps them until it is next here.
         await g.forget(gone).catch((err: unknown) => this.warn(`group ${g.id}: offsets of deleted topic ${topic} not forgotten: ${(err as Error).message}`));
-      } else {
-        for (const k of gone) g.offsets.delete(k);
-        await this.persist(g);
-      }
+      } else await g.forget(gone);
     }
   }
 
