@@ -130,6 +130,17 @@ describe("stream order", () => {
     rmSync(join(gone.d, ORDER_PAGES_FILE));
     await assert.rejects(gone.open(), (e: Error) => e instanceof OrderDamage && /is gone while partition 1 holds messages/.test(e.message));
 
+    // Zeros with runs after them (a power loss kept a later page of unsynced runs, not an earlier one): a torn tail.
+    const hole = await built();
+    rmSync(join(hole.d, ORDER_PAGES_FILE));
+    const holed = readFileSync(map(hole.d));
+    holed.fill(0, 2000 * 32, 2128 * 32);
+    writeFileSync(map(hole.d), holed);
+    const cutAtHole = await hole.open();
+    assert.ok(statSync(map(hole.d)).size < 3000 * 32, "cut at the hole");
+    assert.equal(cutAtHole.view().state().lastSeq, 3000, "what it cut is numbered again");
+    await cutAtHole.close();
+
     // A torn last run (a crash mid-write) is still cut off, and the rest read back.
     const torn = await built();
     rmSync(join(torn.d, ORDER_PAGES_FILE));
