@@ -120,7 +120,7 @@ describe("damage in stream files", () => {
     const logDir = mkdtempSync(join(tmpdir(), "nagare-meta-log-"));
     const logFile = join(logDir, "server.log");
     const logged = (re: RegExp): boolean => existsSync(logFile) && re.test(readFileSync(logFile, "utf8"));
-    const h = await startJs({ server: { noLog: false, logFile } });
+    const h = await startJs({ server: { noLog: false, logFile, httpPort: 0 } });
     try {
       const jsm = await jetstreamManager(h.nc);
       await jsm.streams.add({ name: "GONE", subjects: ["gone.>"] });
@@ -145,6 +145,9 @@ describe("damage in stream files", () => {
       await waitUntil(() => logged(/Could not restore consumer C of stream KEPT: its meta\.json is gone/), "the consumer's loss to be logged");
       assert.equal((await jsm2.streams.info("KEPT")).state.messages, 1, "the other stream is served");
       assert.ok(!existsSync(join(streams, ".removing-OLD")), "the interrupted delete was finished");
+      const health = await fetch(`http://127.0.0.1:${h.srv.httpPort}/healthz`);
+      assert.equal(health.status, 503, "a stream whose files are not served is not healthy");
+      assert.match(((await health.json()) as { error: string }).error, /stream '\$G > GONE' could not be restored from its files: its meta\.json is gone/);
       // A delete goes through the same renaming, and leaves nothing.
       await jsm2.streams.delete("KEPT");
       assert.deepEqual(readdirSync(streams).sort(), ["GONE"]);

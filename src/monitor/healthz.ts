@@ -4,8 +4,9 @@
  * per-stream checks. Without them, every stream partition is checked: one
  * that refuses appends after a storage error (sticky until the stream is
  * reopened) makes the answer 503 `unavailable` naming it, as nats-server names
- * a stream that is not current. Lost messages do not: the stream still serves,
- * and /jsz and /metrics report the damage.
+ * a stream that is not current; so does a stream whose files could not be
+ * restored (it is not served). Lost messages do not: the stream still
+ * serves, and /jsz and /metrics report the damage.
  */
 
 import type { JetStream } from "../streams/jetstream.js";
@@ -24,8 +25,11 @@ export function healthz(ctx: MonitorContext, q: URLSearchParams): Reply {
   return json({ status: "ok" }, 200, true);
 }
 
-/** The first partition (by stream name) that refuses appends, described; null if none. */
+/** The first stream (by name) that could not be restored, or partition that refuses appends, described; null if none. */
 function firstStorageFailure(js: JetStream): string | null {
+  // Files it holds that it does not serve (a lost meta.json, a damaged stream order): not healthy until dealt with.
+  const unserved = [...js.unloadable].sort((a, b) => (a[0] < b[0] ? -1 : 1))[0];
+  if (unserved !== undefined) return `JetStream stream '${js.account.name} > ${unserved[0]}' could not be restored from its files: ${unserved[1]}`;
   for (const name of [...js.streams.keys()].sort()) {
     const partitions = js.streams.get(name)!.partitions;
     for (let p = 0; p < partitions.length; p++) {
