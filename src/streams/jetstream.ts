@@ -500,7 +500,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * delivery) names another message, and the loss is logged.
    */
   private async goOnPastDelivered(stream: Stream): Promise<void> {
-    let seen = await stream.savedLastSeq();
+    let seen = stream.savedLastSeq;
     let by = "its clean close recorded";
     for (const c of stream.consumers.values()) {
       if (c.lastDelivered > seen) [seen, by] = [c.lastDelivered, `its consumer ${c.name} delivered`];

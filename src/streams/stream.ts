@@ -98,6 +98,13 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 /** The de-duplication ids a clean stop leaves for the next start (see Stream.saveDedup). */
 const DEDUP_FILE = "dedup.json";
 
+/** What dedup.json holds. */
+interface SavedDedup {
+  lastSeq: number;
+  lastMsgId: string;
+  entries: Array<[string, number, number]>;
+}
+
 /** At most this many sequences in stream info's `deleted` list (deleted_details). */
 export const DELETED_DETAILS_MAX = 100_000;
 
@@ -355,6 +362,9 @@ export class Stream {
     this.drainQueue();
   }
 
+  /** The last sequence the log had when dedup.json was written (a clean close), as recover() found it; 0 if unknown. */
+  savedLastSeq = 0;
+
   /**
    * Rebuilds what publishing needs from the stored tail: de-duplication ids within the window, the last id and time.
    * `logOnly`: from the log itself, not the cache `saveDedup` wrote (a replica's log may have been truncated and
@@ -367,9 +377,11 @@ export class Stream {
     // Ids are remembered with the sequences PubAcks named: the stream's (with several partitions, every partition in stream order).
     const log = this.log;
     const st = log.state();
+    const saved = o.logOnly === true ? null : await this.readSavedDedup();
+    this.savedLastSeq = saved !== null && Number.isSafeInteger(saved.lastSeq) ? saved.lastSeq : 0;
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
-    if (o.logOnly !== true && (await this.loadDedup(st.lastSeq, Date.now() - windowMs))) return;
+    if (saved !== null && this.useSavedDedup(saved, st.lastSeq, Date.now() - windowMs)) return;
     const from = await log.firstAtOrAfter(Date.now() - windowMs);
     if (from === null) return;
     for (let seq = from.seq; seq <= st.lastSeq; ) {
@@ -403,28 +415,23 @@ export class Stream {
     await rename(`${path}.tmp`, path);
   }
 
-  /** The last sequence the log had when saveDedup last wrote (at a clean close), 0 if none is known. */
-  async savedLastSeq(): Promise<number> {
-    if (this.dir === null) return 0;
+  /** What saveDedup last wrote (at a clean close), null if none or torn by a crash. */
+  private async readSavedDedup(): Promise<SavedDedup | null> {
+    if (this.dir === null) return null;
     try {
-      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as { lastSeq?: unknown };
-      return typeof saved.lastSeq === "number" && Number.isSafeInteger(saved.lastSeq) ? saved.lastSeq : 0;
+      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as SavedDedup;
+      return typeof saved === "object" && saved !== null ? saved : null;
     } catch {
-      return 0;
+      return null; // none, or torn by a crash: read the window back instead
     }
   }
 
-  private async loadDedup(lastSeq: number, cutoff: number): Promise<boolean> {
-    if (this.dir === null) return false;
-    try {
-      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as { lastSeq: number; lastMsgId: string; entries: Array<[string, number, number]> };
-      if (saved.lastSeq !== lastSeq || !Array.isArray(saved.entries)) return false;
-      for (const [id, seq, time] of saved.entries) if (time >= cutoff) this.dedup.set(id, { seq, time });
-      this.lastMsgId = typeof saved.lastMsgId === "string" ? saved.lastMsgId : "";
-      return true;
-    } catch {
-      return false; // none, or torn by a crash: read the window back instead
-    }
+  /** Takes the saved ids if the log is still where they were saved (no append since). */
+  private useSavedDedup(saved: SavedDedup, lastSeq: number, cutoff: number): boolean {
+    if (saved.lastSeq !== lastSeq || !Array.isArray(saved.entries)) return false;
+    for (const [id, seq, time] of saved.entries) if (time >= cutoff) this.dedup.set(id, { seq, time });
+    this.lastMsgId = typeof saved.lastMsgId === "string" ? saved.lastMsgId : "";
+    return true;
   }
 
   captures(subject: string): boolean {
