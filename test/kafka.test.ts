@@ -474,7 +474,7 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
-    test("idempotent producer: a retried batch gets its original offset and is stored once; gaps and unknown producers are refused", async () => {
+    test("idempotent producer: a retried batch gets its original offset and is stored once; gaps are refused; a producer unknown here starts at any sequence, as in Kafka", async () => {
       const topic = "raw.idempotent";
       await createTopic(topic);
       const s = await open();
@@ -486,8 +486,12 @@ describe("Kafka door", () => {
       assert.deepEqual(await send(2, ["c"]), [0, 2], "a retry of the second");
       assert.equal(await highWatermark(topic), 3, "each batch stored once");
       assert.deepEqual(await send(5, ["gap"]), [45, -1], "OUT_OF_ORDER_SEQUENCE_NUMBER");
-      assert.deepEqual(await send(7, ["x"], pid + 1_000_000), [59, -1], "UNKNOWN_PRODUCER_ID");
-      assert.deepEqual(await send(3, ["d"]), [0, 3]);
+      // Kafka stores a batch of a producer the partition has no state for at any sequence (KIP-360), and follows it from there.
+      assert.deepEqual(await send(7, ["x"], pid + 1_000_000), [0, 3], "an unknown producer's batch at sequence 7 is stored");
+      assert.deepEqual(await send(7, ["x"], pid + 1_000_000), [0, 3], "its retry: the original offset");
+      assert.deepEqual(await send(9, ["gap"], pid + 1_000_000), [45, -1], "then a gap in its sequence: OUT_OF_ORDER_SEQUENCE_NUMBER");
+      assert.deepEqual(await send(8, ["y"], pid + 1_000_000), [0, 4]);
+      assert.deepEqual(await send(3, ["d"]), [0, 5]);
       s.destroy();
     });
 
@@ -533,6 +537,34 @@ describe("Kafka door", () => {
         }
       } finally {
         s.destroy();
+        await small.close();
+      }
+    });
+
+    test("a KafkaJS idempotent producer whose batches on a partition are older than a recovery reads goes on producing there, as on Kafka", async () => {
+      // One remembered producer state: the second producer pushes out the first's, which must then be looked for in
+      // the log; after more than PRODUCER_SCAN records of the second, it is not found there.
+      const small = await startKafka({ maxProducerStates: 1 });
+      const topic = "kafkajs.idempotent.forgotten";
+      const slow = small.kafka().producer({ idempotent: true, maxInFlightRequests: 1 });
+      const busy = small.kafka().producer({ idempotent: true, maxInFlightRequests: 1 });
+      try {
+        await createKafkaTopic(small, topic);
+        await Promise.all([slow.connect(), busy.connect()]);
+        await slow.send({ topic, messages: [{ partition: 0, value: "slow 1" }] });
+        const burst = Array.from({ length: 2_001 }, (_, i) => ({ partition: 0, value: `busy ${i}` }));
+        for (let i = 0; i < 5; i++) await busy.send({ topic, messages: burst });
+        // Its next batch has sequence 1, and the broker knows nothing of it: Kafka stores it (UNKNOWN_PRODUCER_ID failed this send).
+        await slow.send({ topic, messages: [{ partition: 0, value: "slow 2" }] });
+        const admin = small.kafka().admin();
+        await admin.connect();
+        try {
+          assert.equal(Number((await admin.fetchTopicOffsets(topic))[0].high), 1 + 5 * 2_001 + 1, "every record stored once");
+        } finally {
+          await admin.disconnect();
+        }
+      } finally {
+        await Promise.all([slow.disconnect(), busy.disconnect()]);
         await small.close();
       }
     });

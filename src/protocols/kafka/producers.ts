@@ -189,8 +189,10 @@ export class ProducerStates {
         return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
       } else e = { arrival, epoch, nextSeq: 0, batches: [] };
     } else {
-      if (firstSeq !== 0) return { kind: "refuse", error: ErrorCode.UNKNOWN_PRODUCER_ID };
-      e = { arrival, epoch, nextSeq: 0, batches: [] };
+      // No state for the producer here (never sent here, or its batches are past what a recovery reads): any
+      // sequence starts it, as Kafka accepts one when the partition has no epoch for it (KIP-360). Refusing
+      // with UNKNOWN_PRODUCER_ID failed KafkaJS's send outright (it does not retry it).
+      e = { arrival, epoch, nextSeq: firstSeq, batches: [] };
       this.makeRoom();
     }
     this.entries.set(key, e);
