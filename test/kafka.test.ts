@@ -735,6 +735,29 @@ describe("Kafka door", () => {
       assert.equal(l.code, 0, l.stderr);
     });
 
+    test("a null where Kafka's schema allows none (an array, bytes, v0's topic list) closes the connection, as Kafka's readers refuse it; a nullable list still reads as null", async () => {
+      const cases: Array<[string, Buffer]> = [
+        ["Produce v7 with a null topic list", frame((w) => w.nullableString(null).i16(-1).i32(5000).i32(-1), 0, 7)],
+        ["JoinGroup v5 with null protocol metadata", frame((w) => w.string("g.null").i32(10_000).i32(10_000).string("").nullableString(null).string("consumer").i32(1).string("range").i32(-1), 11, 5)],
+        ["DescribeGroups v0 with a null group list", frame((w) => w.i32(-7), 15, 0)],
+        ["Metadata v0 with a null topic list", frame((w) => w.i32(-1), 3, 0)],
+      ];
+      for (const [what, request] of cases) {
+        const s = await open();
+        s.write(request);
+        const outcome = await Promise.race([closed(s).then(() => "closed"), response(s).then(() => "answered")]);
+        s.destroy();
+        assert.equal(outcome, "closed", what);
+      }
+      // Metadata v1's topic list is nullable: null asks for every topic.
+      await createTopic("raw.null.all");
+      const s = await open();
+      s.write(frame((w) => w.i32(-1), 3, 1));
+      const r = await response(s);
+      assert.ok(r.buf.subarray(r.pos, r.end).includes("raw.null.all"), "every topic listed");
+      s.destroy();
+    });
+
     test("a batch with a bad CRC gets CORRUPT_MESSAGE and stores nothing; an unsupported version of a known API closes", async () => {
       const topic = "raw.crc";
       const s = await open();

@@ -120,6 +120,12 @@ export class Reader {
     const n = this.flexible ? this.uvarint() - 1 : this.i32();
     return n < 0 ? null : this.raw(n);
   }
+  /** Bytes that may not be null, as a view: a null length is malformed, as Kafka's generated readers find it. */
+  bytes(): Buffer {
+    const b = this.nullableBytes();
+    if (b === null) throw new KafkaDecodeError("null where bytes are required");
+    return b;
+  }
   /** Flexible versions' bytes: unsigned-varint length + 1 (0 for null), as a view. */
   compactNullableBytes(): Buffer | null {
     const n = this.uvarint() - 1;
@@ -140,8 +146,10 @@ export class Reader {
     if (n > this.remaining) throw new KafkaDecodeError(`array of ${n} elements in ${this.remaining} bytes`);
     return n;
   }
+  /** An array that may not be null: a null (negative) length is malformed, as Kafka's generated readers find it. */
   array<T>(read: (r: Reader) => T, flexible = this.flexible): T[] {
     const n = this.arrayLength(flexible);
+    if (n < 0) throw new KafkaDecodeError("null where an array is required");
     const out: T[] = [];
     for (let i = 0; i < n; i++) out.push(read(this));
     return out;

@@ -10,7 +10,7 @@
  * message definitions (clients/src/main/resources/common/message/*.json).
  */
 
-import { Reader, ZERO_UUID } from "./codec.js";
+import { KafkaDecodeError, Reader, ZERO_UUID } from "./codec.js";
 import { API_VERSIONS, ApiKey, isFlexible } from "./api.js";
 
 export interface RequestHeader {
@@ -51,9 +51,9 @@ function nullableStrings(r: Reader): string[] | null {
   return out;
 }
 
-/** A copy of INT32-length bytes (null read as empty), for what outlives the request. */
+/** A copy of bytes that may not be null, for what outlives the request. */
 function ownedBytes(r: Reader): Buffer {
-  return Buffer.from(r.nullableBytes() ?? Buffer.alloc(0));
+  return Buffer.from(r.bytes());
 }
 
 // ---- Produce (0) v0–9 (v0–2 carry message formats v0/v1, which are refused; v9 is flexible) ----
@@ -303,6 +303,7 @@ export interface MetadataRequest {
 
 export function decodeMetadata(r: Reader, version: number): MetadataRequest {
   const n = r.arrayLength();
+  if (n < 0 && version < 1) throw new KafkaDecodeError("Metadata v0: a null topic list (all topics is the empty one)");
   let topics: string[] | null = null;
   const topicIds: string[] = [];
   const refused: string[] = [];
@@ -373,8 +374,9 @@ export interface OffsetFetchRequest {
   requireStable: boolean;
 }
 
-function offsetFetchTopics(r: Reader): OffsetFetchGroup["topics"] {
+function offsetFetchTopics(r: Reader, version: number): OffsetFetchGroup["topics"] {
   const n = r.arrayLength();
+  if (n < 0 && version < 2) throw new KafkaDecodeError(`OffsetFetch v${version}: a null topic list (all topics came in v2)`);
   if (n < 0) return null;
   const topics: NonNullable<OffsetFetchGroup["topics"]> = [];
   for (let i = 0; i < n; i++) {
@@ -390,10 +392,10 @@ export function decodeOffsetFetch(r: Reader, version: number): OffsetFetchReques
     version >= 8
       ? r.structs((r): OffsetFetchGroup => {
           const groupId = r.string();
-          const topics = offsetFetchTopics(r);
+          const topics = offsetFetchTopics(r, version);
           return { groupId, topics };
         })
-      : [{ groupId: r.string(), topics: offsetFetchTopics(r) }];
+      : [{ groupId: r.string(), topics: offsetFetchTopics(r, version) }];
   const requireStable = version >= 7 && r.bool();
   r.taggedFields();
   return { groups, requireStable };
@@ -856,7 +858,7 @@ export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes:
     r.tags();
     return { authBytes };
   }
-  return { authBytes: r.nullableBytes() ?? Buffer.alloc(0) };
+  return { authBytes: r.bytes() };
 }
 
 /** Every API's body decoder, by API key: what the fuzz test walks. */
