@@ -184,6 +184,16 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "3" }] }], waitForLeaders: true }));
   const strictConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
   assert.equal(strictConfigs.resources[0].configEntries[0].configValue, "3");
+  // With all three in sync it takes acks=all (a replicated topic's stream config says one replica: the ISR decides, not that).
+  const patient = client().producer();
+  await patient.connect();
+  try {
+    const [taken] = await patient.send({ topic: strict, acks: -1, messages: [{ value: "all three in sync" }] });
+    assert.equal(taken.errorCode, 0);
+    assert.equal(Number(taken.baseOffset), 0);
+  } finally {
+    await patient.disconnect();
+  }
 
   // An idempotent producer at acks=all: each record, once acknowledged, is on every in-sync replica.
   const acked = new Map<string, string>(); // `${partition}/${offset}` → value
