@@ -14,40 +14,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { ApiError } from "../src/streams/errors.js";
-import type { ReplicaGate } from "../src/streams/stream.js";
 import { startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
-
-/** A gate whose replication the test finishes by hand. */
-class HeldGate implements ReplicaGate {
-  highWatermark = 1;
-  readonly highWatermarkCurrent = true;
-  readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
-  replicated = 0;
-  refusal(): ApiError | null {
-    return null;
-  }
-  replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
-    if (lastSeq <= this.replicated) return done(null);
-    this.waiting.push({ seq: lastSeq, done });
-  }
-  ship(): ApiError | null {
-    return null;
-  }
-  removed(): void {}
-  frontMoved(): void {}
-  removedUnlisted(): void {}
-  removedBelow(): void {}
-  removalsReplicated(done: (err: ApiError | null) => void): void {
-    done(null);
-  }
-  finish(err: ApiError | null): void {
-    for (const w of this.waiting.splice(0)) {
-      if (err === null) this.replicated = Math.max(this.replicated, w.seq);
-      w.done(err);
-    }
-  }
-}
+import { HeldGate } from "./helpers/held-gate.js";
 
 const lost = new ApiError(503, 10008, "JetStream system temporarily unavailable: leadership ended");
 

@@ -35,6 +35,18 @@ export class TooFewReplicasError extends ApiError {
   }
 }
 
+/**
+ * Stored by this leader, then not seen through to its replicas (the lease lost, the leadership ended, too many
+ * writes waiting): it may or may not be kept. A Kafka producer must be told "possibly persisted" (REQUEST_TIMED_OUT),
+ * not "not stored": librdkafka then retries the batch under its sequence, which the leader answers as a duplicate,
+ * instead of bumping its epoch and sending it again as a new batch.
+ */
+export class OutcomeUnknownError extends ApiError {
+  constructor(why: string) {
+    super(503, 10008, `JetStream system temporarily unavailable: ${why}; the write may or may not be kept`);
+  }
+}
+
 const e = (code: number, errCode: number, text: string) => (): ApiError => new ApiError(code, errCode, text);
 
 export const Errors = {

@@ -34,7 +34,7 @@ import { settled } from "../util/settle.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
-import { ApiError, TooFewReplicasError } from "./errors.js";
+import { ApiError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { reassignmentEnded, replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
@@ -134,9 +134,9 @@ class LeaderGate implements ReplicaGate {
     this.minIsr = minIsr;
     // One function for every write: each write's callback rides as the context.
     this.onReplicated = (err, done) => {
-      if (err !== null) return done(unavailable(err.message));
+      if (err !== null) return done(new OutcomeUnknownError(err.message));
       // Acknowledged only under the lease: past it, another node may lead already.
-      if (!this.holdsLease()) return done(unavailable("this node lost its cluster lease; the write may or may not be kept"));
+      if (!this.holdsLease()) return done(new OutcomeUnknownError("this node lost its cluster lease"));
       // The ISR shrank below the minimum while it waited (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND): on too few copies to acknowledge.
       if (this.isrSize < this.minIsr) return done(new TooFewReplicasError(this.isrSize, this.minIsr, true));
       done(null);
@@ -167,12 +167,12 @@ class LeaderGate implements ReplicaGate {
 
   ship(lastSeq: number): ApiError | null {
     this.leader.appended(lastSeq);
-    return this.holdsLease() ? null : unavailable("this node lost its cluster lease; the write may or may not be kept");
+    return this.holdsLease() ? null : new OutcomeUnknownError("this node lost its cluster lease");
   }
 
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
     this.leader.appended(lastSeq);
-    if (!this.leader.whenReplicated(lastSeq, this.onReplicated, done)) done(unavailable("too many writes wait for their replicas"));
+    if (!this.leader.whenReplicated(lastSeq, this.onReplicated, done)) done(new OutcomeUnknownError("too many writes wait for their replicas"));
   }
 
   removed(seqs: ArrayLike<number>, cause?: number): void {

@@ -21,7 +21,7 @@ import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, leadingAttribut
 import { minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
-import { TooFewReplicasError, type ApiError } from "../../streams/errors.js";
+import { OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { ReplicaAck, Stream } from "../../streams/stream.js";
 import type { PermissionCheck } from "../../core/auth.js";
@@ -520,17 +520,22 @@ export async function handleInitProducerId(door: AccountDoor, { version, r, w }:
 
 /**
  * The produce error for a refused append: a partition frozen for its move to
- * another broker (or the cluster briefly unable to take it: a leader that
- * lost its lease, or its leadership while the write waited for its
- * replicas) is NOT_LEADER_OR_FOLLOWER, on which clients refresh their
+ * another broker (or the cluster briefly unable to take it: a leader without
+ * its lease) is NOT_LEADER_OR_FOLLOWER, on which clients refresh their
  * metadata and retry at the partition's leader, as after a leader change in
- * Kafka. Too few in-sync replicas for acks=all: NOT_ENOUGH_REPLICAS, or,
- * when the ISR shrank below the minimum while the batch waited,
+ * Kafka; it tells librdkafka the batch was not stored. A batch stored here
+ * whose replication could not be seen through (the lease or the leadership
+ * lost while it waited) is REQUEST_TIMED_OUT: possibly stored, so clients
+ * retry it under the same sequence (librdkafka would otherwise bump its
+ * epoch and send it again as new, stored twice once this log keeps it).
+ * Too few in-sync replicas for acks=all: NOT_ENOUGH_REPLICAS, or, when the
+ * ISR shrank below the minimum while the batch waited,
  * NOT_ENOUGH_REPLICAS_AFTER_APPEND (stored here, maybe kept); clients
  * retry both.
  */
-function produceErrorOf(o: ApiError): number {
+export function produceErrorOf(o: ApiError): number {
   if (o instanceof TooFewReplicasError) return o.afterAppend ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS;
+  if (o instanceof OutcomeUnknownError) return ErrorCode.REQUEST_TIMED_OUT;
   if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
   if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;

@@ -1,0 +1,40 @@
+/**
+ * A replica gate (stream.ts `setReplicaGate`) whose replication the test
+ * finishes by hand: writes wait in `waiting` until `finish` ends them, with
+ * success (they count as replicated) or an error (the leadership or the
+ * lease lost while they waited).
+ */
+
+import type { ApiError } from "../../src/streams/errors.js";
+import type { ReplicaGate } from "../../src/streams/stream.js";
+
+export class HeldGate implements ReplicaGate {
+  highWatermark = 1;
+  readonly highWatermarkCurrent = true;
+  readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
+  replicated = 0;
+  refusal(): ApiError | null {
+    return null;
+  }
+  replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
+    if (lastSeq <= this.replicated) return done(null);
+    this.waiting.push({ seq: lastSeq, done });
+  }
+  ship(): ApiError | null {
+    return null;
+  }
+  removed(): void {}
+  frontMoved(): void {}
+  removedUnlisted(): void {}
+  removedBelow(): void {}
+  removalsReplicated(done: (err: ApiError | null) => void): void {
+    done(null);
+  }
+  /** Ends the `n` oldest writes waiting (all of them by default). */
+  finish(err: ApiError | null, n = this.waiting.length): void {
+    for (const w of this.waiting.splice(0, n)) {
+      if (err === null) this.replicated = Math.max(this.replicated, w.seq);
+      w.done(err);
+    }
+  }
+}
