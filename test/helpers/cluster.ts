@@ -214,11 +214,21 @@ export function nodeLog(site: JetStreamClusterSite, name: string): Array<{ at: n
 
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
 export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions } = {}): Promise<NagareServer[]> {
-  const a = await startJetStreamNode(site, "a", o);
-  const seed = [`nats://127.0.0.1:${a.routes!.port}`];
-  const nodes = [a, await startJetStreamNode(site, "b", { ...o, routes: seed }), await startJetStreamNode(site, "c", { ...o, routes: seed })];
-  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === nodes.length), "every node to see the others");
-  return nodes;
+  const nodes: NagareServer[] = [];
+  try {
+    const a = await startJetStreamNode(site, "a", o);
+    nodes.push(a);
+    const seed = [`nats://127.0.0.1:${a.routes!.port}`];
+    nodes.push(await startJetStreamNode(site, "b", { ...o, routes: seed }));
+    nodes.push(await startJetStreamNode(site, "c", { ...o, routes: seed }));
+    await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === nodes.length), "every node to see the others");
+    return nodes;
+  } catch (err) {
+    // A node that did start would keep its listeners, its etcd client and so the test process alive for good (a loaded
+    // CI run hung so when etcd did not answer node b's start in time): the caller never gets it to close.
+    await Promise.all(nodes.map((n) => n.close().catch(() => undefined)));
+    throw err;
+  }
 }
 
 /**
@@ -267,7 +277,15 @@ export interface KafkaTestCluster {
 export async function startKafkaTestCluster(tag: string): Promise<KafkaTestCluster> {
   const etcd = await startEtcd();
   const dir = mkdtempSync(join(tmpdir(), `nagare-${tag}-`));
-  const nodes = await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster(tag) }, { kafka: true });
+  let nodes: NagareServer[];
+  try {
+    nodes = await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster(tag) }, { kafka: true });
+  } catch (err) {
+    // etcd's child process would keep the test process alive.
+    await etcd.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const closed = new Set<NagareServer>();
   const live = (): NagareServer[] => nodes.filter((n) => !closed.has(n));
   return {
