@@ -30,6 +30,8 @@ function fakeDoor(off: number[]) {
   /** Hand-overs asked, in order, and those to refuse (by partition) as a replica behind would have them refused. */
   const asked: number[] = [];
   const refuse = new Set<number>();
+  /** Partitions whose replica gate still refuses (a leadership taken over, its lease not yet held here). */
+  const gated = new Set<number>();
   const cluster = {
     nodeName: (id: number) => `n${id}`,
     topics: () => [topic],
@@ -42,7 +44,7 @@ function fakeDoor(off: number[]) {
     log: quiet,
     door: { cluster },
     js: {
-      streams: { get: () => ({ replicaGate: () => ({ refusal: () => null }) }) },
+      streams: { get: () => ({ replicaGate: (p: number) => ({ refusal: () => (gated.has(p) ? { code: 503, description: "not led here yet" } : null) }) }) },
       handOverHere: async (_stream: string, p: number) => {
         asked.push(p);
         if (refuse.has(p)) throw new Error("in-sync replica n1 has not caught up within 1000 ms");
@@ -52,7 +54,7 @@ function fakeDoor(off: number[]) {
       },
     },
   } as unknown as AccountDoor;
-  return { door, topic, asked, refuse };
+  return { door, topic, asked, refuse, gated };
 }
 
 test("a broker at or under the share keeps its partitions off; past it, every one is handed back in one check", async () => {
@@ -98,4 +100,32 @@ test("an owed hand-back is forgotten once the partition's leadership changes oth
   await r.check();
   assert.deepEqual(asked, [0, 2], "not tried: the refusal was of an older epoch");
   assert.deepEqual(topic.leaders, [1, 1, 2, 1]);
+});
+
+test("a partition passed over while its broker was past the share (not led here yet, or its preferred replica not in sync) is handed back at a later check, below the share", async () => {
+  // As cluster-kafka-rebalance saw under load: partition 2 had just been moved here and its lease was not yet held when a
+  // check found broker 1 past the share; partition 0 went back, the share fell to 25 %, and partition 2 stayed off for good.
+  const { door, topic, asked, gated } = fakeDoor([0, 2]);
+  const r = new LeaderRebalancer(door);
+  gated.add(2);
+  await r.check();
+  assert.deepEqual(asked, [0]);
+  assert.deepEqual(topic.leaders, [1, 1, 2, 1]);
+  gated.clear();
+  await r.check();
+  assert.deepEqual(asked, [0, 2], "handed back once led here, below the share");
+  assert.deepEqual(topic.leaders, [1, 1, 1, 1]);
+
+  // The preferred replica out of sync at the check past the share, back in sync later.
+  const lagging = fakeDoor([1, 3]);
+  const r2 = new LeaderRebalancer(lagging.door);
+  lagging.topic.isr[3] = [2];
+  await r2.check();
+  assert.deepEqual(lagging.asked, [1]);
+  await r2.check();
+  assert.deepEqual(lagging.asked, [1], "not while out of sync");
+  lagging.topic.isr[3] = [2, 1];
+  await r2.check();
+  assert.deepEqual(lagging.asked, [1, 3]);
+  assert.deepEqual(lagging.topic.leaders, [1, 1, 1, 1]);
 });

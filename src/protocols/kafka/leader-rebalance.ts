@@ -29,7 +29,9 @@
  * check that handed back some and was refused the rest could leave the
  * broker below the share, the rest never tried again. A refused partition
  * is owed: it stays a candidate at later checks, whatever the share, until
- * it is handed back or its leadership changes otherwise.
+ * it is handed back or its leadership changes otherwise. So is one passed
+ * over at a check past the share (its preferred replica not in sync or
+ * away, the partition moving, or its leadership here not yet taken up).
  */
 
 import type { AccountDoor } from "./account-door.js";
@@ -149,10 +151,20 @@ export class LeaderRebalancer {
         const epoch = t.epochs[i] ?? 1;
         if (owed.get(key) === epoch) this.owed.set(key, epoch);
         else if ((offBy.get(preferred) ?? 0) / preferredBy.get(preferred)! <= share) continue;
+        // Passed over for now, though its broker is past the share (or it was owed already): owed, as a refused hand-back
+        // is. Else the others handed back in this check could take the broker below the share, and this one would stay
+        // off for good (a partition just moved here whose lease is not yet held, a preferred replica still catching up).
+        const notNow = (): void => void this.owed.set(key, epoch);
         // Kafka elects a preferred replica only when it is alive and in sync, and never a partition under reassignment.
-        if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i || t.reassigning[i] !== null) continue;
+        if (!t.isr[i].includes(preferred) || t.offline[i].includes(preferred) || t.moving?.partition === i || t.reassigning[i] !== null) {
+          notNow();
+          continue;
+        }
         // Led here without a lease, or already being handed over: nothing to do (a hand-over would only refuse writes).
-        if ((this.door.js.streams.get(t.stream)?.replicaGate(i)?.refusal(true) ?? null) !== null) continue;
+        if ((this.door.js.streams.get(t.stream)?.replicaGate(i)?.refusal(true) ?? null) !== null) {
+          notNow();
+          continue;
+        }
         out.push({ stream: t.stream, topic: t.topic, partition: i, preferred, epoch });
       }
     }
