@@ -14,7 +14,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
-import { jetStreamClusterPerFile } from "./helpers/cluster.js";
+import { DEFAULT_ETCD_TIMINGS, jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
 import { streamNameOf } from "../src/protocols/kafka/topics.js";
@@ -23,7 +23,10 @@ import { jetstreamManager } from "@nats-io/jetstream";
 
 const { Kafka, logLevel, ConfigResourceTypes } = kafkajs;
 
-const cluster = jetStreamClusterPerFile("krebal", { kafka: true, kafkaOptions: { leaderImbalanceCheckIntervalMs: 300, leaderImbalancePerBrokerPercentage: 40 } });
+// No node is taken away here, so no quick failover is needed: the product's etcd timings, not the tests' 2 s lease and 1 s
+// timeouts, under which a loaded 2-core CI machine fenced a node mid-test (its hand-over then failed FencedError) or
+// failed a node's start (etcd's answer to its registration over a second late).
+const cluster = jetStreamClusterPerFile("krebal", { kafka: true, etcdTimings: DEFAULT_ETCD_TIMINGS, kafkaOptions: { leaderImbalanceCheckIntervalMs: 300, leaderImbalancePerBrokerPercentage: 40 } });
 const address = (n: NagareServer): string => `127.0.0.1:${n.kafkaPort!}`;
 const brokerId = (n: NagareServer): number => n.kafka!.cluster!.nodeId;
 const rebalancer = (n: NagareServer) => n.kafka!.defaultDoor!.rebalancer!;

@@ -172,6 +172,19 @@ export interface JetStreamClusterSite {
 }
 
 /**
+ * A test node's etcd timings (ms), in place of the 2 s lease and 1 s timeouts that make failovers quick: a test that
+ * takes no node away can use the product's defaults (5 s each), which a loaded machine's etcd and event loop ride out.
+ */
+export interface EtcdTimings {
+  leaseTtl?: number;
+  dialTimeout?: number;
+  requestTimeout?: number;
+}
+
+/** The product's defaults (src/core/options.ts), for tests that kill no node and need no quick failover. */
+export const DEFAULT_ETCD_TIMINGS: EtcdTimings = { leaseTtl: 5000, dialTimeout: 5000, requestTimeout: 5000 };
+
+/**
  * A JetStream node of a test cluster, embedded: store `<dir>/<name>`, tagged
  * `node:<name>` (so tests place streams by tag), a route listener on a free
  * port, etcd with a 2 s lease and 1 s timeouts.
@@ -179,7 +192,7 @@ export interface JetStreamClusterSite {
 export function startJetStreamNode(
   site: JetStreamClusterSite,
   name: string,
-  o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions } = {},
+  o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions; etcdTimings?: EtcdTimings } = {},
 ): Promise<NagareServer> {
   const routes = o.routes ?? [];
   return startServer({
@@ -197,7 +210,7 @@ export function startJetStreamNode(
     serverName: name,
     serverTags: [`node:${name}`],
     cluster: { name: site.cluster, host: "127.0.0.1", port: -1, ...(routes.length > 0 ? { routes } : {}), ...(o.advertise !== undefined ? { advertise: o.advertise } : {}) },
-    etcd: { endpoints: [site.etcd], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000 },
+    etcd: { endpoints: [site.etcd], leaseTtl: 2000, dialTimeout: 1000, requestTimeout: 1000, ...o.etcdTimings },
   });
 }
 
@@ -213,7 +226,7 @@ export function nodeLog(site: JetStreamClusterSite, name: string): Array<{ at: n
 }
 
 /** Nodes a, b and c (b and c dial a's route), once each sees the three in etcd. */
-export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions } = {}): Promise<NagareServer[]> {
+export async function startJetStreamCluster(site: JetStreamClusterSite, o: { monitoring?: boolean; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions; etcdTimings?: EtcdTimings } = {}): Promise<NagareServer[]> {
   const nodes: NagareServer[] = [];
   try {
     const a = await startJetStreamNode(site, "a", o);
