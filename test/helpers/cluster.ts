@@ -187,9 +187,29 @@ export const DEFAULT_ETCD_TIMINGS: EtcdTimings = { leaseTtl: 5000, dialTimeout: 
 /**
  * A JetStream node of a test cluster, embedded: store `<dir>/<name>`, tagged
  * `node:<name>` (so tests place streams by tag), a route listener on a free
- * port, etcd with a 2 s lease and 1 s timeouts.
+ * port, etcd with a 2 s lease and 1 s timeouts. A start that failed
+ * because etcd answered late (a loaded machine's etcd may take over the 1 s)
+ * is tried again, as a supervisor would, a few times: the failed start
+ * undid itself (listeners closed, store unlocked, lease revoked).
  */
-export function startJetStreamNode(
+export async function startJetStreamNode(
+  site: JetStreamClusterSite,
+  name: string,
+  o: Parameters<typeof startJetStreamNodeOnce>[2] = {},
+): Promise<NagareServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startJetStreamNodeOnce(site, name, o);
+    } catch (err) {
+      if (attempt >= 3 || !ETCD_LATE.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/** A start refused only because etcd was slow: no answer within the request timeout, or the name still held by the lease of the attempt before. */
+const ETCD_LATE = /no answer to \S+ in time|is registered in etcd by|cannot (register in|read the cluster's members from) etcd/;
+
+function startJetStreamNodeOnce(
   site: JetStreamClusterSite,
   name: string,
   o: { routes?: string[]; advertise?: string; monitoring?: boolean; storeDir?: string; kafka?: boolean; lameDuck?: { duration: number; grace: number }; maxPayload?: number; maxPending?: number; log?: boolean; kafkaOptions?: KafkaListenerOptions; etcdTimings?: EtcdTimings } = {},
