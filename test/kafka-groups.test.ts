@@ -22,6 +22,7 @@ import { call, heartbeat, joinGroup, syncAssignment, type JoinOptions, type Join
 const NONE = 0;
 const NOT_COORDINATOR = 16;
 const INCONSISTENT_GROUP_PROTOCOL = 23;
+const INVALID_GROUP_ID = 24;
 const UNKNOWN_TOPIC_OR_PARTITION = 3;
 const OFFSET_METADATA_TOO_LARGE = 12;
 const ILLEGAL_GENERATION = 22;
@@ -180,6 +181,21 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
   after(async () => h.close());
 
   const createTopic = (topic: string, numPartitions: number): Promise<void> => createKafkaTopic(h, topic, numPartitions);
+
+  test("an empty group id is INVALID_GROUP_ID to JoinGroup, SyncGroup, Heartbeat and LeaveGroup (top-level, v3+), as Kafka's coordinator answers", async () => {
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      assert.equal((await joinGroup(k, "", "")).error, INVALID_GROUP_ID);
+      assert.equal((await syncAssignment(k, "", 1, "m")).error, INVALID_GROUP_ID);
+      assert.equal(await heartbeat(k, "", 1, "m"), INVALID_GROUP_ID);
+      const r = await call(k, 13, 3, (w) => w.string("").arrayLength(1).string("m").nullableString(null));
+      r.i32();
+      assert.equal(r.i16(), INVALID_GROUP_ID);
+      assert.equal(r.i32(), 0, "no member answered");
+    } finally {
+      k.destroy();
+    }
+  });
 
   test("OffsetCommit is judged as Kafka's coordinator judges it, in every group state", { timeout: 30_000 }, async () => {
     const topic = "commit.states";

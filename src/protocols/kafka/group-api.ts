@@ -106,7 +106,7 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
 
 export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments } = decodeSyncGroup(r, version);
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = groupIdError(door, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   const result =
     group === null
@@ -124,9 +124,14 @@ export async function handleSyncGroup(door: AccountDoor, { version, r, w }: Requ
   return true;
 }
 
+/** What refuses a request naming a group before the group is looked at: an empty id first (INVALID_GROUP_ID, as Kafka's coordinator checks it), then this broker not coordinating it. */
+function groupIdError(door: AccountDoor, groupId: string): number {
+  return groupId === "" ? ErrorCode.INVALID_GROUP_ID : coordinatorError(door, KEY_TYPE_GROUP, groupId);
+}
+
 export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, generation, memberId, instanceId } = decodeHeartbeat(r, version);
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = groupIdError(door, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
   w.i16(refused !== ErrorCode.NONE ? refused : group === null ? ErrorCode.UNKNOWN_MEMBER_ID : group.heartbeat(memberId, instanceId, generation));
@@ -137,7 +142,7 @@ export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestCon
 export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
   if (door.log.debugEnabled) for (const m of leaving) if (m.reason !== null) door.log.debug(`kafka: group ${groupId}: member ${m.memberId || m.instanceId} leaves: ${reasonText(m.reason)}`);
-  const refused = coordinatorError(door, KEY_TYPE_GROUP, groupId);
+  const refused = groupIdError(door, groupId);
   if (refused !== ErrorCode.NONE) {
     if (version >= 1) w.i32(0);
     w.i16(refused);
