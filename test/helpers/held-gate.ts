@@ -2,7 +2,8 @@
  * A replica gate (stream.ts `setReplicaGate`) whose replication the test
  * finishes by hand: writes wait in `waiting` until `finish` ends them, with
  * success (they count as replicated) or an error (the leadership or the
- * lease lost while they waited).
+ * lease lost while they waited); with `refuseWith` set, writes are refused
+ * before they are stored, as without a lease.
  */
 
 import type { ApiError } from "../../src/streams/errors.js";
@@ -13,8 +14,13 @@ export class HeldGate implements ReplicaGate {
   readonly highWatermarkCurrent = true;
   readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
   replicated = 0;
+  /** What a write is refused with before it is stored (a lost lease, say); none by default. */
+  refuseWith: ApiError | null = null;
+  /** Writes (and confirmations of writes already stored) refused so far. */
+  refused = 0;
   refusal(): ApiError | null {
-    return null;
+    if (this.refuseWith !== null) this.refused++;
+    return this.refuseWith;
   }
   replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
     if (lastSeq <= this.replicated) return done(null);

@@ -492,10 +492,21 @@ function duplicate(stream: Stream, index: number, count: number, offset: number 
     (o) =>
       new Promise<PartitionResult>((resolve) =>
         // Offset o is sequence o + 1: the batch's last record is at o + count.
-        stream.whenStored(index, o + count, (err) => resolve(err === null ? { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1, logAppendTime: timestamp } : failed(index, produceErrorOf(err))), ack),
+        stream.whenStored(index, o + count, (err) => resolve(err === null ? { index, error: ErrorCode.NONE, baseOffset: o, logStartOffset: stream.partitions[index].state().firstSeq - 1, logAppendTime: timestamp } : failed(index, duplicateErrorOf(err))), ack),
       ),
     () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
   );
+}
+
+/**
+ * The error for a retried batch this log holds that cannot be confirmed now (no lease, too few in-sync replicas, the
+ * partition moving): it is stored, so never "not stored". NOT_LEADER_OR_FOLLOWER would make librdkafka take its
+ * sequence for broken, bump its epoch and send the batch again as new.
+ */
+function duplicateErrorOf(o: ApiError): number {
+  if (o instanceof TooFewReplicasError) return ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND;
+  const code = produceErrorOf(o);
+  return code === ErrorCode.NOT_LEADER_OR_FOLLOWER ? ErrorCode.REQUEST_TIMED_OUT : code;
 }
 
 /** InitProducerId v0–1: a fresh id for an idempotent producer; for a transactional one, the coordinator's. */
