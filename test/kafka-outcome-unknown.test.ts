@@ -15,7 +15,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ApiError, OutcomeUnknownError } from "../src/streams/errors.js";
+import { LeaseLostError, OutcomeUnknownError } from "../src/streams/errors.js";
 import { findTopic } from "../src/protocols/kafka/topics.js";
 import { createTopic, kcat, python, startKafka } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -43,7 +43,7 @@ print(json.dumps(sorted(reports, key=lambda r: r[1])))
     await waitUntil(() => gate.waiting.length === 2, "both batches to wait for their replicas", 20_000);
     // Both stored here, then the lease lost before the replicas had them: the client must hear "possibly stored".
     // Their retries find the lease still lost: stored, they are "possibly stored" again, never "not stored".
-    gate.refuseWith = new ApiError(503, 10008, "JetStream system temporarily unavailable: this node does not hold its cluster lease");
+    gate.refuseWith = new LeaseLostError();
     gate.finish(new OutcomeUnknownError("this node lost its cluster lease"));
     await waitUntil(() => gate.refused >= 4, "retries refused while the lease is lost", 20_000);
     gate.refuseWith = null;

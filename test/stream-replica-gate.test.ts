@@ -13,7 +13,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { ApiError } from "../src/streams/errors.js";
+import { connect } from "@nats-io/transport-node";
+import { ApiError, LeaseLostError } from "../src/streams/errors.js";
 import { startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
 import { HeldGate } from "./helpers/held-gate.js";
@@ -54,3 +55,31 @@ test("a retried publish is not acknowledged from the de-duplication window befor
   }
 });
 
+
+test("a node that believes it leads but has lost its lease does not answer a publish: the leader elsewhere that stores it does", async () => {
+  const h = await startJs();
+  try {
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({ name: "L", subjects: ["l"] });
+    const gate = new HeldGate();
+    h.srv.jetstream!.streams.get("L")!.setReplicaGate(0, gate);
+    // Stands for the stream's new leader on another node: every replica's node captures the stream's subjects.
+    const other = await connect({ port: h.srv.port });
+    const elsewhere = other.subscribe("l", { callback: (_err, m) => void m.respond(JSON.stringify({ stream: "L", seq: 42 })) });
+    await other.flush();
+    const js = jetstream(h.nc);
+    gate.refuseWith = new LeaseLostError();
+    const ack = await js.publish("l", "one", { timeout: 5000 });
+    assert.equal(ack.seq, 42, "the other leader's acknowledgement, not a 503 from here");
+    assert.equal(gate.refused, 1);
+    assert.equal((await jsm.streams.info("L")).state.messages, 0, "not stored here");
+    // Any other refusal is answered, as before.
+    gate.refuseWith = new ApiError(503, 10008, "JetStream system temporarily unavailable: the partition's leadership is moving to another replica");
+    elsewhere.unsubscribe();
+    await other.flush();
+    await assert.rejects(js.publish("l", "two", { timeout: 5000 }), /leadership is moving/);
+    await other.close();
+  } finally {
+    await h.close();
+  }
+});

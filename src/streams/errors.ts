@@ -47,6 +47,18 @@ export class OutcomeUnknownError extends ApiError {
   }
 }
 
+/**
+ * A write refused, before it is stored, by a node that believes it leads the partition but does not hold its cluster
+ * lease: another node may lead it by now and take the same publish (every replica's node captures the stream's
+ * subjects), so a JetStream publish gets no answer from here, as from a follower, instead of a 503 that could race
+ * that leader's acknowledgement to the client. Other doors answer it as any refusal (Kafka: NOT_LEADER_OR_FOLLOWER).
+ */
+export class LeaseLostError extends ApiError {
+  constructor() {
+    super(503, 10008, "JetStream system temporarily unavailable: this node does not hold its cluster lease");
+  }
+}
+
 const e = (code: number, errCode: number, text: string) => (): ApiError => new ApiError(code, errCode, text);
 
 export const Errors = {

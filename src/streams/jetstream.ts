@@ -30,7 +30,7 @@ import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "./stream-order.js";
-import { ApiError, Errors } from "./errors.js";
+import { ApiError, Errors, LeaseLostError } from "./errors.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 import { header, KEY_HEADER, parseHeaders } from "./headers.js";
 import { partitionForKey } from "./partitioner.js";
@@ -177,6 +177,8 @@ class StreamReceiver implements Receiver {
     const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
     this.stream.publish(msg.subject, headers, data, (err, seq, duplicate) => {
       if (reply === "" || this.stream.config.no_ack) return;
+      // Refused for a lost lease: another node may lead now and answer this publish; silent here, as a follower is.
+      if (err instanceof LeaseLostError) return;
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
       this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });

@@ -34,7 +34,7 @@ import { settled } from "../util/settle.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
-import { ApiError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
+import { ApiError, LeaseLostError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { reassignmentEnded, replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
@@ -159,7 +159,7 @@ class LeaderGate implements ReplicaGate {
   handingOver = 0;
 
   refusal(leaderOnly: boolean): ApiError | null {
-    if (!this.holdsLease()) return unavailable("this node does not hold its cluster lease");
+    if (!this.holdsLease()) return new LeaseLostError();
     if (this.handingOver > 0) return unavailable("the partition's leadership is moving to another replica");
     if (!leaderOnly && this.isrSize < this.minIsr) return new TooFewReplicasError(this.isrSize, this.minIsr);
     return null;
