@@ -90,7 +90,8 @@ async function fetchedBytes(n: NagareServer, topic: string, partition: number, o
     const error = r.i16();
     r.i64(); // high watermark
     r.i64(); // last stable offset
-    r.array((r) => [r.i64(), r.i64()]); // aborted transactions
+    const aborted = r.i32(); // aborted transactions: a nullable array (-1 when none are asked for)
+    for (let i = 0; i < aborted; i++) (r.i64(), r.i64());
     return { error, records: Buffer.from(r.nullableBytes() ?? Buffer.alloc(0)) };
   } finally {
     k.destroy();

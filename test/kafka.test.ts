@@ -758,6 +758,18 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("SaslHandshake on a listener without SASL is ILLEGAL_SASL_STATE with no mechanisms, and the connection goes on, as on Kafka's plaintext listener", async () => {
+      const s = await open();
+      s.write(frame((w) => w.string("PLAIN"), 17, 1));
+      const r = await response(s);
+      assert.equal(r.i16(), 34, "ILLEGAL_SASL_STATE");
+      assert.deepEqual(r.array((r) => r.string()), [], "no mechanisms offered");
+      s.write(frame((w) => w.i32(-1), 3, 1));
+      const metadata = await response(s);
+      assert.ok(metadata.remaining > 0, "the next request is answered");
+      s.destroy();
+    });
+
     test("a batch with a bad CRC gets CORRUPT_MESSAGE and stores nothing; an unsupported version of a known API closes", async () => {
       const topic = "raw.crc";
       const s = await open();

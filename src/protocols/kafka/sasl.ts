@@ -126,16 +126,22 @@ function unescapeSaslName(s: string): string | null {
 }
 
 /**
- * SaslHandshake v1: the client names its mechanism. Without authorization
- * there is nothing to authenticate against, and Kafka's plaintext listener
- * answers ILLEGAL_SASL_STATE; a mechanism not enabled gets
- * UNSUPPORTED_SASL_MECHANISM with the list, and the connection is closed.
+ * SaslHandshake v1: the client names its mechanism. On a listener without
+ * SASL, or a connection already authenticated, Kafka's request handler
+ * answers ILLEGAL_SASL_STATE with no mechanisms and keeps the connection.
+ * During an exchange, Kafka's authenticator answers a second handshake
+ * ILLEGAL_SASL_STATE, and a mechanism not enabled UNSUPPORTED_SASL_MECHANISM
+ * with the list, and closes the connection.
  */
 export function handleSaslHandshake(door: KafkaDoor, { conn, version, r, w }: RequestContext): boolean {
   const { mechanism } = decodeSaslHandshake(r);
+  if (door.auth === null || conn.identity !== null) {
+    w.i16(ErrorCode.ILLEGAL_SASL_STATE).arrayLength(0);
+    return true;
+  }
   const enabled = door.options.saslMechanisms;
   let error: number = ErrorCode.NONE;
-  if (door.auth === null || conn.identity !== null || conn.sasl.mechanism !== null) error = ErrorCode.ILLEGAL_SASL_STATE;
+  if (conn.sasl.mechanism !== null) error = ErrorCode.ILLEGAL_SASL_STATE;
   else if (!(enabled as readonly string[]).includes(mechanism)) error = ErrorCode.UNSUPPORTED_SASL_MECHANISM;
   else {
     conn.sasl.mechanism = mechanism as SaslMechanism;
