@@ -770,6 +770,21 @@ describe("Kafka door", () => {
       s.destroy();
     });
 
+    test("ListOffsets v1 naming a partition twice answers INVALID_REQUEST for it each time, as Kafka does; the others are answered", async () => {
+      await createTopic("raw.listed.twice");
+      const s = await open();
+      const ask = [0, 0, 1].map((partition) => [partition, -1] as const);
+      s.write(frame((w) => w.i32(-1).arrayLength(1).string("raw.listed.twice").array(ask, (w, [p, at]) => w.i32(p).i64(at)), 2, 1));
+      const r = await response(s);
+      const [answered] = r.array((r) => (r.string(), r.array((r) => [r.i32(), r.i16(), (r.i64(), r.i64())])));
+      assert.deepEqual(answered, [
+        [0, 42, -1],
+        [0, 42, -1],
+        [1, 3, -1],
+      ]);
+      s.destroy();
+    });
+
     test("a batch with a bad CRC gets CORRUPT_MESSAGE and stores nothing; an unsupported version of a known API closes", async () => {
       const topic = "raw.crc";
       const s = await open();

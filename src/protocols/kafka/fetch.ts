@@ -466,6 +466,12 @@ async function newestRecord(log: MessageLog): Promise<{ offset: number; timestam
 export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
+  // v1+: a partition named twice is INVALID_REQUEST wherever it is named, as Kafka answers it (duplicatePartitions).
+  const duplicates = new Set<string>();
+  if (version >= 1) {
+    const seen = new Set<string>();
+    for (const t of topics) for (const p of t.partitions) (seen.has(`${t.name}\0${p.index}`) ? duplicates : seen).add(`${t.name}\0${p.index}`);
+  }
   return (async () => {
     const results = [];
     for (const t of topics) {
@@ -473,6 +479,10 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
       const denied = stream !== undefined && !mayDescribeTopic(conn.permissions, stream);
       const parts = [];
       for (const p of t.partitions) {
+        if (duplicates.size > 0 && duplicates.has(`${t.name}\0${p.index}`)) {
+          parts.push({ index: p.index, error: ErrorCode.INVALID_REQUEST, timestamp: -1, offset: -1, epoch: -1 });
+          continue;
+        }
         if (denied) {
           parts.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, timestamp: -1, offset: -1, epoch: -1 });
           continue;
