@@ -19,7 +19,13 @@ import { LeaseLostError, OutcomeUnknownError } from "../src/streams/errors.js";
 import { findTopic } from "../src/protocols/kafka/topics.js";
 import { createTopic, kcat, python, startKafka } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
+import { ask, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { Writer } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { HeldGate } from "./helpers/held-gate.js";
+
+const NOT_LEADER_OR_FOLLOWER = 6;
+const OUT_OF_ORDER_SEQUENCE_NUMBER = 45;
 
 test("librdkafka's idempotent producer, told its stored batch's replication was cut short, retries it under its sequence: stored once", async () => {
   const h = await startKafka();
@@ -74,6 +80,40 @@ print(json.dumps(sorted(reports, key=lambda r: r[1])))
     const read = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o %s\n"]);
     assert.equal(read.code, 0, read.stderr);
     assert.deepEqual(read.stdout.trim().split("\n"), ["0 first", "1 second"], "each stored once");
+  } finally {
+    await h.close();
+  }
+});
+
+test("a batch sent behind one refused for a lost lease is refused alike, not OUT_OF_ORDER_SEQUENCE_NUMBER (on which librdkafka bumps its epoch and sends what is unacknowledged again as new)", async () => {
+  const h = await startKafka();
+  try {
+    const topic = "refused.in.flight";
+    await createTopic(h, topic);
+    const gate = new HeldGate();
+    findTopic(h.srv.jetstream!, topic)!.setReplicaGate(0, gate);
+    const port = h.srv.kafkaPort!;
+    const producerId = await ask(port, frame(22, 1, (w) => w.nullableString(null).i32(60_000)), (r) => (r.i32(), r.i16(), r.i64()));
+    const send = (seq: number, value: string): Promise<{ error: number; baseOffset: number }> => {
+      const w = new Writer();
+      encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from(value), headers: null }], 0, producerId, 0, seq);
+      return ask(port, produceFrame(topic, 0, Buffer.from(w.result())), produceResult);
+    };
+    gate.refuseWith = new LeaseLostError();
+    assert.equal((await send(0, "a")).error, NOT_LEADER_OR_FOLLOWER, "refused before it is stored");
+    gate.refuseWith = null;
+    // The next batch, sent before the producer heard of the refusal: refused as the first was, so both are retried in order.
+    assert.equal((await send(1, "b")).error, NOT_LEADER_OR_FOLLOWER);
+    const first = send(0, "a");
+    await waitUntil(() => gate.waiting.length === 1, "the retry to wait for its replicas");
+    gate.finish(null);
+    assert.deepEqual(await first, { error: 0, baseOffset: 0 });
+    const second = send(1, "b");
+    await waitUntil(() => gate.waiting.length === 1, "the next batch to wait for its replicas");
+    gate.finish(null);
+    assert.deepEqual(await second, { error: 0, baseOffset: 1 });
+    // A gap that no refusal explains is still OUT_OF_ORDER_SEQUENCE_NUMBER.
+    assert.equal((await send(5, "gap")).error, OUT_OF_ORDER_SEQUENCE_NUMBER);
   } finally {
     await h.close();
   }

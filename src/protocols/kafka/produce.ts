@@ -21,6 +21,7 @@ import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, leadingAttribut
 import { minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
+import { NotStored } from "./producers.js";
 import { OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { ReplicaAck, Stream } from "../../streams/stream.js";
@@ -434,9 +435,9 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   // The producer's state follows this log, as Kafka's does: a batch stored here is recorded with its offset even
   // when its replication then fails (a lost lease, too few replicas after the append), so that the client's retry
   // is answered as a duplicate, once replicated, instead of being stored twice. Only a batch not stored is forgotten.
-  let storedHere: ((offset: number | null) => void) | null = null;
+  let storedHere: ((offset: number | null, why?: NotStored) => void) | null = null;
   if (batch.producerId >= 0) {
-    const offset = new Promise<number>((resolve, reject) => (storedHere = (o) => (o === null ? reject(new Error("not stored")) : resolve(o))));
+    const offset = new Promise<number>((resolve, reject) => (storedHere = (o, why) => (o === null ? reject(why ?? new NotStored(null)) : resolve(o))));
     offset.catch(() => undefined);
     const verdict = door.producers.check(batch.producerId, batch.producerEpoch, topic, index, stream.arrivals[index] ?? 0, batch.baseSequence, batch.count, offset, p.logAppendTime ? appendTime : batch.maxTimestamp);
     if (verdict.kind === "refuse") return Promise.resolve(failed(index, verdict.error));
@@ -446,7 +447,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   const landed = transactionalId !== null ? door.txnIndexes.expect(stream, index) : null;
   const stored_ = (err: ApiError | null, first: number): void => {
     landed?.();
-    (storedHere as ((offset: number | null) => void) | null)?.(first > 0 ? first - 1 : null);
+    (storedHere as ((offset: number | null, why?: NotStored) => void) | null)?.(first > 0 ? first - 1 : null, err === null ? undefined : notStored(err));
     settle(err ?? first - 1);
   };
   try {
@@ -472,7 +473,7 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
     // Nothing appended: the index's wait for it ends, and the producer's state forgets the batch (else its retry would
     // wait on it for ever, and the producer's next batches be out of order).
     landed?.();
-    (storedHere as ((offset: number | null) => void) | null)?.(null);
+    (storedHere as ((offset: number | null, why?: NotStored) => void) | null)?.(null);
     throw err;
   }
   conn.countIn(batch.count, p.bytes);
@@ -496,6 +497,12 @@ function duplicate(stream: Stream, index: number, count: number, offset: number 
       ),
     () => failed(index, ErrorCode.KAFKA_STORAGE_ERROR),
   );
+}
+
+/** Why a batch was refused before it was stored, for its producer's state: a refusal clients retry (the leadership, the replicas) or not. */
+function notStored(err: ApiError): NotStored {
+  const code = produceErrorOf(err);
+  return new NotStored(code === ErrorCode.NOT_LEADER_OR_FOLLOWER || code === ErrorCode.NOT_ENOUGH_REPLICAS ? code : null);
 }
 
 /**

@@ -40,6 +40,23 @@ interface Entry {
   epoch: number;
   nextSeq: number;
   batches: Batch[];
+  /**
+   * A batch refused for a passing reason (no lease, too few replicas) before it was stored, which took nextSeq back
+   * to its first sequence, and the error it got; null when none. The producer's batches behind it, in flight when it
+   * was refused, are refused the same way instead of OUT_OF_ORDER_SEQUENCE_NUMBER (see check()).
+   */
+  refused: { at: number; error: number } | null;
+}
+
+/**
+ * What an idempotent batch's offset promise (check()'s `offset`) is rejected with when the batch was not stored:
+ * `retriable` with the error a client retries (the partition's leadership or replicas, for now), which the batch's
+ * successors in flight are then answered with.
+ */
+export class NotStored extends Error {
+  constructor(readonly retriable: number | null) {
+    super("not stored");
+  }
 }
 
 export type SequenceVerdict = { kind: "append" } | { kind: "duplicate"; offset: number | Promise<number>; timestamp: number } | { kind: "refuse"; error: number };
@@ -94,7 +111,7 @@ export class ProducerStates {
     const last = found[found.length - 1];
     const batches = found.filter((b) => b.epoch === last.epoch).slice(-REMEMBERED_BATCHES).map((b) => ({ firstSeq: b.firstSeq, count: b.count, offset: b.offset, timestamp: b.timestamp }));
     this.makeRoom();
-    this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches });
+    this.entries.set(key, { arrival, epoch: last.epoch, nextSeq: (last.firstSeq + last.count) % 0x80000000, batches, refused: null });
   }
 
   /** Evicts the least recently used entry when the bound is reached, noting its partition and how far its batches went. */
@@ -182,32 +199,40 @@ export class ProducerStates {
         }
         if (firstSeq !== e.nextSeq) {
           this.entries.set(key, e);
-          return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
+          // A batch sent behind one refused for a passing reason: it gets that refusal too. OUT_OF_ORDER would tell
+          // librdkafka its sequence broke after a batch it was told was not stored; it then bumps its epoch and sends
+          // every batch it has not had acknowledged again as new, including batches of other partitions that were
+          // answered "possibly stored" (stored twice). Refused alike, they are retried in order under the same epoch.
+          return { kind: "refuse", error: e.refused !== null && e.refused.at === e.nextSeq ? e.refused.error : ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
         }
       } else if (firstSeq !== 0) {
         this.entries.set(key, e);
         return { kind: "refuse", error: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER };
-      } else e = { arrival, epoch, nextSeq: 0, batches: [] };
+      } else e = { arrival, epoch, nextSeq: 0, batches: [], refused: null };
     } else {
       // No state for the producer here (never sent here, or its batches are past what a recovery reads): any
       // sequence starts it, as Kafka accepts one when the partition has no epoch for it (KIP-360). Refusing
       // with UNKNOWN_PRODUCER_ID failed KafkaJS's send outright (it does not retry it).
-      e = { arrival, epoch, nextSeq: firstSeq, batches: [] };
+      e = { arrival, epoch, nextSeq: firstSeq, batches: [], refused: null };
       this.makeRoom();
     }
     this.entries.set(key, e);
     const batch: Batch = { firstSeq, count, offset, timestamp };
+    e.refused = null;
     e.batches.push(batch);
     if (e.batches.length > REMEMBERED_BATCHES) e.batches.shift();
     // Sequences wrap at 2^31, as Kafka's do.
     e.nextSeq = (firstSeq + count) % 0x80000000;
     offset.then(
       (o) => (batch.offset = o),
-      () => {
+      (why: unknown) => {
         // Not stored here (refused, or the store failed): not a batch a retry may be told was stored; forget it and rewind.
         const i = e!.batches.indexOf(batch);
         if (i >= 0) e!.batches.splice(i, 1);
-        if (e!.nextSeq === (firstSeq + count) % 0x80000000) e!.nextSeq = firstSeq;
+        if (e!.nextSeq === (firstSeq + count) % 0x80000000) {
+          e!.nextSeq = firstSeq;
+          e!.refused = why instanceof NotStored && why.retriable !== null ? { at: firstSeq, error: why.retriable } : null;
+        }
       },
     );
     return { kind: "append" };
