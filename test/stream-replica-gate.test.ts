@@ -56,7 +56,7 @@ test("a retried publish is not acknowledged from the de-duplication window befor
 });
 
 
-test("a node that believes it leads but has lost its lease does not answer a publish: the leader elsewhere that stores it does", async () => {
+test("a node that believes it leads but has lost its lease answers a publish late: the leader elsewhere that stores it answers first; with none the refusal still comes", async () => {
   const h = await startJs();
   try {
     const jsm = await jetstreamManager(h.nc);
@@ -73,11 +73,13 @@ test("a node that believes it leads but has lost its lease does not answer a pub
     assert.equal(ack.seq, 42, "the other leader's acknowledgement, not a 503 from here");
     assert.equal(gate.refused, 1);
     assert.equal((await jsm.streams.info("L")).state.messages, 0, "not stored here");
-    // Any other refusal is answered, as before.
-    gate.refuseWith = new ApiError(503, 10008, "JetStream system temporarily unavailable: the partition's leadership is moving to another replica");
+    // No leader elsewhere: the refusal comes, late, rather than the client's timeout.
     elsewhere.unsubscribe();
     await other.flush();
-    await assert.rejects(js.publish("l", "two", { timeout: 5000 }), /leadership is moving/);
+    await assert.rejects(js.publish("l", "two", { timeout: 10_000 }), /does not hold its cluster lease/);
+    // Any other refusal is answered at once, as before.
+    gate.refuseWith = new ApiError(503, 10008, "JetStream system temporarily unavailable: the partition's leadership is moving to another replica");
+    await assert.rejects(js.publish("l", "three", { timeout: 5000 }), /leadership is moving/);
     await other.close();
   } finally {
     await h.close();

@@ -109,6 +109,11 @@ interface ConsumerMeta {
 /** In an account's store: copies of streams moved out of the way of a stream placed under their name (reclaimSetAside). */
 const SET_ASIDE_DIR = "set-aside";
 
+/** How long a publish refused for a lost lease waits before it is answered (deferRefusal): the leader elsewhere answers first. */
+export const LEASE_REFUSAL_DELAY_MS = 1500;
+/** Publishes refused that way waiting at once; past it they are answered at once. */
+const MAX_DEFERRED_REFUSALS = 10_000;
+
 /** Streams closed at once when the server stops. */
 const CLOSE_CONCURRENCY = 32;
 
@@ -177,10 +182,11 @@ class StreamReceiver implements Receiver {
     const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
     this.stream.publish(msg.subject, headers, data, (err, seq, duplicate) => {
       if (reply === "" || this.stream.config.no_ack) return;
-      // Refused for a lost lease: another node may lead now and answer this publish; silent here, as a follower is.
-      if (err instanceof LeaseLostError) return;
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
-      this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
+      // Refused for a lost lease: another node may lead now and answer this publish (every replica's node takes the
+      // stream's subjects), so the refusal goes later, after that leader's acknowledgement, which the client takes first.
+      if (err instanceof LeaseLostError) this.js.deferRefusal(reply, Buffer.from(JSON.stringify(body)));
+      else this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
     // A publisher outrunning the disk is paused until the stream's backlog drains.
     if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
@@ -215,6 +221,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
   apiTotal = 0;
   apiErrors = 0;
   private closed = false;
+  /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first from refusalHead. */
+  private readonly deferredRefusals: Array<{ reply: string; body: Buffer; due: number }> = [];
+  private refusalHead = 0;
+  private refusalTimer: NodeJS.Timeout | null = null;
   readonly events: Advisories;
   /**
    * Told of what a replica copied into a partition from elsewhere (its
@@ -1105,11 +1115,41 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.streams.get(t[2])?.consumers.get(t[3])?.onFlowControlReply(subject);
   }
 
+  /**
+   * Answers a publish refused for a lost lease LEASE_REFUSAL_DELAY_MS from now: the leader elected meanwhile stores
+   * and acknowledges the same publish, and the client takes that first answer; with no leader the refusal still comes,
+   * instead of a timeout. At most MAX_DEFERRED_REFUSALS wait (one timer for all); past that, refused at once.
+   */
+  deferRefusal(reply: string, body: Buffer): void {
+    if (this.deferredRefusals.length >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", null, body);
+    this.deferredRefusals.push({ reply, body, due: performance.now() + LEASE_REFUSAL_DELAY_MS });
+    if (this.refusalTimer === null) this.armRefusals();
+  }
+
+  private armRefusals(): void {
+    const first = this.deferredRefusals[this.refusalHead];
+    this.refusalTimer = setTimeout(() => {
+      this.refusalTimer = null;
+      const now = performance.now();
+      const q = this.deferredRefusals;
+      while (this.refusalHead < q.length && q[this.refusalHead].due <= now) {
+        const { reply, body } = q[this.refusalHead++];
+        this.emit(reply, reply, "", null, body);
+      }
+      if (this.refusalHead === q.length) {
+        q.length = 0;
+        this.refusalHead = 0;
+      } else this.armRefusals();
+    }, Math.max(0, first.due - performance.now()));
+    this.refusalTimer.unref();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.options.serverLimits?.leave(this);
     clearInterval(this.sweeper);
+    if (this.refusalTimer !== null) clearTimeout(this.refusalTimer);
     // A delete or set-aside still running has taken its stream out of `streams` but may still be closing its
     // files or removing its directory: a close that returned before it would release the store with them open.
     await Promise.all(this.streamOps.values());

@@ -854,7 +854,8 @@ export function decodeSaslHandshake(r: Reader): { mechanism: string } {
 /** auth_bytes is a view of the frame. */
 export function decodeSaslAuthenticate(r: Reader, version: number): { authBytes: Buffer } {
   if (version >= 2) {
-    const authBytes = r.compactNullableBytes() ?? Buffer.alloc(0);
+    const authBytes = r.compactNullableBytes();
+    if (authBytes === null) throw new KafkaDecodeError("null where bytes are required");
     r.tags();
     return { authBytes };
   }
