@@ -97,3 +97,13 @@ test("the bound evicts an entry with no batch in flight before one with a batch 
   assert.equal(states.mayNeedRecovery(idle, "t", 0, 0, log), true, "the idle one went, to be recovered from the log");
   assert.deepEqual(states.check(busy, 0, "t", 0, 0, 0, 10, Promise.resolve(0), 0).kind, "duplicate", "a retry of the batch in flight is known as one");
 });
+
+test("a batch past a producer's first, checked after its partition arrived here again since its recovery was decided, is refused once (retriably), so that its retry reads the log", () => {
+  const states = new ProducerStates(10);
+  const id = states.allocate();
+  const stored = (offset: number): Promise<number> => Promise.resolve(offset);
+  assert.equal(states.check(id, 0, "t", 0, 0, 0, 5, stored(0), 0).kind, "append");
+  // The partition arrives again (a move back, a leadership taken up again) between the batch's recovery and its check.
+  assert.deepEqual(states.check(id, 0, "t", 0, 1, 5, 5, stored(5), 0), { kind: "refuse", error: 6 }, "NOT_LEADER_OR_FOLLOWER");
+  assert.equal(states.check(id, 0, "t", 0, 1, 5, 5, stored(5), 0).kind, "append", "the retry, its recovery done (here: nothing found)");
+});

@@ -183,6 +183,9 @@ export class ProducerStates {
     // Recorded before the partition last arrived here by a move: what the log says (seed) counts, not this.
     if (e !== undefined && e.arrival !== arrival) {
       this.entries.delete(key);
+      // It arrived since this batch's recovery was decided (prepare): the log was not read for the producer, and a batch
+      // past its first may be the retry of one stored there. Refused for now; the retry recovers it from the log.
+      if (firstSeq !== 0) return { kind: "refuse", error: ErrorCode.NOT_LEADER_OR_FOLLOWER };
       e = undefined;
     }
     if (e !== undefined) {
