@@ -31,7 +31,7 @@ function kcatRunning(args: string[]): { exited: Promise<string>; stdout: () => s
   return { exited, stdout: () => out, stderr: () => err, kill: () => child.kill() };
 }
 import type { ReplicaGate, Stream } from "../src/streams/stream.js";
-import { Errors, TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
+import { OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -262,8 +262,9 @@ test("an idempotent batch stored here whose replication failed is a duplicate wh
   const producer = client(5).producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   try {
-    // The leader's lease lost while the stored batch waited for its replicas: NOT_LEADER_OR_FOLLOWER; KafkaJS sends the same batch again.
-    gate.failNext = Errors.clusterNotAvailable();
+    // The leader's lease lost while the stored batch waited for its replicas: REQUEST_TIMED_OUT ("possibly stored"); KafkaJS
+    // sends the same batch again.
+    gate.failNext = new OutcomeUnknownError("this node lost its cluster lease");
     let answered = false;
     const sent = producer.send({ topic, acks: -1, messages: [{ value: "x" }] }).then((r) => {
       answered = true;
@@ -299,7 +300,7 @@ test("a transactional batch stored here whose replication failed, retried as a d
   await producer.connect();
   try {
     const txn = await producer.transaction();
-    gate.failNext = Errors.clusterNotAvailable();
+    gate.failNext = new OutcomeUnknownError("this node lost its cluster lease");
     await txn.send({ topic, acks: -1, messages: [{ value: "aborted 1" }] });
     assert.equal(gate.failNext, null, "the first attempt's replication failed and KafkaJS sent the batch again");
     assert.equal(stream.partitions[0].state().lastSeq, 1, "stored once");
