@@ -15,17 +15,7 @@ import { connect } from "@nats-io/transport-node";
 import { FaultNet } from "./helpers/tcp-proxy.js";
 import { startEtcdCluster } from "./helpers/etcd.js";
 import { startFaultCluster } from "./helpers/fault-cluster.js";
-import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
-
-/** Fails if `check` turns true within `ms` (what a partition must hold, it holds for that long). */
-async function staysFalse(check: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    assert.ok(!check(), `${what} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(!check(), what);
-}
+import { staysFalse, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
 /** An echo server that counts what it received. */
 async function echo(): Promise<{ server: Server; port: number; received: () => number; sockets: Set<Socket> }> {

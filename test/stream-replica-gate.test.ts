@@ -12,11 +12,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { ApiError, LeaseLostError } from "../src/streams/errors.js";
 import { startJs } from "./helpers/js.js";
-import { waitUntil } from "./helpers/clients.js";
+import { staysFalse, waitUntil } from "./helpers/clients.js";
+import { REFUSE_CONSUMER_COPIES } from "../src/streams/stream.js";
 import { HeldGate } from "./helpers/held-gate.js";
 
 const lost = new ApiError(503, 10008, "JetStream system temporarily unavailable: leadership ended");
@@ -81,6 +83,32 @@ test("a node that believes it leads but has lost its lease answers a publish lat
     gate.refuseWith = new ApiError(503, 10008, "JetStream system temporarily unavailable: the partition's leadership is moving to another replica");
     await assert.rejects(js.publish("l", "three", { timeout: 5000 }), /leadership is moving/);
     await other.close();
+  } finally {
+    await h.close();
+  }
+});
+
+test("a replicated stream's consumers deliver nothing, not even redeliveries, where this node does not lead it, and go on once it leads", async () => {
+  const h = await startJs();
+  try {
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({ name: "F", subjects: ["f"] });
+    await jsm.consumers.add("F", { durable_name: "push", deliver_subject: "to.push", ack_policy: AckPolicy.Explicit, ack_wait: nanos(1000) });
+    const got: string[] = [];
+    h.nc.subscribe("to.push", { callback: (_err, m) => void got.push(m.string()) });
+    await h.nc.flush();
+    const js = jetstream(h.nc);
+    await js.publish("f", "one");
+    await waitUntil(() => got.length === 1, "the first delivery");
+    // A follower's copy (a leader paused past its lease and resumed as one): its pending delivery is acked at the
+    // leader, never here, so a redelivery from here would go on for ever.
+    const stream = h.srv.jetstream!.streams.get("F")!;
+    stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+    await js.publish("f", "two");
+    await staysFalse(() => got.length > 1, 2500, "a delivery from a copy that does not lead");
+    // Led here again: the redelivery and the new message go out.
+    stream.consumerCopyGate = null;
+    await waitUntil(() => got.filter((v) => v === "one").length === 2 && got.includes("two"), "delivery once led here", 10_000);
   } finally {
     await h.close();
   }

@@ -199,6 +199,8 @@ const READ_BYTES = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
 /** A pull request's expiry is honoured this early: its timer may fire a few ms before Date.now() reaches it. */
 const TIMER_SLACK_MS = 5;
+/** How often a consumer whose delivery is held (Stream.consumersHeld) looks again. */
+const HELD_RECHECK_MS = 500;
 /** Longest a pull request's timer is set for at once. */
 const MAX_TIMER_MS = 60_000;
 
@@ -230,6 +232,8 @@ export class Consumer {
   private again = false;
   /** Set while a receiving connection's backlog is past its stall mark; cleared when it drains. */
   private stalled = false;
+  /** Looks again whether delivery is still held (recheckHeld). */
+  private heldTimer: NodeJS.Timeout | null = null;
   /** Unacknowledged deliveries by deadline (a binary min-heap): one timer, armed for the earliest. */
   private readonly deadlines: Pending[] = [];
   private ackTimer: NodeJS.Timeout | null = null;
@@ -479,6 +483,11 @@ export class Consumer {
   private canDeliver(): boolean {
     // Frozen for a move (stream-move.ts): the state copied to the new leader must not change, and the target's copy must not deliver.
     if (this.stalled || this.stream.frozen) return false;
+    // Not led here, or led without the lease (a replicated stream): nothing goes out; looked at again later.
+    if (this.stream.consumersHeld()) {
+      this.recheckHeld();
+      return false;
+    }
     if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.host.hasInterest(this.config.deliver_subject!);
     this.dropGoneRequests();
     return this.waiting.length > 0;
@@ -1124,6 +1133,8 @@ export class Consumer {
 
   private readonly onAckTimer = (): void => {
     this.ackTimer = null;
+    // Held (see canDeliver): nothing falls due here, no delivery count grows; the deadlines wait for the hold to end.
+    if (this.stream.consumersHeld()) return this.recheckHeld();
     const now = Date.now();
     const max = this.config.max_deliver;
     const h = this.deadlines;
@@ -1322,11 +1333,25 @@ export class Consumer {
     return out;
   }
 
+  /** While delivery is held, one timer looks again every HELD_RECHECK_MS; once released, due redeliveries and what waits go out. */
+  private recheckHeld(): void {
+    if (this.heldTimer !== null || this.closed) return;
+    this.heldTimer = setTimeout(() => {
+      this.heldTimer = null;
+      if (this.closed) return;
+      if (this.stream.consumersHeld()) return this.recheckHeld();
+      this.armAckTimer();
+      this.notify();
+    }, HELD_RECHECK_MS);
+    this.heldTimer.unref();
+  }
+
   /** Stops timers and waiting requests; state already on disk stays. */
   async stop(): Promise<void> {
     if (this.dirty && this.dir !== null && !this.closed) await this.flushState();
     this.closed = true;
     if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.heldTimer) clearTimeout(this.heldTimer);
     if (this.hbTimer) clearInterval(this.hbTimer);
     if (this.saveTimer) clearTimeout(this.saveTimer);
     for (const r of this.waiting) if (r.timer) clearTimeout(r.timer);

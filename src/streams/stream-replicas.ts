@@ -996,6 +996,8 @@ export class StreamReplicas {
     if (p === 0) {
       const c = (copies = new ConsumerCopies(leader.run, () => leader.counted));
       stream.consumerCopyGate = (done, failed) => c.whenCopied(done, Date.now(), failed);
+      // Their delivery was held while this node did not lead (Stream.consumersHeld): it goes on now.
+      for (const consumer of stream.consumers.values()) consumer.notify();
     }
     return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
   }

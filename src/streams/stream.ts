@@ -13,7 +13,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import type { EpochEntry } from "../store/leader-epochs.js";
-import { ApiError, Errors } from "./errors.js";
+import { ApiError, Errors, LeaseLostError } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { SubjectTransform } from "../subjects/transform.js";
@@ -271,6 +271,19 @@ export class Stream {
    * (consumer-copies.ts); false: not confirmed. null: replied at once.
    */
   consumerCopyGate: ConsumerCopyGate | null = null;
+
+  /**
+   * In a cluster, whether this copy's consumers may not deliver now: this node does not lead the replicated stream's
+   * partition 0 (a follower's copy, or one not yet placed: the leader runs the consumers, and this copy's pending
+   * deliveries are acked there, never here), or leads it without its lease (another node may lead by now). Without
+   * this a leader paused past its lease and resumed as a follower redelivered its pending messages for ever.
+   */
+  consumersHeld(): boolean {
+    const gate = this.consumerCopyGate;
+    if (gate === null) return false;
+    if (gate === REFUSE_CONSUMER_COPIES) return true;
+    return this.replicaGates[0]?.refusal(true) instanceof LeaseLostError;
+  }
 
   /**
    * Resolves once the in-sync followers hold a copy of the consumers as

@@ -82,6 +82,16 @@ export async function waitUntil(check: () => boolean, what: string, ms = 10_000)
   }
 }
 
+/** Fails if `check` turns true within `ms`: what must not happen (a partition holds, a held delivery stays held) holds that long. */
+export async function staysFalse(check: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (check()) throw new Error(`${what} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  if (check()) throw new Error(what);
+}
+
 /** waitUntil for checks that must ask a server (a client call each time), polled without overlap. */
 export async function waitUntilAsync(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
