@@ -151,7 +151,11 @@ test("fetch_max_bytes caps a response; slow readers' answers and the door's resp
     for (const c of slow) c.socket.resume();
     const results = await Promise.all(slow.map((c) => Promise.all(Array.from({ length: 8 }, (_, i) => c.response(i).then(fetchResult)))));
     t.diagnostic(`response budget peak ${(door.responses.peak / MiB).toFixed(2)} MiB of ${budget / MiB}`);
-    assert.ok(door.responses.peak <= budget + 4 * slack, `built and unwritten at once: ${door.responses.peak}, budget ${budget}`);
+    // Each fetch in flight (one per connection: the eight slow ones and the fresh one) may pass the room it got by its
+    // first batch, kept whole as produced (KIP-74): 64 records of 16 KiB here. Which fetch gets how little room depends on
+    // timing: on a loaded machine several did (14.0 MiB seen).
+    const batch = 64 * (16 * 1024 + 64);
+    assert.ok(door.responses.peak <= budget + 9 * batch, `built and unwritten at once: ${door.responses.peak}, budget ${budget}`);
     assert.ok(door.responses.peak > budget / 2, "the budget was what held them back");
     for (const r of results.flat()) assert.ok(r.error === 0 && r.recordBytes <= fetchMax + slack, "every fetch answered, none past fetch.max.bytes");
     for (const c of slow) c.destroy();
