@@ -30,31 +30,31 @@ function kcatRunning(args: string[]): { exited: Promise<string>; stdout: () => s
   const exited = new Promise<string>((resolve) => child.on("close", () => resolve(out)));
   return { exited, stdout: () => out, stderr: () => err, kill: () => child.kill() };
 }
-import type { ReplicaGate, Stream } from "../src/streams/stream.js";
+import type { Stream } from "../src/streams/stream.js";
+import { HeldGate } from "./helpers/held-gate.js";
 import { OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../src/streams/errors.js";
 
 const { Kafka, logLevel } = kafkajs;
 
-/** A leader's gate whose high watermark and ISR the test decides. */
-class TestGate implements ReplicaGate {
-  highWatermark = 1;
-  highWatermarkCurrent = true;
+/** A leader's gate whose high watermark and ISR the test decides (the held gate's, replicated up to `advance`). */
+class TestGate extends HeldGate {
   tooFew = false;
   /** The last sequence shipped to the (absent) followers. */
   shipped = 0;
-  readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
   /** The next replication to fail with this after its append (the leader's lease lost while the batch waited). */
   failNext: ApiError | null = null;
   /** A leader's history: epoch 0 from the start, the epoch a single broker's Metadata shows. */
   readonly epochEntries = [{ epoch: 0, start: 1 }];
 
-  constructor(private readonly stream: Stream) {}
+  constructor(private readonly stream: Stream) {
+    super();
+  }
 
-  refusal(leaderOnly: boolean): ApiError | null {
+  override refusal(leaderOnly: boolean): ApiError | null {
     return !leaderOnly && this.tooFew ? new TooFewReplicasError(1, 2) : null;
   }
 
-  replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
+  override replicate(lastSeq: number, done: (err: ApiError | null) => void): void {
     this.ship(lastSeq);
     const fail = this.failNext;
     this.failNext = null;
@@ -63,18 +63,9 @@ class TestGate implements ReplicaGate {
     else this.waiting.push({ seq: lastSeq, done });
   }
 
-  ship(lastSeq: number): ApiError | null {
+  override ship(lastSeq: number): ApiError | null {
     this.shipped = Math.max(this.shipped, lastSeq);
     return null;
-  }
-
-  // Removals: none in this test.
-  removed(): void {}
-  frontMoved(): void {}
-  removedUnlisted(): void {}
-  removedBelow(): void {}
-  removalsReplicated(done: (err: ApiError | null) => void): void {
-    done(null);
   }
 
   /** Every in-sync replica has everything below `hw` now. */

@@ -11,14 +11,14 @@ import type { ReplicaGate } from "../../src/streams/stream.js";
 
 export class HeldGate implements ReplicaGate {
   highWatermark = 1;
-  readonly highWatermarkCurrent = true;
+  highWatermarkCurrent = true;
   readonly waiting: Array<{ seq: number; done: (err: ApiError | null) => void }> = [];
   replicated = 0;
   /** What a write is refused with before it is stored (a lost lease, say); none by default. */
   refuseWith: ApiError | null = null;
   /** Writes (and confirmations of writes already stored) refused so far. */
   refused = 0;
-  refusal(): ApiError | null {
+  refusal(_leaderOnly = false): ApiError | null {
     if (this.refuseWith !== null) this.refused++;
     return this.refuseWith;
   }
@@ -26,7 +26,7 @@ export class HeldGate implements ReplicaGate {
     if (lastSeq <= this.replicated) return done(null);
     this.waiting.push({ seq: lastSeq, done });
   }
-  ship(): ApiError | null {
+  ship(_lastSeq = 0): ApiError | null {
     return null;
   }
   removed(): void {}
