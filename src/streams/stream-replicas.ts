@@ -128,7 +128,7 @@ class LeaderGate implements ReplicaGate {
     readonly leader: ReplicaLeader,
     minIsr: number,
     isrSize: number,
-    private readonly holdsLease: () => boolean,
+    readonly holdsLease: () => boolean,
   ) {
     this.isrSize = isrSize;
     this.minIsr = minIsr;

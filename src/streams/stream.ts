@@ -13,7 +13,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
 import type { EpochEntry } from "../store/leader-epochs.js";
-import { ApiError, Errors, LeaseLostError } from "./errors.js";
+import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { SubjectTransform } from "../subjects/transform.js";
@@ -141,6 +141,8 @@ export interface ReplicaGate {
   readonly highWatermark: number;
   /** False while a new leadership's high watermark is below the log's end it began with (Kafka's leader epoch start offset): it may be below one readers saw before. */
   readonly highWatermarkCurrent: boolean;
+  /** A leader's: whether this node holds its cluster lease now (a clock comparison; no allocation). Absent: not a leader's gate. */
+  holdsLease?(): boolean;
   /**
    * Why writes are refused now, or null. `leaderOnly`: a write acknowledged
    * once this node has it (Kafka's acks=1 and 0), which too few in-sync
@@ -282,7 +284,8 @@ export class Stream {
     const gate = this.consumerCopyGate;
     if (gate === null) return false;
     if (gate === REFUSE_CONSUMER_COPIES) return true;
-    return this.replicaGates[0]?.refusal(true) instanceof LeaseLostError;
+    const leader = this.replicaGates[0];
+    return leader?.holdsLease !== undefined && !leader.holdsLease();
   }
 
   /**
