@@ -40,6 +40,7 @@ import { reassignmentEnded, replicasOf, type ClusterStreams, type PlacedStream }
 import type { JetStream } from "./jetstream.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, type ReplicaGate, type Stream } from "./stream.js";
 import { ConsumerCopies } from "./consumer-copies.js";
+import { ConsumerCopyFile, type HeldCopy } from "./consumer-copy-file.js";
 import { answerLimit, BATCH_BYTES, consumersAnswer, readConsumers, takeConsumers, type ConsumerCopy, type ConsumersCursor } from "./stream-move.js";
 
 export const REPL_PREFIX = `${CLUSTER_INTERNAL_PREFIX}REPL.`;
@@ -309,6 +310,12 @@ export class StreamReplicas {
   private readonly parked = new Map<string, ParkedRequest[]>();
   /** Consumers taken for a follower's paged copy, by `<stream>/<follower>`: later pages read the same snapshot. */
   private readonly snapshots = new Map<string, { version: number; taken: ConsumerCopy[] }>();
+  /** Per stream kept on disk, its followers' copy of the consumers (consumer-copy-file.ts). */
+  private readonly copyFiles = new WeakMap<Stream, ConsumerCopyFile>();
+  /** The last failure to keep one, told once. */
+  private readonly copyFileErrors = new WeakMap<Stream, string>();
+  /** A copy read back at a start, until the stream's first role here takes it. */
+  private readonly savedCopies = new Map<Stream, HeldCopy>();
   /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
   private readonly changing = new Set<string>();
   private readonly timer: NodeJS.Timeout;
@@ -624,20 +631,31 @@ export class StreamReplicas {
       }
       return b;
     })
-      .then(
-        (copies) => {
-          if (!unchanged) {
-            role.consumers = copies;
-            role.consumersStamp = head.stamp;
-            role.stream.replicaConsumers = copies;
+      .then(async (copies) => {
+        if (!unchanged) {
+          // On disk before the leader hears that this node holds it (the next request says so): a confirmed ack survives a restart here.
+          const run = head.run ?? null;
+          const version = head.version ?? 0;
+          try {
+            await this.copyFileOf(role.stream)?.save({ consumers: copies, stamp: head.stamp, run, version }, () => !this.closed && this.roles.get(`${name}/0`) === role);
+            this.copyFileErrors.delete(role.stream);
+          } catch (err) {
+            // Not kept: this node goes on saying it holds the last copy that was, and leaves the ISR if that holds up a confirmation.
+            const why = (err as Error).message;
+            if (this.copyFileErrors.get(role.stream) !== why) this.host.js.options.log.error(`cluster: the copy of the consumers of stream "${name}" could not be kept: ${why}`);
+            this.copyFileErrors.set(role.stream, why);
+            throw err;
           }
-          role.consumersRun = head.run ?? null;
-          role.consumersVersion = head.version ?? 0;
-        },
-        () => {
-          failed = true; // the next check tries again; a failover adopts the last copy that came whole
-        },
-      )
+          role.consumers = copies;
+          role.consumersStamp = head.stamp;
+          role.stream.replicaConsumers = copies;
+        }
+        role.consumersRun = head.run ?? null;
+        role.consumersVersion = head.version ?? 0;
+      })
+      .catch(() => {
+        failed = true; // the next check tries again; a failover adopts the last copy that came whole (and kept)
+      })
       .finally(() => {
         role.copying = false;
         role.consumersAt = failed ? Date.now() : 0;
@@ -733,9 +751,16 @@ export class StreamReplicas {
         await this.end(p, role, "the partition is no longer replicated here");
         stream.setReplicaGate(p, undefined);
       }
-      if (p === 0) stream.consumerCopyGate = null;
+      if (p === 0) {
+        stream.consumerCopyGate = null;
+        this.savedCopies.delete(stream);
+        // Not to be read back if the stream is replicated here again: its consumers here are the ones that count now.
+        await this.removeCopyFile(name, stream);
+      }
       return;
     }
+    // A copy of the consumers kept by a follower before this start, taken by the first role.
+    if (first && role === undefined && p === 0) await this.readCopyFile(name, stream);
     const epoch = placed.epochs?.[p] ?? 1;
     const isr = placed.isr?.[p] ?? [...set];
     const leader = placed.leaders[p];
@@ -758,13 +783,22 @@ export class StreamReplicas {
       // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its
       // epoch changed; at a start, the one written down last).
       const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : await this.savedHighWatermark(stream, p);
-      const consumers = role?.kind === "follower" ? role.consumers : null;
+      const consumers = role?.kind === "follower" ? role.consumers : p === 0 ? (this.takeSavedCopy(stream)?.consumers ?? null) : null;
       if (role !== undefined) {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
       // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
       if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
+      // They are this node's own now, and the copy kept on disk older than they will be: read back at a start, it would be
+      // adopted over them. Not leading while it cannot be removed (the settle fails, and is retried).
+      if (p === 0) {
+        await this.copyFileOf(stream)
+          ?.remove()
+          .catch((err: Error) => {
+            throw new Error(`the kept copy of the consumers of stream "${name}" could not be removed: ${err.message}`);
+          });
+      }
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, counted(placed, p, set)));
       await this.keep(key, p, led);
       return;
@@ -773,6 +807,8 @@ export class StreamReplicas {
     // The consumers last copied stay until the new leader's are: taking over before its first copy, this node
     // adopts them rather than keep consumers of its own from an older leadership (their ack floors far behind).
     const copied = role?.kind === "follower" ? role.consumers : null;
+    // Kept from before a start: the leader is told which copy this is, and does not send it again if it is still the state.
+    const saved = role === undefined && p === 0 ? this.takeSavedCopy(stream) : null;
     if (role !== undefined) {
       this.roles.delete(key);
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
@@ -781,8 +817,47 @@ export class StreamReplicas {
     if (copied !== null) {
       next.consumers = copied;
       stream.replicaConsumers = copied;
+    } else if (saved !== null) {
+      next.consumers = saved.consumers;
+      next.consumersStamp = saved.stamp;
+      next.consumersRun = saved.run;
+      next.consumersVersion = saved.version;
+      stream.replicaConsumers = saved.consumers;
     }
     await this.keep(key, p, next);
+  }
+
+  /** The file a follower of this stream's first partition keeps its copy of the consumers in; null for a stream in memory. */
+  private copyFileOf(stream: Stream): ConsumerCopyFile | null {
+    if (stream.dir === null) return null;
+    let file = this.copyFiles.get(stream);
+    if (file === undefined) this.copyFiles.set(stream, (file = new ConsumerCopyFile(stream.dir, stream.created.toISOString())));
+    return file;
+  }
+
+  /** Reads back the copy kept before this start, for the first role to take. One that cannot be read is reported, and this node goes on without (it takes over last). */
+  private async readCopyFile(name: string, stream: Stream): Promise<void> {
+    try {
+      const saved = await this.copyFileOf(stream)?.load();
+      if (saved !== undefined && saved !== null) this.savedCopies.set(stream, saved);
+    } catch (err) {
+      this.host.js.options.log.error(`cluster: the kept copy of the consumers of stream "${name}" cannot be read, and is not used: ${(err as Error).message}`);
+    }
+  }
+
+  private takeSavedCopy(stream: Stream): HeldCopy | null {
+    const saved = this.savedCopies.get(stream) ?? null;
+    this.savedCopies.delete(stream);
+    return saved;
+  }
+
+  /** Where the stream is no longer replicated here; a failure is reported. */
+  private async removeCopyFile(name: string, stream: Stream): Promise<void> {
+    try {
+      await this.copyFileOf(stream)?.remove();
+    } catch (err) {
+      this.host.js.options.log.error(`cluster: the kept copy of the consumers of stream "${name}" could not be removed: ${(err as Error).message}`);
+    }
   }
 
   /**

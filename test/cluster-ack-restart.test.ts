@@ -1,0 +1,100 @@
+/**
+ * A confirmed ack (AckSync) survives a follower's restart: the follower
+ * that held the leader's consumers when the ack was confirmed restarts
+ * while the leader is unreachable (a real process paused with SIGSTOP past
+ * its lease), so it gets no copy again, stays in the ISR (the leader that
+ * would drop it is the one paused) and takes over alone. It leads with the
+ * copy it kept on disk, ack floor and all. Kept in memory only, the copy
+ * went with the restart and the follower led with consumers older than the
+ * acks the client was told are confirmed (found by the 30-minute fault
+ * soak as `ack-floor-lost`).
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { NagareServer } from "../src/server/server.js";
+import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
+import { spawnNodeK, startJetStreamNode, uniqueCluster, type JetStreamClusterSite, type NodeProcess } from "./helpers/cluster.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+
+let etcd: EtcdHarness;
+let site: JetStreamClusterSite;
+let a: NagareServer;
+let b: NagareServer | undefined;
+let k: NodeProcess;
+const conns: NatsConnection[] = [];
+
+before(async () => {
+  etcd = await startEtcd();
+  site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-ackrs-")), cluster: uniqueCluster("ackrestart") };
+  a = await startJetStreamNode(site, "a");
+  b = await startJetStreamNode(site, "b");
+  k = await spawnNodeK(site);
+  await waitUntil(() => a.routes!.peers().length === 2 && b!.routes!.peers().length === 2, "a full mesh of three");
+});
+
+after(async () => {
+  for (const nc of conns) await nc.close().catch(() => undefined);
+  if (k !== undefined) {
+    k.child.kill("SIGCONT");
+    await k.stop("SIGKILL");
+  }
+  await Promise.all([a?.close(), b?.close()]);
+  await etcd.close();
+  rmSync(site.dir, { recursive: true, force: true });
+});
+
+async function client(url: string): Promise<NatsConnection> {
+  const nc = await connect({ servers: url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+  conns.push(nc);
+  return nc;
+}
+
+test("a follower restarted while its leader is unreachable takes over with the consumers' copy it kept: confirmed acks stay", async () => {
+  const placed = () => a.cluster!.placements.get("$G", "KEEP")?.placement;
+  const nc = await client(a.url);
+  const jsm = await jetstreamManager(nc);
+  // A stream of one replica on a and on b: k, leading nothing, leads the next stream placed.
+  for (const n of ["a", "b"]) await jsm.streams.add({ name: `one${n}`, subjects: [`one${n}`], placement: { cluster: "", tags: [`node:${n}`] } });
+  const info = await jsm.streams.add({ name: "KEEP", subjects: ["keep.>"], num_replicas: 3 });
+  assert.equal(info.cluster?.leader, "k");
+  await jsm.consumers.add("KEEP", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 60_000_000_000 });
+  const js = jetstream(nc);
+  for (let i = 1; i <= 4; i++) await js.publish("keep.x", `m${i}`);
+  const consumer = await js.consumers.get("KEEP", "C");
+  const got: JsMsg[] = [];
+  for await (const m of await consumer.fetch({ max_messages: 4, expires: 5000 })) got.push(m);
+  assert.deepEqual(
+    got.map((m) => m.seq),
+    [1, 2, 3, 4],
+  );
+  // Confirmed: every in-sync follower (a and b) held a copy of the consumer with these acks.
+  for (const m of got.slice(0, 3)) assert.equal(await m.ackAck({ timeout: 10_000 }), true, `the ack of ${m.seq} confirmed`);
+  assert.equal((await jsm.consumers.info("KEEP", "C")).ack_floor.stream_seq, 3);
+
+  // b goes: k drops it from the ISR, leaving a the only follower that can take over.
+  await nc.close();
+  await b!.close();
+  b = undefined;
+  await waitUntil(() => placed()?.isr?.[0].join() === "k,a", "k to drop b from the ISR", 20_000);
+
+  // k stops answering (still in etcd until its lease runs out); a restarts meanwhile, and cannot copy the consumers again.
+  k.child.kill("SIGSTOP");
+  await a.close();
+  a = await startJetStreamNode(site, "a");
+  await waitUntil(() => placed()?.leaders[0] === "a", "a to take over from k", 30_000);
+
+  const again = await jetstreamManager(await client(a.url));
+  let floor = -1;
+  await waitUntilAsync(async () => {
+    const c = await again.consumers.info("KEEP", "C").catch(() => null);
+    if (c !== null) floor = c.ack_floor.stream_seq;
+    return c !== null;
+  }, "the consumer served by a", 20_000).catch(() => undefined);
+  assert.equal(floor, 3, "the ack floor a leads with (-1: no consumer C at all)");
+});
