@@ -15,14 +15,15 @@ import { join } from "node:path";
 import { GroupCoordinator, MAX_MEMBERS_PER_GROUP, type Group, type JoinResult } from "../src/protocols/kafka/groups.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
-function coordinator(t: { after(fn: () => void): void }, initialDelayMs: number): { c: GroupCoordinator; g: Group } {
+function coordinator(t: { after(fn: () => Promise<void>): void }, initialDelayMs: number): { c: GroupCoordinator; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-gsize-"));
   const c = new GroupCoordinator(dir, { initialRebalanceDelayMs: initialDelayMs, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
   // The group's timers are unref'd (a server's sockets keep it running): this keeps the test's process up meanwhile.
   const alive = setInterval(() => {}, 1000);
-  t.after(() => {
+  t.after(async () => {
     clearInterval(alive);
-    c.close();
+    // After the group's file writes under way: one landing later would make the directory again.
+    await c.close();
     rmSync(dir, { recursive: true, force: true });
   });
   return { c, g: c.group("big", true)! };

@@ -94,7 +94,7 @@ export class AccountDoor {
       // In a cluster, transactions live in the replicated __transaction_state and are loaded as this node comes to lead its partitions.
       if (!inCluster(door)) await transactions.load();
     } catch (err) {
-      groups.close();
+      await groups.close();
       txnIndexes.close();
       throw err;
     }
@@ -135,10 +135,10 @@ export class AccountDoor {
     return this.door.responses;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.rebalancer?.close();
     this.withdrawCalls?.();
-    this.groups.close();
+    const groups = this.groups.close();
     this.offsets?.close();
     this.txnState?.close();
     this.transactions.close();
@@ -146,6 +146,7 @@ export class AccountDoor {
     this.js.reservedHeaders.delete(BATCH_HEADER);
     this.js.reservedSubjects.delete(CONTROL_SUBJECT_COMMIT);
     this.js.reservedSubjects.delete(CONTROL_SUBJECT_ABORT);
+    await groups;
   }
 }
 

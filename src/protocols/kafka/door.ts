@@ -299,7 +299,7 @@ export class KafkaDoor {
     this.accounts.delete(account);
     this.ready.delete(account);
     for (const c of [...this.connections]) if (c.account === d) c.close(`account ${account} no longer has JetStream`);
-    d.close();
+    void d.close().catch((err: Error) => this.log.warn(`kafka: closing account ${account}: ${err.message}`));
   }
 
   get maxRequestBytes(): number {

@@ -1105,8 +1105,10 @@ export class GroupCoordinator {
     }
   }
 
-  close(): void {
+  /** Stops the groups; resolves once the file writes under way have landed (none lands after: the store may be gone then). */
+  async close(): Promise<void> {
     for (const g of this.groups.values()) g.stop();
+    await Promise.all([...this.fileOps.values()]);
   }
 }
 
