@@ -13,7 +13,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { ask, describeLogDirsFrame, describeLogDirsResult, electLeadersFrame, electLeadersResult, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
+import { ask, RawKafka, describeLogDirsFrame, describeLogDirsResult, electLeadersFrame, electLeadersResult, fetchFrame, fetchResult, flexibleBody, flexibleFrame, frame, produceFrame, produceResult, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 
@@ -297,6 +297,42 @@ describe("Kafka flexible admin and transaction APIs", () => {
       [66, [0, 1]], // ListTransactions
     ];
     assert.deepEqual(want.map(([k]) => [k, ranges.get(k)]), want);
+  });
+
+  test("ApiVersions v3 naming its client software outside Kafka's pattern: INVALID_REQUEST and no versions; the connection answers on", async () => {
+    // Request header v2 (tags after the client id); the answer's header is v0 whatever the version, its body flexible.
+    const v3 = (name: string, version: string, id: number): Buffer =>
+      frame(18, 3, (w) => w.tags().uvarint(Buffer.byteLength(name) + 1).raw(Buffer.from(name)).uvarint(Buffer.byteLength(version) + 1).raw(Buffer.from(version)).tags(), id);
+    const answer = (r: Reader): { error: number; keys: number } => {
+      const error = r.i16();
+      const keys = r.arrayLength(true);
+      for (let i = 0; i < keys; i++) {
+        r.i16();
+        r.i16();
+        r.i16();
+        r.tags();
+      }
+      r.i32(); // throttle_time_ms
+      r.tags();
+      assert.equal(r.remaining, 0, "every byte of the response read");
+      return { error, keys };
+    };
+    const k = await RawKafka.open(port);
+    try {
+      const asked: Array<[string, string]> = [["bad name", "1.0"], ["-lead", "1.0"], ["trail.", "1.0"], ["", "1.0"], ["ok", "1.0 beta"], ["librdkafka", "2.0.2"], ["a", "3.6.0-SNAPSHOT"]];
+      asked.forEach(([name, version], i) => k.send(v3(name, version, i)));
+      const got = [];
+      for (let i = 0; i < asked.length; i++) got.push(answer(await k.response(i)));
+      const INVALID_REQUEST = 42;
+      assert.deepEqual(
+        got.map((g) => g.error),
+        [INVALID_REQUEST, INVALID_REQUEST, INVALID_REQUEST, INVALID_REQUEST, INVALID_REQUEST, 0, 0],
+      );
+      assert.ok(got.slice(0, 5).every((g) => g.keys === 0), "no versions with the error");
+      assert.ok(got.slice(5).every((g) => g.keys > 40), "every version otherwise");
+    } finally {
+      k.destroy();
+    }
   });
 
   test("CreateTopics v7: the created topic's partitions, replication factor, configs and topic id; TOPIC_ALREADY_EXISTS the second time; validate_only describes without creating", async () => {

@@ -13,6 +13,9 @@ import type { Stream } from "../../streams/stream.js";
 import { creationOf, topicById, topicIdOf } from "./topic-ids.js";
 import { ZERO_UUID } from "./codec.js";
 
+/** A client software name or version of ApiVersions v3+ (Kafka's SOFTWARE_NAME_VERSION_PATTERN). */
+const SOFTWARE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?$/;
+
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
     // A version we do not know: answer in v0's format, which every client reads, with the versions we do.
@@ -22,10 +25,13 @@ export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, 
   }
   const flexible = version >= 3;
   const req = decodeApiVersions(r, version);
-  if (req.clientSoftwareName !== null) conn.clientSoftware = { name: req.clientSoftwareName, version: req.clientSoftwareVersion ?? "" };
-  w.i16(ErrorCode.NONE);
+  // As Kafka (ApiVersionsRequest.isValid): v3+ names the client software in letters, digits, '-' and '.', else
+  // INVALID_REQUEST with no versions; the connection stays.
+  const valid = version < 3 || (SOFTWARE_NAME.test(req.clientSoftwareName ?? "") && SOFTWARE_NAME.test(req.clientSoftwareVersion ?? ""));
+  if (valid && req.clientSoftwareName !== null) conn.clientSoftware = { name: req.clientSoftwareName, version: req.clientSoftwareVersion ?? "" };
+  w.i16(valid ? ErrorCode.NONE : ErrorCode.INVALID_REQUEST);
   w.array(
-    [...API_VERSIONS],
+    valid ? [...API_VERSIONS] : [],
     (w, [key, [min, max]]) => {
       w.i16(key).i16(min).i16(max);
       if (flexible) w.tags();
