@@ -7,10 +7,12 @@
  * copy it kept on disk, ack floor and all. Kept in memory only, the copy
  * went with the restart and the follower led with consumers older than the
  * acks the client was told are confirmed (found by the 30-minute fault
- * soak as `ack-floor-lost`).
+ * soak as `ack-floor-lost`). The same once the restarted follower's
+ * first settle fails (one injected failure to follow): the copy is read
+ * from disk again by the settle that is retried.
  */
 
-import { test, before, after } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,45 +20,60 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNodeK, startJetStreamNode, uniqueCluster, type JetStreamClusterSite, type NodeProcess } from "./helpers/cluster.js";
+import { StreamReplicas } from "../src/streams/stream-replicas.js";
+import { startEtcd } from "./helpers/etcd.js";
+import { spawnNodeK, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
-let etcd: EtcdHarness;
-let site: JetStreamClusterSite;
-let a: NagareServer;
-let b: NagareServer | undefined;
-let k: NodeProcess;
-const conns: NatsConnection[] = [];
+/** Makes the next follow() of `stream`'s first partition in this process fail once, as a transient error (EMFILE) would. */
+function failNextFollow(stream: string): { restore: () => void; failed: boolean } {
+  const proto = StreamReplicas.prototype as unknown as { follow: (...args: unknown[]) => Promise<unknown> };
+  const follow = proto.follow;
+  const injected = {
+    failed: false,
+    restore: () => {
+      proto.follow = follow;
+    },
+  };
+  proto.follow = function (this: unknown, ...args: unknown[]) {
+    if (args[0] !== stream || args[2] !== 0) return follow.apply(this, args);
+    proto.follow = follow;
+    injected.failed = true;
+    return Promise.reject(new Error("EMFILE: too many open files (injected)"));
+  };
+  return injected;
+}
 
-before(async () => {
-  etcd = await startEtcd();
-  site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-ackrs-")), cluster: uniqueCluster("ackrestart") };
+async function scenario(t: TestContext, failFollow: boolean): Promise<void> {
+  const etcd = await startEtcd();
+  const site: JetStreamClusterSite = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-ackrs-")), cluster: uniqueCluster("ackrestart") };
+  const conns: NatsConnection[] = [];
+  let a: NagareServer | undefined;
+  let b: NagareServer | undefined;
+  let k: Awaited<ReturnType<typeof spawnNodeK>> | undefined;
+  let injected: ReturnType<typeof failNextFollow> | undefined;
+  t.after(async () => {
+    injected?.restore();
+    for (const nc of conns) await nc.close().catch(() => undefined);
+    if (k !== undefined) {
+      k.child.kill("SIGCONT");
+      await k.stop("SIGKILL");
+    }
+    await Promise.all([a?.close(), b?.close()]);
+    await etcd.close();
+    rmSync(site.dir, { recursive: true, force: true });
+  });
+  const client = async (url: string): Promise<NatsConnection> => {
+    const nc = await connect({ servers: url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+    conns.push(nc);
+    return nc;
+  };
   a = await startJetStreamNode(site, "a");
   b = await startJetStreamNode(site, "b");
   k = await spawnNodeK(site);
-  await waitUntil(() => a.routes!.peers().length === 2 && b!.routes!.peers().length === 2, "a full mesh of three");
-});
+  await waitUntil(() => a!.routes!.peers().length === 2 && b!.routes!.peers().length === 2, "a full mesh of three");
 
-after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
-  if (k !== undefined) {
-    k.child.kill("SIGCONT");
-    await k.stop("SIGKILL");
-  }
-  await Promise.all([a?.close(), b?.close()]);
-  await etcd.close();
-  rmSync(site.dir, { recursive: true, force: true });
-});
-
-async function client(url: string): Promise<NatsConnection> {
-  const nc = await connect({ servers: url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
-  conns.push(nc);
-  return nc;
-}
-
-test("a follower restarted while its leader is unreachable takes over with the consumers' copy it kept: confirmed acks stay", async () => {
-  const placed = () => a.cluster!.placements.get("$G", "KEEP")?.placement;
+  const placed = () => a!.cluster!.placements.get("$G", "KEEP")?.placement;
   const nc = await client(a.url);
   const jsm = await jetstreamManager(nc);
   // A stream of one replica on a and on b: k, leading nothing, leads the next stream placed.
@@ -79,15 +96,17 @@ test("a follower restarted while its leader is unreachable takes over with the c
 
   // b goes: k drops it from the ISR, leaving a the only follower that can take over.
   await nc.close();
-  await b!.close();
+  await b.close();
   b = undefined;
   await waitUntil(() => placed()?.isr?.[0].join() === "k,a", "k to drop b from the ISR", 20_000);
 
   // k stops answering (still in etcd until its lease runs out); a restarts meanwhile, and cannot copy the consumers again.
   k.child.kill("SIGSTOP");
   await a.close();
+  if (failFollow) injected = failNextFollow("KEEP");
   a = await startJetStreamNode(site, "a");
   await waitUntil(() => placed()?.leaders[0] === "a", "a to take over from k", 30_000);
+  if (failFollow) assert.equal(injected?.failed, true, "a's first attempt to follow k failed");
 
   const again = await jetstreamManager(await client(a.url));
   let floor = -1;
@@ -97,4 +116,8 @@ test("a follower restarted while its leader is unreachable takes over with the c
     return c !== null;
   }, "the consumer served by a", 20_000).catch(() => undefined);
   assert.equal(floor, 3, "the ack floor a leads with (-1: no consumer C at all)");
-});
+}
+
+test("a follower restarted while its leader is unreachable takes over with the consumers' copy it kept: confirmed acks stay", (t) => scenario(t, false));
+
+test("the same when the restarted follower's first settle fails: the retried settle reads the kept copy", (t) => scenario(t, true));

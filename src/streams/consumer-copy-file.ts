@@ -6,18 +6,20 @@
  * ISR (the leader that would have dropped it may be gone too), and could
  * take over with consumers older than acks the clients were told are
  * confirmed. So a copy is written, synced, before the follower tells its
- * leader it holds it, and read back at the first settle after a start.
+ * leader it holds it, and read back whenever a role is taken without one
+ * in memory (a start, a settle that failed).
  *
  * One file per stream directory, `consumers-copy.json`. A node that leads
  * has made the copy its own consumers and removes the file: left there, it
  * would be older than them at the next start. Writes and removals of one
  * file run one after the other, so a removal never precedes a write begun
- * before it.
+ * before it, and a role that ends waits for them (`idle`).
  */
 
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { readJson, removeFileDurably, writeJsonDurably } from "../util/persist.js";
+import { nodeFs, writeFileDurably } from "../util/fs.js";
+import { readJson, removeFileDurably, stateFileText } from "../util/persist.js";
 import type { ConsumerCopy } from "./stream-move.js";
 
 export const CONSUMER_COPY_FILE = "consumers-copy.json";
@@ -56,8 +58,14 @@ export class ConsumerCopyFile {
       const saved: Saved = { stream: this.created, ...copy };
       // Possibly there (a write failed part way) until it is removed.
       this.present = true;
-      await writeJsonDurably(this.path, saved);
+      // Into the stream's directory as it is: not made again if the stream's removal took it.
+      await writeFileDurably(nodeFs, this.path, Buffer.from(stateFileText(saved)));
     });
+  }
+
+  /** Resolves once the writes and removals asked for so far are done (failed or not). */
+  idle(): Promise<void> {
+    return this.tail.then(() => undefined);
   }
 
   remove(): Promise<void> {

@@ -69,6 +69,12 @@ const QUIET_MS = 5000;
 const CONSUMERS_MS = 200;
 /** How long a leader holds a follower's request for consumers that have not changed (a confirmed ack answers it at once). */
 const CONSUMERS_PARK_MS = 500;
+/**
+ * The least time between two copies of changed consumers to one follower,
+ * unless a confirmed ack waits for it: a follower writes each copy to disk,
+ * and a busy consumer changes all the time.
+ */
+const COPY_MIN_MS = 200;
 /** A follower's wait for an answer about consumers (held up to CONSUMERS_PARK_MS). */
 const CONSUMERS_REQUEST_MS = 2000;
 /** A follower's request for the leader's consumers: `<stream>.consumers`. */
@@ -314,8 +320,8 @@ export class StreamReplicas {
   private readonly copyFiles = new WeakMap<Stream, ConsumerCopyFile>();
   /** The last failure to keep one, told once. */
   private readonly copyFileErrors = new WeakMap<Stream, string>();
-  /** A copy read back at a start, until the stream's first role here takes it. */
-  private readonly savedCopies = new Map<Stream, HeldCopy>();
+  /** When each follower (`<stream>/<follower>`) was last handed a copy of changed consumers. */
+  private readonly copiedAt = new Map<string, number>();
   /** Partitions with an ISR or leader change of this node's on its way to etcd: one at a time each. */
   private readonly changing = new Set<string>();
   private readonly timer: NodeJS.Timeout;
@@ -572,20 +578,24 @@ export class StreamReplicas {
     if (first) {
       copies.holds(follower, req.run, req.held);
       const stamp = consumersStamp(role.stream);
-      if (req.stamp === stamp && req.run === copies.run) {
+      const same = req.stamp === stamp && req.run === copies.run;
+      // Nothing new, or a copy of changes handed out moments ago: held until a confirmation waits, or the time is up.
+      const hold = same ? CONSUMERS_PARK_MS : (this.copiedAt.get(key) ?? 0) + COPY_MIN_MS - Date.now();
+      if (heldSince === undefined && hold > 0 && !copies.wanted(follower)) {
         this.snapshots.delete(key);
-        if (heldSince === undefined && !copies.wanted(follower)) {
-          const since = copies.generation(follower);
-          const wake = (): void => {
-            clearTimeout(timer);
-            copies.unpark(follower, wake);
-            this.serveConsumers(name, body, reply, since);
-          };
-          const timer = setTimeout(wake, CONSUMERS_PARK_MS);
-          timer.unref();
-          copies.park(follower, wake);
-          return;
-        }
+        const since = copies.generation(follower);
+        const wake = (): void => {
+          clearTimeout(timer);
+          copies.unpark(follower, wake);
+          this.serveConsumers(name, body, reply, since);
+        };
+        const timer = setTimeout(wake, hold);
+        timer.unref();
+        copies.park(follower, wake);
+        return;
+      }
+      if (same) {
+        this.snapshots.delete(key);
         // The follower's copy is the state as it is now: it holds this version.
         const version = copies.next();
         copies.holds(follower, copies.run, version);
@@ -593,6 +603,7 @@ export class StreamReplicas {
         return;
       }
       taken = takeConsumers(role.stream, Date.now());
+      this.copiedAt.set(key, Date.now());
       head = { stamp, run: copies.run, version: copies.next() };
       this.snapshots.set(key, { version: head.version, taken });
     }
@@ -637,7 +648,8 @@ export class StreamReplicas {
           const run = head.run ?? null;
           const version = head.version ?? 0;
           try {
-            await this.copyFileOf(role.stream)?.save({ consumers: copies, stamp: head.stamp, run, version }, () => !this.closed && this.roles.get(`${name}/0`) === role);
+            const current = (): boolean => !this.closed && this.roles.get(`${name}/0`) === role && this.host.js.streams.get(name) === role.stream;
+            await this.copyFileOf(role.stream)?.save({ consumers: copies, stamp: head.stamp, run, version }, current);
             this.copyFileErrors.delete(role.stream);
           } catch (err) {
             // Not kept: this node goes on saying it holds the last copy that was, and leaves the ISR if that holds up a confirmation.
@@ -753,14 +765,11 @@ export class StreamReplicas {
       }
       if (p === 0) {
         stream.consumerCopyGate = null;
-        this.savedCopies.delete(stream);
         // Not to be read back if the stream is replicated here again: its consumers here are the ones that count now.
         await this.removeCopyFile(name, stream);
       }
       return;
     }
-    // A copy of the consumers kept by a follower before this start, taken by the first role.
-    if (first && role === undefined && p === 0) await this.readCopyFile(name, stream);
     const epoch = placed.epochs?.[p] ?? 1;
     const isr = placed.isr?.[p] ?? [...set];
     const leader = placed.leaders[p];
@@ -783,7 +792,8 @@ export class StreamReplicas {
       // Readers keep seeing what they saw: the high watermark carries over (a follower's as last heard; a leader's own when its
       // epoch changed; at a start, the one written down last).
       const hw = role?.kind === "follower" ? role.follower.highWatermark : role?.kind === "leader" ? role.gate.leader.highWatermark : await this.savedHighWatermark(stream, p);
-      const consumers = role?.kind === "follower" ? role.consumers : p === 0 ? (this.takeSavedCopy(stream)?.consumers ?? null) : null;
+      // Without a role (a start, a settle that failed), the copy kept on disk: it is there only while this node has followed since it led.
+      const consumers = role?.kind === "follower" ? role.consumers : role === undefined && p === 0 ? ((await this.keptCopy(name, stream))?.consumers ?? null) : null;
       if (role !== undefined) {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
@@ -807,13 +817,13 @@ export class StreamReplicas {
     // The consumers last copied stay until the new leader's are: taking over before its first copy, this node
     // adopts them rather than keep consumers of its own from an older leadership (their ack floors far behind).
     const copied = role?.kind === "follower" ? role.consumers : null;
-    // Kept from before a start: the leader is told which copy this is, and does not send it again if it is still the state.
-    const saved = role === undefined && p === 0 ? this.takeSavedCopy(stream) : null;
     if (role !== undefined) {
       this.roles.delete(key);
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
     }
     const next = await this.follow(name, stream, p, leader, epoch);
+    // Kept from before a start (or a settle that failed): the leader is told which copy this is, and does not send it again if it is still the state.
+    const saved = role === undefined && p === 0 ? await this.keptCopy(name, stream) : null;
     if (copied !== null) {
       next.consumers = copied;
       stream.replicaConsumers = copied;
@@ -835,20 +845,14 @@ export class StreamReplicas {
     return file;
   }
 
-  /** Reads back the copy kept before this start, for the first role to take. One that cannot be read is reported, and this node goes on without (it takes over last). */
-  private async readCopyFile(name: string, stream: Stream): Promise<void> {
+  /** The copy kept on disk, if any. One that cannot be read is reported, and this node goes on without (it takes over last). */
+  private async keptCopy(name: string, stream: Stream): Promise<HeldCopy | null> {
     try {
-      const saved = await this.copyFileOf(stream)?.load();
-      if (saved !== undefined && saved !== null) this.savedCopies.set(stream, saved);
+      return (await this.copyFileOf(stream)?.load()) ?? null;
     } catch (err) {
       this.host.js.options.log.error(`cluster: the kept copy of the consumers of stream "${name}" cannot be read, and is not used: ${(err as Error).message}`);
+      return null;
     }
-  }
-
-  private takeSavedCopy(stream: Stream): HeldCopy | null {
-    const saved = this.savedCopies.get(stream) ?? null;
-    this.savedCopies.delete(stream);
-    return saved;
   }
 
   /** Where the stream is no longer replicated here; a failure is reported. */
@@ -1014,15 +1018,20 @@ export class StreamReplicas {
       }
     }
     let adopted = 0;
+    let failed: Error | undefined;
     for (const c of copies) {
       try {
         await js.adoptMovedConsumer(stream, c.name, c.config, new Date(c.created), c.state);
         adopted++;
       } catch (err) {
+        failed ??= err as Error;
         js.options.log.warn(`cluster: consumer "${c.name}" of stream "${name}" could not be taken over: ${(err as Error).message}`);
       }
     }
     if (adopted > 0) js.options.log.info(`cluster: took over ${adopted} consumers of stream "${name}" of account ${this.account}`);
+    // Leading without one would lose its confirmed acks (or bring back an older state of it at the next start): the
+    // settle fails and is retried, with the copy still kept.
+    if (failed !== undefined) throw new Error(`the consumers of stream "${name}" could not all be taken over: ${failed.message}`);
   }
 
   /**
@@ -1191,10 +1200,13 @@ export class StreamReplicas {
         role.stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
         const prefix = `${role.stream.config.name}/`;
         for (const key of this.snapshots.keys()) if (key.startsWith(prefix)) this.snapshots.delete(key);
+        for (const key of this.copiedAt.keys()) if (key.startsWith(prefix)) this.copiedAt.delete(key);
       }
     } else {
       await role.follower.close();
       role.stream.replicaConsumers = null;
+      // A copy being written lands before the next role (or a removal of the stream's directory) goes on.
+      if (p === 0) await this.copyFileOf(role.stream)?.idle();
     }
   }
 
