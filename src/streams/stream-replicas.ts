@@ -798,16 +798,26 @@ export class StreamReplicas {
         this.roles.delete(key);
         await this.end(p, role, `leader epoch ${epoch} begins`);
       }
-      // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
-      if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
-      // They are this node's own now, and the copy kept on disk older than they will be: read back at a start, it would be
-      // adopted over them. Not leading while it cannot be removed (the settle fails, and is retried).
-      if (p === 0) {
-        await this.copyFileOf(stream)
-          ?.remove()
-          .catch((err: Error) => {
-            throw new Error(`the kept copy of the consumers of stream "${name}" could not be removed: ${err.message}`);
-          });
+      try {
+        // The consumers to lead with replace this node's own before it leads: nobody reads its older ones as the leader's.
+        if (consumers !== null) await this.adoptConsumers(name, stream, consumers);
+        // They are this node's own now, and the copy kept on disk older than they will be: read back at a start, it would be
+        // adopted over them.
+        if (p === 0) {
+          await this.copyFileOf(stream)
+            ?.remove()
+            .catch((err: Error) => {
+              throw new Error(`the kept copy of the consumers of stream "${name}" could not be removed: ${err.message}`);
+            });
+        }
+      } catch (err) {
+        // Not leading so (a disk that refuses writes, say): another in-sync replica leads if one is live, else the settle
+        // fails and is retried, the partition offline meanwhile.
+        if (await this.handAside(name, p, epoch, isr, (err as Error).message)) {
+          this.unpark(key, undefined);
+          return;
+        }
+        throw err;
       }
       const led = await this.lead(name, stream, p, set, isr, epoch, hw, minIsrOf(placed, counted(placed, p, set)));
       await this.keep(key, p, led);
@@ -919,13 +929,10 @@ export class StreamReplicas {
     const self = this.self;
     const key = `${name}/${p}`;
     const directory = this.host.cluster.directory;
-    const log = this.host.js.options.log;
     const others = isr.filter((n) => n !== self);
     let to: string | undefined;
     if (others.length > 0) {
-      const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
-      const live = others.filter((n) => directory.isLive(n));
-      to = live.find((n) => !draining.has(n)) ?? live[0];
+      to = this.liveOther(isr);
       if (to === undefined) return this.wait(key, name, `partition ${p} of stream "${name}" waits for another in-sync replica (${others.join(", ")}) to lead it: ${why}`);
     } else {
       const rest = replicas.filter((n) => n !== self);
@@ -940,18 +947,43 @@ export class StreamReplicas {
       });
       if (to === undefined) return false;
     }
-    const chosen = to;
-    await directory.update(this.account, name, (pl) => {
+    await this.handTo(name, p, epoch, to, others.length > 0, why);
+    return true;
+  }
+
+  /** Hands the leadership this node was given over to another live in-sync replica, if there is one (true), because `why`. */
+  private async handAside(name: string, p: number, epoch: number, isr: readonly string[], why: string): Promise<boolean> {
+    const to = this.liveOther(isr);
+    if (to === undefined) return false;
+    try {
+      await this.handTo(name, p, epoch, to, true, why);
+      return true;
+    } catch {
+      return false; // the placement changed meanwhile, or etcd did not answer: the settle fails, and the next one looks again
+    }
+  }
+
+  /** A live member of `isr` other than this node to lead in its place, one not draining first; undefined if none. */
+  private liveOther(isr: readonly string[]): string | undefined {
+    const directory = this.host.cluster.directory;
+    const draining = new Set(directory.nodes().filter((n) => n.draining === true).map((n) => n.name));
+    const live = isr.filter((n) => n !== this.self && directory.isLive(n));
+    return live.find((n) => !draining.has(n)) ?? live[0];
+  }
+
+  /** One fenced change: `to` leads partition `p` in the next epoch; this node leaves the ISR (`inIsr`: `to` is in it) or `to` is its only member. */
+  private async handTo(name: string, p: number, epoch: number, to: string, inIsr: boolean, why: string): Promise<void> {
+    const self = this.self;
+    await this.host.cluster.directory.update(this.account, name, (pl) => {
       if (pl.leaders[p] !== self || (pl.epochs?.[p] ?? 1) !== epoch) throw new Error("the partition's leadership changed meanwhile");
       const isrs = pl.isr ?? pl.leaders.map((_, i) => [...replicasOf(pl, i)]);
-      if (others.length > 0 ? !isrs[p].includes(chosen) : isrs[p].length !== 1 || isrs[p][0] !== self) throw new Error("the partition's in-sync replicas changed meanwhile");
+      if (inIsr ? !isrs[p].includes(to) : isrs[p].length !== 1 || isrs[p][0] !== self) throw new Error("the partition's in-sync replicas changed meanwhile");
       const epochs = [...(pl.epochs ?? pl.leaders.map(() => 1))];
       epochs[p] = epoch + 1;
-      isrs[p] = others.length > 0 ? isrs[p].filter((n) => n !== self) : [chosen];
-      return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? chosen : l)), epochs, isr: isrs };
+      isrs[p] = inIsr ? isrs[p].filter((n) => n !== self) : [to];
+      return { ...pl, leaders: pl.leaders.map((l, i) => (i === p ? to : l)), epochs, isr: isrs };
     });
-    log.warn(`cluster: partition ${p} of stream "${name}" of account ${this.account} handed to ${chosen} in epoch ${epoch + 1}: ${why}`);
-    return true;
+    this.host.js.options.log.warn(`cluster: partition ${p} of stream "${name}" of account ${this.account} handed to ${to} in epoch ${epoch + 1}: ${why}`);
   }
 
   /** Leaves partition `key` without a role until settled again (at the next checks); tells why once. */
