@@ -21,6 +21,8 @@ import { ask as askBroker, describeLogDirsFrame, describeLogDirsResult, fetchRes
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -143,6 +145,26 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     );
   }
   await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("replicated_orders")), "a copy on every node");
+  // The same stream through JetStream: its info says three replicas, and a client that writes that config back
+  // (`nats stream edit`) changes no replica and no epoch.
+  const nc = await connect({ servers: nodes[2].url });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const info = await jsm.streams.info("replicated_orders");
+    assert.equal(info.config.num_replicas, 3, "the stream info's replicas are the topic's replication factor");
+    const updated = await jsm.streams.update("replicated_orders", { ...info.config, description: "orders" });
+    assert.equal(updated.config.num_replicas, 3);
+    assert.equal(updated.config.description, "orders");
+  } finally {
+    await nc.close();
+  }
+  for (const n of nodes) {
+    assert.deepEqual(
+      (await metadataV7(n, topic)).map((p) => [p.leader, p.epoch, p.replicas.length]),
+      partitions.map((p) => [p.leader, 1, 3]),
+      "the update moved no leader and began no epoch",
+    );
+  }
   // kcat (librdkafka) reads the same replicas and ISR.
   const listed = await kcat(["-b", address(nodes[0]), "-L", "-t", topic]);
   assert.equal(listed.code, 0, listed.stderr);

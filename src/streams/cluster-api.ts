@@ -38,7 +38,7 @@ import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
-import { moveOf, newMove, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
+import { moveOf, newMove, replicasOf, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
@@ -685,7 +685,7 @@ export class ClusterApi implements Receiver {
     await this.cluster.settle(this.account, name);
     try {
       const { stream } = await this.js.createStream(req, placement.leaders.length);
-      return { ...(await stream.info()), cluster: this.clusterInfo(name), did_create: created || undefined };
+      return { ...this.withReplicas(name, await stream.info()), cluster: this.clusterInfo(name), did_create: created || undefined };
     } catch (err) {
       // A stream this request placed but could not create must not stay placed.
       if (created) await this.directory.remove(this.account, name).catch(() => undefined);
@@ -702,7 +702,8 @@ export class ClusterApi implements Receiver {
     const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
     // Checked here, so a rescale that cannot be made is refused before anything changes; made below on the placement etcd has.
-    const rescale = this.js.stream(name).config.num_replicas !== config.num_replicas ? this.rescaled(before.placement, config) : undefined;
+    // Against the copies the placement has (a Kafka topic's stream config says 1 whatever its replication factor; stream info says what the placement has).
+    const rescale = copiesOf(before.placement) !== config.num_replicas ? this.rescaled(before.placement, config) : undefined;
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);
@@ -725,7 +726,7 @@ export class ClusterApi implements Receiver {
       throw clusterError(err);
     }
     try {
-      return { ...(await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo(name) };
+      return { ...this.withReplicas(name, await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo(name) };
     } catch (err) {
       await this.directory
         .update(this.account, name, (p) => {
@@ -1086,7 +1087,7 @@ export class ClusterApi implements Receiver {
             missing.push(n);
             return null;
           }
-          return { ...(await local.info()), cluster: this.clusterInfo(n) };
+          return { ...this.withReplicas(n, await local.info()), cluster: this.clusterInfo(n) };
         }
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
@@ -1110,6 +1111,20 @@ export class ClusterApi implements Receiver {
     return { streams: infos.filter((i): i is Json => i !== null), missing: missing.sort() };
   }
 
+  /**
+   * A stream's info with `config.num_replicas` as its placement has it:
+   * a Kafka topic's stream config says 1 whatever its replication factor
+   * (the placement holds it), and a client that shows or edits the config
+   * (`nats stream info`, `stream edit`) must see the copies there are.
+   */
+  withReplicas(name: string, info: Json): Json {
+    const placed = this.directory.get(this.account, name)?.placement;
+    const config = info.config as Json | undefined;
+    if (placed === undefined || config === undefined) return info;
+    const copies = copiesOf(placed);
+    return config.num_replicas === copies ? info : { ...info, config: { ...config, num_replicas: copies } };
+  }
+
   /** nats-server's `cluster` of a stream's info: the cluster's name and the leader (this node: the leader answers). */
   /** Stream info's `cluster`: this node leads; with `stream`, its replicas too when it has some (nats-server's form). */
   clusterInfo(stream?: string): Json {
@@ -1124,4 +1139,9 @@ export class ClusterApi implements Receiver {
       for (const a of config.subjects) for (const b of p.subjects) if (subjectsIntersect(a, b)) throw Errors.subjectOverlap();
     }
   }
+}
+
+/** The copies a placement keeps of a stream's first partition: a reassignment's target while one runs (its union is passing). */
+function copiesOf(placed: PlacedStream): number {
+  return placed.reassigning?.[0]?.target.length ?? replicasOf(placed, 0).length;
 }
