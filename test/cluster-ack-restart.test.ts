@@ -22,8 +22,8 @@ import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jet
 import type { NagareServer } from "../src/server/server.js";
 import { StreamReplicas } from "../src/streams/stream-replicas.js";
 import { startEtcd } from "./helpers/etcd.js";
-import { spawnNodeK, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
-import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { addStreamLedByK, servedAckFloor, spawnNodeK, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { waitUntil } from "./helpers/clients.js";
 
 /** Makes the next follow() of `stream`'s first partition in this process fail once, as a transient error (EMFILE) would. */
 function failNextFollow(stream: string): { restore: () => void; failed: boolean } {
@@ -76,10 +76,7 @@ async function scenario(t: TestContext, failFollow: boolean): Promise<void> {
   const placed = () => a!.cluster!.placements.get("$G", "KEEP")?.placement;
   const nc = await client(a.url);
   const jsm = await jetstreamManager(nc);
-  // A stream of one replica on a and on b: k, leading nothing, leads the next stream placed.
-  for (const n of ["a", "b"]) await jsm.streams.add({ name: `one${n}`, subjects: [`one${n}`], placement: { cluster: "", tags: [`node:${n}`] } });
-  const info = await jsm.streams.add({ name: "KEEP", subjects: ["keep.>"], num_replicas: 3 });
-  assert.equal(info.cluster?.leader, "k");
+  await addStreamLedByK(jsm, "KEEP", ["keep.>"]);
   await jsm.consumers.add("KEEP", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 60_000_000_000 });
   const js = jetstream(nc);
   for (let i = 1; i <= 4; i++) await js.publish("keep.x", `m${i}`);
@@ -109,13 +106,7 @@ async function scenario(t: TestContext, failFollow: boolean): Promise<void> {
   if (failFollow) assert.equal(injected?.failed, true, "a's first attempt to follow k failed");
 
   const again = await jetstreamManager(await client(a.url));
-  let floor = -1;
-  await waitUntilAsync(async () => {
-    const c = await again.consumers.info("KEEP", "C").catch(() => null);
-    if (c !== null) floor = c.ack_floor.stream_seq;
-    return c !== null;
-  }, "the consumer served by a", 20_000).catch(() => undefined);
-  assert.equal(floor, 3, "the ack floor a leads with (-1: no consumer C at all)");
+  assert.equal(await servedAckFloor(again, "KEEP", "C"), 3, "the ack floor a leads with (-1: no consumer C at all)");
 }
 
 test("a follower restarted while its leader is unreachable takes over with the consumers' copy it kept: confirmed acks stay", (t) => scenario(t, false));

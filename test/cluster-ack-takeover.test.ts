@@ -22,7 +22,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { addStreamLedByK, spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
 let etcd: EtcdHarness;
@@ -60,10 +60,7 @@ test("an ack of a delivery the new leader's adopted consumer never made is not c
   const nc = await connect({ servers: a.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
   conns.push(nc);
   const jsm = await jetstreamManager(nc);
-  // A stream of one replica on a and on b: k, leading nothing, leads the next stream placed.
-  for (const n of ["a", "b"]) await jsm.streams.add({ name: `tk${n}`, subjects: [`tk${n}`], placement: { cluster: "", tags: [`node:${n}`] } });
-  const info = await jsm.streams.add({ name: "TAKE", subjects: ["take.>"], num_replicas: 3 });
-  assert.equal(info.cluster?.leader, "k");
+  await addStreamLedByK(jsm, "TAKE", ["take.>"]);
   // Created means in the followers' copies too (with nothing delivered).
   await jsm.consumers.add("TAKE", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 30_000_000_000 });
   const js = jetstream(nc);

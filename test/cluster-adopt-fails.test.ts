@@ -11,8 +11,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { JetStream } from "../src/streams/jetstream.js";
-import { jetStreamClusterPerFile } from "./helpers/cluster.js";
-import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { jetStreamClusterPerFile, servedAckFloor } from "./helpers/cluster.js";
+import { v3Clients, waitUntil } from "./helpers/clients.js";
 
 const clients = v3Clients();
 const { nodes } = jetStreamClusterPerFile("adoptfail", {}, () => clients.closeAll());
@@ -50,13 +50,7 @@ test("a follower that cannot adopt the consumers hands the leadership to another
     await waitUntil(() => refusing !== undefined && leader() !== undefined, "a leader other than the follower that could not adopt", 30_000);
     const by = leader()!;
     const jsm2 = await jetstreamManager(await clients.open(by.url));
-    let floor = -1;
-    await waitUntilAsync(async () => {
-      const c = await jsm2.consumers.info("ADOPT", "C").catch(() => null);
-      if (c !== null) floor = c.ack_floor.stream_seq;
-      return c !== null;
-    }, "the consumer served by the new leader", 20_000).catch(() => undefined);
-    assert.equal(floor, 2, "the ack floor the new leader leads with (-1: no consumer C)");
+    assert.equal(await servedAckFloor(jsm2, "ADOPT", "C"), 2, "the ack floor the new leader leads with (-1: no consumer C)");
   } finally {
     proto.adoptMovedConsumer = adopt;
   }

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { startEtcd, type EtcdHarness } from "./etcd.js";
-import { waitUntil } from "./clients.js";
+import { waitUntil, waitUntilAsync } from "./clients.js";
+import type { JetStreamManager, StreamInfo } from "@nats-io/jetstream";
 import type { NodeRecord } from "../../src/cluster/membership.js";
 import type { KafkaListenerOptions } from "../../src/core/options.js";
 
@@ -337,4 +338,31 @@ export async function startKafkaTestCluster(tag: string): Promise<KafkaTestClust
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A stream of three replicas led by k (spawnNodeK) in a cluster of a, b and
+ * k: a stream of one replica on a and one on b first, so that k, leading
+ * nothing, leads the next stream placed.
+ */
+export async function addStreamLedByK(jsm: JetStreamManager, name: string, subjects: string[]): Promise<StreamInfo> {
+  for (const n of ["a", "b"]) await jsm.streams.add({ name: `${name}_on_${n}`, subjects: [`${name}.on.${n}`], placement: { cluster: "", tags: [`node:${n}`] } });
+  const info = await jsm.streams.add({ name, subjects, num_replicas: 3 });
+  if (info.cluster?.leader !== "k") throw new Error(`stream ${name} is led by ${info.cluster?.leader}, not k`);
+  return info;
+}
+
+/** The ack floor of a consumer as the server `jsm` talks to serves it, once it serves the consumer; -1 if it does not within `ms`. */
+export async function servedAckFloor(jsm: JetStreamManager, stream: string, consumer: string, ms = 20_000): Promise<number> {
+  let floor = -1;
+  await waitUntilAsync(
+    async () => {
+      const c = await jsm.consumers.info(stream, consumer).catch(() => null);
+      if (c !== null) floor = c.ack_floor.stream_seq;
+      return c !== null;
+    },
+    `consumer ${consumer} served`,
+    ms,
+  ).catch(() => undefined);
+  return floor;
 }
