@@ -152,7 +152,15 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info("replicated_orders");
     assert.equal(info.config.num_replicas, 3, "the stream info's replicas are the topic's replication factor");
-    const updated = await jsm.streams.update("replicated_orders", { ...info.config, description: "orders" });
+    // An update that leaves num_replicas out (1, as the topic's stored config has it) is no scale-down.
+    const { num_replicas: _, ...rest } = info.config;
+    const raw = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.UPDATE.replicated_orders", JSON.stringify({ ...rest, description: "no replicas named" }))).data)) as { error?: unknown; config?: { num_replicas: number } };
+    assert.equal(raw.error, undefined, JSON.stringify(raw.error));
+    assert.equal(raw.config?.num_replicas, 3);
+    // Created again as shown (its stored config still says 1): the same stream, not "stream name already in use".
+    const shown = (await jsm.streams.info("replicated_orders")).config;
+    assert.equal((await jsm.streams.add(shown)).config.num_replicas, 3);
+    const updated = await jsm.streams.update("replicated_orders", { ...shown, description: "orders" });
     assert.equal(updated.config.num_replicas, 3);
     assert.equal(updated.config.description, "orders");
   } finally {

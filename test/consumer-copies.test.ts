@@ -42,8 +42,12 @@ test("with no follower counted a confirmation goes at once; one held up too long
   let counted: string[] = [];
   const copies = new ConsumerCopies("r", () => counted);
   let n = 0;
+  // A follower waiting to join holds its round: told at once that it lacks the confirmed ack, it copies again.
+  let woken = 0;
+  copies.park("b", () => woken++);
   copies.whenCopied(() => n++, 0);
   assert.equal(n, 1);
+  assert.equal(woken, 1, "a held round is answered when a confirmation goes at once");
   counted = ["b", "c"];
   copies.holds("b", "r", copies.next());
   copies.whenCopied(() => n++, 1_000);

@@ -684,7 +684,10 @@ export class ClusterApi implements Receiver {
     }
     await this.cluster.settle(this.account, name);
     try {
-      const { stream } = await this.js.createStream(req, placement.leaders.length);
+      // An existing stream asked for again with the replicas its info shows (a Kafka topic's, whose stored config says 1) is the same stream.
+      const local = created ? undefined : this.js.streams.get(name);
+      const asked = local !== undefined && config.num_replicas === copiesOf(placement) ? { ...req, num_replicas: local.config.num_replicas } : req;
+      const { stream } = await this.js.createStream(asked, placement.leaders.length);
       return { ...this.withReplicas(name, await stream.info()), cluster: this.clusterInfo(name), did_create: created || undefined };
     } catch (err) {
       // A stream this request placed but could not create must not stay placed.
@@ -702,8 +705,11 @@ export class ClusterApi implements Receiver {
     const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
     // Checked here, so a rescale that cannot be made is refused before anything changes; made below on the placement etcd has.
-    // Against the copies the placement has (a Kafka topic's stream config says 1 whatever its replication factor; stream info says what the placement has).
-    const rescale = copiesOf(before.placement) !== config.num_replicas ? this.rescaled(before.placement, config) : undefined;
+    // Only for a number that is neither the stored config's nor the placement's: a Kafka topic's stream config says 1
+    // whatever its replication factor, and stream info the copies the placement has (withReplicas). Writing back either
+    // (an edit of what info showed, an update that leaves num_replicas out) changes no replica.
+    const stored = this.js.stream(name).config.num_replicas;
+    const rescale = config.num_replicas !== stored && config.num_replicas !== copiesOf(before.placement) ? this.rescaled(before.placement, config) : undefined;
     this.checkOverlap(config, name);
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);

@@ -89,9 +89,10 @@ export class ConsumerCopies {
   whenCopied(done: () => void, now: number, failed?: () => void): boolean {
     if (this.closed) return false;
     if (this.counted().length === 0) {
-      // Confirmed on this node alone: a follower joins the ISR only with a copy taken after it.
+      // Confirmed on this node alone: a follower joins the ISR only with a copy taken after it, so one waiting is answered now.
       this.confirmed = Math.max(this.confirmed, this.version + 1);
       done();
+      for (const wake of [...this.parked.values()]) wake();
       return true;
     }
     if (this.waiters.length >= MAX_CONFIRM_WAITERS) return false;

@@ -579,9 +579,11 @@ export class StreamReplicas {
       copies.holds(follower, req.run, req.held);
       const stamp = consumersStamp(role.stream);
       const same = req.stamp === stamp && req.run === copies.run;
-      // Nothing new, or a copy of changes handed out moments ago: held until a confirmation waits, or the time is up.
+      // Nothing new, or a copy of changes handed out moments ago: held until a confirmation waits, or the time is up. Not a
+      // follower without every confirmed ack, which may join the ISR only once it holds them: under steady confirmations a
+      // paced copy would be behind again by the time it is told.
       const hold = same ? CONSUMERS_PARK_MS : (this.copiedAt.get(key) ?? 0) + COPY_MIN_MS - Date.now();
-      if (heldSince === undefined && hold > 0 && !copies.wanted(follower)) {
+      if (heldSince === undefined && hold > 0 && !copies.wanted(follower) && copies.holdsConfirmed(follower)) {
         this.snapshots.delete(key);
         const since = copies.generation(follower);
         const wake = (): void => {
