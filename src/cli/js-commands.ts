@@ -277,9 +277,16 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       const name = positional(args, 1, "stream name");
       const preferred = lastFlag(args, "preferred");
       const body = preferred === undefined ? {} : { placement: { preferred } };
-      const r = JSON.parse(new TextDecoder().decode((await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${name}`, JSON.stringify(body), { timeout: timeoutFrom(args) })).data)) as { success?: boolean; error?: { description?: string } };
+      const timeout = timeoutFrom(args);
+      const was = (await jsm.streams.info(name)).cluster?.leader;
+      const r = JSON.parse(new TextDecoder().decode((await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${name}`, JSON.stringify(body), { timeout })).data)) as { success?: boolean; error?: { description?: string } };
       if (r.error !== undefined) throw new Error(r.error.description ?? "step-down refused");
-      const si = await jsm.streams.info(name);
+      // Asked at once, a node whose copy of the placement is a moment old still names the old leader (as the nats CLI,
+      // ask until another is named, within the timeout).
+      let si = await jsm.streams.info(name);
+      for (const until = Date.now() + timeout; si.cluster?.leader === was && Date.now() < until; si = await jsm.streams.info(name)) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       await write(io.stdout, asJson ? json(si) : `Stream ${name}: leadership handed over, now led by ${si.cluster?.leader ?? "?"}\n`);
       return 0;
     }
