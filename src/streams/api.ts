@@ -390,7 +390,7 @@ export class JetStreamApi implements Receiver {
       }
       await cluster.moveAway(name, { to: to === "" ? undefined : to, tags: tags as string[] });
     }
-    return { ...cluster.withReplicas(name, await this.js.stream(name).info()), cluster: cluster.clusterInfo() };
+    return cluster.clustered(name, await this.js.stream(name).info(), false);
   }
 
   private async streamOp(verb: string, name: string, body: Buffer, reply: string, placed: Placed | null): Promise<Json | null> {
@@ -419,7 +419,7 @@ export class JetStreamApi implements Receiver {
         const info = await s.info({ subjectsFilter: filter, deletedDetails: req.deleted_details === true });
         // Clients page while total exceeds the subjects received; report the subjects sent.
         const subjects = (info.state as Json).subjects as Json | undefined;
-        return { ...(cluster !== null ? { ...cluster.withReplicas(name, info), cluster: cluster.clusterInfo(name) } : info), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
+        return { ...(cluster !== null ? cluster.clustered(name, info) : info), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
       }
       case "DELETE":
         if (cluster !== null && (await cluster.delete(name))) return { success: true };

@@ -688,7 +688,7 @@ export class ClusterApi implements Receiver {
       const local = created ? undefined : this.js.streams.get(name);
       const asked = local !== undefined && config.num_replicas === copiesOf(placement) ? { ...req, num_replicas: local.config.num_replicas } : req;
       const { stream } = await this.js.createStream(asked, placement.leaders.length);
-      return { ...this.withReplicas(name, await stream.info()), cluster: this.clusterInfo(name), did_create: created || undefined };
+      return { ...this.clustered(name, await stream.info()), did_create: created || undefined };
     } catch (err) {
       // A stream this request placed but could not create must not stay placed.
       if (created) await this.directory.remove(this.account, name).catch(() => undefined);
@@ -706,7 +706,7 @@ export class ClusterApi implements Receiver {
     if (invalid !== null) throw invalid;
     // Checked here, so a rescale that cannot be made is refused before anything changes; made below on the placement etcd has.
     // Only for a number that is neither the stored config's nor the placement's: a Kafka topic's stream config says 1
-    // whatever its replication factor, and stream info the copies the placement has (withReplicas). Writing back either
+    // whatever its replication factor, and stream info the copies the placement has (clustered). Writing back either
     // (an edit of what info showed, an update that leaves num_replicas out) changes no replica.
     const stored = this.js.stream(name).config.num_replicas;
     const rescale = config.num_replicas !== stored && config.num_replicas !== copiesOf(before.placement) ? this.rescaled(before.placement, config) : undefined;
@@ -732,7 +732,7 @@ export class ClusterApi implements Receiver {
       throw clusterError(err);
     }
     try {
-      return { ...this.withReplicas(name, await (await this.js.updateStream(req)).info()), cluster: this.clusterInfo(name) };
+      return this.clustered(name, await (await this.js.updateStream(req)).info());
     } catch (err) {
       await this.directory
         .update(this.account, name, (p) => {
@@ -1093,7 +1093,7 @@ export class ClusterApi implements Receiver {
             missing.push(n);
             return null;
           }
-          return { ...this.withReplicas(n, await local.info()), cluster: this.clusterInfo(n) };
+          return this.clustered(n, await local.info());
         }
         if (p === undefined) return null;
         const b = await this.request(p.leaders[0], `$JS.API.STREAM.INFO.${n}`, Buffer.alloc(0));
@@ -1118,22 +1118,23 @@ export class ClusterApi implements Receiver {
   }
 
   /**
-   * A stream's info with `config.num_replicas` as its placement has it:
-   * a Kafka topic's stream config says 1 whatever its replication factor
-   * (the placement holds it), and a client that shows or edits the config
-   * (`nats stream info`, `stream edit`) must see the copies there are.
+   * A stream's info as a cluster answers it: with its `cluster` (clusterInfo;
+   * `replicasListed` false leaves the replicas out), and `config.num_replicas`
+   * as its placement has it: a Kafka topic's stream config says 1 whatever
+   * its replication factor (the placement holds it), and a client that shows
+   * or edits the config (`nats stream info`, `stream edit`) must see the
+   * copies there are.
    */
-  withReplicas(name: string, info: Json): Json {
+  clustered(name: string, info: Json, replicasListed = true): Json {
+    const cluster = this.clusterInfo(replicasListed ? name : undefined);
     const placed = this.directory.get(this.account, name)?.placement;
     const config = info.config as Json | undefined;
-    if (placed === undefined || config === undefined) return info;
-    const copies = copiesOf(placed);
-    return config.num_replicas === copies ? info : { ...info, config: { ...config, num_replicas: copies } };
+    if (placed === undefined || config === undefined || config.num_replicas === copiesOf(placed)) return { ...info, cluster };
+    return { ...info, config: { ...config, num_replicas: copiesOf(placed) }, cluster };
   }
 
-  /** nats-server's `cluster` of a stream's info: the cluster's name and the leader (this node: the leader answers). */
-  /** Stream info's `cluster`: this node leads; with `stream`, its replicas too when it has some (nats-server's form). */
-  clusterInfo(stream?: string): Json {
+  /** Stream info's `cluster` (nats-server's form): the cluster's name, this node as the leader (the leader answers); with `stream`, its replicas too when it has some. */
+  private clusterInfo(stream?: string): Json {
     const replicas = stream === undefined ? undefined : this.replicas.replicaInfo(stream);
     return { name: this.directory.clusterName, leader: this.cluster.self, ...(replicas !== undefined ? { replicas } : {}) };
   }
