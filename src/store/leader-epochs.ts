@@ -24,6 +24,9 @@ export interface EpochEntry {
 /** `endOf`'s answer for an epoch older than every entry: nothing is shared. */
 export const UNDEFINED_EPOCH = -1;
 
+/** A replicated partition's checkpoint, in its directory: only a partition replicated on this node has one. */
+export const LEADER_EPOCHS_FILE = "leader-epochs.json";
+
 export class LeaderEpochs {
   private entries: EpochEntry[];
 

@@ -25,6 +25,7 @@ import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { PatternIndex } from "../subjects/pattern-index.js";
 import { FileLog } from "../store/file-log.js";
 import { MemoryLog } from "../store/memory-log.js";
+import { LEADER_EPOCHS_FILE } from "../store/leader-epochs.js";
 import type { AppendInput, ForeignRecords, MessageLog, StoredItem, SyncPolicy } from "../store/log.js";
 import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
@@ -382,9 +383,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
    */
   readonly appendAtHooks = new Set<(stream: Stream, partition: number, input: AppendInput) => Promise<(() => void) | undefined>>();
 
-  /** In a cluster, a replicated stream's consumers confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */
+  /** In a cluster, a replicated stream's consumers (its config says so, or it was replicated here: a Kafka topic's config says 1) confirm nothing until its placement says whether this node leads it (stream-replicas.ts). */
   private refuseConfirmsUntilPlaced(s: Stream): void {
-    if (this.cluster !== null && (s.config.num_replicas ?? 1) > 1) s.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+    if (this.cluster !== null && ((s.config.num_replicas ?? 1) > 1 || s.replicatedBefore)) s.consumerCopyGate = REFUSE_CONSUMER_COPIES;
   }
 
   get limits(): Readonly<AccountLimits> {
@@ -627,6 +628,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number, held = false): Promise<Stream> {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
+    // A file that cannot be looked at counts as there: the consumers wait for the placement rather than confirm alone.
+    if (stream.dir !== null) stream.replicatedBefore = await access(join(stream.dir, "p0", LEADER_EPOCHS_FILE)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== "ENOENT");
     this.refuseConfirmsUntilPlaced(stream);
     // A destination made from a stored subject's tokens could spell the cluster's own subjects: not sent there.
     stream.republishTo = (subject, headers, data) => {

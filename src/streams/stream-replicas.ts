@@ -32,7 +32,7 @@ import { join } from "node:path";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { settled } from "../util/settle.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
-import { LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
+import { LEADER_EPOCHS_FILE, LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
 import { ApiError, LeaseLostError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
@@ -1075,7 +1075,7 @@ export class StreamReplicas {
    * cut its whole copy and fetch it again while still in the ISR).
    */
   private async epochsOf(stream: Stream, p: number): Promise<LeaderEpochs> {
-    if (stream.dir !== null) return LeaderEpochs.open(join(stream.dir, `p${p}`, "leader-epochs.json"));
+    if (stream.dir !== null) return LeaderEpochs.open(join(stream.dir, `p${p}`, LEADER_EPOCHS_FILE));
     let kept = this.memoryEpochs.get(stream);
     if (kept === undefined) this.memoryEpochs.set(stream, (kept = new Map()));
     let epochs = kept.get(p);

@@ -275,6 +275,13 @@ export class Stream {
   consumerCopyGate: ConsumerCopyGate | null = null;
 
   /**
+   * Whether its partition 0 was replicated on this node when it was opened
+   * (its leader-epoch checkpoint is there): its placement may still replicate
+   * it whatever its stored `num_replicas` says (a Kafka topic's says 1).
+   */
+  replicatedBefore = false;
+
+  /**
    * In a cluster, whether this copy's consumers may not deliver now: this node does not lead the replicated stream's
    * partition 0 (a follower's copy, or one not yet placed: the leader runs the consumers, and this copy's pending
    * deliveries are acked there, never here), or leads it without its lease (another node may lead by now). Without
