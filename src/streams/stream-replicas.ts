@@ -1103,8 +1103,9 @@ export class StreamReplicas {
       lendAnswers: true,
     });
     log.setLimits(limitsOf(stream.config));
-    // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while following.
-    if (stream.partitions.length === 1) await stream.recover({ logOnly: true });
+    // What the stream derives from its log (the de-duplication window; a door's per-partition state) was not kept while
+    // following, except the ids of messages removed since they were copied (rememberCopies).
+    if (stream.partitions.length === 1) await stream.recover({ logOnly: true, keepRemoved: true });
     stream.arrivals[p] = (stream.arrivals[p] ?? 0) + 1;
     stream.followerCopy = false;
     const gate = new LeaderGate(leader, minIsr, isr.length, () => this.host.holdsLease());
@@ -1164,9 +1165,11 @@ export class StreamReplicas {
         lastError = "";
       },
       onCopied: async (items) => {
+        if (stream.partitions.length === 1) stream.rememberCopies(items);
         for (const l of this.host.js.copyListeners) await l(stream, p, items);
       },
       onCut: (from) => {
+        if (stream.partitions.length === 1) stream.forgetFrom(from);
         for (const l of this.host.js.cutListeners) l(stream, p, from);
       },
       onRemoved: (r) => {

@@ -11,7 +11,7 @@ import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
-import { payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredMessage } from "../store/log.js";
+import { isForeign, payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredItem, type StoredMessage } from "../store/log.js";
 import type { EpochEntry } from "../store/leader-epochs.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
@@ -97,6 +97,8 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
 /** The de-duplication ids a clean stop leaves for the next start (see Stream.saveDedup). */
 const DEDUP_FILE = "dedup.json";
+/** A header block names a de-duplication id (every header line follows a CRLF: the first line is the version). */
+const MSG_ID_LINE = Buffer.from("\r\nNats-Msg-Id:");
 
 /** What dedup.json holds. */
 interface SavedDedup {
@@ -393,14 +395,22 @@ export class Stream {
    * `logOnly`: from the log itself, not the cache `saveDedup` wrote (a replica's log may have been truncated and
    * refilled to the same last sequence since).
    */
-  async recover(o: { logOnly?: boolean } = {}): Promise<void> {
+  async recover(o: { logOnly?: boolean; keepRemoved?: boolean } = {}): Promise<void> {
+    // `keepRemoved`: the ids remembered of messages removed since (acked off a work queue, evicted) stay, as they
+    // would on the leader that stored them; what a truncation took was forgotten then (`forgetFrom`).
+    const before = o.keepRemoved === true ? [...this.dedup] : [];
     // What was remembered before goes: a log truncated since (a replica following another leader) no longer has it.
     this.dedup.clear();
     this.lastMsgId = "";
+    await this.rebuildDedup(o.logOnly === true);
+    if (before.length > 0) this.keepRemovedIds(before);
+  }
+
+  private async rebuildDedup(logOnly: boolean): Promise<void> {
     // Ids are remembered with the sequences PubAcks named: the stream's (with several partitions, every partition in stream order).
     const log = this.log;
     const st = log.state();
-    const saved = o.logOnly === true ? null : await this.readSavedDedup();
+    const saved = logOnly ? null : await this.readSavedDedup();
     this.savedLastSeq = saved !== null && Number.isSafeInteger(saved.lastSeq) ? saved.lastSeq : 0;
     if (st.messages === 0) return;
     const windowMs = this.config.duplicate_window / NS_PER_MS;
@@ -420,6 +430,63 @@ export class Stream {
       }
       seq = batch[batch.length - 1].seq + 1;
     }
+  }
+
+  /**
+   * Adds to the ids rebuilt from the log those remembered before (`before`,
+   * oldest first) of messages no longer in it, within the window, keeping
+   * the map oldest first (remember() drops expired ids from its front).
+   */
+  private keepRemovedIds(before: Array<[string, DedupEntry]>): void {
+    const cutoff = Date.now() - this.config.duplicate_window / NS_PER_MS;
+    const lastSeq = this.log.state().lastSeq;
+    const removed = before.filter(([id, e]) => e.time >= cutoff && e.seq <= lastSeq && !this.dedup.has(id));
+    if (removed.length === 0) return;
+    const rebuilt = [...this.dedup];
+    this.dedup.clear();
+    let i = 0;
+    for (const [id, e] of rebuilt) {
+      while (i < removed.length && removed[i][1].time <= e.time) this.dedup.set(removed[i][0], removed[i++][1]);
+      this.dedup.set(id, e);
+    }
+    for (; i < removed.length; i++) this.dedup.set(removed[i][0], removed[i][1]);
+    // The last id stored (Nats-Expected-Last-Msg-Id), if its message has been removed since.
+    let newest = this.dedup.get(this.lastMsgId)?.seq ?? 0;
+    for (const [id, e] of removed) {
+      if (e.seq <= newest) continue;
+      newest = e.seq;
+      this.lastMsgId = id;
+    }
+  }
+
+  /**
+   * A follower's copied messages (one partition): their ids remembered as
+   * their leader remembered them, at their stored times, so that a message
+   * removed later (acked off a work queue, evicted) is still a duplicate
+   * within the window once this copy leads, as on nats-server's replicas.
+   */
+  rememberCopies(items: readonly StoredItem[]): void {
+    let any = false;
+    for (const m of items) {
+      if (isForeign(m) || m.headers === null || !m.headers.includes(MSG_ID_LINE)) continue;
+      const id = header(parseHeaders(m.headers, 0, m.headers.length), "Nats-Msg-Id");
+      if (id === undefined || id === "") continue;
+      this.dedup.delete(id);
+      this.dedup.set(id, { seq: m.seq, time: m.time });
+      this.lastMsgId = id;
+      any = true;
+    }
+    if (any) this.dropExpiredIds(Date.now());
+  }
+
+  /** A follower's log was cut from `seq` on (it follows another leader): the ids of what went are forgotten. */
+  forgetFrom(seq: number): void {
+    let last: [string, number] | undefined;
+    for (const [id, e] of this.dedup) {
+      if (e.seq >= seq) this.dedup.delete(id);
+      else if (last === undefined || e.seq > last[1]) last = [id, e.seq];
+    }
+    if (!this.dedup.has(this.lastMsgId)) this.lastMsgId = last?.[0] ?? "";
   }
 
   /**
@@ -977,6 +1044,11 @@ export class Stream {
     this.dedup.delete(id);
     this.dedup.set(id, { seq, time: now });
     this.lastMsgId = id;
+    this.dropExpiredIds(now);
+  }
+
+  /** Drops the ids older than the window from the map's front (oldest first). */
+  private dropExpiredIds(now: number): void {
     const cutoff = now - this.config.duplicate_window / NS_PER_MS;
     for (const [k, v] of this.dedup) {
       if (v.time >= cutoff) break;

@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { startEtcd, type EtcdHarness } from "./etcd.js";
 import { waitUntil, waitUntilAsync } from "./clients.js";
-import type { JetStreamManager, StreamInfo } from "@nats-io/jetstream";
+import type { JetStreamManager, StreamConfig, StreamInfo } from "@nats-io/jetstream";
 import type { NodeRecord } from "../../src/cluster/membership.js";
 import type { KafkaListenerOptions } from "../../src/core/options.js";
 
@@ -345,9 +345,9 @@ export async function startKafkaTestCluster(tag: string): Promise<KafkaTestClust
  * k: a stream of one replica on a and one on b first, so that k, leading
  * nothing, leads the next stream placed.
  */
-export async function addStreamLedByK(jsm: JetStreamManager, name: string, subjects: string[]): Promise<StreamInfo> {
+export async function addStreamLedByK(jsm: JetStreamManager, name: string, subjects: string[], config: Partial<StreamConfig> = {}): Promise<StreamInfo> {
   for (const n of ["a", "b"]) await jsm.streams.add({ name: `${name}_on_${n}`, subjects: [`${name}.on.${n}`], placement: { cluster: "", tags: [`node:${n}`] } });
-  const info = await jsm.streams.add({ name, subjects, num_replicas: 3 });
+  const info = await jsm.streams.add({ ...config, name, subjects, num_replicas: 3 });
   if (info.cluster?.leader !== "k") throw new Error(`stream ${name} is led by ${info.cluster?.leader}, not k`);
   return info;
 }
