@@ -101,7 +101,7 @@ function isObject(v: unknown): v is Json {
 
 /** A name usable as a stream, consumer or bucket: no subject tokens, no path separators. */
 export function isValidName(name: string): boolean {
-  if (name === "" || name.length > MAX_NAME_LEN) return false;
+  if (name === "") return false;
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
     if (c <= 32 || c === 0x2e || c === 0x2a || c === 0x3e || c === 0x2f || c === 0x5c || c === 0x7f) return false;
@@ -201,6 +201,8 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   const name = str(raw, "name") ?? "";
   if (/[/\\]/.test(name)) throw Errors.streamNameSeparators();
   if (!isValidName(name)) throw bad("stream name is required and can not contain '.', '*', '>'");
+  // In bytes, as nats-server counts (and as a file name is bounded).
+  if (Buffer.byteLength(name) > MAX_NAME_LEN) throw bad(`stream name is too long, maximum allowed is ${MAX_NAME_LEN}`);
   const description = str(raw, "description");
   if (description !== undefined && description.length > MAX_DESCRIPTION_LEN) {
     throw bad(`stream description is too long, maximum allowed is ${MAX_DESCRIPTION_LEN}`);
@@ -385,7 +387,7 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   for (const n of [durable, name]) {
     if (n === undefined || n === "") continue;
     if (/[/\\]/.test(n)) throw Errors.consumerNameSeparators();
-    if (n.length > MAX_NAME_LEN) throw Errors.consumerNameTooLong(MAX_NAME_LEN);
+    if (Buffer.byteLength(n) > MAX_NAME_LEN) throw Errors.consumerNameTooLong(MAX_NAME_LEN);
     if (!isValidName(n)) throw Errors.consumerBadDurableName();
   }
   // A single server has one replica to give (checked before anything else, as nats-server does).

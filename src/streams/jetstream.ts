@@ -48,7 +48,7 @@ import {
   type StreamConfig,
 } from "./config.js";
 import { appendCopy } from "./copy-batch.js";
-import { moveDirDurably, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, writeJsonDurably } from "../util/persist.js";
+import { moveDirDurably, nameOfStored, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, storedName, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
@@ -480,7 +480,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       try {
         await this.loadStream(dir);
       } catch (err) {
-        const name = decodeURIComponent(dirName);
+        const name = nameOfStored(dirName);
         const why = (err as Error).message;
         this.unloadable.set(name, why);
         this.options.log.error(`Could not restore stream ${name} from ${dir}: ${why}; it is not served, and its files are left as they are`);
@@ -547,7 +547,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
           throw new Error("meta.json holds no consumer configuration");
         }
       } catch (err) {
-        this.options.log.error(`Could not restore consumer ${decodeURIComponent(dirName)} of stream ${stream.config.name}: ${(err as Error).message}; its files are left as they are`);
+        this.options.log.error(`Could not restore consumer ${nameOfStored(dirName)} of stream ${stream.config.name}: ${(err as Error).message}; its files are left as they are`);
         continue;
       }
       if (meta === undefined) continue;
@@ -907,7 +907,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
         return "reopened";
       }
       if (kept) {
-        const to = join(this.options.storeDir, SET_ASIDE_DIR, `${encodeURIComponent(name)}.${new Date().toISOString().replace(/[:.]/g, "-")}`);
+        const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+        const to = join(this.options.storeDir, SET_ASIDE_DIR, `${storedName(name, stamp.length + 1)}.${stamp}`);
         await moveDirDurably(dir, to);
         this.options.log.warn(`Stream "${name}" is placed here as a stream made at ${placed ?? "an unknown time"}; the files of the copy set aside here (made for ${recorded ?? "an unrecorded placement"}) are moved to ${to}, not served; remove them once they are not needed`);
       }

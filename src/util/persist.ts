@@ -10,6 +10,7 @@
  * before it existed) is read as it is.
  */
 
+import { createHash } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { crc32c } from "./crc32c.js";
@@ -104,7 +105,7 @@ export const REMOVING_PREFIX = ".removing-";
  * that name is removed at the next load.
  */
 export async function removeDirAtomically(path: string): Promise<void> {
-  const doomed = join(dirname(path), REMOVING_PREFIX + basename(path));
+  const doomed = join(dirname(path), REMOVING_PREFIX + fitted(basename(path), REMOVING_PREFIX.length));
   await rm(doomed, { recursive: true, force: true });
   try {
     await nodeFs.rename(path, doomed);
@@ -125,5 +126,36 @@ export async function moveDirDurably(from: string, to: string): Promise<void> {
 }
 
 export function safeJoin(dir: string, name: string): string {
-  return join(dir, encodeURIComponent(name));
+  return join(dir, storedName(name));
+}
+
+/** The longest file name Linux filesystems take (ext4, xfs, btrfs, tmpfs: 255 bytes). */
+const NAME_MAX = 255;
+/** Starts a stored name made of a hash: `%` followed by anything but two hex digits is no escaped name's. */
+const HASHED_PREFIX = "%~";
+
+/**
+ * A name (a stream's, a consumer's, a Kafka group's) as a file name that
+ * leaves `room` bytes for what is added to it (`.json.tmp`, a prefix):
+ * escaped, so that no name is a path; and when that is too long for the
+ * filesystem, its SHA-256 instead (its owner's name is inside the file).
+ * Names that fitted before keep the file name they had.
+ */
+export function storedName(name: string, room = 0): string {
+  return fitted(encodeURIComponent(name), room);
+}
+
+/** A file name as it is when it fits beside `room` more bytes, else its SHA-256 (see storedName). */
+function fitted(fileName: string, room: number): string {
+  if (Buffer.byteLength(fileName) + room <= NAME_MAX) return fileName;
+  return `${HASHED_PREFIX}${createHash("sha256").update(fileName).digest("hex")}`;
+}
+
+/** The name a stored name stands for, for messages: a hashed one is shown as it is. */
+export function nameOfStored(fileName: string): string {
+  try {
+    return decodeURIComponent(fileName);
+  } catch {
+    return fileName;
+  }
 }

@@ -21,7 +21,7 @@
 import { randomUUID } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { readJson, removeFileDurably, writeJsonDurably } from "../../util/persist.js";
+import { readJson, removeFileDurably, storedName, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 
@@ -1090,7 +1090,8 @@ export class GroupCoordinator {
   }
 
   private fileOf(id: string): string {
-    return join(this.dir, `${encodeURIComponent(id)}.json`);
+    // Room for `.json.tmp` (the write's): a long id's file is named by its hash, the id is inside.
+    return join(this.dir, `${storedName(id, ".json.tmp".length)}.json`);
   }
 
   /** Forgets offsets of a deleted topic's partitions in every group. */

@@ -30,7 +30,7 @@ import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
 import { itemEnd } from "../../streams/copy-batch.js";
 import { HiddenRanges, type Visibility } from "../../streams/visibility.js";
-import { writeFileDurably } from "../../util/persist.js";
+import { storedName, writeFileDurably } from "../../util/persist.js";
 import { AbortedRanges } from "./aborted-ranges.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, readTxnMark, type TxnMark } from "./messages.js";
 import { transactionalProducer } from "./stored-batches.js";
@@ -533,7 +533,9 @@ function isTransactional(item: StoredItem): boolean {
 }
 
 export function fileKeyOf(stream: Stream): string {
-  return `${encodeURIComponent(stream.config.name)}-${stream.created.getTime()}`;
+  const created = `-${stream.created.getTime()}`;
+  // Room for the suffix and the write's `.tmp`.
+  return `${storedName(stream.config.name, created.length + ".tmp".length)}${created}`;
 }
 
 function noop(): void {}
