@@ -299,6 +299,17 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual(want.map(([k]) => [k, ranges.get(k)]), want);
   });
 
+  test("ApiVersions in a version the broker does not know: UNSUPPORTED_VERSION in v0's format, naming only ApiVersions' own versions (KIP-511)", async () => {
+    const answer = await ask(port, frame(18, 99, () => {}), (r) => {
+      const error = r.i16();
+      const keys = r.array((r) => [r.i16(), r.i16(), r.i16()]);
+      assert.equal(r.remaining, 0, "every byte of the response read");
+      return { error, keys };
+    });
+    const UNSUPPORTED_VERSION = 35;
+    assert.deepEqual(answer, { error: UNSUPPORTED_VERSION, keys: [[18, 0, 3]] });
+  });
+
   test("ApiVersions v3 naming its client software outside Kafka's pattern: INVALID_REQUEST and no versions; the connection answers on", async () => {
     // Request header v2 (tags after the client id); the answer's header is v0 whatever the version, its body flexible.
     const v3 = (name: string, version: string, id: number): Buffer =>

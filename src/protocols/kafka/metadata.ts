@@ -13,14 +13,17 @@ import type { Stream } from "../../streams/stream.js";
 import { creationOf, topicById, topicIdOf } from "./topic-ids.js";
 import { ZERO_UUID } from "./codec.js";
 
+const API_KEY_API_VERSIONS = 18;
+
 /** A client software name or version of ApiVersions v3+ (Kafka's SOFTWARE_NAME_VERSION_PATTERN). */
 const SOFTWARE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?$/;
 
 export function handleApiVersions(_door: KafkaDoor, { conn, version, supported, r, w }: RequestContext): boolean {
   if (!supported) {
-    // A version we do not know: answer in v0's format, which every client reads, with the versions we do.
+    // A version we do not know: answer in v0's format, which every client reads, with the ApiVersions versions we do
+    // (Kafka's KIP-511 answer: the client asks again with one of them, and learns the rest from that answer).
     w.i16(ErrorCode.UNSUPPORTED_VERSION);
-    w.array([...API_VERSIONS], (w, [key, [min, max]]) => w.i16(key).i16(min).i16(max));
+    w.array([...API_VERSIONS].filter(([key]) => key === API_KEY_API_VERSIONS), (w, [key, [min, max]]) => w.i16(key).i16(min).i16(max));
     return true;
   }
   const flexible = version >= 3;
