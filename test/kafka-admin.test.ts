@@ -16,8 +16,9 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
-import { RawKafka, fetchFrame, fetchResult, frame } from "./helpers/kafka-raw.js";
-import type { Reader } from "../src/protocols/kafka/codec.js";
+import { RawKafka, ask, fetchFrame, fetchResult, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js";
+import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { parseStateFile } from "../src/util/persist.js";
 
 const { ConfigResourceTypes } = kafkajs;
@@ -689,6 +690,21 @@ describe("Kafka admin APIs", () => {
       assert.equal(r.remaining, 0);
     } finally {
       c.destroy();
+    }
+  });
+
+  test("the coordinators' internal topics on a single node: Metadata says they do not exist (never an authorization failure), a produce is INVALID_TOPIC_EXCEPTION", async () => {
+    const broker = `127.0.0.1:${h.srv.kafkaPort}`;
+    for (const topic of ["__consumer_offsets", "__transaction_state"]) {
+      // kcat asks with auto-creation allowed (a producer's Metadata): the broker makes neither.
+      const listed = await kcat(["-b", broker, "-L", "-t", topic, "-J"]);
+      assert.equal(listed.code, 0, listed.stderr);
+      const [t] = (JSON.parse(listed.stdout) as { topics: Array<{ topic: string; error?: string }> }).topics;
+      assert.deepEqual([t.topic, t.error], [topic, "Broker: Unknown topic or partition"]);
+      const w = new Writer();
+      encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("forged"), headers: null }], 0);
+      const INVALID_TOPIC_EXCEPTION = 17;
+      assert.deepEqual(await ask(h.srv.kafkaPort!, produceFrame(topic, 0, Buffer.from(w.result())), produceResult), { error: INVALID_TOPIC_EXCEPTION, baseOffset: -1 });
     }
   });
 });

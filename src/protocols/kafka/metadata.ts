@@ -78,6 +78,8 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
       let error: number = ErrorCode.NONE;
       if (partitions === undefined) {
         if (topicNameError(name) !== null) error = ErrorCode.INVALID_TOPIC_EXCEPTION;
+        // The coordinators' own topics exist only where they make them (a cluster's); a client's Metadata never does.
+        else if (isInternalTopic(name)) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
         else if (allowCreate && door.options.autoCreateTopics && !mayManageTopic(conn.permissions, "CREATE", name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
         else if (allowCreate && door.options.autoCreateTopics) {
           const made = await createTopic(door, name, door.options.defaultPartitions, new Map());

@@ -238,11 +238,11 @@ async function prepare(
   ack: ReplicaAck,
   gate: DecompressionGate,
 ): Promise<Prepared | PartitionResult> {
+  // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it), wherever it is led.
+  if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   // A partition this broker does not lead: NOT_LEADER_OR_FOLLOWER sends the client to its metadata, then to the leader.
   const stream = ledPartition(door, topic, index);
   if (typeof stream === "number") return failed(index, stream);
-  // Kafka's words for it: "Cannot append to internal topic" (only the group coordinators write it).
-  if (isInternalTopic(topic)) return failed(index, ErrorCode.INVALID_TOPIC_EXCEPTION);
   if (set === null) return failed(index, ErrorCode.CORRUPT_MESSAGE);
   // zstd came with Produce v7 (KIP-110): Kafka refuses it in older requests, whose clients may not read it back.
   if (version < 7 && ((leadingAttributes(set) ?? 0) & ATTR_CODEC_MASK) === ZSTD) {
