@@ -13,7 +13,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { api, startJs } from "./helpers/js.js";
@@ -138,4 +138,18 @@ test("a transaction into a topic of the longest name Kafka allows (249 character
     void consumer.run({ eachMessage: async ({ message }) => resolve(message.value?.toString() ?? "null") });
   });
   assert.equal(value, "committed");
+});
+
+test("a stream stored under its hash that cannot be read back keeps its files: a create of its name is refused, as for any name", async (t) => {
+  const h = await startJs();
+  t.after(() => h.close());
+  const name = "统".repeat(85);
+  assert.equal((await api(h.nc, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: ["hashed"] })).error, undefined);
+  assert.deepEqual(await api(h.nc, "hashed", "kept"), { stream: name, seq: 1 });
+  const dir = join(h.storeDir, "streams", storedName(name));
+  await h.restart({ whileStopped: () => writeFileSync(join(dir, "meta.json"), "{ torn") });
+  const made = (await api(h.nc, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: ["hashed"] })) as { error?: { code: number; err_code: number; description: string } };
+  assert.deepEqual([made.error?.code, made.error?.err_code], [503, 10077], JSON.stringify(made));
+  assert.match(String(made.error?.description), /exists on disk but could not be restored/);
+  assert.equal(readFileSync(join(dir, "meta.json"), "utf8"), "{ torn", "its files left as they were");
 });

@@ -529,6 +529,50 @@ test("KIP-101: a returning replica truncates what an older epoch wrote and nobod
   for (const n of nodes) await n.log.close();
 });
 
+test("a follower tells what it is about to cut before it cuts: a cut that fails is still told, so what was to go is forgotten (a stream's dedup ids)", async (t) => {
+  const { nodes, a, b, c, la } = await writtenToThree(t, 10);
+  for (let i = 11; i <= 15; i++) await write(la, a, i, "old-");
+  la.close("leader a lost its lease");
+  const lb = await ReplicaLeader.create({ self: "b", log: b.log, epochs: b.epochs, epoch: 2, replicas: ["a", "b", "c"], isr: ["b", "c"], highWatermark: 11 });
+  const fc2 = follow(c, 2, new Link(lb));
+  for (let i = 11; i <= 13; i++) await write(lb, b, i, "new-");
+  await until(() => lb.highWatermark === end(b), "c follows b");
+  // a returns; its disk refuses its first cut (a failed truncation that a reopen may finish later, unseen).
+  const told: string[] = [];
+  let refuse = true;
+  const log = new Proxy(a.log, {
+    get(target, key) {
+      if (key === "truncateFrom" && refuse) {
+        return async () => {
+          refuse = false;
+          told.push("the cut failed");
+          throw new Error("EIO: i/o error (injected)");
+        };
+      }
+      const v = (target as unknown as Record<string | symbol, unknown>)[key];
+      return typeof v === "function" ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const fa = new ReplicaFollower({
+    self: "a",
+    log,
+    epochs: a.epochs,
+    epoch: 2,
+    transport: new Link(lb),
+    maxWaitMs: 200,
+    backoffMs: { min: 1, max: 10 },
+    onCutting: (from) => void told.push(`cutting from ${from}`),
+    onCut: (from) => void told.push(`cut from ${from}`),
+  });
+  fa.start();
+  await until(() => end(a) === end(b) && fa.rounds > 0, "a follows b");
+  assert.deepEqual(told, ["cutting from 11", "the cut failed", "cutting from 11", "cut from 11"]);
+  await fa.close();
+  await fc2.close();
+  lb.close();
+  for (const n of nodes) await n.log.close();
+});
+
 test("KIP-207: a new leader's high watermark counts as current only once it reaches the log end its leadership began with", async (t) => {
   const { nodes, b, c, la } = await writtenToThree(t, 10);
   la.close("leader a lost its lease");

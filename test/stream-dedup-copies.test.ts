@@ -68,3 +68,30 @@ test("ids of messages a truncation took are forgotten: a retry is stored again",
   assert.equal(await publish(stream, [["Nats-Msg-Id", "d"]]), "2 duplicate");
   assert.equal(await publish(stream, [["Nats-Msg-Id", "a"]]), "1 duplicate");
 });
+
+test("an id whose sequence now holds another message is not kept, even if the cut that took its own was never told", async () => {
+  const { stream, log } = follower();
+  const now = Date.now();
+  const items = [copied(1, "a", now - 3), copied(2, "b", now - 2)];
+  await appendItems(log, items, 1);
+  stream.rememberCopies(items);
+  // Cut and refilled by another leader's message, the cut unseen (a truncation a reopen finished).
+  assert.equal(await log.truncateFrom(2), 2);
+  await appendItems(log, [copied(2, "d", now - 1)], 2);
+  await stream.recover({ logOnly: true, keepRemoved: true });
+  assert.equal(await publish(stream, [["Nats-Msg-Id", "b"]]), "3");
+  assert.equal(await publish(stream, [["Nats-Msg-Id", "d"]]), "2 duplicate");
+});
+
+test("a cut from 0 (nothing known to be shared with the leader) forgets every id", async () => {
+  const { stream, log } = follower();
+  const now = Date.now();
+  const items = [copied(1, "a", now - 2), copied(2, "b", now - 1)];
+  await appendItems(log, items, 1);
+  stream.rememberCopies(items);
+  stream.forgetFrom(0);
+  assert.equal(await log.delete(1), true);
+  await stream.recover({ logOnly: true, keepRemoved: true });
+  assert.equal(await publish(stream, [["Nats-Msg-Id", "a"]]), "3");
+  assert.equal(await publish(stream, [["Nats-Msg-Id", "b"]]), "2 duplicate");
+});

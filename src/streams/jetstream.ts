@@ -48,7 +48,7 @@ import {
   type StreamConfig,
 } from "./config.js";
 import { appendCopy } from "./copy-batch.js";
-import { moveDirDurably, nameOfStored, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, storedName, writeJsonDurably } from "../util/persist.js";
+import { isHashedName, moveDirDurably, nameOfStored, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, storedName, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
@@ -253,6 +253,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly cutListeners = new Set<(stream: Stream, partition: number, fromSeq: number) => void>();
   /** Streams found on disk that could not be opened, by name, and why: their directories are left alone. */
   readonly unloadable = new Map<string, string>();
+  /** Their directories: a name stored under its hash may not be known (its meta.json unreadable), its directory is. */
+  private readonly unloadableDirs = new Set<string>();
   /** Streams on disk this node does not serve, by name, and why (in a cluster: placed on other nodes); their files stay. */
   readonly notServed = new Map<string, string>();
   /** Of those, the placements their copies were made for (Stream.placed), where recorded (reclaimSetAside). */
@@ -480,9 +482,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
       try {
         await this.loadStream(dir);
       } catch (err) {
-        const name = nameOfStored(dirName);
+        // A hashed directory name (storedName) says nothing: the stream's own name, if its meta.json still tells it.
+        const meta = isHashedName(dirName) ? ((await readJson(join(dir, "meta.json")).catch(() => undefined)) as Partial<StreamMeta> | undefined) : undefined;
+        const name = typeof meta?.config?.name === "string" ? meta.config.name : nameOfStored(dirName);
         const why = (err as Error).message;
         this.unloadable.set(name, why);
+        this.unloadableDirs.add(dir);
         this.options.log.error(`Could not restore stream ${name} from ${dir}: ${why}; it is not served, and its files are left as they are`);
       }
     }
@@ -781,14 +786,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
       if (sameJson(existing.config, config) && existing.partitions.length === partitions) return { stream: existing, created: false };
       throw Errors.streamNameExists();
     }
-    const unloadable = this.unloadable.get(config.name) ?? this.notServed.get(config.name);
+    const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
+    const unloadable = this.unloadable.get(config.name) ?? this.notServed.get(config.name) ?? (dir !== null && this.unloadableDirs.has(dir) ? "its directory could not be read back" : undefined);
     if (unloadable !== undefined) {
       // Its files are still there: a new stream must not adopt (or overwrite) them.
       throw Errors.storeFailed(`stream ${config.name} exists on disk but could not be restored (${unloadable}); repair or remove its directory first`);
     }
     this.checkOverlap(config, null);
     const created = new Date();
-    const dir = config.storage === "file" ? safeJoin(this.streamsDir, config.name) : null;
     if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), streamMeta(config, created, partitions, placed));
     const stream = await this.openStream(config, created, dir, partitions);
     stream.placed = placed;

@@ -1506,6 +1506,13 @@ export interface ReplicaFollowerOptions {
   /** The log was cut back from `fromSeq` on (KIP-101), whether or not messages went (sequences may have been empty). */
   onCut?: (fromSeq: number) => void;
   /**
+   * The log is about to be cut from `fromSeq` on (0: nothing in it is known
+   * to be the leader's): told before the cut, so that a cut that fails part
+   * way (and is finished by a reopen, after which no cut is seen) still
+   * forgets what was to go.
+   */
+  onCutting?: (fromSeq: number) => void | Promise<void>;
+  /**
    * Stored messages this copy gave up to agree with its leader: a truncation
    * (what an older epoch wrote), a purge below the leader's log start, or
    * deletes of what the leader removed. Told so that no message leaves a
@@ -1689,6 +1696,8 @@ export class ReplicaFollower {
       if (own === null || own.epoch === UNDEFINED_EPOCH) {
         // Nothing shared for sure: keep only what the leader no longer has (below its log start), which the first fetch purges.
         cut = Math.min(next, a.logStart);
+        // None of it is known to be the leader's, the part kept below its log start included.
+        await this.opts.onCutting?.(0);
         break;
       }
       if (own.epoch === a.epoch) {
@@ -1700,6 +1709,7 @@ export class ReplicaFollower {
     }
     await this.write(async () => {
       const before = log.state().messages;
+      if (cut < next) await this.opts.onCutting?.(cut);
       const end = cut < next ? ((await log.truncateFrom(cut)) ?? cut) : cut;
       if (end < next) this.opts.onCut?.(end);
       await epochs.truncateFrom(end);
@@ -1779,6 +1789,7 @@ export class ReplicaFollower {
         this.told("deleted", lacking[0] ?? 0, lacking[lacking.length - 1] ?? 0, kept - log.state().messages, "removed at the leader (reconciling)");
         if (cut > 0) {
           const before = log.state().messages;
+          await this.opts.onCutting?.(cut);
           const from = (await log.truncateFrom(cut)) ?? cut;
           this.opts.onCut?.(from);
           await epochs.truncateFrom(from);

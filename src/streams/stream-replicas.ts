@@ -1168,7 +1168,14 @@ export class StreamReplicas {
         if (stream.partitions.length === 1) stream.rememberCopies(items);
         for (const l of this.host.js.copyListeners) await l(stream, p, items);
       },
+      onCutting: async (from) => {
+        if (stream.partitions.length !== 1) return;
+        stream.forgetFrom(from);
+        // The ids a clean stop saved may name what goes: not to be read back at a start after the log is refilled.
+        await stream.dropSavedDedup();
+      },
       onCut: (from) => {
+        // Lower than told before when a Kafka batch across the cut went whole.
         if (stream.partitions.length === 1) stream.forgetFrom(from);
         for (const l of this.host.js.cutListeners) l(stream, p, from);
       },

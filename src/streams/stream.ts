@@ -15,6 +15,7 @@ import { isForeign, payloadSizeAt, type AppendInput, type ForeignBatch, type Lim
 import type { EpochEntry } from "../store/leader-epochs.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
+import { removeFileDurably } from "../util/persist.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
@@ -440,7 +441,9 @@ export class Stream {
   private keepRemovedIds(before: Array<[string, DedupEntry]>): void {
     const cutoff = Date.now() - this.config.duplicate_window / NS_PER_MS;
     const lastSeq = this.log.state().lastSeq;
-    const removed = before.filter(([id, e]) => e.time >= cutoff && e.seq <= lastSeq && !this.dedup.has(id));
+    // Only ids whose sequences are empty now: one that holds a message holds another's (its own would be rebuilt).
+    const log = this.log;
+    const removed = before.filter(([id, e]) => e.time >= cutoff && e.seq <= lastSeq && !this.dedup.has(id) && !log.has(e.seq));
     if (removed.length === 0) return;
     const rebuilt = [...this.dedup];
     this.dedup.clear();
@@ -479,7 +482,7 @@ export class Stream {
     if (any) this.dropExpiredIds(Date.now());
   }
 
-  /** A follower's log was cut from `seq` on (it follows another leader): the ids of what went are forgotten. */
+  /** A follower's log is cut from `seq` on (it follows another leader; 0: nothing is known to be shared): the ids of what goes are forgotten. */
   forgetFrom(seq: number): void {
     let last: [string, number] | undefined;
     for (const [id, e] of this.dedup) {
@@ -503,6 +506,11 @@ export class Stream {
     const path = join(this.dir, DEDUP_FILE);
     await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
     await rename(`${path}.tmp`, path);
+  }
+
+  /** Removes what saveDedup wrote (durably): the log it was saved for is about to change other than by appends. */
+  async dropSavedDedup(): Promise<void> {
+    if (this.dir !== null) await removeFileDurably(join(this.dir, DEDUP_FILE));
   }
 
   /** What saveDedup last wrote (at a clean close), null if none or torn by a crash. */

@@ -151,6 +151,11 @@ function fitted(fileName: string, room: number): string {
   return `${HASHED_PREFIX}${createHash("sha256").update(fileName).digest("hex")}`;
 }
 
+/** Whether a stored name is a hash (storedName): the name it stands for is only in the file. */
+export function isHashedName(fileName: string): boolean {
+  return fileName.startsWith(HASHED_PREFIX);
+}
+
 /** The name a stored name stands for, for messages: a hashed one is shown as it is. */
 export function nameOfStored(fileName: string): string {
   try {
