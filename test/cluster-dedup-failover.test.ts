@@ -62,13 +62,15 @@ test("a new leader answers retries of removed messages' ids as duplicates, withi
   const placed = () => a!.cluster!.placements.get("$G", "JOBS")?.placement;
   assert.equal(placed()?.leaders[0], "k");
   await jsm.consumers.add("JOBS", { durable_name: "W", ack_policy: AckPolicy.Explicit, filter_subject: "jobs.work" });
-  const published: string[] = [];
-  for (const [subject, id] of [
+  // Each message's subject and de-duplication id: one is acked off the queue, one deleted, one purged, one kept.
+  const jobs: Array<[string, string]> = [
     ["jobs.work", "acked"],
     ["jobs.other", "deleted"],
     ["jobs.purged", "purged"],
     ["jobs.other", "kept"],
-  ]) {
+  ];
+  const published: string[] = [];
+  for (const [subject, id] of jobs) {
     const ack = await js.publish(subject, id, { msgID: id });
     published.push(`${id}@${ack.seq}`);
   }
@@ -86,12 +88,7 @@ test("a new leader answers retries of removed messages' ids as duplicates, withi
   k = undefined;
   await waitUntil(() => placed()?.leaders[0] !== "k", "a or b to take over", 30_000);
   const retried: string[] = [];
-  for (const [subject, id] of [
-    ["jobs.work", "acked"],
-    ["jobs.other", "deleted"],
-    ["jobs.purged", "purged"],
-    ["jobs.other", "kept"],
-  ]) {
+  for (const [subject, id] of jobs) {
     const ack = await publishRetried(js, subject, id);
     retried.push(`${id}@${ack.seq}${ack.duplicate ? " duplicate" : ""}`);
   }
