@@ -489,19 +489,20 @@ describe("JetStream consumers", () => {
 
   test("backoff sets each redelivery's wait; +WPI pushes the deadline out", async () => {
     const s = await stream(2);
-    await jsm.consumers.add(s.name, { durable_name: "B", ack_policy: AckPolicy.Explicit, backoff: [200 * MS, 1500 * MS], max_deliver: 4 });
+    // Steps long beside the 100 ms between +WPIs: a loaded machine may delay one by several hundred ms.
+    await jsm.consumers.add(s.name, { durable_name: "B", ack_policy: AckPolicy.Explicit, backoff: [1000 * MS, 2000 * MS], max_deliver: 4 });
     const ci = await jsm.consumers.info(s.name, "B");
-    assert.equal(ci.config.ack_wait, 200 * MS, "ack_wait is the first backoff step");
+    assert.equal(ci.config.ack_wait, 1000 * MS, "ack_wait is the first backoff step");
     const [m1, m2] = await fetchAll(s.name, "B", 2);
     const t0 = Date.now();
     // m2 keeps asking for more time: it must not come back while m1 does.
     const keepAlive = setInterval(() => m2.working(), 100);
     try {
-      const second = await fetchAll(s.name, "B", 1, 3000);
+      const second = await fetchAll(s.name, "B", 1, 5000);
       assert.deepEqual(second.map((m) => [m.seq, m.info.deliveryCount]), [[1, 2]]);
-      const third = await fetchAll(s.name, "B", 1, 4000);
+      const third = await fetchAll(s.name, "B", 1, 6000);
       assert.deepEqual(third.map((m) => [m.seq, m.info.deliveryCount]), [[1, 3]]);
-      assert.ok(Date.now() - t0 >= 1500, "the second backoff step (1.5 s) was waited");
+      assert.ok(Date.now() - t0 >= 2000, "the second backoff step (2 s) was waited");
     } finally {
       clearInterval(keepAlive);
     }
