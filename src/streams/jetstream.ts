@@ -633,8 +633,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private async openStream(config: StreamConfig, created: Date, dir: string | null, partitionCount: number, held = false): Promise<Stream> {
     const partitions = await this.openPartitions(config, dir, 0, partitionCount);
     const stream = new Stream(config, created, partitions, config.storage === "file" ? dir : null, this.options.maxPayload);
-    // A file that cannot be looked at counts as there: the consumers wait for the placement rather than confirm alone.
-    if (stream.dir !== null) stream.replicatedBefore = await access(join(stream.dir, "p0", LEADER_EPOCHS_FILE)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== "ENOENT");
+    // Looked at only where it can matter (no start-up I/O per stream on a single node). A file that cannot be looked at
+    // counts as there: the consumers wait for the placement rather than confirm alone.
+    if (stream.dir !== null && this.options.clustered === true) stream.replicatedBefore = await access(join(stream.dir, "p0", LEADER_EPOCHS_FILE)).then(() => true, (err: NodeJS.ErrnoException) => err.code !== "ENOENT");
     this.refuseConfirmsUntilPlaced(stream);
     // A destination made from a stored subject's tokens could spell the cluster's own subjects: not sent there.
     stream.republishTo = (subject, headers, data) => {

@@ -440,9 +440,9 @@ export class Stream {
    */
   private keepRemovedIds(before: Array<[string, DedupEntry]>): void {
     const cutoff = Date.now() - this.config.duplicate_window / NS_PER_MS;
-    const lastSeq = this.log.state().lastSeq;
-    // Only ids whose sequences are empty now: one that holds a message holds another's (its own would be rebuilt).
     const log = this.log;
+    const lastSeq = log.state().lastSeq;
+    // Only ids whose sequences are empty now: one that holds a message holds another's (its own would be rebuilt).
     const removed = before.filter(([id, e]) => e.time >= cutoff && e.seq <= lastSeq && !this.dedup.has(id) && !log.has(e.seq));
     if (removed.length === 0) return;
     const rebuilt = [...this.dedup];
