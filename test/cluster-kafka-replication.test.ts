@@ -29,7 +29,9 @@ const { Kafka, logLevel } = kafkajs;
 let cluster: KafkaTestCluster;
 let nodes: readonly NagareServer[];
 before(async () => {
-  cluster = await startKafkaTestCluster("kafkarepl");
+  // The brokers' defaults (kafka { default_replication_factor, min_insync_replicas }): a topic made without a factor, or by
+  // a producer's Metadata, gets three copies, and acks=all needs all three in sync unless the topic says otherwise.
+  cluster = await startKafkaTestCluster("kafkarepl", { defaultReplicationFactor: 3, minInsyncReplicas: 3 });
   nodes = cluster.nodes;
 });
 after(() => cluster.stop());
@@ -123,7 +125,8 @@ function listOffsetsV4Result(r: Reader): Array<{ error: number; offset: number; 
 
 test("replication factor 3: a copy on every node, Metadata shows the replicas in sync, acks=all records on every replica, a failover loses none, and batches and OffsetForLeaderEpoch tell the epochs apart", async () => {
   const topic = "replicated.orders";
-  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 3 }], waitForLeaders: true }));
+  // Its own min.insync.replicas, below the brokers' default: it goes on taking acks=all with one node gone (below).
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "2" }] }], waitForLeaders: true }));
   const ids = nodes.map(brokerId).sort();
   const meta = await withAdmin((a) => a.fetchTopicMetadata({ topics: [topic] }));
   const partitions = meta.topics[0].partitions.sort((x, y) => x.partitionId - y.partitionId);
@@ -209,11 +212,30 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
     },
   );
 
-  // min.insync.replicas 3: every replica must stay in sync for acks=all (tried once a node is gone, below).
+  // Made with neither a replication factor nor a min.insync.replicas: the brokers' 3 and 3, so every replica must stay in
+  // sync for acks=all (tried once a node is gone, below).
   const strict = "replicated.strict";
-  await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "3" }] }], waitForLeaders: true }));
+  const made = await withAdmin((a) => a.createTopics({ topics: [{ topic: strict, numPartitions: 1 }], waitForLeaders: true }));
+  assert.equal(made, true);
+  const strictMeta = await withAdmin((a) => a.fetchTopicMetadata({ topics: [strict] }));
+  assert.deepEqual(strictMeta.topics[0].partitions.map((p) => p.replicas.length), [3], "the default replication factor");
   const strictConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: strict, configNames: ["min.insync.replicas"] }] }));
   assert.equal(strictConfigs.resources[0].configEntries[0].configValue, "3");
+  const ownConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 2, name: topic, configNames: ["min.insync.replicas"] }] }));
+  assert.equal(ownConfigs.resources[0].configEntries[0].configValue, "2");
+  const brokerConfigs = await withAdmin((a) => a.describeConfigs({ includeSynonyms: false, resources: [{ type: 4, name: String(brokerId(nodes[1])), configNames: ["default.replication.factor", "min.insync.replicas"] }] }));
+  assert.deepEqual(
+    brokerConfigs.resources[0].configEntries.map((e) => [e.configName, e.configValue]).sort(),
+    [
+      ["default.replication.factor", "3"],
+      ["min.insync.replicas", "3"],
+    ],
+  );
+  // A topic a producer's Metadata makes (librdkafka asks for it): the default factor too.
+  const auto = await kcat(["-b", address(nodes[2]), "-P", "-t", "replicated.auto", "-X", "topic.request.required.acks=1"], "made by a producer\n");
+  assert.equal(auto.code, 0, auto.stderr);
+  // nodes[2] made it (its Metadata answer waits for that): its view has it.
+  assert.deepEqual((await metadataV7(nodes[2], "replicated.auto")).map((p) => p.replicas.length), [3], "an auto-created topic's replicas");
   // With all three in sync it takes acks=all (a replicated topic's stream config says one replica: the ISR decides, not that).
   const patient = client().producer();
   await patient.connect();

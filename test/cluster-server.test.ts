@@ -121,6 +121,11 @@ test("the options check: a cluster needs a route listener, routes or etcd; etcd 
   assert.equal(check({ serverName: "a/b", etcd: { endpoints: ["http://e:1"] } }), 'option serverName: "a/b" must not contain "/" in a cluster: it names the node\'s key in etcd');
   assert.equal(check({ serverName: "n", etcd: { endpoints: ["http://e:1"], leaseTtl: 1500 } }), "option etcd.leaseTtl must be a whole number of seconds in milliseconds, at least 1000 (etcd's leases count seconds), got 1500");
   assert.equal(check({ serverName: "n", etcd: { endpoints: ["http://e:1"], tls: { caFile: "/x" } } }), "option etcd.tls needs https:// endpoints");
+  // Kafka's default.replication.factor above one: honoured only where other nodes can hold the copies.
+  assert.equal(check({ kafka: { defaultReplicationFactor: 3 } }), "option kafka.defaultReplicationFactor (default_replication_factor) 3 needs a cluster (etcd, --etcd): a single node keeps one copy of each partition");
+  assert.equal(check({ kafka: { defaultReplicationFactor: 1, minInsyncReplicas: 2 } }), "ok");
+  assert.equal(check({ serverName: "n", etcd: { endpoints: ["http://e:1"] }, kafka: { defaultReplicationFactor: 3, minInsyncReplicas: 2 } }), "ok");
+  assert.equal(check({ kafka: { defaultReplicationFactor: 6 } }), "option kafka.defaultReplicationFactor must be an integer from 1 to 5, got 6");
 
   const flags = (...argv: string[]) => check(parseServerArgs(argv).options);
   assert.equal(flags("-n", "n1", "--etcd", "http://e:1", "--cluster_name", "east"), "ok");

@@ -549,6 +549,16 @@ test("kafka's automatic leader rebalance: its three keys, and values it cannot h
   bad("kafka { leader_imbalance_per_broker_percentage: 2.5 }", /kafka.leader_imbalance_per_broker_percentage: expected an integer/);
 });
 
+test("kafka's default replication factor and min.insync.replicas: read, and values it cannot honour refused with their place", () => {
+  const o = optionsFromConf(parseConf("kafka {\n  default_replication_factor: 3\n  min_insync_replicas: 2\n}", NO_ENV));
+  assert.deepEqual(o.kafka, { defaultReplicationFactor: 3, minInsyncReplicas: 2 });
+  const bad = (text: string, re: RegExp) => confError(() => optionsFromConf(parseConf(text, NO_ENV)), re);
+  bad("kafka {\n  default_replication_factor: 0\n}", /line 2, column 3: kafka.default_replication_factor: must be at least 1/);
+  bad("kafka { default_replication_factor: 6 }", /line 1, column 9: kafka.default_replication_factor: must not exceed 5/);
+  bad('kafka { min_insync_replicas: "two" }', /kafka.min_insync_replicas: expected an integer/);
+  bad("kafka { min_insync_replicas: 0 }", /kafka.min_insync_replicas: must be at least 1/);
+});
+
 test("kafka's group session bounds: set as durations, and a minimum above the maximum stops startup with its place", () => {
   const o = optionsFromConf(parseConf('kafka {\n  group_min_session_timeout: "1s"\n  group_max_session_timeout: "5m"\n}', NO_ENV));
   assert.deepEqual(o.kafka, { minSessionTimeoutMs: 1000, maxSessionTimeoutMs: 300_000 });

@@ -83,8 +83,8 @@ const USAGE: Record<KafkaGroup, string> = {
   topic: `Usage: nagare topic <create|ls|describe|producers|alter|move|moves|rm> [options]
 
   create <name> [--partitions n] [--replication-factor n] [--config key=value]...
-                 partitions default to the broker's, replicas to 1 (2 to 5
-                 in a cluster of as many brokers); configs nagare takes:
+                 partitions and replicas default to the broker's (replicas
+                 2 to 5 in a cluster of as many brokers); configs nagare takes:
                  retention.ms, retention.bytes, max.message.bytes,
                  cleanup.policy=delete, message.timestamp.type=CreateTime|LogAppendTime,
                  message.timestamp.difference.max.ms, message.timestamp.before.max.ms,
@@ -212,7 +212,7 @@ function parseConfigs(args: ParsedArgs): Array<[string, string]> {
 }
 
 function parseTopicCreate(args: ParsedArgs): { partitions: number; replicas: number; configs: Array<[string, string]> } {
-  // Without --partitions: the broker's num.partitions; without --replication-factor, its default (1).
+  // Without --partitions: the broker's num.partitions; without --replication-factor, its default.replication.factor.
   const raw = lastFlag(args, "replication-factor");
   if (raw !== undefined && (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 0x7fff)) throw new UsageError(`--replication-factor must be a positive integer, got "${raw}"`);
   return { partitions: parsePartitions(args), replicas: raw === undefined ? -1 : Number(raw), configs: parseConfigs(args) };

@@ -203,6 +203,10 @@ export interface KafkaListenerOptions {
   autoCreateTopics?: boolean;
   /** Kafka's num.partitions: partitions of a topic created without a count (default 1). */
   numPartitions?: number;
+  /** Kafka's default.replication.factor: copies of each partition of a topic created without a factor (-1) or auto-created (default 1, at most 5). */
+  defaultReplicationFactor?: number;
+  /** Kafka's min.insync.replicas: the in-sync replicas an acks=all produce needs, for a topic created without its own (default 1). */
+  minInsyncReplicas?: number;
   /** Kafka's socket.request.max.bytes (default 100 MiB). */
   maxRequestBytes?: number;
   /** Kafka's group.initial.rebalance.delay.ms (default 3000). */
@@ -501,6 +505,8 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   advertise: text,
   autoCreateTopics: flag,
   numPartitions: atLeast(1, 1024),
+  defaultReplicationFactor: atLeast(1, 5),
+  minInsyncReplicas: atLeast(1, 5),
   maxRequestBytes: atLeast(1, 1024 * 1024 * 1024),
   initialRebalanceDelayMs: atLeast(0, INT32_MAX),
   minSessionTimeoutMs: atLeast(1, INT32_MAX),
@@ -603,6 +609,9 @@ function checkCluster(o: ServerOptions): void {
     }
   }
   const e = o.etcd;
+  // Another copy needs another node: a single node could never make a topic created without a factor (nor an auto-created one).
+  const factor = o.kafka?.defaultReplicationFactor ?? 1;
+  if (e === undefined && factor > 1) throw new OptionsError(`option kafka.defaultReplicationFactor (default_replication_factor) ${factor} needs a cluster (etcd, --etcd): a single node keeps one copy of each partition`);
   if (e === undefined) return;
   if (o.serverName === undefined || o.serverName === "") throw new OptionsError("option etcd needs serverName (server_name, -n): a node is registered in etcd under its name");
   if (o.serverName.includes("/")) throw new OptionsError(`option serverName: ${JSON.stringify(o.serverName)} must not contain "/" in a cluster: it names the node's key in etcd`);

@@ -1105,7 +1105,8 @@ function nameList(e: Entry, problem: (name: unknown) => string | null): string[]
 }
 
 /**
- * `kafka { port, host, advertise, auto_create_topics, num_partitions, max_request_bytes, group_initial_rebalance_delay,
+ * `kafka { port, host, advertise, auto_create_topics, num_partitions, default_replication_factor, min_insync_replicas,
+ * max_request_bytes, group_initial_rebalance_delay,
  * group_min_session_timeout, group_max_session_timeout,
  * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
  * auto_leader_rebalance, leader_imbalance_check_interval, leader_imbalance_per_broker_percentage, tls { ... },
@@ -1141,6 +1142,20 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
     if (partitions) {
       k.numPartitions = nonNegativeInt(partitions, 1024);
       if (k.numPartitions === 0) fail(partitions, "must be at least 1");
+    }
+  });
+  c.attempt(() => {
+    const factor = sub("default_replication_factor");
+    if (factor) {
+      k.defaultReplicationFactor = nonNegativeInt(factor, 5);
+      if (k.defaultReplicationFactor === 0) fail(factor, "must be at least 1");
+    }
+  });
+  c.attempt(() => {
+    const min = sub("min_insync_replicas");
+    if (min) {
+      k.minInsyncReplicas = nonNegativeInt(min, 5);
+      if (k.minInsyncReplicas === 0) fail(min, "must be at least 1");
     }
   });
   c.attempt(() => {

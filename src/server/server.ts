@@ -219,6 +219,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           advertisedHost: k.advertise,
           autoCreateTopics: k.autoCreateTopics ?? KAFKA_DEFAULTS.autoCreateTopics,
           defaultPartitions: k.numPartitions ?? KAFKA_DEFAULTS.defaultPartitions,
+          defaultReplicationFactor: k.defaultReplicationFactor ?? KAFKA_DEFAULTS.defaultReplicationFactor,
+          minInsyncReplicas: k.minInsyncReplicas ?? KAFKA_DEFAULTS.minInsyncReplicas,
           maxRequestBytes: k.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
           initialRebalanceDelayMs: k.initialRebalanceDelayMs ?? KAFKA_DEFAULTS.initialRebalanceDelayMs,
           minSessionTimeoutMs: k.minSessionTimeoutMs ?? KAFKA_DEFAULTS.minSessionTimeoutMs,

@@ -308,12 +308,12 @@ export interface KafkaTestCluster {
   readonly etcd: EtcdHarness;
 }
 
-export async function startKafkaTestCluster(tag: string): Promise<KafkaTestCluster> {
+export async function startKafkaTestCluster(tag: string, kafkaOptions?: KafkaListenerOptions): Promise<KafkaTestCluster> {
   const etcd = await startEtcd();
   const dir = mkdtempSync(join(tmpdir(), `nagare-${tag}-`));
   let nodes: NagareServer[];
   try {
-    nodes = await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster(tag) }, { kafka: true });
+    nodes = await startJetStreamCluster({ etcd: etcd.endpoint, dir, cluster: uniqueCluster(tag) }, { kafka: true, kafkaOptions });
   } catch (err) {
     // etcd's child process would keep the test process alive.
     await etcd.close();

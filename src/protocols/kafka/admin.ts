@@ -92,7 +92,7 @@ async function placeTopic(door: AccountDoor, topic: string, partitions: number, 
     if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
   }
   try {
-    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata));
+    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata, door.options.minInsyncReplicas));
     if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
   } catch (err) {
     return clusterFailure(err);
@@ -137,14 +137,14 @@ export async function handleCreateTopics(door: AccountDoor, { conn, version, r, 
     answered.add(t.name);
     let outcome: Outcome & { configs?: ConfigEntry[] };
     let count = -1;
-    const replicas = t.replication === -1 ? 1 : t.replication;
+    const replicas = t.replication === -1 ? door.options.defaultReplicationFactor : t.replication;
     if (repeated.has(t.name)) outcome = fail(ErrorCode.INVALID_REQUEST, "Found multiple entries for this topic.");
     else if (!mayManageTopic(conn.permissions, "CREATE", t.name)) outcome = fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED);
     // Kafka refuses a manual assignment beside a partition count or replication factor (-1 both when assignments are given).
     else if (t.assignments.length > 0 && (t.partitions !== -1 || t.replication !== -1)) {
       outcome = fail(ErrorCode.INVALID_REQUEST, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.");
     }
-    // -1 is the broker's default, which is 1 (no default_replication_factor setting yet).
+    // -1 is the broker's default (kafka { default_replication_factor }).
     else if (t.replication === 0 || t.replication < -1) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0.");
     else if (t.replication > MAX_REPLICATION_FACTOR) outcome = fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${t.replication} is more than nagare keeps (at most ${MAX_REPLICATION_FACTOR}).`);
     else if (t.assignments.length > 0 && door.door.cluster !== null) outcome = fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "assignments are not taken in a cluster: nagare spreads the partitions over the live nodes");

@@ -70,10 +70,10 @@ const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, ...TIMESTAMP_BOUND_KEYS.values(), M
 /** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
 const DEFAULT_MIN_INSYNC_REPLICAS = 1;
 
-/** A topic's min.insync.replicas, from its stream's metadata. */
-export function minInsyncReplicas(md: Record<string, string> | undefined): number {
+/** A topic's min.insync.replicas: its own, from its stream's metadata, else the broker's (`kafka { min_insync_replicas }`). */
+export function minInsyncReplicas(md: Record<string, string> | undefined, brokerDefault: number): number {
   const v = Number(md?.[MIN_INSYNC_REPLICAS_KEY]);
-  return Number.isSafeInteger(v) && v >= 1 ? v : DEFAULT_MIN_INSYNC_REPLICAS;
+  return Number.isSafeInteger(v) && v >= 1 ? v : brokerDefault;
 }
 /** Kafka's defaults: the producer's timestamp, of any age. */
 const DEFAULT_TIMESTAMP_TYPE = "CreateTime";
@@ -258,7 +258,12 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
       return { name, value: value ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(value !== undefined) };
     }),
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
-    { name: "min.insync.replicas", value: String(minInsyncReplicas(c.metadata)), readOnly: false, source: source(c.metadata?.[MIN_INSYNC_REPLICAS_KEY] !== undefined) },
+    {
+      name: "min.insync.replicas",
+      value: String(minInsyncReplicas(c.metadata, door.options.minInsyncReplicas)),
+      readOnly: false,
+      source: c.metadata?.[MIN_INSYNC_REPLICAS_KEY] !== undefined ? SOURCE_DYNAMIC_TOPIC : door.options.minInsyncReplicas !== DEFAULT_MIN_INSYNC_REPLICAS ? SOURCE_STATIC_BROKER : SOURCE_DEFAULT,
+    },
     setting("retention.bytes", String(c.max_bytes > 0 ? c.max_bytes : -1), c.max_bytes > 0),
     setting("retention.ms", String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), c.max_age > 0),
     { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
@@ -306,8 +311,8 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("auto.leader.rebalance.enable", o.autoLeaderRebalance, KAFKA_DEFAULTS.autoLeaderRebalance),
     entry("broker.id", door.nodeId, door.nodeId),
     entry("connections.max.idle.ms", o.connectionsMaxIdleMs, KAFKA_DEFAULTS.connectionsMaxIdleMs),
-    // CreateTopics' replication_factor -1: one copy (there is no setting for it yet).
-    entry("default.replication.factor", 1, 1),
+    // CreateTopics' replication_factor -1, and auto-created topics.
+    entry("default.replication.factor", o.defaultReplicationFactor, KAFKA_DEFAULTS.defaultReplicationFactor),
     entry("fetch.max.bytes", o.fetchMaxBytes, KAFKA_DEFAULTS.fetchMaxBytes),
     entry("group.initial.rebalance.delay.ms", o.initialRebalanceDelayMs, KAFKA_DEFAULTS.initialRebalanceDelayMs),
     entry("group.max.session.timeout.ms", o.maxSessionTimeoutMs, KAFKA_DEFAULTS.maxSessionTimeoutMs),
@@ -319,7 +324,7 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("listeners", listener, null),
     entry("max.connections", door.broker.options.maxConnections, SERVER_DEFAULTS.maxConnections),
     entry("message.max.bytes", door.js.options.maxPayload, SERVER_DEFAULTS.maxPayload),
-    entry("min.insync.replicas", DEFAULT_MIN_INSYNC_REPLICAS, DEFAULT_MIN_INSYNC_REPLICAS),
+    entry("min.insync.replicas", o.minInsyncReplicas, DEFAULT_MIN_INSYNC_REPLICAS),
     entry("num.partitions", o.defaultPartitions, KAFKA_DEFAULTS.defaultPartitions),
     entry("queued.max.request.bytes", o.maxQueuedRequestBytes, KAFKA_DEFAULTS.maxQueuedRequestBytes),
     entry("socket.request.max.bytes", o.maxRequestBytes, KAFKA_DEFAULTS.maxRequestBytes),
@@ -508,7 +513,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     if (refused !== null) throw refused;
     if (validateOnly) return ok;
     // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
-    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata));
+    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas));
     if (found.local !== undefined) await door.js.updateStream(next);
   } catch (err) {
     if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);

@@ -61,6 +61,10 @@ export interface KafkaOptions {
   autoCreateTopics: boolean;
   /** Partitions of a topic created without a count (Kafka's num.partitions). */
   defaultPartitions: number;
+  /** Copies of each partition of a topic created without a replication factor, or auto-created (Kafka's default.replication.factor). */
+  defaultReplicationFactor: number;
+  /** The min.insync.replicas a topic created without its own is given (Kafka's broker-wide min.insync.replicas). */
+  minInsyncReplicas: number;
   /** Largest request frame accepted (Kafka's socket.request.max.bytes). */
   maxRequestBytes: number;
   /** How long a new group waits for more members before its first assignment (Kafka's group.initial.rebalance.delay.ms). */
@@ -117,6 +121,8 @@ export const KAFKA_DEFAULTS = {
   port: 9092,
   autoCreateTopics: true,
   defaultPartitions: 1,
+  defaultReplicationFactor: 1,
+  minInsyncReplicas: 1,
   maxRequestBytes: 100 * 1024 * 1024,
   initialRebalanceDelayMs: 3000,
   minSessionTimeoutMs: KAFKA_SESSION_TIMEOUT_BOUNDS.min,

@@ -82,7 +82,7 @@ export async function handleMetadata(door: AccountDoor, { conn, version, r, w }:
         else if (isInternalTopic(name)) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
         else if (allowCreate && door.options.autoCreateTopics && !mayManageTopic(conn.permissions, "CREATE", name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
         else if (allowCreate && door.options.autoCreateTopics) {
-          const made = await createTopic(door, name, door.options.defaultPartitions, new Map());
+          const made = await createTopic(door, name, door.options.defaultPartitions, new Map(), false, door.options.defaultReplicationFactor);
           if (made.error === ErrorCode.NONE || made.error === ErrorCode.TOPIC_ALREADY_EXISTS) partitions = partitionsOf(door, name);
           else error = made.error;
           if (partitions === undefined && error === ErrorCode.NONE) error = ErrorCode.LEADER_NOT_AVAILABLE;

@@ -251,7 +251,7 @@ async function prepare(
   // A partition of one replica has an ISR of one, always: Kafka refuses acks=all to it when min.insync.replicas asks for more.
   // A replicated partition (it has a replica gate: its leader checks its ISR as it appends, stream-replicas.ts) is not
   // told by its stream config, which says one replica for a topic whatever its replication factor.
-  if (ack === "all" && stream.replicaGate(index) === undefined && minInsyncReplicas(stream.config.metadata) > 1) return failed(index, ErrorCode.NOT_ENOUGH_REPLICAS);
+  if (ack === "all" && stream.replicaGate(index) === undefined && minInsyncReplicas(stream.config.metadata, door.options.minInsyncReplicas) > 1) return failed(index, ErrorCode.NOT_ENOUGH_REPLICAS);
   // Kafka bounds a record batch as produced (compressed, its 12 bytes of log overhead counted) by the topic's max.message.bytes,
   // whose broker default message.max.bytes is here max_payload (plus that overhead, as Kafka's default 1048588 is). A batch kept
   // whole is one item on the wire to a follower, which its route refuses past its max_payload.
