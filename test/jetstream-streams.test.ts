@@ -58,6 +58,14 @@ describe("JetStream streams", () => {
     assert.equal(page.offset, 1);
     assert.equal(page.limit, 1024);
     assert.equal((page.streams as string[]).length, (page.total as number) - 1);
+    // Past the end, as nats-server 2.9 answers: the offset is the end, the names null (a LIST page and consumers: []).
+    const past = await api(h.nc, "$JS.API.STREAM.NAMES", { offset: 10_000 });
+    assert.deepEqual([past.offset, past.streams], [past.total, null]);
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.NAMES", { subject: "nothing.captures.this" })).streams, null);
+    const pastList = await api(h.nc, "$JS.API.STREAM.LIST", { offset: 10_000 });
+    assert.deepEqual([pastList.offset, pastList.streams], [pastList.total, []]);
+    const pastConsumers = await api(h.nc, "$JS.API.CONSUMER.NAMES.PA", { offset: 3 });
+    assert.deepEqual([pastConsumers.total, pastConsumers.offset, pastConsumers.consumers], [0, 0, []]);
     const listed: string[] = [];
     for await (const si of jsm.streams.list()) listed.push(si.config.name);
     assert.ok(["PA", "PB", "PC"].every((n) => listed.includes(n)));

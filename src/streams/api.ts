@@ -45,9 +45,10 @@ function parseBody(body: Buffer): Json {
   return v as Json;
 }
 
-function offsetOf(req: Json): number {
+/** A page's first item: the request's `offset`, at most `total` (nats-server answers an offset past the end with the end). */
+function offsetOf(req: Json, total: number): number {
   const o = req.offset;
-  return typeof o === "number" && Number.isInteger(o) && o > 0 ? o : 0;
+  return typeof o === "number" && Number.isInteger(o) && o > 0 ? Math.min(o, total) : 0;
 }
 
 function optNumber(req: Json, key: string): number | undefined {
@@ -449,13 +450,15 @@ export class JetStreamApi implements Receiver {
 
   private streamNames(req: Json): Json {
     const names = this.allStreamNames(optString(req, "subject"));
-    const offset = offsetOf(req);
-    return { total: names.length, offset, limit: NAMES_LIMIT, streams: names.slice(offset, offset + NAMES_LIMIT) };
+    const offset = offsetOf(req, names.length);
+    const page = names.slice(offset, offset + NAMES_LIMIT);
+    // nats-server 2.9 says null for an empty page of stream names (an empty LIST page, and consumers, are `[]`).
+    return { total: names.length, offset, limit: NAMES_LIMIT, streams: page.length > 0 ? page : null };
   }
 
   private async streamList(req: Json): Promise<Json> {
     const names = this.allStreamNames(optString(req, "subject"));
-    const offset = offsetOf(req);
+    const offset = offsetOf(req, names.length);
     const page = names.slice(offset, offset + LIST_LIMIT);
     if (this.clusterApi !== null) {
       const { streams, missing } = await this.clusterApi.infos(page);
@@ -559,7 +562,7 @@ export class JetStreamApi implements Receiver {
   private async consumerList(streamName: string, namesOnly: boolean, req: Json): Promise<Json> {
     const s = this.js.stream(streamName);
     const names = [...s.consumers.keys()].sort();
-    const offset = offsetOf(req);
+    const offset = offsetOf(req, names.length);
     const limit = namesOnly ? NAMES_LIMIT : LIST_LIMIT;
     const page = names.slice(offset, offset + limit);
     const consumers = namesOnly ? page : page.map((n) => s.consumers.get(n)!.info());
