@@ -40,6 +40,7 @@ import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
 import { moveOf, newMove, replicasOf, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
+import type { Stream } from "./stream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
 
@@ -78,6 +79,10 @@ const ROLE_WAIT_BYTES = 64 << 20;
  * the route carries, reach this node.
  */
 const ROUTE_WAIT_MS = 2000;
+/** How long outOfReach trusts what it last saw of a node's route. */
+const REACH_CHECK_MS = 100;
+/** Nodes outOfReach remembers (names come from placements; a cluster has far fewer). */
+const REACH_NODES_MAX = 1024;
 const ROUTE_CHECK_MS = 100;
 const ROUTE_WAITERS_MAX = 4096;
 /** What the requests waiting for a route may hold, bodies and headers. */
@@ -233,6 +238,8 @@ export class ClusterApi implements Receiver {
   private roleWaiters: Array<{ name: string; subject: string; body: Buffer; reply: string; until: number }> = [];
   private roleWaitBytes = 0;
   private roleTimer: NodeJS.Timeout | null = null;
+  /** Whether each leader node is out of reach, as last seen (outOfReach). */
+  private readonly reach = new Map<string, { probe: string; at: number; outOfReach: boolean }>();
   /** Requests for a live node no route reaches yet (forwardOrWait), in the order they came. */
   private routeWaiters: Array<{ node: string; subject: string; reply: string; body: Buffer; headers: Buffer | undefined; until: number; done: (forwarded: boolean) => void }> = [];
   private routeTimer: NodeJS.Timeout | null = null;
@@ -283,6 +290,29 @@ export class ClusterApi implements Receiver {
     js.handOverHere = async (name, partition, to, ms, caughtUpWithinMs) => {
       await this.replicas.handOver(name, partition, performance.now() + ms, to, caughtUpWithinMs);
     };
+    js.leaderOutOfReach = (stream, partition) => this.outOfReach(stream, partition);
+  }
+
+  /**
+   * Whether no route reaches the node leading `partition` of `stream`: its forwarding subscription (every node has one,
+   * carried by its route) reaches this node over none. Asked once per REACH_CHECK_MS per node at most: a publish's
+   * answer may come that much late or early, while the routes' close is what it tells.
+   */
+  private outOfReach(stream: Stream, partition: number): boolean {
+    const node = stream.leaderNodes?.[partition];
+    if (node === undefined || node === this.cluster.self) return false;
+    let r = this.reach.get(node);
+    if (r === undefined) {
+      if (this.reach.size >= REACH_NODES_MAX) this.reach.clear();
+      r = { probe: `${FORWARD_PREFIX}${nodeToken(node)}.reach`, at: -Infinity, outOfReach: false };
+      this.reach.set(node, r);
+    }
+    const now = performance.now();
+    if (now - r.at >= REACH_CHECK_MS) {
+      r.at = now;
+      r.outOfReach = this.js.account.remote?.hasInterest(this.js.account, r.probe) !== true;
+    }
+    return r.outOfReach;
   }
 
   close(): void {
@@ -298,6 +328,7 @@ export class ClusterApi implements Receiver {
     if (this.js.remoteAppend !== null) this.js.remoteAppend = null;
     this.js.remoteCall = null;
     this.js.handOverHere = null;
+    this.js.leaderOutOfReach = null;
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);

@@ -382,6 +382,7 @@ export class ClusterStreams {
     // A move's target does not lead the moving partition, nor a follower the ones it replicates: publishes routed to them are
     // dropped. Partitions given up stop taking publishes before their replication changes; new ones take them once it is set up.
     const led = placed.leaders.map((l) => l === self);
+    stream.leaderNodes = placed.leaders;
     const gated = (p: number): boolean => !lacksGate(placed, stream, p);
     const kept = keptLeading(led, stream.ledHere, gated);
     stream.ledHere = kept.every((l) => l) ? null : kept;

@@ -33,7 +33,7 @@ import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./s
 import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors, LeaseLostError } from "./errors.js";
 import type { ClusterStreams } from "./cluster-streams.js";
-import { header, KEY_HEADER, parseHeaders } from "./headers.js";
+import { encodeHeaders, header, KEY_HEADER, parseHeaders } from "./headers.js";
 import { partitionForKey } from "./partitioner.js";
 import {
   consumerUpdateError,
@@ -115,6 +115,10 @@ export const LEASE_REFUSAL_DELAY_MS = 1500;
 /** Publishes refused that way waiting at once; past it they are answered at once. */
 const MAX_DEFERRED_REFUSALS = 10_000;
 
+/** nats-server's answer to a request nothing subscribes to: a 503 status, no payload. */
+const NO_RESPONDERS = encodeHeaders("503", []);
+const EMPTY = Buffer.alloc(0);
+
 /** Streams closed at once when the server stops. */
 const CLOSE_CONCURRENCY = 32;
 
@@ -158,7 +162,16 @@ class StreamReceiver implements Receiver {
   deliver(_sub: Subscription, msg: Message): void {
     // A partition led by another node: that node stores and answers it; this one drops it before any check or reply.
     const led = this.stream.ledHere;
-    if (led !== null && led[partitionOfMessage(msg, led.length)] !== true) return;
+    if (led !== null) {
+      const p = partitionOfMessage(msg, led.length);
+      if (led[p] !== true) {
+        // Unless the publisher is this node's client and no route reaches the leader (it died, or is cut off): then no node
+        // takes it, and the publisher hears "no responders" (as from nats-server with no leader; its client may retry), not a
+        // timeout. Deferred as a lost lease's refusal: a new leader this node has not heard of yet may take it and answer first.
+        if (!msg.fromRoute && msg.hasReply && !this.stream.config.no_ack && this.js.leaderOutOfReach?.(this.stream, p) === true) this.js.deferRefusal(msg.reply, NO_RESPONDERS, EMPTY);
+        return;
+      }
+    }
     const hdrEnd = msg.start + msg.hdrLen;
     const reply = msg.hasReply ? msg.reply : "";
     const name = this.stream.config.name;
@@ -186,7 +199,7 @@ class StreamReceiver implements Receiver {
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
       // Refused for a lost lease: another node may lead now and answer this publish (every replica's node takes the
       // stream's subjects), so the refusal goes later, after that leader's acknowledgement, which the client takes first.
-      if (err instanceof LeaseLostError) this.js.deferRefusal(reply, Buffer.from(JSON.stringify(body)));
+      if (err instanceof LeaseLostError) this.js.deferRefusal(reply, null, Buffer.from(JSON.stringify(body)));
       else this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
     // A publisher outrunning the disk is paused until the stream's backlog drains.
@@ -223,7 +236,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   apiErrors = 0;
   private closed = false;
   /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first from refusalHead. */
-  private readonly deferredRefusals: Array<{ reply: string; body: Buffer; due: number }> = [];
+  private readonly deferredRefusals: Array<{ reply: string; headers: Buffer | null; body: Buffer; due: number }> = [];
   private refusalHead = 0;
   private refusalTimer: NodeJS.Timeout | null = null;
   readonly events: Advisories;
@@ -335,6 +348,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * replicated in time, the placement changed). Null on a single node.
    */
   handOverHere: ((name: string, partition: number, to: string, ms: number, caughtUpWithinMs?: number) => Promise<void>) | null = null;
+
+  /**
+   * In a cluster, whether no route reaches the node leading partition `partition` of `stream` (led elsewhere): a publish
+   * this node's client sent it was carried to no node that could store it. Called for each such publish: cached, cheap.
+   */
+  leaderOutOfReach: ((stream: Stream, partition: number) => boolean) | null = null;
 
   /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
   readonly nodeServices = new Map<string, (body: Buffer) => Promise<Buffer>>();
@@ -1126,13 +1145,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /**
-   * Answers a publish refused for a lost lease LEASE_REFUSAL_DELAY_MS from now: the leader elected meanwhile stores
-   * and acknowledges the same publish, and the client takes that first answer; with no leader the refusal still comes,
-   * instead of a timeout. At most MAX_DEFERRED_REFUSALS wait (one timer for all); past that, refused at once.
+   * Answers a publish refused for a lost lease (or sent to a leader out of reach) LEASE_REFUSAL_DELAY_MS from now: the
+   * leader elected meanwhile stores and acknowledges the same publish, and the client takes that first answer; with no
+   * leader the refusal still comes, instead of a timeout. At most MAX_DEFERRED_REFUSALS wait (one timer for all); past
+   * that, refused at once.
    */
-  deferRefusal(reply: string, body: Buffer): void {
-    if (this.deferredRefusals.length >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", null, body);
-    this.deferredRefusals.push({ reply, body, due: performance.now() + LEASE_REFUSAL_DELAY_MS });
+  deferRefusal(reply: string, headers: Buffer | null, body: Buffer): void {
+    if (this.deferredRefusals.length >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", headers, body);
+    this.deferredRefusals.push({ reply, headers, body, due: performance.now() + LEASE_REFUSAL_DELAY_MS });
     if (this.refusalTimer === null) this.armRefusals();
   }
 
@@ -1143,8 +1163,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const now = performance.now();
       const q = this.deferredRefusals;
       while (this.refusalHead < q.length && q[this.refusalHead].due <= now) {
-        const { reply, body } = q[this.refusalHead++];
-        this.emit(reply, reply, "", null, body);
+        const { reply, headers, body } = q[this.refusalHead++];
+        this.emit(reply, reply, "", headers, body);
       }
       if (this.refusalHead === q.length) {
         q.length = 0;

@@ -229,6 +229,8 @@ export class Stream {
    * get. null: this node leads them all.
    */
   ledHere: readonly boolean[] | null = null;
+  /** In a cluster, the node leading each partition, as this node last settled the placement (null: not placed, or a single node). */
+  leaderNodes: readonly string[] | null = null;
   /**
    * Frozen for a move to another node (stream-move.ts): every change is
    * refused, retryably, until the move flips the placement or is cancelled,
