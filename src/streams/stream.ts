@@ -99,7 +99,8 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 /** The de-duplication ids a clean stop leaves for the next start (see Stream.saveDedup). */
 const DEDUP_FILE = "dedup.json";
 /** A header block names a de-duplication id (every header line follows a CRLF: the first line is the version). */
-const MSG_ID_LINE = Buffer.from("\r\nNats-Msg-Id:");
+/** A copied message's headers are parsed for its id only if they hold this (the leader trims names: `Nats-Msg-Id :` counts). */
+const MSG_ID_NAME = Buffer.from("Nats-Msg-Id");
 
 /** What dedup.json holds. */
 interface SavedDedup {
@@ -473,7 +474,7 @@ export class Stream {
   rememberCopies(items: readonly StoredItem[]): void {
     let any = false;
     for (const m of items) {
-      if (isForeign(m) || m.headers === null || !m.headers.includes(MSG_ID_LINE)) continue;
+      if (isForeign(m) || m.headers === null || !m.headers.includes(MSG_ID_NAME)) continue;
       const id = header(parseHeaders(m.headers, 0, m.headers.length), "Nats-Msg-Id");
       if (id === undefined || id === "") continue;
       this.dedup.delete(id);
