@@ -150,6 +150,63 @@ describe("stream order", () => {
     await order.close();
   });
 
+  test("a run damaged on disk after a clean close is refused when its page is read back, and a damaged summary is not used", async () => {
+    // An outside test flipped a bit in order.map of a stopped stream: the clean close's summary let the open skip the runs,
+    // and MSG.GET of sequence 2 then served sequence 3's message.
+    const built = async (): Promise<{ d: string; open: (errors?: string[]) => Promise<StreamOrder> }> => {
+      const d = mkdtempSync(join(dir, "rot-"));
+      const parts = [new MemoryLog(), new MemoryLog()];
+      const open = (errors?: string[]): Promise<StreamOrder> =>
+        StreamOrder.open(d, parts, () => null, () => undefined, (err) => (errors !== undefined ? errors.push(err.message) : assert.fail(err.message)));
+      const order = await open();
+      // A run per record: three pages, the first two read back from the file once reopened from the summary.
+      for (let i = 0; i < 10_000; i++) {
+        await appendAsync(parts[i % 2], { subject: "s", data: Buffer.from(`r${i}`) });
+        (order as unknown as { catchUp(): void }).catchUp();
+      }
+      await order.flush();
+      await order.close();
+      return { d, open };
+    };
+    const map = (d: string): string => join(d, ORDER_FILE);
+
+    // In the middle page: the open reads the first and the newest, and goes on; a read of the damaged page is refused.
+    const rot = await built();
+    assert.ok(existsSync(join(rot.d, ORDER_PAGES_FILE)));
+    const bytes = readFileSync(map(rot.d));
+    bytes[5000 * 32 + 8] ^= 0x02; // run 5001's partition sequence, 2501 becomes 2503
+    writeFileSync(map(rot.d), bytes);
+    const errors: string[] = [];
+    const order = await rot.open(errors);
+    const view = order.view();
+    assert.equal((await view.get(9_999))?.data.toString(), "r9998", "the newest page, in memory, reads");
+    assert.equal((await view.get(2))?.data.toString(), "r1", "the first page reads");
+    await assert.rejects(view.get(5001), (e: Error) => e instanceof OrderDamage && /order.map is damaged at byte 160000, read back/.test(e.message));
+    await assert.rejects(view.scan(4500), OrderDamage, "and every read of that page");
+    assert.equal(errors.length, 1, "reported once");
+    assert.match(view.state().error ?? "", /order.map is damaged at byte 160000/, "the stream's storage error says so");
+    await order.close();
+
+    // In the first page (where the first stored message is): the open itself stops, as for damage found by a full read.
+    const head = await built();
+    const headBytes = readFileSync(map(head.d));
+    headBytes[1 * 32 + 8] ^= 0x02;
+    writeFileSync(map(head.d), headBytes);
+    await assert.rejects(head.open([]), (e: Error) => e instanceof OrderDamage && /damaged at byte 32, read back/.test(e.message));
+
+    // The summary changed on disk (a value inside it, still valid JSON): not used; every run is read and checked instead.
+    const summary = await built();
+    const pages = join(summary.d, ORDER_PAGES_FILE);
+    const text = readFileSync(pages, "utf8");
+    const changed = text.replace('"pages":[[1,', '"pages":[[3,');
+    assert.notEqual(changed, text);
+    writeFileSync(pages, changed);
+    const reread = await summary.open();
+    for (const seq of [1, 2, 3, 5000, 10_000]) assert.equal((await reread.view().get(seq))?.data.toString(), `r${seq - 1}`, `seq ${seq}`);
+    assert.equal(existsSync(pages), false, "the damaged summary is gone");
+    await reread.close();
+  });
+
   test("a partition held back by the door's stable sequence holds back only itself", async () => {
     const sub = mkdtempSync(join(dir, "stable-"));
     const parts = [new MemoryLog(), new MemoryLog()];

@@ -32,6 +32,7 @@
 import { access, readFile, writeFile } from "node:fs/promises";
 import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
 import { crc32c } from "../util/crc32c.js";
+import { parseStateFile, stateFileText } from "../util/persist.js";
 import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";
@@ -184,22 +185,23 @@ export class StreamOrder {
     order.held = held;
     try {
       if (existed && !(await order.loadSummary())) await order.load();
+      if (existed) await order.checkPartitions(warn);
+      // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
+      // same first run (partition 0 comes first, from its sequence 1).
+      if (order.entries === 0 && order.fileBase === 0 && !held) {
+        // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
+        const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
+        if (last > 0) order.addRun(0, 1, last);
+        await order.flush();
+      }
+      order.catchUp();
+      await order.flush();
+      // Reads the first stored message's page back (damage there stops the open).
+      if (order.compactDue()) await order.compact();
     } catch (err) {
       await file?.close().catch(() => undefined);
       throw err;
     }
-    if (existed) await order.checkPartitions(warn);
-    // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
-    // same first run (partition 0 comes first, from its sequence 1).
-    if (order.entries === 0 && order.fileBase === 0 && !held) {
-      // Partition 0 keeps its sequences: they are the stream's as long as it had one partition.
-      const last = Math.min(partitions[0].state().lastSeq, visibility()?.stableSeq(0) ?? Infinity);
-      if (last > 0) order.addRun(0, 1, last);
-      await order.flush();
-    }
-    order.catchUp();
-    await order.flush();
-    if (order.compactDue()) await order.compact();
     return order;
   }
 
@@ -447,6 +449,22 @@ export class StreamOrder {
     }
   }
 
+  /** Why the order stopped (a failed write, a run damaged on disk), or null: the stream reports it as its storage error. */
+  get failure(): Error | null {
+    return this.failed;
+  }
+
+  /** Damage found while running: sticky (no more runs, waiting publishes failed), reported once; the error to throw. */
+  private damaged(what: string): OrderDamage {
+    const err = new OrderDamage(what);
+    if (this.failed === null) {
+      this.failed = err;
+      this.onError(err);
+      this.failWaiters(err);
+    }
+    return err;
+  }
+
   private failWaiters(err: Error): void {
     for (const q of this.numberWaiters) for (const w of q.splice(0)) w.done(err, 0);
     this.waiting = 0;
@@ -506,11 +524,14 @@ export class StreamOrder {
       if (page !== this.pages[this.pages.length - 1]) this.cache(page);
       return page.runs;
     }
-    const bytes = nodeFs.readSync(this.path!, (this.fileBase + page.index * PAGE) * ENTRY, page.n * ENTRY);
+    const from = (this.fileBase + page.index * PAGE) * ENTRY;
+    const bytes = nodeFs.readSync(this.path!, from, page.n * ENTRY);
     if (bytes === null) throw new Error(`${this.path}: shorter than the runs it held`);
     const runs = new Float64Array(page.n * 4);
     for (let i = 0; i < page.n; i++) {
       const at = i * ENTRY;
+      // Read back as written, or not at all: a run changed on disk would give a stream sequence another message.
+      if (crc32c(bytes, at, at + 24) !== bytes.readUInt32LE(at + 24)) throw this.damaged(`${ORDER_FILE} is damaged at byte ${from + at}, read back`);
       runs[i * 4] = readU64(bytes, at);
       runs[i * 4 + 1] = bytes.readUInt32LE(at + 16);
       runs[i * 4 + 2] = readU64(bytes, at + 8);
@@ -765,7 +786,8 @@ export class StreamOrder {
       high: this.durableHigh,
       next: this.durableNext,
     };
-    await writeFile(`${this.path.slice(0, -ORDER_FILE.length)}${ORDER_PAGES_FILE}`, JSON.stringify(summary));
+    // Checksummed: pages taken from it are read back without a look at every run.
+    await writeFile(`${this.path.slice(0, -ORDER_FILE.length)}${ORDER_PAGES_FILE}`, stateFileText(summary));
   }
 
   /** Restores the pages from a clean close's summary (reading only the newest page's runs); false if there is none that matches. */
@@ -773,8 +795,10 @@ export class StreamOrder {
     const at = `${this.path!.slice(0, -ORDER_FILE.length)}${ORDER_PAGES_FILE}`;
     let summary: { size: number; last: string; fileBase: number; pages: Array<[number, number, number[]]>; high: number[]; next: number };
     try {
-      summary = JSON.parse(await readFile(at, "utf8"));
+      summary = parseStateFile(await readFile(at, "utf8")) as typeof summary;
     } catch {
+      // None, or damaged: every run is read back and checked instead (and the summary removed below, if there).
+      if (await exists(at)) await nodeFs.remove(at);
       return false;
     }
     const file = this.file!;
@@ -1054,10 +1078,16 @@ export class MergedLog {
    */
   state(): LogState {
     const last = this.order.durableNext - 1;
-    const first = this.order.firstSeq();
+    let first: number;
+    try {
+      first = this.order.firstSeq();
+    } catch {
+      // Its page of runs is damaged (the order's failure, reported below): nothing is told as stored.
+      first = last + 1;
+    }
     let messages = 0;
     let bytes = 0;
-    let error: string | null = null;
+    let error: string | null = this.order.failure?.message ?? null;
     const corrupt: LogState["corrupt"] = [];
     const lost: LogState["lost"] = [];
     for (const log of this.partitions) {
