@@ -15,10 +15,11 @@ import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
 import type { NagareServer } from "../src/server/server.js";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
-import { waitUntil } from "./helpers/clients.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { kcat } from "./helpers/kafka.js";
-import { ask as askBroker, describeLogDirsFrame, describeLogDirsResult, fetchResult, fetchV11Frame, frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
-import type { Reader } from "../src/protocols/kafka/codec.js";
+import { ask as askBroker, describeLogDirsFrame, describeLogDirsResult, fetchResult, fetchV11Frame, frame, offsetForLeaderEpochFrame, offsetForLeaderEpochResult, produceFrame, produceResult, RawKafka, recordBatches } from "./helpers/kafka-raw.js";
+import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
+import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { runKafkaCommand } from "../src/cli/kafka-commands.js";
 import { captured } from "./helpers/cli.js";
 import { connect } from "@nats-io/transport-node";
@@ -263,6 +264,29 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   // The leader of partition 0, which goes half way; the first offset its successor writes.
   const leaderId = partitions[0].leader;
   let newEpochStart = -1;
+
+  // An idempotent producer's batch, stored on every replica, whose acknowledgement is taken as lost: the producer retries it
+  // after the leader goes, by when other producers have written more than a takeover's scan of the log reads back (10,000).
+  // The new leader must know it for the batch it copied, as Kafka's followers do, and not store it twice (an outside attack
+  // saw librdkafka's retries stored again, 60 to 1,160 records a run).
+  const retryTopic = "replicated.retried";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic: retryTopic, numPartitions: 3, replicationFactor: 3, configEntries: [{ name: "min.insync.replicas", value: "2" }] }], waitForLeaders: true }));
+  const retryPartition = (await metadataV7(nodes[0], retryTopic)).find((p) => p.leader === leaderId)!.index;
+  const leaderNode = nodes.find((n) => brokerId(n) === leaderId)!;
+  const producerId = await askBroker(leaderNode.kafkaPort!, frame(22, 1, (w) => w.nullableString(null).i32(60_000)), (r) => (r.i32(), r.i16(), r.i64()));
+  const batchOf = (values: string[], pid: number, baseSequence: number): Buffer => {
+    const w = new Writer();
+    const now = Date.now();
+    encodeBatch(w, values.map((v, i) => ({ offset: i, timestamp: now, key: null, value: Buffer.from(v), headers: null })), 0, pid, pid < 0 ? -1 : 0, baseSequence);
+    return Buffer.from(w.result());
+  };
+  const produceTo = (n: NagareServer, records: Buffer) => askBroker(n.kafkaPort!, produceFrame(retryTopic, retryPartition, records), produceResult);
+  const retried = batchOf(["p-0", "p-1"], producerId, 0);
+  const first = await produceTo(leaderNode, retried);
+  assert.deepEqual(first, { error: 0, baseOffset: 0 });
+  const others = await produceTo(leaderNode, batchOf(Array.from({ length: 10_001 }, (_, i) => `q-${i}`), -1, -1));
+  assert.deepEqual(others, { error: 0, baseOffset: 2 });
+
   try {
     for (let i = 0; i < 30; i++) {
       const offset = await send(i);
@@ -277,6 +301,20 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   } finally {
     await producer.disconnect();
   }
+
+  // The retry reaches the partition's new leader: the batch it copied, answered at its offset, not stored again.
+  let retryLeader: NagareServer | undefined;
+  let answer = { error: -1, baseOffset: -1 };
+  await waitUntilAsync(async () => {
+    const leader = (await metadataV7(live()[0], retryTopic))[retryPartition].leader;
+    retryLeader = live().find((n) => brokerId(n) === leader);
+    if (retryLeader === undefined) return false;
+    answer = await produceTo(retryLeader, retried);
+    // Before the new leader has taken its role up: NOT_LEADER_OR_FOLLOWER or LEADER_NOT_AVAILABLE, which clients retry.
+    return answer.error !== 6 && answer.error !== 5;
+  }, "the retry to reach the partition's new leader", 30_000);
+  assert.deepEqual(answer, { error: 0, baseOffset: 0 }, "a duplicate, at its first offset");
+  assert.equal(retryLeader!.jetstream!.streams.get("replicated_retried")!.partitions[retryPartition].state().lastSeq, 10_003, "stored once");
 
   const after = await metadataV7(live()[0], topic);
   assert.notEqual(after[0].leader, leaderId, "another broker leads partition 0");

@@ -22,6 +22,7 @@ import { GroupCoordinator } from "./groups.js";
 import { ReplicatedOffsets } from "./offsets-log.js";
 import { ReplicatedTxnState } from "./txn-state-log.js";
 import { ProducerStates } from "./producers.js";
+import { PartitionProducers } from "./partition-producers.js";
 import { TransactionCoordinator } from "./transactions.js";
 import { TxnIndexes } from "./txn-index.js";
 import { TopicIds } from "./topic-ids.js";
@@ -38,6 +39,7 @@ export class AccountDoor {
     /** What each stream's logs say of transactions: the last stable offset, aborted ranges, what NATS readers see. */
     readonly txnIndexes: TxnIndexes,
   ) {
+    this.partitionProducers = new PartitionProducers(js, door.options.maxProducerStates);
     this.topicIds = new TopicIds(js.account.name);
     this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
     groups.store = this.offsets;
@@ -56,6 +58,9 @@ export class AccountDoor {
       transactions.holdAway = (groupId, producerId, until) => groupHoldAway(this, groupId, producerId, until);
     }
   }
+
+  /** Each idempotent producer's last batches in each partition as this node's log received them (a takeover's recovery looks here too). */
+  readonly partitionProducers: PartitionProducers;
 
   /** The account's topic ids (Metadata v10+, Fetch v13+), derived, not stored (topic-ids.ts). */
   readonly topicIds: TopicIds;
@@ -143,6 +148,7 @@ export class AccountDoor {
     this.txnState?.close();
     this.transactions.close();
     this.txnIndexes.close();
+    this.partitionProducers.close();
     this.js.reservedHeaders.delete(BATCH_HEADER);
     this.js.reservedSubjects.delete(CONTROL_SUBJECT_COMMIT);
     this.js.reservedSubjects.delete(CONTROL_SUBJECT_ABORT);

@@ -409,6 +409,9 @@ async function recoverProducer(door: AccountDoor, stream: Stream, topic: string,
     if (!f.marker) found.push({ epoch: f.epoch, firstSeq: f.baseSequence, count: f.count, offset: f.offset, timestamp: f.timestamp });
   };
   await scanProducers(stream.partitions[index], lastSeq - PRODUCER_SCAN + 1, lastSeq, visit, producerId);
+  // Not among the last messages: what this node's log got of it, appended or copied, however far back (a follower that took
+  // the partition over knows the batch a retry repeats, as Kafka's followers do).
+  if (found.length === 0) found.push(...door.partitionProducers.batchesOf(stream, index, producerId));
   door.producers.seed(producerId, topic, index, stream.arrivals[index] ?? 0, found);
 }
 
@@ -447,6 +450,8 @@ function issue(door: AccountDoor, conn: KafkaConnection, topic: string, p: Prepa
   const landed = transactionalId !== null ? door.txnIndexes.expect(stream, index) : null;
   const stored_ = (err: ApiError | null, first: number): void => {
     landed?.();
+    // In this log (even if its replication then failed): the partition's record of its producers has it too.
+    if (first > 0 && batch.producerId >= 0) door.partitionProducers.note(stream, index, batch.producerId, batch.producerEpoch, batch.baseSequence, batch.count, first - 1, p.logAppendTime ? appendTime : batch.maxTimestamp);
     (storedHere as ((offset: number | null, why?: NotStored) => void) | null)?.(first > 0 ? first - 1 : null, err === null ? undefined : notStored(err));
     settle(err ?? first - 1);
   };

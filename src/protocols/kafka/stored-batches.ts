@@ -12,7 +12,7 @@
  */
 
 import { crc32c } from "../../util/crc32c.js";
-import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredMessage } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredItem, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
 import { BATCH_HEADER, batchMarkOf, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, readTxnMark, type TxnMark } from "./messages.js";
 import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, BATCH_MAGIC, BATCH_OVERHEAD, decodeProduceBatch, type DecompressionGate } from "./records.js";
@@ -210,55 +210,72 @@ const SCAN_BYTES = 1024 * 1024;
  * Batches of producers without an id (not idempotent) are not visited.
  */
 export async function scanProducers(log: MessageLog, from: number, to: number, visit: (found: ProducerFound) => void, producerId?: number): Promise<void> {
-  const found: ProducerFound = { producerId: -1, epoch: -1, baseSequence: -1, count: 0, offset: -1, timestamp: -1, marker: false };
-  const mark: TxnMark = { producerId: -1, epoch: -1 };
-  // A message beginning one of the producer's batches names it first: most others are skipped without parsing their headers.
-  const needle = Buffer.from(producerId === undefined ? `${BATCH_HEADER}: ` : `${BATCH_HEADER}: ${producerId} `);
+  const scan = new ProducerScan(visit, producerId);
   for (let seq = Math.max(from, log.state().firstSeq); seq <= to; ) {
     const items = await log.scanStored(seq, { maxMessages: 1024, maxBytes: SCAN_BYTES });
     if (items.length === 0) return;
     let last = seq;
     for (const m of items) {
-      if (isForeign(m)) {
-        // Items come in order: the rest were appended after the scan began.
-        if (m.firstSeq > to) return;
-        last = m.firstSeq + m.count - 1;
-        if (m.format !== FOREIGN_KAFKA) continue;
-        const p = batchProducer(m.bytes);
-        if (p.producerId < 0 || (producerId !== undefined && p.producerId !== producerId)) continue;
-        found.producerId = p.producerId;
-        found.epoch = p.epoch;
-        found.baseSequence = p.baseSequence;
-        found.count = m.count;
-        found.offset = m.firstSeq - 1;
-        found.timestamp = batchMaxTimestamp(m.bytes);
-        found.marker = false;
-        visit(found);
-        continue;
-      }
-      if (m.seq > to) return;
-      last = m.seq;
-      if (m.headers === null) continue;
-      if (m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT) {
-        if (!readTxnMark(m.headers, mark) || (producerId !== undefined && mark.producerId !== producerId)) continue;
-        found.producerId = mark.producerId;
-        found.epoch = mark.epoch;
-        found.baseSequence = -1;
-        found.count = 0;
-        found.marker = true;
-      } else {
-        const b = m.headers.indexOf(needle) < 0 ? null : batchMarkOf(m.headers);
-        if (b === null || (producerId !== undefined && b.producerId !== producerId)) continue;
-        found.producerId = b.producerId;
-        found.epoch = b.epoch;
-        found.baseSequence = b.baseSequence;
-        found.count = b.count;
-        found.marker = false;
-      }
-      found.offset = m.seq - 1;
-      found.timestamp = m.time;
-      visit(found);
+      // Items come in order: the rest were appended after the scan began.
+      const first = isForeign(m) ? m.firstSeq : m.seq;
+      if (first > to) return;
+      last = isForeign(m) ? m.firstSeq + m.count - 1 : m.seq;
+      scan.item(m);
     }
     seq = last + 1;
+  }
+}
+
+/** Visits the idempotent batches and transaction markers among stored items, as scanProducers finds them in a log. */
+export class ProducerScan {
+  private readonly found: ProducerFound = { producerId: -1, epoch: -1, baseSequence: -1, count: 0, offset: -1, timestamp: -1, marker: false };
+  private readonly mark: TxnMark = { producerId: -1, epoch: -1 };
+  /** A message beginning one of the producer's batches names it first: most others are skipped without parsing their headers. */
+  private readonly needle: Buffer;
+
+  constructor(
+    private readonly visit: (found: ProducerFound) => void,
+    private readonly producerId?: number,
+  ) {
+    this.needle = Buffer.from(producerId === undefined ? `${BATCH_HEADER}: ` : `${BATCH_HEADER}: ${producerId} `);
+  }
+
+  item(m: StoredItem): void {
+    const found = this.found;
+    const producerId = this.producerId;
+    if (isForeign(m)) {
+      if (m.format !== FOREIGN_KAFKA) return;
+      const p = batchProducer(m.bytes);
+      if (p.producerId < 0 || (producerId !== undefined && p.producerId !== producerId)) return;
+      found.producerId = p.producerId;
+      found.epoch = p.epoch;
+      found.baseSequence = p.baseSequence;
+      found.count = m.count;
+      found.offset = m.firstSeq - 1;
+      found.timestamp = batchMaxTimestamp(m.bytes);
+      found.marker = false;
+      this.visit(found);
+      return;
+    }
+    if (m.headers === null) return;
+    if (m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT) {
+      if (!readTxnMark(m.headers, this.mark) || (producerId !== undefined && this.mark.producerId !== producerId)) return;
+      found.producerId = this.mark.producerId;
+      found.epoch = this.mark.epoch;
+      found.baseSequence = -1;
+      found.count = 0;
+      found.marker = true;
+    } else {
+      const b = m.headers.indexOf(this.needle) < 0 ? null : batchMarkOf(m.headers);
+      if (b === null || (producerId !== undefined && b.producerId !== producerId)) return;
+      found.producerId = b.producerId;
+      found.epoch = b.epoch;
+      found.baseSequence = b.baseSequence;
+      found.count = b.count;
+      found.marker = false;
+    }
+    found.offset = m.seq - 1;
+    found.timestamp = m.time;
+    this.visit(found);
   }
 }
