@@ -137,6 +137,15 @@ describe("a store directory that cannot hold a store stops startup", () => {
     }
   });
 
+  test("a directory the file system will not make (under /proc): refused at once, with mkdir's reason", { timeout: 30_000, skip: existsSync("/proc/self") ? false : "needs /proc" }, async () => {
+    // Node's recursive mkdir spins for ever where mkdir answers ENOENT under a parent that exists: the server hung at
+    // start, deaf to SIGTERM (an outside test); nats-server says it cannot create the directory.
+    await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: "/proc/nagare-store/js" }), /store directory \/proc\/nagare-store\/js: cannot be created \(ENOENT/);
+    const cli = await refusedServer("/proc/nagare-store");
+    assert.equal(cli.code, 1);
+    assert.match(cli.output, /cannot start: store directory \/proc\/nagare-store: cannot be created/);
+  });
+
   test("an unwritable directory", { skip: root ? false : "needs root to mount a read-only file system" }, async () => {
     const ro = tmpfs("size=4m,ro");
     try {

@@ -14,6 +14,7 @@
 import { promises as fsp, readFileSync, realpathSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { makeDirs } from "../util/fs.js";
 
 /** Less free space than this at start is a full disk: nothing could be stored. */
 export const MIN_FREE_BYTES = 1024 * 1024;
@@ -28,7 +29,7 @@ export class StoreDirError extends Error {}
 export async function checkStoreDir(dir: string): Promise<void> {
   const fail = (why: string): StoreDirError => new StoreDirError(`store directory ${dir}: ${why}`);
   try {
-    await fsp.mkdir(dir, { recursive: true });
+    await makeDirs(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw fail(code === "EEXIST" || code === "ENOTDIR" ? "a file is in the way (not a directory)" : `cannot be created (${(err as Error).message})`);

@@ -10,7 +10,7 @@
 
 import { promises as fsp, constants as fsc, closeSync, openSync, readFileSync, readSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 
 export interface StoreFile {
   /** Bytes read into buf[offset, offset+length) from `position`; fewer at the end of the file. */
@@ -287,6 +287,37 @@ const OPEN_FLAGS: Record<OpenMode, number> = {
   replace: fsc.O_RDWR | fsc.O_CREAT | fsc.O_TRUNC,
 };
 
+/**
+ * mkdir -p, one directory at a time: returns the first directory it made, or undefined if `dir` was there. Node's
+ * `mkdir(..., { recursive: true })` spins for ever where mkdir answers ENOENT under a parent that exists (/proc).
+ */
+export async function makeDirs(dir: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const st = await fsp.stat(d).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return null;
+      throw err;
+    });
+    if (st !== null) {
+      if (st.isDirectory()) break;
+      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${d}'`), { code: "ENOTDIR", path: d });
+    }
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  let first: string | undefined;
+  for (let i = missing.length - 1; i >= 0; i--) {
+    try {
+      await fsp.mkdir(missing[i]);
+      first ??= missing[i];
+    } catch (err) {
+      // Made meanwhile by another: fine if it is a directory.
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !(await fsp.stat(missing[i])).isDirectory()) throw err;
+    }
+  }
+  return first;
+}
+
 export const nodeFs: StoreFs = {
   async open(path, mode) {
     return new PooledFile(path, await openRetrying(path, OPEN_FLAGS[mode]));
@@ -294,9 +325,9 @@ export const nodeFs: StoreFs = {
   readdir: (dir) => fsp.readdir(dir),
   async mkdirp(dir) {
     // Each directory it creates is made durable in its parent, or a crash could drop files synced inside it.
-    const made = await fsp.mkdir(dir, { recursive: true });
+    const made = await makeDirs(dir);
     if (made === undefined) return;
-    for (let d = dir; d.length >= made.length; d = dirname(d)) {
+    for (let d = resolve(dir); d.length >= made.length; d = dirname(d)) {
       await this.syncDir(dirname(d));
       if (d === made) break;
     }
