@@ -8,7 +8,7 @@
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, AckPolicy, type JetStreamManager } from "@nats-io/jetstream";
@@ -190,6 +190,31 @@ describe("damage in stream files", () => {
       }
     });
   }
+
+  test("a changed dedup.json is not taken: a retry is answered with its own message's sequence", async () => {
+    // An outside test changed one entry's sequence in the clean close's de-duplication file (still valid JSON): a retry of
+    // that id was answered "duplicate" naming another message's sequence.
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "DD", subjects: ["dd.>"] });
+      const js = jetstream(h.nc);
+      for (let i = 1; i <= 200; i++) await js.publish("dd.x", `m${i}`, { msgID: `id-${i}` });
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const file = join(h.storeDir, "streams", "DD", "dedup.json");
+      const text = readFileSync(file, "utf8");
+      const changed = text.replace('["id-150",150,', '["id-150",15,');
+      assert.notEqual(changed, text);
+      writeFileSync(file, changed);
+      await h.restart();
+      const again = await jetstream(h.nc).publish("dd.x", "m150 again", { msgID: "id-150" });
+      assert.deepEqual([again.seq, again.duplicate], [150, true]);
+      assert.equal((await jetstream(h.nc).publish("dd.x", "new", { msgID: "id-201" })).seq, 201);
+    } finally {
+      await h.close();
+    }
+  });
 
   test("a batch found damaged on read (the index is intact) is reported lost, and gets answer rather than hang", async () => {
     const h = await startJs();

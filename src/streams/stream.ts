@@ -15,7 +15,7 @@ import { isForeign, payloadSizeAt, type AppendInput, type ForeignBatch, type Lim
 import type { EpochEntry } from "../store/leader-epochs.js";
 import { ApiError, Errors } from "./errors.js";
 import { damageFields } from "./damage.js";
-import { removeFileDurably } from "../util/persist.js";
+import { parseStateFile, removeFileDurably, stateFileText } from "../util/persist.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
 import { SubjectTransform } from "../subjects/transform.js";
 import { partitionForKey } from "./partitioner.js";
@@ -507,7 +507,8 @@ export class Stream {
     const entries: Array<[string, number, number]> = [];
     for (const [id, e] of this.dedup) if (e.time >= cutoff) entries.push([id, e.seq, e.time]);
     const path = join(this.dir, DEDUP_FILE);
-    await writeFile(`${path}.tmp`, JSON.stringify({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
+    // Checksummed: what it says decides duplicates and where the log's tail was, so a changed copy must not be taken.
+    await writeFile(`${path}.tmp`, stateFileText({ lastSeq: this.log.state().lastSeq, lastMsgId: this.lastMsgId, entries }));
     await rename(`${path}.tmp`, path);
   }
 
@@ -520,10 +521,10 @@ export class Stream {
   private async readSavedDedup(): Promise<SavedDedup | null> {
     if (this.dir === null) return null;
     try {
-      const saved = JSON.parse(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as SavedDedup;
+      const saved = parseStateFile(await readFile(join(this.dir, DEDUP_FILE), "utf8")) as SavedDedup;
       return typeof saved === "object" && saved !== null ? saved : null;
     } catch {
-      return null; // none, or torn by a crash: read the window back instead
+      return null; // none, torn by a crash (written without a sync) or damaged: read the window back instead
     }
   }
 
