@@ -23,9 +23,11 @@ import { ask, frame, produceFrame, produceResult } from "./helpers/kafka-raw.js"
 import { Writer } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { HeldGate } from "./helpers/held-gate.js";
+import { jetstreamManager, DiscardPolicy } from "@nats-io/jetstream";
 
 const NOT_LEADER_OR_FOLLOWER = 6;
 const OUT_OF_ORDER_SEQUENCE_NUMBER = 45;
+const POLICY_VIOLATION = 44;
 
 test("librdkafka's idempotent producer, told its stored batch's replication was cut short, retries it under its sequence: stored once", async () => {
   const h = await startKafka();
@@ -114,6 +116,31 @@ test("a batch sent behind one refused for a lost lease is refused alike, not OUT
     assert.deepEqual(await second, { error: 0, baseOffset: 1 });
     // A gap that no refusal explains is still OUT_OF_ORDER_SEQUENCE_NUMBER.
     assert.equal((await send(5, "gap")).error, OUT_OF_ORDER_SEQUENCE_NUMBER);
+  } finally {
+    await h.close();
+  }
+});
+
+test("a batch the stream's own limits refuse (discard new) is POLICY_VIOLATION, which clients do not retry, not a storage error", async () => {
+  // An outside test filled a topic whose stream discards new messages: KAFKA_STORAGE_ERROR made librdkafka retry until its
+  // message timed out, never telling why.
+  const h = await startKafka();
+  try {
+    const topic = "full.topic";
+    await createTopic(h, topic);
+    const stream = findTopic(h.srv.jetstream!, topic)!;
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.update(stream.config.name, { ...(await jsm.streams.info(stream.config.name)).config, discard: DiscardPolicy.New, max_msgs: 1 });
+    const send = (value: string): Promise<{ error: number; baseOffset: number }> => {
+      const w = new Writer();
+      encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from(value), headers: null }], 0);
+      return ask(h.srv.kafkaPort!, produceFrame(topic, 0, Buffer.from(w.result())), produceResult);
+    };
+    assert.deepEqual(await send("fits"), { error: 0, baseOffset: 0 });
+    assert.equal((await send("one too many")).error, POLICY_VIOLATION);
+    // librdkafka gives up on it at once, with the broker's reason.
+    const kc = await kcat(["-b", h.broker, "-P", "-t", topic, "-p", "0", "-X", "message.timeout.ms=20000"], "refused\n");
+    assert.match(kc.stderr, /Policy violation/, kc.stderr);
   } finally {
     await h.close();
   }

@@ -4,6 +4,7 @@
  */
 
 import { goDuration } from "../util/duration.js";
+import { LimitError } from "../store/log.js";
 
 export class ApiError extends Error {
   constructor(
@@ -57,6 +58,22 @@ export class LeaseLostError extends ApiError {
   constructor() {
     super(503, 10008, "JetStream system temporarily unavailable: this node does not hold its cluster lease");
   }
+}
+
+/**
+ * A write refused by the stream's own limits under discard "new" (maximum messages, bytes, per subject): JetStream's
+ * "store failed" with the limit (nats-server's 503 10077), told apart so that a door can say it is no passing fault
+ * (Kafka: POLICY_VIOLATION, which clients do not retry, not KAFKA_STORAGE_ERROR, which they retry until they time out).
+ */
+export class LimitRefusedError extends ApiError {
+  constructor(why: string) {
+    super(503, 10077, why);
+  }
+}
+
+/** A log's refusal as a write's error: the stream's limits (LimitRefusedError), or a storage failure. */
+export function storeFailure(err: Error): ApiError {
+  return err instanceof LimitError ? new LimitRefusedError(err.message) : Errors.storeFailed(err.message);
 }
 
 const e = (code: number, errCode: number, text: string) => (): ApiError => new ApiError(code, errCode, text);

@@ -13,7 +13,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { isForeign, payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredItem, type StoredMessage } from "../store/log.js";
 import type { EpochEntry } from "../store/leader-epochs.js";
-import { ApiError, Errors } from "./errors.js";
+import { ApiError, Errors, storeFailure } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { parseStateFile, removeFileDurably, stateFileText } from "../util/persist.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
@@ -740,7 +740,7 @@ export class Stream {
       this.holding = false;
       if (err !== null) {
         // Limit refusals (discard new) and storage failures alike: JetStream's "store failed" with the reason.
-        this.fail(p, msgId, Errors.storeFailed(err.message));
+        this.fail(p, msgId, storeFailure(err));
       } else {
         if (msgId !== undefined) this.remember(msgId, seq);
         if (rollup !== undefined) {
@@ -895,7 +895,7 @@ export class Stream {
       log.append(inp, (err, seq) => {
         this.inflight--;
         this.checkDrain();
-        if (err !== null) done(Errors.storeFailed(err.message), 0);
+        if (err !== null) done(storeFailure(err), 0);
         else {
           this.afterStore(partition, inp.subject, seq, () => this.whenReplicated(partition, seq, (e) => done(e, e === null ? seq : 0)));
         }
@@ -981,7 +981,7 @@ export class Stream {
     if (full !== null) return done(full, 0);
     const stored = (err: Error | null, first: number): void => {
       this.checkDrain();
-      if (err !== null) return done(Errors.storeFailed(err.message), 0);
+      if (err !== null) return done(storeFailure(err), 0);
       this.order?.landed();
       // Stored here: `first` goes with a replication error too, as the records are in this log (a retry is a duplicate).
       const finish = (): void => this.whenReplicated(partition, first + count - 1, (e) => done(e, first), leaderOnly);

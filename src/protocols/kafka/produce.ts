@@ -22,7 +22,7 @@ import { minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./conf
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { NotStored } from "./producers.js";
-import { OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../../streams/errors.js";
+import { LimitRefusedError, OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { ReplicaAck, Stream } from "../../streams/stream.js";
 import type { PermissionCheck } from "../../core/auth.js";
@@ -560,6 +560,8 @@ export function produceErrorOf(o: ApiError): number {
   if (o instanceof TooFewReplicasError) return o.afterAppend ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS;
   if (o instanceof OutcomeUnknownError) return ErrorCode.REQUEST_TIMED_OUT;
   if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
+  // The stream's own limits under discard "new": no retry gets it in.
+  if (o instanceof LimitRefusedError) return ErrorCode.POLICY_VIOLATION;
   if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;
 }
