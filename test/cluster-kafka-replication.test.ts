@@ -316,6 +316,16 @@ test("replication factor 3: a copy on every node, Metadata shows the replicas in
   assert.deepEqual(answer, { error: 0, baseOffset: 0 }, "a duplicate, at its first offset");
   assert.equal(retryLeader!.jetstream!.streams.get("replicated_retried")!.partitions[retryPartition].state().lastSeq, 10_003, "stored once");
 
+  // Two brokers left: more partitions of three replicas each cannot be placed, refused for good in Kafka's words (it was a
+  // retriable REQUEST_TIMED_OUT, which clients retry until they give up).
+  await assert.rejects(
+    withAdmin((a) => a.createPartitions({ topicPartitions: [{ topic, count: 4 }] })),
+    (err: Error & { type?: string; errors?: Array<{ type?: string }> }) => {
+      assert.equal(err.type ?? err.errors?.[0]?.type, "INVALID_REPLICATION_FACTOR", String(err));
+      return true;
+    },
+  );
+
   const after = await metadataV7(live()[0], topic);
   assert.notEqual(after[0].leader, leaderId, "another broker leads partition 0");
   assert.ok(after[0].leader >= 0);

@@ -212,6 +212,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
       // As many replicas as the topic's first partition has (a reassignment's target, while one runs), as Kafka adds them;
       // new and empty, every replica is in sync from the start.
       const factor = p.reassigning?.[0]?.target.length ?? p.replicas[0].length;
+      // Too few live brokers for the factor is refused for good, in Kafka's words (InvalidReplicationFactorException), not
+      // retried: clients retry REQUEST_TIMED_OUT until they give up.
+      const brokers = this.replicableBrokers();
+      if (factor > brokers) throw new KafkaClusterError(`Replication factor: ${factor} larger than available brokers: ${brokers}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
       const sets = leaders.map((leader) => [leader, ...this.node.placements.moreReplicas(factor - 1, p.tags, new Set([leader, ...exclude]))]);
       return {
         ...p,
