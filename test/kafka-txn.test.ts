@@ -431,6 +431,36 @@ print("committed", flush=True)
     assert.deepEqual(committed, ["after0", "after1"]);
     assert.deepEqual((await values(h.broker, topic, "read_uncommitted")).sort(), ["after0", "after1", "p0", "p1"]);
   });
+  test("a stream whose record of holding transactions is gone is indexed again at the start: aborted records stay hidden", async () => {
+    // An outside test removed kafka/txn-streams/* of a stopped server: the stream was not indexed at the next start, and a
+    // read_committed consumer got the aborted records (NATS readers the markers), with nothing said.
+    const topic = "txn.unrecorded";
+    await createTopic(topic);
+    const producer = await transactional("tx-unrecorded");
+    for (const [value, commit] of [["c1", true], ["ab1", false], ["c2", true]] as const) {
+      const txn = await producer.transaction();
+      await txn.send({ topic, messages: [{ value }] });
+      await (commit ? txn.commit() : txn.abort());
+    }
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["c1", "c2"]);
+    let removed = 0;
+    await h.restart({
+      whileStopped: () => {
+        const find = (dir: string): void => {
+          for (const e of readdirSync(dir, { withFileTypes: true })) {
+            if (!e.isDirectory()) continue;
+            const at = join(dir, e.name);
+            if (e.name !== "txn-streams") find(at);
+            else for (const f of readdirSync(at)) (rmSync(join(at, f)), removed++);
+          }
+        };
+        find(h.storeDir);
+      },
+    });
+    assert.ok(removed > 0, "the records were there to remove");
+    assert.deepEqual(await values(h.broker, topic, "read_committed"), ["c1", "c2"]);
+  });
+
   test("InitProducerId naming its producer (KIP-360): a retry gets the epoch it was given; a producer its timeout fenced is PRODUCER_FENCED, never handed the fence's epoch", async () => {
     const topic = "txn.kip360";
     await createTopic(topic);

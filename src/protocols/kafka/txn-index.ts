@@ -451,6 +451,14 @@ export class TxnIndexes {
       } else await this.add(stream);
     }
     for (const dir of legacy) await rm(dir, { recursive: true, force: true });
+    // A stream that holds transaction markers which no record names (its record lost or removed): unindexed, its aborted
+    // records would reach read_committed consumers and its markers NATS readers. Indexed again, and said so. (The subject
+    // index answers without a read; a first transaction still open, with no marker yet, is not found this way.)
+    for (const [key, stream] of live) {
+      if (known.has(key) || !stream.partitions.some((p) => p.subjectCount(CONTROL_SUBJECT_COMMIT) + p.subjectCount(CONTROL_SUBJECT_ABORT) > 0)) continue;
+      this.warn(`kafka: stream "${stream.config.name}" holds transaction markers, but its record (${join(this.dir, key)}) is gone: indexed and recorded again`);
+      await this.add(stream);
+    }
     this.js.copyListeners.add(this.onCopied);
     this.js.cutListeners.add(this.onCut);
     this.js.appendAtHooks.add(this.beforeAppendAt);
