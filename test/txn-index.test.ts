@@ -15,6 +15,7 @@ import type { Stream } from "../src/streams/stream.js";
 import { TxnIndex } from "../src/protocols/kafka/txn-index.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "../src/protocols/kafka/messages.js";
 import { ATTR_TRANSACTIONAL } from "../src/protocols/kafka/records.js";
+import { waitUntil } from "./helpers/clients.js";
 
 /** What the index asks of its stream: its partitions, append listeners, and a call when readers may move on. */
 function streamOf(log: MemoryLog): Stream & { advanced: number } {
@@ -195,4 +196,40 @@ test("a marker of an older epoch than one already read (a fenced coordinator's l
   assert.equal(index.stableSeq(0), 2, "the new transaction is still open");
   assert.equal(index.hidden(0, 4), true);
   assert.equal(index.markerEpoch(0, 7), 1);
+});
+
+test("sequences lost to damage while a transaction is open stop the index there: the next marker does not end what the lost one did", async () => {
+  // An outside test damaged an abort marker in a stopped server's log: reported lost, it was read over, and the aborted
+  // records were taken into the producer's next transaction, committed, and served to read_committed consumers.
+  const log = new MemoryLog();
+  const lost: Array<{ from: number; to: number; bytes: number }> = [];
+  const state = log.state.bind(log);
+  log.state = () => ({ ...state(), lost });
+  await appendBatch(log, 7, 2); // 1-2: producer 7, aborted by 3
+  const abort = await marker(log, 7, false); // 3
+  await appendBatch(log, 7, 1); // 4: producer 7's next transaction
+  await marker(log, 7, true); // 5
+  assert.equal(await log.delete(abort), true);
+  lost.push({ from: abort, to: abort, bytes: 100 });
+  const { index, warnings } = started(log);
+  // Stopped, it is never read past the lost sequence: its waiters wait (EndTxn's for 5 s at most); the warning says why.
+  await waitUntil(() => warnings.length > 0, "the index to stop at the lost sequence");
+  assert.equal(index.stableSeq(0), 0, "readers wait at the open transaction's first record, before the lost sequence");
+  assert.equal(index.hidden(0, 1), false, "its records are not taken for aborted");
+  assert.equal(index.hidden(0, 4), false);
+  assert.deepEqual(index.abortedIn(0, 0, 10, 0), [], "nor counted in an aborted range");
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /sequences 3\.\.3 were lost to damage while 1 transaction\(s\) were open here/);
+
+  // A gap that is a delete (nothing lost) with a transaction open is read over as before.
+  const plain = new MemoryLog();
+  await appendBatch(plain, 7, 1); // 1
+  const gone = await appendBatch(plain, 9, 1, false); // 2: a plain batch, deleted
+  await marker(plain, 7, true); // 3
+  assert.equal(await plain.delete(gone), true);
+  const read = started(plain);
+  await readAll(read.index, plain);
+  assert.equal(read.index.stableSeq(0), Infinity, "read to the end: nothing open holds readers");
+  assert.equal(read.index.hidden(0, 1), false, "its record committed");
+  assert.deepEqual(read.warnings, []);
 });

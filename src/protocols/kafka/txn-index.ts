@@ -25,7 +25,7 @@
 
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { FOREIGN_KAFKA, isForeign, type AppendInput, type StoredItem } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, type AppendInput, type MessageLog, type StoredItem } from "../../store/log.js";
 import type { JetStream } from "../../streams/jetstream.js";
 import type { Stream } from "../../streams/stream.js";
 import { itemEnd } from "../../streams/copy-batch.js";
@@ -212,8 +212,12 @@ export class TxnIndex implements Visibility {
         const items = await log.scanStored(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES, stopAtReadError: true });
         if (generation !== part.generation) continue;
         // Nothing stored from `next` to the end as it was: all of it removed.
-        if (items.length === 0) part.next = lastSeq + 1;
+        if (items.length === 0) {
+          if (!this.passable(partition, part, log, lastSeq + 1)) return;
+          part.next = lastSeq + 1;
+        }
         for (const item of items) {
+          if (!this.passable(partition, part, log, isForeign(item) ? item.firstSeq : item.seq)) return;
           if (!this.apply(partition, part, item)) return;
           part.next = Math.max(part.next, itemEnd(item));
         }
@@ -302,6 +306,20 @@ export class TxnIndex implements Visibility {
       part.earliest = Infinity;
       for (const t of part.open.values()) if (t.first < part.earliest) part.earliest = t.first;
     }
+  }
+
+  /**
+   * Whether the read may go from `next` on to `to` (the next stored item): not over sequences lost to damage while a
+   * transaction is open here, whose marker they may have held. Going on would end it with the next marker its producer
+   * wrote (an abort's records shown as committed, a commit's hidden as aborted); the index stops there instead, and its
+   * readers wait, as Kafka's last stable offset waits on a transaction whose end it has not seen.
+   */
+  private passable(partition: number, part: PartitionIndex, log: MessageLog, to: number): boolean {
+    if (to <= part.next || part.open.size === 0) return true;
+    for (const r of log.state().lost) {
+      if (r.to >= part.next && r.from < to) return this.fail(partition, part, `sequences ${r.from}..${r.to} were lost to damage while ${part.open.size} transaction(s) were open here: how they ended is not known`);
+    }
+    return true;
   }
 
   private fail(partition: number, part: PartitionIndex, why: string): false {
