@@ -291,6 +291,24 @@ test("include: errors inside an included file name that file and its line", () =
   }
 });
 
+test("blocks and arrays nested past 128 deep are refused with their place, not a stack overflow; 128 are read", () => {
+  // An outside test nested 5,000 blocks: "Maximum call stack size exceeded", with no file, line or column.
+  confError(() => parseConf(`a ${"{ b ".repeat(5000)}${"} ".repeat(5000)}`, { env: {}, file: "deep.conf" }), /deep\.conf:1:\d+: blocks and arrays nested more than 128 deep/);
+  confError(() => parseConf(`a: ${"[".repeat(129)}${"]".repeat(129)}`, { env: {} }), /nested more than 128 deep/);
+  const deep = parseConf(`a: ${"[".repeat(128)}1${"]".repeat(128)}`, { env: {} });
+  let v: unknown = deep.a;
+  for (let i = 1; i < 128; i++) v = (v as unknown[])[0];
+  assert.deepEqual(v, [1]);
+  // Deep in every file of a chain of includes, the stack still holds.
+  const dir = tempDir();
+  try {
+    for (let i = 1; i <= 10; i++) writeFileSync(join(dir, `n${i}.conf`), `k${i} ${"{ x ".repeat(127)}${i < 10 ? `{ include n${i + 1}.conf }` : "1"}${" }".repeat(127)}\n`);
+    assert.ok(parseConf("include n1.conf", { baseDir: dir, env: {} }).k1 !== undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("include: depth is bounded (self-include, and a chain of 11)", () => {
   const dir = tempDir();
   try {

@@ -76,6 +76,8 @@ export interface ParseConfOptions {
 
 /** Deepest chain of nested includes accepted. */
 export const MAX_INCLUDE_DEPTH = 10;
+/** Blocks and arrays inside one another, per file: far past any real configuration, well inside the stack with every include. */
+export const MAX_NESTING = 128;
 
 interface MapMeta {
   positions: Map<string, ConfPosition>;
@@ -166,6 +168,8 @@ class Parser {
   private i = 0;
   private line = 1;
   private col = 1;
+  /** Blocks and arrays open around the value being parsed (MAX_NESTING). */
+  private nesting = 0;
 
   constructor(
     private readonly src: string,
@@ -341,19 +345,26 @@ class Parser {
 
   private parseValue(): unknown {
     const c = this.peek();
-    if (c === "{") {
-      const open = this.pos();
-      this.next();
-      const m = newMap();
-      this.ctx.scopes.push(m);
+    if (c === "{" || c === "[") {
+      // Blocks and arrays parse by recursion: past a bound, a refusal with its place rather than a stack overflow.
+      if (this.nesting >= MAX_NESTING) this.fail(`blocks and arrays nested more than ${MAX_NESTING} deep`);
+      this.nesting++;
       try {
-        this.parseEntries(m, "}", open);
+        if (c === "[") return this.parseArray();
+        const open = this.pos();
+        this.next();
+        const m = newMap();
+        this.ctx.scopes.push(m);
+        try {
+          this.parseEntries(m, "}", open);
+        } finally {
+          this.ctx.scopes.pop();
+        }
+        return m;
       } finally {
-        this.ctx.scopes.pop();
+        this.nesting--;
       }
-      return m;
     }
-    if (c === "[") return this.parseArray();
     if (c === '"') return this.parseDoubleQuoted();
     if (c === "'") return this.parseSingleQuoted();
     const pos = this.pos();
