@@ -198,6 +198,7 @@ export class StreamOrder {
       await order.flush();
       // Reads the first stored message's page back (damage there stops the open).
       if (order.compactDue()) await order.compact();
+      if (order.failed instanceof OrderDamage) throw order.failed;
     } catch (err) {
       await file?.close().catch(() => undefined);
       throw err;
@@ -692,7 +693,13 @@ export class StreamOrder {
    */
   private compactDue(): boolean {
     if (this.file === null || this.failed !== null || this.closed) return false;
-    this.firstSeq();
+    try {
+      this.firstSeq();
+    } catch {
+      // The first page is damaged (damaged() made it the order's failure, reported): the write loop stops on it, and an
+      // open throws it. Never thrown from the write loop, where nothing would catch it.
+      return false;
+    }
     const dead = this.headPage;
     return dead >= 1 && dead * PAGE >= this.durableEntries - dead * PAGE;
   }
