@@ -98,9 +98,14 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 
 /** The de-duplication ids a clean stop leaves for the next start (see Stream.saveDedup). */
 const DEDUP_FILE = "dedup.json";
-/** A header block names a de-duplication id (every header line follows a CRLF: the first line is the version). */
-/** A copied message's headers are parsed for its id only if they hold this (the leader trims names: `Nats-Msg-Id :` counts). */
+/** Headers are parsed for a de-duplication id only if they hold this (names are trimmed: `Nats-Msg-Id :` counts). */
 const MSG_ID_NAME = Buffer.from("Nats-Msg-Id");
+
+/** A stored message's de-duplication id, if its headers name one. */
+function msgIdOf(headers: Buffer | null): string | undefined {
+  if (headers === null || !headers.includes(MSG_ID_NAME)) return undefined;
+  return header(parseHeaders(headers, 0, headers.length), "Nats-Msg-Id");
+}
 
 /** What dedup.json holds. */
 interface SavedDedup {
@@ -425,8 +430,7 @@ export class Stream {
       const batch = await log.scan(seq, { maxMessages: 1024 });
       if (batch.length === 0) break;
       for (const m of batch) {
-        if (m.headers === null) continue;
-        const id = header(parseHeaders(m.headers, 0, m.headers.length), "Nats-Msg-Id");
+        const id = msgIdOf(m.headers);
         if (id !== undefined) {
           this.dedup.set(id, { seq: m.seq, time: m.time });
           this.lastMsgId = id;
@@ -474,8 +478,8 @@ export class Stream {
   rememberCopies(items: readonly StoredItem[]): void {
     let any = false;
     for (const m of items) {
-      if (isForeign(m) || m.headers === null || !m.headers.includes(MSG_ID_NAME)) continue;
-      const id = header(parseHeaders(m.headers, 0, m.headers.length), "Nats-Msg-Id");
+      if (isForeign(m)) continue;
+      const id = msgIdOf(m.headers);
       if (id === undefined || id === "") continue;
       this.dedup.delete(id);
       this.dedup.set(id, { seq: m.seq, time: m.time });
