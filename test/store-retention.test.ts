@@ -5,10 +5,11 @@
 
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readdirSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FileLog, type FileLogOptions } from "../src/store/file-log.js";
+import { FileLog, segmentName, type FileLogOptions } from "../src/store/file-log.js";
+import { encodeTombstones } from "../src/store/format.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, type Limits, type MessageLog } from "../src/store/log.js";
 
@@ -251,6 +252,46 @@ describe("compaction", () => {
       await log.settle();
       assert.deepEqual(await survivors(log), range(390, 600));
       for (const m of await log.scan(401, { maxMessages: 200 })) assert.ok(m.data.equals(Buffer.alloc(100, 7)));
+    } finally {
+      await log.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  test("segments whose records and tombstones are all gone leave no file behind", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-compact-"));
+    const segs = (): string[] => readdirSync(dir).filter((n) => n.endsWith(".seg")).sort();
+    // A KV bucket's churn: one value per key, and deletes, whose tombstones name the next sequence.
+    let log = await FileLog.open({ dir, maxSegmentBytes: 4096, limits: { maxMsgsPerSubject: 1 } });
+    try {
+      for (let i = 1; i <= 600; i++) {
+        await appendAsync(log, { subject: `kv.${i % 5}`, data: Buffer.alloc(200, i & 0xff) });
+        if (i % 7 === 0) await log.delete(i - 3);
+      }
+      await log.settle();
+      const want = await survivors(log);
+      assert.ok(want.length <= 5 && want.includes(600), `survivors ${want}`);
+      const names = segs();
+      // Every file but the newest holds a live record or a tombstone something still needs.
+      const holders = new Set(want.map((s) => names.filter((n) => Number(n.slice(0, 20)) <= s).pop()));
+      const idle = names.slice(0, -1).filter((n) => !holders.has(n) && statSync(join(dir, n)).size <= 32);
+      assert.deepEqual(idle, [], `of ${names.length} segments`);
+      assert.ok(names.length <= 12, `${names.length} segments`);
+
+      // A file an older version left with nothing but a next sequence (a 32-byte tombstone batch
+      // without ranges), before the others: removed by the next maintenance, the next sequence kept.
+      await log.close();
+      const first = Number(segs()[0].slice(0, 20));
+      assert.ok(first > 2, `the first segment starts at ${first}`);
+      const name = segmentName(first - 2);
+      writeFileSync(join(dir, name), encodeTombstones([], first - 1, Date.now()));
+      log = await FileLog.open({ dir, maxSegmentBytes: 4096, limits: { maxMsgsPerSubject: 1 } });
+      await log.settle();
+      assert.ok(!segs().includes(name), "the file of a next sequence alone was removed");
+      assert.deepEqual(await survivors(log), want);
+      assert.equal(await appendAsync(log, { subject: "kv.9", data: Buffer.from("next") }), 601);
+      log = await FileLog.open({ dir, maxSegmentBytes: 4096 }).finally(() => log.close());
+      assert.equal(log.state().lastSeq, 601);
+      assert.deepEqual(await survivors(log), [...want, 601]);
     } finally {
       await log.close();
       rmSync(dir, { recursive: true, force: true });

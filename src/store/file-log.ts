@@ -2121,9 +2121,21 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         }
       } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombStamps.length) {
         best = seg;
+      } else if (seg.size > 0 && seg.tombs.length === 0 && best === null && this.namedByNext(seg, seg.tombNext)) {
+        // Only a next sequence the next file's name already says (left by a compaction before they were removed).
+        best = seg;
       }
     }
     return best;
+  }
+
+  /**
+   * Whether the segment after `seg` starts at or past `next`: its name then keeps every sequence
+   * below it from being handed out again, and `seg` need not say so (a file with nothing else is removed).
+   */
+  private namedByNext(seg: Segment, next: number): boolean {
+    const following = this.segments[this.segments.indexOf(seg) + 1];
+    return following !== undefined && following.firstSeq >= next;
   }
 
   /** Which tombstone ranges of segment `i` (by number) still delete something physically present in an earlier file. */
@@ -2263,7 +2275,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // Also those that delete records the new file still holds (a batch kept whole with its first records gone).
       for (let k = 0; k < seg.tombStamps.length; k++) if (!kept.includes(k) && nd.holdsAny(seg.tombs[2 * k], seg.tombs[2 * k + 1])) kept.push(k);
       const names = Math.max(expect, seg.tombNext);
-      if (kept.length > 0 || seg.tombNext > expect) {
+      if (kept.length > 0 || (seg.tombNext > expect && !this.namedByNext(seg, names))) {
         // One batch for the tombstones still needed, stamped with the newest of them: an index that
         // reflects an older one applies it again on open, which changes nothing.
         const ranges: number[] = [];
