@@ -181,10 +181,18 @@ describe("damage in stream files", () => {
         await h.restart();
         const si = await (await jetstreamManager(h.nc)).streams.info("CUT");
         assert.equal(si.state.last_seq, next - 1, "the stream goes on past it");
+        // The cut is reported as lost (stream info, and lost.json across the next restart), not read as never written.
+        const lostOf = (state: unknown): number[] => ((state as { lost?: { msgs: number[] } }).lost?.msgs ?? []);
+        const kept = si.state.messages;
+        assert.deepEqual(lostOf(si.state), Array.from({ length: next - 1 - kept }, (_, i) => kept + 1 + i), "the sequences cut are lost");
         const pub = await jetstream(h.nc).publish("cut.a", "after");
         assert.equal(pub.seq, next, "the next publish is not given a sequence a PubAck or a delivery named");
         const got = await (await jetstream(h.nc).consumers.get("CUT", "C")).next({ expires: 2000 });
         assert.equal(got?.string(), "after");
+        await h.restart();
+        const again = await (await jetstreamManager(h.nc)).streams.info("CUT");
+        assert.deepEqual(lostOf(again.state), lostOf(si.state), "still reported after a restart");
+        assert.equal(again.state.last_seq, next);
       } finally {
         await h.close();
       }

@@ -627,6 +627,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.applyLimits();
   }
 
+  async noteLost(from: number, to: number): Promise<void> {
+    this.lost.note(from, to, 0);
+    await this.lost.settled();
+    await this.lost.save();
+  }
+
   truncateFrom(seq: number): Promise<number> {
     const run = this.truncations.then(() => this.truncateNow(seq));
     this.truncations = run.catch(() => {});

@@ -376,6 +376,12 @@ export interface MessageLog {
    * sequences. A log with a storage error refuses it (sticky, as every change).
    */
   truncateFrom(seq: number): Promise<number>;
+  /**
+   * Records sequences `from`..`to` as lost (state().lost, and lost.json for a
+   * file log), resolved once recorded: a caller that knows more than the log
+   * found (a tail cut at open below a sequence a client was told) says so.
+   */
+  noteLost(from: number, to: number): Promise<void>;
   /** Applies new retention limits (stream update); excess is removed at once. */
   setLimits(limits: Limits): void;
   state(): LogState;

@@ -26,6 +26,7 @@ import {
   type ForeignBatch,
   type ForeignRecords,
   type StoredItem,
+  type LostRange,
 } from "./log.js";
 import { foreignBodySize, foreignShare, recordSize, runRecordSize } from "./format.js";
 
@@ -377,6 +378,12 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return n;
   }
 
+  private readonly lost: LostRange[] = [];
+
+  async noteLost(from: number, to: number): Promise<void> {
+    if (to >= from) this.lost.push({ from, to, bytes: 0 });
+  }
+
   async truncateFrom(seq: number): Promise<number> {
     if (this.closed) throw new Error("log is closed");
     if (!Number.isSafeInteger(seq) || seq < 1) throw new Error(`cannot truncate from sequence ${seq}`);
@@ -440,7 +447,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   }
 
   state(): LogState {
-    return this.index.state(this.lastSeq, [], [], null);
+    return this.index.state(this.lastSeq, [], this.lost, null);
   }
 
   async close(): Promise<void> {

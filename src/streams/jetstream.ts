@@ -546,6 +546,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const last = log.state().lastSeq;
     if (seen <= last) return;
     this.options.log.error(`Stream ${stream.config.name}: its log ends at ${last}, below the ${seen} ${by}: ${last + 1}..${seen} are lost; it goes on at ${seen + 1}`);
+    // Recorded first: reported in the stream's info from now on, and past them whatever happens next.
+    await log.noteLost(last + 1, seen);
     await appendCopy(log, seen + 1, 0, []);
   }
 
