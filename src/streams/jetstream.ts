@@ -1153,7 +1153,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * that, refused at once.
    */
   deferRefusal(reply: string, headers: Buffer | null, body: Buffer): void {
-    if (this.deferredRefusals.length >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", headers, body);
+    // Those still waiting count (answered ones stay in the array until it drains or is compacted below).
+    if (this.deferredRefusals.length - this.refusalHead >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", headers, body);
     this.deferredRefusals.push({ reply, headers, body, due: performance.now() + LEASE_REFUSAL_DELAY_MS });
     if (this.refusalTimer === null) this.armRefusals();
   }
@@ -1171,7 +1172,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
       if (this.refusalHead === q.length) {
         q.length = 0;
         this.refusalHead = 0;
-      } else this.armRefusals();
+      } else {
+        // Refusals arriving as fast as they fall due never drain the array: its answered half goes.
+        if (this.refusalHead >= 1024 && this.refusalHead * 2 >= q.length) {
+          q.splice(0, this.refusalHead);
+          this.refusalHead = 0;
+        }
+        this.armRefusals();
+      }
     }, Math.max(0, first.due - performance.now()));
     this.refusalTimer.unref();
   }
