@@ -10,9 +10,11 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
+import { Writable } from "node:stream";
 import { connect as connectV2, type NatsConnection as V2 } from "nats";
 import { connect as connectV3 } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
+import { Outbound } from "../src/util/outbound.js";
 import { makePki, type Pki } from "./helpers/pki.js";
 import { waitUntil } from "./helpers/clients.js";
 
@@ -131,5 +133,38 @@ describe("outbound buffers of a route", () => {
       await b.close();
       await a.close();
     }
+  });
+});
+
+describe("the list of buffers being written", () => {
+  test("stays short on a connection that always has a write in progress", async () => {
+    // Written buffers left the list only when none was in progress: a busy connection that always had one kept every
+    // buffer it had ever sent in the list, one entry per large flush, for as long as it lived.
+    const pending: Array<() => void> = [];
+    const socket = new Writable({
+      write(_chunk, _enc, cb) {
+        pending.push(() => cb());
+      },
+      highWaterMark: 1 << 30,
+    });
+    const out = new Outbound();
+    const frame = Buffer.alloc(8 * 1024, 1);
+    const listed = (): number => (out as unknown as { sent: Buffer[] }).sent.length;
+    let longest = 0;
+    for (let i = 0; i < 10_000; i++) {
+      out.append(frame);
+      out.flushTo(socket);
+      // The previous write completes once this one is queued behind it: one is always in progress.
+      if (i > 0) pending.shift()!();
+      await new Promise((r) => setImmediate(r));
+      longest = Math.max(longest, listed());
+    }
+    while (pending.length > 0) {
+      pending.shift()!();
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.ok(longest <= 200, `the list reached ${longest} entries`);
+    assert.equal(listed(), 0);
+    out.release();
   });
 });

@@ -102,6 +102,10 @@ export class Outbound {
     if (this.sentHead === sent.length) {
       sent.length = 0;
       this.sentHead = 0;
+    } else if (this.sentHead >= 64 && this.sentHead * 2 >= sent.length) {
+      // A busy connection may always have a write in progress, and never drain the list: its written half goes.
+      sent.splice(0, this.sentHead);
+      this.sentHead = 0;
     }
     pool.give(buf);
   };
