@@ -10,7 +10,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { isUtf8 } from "node:buffer";
 import { connect, headers as natsHeaders, type NatsConnection } from "nats";
-import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic as createKafkaTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { RawClient } from "./helpers/raw.js";
 import { rng } from "./helpers/random.js";
 import { HeaderCursor, parseHeaders } from "../src/streams/headers.js";
@@ -122,6 +122,78 @@ describe("Kafka headers: order and repeated names, across both doors", () => {
       ["from-client", [...hdrs.keys()].flatMap((k) => hdrs.values(k).map((v) => `${k}=${v}`)).join(",")],
       ["raw", "a=1,b=2,a=3,c=,b=4"],
     ]);
+  });
+
+  test("headers a NATS header line cannot carry are kept byte for byte for Kafka readers, and reach NATS readers as Kafka-Header lines", async () => {
+    // An outside test: binary values (a DLT header's offset, 8 bytes), stack traces, null values, names with spaces
+    // were refused INVALID_RECORD, which producers report as a lost record; Kafka takes any header.
+    const topic = "hdr.binary";
+    await createTopic(topic);
+    const headers = `[("bin", b"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x0a"), ("hi", b"\\x80\\xff"), ("trace", b"line1\\n\\tat x\\r\\n"), ("sp ace", b"v"), ("col:on", b"v"), ("n\\u00f6n", b"v"), ("", b"no name"), ("nul", None), ("pad", b" x "), ("Kafka-Txn", b"1 2"), ("kafka-header", b"k"), ("plain", b"ok"), ("empty", b"")]`;
+    const py = await python(`
+from confluent_kafka import Producer
+from kafka import KafkaConsumer
+headers = ${headers}
+p = Producer({"bootstrap.servers": "${h.broker}"})
+delivered = []
+p.produce("${topic}", b"whole", headers=headers, on_delivery=lambda err, m: delivered.append(err))
+p.flush(10)
+# A Nats-Subject header stores the batch record by record, through the NATS header block.
+p.produce("${topic}", b"one by one", headers=headers + [("Nats-Subject", b"${topic}")], on_delivery=lambda err, m: delivered.append(err))
+p.flush(10)
+if delivered != [None, None]: raise SystemExit("not delivered: " + repr(delivered))
+# kafka-python reads them (confluent-kafka 1.7's consumer frees None once too often for each null header value).
+c = KafkaConsumer("${topic}", bootstrap_servers="${h.broker}", auto_offset_reset="earliest", consumer_timeout_ms=10000)
+seen = []
+for m in c:
+    seen.append((m.value, m.headers))
+    if len(seen) == 2: break
+c.close()
+for value, got in seen:
+    print(value.decode(), "same" if got == headers else repr(got))
+`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.equal(py.stdout.trim().split("\n").slice(0, 2).join("|"), "whole same|one by one same");
+
+    // NATS readers: what a header line can carry as it is, as it is; the rest as Kafka-Header: <base64 name>,<base64 value>.
+    const b64 = (s: string | Buffer): string => Buffer.from(s).toString("base64");
+    const want =
+      "NATS/1.0\r\n" +
+      `Kafka-Header: ${b64("bin")},${b64(Buffer.from([0, 0, 0, 0, 0, 0, 0, 10]))}\r\n` +
+      `Kafka-Header: ${b64("hi")},${b64(Buffer.from([0x80, 0xff]))}\r\n` +
+      `Kafka-Header: ${b64("trace")},${b64("line1\n\tat x\r\n")}\r\n` +
+      `Kafka-Header: ${b64("sp ace")},${b64("v")}\r\n` +
+      `Kafka-Header: ${b64("col:on")},${b64("v")}\r\n` +
+      `Kafka-Header: ${b64("nön")},${b64("v")}\r\n` +
+      `Kafka-Header: ,${b64("no name")}\r\n` +
+      `Kafka-Header: ${b64("nul")}\r\n` +
+      `Kafka-Header: ${b64("pad")},${b64(" x ")}\r\n` +
+      `Kafka-Header: ${b64("Kafka-Txn")},${b64("1 2")}\r\n` +
+      `Kafka-Header: ${b64("kafka-header")},${b64("k")}\r\n` +
+      "plain: ok\r\nempty: \r\n\r\n";
+    const stream = "hdr_binary";
+    assert.equal(Buffer.from(await storedBlock(stream, 1), "latin1").toString("utf8"), want, "a batch kept whole, as NATS readers get it");
+    assert.equal(Buffer.from(await storedBlock(stream, 2), "latin1").toString("utf8"), want, "a record stored on its own");
+
+    // A NATS publisher can send Kafka readers such a header the same way; a Kafka-Header line that is not base64 is
+    // passed on as it is.
+    const hdrs = natsHeaders();
+    hdrs.append("Kafka-Header", `${b64("bin")},${b64(Buffer.from([0xfe, 0x0a]))}`);
+    hdrs.append("Kafka-Header", `${b64("gone")}`);
+    hdrs.append("Kafka-Header", "not base64!");
+    await nc.jetstream().publish(topic, "from nats", { headers: hdrs });
+    const fromNats = await python(`
+from kafka import KafkaConsumer, TopicPartition
+c = KafkaConsumer(bootstrap_servers="${h.broker}", consumer_timeout_ms=10000)
+c.assign([TopicPartition("${topic}", 0)])
+c.seek(TopicPartition("${topic}", 0), 2)
+for m in c:
+    print(repr(m.headers))
+    break
+c.close()
+`);
+    assert.equal(fromNats.code, 0, fromNats.stderr);
+    assert.equal(fromNats.stdout.trim(), "[('bin', b'\\xfe\\n'), ('gone', None), ('Kafka-Header', b'not base64!')]");
   });
 
   test("HeaderCursor walks a block as parseHeaders reads it, in order; isUtf8Span judges as isUtf8", () => {

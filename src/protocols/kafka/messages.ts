@@ -5,6 +5,10 @@
  * timestamp is the log's append time. A message stored over NATS reaches a
  * Kafka consumer with its NATS headers as record headers.
  *
+ * A header NATS cannot carry as it is (a binary value, a line break, a null
+ * value, a name with a space) is a `Kafka-Header` line of base64 to NATS
+ * readers, and a record header again to Kafka readers (ENCODED_HEADER).
+ *
  * Transactions leave two traces in the stored messages: each record of a
  * transaction carries a `Kafka-Txn: <producer id> <epoch>` header, and the
  * commit or abort marker that closes it on a partition is a message under
@@ -25,7 +29,6 @@
 
 import { HeaderCursor, parseHeaders } from "../../streams/headers.js";
 import { Reader, type Writer } from "./codec.js";
-import { ErrorCode, BatchError } from "./errors.js";
 import type { DecodedBatch } from "./records.js";
 
 export const TXN_HEADER = "Kafka-Txn";
@@ -34,6 +37,13 @@ export const BATCH_HEADER = "Kafka-Batch";
 export const SUBJECT_HEADER = "Nats-Subject";
 /** The header that marks a null value (its value is always `null`). */
 export const NULL_VALUE_HEADER = "Kafka-Value";
+/**
+ * A record header the NATS header block cannot carry as it is (a name that is not a NATS header name or is one of the
+ * door's own, a value that is null, not UTF-8 text, holds a line break or starts or ends with a blank), written as
+ * `Kafka-Header: <base64 name>,<base64 value>` (no comma for a null value) in its place; read back as the header it
+ * stands for.
+ */
+export const ENCODED_HEADER = "Kafka-Header";
 export const CONTROL_SUBJECT_COMMIT = "$KAFKA.TXN.COMMIT";
 export const CONTROL_SUBJECT_ABORT = "$KAFKA.TXN.ABORT";
 
@@ -41,6 +51,8 @@ const TXN_NAME = Buffer.from(TXN_HEADER, "latin1");
 const BATCH_NAME = Buffer.from(BATCH_HEADER, "latin1");
 const SUBJECT_NAME = Buffer.from(SUBJECT_HEADER, "latin1");
 const NULL_NAME = Buffer.from(NULL_VALUE_HEADER, "latin1");
+const ENCODED_NAME = Buffer.from(ENCODED_HEADER, "latin1");
+const ENCODED_PREFIX = Buffer.from(`${ENCODED_HEADER}: `, "latin1");
 const NULL_LINE = Buffer.from(`${NULL_VALUE_HEADER}: null\r\n`, "latin1");
 const STATUS_LINE = Buffer.from("NATS/1.0\r\n", "latin1");
 const CRLF = Buffer.from("\r\n", "latin1");
@@ -101,6 +113,16 @@ export function natsHeaderBlocks(
       const valueLen = r.varint();
       const valueAt = valueLen > 0 ? r.skip(valueLen) : 0;
       if (equalsAt(batch.body, nameAt, nameLen, SUBJECT_NAME)) continue;
+      if (!carriedAsIs(batch.body, nameAt, nameLen, valueAt, valueLen)) {
+        at += ENCODED_PREFIX.copy(out!, at);
+        at += out!.write(batch.body.toString("base64", nameAt, nameAt + nameLen), at, "latin1");
+        if (valueLen >= 0) {
+          out![at++] = 0x2c; // ','
+          if (valueLen > 0) at += out!.write(batch.body.toString("base64", valueAt, valueAt + valueLen), at, "latin1");
+        }
+        at += CRLF.copy(out!, at);
+        continue;
+      }
       at += batch.body.copy(out!, at, nameAt, nameAt + nameLen);
       at += COLON_SPACE.copy(out!, at);
       if (valueLen > 0) at += batch.body.copy(out!, at, valueAt, valueAt + valueLen);
@@ -116,8 +138,7 @@ export function natsHeaderBlocks(
 }
 
 /**
- * Checks every record header of a batch (INVALID_RECORD for one NATS
- * cannot carry), hands `onSubject` the first `Nats-Subject` of each record
+ * Hands `onSubject` the first `Nats-Subject` of each record
  * that has one, and, given `sizes`, sizes each record's header block with
  * the marks (0: it needs none); returns the blocks' total size.
  */
@@ -148,8 +169,8 @@ export function sizeBlocks(
         named = true;
         continue;
       }
-      checkHeader(batch.body, nameAt, nameLen, valueAt, valueLen);
-      size += nameLen + 2 + Math.max(0, valueLen) + 2;
+      if (carriedAsIs(batch.body, nameAt, nameLen, valueAt, valueLen)) size += nameLen + 2 + Math.max(0, valueLen) + 2;
+      else size += ENCODED_PREFIX.length + base64Length(nameLen) + (valueLen >= 0 ? 1 + base64Length(valueLen) : 0) + 2;
       own++;
     }
     const first = i === 0 && markLine !== null;
@@ -164,25 +185,36 @@ export function sizeBlocks(
 }
 
 /**
- * A record header must read back the same over NATS: a name of printable
- * ASCII without ':' or space, not one of the door's own; a value of UTF-8
- * text without line breaks (null is written as empty).
+ * Whether a record header reads back the same as a NATS header line: a name
+ * of printable ASCII without ':', not one of the door's own; a value that is
+ * not null, UTF-8 text without line breaks, with no blank at either end
+ * (NATS readers trim them). Any other is written as ENCODED_HEADER.
  */
-function checkHeader(b: Buffer, nameAt: number, nameLen: number, valueAt: number, valueLen: number): void {
-  const name = (): string => JSON.stringify(b.toString("utf8", nameAt, nameAt + nameLen));
-  if (nameLen === 0) throw new BatchError(ErrorCode.INVALID_RECORD, "empty header name cannot be a NATS header");
+function carriedAsIs(b: Buffer, nameAt: number, nameLen: number, valueAt: number, valueLen: number): boolean {
+  if (nameLen === 0 || valueLen < 0) return false;
   for (let i = nameAt; i < nameAt + nameLen; i++) {
     const c = b[i];
-    if (c < 0x21 || c > 0x7e || c === 0x3a) throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} cannot be a NATS header`);
+    if (c < 0x21 || c > 0x7e || c === 0x3a) return false;
   }
-  if (equalsAt(b, nameAt, nameLen, TXN_NAME, true) || equalsAt(b, nameAt, nameLen, BATCH_NAME, true) || equalsAt(b, nameAt, nameLen, NULL_NAME, true)) {
-    throw new BatchError(ErrorCode.INVALID_RECORD, `header name ${name()} is reserved for the Kafka door`);
+  if (
+    equalsAt(b, nameAt, nameLen, TXN_NAME, true) ||
+    equalsAt(b, nameAt, nameLen, BATCH_NAME, true) ||
+    equalsAt(b, nameAt, nameLen, NULL_NAME, true) ||
+    equalsAt(b, nameAt, nameLen, ENCODED_NAME, true)
+  ) {
+    return false;
   }
-  if (valueLen <= 0) return;
-  for (let i = valueAt; i < valueAt + valueLen; i++) {
-    if (b[i] === 0x0d || b[i] === 0x0a) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${name()}: value holds a line break`);
-  }
-  if (!isUtf8Span(b, valueAt, valueAt + valueLen)) throw new BatchError(ErrorCode.INVALID_RECORD, `header ${name()}: value is not UTF-8 text`);
+  if (valueLen === 0) return true;
+  const first = b[valueAt];
+  const last = b[valueAt + valueLen - 1];
+  if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
+  for (let i = valueAt; i < valueAt + valueLen; i++) if (b[i] === 0x0d || b[i] === 0x0a) return false;
+  return isUtf8Span(b, valueAt, valueAt + valueLen);
+}
+
+/** The length of `n` bytes in base64, padded. */
+function base64Length(n: number): number {
+  return 4 * Math.ceil(n / 3);
 }
 
 /** Whether b[at, at+len) is `ascii`, optionally ignoring ASCII case. */
@@ -250,9 +282,38 @@ export function writeRecordHeaders(w: Writer, block: Buffer | null): void {
   cursor.reset(block);
   while (cursor.next()) {
     if (doorHeader()) continue;
+    if (cursor.nameIs(ENCODED_NAME) && writeEncodedHeader(w, block, cursor.valueAt, cursor.valueEnd)) continue;
     w.varint(cursor.nameEnd - cursor.nameAt).span(block, cursor.nameAt, cursor.nameEnd);
     w.varint(cursor.valueEnd - cursor.valueAt).span(block, cursor.valueAt, cursor.valueEnd);
   }
+}
+
+/**
+ * Writes the record header an ENCODED_HEADER value stands for; false, and nothing written, when the value is not
+ * `<base64>` or `<base64>,<base64>` (a NATS publisher's own header of that name: passed on as it is).
+ */
+function writeEncodedHeader(w: Writer, block: Buffer, at: number, end: number): boolean {
+  let comma = -1;
+  for (let i = at; i < end; i++) {
+    const c = block[i];
+    if (c === 0x2c && comma < 0) comma = i;
+    else if (!isBase64Char(c)) return false;
+  }
+  const nameEnd = comma < 0 ? end : comma;
+  if ((nameEnd - at) % 4 !== 0 || (comma >= 0 && (end - comma - 1) % 4 !== 0)) return false;
+  const name = Buffer.from(block.toString("latin1", at, nameEnd), "base64");
+  w.varint(name.length).span(name, 0, name.length);
+  if (comma < 0) {
+    w.varint(-1);
+    return true;
+  }
+  const value = Buffer.from(block.toString("latin1", comma + 1, end), "base64");
+  w.varint(value.length).span(value, 0, value.length);
+  return true;
+}
+
+function isBase64Char(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2b || c === 0x2f || c === 0x3d;
 }
 
 /** Whether the cursor's header is one of the door's own, which Kafka readers do not see as headers. */
