@@ -418,6 +418,9 @@ describe("Kafka admin APIs", () => {
       [{ name: "retention.ms", value: "99" }],
       [{ name: "retention.bytes", value: "0" }],
       [{ name: "max.message.bytes", value: "3000000000" }],
+      // Past the server's message.max.bytes (max_payload and 12 bytes): it was shown and not applied (an outside test).
+      [{ name: "max.message.bytes", value: "1048589" }],
+      [{ name: "max.message.bytes", value: "10485760" }],
       // Past a Java long: not a number of type LONG, as Kafka says (it was taken as no limit).
       [{ name: "retention.ms", value: "9223372036854775808" }],
       [{ name: "retention.bytes", value: "-9223372036854775809" }],
@@ -430,6 +433,8 @@ describe("Kafka admin APIs", () => {
       );
     }
     assert.deepEqual(await describe(), before, "nothing refused changed the topic");
+    await alter([{ name: "max.message.bytes", value: "1048588" }]);
+    assert.equal((await describe())[2], "1048588", "the server's own bound is taken");
     // Long.MAX (what some tools write for "forever") and any negative byte count: no limit, as Kafka reads them, and
     // shown as they were set, the topic's own (DYNAMIC_TOPIC_CONFIG), as Kafka shows them.
     await alter([
@@ -461,7 +466,7 @@ describe("Kafka admin APIs", () => {
     assert.deepEqual(await sources(), [
       ["retention.ms", "-1", 1],
       ["retention.bytes", "-1", 1],
-      ["max.message.bytes", "1048576", 5], // not named: back to the broker's max_payload
+      ["max.message.bytes", "1048588", 5], // not named: back to the broker's max_payload and its 12 bytes of log overhead
       ["cleanup.policy", "delete", 1],
     ]);
     // A stream changed over JetStream since: what the stream now says wins over what was set.
@@ -618,7 +623,7 @@ describe("Kafka admin APIs", () => {
       ["retention.ms", "3600000", 1], // DYNAMIC_TOPIC_CONFIG
       ["log.retention.ms", "-1", 5], // DEFAULT_CONFIG
     ]);
-    assert.deepEqual(synonyms.get("max.message.bytes"), [["message.max.bytes", "1048576", 5]], "not set on the topic: the broker's alone");
+    assert.deepEqual(synonyms.get("max.message.bytes"), [["message.max.bytes", "1048588", 5]], "not set on the topic: the broker's alone");
     const broker = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.BROKER, name: "0", configNames: ["group.initial.rebalance.delay.ms"] }], includeSynonyms: true });
     assert.deepEqual(
       broker.resources[0].configEntries[0].configSynonyms.map((x) => [x.configName, x.configValue, x.configSource]),
@@ -642,7 +647,7 @@ describe("Kafka admin APIs", () => {
     assert.ok([...entries.values()].every((e) => e.readOnly), "read-only: changed only in the configuration file");
 
     const some = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.BROKER, name: "0", configNames: ["message.max.bytes"] }], includeSynonyms: false });
-    assert.deepEqual(some.resources[0].configEntries.map((e) => [e.configName, e.configValue]), [["message.max.bytes", "1048576"]]);
+    assert.deepEqual(some.resources[0].configEntries.map((e) => [e.configName, e.configValue]), [["message.max.bytes", "1048588"]]);
 
     // KafkaJS sends a broker's configs request to that broker: another id, and "" (the cluster-wide dynamic defaults), go raw.
     const c = await raw();

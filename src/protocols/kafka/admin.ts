@@ -41,7 +41,7 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
     if (placed.topic === topic) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
     return fail(ErrorCode.INVALID_TOPIC_EXCEPTION, `Topic '${topic}' collides with existing topic '${placed.topic}'.`);
   }
-  const limits = limitsFrom(configs);
+  const limits = limitsFrom(configs, door.js.options.maxPayload);
   if ("error" in limits) return limits as Outcome;
   const config = { name: streamNameOf(topic), subjects: [topic], storage: "file", retention: "limits", discard: "old", ...limits, metadata: { ...limits.metadata, [TOPIC_METADATA_KEY]: topic } };
   const cluster = door.door.cluster;

@@ -21,6 +21,7 @@ import { ConfigOp, decodeAlterConfigs, decodeDescribeConfigs, decodeIncrementalA
 import { findTopic, mayManageTopic, streamNameOf } from "./topics.js";
 import { KafkaClusterError } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
+import { LOG_OVERHEAD } from "./records.js";
 
 const SEGMENT_BYTES = 64 * 1024 * 1024;
 const RESOURCE_TOPIC = 2;
@@ -127,7 +128,7 @@ function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<str
  * honoured. Configs of the Kafka door alone come back as `metadata` entries
  * to merge into the stream's.
  */
-export function limitsFrom(configs: Map<string, string | null>): (Record<string, unknown> & { metadata?: Record<string, string> }) | Outcome {
+export function limitsFrom(configs: Map<string, string | null>, maxPayload = Infinity): (Record<string, unknown> & { metadata?: Record<string, string> }) | Outcome {
   const out: Record<string, unknown> & { metadata?: Record<string, string> } = {};
   let noRetention = false;
   for (const [name, value] of configs) {
@@ -165,6 +166,10 @@ export function limitsFrom(configs: Map<string, string | null>): (Record<string,
         const v = int(32);
         // An INT in Kafka.
         if (v === null || v <= 0 || v > INT32_MAX) return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${value} is not a positive byte count of at most ${INT32_MAX}`);
+        // Past the server's own bound it would be shown and not applied: the server's max_payload is raised instead.
+        if (v > maxPayload + LOG_OVERHEAD) {
+          return fail(ErrorCode.INVALID_CONFIG, `max.message.bytes: ${v} is past what this server takes (message.max.bytes ${maxPayload + LOG_OVERHEAD}: its max_payload ${maxPayload} and Kafka's 12 bytes of log overhead)`);
+        }
         out.max_msg_size = v;
         (out.metadata ??= {})[SET_VALUE_PREFIX + name] = String(v);
         break;
@@ -252,7 +257,7 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   };
   return [
     setting("cleanup.policy", "delete", false),
-    setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload), c.max_msg_size > 0),
+    setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload + LOG_OVERHEAD), c.max_msg_size > 0),
     ...["message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"].map((name): ConfigEntry => {
       const value = c.metadata?.[TIMESTAMP_BOUND_KEYS.get(name)!];
       return { name, value: value ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(value !== undefined) };
@@ -323,7 +328,7 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("leader.imbalance.per.broker.percentage", o.leaderImbalancePerBrokerPercentage, KAFKA_DEFAULTS.leaderImbalancePerBrokerPercentage),
     entry("listeners", listener, null),
     entry("max.connections", door.broker.options.maxConnections, SERVER_DEFAULTS.maxConnections),
-    entry("message.max.bytes", door.js.options.maxPayload, SERVER_DEFAULTS.maxPayload),
+    entry("message.max.bytes", door.js.options.maxPayload + LOG_OVERHEAD, SERVER_DEFAULTS.maxPayload + LOG_OVERHEAD),
     entry("min.insync.replicas", o.minInsyncReplicas, DEFAULT_MIN_INSYNC_REPLICAS),
     entry("num.partitions", o.defaultPartitions, KAFKA_DEFAULTS.defaultPartitions),
     entry("queued.max.request.bytes", o.maxQueuedRequestBytes, KAFKA_DEFAULTS.maxQueuedRequestBytes),
@@ -387,7 +392,7 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["leader.imbalance.per.broker.percentage", [INT, "A broker's share of the partitions it prefers but does not lead past which they are handed back: kafka { leader_imbalance_per_broker_percentage }."]],
   ["listeners", [STRING, "The address the Kafka listener is bound to: kafka { host, port }."]],
   ["max.connections", [INT, "The server's max_connections, shared with NATS clients."]],
-  ["message.max.bytes", [INT, "The server's max_payload: the largest record batch, and a topic's default max.message.bytes."]],
+  ["message.max.bytes", [INT, "The server's max_payload and Kafka's 12 bytes of log overhead: the largest record batch, the default and the most of a topic's max.message.bytes."]],
   ["num.partitions", [INT, "The partitions of a topic created without a count: kafka { num_partitions }."]],
   ["queued.max.request.bytes", [LONG, "The bytes of requests read and not yet answered, across connections: kafka { max_queued_request_bytes }."]],
   ["socket.request.max.bytes", [INT, "The largest request frame: kafka { max_request_bytes }."]],
@@ -476,7 +481,7 @@ function alteredConfig(door: AccountDoor, stream: Configured, res: AlterResource
         return fail(ErrorCode.INVALID_REQUEST, `unknown config operation ${c.op}`);
     }
   }
-  const limits = limitsFrom(next);
+  const limits = limitsFrom(next, door.js.options.maxPayload);
   if ("error" in limits) return limits as Outcome;
   // What is not named goes back to its default (AlterConfigs), or was kept in `next` (incremental).
   const config: StreamConfig = {

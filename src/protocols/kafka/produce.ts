@@ -12,7 +12,7 @@
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { BatchError, ErrorCode, isAccountLimit } from "./errors.js";
-import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, NO_TIMESTAMP, recordTimestamps, type DecodedBatch, type DecompressionGate } from "./records.js";
+import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, decodeProduceBatch, LOG_OVERHEAD, NO_TIMESTAMP, recordTimestamps, type DecodedBatch, type DecompressionGate } from "./records.js";
 import { ZSTD } from "./compression.js";
 import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
@@ -217,9 +217,6 @@ interface Prepared {
   largest: number;
   logAppendTime: boolean;
 }
-
-/** Kafka's per-batch log overhead (offset and length), allowed beyond message.max.bytes as Kafka's default 1048588 does. */
-const LOG_OVERHEAD = 12;
 
 /**
  * Decodes and checks one partition's batch; nothing is stored yet. With

@@ -27,6 +27,11 @@ export const BATCH_MAGIC = 16;
 const MIN_BATCH_LENGTH = 14;
 /** Where the batch's length field ends (Kafka's LOG_OVERHEAD): a set shorter holds no batch. */
 const BATCH_LENGTH_END = 12;
+/**
+ * Kafka's per-batch log overhead (offset and length): a batch as produced counts it against max.message.bytes, whose
+ * broker default message.max.bytes is here max_payload plus it (as Kafka's default is 1 MiB plus it, 1048588).
+ */
+export const LOG_OVERHEAD = BATCH_LENGTH_END;
 /** The smallest record: length, attributes, timestamp and offset deltas, key and value lengths, header count (a byte each). */
 const MIN_RECORD_BYTES = 7;
 const CRC_FROM = 21;
