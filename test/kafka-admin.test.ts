@@ -387,8 +387,26 @@ describe("Kafka admin APIs", () => {
     await assert.rejects(alter([{ name: "min.cleanable.dirty.ratio", value: "0.5" }]), kafkaError("INVALID_CONFIG"));
     await assert.rejects(alter([{ name: "retention.ms", value: "soon" }]), kafkaError("INVALID_CONFIG"));
     await assert.rejects(alter([{ name: "segment.bytes", value: "1024" }]), kafkaError("INVALID_CONFIG"));
+    await assert.rejects(alter([{ name: "compression.type", value: "gzip" }]), kafkaError("INVALID_CONFIG"));
+    await assert.rejects(alter([{ name: "unclean.leader.election.enable", value: "true" }]), kafkaError("INVALID_CONFIG"));
     configs = await describe();
     assert.deepEqual([configs.get("retention.ms"), configs.get("max.message.bytes")], ["3600000", "2048"], "a refused change leaves the topic as it was");
+    // What nagare cannot change is taken at the value it has: the segment size it shows, and Kafka's defaults of
+    // compression.type and unclean.leader.election.enable (tools set what they read back; Kafka Streams sends some).
+    assert.deepEqual(
+      ["segment.bytes", "compression.type", "unclean.leader.election.enable"].map((k) => configs.get(k)),
+      ["67108864", "producer", "false"],
+    );
+    const asShown = [
+      { name: "retention.ms", value: "3600000" },
+      { name: "max.message.bytes", value: "2048" },
+      { name: "segment.bytes", value: "67108864" },
+      { name: "compression.type", value: "producer" },
+      { name: "unclean.leader.election.enable", value: "FALSE" },
+    ];
+    await alter(asShown);
+    await admin.createTopics({ topics: [{ topic: "alter.as-shown", configEntries: asShown }] });
+    assert.ok((await admin.listTopics()).includes("alter.as-shown"));
 
     await assert.rejects(
       admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: "alter.nowhere", configEntries: [{ name: "retention.ms", value: "1" }] }] }),

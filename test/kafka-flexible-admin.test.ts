@@ -400,6 +400,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
     // Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, LIST 7.
     assert.deepEqual(Object.fromEntries(types), {
       "cleanup.policy": 7,
+      "compression.type": 2,
       "max.message.bytes": 3,
       "message.timestamp.after.max.ms": 5,
       "message.timestamp.before.max.ms": 5,
@@ -409,6 +410,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       "retention.bytes": 5,
       "retention.ms": 5,
       "segment.bytes": 3,
+      "unclean.leader.election.enable": 1,
     });
     for (const c of [...t.configs, ...b.configs]) assert.ok(typeof c.doc === "string" && c.doc.length > 0, `${c.name} documented`);
     const retention = t.configs.find((c) => c.name === "retention.ms")!;

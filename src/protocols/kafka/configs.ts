@@ -204,8 +204,17 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
         (out.metadata ??= {})[MIN_INSYNC_REPLICAS_KEY] = String(v);
         break;
       }
+      // Configs nagare cannot change, taken at the value it has (tools set what they read back, and Kafka's defaults):
+      // the storage engine's segment size; batches kept as the producer compressed them; no unclean leader election.
       case "segment.bytes":
-        return fail(ErrorCode.INVALID_CONFIG, "segment.bytes is fixed by the storage engine");
+        if (int(32) !== SEGMENT_BYTES) return fail(ErrorCode.INVALID_CONFIG, `segment.bytes is fixed by the storage engine at ${SEGMENT_BYTES}`);
+        break;
+      case "compression.type":
+        if (trimmed !== "producer") return fail(ErrorCode.INVALID_CONFIG, `compression.type ${value} is not supported: batches are kept as the producer compressed them (producer)`);
+        break;
+      case "unclean.leader.election.enable":
+        if (trimmed?.toLowerCase() !== "false") return fail(ErrorCode.INVALID_CONFIG, `unclean.leader.election.enable ${value} is not supported: only an in-sync replica is ever elected (false)`);
+        break;
       default:
         return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${name}`);
     }
@@ -257,6 +266,7 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
   };
   return [
     setting("cleanup.policy", "delete", false),
+    { name: "compression.type", value: "producer", readOnly: true, source: SOURCE_DEFAULT },
     setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload + LOG_OVERHEAD), c.max_msg_size > 0),
     ...["message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"].map((name): ConfigEntry => {
       const value = c.metadata?.[TIMESTAMP_BOUND_KEYS.get(name)!];
@@ -272,6 +282,7 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
     setting("retention.bytes", String(c.max_bytes > 0 ? c.max_bytes : -1), c.max_bytes > 0),
     setting("retention.ms", String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), c.max_age > 0),
     { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
+    { name: "unclean.leader.election.enable", value: "false", readOnly: true, source: SOURCE_DEFAULT },
   ];
 }
 
@@ -375,7 +386,9 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["min.insync.replicas", [INT, "The replicas that must be in sync for an acks=all produce to be taken (NOT_ENOUGH_REPLICAS otherwise)."]],
   ["retention.bytes", [LONG, "The bytes each partition keeps before its oldest records go (its stream's max_bytes); -1: no limit."]],
   ["retention.ms", [LONG, "How long records are kept (its stream's max_age); -1: no limit."]],
-  ["segment.bytes", [INT, "The storage engine's segment size; fixed."]],
+  ["segment.bytes", [INT, "The storage engine's segment size; fixed (set to it, taken)."]],
+  ["compression.type", [STRING, "producer: batches are kept and served as the producer compressed them; fixed (set to it, taken)."]],
+  ["unclean.leader.election.enable", [BOOLEAN, "false: only an in-sync replica is ever elected leader; fixed (set to it, taken)."]],
   // The broker's, from nagare's configuration file.
   ["advertised.listeners", [STRING, "The address clients are told to connect to: kafka { advertise }; null unless set."]],
   ["auto.create.topics.enable", [BOOLEAN, "Whether Metadata creates a topic it is asked about: kafka { auto_create_topics }."]],
@@ -427,6 +440,7 @@ function setTopicConfigs(door: AccountDoor, s: Configured): Map<string, string> 
 const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
 const TOPIC_CONFIG_NAMES = new Set([
   "cleanup.policy",
+  "compression.type",
   "max.message.bytes",
   "message.timestamp.after.max.ms",
   "message.timestamp.before.max.ms",
@@ -436,6 +450,7 @@ const TOPIC_CONFIG_NAMES = new Set([
   "retention.bytes",
   "retention.ms",
   "segment.bytes",
+  "unclean.leader.election.enable",
 ]);
 
 type AlterResource = AlterConfigsRequest["resources"][number];
