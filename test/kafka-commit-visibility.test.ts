@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GroupCoordinator, type CommittedOffset, type Group, type OffsetsStore, type TxnHold } from "../src/protocols/kafka/groups.js";
+import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
 
 /** A store whose writes the test settles. */
 class HeldStore implements OffsetsStore {
@@ -37,7 +38,7 @@ class HeldStore implements OffsetsStore {
 function heldGroup(t: { after(fn: () => void): void }): { coordinator: GroupCoordinator; store: HeldStore; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-commits-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const coordinator = new GroupCoordinator(dir, { initialRebalanceDelayMs: 0, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
+  const coordinator = new GroupCoordinator(dir, { ...KAFKA_DEFAULTS, initialRebalanceDelayMs: 0, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
   const store = new HeldStore();
   coordinator.store = store;
   return { coordinator, store, g: coordinator.group("readers", true)! };

@@ -13,11 +13,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GroupCoordinator, MAX_MEMBERS_PER_GROUP, type Group, type JoinResult } from "../src/protocols/kafka/groups.js";
+import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
 import { ErrorCode } from "../src/protocols/kafka/errors.js";
 
 function coordinator(t: { after(fn: () => Promise<void>): void }, initialDelayMs: number): { c: GroupCoordinator; g: Group } {
   const dir = mkdtempSync(join(tmpdir(), "nagare-gsize-"));
-  const c = new GroupCoordinator(dir, { initialRebalanceDelayMs: initialDelayMs, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
+  const c = new GroupCoordinator(dir, { ...KAFKA_DEFAULTS, initialRebalanceDelayMs: initialDelayMs, minSessionTimeoutMs: 6000, maxSessionTimeoutMs: 1_800_000 }, () => {});
   // The group's timers are unref'd (a server's sockets keep it running): this keeps the test's process up meanwhile.
   const alive = setInterval(() => {}, 1000);
   t.after(async () => {

@@ -10,6 +10,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import type { Consumer } from "kafkajs";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { GroupCoordinator } from "../src/protocols/kafka/groups.js";
@@ -845,6 +846,63 @@ describe("Kafka consumer groups: the timing of a rebalance, as Kafka's coordinat
       assert.ok(Date.now() - firstJoined < 20_000, "within the rebalance timeout");
     } finally {
       for (const k of ks) k.destroy();
+    }
+  });
+});
+
+describe("Kafka consumer groups: committed offsets expire as Kafka's do (KIP-211)", () => {
+  const RETENTION_MS = 3000;
+  let h: KafkaHarness;
+
+  before(async () => {
+    h = await startKafka({ offsetsRetentionMs: RETENTION_MS, offsetsRetentionCheckIntervalMs: 100 });
+  });
+  after(async () => h.close());
+
+  test("an Empty group's offsets go offsets_retention after it emptied, and the group with them; a live group's stay; a standalone commit goes offsets_retention after it was made", { timeout: 60_000 }, async () => {
+    // An outside test: offsets were kept forever, so short-lived group ids (kcat -G, CI runs) filled the broker's
+    // 10,000 groups, after which every new group was refused COORDINATOR_NOT_AVAILABLE and clients retried forever.
+    const topic = "retention.t";
+    await createKafkaTopic(h, topic);
+    const producer = h.kafka().producer();
+    await producer.connect();
+    await producer.send({ topic, acks: -1, messages: [{ value: "a" }, { value: "b" }, { value: "c" }] });
+    await producer.disconnect();
+    const admin = h.kafka().admin();
+    await admin.connect();
+    const committed = async (groupId: string): Promise<string> => (await admin.fetchOffsets({ groupId, topics: [topic] }))[0].partitions[0].offset;
+    const groups = async (): Promise<string[]> => (await admin.listGroups()).groups.map((g) => g.groupId).sort();
+    const consume = async (groupId: string): Promise<Consumer> => {
+      const c = h.kafka().consumer({ groupId, maxWaitTimeInMs: 100, heartbeatInterval: 300 });
+      await c.connect();
+      await c.subscribe({ topic, fromBeginning: true });
+      let seen = 0;
+      await c.run({ autoCommitThreshold: 1, eachMessage: async () => void seen++ });
+      await waitUntilAsync(async () => seen === 3 && (await committed(groupId)) === "3", `${groupId} to commit what it read`, 20_000);
+      return c;
+    };
+    const live = await consume("retention.live");
+    try {
+      const gone = await consume("retention.gone");
+      const stored = joinPath(h.storeDir, "kafka", "groups");
+      const files = (): number => readdirSync(stored).filter((f) => f.endsWith(".json")).length;
+      assert.equal(files(), 2, readdirSync(stored).join(" "));
+      await gone.disconnect();
+      const standaloneAt = Date.now();
+      await admin.setOffsets({ groupId: "retention.standalone", topic, partitions: [{ partition: 0, offset: "2" }] });
+      const standalone = await committed("retention.standalone");
+      // Taken (unless the machine took a whole retention to answer: then it may be gone already).
+      assert.ok(standalone === "2" || (standalone === "-1" && Date.now() - standaloneAt >= RETENTION_MS), `standalone commit: ${standalone}`);
+
+      await waitUntilAsync(async () => (await committed("retention.gone")) === "-1", "the Empty group's offsets to expire", 20_000);
+      await waitUntilAsync(async () => (await committed("retention.standalone")) === "-1", "the standalone commit to expire", 20_000);
+      await waitUntilAsync(async () => !(await groups()).includes("retention.gone"), "the Empty group to be removed", 20_000);
+      assert.deepEqual(await groups(), ["retention.live"]);
+      assert.equal(await committed("retention.live"), "3", "a group with members keeps its offsets");
+      assert.equal(files(), 1, "the expired groups' files are removed");
+    } finally {
+      await live.disconnect();
+      await admin.disconnect();
     }
   });
 });

@@ -455,4 +455,9 @@ test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decom
   assert.throws(() => optionsFromConf(parseConf(`kafka { connections_max_idle: "soon" }`)), /kafka.connections_max_idle: invalid duration/);
   assert.equal(KAFKA_DEFAULTS.fetchMaxBytes, 57_671_680, "Kafka's default fetch.max.bytes");
   assert.equal(KAFKA_DEFAULTS.connectionsMaxIdleMs, 600_000, "Kafka's default connections.max.idle.ms");
+  const retention = optionsFromConf(parseConf(`kafka { offsets_retention: "24h", offsets_retention_check_interval: "1m" }`)).kafka;
+  assert.deepEqual([retention?.offsetsRetentionMs, retention?.offsetsRetentionCheckIntervalMs], [86_400_000, 60_000]);
+  assert.throws(() => optionsFromConf(parseConf(`kafka {\n  offsets_retention: 0\n}`)), /line 2, column 3: kafka.offsets_retention: must be a positive duration/);
+  assert.throws(() => optionsFromConf(parseConf(`kafka { offsets_retention_check_interval: "10ms" }`)), /kafka.offsets_retention_check_interval: must be at least 100ms/);
+  assert.deepEqual([KAFKA_DEFAULTS.offsetsRetentionMs, KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs], [7 * 86_400_000, 600_000], "Kafka's defaults: 7 days, 10 minutes");
 });

@@ -219,6 +219,10 @@ export interface KafkaListenerOptions {
   fetchMaxBytes?: number;
   /** Kafka's connections.max.idle.ms: an idle connection is closed after this (default 10 minutes; 0: never). */
   connectionsMaxIdleMs?: number;
+  /** Kafka's offsets.retention.minutes, in milliseconds: how long an Empty group's offsets, or a standalone commit, are kept (default 7 days). */
+  offsetsRetentionMs?: number;
+  /** Kafka's offsets.retention.check.interval.ms (default 10 minutes). */
+  offsetsRetentionCheckIntervalMs?: number;
   /** Decompressed produce batches held at once, across all connections (default 256 MiB); also caps one batch's expansion. */
   maxDecompressBytes?: number;
   /** Fetch room and responses not yet written, across all connections (default 256 MiB). */
@@ -513,6 +517,8 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   maxSessionTimeoutMs: atLeast(1, INT32_MAX),
   fetchMaxBytes: atLeast(1, INT32_MAX),
   connectionsMaxIdleMs: atLeast(0, INT32_MAX),
+  offsetsRetentionMs: atLeast(1),
+  offsetsRetentionCheckIntervalMs: atLeast(100, INT32_MAX),
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),
   maxQueuedRequestBytes: atLeast(1),

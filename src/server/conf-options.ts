@@ -1108,7 +1108,7 @@ function nameList(e: Entry, problem: (name: unknown) => string | null): string[]
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, default_replication_factor, min_insync_replicas,
  * max_request_bytes, group_initial_rebalance_delay,
  * group_min_session_timeout, group_max_session_timeout,
- * fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
+ * fetch_max_bytes, connections_max_idle, offsets_retention, offsets_retention_check_interval, max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
  * auto_leader_rebalance, leader_imbalance_check_interval, leader_imbalance_per_broker_percentage, tls { ... },
  * sasl_mechanisms }`, or `kafka: true`.
  */
@@ -1209,6 +1209,19 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const idle = sub("connections_max_idle");
     if (idle) k.connectionsMaxIdleMs = durationMs(idle); // 0: never
+  });
+  c.attempt(() => {
+    const retention = sub("offsets_retention");
+    if (!retention) return;
+    k.offsetsRetentionMs = durationMs(retention);
+    if (k.offsetsRetentionMs < 1) fail(retention, `must be a positive duration (got ${JSON.stringify(retention.value)})`);
+  });
+  c.attempt(() => {
+    const interval = sub("offsets_retention_check_interval");
+    if (!interval) return;
+    k.offsetsRetentionCheckIntervalMs = durationMs(interval);
+    // Kafka's least is 1 ms; tests look often, and a ticker faster than this would only cost.
+    if (k.offsetsRetentionCheckIntervalMs < 100) fail(interval, `must be at least 100ms (got ${JSON.stringify(interval.value)})`);
   });
   c.attempt(() => {
     const t = sub("tls");

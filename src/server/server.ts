@@ -227,6 +227,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           maxSessionTimeoutMs: k.maxSessionTimeoutMs ?? KAFKA_DEFAULTS.maxSessionTimeoutMs,
           fetchMaxBytes: k.fetchMaxBytes ?? KAFKA_DEFAULTS.fetchMaxBytes,
           connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
+          offsetsRetentionMs: k.offsetsRetentionMs ?? KAFKA_DEFAULTS.offsetsRetentionMs,
+          offsetsRetentionCheckIntervalMs: k.offsetsRetentionCheckIntervalMs ?? KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,

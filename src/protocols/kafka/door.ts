@@ -76,6 +76,10 @@ export interface KafkaOptions {
   fetchMaxBytes: number;
   /** A connection with nothing in flight and no traffic for this long is closed; 0: never (Kafka's connections.max.idle.ms). */
   connectionsMaxIdleMs: number;
+  /** How long an Empty group's committed offsets are kept, or a standalone commit (Kafka's offsets.retention.minutes, KIP-211). */
+  offsetsRetentionMs: number;
+  /** How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms). */
+  offsetsRetentionCheckIntervalMs: number;
   /** Decompressed produce batches held at once, across connections. */
   maxDecompressBytes: number;
   /** Responses built and not yet handed to the kernel, across connections. */
@@ -132,6 +136,9 @@ export const KAFKA_DEFAULTS = {
   // Kafka's defaults: 55 MiB and 10 minutes.
   fetchMaxBytes: 55 * 1024 * 1024,
   connectionsMaxIdleMs: 10 * 60_000,
+  // Kafka's defaults: 7 days, looked at every 10 minutes.
+  offsetsRetentionMs: 7 * 24 * 3_600_000,
+  offsetsRetentionCheckIntervalMs: 10 * 60_000,
   // Room for two batches at the request limit being decompressed at once, and many small ones.
   maxDecompressBytes: 256 * 1024 * 1024,
   // Four fetches at fetch.max.bytes, or many smaller ones.

@@ -58,11 +58,13 @@ export interface CommittedOffset {
   metadata: string | null;
   /** The leader epoch of the record before the offset, as the consumer committed it (KIP-320); absent or -1: none. */
   leaderEpoch?: number;
+  /** When it was committed (ms since the epoch): a standalone commit expires after offsets_retention from then (KIP-211). */
+  committedAt?: number;
 }
 
 /** What a commit stores for a partition: its leader epoch only when the consumer named one. */
-export function committedOffset(p: { offset: number; metadata: string | null; leaderEpoch: number }): CommittedOffset {
-  return p.leaderEpoch >= 0 ? { offset: p.offset, metadata: p.metadata, leaderEpoch: p.leaderEpoch } : { offset: p.offset, metadata: p.metadata };
+export function committedOffset(p: { offset: number; metadata: string | null; leaderEpoch: number }, committedAt = Date.now()): CommittedOffset {
+  return p.leaderEpoch >= 0 ? { offset: p.offset, metadata: p.metadata, leaderEpoch: p.leaderEpoch, committedAt } : { offset: p.offset, metadata: p.metadata, committedAt };
 }
 
 /** Where a cluster keeps committed offsets instead of this node's files: `write` resolves once the changes (null: removed) are durable. */
@@ -103,6 +105,8 @@ export interface TxnHold {
 /** A group's generation and members as its coordinator records them at the end of a rebalance (Stable) or once it is Empty. */
 export interface SavedMembers {
   state: "Stable" | "Empty";
+  /** Empty: since when (ms since the epoch); its offsets expire offsets_retention later (absent in records before it was kept). */
+  since?: number;
   generation: number;
   protocolType: string;
   protocol: string;
@@ -132,6 +136,8 @@ export class Group {
   /** Member ids handed out by a KIP-394 MEMBER_ID_REQUIRED answer, not yet joined; with their expiry. */
   readonly pending = new Map<string, NodeJS.Timeout>();
   readonly offsets = new Map<string, CommittedOffset>();
+  /** Since when the group has been Empty (ms since the epoch): a consumer group's offsets expire offsets_retention later (KIP-211). */
+  emptySince = Date.now();
   /** Keys with a commit being written to the replicated store, and how many (commit). */
   private readonly pendingKeys = new Map<string, number>();
   /** Single node: commits whose write has not landed, oldest first (offsetsToWrite). */
@@ -632,6 +638,7 @@ export class Group {
   /** The last member is gone: the group is Empty in a generation of its own, recorded (in a cluster) for the next coordinator, best effort: no member waits on it. */
   private becomeEmpty(): void {
     this.state = "Empty";
+    this.emptySince = Date.now();
     this.generation++;
     this.protocol = "";
     this.leader = "";
@@ -665,6 +672,7 @@ export class Group {
   private savedMembers(): SavedMembers {
     return {
       state: this.state === "Empty" ? "Empty" : "Stable",
+      ...(this.state === "Empty" ? { since: this.emptySince } : {}),
       generation: this.generation,
       protocolType: this.protocolType,
       protocol: this.protocol,
@@ -691,6 +699,7 @@ export class Group {
   restoreMembers(saved: SavedMembers): void {
     this.generation = saved.generation;
     this.protocolType = saved.protocolType;
+    if (saved.state === "Empty" && Number.isFinite(saved.since)) this.emptySince = saved.since!;
     if (saved.state !== "Stable" || saved.members.length === 0) return;
     this.protocol = saved.protocol;
     this.leader = saved.leader;
@@ -916,6 +925,25 @@ export class Group {
     return n;
   }
 
+  /** The committed offsets past their retention at `now` (GroupCoordinator.expireOffsets); none held by a transaction. */
+  expiredKeys(now: number, retentionMs: number): string[] {
+    const held = new Set<string>();
+    for (const hold of this.txnHolds.values()) for (const k of hold.keys) held.add(k);
+    const out: string[] = [];
+    const consumerGroup = this.protocolType !== "";
+    if (consumerGroup && now - this.emptySince < retentionMs) return out;
+    for (const [k, v] of this.offsets) {
+      if (held.has(k) || this.pendingKeys.has(k)) continue;
+      if (consumerGroup || now - (v.committedAt ?? now) >= retentionMs) out.push(k);
+    }
+    return out;
+  }
+
+  /** Whether a transaction's hold on offsets is still running here. */
+  holdsOffsetsForTxns(): boolean {
+    return this.holdsForTxns();
+  }
+
   /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
   async forget(keys: string[]): Promise<void> {
     const store = this.coordinator.store;
@@ -959,11 +987,13 @@ export class Group {
   }
 }
 
-/** The broker's group settings (Kafka's group.initial.rebalance.delay.ms, group.min.session.timeout.ms, group.max.session.timeout.ms). */
+/** The broker's group settings (Kafka's group.initial.rebalance.delay.ms, group.min/max.session.timeout.ms, offsets.retention.minutes, offsets.retention.check.interval.ms). */
 export interface GroupTiming {
   initialRebalanceDelayMs: number;
   minSessionTimeoutMs: number;
   maxSessionTimeoutMs: number;
+  offsetsRetentionMs: number;
+  offsetsRetentionCheckIntervalMs: number;
 }
 
 export class GroupCoordinator {
@@ -974,6 +1004,10 @@ export class GroupCoordinator {
 
   /** The cluster's replicated offsets, once set; null: this node's files. */
   store: OffsetsStore | null = null;
+  private readonly expiryTimer: NodeJS.Timeout;
+  private expiring: Promise<void> | null = null;
+  /** When a full broker's refusal of a new group was last logged. */
+  private fullLoggedAt = -Infinity;
 
   constructor(
     private readonly dir: string,
@@ -981,7 +1015,44 @@ export class GroupCoordinator {
     readonly log: (line: string) => void,
     /** For what an operator should see: a write that failed. */
     readonly warn: (line: string) => void = log,
-  ) {}
+  ) {
+    this.expiryTimer = setInterval(() => void this.expireOffsets(), timing.offsetsRetentionCheckIntervalMs);
+    this.expiryTimer.unref();
+  }
+
+  /**
+   * Removes committed offsets past their retention, as Kafka does (KIP-211):
+   * a consumer group's (one with a protocol type) once it has been Empty for
+   * offsets_retention, all at once; a standalone group's (commits without
+   * membership) each offsets_retention after it was committed. A group left
+   * with nothing is removed, file and all. Offsets a transaction holds stay.
+   * In a cluster each coordinator looks at the groups it coordinates.
+   */
+  expireOffsets(now = Date.now()): Promise<void> {
+    if (this.expiring !== null) return this.expiring;
+    this.expiring = this.expireNow(now).finally(() => (this.expiring = null));
+    return this.expiring;
+  }
+
+  private async expireNow(now: number): Promise<void> {
+    const retention = this.timing.offsetsRetentionMs;
+    for (const g of [...this.groups.values()]) {
+      if (g.state !== "Empty" || g.members.size > 0 || g.pending.size > 0 || this.groups.get(g.id) !== g) continue;
+      const expired = g.expiredKeys(now, retention);
+      if (expired.length === 0) continue;
+      try {
+        if (expired.length === g.keyCount() && !g.holdsOffsetsForTxns()) {
+          this.log(`group ${g.id}: Empty since ${new Date(g.emptySince).toISOString()}, its ${expired.length} committed offsets expired (offsets_retention): removed`);
+          await this.remove(g);
+        } else {
+          this.log(`group ${g.id}: ${expired.length} committed offsets expired (offsets_retention)`);
+          await g.forget(expired);
+        }
+      } catch (err) {
+        this.warn(`group ${g.id}: expired offsets not removed: ${(err as Error).message}`);
+      }
+    }
+  }
 
   get initialRebalanceDelayMs(): number {
     return this.timing.initialRebalanceDelayMs;
@@ -1011,7 +1082,9 @@ export class GroupCoordinator {
       const g = new Group(saved.group, this);
       // What ListGroups and DescribeGroups report for the group until members join again ("consumer", usually).
       g.protocolType = saved.protocolType ?? "";
-      for (const [k, v] of offsets) g.offsets.set(k, v);
+      // A commit recorded before its time was kept counts from now: it is kept offsets_retention from this start at least.
+      const now = Date.now();
+      for (const [k, v] of offsets) g.offsets.set(k, Number.isFinite(v.committedAt) ? v : { ...v, committedAt: now });
       // The members go on heartbeating without a rebalance, each with a full session from now; an Empty group keeps its generation.
       if (saved.members !== undefined) {
         g.restoreMembers(saved.members);
@@ -1038,9 +1111,15 @@ export class GroupCoordinator {
   /** The group, created if `create` (null when absent, or when too many groups exist). */
   group(id: string, create: boolean): Group | null {
     let g = this.groups.get(id);
-    if (g === undefined && create && this.groups.size < MAX_GROUPS) {
-      g = new Group(id, this);
-      this.groups.set(id, g);
+    if (g === undefined && create) {
+      if (this.groups.size < MAX_GROUPS) {
+        g = new Group(id, this);
+        this.groups.set(id, g);
+      } else if (performance.now() - this.fullLoggedAt >= 60_000) {
+        // Clients are told COORDINATOR_NOT_AVAILABLE and retry: the operator must hear why.
+        this.fullLoggedAt = performance.now();
+        this.warn(`kafka: group ${id} refused: ${MAX_GROUPS} groups exist (offsets of Empty groups expire after offsets_retention; nagare group rm removes one)`);
+      }
     }
     return g ?? null;
   }
@@ -1108,6 +1187,8 @@ export class GroupCoordinator {
 
   /** Stops the groups; resolves once the file writes under way have landed (none lands after: the store may be gone then). */
   async close(): Promise<void> {
+    clearInterval(this.expiryTimer);
+    await this.expiring;
     for (const g of this.groups.values()) g.stop();
     await Promise.all([...this.fileOps.values()]);
   }

@@ -88,7 +88,7 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
   }
 
   protected adopt(p: number, records: StoredMessage[]): void {
-    const found = new Map<string, Map<string, StoredOffset>>();
+    const found = new Map<string, Map<string, StoredOffset & { committedAt: number }>>();
     const members = new Map<string, SavedMembers>();
     const holds = new Map<string, Array<[number, StoredHold]>>();
     for (const m of records) {
@@ -106,7 +106,8 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
       }
       const at = parseSubject(m.subject);
       if (at === null) continue;
-      const value = JSON.parse(m.data.toString()) as StoredOffset;
+      // Committed when it was stored: a standalone group's offsets expire offsets_retention from then.
+      const value = { ...(JSON.parse(m.data.toString()) as StoredOffset), committedAt: m.time };
       let g = found.get(at.group);
       if (g === undefined) found.set(at.group, (g = new Map()));
       g.set(at.key, value);
@@ -122,7 +123,7 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
         continue;
       }
       for (const [k, v] of found.get(id) ?? []) {
-        g.offsets.set(k, v.leaderEpoch !== undefined && v.leaderEpoch >= 0 ? { offset: v.offset, metadata: v.metadata, leaderEpoch: v.leaderEpoch } : { offset: v.offset, metadata: v.metadata });
+        g.offsets.set(k, v.leaderEpoch !== undefined && v.leaderEpoch >= 0 ? { offset: v.offset, metadata: v.metadata, leaderEpoch: v.leaderEpoch, committedAt: v.committedAt } : { offset: v.offset, metadata: v.metadata, committedAt: v.committedAt });
         if (v.protocolType !== "" && g.members.size === 0) g.protocolType = v.protocolType;
       }
       const saved = members.get(id);
