@@ -10,7 +10,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
@@ -571,4 +571,21 @@ describe("bad input against authentication", () => {
       await srv.close();
     }
   });
+});
+
+test("a reload that would change users or permissions is refused, and the refusal is in the log file: the running users stay", async () => {
+  // An outside test removed a user and sent SIGHUP: nats-server revokes it; nagare cannot reload authorization, and
+  // said so on stderr only, so an operator reading the log file believed the user revoked.
+  const dir = mkdtempSync(join(tmpdir(), "nagare-reload-"));
+  const logFile = join(dir, "server.log");
+  const options = { port: 0, noLog: false, logFile, authorization: { users: [{ user: "a", password: "a-pw" }, { user: "revoked", password: "r-pw" }] } };
+  const srv = await startServer(options);
+  try {
+    assert.throws(() => srv.reload({ ...options, authorization: { users: [{ user: "a", password: "a-pw" }] } }), /config reload not supported for authorization/);
+    await srv.close();
+    assert.match(readFileSync(logFile, "utf8"), /\[ERR\] Failed to reload the configuration, the running one is kept: config reload not supported for authorization/);
+  } finally {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

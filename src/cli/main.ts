@@ -74,7 +74,8 @@ honour (websocket {}, or TLS on the cluster's routes, for two) stops the
 server with its file, line and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode,
-SIGHUP reloads the TLS certificate files (other changes are refused).
+SIGHUP reloads the TLS certificate files (other changes, users and
+permissions included, are refused whole and logged as an error).
 `;
 
 const CLIENT_COMMANDS = new Set(["pub", "sub", "request", "reply"]);
@@ -225,9 +226,10 @@ async function runServer(args: string[]): Promise<void> {
   process.on("SIGHUP", () => {
     if (!srv || stopping) return;
     try {
-      srv.reload(serverOptions(parsed).options);
+      srv.reload(() => serverOptions(parsed).options);
     } catch (err) {
-      process.stderr.write(errorText(err).split("\n").map((line) => `nagare server: failed to reload the configuration: ${line}\n`).join(""));
+      // Logged by the server too (its log file, if it has one); said here where the operator sent the signal from a shell.
+      if (options.logFile !== undefined || options.noLog === true) process.stderr.write(errorText(err).split("\n").map((line) => `nagare server: failed to reload the configuration: ${line}\n`).join(""));
     }
   });
 

@@ -74,9 +74,12 @@ export interface NagareServer {
    * certificate). New connections, and HTTPS monitoring's, get them;
    * connections already open keep theirs. Any other option that differs
    * from the running server's throws, naming it, and nothing changes; so
-   * does a file that cannot be used.
+   * does a file that cannot be used. Given a function, it reads the options
+   * from it (a configuration file read again): what it throws is a failed
+   * reload too. A failure is logged at error level (the log file included)
+   * before it is thrown.
    */
-  reload(options: ServerOptions): void;
+  reload(options: ServerOptions | (() => ServerOptions)): void;
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<NagareServer> {
@@ -375,10 +378,20 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     await close();
   };
 
-  const reload = (options: ServerOptions): void => {
+  const reload = (options: ServerOptions | (() => ServerOptions)): void => {
+    try {
+      reloadWith(typeof options === "function" ? options() : options);
+    } catch (err) {
+      // Where the operator looks (the log file, if there is one): nothing changed, the file on disk says otherwise.
+      log.error(`Failed to reload the configuration, the running one is kept: ${(err as Error).message}`);
+      throw err;
+    }
+  };
+
+  const reloadWith = (options: ServerOptions): void => {
     const next = resolveOptions(options);
     const fixed = notReloadable(opts, next);
-    if (fixed !== null) throw new Error(`config reload not supported for ${fixed}`);
+    if (fixed !== null) throw new Error(`config reload not supported for ${fixed} (a running server can reload TLS certificates only: restart it to change this)`);
     if (next.tls !== undefined && natsTls !== null) {
       const files = readTlsFiles(next.tls);
       // Each connection takes the context when it is accepted: those open keep the one they have.
