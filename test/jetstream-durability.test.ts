@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { spawnServer, startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -137,6 +137,40 @@ describe("JetStream durability", () => {
       assert.equal(retry.duplicate, true);
       assert.equal(retry.seq, first.seq);
       assert.equal((await (await jetstreamManager(h.nc)).streams.info("EO")).state.messages, 1);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("Nats-Expected-Last-Msg-Id after a restart: the last message's id, read back from the log", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      let js = jetstream(h.nc);
+      await jsm.streams.add({ name: "LID", subjects: ["lid.>"] });
+      await jsm.streams.add({ name: "LID2", subjects: ["lid2.>"] });
+      await jsm.streams.add({ name: "LID3", subjects: ["lid3.>"] });
+      await js.publish("lid.x", "1", { msgID: "A" });
+      await js.publish("lid.x", "2");
+      await js.publish("lid2.x", "1");
+      await js.publish("lid2.x", "2", { msgID: "B" });
+      await js.publish("lid3.x", "1", { msgID: "C" });
+      await js.publish("lid3.x", "2", { msgID: "D" });
+      // A last message deleted before the restart leaves no id to read back (nats-server: "" after a restart).
+      assert.equal(await jsm.streams.deleteMessage("LID3", 2), true);
+      await h.restart();
+      js = jetstream(h.nc);
+      const code = async (subject: string, lastMsgID: string): Promise<number | string> => {
+        try {
+          return (await js.publish(subject, "next", { expect: { lastMsgID } })).seq;
+        } catch (e) {
+          const err = e instanceof JetStreamApiError ? e : (e as { cause?: JetStreamApiError }).cause;
+          return `${err?.code} ${err?.message}`;
+        }
+      };
+      assert.equal(await code("lid.x", "A"), "10070 wrong last msg ID: ");
+      assert.equal(await code("lid2.x", "B"), 3);
+      assert.equal(await code("lid3.x", "D"), "10070 wrong last msg ID: ");
     } finally {
       await h.close();
     }

@@ -148,12 +148,15 @@ describe("JetStream streams", () => {
     assert.equal(await apiErrorCode(js.publish("pub.b", "x", { expect: { lastSubjectSequence: 1 } })), 10071);
     assert.equal((await js.publish("pub.b", "3", { expect: { lastSubjectSequence: 0 } })).seq, 3);
     assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { lastMsgID: "nope" } })), 10070);
-    assert.equal((await js.publish("pub.a", "4", { expect: { lastMsgID: "m-1" } })).seq, 4);
+    // The last message (3) has no id: m-1 is no longer the last id.
+    assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { lastMsgID: "m-1" } })), 10070);
+    assert.equal((await js.publish("pub.a", "4", { msgID: "m-4" })).seq, 4);
+    assert.equal((await js.publish("pub.a", "5", { expect: { lastMsgID: "m-4" } })).seq, 5);
     // Many concurrent publishes with ids: each id stored once, in order.
     const acks = await Promise.all(Array.from({ length: 200 }, (_, i) => js.publish("pub.c", `${i}`, { msgID: `c-${i % 100}` })));
     assert.equal(new Set(acks.map((x) => x.seq)).size, 100);
     assert.equal(acks.filter((x) => x.duplicate).length, 100);
-    assert.equal((await jsm.streams.info("PUB")).state.messages, 104);
+    assert.equal((await jsm.streams.info("PUB")).state.messages, 105);
     await jsm.streams.delete("PUB");
   });
 
@@ -176,6 +179,35 @@ describe("JetStream streams", () => {
     const stored = await js.publish("retry.c", "y", { msgID: "r-2" });
     assert.deepEqual([stored.seq, stored.duplicate], [2, false]);
     await jsm.streams.delete("RETRY");
+  });
+
+  test("Nats-Expected-Last-Msg-Id compares with the last message's id, empty when it had none, as nats-server 2.9.10", async () => {
+    await jsm.streams.add({ name: "LASTID", subjects: ["lastid.>"] });
+    const refusal = async (p: Promise<unknown>): Promise<string> => {
+      try {
+        await p;
+      } catch (e) {
+        const err = e instanceof JetStreamApiError ? e : (e as { cause?: JetStreamApiError }).cause;
+        return `${err?.code} ${err?.message}`;
+      }
+      return "stored";
+    };
+    await js.publish("lastid.a", "1", { msgID: "A" });
+    await js.publish("lastid.a", "2");
+    // The last message had no id: A is not the last id any more, and the error names the empty one.
+    assert.equal(await refusal(js.publish("lastid.a", "x", { expect: { lastMsgID: "A" } })), "10070 wrong last msg ID: ");
+    const h2 = natsHeaders();
+    h2.set("Nats-Expected-Last-Msg-Id", "");
+    // An empty expectation is none (nats-server checks only a non-empty one).
+    assert.equal((await js.publish("lastid.a", "3", { headers: h2 })).seq, 3);
+    await js.publish("lastid.a", "4", { msgID: "B" });
+    assert.equal(await refusal(js.publish("lastid.a", "x", { expect: { lastMsgID: "A" } })), "10070 wrong last msg ID: B");
+    // Deleting the last message leaves its id the last one, as on nats-server.
+    await js.publish("lastid.a", "5", { msgID: "C" });
+    assert.equal(await jsm.streams.deleteMessage("LASTID", 5), true);
+    assert.equal((await js.publish("lastid.a", "6", { expect: { lastMsgID: "C" } })).seq, 6);
+    assert.equal(await refusal(js.publish("lastid.a", "x", { expect: { lastMsgID: "C" } })), "10070 wrong last msg ID: ");
+    await jsm.streams.delete("LASTID");
   });
 
   test("limits: max message size, discard new, and no responders when no stream captures a subject", async () => {

@@ -63,6 +63,18 @@ test("ids of copied messages removed since stay in the window once the copy lead
   assert.equal(await publish(stream, [["Nats-Expected-Last-Msg-Id", "d"]]), "5");
 });
 
+test("the last id once the copy leads is that of the last message copied, empty when it had none", async () => {
+  const { stream, log } = follower();
+  await copy(stream, log, 1, ["a"]);
+  const now = Date.now();
+  const plain: StoredMessage = { seq: 2, time: now, subject: "s.x", headers: null, key: null, data: Buffer.from("no id") };
+  await appendItems(log, [plain], 2);
+  stream.rememberCopies([plain]);
+  await stream.recover({ logOnly: true, keepRemoved: true });
+  assert.equal(await publish(stream, [["Nats-Expected-Last-Msg-Id", "a"]]), "wrong last msg ID: ");
+  assert.equal(await publish(stream, [["Nats-Expected-Last-Msg-Id", ""]]), "3");
+});
+
 test("ids of messages a truncation took are forgotten: a retry is stored again", async () => {
   const { stream, log } = follower();
   await copy(stream, log, 1, ["a", "b"]);

@@ -110,6 +110,7 @@ function msgIdOf(headers: Buffer | null): string | undefined {
 /** What dedup.json holds. */
 interface SavedDedup {
   lastSeq: number;
+  /** Written for older versions; not read: the last message's id is read from the log (see readLastMsgId). */
   lastMsgId: string;
   entries: Array<[string, number, number]>;
 }
@@ -222,7 +223,13 @@ export class Stream {
   private readonly dedup = new Map<string, DedupEntry>();
   /** Message ids whose append is in flight, with the duplicates waiting for its outcome. */
   private readonly dedupInflight = new Map<string, PublishDone[]>();
+  /**
+   * Nats-Expected-Last-Msg-Id compares with the id of the last message stored ("" if it had none), as nats-server's
+   * `lmsgId`: `lastMsgId` is that of the message at `lastMsgIdSeq`, and holds only while that is still the stream's
+   * last sequence (a door's append stored after it has no id). A deletion of the last message leaves it, as there.
+   */
   private lastMsgId = "";
+  private lastMsgIdSeq = 0;
   /** Deletes decided by work-queue or interest retention still under way (see removing()). */
   private retentionDeletes = 0;
   /** Consumer creates and updates under way (jetstream.ts): a freeze for a move waits for them, or the consumers it takes would change after. */
@@ -408,11 +415,30 @@ export class Stream {
     // `keepRemoved`: the ids remembered of messages removed since (acked off a work queue, evicted) stay, as they
     // would on the leader that stored them; what a truncation took was forgotten then (`forgetFrom`).
     const before = o.keepRemoved === true ? [...this.dedup] : [];
+    const last = o.keepRemoved === true ? { id: this.lastMsgId, seq: this.lastMsgIdSeq } : null;
     // What was remembered before goes: a log truncated since (a replica following another leader) no longer has it.
     this.dedup.clear();
     this.lastMsgId = "";
+    this.lastMsgIdSeq = 0;
     await this.rebuildDedup(o.logOnly === true);
     if (before.length > 0) this.keepRemovedIds(before);
+    if (this.lastMsgIdSeq !== this.log.state().lastSeq) await this.readLastMsgId(last);
+  }
+
+  /**
+   * The id of the stream's last message, read from the log (outside the
+   * de-duplication window too: a restart must not change what an
+   * expectation compares with). A last message removed since it was stored
+   * has none ("" as on nats-server after a restart), unless `kept` (a
+   * replica's leader-to-be) remembers the id it copied at that sequence.
+   */
+  private async readLastMsgId(kept: { id: string; seq: number } | null): Promise<void> {
+    const lastSeq = this.log.state().lastSeq;
+    this.lastMsgIdSeq = lastSeq;
+    this.lastMsgId = kept !== null && kept.seq === lastSeq ? kept.id : "";
+    if (lastSeq === 0) return;
+    const [m] = await this.log.scan(lastSeq, { maxMessages: 1 });
+    if (m !== undefined && m.seq === lastSeq) this.lastMsgId = msgIdOf(m.headers) ?? "";
   }
 
   private async rebuildDedup(logOnly: boolean): Promise<void> {
@@ -431,10 +457,9 @@ export class Stream {
       if (batch.length === 0) break;
       for (const m of batch) {
         const id = msgIdOf(m.headers);
-        if (id !== undefined) {
-          this.dedup.set(id, { seq: m.seq, time: m.time });
-          this.lastMsgId = id;
-        }
+        if (id !== undefined) this.dedup.set(id, { seq: m.seq, time: m.time });
+        this.lastMsgId = id ?? "";
+        this.lastMsgIdSeq = m.seq;
       }
       seq = batch[batch.length - 1].seq + 1;
     }
@@ -460,13 +485,6 @@ export class Stream {
       this.dedup.set(id, e);
     }
     for (; i < removed.length; i++) this.dedup.set(removed[i][0], removed[i][1]);
-    // The last id stored (Nats-Expected-Last-Msg-Id), if its message has been removed since.
-    let newest = this.dedup.get(this.lastMsgId)?.seq ?? 0;
-    for (const [id, e] of removed) {
-      if (e.seq <= newest) continue;
-      newest = e.seq;
-      this.lastMsgId = id;
-    }
   }
 
   /**
@@ -480,10 +498,12 @@ export class Stream {
     for (const m of items) {
       if (isForeign(m)) continue;
       const id = msgIdOf(m.headers);
+      // The last id as the leader has it: that of the last message copied, "" for one without.
+      this.lastMsgId = id ?? "";
+      this.lastMsgIdSeq = m.seq;
       if (id === undefined || id === "") continue;
       this.dedup.delete(id);
       this.dedup.set(id, { seq: m.seq, time: m.time });
-      this.lastMsgId = id;
       any = true;
     }
     if (any) this.dropExpiredIds(Date.now());
@@ -491,17 +511,17 @@ export class Stream {
 
   /** A follower's log is cut from `seq` on (it follows another leader; 0: nothing is known to be shared): the ids of what goes are forgotten. */
   forgetFrom(seq: number): void {
-    let last: [string, number] | undefined;
-    for (const [id, e] of this.dedup) {
-      if (e.seq >= seq) this.dedup.delete(id);
-      else if (last === undefined || e.seq > last[1]) last = [id, e.seq];
+    for (const [id, e] of this.dedup) if (e.seq >= seq) this.dedup.delete(id);
+    // The last message's id is read from the log again when this copy leads (recover).
+    if (this.lastMsgIdSeq >= seq) {
+      this.lastMsgId = "";
+      this.lastMsgIdSeq = 0;
     }
-    if (!this.dedup.has(this.lastMsgId)) this.lastMsgId = last?.[0] ?? "";
   }
 
   /**
-   * Keeps what recover() rebuilds (the ids inside the window, the last id),
-   * so that a clean restart need not read the window's messages back. It is
+   * Keeps what recover() rebuilds (the ids inside the window; the last
+   * message's id is read from the log, whose last message may be gone), so that a clean restart need not read the window's messages back. It is
    * a cache: written without a sync, used only if the log's last sequence
    * is still the one it was written at (no append since), else ignored.
    */
@@ -536,7 +556,6 @@ export class Stream {
   private useSavedDedup(saved: SavedDedup, lastSeq: number, cutoff: number): boolean {
     if (saved.lastSeq !== lastSeq || !Array.isArray(saved.entries)) return false;
     for (const [id, seq, time] of saved.entries) if (time >= cutoff) this.dedup.set(id, { seq, time });
-    this.lastMsgId = typeof saved.lastMsgId === "string" ? saved.lastMsgId : "";
     return true;
   }
 
@@ -747,6 +766,7 @@ export class Stream {
         this.fail(p, msgId, storeFailure(err));
       } else {
         if (msgId !== undefined) this.remember(msgId, seq);
+        this.storedLast(msgId, seq);
         if (rollup !== undefined) {
           const purge = rollup === "all" ? { upTo: seq } : { filter: p.subject, upTo: seq };
           // A rollup is a purge for consumers too: one of the whole stream moves them past what it removed.
@@ -783,6 +803,7 @@ export class Stream {
         order.whenNumbered(partition, seq, (err, streamSeq) => {
         if (err !== null) return finish(Errors.storeFailed(err.message), 0);
         if (msgId !== undefined) this.remember(msgId, streamSeq);
+        this.storedLast(msgId, streamSeq);
         if (rollup === undefined) return finish(null, streamSeq);
         const purge = rollup === "all" ? { upTo: streamSeq } : { filter: p.subject, upTo: streamSeq };
         this.purge(purge).then(
@@ -1059,8 +1080,14 @@ export class Stream {
     const now = Date.now();
     this.dedup.delete(id);
     this.dedup.set(id, { seq, time: now });
-    this.lastMsgId = id;
     this.dropExpiredIds(now);
+  }
+
+  /** A publish was stored at stream sequence `seq`: its id ("" without one) is the last, unless a later one landed first. */
+  private storedLast(msgId: string | undefined, seq: number): void {
+    if (seq < this.lastMsgIdSeq) return;
+    this.lastMsgId = msgId ?? "";
+    this.lastMsgIdSeq = seq;
   }
 
   /** Drops the ids older than the window from the map's front (oldest first). */
@@ -1085,8 +1112,12 @@ export class Stream {
       const have = this.log.state().lastSeq;
       if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
     }
+    // An empty expectation is none, as in nats-server.
     const lastId = header(h, "Nats-Expected-Last-Msg-Id");
-    if (lastId !== undefined && lastId !== this.lastMsgId) return Errors.wrongLastMsgId(this.lastMsgId);
+    if (lastId !== undefined && lastId !== "") {
+      const have = this.lastMsgIdSeq === this.log.state().lastSeq ? this.lastMsgId : "";
+      if (lastId !== have) return Errors.wrongLastMsgId(have);
+    }
     return null;
   }
 
