@@ -189,6 +189,13 @@ print(repr(seen))
     assert.equal(second.header?.has("Nats-Key") ?? false, false, "a null key has no Nats-Key header");
   });
 
+  test("a Fetch naming no partition is answered at once, whatever its max_wait_ms, as Kafka answers a fetch that needs no data", async () => {
+    // An outside test: it waited the whole max_wait_ms (and the connection's next requests behind it).
+    const empty = frame(1, 4, (w) => w.i32(-1).i32(60_000).i32(1).i32(2 ** 31 - 1).i8(0).arrayLength(0));
+    const answer = await ask(h.srv.kafkaPort!, empty, (r) => [r.i32(), r.i32()]);
+    assert.deepEqual(answer, [0, 0], "throttle 0, no topics: answered within REQUEST_MS, not after 60 s");
+  });
+
   test("a Fetch v11 naming leader epoch 0 (what Metadata shows a single broker's partitions at) or none is served; a later epoch is UNKNOWN_LEADER_EPOCH", async () => {
     const topic = "epochs-named";
     await createTopic(topic);

@@ -85,8 +85,10 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   let seen = readerWakes(door, topics);
   let out = await collectWithRoom(door, ctx, topics, want, readCommitted, deadline);
   // Short of memory, answer with what fits rather than wait for more to arrive. A partition in error, led elsewhere or
-  // read up to its count limit is answered at once too, as Kafka answers errors without waiting.
-  while (out.bytes < req.minBytes && !out.limited && !out.misled && !out.failed && !out.capped && Date.now() < deadline && !conn.closed) {
+  // read up to its count limit is answered at once too, as Kafka answers errors without waiting; so is a fetch of no
+  // partition at all (Kafka: a fetch that needs no data), which nothing could ever satisfy.
+  const asksForData = topics.some((t) => t.partitions.length > 0);
+  while (asksForData && out.bytes < req.minBytes && !out.limited && !out.misled && !out.failed && !out.capped && Date.now() < deadline && !conn.closed) {
     conn.adjustResponseRoom(ctx, -ctx.held);
     if (readerWakes(door, topics) === seen) await appendOrTimeout(door, topics, deadline);
     seen = readerWakes(door, topics);
