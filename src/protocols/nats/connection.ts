@@ -421,7 +421,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.close(reason);
   }
 
-  /** Before an authenticated CONNECT, a client may only ping: anything else is an Authorization Violation, as in nats-server. */
+  /**
+   * Before an authenticated CONNECT, nothing else (a PING neither): an Authorization Violation, as nats-server's parser
+   * answers anything but CONNECT while it waits for authentication (an unauthenticated client is not kept talking until
+   * its auth timeout).
+   */
   private unauthenticated(): boolean {
     if (this.auth === null || this.connected) return false;
     this.protocolError("Authorization Violation", CloseReason.AuthViolation);
@@ -506,6 +510,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onPing(): void {
+    if (this.unauthenticated()) return;
     if (this.tracing) {
       this.traceIn("[PING]");
       this.traceOut("[PONG]");
@@ -514,6 +519,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   }
 
   onPong(): void {
+    if (this.unauthenticated()) return;
     if (this.tracing) this.traceIn("[PONG]");
     this.pingsOut = 0;
   }
