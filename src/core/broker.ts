@@ -10,6 +10,7 @@ import { Account, GLOBAL_ACCOUNT } from "./account.js";
 import { wireImports } from "./accounts.js";
 import { SystemAccount } from "./system.js";
 import type { ResolvedOptions } from "./options.js";
+import { ClosedConnections } from "./closed-connections.js";
 import type { Logger } from "../util/log.js";
 
 /** What monitoring needs to know of any connection, whatever its door. */
@@ -22,6 +23,9 @@ export interface ConnectionInfo {
   port: number;
   start: string;
   last_activity: string;
+  /** When a closed connection closed, and why (nats-server's reasons: "Client Closed", "Stale Connection", …): only in `state=closed`. */
+  stop?: string;
+  reason?: string;
   rtt?: string;
   uptime: string;
   idle: string;
@@ -44,6 +48,8 @@ export interface ConnectionInfo {
   /** The client's certificates (shown with `?auth=1`, as nats-server). */
   tls_peer_certs?: TlsPeerCert[];
   subscriptions_list?: string[];
+  /** An MQTT client's id (nats-server's `mqtt_client`; nagare has no MQTT door yet, so no connection has one). */
+  mqtt_client?: string;
 }
 
 export interface Connection {
@@ -53,6 +59,8 @@ export interface Connection {
   /** Periodic upkeep: pings, write deadlines. `now` in ms. */
   tick(now: number): void;
   info(now: number, withSubs: boolean): ConnectionInfo;
+  /** The last measured round-trip time in nanoseconds (0: none yet), for `/connz?sort=rtt`. */
+  rttNs?(): number;
   /** Tells the peer the server is going away (lame duck), if the protocol can. */
   notifyLameDuck(): void;
   /** The cluster's client URLs changed: a client that understands INFO updates is told. */
@@ -103,6 +111,8 @@ export class Broker {
   readonly accounts = new Map<string, Account>();
   readonly globalAccount: Account;
   readonly connections = new Map<number, Connection>();
+  /** The last closed client connections (`max_closed_clients` of them), for `/connz?state=closed`. */
+  readonly closed: ClosedConnections;
   /** The system account, unless `no_system_account`: where status requests are answered and events announced. */
   readonly system: SystemAccount | null;
   /** Told of each account added while running (operator mode's resolver learns accounts from claim updates). */
@@ -135,6 +145,7 @@ export class Broker {
   ) {
     this.serverId = newServerId();
     this.serverName = options.serverName || this.serverId;
+    this.closed = new ClosedConnections(options.maxClosedClients);
     this.globalAccount = new Account(GLOBAL_ACCOUNT);
     this.accounts.set(GLOBAL_ACCOUNT, this.globalAccount);
     for (const name of Object.keys(options.accounts ?? {})) this.accounts.set(name, new Account(name));

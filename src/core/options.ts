@@ -35,6 +35,8 @@ export interface ServerOptions {
   maxConnections?: number;
   /** Per connection; 0 means unlimited, as in nats-server. */
   maxSubscriptions?: number;
+  /** Closed client connections kept for `/connz?state=closed` (nats-server's `max_closed_clients`, default 10,000; 0 keeps none). */
+  maxClosedClients?: number;
   /** Milliseconds between server pings. */
   pingInterval?: number;
   /** Unanswered pings before a connection is closed as stale. */
@@ -268,6 +270,7 @@ export interface ResolvedOptions {
   maxControlLine: number;
   maxConnections: number;
   maxSubscriptions: number;
+  maxClosedClients: number;
   pingInterval: number;
   maxPingsOut: number;
   authTimeout: number;
@@ -322,6 +325,7 @@ export const DEFAULTS = {
   maxControlLine: 4096,
   maxConnections: 64 * 1024,
   maxSubscriptions: 0,
+  maxClosedClients: 10_000,
   pingInterval: 120_000,
   maxPingsOut: 2,
   authTimeout: 2_000,
@@ -370,6 +374,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     maxControlLine: pick(o.maxControlLine, DEFAULTS.maxControlLine),
     maxConnections: pick(o.maxConnections, DEFAULTS.maxConnections),
     maxSubscriptions: pick(o.maxSubscriptions, DEFAULTS.maxSubscriptions),
+    maxClosedClients: o.maxClosedClients ?? DEFAULTS.maxClosedClients,
     pingInterval: pick(o.pingInterval, DEFAULTS.pingInterval),
     maxPingsOut: pick(o.maxPingsOut, DEFAULTS.maxPingsOut),
     // As nats-server: with TLS, a client has the TLS timeout and one second more to send CONNECT.
@@ -833,6 +838,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   maxControlLine: atLeast(1, INT32_MAX),
   maxConnections: atLeast(1),
   maxSubscriptions: atLeast(0),
+  maxClosedClients: atLeast(0, 1_000_000),
   pingInterval: millis,
   maxPingsOut: atLeast(1),
   authTimeout: millis,

@@ -44,7 +44,6 @@ const NOT_SUPPORTED: Record<string, string> = {
   remote_syslog: "logging to syslog is not supported",
   logfile_size_limit: "log file rotation is not supported yet",
   log_size_limit: "log file rotation is not supported yet",
-  max_closed_clients: "keeping closed connections for /connz is not supported yet",
   http_base_path: "a monitoring base path is not supported yet",
   prof_port: "the profiling listener is not supported",
   no_header_support: "turning message headers off is not supported",
@@ -204,6 +203,8 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (maxSubs) o.maxSubscriptions = nonNegativeInt(maxSubs); // 0 is "unlimited", the default
   });
   c.attempt(() => setLimit(o, "maxPingsOut", lookup(tree, "ping_max") ?? lookup(tree, "max_pings_out")));
+  // nats-server 2.11's key: how many closed connections /connz keeps (0: the default, 10,000).
+  c.attempt(() => setLimit(o, "maxClosedClients", lookup(tree, "max_closed_clients"), MAX_CLOSED_CLIENTS));
 
   c.attempt(() => setTime(o, "pingInterval", lookup(tree, "ping_interval")));
   c.attempt(() => setTime(o, "authTimeout", lookup(tree, "auth_timeout")));
@@ -544,7 +545,10 @@ function hostPort(e: Entry): { host?: string; port: number } {
   return { host: host === "" ? undefined : host, port: checkPort(e, Number(m[3])) };
 }
 
-type LimitKey = "maxPayload" | "maxPending" | "maxControlLine" | "maxConnections" | "maxPingsOut";
+type LimitKey = "maxPayload" | "maxPending" | "maxControlLine" | "maxConnections" | "maxPingsOut" | "maxClosedClients";
+
+/** Most closed connections kept: each holds its last /connz entry and subscriptions, so a ring past this is memory for history nobody pages through. */
+const MAX_CLOSED_CLIENTS = 1_000_000;
 
 function setLimit(o: ServerOptions, field: LimitKey, e: Entry | undefined, max?: number): void {
   if (!e) return;

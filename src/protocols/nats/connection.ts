@@ -23,7 +23,8 @@ import { serveTls, type NatsTls } from "./tls.js";
 import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
-import { formatDuration } from "../../util/duration.js";
+import { formatDuration, goDuration } from "../../util/duration.js";
+import { withStop, type ClosedConnection } from "../../core/closed-connections.js";
 import { goQuote, redactConnect } from "./trace.js";
 import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
@@ -103,6 +104,14 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   /** When the socket last refused more data (write returned false); 0 when writable. */
   private blockedSince = 0;
   private readonly startedAt = Date.now();
+  /**
+   * Round-trip time, as nats-server measures it: first from the accept to
+   * CONNECT, then from each PING the server sends to the PONG that answers
+   * it (`pingSentAt`, 0 when none is out). Nanoseconds; 0: not measured.
+   */
+  private rtt = 0;
+  private readonly acceptedAt = performance.now();
+  private pingSentAt = 0;
   private lastActivity = Date.now();
   private readonly ip: string;
   private readonly port: number;
@@ -351,6 +360,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.name = typeof c.name === "string" ? c.name : "";
     this.lang = typeof c.lang === "string" ? c.lang : "";
     this.clientVersion = typeof c.version === "string" ? c.version : "";
+    if (this.rtt === 0) this.rtt = elapsedNs(this.acceptedAt);
     const proto = c.protocol === undefined ? 0 : c.protocol;
     if (typeof proto !== "number" || proto < 0 || proto > 1) {
       this.protocolError("invalid client protocol", CloseReason.Protocol);
@@ -522,6 +532,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.unauthenticated()) return;
     if (this.tracing) this.traceIn("[PONG]");
     this.pingsOut = 0;
+    if (this.pingSentAt !== 0) {
+      this.rtt = elapsedNs(this.pingSentAt);
+      this.pingSentAt = 0;
+    }
   }
 
   onError(kind: ProtoError): void {
@@ -656,6 +670,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         return;
       }
       this.pingsOut++;
+      if (this.pingSentAt === 0) this.pingSentAt = performance.now();
       if (this.tracing) this.traceOut("[PING]");
       this.queueBytes(PING);
     }
@@ -670,6 +685,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       port: this.port,
       start: new Date(this.startedAt).toISOString(),
       last_activity: new Date(this.lastActivity).toISOString(),
+      ...(this.rtt > 0 ? { rtt: rttString(this.rtt) } : {}),
       uptime: formatDuration(now - this.startedAt),
       idle: formatDuration(now - this.lastActivity),
       pending_bytes: this.out.len + this.socket.writableLength,
@@ -687,6 +703,21 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
+  }
+
+  rttNs(): number {
+    return this.rtt;
+  }
+
+  /** What /connz keeps of this connection once closed: read before its subscriptions go. */
+  private closedRecord(reason: string): ClosedConnection {
+    const now = Date.now();
+    const info = this.info(now, false);
+    // As nats-server's closed entries: no certificates (and nothing queued is pending any more once discarded).
+    delete info.tls_peer_certs;
+    const subscriptions = [];
+    for (const s of this.subs.values()) subscriptions.push({ subject: s.subject, queue: s.queue, sid: s.sid, msgs: s.delivered, max: s.max });
+    return { info: withStop(info, new Date(now).toISOString(), reason), account: this.account.name, subscriptions, rttNs: this.rtt, stopMs: now };
   }
 
   infoChanged(): void {
@@ -708,6 +739,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser.stop();
     const log = this.broker.log;
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection closed: ${reason}`);
+    if (this.broker.closed.capacity > 0) this.broker.closed.add(this.closedRecord(reason));
     for (const sub of this.subs.values()) {
       if (this.tracing) this.traceDelsub(sub.sid);
       this.account.unsubscribe(sub);
@@ -827,4 +859,14 @@ function smallest(...limits: number[]): number {
   let min = NO_LIMIT;
   for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
   return min;
+}
+
+/** Nanoseconds since `from` (a performance.now() reading), at least 1 so that a measurement is never read as none. */
+function elapsedNs(from: number): number {
+  return Math.max(1, Math.round((performance.now() - from) * 1e6));
+}
+
+/** As nats-server prints a client's RTT: Go's duration, truncated to microseconds between 1µs and 1ms. */
+function rttString(ns: number): string {
+  return goDuration(ns > 1_000 && ns < 1_000_000 ? ns - (ns % 1_000) : ns);
 }
