@@ -2,7 +2,7 @@
 
 import { cpus } from "node:os";
 import { ADVERTISED_VERSION } from "../core/broker.js";
-import { DEFAULTS } from "../core/options.js";
+import { authRequired, DEFAULTS } from "../core/options.js";
 import { formatDuration } from "../util/duration.js";
 import type { JetStreams } from "../streams/jetstreams.js";
 import { underReplicatedPartitions } from "./jsz.js";
@@ -36,6 +36,8 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     https_port: o.httpsPort,
     auth_timeout: o.authTimeout / 1000,
     tls_timeout: (o.tls?.timeoutMs ?? DEFAULTS.tlsTimeout) / 1000,
+    // As nats-server (omitempty): auth_required when clients must authenticate.
+    ...(authRequired(o) ? { auth_required: true } : {}),
     // As nats-server (omitempty): tls_required only when TLS is (not with allow_non_tls), tls_verify only when certificates are.
     ...(o.tls !== undefined && o.tls.allowNonTls !== true ? { tls_required: true } : {}),
     ...(o.tls !== undefined && (o.tls.verify === true || o.tls.verifyAndMap === true) ? { tls_verify: true } : {}),
@@ -72,6 +74,8 @@ export function varz(ctx: MonitorContext): Record<string, unknown> {
     slow_consumers: s.slowConsumers,
     stale_connections: s.staleConnections,
     subscriptions,
+    // As nats-server: `server_tags`, lower-cased, when there are some.
+    ...(o.serverTags.length > 0 ? { tags: o.serverTags.map((t) => t.toLowerCase()) } : {}),
     // As nats-server: which account answers status requests, when there is one.
     ...(broker.system !== null ? { system_account: broker.system.name } : {}),
   };
