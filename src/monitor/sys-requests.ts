@@ -53,12 +53,15 @@ const CONNZ_OPTIONS: OptionMap = {
   offset: "offset",
   limit: "limit",
   acc: "acc",
-  cid: null,
-  mqtt_client: null,
-  state: null,
-  user: null,
-  filter_subject: null,
+  cid: "cid",
+  mqtt_client: "mqtt_client",
+  state: "state",
+  user: "user",
+  filter_subject: "filter_subject",
 };
+
+/** ConnzOptions' `state` is nats-server's ConnState number: open, closed, all. */
+const CONN_STATES = ["open", "closed", "all"];
 const SUBSZ_OPTIONS: OptionMap = { offset: "offset", limit: "limit", subscriptions: "subs", account: "acc", test: "test" };
 const JSZ_OPTIONS: OptionMap = {
   account: "acc",
@@ -291,6 +294,11 @@ function query(p: Params, options: OptionMap): URLSearchParams {
       continue;
     }
     if (param === "subs" && q.get("subs") === "detail") continue;
+    if (param === "state") {
+      if (typeof v !== "number" || CONN_STATES[v] === undefined) throw new RequestError(400, `option state must be 0 (open), 1 (closed) or 2 (all), got ${JSON.stringify(v)}`);
+      q.set("state", CONN_STATES[v]);
+      continue;
+    }
     q.set(param, String(v));
   }
   return q;
