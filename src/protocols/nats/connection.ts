@@ -716,7 +716,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // As nats-server's closed entries: no certificates (and nothing queued is pending any more once discarded).
     delete info.tls_peer_certs;
     const subscriptions = [];
-    for (const s of this.subs.values()) subscriptions.push({ subject: s.subject, queue: s.queue, sid: s.sid, msgs: s.delivered, max: s.max });
+    // Bounded per record, as the ring is bounded: a client with a million subscriptions does not leave a million behind.
+    for (const s of this.subs.values()) {
+      if (subscriptions.length === MAX_CLOSED_SUBSCRIPTIONS) break;
+      subscriptions.push({ subject: s.subject, queue: s.queue, sid: s.sid, msgs: s.delivered, max: s.max });
+    }
     return { info: withStop(info, new Date(now).toISOString(), reason), account: this.account.name, subscriptions, rttNs: this.rtt, stopMs: now };
   }
 
@@ -860,6 +864,9 @@ function smallest(...limits: number[]): number {
   for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
   return min;
 }
+
+/** Subscriptions a closed connection's /connz record keeps (the first this many; its `subscriptions` count is all of them). */
+const MAX_CLOSED_SUBSCRIPTIONS = 1000;
 
 /** Nanoseconds since `from` (a performance.now() reading), at least 1 so that a measurement is never read as none. */
 function elapsedNs(from: number): number {
