@@ -100,6 +100,9 @@ export class KafkaConnection implements Connection {
   private paused = false;
   /** The socket refused more (write returned false) and has not drained yet. */
   private writeBlocked = false;
+  /** Bytes queued for the kernel when the ticker last looked (-1: none then), and since when that has not changed. */
+  private queuedSeen = -1;
+  private queuedSince = 0;
   closed = false;
   clientId: string | null = null;
   /** From ApiVersions v3+: the client library's name and version. */
@@ -268,9 +271,26 @@ export class KafkaConnection implements Connection {
   /** Responses are written as they complete, not on the broker's flush schedule. */
   flushOutbound(): void {}
 
-  /** Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. */
+  /**
+   * Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. And the server's
+   * write_deadline: responses of which the client takes not a byte for that long end the connection. Its unwritten
+   * responses hold room in the door's response budget, which every consumer shares: a few connections that stop reading
+   * would otherwise keep it full, and every other consumer's fetch answered empty, for as long as they stay (an outside
+   * test). Kafka sends from the page cache and holds no such memory.
+   */
   tick(now: number): void {
     if (this.frame !== null && now - this.lastActivity >= FRAME_STALL_MS) return this.close(`request frame stalled for ${now - this.lastActivity} ms`);
+    // Handed to the socket and not yet to the kernel: the stream's queue, and libuv's (which shrinks as the kernel takes a
+    // large response piece by piece). A response still waiting for an earlier request's is not the client's to take.
+    const queued = this.socket.writableLength + ((this.socket as Socket & { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0);
+    if (queued > 0) {
+      if (queued !== this.queuedSeen) {
+        this.queuedSeen = queued;
+        this.queuedSince = now;
+      } else if (now - this.queuedSince >= this.door.broker.options.writeDeadline) {
+        return this.close(`write deadline: the client took none of its ${this.unwritten} bytes of responses for ${now - this.queuedSince} ms`);
+      }
+    } else this.queuedSeen = -1;
     const idle = this.door.options.connectionsMaxIdleMs;
     if (idle > 0 && this.slots.length === 0 && now - this.lastActivity >= idle) this.close(`idle for ${now - this.lastActivity} ms`);
   }
