@@ -14,6 +14,8 @@ import { join } from "node:path";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { runNagare } from "./helpers/cli.js";
+import { parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf } from "../src/server/conf-options.js";
 import { dec, enc } from "./helpers/clients.js";
 import { Account } from "../src/core/account.js";
 import { wireImports } from "../src/core/accounts.js";
@@ -184,6 +186,12 @@ accounts {
       const u = await runNagare(["server", "-c", unexported], { until: /Server is ready/ });
       assert.equal(u.code, 1);
       assert.match(u.stderr, /account A exports no stream secret\.> to B/);
+      // An export to an account that does not exist stops the start, with its place, as nats-server's (an outside test
+      // found it taken).
+      const nope = `accounts {\n  A: { exports: [\n    { stream: "x.>", accounts: [B, NOPE] }\n    { service: "y", accounts: [GONE] }\n  ] }\n  B: {}\n}\n`;
+      assert.throws(() => optionsFromConf(parseConf(nope)), /line 3, column \d+: accounts\.A\.exports\[0\]\.accounts: "NOPE" account not defined for stream export/);
+      assert.throws(() => optionsFromConf(parseConf(nope.replace(", NOPE", ""))), /line 4, column \d+: accounts\.A\.exports\[1\]\.accounts: "GONE" account not defined for service export/);
+      optionsFromConf(parseConf(nope.replace(", NOPE", "").replace("GONE", "B")));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -759,6 +759,8 @@ function systemAccount(o: ServerOptions, tree: Tree): void {
 function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
   if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
   const out: NonNullable<ServerOptions["accounts"]> = {};
+  // What an export may name: the accounts defined here (and the system account, which exists without being defined).
+  const defined = new Set([...Object.keys(e.value), "$SYS"]);
   for (const name of Object.keys(e.value)) {
     const acc = inBlock(e.value, e, name.toLowerCase())!;
     c.attempt(() => {
@@ -776,7 +778,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         const exports = sub("exports");
         if (exports === undefined) return;
         if (!Array.isArray(exports.value)) fail(exports, `expected an array of exports, got ${describe(exports.value)}`);
-        a.exports = exports.value.map((x, i) => exportEntry(x, { ...exports, key: `${exports.key}[${i}]` }, c));
+        a.exports = exports.value.map((x, i) => exportEntry(x, { ...exports, key: `${exports.key}[${i}]` }, c, defined));
       });
       c.attempt(() => {
         const imports = sub("imports");
@@ -841,7 +843,7 @@ function accountJetStream(e: Entry, c: Collector): NonNullable<NonNullable<Serve
   return limits;
 }
 
-function exportEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["exports"]>[number] {
+function exportEntry(v: unknown, at: Entry, c: Collector, defined: ReadonlySet<string>): NonNullable<NonNullable<ServerOptions["accounts"]>[string]["exports"]>[number] {
   if (!isBlock(v)) fail(at, `expected an export block, got ${describe(v)}`);
   const sub = (k: string): Entry | undefined => inBlock(v, at, k);
   const stream = sub("stream");
@@ -850,6 +852,8 @@ function exportEntry(v: unknown, at: Entry, c: Collector): NonNullable<NonNullab
   const accounts = sub("accounts");
   const names = accounts === undefined ? undefined : (Array.isArray(accounts.value) ? accounts.value : [accounts.value]).map((x) => {
     if (typeof x !== "string" || x === "") fail(accounts, `expected account names, got ${describe(x)}`);
+    // As nats-server: an export to an account that does not exist is a mistake, not an export to no one.
+    if (!defined.has(x)) fail(accounts, `"${x}" account not defined for ${stream !== undefined ? "stream" : "service"} export`);
     return x;
   });
   let out: ReturnType<typeof exportEntry>;
