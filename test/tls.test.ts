@@ -257,6 +257,12 @@ describe("TLS for NATS clients", () => {
     writeFileSync(good, `port: -1\nhttps: "127.0.0.1:-1"\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}" }\n`);
     const ok = await runNagare(["server", "-c", good, "-t"]);
     assert.equal(ok.code, 0, ok.stderr);
+    // -t loads the certificates as a start would: a key that is not the certificate's is not "valid" (an outside test).
+    const mismatched = join(pki.dir, "mismatched.conf");
+    writeFileSync(mismatched, `port: -1\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.server2Key}" }\n`);
+    const refused = await runNagare(["server", "-c", mismatched, "-t"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^nagare server: TLS certificate .* and key .*: .*key values mismatch/);
     const flag = await runNagare(["server", "-p", "-1", "-ms", "-1"], { until: /Server is ready/ });
     assert.equal(flag.code, 1);
     assert.match(flag.stderr, /httpsPort needs tls/);

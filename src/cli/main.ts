@@ -185,12 +185,19 @@ async function runServer(args: string[]): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  const { startServer, checkTlsFiles } = await import("../server/server.js");
   if (parsed.testConfig) {
+    try {
+      checkTlsFiles(options);
+    } catch (err) {
+      process.stderr.write(`nagare server: ${errorText(err)}\n`);
+      process.exitCode = 1;
+      return;
+    }
     process.stderr.write(`nagare server: configuration file ${parsed.configFile} is valid\n`);
     return;
   }
 
-  const { startServer } = await import("../server/server.js");
   type Server = Awaited<ReturnType<typeof startServer>>;
   let srv: Server | undefined;
 

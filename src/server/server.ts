@@ -480,6 +480,17 @@ function followMembers(cluster: ClusterNode, routes: RouteManager): void {
   cluster.membership.on("members", sync);
 }
 
+/**
+ * Loads every certificate and key the options name (NATS, Kafka, etcd), as a start would, and throws what would stop
+ * it: `nagare server -t` checks them, as nats-server's does, rather than call valid a file that cannot start.
+ */
+export function checkTlsFiles(options: ServerOptions): void {
+  const opts = resolveOptions(options);
+  if (opts.tls !== undefined) loadNatsTls(opts.tls);
+  if (opts.kafka?.tls !== undefined) loadTls(opts.kafka.tls);
+  if (opts.etcd?.tls !== undefined) readEtcdTls(opts.etcd.tls);
+}
+
 /** The CA and client certificate for etcd, read before anything starts: a file that cannot be read stops the start. */
 function readEtcdTls(t: NonNullable<NonNullable<ResolvedOptions["etcd"]>["tls"]>): EtcdTls {
   const read = (what: string, path: string | undefined): Buffer | undefined => {
