@@ -64,6 +64,8 @@ test("a killed node's streams are offline at once; the others' keep working; cor
   assert.equal(onk.cluster?.leader, "k");
   assert.equal((await jsm.streams.add({ name: "ona", subjects: ["ona"], placement: { cluster: "", tags: ["node:a"] } })).cluster?.leader, "a");
   await waitUntil(() => b.cluster!.placements.get("$G", "onk") !== undefined && b.cluster!.placements.get("$G", "ona") !== undefined, "b to see both placements");
+  // And k's capture of the stream's subject to reach b over their route (else b's client hears "no responders").
+  await waitUntil(() => b.routes!.routez(true).routes.some((r) => ((r.subscriptions_list as string[] | undefined) ?? []).includes("$G onk")), "k's interest in onk to reach b");
   const jsB = jetstream(await client(b.url));
   assert.equal((await jsB.publish("onk", "1")).seq, 1);
   // A client of b listening on the cluster's internal subjects (as a `>` would, without taking the publishes below):
