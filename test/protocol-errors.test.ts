@@ -58,6 +58,31 @@ describe("NATS protocol errors", () => {
     await c.waitClosed("unknown verb");
   });
 
+  test("HPUB from a client that did not announce headers in its CONNECT: Unknown Protocol Operation, then close, nothing delivered", async () => {
+    // nats-server refuses it (ErrMsgHeadersNotSupported, a parse error); nagare took it (an outside test).
+    const nc = await connect({ servers: srv.url });
+    try {
+      const got: string[] = [];
+      nc.subscribe("hdr.none", { callback: (_e, m) => void got.push(m.string()) });
+      await nc.flush();
+      const c = await RawClient.connected(srv.port, '{"verbose":false,"pedantic":false}');
+      raws.push(c);
+      const block = "NATS/1.0\r\na: 1\r\n\r\n";
+      c.send(`HPUB hdr.none ${block.length} ${block.length + 2}\r\n${block}hi\r\n`);
+      await c.waitFor(/-ERR 'Unknown Protocol Operation'\r\n/, "-ERR");
+      await c.waitClosed("HPUB without headers");
+      // The same from a client that did announce them is delivered.
+      const ok = await raw();
+      ok.send(`HPUB hdr.none ${block.length} ${block.length + 2}\r\n${block}ok\r\nPING\r\n`);
+      await ok.waitFor(/PONG\r\n/, "PONG");
+      await nc.flush();
+      await waitUntil(() => got.length === 1, "the announced client's message");
+      assert.deepEqual(got, ["ok"]);
+    } finally {
+      await nc.close();
+    }
+  });
+
   test("a verb-looking prefix of a real verb is still unknown", async () => {
     const c = await raw();
     c.send("PUBLISH foo 0\r\n\r\n");

@@ -445,6 +445,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   onPub(msg: Message): void {
     if (this.tracing) this.tracePub(msg);
     if (this.unauthenticated()) return;
+    // HPUB from a client whose CONNECT did not announce headers: nats-server's parser refuses it (ErrMsgHeadersNotSupported).
+    if (msg.hdrLen > 0 && !this.headers) {
+      this.protocolError("Unknown Protocol Operation", CloseReason.Parse);
+      return;
+    }
     const size = msg.end - msg.start;
     this.inMsgs++;
     this.inBytes += size;
