@@ -297,6 +297,17 @@ describe("NKey signatures (checked with node:crypto)", () => {
 });
 
 describe("PermissionCheck", () => {
+  test("a subscribe deny refuses a wildcard subscription it matches token for token, as nats-server; one it only overlaps is made", () => {
+    // An outside test: SUB q.> with deny q.* was made (its deliveries filtered) where nats-server refuses it.
+    const check = new PermissionCheck({ subscribe: { allow: ["q.>", "orders.>"], deny: ["q.*", "orders.hidden"] } });
+    assert.deepEqual(
+      ["q.>", "q.*", "q.a", "q.a.b", "q.*.b", "orders.*", "orders.>", "orders.hidden"].map((s) => check.maySubscribe(s)),
+      [false, false, false, true, true, true, true, false],
+    );
+    assert.equal(check.filtersDelivery("q.*.b"), false);
+    assert.equal(check.filtersDelivery("orders.*"), true);
+  });
+
   test("cached answers (publish, subscribe, delivery filter) stay right when asked again and past the cache's bound", () => {
     const check = new PermissionCheck({
       publish: { allow: ["orders.>"], deny: ["orders.*.secret"] },

@@ -378,7 +378,9 @@ export class PermissionCheck {
     if (r === undefined) return true;
     const ok = this.subCache.get(subject);
     if (ok !== undefined) return ok;
-    return remember(this.subCache, subject, (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject)));
+    // A deny also refuses a wildcard subscription it matches token for token (`q.*` matches `q.>`, its `>` read as a
+    // token), as nats-server's deny sublist matches the subscription's subject; one it only overlaps is filtered instead.
+    return remember(this.subCache, subject, (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject) || subjectMatches(d, subject)));
   }
 
   /** Whether messages delivered to a subscription on `subject` must each be checked against the subscribe deny list. */
