@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { FileLog, segmentName, type FileLogOptions } from "../src/store/file-log.js";
 import { encodeTombstones } from "../src/store/format.js";
 import { MemoryLog } from "../src/store/memory-log.js";
+import { agePeriodMs } from "../src/store/live-index.js";
 import { appendAsync, type Limits, type MessageLog } from "../src/store/log.js";
 
 async function survivors(log: MessageLog): Promise<number[]> {
@@ -303,3 +304,9 @@ async function reopened(log: FileLog, dir: string): Promise<FileLog> {
   await log.close();
   return FileLog.open({ dir, maxSegmentBytes: 4096 });
 }
+
+test("messages past max_age are looked for every twentieth of it (10 ms to 1 s): a 1 s age is at most 50 ms late", () => {
+  // An outside test: a quarter of the age made messages of a 1 s max_age live up to 250 ms longer, where nats-server
+  // removes each when it is due (a KV get saw a value past its TTL).
+  assert.deepEqual([100, 1000, 5000, 60_000, 3_600_000].map(agePeriodMs), [10, 50, 250, 1000, 1000]);
+});
