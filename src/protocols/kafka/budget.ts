@@ -28,6 +28,11 @@ export class ByteBudget {
     return this.queue.length;
   }
 
+  /** Whether anyone waits for room now (a take queued, or a wait for the next give). */
+  get short(): boolean {
+    return this.queue.length > 0 || this.onRelease.length > 0;
+  }
+
   /**
    * Takes n bytes (at most `limit`), at once when they fit and nobody waits
    * (no promise then), else in turn. The promise resolves false if the bytes

@@ -273,10 +273,12 @@ export class KafkaConnection implements Connection {
 
   /**
    * Kafka's connections.max.idle.ms: no request in flight and nothing read or written for that long. And the server's
-   * write_deadline: responses of which the client takes not a byte for that long end the connection. Its unwritten
-   * responses hold room in the door's response budget, which every consumer shares: a few connections that stop reading
-   * would otherwise keep it full, and every other consumer's fetch answered empty, for as long as they stay (an outside
-   * test). Kafka sends from the page cache and holds no such memory.
+   * write_deadline, while the door's response budget is short (a fetch waits for room): responses of which the client
+   * has taken not a byte for that long end the connection. Its unwritten responses hold room in that budget, which every
+   * consumer shares: a few connections that stop reading would otherwise keep it full, and every other consumer's fetch
+   * answered empty, for as long as they stay (an outside test). Kafka sends from the page cache and holds no such
+   * memory, so it never closes a client that stops reading for a while (a Java consumer under backpressure, say): nor
+   * does nagare while nobody needs the room. Over TLS progress shows only as whole responses are taken.
    */
   tick(now: number): void {
     if (this.frame !== null && now - this.lastActivity >= FRAME_STALL_MS) return this.close(`request frame stalled for ${now - this.lastActivity} ms`);
@@ -287,7 +289,7 @@ export class KafkaConnection implements Connection {
       if (queued !== this.queuedSeen) {
         this.queuedSeen = queued;
         this.queuedSince = now;
-      } else if (now - this.queuedSince >= this.door.broker.options.writeDeadline) {
+      } else if (now - this.queuedSince >= this.door.broker.options.writeDeadline && this.door.responses.short) {
         return this.close(`write deadline: the client took none of its ${this.unwritten} bytes of responses for ${now - this.queuedSince} ms`);
       }
     } else this.queuedSeen = -1;
