@@ -11,9 +11,10 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Consumer } from "kafkajs";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { GroupCoordinator } from "../src/protocols/kafka/groups.js";
+import { parseStateFile, stateFileText } from "../src/util/persist.js";
 import { join as joinPath } from "node:path";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
@@ -848,6 +849,48 @@ describe("Kafka consumer groups: the timing of a rebalance, as Kafka's coordinat
       for (const k of ks) k.destroy();
     }
   });
+});
+
+test("offsets and groups recorded before their times were kept expire by their file's last write, not from each start; a group file with nothing to keep is removed", { timeout: 60_000 }, async () => {
+  // A review: stamps missing from files of earlier versions were taken as the time of each start, so a broker restarted
+  // more often than offsets_retention never expired the groups it had gathered.
+  const h = await startKafka({ offsetsRetentionMs: 120_000, offsetsRetentionCheckIntervalMs: 100, minSessionTimeoutMs: 1000, maxSessionTimeoutMs: 1500 });
+  const admin = () => h.kafka().admin();
+  try {
+    const topic = "legacy.t";
+    await createKafkaTopic(h, topic);
+    // Standalone commits on the wire (an admin client's setOffsets joins the group, with a session past this broker's).
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    for (const groupId of ["legacy.old", "legacy.recent"]) assert.deepEqual(await commit(k, groupId, { generation: -1, memberId: "", offsets: [[topic, 0, 1, null]] }), [NONE]);
+    k.destroy();
+    const stored = joinPath(h.storeDir, "kafka", "groups");
+    await h.restart({
+      keepKafkaPort: true,
+      whileStopped: () => {
+        for (const f of readdirSync(stored)) {
+          const path = joinPath(stored, f);
+          const saved = parseStateFile(readFileSync(path, "utf8")) as { group: string; offsets: Record<string, { committedAt?: number }> };
+          // As an earlier version wrote them: no commit times.
+          for (const o of Object.values(saved.offsets)) delete o.committedAt;
+          writeFileSync(path, stateFileText(saved));
+          if (saved.group === "legacy.old") utimesSync(path, new Date(Date.now() - 86_400_000), new Date(Date.now() - 86_400_000));
+        }
+        writeFileSync(joinPath(stored, "hollow.json"), stateFileText({ group: "hollow", protocolType: "consumer", offsets: {}, members: { state: "Empty", generation: 3, protocolType: "consumer", protocol: "", leader: "", members: [] } }));
+      },
+    });
+    const a = admin();
+    await a.connect();
+    try {
+      const committed = async (groupId: string): Promise<string> => (await a.fetchOffsets({ groupId, topics: [topic] }))[0].partitions[0].offset;
+      await waitUntilAsync(async () => (await committed("legacy.old")) === "-1", "the day-old commit to expire", 20_000);
+      assert.equal(await committed("legacy.recent"), "1", "a recent one stays");
+      assert.deepEqual(readdirSync(stored).sort(), ["legacy.recent.json"], "the expired group's file and the hollow one are gone");
+    } finally {
+      await a.disconnect();
+    }
+  } finally {
+    await h.close();
+  }
 });
 
 describe("Kafka consumer groups: committed offsets expire as Kafka's do (KIP-211)", () => {

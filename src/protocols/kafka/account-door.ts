@@ -43,6 +43,8 @@ export class AccountDoor {
     this.topicIds = new TopicIds(js.account.name);
     this.offsets = inCluster(door) ? new ReplicatedOffsets(this) : null;
     groups.store = this.offsets;
+    // Once the groups are loaded (a door that fails to open starts nothing to stop).
+    groups.startExpiry();
     this.txnState = inCluster(door) ? new ReplicatedTxnState(this) : null;
     transactions.store = this.txnState;
     if (inCluster(door)) {
@@ -87,7 +89,10 @@ export class AccountDoor {
     const warn = (line: string): void => door.log.warn(`kafka ${line}`);
     const groups = new GroupCoordinator(join(dir, "groups"), door.options, debug, warn);
     // In a cluster, groups live in the replicated offsets topic and are loaded as this node comes to lead its partitions.
-    if (!inCluster(door)) await groups.load();
+    if (!inCluster(door)) await groups.load().catch(async (err: unknown) => {
+      await groups.close();
+      throw err;
+    });
     const producers = new ProducerStates(door.options.maxProducerStates);
     if (door.cluster !== null) producers.clustered(door.cluster.nodeId);
     const txnIndexes = new TxnIndexes(js, dir, (line) => door.log.warn(line));

@@ -19,7 +19,7 @@
  */
 
 import { randomUUID } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { readJson, removeFileDurably, storedName, writeJsonDurably } from "../../util/persist.js";
 import { ErrorCode } from "./errors.js";
@@ -138,6 +138,8 @@ export class Group {
   readonly offsets = new Map<string, CommittedOffset>();
   /** Since when the group has been Empty (ms since the epoch): a consumer group's offsets expire offsets_retention later (KIP-211). */
   emptySince = Date.now();
+  /** When it was read back from storage (load, or a takeover in a cluster); 0: made here. Its members get time to come back before any expiry. */
+  restoredAt = 0;
   /** Keys with a commit being written to the replicated store, and how many (commit). */
   private readonly pendingKeys = new Map<string, number>();
   /** Single node: commits whose write has not landed, oldest first (offsetsToWrite). */
@@ -1004,7 +1006,8 @@ export class GroupCoordinator {
 
   /** The cluster's replicated offsets, once set; null: this node's files. */
   store: OffsetsStore | null = null;
-  private readonly expiryTimer: NodeJS.Timeout;
+  private expiryTimer: NodeJS.Timeout | null = null;
+  private closing = false;
   private expiring: Promise<void> | null = null;
   /** When a full broker's refusal of a new group was last logged. */
   private fullLoggedAt = -Infinity;
@@ -1015,8 +1018,12 @@ export class GroupCoordinator {
     readonly log: (line: string) => void,
     /** For what an operator should see: a write that failed. */
     readonly warn: (line: string) => void = log,
-  ) {
-    this.expiryTimer = setInterval(() => void this.expireOffsets(), timing.offsetsRetentionCheckIntervalMs);
+  ) {}
+
+  /** Starts looking for expired offsets (expireOffsets) every offsets_retention_check_interval, until close(). */
+  startExpiry(): void {
+    if (this.expiryTimer !== null || this.closing) return;
+    this.expiryTimer = setInterval(() => void this.expireOffsets(), this.timing.offsetsRetentionCheckIntervalMs);
     this.expiryTimer.unref();
   }
 
@@ -1036,10 +1043,23 @@ export class GroupCoordinator {
 
   private async expireNow(now: number): Promise<void> {
     const retention = this.timing.offsetsRetentionMs;
+    // A group read back from storage gives its members time to come back (a takeover restores a group as its last record
+    // says, which may be Empty while members are on their way to rejoin).
+    const grace = Math.min(this.timing.maxSessionTimeoutMs, retention);
     for (const g of [...this.groups.values()]) {
+      if (this.closing) return;
       if (g.state !== "Empty" || g.members.size > 0 || g.pending.size > 0 || this.groups.get(g.id) !== g) continue;
+      if (g.restoredAt > 0 && now - g.restoredAt < grace) continue;
       const expired = g.expiredKeys(now, retention);
-      if (expired.length === 0) continue;
+      if (expired.length === 0) {
+        // Nothing left to keep (its last offsets went while a transaction held others, say): gone, as Kafka's cleanup
+        // removes such groups; in a cluster through the offsets store.
+        if (g.unused) {
+          if (this.store === null) this.forgetIfUnused(g);
+          else await this.remove(g).catch((err: unknown) => this.warn(`group ${g.id}: not removed: ${(err as Error).message}`));
+        }
+        continue;
+      }
       try {
         if (expired.length === g.keyCount() && !g.holdsOffsetsForTxns()) {
           this.log(`group ${g.id}: Empty since ${new Date(g.emptySince).toISOString()}, its ${expired.length} committed offsets expired (offsets_retention): removed`);
@@ -1078,13 +1098,19 @@ export class GroupCoordinator {
       const offsets = Object.entries(saved.offsets ?? {});
       const members = saved.members?.state === "Stable" && saved.members.members.length > 0 ? saved.members : null;
       // A group with no offset and no member has nothing to keep (forgetIfUnused).
-      if (offsets.length === 0 && members === null) continue;
+      if (offsets.length === 0 && members === null) {
+        // Its file too (left by a group whose last offsets went while a transaction held others, say).
+        await removeFileDurably(join(this.dir, f)).catch((err: unknown) => this.warn(`group ${saved.group}: its file not removed: ${(err as Error).message}`));
+        continue;
+      }
       const g = new Group(saved.group, this);
       // What ListGroups and DescribeGroups report for the group until members join again ("consumer", usually).
       g.protocolType = saved.protocolType ?? "";
-      // A commit recorded before its time was kept counts from now: it is kept offsets_retention from this start at least.
-      const now = Date.now();
-      for (const [k, v] of offsets) g.offsets.set(k, Number.isFinite(v.committedAt) ? v : { ...v, committedAt: now });
+      // Stamps written before they were kept: the file's last write, when the group last committed or emptied.
+      const written = (await stat(join(this.dir, f)).catch(() => null))?.mtimeMs ?? Date.now();
+      for (const [k, v] of offsets) g.offsets.set(k, Number.isFinite(v.committedAt) ? v : { ...v, committedAt: written });
+      g.emptySince = written;
+      g.restoredAt = Date.now();
       // The members go on heartbeating without a rebalance, each with a full session from now; an Empty group keeps its generation.
       if (saved.members !== undefined) {
         g.restoreMembers(saved.members);
@@ -1187,7 +1213,8 @@ export class GroupCoordinator {
 
   /** Stops the groups; resolves once the file writes under way have landed (none lands after: the store may be gone then). */
   async close(): Promise<void> {
-    clearInterval(this.expiryTimer);
+    this.closing = true;
+    if (this.expiryTimer !== null) clearInterval(this.expiryTimer);
     await this.expiring;
     for (const g of this.groups.values()) g.stop();
     await Promise.all([...this.fileOps.values()]);

@@ -101,7 +101,10 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
       }
       const owner = parseMembersSubject(m.subject);
       if (owner !== null) {
-        members.set(owner, JSON.parse(m.data.toString()) as SavedMembers);
+        const saved = JSON.parse(m.data.toString()) as SavedMembers;
+        // An Empty record written before its time was kept: the group emptied when it was stored.
+        if (saved.state === "Empty" && !Number.isFinite(saved.since)) saved.since = m.time;
+        members.set(owner, saved);
         continue;
       }
       const at = parseSubject(m.subject);
@@ -122,10 +125,15 @@ export class ReplicatedOffsets extends CoordinatorTopic implements OffsetsStore 
         this.door.log.warn(`kafka: ${OFFSETS_TOPIC} partition ${p}: group ${id} not loaded, too many groups`);
         continue;
       }
+      let lastCommit = 0;
       for (const [k, v] of found.get(id) ?? []) {
         g.offsets.set(k, v.leaderEpoch !== undefined && v.leaderEpoch >= 0 ? { offset: v.offset, metadata: v.metadata, leaderEpoch: v.leaderEpoch, committedAt: v.committedAt } : { offset: v.offset, metadata: v.metadata, committedAt: v.committedAt });
         if (v.protocolType !== "" && g.members.size === 0) g.protocolType = v.protocolType;
+        lastCommit = Math.max(lastCommit, v.committedAt);
       }
+      // Without a record of its members, Empty since its last commit at the latest.
+      if (lastCommit > 0) g.emptySince = lastCommit;
+      g.restoredAt = Date.now();
       const saved = members.get(id);
       if (saved !== undefined) g.restoreMembers(saved);
       for (const [producerId, h] of holds.get(id) ?? []) g.restoreHold(producerId, h.keys, h.until ?? Infinity);
