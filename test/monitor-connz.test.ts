@@ -14,6 +14,8 @@ import { startServer, type NagareServer } from "../src/index.js";
 import { optionsFromConf } from "../src/server/conf-options.js";
 import { parseConf } from "../src/server/conf-parser.js";
 import { dec, enc, waitUntilAsync } from "./helpers/clients.js";
+import { ClosedConnections, MAX_CLOSED_SUBSCRIPTIONS_KEPT, type ClosedConnection } from "../src/core/closed-connections.js";
+import type { ConnectionInfo } from "../src/core/broker.js";
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -207,4 +209,24 @@ test("a server without auth or tags has neither in /varz, and keeps no closed co
   } finally {
     await srv.close();
   }
+});
+
+test("closed connections' records list at most MAX_CLOSED_SUBSCRIPTIONS_KEPT subscriptions together, oldest making room", () => {
+  // A review: 10,000 records of 1,000 subscriptions each was ten million entries kept for /connz.
+  const ring = new ClosedConnections(3);
+  const record = (n: number): ClosedConnection => ({
+    info: { cid: n } as ConnectionInfo,
+    account: "$G",
+    subscriptions: Array.from({ length: 60_000 }, (_, i) => ({ subject: `s.${i}`, queue: null, sid: String(i), msgs: 0, max: 0 })),
+    rttNs: 0,
+    stopMs: 0,
+  });
+  const listed = (): number[] => ring.list().map((c) => c.subscriptions.length);
+  ring.add(record(1));
+  ring.add(record(2));
+  assert.deepEqual(listed(), [60_000, MAX_CLOSED_SUBSCRIPTIONS_KEPT - 60_000]);
+  ring.add(record(3));
+  assert.deepEqual(listed(), [60_000, 40_000, 0]);
+  ring.add(record(4)); // replaces the first: its 60,000 make room
+  assert.deepEqual(listed(), [40_000, 0, 60_000]);
 });

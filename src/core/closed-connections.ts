@@ -29,16 +29,26 @@ export interface ClosedConnection {
   readonly stopMs: number;
 }
 
+/** Subscriptions the whole ring lists at most: a record that would pass it lists what is left (its count stays whole). */
+export const MAX_CLOSED_SUBSCRIPTIONS_KEPT = 100_000;
+
 export class ClosedConnections {
   private readonly ring: ClosedConnection[] = [];
   /** Where the next record goes once the ring is full (its oldest). */
   private next = 0;
+  /** Subscriptions the records list, together. */
+  private listed = 0;
 
   constructor(readonly capacity: number) {}
 
   add(c: ClosedConnection): void {
     if (this.capacity === 0) return;
-    if (this.ring.length < this.capacity) {
+    const replaced = this.ring.length < this.capacity ? undefined : this.ring[this.next];
+    if (replaced !== undefined) this.listed -= replaced.subscriptions.length;
+    const room = Math.max(0, MAX_CLOSED_SUBSCRIPTIONS_KEPT - this.listed);
+    if (c.subscriptions.length > room) c = { ...c, subscriptions: c.subscriptions.slice(0, room) };
+    this.listed += c.subscriptions.length;
+    if (replaced === undefined) {
       this.ring.push(c);
       return;
     }

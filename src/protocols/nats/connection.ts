@@ -748,7 +748,14 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.parser.stop();
     const log = this.broker.log;
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection closed: ${reason}`);
-    if (this.broker.closed.capacity > 0) this.broker.closed.add(this.closedRecord(reason));
+    if (this.broker.closed.capacity > 0) {
+      // Monitoring's record must not stop the close (its subscriptions must still go).
+      try {
+        this.broker.closed.add(this.closedRecord(reason));
+      } catch (err) {
+        log.warn(`${this.logPrefix}closed connection not recorded for /connz: ${(err as Error).message}`);
+      }
+    }
     for (const sub of this.subs.values()) {
       if (this.tracing) this.traceDelsub(sub.sid);
       this.account.unsubscribe(sub);
