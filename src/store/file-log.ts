@@ -2140,8 +2140,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    * below it from being handed out again, and `seg` need not say so (a file with nothing else is removed).
    */
   private namedByNext(seg: Segment, next: number): boolean {
-    const following = this.segments[this.segments.indexOf(seg) + 1];
-    return following !== undefined && following.firstSeq >= next;
+    const i = this.segments.indexOf(seg);
+    const following = this.segments[i + 1];
+    // Not an empty last segment: a roll may replace it by another (remove, then create), and a crash in between leaves none.
+    if (following === undefined || (following.size === 0 && i + 1 === this.segments.length - 1)) return false;
+    return following.firstSeq >= next;
   }
 
   /** Which tombstone ranges of segment `i` (by number) still delete something physically present in an earlier file. */

@@ -113,6 +113,8 @@ const SET_ASIDE_DIR = "set-aside";
 /** How long a publish refused for a lost lease waits before it is answered (deferRefusal): the leader elsewhere answers first. */
 export const LEASE_REFUSAL_DELAY_MS = 1500;
 /** Publishes refused that way waiting at once; past it they are answered at once. */
+/** What an answered slot of the deferred refusals holds until the array is compacted. */
+const ANSWERED_REFUSAL = { reply: "", headers: null, body: Buffer.alloc(0), due: 0 };
 const MAX_DEFERRED_REFUSALS = 10_000;
 
 /** nats-server's answer to a request nothing subscribes to: a 503 status, no payload. */
@@ -1166,7 +1168,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const now = performance.now();
       const q = this.deferredRefusals;
       while (this.refusalHead < q.length && q[this.refusalHead].due <= now) {
-        const { reply, headers, body } = q[this.refusalHead++];
+        const { reply, headers, body } = q[this.refusalHead];
+        // Answered: its payload need not wait for the array to drain.
+        q[this.refusalHead++] = ANSWERED_REFUSAL;
         this.emit(reply, reply, "", headers, body);
       }
       if (this.refusalHead === q.length) {

@@ -75,8 +75,8 @@ export interface BatchMark extends TxnMark {
  * headers at all), written byte for byte from the batch: each header in the
  * order sent, repeated names kept, then the door's marks (`txn` on every
  * record, `mark` on the first). `Nats-Subject` headers are not kept: the
- * first one's value goes to `onSubject`. Every header is checked first, so a bad one
- * refuses the batch (INVALID_RECORD) before anything is written. The blocks
+ * first one's value goes to `onSubject`. A header a NATS header line cannot
+ * carry as it is becomes an ENCODED_HEADER line in its place. The blocks
  * share one buffer, made once per batch; records without headers of their
  * own share one block.
  */
@@ -169,9 +169,11 @@ export function sizeBlocks(
         named = true;
         continue;
       }
+      own++;
+      // Asked only for the subjects (sizes null): no header is looked at.
+      if (sizes === null) continue;
       if (carriedAsIs(batch.body, nameAt, nameLen, valueAt, valueLen)) size += nameLen + 2 + Math.max(0, valueLen) + 2;
       else size += ENCODED_PREFIX.length + base64Length(nameLen) + (valueLen >= 0 ? 1 + base64Length(valueLen) : 0) + 2;
-      own++;
     }
     const first = i === 0 && markLine !== null;
     const isNull = batch.valueLen[i] < 0;
@@ -266,8 +268,9 @@ const cursor = new HeaderCursor();
 /**
  * Writes a stored message's NATS headers as a Kafka record's header count
  * and headers, in the block's order with repeated names kept, leaving out
- * the door's own (`Kafka-Txn`, `Kafka-Batch`). Bytes are copied from the
- * block: nothing is made per header or per record.
+ * the door's own (`Kafka-Txn`, `Kafka-Batch`), and decoding ENCODED_HEADER
+ * lines. Bytes are copied from the block: nothing is made per header or per
+ * record, but for an encoded header (decoded into a buffer of its own).
  */
 export function writeRecordHeaders(w: Writer, block: Buffer | null): void {
   if (block === null || block.length === 0) {
