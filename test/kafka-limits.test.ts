@@ -165,6 +165,20 @@ test("fetch_max_bytes caps a response; slow readers' answers and the door's resp
   }
 });
 
+/** Produces one batch of `records` records of 64 KiB each to partition 0 of `topic`, on a connection of its own. */
+async function produceOneBatch(port: number, topic: string, records: number): Promise<void> {
+  const value = Buffer.alloc(64 * 1024, 1);
+  const p = await RawKafka.open(port);
+  try {
+    const w = new Writer();
+    encodeBatch(w, Array.from({ length: records }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: null })), 0);
+    p.send(produceFrame(topic, 0, Buffer.from(w.result())));
+    assert.equal(produceResult(await p.response(0)).error, 0);
+  } finally {
+    p.destroy();
+  }
+}
+
 test("a client that does not read its responses stops being read", async () => {
   // One batch of 4 MiB: past the default max_payload, which bounds a produced batch (message.max.bytes).
   const h = await start({ fetchMaxBytes: 4 * MiB }, { maxPayload: 8 * MiB });
@@ -172,13 +186,7 @@ test("a client that does not read its responses stops being read", async () => {
     const door = h.srv.kafka!;
     const port = h.srv.kafkaPort!;
     await createTopic(port, "unread");
-    const value = Buffer.alloc(64 * 1024, 1);
-    const p = await RawKafka.open(port);
-    const w = new Writer();
-    encodeBatch(w, Array.from({ length: 64 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: null })), 0);
-    p.send(produceFrame("unread", 0, Buffer.from(w.result())));
-    assert.equal(produceResult(await p.response(0)).error, 0);
-    p.destroy();
+    await produceOneBatch(port, "unread", 64);
 
     const c = await RawKafka.open(port);
     c.socket.pause();
@@ -212,13 +220,7 @@ test("while the response budget is short, a client that takes none of its respon
     await createTopic(port, "stalled");
     // One batch of 24 MiB: more than the kernel's socket buffers on both sides take, and more than the whole budget (a
     // fetch's first batch is returned whole even past its room, as Kafka's).
-    const value = Buffer.alloc(64 * 1024, 1);
-    const p = await RawKafka.open(port);
-    const w = new Writer();
-    encodeBatch(w, Array.from({ length: 384 }, (_, i) => ({ offset: i, timestamp: Date.now(), key: null, value, headers: null })), 0);
-    p.send(produceFrame("stalled", 0, Buffer.from(w.result())));
-    assert.equal(produceResult(await p.response(0)).error, 0);
-    p.destroy();
+    await produceOneBatch(port, "stalled", 384);
     const c = await RawKafka.open(port);
     c.socket.pause();
     c.socket.write(fetchFrame("stalled", 0, 0, { maxBytes: 32 * MiB }));
