@@ -52,6 +52,7 @@ import { isHashedName, moveDirDurably, nameOfStored, readJson, removeDir, remove
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
+import { Fifo } from "../util/fifo.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -113,8 +114,6 @@ const SET_ASIDE_DIR = "set-aside";
 /** How long a publish refused for a lost lease waits before it is answered (deferRefusal): the leader elsewhere answers first. */
 export const LEASE_REFUSAL_DELAY_MS = 1500;
 /** Publishes refused that way waiting at once; past it they are answered at once. */
-/** What an answered slot of the deferred refusals holds until the array is compacted. */
-const ANSWERED_REFUSAL = { reply: "", headers: null, body: Buffer.alloc(0), due: 0 };
 const MAX_DEFERRED_REFUSALS = 10_000;
 
 /** nats-server's answer to a request nothing subscribes to: a 503 status, no payload. */
@@ -237,9 +236,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   apiTotal = 0;
   apiErrors = 0;
   private closed = false;
-  /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first from refusalHead. */
-  private readonly deferredRefusals: Array<{ reply: string; headers: Buffer | null; body: Buffer; due: number }> = [];
-  private refusalHead = 0;
+  /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first. */
+  private readonly deferredRefusals = new Fifo<{ reply: string; headers: Buffer | null; body: Buffer; due: number }>();
   private refusalTimer: NodeJS.Timeout | null = null;
   readonly events: Advisories;
   /**
@@ -1155,35 +1153,22 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * that, refused at once.
    */
   deferRefusal(reply: string, headers: Buffer | null, body: Buffer): void {
-    // Those still waiting count (answered ones stay in the array until it drains or is compacted below).
-    if (this.deferredRefusals.length - this.refusalHead >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", headers, body);
+    if (this.deferredRefusals.size >= MAX_DEFERRED_REFUSALS || this.closed) return this.emit(reply, reply, "", headers, body);
     this.deferredRefusals.push({ reply, headers, body, due: performance.now() + LEASE_REFUSAL_DELAY_MS });
     if (this.refusalTimer === null) this.armRefusals();
   }
 
   private armRefusals(): void {
-    const first = this.deferredRefusals[this.refusalHead];
+    const first = this.deferredRefusals.peek()!;
     this.refusalTimer = setTimeout(() => {
       this.refusalTimer = null;
       const now = performance.now();
       const q = this.deferredRefusals;
-      while (this.refusalHead < q.length && q[this.refusalHead].due <= now) {
-        const { reply, headers, body } = q[this.refusalHead];
-        // Answered: its payload need not wait for the array to drain.
-        q[this.refusalHead++] = ANSWERED_REFUSAL;
+      while (q.size > 0 && q.peek()!.due <= now) {
+        const { reply, headers, body } = q.shift()!;
         this.emit(reply, reply, "", headers, body);
       }
-      if (this.refusalHead === q.length) {
-        q.length = 0;
-        this.refusalHead = 0;
-      } else {
-        // Refusals arriving as fast as they fall due never drain the array: its answered half goes.
-        if (this.refusalHead >= 1024 && this.refusalHead * 2 >= q.length) {
-          q.splice(0, this.refusalHead);
-          this.refusalHead = 0;
-        }
-        this.armRefusals();
-      }
+      if (q.size > 0) this.armRefusals();
     }, Math.max(0, first.due - performance.now()));
     this.refusalTimer.unref();
   }

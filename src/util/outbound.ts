@@ -19,6 +19,7 @@
 
 import type { Writable } from "node:stream";
 import { BufferPool } from "./buffer-pool.js";
+import { Fifo } from "./fifo.js";
 
 export const OUT_INITIAL = 16 * 1024;
 /** Below this, a flush copies into a small buffer (from Node's slab) rather than giving the outbound buffer away. */
@@ -37,13 +38,11 @@ export class Outbound {
   buf: Buffer = pool.take(OUT_INITIAL);
   len = 0;
   /**
-   * Buffers given to the socket, oldest first from `sentHead`: each write's
-   * callback returns the oldest to the pool. Null once a write failed: the
-   * order is then not known, and the buffers are left to the garbage
-   * collector.
+   * Buffers given to the socket, oldest first: each write's callback returns
+   * the oldest to the pool. Null once a write failed: the order is then not
+   * known, and the buffers are left to the garbage collector.
    */
-  private sent: Buffer[] | null = [];
-  private sentHead = 0;
+  private sent: Fifo<Buffer> | null = new Fifo();
 
   /**
    * Whether `need` more bytes keep the connection within `maxPending`,
@@ -98,16 +97,7 @@ export class Outbound {
       this.sent = null;
       return;
     }
-    const buf = sent[this.sentHead++];
-    if (this.sentHead === sent.length) {
-      sent.length = 0;
-      this.sentHead = 0;
-    } else if (this.sentHead >= 64 && this.sentHead * 2 >= sent.length) {
-      // A busy connection may always have a write in progress, and never drain the list: its written half goes.
-      sent.splice(0, this.sentHead);
-      this.sentHead = 0;
-    }
-    pool.give(buf);
+    pool.give(sent.shift()!);
   };
 
   /** Drops what is queued and not yet written (a slow consumer's backlog). */

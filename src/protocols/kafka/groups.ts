@@ -665,7 +665,7 @@ export class Group {
   }
 
   /** Whether a transaction's hold is still running here (those run out are dropped). */
-  private holdsForTxns(now = Date.now()): boolean {
+  holdsForTxns(now = Date.now()): boolean {
     for (const [producerId, hold] of this.txnHolds) if (ranOut(hold, now)) this.txnHolds.delete(producerId);
     return this.txnHolds.size > 0;
   }
@@ -941,11 +941,6 @@ export class Group {
     return out;
   }
 
-  /** Whether a transaction's hold on offsets is still running here. */
-  holdsOffsetsForTxns(): boolean {
-    return this.holdsForTxns();
-  }
-
   /** Forgets committed offsets (OffsetDelete) and resolves once that is on disk. */
   async forget(keys: string[]): Promise<void> {
     const store = this.coordinator.store;
@@ -1061,7 +1056,7 @@ export class GroupCoordinator {
         continue;
       }
       try {
-        if (expired.length === g.keyCount() && !g.holdsOffsetsForTxns()) {
+        if (expired.length === g.keyCount() && !g.holdsForTxns()) {
           this.log(`group ${g.id}: Empty since ${new Date(g.emptySince).toISOString()}, its ${expired.length} committed offsets expired (offsets_retention): removed`);
           await this.remove(g);
         } else {
