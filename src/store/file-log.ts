@@ -2127,7 +2127,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         }
       } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombStamps.length) {
         best = seg;
-      } else if (seg.size > 0 && seg.tombs.length === 0 && best === null && this.namedByNext(seg, seg.tombNext)) {
+      } else if (seg.size > 0 && seg.tombs.length === 0 && best === null && this.namedByNext(i, seg.tombNext)) {
         // Only a next sequence the next file's name already says (left by a compaction before they were removed).
         best = seg;
       }
@@ -2136,11 +2136,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   /**
-   * Whether the segment after `seg` starts at or past `next`: its name then keeps every sequence
-   * below it from being handed out again, and `seg` need not say so (a file with nothing else is removed).
+   * Whether the segment after segment `i` (by number) starts at or past `next`: its name then keeps every
+   * sequence below it from being handed out again, and segment `i` need not say so (a file with nothing else is removed).
    */
-  private namedByNext(seg: Segment, next: number): boolean {
-    const i = this.segments.indexOf(seg);
+  private namedByNext(i: number, next: number): boolean {
     const following = this.segments[i + 1];
     // Not an empty last segment: a roll may replace it by another (remove, then create), and a crash in between leaves none.
     if (following === undefined || (following.size === 0 && i + 1 === this.segments.length - 1)) return false;
@@ -2284,7 +2283,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // Also those that delete records the new file still holds (a batch kept whole with its first records gone).
       for (let k = 0; k < seg.tombStamps.length; k++) if (!kept.includes(k) && nd.holdsAny(seg.tombs[2 * k], seg.tombs[2 * k + 1])) kept.push(k);
       const names = Math.max(expect, seg.tombNext);
-      if (kept.length > 0 || (seg.tombNext > expect && !this.namedByNext(seg, names))) {
+      if (kept.length > 0 || (seg.tombNext > expect && !this.namedByNext(this.segments.indexOf(seg), names))) {
         // One batch for the tombstones still needed, stamped with the newest of them: an index that
         // reflects an older one applies it again on open, which changes nothing.
         const ranges: number[] = [];
