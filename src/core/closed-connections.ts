@@ -29,6 +29,9 @@ export interface ClosedConnection {
   readonly stopMs: number;
 }
 
+/** Subscriptions one record lists at most (the first this many; its `subscriptions` count is all of them). */
+export const MAX_CLOSED_RECORD_SUBSCRIPTIONS = 1000;
+
 /** Subscriptions the whole ring lists at most: a record that would pass it lists what is left (its count stays whole). */
 export const MAX_CLOSED_SUBSCRIPTIONS_KEPT = 100_000;
 

@@ -24,7 +24,7 @@ import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-name
 import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration, goDuration } from "../../util/duration.js";
-import { withStop, type ClosedConnection } from "../../core/closed-connections.js";
+import { MAX_CLOSED_RECORD_SUBSCRIPTIONS, withStop, type ClosedConnection } from "../../core/closed-connections.js";
 import { goQuote, redactConnect } from "./trace.js";
 import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
@@ -723,7 +723,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const subscriptions = [];
     // Bounded per record, as the ring is bounded: a client with a million subscriptions does not leave a million behind.
     for (const s of this.subs.values()) {
-      if (subscriptions.length === MAX_CLOSED_SUBSCRIPTIONS) break;
+      if (subscriptions.length === MAX_CLOSED_RECORD_SUBSCRIPTIONS) break;
       subscriptions.push({ subject: s.subject, queue: s.queue, sid: s.sid, msgs: s.delivered, max: s.max });
     }
     return { info: withStop(info, new Date(now).toISOString(), reason), account: this.account.name, subscriptions, rttNs: this.rtt, stopMs: now };
@@ -876,9 +876,6 @@ function smallest(...limits: number[]): number {
   for (const l of limits) if (l !== NO_LIMIT && (min === NO_LIMIT || l < min)) min = l;
   return min;
 }
-
-/** Subscriptions a closed connection's /connz record keeps (the first this many; its `subscriptions` count is all of them). */
-const MAX_CLOSED_SUBSCRIPTIONS = 1000;
 
 /** Nanoseconds since `from` (a performance.now() reading), at least 1 so that a measurement is never read as none. */
 function elapsedNs(from: number): number {
