@@ -162,8 +162,55 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * The identity the credentials prove, or null. Asynchronous: comparing a
    * bcrypt hash takes tens of milliseconds, which must not stop the server.
    */
-  async authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
+  authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
+    return this.check(c, nonce, null);
+  }
+
+  /**
+   * After a configuration reload, the identity the credentials a client
+   * presented before the reload prove now, or null. A password that
+   * `previous` (the authenticator that let the client in) holds for the
+   * same user, unchanged, is not compared again: a bcrypt comparison per
+   * connected client would take the server's CPU for seconds.
+   */
+  reauthenticate(c: Credentials, nonce: string | null, previous: ClientAuth | null): Promise<Identity | null> {
+    return this.check(c, nonce, previous instanceof Authenticator ? previous : null);
+  }
+
+  /**
+   * Where a reload leaves the user the credentials name (nats-server's
+   * clientHasMovedToDifferentAccount): the account of the user their NKey
+   * or user name is now, null if there is no such user any more, undefined
+   * for credentials that name no user (a token, none, a certificate).
+   */
+  accountNamed(c: Credentials): string | null | undefined {
+    let u: UserOptions | undefined;
+    if (typeof c.nkey === "string" && c.nkey !== "") u = this.byNkey.get(c.nkey);
+    else if (typeof c.user === "string" && c.user !== "" && c.tlsMap === undefined) u = this.byName.get(c.user);
+    else return undefined;
+    return u === undefined ? null : (this.accountOf.get(u) ?? DEFAULT_ACCOUNT);
+  }
+
+  /**
+   * After a reload, what a client let in without its credentials kept (the
+   * Kafka door's SASL and certificate users) is now: its user, with the same
+   * password or NKey as before the reload, under the current permissions
+   * and account; null if the user is gone or its secret changed (the client
+   * must prove it again). A token's client holds while the token is the same.
+   */
+  stillHolds(identity: Identity, previous: ClientAuth | null): Identity | null {
+    const before = previous instanceof Authenticator ? previous : null;
+    if (before === null) return null;
+    if (this.token !== null) return before.token !== null && this.token.equals(before.token) ? { name: identity.name, account: DEFAULT_ACCOUNT, permissions: null } : null;
+    const u = this.byName.get(identity.name);
+    const was = before.byName.get(identity.name);
+    if (u === undefined || was === undefined || u.password !== was.password || u.nkey !== was.nkey) return null;
+    return { ...this.identity(u, identity.name), ...(identity.mappedBy !== undefined ? { mappedBy: identity.mappedBy } : {}) };
+  }
+
+  private async check(c: Credentials, nonce: string | null, previous: Authenticator | null): Promise<Identity | null> {
     if (c.tlsMap !== undefined && this.token === null && !(this.byNkey.size > 0 && typeof c.nkey === "string" && c.nkey !== "")) {
+      // Never on the previous authenticator's word: the certificate may name another user now.
       return this.certificateUser(c.tlsMap.certificate, c.pass);
     }
     if (this.token !== null) {
@@ -179,8 +226,8 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     if (typeof c.user === "string" && c.user !== "") {
       const u = this.byName.get(c.user);
       if (u === undefined || u.password === undefined || typeof c.pass !== "string") return null;
-      const ok = BCRYPT.test(u.password) ? await bcrypt.compare(c.pass, u.password) : sameSecret(Buffer.from(c.pass), Buffer.from(u.password));
-      return ok ? this.identity(u, c.user) : null;
+      // `previous` let this client in by this user's name and password (no other way there leads here).
+      return (await this.passwordHolds(u.password, c.pass, previous?.byName.get(c.user)?.password)) ? this.identity(u, c.user) : null;
     }
     const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);
     return fallback === undefined ? null : this.identity(fallback, fallback.user!);
@@ -196,8 +243,14 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     if (found === null) return null;
     const { u, match } = found;
     const presented = typeof pass === "string" ? pass : "";
-    const ok = u.password === undefined ? presented === "" : BCRYPT.test(u.password) ? await bcrypt.compare(presented, u.password) : sameSecret(Buffer.from(presented), Buffer.from(u.password));
+    const ok = u.password === undefined ? presented === "" : await this.passwordHolds(u.password, presented, null);
     return ok ? { ...this.identity(u, match.user), mappedBy: match.how } : null;
+  }
+
+  /** Whether `presented` matches `password`; taken as it is when it matched `accepted` before a reload and the password is unchanged (see reauthenticate). */
+  private async passwordHolds(password: string, presented: string, accepted: string | null | undefined): Promise<boolean> {
+    if (accepted === password) return true;
+    return BCRYPT.test(password) ? bcrypt.compare(presented, password) : sameSecret(Buffer.from(presented), Buffer.from(password));
   }
 
   private certificateMatch(certificate: Buffer): { u: UserOptions; match: CertificateMatch } | null {
@@ -453,6 +506,11 @@ export class ResponsePermits {
 
   get size(): number {
     return this.open.size;
+  }
+
+  /** Whether these are the limits given (a reload that keeps them keeps the requests open). */
+  limitsAre(max: number, expiresMs: number): boolean {
+    return this.max === max && this.expiresMs === expiresMs;
   }
 
   /** A request with this reply subject was delivered at `now`: it may be answered. */

@@ -99,7 +99,8 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const natsTls = opts.tls === undefined ? null : loadNatsTls(opts.tls);
   const kafkaTls = opts.kafka?.tls === undefined ? null : { ...loadTls(opts.kafka.tls), verifyAndMap: opts.kafka.tls.verifyAndMap ?? false };
   const etcdTls = opts.etcd?.tls === undefined ? undefined : readEtcdTls(opts.etcd.tls);
-  const auth = opts.operator !== undefined ? new JwtAuthenticator(opts.operator.operators) : authRequired(opts) ? new Authenticator(opts.authorization ?? {}, Object.fromEntries(Object.entries(opts.accounts ?? {}).map(([name, a]) => [name, a.users ?? []]))) : null;
+  // Replaced by a reload that changes the users (reloadWith); operator mode's is for the server's life.
+  let auth: Authenticator | JwtAuthenticator | null = opts.operator !== undefined ? new JwtAuthenticator(opts.operator.operators) : configuredUsers(opts);
   const broker = new Broker(opts, log);
   let operatorMode: OperatorMode | undefined;
   if (opts.operator !== undefined) {
@@ -391,14 +392,32 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
   const reloadWith = (options: ServerOptions): void => {
     const next = resolveOptions(options);
     const fixed = notReloadable(opts, next);
-    if (fixed !== null) throw new Error(`config reload not supported for ${fixed} (a running server can reload TLS certificates only: restart it to change this)`);
-    if (next.tls !== undefined && natsTls !== null) {
-      const files = readTlsFiles(next.tls);
+    if (fixed !== null) throw new Error(`config reload not supported for ${fixed} (a running server can reload TLS certificates, users and permissions only: restart it to change this)`);
+    // Everything that can fail is done before anything changes.
+    const files = next.tls !== undefined && natsTls !== null ? readTlsFiles(next.tls) : null;
+    const usersChanged = opts.operator === undefined && !(isDeepStrictEqual(opts.authorization, next.authorization) && isDeepStrictEqual(opts.accounts, next.accounts));
+    const nextAuth = usersChanged ? configuredUsers(next) : null;
+    if (files !== null && next.tls !== undefined && natsTls !== null) {
       // Each connection takes the context when it is accepted: those open keep the one they have.
       natsTls.context = createSecureContext(files);
       secureMonitor?.setSecureContext(files);
       opts.tls = next.tls;
       log.info(`Reloaded: TLS certificate ${next.tls.certFile}`);
+    }
+    if (usersChanged) {
+      const previous = auth;
+      auth = nextAuth;
+      // What INFO's auth_required, /varz and /accountz read.
+      opts.authorization = next.authorization;
+      opts.accounts = next.accounts;
+      let checked = 0;
+      for (const c of broker.connections.values()) {
+        if (!(c instanceof NatsConnection)) continue;
+        c.reauthorize(nextAuth, previous);
+        checked++;
+      }
+      kafka?.reauthorize(nextAuth, previous);
+      log.info(`Reloaded: authorization (users and permissions; ${checked} NATS client${checked === 1 ? "" : "s"}${kafka !== undefined ? ` and ${kafka.connections.size} Kafka` : ""} checked again)`);
     }
     log.info("Reloaded server configuration");
   };
@@ -550,6 +569,12 @@ const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile
 function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | null {
   for (const key of Object.keys(now) as Array<keyof ResolvedOptions>) {
     if (key === "tls") continue;
+    // Users and permissions, not the accounts themselves (their exports, imports and JetStream): outside operator mode.
+    if (key === "authorization" && now.operator === undefined) continue;
+    if (key === "accounts" && now.operator === undefined) {
+      if (!isDeepStrictEqual(withoutUsers(now.accounts), withoutUsers(next.accounts))) return "accounts (other than their users)";
+      continue;
+    }
     if (!isDeepStrictEqual(now[key], next[key])) return key;
   }
   if ((now.tls === undefined) !== (next.tls === undefined)) return "tls";
@@ -558,6 +583,17 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     for (const k of keys) if (!RELOADABLE_TLS.has(k) && !isDeepStrictEqual(now.tls[k], next.tls[k])) return `tls.${k}`;
   }
   return null;
+}
+
+/** The configured users (authorization and accounts), or null when clients need not authenticate. */
+function configuredUsers(o: ResolvedOptions): Authenticator | null {
+  if (!authRequired(o)) return null;
+  return new Authenticator(o.authorization ?? {}, Object.fromEntries(Object.entries(o.accounts ?? {}).map(([name, a]) => [name, a.users ?? []])));
+}
+
+function withoutUsers(accounts: ResolvedOptions["accounts"]): Record<string, unknown> | undefined {
+  if (accounts === undefined) return undefined;
+  return Object.fromEntries(Object.entries(accounts).map(([name, { users: _users, ...rest }]) => [name, rest]));
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

@@ -18,7 +18,7 @@ import { GLOBAL_ACCOUNT } from "../../core/account.js";
 import { KAFKA_SESSION_TIMEOUT_BOUNDS } from "../../core/options.js";
 import type { Logger } from "../../util/log.js";
 import type { Broker } from "../../core/broker.js";
-import type { PasswordAuth } from "../../core/auth.js";
+import type { Authenticator, ClientAuth, Identity, PasswordAuth } from "../../core/auth.js";
 import { handleSaslAuthenticate, handleSaslHandshake, type SaslMechanism } from "./sasl.js";
 import { ByteBudget } from "./budget.js";
 import { readJson, writeJsonDurably } from "../../util/persist.js";
@@ -438,6 +438,38 @@ export class KafkaDoor {
         if (!socket.destroyed) admit(null, `account ${identity.account}: ${err.message}`);
       },
     );
+  }
+
+  /**
+   * A configuration reload changed who may connect (nats-server's
+   * reloadAuthorization, as the NATS door applies it): new clients are
+   * checked by `next`. A client let in before keeps its connection while it
+   * is the same user with the same password, NKey or certificate, in the
+   * same account, and is its user's permissions now; any other is closed (a
+   * Kafka client connects again and authenticates to the new users), and so
+   * is one let in without authentication once authentication is asked.
+   */
+  reauthorize(next: Authenticator | null, previous: ClientAuth | null): void {
+    this.auth = next;
+    for (const conn of [...this.connections]) {
+      const was = conn.identity;
+      if (was === null) {
+        // In without authentication, or not yet authenticated (a SASL exchange under way is checked in sasl.ts).
+        if ((conn.account !== null) !== (next === null)) conn.close(next === null ? "authorization reloaded: none asked now" : "authorization reloaded: the client must authenticate");
+        continue;
+      }
+      let now: Identity | null;
+      if (next === null) now = { name: was.name, account: GLOBAL_ACCOUNT, permissions: null };
+      else if (was.mappedBy !== undefined) {
+        const certificate = peerCertificate(conn.socket as TLSSocket);
+        now = certificate === null ? null : next.certificateIdentity(certificate);
+      } else now = next.stillHolds(was, previous);
+      if (now === null || now.account !== was.account) {
+        conn.close(`authorization reloaded: user ${JSON.stringify(was.name)} ${now === null ? "is gone or its credentials changed" : `is in account ${now.account} now`}`);
+        continue;
+      }
+      conn.identity = { ...now, name: was.name };
+    }
   }
 
   async close(): Promise<void> {

@@ -25,7 +25,7 @@ import type { AccountDoor } from "./account-door.js";
 import type { KafkaConnection } from "./connection.js";
 import { ErrorCode } from "./errors.js";
 import { decodeSaslAuthenticate, decodeSaslHandshake } from "./requests.js";
-import { sameSecret, type Identity, type ScramHash } from "../../core/auth.js";
+import { sameSecret, type Identity, type PasswordAuth, type ScramHash } from "../../core/auth.js";
 
 export const SASL_MECHANISMS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] as const;
 export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
@@ -45,6 +45,8 @@ export class SaslState {
   raw = false;
   /** A SaslAuthenticate is being checked: another one meanwhile is out of order. */
   busy = false;
+  /** The authenticator the exchange began with: one a reload replaced meanwhile does not let the client in (admit). */
+  startedWith: PasswordAuth | null = null;
   /** After SCRAM's first message: what the final one is checked against. */
   private scram: { hash: ScramHash; firstBare: string; serverFirst: string; clientNonce: string; nonce: string; gs2: string; storedKey: Buffer; serverKey: Buffer; identity: Identity } | null = null;
 
@@ -53,6 +55,7 @@ export class SaslState {
    * proven, its identity. Throws SaslFailure with the message for the client.
    */
   async step(door: KafkaDoor, token: Buffer): Promise<{ reply: Buffer; identity: Identity | null; account: AccountDoor | null }> {
+    this.startedWith ??= door.auth;
     const { reply, identity } = await this.exchange(door, token);
     if (identity === null) return { reply, identity, account: null };
     // A user is let in to its account's topics: an account without JetStream has none to serve.
@@ -114,6 +117,8 @@ export class SaslState {
 
 /** An authenticated client: from now on it is its user, in its account. */
 function admit(door: KafkaDoor, conn: KafkaConnection, identity: Identity, account: AccountDoor): void {
+  // Proven against users a reload has since replaced: the client connects again and proves itself to the new ones.
+  if (door.auth !== conn.sasl.startedWith) return conn.close("authorization reloaded during its SASL exchange");
   conn.identity = identity;
   conn.account = account;
   door.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} (account ${identity.account}) with ${conn.sasl.mechanism}`);

@@ -22,7 +22,7 @@ import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
 import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { CertificateMap } from "../../core/tls-map.js";
-import { ResponsePermits, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
+import { ResponsePermits, type Authenticator, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration, goDuration } from "../../util/duration.js";
 import { MAX_CLOSED_RECORD_SUBSCRIPTIONS, withStop, type ClosedConnection } from "../../core/closed-connections.js";
 import { goQuote, redactConnect } from "./trace.js";
@@ -158,6 +158,10 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private user = "";
   /** Who the client authenticated as; null without authentication (or before CONNECT). */
   private identity: Identity | null = null;
+  /** What CONNECT presented: checked again when a reload changes who may connect (as nats-server keeps its options). */
+  private creds: Credentials | null = null;
+  /** Counts reloads of authorization: a check a later reload overtook is not applied. */
+  private authGeneration = 0;
   /** Subscriptions allowed: the smallest of the server's, the user's and the account's limits (NO_LIMIT: none). */
   private maxSubscriptions: number;
   /** Reads land in the process's shared read buffer (see `attach`); otherwise each is a Buffer of Node's. */
@@ -171,7 +175,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     private account: Account,
     tcp: Socket,
     tls: NatsTls | null = null,
-    private readonly auth: ClientAuth | null = null,
+    private auth: ClientAuth | null = null,
   ) {
     const opts = broker.options;
     this.cid = broker.allocateCid();
@@ -303,13 +307,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     const held = this.held ?? [];
     this.held = null;
     this.heldBytes = 0;
-    if (identity === null) {
+    if (identity === null && this.auth !== null) {
       if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}Authorization Violation${this.tls?.verifyAndMap === true ? ` (${this.plain ? "a plain connection has no certificate" : `certificate ${JSON.stringify(CertificateMap.subjectOf(peerCertificate(this.socket as TLSSocket)))} maps to no user`})` : ""}`);
       this.protocolError("Authorization Violation", CloseReason.AuthViolation);
       return;
     }
-    if (identity.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
-    const account = this.broker.accounts.get(identity.account) ?? this.broker.globalAccount;
+    if (identity?.mappedBy !== undefined && this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}User ${JSON.stringify(identity.name)} by the certificate's ${identity.mappedBy}`);
+    const account = identity === null ? this.broker.globalAccount : (this.broker.accounts.get(identity.account) ?? this.broker.globalAccount);
     // An account's claims may cap its connections (operator mode): past the cap the newcomer is refused, as by nats-server.
     const maxConnections = account.limits.maxConnections;
     if (maxConnections !== NO_LIMIT && account.members.size >= maxConnections) {
@@ -317,9 +321,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       return;
     }
     this.identity = identity;
-    this.user = identity.name;
-    this.permissions = identity.permissions;
-    const r = identity.permissions?.responses;
+    this.user = identity?.name ?? "";
+    this.permissions = identity?.permissions ?? null;
+    const r = identity?.permissions?.responses;
     if (r != null) this.responses = new ResponsePermits(r.max, r.expiresMs);
     this.account = account;
     this.applyLimits();
@@ -371,20 +375,78 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.protocolError("no responders requires headers support", CloseReason.Protocol);
       return;
     }
+    const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
+    if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: this.plain ? null : peerCertificate(this.socket as TLSSocket) };
+    this.creds = creds;
     if (this.auth !== null) {
       // The rest of this read, and later reads, wait for the answer.
       this.held = [];
       this.parser.suspend();
-      const creds: Credentials = { jwt: c.jwt, authToken: c.auth_token, user: c.user, pass: c.pass, nkey: c.nkey, sig: c.sig };
-      if (this.tls?.verifyAndMap === true) creds.tlsMap = { certificate: this.plain ? null : peerCertificate(this.socket as TLSSocket) };
-      this.auth.authenticate(creds, this.nonce).then(
-        (identity) => this.authenticated(identity),
-        () => this.authenticated(null),
-      );
+      this.checkCredentials(this.auth);
       return;
     }
     this.join();
     this.sendOk();
+  }
+
+  /** CONNECT's credentials checked by `auth`; by the current authenticator again if a reload replaced it meanwhile. */
+  private checkCredentials(auth: ClientAuth): void {
+    const settle = (identity: Identity | null): void => {
+      if (auth === this.auth || this.closed) this.authenticated(identity);
+      else if (this.auth === null) this.authenticated(null);
+      else this.checkCredentials(this.auth);
+    };
+    auth.authenticate(this.creds!, this.nonce).then(settle, () => settle(null));
+  }
+
+  /**
+   * A configuration reload changed who may connect, as nats-server's
+   * reloadAuthorization: a client whose user is gone, or is now in another
+   * account, is closed (it reconnects into the right one); one whose
+   * credentials no longer hold gets Authorization Violation; the others take
+   * the new permissions, and each subscription these refuse is removed with
+   * a Permissions Violation. Clients that have not connected yet are checked
+   * by the new authenticator.
+   */
+  reauthorize(next: Authenticator | null, previous: ClientAuth | null): void {
+    this.auth = next;
+    if (!this.connected || this.closed) return;
+    const generation = ++this.authGeneration;
+    if (next === null) return this.authorizeAs(null);
+    const creds = this.creds ?? {};
+    const named = next.accountNamed(creds);
+    if (named === null || (named !== undefined && named !== this.account.name)) return this.close(CloseReason.Client);
+    next.reauthenticate(creds, this.nonce, previous).then(
+      (identity) => {
+        if (this.closed || generation !== this.authGeneration) return;
+        if (identity === null) this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+        else this.authorizeAs(identity);
+      },
+      () => {
+        if (!this.closed && generation === this.authGeneration) this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+      },
+    );
+  }
+
+  private authorizeAs(identity: Identity | null): void {
+    if ((identity?.account ?? this.broker.globalAccount.name) !== this.account.name) return this.close(CloseReason.Client);
+    this.identity = identity;
+    this.user = identity?.name ?? "";
+    const permissions = identity?.permissions ?? null;
+    this.permissions = permissions;
+    const r = permissions?.responses;
+    if (r == null) this.responses = null;
+    else if (this.responses === null || !this.responses.limitsAre(r.max, r.expiresMs)) this.responses = new ResponsePermits(r.max, r.expiresMs);
+    for (const sub of [...this.subs.values()]) {
+      if (permissions === null || permissions.maySubscribe(sub.subject)) {
+        sub.denyFiltered = permissions !== null && permissions.filtersDelivery(sub.subject);
+        continue;
+      }
+      this.removeSub(sub);
+      const queue = sub.queue === null ? "" : ` using queue ${JSON.stringify(sub.queue)}`;
+      this.sendErr(`Permissions Violation for Subscription to ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)})`);
+      this.broker.log.info(`Removed sub ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)}) for ${this.user === "" ? "a client" : `user ${JSON.stringify(this.user)}`} - not authorized`);
+    }
   }
 
   /** CONNECT accepted: the client is a member of its account, and announced to the system account's listeners. */
