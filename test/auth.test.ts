@@ -498,6 +498,107 @@ test("nagare pub takes --user/--password and --token, and says when the server r
   }
 });
 
+describe("queue group permissions and default permissions (checked side by side with nats-server 2.9.10)", () => {
+  // Written as a nats-server configuration: an outside test found such entries refused at start.
+  const conf = `
+authorization {
+  default_permissions { publish: { deny: ["secret.>"] } }
+  users: [
+    { user: u, password: p, permissions: { subscribe: { allow: ["foo q1", "wild.* grp.*", "bar", "mix", "mix qm"], deny: ["bar qd", "mix qx", "den.>"] } } }
+    { user: v, password: p, permissions: { subscribe: { deny: ["only qd", "d2.>"] } } }
+    { user: w, password: p }
+  ]
+}`;
+  let srv: NagareServer;
+  before(async () => {
+    srv = await startServer({ ...optionsFromConf(parseConf(conf, { env: {} })), port: 0 });
+  });
+  after(async () => {
+    await srv.close();
+  });
+
+  /** The answer to one SUB as `user`: "ok", or the -ERR text. */
+  async function subscribe(user: string, subject: string, queue: string | null): Promise<string> {
+    const raw = await RawClient.connected(srv.port, JSON.stringify({ verbose: false, pedantic: false, user, pass: "p" }));
+    try {
+      raw.send(`SUB ${subject}${queue === null ? "" : ` ${queue}`} 1\r\nPING\r\n`);
+      await raw.waitFor(/PONG\r\n/, `SUB ${subject} ${queue}`);
+      return raw.consume().match(/-ERR '([^']*)'/)?.[1] ?? "ok";
+    } finally {
+      raw.destroy();
+    }
+  }
+
+  test("an entry naming a queue group decides for queue subscriptions to its subject, as nats-server's canSubscribe", async () => {
+    // Each answer is what nats-server 2.9.10 gave for the same configuration and SUB.
+    const expected: Array<[string, string, string | null, string]> = [
+      ["u", "foo", null, 'Permissions Violation for Subscription to "foo"'],
+      ["u", "foo", "q1", "ok"],
+      ["u", "foo", "q2", 'Permissions Violation for Subscription to "foo" using queue "q2"'],
+      ["u", "wild.a", "grp.x", "ok"],
+      ["u", "wild.a", "grp", 'Permissions Violation for Subscription to "wild.a" using queue "grp"'],
+      ["u", "wild.a", null, 'Permissions Violation for Subscription to "wild.a"'],
+      ["u", "wild.*", "grp.y", "ok"],
+      ["u", "bar", null, "ok"],
+      ["u", "bar", "qd", 'Permissions Violation for Subscription to "bar" using queue "qd"'],
+      ["u", "bar", "qz", "ok"],
+      ["u", "mix", null, "ok"],
+      ["u", "mix", "qm", "ok"],
+      ["u", "mix", "qx", 'Permissions Violation for Subscription to "mix" using queue "qx"'],
+      ["u", "mix", "qy", 'Permissions Violation for Subscription to "mix" using queue "qy"'],
+      ["u", "den.x", null, 'Permissions Violation for Subscription to "den.x"'],
+      ["u", "den.x", "q1", 'Permissions Violation for Subscription to "den.x" using queue "q1"'],
+      ["v", "only", null, "ok"],
+      ["v", "only", "qd", 'Permissions Violation for Subscription to "only" using queue "qd"'],
+      ["v", "only", "qe", "ok"],
+      ["v", "d2.x", "q", 'Permissions Violation for Subscription to "d2.x" using queue "q"'],
+      ["v", "d2.*", null, 'Permissions Violation for Subscription to "d2.*"'],
+      ["v", "any", null, "ok"],
+    ];
+    for (const [user, subject, queue, answer] of expected) assert.equal(await subscribe(user, subject, queue), answer, `${user}: SUB ${subject} ${queue ?? ""}`);
+  });
+
+  test("a queue member allowed by its group gets its share through nats.js; default permissions bind a user without its own", async () => {
+    const member = await connectV3({ servers: srv.url, user: "u", pass: "p" });
+    const publisher = await connectV3({ servers: srv.url, user: "w", pass: "p" });
+    try {
+      const sub = member.subscribe("foo", { queue: "q1", max: 1 });
+      await member.flush();
+      publisher.publish("foo", enc("job"));
+      for await (const m of sub) assert.equal(dec(m.data), "job");
+      const raw = await RawClient.connected(srv.port, '{"verbose":false,"pedantic":false,"user":"w","pass":"p"}');
+      raw.send("PUB secret.x 1\r\na\r\nPUB open 1\r\na\r\nPING\r\n");
+      await raw.waitFor(/PONG\r\n/, "w's publishes");
+      assert.equal(raw.consume(), `-ERR 'Permissions Violation for Publish to "secret.x"'\r\nPONG\r\n`);
+      raw.destroy();
+    } finally {
+      await member.close();
+      await publisher.close();
+    }
+  });
+
+  test("what the configuration refuses: a queue group in publish, three words, default permissions with nobody to bind; a timeout alone asks no authentication", async () => {
+    const read = (text: string): ReturnType<typeof optionsFromConf> => optionsFromConf(parseConf(text, { env: {} }));
+    assert.throws(() => read('authorization { users: [ { user: a, password: b, permissions: { publish: "x q" } } ] }'), /publish: expected subjects, got the string "x q"/);
+    assert.throws(() => read('authorization { users: [ { user: a, password: b, permissions: { subscribe: "x q r" } } ] }'), /expected subjects \(each may name a queue group after a space/);
+    assert.throws(() => read('authorization { token: t, default_permissions: { publish: "x" } }'), /default permissions are for the users of this block, and it has none/);
+    assert.throws(() => read('accounts { A { default_permissions: { publish: "x" } } }'), /default permissions are for the users of this account, and it has none/);
+    assert.deepEqual(read('authorization { users: [ { user: a, password: b } ], permissions: { publish: "x" } }').authorization?.defaultPermissions, { publish: { allow: ["x"] } });
+    const timeoutOnly = read("authorization { timeout: 3 }\naccounts { A { users: [ { user: a, password: b } ], default_permissions: { subscribe: { deny: \"s.>\" } } } }");
+    assert.equal(timeoutOnly.authorization, undefined);
+    assert.equal(timeoutOnly.authTimeout, 3000);
+    assert.deepEqual(timeoutOnly.accounts?.A.defaultPermissions, { subscribe: { deny: ["s.>"] } });
+    const timeoutSrv = await startServer({ ...read("authorization { timeout: 3 }"), port: 0 });
+    try {
+      const anyone = await connectV3({ servers: timeoutSrv.url });
+      assert.equal(anyone.info?.auth_required, undefined);
+      await anyone.close();
+    } finally {
+      await timeoutSrv.close();
+    }
+  });
+});
+
 describe("configuration", () => {
   test("allow_responses in a user's permissions: true, or max and expires as nats-server reads them", () => {
     const conf = (perms: string): unknown =>

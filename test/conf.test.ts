@@ -504,7 +504,7 @@ cluster { port: -1, tls {} }
 websocket { port: -1 }
 leafnodes {}
 resolver_tls {}
-  authorization { token: t, default_permissions: {} }
+  authorization { token: t, auth_callout: {} }
 `,
           { env: {}, file: "n.conf" },
         ),
@@ -520,7 +520,7 @@ resolver_tls {}
       "n.conf:6:1: websocket: the WebSocket door is not supported yet (nagare will not start without it)",
       "n.conf:7:1: leafnodes: leaf nodes are not supported yet (nagare will not start without it)",
       "n.conf:8:1: resolver_tls: the URL resolver is not supported yet (nagare will not start without it)",
-      "n.conf:9:29: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)",
+      "n.conf:9:29: authorization.auth_callout: auth callout is not supported yet (nagare will not start without it)",
     ],
   );
   assert.equal(e.line, 2, "the error's own position is the first problem's");
@@ -850,12 +850,12 @@ test("nagare: a configuration asking for what nagare lacks does not start, whate
   const dir = tempDir();
   try {
     const file = join(dir, "auth.conf");
-    writeFileSync(file, `port: -1\nauthorization {\n  user: a\n  password: b\n  default_permissions: {}\n}\ntls { cert_file: c }\n`);
+    writeFileSync(file, `port: -1\nauthorization {\n  user: a\n  password: b\n  auth_callout: {}\n}\ntls { cert_file: c }\n`);
     const r = await run(["-c", file], { until: /Server is ready/ });
     assert.equal(r.code, 1);
     assert.equal(
       r.stderr,
-      `nagare server: ${file}:5:3: authorization.default_permissions: default permissions are not supported yet (nagare will not start without it)\n` +
+      `nagare server: ${file}:5:3: authorization.auth_callout: auth callout is not supported yet (nagare will not start without it)\n` +
         `nagare server: ${file}:7:1: tls: needs key_file: the private key of cert_file\n` +
         `nagare server: ${file}:7:7: tls.cert_file: cannot read "c": ENOENT\n`,
     );

@@ -24,7 +24,7 @@ import { Message } from "../subjects/message.js";
 import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectMatches } from "../subjects/subject.js";
 import { SubjectTransform } from "../subjects/transform.js";
-import type { UserOptions } from "./auth.js";
+import type { Permissions, UserOptions } from "./auth.js";
 
 export interface StreamExport {
   stream: string;
@@ -55,6 +55,8 @@ export interface ServiceImport {
 
 export interface AccountOptions {
   users?: UserOptions[];
+  /** The permissions of each of `users` that has none of its own (nats-server's account `default_permissions`). */
+  defaultPermissions?: Permissions;
   exports?: Array<StreamExport | ServiceExport>;
   imports?: Array<StreamImport | ServiceImport>;
   /**

@@ -18,6 +18,11 @@ import { CertificateMap, type CertificateMatch } from "./tls-map.js";
 import type { JwtUser, UserLimits } from "./jwt-auth.js";
 
 export interface SubjectRules {
+  /**
+   * Subjects, wildcards allowed. A subscribe entry may name a queue group
+   * after a space (`"orders.* workers"`, the group a wildcard too), as
+   * nats-server's: it then speaks of queue subscriptions in that group only.
+   */
   allow?: string[];
   deny?: string[];
 }
@@ -58,6 +63,8 @@ export interface AuthOptions {
   users?: UserOptions[];
   /** Connections that present no credentials are this user (it must be one of `users`). */
   noAuthUser?: string;
+  /** The permissions of each of `users` that has none of its own (nats-server's `default_permissions`). */
+  defaultPermissions?: Permissions;
 }
 
 /** What a client presented in CONNECT. */
@@ -129,23 +136,24 @@ export class Authenticator implements ClientAuth, PasswordAuth {
   private readonly nkeyKeys = new Map<UserOptions, KeyObject | null>();
   private readonly token: Buffer | null;
 
-  /** `accountUsers`: the users of each configured account, by account name. */
+  /** `accountUsers`: the users of each configured account, and the permissions of those without their own, by account name. */
   constructor(
     private readonly opts: AuthOptions,
-    accountUsers: Record<string, UserOptions[]> = {},
+    accountUsers: Record<string, { users?: UserOptions[]; defaultPermissions?: Permissions }> = {},
   ) {
     this.token = opts.token === undefined ? null : Buffer.from(opts.token);
-    const add = (u: UserOptions, account: string): void => {
+    const add = (u: UserOptions, account: string, defaults: Permissions | undefined): void => {
       if (u.user !== undefined) this.byName.set(u.user, u);
       if (u.nkey !== undefined) {
         this.byNkey.set(u.nkey, u);
         this.nkeyKeys.set(u, ed25519Key(u.nkey));
       }
-      this.checks.set(u, u.permissions === undefined ? null : new PermissionCheck(u.permissions));
+      const permissions = u.permissions ?? defaults;
+      this.checks.set(u, permissions === undefined ? null : new PermissionCheck(permissions));
       this.accountOf.set(u, account);
     };
-    for (const u of opts.users ?? []) add(u, DEFAULT_ACCOUNT);
-    for (const [account, users] of Object.entries(accountUsers)) for (const u of users) add(u, account);
+    for (const u of opts.users ?? []) add(u, DEFAULT_ACCOUNT, opts.defaultPermissions);
+    for (const [account, a] of Object.entries(accountUsers)) for (const u of a.users ?? []) add(u, account, a.defaultPermissions);
   }
 
   /** NKey users sign a nonce the server sends in INFO. */
@@ -402,10 +410,21 @@ export class PermissionCheck {
   /** mayReceive's answers: asked for every message delivered to a subscription that filtersDelivery. */
   private readonly receiveCache = new Map<string, boolean>();
   private readonly publish: SubjectRules | undefined;
+  /** The subscribe rules' entries without a queue group (undefined allow: no allow list) and those with one. */
+  private readonly subAllow: string[] | undefined;
+  private readonly subDeny: string[];
+  private readonly queueAllow: QueueRule[];
+  private readonly queueDeny: QueueRule[];
   /** How requests delivered to the user may be answered beyond `publish`; null without allow_responses. */
   readonly responses: { max: number; expiresMs: number } | null;
 
   constructor(readonly rules: Permissions) {
+    const allow = splitQueueRules(rules.subscribe?.allow ?? []);
+    const deny = splitQueueRules(rules.subscribe?.deny ?? []);
+    this.subAllow = rules.subscribe?.allow === undefined ? undefined : allow.plain;
+    this.queueAllow = allow.queued;
+    this.subDeny = deny.plain;
+    this.queueDeny = deny.queued;
     const r = rules.allowResponses;
     if (r === undefined || r === false) {
       this.responses = null;
@@ -426,30 +445,75 @@ export class PermissionCheck {
     return ok !== undefined ? ok : remember(this.pubCache, subject, allows(r, subject));
   }
 
-  maySubscribe(subject: string): boolean {
-    const r = this.rules.subscribe;
-    if (r === undefined) return true;
-    const ok = this.subCache.get(subject);
+  /**
+   * Whether the user may subscribe to `subject`, in `queue` (null: not a
+   * queue subscription), as nats-server's canSubscribe: an allow list
+   * allows what one of its plain entries covers, and a queue subscription
+   * the entries naming a queue group decide if any names the subject; a
+   * deny list refuses what a plain entry matches, and for a queue
+   * subscription the entries naming a queue group decide if any names the
+   * subject.
+   */
+  maySubscribe(subject: string, queue: string | null = null): boolean {
+    if (this.rules.subscribe === undefined) return true;
+    const key = queue === null ? subject : `${subject} ${queue}`;
+    const ok = this.subCache.get(key);
     if (ok !== undefined) return ok;
-    // A deny also refuses a wildcard subscription it matches token for token (`q.*` matches `q.>`, its `>` read as a
-    // token), as nats-server's deny sublist matches the subscription's subject; one it only overlaps is filtered instead.
-    return remember(this.subCache, subject, (r.allow === undefined || r.allow.some((a) => covers(a, subject))) && !(r.deny ?? []).some((d) => covers(d, subject) || subjectMatches(d, subject)));
+    let allowed = true;
+    if (this.subAllow !== undefined) {
+      allowed = this.subAllow.some((a) => covers(a, subject));
+      if (queue !== null) {
+        const named = this.queueAllow.filter((q) => covers(q.subject, subject));
+        if (named.length > 0) allowed = named.some((q) => queueMatches(q.queue, queue));
+      }
+    }
+    if (allowed) {
+      // A deny also refuses a wildcard subscription it matches token for token (`q.*` matches `q.>`, its `>` read as a
+      // token), as nats-server's deny sublist matches the subscription's subject; one it only overlaps is filtered instead.
+      allowed = !this.subDeny.some((d) => covers(d, subject) || subjectMatches(d, subject));
+      if (queue !== null) {
+        const named = this.queueDeny.filter((q) => covers(q.subject, subject) || subjectMatches(q.subject, subject));
+        if (named.length > 0) allowed = !named.some((q) => queueMatches(q.queue, queue));
+      }
+    }
+    return remember(this.subCache, key, allowed);
   }
 
-  /** Whether messages delivered to a subscription on `subject` must each be checked against the subscribe deny list. */
+  /** Whether messages delivered to a subscription on `subject` must each be checked against the subscribe deny list (its plain entries). */
   filtersDelivery(subject: string): boolean {
-    const deny = this.rules.subscribe?.deny;
-    return deny !== undefined && deny.some((d) => subjectsIntersect(d, subject));
+    return this.subDeny.some((d) => subjectsIntersect(d, subject));
   }
 
   /** A message on `subject` may reach a subscription that filtersDelivery. */
   mayReceive(subject: string): boolean {
-    const deny = this.rules.subscribe?.deny;
-    if (deny === undefined) return true;
+    const deny = this.subDeny;
+    if (deny.length === 0) return true;
     // Cached like mayPublish: matching splits both subjects, which per message cost 4x the CPU of the delivery itself.
     const ok = this.receiveCache.get(subject);
     return ok !== undefined ? ok : remember(this.receiveCache, subject, !deny.some((d) => subjectMatches(d, subject)));
   }
+}
+
+interface QueueRule {
+  subject: string;
+  queue: string;
+}
+
+/** A subscribe rule's entries: plain subjects, and `subject queue` pairs. */
+function splitQueueRules(entries: string[]): { plain: string[]; queued: QueueRule[] } {
+  const plain: string[] = [];
+  const queued: QueueRule[] = [];
+  for (const e of entries) {
+    const [subject, queue] = e.trim().split(/\s+/, 2);
+    if (queue === undefined) plain.push(subject);
+    else queued.push({ subject, queue });
+  }
+  return { plain, queued };
+}
+
+/** nats-server's queueMatches: the group named, or one a wildcard group name (read as a subject) covers. */
+function queueMatches(pattern: string, queue: string): boolean {
+  return pattern === queue || ((pattern.includes("*") || pattern.includes(">")) && covers(pattern, queue));
 }
 
 /** Stores an answer in a bounded cache (emptied when full) and returns it. */

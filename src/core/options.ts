@@ -681,6 +681,7 @@ const AUTH_CHECKS: Record<keyof AuthOptions, Check> = {
     v.forEach((u, i) => checkObject(u, `${n}[${i}]`, USER_CHECKS));
   },
   noAuthUser: text,
+  defaultPermissions: (v, n) => checkObject(v, n, PERMISSIONS_CHECKS),
 };
 
 function checkObject(v: unknown, n: string, checks: Record<string, Check>): void {
@@ -721,6 +722,7 @@ const JETSTREAM_LIMIT_CHECKS: Record<keyof JetStreamLimits, Check> = {
   maxBytesRequired: flag,
 };
 const ACCOUNT_CHECKS: Record<keyof AccountOptions, Check> = {
+  defaultPermissions: (v, n) => checkObject(v, n, PERMISSIONS_CHECKS),
   jetstream: (v, n) => {
     if (typeof v !== "boolean") checkObject(v, n, JETSTREAM_LIMIT_CHECKS);
   },
@@ -781,6 +783,11 @@ function checkIdentities(o: ServerOptions): void {
     names.add(key);
   }
   if (a?.noAuthUser !== undefined && !all.some(({ u }) => u.user === a.noAuthUser)) throw new OptionsError(`option authorization.noAuthUser: ${a.noAuthUser} is not one of the users`);
+  // Default permissions with nobody to apply to would leave clients an operator meant to restrict without any.
+  if (a?.defaultPermissions !== undefined && (a.users ?? []).length === 0) throw new OptionsError("option authorization.defaultPermissions: it is for the users of authorization, and there are none");
+  for (const [name, acc] of Object.entries(o.accounts ?? {})) {
+    if (acc.defaultPermissions !== undefined && (acc.users ?? []).length === 0) throw new OptionsError(`option accounts.${name}.defaultPermissions: it is for the users of the account, and there are none`);
+  }
   const mapProblem = maps ? certificateUsersProblem(o) : null;
   if (mapProblem !== null) throw new OptionsError(`option ${o.tls?.verifyAndMap === true ? "tls" : "kafka.tls"}.verifyAndMap ${mapProblem}`);
   for (const [name, acc] of Object.entries(o.accounts ?? {})) {

@@ -15,7 +15,7 @@
 
 import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
-import { isValidSubscribeSubject } from "../subjects/subject.js";
+import { isValidQueueName, isValidSubscribeSubject } from "../subjects/subject.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
 import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, KAFKA_SESSION_TIMEOUT_BOUNDS, mapsCertificates, ROUTES_NOT_BUILT, routeUrlError, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
@@ -78,7 +78,6 @@ const TLS_NOT_SUPPORTED: Record<string, string> = {
 
 /** The same inside `authorization { }`. */
 const AUTHORIZATION_NOT_SUPPORTED: Record<string, string> = {
-  default_permissions: "default permissions are not supported yet",
   auth_callout: "auth callout is not supported yet",
   nkeys: "an nkeys list outside users is not supported yet",
 };
@@ -629,11 +628,16 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
       if (ms > 0) o.authTimeout = ms;
     }
   });
+  // nats-server reads `permissions` here as default_permissions too.
+  const defaults = sub("default_permissions") ?? sub("default_permission") ?? sub("permissions");
   c.attempt(() => {
-    const perms = sub("permissions");
-    if (perms) fail(perms, "permissions belong to a user (in users)");
+    if (defaults === undefined) return;
+    if (a.users === undefined) fail(defaults, "default permissions are for the users of this block, and it has none");
+    a.defaultPermissions = permissions(defaults, c);
   });
   if (a.token !== undefined && a.users !== undefined) fail(e, "a token and users cannot be used together");
+  // Only a timeout (beside accounts' users, say): clients need not authenticate for it, as with nats-server.
+  if (a.token === undefined && a.users === undefined && sub("timeout") !== undefined) return;
   if (a.token === undefined && a.users === undefined) fail(e, "needs a token, a user and password, or users");
   o.authorization = a;
 }
@@ -789,6 +793,12 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
       c.attempt(() => {
         const js = sub("jetstream");
         if (js) a.jetstream = accountJetStream(js, c);
+      });
+      c.attempt(() => {
+        const defaults = sub("default_permissions");
+        if (defaults === undefined) return;
+        if (a.users === undefined || a.users.length === 0) fail(defaults, "default permissions are for the users of this account, and it has none");
+        a.defaultPermissions = permissions(defaults, c);
       });
       const mappings = sub("mappings");
       if (mappings) fail(mappings, "subject mappings are not supported yet (nagare will not start without it)");
@@ -948,7 +958,7 @@ function permissions(e: Entry, c: Collector): NonNullable<NonNullable<NonNullabl
   for (const kind of ["publish", "subscribe"] as const) {
     c.attempt(() => {
       const r = inBlock(block, e, kind);
-      if (r) out[kind] = subjectRules(r);
+      if (r) out[kind] = subjectRules(r, kind === "subscribe");
     });
   }
   c.attempt(() => {
@@ -991,12 +1001,16 @@ function allowResponses(e: Entry, c: Collector): boolean | { max?: number; expir
   return out;
 }
 
-function subjectRules(e: Entry): { allow?: string[]; deny?: string[] } {
+/** Subjects allowed and denied; for `subscribe` (`queues`) an entry may name a queue group after a space, as nats-server's. */
+function subjectRules(e: Entry, queues: boolean): { allow?: string[]; deny?: string[] } {
   const list = (x: Entry): string[] => {
     const v = x.value;
     const items = Array.isArray(v) ? v : [v];
     return items.map((s) => {
-      if (typeof s !== "string" || !isValidSubscribeSubject(s)) fail(x, `expected subjects, got ${describe(s)}`);
+      if (typeof s !== "string") fail(x, `expected subjects, got ${describe(s)}`);
+      const parts = s.trim().split(/\s+/);
+      if (parts.length === 2 && queues && isValidSubscribeSubject(parts[0]) && isValidQueueName(parts[1])) return `${parts[0]} ${parts[1]}`;
+      if (parts.length !== 1 || !isValidSubscribeSubject(s)) fail(x, `expected subjects${queues ? ' (each may name a queue group after a space: "orders.* workers")' : ""}, got ${describe(s)}`);
       return s;
     });
   };

@@ -588,12 +588,13 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
 /** The configured users (authorization and accounts), or null when clients need not authenticate. */
 function configuredUsers(o: ResolvedOptions): Authenticator | null {
   if (!authRequired(o)) return null;
-  return new Authenticator(o.authorization ?? {}, Object.fromEntries(Object.entries(o.accounts ?? {}).map(([name, a]) => [name, a.users ?? []])));
+  return new Authenticator(o.authorization ?? {}, o.accounts ?? {});
 }
 
+/** The accounts less what a reload may change (their users and those users' default permissions). */
 function withoutUsers(accounts: ResolvedOptions["accounts"]): Record<string, unknown> | undefined {
   if (accounts === undefined) return undefined;
-  return Object.fromEntries(Object.entries(accounts).map(([name, { users: _users, ...rest }]) => [name, rest]));
+  return Object.fromEntries(Object.entries(accounts).map(([name, { users: _users, defaultPermissions: _defaults, ...rest }]) => [name, rest]));
 }
 
 function accept(broker: Broker, socket: Socket, tls: NatsTls | null, auth: ClientAuth | null): void {

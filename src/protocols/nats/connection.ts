@@ -438,7 +438,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (r == null) this.responses = null;
     else if (this.responses === null || !this.responses.limitsAre(r.max, r.expiresMs)) this.responses = new ResponsePermits(r.max, r.expiresMs);
     for (const sub of [...this.subs.values()]) {
-      if (permissions === null || permissions.maySubscribe(sub.subject)) {
+      if (permissions === null || permissions.maySubscribe(sub.subject, sub.queue)) {
         sub.denyFiltered = permissions !== null && permissions.filtersDelivery(sub.subject);
         continue;
       }
@@ -556,7 +556,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.sendErr("Invalid Subject");
       return;
     }
-    if (this.permissions !== null && !this.permissions.maySubscribe(subject)) {
+    if (this.permissions !== null && !this.permissions.maySubscribe(subject, queue)) {
       this.sendErr(`Permissions Violation for Subscription to "${subject}"${queue === null ? "" : ` using queue "${queue}"`}`);
       return;
     }
