@@ -29,7 +29,10 @@ class HeldStore implements OffsetsStore {
     this.holds.push([producerId, { keys: [...hold.keys].sort(), until: hold.until }]);
     return Promise.resolve();
   }
-  writeMembers(): Promise<void> {
+  /** Each members record written, in order (null: the group's deletion). */
+  readonly members: Array<unknown> = [];
+  writeMembers(_group: Group, saved: unknown): Promise<void> {
+    this.members.push(saved);
     return Promise.resolve();
   }
 }
@@ -83,6 +86,20 @@ test("a group or topic removed while a commit is being written writes over that 
   store.writes[2].settle();
   store.writes[3].settle();
   await Promise.all([second, removing]);
+});
+
+test("DeleteGroups issues the members tombstone with the offsets' before it waits: a group made again under the id meanwhile writes after both", async (t) => {
+  // A review found the members tombstone written only once the offsets' had been replicated: the members record of a
+  // group re-created meanwhile (a consumer joining the deleted group's id) could land before it and be erased.
+  const { coordinator, store, g } = heldGroup(t);
+  const committed = g.commit([["t/0", { offset: 1, metadata: null }]]);
+  store.writes[0].settle();
+  await committed;
+  const removing = coordinator.remove(g);
+  assert.deepEqual(store.writes[1]?.entries, [["t/0", null]]);
+  assert.deepEqual(store.members, [null], "the members tombstone is issued before the removal waits for anything");
+  store.writes[1].settle();
+  await removing;
 });
 
 test("a transaction's hold on a group's offsets (KIP-447) is written for the next coordinator, lengthened once its commit is decided, and ends in the write that stores its offsets", async (t) => {

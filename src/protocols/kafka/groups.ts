@@ -1167,8 +1167,8 @@ export class GroupCoordinator {
     g.stop();
     if (this.groups.get(g.id) === g) this.groups.delete(g.id);
     if (this.store !== null) {
-      await this.store.write(g, [...g.keys()].map((k) => [k, null]));
-      await this.store.writeMembers(g, null);
+      // Both appended before anything is waited for: what a group made again under this id writes lands after them.
+      await Promise.all([this.store.write(g, [...g.keys()].map((k) => [k, null])), this.store.writeMembers(g, null)]);
     } else await this.fileOp(g.id, () => removeFileDurably(this.fileOf(g.id)));
   }
 
