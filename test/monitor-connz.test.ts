@@ -14,6 +14,10 @@ import { startServer, type NagareServer } from "../src/index.js";
 import { optionsFromConf } from "../src/server/conf-options.js";
 import { parseConf } from "../src/server/conf-parser.js";
 import { dec, enc, waitUntilAsync } from "./helpers/clients.js";
+import { kcat } from "./helpers/kafka.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ClosedConnections, MAX_CLOSED_SUBSCRIPTIONS_KEPT, type ClosedConnection } from "../src/core/closed-connections.js";
 import type { ConnectionInfo } from "../src/core/broker.js";
 
@@ -229,4 +233,33 @@ test("closed connections' records list at most MAX_CLOSED_SUBSCRIPTIONS_KEPT sub
   assert.deepEqual(listed(), [60_000, 40_000, 0]);
   ring.add(record(4)); // replaces the first: its 60,000 make room
   assert.deepEqual(listed(), [40_000, 0, 60_000]);
+});
+
+test("a Kafka client's closed connection is in /connz?state=closed too, with its address, user and why it went", async () => {
+  // A review: Kafka connections were listed while open and vanished once closed, unlike every NATS client.
+  const dir = mkdtempSync(join(tmpdir(), "nagare-connz-kafka-"));
+  const srv = await startServer({ port: 0, httpPort: 0, storeDir: dir, authorization: { users: [{ user: "k", password: "kp" }] }, kafka: { port: 0 } });
+  try {
+    const closed = async (): Promise<Json[]> => ((await (await fetch(`http://127.0.0.1:${srv.httpPort}/connz?state=closed&auth=1`)).json()) as Json).connections as Json[];
+    const listed = await kcat(["-b", `127.0.0.1:${srv.kafkaPort}`, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=k", "-X", "sasl.password=kp", "-L"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    await waitUntilAsync(async () => (await closed()).some((c) => c.type === "kafka"), "kcat's connection in the ring");
+    const gone = (await closed()).filter((c) => c.type === "kafka");
+    for (const c of gone) {
+      assert.equal(c.ip, "127.0.0.1");
+      assert.ok(c.port > 0);
+      assert.equal(c.authorized_user, "k");
+      assert.equal(c.reason, "Client Closed");
+      assert.match(c.stop, /^\d{4}-\d\d-\d\dT/);
+    }
+    // One the server closes says why: a frame too short to be a request.
+    const bad = rawConnect(srv.kafkaPort!, "127.0.0.1");
+    bad.on("error", () => {});
+    bad.write(Buffer.from([0, 0, 0, 2, 0, 18]));
+    await waitUntilAsync(async () => (await closed()).some((c) => c.type === "kafka" && typeof c.reason === "string" && c.reason.startsWith("frame of 2 bytes")), "the refused connection in the ring");
+    bad.destroy();
+  } finally {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

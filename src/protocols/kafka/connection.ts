@@ -32,6 +32,8 @@ import { API_VERSIONS, ApiKey, isFlexible, type Handler, type RequestContext } f
 import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
+import { withStop } from "../../core/closed-connections.js";
+import { GLOBAL_ACCOUNT } from "../../core/account.js";
 import type { Identity, PermissionCheck } from "../../core/auth.js";
 import { rawSaslToken, SaslState } from "./sasl.js";
 import { readInto } from "../../util/socket-reads.js";
@@ -122,6 +124,8 @@ export class KafkaConnection implements Connection {
   private readonly tlsPeers: { peers: TlsPeerCert[] | null } = { peers: null };
   /** Who the client proved to be over SASL (or its certificate, with verify_and_map); null before (and always, without authorization). */
   identity: Identity | null = null;
+  private readonly ip: string;
+  private readonly port: number;
   /** The account it serves (its topics, groups, transactions): the default one without authorization, else its user's, once authenticated. */
   account: AccountDoor | null;
   readonly sasl = new SaslState();
@@ -145,6 +149,9 @@ export class KafkaConnection implements Connection {
   ) {
     this.cid = door.broker.allocateCid();
     this.account = door.auth === null ? door.defaultDoor : null;
+    // Kept: a socket that is gone has no address any more, and the closed connection's record still shows it.
+    this.ip = socket.remoteAddress ?? "";
+    this.port = socket.remotePort ?? 0;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.setNoDelay(true);
     this.sharedReads = readInto(
@@ -237,10 +244,23 @@ export class KafkaConnection implements Connection {
     return this.socket.localAddress ?? "127.0.0.1";
   }
 
+  /** Closes the connection; no reason: the client closed it (or its socket failed). */
   close(reason?: string): void {
     if (this.closed) return;
     this.closed = true;
     if (reason) this.door.log.debug(`kafka ${this.remote}: closing: ${reason}`);
+    const ring = this.door.broker.closed;
+    if (ring.capacity > 0) {
+      // Monitoring's record must not stop the close.
+      try {
+        const now = Date.now();
+        const info = this.info(now);
+        delete info.tls_peer_certs;
+        ring.add({ info: withStop(info, new Date(now).toISOString(), reason ?? "Client Closed"), account: this.identity?.account ?? GLOBAL_ACCOUNT, subscriptions: [], rttNs: 0, stopMs: now });
+      } catch (err) {
+        this.door.log.warn(`kafka ${this.remote}: closed connection not recorded for /connz: ${(err as Error).message}`);
+      }
+    }
     this.slots.length = 0;
     this.backlog.length = 0;
     this.frame = null;
@@ -302,8 +322,8 @@ export class KafkaConnection implements Connection {
       cid: this.cid,
       kind: "Client",
       type: "kafka",
-      ip: this.socket.remoteAddress ?? "",
-      port: this.socket.remotePort ?? 0,
+      ip: this.ip,
+      port: this.port,
       start: new Date(this.startedAt).toISOString(),
       last_activity: new Date(this.lastActivity).toISOString(),
       uptime: formatDuration(now - this.startedAt),

@@ -479,7 +479,7 @@ export class KafkaDoor {
     const server = this.server;
     this.server = null;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
-    for (const c of [...this.connections]) c.close();
+    for (const c of [...this.connections]) c.close("Server Shutdown");
     for (const opening of this.accounts.values()) await opening.then((d) => d.close(), () => undefined);
     this.accounts.clear();
     this.ready.clear();
