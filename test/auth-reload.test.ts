@@ -141,7 +141,7 @@ test("reload: nats.js sees its subscription end with a PermissionViolationError 
   }
 });
 
-test("reload: authentication turned on closes clients that presented nothing; turned off, the rest stay with no permissions", async () => {
+test("reload: authentication turned on closes clients that presented nothing; turned off, those that named a user are closed (their user is gone) and the rest stay", async () => {
   const open: ServerOptions = { port: 0 };
   const secured: ServerOptions = { port: 0, authorization: { users: [{ user: "u", password: "pw", permissions: { publish: { allow: ["only"] } } }] } };
   const srv = await startServer(open);
@@ -160,12 +160,15 @@ test("reload: authentication turned on closes clients that presented nothing; tu
     clients.push(late);
     assert.match((await late.waitFor(/^INFO ([^\r]*)\r\n/, "INFO"))[1], /"auth_required":true/);
 
+    const laterAnonymous = await RawClient.open(srv.port);
+    clients.push(laterAnonymous);
     srv.reload(open);
-    withCreds.consume();
-    withCreds.send("PUB other 1\r\nx\r\n");
-    await withCreds.roundTrip();
-    assert.equal(withCreds.consume(), "PONG\r\n", "no permission holds without authorization");
-    clients.push(await RawClient.connected(srv.port));
+    // As nats-server: u is no user any more. It reconnects, and its credentials are ignored.
+    await withCreds.waitClosed("u's connection once its user is gone");
+    clients.push(await rawUser(srv.port, "u", "pw"), await RawClient.connected(srv.port));
+    // One that connected while authentication was asked, and sends CONNECT now, is let in without.
+    laterAnonymous.send('CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n');
+    await laterAnonymous.waitFor(/PONG\r\n/, "the later anonymous client let in");
   } finally {
     for (const c of clients) c.destroy();
     await srv.close();
@@ -191,6 +194,59 @@ test("reload: a CONNECT whose password is being checked when the users change is
       assert.equal(answer[0], "-ERR 'Authorization Violation'\r\n");
     } finally {
       c.destroy();
+    }
+  } finally {
+    await srv.close();
+  }
+});
+
+test("reload: two reloads in a row do not let a client whose password changed keep its access", async () => {
+  // An outside attack: the first reload's bcrypt comparison (the new hash) was overtaken by the second reload, which
+  // took the password as unchanged because the previous configuration held the same hash: the client with the old
+  // password kept alice's access for good. A password is now taken as unchanged only against the one it last matched.
+  const hash = bcrypt.hashSync("new", 12);
+  const users = (zed: string): ServerOptions => ({ port: 0, authorization: { users: [{ user: "alice", password: hash }, { user: "zed", password: zed }] } });
+  const srv = await startServer({ port: 0, authorization: { users: [{ user: "alice", password: "old" }, { user: "zed", password: "z" }] } });
+  try {
+    const stale = await rawUser(srv.port, "alice", "old");
+    try {
+      srv.reload(users("z"));
+      srv.reload(users("z2"));
+      await stale.waitFor(/-ERR 'Authorization Violation'\r\n/, "the stale password's violation", 20_000);
+      await stale.waitClosed("the stale password's connection");
+    } finally {
+      stale.destroy();
+    }
+  } finally {
+    await srv.close();
+  }
+});
+
+test("reload: requests an allow_responses user could answer are forgotten with the permissions that opened them, as by nats-server", async () => {
+  const opts = (other: string): ServerOptions => ({
+    port: 0,
+    authorization: { users: [{ user: "svc", password: "s", permissions: { subscribe: { allow: ["svc"] }, allowResponses: true } }, { user: "other", password: other }] },
+  });
+  const srv = await startServer(opts("o"));
+  try {
+    const svc = await rawUser(srv.port, "svc", "s");
+    const caller = await rawUser(srv.port, "other", "o");
+    try {
+      svc.send("SUB svc 1\r\n");
+      await svc.roundTrip();
+      svc.consume();
+      caller.send("PUB svc reply.1 1\r\nq\r\n");
+      await svc.waitFor(/MSG svc 1 reply\.1 1\r\nq\r\n/, "the request");
+      svc.consume();
+      // Another user's password changes (and the authorization timeout, which a reload takes too).
+      srv.reload({ ...opts("o2"), authTimeout: 5000 });
+      assert.equal(srv.broker.options.authTimeout, 5000);
+      svc.send("PUB reply.1 1\r\na\r\n");
+      await svc.roundTrip();
+      assert.equal(svc.consume(), `-ERR 'Permissions Violation for Publish to "reply.1"'\r\nPONG\r\n`);
+    } finally {
+      svc.destroy();
+      caller.destroy();
     }
   } finally {
     await srv.close();

@@ -96,7 +96,16 @@ export interface Identity {
   limits?: UserLimits;
   /** Operator mode: the user JWT, re-checked when its account's claims change. */
   jwt?: JwtUser;
+  /** The configured password (or bcrypt hash) the client's password matched: a reload that keeps it need not compare again. */
+  passwordMatched?: string;
 }
+
+/**
+ * One reload's password comparisons, shared by the clients it checks again
+ * (clients of one user present the same password against the same hash).
+ * Lives as long as the reload's checks: it holds presented passwords.
+ */
+export type PasswordMemo = Map<string, Promise<boolean>>;
 
 /** The default account's name (nats-server's `$G`): users of the authorization block, and everyone without accounts. */
 const DEFAULT_ACCOUNT = "$G";
@@ -171,18 +180,20 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * bcrypt hash takes tens of milliseconds, which must not stop the server.
    */
   authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
-    return this.check(c, nonce, null);
+    return this.check(c, nonce, undefined, null);
   }
 
   /**
    * After a configuration reload, the identity the credentials a client
-   * presented before the reload prove now, or null. A password that
-   * `previous` (the authenticator that let the client in) holds for the
-   * same user, unchanged, is not compared again: a bcrypt comparison per
-   * connected client would take the server's CPU for seconds.
+   * presented before prove now, or null. `accepted`: the configured
+   * password the client's matched when it was last checked (its identity's
+   * passwordMatched); a user whose password is still that one is not
+   * compared again, and comparisons are shared through `memo`: a bcrypt
+   * comparison per connected client would take the server's CPU for
+   * seconds.
    */
-  reauthenticate(c: Credentials, nonce: string | null, previous: ClientAuth | null): Promise<Identity | null> {
-    return this.check(c, nonce, previous instanceof Authenticator ? previous : null);
+  reauthenticate(c: Credentials, nonce: string | null, accepted: string | undefined, memo: PasswordMemo): Promise<Identity | null> {
+    return this.check(c, nonce, accepted, memo);
   }
 
   /**
@@ -216,10 +227,9 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     return { ...this.identity(u, identity.name), ...(identity.mappedBy !== undefined ? { mappedBy: identity.mappedBy } : {}) };
   }
 
-  private async check(c: Credentials, nonce: string | null, previous: Authenticator | null): Promise<Identity | null> {
+  private async check(c: Credentials, nonce: string | null, accepted: string | undefined, memo: PasswordMemo | null): Promise<Identity | null> {
     if (c.tlsMap !== undefined && this.token === null && !(this.byNkey.size > 0 && typeof c.nkey === "string" && c.nkey !== "")) {
-      // Never on the previous authenticator's word: the certificate may name another user now.
-      return this.certificateUser(c.tlsMap.certificate, c.pass);
+      return this.certificateUser(c.tlsMap.certificate, c.pass, memo);
     }
     if (this.token !== null) {
       return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", account: DEFAULT_ACCOUNT, permissions: null } : null;
@@ -234,8 +244,7 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     if (typeof c.user === "string" && c.user !== "") {
       const u = this.byName.get(c.user);
       if (u === undefined || u.password === undefined || typeof c.pass !== "string") return null;
-      // `previous` let this client in by this user's name and password (no other way there leads here).
-      return (await this.passwordHolds(u.password, c.pass, previous?.byName.get(c.user)?.password)) ? this.identity(u, c.user) : null;
+      return (await passwordHolds(u.password, c.pass, accepted, memo)) ? { ...this.identity(u, c.user), passwordMatched: u.password } : null;
     }
     const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);
     return fallback === undefined ? null : this.identity(fallback, fallback.user!);
@@ -246,19 +255,13 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * (core/tls-map.ts), who must then present the user's password if it has
    * one, and none if it has none.
    */
-  private async certificateUser(certificate: Buffer | null, pass: unknown): Promise<Identity | null> {
+  private async certificateUser(certificate: Buffer | null, pass: unknown, memo: PasswordMemo | null): Promise<Identity | null> {
     const found = certificate === null ? null : this.certificateMatch(certificate);
     if (found === null) return null;
     const { u, match } = found;
     const presented = typeof pass === "string" ? pass : "";
-    const ok = u.password === undefined ? presented === "" : await this.passwordHolds(u.password, presented, null);
+    const ok = u.password === undefined ? presented === "" : await passwordHolds(u.password, presented, undefined, memo);
     return ok ? { ...this.identity(u, match.user), mappedBy: match.how } : null;
-  }
-
-  /** Whether `presented` matches `password`; taken as it is when it matched `accepted` before a reload and the password is unchanged (see reauthenticate). */
-  private async passwordHolds(password: string, presented: string, accepted: string | null | undefined): Promise<boolean> {
-    if (accepted === password) return true;
-    return BCRYPT.test(password) ? bcrypt.compare(presented, password) : sameSecret(Buffer.from(presented), Buffer.from(password));
   }
 
   private certificateMatch(certificate: Buffer): { u: UserOptions; match: CertificateMatch } | null {
@@ -315,6 +318,45 @@ export class Authenticator implements ClientAuth, PasswordAuth {
   private identity(u: UserOptions, name: string): Identity {
     return { name, account: this.accountOf.get(u) ?? DEFAULT_ACCOUNT, permissions: this.checks.get(u) ?? null };
   }
+}
+
+/**
+ * Whether `presented` matches the configured `password` (plain, or a bcrypt
+ * hash). Taken as it is when the client's password matched this same one
+ * before (`accepted`: a reload that kept it); shared through `memo` when
+ * given.
+ */
+function passwordHolds(password: string, presented: string, accepted: string | undefined, memo: PasswordMemo | null): Promise<boolean> {
+  if (accepted === password) return Promise.resolve(true);
+  if (!BCRYPT.test(password)) return Promise.resolve(sameSecret(Buffer.from(presented), Buffer.from(password)));
+  if (memo === null) return compareBcrypt(presented, password);
+  const key = `${password}\u0000${presented}`;
+  let compared = memo.get(key);
+  if (compared === undefined) {
+    compared = compareBcrypt(presented, password);
+    memo.set(key, compared);
+  }
+  return compared;
+}
+
+/**
+ * bcrypt comparisons run one at a time, each on a later turn of the event
+ * loop: bcryptjs runs a comparison in chunks of up to 100 ms, and several
+ * at once (a reload checking every client again, a burst of connects) run
+ * their chunks back to back, which held every other client for as long as
+ * all of them took (20 s for 300 clients at cost 10, in an outside test).
+ * Its queue holds at most one comparison per connection being checked.
+ */
+let bcryptTail: Promise<unknown> = Promise.resolve();
+function compareBcrypt(presented: string, hash: string): Promise<boolean> {
+  const compared = bcryptTail.then(
+    () =>
+      new Promise<boolean>((resolve) => {
+        setImmediate(() => bcrypt.compare(presented, hash).then(resolve, () => resolve(false)));
+      }),
+  );
+  bcryptTail = compared;
+  return compared;
 }
 
 export type ScramHash = "sha256" | "sha512";
@@ -572,10 +614,6 @@ export class ResponsePermits {
     return this.open.size;
   }
 
-  /** Whether these are the limits given (a reload that keeps them keeps the requests open). */
-  limitsAre(max: number, expiresMs: number): boolean {
-    return this.max === max && this.expiresMs === expiresMs;
-  }
 
   /** A request with this reply subject was delivered at `now`: it may be answered. */
   grant(reply: string, now: number): void {

@@ -636,9 +636,13 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
     a.defaultPermissions = permissions(defaults, c);
   });
   if (a.token !== undefined && a.users !== undefined) fail(e, "a token and users cannot be used together");
-  // Only a timeout (beside accounts' users, say): clients need not authenticate for it, as with nats-server.
-  if (a.token === undefined && a.users === undefined && sub("timeout") !== undefined) return;
-  if (a.token === undefined && a.users === undefined) fail(e, "needs a token, a user and password, or users");
+  if (a.token === undefined && a.users === undefined) {
+    // Only a timeout (beside accounts' users, say): clients need not authenticate for it, as with nats-server. A token or
+    // users given and refused have their own error.
+    const given = ["token", "user", "username", "password", "pass", "users"].some((k) => sub(k) !== undefined);
+    if (!given && sub("timeout") === undefined) fail(e, "needs a token, a user and password, or users");
+    return;
+  }
   o.authorization = a;
 }
 

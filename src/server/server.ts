@@ -13,7 +13,7 @@ import { authRequired, DEFAULTS, KAFKA_SASL_MECHANISMS, resolveOptions, type Kaf
 import { createLogger, type ServerLogger } from "../util/log.js";
 import { NatsConnection } from "../protocols/nats/connection.js";
 import type { NatsTls } from "../protocols/nats/tls.js";
-import { Authenticator, type ClientAuth } from "../core/auth.js";
+import { Authenticator, type ClientAuth, type PasswordMemo } from "../core/auth.js";
 import { JwtAuthenticator } from "../core/jwt-auth.js";
 import { opensslCiphers, opensslCurves } from "../core/tls-names.js";
 import { OperatorMode } from "../core/operator.js";
@@ -404,20 +404,23 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       opts.tls = next.tls;
       log.info(`Reloaded: TLS certificate ${next.tls.certFile}`);
     }
+    if (opts.authTimeout !== next.authTimeout) {
+      opts.authTimeout = next.authTimeout;
+      log.info(`Reloaded: authorization timeout = ${next.authTimeout / 1000}`);
+    }
     if (usersChanged) {
       const previous = auth;
       auth = nextAuth;
       // What INFO's auth_required, /varz and /accountz read.
       opts.authorization = next.authorization;
       opts.accounts = next.accounts;
-      let checked = 0;
-      for (const c of broker.connections.values()) {
-        if (!(c instanceof NatsConnection)) continue;
-        c.reauthorize(nextAuth, previous);
-        checked++;
-      }
+      const clients = [...broker.connections.values()].filter((c): c is NatsConnection => c instanceof NatsConnection);
+      const kafkaClients = kafka?.connections.size ?? 0;
+      log.info(`Reloaded: authorization (users and permissions: ${clients.length} NATS connection${clients.length === 1 ? "" : "s"}${kafka !== undefined ? ` and ${kafkaClients} Kafka` : ""} to check again)`);
+      // Shared by this reload's checks only: it holds the passwords presented.
+      const memo: PasswordMemo = new Map();
+      for (const c of clients) c.reauthorize(nextAuth, memo);
       kafka?.reauthorize(nextAuth, previous);
-      log.info(`Reloaded: authorization (users and permissions; ${checked} NATS client${checked === 1 ? "" : "s"}${kafka !== undefined ? ` and ${kafka.connections.size} Kafka` : ""} checked again)`);
     }
     log.info("Reloaded server configuration");
   };
@@ -571,6 +574,8 @@ function notReloadable(now: ResolvedOptions, next: ResolvedOptions): string | nu
     if (key === "tls") continue;
     // Users and permissions, not the accounts themselves (their exports, imports and JetStream): outside operator mode.
     if (key === "authorization" && now.operator === undefined) continue;
+    // authorization { timeout }: read by each connection as it starts.
+    if (key === "authTimeout") continue;
     if (key === "accounts" && now.operator === undefined) {
       if (!isDeepStrictEqual(withoutUsers(now.accounts), withoutUsers(next.accounts))) return "accounts (other than their users)";
       continue;

@@ -22,7 +22,7 @@ import { infoLine } from "./info.js";
 import { serveTls, type NatsTls } from "./tls.js";
 import { peerCertificate, tlsConnz, type TlsPeerCert } from "../../core/tls-names.js";
 import { CertificateMap } from "../../core/tls-map.js";
-import { ResponsePermits, type Authenticator, type ClientAuth, type Credentials, type Identity, type PermissionCheck } from "../../core/auth.js";
+import { ResponsePermits, type Authenticator, type ClientAuth, type Credentials, type Identity, type PasswordMemo, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration, goDuration } from "../../util/duration.js";
 import { MAX_CLOSED_RECORD_SUBSCRIPTIONS, withStop, type ClosedConnection } from "../../core/closed-connections.js";
 import { goQuote, redactConnect } from "./trace.js";
@@ -405,38 +405,70 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
    * account, is closed (it reconnects into the right one); one whose
    * credentials no longer hold gets Authorization Violation; the others take
    * the new permissions, and each subscription these refuse is removed with
-   * a Permissions Violation. Clients that have not connected yet are checked
-   * by the new authenticator.
+   * a Permissions Violation. With authorization gone, a client that named a
+   * user is closed too (its user is gone), as by nats-server. Clients that
+   * have not connected yet are checked by the new authenticator. `memo`
+   * shares the reload's password comparisons among its clients.
    */
-  reauthorize(next: Authenticator | null, previous: ClientAuth | null): void {
+  reauthorize(next: Authenticator | null, memo: PasswordMemo): void {
     this.auth = next;
     if (!this.connected || this.closed) return;
     const generation = ++this.authGeneration;
-    if (next === null) return this.authorizeAs(null);
     const creds = this.creds ?? {};
+    if (next === null) return this.namesUser() ? this.closeByReload() : this.authorizeAs(null);
     const named = next.accountNamed(creds);
-    if (named === null || (named !== undefined && named !== this.account.name)) return this.close(CloseReason.Client);
-    next.reauthenticate(creds, this.nonce, previous).then(
+    if (named === null || (named !== undefined && named !== this.account.name)) return this.closeByReload();
+    // The password last found to match (not the previous configuration's): a check a later reload overtook proved nothing.
+    next.reauthenticate(creds, this.nonce, this.identity?.passwordMatched, memo).then(
       (identity) => {
         if (this.closed || generation !== this.authGeneration) return;
-        if (identity === null) this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+        if (identity === null) this.revokedByReload();
         else this.authorizeAs(identity);
       },
       () => {
-        if (!this.closed && generation === this.authGeneration) this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+        if (!this.closed && generation === this.authGeneration) this.revokedByReload();
       },
     );
   }
 
+  /** Whether CONNECT named a user (by name or NKey), as nats-server's clientHasMovedToDifferentAccount asks. */
+  private namesUser(): boolean {
+    const c = this.creds;
+    return c !== null && ((typeof c.nkey === "string" && c.nkey !== "") || (typeof c.user === "string" && c.user !== ""));
+  }
+
+  /** nats-server's name for the client's user in its log lines. */
+  private authUser(): string {
+    const c = this.creds;
+    if (c !== null && typeof c.nkey === "string" && c.nkey !== "") return `Nkey ${JSON.stringify(c.nkey)}`;
+    return this.user !== "" ? `User ${JSON.stringify(this.user)}` : typeof c?.user === "string" && c.user !== "" ? `User ${JSON.stringify(c.user)}` : "a client without a user";
+  }
+
+  /** The start of a reload's log line about this client, as nats-server's (whatever the log level). */
+  private reloadPrefix(): string {
+    return `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - `;
+  }
+
+  /** Its user is gone or in another account now: closed without a word, as by nats-server (it reconnects into the right one). */
+  private closeByReload(): void {
+    this.broker.log.info(`${this.reloadPrefix()}Closed by a reload: ${this.authUser()} is gone or in another account now`);
+    this.close(CloseReason.Client);
+  }
+
+  private revokedByReload(): void {
+    this.broker.log.error(`${this.reloadPrefix()}authentication error after a reload - ${this.authUser()}`);
+    this.protocolError("Authorization Violation", CloseReason.AuthViolation);
+  }
+
   private authorizeAs(identity: Identity | null): void {
-    if ((identity?.account ?? this.broker.globalAccount.name) !== this.account.name) return this.close(CloseReason.Client);
+    if ((identity?.account ?? this.broker.globalAccount.name) !== this.account.name) return this.closeByReload();
     this.identity = identity;
     this.user = identity?.name ?? "";
     const permissions = identity?.permissions ?? null;
     this.permissions = permissions;
+    // As nats-server: the replies the client could answer are forgotten with the permissions that opened them.
     const r = permissions?.responses;
-    if (r == null) this.responses = null;
-    else if (this.responses === null || !this.responses.limitsAre(r.max, r.expiresMs)) this.responses = new ResponsePermits(r.max, r.expiresMs);
+    this.responses = r == null ? null : new ResponsePermits(r.max, r.expiresMs);
     for (const sub of [...this.subs.values()]) {
       if (permissions === null || permissions.maySubscribe(sub.subject, sub.queue)) {
         sub.denyFiltered = permissions !== null && permissions.filtersDelivery(sub.subject);
@@ -445,7 +477,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.removeSub(sub);
       const queue = sub.queue === null ? "" : ` using queue ${JSON.stringify(sub.queue)}`;
       this.sendErr(`Permissions Violation for Subscription to ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)})`);
-      this.broker.log.info(`Removed sub ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)}) for ${this.user === "" ? "a client" : `user ${JSON.stringify(this.user)}`} - not authorized`);
+      this.broker.log.info(`${this.reloadPrefix()}Removed sub ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)}) for ${this.authUser()} - not authorized`);
     }
   }
 
