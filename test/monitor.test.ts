@@ -201,3 +201,26 @@ test("an unknown path is a 404, not a crash", async () => {
   assert.equal(status, 404);
   assert.equal((await get("/healthz")).status, 200);
 });
+
+test("/gatewayz, /leafz and /accstatz answer as nats-server 2.9.10 does on a server without gateways or leaf nodes", async () => {
+  // prometheus-nats-exporter and nats-surveyor poll these: a 404 was an error in every scrape.
+  const serverId = (await get("/varz")).body.server_id as string;
+  const gw = await get("/gatewayz?accs=1");
+  assert.equal(gw.status, 200);
+  assert.deepEqual({ ...gw.body, now: undefined }, { server_id: serverId, now: undefined, outbound_gateways: {}, inbound_gateways: {} });
+  const leaf = await get("/leafz?subs=true");
+  assert.deepEqual({ ...leaf.body, now: undefined }, { server_id: serverId, now: undefined, leafnodes: 0, leafs: null });
+  assert.equal((await getText("/leafz?subs=maybe")).status, 400);
+
+  // The probe's connection is in $G; a message it publishes is counted as received there.
+  const before = (await get("/accstatz")).body.account_statz as Array<Record<string, any>>;
+  assert.deepEqual(before.map((a) => a.acc), ["$G"], "only accounts with connections, without unused=1");
+  nc.publish("accstatz.x", enc("12345"));
+  await nc.flush();
+  const g = ((await get("/accstatz")).body.account_statz as Array<Record<string, any>>)[0];
+  assert.equal(g.conns, 1);
+  assert.equal(g.received.msgs, before[0].received.msgs + 1);
+  assert.equal(g.received.bytes, before[0].received.bytes + 5);
+  const all = (await get("/accstatz?unused=1")).body.account_statz as Array<Record<string, any>>;
+  assert.ok(all.some((a) => a.acc === "$SYS" && a.conns === 0), "unused=1 lists the system account too");
+});

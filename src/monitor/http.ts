@@ -20,6 +20,8 @@ import { metrics } from "./metrics.js";
 import { QueryError } from "./query.js";
 import { subsz } from "./subsz.js";
 import { routez } from "./routez.js";
+import { gatewayz, leafz } from "./gateways-leafs.js";
+import { accstatz } from "./accstatz.js";
 import { CpuSampler, varz } from "./varz.js";
 
 export interface Monitor {
@@ -41,6 +43,9 @@ const ENDPOINTS = new Map<string, Endpoint>([
   ["/subscriptionsz", (ctx, q) => json(subsz(ctx, q))],
   ["/accountz", accountz],
   ["/routez", (ctx, q) => json(routez(ctx, q))],
+  ["/gatewayz", (ctx, q) => json(gatewayz(ctx, q))],
+  ["/leafz", (ctx, q) => json(leafz(ctx, q))],
+  ["/accstatz", (ctx, q) => json(accstatz(ctx, q))],
   ["/jsz", async (ctx, q) => json(await jsz(ctx, q))],
   ["/metrics", (ctx) => metrics(ctx)],
 ]);

@@ -31,6 +31,7 @@ import type { Account } from "../core/account.js";
 import { eventId, type SystemAccount, type SystemError } from "../core/system.js";
 import type { MonitorContext } from "./context.js";
 import { accountInfo, NoSuchAccount, systemImports } from "./accountz.js";
+import { accountStat } from "./accstatz.js";
 import { connz } from "./connz.js";
 import { healthz } from "./healthz.js";
 import { jsz } from "./jsz.js";
@@ -361,22 +362,6 @@ function statsz(ctx: MonitorContext): Record<string, unknown> {
     out.jetstream = js;
   }
   return out;
-}
-
-/** nats-server's AccountStat. `sent` is what the account's subscribers were sent, `received` what was published in it. */
-function accountStat(ctx: MonitorContext, account: Account): { acc: string; conns: number; leafnodes: number; total_conns: number; sent: unknown; received: unknown; slow_consumers: number } {
-  const now = Date.now();
-  let conns = 0;
-  for (const c of ctx.broker.connections.values()) if ((c.info(now, false).account ?? "$G") === account.name) conns++;
-  return {
-    acc: account.name,
-    conns,
-    leafnodes: 0,
-    total_conns: conns,
-    sent: { msgs: account.outMsgs, bytes: account.outBytes },
-    received: { msgs: account.inMsgs, bytes: account.inBytes },
-    slow_consumers: 0,
-  };
 }
 
 /** `$SYS.REQ.ACCOUNT.PING.STATZ`: every account with connections (`accounts` picks some; `include_unused` those without). */
