@@ -577,6 +577,23 @@ authorization {
     }
   });
 
+  test("the no_auth_user may go without a password, as nats-server's usual anonymous user; another user may not", async () => {
+    const read = (text: string): ReturnType<typeof optionsFromConf> => optionsFromConf(parseConf(text, { env: {} }));
+    const anon = await startServer({ ...read("authorization { users: [ {user: anon}, {user: a, password: p} ] }\nno_auth_user: anon"), port: 0 });
+    try {
+      // Each answer is nats-server 2.9.10's for the same configuration.
+      assert.equal((await rawConnect(anon.port, {})).text, "PONG\r\n");
+      assert.equal((await rawConnect(anon.port, { user: "anon" })).text, "PONG\r\n");
+      assert.equal((await rawConnect(anon.port, { user: "anon", pass: "" })).text, "PONG\r\n");
+      assert.equal((await rawConnect(anon.port, { user: "anon", pass: "x" })).text, "-ERR 'Authorization Violation'\r\n");
+      assert.equal((await rawConnect(anon.port, { user: "a", pass: "p" })).text, "PONG\r\n");
+    } finally {
+      await anon.close();
+    }
+    // nats-server lets anyone in by that name; nagare asks for a password unless the user is the anonymous one.
+    assert.throws(() => read("authorization { users: [ {user: anon}, {user: a, password: p} ] }"), /user anon needs a password \(only the no_auth_user/);
+  });
+
   test("what the configuration refuses: a queue group in publish, three words, default permissions with nobody to bind; a timeout alone asks no authentication", async () => {
     const read = (text: string): ReturnType<typeof optionsFromConf> => optionsFromConf(parseConf(text, { env: {} }));
     assert.throws(() => read('authorization { users: [ { user: a, password: b, permissions: { publish: "x q" } } ] }'), /publish: expected subjects, got the string "x q"/);

@@ -244,7 +244,7 @@ describe("verify_and_map configuration", () => {
   test("what verify_and_map cannot honour stops the start at its line and column", () => {
     // The refused user's own error only (an outside test found a misleading "needs users" said first).
     assert.deepEqual(problems(`authorization {\n  users = [ {user: "CN=app"} ]\n}\n`), [
-      "line 2, column 3: authorization.users[0]: user CN=app needs a password (only users that client certificates name, with tls { verify_and_map: true }, may go without)",
+      "line 2, column 3: authorization.users[0]: user CN=app needs a password (only the no_auth_user, and users that client certificates name, with tls { verify_and_map: true }, may go without)",
     ]);
     assert.deepEqual(problems(tlsBlock()), ["line 5, column 3: tls.verify_and_map: needs users (in authorization or accounts) for certificates to map to"]);
     assert.deepEqual(problems(`${tlsBlock()}authorization { token: s3cret }\n`), ["line 5, column 3: tls.verify_and_map: cannot be used with a token: it maps certificates to users"]);

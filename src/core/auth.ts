@@ -243,7 +243,10 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     }
     if (typeof c.user === "string" && c.user !== "") {
       const u = this.byName.get(c.user);
-      if (u === undefined || u.password === undefined || typeof c.pass !== "string") return null;
+      if (u === undefined) return null;
+      // The no_auth_user may go without a password, as with nats-server: then it is named with none, or an empty one.
+      if (u.password === undefined) return u.user === this.opts.noAuthUser && (c.pass === undefined || c.pass === "") ? this.identity(u, c.user) : null;
+      if (typeof c.pass !== "string") return null;
       return (await passwordHolds(u.password, c.pass, accepted, memo)) ? { ...this.identity(u, c.user), passwordMatched: u.password } : null;
     }
     const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);

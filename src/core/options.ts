@@ -776,7 +776,7 @@ function checkIdentities(o: ServerOptions): void {
     const at = `option ${where}`;
     if ((u.user === undefined) === (u.nkey === undefined)) throw new OptionsError(`${at} (user ${i + 1}) needs a user name or an nkey, not both`);
     // A user without a password is one a client certificate names (verify_and_map): without mapping no one could be it, or anyone.
-    if (u.user !== undefined && u.password === undefined && !maps) throw new OptionsError(`${at} (${u.user}) needs a password (only users of verify_and_map may go without)`);
+    if (u.user !== undefined && u.password === undefined && !maps && u.user !== a?.noAuthUser) throw new OptionsError(`${at} (${u.user}) needs a password (only the noAuthUser and users of verify_and_map may go without)`);
     if (u.nkey !== undefined && u.password !== undefined) throw new OptionsError(`${at}: an nkey user has no password`);
     const key = u.user ?? u.nkey!;
     if (names.has(key)) throw new OptionsError(`${at}: user ${key} is given twice`);

@@ -251,7 +251,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   });
   c.attempt(() => {
     const auth = lookup(tree, "authorization");
-    if (auth) authorization(o, auth, c);
+    if (auth) authorization(o, auth, c, noAuthUserOf(tree));
   });
   c.attempt(() => {
     const operator = lookup(tree, "operator") ?? lookup(tree, "operators");
@@ -266,7 +266,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   });
   c.attempt(() => {
     const accounts = lookup(tree, "accounts");
-    if (accounts) accountsBlock(o, accounts, c);
+    if (accounts) accountsBlock(o, accounts, c, noAuthUserOf(tree));
   });
   c.attempt(() => systemAccount(o, tree));
   c.attempt(() => {
@@ -598,7 +598,7 @@ function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
  * Passwords may be bcrypt hashes. What could let in someone it should not
  * (a token beside users, a user twice) stops the start.
  */
-function authorization(o: ServerOptions, e: Entry, c: Collector): void {
+function authorization(o: ServerOptions, e: Entry, c: Collector, noAuthUser: string | undefined): void {
   if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
   const block = e.value;
   const sub = (name: string): Entry | undefined => inBlock(block, e, name);
@@ -619,7 +619,7 @@ function authorization(o: ServerOptions, e: Entry, c: Collector): void {
     if (users === undefined) return;
     if (a.users !== undefined) fail(users, "cannot be used with user and password in the same block");
     if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-    a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
+    a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o), noAuthUser));
   });
   c.attempt(() => {
     const timeout = sub("timeout");
@@ -764,7 +764,7 @@ function systemAccount(o: ServerOptions, tree: Tree): void {
  * subject }, to }`, and `jetstream` (see accountJetStream). What nagare
  * cannot serve in an account (mappings) stops the start.
  */
-function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
+function accountsBlock(o: ServerOptions, e: Entry, c: Collector, noAuthUser: string | undefined): void {
   if (!isBlock(e.value)) fail(e, `expected a block of accounts, got ${describe(e.value)}`);
   const out: NonNullable<ServerOptions["accounts"]> = {};
   // What an export may name: the accounts defined here (and the system account, which exists without being defined).
@@ -780,7 +780,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector): void {
         const users = sub("users");
         if (users === undefined) return;
         if (!Array.isArray(users.value)) fail(users, `expected an array of users, got ${describe(users.value)}`);
-        a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o)));
+        a.users = users.value.map((u, i) => userEntry(u, users, i, c, mapsCertificates(o), noAuthUser));
       });
       c.attempt(() => {
         const exports = sub("exports");
@@ -923,8 +923,12 @@ function subjectValue(e: Entry): string {
   return s;
 }
 
-/** One entry of `authorization { users: [...] }` (or an account's); `certificateUsers`: verify_and_map is on, and users may have no password. */
-function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certificateUsers: boolean): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
+/**
+ * One entry of `authorization { users: [...] }` (or an account's); `certificateUsers`: verify_and_map is on, and users
+ * may have no password; `noAuthUser`: the user clients without credentials are, who may have none either (nats-server's
+ * usual anonymous user).
+ */
+function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certificateUsers: boolean, noAuthUser: string | undefined): NonNullable<NonNullable<ServerOptions["authorization"]>["users"]>[number] {
   const at: Entry = { ...parent, key: `${parent.key}[${i}]` };
   if (!isBlock(v)) fail(at, `expected a user block, got ${describe(v)}`);
   const sub = (name: string): Entry | undefined => inBlock(v, at, name);
@@ -950,8 +954,16 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certifica
   });
   c.unread(v, `${at.key}.`);
   if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
-  if (u.user !== undefined && u.password === undefined && !certificateUsers) fail(at, `user ${u.user} needs a password (only users that client certificates name, with tls { verify_and_map: true }, may go without)`);
+  if (u.user !== undefined && u.password === undefined && !certificateUsers && u.user !== noAuthUser) {
+    fail(at, `user ${u.user} needs a password (only the no_auth_user, and users that client certificates name, with tls { verify_and_map: true }, may go without)`);
+  }
   return u;
+}
+
+/** The top level's `no_auth_user`, if it is a name (what else it is gets its error where it is read). */
+function noAuthUserOf(tree: Tree): string | undefined {
+  const v = lookup(tree, "no_auth_user")?.value;
+  return typeof v === "string" && v !== "" ? v : undefined;
 }
 
 /** `permissions { publish, subscribe }`, each a subject, a list of them, or `{ allow, deny }`. */
