@@ -268,6 +268,7 @@ describe("verify_and_map configuration", () => {
 describe("verify_and_map on the Kafka listener", () => {
   let pki: Pki;
   let srv: NagareServer;
+  let options: ServerOptions;
   let dir: string;
   const certs: Record<string, { cert: string; key: string }> = {};
   before(async () => {
@@ -282,13 +283,14 @@ describe("verify_and_map on the Kafka listener", () => {
       { user: "reader@example.com", permissions: { publish: { deny: [">"] }, subscribe: { allow: ["orders", "orders.>"] } } },
       { user: "CN=locked,O=nagare", password: "locked-pw" },
     ];
-    srv = await startServer({
+    options = {
       port: 0,
       httpPort: 0,
       storeDir: dir,
       authorization: { users },
       kafka: { port: 0, initialRebalanceDelayMs: 100, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, verifyAndMap: true } },
-    });
+    };
+    srv = await startServer(options);
   });
   after(async () => {
     await srv.close();
@@ -356,5 +358,27 @@ describe("verify_and_map on the Kafka listener", () => {
       retry: { retries: 0 },
     });
     await assert.rejects(k.admin().connect(), (err: Error & { type?: string }) => err.type === "ILLEGAL_SASL_STATE");
+  });
+
+  test("a reload: a mapped client takes its user's new permissions, and one whose user is gone is closed (last: it changes the users)", async () => {
+    const writer = kafka("writer").producer({ allowAutoTopicCreation: true });
+    const reader = kafka("reader").admin();
+    await writer.connect();
+    await reader.connect();
+    try {
+      await writer.send({ topic: "orders", messages: [{ value: "before" }] });
+      const users = options.authorization!.users!;
+      srv.reload({
+        ...options,
+        authorization: { users: [{ ...users[0], permissions: { publish: { allow: ["elsewhere"] } } }, users[2]] },
+      });
+      await assert.rejects(writer.send({ topic: "orders", messages: [{ value: "after" }] }), (err: Error & { type?: string }) => err.type === "TOPIC_AUTHORIZATION_FAILED");
+      // The reader's certificate maps to nobody now: its connection is closed, and a new one refused.
+      await assert.rejects(reader.listTopics());
+      await assert.rejects(kafka("reader").admin().connect());
+    } finally {
+      await writer.disconnect();
+      await reader.disconnect();
+    }
   });
 });
