@@ -501,3 +501,36 @@ test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decom
   assert.throws(() => optionsFromConf(parseConf(`kafka { offsets_retention_check_interval: "10ms" }`)), /kafka.offsets_retention_check_interval: must be at least 100ms/);
   assert.deepEqual([KAFKA_DEFAULTS.offsetsRetentionMs, KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs], [7 * 86_400_000, 600_000], "Kafka's defaults: 7 days, 10 minutes");
 });
+
+test("holders that leave a sliver of the response budget free are closed too: a fetch cut to the sliver is contention", async () => {
+  // An outside attack: three connections that fetched and never read held all but a sliver of the budget. Nobody waited
+  // (each fetch took the sliver and answered with one batch), so the write deadline never applied, and every other
+  // consumer was cut to the sliver for as long as they stayed.
+  const h = await start({ fetchMaxBytes: 32 * MiB, maxResponseBytes: 32 * MiB }, { maxPayload: 32 * MiB, writeDeadline: 1000 });
+  try {
+    const door = h.srv.kafka!;
+    const port = h.srv.kafkaPort!;
+    await createTopic(port, "sliver");
+    await produceOneBatch(port, "sliver", 384);
+    const stalled = await RawKafka.open(port);
+    stalled.socket.pause();
+    stalled.send(fetchFrame("sliver", 0, 0, { maxBytes: 32 * MiB }));
+    await waitUntil(() => door.responses.used > 0 && door.responses.used < door.responses.limit, "the stalled answer holding part of the budget");
+    // A consumer of another topic asks for more than is free, again and again: each fetch is answered at once with what
+    // fits (nobody waits), and the stalled connection is closed once it has taken nothing for the write deadline.
+    await createTopic(port, "light");
+    await produceOneBatch(port, "light", 1);
+    const reader = await RawKafka.open(port);
+    const deadline = Date.now() + 10_000;
+    for (let i = 0; door.connections.size > 1; i++) {
+      assert.ok(Date.now() < deadline, `the stalled connection still open after ${i} fetches cut short, 10 s`);
+      reader.send(fetchFrame("light", 0, 0, { maxBytes: 32 * MiB }));
+      assert.ok(fetchResult(await reader.response(i, 20_000)).recordBytes > 0);
+    }
+    reader.destroy();
+    stalled.destroy();
+    await waitUntil(() => door.responses.used === 0, "every response byte given back");
+  } finally {
+    await h.close();
+  }
+});

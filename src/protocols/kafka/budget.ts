@@ -33,6 +33,18 @@ export class ByteBudget {
     return this.queue.length > 0 || this.onRelease.length > 0;
   }
 
+  /** When a taker last got less than it asked for (`takeUpTo`): -Infinity if never. */
+  private clippedAt = -Infinity;
+
+  /**
+   * Whether the room is contended: someone waits for it, or a taker got less
+   * than it asked within the last `windowMs` (holders that leave a sliver
+   * free make nobody wait, yet cut every other taker to that sliver).
+   */
+  contended(now: number, windowMs: number): boolean {
+    return this.short || now - this.clippedAt < windowMs;
+  }
+
   /**
    * Takes n bytes (at most `limit`), at once when they fit and nobody waits
    * (no promise then), else in turn. The promise resolves false if the bytes
@@ -67,9 +79,9 @@ export class ByteBudget {
 
   /** Takes what is free, up to n, without waiting (nothing while others queue); returns the amount taken. */
   takeUpTo(n: number): number {
-    if (this.queue.length > 0) return 0;
-    const got = Math.max(0, Math.min(n, this.limit - this.used));
+    const got = this.queue.length > 0 ? 0 : Math.max(0, Math.min(n, this.limit - this.used));
     if (got > 0) this.charge(got);
+    if (got < n) this.clippedAt = Date.now();
     return got;
   }
 
