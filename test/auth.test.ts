@@ -594,6 +594,59 @@ authorization {
     assert.throws(() => read("authorization { users: [ {user: anon}, {user: a, password: p} ] }"), /user anon needs a password \(only the no_auth_user/);
   });
 
+  test("from an outside attack, each answer as nats-server 2.9.10's: queue entries named by a wildcard subscription, Go's quoting, wrong credentials beside a no_auth_user", async () => {
+    const conf2 = `
+authorization {
+  users: [
+    { user: x, password: p, permissions: { subscribe: { allow: ["orders.>", "orders.* grp.*"] } } }
+    { user: y, password: p, permissions: { subscribe: { allow: [">", "* g.x"] }, publish: { allow: ["ok"] } } }
+    { user: anon, password: "" }
+  ]
+  default_permissions: { publish: { deny: ">" } }
+}
+no_auth_user: anon`;
+    const other = await startServer({ ...optionsFromConf(parseConf(conf2, { env: {} })), port: 0 });
+    try {
+      const answer = async (connect: Record<string, unknown>, op: string): Promise<string> => {
+        const raw = await RawClient.open(other.port);
+        try {
+          raw.send(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, ...connect })}\r\n${op}\r\nPING\r\n`);
+          const got = await raw.waitFor(/PONG\r\n|-ERR 'Authorization Violation'\r\n/, op);
+          return raw.text.match(/-ERR '((?:[^'\\]|\\.)*)'/)?.[1] ?? (got[0] === "PONG\r\n" ? "ok" : "?");
+        } finally {
+          raw.destroy();
+        }
+      };
+      const x = { user: "x", pass: "p" };
+      const y = { user: "y", pass: "p" };
+      const cases: Array<[Record<string, unknown>, string, string]> = [
+        [x, "SUB orders.> workers 1", 'Permissions Violation for Subscription to "orders.>" using queue "workers"'],
+        [x, "SUB orders.> grp.1 1", "ok"],
+        [x, "SUB orders.a workers 1", 'Permissions Violation for Subscription to "orders.a" using queue "workers"'],
+        [x, "SUB orders.a grp.z 1", "ok"],
+        [y, "SUB > h 1", 'Permissions Violation for Subscription to ">" using queue "h"'],
+        [y, "SUB > g.x 1", "ok"],
+        [y, "SUB a.b h 1", "ok"],
+        [y, "SUB a h 1", 'Permissions Violation for Subscription to "a" using queue "h"'],
+        [y, 'PUB or"ders 1\r\na', 'Permissions Violation for Publish to "or\\"ders"'],
+        [y, "PUB a\\b 1\r\na", 'Permissions Violation for Publish to "a\\\\b"'],
+        [x, 'SUB or"ders 1', 'Permissions Violation for Subscription to "or\\"ders"'],
+        [{ auth_token: "zz" }, "PING", "Authorization Violation"],
+        [{ pass: "a" }, "PING", "Authorization Violation"],
+        [{ user: "", pass: "x" }, "PING", "Authorization Violation"],
+        [{}, "PING", "ok"],
+        [{ user: "anon" }, "PING", "ok"],
+      ];
+      for (const [connect, op, expected] of cases) assert.equal(await answer(connect, op), expected, `${JSON.stringify(connect)} ${op}`);
+    } finally {
+      await other.close();
+    }
+    assert.throws(
+      () => optionsFromConf(parseConf("authorization { users: [ {user: a, password: b} ], default_permissions: { publish: x }, permissions: { publish: y } }", { env: {} })),
+      /authorization\.permissions: the default permissions are given twice/,
+    );
+  });
+
   test("what the configuration refuses: a queue group in publish, three words, default permissions with nobody to bind; a timeout alone asks no authentication", async () => {
     const read = (text: string): ReturnType<typeof optionsFromConf> => optionsFromConf(parseConf(text, { env: {} }));
     assert.throws(() => read('authorization { users: [ { user: a, password: b, permissions: { publish: "x q" } } ] }'), /publish: expected subjects, got the string "x q"/);

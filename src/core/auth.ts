@@ -249,6 +249,8 @@ export class Authenticator implements ClientAuth, PasswordAuth {
       if (typeof c.pass !== "string") return null;
       return (await passwordHolds(u.password, c.pass, accepted, memo)) ? { ...this.identity(u, c.user), passwordMatched: u.password } : null;
     }
+    // no_auth_user is for clients that present nothing: wrong credentials are refused, as by nats-server.
+    if (presentsAnything(c)) return null;
     const fallback = this.opts.noAuthUser === undefined ? undefined : this.byName.get(this.opts.noAuthUser);
     return fallback === undefined ? null : this.identity(fallback, fallback.user!);
   }
@@ -321,6 +323,11 @@ export class Authenticator implements ClientAuth, PasswordAuth {
   private identity(u: UserOptions, name: string): Identity {
     return { name, account: this.accountOf.get(u) ?? DEFAULT_ACCOUNT, permissions: this.checks.get(u) ?? null };
   }
+}
+
+/** Whether CONNECT carried any credential (a non-empty user, password, token, NKey or JWT). */
+function presentsAnything(c: Credentials): boolean {
+  return [c.user, c.pass, c.authToken, c.nkey, c.jwt].some((v) => v !== undefined && v !== null && v !== "");
 }
 
 /**
@@ -508,7 +515,9 @@ export class PermissionCheck {
     if (this.subAllow !== undefined) {
       allowed = this.subAllow.some((a) => covers(a, subject));
       if (queue !== null) {
-        const named = this.queueAllow.filter((q) => covers(q.subject, subject));
+        // As nats-server's allow sublist matches the subscription's subject, its wildcards read as tokens (`orders.*`
+        // names `orders.>` so): an outside test found a queue entry it names ignored.
+        const named = this.queueAllow.filter((q) => covers(q.subject, subject) || subjectMatches(q.subject, subject));
         if (named.length > 0) allowed = named.some((q) => queueMatches(q.queue, queue));
       }
     }

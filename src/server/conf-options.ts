@@ -628,10 +628,12 @@ function authorization(o: ServerOptions, e: Entry, c: Collector, noAuthUser: str
       if (ms > 0) o.authTimeout = ms;
     }
   });
-  // nats-server reads `permissions` here as default_permissions too.
-  const defaults = sub("default_permissions") ?? sub("default_permission") ?? sub("permissions");
+  // nats-server reads `permissions` here as default_permissions too (the last given wins there: two are refused here).
+  const spellings = ["default_permissions", "default_permission", "permissions"].map((k) => sub(k)).filter((x): x is Entry => x !== undefined);
+  const defaults = spellings[0];
   c.attempt(() => {
     if (defaults === undefined) return;
+    if (spellings.length > 1) fail(spellings[1], `the default permissions are given twice (also as ${defaults.key}): give them once`);
     if (a.users === undefined) fail(defaults, "default permissions are for the users of this block, and it has none");
     a.defaultPermissions = permissions(defaults, c);
   });
@@ -939,7 +941,10 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certifica
   });
   c.attempt(() => {
     const password = sub("password") ?? sub("pass");
-    if (password) u.password = nonEmptyStr(password);
+    if (!password) return;
+    // nats-server's anonymous user is often written with an empty password: the same as none.
+    if (password.value === "" && u.user !== undefined && u.user === noAuthUser) return;
+    u.password = nonEmptyStr(password);
   });
   c.attempt(() => {
     const nkey = sub("nkey");

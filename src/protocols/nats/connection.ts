@@ -25,7 +25,7 @@ import { CertificateMap } from "../../core/tls-map.js";
 import { ResponsePermits, type Authenticator, type ClientAuth, type Credentials, type Identity, type PasswordMemo, type PermissionCheck } from "../../core/auth.js";
 import { formatDuration, goDuration } from "../../util/duration.js";
 import { MAX_CLOSED_RECORD_SUBSCRIPTIONS, withStop, type ClosedConnection } from "../../core/closed-connections.js";
-import { goQuote, redactConnect } from "./trace.js";
+import { goQuote, goQuoteString, redactConnect } from "./trace.js";
 import { Outbound } from "../../util/outbound.js";
 import { copyInto, writeUint } from "../../util/bytes.js";
 import { natsReads, readInto } from "../../util/socket-reads.js";
@@ -475,9 +475,9 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         continue;
       }
       this.removeSub(sub);
-      const queue = sub.queue === null ? "" : ` using queue ${JSON.stringify(sub.queue)}`;
-      this.sendErr(`Permissions Violation for Subscription to ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)})`);
-      this.broker.log.info(`${this.reloadPrefix()}Removed sub ${JSON.stringify(sub.subject)}${queue} (sid ${JSON.stringify(sub.sid)}) for ${this.authUser()} - not authorized`);
+      const queue = sub.queue === null ? "" : ` using queue ${goQuoteString(sub.queue)}`;
+      this.sendErr(`Permissions Violation for Subscription to ${goQuoteString(sub.subject)}${queue} (sid ${goQuoteString(sub.sid)})`);
+      this.broker.log.info(`${this.reloadPrefix()}Removed sub ${goQuoteString(sub.subject)}${queue} (sid ${goQuoteString(sub.sid)}) for ${this.authUser()} - not authorized`);
     }
   }
 
@@ -561,7 +561,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
         return;
       }
       if (msg.subject.startsWith(CLUSTER_INTERNAL_PREFIX)) {
-        this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
+        this.sendErr(`Permissions Violation for Publish to ${goQuoteString(msg.subject)}`);
         return;
       }
       this.lastValidSubject = msg.subject;
@@ -569,11 +569,11 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // Nor its reply subject: the server answers there (JetStream API, pulls, acks), which would reach another node's internal
     // requests with whatever the answer holds.
     if (msg.replyEnd > msg.replyStart && msg.argBuf[msg.replyStart] === DOLLAR && msg.reply.startsWith(CLUSTER_INTERNAL_PREFIX)) {
-      this.sendErr(`Permissions Violation for Publish with Reply of "${msg.reply}"`);
+      this.sendErr(`Permissions Violation for Publish with Reply of ${goQuoteString(msg.reply)}`);
       return;
     }
     if (this.permissions !== null && !this.permissions.mayPublish(msg.subject) && !(this.responses !== null && this.responses.take(msg.subject, Date.now()))) {
-      this.sendErr(`Permissions Violation for Publish to "${msg.subject}"`);
+      this.sendErr(`Permissions Violation for Publish to ${goQuoteString(msg.subject)}`);
       return;
     }
     this.sendOk();
@@ -589,7 +589,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       return;
     }
     if (this.permissions !== null && !this.permissions.maySubscribe(subject, queue)) {
-      this.sendErr(`Permissions Violation for Subscription to "${subject}"${queue === null ? "" : ` using queue "${queue}"`}`);
+      this.sendErr(`Permissions Violation for Subscription to ${goQuoteString(subject)}${queue === null ? "" : ` using queue ${goQuoteString(queue)}`}`);
       return;
     }
     if (this.subs.has(sid)) {

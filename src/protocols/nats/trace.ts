@@ -15,6 +15,12 @@ export function goQuote(data: Uint8Array, start: number, end: number, max = 0): 
   return `"${quoteBytes(data, start, end)}"`;
 }
 
+/** A string as Go's %q writes it (nats-server's error texts quote subjects so). */
+export function goQuoteString(s: string): string {
+  const b = Buffer.from(s);
+  return goQuote(b, 0, b.length);
+}
+
 const SIMPLE_ESCAPES: Record<number, string> = {
   0x07: "\\a",
   0x08: "\\b",
