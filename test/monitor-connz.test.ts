@@ -249,6 +249,7 @@ test("a Kafka client's closed connection is in /connz?state=closed too, with its
       assert.equal(c.ip, "127.0.0.1");
       assert.ok(c.port > 0);
       assert.equal(c.authorized_user, "k");
+      assert.equal(c.account, "$G", "the account, as a NATS client's entry names it where clients authenticate");
       assert.equal(c.reason, "Client Closed");
       assert.match(c.stop, /^\d{4}-\d\d-\d\dT/);
     }

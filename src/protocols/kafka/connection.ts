@@ -339,6 +339,8 @@ export class KafkaConnection implements Connection {
     };
     if (this.clientId) i.name = this.clientId;
     if (this.identity !== null && this.identity.name !== "") i.authorized_user = this.identity.name;
+    // As a NATS client's entry: the account, where clients authenticate.
+    if (this.door.auth !== null && this.identity !== null) i.account = this.identity.account;
     if (this.clientSoftware) {
       i.lang = this.clientSoftware.name;
       i.version = this.clientSoftware.version;
