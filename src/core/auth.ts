@@ -626,7 +626,6 @@ export class ResponsePermits {
     return this.open.size;
   }
 
-
   /** A request with this reply subject was delivered at `now`: it may be answered. */
   grant(reply: string, now: number): void {
     const open = this.open;
