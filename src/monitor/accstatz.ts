@@ -17,11 +17,20 @@ export interface AccountStat {
   slow_consumers: number;
 }
 
-/** nats-server's AccountStat. `sent` is what the account's subscribers were sent, `received` what was published in it. */
-export function accountStat(ctx: MonitorContext, account: Account): AccountStat {
+/** Connections per account name, in one pass over the connections. */
+export function connectionsByAccount(ctx: MonitorContext): Map<string, number> {
   const now = Date.now();
-  let conns = 0;
-  for (const c of ctx.broker.connections.values()) if ((c.info(now, false).account ?? "$G") === account.name) conns++;
+  const counts = new Map<string, number>();
+  for (const c of ctx.broker.connections.values()) {
+    const name = c.info(now, false).account ?? "$G";
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return counts;
+}
+
+/** nats-server's AccountStat. `sent` is what the account's subscribers were sent, `received` what was published in it. */
+export function accountStat(ctx: MonitorContext, account: Account, counts = connectionsByAccount(ctx)): AccountStat {
+  const conns = counts.get(account.name) ?? 0;
   return {
     acc: account.name,
     conns,
@@ -37,8 +46,9 @@ export function accountStat(ctx: MonitorContext, account: Account): AccountStat 
 export function accstatz(ctx: MonitorContext, q: URLSearchParams): unknown {
   const unused = boolParam(q, "unused");
   const stats: AccountStat[] = [];
+  const counts = connectionsByAccount(ctx);
   for (const account of ctx.broker.accounts.values()) {
-    const stat = accountStat(ctx, account);
+    const stat = accountStat(ctx, account, counts);
     if (stat.conns > 0 || unused) stats.push(stat);
   }
   return { server_id: ctx.broker.serverId, now: new Date().toISOString(), account_statz: stats };

@@ -31,7 +31,7 @@ import type { Account } from "../core/account.js";
 import { eventId, type SystemAccount, type SystemError } from "../core/system.js";
 import type { MonitorContext } from "./context.js";
 import { accountInfo, NoSuchAccount, systemImports } from "./accountz.js";
-import { accountStat } from "./accstatz.js";
+import { accountStat, connectionsByAccount } from "./accstatz.js";
 import { connz } from "./connz.js";
 import { healthz } from "./healthz.js";
 import { jsz } from "./jsz.js";
@@ -371,9 +371,10 @@ function allStatz(ctx: MonitorContext, p: Params): unknown {
   if (wanted !== undefined && wanted !== null && (!Array.isArray(wanted) || wanted.some((a) => typeof a !== "string"))) throw new RequestError(400, "option accounts must be a list of account names");
   const names = Array.isArray(wanted) && wanted.length > 0 ? new Set(wanted as string[]) : null;
   const stats = [];
+  const counts = connectionsByAccount(ctx);
   for (const account of ctx.broker.accounts.values()) {
     if (names !== null && !names.has(account.name)) continue;
-    const stat = accountStat(ctx, account);
+    const stat = accountStat(ctx, account, counts);
     if (stat.conns > 0 || p.include_unused === true) stats.push(stat);
   }
   if (stats.length === 0) throw NOT_FOR_US;
