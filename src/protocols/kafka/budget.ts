@@ -79,9 +79,11 @@ export class ByteBudget {
 
   /** Takes what is free, up to n, without waiting (nothing while others queue); returns the amount taken. */
   takeUpTo(n: number): number {
+    const heldByOthers = this.used;
     const got = this.queue.length > 0 ? 0 : Math.max(0, Math.min(n, this.limit - this.used));
     if (got > 0) this.charge(got);
-    if (got < n) this.clippedAt = Date.now();
+    // Cut short by what others hold (not by the limit alone: a fetch larger than the whole budget, with nobody else in it).
+    if (got < n && heldByOthers > 0) this.clippedAt = Date.now();
     return got;
   }
 

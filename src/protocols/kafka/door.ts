@@ -413,7 +413,8 @@ export class KafkaDoor {
    */
   private acceptMapped(socket: TLSSocket): void {
     const certificate = peerCertificate(socket);
-    const identity = certificate === null || this.auth?.certificateIdentity === undefined ? null : this.auth.certificateIdentity(certificate);
+    const auth = this.auth;
+    const identity = certificate === null || auth?.certificateIdentity === undefined ? null : auth.certificateIdentity(certificate);
     const admit = (account: AccountDoor | null, refusal: string): void => {
       const conn = new KafkaConnection(this, socket);
       this.connections.add(conn);
@@ -432,6 +433,8 @@ export class KafkaDoor {
       (account) => {
         if (socket.destroyed) return;
         if (this.closed) socket.destroy();
+        // A reload while the account's door opened (it is not among the connections reauthorize sees yet): mapped again.
+        else if (this.auth !== auth) this.acceptMapped(socket);
         else admit(account, noJetStream);
       },
       (err: Error) => {
@@ -468,7 +471,8 @@ export class KafkaDoor {
         conn.close(`authorization reloaded: user ${JSON.stringify(was.name)} ${now === null ? "is gone or its credentials changed" : `is in account ${now.account} now`}`);
         continue;
       }
-      conn.identity = { ...now, name: was.name };
+      // A certificate names whom it maps to now; a SASL client stays the name it authenticated with.
+      conn.identity = was.mappedBy !== undefined ? now : { ...now, name: was.name };
     }
   }
 
