@@ -222,6 +222,41 @@ test("reload: two reloads in a row do not let a client whose password changed ke
   }
 });
 
+test("reload: a changed password is checked before the connects waiting for bcrypt, so that they cannot put off its revocation", async () => {
+  // A review: every bcrypt comparison waited in one queue, so a flood of connects with wrong passwords put off, by as
+  // long as they took, the check that revokes a changed password; the client kept its access meanwhile.
+  // Cost 13: a comparison takes bcryptjs most of a second, so the first one still runs when every CONNECT has been read.
+  const hash = (pw: string): string => bcrypt.hashSync(pw, 13);
+  const users = (alice: string): ServerOptions => ({ port: 0, authorization: { users: [{ user: "alice", password: alice }] } });
+  const srv = await startServer(users(hash("leaked")));
+  const flood: RawClient[] = [];
+  try {
+    const alice = await rawUser(srv.port, "alice", "leaked");
+    flood.push(alice);
+    for (let i = 0; i < 6; i++) {
+      const c = await RawClient.open(srv.port);
+      c.send(`CONNECT ${JSON.stringify({ verbose: false, pedantic: false, user: "alice", pass: `wrong${i}` })}\r\nPING\r\n`);
+      flood.push(c);
+    }
+    // Each CONNECT read before the reload: its comparison is queued (its connection holds the credentials), or done.
+    const answered = (): number => flood.slice(1).filter((c) => c.text.includes("-ERR")).length;
+    const waiting = (): number => ([...srv.broker.connections.values()] as unknown as Array<{ creds: unknown }>).filter((c) => c.creds !== null).length - 1;
+    for (let i = 0; answered() + waiting() < 6; i++) {
+      assert.ok(i < 100_000, "the server never read the CONNECTs");
+      await new Promise((r) => setImmediate(r));
+    }
+    const before = answered();
+    assert.ok(before <= 4, `${before} of the 6 connects were compared before the reload: too few left waiting to tell`);
+    srv.reload(users(hash("rotated")));
+    await alice.waitFor(/-ERR 'Authorization Violation'\r\n/, "alice's revocation", 30_000);
+    const overtaken = answered() - before;
+    assert.ok(overtaken <= 1, `alice was revoked after ${overtaken} more of the waiting connects were compared (at most the one running)`);
+  } finally {
+    for (const c of flood) c.destroy();
+    await srv.close();
+  }
+});
+
 test("reload: requests an allow_responses user could answer are forgotten with the permissions that opened them, as by nats-server", async () => {
   const opts = (other: string): ServerOptions => ({
     port: 0,

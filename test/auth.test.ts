@@ -297,6 +297,19 @@ describe("NKey signatures (checked with node:crypto)", () => {
 });
 
 describe("PermissionCheck", () => {
+  test("a queue entry lets in only what lies within it or a plain entry: nothing would filter the deeper subjects of orders.>", () => {
+    // A review: allow "orders.* workers" let SUB orders.> workers in (as nats-server does), and its members were then sent
+    // orders.a.b.c, which no entry allows; plain subscriptions were already held to what lies within an entry.
+    const only = new PermissionCheck({ subscribe: { allow: ["orders.* workers"] } });
+    assert.equal(only.maySubscribe("orders.>", "workers"), false);
+    assert.equal(only.maySubscribe("orders.a", "workers"), true);
+    assert.equal(only.maySubscribe("orders.a", "others"), false);
+    // A plain entry that covers the subject keeps nats-server's answer: the group decides.
+    const both = new PermissionCheck({ subscribe: { allow: ["orders.>", "orders.* grp.*"] } });
+    assert.equal(both.maySubscribe("orders.>", "grp.1"), true);
+    assert.equal(both.maySubscribe("orders.>", "workers"), false);
+  });
+
   test("a subscribe deny refuses a wildcard subscription it matches token for token, as nats-server; one it only overlaps is made", () => {
     // An outside test: SUB q.> with deny q.* was made (its deliveries filtered) where nats-server refuses it.
     const check = new PermissionCheck({ subscribe: { allow: ["q.>", "orders.>"], deny: ["q.*", "orders.hidden"] } });
@@ -654,6 +667,9 @@ no_auth_user: anon`;
     assert.throws(() => read('authorization { token: t, default_permissions: { publish: "x" } }'), /default permissions are for the users of this block, and it has none/);
     assert.throws(() => read('accounts { A { default_permissions: { publish: "x" } } }'), /default permissions are for the users of this account, and it has none/);
     assert.deepEqual(read('authorization { users: [ { user: a, password: b } ], permissions: { publish: "x" } }').authorization?.defaultPermissions, { publish: { allow: ["x"] } });
+    // The embedded API checks the same (a review: an entry with a space silently never matched, a third word was dropped).
+    await assert.rejects(startServer({ port: 0, authorization: { users: [{ user: "a", password: "b", permissions: { publish: { deny: ["x q"] } } }] } }), /publish\.deny must be an array of subjects/);
+    await assert.rejects(startServer({ port: 0, authorization: { users: [{ user: "a", password: "b", permissions: { subscribe: { allow: ["a.> grp extra"] } } }] } }), /subscribe\.allow must be an array of subjects, each may name a queue group/);
     const timeoutOnly = read("authorization { timeout: 3 }\naccounts { A { users: [ { user: a, password: b } ], default_permissions: { subscribe: { deny: \"s.>\" } } } }");
     assert.equal(timeoutOnly.authorization, undefined);
     assert.equal(timeoutOnly.authTimeout, 3000);

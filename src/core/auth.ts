@@ -15,6 +15,7 @@ import { Codec } from "@nats-io/nkeys/lib/codec.js";
 import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
 import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { CertificateMap, type CertificateMatch } from "./tls-map.js";
+import { Fifo } from "../util/fifo.js";
 import type { JwtUser, UserLimits } from "./jwt-auth.js";
 
 export interface SubjectRules {
@@ -117,8 +118,8 @@ export interface ClientAuth {
   /** Whether INFO must carry a nonce for the client to sign. */
   readonly wantsNonce: boolean;
   nonce(): string;
-  /** The identity the credentials prove, or null. */
-  authenticate(c: Credentials, nonce: string | null): Promise<Identity | null>;
+  /** The identity the credentials prove, or null. `wanted`: whether the answer is still wanted (a client that left is not checked). */
+  authenticate(c: Credentials, nonce: string | null, wanted?: () => boolean): Promise<Identity | null>;
 }
 
 /**
@@ -179,8 +180,8 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * The identity the credentials prove, or null. Asynchronous: comparing a
    * bcrypt hash takes tens of milliseconds, which must not stop the server.
    */
-  authenticate(c: Credentials, nonce: string | null): Promise<Identity | null> {
-    return this.check(c, nonce, undefined, null);
+  authenticate(c: Credentials, nonce: string | null, wanted?: () => boolean): Promise<Identity | null> {
+    return this.check(c, nonce, undefined, null, wanted ?? null);
   }
 
   /**
@@ -193,7 +194,7 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * seconds.
    */
   reauthenticate(c: Credentials, nonce: string | null, accepted: string | undefined, memo: PasswordMemo): Promise<Identity | null> {
-    return this.check(c, nonce, accepted, memo);
+    return this.check(c, nonce, accepted, memo, null);
   }
 
   /**
@@ -227,9 +228,9 @@ export class Authenticator implements ClientAuth, PasswordAuth {
     return { ...this.identity(u, identity.name), ...(identity.mappedBy !== undefined ? { mappedBy: identity.mappedBy } : {}) };
   }
 
-  private async check(c: Credentials, nonce: string | null, accepted: string | undefined, memo: PasswordMemo | null): Promise<Identity | null> {
+  private async check(c: Credentials, nonce: string | null, accepted: string | undefined, memo: PasswordMemo | null, wanted: (() => boolean) | null): Promise<Identity | null> {
     if (c.tlsMap !== undefined && this.token === null && !(this.byNkey.size > 0 && typeof c.nkey === "string" && c.nkey !== "")) {
-      return this.certificateUser(c.tlsMap.certificate, c.pass, memo);
+      return this.certificateUser(c.tlsMap.certificate, c.pass, memo, wanted);
     }
     if (this.token !== null) {
       return typeof c.authToken === "string" && sameSecret(Buffer.from(c.authToken), this.token) ? { name: "", account: DEFAULT_ACCOUNT, permissions: null } : null;
@@ -247,7 +248,7 @@ export class Authenticator implements ClientAuth, PasswordAuth {
       // The no_auth_user may go without a password, as with nats-server: then it is named with none, or an empty one.
       if (u.password === undefined) return u.user === this.opts.noAuthUser && (c.pass === undefined || c.pass === "") ? this.identity(u, c.user) : null;
       if (typeof c.pass !== "string") return null;
-      return (await passwordHolds(u.password, c.pass, accepted, memo)) ? { ...this.identity(u, c.user), passwordMatched: u.password } : null;
+      return (await passwordHolds(u.password, c.pass, accepted, memo, wanted)) ? { ...this.identity(u, c.user), passwordMatched: u.password } : null;
     }
     // no_auth_user is for clients that present nothing: wrong credentials are refused, as by nats-server.
     if (presentsAnything(c)) return null;
@@ -260,12 +261,12 @@ export class Authenticator implements ClientAuth, PasswordAuth {
    * (core/tls-map.ts), who must then present the user's password if it has
    * one, and none if it has none.
    */
-  private async certificateUser(certificate: Buffer | null, pass: unknown, memo: PasswordMemo | null): Promise<Identity | null> {
+  private async certificateUser(certificate: Buffer | null, pass: unknown, memo: PasswordMemo | null, wanted: (() => boolean) | null): Promise<Identity | null> {
     const found = certificate === null ? null : this.certificateMatch(certificate);
     if (found === null) return null;
     const { u, match } = found;
     const presented = typeof pass === "string" ? pass : "";
-    const ok = u.password === undefined ? presented === "" : await passwordHolds(u.password, presented, undefined, memo);
+    const ok = u.password === undefined ? presented === "" : await passwordHolds(u.password, presented, undefined, memo, wanted);
     return ok ? { ...this.identity(u, match.user), mappedBy: match.how } : null;
   }
 
@@ -336,14 +337,15 @@ function presentsAnything(c: Credentials): boolean {
  * before (`accepted`: a reload that kept it); shared through `memo` when
  * given.
  */
-function passwordHolds(password: string, presented: string, accepted: string | undefined, memo: PasswordMemo | null): Promise<boolean> {
+function passwordHolds(password: string, presented: string, accepted: string | undefined, memo: PasswordMemo | null, wanted: (() => boolean) | null): Promise<boolean> {
   if (accepted === password) return Promise.resolve(true);
   if (!BCRYPT.test(password)) return Promise.resolve(sameSecret(Buffer.from(presented), Buffer.from(password)));
-  if (memo === null) return compareBcrypt(presented, password);
+  // A reload's (memo) comparisons are urgent, and shared: not skipped for one client that went.
+  if (memo === null) return compareBcrypt(presented, password, wanted, false);
   const key = `${password}\u0000${presented}`;
   let compared = memo.get(key);
   if (compared === undefined) {
-    compared = compareBcrypt(presented, password);
+    compared = compareBcrypt(presented, password, null, true);
     memo.set(key, compared);
   }
   return compared;
@@ -355,18 +357,49 @@ function passwordHolds(password: string, presented: string, accepted: string | u
  * at once (a reload checking every client again, a burst of connects) run
  * their chunks back to back, which held every other client for as long as
  * all of them took (20 s for 300 clients at cost 10, in an outside test).
- * Its queue holds at most one comparison per connection being checked.
+ * One queue per process: the CPU it guards is the process's.
+ *
+ * A reload's checks (`urgent`) go before connects: a changed password is
+ * revoked within about two comparisons, however many connects wait. A
+ * comparison whose requester is gone by its turn (`wanted`: a client that
+ * hung up or timed out) is skipped, so that clients that send a wrong
+ * password and leave cannot keep the queue long; past MAX_BCRYPT_QUEUED
+ * waiting, a connect's comparison fails at once.
  */
-let bcryptTail: Promise<unknown> = Promise.resolve();
-function compareBcrypt(presented: string, hash: string): Promise<boolean> {
-  const compared = bcryptTail.then(
-    () =>
-      new Promise<boolean>((resolve) => {
-        setImmediate(() => bcrypt.compare(presented, hash).then(resolve, () => resolve(false)));
-      }),
-  );
-  bcryptTail = compared;
-  return compared;
+interface BcryptJob {
+  presented: string;
+  hash: string;
+  wanted: (() => boolean) | null;
+  resolve: (ok: boolean) => void;
+}
+const MAX_BCRYPT_QUEUED = 10_000;
+const urgentBcrypt = new Fifo<BcryptJob>();
+const bcryptQueue = new Fifo<BcryptJob>();
+let bcryptRunning = false;
+
+function compareBcrypt(presented: string, hash: string, wanted: (() => boolean) | null, urgent: boolean): Promise<boolean> {
+  if (!urgent && bcryptQueue.size >= MAX_BCRYPT_QUEUED) return Promise.resolve(false);
+  return new Promise<boolean>((resolve) => {
+    (urgent ? urgentBcrypt : bcryptQueue).push({ presented, hash, wanted, resolve });
+    if (!bcryptRunning) {
+      bcryptRunning = true;
+      setImmediate(nextBcrypt);
+    }
+  });
+}
+
+function nextBcrypt(): void {
+  let job = urgentBcrypt.shift() ?? bcryptQueue.shift();
+  while (job !== undefined && job.wanted !== null && !job.wanted()) {
+    job.resolve(false);
+    job = urgentBcrypt.shift() ?? bcryptQueue.shift();
+  }
+  if (job === undefined) {
+    bcryptRunning = false;
+    return;
+  }
+  const { presented, hash, resolve } = job;
+  bcrypt.compare(presented, hash).then(resolve, () => resolve(false)).finally(() => setImmediate(nextBcrypt));
 }
 
 export type ScramHash = "sha256" | "sha512";
@@ -513,12 +546,15 @@ export class PermissionCheck {
     if (ok !== undefined) return ok;
     let allowed = true;
     if (this.subAllow !== undefined) {
-      allowed = this.subAllow.some((a) => covers(a, subject));
+      const plainCovers = this.subAllow.some((a) => covers(a, subject));
+      allowed = plainCovers;
       if (queue !== null) {
         // As nats-server's allow sublist matches the subscription's subject, its wildcards read as tokens (`orders.*`
-        // names `orders.>` so): an outside test found a queue entry it names ignored.
+        // names `orders.>` so): an outside test found a queue entry it names ignored. Unlike nats-server, an entry
+        // lets in only what lies within it or a plain entry (`orders.* workers` not `orders.>`, whose deeper
+        // subjects nothing would filter), as plain subscriptions are let in.
         const named = this.queueAllow.filter((q) => covers(q.subject, subject) || subjectMatches(q.subject, subject));
-        if (named.length > 0) allowed = named.some((q) => queueMatches(q.queue, queue));
+        if (named.length > 0) allowed = named.some((q) => queueMatches(q.queue, queue) && (plainCovers || covers(q.subject, subject)));
       }
     }
     if (allowed) {

@@ -1,4 +1,5 @@
 import { didYouMean } from "../util/closest.js";
+import { isValidQueueName, isValidSubscribeSubject } from "../subjects/subject.js";
 import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
 import { operatorSystemAccount, type DirResolverOptions, type OperatorOptions } from "./jwt-auth.js";
 import { DEFAULT_SYSTEM_ACCOUNT } from "./account.js";
@@ -646,10 +647,20 @@ export function mapsCertificates(o: ServerOptions): boolean {
   return o.tls?.verifyAndMap === true || o.kafka?.tls?.verifyAndMap === true;
 }
 
-const subjects = (v: unknown, n: string): void => {
-  if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || x === "")) fail(n, v, "an array of subjects");
-};
-const RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects, deny: subjects };
+/** Subjects (wildcards allowed); with `queues`, an entry may name a queue group after a space, as a configuration file's may. */
+const subjects =
+  (queues: boolean): Check =>
+  (v, n) => {
+    const valid = (x: unknown): boolean => {
+      if (typeof x !== "string") return false;
+      const parts = x.trim().split(/\s+/);
+      if (parts.length === 2 && queues) return isValidSubscribeSubject(parts[0]) && isValidQueueName(parts[1]);
+      return parts.length === 1 && isValidSubscribeSubject(x);
+    };
+    if (!Array.isArray(v) || !v.every(valid)) fail(n, v, queues ? 'an array of subjects, each may name a queue group after a space ("orders.* workers")' : "an array of subjects");
+  };
+const PUBLISH_RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects(false), deny: subjects(false) };
+const SUBSCRIBE_RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects(true), deny: subjects(true) };
 /** As nats-server: 0 is the default, a negative number no limit. */
 const RESPONSES_CHECKS: Record<keyof ResponsePermissionOptions, Check> = {
   max: (v, n) => {
@@ -660,8 +671,8 @@ const RESPONSES_CHECKS: Record<keyof ResponsePermissionOptions, Check> = {
   },
 };
 const PERMISSIONS_CHECKS: Record<keyof Permissions, Check> = {
-  publish: (v, n) => checkObject(v, n, RULES_CHECKS),
-  subscribe: (v, n) => checkObject(v, n, RULES_CHECKS),
+  publish: (v, n) => checkObject(v, n, PUBLISH_RULES_CHECKS),
+  subscribe: (v, n) => checkObject(v, n, SUBSCRIBE_RULES_CHECKS),
   allowResponses: (v, n) => {
     if (typeof v !== "boolean") checkObject(v, n, RESPONSES_CHECKS);
   },

@@ -396,7 +396,8 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       else if (this.auth === null) this.authenticated(null);
       else this.checkCredentials(this.auth);
     };
-    auth.authenticate(this.creds!, this.nonce).then(settle, () => settle(null));
+    // A client that leaves (or times out) before its turn is not checked: it cannot keep others' checks waiting.
+    auth.authenticate(this.creds!, this.nonce, () => !this.closed).then(settle, () => settle(null));
   }
 
   /**
