@@ -13,7 +13,7 @@ import bcrypt from "bcryptjs";
 import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
 import { createHash, createHmac, createPublicKey, pbkdf2, randomBytes, timingSafeEqual, verify as verifySignature, type KeyObject } from "node:crypto";
-import { subjectMatches, subjectsIntersect } from "../subjects/subject.js";
+import { isValidQueueName, isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { CertificateMap, type CertificateMatch } from "./tls-map.js";
 import { Fifo } from "../util/fifo.js";
 import type { JwtUser, UserLimits } from "./jwt-auth.js";
@@ -589,14 +589,28 @@ interface QueueRule {
   queue: string;
 }
 
-/** A subscribe rule's entries: plain subjects, and `subject queue` pairs. */
+/**
+ * A permission entry: a subject (wildcards allowed) or, where `queues` (subscribe rules), a subject and a queue group
+ * after a space (null queue: none); null when it is neither. What configuration files and the embedded API accept.
+ */
+export function parsePermissionEntry(entry: string, queues: boolean): { subject: string; queue: string | null } | null {
+  if (isValidSubscribeSubject(entry)) return { subject: entry, queue: null };
+  if (!queues) return null;
+  const parts = entry.trim().split(/\s+/);
+  return parts.length === 2 && isValidSubscribeSubject(parts[0]) && isValidQueueName(parts[1]) ? { subject: parts[0], queue: parts[1] } : null;
+}
+
+/**
+ * A subscribe rule's entries: plain subjects, and `subject queue` pairs. An entry neither (only a JWT's can be: the
+ * options are checked) stays a plain one, matched as it is written: a deny must not be dropped.
+ */
 function splitQueueRules(entries: string[]): { plain: string[]; queued: QueueRule[] } {
   const plain: string[] = [];
   const queued: QueueRule[] = [];
   for (const e of entries) {
-    const [subject, queue] = e.trim().split(/\s+/, 2);
-    if (queue === undefined) plain.push(subject);
-    else queued.push({ subject, queue });
+    const parsed = parsePermissionEntry(e, true);
+    if (parsed === null || parsed.queue === null) plain.push(e);
+    else queued.push({ subject: parsed.subject, queue: parsed.queue });
   }
   return { plain, queued };
 }

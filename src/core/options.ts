@@ -1,6 +1,5 @@
 import { didYouMean } from "../util/closest.js";
-import { isValidQueueName, isValidSubscribeSubject } from "../subjects/subject.js";
-import type { AuthOptions, Permissions, ResponsePermissionOptions, SubjectRules, UserOptions } from "./auth.js";
+import { parsePermissionEntry, type AuthOptions, type Permissions, type ResponsePermissionOptions, type SubjectRules, type UserOptions } from "./auth.js";
 import { operatorSystemAccount, type DirResolverOptions, type OperatorOptions } from "./jwt-auth.js";
 import { DEFAULT_SYSTEM_ACCOUNT } from "./account.js";
 import { cipherSuiteProblem, curveProblem } from "./tls-names.js";
@@ -651,13 +650,7 @@ export function mapsCertificates(o: ServerOptions): boolean {
 const subjects =
   (queues: boolean): Check =>
   (v, n) => {
-    const valid = (x: unknown): boolean => {
-      if (typeof x !== "string") return false;
-      const parts = x.trim().split(/\s+/);
-      if (parts.length === 2 && queues) return isValidSubscribeSubject(parts[0]) && isValidQueueName(parts[1]);
-      return parts.length === 1 && isValidSubscribeSubject(x);
-    };
-    if (!Array.isArray(v) || !v.every(valid)) fail(n, v, queues ? 'an array of subjects, each may name a queue group after a space ("orders.* workers")' : "an array of subjects");
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "string" && parsePermissionEntry(x, queues) !== null)) fail(n, v, queues ? 'an array of subjects, each may name a queue group after a space ("orders.* workers")' : "an array of subjects");
   };
 const PUBLISH_RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects(false), deny: subjects(false) };
 const SUBSCRIBE_RULES_CHECKS: Record<keyof SubjectRules, Check> = { allow: subjects(true), deny: subjects(true) };

@@ -15,7 +15,8 @@
 
 import { readFileSync } from "node:fs";
 import { didYouMean } from "../util/closest.js";
-import { isValidQueueName, isValidSubscribeSubject } from "../subjects/subject.js";
+import { isValidSubscribeSubject } from "../subjects/subject.js";
+import { parsePermissionEntry } from "../core/auth.js";
 import { ConfError, keyPosition, usedAsVariable, type ConfPosition } from "./conf-parser.js";
 import { cipherSuiteProblem, curveProblem } from "../core/tls-names.js";
 import { certificateUsersProblem, clusterNameError, DEFAULTS, etcdEndpointError, KAFKA_SASL_MECHANISMS, KAFKA_SESSION_TIMEOUT_BOUNDS, mapsCertificates, ROUTES_NOT_BUILT, routeUrlError, type ClusterOptions, type EtcdOptions, type KafkaSaslMechanism, type ServerOptions } from "../core/options.js";
@@ -1028,11 +1029,9 @@ function subjectRules(e: Entry, queues: boolean): { allow?: string[]; deny?: str
     const v = x.value;
     const items = Array.isArray(v) ? v : [v];
     return items.map((s) => {
-      if (typeof s !== "string") fail(x, `expected subjects, got ${describe(s)}`);
-      const parts = s.trim().split(/\s+/);
-      if (parts.length === 2 && queues && isValidSubscribeSubject(parts[0]) && isValidQueueName(parts[1])) return `${parts[0]} ${parts[1]}`;
-      if (parts.length !== 1 || !isValidSubscribeSubject(s)) fail(x, `expected subjects${queues ? ' (each may name a queue group after a space: "orders.* workers")' : ""}, got ${describe(s)}`);
-      return s;
+      const parsed = typeof s === "string" ? parsePermissionEntry(s, queues) : null;
+      if (parsed === null) fail(x, `expected subjects${queues ? ' (each may name a queue group after a space: "orders.* workers")' : ""}, got ${describe(s)}`);
+      return parsed.queue === null ? parsed.subject : `${parsed.subject} ${parsed.queue}`;
     });
   };
   if (!isBlock(e.value)) return { allow: list(e) };

@@ -187,7 +187,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     this.maxSubscriptions = opts.maxSubscriptions > 0 ? opts.maxSubscriptions : NO_LIMIT;
     const log = broker.log;
     this.tracing = log.traceEnabled;
-    this.logPrefix = log.debugEnabled || log.traceEnabled ? `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - ` : "";
+    this.logPrefix = log.debugEnabled || log.traceEnabled ? this.clientPrefix() : "";
     if (log.debugEnabled) log.debug(`${this.logPrefix}Client connection created`);
     tcp.setNoDelay(true);
     this.nonce = auth?.wantsNonce === true ? auth.nonce() : null;
@@ -445,19 +445,19 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     return this.user !== "" ? `User ${JSON.stringify(this.user)}` : typeof c?.user === "string" && c.user !== "" ? `User ${JSON.stringify(c.user)}` : "a client without a user";
   }
 
-  /** The start of a reload's log line about this client, as nats-server's (whatever the log level). */
-  private reloadPrefix(): string {
+  /** The start of a log line about this client, as nats-server's: kept as `logPrefix` when debug or trace logs; a reload's lines build it whatever the level. */
+  private clientPrefix(): string {
     return `${this.ip.includes(":") ? `[${this.ip}]` : this.ip}:${this.port} - cid:${this.cid} - `;
   }
 
   /** Its user is gone or in another account now: closed without a word, as by nats-server (it reconnects into the right one). */
   private closeByReload(): void {
-    this.broker.log.info(`${this.reloadPrefix()}Closed by a reload: ${this.authUser()} is gone or in another account now`);
+    this.broker.log.info(`${this.clientPrefix()}Closed by a reload: ${this.authUser()} is gone or in another account now`);
     this.close(CloseReason.Client);
   }
 
   private revokedByReload(): void {
-    this.broker.log.error(`${this.reloadPrefix()}authentication error after a reload - ${this.authUser()}`);
+    this.broker.log.error(`${this.clientPrefix()}authentication error after a reload - ${this.authUser()}`);
     this.protocolError("Authorization Violation", CloseReason.AuthViolation);
   }
 
@@ -478,7 +478,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
       this.removeSub(sub);
       const queue = sub.queue === null ? "" : ` using queue ${goQuoteString(sub.queue)}`;
       this.sendErr(`Permissions Violation for Subscription to ${goQuoteString(sub.subject)}${queue} (sid ${goQuoteString(sub.sid)})`);
-      this.broker.log.info(`${this.reloadPrefix()}Removed sub ${goQuoteString(sub.subject)}${queue} (sid ${goQuoteString(sub.sid)}) for ${this.authUser()} - not authorized`);
+      this.broker.log.info(`${this.clientPrefix()}Removed sub ${goQuoteString(sub.subject)}${queue} (sid ${goQuoteString(sub.sid)}) for ${this.authUser()} - not authorized`);
     }
   }
 
