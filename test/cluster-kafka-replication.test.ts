@@ -124,6 +124,35 @@ function listOffsetsV4Result(r: Reader): Array<{ error: number; offset: number; 
   return parts;
 }
 
+test("a compacted topic of replication factor 3: its leader compacts it, and every follower's copy loses the same records", async () => {
+  const topic = "compacted.replicated";
+  await withAdmin((a) => a.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "cleanup.policy", value: "compact" }] }], waitForLeaders: true }));
+  const producer = client().producer();
+  await producer.connect();
+  try {
+    // Offsets 0 k0, 1 and 2 k1's older values, 3 k2, 4 k1's newest: sequences 2 and 3 go.
+    await producer.send({ topic, acks: -1, messages: ["k0=first", "k1=a", "k1=b", "k2=c", "k1=d"].map((kv) => ({ key: kv.split("=")[0], value: kv.split("=")[1] })) });
+  } finally {
+    await producer.disconnect();
+  }
+  const leaderId = (await withAdmin((a) => a.fetchTopicMetadata({ topics: [topic] }))).topics[0].partitions[0].leader;
+  const leader = nodes.find((n) => brokerId(n) === leaderId)!;
+  const copies = (): Array<import("../src/store/log.js").MessageLog | undefined> => nodes.map((n) => n.jetstream!.streams.get("compacted_replicated")?.partitions[0]);
+  await waitUntil(() => copies().every((log) => log?.state().lastSeq === 5), "every copy has the records");
+  await waitUntilAsync(async () => {
+    // Only the leader compacts: a follower's rounds pass its copy by (the leader's removals reach it).
+    for (const n of nodes) await n.kafka!.cleaner.round();
+    return copies().every((log) => [1, 4, 5].every((seq) => log!.has(seq)) && [2, 3].every((seq) => !log!.has(seq)));
+  }, "the older values gone from every copy");
+  assert.ok(nodes.filter((n) => n !== leader).every((n) => n.kafka!.cleaner.counts.passes === 0), "no follower compacted its copy itself");
+  const read = await kcat(["-b", address(leader), "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o %k=%s\n"]);
+  assert.equal(read.code, 0, read.stderr);
+  assert.equal(read.stdout, "0 k0=first\n3 k2=c\n4 k1=d\n");
+  // Gone again: the next test counts the leaders each broker has.
+  await withAdmin((a) => a.deleteTopics({ topics: [topic] }));
+  await waitUntil(() => nodes.every((n) => !n.jetstream!.streams.has("compacted_replicated")), "the topic gone from every node");
+});
+
 test("replication factor 3: a copy on every node, Metadata shows the replicas in sync, acks=all records on every replica, a failover loses none, and batches and OffsetForLeaderEpoch tell the epochs apart", async () => {
   const topic = "replicated.orders";
   // Its own min.insync.replicas, below the brokers' default: it goes on taking acks=all with one node gone (below).

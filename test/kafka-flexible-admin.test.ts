@@ -375,7 +375,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.equal(absent.error, 3, "validate_only created nothing");
 
     // A config nagare cannot honour: INVALID_CONFIG, and nothing described.
-    const [refused] = await ask(port, createTopicsV(6, [{ name: "flex.compacted", partitions: 1, configs: [["cleanup.policy", "compact"]] }]), (r) => readCreateTopics(r, 6));
+    const [refused] = await ask(port, createTopicsV(6, [{ name: "flex.compacted", partitions: 1, configs: [["cleanup.policy", "archive"]] }]), (r) => readCreateTopics(r, 6));
     assert.deepEqual([refused.error, refused.partitions, refused.configs], [40, -1, []]);
   });
 
@@ -397,15 +397,19 @@ describe("Kafka flexible admin and transaction APIs", () => {
     );
     assert.deepEqual([t.error, t.type, t.name, b.error, b.type, b.name], [0, RESOURCE_TOPIC, topic, 0, RESOURCE_BROKER, "0"]);
     const types = new Map(t.configs.map((c) => [c.name, c.type]));
-    // Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, LIST 7.
+    // Kafka's ConfigType: BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7.
     assert.deepEqual(Object.fromEntries(types), {
       "cleanup.policy": 7,
       "compression.type": 2,
+      "delete.retention.ms": 5,
+      "max.compaction.lag.ms": 5,
       "max.message.bytes": 3,
       "message.timestamp.after.max.ms": 5,
       "message.timestamp.before.max.ms": 5,
       "message.timestamp.difference.max.ms": 5,
       "message.timestamp.type": 2,
+      "min.cleanable.dirty.ratio": 6,
+      "min.compaction.lag.ms": 5,
       "min.insync.replicas": 3,
       "retention.bytes": 5,
       "retention.ms": 5,

@@ -482,7 +482,7 @@ test("a connection's next request is read once its fetch is answered, as Kafka r
   }
 });
 
-test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes", () => {
+test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decompress_bytes, max_response_bytes, log_cleaner_backoff", () => {
   const o = optionsFromConf(parseConf(`kafka { fetch_max_bytes: 1048576, connections_max_idle: "2m", max_decompress_bytes: 64MB, max_response_bytes: 33554432 }`));
   assert.equal(o.kafka?.fetchMaxBytes, 1048576);
   assert.equal(o.kafka?.connectionsMaxIdleMs, 120_000);
@@ -500,6 +500,9 @@ test("the kafka block's limits: fetch_max_bytes, connections_max_idle, max_decom
   assert.throws(() => optionsFromConf(parseConf(`kafka {\n  offsets_retention: 0\n}`)), /line 2, column 3: kafka.offsets_retention: must be a positive duration/);
   assert.throws(() => optionsFromConf(parseConf(`kafka { offsets_retention_check_interval: "10ms" }`)), /kafka.offsets_retention_check_interval: must be at least 100ms/);
   assert.deepEqual([KAFKA_DEFAULTS.offsetsRetentionMs, KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs], [7 * 86_400_000, 600_000], "Kafka's defaults: 7 days, 10 minutes");
+  assert.equal(optionsFromConf(parseConf(`kafka { log_cleaner_backoff: "2s" }`)).kafka?.logCleanerBackoffMs, 2000);
+  assert.throws(() => optionsFromConf(parseConf(`kafka {\n  log_cleaner_backoff: "50ms"\n}`)), /line 2, column 3: kafka.log_cleaner_backoff: must be at least 100ms/);
+  assert.equal(KAFKA_DEFAULTS.logCleanerBackoffMs, 15_000, "Kafka's default log.cleaner.backoff.ms");
 });
 
 test("holders that leave a sliver of the response budget free are closed too: a fetch cut to the sliver is contention", async () => {

@@ -69,7 +69,7 @@ admin.create_topics([NewTopic("py.grow", 2, 1)])
 grown = admin.create_partitions({"py.grow": NewPartitions(total_count=5)}).topic_errors
 shrink = error_of(lambda: admin.create_partitions({"py.grow": NewPartitions(total_count=3)}))
 altered = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py.grow", configs={"retention.ms": "7200000"})]).resources
-bad = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py.grow", configs={"cleanup.policy": "compact"})]).resources
+bad = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "py.grow", configs={"cleanup.policy": "archive"})]).resources
 topic = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "py.grow")])[0].resources[0][4]
 broker = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "0")])[0].resources[0][4]
 print(json.dumps({
@@ -83,7 +83,7 @@ print(json.dumps({
     assert.equal(out.shrink[0], "InvalidPartitionsError");
     assert.match(out.shrink[1], /error_message='Topic currently has 5 partitions, which is higher than the requested 3\.'/);
     assert.deepEqual(out.altered, [0]);
-    assert.deepEqual(out.bad, [40], "cleanup.policy=compact: INVALID_CONFIG");
+    assert.deepEqual(out.bad, [40], "cleanup.policy=archive: INVALID_CONFIG");
     assert.equal(out.topic["retention.ms"], "7200000");
     assert.equal(out.broker["num.partitions"], "1");
     assert.equal(await partitionsOf("py.grow"), 5);

@@ -233,6 +233,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
           offsetsRetentionMs: k.offsetsRetentionMs ?? KAFKA_DEFAULTS.offsetsRetentionMs,
           offsetsRetentionCheckIntervalMs: k.offsetsRetentionCheckIntervalMs ?? KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs,
+          logCleanerBackoffMs: k.logCleanerBackoffMs ?? KAFKA_DEFAULTS.logCleanerBackoffMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,
           maxQueuedRequestBytes: k.maxQueuedRequestBytes ?? KAFKA_DEFAULTS.maxQueuedRequestBytes,

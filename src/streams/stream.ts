@@ -100,6 +100,8 @@ export const ZERO_TIME = "0001-01-01T00:00:00Z";
 const DEDUP_FILE = "dedup.json";
 /** Headers are parsed for a de-duplication id only if they hold this (names are trimmed: `Nats-Msg-Id :` counts). */
 const MSG_ID_NAME = Buffer.from("Nats-Msg-Id");
+/** Deletes a door's retirement (Stream.retire) keeps under way at once: one tombstone batch's worth, not one per record. */
+const RETIRE_CHUNK = 1024;
 
 /** A stored message's de-duplication id, if its headers name one. */
 function msgIdOf(headers: Buffer | null): string | undefined {
@@ -1260,6 +1262,34 @@ export class Stream {
   /** Deletes stream sequence `seq`; a replicated stream's followers are told. */
   private deleteBySeq(seq: number): Promise<boolean> {
     return this.removalGate === undefined ? this.log.delete(seq) : this.deleteIn(0, seq);
+  }
+
+  /**
+   * Whether this node may remove records of `partition` by a door's own
+   * rules (Kafka's log compaction) now: it leads the partition with its
+   * lease, and the partition is not moving.
+   */
+  mayRetire(partition: number): boolean {
+    if (this.deleted || partition >= this.partitions.length) return false;
+    if (this.ledHere !== null && this.ledHere[partition] !== true) return false;
+    return !this.partitionFrozen(partition) && this.replicaRefusal(partition, true) === null;
+  }
+
+  /**
+   * Removes sequences of `partition` that a door's own rules retire (Kafka's
+   * log compaction), each as MSG.DELETE removes one (a replicated
+   * partition's followers are told), RETIRE_CHUNK under way at once; refused
+   * where mayRetire says no, checked again before each chunk. The number
+   * removed, once durable here (a sequence already gone counts for nothing).
+   */
+  async retire(partition: number, seqs: readonly number[]): Promise<number> {
+    let removed = 0;
+    for (let i = 0; i < seqs.length; i += RETIRE_CHUNK) {
+      if (!this.mayRetire(partition)) throw this.partitionFrozen(partition) ? Errors.streamMoving() : Errors.clusterNotAvailable();
+      const chunk = await Promise.all(seqs.slice(i, i + RETIRE_CHUNK).map((seq) => this.deleteIn(partition, seq)));
+      for (const ok of chunk) if (ok) removed++;
+    }
+    return removed;
   }
 
   /** MSG.DELETE: removes one message, and answers once every in-sync replica has removed it too. */

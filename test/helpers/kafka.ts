@@ -13,7 +13,7 @@ export interface KafkaHarness extends JsHarness {
   kafka(): InstanceType<typeof Kafka>;
 }
 
-export async function startKafka(opts: Pick<KafkaListenerOptions, "autoCreateTopics" | "numPartitions" | "initialRebalanceDelayMs" | "minSessionTimeoutMs" | "maxSessionTimeoutMs" | "maxProducerStates" | "offsetsRetentionMs" | "offsetsRetentionCheckIntervalMs"> = {}): Promise<KafkaHarness> {
+export async function startKafka(opts: Pick<KafkaListenerOptions, "autoCreateTopics" | "numPartitions" | "initialRebalanceDelayMs" | "minSessionTimeoutMs" | "maxSessionTimeoutMs" | "maxProducerStates" | "offsetsRetentionMs" | "offsetsRetentionCheckIntervalMs" | "logCleanerBackoffMs"> = {}): Promise<KafkaHarness> {
   // A short initial rebalance delay: groups in tests form in well under Kafka's 3 s.
   const js = await startJs({ server: { kafka: { port: 0, initialRebalanceDelayMs: 200, ...opts } } });
   // A getter, not a copied value: the port changes when the harness restarts the server.

@@ -57,6 +57,20 @@ const TIMESTAMP_BOUND_KEYS = new Map([
   ["message.timestamp.before.max.ms", TIMESTAMP_BEFORE_KEY],
   ["message.timestamp.after.max.ms", TIMESTAMP_AFTER_KEY],
 ]);
+/** The compaction configs of a compacted topic (log-cleaner.ts), by Kafka name: the stream metadata keys that keep them. */
+const COMPACTION_KEYS = new Map([
+  ["delete.retention.ms", "nagare.kafka.delete.retention.ms"],
+  ["min.compaction.lag.ms", "nagare.kafka.min.compaction.lag.ms"],
+  ["max.compaction.lag.ms", "nagare.kafka.max.compaction.lag.ms"],
+  ["min.cleanable.dirty.ratio", "nagare.kafka.min.cleanable.dirty.ratio"],
+]);
+/** Kafka's defaults: tombstones kept a day after compaction first passes them, nothing held back, cleaned once half is dirty. */
+export const COMPACTION_DEFAULTS = {
+  "delete.retention.ms": "86400000",
+  "min.compaction.lag.ms": "0",
+  "max.compaction.lag.ms": "9223372036854775807",
+  "min.cleanable.dirty.ratio": "0.5",
+};
 /** min.insync.replicas: the placement of a replicated topic carries it too, where its leaders read it (cluster.ts). */
 export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
 /**
@@ -67,7 +81,7 @@ export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
  */
 const SET_VALUE_PREFIX = "nagare.kafka.set.";
 const SET_VALUE_CONFIGS = ["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms"];
-const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, ...TIMESTAMP_BOUND_KEYS.values(), MIN_INSYNC_REPLICAS_KEY, ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
+const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, ...TIMESTAMP_BOUND_KEYS.values(), MIN_INSYNC_REPLICAS_KEY, ...COMPACTION_KEYS.values(), ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
 /** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
 const DEFAULT_MIN_INSYNC_REPLICAS = 1;
 
@@ -115,6 +129,38 @@ export function timestampPolicy(stream: Stream): TimestampPolicy {
 }
 
 const DEFAULT_POLICY: TimestampPolicy = { logAppendTime: false, beforeMaxMs: Infinity, afterMaxMs: Infinity, beforeName: "", afterName: "" };
+
+/** How a compacted topic (cleanup.policy with `compact`) is compacted: its configs of that name, in milliseconds and a ratio. */
+export interface CompactionPolicy {
+  deleteRetentionMs: number;
+  minLagMs: number;
+  /** Infinity: no bound (Kafka's default, Long.MAX_VALUE). */
+  maxLagMs: number;
+  minDirtyRatio: number;
+}
+
+const CLEANUP_POLICY_KEY = SET_VALUE_PREFIX + "cleanup.policy";
+
+/** Whether the topic's cleanup.policy says `compact` (read per produce: no parse; the value was checked when set). */
+export function isCompacted(md: Record<string, string> | undefined): boolean {
+  return md?.[CLEANUP_POLICY_KEY]?.includes("compact") === true;
+}
+
+/** The topic's compaction, or null when its cleanup.policy does not say `compact`. */
+export function compactionPolicy(md: Record<string, string> | undefined): CompactionPolicy | null {
+  if (md === undefined || !isCompacted(md)) return null;
+  const value = (name: keyof typeof COMPACTION_DEFAULTS): number => {
+    const v = Number(md[COMPACTION_KEYS.get(name)!] ?? COMPACTION_DEFAULTS[name]);
+    return v > Number.MAX_SAFE_INTEGER ? Infinity : v;
+  };
+  return { deleteRetentionMs: value("delete.retention.ms"), minLagMs: value("min.compaction.lag.ms"), maxLagMs: value("max.compaction.lag.ms"), minDirtyRatio: value("min.cleanable.dirty.ratio") };
+}
+
+/** A cleanup.policy LIST: comma-separated, blanks around the commas dropped; empty, nothing is ever cleaned up. */
+function cleanupPolicies(value: string): string[] {
+  const trimmed = value.trim();
+  return trimmed === "" ? [] : trimmed.split(/\s*,\s*/);
+}
 
 /** A stream's metadata without the keys of Kafka-only topic configs (they go back to their defaults). */
 function withoutKafkaConfigs(md: Record<string, string> | undefined): Record<string, string> {
@@ -175,12 +221,29 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
         break;
       }
       case "cleanup.policy": {
-        // A LIST: comma-separated, blanks around the commas dropped; empty, nothing is ever cleaned up (Kafka 3.x applies
-        // no retention then, and 4.x says so).
-        const policies = trimmed === null || trimmed === "" ? [] : trimmed.split(/\s*,\s*/);
-        if (policies.some((p) => p !== "delete")) return fail(ErrorCode.INVALID_CONFIG, `cleanup.policy ${value} is not supported (only delete, or an empty list)`);
-        if (policies.length === 0) noRetention = true;
+        // Empty, nothing is ever cleaned up (Kafka 3.x applies no retention then, and 4.x says so); without `delete`, the
+        // retention configs stay set and apply again once it is back.
+        const policies = cleanupPolicies(trimmed ?? "");
+        if (policies.some((p) => p !== "delete" && p !== "compact")) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration cleanup.policy: String must be one of: compact, delete`);
+        if (!policies.includes("delete")) noRetention = true;
         (out.metadata ??= {})[SET_VALUE_PREFIX + name] = policies.join(",");
+        break;
+      }
+      case "delete.retention.ms":
+      case "min.compaction.lag.ms":
+      case "max.compaction.lag.ms": {
+        const least = name === "max.compaction.lag.ms" ? 1 : 0;
+        const v = int();
+        if (v === null || v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
+        (out.metadata ??= {})[COMPACTION_KEYS.get(name)!] = BigInt(trimmed!).toString();
+        break;
+      }
+      case "min.cleanable.dirty.ratio": {
+        // Java's parseDouble, as Kafka reads a DOUBLE.
+        const v = trimmed !== null && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[dDfF]?$/.test(trimmed) ? Number(trimmed.replace(/[dDfF]$/, "")) : NaN;
+        if (Number.isNaN(v)) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Not a number of type DOUBLE`);
+        if (v < 0 || v > 1) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be ${v < 0 ? "at least 0" : "no more than 1"}`);
+        (out.metadata ??= {})[COMPACTION_KEYS.get(name)!] = String(v);
         break;
       }
       case "message.timestamp.type":
@@ -218,6 +281,11 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
       default:
         return fail(ErrorCode.INVALID_CONFIG, `unknown or unsupported topic config ${name}`);
     }
+  }
+  // As Kafka's LogConfig: a topic may not be held back from compaction longer than it must be compacted by.
+  const lag = (name: string): bigint => BigInt(out.metadata?.[COMPACTION_KEYS.get(name)!] ?? (COMPACTION_DEFAULTS as Record<string, string>)[name]);
+  if (lag("min.compaction.lag.ms") > lag("max.compaction.lag.ms")) {
+    return fail(ErrorCode.INVALID_CONFIG, `conflict topic config setting min.compaction.lag.ms (${lag("min.compaction.lag.ms")}) > max.compaction.lag.ms (${lag("max.compaction.lag.ms")})`);
   }
   // Without `delete` the retention configs stay set but nothing is deleted by them.
   if (noRetention) {
@@ -264,15 +332,25 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
     const v = asSet?.get(name);
     return v !== undefined ? { name, value: v, readOnly: false, source: SOURCE_DYNAMIC_TOPIC } : { name, value, readOnly: false, source: source(set) };
   };
+  const compacted = isCompacted(c.metadata);
+  const compactionConfig = (name: keyof typeof COMPACTION_DEFAULTS): ConfigEntry => {
+    const value = c.metadata?.[COMPACTION_KEYS.get(name)!];
+    return { name, value: value ?? COMPACTION_DEFAULTS[name], readOnly: false, source: source(value !== undefined) };
+  };
   return [
-    setting("cleanup.policy", "delete", false),
+    // A compacted topic whose retention a JetStream update changed since: the stream's settings apply, and `delete` with them.
+    setting("cleanup.policy", compacted ? "compact,delete" : "delete", compacted),
     { name: "compression.type", value: "producer", readOnly: true, source: SOURCE_DEFAULT },
+    compactionConfig("delete.retention.ms"),
+    compactionConfig("max.compaction.lag.ms"),
     setting("max.message.bytes", String(c.max_msg_size > 0 ? c.max_msg_size : door.js.options.maxPayload + LOG_OVERHEAD), c.max_msg_size > 0),
     ...["message.timestamp.after.max.ms", "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms"].map((name): ConfigEntry => {
       const value = c.metadata?.[TIMESTAMP_BOUND_KEYS.get(name)!];
       return { name, value: value ?? DEFAULT_TIMESTAMP_DIFFERENCE, readOnly: false, source: source(value !== undefined) };
     }),
     { name: "message.timestamp.type", value: c.metadata?.[TIMESTAMP_TYPE_KEY] ?? DEFAULT_TIMESTAMP_TYPE, readOnly: false, source: source(c.metadata?.[TIMESTAMP_TYPE_KEY] !== undefined) },
+    compactionConfig("min.cleanable.dirty.ratio"),
+    compactionConfig("min.compaction.lag.ms"),
     {
       name: "min.insync.replicas",
       value: String(minInsyncReplicas(c.metadata, door.options.minInsyncReplicas)),
@@ -349,6 +427,12 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("socket.request.max.bytes", o.maxRequestBytes, KAFKA_DEFAULTS.maxRequestBytes),
     entry("transaction.max.timeout.ms", MAX_TRANSACTION_TIMEOUT_MS, MAX_TRANSACTION_TIMEOUT_MS),
     // What a topic gets when it sets none of its own (topicConfigs).
+    entry("log.cleaner.backoff.ms", o.logCleanerBackoffMs, KAFKA_DEFAULTS.logCleanerBackoffMs),
+    entry("log.cleaner.delete.retention.ms", COMPACTION_DEFAULTS["delete.retention.ms"], COMPACTION_DEFAULTS["delete.retention.ms"]),
+    entry("log.cleaner.enable", true, true),
+    entry("log.cleaner.max.compaction.lag.ms", COMPACTION_DEFAULTS["max.compaction.lag.ms"], COMPACTION_DEFAULTS["max.compaction.lag.ms"]),
+    entry("log.cleaner.min.cleanable.ratio", COMPACTION_DEFAULTS["min.cleanable.dirty.ratio"], COMPACTION_DEFAULTS["min.cleanable.dirty.ratio"]),
+    entry("log.cleaner.min.compaction.lag.ms", COMPACTION_DEFAULTS["min.compaction.lag.ms"], COMPACTION_DEFAULTS["min.compaction.lag.ms"]),
     entry("log.cleanup.policy", "delete", "delete"),
     entry("log.message.timestamp.after.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
     entry("log.message.timestamp.before.max.ms", DEFAULT_TIMESTAMP_DIFFERENCE, DEFAULT_TIMESTAMP_DIFFERENCE),
@@ -370,7 +454,7 @@ export function describeTopicConfigs(door: AccountDoor, name: string): ConfigEnt
 /** Kafka's ConfigType (DescribeConfigs v3+): how a config's value reads. */
 export const ConfigType = { UNKNOWN: 0, BOOLEAN: 1, STRING: 2, INT: 3, SHORT: 4, LONG: 5, DOUBLE: 6, LIST: 7, CLASS: 8, PASSWORD: 9 } as const;
 
-const { BOOLEAN, STRING, INT, LONG, LIST } = ConfigType;
+const { BOOLEAN, STRING, INT, LONG, DOUBLE, LIST } = ConfigType;
 
 /**
  * Each config nagare describes: its type as Kafka defines it, and what it
@@ -380,7 +464,11 @@ const { BOOLEAN, STRING, INT, LONG, LIST } = ConfigType;
  */
 const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   // A topic's, kept in its stream (docs/KAFKA.md, "Topic configs").
-  ["cleanup.policy", [LIST, "Only delete: records go when retention.ms or retention.bytes says so; compact is refused."]],
+  ["cleanup.policy", [LIST, "delete: records go when retention.ms or retention.bytes says so; compact: a record goes once a later one has its key, a null value (a tombstone) delete.retention.ms after compaction first passed it."]],
+  ["delete.retention.ms", [LONG, "How long a tombstone of a compacted topic is kept after compaction first passed it, for consumers to see it."]],
+  ["max.compaction.lag.ms", [LONG, "A compacted topic's records are compacted within this long of being appended, however little is dirty."]],
+  ["min.cleanable.dirty.ratio", [DOUBLE, "A compacted topic is compacted once this share of its records came since it last was."]],
+  ["min.compaction.lag.ms", [LONG, "A compacted topic's records stay at least this long after they were appended, however many newer ones share their key."]],
   ["max.message.bytes", [INT, "The largest record batch the topic takes, as produced (its stream's max_msg_size, also applied to each record)."]],
   ["message.timestamp.after.max.ms", [LONG, "With CreateTime, a batch with a timestamp further than this ahead of the broker's clock is refused (INVALID_TIMESTAMP); left at no limit, message.timestamp.difference.max.ms bounds it."]],
   ["message.timestamp.before.max.ms", [LONG, "With CreateTime, a batch with a timestamp further than this behind the broker's clock is refused (INVALID_TIMESTAMP); left at no limit, message.timestamp.difference.max.ms bounds it."]],
@@ -415,6 +503,12 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["queued.max.request.bytes", [LONG, "The bytes of requests read and not yet answered, across connections: kafka { max_queued_request_bytes }."]],
   ["socket.request.max.bytes", [INT, "The largest request frame: kafka { max_request_bytes }."]],
   ["transaction.max.timeout.ms", [INT, "The longest transaction timeout InitProducerId takes."]],
+  ["log.cleaner.backoff.ms", [LONG, "How often compacted topics are looked at for compaction: kafka { log_cleaner_backoff }."]],
+  ["log.cleaner.delete.retention.ms", [LONG, "The delete.retention.ms of a topic that sets none."]],
+  ["log.cleaner.enable", [BOOLEAN, "Compacted topics are compacted: always true."]],
+  ["log.cleaner.max.compaction.lag.ms", [LONG, "The max.compaction.lag.ms of a topic that sets none."]],
+  ["log.cleaner.min.cleanable.ratio", [DOUBLE, "The min.cleanable.dirty.ratio of a topic that sets none."]],
+  ["log.cleaner.min.compaction.lag.ms", [LONG, "The min.compaction.lag.ms of a topic that sets none."]],
   ["log.cleanup.policy", [LIST, "The cleanup.policy of a topic that sets none."]],
   ["log.message.timestamp.after.max.ms", [LONG, "The message.timestamp.after.max.ms of a topic that sets none."]],
   ["log.message.timestamp.before.max.ms", [LONG, "The message.timestamp.before.max.ms of a topic that sets none."]],
@@ -446,11 +540,15 @@ const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
 const TOPIC_CONFIG_NAMES = new Set([
   "cleanup.policy",
   "compression.type",
+  "delete.retention.ms",
+  "max.compaction.lag.ms",
   "max.message.bytes",
   "message.timestamp.after.max.ms",
   "message.timestamp.before.max.ms",
   "message.timestamp.difference.max.ms",
   "message.timestamp.type",
+  "min.cleanable.dirty.ratio",
+  "min.compaction.lag.ms",
   "min.insync.replicas",
   "retention.bytes",
   "retention.ms",
@@ -598,6 +696,10 @@ function describeResource(door: AccountDoor, type: number, name: string): Outcom
 /** The broker setting a topic config falls back to, as Kafka names it (its synonym). */
 const BROKER_SYNONYM = new Map([
   ["cleanup.policy", "log.cleanup.policy"],
+  ["delete.retention.ms", "log.cleaner.delete.retention.ms"],
+  ["max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"],
+  ["min.cleanable.dirty.ratio", "log.cleaner.min.cleanable.ratio"],
+  ["min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"],
   ["max.message.bytes", "message.max.bytes"],
   ["message.timestamp.after.max.ms", "log.message.timestamp.after.max.ms"],
   ["message.timestamp.before.max.ms", "log.message.timestamp.before.max.ms"],

@@ -40,6 +40,7 @@ import { handleDescribeClientQuotas } from "./quotas.js";
 import { handleElectLeaders } from "./elect.js";
 import { handleDescribeProducers } from "./describe-producers.js";
 import { handleAddOffsetsToTxn, handleAddPartitionsToTxn, handleDescribeTransactions, handleEndTxn, handleListTransactions, handleTxnOffsetCommit } from "./txn-api.js";
+import { LogCleaner } from "./log-cleaner.js";
 import {
   handleDescribeGroups,
   handleFindCoordinator,
@@ -80,6 +81,8 @@ export interface KafkaOptions {
   offsetsRetentionMs: number;
   /** How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms). */
   offsetsRetentionCheckIntervalMs: number;
+  /** How often compacted topics are looked at (Kafka's log.cleaner.backoff.ms; log-cleaner.ts). */
+  logCleanerBackoffMs: number;
   /** Decompressed produce batches held at once, across connections. */
   maxDecompressBytes: number;
   /** Responses built and not yet handed to the kernel, across connections. */
@@ -139,6 +142,8 @@ export const KAFKA_DEFAULTS = {
   // Kafka's defaults: 7 days, looked at every 10 minutes.
   offsetsRetentionMs: 7 * 24 * 3_600_000,
   offsetsRetentionCheckIntervalMs: 10 * 60_000,
+  // Kafka's default: 15 s.
+  logCleanerBackoffMs: 15_000,
   // Room for two batches at the request limit being decompressed at once, and many small ones.
   maxDecompressBytes: 256 * 1024 * 1024,
   // Four fetches at fetch.max.bytes, or many smaller ones.
@@ -172,6 +177,8 @@ export class KafkaDoor {
   readonly handlers = new Map<number, Handler>();
   /** The other brokers, partition leaders and coordinators; null on a single node. */
   cluster: KafkaCluster | null = null;
+  /** Compacts the compacted topics' partitions led here (log-cleaner.ts). */
+  readonly cleaner: LogCleaner;
   /** Decompressed record bytes held by produce requests (records.ts: decodeProduceBatch). */
   readonly decompression: ByteBudget;
   /** Response bytes held by requests in progress and by responses not yet written (connection.ts). */
@@ -197,6 +204,7 @@ export class KafkaDoor {
     this.decompression = new ByteBudget(options.maxDecompressBytes);
     this.responses = new ByteBudget(options.maxResponseBytes);
     this.requests = new ByteBudget(Math.max(options.maxQueuedRequestBytes, options.maxRequestBytes));
+    this.cleaner = new LogCleaner(() => this.ready.values(), options.logCleanerBackoffMs, (line) => log.warn(line), (line) => log.debug(line));
     // What needs no account: versions, SASL and the ACL APIs (refused whoever asks).
     const open = (key: number, h: (door: KafkaDoor, ...a: Parameters<Handler>) => ReturnType<Handler>): void => {
       this.handlers.set(key, (ctx) => h(this, ctx));
@@ -353,6 +361,7 @@ export class KafkaDoor {
       for (const js of jetstreams.all()) await door.accountDoor(js.account.name);
       jetstreams.changeListeners.add(door.onAccountChange);
       await door.listen();
+      door.cleaner.start();
     } catch (err) {
       await door.close();
       throw err;
@@ -484,6 +493,7 @@ export class KafkaDoor {
     this.server = null;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     for (const c of [...this.connections]) c.close("Server Shutdown");
+    await this.cleaner.close();
     for (const opening of this.accounts.values()) await opening.then((d) => d.close(), () => undefined);
     this.accounts.clear();
     this.ready.clear();

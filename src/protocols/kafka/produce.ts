@@ -18,7 +18,7 @@ import type { KafkaConnection } from "./connection.js";
 import { decodeInitProducerId, decodeProduce, KEY_TYPE_TRANSACTION, type ProduceRequest } from "./requests.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, sizeBlocks, SUBJECT_HEADER } from "./messages.js";
 import { BATCH_CRC_FROM, batchCrc, PRODUCER_SCAN, scanProducers, leadingAttributes, stampTimestamp, type ProducerFound } from "./stored-batches.js";
-import { minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./configs.js";
+import { isCompacted, minInsyncReplicas, timestampPolicy, type TimestampPolicy } from "./configs.js";
 import { defaultSubject, isInternalTopic } from "./topics.js";
 import { coordinatorError, ledPartition } from "./cluster.js";
 import { NotStored } from "./producers.js";
@@ -278,6 +278,7 @@ async function prepare(
       throw new BatchError(ErrorCode.INVALID_TIMESTAMP, "a record's timestamp is past what the broker keeps exactly (2^53 ms)");
     }
     if (!policy.logAppendTime && (policy.beforeMaxMs !== Infinity || policy.afterMaxMs !== Infinity)) checkTimestamps(batch, policy);
+    if (isCompacted(stream.config.metadata)) checkKeyed(batch, `${topic}-${index}`);
     const idempotent = batch.producerId >= 0;
     if (idempotent && door.producers.mayNeedRecovery(batch.producerId, topic, index, stream.arrivals[index] ?? 0, stream.partitions[index])) await recoverProducer(door, stream, topic, index, batch.producerId);
     // Stored whole unless a record names a subject of its own (then each is stored under its subject).
@@ -332,14 +333,23 @@ function checkTimestamps(batch: DecodedBatch, policy: TimestampPolicy): void {
   throw new BatchError(ErrorCode.INVALID_TIMESTAMP, why, records);
 }
 
+/** Refuses a batch with a record without a key, as Kafka's LogValidator does for a compacted topic (INVALID_RECORD). */
+function checkKeyed(batch: DecodedBatch, partition: string): void {
+  const why = `Compacted topic cannot accept message without key in topic partition ${partition}.`;
+  const records: Array<[number, string]> = [];
+  for (let i = 0; i < batch.count; i++) if (batch.keyLen[i] < 0) records.push([i, why]);
+  if (records.length > 0) throw new BatchError(ErrorCode.INVALID_RECORD, why, records);
+}
+
 /**
  * What a transactional batch needs of its partition, as every replica reads
  * its transactions from its own log (txn-index.ts): the batch kept whole
  * (its records naming no subjects of their own: a NATS publish could forge
  * a message), and a stream that removes messages only from its front
- * (limits retention, no per-subject limit), so its markers stay as long as
- * the records they decide. Readers then follow the stream's transactions
- * from before this first one (once per stream). Throws INVALID_RECORD.
+ * (limits retention, no per-subject limit; compaction keeps markers), so
+ * its markers stay as long as the records they decide. Readers then follow
+ * the stream's transactions from before this first one (once per stream).
+ * Throws INVALID_RECORD.
  */
 async function checkTransactional(door: AccountDoor, stream: Stream, run: RecordRun | null): Promise<void> {
   if (run !== null) throw new BatchError(ErrorCode.INVALID_RECORD, `a transactional record may not name its subject (${SUBJECT_HEADER})`);

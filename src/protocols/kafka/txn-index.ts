@@ -524,6 +524,11 @@ export class TxnIndexes {
     return this.byStream.get(stream)?.abortedIn(partition, from, to, logStart) ?? [];
   }
 
+  /** The sequences of `partition` in (after, upTo] no reader sees (markers, aborted records), as Visibility.hiddenIn; none where the stream never had a transaction. */
+  hiddenIn(stream: Stream, partition: number, after: number, upTo: number): Array<[number, number]> {
+    return this.byStream.get(stream)?.hiddenIn(partition, after, upTo) ?? [];
+  }
+
   /** A transactional batch is about to be appended to the partition (its stream indexed already: produce.ts); call the function returned once it landed or failed. */
   expect(stream: Stream, partition: number): () => void {
     return this.byStream.get(stream)?.expect(partition) ?? noop;

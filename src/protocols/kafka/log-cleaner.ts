@@ -1,0 +1,272 @@
+/**
+ * Kafka's log compaction (cleanup.policy=compact): in a compacted topic a
+ * record goes once a later record of its partition has its key, and a
+ * tombstone (a null value) goes too, delete.retention.ms after compaction
+ * first passed it, so that a consumer that read the key's older value has
+ * that long to see the delete (KIP-534). Offsets stay: the records left
+ * keep theirs, and readers step over the gaps, as they do in Kafka.
+ *
+ * Records go as MSG.DELETE removes one (Stream.retire: a replicated
+ * partition's followers are told), and the store's own compaction gives
+ * the space back once a segment is mostly dead. Every round (each
+ * log.cleaner.backoff.ms) looks at each compacted partition this node
+ * leads, one at a time, and compacts one when enough of it came since its
+ * last pass (min.cleanable.dirty.ratio, by records where Kafka counts
+ * bytes), when its oldest uncompacted record is older than
+ * max.compaction.lag.ms, or when a tombstone it keeps comes due.
+ *
+ * A pass, as Kafka's cleaner: the newest sequence of each key is mapped
+ * over the dirty part (from where the last pass stopped, at most MAX_KEYS
+ * keys: past them the pass stops there and the next goes on), then every
+ * record from the log's start to the end of that map is looked at. Nothing
+ * past the high watermark, the last stable offset (an open transaction's
+ * records, and what came after them) or min.compaction.lag.ms is touched.
+ * Control markers stay (the transaction index reads them back from the
+ * log); records of aborted transactions go, and never count as their key's
+ * newest. A record without a key (a NATS publish, or one from before the
+ * topic was compacted) stays. So does the partition's first record: Kafka's
+ * compaction never moves a log's start offset, and here the first stored
+ * record is the start (a consumer at an offset below it would be told
+ * OFFSET_OUT_OF_RANGE and reset); when a later record has its key, that
+ * key's tombstone stays with it, so no reader from the start sees the old
+ * value without the delete after it. One stale record at most, which
+ * Kafka's guarantees allow (a reader from the start sees at least each
+ * key's final value, in order).
+ *
+ * What a pass knows lives in memory: after a start, or where this node
+ * comes to lead a partition, the first pass maps the whole log again, and
+ * a tombstone counts as first passed by it (kept longer, never less long).
+ */
+
+import { createHash } from "node:crypto";
+import type { MessageLog, StoredMessage } from "../../store/log.js";
+import type { Stream } from "../../streams/stream.js";
+import type { AccountDoor } from "./account-door.js";
+import { compactionPolicy, type CompactionPolicy } from "./configs.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue } from "./messages.js";
+
+/** Keys one pass maps at most (Kafka's dedupe buffer bounds the same): some 100 bytes each. */
+export const MAX_KEYS = 500_000;
+/** What one read of the log takes at most. */
+const READ_MESSAGES = 1024;
+const READ_BYTES = 1024 * 1024;
+/** Records a pass retires at once (each chunk is one tombstone batch's worth). */
+const RETIRE_AT_ONCE = 4096;
+/** Passes remembered per partition, to tell when compaction first passed a tombstone: past it the oldest goes (a later pass's time counts instead: kept longer). */
+const MAX_PASSES = 64;
+/** Keys this long or shorter are mapped as they are; longer ones by their MD5 (Kafka's cleaner maps every key by it). */
+const RAW_KEY_BYTES = 16;
+
+/** What the cleaner knows of one partition it compacts. */
+interface PartitionCleaning {
+  /** The first sequence no pass has mapped yet. */
+  dirtyFrom: number;
+  /** Each pass that moved `dirtyFrom` on, oldest first: where it moved it to, and when. */
+  passes: Array<[upTo: number, at: number]>;
+  /** When the last pass first passed the earliest of the tombstones it kept (Infinity: none kept): their retention runs from then. */
+  tombstonesSince: number;
+}
+
+export interface CleanerCounts {
+  passes: number;
+  retired: number;
+}
+
+export class LogCleaner {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private readonly partitions = new WeakMap<Stream, Array<PartitionCleaning | undefined>>();
+  /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
+  readonly counts: CleanerCounts = { passes: 0, retired: 0 };
+
+  constructor(
+    private readonly doors: () => Iterable<AccountDoor>,
+    private readonly backoffMs: number,
+    private readonly warn: (line: string) => void,
+    private readonly debug: (line: string) => void,
+  ) {}
+
+  start(): void {
+    if (this.timer !== null || this.closed) return;
+    this.timer = setInterval(() => void this.round(), this.backoffMs);
+    this.timer.unref();
+  }
+
+  /** Stops the rounds; resolves once a pass under way has stopped. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  /** One look at every compacted partition led here (a round under way is joined, not doubled). */
+  round(): Promise<void> {
+    if (this.running !== null) return this.running;
+    this.running = this.roundNow().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  private async roundNow(): Promise<void> {
+    for (const door of [...this.doors()]) {
+      for (const stream of [...door.js.streams.values()]) {
+        const policy = compactionPolicy(stream.config.metadata);
+        if (policy === null) {
+          this.partitions.delete(stream);
+          continue;
+        }
+        for (let p = 0; p < stream.partitions.length; p++) {
+          if (this.closed) return;
+          if (!stream.mayRetire(p)) {
+            // Led elsewhere now: whatever it knew may not hold when it leads again.
+            const states = this.partitions.get(stream);
+            if (states !== undefined) states[p] = undefined;
+            continue;
+          }
+          try {
+            await this.clean(door, stream, p, policy);
+          } catch (err) {
+            // A leadership lost or a move begun mid-pass ends it; the next round starts again from what holds then.
+            this.warn(`kafka: compacting ${stream.config.name}/${p}: ${(err as Error).message}`);
+          }
+        }
+      }
+    }
+  }
+
+  private stateOf(stream: Stream, p: number, log: MessageLog): PartitionCleaning {
+    let states = this.partitions.get(stream);
+    if (states === undefined) this.partitions.set(stream, (states = []));
+    const st = log.state();
+    let s = states[p];
+    // A log cut back below what was mapped (a replica truncated to its leader's) is mapped again, as after a start.
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity };
+    if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
+    return s;
+  }
+
+  /** Compacts partition `p` of `stream` if it is due; the records retired. */
+  async clean(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, now = Date.now()): Promise<number> {
+    const log = stream.partitions[p];
+    const state = this.stateOf(stream, p, log);
+    // The last sequence a pass may touch: replicated, stable, and old enough.
+    const hwm = stream.replicatedSeq(p);
+    let end = Math.min(hwm, door.txnIndexes.lastStableOffset(stream, p, hwm));
+    if (policy.minLagMs > 0) {
+      const young = await log.firstAtOrAfter(now - policy.minLagMs);
+      if (young !== null) end = Math.min(end, young.seq - 1);
+    }
+    const first = log.state().firstSeq;
+    const dirty = state.dirtyFrom <= end ? log.pendingAfter(state.dirtyFrom - 1) - log.pendingAfter(end) : 0;
+    const total = first <= end ? log.pendingAfter(first - 1) - log.pendingAfter(end) : 0;
+    let due = state.tombstonesSince + policy.deleteRetentionMs <= now || (dirty > 0 && dirty >= total * policy.minDirtyRatio);
+    if (!due && dirty > 0 && policy.maxLagMs !== Infinity) {
+      const oldest = await log.next(state.dirtyFrom - 1);
+      due = oldest !== null && oldest.seq <= end && oldest.time <= now - policy.maxLagMs;
+    }
+    if (!due) return 0;
+    return this.pass(door, stream, p, policy, state, end, now);
+  }
+
+  private async pass(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, state: PartitionCleaning, end: number, now: number): Promise<number> {
+    const log = stream.partitions[p];
+    // 1. The newest sequence of each key in the dirty part, as far as the map holds.
+    const newest = new Map<string, number>();
+    let mapped = state.dirtyFrom - 1;
+    const whole = await this.walk(door, stream, p, state.dirtyFrom, end, (m, hidden) => {
+      if (m.key !== null && !hidden && !isMarker(m)) {
+        const id = keyId(m.key);
+        if (newest.size >= MAX_KEYS && !newest.has(id)) return false;
+        newest.set(id, m.seq);
+      }
+      mapped = m.seq;
+      return true;
+    });
+    if (this.closed) return 0;
+    if (whole) mapped = Math.max(mapped, end);
+    // 2. Every record up to there: superseded ones go, aborted ones, and tombstones whose retention has run out.
+    let retired = 0;
+    let tombstonesSince = Infinity;
+    let from = log.state().firstSeq;
+    // The first record stays (see the top of this file), and so does a tombstone of its key: the first record would
+    // outlive it (each other key is left once in what was compacted, the first record's may be there twice).
+    const front = from;
+    let frontKey: string | null = null;
+    while (from <= mapped && !this.closed) {
+      const seqs: number[] = [];
+      let next = from;
+      await this.walk(door, stream, p, from, mapped, (m, hidden) => {
+        next = m.seq + 1;
+        if (isMarker(m)) return true;
+        if (m.seq === front) {
+          if (m.key !== null) frontKey = keyId(m.key);
+        } else if (hidden) seqs.push(m.seq);
+        else if (m.key !== null) {
+          const id = keyId(m.key);
+          const newer = newest.get(id);
+          if (newer !== undefined && newer > m.seq) seqs.push(m.seq);
+          else if (isNullValue(m.headers, m.data) && id !== frontKey) {
+            // First passed by an earlier pass: its retention runs from then; passed for the first time now: from now.
+            const since = firstPassed(state.passes, m.seq) ?? now;
+            if (since + policy.deleteRetentionMs <= now) seqs.push(m.seq);
+            else tombstonesSince = Math.min(tombstonesSince, since);
+          }
+        }
+        return seqs.length < RETIRE_AT_ONCE;
+      });
+      if (seqs.length > 0) retired += await stream.retire(p, seqs);
+      if (next === from) break;
+      from = next;
+    }
+    if (this.closed) return retired;
+    state.dirtyFrom = Math.max(state.dirtyFrom, mapped + 1);
+    const last = state.passes[state.passes.length - 1];
+    if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, now]);
+    while (state.passes.length > MAX_PASSES) state.passes.shift();
+    state.tombstonesSince = tombstonesSince;
+    this.counts.passes++;
+    this.counts.retired += retired;
+    this.debug(`kafka: compacted ${stream.config.name}/${p} up to offset ${mapped - 1}: ${newest.size} keys, ${retired} records removed`);
+    return retired;
+  }
+
+  /**
+   * Reads partition `p` from `from` to `to` (sequences, inclusive), each
+   * record with whether readers never see it (a marker, an aborted
+   * record), until `visit` says stop (false); true when it read to the end.
+   */
+  private async walk(door: AccountDoor, stream: Stream, p: number, from: number, to: number, visit: (m: StoredMessage, hidden: boolean) => boolean): Promise<boolean> {
+    const log = stream.partitions[p];
+    while (from <= to) {
+      if (this.closed) return false;
+      const window = await log.scan(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES });
+      if (window.length === 0) return true;
+      const hidden = door.txnIndexes.hiddenIn(stream, p, from - 1, window[window.length - 1].seq);
+      let h = 0;
+      for (const m of window) {
+        if (m.seq > to) return true;
+        while (h < hidden.length && hidden[h][1] < m.seq) h++;
+        if (!visit(m, h < hidden.length && hidden[h][0] <= m.seq)) return false;
+      }
+      from = window[window.length - 1].seq + 1;
+    }
+    return true;
+  }
+}
+
+function isMarker(m: StoredMessage): boolean {
+  return m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT;
+}
+
+/** When the first pass that mapped past `seq` ended; undefined when none did. */
+function firstPassed(passes: ReadonlyArray<[number, number]>, seq: number): number | undefined {
+  for (const [upTo, at] of passes) if (upTo > seq) return at;
+  return undefined;
+}
+
+/** A key as the map holds it: its bytes when short, else their MD5, marked so that neither can be taken for the other. */
+function keyId(key: Buffer): string {
+  if (key.length <= RAW_KEY_BYTES) return key.toString("latin1");
+  return createHash("md5").update(key).digest().toString("latin1") + "\u0100";
+}

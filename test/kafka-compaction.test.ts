@@ -1,0 +1,291 @@
+/**
+ * Kafka log compaction (cleanup.policy=compact) through real clients: each
+ * key's newest record stays at its offset, older ones go, tombstones (null
+ * values) stay delete.retention.ms after compaction first passed them and
+ * then go, records of aborted transactions go and never stand for their
+ * key, the log's start offset never moves, and a record without a key is
+ * refused as Kafka refuses it. kcat, KafkaJS and confluent-kafka read the
+ * compacted partitions.
+ */
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs, { type Producer } from "kafkajs";
+import { createTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntilAsync } from "./helpers/clients.js";
+
+const { ConfigResourceTypes, CompressionTypes } = kafkajs;
+
+/** Every record of partition 0 as kcat reads it (read_uncommitted unless told): `offset key=value`, NULL for a null key or value. */
+async function records(broker: string, topic: string, isolation = "read_uncommitted"): Promise<string[]> {
+  const r = await kcat(["-b", broker, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q", "-Z", "-X", `isolation.level=${isolation}`, "-f", "%o %k=%s\n"]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+describe("Kafka log compaction", () => {
+  let h: KafkaHarness;
+  const producers: Producer[] = [];
+
+  const producer = async (opts: Parameters<ReturnType<KafkaHarness["kafka"]>["producer"]>[0] = {}): Promise<Producer> => {
+    const p = h.kafka().producer(opts);
+    await p.connect();
+    producers.push(p);
+    return p;
+  };
+
+  const alter = async (topic: string, entries: Array<{ name: string; value: string }>): Promise<void> => {
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: entries }] });
+    } finally {
+      await admin.disconnect();
+    }
+  };
+
+  /** Runs cleaner rounds until `check` holds (each round looks at every compacted partition once). */
+  const compactedUntil = (check: () => Promise<boolean>, what: string): Promise<void> =>
+    waitUntilAsync(async () => {
+      await h.srv.kafka!.cleaner.round();
+      return check();
+    }, what);
+
+  /** Passes made so far, then one more round, which makes a pass wherever one is due: whether one was. */
+  const roundPassed = async (): Promise<boolean> => {
+    const before = h.srv.kafka!.cleaner.counts.passes;
+    await h.srv.kafka!.cleaner.round();
+    await h.srv.kafka!.cleaner.round();
+    return h.srv.kafka!.cleaner.counts.passes > before;
+  };
+
+  before(async () => {
+    // Rounds are driven by the tests (cleaner.round()): the timer's would race their counts. The first test has its own.
+    h = await startKafka({ logCleanerBackoffMs: 3_600_000 });
+  });
+  after(async () => {
+    for (const p of producers) await p.disconnect().catch(() => undefined);
+    await h.close();
+  });
+
+  test("each key's newest record stays at its offset; kcat, KafkaJS and confluent-kafka read what is left", async () => {
+    const own = await startKafka({ logCleanerBackoffMs: 100 });
+    try {
+      await compactedByTimer(own);
+    } finally {
+      await own.close();
+    }
+  });
+
+  async function compactedByTimer(h: KafkaHarness): Promise<void> {
+    const topic = "compact.basic";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    const p = h.kafka().producer();
+    await p.connect();
+    producers.push(p);
+    // One batch, gzip: compaction removes records from inside a batch kept whole as the producer compressed it.
+    await p.send({
+      topic,
+      compression: CompressionTypes.GZIP,
+      messages: [
+        { key: "k0", value: "first" },
+        { key: "k1", value: "a" },
+        { key: "k2", value: "b" },
+        { key: "k1", value: "c" },
+        { key: "k3", value: "d" },
+        { key: "k2", value: null },
+        { key: "k1", value: "e" },
+      ],
+    });
+    const expected = ["0 k0=first", "4 k3=d", "5 k2=NULL", "6 k1=e"];
+    // The cleaner's own timer (log_cleaner_backoff 100ms) compacts it.
+    await waitUntilAsync(async () => (await records(h.broker, topic)).join("|") === expected.join("|"), "compaction by the cleaner's timer", 20_000);
+
+    // KafkaJS: the tombstone's value is null, offsets as produced.
+    const consumer = h.kafka().consumer({ groupId: "compact-basic", maxWaitTimeInMs: 100 });
+    const seen: string[] = [];
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      let done!: () => void;
+      const all = new Promise<void>((resolve) => (done = resolve));
+      await consumer.run({
+        eachMessage: async ({ message }) => {
+          seen.push(`${message.offset} ${String(message.key)}=${message.value === null ? "NULL" : String(message.value)}`);
+          if (message.offset === "6") done();
+        },
+      });
+      await all;
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.deepEqual(seen, expected);
+
+    const py = await python(`
+import json
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": "${h.broker}", "group.id": "compact-py", "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+c.assign([TopicPartition("${topic}", 0, 0)])
+out = []
+while len(out) < 4:
+    m = c.poll(10)
+    if m is None: break
+    if m.error(): raise Exception(m.error())
+    out.append([m.offset(), m.key().decode(), None if m.value() is None else m.value().decode()])
+low, high = c.get_watermark_offsets(TopicPartition("${topic}", 0))
+c.close()
+print(json.dumps({"records": out, "low": low, "high": high}))
+`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.deepEqual(JSON.parse(py.stdout), {
+      records: [[0, "k0", "first"], [4, "k3", "d"], [5, "k2", null], [6, "k1", "e"]],
+      // Compaction never moves the log's start: offset 0 stays the earliest, as in Kafka.
+      low: 0,
+      high: 7,
+    });
+    await p.disconnect();
+  }
+
+  test("a tombstone goes delete.retention.ms after compaction first passed it; a record without a key stays", async () => {
+    const topic = "compact.tombstones";
+    // Any new record makes a pass due (min.cleanable.dirty.ratio 0.01, where the default 0.5 would wait for as many as are there).
+    await createTopic(h, topic, 1, [
+      { name: "cleanup.policy", value: "compact" },
+      { name: "min.cleanable.dirty.ratio", value: "0.01" },
+    ]);
+    const p = await producer();
+    await p.send({ topic, messages: [{ key: "k0", value: "first" }, { key: "k1", value: "a" }, { key: "k1", value: null }, { key: "k2", value: "b" }] });
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL|3 k2=b", "k1's old value removed");
+    // A day's retention (the default): the tombstone stays, pass after pass.
+    await p.send({ topic, messages: [{ key: "k2", value: "c" }] });
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL|4 k2=c", "k2's old value removed");
+    // With a retention already run out since that first pass: the tombstone goes at the next round, nothing else (the
+    // default dirty ratio, back with AlterConfigs, would make no pass for what is new: the tombstone's coming due does).
+    await alter(topic, [{ name: "cleanup.policy", value: "compact" }, { name: "delete.retention.ms", value: "0" }]);
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|4 k2=c", "the tombstone removed");
+    assert.ok(!(await roundPassed()), "nothing more is due: no pass");
+  });
+
+  test("the first record stays even when superseded, and its key's tombstone with it; a JetStream publish without a key stays", async () => {
+    const topic = "compact.front";
+    await createTopic(h, topic, 1, [
+      { name: "cleanup.policy", value: "compact" },
+      { name: "delete.retention.ms", value: "0" },
+      { name: "min.cleanable.dirty.ratio", value: "0.01" },
+    ]);
+    const p = await producer();
+    await p.send({ topic, messages: [{ key: "k1", value: "a" }, { key: "k1", value: "b" }, { key: "k1", value: null }] });
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k1=a|2 k1=NULL", "the middle value removed");
+    // Were the tombstone removed, a reader from the start would see k1=a and nothing after it: the key back from the dead.
+    await h.nc.publish(topic, new TextEncoder().encode("from nats"));
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 3, "the NATS message stored");
+    assert.ok(await roundPassed(), "the new record makes a pass due");
+    assert.deepEqual(await records(h.broker, topic), ["0 k1=a", "2 k1=NULL", "3 NULL=from nats"]);
+  });
+
+  test("records of an aborted transaction go and never stand for their key; markers stay for read_committed readers", async () => {
+    const topic = "compact.txn";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
+    const t = await producer({ transactionalId: "compact-txn", idempotent: true, maxInFlightRequests: 1 });
+    const good = await t.transaction();
+    await good.send({ topic, messages: [{ key: "k1", value: "good" }] });
+    await good.commit();
+    const bad = await t.transaction();
+    await bad.send({ topic, messages: [{ key: "k1", value: "bad" }] });
+    await bad.abort();
+    // Offsets: 0 k0, 1 good, 2 its commit marker, 3 bad, 4 its abort marker. Were "bad" k1's newest, "good" would go.
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|1 k1=good", "the aborted record removed, the committed one kept");
+    assert.deepEqual(await records(h.broker, topic, "read_committed"), ["0 k0=first", "1 k1=good"]);
+  });
+
+  test("nothing from an open transaction's first record on is compacted until it ends", async () => {
+    const topic = "compact.open";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }, { key: "k1", value: "good" }] });
+    const t = await producer({ transactionalId: "compact-open", idempotent: true, maxInFlightRequests: 1 });
+    const open = await t.transaction();
+    await open.send({ topic, messages: [{ key: "k1", value: "pending" }] });
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 3, "the open transaction's record stored");
+    assert.ok(await roundPassed(), "a pass over what is stable");
+    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 k1=good", "2 k1=pending"], "k1's committed value stays while its newer one may yet be aborted");
+    await open.commit();
+    await compactedUntil(async () => (await records(h.broker, topic, "read_committed")).join("|") === "0 k0=first|2 k1=pending", "the old value removed once the new one is committed");
+  });
+
+  test("a record without a key is refused as Kafka refuses it, with the record named; configs are checked as Kafka checks them", async () => {
+    const topic = "compact.keys";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact,delete" }]);
+    const p = await producer();
+    await assert.rejects(p.send({ topic, messages: [{ key: "k", value: "keyed" }, { value: "unkeyed" }] }), (err: Error & { type?: string }) => {
+      assert.equal(err.type ?? (err as { cause?: { type?: string } }).cause?.type, "INVALID_RECORD", String(err));
+      return true;
+    });
+    const kc = await kcat(["-b", h.broker, "-P", "-t", topic, "-p", "0", "-X", "message.send.max.retries=0"], "no key\n");
+    assert.match(kc.stderr, /Broker failed to validate record/, "librdkafka's words for INVALID_RECORD");
+    assert.deepEqual(await records(h.broker, topic), [], "nothing of a refused batch is stored");
+
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      const describe = async (): Promise<Map<string, string>> => {
+        const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false });
+        return new Map(d.resources[0].configEntries.map((e) => [e.configName, e.configValue]));
+      };
+      let c = await describe();
+      assert.deepEqual(
+        ["cleanup.policy", "delete.retention.ms", "min.compaction.lag.ms", "max.compaction.lag.ms", "min.cleanable.dirty.ratio"].map((k) => c.get(k)),
+        ["compact,delete", "86400000", "0", "9223372036854775807", "0.5"],
+      );
+      for (const refused of [
+        [{ name: "cleanup.policy", value: "compact,archive" }],
+        [{ name: "min.cleanable.dirty.ratio", value: "1.5" }],
+        [{ name: "min.cleanable.dirty.ratio", value: "half" }],
+        [{ name: "delete.retention.ms", value: "-1" }],
+        [{ name: "max.compaction.lag.ms", value: "0" }],
+        [
+          { name: "min.compaction.lag.ms", value: "60000" },
+          { name: "max.compaction.lag.ms", value: "1000" },
+        ],
+      ]) {
+        await assert.rejects(
+          admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: refused[0].name === "cleanup.policy" ? refused : [{ name: "cleanup.policy", value: "compact" }, ...refused] }] }),
+          (err: Error & { type?: string }) => err.type === "INVALID_CONFIG",
+          JSON.stringify(refused),
+        );
+      }
+      await admin.alterConfigs({
+        validateOnly: false,
+        resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "cleanup.policy", value: "compact" }, { name: "min.cleanable.dirty.ratio", value: "0.1" }, { name: "min.compaction.lag.ms", value: "5000" }] }],
+      });
+      c = await describe();
+      assert.deepEqual(["cleanup.policy", "min.cleanable.dirty.ratio", "min.compaction.lag.ms", "retention.ms"].map((k) => c.get(k)), ["compact", "0.1", "5000", "-1"]);
+      // Back to delete: keyless records are taken again.
+      await admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "cleanup.policy", value: "delete" }] }] });
+      await p.send({ topic, messages: [{ value: "unkeyed" }] });
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test("min.compaction.lag.ms holds young records back; confluent-kafka creates a compacted topic and describes it", async () => {
+    const topic = "compact.lag";
+    const py = await python(`
+import json
+from confluent_kafka.admin import AdminClient, NewTopic, ConfigResource
+a = AdminClient({"bootstrap.servers": "${h.broker}"})
+for f in a.create_topics([NewTopic("${topic}", 1, 1, config={"cleanup.policy": "compact", "min.compaction.lag.ms": "3600000"})]).values(): f.result()
+r = ConfigResource("topic", "${topic}")
+d = a.describe_configs([r])[r].result()
+print(json.dumps({k: d[k].value for k in ["cleanup.policy", "min.compaction.lag.ms"]}))
+`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.deepEqual(JSON.parse(py.stdout), { "cleanup.policy": "compact", "min.compaction.lag.ms": "3600000" });
+    const p = await producer();
+    await p.send({ topic, messages: [{ key: "k", value: "a" }, { key: "k", value: "b" }, { key: "k", value: "c" }] });
+    await roundPassed();
+    assert.deepEqual(await records(h.broker, topic), ["0 k=a", "1 k=b", "2 k=c"], "an hour's lag: nothing compacted yet");
+    await alter(topic, [{ name: "cleanup.policy", value: "compact" }]);
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k=a|2 k=c", "compacted once the lag is gone");
+  });
+});
