@@ -268,6 +268,41 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     }
   });
 
+  test("the topics Kafka Streams makes are taken with the configs it gives them: changelogs, windowed changelogs, repartition topics", async () => {
+    // Kafka Streams' InternalTopicConfig defaults, as its InternalTopicManager sends them in CreateTopics.
+    const made: Record<string, Array<{ name: string; value: string }>> = {
+      "app-store-changelog": [
+        { name: "cleanup.policy", value: "compact" },
+        { name: "message.timestamp.type", value: "CreateTime" },
+      ],
+      "app-window-changelog": [
+        { name: "cleanup.policy", value: "compact,delete" },
+        { name: "retention.ms", value: "86400000" },
+      ],
+      "app-agg-repartition": [
+        { name: "cleanup.policy", value: "delete" },
+        { name: "segment.bytes", value: "52428800" },
+        { name: "segment.ms", value: "600000" },
+        { name: "retention.ms", value: "-1" },
+      ],
+    };
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: Object.entries(made).map(([topic, configEntries]) => ({ topic, numPartitions: 2, configEntries })), waitForLeaders: true });
+      const d = await admin.describeConfigs({ resources: Object.keys(made).map((name) => ({ type: ConfigResourceTypes.TOPIC, name })), includeSynonyms: false });
+      for (const r of d.resources) {
+        const shown = new Map(r.configEntries.map((e) => [e.configName, e.configValue]));
+        for (const { name, value } of made[r.resourceName]) assert.equal(shown.get(name), value, `${r.resourceName} ${name}`);
+      }
+    } finally {
+      await admin.disconnect();
+    }
+    // The windowed changelog is compacted and its retention applies: records older than a day would go.
+    const windowed = [...h.srv.jetstream!.streams.values()].find((st) => st.config.name.includes("window"))!;
+    assert.equal(windowed.config.max_age, 86_400_000 * 1_000_000);
+  });
+
   test("min.compaction.lag.ms holds young records back; confluent-kafka creates a compacted topic and describes it", async () => {
     const topic = "compact.lag";
     const py = await python(`

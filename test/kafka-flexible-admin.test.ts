@@ -414,6 +414,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
       "retention.bytes": 5,
       "retention.ms": 5,
       "segment.bytes": 3,
+      "segment.ms": 5,
       "unclean.leader.election.enable": 1,
     });
     for (const c of [...t.configs, ...b.configs]) assert.ok(typeof c.doc === "string" && c.doc.length > 0, `${c.name} documented`);
@@ -480,7 +481,7 @@ describe("Kafka flexible admin and transaction APIs", () => {
     assert.deepEqual([configs.get("retention.ms")!.value, configs.get("retention.ms")!.source], ["-1", SOURCE_DEFAULT]);
 
     // Refused with its reason, and nothing changed.
-    const [[error, message, type, name]] = await ask(port, incremental([["segment.bytes", 0, "1024"]]), readAlter);
+    const [[error, message, type, name]] = await ask(port, incremental([["segment.bytes", 0, "10"]]), readAlter);
     assert.deepEqual([error, type, name], [40, RESOURCE_TOPIC, topic]);
     assert.match(message ?? "", /segment\.bytes/);
     assert.equal((await topicConfigs(port, topic)).get("max.message.bytes")!.value, "32768");

@@ -143,7 +143,7 @@ for _ in range(50):
         break
 c.close()
 altered = outcome(admin.alter_configs([ConfigResource("topic", "ck.grow", set_config={"retention.ms": "3600000"})]))
-bad = outcome(admin.alter_configs([ConfigResource("topic", "ck.grow", set_config={"segment.bytes": "1024"})]))
+bad = outcome(admin.alter_configs([ConfigResource("topic", "ck.grow", set_config={"segment.bytes": "10"})]))
 broker = {}
 for f in admin.describe_configs([ConfigResource("broker", "0")]).values():
     broker = {k: v.value for k, v in f.result().items()}

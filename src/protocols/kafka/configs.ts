@@ -23,7 +23,21 @@ import { KafkaClusterError } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
 import { LOG_OVERHEAD } from "./records.js";
 
+/** The storage engine's segment size: what segment.bytes reads as when a topic sets none. */
 const SEGMENT_BYTES = 64 * 1024 * 1024;
+/** Kafka's default segment.ms (log.roll.ms): 7 days. */
+const SEGMENT_MS = 7 * 24 * 3_600_000;
+/**
+ * segment.bytes and segment.ms: in Kafka, how soon a segment rolls, and so
+ * how soon its records may be deleted or compacted (never the active
+ * segment's). Here records go one by one, never waiting for a segment to
+ * roll: any value is honoured (Kafka Streams sets both on its repartition
+ * topics), kept in the stream's metadata and shown as set.
+ */
+const SEGMENT_KEYS = new Map([
+  ["segment.bytes", "nagare.kafka.segment.bytes"],
+  ["segment.ms", "nagare.kafka.segment.ms"],
+]);
 const RESOURCE_TOPIC = 2;
 const RESOURCE_BROKER = 4;
 /** DescribeConfigs v1+ config_source. */
@@ -81,7 +95,14 @@ export const MIN_INSYNC_REPLICAS_KEY = "nagare.kafka.min.insync.replicas";
  */
 const SET_VALUE_PREFIX = "nagare.kafka.set.";
 const SET_VALUE_CONFIGS = ["cleanup.policy", "max.message.bytes", "retention.bytes", "retention.ms"];
-const KAFKA_ONLY_KEYS = [TIMESTAMP_TYPE_KEY, ...TIMESTAMP_BOUND_KEYS.values(), MIN_INSYNC_REPLICAS_KEY, ...COMPACTION_KEYS.values(), ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n)];
+const KAFKA_ONLY_KEYS = [
+  TIMESTAMP_TYPE_KEY,
+  ...TIMESTAMP_BOUND_KEYS.values(),
+  MIN_INSYNC_REPLICAS_KEY,
+  ...COMPACTION_KEYS.values(),
+  ...SEGMENT_KEYS.values(),
+  ...SET_VALUE_CONFIGS.map((n) => SET_VALUE_PREFIX + n),
+];
 /** Kafka's default min.insync.replicas: a write at acks=all needs the leader alone in sync. */
 const DEFAULT_MIN_INSYNC_REPLICAS = 1;
 
@@ -267,11 +288,17 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
         (out.metadata ??= {})[MIN_INSYNC_REPLICAS_KEY] = String(v);
         break;
       }
-      // Configs nagare cannot change, taken at the value it has (tools set what they read back, and Kafka's defaults):
-      // the storage engine's segment size; batches kept as the producer compressed them; no unclean leader election.
       case "segment.bytes":
-        if (int(32) !== SEGMENT_BYTES) return fail(ErrorCode.INVALID_CONFIG, `segment.bytes is fixed by the storage engine at ${SEGMENT_BYTES}`);
+      case "segment.ms": {
+        // Kafka's bounds: an INT of at least a record's overhead (14 bytes), a LONG of at least 1 ms.
+        const least = name === "segment.bytes" ? 14 : 1;
+        const v = int(name === "segment.bytes" ? 32 : 64);
+        if (v === null || v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
+        (out.metadata ??= {})[SEGMENT_KEYS.get(name)!] = BigInt(trimmed!).toString();
         break;
+      }
+      // Configs nagare cannot change, taken at the value it has (tools set what they read back, and Kafka's defaults):
+      // batches kept as the producer compressed them; no unclean leader election.
       case "compression.type":
         if (trimmed !== "producer") return fail(ErrorCode.INVALID_CONFIG, `compression.type ${value} is not supported: batches are kept as the producer compressed them (producer)`);
         break;
@@ -359,7 +386,10 @@ export function topicConfigs(door: AccountDoor, s: Configured): ConfigEntry[] {
     },
     setting("retention.bytes", String(c.max_bytes > 0 ? c.max_bytes : -1), c.max_bytes > 0),
     setting("retention.ms", String(c.max_age > 0 ? Math.round(c.max_age / NS_PER_MS) : -1), c.max_age > 0),
-    { name: "segment.bytes", value: String(SEGMENT_BYTES), readOnly: true, source: SOURCE_DEFAULT },
+    ...(["segment.bytes", "segment.ms"] as const).map((name): ConfigEntry => {
+      const value = c.metadata?.[SEGMENT_KEYS.get(name)!];
+      return { name, value: value ?? String(name === "segment.bytes" ? SEGMENT_BYTES : SEGMENT_MS), readOnly: false, source: source(value !== undefined) };
+    }),
     { name: "unclean.leader.election.enable", value: "false", readOnly: true, source: SOURCE_DEFAULT },
   ];
 }
@@ -440,6 +470,7 @@ export function brokerConfigs(door: AccountDoor): ConfigEntry[] {
     entry("log.message.timestamp.type", DEFAULT_TIMESTAMP_TYPE, DEFAULT_TIMESTAMP_TYPE),
     entry("log.retention.bytes", -1, -1),
     entry("log.retention.ms", -1, -1),
+    entry("log.roll.ms", SEGMENT_MS, SEGMENT_MS),
     entry("log.segment.bytes", SEGMENT_BYTES, SEGMENT_BYTES),
   ];
   return entries.sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -477,7 +508,8 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["min.insync.replicas", [INT, "The replicas that must be in sync for an acks=all produce to be taken (NOT_ENOUGH_REPLICAS otherwise)."]],
   ["retention.bytes", [LONG, "The bytes each partition keeps before its oldest records go (its stream's max_bytes); -1: no limit."]],
   ["retention.ms", [LONG, "How long records are kept (its stream's max_age); -1: no limit."]],
-  ["segment.bytes", [INT, "The storage engine's segment size; fixed (set to it, taken)."]],
+  ["segment.bytes", [INT, "Kafka's segment size, which bounds when retention and compaction may remove records; here they remove records one by one, so any value is honoured (the storage engine's segments are 64 MiB)."]],
+  ["segment.ms", [LONG, "Kafka's segment age, which bounds when retention and compaction may remove records; here they remove records one by one, so any value is honoured."]],
   ["compression.type", [STRING, "producer: batches are kept and served as the producer compressed them; fixed (set to it, taken)."]],
   ["unclean.leader.election.enable", [BOOLEAN, "false: only an in-sync replica is ever elected leader; fixed (set to it, taken)."]],
   // The broker's, from nagare's configuration file.
@@ -516,7 +548,8 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["log.message.timestamp.type", [STRING, "The message.timestamp.type of a topic that sets none."]],
   ["log.retention.bytes", [LONG, "The retention.bytes of a topic that sets none."]],
   ["log.retention.ms", [LONG, "The retention.ms of a topic that sets none."]],
-  ["log.segment.bytes", [INT, "The segment.bytes of every topic."]],
+  ["log.roll.ms", [LONG, "The segment.ms of a topic that sets none."]],
+  ["log.segment.bytes", [INT, "The segment.bytes of a topic that sets none: the storage engine's segment size."]],
 ]);
 
 /** A config's Kafka type (UNKNOWN for a name nagare does not describe). */
@@ -553,6 +586,7 @@ const TOPIC_CONFIG_NAMES = new Set([
   "retention.bytes",
   "retention.ms",
   "segment.bytes",
+  "segment.ms",
   "unclean.leader.election.enable",
 ]);
 
@@ -709,6 +743,7 @@ const BROKER_SYNONYM = new Map([
   ["retention.bytes", "log.retention.bytes"],
   ["retention.ms", "log.retention.ms"],
   ["segment.bytes", "log.segment.bytes"],
+  ["segment.ms", "log.roll.ms"],
 ]);
 
 /**
