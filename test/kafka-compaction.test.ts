@@ -2,10 +2,13 @@
  * Kafka log compaction (cleanup.policy=compact) through real clients: each
  * key's newest record stays at its offset, older ones go, tombstones (null
  * values) stay delete.retention.ms after compaction first passed them and
- * then go, records of aborted transactions go and never stand for their
- * key, the log's start offset never moves, and a record without a key is
- * refused as Kafka refuses it. kcat, KafkaJS and confluent-kafka read the
- * compacted partitions.
+ * then go, a batch goes whole or not at all (what stays keeps the
+ * producer's timestamps), records of aborted transactions never stand for
+ * their key and stay hidden across a restart, an idempotent producer's
+ * newest batch stays so that it goes on after a restart, the log's start
+ * offset never moves, and a record without a key is refused as Kafka
+ * refuses it. kcat, KafkaJS and confluent-kafka read the compacted
+ * partitions.
  */
 
 import { describe, test, before, after } from "node:test";
@@ -15,6 +18,13 @@ import { createTopic, kcat, python, startKafka, type KafkaHarness } from "./help
 import { waitUntilAsync } from "./helpers/clients.js";
 
 const { ConfigResourceTypes, CompressionTypes } = kafkajs;
+
+type Message = { key: string; value: string | null; timestamp?: string };
+
+/** Sends each message as a batch of its own (a batch goes whole or not at all). */
+async function sendEach(p: Producer, topic: string, messages: Message[], compression = CompressionTypes.None): Promise<void> {
+  for (const m of messages) await p.send({ topic, compression, messages: [m] });
+}
 
 /** Every record of partition 0 as kcat reads it (read_uncommitted unless told): `offset key=value`, NULL for a null key or value. */
 async function records(broker: string, topic: string, isolation = "read_uncommitted"): Promise<string[]> {
@@ -83,11 +93,11 @@ describe("Kafka log compaction", () => {
     const p = h.kafka().producer();
     await p.connect();
     producers.push(p);
-    // One batch, gzip: compaction removes records from inside a batch kept whole as the producer compressed it.
-    await p.send({
+    // gzip: batches kept whole as the producer compressed them go whole.
+    await sendEach(
+      p,
       topic,
-      compression: CompressionTypes.GZIP,
-      messages: [
+      [
         { key: "k0", value: "first" },
         { key: "k1", value: "a" },
         { key: "k2", value: "b" },
@@ -96,7 +106,8 @@ describe("Kafka log compaction", () => {
         { key: "k2", value: null },
         { key: "k1", value: "e" },
       ],
-    });
+      CompressionTypes.GZIP,
+    );
     const expected = ["0 k0=first", "4 k3=d", "5 k2=NULL", "6 k1=e"];
     // The cleaner's own timer (log_cleaner_backoff 100ms) compacts it.
     await waitUntilAsync(async () => (await records(h.broker, topic)).join("|") === expected.join("|"), "compaction by the cleaner's timer", 20_000);
@@ -154,7 +165,12 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       { name: "min.cleanable.dirty.ratio", value: "0.01" },
     ]);
     const p = await producer();
-    await p.send({ topic, messages: [{ key: "k0", value: "first" }, { key: "k1", value: "a" }, { key: "k1", value: null }, { key: "k2", value: "b" }] });
+    await sendEach(p, topic, [
+      { key: "k0", value: "first" },
+      { key: "k1", value: "a" },
+      { key: "k1", value: null },
+      { key: "k2", value: "b" },
+    ]);
     await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL|3 k2=b", "k1's old value removed");
     // A day's retention (the default): the tombstone stays, pass after pass.
     await p.send({ topic, messages: [{ key: "k2", value: "c" }] });
@@ -174,7 +190,11 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       { name: "min.cleanable.dirty.ratio", value: "0.01" },
     ]);
     const p = await producer();
-    await p.send({ topic, messages: [{ key: "k1", value: "a" }, { key: "k1", value: "b" }, { key: "k1", value: null }] });
+    await sendEach(p, topic, [
+      { key: "k1", value: "a" },
+      { key: "k1", value: "b" },
+      { key: "k1", value: null },
+    ]);
     await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k1=a|2 k1=NULL", "the middle value removed");
     // Were the tombstone removed, a reader from the start would see k1=a and nothing after it: the key back from the dead.
     await h.nc.publish(topic, new TextEncoder().encode("from nats"));
@@ -183,7 +203,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await records(h.broker, topic), ["0 k1=a", "2 k1=NULL", "3 NULL=from nats"]);
   });
 
-  test("records of an aborted transaction go and never stand for their key; markers stay for read_committed readers", async () => {
+  test("records of an aborted transaction never stand for their key, and stay hidden across a restart; markers stay", async () => {
     const topic = "compact.txn";
     await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
     await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
@@ -192,17 +212,29 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     await good.send({ topic, messages: [{ key: "k1", value: "good" }] });
     await good.commit();
     const bad = await t.transaction();
-    await bad.send({ topic, messages: [{ key: "k1", value: "bad" }] });
+    await bad.send({ topic, messages: [{ key: "k1", value: "bad1" }, { key: "k2", value: "bad2" }] });
     await bad.abort();
-    // Offsets: 0 k0, 1 good, 2 its commit marker, 3 bad, 4 its abort marker. Were "bad" k1's newest, "good" would go.
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|1 k1=good", "the aborted record removed, the committed one kept");
-    assert.deepEqual(await records(h.broker, topic, "read_committed"), ["0 k0=first", "1 k1=good"]);
+    await (await producer()).send({ topic, messages: [{ key: "k2", value: "plain" }] });
+    // Offsets: 0 k0, 1 good, 2 its commit marker, 3-4 bad (one batch), 5 its abort marker, 6 k2=plain. Were "bad1" k1's
+    // newest, "good" would go; were bad2 retired as superseded by k2=plain, bad1 would be left of its batch, read as a
+    // plain record once the transaction index reads the log again.
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 5, "every record stored");
+    assert.ok(await roundPassed(), "a pass");
+    const committed = ["0 k0=first", "1 k1=good", "6 k2=plain"];
+    assert.deepEqual(await records(h.broker, topic, "read_committed"), committed);
+    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 k1=good", "3 k1=bad1", "4 k2=bad2", "6 k2=plain"], "the aborted batch stays whole, hidden");
+    await t.disconnect();
+    await h.restart({ keepKafkaPort: true });
+    assert.deepEqual(await records(h.broker, topic, "read_committed"), committed, "still hidden once the log is read again");
   });
 
   test("nothing from an open transaction's first record on is compacted until it ends", async () => {
     const topic = "compact.open";
     await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
-    await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }, { key: "k1", value: "good" }] });
+    await sendEach(await producer(), topic, [
+      { key: "k0", value: "first" },
+      { key: "k1", value: "good" },
+    ]);
     const t = await producer({ transactionalId: "compact-open", idempotent: true, maxInFlightRequests: 1 });
     const open = await t.transaction();
     await open.send({ topic, messages: [{ key: "k1", value: "pending" }] });
@@ -211,6 +243,75 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 k1=good", "2 k1=pending"], "k1's committed value stays while its newer one may yet be aborted");
     await open.commit();
     await compactedUntil(async () => (await records(h.broker, topic, "read_committed")).join("|") === "0 k0=first|2 k1=pending", "the old value removed once the new one is committed");
+  });
+
+  test("a batch goes whole or not at all, and what stays keeps the producer's timestamps", async () => {
+    const topic = "compact.batches";
+    await createTopic(h, topic, 1, [
+      { name: "cleanup.policy", value: "compact" },
+      { name: "min.cleanable.dirty.ratio", value: "0.01" },
+    ]);
+    const p = await producer();
+    await p.send({ topic, messages: [{ key: "k0", value: "first", timestamp: "1000" }] });
+    await p.send({ topic, messages: [{ key: "x", value: "1", timestamp: "2000" }, { key: "y", value: "1", timestamp: "3000" }] });
+    await p.send({ topic, messages: [{ key: "x", value: "2", timestamp: "4000" }] });
+    const withTimes = async (): Promise<string[]> => {
+      const r = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o %k=%s @%T\n"]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split("\n").filter((l) => l !== "");
+    };
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 4, "every record stored");
+    assert.ok(await roundPassed(), "a pass");
+    // x=1 is superseded, y=1 is not: their batch stays, each record with its own timestamp.
+    assert.deepEqual(await withTimes(), ["0 k0=first @1000", "1 x=1 @2000", "2 y=1 @3000", "3 x=2 @4000"]);
+    await p.send({ topic, messages: [{ key: "y", value: "2", timestamp: "5000" }] });
+    await compactedUntil(async () => (await records(h.broker, topic)).length === 3, "the batch gone once all of it is superseded");
+    assert.deepEqual(await withTimes(), ["0 k0=first @1000", "3 x=2 @4000", "4 y=2 @5000"]);
+  });
+
+  test("an idempotent producer's newest batch stays, however superseded: after a restart it goes on where it was", async () => {
+    const topic = "compact.producer";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
+    const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
+    await idempotent.send({ topic, messages: [{ key: "x", value: "1" }] });
+    await idempotent.send({ topic, messages: [{ key: "k1", value: "a" }] });
+    await (await producer()).send({ topic, messages: [{ key: "k1", value: "b" }] });
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 4, "every record stored");
+    assert.ok(await roundPassed(), "a pass");
+    // k1=a is superseded but is the producer's newest batch: were it gone, the producer's recovery after the restart would
+    // find x=1 as its last batch and refuse its next one (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 x=1", "2 k1=a", "3 k1=b"]);
+    await h.restart({ keepKafkaPort: true });
+    await idempotent.send({ topic, messages: [{ key: "x", value: "2" }] });
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|3 k1=b|4 x=2", "its older batches gone once it has a newer one");
+  });
+
+  test("DeleteRecords on a topic whose cleanup.policy lacks delete is refused POLICY_VIOLATION, as Kafka does", async () => {
+    const topic = "compact.deleterecords";
+    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await sendEach(await producer(), topic, [
+      { key: "a", value: "1" },
+      { key: "b", value: "2" },
+    ]);
+    const admin = h.kafka().admin();
+    await admin.connect();
+    try {
+      assert.equal((await admin.fetchTopicOffsets(topic))[0].low, "0");
+      await assert.rejects(admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: "1" }] }), (err: Error) => {
+        type Failed = { partitions?: Array<{ error?: { type?: string } }> };
+        const e = err as Failed & { cause?: Failed; originalError?: Failed };
+        const partitions = e.partitions ?? e.cause?.partitions ?? e.originalError?.partitions ?? [];
+        assert.deepEqual(partitions.map((p) => p.error?.type), ["POLICY_VIOLATION"], String(err));
+        return true;
+      });
+      assert.equal((await admin.fetchTopicOffsets(topic))[0].low, "0");
+      await admin.alterConfigs({ validateOnly: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "cleanup.policy", value: "compact,delete" }] }] });
+      await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: "1" }] });
+      assert.equal((await admin.fetchTopicOffsets(topic))[0].low, "1");
+    } finally {
+      await admin.disconnect();
+    }
   });
 
   test("a record without a key is refused as Kafka refuses it, with the record named; configs are checked as Kafka checks them", async () => {
@@ -317,7 +418,11 @@ print(json.dumps({k: d[k].value for k in ["cleanup.policy", "min.compaction.lag.
     assert.equal(py.code, 0, py.stderr);
     assert.deepEqual(JSON.parse(py.stdout), { "cleanup.policy": "compact", "min.compaction.lag.ms": "3600000" });
     const p = await producer();
-    await p.send({ topic, messages: [{ key: "k", value: "a" }, { key: "k", value: "b" }, { key: "k", value: "c" }] });
+    await sendEach(p, topic, [
+      { key: "k", value: "a" },
+      { key: "k", value: "b" },
+      { key: "k", value: "c" },
+    ]);
     await roundPassed();
     assert.deepEqual(await records(h.broker, topic), ["0 k=a", "1 k=b", "2 k=c"], "an hour's lag: nothing compacted yet");
     await alter(topic, [{ name: "cleanup.policy", value: "compact" }]);

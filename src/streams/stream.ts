@@ -1286,8 +1286,12 @@ export class Stream {
     let removed = 0;
     for (let i = 0; i < seqs.length; i += RETIRE_CHUNK) {
       if (!this.mayRetire(partition)) throw this.partitionFrozen(partition) ? Errors.streamMoving() : Errors.clusterNotAvailable();
-      const chunk = await Promise.all(seqs.slice(i, i + RETIRE_CHUNK).map((seq) => this.deleteIn(partition, seq)));
-      for (const ok of chunk) if (ok) removed++;
+      const chunk = Promise.all(seqs.slice(i, i + RETIRE_CHUNK).map((seq) => this.deleteIn(partition, seq)));
+      // A freeze for a move waits for it (quiet()), as for retention's deletes.
+      this.removing(chunk);
+      for (const ok of await chunk) if (ok) removed++;
+      // Paced by the followers: a chunk at a time reaches them as removals listed, never more than a fetch can carry.
+      await this.removalsReplicated(this.replicaGates[partition]);
     }
     return removed;
   }

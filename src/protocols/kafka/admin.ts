@@ -9,7 +9,7 @@ import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
-import { describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
+import { deletesRecords, describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs, partitionsByTopic, repeatedKeys } from "./requests.js";
 import { ZERO_UUID } from "./codec.js";
 import { topicById, topicIdOf } from "./topic-ids.js";
@@ -360,6 +360,9 @@ export async function handleDeleteRecords(door: AccountDoor, { conn, r, w }: Req
       if (typeof led === "number") error = led;
       else if (stream === undefined || log === undefined) error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION;
       else if (!mayManageTopic(conn.permissions, "PURGE", t.name)) error = ErrorCode.TOPIC_AUTHORIZATION_FAILED;
+      // As Kafka's Partition.deleteRecordsOnLeader: records are deleted only under a policy that deletes (a compacted
+      // topic's log start never moves).
+      else if (!deletesRecords(stream.config.metadata)) error = ErrorCode.POLICY_VIOLATION;
       else {
         const hwm = stream.replicatedSeq(p.index);
         const offset = p.offset === -1 ? hwm : p.offset;

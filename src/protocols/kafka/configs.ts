@@ -167,6 +167,12 @@ export function isCompacted(md: Record<string, string> | undefined): boolean {
   return md?.[CLEANUP_POLICY_KEY]?.includes("compact") === true;
 }
 
+/** Whether the topic's cleanup.policy says `delete` (its default): without it Kafka refuses DeleteRecords. */
+export function deletesRecords(md: Record<string, string> | undefined): boolean {
+  const policy = md?.[CLEANUP_POLICY_KEY];
+  return policy === undefined || cleanupPolicies(policy).includes("delete");
+}
+
 /** The topic's compaction, or null when its cleanup.policy does not say `compact`. */
 export function compactionPolicy(md: Record<string, string> | undefined): CompactionPolicy | null {
   if (md === undefined || !isCompacted(md)) return null;

@@ -21,17 +21,30 @@
  * record from the log's start to the end of that map is looked at. Nothing
  * past the high watermark, the last stable offset (an open transaction's
  * records, and what came after them) or min.compaction.lag.ms is touched.
- * Control markers stay (the transaction index reads them back from the
- * log); records of aborted transactions go, and never count as their key's
- * newest. A record without a key (a NATS publish, or one from before the
- * topic was compacted) stays. So does the partition's first record: Kafka's
- * compaction never moves a log's start offset, and here the first stored
- * record is the start (a consumer at an offset below it would be told
- * OFFSET_OUT_OF_RANGE and reset); when a later record has its key, that
- * key's tombstone stays with it, so no reader from the start sees the old
- * value without the delete after it. One stale record at most, which
- * Kafka's guarantees allow (a reader from the start sees at least each
- * key's final value, in order).
+ *
+ * What stays, where Kafka's cleaner would rewrite or remove:
+ * - a batch kept whole (as the producer sent it) goes whole or not at all.
+ *   What is left of a batch is served as records with the log's time, no
+ *   producer id and no transaction: the producer's timestamps would be
+ *   lost (Kafka keeps them), and an aborted transaction's records would be
+ *   read as plain ones once the transaction index reads the log again.
+ *   Kafka rewrites the batch with what is left of it;
+ * - each idempotent producer's newest batch among the log's last
+ *   PRODUCER_SCAN messages, where its recovery looks (Kafka's cleaner
+ *   keeps each producer's last batch, emptied);
+ * - records of aborted transactions (hidden from every reader, and never
+ *   their key's newest), and control markers (the transaction index reads
+ *   them back from the log);
+ * - a record without a key (a NATS publish, or one from before the topic
+ *   was compacted);
+ * - the partition's first record: Kafka's compaction never moves a log's
+ *   start offset, and here the first stored record is the start (a
+ *   consumer at an offset below it would be told OFFSET_OUT_OF_RANGE and
+ *   reset). When a later record has its key, that key's tombstone stays
+ *   with it, so no reader from the start sees the old value without the
+ *   delete after it.
+ * Kafka's guarantees allow each: a reader from the start sees at least each
+ * key's final value, in order.
  *
  * What a pass knows lives in memory: after a start, or where this node
  * comes to lead a partition, the first pass maps the whole log again, and
@@ -39,19 +52,19 @@
  */
 
 import { createHash } from "node:crypto";
-import type { MessageLog, StoredMessage } from "../../store/log.js";
+import { FOREIGN_KAFKA, isForeign, type MessageLog, type StoredMessage } from "../../store/log.js";
+import { itemEnd } from "../../streams/copy-batch.js";
 import type { Stream } from "../../streams/stream.js";
 import type { AccountDoor } from "./account-door.js";
 import { compactionPolicy, type CompactionPolicy } from "./configs.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue } from "./messages.js";
+import { kafkaRecords, PRODUCER_SCAN, scanProducers } from "./stored-batches.js";
 
 /** Keys one pass maps at most (Kafka's dedupe buffer bounds the same): some 100 bytes each. */
 export const MAX_KEYS = 500_000;
 /** What one read of the log takes at most. */
 const READ_MESSAGES = 1024;
 const READ_BYTES = 1024 * 1024;
-/** Records a pass retires at once (each chunk is one tombstone batch's worth). */
-const RETIRE_AT_ONCE = 4096;
 /** Passes remembered per partition, to tell when compaction first passed a tombstone: past it the oldest goes (a later pass's time counts instead: kept longer). */
 const MAX_PASSES = 64;
 /** Keys this long or shorter are mapped as they are; longer ones by their MD5 (Kafka's cleaner maps every key by it). */
@@ -65,6 +78,12 @@ interface PartitionCleaning {
   passes: Array<[upTo: number, at: number]>;
   /** When the last pass first passed the earliest of the tombstones it kept (Infinity: none kept): their retention runs from then. */
   tombstonesSince: number;
+  /**
+   * Keys of superseded records a pass kept because of their batch, with
+   * their newest sequence: the next pass maps them again (only the dirty
+   * part is mapped), so their batch goes once the rest of it is superseded.
+   */
+  superseded: Map<string, number>;
 }
 
 export interface CleanerCounts {
@@ -141,7 +160,7 @@ export class LogCleaner {
     const st = log.state();
     let s = states[p];
     // A log cut back below what was mapped (a replica truncated to its leader's) is mapped again, as after a start.
-    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity };
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map() };
     if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
     return s;
   }
@@ -149,6 +168,8 @@ export class LogCleaner {
   /** Compacts partition `p` of `stream` if it is due; the records retired. */
   async clean(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, now = Date.now()): Promise<number> {
     const log = stream.partitions[p];
+    // A log that failed stays failed until reopened (storage errors are sticky): no pass would get anywhere.
+    if (log.state().error !== null) return 0;
     const state = this.stateOf(stream, p, log);
     // The last sequence a pass may touch: replicated, stable, and old enough.
     const hwm = stream.replicatedSeq(p);
@@ -171,8 +192,9 @@ export class LogCleaner {
 
   private async pass(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, state: PartitionCleaning, end: number, now: number): Promise<number> {
     const log = stream.partitions[p];
-    // 1. The newest sequence of each key in the dirty part, as far as the map holds.
-    const newest = new Map<string, number>();
+    // 1. The newest sequence of each key in the dirty part, as far as the map holds, and of those the last pass kept.
+    const newest = new Map<string, number>(state.superseded);
+    const kept = new Map<string, number>();
     let mapped = state.dirtyFrom - 1;
     const whole = await this.walk(door, stream, p, state.dirtyFrom, end, (m, hidden) => {
       if (m.key !== null && !hidden && !isMarker(m)) {
@@ -185,46 +207,87 @@ export class LogCleaner {
     });
     if (this.closed) return 0;
     if (whole) mapped = Math.max(mapped, end);
-    // 2. Every record up to there: superseded ones go, aborted ones, and tombstones whose retention has run out.
+    // 2. Every record up to there, a stored batch at a time; what goes is told at the top of this file.
+    const bound = Math.min(mapped, end);
+    const recoverable = await newestBatches(log);
     let retired = 0;
     let tombstonesSince = Infinity;
-    let from = log.state().firstSeq;
-    // The first record stays (see the top of this file), and so does a tombstone of its key: the first record would
-    // outlive it (each other key is left once in what was compacted, the first record's may be there twice).
-    const front = from;
+    let tombstonesKeptNew = false;
+    const front = log.state().firstSeq;
     let frontKey: string | null = null;
-    while (from <= mapped && !this.closed) {
+    /** The key and newest sequence of the last record retirable() found superseded. */
+    let supersededId = "";
+    let supersededBy = 0;
+    /** Whether record `m` may go: superseded, or a tombstone whose retention ran out since a pass first passed it. */
+    const retirable = (m: StoredMessage, hidden: boolean): boolean => {
+      supersededBy = 0;
+      if (m.seq > bound || isMarker(m) || recoverable.has(m.seq)) return false;
+      if (m.seq === front) {
+        if (m.key !== null) frontKey = keyId(m.key);
+        return false;
+      }
+      // An aborted record stays hidden (see the top of this file); a record without a key has nothing to be superseded by.
+      if (hidden || m.key === null) return false;
+      const id = keyId(m.key);
+      const newer = newest.get(id);
+      // A newer record removed since (a JetStream delete) supersedes nothing.
+      if (newer !== undefined && newer > m.seq && log.has(newer)) {
+        supersededId = id;
+        supersededBy = newer;
+        return true;
+      }
+      if (!isNullValue(m.headers, m.data) || id === frontKey) return false;
+      // First passed by an earlier pass: its retention runs from when that pass ended. Passed for the first time now: from
+      // when this one ends (its key's older values may go until then).
+      const since = firstPassed(state.passes, m.seq);
+      if (since === undefined) tombstonesKeptNew = true;
+      else if (since + policy.deleteRetentionMs <= now) return true;
+      else tombstonesSince = Math.min(tombstonesSince, since);
+      return false;
+    };
+    for (let from = front; from <= bound && !this.closed; ) {
+      const items = await log.scanStored(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES });
+      if (items.length === 0) break;
+      const hidden = door.txnIndexes.hiddenIn(stream, p, from - 1, itemEnd(items[items.length - 1]) - 1);
+      let h = 0;
+      const isHidden = (seq: number): boolean => {
+        while (h < hidden.length && hidden[h][1] < seq) h++;
+        return h < hidden.length && hidden[h][0] <= seq;
+      };
       const seqs: number[] = [];
-      let next = from;
-      await this.walk(door, stream, p, from, mapped, (m, hidden) => {
-        next = m.seq + 1;
-        if (isMarker(m)) return true;
-        if (m.seq === front) {
-          if (m.key !== null) frontKey = keyId(m.key);
-        } else if (hidden) seqs.push(m.seq);
-        else if (m.key !== null) {
-          const id = keyId(m.key);
-          const newer = newest.get(id);
-          if (newer !== undefined && newer > m.seq) seqs.push(m.seq);
-          else if (isNullValue(m.headers, m.data) && id !== frontKey) {
-            // First passed by an earlier pass: its retention runs from then; passed for the first time now: from now.
-            const since = firstPassed(state.passes, m.seq) ?? now;
-            if (since + policy.deleteRetentionMs <= now) seqs.push(m.seq);
-            else tombstonesSince = Math.min(tombstonesSince, since);
-          }
+      for (const item of items) {
+        if (!isForeign(item)) {
+          if (retirable(item, isHidden(item.seq))) seqs.push(item.seq);
+          continue;
         }
-        return seqs.length < RETIRE_AT_ONCE;
-      });
-      if (seqs.length > 0) retired += await stream.retire(p, seqs);
-      if (next === from) break;
-      from = next;
+        // A batch kept whole goes whole or not at all: what is left of one is served as records without the producer's
+        // timestamps, producer id and transaction (see the top of this file).
+        let all = item.format === FOREIGN_KAFKA;
+        const live: number[] = [];
+        const superseded: Array<[string, number]> = [];
+        for (const m of await kafkaRecords.decode(item.format, item.bytes, item.firstSeq, item.time, item.subject)) {
+          if (!log.has(m.seq)) continue;
+          live.push(m.seq);
+          if (!retirable(m, isHidden(m.seq))) all = false;
+          else if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
+        }
+        if (all) seqs.push(...live);
+        else for (const [id, by] of superseded) if (kept.size < MAX_KEYS / 2) kept.set(id, by);
+      }
+      from = itemEnd(items[items.length - 1]);
+      // A log start moved meanwhile (retention, DeleteRecords) makes another record the first: it stays too.
+      const firstNow = log.state().firstSeq;
+      const going = seqs.filter((seq) => seq > firstNow);
+      if (going.length > 0) retired += await stream.retire(p, going);
     }
     if (this.closed) return retired;
+    const ended = Date.now();
     state.dirtyFrom = Math.max(state.dirtyFrom, mapped + 1);
     const last = state.passes[state.passes.length - 1];
-    if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, now]);
+    if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, ended]);
     while (state.passes.length > MAX_PASSES) state.passes.shift();
-    state.tombstonesSince = tombstonesSince;
+    state.tombstonesSince = tombstonesKeptNew ? Math.min(tombstonesSince, ended) : tombstonesSince;
+    state.superseded = kept;
     this.counts.passes++;
     this.counts.retired += retired;
     this.debug(`kafka: compacted ${stream.config.name}/${p} up to offset ${mapped - 1}: ${newest.size} keys, ${retired} records removed`);
@@ -255,11 +318,28 @@ export class LogCleaner {
   }
 }
 
+/**
+ * The first sequence of each idempotent producer's newest batch among the
+ * partition's last PRODUCER_SCAN messages: where a producer's recovery
+ * looks for its state after a restart or a failover (produce.ts). Found
+ * there with an older batch and without its newest, it would be refused
+ * OUT_OF_ORDER_SEQUENCE_NUMBER; Kafka's cleaner keeps each producer's last
+ * batch for the same reason.
+ */
+async function newestBatches(log: MessageLog): Promise<Set<number>> {
+  const newest = new Map<number, number>();
+  const last = log.state().lastSeq;
+  await scanProducers(log, last - PRODUCER_SCAN + 1, last, (found) => {
+    if (!found.marker) newest.set(found.producerId, found.offset + 1);
+  });
+  return new Set(newest.values());
+}
+
 function isMarker(m: StoredMessage): boolean {
   return m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT;
 }
 
-/** When the first pass that mapped past `seq` ended; undefined when none did. */
+/** When the first pass that mapped past `seq` ended; undefined when none did (a later one when the first was forgotten: kept longer). */
 function firstPassed(passes: ReadonlyArray<[number, number]>, seq: number): number | undefined {
   for (const [upTo, at] of passes) if (upTo > seq) return at;
   return undefined;
