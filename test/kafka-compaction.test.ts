@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import kafkajs, { type Producer } from "kafkajs";
 import { createTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntilAsync } from "./helpers/clients.js";
+import { limitsFrom } from "../src/protocols/kafka/configs.js";
 
 const { ConfigResourceTypes, CompressionTypes } = kafkajs;
 
@@ -208,6 +209,63 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await records(h.broker, topic), ["0 k1=a", "2 k1=NULL", "3 NULL=from nats"]);
   });
 
+  test("the last record stays, an expired tombstone too, so that readers reach the high watermark; it goes once it is not the last", async () => {
+    const topic = "compact.last";
+    await createTopic(h, topic, 1, [
+      { name: "cleanup.policy", value: "compact" },
+      { name: "delete.retention.ms", value: "0" },
+      { name: "min.cleanable.dirty.ratio", value: "0.01" },
+    ]);
+    const p = await producer();
+    await sendEach(p, topic, [
+      { key: "k0", value: "first" },
+      { key: "k1", value: "a" },
+      { key: "k1", value: null },
+    ]);
+    // kcat -e ends at the high watermark: it would wait for ever at offset 2 were the tombstone there gone.
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL", "k1's value removed");
+    await roundPassed();
+    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "2 k1=NULL"], "the expired tombstone, last, stays");
+    await sendEach(p, topic, [{ key: "k2", value: "b" }]);
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|3 k2=b", "the tombstone gone once a record follows it");
+  });
+
+  test("a tombstone goes on time while passes come faster than its retention can be told apart in a fixed number of them", async () => {
+    const topic = "compact.busy";
+    await createTopic(h, topic, 1, [
+      { name: "cleanup.policy", value: "compact" },
+      { name: "delete.retention.ms", value: "3000" },
+      { name: "min.cleanable.dirty.ratio", value: "0.01" },
+    ]);
+    const p = await producer();
+    await sendEach(p, topic, [
+      { key: "k0", value: "first" },
+      { key: "gone", value: "x" },
+      { key: "gone", value: null },
+    ]);
+    // A pass every round (a new record of a hot key each time), 20 ms apart by the cleaner's clock: 64 of them span 1.28 s,
+    // so a fixed number of passes remembered would forget when the tombstone was first passed, and never let it go.
+    const cleaner = h.srv.kafka!.cleaner;
+    let now = Date.now();
+    cleaner.clock = () => now;
+    try {
+      let n = 0;
+      let passes = 0;
+      await waitUntilAsync(async () => {
+        for (let i = 0; i < 16; i++) {
+          await p.send({ topic, messages: [{ key: "hot", value: String(n++) }] });
+          now += 20;
+          passes++;
+          await cleaner.round();
+        }
+        return !(await records(h.broker, topic)).some((r) => r.startsWith("2 "));
+      }, "the tombstone removed within its retention and a few passes", 60_000);
+      assert.ok(passes * 20 >= 3000 && passes * 20 <= 3000 + 2 * 16 * 20 + 3000 / 32, `removed after ${passes * 20} ms of the cleaner's clock`);
+    } finally {
+      cleaner.clock = Date.now;
+    }
+  });
+
   test("records of an aborted transaction never stand for their key, and stay hidden across a restart; markers stay", async () => {
     const topic = "compact.txn";
     await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
@@ -343,6 +401,9 @@ print(json.dumps({"records": out, "low": low, "high": high}))
         ["cleanup.policy", "delete.retention.ms", "min.compaction.lag.ms", "max.compaction.lag.ms", "min.cleanable.dirty.ratio"].map((k) => c.get(k)),
         ["compact,delete", "86400000", "0", "9223372036854775807", "0.5"],
       );
+      // Kafka's texts: a value not a number, a list's first unknown value.
+      assert.deepEqual(limitsFrom(new Map([["delete.retention.ms", "abc"]])), { error: 40, message: "Invalid value abc for configuration delete.retention.ms: Not a number of type LONG" });
+      assert.deepEqual(limitsFrom(new Map([["cleanup.policy", "compact, foo"]])), { error: 40, message: "Invalid value foo for configuration cleanup.policy: String must be one of: compact, delete" });
       for (const refused of [
         [{ name: "cleanup.policy", value: "compact,archive" }],
         [{ name: "min.cleanable.dirty.ratio", value: "1.5" }],

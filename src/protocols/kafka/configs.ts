@@ -251,7 +251,9 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
         // Empty, nothing is ever cleaned up (Kafka 3.x applies no retention then, and 4.x says so); without `delete`, the
         // retention configs stay set and apply again once it is back.
         const policies = cleanupPolicies(trimmed ?? "");
-        if (policies.some((p) => p !== "delete" && p !== "compact")) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration cleanup.policy: String must be one of: compact, delete`);
+        // As Kafka's ValidList: the first value not among them is named.
+        const unknown = policies.find((p) => p !== "delete" && p !== "compact");
+        if (unknown !== undefined) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${unknown} for configuration cleanup.policy: String must be one of: compact, delete`);
         if (!policies.includes("delete")) noRetention = true;
         (out.metadata ??= {})[SET_VALUE_PREFIX + name] = policies.join(",");
         break;
@@ -261,7 +263,8 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
       case "max.compaction.lag.ms": {
         const least = name === "max.compaction.lag.ms" ? 1 : 0;
         const v = int();
-        if (v === null || v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
+        if (v === null) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Not a number of type LONG`);
+        if (v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
         (out.metadata ??= {})[COMPACTION_KEYS.get(name)!] = BigInt(trimmed!).toString();
         break;
       }
@@ -299,7 +302,8 @@ export function limitsFrom(configs: Map<string, string | null>, maxPayload = Inf
         // Kafka's bounds: an INT of at least a record's overhead (14 bytes), a LONG of at least 1 ms.
         const least = name === "segment.bytes" ? 14 : 1;
         const v = int(name === "segment.bytes" ? 32 : 64);
-        if (v === null || v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
+        if (v === null) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Not a number of type ${name === "segment.bytes" ? "INT" : "LONG"}`);
+        if (v < least) return fail(ErrorCode.INVALID_CONFIG, `Invalid value ${value} for configuration ${name}: Value must be at least ${least}`);
         (out.metadata ??= {})[SEGMENT_KEYS.get(name)!] = BigInt(trimmed!).toString();
         break;
       }

@@ -37,6 +37,10 @@
  *   them back from the log);
  * - a record without a key (a NATS publish, or one from before the topic
  *   was compacted);
+ * - the partition's last record: a reader moves its position past a record
+ *   it reads, and could not past one gone at the end (kcat -e, a changelog
+ *   restore, would wait at the high watermark for ever). Kafka never
+ *   compacts the active segment;
  * - the partition's first record: Kafka's compaction never moves a log's
  *   start offset, and here the first stored record is the start (a
  *   consumer at an offset below it would be told OFFSET_OUT_OF_RANGE and
@@ -65,8 +69,10 @@ export const MAX_KEYS = 500_000;
 /** What one read of the log takes at most. */
 const READ_MESSAGES = 1024;
 const READ_BYTES = 1024 * 1024;
-/** Passes remembered per partition, to tell when compaction first passed a tombstone: past it the oldest goes (a later pass's time counts instead: kept longer). */
+/** Pass entries per partition (PartitionCleaning.passes): past it the oldest goes, its records counting as the next's. */
 const MAX_PASSES = 64;
+/** The entries one delete.retention.ms spans at most. */
+const PASS_SPANS = 32;
 /** Keys this long or shorter are mapped as they are; longer ones by their MD5 (Kafka's cleaner maps every key by it). */
 const RAW_KEY_BYTES = 16;
 
@@ -74,8 +80,14 @@ const RAW_KEY_BYTES = 16;
 interface PartitionCleaning {
   /** The first sequence no pass has mapped yet. */
   dirtyFrom: number;
-  /** Each pass that moved `dirtyFrom` on, oldest first: where it moved it to, and when. */
-  passes: Array<[upTo: number, at: number]>;
+  /**
+   * The passes that moved `dirtyFrom` on, oldest first: where to, when the
+   * last of them ended, and when the first did. Passes within
+   * delete.retention.ms / PASS_SPANS of an entry's first share it (its
+   * records then count as first passed when its last ended: kept that much
+   * longer), so that the entries reach back at least twice the retention.
+   */
+  passes: Array<[upTo: number, at: number, since: number]>;
   /** When the last pass first passed the earliest of the tombstones it kept (Infinity: none kept): their retention runs from then. */
   tombstonesSince: number;
   /**
@@ -96,6 +108,8 @@ export class LogCleaner {
   private running: Promise<void> | null = null;
   private closed = false;
   private readonly partitions = new WeakMap<Stream, Array<PartitionCleaning | undefined>>();
+  /** The time passes are told by (a test's clock may stand in): when tombstones were first passed, when they come due. */
+  clock: () => number = Date.now;
   /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
   readonly counts: CleanerCounts = { passes: 0, retired: 0 };
 
@@ -166,7 +180,7 @@ export class LogCleaner {
   }
 
   /** Compacts partition `p` of `stream` if it is due; the records retired. */
-  async clean(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, now = Date.now()): Promise<number> {
+  async clean(door: AccountDoor, stream: Stream, p: number, policy: CompactionPolicy, now = this.clock()): Promise<number> {
     const log = stream.partitions[p];
     // A log that failed stays failed until reopened (storage errors are sticky): no pass would get anywhere.
     if (log.state().error !== null) return 0;
@@ -210,6 +224,7 @@ export class LogCleaner {
     // 2. Every record up to there, a stored batch at a time; what goes is told at the top of this file.
     const bound = Math.min(mapped, end);
     const recoverable = await newestBatches(log);
+    const lastStored = newestStored(log);
     let retired = 0;
     let tombstonesSince = Infinity;
     let tombstonesKeptNew = false;
@@ -221,7 +236,8 @@ export class LogCleaner {
     /** Whether record `m` may go: superseded, or a tombstone whose retention ran out since a pass first passed it. */
     const retirable = (m: StoredMessage, hidden: boolean): boolean => {
       supersededBy = 0;
-      if (m.seq > bound || isMarker(m) || recoverable.has(m.seq)) return false;
+      // The last record stays: a reader's position moves past a record it reads, and nothing past the last would be read.
+      if (m.seq > bound || m.seq >= lastStored || isMarker(m) || recoverable.has(m.seq)) return false;
       if (m.seq === front) {
         if (m.key !== null) frontKey = keyId(m.key);
         return false;
@@ -281,10 +297,13 @@ export class LogCleaner {
       if (going.length > 0) retired += await stream.retire(p, going);
     }
     if (this.closed) return retired;
-    const ended = Date.now();
+    const ended = this.clock();
     state.dirtyFrom = Math.max(state.dirtyFrom, mapped + 1);
     const last = state.passes[state.passes.length - 1];
-    if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, ended]);
+    if (last !== undefined && last[0] < state.dirtyFrom && ended - last[2] < policy.deleteRetentionMs / PASS_SPANS) {
+      last[0] = state.dirtyFrom;
+      last[1] = ended;
+    } else if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, ended, ended]);
     while (state.passes.length > MAX_PASSES) state.passes.shift();
     state.tombstonesSince = tombstonesKeptNew ? Math.min(tombstonesSince, ended) : tombstonesSince;
     state.superseded = kept;
@@ -335,12 +354,20 @@ async function newestBatches(log: MessageLog): Promise<Set<number>> {
   return new Set(newest.values());
 }
 
+/** The newest sequence the log stores (its last one, unless that was deleted). */
+function newestStored(log: MessageLog): number {
+  const last = log.state().lastSeq;
+  if (log.has(last)) return last;
+  const newest = log.lastPerSubject();
+  return newest.length === 0 ? 0 : newest[newest.length - 1];
+}
+
 function isMarker(m: StoredMessage): boolean {
   return m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT;
 }
 
 /** When the first pass that mapped past `seq` ended; undefined when none did (a later one when the first was forgotten: kept longer). */
-function firstPassed(passes: ReadonlyArray<[number, number]>, seq: number): number | undefined {
+function firstPassed(passes: ReadonlyArray<[number, number, number]>, seq: number): number | undefined {
   for (const [upTo, at] of passes) if (upTo > seq) return at;
   return undefined;
 }
