@@ -70,6 +70,10 @@ describe("Kafka log compaction", () => {
     return h.srv.kafka!.cleaner.counts.passes > before;
   };
 
+  /** A compacted topic of one partition, with `configs` besides cleanup.policy=compact. */
+  const createCompacted = (topic: string, configs: Record<string, string> = {}): Promise<void> =>
+    createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }, ...Object.entries(configs).map(([name, value]) => ({ name, value }))]);
+
   before(async () => {
     // Rounds are driven by the tests (cleaner.round()): the timer's would race their counts. The first test has its own.
     h = await startKafka({ logCleanerBackoffMs: 3_600_000 });
@@ -166,10 +170,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
   test("a tombstone goes delete.retention.ms after compaction first passed it; a record without a key stays", async () => {
     const topic = "compact.tombstones";
     // Any new record makes a pass due (min.cleanable.dirty.ratio 0.01, where the default 0.5 would wait for as many as are there).
-    await createTopic(h, topic, 1, [
-      { name: "cleanup.policy", value: "compact" },
-      { name: "min.cleanable.dirty.ratio", value: "0.01" },
-    ]);
+    await createCompacted(topic, { "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     await sendEach(p, topic, [
       { key: "k0", value: "first" },
@@ -190,11 +191,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("the first record stays even when superseded, and its key's tombstone with it; a JetStream publish without a key stays", async () => {
     const topic = "compact.front";
-    await createTopic(h, topic, 1, [
-      { name: "cleanup.policy", value: "compact" },
-      { name: "delete.retention.ms", value: "0" },
-      { name: "min.cleanable.dirty.ratio", value: "0.01" },
-    ]);
+    await createCompacted(topic, { "delete.retention.ms": "0", "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     await sendEach(p, topic, [
       { key: "k1", value: "a" },
@@ -211,11 +208,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("the last record stays, an expired tombstone too, so that readers reach the high watermark; it goes once it is not the last", async () => {
     const topic = "compact.last";
-    await createTopic(h, topic, 1, [
-      { name: "cleanup.policy", value: "compact" },
-      { name: "delete.retention.ms", value: "0" },
-      { name: "min.cleanable.dirty.ratio", value: "0.01" },
-    ]);
+    await createCompacted(topic, { "delete.retention.ms": "0", "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     await sendEach(p, topic, [
       { key: "k0", value: "first" },
@@ -232,11 +225,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("a tombstone goes on time while passes come faster than its retention can be told apart in a fixed number of them", async () => {
     const topic = "compact.busy";
-    await createTopic(h, topic, 1, [
-      { name: "cleanup.policy", value: "compact" },
-      { name: "delete.retention.ms", value: "3000" },
-      { name: "min.cleanable.dirty.ratio", value: "0.01" },
-    ]);
+    await createCompacted(topic, { "delete.retention.ms": "3000", "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     await sendEach(p, topic, [
       { key: "k0", value: "first" },
@@ -268,7 +257,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("records of an aborted transaction never stand for their key, and stay hidden across a restart; markers stay", async () => {
     const topic = "compact.txn";
-    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await createCompacted(topic);
     await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
     const t = await producer({ transactionalId: "compact-txn", idempotent: true, maxInFlightRequests: 1 });
     const good = await t.transaction();
@@ -293,7 +282,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("nothing from an open transaction's first record on is compacted until it ends", async () => {
     const topic = "compact.open";
-    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await createCompacted(topic);
     await sendEach(await producer(), topic, [
       { key: "k0", value: "first" },
       { key: "k1", value: "good" },
@@ -310,10 +299,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("a batch goes whole or not at all, and what stays keeps the producer's timestamps", async () => {
     const topic = "compact.batches";
-    await createTopic(h, topic, 1, [
-      { name: "cleanup.policy", value: "compact" },
-      { name: "min.cleanable.dirty.ratio", value: "0.01" },
-    ]);
+    await createCompacted(topic, { "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     await p.send({ topic, messages: [{ key: "k0", value: "first", timestamp: "1000" }] });
     await p.send({ topic, messages: [{ key: "x", value: "1", timestamp: "2000" }, { key: "y", value: "1", timestamp: "3000" }] });
@@ -334,7 +320,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("an idempotent producer's newest batch stays, however superseded: after a restart it goes on where it was", async () => {
     const topic = "compact.producer";
-    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await createCompacted(topic);
     await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
     const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
     await idempotent.send({ topic, messages: [{ key: "x", value: "1" }] });
@@ -352,7 +338,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
 
   test("DeleteRecords on a topic whose cleanup.policy lacks delete is refused POLICY_VIOLATION, as Kafka does", async () => {
     const topic = "compact.deleterecords";
-    await createTopic(h, topic, 1, [{ name: "cleanup.policy", value: "compact" }]);
+    await createCompacted(topic);
     await sendEach(await producer(), topic, [
       { key: "a", value: "1" },
       { key: "b", value: "2" },
