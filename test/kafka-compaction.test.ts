@@ -255,6 +255,38 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     }
   });
 
+  test("a tombstone stays while an older record of its key does: a value kept for its batch never outlives its delete", async () => {
+    const topic = "compact.pinned";
+    await createCompacted(topic, { "delete.retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01" });
+    const p = await producer();
+    await p.send({ topic, messages: [{ key: "f", value: "f" }] });
+    await p.send({ topic, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+    await sendEach(p, topic, [
+      { key: "a", value: null },
+      { key: "c", value: "1" },
+    ]);
+    const cleaner = h.srv.kafka!.cleaner;
+    let now = Date.now();
+    cleaner.clock = () => now;
+    try {
+      await waitUntilAsync(async () => (await records(h.broker, topic)).length === 5, "every record stored");
+      assert.ok(await roundPassed(), "a pass");
+      now += 60_000;
+      await sendEach(p, topic, [{ key: "d", value: "1" }]);
+      assert.ok(await roundPassed(), "a pass a minute later by the cleaner's clock, past the tombstone's retention");
+      // a=1 stays with b=1, its batch-mate and b's newest: were the tombstone gone, a reader from the start would end with a=1.
+      assert.deepEqual(await records(h.broker, topic), ["0 f=f", "1 a=1", "2 b=1", "3 a=NULL", "4 c=1", "5 d=1"]);
+      await sendEach(p, topic, [{ key: "b", value: "2" }]);
+      now += 60_000;
+      // The batch goes; the tombstone stays its retention from then: a reader may have read a=1 just before.
+      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|3 a=NULL|4 c=1|5 d=1|6 b=2", "the batch gone");
+      now += 60_000;
+      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|4 c=1|5 d=1|6 b=2", "the tombstone gone a retention later");
+    } finally {
+      cleaner.clock = Date.now;
+    }
+  });
+
   test("records of an aborted transaction never stand for their key, and stay hidden across a restart; markers stay", async () => {
     const topic = "compact.txn";
     await createCompacted(topic);

@@ -47,8 +47,12 @@
  *   reset). When a later record has its key, that key's tombstone stays
  *   with it, so no reader from the start sees the old value without the
  *   delete after it.
- * Kafka's guarantees allow each: a reader from the start sees at least each
- * key's final value, in order.
+ * A tombstone stays while an older record of its key does (kept for its
+ * batch, or first), and its retention runs from when the last of those
+ * went: a reader from the start never ends with a value its key's delete
+ * followed, and one that read the value has delete.retention.ms to see the
+ * delete. Kafka's guarantees allow each rule: a reader from the start sees
+ * at least each key's final value, in order.
  *
  * What a pass knows lives in memory: after a start, or where this node
  * comes to lead a partition, the first pass maps the whole log again, and
@@ -96,6 +100,12 @@ interface PartitionCleaning {
    * part is mapped), so their batch goes once the rest of it is superseded.
    */
   superseded: Map<string, number>;
+  /** When a pass removed older records of a key that an earlier pass had kept for their batch (see `superseded`). */
+  released: Map<string, number>;
+  /** What `released` could not hold is taken to have gone then, for every key (-Infinity: nothing). */
+  releasedFloor: number;
+  /** A pass kept more such keys than `superseded` holds: until a pass that maps the whole log keeps fewer, no tombstone goes. */
+  keptOverflow: boolean;
 }
 
 export interface CleanerCounts {
@@ -174,7 +184,7 @@ export class LogCleaner {
     const st = log.state();
     let s = states[p];
     // A log cut back below what was mapped (a replica truncated to its leader's) is mapped again, as after a start.
-    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map() };
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: new Map(), releasedFloor: -Infinity, keptOverflow: false };
     if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
     return s;
   }
@@ -208,7 +218,8 @@ export class LogCleaner {
     const log = stream.partitions[p];
     // 1. The newest sequence of each key in the dirty part, as far as the map holds, and of those the last pass kept.
     const newest = new Map<string, number>(state.superseded);
-    const kept = new Map<string, number>();
+    // Mapped from the log's first record, this pass finds every superseded record left (see keptOverflow).
+    const mapsAll = state.dirtyFrom <= log.state().firstSeq;
     let mapped = state.dirtyFrom - 1;
     const whole = await this.walk(door, stream, p, state.dirtyFrom, end, (m, hidden) => {
       if (m.key !== null && !hidden && !isMarker(m)) {
@@ -230,33 +241,50 @@ export class LogCleaner {
     let tombstonesKeptNew = false;
     const front = log.state().firstSeq;
     let frontKey: string | null = null;
-    /** The key and newest sequence of the last record retirable() found superseded. */
+    /** The key and newest sequence of the last record retirable() found superseded (0: not superseded). */
     let supersededId = "";
     let supersededBy = 0;
+    /** Keys of superseded records that stay (their batch, or a rule above, keeps them), with their newest sequence. */
+    const kept = new Map<string, number>();
+    // Past its bound, `kept` no longer tells every key with an older record left: no tombstone goes until a pass that maps
+    // the whole log finds them all again (after a restart, say).
+    let keptOverflow = false;
+    const keptKnown = mapsAll || !state.keptOverflow;
+    /** Keys whose older records kept by the last pass go in this one: their tombstones' retention begins when it ends. */
+    const releasedNow = new Set<string>();
+    let releasedOverflow = false;
+    const noteReleased = (id: string): void => {
+      if (!state.superseded.has(id)) return;
+      if (releasedNow.size < MAX_KEYS / 2) releasedNow.add(id);
+      else keptOverflow = releasedOverflow = true;
+    };
+    const noteKept = (id: string, newer: number): void => {
+      if (kept.size < MAX_KEYS / 2 || kept.has(id)) kept.set(id, newer);
+      else keptOverflow = true;
+    };
     /** Whether record `m` may go: superseded, or a tombstone whose retention ran out since a pass first passed it. */
     const retirable = (m: StoredMessage, hidden: boolean): boolean => {
       supersededBy = 0;
-      // The last record stays: a reader's position moves past a record it reads, and nothing past the last would be read.
-      if (m.seq > bound || m.seq >= lastStored || isMarker(m) || recoverable.has(m.seq)) return false;
-      if (m.seq === front) {
-        if (m.key !== null) frontKey = keyId(m.key);
-        return false;
-      }
       // An aborted record stays hidden (see the top of this file); a record without a key has nothing to be superseded by.
-      if (hidden || m.key === null) return false;
+      if (m.seq > bound || isMarker(m) || hidden || m.key === null) return false;
       const id = keyId(m.key);
       const newer = newest.get(id);
       // A newer record removed since (a JetStream delete) supersedes nothing.
       if (newer !== undefined && newer > m.seq && log.has(newer)) {
         supersededId = id;
         supersededBy = newer;
-        return true;
       }
-      if (!isNullValue(m.headers, m.data) || id === frontKey) return false;
-      // First passed by an earlier pass: its retention runs from when that pass ended. Passed for the first time now: from
-      // when this one ends (its key's older values may go until then).
-      const since = firstPassed(state.passes, m.seq);
-      if (since === undefined) tombstonesKeptNew = true;
+      // The first record stays, and the last: a reader's position moves past a record it reads, and nothing past the last
+      // would be read. So does a producer's newest batch.
+      if (m.seq === front) frontKey = id;
+      if (m.seq === front || m.seq >= lastStored || recoverable.has(m.seq)) return false;
+      if (supersededBy > 0) return true;
+      // A tombstone stays while an older record of its key does: without it, that record would be its key's last word.
+      if (!isNullValue(m.headers, m.data) || id === frontKey || kept.has(id) || keptOverflow || !keptKnown) return false;
+      // Its key's older record kept until this pass: from when that went (a reader may have just read it). Else first passed
+      // by an earlier pass: from when that pass ended. Passed for the first time now: from when this one ends.
+      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released.get(id) ?? state.releasedFloor);
+      if (since === undefined || since === Infinity) tombstonesKeptNew = true;
       else if (since + policy.deleteRetentionMs <= now) return true;
       else tombstonesSince = Math.min(tombstonesSince, since);
       return false;
@@ -273,7 +301,10 @@ export class LogCleaner {
       const seqs: number[] = [];
       for (const item of items) {
         if (!isForeign(item)) {
-          if (retirable(item, isHidden(item.seq))) seqs.push(item.seq);
+          if (retirable(item, isHidden(item.seq))) {
+            seqs.push(item.seq);
+            if (supersededBy > 0) noteReleased(supersededId);
+          } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
           continue;
         }
         // A batch kept whole goes whole or not at all: what is left of one is served as records without the producer's
@@ -285,10 +316,12 @@ export class LogCleaner {
           if (!log.has(m.seq)) continue;
           live.push(m.seq);
           if (!retirable(m, isHidden(m.seq))) all = false;
-          else if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
+          if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
         }
-        if (all) seqs.push(...live);
-        else for (const [id, by] of superseded) if (kept.size < MAX_KEYS / 2) kept.set(id, by);
+        if (all) {
+          seqs.push(...live);
+          for (const [id] of superseded) noteReleased(id);
+        } else for (const [id, by] of superseded) noteKept(id, by);
       }
       from = itemEnd(items[items.length - 1]);
       // A log start moved meanwhile (retention, DeleteRecords) makes another record the first: it stays too.
@@ -307,6 +340,15 @@ export class LogCleaner {
     while (state.passes.length > MAX_PASSES) state.passes.shift();
     state.tombstonesSince = tombstonesKeptNew ? Math.min(tombstonesSince, ended) : tombstonesSince;
     state.superseded = kept;
+    state.keptOverflow = keptOverflow || !keptKnown;
+    // When older records kept for their batch went, by key: a tombstone of the key is kept delete.retention.ms from then.
+    // Past the bound, every tombstone is (releasedFloor).
+    for (const [id, at] of state.released) if (at + policy.deleteRetentionMs <= now) state.released.delete(id);
+    for (const id of releasedNow) {
+      if (state.released.size < MAX_KEYS / 2 || state.released.has(id)) state.released.set(id, ended);
+      else releasedOverflow = true;
+    }
+    if (releasedOverflow) state.releasedFloor = ended;
     this.counts.passes++;
     this.counts.retired += retired;
     this.debug(`kafka: compacted ${stream.config.name}/${p} up to offset ${mapped - 1}: ${newest.size} keys, ${retired} records removed`);
