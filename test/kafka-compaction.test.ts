@@ -287,6 +287,59 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     }
   });
 
+  test("a pass held back below what was mapped (min.compaction.lag.ms raised) forgets no kept key; a JetStream delete of a key's newest neither", async () => {
+    const cleaner = h.srv.kafka!.cleaner;
+    let now = Date.now();
+    cleaner.clock = () => now;
+    const configs = { "delete.retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01" };
+    try {
+      const topic = "compact.lagged";
+      await createCompacted(topic, configs);
+      const p = await producer();
+      await p.send({ topic, messages: [{ key: "f", value: "f" }] });
+      await p.send({ topic, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+      await sendEach(p, topic, [
+        { key: "a", value: null },
+        { key: "c", value: "1" },
+        { key: "c", value: null },
+        { key: "z", value: "0" },
+      ]);
+      await waitUntilAsync(async () => (await records(h.broker, topic)).length === 7, "every record stored");
+      assert.ok(await roundPassed(), "a pass");
+      // An hour's lag: nothing may be touched, and the c tombstone coming due must not make a pass that judges nothing.
+      await alter(topic, [{ name: "cleanup.policy", value: "compact" }, ...Object.entries(configs).map(([name, value]) => ({ name, value })), { name: "min.compaction.lag.ms", value: "3600000" }]);
+      now += 60_000;
+      await roundPassed();
+      await alter(topic, [{ name: "cleanup.policy", value: "compact" }, ...Object.entries(configs).map(([name, value]) => ({ name, value }))]);
+      await sendEach(p, topic, [{ key: "y", value: "0" }]);
+      now += 60_000;
+      await compactedUntil(async () => !(await records(h.broker, topic)).includes("5 c=NULL"), "the c tombstone gone");
+      // a=1 is still kept with b=1: its tombstone stays.
+      assert.deepEqual(await records(h.broker, topic), ["0 f=f", "1 a=1", "2 b=1", "3 a=NULL", "6 z=0", "7 y=0"]);
+
+      // a's newest deleted over JetStream before a pass: the tombstone is a's newest again, and stays while a=1 does.
+      const deleted = "compact.deleted";
+      await createCompacted(deleted, configs);
+      await p.send({ topic: deleted, messages: [{ key: "f", value: "f" }] });
+      await p.send({ topic: deleted, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+      await sendEach(p, deleted, [
+        { key: "a", value: null },
+        { key: "a", value: "2" },
+        { key: "z", value: "0" },
+      ]);
+      await waitUntilAsync(async () => (await records(h.broker, deleted)).length === 6, "every record stored");
+      const stream = [...h.srv.jetstream!.streams.values()].find((st) => st.config.name.includes("deleted"))!;
+      assert.ok(await stream.deleteMessage(5), "a=2 deleted");
+      assert.ok(await roundPassed(), "a pass");
+      now += 60_000;
+      await sendEach(p, deleted, [{ key: "y", value: "0" }]);
+      assert.ok(await roundPassed(), "a pass past the tombstone's retention");
+      assert.deepEqual(await records(h.broker, deleted), ["0 f=f", "1 a=1", "2 b=1", "3 a=NULL", "5 z=0", "6 y=0"]);
+    } finally {
+      cleaner.clock = Date.now;
+    }
+  });
+
   test("records of an aborted transaction never stand for their key, and stay hidden across a restart; markers stay", async () => {
     const topic = "compact.txn";
     await createCompacted(topic);

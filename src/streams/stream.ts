@@ -1278,15 +1278,19 @@ export class Stream {
   /**
    * Removes sequences of `partition` that a door's own rules retire (Kafka's
    * log compaction), each as MSG.DELETE removes one (a replicated
-   * partition's followers are told), RETIRE_CHUNK under way at once; refused
-   * where mayRetire says no, checked again before each chunk. The number
-   * removed, once durable here (a sequence already gone counts for nothing).
+   * partition's followers are told). `groups` are sequences that go
+   * together: each in one chunk of deletes issued at once (so they share a
+   * tombstone batch), chunks of about RETIRE_CHUNK; refused where mayRetire
+   * says no, checked again before each chunk. The number removed, once
+   * durable here (a sequence already gone counts for nothing).
    */
-  async retire(partition: number, seqs: readonly number[]): Promise<number> {
+  async retire(partition: number, groups: ReadonlyArray<readonly number[]>): Promise<number> {
     let removed = 0;
-    for (let i = 0; i < seqs.length; i += RETIRE_CHUNK) {
+    for (let g = 0; g < groups.length; ) {
       if (!this.mayRetire(partition)) throw this.partitionFrozen(partition) ? Errors.streamMoving() : Errors.clusterNotAvailable();
-      const chunk = Promise.all(seqs.slice(i, i + RETIRE_CHUNK).map((seq) => this.deleteIn(partition, seq)));
+      const seqs: number[] = [];
+      while (g < groups.length && (seqs.length === 0 || seqs.length + groups[g].length <= RETIRE_CHUNK)) seqs.push(...groups[g++]);
+      const chunk = Promise.all(seqs.map((seq) => this.deleteIn(partition, seq)));
       // A freeze for a move waits for it (quiet()), as for retention's deletes.
       this.removing(chunk);
       for (const ok of await chunk) if (ok) removed++;

@@ -77,6 +77,10 @@ const READ_BYTES = 1024 * 1024;
 const MAX_PASSES = 64;
 /** The entries one delete.retention.ms spans at most. */
 const PASS_SPANS = 32;
+/** Buckets of PartitionCleaning.released: 64 KiB a partition. */
+const RELEASE_BUCKETS = 8192;
+/** After a failed pass, a partition is looked at again this many rounds later at the soonest (and mapped whole). */
+const FAILED_ROUNDS = 8;
 /** Keys this long or shorter are mapped as they are; longer ones by their MD5 (Kafka's cleaner maps every key by it). */
 const RAW_KEY_BYTES = 16;
 
@@ -100,12 +104,17 @@ interface PartitionCleaning {
    * part is mapped), so their batch goes once the rest of it is superseded.
    */
   superseded: Map<string, number>;
-  /** When a pass removed older records of a key that an earlier pass had kept for their batch (see `superseded`). */
-  released: Map<string, number>;
-  /** What `released` could not hold is taken to have gone then, for every key (-Infinity: nothing). */
-  releasedFloor: number;
-  /** A pass kept more such keys than `superseded` holds: until a pass that maps the whole log keeps fewer, no tombstone goes. */
+  /**
+   * When a pass removed older records of a key that an earlier pass had
+   * kept (see `superseded`), as the latest such time per bucket of keys
+   * (RELEASE_BUCKETS, by a hash of the key; null until the first): a
+   * bounded table whose collisions only keep tombstones longer.
+   */
+  released: Float64Array | null;
+  /** A pass kept more such keys than `superseded` holds: no tombstone goes until a pass that maps the whole log (fullMapAt). */
   keptOverflow: boolean;
+  /** When a pass last mapped the whole log. */
+  fullMapAt: number;
 }
 
 export interface CleanerCounts {
@@ -118,6 +127,8 @@ export class LogCleaner {
   private running: Promise<void> | null = null;
   private closed = false;
   private readonly partitions = new WeakMap<Stream, Array<PartitionCleaning | undefined>>();
+  /** Per partition whose last pass failed, when it may be looked at again. */
+  private readonly failedUntil = new WeakMap<Stream, number[]>();
   /** The time passes are told by (a test's clock may stand in): when tombstones were first passed, when they come due. */
   clock: () => number = Date.now;
   /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
@@ -167,11 +178,20 @@ export class LogCleaner {
             if (states !== undefined) states[p] = undefined;
             continue;
           }
+          const failed = this.failedUntil.get(stream)?.[p] ?? 0;
+          if (failed > this.clock()) continue;
           try {
             await this.clean(door, stream, p, policy);
           } catch (err) {
-            // A leadership lost or a move begun mid-pass ends it; the next round starts again from what holds then.
+            // A leadership lost, a move begun, a storage error: what the pass removed before it stopped is not recorded, so
+            // the next one maps the whole log again and takes every tombstone as first passed then (kept longer), a while
+            // later (a pass that keeps failing would otherwise read the whole log every round).
             this.warn(`kafka: compacting ${stream.config.name}/${p}: ${(err as Error).message}`);
+            const states = this.partitions.get(stream);
+            if (states !== undefined) states[p] = undefined;
+            let until = this.failedUntil.get(stream);
+            if (until === undefined) this.failedUntil.set(stream, (until = []));
+            until[p] = this.clock() + FAILED_ROUNDS * this.backoffMs;
           }
         }
       }
@@ -184,7 +204,7 @@ export class LogCleaner {
     const st = log.state();
     let s = states[p];
     // A log cut back below what was mapped (a replica truncated to its leader's) is mapped again, as after a start.
-    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: new Map(), releasedFloor: -Infinity, keptOverflow: false };
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: null, keptOverflow: false, fullMapAt: -Infinity };
     if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
     return s;
   }
@@ -201,6 +221,13 @@ export class LogCleaner {
     if (policy.minLagMs > 0) {
       const young = await log.firstAtOrAfter(now - policy.minLagMs);
       if (young !== null) end = Math.min(end, young.seq - 1);
+    }
+    // Below what was mapped (min.compaction.lag.ms raised, a transaction index reading the log again): a pass would judge
+    // only part of what the last one did, and forget the keys it kept. Later, then.
+    if (end < state.dirtyFrom - 1) return 0;
+    // A pass kept more keys than it could carry: now and then the whole log is mapped again, which finds them all.
+    if (state.keptOverflow && this.clock() - state.fullMapAt >= Math.max(policy.deleteRetentionMs / PASS_SPANS, FAILED_ROUNDS * this.backoffMs)) {
+      state.dirtyFrom = log.state().firstSeq;
     }
     const first = log.state().firstSeq;
     const dirty = state.dirtyFrom <= end ? log.pendingAfter(state.dirtyFrom - 1) - log.pendingAfter(end) : 0;
@@ -247,16 +274,19 @@ export class LogCleaner {
     /** Keys of superseded records that stay (their batch, or a rule above, keeps them), with their newest sequence. */
     const kept = new Map<string, number>();
     // Past its bound, `kept` no longer tells every key with an older record left: no tombstone goes until a pass that maps
-    // the whole log finds them all again (after a restart, say).
+    // the whole log finds them all again.
     let keptOverflow = false;
     const keptKnown = mapsAll || !state.keptOverflow;
     /** Keys whose older records kept by the last pass go in this one: their tombstones' retention begins when it ends. */
     const releasedNow = new Set<string>();
-    let releasedOverflow = false;
+    /** Past its bound no tombstone goes in this pass (the next ones find the time in `released`). */
+    let releasedFull = false;
     const noteReleased = (id: string): void => {
       if (!state.superseded.has(id)) return;
       if (releasedNow.size < MAX_KEYS / 2) releasedNow.add(id);
-      else keptOverflow = releasedOverflow = true;
+      else releasedFull = true;
+      const released = (state.released ??= new Float64Array(RELEASE_BUCKETS).fill(-Infinity));
+      released[bucketOf(id)] = Infinity; // until the pass ends (then its end time)
     };
     const noteKept = (id: string, newer: number): void => {
       if (kept.size < MAX_KEYS / 2 || kept.has(id)) kept.set(id, newer);
@@ -269,10 +299,11 @@ export class LogCleaner {
       if (m.seq > bound || isMarker(m) || hidden || m.key === null) return false;
       const id = keyId(m.key);
       const newer = newest.get(id);
-      // A newer record removed since (a JetStream delete) supersedes nothing.
-      if (newer !== undefined && newer > m.seq && log.has(newer)) {
-        supersededId = id;
-        supersededBy = newer;
+      if (newer !== undefined && newer > m.seq) {
+        if (log.has(newer)) {
+          supersededId = id;
+          supersededBy = newer;
+        } else noteKept(id, newer); // removed since (a JetStream delete): it supersedes nothing, and its key's tombstone stays
       }
       // The first record stays, and the last: a reader's position moves past a record it reads, and nothing past the last
       // would be read. So does a producer's newest batch.
@@ -280,10 +311,10 @@ export class LogCleaner {
       if (m.seq === front || m.seq >= lastStored || recoverable.has(m.seq)) return false;
       if (supersededBy > 0) return true;
       // A tombstone stays while an older record of its key does: without it, that record would be its key's last word.
-      if (!isNullValue(m.headers, m.data) || id === frontKey || kept.has(id) || keptOverflow || !keptKnown) return false;
+      if (!isNullValue(m.headers, m.data) || id === frontKey || kept.has(id) || keptOverflow || !keptKnown || releasedFull) return false;
       // Its key's older record kept until this pass: from when that went (a reader may have just read it). Else first passed
       // by an earlier pass: from when that pass ended. Passed for the first time now: from when this one ends.
-      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released.get(id) ?? state.releasedFloor);
+      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released?.[bucketOf(id)] ?? -Infinity);
       if (since === undefined || since === Infinity) tombstonesKeptNew = true;
       else if (since + policy.deleteRetentionMs <= now) return true;
       else tombstonesSince = Math.min(tombstonesSince, since);
@@ -298,11 +329,12 @@ export class LogCleaner {
         while (h < hidden.length && hidden[h][1] < seq) h++;
         return h < hidden.length && hidden[h][0] <= seq;
       };
-      const seqs: number[] = [];
+      /** What goes, a group per stored batch (or message): a batch's records in one chunk of deletes. */
+      const groups: number[][] = [];
       for (const item of items) {
         if (!isForeign(item)) {
           if (retirable(item, isHidden(item.seq))) {
-            seqs.push(item.seq);
+            groups.push([item.seq]);
             if (supersededBy > 0) noteReleased(supersededId);
           } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
           continue;
@@ -319,14 +351,14 @@ export class LogCleaner {
           if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
         }
         if (all) {
-          seqs.push(...live);
+          groups.push(live);
           for (const [id] of superseded) noteReleased(id);
         } else for (const [id, by] of superseded) noteKept(id, by);
       }
       from = itemEnd(items[items.length - 1]);
       // A log start moved meanwhile (retention, DeleteRecords) makes another record the first: it stays too.
       const firstNow = log.state().firstSeq;
-      const going = seqs.filter((seq) => seq > firstNow);
+      const going = groups.filter((group) => group[0] > firstNow);
       if (going.length > 0) retired += await stream.retire(p, going);
     }
     if (this.closed) return retired;
@@ -341,14 +373,9 @@ export class LogCleaner {
     state.tombstonesSince = tombstonesKeptNew ? Math.min(tombstonesSince, ended) : tombstonesSince;
     state.superseded = kept;
     state.keptOverflow = keptOverflow || !keptKnown;
-    // When older records kept for their batch went, by key: a tombstone of the key is kept delete.retention.ms from then.
-    // Past the bound, every tombstone is (releasedFloor).
-    for (const [id, at] of state.released) if (at + policy.deleteRetentionMs <= now) state.released.delete(id);
-    for (const id of releasedNow) {
-      if (state.released.size < MAX_KEYS / 2 || state.released.has(id)) state.released.set(id, ended);
-      else releasedOverflow = true;
-    }
-    if (releasedOverflow) state.releasedFloor = ended;
+    if (mapsAll) state.fullMapAt = ended;
+    // When older records kept for their batch went: a tombstone of their key is kept delete.retention.ms from then.
+    if (state.released !== null) for (let b = 0; b < RELEASE_BUCKETS; b++) if (state.released[b] === Infinity) state.released[b] = ended;
     this.counts.passes++;
     this.counts.retired += retired;
     this.debug(`kafka: compacted ${stream.config.name}/${p} up to offset ${mapped - 1}: ${newest.size} keys, ${retired} records removed`);
@@ -412,6 +439,13 @@ function isMarker(m: StoredMessage): boolean {
 function firstPassed(passes: ReadonlyArray<[number, number, number]>, seq: number): number | undefined {
   for (const [upTo, at] of passes) if (upTo > seq) return at;
   return undefined;
+}
+
+/** A key's bucket in PartitionCleaning.released (FNV-1a over its id). */
+function bucketOf(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % RELEASE_BUCKETS;
 }
 
 /** A key as the map holds it: its bytes when short, else their MD5, marked so that neither can be taken for the other. */
