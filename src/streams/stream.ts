@@ -1289,7 +1289,8 @@ export class Stream {
     for (let g = 0; g < groups.length; ) {
       if (!this.mayRetire(partition)) throw this.partitionFrozen(partition) ? Errors.streamMoving() : Errors.clusterNotAvailable();
       const seqs: number[] = [];
-      while (g < groups.length && (seqs.length === 0 || seqs.length + groups[g].length <= RETIRE_CHUNK)) seqs.push(...groups[g++]);
+      // A loop, not a spread: one Kafka batch may hold more records than a call takes arguments.
+      while (g < groups.length && (seqs.length === 0 || seqs.length + groups[g].length <= RETIRE_CHUNK)) for (const seq of groups[g++]) seqs.push(seq);
       const chunk = Promise.all(seqs.map((seq) => this.deleteIn(partition, seq)));
       // A freeze for a move waits for it (quiet()), as for retention's deletes.
       this.removing(chunk);
