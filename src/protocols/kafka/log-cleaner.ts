@@ -86,6 +86,8 @@ const RAW_KEY_BYTES = 16;
 
 /** What the cleaner knows of one partition it compacts. */
 interface PartitionCleaning {
+  /** The partition's leader epoch when this was begun (0 on a single node). */
+  epoch: number;
   /** The first sequence no pass has mapped yet. */
   dirtyFrom: number;
   /**
@@ -198,13 +200,18 @@ export class LogCleaner {
     }
   }
 
-  private stateOf(stream: Stream, p: number, log: MessageLog): PartitionCleaning {
+  private stateOf(door: AccountDoor, stream: Stream, p: number, log: MessageLog): PartitionCleaning {
     let states = this.partitions.get(stream);
     if (states === undefined) this.partitions.set(stream, (states = []));
     const st = log.state();
+    // In a cluster, the leadership the state was learnt under: another leader may have removed what it kept meanwhile.
+    const epoch = door.door.cluster?.topic(door.account, stream.config.name)?.epochs[p] ?? 0;
     let s = states[p];
-    // A log cut back below what was mapped (a replica truncated to its leader's) is mapped again, as after a start.
-    if (s === undefined || s.dirtyFrom > st.lastSeq + 1) s = states[p] = { dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: null, keptOverflow: false, fullMapAt: -Infinity };
+    // A log cut back below what was mapped (a replica truncated to its leader's), or led again after another leader, is
+    // mapped again, as after a start.
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1 || s.epoch !== epoch) {
+      s = states[p] = { epoch, dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: null, keptOverflow: false, fullMapAt: -Infinity };
+    }
     if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
     return s;
   }
@@ -214,7 +221,7 @@ export class LogCleaner {
     const log = stream.partitions[p];
     // A log that failed stays failed until reopened (storage errors are sticky): no pass would get anywhere.
     if (log.state().error !== null) return 0;
-    const state = this.stateOf(stream, p, log);
+    const state = this.stateOf(door, stream, p, log);
     // The last sequence a pass may touch: replicated, stable, and old enough.
     const hwm = stream.replicatedSeq(p);
     let end = Math.min(hwm, door.txnIndexes.lastStableOffset(stream, p, hwm));
