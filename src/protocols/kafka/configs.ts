@@ -79,7 +79,7 @@ const COMPACTION_KEYS = new Map([
   ["min.cleanable.dirty.ratio", "nagare.kafka.min.cleanable.dirty.ratio"],
 ]);
 /** Kafka's defaults: tombstones kept a day after compaction first passes them, nothing held back, cleaned once half is dirty. */
-export const COMPACTION_DEFAULTS = {
+const COMPACTION_DEFAULTS = {
   "delete.retention.ms": "86400000",
   "min.compaction.lag.ms": "0",
   "max.compaction.lag.ms": "9223372036854775807",

@@ -69,7 +69,7 @@ import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue } from "./me
 import { kafkaRecords, PRODUCER_SCAN, scanProducers } from "./stored-batches.js";
 
 /** Keys one pass maps at most (Kafka's dedupe buffer bounds the same): some 100 bytes each. */
-export const MAX_KEYS = 500_000;
+const MAX_KEYS = 500_000;
 /** What one read of the log takes at most. */
 const READ_MESSAGES = 1024;
 const READ_BYTES = 1024 * 1024;
@@ -117,6 +117,8 @@ interface PartitionCleaning {
   keptOverflow: boolean;
   /** When a pass last mapped the whole log. */
   fullMapAt: number;
+  /** After a failed pass, when the partition may be looked at again (0: at once). */
+  retryAt: number;
 }
 
 export interface CleanerCounts {
@@ -129,8 +131,6 @@ export class LogCleaner {
   private running: Promise<void> | null = null;
   private closed = false;
   private readonly partitions = new WeakMap<Stream, Array<PartitionCleaning | undefined>>();
-  /** Per partition whose last pass failed, when it may be looked at again. */
-  private readonly failedUntil = new WeakMap<Stream, number[]>();
   /** The time passes are told by (a test's clock may stand in): when tombstones were first passed, when they come due. */
   clock: () => number = Date.now;
   /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
@@ -180,8 +180,7 @@ export class LogCleaner {
             if (states !== undefined) states[p] = undefined;
             continue;
           }
-          const failed = this.failedUntil.get(stream)?.[p] ?? 0;
-          if (failed > this.clock()) continue;
+          if ((this.partitions.get(stream)?.[p]?.retryAt ?? 0) > this.clock()) continue;
           try {
             await this.clean(door, stream, p, policy);
           } catch (err) {
@@ -189,11 +188,7 @@ export class LogCleaner {
             // the next one maps the whole log again and takes every tombstone as first passed then (kept longer), a while
             // later (a pass that keeps failing would otherwise read the whole log every round).
             this.warn(`kafka: compacting ${stream.config.name}/${p}: ${(err as Error).message}`);
-            const states = this.partitions.get(stream);
-            if (states !== undefined) states[p] = undefined;
-            let until = this.failedUntil.get(stream);
-            if (until === undefined) this.failedUntil.set(stream, (until = []));
-            until[p] = this.clock() + FAILED_ROUNDS * this.backoffMs;
+            this.fresh(door, stream, p).retryAt = this.clock() + FAILED_ROUNDS * this.backoffMs;
           }
         }
       }
@@ -201,18 +196,31 @@ export class LogCleaner {
   }
 
   private stateOf(door: AccountDoor, stream: Stream, p: number, log: MessageLog): PartitionCleaning {
+    const st = log.state();
+    let s = this.partitions.get(stream)?.[p];
+    // A log cut back below what was mapped (a replica truncated to its leader's), or led again after another leader (which
+    // may have removed what this one kept), is mapped again, as after a start.
+    if (s === undefined || s.dirtyFrom > st.lastSeq + 1 || s.epoch !== leaderEpoch(door, stream, p)) s = this.fresh(door, stream, p);
+    if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
+    return s;
+  }
+
+  /** What the cleaner knows of partition `p`, begun again: its next pass maps the whole log, as after a start. */
+  private fresh(door: AccountDoor, stream: Stream, p: number): PartitionCleaning {
     let states = this.partitions.get(stream);
     if (states === undefined) this.partitions.set(stream, (states = []));
-    const st = log.state();
-    // In a cluster, the leadership the state was learnt under: another leader may have removed what it kept meanwhile.
-    const epoch = door.door.cluster?.topic(door.account, stream.config.name)?.epochs[p] ?? 0;
-    let s = states[p];
-    // A log cut back below what was mapped (a replica truncated to its leader's), or led again after another leader, is
-    // mapped again, as after a start.
-    if (s === undefined || s.dirtyFrom > st.lastSeq + 1 || s.epoch !== epoch) {
-      s = states[p] = { epoch, dirtyFrom: st.firstSeq, passes: [], tombstonesSince: Infinity, superseded: new Map(), released: null, keptOverflow: false, fullMapAt: -Infinity };
-    }
-    if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
+    const s: PartitionCleaning = {
+      epoch: leaderEpoch(door, stream, p),
+      dirtyFrom: stream.partitions[p].state().firstSeq,
+      passes: [],
+      tombstonesSince: Infinity,
+      superseded: new Map(),
+      released: null,
+      keptOverflow: false,
+      fullMapAt: -Infinity,
+      retryAt: 0,
+    };
+    states[p] = s;
     return s;
   }
 
@@ -330,12 +338,7 @@ export class LogCleaner {
     for (let from = front; from <= bound && !this.closed; ) {
       const items = await log.scanStored(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES });
       if (items.length === 0) break;
-      const hidden = door.txnIndexes.hiddenIn(stream, p, from - 1, itemEnd(items[items.length - 1]) - 1);
-      let h = 0;
-      const isHidden = (seq: number): boolean => {
-        while (h < hidden.length && hidden[h][1] < seq) h++;
-        return h < hidden.length && hidden[h][0] <= seq;
-      };
+      const isHidden = hiddenCursor(door.txnIndexes.hiddenIn(stream, p, from - 1, itemEnd(items[items.length - 1]) - 1));
       /** What goes, a group per stored batch (or message): a batch's records in one chunk of deletes. */
       const groups: number[][] = [];
       for (const item of items) {
@@ -400,12 +403,10 @@ export class LogCleaner {
       if (this.closed) return false;
       const window = await log.scan(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES });
       if (window.length === 0) return true;
-      const hidden = door.txnIndexes.hiddenIn(stream, p, from - 1, window[window.length - 1].seq);
-      let h = 0;
+      const isHidden = hiddenCursor(door.txnIndexes.hiddenIn(stream, p, from - 1, window[window.length - 1].seq));
       for (const m of window) {
         if (m.seq > to) return true;
-        while (h < hidden.length && hidden[h][1] < m.seq) h++;
-        if (!visit(m, h < hidden.length && hidden[h][0] <= m.seq)) return false;
+        if (!visit(m, isHidden(m.seq))) return false;
       }
       from = window[window.length - 1].seq + 1;
     }
@@ -430,12 +431,26 @@ async function newestBatches(log: MessageLog): Promise<Set<number>> {
   return new Set(newest.values());
 }
 
+/** Partition `p`'s leader epoch in a cluster (0 on a single node). */
+function leaderEpoch(door: AccountDoor, stream: Stream, p: number): number {
+  return door.door.cluster?.topic(door.account, stream.config.name)?.epochs[p] ?? 0;
+}
+
 /** The newest sequence the log stores (its last one, unless that was deleted). */
 function newestStored(log: MessageLog): number {
   const last = log.state().lastSeq;
   if (log.has(last)) return last;
   const newest = log.lastPerSubject();
   return newest.length === 0 ? 0 : newest[newest.length - 1];
+}
+
+/** Whether each sequence, asked in ascending order, lies in one of `ranges` (ascending, disjoint, inclusive). */
+function hiddenCursor(ranges: ReadonlyArray<[number, number]>): (seq: number) => boolean {
+  let h = 0;
+  return (seq) => {
+    while (h < ranges.length && ranges[h][1] < seq) h++;
+    return h < ranges.length && ranges[h][0] <= seq;
+  };
 }
 
 function isMarker(m: StoredMessage): boolean {
