@@ -14,10 +14,10 @@
  */
 
 import type { RequestContext } from "./api.js";
-import type { Writer } from "./codec.js";
+import { Writer } from "./codec.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
-import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, type OutRecord } from "./records.js";
+import { ATTR_CONTROL, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, encodeBatch, encodeEmptyBatch, type OutRecord } from "./records.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
 import { BATCH_BASE_OFFSET, BATCH_LEADER_EPOCH, firstRecordAtOrAfter, newestRecordIn } from "./stored-batches.js";
 import { timestampPolicy } from "./configs.js";
@@ -28,7 +28,7 @@ import { decodeFetch, decodeListOffsets, decodeOffsetForLeaderEpoch } from "./re
 import { topicById } from "./topic-ids.js";
 import { EpochHistory } from "./epoch-history.js";
 import type { Stream } from "../../streams/stream.js";
-import { isForeign, type MessageLog, type StoredItem } from "../../store/log.js";
+import { isForeign, type MessageLog, type StoredItem, type StoredMessage } from "../../store/log.js";
 
 const EARLIEST = -2;
 const LATEST = -1;
@@ -64,6 +64,11 @@ interface PartitionOut {
   aborted: Array<{ producerId: number; first: number }> | null;
   /** Which leader epoch wrote which of `messages` (null: none read). */
   epochs: EpochHistory | null;
+  /** With no messages: offsets passFrom..passTo (from the one fetched) hold nothing readable any more (writePassingRecords); else -1. */
+  passFrom: number;
+  passTo: number;
+  /** Then the newest record before them, sent again in a batch that ends at passTo; null: an empty batch says it. */
+  passWith: StoredMessage | null;
 }
 
 const READ_COMMITTED = 1;
@@ -114,7 +119,8 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
       if (p.aborted === null) w.arrayLength(-1);
       else w.array(p.aborted, (w, a) => w.i64(a.producerId).i64(a.first).taggedFields());
       if (version >= 11) w.i32(-1); // preferred_read_replica
-      writeRecords(w, p.messages, p.epochs);
+      if (p.passTo >= 0) writePassingRecords(w, p.passFrom, p.passTo, p.passWith, p.epochs!);
+      else writeRecords(w, p.messages, p.epochs);
       w.taggedFields();
     });
     w.taggedFields();
@@ -187,14 +193,14 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
     for (const p of t.partitions) {
       if (denied) {
         failed = true;
-        outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+        outs.push({ index: p.index, error: ErrorCode.TOPIC_AUTHORIZATION_FAILED, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null, passFrom: -1, passTo: -1, passWith: null });
         continue;
       }
       const led = readablePartition(door, t.name, p.index, p.currentLeaderEpoch);
       if (typeof led === "number") {
         if (led !== ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) misled = true;
         else failed = true;
-        outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+        outs.push({ index: p.index, error: led, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null, passFrom: -1, passTo: -1, passWith: null });
         continue;
       }
       const stream = led;
@@ -203,7 +209,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       const epochs = EpochHistory.of(stream, p.index, leaderEpochOf(door, t.name, p.index));
       if (epochs === null) {
         misled = true;
-        outs.push({ index: p.index, error: ErrorCode.LEADER_NOT_AVAILABLE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+        outs.push({ index: p.index, error: ErrorCode.LEADER_NOT_AVAILABLE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null, passFrom: -1, passTo: -1, passWith: null });
         continue;
       }
       const log = stream.partitions[p.index];
@@ -215,12 +221,14 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       if (p.offset < logStart || p.offset > st.lastSeq) {
         failed = true;
         // As Kafka answers any partition read that failed: no offsets (-1); the client asks ListOffsets where to go.
-        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null });
+        outs.push({ index: p.index, error: ErrorCode.OFFSET_OUT_OF_RANGE, highWatermark: -1, lastStable: -1, logStart: -1, messages: [], aborted: null, epochs: null, passFrom: -1, passTo: -1, passWith: null });
         continue;
       }
       // read_committed sees nothing of a transaction still open.
       const end = readCommitted ? lastStable : hwm;
       let messages: StoredItem[] = [];
+      let passTo = -1;
+      let passWith: StoredMessage | null = null;
       // Within the partition's and the request's byte limits, except that the first batch of the answer goes whole however
       // large (KIP-74), so a large record cannot stall a consumer; nothing past them otherwise, as Kafka.
       const room = Math.min(p.maxBytes, maxBytes - bytes);
@@ -241,9 +249,18 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         if (visible < messages.length) messages = messages.slice(0, visible);
         else if (messages.length >= limit && limit === MAX_MESSAGES_PER_PARTITION) capped = true;
         bytes += taken;
+        // Deleted up to where readers may read (a JetStream MSG.DELETE of the newest records): the client is told to read on
+        // past them, or it would wait at its offset for ever. Only when the index says nothing is stored there: a batch
+        // skipped for a failed read is not passed over.
+        if (messages.length === 0 && log.pendingAfter(p.offset) === log.pendingAfter(end)) {
+          passTo = end - 1;
+          passWith = await firstStoredBefore(log, p.offset, end);
+          // Answered at once (not after max_wait_ms) when the batch has a record: KafkaJS moves on one offset per such answer.
+          if (passWith !== null) bytes += itemBytes(passWith);
+        }
       }
       const aborted = !readCommitted ? null : messages.length === 0 ? [] : door.txnIndexes.abortedIn(stream, p.index, p.offset, lastOffsetOf(messages[messages.length - 1]), logStart);
-      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted, epochs });
+      outs.push({ index: p.index, error: ErrorCode.NONE, highWatermark: hwm, lastStable, logStart, messages, aborted, epochs, passFrom: p.offset, passTo, passWith });
     }
     results.push(outs);
   }
@@ -305,6 +322,39 @@ function writeRecords(w: Writer, messages: StoredItem[], epochs: EpochHistory | 
   const start = w.pos;
   writeBatches(w, messages, epochs);
   w.patchI32(lengthAt, w.pos - start);
+}
+
+/** The partition's first record, if it lies before offset `offset` and a batch from it may reach offset `end` - 1 (offset deltas are 32-bit); else null. */
+async function firstStoredBefore(log: MessageLog, offset: number, end: number): Promise<StoredMessage | null> {
+  const first = log.state().firstSeq;
+  return first <= offset && end - first <= 0x7fffffff ? log.get(first) : null;
+}
+
+/**
+ * A record set that moves a reader past offsets that hold nothing any more,
+ * `first`..`last`. Kafka never leaves such a stretch at a partition's end (its
+ * cleaner keeps the newest batch); here a MSG.DELETE can. Each client reads
+ * past it differently: librdkafka and Java's consumer go on after a batch's
+ * last offset; kafka-python does too, but fails on a batch with no record;
+ * KafkaJS reads only records and moves one offset past the fetched one when
+ * every record it got lies before it. So the partition's first record (which
+ * the client skips, as it lies before what it asked for) goes again, in a
+ * batch whose last offset is `last`; with none, an empty batch.
+ */
+function writePassingRecords(w: Writer, first: number, last: number, record: StoredMessage | null, epochs: EpochHistory): void {
+  const lengthAt = w.flexible ? -1 : w.reserveI32();
+  const scratch = w.flexible ? new Writer(256) : w;
+  const start = scratch.pos;
+  if (record === null) encodeEmptyBatch(scratch, first, last, epochs.at(last + 1));
+  else {
+    const out = { offset: record.seq - 1, timestamp: record.time, key: record.key, value: isNullValue(record.headers, record.data) ? null : record.data, headers: null };
+    encodeBatch(scratch, [out], ATTR_LOG_APPEND_TIME, -1, -1, -1, epochs.at(record.seq), last);
+  }
+  if (lengthAt >= 0) w.patchI32(lengthAt, w.pos - start);
+  else {
+    w.bytesLength(scratch.pos);
+    w.raw(scratch.buf.subarray(0, scratch.pos));
+  }
 }
 
 /**

@@ -307,9 +307,33 @@ export interface OutRecord {
  * messages); every record carries the batch's one timestamp, flagged as log
  * append time, since that is what the log keeps.
  */
-export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1, baseSequence = -1, leaderEpoch = 0): void {
+/**
+ * A batch of no records spanning offsets `base`..`last`: what Kafka's log
+ * cleaner leaves where every record of a batch went (MemoryRecords'
+ * writeEmptyHeader). Clients read past it to `last` + 1, so a fetch answers
+ * it where nothing is stored below the high watermark any more.
+ */
+export function encodeEmptyBatch(w: Writer, base: number, last: number, leaderEpoch: number): void {
+  const start = w.pos;
+  w.i64(base);
+  const lengthAt = w.reserveI32();
+  w.i32(leaderEpoch);
+  w.i8(2);
+  const crcAt = w.reserveI32();
+  const crcFrom = w.pos;
+  w.i16(0); // attributes: CreateTime, uncompressed
+  w.i32(last - base);
+  w.i64(NO_TIMESTAMP).i64(NO_TIMESTAMP);
+  w.i64(-1).i16(-1).i32(-1); // no producer
+  w.i32(0);
+  w.patchI32(lengthAt, w.pos - start - 12);
+  w.buf.writeUInt32BE(crc32c(w.buf, crcFrom, w.pos) >>> 0, crcAt);
+}
+
+export function encodeBatch(w: Writer, records: readonly OutRecord[], attributes = ATTR_LOG_APPEND_TIME, producerId = -1, producerEpoch = -1, baseSequence = -1, leaderEpoch = 0, lastOffset = -1): void {
   const base = records[0].offset;
-  const last = records[records.length - 1].offset;
+  // A last offset past the last record's: the offsets between hold nothing any more, and the client reads on after it.
+  const last = Math.max(lastOffset, records[records.length - 1].offset);
   let maxTs = records[0].timestamp;
   for (const rec of records) if (rec.timestamp > maxTs) maxTs = rec.timestamp;
   const start = w.pos;
