@@ -35,3 +35,23 @@ test("hidden ranges added in any order answer has() and within() as a plain set 
     assert.equal(r.has(1, 5), false, "partitions are separate");
   }
 });
+
+test("retain keeps only the ranges asked for, in order, and count says how many are left", () => {
+  const r = new HiddenRanges();
+  for (const s of [3, 5, 7, 9]) r.add(0, s, s);
+  r.add(0, 20, 25);
+  r.add(1, 3, 3);
+  assert.equal(r.count(0), 5);
+  const stored = new Set([7, 22]);
+  const anyStored = (from: number, to: number): boolean => {
+    for (let s = from; s <= to; s++) if (stored.has(s)) return true;
+    return false;
+  };
+  assert.equal(r.retain(0, anyStored), 2);
+  assert.deepEqual([...r.all()], [[0, 7, 7], [0, 20, 25], [1, 3, 3]], "partition 1 untouched");
+  assert.equal(r.count(0), 2);
+  assert.equal(r.has(0, 3), false);
+  r.add(0, 8, 8);
+  assert.deepEqual([...r.all()].filter(([p]) => p === 0), [[0, 7, 8], [0, 20, 25]], "still merged with a neighbour");
+  assert.equal(r.retain(2, () => false), 0, "a partition with none");
+});

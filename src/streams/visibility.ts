@@ -121,6 +121,27 @@ export class HiddenRanges {
     p.to.splice(0, n);
   }
 
+  /** Keeps only the ranges of `partition` for which `kept` holds, in one pass; how many are left. */
+  retain(partition: number, kept: (from: number, to: number) => boolean): number {
+    const p = this.byPartition.get(partition);
+    if (p === undefined) return 0;
+    let n = 0;
+    for (let i = 0; i < p.from.length; i++) {
+      if (!kept(p.from[i], p.to[i])) continue;
+      p.from[n] = p.from[i];
+      p.to[n] = p.to[i];
+      n++;
+    }
+    p.from.length = n;
+    p.to.length = n;
+    return n;
+  }
+
+  /** The ranges of `partition`. */
+  count(partition: number): number {
+    return this.byPartition.get(partition)?.from.length ?? 0;
+  }
+
   /** Forgets every range of `partition`. */
   clearPartition(partition: number): void {
     this.byPartition.delete(partition);

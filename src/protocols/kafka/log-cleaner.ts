@@ -33,8 +33,17 @@
  *   PRODUCER_SCAN messages, where its recovery looks (Kafka's cleaner
  *   keeps each producer's last batch, emptied);
  * - records of aborted transactions (hidden from every reader, and never
- *   their key's newest), and control markers (the transaction index reads
- *   them back from the log);
+ *   their key's newest), and their abort markers;
+ * - a transaction's marker while any record of the transaction is left
+ *   (the transaction index reads the log back after a start: a record
+ *   without its marker would be an open transaction, holding every
+ *   read_committed reader at it). Once a pass finds none left, the marker
+ *   goes delete.retention.ms after compaction first passed it, as a
+ *   tombstone does (Kafka's cleaner removes markers so too), unless it is
+ *   among the log's last PRODUCER_SCAN messages (producer recovery and
+ *   DescribeProducers read markers there). Under exactly-once (Kafka
+ *   Streams' changelogs), a marker every commit would otherwise pile up
+ *   for ever;
  * - a record without a key (a NATS publish, or one from before the topic
  *   was compacted);
  * - the partition's last record: a reader moves its position past a record
@@ -65,8 +74,8 @@ import { itemEnd } from "../../streams/copy-batch.js";
 import type { Stream } from "../../streams/stream.js";
 import type { AccountDoor } from "./account-door.js";
 import { compactionPolicy, type CompactionPolicy } from "./configs.js";
-import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue } from "./messages.js";
-import { kafkaRecords, PRODUCER_SCAN, scanProducers } from "./stored-batches.js";
+import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, isNullValue, readTxnMark, type TxnMark } from "./messages.js";
+import { kafkaRecords, PRODUCER_SCAN, scanProducers, transactionalProducer } from "./stored-batches.js";
 
 /** Keys one pass maps at most (Kafka's dedupe buffer bounds the same): some 100 bytes each. */
 const MAX_KEYS = 500_000;
@@ -307,6 +316,35 @@ export class LogCleaner {
       if (kept.size < MAX_KEYS / 2 || kept.has(id)) kept.set(id, newer);
       else keptOverflow = true;
     };
+    /** Whether a record that goes delete.retention.ms after `since` (a tombstone, a marker; undefined: first passed now) may go now. */
+    const expired = (since: number | undefined): boolean => {
+      if (since === undefined || since === Infinity) tombstonesKeptNew = true;
+      else if (since + policy.deleteRetentionMs <= now) return true;
+      else tombstonesSince = Math.min(tombstonesSince, since);
+      return false;
+    };
+    /**
+     * Producers whose transaction (since their last marker) has records still stored, as far as this pass has read: true
+     * when one of them stays, false when all go in this pass.
+     */
+    const txnRecordsLeft = new Map<number, boolean>();
+    const noteTxnRecord = (producer: number, stays: boolean): void => {
+      if (stays || !txnRecordsLeft.has(producer)) txnRecordsLeft.set(producer, stays);
+    };
+    /** Markers from here on stay: where producer recovery and DescribeProducers look. */
+    const markersFrom = log.state().lastSeq - PRODUCER_SCAN + 1;
+    /** Whether marker `m` may go: none of its transaction's records left, and its retention run out. */
+    const markerGoes = (m: StoredMessage): boolean => {
+      if (!readTxnMark(m.headers, mark)) return false;
+      const recordsLeft = txnRecordsLeft.get(mark.producerId);
+      txnRecordsLeft.delete(mark.producerId);
+      if (recordsLeft !== undefined || m.seq > bound || m.seq === front || m.seq >= lastStored || m.seq >= markersFrom) {
+        // Its last records go now: a later pass (due as for a tombstone kept) finds none, and the marker may go then.
+        if (recordsLeft === false) tombstonesKeptNew = true;
+        return false;
+      }
+      return expired(firstPassed(state.passes, m.seq));
+    };
     /** Whether record `m` may go: superseded, or a tombstone whose retention ran out since a pass first passed it. */
     const retirable = (m: StoredMessage, hidden: boolean): boolean => {
       supersededBy = 0;
@@ -330,10 +368,7 @@ export class LogCleaner {
       // Its key's older record kept until this pass: from when that went (a reader may have just read it). Else first passed
       // by an earlier pass: from when that pass ended. Passed for the first time now: from when this one ends.
       const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released?.[bucketOf(id)] ?? -Infinity);
-      if (since === undefined || since === Infinity) tombstonesKeptNew = true;
-      else if (since + policy.deleteRetentionMs <= now) return true;
-      else tombstonesSince = Math.min(tombstonesSince, since);
-      return false;
+      return expired(since);
     };
     for (let from = front; from <= bound && !this.closed; ) {
       const items = await log.scanStored(from, { maxMessages: READ_MESSAGES, maxBytes: READ_BYTES });
@@ -343,7 +378,15 @@ export class LogCleaner {
       const groups: number[][] = [];
       for (const item of items) {
         if (!isForeign(item)) {
-          if (retirable(item, isHidden(item.seq))) {
+          if (isMarker(item)) {
+            if (markerGoes(item)) groups.push([item.seq]);
+            continue;
+          }
+          // Left until now: its transaction's marker goes in a later pass at the soonest.
+          const producer = readTxnMark(item.headers, mark) ? mark.producerId : -1;
+          const goes = retirable(item, isHidden(item.seq));
+          if (producer >= 0) noteTxnRecord(producer, !goes);
+          if (goes) {
             groups.push([item.seq]);
             if (supersededBy > 0) noteReleased(supersededId);
           } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
@@ -360,6 +403,8 @@ export class LogCleaner {
           if (!retirable(m, isHidden(m.seq))) all = false;
           if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
         }
+        const producer = transactionalProducer(item.bytes);
+        if (producer >= 0 && live.length > 0) noteTxnRecord(producer, !all);
         if (all) {
           groups.push(live);
           for (const [id] of superseded) noteReleased(id);
@@ -452,6 +497,9 @@ function hiddenCursor(ranges: ReadonlyArray<[number, number]>): (seq: number) =>
     return h < ranges.length && ranges[h][0] <= seq;
   };
 }
+
+/** Where readTxnMark puts what it reads (never across an await). */
+const mark: TxnMark = { producerId: -1, epoch: -1 };
 
 function isMarker(m: StoredMessage): boolean {
   return m.subject === CONTROL_SUBJECT_COMMIT || m.subject === CONTROL_SUBJECT_ABORT;

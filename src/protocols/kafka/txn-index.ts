@@ -50,6 +50,8 @@ const READ_BYTES = 1024 * 1024;
  */
 const MAX_OPEN_PER_PARTITION = 20_000;
 const MAX_RUNS_PER_TRANSACTION = 1_000_000;
+/** Hidden ranges of a partition below which pruneHidden does not look for removed ones. */
+const PRUNE_HIDDEN_FROM = 1024;
 /** Producers whose newest marker epoch a partition remembers. */
 const MAX_MARKER_EPOCHS = 100_000;
 
@@ -86,6 +88,8 @@ interface PartitionIndex {
   generation: number;
   /** Why reading stopped (a read error, a bound), told once; cleared by the next read that gets through. */
   failed: string | null;
+  /** Hidden ranges left by the last pruneHidden. */
+  hiddenPruned: number;
 }
 
 /** A transaction open in a partition, as DescribeProducers shows it. */
@@ -156,6 +160,7 @@ export class TxnIndex implements Visibility {
     part.markerEpochs.clear();
     part.earliest = Infinity;
     part.generation++;
+    part.hiddenPruned = 0;
     this.hiddenRanges.clearPartition(partition);
     this.aborted.clearPartition(partition);
   }
@@ -224,6 +229,7 @@ export class TxnIndex implements Visibility {
         if (part.next === from) throw new Error(`the log read back nothing past sequence ${from}`);
       }
       part.failed = null;
+      this.pruneHidden(partition, part, log);
       // Read to the end: what was expected and has landed is read. One still in flight lands at or past `next`.
       if (part.inFlight === 0) {
         if (part.unreadFrom <= part.next) part.unreadFrom = Infinity;
@@ -244,6 +250,20 @@ export class TxnIndex implements Visibility {
         }
       }
     }
+  }
+
+  /**
+   * Forgets hidden ranges with nothing stored left (markers a compacted
+   * topic's cleaner removed: one per transaction under exactly-once), once
+   * their number has doubled since the last time, so that memory follows
+   * what the log holds and the cost is a pass per doubling.
+   */
+  private pruneHidden(partition: number, part: PartitionIndex, log: MessageLog): void {
+    if (this.hiddenRanges.count(partition) < Math.max(PRUNE_HIDDEN_FROM, 2 * part.hiddenPruned)) return;
+    part.hiddenPruned = this.hiddenRanges.retain(partition, (from, to) => {
+      for (let seq = from; seq <= to; seq++) if (log.has(seq)) return true;
+      return false;
+    });
   }
 
   /**
@@ -329,7 +349,7 @@ export class TxnIndex implements Visibility {
   }
 
   private part(partition: number): PartitionIndex {
-    while (this.parts.length <= partition) this.parts.push({ next: 0, unreadFrom: 0, inFlight: 0, open: new Map(), markerEpochs: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null });
+    while (this.parts.length <= partition) this.parts.push({ next: 0, unreadFrom: 0, inFlight: 0, open: new Map(), markerEpochs: new Map(), earliest: Infinity, reading: false, again: false, waiters: [], generation: 0, failed: null, hiddenPruned: 0 });
     return this.parts[partition];
   }
 
