@@ -1457,12 +1457,26 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         if ((buf[at + 9] & FLAG_FOREIGN) !== 0) {
           const body = d.bLen[b] - BATCH_HEADER;
           const wholeFrom = Math.max(bSeq, from);
-          if (whole && filter === undefined && this.allStored(seg, d, wholeFrom, bSeq + count - wholeFrom)) {
+          if (whole && filter === undefined) {
             const parts = foreignParts(buf, at)!;
-            out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
-            bytes += body;
-            visited = bSeq + count - 1;
-            continue;
+            // As stored, when every record it holds from `from` on is: all of them, or (a batch compaction cut) exactly those.
+            if (this.allStored(seg, d, wholeFrom, bSeq + count - wholeFrom) || this.holdsOnlyStored(seg, d, bSeq, count, parts.format, parts.bytes)) {
+              out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
+              bytes += body;
+              visited = bSeq + count - 1;
+              continue;
+            }
+            // Else, in a format that can cut a batch, one of only the records still stored (none: nothing to hand).
+            const cut = this.opts.foreign?.cut;
+            if (cut !== undefined) {
+              const left = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count));
+              if (left !== null) {
+                out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: left });
+                bytes += left.length;
+              }
+              visited = bSeq + count - 1;
+              continue;
+            }
           }
           const msgs = await this.foreignMessages(seg, d.bPos[b], buf, at);
           for (let i = 0; i < count; i++) {
@@ -1498,6 +1512,24 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       seq = this.index.nextMatch(visited, filter);
     }
     return out;
+  }
+
+  /** Per record of the batch at bSeq..bSeq+count-1, 1 if it is still stored. */
+  private liveMask(seg: Segment, d: SegmentDetail, bSeq: number, count: number): Uint8Array {
+    const live = seg.detail ?? d;
+    const mask = new Uint8Array(count);
+    for (let k = 0; k < count; k++) mask[k] = live.sidAt(bSeq + k) === DEAD ? 0 : 1;
+    return mask;
+  }
+
+  /** Whether a foreign batch holds no record that is not stored: as many records as are stored of its sequences (it holds every one stored). */
+  private holdsOnlyStored(seg: Segment, d: SegmentDetail, bSeq: number, count: number, format: number, bytes: Buffer): boolean {
+    const held = this.opts.foreign?.records?.(format, bytes) ?? -1;
+    if (held < 0 || held > count) return false;
+    const live = seg.detail ?? d;
+    let stored = 0;
+    for (let s = bSeq; s < bSeq + count; s++) if (live.sidAt(s) !== DEAD) stored++;
+    return stored === held;
   }
 
   /** Whether every record of the batch at bSeq..bSeq+count-1 is still stored. */
@@ -2228,7 +2260,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           // kept dead by their tombstones.
           let firstStored = 0;
           while (firstStored < count && d.sidAt(bSeq + firstStored) === DEAD) firstStored++;
-          if (firstStored < count && this.allStored(seg, d, bSeq + firstStored, count - firstStored)) {
+          // So is a batch compaction cut before that holds only records still stored.
+          const parts = foreignParts(buf, 0)!;
+          if (firstStored < count && (this.allStored(seg, d, bSeq + firstStored, count - firstStored) || this.holdsOnlyStored(seg, d, bSeq, count, parts.format, parts.bytes))) {
             // Kept whole, as appended; only the gap flag may change.
             const flags = buf[9] | (bSeq !== expect ? FLAG_GAP : 0);
             if (flags !== buf[9]) {
@@ -2237,13 +2271,37 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
             }
             const body = buf.length - BATCH_HEADER;
             next.addBatch(nd, bSeq, count, pos, buf.length, time, d.bNewest[b]);
-            for (let k = 0; k < count; k++) nd.put(bSeq + k, d.sidAt(bSeq + k), foreignShare(body, count, k));
-            for (let k = 0; k < firstStored; k++) next.keptDead += foreignShare(body, count, k);
+            for (let k = 0; k < count; k++) {
+              const id = d.sidAt(bSeq + k);
+              nd.put(bSeq + k, id, foreignShare(body, count, k));
+              if (id === DEAD) next.keptDead += foreignShare(body, count, k);
+            }
             await writeBatch(buf);
             expect = bSeq + count;
             continue;
           }
-          // Some records are gone: the rest become records of the log's own format.
+          // Some records are gone from inside it: in a format that can cut a batch (a Kafka batch: as Kafka's cleaner
+          // does), the batch with only the rest, spanning the same sequences, the gone ones kept dead by their tombstones.
+          const cut = this.opts.foreign?.cut;
+          if (cut !== undefined) {
+            const left = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count));
+            if (left !== null) {
+              const head = foreignHead(parts.format, parts.subject);
+              sealForeign(head, left, bSeq, time, count, null, bSeq !== expect ? FLAG_GAP : 0);
+              const batch = Buffer.concat([head, left]);
+              const body = batch.length - BATCH_HEADER;
+              next.addBatch(nd, bSeq, count, pos, batch.length, time, d.bNewest[b]);
+              for (let k = 0; k < count; k++) {
+                const id = d.sidAt(bSeq + k);
+                nd.put(bSeq + k, id, foreignShare(body, count, k));
+                if (id === DEAD) next.keptDead += foreignShare(body, count, k);
+              }
+              await writeBatch(batch);
+              expect = bSeq + count;
+            }
+            continue;
+          }
+          // Else the rest become records of the log's own format.
           const messages = await this.foreignMessages(seg, d.bPos[b], buf, 0);
           for (let k = 0; k < d.bCount[b]; k++) {
             const s = bSeq + k;

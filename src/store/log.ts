@@ -121,6 +121,20 @@ export interface ForeignRecords {
    * Indexed per batch for firstStampedAtOrAfter.
    */
   newestRecordTime?(format: number, bytes: Buffer): number | null;
+  /**
+   * How many records the batch holds, from its header: fewer than the
+   * sequences it spans once `cut` took some out (decode then leaves holes
+   * where they were); -1 if the format cannot tell.
+   */
+  records?(format: number, bytes: Buffer): number;
+  /**
+   * The batch with only the records at the indexes (sequence - first
+   * sequence) `live` marks 1, in its own format, spanning the same
+   * sequences; null when none is left. Compaction keeps a foreign batch
+   * so, and scanStored hands a reader of the format a batch of only the
+   * records still stored.
+   */
+  cut?(format: number, bytes: Buffer, live: Uint8Array): Promise<Buffer | null>;
 }
 
 /**

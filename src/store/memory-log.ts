@@ -285,6 +285,18 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
         seq = h.firstSeq + h.count - 1;
         continue;
       }
+      // Records gone from inside it: in a format that can cut a batch, one of only those left (as the file log hands it).
+      if (whole && filter === undefined && h !== undefined && this.foreign.cut !== undefined) {
+        const live = new Uint8Array(h.count);
+        for (let k = 0; k < h.count; k++) live[k] = h.firstSeq + k < this.base || this.index.sidAt(h.firstSeq + k) === DEAD ? 0 : 1;
+        const left = await this.foreign.cut(h.format, h.bytes, live);
+        if (left !== null) {
+          out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: left });
+          bytes += left.length;
+        }
+        seq = h.firstSeq + h.count - 1;
+        continue;
+      }
       const m = await this.at(seq);
       if (m === undefined) continue;
       out.push(m);

@@ -12,19 +12,35 @@ import { isForeign, runOf, type MessageLog, type StoredItem, type StoredMessage 
 
 /**
  * The stored items from `from`, at most `maxMessages` and about `maxBytes`
- * (scanStored's bound: at least one item). A batch kept whole that began
- * before `from` (the reader has its start) comes as its records from
- * `from` on, as messages.
+ * (scanStored's bound: at least one item). A foreign batch comes whole
+ * only when every sequence it spans is stored: one that began before
+ * `from` (the reader has its start), or one with records gone from it (a
+ * batch compaction cut spans sequences it no longer holds, which the copy
+ * would take as stored), comes as its records from `from` on, as messages.
  */
 export async function readCopy(log: MessageLog, from: number, maxMessages: number, maxBytes: number): Promise<StoredItem[]> {
   // Nor from a failed log (a segment whose detail it could not read stands in empty until its reopen), checked around the read.
   refuseFailed(log);
   // A copy must not skip what its source failed to read: it would have a hole where the source has records.
   const items = await log.scanStored(from, { maxMessages, maxBytes, stopAtReadError: true });
-  const first = items[0];
-  const out = first !== undefined && isForeign(first) && first.firstSeq < from ? await log.scan(from, { maxMessages: first.firstSeq + first.count - from, stopAtReadError: true }) : items;
+  const out: StoredItem[] = [];
+  for (const it of items) {
+    if (!isForeign(it) || (it.firstSeq >= from && allStored(log, it.firstSeq, it.count))) {
+      out.push(it);
+      continue;
+    }
+    const start = Math.max(from, it.firstSeq);
+    const end = it.firstSeq + it.count;
+    for (const m of await log.scan(start, { maxMessages: end - start, stopAtReadError: true })) if (m.seq < end) out.push(m);
+  }
   refuseFailed(log);
   return out;
+}
+
+/** Whether every sequence of firstSeq..firstSeq+count-1 is stored. */
+function allStored(log: MessageLog, firstSeq: number, count: number): boolean {
+  for (let s = firstSeq; s < firstSeq + count; s++) if (!log.has(s)) return false;
+  return true;
 }
 
 function refuseFailed(log: MessageLog): void {

@@ -75,6 +75,10 @@ export interface DecodedBatch {
   largestValue: number;
   /** Bytes of the decompression budget this batch holds (its decompressed body): give them back once the records are stored or refused. */
   held: number;
+  /** The batch's last offset delta: count - 1, unless compaction cut records out of it (a stored batch only). */
+  lastOffsetDelta: number;
+  /** Per record its offset delta, when compaction cut records out of the batch (its deltas have gaps); null when record i's is i. */
+  offsetDeltas: Int32Array | null;
 }
 
 /** Where a batch's decompressed bytes are counted: the door's budget across connections (budget.ts). */
@@ -93,7 +97,7 @@ export interface DecompressionGate {
  * it did expand to (`held`) after this returns; on a refusal it gives them
  * back itself.
  */
-export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, checkCrc = true): Promise<DecodedBatch> {
+export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, checkCrc = true, stored = false): Promise<DecodedBatch> {
   // Kafka's codes, in its order (ByteBufferLogInputStream, ProduceRequest.validateRecords): a set holding no whole
   // batch, or one that is not v2, is an invalid record; a length or magic no batch can have is a corrupt message.
   if (set.length < BATCH_LENGTH_END) throw new BatchError(ErrorCode.INVALID_RECORD, "no record batch for the partition");
@@ -122,7 +126,8 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, c
   if (attributes & ATTR_CONTROL) throw new BatchError(ErrorCode.INVALID_RECORD, "clients may not send control batches");
   const transactional = (attributes & ATTR_TRANSACTIONAL) !== 0;
   if (transactional && producerId < 0) throw new BatchError(ErrorCode.INVALID_PRODUCER_ID_MAPPING, "transactional batch without a producer id");
-  if (count <= 0 || lastOffsetDelta !== count - 1) throw new BatchError(ErrorCode.INVALID_RECORD, "record count does not match the last offset delta");
+  // A stored batch that compaction cut (cutStoredBatch) holds fewer records than its offsets span.
+  if (count <= 0 || (stored ? count > lastOffsetDelta + 1 : lastOffsetDelta !== count - 1)) throw new BatchError(ErrorCode.INVALID_RECORD, "record count does not match the last offset delta");
   if (producerId >= 0 && baseSequence < 0) throw new BatchError(ErrorCode.INVALID_RECORD, `invalid sequence number ${baseSequence} in a batch with producer id ${producerId}`);
   const codec = attributes & ATTR_CODEC_MASK;
   let body = set.subarray(r.pos);
@@ -142,7 +147,7 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, c
     held = body.length;
   }
   try {
-    const batch = readRecords(body, count, producerId, producerEpoch, baseSequence, transactional, held, baseTimestamp);
+    const batch = readRecords(body, count, producerId, producerEpoch, baseSequence, transactional, held, baseTimestamp, lastOffsetDelta);
     batch.attributes = attributes;
     return batch;
   } catch (err) {
@@ -151,7 +156,7 @@ export async function decodeProduceBatch(set: Buffer, gate: DecompressionGate, c
   }
 }
 
-function readRecords(body: Buffer, count: number, producerId: number, producerEpoch: number, baseSequence: number, transactional: boolean, held: number, baseTimestamp: number): DecodedBatch {
+function readRecords(body: Buffer, count: number, producerId: number, producerEpoch: number, baseSequence: number, transactional: boolean, held: number, baseTimestamp: number, lastOffsetDelta: number): DecodedBatch {
   // Before the per-record arrays are sized by the count the batch claims.
   if (count > body.length / MIN_RECORD_BYTES) throw new BatchError(ErrorCode.CORRUPT_MESSAGE, "more records than bytes");
   const batch: DecodedBatch = {
@@ -175,6 +180,8 @@ function readRecords(body: Buffer, count: number, producerId: number, producerEp
     valueBytes: 0,
     largestValue: 0,
     held,
+    lastOffsetDelta,
+    offsetDeltas: lastOffsetDelta === count - 1 ? null : new Int32Array(count),
   };
   let i = 0;
   try {
@@ -236,7 +243,14 @@ function readRecord(buf: Buffer, index: number, out: DecodedBatch): void {
   else if (timestamp < out.minTimestamp) out.minTimestamp = timestamp;
   if (timestamp > out.maxTimestamp) out.maxTimestamp = timestamp;
   const offsetDelta = zigzag(buf, end, 5);
-  if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
+  const deltas = out.offsetDeltas;
+  if (deltas === null) {
+    if (offsetDelta !== index) throw new KafkaDecodeError(`offset delta ${offsetDelta} where ${index} was due`);
+  } else {
+    // A cut batch: its records' deltas rise, within the batch's span.
+    if (offsetDelta > out.lastOffsetDelta || offsetDelta < (index === 0 ? 0 : deltas[index - 1] + 1)) throw new KafkaDecodeError(`offset delta ${offsetDelta} out of order`);
+    deltas[index] = offsetDelta;
+  }
   const keyLen = zigzag(buf, end, 5);
   out.keyLen[index] = keyLen < 0 ? -1 : keyLen;
   if (keyLen >= 0) out.keyAt[index] = skip(keyLen, end);

@@ -15,15 +15,18 @@ import { crc32c } from "../../util/crc32c.js";
 import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredItem, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
 import { BATCH_HEADER, batchMarkOf, CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, natsHeaderBlocks, readTxnMark, type TxnMark } from "./messages.js";
-import { ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, BATCH_MAGIC, BATCH_OVERHEAD, decodeProduceBatch, type DecompressionGate } from "./records.js";
+import { ATTR_CODEC_MASK, ATTR_LOG_APPEND_TIME, ATTR_TRANSACTIONAL, BATCH_MAGIC, BATCH_OVERHEAD, decodeProduceBatch, type DecompressionGate } from "./records.js";
 
 /** Where the fields of a RecordBatch v2 are (bytes from its start). */
 export const BATCH_BASE_OFFSET = 0;
 export const BATCH_LEADER_EPOCH = 12;
+const BATCH_LENGTH = 8;
+const BATCH_LENGTH_END = 12;
 const BATCH_CRC = 17;
 /** Where the bytes under the batch's CRC-32C begin (its attributes); they run to the batch's end. */
 export const BATCH_CRC_FROM = 21;
 const BATCH_ATTRIBUTES = 21;
+const BATCH_LAST_OFFSET_DELTA = 23;
 const BATCH_BASE_TIMESTAMP = 27;
 const BATCH_MAX_TIMESTAMP = 35;
 const BATCH_PRODUCER_ID = 43;
@@ -47,16 +50,19 @@ const readGate: DecompressionGate = { maxBytes: MAX_DECOMPRESSED, take: () => tr
 export const kafkaRecords: ForeignRecords = {
   async decode(format, bytes, firstSeq, time, subject) {
     if (format !== FOREIGN_KAFKA) throw new Error(`stored batch in unknown format ${format}`);
-    const batch = await decodeProduceBatch(bytes, readGate, false);
+    const batch = await decodeProduceBatch(bytes, readGate, false, true);
     const txn = batch.transactional ? { producerId: batch.producerId, epoch: batch.producerEpoch } : null;
     const headers = batch.headerCount !== null || txn !== null || hasNull(batch.valueLen) ? natsHeaderBlocks(batch, txn, null, () => {}) : null;
     const body = batch.body;
-    const out = new Array<StoredMessage>(batch.count);
+    // A batch compaction cut (cutStoredBatch) has holes where its records went: each record at its offset delta.
+    const deltas = batch.offsetDeltas;
+    const out = new Array<StoredMessage>(batch.lastOffsetDelta + 1);
     for (let i = 0; i < batch.count; i++) {
       const keyLen = batch.keyLen[i];
       const valueLen = batch.valueLen[i];
-      out[i] = {
-        seq: firstSeq + i,
+      const delta = deltas === null ? i : deltas[i];
+      out[delta] = {
+        seq: firstSeq + delta,
         time,
         subject,
         key: keyLen < 0 ? null : body.subarray(batch.keyAt[i], batch.keyAt[i] + keyLen),
@@ -69,7 +75,59 @@ export const kafkaRecords: ForeignRecords = {
   newestRecordTime(format, bytes) {
     return format === FOREIGN_KAFKA && bytes.length >= BATCH_MAX_TIMESTAMP + 8 ? batchMaxTimestamp(bytes) : null;
   },
+  records(format, bytes) {
+    return format === FOREIGN_KAFKA && bytes.length >= BATCH_OVERHEAD ? bytes.readInt32BE(BATCH_RECORD_COUNT) : -1;
+  },
+  cut(format, bytes, live) {
+    if (format !== FOREIGN_KAFKA) return Promise.resolve(null);
+    return cutStoredBatch(bytes, live);
+  },
 };
+
+/**
+ * A stored batch with only the records at the offset deltas `live` names
+ * (1: kept), as Kafka's cleaner rewrites a batch it compacts: its base
+ * offset, last offset delta, timestamps, producer id, epoch, base sequence
+ * and attributes stay, so readers get each record left at its offset with
+ * its own timestamp, the transaction index and producer recovery read the
+ * same header, and clients step over the offsets that went. What is left
+ * is stored uncompressed (Kafka compresses it again; nagare has no
+ * compressor for every codec). Null when no record is left.
+ */
+export async function cutStoredBatch(bytes: Buffer, live: Uint8Array): Promise<Buffer | null> {
+  const attributes = bytes.readInt16BE(BATCH_ATTRIBUTES);
+  const codec = attributes & ATTR_CODEC_MASK;
+  const body = codec === 0 ? bytes.subarray(BATCH_OVERHEAD) : (await decodeProduceBatch(bytes, readGate, false, true)).body;
+  const r = new Reader(body);
+  const keep: number[] = [];
+  let kept = 0;
+  let size = 0;
+  while (r.pos < body.length) {
+    const start = r.pos;
+    const length = r.varint();
+    const end = r.pos + length;
+    r.i8(); // attributes
+    r.varlong(); // timestamp delta
+    const delta = r.varint();
+    if (end > body.length) throw new Error("stored batch: a record passes its end");
+    if (live[delta] === 1) {
+      keep.push(start, end);
+      kept++;
+      size += end - start;
+    }
+    r.pos = end;
+  }
+  if (kept === 0) return null;
+  const out = Buffer.allocUnsafe(BATCH_OVERHEAD + size);
+  bytes.copy(out, 0, 0, BATCH_OVERHEAD);
+  let at = BATCH_OVERHEAD;
+  for (let k = 0; k < keep.length; k += 2) at += body.copy(out, at, keep[k], keep[k + 1]);
+  out.writeInt32BE(out.length - BATCH_LENGTH_END, BATCH_LENGTH);
+  out.writeInt16BE(attributes & ~ATTR_CODEC_MASK, BATCH_ATTRIBUTES);
+  out.writeInt32BE(kept, BATCH_RECORD_COUNT);
+  out.writeUInt32BE(crc32c(out, BATCH_CRC_FROM) >>> 0, BATCH_CRC);
+  return out;
+}
 
 function hasNull(lengths: Int32Array): boolean {
   for (let i = 0; i < lengths.length; i++) if (lengths[i] < 0) return true;
@@ -128,35 +186,37 @@ export function transactionalProducer(batch: Buffer): number {
 }
 
 /**
- * Visits the records of a stored batch, in order, with each one's timestamp
- * (under LogAppendTime, the batch's max timestamp) until `visit` returns
- * true.
+ * Visits the records of a stored batch, in order, with each one's offset
+ * delta and timestamp (under LogAppendTime, the batch's max timestamp)
+ * until `visit` returns true.
  */
-async function visitTimestamps(batch: Buffer, visit: (index: number, timestamp: number) => boolean): Promise<void> {
-  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0) {
-    // Every record has the batch's time: nothing to decode (or decompress).
+async function visitTimestamps(batch: Buffer, visit: (delta: number, timestamp: number) => boolean): Promise<void> {
+  const records = batch.readInt32BE(BATCH_RECORD_COUNT);
+  if ((batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0 && batch.readInt32BE(BATCH_LAST_OFFSET_DELTA) === records - 1) {
+    // Every record has the batch's time and its index as its delta (no record cut out): nothing to decode (or decompress).
     const max = batchMaxTimestamp(batch);
-    const records = batch.readInt32BE(BATCH_RECORD_COUNT);
     for (let i = 0; i < records; i++) if (visit(i, max)) return;
     return;
   }
-  const { body, count } = await decodeProduceBatch(batch, readGate, false);
-  const base = batch.readInt32BE(BATCH_BASE_TIMESTAMP) * 2 ** 32 + batch.readUInt32BE(BATCH_BASE_TIMESTAMP + 4);
+  const logAppendTime = (batch.readInt16BE(BATCH_ATTRIBUTES) & ATTR_LOG_APPEND_TIME) !== 0;
+  const { body, count } = await decodeProduceBatch(batch, readGate, false, true);
+  const base = logAppendTime ? batchMaxTimestamp(batch) : batch.readInt32BE(BATCH_BASE_TIMESTAMP) * 2 ** 32 + batch.readUInt32BE(BATCH_BASE_TIMESTAMP + 4);
   const r = new Reader(body);
   for (let i = 0; i < count; i++) {
     const length = r.varint();
     const end = r.pos + length;
     r.i8(); // attributes
-    if (visit(i, base + r.varlong())) return;
+    const timestamp = base + (logAppendTime ? (r.varlong(), 0) : r.varlong());
+    if (visit(r.varint(), timestamp)) return;
     r.pos = end;
   }
 }
 
 /**
- * The first record of a stored batch, from its record `fromIndex` on, whose
- * timestamp is at or after `target` (ListOffsets by time on a CreateTime
- * topic), or null. The batch's max timestamp rules most batches out without
- * decoding them.
+ * The first record of a stored batch, from offset delta `fromIndex` on,
+ * whose timestamp is at or after `target` (ListOffsets by time on a
+ * CreateTime topic), with its offset delta (`index`), or null. The batch's
+ * max timestamp rules most batches out without decoding them.
  */
 export async function firstRecordAtOrAfter(batch: Buffer, target: number, fromIndex = 0): Promise<{ index: number; timestamp: number } | null> {
   if (batchMaxTimestamp(batch) < target) return null;
@@ -170,9 +230,10 @@ export async function firstRecordAtOrAfter(batch: Buffer, target: number, fromIn
 }
 
 /**
- * The record of a stored batch, from its record `fromIndex` on, with the
- * highest timestamp (the first of equals), or null if it has none there
- * (ListOffsets for the max timestamp).
+ * The record of a stored batch, from offset delta `fromIndex` on, with the
+ * highest timestamp (the first of equals), with its offset delta
+ * (`index`), or null if it has none there (ListOffsets for the max
+ * timestamp).
  */
 export async function newestRecordIn(batch: Buffer, fromIndex: number): Promise<{ index: number; timestamp: number } | null> {
   let best: { index: number; timestamp: number } | null = null;

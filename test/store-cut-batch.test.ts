@@ -1,0 +1,149 @@
+/**
+ * Kafka batches with records gone from inside them (log compaction, a
+ * JetStream delete): readers of the format get a batch of the records left
+ * with the batch's own header (offsets, timestamps, producer id, epoch,
+ * base sequence, attributes), as Kafka's cleaner rewrites a batch; the
+ * store's compaction keeps the batch so on disk, and it reads the same
+ * after reopening, with and without index files. NATS readers get each
+ * record left at its sequence, and a copy to another log gets them as
+ * records (a cut batch spans sequences it no longer holds).
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { FileLog } from "../src/store/file-log.js";
+import { MemoryLog } from "../src/store/memory-log.js";
+import { appendAsync, FOREIGN_KAFKA, isForeign, type MessageLog, type StoredForeign } from "../src/store/log.js";
+import { Writer } from "../src/protocols/kafka/codec.js";
+import { ATTR_TRANSACTIONAL, decodeProduceBatch, encodeBatch, recordTimestamps } from "../src/protocols/kafka/records.js";
+import { batchProducer, cutStoredBatch, kafkaRecords } from "../src/protocols/kafka/stored-batches.js";
+import { appendItems, readCopy } from "../src/streams/copy-batch.js";
+
+const gate = { maxBytes: 1 << 26, take: () => true as const, give: () => {} };
+
+/** A RecordBatch v2 of `count` records k<i>=<tag><i>, CreateTime 1000 + i, from producer 7 (epoch 3, base sequence 40). */
+function kafkaBatch(tag: string, count: number, attributes = 0): Buffer {
+  const w = new Writer(256);
+  const records = Array.from({ length: count }, (_, i) => ({ offset: i, timestamp: 1000 + i, key: Buffer.from(`k${i}`), value: Buffer.from(`${tag}${i}-${"x".repeat(80)}`), headers: null }));
+  encodeBatch(w, records, attributes, 7, 3, 40);
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+function appendKafka(log: MessageLog, bytes: Buffer, count: number): Promise<number> {
+  return new Promise((resolve, reject) => log.appendBatch({ format: FOREIGN_KAFKA, subject: "t", count, bytes }, (err, seq) => (err ? reject(err) : resolve(seq))));
+}
+
+/** A stored batch as a Kafka reader gets it: its records' offset deltas, keys and CreateTimes, its header's fields. */
+async function described(item: StoredForeign): Promise<{ records: string[]; producer: ReturnType<typeof batchProducer>; lastOffsetDelta: number; count: number }> {
+  const b = await decodeProduceBatch(item.bytes, gate, true, true);
+  const times: number[] = [];
+  recordTimestamps(b, (_i, t) => times.push(t));
+  const records: string[] = [];
+  for (let i = 0; i < b.count; i++) records.push(`${b.offsetDeltas?.[i] ?? i}:${b.body.toString("latin1", b.keyAt[i], b.keyAt[i] + b.keyLen[i])}@${times[i]}`);
+  return { records, producer: batchProducer(item.bytes), lastOffsetDelta: b.lastOffsetDelta, count: item.count };
+}
+
+test("cutStoredBatch keeps the header and the records named, at their offset deltas; a cut batch can be cut again; none left: null", async () => {
+  const whole = kafkaBatch("v", 6, ATTR_TRANSACTIONAL);
+  const cut = (await cutStoredBatch(whole, Uint8Array.from([1, 0, 1, 0, 0, 1])))!;
+  const item = { format: FOREIGN_KAFKA, firstSeq: 1, count: 6, time: 0, subject: "t", bytes: cut };
+  assert.deepEqual(await described(item), {
+    records: ["0:k0@1000", "2:k2@1002", "5:k5@1005"],
+    producer: { producerId: 7, epoch: 3, baseSequence: 40, transactional: true },
+    lastOffsetDelta: 5,
+    count: 6,
+  });
+  assert.equal(kafkaRecords.records!(FOREIGN_KAFKA, cut), 3);
+  const again = (await cutStoredBatch(cut, Uint8Array.from([0, 0, 1, 0, 0, 1])))!;
+  assert.deepEqual((await described({ ...item, bytes: again })).records, ["2:k2@1002", "5:k5@1005"]);
+  assert.equal(await cutStoredBatch(again, new Uint8Array(6)), null);
+  // NATS readers: each record left at its own sequence, holes where the others were.
+  const messages = await kafkaRecords.decode(FOREIGN_KAFKA, cut, 10, 0, "t");
+  assert.equal(messages.length, 6);
+  assert.deepEqual(
+    Array.from(messages, (m) => (m === undefined ? null : `${m.seq}:${m.key}`)),
+    ["10:k0", null, "12:k2", null, null, "15:k5"],
+  );
+});
+
+test("file log: a Kafka batch with records deleted from inside it reads as a cut batch, is kept cut by compaction, and reads the same after reopening with and without index files", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-"));
+  const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 2048, compactBelow: 0.9 });
+  let log = await open();
+  try {
+    assert.equal(await appendKafka(log, kafkaBatch("a", 6), 6), 1);
+    for (const seq of [2, 4, 5]) assert.equal(await log.delete(seq), true);
+    const check = async (what: string): Promise<void> => {
+      const [item] = await log.scanStored(1, { maxMessages: 10 });
+      assert.ok(isForeign(item), `${what}: a batch`);
+      assert.deepEqual(
+        await described(item),
+        { records: ["0:k0@1000", "2:k2@1002", "5:k5@1005"], producer: { producerId: 7, epoch: 3, baseSequence: 40, transactional: false }, lastOffsetDelta: 5, count: 6 },
+        what,
+      );
+      // From inside it, the same batch (the reader skips what it did not ask for).
+      const [fromInside] = await log.scanStored(4, { maxMessages: 10 });
+      assert.ok(isForeign(fromInside) && fromInside.firstSeq === 1, `${what}: from inside`);
+      assert.deepEqual(
+        (await log.scan(1, { maxMessages: 3 })).map((m) => `${m.seq}:${m.key}`),
+        ["1:k0", "3:k2", "6:k5"],
+        `${what}: NATS readers`,
+      );
+      assert.equal((await log.get(3))?.key?.toString(), "k2");
+      assert.equal(await log.get(4), null);
+      assert.equal(log.state().messages >= 3, true);
+    };
+    await check("before compaction");
+    // Seal the batch's segment, with enough dead in it that compaction rewrites it.
+    for (let i = 0; i < 12; i++) await appendAsync(log, { subject: "pad", data: Buffer.alloc(300, 0x61) });
+    await log.settle();
+    assert.ok(log.io.compactions > 0, "compaction ran");
+    await check("after compaction");
+    const [onDisk] = await log.scanStored(1, { maxMessages: 1 });
+    assert.ok(isForeign(onDisk) && kafkaRecords.records!(FOREIGN_KAFKA, onDisk.bytes) === 3, "stored cut: three records in the batch on disk");
+    await log.close();
+    log = await open();
+    await check("reopened");
+    await log.close();
+    for (const n of readdirSync(dir).filter((n) => n.endsWith(".idx"))) rmSync(join(dir, n));
+    log = await open();
+    await check("reopened without index files");
+    // One more record of it deleted: cut again on read, and by the next compaction.
+    assert.equal(await log.delete(3), true);
+    const [item] = await log.scanStored(1, { maxMessages: 1 });
+    assert.ok(isForeign(item));
+    assert.deepEqual((await described(item)).records, ["0:k0@1000", "5:k5@1005"]);
+
+    // A copy (a follower's catch-up, a move) gets the records left one by one: the batch spans sequences it no longer holds.
+    const copy = new MemoryLog({ foreign: kafkaRecords });
+    const items = await readCopy(log, 1, 100, 1 << 20);
+    assert.deepEqual(items.slice(0, 2).map((m) => (isForeign(m) ? "batch" : `${m.seq}:${m.key}`)), ["1:k0", "6:k5"]);
+    await appendItems(copy, items, 1);
+    assert.deepEqual((await copy.scan(1, { maxMessages: 2 })).map((m) => `${m.seq}:${m.key}`), ["1:k0", "6:k5"]);
+    assert.equal(copy.has(3), false);
+    await copy.close();
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("memory log: a Kafka batch with records deleted from inside it reads as a cut batch", async () => {
+  const log = new MemoryLog({ foreign: kafkaRecords });
+  try {
+    assert.equal(await appendKafka(log, kafkaBatch("a", 6), 6), 1);
+    for (const seq of [2, 4, 5]) assert.equal(await log.delete(seq), true);
+    const [item] = await log.scanStored(3, { maxMessages: 10 });
+    assert.ok(isForeign(item) && item.firstSeq === 1);
+    assert.deepEqual((await described(item)).records, ["0:k0@1000", "2:k2@1002", "5:k5@1005"]);
+    assert.deepEqual(
+      (await log.scan(1, { maxMessages: 3 })).map((m) => `${m.seq}:${m.key}`),
+      ["1:k0", "3:k2", "6:k5"],
+    );
+  } finally {
+    await log.close();
+  }
+});
