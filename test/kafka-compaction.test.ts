@@ -2,10 +2,12 @@
  * Kafka log compaction (cleanup.policy=compact) through real clients: each
  * key's newest record stays at its offset, older ones go, tombstones (null
  * values) stay delete.retention.ms after compaction first passed them and
- * then go, a batch goes whole or not at all (what stays keeps the
- * producer's timestamps), records of aborted transactions never stand for
- * their key and stay hidden across a restart, an idempotent producer's
- * newest batch stays so that it goes on after a restart, the log's start
+ * then go, records go one by one out of batches of many keys (what stays
+ * keeps the batch's header and the producer's timestamps), records of
+ * aborted transactions never stand for their key and stay hidden across a
+ * restart, a commit marker goes once its transaction has no record left,
+ * an idempotent producer's newest batch stays so that it goes on after a
+ * restart, the log's start
  * offset never moves, and a record without a key is refused as Kafka
  * refuses it. kcat, KafkaJS and confluent-kafka read the compacted
  * partitions.
@@ -255,12 +257,14 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     }
   });
 
-  test("a tombstone stays while an older record of its key does: a value kept for its batch never outlives its delete", async () => {
+  test("a tombstone stays while an older record of its key does: a value kept as a producer's newest batch never outlives its delete", async () => {
     const topic = "compact.pinned";
     await createCompacted(topic, { "delete.retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
+    const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
     await p.send({ topic, messages: [{ key: "f", value: "f" }] });
-    await p.send({ topic, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+    await idempotent.send({ topic, messages: [{ key: "a", value: "1" }] });
+    await p.send({ topic, messages: [{ key: "b", value: "1" }] });
     await sendEach(p, topic, [
       { key: "a", value: null },
       { key: "c", value: "1" },
@@ -274,12 +278,12 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       now += 60_000;
       await sendEach(p, topic, [{ key: "d", value: "1" }]);
       assert.ok(await roundPassed(), "a pass a minute later by the cleaner's clock, past the tombstone's retention");
-      // a=1 stays with b=1, its batch-mate and b's newest: were the tombstone gone, a reader from the start would end with a=1.
+      // a=1 stays as the idempotent producer's newest batch: were the tombstone gone, a reader from the start would end with a=1.
       assert.deepEqual(await records(h.broker, topic), ["0 f=f", "1 a=1", "2 b=1", "3 a=NULL", "4 c=1", "5 d=1"]);
-      await sendEach(p, topic, [{ key: "b", value: "2" }]);
+      await idempotent.send({ topic, messages: [{ key: "b", value: "2" }] });
       now += 60_000;
-      // The batch goes; the tombstone stays its retention from then: a reader may have read a=1 just before.
-      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|3 a=NULL|4 c=1|5 d=1|6 b=2", "the batch gone");
+      // a=1 goes; the tombstone stays its retention from then: a reader may have read a=1 just before.
+      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|3 a=NULL|4 c=1|5 d=1|6 b=2", "a=1 gone");
       now += 60_000;
       await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|4 c=1|5 d=1|6 b=2", "the tombstone gone a retention later");
     } finally {
@@ -296,8 +300,11 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       const topic = "compact.lagged";
       await createCompacted(topic, configs);
       const p = await producer();
+      // a=1 is kept as the idempotent producer's newest batch, in each topic.
+      const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
       await p.send({ topic, messages: [{ key: "f", value: "f" }] });
-      await p.send({ topic, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+      await idempotent.send({ topic, messages: [{ key: "a", value: "1" }] });
+      await p.send({ topic, messages: [{ key: "b", value: "1" }] });
       await sendEach(p, topic, [
         { key: "a", value: null },
         { key: "c", value: "1" },
@@ -314,14 +321,15 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       await sendEach(p, topic, [{ key: "y", value: "0" }]);
       now += 60_000;
       await compactedUntil(async () => !(await records(h.broker, topic)).includes("5 c=NULL"), "the c tombstone gone");
-      // a=1 is still kept with b=1: its tombstone stays.
+      // a=1 is still kept: its tombstone stays.
       assert.deepEqual(await records(h.broker, topic), ["0 f=f", "1 a=1", "2 b=1", "3 a=NULL", "6 z=0", "7 y=0"]);
 
       // a's newest deleted over JetStream before a pass: the tombstone is a's newest again, and stays while a=1 does.
       const deleted = "compact.deleted";
       await createCompacted(deleted, configs);
       await p.send({ topic: deleted, messages: [{ key: "f", value: "f" }] });
-      await p.send({ topic: deleted, messages: [{ key: "a", value: "1" }, { key: "b", value: "1" }] });
+      await idempotent.send({ topic: deleted, messages: [{ key: "a", value: "1" }] });
+      await p.send({ topic: deleted, messages: [{ key: "b", value: "1" }] });
       await sendEach(p, deleted, [
         { key: "a", value: null },
         { key: "a", value: "2" },
@@ -429,7 +437,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     await compactedUntil(async () => (await records(h.broker, topic, "read_committed")).join("|") === "0 k0=first|2 k1=pending", "the old value removed once the new one is committed");
   });
 
-  test("a batch goes whole or not at all, and what stays keeps the producer's timestamps", async () => {
+  test("records go one by one out of a batch, and what stays keeps the producer's timestamps", async () => {
     const topic = "compact.batches";
     await createCompacted(topic, { "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
@@ -443,11 +451,92 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     };
     await waitUntilAsync(async () => (await records(h.broker, topic)).length === 4, "every record stored");
     assert.ok(await roundPassed(), "a pass");
-    // x=1 is superseded, y=1 is not: their batch stays, each record with its own timestamp.
-    assert.deepEqual(await withTimes(), ["0 k0=first @1000", "1 x=1 @2000", "2 y=1 @3000", "3 x=2 @4000"]);
+    // x=1 is superseded, y=1 is not: y=1 is read in what is left of their batch, with its own timestamp.
+    assert.deepEqual(await withTimes(), ["0 k0=first @1000", "2 y=1 @3000", "3 x=2 @4000"]);
     await p.send({ topic, messages: [{ key: "y", value: "2", timestamp: "5000" }] });
     await compactedUntil(async () => (await records(h.broker, topic)).length === 3, "the batch gone once all of it is superseded");
     assert.deepEqual(await withTimes(), ["0 k0=first @1000", "3 x=2 @4000", "4 y=2 @5000"]);
+  });
+
+  test("batches of many keys shrink to each key's newest, the first batch too, compressed or in a committed transaction; kcat, KafkaJS and confluent-kafka read what is left with its timestamps, after a restart too", async () => {
+    const topic = "compact_many";
+    await createCompacted(topic, { "min.cleanable.dirty.ratio": "0.01" });
+    const keys = 30;
+    // 300 records in three batches, 10 records a key, each key's newest in the last: the first batch plain (it holds the
+    // partition's first record), the second gzip, the third in a committed transaction. Timestamps as the producer gave.
+    const batch = (from: number): Message[] => Array.from({ length: 100 }, (_, i) => ({ key: `k${(from + i) % keys}`, value: `v${from + i}`, timestamp: String(10_000 + from + i) }));
+    const p = await producer();
+    await p.send({ topic, messages: batch(0) });
+    await p.send({ topic, compression: CompressionTypes.GZIP, messages: batch(100) });
+    const t = await producer({ transactionalId: "compact-many", idempotent: true, maxInFlightRequests: 1 });
+    const txn = await t.transaction();
+    await txn.send({ topic, messages: batch(200) });
+    await txn.commit();
+    const all = await waitUntilAsync(async () => (await records(h.broker, topic)).length === 300, "every record stored");
+    void all;
+    assert.ok(await roundPassed(), "a pass");
+    // The first record stays (the log's start), and the first of the transactional producer's newest batch (its header
+    // stays with it, where the producer's recovery reads it); of the rest only each key's newest, in that batch (offsets
+    // 200..299: 270..299 are the newest of k0..k29), whose marker (300) stays with them.
+    const expected = ["0 k0=v0 @10000", "200 k20=v200 @10200", ...Array.from({ length: keys }, (_, i) => `${270 + i} k${i}=v${270 + i} @${10_270 + i}`)];
+    const withTimes = async (isolation: string): Promise<string[]> => {
+      const r = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", `isolation.level=${isolation}`, "-f", "%o %k=%s @%T\n"]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.split("\n").filter((l) => l !== "");
+    };
+    assert.deepEqual(await withTimes("read_uncommitted"), expected);
+    assert.deepEqual(await withTimes("read_committed"), expected);
+    const stream = h.srv.jetstream!.streams.get(topic)!;
+    assert.equal(stream.partitions[0].state().messages, expected.length + 1, "what is read, and the commit marker");
+
+    const consumer = h.kafka().consumer({ groupId: "compact-many", maxWaitTimeInMs: 100, readUncommitted: false });
+    const seen: string[] = [];
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      let done!: () => void;
+      const last = new Promise<void>((resolve) => (done = resolve));
+      await consumer.run({
+        eachMessage: async ({ message }) => {
+          seen.push(`${message.offset} ${String(message.key)}=${String(message.value)} @${message.timestamp}`);
+          if (message.offset === "299") done();
+        },
+      });
+      await last;
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.deepEqual(seen, expected, "KafkaJS");
+
+    await t.disconnect();
+    await h.restart({ keepKafkaPort: true });
+    // Read back from the log after the start: the cut transactional batch is no open transaction.
+    assert.deepEqual(await withTimes("read_committed"), expected, "after a restart");
+    const py = await python(`
+import json
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": "${h.broker}", "group.id": "compact-many-py", "enable.auto.commit": False, "isolation.level": "read_committed"})
+c.assign([TopicPartition("${topic}", 0, 0)])
+out = []
+while len(out) < ${expected.length}:
+    m = c.poll(10)
+    if m is None: break
+    if m.error(): raise Exception(m.error())
+    out.append("%d %s=%s @%d" % (m.offset(), m.key().decode(), m.value().decode(), m.timestamp()[1]))
+c.close()
+print(json.dumps(out))
+`);
+    assert.equal(py.code, 0, py.stderr);
+    assert.deepEqual(JSON.parse(py.stdout), expected, "confluent-kafka");
+    // ListOffsets by time finds records left in a cut batch by their own offsets (librdkafka's offsets_for_times).
+    for (const [time, offset] of [
+      [10_150, 200],
+      [10_275, 275],
+    ]) {
+      const q = await kcat(["-b", h.broker, "-Q", "-t", `${topic}:0:${time}`]);
+      assert.equal(q.code, 0, q.stderr);
+      assert.match(q.stdout, new RegExp(`\\[0\\] offset ${offset}\\b`), `for ${time}: ${q.stdout}`);
+    }
   });
 
   test("an idempotent producer's newest batch stays, however superseded: after a restart it goes on where it was", async () => {

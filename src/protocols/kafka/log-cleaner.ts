@@ -22,16 +22,17 @@
  * past the high watermark, the last stable offset (an open transaction's
  * records, and what came after them) or min.compaction.lag.ms is touched.
  *
- * What stays, where Kafka's cleaner would rewrite or remove:
- * - a batch kept whole (as the producer sent it) goes whole or not at all.
- *   What is left of a batch is served as records with the log's time, no
- *   producer id and no transaction: the producer's timestamps would be
- *   lost (Kafka keeps them), and an aborted transaction's records would be
- *   read as plain ones once the transaction index reads the log again.
- *   Kafka rewrites the batch with what is left of it;
- * - each idempotent producer's newest batch among the log's last
- *   PRODUCER_SCAN messages, where its recovery looks (Kafka's cleaner
- *   keeps each producer's last batch, emptied);
+ * Records go one by one, out of the batches producers framed: a reader
+ * gets what is left of a batch as a batch of those records with the
+ * batch's own header (offsets, timestamps, producer id, epoch, base
+ * sequence, transaction), and the store's compaction keeps the batch so
+ * once it rewrites the segment (ForeignRecords.cut: cutStoredBatch), as
+ * Kafka's cleaner rewrites a batch. What stays, where Kafka's cleaner
+ * would remove:
+ * - the first record of each idempotent producer's newest batch among the
+ *   log's last PRODUCER_SCAN messages, where its recovery looks: the
+ *   batch's header stays with it (Kafka's cleaner keeps each producer's
+ *   last batch, emptied);
  * - records of aborted transactions (hidden from every reader, and never
  *   their key's newest), and their abort markers;
  * - a transaction's marker while any record of the transaction is left
@@ -46,18 +47,16 @@
  *   for ever;
  * - a record without a key (a NATS publish, or one from before the topic
  *   was compacted);
- * - the partition's last record: a reader moves its position past a record
- *   it reads, and could not past one gone at the end (kcat -e, a changelog
- *   restore, would wait at the high watermark for ever). Kafka never
- *   compacts the active segment;
+ * - the partition's last record, as Kafka never compacts the active
+ *   segment;
  * - the partition's first record: Kafka's compaction never moves a log's
  *   start offset, and here the first stored record is the start (a
  *   consumer at an offset below it would be told OFFSET_OUT_OF_RANGE and
  *   reset). When a later record has its key, that key's tombstone stays
  *   with it, so no reader from the start sees the old value without the
  *   delete after it.
- * A tombstone stays while an older record of its key does (kept for its
- * batch, or first), and its retention runs from when the last of those
+ * A tombstone stays while an older record of its key does (kept by a rule
+ * above), and its retention runs from when the last of those
  * went: a reader from the start never ends with a value its key's delete
  * followed, and one that read the value has delete.retention.ms to see the
  * delete. Kafka's guarantees allow each rule: a reader from the start sees
@@ -110,9 +109,10 @@ interface PartitionCleaning {
   /** When the last pass first passed the earliest of the tombstones it kept (Infinity: none kept): their retention runs from then. */
   tombstonesSince: number;
   /**
-   * Keys of superseded records a pass kept because of their batch, with
-   * their newest sequence: the next pass maps them again (only the dirty
-   * part is mapped), so their batch goes once the rest of it is superseded.
+   * Keys of superseded records a pass kept (the first record, a producer's
+   * newest batch), with their newest sequence: the next pass maps them
+   * again (only the dirty part is mapped), so that they go once no rule
+   * keeps them.
    */
   superseded: Map<string, number>;
   /**
@@ -295,7 +295,7 @@ export class LogCleaner {
     /** The key and newest sequence of the last record retirable() found superseded (0: not superseded). */
     let supersededId = "";
     let supersededBy = 0;
-    /** Keys of superseded records that stay (their batch, or a rule above, keeps them), with their newest sequence. */
+    /** Keys of superseded records that stay (a rule above keeps them), with their newest sequence. */
     const kept = new Map<string, number>();
     // Past its bound, `kept` no longer tells every key with an older record left: no tombstone goes until a pass that maps
     // the whole log finds them all again.
@@ -358,8 +358,8 @@ export class LogCleaner {
           supersededBy = newer;
         } else noteKept(id, newer); // removed since (a JetStream delete): it supersedes nothing, and its key's tombstone stays
       }
-      // The first record stays, and the last: a reader's position moves past a record it reads, and nothing past the last
-      // would be read. So does a producer's newest batch.
+      // The first record stays (the log's start), the last (as Kafka's active segment), and the first of a producer's
+      // newest batch (the batch's header with it).
       if (m.seq === front) frontKey = id;
       if (m.seq === front || m.seq >= lastStored || recoverable.has(m.seq)) return false;
       if (supersededBy > 0) return true;
@@ -392,23 +392,24 @@ export class LogCleaner {
           } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
           continue;
         }
-        // A batch kept whole goes whole or not at all: what is left of one is served as records without the producer's
-        // timestamps, producer id and transaction (see the top of this file).
-        let all = item.format === FOREIGN_KAFKA;
-        const live: number[] = [];
-        const superseded: Array<[string, number]> = [];
-        for (const m of await kafkaRecords.decode(item.format, item.bytes, item.firstSeq, item.time, item.subject)) {
-          if (!log.has(m.seq)) continue;
-          live.push(m.seq);
-          if (!retirable(m, isHidden(m.seq))) all = false;
-          if (supersededBy > 0) superseded.push([supersededId, supersededBy]);
+        // A batch as the producer framed it: the store cuts what goes out of it, as Kafka's cleaner does (see the top).
+        if (item.format !== FOREIGN_KAFKA) continue;
+        const going: number[] = [];
+        let live = 0;
+        const records = await kafkaRecords.decode(item.format, item.bytes, item.firstSeq, item.time, item.subject);
+        for (let k = 0; k < records.length; k++) {
+          const m = records[k];
+          // A hole where a record was cut out, or one gone since.
+          if (m === undefined || !log.has(m.seq)) continue;
+          live++;
+          if (retirable(m, isHidden(m.seq))) {
+            going.push(m.seq);
+            if (supersededBy > 0) noteReleased(supersededId);
+          } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
         }
         const producer = transactionalProducer(item.bytes);
-        if (producer >= 0 && live.length > 0) noteTxnRecord(producer, !all);
-        if (all) {
-          groups.push(live);
-          for (const [id] of superseded) noteReleased(id);
-        } else for (const [id, by] of superseded) noteKept(id, by);
+        if (producer >= 0 && live > 0) noteTxnRecord(producer, going.length < live);
+        if (going.length > 0) groups.push(going);
       }
       from = itemEnd(items[items.length - 1]);
       // A log start moved meanwhile (retention, DeleteRecords) makes another record the first: it stays too.
@@ -429,7 +430,7 @@ export class LogCleaner {
     state.superseded = kept;
     state.keptOverflow = keptOverflow || !keptKnown;
     if (mapsAll) state.fullMapAt = ended;
-    // When older records kept for their batch went: a tombstone of their key is kept delete.retention.ms from then.
+    // When older records kept by a rule went: a tombstone of their key is kept delete.retention.ms from then.
     if (state.released !== null) for (let b = 0; b < RELEASE_BUCKETS; b++) if (state.released[b] === Infinity) state.released[b] = ended;
     this.counts.passes++;
     this.counts.retired += retired;
