@@ -235,6 +235,8 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
       if (maxBytes > 0 && p.offset < end && (room > 0 || bytes === 0)) {
         const limit = Math.min(MAX_MESSAGES_PER_PARTITION, end - p.offset);
         messages = await log.scanStored(p.offset + 1, { maxMessages: limit, maxBytes: Math.max(1, room) });
+        // Nothing read below the end: perhaps nothing stored there any more (below).
+        const noneBelowEnd = messages.length === 0 || firstOffsetOf(messages[0]) >= end;
         let visible = messages.length;
         while (visible > 0 && firstOffsetOf(messages[visible - 1]) >= end) visible--;
         let taken = 0;
@@ -252,7 +254,7 @@ async function collect(door: AccountDoor, perms: PermissionCheck | null, topics:
         // Deleted up to where readers may read (a JetStream MSG.DELETE of the newest records): the client is told to read on
         // past them, or it would wait at its offset for ever. Only when the index says nothing is stored there: a batch
         // skipped for a failed read is not passed over.
-        if (messages.length === 0 && log.pendingAfter(p.offset) === log.pendingAfter(end)) {
+        if (noneBelowEnd && log.pendingAfter(p.offset) === log.pendingAfter(end)) {
           passTo = end - 1;
           passWith = await firstStoredBefore(log, p.offset, end);
           // Answered at once (not after max_wait_ms) when the batch has a record: KafkaJS moves on one offset per such answer.
@@ -348,7 +350,9 @@ function writePassingRecords(w: Writer, first: number, last: number, record: Sto
   if (record === null) encodeEmptyBatch(scratch, first, last, epochs.at(last + 1));
   else {
     const out = { offset: record.seq - 1, timestamp: record.time, key: record.key, value: isNullValue(record.headers, record.data) ? null : record.data, headers: null };
-    encodeBatch(scratch, [out], ATTR_LOG_APPEND_TIME, -1, -1, -1, epochs.at(record.seq), last);
+    // Stamped with the epoch of its last offset: a client takes the batch's epoch as its position's, which it validates
+    // after a change of leader (an older one could send it back to where that epoch ended).
+    encodeBatch(scratch, [out], ATTR_LOG_APPEND_TIME, -1, -1, -1, epochs.at(last + 1), last);
   }
   if (lengthAt >= 0) w.patchI32(lengthAt, w.pos - start);
   else {
