@@ -1908,6 +1908,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     seg.lastBatchCrc = s.lastBatchCrc;
     seg.lastSeq = s.lastSeq;
     seg.recordBytes = s.recordBytes;
+    seg.keptDead = s.keptDead;
     seg.liveBytes = s.liveBytes;
     seg.live = s.live;
     seg.firstLive = s.firstLive;

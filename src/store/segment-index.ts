@@ -13,8 +13,13 @@ import { readU64, writeU64 } from "./format.js";
 import { DEAD, SegmentDetail, type Segment } from "./paged-index.js";
 
 const MAGIC = 0x5849474e; // "NGIX"
-/** 3 added each batch's newest record time (and the segment's); an index of 2 is rebuilt from its segment. */
-const VERSION = 3;
+/**
+ * 3 added each batch's newest record time (and the segment's); an index of 2 is rebuilt from its segment. 4 added
+ * keptDead at the summary's end; an index of 3 is read as keeping none.
+ */
+const VERSION = 4;
+const KEPT_DEAD_SINCE = 4;
+const OLDEST_READ = 3;
 export const INDEX_HEADER = 144;
 const BATCH_ENTRY = 40;
 const TOMB_ENTRY = 24;
@@ -35,6 +40,8 @@ export interface IndexSummary {
   firstLive: number;
   liveBytes: number;
   recordBytes: number;
+  /** Of recordBytes, dead records a compaction kept inside foreign batches it kept (0 in files of versions before it was written). */
+  keptDead: number;
   firstTime: number;
   lastTime: number;
   newestRecordTime: number;
@@ -67,7 +74,7 @@ export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: numb
   const { local, ids, count, first, last } = localSubjects(d);
   const names = ids.map((id) => Buffer.from(nameOf(id)));
   const t = seg.tombs.length / 2;
-  let summaryLen = t * TOMB_ENTRY;
+  let summaryLen = t * TOMB_ENTRY + 8;
   for (const n of names) summaryLen += 2 + n.length + 20;
   const detailLen = d.nb * BATCH_ENTRY + d.span * RECORD_ENTRY;
   const buf = Buffer.alloc(INDEX_HEADER + summaryLen + detailLen);
@@ -86,6 +93,8 @@ export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: numb
     writeU64(buf, seg.tombs[2 * i + 1], p + 8);
     writeU64(buf, seg.tombStamps[i], p + 16);
   }
+  writeU64(buf, seg.keptDead, p);
+  p += 8;
   const detailAt = p;
   for (let i = 0; i < d.nb; i++, p += BATCH_ENTRY) {
     writeU64(buf, d.bSeq[i], p);
@@ -187,7 +196,7 @@ export function summaryLength(header: Buffer): number | string {
   if (header.length < INDEX_HEADER) return "short";
   if (header.readUInt32LE(0) !== MAGIC) return "not an index";
   const version = header.readUInt32LE(4);
-  if (version !== VERSION) return version < VERSION && version >= 1 ? `written in index version ${version}, before ${VERSION}` : "unknown version";
+  if (version < OLDEST_READ || version > VERSION) return version < OLDEST_READ && version >= 1 ? `written in index version ${version}, before ${OLDEST_READ}` : "unknown version";
   if (crc32c(header, 0, HEADER_CRC) !== header.readUInt32LE(HEADER_CRC)) return "checksum mismatch";
   return header.readUInt32LE(120);
 }
@@ -219,13 +228,15 @@ export function decodeSummary(buf: Buffer): IndexSummary | string {
     subjectLast.push(readU64(buf, p + 12));
     p += 20;
   }
-  if (p + t * TOMB_ENTRY !== end) return "sections do not fit";
+  const keptDeadAt = buf.readUInt32LE(4) >= KEPT_DEAD_SINCE ? 8 : 0;
+  if (p + t * TOMB_ENTRY + keptDeadAt !== end) return "sections do not fit";
   const tombs: number[] = [];
   const tombStamps: number[] = [];
   for (let i = 0; i < t; i++, p += TOMB_ENTRY) {
     tombs.push(readU64(buf, p), readU64(buf, p + 8));
     tombStamps.push(readU64(buf, p + 16));
   }
+  const keptDead = keptDeadAt > 0 ? readU64(buf, p) : 0;
   return {
     firstSeq: readU64(buf, 8),
     size: readU64(buf, 16),
@@ -238,6 +249,7 @@ export function decodeSummary(buf: Buffer): IndexSummary | string {
     firstLive: readU64(buf, 64),
     liveBytes: readU64(buf, 72),
     recordBytes: readU64(buf, 80),
+    keptDead,
     firstTime: readU64(buf, 88),
     lastTime: readU64(buf, 96),
     newestRecordTime: buf.readDoubleLE(132),
