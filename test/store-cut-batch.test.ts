@@ -151,3 +151,41 @@ test("memory log: a Kafka batch with records deleted from inside it reads as a c
     await log.close();
   }
 });
+
+test("file log: deletes one by one out of many batches leave as few tombstone ranges as the dead runs once compaction has passed, wherever the deletes landed", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-tombs-"));
+  const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 64 * 1024 });
+  let log = await open();
+  const ranges = (l: FileLog): number => (l as unknown as { segments: Array<{ tombs: number[] }> }).segments.reduce((n, s) => n + s.tombs.length / 2, 0);
+  try {
+    // 40 batches of 50 records; every record but the first and the 25th of each goes, one delete at a time (each its own
+    // round and tombstone), after the batches' segments were sealed: the tombstones land in later files.
+    const firsts: number[] = [];
+    for (let b = 0; b < 40; b++) firsts.push(await appendKafka(log, kafkaBatch(`b${b}.`, 50), 50));
+    for (let i = 0; i < 4; i++) await appendAsync(log, { subject: "pad", data: Buffer.alloc(30_000, 0x61) });
+    const live = new Set<number>();
+    for (const f of firsts) {
+      live.add(f);
+      live.add(f + 24);
+      for (let k = 1; k < 50; k++) if (k !== 24) assert.equal(await log.delete(f + k), true);
+    }
+    assert.ok(ranges(log) >= 40 * 48, `a range a delete: ${ranges(log)}`);
+    for (let i = 0; i < 4; i++) await appendAsync(log, { subject: "pad", data: Buffer.alloc(30_000, 0x62) });
+    await log.settle();
+    assert.ok(log.io.compactions > 0, "compaction ran");
+    // Two dead runs a batch at most (one between its two records, one after the second, which may join the next batch's).
+    assert.ok(ranges(log) <= 40 * 2 + 8, `ranges left: ${ranges(log)}`);
+    const check = async (what: string): Promise<void> => {
+      const seqs = (await log.scan(1, { maxMessages: 1000, filter: "t" })).map((m) => m.seq);
+      assert.deepEqual(seqs, [...live].sort((a, b) => a - b), what);
+    };
+    await check("compacted");
+    await log.close();
+    for (const n of readdirSync(dir).filter((n) => n.endsWith(".idx"))) rmSync(join(dir, n));
+    log = await open();
+    await check("reopened without index files");
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

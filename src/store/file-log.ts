@@ -344,6 +344,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private tail: Array<{ seg: Segment; pos: number; buf: Buffer }> = [];
   /** The foreign batch decoded last (foreignMessages). */
   private decoded: { seg: Segment; pos: number; messages: StoredMessage[] } | null = null;
+  /** Per segment with records, how many tombstone ranges it had when compactionCandidate last asked which are needed. */
+  private readonly tombsLooked = new WeakMap<Segment, number>();
+  /** Per segment its tombstone ranges merged (coverOf), with how many bounds they were made from. */
+  private readonly covers = new WeakMap<Segment, { n: number; ranges: number[] }>();
   private readonly opts: FileLogOptions;
   private readonly reopenDelayMs: number;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -1098,7 +1102,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const flags = firstSeq > expected ? FLAG_GAP : 0;
     const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
-    const tombs = evicted.concat(...planned);
+    const tombs = mergedRanges(evicted.concat(...planned));
     // Time never goes backwards within a log, so time lookups can bisect (a copy's was checked above). Only a data batch
     // carries one: a round of tombstones or a marker alone keeps the log's, or a copy queued behind it (a follower's, at its
     // leader's older times) would be refused for a time the log never stored.
@@ -2165,7 +2169,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         best = seg;
       }
     }
-    return best;
+    if (best !== null) return best;
+    // Many tombstone ranges that earlier files no longer need (their compaction wrote their own for what they keep dead):
+    // the ranges live in memory for as long as the file does. Looked at again once their number has doubled.
+    for (let i = 0; i < this.segments.length - 1; i++) {
+      const seg = this.segments[i];
+      const n = seg.tombStamps.length;
+      if (seg.recordBytes === 0 || n < TOMBS_WORTH_A_REWRITE || n < 2 * (this.tombsLooked.get(seg) ?? 0)) continue;
+      this.tombsLooked.set(seg, n);
+      if (this.neededTombs(i).length * 2 < n) return seg;
+    }
+    return null;
   }
 
   /**
@@ -2189,13 +2203,23 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       for (let j = 0; j < i; j++) {
         const other = this.segments[j];
         if (other.batches === 0 || b < other.firstSeq || a > other.lastSeq) continue;
-        if (this.index.detail(other).holdsAny(a, b)) {
+        // Not when that file's own tombstones delete them too (compaction writes those for what it keeps dead).
+        if (this.index.detail(other).holdsAny(a, b) && !covers(this.coverOf(other), Math.max(a, other.firstSeq), Math.min(b, other.lastSeq))) {
           keep.push(k);
           break;
         }
       }
     }
     return keep;
+  }
+
+  /** A segment's tombstone ranges sorted and merged (kept while they stay the same). */
+  private coverOf(seg: Segment): number[] {
+    const c = this.covers.get(seg);
+    if (c !== undefined && c.n === seg.tombs.length) return c.ranges;
+    const ranges = mergedRanges(seg.tombs.slice());
+    this.covers.set(seg, { n: seg.tombs.length, ranges });
+    return ranges;
   }
 
   /**
@@ -2339,19 +2363,19 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         await flush();
       }
       const kept = this.neededTombs(this.segments.indexOf(seg));
-      // Also those that delete records the new file still holds (a batch kept whole with its first records gone).
-      for (let k = 0; k < seg.tombStamps.length; k++) if (!kept.includes(k) && nd.holdsAny(seg.tombs[2 * k], seg.tombs[2 * k + 1])) kept.push(k);
+      // And the records the new file still holds dead (a batch kept whole with its first records gone, a batch cut): as
+      // few ranges as their runs, whichever tombstones deleted them (here or in later files, which then need not say so).
+      const own = deadRuns(nd);
       const names = Math.max(expect, seg.tombNext);
-      if (kept.length > 0 || (seg.tombNext > expect && !this.namedByNext(this.segments.indexOf(seg), names))) {
-        // One batch for the tombstones still needed, stamped with the newest of them: an index that
+      if (kept.length > 0 || own.length > 0 || (seg.tombNext > expect && !this.namedByNext(this.segments.indexOf(seg), names))) {
+        // One batch for the tombstones still needed, stamped with the newest of the file's: an index that
         // reflects an older one applies it again on open, which changes nothing.
-        const ranges: number[] = [];
+        const needed: number[] = [];
         let stamp = 0;
-        for (const k of kept) {
-          ranges.push(seg.tombs[2 * k], seg.tombs[2 * k + 1]);
-          stamp = Math.max(stamp, seg.tombStamps[k]);
-        }
-        if (stamp === 0) stamp = seg.tombStamps.length > 0 ? Math.max(...seg.tombStamps) : seg.lastTime;
+        for (const k of kept) needed.push(seg.tombs[2 * k], seg.tombs[2 * k + 1]);
+        for (const t of seg.tombStamps) stamp = Math.max(stamp, t);
+        if (stamp === 0) stamp = seg.lastTime;
+        const ranges = mergedRanges(needed.concat(own));
         for (let k = 0; k < ranges.length; k += 2) {
           next.tombs.push(ranges[k], ranges[k + 1]);
           next.tombStamps.push(stamp);
@@ -2490,6 +2514,64 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     for (const s of this.segments) await s.fh.close();
   }
+}
+
+/**
+ * The runs of dead sequences in `d`'s batches, as inclusive [from, to]
+ * pairs; a run goes on across sequences no batch of it holds (gone).
+ */
+function deadRuns(d: SegmentDetail): number[] {
+  const runs: number[] = [];
+  let from = -1;
+  let to = -1;
+  for (let b = 0; b < d.nb; b++) {
+    for (let s = d.bSeq[b]; s < d.bSeq[b] + d.bCount[b]; s++) {
+      if (d.sidAt(s) !== DEAD) {
+        if (from >= 0) runs.push(from, to);
+        from = -1;
+      } else {
+        if (from < 0) from = s;
+        to = s;
+      }
+    }
+  }
+  if (from >= 0) runs.push(from, to);
+  return runs;
+}
+
+/** Tombstone ranges of a file with records from which compactionCandidate asks whether most are needed no more. */
+const TOMBS_WORTH_A_REWRITE = 1024;
+
+/** Whether sorted, merged inclusive `ranges` cover every sequence of a..b. */
+function covers(ranges: number[], a: number, b: number): boolean {
+  let lo = 0;
+  let hi = ranges.length / 2;
+  // The last range beginning at or before a.
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (ranges[2 * mid] <= a) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo > 0 && ranges[2 * (lo - 1) + 1] >= b;
+}
+
+/**
+ * Inclusive [from, to] pairs sorted and merged where they touch or overlap:
+ * a round's deletes as few tombstone ranges as they allow (log compaction
+ * deletes the records of a batch one by one, mostly in runs).
+ */
+function mergedRanges(pairs: number[]): number[] {
+  if (pairs.length <= 2) return pairs;
+  const order: number[] = [];
+  for (let i = 0; i < pairs.length; i += 2) order.push(i);
+  order.sort((x, y) => pairs[x] - pairs[y]);
+  const out: number[] = [];
+  for (const i of order) {
+    const n = out.length;
+    if (n > 0 && pairs[i] <= out[n - 1] + 1) out[n - 1] = Math.max(out[n - 1], pairs[i + 1]);
+    else out.push(pairs[i], pairs[i + 1]);
+  }
+  return out;
 }
 
 /** Tells a foreign batch's appender, once, that its bytes are read no more. */
