@@ -14,6 +14,8 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
+import { gzipSync } from "node:zlib";
+import { crc32c } from "../src/util/crc32c.js";
 import { FileLog } from "../src/store/file-log.js";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync, FOREIGN_KAFKA, isForeign, type MessageLog, type StoredForeign } from "../src/store/log.js";
@@ -184,6 +186,43 @@ test("file log: deletes one by one out of many batches leave as few tombstone ra
     for (const n of readdirSync(dir).filter((n) => n.endsWith(".idx"))) rmSync(join(dir, n));
     log = await open();
     await check("reopened without index files");
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: a compressed batch is kept cut compressed (gzip), never larger than it was, and reads the same", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-gzip-"));
+  const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 256, compactBelow: 0.9 });
+  let log = await open();
+  try {
+    // The batch's records gzipped, as a producer with compression.type=gzip sends them (values compress well).
+    const plain = kafkaBatch("z", 20);
+    const zipped = gzipSync(plain.subarray(61));
+    const batch = Buffer.concat([plain.subarray(0, 61), zipped]);
+    batch.writeInt32BE(batch.length - 12, 8);
+    batch.writeInt16BE(1, 21);
+    batch.writeUInt32BE(crc32c(batch, 21) >>> 0, 17);
+    assert.equal(await appendKafka(log, batch, 20), 1);
+    for (let seq = 2; seq <= 20; seq++) if (seq % 5 !== 0) assert.equal(await log.delete(seq), true);
+    const expected = ["0:k0@1000", "4:k4@1004", "9:k9@1009", "14:k14@1014", "19:k19@1019"];
+    const [before] = await log.scanStored(1, { maxMessages: 1 });
+    assert.ok(isForeign(before));
+    assert.deepEqual((await described(before)).records, expected, "cut on read");
+    for (let i = 0; i < 3; i++) await appendAsync(log, { subject: "pad", data: Buffer.alloc(300, 0x61) });
+    await log.settle();
+    assert.ok(log.io.compactions > 0, "compaction ran");
+    const [after] = await log.scanStored(1, { maxMessages: 1 });
+    assert.ok(isForeign(after));
+    assert.equal(after.bytes.readInt16BE(21) & 7, 1, "stored gzip");
+    assert.ok(after.bytes.length <= batch.length, `${after.bytes.length} bytes, ${batch.length} before`);
+    assert.deepEqual((await described(after)).records, expected, "kept cut");
+    await log.close();
+    log = await open();
+    const [reopened] = await log.scanStored(1, { maxMessages: 1 });
+    assert.ok(isForeign(reopened));
+    assert.deepEqual((await described(reopened)).records, expected, "reopened");
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

@@ -344,6 +344,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private tail: Array<{ seg: Segment; pos: number; buf: Buffer }> = [];
   /** The foreign batch decoded last (foreignMessages). */
   private decoded: { seg: Segment; pos: number; messages: StoredMessage[] } | null = null;
+  /** Batches scanStored cut lately, with the records they kept: readers at different places read the same batches again. */
+  private cuts: Array<{ seg: Segment; pos: number; live: Uint8Array; bytes: Buffer | null }> = [];
   /** Per segment with records, how many tombstone ranges it had when compactionCandidate last asked which are needed. */
   private readonly tombsLooked = new WeakMap<Segment, number>();
   /** Per segment its tombstone ranges merged (coverOf), with how many bounds they were made from. */
@@ -1063,6 +1065,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.windows = [];
     this.cached = null;
     this.decoded = null;
+    this.cuts = [];
     this.tail = [];
   }
 
@@ -1473,7 +1476,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
             // Else, in a format that can cut a batch, one of only the records still stored (none: nothing to hand).
             const cut = this.opts.foreign?.cut;
             if (cut !== undefined) {
-              const left = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count));
+              const live = this.liveMask(seg, d, bSeq, count);
+              const pos = d.bPos[b];
+              let left: Buffer | null;
+              const known = this.cuts.find((c) => c.seg === seg && c.pos === pos && sameMask(c.live, live));
+              if (known !== undefined) left = known.bytes;
+              else {
+                left = await cut(parts.format, parts.bytes, live);
+                if (this.cuts.length >= RECENT_CUTS) this.cuts.shift();
+                this.cuts.push({ seg, pos, live, bytes: left });
+              }
               if (left !== null) {
                 out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: left });
                 bytes += left.length;
@@ -2309,7 +2321,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           // does), the batch with only the rest, spanning the same sequences, the gone ones kept dead by their tombstones.
           const cut = this.opts.foreign?.cut;
           if (cut !== undefined) {
-            const left = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count));
+            const cutLeft = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count), true);
+            // Never larger than the batch was (a compressed batch may cut to more bytes): then it stays as it is.
+            const left = cutLeft !== null && cutLeft.length >= parts.bytes.length ? parts.bytes : cutLeft;
             if (left !== null) {
               const head = foreignHead(parts.format, parts.subject);
               sealForeign(head, left, bSeq, time, count, null, bSeq !== expect ? FLAG_GAP : 0);
@@ -2427,6 +2441,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     seg.pinned = false;
     if (this.cached?.seg === seg) this.cached = null;
     if (this.decoded?.seg === seg) this.decoded = null;
+    this.cuts = this.cuts.filter((c) => c.seg !== seg);
     this.windows = this.windows.filter((w) => w.seg !== seg);
     this.tail = this.tail.filter((t) => t.seg !== seg);
     this.index.forgetSegment(seg);
@@ -2537,6 +2552,15 @@ function deadRuns(d: SegmentDetail): number[] {
   }
   if (from >= 0) runs.push(from, to);
   return runs;
+}
+
+/** Cut batches scanStored keeps (FileLog.cuts). */
+const RECENT_CUTS = 8;
+
+function sameMask(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Tombstone ranges of a file with records from which compactionCandidate asks whether most are needed no more. */

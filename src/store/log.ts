@@ -131,10 +131,10 @@ export interface ForeignRecords {
    * The batch with only the records at the indexes (sequence - first
    * sequence) `live` marks 1, in its own format, spanning the same
    * sequences; null when none is left. Compaction keeps a foreign batch
-   * so, and scanStored hands a reader of the format a batch of only the
-   * records still stored.
+   * so (`toStore`: as small as the format makes it), and scanStored hands a
+   * reader of the format a batch of only the records still stored.
    */
-  cut?(format: number, bytes: Buffer, live: Uint8Array): Promise<Buffer | null>;
+  cut?(format: number, bytes: Buffer, live: Uint8Array, toStore?: boolean): Promise<Buffer | null>;
 }
 
 /**

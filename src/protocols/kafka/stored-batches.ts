@@ -11,6 +11,8 @@
  * batch's CRC, so a fetch writes the partition's own values over them.
  */
 
+import { promisify } from "node:util";
+import { gzip } from "node:zlib";
 import { crc32c } from "../../util/crc32c.js";
 import { FOREIGN_KAFKA, isForeign, type ForeignRecords, type MessageLog, type StoredItem, type StoredMessage } from "../../store/log.js";
 import { Reader } from "./codec.js";
@@ -33,6 +35,9 @@ const BATCH_PRODUCER_ID = 43;
 const BATCH_PRODUCER_EPOCH = 51;
 const BATCH_BASE_SEQUENCE = 53;
 const BATCH_RECORD_COUNT = 57;
+
+const gzipAsync = promisify(gzip);
+const GZIP = 1;
 
 /** The most a stored batch may decompress to when read back: the store's own batch limit. */
 const MAX_DECOMPRESSED = 64 * 1024 * 1024;
@@ -78,9 +83,9 @@ export const kafkaRecords: ForeignRecords = {
   records(format, bytes) {
     return format === FOREIGN_KAFKA && bytes.length >= BATCH_OVERHEAD ? bytes.readInt32BE(BATCH_RECORD_COUNT) : -1;
   },
-  cut(format, bytes, live) {
+  cut(format, bytes, live, toStore) {
     if (format !== FOREIGN_KAFKA) return Promise.resolve(null);
-    return cutStoredBatch(bytes, live);
+    return cutStoredBatch(bytes, live, toStore === true);
   },
 };
 
@@ -91,10 +96,12 @@ export const kafkaRecords: ForeignRecords = {
  * and attributes stay, so readers get each record left at its offset with
  * its own timestamp, the transaction index and producer recovery read the
  * same header, and clients step over the offsets that went. What is left
- * is stored uncompressed (Kafka compresses it again; nagare has no
- * compressor for every codec). Null when no record is left.
+ * is uncompressed, unless `compress` and the batch was compressed: then
+ * gzip (Kafka compresses it again with the batch's own codec; nagare has a
+ * compressor for gzip only, which every client reads). Null when no record
+ * is left.
  */
-export async function cutStoredBatch(bytes: Buffer, live: Uint8Array): Promise<Buffer | null> {
+export async function cutStoredBatch(bytes: Buffer, live: Uint8Array, compress = false): Promise<Buffer | null> {
   const attributes = bytes.readInt16BE(BATCH_ATTRIBUTES);
   const codec = attributes & ATTR_CODEC_MASK;
   const body = codec === 0 ? bytes.subarray(BATCH_OVERHEAD) : (await decodeProduceBatch(bytes, readGate, false, true)).body;
@@ -118,12 +125,19 @@ export async function cutStoredBatch(bytes: Buffer, live: Uint8Array): Promise<B
     r.pos = end;
   }
   if (kept === 0) return null;
-  const out = Buffer.allocUnsafe(BATCH_OVERHEAD + size);
+  let records = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let k = 0; k < keep.length; k += 2) at += body.copy(records, at, keep[k], keep[k + 1]);
+  let codecNow = 0;
+  if (compress && codec !== 0) {
+    records = await gzipAsync(records);
+    codecNow = GZIP;
+  }
+  const out = Buffer.allocUnsafe(BATCH_OVERHEAD + records.length);
   bytes.copy(out, 0, 0, BATCH_OVERHEAD);
-  let at = BATCH_OVERHEAD;
-  for (let k = 0; k < keep.length; k += 2) at += body.copy(out, at, keep[k], keep[k + 1]);
+  records.copy(out, BATCH_OVERHEAD);
   out.writeInt32BE(out.length - BATCH_LENGTH_END, BATCH_LENGTH);
-  out.writeInt16BE(attributes & ~ATTR_CODEC_MASK, BATCH_ATTRIBUTES);
+  out.writeInt16BE((attributes & ~ATTR_CODEC_MASK) | codecNow, BATCH_ATTRIBUTES);
   out.writeInt32BE(kept, BATCH_RECORD_COUNT);
   out.writeUInt32BE(crc32c(out, BATCH_CRC_FROM) >>> 0, BATCH_CRC);
   return out;
