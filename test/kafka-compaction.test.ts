@@ -373,7 +373,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await records(h.broker, topic, "read_committed"), committed, "still hidden once the log is read again");
   });
 
-  test("a commit marker goes once none of its transaction's records is left and its retention has run out; an abort's stays with its records", async () => {
+  test("a commit marker goes once none of its transaction's records is left and its retention has run out, unless it is its producer's newest; an abort's stays with its records", async () => {
     const topic = "compact_markers";
     await createCompacted(topic, { "delete.retention.ms": "60000" });
     const cleaner = h.srv.kafka!.cleaner;
@@ -390,22 +390,31 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       const bad = await t.transaction();
       await bad.send({ topic, messages: [{ key: "k2", value: "aborted" }] });
       await bad.abort();
-      // Sequences: 1 k0, 2 t1, 3 its commit, 4 t2, 5 its commit, 6 t3, 7 its commit, 8 k2=aborted, 9 its abort. Then more
-      // records than producer recovery reads back (PRODUCER_SCAN): markers among those stay.
-      const filler = Array.from({ length: 10_001 }, (_, i) => `f${i % 100}:v${i}`).join("\n") + "\n";
+      const u = await producer({ transactionalId: "compact-markers-u", idempotent: true, maxInFlightRequests: 1 });
+      const only = await u.transaction();
+      await only.send({ topic, messages: [{ key: "k4", value: "u1" }] });
+      await only.commit();
+      // Sequences: 1 k0, 2 t1, 3 its commit, 4 t2, 5 its commit, 6 t3, 7 its commit, 8 k2=aborted, 9 its abort, 10 u1,
+      // 11 its commit. Then more records than producer recovery reads back (PRODUCER_SCAN): markers among those stay.
+      const filler = Array.from({ length: 10_001 }, (_, i) => `f${i % 100}:v${i}`).join("\n") + "\nk4:plain\n";
       const put = await kcat(["-b", h.broker, "-P", "-t", topic, "-p", "0", "-K", ":"], filler);
       assert.equal(put.code, 0, put.stderr);
       const log = h.srv.jetstream!.streams.get(topic)!.partitions[0];
-      await waitUntilAsync(async () => log.state().lastSeq === 9 + 10_001, "every record stored");
+      const last = 11 + 10_001 + 1;
+      await waitUntilAsync(async () => log.state().lastSeq === last, "every record stored");
       assert.ok(await roundPassed(), "a first pass");
-      // t1 and t2 went in it; their markers stay until a pass finds nothing of their transactions left.
-      assert.deepEqual([2, 3, 4, 5, 6, 7, 8, 9].map((seq) => log.has(seq)), [false, true, false, true, true, true, true, true]);
+      // t1, t2 and u1 went in it; their markers stay until a pass finds nothing of their transactions left.
+      assert.deepEqual(
+        [2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((seq) => log.has(seq)),
+        [false, true, false, true, true, true, true, true, false, true],
+      );
       now += 30_000;
       await cleaner.round();
       assert.deepEqual([3, 5].map((seq) => log.has(seq)), [true, true], "kept delete.retention.ms after a pass first passed them");
       now += 31_000;
       await compactedUntil(async () => !log.has(3) && !log.has(5), "the commit markers of t1 and t2 gone");
       assert.deepEqual([6, 7, 8, 9].map((seq) => log.has(seq)), [true, true, true, true], "t3 and its marker, the aborted record and its marker");
+      assert.equal(log.has(11), true, "u's only marker: its producer's newest");
       const k12 = (lines: string[]): string[] => lines.filter((l) => / k[12]=/.test(l));
       assert.deepEqual(k12(await records(h.broker, topic, "read_committed")), ["5 k1=t3"]);
       await t.disconnect();
@@ -414,7 +423,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       await (await producer()).send({ topic, messages: [{ key: "k3", value: "after" }] });
       const after = await records(h.broker, topic, "read_committed");
       assert.deepEqual(k12(after), ["5 k1=t3"]);
-      assert.equal(after[after.length - 1], `${9 + 10_001} k3=after`);
+      assert.equal(after[after.length - 1], `${last} k3=after`);
     } finally {
       cleaner.clock = Date.now;
     }

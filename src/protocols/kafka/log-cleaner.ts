@@ -41,8 +41,10 @@
  *   read_committed reader at it). Once a pass finds none left, the marker
  *   goes delete.retention.ms after compaction first passed it, as a
  *   tombstone does (Kafka's cleaner removes markers so too), unless it is
- *   among the log's last PRODUCER_SCAN messages (producer recovery and
- *   DescribeProducers read markers there). Under exactly-once (Kafka
+ *   its producer's newest (whose epoch fences the producer's zombies once
+ *   the transaction index reads the log again) or among the log's last
+ *   PRODUCER_SCAN messages (producer recovery and DescribeProducers read
+ *   markers there). Under exactly-once (Kafka
  *   Streams' changelogs), a marker every commit would otherwise pile up
  *   for ever;
  * - a record without a key (a NATS publish, or one from before the topic
@@ -331,13 +333,14 @@ export class LogCleaner {
     const noteTxnRecord = (producer: number, stays: boolean): void => {
       if (stays || !txnRecordsLeft.has(producer)) txnRecordsLeft.set(producer, stays);
     };
+    /** Per producer, its newest marker seen so far that may go, once a later one of its producer shows it is not the newest. */
+    const newestMarkers = new Map<number, number>();
     /** Markers from here on stay: where producer recovery and DescribeProducers look. */
     const markersFrom = log.state().lastSeq - PRODUCER_SCAN + 1;
-    /** Whether marker `m` may go: none of its transaction's records left, and its retention run out. */
-    const markerGoes = (m: StoredMessage): boolean => {
-      if (!readTxnMark(m.headers, mark)) return false;
-      const recordsLeft = txnRecordsLeft.get(mark.producerId);
-      txnRecordsLeft.delete(mark.producerId);
+    /** Whether marker `m` of `producer` may go: none of its transaction's records left, and its retention run out. */
+    const markerGoes = (m: StoredMessage, producer: number): boolean => {
+      const recordsLeft = txnRecordsLeft.get(producer);
+      txnRecordsLeft.delete(producer);
       if (recordsLeft !== undefined || m.seq > bound || m.seq === front || m.seq >= lastStored || m.seq >= markersFrom) {
         // Its last records go now: a later pass (due as for a tombstone kept) finds none, and the marker may go then.
         if (recordsLeft === false) tombstonesKeptNew = true;
@@ -379,7 +382,15 @@ export class LogCleaner {
       for (const item of items) {
         if (!isForeign(item)) {
           if (isMarker(item)) {
-            if (markerGoes(item)) groups.push([item.seq]);
+            // A producer's newest marker stays (its epoch fences its zombies once the log is read again): one that may go
+            // waits until a later marker of its producer is seen.
+            if (!readTxnMark(item.headers, mark)) continue;
+            const producer = mark.producerId;
+            const goes = markerGoes(item, producer);
+            const older = newestMarkers.get(producer);
+            if (older !== undefined) groups.push([older]);
+            if (goes) newestMarkers.set(producer, item.seq);
+            else newestMarkers.delete(producer);
             continue;
           }
           // Left until now: its transaction's marker goes in a later pass at the soonest.
