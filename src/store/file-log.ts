@@ -2299,6 +2299,18 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           while (firstStored < count && d.sidAt(bSeq + firstStored) === DEAD) firstStored++;
           // So is a batch compaction cut before that holds only records still stored.
           const parts = foreignParts(buf, 0)!;
+          /** Writes `batch` as this one's sequences, its dead records counted as kept. */
+          const keepForeign = async (batch: Buffer): Promise<void> => {
+            const body = batch.length - BATCH_HEADER;
+            next.addBatch(nd, bSeq, count, pos, batch.length, time, d.bNewest[b]);
+            for (let k = 0; k < count; k++) {
+              const id = d.sidAt(bSeq + k);
+              nd.put(bSeq + k, id, foreignShare(body, count, k));
+              if (id === DEAD) next.keptDead += foreignShare(body, count, k);
+            }
+            await writeBatch(batch);
+            expect = bSeq + count;
+          };
           if (firstStored < count && (this.allStored(seg, d, bSeq + firstStored, count - firstStored) || this.holdsOnlyStored(seg, d, bSeq, count, parts.format, parts.bytes))) {
             // Kept whole, as appended; only the gap flag may change.
             const flags = buf[9] | (bSeq !== expect ? FLAG_GAP : 0);
@@ -2306,15 +2318,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
               buf[9] = flags;
               buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
             }
-            const body = buf.length - BATCH_HEADER;
-            next.addBatch(nd, bSeq, count, pos, buf.length, time, d.bNewest[b]);
-            for (let k = 0; k < count; k++) {
-              const id = d.sidAt(bSeq + k);
-              nd.put(bSeq + k, id, foreignShare(body, count, k));
-              if (id === DEAD) next.keptDead += foreignShare(body, count, k);
-            }
-            await writeBatch(buf);
-            expect = bSeq + count;
+            await keepForeign(buf);
             continue;
           }
           // Some records are gone from inside it: in a format that can cut a batch (a Kafka batch: as Kafka's cleaner
@@ -2327,16 +2331,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
             if (left !== null) {
               const head = foreignHead(parts.format, parts.subject);
               sealForeign(head, left, bSeq, time, count, null, bSeq !== expect ? FLAG_GAP : 0);
-              const batch = Buffer.concat([head, left]);
-              const body = batch.length - BATCH_HEADER;
-              next.addBatch(nd, bSeq, count, pos, batch.length, time, d.bNewest[b]);
-              for (let k = 0; k < count; k++) {
-                const id = d.sidAt(bSeq + k);
-                nd.put(bSeq + k, id, foreignShare(body, count, k));
-                if (id === DEAD) next.keptDead += foreignShare(body, count, k);
-              }
-              await writeBatch(batch);
-              expect = bSeq + count;
+              await keepForeign(Buffer.concat([head, left]));
             }
             continue;
           }
