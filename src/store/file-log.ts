@@ -2299,14 +2299,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           while (firstStored < count && d.sidAt(bSeq + firstStored) === DEAD) firstStored++;
           // So is a batch compaction cut before that holds only records still stored.
           const parts = foreignParts(buf, 0)!;
-          /** Writes `batch` as this one's sequences, its dead records counted as kept. */
-          const keepForeign = async (batch: Buffer): Promise<void> => {
+          /**
+           * Writes `batch` as this one's sequences. Its dead records count as kept (no later compaction takes them
+           * back), except, in a batch cut to the records `cutTo` marks live, those that died since the cut.
+           */
+          const keepForeign = async (batch: Buffer, cutTo: Uint8Array | null): Promise<void> => {
             const body = batch.length - BATCH_HEADER;
             next.addBatch(nd, bSeq, count, pos, batch.length, time, d.bNewest[b]);
             for (let k = 0; k < count; k++) {
               const id = d.sidAt(bSeq + k);
               nd.put(bSeq + k, id, foreignShare(body, count, k));
-              if (id === DEAD) next.keptDead += foreignShare(body, count, k);
+              if (cutTo === null ? id === DEAD : cutTo[k] === 0) next.keptDead += foreignShare(body, count, k);
             }
             await writeBatch(batch);
             expect = bSeq + count;
@@ -2318,20 +2321,24 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
               buf[9] = flags;
               buf.writeUInt32LE(crc32c(buf, 8, buf.length), 4);
             }
-            await keepForeign(buf);
+            await keepForeign(buf, null);
             continue;
           }
           // Some records are gone from inside it: in a format that can cut a batch (a Kafka batch: as Kafka's cleaner
           // does), the batch with only the rest, spanning the same sequences, the gone ones kept dead by their tombstones.
           const cut = this.opts.foreign?.cut;
           if (cut !== undefined) {
-            const cutLeft = await cut(parts.format, parts.bytes, this.liveMask(seg, d, bSeq, count), true);
+            // Records deleted while it is cut stay in it, dead: a later compaction cuts them (the mask says which went).
+            const live = this.liveMask(seg, d, bSeq, count);
+            const cutLeft = await cut(parts.format, parts.bytes, live, true);
             // Never larger than the batch was (a compressed batch may cut to more bytes): then it stays as it is.
-            const left = cutLeft !== null && cutLeft.length >= parts.bytes.length ? parts.bytes : cutLeft;
+            const whole = cutLeft !== null && cutLeft.length >= parts.bytes.length;
+            const left = whole ? parts.bytes : cutLeft;
             if (left !== null) {
               const head = foreignHead(parts.format, parts.subject);
               sealForeign(head, left, bSeq, time, count, null, bSeq !== expect ? FLAG_GAP : 0);
-              await keepForeign(Buffer.concat([head, left]));
+              // Kept as it was, its dead records are kept too: cutting them would only make it larger again.
+              await keepForeign(Buffer.concat([head, left]), whole ? null : live);
             }
             continue;
           }
