@@ -481,13 +481,15 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     const txn = await t.transaction();
     await txn.send({ topic, messages: batch(200) });
     await txn.commit();
-    const all = await waitUntilAsync(async () => (await records(h.broker, topic)).length === 300, "every record stored");
-    void all;
+    // Another transaction, so that the one above is not the producer's newest batch (which stays whole).
+    const other = await t.transaction();
+    await other.send({ topic, messages: [{ key: "other", value: "x", timestamp: "20000" }] });
+    await other.commit();
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 301, "every record stored");
     assert.ok(await roundPassed(), "a pass");
-    // The first record stays (the log's start), and the first of the transactional producer's newest batch (its header
-    // stays with it, where the producer's recovery reads it); of the rest only each key's newest, in that batch (offsets
-    // 200..299: 270..299 are the newest of k0..k29), whose marker (300) stays with them.
-    const expected = ["0 k0=v0 @10000", "200 k20=v200 @10200", ...Array.from({ length: keys }, (_, i) => `${270 + i} k${i}=v${270 + i} @${10_270 + i}`)];
+    // The first record stays (the log's start); of the rest only each key's newest, in the transaction's batch (offsets
+    // 200..299: 270..299 are the newest of k0..k29), whose marker (300) stays with them, and the other transaction's.
+    const expected = ["0 k0=v0 @10000", ...Array.from({ length: keys }, (_, i) => `${270 + i} k${i}=v${270 + i} @${10_270 + i}`), "301 other=x @20000"];
     const withTimes = async (isolation: string): Promise<string[]> => {
       const r = await kcat(["-b", h.broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", `isolation.level=${isolation}`, "-f", "%o %k=%s @%T\n"]);
       assert.equal(r.code, 0, r.stderr);
@@ -496,7 +498,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await withTimes("read_uncommitted"), expected);
     assert.deepEqual(await withTimes("read_committed"), expected);
     const stream = h.srv.jetstream!.streams.get(topic)!;
-    assert.equal(stream.partitions[0].state().messages, expected.length + 1, "what is read, and the commit marker");
+    assert.equal(stream.partitions[0].state().messages, expected.length + 2, "what is read, and the commit markers");
 
     const consumer = h.kafka().consumer({ groupId: "compact-many", maxWaitTimeInMs: 100, readUncommitted: false });
     const seen: string[] = [];
@@ -508,7 +510,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       await consumer.run({
         eachMessage: async ({ message }) => {
           seen.push(`${message.offset} ${String(message.key)}=${String(message.value)} @${message.timestamp}`);
-          if (message.offset === "299") done();
+          if (message.offset === "301") done();
         },
       });
       await last;
@@ -539,7 +541,7 @@ print(json.dumps(out))
     assert.deepEqual(JSON.parse(py.stdout), expected, "confluent-kafka");
     // ListOffsets by time finds records left in a cut batch by their own offsets (librdkafka's offsets_for_times).
     for (const [time, offset] of [
-      [10_150, 200],
+      [10_150, 270],
       [10_275, 275],
     ]) {
       const q = await kcat(["-b", h.broker, "-Q", "-t", `${topic}:0:${time}`]);
@@ -554,16 +556,17 @@ print(json.dumps(out))
     await (await producer()).send({ topic, messages: [{ key: "k0", value: "first" }] });
     const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
     await idempotent.send({ topic, messages: [{ key: "x", value: "1" }] });
-    await idempotent.send({ topic, messages: [{ key: "k1", value: "a" }] });
+    await idempotent.send({ topic, messages: [{ key: "y", value: "a" }, { key: "k1", value: "a" }] });
     await (await producer()).send({ topic, messages: [{ key: "k1", value: "b" }] });
-    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 4, "every record stored");
+    await waitUntilAsync(async () => (await records(h.broker, topic)).length === 5, "every record stored");
     assert.ok(await roundPassed(), "a pass");
-    // k1=a is superseded but is the producer's newest batch: were it gone, the producer's recovery after the restart would
-    // find x=1 as its last batch and refuse its next one (OUT_OF_ORDER_SEQUENCE_NUMBER).
-    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 x=1", "2 k1=a", "3 k1=b"]);
+    // k1=a is superseded but is in the producer's newest batch, which stays whole: were it gone, the producer's recovery
+    // after the restart would find x=1 as its last batch and refuse its next one (OUT_OF_ORDER_SEQUENCE_NUMBER); were it
+    // cut, a replica catching up would take its records without the header its state is read from.
+    assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 x=1", "2 y=a", "3 k1=a", "4 k1=b"]);
     await h.restart({ keepKafkaPort: true });
     await idempotent.send({ topic, messages: [{ key: "x", value: "2" }] });
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|3 k1=b|4 x=2", "its older batches gone once it has a newer one");
+    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 y=a|4 k1=b|5 x=2", "its older batches cut once it has a newer one");
   });
 
   test("DeleteRecords on a topic whose cleanup.policy lacks delete is refused POLICY_VIOLATION, as Kafka does", async () => {

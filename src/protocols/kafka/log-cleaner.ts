@@ -29,10 +29,11 @@
  * once it rewrites the segment (ForeignRecords.cut: cutStoredBatch), as
  * Kafka's cleaner rewrites a batch. What stays, where Kafka's cleaner
  * would remove:
- * - the first record of each idempotent producer's newest batch among the
- *   log's last PRODUCER_SCAN messages, where its recovery looks: the
- *   batch's header stays with it (Kafka's cleaner keeps each producer's
- *   last batch, emptied);
+ * - each idempotent producer's newest batch among the log's last
+ *   PRODUCER_SCAN messages, whole, where its recovery looks: a copy to a
+ *   replica that catches up takes a cut batch as records, without the
+ *   header the producer's state is read from (Kafka's cleaner keeps each
+ *   producer's last batch, emptied);
  * - records of aborted transactions (hidden from every reader, and never
  *   their key's newest), and their abort markers;
  * - a transaction's marker while any record of the transaction is left
@@ -362,7 +363,7 @@ export class LogCleaner {
         } else noteKept(id, newer); // removed since (a JetStream delete): it supersedes nothing, and its key's tombstone stays
       }
       // The first record stays (the log's start), the last (as Kafka's active segment), and the first of a producer's
-      // newest batch (the batch's header with it).
+      // newest batch (the rest of it too, when it is a batch kept whole: see the pass).
       if (m.seq === front) frontKey = id;
       if (m.seq === front || m.seq >= lastStored || recoverable.has(m.seq)) return false;
       if (supersededBy > 0) return true;
@@ -407,13 +408,16 @@ export class LogCleaner {
         if (item.format !== FOREIGN_KAFKA) continue;
         const going: number[] = [];
         let live = 0;
+        // An idempotent producer's newest batch stays whole: a copy to a replica that catches up gets a cut batch as
+        // records, without the header its producer's state is read back from after a failover.
+        const whole = recoverable.has(item.firstSeq);
         const records = await kafkaRecords.decode(item.format, item.bytes, item.firstSeq, item.time, item.subject);
         for (let k = 0; k < records.length; k++) {
           const m = records[k];
           // A hole where a record was cut out, or one gone since.
           if (m === undefined || !log.has(m.seq)) continue;
           live++;
-          if (retirable(m, isHidden(m.seq))) {
+          if (retirable(m, isHidden(m.seq)) && !whole) {
             going.push(m.seq);
             if (supersededBy > 0) noteReleased(supersededId);
           } else if (supersededBy > 0) noteKept(supersededId, supersededBy);
