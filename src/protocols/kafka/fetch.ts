@@ -67,7 +67,7 @@ interface PartitionOut {
   /** With no messages: offsets passFrom..passTo (from the one fetched) hold nothing readable any more (writePassingRecords); else -1. */
   passFrom: number;
   passTo: number;
-  /** Then the newest record before them, sent again in a batch that ends at passTo; null: an empty batch says it. */
+  /** Then the partition's first record, sent again in a batch that ends at passTo; null: an empty batch says it. */
   passWith: StoredMessage | null;
 }
 
