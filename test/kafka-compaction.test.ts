@@ -64,6 +64,10 @@ describe("Kafka log compaction", () => {
       return check();
     }, what);
 
+  /** Runs cleaner rounds until kcat reads `topic` as `expected` (its records joined by "|"). */
+  const compactedTo = (topic: string, expected: string, what: string): Promise<void> =>
+    compactedUntil(async () => (await records(h.broker, topic)).join("|") === expected, what);
+
   /** Passes made so far, then one more round, which makes a pass wherever one is due: whether one was. */
   const roundPassed = async (): Promise<boolean> => {
     const before = h.srv.kafka!.cleaner.counts.passes;
@@ -180,14 +184,14 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       { key: "k1", value: null },
       { key: "k2", value: "b" },
     ]);
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL|3 k2=b", "k1's old value removed");
+    await compactedTo(topic, "0 k0=first|2 k1=NULL|3 k2=b", "k1's old value removed");
     // A day's retention (the default): the tombstone stays, pass after pass.
     await p.send({ topic, messages: [{ key: "k2", value: "c" }] });
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL|4 k2=c", "k2's old value removed");
+    await compactedTo(topic, "0 k0=first|2 k1=NULL|4 k2=c", "k2's old value removed");
     // With a retention already run out since that first pass: the tombstone goes at the next round, nothing else (the
     // default dirty ratio, back with AlterConfigs, would make no pass for what is new: the tombstone's coming due does).
     await alter(topic, [{ name: "cleanup.policy", value: "compact" }, { name: "delete.retention.ms", value: "0" }]);
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|4 k2=c", "the tombstone removed");
+    await compactedTo(topic, "0 k0=first|4 k2=c", "the tombstone removed");
     assert.ok(!(await roundPassed()), "nothing more is due: no pass");
   });
 
@@ -200,7 +204,7 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       { key: "k1", value: "b" },
       { key: "k1", value: null },
     ]);
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k1=a|2 k1=NULL", "the middle value removed");
+    await compactedTo(topic, "0 k1=a|2 k1=NULL", "the middle value removed");
     // Were the tombstone removed, a reader from the start would see k1=a and nothing after it: the key back from the dead.
     await h.nc.publish(topic, new TextEncoder().encode("from nats"));
     await waitUntilAsync(async () => (await records(h.broker, topic)).length === 3, "the NATS message stored");
@@ -218,11 +222,11 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       { key: "k1", value: null },
     ]);
     // kcat -e ends at the high watermark: it would wait for ever at offset 2 were the tombstone there gone.
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 k1=NULL", "k1's value removed");
+    await compactedTo(topic, "0 k0=first|2 k1=NULL", "k1's value removed");
     await roundPassed();
     assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "2 k1=NULL"], "the expired tombstone, last, stays");
     await sendEach(p, topic, [{ key: "k2", value: "b" }]);
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|3 k2=b", "the tombstone gone once a record follows it");
+    await compactedTo(topic, "0 k0=first|3 k2=b", "the tombstone gone once a record follows it");
   });
 
   test("a tombstone goes on time while passes come faster than its retention can be told apart in a fixed number of them", async () => {
@@ -283,9 +287,9 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       await idempotent.send({ topic, messages: [{ key: "b", value: "2" }] });
       now += 60_000;
       // a=1 goes; the tombstone stays its retention from then: a reader may have read a=1 just before.
-      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|3 a=NULL|4 c=1|5 d=1|6 b=2", "a=1 gone");
+      await compactedTo(topic, "0 f=f|3 a=NULL|4 c=1|5 d=1|6 b=2", "a=1 gone");
       now += 60_000;
-      await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 f=f|4 c=1|5 d=1|6 b=2", "the tombstone gone a retention later");
+      await compactedTo(topic, "0 f=f|4 c=1|5 d=1|6 b=2", "the tombstone gone a retention later");
     } finally {
       cleaner.clock = Date.now;
     }
@@ -566,7 +570,7 @@ print(json.dumps(out))
     assert.deepEqual(await records(h.broker, topic), ["0 k0=first", "1 x=1", "2 y=a", "3 k1=a", "4 k1=b"]);
     await h.restart({ keepKafkaPort: true });
     await idempotent.send({ topic, messages: [{ key: "x", value: "2" }] });
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k0=first|2 y=a|4 k1=b|5 x=2", "its older batches cut once it has a newer one");
+    await compactedTo(topic, "0 k0=first|2 y=a|4 k1=b|5 x=2", "its older batches cut once it has a newer one");
   });
 
   test("DeleteRecords on a topic whose cleanup.policy lacks delete is refused POLICY_VIOLATION, as Kafka does", async () => {
@@ -711,6 +715,6 @@ print(json.dumps({k: d[k].value for k in ["cleanup.policy", "min.compaction.lag.
     await roundPassed();
     assert.deepEqual(await records(h.broker, topic), ["0 k=a", "1 k=b", "2 k=c"], "an hour's lag: nothing compacted yet");
     await alter(topic, [{ name: "cleanup.policy", value: "compact" }]);
-    await compactedUntil(async () => (await records(h.broker, topic)).join("|") === "0 k=a|2 k=c", "compacted once the lag is gone");
+    await compactedTo(topic, "0 k=a|2 k=c", "compacted once the lag is gone");
   });
 });
