@@ -154,6 +154,50 @@ test("memory log: a Kafka batch with records deleted from inside it reads as a c
   }
 });
 
+/** `plain` (a batch from kafkaBatch) with its records gzipped, as a producer with compression.type=gzip sends them. */
+function gzipped(plain: Buffer): Buffer {
+  const batch = Buffer.concat([plain.subarray(0, 61), gzipSync(plain.subarray(61))]);
+  batch.writeInt32BE(batch.length - 12, 8);
+  batch.writeInt16BE(1, 21);
+  batch.writeUInt32BE(crc32c(batch, 21) >>> 0, 17);
+  return batch;
+}
+
+test("memory log: a batch half gone is held cut to the records left (gzip if it was compressed), and reads the same", async () => {
+  const n = 200;
+  for (const compressed of [false, true]) {
+    const log = new MemoryLog({ foreign: kafkaRecords });
+    // What the log holds of the batch: its bytes, reached through any sequence of it still stored.
+    const held = (): Buffer => (log as unknown as { held: Array<{ bytes: Buffer } | undefined> }).held.find((h) => h !== undefined)!.bytes;
+    try {
+      const batch = compressed ? gzipped(kafkaBatch("a", n)) : kafkaBatch("a", n);
+      assert.equal(await appendKafka(log, batch, n), 1);
+      // Under half gone, one by one: held whole.
+      for (let seq = 2; seq <= n / 2; seq++) assert.equal(await log.delete(seq), true);
+      await log.settled();
+      assert.equal(held().length, batch.length, "under half gone: held whole");
+      // Half gone: held cut.
+      assert.equal(await log.delete(n / 2 + 2), true);
+      await log.settled();
+      assert.ok(held().length < batch.length * 0.6, `${held().length} bytes held of ${batch.length} (${compressed ? "gzip" : "plain"})`);
+      assert.equal(held().readInt16BE(21) & 7, compressed ? 1 : 0, "its codec");
+      const left = [1, n / 2 + 1, ...Array.from({ length: n / 2 - 2 }, (_, i) => n / 2 + 3 + i)];
+      assert.deepEqual((await log.scan(1, { maxMessages: n })).map((m) => `${m.seq}:${m.key}`), left.map((s) => `${s}:k${s - 1}`));
+      const [item] = await log.scanStored(1, { maxMessages: n });
+      assert.ok(isForeign(item) && item.firstSeq === 1 && item.count === n);
+      assert.deepEqual((await described(item)).records, left.map((s) => `${s - 1}:k${s - 1}@${999 + s}`));
+      // Half of what is left goes: cut again.
+      const before = held().length;
+      for (const seq of left.slice(1, left.length / 2 + 1)) assert.equal(await log.delete(seq), true);
+      await log.settled();
+      assert.ok(held().length < before * 0.6, `cut again: ${held().length} of ${before}`);
+      assert.deepEqual((await log.scan(1, { maxMessages: n })).map((m) => m.seq), [1, ...left.slice(left.length / 2 + 1)]);
+    } finally {
+      await log.close();
+    }
+  }
+});
+
 test("file log: deletes one by one out of many batches leave as few tombstone ranges as the dead runs once compaction has passed, wherever the deletes landed", async () => {
   const dir = mkdtempSync(join(tmpdir(), "nagare-cut-tombs-"));
   const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 64 * 1024 });
@@ -197,13 +241,8 @@ test("file log: a compressed batch is kept cut compressed (gzip), never larger t
   const open = (): Promise<FileLog> => FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 256, compactBelow: 0.9 });
   let log = await open();
   try {
-    // The batch's records gzipped, as a producer with compression.type=gzip sends them (values compress well).
-    const plain = kafkaBatch("z", 20);
-    const zipped = gzipSync(plain.subarray(61));
-    const batch = Buffer.concat([plain.subarray(0, 61), zipped]);
-    batch.writeInt32BE(batch.length - 12, 8);
-    batch.writeInt16BE(1, 21);
-    batch.writeUInt32BE(crc32c(batch, 21) >>> 0, 17);
+    // gzip, as a producer with compression.type=gzip sends it (values compress well).
+    const batch = gzipped(kafkaBatch("z", 20));
     assert.equal(await appendKafka(log, batch, 20), 1);
     for (let seq = 2; seq <= 20; seq++) if (seq % 5 !== 0) assert.equal(await log.delete(seq), true);
     const expected = ["0:k0@1000", "4:k4@1004", "9:k9@1009", "14:k14@1014", "19:k19@1019"];

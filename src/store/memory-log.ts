@@ -46,8 +46,16 @@ interface HeldBatch {
   time: number;
   /** The newest time a record of it carries (ForeignRecords.newestRecordTime), else `time`. */
   newest: number;
+  /** As stored, or kept cut (`shrink`) once records went from inside it. */
   bytes: Buffer;
+  /** Records `bytes` holds, and how many of those were removed since: at half gone it is cut. */
+  present: number;
+  dead: number;
+  shrinking: boolean;
 }
+
+/** A batch smaller than this is not cut to free memory: what it would free is less than the cut costs. */
+const SHRINK_MIN_BYTES = 512;
 
 export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   protected index = new LiveIndex();
@@ -76,8 +84,11 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.limits = { ...opts.limits };
     this.foreign = opts.foreign ?? noForeignRecords;
     this.index.onRemove = (seq) => {
-      this.msgs[seq - this.base] = undefined;
-      this.held[seq - this.base] = undefined;
+      const i = seq - this.base;
+      const h = this.held[i];
+      this.msgs[i] = undefined;
+      this.held[i] = undefined;
+      if (h !== undefined && ++h.dead * 2 >= h.present && h.dead < h.present) this.shrinkLater(h);
     };
     this.setLimits(this.limits);
   }
@@ -161,7 +172,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const first = this.lastSeq + 1;
     const bytes = Buffer.from(batch.bytes);
     const newest = this.foreign.newestRecordTime?.(batch.format, bytes) ?? null;
-    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, newest: newest !== null && Number.isFinite(newest) ? newest : this.lastTime, bytes };
+    const held: HeldBatch = { format: batch.format, subject: batch.subject, firstSeq: first, count: n, time: this.lastTime, newest: newest !== null && Number.isFinite(newest) ? newest : this.lastTime, bytes, present: n, dead: 0, shrinking: false };
     batch.bytesDone?.();
     const id = this.index.table.intern(batch.subject);
     for (let i = 0; i < n; i++) {
@@ -224,6 +235,66 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       }
     }
     this.lastSeq = seq - 1;
+  }
+
+  /**
+   * Frees what removed records took of a batch held whole: once half of its
+   * records went (compaction, deletes from inside it), it is kept cut to
+   * those left, as the file log's compaction keeps it on disk. Without this
+   * a memory stream's real size grows past its limits, which count only
+   * live records. After the removal that called it, so a batch removed
+   * whole in one go is not cut first.
+   */
+  private shrinkLater(h: HeldBatch): void {
+    if (h.shrinking || this.foreign.cut === undefined || h.bytes.length < SHRINK_MIN_BYTES) return;
+    h.shrinking = true;
+    const shrinking = this.shrink(h).finally(() => {
+      h.shrinking = false;
+      this.shrinks.delete(shrinking);
+    });
+    this.shrinks.add(shrinking);
+  }
+
+  private readonly shrinks = new Set<Promise<void>>();
+
+  private async shrink(h: HeldBatch): Promise<void> {
+    await Promise.resolve();
+    // Its records still held are those whose sequences still point at it (a removal clears the pointer).
+    const live = new Uint8Array(h.count);
+    let kept = 0;
+    for (let k = 0; k < h.count; k++) {
+      const i = h.firstSeq + k - this.base;
+      if (i >= 0 && this.held[i] === h) {
+        live[k] = 1;
+        kept++;
+      }
+    }
+    if (kept === 0 || this.closed) return;
+    const deadBefore = h.dead;
+    let cut: Buffer | null = null;
+    try {
+      cut = await this.foreign.cut!(h.format, h.bytes, live, true);
+    } catch {
+      // Kept as it is (its reads decode it as before); tried again once half of what is left goes.
+    }
+    if (cut !== null && cut.length < h.bytes.length && this.holdsAny(h)) {
+      h.bytes = cut;
+      if (this.lastDecoded?.batch === h) this.lastDecoded = null;
+    }
+    // Counted from what was cut (or would have been): removals during the cut are among those kept.
+    h.present = kept;
+    h.dead -= deadBefore;
+  }
+
+  /** Whether a sequence still points at `h` (a truncation may have taken it since). */
+  private holdsAny(h: HeldBatch): boolean {
+    for (let k = 0; k < h.count; k++) if (this.held[h.firstSeq + k - this.base] === h) return true;
+    return false;
+  }
+
+  /** Resolves once every cut under way (`shrinkLater`) is done: for tests. */
+  async settled(): Promise<void> {
+    while (this.shrinks.size > 0) await Promise.all([...this.shrinks]);
   }
 
   /** The messages of a foreign batch; only the last one decoded is kept (readers go batch by batch), so memory holds each batch once, as stored. */
