@@ -13,7 +13,8 @@ import type { NagareServer } from "../src/server/server.js";
 import { jetStreamClusterPerFile, nodeLog, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, StorageType, type JsMsg } from "@nats-io/jetstream";
+import type { PlacedStream } from "../src/streams/cluster-streams.js";
 import { runJsCommand } from "../src/cli/js-commands.js";
 import { captured } from "./helpers/cli.js";
 
@@ -328,6 +329,87 @@ test("STREAM.LEADER.STEPDOWN hands the leadership to an in-sync replica (the pre
   await retrying(() => jsm.streams.add({ name: "SD1", subjects: ["sd1.>"] }));
   const r = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.SD1", "", { timeout: 5000 })).data)) as { error?: { description: string } };
   assert.match(r.error?.description ?? "", /one replica/);
+});
+
+test("a publish reaching a step-down's successor while it still takes the leadership up waits for it: acknowledged, not dropped", async () => {
+  // Every node takes a new placement up on its own. The client's node may see the successor named before the successor has
+  // its role: the publish it routes there was dropped, as by the old leader and the other follower, and went unanswered.
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await retrying(() => jsm.streams.add({ name: "TAKEOVER", subjects: ["takeover.>"], num_replicas: 3, storage: StorageType.Memory }));
+  await waitUntil(() => placementOf(nodes[0], "TAKEOVER")?.isr?.[0].length === 3, "every replica in sync");
+  assert.equal((await retrying(() => js.publish("takeover.x", "one"))).seq, 1);
+  const next = nodes.find((n) => nameOf(n) !== placementOf(nodes[0], "TAKEOVER")!.leaders[0])!;
+  // The successor's settle of the placement naming it stops, its role made, before it takes publishes, until released.
+  let taking = false;
+  let release = (): void => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const hold = async (_account: string, stream: string, _local: unknown, placed: PlacedStream | undefined): Promise<void> => {
+    if (stream !== "TAKEOVER" || placed?.leaders[0] !== nameOf(next)) return;
+    taking = true;
+    await released;
+  };
+  next.jetstream!.cluster!.replicaHooks.add(hold);
+  try {
+    const body = JSON.stringify({ placement: { preferred: nameOf(next) } });
+    const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.TAKEOVER", body, { timeout: 10_000 })).data)) as { success?: boolean };
+    assert.equal(answer.success, true, JSON.stringify(answer));
+    await waitUntil(() => taking && placementOf(nodes[0], "TAKEOVER")!.leaders[0] === nameOf(next), "the successor taking the leadership up, named on the client's node");
+    // A subscriber on the successor's node gets the publish as its stream does: by then the stream has it.
+    const watcher = await clients.open(next.url);
+    const arrived = watcher.subscribe("takeover.x", { max: 1 });
+    await watcher.flush();
+    const ack = js.publish("takeover.x", "two", { timeout: 5000 });
+    for await (const _ of arrived) break;
+    release();
+    assert.equal((await ack).seq, 2);
+  } finally {
+    release();
+    next.jetstream!.cluster!.replicaHooks.delete(hold);
+  }
+});
+
+test("a leader that handed a partition over and has not settled its successor's placement yet answers a publish late: the successor's acknowledgement comes first", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await retrying(() => jsm.streams.add({ name: "HANDED", subjects: ["handed.>"], num_replicas: 3, storage: StorageType.Memory }));
+  await waitUntil(() => placementOf(nodes[0], "HANDED")?.isr?.[0].length === 3, "every replica in sync");
+  assert.equal((await retrying(() => js.publish("handed.x", "one"))).seq, 1);
+  const old = nodes.find((n) => nameOf(n) === placementOf(nodes[0], "HANDED")!.leaders[0])!;
+  const next = nodes.find((n) => n !== old)!;
+  // The old leader's settles of the stream run one at a time: one of the placement naming it, held in its replication
+  // roles, keeps the successor's from running, and the old leader from giving the partition up.
+  let holding = false;
+  let release = (): void => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const hold = async (_account: string, stream: string, _local: unknown, placed: PlacedStream | undefined): Promise<void> => {
+    if (stream !== "HANDED" || placed?.leaders[0] !== nameOf(old)) return;
+    holding = true;
+    await released;
+  };
+  const cluster = old.jetstream!.cluster!;
+  cluster.replicaHooks.add(hold);
+  try {
+    const settling = cluster.settle("$G", "HANDED");
+    await waitUntil(() => holding, "the old leader's settle held");
+    const body = JSON.stringify({ placement: { preferred: nameOf(next) } });
+    const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.HANDED", body, { timeout: 10_000 })).data)) as { success?: boolean };
+    assert.equal(answer.success, true, JSON.stringify(answer));
+    await waitUntil(() => next.jetstream!.streams.get("HANDED")!.ledHere === null && placementOf(next, "HANDED")!.leaders[0] === nameOf(next), "the successor leading");
+    assert.equal(old.jetstream!.streams.get("HANDED")!.ledHere, null, "the old leader still takes the stream's publishes");
+    // Refused at the old leader (it handed the partition over), stored by the successor, which acknowledges it once the
+    // old leader follows it: that acknowledgement, not the refusal, is the client's answer.
+    const ack = js.publish("handed.x", "two", { timeout: 10_000 });
+    await waitUntil(() => lastSeqOn(next, "HANDED") === 2, "the successor storing the publish");
+    release();
+    await settling;
+    assert.equal((await ack).seq, 2);
+  } finally {
+    release();
+    cluster.replicaHooks.delete(hold);
+  }
 });
 
 test("a consumer waiting for messages gets one published while it waits, once replicated, not at the end of its wait", async () => {

@@ -306,6 +306,20 @@ export class ClusterStreams {
     return placed !== undefined && lacksGate(placed, stream, p);
   }
 
+  /**
+   * The settles of `stream` under way when the placement names this node
+   * leader of partition `p` (null otherwise): the last of them takes the
+   * partition up here, or finds it handed on. A publish to it waits for
+   * them rather than be dropped: the old leader gave the partition up, and
+   * the other replicas follow.
+   */
+  takingUp(account: string, name: string, p: number): Promise<void> | null {
+    if (this.ops.size === 0) return null;
+    const pending = this.ops.get(`${account}/${name}`);
+    if (pending === undefined) return null;
+    return this.directory.get(account, name)?.placement.leaders[p] === this.self ? pending : null;
+  }
+
   /** An account's local streams and placements, all settled. */
   private async settleAccount(account: string): Promise<void> {
     const js = this.jetstreams.get(account);

@@ -61,6 +61,16 @@ export class LeaseLostError extends ApiError {
 }
 
 /**
+ * A write refused by a leader that has handed the partition over (a step-down, a drain, an election) and not yet
+ * settled the placement naming its successor, which may take the same publish: answered late, as LeaseLostError.
+ */
+export class HandedOverError extends ApiError {
+  constructor(to: string) {
+    super(503, 10008, `JetStream system temporarily unavailable: the partition's leadership is moving to another replica (${to})`);
+  }
+}
+
+/**
  * A write refused by the stream's own limits under discard "new" (maximum messages, bytes, per subject): JetStream's
  * "store failed" with the limit (nats-server's 503 10077), told apart so that a door can say it is no passing fault
  * (Kafka: POLICY_VIOLATION, which clients do not retry, not KAFKA_STORAGE_ERROR, which they retry until they time out).

@@ -31,7 +31,7 @@ import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
 import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "./stream-order.js";
-import { ApiError, Errors, LeaseLostError } from "./errors.js";
+import { ApiError, Errors, HandedOverError, LeaseLostError } from "./errors.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 import { encodeHeaders, header, KEY_HEADER, parseHeaders } from "./headers.js";
 import { partitionForKey } from "./partitioner.js";
@@ -147,12 +147,25 @@ function reservedIn(headers: Buffer, reserved: ReadonlyMap<string, string>): Api
   return null;
 }
 
+/**
+ * Publishes a stream holds while its node takes up a partition's leadership
+ * (HELD_PUBLISHES, or their bytes HELD_PUBLISH_BYTES, at most; more are
+ * dropped), each taken if the leadership is up within HELD_PUBLISH_MS (its
+ * client may have given up and sent it again by then).
+ */
+const HELD_PUBLISHES = 1024;
+const HELD_PUBLISH_BYTES = 8 * 1024 * 1024;
+const HELD_PUBLISH_MS = 1000;
+
 /** Captures a stream's subjects: copies each published message into the stream. */
 class StreamReceiver implements Receiver {
   readonly echo = true;
   readonly subs: Subscription[] = [];
   /** In a cluster, a publish on any node must reach the node storing it: the capture is announced over the routes. */
   readonly routable: boolean;
+  /** Publishes held for a leadership being taken up here (hold), and their bytes. */
+  private held = 0;
+  private heldBytes = 0;
   constructor(
     readonly stream: Stream,
     private readonly js: JetStream,
@@ -166,6 +179,9 @@ class StreamReceiver implements Receiver {
     if (led !== null) {
       const p = partitionOfMessage(msg, led.length);
       if (led[p] !== true) {
+        // Named its leader (a step-down's successor, a failover's), this node is still taking the partition up: the publish
+        // waits for it, as no other node takes it either (the old leader gave the partition up, the others follow).
+        if (this.hold(msg, p)) return;
         // Unless the publisher is this node's client and no route reaches the leader (it died, or is cut off): then no node
         // takes it, and the publisher hears "no responders" (as from nats-server with no leader; its client may retry), not a
         // timeout. Deferred as a lost lease's refusal: a new leader this node has not heard of yet may take it and answer first.
@@ -173,20 +189,54 @@ class StreamReceiver implements Receiver {
         return;
       }
     }
+    // The publisher reuses its read buffer: keep copies.
     const hdrEnd = msg.start + msg.hdrLen;
+    this.take(msg.subject, msg.hasReply ? msg.reply : "", msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null, Buffer.from(msg.data.subarray(hdrEnd, msg.end)));
+    // A publisher outrunning the disk is paused until the stream's backlog drains.
+    if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
+  }
+
+  /**
+   * Holds a publish to partition `p`, not led here, while this node takes
+   * its leadership up (ClusterStreams.takingUp); false when it is not, or
+   * too much is held already.
+   */
+  private hold(msg: Message, p: number): boolean {
+    const taking = this.js.cluster?.takingUp(this.js.account.name, this.stream.config.name, p) ?? null;
+    const size = msg.end - msg.start;
+    if (taking === null || this.held >= HELD_PUBLISHES || this.heldBytes + size > HELD_PUBLISH_BYTES) return false;
+    this.held++;
+    this.heldBytes += size;
+    const hdrEnd = msg.start + msg.hdrLen;
+    const subject = msg.subject;
     const reply = msg.hasReply ? msg.reply : "";
+    const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
+    const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
+    const since = performance.now();
+    void taking.then(() => {
+      this.held--;
+      this.heldBytes -= size;
+      // Dropped as any publish not led here if the settle did not make this node the leader (it handed the partition on, or
+      // failed and is retried), or if it took too long.
+      const led = this.stream.ledHere;
+      if ((led !== null && led[p] !== true) || this.js.streams.get(this.stream.config.name) !== this.stream || performance.now() - since > HELD_PUBLISH_MS) return;
+      this.take(subject, reply, headers, data);
+    });
+    return true;
+  }
+
+  /** Stores a publish led here (its headers and data copied), or refuses it; the publisher hears which at `reply`. */
+  private take(subject: string, reply: string, headers: Buffer | null, data: Buffer): void {
     const name = this.stream.config.name;
     if (this.js.reservedSubjects.size > 0) {
       // Checked as stored: a subject transform could make a reserved subject of another.
-      const stored = this.stream.storedSubject(msg.subject);
+      const stored = this.stream.storedSubject(subject);
       const owner = this.js.reservedSubjects.get(stored);
       if (owner !== undefined) {
         this.refuse(reply, new ApiError(400, 10003, `subject ${stored} is reserved for ${owner}`));
         return;
       }
     }
-    // The publisher reuses its read buffer: keep copies.
-    const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
     if (headers !== null && this.js.reservedHeaders.size > 0) {
       const refused = reservedIn(headers, this.js.reservedHeaders);
       if (refused !== null) {
@@ -194,17 +244,15 @@ class StreamReceiver implements Receiver {
         return;
       }
     }
-    const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
-    this.stream.publish(msg.subject, headers, data, (err, seq, duplicate) => {
+    this.stream.publish(subject, headers, data, (err, seq, duplicate) => {
       if (reply === "" || this.stream.config.no_ack) return;
       const body = err !== null ? { error: err.toJSON(), stream: name, seq: 0 } : duplicate ? { stream: name, seq, duplicate: true } : { stream: name, seq };
-      // Refused for a lost lease: another node may lead now and answer this publish (every replica's node takes the
-      // stream's subjects), so the refusal goes later, after that leader's acknowledgement, which the client takes first.
-      if (err instanceof LeaseLostError) this.js.deferRefusal(reply, null, Buffer.from(JSON.stringify(body)));
+      // Refused for a lost lease, or by a leader that handed the partition over: another node may lead now and answer this
+      // publish (every replica's node takes the stream's subjects), so the refusal goes later, after that leader's
+      // acknowledgement, which the client takes first.
+      if (err instanceof LeaseLostError || err instanceof HandedOverError) this.js.deferRefusal(reply, null, Buffer.from(JSON.stringify(body)));
       else this.js.emit(reply, reply, "", null, Buffer.from(JSON.stringify(body)));
     });
-    // A publisher outrunning the disk is paused until the stream's backlog drains.
-    if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
   }
 
   /** A publish not stored: its publisher is told why, as JetStream answers a publish. */

@@ -34,7 +34,7 @@ import { settled } from "../util/settle.js";
 import { readJson, writeJsonDurably } from "../util/persist.js";
 import { LEADER_EPOCHS_FILE, LeaderEpochs, type EpochEntry } from "../store/leader-epochs.js";
 import type { MessageLog } from "../store/log.js";
-import { ApiError, LeaseLostError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
+import { ApiError, HandedOverError, LeaseLostError, OutcomeUnknownError, TooFewReplicasError } from "./errors.js";
 import { encodeError, encodeFailure, FETCH_BYTES, ReplicaFollower, ReplicaLeader } from "./replication.js";
 import { reassignmentEnded, replicasOf, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
@@ -164,10 +164,12 @@ class LeaderGate implements ReplicaGate {
 
   /** Hand-overs of this leadership to another replica under way (a drain, a step-down, an election): writes wait for the new leader. */
   handingOver = 0;
+  /** The successor a hand-over named in etcd: it takes writes once it has settled, maybe before this node has. */
+  handedTo: string | null = null;
 
   refusal(leaderOnly: boolean): ApiError | null {
     if (!this.holdsLease()) return new LeaseLostError();
-    if (this.handingOver > 0) return unavailable("the partition's leadership is moving to another replica");
+    if (this.handingOver > 0) return this.handedTo !== null ? new HandedOverError(this.handedTo) : unavailable("the partition's leadership is moving to another replica");
     if (!leaderOnly && this.isrSize < this.minIsr) return new TooFewReplicasError(this.isrSize, this.minIsr);
     return null;
   }
@@ -1320,6 +1322,7 @@ export class StreamReplicas {
       for (let backoff = AMBIGUOUS_RETRY_MS; ; backoff = Math.min(2 * backoff, AMBIGUOUS_RETRY_MAX_MS)) {
         try {
           await directory.update(this.account, name, handedOver);
+          gate.handedTo = to;
           return to;
         } catch (err) {
           if ((err as { maybeApplied?: unknown }).maybeApplied === true) unknownUpTo = Math.max(unknownUpTo, directory.get(this.account, name)?.revision ?? 0);
