@@ -132,7 +132,9 @@ function awaitsLeader(subject: string): boolean {
     subject.startsWith("$JS.ACK.") ||
     subject.startsWith("$JS.FC.") ||
     subject.startsWith("$JS.API.STREAM.PURGE.") ||
-    subject.startsWith("$JS.API.STREAM.MSG.DELETE.")
+    subject.startsWith("$JS.API.STREAM.MSG.DELETE.") ||
+    // Only a leader with its role hands it over (a step-down just after another reaches the successor as it takes it up).
+    subject.startsWith("$JS.API.STREAM.LEADER.STEPDOWN.")
   );
 }
 
