@@ -68,6 +68,18 @@ async function client(url: string): Promise<NatsConnection> {
 const placed = (stream: string) => a.cluster!.placements.get("$G", stream)?.placement;
 
 /**
+ * Whether the leader `placed` names has taken up its leadership of partition 0 of `stream` in its epoch: seen on a
+ * before its successor may have seen it, a request or a publish sent through a could reach the successor first.
+ */
+function takenUp(stream: string): boolean {
+  const pl = placed(stream)!;
+  const [leader, epoch] = [pl.leaders[0], pl.epochs![0]];
+  if (leader === "k") return k.output().includes(`leading partition 0 of stream "${stream}" of account $G in epoch ${epoch} `);
+  const node = leader === "a" ? a : b;
+  return node.cluster!.placements.get("$G", stream)?.placement.epochs![0] === epoch && node.jetstream!.streams.get(stream)?.ledHere === null;
+}
+
+/**
  * Publishes `count` messages, one at a time, each with its own id (so a
  * retry after a lost ack is stored once), retrying what a failover refuses
  * or leaves unanswered; returns each acknowledged payload by the sequence
@@ -411,7 +423,7 @@ test("a memory stream's follower keeps its copy across a change of leader: it cu
     const before = placed("MEMEP")!.epochs![0];
     const answer = JSON.parse(new TextDecoder().decode((await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.MEMEP", "", { timeout: 10_000 })).data)) as { success?: boolean; error?: unknown };
     assert.equal(answer.success, true, JSON.stringify(answer));
-    await waitUntil(() => placed("MEMEP")!.epochs![0] > before && placed("MEMEP")!.isr![0].length === 3, "a new leader with every replica in sync", 30_000);
+    await waitUntil(() => placed("MEMEP")!.epochs![0] > before && placed("MEMEP")!.isr![0].length === 3 && takenUp("MEMEP"), "a new leader, leading, with every replica in sync", 30_000);
   }
   await js.publish("memep.x", "after");
   // With a fresh epoch checkpoint per role, a follower of each new epoch cut its whole copy and fetched it again.
