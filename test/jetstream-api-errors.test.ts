@@ -8,7 +8,8 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
+import { waitUntilAsync } from "./helpers/clients.js";
 import { api, rawPull, startJs, type JsHarness } from "./helpers/js.js";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -142,7 +143,27 @@ describe("JetStream API errors", () => {
     assert.deepEqual((await createConsumer("FIX", { ...push, flow_control: false })).error, { code: 500, err_code: 10012, description: "flow control can not be updated" });
   });
 
-  test("a stored stream whose subjects overlap (accepted by an earlier version) is still served after a restart", async () => {
+  test("subjects on JetStream's and the system's own spaces, as nats-server 2.10: advisories kept in a stream, the API only unacknowledged", async () => {
+    const invalid = (description: string): ApiErr => ({ code: 500, err_code: 10052, description });
+    const jetstreamApi = invalid("subjects that overlap with jetstream api require no-ack to be true");
+    for (const subjects of [["$JS.API.>"], ["$JS.*"], ["$JSC.x"], ["$JS.EVENT"], ["*.orders"]]) assert.deepEqual((await createStream({ subjects })).error, jetstreamApi, subjects[0]);
+    assert.deepEqual((await createStream({ subjects: ["$SYS.SERVER.>"] })).error, invalid("subjects that overlap with system api require no-ack to be true"));
+    assert.deepEqual((await createStream({ subjects: [">"] })).error, invalid("capturing all subjects requires no-ack to be true"));
+    assert.deepEqual((await createStream({ subjects: [">"], no_ack: true, num_replicas: 3 })).error, invalid("capturing all subjects requires replicas of 1"));
+    // (A leading wildcard or ">" with no_ack would overlap this server's other streams.)
+    for (const [subjects, noAck] of [[["$SYS.ACCOUNT.>"], false], [["$JS.API.>"], true]] as const) {
+      assert.equal((await createStream({ subjects, no_ack: noAck })).error, undefined, subjects[0]);
+    }
+    // The usual way to keep JetStream's advisories (a dead-letter record of MAX_DELIVERIES): a stream on $JS.EVENT.ADVISORY.>.
+    await jsm.streams.add({ name: "ADVISORIES", subjects: ["$JS.EVENT.ADVISORY.>"] });
+    await jsm.streams.add({ name: "ADVISED", subjects: ["advised.>"] });
+    // Stored as any publish without a reply is: after the create's answer went.
+    let kept: StoredMsg | null = null;
+    await waitUntilAsync(async () => (kept = await jsm.streams.getMessage("ADVISORIES", { last_by_subj: "$JS.EVENT.ADVISORY.STREAM.CREATED.ADVISED" })) !== null, "the advisory stored");
+    assert.equal((kept!.json() as { stream: string }).stream, "ADVISED");
+  });
+
+  test("a stored stream whose subjects overlap, or overlap $JS.> (accepted by an earlier version), is still served after a restart", async () => {
     const h2 = await startJs();
     try {
       await (await jetstreamManager(h2.nc)).streams.add({ name: "OV", subjects: ["ov.*"] });
@@ -150,11 +171,12 @@ describe("JetStream API errors", () => {
         whileStopped: () => {
           const path = join(h2.storeDir, "streams", "OV", "meta.json");
           const meta = parseStateFile(readFileSync(path, "utf8")) as { config: { subjects: string[] } };
-          meta.config.subjects = ["ov.*", "ov.b"];
+          // Also a leading wildcard, which nats-server 2.10 (and nagare since) refuses without no_ack.
+          meta.config.subjects = ["ov.*", "ov.b", "*.ov"];
           writeFileSync(path, stateFileText(meta));
         },
       });
-      assert.deepEqual((await (await jetstreamManager(h2.nc)).streams.info("OV")).config.subjects, ["ov.*", "ov.b"]);
+      assert.deepEqual((await (await jetstreamManager(h2.nc)).streams.info("OV")).config.subjects, ["ov.*", "ov.b", "*.ov"]);
     } finally {
       await h2.close();
     }

@@ -12,7 +12,7 @@ import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
-import { createOnlyChecks, normalizeStreamConfig, ownOverlapError } from "./config.js";
+import { apiOverlapError, createOnlyChecks, normalizeStreamConfig, ownOverlapError } from "./config.js";
 import type { JetStream } from "./jetstream.js";
 import type { StoredMessage } from "../store/log.js";
 import { ClusterApi, isAccountStreamMove, streamOfSubject, type Placed } from "./cluster-api.js";
@@ -404,7 +404,8 @@ export class JetStreamApi implements Receiver {
         if (verb === "UPDATE" && (req.name === undefined || req.name === "")) normalizeStreamConfig(req);
         if (req.name !== name) throw Errors.streamMismatch();
         if (verb === "CREATE") createOnlyChecks(req);
-        const overlap = ownOverlapError(normalizeStreamConfig(req));
+        const checked = normalizeStreamConfig(req);
+        const overlap = apiOverlapError(checked) ?? ownOverlapError(checked);
         if (overlap !== null) throw overlap;
         if (cluster !== null) return verb === "CREATE" ? await cluster.create(name, req, body, reply, placed) : await cluster.update(name, req);
         if (verb === "CREATE") {

@@ -226,7 +226,6 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   for (const s of subjects) {
     if (!isValidSubscribeSubject(s)) throw bad(`invalid subject: ${s}`);
     if (seen.has(s)) throw bad("duplicate subjects detected");
-    if (s.startsWith("$JS.") || s.startsWith("$SYS.")) throw bad("subjects that overlap with jetstream api require no-ack to be true");
     seen.add(s);
   }
   // In nats-server's order: the replica count first, then the durations.
@@ -339,6 +338,36 @@ export function ownOverlapError(cfg: StreamConfig): ApiError | null {
     for (let j = i + 1; j < subjects.length; j++) {
       if (subjectsIntersect(subjects[j], subjects[i])) return Errors.streamConfig(`subject "${subjects[i]}" overlaps with "${subjects[j]}"`);
     }
+  }
+  return null;
+}
+
+/** Subject spaces of JetStream's own traffic (API, acks, flow control), as nats-server names them. */
+const JETSTREAM_SPACES = ["$JS.>", "$JSC.>", "$NRG.>"];
+
+/**
+ * A stream subject nats-server 2.10 refuses on a create or update: one that
+ * captures JetStream's or the system's own traffic must not acknowledge
+ * what it stores (its acks would be captured in turn), except advisories
+ * (`$JS.EVENT.>`, the usual way to keep MAX_DELIVERIES events) and account
+ * events (`$SYS.ACCOUNT.>`); a leading wildcard overlaps `$JS.>` too;
+ * capturing everything also needs one replica. Checked on requests only:
+ * a stream an earlier version accepted is still loaded. (The cluster's own
+ * `$NG.` traffic never reaches a stream, whatever it captures.)
+ */
+export function apiOverlapError(cfg: StreamConfig): ApiError | null {
+  const bad = Errors.streamConfig;
+  const noAck = cfg.no_ack === true;
+  for (const subject of cfg.subjects) {
+    if (subject === ">") {
+      if (!noAck) return bad("capturing all subjects requires no-ack to be true");
+      if (cfg.num_replicas > 1) return bad("capturing all subjects requires replicas of 1");
+    }
+    if (noAck) continue;
+    if (JETSTREAM_SPACES.some((space) => subjectsIntersect(subject, space)) && !subjectMatches("$JS.EVENT.>", subject)) {
+      return bad("subjects that overlap with jetstream api require no-ack to be true");
+    }
+    if (subjectsIntersect(subject, "$SYS.>") && !subjectMatches("$SYS.ACCOUNT.>", subject)) return bad("subjects that overlap with system api require no-ack to be true");
   }
   return null;
 }
