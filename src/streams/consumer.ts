@@ -1264,9 +1264,14 @@ export class Consumer {
     this.ackFloorC = s.ackFloorC;
     const now = Date.now();
     for (const [seq, dseq, ts, count] of s.pending) {
-      // Whatever was in flight when the server stopped is due again now.
-      this.pending.set(seq, { seq, dseq, ts, deadline: now, count, heapAt: -1 });
-      this.requeue(seq);
+      // Due when its ack wait runs out, as without the restart (nats-server keeps delivery times too): its client may still
+      // be working on it and ack it once reconnected. At most one ack wait from now, whatever the clock did meanwhile.
+      const wait = this.ackWaitFor(count);
+      const due = Math.min(ts + wait, now + wait);
+      const p: Pending = { seq, dseq, ts, deadline: now, count, heapAt: -1 };
+      this.pending.set(seq, p);
+      if (due > now) this.schedule(p, due);
+      else this.requeue(seq);
     }
     if (s.initial) this.initial = s.initial;
   }
