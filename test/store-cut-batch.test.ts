@@ -23,6 +23,7 @@ import { Writer } from "../src/protocols/kafka/codec.js";
 import { ATTR_TRANSACTIONAL, decodeProduceBatch, encodeBatch, recordTimestamps } from "../src/protocols/kafka/records.js";
 import { batchProducer, cutStoredBatch, kafkaRecords } from "../src/protocols/kafka/stored-batches.js";
 import { appendItems, readCopy } from "../src/streams/copy-batch.js";
+import { waitUntil } from "./helpers/clients.js";
 
 const gate = { maxBytes: 1 << 26, take: () => true as const, give: () => {} };
 
@@ -230,6 +231,46 @@ test("file log: deletes one by one out of many batches leave as few tombstone ra
     for (const n of readdirSync(dir).filter((n) => n.endsWith(".idx"))) rmSync(join(dir, n));
     log = await open();
     await check("reopened without index files");
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("file log: a segment compaction leaves as it was is not compacted again until a record in it goes", async () => {
+  // One record left of a batch of 2,000: its share of the cut batch's bytes is 0, so the file looks all dead, and
+  // maintenance rewrote it again and again (the same file each time), never reaching the files after it.
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-stable-"));
+  const log = await FileLog.open({ dir, foreign: kafkaRecords, maxSegmentBytes: 64 * 1024 });
+  try {
+    assert.equal(await appendKafka(log, kafkaBatch("s", 2000), 2000), 1);
+    for (let seq = 1; seq <= 2000; seq++) if (seq !== 1500) assert.equal(await log.delete(seq), true);
+    for (let i = 0; i < 4; i++) await appendAsync(log, { subject: "pad", data: Buffer.alloc(30_000, 0x61) });
+    // Bounded: with the defect, maintenance never ends.
+    const settled = async (): Promise<void> => {
+      const from = log.io.compactions;
+      await Promise.race([log.settle(), waitUntil(() => log.io.compactions > from + 50, "maintenance to end", 60_000).catch(() => undefined)]);
+    };
+    await settled();
+    const rewrites = log.io.compactions;
+    // Maintenance once more, nothing gone since: nothing to compact.
+    await appendAsync(log, { subject: "pad", data: Buffer.alloc(10, 0x61) });
+    await settled();
+    assert.equal(log.io.compactions, rewrites, "nothing compacted again");
+    assert.deepEqual((await log.scan(1, { maxMessages: 10, filter: "t" })).map((m) => `${m.seq}:${m.key}`), ["1500:k1499"]);
+    // The files after it are compacted too: the pads' first segment once two of its records go.
+    const files = (): number => readdirSync(dir).filter((n) => n.endsWith(".seg")).length;
+    const before = files();
+    for (const m of await log.scan(1, { maxMessages: 2, filter: "pad" })) assert.equal(await log.delete(m.seq), true);
+    await appendAsync(log, { subject: "pad", data: Buffer.alloc(30_000, 0x62) });
+    await log.settle();
+    assert.ok(log.io.compactions > rewrites, "compacted again");
+    assert.ok(files() <= before, `${files()} segment files, ${before} before`);
+    // And the cut batch's file once its last record goes.
+    assert.equal(await log.delete(1500), true);
+    await appendAsync(log, { subject: "pad", data: Buffer.alloc(30_000, 0x63) });
+    await log.settle();
+    assert.deepEqual(await log.scan(1, { maxMessages: 10, filter: "t" }), []);
   } finally {
     await log.close();
     rmSync(dir, { recursive: true, force: true });

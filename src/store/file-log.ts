@@ -2168,6 +2168,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // Its damage is quarantined and its loss recorded: rewriting it leaves a clean file that gets an index again.
       if (seg.damaged) return seg;
       if (seg.recordBytes > 0) {
+        // Compacted, and nothing in it went since: another pass would write the same file. (A batch cut to a few records
+        // over many sequences can leave them a share of 0 of its bytes: the file looks all dead however often it is cut.)
+        if (seg.compactedAt === seg.changes) continue;
         // Dead records that a compaction kept (inside a batch kept whole) are not reclaimed by another.
         const ratio = seg.liveBytes / Math.max(1, seg.recordBytes - seg.keptDead);
         if (ratio < bestRatio || (ratio === 0 && best === null)) {
@@ -2418,7 +2421,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       await this.fs.rename(tmpPath, path);
       await this.fs.syncDir(this.dir);
       // Records deleted while we copied are dead in the old detail; the tombstones that say so live in later files.
-      for (let k = 0; k < nd.span; k++) if (nd.sid[k] !== DEAD && d.sidAt(nd.firstSeq + k) === DEAD) nd.sid[k] = DEAD;
+      let diedMeanwhile = false;
+      for (let k = 0; k < nd.span; k++) {
+        if (nd.sid[k] !== DEAD && d.sidAt(nd.firstSeq + k) === DEAD) {
+          nd.sid[k] = DEAD;
+          diedMeanwhile = true;
+        }
+      }
       next.fh = out;
       next.size = pos;
       next.createdAt = seg.createdAt;
@@ -2426,6 +2435,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       this.segments[this.segments.indexOf(seg)] = next;
       this.retire(seg);
       this.index.noteDetail(next);
+      // Unless records it holds went while it was written: the next pass takes them out.
+      if (!diedMeanwhile) next.compactedAt = next.changes;
       ok = true;
       this.io.compactions++;
       await this.writeIndex(next);

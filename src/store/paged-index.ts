@@ -219,6 +219,8 @@ export class Segment {
   touched = 0;
   /** Counts changes to what the index file describes: an index written across a change is not current. */
   changes = 0;
+  /** `changes` when compaction wrote this file: while equal, nothing in it went since, and compacting it again gives the same file. */
+  compactedAt = -1;
 
   constructor(
     readonly name: string,
