@@ -310,3 +310,28 @@ test("messages past max_age are looked for every twentieth of it (10 ms to 1 s):
   // removes each when it is due (a KV get saw a value past its TTL).
   assert.deepEqual([100, 1000, 5000, 60_000, 3_600_000].map(agePeriodMs), [10, 50, 250, 1000, 1000]);
 });
+
+test("memory log: a message that stays while later ones come and go holds memory for the live ones only, and time lookups step over the gone", async () => {
+  // A KV bucket's key written once and never again, or a compacted topic's first record: what came after it and went
+  // kept a slot per sequence, memory growing with every message ever stored.
+  const log = new MemoryLog({ limits: { maxMsgsPerSubject: 1 } });
+  try {
+    await appendAsync(log, { subject: "kv.once", data: Buffer.from("stays") });
+    for (let i = 0; i < 20_000; i++) await appendAsync(log, { subject: "kv.churn", data: Buffer.from(`v${i}`) });
+    const inner = log as unknown as { msgs: Map<number, unknown>; held: Map<number, unknown> };
+    assert.equal(inner.msgs.size + inner.held.size, 2, "entries for the live messages only");
+    assert.deepEqual(
+      (await log.scan(1, { maxMessages: 10 })).map((m) => m.seq),
+      [1, 20_001],
+    );
+    // Times: the first live at or after a time between the two is the second.
+    const [first, last] = [(await log.get(1))!.time, (await log.get(20_001))!.time];
+    assert.equal((await log.firstAtOrAfter(first))!.seq, 1);
+    assert.equal((await log.firstAtOrAfter(last))!.seq, first === last ? 1 : 20_001);
+    assert.equal(await log.firstAtOrAfter(last + 1), null);
+    assert.equal(log.firstStampedAtOrAfter(last + 1, 1), 20_002);
+    assert.deepEqual(log.newestStamped(), { seq: first === last ? 1 : 20_001, time: last });
+  } finally {
+    await log.close();
+  }
+});

@@ -62,15 +62,17 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   /** Appends complete at once: nothing waits. */
   readonly backlogMessages = 0;
   readonly backlogBytes = 0;
-  /** Messages by sequence from `base`; deleted ones are undefined. */
-  private msgs: Array<StoredMessage | undefined> = [];
-  /** Per sequence from `base`, the foreign batch holding it (then msgs has nothing for it). */
-  private held: Array<HeldBatch | undefined> = [];
+  /**
+   * The live messages by sequence. Maps, not arrays from the first live
+   * sequence: a message that stays (a compacted topic's first record, a KV
+   * key never written again) would keep a slot for every sequence after it,
+   * a memory growing with every message ever stored.
+   */
+  private readonly msgs = new Map<number, StoredMessage>();
+  /** Per live sequence, the foreign batch holding it (then msgs has nothing for it). */
+  private readonly held = new Map<number, HeldBatch>();
   private readonly foreign: ForeignRecords;
   private lastDecoded: { batch: HeldBatch; messages: Promise<StoredMessage[]> } | null = null;
-  /** Time of every sequence from `base`, deleted or not, for time lookups. */
-  private times: number[] = [];
-  private base = 1;
   private readonly maxRecordBytes: number;
   private limits: Limits;
   private ageTimer: NodeJS.Timeout | null = null;
@@ -84,11 +86,11 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.limits = { ...opts.limits };
     this.foreign = opts.foreign ?? noForeignRecords;
     this.index.onRemove = (seq) => {
-      const i = seq - this.base;
-      const h = this.held[i];
-      this.msgs[i] = undefined;
-      this.held[i] = undefined;
-      if (h !== undefined && ++h.dead * 2 >= h.present && h.dead < h.present) this.shrinkLater(h);
+      if (this.msgs.delete(seq)) return;
+      const h = this.held.get(seq);
+      if (h === undefined) return;
+      this.held.delete(seq);
+      if (++h.dead * 2 >= h.present && h.dead < h.present) this.shrinkLater(h);
     };
     this.setLimits(this.limits);
   }
@@ -112,7 +114,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   /** Stores one record at the next sequence with the log's last time. */
   private store(input: AppendInput, size: number): void {
     const seq = ++this.lastSeq;
-    this.msgs.push({
+    this.msgs.set(seq, {
       seq,
       time: this.lastTime,
       subject: input.subject,
@@ -120,12 +122,9 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       key: input.key ? Buffer.from(input.key) : null,
       data: Buffer.from(input.data),
     });
-    this.held.push(undefined);
-    this.times.push(this.lastTime);
     const id = this.index.table.intern(input.subject);
     this.index.add(seq, id, size);
     this.evicted(this.index.evict(this.limits, [id]));
-    this.compactFront();
   }
 
   appendMany(run: RecordRun, done: AppendCallback): void {
@@ -177,13 +176,10 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const id = this.index.table.intern(batch.subject);
     for (let i = 0; i < n; i++) {
       const seq = ++this.lastSeq;
-      this.msgs.push(undefined);
-      this.held.push(held);
-      this.times.push(this.lastTime);
+      this.held.set(seq, held);
       this.index.add(seq, id, sizes[i]);
     }
     this.evicted(this.index.evict(this.limits, [id]));
-    this.compactFront();
   }
 
   appendCopy(firstSeq: number, time: number, what: RecordRun | ForeignBatch, done: AppendCallback): void {
@@ -214,28 +210,11 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     queueMicrotask(() => done(null, firstSeq));
   }
 
-  /**
-   * Moves the next sequence on to `seq` (a copy skipping what its source no
-   * longer holds): an empty log starts afresh there; one with messages keeps
-   * a dead slot per skipped sequence (its arrays are dense from `base`).
-   */
+  /** Moves the next sequence on to `seq` (a copy skipping what its source no longer holds). */
   private skipTo(seq: number): void {
-    if (seq <= this.lastSeq + 1) return;
-    if (this.index.messages === 0) {
-      this.msgs = [];
-      this.held = [];
-      this.times = [];
-      this.base = seq;
-    } else {
-      for (let s = this.lastSeq + 1; s < seq; s++) {
-        this.msgs.push(undefined);
-        this.held.push(undefined);
-        // Times stay ordered for the bisection; a dead slot is never returned.
-        this.times.push(this.lastTime);
-      }
-    }
-    this.lastSeq = seq - 1;
+    if (seq > this.lastSeq + 1) this.lastSeq = seq - 1;
   }
+
 
   /**
    * Frees what removed records took of a batch held whole: once half of its
@@ -263,8 +242,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const live = new Uint8Array(h.count);
     let kept = 0;
     for (let k = 0; k < h.count; k++) {
-      const i = h.firstSeq + k - this.base;
-      if (i >= 0 && this.held[i] === h) {
+      if (this.held.get(h.firstSeq + k) === h) {
         live[k] = 1;
         kept++;
       }
@@ -288,7 +266,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   /** Whether a sequence still points at `h` (a truncation may have taken it since). */
   private holdsAny(h: HeldBatch): boolean {
-    for (let k = 0; k < h.count; k++) if (this.held[h.firstSeq + k - this.base] === h) return true;
+    for (let k = 0; k < h.count; k++) if (this.held.get(h.firstSeq + k) === h) return true;
     return false;
   }
 
@@ -305,27 +283,14 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   /** The message at `seq` (stored and live), from a foreign batch if need be. */
   private async at(seq: number): Promise<StoredMessage | undefined> {
-    const i = seq - this.base;
-    const m = this.msgs[i];
+    const m = this.msgs.get(seq);
     if (m !== undefined) return m;
-    const h = this.held[i];
+    const h = this.held.get(seq);
     return h === undefined ? undefined : (await this.decoded(h))[seq - h.firstSeq];
   }
 
-  /** Drops the dead prefix of the arrays once it is large. */
-  private compactFront(): void {
-    const first = this.index.firstLive() || this.lastSeq + 1;
-    const dead = first - this.base;
-    if (dead > 1024 && dead * 2 > this.msgs.length) {
-      this.msgs.splice(0, dead);
-      this.held.splice(0, dead);
-      this.times.splice(0, dead);
-      this.base = first;
-    }
-  }
-
   async get(seq: number): Promise<StoredMessage | null> {
-    return seq >= this.base && this.index.sidAt(seq) !== DEAD ? ((await this.at(seq)) ?? null) : null;
+    return this.index.sidAt(seq) !== DEAD ? ((await this.at(seq)) ?? null) : null;
   }
 
   async next(after: number, filter?: string): Promise<StoredMessage | null> {
@@ -349,17 +314,25 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const out: StoredItem[] = [];
     let bytes = 0;
     for (let seq = this.index.nextMatch(from - 1, filter); seq !== 0 && out.length < max && bytes < maxBytes; seq = this.index.nextMatch(seq, filter)) {
-      const h = this.held[seq - this.base];
-      if (whole && filter === undefined && h !== undefined && this.allLiveFrom(h, from)) {
+      // A message of the log's own (most are): no lookup beyond this one, no await.
+      const own = this.msgs.get(seq);
+      if (own !== undefined) {
+        out.push(own);
+        bytes += this.index.sizeAt(seq);
+        continue;
+      }
+      const h = this.held.get(seq);
+      if (h === undefined) continue;
+      if (whole && filter === undefined && this.allLiveFrom(h, from)) {
         out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: h.bytes });
         for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
         seq = h.firstSeq + h.count - 1;
         continue;
       }
       // Records gone from inside it: in a format that can cut a batch, one of only those left (as the file log hands it).
-      if (whole && filter === undefined && h !== undefined && this.foreign.cut !== undefined) {
+      if (whole && filter === undefined && this.foreign.cut !== undefined) {
         const live = new Uint8Array(h.count);
-        for (let k = 0; k < h.count; k++) live[k] = h.firstSeq + k < this.base || this.index.sidAt(h.firstSeq + k) === DEAD ? 0 : 1;
+        for (let k = 0; k < h.count; k++) live[k] = this.index.sidAt(h.firstSeq + k) === DEAD ? 0 : 1;
         const left = await this.foreign.cut(h.format, h.bytes, live);
         if (left !== null) {
           out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: left });
@@ -368,7 +341,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
         seq = h.firstSeq + h.count - 1;
         continue;
       }
-      const m = await this.at(seq);
+      const m = (await this.decoded(h))[seq - h.firstSeq];
       if (m === undefined) continue;
       out.push(m);
       bytes += this.index.sizeAt(seq);
@@ -377,20 +350,31 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   }
 
   private allLiveFrom(h: HeldBatch, from: number): boolean {
-    for (let s = Math.max(h.firstSeq, from); s < h.firstSeq + h.count; s++) if (s < this.base || this.index.sidAt(s) === DEAD) return false;
+    for (let s = Math.max(h.firstSeq, from); s < h.firstSeq + h.count; s++) if (this.index.sidAt(s) === DEAD) return false;
     return true;
   }
 
   /** First sequence stored at or after `time`; lastSeq + 1 if none. */
+  /** When the live message at `seq` was stored. */
+  private timeOf(seq: number): number {
+    return this.msgs.get(seq)?.time ?? this.held.get(seq)!.time;
+  }
+
+  /**
+   * A sequence below which every live message was stored before `time`, and
+   * from which none was: stored times never go back along the log, so the
+   * live sequences are bisected (what is dead takes no memory to search).
+   */
   private seqAtOrAfter(time: number): number {
-    let lo = 0;
-    let hi = this.times.length;
+    let lo = this.index.firstLive() || this.lastSeq + 1;
+    let hi = this.lastSeq + 1;
     while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.times[mid] >= time) hi = mid;
-      else lo = mid + 1;
+      const mid = lo + Math.floor((hi - lo) / 2);
+      const s = this.index.nextMatch(mid - 1);
+      if (s === 0 || s >= hi || this.timeOf(s) >= time) hi = mid;
+      else lo = s + 1;
     }
-    return this.base + lo;
+    return lo;
   }
 
   async firstAtOrAfter(time: number): Promise<StoredMessage | null> {
@@ -399,16 +383,15 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   firstStampedAtOrAfter(time: number, from: number): number {
     // Record by record: a foreign batch's records may carry times older or newer than when they were stored.
-    for (let seq = Math.max(from, this.base); seq <= this.lastSeq; ) {
-      const i = seq - this.base;
-      const h = this.held[i];
+    for (let seq = this.index.nextMatch(from - 1); seq !== 0; ) {
+      const h = this.held.get(seq);
       if (h !== undefined) {
         if (h.newest >= time) return seq;
-        seq = h.firstSeq + h.count;
+        seq = this.index.nextMatch(h.firstSeq + h.count - 1);
         continue;
       }
-      if (this.msgs[i] !== undefined && this.times[i] >= time) return seq;
-      seq++;
+      if (this.msgs.get(seq)!.time >= time) return seq;
+      seq = this.index.nextMatch(seq);
     }
     return this.lastSeq + 1;
   }
@@ -416,16 +399,15 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   newestStamped(skip?: ReadonlySet<number>): { seq: number; time: number } | null {
     let best = -Infinity;
     let bestSeq = 0;
-    for (let seq = this.base; seq <= this.lastSeq; ) {
-      const i = seq - this.base;
-      const h = this.held[i];
-      const t = h !== undefined ? h.newest : this.msgs[i] !== undefined ? this.times[i] : -Infinity;
+    for (let seq = this.index.nextMatch(0); seq !== 0; ) {
+      const h = this.held.get(seq);
+      const t = h !== undefined ? h.newest : this.msgs.get(seq)!.time;
       if (t > best && skip?.has(seq) !== true) {
         best = t;
         bestSeq = seq;
       }
       // A batch counts once, from its first stored record.
-      seq = h !== undefined ? h.firstSeq + h.count : seq + 1;
+      seq = this.index.nextMatch(h !== undefined ? h.firstSeq + h.count - 1 : seq);
     }
     return bestSeq === 0 ? null : { seq: bestSeq, time: best };
   }
@@ -437,9 +419,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   async delete(seq: number): Promise<boolean> {
     if (this.closed) throw new Error("log is closed");
-    const removed = this.index.remove(seq);
-    this.compactFront();
-    return removed;
+    return this.index.remove(seq);
   }
 
   async purge(opts: PurgeOptions = {}): Promise<number> {
@@ -451,13 +431,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const upTo = opts.upTo ?? 0;
     if ((opts.filter === undefined || opts.filter === ">") && !((opts.keep ?? 0) > 0) && upTo > this.lastSeq + 1) {
       this.lastSeq = upTo - 1;
-      this.msgs = [];
-      this.held = [];
-      this.times = [];
-      this.base = upTo;
       return n;
     }
-    this.compactFront();
     return n;
   }
 
@@ -472,22 +447,13 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     if (!Number.isSafeInteger(seq) || seq < 1) throw new Error(`cannot truncate from sequence ${seq}`);
     if (seq > this.lastSeq) return this.lastSeq + 1;
     const next = this.unsplitFrom(seq);
+    // Its removals take the messages out of the maps (onRemove).
     this.index.truncateFrom(next);
-    const keep = next - this.base;
-    if (keep <= 0) {
-      this.msgs = [];
-      this.held = [];
-      this.times = [];
-      this.base = next;
-    } else {
-      this.msgs.length = keep;
-      this.held.length = keep;
-      this.times.length = keep;
-    }
     this.lastDecoded = null;
     this.lastSeq = next - 1;
     // Times go back with the log: the leader's messages that follow may be older than the ones cut.
-    this.lastTime = keep > 0 ? this.times[keep - 1] : 0;
+    const last = this.lastLiveBelow(next);
+    this.lastTime = last === 0 ? 0 : this.timeOf(last);
     return next;
   }
 
@@ -497,13 +463,16 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
    * kept or cut whole, as the file log stores it).
    */
   private unsplitFrom(seq: number): number {
+    const last = this.lastLiveBelow(seq);
+    const h = last === 0 ? undefined : this.held.get(last);
+    return h !== undefined && h.firstSeq + h.count > seq ? h.firstSeq : seq;
+  }
+
+  /** The last live sequence below `seq`, 0 if none. */
+  private lastLiveBelow(seq: number): number {
     const stop = this.index.firstLive();
-    for (let s = seq - 1; s >= this.base && stop !== 0 && s >= stop; s--) {
-      const h = this.held[s - this.base];
-      if (h !== undefined) return h.firstSeq + h.count > seq ? h.firstSeq : seq;
-      if (this.msgs[s - this.base] !== undefined) return seq;
-    }
-    return seq;
+    for (let s = seq - 1; stop !== 0 && s >= stop; s--) if (this.msgs.has(s) || this.held.has(s)) return s;
+    return 0;
   }
 
   onEvicted: ((ranges: readonly number[]) => void) | null = null;
@@ -526,7 +495,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   private expireByAge(): void {
     const maxAge = this.limits.maxAgeMs ?? 0;
     if (maxAge <= 0 || this.closed) return;
-    if (this.index.expireBefore(this.seqAtOrAfter(Date.now() - maxAge)).length > 0) this.compactFront();
+    this.index.expireBefore(this.seqAtOrAfter(Date.now() - maxAge));
   }
 
   state(): LogState {
