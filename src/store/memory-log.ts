@@ -354,7 +354,6 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     return true;
   }
 
-  /** First sequence stored at or after `time`; lastSeq + 1 if none. */
   /** When the live message at `seq` was stored. */
   private timeOf(seq: number): number {
     return this.msgs.get(seq)?.time ?? this.held.get(seq)!.time;
