@@ -163,6 +163,20 @@ describe("JetStream API errors", () => {
     assert.equal((kept!.json() as { stream: string }).stream, "ADVISED");
   });
 
+  test("a stream or consumer delete with something in its request is refused (nats-server's 10038), nothing deleted", async () => {
+    await jsm.streams.add({ name: "KEEP", subjects: ["keep.>"] });
+    await jsm.consumers.add("KEEP", { durable_name: "C", ack_policy: "explicit" as never });
+    const notEmpty = { code: 400, err_code: 10038, description: "expected an empty request payload" };
+    for (const body of ["{x", '{"name":"KEEP"}', "[]", "null"]) {
+      assert.deepEqual((await api(h.nc, "$JS.API.CONSUMER.DELETE.KEEP.C", body)).error, notEmpty, body);
+      assert.deepEqual((await api(h.nc, "$JS.API.STREAM.DELETE.KEEP", body)).error, notEmpty, body);
+    }
+    assert.equal((await jsm.consumers.info("KEEP", "C")).name, "C");
+    // Nothing, or an object without fields, is an empty request.
+    assert.equal((await api(h.nc, "$JS.API.CONSUMER.DELETE.KEEP.C", "{}")).success, true);
+    assert.equal((await api(h.nc, "$JS.API.STREAM.DELETE.KEEP", "")).success, true);
+  });
+
   test("a stored stream whose subjects overlap, or overlap $JS.> (accepted by an earlier version), is still served after a restart", async () => {
     const h2 = await startJs();
     try {

@@ -45,6 +45,22 @@ function parseBody(body: Buffer): Json {
   return v as Json;
 }
 
+/**
+ * Whether a request that takes no body has none, as nats-server's
+ * isEmptyRequest asks: nothing, or a JSON object without fields. A delete
+ * with anything else in it (a typo, a client sending the wrong request) is
+ * refused, not carried out.
+ */
+function isEmptyRequest(body: Buffer): boolean {
+  if (body.length === 0) return true;
+  try {
+    const v: unknown = JSON.parse(body.toString("utf8"));
+    return typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
+  } catch {
+    return false;
+  }
+}
+
 /** A page's first item: the request's `offset`, at most `total` (nats-server answers an offset past the end with the end). */
 function offsetOf(req: Json, total: number): number {
   const o = req.offset;
@@ -321,6 +337,7 @@ export class JetStreamApi implements Receiver {
       case "consumer_info_response":
         return this.js.consumer(this.js.stream(t[4]), t[5]).info();
       case "consumer_delete_response": {
+        if (!isEmptyRequest(body)) throw Errors.notEmptyRequest();
         const s = this.js.stream(t[4]);
         const gate = s.consumerCopyGate;
         await this.js.deleteConsumer(s, t[5]);
@@ -424,6 +441,7 @@ export class JetStreamApi implements Receiver {
         return { ...(cluster !== null ? cluster.clustered(name, info) : info), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
       }
       case "DELETE":
+        if (!isEmptyRequest(body)) throw Errors.notEmptyRequest();
         if (cluster !== null && (await cluster.delete(name))) return { success: true };
         await this.js.deleteStream(name);
         return { success: true };
