@@ -2257,6 +2257,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const nd = next.detail!;
     const out = await this.fs.open(tmpPath, "replace");
     let ok = false;
+    /** Records went while the file was written that it still holds: a later pass takes them out (compactedAt stays unset). */
+    let diedMeanwhile = false;
     try {
       let pos = 0;
       let expect = seg.firstSeq;
@@ -2313,6 +2315,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
               const id = d.sidAt(bSeq + k);
               nd.put(bSeq + k, id, foreignShare(body, count, k));
               if (cutTo === null ? id === DEAD : cutTo[k] === 0) next.keptDead += foreignShare(body, count, k);
+              // Live when the batch was cut, gone during the cut: the batch holds it.
+              else if (id === DEAD) diedMeanwhile = true;
             }
             await writeBatch(batch);
             expect = bSeq + count;
@@ -2421,7 +2425,6 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       await this.fs.rename(tmpPath, path);
       await this.fs.syncDir(this.dir);
       // Records deleted while we copied are dead in the old detail; the tombstones that say so live in later files.
-      let diedMeanwhile = false;
       for (let k = 0; k < nd.span; k++) {
         if (nd.sid[k] !== DEAD && d.sidAt(nd.firstSeq + k) === DEAD) {
           nd.sid[k] = DEAD;
@@ -2435,7 +2438,6 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       this.segments[this.segments.indexOf(seg)] = next;
       this.retire(seg);
       this.index.noteDetail(next);
-      // Unless records it holds went while it was written: the next pass takes them out.
       if (!diedMeanwhile) next.compactedAt = next.changes;
       ok = true;
       this.io.compactions++;
