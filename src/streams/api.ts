@@ -52,10 +52,8 @@ function parseBody(body: Buffer): Json {
  * refused, not carried out.
  */
 function isEmptyRequest(body: Buffer): boolean {
-  if (body.length === 0) return true;
   try {
-    const v: unknown = JSON.parse(body.toString("utf8"));
-    return typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
+    return Object.keys(parseBody(body)).length === 0;
   } catch {
     return false;
   }

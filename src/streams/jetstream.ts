@@ -157,6 +157,16 @@ const HELD_PUBLISHES = 1024;
 const HELD_PUBLISH_BYTES = 8 * 1024 * 1024;
 const HELD_PUBLISH_MS = 1000;
 
+/** A publish's header block, copied: the publisher reuses its read buffer. */
+function copiedHeaders(msg: Message): Buffer | null {
+  return msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, msg.start + msg.hdrLen)) : null;
+}
+
+/** A publish's payload, copied. */
+function copiedData(msg: Message): Buffer {
+  return Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
+}
+
 /** Captures a stream's subjects: copies each published message into the stream. */
 class StreamReceiver implements Receiver {
   readonly echo = true;
@@ -189,9 +199,7 @@ class StreamReceiver implements Receiver {
         return;
       }
     }
-    // The publisher reuses its read buffer: keep copies.
-    const hdrEnd = msg.start + msg.hdrLen;
-    this.take(msg.subject, msg.hasReply ? msg.reply : "", msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null, Buffer.from(msg.data.subarray(hdrEnd, msg.end)));
+    this.take(msg.subject, msg.hasReply ? msg.reply : "", copiedHeaders(msg), copiedData(msg));
     // A publisher outrunning the disk is paused until the stream's backlog drains.
     if (this.stream.ingestBusy()) this.js.options.pacing?.producer?.stall(this.stream.ingestDrain);
   }
@@ -207,11 +215,10 @@ class StreamReceiver implements Receiver {
     if (taking === null || this.held >= HELD_PUBLISHES || this.heldBytes + size > HELD_PUBLISH_BYTES) return false;
     this.held++;
     this.heldBytes += size;
-    const hdrEnd = msg.start + msg.hdrLen;
     const subject = msg.subject;
     const reply = msg.hasReply ? msg.reply : "";
-    const headers = msg.hdrLen > 0 ? Buffer.from(msg.data.subarray(msg.start, hdrEnd)) : null;
-    const data = Buffer.from(msg.data.subarray(hdrEnd, msg.end));
+    const headers = copiedHeaders(msg);
+    const data = copiedData(msg);
     const since = performance.now();
     void taking.then(() => {
       this.held--;
