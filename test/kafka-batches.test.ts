@@ -723,6 +723,43 @@ print(out)
     }
   });
 
+  test("a fetch or ListOffsets with an isolation level Kafka does not know is refused UNKNOWN_SERVER_ERROR, nothing read", async () => {
+    const topic = "fetch-isolation-unknown";
+    await createTopic(topic);
+    await produce(topic, [{ value: "a" }]);
+    // Fetch v4: the error in the partition (no top-level error before v7).
+    const v4 = await ask(h.srv.kafkaPort!, frame(1, 4, (w) => w.i32(-1).i32(0).i32(1).i32(1 << 20).i8(2).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(0).i32(1 << 20)), (r) => r);
+    const { error, highWatermark, recordBytes } = fetchResult(v4);
+    assert.deepEqual({ error, highWatermark, recordBytes }, { error: -1, highWatermark: -1, recordBytes: -1 });
+    // Fetch v11: at the top too.
+    const v11 = await ask(
+      h.srv.kafkaPort!,
+      frame(1, 11, (w) => w.i32(-1).i32(0).i32(1).i32(1 << 20).i8(-1).i32(0).i32(-1).arrayLength(1).string(topic).arrayLength(1).i32(0).i32(-1).i64(0).i64(-1).i32(1 << 20).arrayLength(0).string("")),
+      (r) => {
+        r.i32(); // throttle_time_ms
+        const top = r.i16();
+        r.i32(); // session_id
+        r.i32(); // topics
+        r.string();
+        r.i32(); // partitions
+        r.i32(); // index
+        return [top, r.i16()];
+      },
+    );
+    assert.deepEqual(v11, [-1, -1]);
+    // ListOffsets v2 (latest): each partition refused.
+    const listed = await ask(h.srv.kafkaPort!, frame(2, 2, (w) => w.i32(-1).i8(7).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(-1)), (r) => {
+      r.i32(); // throttle_time_ms
+      r.i32(); // topics
+      r.string();
+      r.i32(); // partitions
+      return { index: r.i32(), error: r.i16(), timestamp: r.i64(), offset: r.i64() };
+    });
+    assert.deepEqual(listed, { index: 0, error: -1, timestamp: -1, offset: -1 });
+    // The same connection's known levels still read.
+    assert.equal((await fetchBatches(h, topic, 0, { isolationLevel: 1 })).length, 1);
+  });
+
   test("compressed batches stay compressed on disk; fetches return them compressed; NATS consumers get every record", async () => {
     const topic = "batches-gzip";
     await createTopic(topic);

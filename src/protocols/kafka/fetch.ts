@@ -24,7 +24,7 @@ import { timestampPolicy } from "./configs.js";
 import { findTopic, mayDescribeTopic, mayReadTopic } from "./topics.js";
 import { leaderEpochOf, readablePartition } from "./cluster.js";
 import type { PermissionCheck } from "../../core/auth.js";
-import { decodeFetch, decodeListOffsets, decodeOffsetForLeaderEpoch } from "./requests.js";
+import { decodeFetch, decodeListOffsets, decodeOffsetForLeaderEpoch, type FetchRequest } from "./requests.js";
 import { topicById } from "./topic-ids.js";
 import { EpochHistory } from "./epoch-history.js";
 import type { Stream } from "../../streams/stream.js";
@@ -71,6 +71,7 @@ interface PartitionOut {
   passWith: StoredMessage | null;
 }
 
+const READ_UNCOMMITTED = 0;
 const READ_COMMITTED = 1;
 const CONTROL_ABORT = 0;
 const CONTROL_COMMIT = 1;
@@ -81,6 +82,10 @@ export async function handleFetch(door: AccountDoor, ctx: RequestContext): Promi
   const topics = req.topics;
   // v13+ names topics by id.
   for (const t of topics) if (t.id !== null) t.name = topicById(door, t.id) ?? "";
+  if (req.isolationLevel !== READ_UNCOMMITTED && req.isolationLevel !== READ_COMMITTED) {
+    writeFetchRefused(w, version, topics, ErrorCode.UNKNOWN_SERVER_ERROR);
+    return true;
+  }
   const readCommitted = req.isolationLevel === READ_COMMITTED;
   // The broker's fetch.max.bytes caps what a client may ask; at least one byte, so that a first record always comes back.
   const want = Math.max(1, Math.min(req.maxBytes, door.options.fetchMaxBytes));
@@ -522,6 +527,8 @@ async function newestRecord(log: MessageLog): Promise<{ offset: number; timestam
 export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { isolationLevel, topics } = decodeListOffsets(r, version);
   const readCommitted = isolationLevel === READ_COMMITTED;
+  // Kafka refuses an isolation level it does not know in every partition (IsolationLevel.forId throws).
+  const unknownIsolation = isolationLevel !== READ_UNCOMMITTED && isolationLevel !== READ_COMMITTED;
   // v1+: a partition named twice is INVALID_REQUEST wherever it is named, as Kafka answers it (duplicatePartitions).
   const duplicates = new Set<string>();
   if (version >= 1) {
@@ -535,6 +542,10 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
       const denied = stream !== undefined && !mayDescribeTopic(conn.permissions, stream);
       const parts = [];
       for (const p of t.partitions) {
+        if (unknownIsolation) {
+          parts.push({ index: p.index, error: ErrorCode.UNKNOWN_SERVER_ERROR, timestamp: -1, offset: -1, epoch: -1 });
+          continue;
+        }
         if (duplicates.size > 0 && duplicates.has(`${t.name}\0${p.index}`)) {
           parts.push({ index: p.index, error: ErrorCode.INVALID_REQUEST, timestamp: -1, offset: -1, epoch: -1 });
           continue;
@@ -603,6 +614,29 @@ export function handleListOffsets(door: AccountDoor, { conn, version, r, w }: Re
     w.taggedFields();
     return true;
   })();
+}
+
+/**
+ * A fetch refused whole, as Kafka's getErrorResponse answers one it could
+ * not handle (an isolation level it does not know): the error at the top
+ * (v7+) and, before v13, in every partition asked, with nothing read.
+ */
+function writeFetchRefused(w: Writer, version: number, topics: FetchRequest["topics"], error: number): void {
+  w.i32(0); // throttle_time_ms
+  if (version >= 7) w.i16(error).i32(0); // error_code, session_id
+  w.array(version >= 13 ? [] : topics, (w, t) => {
+    w.string(t.name);
+    w.array(t.partitions, (w, p) => {
+      w.i32(p.index).i16(error).i64(-1).i64(-1); // high watermark, last stable offset
+      if (version >= 5) w.i64(-1); // log start offset
+      w.arrayLength(-1); // aborted transactions
+      if (version >= 11) w.i32(-1); // preferred_read_replica
+      w.nullableBytes(null);
+      w.taggedFields();
+    });
+    w.taggedFields();
+  });
+  w.taggedFields();
 }
 
 /**
