@@ -212,6 +212,41 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     assert.deepEqual(await records(h.broker, topic), ["0 k1=a", "2 k1=NULL", "3 NULL=from nats"]);
   });
 
+  test("the keys passes keep between them (a superseded first record's) are bounded over every partition; compaction still holds", async () => {
+    const cleaner = h.srv.kafka!.cleaner;
+    await cleaner.round();
+    const held = cleaner.counts.keptKeys;
+    // Room for one more key: of two partitions whose first record is superseded, only one keeps its key.
+    cleaner.keptKeysBudget = held + 1;
+    try {
+      const p = await producer();
+      for (const topic of ["compact.kept.a", "compact.kept.b"]) {
+        await createCompacted(topic, { "delete.retention.ms": "0", "min.cleanable.dirty.ratio": "0.01" });
+        await sendEach(p, topic, [
+          { key: "k1", value: "a" },
+          { key: "k1", value: "b" },
+          { key: "k1", value: null },
+        ]);
+        await compactedTo(topic, "0 k1=a|2 k1=NULL", `${topic}: the middle value removed`);
+      }
+      assert.equal(cleaner.counts.keptKeys, held + 1, "one partition keeps its first record's key; the other none");
+      await cleaner.round();
+      assert.equal(cleaner.counts.keptKeys, held + 1, "as counted afresh");
+      for (const topic of ["compact.kept.a", "compact.kept.b"]) assert.deepEqual(await records(h.broker, topic), ["0 k1=a", "2 k1=NULL"], topic);
+    } finally {
+      cleaner.keptKeysBudget = 1_000_000;
+    }
+    // With room, the other keeps its key too once a pass maps its whole log again (a pass that kept too few does so eight
+    // rounds of log_cleaner_backoff later: the cleaner's clock moved on past that), due at a new record.
+    cleaner.clock = () => Date.now() + 9 * 3_600_000;
+    try {
+      await sendEach(await producer(), "compact.kept.b", [{ key: "k2", value: "c" }]);
+      await compactedUntil(async () => cleaner.counts.keptKeys === held + 2, "both partitions keep their key");
+    } finally {
+      cleaner.clock = Date.now;
+    }
+  });
+
   test("the last record stays, an expired tombstone too, so that readers reach the high watermark; it goes once it is not the last", async () => {
     const topic = "compact.last";
     await createCompacted(topic, { "delete.retention.ms": "0", "min.cleanable.dirty.ratio": "0.01" });

@@ -81,6 +81,12 @@ import { kafkaRecords, PRODUCER_SCAN, scanProducers, transactionalProducer } fro
 
 /** Keys one pass maps at most (Kafka's dedupe buffer bounds the same): some 100 bytes each. */
 const MAX_KEYS = 500_000;
+/**
+ * Keys every partition's `superseded` holds at most together (some 100 bytes
+ * each, kept between passes): past it a pass keeps no more, as past its own
+ * bound (keptOverflow: tombstones wait for a pass that maps the whole log).
+ */
+const MAX_KEPT_KEYS = 1_000_000;
 /** What one read of the log takes at most. */
 const READ_MESSAGES = 1024;
 const READ_BYTES = 1024 * 1024;
@@ -136,6 +142,8 @@ interface PartitionCleaning {
 export interface CleanerCounts {
   passes: number;
   retired: number;
+  /** Keys the partitions' `superseded` hold together, as counted at the last round's start and passes since. */
+  keptKeys: number;
 }
 
 export class LogCleaner {
@@ -146,7 +154,9 @@ export class LogCleaner {
   /** The time passes are told by (a test's clock may stand in): when tombstones were first passed, when they come due. */
   clock: () => number = Date.now;
   /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
-  readonly counts: CleanerCounts = { passes: 0, retired: 0 };
+  readonly counts: CleanerCounts = { passes: 0, retired: 0, keptKeys: 0 };
+  /** MAX_KEPT_KEYS (a test may lower it). */
+  keptKeysBudget = MAX_KEPT_KEYS;
 
   constructor(
     private readonly doors: () => Iterable<AccountDoor>,
@@ -177,6 +187,10 @@ export class LogCleaner {
   }
 
   private async roundNow(): Promise<void> {
+    // Counted afresh each round: partitions led elsewhere now, or of streams gone, hold nothing any more.
+    let kept = 0;
+    for (const door of this.doors()) for (const stream of door.js.streams.values()) for (const s of this.partitions.get(stream) ?? []) kept += s?.superseded.size ?? 0;
+    this.counts.keptKeys = kept;
     for (const door of [...this.doors()]) {
       for (const stream of [...door.js.streams.values()]) {
         const policy = compactionPolicy(stream.config.metadata);
@@ -315,8 +329,9 @@ export class LogCleaner {
       const released = (state.released ??= new Float64Array(RELEASE_BUCKETS).fill(-Infinity));
       released[bucketOf(id)] = Infinity; // until the pass ends (then its end time)
     };
+    const keepsAtMost = Math.min(MAX_KEYS / 2, Math.max(0, this.keptKeysBudget - (this.counts.keptKeys - state.superseded.size)));
     const noteKept = (id: string, newer: number): void => {
-      if (kept.size < MAX_KEYS / 2 || kept.has(id)) kept.set(id, newer);
+      if (kept.size < keepsAtMost || kept.has(id)) kept.set(id, newer);
       else keptOverflow = true;
     };
     /** Whether a record that goes delete.retention.ms after `since` (a tombstone, a marker; undefined: first passed now) may go now. */
@@ -442,6 +457,7 @@ export class LogCleaner {
     } else if (last === undefined || last[0] < state.dirtyFrom) state.passes.push([state.dirtyFrom, ended, ended]);
     while (state.passes.length > MAX_PASSES) state.passes.shift();
     state.tombstonesSince = tombstonesKeptNew ? Math.min(tombstonesSince, ended) : tombstonesSince;
+    this.counts.keptKeys += kept.size - state.superseded.size;
     state.superseded = kept;
     state.keptOverflow = keptOverflow || !keptKnown;
     if (mapsAll) state.fullMapAt = ended;
