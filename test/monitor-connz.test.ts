@@ -156,6 +156,17 @@ describe("/connz options", () => {
     sock.on("error", () => {});
     await waitUntilAsync(async () => (await closed()).some((c) => c.reason === "Authentication Timeout"), "the auth timeout in the closed list");
     sock.destroy();
+    const timedOut = ((await get("/connz?state=closed&auth=1")).body.connections as Json[]).find((c) => c.reason === "Authentication Timeout")!;
+    assert.equal(timedOut.account, undefined, "never in an account");
+
+    // A failed login is listed with the user it claimed and no account, as nats-server lists it.
+    await assert.rejects(connect({ servers: srv.url, user: "carol", pass: "wrong", name: "refused", reconnect: false }));
+    await waitUntilAsync(async () => (await closed()).some((c) => c.name === "refused"), "the failed login in the closed list");
+    const refused = ((await get("/connz?state=closed&auth=1")).body.connections as Json[]).find((c) => c.name === "refused")!;
+    assert.equal(refused.reason, "Authentication Failure");
+    assert.equal(refused.authorized_user, "carol");
+    assert.equal(refused.account, undefined, "never in an account");
+    assert.equal(((await get("/connz?state=closed")).body.connections as Json[]).find((c) => c.name === "refused")!.authorized_user, undefined, "users only with auth=1");
 
     // The ring holds max_closed_clients (3 here): the oldest go first.
     for (let i = 0; i < 3; i++) {

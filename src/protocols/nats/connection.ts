@@ -799,7 +799,13 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     if (this.lang) i.lang = this.lang;
     if (this.clientVersion) i.version = this.clientVersion;
     if (this.user) i.authorized_user = this.user;
-    if (this.auth !== null) i.account = this.account.name;
+    else if (!this.connected) {
+      // Not in (yet, or refused): the user or NKey it claimed, as nats-server lists a failed login; no account.
+      const c = this.creds;
+      const claimed = typeof c?.nkey === "string" && c.nkey !== "" ? c.nkey : typeof c?.user === "string" ? c.user : "";
+      if (claimed !== "") i.authorized_user = claimed;
+    }
+    if (this.auth !== null && this.connected) i.account = this.account.name;
     if (this.tls !== null) Object.assign(i, tlsConnz(this.socket as TLSSocket, this.tlsPeers));
     if (withSubs) i.subscriptions_list = [...this.subs.values()].map((s) => s.subject);
     return i;
