@@ -8,7 +8,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { jetstream, jetstreamManager, AckPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -74,6 +74,40 @@ describe("JetStream delivery bounds and timers", () => {
     }
     assert.deepEqual(got, [1, 2, 3, 4], "four messages of ~1,060 bytes fit in 5,000");
     assert.ok(Date.now() - started < 5000, `fetch ended after ${Date.now() - started} ms, not at its expiry`);
+  });
+
+  test("a pull of batch 0 or less takes one message, as nats-server 2.9.10's does; a 408 counts down from the batch asked", async () => {
+    await jsm.streams.add({ name: "BZ", subjects: ["bz.>"] });
+    for (let i = 0; i < 3; i++) await js.publish("bz.a", `m${i}`);
+    await jsm.consumers.add("BZ", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+    // What nats-server 2.9.10 answered (differential run): one message each, then the request is over.
+    const ONE_EACH = [1, 2];
+    for (const [i, batch] of [0, -1].entries()) {
+      const inbox = createInbox();
+      const sub = h.nc.subscribe(inbox, { max: 1 });
+      h.nc.publish("$JS.API.CONSUMER.MSG.NEXT.BZ.C", JSON.stringify({ batch, expires: 5000 * MS }), { reply: inbox });
+      for await (const m of sub) {
+        assert.equal(m.headers?.code ?? 0, 0, `batch ${batch}: a message, not a status`);
+        assert.equal(m.string(), `m${i}`);
+      }
+      const info = await jsm.consumers.info("BZ", "C");
+      assert.equal(info.delivered.stream_seq, ONE_EACH[i]);
+      assert.equal(info.num_waiting, 0, `batch ${batch}: the request ended with its one message`);
+    }
+    // Nothing to take: nats-server 2.9.10's answers, the pending count being the batch as asked.
+    await jsm.consumers.add("BZ", { durable_name: "E", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New });
+    const NATS_SERVER: Array<[Record<string, unknown>, number, Record<string, string>]> = [
+      [{ batch: 0, expires: 100 * MS }, 408, { "Nats-Pending-Messages": "0", "Nats-Pending-Bytes": "0" }],
+      [{ batch: -5, expires: 100 * MS }, 408, { "Nats-Pending-Messages": "-5", "Nats-Pending-Bytes": "0" }],
+      [{ batch: 0, expires: 100 * MS, max_bytes: 100 }, 408, { "Nats-Pending-Messages": "0", "Nats-Pending-Bytes": "100" }],
+      [{ batch: 0, no_wait: true }, 404, {}],
+    ];
+    for (const [body, code, headers] of NATS_SERVER) {
+      const got = await rawPull(h.nc, "BZ", "E", JSON.stringify(body));
+      assert.equal(got.length, 1, JSON.stringify(got));
+      assert.equal(got[0].status?.code, code, JSON.stringify(body));
+      assert.deepEqual(got[0].status?.headers, headers, JSON.stringify(body));
+    }
   });
 
   test("a pull that expires in 30 days waits quietly: its timer is re-armed, not overflowed", async () => {

@@ -60,7 +60,10 @@ interface Pending {
 
 interface PullRequest {
   reply: string;
+  /** Messages to deliver: at least one (nats-server delivers one for a batch of 0 or less). */
   batch: number;
+  /** The batch as asked, which the pending count of a 408 or 409 counts down from (nats-server's `n`). */
+  asked: number;
   maxBytes: number;
   expiresAt: number;
   noWait: boolean;
@@ -147,7 +150,7 @@ interface Framed {
 /** What a pull request still wanted when it ended: the headers of its 408 and 409 statuses. */
 function pendingHeaders(req: PullRequest): Array<[string, string]> {
   return [
-    ["Nats-Pending-Messages", String(req.batch - req.sent)],
+    ["Nats-Pending-Messages", String(req.asked - req.sent)],
     ["Nats-Pending-Bytes", String(req.maxBytes > 0 ? Math.max(0, req.maxBytes - req.bytes) : 0)],
   ];
 }
@@ -805,14 +808,15 @@ export class Consumer {
     if (typeof parsed === "string") return status(400, `Bad Request - ${parsed}`);
     const { batch, expiresNs, maxBytes, noWait, hbNs } = parsed;
     const cfg = this.config;
-    if (batch < 1) return status(400, "Bad Request");
     if (cfg.max_batch && batch > cfg.max_batch) return status(409, `Exceeded MaxRequestBatch of ${cfg.max_batch}`);
     if (cfg.max_expires && expiresNs > cfg.max_expires) return status(409, `Exceeded MaxRequestExpires of ${goDuration(cfg.max_expires)}`);
     if (cfg.max_bytes && maxBytes > cfg.max_bytes) return status(409, `Exceeded MaxRequestMaxBytes of ${cfg.max_bytes}`);
     const now = Date.now();
     const req: PullRequest = {
       reply,
-      batch,
+      // A batch of 0 or less is not refused: nats-server's waiting request delivers one message and ends.
+      batch: Math.max(1, batch),
+      asked: batch,
       maxBytes: Math.max(0, maxBytes),
       expiresAt: expiresNs !== 0 ? now + expiresNs / NS_PER_MS : 0,
       noWait,
