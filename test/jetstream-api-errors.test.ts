@@ -8,7 +8,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
+import { jetstreamManager, AckPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
 import { api, rawPull, startJs, type JsHarness } from "./helpers/js.js";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -38,7 +38,9 @@ describe("JetStream API errors", () => {
   }
 
   async function createConsumer(stream: string, config: Record<string, unknown>): Promise<{ error?: ApiErr; config?: Record<string, unknown> }> {
-    return (await api(h.nc, `$JS.API.CONSUMER.CREATE.${stream}`, { stream_name: stream, config })) as { error?: ApiErr; config?: Record<string, unknown> };
+    // A durable is named in the subject: CONSUMER.CREATE.<stream> alone makes ephemerals (10020 otherwise).
+    const subject = typeof config.durable_name === "string" ? `$JS.API.CONSUMER.CREATE.${stream}.${config.durable_name}` : `$JS.API.CONSUMER.CREATE.${stream}`;
+    return (await api(h.nc, subject, { stream_name: stream, config })) as { error?: ApiErr; config?: Record<string, unknown> };
   }
 
   // First, before any other request: the counters start at zero.
@@ -110,10 +112,10 @@ describe("JetStream API errors", () => {
     const invalid = (description: string): ApiErr => ({ code: 500, err_code: 10052, description });
     await jsm.streams.add({ name: "UPN", subjects: ["upn.a"], description: "kept" });
     // An update without a name was once applied as a default config: subjects became ["UPN"], the description went.
-    for (const body of [{}, undefined]) {
-      const r = await api(h.nc, "$JS.API.STREAM.UPDATE.UPN", body);
-      assert.deepEqual(r.error, invalid("stream name is required and can not contain '.', '*', '>'"), JSON.stringify(body));
-    }
+    const r = await api(h.nc, "$JS.API.STREAM.UPDATE.UPN", {});
+    assert.deepEqual(r.error, invalid("stream name is required and can not contain '.', '*', '>'"));
+    // An empty request is not JSON to Go's decoder (nats-server 2.9.10 and its current source alike).
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.UPDATE.UPN")).error, { code: 400, err_code: 10025, description: "invalid JSON" });
     const kept = (await jsm.streams.info("UPN")).config;
     assert.deepEqual([kept.subjects, kept.description], [["upn.a"], "kept"]);
     assert.deepEqual((await api(h.nc, "$JS.API.STREAM.CREATE.NONAME", {})).error, { code: 400, err_code: 10056, description: "stream name in subject does not match request" });
@@ -255,6 +257,60 @@ describe("JetStream API errors", () => {
     assert.equal(stepdown.type, "io.nats.jetstream.api.v1.stream_leader_stepdown_response");
     assert.deepEqual(stepdown.error, { code: 503, err_code: 10010, description: "JetStream clustering support required" });
     assert.equal((await jsm.getAccountInfo()).api.errors, before + 5);
+  });
+
+  test("refusals nats-server 2.9.10 words otherwise than nagare did: its codes and texts", async () => {
+    await jsm.streams.add({ name: "RF", subjects: ["rf.>"] });
+    await jsm.streams.add({ name: "RW", subjects: ["rw.>"], retention: RetentionPolicy.Workqueue });
+    await jsm.consumers.add("RW", { durable_name: "ALL", ack_policy: AckPolicy.Explicit });
+    const errorOf = async (subject: string, body: unknown): Promise<ApiErr | undefined> => (await api(h.nc, subject, body)).error as ApiErr | undefined;
+    const invalidJson: ApiErr = { code: 400, err_code: 10025, description: "invalid JSON" };
+    // What nats-server 2.9.10 answered to each (differential run against Debian's nats-server).
+    const NATS_SERVER: Array<[string, unknown, ApiErr]> = [
+      // An empty request is not JSON: Go's decoder refuses it before anything else is looked at.
+      ["$JS.API.CONSUMER.CREATE.RF", "", invalidJson],
+      ["$JS.API.CONSUMER.DURABLE.CREATE.RF.D", "", invalidJson],
+      ["$JS.API.CONSUMER.CREATE.NOPE", "", invalidJson],
+      ["$JS.API.STREAM.CREATE.RX", "", invalidJson],
+      ["$JS.API.STREAM.UPDATE.RF", "", invalidJson],
+      ["$JS.API.CONSUMER.CREATE.RF", { stream_name: "RF", config: 5 }, invalidJson],
+      // The stream's name is required in the request, and checked before the stream is looked up.
+      ["$JS.API.CONSUMER.CREATE.RF", {}, { code: 400, err_code: 10056, description: "stream name in subject does not match request" }],
+      ["$JS.API.CONSUMER.CREATE.NOPE", { stream_name: "OTHER", config: {} }, { code: 400, err_code: 10056, description: "stream name in subject does not match request" }],
+      // CONSUMER.CREATE.<stream> makes ephemerals only (whatever the durable name holds).
+      [
+        "$JS.API.CONSUMER.CREATE.RF",
+        { stream_name: "RF", config: { durable_name: "D", ack_policy: "explicit" } },
+        { code: 400, err_code: 10020, description: "consumer expected to be ephemeral but a durable name was set in request" },
+      ],
+      [
+        "$JS.API.CONSUMER.CREATE.RF",
+        { stream_name: "RF", config: { durable_name: "a.b", ack_policy: "explicit" } },
+        { code: 400, err_code: 10020, description: "consumer expected to be ephemeral but a durable name was set in request" },
+      ],
+      [
+        "$JS.API.CONSUMER.DURABLE.CREATE.RF.D",
+        { stream_name: "RF", config: { ack_policy: "explicit" } },
+        { code: 400, err_code: 10018, description: "consumer expected to be durable but a durable name was not set" },
+      ],
+      [
+        "$JS.API.CONSUMER.CREATE.RF",
+        { stream_name: "RF", config: { ack_policy: "none", deliver_subject: "rf-out", max_ack_pending: 5 } },
+        { code: 400, err_code: 10082, description: "consumer requires ack policy for max ack pending" },
+      ],
+      // A work queue: a filtered consumer meeting an unfiltered one is "not unique"; a pull consumer needs acks.
+      [
+        "$JS.API.CONSUMER.CREATE.RW.F",
+        { stream_name: "RW", config: { durable_name: "F", ack_policy: "explicit", filter_subject: "rw.a" } },
+        { code: 400, err_code: 10100, description: "filtered consumer not unique on workqueue stream" },
+      ],
+      ["$JS.API.CONSUMER.CREATE.RW", { stream_name: "RW", config: { ack_policy: "none" } }, { code: 400, err_code: 10084, description: "consumer in pull mode requires ack policy" }],
+      ["$JS.API.STREAM.CREATE.RX", { name: "RX", subjects: ["a..b"] }, { code: 500, err_code: 10052, description: "invalid subject" }],
+    ];
+    for (const [subject, body, want] of NATS_SERVER) assert.deepEqual(await errorOf(subject, body), want, `${subject} ${JSON.stringify(body)}`);
+    // No config at all is Go's zero config: an ephemeral with every default.
+    const made = await api(h.nc, "$JS.API.CONSUMER.CREATE.RF", { stream_name: "RF" });
+    assert.equal(made.error, undefined, JSON.stringify(made));
   });
 
   test("malformed pull requests get nats-server's statuses instead of silence", async () => {

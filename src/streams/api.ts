@@ -414,6 +414,8 @@ export class JetStreamApi implements Receiver {
     switch (verb) {
       case "CREATE":
       case "UPDATE": {
+        // nats-server decodes the config whatever it holds: an empty request is not JSON.
+        if (body.length === 0) throw Errors.invalidJson();
         const req = parseBody(body);
         // As nats-server: an update is checked as a config first (a missing name: "stream name is required"), a create is not.
         if (verb === "UPDATE" && (req.name === undefined || req.name === "")) normalizeStreamConfig(req);
@@ -562,16 +564,29 @@ export class JetStreamApi implements Receiver {
   }
 
   private async consumerCreate(streamName: string, body: Buffer, name: string | undefined, filter: string | undefined, legacy: boolean): Promise<Json> {
+    // In nats-server's order: the request decoded (an empty one is not JSON), its names checked against the subject, then the stream looked up.
+    if (body.length === 0) throw Errors.invalidJson();
     const req = parseBody(body);
+    if (req.stream_name !== streamName) throw Errors.streamMismatch();
+    // No config is Go's zero config: a consumer with every default.
+    const config = req.config === undefined || req.config === null ? {} : req.config;
+    if (typeof config !== "object" || Array.isArray(config)) throw Errors.invalidJson();
+    const durable = (config as Json).durable_name;
+    const hasDurable = typeof durable === "string" && durable !== "";
+    if (legacy) {
+      if (!hasDurable) throw Errors.consumerDurableNameNotSet();
+      if (durable !== name) throw Errors.consumerDurableSubjectMismatch();
+    } else if (name === undefined && hasDurable) {
+      // $JS.API.CONSUMER.CREATE.<stream> makes ephemerals only; a durable is named in the subject.
+      throw Errors.consumerEphemeralWithDurableName();
+    }
     const s = this.js.stream(streamName);
     // A partition of a stream of several moves without the consumers (stream-move.ts): one made now would stay behind.
     if (s.partitions.length > 1 && s.movingOut()) throw Errors.streamMoving();
-    if (req.stream_name !== undefined && req.stream_name !== streamName) throw Errors.streamMismatch();
-    if (req.config === undefined || req.config === null) throw Errors.consumerConfigRequired();
     const action = typeof req.action === "string" ? req.action : "";
     // Replicated, it exists once the followers that may take over have it (nats-server: once its Raft group does).
     const gate = s.consumerCopyGate;
-    const c = await this.js.createConsumer(s, req.config, action, name, filter, legacy);
+    const c = await this.js.createConsumer(s, config, action, name, filter, legacy);
     await s.consumersReplicated(gate);
     return c.info();
   }

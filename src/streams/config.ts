@@ -224,7 +224,7 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
   if (subjects.length === 0) subjects = [name];
   const seen = new Set<string>();
   for (const s of subjects) {
-    if (!isValidSubscribeSubject(s)) throw bad(`invalid subject: ${s}`);
+    if (!isValidSubscribeSubject(s)) throw bad("invalid subject");
     if (seen.has(s)) throw bad("duplicate subjects detected");
     seen.add(s);
   }
@@ -470,6 +470,7 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   if (backoff && maxDeliver !== -1 && backoff.length >= maxDeliver) throw Errors.consumerBackoff();
   if (push) {
     if (maxWaiting) throw Errors.consumerPushMaxWaiting();
+    if (ackPolicy === "none" && (int(raw, "max_ack_pending") ?? 0) > 0) throw Errors.consumerMaxPendingNeedsAck();
     if (hb !== undefined && hb > 0 && hb < 100 * NS_PER_MS) throw Errors.consumerSmallHeartbeat();
   } else {
     if (ackPolicy === "none" && stream.retention === "workqueue") throw Errors.consumerPullRequiresAck();

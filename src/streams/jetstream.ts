@@ -1059,7 +1059,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   ): Promise<Consumer> {
     const config = normalizeConsumerConfig(raw, stream.config, this.accountLimits.maxAckPending);
     if (legacyDurable) {
-      if (config.durable_name === undefined) throw Errors.consumerDurableNotInSubject();
+      if (config.durable_name === undefined) throw Errors.consumerDurableNameNotSet();
       if (config.durable_name !== subjectName) throw Errors.consumerDurableSubjectMismatch();
     } else if (subjectName !== undefined) {
       if (config.name !== undefined && config.name !== subjectName) throw Errors.consumerDurableSubjectMismatch();
@@ -1140,9 +1140,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   private checkWorkQueue(stream: Stream, config: ConsumerConfig): void {
     const mine = filtersOf(config);
+    // As nats-server: a new consumer without a filter is the "multiple non-filtered" one; a filtered one that
+    // meets an existing consumer without a filter, or with one it overlaps, is "not unique".
+    if (mine.length === 0 && stream.consumers.size > 0) throw Errors.consumerWqMultipleUnfiltered();
     for (const other of stream.consumers.values()) {
       const theirs = filtersOf(other.config);
-      if (mine.length === 0 || theirs.length === 0) throw Errors.consumerWqMultipleUnfiltered();
+      if (theirs.length === 0) throw Errors.consumerWqNotUnique();
       for (const a of mine) for (const b of theirs) if (subjectsIntersect(a, b)) throw Errors.consumerWqNotUnique();
     }
   }
