@@ -313,6 +313,31 @@ describe("JetStream API errors", () => {
     assert.equal(made.error, undefined, JSON.stringify(made));
   });
 
+  test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {
+    const js = (await import("@nats-io/jetstream")).jetstream(h.nc);
+    const storeMiss = (why: string): ApiErr => ({ code: 500, err_code: 10057, description: why });
+    const gap = (seq: number): ApiErr => ({ code: 400, err_code: 10043, description: `sequence ${seq} not found` });
+    // nats-server 2.9.10's answers, per storage: [past the end, 0, a gap, below the first after a purge, an empty stream's 1].
+    const NATS_SERVER: Record<string, ApiErr[]> = {
+      file: [storeMiss("stream store EOF"), storeMiss("no message found"), gap(3), storeMiss("no message found"), storeMiss("stream store EOF")],
+      memory: [gap(9), gap(0), gap(3), gap(2), gap(1)],
+    };
+    for (const storage of ["file", "memory"] as const) {
+      const name = `DEL${storage}`;
+      await jsm.streams.add({ name, subjects: [`del${storage}.>`], storage: storage === "file" ? StorageType.File : StorageType.Memory });
+      for (let i = 0; i < 5; i++) await js.publish(`del${storage}.a`, "x");
+      const del = async (stream: string, seq: number) => (await api(h.nc, `$JS.API.STREAM.MSG.DELETE.${stream}`, { seq })).error as ApiErr | undefined;
+      const got: Array<ApiErr | undefined> = [await del(name, 9), await del(name, 0)];
+      assert.equal(await del(name, 3), undefined);
+      got.push(await del(name, 3));
+      await jsm.streams.purge(name, { seq: 3 });
+      got.push(await del(name, 2));
+      await jsm.streams.add({ name: `${name}E`, subjects: [`del${storage}e.>`], storage: storage === "file" ? StorageType.File : StorageType.Memory });
+      got.push(await del(`${name}E`, 1));
+      assert.deepEqual(got, NATS_SERVER[storage], storage);
+    }
+  });
+
   test("malformed pull requests get nats-server's statuses instead of silence", async () => {
     await jsm.streams.add({ name: "PR", subjects: ["pr.>"] });
     await jsm.consumers.add("PR", { durable_name: "C", ack_policy: "explicit" });

@@ -46,6 +46,22 @@ function parseBody(body: Buffer): Json {
 }
 
 /**
+ * nats-server's answer to a delete of a sequence that is not stored. Its
+ * file store refuses one outside first..last with an internal error
+ * (`500 10057` and the store's text: "stream store EOF" past the end, "no
+ * message found" below the start or 0); a gap inside the range, and
+ * anything in its memory store, is `400 10043`.
+ */
+function deleteMiss(s: Stream, seq: number): ApiError {
+  if (s.config.storage === "file") {
+    const st = s.log.state();
+    if (seq > st.lastSeq) return Errors.msgDeleteFailed("stream store EOF");
+    if (seq < st.firstSeq) return Errors.msgDeleteFailed("no message found");
+  }
+  return Errors.sequenceNotFound(seq);
+}
+
+/**
  * Whether a request that takes no body has none, as nats-server's
  * isEmptyRequest asks: nothing, or a JSON object without fields. A delete
  * with anything else in it (a typo, a client sending the wrong request) is
@@ -523,7 +539,7 @@ export class JetStreamApi implements Receiver {
     if (seq === undefined) throw Errors.badRequest();
     // What readers never see is not there for them to delete either (a door's control message: Kafka's markers decide its records).
     if (s.readerVisibility?.hidden(0, seq) === true) throw Errors.sequenceNotFound(seq);
-    if (!(await s.deleteMessage(seq))) throw Errors.sequenceNotFound(seq);
+    if (!(await s.deleteMessage(seq))) throw deleteMiss(s, seq);
     for (const c of s.consumers.values()) c.notify(); // a pending delivery of it ends now
     return { success: true };
   }
