@@ -542,4 +542,35 @@ describe("JetStream consumers", () => {
     sa.unsubscribe();
     sb.unsubscribe();
   });
+  test("a push consumer delivers only when its deliver subject has the interest nats-server counts: its group's members, else plain subscribers on exactly that subject", async () => {
+    const s = await stream(0);
+    // nats-server 2.9.10 (differential run): a deliver_group with only plain subscribers, or no group with only a queue
+    // group or a wildcard subscriber, has no interest: nothing is delivered and push_bound is absent; the first
+    // subscriber of the right kind then gets the messages from the start (consumer sequences 1..3).
+    const NATS_SERVER = { pushBoundBefore: undefined, firstDeliveries: ["m1", "m2", "m3"], consumerSeq: 3 };
+    const cases: Array<{ group?: string; others: Array<{ subject: (d: string) => string; queue?: string }>; right: { queue?: string } }> = [
+      { group: "grp", others: [{ subject: (d) => d }], right: { queue: "grp" } },
+      { group: "grp", others: [{ subject: (d) => d, queue: "other" }], right: { queue: "grp" } },
+      { others: [{ subject: (d) => d, queue: "grp" }, { subject: (d) => `${d.slice(0, d.lastIndexOf("."))}.*` }], right: {} },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const deliver = `${createInbox()}.d${i}`;
+      const subs = c.others.map((o) => h.nc.subscribe(o.subject(deliver), { queue: o.queue }));
+      await h.nc.flush();
+      const durable = `I${i}`;
+      await jsm.consumers.add(s.name, { durable_name: durable, deliver_subject: deliver, deliver_group: c.group, deliver_policy: DeliverPolicy.New, ack_policy: AckPolicy.Explicit, ack_wait: 30_000 * MS });
+      for (let k = 0; k < 3; k++) await js.publish(`${s.prefix}.x`, `m${i * 3 + k + 1}`);
+      assert.equal((await jsm.consumers.info(s.name, durable)).push_bound, NATS_SERVER.pushBoundBefore, `case ${i}`);
+      const got: string[] = [];
+      const right = h.nc.subscribe(deliver, { queue: c.right.queue, callback: (_e, m) => void got.push(m.string()) });
+      await waitUntil(() => got.length >= 3, `case ${i}: the right subscriber gets the stream's messages`);
+      assert.deepEqual(got, NATS_SERVER.firstDeliveries.map((_, k) => `m${i * 3 + k + 1}`), `case ${i}`);
+      const info = await jsm.consumers.info(s.name, durable);
+      assert.equal(info.delivered.consumer_seq, NATS_SERVER.consumerSeq, `case ${i}: nothing went out before`);
+      assert.equal(info.push_bound, true);
+      right.unsubscribe();
+      for (const sub of subs) sub.unsubscribe();
+      await jsm.consumers.delete(s.name, durable);
+    }
+  });
 });

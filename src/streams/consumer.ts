@@ -29,6 +29,8 @@ export interface DeliveryHost {
    */
   emit(to: string, subject: string, reply: string, headers: Buffer | null, data: Buffer, producer?: Producer): void;
   hasInterest(subject: string): boolean;
+  /** Whether a push consumer's deliver subject has the interest nats-server counts for it (see JetStream.hasDeliveryInterest). */
+  hasDeliveryInterest(subject: string, group: string | undefined): boolean;
   onConsumerGone(c: Consumer): void;
   /** Told of what JetStream publishes advisories and metrics about. */
   readonly events?: ConsumerEvents;
@@ -452,8 +454,13 @@ export class Consumer {
       num_pending: this.numPending(),
       ts: new Date().toISOString(),
     };
-    if (this.push) info.push_bound = this.host.hasInterest(this.config.deliver_subject!) || undefined;
+    if (this.push) info.push_bound = this.deliveryInterest() || undefined;
     return info;
+  }
+
+  /** A push consumer delivers only while its deliver subject has the interest nats-server counts (a deliver_group's members, else plain subscribers). */
+  private deliveryInterest(): boolean {
+    return this.host.hasDeliveryInterest(this.config.deliver_subject!, this.config.deliver_group);
   }
 
   private countRedelivered(): number {
@@ -491,7 +498,7 @@ export class Consumer {
       this.recheckHeld();
       return false;
     }
-    if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.host.hasInterest(this.config.deliver_subject!);
+    if (this.push) return this.fcUnanswered < FLOW_CONTROL_WINDOW && this.deliveryInterest();
     this.dropGoneRequests();
     return this.waiting.length > 0;
   }
@@ -773,7 +780,7 @@ export class Consumer {
     if (!this.push || !hb) return;
     const ms = Math.max(100, hb / NS_PER_MS);
     this.hbTimer = setInterval(() => {
-      if (this.closed || !this.host.hasInterest(this.config.deliver_subject!)) return;
+      if (this.closed || !this.deliveryInterest()) return;
       // A move's target holds a copy it does not lead yet: only the leader speaks to the client.
       if (this.stream.ledHere !== null && this.stream.ledHere[0] !== true) return;
       if (Date.now() - this.lastDeliveryAt < ms) return;
@@ -1380,7 +1387,7 @@ export class Consumer {
     const t = this.config.inactive_threshold;
     if (!t) return false;
     if (this.push) {
-      if (this.host.hasInterest(this.config.deliver_subject!)) {
+      if (this.deliveryInterest()) {
         this.lastActive = now;
         return false;
       }

@@ -531,6 +531,27 @@ export class JetStream implements DeliveryHost, StorageQuota {
     return this.account.remote !== null && this.account.remote.hasInterest(this.account, subject);
   }
 
+  /**
+   * A push consumer's interest as nats-server counts it (its sublist's
+   * registerNotification): a subscription on exactly the deliver subject (a
+   * wildcard one does not count), plain when the consumer has no
+   * deliver_group, else a member of that queue group; or a subscriber on
+   * another node. Deliveries are routed as any message is, so once there
+   * is such interest every matching subscriber gets them.
+   */
+  hasDeliveryInterest(subject: string, group: string | undefined): boolean {
+    const r = this.account.sublist.match(subject);
+    if (group === undefined || group === "") {
+      for (const s of r.plain) if (!s.closed && s.subject === subject) return true;
+    } else {
+      for (const q of r.queues) {
+        if (q.name !== group) continue;
+        for (const s of q.members) if (!s.closed && s.subject === subject) return true;
+      }
+    }
+    return this.account.remote !== null && this.account.remote.hasInterest(this.account, subject);
+  }
+
   onConsumerGone(c: Consumer): void {
     const idle = c.config.inactive_threshold ?? 0;
     void this.deleteConsumer(c.stream, c.name, ` (inactive for ${goDuration(idle)})`).catch(() => undefined);
