@@ -165,6 +165,8 @@ interface SavedState {
   ackFloorC: number;
   pending: Array<[number, number, number, number]>;
   initial?: number[];
+  /** Sequences let go at max_deliver and not acknowledged since (see Consumer.maxedOut). */
+  maxedOut?: number[];
 }
 
 /**
@@ -180,6 +182,7 @@ export interface MovedState {
   ackFloorS: number;
   ackFloorC: number;
   initial?: number[];
+  maxedOut?: number[];
   /** Time of the last delivery (ms), 0 if none: consumer info's `delivered.last_active`. */
   lastDelivery: number;
   /** Stream sequence, consumer sequence, delivery time (ms), delivery count, due in (ms, 0: due now); ascending by stream sequence. */
@@ -213,6 +216,14 @@ function expired(req: PullRequest, now: number): boolean {
   return req.expiresAt > 0 && now >= req.expiresAt - TIMER_SLACK_MS;
 }
 
+/**
+ * Most sequences a consumer remembers as let go at max_deliver (for
+ * num_redelivered); past it the oldest is forgotten. nats-server's map has
+ * no bound; this one keeps a poisoned stream from growing a consumer's
+ * memory and state file without end.
+ */
+const MAX_MAXED_OUT = 10_000;
+
 /** How long after a failed write of a consumer's state it is tried again (a full disk would otherwise be retried at every change). */
 const SAVE_RETRY_MS = 1000;
 
@@ -225,6 +236,13 @@ export class Consumer {
   private ackFloorS = 0;
   private ackFloorC = 0;
   private readonly pending = new Map<number, Pending>();
+  /**
+   * Stream sequences let go at max_deliver, not acknowledged since and still
+   * stored: nats-server keeps them in its redelivery counts, so they count in
+   * num_redelivered until a late ack (or ack all past them) or their removal
+   * from the stream. In the order they were let go.
+   */
+  private readonly maxedOut = new Set<number>();
   /** The log's removal count when `pending` was last checked for messages gone from the stream. */
   private removalsSeen = -1;
   /** Stream sequences due for redelivery, in the order they became due. */
@@ -466,7 +484,18 @@ export class Consumer {
   private countRedelivered(): number {
     let n = 0;
     for (const p of this.pending.values()) if (p.count > 1) n++;
-    return n;
+    if (this.maxedOut.size > 0) {
+      const log = this.stream.log;
+      for (const seq of this.maxedOut) if (!log.has(seq)) this.maxedOut.delete(seq);
+    }
+    return n + this.maxedOut.size;
+  }
+
+  /** An ack (or termination) of `sseq`, or under ack all of everything up to it, ends its place among those let go at max_deliver. */
+  private ackMaxedOut(sseq: number): void {
+    if (this.maxedOut.size === 0) return;
+    if (this.config.ack_policy !== "all") this.maxedOut.delete(sseq);
+    else for (const seq of this.maxedOut) if (seq <= sseq) this.maxedOut.delete(seq);
   }
 
   updateConfig(next: ConsumerConfig): void {
@@ -938,6 +967,7 @@ export class Consumer {
       case "+NXT": {
         if (current) this.host.events?.acked(this, p!, Date.now());
         for (const seq of this.ackUpTo(sseq)) this.stream.acked(this, seq);
+        this.ackMaxedOut(sseq);
         if (kind === "+NXT" && reply !== "") {
           this.onNextRequest(reply, body.subarray(4));
           reply = "";
@@ -973,6 +1003,7 @@ export class Consumer {
           this.forget(p);
           this.stream.acked(this, sseq);
         }
+        this.maxedOut.delete(sseq);
         break;
       }
       default:
@@ -1054,6 +1085,8 @@ export class Consumer {
   /** A delivery reached max_deliver: it is let go, and the advisory says so. */
   private dropPending(p: Pending): void {
     this.forget(p);
+    if (this.maxedOut.size >= MAX_MAXED_OUT) this.maxedOut.delete(this.maxedOut.values().next().value!);
+    this.maxedOut.add(p.seq);
     this.host.events?.maxDeliveries(this, p);
   }
 
@@ -1177,6 +1210,7 @@ export class Consumer {
         this.pending.delete(seq);
         this.unschedule(p);
       }
+      for (const seq of this.maxedOut) if (seq < firstSeq) this.maxedOut.delete(seq);
       if (this.cursor < firstSeq - 1) this.cursor = firstSeq - 1;
       if (this.deliveredS < firstSeq - 1) this.deliveredS = firstSeq - 1;
       if (this.initial !== null) {
@@ -1239,6 +1273,7 @@ export class Consumer {
         pending: [...this.pending].map(([s, p]) => [s, p.dseq, p.ts, p.count]),
       };
       if (this.initial !== null) state.initial = this.initial;
+      if (this.maxedOut.size > 0) state.maxedOut = [...this.maxedOut];
       this.saving = writeJsonDurably(join(this.dir, "state.json"), state).then(
         () => true,
         () => false,
@@ -1285,6 +1320,7 @@ export class Consumer {
       else this.requeue(seq);
     }
     if (s.initial) this.initial = s.initial;
+    if (s.maxedOut) for (const seq of s.maxedOut) this.maxedOut.add(seq);
   }
 
   /** The state a move carries to the new leader; taken while the stream is frozen, so it does not change after. */
@@ -1302,6 +1338,7 @@ export class Consumer {
       pending,
     };
     if (this.initial !== null) out.initial = [...this.initial];
+    if (this.maxedOut.size > 0) out.maxedOut = [...this.maxedOut];
     return out;
   }
 
@@ -1314,6 +1351,7 @@ export class Consumer {
     this.ackFloorC = s.ackFloorC;
     this.lastDeliveryAt = s.lastDelivery;
     if (s.initial !== undefined && s.initial.length > 0) this.initial = [...s.initial];
+    if (s.maxedOut !== undefined) for (const seq of s.maxedOut) this.maxedOut.add(seq);
     for (const [seq, dseq, ts, count, dueIn] of s.pending) {
       const p: Pending = { seq, dseq, ts, deadline: now, count, heapAt: -1 };
       this.pending.set(seq, p);
