@@ -217,6 +217,9 @@ async function runSeed(seed: number, steps: number): Promise<{ crashes: number; 
       for (const [seq] of durable) if (seq >= l.from && seq <= l.to && !removed.has(seq) && !maybeRemoved.has(seq)) fail(`acknowledged seq ${seq} reported lost`);
     }
     if (st.lastSeq < highestSeq) fail(`lastSeq ${st.lastSeq} below ${highestSeq}, a sequence already handed out`);
+    // Files go only by compaction, roll and truncation here: none of them may read as a segment gone.
+    const gone = warnings.find((w) => w.includes(" is gone"));
+    if (gone !== undefined) fail(`a segment was taken for gone: ${gone}`);
     // What survived is durable now; what did not will never appear.
     for (const [seq, id] of seen) durable.set(seq, id);
     const present = new Set(seen.values());

@@ -1337,8 +1337,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const cur = this.segments[this.segments.length - 1];
     if (cur !== undefined && cur.firstSeq === firstSeq) return cur; // only tombstones so far: a new file would have the same name
     if (cur !== undefined && (end !== null || (!roll && !this.rollDue(cur, cur.size)))) return cur;
-    if (cur !== undefined && cur.size === 0 && end === null) {
-      // An empty file (a fresh log that a copy starts far on): replaced, not left behind empty.
+    if (cur !== undefined && cur.size === 0 && end === null && this.segments.length === 1) {
+      // An empty file (a fresh log that a copy starts far on): replaced, not left behind empty. One after others (a
+      // crash between a roll and its first write) stays for compaction to remove: the index of the one before it may
+      // name it as following, and only maintenance rewrites that index before the file goes (see compact).
       this.segments.pop();
       this.retire(cur);
       // Its index first (a clean close may have written one): an index without its segment reads as a lost segment.
@@ -1801,7 +1803,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     // Tombstones newer than what a segment's liveness reflects are applied to it now. After a clean
     // close every index is current and none is; after a crash, those of the last moments are.
-    const { tombs, stamps } = this.orphanIndexes(entries, new Set(names), found);
+    const { tombs, stamps, orphans } = this.orphanIndexes(entries, new Set(names), found);
+    this.missingSegments(names, orphans, found);
     for (let k = 0; k < stamps.length; k++) this.lastStamp = Math.max(this.lastStamp, stamps[k]);
     for (const seg of this.segments) {
       this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
@@ -1870,9 +1873,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    * lost (less those tombstones deleted) and never handed out again, and
    * its own tombstones still apply. Returns those tombstones and their stamps.
    */
-  private orphanIndexes(entries: string[], segments: ReadonlySet<string>, found: LostRange[]): { tombs: number[]; stamps: number[] } {
+  private orphanIndexes(entries: string[], segments: ReadonlySet<string>, found: LostRange[]): { tombs: number[]; stamps: number[]; orphans: IndexSummary[] } {
     const tombs: number[] = [];
     const stamps: number[] = [];
+    const orphans: IndexSummary[] = [];
     for (const n of entries) {
       if (!n.endsWith(SEGMENT_SUFFIX + INDEX_SUFFIX)) continue;
       const segName = n.slice(0, -INDEX_SUFFIX.length);
@@ -1883,6 +1887,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         continue;
       }
       this.warn(`${segName} is gone; its index says it held sequences ${s.firstSeq}..${s.lastSeq}: reported lost, never handed out again`);
+      orphans.push(s);
       if (s.lastSeq >= s.firstSeq) found.push({ from: s.firstSeq, to: s.lastSeq, bytes: s.size });
       this.claimedLast = Math.max(this.claimedLast, s.lastSeq, s.tombNext - 1);
       this.tombNextSeq = Math.max(this.tombNextSeq, s.tombNext);
@@ -1891,7 +1896,47 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         stamps.push(s.tombStamps[k]);
       }
     }
-    return { tombs, stamps };
+    return { tombs, stamps, orphans };
+  }
+
+  /**
+   * Segment files gone with their index (deleted by hand, a bad restore). An
+   * index names the segment that followed its own when it was written
+   * (IndexSummary.followedBy), and nagare never leaves one naming a file it
+   * removed (compaction rewrites the index before it removes an emptied
+   * segment; an empty newest file is replaced only when it is the only one;
+   * a truncation removes the cut segment's index with the files after it).
+   * So when the next segment file (or gone file whose index is left) starts
+   * past the name an index gives, files between are gone: every sequence
+   * from that name to the next file's is reported lost (less those a
+   * tombstone deleted), the deleted and compacted away among them included,
+   * since nothing left can tell them apart. Past the newest file, what a gone
+   * segment held cannot be told (a roll may leave a file with nothing but a
+   * marker): it is reported, and sequences below its name are never handed
+   * out again. A segment whose index is gone too, or predates the field,
+   * says nothing, and neither does anything before the first file
+   * (retention removes files from the front).
+   */
+  private missingSegments(names: string[], orphans: IndexSummary[], found: LostRange[]): void {
+    const followed = new Map<number, number>();
+    for (const seg of this.segments) followed.set(seg.firstSeq, seg.followedOnDisk);
+    for (const o of orphans) followed.set(o.firstSeq, o.followedBy);
+    for (const n of names) if (!followed.has(Number(n.slice(0, 20)))) followed.set(Number(n.slice(0, 20)), 0);
+    const firsts = [...followed.keys()].sort((a, b) => a - b);
+    for (let k = 0; k < firsts.length; k++) {
+      const named = followed.get(firsts[k])!;
+      if (named <= firsts[k]) continue; // not said (0, -1)
+      const next = k + 1 < firsts.length ? firsts[k + 1] : Infinity;
+      if (named >= next) continue; // there, or a compaction that removed it was interrupted
+      const gone = segmentName(named);
+      if (next === Infinity) {
+        this.warn(`${gone} is gone (the index of ${segmentName(firsts[k])} says it followed, and no file comes after): what it held cannot be told; sequences below ${named} are never handed out again`);
+        this.claimedLast = Math.max(this.claimedLast, named - 1);
+        continue;
+      }
+      this.warn(`${gone} is gone with its index (the index of ${segmentName(firsts[k])} says it followed, the next file is ${segmentName(next)}): sequences ${named}..${next - 1} are reported lost, never handed out again`);
+      found.push({ from: named, to: next - 1, bytes: 0 });
+    }
   }
 
   /**
@@ -1934,6 +1979,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     seg.newestRecordTime = s.newestRecordTime;
     seg.horizon = s.horizon;
     seg.tombNext = s.tombNext;
+    seg.followedOnDisk = s.followedBy;
     for (let k = 0; k < s.tombStamps.length; k++) {
       seg.tombs.push(s.tombs[2 * k], s.tombs[2 * k + 1]);
       seg.tombStamps.push(s.tombStamps[k]);
@@ -2144,6 +2190,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   private async maintain(): Promise<void> {
+    // Sequences an open (or a reopen) found lost go on record first: an index written now names the segment that
+    // follows it, and no longer tells that one between them went (missingSegments).
+    this.lost.saveLater(() => this.closed);
+    await this.lost.settled();
     for (;;) {
       // A failed log writes nothing until it is reopened.
       if (this.closed || this.writeError !== null) return;
@@ -2153,8 +2203,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     // Sealed segments get index files: then their details can leave memory.
     for (let i = 0; i < this.segments.length - 1 && !this.closed && this.writeError === null; i++) {
-      const seg = this.segments[i];
-      if (!seg.indexed && !seg.damaged) await this.writeIndex(seg);
+      if (this.indexDue(i)) await this.writeIndex(this.segments[i]);
     }
     this.index.trimDetails();
   }
@@ -2179,8 +2228,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         }
       } else if (seg.tombs.length > 0 && best === null && this.neededTombs(i).length < seg.tombStamps.length) {
         best = seg;
-      } else if (seg.size > 0 && seg.tombs.length === 0 && best === null && this.namedByNext(i, seg.tombNext)) {
-        // Only a next sequence the next file's name already says (left by a compaction before they were removed).
+      } else if (seg.tombs.length === 0 && best === null && this.namedByNext(i, seg.tombNext)) {
+        // Only a next sequence the next file's name already says (left by a compaction before they were removed), or
+        // nothing (an empty newest file that a copy far on sealed).
         best = seg;
       }
     }
@@ -2411,6 +2461,16 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       if (pos === 0) {
         await out.close();
         await this.fs.remove(tmpPath);
+        // The index of the segment before it must not name this one as following it once it is gone: that is how a
+        // segment lost with its index is found (missingSegments). So it names the one after, first.
+        const at = this.segments.indexOf(seg);
+        const prev = at > 0 ? this.segments[at - 1] : undefined;
+        if (prev !== undefined && prev.followedOnDisk > 0 && prev.followedOnDisk <= seg.firstSeq) {
+          // A damaged one is compacted first (compactionCandidate), which writes its index anew; until then this file stays.
+          if (prev.damaged) return;
+          await this.writeIndex(prev, this.segments[at + 1].firstSeq);
+          if (this.writeError !== null || seg.retired || this.closed) return;
+        }
         await this.fs.remove(path + INDEX_SUFFIX);
         await this.fs.remove(path);
         await this.fs.syncDir(this.dir);
@@ -2470,17 +2530,36 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    * segment changed while it was written, it stays not indexed: its detail
    * is kept, and the next maintenance writes it again.
    */
-  private async writeIndex(seg: Segment): Promise<void> {
+  private async writeIndex(seg: Segment, followedBy = this.followerOf(seg)): Promise<void> {
     const d = this.index.detail(seg);
     const changes = seg.changes;
     const horizon = this.landedStamp;
-    const enc = encodeSegmentIndex(seg, d, horizon, (id) => this.index.table.subjectOf(id));
+    const enc = encodeSegmentIndex(seg, d, horizon, (id) => this.index.table.subjectOf(id), followedBy);
     await writeFileDurably(this.fs, join(this.dir, seg.name + INDEX_SUFFIX), enc.buf);
+    seg.followedOnDisk = followedBy;
     this.io.indexesWritten++;
     if (seg.retired || seg.changes !== changes) return;
     seg.indexed = true;
     seg.horizon = horizon;
     this.idxInfo.set(seg, { firstSeq: seg.firstSeq, batches: d.nb, span: d.span, detailAt: enc.detailAt, detailLen: enc.detailLen, detailCrc: enc.detailCrc, names: enc.names });
+  }
+
+  /** The first sequence of the segment after `seg`, 0 if it is the newest: what its index says followed it. */
+  private followerOf(seg: Segment): number {
+    const i = this.segments.indexOf(seg);
+    return i >= 0 && i + 1 < this.segments.length ? this.segments[i + 1].firstSeq : 0;
+  }
+
+  /**
+   * Whether segment `i` (sealed) needs its index written: it has none that describes it, or the one it has names
+   * another segment as following it (written while it was the newest, or before a segment after it went). One of
+   * a version that did not say (-1) is left as it is: rewriting every index of an upgraded log costs a read and a
+   * write of each; they say it once they are written for another reason.
+   */
+  private indexDue(i: number): boolean {
+    const seg = this.segments[i];
+    if (seg.damaged) return false;
+    return !seg.indexed || (seg.followedOnDisk >= 0 && seg.followedOnDisk !== this.segments[i + 1].firstSeq);
   }
 
   /** Waits for background maintenance (tests and benchmarks use it to observe compaction). */
@@ -2537,10 +2616,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.maintenance) await this.maintenance;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.sync !== "always") await this.syncNow();
+    this.lost.saveLater(() => true);
     await this.lost.settled();
-    for (const s of this.segments) {
+    for (let i = 0; i < this.segments.length; i++) {
+      const s = this.segments[i];
       // A failed log writes nothing more: the next open reads the segments themselves.
-      if (!s.indexed && !s.damaged && this.writeError === null) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
+      const due = i < this.segments.length - 1 ? this.indexDue(i) : !s.indexed && !s.damaged;
+      if (due && this.writeError === null) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
     }
     for (const s of this.segments) await s.fh.close();
   }

@@ -206,6 +206,11 @@ export class Segment {
   indexed = false;
   /** The highest tombstone stamp whose deletes the liveness on disk (its .idx) reflects. */
   horizon = 0;
+  /**
+   * What its .idx on disk says followed it (IndexSummary.followedBy): the next segment's first sequence, 0 if none
+   * (written while it was the newest, or no index on disk), -1 if the index predates the field.
+   */
+  followedOnDisk = 0;
   /** Every message was removed while the detail was not loaded: it is applied when it is. */
   allDead = false;
   /** Appends land here: the detail is never dropped. */

@@ -15,10 +15,12 @@ import { DEAD, SegmentDetail, type Segment } from "./paged-index.js";
 const MAGIC = 0x5849474e; // "NGIX"
 /**
  * 3 added each batch's newest record time (and the segment's); an index of 2 is rebuilt from its segment. 4 added
- * keptDead at the summary's end; an index of 3 is read as keeping none.
+ * keptDead at the summary's end; an index of 3 is read as keeping none. 5 added followedBy after it; an index of 3 or 4
+ * is read as not saying (-1). (Code before 5 rebuilds a 5 from its segment, with a warning: a downgrade costs a scan.)
  */
-const VERSION = 4;
+const VERSION = 5;
 const KEPT_DEAD_SINCE = 4;
+const FOLLOWED_SINCE = 5;
 const OLDEST_READ = 3;
 export const INDEX_HEADER = 144;
 const BATCH_ENTRY = 40;
@@ -48,6 +50,11 @@ export interface IndexSummary {
   horizon: number;
   /** The highest next sequence a tombstone batch of the segment names (0 if none). */
   tombNext: number;
+  /**
+   * The name (first sequence) of the segment that followed this one when the index was written: no other file held
+   * sequences from this one's name up to it. 0 if none did (it was the newest), -1 if the file predates the field.
+   */
+  followedBy: number;
   subjects: string[];
   subjectCount: number[];
   subjectFirst: number[];
@@ -69,12 +76,15 @@ export interface EncodedIndex {
   detailCrc: number;
 }
 
-/** The index file of `seg`, from its summary and loaded detail; `nameOf` names a subject id. */
-export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: number, nameOf: (id: number) => string): EncodedIndex {
+/**
+ * The index file of `seg`, from its summary and loaded detail; `nameOf` names a subject id, `followedBy` the segment
+ * that follows it (0: none, it is the newest).
+ */
+export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: number, nameOf: (id: number) => string, followedBy: number): EncodedIndex {
   const { local, ids, count, first, last } = localSubjects(d);
   const names = ids.map((id) => Buffer.from(nameOf(id)));
   const t = seg.tombs.length / 2;
-  let summaryLen = t * TOMB_ENTRY + 8;
+  let summaryLen = t * TOMB_ENTRY + 16;
   for (const n of names) summaryLen += 2 + n.length + 20;
   const detailLen = d.nb * BATCH_ENTRY + d.span * RECORD_ENTRY;
   const buf = Buffer.alloc(INDEX_HEADER + summaryLen + detailLen);
@@ -94,7 +104,8 @@ export function encodeSegmentIndex(seg: Segment, d: SegmentDetail, horizon: numb
     writeU64(buf, seg.tombStamps[i], p + 16);
   }
   writeU64(buf, seg.keptDead, p);
-  p += 8;
+  writeU64(buf, followedBy, p + 8);
+  p += 16;
   const detailAt = p;
   for (let i = 0; i < d.nb; i++, p += BATCH_ENTRY) {
     writeU64(buf, d.bSeq[i], p);
@@ -228,15 +239,17 @@ export function decodeSummary(buf: Buffer): IndexSummary | string {
     subjectLast.push(readU64(buf, p + 12));
     p += 20;
   }
-  const keptDeadAt = buf.readUInt32LE(4) >= KEPT_DEAD_SINCE ? 8 : 0;
-  if (p + t * TOMB_ENTRY + keptDeadAt !== end) return "sections do not fit";
+  const version = buf.readUInt32LE(4);
+  const tail = (version >= KEPT_DEAD_SINCE ? 8 : 0) + (version >= FOLLOWED_SINCE ? 8 : 0);
+  if (p + t * TOMB_ENTRY + tail !== end) return "sections do not fit";
   const tombs: number[] = [];
   const tombStamps: number[] = [];
   for (let i = 0; i < t; i++, p += TOMB_ENTRY) {
     tombs.push(readU64(buf, p), readU64(buf, p + 8));
     tombStamps.push(readU64(buf, p + 16));
   }
-  const keptDead = keptDeadAt > 0 ? readU64(buf, p) : 0;
+  const keptDead = version >= KEPT_DEAD_SINCE ? readU64(buf, p) : 0;
+  const followedBy = version >= FOLLOWED_SINCE ? readU64(buf, p + 8) : -1;
   return {
     firstSeq: readU64(buf, 8),
     size: readU64(buf, 16),
@@ -255,6 +268,7 @@ export function decodeSummary(buf: Buffer): IndexSummary | string {
     newestRecordTime: buf.readDoubleLE(132),
     horizon: readU64(buf, 104),
     tombNext: readU64(buf, 112),
+    followedBy,
     subjects,
     subjectCount,
     subjectFirst,
