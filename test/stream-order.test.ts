@@ -341,7 +341,7 @@ describe("stream order", () => {
     assert.equal((await order.view().get(model.length))?.data.toString(), model[model.length - 1]);
     await order.close();
   });
-  test("a partition that holds less than the order names (a replica cut back to its leader's log, KIP-101) keeps every record at the next open, and moves on past the named sequences", async () => {
+  test("a partition that holds less than the order names (on a single node, a tail lost) keeps every record at the next open, moves on past the named sequences and reports them lost", async () => {
     const sub = mkdtempSync(join(dir, "short-"));
     const parts = [new MemoryLog(), new MemoryLog(), new MemoryLog()];
     const warnings: string[] = [];
@@ -350,18 +350,49 @@ describe("stream order", () => {
     // The first open numbers 1..10 of partition 0, as a replica's open does before it knows what is replicated.
     let order = await open();
     await order.close();
-    // Its follower cuts 6..10 (never acknowledged), then the node restarts before it has fetched them again.
+    // Its tail 6..10 goes (written under sync interval, or damaged and cut as a torn tail at open).
     await parts[0].truncateFrom(6);
     order = await open();
     const st = parts[0].state();
     assert.equal(st.messages, 5, "the records it holds stay");
     assert.equal(st.firstSeq, 1);
     assert.equal(st.lastSeq, 10, "the sequences the order names are not handed out again");
+    assert.deepEqual(
+      st.lost.map((l) => [l.from, l.to]),
+      [[6, 10]],
+      "they were stored and are gone: reported lost, as stream info and /jsz show it",
+    );
+    assert.deepEqual(
+      order.view().state().lost.map((l) => [l.from, l.to]),
+      [[6, 10]],
+    );
     assert.equal((await order.view().get(3))?.data.toString(), "v3");
     assert.equal(await order.view().get(7), null);
-    assert.match(warnings.join("\n"), /partition 0 ends at 5, below the 10/);
+    assert.match(warnings.join("\n"), /partition 0 ends at 5, below the 10 the stream order names: 6..10 are lost/);
     const seq = await appendAsync(parts[0], { subject: "kr", data: Buffer.from("v11") });
     assert.equal(seq, 11);
+    await order.close();
+  });
+
+  test("held (a clustered node): a replica cut back to its leader's log (KIP-101) below what the order names moves on past it, and nothing is reported lost (it fetches them again)", async () => {
+    const sub = mkdtempSync(join(dir, "held-short-"));
+    const parts = [new MemoryLog(), new MemoryLog()];
+    for (let i = 1; i <= 10; i++) await appendAsync(parts[0], { subject: "kr", data: Buffer.from(`v${i}`) });
+    const all: Visibility = { stableSeq: () => Infinity, hidden: () => false, hiddenIn: () => [] };
+    const warnings: string[] = [];
+    const open = (): Promise<StreamOrder> => StreamOrder.open(sub, parts, () => all, () => undefined, (err) => assert.fail(err.message), (w) => warnings.push(w), true);
+    let order = await open();
+    order.release();
+    await new Promise((r) => setImmediate(r));
+    await order.flush();
+    assert.equal(order.view().state().lastSeq, 10);
+    await order.close();
+    // Its follower cuts 6..10 (never acknowledged), then the node restarts before it has fetched them again.
+    await parts[0].truncateFrom(6);
+    order = await open();
+    assert.match(warnings.join("\n"), /partition 0 ends at 5, below the 10 the stream order names: it goes on at 11/);
+    assert.equal(parts[0].state().lastSeq, 10, "the sequences the order names are not handed out again");
+    assert.deepEqual(parts[0].state().lost, [], "not lost: its leader has them");
     await order.close();
   });
 

@@ -185,7 +185,7 @@ export class StreamOrder {
     order.held = held;
     try {
       if (existed && !(await order.loadSummary())) await order.load();
-      if (existed) await order.checkPartitions(warn);
+      if (existed) await order.checkPartitions(warn, held);
       // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
       // same first run (partition 0 comes first, from its sequence 1).
       if (order.entries === 0 && order.fileBase === 0 && !held) {
@@ -277,18 +277,24 @@ export class StreamOrder {
 
   /**
    * A partition that holds less than the runs name lost its tail (a sync
-   * policy other than always), or, a replica, was cut back to its leader's
-   * log (KIP-101). Nothing it holds goes. Its appends must not take the
-   * sequences the runs name again, so it moves on past them; a replica's
-   * reconciliation finds the hole against its leader's log and fetches it
-   * again (replication.ts).
+   * policy other than always, damage cut as a torn tail), or, a replica, was
+   * cut back to its leader's log (KIP-101). Nothing it holds goes. Its
+   * appends must not take the sequences the runs name again, so it moves on
+   * past them; a replica's reconciliation finds the hole against its
+   * leader's log and fetches it again (replication.ts). On a single node
+   * (not `held`: a clustered node opens its orders held) nothing fetches
+   * them: they were stored (a run names only what a partition landed) and
+   * are gone, so they are recorded lost in the partition (its state's
+   * `lost`, lost.json), as a tail cut below what a consumer was given is
+   * (jetstream.ts, goOnPastDelivered), before it moves on.
    */
-  private async checkPartitions(warn: (text: string) => void): Promise<void> {
+  private async checkPartitions(warn: (text: string) => void, held: boolean): Promise<void> {
     for (let p = 0; p < this.partitions.length; p++) {
       const h = this.high[p] ?? 0;
       const last = this.partitions[p].state().lastSeq;
       if (last >= h) continue;
-      warn(`partition ${p} ends at ${last}, below the ${h} the stream order names: it goes on at ${h + 1}`);
+      warn(`partition ${p} ends at ${last}, below the ${h} the stream order names: ${held ? "" : `${last + 1}..${h} are lost; `}it goes on at ${h + 1}`);
+      if (!held) await this.partitions[p].noteLost(last + 1, h);
       await appendCopy(this.partitions[p], h + 1, 0, []);
     }
   }
