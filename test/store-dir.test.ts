@@ -9,11 +9,11 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import { startServer } from "../src/index.js";
 import { Account } from "../src/core/account.js";
 import { UNLIMITED_JETSTREAM } from "../src/core/accounts.js";
@@ -178,10 +178,10 @@ describe("a store directory that cannot hold a store stops startup", () => {
 });
 
 /** A durable D of stream S that acked three of five messages, the server stopped: its state file's path. */
-async function durableStoppedWithThreeAcked(h: JsHarness): Promise<string> {
+async function durableStoppedWithThreeAcked(h: JsHarness, deliver: DeliverPolicy = DeliverPolicy.All): Promise<string> {
   const jsm = await jetstreamManager(h.nc);
   await jsm.streams.add({ name: "S", subjects: ["s.>"] });
-  await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit });
+  await jsm.consumers.add("S", { durable_name: "D", ack_policy: AckPolicy.Explicit, deliver_policy: deliver });
   for (let i = 1; i <= 5; i++) await jetstream(h.nc).publish("s.x", `${i}`);
   const c = await jetstream(h.nc).consumers.get("S", "D");
   for await (const m of await c.fetch({ max_messages: 3, expires: 2000 })) await m.ackAck();
@@ -252,6 +252,54 @@ describe("damage confined to one stream or consumer", () => {
       assert.equal(readFileSync(`${state}.damaged`, "utf8"), "{\"dseq\": 3, \"cursor\":");
     } finally {
       await h.close();
+    }
+  });
+
+  test("a durable whose state file is gone is reported and starts over; one that delivers new messages skips none stored since it was made", async () => {
+    const logFile = join(mkdtempSync(join(tmpdir(), "nagare-log-")), "server.log");
+    const h = await startJs({ server: { noLog: false, logFile } });
+    try {
+      // The stream holds one message from before the durable: deliver_policy new never gives it.
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+      await jetstream(h.nc).publish("s.x", "before");
+      await h.nc.close();
+      await h.restart();
+      const state = await durableStoppedWithThreeAcked(h, DeliverPolicy.New);
+      rmSync(state);
+      await h.restart();
+      const ci = await (await jetstreamManager(h.nc)).consumers.info("S", "D");
+      assert.equal(ci.num_pending, 5, "the five stored since it was made, delivered again; not positioned as new");
+      assert.match(readFileSync(logFile, "utf8"), /\[ERR\] Consumer D of stream S: its state file is gone/);
+    } finally {
+      await h.close();
+      rmSync(join(logFile, ".."), { recursive: true, force: true });
+    }
+  });
+
+  test("a consumer directory with a state but no configuration, nothing delivered, is a create that did not finish: removed; one that delivered is reported", async () => {
+    const logFile = join(mkdtempSync(join(tmpdir(), "nagare-log-")), "server.log");
+    const h = await startJs({ server: { noLog: false, logFile } });
+    try {
+      const state = await durableStoppedWithThreeAcked(h);
+      const obs = join(h.storeDir, "streams", "S", "obs");
+      // As a create leaves it when it stops between its two files: the state (nothing delivered), no meta.json.
+      const text = readFileSync(state, "utf8");
+      mkdirSync(join(obs, "HALF"));
+      writeFileSync(join(obs, "HALF", "state.json"), readFileSync(state, "utf8").replace(/"dseq":\d+/, '"dseq":0').replace(/"pending":\[[^\]]*\]/, '"pending":[]').replace(/\n#crc32c .*\n$/, ""));
+      // D's configuration gone after it delivered: that is damage, left as it is and reported.
+      rmSync(join(obs, "D", "meta.json"));
+      assert.match(text, /"dseq":3/);
+      await h.restart();
+      assert.equal(existsSync(join(obs, "HALF")), false, "the unfinished create is gone");
+      assert.equal(existsSync(join(obs, "D", "state.json")), true, "the damaged one's files are left");
+      const log = readFileSync(logFile, "utf8");
+      assert.match(log, /\[ERR\] Could not restore consumer D of stream S: its meta.json is gone/);
+      assert.match(log, /\[WRN\] Consumer HALF of stream S: a create that did not finish/);
+      assert.deepEqual((await (await jetstreamManager(h.nc)).consumers.list("S").next()).map((c) => c.name), []);
+    } finally {
+      await h.close();
+      rmSync(join(logFile, ".."), { recursive: true, force: true });
     }
   });
 });

@@ -311,6 +311,20 @@ export class Consumer {
     return isPush(this.config);
   }
 
+  /**
+   * Positions a consumer whose state was lost: by its deliver policy, but no
+   * later than the first message stored since it was created, so that
+   * nothing it may not have had is skipped (a deliver policy of new would
+   * otherwise skip everything stored before the restart); what it had
+   * already is delivered again, at least once rather than never.
+   */
+  private async startOver(): Promise<void> {
+    await this.start();
+    const since = await this.stream.log.firstAtOrAfter(this.created.getTime());
+    const createdAt = since === null ? this.stream.log.state().lastSeq : since.seq - 1;
+    if (createdAt < this.cursor) this.cursor = createdAt;
+  }
+
   /** Positions a new consumer according to its deliver policy. */
   async start(): Promise<void> {
     const log = this.stream.log;
@@ -1301,8 +1315,8 @@ export class Consumer {
     this.armHeartbeat();
     if (this.dir === null) return;
     const s = (await readJson(join(this.dir, "state.json"))) as SavedState | undefined;
-    // Written at creation; absent only if the server stopped in between: positioned as new, not at the stream's start.
-    if (s === undefined) return this.start();
+    // Written at creation, before the configuration: absent, it was lost (or set aside damaged: JetStream.checkConsumerState).
+    if (s === undefined) return this.startOver();
     this.dseq = s.dseq;
     this.cursor = s.cursor;
     this.deliveredS = s.deliveredS;

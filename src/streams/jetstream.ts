@@ -644,7 +644,15 @@ export class JetStream implements DeliveryHost, StorageQuota {
       let meta: ConsumerMeta | undefined;
       try {
         meta = (await readJson(join(dir, "meta.json"))) as ConsumerMeta | undefined;
-        if (meta === undefined && (await holdsAny(dir, ["state.json"]))) throw new Error("its meta.json is gone (the consumer's configuration is not known)");
+        if (meta === undefined && (await holdsAny(dir, ["state.json"]))) {
+          // A create writes the state first: one that stopped before its configuration was never answered, and went nowhere.
+          if (await untouchedState(join(dir, "state.json"))) {
+            this.options.log.warn(`Consumer ${nameOfStored(dirName)} of stream ${stream.config.name}: a create that did not finish (a state, no configuration, nothing delivered); removed`);
+            await removeDir(dir);
+            continue;
+          }
+          throw new Error("its meta.json is gone (the consumer's configuration is not known)");
+        }
         if (meta !== undefined && (typeof meta !== "object" || meta === null || typeof meta.name !== "string" || typeof meta.config !== "object")) {
           throw new Error("meta.json holds no consumer configuration");
         }
@@ -662,16 +670,21 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /**
-   * A durable whose state file is damaged is kept, not dropped: its state
-   * starts over (it delivers again from its start, at least once rather than
-   * never), the damaged file is kept beside it, and the loss is logged.
+   * A durable whose state file is damaged or gone is kept, not dropped: its
+   * state starts over (Consumer.restore: at least once rather than never),
+   * the damaged file is kept beside it, and the loss is logged. A create
+   * writes the state before the configuration, so a configuration without
+   * a state is never what a crash leaves.
    */
   private async checkConsumerState(stream: Stream, name: string, dir: string): Promise<void> {
     const path = join(dir, "state.json");
     let why: string | null = null;
     try {
       const st = (await readJson(path)) as Record<string, unknown> | undefined;
-      if (st === undefined) return;
+      if (st === undefined) {
+        this.options.log.error(`Consumer ${name} of stream ${stream.config.name}: its state file is gone; the consumer starts over from its start`);
+        return;
+      }
       const numbers = ["dseq", "cursor", "deliveredS", "ackFloorS", "ackFloorC"];
       if (typeof st !== "object" || st === null || numbers.some((k) => !Number.isSafeInteger(st[k])) || !Array.isArray(st.pending)) why = "not a consumer state";
     } catch (err) {
@@ -1112,14 +1125,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
     // that reconnects after a restart (a KV watcher, an ordered consumer) finds its consumer where it was.
     const persistent = stream.dir !== null && !config.mem_storage;
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
-    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
-    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it.
+    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it. The state
+    // before the configuration: a configuration without its state is then lost state, never an interrupted create.
     if (!(await c.flushState())) {
       await c.stop();
       throw new Error(`consumer ${name}: its state could not be written`);
     }
+    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created).catch(async (err) => {
+      await c.stop();
+      throw err;
+    });
     stream.consumers.set(name, c);
     this.logConsumer(c, "Created");
     this.events.consumerAction(stream.config.name, name, "create");
@@ -1136,13 +1153,17 @@ export class JetStream implements DeliveryHost, StorageQuota {
     if (stream.consumers.has(name)) throw new Error(`consumer ${name} already exists here`);
     const persistent = stream.dir !== null && !config.mem_storage;
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
-    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created);
     const c = new Consumer(stream, name, config, created, this, dir);
     c.adoptMovedState(state, Date.now());
+    // The state before the configuration, as createConsumer writes them.
     if (!(await c.flushState())) {
       await c.stop();
       throw new Error(`consumer ${name}: its state could not be written`);
     }
+    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created).catch(async (err) => {
+      await c.stop();
+      throw err;
+    });
     stream.consumers.set(name, c);
     this.logConsumer(c, "Moved in");
     return c;
@@ -1284,6 +1305,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
 export { ApiError };
 
 /** Whether `dir` holds any of `names`. */
+/** Whether the consumer state at `path` is as a create leaves it: nothing delivered, nothing pending (false if unreadable). */
+async function untouchedState(path: string): Promise<boolean> {
+  const st = (await readJson(path).catch(() => undefined)) as { dseq?: unknown; pending?: unknown } | undefined;
+  return st !== undefined && st.dseq === 0 && Array.isArray(st.pending) && st.pending.length === 0;
+}
+
 async function holdsAny(dir: string, names: string[]): Promise<boolean> {
   const there = await readdir(dir).catch(() => [] as string[]);
   return names.some((n) => there.includes(n));
