@@ -5,10 +5,15 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { runJsCommand, type JsGroup } from "../src/cli/js-commands.js";
 import { startJs, type JsHarness } from "./helpers/js.js";
 import { captured, type CommandRun } from "./helpers/cli.js";
+import { makePki } from "./helpers/pki.js";
+import { startServer, type NagareServer } from "../src/index.js";
 
 describe("nagare stream, consumer and kv commands", () => {
   let h: JsHarness;
@@ -77,5 +82,38 @@ describe("nagare stream, consumer and kv commands", () => {
     assert.match(gone.err, /key not found/);
     assert.equal((await run("kv", "frobnicate", "settings")).code, 2);
     assert.equal((await run("stream", "add")).code, 2);
+  });
+});
+
+describe("nagare stream, consumer and kv against a server with TLS and users", () => {
+  test("they take --tlsca and --user/--password as pub and sub do, and --help lists them", async () => {
+    const pki = makePki();
+    const storeDir = mkdtempSync(join(tmpdir(), "nagare-cli-js-"));
+    let srv: NagareServer | undefined;
+    try {
+      srv = await startServer({ port: 0, jetstream: true, storeDir, tls: { certFile: pki.serverCert, keyFile: pki.serverKey }, authorization: { users: [{ user: "app", password: "pw" }] } });
+      const url = srv.url;
+      const run = (group: JsGroup, ...argv: string[]): Promise<CommandRun> => captured((io) => runJsCommand(group, [...argv, "-s", url, "--tlsca", pki.ca, "--user", "app", "--password", "pw"], io));
+      const add = await run("stream", "add", "SECURE", "--subjects", "secure.>");
+      assert.equal(add.code, 0, add.err);
+      assert.match((await run("stream", "ls")).out, /^SECURE\s/m);
+      const cons = await run("consumer", "add", "SECURE", "C", "--ack", "explicit");
+      assert.equal(cons.code, 0, cons.err);
+      const put = await run("kv", "put", "cfg", "k", "v");
+      assert.equal(put.code, 0, put.err);
+      assert.equal((await run("kv", "get", "cfg", "k")).out, "v\n");
+      const wrong = await captured((io) => runJsCommand("stream", ["ls", "-s", url, "--tlsca", pki.ca, "--user", "app", "--password", "nope"], io));
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.err, /Authorization Violation/);
+      for (const group of ["stream", "consumer", "kv"] as const) {
+        const help = await captured((io) => runJsCommand(group, ["--help"], io));
+        assert.match(help.out, /--tlsca <file>/, group);
+        assert.match(help.out, /--user <name> --password <secret>/, group);
+      }
+    } finally {
+      await srv?.close();
+      rmSync(storeDir, { recursive: true, force: true });
+      rmSync(pki.dir, { recursive: true, force: true });
+    }
   });
 });

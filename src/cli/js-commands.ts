@@ -38,6 +38,13 @@ const NS_PER_MS = 1_000_000;
 const COMMON: FlagSpec[] = [
   { long: "server", short: "s", value: true },
   { long: "timeout", value: true },
+  { long: "tlsca", value: true },
+  { long: "tlscert", value: true },
+  { long: "tlskey", value: true },
+  { long: "user", value: true },
+  { long: "password", value: true },
+  { long: "token", value: true },
+  { long: "creds", value: true },
   { long: "help", short: "h", value: false },
   { long: "json", value: false },
 ];
@@ -88,6 +95,10 @@ const KV_FLAGS: FlagSpec[] = [
 const COMMON_HELP = `  -s, --server <url>     server URL(s) (default: $NATS_URL or nats://127.0.0.1:4222)
   --timeout <duration>   how long to wait for the server, e.g. 500ms, 2s (default 5s;
                          for consumer next, also how long to wait for messages)
+  --tlsca <file>         CA certificate(s) to trust for a server that requires TLS
+  --tlscert <file>       client certificate, with --tlskey <file>, for one that verifies clients
+  --user <name> --password <secret> | --token <secret> | --creds <file>
+                         credentials, for a server that requires them
 `;
 
 const USAGE: Record<JsGroup, string> = {
