@@ -83,6 +83,22 @@ describe("nagare stream, consumer and kv commands", () => {
     assert.equal((await run("kv", "frobnicate", "settings")).code, 2);
     assert.equal((await run("stream", "add")).code, 2);
   });
+
+  test("a value the help does not list is a usage error naming the flag, not the server's \"invalid JSON\"", async () => {
+    const cases: Array<[JsGroup, string[], RegExp]> = [
+      ["stream", ["add", "BAD", "--subjects", "bad.>", "--storage", "disk"], /--storage must be file or memory, got "disk"/],
+      ["stream", ["add", "BAD", "--subjects", "bad.>", "--retention", "forever"], /--retention must be limits, interest or workqueue, got "forever"/],
+      ["stream", ["add", "BAD", "--subjects", "bad.>", "--discard", "oldest"], /--discard must be old or new, got "oldest"/],
+      ["consumer", ["add", "BAD", "C", "--ack", "sometimes"], /--ack must be explicit, all or none, got "sometimes"/],
+      ["consumer", ["add", "BAD", "C", "--deliver", "first"], /--deliver must be all, last, new, last_per_subject or a start sequence, got "first"/],
+    ];
+    for (const [group, argv, why] of cases) {
+      const res = await run(group, ...argv);
+      assert.equal(res.code, 2, `${argv.join(" ")}: ${res.err}`);
+      assert.match(res.err, why);
+    }
+    assert.equal((await run("stream", "info", "BAD")).code, 1, "nothing was created");
+  });
 });
 
 describe("nagare stream, consumer and kv against a server with TLS and users", () => {

@@ -165,6 +165,13 @@ function durationNs(args: ParsedArgs, name: string): number | undefined {
   return ms * NS_PER_MS;
 }
 
+/** A flag whose value must be one of `allowed` (the server would answer only "invalid JSON"). */
+function oneOf(args: ParsedArgs, name: string, allowed: string[]): string | undefined {
+  const v = lastFlag(args, name);
+  if (v === undefined || allowed.includes(v)) return v;
+  throw new UsageError(`--${name} must be ${allowed.slice(0, -1).join(", ")} or ${allowed[allowed.length - 1]}, got "${v}"`);
+}
+
 function positional(args: ParsedArgs, i: number, what: string): string {
   const v = args.positionals[i];
   if (v === undefined || v === "") throw new UsageError(`missing ${what}`);
@@ -256,14 +263,14 @@ async function streamCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommand
       const set = (k: string, v: unknown): void => {
         if (v !== undefined) (cfg as Record<string, unknown>)[k] = v;
       };
-      set("storage", lastFlag(args, "storage"));
-      set("retention", lastFlag(args, "retention"));
+      set("storage", oneOf(args, "storage", ["file", "memory"]));
+      set("retention", oneOf(args, "retention", ["limits", "interest", "workqueue"]));
       set("max_msgs", int(args, "max-msgs"));
       set("max_bytes", int(args, "max-bytes"));
       set("max_age", durationNs(args, "max-age"));
       set("max_msg_size", int(args, "max-msg-size"));
       set("max_msgs_per_subject", int(args, "max-msgs-per-subject"));
-      set("discard", lastFlag(args, "discard"));
+      set("discard", oneOf(args, "discard", ["old", "new"]));
       set("duplicate_window", durationNs(args, "dupe-window"));
       set("num_replicas", int(args, "replicas"));
       if (args.flags.has("allow-direct")) cfg.allow_direct = true;
@@ -379,7 +386,7 @@ async function consumerCmd(nc: NatsConnection, args: ParsedArgs, io: ClientComma
   switch (verb) {
     case "add": {
       const name = positional(args, 2, "consumer name");
-      const cfg: Partial<ConsumerConfig> = { durable_name: name, ack_policy: (lastFlag(args, "ack") ?? "explicit") as ConsumerConfig["ack_policy"] };
+      const cfg: Partial<ConsumerConfig> = { durable_name: name, ack_policy: (oneOf(args, "ack", ["explicit", "all", "none"]) ?? "explicit") as ConsumerConfig["ack_policy"] };
       const filters = args.flags.get("filter") ?? [];
       if (filters.length === 1) cfg.filter_subject = filters[0];
       else if (filters.length > 1) cfg.filter_subjects = filters;
@@ -388,7 +395,8 @@ async function consumerCmd(nc: NatsConnection, args: ParsedArgs, io: ClientComma
         if (/^\d+$/.test(deliver)) {
           cfg.deliver_policy = "by_start_sequence" as ConsumerConfig["deliver_policy"];
           cfg.opt_start_seq = Number(deliver);
-        } else cfg.deliver_policy = deliver as ConsumerConfig["deliver_policy"];
+        } else if (["all", "last", "new", "last_per_subject"].includes(deliver)) cfg.deliver_policy = deliver as ConsumerConfig["deliver_policy"];
+        else throw new UsageError(`--deliver must be all, last, new, last_per_subject or a start sequence, got "${deliver}"`);
       }
       const ackWait = durationNs(args, "ack-wait");
       if (ackWait !== undefined) cfg.ack_wait = ackWait;
