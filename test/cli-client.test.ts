@@ -243,6 +243,11 @@ test("request that nobody answers times out with exit 1", async (t) => {
 });
 
 test("help, bad usage and connection failure exit codes", async () => {
+  // The server's help says what SIGHUP reloads as the server does it: certificates, users and permissions.
+  const top = await cli(["--help"]).exited;
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /SIGHUP reloads[^.]*TLS certificate files, users and permissions/);
+  assert.doesNotMatch(top.stdout, /users and\s+permissions included, are refused/);
   for (const cmd of ["pub", "sub", "request", "reply"]) {
     const help = await cli([cmd, "--help"]).exited;
     assert.equal(help.code, 0, `${cmd} --help`);

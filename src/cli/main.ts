@@ -74,8 +74,9 @@ honour (websocket {}, or TLS on the cluster's routes, for two) stops the
 server with its file, line and column.
 
 Signals: SIGINT/SIGTERM stop the server, SIGUSR2 enters lame duck mode,
-SIGHUP reloads the TLS certificate files (other changes, users and
-permissions included, are refused whole and logged as an error).
+SIGHUP reloads the TLS certificate files, users and permissions (a removed
+user's clients are closed; other changes are refused whole and logged as an
+error).
 `;
 
 const CLIENT_COMMANDS = new Set(["pub", "sub", "request", "reply"]);
