@@ -84,6 +84,14 @@ describe("nagare stream, consumer and kv commands", () => {
     assert.equal((await run("stream", "add")).code, 2);
   });
 
+  test("kv get, del and watch of a bucket that does not exist say so", async () => {
+    for (const argv of [["get", "nobucket", "k"], ["del", "nobucket", "k"], ["watch", "nobucket", "--count", "1"]]) {
+      const res = await run("kv", ...argv, "--timeout", "2s");
+      assert.equal(res.code, 1, `kv ${argv.join(" ")}: ${res.err}`);
+      assert.match(res.err, /^nagare kv: bucket nobucket not found\n$/, `kv ${argv.join(" ")}`);
+    }
+  });
+
   test("a value the help does not list is a usage error naming the flag, not the server's \"invalid JSON\"", async () => {
     const cases: Array<[JsGroup, string[], RegExp]> = [
       ["stream", ["add", "BAD", "--subjects", "bad.>", "--storage", "disk"], /--storage must be file or memory, got "disk"/],

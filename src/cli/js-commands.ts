@@ -15,6 +15,7 @@ import { Kvm } from "@nats-io/kv";
 import {
   UsageError,
   drainOnSignal,
+  errorText,
   finish,
   headerLines,
   lastFlag,
@@ -459,6 +460,22 @@ async function consumerCmd(nc: NatsConnection, args: ParsedArgs, io: ClientComma
   }
 }
 
+/**
+ * The bucket, checked to exist: the KV client's open() does not look, so a
+ * get or watch of a missing bucket failed with "stream not found" and a
+ * delete with "jetstream is not enabled" (its publish found no stream).
+ */
+async function openBucket(kvm: Kvm, bucket: string): Promise<Awaited<ReturnType<Kvm["open"]>>> {
+  const kv = await kvm.open(bucket);
+  try {
+    await kv.status();
+  } catch (err) {
+    if (/stream not found/i.test(errorText(err))) throw new Error(`bucket ${bucket} not found`);
+    throw err;
+  }
+  return kv;
+}
+
 async function kvCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo): Promise<number> {
   const asJson = args.flags.has("json");
   const verb = positional(args, 0, "subcommand (get, put, del, watch)");
@@ -467,7 +484,7 @@ async function kvCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo):
   switch (verb) {
     case "get": {
       const key = positional(args, 2, "key");
-      const e = await (await kvm.open(bucket)).get(key);
+      const e = await (await openBucket(kvm, bucket)).get(key);
       if (e === null || e.operation !== "PUT") {
         await write(io.stderr, `nagare kv get: ${bucket} > ${key}: key not found\n`);
         return 1;
@@ -487,14 +504,14 @@ async function kvCmd(nc: NatsConnection, args: ParsedArgs, io: ClientCommandIo):
     }
     case "del": {
       const key = positional(args, 2, "key");
-      await (await kvm.open(bucket)).delete(key);
+      await (await openBucket(kvm, bucket)).delete(key);
       await write(io.stdout, asJson ? JSON.stringify({ key, deleted: true }) + "\n" : `${bucket} > ${key} deleted\n`);
       return 0;
     }
     case "watch": {
       const key = args.positionals[2];
       const max = int(args, "count");
-      const kv = await kvm.open(bucket);
+      const kv = await openBucket(kvm, bucket);
       const w = await kv.watch(key === undefined ? {} : { key });
       const undo = drainOnSignal(nc, () => w.stop());
       await write(io.stderr, `Watching ${bucket} > ${key ?? ">"}\n`);
