@@ -12,6 +12,7 @@ import { runKafkaCommand, type KafkaGroup } from "../src/cli/kafka-commands.js";
 import { KafkaClient, KafkaClientError } from "../src/cli/kafka-client.js";
 import { Reader, Writer } from "../src/protocols/kafka/codec.js";
 import { ApiKey } from "../src/protocols/kafka/api.js";
+import { TOPIC_CONFIG_NAMES } from "../src/protocols/kafka/configs.js";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
 import { captured, type CommandRun } from "./helpers/cli.js";
@@ -356,6 +357,11 @@ describe("nagare topic and group commands", () => {
       assert.equal(help.code, 0);
       assert.match(help.out, /-b, --bootstrap <host:port>/);
     }
+    // "configs nagare takes" names every topic config the broker takes, compaction's too.
+    const topicHelp = (await runAt(null, "topic", ["--help"])).out;
+    const missing = [...TOPIC_CONFIG_NAMES].filter((name) => !new RegExp(`(?<![\\w.])${name.replaceAll(".", "\\.")}(?![\\w.])`).test(topicHelp));
+    assert.deepEqual(missing, [], "topic configs missing from nagare topic --help");
+    assert.match(topicHelp, /cleanup\.policy=delete\|compact/);
   });
 
   test("an unreachable bootstrap fails at once with exit 1 and says why", async () => {

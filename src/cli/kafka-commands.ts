@@ -86,9 +86,13 @@ const USAGE: Record<KafkaGroup, string> = {
                  partitions and replicas default to the broker's (replicas
                  2 to 5 in a cluster of as many brokers); configs nagare takes:
                  retention.ms, retention.bytes, max.message.bytes,
-                 cleanup.policy=delete, message.timestamp.type=CreateTime|LogAppendTime,
+                 cleanup.policy=delete|compact (or both), delete.retention.ms,
+                 min.compaction.lag.ms, max.compaction.lag.ms, min.cleanable.dirty.ratio,
+                 segment.bytes, segment.ms, message.timestamp.type=CreateTime|LogAppendTime,
                  message.timestamp.difference.max.ms, message.timestamp.before.max.ms,
-                 message.timestamp.after.max.ms, min.insync.replicas
+                 message.timestamp.after.max.ms, min.insync.replicas,
+                 compression.type=producer, unclean.leader.election.enable=false
+                 (docs/KAFKA.md, "Topic configs")
   ls             topics with their partition and message counts
   describe <name>  partitions (leader, replicas, in-sync replicas, earliest and
                  latest offsets) and configs

@@ -580,7 +580,8 @@ function setTopicConfigs(door: AccountDoor, s: Configured): Map<string, string> 
 
 /** List-valued topic configs (APPEND and SUBTRACT apply to them only), with their default. */
 const LIST_CONFIGS = new Map([["cleanup.policy", "delete"]]);
-const TOPIC_CONFIG_NAMES = new Set([
+/** The topic configs CreateTopics and the AlterConfigs requests take (nagare topic --help lists them). */
+export const TOPIC_CONFIG_NAMES: ReadonlySet<string> = new Set([
   "cleanup.policy",
   "compression.type",
   "delete.retention.ms",
