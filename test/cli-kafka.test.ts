@@ -8,6 +8,10 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Socket } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startServer } from "../src/index.js";
 import { runKafkaCommand, type KafkaGroup } from "../src/cli/kafka-commands.js";
 import { KafkaClient, KafkaClientError } from "../src/cli/kafka-client.js";
 import { Reader, Writer } from "../src/protocols/kafka/codec.js";
@@ -362,6 +366,21 @@ describe("nagare topic and group commands", () => {
     const missing = [...TOPIC_CONFIG_NAMES].filter((name) => !new RegExp(`(?<![\\w.])${name.replaceAll(".", "\\.")}(?![\\w.])`).test(topicHelp));
     assert.deepEqual(missing, [], "topic configs missing from nagare topic --help");
     assert.match(topicHelp, /cleanup\.policy=delete\|compact/);
+  });
+
+  test("a listener that requires SASL: the error says the commands speak neither TLS nor SASL", async () => {
+    const storeDir = mkdtempSync(join(tmpdir(), "nagare-cli-kafka-sasl-"));
+    const srv = await startServer({ port: 0, jetstream: true, storeDir, kafka: { port: 0 }, authorization: { users: [{ user: "app", password: "pw" }] } });
+    try {
+      for (const group of ["topic", "group"] as const) {
+        const r = await runAt(`127.0.0.1:${srv.kafkaPort}`, group, ["ls"]);
+        assert.equal(r.code, 1, r.err);
+        assert.match(r.err, /closed the connection while answering \w+ v\d+ \(.*TLS or SASL.*\)/, r.err);
+      }
+    } finally {
+      await srv.close();
+      rmSync(storeDir, { recursive: true, force: true });
+    }
   });
 
   test("an unreachable bootstrap fails at once with exit 1 and says why", async () => {

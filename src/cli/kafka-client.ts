@@ -208,8 +208,9 @@ export class KafkaClient {
     this.failure = err ?? new KafkaClientError(`${this.address} closed the connection`);
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      // A broker closes the connection on a request it cannot parse: say which one.
-      p.reject(err ?? new KafkaClientError(`${this.address} closed the connection while answering ${apiName(p.apiKey)} v${p.version}`));
+      // A broker closes the connection on a request it cannot parse: say which one. A listener that requires TLS or SASL
+      // closes it too (on the first request, or the first after ApiVersions), and these commands speak neither.
+      p.reject(err ?? new KafkaClientError(`${this.address} closed the connection while answering ${apiName(p.apiKey)} v${p.version} (a listener that requires TLS or SASL does so: nagare topic and group speak plaintext Kafka only)`));
     }
     this.pending.clear();
     this.socket.destroy();
