@@ -735,7 +735,7 @@ kafka { port: -1 }
       assert.match(r.stderr, /unknown field "authorization\.users\[0\]\.passwd"/);
       const flags = await runNagare(["server", "-p", "-1", "--user", "u"], { until: /Server is ready/ });
       assert.equal(flags.code, 1);
-      assert.match(flags.stderr, /needs a password/);
+      assert.match(flags.stderr, /--user needs --pass/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

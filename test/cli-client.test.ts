@@ -248,6 +248,17 @@ test("help, bad usage and connection failure exit codes", async () => {
   assert.equal(top.code, 0);
   assert.match(top.stdout, /SIGHUP reloads[^.]*TLS certificate files, users and permissions/);
   assert.doesNotMatch(top.stdout, /users and\s+permissions included, are refused/);
+  // An incomplete set of server flags is named in the flags' words, not the embedded options' (certFile, ...).
+  for (const [args, why] of [
+    [["--tls"], /^nagare server: --tls, --tlsverify and --tlscacert need --tlscert and --tlskey/],
+    [["--tlsverify", "--tlskey", "server-key.pem"], /^nagare server: --tlskey needs --tlscert\n/],
+    [["--user", "app"], /^nagare server: --user needs --pass\n/],
+    [["--pass", "secret"], /^nagare server: --pass needs --user\n/],
+  ] as Array<[string[], RegExp]>) {
+    const res = await cli(["server", "-a", "127.0.0.1", "-p", "-1", ...args]).exited;
+    assert.equal(res.code, 1, `server ${args.join(" ")}: ${res.stderr}`);
+    assert.match(res.stderr, why, `server ${args.join(" ")}`);
+  }
   for (const cmd of ["pub", "sub", "request", "reply"]) {
     const help = await cli([cmd, "--help"]).exited;
     assert.equal(help.code, 0, `${cmd} --help`);

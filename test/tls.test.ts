@@ -211,7 +211,7 @@ describe("TLS for NATS clients", () => {
     await assert.rejects(startServer({ port: 0, tls: { certFile: pki.serverCert } as never }), /option tls needs certFile and keyFile/);
     const flags = await runNagare(["server", "-p", "-1", "--tls", "--tlscert", pki.serverCert], { until: /Server is ready/ });
     assert.equal(flags.code, 1);
-    assert.match(flags.stderr, /tls needs certFile and keyFile/);
+    assert.match(flags.stderr, /--tlscert needs --tlskey/);
     const conf = join(pki.dir, "tls.conf");
     writeFileSync(conf, `port: -1\ntls {\n  cert_file: "${pki.serverCert}"\n  key_file: "${join(pki.dir, "nope.key")}"\n  pinned_certs: []\n}\n`);
     const r = await runNagare(["server", "-c", conf], { until: /Server is ready/ });

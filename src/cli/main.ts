@@ -283,6 +283,17 @@ function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: s
     }
   }
   const options = mergeOptions(fromConf, parsed.options);
+  // Flags that ask for something incomplete are named as the user wrote them (the options check below would say
+  // "option tls needs certFile and keyFile", the embedded API's words).
+  if (parsed.options.tls !== undefined && (options.tls?.certFile === undefined || options.tls?.keyFile === undefined)) {
+    if (options.tls?.certFile !== undefined) throw new Error("--tlscert needs --tlskey");
+    if (options.tls?.keyFile !== undefined) throw new Error("--tlskey needs --tlscert");
+    throw new Error("--tls, --tlsverify and --tlscacert need --tlscert and --tlskey (TLS flags replace the configuration file's tls block, as nats-server's do)");
+  }
+  const flagUser = parsed.options.authorization?.users?.[0];
+  if (flagUser !== undefined && flagUser.nkey === undefined && (flagUser.user === undefined) !== (flagUser.password === undefined)) {
+    throw new Error(flagUser.user === undefined ? "--pass needs --user" : "--user needs --pass");
+  }
   options.host ??= "0.0.0.0";
   options.noLog = false;
   checkOptions(options);
