@@ -9,6 +9,9 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startServer, type NagareServer } from "../src/index.js";
 
 const MAIN = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
@@ -242,7 +245,11 @@ test("request that nobody answers times out with exit 1", async (t) => {
   assert.equal((await silent.exited).code, 0);
 });
 
-test("help, bad usage and connection failure exit codes", async () => {
+test("help, bad usage and connection failure exit codes", async (t) => {
+  const confDir = mkdtempSync(join(tmpdir(), "nagare-cli-"));
+  const usersConf = join(confDir, "users.conf");
+  writeFileSync(usersConf, "authorization { users: [ { user: a, password: b } ] }\n");
+  t.after(() => rmSync(confDir, { recursive: true, force: true }));
   // The server's help says what SIGHUP reloads as the server does it: certificates, users and permissions.
   const top = await cli(["--help"]).exited;
   assert.equal(top.code, 0);
@@ -254,9 +261,21 @@ test("help, bad usage and connection failure exit codes", async () => {
     [["--tlsverify", "--tlskey", "server-key.pem"], /^nagare server: --tlskey needs --tlscert\n/],
     [["--user", "app"], /^nagare server: --user needs --pass\n/],
     [["--pass", "secret"], /^nagare server: --pass needs --user\n/],
+    // Flags over a file's users (or token) would drop one or the other silently: refused.
+    [["-c", usersConf, "--user", "app", "--pass", "pw"], /^nagare server: --auth, --user and --pass cannot be used with the authorization block of .*users\.conf\n/],
+    [["-c", usersConf, "--auth", "tok"], /^nagare server: --auth, --user and --pass cannot be used with the authorization block of /],
   ] as Array<[string[], RegExp]>) {
     const res = await cli(["server", "-a", "127.0.0.1", "-p", "-1", ...args]).exited;
     assert.equal(res.code, 1, `server ${args.join(" ")}: ${res.stderr}`);
+    assert.match(res.stderr, why, `server ${args.join(" ")}`);
+  }
+  // Two credentials at once in the flags: a usage error, as other bad flags.
+  for (const [args, why] of [
+    [["--auth", "tok", "--user", "app", "--pass", "pw"], /^nagare server: --user\/--pass cannot be used with --auth\n/],
+    [["--user", "app", "--pass", "pw", "--auth", "tok"], /^nagare server: --auth cannot be used with --user\/--pass\n/],
+  ] as Array<[string[], RegExp]>) {
+    const res = await cli(["server", "-a", "127.0.0.1", "-p", "-1", ...args]).exited;
+    assert.equal(res.code, 2, `server ${args.join(" ")}: ${res.stderr}`);
     assert.match(res.stderr, why, `server ${args.join(" ")}`);
   }
   for (const cmd of ["pub", "sub", "request", "reply"]) {

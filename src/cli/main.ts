@@ -290,6 +290,12 @@ function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: s
     if (options.tls?.keyFile !== undefined) throw new Error("--tlskey needs --tlscert");
     throw new Error("--tls, --tlsverify and --tlscacert need --tlscert and --tlskey (TLS flags replace the configuration file's tls block, as nats-server's do)");
   }
+  // Flags replace the file's authorization block; a file that has one asks for credentials the flags would drop
+  // (nats-server keeps the file's users and ignores the flag one): neither is what was asked, so neither starts.
+  const fileAuth = fromConf.authorization;
+  if (parsed.options.authorization !== undefined && fileAuth !== undefined && (fileAuth.token !== undefined || (fileAuth.users?.length ?? 0) > 0)) {
+    throw new Error(`--auth, --user and --pass cannot be used with the authorization block of ${parsed.configFile}`);
+  }
   const flagUser = parsed.options.authorization?.users?.[0];
   if (flagUser !== undefined && flagUser.nkey === undefined && (flagUser.user === undefined) !== (flagUser.password === undefined)) {
     throw new Error(flagUser.user === undefined ? "--pass needs --user" : "--user needs --pass");

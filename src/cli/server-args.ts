@@ -80,8 +80,13 @@ value(["tlscert"], (r, v, f) => tlsFlag(r, { certFile: nonEmpty(v, f, "a certifi
 value(["tlskey"], (r, v, f) => tlsFlag(r, { keyFile: nonEmpty(v, f, "a key file") }));
 value(["tlscacert"], (r, v, f) => tlsFlag(r, { caFile: nonEmpty(v, f, "a CA certificate file") }));
 /** `--auth <token>`, or `--user` and `--pass`: one credential for every client, as nats-server's flags. */
-value(["auth"], (r, v, f) => (r.options.authorization = { token: nonEmpty(v, f, "a token") }));
+value(["auth"], (r, v, f) => {
+  // Both kinds at once is no credential nagare can honour (nats-server takes the token and ignores the user): refused.
+  if (r.options.authorization?.users !== undefined) throw new Error("--auth cannot be used with --user/--pass");
+  r.options.authorization = { token: nonEmpty(v, f, "a token") };
+});
 function flagUser(r: ServerArgs, set: { user?: string; password?: string }): void {
+  if (r.options.authorization?.token !== undefined) throw new Error("--user/--pass cannot be used with --auth");
   const prev = r.options.authorization?.users?.[0] ?? {};
   r.options.authorization = { users: [{ ...prev, ...set }] };
 }
