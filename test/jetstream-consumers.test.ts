@@ -306,6 +306,21 @@ describe("JetStream consumers", () => {
     assert.equal(await apiErrorCode(jsm.consumers.info(s.name, "E")), 10014);
   });
 
+  test("the same consumer created many times at once is one consumer, and every create is answered with it (as nats-server)", async () => {
+    // Queue subscribers started together (js.subscribe with a queue) each create the same durable.
+    const s = await stream(3);
+    for (const cfg of [
+      { durable_name: "P", ack_policy: AckPolicy.Explicit, deliver_subject: createInbox(), deliver_group: "g" },
+      { name: "Q", ack_policy: AckPolicy.Explicit },
+    ]) {
+      const answers = await Promise.allSettled(Array.from({ length: 12 }, () => jsm.consumers.add(s.name, cfg)));
+      const refused = answers.flatMap((a) => (a.status === "rejected" ? [(a.reason as Error).message] : []));
+      assert.deepEqual(refused, []);
+      const created = new Set(answers.map((a) => (a.status === "fulfilled" ? a.value.created : "")));
+      assert.equal(created.size, 1, "one consumer, the same for every answer");
+    }
+  });
+
   test("push consumer with flow control and idle heartbeats delivers everything in order", async () => {
     const s = await stream(3000);
     const deliver = createInbox();

@@ -281,6 +281,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   /** Every stream's subjects, to find overlaps without comparing with each stream. */
   private readonly subjectIndex = new PatternIndex<Stream>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Consumer creates under way, per stream and name (oneAtATime): the last one's end. */
+  private readonly consumerWork = new WeakMap<Stream, Map<string, Promise<void>>>();
   private readonly onSubscribe = (sub: Subscription): void => {
     for (const s of this.streams.values()) {
       for (const c of s.consumers.values()) {
@@ -1105,6 +1107,29 @@ export class JetStream implements DeliveryHost, StorageQuota {
     }
     const name = config.name ?? randomName();
     if (config.name === undefined) config.name = name;
+    // Creates (and updates) of one name wait for each other: two at once both found none, wrote the same
+    // files side by side (one failed, renaming a .tmp the other had renamed) and each made its own consumer.
+    return this.oneAtATime(stream, name, () => this.makeNamedConsumer(stream, config, action, name));
+  }
+
+  /** Runs `work` after every earlier call for the same consumer of `stream` has ended. */
+  private async oneAtATime<T>(stream: Stream, name: string, work: () => Promise<T>): Promise<T> {
+    let names = this.consumerWork.get(stream);
+    if (names === undefined) this.consumerWork.set(stream, (names = new Map()));
+    const run = (names.get(name) ?? Promise.resolve()).then(work);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    names.set(name, tail);
+    try {
+      return await run;
+    } finally {
+      if (names.get(name) === tail) names.delete(name);
+    }
+  }
+
+  private async makeNamedConsumer(stream: Stream, config: ConsumerConfig, action: string, name: string): Promise<Consumer> {
     const existing = stream.consumers.get(name);
     if (existing !== undefined) {
       if (sameJson(existing.config, config)) return existing;
