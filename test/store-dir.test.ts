@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, RetentionPolicy } from "@nats-io/jetstream";
 import { startServer } from "../src/index.js";
 import { Account } from "../src/core/account.js";
 import { UNLIMITED_JETSTREAM } from "../src/core/accounts.js";
@@ -274,6 +274,67 @@ describe("damage confined to one stream or consumer", () => {
     } finally {
       await h.close();
       rmSync(join(logFile, ".."), { recursive: true, force: true });
+    }
+  });
+
+  test("a durable whose state file is gone starts over within its deliver policy: the last message when made (last) is not skipped, none below opt_start_seq is given", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      const js = jetstream(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+      await js.publish("s.x", "1");
+      await js.publish("s.x", "2");
+      await new Promise((r) => setTimeout(r, 20));
+      // LAST starts at 2, the last message when it is made; AHEAD at 4, past the stream's end when it is made.
+      await jsm.consumers.add("S", { durable_name: "LAST", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.Last });
+      await jsm.consumers.add("S", { durable_name: "AHEAD", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 4 });
+      await new Promise((r) => setTimeout(r, 20));
+      for (const d of ["3", "4", "5"]) await js.publish("s.x", d);
+      const obs = join(h.storeDir, "streams", "S", "obs");
+      // Neither delivered anything; their states are lost.
+      await h.restart({ whileStopped: () => ["LAST", "AHEAD"].forEach((c) => rmSync(join(obs, c, "state.json"))) });
+      const got = async (name: string): Promise<string[]> => {
+        const out: string[] = [];
+        const c = await jetstream(h.nc).consumers.get("S", name);
+        for await (const m of await c.fetch({ max_messages: 10, expires: 1000 })) {
+          out.push(m.string());
+          m.ack();
+        }
+        return out;
+      };
+      assert.deepEqual(await got("LAST"), ["2", "3", "4", "5"], "the last message when it was made, never delivered, is not skipped");
+      assert.deepEqual(await got("AHEAD"), ["4", "5"], "nothing below its start sequence");
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("on an interest stream, a durable whose state file is gone keeps what it starts over with: another consumer's acks do not remove it", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"], retention: RetentionPolicy.Interest });
+      await jsm.consumers.add("S", { durable_name: "N", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New });
+      await jsm.consumers.add("S", { durable_name: "A", ack_policy: AckPolicy.Explicit });
+      await new Promise((r) => setTimeout(r, 20));
+      for (const d of ["1", "2", "3"]) await jetstream(h.nc).publish("s.x", d);
+      await h.restart({ whileStopped: () => rmSync(join(h.storeDir, "streams", "S", "obs", "N", "state.json")) });
+      const read = async (name: string): Promise<string[]> => {
+        const out: string[] = [];
+        const c = await jetstream(h.nc).consumers.get("S", name);
+        for await (const m of await c.fetch({ max_messages: 10, expires: 1000 })) {
+          out.push(m.string());
+          await m.ackAck();
+        }
+        return out;
+      };
+      assert.deepEqual(await read("A"), ["1", "2", "3"]);
+      const ci = await (await jetstreamManager(h.nc)).consumers.info("S", "N");
+      assert.deepEqual(await read("N"), ["1", "2", "3"], "N still gets what it started over with");
+      assert.equal(ci.ack_floor.stream_seq, 0, "N acknowledged nothing");
+    } finally {
+      await h.close();
     }
   });
 
