@@ -320,9 +320,34 @@ export class Consumer {
    */
   private async startOver(): Promise<void> {
     await this.start();
-    const since = await this.stream.log.firstAtOrAfter(this.created.getTime());
-    const createdAt = since === null ? this.stream.log.state().lastSeq : since.seq - 1;
-    if (createdAt < this.cursor) this.cursor = createdAt;
+    const policy = this.config.deliver_policy;
+    // A start named by the stream (all, a sequence, a time) is where start() puts it whenever it runs: lowered, it would
+    // give what the consumer never was to have (below its opt_start_seq).
+    if (policy !== "new" && policy !== "last" && policy !== "last_per_subject") return;
+    const log = this.stream.log;
+    const since = await log.firstAtOrAfter(this.created.getTime());
+    let at = since === null ? log.state().lastSeq : since.seq - 1;
+    // Made with deliver_policy last, it started with the last message (of its filters) stored then.
+    if (policy === "last") at = await this.beforeLastMatching(at);
+    if (at >= this.cursor) return;
+    // Delivered and acknowledged no further either: start() set both at its own, later, start. Left there, an ack floor
+    // past the cursor says the messages in between were acknowledged, and on an interest or work queue stream the other
+    // consumers' acks remove them before they come again.
+    this.cursor = at;
+    this.deliveredS = at;
+    this.ackFloorS = at;
+  }
+
+  /** The sequence before the last message at or below `at` this consumer wants; `at` when there is none. */
+  private async beforeLastMatching(at: number): Promise<number> {
+    const log = this.stream.log;
+    const first = log.state().firstSeq;
+    // Read back one message at a time: only a consumer whose state was lost, once, at its start.
+    for (let seq = at; seq >= first && seq > 0; seq--) {
+      const m = await log.get(seq);
+      if (m !== null && this.wants(m.subject)) return seq - 1;
+    }
+    return at;
   }
 
   /** Positions a new consumer according to its deliver policy. */
