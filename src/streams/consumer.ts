@@ -224,6 +224,9 @@ function expired(req: PullRequest, now: number): boolean {
  */
 const MAX_MAXED_OUT = 10_000;
 
+/** Messages a deliver_policy last consumer starting over from a lost state reads back for its last one (beforeLastMatching). */
+const LAST_MATCH_SCAN = 10_000;
+
 /** How long after a failed write of a consumer's state it is tried again (a full disk would otherwise be retried at every change). */
 const SAVE_RETRY_MS = 1000;
 
@@ -338,10 +341,15 @@ export class Consumer {
     this.ackFloorS = at;
   }
 
-  /** The sequence before the last message at or below `at` this consumer wants; `at` when there is none. */
+  /**
+   * The sequence before the last message at or below `at` this consumer
+   * wants; `at` when there is none among the LAST_MATCH_SCAN before it (a
+   * start that reads a whole large stream back would hold the consumer's
+   * restart for minutes, for one message its first delivery most likely gave).
+   */
   private async beforeLastMatching(at: number): Promise<number> {
     const log = this.stream.log;
-    const first = log.state().firstSeq;
+    const first = Math.max(log.state().firstSeq, at - LAST_MATCH_SCAN + 1);
     // Read back one message at a time: only a consumer whose state was lost, once, at its start.
     for (let seq = at; seq >= first && seq > 0; seq--) {
       const m = await log.get(seq);
