@@ -356,6 +356,50 @@ describe("corruption in sealed segments", () => {
 });
 
 describe("injected write and sync failures", () => {
+  test("a loss found on read whose lost.json write fails stays on record: compaction does not take the damage out first, and the write is tried again", async () => {
+    const dir = tempDir();
+    try {
+      await written(dir);
+      const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
+      flipByte(victim, 40);
+      let failing = true;
+      let attempts = 0;
+      const fs: StoreFs = {
+        ...nodeFs,
+        open(path, mode) {
+          if (path.endsWith("lost.json.tmp") && failing) {
+            attempts++;
+            return Promise.reject(Object.assign(new Error("EIO: injected"), { code: "EIO" }));
+          }
+          return nodeFs.open(path, mode);
+        },
+      };
+      const warnings: string[] = [];
+      const log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs, onWarning: (w) => warnings.push(w) });
+      try {
+        // The index is intact: the read finds the damage, records the loss, and its save fails.
+        assert.equal(await log.get(firstOfVictim), null);
+        assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
+        // Most of the segment dies: compaction would rewrite it without the damaged batch.
+        for (let seq = firstOfVictim + 1; seq < firstOfNext - 1; seq++) assert.equal(await log.delete(seq), true);
+        await log.settle();
+        assert.ok(attempts >= 1, "lost.json was tried");
+        assert.ok(warnings.some((w) => w.includes("lost.json")), JSON.stringify(warnings));
+        failing = false;
+      } finally {
+        await log.close();
+      }
+      const again = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      try {
+        assert.deepEqual(again.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]], "the loss is still reported after a restart");
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a failed write or sync is sticky: its appends fail, nothing is retried on the file, and only a reopen from disk takes writes again", async () => {
     const dir = tempDir();
     let failing: "none" | "write" | "partial" | "sync" = "none";
