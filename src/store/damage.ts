@@ -59,22 +59,39 @@ export class LostRecord {
     return h;
   }
 
-  /** Writes lost.json if it changed. */
+  /** Whether lost.json does not yet hold every range (never written since a change, or its write failed). */
+  get unsaved(): boolean {
+    return this.dirty;
+  }
+
+  /** Writes lost.json if it changed. A failed write leaves it to write again (the next save, or saveLater). */
   async save(): Promise<void> {
     while (this.dirty) {
       this.dirty = false;
-      await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.ranges)));
+      try {
+        await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.ranges)));
+      } catch (err) {
+        this.dirty = true;
+        throw err;
+      }
     }
   }
 
-  /** Saves in the background (damage found on read); `closed` says whether to try again after a change meanwhile. */
+  /**
+   * Saves in the background (damage found on read); `closed` says whether to try again after a change meanwhile.
+   * After a failed write it is tried again by the next call (the next maintenance, the close), not at once.
+   */
   saveLater(closed: () => boolean): void {
     if (this.saving !== null || !this.dirty) return;
+    let failed = false;
     this.saving = this.save()
-      .catch((err) => this.warn(`${join(this.dir, LOST_FILE)}: ${(err as Error).message}`))
+      .catch((err) => {
+        failed = true;
+        this.warn(`${join(this.dir, LOST_FILE)}: ${(err as Error).message}`);
+      })
       .finally(() => {
         this.saving = null;
-        if (this.dirty && !closed()) this.saveLater(closed);
+        if (!failed && this.dirty && !closed()) this.saveLater(closed);
       });
   }
 

@@ -2194,6 +2194,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     // follows it, and no longer tells that one between them went (missingSegments).
     this.lost.saveLater(() => this.closed);
     await this.lost.settled();
+    // Not on record (lost.json could not be written): compaction would take a damaged batch out of its file and an
+    // index would stop naming a gone segment, and the next open would find nothing lost. Tried again next time.
+    if (this.lost.unsaved) return;
     for (;;) {
       // A failed log writes nothing until it is reopened.
       if (this.closed || this.writeError !== null) return;
@@ -2618,7 +2621,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.sync !== "always") await this.syncNow();
     this.lost.saveLater(() => true);
     await this.lost.settled();
-    for (let i = 0; i < this.segments.length; i++) {
+    // Losses not on record (lost.json could not be written): no index is written that would stop showing a gone
+    // segment; the next open reads those segments through instead.
+    const unrecorded = this.lost.unsaved;
+    for (let i = 0; i < this.segments.length && !unrecorded; i++) {
       const s = this.segments[i];
       // A failed log writes nothing more: the next open reads the segments themselves.
       const due = i < this.segments.length - 1 ? this.indexDue(i) : !s.indexed && !s.damaged;
