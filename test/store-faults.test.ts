@@ -400,6 +400,41 @@ describe("injected write and sync failures", () => {
     }
   });
 
+  test("damage compaction finds while lost.json cannot be written stays in the file until the loss is on record", async () => {
+    const dir = tempDir();
+    try {
+      await written(dir);
+      const { victim, firstOfVictim, firstOfNext } = secondSegment(dir);
+      flipByte(victim, 40);
+      const fs: StoreFs = {
+        ...nodeFs,
+        open(path, mode) {
+          if (path.endsWith("lost.json.tmp")) return Promise.reject(Object.assign(new Error("EIO: injected"), { code: "EIO" }));
+          return nodeFs.open(path, mode);
+        },
+      };
+      const log = await FileLog.open({ dir, maxSegmentBytes: 4096, fs });
+      try {
+        // Most of the segment dies: compaction reads it, meets the damaged batch, and cannot record the loss.
+        for (let seq = firstOfVictim + 1; seq < firstOfNext - 1; seq++) assert.equal(await log.delete(seq), true);
+        await log.settle();
+        assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]]);
+      } finally {
+        await log.close(); // lost.json still cannot be written: as a crash, the next open has only the files
+      }
+      const again = await FileLog.open({ dir, maxSegmentBytes: 4096 });
+      try {
+        // Either the open reports it, or the damage is still there to be found.
+        assert.equal(await again.get(firstOfVictim), null);
+        assert.deepEqual(again.state().lost.map((l) => [l.from, l.to]), [[firstOfVictim, firstOfVictim]], "the loss is not papered over");
+      } finally {
+        await again.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a failed write or sync is sticky: its appends fail, nothing is retried on the file, and only a reopen from disk takes writes again", async () => {
     const dir = tempDir();
     let failing: "none" | "write" | "partial" | "sync" = "none";
