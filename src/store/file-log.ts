@@ -2198,8 +2198,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     // index would stop naming a gone segment, and the next open would find nothing lost. Tried again next time.
     if (this.lost.unsaved) return;
     for (;;) {
-      // A failed log writes nothing until it is reopened.
-      if (this.closed || this.writeError !== null) return;
+      // A failed log writes nothing until it is reopened; nor does one whose losses are not on record (compact).
+      if (this.closed || this.writeError !== null || this.lost.unsaved) return;
       const victim = this.compactionCandidate();
       if (victim === null) break;
       await this.compact(victim);
@@ -2461,6 +2461,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       }
       // Failed meanwhile (a read of this or another file): memory may not say what is on disk, so no file is replaced.
       if (this.writeError !== null) return;
+      // Damage this pass met is on record (lost.json) before a file without it replaces the one with it: else a crash
+      // leaves a clean file and nothing that says what was lost. If it cannot be written, the file stays as it is.
+      this.lost.saveLater(() => this.closed);
+      await this.lost.settled();
+      if (this.lost.unsaved || this.closed) return;
       if (pos === 0) {
         await out.close();
         await this.fs.remove(tmpPath);
