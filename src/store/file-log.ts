@@ -1934,7 +1934,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         this.claimedLast = Math.max(this.claimedLast, named - 1);
         continue;
       }
-      this.warn(`${gone} is gone with its index (the index of ${segmentName(firsts[k])} says it followed, the next file is ${segmentName(next)}): sequences ${named}..${next - 1} are reported lost, never handed out again`);
+      this.warn(`${gone} is gone with its index (the index of ${segmentName(firsts[k])} says it followed, the next file is ${segmentName(next)}): sequences ${named}..${next - 1}, less any a tombstone deleted, are reported lost, never handed out again`);
       found.push({ from: named, to: next - 1, bytes: 0 });
     }
   }
