@@ -114,7 +114,8 @@ export interface FlagSpec {
   multi?: boolean;
 }
 
-const COMMON_FLAGS: FlagSpec[] = [
+/** The flags every client command takes: where to connect, and as whom. */
+export const COMMON_FLAGS: readonly FlagSpec[] = [
   { long: "server", short: "s", value: true },
   { long: "timeout", value: true },
   { long: "tlsca", value: true },

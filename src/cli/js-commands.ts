@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type ConsumerInfo, type StreamInfo, type StreamConfig, type ConsumerConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
+  COMMON_FLAGS,
   UsageError,
   drainOnSignal,
   errorText,
@@ -36,19 +37,7 @@ export type JsGroup = "stream" | "consumer" | "kv";
 
 const NS_PER_MS = 1_000_000;
 
-const COMMON: FlagSpec[] = [
-  { long: "server", short: "s", value: true },
-  { long: "timeout", value: true },
-  { long: "tlsca", value: true },
-  { long: "tlscert", value: true },
-  { long: "tlskey", value: true },
-  { long: "user", value: true },
-  { long: "password", value: true },
-  { long: "token", value: true },
-  { long: "creds", value: true },
-  { long: "help", short: "h", value: false },
-  { long: "json", value: false },
-];
+const COMMON: FlagSpec[] = [...COMMON_FLAGS, { long: "json", value: false }];
 
 const STREAM_FLAGS: FlagSpec[] = [
   { long: "subjects", value: true, multi: true },
