@@ -2191,12 +2191,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   private async maintain(): Promise<void> {
     // Sequences an open (or a reopen) found lost go on record first: an index written now names the segment that
-    // follows it, and no longer tells that one between them went (missingSegments).
-    this.lost.saveLater(() => this.closed);
-    await this.lost.settled();
-    // Not on record (lost.json could not be written): compaction would take a damaged batch out of its file and an
-    // index would stop naming a gone segment, and the next open would find nothing lost. Tried again next time.
-    if (this.lost.unsaved) return;
+    // follows it, and no longer tells that one between them went (missingSegments). Not on record (lost.json could
+    // not be written), compaction would take a damaged batch out of its file and an index would stop naming a gone
+    // segment: the next open would find nothing lost. Tried again next time.
+    if (!(await this.lossesOnRecord())) return;
     for (;;) {
       // A failed log writes nothing until it is reopened; nor does one whose losses are not on record (compact).
       if (this.closed || this.writeError !== null || this.lost.unsaved) return;
@@ -2463,9 +2461,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       if (this.writeError !== null) return;
       // Damage this pass met is on record (lost.json) before a file without it replaces the one with it: else a crash
       // leaves a clean file and nothing that says what was lost. If it cannot be written, the file stays as it is.
-      this.lost.saveLater(() => this.closed);
-      await this.lost.settled();
-      if (this.lost.unsaved || this.closed) return;
+      if (!(await this.lossesOnRecord()) || this.closed) return;
       if (pos === 0) {
         await out.close();
         await this.fs.remove(tmpPath);
@@ -2570,6 +2566,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return !seg.indexed || (seg.followedOnDisk >= 0 && seg.followedOnDisk !== this.segments[i + 1].firstSeq);
   }
 
+  /** Writes lost.json now if a loss is new since it was last written; whether every loss is on record. */
+  private async lossesOnRecord(): Promise<boolean> {
+    this.lost.saveLater(() => this.closed);
+    await this.lost.settled();
+    return !this.lost.unsaved;
+  }
+
   /** Waits for background maintenance (tests and benchmarks use it to observe compaction). */
   async settle(): Promise<void> {
     while (this.maintenance !== null || this.writing || this.scheduled || this.tombTimer !== null || this.evicted.length > 0) {
@@ -2624,11 +2627,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.maintenance) await this.maintenance;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.sync !== "always") await this.syncNow();
-    this.lost.saveLater(() => true);
-    await this.lost.settled();
     // Losses not on record (lost.json could not be written): no index is written that would stop showing a gone
     // segment; the next open reads those segments through instead.
-    const unrecorded = this.lost.unsaved;
+    const unrecorded = !(await this.lossesOnRecord());
     for (let i = 0; i < this.segments.length && !unrecorded; i++) {
       const s = this.segments[i];
       // A failed log writes nothing more: the next open reads the segments themselves.

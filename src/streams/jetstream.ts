@@ -1152,16 +1152,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
     const c = new Consumer(stream, name, config, created, this, dir);
     await c.start();
-    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it. The state
-    // before the configuration: a configuration without its state is then lost state, never an interrupted create.
-    if (!(await c.flushState())) {
-      await c.stop();
-      throw new Error(`consumer ${name}: its state could not be written`);
-    }
-    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created).catch(async (err) => {
-      await c.stop();
-      throw err;
-    });
+    // Where the deliver policy put it, on disk before the create is answered: a restart must not move it.
+    await this.writeNewConsumer(c, config, created);
     stream.consumers.set(name, c);
     this.logConsumer(c, "Created");
     this.events.consumerAction(stream.config.name, name, "create");
@@ -1180,15 +1172,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const dir = persistent ? safeJoin(join(stream.dir!, "obs"), name) : null;
     const c = new Consumer(stream, name, config, created, this, dir);
     c.adoptMovedState(state, Date.now());
-    // The state before the configuration, as createConsumer writes them.
-    if (!(await c.flushState())) {
-      await c.stop();
-      throw new Error(`consumer ${name}: its state could not be written`);
-    }
-    if (dir !== null) await this.saveConsumerMeta(dir, name, config, created).catch(async (err) => {
-      await c.stop();
-      throw err;
-    });
+    await this.writeNewConsumer(c, config, created);
     stream.consumers.set(name, c);
     this.logConsumer(c, "Moved in");
     return c;
@@ -1214,6 +1198,24 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const theirs = filtersOf(other.config);
       if (theirs.length === 0) throw Errors.consumerWqNotUnique();
       for (const a of mine) for (const b of theirs) if (subjectsIntersect(a, b)) throw Errors.consumerWqNotUnique();
+    }
+  }
+
+  /**
+   * A new consumer's files: its state before its configuration, so that a
+   * configuration without its state is lost state, never an interrupted
+   * create (restoreConsumers). Stopped, and thrown, if either fails.
+   */
+  private async writeNewConsumer(c: Consumer, config: ConsumerConfig, created: Date): Promise<void> {
+    if (!(await c.flushState())) {
+      await c.stop();
+      throw new Error(`consumer ${c.name}: its state could not be written`);
+    }
+    if (c.dir !== null) {
+      await this.saveConsumerMeta(c.dir, c.name, config, created).catch(async (err) => {
+        await c.stop();
+        throw err;
+      });
     }
   }
 
