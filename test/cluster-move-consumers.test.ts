@@ -21,7 +21,7 @@ import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import * as v2 from "nats";
-import { BATCH_BYTES, consumersAnswer, type ConsumerCopy } from "../src/streams/stream-move.js";
+import { BATCH_BYTES, consumersAnswer, readConsumers, type ConsumerCopy } from "../src/streams/stream-move.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -402,6 +402,31 @@ test("the consumers answer is cut into pages below a route's max payload, howeve
   for (const c of taken) assert.equal(back.get(c.name), c.state.pending.length, c.name);
   assert.equal(total, taken.reduce((n, c) => n + c.state.pending.length, 0));
   assert.ok(BATCH_BYTES < 512 * 1024);
+});
+
+test("a consumer's long initial and max_deliver lists are cut into pages too, and read back whole; an asker of an earlier version gets them whole in the state", async () => {
+  const seqs = (n: number, from: number): number[] => Array.from({ length: n }, (_, i) => from + 3 * i);
+  const taken: ConsumerCopy[] = [
+    // A last_per_subject consumer over 200,000 subjects that delivered nothing yet: its initial list alone is about 1.6 MB.
+    { name: "a", config: { durable_name: "a", ack_policy: "explicit" } as never, created: new Date(0).toISOString(), state: { dseq: 0, cursor: 1, deliveredS: 0, ackFloorS: 0, ackFloorC: 0, lastDelivery: 0, pending: [], initial: seqs(200_000, 1_000_000) } },
+    { name: "b", config: { durable_name: "b", ack_policy: "explicit" } as never, created: new Date(0).toISOString(), state: { dseq: 9, cursor: 5000, deliveredS: 4999, ackFloorS: 2, ackFloorC: 2, lastDelivery: 7, pending: [[3, 3, 1700000000000, 2, 0]], initial: seqs(5000, 6000), maxedOut: seqs(10_000, 4) } },
+    { name: "c", config: { durable_name: "c", ack_policy: "explicit" } as never, created: new Date(0).toISOString(), state: { dseq: 1, cursor: 2, deliveredS: 1, ackFloorS: 1, ackFloorC: 1, lastDelivery: 0, pending: [] } },
+  ];
+  const limit = 32 * 1024;
+  let pages = 0;
+  const back = await readConsumers(async (at) => {
+    pages++;
+    const answer = Buffer.from(JSON.stringify(consumersAnswer(taken, at, limit, true)));
+    assert.ok(answer.length <= limit + 1024, `a page of ${answer.length} bytes`);
+    return answer;
+  });
+  assert.deepEqual(back, taken);
+  assert.ok(pages > 40, `${pages} pages`);
+  // An asker that does not say it reads the lists in parts (a node of an earlier version) gets them in the state, as before.
+  const first = consumersAnswer(taken, { consumer: 1, pending: 0 }, BATCH_BYTES, false).parts[0];
+  assert.equal(first.state?.initial?.length, 5000);
+  assert.equal(first.state?.maxedOut?.length, 10_000);
+  assert.deepEqual(await readConsumers(async (at) => Buffer.from(JSON.stringify(consumersAnswer(taken.slice(1), at, BATCH_BYTES, false)))), taken.slice(1));
 });
 
 test("many consumers move, one with more pending acks than one page carries: all at their state", async () => {

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import type { NagareServer } from "../src/server/server.js";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
-import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 const MAX_PAYLOAD = 16 * 1024;
 
@@ -110,4 +110,55 @@ test("with max_payload 16 KiB, a move whose deleted sequences do not fit the tar
   assert.equal(after.state.messages, 3);
   assert.equal(after.state.last_seq, 16_001);
   assert.equal((await js.publish("gappy.0", "more")).seq, 16_002, "the stream takes writes again");
+});
+
+/** Publishes one message on each of `n` subjects `<prefix>.<i>`, then a second on `<prefix>.0`: a last_per_subject consumer starts with `n` sequences to deliver. */
+async function onSubjects(js: ReturnType<typeof jetstream>, prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 500) await Promise.all(Array.from({ length: Math.min(500, n - i) }, (_, k) => js.publish(`${prefix}.${i + k}`, `v${i + k}`)));
+  await js.publish(`${prefix}.0`, "again");
+}
+
+test("with max_payload 16 KiB, a last_per_subject consumer over 20,000 subjects (its list to deliver some 120 KB, past the 80 KiB a route takes) moves with its stream at its state, and delivers each subject's last message there", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const cfg = { name: "LASTS", subjects: ["lasts.>"], placement: { cluster: "", tags: ["node:a"] } };
+  await jsm.streams.add(cfg);
+  await waitUntil(() => nodes.every((n) => placedLeader(n, "LASTS") === "a"), "the placement on every node");
+  const js = jetstream(nc);
+  await onSubjects(js, "lasts", 20_000);
+  await jsm.consumers.add("LASTS", { durable_name: "lps", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.LastPerSubject, filter_subject: "lasts.>" });
+  const before = await jsm.consumers.info("LASTS", "lps");
+  assert.equal(before.num_pending, 20_000);
+  const info = await jsm.streams.info("LASTS");
+  await jsm.streams.update("LASTS", { ...info.config, placement: { cluster: "", tags: ["node:c"] } });
+  await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", "LASTS")?.placement.moving === undefined && placedLeader(n, "LASTS") === "c"), "the move to finish everywhere", 30_000);
+  await waitUntil(() => !nodes[0].jetstream!.streams.has("LASTS"), "a to delete its copy");
+  assert.equal((await jsm.consumers.info("LASTS", "lps")).num_pending, 20_000);
+  const seen = new Map<string, string>();
+  const consumer = await js.consumers.get("LASTS", "lps");
+  while (seen.size < 20_000) {
+    for await (const m of await consumer.fetch({ max_messages: 1000, expires: 5000 })) {
+      assert.equal(seen.has(m.subject), false, `${m.subject} delivered twice`);
+      seen.set(m.subject, m.string());
+      m.ack();
+    }
+  }
+  assert.equal(seen.get("lasts.0"), "again");
+  assert.equal(seen.get("lasts.19999"), "v19999");
+});
+
+test("with max_payload 16 KiB, a last_per_subject consumer over 20,000 subjects is copied whole to every follower", async () => {
+  const nc = await clients.open(nodes[1].url);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "LASTS3", subjects: ["lasts3.>"], num_replicas: 3 });
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("LASTS3")), "a copy on every node");
+  await onSubjects(jetstream(nc), "lasts3", 20_000);
+  await jsm.consumers.add("LASTS3", { durable_name: "lps", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.LastPerSubject, filter_subject: "lasts3.>" });
+  const followers = nodes.filter((n) => n.cluster!.options.serverName !== placedLeader(n, "LASTS3"));
+  assert.equal(followers.length, 2);
+  await waitUntil(
+    () => followers.every((f) => f.jetstream!.streams.get("LASTS3")!.replicaConsumers?.find((c) => c.name === "lps")?.state.initial?.length === 20_000),
+    "every follower's copy of the consumer to hold its 20,000 sequences to deliver",
+    30_000,
+  );
 });

@@ -92,8 +92,8 @@ const PULL_RETRY_MS = 500;
 const SEE_MOVE_MS = 2000;
 /** Sequences deleted since the copy began that a freeze answer lists (each is deleted on the target, one by one). */
 const MAX_GAPS = 100_000;
-/** Pending deliveries per part of a consumers answer: entries of about 50 bytes, well below BATCH_BYTES. */
-const PENDING_PART = 4096;
+/** Entries per part of a consumers answer (pending deliveries of about 50 bytes, sequences of the other lists less): well below BATCH_BYTES. */
+const ENTRIES_PART = 4096;
 /** Acks and consumer changes held for one frozen stream, and their bytes: past either, the API refuses and an ack is dropped (it is redelivered). */
 const HELD_MAX = 16_384;
 const HELD_BYTES = 16 * 1024 * 1024;
@@ -120,6 +120,8 @@ interface MoveRequest {
   consumer?: unknown;
   pending?: unknown;
   maxBytes?: unknown;
+  /** The asker reads a consumer's `initial` and `maxedOut` in parts too (consumersAnswer); absent (a node of an earlier version): they come whole. */
+  lists?: unknown;
   id?: unknown;
   rev?: unknown;
 }
@@ -141,16 +143,26 @@ export interface ConsumerCopy {
   state: MovedState;
 }
 
-/** One part of a consumers answer: a consumer's first part carries its definition and state, the next ones more of its pending deliveries. */
+/**
+ * One part of a consumers answer: a consumer's first part carries its
+ * definition and state (with how many entries each list has), the next
+ * ones more entries of its lists, in the order pending deliveries,
+ * `initial`, `maxedOut`. Each list can be long (a last_per_subject
+ * consumer's `initial` names a sequence per subject), so none travels
+ * whole. To an asker of an earlier version, which reads only `pending` in
+ * parts, `initial` and `maxedOut` come whole in the state.
+ */
 interface ConsumerPart {
   name: string;
   config?: ConsumerConfig;
   created?: string;
-  state?: Omit<MovedState, "pending"> & { pendingCount: number };
+  state?: Omit<MovedState, "pending"> & { pendingCount: number; initialCount?: number; maxedOutCount?: number };
   pending: MovedState["pending"];
+  initial?: number[];
+  maxedOut?: number[];
 }
 
-/** Where the next consumers answer starts: a consumer (by index, in name order) and an offset into its pending deliveries. */
+/** Where the next consumers answer starts: a consumer (by index, in name order) and an offset into its lists (pending deliveries, then `initial`, then `maxedOut`: see ConsumerPart). */
 export interface ConsumersCursor {
   consumer: number;
   pending: number;
@@ -434,7 +446,7 @@ export class StreamMover {
     const out = await readConsumers(async (cursor) => {
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, id, rev: this.revisionOf(name) })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${CONSUMERS}${name}`, Buffer.from(JSON.stringify({ ...cursor, maxBytes, lists: true, id, rev: this.revisionOf(name) })), REQUEST_MS);
       if (b === null) throw new Unanswered(`${leader} did not answer for the consumers`);
       return b;
     });
@@ -520,7 +532,7 @@ export class StreamMover {
       if (taken === undefined || !s.frozen) return answerError(`stream ${name} is not frozen here`);
       const at = { consumer: Number(req.consumer), pending: Number(req.pending) };
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
-      return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes)))));
+      return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes), req.lists === true))));
     }
     const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to), id, req.maxBytes);
     run.then(
@@ -598,23 +610,35 @@ export class StreamMover {
  * The consumers answer from `at`: whole parts until `maxBytes` (at most
  * BATCH_BYTES: the asking node's max_payload, whose route refuses more) is
  * reached, at least one part, and where the next one starts. A part's
- * pending deliveries are halved until it fits (at least one).
+ * entries are halved until it fits (at least one). `lists`: the asker
+ * reads `initial` and `maxedOut` in parts (else they go whole in the
+ * state, as nodes of an earlier version read them).
  */
-export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCursor, maxBytes = BATCH_BYTES): { parts: ConsumerPart[]; next: ConsumersCursor | null } {
+export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCursor, maxBytes = BATCH_BYTES, lists = false): { parts: ConsumerPart[]; next: ConsumersCursor | null } {
   const limit = Math.min(maxBytes, BATCH_BYTES);
   const parts: ConsumerPart[] = [];
   let bytes = 0;
   let cur: ConsumersCursor | null = at.consumer < taken.length ? at : null;
   while (cur !== null && (parts.length === 0 || bytes < limit)) {
     const c = taken[cur.consumer];
-    let n = PENDING_PART;
+    const { pending, initial = [], maxedOut = [], ...rest } = c.state;
+    const inParts = lists ? [initial, maxedOut] : [[], []];
+    const entries = pending.length + inParts[0].length + inParts[1].length;
+    let n = ENTRIES_PART;
     let part: ConsumerPart;
     let size: number;
     for (;;) {
-      part = { name: c.name, pending: c.state.pending.slice(cur.pending, cur.pending + n) };
+      part = partOf(c.name, cur.pending, n, pending, inParts[0], inParts[1]);
       if (cur.pending === 0) {
-        const { pending: all, ...rest } = c.state;
-        Object.assign(part, { config: c.config, created: c.created, state: { ...rest, pendingCount: all.length } });
+        const state: NonNullable<ConsumerPart["state"]> = { ...rest, pendingCount: pending.length };
+        if (lists) {
+          if (initial.length > 0) state.initialCount = initial.length;
+          if (maxedOut.length > 0) state.maxedOutCount = maxedOut.length;
+        } else {
+          if (c.state.initial !== undefined) state.initial = c.state.initial;
+          if (c.state.maxedOut !== undefined) state.maxedOut = c.state.maxedOut;
+        }
+        Object.assign(part, { config: c.config, created: c.created, state });
       }
       size = Buffer.byteLength(JSON.stringify(part));
       if (size <= limit || n === 1) break;
@@ -624,9 +648,21 @@ export function consumersAnswer(taken: readonly ConsumerCopy[], at: ConsumersCur
     parts.push(part);
     bytes += size;
     const end = cur.pending + n;
-    cur = end < c.state.pending.length ? { consumer: cur.consumer, pending: end } : cur.consumer + 1 < taken.length ? { consumer: cur.consumer + 1, pending: 0 } : null;
+    cur = end < entries ? { consumer: cur.consumer, pending: end } : cur.consumer + 1 < taken.length ? { consumer: cur.consumer + 1, pending: 0 } : null;
   }
   return { parts, next: cur };
+}
+
+/** Entries `at`..`at + n` of a consumer's lists (pending, then initial, then maxedOut) as a part; a list with none there is left out. */
+function partOf(name: string, at: number, n: number, pending: MovedState["pending"], initial: number[], maxedOut: number[]): ConsumerPart {
+  const part: ConsumerPart = { name, pending: pending.slice(at, at + n) };
+  const fromInitial = at - pending.length;
+  const ofInitial = initial.slice(Math.max(0, fromInitial), Math.max(0, fromInitial + n));
+  if (ofInitial.length > 0) part.initial = ofInitial;
+  const fromMaxedOut = fromInitial - initial.length;
+  const ofMaxedOut = maxedOut.slice(Math.max(0, fromMaxedOut), Math.max(0, fromMaxedOut + n));
+  if (ofMaxedOut.length > 0) part.maxedOut = ofMaxedOut;
+  return part;
 }
 
 /** The bound an answer's asker named (its max_payload), at most BATCH_BYTES; older nodes name none: BATCH_BYTES. */
@@ -637,37 +673,50 @@ export function answerLimit(maxBytes: unknown): number {
 /**
  * Reads a leader's consumers page by page (`ask` sends one cursor and
  * returns the answer, consumersAnswer's form: each below a route's max
- * payload however many consumers and pending acks), and checks that every
- * one came whole.
+ * payload however many consumers and entries), and checks that every one
+ * came whole. An answerer of an earlier version sends `initial` and
+ * `maxedOut` whole in the state.
  */
 export async function readConsumers(ask: (cursor: ConsumersCursor) => Promise<Buffer>): Promise<ConsumerCopy[]> {
   const out: ConsumerCopy[] = [];
-  const counts: number[] = [];
+  const counts: Array<{ pending: number; initial?: number; maxedOut?: number }> = [];
   let cursor: ConsumersCursor | null = { consumer: 0, pending: 0 };
   while (cursor !== null) {
     const r = JSON.parse((await ask(cursor)).toString()) as { parts?: ConsumerPart[]; next?: ConsumersCursor | null; error?: string };
     if (r.error !== undefined) throw new Error(r.error);
     if (!Array.isArray(r.parts) || (r.parts.length === 0 && r.next !== null)) throw new Error("bad consumers answer");
     for (const part of r.parts) {
-      if (typeof part.name !== "string" || !Array.isArray(part.pending)) throw new Error("bad consumers answer");
+      if (typeof part.name !== "string" || !Array.isArray(part.pending) || !optionalArray(part.initial) || !optionalArray(part.maxedOut)) throw new Error("bad consumers answer");
       if (part.state !== undefined) {
         if (typeof part.config !== "object" || part.config === null || typeof part.created !== "string") throw new Error(`bad consumer ${part.name}`);
-        const { pendingCount, ...state } = part.state;
-        out.push({ name: part.name, config: part.config, created: part.created, state: { ...state, pending: [...part.pending] } });
-        counts.push(pendingCount);
-      } else {
-        const last = out[out.length - 1];
-        if (last?.name !== part.name) throw new Error(`pending deliveries of consumer ${part.name} out of order`);
-        for (const e of part.pending) last.state.pending.push(e);
+        const { pendingCount, initialCount, maxedOutCount, ...state } = part.state;
+        const copy: ConsumerCopy = { name: part.name, config: part.config, created: part.created, state: { ...state, pending: [] } };
+        if (initialCount !== undefined) copy.state.initial = [];
+        if (maxedOutCount !== undefined) copy.state.maxedOut = [];
+        out.push(copy);
+        counts.push({ pending: pendingCount, initial: initialCount, maxedOut: maxedOutCount });
       }
+      const last = out[out.length - 1];
+      if (last?.name !== part.name) throw new Error(`entries of consumer ${part.name} out of order`);
+      const count = counts[counts.length - 1];
+      // Entries of a list the first part did not count (or a state that came whole) would be taken twice.
+      if ((part.initial !== undefined && count.initial === undefined) || (part.maxedOut !== undefined && count.maxedOut === undefined)) throw new Error(`consumer ${part.name}: entries of a list it did not count`);
+      for (const e of part.pending) last.state.pending.push(e);
+      if (part.initial !== undefined) for (const seq of part.initial) last.state.initial!.push(seq);
+      if (part.maxedOut !== undefined) for (const seq of part.maxedOut) last.state.maxedOut!.push(seq);
     }
     cursor = r.next ?? null;
   }
   out.forEach((c, i) => {
-    if (c.state.pending.length !== counts[i]) throw new Error(`consumer ${c.name}: ${c.state.pending.length} pending deliveries of ${counts[i]} came`);
+    const { pending, initial, maxedOut } = counts[i];
+    if (c.state.pending.length !== pending) throw new Error(`consumer ${c.name}: ${c.state.pending.length} pending deliveries of ${pending} came`);
+    if (initial !== undefined && c.state.initial!.length !== initial) throw new Error(`consumer ${c.name}: ${c.state.initial!.length} initial sequences of ${initial} came`);
+    if (maxedOut !== undefined && c.state.maxedOut!.length !== maxedOut) throw new Error(`consumer ${c.name}: ${c.state.maxedOut!.length} sequences let go at max_deliver of ${maxedOut} came`);
   });
   return out;
 }
+
+const optionalArray = (v: unknown): boolean => v === undefined || Array.isArray(v);
 
 /** The consumers of a stream as a leader has them now, in name order (a move's freeze takes them this way). */
 export function takeConsumers(s: Stream, now: number): ConsumerCopy[] {

@@ -555,7 +555,7 @@ export class StreamReplicas {
    */
   private serveConsumers(name: string, body: Buffer, reply: string, heldSince?: number): void {
     const role = this.roles.get(`${name}/0`);
-    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown; snapshot?: unknown; maxBytes?: unknown };
+    let req: { follower?: unknown; cursor?: ConsumersCursor; stamp?: unknown; run?: unknown; held?: unknown; snapshot?: unknown; maxBytes?: unknown; lists?: unknown };
     try {
       req = JSON.parse(body.toString()) as typeof req;
     } catch {
@@ -611,7 +611,7 @@ export class StreamReplicas {
       head = { stamp, run: copies.run, version: copies.next() };
       this.snapshots.set(key, { version: head.version, taken });
     }
-    const page = consumersAnswer(taken!, c!, answerLimit(req.maxBytes));
+    const page = consumersAnswer(taken!, c!, answerLimit(req.maxBytes), req.lists === true);
     if (page.next === null) this.snapshots.delete(key);
     this.host.answer(reply, Buffer.from(JSON.stringify(head === undefined ? page : { ...page, ...head })));
   }
@@ -634,7 +634,7 @@ export class StreamReplicas {
       const holding = first ? (role.consumers !== null ? { stamp: role.consumersStamp, run: role.consumersRun, held: role.consumersVersion } : {}) : { snapshot: head.version };
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, maxBytes, ...holding })), CONSUMERS_REQUEST_MS);
+      const b = await this.host.request(role.leader, subject, Buffer.from(JSON.stringify({ follower: this.self, cursor, maxBytes, lists: true, ...holding })), CONSUMERS_REQUEST_MS);
       if (b === null) throw new Error(`${role.leader} did not answer for the consumers`);
       if (first) {
         const r = JSON.parse(b.toString()) as { unchanged?: boolean; stamp?: string; run?: string; version?: number };
