@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, JetStreamApiError, type JsMsg } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { spawnServer, startJs } from "./helpers/js.js";
+import { api, apiErrorCode, spawnServer, startJs } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
 import kafkajs from "kafkajs";
 import { FileLog } from "../src/store/file-log.js";
@@ -122,6 +122,40 @@ describe("JetStream durability", () => {
       assert.equal((await jetstream(h.nc).publish("skip.x", "after")).seq, 10);
       assert.equal((await jsm2.streams.info("FROM")).state.first_seq, 1000);
       assert.equal((await jetstream(h.nc).publish("from.x", "first")).seq, 1000);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("a purge 50 million past the end and a first_seq of 2^52 cost no memory per sequence skipped and hold across a restart; further is refused, never a crash", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      const js = jetstream(h.nc);
+      await jsm.streams.add({ name: "FAR", subjects: ["far.>"] });
+      for (let i = 0; i < 3; i++) await js.publish("far.x", `${i}`);
+      const before = process.memoryUsage().arrayBuffers;
+      await jsm.streams.purge("FAR", { seq: 50_000_000 });
+      assert.equal((await js.publish("far.x", "after")).seq, 50_000_000);
+      // The segment's detail used to keep a slot for every sequence skipped: some 400 MB here.
+      const grown = process.memoryUsage().arrayBuffers - before;
+      assert.ok(grown < 64 * 1024 * 1024, `${grown} bytes more held after the skip`);
+      const TOP = 2 ** 52;
+      await jsm.streams.add({ name: "TOP", subjects: ["top.>"], first_seq: TOP });
+      assert.equal((await js.publish("top.x", "first")).seq, TOP);
+      // As far as a stream can start: past it, sequences would no longer be exact.
+      assert.equal(await apiErrorCode(jsm.streams.add({ name: "PAST", subjects: ["past.>"], first_seq: TOP + 2 })), 10052);
+      assert.equal(await apiErrorCode(jsm.streams.purge("TOP", { seq: TOP + 2 })), 10003);
+      assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.TOP", '{"seq":1e30}')).error, { code: 400, err_code: 10025, description: "invalid JSON" });
+      await h.restart();
+      const js2 = jetstream(h.nc);
+      assert.equal((await js2.publish("far.x", "again")).seq, 50_000_001);
+      assert.equal((await js2.publish("top.x", "second")).seq, TOP + 1);
+      const jsm2 = await jetstreamManager(h.nc);
+      assert.equal((await jsm2.streams.getMessage("FAR", { seq: 50_000_000 }))?.string(), "after");
+      assert.equal((await jsm2.streams.getMessage("TOP", { seq: TOP }))?.string(), "first");
+      const st = (await jsm2.streams.info("FAR")).state;
+      assert.deepEqual([st.first_seq, st.last_seq, st.messages], [50_000_000, 50_000_001, 2]);
     } finally {
       await h.close();
     }

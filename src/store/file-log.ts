@@ -48,6 +48,7 @@ import { nodeFs, readExactly, writeFileDurably, writeFully, writeFullyV, type St
 import {
   AppendRun,
   limitRefusal,
+  purgeRefusal,
   refusal,
   runRefusal,
   subjectAt,
@@ -139,12 +140,15 @@ const TOMBSTONE_DELAY_MS = 50;
 const MARKER_DELAY_MS = 200;
 const REOPEN_MAX_DELAY_MS = 30_000;
 /**
- * A copy (appendCopy) skipping more sequences than this starts a new segment
+ * A data batch starting more sequences than this past the data of the
+ * newest segment (a copy, appendCopy, that skips them; an append after a
+ * purge moved the log on, or a stream's first_seq) starts a new segment
  * file named after its first sequence: a segment's detail keeps a slot per
  * sequence from the file's first, 8 bytes each, so a gap of millions would
- * cost megabytes; sequences between two files belong to neither and are gone.
+ * cost megabytes (and one of 2^50 more than there is); sequences between
+ * two files belong to neither and are gone.
  */
-const COPY_GAP_ROLL = 4096;
+const GAP_ROLL = 4096;
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
@@ -267,6 +271,8 @@ interface Round {
   n: number;
   /** The sequence after this round: firstSeq + n, or further when a purge skipped ahead. */
   nextSeq: number;
+  /** The sequence after the last data batch in its segment, as of this round (the segment's first if none). */
+  dataEnd: number;
   time: number;
   /** The stamp of its tombstone batch (strictly increasing along the log; see Segment.horizon). */
   stamp: number;
@@ -621,7 +627,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   purge(opts: PurgeOptions = {}): Promise<number> {
     return new Promise((resolve, reject) => {
-      const refused = this.unusable();
+      const refused = this.unusable() ?? purgeRefusal(opts);
       if (refused !== null) return reject(refused);
       this.ops.push({ kind: "purge", opts, done: (err, n) => (err ? reject(err) : resolve(n)) });
       this.kick();
@@ -898,7 +904,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const mustSettle =
         newest !== null &&
         oldest !== null &&
-        (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES || this.copyRollsAfter(newest));
+        (this.ops.length > 0 || this.rollDue(newest.seg, newest.end) || newest.end - oldest.pos >= MAX_UNLANDED_BYTES || this.gapRollsAfter(newest));
       if (work && !mustSettle) {
         const round = await this.writeRound(newest);
         if (round === null) continue;
@@ -1112,12 +1118,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const prevTime = inflight !== null ? inflight.time : this.lastTime;
     const now = Math.max(Date.now(), prevTime);
     const time = skipOnly || batch === null ? prevTime : copied ? batch.copyTime : now;
-    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, time, stamp: 0, batch, data: null, dataLength: 0, tomb: null, tombs, evicted, ops, planned };
+    const round: Round = { seg: null!, pos: 0, end: 0, firstSeq, n, nextSeq, dataEnd: 0, time, stamp: 0, batch, data: null, dataLength: 0, tomb: null, tombs, evicted, ops, planned };
+    const hasData = batch !== null && !skipOnly;
     let seg: Segment;
     try {
-      // A copy that skips many sequences starts a file of its own (see copyRollsAfter); else the file is named
-      // after the sequence the log was at, and the skipped sequences are dead slots of its detail.
-      const rolls = flags !== 0 && inflight === null && firstSeq - expected > COPY_GAP_ROLL;
+      // A data batch far past the newest file's data starts a file of its own (see GAP_ROLL and gapRollsAfter, which has
+      // the rounds before it land first); else the file is named after the sequence the log was at, and the sequences
+      // skipped are dead slots of its detail.
+      const rolls = hasData && inflight === null && firstSeq - this.dataEndOf(this.segments[this.segments.length - 1], firstSeq) > GAP_ROLL;
       seg = await this.segmentFor(rolls ? firstSeq : expected, inflight !== null ? inflight.end : null, rolls);
     } catch (err) {
       this.stick(err instanceof Error ? err : new Error(String(err)));
@@ -1125,6 +1133,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       return null;
     }
     round.seg = seg;
+    round.dataEnd = hasData ? firstSeq + n : inflight !== null && inflight.seg === seg ? inflight.dataEnd : this.dataEndOf(seg, firstSeq);
     round.pos = inflight !== null ? inflight.end : seg.size;
     if (skipOnly) {
       // Nothing to write but the tombstone batch below.
@@ -1167,10 +1176,21 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     return round;
   }
 
-  /** Whether the next queued batch is a copy that skips so many sequences after `newest` that it starts a new file: written once the rounds before it landed. */
-  private copyRollsAfter(newest: Round): boolean {
+  /**
+   * Whether the next queued batch starts so far past the data of `newest`'s
+   * file (a copy that skips sequences, an append after a purge moved the
+   * log on) that it starts a new file: written once the rounds before it
+   * landed.
+   */
+  private gapRollsAfter(newest: Round): boolean {
     const b = this.staged.length > 0 ? this.staged[0] : null;
-    return b !== null && b.copySeq - newest.nextSeq > COPY_GAP_ROLL;
+    if (b === null || b.count === 0) return false;
+    return (b.copySeq !== 0 ? b.copySeq : newest.nextSeq) - newest.dataEnd > GAP_ROLL;
+  }
+
+  /** The sequence after the last data batch landed in `seg` (its first sequence if none; `none` without a file). */
+  private dataEndOf(seg: Segment | undefined, none: number): number {
+    return seg === undefined ? none : Math.max(seg.lastSeq + 1, seg.firstSeq);
   }
 
   /** Why a queued copy cannot be written after `inflight` (or the log's last batch), or null. */

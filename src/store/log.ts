@@ -239,10 +239,23 @@ export interface Limits {
   discardNewPerSubject?: boolean;
 }
 
+/**
+ * The furthest sequence a purge may move a log on to (a purge past its end,
+ * a stream's first_seq): 2^52 leaves as many sequences again before a
+ * double stops holding every integer. nats-server takes any uint64.
+ */
+export const MAX_START_SEQ = 2 ** 52;
+
+/** A purge that would move a log past MAX_START_SEQ, refused before anything changes. */
+export function purgeRefusal(opts: PurgeOptions): Error | null {
+  const upTo = opts.upTo ?? 0;
+  return upTo > MAX_START_SEQ || !Number.isSafeInteger(upTo) ? new Error(`a purge up to sequence ${upTo} would move the log past ${MAX_START_SEQ}, the furthest it can start`) : null;
+}
+
 export interface PurgeOptions {
   /** Only messages whose subject matches (NATS wildcards). */
   filter?: string;
-  /** Only messages with a sequence below this one. */
+  /** Only messages with a sequence below this one (at most MAX_START_SEQ). */
   upTo?: number;
   /** Keep the newest N (of those matching the filter). */
   keep?: number;

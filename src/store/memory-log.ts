@@ -10,6 +10,7 @@ import {
   limitRefusal,
   refusal,
   runRefusal,
+  purgeRefusal,
   inputAt,
   type AppendCallback,
   type AppendInput,
@@ -423,6 +424,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   async purge(opts: PurgeOptions = {}): Promise<number> {
     if (this.closed) throw new Error("log is closed");
+    const refused = purgeRefusal(opts);
+    if (refused !== null) throw refused;
     const ranges = this.index.planPurge(opts);
     let n = 0;
     for (let i = 0; i < ranges.length; i += 2) n += this.index.removeRange(ranges[i], ranges[i + 1]).length;

@@ -14,7 +14,7 @@ import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
 import { apiOverlapError, createOnlyChecks, normalizeStreamConfig, ownOverlapError } from "./config.js";
 import type { JetStream } from "./jetstream.js";
-import type { StoredMessage } from "../store/log.js";
+import { MAX_START_SEQ, type StoredMessage } from "../store/log.js";
 import { ClusterApi, isAccountStreamMove, streamOfSubject, type Placed } from "./cluster-api.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 
@@ -81,10 +81,11 @@ function offsetOf(req: Json, total: number): number {
   return typeof o === "number" && Number.isInteger(o) && o > 0 ? Math.min(o, total) : 0;
 }
 
+/** A request's sequence or count, a uint64 to nats-server's decoder: anything else is invalid JSON, as there. */
 function optNumber(req: Json, key: string): number | undefined {
   const v = req[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw Errors.badRequest();
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= 2 ** 64) throw Errors.invalidJson();
   return v;
 }
 
@@ -470,6 +471,8 @@ export class JetStreamApi implements Receiver {
         const seq = optNumber(req, "seq");
         const keep = optNumber(req, "keep");
         if (seq !== undefined && keep !== undefined) throw Errors.badRequest();
+        // nats-server moves the stream on to any uint64; nagare's sequences are doubles, exact only so far.
+        if (seq !== undefined && seq > MAX_START_SEQ) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
         const purged = await s.purge({ filter: filter || undefined, upTo: seq || undefined, keep: keep || undefined });
         return { success: true, purged };
       }

@@ -10,6 +10,7 @@ import { isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../s
 import { SubjectTransform, TransformError } from "../subjects/transform.js";
 import { ApiError, Errors } from "./errors.js";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
+import { MAX_START_SEQ } from "../store/log.js";
 
 export const NS_PER_MS = 1_000_000;
 const DEFAULT_DUPLICATE_WINDOW = 120_000 * NS_PER_MS;
@@ -253,6 +254,8 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
     if (maxPer <= 0) throw bad("discard new per subject requires max msgs per subject > 0");
   }
   const firstSeq = int(raw, "first_seq", "uint64");
+  // nats-server starts a stream at any uint64; nagare's sequences are doubles, exact only so far.
+  if (firstSeq !== undefined && firstSeq > MAX_START_SEQ) throw bad(`first sequence can not be larger than ${MAX_START_SEQ}`);
   const cl = object(raw, "consumer_limits");
   const consumerLimits: StreamConfig["consumer_limits"] = {};
   if (cl !== undefined) {
