@@ -313,6 +313,33 @@ describe("JetStream API errors", () => {
     assert.equal(made.error, undefined, JSON.stringify(made));
   });
 
+  test("a request body of JSON null is the zero request, and a field of the wrong type invalid JSON, as nats-server 2.9.10 decodes them", async () => {
+    await jsm.streams.add({ name: "NUL", subjects: ["nul.>"] });
+    await jsm.streams.add({ name: "NULM", subjects: ["nulm.>"], storage: StorageType.Memory });
+    await jsm.consumers.add("NUL", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+    const err = (code: number, err_code: number, description: string): ApiErr => ({ code, err_code, description });
+    const mismatch = err(400, 10056, "stream name in subject does not match request");
+    // nats-server 2.9.10's answers, each seen side by side.
+    for (const subject of ["$JS.API.CONSUMER.CREATE.NUL", "$JS.API.CONSUMER.DURABLE.CREATE.NUL.x", "$JS.API.CONSUMER.CREATE.NUL.y", "$JS.API.STREAM.CREATE.NEW"]) {
+      assert.deepEqual((await api(h.nc, subject, "null")).error, mismatch, subject);
+    }
+    assert.equal((await api(h.nc, "$JS.API.STREAM.INFO.NUL", "null")).error, undefined);
+    const names = (await api(h.nc, "$JS.API.STREAM.NAMES", "null")).streams as string[];
+    assert.ok(names.includes("NUL") && names.includes("NULM"), names.join());
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.DELETE.NUL", "null")).error, err(500, 10057, "no message found"));
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.DELETE.NULM", '{"no_erase":true}')).error, err(400, 10043, "sequence 0 not found"));
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.DELETE.NUL", "{}")).error, err(400, 10003, "bad request"));
+    // Consumer info takes no request, as deletes do.
+    for (const body of ["null", "[]", '{"x":1}', " "]) assert.deepEqual((await api(h.nc, "$JS.API.CONSUMER.INFO.NUL.C", body)).error, err(400, 10038, "expected an empty request payload"), body);
+    assert.equal((await api(h.nc, "$JS.API.CONSUMER.INFO.NUL.C", "{}")).name, "C");
+    const invalid = err(400, 10025, "invalid JSON");
+    for (const [op, body] of [["MSG.GET", '{"seq":-1}'], ["MSG.GET", '{"seq":"1"}'], ["MSG.GET", '{"seq":1.5}'], ["MSG.GET", '{"last_by_subj":5}'], ["PURGE", '{"keep":-1}'], ["PURGE", '{"filter":5}'], ["PURGE", '{"seq":1e30}'], ["MSG.DELETE", '{"seq":"1"}']]) {
+      assert.deepEqual((await api(h.nc, `$JS.API.STREAM.${op}.NUL`, body)).error, invalid, `${op} ${body}`);
+    }
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.NAMES", '{"subject":5}')).error, invalid);
+    assert.equal((await jsm.streams.info("NUL")).config.name, "NUL");
+  });
+
   test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {
     const js = (await import("@nats-io/jetstream")).jetstream(h.nc);
     const storeMiss = (why: string): ApiErr => ({ code: 500, err_code: 10057, description: why });

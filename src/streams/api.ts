@@ -33,6 +33,7 @@ interface Request {
   reply: string;
 }
 
+/** A request body as nats-server decodes it into its Go request type: `null` leaves it zero (as an empty object does); another non-object is invalid JSON. */
 function parseBody(body: Buffer): Json {
   if (body.length === 0) return {};
   let v: unknown;
@@ -41,7 +42,8 @@ function parseBody(body: Buffer): Json {
   } catch {
     throw Errors.invalidJson();
   }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw Errors.invalidJson();
+  if (v === null) return {};
+  if (typeof v !== "object" || Array.isArray(v)) throw Errors.invalidJson();
   return v as Json;
 }
 
@@ -56,7 +58,7 @@ function deleteMiss(s: Stream, seq: number): ApiError {
   if (s.config.storage === "file") {
     const st = s.log.state();
     if (seq > st.lastSeq) return Errors.msgDeleteFailed("stream store EOF");
-    if (seq < st.firstSeq) return Errors.msgDeleteFailed("no message found");
+    if (seq < st.firstSeq || seq === 0) return Errors.msgDeleteFailed("no message found");
   }
   return Errors.sequenceNotFound(seq);
 }
@@ -68,8 +70,10 @@ function deleteMiss(s: Stream, seq: number): ApiError {
  * refused, not carried out.
  */
 function isEmptyRequest(body: Buffer): boolean {
+  if (body.length === 0) return true;
   try {
-    return Object.keys(parseBody(body)).length === 0;
+    const v: unknown = JSON.parse(body.toString("utf8"));
+    return typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 0;
   } catch {
     return false;
   }
@@ -92,7 +96,7 @@ function optNumber(req: Json, key: string): number | undefined {
 function optString(req: Json, key: string): string | undefined {
   const v = req[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "string") throw Errors.badRequest();
+  if (typeof v !== "string") throw Errors.invalidJson();
   return v;
 }
 
@@ -312,7 +316,7 @@ export class JetStreamApi implements Receiver {
       case "stream_msg_get_response":
         return await this.msgGet(this.js.stream(t[5]), parseBody(body));
       case "stream_msg_delete_response":
-        return await this.msgDelete(this.js.stream(t[5]), parseBody(body));
+        return await this.msgDelete(this.js.stream(t[5]), body);
       case "stream_create_response":
       case "stream_update_response":
       case "stream_info_response":
@@ -350,6 +354,7 @@ export class JetStreamApi implements Receiver {
       case "consumer_list_response":
         return await this.consumerList(t[4], t[3] === "NAMES", parseBody(body));
       case "consumer_info_response":
+        if (!isEmptyRequest(body)) throw Errors.notEmptyRequest();
         return this.js.consumer(this.js.stream(t[4]), t[5]).info();
       case "consumer_delete_response": {
         if (!isEmptyRequest(body)) throw Errors.notEmptyRequest();
@@ -533,13 +538,16 @@ export class JetStreamApi implements Receiver {
     return { message: Stream.renderMessage(await this.findMessage(s, req)) };
   }
 
-  private async msgDelete(s: Stream, req: Json): Promise<Json> {
+  private async msgDelete(s: Stream, body: Buffer): Promise<Json> {
+    // As nats-server: no request at all is a bad one; one without a sequence (JSON null, other fields) asks for 0.
+    if (isEmptyRequest(body)) throw Errors.badRequest();
+    const req = parseBody(body);
     if (s.config.sealed) throw Errors.sealed();
     // A partition moving out from here is frozen: a delete now would not reach its new leader (retryable).
     if (s.frozen || s.movingOut()) throw Errors.streamMoving();
     if (s.config.deny_delete) throw Errors.msgDeleteFailed("message delete not permitted");
-    const seq = optNumber(req, "seq");
-    if (seq === undefined) throw Errors.badRequest();
+    const seq = optNumber(req, "seq") ?? 0;
+    if (seq === 0 || seq > Number.MAX_SAFE_INTEGER) throw deleteMiss(s, seq);
     // What readers never see is not there for them to delete either (a door's control message: Kafka's markers decide its records).
     if (s.readerVisibility?.hidden(0, seq) === true) throw Errors.sequenceNotFound(seq);
     if (!(await s.deleteMessage(seq))) throw deleteMiss(s, seq);
