@@ -232,7 +232,7 @@ describe("the cluster's own subjects leave a node only as the cluster's requests
   test("a message on $NG. made by anything but the cluster's code is neither delivered nor sent to another node; answers and what came from a peer are", () => {
     const account = new Account("A");
     const forwarded: string[] = [];
-    account.remote = { interest: () => {}, forward: (_a, m) => (forwarded.push(m.subject), 1), hasInterest: () => true };
+    account.remote = { interest: () => {}, forward: (_a, m) => (forwarded.push(m.subject), 1), hasInterest: () => true, hasDeliveryInterest: () => true };
     const seen: string[] = [];
     account.subscribe(new Subscription({ echo: true, clusterInternal: true, deliver: (_s: Subscription, m: Message) => void seen.push(m.subject) } as never, "$NG.>", null));
     // What a consumer's deliver subject, a republish or an answer to a client's reply subject would make.

@@ -45,8 +45,15 @@ export interface RemoteDelivery {
   interest(account: Account, sub: Subscription, added: boolean): void;
   /** Returns how many nodes the message was sent to. */
   forward(account: Account, msg: Message, servedQueues: readonly string[], servedCount: number): number;
-  /** Whether another node has a subscriber for `subject` (a push consumer's deliver subject, a pull request's inbox). */
+  /** Whether another node has any subscriber matching `subject`, a wildcard one too (a pull request's inbox, a node's forwarding subject). */
   hasInterest(account: Account, subject: string): boolean;
+  /**
+   * Whether another node has the interest a push consumer counts, as the local
+   * check does (JetStream.hasDeliveryInterest): a subscription on exactly
+   * `subject`, plain when `queue` is undefined or empty, else a member of that
+   * queue group. Asked on the delivery path: allocates nothing.
+   */
+  hasDeliveryInterest(account: Account, subject: string, queue: string | undefined): boolean;
 }
 
 /**

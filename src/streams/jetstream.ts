@@ -537,9 +537,11 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * A push consumer's interest as nats-server counts it (its sublist's
    * registerNotification): a subscription on exactly the deliver subject (a
    * wildcard one does not count), plain when the consumer has no
-   * deliver_group, else a member of that queue group; or a subscriber on
-   * another node. Deliveries are routed as any message is, so once there
-   * is such interest every matching subscriber gets them.
+   * deliver_group, else a member of that queue group; on this node or on
+   * another (the same kinds: nats-server keeps its routes' subscriptions in
+   * the account's sublist, so its check counts them alike). Deliveries are
+   * routed as any message is, so once there is such interest every matching
+   * subscriber gets them.
    */
   hasDeliveryInterest(subject: string, group: string | undefined): boolean {
     const r = this.account.sublist.match(subject);
@@ -551,7 +553,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
         for (const s of q.members) if (!s.closed && s.subject === subject) return true;
       }
     }
-    return this.account.remote !== null && this.account.remote.hasInterest(this.account, subject);
+    return this.account.remote !== null && this.account.remote.hasDeliveryInterest(this.account, subject, group);
   }
 
   onConsumerGone(c: Consumer): void {

@@ -173,6 +173,29 @@ export class Route implements Connection, Receiver {
     return r.plain.length === 0 && r.queues.length === 0 ? null : r;
   }
 
+  /**
+   * Whether the peer declared interest in exactly `subject` (a wildcard does
+   * not count): plain when `queue` is undefined or empty, else as a member of
+   * that queue group. RS+ names the subject and the queue of each entry, so
+   * the peer's sublist knows both; the match is the cached one `forward` uses.
+   */
+  hasExactInterest(account: string, subject: string, queue: string | undefined): boolean {
+    const r = this.match(account, subject);
+    if (r === null) return false;
+    if (queue === undefined || queue === "") {
+      const plain = r.plain;
+      for (let i = 0; i < plain.length; i++) if (plain[i].subject === subject) return true;
+      return false;
+    }
+    const groups = r.queues;
+    for (let g = 0; g < groups.length; g++) {
+      if (groups[g].name !== queue) continue;
+      const members = groups[g].members;
+      for (let k = 0; k < members.length; k++) if (members[k].subject === subject) return true;
+    }
+    return false;
+  }
+
   get subscriptionCount(): number {
     return this.interestCount;
   }

@@ -448,6 +448,12 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
     return false;
   }
 
+  hasDeliveryInterest(account: Account, subject: string, queue: string | undefined): boolean {
+    const routes = this.active;
+    for (let i = 0; i < routes.length; i++) if (routes[i].hasExactInterest(account.name, subject, queue)) return true;
+    return false;
+  }
+
   interestAdded(account: string, interest: RemoteInterest): void {
     const acc = this.broker.accounts.get(account);
     if (acc === undefined) return;
