@@ -67,6 +67,7 @@ import {
   type SyncPolicy,
   noForeignRecords,
   copyMisfit,
+  goneMisfit,
   isForeignBatch,
   type ForeignBatch,
   type ForeignRecords,
@@ -253,6 +254,8 @@ interface Staged {
   copyTime: number;
   /** A foreign batch's newest record time (ForeignRecords.newestRecordTime), read while its bytes are still lent; null: the batch's time. */
   newest: number | null;
+  /** A copied foreign batch's sequences its source no longer stores (ForeignBatch.gone): removed as it lands, tombstoned in its round. */
+  gone: readonly number[] | null;
 }
 
 /** Written but unacknowledged bytes past which the writer waits for syncs to catch up. */
@@ -529,7 +532,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const bytes = Buffer.isBuffer(batch.bytes) ? batch.bytes : Buffer.from(batch.bytes.buffer, batch.bytes.byteOffset, batch.bytes.byteLength);
     const head = foreignHead(batch.format, batch.subject);
     // Nothing per record: the batch's records share its subject and its bytes.
-    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null, copySeq, copyTime, newest: this.newestRecordTime(batch.format, bytes) };
+    const b: Staged = { buf: head, used: head.length, count: n, subjects: [batch.subject], sizes: [], bytes: body, owners: [], spans: [], foreign: bytes, tail: batch.tailCrc ?? null, bytesDone: batch.bytesDone ?? null, copySeq, copyTime, newest: this.newestRecordTime(batch.format, bytes), gone: copySeq !== 0 && batch.gone !== undefined && batch.gone.length > 0 ? batch.gone : null };
     this.staged.push(b);
     this.pendingCount += n;
     this.pendingBytes += body;
@@ -543,7 +546,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const n = what.count;
     if (isForeignBatch(what)) {
       const body = foreignBodySize(what.subject, what.bytes.length);
-      const refused = unusable ?? (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : null);
+      const misfit = what.gone === undefined ? null : goneMisfit(what.gone, firstSeq, n);
+      const refused = unusable ?? (BATCH_HEADER + body > MAX_BATCH_BYTES ? new Error(`batch of ${body} bytes exceeds the limit of ${MAX_BATCH_BYTES - BATCH_HEADER}`) : misfit !== null ? new Error(misfit) : null);
       if (refused !== null) {
         what.bytesDone?.();
         done(refused, 0);
@@ -566,7 +570,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       return;
     }
     // A batch of its own, at its source's sequence and time (the leader batched these records together too).
-    const b: Staged = { buf: this.batchBuffer(BATCH_HEADER + total), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: firstSeq, copyTime: time, newest: null };
+    const b: Staged = { buf: this.batchBuffer(BATCH_HEADER + total), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: firstSeq, copyTime: time, newest: null, gone: null };
     this.staged.push(b);
     for (let i = 0; i < n; i++) {
       b.used = encodeRunRecord(b.buf, b.used, what, i);
@@ -583,7 +587,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       // After a full batch another is likely to fill too: take its full size at once rather than grow by copying.
       // Not after a foreign batch or a copy, which say nothing of how many records will follow.
       const full = b !== undefined && b.foreign === null && b.copySeq === 0;
-      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: 0, copyTime: 0, newest: null };
+      b = { buf: this.batchBuffer(full ? BATCH_HEADER + this.maxBatchBytes : BATCH_HEADER + size), used: BATCH_HEADER, count: 0, subjects: [], sizes: [], bytes: 0, owners: [], spans: [], foreign: null, tail: null, bytesDone: null, copySeq: 0, copyTime: 0, newest: null, gone: null };
       this.staged.push(b);
     } else if (b.used + size > b.buf.length) {
       const grown = this.batchBuffer(Math.max(b.used + size, Math.min(b.buf.length * 2, BATCH_HEADER + this.maxBatchBytes)));
@@ -1111,7 +1115,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const flags = firstSeq > expected ? FLAG_GAP : 0;
     const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
-    const tombs = mergedRanges(evicted.concat(...planned));
+    // A copied batch's sequences its source no longer stores are tombstoned right after it, in the same write and sync.
+    const tombs = mergedRanges(evicted.concat(...planned, ...(batch !== null && batch.gone !== null && copied && !skipOnly ? [batch.gone as number[]] : [])));
     // Time never goes backwards within a log, so time lookups can bisect (a copy's was checked above). Only a data batch
     // carries one: a round of tombstones or a marker alone keeps the log's, or a copy queued behind it (a follower's, at its
     // leader's older times) would be refused for a time the log never stored.
@@ -1226,6 +1231,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       }
       this.index.noteDetail(seg);
       this.markerDue = true;
+      // Before anyone reads it (land runs in one go): the copy never shows a sequence its source no longer stores.
+      if (batch.gone !== null) for (let i = 0; i < batch.gone.length; i += 2) this.index.removeRange(batch.gone[i], batch.gone[i + 1]);
     }
     this.lastSeq = Math.max(this.lastSeq, round.nextSeq - 1);
     if (tomb !== null) {
@@ -1489,7 +1496,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
           if (whole && filter === undefined) {
             const parts = foreignParts(buf, at)!;
             // As stored, when every record it holds from `from` on is: all of them, or (a batch compaction cut) exactly those.
-            if (this.allStored(seg, d, wholeFrom, bSeq + count - wholeFrom) || this.holdsOnlyStored(seg, d, bSeq, count, parts.format, parts.bytes)) {
+            // And for a copy (asStored) always: it names what is gone.
+            if (opts.asStored === true || this.allStored(seg, d, wholeFrom, bSeq + count - wholeFrom) || this.holdsOnlyStored(seg, d, bSeq, count, parts.format, parts.bytes)) {
               out.push({ format: parts.format, firstSeq: bSeq, count, time, subject: parts.subject, bytes: parts.bytes });
               bytes += body;
               visited = bSeq + count - 1;

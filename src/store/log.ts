@@ -102,6 +102,15 @@ export interface ForeignBatch {
    * callback: from then on the caller may reuse them.
    */
   readonly bytesDone?: () => void;
+  /**
+   * appendCopy only: the batch's sequences its source no longer stores, as
+   * flat inclusive [from, to] pairs, ascending, within the batch (a batch
+   * that compaction or a log start moved inside it cut spans them, and may
+   * still hold their records). They are removed as the batch lands, in
+   * the same write, so that the copy never takes one as stored; a reader
+   * of the format then gets the batch cut as its source hands it.
+   */
+  readonly gone?: readonly number[];
 }
 
 /** Foreign format 1: Kafka's RecordBatch v2, from its baseOffset field to its end. */
@@ -151,6 +160,11 @@ export interface StoredForeign {
   readonly subject: string;
   /** The client's bytes as they were appended (a view: copy to keep). */
   readonly bytes: Buffer;
+  /**
+   * In a copy (readCopy, with ScanOptions.asStored): the batch's sequences
+   * its source no longer stores, as ForeignBatch.gone; absent when none.
+   */
+  readonly gone?: readonly number[];
 }
 
 /** scanStored's items: messages, and foreign batches kept whole. */
@@ -163,6 +177,19 @@ export function isForeign(item: StoredItem): item is StoredForeign {
 /** Whether appendCopy was given a foreign batch (else a run of records). */
 export function isForeignBatch(what: RecordRun | ForeignBatch): what is ForeignBatch {
   return (what as ForeignBatch).format !== undefined;
+}
+
+/** Why `gone` is not flat inclusive pairs, ascending and apart, within firstSeq..firstSeq+count-1 (ForeignBatch.gone), or null. */
+export function goneMisfit(gone: readonly number[], firstSeq: number, count: number): string | null {
+  let after = firstSeq - 1;
+  for (let i = 0; i < gone.length; i += 2) {
+    const [from, to] = [gone[i], gone[i + 1]];
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || from <= after || to < from || to >= firstSeq + count) {
+      return `the sequences gone from the copied batch at ${firstSeq} are not ranges within it in order`;
+    }
+    after = to;
+  }
+  return null;
 }
 
 /** Why a copied batch at `firstSeq` with `time` cannot follow a log whose newest sequence and time are `lastSeq` and `lastTime`, or null. */
@@ -274,6 +301,13 @@ export interface ScanOptions {
    * have a hole where its leader has records.
    */
   stopAtReadError?: boolean;
+  /**
+   * scanStored only: a foreign batch with any record still stored comes as
+   * it is stored, never cut, whatever of it is gone (the reader asks `has`
+   * which): for a copy, which names what is gone, so that it holds the
+   * same bytes as its source.
+   */
+  asStored?: boolean;
 }
 
 /** `seq` of the appended message once it is as durable as the sync policy makes it. */
@@ -302,7 +336,8 @@ export interface MessageLog {
    * the same bytes). The sequences between the log's last one and
    * `firstSeq` are skipped: gone, never handed out. Refused when `firstSeq`
    * is not beyond every sequence queued or stored, or `time` is before the
-   * log's newest time (times never go backwards); limits of discard "new"
+   * log's newest time (times never go backwards), or a foreign batch whose
+   * `gone` does not lie within it in order; limits of discard "new"
    * do not refuse a copy (the source's limits shaped it). `done` gets
    * `firstSeq` once the batch is durable. With no records (`what.count`
    * 0) nothing is stored and `time` is not used: the log only moves on, so

@@ -23,6 +23,7 @@ import {
   type StoredMessage,
   noForeignRecords,
   copyMisfit,
+  goneMisfit,
   isForeignBatch,
   type ForeignBatch,
   type ForeignRecords,
@@ -166,8 +167,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     queueMicrotask(() => done(null, first));
   }
 
-  /** Stores a foreign batch whole at the next sequences with the log's last time; `sizes` are its records' shares. */
-  private hold(batch: ForeignBatch, sizes: readonly number[]): void {
+  /** Stores a foreign batch whole at the next sequences with the log's last time; `sizes` are its records' shares; `gone`: a copy's sequences its source no longer stores. */
+  private hold(batch: ForeignBatch, sizes: readonly number[], gone: readonly number[] = []): void {
     const n = batch.count;
     const first = this.lastSeq + 1;
     const bytes = Buffer.from(batch.bytes);
@@ -180,6 +181,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       this.held.set(seq, held);
       this.index.add(seq, id, sizes[i]);
     }
+    // At once, before the limits look: the copy never shows a sequence its source no longer stores.
+    for (let i = 0; i < gone.length; i += 2) this.index.removeRange(gone[i], gone[i + 1]);
     this.evicted(this.index.evict(this.limits, [id]));
   }
 
@@ -193,7 +196,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     let refused: Error | null = this.closed ? new Error("log is closed") : null;
     for (let i = 0; i < sizes.length && refused === null; i++) refused = refusal(null, sizes[i], this.maxRecordBytes);
     // An empty copy's time is not stored.
-    const misfit = copyMisfit(firstSeq, what.count === 0 ? this.lastTime : time, this.lastSeq, this.lastTime);
+    const misfit = copyMisfit(firstSeq, what.count === 0 ? this.lastTime : time, this.lastSeq, this.lastTime) ?? (foreign && what.gone !== undefined ? goneMisfit(what.gone, firstSeq, what.count) : null);
     if (refused === null && misfit !== null) refused = new Error(misfit);
     if (refused !== null) {
       if (foreign) what.bytesDone?.();
@@ -206,7 +209,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       return;
     }
     this.lastTime = time;
-    if (foreign) this.hold(what, sizes);
+    if (foreign) this.hold(what, sizes, what.gone);
     else for (let i = 0; i < what.count; i++) this.store(inputAt(what, i), sizes[i]);
     queueMicrotask(() => done(null, firstSeq));
   }
@@ -324,7 +327,8 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       }
       const h = this.held.get(seq);
       if (h === undefined) continue;
-      if (whole && filter === undefined && this.allLiveFrom(h, from)) {
+      // And for a copy (asStored) always: it names what is gone.
+      if (whole && filter === undefined && (opts.asStored === true || this.allLiveFrom(h, from))) {
         out.push({ format: h.format, firstSeq: h.firstSeq, count: h.count, time: h.time, subject: h.subject, bytes: h.bytes });
         for (let s = h.firstSeq; s < h.firstSeq + h.count; s++) bytes += this.index.sizeAt(s);
         seq = h.firstSeq + h.count - 1;
