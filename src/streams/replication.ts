@@ -137,6 +137,12 @@ export interface FetchRequest {
   maxBytes: number;
   /** The follower's max_payload (older followers name none): a single item past what its route takes is refused, not sent. */
   maxPayload?: number;
+  /**
+   * The follower takes a Kafka batch with records gone whole, with the
+   * sequences gone named (readCopy's `keepCut`); older followers name none
+   * and get its records as messages, which is all they can read.
+   */
+  keepsCut?: boolean;
   maxWaitMs: number;
 }
 
@@ -891,7 +897,7 @@ export class ReplicaLeader {
     let room = 0;
     for (let i = this.rHead + req.ops - this.opBase, to = this.rHead + opsTo - this.opBase; i < to; i++) if (this.rOps[i] < req.from) room++;
     const limit = Math.max(1, Math.min(maxBytes, FETCH_BYTES) - HEADER_ROOM - REMOVAL_ROOM * room);
-    let items = read && req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit) : [];
+    let items = read && req.from < end ? await readCopy(log, req.from, FETCH_MESSAGES, limit, req.keepsCut === true) : [];
     if (this.closedWith !== null) throw new ReplicaError("not_leader", this.closedWith.message);
     // The removals are read after the log: a cause evicted while it was read is raised by now (and was skipped by the copy).
     if (!this.knows(req.run, req.ops)) throw new ReplicaError("reconcile", `removal position ${req.ops} is no longer held`);
@@ -1812,7 +1818,7 @@ export class ReplicaFollower {
     const maxWaitMs = Math.min(this.opts.maxWaitMs ?? MAX_WAIT_MS, MAX_WAIT_MS);
     const run = this.leaderRun!;
     const ops = this.ops;
-    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs, ...(this.opts.maxPayload !== undefined ? { maxPayload: this.opts.maxPayload } : {}) };
+    const req: FetchRequest = { op: "fetch", follower: this.opts.self, from, epoch: this.opts.epoch, run, ops, maxBytes: this.opts.maxBytes ?? FETCH_BYTES, maxWaitMs, keepsCut: true, ...(this.opts.maxPayload !== undefined ? { maxPayload: this.opts.maxPayload } : {}) };
     const raw = await this.ask(req, maxWaitMs + ANSWER_MARGIN_MS);
     const a = decodeFetchAnswer(raw);
     if (this.closed) return;

@@ -122,6 +122,8 @@ interface MoveRequest {
   maxBytes?: unknown;
   /** The asker reads a consumer's `initial` and `maxedOut` in parts too (consumersAnswer); absent (a node of an earlier version): they come whole. */
   lists?: unknown;
+  /** A copy's asker takes Kafka batches with records gone whole (readCopy's `keepCut`); older nodes name none. */
+  keepsCut?: unknown;
   id?: unknown;
   rev?: unknown;
 }
@@ -430,7 +432,7 @@ export class StreamMover {
       const from = part.state().lastSeq + 1;
       // The answer comes over this node's route, which refuses a message past its max_payload.
       const maxBytes = Math.min(BATCH_BYTES, this.host.js.options.maxPayload);
-      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes, rev: this.revisionOf(name) })), REQUEST_MS);
+      const b = await this.host.request(leader, `${MOVE_PREFIX}${COPY}${name}`, Buffer.from(JSON.stringify({ from, partition: p, maxBytes, keepsCut: true, rev: this.revisionOf(name) })), REQUEST_MS);
       if (b === null) throw new Unanswered(`${leader} did not answer`);
       const items = decodeBatch(b);
       if (items.length === 0) return;
@@ -534,16 +536,17 @@ export class StreamMover {
       if (!Number.isSafeInteger(at.consumer) || !Number.isSafeInteger(at.pending) || at.consumer < 0 || at.pending < 0) return answerError("bad cursor");
       return this.host.answer(reply, Buffer.from(JSON.stringify(consumersAnswer(taken, at, answerLimit(req.maxBytes), req.lists === true))));
     }
-    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes)) : this.freezeAnswer(s, name, partition, String(req.to), id, req.maxBytes);
+    const run = op === COPY ? this.copyAnswer(s, partition, Number(req.from), answerLimit(req.maxBytes), req.keepsCut === true) : this.freezeAnswer(s, name, partition, String(req.to), id, req.maxBytes);
     run.then(
       (b) => this.host.answer(reply, b),
       (err: Error) => answerError(err.message),
     );
   }
 
-  private async copyAnswer(s: Stream, p: number, from: number, maxBytes: number): Promise<Buffer> {
+  /** `keepsCut`: the target takes a batch with records gone whole, with those named (readCopy); older targets say nothing. */
+  private async copyAnswer(s: Stream, p: number, from: number, maxBytes: number, keepsCut: boolean): Promise<Buffer> {
     if (!Number.isSafeInteger(from) || from < 1) throw new Error("bad sequence");
-    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, maxBytes));
+    return encodeBatch(await readCopy(s.partitions[p], from, BATCH_MESSAGES, maxBytes, keepsCut));
   }
 
   private async freezeAnswer(s: Stream, name: string, p: number, to: string, id: string | undefined, maxBytes: unknown): Promise<Buffer> {
