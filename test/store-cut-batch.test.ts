@@ -5,8 +5,9 @@
  * base sequence, attributes), as Kafka's cleaner rewrites a batch; the
  * store's compaction keeps the batch so on disk, and it reads the same
  * after reopening, with and without index files. NATS readers get each
- * record left at its sequence, and a copy to another log gets them as
- * records (a cut batch spans sequences it no longer holds).
+ * record left at its sequence. A copy to another log gets the batch as
+ * stored with the sequences gone named, and removes them as it lands (an
+ * asker of the previous version gets the records left, as messages).
  */
 
 import { test } from "node:test";
@@ -22,7 +23,7 @@ import { appendAsync, FOREIGN_KAFKA, isForeign, type MessageLog, type StoredFore
 import { Writer } from "../src/protocols/kafka/codec.js";
 import { ATTR_TRANSACTIONAL, decodeProduceBatch, encodeBatch, recordTimestamps } from "../src/protocols/kafka/records.js";
 import { batchProducer, cutStoredBatch, kafkaRecords } from "../src/protocols/kafka/stored-batches.js";
-import { appendItems, readCopy } from "../src/streams/copy-batch.js";
+import { appendItems, decodeBatch as decodeCopy, encodeBatch as encodeCopy, MAX_GONE_RANGES, readCopy } from "../src/streams/copy-batch.js";
 import { waitUntil } from "./helpers/clients.js";
 
 const gate = { maxBytes: 1 << 26, take: () => true as const, give: () => {} };
@@ -124,7 +125,8 @@ test("file log: a Kafka batch with records deleted from inside it reads as a cut
     assert.ok(isForeign(item));
     assert.deepEqual((await described(item)).records, ["0:k0@1000", "5:k5@1005"]);
 
-    // A copy (a follower's catch-up, a move) gets the records left one by one: the batch spans sequences it no longer holds.
+    // An asker of the previous version (a follower's catch-up, a move) gets the records left one by one: it would take
+    // every sequence the batch spans as stored.
     const copy = new MemoryLog({ foreign: kafkaRecords });
     const items = await readCopy(log, 1, 100, 1 << 20);
     assert.deepEqual(items.slice(0, 2).map((m) => (isForeign(m) ? "batch" : `${m.seq}:${m.key}`)), ["1:k0", "6:k5"]);
@@ -310,6 +312,71 @@ test("file log: a compressed batch is kept cut compressed (gzip), never larger t
     assert.deepEqual((await described(reopened)).records, expected, "reopened");
   } finally {
     await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a copy of a Kafka batch with records gone holds it as stored, the sequences gone removed in the same write, in a file log (after reopening too) and a memory log", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-copy-"));
+  const source = await FileLog.open({ dir: join(dir, "source"), foreign: kafkaRecords });
+  const copies: MessageLog[] = [];
+  try {
+    assert.equal(await appendKafka(source, kafkaBatch("a", 6), 6), 1);
+    assert.equal(await appendKafka(source, kafkaBatch("b", 3), 3), 7);
+    // Its front (a log start moved inside it) and its middle gone.
+    assert.equal(await source.purge({ upTo: 2 }), 1);
+    for (const seq of [3, 5]) assert.equal(await source.delete(seq), true);
+    const shown = async (log: MessageLog): Promise<Record<string, unknown>> => ({
+      read: (await log.scanStored(1, { maxMessages: 10 })).map((it) => (isForeign(it) ? `${it.firstSeq}+${it.count}:${it.bytes.toString("hex")}` : `message ${it.seq}`)),
+      stored: (await log.scanStored(1, { maxMessages: 10, asStored: true })).map((it) => (isForeign(it) ? `${it.firstSeq}+${it.count}:${it.bytes.toString("hex")}` : `message ${it.seq}`)),
+      has: Array.from({ length: 10 }, (_, i) => log.has(i + 1)),
+      state: (({ firstSeq, lastSeq, messages, deleted, bytes }) => ({ firstSeq, lastSeq, messages, deleted, bytes }))(log.state()),
+    });
+    const items = decodeCopy(encodeCopy(await readCopy(source, 1, 100, 1 << 20, true)));
+    assert.deepEqual(
+      items.map((it) => (isForeign(it) ? { firstSeq: it.firstSeq, gone: it.gone } : null)),
+      [{ firstSeq: 1, gone: [1, 1, 3, 3, 5, 5] }, { firstSeq: 7, gone: undefined }],
+    );
+    assert.equal((items[0] as StoredForeign).bytes.equals(kafkaBatch("a", 6)), true, "the batch as stored, not cut");
+    // Asked from inside the batch (the asker holds its start, as messages), its records from there on, as messages.
+    assert.deepEqual(
+      (await readCopy(source, 4, 100, 1 << 20, true)).map((it) => (isForeign(it) ? `batch ${it.firstSeq}` : `${it.seq}:${it.key}`)),
+      ["4:k3", "6:k5", "batch 7"],
+    );
+    const want = await shown(source);
+    const fileCopy = await FileLog.open({ dir: join(dir, "copy"), foreign: kafkaRecords });
+    copies.push(fileCopy, new MemoryLog({ foreign: kafkaRecords }));
+    for (const copy of copies) {
+      assert.equal(await appendItems(copy, items, 1), 10);
+      if (copy instanceof FileLog) assert.deepEqual(await shown(copy), want);
+      else {
+        // The memory log holds a batch half gone cut to the records left, as it does its own (the file log's compaction
+        // does so on disk): its readers get the same.
+        await (copy as MemoryLog).settled();
+        assert.deepEqual({ ...(await shown(copy)), stored: null }, { ...want, stored: null });
+      }
+      assert.deepEqual((await described((await copy.scanStored(1, { maxMessages: 1 }))[0] as StoredForeign)).records, ["1:k1@1001", "3:k3@1003", "5:k5@1005"]);
+    }
+    // The tombstones were written with the batch: the sequences stay gone after a reopen.
+    await fileCopy.close();
+    copies[0] = await FileLog.open({ dir: join(dir, "copy"), foreign: kafkaRecords });
+    assert.deepEqual(await shown(copies[0]), want);
+
+    // Gone ranges that do not lie within the batch in order are refused, and nothing is stored.
+    const bad = new MemoryLog({ foreign: kafkaRecords });
+    copies.push(bad);
+    const batch = items[0] as StoredForeign;
+    for (const gone of [[0, 1], [5, 7], [3, 3, 2, 2], [2]]) {
+      await assert.rejects(appendItems(bad, [{ ...batch, gone }], 1), /not ranges within it/);
+    }
+    assert.equal(bad.state().lastSeq, 0);
+    // An answer naming more ranges than any copy sends is refused before anything is built from it.
+    const many = Buffer.from(encodeCopy([{ ...batch, gone: [1, 1] }]));
+    many.writeUInt32LE(MAX_GONE_RANGES + 1, many.length - 12);
+    assert.throws(() => decodeCopy(many), /ranges gone/);
+  } finally {
+    for (const copy of copies) await copy.close();
+    await source.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
