@@ -147,3 +147,27 @@ test("a deliver_group consumer whose members on another node have all left does 
   assert.equal(info.push_bound, true);
   for (const o of [all, control, next]) o.sub.unsubscribe();
 });
+
+test("a '>' subscriber on another node does not make that node serve the JetStream requests it sees pass: each is served once", async () => {
+  const { jsm, js, onB } = await setUp();
+  const everything = collect(onB, ">");
+  await onB.flush();
+  // Node a routes to node b what its '>' takes once it has heard of it: a publish from a seen there shows it has.
+  await js.publish("pi.probe", "probe");
+  await waitUntil(() => everything.got.some((m) => m.subject === "pi.probe"), "node b's '>' subscriber to see a publish on node a", PROMPT_MS);
+  await jsm.consumers.add("PI", { durable_name: "once", filter_subject: "pi.once", ack_policy: AckPolicy.Explicit, ack_wait: nanos(ACK_WAIT_MS) });
+  for (let i = 0; i < 5; i++) await js.publish("pi.once", `m${i}`);
+  const got: string[] = [];
+  for await (const m of await (await js.consumers.get("PI", "once")).fetch({ max_messages: 2, expires: 5000 })) got.push(m.string());
+  assert.deepEqual(got, ["m0", "m1"]);
+  // Asked through node b: it reaches node a after any copy of the pull request node b would have passed on.
+  const info = await (await jetstreamManager(onB)).consumers.info("PI", "once");
+  assert.deepEqual({ ack_pending: info.num_ack_pending, delivered: info.delivered.consumer_seq, pending: info.num_pending }, { ack_pending: 2, delivered: 2, pending: 3 }, "one pull request of 2 served, not two");
+  // Node b serving its copy of a delete too answered "consumer not found", at times before node a's answer.
+  for (let i = 0; i < 5; i++) {
+    await jsm.consumers.add("PI", { durable_name: `gone${i}`, ack_policy: AckPolicy.Explicit });
+    assert.equal(await jsm.consumers.delete("PI", `gone${i}`), true);
+  }
+  everything.sub.unsubscribe();
+  await jsm.consumers.delete("PI", "once");
+});

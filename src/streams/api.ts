@@ -178,7 +178,8 @@ export class DisabledApi implements Receiver {
   }
 
   deliver(_sub: Subscription, msg: Message): void {
-    if (!msg.hasReply) return;
+    // The publisher's own node answers (see JetStreamApi.deliver).
+    if (!msg.hasReply || msg.fromRoute) return;
     const t = msg.subject.split(".");
     if (systemOnly(t) || isNextRequest(t) || (t[2] === "DIRECT" && t[3] === "GET")) return;
     const type = apiResponseType(t);
@@ -219,6 +220,10 @@ export class JetStreamApi implements Receiver {
   }
 
   deliver(_sub: Subscription, msg: Message): void {
+    // A request reaches other nodes only for a subscriber there that its subject matches (a client's '>'): the
+    // requester's own node serves it, forwarding it to the stream's leader (cluster-api.ts), as nats-server serves the API
+    // where the client is. Served again there, a pull request was taken twice, an ack or delete applied twice.
+    if (msg.fromRoute) return;
     if (this.clusterApi !== null && this.clusterApi.intercept(msg.subject, msg)) return;
     const body = Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
     this.serve(msg.subject, body, msg.hasReply ? msg.reply : "", null);
