@@ -296,8 +296,8 @@ print(json.dumps({"records": out, "low": low, "high": high}))
     }
   });
 
-  test("a tombstone stays while an older record of its key does: a value kept as a producer's newest batch never outlives its delete", async () => {
-    const topic = "compact.pinned";
+  /** A value kept as an idempotent producer's newest batch, deleted: the tombstone stays until a retention after the value went. */
+  async function keptThenReleased(topic: string): Promise<void> {
     await createCompacted(topic, { "delete.retention.ms": "1000", "min.cleanable.dirty.ratio": "0.01" });
     const p = await producer();
     const idempotent = await producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -327,6 +327,23 @@ print(json.dumps({"records": out, "low": low, "high": high}))
       await compactedTo(topic, "0 f=f|4 c=1|5 d=1|6 b=2", "the tombstone gone a retention later");
     } finally {
       cleaner.clock = Date.now;
+    }
+  }
+
+  test("a tombstone stays while an older record of its key does: a value kept as a producer's newest batch never outlives its delete", async () => {
+    await keptThenReleased("compact.pinned");
+  });
+
+  test("the times keys were released at are bounded over every partition: past the bound a partition keeps one for all its keys, its tombstones no shorter", async () => {
+    const cleaner = h.srv.kafka!.cleaner;
+    await cleaner.round();
+    const tables = cleaner.counts.releaseTables;
+    cleaner.releaseTablesBudget = tables;
+    try {
+      await keptThenReleased("compact.pinned.bound");
+      assert.equal(cleaner.counts.releaseTables, tables, "no table of 8,192 times more");
+    } finally {
+      cleaner.releaseTablesBudget = 1024;
     }
   });
 

@@ -96,6 +96,12 @@ const MAX_PASSES = 64;
 const PASS_SPANS = 32;
 /** Buckets of PartitionCleaning.released: 64 KiB a partition. */
 const RELEASE_BUCKETS = 8192;
+/**
+ * Partitions that hold a table of RELEASE_BUCKETS at once (64 MiB): past
+ * it a partition's table has one bucket, every key released at the latest
+ * release's time (its tombstones kept longer, never shorter).
+ */
+const MAX_RELEASE_TABLES = 1024;
 /** After a failed pass, a partition is looked at again this many rounds later at the soonest (and mapped whole). */
 const FAILED_ROUNDS = 8;
 /** Keys this long or shorter are mapped as they are; longer ones by their MD5 (Kafka's cleaner maps every key by it). */
@@ -127,8 +133,9 @@ interface PartitionCleaning {
   /**
    * When a pass removed older records of a key that an earlier pass had
    * kept (see `superseded`), as the latest such time per bucket of keys
-   * (RELEASE_BUCKETS, by a hash of the key; null until the first): a
-   * bounded table whose collisions only keep tombstones longer.
+   * (RELEASE_BUCKETS, or one past MAX_RELEASE_TABLES, by a hash of the key;
+   * null until the first): a bounded table whose collisions only keep
+   * tombstones longer.
    */
   released: Float64Array | null;
   /** A pass kept more such keys than `superseded` holds: no tombstone goes until a pass that maps the whole log (fullMapAt). */
@@ -144,6 +151,8 @@ export interface CleanerCounts {
   retired: number;
   /** Keys the partitions' `superseded` hold together, as counted at the last round's start and passes since. */
   keptKeys: number;
+  /** Partitions holding a released table of RELEASE_BUCKETS, as counted at the last round's start and passes since. */
+  releaseTables: number;
 }
 
 export class LogCleaner {
@@ -154,9 +163,11 @@ export class LogCleaner {
   /** The time passes are told by (a test's clock may stand in): when tombstones were first passed, when they come due. */
   clock: () => number = Date.now;
   /** What the cleaner did since start: passes made and records retired (tests and the log read them). */
-  readonly counts: CleanerCounts = { passes: 0, retired: 0, keptKeys: 0 };
+  readonly counts: CleanerCounts = { passes: 0, retired: 0, keptKeys: 0, releaseTables: 0 };
   /** MAX_KEPT_KEYS (a test may lower it). */
   keptKeysBudget = MAX_KEPT_KEYS;
+  /** MAX_RELEASE_TABLES (a test may lower it). */
+  releaseTablesBudget = MAX_RELEASE_TABLES;
 
   constructor(
     private readonly doors: () => Iterable<AccountDoor>,
@@ -189,8 +200,17 @@ export class LogCleaner {
   private async roundNow(): Promise<void> {
     // Counted afresh each round: partitions led elsewhere now, or of streams gone, hold nothing any more.
     let kept = 0;
-    for (const door of this.doors()) for (const stream of door.js.streams.values()) for (const s of this.partitions.get(stream) ?? []) kept += s?.superseded.size ?? 0;
+    let tables = 0;
+    for (const door of this.doors()) {
+      for (const stream of door.js.streams.values()) {
+        for (const s of this.partitions.get(stream) ?? []) {
+          kept += s?.superseded.size ?? 0;
+          if ((s?.released?.length ?? 0) > 1) tables++;
+        }
+      }
+    }
     this.counts.keptKeys = kept;
+    this.counts.releaseTables = tables;
     for (const door of [...this.doors()]) {
       for (const stream of [...door.js.streams.values()]) {
         const policy = compactionPolicy(stream.config.metadata);
@@ -229,6 +249,13 @@ export class LogCleaner {
     if (s === undefined || s.dirtyFrom > st.lastSeq + 1 || s.epoch !== leaderEpoch(door, stream, p)) s = this.fresh(door, stream, p);
     if (s.dirtyFrom < st.firstSeq) s.dirtyFrom = st.firstSeq;
     return s;
+  }
+
+  /** A partition's first released table: RELEASE_BUCKETS while fewer than the budget's partitions hold one, else one bucket. */
+  private releaseTable(): Float64Array {
+    const full = this.counts.releaseTables < this.releaseTablesBudget;
+    if (full) this.counts.releaseTables++;
+    return new Float64Array(full ? RELEASE_BUCKETS : 1).fill(-Infinity);
   }
 
   /** What the cleaner knows of partition `p`, begun again: its next pass maps the whole log, as after a start. */
@@ -326,8 +353,8 @@ export class LogCleaner {
       if (!state.superseded.has(id)) return;
       if (releasedNow.size < MAX_KEYS / 2) releasedNow.add(id);
       else releasedFull = true;
-      const released = (state.released ??= new Float64Array(RELEASE_BUCKETS).fill(-Infinity));
-      released[bucketOf(id)] = Infinity; // until the pass ends (then its end time)
+      const released = (state.released ??= this.releaseTable());
+      released[bucketOf(id, released.length)] = Infinity; // until the pass ends (then its end time)
     };
     const keepsAtMost = Math.min(MAX_KEYS / 2, Math.max(0, this.keptKeysBudget - (this.counts.keptKeys - state.superseded.size)));
     const noteKept = (id: string, newer: number): void => {
@@ -386,7 +413,7 @@ export class LogCleaner {
       if (!isNullValue(m.headers, m.data) || id === frontKey || kept.has(id) || keptOverflow || !keptKnown || releasedFull) return false;
       // Its key's older record kept until this pass: from when that went (a reader may have just read it). Else first passed
       // by an earlier pass: from when that pass ended. Passed for the first time now: from when this one ends.
-      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released?.[bucketOf(id)] ?? -Infinity);
+      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, (state.released === null ? -Infinity : state.released[bucketOf(id, state.released.length)]));
       return expired(since);
     };
     for (let from = front; from <= bound && !this.closed; ) {
@@ -462,7 +489,7 @@ export class LogCleaner {
     state.keptOverflow = keptOverflow || !keptKnown;
     if (mapsAll) state.fullMapAt = ended;
     // When older records kept by a rule went: a tombstone of their key is kept delete.retention.ms from then.
-    if (state.released !== null) for (let b = 0; b < RELEASE_BUCKETS; b++) if (state.released[b] === Infinity) state.released[b] = ended;
+    if (state.released !== null) for (let b = 0; b < state.released.length; b++) if (state.released[b] === Infinity) state.released[b] = ended;
     this.counts.passes++;
     this.counts.retired += retired;
     this.debug(`kafka: compacted ${stream.config.name}/${p} up to offset ${mapped - 1}: ${newest.size} keys, ${retired} records removed`);
@@ -543,11 +570,12 @@ function firstPassed(passes: ReadonlyArray<[number, number, number]>, seq: numbe
   return undefined;
 }
 
-/** A key's bucket in PartitionCleaning.released (FNV-1a over its id). */
-function bucketOf(id: string): number {
+/** A key's bucket in a PartitionCleaning.released table of `buckets` (FNV-1a over its id). */
+function bucketOf(id: string, buckets: number): number {
+  if (buckets === 1) return 0;
   let h = 0x811c9dc5;
   for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
-  return (h >>> 0) % RELEASE_BUCKETS;
+  return (h >>> 0) % buckets;
 }
 
 /** A key as the map holds it: its bytes when short, else their MD5, marked so that neither can be taken for the other. */
