@@ -173,6 +173,34 @@ describe("JetStream delivery bounds and timers", () => {
     }
   });
 
+  test("an ack_wait or idle_heartbeat past 2^31-1 ms arms no timer that Node runs every millisecond", async () => {
+    // Node runs a longer timer after 1 ms (with a TimeoutOverflowWarning): the ack timer found nothing due and
+    // re-armed, every millisecond, for as long as the delivery was pending; the heartbeat interval ticked as often.
+    const overflows: string[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === "TimeoutOverflowWarning") overflows.push(w.message);
+    };
+    process.on("warning", onWarning);
+    try {
+      await jsm.streams.add({ name: "FAR", subjects: ["far.>"] });
+      await js.publish("far.a", "1");
+      // 2^62 ns is 146 years: a Go duration nats-server takes as it is.
+      await jsm.consumers.add("FAR", { durable_name: "P", ack_policy: AckPolicy.Explicit, ack_wait: 2 ** 62 });
+      const m = await (await js.consumers.get("FAR", "P")).next({ expires: 5000 });
+      assert.ok(m);
+      const inbox = createInbox();
+      const sub = h.nc.subscribe(inbox);
+      await jsm.consumers.add("FAR", { durable_name: "H", deliver_subject: inbox, idle_heartbeat: 2 ** 62 });
+      // A round trip after both timers were armed: a warning (emitted on the next tick) has been seen by now.
+      assert.equal((await jsm.consumers.info("FAR", "P")).num_ack_pending, 1);
+      await h.nc.flush();
+      sub.unsubscribe();
+      assert.deepEqual(overflows, []);
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   // Timers are measured against a server in its own process: in this one, the client's callbacks would wait
   // for whatever the server's event loop is doing, and the measurement would be the noise.
   async function timed(run: (nc: NatsConnection) => Promise<void>): Promise<void> {

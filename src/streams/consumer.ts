@@ -209,7 +209,12 @@ const EMPTY = Buffer.alloc(0);
 const TIMER_SLACK_MS = 5;
 /** How often a consumer whose delivery is held (Stream.consumersHeld) looks again. */
 const HELD_RECHECK_MS = 500;
-/** Longest a pull request's timer is set for at once. */
+/**
+ * Longest any of a consumer's timers is set for at once (pull expiries, ack
+ * deadlines, heartbeats): Node runs a timer of more than 2^31-1 ms after 1 ms
+ * instead, so a far deadline (an ack_wait, backoff or NAK delay of years, an
+ * idle_heartbeat of as long) is reached by re-arming.
+ */
 const MAX_TIMER_MS = 60_000;
 
 function expired(req: PullRequest, now: number): boolean {
@@ -855,13 +860,14 @@ export class Consumer {
     const hb = this.config.idle_heartbeat;
     if (!this.push || !hb) return;
     const ms = Math.max(100, hb / NS_PER_MS);
+    // Ticks at most MAX_TIMER_MS apart; each tick sends only once `ms` has passed without a delivery.
     this.hbTimer = setInterval(() => {
       if (this.closed || !this.deliveryInterest()) return;
       // A move's target holds a copy it does not lead yet: only the leader speaks to the client.
       if (this.stream.ledHere !== null && this.stream.ledHere[0] !== true) return;
       if (Date.now() - this.lastDeliveryAt < ms) return;
       this.sendHeartbeat(this.config.deliver_subject!);
-    }, ms);
+    }, Math.min(ms, MAX_TIMER_MS));
     this.hbTimer.unref();
   }
 
@@ -1218,7 +1224,8 @@ export class Consumer {
       clearTimeout(this.ackTimer);
     }
     this.ackTimerAt = at;
-    this.ackTimer = setTimeout(this.onAckTimer, Math.max(1, at - Date.now()));
+    // Capped (MAX_TIMER_MS): onAckTimer re-arms for a deadline it has not reached.
+    this.ackTimer = setTimeout(this.onAckTimer, Math.min(Math.max(1, at - Date.now()), MAX_TIMER_MS));
     this.ackTimer.unref();
   }
 
