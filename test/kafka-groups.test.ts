@@ -296,6 +296,27 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     }
   }
 
+  test("a committed offset of Long.MAX_VALUE is fetched back as Kafka hands it back, not an answer that fails", async () => {
+    await createTopic("commit.max", 1);
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      // 2^63-1 written byte by byte: as a number it is 2^63, which no INT64 writer takes.
+      const r = await call(k, 8, 7, (w) => w.string("maxed").i32(-1).string("").nullableString(null).arrayLength(1).string("commit.max").arrayLength(1).i32(0).i32(0x7fffffff).u32(0xffffffff).i32(-1).nullableString(null));
+      r.i32();
+      assert.deepEqual(r.array((r) => (r.string(), r.array((r) => (r.i32(), r.i16())))).flat(), [NONE]);
+      // The OffsetFetch answer used to throw (RangeError) as it was written: the connection closed, for this group's every fetch.
+      const f = await call(k, 9, 5, (w) => w.string("maxed").arrayLength(1).string("commit.max").arrayLength(1).i32(0));
+      f.i32();
+      f.i32(); // topics
+      f.string();
+      f.i32(); // partitions
+      assert.equal(f.i32(), 0);
+      assert.deepEqual([f.i32(), f.u32()], [0x7fffffff, 0xffffffff]);
+    } finally {
+      k.destroy();
+    }
+  });
+
   test("a refused JoinGroup makes no group, and a group with nothing to keep (no member, no offset) is gone, as Kafka's coordinator cleans it up", { timeout: 30_000 }, async () => {
     await createTopic("ghost.topic", 1);
     const k = await RawKafka.open(h.srv.kafkaPort!);

@@ -20,6 +20,8 @@ export class KafkaDecodeError extends Error {}
 export const ZERO_UUID = "0".repeat(32);
 
 const TWO_32 = 0x100000000;
+/** 2^63: the first number past INT64's range (and what 2^63-1 reads as). */
+const INT64_LIMIT = 2 ** 63;
 
 function unzigzag(u: number): number {
   return u % 2 === 0 ? u / 2 : -(u + 1) / 2;
@@ -234,8 +236,19 @@ export class Writer {
     this.buf.writeUInt32BE(v >>> 0, at);
     return this;
   }
+  /**
+   * INT64 from a number. A client's Long.MAX_VALUE (2^63-1, which Kafka takes
+   * as a committed offset and hands back) reads as 2^63, the nearest double:
+   * written back as 2^63-1, not thrown on (the answer, every later one that
+   * echoes it, would fail).
+   */
   i64(v: number): this {
     const at = this.room(8);
+    if (v >= INT64_LIMIT) {
+      this.buf.writeInt32BE(0x7fffffff, at);
+      this.buf.writeUInt32BE(0xffffffff, at + 4);
+      return this;
+    }
     const hi = Math.floor(v / TWO_32);
     this.buf.writeInt32BE(hi, at);
     this.buf.writeUInt32BE(v - hi * TWO_32, at + 4);
