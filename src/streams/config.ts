@@ -8,6 +8,7 @@
 
 import { isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { SubjectTransform, TransformError } from "../subjects/transform.js";
+import { PatternIndex } from "../subjects/pattern-index.js";
 import { ApiError, Errors } from "./errors.js";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { MAX_START_SEQ } from "../store/log.js";
@@ -336,11 +337,27 @@ function checkTransform(src: string, dest: string, error: (why: string) => ApiEr
  * is still loaded.
  */
 export function ownOverlapError(cfg: StreamConfig): ApiError | null {
-  const subjects = cfg.subjects;
+  const pair = firstOverlap(cfg.subjects);
+  return pair === null ? null : Errors.streamConfig(`subject "${cfg.subjects[pair[0]]}" overlaps with "${cfg.subjects[pair[1]]}"`);
+}
+
+/**
+ * The first pair (i, j), i < j, of `subjects` that intersect, in the order
+ * comparing every pair would find it, calling `visit(i)` before subject i
+ * is looked at; null when none do. Indexed by token (PatternIndex), not
+ * every pair compared: one request's list fills a megabyte (80,000
+ * subjects), and comparing every pair held the event loop, and the
+ * broker, for minutes.
+ */
+function firstOverlap(subjects: readonly string[], visit?: (i: number) => void): [number, number] | null {
+  const index = new PatternIndex<number>();
+  subjects.forEach((s, i) => index.add(s, i));
   for (let i = 0; i < subjects.length; i++) {
-    for (let j = i + 1; j < subjects.length; j++) {
-      if (subjectsIntersect(subjects[j], subjects[i])) return Errors.streamConfig(`subject "${subjects[i]}" overlaps with "${subjects[j]}"`);
-    }
+    visit?.(i);
+    // A subject before i that intersects this one would have been found with it already.
+    let j = Infinity;
+    for (const k of index.intersecting(subjects[i])) if (k > i && k < j) j = k;
+    if (j !== Infinity) return [i, j];
   }
   return null;
 }
@@ -495,10 +512,10 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   if (filter && filters) throw Errors.consumerDuplicateFilters();
   for (const f of filters ?? []) if (f === "") throw Errors.consumerEmptyFilter();
   const all = filters ?? (filter ? [filter] : []);
-  for (let i = 0; i < all.length; i++) {
+  const checkValid = (i: number): void => {
     if (!isValidSubscribeSubject(all[i])) throw Errors.streamConfig("invalid subject");
-    for (let j = i + 1; j < all.length; j++) if (subjectsIntersect(all[i], all[j])) throw Errors.consumerOverlappingFilters();
-  }
+  };
+  if (firstOverlap(all, checkValid) !== null) throw Errors.consumerOverlappingFilters();
   const startError = startPolicyError(deliverPolicy, optSeq ?? 0, optTime, all.length > 0);
   if (startError !== null) throw bad(startError);
   if (sample !== undefined && sample !== "") {
@@ -508,7 +525,11 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   }
   if (fc && !hb) throw Errors.consumerFcNeedsHeartbeats();
   // Checks nats-server makes against the stream once the configuration is valid on its own.
-  for (const f of all) if (!stream.subjects.some((s) => subjectsIntersect(s, f))) throw Errors.consumerFilterNotSubset();
+  if (all.length > 0) {
+    const captured = new PatternIndex<number>();
+    stream.subjects.forEach((s, i) => captured.add(s, i));
+    for (const f of all) if (captured.intersecting(f).size === 0) throw Errors.consumerFilterNotSubset();
+  }
   if (stream.retention === "workqueue") {
     if (ackPolicy !== "explicit") throw Errors.consumerWqRequiresExplicitAck();
     if (deliverPolicy !== "all") throw Errors.consumerWqNotDeliverAll();
