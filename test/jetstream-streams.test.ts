@@ -152,11 +152,22 @@ describe("JetStream streams", () => {
     assert.equal(await apiErrorCode(js.publish("pub.a", "x", { expect: { lastMsgID: "m-1" } })), 10070);
     assert.equal((await js.publish("pub.a", "4", { msgID: "m-4" })).seq, 4);
     assert.equal((await js.publish("pub.a", "5", { expect: { lastMsgID: "m-4" } })).seq, 5);
+    // As nats-server reads an expected sequence: empty is none; only digits are a number (0x0 is not 0, nor 5e0 5).
+    const expecting = (name: string, value: string) => {
+      const h = natsHeaders();
+      h.set(name, value);
+      return { headers: h };
+    };
+    assert.equal((await js.publish("pub.d", "6", expecting("Nats-Expected-Last-Sequence", ""))).seq, 6);
+    assert.equal((await js.publish("pub.d", "7", expecting("Nats-Expected-Last-Subject-Sequence", ""))).seq, 7);
+    for (const [name, value] of [["Nats-Expected-Last-Sequence", "7e0"], ["Nats-Expected-Last-Sequence", "0x7"], ["Nats-Expected-Last-Subject-Sequence", "0x0"]]) {
+      assert.equal(await apiErrorCode(js.publish("pub.e", "x", expecting(name, value))), 10071, `${name}: ${value}`);
+    }
     // Many concurrent publishes with ids: each id stored once, in order.
     const acks = await Promise.all(Array.from({ length: 200 }, (_, i) => js.publish("pub.c", `${i}`, { msgID: `c-${i % 100}` })));
     assert.equal(new Set(acks.map((x) => x.seq)).size, 100);
     assert.equal(acks.filter((x) => x.duplicate).length, 100);
-    assert.equal((await jsm.streams.info("PUB")).state.messages, 105);
+    assert.equal((await jsm.streams.info("PUB")).state.messages, 107);
     await jsm.streams.delete("PUB");
   });
 

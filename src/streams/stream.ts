@@ -210,6 +210,16 @@ export interface StateOptions {
   deletedDetails?: boolean;
 }
 
+/**
+ * An expected-sequence header as nats-server reads it: empty is none; only
+ * decimal digits are a number (its parseInt64); anything else (`0x0`,
+ * `1e3`, ` 5`) matches no sequence.
+ */
+function expectedSequence(v: string | undefined): number | undefined {
+  if (v === undefined || v === "") return undefined;
+  return /^[0-9]{1,19}$/.test(v) ? Number(v) : NaN;
+}
+
 export class Stream {
   readonly consumers = new Map<string, Consumer>();
   /** Appends handed to the log and not yet acknowledged by it (with several partitions: until their stream sequence is durable). */
@@ -1103,16 +1113,16 @@ export class Stream {
 
   /** The expectations after de-duplication, in nats-server's order: the subject's last sequence before the stream's. */
   private checkExpectations(subject: string, h: HeaderMap): ApiError | null {
-    const lastSubjSeq = header(h, "Nats-Expected-Last-Subject-Sequence");
+    const lastSubjSeq = expectedSequence(header(h, "Nats-Expected-Last-Subject-Sequence"));
     if (lastSubjSeq !== undefined) {
       const subj = header(h, "Nats-Expected-Last-Subject-Sequence-Subject") ?? subject;
       const have = this.log.lastSeqOf(subj);
-      if (Number(lastSubjSeq) !== have) return Errors.wrongLastSequence(have);
+      if (lastSubjSeq !== have) return Errors.wrongLastSequence(have);
     }
-    const lastSeq = header(h, "Nats-Expected-Last-Sequence");
+    const lastSeq = expectedSequence(header(h, "Nats-Expected-Last-Sequence"));
     if (lastSeq !== undefined) {
       const have = this.log.state().lastSeq;
-      if (Number(lastSeq) !== have) return Errors.wrongLastSequence(have);
+      if (lastSeq !== have) return Errors.wrongLastSequence(have);
     }
     // An empty expectation is none, as in nats-server.
     const lastId = header(h, "Nats-Expected-Last-Msg-Id");
