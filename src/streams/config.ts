@@ -8,7 +8,7 @@
 
 import { isValidSubscribeSubject, subjectMatches, subjectsIntersect } from "../subjects/subject.js";
 import { SubjectTransform, TransformError } from "../subjects/transform.js";
-import { PatternIndex } from "../subjects/pattern-index.js";
+import { PatternIndex, WalkBudgetExceeded, type WalkBudget } from "../subjects/pattern-index.js";
 import { ApiError, Errors } from "./errors.js";
 import { CLUSTER_INTERNAL_PREFIX } from "../core/account.js";
 import { MAX_START_SEQ } from "../store/log.js";
@@ -337,8 +337,31 @@ function checkTransform(src: string, dest: string, error: (why: string) => ApiEr
  * is still loaded.
  */
 export function ownOverlapError(cfg: StreamConfig): ApiError | null {
-  const pair = firstOverlap(cfg.subjects);
+  const pair = firstOverlap(cfg.subjects, overlapBudget());
   return pair === null ? null : Errors.streamConfig(`subject "${cfg.subjects[pair[0]]}" overlaps with "${cfg.subjects[pair[1]]}"`);
+}
+
+/**
+ * Index nodes one request's overlap checks may visit (some 0.3 s of
+ * the event loop, which every client shares): literal subjects visit a
+ * few each, so 80,000 of them take a fraction of it; a list built so that
+ * a `*` meets many literals at the same token visits every one of them
+ * for each such pattern, and is refused past it.
+ */
+const OVERLAP_CHECK_NODES = 8_000_000;
+
+function overlapBudget(): WalkBudget {
+  return { nodes: OVERLAP_CHECK_NODES };
+}
+
+/** Runs an overlap check within its budget: past it, the request is refused rather than hold the broker. */
+function withinBudget<R>(check: () => R): R {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof WalkBudgetExceeded) throw Errors.streamConfig("subjects too many or too alike to check for overlaps: name fewer, or fewer with wildcards");
+    throw err;
+  }
 }
 
 /**
@@ -349,17 +372,19 @@ export function ownOverlapError(cfg: StreamConfig): ApiError | null {
  * subjects), and comparing every pair held the event loop, and the
  * broker, for minutes.
  */
-function firstOverlap(subjects: readonly string[], visit?: (i: number) => void): [number, number] | null {
+function firstOverlap(subjects: readonly string[], budget: WalkBudget, visit?: (i: number) => void): [number, number] | null {
   const index = new PatternIndex<number>();
   subjects.forEach((s, i) => index.add(s, i));
-  for (let i = 0; i < subjects.length; i++) {
-    visit?.(i);
-    // A subject before i that intersects this one would have been found with it already.
-    let j = Infinity;
-    for (const k of index.intersecting(subjects[i])) if (k > i && k < j) j = k;
-    if (j !== Infinity) return [i, j];
-  }
-  return null;
+  return withinBudget(() => {
+    for (let i = 0; i < subjects.length; i++) {
+      visit?.(i);
+      // A subject before i that intersects this one would have been found with it already.
+      let j = Infinity;
+      for (const k of index.intersecting(subjects[i], budget)) if (k > i && k < j) j = k;
+      if (j !== Infinity) return [i, j];
+    }
+    return null;
+  });
 }
 
 /** Subject spaces of JetStream's own traffic (API, acks, flow control), as nats-server names them. */
@@ -515,7 +540,8 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   const checkValid = (i: number): void => {
     if (!isValidSubscribeSubject(all[i])) throw Errors.streamConfig("invalid subject");
   };
-  if (firstOverlap(all, checkValid) !== null) throw Errors.consumerOverlappingFilters();
+  const budget = overlapBudget();
+  if (firstOverlap(all, budget, checkValid) !== null) throw Errors.consumerOverlappingFilters();
   const startError = startPolicyError(deliverPolicy, optSeq ?? 0, optTime, all.length > 0);
   if (startError !== null) throw bad(startError);
   if (sample !== undefined && sample !== "") {
@@ -528,7 +554,8 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
   if (all.length > 0) {
     const captured = new PatternIndex<number>();
     stream.subjects.forEach((s, i) => captured.add(s, i));
-    for (const f of all) if (captured.intersecting(f).size === 0) throw Errors.consumerFilterNotSubset();
+    const outside = withinBudget(() => all.some((f) => captured.intersecting(f, budget).size === 0));
+    if (outside) throw Errors.consumerFilterNotSubset();
   }
   if (stream.retention === "workqueue") {
     if (ackPolicy !== "explicit") throw Errors.consumerWqRequiresExplicitAck();

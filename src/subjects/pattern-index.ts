@@ -11,6 +11,13 @@ class Node<T> {
   readonly ends = new Map<T, number>();
 }
 
+/** Nodes a walk may still visit (intersecting's `budget`): past none, it throws WalkBudgetExceeded. */
+export interface WalkBudget {
+  nodes: number;
+}
+
+export class WalkBudgetExceeded extends Error {}
+
 export class PatternIndex<T> {
   private readonly root = new Node<T>();
 
@@ -46,14 +53,21 @@ export class PatternIndex<T> {
     }
   }
 
-  /** Values of the patterns that some subject matches together with `pattern` (the same rule as subjectsIntersect). */
-  intersecting(pattern: string): Set<T> {
+  /**
+   * Values of the patterns that some subject matches together with
+   * `pattern` (the same rule as subjectsIntersect). `budget` bounds the
+   * nodes visited (patterns built so that a `*` meets many literals visit
+   * each of them): a caller checking a request's thousands of patterns
+   * shares one over all of them.
+   */
+  intersecting(pattern: string, budget?: WalkBudget): Set<T> {
     const out = new Set<T>();
-    this.walk(this.root, pattern.split("."), 0, out);
+    this.walk(this.root, pattern.split("."), 0, out, budget);
     return out;
   }
 
-  private walk(node: Node<T>, tokens: string[], i: number, out: Set<T>): void {
+  private walk(node: Node<T>, tokens: string[], i: number, out: Set<T>, budget: WalkBudget | undefined): void {
+    if (budget !== undefined && --budget.nodes < 0) throw new WalkBudgetExceeded("too many patterns visited");
     if (i === tokens.length) {
       for (const v of node.ends.keys()) out.add(v);
       return;
@@ -63,21 +77,22 @@ export class PatternIndex<T> {
     const gt = node.children.get(">");
     if (gt !== undefined) for (const v of gt.ends.keys()) out.add(v);
     if (t === ">") {
-      for (const [k, child] of node.children) if (k !== ">") this.collect(child, out);
+      for (const [k, child] of node.children) if (k !== ">") this.collect(child, out, budget);
       return;
     }
     if (t === "*") {
-      for (const [k, child] of node.children) if (k !== ">") this.walk(child, tokens, i + 1, out);
+      for (const [k, child] of node.children) if (k !== ">") this.walk(child, tokens, i + 1, out, budget);
       return;
     }
     const exact = node.children.get(t);
-    if (exact !== undefined) this.walk(exact, tokens, i + 1, out);
+    if (exact !== undefined) this.walk(exact, tokens, i + 1, out, budget);
     const star = node.children.get("*");
-    if (star !== undefined) this.walk(star, tokens, i + 1, out);
+    if (star !== undefined) this.walk(star, tokens, i + 1, out, budget);
   }
 
-  private collect(node: Node<T>, out: Set<T>): void {
+  private collect(node: Node<T>, out: Set<T>, budget: WalkBudget | undefined): void {
+    if (budget !== undefined && --budget.nodes < 0) throw new WalkBudgetExceeded("too many patterns visited");
     for (const v of node.ends.keys()) out.add(v);
-    for (const child of node.children.values()) this.collect(child, out);
+    for (const child of node.children.values()) this.collect(child, out, budget);
   }
 }
