@@ -174,7 +174,13 @@ describe("JetStream API errors", () => {
     // Filters each checked against the stream's subjects the same way.
     assert.equal((await api(h.nc, "$JS.API.STREAM.CREATE.ALIKE", { name: "ALIKE", subjects: [...literals, "alike.*.b.>"] })).error, undefined);
     assert.deepEqual((await createConsumer("ALIKE", { durable_name: "W", filter_subjects: Array.from({ length: 3000 }, (_, i) => `alike.*.b.${i}`) })).error, tooAlike);
+    // The same against another stream's subjects, and a work queue's other consumers' filters.
+    assert.deepEqual((await createStream({ subjects: wild })).error, tooAlike);
     await api(h.nc, "$JS.API.STREAM.DELETE.ALIKE");
+    assert.equal((await api(h.nc, "$JS.API.STREAM.CREATE.WQ", { name: "WQ", subjects: ["wq.>"], retention: "workqueue" })).error, undefined);
+    assert.equal((await createConsumer("WQ", { durable_name: "L", ack_policy: "explicit", filter_subjects: literals.map((l) => `wq.${l}`) })).error, undefined);
+    assert.deepEqual((await createConsumer("WQ", { durable_name: "R", ack_policy: "explicit", filter_subjects: wild.map((w) => `wq.${w}`) })).error, tooAlike);
+    await api(h.nc, "$JS.API.STREAM.DELETE.WQ");
   });
 
   test("subjects on JetStream's and the system's own spaces, as nats-server 2.10: advisories kept in a stream, the API only unacknowledged", async () => {

@@ -37,7 +37,7 @@ import { subjectsIntersect } from "../subjects/subject.js";
 import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
-import { normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, type StreamConfig } from "./config.js";
+import { anyIntersecting, normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, withOverlapBudget, type StreamConfig } from "./config.js";
 import { moveOf, newMove, replicasOf, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
 import type { JetStream } from "./jetstream.js";
 import type { Stream } from "./stream.js";
@@ -1174,10 +1174,9 @@ export class ClusterApi implements Receiver {
 
   /** Subjects already captured by another placed stream of the account: nats-server's overlap error. */
   private checkOverlap(config: StreamConfig, name: string): void {
-    for (const p of this.directory.list(this.account)) {
-      if (p.stream === name) continue;
-      for (const a of config.subjects) for (const b of p.subjects) if (subjectsIntersect(a, b)) throw Errors.subjectOverlap();
-    }
+    // Through an index, within a budget of work: every pair compared, 40,000 subjects against as many placed held the broker.
+    const placed = this.directory.list(this.account).flatMap((p) => (p.stream === name ? [] : p.subjects));
+    if (withOverlapBudget((budget) => anyIntersecting(config.subjects, placed, budget))) throw Errors.subjectOverlap();
   }
 }
 

@@ -354,6 +354,23 @@ function overlapBudget(): WalkBudget {
   return { nodes: OVERLAP_CHECK_NODES };
 }
 
+/**
+ * Runs a request's overlap checks (each walk given `budget`) within one
+ * budget of index work (OVERLAP_CHECK_NODES): past it, the request is
+ * refused with 10052 rather than hold the broker.
+ */
+export function withOverlapBudget<R>(check: (budget: WalkBudget) => R): R {
+  const budget = overlapBudget();
+  return withinBudget(() => check(budget));
+}
+
+/** Whether any of `subjects` intersects any of `others`, through an index of `others` (a walk within `budget`). */
+export function anyIntersecting(subjects: readonly string[], others: Iterable<string>, budget: WalkBudget): boolean {
+  const index = new PatternIndex<true>();
+  for (const o of others) index.add(o, true);
+  return subjects.some((s) => index.intersecting(s, budget).size > 0);
+}
+
 /** Runs an overlap check within its budget: past it, the request is refused rather than hold the broker. */
 function withinBudget<R>(check: () => R): R {
   try {
