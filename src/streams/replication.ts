@@ -1041,6 +1041,9 @@ export class ReplicaLeader {
    */
   removedBelow(): number {
     if (this.closedWith !== null) return this.opEnd;
+    // A purge past the end moved the log on (nats-server's purge with `seq`): its end moves with it, or the log start
+    // the answers carry would lie past the end they name, and a follower purging to it would be beyond the leader.
+    this.appended(this.opts.log.state().lastSeq);
     // A purge asked for: its log start goes to every follower at once (it takes whatever the limits took from the front before it).
     this.fronts = [];
     this.rOps.push(0);

@@ -1497,12 +1497,15 @@ export class Stream {
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
     // A stream purge spans partitions: one moving out from here must not change under its copy.
     if (this.frozen || this.movingOut()) throw Errors.streamMoving();
+    const lastBefore = this.log.state().lastSeq;
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
     const fromFront = opts.filter === undefined && opts.keep === undefined;
     for (const c of this.consumers.values()) c.purged(fromFront ? first : 0);
     const gate = this.removalGate;
-    if (gate !== undefined && purged > 0) {
+    // A purge past the end moves the log on even when it removed nothing: the replicas move on with it before it is answered.
+    const movedOn = fromFront && this.log.state().lastSeq > lastBefore;
+    if (gate !== undefined && (purged > 0 || movedOn)) {
       // Answered once every in-sync replica has purged too.
       if (fromFront) gate.removedBelow();
       else gate.removedUnlisted();
