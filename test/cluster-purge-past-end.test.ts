@@ -6,7 +6,8 @@
  * leader's end, cut back and tried again: nothing published after the
  * purge was acknowledged (1 in-sync replica, 2 needed), and a stream purged
  * while empty was moved on at its leader alone, so a failover went back
- * to the old sequences.
+ * to the old sequences. A stream started near 2^52 goes on past it: a purge
+ * within what it reached (a follower's to its leader's log start) is taken.
  */
 
 import { test } from "node:test";
@@ -43,4 +44,22 @@ test("a purge past the end of an empty R3 stream moves every replica on before i
   assert.equal((await jsm.streams.purge("EMPTYR", { seq: 500_000 })).purged, 0);
   for (const n of nodes) assert.equal(n.jetstream!.streams.get("EMPTYR")!.partitions[0].state().lastSeq, 499_999, `${n.cluster!.options.serverName} moved on`);
   assert.equal((await jetstream(nc).publish("emptyr.x", "first", { timeout: 10_000 })).seq, 500_000);
+});
+
+test("an R3 stream past 2^52 whose limits move its front: the followers purge to the leader's log start and publishes are acknowledged", async () => {
+  const nc = await clients.open(nodes[2].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const TOP = 2 ** 52;
+  await jsm.streams.add({ name: "TOPR", subjects: ["topr.>"], num_replicas: 3, first_seq: TOP - 2, max_msgs: 2 });
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("TOPR")), "a copy on every node");
+  const seqs: number[] = [];
+  for (let i = 0; i < 6; i++) seqs.push((await js.publish("topr.x", `${i}`, { timeout: 10_000 })).seq);
+  assert.deepEqual(seqs, [0, 1, 2, 3, 4, 5].map((i) => TOP - 2 + i));
+  for (const n of nodes) {
+    const log = n.jetstream!.streams.get("TOPR")!.partitions[0];
+    await waitUntil(() => log.state().firstSeq === TOP + 2 && log.state().messages === 2, `${n.cluster!.options.serverName} to keep the newest 2 (${JSON.stringify(log.state())})`);
+  }
+  // A purge inside the stored range past 2^52 moves nothing past it: taken.
+  assert.equal((await jsm.streams.purge("TOPR", { seq: TOP + 3 })).purged, 1);
 });

@@ -631,7 +631,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   purge(opts: PurgeOptions = {}): Promise<number> {
     return new Promise((resolve, reject) => {
-      const refused = this.unusable() ?? purgeRefusal(opts);
+      const refused = this.unusable() ?? purgeRefusal(opts, this.lastSeq);
       if (refused !== null) return reject(refused);
       this.ops.push({ kind: "purge", opts, done: (err, n) => (err ? reject(err) : resolve(n)) });
       this.kick();

@@ -273,10 +273,15 @@ export interface Limits {
  */
 export const MAX_START_SEQ = 2 ** 52;
 
-/** A purge that would move a log past MAX_START_SEQ, refused before anything changes. */
-export function purgeRefusal(opts: PurgeOptions): Error | null {
+/**
+ * A purge that would move a log, whose last sequence is `lastSeq`, on past
+ * MAX_START_SEQ, refused before anything changes. One within what the log
+ * has reached is not: a log started near MAX_START_SEQ goes on past it, and
+ * its front is purged there (a follower purges to its leader's log start).
+ */
+export function purgeRefusal(opts: PurgeOptions, lastSeq: number): Error | null {
   const upTo = opts.upTo ?? 0;
-  return upTo > MAX_START_SEQ || !Number.isSafeInteger(upTo) ? new Error(`a purge up to sequence ${upTo} would move the log past ${MAX_START_SEQ}, the furthest it can start`) : null;
+  return (upTo > MAX_START_SEQ && upTo > lastSeq + 1) || !Number.isSafeInteger(upTo) ? new Error(`a purge up to sequence ${upTo} would move the log past ${MAX_START_SEQ}, the furthest it can start`) : null;
 }
 
 export interface PurgeOptions {

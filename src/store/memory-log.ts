@@ -428,7 +428,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
 
   async purge(opts: PurgeOptions = {}): Promise<number> {
     if (this.closed) throw new Error("log is closed");
-    const refused = purgeRefusal(opts);
+    const refused = purgeRefusal(opts, this.lastSeq);
     if (refused !== null) throw refused;
     const ranges = this.index.planPurge(opts);
     let n = 0;

@@ -481,8 +481,9 @@ export class JetStreamApi implements Receiver {
         const seq = optNumber(req, "seq");
         const keep = optNumber(req, "keep");
         if (seq !== undefined && keep !== undefined) throw Errors.badRequest();
-        // nats-server moves the stream on to any uint64; nagare's sequences are doubles, exact only so far.
-        if (seq !== undefined && seq > MAX_START_SEQ) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
+        // nats-server moves the stream on to any uint64; nagare's sequences are doubles, exact only so far (a purge within
+        // what a stream past MAX_START_SEQ has reached moves nothing on).
+        if (seq !== undefined && seq > MAX_START_SEQ && s.partitions.every((p) => seq > p.state().lastSeq + 1)) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
         const purged = await s.purge({ filter: filter || undefined, upTo: seq || undefined, keep: keep || undefined });
         return { success: true, purged };
       }
