@@ -133,6 +133,31 @@ test("file log: appendCopy reproduces the source, across reopening and a rebuilt
   }
 });
 
+test("file log: a copy far ahead queued behind a copy that does not fit, with a write in flight, still starts a file of its own", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-copy-far-queued-"));
+  const log = await FileLog.open({ dir, sync: "always" });
+  try {
+    const t0 = Date.now() - 60_000;
+    const msg = (v: string): RecordRun => runOf([{ subject: "a", data: Buffer.from(v) }]);
+    // Queued together: the first is written (in flight until synced) while the second, at a sequence already taken, is
+    // dropped and the third, 50 million on, comes up behind it.
+    const first = copy(log, 1, t0, msg("1"));
+    const misfit = copy(log, 1, t0, msg("again")).then(() => "stored", (err: Error) => err.message);
+    const far = copy(log, 50_000_000, t0, msg("far"));
+    const before = process.memoryUsage().arrayBuffers;
+    assert.equal(await first, 1);
+    assert.match(await misfit, /not after the log's last sequence/);
+    assert.equal(await far, 50_000_000);
+    // Written into the first file, its detail would have held a slot for each sequence skipped: some 400 MB.
+    const grown = process.memoryUsage().arrayBuffers - before;
+    assert.ok(grown < 64 * 1024 * 1024, `${grown} bytes more held`);
+    assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith(".seg")).sort(), ["00000000000000000001.seg", "00000000000050000000.seg"]);
+  } finally {
+    await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("file log: a copy far ahead starts a file of its own, and recovery keeps the gap", async () => {
   const dir = mkdtempSync(join(tmpdir(), "nagare-copy-far-"));
   let log = await FileLog.open({ dir });

@@ -1106,6 +1106,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       this.staged.unshift(batch);
       batch = null;
     }
+    // A batch far past the data of the file being written waits for the rounds in flight to land, then starts a file of its
+    // own (gapRollsAfter sees to it for the first one queued; one behind a copy dropped above comes here unseen).
+    if (batch !== null && inflight !== null && batch.count > 0 && (batch.copySeq !== 0 ? batch.copySeq : expected) - inflight.dataEnd > GAP_ROLL) {
+      this.staged.unshift(batch);
+      batch = null;
+    }
     // A copy starts at its own sequence: the ones it skips are gone (its batch says so with FLAG_GAP).
     const copied = batch !== null && batch.copySeq !== 0;
     // An empty copy writes no data batch: a tombstone batch naming its sequence as the next one moves the log on.
