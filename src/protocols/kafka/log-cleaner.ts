@@ -413,7 +413,7 @@ export class LogCleaner {
       if (!isNullValue(m.headers, m.data) || id === frontKey || kept.has(id) || keptOverflow || !keptKnown || releasedFull) return false;
       // Its key's older record kept until this pass: from when that went (a reader may have just read it). Else first passed
       // by an earlier pass: from when that pass ended. Passed for the first time now: from when this one ends.
-      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, (state.released === null ? -Infinity : state.released[bucketOf(id, state.released.length)]));
+      const since = releasedNow.has(id) ? undefined : Math.max(firstPassed(state.passes, m.seq) ?? Infinity, state.released === null ? -Infinity : state.released[bucketOf(id, state.released.length)]);
       return expired(since);
     };
     for (let from = front; from <= bound && !this.closed; ) {
