@@ -150,6 +150,11 @@ const REOPEN_MAX_DELAY_MS = 30_000;
  * two files belong to neither and are gone.
  */
 const GAP_ROLL = 4096;
+
+/** Whether queued batch `b`, written after sequence `next` - 1, holds data starting more than GAP_ROLL past `dataEnd` (its file's data). */
+function startsFarPast(b: Staged, next: number, dataEnd: number): boolean {
+  return b.count > 0 && (b.copySeq !== 0 ? b.copySeq : next) - dataEnd > GAP_ROLL;
+}
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
@@ -1108,7 +1113,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     // A batch far past the data of the file being written waits for the rounds in flight to land, then starts a file of its
     // own (gapRollsAfter sees to it for the first one queued; one behind a copy dropped above comes here unseen).
-    if (batch !== null && inflight !== null && batch.count > 0 && (batch.copySeq !== 0 ? batch.copySeq : expected) - inflight.dataEnd > GAP_ROLL) {
+    if (batch !== null && inflight !== null && startsFarPast(batch, expected, inflight.dataEnd)) {
       this.staged.unshift(batch);
       batch = null;
     }
@@ -1194,9 +1199,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
    * landed.
    */
   private gapRollsAfter(newest: Round): boolean {
-    const b = this.staged.length > 0 ? this.staged[0] : null;
-    if (b === null || b.count === 0) return false;
-    return (b.copySeq !== 0 ? b.copySeq : newest.nextSeq) - newest.dataEnd > GAP_ROLL;
+    return this.staged.length > 0 && startsFarPast(this.staged[0], newest.nextSeq, newest.dataEnd);
   }
 
   /** The sequence after the last data batch landed in `seg` (its first sequence if none; `none` without a file). */

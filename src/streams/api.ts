@@ -14,7 +14,7 @@ import { appendHeaders, encodeHeaders, withKeyHeader } from "./headers.js";
 import { isoTime, Stream } from "./stream.js";
 import { apiOverlapError, createOnlyChecks, normalizeStreamConfig, ownOverlapError } from "./config.js";
 import type { JetStream } from "./jetstream.js";
-import { MAX_START_SEQ, type StoredMessage } from "../store/log.js";
+import { MAX_START_SEQ, purgeRefusal, type StoredMessage } from "../store/log.js";
 import { ClusterApi, isAccountStreamMove, streamOfSubject, type Placed } from "./cluster-api.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 
@@ -483,7 +483,7 @@ export class JetStreamApi implements Receiver {
         if (seq !== undefined && keep !== undefined) throw Errors.badRequest();
         // nats-server moves the stream on to any uint64; nagare's sequences are doubles, exact only so far (a purge within
         // what a stream past MAX_START_SEQ has reached moves nothing on).
-        if (seq !== undefined && seq > MAX_START_SEQ && s.partitions.every((p) => seq > p.state().lastSeq + 1)) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
+        if (seq !== undefined && s.partitions.every((p) => purgeRefusal({ upTo: seq }, p.state().lastSeq) !== null)) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
         const purged = await s.purge({ filter: filter || undefined, upTo: seq || undefined, keep: keep || undefined });
         return { success: true, purged };
       }

@@ -287,7 +287,7 @@ export class Consumer {
   private lastReplayTime = 0;
   lastActive = Date.now();
   private closed = false;
-  private filters: string[];
+  private filters: string[] = [];
   /** The filters indexed by token when there are many: wants() asks it instead of trying each filter (see setFilters). */
   private filterIndex: PatternIndex<number> | null = null;
   /** The percentage of acks reported as ack metrics (`sample_freq`), 0 when off. */
@@ -312,24 +312,24 @@ export class Consumer {
     /** Where definition and state live; null for memory-only. */
     readonly dir: string | null,
   ) {
-    this.filters = this.setFilters(config);
+    this.setFilters(config);
     this.sampleFrequency = sampleFrequencyOf(config);
   }
 
   /**
-   * The filters of `config`, indexed when there are more than a few: every
+   * Takes the filters of `config`, indexed when there are more than a few: every
    * message stored and read is matched against them, and trying each of
    * 40,000 filter_subjects (one request's worth) made each publish to the
    * stream hold the event loop for 14 ms.
    */
-  private setFilters(config: ConsumerConfig): string[] {
-    const filters = filtersOf(config);
+  private setFilters(config: ConsumerConfig): void {
+    this.filters = filtersOf(config);
     this.filterIndex = null;
-    if (filters.length > FILTERS_TRIED_EACH) {
-      this.filterIndex = new PatternIndex<number>();
-      filters.forEach((f, i) => this.filterIndex!.add(f, i));
+    if (this.filters.length > FILTERS_TRIED_EACH) {
+      const index = new PatternIndex<number>();
+      this.filters.forEach((f, i) => index.add(f, i));
+      this.filterIndex = index;
     }
-    return filters;
   }
 
   get durable(): boolean {
@@ -575,7 +575,7 @@ export class Consumer {
 
   updateConfig(next: ConsumerConfig): void {
     this.config = next;
-    this.filters = this.setFilters(next);
+    this.setFilters(next);
     this.sampleFrequency = sampleFrequencyOf(next);
     this.pendingCount = -1;
     this.armHeartbeat();
