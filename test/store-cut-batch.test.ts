@@ -13,7 +13,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { gzipSync } from "node:zlib";
 import { crc32c } from "../src/util/crc32c.js";
@@ -382,6 +384,45 @@ test("a copy of a Kafka batch with records gone holds it as stored, the sequence
   } finally {
     for (const copy of copies) await copy.close();
     await source.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a copy of a Kafka batch with records gone, its process killed as it writes the round, never holds those records after recovery", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "nagare-cut-copy-kill-"));
+  // The child stores the copy and is killed (kill -9) at the next write the log makes after the round's first: between
+  // the batch's bytes and its tombstones when they are two writes. Its round is never acknowledged; what recovery finds
+  // may be the batch or nothing, never the batch without its tombstones (the records its source no longer stores).
+  const src = join(dirname(fileURLToPath(import.meta.url)), "..", "src");
+  const child = `
+    import { FileLog } from ${JSON.stringify(join(src, "store", "file-log.js"))};
+    import { FOREIGN_KAFKA } from ${JSON.stringify(join(src, "store", "log.js"))};
+    import { Writer } from ${JSON.stringify(join(src, "protocols", "kafka", "codec.js"))};
+    import { encodeBatch } from ${JSON.stringify(join(src, "protocols", "kafka", "records.js"))};
+    import { kafkaRecords } from ${JSON.stringify(join(src, "protocols", "kafka", "stored-batches.js"))};
+    const w = new Writer(256);
+    encodeBatch(w, Array.from({ length: 6 }, (_, i) => ({ offset: i, timestamp: 1000 + i, key: Buffer.from("k" + i), value: Buffer.from("v" + i), headers: null })), 0, 7, 3, 40);
+    let writes = -1;
+    const log = await FileLog.open({ dir: process.argv[1], sync: "always", foreign: kafkaRecords, faults: { write: () => { if (writes >= 0 && ++writes === 2) process.kill(process.pid, "SIGKILL"); return null; } } });
+    writes = 0;
+    log.appendCopy(1, Date.now(), { format: FOREIGN_KAFKA, subject: "t", count: 6, bytes: Buffer.from(w.buf.subarray(0, w.pos)), gone: [1, 1, 3, 3] }, (err, seq) => {
+      process.stdout.write(err === null ? "stored " + seq : "failed " + err.message);
+      process.exit(0);
+    });
+  `;
+  try {
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", child, dir], { encoding: "utf8" });
+    assert.equal(r.stderr, "");
+    const log = await FileLog.open({ dir, foreign: kafkaRecords });
+    try {
+      const has = Array.from({ length: 6 }, (_, i) => log.has(i + 1));
+      // Stored with its tombstones (the child acknowledged it), or not at all.
+      const whole = [false, true, false, true, true, true];
+      assert.deepEqual(has, r.stdout === "stored 1" ? whole : has.some((h) => h) ? whole : has, `after ${r.signal ?? r.stdout}`);
+    } finally {
+      await log.close();
+    }
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1172,15 +1172,18 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (marker) this.io.markers++;
     round.end = round.pos + round.dataLength + (round.tomb?.length ?? 0);
     try {
+      // A copy's tombstones of the sequences its source no longer stores go in the same write as its batch: written apart,
+      // a kill between the two left the batch and not them, and recovery took those sequences as stored.
+      const withTombs = round.data !== null && round.tomb !== null && batch !== null && batch.gone !== null;
       if (round.data !== null) {
         try {
-          await this.write(seg, round.data, round.pos, batch?.foreign ?? null);
+          await this.write(seg, round.data, round.pos, batch?.foreign ?? null, withTombs ? round.tomb : null);
         } finally {
           // Written or not, the appender's bytes are not read again (a failed round is never rewritten).
           if (batch !== null) bytesRead(batch);
         }
       }
-      if (round.tomb !== null) await this.write(seg, round.tomb, round.pos + round.dataLength);
+      if (round.tomb !== null && !withTombs) await this.write(seg, round.tomb, round.pos + round.dataLength);
       this.io.batches++;
     } catch (err) {
       this.stick(err instanceof Error ? err : new Error(String(err)));
@@ -1345,15 +1348,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   /** Writes `buf`, and `then` right after it when given (a foreign batch's bytes: one system call for both). */
-  private async write(seg: Segment, buf: Buffer, pos: number, then: Buffer | null = null): Promise<void> {
-    const parts = then === null ? [buf] : [buf, then];
-    const length = buf.length + (then?.length ?? 0);
+  private async write(seg: Segment, buf: Buffer, pos: number, then: Buffer | null = null, last: Buffer | null = null): Promise<void> {
+    const parts = [buf];
+    if (then !== null) parts.push(then);
+    if (last !== null) parts.push(last);
+    const length = parts.reduce((n, p) => n + p.length, 0);
     const fault = this.faults?.write?.(seg.name, length) ?? null;
     if (fault !== null) {
       if (fault.partial) await writeFullyV(seg.fh, prefix(parts, Math.min(fault.partial, length)), pos);
       throw fault.error;
     }
-    if (then === null) await writeFully(seg.fh, buf, pos);
+    if (parts.length === 1) await writeFully(seg.fh, buf, pos);
     else await writeFullyV(seg.fh, parts, pos);
   }
 
