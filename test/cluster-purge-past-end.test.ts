@@ -63,3 +63,24 @@ test("an R3 stream past 2^52 whose limits move its front: the followers purge to
   // A purge inside the stored range past 2^52 moves nothing past it: taken.
   assert.equal((await jsm.streams.purge("TOPR", { seq: TOP + 3 })).purged, 1);
 });
+
+test("a purge past the end with the filter '>' (every subject, as none) moves every replica on as one without a filter does", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  await jsm.streams.add({ name: "FARALL", subjects: ["farall.>"], num_replicas: 3 });
+  await jsm.streams.add({ name: "EMPTYALL", subjects: ["emptyall.>"], num_replicas: 3 });
+  await waitUntil(() => nodes.every((n) => n.jetstream!.streams.has("FARALL") && n.jetstream!.streams.has("EMPTYALL")), "a copy on every node");
+  for (let i = 0; i < 3; i++) await js.publish("farall.x", `${i}`, { timeout: 10_000 });
+  assert.equal((await jsm.streams.purge("FARALL", { filter: ">", seq: 1_000_000 })).purged, 3);
+  assert.equal((await js.publish("farall.x", "after", { timeout: 10_000 })).seq, 1_000_000);
+  for (const n of nodes) {
+    const log = n.jetstream!.streams.get("FARALL")!.partitions[0];
+    await waitUntil(() => log.state().lastSeq === 1_000_000, `${n.cluster!.options.serverName} to hold the publish (${JSON.stringify(log.state())})`);
+    assert.deepEqual([log.state().firstSeq, log.state().messages], [1_000_000, 1]);
+  }
+  // Empty: nothing removed, the log only moves on; every replica before the answer.
+  assert.equal((await jsm.streams.purge("EMPTYALL", { filter: ">", seq: 500_000 })).purged, 0);
+  for (const n of nodes) assert.equal(n.jetstream!.streams.get("EMPTYALL")!.partitions[0].state().lastSeq, 499_999, `${n.cluster!.options.serverName} moved on`);
+  assert.equal((await js.publish("emptyall.x", "first", { timeout: 10_000 })).seq, 500_000);
+});

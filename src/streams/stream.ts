@@ -1497,6 +1497,9 @@ export class Stream {
   async purge(opts: { filter?: string; upTo?: number; keep?: number }): Promise<number> {
     // A stream purge spans partitions: one moving out from here must not change under its copy.
     if (this.frozen || this.movingOut()) throw Errors.streamMoving();
+    // '>' is every subject: a purge from the front, as without a filter (the logs, and nats-server, take it so). Told as
+    // a filtered one, a purge past the end moved the leader's log on but neither its replication end nor its replicas.
+    if (opts.filter === ">") opts = { ...opts, filter: undefined };
     const lastBefore = this.log.state().lastSeq;
     const purged = await this.log.purge(opts);
     const first = this.log.state().firstSeq;
