@@ -8,7 +8,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { jetstreamManager, AckPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
 import { api, rawPull, startJs, type JsHarness } from "./helpers/js.js";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -376,6 +376,24 @@ describe("JetStream API errors", () => {
     }
     assert.deepEqual((await api(h.nc, "$JS.API.STREAM.NAMES", '{"subject":5}')).error, invalid);
     assert.equal((await jsm.streams.info("NUL")).config.name, "NUL");
+  });
+
+  test("a request's sequence or count written as a fraction or with an exponent is invalid JSON, and acts on nothing, as nats-server's uint64 decoding has it", async () => {
+    await jsm.streams.add({ name: "LIT", subjects: ["lit.>"] });
+    const js = jetstream(h.nc);
+    for (let i = 0; i < 3; i++) await js.publish("lit.x", `${i}`);
+    const invalid = { code: 400, err_code: 10025, description: "invalid JSON" };
+    // Go's decoder takes only an integer literal into a uint64 field: 1e3 and 2.0 are refused there (seen with 2.9.10).
+    for (const [op, body] of [["PURGE", '{"seq":1e3}'], ["PURGE", '{"seq":2.0}'], ["PURGE", '{"keep":1E0}'], ["PURGE", '{"seq":-0}'], ["MSG.DELETE", '{"seq":1.0}'], ["MSG.GET", '{"seq":1e0}']]) {
+      assert.deepEqual((await api(h.nc, `$JS.API.STREAM.${op}.LIT`, body)).error, invalid, `${op} ${body}`);
+    }
+    const st = (await jsm.streams.info("LIT")).state;
+    assert.deepEqual([st.first_seq, st.last_seq, st.messages], [1, 3, 3]);
+    // The largest uint64 is one: a sequence past the end, not a malformed request.
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.DELETE.LIT", '{"seq":18446744073709551615}')).error, { code: 500, err_code: 10057, description: "stream store EOF" });
+    // An escaped key is the same key to both decoders.
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"se\\u0071":2e0}')).error, invalid);
+    assert.equal((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"other":{"seq":1e3},"seq":2}')).purged, 1);
   });
 
   test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {

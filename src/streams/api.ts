@@ -33,19 +33,80 @@ interface Request {
   reply: string;
 }
 
+/** The text each request object was parsed from (parseBody): optNumber reads its number literals as nats-server's decoder does. */
+const bodyText = new WeakMap<Json, string>();
+
 /** A request body as nats-server decodes it into its Go request type: `null` leaves it zero (as an empty object does); another non-object is invalid JSON. */
 function parseBody(body: Buffer): Json {
   if (body.length === 0) return {};
   let v: unknown;
+  const text = body.toString("utf8");
   try {
-    v = JSON.parse(body.toString("utf8"));
+    v = JSON.parse(text);
   } catch {
     throw Errors.invalidJson();
   }
   if (v === null) return {};
   if (typeof v !== "object" || Array.isArray(v)) throw Errors.invalidJson();
+  bodyText.set(v as Json, text);
   return v as Json;
 }
+
+/**
+ * The raw values of the top-level members of the JSON object `text` (valid
+ * JSON: JSON.parse took it) whose key is `key` to Go's decoder, which
+ * matches a field's name without regard to case; every one of them, as Go
+ * decodes each in turn (a duplicate key's earlier value fails it too).
+ */
+function memberLiterals(text: string, key: string): string[] {
+  const out: string[] = [];
+  const want = key.toLowerCase();
+  let i = 0;
+  const ws = (): void => {
+    while (i < text.length && (text[i] === " " || text[i] === "\t" || text[i] === "\n" || text[i] === "\r")) i++;
+  };
+  const skipString = (): void => {
+    for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
+    i++;
+  };
+  ws();
+  if (text[i] !== "{") return out;
+  i++;
+  for (;;) {
+    ws();
+    if (i >= text.length || text[i] !== '"') return out;
+    const keyStart = i;
+    skipString();
+    const k = JSON.parse(text.slice(keyStart, i)) as string;
+    ws();
+    i++; // ':'
+    ws();
+    const start = i;
+    if (text[i] === '"') skipString();
+    else if (text[i] === "{" || text[i] === "[") {
+      let depth = 0;
+      for (; i < text.length; i++) {
+        const c = text[i];
+        if (c === '"') {
+          skipString();
+          i--;
+        } else if (c === "{" || c === "[") depth++;
+        else if (c === "}" || c === "]") {
+          if (--depth === 0) {
+            i++;
+            break;
+          }
+        }
+      }
+    } else while (i < text.length && !",} \t\n\r".includes(text[i])) i++;
+    if (k.toLowerCase() === want) out.push(text.slice(start, i));
+    ws();
+    if (text[i] !== ",") return out;
+    i++;
+  }
+}
+
+const UINT64_MAX = 2n ** 64n - 1n;
 
 /**
  * nats-server's answer to a delete of a sequence that is not stored. Its
@@ -85,11 +146,22 @@ function offsetOf(req: Json, total: number): number {
   return typeof o === "number" && Number.isInteger(o) && o > 0 ? Math.min(o, total) : 0;
 }
 
-/** A request's sequence or count, a uint64 to nats-server's decoder: anything else is invalid JSON, as there. */
+/**
+ * A request's sequence or count, a uint64 to nats-server's decoder: an
+ * integer literal of at most 2^64-1, or null; anything else (a string, a
+ * negative, a fraction or an exponent such as 2.0 or 1e3, which JSON.parse
+ * would take as integers) is invalid JSON, as there.
+ */
 function optNumber(req: Json, key: string): number | undefined {
+  const text = bodyText.get(req);
+  if (text !== undefined) {
+    for (const lit of memberLiterals(text, key)) {
+      if (lit !== "null" && (!/^(0|[1-9][0-9]*)$/.test(lit) || BigInt(lit) > UINT64_MAX)) throw Errors.invalidJson();
+    }
+  }
   const v = req[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= 2 ** 64) throw Errors.invalidJson();
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || (text === undefined && v >= 2 ** 64)) throw Errors.invalidJson();
   return v;
 }
 
