@@ -394,6 +394,9 @@ describe("JetStream API errors", () => {
     // An escaped key is the same key to both decoders.
     assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"se\\u0071":2e0}')).error, invalid);
     assert.equal((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"other":{"seq":1e3},"seq":2}')).purged, 1);
+    // A zero sequence or keep is none: with the other, not the "both" nats-server refuses.
+    assert.equal((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"seq":0,"keep":1}')).purged, 1);
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"seq":5,"keep":1}')).error, { code: 400, err_code: 10003, description: "bad request" });
   });
 
   test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {

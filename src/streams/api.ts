@@ -552,7 +552,8 @@ export class JetStreamApi implements Receiver {
         const filter = optString(req, "filter");
         const seq = optNumber(req, "seq");
         const keep = optNumber(req, "keep");
-        if (seq !== undefined && keep !== undefined) throw Errors.badRequest();
+        // Both only when both are set (nats-server's check): a zero is no sequence, no keep.
+        if ((seq ?? 0) > 0 && (keep ?? 0) > 0) throw Errors.badRequest();
         // nats-server moves the stream on to any uint64; nagare's sequences are doubles, exact only so far (a purge within
         // what a stream past MAX_START_SEQ has reached moves nothing on).
         if (seq !== undefined && s.partitions.every((p) => purgeRefusal({ upTo: seq }, p.state().lastSeq) !== null)) throw new ApiError(400, 10003, `purge sequence ${seq} is past ${MAX_START_SEQ}, the furthest a stream can start`);
