@@ -277,3 +277,30 @@ test("file log: a copy queued while a round of tombstones is written is not refu
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a log at the last exact sequence (2^53-1) refuses appends past it rather than give two messages one sequence, in both logs and after reopening", async () => {
+  // Reached only by a log of an earlier version (it moved a stream on to any first_seq or purge seq): this one refuses that.
+  const dir = mkdtempSync(join(tmpdir(), "nagare-seq-end-"));
+  const LAST = Number.MAX_SAFE_INTEGER;
+  const put = (log: MessageLog, v: string): Promise<number | string> => appendAsync(log, { subject: "a", data: Buffer.from(v) }).then((seq) => seq, (err: Error) => `refused: ${err.message}`);
+  const logs: MessageLog[] = [new MemoryLog(), await FileLog.open({ dir })];
+  try {
+    for (const log of logs) {
+      await copy(log, LAST - 1, 0, runOf([]));
+      const got = [await put(log, "a"), await put(log, "b")];
+      assert.equal(got[0], LAST - 1);
+      assert.equal(got[1], LAST);
+      assert.match(String(await put(log, "c")), /^refused: .*2\^53/);
+      const many = await new Promise<string>((resolve) => log.appendMany(runOf([{ subject: "a", data: Buffer.from("d") }]), (err) => resolve(String(err?.message))));
+      assert.match(many, /2\^53/);
+      assert.deepEqual([log.state().lastSeq, log.state().messages], [LAST, 2]);
+    }
+    await logs[1].close();
+    logs[1] = await FileLog.open({ dir });
+    assert.match(String(await put(logs[1], "e")), /^refused: /);
+    assert.deepEqual([logs[1].state().lastSeq, logs[1].state().messages], [LAST, 2]);
+  } finally {
+    for (const log of logs) await log.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

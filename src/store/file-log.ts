@@ -50,6 +50,7 @@ import {
   limitRefusal,
   purgeRefusal,
   refusal,
+  sequenceRefusal,
   runRefusal,
   subjectAt,
   type AppendCallback,
@@ -450,6 +451,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const perSubject = this.limits.discardNewPerSubject === true;
     const refused =
       refusal(this.unusable(), size, this.maxRecordBytes) ??
+      sequenceRefusal(this.lastSeq + this.pendingCount, 1) ??
       limitRefusal(
         this.limits,
         this.index.messages + this.pendingCount,
@@ -472,16 +474,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const n = run.count;
     const sizes = new Array<number>(n);
     for (let i = 0; i < n; i++) sizes[i] = runRecordSize(run, i);
-    const refused = runRefusal(
-      this.unusable(),
-      this.maxRecordBytes,
-      this.limits,
-      this.index.messages + this.pendingCount,
-      this.index.bytes + this.pendingBytes,
-      run,
-      sizes,
-      (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
-    );
+    const refused =
+      runRefusal(
+        this.unusable(),
+        this.maxRecordBytes,
+        this.limits,
+        this.index.messages + this.pendingCount,
+        this.index.bytes + this.pendingBytes,
+        run,
+        sizes,
+        (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
+      ) ?? sequenceRefusal(this.lastSeq + this.pendingCount, n);
     if (refused !== null || n === 0) {
       done(refused, 0);
       return;
@@ -522,7 +525,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
             { count: n, subject: batch.subject, subjects: null },
             foreignShares(body, n),
             (s) => this.index.table.countOf(s) + (this.pendingPerSubject.get(s) ?? 0),
-          ));
+          )) ??
+      sequenceRefusal(this.lastSeq + this.pendingCount, n);
     if (refused !== null || n === 0) {
       batch.bytesDone?.();
       done(refused, 0);

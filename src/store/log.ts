@@ -274,6 +274,18 @@ export interface Limits {
 export const MAX_START_SEQ = 2 ** 52;
 
 /**
+ * An append of `n` records after `last` (the log's last sequence, counting
+ * what is queued) that would pass Number.MAX_SAFE_INTEGER (2^53-1), past
+ * which two sequences are one double: refused, never stored at a sequence
+ * another message holds. Only a log an earlier version moved on past
+ * MAX_START_SEQ comes near it. (Compared without adding: past 2^53 a sum
+ * rounds.)
+ */
+export function sequenceRefusal(last: number, n: number): Error | null {
+  return last > Number.MAX_SAFE_INTEGER - n ? new Error(`the log is at sequence ${last}: a sequence past 2^53-1 would not be exact`) : null;
+}
+
+/**
  * A purge that would move a log, whose last sequence is `lastSeq`, on past
  * MAX_START_SEQ, refused before anything changes. One within what the log
  * has reached is not: a log started near MAX_START_SEQ goes on past it, and

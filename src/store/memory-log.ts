@@ -11,6 +11,7 @@ import {
   refusal,
   runRefusal,
   purgeRefusal,
+  sequenceRefusal,
   inputAt,
   type AppendCallback,
   type AppendInput,
@@ -101,6 +102,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     const size = recordSize(input);
     const refused =
       refusal(this.closed ? new Error("log is closed") : null, size, this.maxRecordBytes) ??
+      sequenceRefusal(this.lastSeq, 1) ??
       limitRefusal(this.limits, this.index.messages, this.index.bytes, size, this.limits.discardNewPerSubject ? this.index.table.countOf(input.subject) : 0);
     if (refused !== null) {
       done(refused, 0);
@@ -132,7 +134,9 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
   appendMany(run: RecordRun, done: AppendCallback): void {
     const sizes: number[] = [];
     for (let i = 0; i < run.count; i++) sizes.push(runRecordSize(run, i));
-    const refused = runRefusal(this.closed ? new Error("log is closed") : null, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.table.countOf(s));
+    const refused =
+      runRefusal(this.closed ? new Error("log is closed") : null, this.maxRecordBytes, this.limits, this.index.messages, this.index.bytes, run, sizes, (s) => this.index.table.countOf(s)) ??
+      sequenceRefusal(this.lastSeq, run.count);
     if (refused !== null) {
       done(refused, 0);
       return;
@@ -156,7 +160,7 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
       { count: n, subject: batch.subject, subjects: null },
       sizes,
       (s) => this.index.table.countOf(s),
-    );
+    ) ?? sequenceRefusal(this.lastSeq, n);
     if (refused !== null || n === 0) {
       done(refused, 0);
       return;
