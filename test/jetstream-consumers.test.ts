@@ -639,4 +639,21 @@ describe("JetStream consumers", () => {
     assert.deepEqual([...new Set(subjects)].sort(), ["mf.39999", "mf.7", "mf.g.a.b", "mf.w.q"]);
     assert.equal((await jsm.consumers.info("MANYF", "C")).num_pending, 0);
   });
+
+  test("a message published on a subject with a '*' or '>' token is matched against many filters literally, as against a few", async () => {
+    await jsm.streams.add({ name: "WILDF", subjects: ["wf.>"] });
+    // Filters tried one by one (up to 16) and through the index (more): the same messages either way.
+    for (const n of [3, 17]) {
+      const filter_subjects = [...Array.from({ length: n - 1 }, (_, i) => `wf.f${i}`), "wf.g.*"];
+      const r = await api(h.nc, `$JS.API.CONSUMER.CREATE.WILDF.C${n}`, { stream_name: "WILDF", config: { durable_name: `C${n}`, ack_policy: "none", filter_subjects } });
+      assert.equal(r.error, undefined, JSON.stringify(r.error));
+    }
+    // A client may publish on such a subject (nats-server stores it, its '*' a token like any other): no filter above
+    // matches "wf.*" or "wf.>" but for a wildcard of its own at that token; "wf.g.*" does match "wf.g.*" and "wf.g.>".
+    for (const subject of ["wf.f1", "wf.*", "wf.>", "wf.g.*", "wf.g.>", "wf.*.x"]) await h.nc.request(subject, "m");
+    for (const n of [3, 17]) {
+      const got = await rawPull(h.nc, "WILDF", `C${n}`, JSON.stringify({ batch: 100, no_wait: true }));
+      assert.deepEqual(got.filter((a) => a.status === undefined).map((a) => a.subject), ["wf.f1", "wf.g.*", "wf.g.>"], `${n} filters`);
+    }
+  });
 });

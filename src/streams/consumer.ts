@@ -465,8 +465,8 @@ export class Consumer {
 
   wants(subject: string): boolean {
     if (this.filters.length === 0) return true;
-    // A stored subject is literal: the filters it intersects are those that match it.
-    if (this.filterIndex !== null) return this.filterIndex.intersecting(subject).size > 0;
+    // Matched literally: a stored subject may hold a '*' or '>' token (published so), which intersecting would take for a wildcard.
+    if (this.filterIndex !== null) return this.filterIndex.matches(subject);
     for (const f of this.filters) if (subjectMatches(f, subject)) return true;
     return false;
   }

@@ -90,6 +90,28 @@ export class PatternIndex<T> {
     if (star !== undefined) this.walk(star, tokens, i + 1, out, budget);
   }
 
+  /**
+   * Whether some pattern matches `subject` as subjectMatches has it, every
+   * token of `subject` taken literally: a stored subject's `*` or `>` (a
+   * client may publish on one) is matched by a pattern's wildcard, or by
+   * the same token, never taken as a wildcard itself (intersecting would).
+   */
+  matches(subject: string): boolean {
+    return this.matchFrom(this.root, subject.split("."), 0);
+  }
+
+  private matchFrom(node: Node<T>, tokens: string[], i: number): boolean {
+    if (i === tokens.length) return node.ends.size > 0;
+    const gt = node.children.get(">");
+    if (gt !== undefined && gt.ends.size > 0) return true;
+    const t = tokens[i];
+    const exact = node.children.get(t);
+    if (exact !== undefined && this.matchFrom(exact, tokens, i + 1)) return true;
+    // A pattern's `*` takes any token (the exact child above was it when the token is `*`).
+    const star = t === "*" ? undefined : node.children.get("*");
+    return star !== undefined && this.matchFrom(star, tokens, i + 1);
+  }
+
   private collect(node: Node<T>, out: Set<T>, budget: WalkBudget | undefined): void {
     if (budget !== undefined && --budget.nodes < 0) throw new WalkBudgetExceeded("too many patterns visited");
     for (const v of node.ends.keys()) out.add(v);
