@@ -1356,7 +1356,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const parts = [buf];
     if (then !== null) parts.push(then);
     if (last !== null) parts.push(last);
-    const length = parts.reduce((n, p) => n + p.length, 0);
+    const length = buf.length + (then?.length ?? 0) + (last?.length ?? 0);
     const fault = this.faults?.write?.(seg.name, length) ?? null;
     if (fault !== null) {
       if (fault.partial) await writeFullyV(seg.fh, prefix(parts, Math.min(fault.partial, length)), pos);
