@@ -285,6 +285,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private readonly sweeper: NodeJS.Timeout;
   /** Consumer creates under way, per stream and name (oneAtATime): the last one's end. */
   private readonly consumerWork = new WeakMap<Stream, Map<string, Promise<void>>>();
+  /** Consumers of each stream being made (started, files written) and not yet among its consumers, by name. */
+  private readonly consumersMaking = new WeakMap<Stream, Map<string, ConsumerConfig>>();
   private readonly onSubscribe = (sub: Subscription): void => {
     for (const s of this.streams.values()) {
       for (const c of s.consumers.values()) {
@@ -331,6 +333,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly notServed = new Map<string, string>();
   /** Of those, the placements their copies were made for (Stream.placed), where recorded (reclaimSetAside). */
   private readonly setAsidePlaced = new Map<string, string>();
+  /** The last stream create still running, or settled (createStream: one at a time). */
+  private creates: Promise<void> = Promise.resolve();
   /** The last update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
   /** The cluster this node is part of (null: a single node). */
@@ -891,7 +895,19 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * the same. `placed`: in a cluster, the creation time of the placement the
    * stream is made for (Stream.placed).
    */
-  async createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
+  createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
+    // One create at a time: each checks max_streams, the storage reservations, the name and the subjects against the
+    // streams already made, then writes and opens its files before it is one of them. Run side by side, ten creates
+    // all found room for one more stream, two streams took the same subjects, and two of one name wrote the same files.
+    const run = this.creates.then(() => this.createStreamNow(raw, partitions, placed));
+    this.creates = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private async createStreamNow(raw: unknown, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
@@ -1148,9 +1164,22 @@ export class JetStream implements DeliveryHost, StorageQuota {
       return existing;
     }
     if (action === "update") throw Errors.consumerDoesNotExist();
+    // Consumers of other names being made count as made: creates side by side each found room for one more
+    // (ten past max_consumers of 2), and two work queue consumers of overlapping filters each found the other absent.
+    let making = this.consumersMaking.get(stream);
+    if (making === undefined) this.consumersMaking.set(stream, (making = new Map()));
     const max = consumerLimit(this.accountLimits, stream.config);
-    if (max > 0 && stream.consumers.size >= max) throw Errors.maxConsumers();
-    if (stream.config.retention === "workqueue") this.checkWorkQueue(stream, config);
+    if (max > 0 && stream.consumers.size + making.size >= max) throw Errors.maxConsumers();
+    if (stream.config.retention === "workqueue") this.checkWorkQueue(stream, config, making.values());
+    making.set(name, config);
+    try {
+      return await this.makeNewConsumer(stream, config, name);
+    } finally {
+      making.delete(name);
+    }
+  }
+
+  private async makeNewConsumer(stream: Stream, config: ConsumerConfig, name: string): Promise<Consumer> {
     const created = new Date();
     // Ephemeral consumers of a file stream are kept on disk too, as nats-server keeps them: a client
     // that reconnects after a restart (a KV watcher, an ordered consumer) finds its consumer where it was.
@@ -1195,14 +1224,15 @@ export class JetStream implements DeliveryHost, StorageQuota {
     else this.options.log.debug(line);
   }
 
-  private checkWorkQueue(stream: Stream, config: ConsumerConfig): void {
+  private checkWorkQueue(stream: Stream, config: ConsumerConfig, making: Iterable<ConsumerConfig>): void {
     const mine = filtersOf(config);
+    const others = [...[...stream.consumers.values()].map((c) => c.config), ...making];
     // As nats-server: a new consumer without a filter is the "multiple non-filtered" one; a filtered one that
     // meets an existing consumer without a filter, or with one it overlaps, is "not unique".
-    if (mine.length === 0 && stream.consumers.size > 0) throw Errors.consumerWqMultipleUnfiltered();
+    if (mine.length === 0 && others.length > 0) throw Errors.consumerWqMultipleUnfiltered();
     const taken: string[] = [];
-    for (const other of stream.consumers.values()) {
-      const theirs = filtersOf(other.config);
+    for (const other of others) {
+      const theirs = filtersOf(other);
       if (theirs.length === 0) throw Errors.consumerWqNotUnique();
       for (const f of theirs) taken.push(f);
     }
