@@ -78,8 +78,11 @@ export function subjectFor(subjects: readonly string[], name: string): string {
 export function mayReadTopic(perms: PermissionCheck | null, stream: Stream): boolean {
   if (perms === null) return true;
   const subjects = stream.config.subjects;
-  if (subjects.length === 0) return perms.maySubscribe(stream.config.name); // such a stream captures its name
-  for (const s of subjects) if (!perms.maySubscribe(s)) return false;
+  // A subscribe deny that only overlaps a subject (`orders.secret` within `orders.>`) lets the NATS subscription be
+  // made and filters what it is delivered; a Kafka reader gets every record, so such a topic is refused.
+  const readable = (s: string): boolean => perms.maySubscribe(s) && !perms.filtersDelivery(s);
+  if (subjects.length === 0) return readable(stream.config.name); // such a stream captures its name
+  for (const s of subjects) if (!readable(s)) return false;
   return true;
 }
 
