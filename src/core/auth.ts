@@ -132,6 +132,14 @@ export interface PasswordAuth {
   authenticatePassword(user: string, pass: string, connectionType: string): Promise<Identity | null>;
   /** What a SCRAM exchange checks the user against, or null when the user cannot use SCRAM. */
   scramCredential(user: string, hash: ScramHash): Promise<ScramCredential | null>;
+  /**
+   * Operator mode: why a connection authenticated as `identity` may no
+   * longer be served (its user revoked, its JWT or account expired or gone,
+   * its bearer token or signing key no longer accepted), or null. A NATS
+   * client is closed for these as the account's claims change; a Kafka
+   * client asks before each request.
+   */
+  stillValid?(identity: Identity, now: number): string | null;
   /** verify_and_map on the Kafka listener: the user a verified certificate names. Absent where certificates name nobody (operator mode refuses verify_and_map at start). */
   certificateIdentity?(certificate: Buffer): Identity | null;
 }

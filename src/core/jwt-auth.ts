@@ -293,6 +293,18 @@ export class JwtAuthenticator implements ClientAuth, PasswordAuth {
     return Promise.resolve(this.userIdentity(pass, null, undefined, connectionType));
   }
 
+  stillValid(identity: Identity, now: number): string | null {
+    const u = identity.jwt;
+    if (u === undefined) return null;
+    if (u.expiresAt > 0 && now >= u.expiresAt) return "user authentication expired";
+    const account = this.accounts.get(identity.account);
+    if (account === undefined || (account.expiresAt > 0 && account.expiresAt <= now)) return "account authentication expired";
+    if (revoked(account, u.key, u.issuedAt)) return "user authentication revoked";
+    if (u.bearer && account.disallowBearer) return "bearer tokens are no longer allowed by the account";
+    if (!account.signers.has(u.issuer)) return "the user's signing key was removed from the account";
+    return null;
+  }
+
   /** SCRAM needs a secret the server knows: a JWT user has none. */
   scramCredential(): Promise<null> {
     return Promise.resolve(null);

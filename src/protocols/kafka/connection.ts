@@ -525,6 +525,16 @@ export class KafkaConnection implements Connection {
       giveBack();
       return this.close(this.door.auth !== null ? `API ${apiKey} before SASL authentication` : `API ${apiKey}: the default account has no JetStream`);
     }
+    // Operator mode: a user revoked, expired or of an account gone since SASL is served nothing more (nats-server closes
+    // such NATS clients when the claims change; before, a Kafka client went on with the revoked JWT's permissions).
+    const jwtUser = this.identity?.jwt;
+    if (jwtUser !== undefined && this.door.auth?.stillValid !== undefined && this.identity !== null) {
+      const why = this.door.auth.stillValid(this.identity, Date.now());
+      if (why !== null) {
+        giveBack();
+        return this.close(why);
+      }
+    }
     if (supported) this.clientId = header.clientId;
     const flexible = supported && isFlexible(apiKey, version);
     const w = new Writer(128);
