@@ -25,6 +25,7 @@ import { NotStored } from "./producers.js";
 import { LimitRefusedError, OutcomeUnknownError, TooFewReplicasError, type ApiError } from "../../streams/errors.js";
 import { FOREIGN_KAFKA, payloadSizeAt, type RecordRun } from "../../store/log.js";
 import type { ReplicaAck, Stream } from "../../streams/stream.js";
+import { isValidPublishSubject } from "../../subjects/subject.js";
 import type { PermissionCheck } from "../../core/auth.js";
 
 interface PartitionResult {
@@ -388,6 +389,8 @@ function recordRun(stream: Stream, batch: DecodedBatch): RecordRun {
   let headers: Array<Buffer | null> | null = null;
   if (batch.headerCount !== null || txn !== null || mark !== null) {
     headers = natsHeaderBlocks(batch, txn, mark, (i, subject) => {
+      // As a NATS publish: a wildcard, or an empty token, is no subject a message can be stored under.
+      if (!isValidPublishSubject(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${JSON.stringify(subject)} is not a valid publish subject`);
       if (!stream.captures(subject)) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is not a subject of this topic`);
       // A marker's subject is the door's own: a record there would be skipped where producers' batches are looked for.
       if (subject === CONTROL_SUBJECT_COMMIT || subject === CONTROL_SUBJECT_ABORT) throw new BatchError(ErrorCode.INVALID_RECORD, `${SUBJECT_HEADER} ${subject} is reserved for transaction markers`);
