@@ -223,6 +223,28 @@ describe("TLS for NATS clients", () => {
     );
   });
 
+  test("a CA file without a certificate (a key, an empty file) stops the start, for either listener, as nats-server's 'failed to parse root ca certificate'", async () => {
+    const empty = join(pki.dir, "empty-ca.pem");
+    writeFileSync(empty, "");
+    for (const ca of [pki.clientKey, empty]) {
+      await assert.rejects(startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: ca, verify: true } }), /TLS CA certificate .*: no PEM certificate in it parses/);
+      await assert.rejects(
+        startServer({ port: 0, jetstream: true, storeDir: join(pki.dir, "js"), kafka: { port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: ca, verify: true } } }),
+        /TLS CA certificate .*: no PEM certificate in it parses/,
+      );
+    }
+    const conf = join(pki.dir, "bad-ca.conf");
+    writeFileSync(conf, `port: -1\ntls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}", ca_file: "${pki.clientKey}", verify: true }\n`);
+    const r = await runNagare(["server", "-c", conf, "-t"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no PEM certificate in it parses/);
+    // A bundle with a key before its certificate is one (Go skips the other blocks).
+    const bundle = join(pki.dir, "bundle-ca.pem");
+    writeFileSync(bundle, readFileSync(pki.clientKey, "utf8") + readFileSync(pki.ca, "utf8"));
+    const srv = await startServer({ port: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: bundle, verify: true } });
+    await srv.close();
+  });
+
   test("HTTPS monitoring: /varz and /healthz over TLS with the tls certificate, beside plain HTTP; no client certificate asked", async () => {
     const srv = await startServer({ port: 0, httpPort: 0, httpsPort: 0, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, caFile: pki.ca, verify: true } });
     try {

@@ -8,6 +8,7 @@ import { networkInterfaces } from "node:os";
 import { basename, join } from "node:path";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
+import { X509Certificate } from "node:crypto";
 import { ADVERTISED_VERSION, Broker } from "../core/broker.js";
 import { authRequired, DEFAULTS, KAFKA_SASL_MECHANISMS, resolveOptions, type KafkaTlsOptions, type ResolvedOptions, type ServerOptions, type TlsOptions } from "../core/options.js";
 import { createLogger, type ServerLogger } from "../util/log.js";
@@ -554,6 +555,9 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   const cert = read("certificate", t.certFile);
   const key = read("key", t.keyFile);
   const ca = t.caFile === undefined ? undefined : read("CA certificate", t.caFile);
+  // As nats-server ("failed to parse root ca certificate"): a CA file without one certificate that parses (empty, a
+  // key) stops the start; OpenSSL took it and the server started, asking for client certificates it could verify none of.
+  if (ca !== undefined && !holdsCertificate(ca)) throw new Error(`TLS CA certificate ${t.caFile}: no PEM certificate in it parses (failed to parse root ca certificate)`);
   // The server picks the suite from its own order, as nats-server (Go) does; see opensslCiphers.
   const files: SecureContextOptions = { cert, key, ca, minVersion: t.minVersion ?? "TLSv1.2", ciphers: opensslCiphers(t.cipherSuites), honorCipherOrder: true, ecdhCurve: opensslCurves(t.curvePreferences) };
   let context: SecureContext;
@@ -564,6 +568,20 @@ function loadTls(t: KafkaTlsOptions): { context: SecureContext; files: SecureCon
   }
   // verify_and_map needs a verified certificate to map, as in nats-server.
   return { context, files, verify: t.verify === true || t.verifyAndMap === true, timeoutMs: t.timeoutMs ?? DEFAULTS.tlsTimeout };
+}
+
+/** Whether a PEM file holds at least one certificate that parses (Go's AppendCertsFromPEM, which skips other blocks). */
+function holdsCertificate(pem: Buffer): boolean {
+  const blocks = pem.toString("latin1").match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  for (const b of blocks) {
+    try {
+      new X509Certificate(b);
+      return true;
+    } catch {
+      // not one: the next
+    }
+  }
+  return false;
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */
