@@ -17,13 +17,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 
 type Answer = { error?: { err_code: number }; config?: unknown };
+const codes = (answers: Answer[]): (number | "ok")[] => answers.map((a) => a.error?.err_code ?? "ok");
 
 describe("account limits under concurrent requests", () => {
   let dir: string;
   let srv: NagareServer;
   let nc: NatsConnection;
   const api = async (subject: string, body: unknown): Promise<Answer> => (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Answer>();
-  const codes = (answers: Answer[]): (number | "ok")[] => answers.map((a) => a.error?.err_code ?? "ok");
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "nagare-acclimits-"));
@@ -55,8 +55,21 @@ describe("account limits under concurrent requests", () => {
     assert.equal(names.total, 4);
   });
 
-  test("consumer creates at once: no more than max_consumers, work queue filters unique", async () => {
+  test("an update and a create at once: the subjects the update takes are refused to the create", async () => {
     for (const n of ["M0", "M1", "M2", "M3", "M4", "M5", "O0", "O1"]) await api(`$JS.API.STREAM.DELETE.${n}`, {});
+    for (let round = 0; round < 3; round++) {
+      assert.equal((await api(`$JS.API.STREAM.CREATE.U`, { name: "U", subjects: [`u${round}`], storage: "file" })).error, undefined);
+      const [updated, created] = await Promise.all([
+        api(`$JS.API.STREAM.UPDATE.U`, { name: "U", subjects: [`v${round}.>`], storage: "file" }),
+        api(`$JS.API.STREAM.CREATE.V`, { name: "V", subjects: [`v${round}.>`], storage: "file" }),
+      ]);
+      assert.equal(updated.error, undefined, JSON.stringify(updated));
+      assert.equal(created.error?.err_code, 10065, JSON.stringify(created));
+      await api("$JS.API.STREAM.DELETE.U", {});
+    }
+  });
+
+  test("consumer creates at once: no more than max_consumers, work queue filters unique", async () => {
     assert.equal((await api("$JS.API.STREAM.CREATE.C", { name: "C", subjects: ["c.>"], storage: "file" })).error, undefined);
     const cs = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => api(`$JS.API.CONSUMER.CREATE.C.d${i}`, { stream_name: "C", config: { durable_name: `d${i}`, ack_policy: "explicit" } })));
     assert.deepEqual(codes(cs).filter((c) => c === "ok").length, 2, JSON.stringify(codes(cs)));

@@ -333,8 +333,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly notServed = new Map<string, string>();
   /** Of those, the placements their copies were made for (Stream.placed), where recorded (reclaimSetAside). */
   private readonly setAsidePlaced = new Map<string, string>();
-  /** The last stream create still running, or settled (createStream: one at a time). */
-  private creates: Promise<void> = Promise.resolve();
+  /** The last stream create, update or growth, running or settled (oneChange). */
+  private changes: Promise<void> = Promise.resolve();
   /** The last update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
   /** The cluster this node is part of (null: a single node). */
@@ -861,6 +861,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * stream before it has capped its replicated partitions; StreamOrder).
    */
   addPartitions(name: string, count: number, held = false): Promise<Stream> {
+    return this.oneChange(() => this.exclusiveGrowth(name, count, held));
+  }
+
+  private exclusiveGrowth(name: string, count: number, held: boolean): Promise<Stream> {
     return this.exclusive(name, async () => {
       const stream = this.stream(name);
       const from = stream.partitions.length;
@@ -899,8 +903,20 @@ export class JetStream implements DeliveryHost, StorageQuota {
     // One create at a time: each checks max_streams, the storage reservations, the name and the subjects against the
     // streams already made, then writes and opens its files before it is one of them. Run side by side, ten creates
     // all found room for one more stream, two streams took the same subjects, and two of one name wrote the same files.
-    const run = this.creates.then(() => this.createStreamNow(raw, partitions, placed));
-    this.creates = run.then(
+    return this.oneChange(() => this.createStreamNow(raw, partitions, placed));
+  }
+
+  /**
+   * Runs `op` after every earlier create, update and growth of this
+   * account's streams has ended: each checks the others' subjects and
+   * storage reservations (and a create max_streams) before it writes, so
+   * one must not check while another is between its check and its write.
+   * Taken outside exclusive(), never inside it: a create that fails deletes
+   * its stream through exclusive().
+   */
+  private oneChange<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.changes.then(op);
+    this.changes = run.then(
       () => undefined,
       () => undefined,
     );
@@ -952,7 +968,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   async updateStream(raw: unknown): Promise<Stream> {
     const config = sealAdjusted(normalizeStreamConfig(raw));
-    return this.exclusive(config.name, () => this.update(config));
+    return this.oneChange(() => this.exclusive(config.name, () => this.update(config)));
   }
 
   private async update(config: StreamConfig): Promise<Stream> {
