@@ -5,7 +5,8 @@
  * consumer creates past max_consumers, work queue consumers of overlapping
  * filters. Each create checked what existed, then wrote its files before it
  * was counted, so every one found room (nats-server 2.9.10, same requests:
- * 2 of 10 streams, 2 of 10 consumers, one of two overlapping streams).
+ * 2 of 10 streams, 2 of 10 consumers, one of two overlapping streams; of
+ * two accounts' streams that do not fit the server's max_file together, one).
  */
 
 import { describe, test, before, after } from "node:test";
@@ -78,5 +79,38 @@ describe("account limits under concurrent requests", () => {
     assert.equal((await api("$JS.API.STREAM.CREATE.W", { name: "W", subjects: ["w.>"], storage: "file", retention: "workqueue" })).error, undefined);
     const wq = await Promise.all([0, 1].map((i) => api(`$JS.API.CONSUMER.CREATE.W.w${i}`, { stream_name: "W", config: { durable_name: `w${i}`, ack_policy: "explicit", filter_subject: "w.>" } })));
     assert.deepEqual(codes(wq).sort(), [10100, "ok"].sort(), JSON.stringify(wq));
+  });
+});
+
+describe("the server's JetStream limits under creates from two accounts at once", () => {
+  let dir: string;
+  let srv: NagareServer;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "nagare-srvlimits-"));
+    srv = await startServer({
+      port: 0,
+      jetstream: true,
+      storeDir: dir,
+      jetstreamMaxStorage: 100_000,
+      accounts: { A: { users: [{ user: "a", password: "a" }], jetstream: true }, B: { users: [{ user: "b", password: "b" }], jetstream: true } },
+    });
+  });
+  after(async () => {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("two streams whose max_bytes do not fit beside each other: one is refused 10047", async () => {
+    const a = await connect({ servers: srv.url, user: "a", pass: "a" });
+    const b = await connect({ servers: srv.url, user: "b", pass: "b" });
+    try {
+      const answers = await Promise.all(
+        [a, b].map(async (nc) => (await nc.request("$JS.API.STREAM.CREATE.BIG", JSON.stringify({ name: "BIG", subjects: ["big"], storage: "file", max_bytes: 60_000 }))).json<Answer>()),
+      );
+      assert.deepEqual(codes(answers).sort(), [10047, "ok"].sort(), JSON.stringify(answers));
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

@@ -910,16 +910,22 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * Runs `op` after every earlier create, update and growth of this
    * account's streams has ended: each checks the others' subjects and
    * storage reservations (and a create max_streams) before it writes, so
-   * one must not check while another is between its check and its write.
+   * one must not check while another is between its check and its write
+   * (across accounts, with the server's limits).
    * Taken outside exclusive(), never inside it: a create that fails deletes
    * its stream through exclusive().
    */
   private oneChange<T>(op: () => Promise<T>): Promise<T> {
-    const run = this.changes.then(op);
-    this.changes = run.then(
+    // With server limits, every account's streams are checked together (their reservations add up): one queue for all.
+    const limits = this.options.serverLimits;
+    const bounded = limits !== undefined && (limits.maxMemory >= 0 || limits.maxStorage >= 0);
+    const run = (bounded ? limits.changes : this.changes).then(op);
+    const tail = run.then(
       () => undefined,
       () => undefined,
     );
+    if (bounded) limits.changes = tail;
+    else this.changes = tail;
     return run;
   }
 

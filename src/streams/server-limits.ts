@@ -42,6 +42,13 @@ export const insufficientResources = (): ApiError => new ApiError(503, 10023, "i
 
 export class ServerJetStreamLimits {
   private readonly accounts = new Set<LimitedAccount>();
+  /**
+   * The last stream create, update or growth of any account, running or
+   * settled: each checks the reservations of every account's streams before
+   * it writes, so that with a limit they run one at a time across accounts
+   * (JetStream.oneChange).
+   */
+  changes: Promise<void> = Promise.resolve();
   readonly maxMemory: number;
   readonly maxStorage: number;
 
