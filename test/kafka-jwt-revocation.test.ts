@@ -2,7 +2,9 @@
  * Operator mode: a Kafka client whose bearer user JWT its account revokes
  * is closed, as a NATS client of that user is (nats-server closes every
  * client of a revoked user, "User Authentication Revoked"), and so is one
- * of an account the operator deletes; a client whose user JWT expires is
+ * of an account the operator deletes, or whose signing key is re-scoped
+ * (NATS clients are closed for it to come back under the new template); a
+ * client whose user JWT expires is
  * closed at its first request after. Before, the Kafka connection went on producing and
  * fetching with the revoked JWT's permissions until it disconnected.
  * Raw Kafka frames (a real client would reconnect and hide the close).
@@ -14,7 +16,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
-import { encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
+import { encodeOperator, encodeUser, fmtCreds, newScopedSigner } from "@nats-io/jwt";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { RawKafka, frame, fetchFrame, fetchResult, REQUEST_MS } from "./helpers/kafka-raw.js";
@@ -107,6 +109,23 @@ describe("the Kafka door in operator mode: revoked, deleted and expired users", 
     assert.equal(await fetchOn(kr, 3, "events"), "closed", "the revoked user's connection is closed");
     assert.equal(await fetchOn(kk, 2, "events"), 0, "another user of the account goes on");
     kk.destroy();
+  });
+
+  test("re-scoping the signing key a user was signed with closes its Kafka connection; an update leaving the scope keeps it", async () => {
+    const scoped = createAccount();
+    const template = (allow: string[]) => newScopedSigner(scoped, "apps", { pub: { allow }, sub: { allow } });
+    const apply = async (allow: string[]): Promise<void> => {
+      const r = await sys.request(`$SYS.REQ.ACCOUNT.${app.getPublicKey()}.CLAIMS.UPDATE`, accountJwt("APP", app, operator, { signing_keys: [template(allow)] }));
+      assert.match(r.string(), /jwt updated/);
+    };
+    await apply(["events", "_INBOX.>"]);
+    const jwt = await encodeUser("scoped", createUser(), app, { bearer_token: true }, { signer: scoped, scopedUser: true });
+    const k = await saslConnection(srv.kafkaPort!, jwt);
+    assert.equal(await fetchOn(k, 2, "events"), 0);
+    await apply(["events", "_INBOX.>"]);
+    assert.equal(await fetchOn(k, 3, "events"), 0, "the same scope: served on");
+    await apply(["other"]);
+    assert.equal(await fetchOn(k, 4, "events"), "closed", "its permissions came from a scope that is gone");
   });
 
   test("a user JWT that expires closes its Kafka connection", async () => {

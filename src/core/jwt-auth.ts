@@ -117,6 +117,17 @@ export interface JwtUser {
   bearer: boolean;
   jwt: string;
   name: string;
+  /** Its signing key's scope when it authenticated, as JSON ("null": unscoped): a changed scope is another user now. */
+  scope?: string;
+}
+
+/** A scope as JSON, once per scope object (each account JWT's claims make their own). */
+const scopeJson = new WeakMap<UserScope, string>();
+function scopeText(scope: UserScope | null): string {
+  if (scope === null) return "null";
+  let t = scopeJson.get(scope);
+  if (t === undefined) scopeJson.set(scope, (t = JSON.stringify(scope)));
+  return t;
 }
 
 const expired = (c: Claims, now: number): boolean => c.exp !== undefined && c.exp > 0 && c.exp * 1000 <= now;
@@ -302,6 +313,8 @@ export class JwtAuthenticator implements ClientAuth, PasswordAuth {
     if (revoked(account, u.key, u.issuedAt)) return "user authentication revoked";
     if (u.bearer && account.disallowBearer) return "bearer tokens are no longer allowed by the account";
     if (!account.signers.has(u.issuer)) return "the user's signing key was removed from the account";
+    // Re-scoped: its NATS clients are closed to come back under the new template's permissions (applyAccountClaims).
+    if (u.scope !== undefined && scopeText(account.signers.get(u.issuer) ?? null) !== u.scope) return "the user's signing key was re-scoped";
     return null;
   }
 
@@ -352,6 +365,7 @@ export class JwtAuthenticator implements ClientAuth, PasswordAuth {
       bearer,
       jwt,
       name: u.name ?? "",
+      scope: scopeText(scope),
     };
     return {
       name: u.name ?? u.sub,
