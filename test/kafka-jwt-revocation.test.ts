@@ -7,7 +7,9 @@
  * client whose user JWT expires is
  * closed at its first request after. Before, the Kafka connection went on producing and
  * fetching with the revoked JWT's permissions until it disconnected.
- * Raw Kafka frames (a real client would reconnect and hide the close).
+ * Kafka clients also count against the account's `conn`, as every kind
+ * of client does in nagare's NATS door and in nats-server. Raw Kafka
+ * frames (a real client would reconnect and hide the close).
  */
 
 import { describe, test, before, after } from "node:test";
@@ -17,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { encodeOperator, encodeUser, fmtCreds, newScopedSigner } from "@nats-io/jwt";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
 import { RawKafka, frame, fetchFrame, fetchResult, REQUEST_MS } from "./helpers/kafka-raw.js";
 
@@ -149,5 +151,56 @@ describe("the Kafka door in operator mode: revoked, deleted and expired users", 
     const r = await sys.request("$SYS.REQ.CLAIMS.DELETE", del);
     assert.doesNotMatch(r.string(), /error/, r.string());
     assert.equal(await fetchOn(k, 2, "events"), "closed");
+  });
+});
+
+describe("the Kafka door in operator mode: the account's connection limit", () => {
+  const operator = createOperator();
+  const app = createAccount();
+  let dir: string;
+  let srv: NagareServer;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "nagare-kjwtconn-"));
+    srv = await startServer({
+      port: 0,
+      jetstream: true,
+      storeDir: dir,
+      operator: { operators: [await encodeOperator("OP", operator)], accounts: { [app.getPublicKey()]: accountJwt("APP", app, operator, { limits: { subs: -1, conn: 2, payload: -1, data: -1, mem_storage: -1, disk_storage: -1 } }) } },
+      kafka: { port: 0 },
+    });
+  });
+  after(async () => {
+    await srv.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("Kafka and NATS clients count together against `conn`: past it SASL fails, a NATS connect is refused; a close frees a place", async () => {
+    const jwt = await encodeUser("u", createUser(), app, { bearer_token: true });
+    const first = await saslConnection(srv.kafkaPort!, jwt);
+    const nc = await connect({ servers: srv.url, authenticator: jwtAuthenticator(jwt), reconnect: false });
+    try {
+      const k = await RawKafka.open(srv.kafkaPort!, REQUEST_MS);
+      k.send(frame(17, 1, (w) => w.string("PLAIN"), 1));
+      assert.equal((await k.response(0, REQUEST_MS)).i16(), 0);
+      k.send(frame(36, 0, (w) => w.nullableBytes(Buffer.from(`\0jwt\0${jwt}`)), 2));
+      const r = await k.response(1, REQUEST_MS);
+      assert.equal(r.i16(), 58, "SASL_AUTHENTICATION_FAILED");
+      assert.match(r.nullableString() ?? "", /maximum account active connections exceeded/);
+      k.destroy();
+      await assert.rejects(connect({ servers: srv.url, authenticator: jwtAuthenticator(jwt), reconnect: false }), /maximum account active connections exceeded/);
+      first.destroy();
+      await first.whenClosed();
+      // The server sees the close after the client does: the place is free once it has.
+      let again: RawKafka | null = null;
+      for (let i = 0; again === null && i < 50; i++) {
+        again = await saslConnection(srv.kafkaPort!, jwt).catch(() => null);
+        if (again === null) await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.notEqual(again, null, "a place freed by the close");
+      again!.destroy();
+    } finally {
+      await nc.close();
+    }
   });
 });

@@ -33,7 +33,8 @@ import { decodeRequestHeader } from "./requests.js";
 import type { Connection, ConnectionInfo } from "../../core/broker.js";
 import { formatDuration } from "../../util/duration.js";
 import { withStop } from "../../core/closed-connections.js";
-import { GLOBAL_ACCOUNT } from "../../core/account.js";
+import { GLOBAL_ACCOUNT, NO_LIMIT, type Account, type AccountMember } from "../../core/account.js";
+import type { JwtUser } from "../../core/jwt-auth.js";
 import type { Identity, PermissionCheck } from "../../core/auth.js";
 import { rawSaslToken, SaslState } from "./sasl.js";
 import { readInto } from "../../util/socket-reads.js";
@@ -74,7 +75,7 @@ interface Slot {
   response: Buffer | null;
 }
 
-export class KafkaConnection implements Connection {
+export class KafkaConnection implements Connection, AccountMember {
   /** The frame being filled from chunks, and how much of it has arrived. */
   private frame: Buffer | null = null;
   private filled = 0;
@@ -244,10 +245,48 @@ export class KafkaConnection implements Connection {
     return this.socket.localAddress ?? "127.0.0.1";
   }
 
+  // ---- AccountMember: an authenticated client counts in its account, as nats-server counts every kind of client ----
+
+  /** The account it counts in once authenticated (joinAccount), until it closes. */
+  private member: Account | null = null;
+
+  /**
+   * Counts the connection in account `name`'s connections, unless that
+   * takes them past the account's limit (a JWT's `conn`): false then. A
+   * NATS client past the limit is refused; before, Kafka clients were never
+   * counted, so an account of `conn: 1` opened as many as it liked (and
+   * revocations and account removals did not reach them).
+   */
+  joinAccount(name: string): boolean {
+    const account = this.door.broker.account(name);
+    const max = account.limits.maxConnections;
+    if (max !== NO_LIMIT && account.members.size >= max) return false;
+    account.members.add(this);
+    this.member = account;
+    return true;
+  }
+
+  get connectedAt(): number {
+    return this.startedAt;
+  }
+
+  get jwtUser(): JwtUser | null {
+    return this.identity?.jwt ?? null;
+  }
+
+  /** Per-connection limits (subscriptions, payload) are NATS clients'; a Kafka client has neither. */
+  applyLimits(): void {}
+
+  evict(_text: string | null, reason: string): void {
+    this.close(reason);
+  }
+
   /** Closes the connection; no reason: the client closed it (or its socket failed). */
   close(reason?: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.member?.members.delete(this);
+    this.member = null;
     if (reason) this.door.log.debug(`kafka ${this.remote}: closing: ${reason}`);
     const ring = this.door.broker.closed;
     if (ring.capacity > 0) {

@@ -119,6 +119,7 @@ export class SaslState {
 function admit(door: KafkaDoor, conn: KafkaConnection, identity: Identity, account: AccountDoor): void {
   // Proven against users a reload has since replaced: the client connects again and proves itself to the new ones.
   if (door.auth !== conn.sasl.startedWith) return conn.close("authorization reloaded during its SASL exchange");
+  if (!conn.joinAccount(identity.account)) throw new SaslFailure("Authentication failed: maximum account active connections exceeded");
   conn.identity = identity;
   conn.account = account;
   door.log.debug(`kafka ${conn.remote}: authenticated as ${identity.name} (account ${identity.account}) with ${conn.sasl.mechanism}`);
