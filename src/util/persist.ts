@@ -142,7 +142,12 @@ const HASHED_PREFIX = "%~";
  * Names that fitted before keep the file name they had.
  */
 export function storedName(name: string, room = 0): string {
-  return fitted(encodeURIComponent(name), room);
+  const encoded = encodeURIComponent(name);
+  // encodeURIComponent keeps dots: "." and ".." would name the directory itself and its parent (an account named ".."
+  // had the default account's store directory, and after a restart its users read and changed the default account's
+  // streams). Escaped, as nameOfStored reads them back.
+  const safe = encoded === "." || encoded === ".." ? encoded.replace(/\./g, "%2E") : encoded;
+  return fitted(safe, room);
 }
 
 /** A file name as it is when it fits beside `room` more bytes, else its SHA-256 (see storedName). */
