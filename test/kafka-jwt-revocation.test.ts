@@ -8,7 +8,8 @@
  * closed at its first request after. Before, the Kafka connection went on producing and
  * fetching with the revoked JWT's permissions until it disconnected.
  * Kafka clients also count against the account's `conn`, as every kind
- * of client does in nagare's NATS door and in nats-server. Raw Kafka
+ * of client does in nagare's NATS door and in nats-server, and a JWT's
+ * payload limit bounds their records as it bounds NATS publishes. Raw Kafka
  * frames (a real client would reconnect and hide the close).
  */
 
@@ -21,7 +22,10 @@ import { createAccount, createOperator, createUser, type KeyPair } from "@nats-i
 import { encodeOperator, encodeUser, fmtCreds, newScopedSigner } from "@nats-io/jwt";
 import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { startServer, type NagareServer } from "../src/index.js";
+import kafkajs from "kafkajs";
 import { RawKafka, frame, fetchFrame, fetchResult, REQUEST_MS } from "./helpers/kafka-raw.js";
+
+const { Kafka, logLevel } = kafkajs;
 
 const b64 = (s: string): string => Buffer.from(s).toString("base64url");
 
@@ -173,6 +177,26 @@ describe("the Kafka door in operator mode: the account's connection limit", () =
   after(async () => {
     await srv.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a user JWT's payload limit bounds its Kafka records as it bounds its NATS publishes", async () => {
+    const jwt = await encodeUser("small", createUser(), app, { bearer_token: true, payload: 100, subs: -1, data: -1 });
+    const kafka = new Kafka({ clientId: "payload", brokers: [`127.0.0.1:${srv.kafkaPort}`], logLevel: logLevel.NOTHING, sasl: { mechanism: "plain", username: "small", password: jwt }, retry: { retries: 0 } });
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "small" }] });
+    await admin.disconnect();
+    const producer = kafka.producer();
+    await producer.connect();
+    try {
+      await producer.send({ topic: "small", messages: [{ value: "x".repeat(50) }] });
+      await assert.rejects(producer.send({ topic: "small", messages: [{ value: "x".repeat(200) }] }), (err: Error & { type?: string }) => {
+        assert.equal(err.type, "MESSAGE_TOO_LARGE", err.message);
+        return true;
+      });
+    } finally {
+      await producer.disconnect();
+    }
   });
 
   test("Kafka and NATS clients count together against `conn`: past it SASL fails, a NATS connect is refused; a close frees a place", async () => {

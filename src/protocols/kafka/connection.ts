@@ -274,8 +274,19 @@ export class KafkaConnection implements Connection, AccountMember {
     return this.identity?.jwt ?? null;
   }
 
-  /** Per-connection limits (subscriptions, payload) are NATS clients'; a Kafka client has neither. */
+  /** Limits are read where they apply (payloadLimit at each produce); a Kafka client has no subscriptions. */
   applyLimits(): void {}
+
+  /**
+   * The largest record it may produce: the server's `max_payload`, or less
+   * where its user's or account's JWT says so, as for a NATS client's
+   * publishes (nats-server applies them to every kind of client).
+   */
+  payloadLimit(server: number): number {
+    let max = server;
+    for (const l of [this.identity?.limits?.maxPayload ?? NO_LIMIT, this.member?.limits.maxPayload ?? NO_LIMIT]) if (l !== NO_LIMIT && l < max) max = l;
+    return max;
+  }
 
   evict(_text: string | null, reason: string): void {
     this.close(reason);

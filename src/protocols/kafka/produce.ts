@@ -166,7 +166,7 @@ async function prepareAndIssue(
 ): Promise<Array<Array<Promise<PartitionResult>>>> {
   const all: Array<Promise<Prepared | PartitionResult>> = [];
   for (const t of topics) {
-    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, t.name, p.index, p.records, version, transactionalId, ack, gate));
+    for (const p of t.partitions) all.push(refuse !== ErrorCode.NONE ? Promise.resolve(failed(p.index, refuse)) : prepare(door, conn.permissions, conn.payloadLimit(door.js.options.maxPayload), t.name, p.index, p.records, version, transactionalId, ack, gate));
   }
   // Settled, not all(): a failure must not leave other batches holding budget.
   const settled = await Promise.allSettled(all);
@@ -228,6 +228,7 @@ interface Prepared {
 async function prepare(
   door: AccountDoor,
   perms: PermissionCheck | null,
+  maxPayload: number,
   topic: string,
   index: number,
   set: Buffer | null,
@@ -300,7 +301,8 @@ async function prepare(
         if (size > largest) largest = size;
       }
     }
-    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, door.js.options.maxPayload) : door.js.options.maxPayload;
+    // The server's max_payload, or less where the user's or account's JWT says so (as for the user's NATS publishes).
+    const max = stream.config.max_msg_size > 0 ? Math.min(stream.config.max_msg_size, maxPayload) : maxPayload;
     if (largest > max) throw new BatchError(ErrorCode.MESSAGE_TOO_LARGE, `record larger than ${max} bytes`);
   } catch (err) {
     if (batch !== null) release(gate, batch);
