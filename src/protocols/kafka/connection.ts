@@ -283,8 +283,11 @@ export class KafkaConnection implements Connection, AccountMember {
    * publishes (nats-server applies them to every kind of client).
    */
   payloadLimit(server: number): number {
+    const user = this.identity?.limits?.maxPayload ?? NO_LIMIT;
+    const account = this.member?.limits.maxPayload ?? NO_LIMIT;
     let max = server;
-    for (const l of [this.identity?.limits?.maxPayload ?? NO_LIMIT, this.member?.limits.maxPayload ?? NO_LIMIT]) if (l !== NO_LIMIT && l < max) max = l;
+    if (user !== NO_LIMIT && user < max) max = user;
+    if (account !== NO_LIMIT && account < max) max = account;
     return max;
   }
 
