@@ -543,7 +543,7 @@ export class Consumer {
       ack_floor: { consumer_seq: this.ackFloorC, stream_seq: this.ackFloorS },
       num_ack_pending: (this.dropRemovedPending(), this.pending.size),
       num_redelivered: this.countRedelivered(),
-      num_waiting: this.waiting.length,
+      num_waiting: (this.dropAllGoneRequests(), this.waiting.length),
       num_pending: this.numPending(),
       ts: new Date().toISOString(),
     };
@@ -942,6 +942,8 @@ export class Consumer {
     if (expiresNs < 0) return this.sendTimeout(req);
     if (noWait && expiresNs === 0 && this.numPending() + this.redeliverQueue.length === 0) return status(404, "No Messages");
     this.dropGoneRequests();
+    // Full: first let go of every request whose client stopped listening, not only one at the head (nats-server's processWaiting).
+    if (this.waiting.length >= (cfg.max_waiting ?? 512)) this.dropAllGoneRequests();
     if (this.waiting.length >= (cfg.max_waiting ?? 512)) return status(409, "Exceeded MaxWaiting");
     this.waiting.push(req);
     this.armRequest(req, now);
@@ -1008,6 +1010,24 @@ export class Consumer {
         if (req.timer) clearTimeout(req.timer);
         this.host.emit(req.reply, req.reply, "", encodeHeaders("404 No Messages", []), EMPTY);
       } else i++;
+    }
+  }
+
+  /**
+   * Drops every waiting request whose reply subject has no interest left,
+   * wherever it waits. Delivery looks only at the head (dropGoneRequests): a
+   * gone request behind a live one would otherwise hold a max_waiting slot,
+   * count in num_waiting and keep an ephemeral consumer alive for ever.
+   */
+  private dropAllGoneRequests(): void {
+    for (let i = 0; i < this.waiting.length; ) {
+      const req = this.waiting[i];
+      if (this.host.hasInterest(req.reply)) {
+        i++;
+        continue;
+      }
+      this.waiting.splice(i, 1);
+      if (req.timer) clearTimeout(req.timer);
     }
   }
 
@@ -1506,7 +1526,7 @@ export class Consumer {
         this.lastActive = now;
         return false;
       }
-    } else if (this.waiting.length > 0) {
+    } else if ((this.dropAllGoneRequests(), this.waiting.length > 0)) {
       this.lastActive = now;
       return false;
     }
