@@ -297,4 +297,33 @@ describe("JetStream delivery bounds and timers", () => {
       assert.equal(hb[0].status!.headers["Nats-Last-Consumer"], "1");
       assert.equal(hb[0].status!.headers["Nats-Last-Stream"], "1");
     }));
+
+  test("a push consumer's idle heartbeat comes idle_heartbeat after its last delivery, not up to twice that", async () => {
+    await jsm.streams.add({ name: "PHB", subjects: ["phb.>"] });
+    const deliver = createInbox();
+    const HB = 400;
+    const gaps: number[] = [];
+    let deliveredAt = 0;
+    let beats = 0;
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    // Each heartbeat is answered at once by a publish, so that every delivery comes just after a heartbeat went: the
+    // moment a ticker that skips ticks too soon after a delivery waits longest.
+    const sub = h.nc.subscribe(deliver, {
+      callback: (_err, m) => {
+        if (m.headers?.code === 100) {
+          if (deliveredAt > 0) gaps.push(Date.now() - deliveredAt);
+          deliveredAt = 0;
+          if (++beats >= 5) return done();
+          void js.publish("phb.x", "x");
+        } else deliveredAt = Date.now();
+      },
+    });
+    await h.nc.flush();
+    await jsm.consumers.add("PHB", { durable_name: "P", deliver_subject: deliver, ack_policy: AckPolicy.None, idle_heartbeat: HB * MS });
+    await finished;
+    sub.unsubscribe();
+    assert.ok(gaps.length >= 3, `gaps ${gaps}`);
+    assert.ok(gaps.every((g) => g < HB * 1.5), `heartbeats came ${gaps} ms after the last delivery (idle_heartbeat ${HB} ms)`);
+  });
 });

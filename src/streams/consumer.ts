@@ -284,6 +284,8 @@ export class Consumer {
   /** The part of `fcUnanswered` the outstanding request covers. */
   private fcCovered = 0;
   private lastDeliveryAt = 0;
+  /** When the push idle heartbeat last went (or was armed): the next one is due `idle_heartbeat` after it or the last delivery. */
+  private lastHeartbeatAt = 0;
   private lastReplayTime = 0;
   lastActive = Date.now();
   private closed = false;
@@ -877,21 +879,40 @@ export class Consumer {
     this.notify();
   }
 
+  /**
+   * A push consumer's idle heartbeat goes `idle_heartbeat` after the last
+   * delivery or heartbeat, as nats-server resets its heartbeat timer on each
+   * delivery: a fixed ticker that skips a tick too soon after a delivery
+   * leaves gaps of up to twice the interval, which clients watching for
+   * missed heartbeats take for a stalled consumer.
+   */
   private armHeartbeat(): void {
-    if (this.hbTimer !== null) clearInterval(this.hbTimer);
+    if (this.hbTimer !== null) clearTimeout(this.hbTimer);
     this.hbTimer = null;
     const hb = this.config.idle_heartbeat;
     if (!this.push || !hb) return;
     const ms = Math.max(100, hb / NS_PER_MS);
-    // Ticks at most MAX_TIMER_MS apart; each tick sends only once `ms` has passed without a delivery.
-    this.hbTimer = setInterval(() => {
-      if (this.closed || !this.deliveryInterest()) return;
+    this.lastHeartbeatAt = Date.now();
+    const arm = (delay: number): void => {
+      // Capped at MAX_TIMER_MS: a tick before the heartbeat is due only arms again.
+      this.hbTimer = setTimeout(tick, Math.min(Math.max(1, delay), MAX_TIMER_MS));
+      this.hbTimer.unref();
+    };
+    const tick = (): void => {
+      this.hbTimer = null;
+      if (this.closed) return;
+      const now = Date.now();
+      const due = Math.max(this.lastDeliveryAt, this.lastHeartbeatAt) + ms;
+      // A timer may fire a few ms before Date.now() reaches its time.
+      if (now < due - TIMER_SLACK_MS) return arm(due - now);
+      this.lastHeartbeatAt = now;
+      arm(ms);
+      if (!this.deliveryInterest()) return;
       // A move's target holds a copy it does not lead yet: only the leader speaks to the client.
       if (this.stream.ledHere !== null && this.stream.ledHere[0] !== true) return;
-      if (Date.now() - this.lastDeliveryAt < ms) return;
       this.sendHeartbeat(this.config.deliver_subject!);
-    }, Math.min(ms, MAX_TIMER_MS));
-    this.hbTimer.unref();
+    };
+    arm(ms);
   }
 
   private sendHeartbeat(to: string): void {
@@ -1503,7 +1524,7 @@ export class Consumer {
     this.closed = true;
     if (this.ackTimer) clearTimeout(this.ackTimer);
     if (this.heldTimer) clearTimeout(this.heldTimer);
-    if (this.hbTimer) clearInterval(this.hbTimer);
+    if (this.hbTimer) clearTimeout(this.hbTimer);
     if (this.saveTimer) clearTimeout(this.saveTimer);
     for (const r of this.waiting) if (r.timer) clearTimeout(r.timer);
     this.waiting.length = 0;
