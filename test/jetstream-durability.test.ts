@@ -77,6 +77,36 @@ describe("JetStream durability", () => {
     }
   });
 
+  test("a NAK's delay holds across a restart: the message is not redelivered at its ack wait", async () => {
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "ND", subjects: ["nd.>"] });
+      await jsm.consumers.add("ND", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 1000 * MS });
+      const js = jetstream(h.nc);
+      await js.publish("nd.x", "later");
+      await js.publish("nd.x", "now");
+      const got: JsMsg[] = [];
+      for await (const m of await (await js.consumers.get("ND", "C")).fetch({ max_messages: 2, expires: 2000 })) got.push(m);
+      assert.deepEqual(got.map((m) => m.seq), [1, 2]);
+      // 1 is to come back in 60 s, 2 at once; both written before the restart.
+      got[0].nak(60_000);
+      got[1].nak();
+      await h.nc.flush();
+      // The flush's answer follows both NAKs; the stop that restart() makes writes the consumer's state.
+      await h.restart();
+      const after: Array<[number, number]> = [];
+      // Three ack waits: at nats-server, 1 stays away for its 60 s.
+      for await (const m of await (await jetstream(h.nc).consumers.get("ND", "C")).fetch({ max_messages: 5, expires: 3000 })) {
+        after.push([m.seq, m.info.deliveryCount]);
+        m.ack();
+      }
+      assert.deepEqual(after, [[2, 2]]);
+    } finally {
+      await h.close();
+    }
+  });
+
   test("a double ack whose state the disk refuses is not confirmed; once the disk takes it again, it is written and confirmed", async () => {
     const h = await startJs();
     try {

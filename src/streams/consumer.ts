@@ -164,7 +164,13 @@ interface SavedState {
   deliveredS: number;
   ackFloorS: number;
   ackFloorC: number;
-  pending: Array<[number, number, number, number]>;
+  /**
+   * Stream sequence, consumer sequence, delivery time (ms), delivery count,
+   * and when it falls due (ms; 0: due now, queued for redelivery). The due
+   * time is what a NAK's delay or a progress ack (+WPI) set; a state written
+   * before it was kept has four.
+   */
+  pending: Array<[number, number, number, number] | [number, number, number, number, number]>;
   initial?: number[];
   /** Sequences let go at max_deliver and not acknowledged since (see Consumer.maxedOut). */
   maxedOut?: number[];
@@ -1388,7 +1394,7 @@ export class Consumer {
         deliveredS: this.deliveredS,
         ackFloorS: this.ackFloorS,
         ackFloorC: this.ackFloorC,
-        pending: [...this.pending].map(([s, p]) => [s, p.dseq, p.ts, p.count]),
+        pending: [...this.pending].map(([s, p]) => [s, p.dseq, p.ts, p.count, p.heapAt >= 0 ? p.deadline : 0]),
       };
       if (this.initial !== null) state.initial = this.initial;
       if (this.maxedOut.size > 0) state.maxedOut = [...this.maxedOut];
@@ -1427,11 +1433,12 @@ export class Consumer {
     this.ackFloorS = s.ackFloorS;
     this.ackFloorC = s.ackFloorC;
     const now = Date.now();
-    for (const [seq, dseq, ts, count] of s.pending) {
-      // Due when its ack wait runs out, as without the restart (nats-server keeps delivery times too): its client may still
-      // be working on it and ack it once reconnected. At most one ack wait from now, whatever the clock did meanwhile.
+    for (const [seq, dseq, ts, count, saved] of s.pending) {
+      // Due when it was due before the restart (its ack wait, or what a NAK's delay or a progress ack made of it), as
+      // nats-server keeps the time a NAK's delay or +WPI set: its client may still be working on it and ack it once
+      // reconnected. At most that long from now, whatever the clock did meanwhile.
       const wait = this.ackWaitFor(count);
-      const due = Math.min(ts + wait, now + wait);
+      const due = saved === undefined ? Math.min(ts + wait, now + wait) : Math.min(saved, now + Math.max(wait, saved - ts));
       const p: Pending = { seq, dseq, ts, deadline: now, count, heapAt: -1 };
       this.pending.set(seq, p);
       if (due > now) this.schedule(p, due);
