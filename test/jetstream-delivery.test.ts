@@ -326,4 +326,28 @@ describe("JetStream delivery bounds and timers", () => {
     assert.ok(gaps.length >= 3, `gaps ${gaps}`);
     assert.ok(gaps.every((g) => g < HB * 1.5), `heartbeats came ${gaps} ms after the last delivery (idle_heartbeat ${HB} ms)`);
   });
+  test("a push consumer's rate_limit_bps paces its deliveries after a burst of the stream's largest message", async () => {
+    // 256 KiB/s, bursts of 64 KiB (the stream's max_msg_size, as nats-server sizes the burst): 384 KiB take over a second.
+    await jsm.streams.add({ name: "RLB", subjects: ["rlb.>"], max_msg_size: 64 * 1024 });
+    const body = "x".repeat(32 * 1024);
+    for (let i = 0; i < 12; i++) await js.publish("rlb.x", body);
+    const deliver = createInbox();
+    const at: number[] = [];
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    const sub = h.nc.subscribe(deliver, {
+      callback: () => {
+        at.push(Date.now());
+        if (at.length === 12) done();
+      },
+    });
+    await h.nc.flush();
+    const created = Date.now();
+    await jsm.consumers.add("RLB", { durable_name: "R", deliver_subject: deliver, ack_policy: AckPolicy.None, rate_limit_bps: 8 * 256 * 1024 });
+    await all;
+    sub.unsubscribe();
+    const took = at[11] - created;
+    assert.ok(took >= 1000, `12 deliveries of 32 KiB at 256 KiB/s took ${took} ms`);
+    assert.ok(took < 5000, `paced, not stalled: ${took} ms`);
+  });
 });

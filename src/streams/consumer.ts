@@ -290,6 +290,8 @@ export class Consumer {
   /** The part of `fcUnanswered` the outstanding request covers. */
   private fcCovered = 0;
   private lastDeliveryAt = 0;
+  /** rate_limit_bps as a token bucket of bytes (push only): what may go now, and when it was last topped up. Null: no limit. */
+  private rate: { bytesPerMs: number; burst: number; tokens: number; at: number } | null = null;
   /** When the push idle heartbeat last went (or was armed): the next one is due `idle_heartbeat` after it or the last delivery. */
   private lastHeartbeatAt = 0;
   private lastReplayTime = 0;
@@ -322,6 +324,45 @@ export class Consumer {
   ) {
     this.setFilters(config);
     this.sampleFrequency = sampleFrequencyOf(config);
+    this.setRate(config);
+  }
+
+  /**
+   * A push consumer's rate_limit_bps, as nats-server applies it: a token
+   * bucket of bytes filling at the rate, holding at most the stream's
+   * max_msg_size (else the server's max_payload), that each delivery draws
+   * its size from, waiting when it runs short.
+   */
+  private setRate(config: ConsumerConfig): void {
+    const bps = config.rate_limit_bps ?? 0;
+    if (bps <= 0 || !isPush(config)) {
+      this.rate = null;
+      return;
+    }
+    const max = this.stream.config.max_msg_size ?? 0;
+    const burst = max > 0 ? max : this.stream.maxPayload;
+    const bytesPerMs = bps / 8 / 1000;
+    if (this.rate !== null && this.rate.bytesPerMs === bytesPerMs && this.rate.burst === burst) return;
+    this.rate = { bytesPerMs, burst, tokens: burst, at: Date.now() };
+  }
+
+  /** Draws `size` bytes from the rate limit: how long (ms) to wait before the delivery goes, 0 for none. */
+  private rateDelay(size: number): number {
+    const r = this.rate;
+    if (r === null) return 0;
+    const now = Date.now();
+    r.tokens = Math.min(r.burst, r.tokens + (now - r.at) * r.bytesPerMs);
+    r.at = now;
+    r.tokens -= size;
+    return r.tokens >= 0 ? 0 : Math.ceil(-r.tokens / r.bytesPerMs);
+  }
+
+  /** Waits out the rate limit for a delivery of `m`; false if delivery may no longer go on after the wait. */
+  private async ratePause(m: StoredMessage): Promise<boolean> {
+    const wait = this.rateDelay(Buffer.byteLength(m.subject) + (m.headers?.length ?? 0) + m.data.length);
+    if (wait <= 0) return true;
+    await new Promise((r) => setTimeout(r, Math.min(wait, MAX_TIMER_MS)));
+    return !this.closed && this.canDeliver();
   }
 
   /**
@@ -585,6 +626,7 @@ export class Consumer {
     this.config = next;
     this.setFilters(next);
     this.sampleFrequency = sampleFrequencyOf(next);
+    this.setRate(next);
     this.pendingCount = -1;
     this.armHeartbeat();
     this.notify();
@@ -643,7 +685,7 @@ export class Consumer {
               this.forget(p);
               continue;
             }
-            if (!this.canDeliver()) {
+            if (!this.canDeliver() || (this.rate !== null && !(await this.ratePause(m)))) {
               this.requeue(seq);
               break;
             }
@@ -665,6 +707,7 @@ export class Consumer {
               await this.replayPause(batch[i]);
               if (!this.canDeliver()) break;
             }
+            if (this.rate !== null && !(await this.ratePause(batch[i]))) break;
             // Framed before it is taken: a message no waiting request has room for stays for the next one.
             const out = this.frame(batch[i], 1, Math.max(0, this.numPending() - 1));
             if (!this.claim(out.size)) break;

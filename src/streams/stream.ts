@@ -384,7 +384,7 @@ export class Stream {
     readonly partitions: MessageLog[],
     readonly dir: string | null,
     /** Largest message the server accepts at all (max_payload). */
-    private readonly maxPayload: number,
+    readonly maxPayload: number,
   ) {
     this.compileTransforms();
   }
