@@ -1583,6 +1583,18 @@ export class Consumer {
     for (const w of this.saveWaiters.splice(0)) w(false);
   }
 
+  /**
+   * Ends every waiting pull request with its 408 and what it still wanted
+   * (Nats-Pending-Messages/Bytes): this node stopped leading the stream, and
+   * its clients ask again, of the new leader, as after an expiry.
+   */
+  endWaiting(): void {
+    for (const r of this.waiting.splice(0)) {
+      if (r.timer) clearTimeout(r.timer);
+      this.sendTimeout(r);
+    }
+  }
+
   /** Tells waiting pull clients that the consumer is gone. */
   notifyDeleted(): void {
     for (const r of this.waiting) this.host.emit(r.reply, r.reply, "", encodeHeaders("409 Consumer Deleted", []), EMPTY);

@@ -1190,7 +1190,13 @@ export class StreamReplicas {
     // Closed while this was set up: the role is ended at once (keep), and its follower never fetches.
     if (!this.closed) follower.start();
     stream.followerCopy = true;
-    if (p === 0) stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+    if (p === 0) {
+      stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+      // A pull waiting here gets nothing from a follower, and the heartbeats its consumer would go on sending hide that:
+      // its client would wait out the whole expiry while messages wait on the new leader. Each ends with its 408 (what it
+      // still wanted in its headers) and is asked again, of the new leader.
+      for (const consumer of stream.consumers.values()) consumer.endWaiting();
+    }
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
     return { kind: "follower", stream, epoch, leader, follower, proposeAt: 0, consumers: null, consumersStamp: undefined, consumersVersion: 0, consumersRun: null, consumersAt: 0, copying: false };
   }
