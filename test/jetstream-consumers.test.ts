@@ -19,7 +19,7 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { api, apiErrorCode, rawPull, startJs, type JsHarness } from "./helpers/js.js";
-import { waitUntil } from "./helpers/clients.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
 const MS = 1_000_000;
 
@@ -454,6 +454,22 @@ describe("JetStream consumers", () => {
       if (Date.now() > deadline) assert.fail("message kept after both acks");
       await new Promise((r) => setTimeout(r, 20));
     }
+  });
+
+  test("interest retention: a message delivered to every consumer with ack_policy none goes, as nats-server removes it", async () => {
+    const s = await stream(0, 1, { retention: RetentionPolicy.Interest });
+    const deliver = createInbox();
+    let pushed = 0;
+    const sub = h.nc.subscribe(deliver, { callback: () => void pushed++ });
+    await h.nc.flush();
+    await jsm.consumers.add(s.name, { durable_name: "PUSH", ack_policy: AckPolicy.None, deliver_subject: deliver });
+    await jsm.consumers.add(s.name, { durable_name: "PULL", ack_policy: AckPolicy.None });
+    for (let i = 0; i < 5; i++) await js.publish(`${s.prefix}.x`, `m${i}`);
+    await waitUntil(() => pushed === 5, "the push consumer's deliveries");
+    assert.equal((await jsm.streams.info(s.name)).state.messages, 5, "the pull consumer has not had them");
+    assert.equal((await fetchAll(s.name, "PULL", 5)).length, 5);
+    await waitUntilAsync(async () => (await jsm.streams.info(s.name)).state.messages === 0, "the messages every consumer was given gone", 5000);
+    sub.unsubscribe();
   });
 
   test("interest retention: deleting a consumer drops what only it still had to see, and keeps what another wants", async () => {

@@ -863,6 +863,9 @@ export class Consumer {
       this.ackFloorC = this.dseq;
     }
     this.lastDeliveryAt = now;
+    // Delivered is done with, without an ack: under interest retention the stream drops it once every consumer is (no ack
+    // would ever tell it so, and the stream would keep all it stores).
+    if (cfg.ack_policy === "none") this.stream.acked(this, m.seq);
     if (this.push) {
       this.host.emit(cfg.deliver_subject!, m.subject, out.reply, out.headers, out.data, this.pacer);
       if (cfg.flow_control) {
