@@ -472,6 +472,20 @@ describe("JetStream consumers", () => {
     sub.unsubscribe();
   });
 
+  test("interest retention: a last_per_subject consumer's first messages stay until it acks them, whoever else acked them", async () => {
+    const s = await stream(0, 1, { retention: RetentionPolicy.Interest });
+    await jsm.consumers.add(s.name, { durable_name: "ALL", ack_policy: AckPolicy.Explicit });
+    for (let i = 0; i < 6; i++) await js.publish(`${s.prefix}.${i % 2}`, `m${i}`);
+    await jsm.consumers.add(s.name, { durable_name: "LAST", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.LastPerSubject, filter_subject: `${s.prefix}.*` });
+    for (const m of await fetchAll(s.name, "ALL", 6)) await m.ackAck();
+    // 5 and 6, the last of each subject, are LAST's still: ALL's acks take 1 to 4 only.
+    await waitUntilAsync(async () => (await jsm.streams.info(s.name)).state.messages === 2, "1 to 4 gone", 5000);
+    const last = await fetchAll(s.name, "LAST", 2);
+    assert.deepEqual(last.map((m) => m.seq), [5, 6]);
+    for (const m of last) await m.ackAck();
+    await waitUntilAsync(async () => (await jsm.streams.info(s.name)).state.messages === 0, "5 and 6 gone once LAST acked them", 5000);
+  });
+
   test("interest retention: deleting a consumer drops what only it still had to see, and keeps what another wants", async () => {
     const s = await stream(0, 1, { retention: RetentionPolicy.Interest });
     await jsm.consumers.add(s.name, { durable_name: "X", ack_policy: AckPolicy.Explicit, filter_subject: `${s.prefix}.x` });

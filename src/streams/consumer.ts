@@ -522,8 +522,24 @@ export class Consumer {
 
   /** True when this consumer has nothing left to do with `seq` (for interest retention). */
   hasAcked(seq: number): boolean {
+    // Still to be delivered from the start list of last_per_subject: below the cursor, and not done with at all.
+    if (this.initial !== null && this.inInitial(seq)) return false;
     if (this.config.ack_policy === "none") return seq <= this.deliveredS;
     return seq <= this.ackFloorS || (seq <= this.deliveredS && !this.pending.has(seq));
+  }
+
+  /** Whether `seq` is in the start list still to deliver (ascending: searched by halves, it may hold a sequence per subject). */
+  private inInitial(seq: number): boolean {
+    const list = this.initial!;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid] === seq) return true;
+      if (list[mid] < seq) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return false;
   }
 
   /**
