@@ -350,4 +350,18 @@ describe("JetStream delivery bounds and timers", () => {
     assert.ok(took >= 1000, `12 deliveries of 32 KiB at 256 KiB/s took ${took} ms`);
     assert.ok(took < 5000, `paced, not stalled: ${took} ms`);
   });
+  test("waiting pull requests take turns, one message each, as nats-server serves them", async () => {
+    await jsm.streams.add({ name: "TURN", subjects: ["turn.>"] });
+    await jsm.consumers.add("TURN", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+    const body = JSON.stringify({ batch: 3, expires: 1500 * MS });
+    const a = rawPull(h.nc, "TURN", "C", body, 5000);
+    const b = rawPull(h.nc, "TURN", "C", body, 5000);
+    await waitUntil(() => h.srv.jetstream!.streams.get("TURN")!.consumers.get("C")!.info().num_waiting === 2, "both pulls waiting");
+    for (let i = 1; i <= 4; i++) await js.publish("turn.x", `m${i}`);
+    const seqs = (answers: Awaited<typeof a>): string[] => answers.map((m) => (m.status ? String(m.status.code) : m.reply.split(".")[5]));
+    assert.deepEqual([seqs(await a), seqs(await b)], [
+      ["1", "3", "408"],
+      ["2", "4", "408"],
+    ]);
+  });
 });

@@ -895,6 +895,9 @@ export class Consumer {
       req.bytes += out.size;
       req.lastSent = now;
       if (req.sent >= req.batch || (req.maxBytes > 0 && req.bytes >= req.maxBytes)) this.finishRequest(0, null);
+      // Waiting requests take turns, a message each, as nats-server cycles its wait queue: filling the first one's batch
+      // before the next gets anything would leave the other clients idle while one has a backlog.
+      else if (this.waiting.length > 1) this.waiting.push(this.waiting.shift()!);
     }
     this.markDirty();
   }
