@@ -364,4 +364,16 @@ describe("JetStream delivery bounds and timers", () => {
       ["2", "4", "408"],
     ]);
   });
+  test("a lowered ack_wait applies to deliveries already pending, as in nats-server", async () => {
+    await jsm.streams.add({ name: "AWU", subjects: ["awu.>"] });
+    await jsm.consumers.add("AWU", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: 60_000 * MS });
+    await js.publish("awu.x", "stuck");
+    const first = await rawPull(h.nc, "AWU", "C", JSON.stringify({ batch: 1, expires: 2000 * MS }));
+    assert.equal(first[0].subject, "awu.x");
+    await jsm.consumers.update("AWU", "C", { ack_wait: 500 * MS });
+    // Redelivered half a second after its delivery, not after the minute it was given then.
+    const again = await rawPull(h.nc, "AWU", "C", JSON.stringify({ batch: 1, expires: 5000 * MS }), 8000);
+    assert.equal(again[0].status, undefined, JSON.stringify(again));
+    assert.equal(again[0].reply.split(".")[4], "2", "its second delivery");
+  });
 });

@@ -639,7 +639,9 @@ export class Consumer {
   }
 
   updateConfig(next: ConsumerConfig): void {
+    const prev = this.config;
     this.config = next;
+    if (prev.ack_wait !== next.ack_wait || JSON.stringify(prev.backoff ?? []) !== JSON.stringify(next.backoff ?? [])) this.rescheduleAckWaits(prev);
     this.setFilters(next);
     this.sampleFrequency = sampleFrequencyOf(next);
     this.setRate(next);
@@ -921,10 +923,22 @@ export class Consumer {
     until.once("close", resume);
   }
 
-  private ackWaitFor(count: number): number {
-    const b = this.config.backoff;
+  private ackWaitFor(count: number, config: ConsumerConfig = this.config): number {
+    const b = config.backoff;
     if (b && b.length > 0) return b[Math.min(count - 1, b.length - 1)] / NS_PER_MS;
-    return this.config.ack_wait / NS_PER_MS;
+    return config.ack_wait / NS_PER_MS;
+  }
+
+  /**
+   * The ack wait (or backoff) changed: every pending delivery falls due by
+   * the new one, as nats-server reckons a deadline from the delivery (or
+   * what a NAK's delay or a progress ack made of it) plus the ack wait in
+   * force. A lowered ack wait thus redelivers what is stuck now, not after
+   * the wait it was given.
+   */
+  private rescheduleAckWaits(prev: ConsumerConfig): void {
+    for (const p of [...this.deadlines]) this.schedule(p, p.deadline - this.ackWaitFor(p.count, prev) + this.ackWaitFor(p.count));
+    this.armAckTimer();
   }
 
   private requeue(seq: number): void {
