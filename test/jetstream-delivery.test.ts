@@ -8,7 +8,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, RetentionPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -349,6 +349,39 @@ describe("JetStream delivery bounds and timers", () => {
     const took = at[11] - created;
     assert.ok(took >= 1000, `12 deliveries of 32 KiB at 256 KiB/s took ${took} ms`);
     assert.ok(took < 5000, `paced, not stalled: ${took} ms`);
+  });
+  test("a redelivery held back by rate_limit_bps is not sent once the client acked it meanwhile", async () => {
+    // Bursts of 128 bytes (max_msg_size) at 100 B/s: each 104-byte delivery after the first waits about a second.
+    await jsm.streams.add({ name: "RLA", subjects: ["rla.>"], max_msg_size: 128, retention: RetentionPolicy.Workqueue });
+    const deliver = createInbox();
+    const replies: string[] = [];
+    let done!: () => void;
+    const second = new Promise<void>((r) => (done = r));
+    const sub = h.nc.subscribe(deliver, {
+      callback: (_err, m) => {
+        if (m.reply === undefined || m.reply === "") return;
+        replies.push(m.reply);
+        if (m.subject === "rla.b") done();
+      },
+    });
+    await h.nc.flush();
+    await jsm.consumers.add("RLA", { durable_name: "C", deliver_subject: deliver, ack_policy: AckPolicy.Explicit, ack_wait: 300 * MS, rate_limit_bps: 800 });
+    await js.publish("rla.a", "a".repeat(100));
+    await waitUntil(() => replies.length === 1, "the first delivery");
+    // Due again after its ack wait: taken off the redelivery queue, it waits for the rate limit's tokens.
+    const c = h.srv.jetstream!.streams.get("RLA")!.consumers.get("C")! as unknown as { deadlines: unknown[]; redeliverQueue: number[] };
+    await waitUntil(() => c.deadlines.length === 0 && c.redeliverQueue.length === 0, "the redelivery waiting on the rate limit");
+    h.nc.publish(replies[0]);
+    await h.nc.flush();
+    // Delivered after whatever that wait ends with.
+    await js.publish("rla.b", "b".repeat(100));
+    await second;
+    sub.unsubscribe();
+    assert.deepEqual(
+      replies.map((r) => r.split(".").slice(4, 6).join(":")),
+      ["1:1", "1:2"],
+      "message 1 acked (and gone from the work queue) before its redelivery went: not delivered again",
+    );
   });
   test("waiting pull requests take turns, one message each, as nats-server serves them", async () => {
     await jsm.streams.add({ name: "TURN", subjects: ["turn.>"] });

@@ -704,9 +704,12 @@ export class Consumer {
               continue;
             }
             if (!this.canDeliver() || (this.rate !== null && !(await this.ratePause(m)))) {
-              this.requeue(seq);
+              if (this.pending.get(seq) === p && p.heapAt < 0) this.requeue(seq);
               break;
             }
+            // The rate limit's wait let acks in: acked or terminated (gone from pending, and from a work queue), NAKed
+            // (queued again, or due later) or gone from the stream meanwhile, it is not sent as it was read.
+            if (this.rate !== null && (this.pending.get(seq) !== p || p.heapAt >= 0 || this.redeliverSet.has(seq) || !this.stream.log.has(seq))) continue;
             const out = this.frame(m, p.count + 1, this.numPending());
             if (!this.claim(out.size)) {
               this.requeue(seq);
