@@ -399,6 +399,20 @@ describe("JetStream API errors", () => {
     assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.LIT", '{"seq":5,"keep":1}')).error, { code: 400, err_code: 10003, description: "bad request" });
   });
 
+  test("a sequence given by a key of another case, twice, or followed by a null is the one nats-server's decoder takes", async () => {
+    await jsm.streams.add({ name: "LIT2", subjects: ["lit2.>"] });
+    const js = jetstream(h.nc);
+    for (let i = 0; i < 3; i++) await js.publish("lit2.x", `${i}`);
+    // What nats-server 2.9.10 answers each (seen): Go matches a field's name in any case (the long s 'ſ' as an 's'),
+    // decodes every member naming it in turn, and a null leaves the field as it was.
+    for (const body of ['{"SEQ":2}', '{"seq":1,"Seq":2}', '{"seq":2,"seq":null}', '{"\u017feq":2}']) {
+      const r = await api(h.nc, "$JS.API.STREAM.MSG.GET.LIT2", body);
+      assert.equal(r.error, undefined, `${body}: ${JSON.stringify(r.error)}`);
+      assert.equal((r.message as { seq: number }).seq, 2, body);
+    }
+    assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.GET.LIT2", '{"\u017feq":2e0}')).error, { code: 400, err_code: 10025, description: "invalid JSON" });
+  });
+
   test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {
     const js = (await import("@nats-io/jetstream")).jetstream(h.nc);
     const storeMiss = (why: string): ApiErr => ({ code: 500, err_code: 10057, description: why });

@@ -60,7 +60,9 @@ function parseBody(body: Buffer): Json {
  */
 function memberLiterals(text: string, key: string): string[] {
   const out: string[] = [];
-  const want = key.toLowerCase();
+  // Go folds a key's case as Unicode does: the Kelvin sign is a 'k' (toLowerCase makes it one), the long s 'ſ' an 's'.
+  const fold = (k: string): string => k.toLowerCase().replace(/\u017f/g, "s");
+  const want = fold(key);
   let i = 0;
   const ws = (): void => {
     while (i < text.length && (text[i] === " " || text[i] === "\t" || text[i] === "\n" || text[i] === "\r")) i++;
@@ -99,7 +101,7 @@ function memberLiterals(text: string, key: string): string[] {
         }
       }
     } else while (i < text.length && !",} \t\n\r".includes(text[i])) i++;
-    if (k.toLowerCase() === want) out.push(text.slice(start, i));
+    if (fold(k) === want) out.push(text.slice(start, i));
     ws();
     if (text[i] !== ",") return out;
     i++;
@@ -155,13 +157,19 @@ function offsetOf(req: Json, total: number): number {
 function optNumber(req: Json, key: string): number | undefined {
   const text = bodyText.get(req);
   if (text !== undefined) {
+    // Taken as Go's decoder takes the field: each member whose key names it (in any case) in turn, a null leaving it as it
+    // was, the last other one its value. JSON.parse's object knows only the last member of the exact key, a null too.
+    let value: number | undefined;
     for (const lit of memberLiterals(text, key)) {
-      if (lit !== "null" && (!/^(0|[1-9][0-9]*)$/.test(lit) || BigInt(lit) > UINT64_MAX)) throw Errors.invalidJson();
+      if (lit === "null") continue;
+      if (!/^(0|[1-9][0-9]*)$/.test(lit) || BigInt(lit) > UINT64_MAX) throw Errors.invalidJson();
+      value = Number(lit);
     }
+    return value;
   }
   const v = req[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || (text === undefined && v >= 2 ** 64)) throw Errors.invalidJson();
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v >= 2 ** 64) throw Errors.invalidJson();
   return v;
 }
 
