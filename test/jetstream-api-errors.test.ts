@@ -413,6 +413,22 @@ describe("JetStream API errors", () => {
     assert.deepEqual((await api(h.nc, "$JS.API.STREAM.MSG.GET.LIT2", '{"\u017feq":2e0}')).error, { code: 400, err_code: 10025, description: "invalid JSON" });
   });
 
+  test("a request nested more than 10000 deep is invalid JSON and acts on nothing, as Go's decoder refuses it", async () => {
+    await jsm.streams.add({ name: "DEEP", subjects: ["deep.>"] });
+    const js = jetstream(h.nc);
+    for (let i = 0; i < 3; i++) await js.publish("deep.x", `${i}`);
+    const nested = (levels: number): string => `{"x":${"[".repeat(levels)}${"]".repeat(levels)},"seq":3}`;
+    // The request object and 9999 arrays: 10000 deep, taken (nats-server 2.9.10 takes it, and refuses one more: seen).
+    assert.equal((await api(h.nc, "$JS.API.STREAM.PURGE.DEEP", nested(9999))).purged, 2);
+    for (const body of [nested(10000), nested(100000), `{"x":${'{"a":'.repeat(10000)}1${"}".repeat(10000)},"seq":3}`]) {
+      assert.deepEqual((await api(h.nc, "$JS.API.STREAM.PURGE.DEEP", body)).error, { code: 400, err_code: 10025, description: "invalid JSON" });
+    }
+    // Brackets in strings are no nesting.
+    assert.equal((await api(h.nc, "$JS.API.STREAM.PURGE.DEEP", `{"x":"${"[".repeat(30000)}\\"","seq":4}`)).purged, 1);
+    const st = (await jsm.streams.info("DEEP")).state;
+    assert.deepEqual([st.first_seq, st.messages], [4, 0]);
+  });
+
   test("deleting a sequence not stored: the file store's 500 10057 outside first..last, 10043 for a gap and in memory, as nats-server 2.9.10", async () => {
     const js = (await import("@nats-io/jetstream")).jetstream(h.nc);
     const storeMiss = (why: string): ApiErr => ({ code: 500, err_code: 10057, description: why });

@@ -48,8 +48,29 @@ function parseBody(body: Buffer): Json {
   }
   if (v === null) return {};
   if (typeof v !== "object" || Array.isArray(v)) throw Errors.invalidJson();
+  if (tooDeep(text)) throw Errors.invalidJson();
   bodyText.set(v as Json, text);
   return v as Json;
+}
+
+/** Go's decoder refuses JSON nested more than 10000 deep (its maxNestingDepth); JSON.parse takes any depth. */
+const MAX_NESTING = 10000;
+
+/** Whether valid JSON `text` nests objects and arrays more than MAX_NESTING deep. */
+function tooDeep(text: string): boolean {
+  // An opening and a closing character per level: shorter text cannot.
+  if (text.length <= 2 * MAX_NESTING) return false;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // A string: to its closing quote, past escapes.
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > MAX_NESTING) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
 }
 
 /**
