@@ -119,6 +119,9 @@ export class SaslState {
 function admit(door: KafkaDoor, conn: KafkaConnection, identity: Identity, account: AccountDoor): void {
   // Proven against users a reload has since replaced: the client connects again and proves itself to the new ones.
   if (door.auth !== conn.sasl.startedWith) return conn.close("authorization reloaded during its SASL exchange");
+  // Gone while its credentials were checked (a bcrypt comparison takes a while): its close has run, and would not take it
+  // out of its account's members again.
+  if (conn.closed) return;
   if (!conn.joinAccount(identity.account)) throw new SaslFailure("Authentication failed: maximum account active connections exceeded");
   conn.identity = identity;
   conn.account = account;
