@@ -383,6 +383,34 @@ describe("JetStream delivery bounds and timers", () => {
       "message 1 acked (and gone from the work queue) before its redelivery went: not delivered again",
     );
   });
+  test("messages purged while deliveries wait out rate_limit_bps are not delivered, as nats-server delivers none", async () => {
+    // Bursts of 1 KiB (max_msg_size) at 500 B/s: after the first, each 605-byte delivery waits over a second.
+    await jsm.streams.add({ name: "RLP", subjects: ["rlp.>"], max_msg_size: 1024 });
+    for (let i = 1; i <= 4; i++) await js.publish("rlp.x", `${i}`.repeat(600));
+    const deliver = createInbox();
+    const seqs: string[] = [];
+    let purged = -1;
+    let done!: () => void;
+    const after = new Promise<void>((r) => (done = r));
+    const sub = h.nc.subscribe(deliver, {
+      callback: (_err, m) => {
+        if (m.reply === undefined || m.reply === "") return;
+        seqs.push(m.reply.split(".")[5]);
+        if (m.subject === "rlp.after") done();
+      },
+    });
+    await h.nc.flush();
+    await jsm.consumers.add("RLP", { durable_name: "C", deliver_subject: deliver, ack_policy: AckPolicy.None, rate_limit_bps: 8 * 500 });
+    await waitUntil(() => seqs.length === 1, "the first delivery");
+    // The second now waits for the rate limit's tokens. The purge's answer comes on this connection after any delivery
+    // sent before it.
+    await jsm.streams.purge("RLP");
+    purged = seqs.length;
+    await js.publish("rlp.after", "a");
+    await after;
+    sub.unsubscribe();
+    assert.deepEqual(seqs.slice(purged), ["5"], `delivered after the purge: ${seqs.slice(purged)}`);
+  });
   test("waiting pull requests take turns, one message each, as nats-server serves them", async () => {
     await jsm.streams.add({ name: "TURN", subjects: ["turn.>"] });
     await jsm.consumers.add("TURN", { durable_name: "C", ack_policy: AckPolicy.Explicit });

@@ -728,7 +728,12 @@ export class Consumer {
               await this.replayPause(batch[i]);
               if (!this.canDeliver()) break;
             }
-            if (this.rate !== null && !(await this.ratePause(batch[i]))) break;
+            if (this.rate !== null) {
+              if (!(await this.ratePause(batch[i]))) break;
+              // The batch was read before the wait: a message purged or deleted meanwhile is not sent from it (nor the rest
+              // of the batch); read again from the cursor, which skips what is gone.
+              if (!this.stream.log.has(batch[i].seq)) break;
+            }
             // Framed before it is taken: a message no waiting request has room for stays for the next one.
             const out = this.frame(batch[i], 1, Math.max(0, this.numPending() - 1));
             if (!this.claim(out.size)) break;
