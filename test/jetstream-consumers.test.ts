@@ -393,6 +393,37 @@ describe("JetStream consumers", () => {
     }
   });
 
+  test("push flow control: a live feed caught up message by message asks nothing until half the window is unanswered", async () => {
+    const name = `S${++n}`;
+    const subject = `s${n}.x`;
+    await jsm.streams.add({ name, subjects: [subject] });
+    const deliver = createInbox();
+    let data = 0;
+    let fcRequests = 0;
+    const sub = h.nc.subscribe(deliver, {
+      callback: (_e, m: Msg) => {
+        if (m.headers?.code === 100) {
+          if (m.reply) fcRequests++;
+          return;
+        }
+        data++;
+      },
+    });
+    await jsm.consumers.add(name, { durable_name: "L", deliver_subject: deliver, ack_policy: AckPolicy.None, flow_control: true, idle_heartbeat: 5000 * MS });
+    // Each message is delivered before the next is published: the consumer is caught up after every one. nats-server asks
+    // for flow control only once half its window is unanswered; asking at every catch-up cost a round trip per message.
+    try {
+      for (let i = 1; i <= 50; i++) {
+        await js.publish(subject, "x".repeat(100));
+        await waitUntil(() => data === i, `delivery ${i}`, 5000);
+      }
+      await h.nc.flush();
+      assert.equal(fcRequests, 0, "no flow-control request for 50 small messages");
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
   test("replay original: deliveries keep the gaps the messages were stored with", async () => {
     const name = `S${++n}`;
     const subject = `s${n}.x`;

@@ -896,7 +896,9 @@ export class Consumer {
       this.host.emit(cfg.deliver_subject!, m.subject, out.reply, out.headers, out.data, this.pacer);
       if (cfg.flow_control) {
         this.fcUnanswered += out.size;
-        if (this.fcSubject === null && (this.fcUnanswered >= FLOW_CONTROL_WINDOW / 2 || out.pendingAfter === 0)) this.requestFlowControl();
+        // Asked once half the window is unanswered, as nats-server asks: asking at every catch-up cost a live feed a round
+        // trip per message.
+        if (this.fcSubject === null && this.fcUnanswered >= FLOW_CONTROL_WINDOW / 2) this.requestFlowControl();
       }
     } else {
       const req = this.waiting[0];
