@@ -208,19 +208,34 @@ test("a node in lame duck moves the streams it leads to the others before it lea
         () => false, // the move flipped first: nothing withdrawn
       );
   });
-  // Another partition of the topic has a move under way that goes nowhere: the drain waits for it to end before it moves
-  // partition 0 (one move per topic at a time).
+  // Another partition of the topic has a move under way that goes nowhere (its target's copy requests stay unanswered;
+  // a target that is not live would have the move cancelled): the drain waits for it to end before it moves partition 0
+  // (one move per topic at a time).
   const stuck = topicLeaders().findIndex((l) => l !== "a");
   assert.ok(stuck > 0, "the topic spread over the nodes");
-  await b.cluster!.placements.update("$G", "spread", (q) => ({ ...q, moving: { partition: stuck, to: "nowhere" } }));
+  const stuckTarget: NagareServer = [b, c].find((n) => n.cluster!.options.serverName !== topicLeaders()[stuck])!;
+  const stuckTo = stuckTarget.cluster!.options.serverName;
+  type Request = (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null>;
+  const targetApi: { request: Request } = (stuckTarget.jetstreams as unknown as { served: Map<string, { api: { clusterApi: { request: Request } } }> }).served.get("$G")!.api.clusterApi;
+  const copyRequest = targetApi.request.bind(targetApi);
+  let unstick: () => void = () => {};
+  const unstuck = new Promise<null>((resolve) => (unstick = () => resolve(null)));
+  targetApi.request = (node, subject, body, ms) => (subject === "$NG.MOVE.COPY.spread" ? unstuck : copyRequest(node, subject, body, ms));
+  t.after(() => {
+    targetApi.request = copyRequest;
+    unstick();
+  });
+  await b.cluster!.placements.update("$G", "spread", (q) => ({ ...q, moving: { partition: stuck, to: stuckTo } }));
   const drepEpoch = b.cluster!.placements.get("$G", "drep")!.placement.epochs![0];
   const drainStart = performance.now();
   const drained = a.lameDuck();
-  await waitUntil(() => nodeLog(site, "a").some((l) => l.line.includes(`lame duck: spread partition 0 waits for the move of partition ${stuck} of stream spread to nowhere`)), "the drain to wait for the topic's move under way");
+  await waitUntil(() => nodeLog(site, "a").some((l) => l.line.includes(`lame duck: spread partition 0 waits for the move of partition ${stuck} of stream spread to ${stuckTo}`)), "the drain to wait for the topic's move under way");
   await b.cluster!.placements.update("$G", "spread", (q) => {
     delete q.moving;
     return q;
   });
+  targetApi.request = copyRequest;
+  unstick();
   await waitUntil(() => ["d1", "d2", "d3", "drep"].every((s) => leaderOf(b, s) !== undefined && leaderOf(b, s) !== "a") && !topicLeaders().includes("a"), "every movable stream and partition off a", 60_000).catch((err: Error) => {
     // What the nodes said of the drain and its moves, and why: the failure's whole story.
     const said = ["a", "b", "c"].flatMap((n) => nodeLog(site, n).map((l) => `${n}: ${l.line}`)).filter((l) => /lame duck|mov|leav|lease|cancel/.test(l));

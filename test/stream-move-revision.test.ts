@@ -46,6 +46,7 @@ test("a copy request naming a revision the leader has not seen is answered once 
         current = { placement: placed(true), revision: rev };
         return true;
       },
+      onMembers: () => () => {},
     };
     const cluster = { self: "a", directory, moveListeners: new Set() } as unknown as ClusterStreams;
     const answers: Buffer[] = [];

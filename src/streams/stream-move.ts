@@ -206,14 +206,19 @@ export class StreamMover {
   private readonly held = new Map<string, { stream: Stream; items: Held[]; bytes: number }>();
   private closed = false;
   private readonly listener = (account: string, name: string, placed: PlacedStream): void => this.placed(account, name, placed);
+  /** Moves of partitions led here whose target left, being cancelled (see targetsGone()). */
+  private readonly abandoning = new Set<string>();
+  private readonly stopMembers: () => void;
 
   constructor(private readonly host: MoveHost) {
     host.cluster.moveListeners.add(this.listener);
+    this.stopMembers = host.cluster.directory.onMembers(() => this.targetsGone());
   }
 
   close(): void {
     this.closed = true;
     this.host.cluster.moveListeners.delete(this.listener);
+    this.stopMembers();
     for (const f of this.freezes.values()) clearTimeout(f.timer);
     this.freezes.clear();
     this.taken.clear();
@@ -344,6 +349,33 @@ export class StreamMover {
       }
     }
     if (move === undefined) this.recordedHere.delete(name);
+  }
+
+  /**
+   * Cancels the moves of partitions led here whose target is no longer a
+   * live member (shut down, or its lease expired): only the target copies
+   * and flips, so such a move would stand until that node came back,
+   * refusing every other move of the stream (10124) and holding up a
+   * drain; an operator removing the node would have had to find it and
+   * cancel it. A target that returns finds no move and its partial copy is
+   * not served. A frozen partition has its own deadline (armCancel).
+   */
+  private targetsGone(): void {
+    if (this.closed) return;
+    const { directory } = this.host.cluster;
+    const self = this.self;
+    if (!directory.isLive(self)) return; // fenced: no change could be made, and the view of the members may be stale
+    for (const pl of directory.list(this.account)) {
+      const move = moveOf(pl);
+      if (move === undefined || pl.leaders[move.partition] !== self || directory.isLive(move.to)) continue;
+      const key = `${keyOf(pl.stream, move.partition)}/${move.id ?? move.to}`;
+      if (this.abandoning.has(key)) continue;
+      this.abandoning.add(key);
+      this.host.js.options.log.warn(`cluster: the target ${move.to} of the move of partition ${move.partition} of stream "${pl.stream}" of account ${this.account} left the cluster; cancelling the move`);
+      this.cancel(pl.stream, move.partition, move.to, move.id)
+        .catch(() => undefined)
+        .finally(() => this.abandoning.delete(key));
+    }
   }
 
   /** The leader is about to record a move of `name` (cluster-api.ts's UPDATE): a move it knows of, not one from before a restart. */
