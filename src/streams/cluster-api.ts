@@ -28,6 +28,7 @@
  * `missing`, as nats-server does.
  */
 
+import { isDeepStrictEqual } from "node:util";
 import { randomBytes } from "node:crypto";
 import { Message } from "../subjects/message.js";
 import { BufferPool } from "../util/buffer-pool.js";
@@ -865,17 +866,22 @@ export class ClusterApi implements Receiver {
     const current = p.replicas?.[0] ?? [p.leaders[0]];
     if (!current.includes(peer)) throw Errors.clusterPeerNotMember();
     if (p.replicas === undefined || p.leaders.length !== 1) throw Errors.peerRemap(); // one copy: a move (ACCOUNT.STREAM.MOVE) takes it elsewhere
-    if (p.moving !== undefined || (p.reassigning?.[0] ?? null) !== null) throw Errors.streamMoveInProgress();
+    if (p.moving !== undefined) throw Errors.streamMoveInProgress();
+    // A removal under way: refused, unless `peer` is the node it is adding and that node is not in sync yet (gone
+    // mid-copy, say): another takes its place in the same reassignment, as nats-server lets an offline peer be removed.
+    // Else a replacement whose node never returns would leave the stream refusing every peer removal and rescale.
+    const under = p.reassigning?.[0] ?? null;
+    if (under !== null && (!under.target.includes(peer) || under.original.includes(peer) || (p.isr?.[0] ?? current).includes(peer))) throw Errors.streamMoveInProgress();
     let replacement: string;
     try {
-      [replacement] = this.directory.moreReplicas(1, p.tags, new Set(current));
+      [replacement] = this.directory.moreReplicas(1, p.tags, new Set([...current, ...(under?.original ?? [])]));
     } catch {
       throw Errors.peerRemap();
     }
-    const target = current.map((n) => (n === peer ? replacement : n));
+    const target = (under?.target ?? current).map((n) => (n === peer ? replacement : n));
     try {
       await this.directory.update(this.account, name, (pl) => {
-        if ((pl.epochs?.[0] ?? 1) !== (p.epochs?.[0] ?? 1) || (pl.reassigning?.[0] ?? null) !== null) throw Errors.clusterNotAvailable(); // changed meanwhile: the client tries again
+        if ((pl.epochs?.[0] ?? 1) !== (p.epochs?.[0] ?? 1) || !isDeepStrictEqual(pl.reassigning?.[0] ?? null, under)) throw Errors.clusterNotAvailable(); // changed meanwhile: the client tries again
         return withReassignment(pl, 0, target);
       });
     } catch (err) {
