@@ -194,7 +194,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
         origin: "kafka",
         config,
         exclude,
-        ...(replicas > 1 ? { replicas, minIsr } : {}),
+        // min.insync.replicas is recorded with one replica too: a topic scaled up later (STREAM.UPDATE's num_replicas)
+        // keeps it, rather than falling back to JetStream's majority while DescribeConfigs shows the topic's own.
+        ...(replicas > 1 ? { replicas } : {}),
+        minIsr,
       });
       return r.created;
     } catch (err) {
@@ -230,7 +233,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
 
   async reconfigure(account: string, stream: string, config: unknown, minIsr: number): Promise<void> {
     // A stream JetStream made keeps its majority: min.insync.replicas is a Kafka topic's.
-    await this.update(account, stream, (p) => ({ ...p, config, ...(p.replicas !== undefined && p.origin === "kafka" ? { minIsr } : {}) }));
+    await this.update(account, stream, (p) => ({ ...p, config, ...(p.origin === "kafka" ? { minIsr } : {}) }));
   }
 
   async remove(account: string, stream: string): Promise<void> {
