@@ -286,6 +286,7 @@ export class ClusterApi implements Receiver {
         if (this.lentAnswers.delete(b)) ANSWERS.give(b);
       },
       holdsLease: () => this.directory.isLive(cluster.self),
+      handOver: (node, subject, reply, body) => void this.forward(node, subject, reply, body, HOP),
     });
     js.remoteAppend = (name, partition, input) => this.appendAtLeader(name, partition, input);
     // A body past what a route carries would close the route (and every stream's traffic on it): not sent.

@@ -119,6 +119,8 @@ export interface ReplicaHost {
   releaseAnswer?(answer: Buffer): void;
   /** Whether this node may act on its lease now. */
   holdsLease(): boolean;
+  /** Sends a client's request to `node` to serve (and never forward again): a former leader's waiting pull requests. */
+  handOver?(node: string, subject: string, reply: string, body: Buffer): void;
 }
 
 const unavailable = (why: string): ApiError => new ApiError(503, 10008, `JetStream system temporarily unavailable: ${why}`);
@@ -834,6 +836,15 @@ export class StreamReplicas {
     if (role !== undefined) {
       this.roles.delete(key);
       await this.end(p, role, `${leader} leads in epoch ${epoch}`);
+      // Pull requests waiting here (a step-down, a drain's hand-over) would otherwise sit on consumers that no longer
+      // deliver until they expire (a client's consume() stalled for its whole expiry, 30 s by default): each goes to the
+      // new leader as the MSG.NEXT for what it still wants, as a move hands them over.
+      if (role.kind === "leader" && p === 0 && this.host.handOver !== undefined) {
+        const now = Date.now();
+        for (const c of stream.consumers.values()) {
+          for (const r of c.handOverWaiting(now)) this.host.handOver(leader, `$JS.API.CONSUMER.MSG.NEXT.${name}.${c.name}`, r.reply, r.body);
+        }
+      }
     }
     const next = await this.follow(name, stream, p, leader, epoch);
     // Kept from before a start (or a settle that failed): the leader is told which copy this is, and does not send it again if it is still the state.
