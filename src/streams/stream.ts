@@ -1234,6 +1234,11 @@ export class Stream {
     while (this.replicaGates.length > 0 && this.replicaGates[this.replicaGates.length - 1] === undefined) this.replicaGates.length--;
     this.composeVisibility();
     this.visibilityChanged();
+    // A role began or ended: a reader waiting on the partition (a Kafka fetch) looks again, and one at a node that no longer
+    // leads it is told so at once, as Kafka completes a delayed fetch when its broker stops leading, rather than at its
+    // max_wait_ms while the client's records wait at the new leader.
+    this.readerWakes++;
+    for (const l of this.appendListeners) l(partition, this.replicatedSeq(partition));
   }
 
   replicaGate(partition: number): ReplicaGate | undefined {
