@@ -1203,9 +1203,9 @@ export class StreamReplicas {
     stream.followerCopy = true;
     if (p === 0) {
       stream.consumerCopyGate = REFUSE_CONSUMER_COPIES;
-      // A pull waiting here gets nothing from a follower, and the heartbeats its consumer would go on sending hide that:
-      // its client would wait out the whole expiry while messages wait on the new leader. Each ends with its 408 (what it
-      // still wanted in its headers) and is asked again, of the new leader.
+      // A pull still waiting here (not handed over: a leadership that ended without a hand-over, such as a lost lease) gets
+      // nothing from a follower, and the heartbeats its consumer would go on sending hide that: its client would wait out
+      // the whole expiry. Each ends with its 408 (what it still wanted in its headers) and is asked again, of the new leader.
       for (const consumer of stream.consumers.values()) consumer.endWaiting();
     }
     logger.info(`cluster: following ${leader} for partition ${p} of stream "${name}" of account ${this.account} in epoch ${epoch} (${span(log)})`);
