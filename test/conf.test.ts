@@ -969,3 +969,70 @@ test("operator mode's resolvers: MEMORY or a directory, checked key by key; the 
   confError(() => conf("resolver: { type: mirror, dir: /j }"), /^r\.conf:2:13: resolver\.type: must be full or cache, got "mirror"$/);
   confError(() => conf("resolver: { type: full, dir: /j }\nsystem_account: SYS"), /^r\.conf:3:1: system_account: in operator mode the system account is an account public key$/);
 });
+
+// ---- nats-server's lexer, value forms (differential findings against nats-server 2.9.10) ----
+
+test("\\x escapes are bytes, read as UTF-8 text, as nats-server's (\"\\xc3\\xa9\" is é); bytes that are not UTF-8 are refused", () => {
+  const t = parseConf(String.raw`a: "\xc3\xa9t\xC3\xA9"` + "\n" + String.raw`b: "x\x41y"`, NO_ENV);
+  assert.equal(t.a, "\u00e9t\u00e9");
+  assert.equal(t.b, "xAy");
+  const e = confError(() => parseConf(String.raw`a: 1` + "\n" + String.raw`b: "ok \xff"`, NO_ENV), /UTF-8/);
+  assert.equal(e.line, 2);
+});
+
+test("escapes in unquoted strings are read as nats-server reads them; an unknown one is refused", () => {
+  const t = parseConf(String.raw`tok: a\tb` + "\n" + String.raw`back: a\\b` + "\n" + String.raw`hex: p\x41ss` + "\n" + String.raw`q: say\"hi\"` + "\n" + String.raw`arr: [x\ty, z]`, NO_ENV);
+  assert.equal(t.tok, "a\tb");
+  assert.equal(t.back, "a\\b");
+  assert.equal(t.hex, "pAss");
+  assert.equal(t.q, 'say"hi"');
+  assert.deepEqual(t.arr, ["x\ty", "z"]);
+  // With an escape it is a string, never a boolean or a variable (as nats-server's lexer).
+  assert.equal(parseConf(String.raw`v: tru\x65`, NO_ENV).v, "true");
+  const e = confError(() => parseConf("a: 1\nstore_dir: C:\\nats\\js\n", NO_ENV), /invalid escape '\\j'/);
+  assert.equal(e.line, 2);
+});
+
+test("quoted strings may span lines, as nats-server's", () => {
+  const t = parseConf(`a: "one\ntwo"\nb: 'x\ny'\nc: 1`, NO_ENV);
+  assert.deepEqual(t, { a: "one\ntwo", b: "x\ny", c: 1 });
+  const e = confError(() => parseConf('a: 1\nb: "open\nmore\n', NO_ENV), /unterminated string/);
+  assert.equal(e.line, 2);
+  assert.equal(e.column, 4);
+});
+
+test("block strings: ( ... ) up to a line holding only ')', as nats-server's", () => {
+  const t = parseConf("a: (\nline one\n  two\n)\nb: (text\n)\nc: [(\nx\n)\n]\nd: 1\n", NO_ENV);
+  assert.deepEqual(t, { a: "\nline one\n  two\n", b: "text\n", c: ["\nx\n"], d: 1 });
+  assert.equal(parseConf("a: (\nx\n)", NO_ENV).a, "\nx\n", "at the end of the input");
+  assert.equal(parseConf("a: (\r\nx\r\n)\r\nb: 1\r\n", NO_ENV).a, "\r\nx\r\n", "CRLF");
+  const e = confError(() => parseConf("a: 1\nb: (x)\nc: 2\n", NO_ENV), /unterminated block string/);
+  assert.equal(e.line, 2);
+  assert.equal(e.column, 4);
+});
+
+test("an unquoted bcrypt hash ($2a$...) is a string, not a variable, as in nats-server", () => {
+  const hash = "$2a$11$ZuqUvYy91cyOK.ERkhHZ1e4Nxhj54slH2CtWH2WZfz6PVwjIe.tIm";
+  const t = parseConf(`authorization { user: app, password: ${hash} }`, NO_ENV);
+  assert.deepEqual(t, { authorization: { user: "app", password: hash } });
+  assert.deepEqual(optionsFromConf(t).authorization, { users: [{ user: "app", password: hash }] });
+});
+
+test("include is a keyword in any case, as nats-server's; its quoted path is taken as written", () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, "a.conf"), "port: 4333\n");
+    writeFileSync(join(dir, "b\\x.conf"), "debug: true\n");
+    assert.deepEqual(parseConf('INCLUDE a.conf\nInclude "b\\x.conf"\n', { baseDir: dir, env: {} }), { port: 4333, debug: true });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("environment values refer to other environment variables, as nats-server's; a loop is refused", () => {
+  assert.equal(parseConf("v: $A", { env: { A: "$B", B: "foo" } }).v, "foo");
+  assert.equal(parseConf("v: $A", { env: { A: "$B", B: "4333" } }).v, 4333);
+  assert.equal(parseConf("v: $A", { env: { A: String.raw`a\tb` } }).v, "a\tb");
+  confError(() => parseConf("v: $A", { env: { A: "$B" } }), /'B' can not be found/);
+  confError(() => parseConf("x: 1\nv: $A", { env: { A: "$B", B: "$A" } }), /line 2, column 4: .*refer to each other/);
+});

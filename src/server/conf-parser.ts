@@ -121,6 +121,7 @@ export function parseConf(text: string, opts: ParseConfOptions = {}): Record<str
     env: opts.env ?? process.env,
     scopes: [root],
     includes: true,
+    envDepth: 0,
   };
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // byte order mark
   const p = new Parser(text, opts.file, opts.baseDir ?? process.cwd(), ctx, 0);
@@ -134,6 +135,8 @@ interface Context {
   scopes: ConfMap[];
   /** Off while reading an environment value as a conf value. */
   includes: boolean;
+  /** Environment values being read inside one another (an environment value may name another variable). */
+  envDepth: number;
 }
 
 const BOOL_RE = /^(true|false|yes|no|on|off)$/i;
@@ -296,7 +299,8 @@ class Parser {
       sep = true;
       this.skipInline();
     }
-    if (!quoted && key === "include" && !sep) {
+    // A keyword in any case, as nats-server's lexer reads it.
+    if (!quoted && key.toLowerCase() === "include" && !sep) {
       this.parseInclude(map, keyPos);
       return;
     }
@@ -367,22 +371,95 @@ class Parser {
     }
     if (c === '"') return this.parseDoubleQuoted();
     if (c === "'") return this.parseSingleQuoted();
+    if (c === "(") return this.parseBlockString();
     const pos = this.pos();
-    const tok = this.readBare();
+    const tok = this.readBare(true);
     if (tok === "") this.fail(`expected a value, got ${this.describe(c)}`);
+    // nats-server's lexer reads escapes in unquoted strings too; with one, the token is a string (never a number,
+    // a boolean or a variable).
+    if (tok.includes("\\")) return this.unescapeBare(tok, pos);
     if (tok.startsWith("$")) return this.lookupVariable(tok.slice(1), pos);
     return bareValue(tok);
   }
 
-  /** An unquoted token: runs to whitespace, a separator, or the end of an array or block. */
-  private readBare(): string {
+  /**
+   * An unquoted token: runs to whitespace, a separator, or the end of an array or block. `escapes`: a backslash
+   * takes the next character with it (a value's escapes, read by unescapeBare).
+   */
+  private readBare(escapes = false): string {
     const start = this.i;
     while (!this.eof()) {
       const d = this.peek();
       if (isInlineSpace(d) || isNewline(d) || d === "," || d === ";" || d === "]" || d === "}") break;
       this.next();
+      if (escapes && d === "\\" && !this.eof() && !isNewline(this.peek())) this.next();
     }
     return this.src.slice(start, this.i);
+  }
+
+  /** The escapes of an unquoted token read by readBare (one line), found at `pos`. */
+  private unescapeBare(tok: string, pos: ConfPosition): string {
+    const out = new Utf8Builder();
+    for (let k = 0; k < tok.length; ) {
+      const ch = tok[k];
+      if (ch !== "\\") {
+        const cp = tok.codePointAt(k)!;
+        out.text(String.fromCodePoint(cp));
+        k += cp > 0xffff ? 2 : 1;
+        continue;
+      }
+      const escPos = { ...pos, column: pos.column + k };
+      k = this.escape(tok, k + 1, escPos, out);
+    }
+    return out.finish(() => this.fail("the \\x escapes of this string are not UTF-8 text", pos));
+  }
+
+  /**
+   * One escape of `text`, whose letter is at `at` (just past the backslash), appended to `out`; returns the index
+   * past it. nats-server's escapes (\t \n \r \" \\ and \xHH, a byte) and JSON's (\b \f \/ \' \uHHHH \UHHHHHHHH).
+   */
+  private escape(text: string, at: number, pos: ConfPosition, out: Utf8Builder): number {
+    if (at >= text.length) this.fail(text === this.src ? "unterminated string" : "'\\' at the end of a value: escape it as '\\\\'", pos);
+    const e = text[at];
+    if (e === "\n" || e === "\r") this.fail("'\\' at the end of a line: escape it as '\\\\'", pos);
+    const simple: Record<string, string> = { n: "\n", t: "\t", r: "\r", b: "\b", f: "\f", '"': '"', "\\": "\\", "/": "/", "'": "'" };
+    if (simple[e] !== undefined) {
+      out.text(simple[e]);
+      return at + 1;
+    }
+    const digits = e === "x" ? 2 : e === "u" ? 4 : e === "U" ? 8 : 0;
+    if (digits === 0) this.fail(`invalid escape '\\${e}' in string`, pos);
+    const hex = text.slice(at + 1, at + 1 + digits);
+    if (hex.length !== digits || !/^[0-9a-fA-F]+$/.test(hex)) this.fail(`escape needs ${digits} hex digits`, pos);
+    const n = parseInt(hex, 16);
+    // \xHH is one byte, as in nats-server ("\xc3\xa9" is é); the others are code points.
+    if (e === "x") out.byte(n);
+    else {
+      if (n > 0x10ffff) this.fail(`escape \\U${hex} is not a valid code point`, pos);
+      out.text(String.fromCodePoint(n));
+    }
+    return at + 1 + digits;
+  }
+
+  /**
+   * nats-server's block string: from just past '(' up to a ')' alone on its line (the new line before it is part
+   * of the value), taken as written.
+   */
+  private parseBlockString(): string {
+    const open = this.pos();
+    this.next(); // (
+    const start = this.i;
+    for (;;) {
+      if (this.eof()) this.fail("unterminated block string: missing ')' on a line of its own", open);
+      const c = this.next();
+      if (c !== "\n" || this.peek() !== ")") continue;
+      const after = this.peek(1);
+      if (after === "" || after === "\n" || (after === "\r" && this.peek(2) === "\n")) {
+        const value = this.src.slice(start, this.i);
+        this.next(); // )
+        return value;
+      }
+    }
   }
 
   private parseArray(): unknown[] {
@@ -412,8 +489,9 @@ class Parser {
     const open = this.pos();
     this.next(); // '
     const start = this.i;
+    // May span lines, as in nats-server.
     while (this.peek() !== "'") {
-      if (this.eof() || isNewline(this.peek())) this.fail("unterminated string", open);
+      if (this.eof()) this.fail("unterminated string", open);
       this.next();
     }
     const s = this.src.slice(start, this.i);
@@ -421,73 +499,46 @@ class Parser {
     return s;
   }
 
+  /** A double-quoted string, with escapes; it may span lines, as in nats-server. */
   private parseDoubleQuoted(): string {
     const open = this.pos();
     this.next(); // "
-    let out = "";
+    const out = new Utf8Builder();
     for (;;) {
-      if (this.eof() || isNewline(this.peek())) this.fail("unterminated string", open);
+      if (this.eof()) this.fail("unterminated string", open);
       const escPos = this.pos();
       const c = this.next();
-      if (c === '"') return out;
+      if (c === '"') return out.finish(() => this.fail("the \\x escapes of this string are not UTF-8 text", open));
       if (c !== "\\") {
-        out += c;
+        out.text(c);
         continue;
       }
-      if (this.eof() || isNewline(this.peek())) this.fail("unterminated string", open);
-      const e = this.next();
-      switch (e) {
-        case "n":
-          out += "\n";
-          break;
-        case "t":
-          out += "\t";
-          break;
-        case "r":
-          out += "\r";
-          break;
-        case "b":
-          out += "\b";
-          break;
-        case "f":
-          out += "\f";
-          break;
-        case '"':
-        case "\\":
-        case "/":
-        case "'":
-          out += e;
-          break;
-        case "x":
-          out += this.hexEscape(2, escPos);
-          break;
-        case "u":
-          out += this.hexEscape(4, escPos);
-          break;
-        case "U":
-          out += this.hexEscape(8, escPos);
-          break;
-        default:
-          this.fail(`invalid escape '\\${e}' in string`, escPos);
-      }
+      const at = this.i;
+      const past = this.escape(this.src, at, escPos, out);
+      while (this.i < past) this.next();
     }
   }
 
-  private hexEscape(digits: number, pos: ConfPosition): string {
-    const hex = this.src.slice(this.i, this.i + digits);
-    if (hex.length !== digits || !/^[0-9a-fA-F]+$/.test(hex)) {
-      this.fail(`escape needs ${digits} hex digits`, pos);
+  /** A quoted include path: up to the closing quote, taken as written (nats-server reads no escapes in it). */
+  private parseRawQuoted(): string {
+    const open = this.pos();
+    const quote = this.next();
+    const start = this.i;
+    while (this.peek() !== quote) {
+      if (this.eof()) this.fail("unterminated string", open);
+      this.next();
     }
-    for (let k = 0; k < digits; k++) this.next();
-    const cp = parseInt(hex, 16);
-    if (cp > 0x10ffff) this.fail(`escape \\U${hex} is not a valid code point`, pos);
-    return String.fromCodePoint(cp);
+    const s = this.src.slice(start, this.i);
+    this.next();
+    return s;
   }
 
   // ---- variables and includes -------------------------------------------
 
   private lookupVariable(name: string, pos: ConfPosition): unknown {
     if (name === "") this.fail("'$' must be followed by a variable name", pos);
+    // As nats-server: an unquoted bcrypt hash ($2a$11$...) is the hash, not a variable.
+    if (name.startsWith("2a$")) return `$${name}`;
     const scopes = this.ctx.scopes;
     for (let s = scopes.length - 1; s >= 0; s--) {
       const m = scopes[s];
@@ -497,16 +548,23 @@ class Parser {
       }
     }
     const ev = this.ctx.env[name];
-    if (ev !== undefined) return envValue(ev);
+    if (ev !== undefined) {
+      if (this.ctx.envDepth >= MAX_ENV_DEPTH) this.fail(`environment variables refer to each other more than ${MAX_ENV_DEPTH} deep (do they refer to each other in a loop?)`, pos);
+      try {
+        return envValue(ev, this.ctx.env, this.ctx.envDepth + 1);
+      } catch (err) {
+        // A variable an environment value names, missing or in a loop: said at the reference in the file.
+        if (err instanceof EnvReferenceError) this.fail(err.message, pos);
+        throw err;
+      }
+    }
+    if (this.ctx.envDepth > 0) throw new EnvReferenceError(`variable reference for '${name}' can not be found (an environment value names it)`);
     this.fail(`variable reference for '${name}' can not be found`, pos);
   }
 
   private parseInclude(map: ConfMap, pos: ConfPosition): void {
     const c = this.peek();
-    let target: string;
-    if (c === '"') target = this.parseDoubleQuoted();
-    else if (c === "'") target = this.parseSingleQuoted();
-    else target = this.readBare();
+    const target = c === '"' || c === "'" ? this.parseRawQuoted() : this.readBare();
     if (target === "") this.fail("include needs a file name", pos);
     if (!this.ctx.includes) this.fail("include is not allowed here", pos);
     if (this.depth + 1 > MAX_INCLUDE_DEPTH) {
@@ -526,20 +584,61 @@ class Parser {
   }
 }
 
+/** Environment values naming other environment variables, inside one another: far past any real use, and a loop ends. */
+const MAX_ENV_DEPTH = 10;
+
+/** A variable an environment value names cannot be read; reported at the reference in the file. */
+class EnvReferenceError extends Error {}
+
 /**
  * Environment values are read as conf values, as nats-server does, so PORT=4222
- * gives a number; anything that doesn't parse as a single value stays a string.
+ * gives a number and A=$B gives B's value; anything else that doesn't parse as
+ * a single value stays a string.
  */
-function envValue(raw: string): unknown {
+function envValue(raw: string, env: Record<string, string | undefined>, depth: number): unknown {
   if (raw.includes("\n")) return raw;
   try {
     const tree = newMap();
-    const ctx: Context = { env: {}, scopes: [tree], includes: false };
+    const ctx: Context = { env, scopes: [tree], includes: false, envDepth: depth };
     new Parser(`v = ${raw}`, undefined, process.cwd(), ctx, 0).parseDocument(tree);
     const keys = Object.keys(tree);
     if (keys.length === 1 && keys[0] === "v") return tree.v;
-  } catch {
+  } catch (err) {
+    if (err instanceof EnvReferenceError) throw err;
+    if (err instanceof ConfError && /refer to each other/.test(err.message)) throw new EnvReferenceError(err.message.replace(/^line \d+, column \d+: /, ""));
     // fall through
   }
   return raw;
+}
+
+/** Text built from characters and single bytes (\\x escapes), read as UTF-8 at the end. */
+class Utf8Builder {
+  private parts: string[] = [];
+  private bytes: number[] = [];
+  private bad = false;
+
+  text(s: string): void {
+    if (this.bytes.length > 0) this.flush();
+    this.parts.push(s);
+  }
+
+  byte(b: number): void {
+    this.bytes.push(b);
+  }
+
+  private flush(): void {
+    try {
+      this.parts.push(new TextDecoder("utf-8", { fatal: true }).decode(Uint8Array.from(this.bytes)));
+    } catch {
+      this.bad = true;
+    }
+    this.bytes = [];
+  }
+
+  /** The text; `invalid` (which throws) when the bytes are not UTF-8. */
+  finish(invalid: () => never): string {
+    if (this.bytes.length > 0) this.flush();
+    if (this.bad) invalid();
+    return this.parts.join("");
+  }
 }
