@@ -487,6 +487,8 @@ test("jetstream forms", () => {
   assert.deepEqual(js("jetstream {}"), { jetstream: true });
   assert.deepEqual(js("jetstream { enabled: false, store_dir: /d }"), { jetstream: false, storeDir: "/d" });
   assert.deepEqual(js("store_dir: /top"), { storeDir: "/top" });
+  // nats-server 2.9 takes `store` too (jetstream { store: /d }).
+  assert.deepEqual(js("jetstream { store: /d }"), { jetstream: true, storeDir: "/d" });
   confError(() => js("jetstream: maybe"), /jetstream: expected enabled, disabled or a block/);
   confError(() => js("jetstream: [1]"), /jetstream: expected/);
 });

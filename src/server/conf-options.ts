@@ -1320,7 +1320,7 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
   });
   o.jetstream = enabled;
   c.attempt(() => {
-    const dir = sub("store_dir") ?? sub("storedir");
+    const dir = sub("store_dir") ?? sub("storedir") ?? sub("store"); // nats-server's three spellings
     if (dir) o.storeDir = nonEmptyStr(dir);
   });
   // nats-server's server-wide limits; sizes as everywhere (1G, 512MB, or bytes).
