@@ -1038,3 +1038,10 @@ test("environment values refer to other environment variables, as nats-server's;
   confError(() => parseConf("v: $A", { env: { A: "$B" } }), /'B' can not be found/);
   confError(() => parseConf("x: 1\nv: $A", { env: { A: "$B", B: "$A" } }), /line 2, column 4: .*refer to each other/);
 });
+
+test("account names differing only in case are different accounts, as in nats-server", () => {
+  const o = optionsFromConf(parseConf("accounts { A: { users: [{user: x, password: y}] }, a: { } }", NO_ENV));
+  assert.deepEqual(o.accounts, { A: { users: [{ user: "x", password: "y" }] }, a: {} });
+  const p = optionsFromConf(parseConf("accounts { a: { users: [{user: x, password: y}] }, A: { users: [{user: z, password: w}] } }", NO_ENV));
+  assert.deepEqual(p.accounts, { a: { users: [{ user: "x", password: "y" }] }, A: { users: [{ user: "z", password: "w" }] } });
+});

@@ -587,6 +587,20 @@ function positiveDurationMs(e: Entry): number {
   return ms;
 }
 
+/**
+ * The entry of `block` spelt exactly `key` (a name the user chose, such as an account's: nats-server tells `A` from
+ * `a` there), read as lookup reads, naming it `parent.key` in errors.
+ */
+function exactEntry(block: Tree, parent: Entry, key: string): Entry {
+  let asked = askedNames.get(block);
+  if (asked === undefined) askedNames.set(block, (asked = new Set()));
+  asked.add(key.toLowerCase());
+  let read = consumed.get(block);
+  if (read === undefined) consumed.set(block, (read = new Set()));
+  read.add(key);
+  return { key: `${parent.key}.${key}`, value: block[key], pos: keyPosition(block, key) };
+}
+
 /** Looks `name` up in a block, naming it `block.key` in errors. */
 function inBlock(block: Tree, parent: Entry, name: string): Entry | undefined {
   const x = lookup(block, name);
@@ -674,7 +688,7 @@ function operatorMode(o: ServerOptions, operator: Entry, resolver: Entry | undef
   if (preload !== undefined) {
     if (!isBlock(preload.value)) fail(preload, `expected a block of account JWTs by public key, got ${describe(preload.value)}`);
     for (const key of Object.keys(preload.value)) {
-      const e = inBlock(preload.value, preload, key.toLowerCase())!;
+      const e = exactEntry(preload.value, preload, key);
       if (!/^A[A-Z2-7]{55}$/.test(key)) fail(e, "is not an account public key");
       if (typeof e.value !== "string" || e.value === "") fail(e, `expected an account JWT, got ${describe(e.value)}`);
       accounts[key] = e.value;
@@ -773,7 +787,7 @@ function accountsBlock(o: ServerOptions, e: Entry, c: Collector, noAuthUser: str
   // What an export may name: the accounts defined here (and the system account, which exists without being defined).
   const defined = new Set([...Object.keys(e.value), "$SYS"]);
   for (const name of Object.keys(e.value)) {
-    const acc = inBlock(e.value, e, name.toLowerCase())!;
+    const acc = exactEntry(e.value, e, name);
     c.attempt(() => {
       if (!isBlock(acc.value)) fail(acc, `expected an account block, got ${describe(acc.value)}`);
       const block = acc.value;
