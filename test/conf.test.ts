@@ -1045,3 +1045,25 @@ test("account names differing only in case are different accounts, as in nats-se
   const p = optionsFromConf(parseConf("accounts { a: { users: [{user: x, password: y}] }, A: { users: [{user: z, password: w}] } }", NO_ENV));
   assert.deepEqual(p.accounts, { a: { users: [{ user: "x", password: "y" }] }, A: { users: [{ user: "z", password: "w" }] } });
 });
+
+test("nagare -t: a problem found once the file's options are put together is reported at its place in the file", async () => {
+  const dir = tempDir();
+  try {
+    const file = join(dir, "whole.conf");
+    // Each valid for nats-server 2.9.10; each refused by nagare, and the refusal must say where.
+    const cases: Array<[string, string, RegExp]> = [
+      ["port: 4333\naccounts {\n  A: { jetstream: enabled, users: [{user: x, password: y}] }\n}\n", "3:8", /accounts\.A\.jetstream needs JetStream/],
+      ["port: 4333\ncluster { name: c1 }\n", "2:1", /cluster needs a route listener/],
+      ["accounts {\n  A: { users: [{user: x, password: y}] }\n  B: { users: [{user: x, password: z}] }\n}\n", "3:8", /user x is given twice/],
+    ];
+    for (const [text, at, re] of cases) {
+      writeFileSync(file, text);
+      const r = await run(["-c", file, "-t"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, re);
+      assert.ok(r.stderr.startsWith(`nagare server: ${file}:${at}: `), r.stderr);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

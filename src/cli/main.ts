@@ -8,8 +8,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseConf } from "../server/conf-parser.js";
-import { optionsFromConf, pidFileFromConf } from "../server/conf-options.js";
-import { checkOptions, type ServerOptions } from "../core/options.js";
+import { confErrorForOption, optionsFromConf, pidFileFromConf } from "../server/conf-options.js";
+import { checkOptions, OptionsError, type ServerOptions } from "../core/options.js";
 import { mergeOptions, parseServerArgs, type ServerArgs } from "./server-args.js";
 
 const USAGE = `Usage: nagare <command> [options]
@@ -268,11 +268,12 @@ async function runServer(args: string[]): Promise<void> {
  */
 function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: string | undefined } {
   let fromConf: ServerOptions = {};
+  let tree: Record<string, unknown> | undefined;
   let pidFile = parsed.pidFile;
   if (parsed.configFile !== undefined) {
     const file = resolve(parsed.configFile);
     try {
-      const tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
+      tree = parseConf(readFileSync(file, "utf8"), { baseDir: dirname(file), file: parsed.configFile });
       fromConf = optionsFromConf(tree);
       pidFile ??= pidFileFromConf(tree);
     } catch (err) {
@@ -302,7 +303,13 @@ function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: s
   }
   options.host ??= "0.0.0.0";
   options.noLog = false;
-  checkOptions(options);
+  try {
+    checkOptions(options);
+  } catch (err) {
+    // A problem of the file's options found only once they are put together is still said at its place in the file.
+    if (err instanceof OptionsError && tree !== undefined) throw confErrorForOption(tree, err.message) ?? err;
+    throw err;
+  }
   return { options, pidFile };
 }
 

@@ -1505,3 +1505,46 @@ function etcdBlock(o: ServerOptions, e: Entry, c: Collector): void {
   });
   if (x.endpoints !== undefined) o.etcd = { ...x, endpoints: x.endpoints };
 }
+
+/** Option names whose configuration keys are not their snake_case spelling, or that sit elsewhere in the file. */
+const OPTION_KEYS: Record<string, string[]> = {
+  systemAccount: ["system_account", "system"],
+  noSystemAccount: ["no_system_account", "no_system", "no_sys_acc"],
+  httpsPort: ["https_port", "https"],
+  httpPort: ["http_port", "monitor_port", "http"],
+  httpHost: ["http_host", "http"],
+  maxConnections: ["max_connections", "max_conn"],
+  maxSubscriptions: ["max_subscriptions", "max_subs"],
+  maxPingsOut: ["ping_max", "max_pings_out"],
+  operator: ["operator", "operators"],
+  noAuthUser: ["no_auth_user"],
+  storeDir: ["store_dir", "storedir"],
+  jetstreamMaxMemory: ["max_memory_store", "max_mem_store", "max_mem"],
+  jetstreamMaxStorage: ["max_file_store", "max_file"],
+};
+
+/**
+ * The options error `message` ("option accounts.A.users: user x is given twice", "httpsPort needs tls ...") at the
+ * place in the configuration file where the option it names was set: what is found wrong only once the file's
+ * options are put together still says where. Undefined when the file does not set that option.
+ */
+export function confErrorForOption(tree: Tree, message: string): ConfError | undefined {
+  const m = /^(?:option )?([A-Za-z][A-Za-z0-9_]*(?:\.[^\s.:()[\]]+)*)/.exec(message);
+  if (m === null) return undefined;
+  const norm = (s: string): string => s.toLowerCase().replace(/_/g, "");
+  let block: unknown = tree;
+  let pos: ConfPosition | undefined;
+  let segments = m[1].split(".");
+  // The no_auth_user is a top-level key, an option of authorization.
+  if (segments[0] === "authorization" && segments[1] === "noAuthUser") segments = ["noAuthUser"];
+  for (const seg of segments) {
+    if (!isBlock(block)) break;
+    const b: Tree = block;
+    const names = OPTION_KEYS[seg] ?? [];
+    const key = Object.keys(b).find((k) => k === seg) ?? Object.keys(b).find((k) => names.includes(k.toLowerCase()) || norm(k) === norm(seg));
+    if (key === undefined) break;
+    pos = keyPosition(b, key) ?? pos;
+    block = b[key];
+  }
+  return pos === undefined ? undefined : new ConfError(message, pos);
+}
