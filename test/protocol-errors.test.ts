@@ -305,4 +305,20 @@ describe("NATS connection limits", () => {
       await srv.close();
     }
   });
+
+  test("the authorization timeout is kept to the millisecond scale, not the upkeep tick's second", async () => {
+    // nats-server closes a client that sends no CONNECT when `authorization { timeout }` runs out; with 0.1 s
+    // nagare closed it at its next upkeep tick (once a second with the default ping interval): up to 1.1 s.
+    const srv = await startServer({ port: 0, authTimeout: 100 });
+    const c = await RawClient.open(srv.port);
+    try {
+      const t0 = Date.now();
+      await c.waitFor(/-ERR 'Authentication Timeout'\r\n/, "-ERR", 3000);
+      const ms = Date.now() - t0;
+      assert.ok(ms < 600, `closed ${ms} ms after INFO, with a 100 ms authorization timeout`);
+    } finally {
+      c.destroy();
+      await srv.close();
+    }
+  });
 });

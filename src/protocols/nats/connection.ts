@@ -101,6 +101,12 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private nextPingAt: number;
   /** When CONNECT must have been accepted by; Infinity while a TLS handshake (with its own timer) is under way. */
   private authDeadline = Infinity;
+  /**
+   * Fires at authDeadline while no CONNECT has been taken: the shared upkeep tick runs up to once a second, too
+   * coarse for an authorization timeout of a fraction of one (nats-server keeps it to the millisecond). Cleared at
+   * CONNECT, so idle clients hold no timer.
+   */
+  private authTimer: NodeJS.Timeout | null = null;
   /** When the socket last refused more data (write returned false); 0 when writable. */
   private blockedSince = 0;
   private readonly startedAt = Date.now();
@@ -233,6 +239,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   private secure(tcp: Socket): void {
     const tls = this.tls!;
     this.authDeadline = Infinity;
+    this.clearAuthTimer();
     const secure = serveTls(tcp, tls, (why) => {
       if (this.broker.log.debugEnabled) this.broker.log.debug(`${this.logPrefix}${why}`);
       this.close(CloseReason.TlsHandshake);
@@ -249,6 +256,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
    */
   private sniff(tcp: Socket): void {
     this.authDeadline = this.startedAt + this.tls!.timeoutMs + this.broker.options.authTimeout;
+    this.armAuthTimer();
     tcp.on("error", () => this.close(CloseReason.ReadError));
     tcp.on("close", () => this.close(CloseReason.Client));
     tcp.once("data", (first: Buffer) => {
@@ -269,6 +277,23 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
 
   private startAuthClock(): void {
     this.authDeadline = Date.now() + this.broker.options.authTimeout;
+    this.armAuthTimer();
+  }
+
+  private armAuthTimer(): void {
+    this.clearAuthTimer();
+    if (this.closed || this.connected || !Number.isFinite(this.authDeadline)) return;
+    this.authTimer = setTimeout(() => {
+      this.authTimer = null;
+      if (!this.closed && !this.connected) this.protocolError("Authentication Timeout", CloseReason.AuthTimeout);
+    }, Math.max(0, this.authDeadline - Date.now()));
+    this.authTimer.unref();
+  }
+
+  private clearAuthTimer(): void {
+    if (this.authTimer === null) return;
+    clearTimeout(this.authTimer);
+    this.authTimer = null;
   }
 
   private readonly onData = (chunk: Buffer): void => {
@@ -485,6 +510,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
   /** CONNECT accepted: the client is a member of its account, and announced to the system account's listeners. */
   private join(): void {
     this.connected = true;
+    this.clearAuthTimer();
     this.account.members.add(this);
     this.broker.system?.clientConnected(this.account, () => this.info(Date.now(), false), this.authInfo());
   }
@@ -845,6 +871,7 @@ export class NatsConnection implements Connection, Receiver, ParserHandler, Prod
     // Write what is queued (an -ERR, say) before the socket goes.
     if (this.out.len > 0 && !this.socket.destroyed) this.flushOutbound();
     this.closed = true;
+    this.clearAuthTimer();
     // Ends this read's parse (the close may come from inside a handler) and every later one (after end() the peer may still send).
     this.parser.stop();
     const log = this.broker.log;
