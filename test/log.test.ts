@@ -305,3 +305,17 @@ test("nagare server -V: a stderr nobody reads neither stalls the server nor grow
   }
 });
 
+
+test("embedded: a logFile is written to without also passing noLog: false; noLog with a logFile is refused", async () => {
+  const dir = tempDir();
+  try {
+    const logFile = join(dir, "server.log");
+    const srv = await startServer({ port: 0, logFile });
+    await srv.close();
+    assert.match(readFileSync(logFile, "utf8"), /\[INF\] /, "the log file has the server's lines");
+    await assert.rejects(startServer({ port: 0, logFile, noLog: true }), /noLog and logFile/);
+    await assert.rejects(startServer({ port: 0, logFile: join(dir, "missing", "x.log") }), /cannot open log file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

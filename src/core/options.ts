@@ -96,7 +96,7 @@ export interface ServerOptions {
   debug?: boolean;
   /** Protocol trace (`[TRC]`), as nats-server's `-V`. */
   trace?: boolean;
-  /** Silence all logging (embedded default). */
+  /** Silence all logging (embedded default, unless `logFile` is given). */
   noLog?: boolean;
   /** Append the log here instead of stderr. */
   logFile?: string;
@@ -398,7 +398,8 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     tls: o.tls === undefined ? undefined : { verify: false, timeoutMs: DEFAULTS.tlsTimeout, handshakeFirst: false, ...o.tls },
     debug: pick(o.debug, false),
     trace: pick(o.trace, false),
-    noLog: pick(o.noLog, true),
+    // Silent by default when embedded, unless a log file is asked for: a logFile that nothing is written to is an option not honoured.
+    noLog: pick(o.noLog, o.logFile === undefined),
     logFile: o.logFile,
     logtime: pick(o.logtime, true),
     logtimeUtc: pick(o.logtimeUtc, false),
@@ -947,6 +948,7 @@ export function checkOptions(o: ServerOptions): void {
     throw new OptionsError(`option accounts.${jsAccount[0]}.jetstream needs JetStream on the server (jetstream: true)`);
   }
   checkServerJetStreamLimits(o);
+  if (o.noLog === true && o.logFile !== undefined) throw new OptionsError("noLog and logFile cannot be used together: noLog silences the log logFile asks for");
   if (o.systemAccount !== undefined && o.noSystemAccount === true) throw new OptionsError("systemAccount and noSystemAccount cannot be used together");
   // Outside operator mode the system account is a configured one, or `$SYS` (made when not configured).
   // In operator mode it is one of the resolver's accounts, checked when they are read at start.
