@@ -1067,3 +1067,25 @@ test("nagare -t: a problem found once the file's options are put together is rep
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("nagare server: a certificate that is not one is refused at its place in the file, with -t and at start (nats-server: file:line:col)", async () => {
+  const dir = tempDir();
+  try {
+    const garbage = join(dir, "garbage.pem");
+    writeFileSync(garbage, "not a certificate\n");
+    const file = join(dir, "tls.conf");
+    writeFileSync(file, `port: -1\ntls {\n  cert_file: ${JSON.stringify(garbage)}\n  key_file: ${JSON.stringify(garbage)}\n}\n`);
+    for (const args of [["-c", file, "-t"], ["-c", file]]) {
+      const r = await run(args);
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(r.stderr.startsWith(`nagare server: ${file}:2:1: `), r.stderr);
+      assert.match(r.stderr, /garbage\.pem/);
+    }
+    writeFileSync(file, `port: -1\nkafka {\n  port: -1\n  tls { cert_file: ${JSON.stringify(garbage)}, key_file: ${JSON.stringify(garbage)} }\n}\n`);
+    const r = await run(["-c", file, "-t"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(r.stderr.startsWith(`nagare server: ${file}:4:3: `), r.stderr);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

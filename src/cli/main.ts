@@ -178,23 +178,26 @@ async function runServer(args: string[]): Promise<void> {
   }
   let options: ServerOptions;
   let pidFile: string | undefined;
+  let tree: Record<string, unknown> | undefined;
   try {
-    ({ options, pidFile } = serverOptions(parsed));
+    ({ options, pidFile, tree } = serverOptions(parsed));
   } catch (err) {
     // One line per problem, each with its file, line and column.
     process.stderr.write(errorText(err).split("\n").map((line) => `nagare server: ${line}\n`).join(""));
     process.exitCode = 1;
     return;
   }
-  const { startServer, checkTlsFiles } = await import("../server/server.js");
+  const { startServer, checkTlsFiles, TlsFilesError } = await import("../server/server.js");
+  // Certificates that cannot serve stop -t and the start alike, said at the block of the file that names them (as nats-server).
+  try {
+    checkTlsFiles(options);
+  } catch (err) {
+    const placed = err instanceof TlsFilesError && tree !== undefined ? confErrorForOption(tree, `${err.block}: ${err.message}`) : undefined;
+    process.stderr.write(`nagare server: ${errorText(placed ?? err)}\n`);
+    process.exitCode = 1;
+    return;
+  }
   if (parsed.testConfig) {
-    try {
-      checkTlsFiles(options);
-    } catch (err) {
-      process.stderr.write(`nagare server: ${errorText(err)}\n`);
-      process.exitCode = 1;
-      return;
-    }
     process.stderr.write(`nagare server: configuration file ${parsed.configFile} is valid\n`);
     return;
   }
@@ -266,7 +269,7 @@ async function runServer(args: string[]): Promise<void> {
  * over them, checked. Throws with one line per problem (file, line and
  * column for the file's).
  */
-function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: string | undefined } {
+function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: string | undefined; tree: Record<string, unknown> | undefined } {
   let fromConf: ServerOptions = {};
   let tree: Record<string, unknown> | undefined;
   let pidFile = parsed.pidFile;
@@ -310,7 +313,7 @@ function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: s
     if (err instanceof OptionsError && tree !== undefined) throw confErrorForOption(tree, err.message) ?? err;
     throw err;
   }
-  return { options, pidFile };
+  return { options, pidFile, tree };
 }
 
 const SIGNALS: Record<string, NodeJS.Signals> = {

@@ -510,9 +510,27 @@ function followMembers(cluster: ClusterNode, routes: RouteManager): void {
  */
 export function checkTlsFiles(options: ServerOptions): void {
   const opts = resolveOptions(options);
-  if (opts.tls !== undefined) loadNatsTls(opts.tls);
-  if (opts.kafka?.tls !== undefined) loadTls(opts.kafka.tls);
-  if (opts.etcd?.tls !== undefined) readEtcdTls(opts.etcd.tls);
+  const check = (block: TlsFilesError["block"], load: () => unknown): void => {
+    try {
+      load();
+    } catch (err) {
+      throw new TlsFilesError(block, (err as Error).message);
+    }
+  };
+  if (opts.tls !== undefined) check("tls", () => loadNatsTls(opts.tls!));
+  if (opts.kafka?.tls !== undefined) check("kafka.tls", () => loadTls(opts.kafka!.tls!));
+  if (opts.etcd?.tls !== undefined) check("etcd.tls", () => readEtcdTls(opts.etcd!.tls!));
+}
+
+/** Certificate files that cannot serve, with the block that names them (where a configuration file set it). */
+export class TlsFilesError extends Error {
+  constructor(
+    readonly block: "tls" | "kafka.tls" | "etcd.tls",
+    message: string,
+  ) {
+    super(message);
+    this.name = "TlsFilesError";
+  }
 }
 
 /** The CA and client certificate for etcd, read before anything starts: a file that cannot be read stops the start. */
