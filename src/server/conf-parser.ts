@@ -4,11 +4,14 @@
  *
  * Supported: `key = value`, `key: value`, `key value`; quoted keys; nested
  * blocks (`name { ... }`, `name = { ... }`); arrays separated by commas or
- * newlines; `#` and `//` comments; double-quoted strings with escapes,
- * single-quoted raw strings and bare strings; integers with size suffixes;
+ * newlines; `#` and `//` comments; double-quoted strings with escapes
+ * (`\xHH` is a byte, the bytes read as UTF-8), single-quoted raw strings (both
+ * may span lines), block strings (`(` up to a line holding only `)`) and bare
+ * strings (with escapes too, as nats-server's); integers with size suffixes;
  * floats; booleans (true/false/yes/no/on/off); `$VAR` references to an earlier
- * key in an enclosing block, or else to an environment variable; and
- * `include <file>`.
+ * key in an enclosing block, or else to an environment variable (whose value
+ * may name another), an unquoted bcrypt hash (`$2a$...`) being a string; and
+ * `include <file>` (the keyword in any case).
  *
  * Where nats-server's lexer is stricter we are lenient: two entries may share a
  * line without a separator (`{ store_dir: "/tmp/js" max_mem_store: 1GB }`).
