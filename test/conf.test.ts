@@ -1089,3 +1089,25 @@ test("nagare server: a certificate that is not one is refused at its place in th
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("include: the included file's variables are its own, else the environment's, as nats-server reads it (which parses it alone)", () => {
+  const dir = tempDir();
+  try {
+    writeFileSync(join(dir, "a.conf"), "max_connections: $MC\nOWN = 3\nmax_pending: $OWN\ninclude b.conf\nping_max: $FROM_B\n");
+    writeFileSync(join(dir, "b.conf"), "FROM_B = 4\n");
+    const text = "MC = 55\nmax_subscriptions: $MC\ninclude a.conf\n";
+    // nats-server: a.conf does not see MC of the including file; with MC in the environment, that is its value.
+    const t = parseConf(text, { baseDir: dir, env: { MC: "77" } });
+    assert.equal(t.max_connections, 77);
+    assert.equal(t.max_subscriptions, 55);
+    assert.equal(t.max_pending, 3);
+    assert.equal(t.ping_max, 4);
+    // Without it nats-server refuses the file; nagare reads the including file's, as before.
+    assert.equal(parseConf(text, { baseDir: dir, env: {} }).max_connections, 55);
+    // Inside a block as well.
+    writeFileSync(join(dir, "auth.conf"), "user: $U\npassword: pw\n");
+    assert.deepEqual(parseConf("authorization {\n  U = inner\n  include auth.conf\n}\n", { baseDir: dir, env: { U: "env" } }).authorization, { U: "inner", user: "env", password: "pw" });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

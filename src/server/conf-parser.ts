@@ -183,7 +183,18 @@ class Parser {
     private readonly baseDir: string,
     private readonly ctx: Context,
     private readonly depth: number,
-  ) {}
+  ) {
+    // An included file's entries land in the block that includes it (the top scope now).
+    if (depth > 0) this.floor = ctx.scopes.length - 1;
+  }
+
+  /**
+   * For an included file: the scope its entries land in, and the keys of that scope it (or what it includes) set.
+   * nats-server parses an included file alone: its variables are its own keys, else the environment's; the
+   * including file's keys come only after both (where nats-server would find none and refuse the file).
+   */
+  private floor = -1;
+  private readonly ownKeys = new Set<string>();
 
   // ---- character level -------------------------------------------------
 
@@ -316,6 +327,7 @@ class Parser {
     }
     const value = this.parseValue();
     map[key] = value;
+    if (this.floor >= 0 && map === this.ctx.scopes[this.floor]) this.ownKeys.add(key);
     const meta = map[META]!;
     meta.positions.set(key, keyPos);
   }
@@ -543,14 +555,17 @@ class Parser {
     // As nats-server: an unquoted bcrypt hash ($2a$11$...) is the hash, not a variable.
     if (name.startsWith("2a$")) return `$${name}`;
     const scopes = this.ctx.scopes;
-    for (let s = scopes.length - 1; s >= 0; s--) {
-      const m = scopes[s];
-      if (Object.prototype.hasOwnProperty.call(m, name)) {
-        m[META]!.usedVariables.add(name);
-        return m[name];
-      }
-    }
+    const found = (m: ConfMap): boolean => {
+      if (!Object.prototype.hasOwnProperty.call(m, name)) return false;
+      m[META]!.usedVariables.add(name);
+      return true;
+    };
+    // This file's scopes first (for an included file, the keys it set where it lands), then the environment.
+    for (let s = scopes.length - 1; s > this.floor; s--) if (found(scopes[s])) return scopes[s][name];
+    if (this.floor >= 0 && this.ownKeys.has(name) && found(scopes[this.floor])) return scopes[this.floor][name];
     const ev = this.ctx.env[name];
+    // An included file naming a key of the file including it: nats-server would not find it; nagare does.
+    if (ev === undefined && this.floor >= 0) for (let s = this.floor; s >= 0; s--) if (found(scopes[s])) return scopes[s][name];
     if (ev !== undefined) {
       if (this.ctx.envDepth >= MAX_ENV_DEPTH) this.fail(`environment variables refer to each other more than ${MAX_ENV_DEPTH} deep (do they refer to each other in a loop?)`, pos);
       try {
@@ -581,9 +596,11 @@ class Parser {
       const code = (err as NodeJS.ErrnoException).code ?? String(err);
       this.fail(`cannot read include file '${target}' (${code})`, pos);
     }
-    // The included entries land in the current block, and see its variables.
+    // The included entries land in the current block; its variables come after the included file's own and the environment's.
     const sub = new Parser(text, path, dirname(path), this.ctx, this.depth + 1);
     sub.parseEntries(map, "");
+    // What it set is this file's key now, for the variables that follow (as in nats-server).
+    if (this.floor >= 0 && map === this.ctx.scopes[this.floor]) for (const k of sub.ownKeys) this.ownKeys.add(k);
   }
 }
 
