@@ -1111,3 +1111,50 @@ test("include: the included file's variables are its own, else the environment's
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("nats-server 2.9's other spellings: pub/sub/import/export, permission/authorization for a user's permissions, pidfile", () => {
+  const t = parseConf(
+    `authorization {
+  users: [
+    { user: a, password: pa, permissions: { pub: "p.>", sub: { allow: "s.>", deny: "s.x" } } }
+    { user: b, password: pb, permission: { import: "i.>", export: "e.>" } }
+    { user: c, password: pc, authorization: { publish: "c.>" } }
+  ]
+}
+pidfile: /tmp/nagare.pid
+`,
+    NO_ENV,
+  );
+  const o = optionsFromConf(t);
+  assert.deepEqual(
+    o.authorization?.users?.map((u) => u.permissions),
+    [{ publish: { allow: ["p.>"] }, subscribe: { allow: ["s.>"], deny: ["s.x"] } }, { publish: { allow: ["i.>"] }, subscribe: { allow: ["e.>"] } }, { publish: { allow: ["c.>"] } }],
+  );
+  assert.equal(pidFileFromConf(t), "/tmp/nagare.pid");
+  confError(() => optionsFromConf(parseConf("authorization { users: [ { user: a, password: b, permissions: { pub: x, publish: y } } ] }", NO_ENV)), /given twice/);
+});
+
+test("nats-server 2.9 keys for features nagare lacks are refused as such, not as unknown fields", () => {
+  const e = confError(
+    () =>
+      optionsFromConf(
+        parseConf(
+          `mappings { a: b }
+max_sub_tokens: 10
+jetstream { encryption_key: k }
+tls { cert_file: /nope, key_file: /nope, connection_rate_limit: 5 }
+accounts { A: { limits: { max_connections: 5 }, users: [ { user: u, password: p, allowed_connection_types: [STANDARD] } ] } }
+disable_sublist_cache: true
+`,
+          { env: {}, file: "n.conf" },
+        ),
+      ),
+    /not supported/,
+  );
+  const messages = e.problems.map((p) => p.message);
+  for (const where of ["n.conf:1:1: mappings:", "n.conf:2:1: max_sub_tokens:", "n.conf:3:13: jetstream.encryption_key:", "tls.connection_rate_limit:", "accounts.A.limits:", "accounts.A.users[0].allowed_connection_types:"]) {
+    assert.ok(messages.some((m) => m.includes(where) && m.includes("not supported")), `${where} in ${messages.join("\n")}`);
+  }
+  assert.ok(!messages.some((m) => m.includes("unknown field")), messages.join("\n"));
+  assert.ok(!messages.some((m) => m.includes("disable_sublist_cache")), "a cache toggle changes nothing delivered: accepted");
+});

@@ -48,6 +48,10 @@ const NOT_SUPPORTED: Record<string, string> = {
   http_base_path: "a monitoring base path is not supported yet",
   prof_port: "the profiling listener is not supported",
   no_header_support: "turning message headers off is not supported",
+  mappings: "subject mappings are not supported yet",
+  maps: "subject mappings are not supported yet",
+  max_sub_tokens: "limiting the tokens of subscription subjects is not supported yet",
+  max_subscription_tokens: "limiting the tokens of subscription subjects is not supported yet",
   default_js_domain: "JetStream domains are not supported yet",
 };
 
@@ -57,6 +61,7 @@ const JETSTREAM_NOT_SUPPORTED: Record<string, string> = {
   domain: "JetStream domains are not supported yet",
   key: "encryption at rest is not supported yet",
   ek: "encryption at rest is not supported yet",
+  encryption_key: "encryption at rest is not supported yet",
   cipher: "encryption at rest is not supported yet",
   unique_tag: "clustering is not supported yet",
   max_outstanding_catchup: "clustering is not supported yet",
@@ -75,6 +80,7 @@ const TLS_NOT_SUPPORTED: Record<string, string> = {
   ca_certs_match: "the Windows certificate store is not supported",
   ocsp_peer: "OCSP is not supported yet",
   certs: "several certificates (SNI) are not supported yet",
+  connection_rate_limit: "limiting the rate of TLS connections is not supported yet",
 };
 
 /** The same inside `authorization { }`. */
@@ -95,7 +101,19 @@ const CLUSTER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
   ["net", "authorization", "tls", "no_advertise", "connect_retries", "permissions", "accounts", "pool_size", "compression", "ping_interval", "ping_max", "write_deadline"].map((k) => [k, ROUTES_NOT_BUILT]),
 );
 
+/** The same for a user (of authorization or of an account). */
+const USER_NOT_SUPPORTED: Record<string, string> = Object.fromEntries(
+  ["allowed_connection_types", "connection_types", "clients"].map((k) => [k, "restricting a user to some connection types is not supported yet"]),
+);
+
+/** Keyed by blockShape: lower case, array indexes as [], account names as *. */
 const BLOCK_NOT_SUPPORTED: Record<string, Record<string, string>> = {
+  "accounts.*": {
+    limits: "an account's connection and subscription limits are not supported yet",
+    nkey: "an account's nkey outside operator mode is not supported yet",
+  },
+  "authorization.users[]": USER_NOT_SUPPORTED,
+  "accounts.*.users[]": USER_NOT_SUPPORTED,
   jetstream: JETSTREAM_NOT_SUPPORTED,
   cluster: CLUSTER_NOT_SUPPORTED,
   tls: TLS_NOT_SUPPORTED,
@@ -114,11 +132,17 @@ const IGNORED = {
    */
   connect_error_reports: "integer",
   reconnect_error_reports: "integer",
+  /**
+   * They turn off nats-server's cache of subscription matches, which only saves work: what is delivered is the
+   * same with or without it.
+   */
+  disable_sublist_cache: "boolean",
+  no_sublist_cache: "boolean",
 } as const;
 
 /** `pid_file` from the config: the CLI writes it, so it is not a ServerOptions field. */
 export function pidFileFromConf(tree: Tree): string | undefined {
-  const e = lookup(tree, "pid_file");
+  const e = lookup(tree, "pid_file") ?? lookup(tree, "pidfile");
   return e ? nonEmptyStr(e) : undefined;
 }
 
@@ -255,7 +279,8 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (auth) authorization(o, auth, c, noAuthUserOf(tree));
   });
   c.attempt(() => {
-    const operator = lookup(tree, "operator") ?? lookup(tree, "operators");
+    // nats-server's spellings, all of them.
+    const operator = ["operator", "operators", "roots", "root", "root_operators", "root_operator"].map((k) => lookup(tree, k)).find((x) => x !== undefined);
     const resolver = lookup(tree, "resolver") ?? lookup(tree, "account_resolver") ?? lookup(tree, "accounts_resolver");
     const preload = lookup(tree, "resolver_preload");
     if (operator === undefined) {
@@ -327,10 +352,11 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (logFile) o.logFile = nonEmptyStr(logFile);
   });
 
-  for (const name of Object.keys(IGNORED)) {
+  for (const [name, type] of Object.entries(IGNORED)) {
     c.attempt(() => {
       const e = lookup(tree, name);
-      if (e) nonNegativeInt(e);
+      if (e && type === "boolean") bool(e);
+      else if (e) nonNegativeInt(e);
     });
   }
 
@@ -348,6 +374,15 @@ function payloadFitsPending(tree: Tree, o: ServerOptions): void {
   if (maxPayload <= maxPending) return;
   const e = (o.maxPayload !== undefined ? lookup(tree, "max_payload") : undefined) ?? lookup(tree, "max_pending");
   if (e) fail(e, `max_payload (${maxPayload}) must not exceed max_pending (${maxPending}): no subscriber could receive such a message`);
+}
+
+/** A block's path ("accounts.A.users[0].") as BLOCK_NOT_SUPPORTED keys it ("accounts.*.users[]"). */
+function blockShape(path: string): string {
+  return path
+    .slice(0, -1)
+    .replace(/^accounts\.[^.[]+/i, "accounts.*")
+    .toLowerCase()
+    .replace(/\[\d+\]/g, "[]");
 }
 
 /** Problems found so far; a problem in one key does not hide those in others. */
@@ -370,7 +405,7 @@ class Collector {
   unread(block: Tree, path: string): void {
     const read = consumed.get(block);
     const asked = askedNames.get(block) ?? new Set<string>();
-    const notSupported = path === "" ? NOT_SUPPORTED : (BLOCK_NOT_SUPPORTED[path.slice(0, -1).toLowerCase()] ?? {});
+    const notSupported = path === "" ? NOT_SUPPORTED : (BLOCK_NOT_SUPPORTED[blockShape(path)] ?? {});
     for (const key of Object.keys(block)) {
       const pos = keyPosition(block, key);
       if (read?.has(key)) {
@@ -969,8 +1004,10 @@ function userEntry(v: unknown, parent: Entry, i: number, c: Collector, certifica
     }
   });
   c.attempt(() => {
-    const perms = sub("permissions");
-    if (perms) u.permissions = permissions(perms, c);
+    // nats-server 2.9 reads permission and authorization here too.
+    const given = ["permissions", "permission", "authorization"].map((k) => sub(k)).filter((x): x is Entry => x !== undefined);
+    if (given.length > 1) fail(given[1], `the user's permissions are given twice (also as ${given[0].key}): give them once`);
+    if (given.length === 1) u.permissions = permissions(given[0], c);
   });
   c.unread(v, `${at.key}.`);
   if ((u.user === undefined) === (u.nkey === undefined)) fail(at, "needs a user name or an nkey");
@@ -991,10 +1028,13 @@ function permissions(e: Entry, c: Collector): NonNullable<NonNullable<NonNullabl
   if (!isBlock(e.value)) fail(e, `expected a block, got ${describe(e.value)}`);
   const block = e.value;
   const out: ReturnType<typeof permissions> = {};
+  // nats-server 2.9's spellings: pub and import, sub and export.
+  const spellings = { publish: ["publish", "pub", "import"], subscribe: ["subscribe", "sub", "export"] } as const;
   for (const kind of ["publish", "subscribe"] as const) {
     c.attempt(() => {
-      const r = inBlock(block, e, kind);
-      if (r) out[kind] = subjectRules(r, kind === "subscribe");
+      const given = spellings[kind].map((k) => inBlock(block, e, k)).filter((x): x is Entry => x !== undefined);
+      if (given.length > 1) fail(given[1], `the ${kind} permissions are given twice (also as ${given[0].key}): give them once`);
+      if (given.length === 1) out[kind] = subjectRules(given[0], kind === "subscribe");
     });
   }
   c.attempt(() => {
