@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { ConfError, keyPosition, parseConf } from "../src/server/conf-parser.js";
 import { optionsFromConf, parseDuration, pidFileFromConf } from "../src/server/conf-options.js";
 import { mergeOptions, parseServerArgs } from "../src/cli/server-args.js";
-import { checkOptions, type ServerOptions } from "../src/core/options.js";
+import { checkOptions, resolveOptions, type ServerOptions } from "../src/core/options.js";
 import { runNagare } from "./helpers/cli.js";
 
 const NO_ENV = { env: {} };
@@ -1157,4 +1157,19 @@ disable_sublist_cache: true
   }
   assert.ok(!messages.some((m) => m.includes("unknown field")), messages.join("\n"));
   assert.ok(!messages.some((m) => m.includes("disable_sublist_cache")), "a cache toggle changes nothing delivered: accepted");
+});
+
+test("a zero port in the file is nats-server's default: 4222 for clients, no monitoring, no route listener (not a random port)", () => {
+  const o = (text: string) => optionsFromConf(parseConf(text, NO_ENV));
+  for (const text of ["port: 0", "listen: 0", 'listen: "127.0.0.1:0"', "http_port: 0", "monitor_port: 0", 'http: "127.0.0.1:0"', "http: 0", "https_port: 0"]) {
+    const got = o(text);
+    assert.equal(got.port, undefined, text);
+    assert.equal(got.httpPort, undefined, text);
+    assert.equal(got.httpsPort, undefined, text);
+  }
+  assert.equal(o('listen: "127.0.0.1:0"').host, "127.0.0.1");
+  assert.equal(o("cluster { port: 0, routes: [nats://127.0.0.1:6222] }").cluster?.port, undefined);
+  assert.equal(o('cluster { listen: "127.0.0.1:0", routes: [nats://127.0.0.1:6222] }').cluster?.port, undefined);
+  // And the command line's server takes the default port for it.
+  assert.equal(resolveOptions({ ...o("port: 0") }).port, 4222);
 });

@@ -157,7 +157,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (listen) {
       const hp = hostPort(listen);
       if (hp.host !== undefined) o.host = hp.host;
-      o.port = hp.port;
+      o.port = portOrDefault(hp.port);
     }
   });
   for (const k of ["host", "net"]) {
@@ -168,7 +168,7 @@ export function optionsFromConf(tree: Tree): ServerOptions {
   }
   c.attempt(() => {
     const port = lookup(tree, "port");
-    if (port) o.port = portNumber(port);
+    if (port) o.port = portOrDefault(portNumber(port));
   });
 
   c.attempt(() => {
@@ -176,13 +176,13 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (http) {
       const hp = hostPort(http);
       if (hp.host !== undefined) o.httpHost = hp.host;
-      o.httpPort = hp.port;
+      o.httpPort = portOrDefault(hp.port);
     }
   });
   for (const k of ["http_port", "monitor_port"]) {
     c.attempt(() => {
       const e = lookup(tree, k);
-      if (e) o.httpPort = portNumber(e);
+      if (e) o.httpPort = portOrDefault(portNumber(e));
     });
   }
   // Monitoring over HTTPS, as nats-server's `https` and `https_port`; it needs the tls block (checked below, once that is read).
@@ -192,15 +192,15 @@ export function optionsFromConf(tree: Tree): ServerOptions {
     if (e) {
       const hp = hostPort(e);
       if (hp.host !== undefined) o.httpHost = hp.host;
-      o.httpsPort = hp.port;
-      https = e;
+      o.httpsPort = portOrDefault(hp.port);
+      if (o.httpsPort !== undefined) https = e;
     }
   });
   c.attempt(() => {
     const e = lookup(tree, "https_port");
     if (e) {
-      o.httpsPort = portNumber(e);
-      https = e;
+      o.httpsPort = portOrDefault(portNumber(e));
+      if (o.httpsPort !== undefined) https = e;
     }
   });
   c.attempt(() => {
@@ -559,6 +559,14 @@ function portNumber(e: Entry): number {
   const v = e.value;
   if (typeof v !== "number" || !Number.isInteger(v)) fail(e, `expected a port number, got ${describe(v)}`);
   return checkPort(e, v);
+}
+
+/**
+ * A port of nats-server's file: 0 is its default, as every zero (the client port 4222; no monitoring listener; no
+ * route listener), never an OS-chosen port (-1 asks for that). Undefined: the default.
+ */
+function portOrDefault(v: number): number | undefined {
+  return v === 0 ? undefined : v;
 }
 
 function checkPort(e: Entry, v: number): number {
@@ -1430,7 +1438,7 @@ function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
     if (!listen) return;
     const hp = hostPort(listen);
     if (hp.host !== undefined) cl.host = hp.host;
-    cl.port = hp.port;
+    cl.port = portOrDefault(hp.port);
   });
   c.attempt(() => {
     const host = sub("host");
@@ -1440,7 +1448,7 @@ function clusterBlock(o: ServerOptions, e: Entry, c: Collector): void {
   c.attempt(() => {
     const port = sub("port");
     if (!port) return;
-    cl.port = portNumber(port);
+    cl.port = portOrDefault(portNumber(port));
   });
   c.attempt(() => {
     const routes = sub("routes");
