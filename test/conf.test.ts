@@ -1173,3 +1173,11 @@ test("a zero port in the file is nats-server's default: 4222 for clients, no mon
   // And the command line's server takes the default port for it.
   assert.equal(resolveOptions({ ...o("port: 0") }).port, 4222);
 });
+
+test("jetstream { max_mem: 0 } (nats-server 2.9: no memory storage at all) is refused, not read as no limit", () => {
+  for (const key of ["max_mem", "max_memory_store", "max_file", "max_file_store"]) {
+    const e = confError(() => optionsFromConf(parseConf(`jetstream {\n  ${key}: 0\n}`, NO_ENV)), /no limit/);
+    assert.equal(e.line, 2);
+  }
+  assert.deepEqual(optionsFromConf(parseConf("jetstream { max_mem: -1, max_file: 1G }", NO_ENV)), { jetstream: true, jetstreamMaxMemory: -1, jetstreamMaxStorage: 1e9 });
+});

@@ -1396,6 +1396,8 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
       if (x === undefined) return;
       if (typeof x.value !== "number" || !Number.isInteger(x.value)) fail(x, `expected a size, got ${describe(x.value)}`);
       if (x.value < -1) fail(x, `must be -1 (no limit) or more, got ${x.value}`);
+      // nats-server 2.9 reads an explicit 0 as zero bytes (every stream of that storage refused); nagare's 0 is no limit.
+      if (x.value === 0) fail(x, "0 is no storage of this kind at all in nats-server; nagare cannot keep a zero limit yet (nagare will not start without it): give a size, or -1 for no limit");
       o[field] = x.value;
     });
   }
