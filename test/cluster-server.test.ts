@@ -270,7 +270,7 @@ test("a start is refused, with why, when the name is taken by a live node or etc
   const n1 = await spawnNode(["-c", nodeConf("n1", cluster)]);
   try {
     const t0 = Date.now();
-    const dup = await runNagare(["server", "-a", "127.0.0.1", "-p", "0", "-c", nodeConf("n1", cluster)], { limitMs: 20_000 });
+    const dup = await runNagare(["server", "-a", "127.0.0.1", "-p", "-1", "-c", nodeConf("n1", cluster)], { limitMs: 20_000 });
     assert.equal(dup.code, 1);
     assert.match(dup.stderr, /nagare server: cannot start: cluster dup-\d+-\d+: server name "n1" is registered in etcd by node id \w+ at nats:\/\/127\.0\.0\.1:\d+ \(key \/nagare\/dup-\d+-\d+\/nodes\/n1, lease \d+\): is another server running under this name\?/);
     // It waited for the holder's lease (2 s) to run out, plus the timeouts: it could have been a crashed node's.
@@ -282,7 +282,7 @@ test("a start is refused, with why, when the name is taken by a live node or etc
   const file = join(dir, "unreachable.conf");
   writeFileSync(file, 'server_name: n9\netcd { endpoints: "http://127.0.0.1:1", dial_timeout: 1s, request_timeout: 1s }\n');
   const t1 = Date.now();
-  const down = await runNagare(["server", "-a", "127.0.0.1", "-p", "0", "-c", file], { limitMs: 20_000 });
+  const down = await runNagare(["server", "-a", "127.0.0.1", "-p", "-1", "-c", file], { limitMs: 20_000 });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /nagare server: cannot start: cluster nagare: cannot read the cluster's members from etcd: etcd at http:\/\/127\.0\.0\.1:1: connect ECONNREFUSED/);
   assert.ok(Date.now() - t1 < 10_000);

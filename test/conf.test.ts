@@ -1181,3 +1181,12 @@ test("jetstream { max_mem: 0 } (nats-server 2.9: no memory storage at all) is re
   }
   assert.deepEqual(optionsFromConf(parseConf("jetstream { max_mem: -1, max_file: 1G }", NO_ENV)), { jetstream: true, jetstreamMaxMemory: -1, jetstreamMaxStorage: 1e9 });
 });
+
+test("flags: -p 0 is nats-server's default port 4222, -m 0 and -ms 0 no monitoring (over the file's too), as nats-server", () => {
+  assert.equal(parseServerArgs(["-p", "0"]).options.port, 4222);
+  assert.equal(parseServerArgs(["-p", "-1"]).options.port, -1);
+  const args = parseServerArgs(["-m", "0", "-ms", "0"]);
+  const merged = mergeOptions({ httpPort: 8222, httpsPort: 8443 }, args.options, args.off);
+  assert.equal(merged.httpPort, undefined);
+  assert.equal(merged.httpsPort, undefined);
+});

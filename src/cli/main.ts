@@ -286,7 +286,7 @@ function serverOptions(parsed: ServerArgs): { options: ServerOptions; pidFile: s
       throw err;
     }
   }
-  const options = mergeOptions(fromConf, parsed.options);
+  const options = mergeOptions(fromConf, parsed.options, parsed.off);
   // Flags that ask for something incomplete are named as the user wrote them (the options check below would say
   // "option tls needs certFile and keyFile", the embedded API's words).
   if (parsed.options.tls !== undefined && (options.tls?.certFile === undefined || options.tls?.keyFile === undefined)) {

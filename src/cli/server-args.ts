@@ -4,7 +4,7 @@
  * next argument or after `=`, and boolean flags take an optional `=false`.
  */
 
-import type { ServerOptions } from "../core/options.js";
+import { DEFAULTS, type ServerOptions } from "../core/options.js";
 
 export interface ServerArgs {
   options: ServerOptions;
@@ -17,6 +17,8 @@ export interface ServerArgs {
   signal?: string;
   /** `-t`: check the configuration (file and flags) and exit. */
   testConfig?: boolean;
+  /** Options a flag turned off (`-m 0`: no monitoring), over the configuration file's. */
+  off?: Set<"httpPort" | "httpsPort">;
 }
 
 type Apply = (r: ServerArgs, v: string, flag: string) => void;
@@ -44,11 +46,18 @@ value(["a", "addr", "net"], (r, v, f) => {
   if (v === "") throw new Error(`flag ${f} needs a host address`);
   r.options.host = v;
 });
-value(["p", "port"], (r, v, f) => (r.options.port = parsePort(v, f)));
+// As nats-server's flags: 0 is the default (4222 for clients, no monitoring listener); -1 a random port.
+value(["p", "port"], (r, v, f) => (r.options.port = parsePort(v, f) || DEFAULTS.port));
 value(["n", "name", "server_name"], (r, v) => (r.options.serverName = v));
 value(["P", "pid"], (r, v, f) => (r.pidFile = nonEmpty(v, f, "a file name")));
-value(["m", "http_port"], (r, v, f) => (r.options.httpPort = parsePort(v, f)));
-value(["ms", "https_port"], (r, v, f) => (r.options.httpsPort = parsePort(v, f)));
+value(["m", "http_port"], (r, v, f) => monitorPort(r, "httpPort", parsePort(v, f)));
+value(["ms", "https_port"], (r, v, f) => monitorPort(r, "httpsPort", parsePort(v, f)));
+
+function monitorPort(r: ServerArgs, key: "httpPort" | "httpsPort", port: number): void {
+  r.options[key] = port === 0 ? undefined : port;
+  if (port === 0) (r.off ??= new Set()).add(key);
+  else r.off?.delete(key);
+}
 value(["c", "config"], (r, v, f) => (r.configFile = nonEmpty(v, f, "a file name")));
 value(["sl", "signal"], (r, v) => (r.signal = v));
 value(["ports_file_dir"], (r, v, f) => (r.options.portsFileDir = nonEmpty(v, f, "a directory")));
@@ -162,11 +171,12 @@ export function parseServerArgs(argv: string[]): ServerArgs {
  * Flags win over the configuration file, as in nats-server: every option the
  * command line set replaces the file's.
  */
-export function mergeOptions(fromConf: ServerOptions, fromFlags: ServerOptions): ServerOptions {
+export function mergeOptions(fromConf: ServerOptions, fromFlags: ServerOptions, off?: ReadonlySet<"httpPort" | "httpsPort">): ServerOptions {
   const out: ServerOptions = { ...fromConf };
   for (const [k, v] of Object.entries(fromFlags)) {
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   }
+  for (const k of off ?? []) delete out[k];
   // A flag replaces one key of these blocks, not the whole block: `--etcd` keeps the file's etcd TLS and prefix.
   if (fromConf.cluster !== undefined && fromFlags.cluster !== undefined) out.cluster = { ...fromConf.cluster, ...fromFlags.cluster };
   if (fromConf.etcd !== undefined && fromFlags.etcd !== undefined) out.etcd = { ...fromConf.etcd, ...fromFlags.etcd };

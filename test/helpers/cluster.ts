@@ -88,7 +88,7 @@ export interface NodeProcess {
 
 /** `nagare server <args>` in its own process, once it says it is ready (within `limitMs`, else killed and rejected). */
 export async function spawnNode(args: string[], limitMs = 20_000): Promise<NodeProcess> {
-  const child = spawn(process.execPath, [MAIN, "server", "-a", "127.0.0.1", "-p", "0", ...args], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [MAIN, "server", "-a", "127.0.0.1", "-p", "-1", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));

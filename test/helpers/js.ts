@@ -115,7 +115,7 @@ export async function rawPull(nc: NatsConnection, stream: string, consumer: stri
  * client's event loop must not share.
  */
 export async function spawnServer(storeDir: string, args: string[] = [], nofile?: number): Promise<{ child: ChildProcess; url: string }> {
-  const argv = [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir, ...args];
+  const argv = [CLI, "server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", storeDir, ...args];
   // `nofile`: the descriptor limit (ulimit -n) the server runs under.
   const child =
     nofile === undefined
@@ -144,7 +144,7 @@ export async function spawnServer(storeDir: string, args: string[] = [], nofile?
 
 /** Runs `nagare server -js` on `storeDir` expecting it to refuse to start: its exit code and output. */
 export async function refusedServer(storeDir: string): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "0", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [CLI, "server", "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", storeDir], { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
