@@ -137,6 +137,20 @@ describe("a store directory that cannot hold a store stops startup", () => {
     }
   });
 
+  test("a directory holding nats-server's JetStream store: refused, not started without its streams", async () => {
+    // nats-server keeps <store_dir>/jetstream/<account>/streams/<stream>; nagare cannot read it. Started on it, nagare
+    // answered with no streams at all: a configuration taken over from nats-server lost them without a word.
+    const dir = tempDir();
+    try {
+      const stream = join(dir, "jetstream", "$G", "streams", "ORDERS");
+      mkdirSync(stream, { recursive: true });
+      writeFileSync(join(stream, "meta.inf"), "{}");
+      await assert.rejects(startServer({ port: 0, jetstream: true, storeDir: dir }), /store directory .*: holds nats-server's JetStream store/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a directory the file system will not make (under /proc): refused at once, with mkdir's reason", { timeout: 30_000, skip: existsSync("/proc/self") ? false : "needs /proc" }, async () => {
     // Node's recursive mkdir spins for ever where mkdir answers ENOENT under a parent that exists: the server hung at
     // start, deaf to SIGTERM (an outside test); nats-server says it cannot create the directory.

@@ -35,6 +35,9 @@ export async function checkStoreDir(dir: string): Promise<void> {
     throw fail(code === "EEXIST" || code === "ENOTDIR" ? "a file is in the way (not a directory)" : `cannot be created (${(err as Error).message})`);
   }
   if (!(await fsp.stat(dir)).isDirectory()) throw fail("not a directory");
+  // nats-server's store (<dir>/jetstream/<account>/streams/...): nagare cannot read it, and would answer without its streams.
+  const foreign = await natsServerStreams(dir);
+  if (foreign !== null) throw fail(`holds nats-server's JetStream store (${foreign}), which nagare cannot read: it would start without those streams; move it away or choose another store directory`);
   const probe = join(dir, PROBE);
   try {
     const fh = await fsp.open(probe, "w", 0o644);
@@ -53,6 +56,25 @@ export async function checkStoreDir(dir: string): Promise<void> {
   const st = await fsp.statfs(dir);
   const free = st.bavail * st.bsize;
   if (free < MIN_FREE_BYTES) throw fail(`the disk is full (${free} bytes free)`);
+}
+
+/** A streams directory of nats-server's layout under `dir` (jetstream/<account>/streams), or null. */
+async function natsServerStreams(dir: string): Promise<string | null> {
+  let accounts: string[];
+  try {
+    accounts = await fsp.readdir(join(dir, "jetstream"));
+  } catch {
+    return null;
+  }
+  for (const account of accounts) {
+    const streams = join("jetstream", account, "streams");
+    try {
+      if ((await fsp.stat(join(dir, streams))).isDirectory()) return streams;
+    } catch {
+      // not one
+    }
+  }
+  return null;
 }
 
 const LOCK_FILE = "nagare.lock";
