@@ -7,37 +7,18 @@
  * node stayed away.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
 import { type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
-let etcd: EtcdHarness;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-delete-offline-")), cluster: uniqueCluster("deloffline") };
-  nodes.push(...(await startJetStreamCluster(site)));
-});
-
 const clients = v3Clients();
+const cluster = jetStreamClusterPerFile("deloffline", {}, () => clients.closeAll());
+const nodes = cluster.nodes;
 const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
-
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(site.dir, { recursive: true, force: true });
-});
 
 test("a stream whose only node is down can be deleted: its name and subjects are free, and the node back does not serve its copy", async () => {
   const [a, , c] = nodes;
@@ -52,7 +33,7 @@ test("a stream whose only node is down can be deleted: its name and subjects are
   const again = await jsm.streams.add({ name: "stranded2", subjects: ["stranded.>"] });
   assert.equal(again.config.name, "stranded2", "the subjects are free again");
 
-  const c2 = await startJetStreamNode(site, "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`] });
+  const c2 = await startJetStreamNode(cluster.site(), "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`] });
   nodes[2] = c2;
   await waitUntil(() => c2.cluster!.membership.members().length === 3, "c to rejoin");
   assert.equal(c2.jetstream!.streams.has("stranded"), false, "the deleted stream not served by the node back");

@@ -7,38 +7,19 @@
  * target, back, neither serves its partial copy nor finishes the old move.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
 import { type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { moveOf } from "../src/streams/cluster-streams.js";
 
-let etcd: EtcdHarness;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-move-leaves-")), cluster: uniqueCluster("moveleaves") };
-  nodes.push(...(await startJetStreamCluster(site)));
-});
-
 const clients = v3Clients();
+const cluster = jetStreamClusterPerFile("moveleaves", {}, () => clients.closeAll());
+const nodes = cluster.nodes;
 const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
-
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(site.dir, { recursive: true, force: true });
-});
 
 type Request = (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null>;
 const clusterApiOf = (n: NagareServer): { request: Request } =>
@@ -82,7 +63,7 @@ test("a move whose target shuts down mid-copy is cancelled by the leader: writes
   assert.equal((await jsm.streams.info("leaving")).state.messages, 21);
 
   // c back: it finishes nothing and serves nothing of the stream.
-  const c2 = await startJetStreamNode(site, "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`] });
+  const c2 = await startJetStreamNode(cluster.site(), "c", { routes: [`nats://127.0.0.1:${a.routes!.port}`] });
   nodes[2] = c2;
   await waitUntil(() => c2.cluster!.membership.members().length === 3 && placement(c2) !== undefined, "c to rejoin");
   assert.deepEqual(placement(c2)!.leaders, ["b"]);

@@ -7,39 +7,19 @@
  * move already in progress" until the departed node came back.
  */
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { startJetStreamCluster, startJetStreamNode, uniqueCluster, type JetStreamClusterSite } from "./helpers/cluster.js";
+import { jetStreamClusterPerFile, startJetStreamNode } from "./helpers/cluster.js";
 import { v3Clients, waitUntil } from "./helpers/clients.js";
 import { type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
-let etcd: EtcdHarness;
-let site: JetStreamClusterSite;
-const nodes: NagareServer[] = [];
-
-before(async () => {
-  etcd = await startEtcd();
-  site = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), "nagare-peer-again-")), cluster: uniqueCluster("peeragain") };
-  nodes.push(...(await startJetStreamCluster(site)));
-  nodes.push(await startJetStreamNode(site, "d", { routes: [`nats://127.0.0.1:${nodes[0].routes!.port}`] }));
-  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === 4), "every node to see the four");
-});
-
 const clients = v3Clients();
+const cluster = jetStreamClusterPerFile("peeragain", {}, () => clients.closeAll());
+const nodes = cluster.nodes;
 const client = (n: NagareServer): Promise<NatsConnection> => clients.open(n.url);
 
-after(async () => {
-  await clients.closeAll();
-  await Promise.all(nodes.map((n) => n.close()));
-  await etcd.close();
-  rmSync(site.dir, { recursive: true, force: true });
-});
 
 type Request = (node: string, subject: string, body: Uint8Array, ms: number) => Promise<Buffer | null>;
 const clusterApiOf = (n: NagareServer): { request: Request } =>
@@ -52,6 +32,10 @@ async function peerRemove(nc: NatsConnection, stream: string, peer: string): Pro
 }
 
 test("a peer removal whose replacement leaves before catching up can remove that replacement in turn: another node takes its place and the reassignment ends", async () => {
+  // A fourth node: the peer's replacement, and a spare to replace it in turn. (Root-level before hooks do not wait for
+  // one another, so it is started here, once the cluster's are up.)
+  nodes.push(await startJetStreamNode(cluster.site(), "d", { routes: [`nats://127.0.0.1:${nodes[0].routes!.port}`] }));
+  await waitUntil(() => nodes.every((n) => n.cluster!.membership.members().length === 4), "every node to see the four");
   const [a] = nodes;
   await (await jetstreamManager(await client(a))).streams.add({ name: "again", subjects: ["again.>"], num_replicas: 2 });
   // Everything through the leader's node, which stays up.
