@@ -41,6 +41,9 @@ const SWEEP_MS = 100;
 const LOAD_WAIT_MS = 5_000;
 /** How often ready() looks again while no load of the partition could start. */
 const READY_STEP_MS = 50;
+/** After a failed load, how long before the partition is loaded again: doubled at each failure in a row, up to the most. */
+const LOAD_RETRY_MIN_MS = 500;
+const LOAD_RETRY_MAX_MS = 30_000;
 /** Kafka's *.topic.replication.factor: 3, or every broker of a smaller cluster when the topic is made (those that route to each other). */
 const REPLICATION = 3;
 
@@ -84,6 +87,13 @@ export function internalStreamConfig(topic: string, subjectPrefix: string): { na
 export abstract class CoordinatorTopic {
   /** Partitions this broker leads and has loaded (or is loading), with the leader epoch they were loaded at. */
   private readonly loaded = new Map<number, { epoch: number; done: boolean; loading: Promise<void> }>();
+  /**
+   * Partitions whose last load failed, in their leader epoch: not loaded
+   * again before `at` + `waitMs`. A load of a log whose storage failed
+   * fails at once, and every request waiting in ready() (and the sweep)
+   * started the next: tens of thousands of loads and log lines a second.
+   */
+  private readonly loadFailed = new Map<number, { epoch: number; at: number; waitMs: number }>();
   private placing: Promise<void> | null = null;
   private readonly sweeper: NodeJS.Timeout;
   private readonly subjects: string;
@@ -241,6 +251,8 @@ export abstract class CoordinatorTopic {
 
   /** Reads partition `p`'s state into the coordinator, unless its copy is not ready to lead yet (asked again by the client's retry). */
   private load(p: number, epoch: number): void {
+    const failed = this.loadFailed.get(p);
+    if (failed !== undefined && failed.epoch === epoch && Date.now() < failed.at + failed.waitMs) return;
     const stream = this.writable(p);
     if (stream === null) return;
     const state = { epoch, done: false, loading: Promise.resolve() };
@@ -266,11 +278,16 @@ export abstract class CoordinatorTopic {
       if (!(await settled(replicated, Date.now() + LOAD_REPLICATED_MS, LOAD_STEP_MS))) throw new Error(`what it holds did not reach its in-sync replicas within ${LOAD_REPLICATED_MS} ms`);
       if (this.loaded.get(p) !== state) return;
       state.done = true;
+      this.loadFailed.delete(p);
       this.adopt(p, records);
       this.door.log.debug(`kafka ${this.topic} partition ${p}: loaded ${records.length} record(s) at leader epoch ${epoch}`);
     })().catch((err: unknown) => {
-      this.door.log.error(`kafka: ${this.topic} partition ${p}: loading it failed: ${(err as Error).message}`);
-      if (this.loaded.get(p) === state) this.unload(p, "its load failed");
+      if (this.loaded.get(p) !== state) return;
+      const last = this.loadFailed.get(p);
+      const waitMs = last !== undefined && last.epoch === epoch ? Math.min(last.waitMs * 2, LOAD_RETRY_MAX_MS) : LOAD_RETRY_MIN_MS;
+      this.loadFailed.set(p, { epoch, at: Date.now(), waitMs });
+      this.door.log.error(`kafka: ${this.topic} partition ${p}: loading it failed (tried again in ${waitMs} ms): ${(err as Error).message}`);
+      this.unload(p, "its load failed");
     });
   }
 
