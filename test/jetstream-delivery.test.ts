@@ -266,7 +266,9 @@ describe("JetStream delivery bounds and timers", () => {
       await waitUntil(() => times.length === 9, "nine deliveries", 10_000);
       sub.unsubscribe();
       const drift = times.slice(1).map((t, i) => t - times[i] - backoff[i]);
-      assert.ok(drift[0] > -50 && drift[0] < 50, `first step drifted ${drift[0]} ms`);
+      // One sample: never early, and late by no more than a loaded machine's scheduling (57 ms seen in a CI run beside
+      // other work); a timer that polled would be late by a fraction of the step on every step, which the median shows.
+      assert.ok(drift[0] > -50 && drift[0] < 150, `first step drifted ${drift[0]} ms`);
       assert.ok(Math.abs(median(drift.slice(1))) < 20, `100 ms steps drifted ${drift.slice(1)} ms`);
     }));
   test("a pull times out when it expires, to the millisecond, and its heartbeats say where the consumer is", () =>
