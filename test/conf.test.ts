@@ -231,6 +231,32 @@ test("env defaults to process.env", () => {
   }
 });
 
+test("environment values naming the next several times are each read once, not exponentially often (a hang)", () => {
+  // V0 names V1 ten times, V1 names V2 ten times, ...: read naively, V9 is parsed 10^8 times; once, it is looked up
+  // at most once per reference to it (10).
+  const values: Record<string, string> = { V9: "7" };
+  for (let i = 0; i < 9; i++) values[`V${i}`] = `[${Array(10).fill(`$V${i + 1}`).join(", ")}]`;
+  const reads = new Map<string, number>();
+  const env = new Proxy(values, {
+    get(target, key) {
+      if (typeof key === "string") {
+        reads.set(key, (reads.get(key) ?? 0) + 1);
+        // Counted, and stopped long before the hang it would be.
+        if (reads.get(key)! > 100) throw new Error(`environment variable ${key} read ${reads.get(key)} times`);
+      }
+      return target[key as string];
+    },
+  });
+  const t = parseConf("v: $V0", { env });
+  assert.ok(reads.get("V9")! <= 10, `V9 read ${reads.get("V9")} times`);
+  let v: unknown = t.v;
+  for (let i = 0; i < 9; i++) {
+    assert.ok(Array.isArray(v) && v.length === 10);
+    v = v[9];
+  }
+  assert.equal(v, 7);
+});
+
 test("an environment value cannot smuggle in an include", () => {
   const dir = tempDir();
   try {

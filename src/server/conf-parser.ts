@@ -125,6 +125,7 @@ export function parseConf(text: string, opts: ParseConfOptions = {}): Record<str
     scopes: [root],
     includes: true,
     envDepth: 0,
+    envValues: new Map(),
   };
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // byte order mark
   const p = new Parser(text, opts.file, opts.baseDir ?? process.cwd(), ctx, 0);
@@ -140,6 +141,11 @@ interface Context {
   includes: boolean;
   /** Environment values being read inside one another (an environment value may name another variable). */
   envDepth: number;
+  /**
+   * Environment variables read so far in this parse, by name: an environment value naming others is read once,
+   * else values naming the next one several times would take exponential time to read (a hang).
+   */
+  envValues: Map<string, unknown>;
 }
 
 const BOOL_RE = /^(true|false|yes|no|on|off)$/i;
@@ -569,7 +575,10 @@ class Parser {
     if (ev !== undefined) {
       if (this.ctx.envDepth >= MAX_ENV_DEPTH) this.fail(`environment variables refer to each other more than ${MAX_ENV_DEPTH} deep (do they refer to each other in a loop?)`, pos);
       try {
-        return envValue(ev, this.ctx.env, this.ctx.envDepth + 1);
+        if (this.ctx.envValues.has(name)) return this.ctx.envValues.get(name);
+        const value = envValue(ev, this.ctx.env, this.ctx.envDepth + 1, this.ctx.envValues);
+        this.ctx.envValues.set(name, value);
+        return value;
       } catch (err) {
         // A variable an environment value names, missing or in a loop: said at the reference in the file.
         if (err instanceof EnvReferenceError) this.fail(err.message, pos);
@@ -615,11 +624,11 @@ class EnvReferenceError extends Error {}
  * gives a number and A=$B gives B's value; anything else that doesn't parse as
  * a single value stays a string.
  */
-function envValue(raw: string, env: Record<string, string | undefined>, depth: number): unknown {
+function envValue(raw: string, env: Record<string, string | undefined>, depth: number, envValues: Map<string, unknown>): unknown {
   if (raw.includes("\n")) return raw;
   try {
     const tree = newMap();
-    const ctx: Context = { env, scopes: [tree], includes: false, envDepth: depth };
+    const ctx: Context = { env, scopes: [tree], includes: false, envDepth: depth, envValues };
     new Parser(`v = ${raw}`, undefined, process.cwd(), ctx, 0).parseDocument(tree);
     const keys = Object.keys(tree);
     if (keys.length === 1 && keys[0] === "v") return tree.v;
