@@ -192,3 +192,26 @@ test("a node back from a fence is live to itself only once its copy of the metad
     for (const n of [a, b]) await n.node.leave();
   }
 });
+
+test("a remove that meets a change made meanwhile removes the changed placement, not nothing", async () => {
+  const cluster = uniqueCluster("rmrace");
+  const [a, b] = await nodes(cluster, [
+    ["a", []],
+    ["b", []],
+  ]);
+  try {
+    for (let i = 0; i < 5; i++) {
+      const name = `raced${i}`;
+      await a.placements.place("$G", name, { partitions: 1, spread: false, subjects: [name], origin: "jetstream", config: {} });
+      await waitUntil(() => b.placements.get("$G", name) !== undefined, "b to see the placement");
+      // b changes the placement (a failover's, an ISR change's) while a removes it (a STREAM.DELETE) from the same revision.
+      const change = b.placements.update("$G", name, (p) => ({ ...p, tags: [...p.tags, "changed"] }));
+      await change;
+      await a.placements.remove("$G", name);
+      assert.equal(a.placements.get("$G", name), undefined, `${name}: removed, as remove() resolved`);
+      await waitUntil(() => b.placements.get("$G", name) === undefined, `${name}: removed for b too`);
+    }
+  } finally {
+    for (const n of [a, b]) await n.node.leave();
+  }
+});

@@ -357,14 +357,27 @@ export class Placements {
     }
   }
 
-  /** Removes a placement (the stream was deleted); nothing if it is gone already. */
+  /**
+   * Removes a placement (the stream was deleted); nothing if it is gone
+   * already, or made again since (another stream of the name). One changed
+   * meanwhile (a failover, an ISR change: this node's copy may lag behind
+   * it) is removed at its new revision: before, the remove did nothing and
+   * STREAM.DELETE answered success for a stream that went on being served.
+   */
   async remove(account: string, stream: string): Promise<void> {
-    const e = this.get(account, stream);
-    if (e === undefined) return;
-    try {
-      await this.metadata.commit([{ key: placementKey(account, stream), expect: e.revision, delete: true }]);
-    } catch (err) {
-      if ((err as Error).name !== "ConcurrentChangeError") throw err;
+    const key = placementKey(account, stream);
+    const created = this.get(account, stream)?.placement.created;
+    for (let attempt = 1; ; attempt++) {
+      const e = this.get(account, stream);
+      if (e === undefined || e.placement.created !== created) return;
+      try {
+        await this.metadata.commit([{ key, expect: e.revision, delete: true }]);
+        return;
+      } catch (err) {
+        if (!(err instanceof ConcurrentChangeError) || err.key !== key) throw err;
+        if (err.found === 0) return; // removed meanwhile
+        if (attempt >= UPDATE_ATTEMPTS || !(await this.metadata.waitForRevision(err.found, this.metadata.requestTimeoutMs))) throw err;
+      }
     }
   }
 
