@@ -60,7 +60,6 @@ const HOP = appendHeaders(null, [[HOP_HEADER, "1"]]);
 const REMOTE_INFO_MS = 2000;
 /** Appends sent to a partition's leader on another node (JetStream.appendAt). */
 const APPEND_PREFIX = `${CLUSTER_INTERNAL_PREFIX}APPEND.`;
-const STREAM_DELETE = "$JS.API.STREAM.DELETE.";
 const STREAM_CREATE = "$JS.API.STREAM.CREATE.";
 /** Calls of a door's node services (JetStream.remoteCall, nodeServices). */
 const SERVICE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}SVC.`;
@@ -374,10 +373,6 @@ export class ClusterApi implements Receiver {
     const leader = p.leaders[0];
     // Served here (awaitLeadership decides when, for a replicated stream).
     if (leader === this.cluster.self) return false;
-    // A delete of a stream whose leader is not live is served here: the placement goes, and the copies with it as their
-    // nodes see that (one that returns sets its copy aside). Else a stream of one replica on a node lost for good could
-    // never be deleted, its name and subjects taken for ever, as nats-server's meta layer deletes it.
-    if (subject.startsWith(STREAM_DELETE) && !this.directory.isLive(leader)) return false;
     const reply = msg.hasReply ? msg.reply : "";
     const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
     const body = msg.data.subarray(msg.start + msg.hdrLen, msg.end);
@@ -1105,10 +1100,8 @@ export class ClusterApi implements Receiver {
 
   /** STREAM.DELETE on the leader of a placed stream: its placement goes, and with it every node's copy. */
   async delete(name: string): Promise<boolean> {
-    const p = this.placement(name);
-    if (p === undefined) return false;
-    // On the leader (a node taking a delete for a leader that is not live has no copy to check: see intercept()).
-    if (p.leaders[0] === this.cluster.self || this.directory.isLive(p.leaders[0])) this.js.stream(name);
+    if (this.placement(name) === undefined) return false;
+    this.js.stream(name);
     try {
       await this.directory.remove(this.account, name);
     } catch (err) {
