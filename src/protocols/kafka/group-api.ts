@@ -166,6 +166,7 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
 
 export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
+  const tell = (line: string): void => door.log.warn(line.startsWith("kafka") ? line : `kafka ${line}`);
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
   const results = topics.map((t) => {
@@ -199,11 +200,13 @@ export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: R
       } else {
         try {
           await group.commit(entries);
+          door.groups.failureOver(groupId, "offsets", tell);
         } catch (err) {
           // In a cluster: the group's partition of the offsets topic moved before every replica had the commit. On a
           // single node: the group's file could not be written (a full disk). Kafka answers a failed write of its offsets
           // log NOT_COORDINATOR either way; clients find the coordinator again and retry.
-          if (!(err instanceof CoordinatorMoved)) door.log.warn(`kafka: offsets of group ${groupId} not committed: ${(err as Error).message}`);
+          // Logged once per FAILURE_LOG_MS per group: the clients retry at once, and each retry fails alike.
+          if (!(err instanceof CoordinatorMoved)) door.groups.warnFailure(groupId, "offsets", `kafka: offsets of group ${groupId} not committed: ${(err as Error).message}`, tell);
           for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.NOT_COORDINATOR;
         }
       }

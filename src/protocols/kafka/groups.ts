@@ -125,6 +125,14 @@ export const MAX_OFFSETS_PER_GROUP = 100_000;
 export const MAX_OFFSET_METADATA = 4096;
 /** Most transactions whose held offsets one group remembers (holdForTxn). */
 const MAX_TXN_HOLDS = 1024;
+/**
+ * A group's failed write (its offsets, its generation) is logged at most
+ * once in this long per group and kind, with the count of those not
+ * logged: clients answered NOT_COORDINATOR find the coordinator again and
+ * retry at once, and a full disk made every retry a log line (over a
+ * thousand a second from one consumer).
+ */
+export const FAILURE_LOG_MS = 10_000;
 
 export class Group {
   state: GroupState = "Empty";
@@ -302,7 +310,7 @@ export class Group {
       store.writeMembers(this, this.savedMembers()).then(
         () => answer(true),
         (err: unknown) => {
-          this.coordinator.warn(`group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
+          this.coordinator.warnFailure(this.id, "members", `group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
           answer(false);
         },
       );
@@ -509,9 +517,12 @@ export class Group {
         const generation = this.generation;
         const current = (): boolean => this.generation === generation && this.state === "CompletingRebalance";
         store.writeMembers(this, this.savedMembers()).then(
-          () => current() && this.completeSync(),
+          () => {
+            this.coordinator.failureOver(this.id, "members");
+            if (current()) this.completeSync();
+          },
           (err: unknown) => {
-            this.coordinator.warn(`group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`);
+            this.coordinator.warnFailure(this.id, "members", `group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`);
             if (current()) this.failSync(err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE);
           },
         );
@@ -645,14 +656,22 @@ export class Group {
     this.protocol = "";
     this.leader = "";
     if (this.coordinator.store === null) this.recordLocally();
-    else this.coordinator.store.writeMembers(this, this.savedMembers()).catch((err: unknown) => this.coordinator.warn(`group ${this.id}: its emptying not recorded: ${(err as Error).message}`));
+    else
+      this.coordinator.store.writeMembers(this, this.savedMembers()).then(
+        () => this.coordinator.failureOver(this.id, "members"),
+        (err: unknown) => this.coordinator.warnFailure(this.id, "members", `group ${this.id}: its emptying not recorded: ${(err as Error).message}`),
+      );
     this.coordinator.forgetIfUnused(this);
   }
 
   /** On a single node: records the generation and members in the group's file, best effort (no member waits on it). */
   private recordLocally(): void {
     this.recordedMembers = this.savedMembers();
-    this.save().catch((err: unknown) => this.coordinator.warn(`group ${this.id}: generation ${this.generation} not recorded: ${(err as Error).message}`));
+    const generation = this.generation;
+    this.save().then(
+      () => this.coordinator.failureOver(this.id, "members"),
+      (err: unknown) => this.coordinator.warnFailure(this.id, "members", `group ${this.id}: generation ${generation} not recorded: ${(err as Error).message}`),
+    );
   }
 
   /**
@@ -1006,6 +1025,8 @@ export class GroupCoordinator {
   private expiring: Promise<void> | null = null;
   /** When a full broker's refusal of a new group was last logged. */
   private fullLoggedAt = -Infinity;
+  /** Per group and kind of write, a failure being told (see FAILURE_LOG_MS): when last logged, and how many since were not. */
+  private readonly failuresTold = new Map<string, { at: number; more: number }>();
 
   constructor(
     private readonly dir: string,
@@ -1014,6 +1035,34 @@ export class GroupCoordinator {
     /** For what an operator should see: a write that failed. */
     readonly warn: (line: string) => void = log,
   ) {}
+
+  /**
+   * Logs `line`, a failed write of `kind` for group `id`, unless one was
+   * logged less than FAILURE_LOG_MS ago (counted, and told with the next).
+   */
+  warnFailure(id: string, kind: string, line: string, warn: (line: string) => void = this.warn): void {
+    const key = `${kind}\0${id}`;
+    const now = performance.now();
+    const told = this.failuresTold.get(key);
+    if (told !== undefined && now - told.at < FAILURE_LOG_MS) {
+      told.more++;
+      return;
+    }
+    const more = told?.more ?? 0;
+    warn(more > 0 ? `${line} (and ${more} more such failure(s) in the last ${Math.round((now - told!.at) / 1000)} s)` : line);
+    if (this.failuresTold.size >= MAX_GROUPS * 2) for (const [k, t] of this.failuresTold) if (now - t.at >= FAILURE_LOG_MS && t.more === 0) this.failuresTold.delete(k);
+    this.failuresTold.set(key, { at: now, more: 0 });
+  }
+
+  /** A write of `kind` for group `id` succeeded: a failure after it is logged at once (and this one told, after failures not logged). */
+  failureOver(id: string, kind: string, warn: (line: string) => void = this.warn): void {
+    if (this.failuresTold.size === 0) return;
+    const key = `${kind}\0${id}`;
+    const told = this.failuresTold.get(key);
+    if (told === undefined) return;
+    this.failuresTold.delete(key);
+    if (told.more > 0) warn(`group ${id}: written again, after ${told.more} more failure(s) not logged`);
+  }
 
   /** Starts looking for expired offsets (expireOffsets) every offsets_retention_check_interval, until close(). */
   startExpiry(): void {
