@@ -9,7 +9,7 @@ import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
 import { normalizeStreamConfig } from "../../streams/config.js";
 import { subjectsIntersect } from "../../subjects/subject.js";
-import { deletesRecords, describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
+import { deletesRecords, describeTopicConfigs, fail, limitsFrom, minInsyncReplicas, ok, storageFailure, topicConfigs, type ConfigEntry, type Outcome } from "./configs.js";
 import { decodeCreatePartitions, decodeCreateTopics, decodeDeleteRecords, decodeDeleteTopics, decodeDescribeLogDirs, partitionsByTopic, repeatedKeys } from "./requests.js";
 import { ZERO_UUID } from "./codec.js";
 import { topicById, topicIdOf } from "./topic-ids.js";
@@ -63,7 +63,7 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
   try {
     await door.js.createStream(config, partitions);
   } catch (err) {
-    if (!(err instanceof ApiError)) throw err;
+    if (!(err instanceof ApiError)) return storageFailure(door, "creating", topic, err);
     if (err.errCode === 10065) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
     if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     return fail(ErrorCode.INVALID_CONFIG, err.message);

@@ -660,6 +660,33 @@ function alteredConfig(door: AccountDoor, stream: Configured, res: AlterResource
   return config;
 }
 
+/** How often one storage failure of an account's topic changes (per kind and topic) is logged: clients retry them at once. */
+export const STORAGE_FAILURE_LOG_MS = 10_000;
+const storageFailuresTold = new WeakMap<AccountDoor, Map<string, number>>();
+
+/**
+ * A topic's creation or change failed in the store (a full or read-only
+ * disk), not by a refusal the request can be told of: answered
+ * KAFKA_STORAGE_ERROR, which clients retry, as Kafka answers a write its log
+ * dir refused. It was thrown, and each request retried (a producer's
+ * Metadata auto-creating its topic, a few a second) logged a stack trace
+ * and closed the client's connection. Logged once per STORAGE_FAILURE_LOG_MS.
+ */
+export function storageFailure(door: AccountDoor, what: string, topic: string, err: unknown): Outcome {
+  const message = (err as Error).message ?? String(err);
+  let told = storageFailuresTold.get(door);
+  if (told === undefined) storageFailuresTold.set(door, (told = new Map()));
+  const key = `${what}\0${topic}`;
+  const now = performance.now();
+  const at = told.get(key);
+  if (at === undefined || now - at >= STORAGE_FAILURE_LOG_MS) {
+    if (told.size >= 1024) for (const [k, t] of told) if (now - t >= STORAGE_FAILURE_LOG_MS) told.delete(k);
+    told.set(key, now);
+    door.log.error(`kafka: ${what} topic ${topic} failed: ${message}`);
+  }
+  return fail(ErrorCode.KAFKA_STORAGE_ERROR, `${what} topic ${topic} failed: ${message}`);
+}
+
 /** Applies one resource's changes (or checks them, `validateOnly`). */
 async function alterResource(door: AccountDoor, perms: PermissionCheck | null, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
   if (res.type === RESOURCE_BROKER) {
@@ -685,7 +712,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     if (found.local !== undefined) await door.js.updateStream(next);
   } catch (err) {
     if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
-    if (!(err instanceof ApiError)) throw err;
+    if (!(err instanceof ApiError)) return storageFailure(door, "altering the configs of", res.name, err);
     if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
     return fail(ErrorCode.INVALID_CONFIG, err.message);
   }
