@@ -64,6 +64,9 @@ const ENTRY = 32;
 const PAGE = 4096;
 /** Pages of runs kept in memory besides the newest. */
 const CACHED_PAGES = 8;
+/** After a failed write, how long before the order tries again (doubling, up to the most), as the partitions' logs reopen. */
+const REOPEN_MIN_MS = 1000;
+const REOPEN_MAX_MS = 30_000;
 /** Stream sequences one merged read looks at before it stops to hand back what it found (or reads on, if nothing). */
 const WINDOW_SEQS = 65_536;
 
@@ -122,6 +125,10 @@ export class StreamOrder {
   private waiting = 0;
   /** Opened `held`, not yet released: nothing new gets a run. */
   private held = false;
+  /** A failed write's next try (reopen), and how many tries failed in a row. */
+  private reopenTimer: NodeJS.Timeout | null = null;
+  private reopenAttempts = 0;
+  private warn: (text: string) => void = () => undefined;
 
   /**
    * Entries at the start of order.map before its first run: the base a
@@ -183,6 +190,7 @@ export class StreamOrder {
     }
     const order = new StreamOrder(partitions, file, path, visibility, onDurable, onError);
     order.held = held;
+    order.warn = warn;
     try {
       if (existed && !(await order.loadSummary())) await order.load();
       if (existed) await order.checkPartitions(warn, held);
@@ -320,13 +328,7 @@ export class StreamOrder {
   }
 
   private addRun(partition: number, partFirst: number, count: number): void {
-    const b = Buffer.alloc(ENTRY);
-    writeU64(b, 0, this.nextSeq);
-    writeU64(b, 8, partFirst);
-    b.writeUInt32LE(partition, 16);
-    b.writeUInt32LE(count, 20);
-    b.writeUInt32LE(crc32c(b, 0, 24), 24);
-    this.pendingBytes.push(b);
+    this.pendingBytes.push(encodeRun(this.nextSeq, partition, partFirst, count));
     this.pushRun(this.nextSeq, partition, partFirst, count);
   }
 
@@ -393,6 +395,7 @@ export class StreamOrder {
             this.failed = err as Error;
             this.onError(new Error(`${this.path}: ${(err as Error).message}; the stream's order takes no more runs until it is reopened`));
             this.failWaiters(this.failed);
+            this.scheduleReopen();
             break;
           }
         } else {
@@ -454,6 +457,55 @@ export class StreamOrder {
       }
       i = page.index * PAGE + end;
     }
+  }
+
+  /**
+   * A failed write is tried again later, as the partitions' logs reopen
+   * (file-log.ts): without it, one failed write (a disk full for a moment)
+   * refused every publish to the stream, and hid every message stored
+   * since from its readers, until the server restarted.
+   */
+  private scheduleReopen(): void {
+    if (this.closed || this.file === null || this.reopenTimer !== null || this.failed === null || this.failed instanceof OrderDamage) return;
+    const delay = Math.min(REOPEN_MAX_MS, REOPEN_MIN_MS * 2 ** Math.min(this.reopenAttempts, 5));
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      void this.reopen();
+    }, delay);
+    this.reopenTimer.unref();
+  }
+
+  /**
+   * Cuts the file back to its durable runs (what was written after the last
+   * sync may not be on disk) and writes the runs handed out since again, from
+   * memory (pages not durable are never dropped from it); the order takes
+   * runs again once they are durable.
+   */
+  private async reopen(): Promise<void> {
+    if (this.closed || this.file === null || this.failed === null || this.failed instanceof OrderDamage) return;
+    if (this.writing) return this.scheduleReopen();
+    this.reopenAttempts++;
+    const cause = this.failed;
+    try {
+      await this.file.truncate((this.fileBase + this.durableEntries) * ENTRY);
+      await this.file.datasync();
+    } catch (err) {
+      this.onError(new Error(`${this.path}: reopening the stream's order failed: ${(err as Error).message}`));
+      return this.scheduleReopen();
+    }
+    if (this.closed || this.failed !== cause) return;
+    const bufs: Buffer[] = [];
+    for (let i = this.durableEntries; i < this.entries; i++) {
+      const r = this.run(i);
+      bufs.push(encodeRun(r[0], r[1], r[2], r[3]));
+    }
+    this.pendingBytes = bufs;
+    this.failed = null;
+    await this.flush();
+    if (this.failed !== null) return; // failed again: the next try is scheduled
+    this.reopenAttempts = 0;
+    this.warn(`${this.path}: the stream's order takes runs again after the storage failure`);
+    this.landed();
   }
 
   /** Why the order stopped (a failed write, a run damaged on disk), or null: the stream reports it as its storage error. */
@@ -925,6 +977,8 @@ export class StreamOrder {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
+    if (this.reopenTimer !== null) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
     await this.saveSummary().catch(() => undefined);
     // Records held back by the door's rules never got a run: their publishers hear the stream went.
     this.failWaiters(new Error("the stream is closed"));
@@ -935,6 +989,17 @@ export class StreamOrder {
   view(): MergedLog {
     return new MergedLog(this, this.partitions, this.visibility);
   }
+}
+
+/** A run as order.map holds it: stream first, partition first, partition, count, and their CRC-32C. */
+function encodeRun(streamFirst: number, partition: number, partFirst: number, count: number): Buffer {
+  const b = Buffer.alloc(ENTRY);
+  writeU64(b, 0, streamFirst);
+  writeU64(b, 8, partFirst);
+  b.writeUInt32LE(partition, 16);
+  b.writeUInt32LE(count, 20);
+  b.writeUInt32LE(crc32c(b, 0, 24), 24);
+  return b;
 }
 
 /**
