@@ -391,7 +391,8 @@ export class StreamOrder {
             await writeFully(this.file, bytes, (this.fileBase + this.durableEntries) * ENTRY);
             await this.file.datasync();
           } catch (err) {
-            // Sticky, as the store's: no sync is retried on this file; readers stop at what is durable.
+            // Sticky, as the store's, until the reopen (scheduleReopen): no sync is retried over what the failed one covered, the
+            // file is cut back to its durable runs first; readers stop at what is durable.
             this.failed = err as Error;
             this.onError(new Error(`${this.path}: ${(err as Error).message}; the stream's order takes no more runs until it is reopened`));
             this.failWaiters(this.failed);
