@@ -7,6 +7,7 @@
  * changed at run time.
  */
 
+import { ThrottledLog } from "../../util/throttled-log.js";
 import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode, isAccountLimit } from "./errors.js";
@@ -662,7 +663,7 @@ function alteredConfig(door: AccountDoor, stream: Configured, res: AlterResource
 
 /** How often one storage failure of an account's topic changes (per kind and topic) is logged: clients retry them at once. */
 export const STORAGE_FAILURE_LOG_MS = 10_000;
-const storageFailuresTold = new WeakMap<AccountDoor, Map<string, number>>();
+const storageFailuresTold = new WeakMap<AccountDoor, ThrottledLog>();
 
 /**
  * A topic's creation or change failed in the store (a full or read-only
@@ -675,15 +676,8 @@ const storageFailuresTold = new WeakMap<AccountDoor, Map<string, number>>();
 export function storageFailure(door: AccountDoor, what: string, topic: string, err: unknown): Outcome {
   const message = (err as Error).message ?? String(err);
   let told = storageFailuresTold.get(door);
-  if (told === undefined) storageFailuresTold.set(door, (told = new Map()));
-  const key = `${what}\0${topic}`;
-  const now = performance.now();
-  const at = told.get(key);
-  if (at === undefined || now - at >= STORAGE_FAILURE_LOG_MS) {
-    if (told.size >= 1024) for (const [k, t] of told) if (now - t >= STORAGE_FAILURE_LOG_MS) told.delete(k);
-    told.set(key, now);
-    door.log.error(`kafka: ${what} topic ${topic} failed: ${message}`);
-  }
+  if (told === undefined) storageFailuresTold.set(door, (told = new ThrottledLog(STORAGE_FAILURE_LOG_MS, 1024)));
+  if (told.failed(`${what}\0${topic}`) !== null) door.log.error(`kafka: ${what} topic ${topic} failed: ${message}`);
   return fail(ErrorCode.KAFKA_STORAGE_ERROR, `${what} topic ${topic} failed: ${message}`);
 }
 

@@ -18,6 +18,7 @@
  * restarted broker's groups go on without a rebalance, as Kafka's do.
  */
 
+import { ThrottledLog } from "../../util/throttled-log.js";
 import { randomUUID } from "node:crypto";
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -1025,8 +1026,8 @@ export class GroupCoordinator {
   private expiring: Promise<void> | null = null;
   /** When a full broker's refusal of a new group was last logged. */
   private fullLoggedAt = -Infinity;
-  /** Per group and kind of write, a failure being told (see FAILURE_LOG_MS): when last logged, and how many since were not. */
-  private readonly failuresTold = new Map<string, { at: number; more: number }>();
+  /** Per group and kind of write, a failure being told (see FAILURE_LOG_MS). */
+  private readonly failuresTold = new ThrottledLog(FAILURE_LOG_MS, MAX_GROUPS * 2);
 
   constructor(
     private readonly dir: string,
@@ -1041,27 +1042,15 @@ export class GroupCoordinator {
    * logged less than FAILURE_LOG_MS ago (counted, and told with the next).
    */
   warnFailure(id: string, kind: string, line: string, warn: (line: string) => void = this.warn): void {
-    const key = `${kind}\0${id}`;
-    const now = performance.now();
-    const told = this.failuresTold.get(key);
-    if (told !== undefined && now - told.at < FAILURE_LOG_MS) {
-      told.more++;
-      return;
-    }
-    const more = told?.more ?? 0;
-    warn(more > 0 ? `${line} (and ${more} more such failure(s) in the last ${Math.round((now - told!.at) / 1000)} s)` : line);
-    if (this.failuresTold.size >= MAX_GROUPS * 2) for (const [k, t] of this.failuresTold) if (now - t.at >= FAILURE_LOG_MS && t.more === 0) this.failuresTold.delete(k);
-    this.failuresTold.set(key, { at: now, more: 0 });
+    const told = this.failuresTold.failed(`${kind}\0${id}`);
+    if (told === null) return;
+    warn(told.heldBack > 0 ? `${line} (and ${told.heldBack} more such failure(s) in the last ${Math.round(told.sinceMs / 1000)} s)` : line);
   }
 
   /** A write of `kind` for group `id` succeeded: a failure after it is logged at once (and this one told, after failures not logged). */
   failureOver(id: string, kind: string, warn: (line: string) => void = this.warn): void {
-    if (this.failuresTold.size === 0) return;
-    const key = `${kind}\0${id}`;
-    const told = this.failuresTold.get(key);
-    if (told === undefined) return;
-    this.failuresTold.delete(key);
-    if (told.more > 0) warn(`group ${id}: written again, after ${told.more} more failure(s) not logged`);
+    const heldBack = this.failuresTold.over(`${kind}\0${id}`);
+    if (heldBack > 0) warn(`group ${id}: written again, after ${heldBack} more failure(s) not logged`);
   }
 
   /** Starts looking for expired offsets (expireOffsets) every offsets_retention_check_interval, until close(). */
