@@ -53,6 +53,12 @@ function parseBody(body: Buffer): Json {
   return v as Json;
 }
 
+/** Where the JSON string opening at `i` in `text` ends: the index after its closing quote, past escapes. */
+function afterString(text: string, i: number): number {
+  for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+  return i + 1;
+}
+
 /** Go's decoder refuses JSON nested more than 10000 deep (its maxNestingDepth); JSON.parse takes any depth. */
 const MAX_NESTING = 10000;
 
@@ -63,10 +69,8 @@ function tooDeep(text: string): boolean {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      // A string: to its closing quote, past escapes.
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
-    } else if (c === 0x7b || c === 0x5b) {
+    if (c === 0x22) i = afterString(text, i) - 1;
+    else if (c === 0x7b || c === 0x5b) {
       if (++depth > MAX_NESTING) return true;
     } else if (c === 0x7d || c === 0x5d) depth--;
   }
@@ -89,8 +93,7 @@ function memberLiterals(text: string, key: string): string[] {
     while (i < text.length && (text[i] === " " || text[i] === "\t" || text[i] === "\n" || text[i] === "\r")) i++;
   };
   const skipString = (): void => {
-    for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
-    i++;
+    i = afterString(text, i);
   };
   ws();
   if (text[i] !== "{") return out;
