@@ -142,7 +142,7 @@ class Link implements ReplicaTransport {
   }
 }
 
-function follow(n: Node, epoch: number, link: Link, errors: Error[] = [], removed: Removed[] = []): ReplicaFollower {
+function follow(n: Node, epoch: number, link: ReplicaTransport, errors: Error[] = [], removed: Removed[] = []): ReplicaFollower {
   const f = new ReplicaFollower({ self: n.name, log: n.log, epochs: n.epochs, epoch, transport: link, maxWaitMs: 200, backoffMs: { min: 1, max: 10 }, onError: (e) => errors.push(e), onRemoved: (r) => removed.push(r) });
   f.start();
   return f;
@@ -1273,6 +1273,36 @@ test("a leader whose log failed answers no follower until it has reopened from d
   assert.deepEqual(await picture(b), await picture(a));
   la.close();
   await a.log.close();
+});
+
+test("a follower whose log failed fetches nothing until it has reopened: at the leader's end in memory, it would be counted in sync and hold every acknowledgement", async (t) => {
+  const dir = scratch(t);
+  const nodes: Node[] = [];
+  const a = await node("a", "memory", dir, nodes);
+  let failing = false;
+  const faults = { write: () => (failing ? { error: Object.assign(new Error("ENOSPC: injected"), { code: "ENOSPC" }) } : null) };
+  const bLog = await FileLog.open({ dir: dir(), foreign: toy, faults, reopenDelayMs: 60_000 });
+  const b = { name: "b", log: truncatable(bLog, () => FileLog.open({ dir: dir(), foreign: toy })), epochs: LeaderEpochs.inMemory() };
+  const leader = await ReplicaLeader.create({ self: "a", log: a.log, epochs: a.epochs, epoch: 2, replicas: ["a", "b"], isr: ["a"] });
+  let asked = 0;
+  const link = new Link(leader);
+  const fb = follow(b, 2, { request: (body: Buffer) => (asked++, link.request(body)) });
+  for (let i = 1; i <= 5; i++) await write(leader, a, i);
+  await until(() => end(b) === end(a), "b has 1..5");
+  // b's disk fails on a write of its own (a consumer's file, say): its log sticks, its memory still at the leader's end.
+  failing = true;
+  await assert.rejects(appendAsync(b.log, { subject: "s.1", data: Buffer.from("lost") }));
+  assert.equal(end(b), end(a));
+  const state = bLog.state.bind(bLog);
+  let looked = 0;
+  bLog.state = () => (looked++, state());
+  // One fetch may be on its way (parked at the leader, sent before the failure); none follows it.
+  const before = asked;
+  await until(() => looked >= 20 || asked > before + 1, "b looked at its log a few times, or asked again");
+  assert.ok(asked <= before + 1, `b asked ${asked - before} more times with its log failed`);
+  await fb.close();
+  leader.close();
+  for (const n of [...nodes, b]) await n.log.close();
 });
 
 test("a leader whose log fails while it answers a reconciliation page (a segment it cannot read) answers an error, not the segment as gone", async (t) => {

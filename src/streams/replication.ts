@@ -1637,6 +1637,12 @@ export class ReplicaFollower {
     const { min, max } = this.opts.backoffMs ?? { min: 100, max: 5000 };
     let backoff = min;
     while (!this.closed) {
+      // A failed log takes nothing until reopened. Fetching meanwhile would tell the leader this copy is where its memory
+      // says: counted in sync again, it would hold the high watermark (every acknowledgement) until it fell behind.
+      if (this.opts.log.state().error !== null) {
+        await this.pause(min);
+        continue;
+      }
       try {
         if (!this.truncated) {
           await this.truncate();
