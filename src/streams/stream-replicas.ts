@@ -55,6 +55,13 @@ const REASSIGN_HANDOVER_MS = 5000;
 const REASSIGN_CAUGHT_UP_MS = 1000;
 /** How often a leader looks at its ISR, and a follower at its leader. */
 const CHECK_MS = 500;
+/**
+ * How long a leader's log may stay failed (a full disk, a write error) before
+ * the leader hands the partition to a live in-sync replica. A failed log is
+ * reopened after 1 s, so a moment's failure keeps its leader; one that lasts
+ * would keep the partition refusing writes while its followers could take them.
+ */
+const FAILED_LEADER_MS = 2000;
 /** A follower's wait per rank in the ISR before it proposes itself as leader. */
 const RANK_DELAY_MS = 500;
 /** How long a partition given up as leader waits for its writes in flight before its follower starts. */
@@ -260,6 +267,8 @@ interface LeaderRole {
   copies: ConsumerCopies | null;
   /** Followers proposed for the ISR by a change etcd may have applied without saying so: members until a write settles it. */
   uncertain: Set<string>;
+  /** Since when (Date.now()) its log has been failed, not yet reopened; 0 while it takes writes. */
+  failedSince: number;
 }
 
 interface FollowerRole {
@@ -1131,7 +1140,7 @@ export class StreamReplicas {
       // Their delivery was held while this node did not lead (Stream.consumersHeld): it goes on now.
       for (const consumer of stream.consumers.values()) consumer.notify();
     }
-    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set() };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set(), failedSince: 0 };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -1394,12 +1403,39 @@ export class StreamReplicas {
       const slash = key.lastIndexOf("/");
       const name = key.slice(0, slash);
       const p = Number(key.slice(slash + 1));
-      if (role.kind === "leader") this.checkIsr(key, name, p, role);
-      else {
+      if (role.kind === "leader") {
+        if (!this.handFailedLog(key, name, p, role, now)) this.checkIsr(key, name, p, role);
+      } else {
         this.checkLeader(key, name, p, role, now);
         if (p === 0 && this.host.cluster.directory.isLive(role.leader)) this.copyConsumers(name, role, now);
       }
     }
+  }
+
+  /**
+   * A leader whose log has been failed for FAILED_LEADER_MS hands the
+   * partition to a live in-sync replica (one that is not draining first):
+   * every ISR member holds everything acknowledged, and its followers stay
+   * in the ISR meanwhile (a fetch from a failed log is not counted as lag).
+   * What this log holds past the high watermark was never acknowledged; as
+   * a follower it is cut back to the new leader's log once reopened. True
+   * while the hand-over is under way.
+   */
+  private handFailedLog(key: string, name: string, p: number, role: LeaderRole, now: number): boolean {
+    const error = role.stream.partitions[p].state().error;
+    if (error === null) {
+      role.failedSince = 0;
+      return false;
+    }
+    if (role.failedSince === 0) role.failedSince = now;
+    if (now - role.failedSince < FAILED_LEADER_MS || !this.host.holdsLease()) return false;
+    const placed = this.host.cluster.directory.get(this.account, name)?.placement;
+    if (placed === undefined || placed.leaders[p] !== this.self || (placed.epochs?.[p] ?? 1) !== role.epoch) return false;
+    const isr = placed.isr?.[p] ?? replicasOf(placed, p);
+    if (this.liveOther(isr) === undefined) return false;
+    this.changing.add(key);
+    void this.handAside(name, p, role.epoch, isr, `its log here failed ${Math.round((now - role.failedSince) / 1000)} s ago and is not yet reopened (${error})`).finally(() => this.changing.delete(key));
+    return true;
   }
 
   private checkIsr(key: string, name: string, p: number, role: LeaderRole): void {
