@@ -36,7 +36,7 @@ import { FileLog } from "../../src/store/file-log.js";
 import { kafkaRecords } from "../../src/protocols/kafka/stored-batches.js";
 import { History, type Op } from "./history.js";
 import { checkHistory, type CheckResult, type FinalLogs, type Problem } from "./checker.js";
-import { describeFault, faultSchedule, FOLLOWER_KINDS, LEADER_KINDS, type Fault, type FaultKind } from "./fault-schedule.js";
+import { describeFault, DISK_KINDS, faultSchedule, FOLLOWER_KINDS, LEADER_KINDS, type Fault, type FaultKind } from "./fault-schedule.js";
 import { canMountDisks, startFaultCluster, type FaultCluster } from "./fault-cluster.js";
 import { applyFault, committedFetcher, healAll, jsPublisher, jsReader, kafkaGroupReader, kafkaProducer, kcatRead, natsClient, readStreams, retrying, sleep } from "./fault-scenario.js";
 import { rng } from "./random.js";
@@ -44,7 +44,7 @@ import { rng } from "./random.js";
 const { Kafka, logLevel } = kafkajs;
 type Admin = ReturnType<InstanceType<typeof Kafka>["admin"]>;
 
-export const REPLICATED_KINDS: FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "kill-etcd-leader", "disk-full-follower"];
+export const REPLICATED_KINDS: FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "kill-etcd-leader", "disk-full-follower", "disk-full-leader"];
 /** Each node's own disk, for the disk-full fault: ample for a run's streams. */
 const DISK_MB = 256;
 
@@ -86,7 +86,7 @@ export async function runReplicatedScenario(o: { seed: number; durationMs: numbe
   const log = o.log ?? (() => {});
   // The disk fault needs a file system of each node's own (a tmpfs: root); without, the run says so and does without it.
   const disks = canMountDisks();
-  const kinds = (o.kinds ?? REPLICATED_KINDS).filter((k) => disks || !FOLLOWER_KINDS.includes(k));
+  const kinds = (o.kinds ?? REPLICATED_KINDS).filter((k) => disks || !DISK_KINDS.includes(k));
   const streams = REPLICATED_STREAMS;
   const schedule = faultSchedule(rng(o.seed), { durationMs: o.durationMs, kinds, nodes: ["a", "b", "c"], streams: TARGETS });
   log(`replicated fault scenario: seed ${o.seed}, ${o.durationMs} ms, ${schedule.length} faults (FAULT_SEED=${o.seed} replays it)${disks ? "" : "; no disk faults: this process may not mount a tmpfs"}`);

@@ -335,6 +335,15 @@ export async function applyFault(cluster: FaultCluster, h: History, f: Fault): P
       await node.start();
       break;
     }
+    case "disk-full-leader": {
+      const before = storageErrors(node.output());
+      node.fillDisk();
+      await sleep(f.holdMs);
+      node.freeDisk();
+      note = `${f.node}'s log shows ${storageErrors(node.output()) - before} storage error(s) while its disk was full`;
+      h.add({ type: "nemesis", what: note });
+      break;
+    }
     case "kill-leader":
     case "kill-node":
       await node.kill();

@@ -28,12 +28,16 @@ export type FaultKind =
   /** Cut the node leading `stream` off from its peers' routes and from every etcd member for `holdMs`, longer than its lease (its clients still reach it). */
   | "isolate-leader"
   /** Fill the disk of a node that follows `stream` (ENOSPC on every write) for `holdMs`, then free it and restart the node (storage errors are sticky). */
-  | "disk-full-follower";
+  | "disk-full-follower"
+  /** Fill the disk of the node leading `stream` for `holdMs`, then free it; the node is not restarted: its failed logs reopen by themselves. */
+  | "disk-full-leader";
 
 /** The kinds aimed at a stream's leader: `node` is whichever node leads `stream` when the fault starts. */
-export const LEADER_KINDS: readonly FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader"];
+export const LEADER_KINDS: readonly FaultKind[] = ["kill-leader", "pause-leader", "isolate-leader", "disk-full-leader"];
 /** The kinds aimed at a follower of a stream: `node` is one of its replicas that does not lead it when the fault starts. */
 export const FOLLOWER_KINDS: readonly FaultKind[] = ["disk-full-follower"];
+/** The kinds that fill a node's disk: they need a file system of each node's own. */
+export const DISK_KINDS: readonly FaultKind[] = ["disk-full-follower", "disk-full-leader"];
 
 export interface Fault {
   /** Milliseconds from the start of the run. */
@@ -67,6 +71,8 @@ const HOLD: Record<FaultKind, [number, number]> = {
   "pause-leader": [2500, 5000],
   "isolate-leader": [2500, 6000],
   "disk-full-follower": [1000, 5000],
+  // Some end before the leader hands over (its failed log reopened), most after.
+  "disk-full-leader": [1000, 6000],
 };
 
 /** The quiet time between two faults, [min, max) milliseconds. */
