@@ -145,3 +145,24 @@ test("a batch the stream's own limits refuse (discard new) is POLICY_VIOLATION, 
     await h.close();
   }
 });
+
+test("a batch to a topic whose stream is sealed is POLICY_VIOLATION, which clients do not retry, not a storage error", async () => {
+  // An outside attack sealed a topic's stream: KAFKA_STORAGE_ERROR made every client retry until its message timed out.
+  const h = await startKafka();
+  try {
+    const topic = "sealed.topic";
+    await createTopic(h, topic);
+    const stream = findTopic(h.srv.jetstream!, topic)!;
+    const jsm = await jetstreamManager(h.nc);
+    // The client's types have no `sealed` for an update; the server takes it (nats-server does too).
+    await jsm.streams.update(stream.config.name, { ...(await jsm.streams.info(stream.config.name)).config, sealed: true } as Parameters<typeof jsm.streams.update>[1]);
+    assert.equal((await jsm.streams.info(stream.config.name)).config.sealed, true);
+    const w = new Writer();
+    encodeBatch(w, [{ offset: 0, timestamp: Date.now(), key: null, value: Buffer.from("late"), headers: null }], 0);
+    assert.equal((await ask(h.srv.kafkaPort!, produceFrame(topic, 0, Buffer.from(w.result())), produceResult)).error, POLICY_VIOLATION);
+    const kc = await kcat(["-b", h.broker, "-P", "-t", topic, "-p", "0", "-X", "message.timeout.ms=20000"], "refused\n");
+    assert.match(kc.stderr, /Policy violation/, kc.stderr);
+  } finally {
+    await h.close();
+  }
+});

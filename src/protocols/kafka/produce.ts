@@ -568,12 +568,15 @@ export async function handleInitProducerId(door: AccountDoor, { version, r, w }:
  * NOT_ENOUGH_REPLICAS_AFTER_APPEND (stored here, maybe kept); clients
  * retry both.
  */
+/** JetStream's "invalid operation on sealed stream". */
+const SEALED = 10109;
+
 export function produceErrorOf(o: ApiError): number {
   if (o instanceof TooFewReplicasError) return o.afterAppend ? ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND : ErrorCode.NOT_ENOUGH_REPLICAS;
   if (o instanceof OutcomeUnknownError) return ErrorCode.REQUEST_TIMED_OUT;
   if (o.errCode === 10054) return ErrorCode.MESSAGE_TOO_LARGE;
-  // The stream's own limits under discard "new": no retry gets it in.
-  if (o instanceof LimitRefusedError) return ErrorCode.POLICY_VIOLATION;
+  // The stream's own limits under discard "new", or a sealed stream: no retry gets it in.
+  if (o instanceof LimitRefusedError || o.errCode === SEALED) return ErrorCode.POLICY_VIOLATION;
   if (o.errCode === 10008) return ErrorCode.NOT_LEADER_OR_FOLLOWER;
   return isAccountLimit(o) ? ErrorCode.POLICY_VIOLATION : ErrorCode.KAFKA_STORAGE_ERROR;
 }
