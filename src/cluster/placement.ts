@@ -109,6 +109,13 @@ export interface PlacementRequest {
   replicas?: number;
   /** The minimum ISR to record (StreamPlacement.minIsr); absent: a majority. */
   minIsr?: number;
+  /**
+   * Judges the account's other placed streams before each attempt to record
+   * this one (the account's stream limit, overlapping subjects): throws to
+   * refuse. Each node holds only its own streams, so a limit checked there
+   * would hold per node, not in the cluster.
+   */
+  admit?: (others: readonly StreamPlacement[]) => void;
 }
 
 /** No live node satisfies the placement: nats-server's "no suitable peers for placement". */
@@ -265,6 +272,7 @@ export class Placements {
     for (;;) {
       const existing = this.get(account, stream);
       if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
+      r.admit?.(this.list(account).filter((p) => p.stream !== stream));
       const replicated = (r.replicas ?? 1) > 1;
       const routeless = replicated ? this.routeless() : [];
       const within = routeless.length === 0 ? r : { ...r, exclude: new Set([...(r.exclude ?? []), ...routeless]) };

@@ -178,7 +178,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
   }
 
-  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number): Promise<boolean> {
+  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams = 0): Promise<boolean> {
     const exclude = replicas > 1 ? this.withoutRoutes() : this.withoutKafka();
     const live = this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
     // Kafka's own words (InvalidReplicationFactorException), which clients show as they are; replicas need routes between their nodes.
@@ -198,6 +198,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
         // keeps it, rather than falling back to JetStream's majority while DescribeConfigs shows the topic's own.
         ...(replicas > 1 ? { replicas } : {}),
         minIsr,
+        // The account's streams in the whole cluster (each node holds only its own): JetStream's words, as on one node.
+        admit: (others) => {
+          if (maxStreams > 0 && others.length >= maxStreams) throw new KafkaClusterError(`account ${account}: maximum number of streams reached`, false, ErrorCode.POLICY_VIOLATION);
+        },
       });
       return r.created;
     } catch (err) {

@@ -37,6 +37,7 @@ import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
+import { LimitErrors } from "./limits.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { anyIntersecting, normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, withOverlapBudget, type StreamConfig } from "./config.js";
 import { moveOf, newMove, replicasOf, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
@@ -688,10 +689,15 @@ export class ClusterApi implements Receiver {
         revision = existing.revision;
         created = false;
       } else {
-        this.checkOverlap(config, name);
         const where = config.placement ?? {};
         try {
           const r = await this.directory.place(this.account, name, {
+            admit: (others) => {
+              // The account's streams in the whole cluster, as nats-server counts them (each node holds only its own).
+              const max = this.js.limits.maxStreams;
+              if (max > 0 && others.length >= max) throw LimitErrors.maxStreams();
+              this.checkOverlapWith(config, others);
+            },
             partitions: 1,
             tags: where.tags,
             cluster: where.cluster,
@@ -1181,8 +1187,12 @@ export class ClusterApi implements Receiver {
 
   /** Subjects already captured by another placed stream of the account: nats-server's overlap error. */
   private checkOverlap(config: StreamConfig, name: string): void {
+    this.checkOverlapWith(config, this.directory.list(this.account).filter((p) => p.stream !== name));
+  }
+
+  private checkOverlapWith(config: StreamConfig, others: ReadonlyArray<{ subjects: string[] }>): void {
     // Through an index, within a budget of work: every pair compared, 40,000 subjects against as many placed held the broker.
-    const placed = this.directory.list(this.account).flatMap((p) => (p.stream === name ? [] : p.subjects));
+    const placed = others.flatMap((p) => p.subjects);
     if (withOverlapBudget((budget) => anyIntersecting(config.subjects, placed, budget))) throw Errors.subjectOverlap();
   }
 }

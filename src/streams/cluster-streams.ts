@@ -152,6 +152,8 @@ export interface PlaceRequest {
   replicas?: number;
   /** The minimum ISR to record (see PlacedStream.minIsr); absent: a majority. */
   minIsr?: number;
+  /** Judges the account's other placed streams before each attempt to record this one: throws to refuse (a limit, an overlap). */
+  admit?: (others: readonly PlacedStream[]) => void;
 }
 
 /**

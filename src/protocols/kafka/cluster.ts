@@ -88,9 +88,10 @@ export interface KafkaCluster {
    * of each (leaders spread, followers too), writes at acks=all needing
    * `minIsr` in sync; false when the stream was placed already. Throws
    * KafkaClusterError (INVALID_REPLICATION_FACTOR: more replicas than live
-   * brokers).
+   * brokers; POLICY_VIOLATION: the account holds `maxStreams` streams in
+   * the cluster, 0 for no limit).
    */
-  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number): Promise<boolean>;
+  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams?: number): Promise<boolean>;
   /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
   grow(account: string, stream: string, count: number): Promise<void>;
   /** Replaces the configuration a placement carries (topic configs changed), and its minimum ISR. Throws KafkaClusterError. */

@@ -1,0 +1,44 @@
+/**
+ * An account's JetStream stream limit holds in the whole cluster, as in
+ * nats-server: each node holds only the streams it leads or copies, so a
+ * limit counted there let an account make `max_streams` streams on every
+ * node. Streams and Kafka topics, created through different nodes, count
+ * together.
+ */
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import kafkajs from "kafkajs";
+import { jetstreamManager, type JetStreamApiError } from "@nats-io/jetstream";
+import { jetStreamClusterPerFile } from "./helpers/cluster.js";
+import { v3Clients } from "./helpers/clients.js";
+
+const clients = v3Clients();
+const { nodes } = jetStreamClusterPerFile("acclimits", { kafka: true }, () => clients.closeAll());
+
+test("max_streams counts the account's streams and topics on every node, whichever node a create reaches", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 3 });
+  // Each on its own node (R1, placed where the request arrives or wherever is least loaded): 3 in all.
+  const managers = await Promise.all(nodes.map(async (n) => jetstreamManager(await clients.open(n.url))));
+  await managers[0].streams.add({ name: "L1", subjects: ["l1"] });
+  await managers[1].streams.add({ name: "L2", subjects: ["l2"], num_replicas: 3 });
+  await assert.rejects(managers[1].streams.add({ name: "L2", subjects: ["l2.other"] }), /stream name already in use/);
+  await managers[2].streams.add({ name: "L3", subjects: ["l3"] });
+  for (const [i, jsm] of managers.entries()) {
+    await assert.rejects(jsm.streams.add({ name: `L4_${i}`, subjects: [`l4.${i}`] }), (err: JetStreamApiError) => err.code === 10027, `a fourth stream through node ${i}`);
+  }
+  // An identical create of an existing stream is still answered with it.
+  assert.equal((await managers[2].streams.add({ name: "L1", subjects: ["l1"] })).config.name, "L1");
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits", brokers: [`127.0.0.1:${nodes[1].kafkaPort}`], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await assert.rejects(admin.createTopics({ topics: [{ topic: "t4", numPartitions: 3 }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+    // One stream fewer: a topic fits, then nothing more does.
+    await managers[0].streams.delete("L3");
+    assert.equal(await admin.createTopics({ topics: [{ topic: "t4", numPartitions: 3 }] }), true);
+    await assert.rejects(managers[2].streams.add({ name: "L5", subjects: ["l5"] }), (err: JetStreamApiError) => err.code === 10027);
+  } finally {
+    await admin.disconnect();
+  }
+});
