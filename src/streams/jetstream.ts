@@ -51,7 +51,7 @@ import {
 } from "./config.js";
 import { appendCopy } from "./copy-batch.js";
 import { isHashedName, moveDirDurably, nameOfStored, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, storedName, writeJsonDurably } from "../util/persist.js";
-import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits } from "./limits.js";
+import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits, type Reserving } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
 import { Fifo } from "../util/fifo.js";
@@ -333,9 +333,22 @@ export class JetStream implements DeliveryHost, StorageQuota {
   readonly notServed = new Map<string, string>();
   /** Of those, the placements their copies were made for (Stream.placed), where recorded (reclaimSetAside). */
   private readonly setAsidePlaced = new Map<string, string>();
-  /** The last stream create, update or growth, running or settled (oneChange). */
-  private changes: Promise<void> = Promise.resolve();
-  /** The last update, growth or delete of each stream still running (see exclusive()). */
+  /**
+   * Stream creates, updates and growths under way, by stream name: what each
+   * holds until it ends (an update or growth: the larger of before and
+   * after). The invariant: every check of a stream's name, subjects, the
+   * stream count and the storage reservations (the account's, and every
+   * account's through ServerJetStreamLimits) counts the streams made and
+   * these. A change checks and reserves in one synchronous step, before its
+   * first await, so no other check runs in between; its disk work then runs
+   * in no queue (a stalled disk holds no other stream's change); it releases
+   * its reservation once it is the stream (or changed it), or has failed.
+   * Changes of one name still wait for each other (exclusive()).
+   */
+  private readonly changing = new Map<string, Reserving>();
+  /** The subjects the creates and updates in `changing` take, by stream name (checkOverlap). */
+  private readonly changingSubjects = new PatternIndex<string>();
+  /** The last create, update, growth or delete of each stream still running (see exclusive()). */
   private readonly streamOps = new Map<string, Promise<void>>();
   /** The cluster this node is part of (null: a single node). */
   cluster: ClusterStreams | null = null;
@@ -494,8 +507,36 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   /** Why a stream's configuration fits neither its account's limits nor the server's (null: it fits); see streamLimitError. */
   private limitError(config: StreamConfig, partitions: number, previous = 0): ApiError | null {
-    const others = [...this.streams.values()].filter((s) => s.config.name !== config.name);
-    return streamLimitError(this.accountLimits, config, partitions, others, previous) ?? this.options.serverLimits?.reservationError({ account: this, name: config.name }, config, partitions, previous) ?? null;
+    return (
+      streamLimitError(this.accountLimits, config, partitions, this.reservations(config.name), previous) ??
+      this.options.serverLimits?.reservationError({ account: this, name: config.name }, config, partitions, previous) ??
+      null
+    );
+  }
+
+  /** What the account's streams reserve, those being made or changed as they will be (`changing`), but for stream `except`. */
+  reservations(except: string | null): Reserving[] {
+    const out: Reserving[] = [];
+    for (const [name, s] of this.streams) if (name !== except && !this.changing.has(name)) out.push(s);
+    for (const [name, r] of this.changing) if (name !== except) out.push(r);
+    return out;
+  }
+
+  /** The account's streams, those being created counted. */
+  private streamCount(): number {
+    let n = this.streams.size;
+    for (const name of this.changing.keys()) if (!this.streams.has(name)) n++;
+    return n;
+  }
+
+  /** Reserves what a change of stream `name` takes (see `changing`): call it in the same synchronous step as the checks; the function returned releases it. */
+  private reserve(name: string, subjects: readonly string[], holds: Reserving): () => void {
+    this.changing.set(name, holds);
+    for (const s of subjects) this.changingSubjects.add(s, name);
+    return () => {
+      this.changing.delete(name);
+      for (const s of subjects) this.changingSubjects.remove(s, name);
+    };
   }
 
   /** StorageQuota: the account's streams of a storage type hold too much for `bytes` more. Sums them per call: only accounts with a byte limit ask. */
@@ -825,6 +866,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     withOverlapBudget((budget) => {
       for (const subject of config.subjects) {
         for (const other of this.subjectIndex.intersecting(subject, budget)) if (other !== except) throw Errors.subjectOverlap();
+        for (const other of this.changingSubjects.intersecting(subject, budget)) if (other !== config.name) throw Errors.subjectOverlap();
       }
     });
   }
@@ -861,37 +903,39 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * stream before it has capped its replicated partitions; StreamOrder).
    */
   addPartitions(name: string, count: number, held = false): Promise<Stream> {
-    return this.oneChange(() => this.exclusiveGrowth(name, count, held));
-  }
-
-  private exclusiveGrowth(name: string, count: number, held: boolean): Promise<Stream> {
     return this.exclusive(name, async () => {
       const stream = this.stream(name);
       const from = stream.partitions.length;
       if (count <= from) throw Errors.streamGeneral(`stream ${name} has ${from} partitions; a stream cannot shrink`);
       const over = this.limitError(stream.config, count, reservationOf(stream.config, from));
       if (over !== null) throw over;
-      if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
-      const added = await this.openPartitions(stream.config, stream.dir, from, count);
-      let order: StreamOrder | null = null;
-      try {
-        if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
-        // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
-        if (stream.order === null) order = await this.openOrder(stream, held);
-        if (stream.dir !== null) {
-          await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count));
-        }
-      } catch (err) {
-        await order?.close().catch(() => undefined);
-        for (const p of added) await p.close().catch(() => undefined);
-        throw err;
-      }
-      stream.addPartitions(added);
-      if (order !== null) stream.useOrder(order);
-      else stream.order!.landed();
-      this.options.log.info(`Stream "${name}" grown from ${from} to ${count} partitions`);
-      return stream;
+      const release = this.reserve(name, [], { config: stream.config, partitions: { length: count } });
+      return this.grow(stream, from, count, held).finally(release);
     });
+  }
+
+  /** Opens partitions `from` to `count` - 1 of `stream` (checked and reserved), and serves them once its meta.json names them. */
+  private async grow(stream: Stream, from: number, count: number, held: boolean): Promise<Stream> {
+    if (stream.dir !== null) for (let p = from; p < count; p++) await removeDir(join(stream.dir, `p${p}`));
+    const added = await this.openPartitions(stream.config, stream.dir, from, count);
+    let order: StreamOrder | null = null;
+    try {
+      if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
+      // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
+      if (stream.order === null) order = await this.openOrder(stream, held);
+      if (stream.dir !== null) {
+        await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count));
+      }
+    } catch (err) {
+      await order?.close().catch(() => undefined);
+      for (const p of added) await p.close().catch(() => undefined);
+      throw err;
+    }
+    stream.addPartitions(added);
+    if (order !== null) stream.useOrder(order);
+    else stream.order!.landed();
+    this.options.log.info(`Stream "${stream.config.name}" grown from ${from} to ${count} partitions`);
+    return stream;
   }
 
   /**
@@ -899,43 +943,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * the same. `placed`: in a cluster, the creation time of the placement the
    * stream is made for (Stream.placed).
    */
-  createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
-    // One create at a time: each checks max_streams, the storage reservations, the name and the subjects against the
-    // streams already made, then writes and opens its files before it is one of them. Run side by side, ten creates
-    // all found room for one more stream, two streams took the same subjects, and two of one name wrote the same files.
-    return this.oneChange(() => this.createStreamNow(raw, partitions, placed));
-  }
-
-  /**
-   * Runs `op` after every earlier create, update and growth of this
-   * account's streams has ended: each checks the others' subjects and
-   * storage reservations (and a create max_streams) before it writes, so
-   * one must not check while another is between its check and its write
-   * (across accounts, with the server's limits).
-   * Taken outside exclusive(), never inside it: a create that fails deletes
-   * its stream through exclusive().
-   */
-  private oneChange<T>(op: () => Promise<T>): Promise<T> {
-    // With server limits, every account's streams are checked together (their reservations add up): one queue for all.
-    const limits = this.options.serverLimits;
-    const bounded = limits !== undefined && (limits.maxMemory >= 0 || limits.maxStorage >= 0);
-    const run = (bounded ? limits.changes : this.changes).then(op);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    if (bounded) limits.changes = tail;
-    else this.changes = tail;
-    return run;
-  }
-
-  private async createStreamNow(raw: unknown, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
+  async createStream(raw: unknown, partitions = 1, placed?: string): Promise<{ stream: Stream; created: boolean }> {
     const config = normalizeStreamConfig(raw);
+    // Creates of one name wait for each other (and for an update, growth or delete of it): two at once wrote the same files.
+    return this.exclusive(config.name, () => this.createStreamNow(config, partitions, placed));
+  }
+
+  private async createStreamNow(config: StreamConfig, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
     const max = this.accountLimits.maxStreams;
-    if (max > 0 && this.streams.size >= max) throw LimitErrors.maxStreams();
+    if (max > 0 && this.streamCount() >= max) throw LimitErrors.maxStreams();
     const over = this.limitError(config, partitions);
     if (over !== null) throw over;
     const existing = this.streams.get(config.name);
@@ -950,14 +969,19 @@ export class JetStream implements DeliveryHost, StorageQuota {
       throw Errors.storeFailed(`stream ${config.name} exists on disk but could not be restored (${unloadable}); repair or remove its directory first`);
     }
     this.checkOverlap(config, null);
-    const created = new Date();
-    if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), streamMeta(config, created, partitions, placed));
-    const stream = await this.openStream(config, created, dir, partitions);
-    stream.placed = placed;
-    if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
-    this.options.log.info(`Created stream "${config.name}" (${describeStream(config, partitions)})`);
-    this.events.streamAction(config.name, "create");
-    return { stream, created: true };
+    const release = this.reserve(config.name, config.subjects, { config, partitions: { length: partitions } });
+    try {
+      const created = new Date();
+      if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), streamMeta(config, created, partitions, placed));
+      const stream = await this.openStream(config, created, dir, partitions);
+      stream.placed = placed;
+      if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
+      this.options.log.info(`Created stream "${config.name}" (${describeStream(config, partitions)})`);
+      this.events.streamAction(config.name, "create");
+      return { stream, created: true };
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -968,13 +992,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private async startAt(stream: Stream, firstSeq: number): Promise<void> {
     for (const p of stream.partitions) await p.purge({ upTo: firstSeq });
     if (stream.log.state().firstSeq === firstSeq) return;
-    await this.deleteStream(stream.config.name, "quiet");
+    // Not deleteStream: the create runs in exclusive() already.
+    await this.delete(stream.config.name, "quiet");
     throw Errors.streamCreate(`first sequence ${firstSeq} could not be set: the store cannot start a log there`);
   }
 
   async updateStream(raw: unknown): Promise<Stream> {
     const config = sealAdjusted(normalizeStreamConfig(raw));
-    return this.oneChange(() => this.exclusive(config.name, () => this.update(config)));
+    return this.exclusive(config.name, () => this.update(config));
   }
 
   private async update(config: StreamConfig): Promise<Stream> {
@@ -986,8 +1011,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const over = this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
     if (over !== null) throw over;
     this.checkOverlap(config, stream);
-    if (stream.dir !== null) {
-      await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, config));
+    // Reserved as it is or as it will be, the larger (the write can fail), with the subjects it takes.
+    const grows = config.max_bytes > Math.max(stream.config.max_bytes, 0);
+    const release = this.reserve(config.name, config.subjects, grows ? { config, partitions: stream.partitions } : stream);
+    try {
+      if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, config));
+    } finally {
+      release();
     }
     const subjectsChanged = !sameJson(stream.config.subjects, config.subjects);
     const changed = !sameJson(stream.config, config);

@@ -39,7 +39,8 @@ export function reservationOf(config: StreamConfig, partitions: number): number 
   return config.max_bytes > 0 ? config.max_bytes * partitions : 1;
 }
 
-interface Reserving {
+/** What a stream's reservation is made of (a stream, or one being made or changed). */
+export interface Reserving {
   readonly config: StreamConfig;
   readonly partitions: { length: number };
 }

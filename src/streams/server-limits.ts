@@ -20,7 +20,7 @@
  */
 
 import { ApiError } from "./errors.js";
-import { heldBytes, LimitErrors, reservedBytes, type AccountLimits } from "./limits.js";
+import { heldBytes, LimitErrors, reservedBytes, type AccountLimits, type Reserving } from "./limits.js";
 import type { StreamConfig } from "./config.js";
 
 type Storage = StreamConfig["storage"];
@@ -36,19 +36,14 @@ interface Held {
 export interface LimitedAccount {
   readonly streams: ReadonlyMap<string, Held>;
   readonly limits: Readonly<AccountLimits>;
+  /** What its streams reserve, those being made or changed included, but for stream `except` (JetStream.changing). */
+  reservations(except: string | null): Iterable<Reserving>;
 }
 
 export const insufficientResources = (): ApiError => new ApiError(503, 10023, "insufficient resources");
 
 export class ServerJetStreamLimits {
   private readonly accounts = new Set<LimitedAccount>();
-  /**
-   * The last stream create, update or growth of any account, running or
-   * settled: each checks the reservations of every account's streams before
-   * it writes, so that with a limit they run one at a time across accounts
-   * (JetStream.oneChange).
-   */
-  changes: Promise<void> = Promise.resolve();
   readonly maxMemory: number;
   readonly maxStorage: number;
 
@@ -98,10 +93,7 @@ export class ServerJetStreamLimits {
     const wanted = config.max_bytes > 0 ? config.max_bytes * partitions : 0;
     if (max < 0 || wanted <= previous) return null;
     let reserved = 0;
-    for (const a of this.accounts) {
-      const streams = a === self.account ? [...a.streams].filter(([name]) => name !== self.name).map(([, s]) => s) : a.streams.values();
-      reserved += reservedBytes(streams, config.storage);
-    }
+    for (const a of this.accounts) reserved += reservedBytes(a.reservations(a === self.account ? self.name : null), config.storage);
     if (reserved + wanted > max) return config.storage === "memory" ? LimitErrors.memory() : LimitErrors.storage();
     return null;
   }
