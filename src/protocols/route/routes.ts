@@ -41,6 +41,13 @@ export interface RoutesOptions {
 /** Dial pacing for configured routes: nats-server retries every second; we back off to 5 s. */
 const DIAL_MIN_MS = 250;
 const DIAL_MAX_MS = 5000;
+/**
+ * A route that stayed up this long was a working one: once it drops, its
+ * re-dials start again from DIAL_MIN_MS (nats-server starts each reconnect
+ * afresh). One that drops sooner keeps backing off, so a peer that takes a
+ * route and closes it at once is not dialled four times a second.
+ */
+const ROUTE_STABLE_MS = DIAL_MAX_MS;
 /** Peers one node routes to: bounds the tables the network can grow through gossip. */
 export const ROUTES_MAX = 256;
 
@@ -184,7 +191,7 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
     const onFail = (): void => {
       if (d !== null) {
         d.connecting = false;
-        this.dial(d, Math.min(DIAL_MAX_MS, DIAL_MIN_MS * 2 ** Math.min(5, d.attempts)));
+        this.dial(d, redialDelay(d));
       }
     };
     socket.once("error", onFail);
@@ -336,6 +343,9 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
 
   closed(route: Route, reason: string): void {
     this.all.delete(route);
+    // Without this, the attempts of every earlier outage added up, and a route dropped after hours up waited the
+    // longest back-off before its first re-dial.
+    const wasStable = route.registered && Date.now() - route.startedAt >= ROUTE_STABLE_MS;
     if (route.registered) {
       this.broker.log.info(`route to ${route.describe()} closed: ${reason}`);
       this.unregisterRoute(route);
@@ -346,7 +356,8 @@ export class RouteManager implements RemoteDelivery, RouteEvents {
     // Dial again what we keep dialling, unless it was ourselves or a duplicate of a live route.
     for (const d of this.dialled.values()) {
       if (d === dialled || (d.serverId !== "" && d.serverId === route.remoteId)) {
-        if (!d.self && !(d.serverId !== "" && this.byId.has(d.serverId))) this.dial(d, Math.min(DIAL_MAX_MS, DIAL_MIN_MS * 2 ** Math.min(5, d.attempts)));
+        if (wasStable) d.attempts = 0;
+        if (!d.self && !(d.serverId !== "" && this.byId.has(d.serverId))) this.dial(d, redialDelay(d));
       }
     }
   }
@@ -606,6 +617,11 @@ function groupWeight(m: MatchResult | null, queue: string): number {
 function contains(list: readonly string[], count: number, name: string): boolean {
   for (let i = 0; i < count; i++) if (list[i] === name) return true;
   return false;
+}
+
+/** The wait before the next dial of `d`: doubling with its attempts since it was last up for a while, to DIAL_MAX_MS. */
+function redialDelay(d: Dialled): number {
+  return Math.min(DIAL_MAX_MS, DIAL_MIN_MS * 2 ** Math.min(5, d.attempts));
 }
 
 /** `nats-route://h:p/`, `nats://h:p` → one form, so a URL heard twice is dialled once. */
