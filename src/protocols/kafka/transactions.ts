@@ -21,9 +21,10 @@ import type { JetStream } from "../../streams/jetstream.js";
 import { ApiError, Errors } from "../../streams/errors.js";
 import { readJson, writeJsonDurably } from "../../util/persist.js";
 import { withinMs } from "../../util/settle.js";
+import { ThrottledLog } from "../../util/throttled-log.js";
 import { ErrorCode } from "./errors.js";
 import type { CommittedOffset, GroupCoordinator } from "./groups.js";
-import { offsetKey } from "./groups.js";
+import { FAILURE_LOG_MS, offsetKey } from "./groups.js";
 import { streamNameOf } from "./topics.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
 import { CONTROL_SUBJECT_ABORT, CONTROL_SUBJECT_COMMIT, txnHeaders } from "./messages.js";
@@ -160,6 +161,12 @@ export class TransactionCoordinator {
   /** The save queued behind the one being written: later saves join it, as it will write what they changed too. */
   private nextSave: Promise<void> | null = null;
   private closed = false;
+  /**
+   * Per transactional id and kind of write, a failed save being told: its
+   * producer retries NOT_COORDINATOR at once, and each retry on a full disk
+   * was a line (InitProducerId's "its new epoch not saved" without limit).
+   */
+  private readonly failuresTold = new ThrottledLog(FAILURE_LOG_MS, MAX_TRANSACTIONAL_IDS * 2);
 
   constructor(
     private readonly js: JetStream,
@@ -555,9 +562,10 @@ export class TransactionCoordinator {
   /**
    * Saves `next`, the state a request would put `txn` in, leaving `txn` as it
    * is until written: then `apply` puts it in force, and true. False when the
-   * write failed (logged), to be answered NOT_COORDINATOR, Kafka's answer
-   * when its log refuses the write, which clients retry. Another broker
-   * coordinating the transaction now throws CoordinatorMoved.
+   * write failed (logged once per FAILURE_LOG_MS), to be answered
+   * NOT_COORDINATOR, Kafka's answer when its log refuses the write, which
+   * clients retry. Another broker coordinating the transaction now throws
+   * CoordinatorMoved.
    */
   private async written(txn: Txn, next: Txn, what: string, apply: () => void): Promise<boolean> {
     txn.pending = savedOf(next);
@@ -565,10 +573,16 @@ export class TransactionCoordinator {
       await this.save(txn);
       // In the same turn as the pending state goes: a write queued behind this one snapshots it at its next turn.
       apply();
+      const heldBack = this.failuresTold.over(`${what}\0${txn.id}`);
+      if (heldBack > 0) this.warn(`transaction ${txn.id}: ${what} saved, after ${heldBack} more failure(s) not logged`);
       return true;
     } catch (err) {
       if (err instanceof CoordinatorMoved) throw err;
-      this.warn(`transaction ${txn.id}: ${what} not saved: ${(err as Error).message}`);
+      const told = this.failuresTold.failed(`${what}\0${txn.id}`);
+      if (told !== null) {
+        const line = `transaction ${txn.id}: ${what} not saved: ${(err as Error).message}`;
+        this.warn(told.heldBack > 0 ? `${line} (and ${told.heldBack} more such failure(s) in the last ${Math.round(told.sinceMs / 1000)} s)` : line);
+      }
       return false;
     } finally {
       txn.pending = null;
