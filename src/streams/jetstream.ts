@@ -55,6 +55,7 @@ import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, st
 import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
 import { Fifo } from "../util/fifo.js";
+import { ThrottledLog } from "../util/throttled-log.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -124,6 +125,18 @@ const EMPTY = Buffer.alloc(0);
 
 /** Streams closed at once when the server stops. */
 const CLOSE_CONCURRENCY = 32;
+
+/**
+ * A deleted consumer whose directory could not be removed (a read-only or
+ * failing disk) is tried again after this, doubling to the maximum: left
+ * there, the consumer came back at the next start.
+ */
+const REMOVAL_RETRY_MIN_MS = 1000;
+const REMOVAL_RETRY_MAX_MS = 60_000;
+/** Directories waiting for that at once; past it one more is not tried again (and says so). */
+const MAX_UNREMOVED = 10_000;
+/** At most one line about those failures in this long (ThrottledLog). */
+const REMOVAL_FAILURE_LOG_MS = 60_000;
 
 const NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -297,6 +310,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
   apiTotal = 0;
   apiErrors = 0;
   private closed = false;
+  /** Deleted consumers' directories whose removal failed, by path: tried again until removed (retryRemovals). */
+  private readonly unremoved = new Map<string, { stream: Stream; name: string }>();
+  private removalTimer: NodeJS.Timeout | undefined;
+  private removalDelayMs = REMOVAL_RETRY_MIN_MS;
+  /** The round of removals being tried now, which close() waits for: it works in the store. */
+  private removalRound: Promise<void> | null = null;
+  private readonly removalFailuresTold = new ThrottledLog(REMOVAL_FAILURE_LOG_MS, 1);
   /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first. */
   private readonly deferredRefusals = new Fifo<{ reply: string; headers: Buffer | null; body: Buffer; due: number }>();
   private refusalTimer: NodeJS.Timeout | null = null;
@@ -1331,11 +1351,85 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const name = c.name;
     c.notifyDeleted();
     await c.stop();
-    if (c.dir !== null) await removeDirAtomically(c.dir);
+    if (c.dir !== null) {
+      try {
+        await removeDirAtomically(c.dir);
+      } catch (err) {
+        // Out of its stream already: its files are removed later (else it would come back at the next start); the
+        // request that deleted it is still told.
+        this.removalFailed(stream, name, c.dir, err);
+        throw err;
+      }
+    }
     this.logConsumer(c, "Deleted", why);
     this.events.consumerAction(stream.config.name, name, "delete");
     // Under interest retention, what only this consumer still had to see is no longer kept.
     void stream.interestChanged().catch((err) => this.options.log.warn(`stream ${stream.config.name}: interest after deleting consumer ${name}: ${(err as Error).message}`));
+  }
+
+  /** Consumer `name` of `stream` is gone but its directory is not: tried again (retryRemovals). */
+  private removalFailed(stream: Stream, name: string, dir: string, err: unknown): void {
+    if (this.closed) return;
+    const message = (err as Error).message ?? String(err);
+    if (this.unremoved.size >= MAX_UNREMOVED && !this.unremoved.has(dir)) {
+      this.options.log.error(`Consumer ${name} of stream ${stream.config.name}: its files could not be removed (${message}) and too many others wait for that: it comes back at the next start`);
+      return;
+    }
+    this.unremoved.set(dir, { stream, name });
+    this.tellRemovalFailure(`Consumer ${name} of stream ${stream.config.name} deleted, but its files could not be removed: ${message}; trying again`);
+    this.scheduleRemovals();
+  }
+
+  private tellRemovalFailure(line: string): void {
+    const told = this.removalFailuresTold.failed("");
+    if (told !== null) this.options.log.warn(told.heldBack > 0 ? `${line} (and ${told.heldBack} more such failure(s) in the last ${Math.round(told.sinceMs / 1000)} s)` : line);
+  }
+
+  private scheduleRemovals(): void {
+    if (this.closed || this.removalTimer !== undefined || this.removalRound !== null) return;
+    const delay = this.removalDelayMs;
+    this.removalDelayMs = Math.min(REMOVAL_RETRY_MAX_MS, delay * 2);
+    this.removalTimer = setTimeout(() => {
+      this.removalTimer = undefined;
+      this.removalRound = this.retryRemovals().finally(() => {
+        this.removalRound = null;
+        if (this.unremoved.size > 0) this.scheduleRemovals();
+      });
+    }, delay);
+    this.removalTimer.unref();
+  }
+
+  /** Tries again to remove each deleted consumer's directory left behind: one line for those still failing. */
+  private async retryRemovals(): Promise<void> {
+    let failed = 0;
+    let removed = 0;
+    let last = "";
+    for (const [dir, { stream, name }] of [...this.unremoved]) {
+      if (this.closed) return;
+      // In turn with creates of that name: a consumer made again under it owns the directory (its files are written
+      // anew), and a stream deleted or replaced since took it with its own.
+      await this.oneAtATime(stream, name, async () => {
+        if (stream.deleted || this.streams.get(stream.config.name) !== stream || stream.consumers.has(name) || this.consumersMaking.get(stream)?.has(name) === true) {
+          this.unremoved.delete(dir);
+          return;
+        }
+        try {
+          await removeDirAtomically(dir);
+          this.unremoved.delete(dir);
+          removed++;
+        } catch (err) {
+          failed++;
+          last = `consumer ${name} of stream ${stream.config.name}: ${(err as Error).message ?? String(err)}`;
+        }
+      });
+    }
+    if (failed > 0) {
+      this.tellRemovalFailure(`Files of ${failed} deleted consumer(s) still cannot be removed (${last}); trying again in ${Math.round(this.removalDelayMs / 1000)} s`);
+      return;
+    }
+    this.removalDelayMs = REMOVAL_RETRY_MIN_MS;
+    const heldBack = this.removalFailuresTold.over("");
+    if (removed > 0) this.options.log.warn(`The files of ${removed} deleted consumer(s) are removed now${heldBack > 0 ? `, after ${heldBack} more failure(s) not logged` : ""}`);
   }
 
   /** Ephemeral consumers (and those with an inactive threshold) go once nobody uses them. */
@@ -1397,6 +1491,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.options.serverLimits?.leave(this);
     clearInterval(this.sweeper);
     if (this.refusalTimer !== null) clearTimeout(this.refusalTimer);
+    clearTimeout(this.removalTimer);
+    await this.removalRound;
     // A delete or set-aside still running has taken its stream out of `streams` but may still be closing its
     // files or removing its directory: a close that returned before it would release the store with them open.
     await Promise.all(this.streamOps.values());
