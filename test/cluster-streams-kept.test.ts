@@ -165,6 +165,21 @@ test("a settle that failed (etcd refusing an adoption at start) is tried again u
   });
 });
 
+test("a settle that keeps failing is tried again less and less often, not every half second", async () => {
+  await withStreamOnDisk(async (dir) => {
+    const placements = directory(new Map(), Infinity);
+    const at: number[] = [];
+    const adopt = placements.adopt;
+    placements.adopt = (...args) => (at.push(performance.now()), adopt(...args));
+    await settledNode(dir, placements, async () => {
+      // Tried at start, then after 0.5, 1 and 2 s. Before: every retry counted as the first, each 0.5 s after the last.
+      await waitUntil(() => at.length >= 4, "three retries of the adoption", 20_000);
+      const gaps = at.slice(1).map((t, i) => Math.round(t - at[i]));
+      assert.ok(gaps[2] >= 1500, `the third retry ${gaps[2]} ms after the second (gaps ${gaps.join(", ")} ms)`);
+    });
+  });
+});
+
 test("a retry waiting for a start's adoption is dropped once the stream is placed: a stream removed later is not placed again", async () => {
   await withStreamOnDisk(async (dir) => {
     const placed = new Map<string, PlacedStream>();

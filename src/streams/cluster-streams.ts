@@ -201,8 +201,12 @@ const RETRY_MAX_MS = 30_000;
 export class ClusterStreams {
   /** The last settle of each `<account>/<stream>` still running: one at a time per stream. */
   private readonly ops = new Map<string, Promise<void>>();
-  /** A settle to try again, by `<account>/<stream>`: its timer, the failures in a row (its back-off) and the failed settle's cause. */
-  private readonly retries = new Map<string, { timer: NodeJS.Timeout; failures: number; cause: Cause }>();
+  /**
+   * A settle to try again, by `<account>/<stream>`: its timer (null while
+   * it is being tried), the failures in a row (its back-off) and the failed
+   * settle's cause.
+   */
+  private readonly retries = new Map<string, { timer: NodeJS.Timeout | null; failures: number; cause: Cause }>();
   private closed = false;
 
   private constructor(
@@ -272,11 +276,14 @@ export class ClusterStreams {
     const prev = this.retries.get(key);
     // One retry per stream, of its latest failure: an older one's cause may no longer hold (a "start" adoption of a
     // stream deleted since would place it again).
-    if (prev !== undefined) clearTimeout(prev.timer);
+    if (prev !== undefined && prev.timer !== null) clearTimeout(prev.timer);
     const failures = (prev?.failures ?? 0) + 1;
     const timer = setTimeout(() => {
-      if (this.retries.get(key)?.timer !== timer) return;
-      this.retries.delete(key);
+      const entry = this.retries.get(key);
+      if (entry?.timer !== timer) return;
+      // Kept (without a timer) while the retry runs: its failure counts on from here. Deleted, every retry was the
+      // first, and a settle that kept failing was tried and logged every RETRY_MS for as long as it failed.
+      entry.timer = null;
       if (!this.closed) void this.settle(account, stream, cause).catch(() => undefined);
     }, Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** Math.min(failures - 1, 10)));
     timer.unref();
@@ -294,7 +301,7 @@ export class ClusterStreams {
     const waiting = this.retries.get(key);
     if (waiting === undefined) return;
     if (waiting.cause !== cause && this.directory.get(account, stream) === undefined) return;
-    clearTimeout(waiting.timer);
+    if (waiting.timer !== null) clearTimeout(waiting.timer);
     this.retries.delete(key);
   }
 
