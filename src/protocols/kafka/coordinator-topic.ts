@@ -44,6 +44,9 @@ const READY_STEP_MS = 50;
 /** After a failed load, how long before the partition is loaded again: doubled at each failure in a row, up to the most. */
 const LOAD_RETRY_MIN_MS = 500;
 const LOAD_RETRY_MAX_MS = 30_000;
+/** A failed placement of the topic is tried again no sooner than this, doubling to the maximum. */
+const PLACE_RETRY_MIN_MS = 500;
+const PLACE_RETRY_MAX_MS = 30_000;
 /** Kafka's *.topic.replication.factor: 3, or every broker of a smaller cluster when the topic is made (those that route to each other). */
 const REPLICATION = 3;
 
@@ -95,6 +98,13 @@ export abstract class CoordinatorTopic {
    */
   private readonly loadFailed = new Map<number, { epoch: number; at: number; waitMs: number }>();
   private placing: Promise<void> | null = null;
+  /**
+   * The last failed placement of the topic: not tried again before `at` +
+   * `waitMs`. Each request that needs the topic tries to place it, and
+   * clients retry COORDINATOR_NOT_AVAILABLE at once: with etcd refusing,
+   * every retry was a placement and a log line.
+   */
+  private placeFailed: { at: number; waitMs: number } | null = null;
   private readonly sweeper: NodeJS.Timeout;
   private readonly subjects: string;
 
@@ -225,6 +235,8 @@ export abstract class CoordinatorTopic {
   /** Makes the topic, once: the first request of the account in the cluster that needs it. */
   private place(): void {
     if (this.placing !== null) return;
+    const failed = this.placeFailed;
+    if (failed !== null && Date.now() < failed.at + failed.waitMs) return;
     // Nodes without routes between them cannot replicate: one copy then, as Kafka with a replication factor of 1.
     const replicas = Math.max(1, Math.min(REPLICATION, this.cluster.replicableBrokers()));
     const config = internalStreamConfig(this.topic, this.subjectPrefix);
@@ -232,9 +244,14 @@ export abstract class CoordinatorTopic {
       .place(this.door.account, this.topic, this.partitions, config, config.subjects, replicas, 1)
       .then(
         (created) => {
+          this.placeFailed = null;
           if (created) this.door.log.info(`kafka: placed ${this.topic} for account ${this.door.account}: ${this.partitions} partitions of ${replicas} replica(s)`);
         },
-        (err: unknown) => this.door.log.warn(`kafka: could not place ${this.topic} (will try again): ${(err as Error).message}`),
+        (err: unknown) => {
+          const waitMs = this.placeFailed === null ? PLACE_RETRY_MIN_MS : Math.min(this.placeFailed.waitMs * 2, PLACE_RETRY_MAX_MS);
+          this.placeFailed = { at: Date.now(), waitMs };
+          this.door.log.warn(`kafka: could not place ${this.topic} (tried again in ${waitMs} ms at the earliest): ${(err as Error).message}`);
+        },
       )
       .finally(() => (this.placing = null));
   }
