@@ -122,6 +122,33 @@ test("a change that counts on a node being unregistered is refused while its key
   }
 });
 
+test("a change beaten by another node's returns once this node's copy holds the winner: a caller deciding again does not send one losing change after another", async () => {
+  const cluster = uniqueCluster("beaten");
+  const a = await startTestNode(etcd.endpoint, cluster, "a");
+  const b = await startTestNode(etcd.endpoint, cluster, "b");
+  try {
+    // b's copy of the metadata hears of changes 300 ms late (a watch slow to deliver).
+    const mirror = b.node.metadata.mirror as unknown as { apply(events: unknown[]): void };
+    const apply = mirror.apply.bind(mirror);
+    mirror.apply = (events) => void setTimeout(() => apply(events), 300);
+    let sent = 0;
+    const commit = b.node.metadata.commit.bind(b.node.metadata);
+    b.node.metadata.commit = (...args) => (sent++, commit(...args));
+    const request = { partitions: 1, spread: false, subjects: ["beaten.>"], origin: "jetstream" as const, config: { name: "beaten" } };
+    const won = await a.node.placements.place("$G", "beaten", request);
+    assert.equal(won.created, true);
+    // b places the same stream, deciding from its copy, which does not have a's placement yet.
+    const lost = await b.node.placements.place("$G", "beaten", request);
+    assert.equal(lost.created, false, "b finds the placement a made");
+    assert.deepEqual(lost.placement.leaders, won.placement.leaders);
+    // Before: a losing change every etcd round trip for those 300 ms.
+    assert.equal(sent, 1, `${sent} changes sent by b`);
+  } finally {
+    await a.node.leave();
+    await b.node.leave();
+  }
+});
+
 test("every change is fenced by the node's lease: refused locally without it, and by etcd when the key no longer carries it", async () => {
   const cluster = uniqueCluster("fence");
   const a = await startTestNode(etcd.endpoint, cluster, "a");

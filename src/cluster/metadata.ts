@@ -216,7 +216,12 @@ export class MetadataStore {
     }
     for (let i = 0; i < ops.length; i++) {
       const found = r.responses[i]?.kvs[0]?.modRevision ?? 0;
-      if (found !== ops[i].expect) throw new ConcurrentChangeError(ops[i].key, ops[i].expect, found);
+      if (found === ops[i].expect) continue;
+      // The caller re-reads the copy and decides again: it must hold the change that won by then (the key's own
+      // revision: etcd's may be of keys the copy never sees). Else a caller that retries (placing a stream another node
+      // placed first) sent one losing change after another, as fast as etcd answered, until the copy caught up.
+      if (found > 0) await this.mirror.waitForRevision(found, this.client.requestTimeoutMs);
+      throw new ConcurrentChangeError(ops[i].key, ops[i].expect, found);
     }
     for (let i = 0; i < absent.length; i++) {
       const found = r.responses[absentAt + i]?.kvs[0]?.modRevision ?? 0;
