@@ -9,7 +9,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { jetstreamManager, AckPolicy } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, AckPolicy } from "@nats-io/jetstream";
+import { join } from "node:path";
 import { nanos } from "@nats-io/transport-node";
 import { startJs, type JsHarness } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -62,4 +63,43 @@ test("an inactive consumer whose directory cannot be removed is removed once the
   await h.restart();
   const after = await jetstreamManager(h.nc);
   assert.deepEqual((await after.consumers.list("RMFAIL").next()).map((c) => c.name), [], "no consumer came back at the start");
+});
+
+test("a consumer whose state cannot be saved says so, once a window, and says when it is saved again", async () => {
+  const jsm = await jetstreamManager(h.nc);
+  await jsm.streams.add({ name: "STATEFAIL", subjects: ["statefail.>"] });
+  await jsm.consumers.add("STATEFAIL", { durable_name: "D", ack_policy: AckPolicy.Explicit });
+  const consumer = h.srv.jetstream!.streams.get("STATEFAIL")!.consumers.get("D")!;
+  const statePath = join(consumer.dir!, "state.json");
+  const log = h.srv.jetstream!.options.log;
+  const [error, warn] = [log.error, log.warn];
+  const lines: string[] = [];
+  log.error = (line: string) => (lines.push(line), error.call(log, line));
+  log.warn = (line: string) => (lines.push(line), warn.call(log, line));
+  // The disk refuses the state file's replacement (before: retried each second without a word, acks unsaved).
+  const rename = nodeFs.rename;
+  let refused = 0;
+  nodeFs.rename = async (from, to) => {
+    if (to === statePath) {
+      refused++;
+      throw Object.assign(new Error("ENOSPC: no space left on device (injected)"), { code: "ENOSPC" });
+    }
+    return rename.call(nodeFs, from, to);
+  };
+  try {
+    const js = jetstream(h.nc);
+    await js.publish("statefail.a", "x");
+    const c = await js.consumers.get("STATEFAIL", "D");
+    const m = await c.next({ expires: 5000 });
+    assert.ok(m !== null);
+    m.ack();
+    await waitUntil(() => refused >= 3, "the state write tried again", 15_000);
+    const told = lines.filter((l) => l.includes("Consumer D of stream STATEFAIL"));
+    assert.equal(told.length, 1, `one line for ${refused} failed writes: ${JSON.stringify(told)}`);
+    assert.match(told[0], /could not be saved \(ENOSPC/);
+  } finally {
+    nodeFs.rename = rename;
+  }
+  await waitUntil(() => lines.some((l) => /Consumer D of stream STATEFAIL: its state is saved again/.test(l)), "the state saved once the disk allows", 15_000);
+  [log.error, log.warn] = [error, warn];
 });

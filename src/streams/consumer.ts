@@ -33,6 +33,8 @@ export interface DeliveryHost {
   /** Whether a push consumer's deliver subject has the interest nats-server counts for it (see JetStream.hasDeliveryInterest). */
   hasDeliveryInterest(subject: string, group: string | undefined): boolean;
   onConsumerGone(c: Consumer): void;
+  /** A write of the consumer's state failed (`err`; tried again each SAVE_RETRY_MS), or succeeded after such failures (null). */
+  stateSaveFailed?(c: Consumer, err: Error | null): void;
   /** Told of what JetStream publishes advisories and metrics about. */
   readonly events?: ConsumerEvents;
 }
@@ -1472,6 +1474,9 @@ export class Consumer {
     });
   }
 
+  /** The last write of the state failed (stateSaveFailed told). */
+  private saveFailing = false;
+
   private async save(): Promise<void> {
     if (this.dir === null || this.saving !== null) return;
     while (this.dirty && !this.closed) {
@@ -1487,13 +1492,22 @@ export class Consumer {
       };
       if (this.initial !== null) state.initial = this.initial;
       if (this.maxedOut.size > 0) state.maxedOut = [...this.maxedOut];
+      let failure: Error | null = null;
       this.saving = writeJsonDurably(join(this.dir, "state.json"), state).then(
         () => true,
-        () => false,
+        (err: Error) => ((failure = err), false),
       );
       const written = await this.saving;
       this.saving = null;
       for (const w of waiters) w(written);
+      // Told, so a disk that keeps refusing the consumer's state is seen (its acks would be lost to a restart).
+      if (failure !== null) {
+        this.saveFailing = true;
+        this.host.stateSaveFailed?.(this, failure);
+      } else if (this.saveFailing) {
+        this.saveFailing = false;
+        this.host.stateSaveFailed?.(this, null);
+      }
       if (!written) {
         // Still to be written: again in a while, not at once (a full disk would keep it spinning). Later waiters wait for it.
         this.dirty = true;

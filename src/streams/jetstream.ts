@@ -317,6 +317,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
   /** The round of removals being tried now, which close() waits for: it works in the store. */
   private removalRound: Promise<void> | null = null;
   private readonly removalFailuresTold = new ThrottledLog(REMOVAL_FAILURE_LOG_MS, 1);
+  /** Consumers whose state writes fail (a full disk): a line each per minute at most, and one once saved again. */
+  private readonly stateFailuresTold = new ThrottledLog(REMOVAL_FAILURE_LOG_MS, 4096);
   /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first. */
   private readonly deferredRefusals = new Fifo<{ reply: string; headers: Buffer | null; body: Buffer; due: number }>();
   private refusalTimer: NodeJS.Timeout | null = null;
@@ -621,6 +623,19 @@ export class JetStream implements DeliveryHost, StorageQuota {
       }
     }
     return this.account.remote !== null && this.account.remote.hasDeliveryInterest(this.account, subject, group);
+  }
+
+  stateSaveFailed(c: Consumer, err: Error | null): void {
+    const key = `${c.stream.config.name}\0${c.name}`;
+    if (err === null) {
+      const heldBack = this.stateFailuresTold.over(key);
+      this.options.log.warn(`Consumer ${c.name} of stream ${c.stream.config.name}: its state is saved again${heldBack > 0 ? ` after ${heldBack} more failure(s) not logged` : ""}`);
+      return;
+    }
+    const told = this.stateFailuresTold.failed(key);
+    if (told === null) return;
+    const line = `Consumer ${c.name} of stream ${c.stream.config.name}: its state could not be saved (${err.message}); trying again each second, acks since its last save are lost if the server stops now`;
+    this.options.log.error(told.heldBack > 0 ? `${line} (and ${told.heldBack} more such failure(s) in the last ${Math.round(told.sinceMs / 1000)} s)` : line);
   }
 
   onConsumerGone(c: Consumer): void {
