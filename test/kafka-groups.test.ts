@@ -419,6 +419,55 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     }
   });
 
+  test("requests sent back to back on one connection are judged in order, as Kafka takes them: a commit before a LeaveGroup stands, and an OffsetFetch after it sees it", { timeout: 30_000 }, async () => {
+    // Kafka reads a connection's next request only once the last is answered. A client that pipelines its final commit
+    // and its LeaveGroup (or asks committed() right after an asynchronous commit, as librdkafka does) relies on that: the
+    // commit must not be overtaken by the leave (then refused UNKNOWN_MEMBER_ID, the work done again by the next owner),
+    // nor the fetch answered before the commit is in.
+    await createTopic("pipelined.commits", 1);
+    const k = await RawKafka.open(h.srv.kafkaPort!);
+    const other = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const g = "pipelined.group";
+      const joined = await join(k, g);
+      assert.equal(joined.error, NONE);
+      assert.equal(await syncGroup(k, g, joined.generation, joined.memberId, [joined.memberId]), NONE);
+      const base = k.responses.length;
+      k.send(
+        Buffer.concat([
+          frame(8, 7, (w) => w.string(g).i32(joined.generation).string(joined.memberId).nullableString(null).arrayLength(1).string("pipelined.commits").arrayLength(1).i32(0).i64(42).i32(-1).nullableString("done"), base),
+          frame(9, 5, (w) => w.string(g).arrayLength(1).string("pipelined.commits").arrayLength(1).i32(0), base + 1),
+          frame(13, 3, (w) => w.string(g).arrayLength(1).string(joined.memberId).nullableString(null), base + 2),
+        ]),
+      );
+      const commitAnswer = await k.response(base, 10_000);
+      commitAnswer.i32(); // throttle
+      const commitErrors = commitAnswer.array((r) => {
+        r.string();
+        return r.array((r) => {
+          r.i32();
+          return r.i16();
+        });
+      }).flat();
+      assert.deepEqual(commitErrors, [NONE], "the commit was sent while the member was in the group");
+      const fetchAnswer = await k.response(base + 1, 10_000);
+      fetchAnswer.i32(); // throttle
+      fetchAnswer.i32(); // topics
+      fetchAnswer.string();
+      fetchAnswer.i32(); // partitions
+      fetchAnswer.i32();
+      assert.equal(Number(fetchAnswer.i64()), 42, "the fetch sent after the commit sees it");
+      const leaveAnswer = await k.response(base + 2, 10_000);
+      leaveAnswer.i32();
+      assert.equal(leaveAnswer.i16(), NONE);
+      assert.deepEqual(leaveAnswer.array((r) => [r.string(), r.nullableString(), r.i16()]), [[joined.memberId, null, NONE]]);
+      assert.equal(await committed(other, g, "pipelined.commits", 0), 42, "the next owner starts after the committed work");
+    } finally {
+      k.destroy();
+      other.destroy();
+    }
+  });
+
   test("a commit's leader epoch (KIP-320) is kept and given back, across a restart", { timeout: 30_000 }, async () => {
     await createTopic("epoch.commits", 2);
     let k = await RawKafka.open(h.srv.kafkaPort!);

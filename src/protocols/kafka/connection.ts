@@ -112,6 +112,9 @@ export class KafkaConnection implements Connection, AccountMember {
   clientSoftware: { name: string; version: string } | null = null;
   /** Resolves when the previous produce request of this connection has issued its appends. */
   private produceTail: Promise<void> = Promise.resolve();
+  /** This connection's OffsetCommits not yet answered, and a promise of the last one's end (groupTurn). */
+  private commitsInFlight = 0;
+  private commitTail: Promise<void> = Promise.resolve();
   readonly remote: string;
   readonly cid: number;
   private readonly startedAt = Date.now();
@@ -220,6 +223,32 @@ export class KafkaConnection implements Connection, AccountMember {
     let done!: () => void;
     this.produceTail = new Promise<void>((resolve) => (done = resolve));
     return { ready, done };
+  }
+
+  /**
+   * Kafka reads a connection's next request only once the last is answered,
+   * and clients count on it: a commit sent right before a LeaveGroup, a
+   * JoinGroup or an OffsetFetch is judged, stored and seen before them. Here
+   * requests run side by side, so a group request first waits for this: the
+   * end of the connection's OffsetCommits not yet answered, null when none is.
+   */
+  earlierCommits(): Promise<void> | null {
+    return this.commitsInFlight > 0 ? this.commitTail : null;
+  }
+
+  /** An OffsetCommit's place in that order: `ready` is earlierCommits(); call `done` once it is answered. */
+  takeCommitTurn(): { ready: Promise<void> | null; done: () => void } {
+    const ready = this.earlierCommits();
+    this.commitsInFlight++;
+    let resolve!: () => void;
+    this.commitTail = new Promise<void>((r) => (resolve = r));
+    return {
+      ready,
+      done: () => {
+        this.commitsInFlight--;
+        resolve();
+      },
+    };
   }
 
   /** What this connection's user may do: null when everything (no authorization, or a user without permissions). */

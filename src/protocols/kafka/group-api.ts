@@ -65,6 +65,8 @@ function clientHost(address: string | undefined): string {
 export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, instanceId, protocolType, protocols, reason } = decodeJoinGroup(r, version);
   if (reason !== null && door.log.debugEnabled) door.log.debug(`kafka: group ${groupId}: ${memberId === "" ? "a new member" : `member ${memberId}`} joins: ${reasonText(reason)}`);
+  const earlier = conn.earlierCommits();
+  if (earlier !== null) await earlier;
   const coordinator = groupId === "" ? ErrorCode.NONE : await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As Kafka's GroupCoordinator: a session timeout out of bounds is refused before any group is made, and only a member
   // without an id makes one (an id named to a group that does not exist is UNKNOWN_MEMBER_ID).
@@ -104,8 +106,10 @@ export async function handleJoinGroup(door: AccountDoor, { conn, version, r, w }
   return true;
 }
 
-export async function handleSyncGroup(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleSyncGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groupId, generation, memberId, instanceId, protocolType, protocolName, assignments } = decodeSyncGroup(r, version);
+  const earlier = conn.earlierCommits();
+  if (earlier !== null) await earlier;
   const refused = groupIdError(door, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   const result =
@@ -129,8 +133,14 @@ function groupIdError(door: AccountDoor, groupId: string): number {
   return groupId === "" ? ErrorCode.INVALID_GROUP_ID : coordinatorError(door, KEY_TYPE_GROUP, groupId);
 }
 
-export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+export function handleHeartbeat(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean | Promise<boolean> {
   const { groupId, generation, memberId, instanceId } = decodeHeartbeat(r, version);
+  const earlier = conn.earlierCommits();
+  if (earlier !== null) return earlier.then(() => answerHeartbeat(door, version, w, groupId, generation, memberId, instanceId));
+  return answerHeartbeat(door, version, w, groupId, generation, memberId, instanceId);
+}
+
+function answerHeartbeat(door: AccountDoor, version: number, w: RequestContext["w"], groupId: string, generation: number, memberId: string, instanceId: string | null): boolean {
   const refused = groupIdError(door, groupId);
   const group = refused !== ErrorCode.NONE ? null : door.groups.group(groupId, false);
   if (version >= 1) w.i32(0);
@@ -139,8 +149,14 @@ export function handleHeartbeat(door: AccountDoor, { version, r, w }: RequestCon
   return true;
 }
 
-export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestContext): boolean {
+export function handleLeaveGroup(door: AccountDoor, { conn, version, r, w }: RequestContext): boolean | Promise<boolean> {
   const { groupId, members: leaving } = decodeLeaveGroup(r, version);
+  const earlier = conn.earlierCommits();
+  if (earlier !== null) return earlier.then(() => answerLeaveGroup(door, version, w, groupId, leaving));
+  return answerLeaveGroup(door, version, w, groupId, leaving);
+}
+
+function answerLeaveGroup(door: AccountDoor, version: number, w: RequestContext["w"], groupId: string, leaving: ReturnType<typeof decodeLeaveGroup>["members"]): boolean {
   if (door.log.debugEnabled) for (const m of leaving) if (m.reason !== null) door.log.debug(`kafka: group ${groupId}: member ${m.memberId || m.instanceId} leaves: ${reasonText(m.reason)}`);
   const refused = groupIdError(door, groupId);
   if (refused !== ErrorCode.NONE) {
@@ -164,8 +180,27 @@ export function handleLeaveGroup(door: AccountDoor, { version, r, w }: RequestCo
   return true;
 }
 
-export async function handleOffsetCommit(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
-  const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(r, version);
+export async function handleOffsetCommit(door: AccountDoor, ctx: RequestContext): Promise<boolean> {
+  const { groupId, generation, memberId, instanceId, topics } = decodeOffsetCommit(ctx.r, ctx.version);
+  // In the connection's order: after its earlier commits, before anything it sent next (KafkaConnection.earlierCommits).
+  const turn = ctx.conn.takeCommitTurn();
+  try {
+    if (turn.ready !== null) await turn.ready;
+    return await commitOffsets(door, ctx, groupId, generation, memberId, instanceId, topics);
+  } finally {
+    turn.done();
+  }
+}
+
+async function commitOffsets(
+  door: AccountDoor,
+  { version, w }: RequestContext,
+  groupId: string,
+  generation: number,
+  memberId: string,
+  instanceId: string | null,
+  topics: ReturnType<typeof decodeOffsetCommit>["topics"],
+): Promise<boolean> {
   const tell = (line: string): void => door.log.warn(line.startsWith("kafka") ? line : `kafka ${line}`);
   const refused = await coordinatorReady(door, KEY_TYPE_GROUP, groupId);
   // As in Kafka: an unknown partition is named as such whatever the group's state; the group judges the rest.
@@ -261,8 +296,10 @@ async function fetchOffsets(door: AccountDoor, { groupId, topics: asked }: Offse
   };
 }
 
-export async function handleOffsetFetch(door: AccountDoor, { version, r, w }: RequestContext): Promise<boolean> {
+export async function handleOffsetFetch(door: AccountDoor, { conn, version, r, w }: RequestContext): Promise<boolean> {
   const { groups, requireStable } = decodeOffsetFetch(r, version);
+  const earlier = conn.earlierCommits();
+  if (earlier !== null) await earlier;
   const results = await Promise.all(groups.map((g) => fetchOffsets(door, g, requireStable)));
   const writeTopics = (topics: FetchedOffsets["topics"]): void => {
     w.array(topics, (w, t) => {
