@@ -468,6 +468,51 @@ describe("Kafka consumer groups: offset commits around rebalances", () => {
     }
   });
 
+  test("a rebalance waits for a member that was handed its id (KIP-394) and has not joined yet, which may also leave with it, as Kafka's coordinator", { timeout: 30_000 }, async () => {
+    // Kafka's hasAllMembersJoined counts the members asked for MEMBER_ID_REQUIRED: a consumer starting while the group
+    // rebalances gets its partitions in that rebalance, not in one more right after it (every member revoking again).
+    const admin = await RawKafka.open(h.srv.kafkaPort!);
+    const a = await RawKafka.open(h.srv.kafkaPort!);
+    const c = await RawKafka.open(h.srv.kafkaPort!);
+    const d = await RawKafka.open(h.srv.kafkaPort!);
+    try {
+      const g = "pending.members";
+      const first = await join(a, g);
+      assert.equal(await syncGroup(a, g, first.generation, first.memberId, [first.memberId]), NONE);
+      const asked = await joinGroup(c, g, "");
+      assert.equal(asked.error, MEMBER_ID_REQUIRED);
+      // The leader rejoins (a rebalance); the new member comes back with its id only after that.
+      const aJoin = joinGroup(a, g, first.memberId);
+      await waitUntilAsync(async () => (await groupState(admin, g)) !== "Stable", "the rebalance");
+      const cJoin = joinGroup(c, g, asked.memberId);
+      const aJoined = await aJoin;
+      assert.deepEqual(aJoined.members.sort(), [first.memberId, asked.memberId].sort(), "one rebalance for both");
+      const cJoined = await cJoin;
+      assert.equal(cJoined.error, NONE);
+      assert.equal(aJoined.generation, cJoined.generation);
+      const cSync = syncGroup(c, g, cJoined.generation, cJoined.memberId);
+      assert.equal(await syncGroup(a, g, aJoined.generation, aJoined.memberId, [aJoined.memberId, cJoined.memberId]), NONE);
+      assert.equal(await cSync, NONE);
+
+      // A member handed an id that leaves with it instead (Kafka: NONE) no longer holds the rebalance.
+      const askedD = await joinGroup(d, g, "");
+      assert.equal(askedD.error, MEMBER_ID_REQUIRED);
+      const aAgain = joinGroup(a, g, aJoined.memberId);
+      await waitUntilAsync(async () => (await groupState(admin, g)) !== "Stable", "the rebalance");
+      const cAgain = joinGroup(c, g, cJoined.memberId);
+      const r = await call(d, 13, 3, (w) => w.string(g).arrayLength(1).string(askedD.memberId).nullableString(null));
+      r.i32();
+      assert.equal(r.i16(), NONE);
+      assert.deepEqual(r.array((r) => [r.string(), r.nullableString(), r.i16()]), [[askedD.memberId, null, NONE]]);
+      const aDone = await aAgain;
+      assert.equal(aDone.error, NONE);
+      assert.equal(aDone.generation, (await cAgain).generation);
+      assert.deepEqual(aDone.members.sort(), [aJoined.memberId, cJoined.memberId].sort());
+    } finally {
+      for (const k of [admin, a, c, d]) k.destroy();
+    }
+  });
+
   test("a commit's leader epoch (KIP-320) is kept and given back, across a restart", { timeout: 30_000 }, async () => {
     await createTopic("epoch.commits", 2);
     let k = await RawKafka.open(h.srv.kafkaPort!);

@@ -217,6 +217,7 @@ export class Group {
           id,
           setTimeout(() => {
             this.pending.delete(id);
+            this.maybeCompleteJoin();
             this.coordinator.forgetIfUnused(this);
           }, m.sessionTimeoutMs).unref(),
         );
@@ -398,8 +399,9 @@ export class Group {
     this.completeJoin();
   }
 
+  /** As Kafka's hasAllMembersJoined: every member has rejoined, and those handed a member id (KIP-394) have joined with it. */
   private maybeCompleteJoin(): void {
-    if (this.state !== "PreparingRebalance" || Date.now() < this.holdUntil) return;
+    if (this.state !== "PreparingRebalance" || Date.now() < this.holdUntil || this.pending.size > 0) return;
     for (const m of this.members.values()) if (m.joining === null) return;
     this.completeJoin();
   }
@@ -590,7 +592,16 @@ export class Group {
       memberId = current;
     }
     const m = this.members.get(memberId);
-    if (m === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
+    if (m === undefined) {
+      // As Kafka: one handed a member id that leaves before joining with it is no longer waited for.
+      const pendingTimer = this.pending.get(memberId);
+      if (pendingTimer === undefined) return ErrorCode.UNKNOWN_MEMBER_ID;
+      clearTimeout(pendingTimer);
+      this.pending.delete(memberId);
+      this.maybeCompleteJoin();
+      this.coordinator.forgetIfUnused(this);
+      return ErrorCode.NONE;
+    }
     this.remove(m, true);
     return ErrorCode.NONE;
   }
