@@ -156,6 +156,8 @@ const GAP_ROLL = 4096;
 function startsFarPast(b: Staged, next: number, dataEnd: number): boolean {
   return b.count > 0 && (b.copySeq !== 0 ? b.copySeq : next) - dataEnd > GAP_ROLL;
 }
+/** How often, at most, the write path looks up the log's directory to see that it is still the one opened. */
+const DIR_CHECK_MS = 1000;
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
 
@@ -371,6 +373,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private reopenAttempts = 0;
   private reopening = false;
   private reopenRun: Promise<void> | null = null;
+  /** The directory the log opened ("device:inode"; undefined where the disk cannot tell), and when it was last compared. */
+  private dirIdentity: string | undefined;
+  private dirCheckedAt = 0;
   /** The newest batch of the log is a data batch with nothing written after it: a marker is due once it is quiet. */
   private markerDue = false;
   private markerWanted = false;
@@ -415,6 +420,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   static async open(opts: FileLogOptions): Promise<FileLog> {
     const log = new FileLog(opts.dir, opts);
     await log.fs.mkdirp(opts.dir);
+    log.dirIdentity = log.fs.identity?.(opts.dir) ?? undefined;
+    log.dirCheckedAt = Date.now();
     await log.recover();
     await log.lost.save();
     if (log.sync === "interval") {
@@ -923,6 +930,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         if (round === null) continue;
         if (this.sync === "always") written.push(round);
         else {
+          // Acknowledged at once: the check runs per round here, as it runs per sync under `always`.
+          const gone = this.filesGone(round.seg);
+          if (gone !== null) {
+            this.stick(gone);
+            this.failRound(round, this.writeError ?? gone);
+            continue;
+          }
           this.unsynced = true;
           this.land(round);
         }
@@ -940,7 +954,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const s: SyncInFlight = { rounds, error: undefined, done: Promise.resolve() };
     s.done = this.datasync(rounds[0].seg).then(
       () => {
-        s.error = null;
+        s.error = this.filesGone(rounds[0].seg);
       },
       (err: unknown) => {
         s.error = err instanceof Error ? err : new Error(String(err));
@@ -965,6 +979,31 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     await s.rounds[0].seg.fh.truncate(s.rounds[0].pos).catch(() => {});
     for (const r of s.rounds) this.failRound(r, this.writeError ?? err);
     for (const r of written.splice(0)) this.failRound(r, this.writeError ?? err);
+  }
+
+  /**
+   * Why what was just written would not be there after a restart: the segment
+   * was removed while open (rm of it or of the directory; writes and syncs to
+   * it still succeed), or, looked at once a second (a path lookup, and a moved
+   * directory keeps what it holds), the log's directory is gone or another
+   * one. Null when neither. One fstat per sync (per round where acks do not
+   * wait for a sync), never per message.
+   */
+  private filesGone(seg: Segment): Error | null {
+    if (seg.fh.linked?.() === false) return new Error(`${join(this.dir, seg.name)} was removed while open: what is written to it would be gone at the next start`);
+    if (this.dirIdentity === undefined) return null;
+    const now = Date.now();
+    if (now - this.dirCheckedAt < DIR_CHECK_MS) return null;
+    this.dirCheckedAt = now;
+    return this.dirReplaced();
+  }
+
+  /** The log's directory is no longer the one it opened (removed, moved away, made anew), or null. */
+  private dirReplaced(): Error | null {
+    if (this.dirIdentity === undefined) return null;
+    const now = this.fs.identity!(this.dir);
+    if (now === this.dirIdentity) return null;
+    return new Error(`${this.dir} ${now === null ? "was removed" : "is another directory than the one opened (removed or moved and made anew)"} while the log was open`);
   }
 
   /** Fails every append and operation still queued: the log took a storage error. */
@@ -1007,6 +1046,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.reopenAttempts++;
     try {
       const last = this.segments[this.segments.length - 1];
+      // Files removed under the log: a recovery would make a new, empty (or shorter) log over what was acknowledged,
+      // and appends would reuse its sequences. It stays failed until the files are back (moved back, restored) or the
+      // stream is deleted; the operator decides, the log does not paper over it.
+      const replaced = this.dirReplaced();
+      if (replaced !== null) throw replaced;
+      if (last !== undefined && !this.truncationFailed && !(await this.fs.readdir(this.dir)).includes(last.name)) {
+        throw new Error(`${join(this.dir, last.name)} is gone: the log is not made again over what it held`);
+      }
       // After a failed truncation the files are not what memory says: the recovery below completes it.
       if (last !== undefined && this.sync === "always" && !this.truncationFailed) {
         const fh = await this.fs.open(join(this.dir, last.name), "existing");

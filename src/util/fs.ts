@@ -8,7 +8,7 @@
  * missing fsync; see test/helpers/sim-fs.ts).
  */
 
-import { promises as fsp, constants as fsc, closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { promises as fsp, constants as fsc, closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 
@@ -23,6 +23,13 @@ export interface StoreFile {
   datasync(): Promise<void>;
   size(): Promise<number>;
   close(): Promise<void>;
+  /**
+   * Whether the file still has a name (fstat's link count above 0), read
+   * synchronously from the descriptor held; null when none is held or the
+   * disk cannot tell. A file removed while open takes writes and syncs
+   * without error, and they are gone with its last descriptor.
+   */
+  linked?(): boolean | null;
 }
 
 /** `existing`: must exist; `create`: must not exist (O_EXCL); `replace`: created or emptied. */
@@ -47,6 +54,8 @@ export interface StoreFs {
    * shorter: a segment's index detail, loaded when a query needs it.
    */
   readSync(path: string, position: number, length: number): Buffer | null;
+  /** Which directory `path` names now ("device:inode", read synchronously), or null if there is none. */
+  identity?(path: string): string | null;
 }
 
 /** Writes all of buf at `pos`, however many calls it takes. */
@@ -258,6 +267,16 @@ class PooledFile implements StoreFile {
     return this.use(async (fh) => (await fh.stat()).size);
   }
 
+  linked(): boolean | null {
+    try {
+      // Released by the pool (rare: a full pool, right after the sync): its name, at least, must still be there.
+      if (this.fh === null) return this.orphaned || this.closedForGood ? null : statSync(this.path, { throwIfNoEntry: false }) !== undefined;
+      return fstatSync(this.fh.fd).nlink > 0;
+    } catch {
+      return null;
+    }
+  }
+
   async close(): Promise<void> {
     this.closedForGood = true;
     descriptorPool.untrack(this);
@@ -375,6 +394,14 @@ export const nodeFs: StoreFs = {
       return buf;
     } finally {
       closeSync(fd);
+    }
+  },
+  identity(path) {
+    try {
+      const st = statSync(path, { throwIfNoEntry: false });
+      return st === undefined ? null : `${st.dev}:${st.ino}`;
+    } catch {
+      return null; // a parent is no directory now (ENOTDIR): nothing is there
     }
   },
 };
