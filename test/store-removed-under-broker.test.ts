@@ -89,6 +89,29 @@ describe("files removed under a running broker", () => {
       await h.close();
     }
   });
+
+  test("a stream's order.map removed: the next publish is refused naming it, and the order is not written again over the loss", async () => {
+    const h = await startJs({ server: { httpPort: 0, kafka: { port: 0 } } });
+    const kafka = new Kafka({ clientId: "removed", brokers: [`127.0.0.1:${h.srv.kafkaPort}`], logLevel: logLevel.NOTHING });
+    try {
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic: "ordered", numPartitions: 2 }], waitForLeaders: true });
+      await admin.disconnect();
+      const js = jetstream(h.nc);
+      assert.equal((await js.publish("ordered", "a")).seq, 1);
+      const order = join(dirname((h.srv.jetstream!.streams.get("ordered")!.partitions[0] as unknown as Reopening).dir), "order.map");
+      rmSync(order);
+      await assert.rejects(js.publish("ordered", "b"), /order\.map was removed while open/);
+      await assert.rejects(js.publish("ordered", "c"), /order\.map was removed while open/, "sticky");
+      const health = await fetch(`http://127.0.0.1:${h.srv.httpPort}/healthz`);
+      assert.equal(health.status, 503);
+      assert.match(((await health.json()) as { error: string }).error, /order\.map was removed while open/);
+      assert.ok(!existsSync(order), "not made again");
+    } finally {
+      await h.close();
+    }
+  });
 });
 
 describe("the file log, its files removed", () => {

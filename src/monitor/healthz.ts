@@ -5,7 +5,8 @@
  * that refuses appends after a storage error (sticky until the stream is
  * reopened) makes the answer 503 `unavailable` naming it, as nats-server names
  * a stream that is not current; so does a stream whose files could not be
- * restored (it is not served). Lost messages do not: the stream still
+ * restored (it is not served), or whose stream order (order.map of a stream
+ * with several partitions) failed. Lost messages do not: the stream still
  * serves, and /jsz and /metrics report the damage.
  */
 
@@ -31,7 +32,11 @@ function firstStorageFailure(js: JetStream): string | null {
   const unserved = [...js.unloadable].sort((a, b) => (a[0] < b[0] ? -1 : 1))[0];
   if (unserved !== undefined) return `JetStream stream '${js.account.name} > ${unserved[0]}' could not be restored from its files: ${unserved[1]}`;
   for (const name of [...js.streams.keys()].sort()) {
-    const partitions = js.streams.get(name)!.partitions;
+    const stream = js.streams.get(name)!;
+    // A stream with several partitions refuses publishes as well when its order (order.map) failed.
+    const order = stream.order?.failure ?? null;
+    if (order !== null) return `JetStream stream '${js.account.name} > ${name}' refuses publishes after a failure of its stream order: ${order.message}`;
+    const partitions = stream.partitions;
     for (let p = 0; p < partitions.length; p++) {
       const error = partitions[p].state().error;
       if (error !== null) return `JetStream stream '${js.account.name} > ${name}' partition ${p} refuses appends after a storage error: ${error}`;

@@ -390,6 +390,12 @@ export class StreamOrder {
           try {
             await writeFully(this.file, bytes, (this.fileBase + this.durableEntries) * ENTRY);
             await this.file.datasync();
+            // Removed while open (rm of the stream's directory or of the file): written and synced without error, gone at the
+            // next start, and with it every stream sequence handed out. Damage, not a passing failure: no reopen over it.
+            if (this.file.linked?.() === false) {
+              this.damaged(`${this.path} was removed while open`);
+              break;
+            }
           } catch (err) {
             // Sticky, as the store's, until the reopen (scheduleReopen): no sync is retried over what the failed one covered, the
             // file is cut back to its durable runs first; readers stop at what is durable.
