@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
 import { FileLog } from "../src/store/file-log.js";
 import { appendAsync } from "../src/store/log.js";
 import { startJs } from "./helpers/js.js";
@@ -37,9 +37,14 @@ describe("files removed under a running broker", () => {
       await jsm.streams.add({ name: "S", subjects: ["s.>"] });
       const js = jetstream(h.nc);
       assert.equal((await js.publish("s.x", "kept")).seq, 1);
+      await jsm.consumers.add("S", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+      const m = await (await js.consumers.get("S", "C")).next({ expires: 5000 });
+      assert.ok(m !== null);
       const log = h.srv.jetstream!.streams.get("S")!.partitions[0] as unknown as Reopening;
       const streamDir = dirname(log.dir);
       rmSync(streamDir, { recursive: true, force: true });
+      // The consumer's state file would make its directories again: its ack is not confirmed instead.
+      assert.equal(await m!.ackAck({ timeout: 1500 }).catch(() => false), false, "a double ack is not confirmed");
       const started = Date.now();
       await assert.rejects(js.publish("s.x", "after rm"), (err: Error) => {
         assert.ok(err instanceof JetStreamApiError, String(err));
@@ -109,6 +114,44 @@ describe("files removed under a running broker", () => {
       assert.match(((await health.json()) as { error: string }).error, /order\.map was removed while open/);
       assert.ok(!existsSync(order), "not made again");
     } finally {
+      await h.close();
+    }
+  });
+
+  test("rm -rf of the whole store: publishes, double acks and Kafka offset commits are refused, nothing is made again, /healthz names the store", async () => {
+    const h = await startJs({ server: { httpPort: 0, kafka: { port: 0 } } });
+    const kafka = new Kafka({ clientId: "removed", brokers: [`127.0.0.1:${h.srv.kafkaPort}`], logLevel: logLevel.NOTHING, retry: { retries: 2, initialRetryTime: 50 } });
+    const admin = kafka.admin();
+    const producer = kafka.producer({ allowAutoTopicCreation: false });
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "S", subjects: ["s.>"] });
+      await jsm.consumers.add("S", { durable_name: "C", ack_policy: AckPolicy.Explicit });
+      const js = jetstream(h.nc);
+      await js.publish("s.x", "one");
+      const m = await (await js.consumers.get("S", "C")).next({ expires: 5000 });
+      assert.ok(m !== null);
+      await admin.connect();
+      await admin.createTopics({ topics: [{ topic: "t", numPartitions: 1 }], waitForLeaders: true });
+      await producer.connect();
+      await producer.send({ topic: "t", acks: -1, messages: [{ value: "a" }, { value: "b" }] });
+      await admin.setOffsets({ groupId: "g", topic: "t", partitions: [{ partition: 0, offset: "1" }] });
+
+      rmSync(h.storeDir, { recursive: true, force: true });
+      await assert.rejects(js.publish("s.x", "two"), /storage failed .*was removed while open/);
+      // Confirmed only once the consumer's state is durable: it was, in a directory made anew, before.
+      const confirmed = await m!.ackAck({ timeout: 1500 }).catch(() => false);
+      assert.equal(confirmed, false, "a double ack is not confirmed");
+      // OffsetCommit answered with an error per partition (KafkaJS's setOffsets does not throw on those): not taken.
+      await admin.setOffsets({ groupId: "g", topic: "t", partitions: [{ partition: 0, offset: "2" }] }).catch(() => undefined);
+      assert.deepEqual((await admin.fetchOffsets({ groupId: "g", topics: ["t"] }))[0].partitions.map((p) => p.offset), ["1"]);
+      const health = await fetch(`http://127.0.0.1:${h.srv.httpPort}/healthz`);
+      assert.equal(health.status, 503);
+      assert.match(((await health.json()) as { error: string }).error, /store directory .* was removed while the server ran/);
+      assert.ok(!existsSync(h.storeDir), "nothing made the store directory again");
+    } finally {
+      await producer.disconnect();
+      await admin.disconnect();
       await h.close();
     }
   });

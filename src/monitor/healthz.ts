@@ -18,7 +18,11 @@ export function healthz(ctx: MonitorContext, q: URLSearchParams): Reply {
   const enabledOnly = boolParam(q, "js-enabled-only") || boolParam(q, "js-enabled");
   const serverOnly = boolParam(q, "js-server-only");
   const jss = ctx.jetstreams;
-  if (jss === undefined || enabledOnly || serverOnly) return json({ status: "ok" }, 200, true);
+  if (jss === undefined || enabledOnly) return json({ status: "ok" }, 200, true);
+  // One stat: the store itself gone (rm -rf under the running server) fails every stream, and state files are refused.
+  const storeGone = jss.storeDirGone();
+  if (storeGone !== null) return json({ status: "unavailable", error: `JetStream ${storeGone}` }, 503, true);
+  if (serverOnly) return json({ status: "ok" }, 200, true);
   for (const js of [...jss.all()].sort((a, b) => (a.account.name < b.account.name ? -1 : 1))) {
     const failure = firstStorageFailure(js);
     if (failure !== null) return json({ status: "unavailable", error: failure }, 503, true);

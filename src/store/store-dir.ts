@@ -14,7 +14,8 @@
 import { promises as fsp, readFileSync, realpathSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { makeDirs } from "../util/fs.js";
+import { makeDirs, nodeFs } from "../util/fs.js";
+import { guardStoreRoot, storeRootGone } from "../util/persist.js";
 
 /** Less free space than this at start is a full disk: nothing could be stored. */
 export const MIN_FREE_BYTES = 1024 * 1024;
@@ -122,6 +123,8 @@ export class StoreLockError extends Error {}
 
 export interface StoreLock {
   release(): Promise<void>;
+  /** Why the locked directory is no longer the one locked (removed, replaced while the server ran), or null. */
+  gone(): string | null;
 }
 
 /** Takes the lock on `dir` (which must exist), or throws StoreLockError naming the holder. */
@@ -143,13 +146,20 @@ export async function lockStoreDir(dir: string): Promise<StoreLock> {
       }
       heldHere.add(real);
       let released = false;
+      // State files are not written into a store directory removed (rm -rf) or replaced under the running server.
+      const identity = nodeFs.identity!(real);
+      const unguard = identity === null ? () => undefined : guardStoreRoot(dir, identity);
       return {
         async release() {
           if (released) return;
           released = true;
+          unguard();
           heldHere.delete(real);
+          // Not the lock of a directory made anew at this path since.
+          if (identity !== null && storeRootGone(real, identity) !== null) return;
           await fsp.rm(path, { force: true });
         },
+        gone: () => (identity === null ? null : storeRootGone(real, identity)),
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;

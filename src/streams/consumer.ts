@@ -314,6 +314,8 @@ export class Consumer {
   private dirty = false;
   private saveTimer: NodeJS.Timeout | null = null;
   private readonly saveWaiters: Array<(written: boolean) => void> = [];
+  /** Its state file was written (or read back): the directory exists, and a later write must find it there. */
+  private stateWritten = false;
 
   constructor(
     readonly stream: Stream,
@@ -1493,12 +1495,14 @@ export class Consumer {
       if (this.initial !== null) state.initial = this.initial;
       if (this.maxedOut.size > 0) state.maxedOut = [...this.maxedOut];
       let failure: Error | null = null;
-      this.saving = writeJsonDurably(join(this.dir, "state.json"), state).then(
+      // Its directory is made by the first write (a new consumer's); made again later, it would hide that it was removed.
+      this.saving = writeJsonDurably(join(this.dir, "state.json"), state, { createDir: !this.stateWritten }).then(
         () => true,
         (err: Error) => ((failure = err), false),
       );
       const written = await this.saving;
       this.saving = null;
+      if (written) this.stateWritten = true;
       for (const w of waiters) w(written);
       // Told, so a disk that keeps refusing the consumer's state is seen (its acks would be lost to a restart).
       if (failure !== null) {
@@ -1528,6 +1532,7 @@ export class Consumer {
     this.armHeartbeat();
     if (this.dir === null) return;
     const s = (await readJson(join(this.dir, "state.json"))) as SavedState | undefined;
+    this.stateWritten = true; // restored from its directory, which holds its meta.json at least
     // Written at creation, before the configuration: absent, it was lost (or set aside damaged: JetStream.checkConsumerState).
     if (s === undefined) return this.startOver();
     this.dseq = s.dseq;

@@ -108,6 +108,11 @@ export class JetStreams {
     return out;
   }
 
+  /** Why the store directory is no longer the one locked at the start (removed or replaced while running), or null. */
+  storeDirGone(): string | null {
+    return this.lock.gone();
+  }
+
   /** Every account's JetStream, by account name. */
   all(): JetStream[] {
     return [...this.served.values()].map((s) => s.js);

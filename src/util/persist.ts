@@ -12,15 +12,17 @@
 
 import { createHash } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { realpathSync } from "node:fs";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { crc32c } from "./crc32c.js";
 import { nodeFs, writeFileDurably as replaceDurably } from "./fs.js";
 
 /** Starts the checksum line. JSON.stringify never writes a raw newline, so the last one found is this. */
 const CHECKSUM_LINE = "\n#crc32c ";
 
-export function writeJsonDurably(path: string, value: unknown): Promise<void> {
-  return writeFileDurably(path, stateFileText(value));
+/** `createDir: false`: the file's directory must be there already (it was made with the thing the file belongs to). */
+export function writeJsonDurably(path: string, value: unknown, opts: { createDir?: boolean } = {}): Promise<void> {
+  return writeFileDurably(path, stateFileText(value), opts);
 }
 
 /** A state file's text: the value's JSON, then its checksum line. */
@@ -43,10 +45,55 @@ function checksumOf(json: string): string {
   return (crc32c(Buffer.from(json)) >>> 0).toString(16).padStart(8, "0");
 }
 
-/** Replaces `path` with `text` (creating its directory, durably, if needed). */
-export async function writeFileDurably(path: string, text: string): Promise<void> {
-  await nodeFs.mkdirp(dirname(path));
+/** Replaces `path` with `text` (creating its directory, durably, if needed and not told otherwise). */
+export async function writeFileDurably(path: string, text: string, opts: { createDir?: boolean } = {}): Promise<void> {
+  checkStoreRoots(path);
+  if (opts.createDir !== false) await nodeFs.mkdirp(dirname(path));
   await replaceDurably(nodeFs, path, Buffer.from(text));
+}
+
+/**
+ * Store directories of the servers running in this process, by path, with
+ * the directory each locked ("device:inode"). A state file (consumer state,
+ * Kafka offsets, definitions) is not written under one that was removed or
+ * replaced since: the write would make the directories again and succeed,
+ * acknowledging what sits beside nothing it belongs to.
+ */
+const storeRoots = new Map<string, string>();
+
+/** Guards the store directory `dir` (as given and as resolved) until the returned function is called. */
+export function guardStoreRoot(dir: string, identity: string): () => void {
+  const paths = [...new Set([resolve(dir), realpathOr(dir)])];
+  for (const p of paths) storeRoots.set(p, identity);
+  return () => {
+    for (const p of paths) if (storeRoots.get(p) === identity) storeRoots.delete(p);
+  };
+}
+
+function realpathOr(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    return resolve(dir);
+  }
+}
+
+/** A store directory that is no longer the one its server locked, described, or null. */
+export function storeRootGone(root: string, identity: string): string | null {
+  const now = nodeFs.identity!(root);
+  if (now === identity) return null;
+  return `store directory ${root} ${now === null ? "was removed" : "was replaced by another directory"} while the server ran: what it held (streams, consumers, offsets) is not there any more`;
+}
+
+/** Throws if `path` lies in a guarded store directory that was removed or replaced. One stat per state file written. */
+function checkStoreRoots(path: string): void {
+  if (storeRoots.size === 0) return;
+  const abs = resolve(path);
+  for (const [root, identity] of storeRoots) {
+    if (!abs.startsWith(root + sep)) continue;
+    const gone = storeRootGone(root, identity);
+    if (gone !== null) throw Object.assign(new Error(`${path} not written: ${gone}`), { code: "ENOENT" });
+  }
 }
 
 export function syncDir(dir: string): Promise<void> {
