@@ -61,6 +61,9 @@ describe("files removed under a running broker", () => {
       await assert.rejects(js.publish("s.x", "after the reopen"), /storage failed/);
       assert.equal(log.io.reopens, 0);
       assert.ok(!existsSync(join(streamDir, "p0")), "no new, empty log over the lost one");
+      // Nor a new definition: a meta.json alone would make the next start serve the stream empty, without a word.
+      await assert.rejects(jsm.streams.update("S", { description: "edited after the rm" }));
+      assert.ok(!existsSync(streamDir), "the stream's directory is not made again");
     } finally {
       await h.close();
     }

@@ -290,6 +290,12 @@ function partitionOfMessage(msg: Message, partitions: number): number {
   return key === undefined ? 0 : partitionForKey(Buffer.from(key, "utf8"), partitions);
 }
 
+/**
+ * An open stream's definition is rewritten only where its directory still is: made again (removed under the
+ * running server), it would hold a meta.json and no messages, and the next start would serve the stream empty.
+ */
+const EXISTING_DIR = { createDir: false };
+
 export class JetStream implements DeliveryHost, StorageQuota {
   readonly streams = new Map<string, Stream>();
   private readonly receivers = new Map<Stream, StreamReceiver>();
@@ -959,7 +965,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
       if (stream.order === null) order = await this.openOrder(stream, held);
       if (stream.dir !== null) {
-        await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count));
+        await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count), EXISTING_DIR);
       }
     } catch (err) {
       await order?.close().catch(() => undefined);
@@ -1050,7 +1056,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const grows = config.max_bytes > Math.max(stream.config.max_bytes, 0);
     const release = this.reserve(config.name, config.subjects, grows ? { config, partitions: stream.partitions } : stream);
     try {
-      if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, config));
+      if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, config), EXISTING_DIR);
     } finally {
       release();
     }
@@ -1102,7 +1108,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
       const before = stream.placed;
       stream.placed = placed;
       try {
-        if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream));
+        if (stream.dir !== null) await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream), EXISTING_DIR);
       } catch (err) {
         stream.placed = before;
         throw err;
