@@ -180,8 +180,7 @@ describe("the file log, its files removed", () => {
       assert.equal(log.state().lastSeq, 3, "no new log reusing sequences 1 to 3");
       await assert.rejects(appendAsync(log, { subject: "a", data: Buffer.from("refused") }), /storage failed/);
     } finally {
-      await log.close();
-      rmSync(root, { recursive: true, force: true });
+      await log.close().finally(() => rmSync(root, { recursive: true, force: true }));
     }
   });
 
@@ -206,8 +205,7 @@ describe("the file log, its files removed", () => {
       const last = log.state().lastSeq;
       assert.equal(await appendAsync(log, { subject: "a", data: Buffer.from("again") }), last + 1);
     } finally {
-      await log.close();
-      rmSync(root, { recursive: true, force: true });
+      await log.close().finally(() => rmSync(root, { recursive: true, force: true }));
     }
   });
 
@@ -223,8 +221,7 @@ describe("the file log, its files removed", () => {
       assert.equal((log as unknown as Reopening).io.reopens, 0);
       assert.equal(log.state().lastSeq, 1);
     } finally {
-      await log.close();
-      rmSync(root, { recursive: true, force: true });
+      await log.close().finally(() => rmSync(root, { recursive: true, force: true }));
     }
   });
 });
