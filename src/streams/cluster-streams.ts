@@ -208,6 +208,8 @@ export class ClusterStreams {
    */
   private readonly retries = new Map<string, { timer: NodeJS.Timeout | null; failures: number; cause: Cause }>();
   private closed = false;
+  /** When this instance started: a stream placed before it with no copy here had its files removed (or its disk replaced). */
+  private readonly startedAt = Date.now();
 
   private constructor(
     readonly jetstreams: JetStreams,
@@ -394,6 +396,12 @@ export class ClusterStreams {
         return;
       }
       stream = (await js.createStream(placed.config, partitions, placed.created)).stream;
+      // Placed before this node started and with no copy here: a replica new here (it fetches from its leader), or one whose
+      // files were gone at the start. A stream kept only here lost what it held, and says so.
+      const single = placed.leaders.every((_, p) => replicasOf(placed, p).length <= 1);
+      if (single && !target && !(Date.parse(placed.created ?? "") >= this.startedAt)) {
+        this.log.error(`cluster: stream "${name}" of account ${account} is placed here only (since ${placed.created ?? "an unknown time"}) but had no files here: made again empty, what it held is gone (its files removed, or its disk replaced)`);
+      }
     } else {
       // Recorded once (a copy made before clustering, adopted; or by an older version).
       if (placed.created !== undefined && stream.placed === undefined) await js.recordPlaced(stream, placed.created);

@@ -922,8 +922,24 @@ export class StreamReplicas {
    */
   private unsyncedCopy(stream: Stream): string | null {
     if (stream.dir === null) return "this copy, in memory, lost what it held when its node restarted";
+    if (this.madeAfresh(stream)) return "this copy was made afresh at this start for a stream placed before it: what its node held of it is gone (its files removed, its disk replaced)";
     const sync = this.host.js.options.sync ?? "always";
     return sync === "always" ? null : `this copy, synced ${sync === "never" ? "only when the system writes it back" : "on an interval"}, may have lost its unsynced tail when its node restarted`;
+  }
+
+  /**
+   * Whether this node's copy of `stream` was made by this instance for a
+   * placement older than it: a replica that is new here (a stream made or
+   * scaled up while it was away), or one whose files were gone at the start
+   * (removed, an ephemeral disk replaced). Either may lack what was
+   * acknowledged, so it is treated as a copy in memory is: it does not lead
+   * at its first settle (restartedCopy), and as a follower it may lead only
+   * once it holds its leader's end (barOf). Leading the same epoch empty, it
+   * would have cut its followers back to nothing.
+   */
+  private madeAfresh(stream: Stream): boolean {
+    const placed = stream.placed === undefined ? NaN : Date.parse(stream.placed);
+    return stream.created.getTime() >= this.startedAt && !(placed >= this.startedAt);
   }
 
   /**
@@ -1235,7 +1251,7 @@ export class StreamReplicas {
     const stored =
       stream.dir === null
         ? { initial: Number.MAX_SAFE_INTEGER, save: () => Promise.resolve() }
-        : await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch, (this.host.js.options.sync ?? "always") !== "always" && remembered === undefined);
+        : await followerBar(join(stream.dir, `p${p}`, FOLLOWER_BAR_FILE), epoch, ((this.host.js.options.sync ?? "always") !== "always" || this.madeAfresh(stream)) && remembered === undefined);
     return {
       initial: remembered ?? stored.initial,
       save: async (bar) => {
