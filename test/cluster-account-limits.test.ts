@@ -16,6 +16,17 @@ import { v3Clients } from "./helpers/clients.js";
 const clients = v3Clients();
 const { nodes } = jetStreamClusterPerFile("acclimits", { kafka: true }, () => clients.closeAll());
 
+test("the last stream under max_streams is made where the node holds all the others", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 2 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  // Three replicas on three nodes: every node holds both, the second at the limit.
+  await jsm.streams.add({ name: "R1", subjects: ["r1"], num_replicas: 3 });
+  await jsm.streams.add({ name: "R2", subjects: ["r2"], num_replicas: 3 });
+  assert.deepEqual((await jsm.streams.names().next()).sort(), ["R1", "R2"]);
+  await assert.rejects(jsm.streams.add({ name: "R3", subjects: ["r3"] }), (err: JetStreamApiError) => err.code === 10027);
+  for (const name of ["R1", "R2"]) await jsm.streams.delete(name);
+});
+
 test("max_streams counts the account's streams and topics on every node, whichever node a create reaches", async () => {
   for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 3 });
   // Each on its own node (R1, placed where the request arrives or wherever is least loaded): 3 in all.

@@ -994,8 +994,10 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
+    // In a cluster, the limit is the account's streams in the whole cluster, judged when a stream is placed: a node holds a
+    // part of them, and its own count refused the stream placed at the limit (made here as it settled, then asked again).
     const max = this.accountLimits.maxStreams;
-    if (max > 0 && this.streamCount() >= max) throw LimitErrors.maxStreams();
+    if (max > 0 && this.cluster === null && this.streamCount() >= max) throw LimitErrors.maxStreams();
     const over = this.limitError(config, partitions);
     if (over !== null) throw over;
     const existing = this.streams.get(config.name);
