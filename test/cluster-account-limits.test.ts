@@ -53,3 +53,18 @@ test("max_streams counts the account's streams and topics on every node, whichev
     await admin.disconnect();
   }
 });
+
+test("creates sent at once to one node place no more than max_streams, nor two streams of overlapping subjects", async () => {
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const existing = (await jsm.streams.names().next()).length;
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: existing + 3 });
+  // Each from its own connection: the requests of one connection may be answered one after another.
+  const managers = await Promise.all(Array.from({ length: 12 }, async () => jetstreamManager(await clients.open(nodes[0].url))));
+  const many = await Promise.allSettled(managers.map((m, i) => m.streams.add({ name: `M${i}`, subjects: [`many.${i}`] })));
+  assert.equal(many.filter((r) => r.status === "fulfilled").length, 3, `creates placed at once past max_streams: ${existing} ${JSON.stringify(many.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")))}`);
+  for (const r of many) if (r.status === "rejected") assert.equal((r.reason as JetStreamApiError).code, 10027);
+  for (let i = 0; i < 12; i++) await jsm.streams.delete(`M${i}`).catch(() => undefined);
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const overlapping = await Promise.allSettled(managers.slice(0, 8).map((m, i) => m.streams.add({ name: `O${i}`, subjects: [i % 2 === 0 ? "over.>" : `over.${i}`] })));
+  assert.equal(overlapping.filter((r) => r.status === "fulfilled").length, 1, "streams of overlapping subjects placed at once");
+});

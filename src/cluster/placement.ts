@@ -152,6 +152,13 @@ interface Candidate {
 export class Placements {
   /** Parsed placements by key, kept while the key's revision holds: requests and acks look a stream up on every call. */
   private readonly parsed = new Map<string, { revision: number; placement: StreamPlacement | undefined }>();
+  /**
+   * Placements this node is recording (place(), between its admit and its
+   * commit's end): the admits of other creates here count them, or creates
+   * sent at once all found room under the account's stream limit, and
+   * streams of overlapping subjects were placed side by side.
+   */
+  private readonly placing = new Set<StreamPlacement>();
 
   constructor(
     private readonly metadata: MetadataStore,
@@ -272,7 +279,13 @@ export class Placements {
     for (;;) {
       const existing = this.get(account, stream);
       if (existing !== undefined) return { placement: existing.placement, created: false, revision: existing.revision };
-      r.admit?.(this.list(account).filter((p) => p.stream !== stream));
+      if (r.admit !== undefined) {
+        const others = this.list(account).filter((p) => p.stream !== stream);
+        const listed = new Set(others.map((p) => p.stream));
+        // One whose commit is in the copy already but has not returned yet is listed: counted once.
+        for (const p of this.placing) if (p.account === account && p.stream !== stream && !listed.has(p.stream)) others.push(p);
+        r.admit(others);
+      }
       const replicated = (r.replicas ?? 1) > 1;
       const routeless = replicated ? this.routeless() : [];
       const within = routeless.length === 0 ? r : { ...r, exclude: new Set([...(r.exclude ?? []), ...routeless]) };
@@ -296,6 +309,8 @@ export class Placements {
         config: r.config,
         created: new Date().toISOString(),
       };
+      // In the same synchronous step as the admit; a commit that succeeds resolves once the copy (list()) holds it.
+      this.placing.add(placement);
       try {
         const revision = await this.metadata.commit([{ key: placementKey(account, stream), expect: 0, put: JSON.stringify(placement) }]);
         return { placement, created: true, revision };
@@ -303,6 +318,8 @@ export class Placements {
         // Another node placed it first: that placement stands.
         if ((err as Error).name === "ConcurrentChangeError") continue;
         throw err;
+      } finally {
+        this.placing.delete(placement);
       }
     }
   }
