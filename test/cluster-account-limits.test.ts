@@ -68,3 +68,25 @@ test("creates sent at once to one node place no more than max_streams, nor two s
   const overlapping = await Promise.allSettled(managers.slice(0, 8).map((m, i) => m.streams.add({ name: `O${i}`, subjects: [i % 2 === 0 ? "over.>" : `over.${i}`] })));
   assert.equal(overlapping.filter((r) => r.status === "fulfilled").length, 1, "streams of overlapping subjects placed at once");
 });
+
+test("a topic and a stream capturing its subject, created at once through one node, are not both placed", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-overlap", brokers: [`127.0.0.1:${nodes[0].kafkaPort}`], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.listTopics(); // connected and its metadata read: the create goes out at once
+    const pairs = 8;
+    const streams = Array.from({ length: pairs }, (_, i) => jsm.streams.add({ name: `CAP${i}`, subjects: [`cap${i}.>`] }));
+    const topics = Array.from({ length: pairs }, (_, i) => admin.createTopics({ topics: [{ topic: `cap${i}.t` }] }));
+    const [s, t] = await Promise.all([Promise.allSettled(streams), Promise.allSettled(topics)]);
+    const both = [...Array(pairs).keys()].filter((i) => s[i].status === "fulfilled" && t[i].status === "fulfilled" && (t[i] as PromiseFulfilledResult<boolean>).value);
+    assert.deepEqual(both, [], "a stream and a topic of overlapping subjects both placed");
+    // And each pair got one of the two: neither was refused for the other's sake alone.
+    const neither = [...Array(pairs).keys()].filter((i) => s[i].status === "rejected" && t[i].status === "rejected");
+    assert.deepEqual(neither, []);
+  } finally {
+    await admin.disconnect();
+  }
+});

@@ -30,6 +30,7 @@ import { ErrorCode } from "../protocols/kafka/errors.js";
 import { moveOf, newMove, reassignmentEnded, replicasOf, withReassignment } from "../streams/cluster-streams.js";
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
+import { subjectsIntersect } from "../subjects/subject.js";
 
 /** The Kafka cluster id every node reports, made by the first broker. */
 const CLUSTER_ID_KEY = "kafka/cluster-id";
@@ -178,7 +179,7 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
   }
 
-  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams = 0): Promise<boolean> {
+  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams = 0, ownSubjects = false): Promise<boolean> {
     const exclude = replicas > 1 ? this.withoutRoutes() : this.withoutKafka();
     const live = this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
     // Kafka's own words (InvalidReplicationFactorException), which clients show as they are; replicas need routes between their nodes.
@@ -201,6 +202,11 @@ export class EtcdKafkaCluster implements KafkaCluster {
         // The account's streams in the whole cluster (each node holds only its own): JetStream's words, as on one node.
         admit: (others) => {
           if (maxStreams > 0 && others.length >= maxStreams) throw new KafkaClusterError(`account ${account}: maximum number of streams reached`, false, ErrorCode.POLICY_VIOLATION);
+          // Judged again here, with the placements being made through this node (the caller's check saw only those made):
+          // a stream capturing the topic's subject, placed at the same moment, was placed beside it.
+          if (ownSubjects) for (const subject of subjects) {
+            if (others.some((p) => p.subjects.some((s) => subjectsIntersect(s, subject)))) throw new KafkaClusterError(`subject ${subject} is already captured by another stream`, false, ErrorCode.POLICY_VIOLATION);
+          }
         },
       });
       return r.created;

@@ -92,7 +92,7 @@ async function placeTopic(door: AccountDoor, topic: string, partitions: number, 
     if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
   }
   try {
-    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata, door.options.minInsyncReplicas), door.js.limits.maxStreams);
+    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata, door.options.minInsyncReplicas), door.js.limits.maxStreams, true);
     if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
   } catch (err) {
     return clusterFailure(err);

@@ -89,9 +89,10 @@ export interface KafkaCluster {
    * `minIsr` in sync; false when the stream was placed already. Throws
    * KafkaClusterError (INVALID_REPLICATION_FACTOR: more replicas than live
    * brokers; POLICY_VIOLATION: the account holds `maxStreams` streams in
-   * the cluster, 0 for no limit).
+   * the cluster, 0 for no limit, or, with `ownSubjects`, another placed
+   * stream captures one of `subjects`).
    */
-  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams?: number): Promise<boolean>;
+  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams?: number, ownSubjects?: boolean): Promise<boolean>;
   /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
   grow(account: string, stream: string, count: number): Promise<void>;
   /** Replaces the configuration a placement carries (topic configs changed), and its minimum ISR. Throws KafkaClusterError. */
