@@ -199,6 +199,40 @@ describe("damage in stream files", () => {
     });
   }
 
+  test("a newest segment cut at a batch boundary below what its index claimed reports the cut sequences lost", async () => {
+    // An outside test truncated a cleanly closed stream's only segment at a batch boundary: every batch left was whole,
+    // so the index was rebuilt from the file and the 100 acknowledged messages after the cut were gone, unreported.
+    const h = await startJs();
+    try {
+      const jsm = await jetstreamManager(h.nc);
+      await jsm.streams.add({ name: "B", subjects: ["b.>"] });
+      for (let i = 1; i <= 200; i++) await jetstream(h.nc).publish("b.x", `m${i}`);
+      await h.srv.close();
+      await h.nc.close().catch(() => undefined);
+      const dir = partitionDir(h, "B");
+      const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
+      const bytes = readFileSync(seg);
+      // Batch headers: u32 length (after the crc), u32 crc, version, flags, reserved, u64 first sequence, u64 time, u32 count.
+      let cut = 0;
+      while (cut < bytes.length) {
+        const tombstones = (bytes[cut + 9] & 2) !== 0;
+        const last = bytes.readUInt32LE(cut + 12) + bytes.readUInt32LE(cut + 28) - 1;
+        cut += bytes.readUInt32LE(cut) + 8;
+        if (!tombstones && last === 100) break;
+      }
+      assert.ok(cut < bytes.length, "a batch ends at sequence 100");
+      truncateSync(seg, cut);
+      await h.restart();
+      const si = await (await jetstreamManager(h.nc)).streams.info("B");
+      const lost = (si.state as unknown as { lost?: { msgs: number[] } }).lost?.msgs ?? [];
+      assert.deepEqual(lost, Array.from({ length: 100 }, (_, i) => 101 + i), "the cut sequences are reported lost");
+      assert.equal(si.state.messages, 100);
+      assert.equal((await jetstream(h.nc).publish("b.x", "after")).seq, 201, "no sequence is handed out again");
+    } finally {
+      await h.close();
+    }
+  });
+
   test("a changed dedup.json is not taken: a retry is answered with its own message's sequence", async () => {
     // An outside test changed one entry's sequence in the clean close's de-duplication file (still valid JSON): a retry of
     // that id was answered "duplicate" naming another message's sequence.

@@ -2170,12 +2170,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     let pos = from;
     let expect = Math.max(seg.batches > 0 ? seg.lastSeq + 1 : seg.firstSeq, seg.tombNext);
     let afterDamage = false;
+    let tornTail = false;
     while (pos < fileSize) {
       const got = await this.readBatchAt(reader, pos, expect, afterDamage);
       afterDamage = false;
       if (typeof got === "string") {
         const resume = await this.resync(reader, pos + 1, fileSize, expect);
         if (resume < 0 && isLast) {
+          tornTail = true;
           if (this.claimedLast >= expect) {
             this.reportCorrupt(seg, pos, got);
             await this.quarantine(seg, pos, fileSize - pos);
@@ -2213,6 +2215,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       }
       seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
       pos += hdr.length;
+    }
+    if (isLast && !tornTail && this.claimedLast >= expect) {
+      // Cut at a batch boundary (truncated, a bad restore): every batch left is whole, yet its index claimed more.
+      this.warn(`${join(this.dir, seg.name)}: ends at ${fileSize} bytes, before sequences ${expect}..${this.claimedLast} its index claimed: reported lost`);
+      found.push({ from: expect, to: this.claimedLast, bytes: 0 });
     }
     seg.size = isLast ? fileSize : pos;
     seg.markChanged();
