@@ -18,7 +18,7 @@
 
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, rmSync, readdirSync, truncateSync, unlinkSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, readdirSync, truncateSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog } from "../src/store/file-log.js";
@@ -100,6 +100,35 @@ describe("a segment file that is gone", () => {
         rmSync(dir, { recursive: true, force: true });
       }
     });
+  }
+  for (const which of ["first", "middle", "last"] as const) {
+    for (const cut of ["emptied", "cut after its first batch"] as const) {
+      test(`the ${which} segment ${cut} (its index left): what its index claimed past the cut is reported lost`, async () => {
+        // An outside test emptied or cut a sealed segment at a batch boundary: every batch left was whole, the index
+        // was rebuilt from the file, and the acknowledged sequences after the cut were gone with nothing reported.
+        const dir = mkdtempSync(join(tmpdir(), "nagare-missing-"));
+        try {
+          await written(dir);
+          const names = segs(dir).filter((n) => Number(n.slice(0, 20)) <= 200);
+          assert.ok(names.length >= 3);
+          const i = which === "first" ? 0 : which === "last" ? names.length - 1 : 1;
+          const path = join(dir, names[i]);
+          const first = Number(names[i].slice(0, 20));
+          const to = i + 1 < names.length ? Number(names[i + 1].slice(0, 20)) - 1 : 200;
+          // A batch's length field counts the bytes after its crc; its count is at 28 (one record per append here).
+          const keep = cut === "emptied" ? 0 : readFileSync(path).readUInt32LE(0) + 8;
+          truncateSync(path, keep);
+          await reopened(dir, async (log, warnings) => {
+            assert.ok(warnings.some((w) => w.includes(names[i]) && w.includes("reported lost")), JSON.stringify(warnings));
+            assert.deepEqual(log.state().lost.map((l) => [l.from, l.to]), [[keep === 0 ? first : first + 1, to]]);
+            assert.equal(log.state().lastSeq, 200);
+            assert.equal(await appendAsync(log, expectedRecord(201)), 201);
+          });
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      });
+    }
   }
   test("the only segment removed: the next append still follows what its index held", async () => {
     const dir = mkdtempSync(join(tmpdir(), "nagare-missing-"));

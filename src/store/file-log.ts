@@ -1872,6 +1872,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       seg.createdAt = await this.fs.mtime(join(this.dir, name));
       const isLast = i === names.length - 1;
       let from = 0;
+      this.indexClaimed = 0;
       if (indexes.has(name + INDEX_SUFFIX)) {
         const b = await this.loadIndex(seg, size, isLast);
         if (b !== null) {
@@ -1945,6 +1946,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   private tombNextSeq = 0;
+  /** The last sequence the index of the segment being recovered claimed, when that index did not match the file (0: none). */
+  private indexClaimed = 0;
 
   /** An index file's summary, or why it cannot be read. */
   private readIndexSummary(path: string): IndexSummary | string {
@@ -2052,7 +2055,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       if (probe.readUInt32LE(0) + 8 !== s.size - s.lastBatchPos || probe.readUInt32LE(4) !== s.lastBatchCrc) why = "does not match the segment's last batch";
     }
     if (why !== null || typeof s === "string") {
-      if (isLast && typeof s !== "string" && s.firstSeq === seg.firstSeq) this.claimedLast = Math.max(this.claimedLast, s.lastSeq, s.tombNext - 1);
+      if (typeof s !== "string" && s.firstSeq === seg.firstSeq) {
+        this.indexClaimed = Math.max(s.lastSeq, s.tombNext - 1);
+        if (isLast) this.claimedLast = Math.max(this.claimedLast, this.indexClaimed);
+      }
       this.warn(`${path}: ${why}; rebuilding it from the segment`);
       this.io.indexesRebuilt++;
       return null;
@@ -2170,14 +2176,14 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     let pos = from;
     let expect = Math.max(seg.batches > 0 ? seg.lastSeq + 1 : seg.firstSeq, seg.tombNext);
     let afterDamage = false;
-    let tornTail = false;
+    let endsDamaged = false;
     while (pos < fileSize) {
       const got = await this.readBatchAt(reader, pos, expect, afterDamage);
       afterDamage = false;
       if (typeof got === "string") {
         const resume = await this.resync(reader, pos + 1, fileSize, expect);
         if (resume < 0 && isLast) {
-          tornTail = true;
+          endsDamaged = true;
           if (this.claimedLast >= expect) {
             this.reportCorrupt(seg, pos, got);
             await this.quarantine(seg, pos, fileSize - pos);
@@ -2195,6 +2201,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         let next = nextFirst;
         if (resume >= 0 && (await reader.ensure(resume, BATCH_HEADER))) next = readBatchHeader(reader.buf, resume - reader.start).firstSeq;
         if (next > expect) found.push({ from: expect, to: next - 1, bytes: end - pos });
+        endsDamaged = resume < 0;
         if (resume < 0) break;
         pos = resume;
         afterDamage = true; // the damaged batch's sequences are skipped
@@ -2216,10 +2223,11 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       seg.endBatch(pos, hdr.length, reader.buf.readUInt32LE(pos - reader.start + 4));
       pos += hdr.length;
     }
-    if (isLast && !tornTail && this.claimedLast >= expect) {
-      // Cut at a batch boundary (truncated, a bad restore): every batch left is whole, yet its index claimed more.
-      this.warn(`${join(this.dir, seg.name)}: ends at ${fileSize} bytes, before sequences ${expect}..${this.claimedLast} its index claimed: reported lost`);
-      found.push({ from: expect, to: this.claimedLast, bytes: 0 });
+    // Cut at a batch boundary (truncated, emptied, a bad restore): every batch left is whole, yet its index claimed more.
+    const claimed = isLast ? this.claimedLast : Math.min(this.indexClaimed, nextFirst - 1);
+    if (!endsDamaged && claimed >= expect) {
+      this.warn(`${join(this.dir, seg.name)}: ends at ${fileSize} bytes, before sequences ${expect}..${claimed} its index claimed: reported lost`);
+      found.push({ from: expect, to: claimed, bytes: 0 });
     }
     seg.size = isLast ? fileSize : pos;
     seg.markChanged();
