@@ -430,6 +430,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     log.applyLimits();
     log.scheduleMaintenance();
+    if (log.nextOnRecordOnly) log.armMarker();
     return log;
   }
 
@@ -1934,11 +1935,17 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const d = this.index.detail(last);
       // Never hand out a sequence again: not one a later segment is named after, a tombstone or marker
       // names as next, an index claimed, or that was lost.
-      this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1, this.claimedLast);
+      this.lastSeq = Math.max(this.lastSeq, last.firstSeq - 1, this.tombNextSeq - 1);
+      const written = this.lastSeq;
       if (d.nb > 0) {
         this.lastTime = d.bTime[d.nb - 1];
         this.markerDue = last.lastBatchPos === d.bPos[d.nb - 1];
       }
+      this.lastSeq = Math.max(this.lastSeq, this.claimedLast, this.lost.highest);
+      // Past what the segments say, only lost.json or an index file names the next sequence: a marker names it in the
+      // newest segment too, so that losing those small files later does not hand acknowledged sequences out again.
+      this.nextOnRecordOnly = this.lastSeq > written;
+      if (this.nextOnRecordOnly) this.markerDue = true;
     }
     this.lastSeq = Math.max(this.lastSeq, this.lost.highest);
     this.index.finishLoad((seg) => bounds.get(seg) ?? null);
@@ -1946,6 +1953,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   }
 
   private tombNextSeq = 0;
+  /** Recovery found the next sequence in lost.json or an index file only, not in the segments: a marker is written soon. */
+  private nextOnRecordOnly = false;
   /** The last sequence the index of the segment being recovered claimed, when that index did not match the file (0: none). */
   private indexClaimed = 0;
 
