@@ -130,6 +130,15 @@ describe("stream order", () => {
     rmSync(join(gone.d, ORDER_PAGES_FILE));
     await assert.rejects(gone.open(), (e: Error) => e instanceof OrderDamage && /is gone while partition 1 holds messages/.test(e.message));
 
+    // Zeros where a clean close left runs (its summary says the file was whole): damage, not a torn tail. An outside test
+    // zeroed the last 4 KiB after a clean stop; the zeros were cut as a torn tail and the messages were numbered again.
+    const zeroed = await built();
+    const z = readFileSync(map(zeroed.d));
+    z.fill(0, z.length - 4096);
+    writeFileSync(map(zeroed.d), z);
+    await assert.rejects(zeroed.open(), (e: Error) => e instanceof OrderDamage && /last run is not the one its clean close left/.test(e.message));
+    await assert.rejects(zeroed.open(), OrderDamage, "and still at the next open");
+
     // Zeros with runs after them (a power loss kept a later page of unsynced runs, not an earlier one): a torn tail.
     const hole = await built();
     rmSync(join(hole.d, ORDER_PAGES_FILE));

@@ -877,11 +877,16 @@ export class StreamOrder {
     const size = await file.size();
     // Nothing is appended between a clean close and the next open: a shorter file lost runs (kept for the next look).
     if (typeof summary.size === "number" && summary.size > size) throw new OrderDamage(`${ORDER_FILE} holds ${size} bytes where its clean close left ${summary.size}`);
+    const last = Buffer.allocUnsafe(ENTRY);
+    const lastRead = size >= ENTRY && (await file.read(last, 0, ENTRY, size - ENTRY)) === ENTRY;
+    // The size its clean close left, but another last run: the bytes changed since (zeroed, overwritten), which a load
+    // would cut as a torn tail and number again (kept for the next look).
+    if (lastRead && summary.size === size && typeof summary.last === "string" && last.toString("base64") !== summary.last) {
+      throw new OrderDamage(`${ORDER_FILE}'s last run is not the one its clean close left`);
+    }
     // Used once: appends after this open make it stale.
     await nodeFs.remove(at);
-    if (summary.size !== size || size < ENTRY || !Array.isArray(summary.pages) || summary.pages.length === 0) return false;
-    const last = Buffer.allocUnsafe(ENTRY);
-    if ((await file.read(last, 0, ENTRY, size - ENTRY)) !== ENTRY || last.toString("base64") !== summary.last) return false;
+    if (summary.size !== size || !lastRead || !Array.isArray(summary.pages) || summary.pages.length === 0) return false;
     this.fileBase = summary.fileBase;
     let entries = 0;
     for (const [first, n, start] of summary.pages) {
