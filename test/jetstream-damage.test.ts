@@ -46,6 +46,35 @@ async function ackFirst(h: JsHarness, stream: string, durable: string, n: number
   }
 }
 
+/**
+ * Stream `name` (subjects `<lowercase name>.>`): messages 1..100, a clean close (its marker after 100), 101..200, a
+ * clean close; then its segment cut right after that marker, at a batch boundary, and the server started again.
+ */
+async function cutTailAfterRestart(h: JsHarness, name: string): Promise<void> {
+  const subject = `${name.toLowerCase()}.x`;
+  await (await jetstreamManager(h.nc)).streams.add({ name, subjects: [`${name.toLowerCase()}.>`] });
+  for (let i = 1; i <= 100; i++) await jetstream(h.nc).publish(subject, `m${i}`);
+  await h.restart();
+  for (let i = 101; i <= 200; i++) await jetstream(h.nc).publish(subject, `m${i}`);
+  await h.restart({
+    whileStopped: () => {
+      const dir = partitionDir(h, name);
+      const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
+      const bytes = readFileSync(seg);
+      // Batch headers: u32 length (after the crc), u32 crc, version, flags, reserved, u64 first sequence, u64 time, u32 count.
+      let cut = 0;
+      while (cut < bytes.length) {
+        const tombstones = (bytes[cut + 9] & 2) !== 0;
+        const last = bytes.readUInt32LE(cut + 12) + bytes.readUInt32LE(cut + 28) - 1;
+        cut += bytes.readUInt32LE(cut) + 8;
+        if (tombstones && last >= 100) break;
+      }
+      assert.ok(cut < bytes.length, "a marker follows message 100");
+      truncateSync(seg, cut);
+    },
+  });
+}
+
 async function lostOf(jsm: JetStreamManager, stream: string): Promise<{ msgs: number[]; bytes: number } | undefined> {
   const si = await jsm.streams.info(stream);
   return (si.state as unknown as { lost?: { msgs: number[]; bytes: number } }).lost;
@@ -204,28 +233,7 @@ describe("damage in stream files", () => {
     // so the index was rebuilt from the file and the 100 acknowledged messages after the cut were gone, unreported.
     const h = await startJs();
     try {
-      const jsm = await jetstreamManager(h.nc);
-      await jsm.streams.add({ name: "B", subjects: ["b.>"] });
-      for (let i = 1; i <= 100; i++) await jetstream(h.nc).publish("b.x", `m${i}`);
-      // A clean close leaves a marker after message 100: the cut below keeps it, as the newest batch.
-      await h.restart();
-      for (let i = 101; i <= 200; i++) await jetstream(h.nc).publish("b.x", `m${i}`);
-      await h.srv.close();
-      await h.nc.close().catch(() => undefined);
-      const dir = partitionDir(h, "B");
-      const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
-      const bytes = readFileSync(seg);
-      // Batch headers: u32 length (after the crc), u32 crc, version, flags, reserved, u64 first sequence, u64 time, u32 count.
-      let cut = 0;
-      while (cut < bytes.length) {
-        const tombstones = (bytes[cut + 9] & 2) !== 0;
-        const last = bytes.readUInt32LE(cut + 12) + bytes.readUInt32LE(cut + 28) - 1;
-        cut += bytes.readUInt32LE(cut) + 8;
-        if (tombstones && last >= 100) break;
-      }
-      assert.ok(cut < bytes.length, "a marker follows message 100");
-      truncateSync(seg, cut);
-      await h.restart();
+      await cutTailAfterRestart(h, "B");
       const si = await (await jetstreamManager(h.nc)).streams.info("B");
       const lost = (si.state as unknown as { lost?: { msgs: number[] } }).lost?.msgs ?? [];
       assert.deepEqual(lost, Array.from({ length: 100 }, (_, i) => 101 + i), "the cut sequences are reported lost");
@@ -236,6 +244,33 @@ describe("damage in stream files", () => {
       assert.equal((await jetstream(h.nc).publish("b.x", "after")).seq, 201, "no sequence is handed out again");
     } finally {
       await h.close();
+    }
+  });
+
+  test("a flipped digit in lost.json is found, not read as a smaller loss", async () => {
+    // An outside test flipped one bit of lost.json ("to":300 became "to":200): still JSON, it was read as it was, and 100
+    // lost messages left the report with nothing logged. lost.json is now checksummed as the other state files are.
+    const logDir = mkdtempSync(join(tmpdir(), "nagare-lost-log-"));
+    const logFile = join(logDir, "server.log");
+    const h = await startJs({ server: { noLog: false, logFile } });
+    try {
+      await cutTailAfterRestart(h, "L");
+      assert.equal((await lostOf(await jetstreamManager(h.nc), "L"))?.msgs.length, 100, "101..200 are lost");
+      const file = join(partitionDir(h, "L"), "lost.json");
+      await h.restart({
+        whileStopped: () => {
+          const text = readFileSync(file, "utf8");
+          assert.ok(text.includes('"from":101'), text);
+          // One bit: 0x30 ('0') to 0x31 ('1').
+          writeFileSync(file, text.replace('"from":101', '"from":111'));
+        },
+      });
+      const lostAfter = (await lostOf(await jetstreamManager(h.nc), "L"))?.msgs ?? [];
+      assert.notEqual(lostAfter.length, 90, "the changed range is not taken as it reads");
+      assert.match(readFileSync(logFile, "utf8"), /lost\.json is unreadable \(its checksum does not match/, "the damage is logged");
+    } finally {
+      await h.close();
+      rmSync(logDir, { recursive: true, force: true });
     }
   });
 

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { writeFileDurably, writeFully, type StoreFile, type StoreFs } from "../util/fs.js";
+import { parseStateFile, stateFileText } from "../util/persist.js";
 import type { LostRange } from "./log.js";
 
 const LOST_FILE = "lost.json";
@@ -32,7 +33,8 @@ export class LostRecord {
       return; // none: nothing was ever lost
     }
     try {
-      const list = JSON.parse(text.toString("utf8")) as LostRange[];
+      // Checksummed as the other state files: a flipped digit that still parses would shrink the report unseen.
+      const list = parseStateFile(text.toString("utf8")) as LostRange[];
       for (const l of list) {
         if (Number.isSafeInteger(l.from) && Number.isSafeInteger(l.to) && l.from <= l.to) this.ranges.push({ from: l.from, to: l.to, bytes: Number(l.bytes) || 0 });
       }
@@ -69,7 +71,7 @@ export class LostRecord {
     while (this.dirty) {
       this.dirty = false;
       try {
-        await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(JSON.stringify(this.ranges)));
+        await writeFileDurably(this.fs, join(this.dir, LOST_FILE), Buffer.from(stateFileText(this.ranges)));
       } catch (err) {
         this.dirty = true;
         throw err;
@@ -108,13 +110,13 @@ export class LostRecord {
 export async function forgetLostFrom(fs: StoreFs, dir: string, next: number): Promise<void> {
   let list: LostRange[];
   try {
-    list = JSON.parse((await fs.readFile(join(dir, LOST_FILE))).toString("utf8")) as LostRange[];
+    list = parseStateFile((await fs.readFile(join(dir, LOST_FILE))).toString("utf8")) as LostRange[];
   } catch {
     return; // none, or unreadable: the next open rewrites it from what it finds
   }
   if (!list.some((l) => l.to >= next)) return;
   const kept = list.filter((l) => l.from < next).map((l) => ({ ...l, to: Math.min(l.to, next - 1) }));
-  await writeFileDurably(fs, join(dir, LOST_FILE), Buffer.from(JSON.stringify(kept)));
+  await writeFileDurably(fs, join(dir, LOST_FILE), Buffer.from(stateFileText(kept)));
 }
 
 /**
