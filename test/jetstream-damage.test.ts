@@ -16,6 +16,7 @@ import { api, startJs, type JsHarness } from "./helpers/js.js";
 import { waitUntil } from "./helpers/clients.js";
 import type { FaultInjector } from "../src/store/file-log.js";
 import { flipByte } from "./helpers/damage.js";
+import { createTopic, startKafka } from "./helpers/kafka.js";
 
 const MS = 1_000_000;
 
@@ -271,6 +272,41 @@ describe("damage in stream files", () => {
     } finally {
       await h.close();
       rmSync(logDir, { recursive: true, force: true });
+    }
+  });
+
+  test("damage in one partition of a Kafka topic is reported lost in stream sequences, the ones a JetStream client reads", async () => {
+    // An outside test flipped a bit in partition 1 of a three-partition topic: stream info's lost named 41..50 (partition
+    // 1's own sequences; stream sequences 41..50 were other, intact records) while stream sequences 131..140 were gone.
+    const h = await startKafka();
+    try {
+      await createTopic(h, "T3", 3);
+      const producer = h.kafka().producer();
+      await producer.connect();
+      for (let b = 0; b < 9; b++) {
+        for (let p = 0; p < 3; p++) {
+          await producer.send({ topic: "T3", acks: -1, messages: Array.from({ length: 10 }, (_, i) => ({ partition: p, value: `p${p}-${b * 10 + i}` })) });
+        }
+      }
+      await producer.disconnect();
+      await h.restart({
+        keepKafkaPort: true,
+        whileStopped: () => {
+          // Each produce request above is one batch kept whole: the fifth of partition 1 holds its sequences 41..50.
+          const dir = join(h.storeDir, "streams", "T3", "p1");
+          const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort()[0]);
+          let at = 0;
+          for (let k = 0; k < 4; k++) at += readFileSync(seg).readUInt32LE(at) + 8;
+          flipByte(seg, at + 60, 0x10);
+        },
+      });
+      const jsm = await jetstreamManager(h.nc);
+      const gone: number[] = [];
+      for (let seq = 1; seq <= 270; seq++) if ((await jsm.streams.getMessage("T3", { seq }).catch(() => null)) === null) gone.push(seq);
+      assert.equal(gone.length, 10, `one batch is gone: ${JSON.stringify(gone)}`);
+      assert.deepEqual((await lostOf(jsm, "T3"))?.msgs, gone, "the lost stream sequences are those no get finds");
+    } finally {
+      await h.close();
     }
   });
 

@@ -33,7 +33,7 @@ import { access, readFile, writeFile } from "node:fs/promises";
 import { nodeFs, writeFully, type StoreFile } from "../util/fs.js";
 import { crc32c } from "../util/crc32c.js";
 import { parseStateFile, stateFileText } from "../util/persist.js";
-import type { LogState, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
+import type { LogState, LostRange, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";
 
@@ -1018,6 +1018,9 @@ function encodeRun(streamFirst: number, partition: number, partFirst: number, co
  * The partitions of a stream seen through its order: JetStream's reads by
  * stream sequence. Writes go to partitions, never through here.
  */
+/** Lost partition sequences mapped to stream sequences at most (each costs a look-up in the runs). */
+const MAX_LOST_MAPPED = 65_536;
+
 export class MergedLog {
   constructor(
     readonly order: StreamOrder,
@@ -1161,10 +1164,51 @@ export class MergedLog {
     return n;
   }
 
+  /** The partitions' lost ranges as stream sequences, and what they were computed from (their count and their ends' sum). */
+  private lostMapped: { ranges: number; ends: number; lost: LostRange[] } | null = null;
+
+  /**
+   * The partitions' lost ranges (in their own sequences) as stream
+   * sequences: a JetStream client reads `lost` as stream sequences, and
+   * partition 1's 41..50 are other records there. A partition sequence with
+   * no run (none was made before it was lost) has no stream sequence and
+   * is left out. At most MAX_LOST_MAPPED sequences are mapped, once per
+   * change of the ranges.
+   */
+  private lostInStreamSeqs(states: readonly LogState[]): LostRange[] {
+    let ranges = 0;
+    let ends = 0;
+    for (const st of states) {
+      ranges += st.lost.length;
+      for (const l of st.lost) ends += l.to;
+    }
+    if (this.lostMapped !== null && this.lostMapped.ranges === ranges && this.lostMapped.ends === ends) return this.lostMapped.lost;
+    const out: LostRange[] = [];
+    let budget = MAX_LOST_MAPPED;
+    for (let p = 0; p < states.length; p++) {
+      for (const l of states[p].lost) {
+        let bytes = l.bytes;
+        for (let q = l.from; q <= l.to && budget > 0; q++, budget--) {
+          const seq = this.order.streamSeqOf(p, q);
+          const at = seq > 0 ? this.order.locate(seq) : null;
+          if (at === null || at[0] !== p || at[1] !== q) continue;
+          const prev = out[out.length - 1];
+          if (prev !== undefined && prev.to === seq - 1) prev.to = seq;
+          else out.push({ from: seq, to: seq, bytes: 0 });
+          out[out.length - 1].bytes += bytes;
+          bytes = 0;
+        }
+      }
+    }
+    out.sort((a, b) => a.from - b.from);
+    this.lostMapped = { ranges, ends, lost: out };
+    return out;
+  }
+
   /**
    * The stream's state in stream sequences: first and last of the order,
    * messages, bytes and subjects over every partition, damage as the
-   * partitions report it (their lost ranges are in partition sequences).
+   * partitions report it (their lost ranges mapped to stream sequences).
    */
   state(): LogState {
     const last = this.order.durableNext - 1;
@@ -1180,14 +1224,16 @@ export class MergedLog {
     let error: string | null = this.order.failure?.message ?? null;
     const corrupt: LogState["corrupt"] = [];
     const lost: LogState["lost"] = [];
-    for (const log of this.partitions) {
-      const st = log.state();
+    const states = this.partitions.map((log) => log.state());
+    let hasLost = false;
+    for (const st of states) {
       messages += st.messages;
       bytes += st.bytes;
       error ??= st.error;
       corrupt.push(...st.corrupt);
-      lost.push(...st.lost);
+      if (st.lost.length > 0) hasLost = true;
     }
+    if (hasLost) lost.push(...this.lostInStreamSeqs(states));
     const subjects = this.subjectCounts().size;
     const span = last >= first ? last - first + 1 : 0;
     return { firstSeq: first, lastSeq: last, messages, bytes, subjects, deleted: Math.max(0, span - messages), corrupt, lost, error };
