@@ -18,6 +18,8 @@ import { dirname, join } from "node:path";
 import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError } from "@nats-io/jetstream";
 import { FileLog } from "../src/store/file-log.js";
 import { appendAsync } from "../src/store/log.js";
+import { quarantine } from "../src/store/damage.js";
+import { nodeFs } from "../src/util/fs.js";
 import { startJs } from "./helpers/js.js";
 import kafkajs from "kafkajs";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
@@ -224,4 +226,17 @@ describe("the file log, its files removed", () => {
       await log.close().finally(() => rmSync(root, { recursive: true, force: true }));
     }
   });
+});
+
+test("damage found in a log whose directory was removed is not quarantined there: the directory and the store around it are not made again", async () => {
+  // Seen in CI: after rm -rf of the store, a read of a released segment failed, and its quarantine made the whole path anew.
+  const root = mkdtempSync(join(tmpdir(), "nagare-removed-"));
+  try {
+    const dir = join(root, "store", "streams", "S", "p0");
+    rmSync(join(root, "store"), { recursive: true, force: true });
+    await assert.rejects(quarantine(nodeFs, dir, "00000000000000000001.seg@0", Buffer.from("bad")), /is gone/);
+    assert.ok(!existsSync(join(root, "store")), "the removed store made again");
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

@@ -125,6 +125,9 @@ export async function forgetLostFrom(fs: StoreFs, dir: string, next: number): Pr
  */
 export async function quarantine(fs: StoreFs, dir: string, name: string, bytes: Buffer): Promise<void> {
   const qdir = join(dir, QUARANTINE_DIR);
+  // Only inside the log's directory as it is: one removed under the running server (its reads failing for that) is not
+  // made again, with the store around it, by a copy of what could not be read.
+  if (fs.identity?.(dir) === null) throw new Error(`${dir} is gone: nothing is quarantined there`);
   await fs.mkdirp(qdir);
   let fh: StoreFile;
   try {
