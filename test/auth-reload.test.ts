@@ -178,7 +178,8 @@ test("reload: authentication turned on closes clients that presented nothing; tu
 test("reload: a CONNECT whose password is being checked when the users change is checked again by the new ones", async () => {
   // bcrypt at cost 12 takes bcryptjs a few hundred milliseconds: the reload lands while the old users check it.
   const hash = bcrypt.hashSync("slow-pw", 12);
-  const srv = await startServer({ port: 0, authorization: { users: [{ user: "slow", password: hash }, { user: "other", password: "o" }] } });
+  // A long authorization timeout: on a loaded machine the check outlasted the default 2 s, and the timeout answered first.
+  const srv = await startServer({ port: 0, authTimeout: 60_000, authorization: { users: [{ user: "slow", password: hash }, { user: "other", password: "o" }] } });
   try {
     const c = await RawClient.open(srv.port);
     try {
@@ -189,8 +190,8 @@ test("reload: a CONNECT whose password is being checked when the users change is
         assert.ok(i < 500, "the server never read the CONNECT");
         await new Promise((r) => setImmediate(r));
       }
-      srv.reload({ port: 0, authorization: { users: [{ user: "other", password: "o" }] } });
-      const answer = await c.waitFor(/PONG\r\n|-ERR [^\r]*\r\n/, "the CONNECT's answer", 20_000);
+      srv.reload({ port: 0, authTimeout: 60_000, authorization: { users: [{ user: "other", password: "o" }] } });
+      const answer = await c.waitFor(/PONG\r\n|-ERR [^\r]*\r\n/, "the CONNECT's answer", 60_000);
       assert.equal(answer[0], "-ERR 'Authorization Violation'\r\n");
     } finally {
       c.destroy();
