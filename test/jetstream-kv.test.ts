@@ -79,6 +79,19 @@ describe("KV and object store", () => {
     w.stop();
   });
 
+  test("KV max_value_size: a write whose revision check fails is refused for that, not for its size", async () => {
+    // nats-server checks max_msg_size (headers and value) after the expectation headers: a create of an existing key whose
+    // revision header takes it past the limit is "wrong last sequence", which the client reads as "the key exists".
+    const kv = await new Kvm(h.nc).create("small", { maxValueSize: 60 });
+    const rev = await kv.put("k", "v");
+    const value = "x".repeat(20);
+    await assert.rejects(kv.create("k", value), /wrong last sequence/);
+    await assert.rejects(kv.update("k", value, rev + 5), /wrong last sequence/);
+    // The same write with the right revision is then refused for its size.
+    await assert.rejects(kv.update("k", value, rev), /message size exceeds maximum allowed/);
+    assert.equal((await kv.get("k"))?.string(), "v");
+  });
+
   test("KV TTL: values older than the bucket's ttl are gone", async () => {
     const kv = await new Kvm(h.nc).create("ttl", { ttl: 500 });
     await kv.put("k", "v");

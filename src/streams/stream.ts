@@ -607,8 +607,8 @@ export class Stream {
     subject = this.storedSubject(subject);
     if (this.config.sealed) return done(Errors.sealed(), 0, false);
     const size = (headers?.length ?? 0) + data.length;
-    const max = this.config.max_msg_size;
-    if ((max > 0 && size > max) || size > this.maxPayload) return done(Errors.messageTooBig(), 0, false);
+    // The stream's max_msg_size is checked in process(), after the headers' checks, as nats-server orders them.
+    if (size > this.maxPayload) return done(Errors.messageTooBig(), 0, false);
     const full = this.ingestRefusal();
     if (full !== null) return done(full, 0, false);
     const parsed = headers !== null && headers.length > 0 ? parseHeaders(headers, 0, headers.length) : null;
@@ -742,6 +742,10 @@ export class Stream {
       }
       if (h.has("Nats-TTL") && !this.config.allow_msg_ttl) return this.fail(p, msgId, Errors.ttlDisabled());
     }
+    // After de-duplication and the expectations, as nats-server: a KV create of an existing key is "wrong last sequence"
+    // (which clients act on) even when its revision header takes it past the limit.
+    const max = this.config.max_msg_size;
+    if (max > 0 && (p.headers?.length ?? 0) + p.data.length > max) return this.fail(p, msgId, Errors.messageTooBig());
     // A keyed message keeps its key beside the headers and, in a partitioned stream, goes where Kafka's partitioner puts the key.
     let headers = p.headers;
     let key: Buffer | null = null;
