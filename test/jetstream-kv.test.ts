@@ -92,6 +92,29 @@ describe("KV and object store", () => {
     assert.equal((await kv.get("k"))?.string(), "v");
   });
 
+  test("KV get from a bucket deleted under an open handle fails, not 'no such key'", async () => {
+    // The handle that created the bucket reads it by direct get (allow_direct).
+    const kv = await new Kvm(h.nc).create("gone");
+    await kv.put("k", "v");
+    await kv.destroy();
+    // nats-server has no direct-get responder for the stream any more: the client gets an error, never a missing key.
+    await assert.rejects(kv.get("k"));
+    const v2kv = await v2.connect({ servers: h.srv.url }).then(async (nc) => {
+      try {
+        const b = await nc.jetstream().views.kv("gone2");
+        await b.put("k", v2.StringCodec().encode("v"));
+        await (await nc.jetstreamManager()).streams.delete("KV_gone2");
+        return await b.get("k").then(
+          (e) => `resolved ${e === null ? "null" : e.operation}`,
+          () => "rejected",
+        );
+      } finally {
+        await nc.close();
+      }
+    });
+    assert.equal(v2kv, "rejected");
+  });
+
   test("KV TTL: values older than the bucket's ttl are gone", async () => {
     const kv = await new Kvm(h.nc).create("ttl", { ttl: 500 });
     await kv.put("k", "v");

@@ -669,7 +669,9 @@ export class JetStreamApi implements Receiver {
   private async directGet(t: string[], body: Buffer, reply: string): Promise<void> {
     const s = this.js.streams.get(t[4]);
     const miss = (code: string): void => this.js.emit(reply, reply, "", encodeHeaders(code, []), Buffer.alloc(0));
-    if (s === undefined || !s.config.allow_direct) return miss("404 Message Not Found");
+    // nats-server has no direct-get responder for a stream that is gone or does not allow it: its client errs (times out),
+    // it is never told "not found", which a KV client reads as a key without a value. 503 is that error, without the wait.
+    if (s === undefined || !s.config.allow_direct) return miss("503");
     let m: StoredMessage;
     try {
       if (t.length > 5) {
