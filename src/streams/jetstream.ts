@@ -135,8 +135,8 @@ const REMOVAL_RETRY_MIN_MS = 1000;
 const REMOVAL_RETRY_MAX_MS = 60_000;
 /** Directories waiting for that at once; past it one more is not tried again (and says so). */
 const MAX_UNREMOVED = 10_000;
-/** At most one line about those failures in this long (ThrottledLog). */
-const REMOVAL_FAILURE_LOG_MS = 60_000;
+/** At most one line about a consumer's failing disk work (its directory's removal, its state's writes) in this long (ThrottledLog). */
+const CONSUMER_FAILURE_LOG_MS = 60_000;
 
 const NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -322,9 +322,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
   private removalDelayMs = REMOVAL_RETRY_MIN_MS;
   /** The round of removals being tried now, which close() waits for: it works in the store. */
   private removalRound: Promise<void> | null = null;
-  private readonly removalFailuresTold = new ThrottledLog(REMOVAL_FAILURE_LOG_MS, 1);
+  private readonly removalFailuresTold = new ThrottledLog(CONSUMER_FAILURE_LOG_MS, 1);
   /** Consumers whose state writes fail (a full disk): a line each per minute at most, and one once saved again. */
-  private readonly stateFailuresTold = new ThrottledLog(REMOVAL_FAILURE_LOG_MS, 4096);
+  private readonly stateFailuresTold = new ThrottledLog(CONSUMER_FAILURE_LOG_MS, 4096);
   /** Publishes refused for a lost lease, answered when due (deferRefusal), oldest first. */
   private readonly deferredRefusals = new Fifo<{ reply: string; headers: Buffer | null; body: Buffer; due: number }>();
   private refusalTimer: NodeJS.Timeout | null = null;
