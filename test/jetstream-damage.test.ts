@@ -187,9 +187,10 @@ describe("damage in stream files", () => {
     }
   });
 
-  for (const [floor, keepDedup, next] of [
-    ["what its clean close recorded", true, 201],
-    ["what a consumer delivered (no record of a clean close)", false, 151],
+  for (const [floor, keepDedup, keepMark, next] of [
+    ["what its clean close recorded", true, true, 201],
+    ["what its end mark recorded (no record of a clean close)", false, true, 201],
+    ["what a consumer delivered (no record of a clean close or of its end)", false, false, 151],
   ] as const) {
     test(`a log cut below ${floor} goes on past it: no sequence a client saw is handed out again`, async () => {
       // An outside test cut a segment whose index it had removed: the cut was taken for a torn tail, the last sequence
@@ -208,6 +209,7 @@ describe("damage in stream files", () => {
         const seg = join(dir, readdirSync(dir).filter((n) => n.endsWith(".seg")).sort().pop()!);
         truncateSync(seg, Math.floor(statSync(seg).size / 3));
         if (!keepDedup) rmSync(join(h.storeDir, "streams", "CUT", "dedup.json"), { force: true });
+        if (!keepMark) rmSync(join(dir, "end.mark"), { force: true });
         await h.restart();
         const si = await (await jetstreamManager(h.nc)).streams.info("CUT");
         assert.equal(si.state.last_seq, next - 1, "the stream goes on past it");

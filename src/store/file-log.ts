@@ -43,6 +43,7 @@ import { ageTimer } from "./live-index.js";
 import { DEAD, PagedIndex, Segment, SegmentDetail } from "./paged-index.js";
 import { IndexedLog } from "./log-index.js";
 import { forgetLostFrom, LostRecord, quarantine, withoutRanges } from "./damage.js";
+import { END_MARK_FILE, EndMarkWriter, readEndMark, type EndMark } from "./end-mark.js";
 import { decodeDetail, decodeSummary, encodeSegmentIndex, INDEX_HEADER, summaryLength, type DetailPlace, type IndexSummary } from "./segment-index.js";
 import { nodeFs, readExactly, writeFileDurably, writeFully, writeFullyV, type StoreFile, type StoreFs } from "../util/fs.js";
 import {
@@ -193,6 +194,9 @@ function parseIntent(text: Buffer): TruncationIntent {
  * write of the same bytes at the same place), so the intent is removed last.
  */
 async function applyTruncation(fs: StoreFs, dir: string, t: TruncationIntent): Promise<void> {
+  // The end mark claims what is cut: gone before anything is, or the next open would report the cut sequences lost.
+  await fs.remove(join(dir, END_MARK_FILE));
+  await fs.syncDir(dir);
   for (const n of await fs.readdir(dir)) {
     // Index files of the cut segment and of later ones describe what is no longer there.
     if (n.endsWith(SEGMENT_SUFFIX + INDEX_SUFFIX) && n.slice(0, -INDEX_SUFFIX.length) >= t.segment) await fs.remove(join(dir, n));
@@ -382,6 +386,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private markerTimer: NodeJS.Timeout | null = null;
   /** The sequence recovery found assigned beyond what the segments still hold (an index file's claim), or 0. */
   private claimedLast = 0;
+  /** Keeps end.mark current as rounds land (see end-mark.ts); made by recovery. */
+  private endMark: EndMarkWriter | null = null;
   /** Damaged places already copied to the quarantine directory, by "segment@position". */
   private readonly quarantined = new Set<string>();
   /** A truncation runs: the write loop and maintenance start nothing new. */
@@ -704,6 +710,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         const cut = this.segments.find((seg) => seg.name === intent.segment);
         if (this.sync !== "always" && cut !== undefined) await cut.fh.datasync();
         this.truncationFailed = true;
+        await this.endMark?.stop();
         await writeFileDurably(this.fs, join(this.dir, TRUNCATE_FILE), Buffer.from(JSON.stringify(intent)));
         await applyTruncation(this.fs, this.dir, intent);
         const fresh = new FileLog(this.dir, this.opts);
@@ -1068,10 +1075,13 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
         }
       }
       await this.probeDisk();
+      // Nothing lands meanwhile: the recovery reads the mark as it stands, and the fresh log writes it from then on.
+      await this.endMark?.stop();
       const fresh = new FileLog(this.dir, this.opts);
       await fresh.recover();
       if (this.closed) {
         for (const seg of fresh.segments) await seg.fh.close();
+        await fresh.endMark?.stop();
         return;
       }
       this.takeOver(fresh);
@@ -1127,6 +1137,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.landedStamp = fresh.landedStamp;
     this.claimedLast = fresh.claimedLast;
     this.markerDue = fresh.markerDue;
+    this.endMark = fresh.endMark;
     // Evicted messages not yet tombstoned are back on disk; limits are applied again.
     this.evicted = [];
     this.windows = [];
@@ -1175,7 +1186,6 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const skipOnly = copied && batch!.count === 0;
     if (skipOnly) skipTo = Math.max(skipTo, batch!.copySeq);
     const firstSeq = copied && !skipOnly ? batch!.copySeq : expected;
-    const flags = firstSeq > expected ? FLAG_GAP : 0;
     const n = batch?.count ?? 0;
     const nextSeq = Math.max(firstSeq + n, skipTo);
     // A copied batch's sequences its source no longer stores are tombstoned right after it, in the same write and sync.
@@ -1201,6 +1211,12 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       return null;
     }
     round.seg = seg;
+    // A data batch starting past what a scan of its file would expect there is flagged as skipping on purpose: a copy
+    // that starts on, or an append after an open that found sequences past the file's data (lost, or claimed by an
+    // index or the end mark) before the marker naming the next one was written. Unflagged, the next open took it for
+    // damage and lost it.
+    const scanExpect = inflight !== null && inflight.seg === seg ? inflight.nextSeq : Math.max(this.dataEndOf(seg, seg.firstSeq), seg.tombNext);
+    const flags = firstSeq > scanExpect ? FLAG_GAP : 0;
     round.dataEnd = hasData ? firstSeq + n : inflight !== null && inflight.seg === seg ? inflight.dataEnd : this.dataEndOf(seg, firstSeq);
     round.pos = inflight !== null ? inflight.end : seg.size;
     if (skipOnly) {
@@ -1316,6 +1332,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       ops[k].done(null, removed);
     }
     if (n > 0) this.evictRanges(this.index.evict(this.limits, touched));
+    this.endMark?.note(seg.firstSeq, seg.size, this.lastSeq);
     if (batch !== null) this.settleStaged(batch, null, batch.count === 0 ? batch.copySeq : firstSeq);
     if (tombs.length > 0 || this.evicted.length > 0) this.scheduleMaintenance();
   }
@@ -1855,6 +1872,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     }
     const names = entries.filter((n) => /^\d{20}\.seg$/.test(n)).sort();
     const indexes = new Set(entries.filter((n) => n.endsWith(INDEX_SUFFIX)));
+    const mark = await this.readMark(entries.includes(END_MARK_FILE));
+    // What landed is claimed as an index's claims are: the newest file cut or torn below it reports the rest lost.
+    if (mark !== null) this.claimedLast = Math.max(this.claimedLast, mark.lastSeq);
     // Damage found by this open: sequences destroyed, before tombstones are taken into account.
     const found: LostRange[] = [];
     // Per segment read from its index: each subject's first and last, as the index recorded them.
@@ -1900,6 +1920,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     // close every index is current and none is; after a crash, those of the last moments are.
     const { tombs, stamps, orphans } = this.orphanIndexes(entries, new Set(names), found);
     this.missingSegments(names, orphans, found);
+    if (mark !== null) this.checkMark(mark, found);
     for (let k = 0; k < stamps.length; k++) this.lastStamp = Math.max(this.lastStamp, stamps[k]);
     for (const seg of this.segments) {
       this.lastSeq = Math.max(this.lastSeq, seg.lastSeq);
@@ -1950,6 +1971,41 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.lastSeq = Math.max(this.lastSeq, this.lost.highest);
     this.index.finishLoad((seg) => bounds.get(seg) ?? null);
     this.index.trimDetails();
+    this.endMark = new EndMarkWriter(this.fs, join(this.dir, END_MARK_FILE), entries.includes(END_MARK_FILE), this.warn);
+  }
+
+  /** The end mark recovery checks the newest segment against, or null (none, or unreadable: said). */
+  private async readMark(exists: boolean): Promise<EndMark | null> {
+    if (!exists) return null;
+    const path = join(this.dir, END_MARK_FILE);
+    const m = await readEndMark(this.fs, path);
+    if (typeof m !== "string") return m;
+    this.warn(`${path} is unreadable (${m}): whether the newest segment lost its end cannot be told`);
+    return null;
+  }
+
+  /**
+   * The newest segment file (or the files after the one left) gone below
+   * what the end mark says landed, where the scan did not already find it
+   * (an index of the last file read whole hides a cut of the files after
+   * it): those sequences are reported lost. Deletes in a cut tail are
+   * undone, which only a warning can say.
+   */
+  private checkMark(mark: EndMark, found: LostRange[]): void {
+    const last = this.segments[this.segments.length - 1];
+    const held = last === undefined ? 0 : Math.max(last.lastSeq, last.tombNext - 1, last.firstSeq - 1);
+    const same = last !== undefined && last.firstSeq === mark.segment;
+    if (mark.lastSeq > held) {
+      const reported: number[] = [];
+      for (const l of found) reported.push(l.from, l.to);
+      const gone = withoutRanges([{ from: held + 1, to: mark.lastSeq, bytes: 0 }], reported);
+      for (const g of gone) {
+        this.warn(`${join(this.dir, END_MARK_FILE)} says sequences up to ${mark.lastSeq} landed in ${segmentName(mark.segment)} (${mark.end} bytes); the files hold ${g.from}..${g.to} no more: reported lost, never handed out again`);
+        found.push(g);
+      }
+    } else if (same && last.size < mark.end) {
+      this.warn(`${join(this.dir, last.name)} ends at ${last.size} bytes, before the ${mark.end} that landed: deletes recorded in its lost end may be undone`);
+    }
   }
 
   private tombNextSeq = 0;
@@ -2753,6 +2809,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
       const due = i < this.segments.length - 1 ? this.indexDue(i) : !s.indexed && !s.damaged;
       if (due && this.writeError === null) await this.writeIndex(s).catch((err) => this.warn(`index of ${s.name}: ${(err as Error).message}`));
     }
+    await this.endMark?.close();
     for (const s of this.segments) await s.fh.close();
   }
 }
