@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryLog } from "../src/store/memory-log.js";
 import { appendAsync } from "../src/store/log.js";
-import { ORDER_FILE, ORDER_PAGES_FILE, OrderDamage, StreamOrder } from "../src/streams/stream-order.js";
+import { ORDER_FILE, ORDER_MARK_FILE, ORDER_PAGES_FILE, OrderDamage, StreamOrder } from "../src/streams/stream-order.js";
 import type { Visibility } from "../src/streams/visibility.js";
 
 describe("stream order", () => {
@@ -118,6 +118,14 @@ describe("stream order", () => {
     await assert.rejects(cut.open(), (e: Error) => e instanceof OrderDamage && /holds 32000 bytes where its clean close left/.test(e.message));
     await assert.rejects(cut.open(), OrderDamage, "and still at the next open");
 
+    // The same cut after a crash (no summary): order.mark says how far runs were durable. An outside test cut order.map at a
+    // run boundary after a kill -9, and the records past the cut were numbered again with nothing said.
+    const crashCut = await built();
+    rmSync(join(crashCut.d, ORDER_PAGES_FILE));
+    truncateSync(map(crashCut.d), 1000 * 32);
+    await assert.rejects(crashCut.open(), (e: Error) => e instanceof OrderDamage && /ends at stream sequence 1000 where order\.mark says 3000 were durable/.test(e.message));
+    await assert.rejects(crashCut.open(), OrderDamage, "and still at the next open");
+
     const flipped = await built();
     rmSync(join(flipped.d, ORDER_PAGES_FILE));
     const bytes = readFileSync(map(flipped.d));
@@ -142,6 +150,8 @@ describe("stream order", () => {
     // Zeros with runs after them (a power loss kept a later page of unsynced runs, not an earlier one): a torn tail.
     const hole = await built();
     rmSync(join(hole.d, ORDER_PAGES_FILE));
+    // Its mark, written after each sync, could not have named those runs either.
+    rmSync(join(hole.d, ORDER_MARK_FILE));
     const holed = readFileSync(map(hole.d));
     holed.fill(0, 2000 * 32, 2128 * 32);
     writeFileSync(map(hole.d), holed);

@@ -36,6 +36,7 @@ import { parseStateFile, stateFileText } from "../util/persist.js";
 import type { LogState, LostRange, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";
+import { EndMarkWriter, readEndMark } from "../store/end-mark.js";
 
 export const ORDER_FILE = "order.map";
 
@@ -60,6 +61,14 @@ async function exists(path: string): Promise<boolean> {
 }
 /** What a clean close leaves so that the next open need not read every run (a cache: checked against order.map). */
 export const ORDER_PAGES_FILE = "order.pages";
+/**
+ * The order's end mark (store/end-mark.ts): the last stream sequence whose
+ * run was durable. After a kill -9 no summary says how long order.map was:
+ * cut at a run boundary, or removed, it would read as a shorter order, and
+ * the records past the cut would be numbered again, perhaps in another
+ * interleaving, under sequences consumers were given for other messages.
+ */
+export const ORDER_MARK_FILE = "order.mark";
 const ENTRY = 32;
 const PAGE = 4096;
 /** Pages of runs kept in memory besides the newest. */
@@ -184,6 +193,8 @@ export class StreamOrder {
         const holding = held ? -1 : partitions.findIndex((p, i) => i > 0 && p.state().lastSeq > 0);
         if (holding > 0) throw new OrderDamage(`${ORDER_FILE} is gone while partition ${holding} holds messages`);
         if (await exists(`${dir}/${ORDER_PAGES_FILE}`)) throw new OrderDamage(`${ORDER_FILE} is gone while ${ORDER_PAGES_FILE} says a clean close left it`);
+        const mark = await readEndMark(nodeFs, `${dir}/${ORDER_MARK_FILE}`);
+        if (mark !== null && typeof mark !== "string" && mark.lastSeq > 0) throw new OrderDamage(`${ORDER_FILE} is gone while ${ORDER_MARK_FILE} says stream sequences up to ${mark.lastSeq} were handed out`);
         file = await nodeFs.open(path, "create");
         await nodeFs.syncDir(dir!);
       }
@@ -193,6 +204,9 @@ export class StreamOrder {
     order.warn = warn;
     try {
       if (existed && !(await order.loadSummary())) await order.load();
+      const markExists = path !== null && (await exists(`${dir}/${ORDER_MARK_FILE}`));
+      if (existed && markExists) await order.checkMark(`${dir}/${ORDER_MARK_FILE}`);
+      if (path !== null) order.mark = new EndMarkWriter(nodeFs, `${dir}/${ORDER_MARK_FILE}`, markExists, warn);
       if (existed) await order.checkPartitions(warn, held);
       // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
       // same first run (partition 0 comes first, from its sequence 1).
@@ -275,6 +289,22 @@ export class StreamOrder {
       if (got <= 0) break;
     }
     return false;
+  }
+
+  /** Keeps order.mark current as runs become durable; null for an order in memory. */
+  private mark: EndMarkWriter | null = null;
+
+  /** Refuses an order that ends before the stream sequences its mark says were durable (see ORDER_MARK_FILE). */
+  private async checkMark(path: string): Promise<void> {
+    const m = await readEndMark(nodeFs, path);
+    if (m === null) return;
+    if (typeof m === "string") {
+      this.warn(`${path} is unreadable (${m}): whether ${ORDER_FILE} lost its end cannot be told`);
+      return;
+    }
+    if (this.nextSeq - 1 < m.lastSeq) {
+      throw new OrderDamage(`${ORDER_FILE} ends at stream sequence ${this.nextSeq - 1} where ${ORDER_MARK_FILE} says ${m.lastSeq} were durable`);
+    }
   }
 
   private setBase(nextSeq: number, partition: number, high: number): void {
@@ -411,6 +441,7 @@ export class StreamOrder {
         const from = this.durableEntries;
         this.durableEntries = entries;
         this.durableNext = next;
+        this.mark?.note(1, (this.fileBase + entries) * ENTRY, next - 1);
         for (let p = 0; p < high.length; p++) this.durableHigh[p] = high[p];
         if (this.waiting > 0) this.numbered(from, entries);
         this.onDurable();
@@ -992,6 +1023,7 @@ export class StreamOrder {
     if (this.reopenTimer !== null) clearTimeout(this.reopenTimer);
     this.reopenTimer = null;
     await this.saveSummary().catch(() => undefined);
+    await this.mark?.close();
     // Records held back by the door's rules never got a run: their publishers hear the stream went.
     this.failWaiters(new Error("the stream is closed"));
     await this.file?.close();
