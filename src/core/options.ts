@@ -225,6 +225,8 @@ export interface KafkaListenerOptions {
   offsetsRetentionMs?: number;
   /** Kafka's offsets.retention.check.interval.ms (default 10 minutes). */
   offsetsRetentionCheckIntervalMs?: number;
+  /** Kafka's offsets.commit.timeout.ms: an OffsetCommit not stored within this is answered REQUEST_TIMED_OUT (default 5 s). */
+  offsetsCommitTimeoutMs?: number;
   /** Kafka's log.cleaner.backoff.ms: how often compacted topics are looked at for compaction (default 15 s). */
   logCleanerBackoffMs?: number;
   /** Decompressed produce batches held at once, across all connections (default 256 MiB); also caps one batch's expansion. */
@@ -527,6 +529,7 @@ const KAFKA_CHECKS: Record<keyof KafkaListenerOptions, Check> = {
   connectionsMaxIdleMs: atLeast(0, INT32_MAX),
   offsetsRetentionMs: atLeast(1),
   offsetsRetentionCheckIntervalMs: atLeast(100, INT32_MAX),
+  offsetsCommitTimeoutMs: atLeast(1, INT32_MAX),
   logCleanerBackoffMs: atLeast(100, INT32_MAX),
   maxDecompressBytes: atLeast(1),
   maxResponseBytes: atLeast(1),

@@ -1212,7 +1212,7 @@ function nameList(e: Entry, problem: (name: unknown) => string | null): string[]
  * `kafka { port, host, advertise, auto_create_topics, num_partitions, default_replication_factor, min_insync_replicas,
  * max_request_bytes, group_initial_rebalance_delay,
  * group_min_session_timeout, group_max_session_timeout,
- * fetch_max_bytes, connections_max_idle, offsets_retention, offsets_retention_check_interval, log_cleaner_backoff,
+ * fetch_max_bytes, connections_max_idle, offsets_retention, offsets_retention_check_interval, offsets_commit_timeout, log_cleaner_backoff,
  * max_decompress_bytes, max_response_bytes, max_queued_request_bytes,
  * auto_leader_rebalance, leader_imbalance_check_interval, leader_imbalance_per_broker_percentage, tls { ... },
  * sasl_mechanisms }`, or `kafka: true`.
@@ -1327,6 +1327,11 @@ function kafka(o: ServerOptions, e: Entry, c: Collector): void {
     k.offsetsRetentionCheckIntervalMs = durationMs(interval);
     // Kafka's least is 1 ms; tests look often, and a ticker faster than this would only cost.
     if (k.offsetsRetentionCheckIntervalMs < 100) fail(interval, `must be at least 100ms (got ${JSON.stringify(interval.value)})`);
+  });
+  c.attempt(() => {
+    const timeout = sub("offsets_commit_timeout");
+    if (!timeout) return;
+    k.offsetsCommitTimeoutMs = positiveDurationMs(timeout);
   });
   c.attempt(() => {
     const backoff = sub("log_cleaner_backoff");

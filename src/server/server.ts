@@ -234,6 +234,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
           connectionsMaxIdleMs: k.connectionsMaxIdleMs ?? KAFKA_DEFAULTS.connectionsMaxIdleMs,
           offsetsRetentionMs: k.offsetsRetentionMs ?? KAFKA_DEFAULTS.offsetsRetentionMs,
           offsetsRetentionCheckIntervalMs: k.offsetsRetentionCheckIntervalMs ?? KAFKA_DEFAULTS.offsetsRetentionCheckIntervalMs,
+          offsetsCommitTimeoutMs: k.offsetsCommitTimeoutMs ?? KAFKA_DEFAULTS.offsetsCommitTimeoutMs,
           logCleanerBackoffMs: k.logCleanerBackoffMs ?? KAFKA_DEFAULTS.logCleanerBackoffMs,
           maxDecompressBytes: k.maxDecompressBytes ?? KAFKA_DEFAULTS.maxDecompressBytes,
           maxResponseBytes: k.maxResponseBytes ?? KAFKA_DEFAULTS.maxResponseBytes,

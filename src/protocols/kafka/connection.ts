@@ -231,6 +231,8 @@ export class KafkaConnection implements Connection, AccountMember {
    * JoinGroup or an OffsetFetch is judged, stored and seen before them. Here
    * requests run side by side, so a group request first waits for this: the
    * end of the connection's OffsetCommits not yet answered, null when none is.
+   * Bounded: a commit not stored within offsets_commit_timeout is answered
+   * REQUEST_TIMED_OUT (group-api.ts), as Kafka's offsets.commit.timeout.ms.
    */
   earlierCommits(): Promise<void> | null {
     return this.commitsInFlight > 0 ? this.commitTail : null;

@@ -81,6 +81,12 @@ export interface KafkaOptions {
   offsetsRetentionMs: number;
   /** How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms). */
   offsetsRetentionCheckIntervalMs: number;
+  /**
+   * How long an OffsetCommit waits for its offsets to be stored before it is
+   * answered REQUEST_TIMED_OUT (Kafka's offsets.commit.timeout.ms): the
+   * connection's group requests behind it wait no longer than that.
+   */
+  offsetsCommitTimeoutMs: number;
   /** How often compacted topics are looked at (Kafka's log.cleaner.backoff.ms; log-cleaner.ts). */
   logCleanerBackoffMs: number;
   /** Decompressed produce batches held at once, across connections. */
@@ -142,6 +148,8 @@ export const KAFKA_DEFAULTS = {
   // Kafka's defaults: 7 days, looked at every 10 minutes.
   offsetsRetentionMs: 7 * 24 * 3_600_000,
   offsetsRetentionCheckIntervalMs: 10 * 60_000,
+  // Kafka's default: 5 s.
+  offsetsCommitTimeoutMs: 5000,
   // Kafka's default: 15 s.
   logCleanerBackoffMs: 15_000,
   // Room for two batches at the request limit being decompressed at once, and many small ones.

@@ -233,17 +233,22 @@ async function commitOffsets(
       if (group.keyCount() + added > MAX_OFFSETS_PER_GROUP) {
         for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.RECORD_LIST_TOO_LARGE;
       } else {
-        try {
-          await group.commit(entries);
-          door.groups.failureOver(groupId, "offsets", tell);
-        } catch (err) {
-          // In a cluster: the group's partition of the offsets topic moved before every replica had the commit. On a
-          // single node: the group's file could not be written (a full disk). Kafka answers a failed write of its offsets
-          // log NOT_COORDINATOR either way; clients find the coordinator again and retry.
-          // Logged once per FAILURE_LOG_MS per group: the clients retry at once, and each retry fails alike.
-          if (!(err instanceof CoordinatorMoved)) door.groups.warnFailure(groupId, "offsets", `kafka: offsets of group ${groupId} not committed: ${(err as Error).message}`, tell);
-          for (const p of known) if (p.error === ErrorCode.NONE) p.error = ErrorCode.NOT_COORDINATOR;
-        }
+        const stored = group.commit(entries).then(
+          () => {
+            door.groups.failureOver(groupId, "offsets", tell);
+            return ErrorCode.NONE;
+          },
+          (err: unknown) => {
+            // In a cluster: the group's partition of the offsets topic moved before every replica had the commit. On a
+            // single node: the group's file could not be written (a full disk). Kafka answers a failed write of its offsets
+            // log NOT_COORDINATOR either way; clients find the coordinator again and retry.
+            // Logged once per FAILURE_LOG_MS per group: the clients retry at once, and each retry fails alike.
+            if (!(err instanceof CoordinatorMoved)) door.groups.warnFailure(groupId, "offsets", `kafka: offsets of group ${groupId} not committed: ${(err as Error).message}`, tell);
+            return ErrorCode.NOT_COORDINATOR;
+          },
+        );
+        const error = await withinCommitTimeout(door, groupId, stored, tell);
+        if (error !== ErrorCode.NONE) for (const p of known) if (p.error === ErrorCode.NONE) p.error = error;
       }
     }
   }
@@ -255,6 +260,26 @@ async function commitOffsets(
   });
   w.taggedFields();
   return true;
+}
+
+/**
+ * The commit's outcome, or REQUEST_TIMED_OUT once offsets_commit_timeout
+ * passes first, as Kafka bounds a commit by offsets.commit.timeout.ms: a
+ * stalled disk (or replica) must not hold the connection's later group
+ * requests (earlierCommits) without end. The write goes on and may still
+ * land, as in Kafka, where a timed-out commit may be appended all the same.
+ */
+async function withinCommitTimeout(door: AccountDoor, groupId: string, stored: Promise<number>, tell: (line: string) => void): Promise<number> {
+  const ms = door.options.offsetsCommitTimeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<number>((resolve) => (timer = setTimeout(resolve, ms, ErrorCode.REQUEST_TIMED_OUT)));
+  try {
+    const error = await Promise.race([stored, late]);
+    if (error === ErrorCode.REQUEST_TIMED_OUT) door.groups.warnFailure(groupId, "offsets", `kafka: offsets of group ${groupId} not stored within ${ms} ms (offsets_commit_timeout): answered REQUEST_TIMED_OUT`, tell);
+    return error;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 interface FetchedOffsets {

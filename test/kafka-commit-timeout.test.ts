@@ -1,0 +1,119 @@
+/**
+ * A connection's group requests wait for its earlier OffsetCommits to be
+ * answered (Kafka takes a connection's requests one at a time). A commit
+ * whose write stalled (a disk that stops answering a sync) held every later
+ * JoinGroup, Heartbeat or OffsetFetch of that connection without end: the
+ * member's session ran out while its heartbeats sat behind the commit. As
+ * Kafka's offsets.commit.timeout.ms, the commit is answered
+ * REQUEST_TIMED_OUT once offsets_commit_timeout passes, and the requests
+ * behind it go on.
+ */
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { sep } from "node:path";
+import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
+import { frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { call } from "./helpers/kafka-group-requests.js";
+import { nodeFs } from "../src/util/fs.js";
+import type { Reader } from "../src/protocols/kafka/codec.js";
+import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
+import { parseConf } from "../src/server/conf-parser.js";
+import { optionsFromConf } from "../src/server/conf-options.js";
+
+const NONE = 0;
+const REQUEST_TIMED_OUT = 7;
+const UNKNOWN_MEMBER_ID = 25;
+
+let h: KafkaHarness;
+before(async () => (h = await startKafka()));
+after(() => h.close());
+
+/** OffsetCommit v2 of a simple consumer (no generation, no member): `offset` of partition 0 of `topic`. */
+function commitFrame(group: string, topic: string, offset: number, correlationId: number): Buffer {
+  return frame(8, 2, (w) => w.string(group).i32(-1).string("").i64(-1).arrayLength(1).string(topic).arrayLength(1).i32(0).i64(offset).nullableString(null), correlationId);
+}
+
+/** An OffsetCommit's partition errors. */
+function commitErrors(r: Reader): number[] {
+  return r
+    .array((r) => {
+      r.string();
+      return r.array((r) => (r.i32(), r.i16()));
+    })
+    .flat();
+}
+
+/** An OffsetFetch v1's one committed offset. */
+function fetchedOffset(r: Reader): number {
+  r.i32(); // topics
+  r.string();
+  r.i32(); // partitions
+  r.i32();
+  return Number(r.i64());
+}
+
+test("offsets_commit_timeout is read from the configuration file; Kafka's default is 5 s", () => {
+  assert.equal(optionsFromConf(parseConf(`kafka { offsets_commit_timeout: "2s" }`)).kafka?.offsetsCommitTimeoutMs, 2000);
+  assert.throws(() => optionsFromConf(parseConf(`kafka { offsets_commit_timeout: 0 }`)), /kafka.offsets_commit_timeout: must be more than zero/);
+  assert.equal(KAFKA_DEFAULTS.offsetsCommitTimeoutMs, 5000);
+});
+
+test("a commit whose write stalls is answered REQUEST_TIMED_OUT after offsets_commit_timeout, and the connection's group requests behind it go on", { timeout: 60_000 }, async () => {
+  const topic = "stalled-commits";
+  const group = "g-stalled";
+  await createTopic(h, topic);
+  const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
+  const options = h.srv.kafka!.options;
+  const open = nodeFs.open;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let released = false;
+  let stalled = 0;
+  try {
+    k.send(commitFrame(group, topic, 5, 0));
+    assert.deepEqual(commitErrors(await k.response(0, REQUEST_MS)), [NONE], "committed while the disk answers");
+
+    // Short while the disk stalls (Kafka's 5 s outside it: a loaded machine's fsync never passes for a stall).
+    options.offsetsCommitTimeoutMs = 300;
+    // The disk stops answering the sync of the group's file (its temporary copy, before the rename).
+    const groupFile = `${sep}groups${sep}${group}.json.tmp`;
+    nodeFs.open = async (path, mode) => {
+      const file = await open.call(nodeFs, path, mode);
+      if (!path.endsWith(groupFile)) return file;
+      const datasync = file.datasync.bind(file);
+      file.datasync = async () => {
+        stalled++;
+        await gate;
+        return datasync();
+      };
+      return file;
+    };
+    // Back to back, as a client that commits, then asks, then heartbeats: each group request waits for the commit.
+    k.send(Buffer.concat([commitFrame(group, topic, 9, 1), frame(9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0), 2), frame(12, 0, (w) => w.string("g-nobody").i32(1).string("m"), 3)]));
+    // Before: no answer to any of the three while the disk stalled.
+    assert.deepEqual(commitErrors(await k.response(1, REQUEST_MS)), [REQUEST_TIMED_OUT], "the stalled commit timed out");
+    assert.equal(fetchedOffset(await k.response(2, REQUEST_MS)), 5, "the OffsetFetch behind it is answered: the last offset stored");
+    const hb = await k.response(3, REQUEST_MS);
+    assert.equal(hb.i16(), UNKNOWN_MEMBER_ID, "the Heartbeat behind it is answered");
+    assert.equal(stalled, 1, "answered while the write is still stalled");
+
+    // Once the disk answers, the write lands (as a commit Kafka timed out may), and commits are stored again.
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    nodeFs.open = open;
+    released = true;
+    release();
+    await waitUntilAsync(async () => fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))) === 9, "the stalled write landed");
+    const n = k.responses.length;
+    k.send(commitFrame(group, topic, 11, n));
+    assert.deepEqual(commitErrors(await k.response(n, REQUEST_MS)), [NONE], "committed once the disk answers");
+    assert.equal(fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))), 11);
+  } finally {
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    nodeFs.open = open;
+    if (!released) release();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
