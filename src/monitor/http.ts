@@ -51,6 +51,34 @@ const ENDPOINTS = new Map<string, Endpoint>([
 ]);
 
 /**
+ * What the network can hold on the monitor port. nats-server bounds only the
+ * wait for a request's headers (ReadHeaderTimeout 5 s, headers up to 1 MiB);
+ * Node's defaults take any number of connections and close one that never
+ * sends a request only after 60 to 90 s, so a flood of idle sockets grew
+ * without bound. Its users are a few scrapers (Prometheus keeps one
+ * connection per target), dashboards (a browser opens up to six) and curl:
+ * none of them comes near these.
+ */
+export const MONITOR_LIMITS = {
+  /** Connections at once; past it a new one is closed at once (Node's maxConnections). Descriptors stay for clients and the store. */
+  maxConnections: 256,
+  /** The request line and headers must arrive within this of the connection's start, or of the request's: nats-server's ReadHeaderTimeout. */
+  headersTimeoutMs: 5000,
+  /** The whole request (a monitor GET has no body). */
+  requestTimeoutMs: 10_000,
+  /** How long an idle keep-alive connection waits for its next request (Node's and Go's usual 5 s). */
+  keepAliveTimeoutMs: 5000,
+  /**
+   * A connection that neither reads nor writes this long is closed: a client
+   * that never reads its answer holds it (and the answer's memory) no longer.
+   * Far past any answer's making, which writes nothing until it is whole.
+   */
+  idleTimeoutMs: 60_000,
+  /** How often Node looks for requests past their headers or request timeout (its default, 30 s, would let one linger 35 s). */
+  checkIntervalMs: 1000,
+};
+
+/**
  * Listens on `host:port`; with `tls`, over HTTPS with that certificate. As
  * in nats-server, monitoring asks no client certificate even where client
  * connections must show one.
@@ -58,9 +86,17 @@ const ENDPOINTS = new Map<string, Endpoint>([
 export async function startMonitor(broker: Broker, host: string, port: number, jetstreams?: JetStreams, tls?: SecureContextOptions, cluster?: () => ClusterView | undefined, routes?: RoutesMonitor): Promise<Monitor> {
   const ctx: MonitorContext = { broker, jetstreams, cpu: new CpuSampler(), cluster, routes };
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => void handle(ctx, req, res);
-  const secure = tls === undefined ? null : createHttpsServer({ ...tls, requestCert: false }, onRequest);
-  const server = secure ?? createServer(onRequest);
-  server.keepAliveTimeout = 5000;
+  const limits = {
+    headersTimeout: MONITOR_LIMITS.headersTimeoutMs,
+    requestTimeout: MONITOR_LIMITS.requestTimeoutMs,
+    keepAliveTimeout: MONITOR_LIMITS.keepAliveTimeoutMs,
+    connectionsCheckingInterval: MONITOR_LIMITS.checkIntervalMs,
+  };
+  // The TLS handshake within the headers' time, as Go bounds it by ReadHeaderTimeout (Node's default: 120 s).
+  const secure = tls === undefined ? null : createHttpsServer({ ...tls, requestCert: false, handshakeTimeout: MONITOR_LIMITS.headersTimeoutMs, ...limits }, onRequest);
+  const server = secure ?? createServer(limits, onRequest);
+  server.maxConnections = MONITOR_LIMITS.maxConnections;
+  server.timeout = MONITOR_LIMITS.idleTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
