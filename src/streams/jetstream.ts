@@ -56,6 +56,7 @@ import type { ServerJetStreamLimits } from "./server-limits.js";
 import type { AnswerBudget } from "./replication.js";
 import { Fifo } from "../util/fifo.js";
 import { ThrottledLog } from "../util/throttled-log.js";
+import { withinMs } from "../util/settle.js";
 
 export interface JetStreamOptions {
   storeDir: string;
@@ -85,6 +86,8 @@ export interface JetStreamOptions {
    * capped at their high watermarks.
    */
   clustered?: boolean;
+  /** How long close() waits for stream changes under way (default CLOSE_WAIT_MS). */
+  closeWaitMs?: number;
 }
 
 interface StreamMeta {
@@ -125,6 +128,20 @@ const EMPTY = Buffer.alloc(0);
 
 /** Streams closed at once when the server stops. */
 const CLOSE_CONCURRENCY = 32;
+
+/**
+ * The longest close() waits for the stream creates, updates, growths and
+ * deletes under way. They take milliseconds; one stalled on the disk held
+ * the stop for good. Past it the close goes on, and each of them, once the
+ * disk answers, finds the JetStream closed: it closes what it opened and
+ * fails (shuttingDown). Its files stay as a crash at that moment leaves them.
+ */
+const CLOSE_WAIT_MS = 10_000;
+
+/** The refusal of a stream change that finds the JetStream closed. */
+function shuttingDown(name: string): ApiError {
+  return Errors.storeFailed(`JetStream is shutting down: stream ${name} was not changed`);
+}
 
 /**
  * A deleted consumer whose directory could not be removed (a read-only or
@@ -860,6 +877,12 @@ export class JetStream implements DeliveryHost, StorageQuota {
       throw err;
     }
     await stream.recover();
+    if (this.closed) {
+      // Opened after close() closed the streams: nobody else would close these files and timers, or unbind it.
+      await stream.order?.close().catch(() => undefined);
+      for (const p of partitions) await p.close().catch(() => undefined);
+      throw shuttingDown(config.name);
+    }
     if (this.boundsStorage()) stream.quota = this;
     this.streams.set(config.name, stream);
     this.bindSubjects(stream);
@@ -961,12 +984,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const added = await this.openPartitions(stream.config, stream.dir, from, count);
     let order: StreamOrder | null = null;
     try {
-      if (this.closed) throw Errors.storeFailed("JetStream is shutting down");
+      if (this.closed) throw shuttingDown(stream.config.name);
       // From one partition to several: the order (partition 0's sequences kept as they are) is durable before the count is.
       if (stream.order === null) order = await this.openOrder(stream, held);
       if (stream.dir !== null) {
         await writeJsonDurably(join(stream.dir, "meta.json"), metaOf(stream, stream.config, count), EXISTING_DIR);
       }
+      // close() has closed the stream meanwhile: these would stay open.
+      if (this.closed) throw shuttingDown(stream.config.name);
     } catch (err) {
       await order?.close().catch(() => undefined);
       for (const p of added) await p.close().catch(() => undefined);
@@ -991,6 +1016,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   private async createStreamNow(config: StreamConfig, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
+    if (this.closed) throw shuttingDown(config.name);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     // nats-server checks the account's limits before it looks for the stream: at max_streams even an identical create is refused.
@@ -1016,6 +1042,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     try {
       const created = new Date();
       if (dir !== null) await writeJsonDurably(join(dir, "meta.json"), streamMeta(config, created, partitions, placed));
+      // Closed while the write stalled: nothing is opened (openStream refuses too, once it has opened the files).
+      if (this.closed) throw shuttingDown(config.name);
       const stream = await this.openStream(config, created, dir, partitions);
       stream.placed = placed;
       if (config.first_seq !== undefined && config.first_seq > 1) await this.startAt(stream, config.first_seq);
@@ -1062,6 +1090,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     } finally {
       release();
     }
+    // Closed meanwhile: binding its subjects again would route messages to a closed stream.
+    if (this.closed) throw shuttingDown(config.name);
     const subjectsChanged = !sameJson(stream.config.subjects, config.subjects);
     const changed = !sameJson(stream.config, config);
     stream.updateConfig(config);
@@ -1518,7 +1548,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
     await this.removalRound;
     // A delete or set-aside still running has taken its stream out of `streams` but may still be closing its
     // files or removing its directory: a close that returned before it would release the store with them open.
-    await Promise.all(this.streamOps.values());
+    // Waited for CLOSE_WAIT_MS at most: one stalled on the disk would hold the stop for good (see CLOSE_WAIT_MS).
+    const running = this.streamOps.size;
+    if (running > 0) {
+      let ended = false;
+      const waitMs = this.options.closeWaitMs ?? CLOSE_WAIT_MS;
+      await withinMs(Promise.all(this.streamOps.values()).then(() => (ended = true)), waitMs);
+      if (!ended) this.options.log.warn(`JetStream of account ${this.account.name}: ${running} stream change(s) still under way after ${waitMs} ms (a stalled disk?); closing without them, and each fails once it ends`);
+    }
     const i = this.account.subscribeListeners.indexOf(this.onSubscribe);
     if (i >= 0) this.account.subscribeListeners.splice(i, 1);
     for (const s of this.streams.values()) this.unbind(s);
