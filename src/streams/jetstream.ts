@@ -30,7 +30,7 @@ import type { AppendInput, ForeignRecords, MessageLog, StoredItem, SyncPolicy } 
 import { Consumer, type DeliveryHost, type MovedState } from "./consumer.js";
 import { Advisories } from "./advisories.js";
 import { limitsOf, REFUSE_CONSUMER_COPIES, Stream, type StorageQuota } from "./stream.js";
-import { ORDER_FILE, ORDER_PAGES_FILE, StreamOrder } from "./stream-order.js";
+import { ORDER_FILE, ORDER_MARK_FILE, ORDER_PAGES_FILE, StreamOrder } from "./stream-order.js";
 import { ApiError, Errors, HandedOverError, LeaseLostError } from "./errors.js";
 import type { ClusterStreams } from "./cluster-streams.js";
 import { encodeHeaders, header, KEY_HEADER, parseHeaders } from "./headers.js";
@@ -864,8 +864,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
       if (partitionCount > 1) stream.useOrder(await this.openOrder(stream, held));
       // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.
       else if (stream.dir !== null && (await access(join(stream.dir, ORDER_FILE)).then(() => true, () => false))) {
-        // Its summary first: a summary without its order.map reads as a lost order (stream-order.ts).
+        // Its summary and end mark first: either without its order.map reads as a lost order (stream-order.ts).
         await removeFileDurably(join(stream.dir, ORDER_PAGES_FILE));
+        await removeFileDurably(join(stream.dir, ORDER_MARK_FILE));
         await removeFileDurably(join(stream.dir, ORDER_FILE));
       }
       // Found on disk by a clustered node: which partitions it leads, and whether their replication is set up, is known once
