@@ -90,3 +90,42 @@ test("a topic and a stream capturing its subject, created at once through one no
     await admin.disconnect();
   }
 });
+
+test("creates sent at once through every node place no more than max_streams", async () => {
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const existing = (await jsm.streams.names().next()).length;
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: existing + 2 });
+  // Four connections to each node: each node's mirror of etcd lags behind what the others place.
+  const managers = await Promise.all(Array.from({ length: 12 }, async (_, i) => jetstreamManager(await clients.open(nodes[i % nodes.length].url))));
+  const many = await Promise.allSettled(managers.map((m, i) => m.streams.add({ name: `X${i}`, subjects: [`across.${i}`] })));
+  const why = JSON.stringify(many.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")));
+  assert.equal(many.filter((r) => r.status === "fulfilled").length, 2, `creates placed at once through every node past max_streams: ${why}`);
+  for (const r of many) if (r.status === "rejected") assert.equal((r.reason as JetStreamApiError).code, 10027, why);
+  assert.equal((await jsm.streams.names().next()).length, existing + 2);
+  for (let i = 0; i < 12; i++) await jsm.streams.delete(`X${i}`).catch(() => undefined);
+});
+
+test("streams of overlapping subjects created at once through different nodes are not both placed", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const managers = await Promise.all(Array.from({ length: 12 }, async (_, i) => jetstreamManager(await clients.open(nodes[i % nodes.length].url))));
+  // Four groups of three (xover.0 to xover.3), each group's subjects overlapping each other, each sent through every node
+  // and placed there (its tag): the leader's own check of overlapping subjects sees only its own streams.
+  const tag = (i: number): string => `node:${["a", "b", "c"][i % 3]}`;
+  const overlapping = await Promise.allSettled(
+    managers.map((m, i) => m.streams.add({ name: `XO${i}`, subjects: [`xover.${i % 4}.${i % 3 === 0 ? ">" : "*"}`], placement: { cluster: "", tags: [tag(i)] } })),
+  );
+  const placed = overlapping.flatMap((r, i) => (r.status === "fulfilled" ? [`XO${i}`] : []));
+  assert.equal(placed.length, 4, `streams of overlapping subjects placed at once through different nodes: ${placed.join(", ")} ${JSON.stringify(overlapping.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")))}`);
+  for (const r of overlapping) if (r.status === "rejected") assert.equal((r.reason as JetStreamApiError).code, 10065, String(r.reason));
+  for (const name of placed) await jsm.streams.delete(name);
+});
+
+test("creates of one account sent at once through every node all land when there is room", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const managers = await Promise.all(Array.from({ length: 30 }, async (_, i) => jetstreamManager(await clients.open(nodes[i % nodes.length].url))));
+  const all = await Promise.allSettled(managers.map((m, i) => m.streams.add({ name: `ROOM${i}`, subjects: [`room.${i}`], placement: { cluster: "", tags: [`node:${["a", "b", "c"][i % 3]}`] } })));
+  assert.deepEqual(all.flatMap((r) => (r.status === "rejected" ? [String(r.reason)] : [])), [], "creates judged one at a time in the cluster, none refused for the others' sake");
+  for (let i = 0; i < 30; i++) await jsm.streams.delete(`ROOM${i}`);
+});

@@ -6,7 +6,8 @@
  * for etcd and go on serving the last known state while etcd is down.
  * Every change is one etcd transaction that
  * - compares each key's modification revision with the revision the
- *   caller read (0: the key must not exist), so of two writers who read
+ *   caller read (0: the key must not exist; null: none, the key is
+ *   written whatever it holds), so of two writers who read
  *   the same revision only one wins; the other gets a
  *   `ConcurrentChangeError` naming the key and both revisions, re-reads
  *   and decides again;
@@ -36,8 +37,8 @@ export interface MetaEntry {
   version: number;
 }
 
-/** Puts `value` at `key`, or deletes it, if its revision is still `expect` (0: it must not exist). */
-export type MetaOp = { key: string; expect: number; put: string } | { key: string; expect: number; delete: true };
+/** Puts `value` at `key`, or deletes it, if its revision is still `expect` (0: it must not exist; null: whatever it is). */
+export type MetaOp = { key: string; expect: number | null; put: string } | { key: string; expect: number | null; delete: true };
 
 export interface MetaChange {
   type: "put" | "delete";
@@ -177,7 +178,8 @@ export class MetadataStore {
         false,
       );
     }
-    const compare: EtcdCompare[] = ops.map((op) => ({ key: this.prefix + op.key, modRevision: op.expect }));
+    const compare: EtcdCompare[] = [];
+    for (const op of ops) if (op.expect !== null) compare.push({ key: this.prefix + op.key, modRevision: op.expect });
     const success: EtcdOp[] = ops.map((op) => ("put" in op ? { put: this.prefix + op.key, value: op.put } : { delete: this.prefix + op.key }));
     const failure: EtcdOp[] = ops.map((op) => ({ range: this.prefix + op.key }));
     if (m !== undefined && lease !== undefined) {
@@ -216,12 +218,13 @@ export class MetadataStore {
     }
     for (let i = 0; i < ops.length; i++) {
       const found = r.responses[i]?.kvs[0]?.modRevision ?? 0;
-      if (found === ops[i].expect) continue;
+      const expect = ops[i].expect;
+      if (expect === null || found === expect) continue;
       // The caller re-reads the copy and decides again: it must hold the change that won by then (the key's own
       // revision: etcd's may be of keys the copy never sees). Else a caller that retries (placing a stream another node
       // placed first) sent one losing change after another, as fast as etcd answered, until the copy caught up.
       if (found > 0) await this.mirror.waitForRevision(found, this.client.requestTimeoutMs);
-      throw new ConcurrentChangeError(ops[i].key, ops[i].expect, found);
+      throw new ConcurrentChangeError(ops[i].key, expect, found);
     }
     for (let i = 0; i < absent.length; i++) {
       const found = r.responses[absentAt + i]?.kvs[0]?.modRevision ?? 0;
