@@ -215,3 +215,46 @@ test("a remove that meets a change made meanwhile removes the changed placement,
     for (const n of [a, b]) await n.node.leave();
   }
 });
+
+/** Stops a node's copy of the metadata following etcd (its watch down, etcd still answering); returns what resumes it. */
+function stallWatch(metadata: MetadataStore): () => void {
+  const mirror = metadata.mirror as unknown as { watchOnce(): Promise<"resync" | "ended">; current?: { end(): void } };
+  let resume: (() => void) | undefined;
+  mirror.watchOnce = () => new Promise((resolve) => (resume = () => resolve("ended")));
+  mirror.current?.end();
+  return () => {
+    delete (mirror as { watchOnce?: unknown }).watchOnce;
+    resume?.();
+  };
+}
+
+test("a placement lost to another node while this node's copy of the metadata does not follow etcd fails in bounded time", async () => {
+  const cluster = uniqueCluster("stalled");
+  const [a, b] = await nodes(cluster, [
+    ["a", []],
+    ["b", []],
+  ]);
+  const resume = stallWatch(a.node.metadata);
+  try {
+    assert.equal(a.node.metadata.live, false);
+    const r = { partitions: 1, spread: false, subjects: ["stalled"], origin: "jetstream" as const, config: {} };
+    await b.placements.place("$G", "stalled", r);
+    // a's copy never learns of b's placement: each commit of a's loses to it. Before, a tried again without end.
+    let timer: NodeJS.Timeout | undefined;
+    const limit = 10 * a.node.metadata.requestTimeoutMs;
+    const outcome = await Promise.race([
+      a.placements.place("$G", "stalled", r).then(
+        () => "placed",
+        (err: Error) => err,
+      ),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`still placing after ${limit} ms`), limit))),
+    ]);
+    clearTimeout(timer);
+    assert.ok(outcome instanceof Error, String(outcome));
+    assert.equal(outcome.name, "MetadataUnavailableError", outcome.message);
+    assert.match(outcome.message, /does not follow etcd/);
+  } finally {
+    resume();
+    for (const n of [a, b]) await n.node.leave();
+  }
+});

@@ -30,7 +30,7 @@
  */
 
 import type { Membership } from "./membership.js";
-import { ConcurrentChangeError, type MetadataStore, type MetaChange } from "./metadata.js";
+import { ConcurrentChangeError, MetadataUnavailableError, type MetadataStore, type MetaChange } from "./metadata.js";
 
 export interface StreamPlacement {
   account: string;
@@ -312,8 +312,10 @@ export class Placements {
    * Places a new stream: chooses its leaders and records them, unless the
    * stream is placed already (then the existing placement is returned, as
    * a create that finds its stream does). Throws the metadata store's
-   * errors (fenced, etcd unavailable), ConcurrentChangeError when other
-   * nodes' creates of the account keep winning, and NoSuitablePeersError.
+   * errors (fenced, etcd unavailable; MetadataUnavailableError too when
+   * another node's change wins and this node's copy does not follow etcd
+   * to learn it), ConcurrentChangeError when other nodes' creates of the
+   * account keep winning, and NoSuitablePeersError.
    */
   place(account: string, stream: string, r: PlacementRequest): Promise<Placed> {
     return new Promise((resolve, reject) => {
@@ -389,13 +391,22 @@ export class Placements {
         for (const m of made) m.create.resolve({ placement: m.placement, created: true, revision });
         return later;
       } catch (err) {
-        // Another node placed one of these streams first (that placement stands), or another stream of the account:
-        // judged again with it.
-        if (err instanceof ConcurrentChangeError && attempt < ROUND_ATTEMPTS) {
-          creates = [...made.map((m) => m.create), ...later];
-          continue;
+        let failed = err;
+        if (err instanceof ConcurrentChangeError) {
+          // Another node placed one of these streams first (that placement stands), or another stream of the account
+          // (judged again with it): either way the copy must have that change first. Without it (the watch down) the
+          // same change would lose again, each attempt after a request timeout spent waiting for the copy in vain.
+          if (this.metadata.revision < err.found) {
+            failed = new MetadataUnavailableError(
+              `account ${account}: streams not placed: another node's change (revision ${err.found}) won, and this node's copy of the metadata does not follow etcd to learn it (at revision ${this.metadata.revision})`,
+              false,
+            );
+          } else if (attempt < ROUND_ATTEMPTS) {
+            creates = [...made.map((m) => m.create), ...later];
+            continue;
+          }
         }
-        for (const m of made) m.create.reject(err);
+        for (const m of made) m.create.reject(failed);
         return later;
       }
     }
