@@ -12,6 +12,7 @@ import kafkajs from "kafkajs";
 import { jetstreamManager, type JetStreamApiError } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients } from "./helpers/clients.js";
+import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
 
 const clients = v3Clients();
 const { nodes } = jetStreamClusterPerFile("acclimits", { kafka: true }, () => clients.closeAll());
@@ -128,4 +129,29 @@ test("creates of one account sent at once through every node all land when there
   const all = await Promise.allSettled(managers.map((m, i) => m.streams.add({ name: `ROOM${i}`, subjects: [`room.${i}`], placement: { cluster: "", tags: [`node:${["a", "b", "c"][i % 3]}`] } })));
   assert.deepEqual(all.flatMap((r) => (r.status === "rejected" ? [String(r.reason)] : [])), [], "creates judged one at a time in the cluster, none refused for the others' sake");
   for (let i = 0; i < 30; i++) await jsm.streams.delete(`ROOM${i}`);
+});
+
+test("topics created at once through every node's Kafka listener place no more than max_streams", async () => {
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const existing = (await jsm.streams.names().next()).length;
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: existing + 2 });
+  // CreateTopics v0 straight to each node (KafkaJS sends every CreateTopics to the controller): four per node.
+  const conns = await Promise.all(Array.from({ length: 12 }, (_, i) => RawKafka.open(nodes[i % nodes.length].kafkaPort!)));
+  try {
+    for (const [i, k] of conns.entries()) k.send(frame(19, 0, (w) => w.arrayLength(1).string(`kx${i}`).i32(1).i16(-1).arrayLength(0).arrayLength(0).i32(10_000)));
+    const errors = await Promise.all(
+      conns.map(async (k) => {
+        const r = await k.response(0, REQUEST_MS);
+        r.i32();
+        r.string();
+        return r.i16();
+      }),
+    );
+    assert.equal(errors.filter((e) => e === 0).length, 2, `topics placed at once through every node past max_streams: ${errors.join(",")}`);
+    assert.deepEqual(errors.filter((e) => e !== 0 && e !== 44), [], "each refused one refused with POLICY_VIOLATION");
+  } finally {
+    for (const k of conns) k.destroy();
+    for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  }
+  for (let i = 0; i < 12; i++) await jsm.streams.delete(`kx${i}`).catch(() => undefined);
 });
