@@ -2291,7 +2291,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     // Cut at a batch boundary (truncated, emptied, a bad restore): every batch left is whole, yet its index claimed more.
     const claimed = isLast ? this.claimedLast : Math.min(this.indexClaimed, nextFirst - 1);
     if (!endsDamaged && claimed >= expect) {
-      this.warn(`${join(this.dir, seg.name)}: ends at ${fileSize} bytes, before sequences ${expect}..${claimed} its index claimed: reported lost`);
+      this.warn(`${join(this.dir, seg.name)}: ends at ${fileSize} bytes, before sequences ${expect}..${claimed} its index or end mark claimed: reported lost`);
       found.push({ from: expect, to: claimed, bytes: 0 });
     }
     seg.size = isLast ? fileSize : pos;
