@@ -9,7 +9,7 @@
 
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog } from "../src/store/file-log.js";
@@ -146,6 +146,27 @@ describe("the newest segment's end after a crash", () => {
         }
       }
       rmSync(crashed, { recursive: true, force: true });
+    } finally {
+      await log.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a log at rest holds no descriptor for its end mark", async () => {
+    // The store's descriptors are a pooled budget: ten thousand streams at rest held one each for their marks.
+    const { dir, log } = await openWith(3);
+    const mark = join(dir, "end.mark");
+    const markOpen = (): boolean => readdirSync("/proc/self/fd").some((fd) => {
+      try {
+        return readlinkSync(join("/proc/self/fd", fd)) === mark;
+      } catch {
+        return false;
+      }
+    });
+    try {
+      await waitUntil(() => !markOpen(), "the mark's descriptor to be let go");
+      await appendAsync(log, expectedRecord(4));
+      await waitUntil(() => markedLast(dir) === 4, "the mark written again after it was let go");
     } finally {
       await log.close();
       rmSync(dir, { recursive: true, force: true });

@@ -26,6 +26,12 @@ const VERSION = 1;
 /** magic u32 | version u8 | 3 reserved | segment first sequence f64 | end f64 | last sequence f64 | crc32c u32 (of the bytes before it) */
 export const END_MARK_BYTES = 36;
 const END_MARK_SPACING_MS = 10;
+/**
+ * A mark not written for this long lets its descriptor go: ten thousand
+ * streams at rest hold none for their marks (the store's descriptors are a
+ * pooled budget), and a busy log keeps its open.
+ */
+const END_MARK_IDLE_MS = 1000;
 
 export interface EndMark {
   /** First sequence of the newest segment, which names its file. */
@@ -75,6 +81,7 @@ export class EndMarkWriter {
   private due = false;
   private running: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
   private lastWrite = 0;
   private failed = false;
   private stopped = false;
@@ -97,6 +104,8 @@ export class EndMarkWriter {
   }
 
   private start(): void {
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     const wait = this.lastWrite + END_MARK_SPACING_MS - Date.now();
     if (wait > 0) {
       this.timer = setTimeout(() => {
@@ -110,6 +119,16 @@ export class EndMarkWriter {
       this.running = null;
       this.lastWrite = Date.now();
       if (this.due && !this.stopped && !this.failed) this.start();
+      else if (this.file !== null && !this.stopped) {
+        this.idleTimer = setTimeout(() => {
+          this.idleTimer = null;
+          if (this.running !== null || this.timer !== null || this.stopped) return;
+          const f = this.file;
+          this.file = null;
+          void f?.close().catch(() => undefined);
+        }, END_MARK_IDLE_MS);
+        this.idleTimer.unref();
+      }
     });
   }
 
@@ -148,6 +167,8 @@ export class EndMarkWriter {
 
   private async release(): Promise<void> {
     this.stopped = true;
+    if (this.idleTimer !== null) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     const f = this.file;
     this.file = null;
     await f?.close().catch(() => undefined);
