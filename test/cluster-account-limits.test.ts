@@ -13,6 +13,7 @@ import { jetstreamManager, type JetStreamApiError } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients } from "./helpers/clients.js";
 import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { admitGuardKey } from "../src/cluster/placement.js";
 
 const clients = v3Clients();
 const { nodes } = jetStreamClusterPerFile("acclimits", { kafka: true }, () => clients.closeAll());
@@ -154,4 +155,53 @@ test("topics created at once through every node's Kafka listener place no more t
     for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
   }
   for (let i = 0; i < 12; i++) await jsm.streams.delete(`kx${i}`).catch(() => undefined);
+});
+
+test("updates adding overlapping subjects, sent at once through different nodes, are not both made", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  // Each request straight to its stream's leader (pinned by its tag): the leaders judge at once, each from its own copy.
+  const [ncA, ncB] = await Promise.all([clients.open(nodes[0].url), clients.open(nodes[1].url)]);
+  const answer = async (nc: typeof ncA, subject: string, config: object): Promise<string> => {
+    const r = (await nc.request(subject, JSON.stringify(config), { timeout: 10_000 })).json<{ error?: { err_code: number } }>();
+    return r.error === undefined ? "ok" : String(r.error.err_code);
+  };
+  const onNode = (n: string): { placement: { cluster: string; tags: string[] } } => ({ placement: { cluster: "", tags: [`node:${n}`] } });
+  const outcomes: string[][] = [];
+  for (let t = 0; t < 6; t++) {
+    const a = (await jsm.streams.add({ name: `UA${t}`, subjects: [`ua${t}.>`], ...onNode("a") })).config;
+    const b = (await jsm.streams.add({ name: `UB${t}`, subjects: [`ub${t}.>`], ...onNode("b") })).config;
+    // Two updates taking overlapping subjects, then an update and a create.
+    outcomes.push(
+      await Promise.all([
+        answer(ncA, `$JS.API.STREAM.UPDATE.UA${t}`, { ...a, subjects: [`ua${t}.>`, `uc${t}.>`] }),
+        answer(ncB, `$JS.API.STREAM.UPDATE.UB${t}`, { ...b, subjects: [`ub${t}.>`, `uc${t}.*`] }),
+      ]),
+      await Promise.all([
+        answer(ncA, `$JS.API.STREAM.UPDATE.UA${t}`, { ...a, subjects: [`ua${t}.>`, `ud${t}.>`] }),
+        answer(ncB, `$JS.API.STREAM.CREATE.UD${t}`, { name: `UD${t}`, subjects: [`ud${t}.x`], ...onNode("b") }),
+      ]),
+    );
+  }
+  // nats-server's meta leader takes one and refuses the other: subjects overlap with an existing stream (10065).
+  assert.deepEqual(
+    outcomes.filter((o) => [...o].sort().join() !== "10065,ok"),
+    [],
+    `two streams of overlapping subjects: ${JSON.stringify(outcomes)}`,
+  );
+  // The account's guard is bumped in the transaction of a change of subjects, and left alone by any other change.
+  const cluster = nodes[1].cluster!;
+  const account = cluster.placements.list().find((p) => p.stream === "UB0")!.account;
+  const b = (await jsm.streams.info("UB0")).config;
+  const guardAfter = async (config: object): Promise<{ guard: number; placed: number }> => {
+    assert.equal(await answer(ncB, "$JS.API.STREAM.UPDATE.UB0", config), "ok");
+    const placed = cluster.placements.get(account, "UB0")!.revision;
+    assert.ok(await cluster.placements.waitForRevision(placed, 10_000));
+    return { guard: cluster.metadata.get(admitGuardKey(account))!.revision, placed };
+  };
+  const subjects = await guardAfter({ ...b, subjects: ["ub0.>", "ue0"] });
+  assert.equal(subjects.guard, subjects.placed, "a change of subjects bumps the guard");
+  const other = await guardAfter({ ...b, subjects: ["ub0.>", "ue0"], max_msgs: 100 });
+  assert.ok(other.placed > subjects.placed && other.guard === subjects.guard, `a change of max_msgs only left the guard alone: ${JSON.stringify({ subjects, other })}`);
+  for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
 });

@@ -21,8 +21,10 @@
  * meanwhile through another node then fail that comparison and are judged
  * again once the copy has what won. Creates through one node are judged
  * and committed together, a round at a time (ROUND_CREATES), so they never
- * lose to each other. The guard costs no etcd request of its own: one
- * comparison and one put more in the placement's transaction.
+ * lose to each other. An update that changes a stream's subjects is judged
+ * (overlaps) and committed in the same rounds. The guard costs no etcd
+ * request of its own: one comparison and one put more in the placement's
+ * transaction.
  *
  * A JetStream stream keeps its partitions together on one node (a JetStream
  * consumer reads every partition of its stream); a Kafka topic spreads its
@@ -183,8 +185,29 @@ type Placed = { placement: StreamPlacement; created: boolean; revision: number }
 interface PendingCreate {
   stream: string;
   r: PlacementRequest;
+  /** Roughly the bytes its placement takes in the round's transaction. */
+  size: number;
   resolve: (placed: Placed) => void;
   reject: (err: unknown) => void;
+}
+
+/** An update changing a stream's subjects, waiting for its round (Placements.update): judged with the account's creates. */
+interface PendingUpdate {
+  stream: string;
+  change: (p: StreamPlacement) => StreamPlacement;
+  admit: ((others: readonly StreamPlacement[]) => void) | undefined;
+  size: number;
+  resolve: (placement: StreamPlacement) => void;
+  reject: (err: unknown) => void;
+}
+
+type Pending = PendingCreate | PendingUpdate;
+
+/** Whether two lists of subjects capture the same (order and repeats aside). */
+function sameSubjects(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  const set = new Set(a);
+  return b.every((s) => set.has(s)) && new Set(b).size === set.size;
 }
 
 interface Candidate {
@@ -196,8 +219,8 @@ interface Candidate {
 export class Placements {
   /** Parsed placements by key, kept while the key's revision holds: requests and acks look a stream up on every call. */
   private readonly parsed = new Map<string, { revision: number; placement: StreamPlacement | undefined }>();
-  /** Per account, the creates waiting for the next round of placements through this node (see ROUND_CREATES). */
-  private readonly waiting = new Map<string, PendingCreate[]>();
+  /** Per account, the creates (and updates of subjects) waiting for the next round through this node (see ROUND_CREATES). */
+  private readonly waiting = new Map<string, Pending[]>();
 
   constructor(
     private readonly metadata: MetadataStore,
@@ -319,22 +342,28 @@ export class Placements {
    */
   place(account: string, stream: string, r: PlacementRequest): Promise<Placed> {
     return new Promise((resolve, reject) => {
-      const queue = this.waiting.get(account);
-      if (queue !== undefined) return void queue.push({ stream, r, resolve, reject });
-      const started: PendingCreate[] = [{ stream, r, resolve, reject }];
-      this.waiting.set(account, started);
-      void this.rounds(account, started);
+      const size = JSON.stringify(r.config ?? null).length + JSON.stringify(r.subjects).length;
+      this.enqueue(account, { stream, r, size, resolve, reject });
     });
   }
 
-  /** Places an account's waiting creates, a round at a time, until none waits. */
-  private async rounds(account: string, queue: PendingCreate[]): Promise<void> {
+  /** Adds a create or an update of subjects to its account's next round, starting the rounds if none runs. */
+  private enqueue(account: string, pending: Pending): void {
+    const queue = this.waiting.get(account);
+    if (queue !== undefined) return void queue.push(pending);
+    const started: Pending[] = [pending];
+    this.waiting.set(account, started);
+    void this.rounds(account, started);
+  }
+
+  /** Places an account's waiting creates (and makes its updates of subjects), a round at a time, until none waits. */
+  private async rounds(account: string, queue: Pending[]): Promise<void> {
     while (queue.length > 0) {
-      const round: PendingCreate[] = [];
+      const round: Pending[] = [];
       let bytes = 0;
       while (queue.length > 0 && round.length < ROUND_CREATES) {
         // A placement holds its config and subjects: one too large for etcd alone must not take others down with it.
-        const size = JSON.stringify(queue[0].r.config ?? null).length + JSON.stringify(queue[0].r.subjects).length;
+        const size = queue[0].size;
         if (round.length > 0 && bytes + size > ROUND_BYTES) break;
         round.push(queue.shift()!);
         bytes += size;
@@ -350,63 +379,85 @@ export class Placements {
   }
 
   /**
-   * One round: settles every create of `round`, but for those returned (a
-   * second create of a stream in the round: it finds the first's placement
-   * in the next).
+   * One round: settles every create and update of `round`, but for those
+   * returned (a second create or update of a stream in the round: it is
+   * judged on the first's outcome in the next; etcd takes a key once a
+   * transaction).
    */
-  private async round(account: string, round: PendingCreate[]): Promise<PendingCreate[]> {
+  private async round(account: string, round: Pending[]): Promise<Pending[]> {
     const guardKey = admitGuardKey(account);
-    let creates = round;
+    let pending = round;
     for (let attempt = 1; ; attempt++) {
       // Read with the placements judged, in the same synchronous step: the copy is exact at one revision.
       const guard = this.metadata.get(guardKey)?.revision ?? 0;
-      const placed = this.list(account);
-      const made: Array<{ create: PendingCreate; placement: StreamPlacement }> = [];
-      const later: PendingCreate[] = [];
-      for (const create of creates) {
-        const existing = this.get(account, create.stream);
-        if (existing !== undefined) {
-          create.resolve({ placement: existing.placement, created: false, revision: existing.revision });
-          continue;
-        }
-        if (made.some((m) => m.create.stream === create.stream)) {
-          later.push(create);
+      // The account's streams as they will be once the round is made: each create or update judged counts those before it.
+      const judged = new Map<string, StreamPlacement>();
+      for (const p of this.list(account)) judged.set(p.stream, p);
+      const others = (stream: string): StreamPlacement[] => [...judged.values()].filter((p) => p.stream !== stream);
+      const made: Array<{ pending: Pending; placement: StreamPlacement; expect: number }> = [];
+      const later: Pending[] = [];
+      let admitted = false;
+      for (const x of pending) {
+        if (made.some((m) => m.pending.stream === x.stream)) {
+          later.push(x);
           continue;
         }
         try {
-          const others = made.map((m) => m.placement);
-          create.r.admit?.([...placed, ...others].filter((p) => p.stream !== create.stream));
-          made.push({ create, placement: this.decide(account, create.stream, create.r, others) });
+          if ("r" in x) {
+            const existing = this.get(account, x.stream);
+            if (existing !== undefined) {
+              x.resolve({ placement: existing.placement, created: false, revision: existing.revision });
+              continue;
+            }
+            x.r.admit?.(others(x.stream));
+            const creates = made.flatMap((m) => ("r" in m.pending ? [m.placement] : []));
+            const placement = this.decide(account, x.stream, x.r, creates);
+            made.push({ pending: x, placement, expect: 0 });
+            judged.set(x.stream, placement);
+            admitted ||= x.r.admit !== undefined;
+          } else {
+            const e = this.get(account, x.stream);
+            if (e === undefined) throw new Error(`stream ${x.stream} of account ${account} is not placed`);
+            const placement = x.change(structuredClone(e.placement));
+            x.admit?.(others(x.stream));
+            made.push({ pending: x, placement, expect: e.revision });
+            judged.set(x.stream, placement);
+            admitted ||= x.admit !== undefined;
+          }
         } catch (err) {
-          create.reject(err);
+          x.reject(err);
         }
       }
       if (made.length === 0) return later;
       try {
         const revision = await this.metadata.commit([
-          ...made.map((m) => ({ key: placementKey(account, m.create.stream), expect: 0, put: JSON.stringify(m.placement) })),
+          ...made.map((m) => ({ key: placementKey(account, m.pending.stream), expect: m.expect, put: JSON.stringify(m.placement) })),
           // Without an admit nothing was judged: the guard is only bumped, for the creates judged meanwhile elsewhere.
-          { key: guardKey, expect: made.some((m) => m.create.r.admit !== undefined) ? guard : null, put: made[made.length - 1].create.stream },
+          { key: guardKey, expect: admitted ? guard : null, put: made[made.length - 1].pending.stream },
         ]);
-        for (const m of made) m.create.resolve({ placement: m.placement, created: true, revision });
+        for (const m of made) {
+          if ("r" in m.pending) m.pending.resolve({ placement: m.placement, created: true, revision });
+          else m.pending.resolve(m.placement);
+        }
         return later;
       } catch (err) {
         let failed = err;
         if (err instanceof ConcurrentChangeError) {
-          // Another node placed one of these streams first (that placement stands), or another stream of the account
-          // (judged again with it): either way the copy must have that change first. Without it (the watch down) the
-          // same change would lose again, each attempt after a request timeout spent waiting for the copy in vain.
+          // Another node placed one of these streams first (that placement stands), or changed one being updated, or
+          // placed or changed another stream of the account (judged again with it): either way the copy must have that
+          // change first. Without it (the watch down) the same change would lose again, each attempt after a request
+          // timeout spent waiting for the copy in vain.
           if (this.metadata.revision < err.found) {
             failed = new MetadataUnavailableError(
-              `account ${account}: streams not placed: another node's change (revision ${err.found}) won, and this node's copy of the metadata does not follow etcd to learn it (at revision ${this.metadata.revision})`,
+              `account ${account}: streams not placed or changed: another node's change (revision ${err.found}) won, and this node's copy of the metadata does not follow etcd to learn it (at revision ${this.metadata.revision})`,
               false,
             );
           } else if (attempt < ROUND_ATTEMPTS) {
-            creates = [...made.map((m) => m.create), ...later];
+            pending = [...made.map((m) => m.pending), ...later];
             continue;
           }
         }
-        for (const m of made) m.create.reject(failed);
+        for (const m of made) m.pending.reject(failed);
         return later;
       }
     }
@@ -481,13 +532,27 @@ export class Placements {
    * change is made (a takeover from a leader seen gone: this node's view
    * of the members may lag behind a registration, and the leader
    * registered again leads on); one found registered is refused at once.
+   * A change of subjects goes to the account's rounds instead, judged by
+   * `admit` against the account's other streams (throws to refuse) with
+   * its creates, up to ROUND_ATTEMPTS times.
    */
-  async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement, unregistered: readonly string[] = []): Promise<StreamPlacement> {
+  async update(
+    account: string,
+    stream: string,
+    change: (p: StreamPlacement) => StreamPlacement,
+    unregistered: readonly string[] = [],
+    admit?: (others: readonly StreamPlacement[]) => void,
+  ): Promise<StreamPlacement> {
     const key = placementKey(account, stream);
     for (let attempt = 1; ; attempt++) {
       const e = this.get(account, stream);
       if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
       const next = change(structuredClone(e.placement));
+      // New subjects are judged in the account's rounds, under its guard, as creates are; other changes (moves, ISR,
+      // leaders) neither compare nor bump it, so they never wait for or lose to the account's creates.
+      if (unregistered.length === 0 && !sameSubjects(e.placement.subjects, next.subjects)) {
+        return new Promise((resolve, reject) => this.enqueue(account, { stream, change, admit, size: JSON.stringify(next).length, resolve, reject }));
+      }
       try {
         await this.metadata.commit(
           [{ key, expect: e.revision, put: JSON.stringify(next) }],

@@ -758,6 +758,8 @@ export class ClusterApi implements Receiver {
     const move = target === undefined ? undefined : newMove(0, target);
     if (target !== undefined) this.mover.recording(name);
     try {
+      // New subjects are judged again (admit) in the cluster's one order of the account's creates and such updates: the
+      // check above saw this node's copy only, and an update or a create sent at once through another node may take them.
       await this.directory.update(this.account, name, (p) => {
         if (target !== undefined && p.moving !== undefined) throw Errors.streamMoveInProgress();
         if (rescale !== undefined && (p.epochs?.[0] ?? 1) !== (before.placement.epochs?.[0] ?? 1)) throw Errors.clusterNotAvailable(); // a failover meanwhile: the client tries again
@@ -769,7 +771,7 @@ export class ClusterApi implements Receiver {
         // Decided on the placement as etcd has it: this may run again after another change (the leader's ISR change in
         // this epoch), and an ISR read before it must not be written back.
         return { ...next, ...this.rescaled(p, config) };
-      });
+      }, [], (others) => this.checkOverlapWith(config, others));
     } catch (err) {
       throw clusterError(err);
     }

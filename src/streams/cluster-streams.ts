@@ -179,8 +179,12 @@ export interface StreamDirectory {
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
   adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
   remove(account: string, stream: string): Promise<void>;
-  /** `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if not). */
-  update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream, unregistered?: readonly string[]): Promise<unknown>;
+  /**
+   * `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if
+   * not). A change of subjects is judged by `admit` against the account's other streams in the cluster's one order of
+   * its creates and such updates (throws to refuse), as `place`'s admit is.
+   */
+  update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream, unregistered?: readonly string[], admit?: (others: readonly PlacedStream[]) => void): Promise<unknown>;
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
   /** `resync`: the change was found by a full read (etcd compacted, or restored from an older backup), not seen as it happened. */
   onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined, resync: boolean) => void): void;
