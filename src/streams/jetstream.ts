@@ -863,8 +863,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
     try {
       if (partitionCount > 1) stream.useOrder(await this.openOrder(stream, held));
       // One partition: no order (its sequences are the stream's); a file left by a growth that a crash interrupted goes.
-      else if (stream.dir !== null && (await access(join(stream.dir, ORDER_FILE)).then(() => true, () => false))) {
-        // Its summary and end mark first: either without its order.map reads as a lost order (stream-order.ts).
+      else if (stream.dir !== null && ((await fileThere(join(stream.dir, ORDER_FILE))) || (await fileThere(join(stream.dir, ORDER_MARK_FILE))))) {
+        // Its summary and end mark first: either without its order.map reads as a lost order at the next growth (stream-order.ts).
+        // (A mark alone: what a removal in another order would leave.)
         await removeFileDurably(join(stream.dir, ORDER_PAGES_FILE));
         await removeFileDurably(join(stream.dir, ORDER_MARK_FILE));
         await removeFileDurably(join(stream.dir, ORDER_FILE));
@@ -1589,4 +1590,8 @@ async function untouchedState(path: string): Promise<boolean> {
 async function holdsAny(dir: string, names: string[]): Promise<boolean> {
   const there = await readdir(dir).catch(() => [] as string[]);
   return names.some((n) => there.includes(n));
+}
+
+function fileThere(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
 }
