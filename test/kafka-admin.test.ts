@@ -9,7 +9,7 @@
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -20,6 +20,7 @@ import { RawKafka, ask, fetchFrame, fetchResult, frame, produceFrame, produceRes
 import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { parseStateFile } from "../src/util/persist.js";
+import { encodeEndMark } from "../src/store/end-mark.js";
 
 const { ConfigResourceTypes } = kafkajs;
 type Admin = ReturnType<ReturnType<KafkaHarness["kafka"]>["admin"]>;
@@ -753,10 +754,38 @@ test("a CreatePartitions that failed to record the new count leaves a topic that
     await assert.rejects(admin.createPartitions({ topicPartitions: [{ topic: "grow.later", count: 3 }] }));
     await admin.disconnect();
     await h.restart({ keepKafkaPort: true, whileStopped: () => rmSync(join(dir, "meta.json.tmp"), { recursive: true }) });
+    // Its end mark too: left alone, it said stream sequences were handed out by an order.map that is gone.
+    assert.deepEqual(["order.map", "order.pages", "order.mark"].filter((n) => existsSync(join(dir, n))), []);
     const again = kafka().admin();
     await again.connect();
     await again.createPartitions({ topicPartitions: [{ topic: "grow.later", count: 3 }] });
     assert.equal((await again.fetchTopicMetadata({ topics: ["grow.later"] })).topics[0].partitions.length, 3);
+    await again.disconnect();
+  } finally {
+    await h.close();
+  }
+});
+
+test("an order.mark left without its order.map beside a topic of one partition (what an earlier version left of a failed growth) does not stop the next growth", async () => {
+  const h = await startKafka({ initialRebalanceDelayMs: 0 });
+  try {
+    const kafka = (): InstanceType<typeof kafkajs.Kafka> => new kafkajs.Kafka({ brokers: [h.broker], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 1 } });
+    const admin = kafka().admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: "grow.marked", numPartitions: 1 }] });
+    const producer = kafka().producer();
+    await producer.connect();
+    await producer.send({ topic: "grow.marked", messages: [{ value: "a" }, { value: "b" }] });
+    await producer.disconnect();
+    await admin.disconnect();
+    const streams = join(h.storeDir, "streams");
+    const dir = join(streams, readdirSync(streams).find((n) => n !== "__consumer_offsets")!);
+    // The growth's order numbered partition 0's two records, then the count was not written; the order.map went at a start.
+    await h.restart({ keepKafkaPort: true, whileStopped: () => writeFileSync(join(dir, "order.mark"), encodeEndMark({ segment: 1, end: 64, lastSeq: 2 })) });
+    const again = kafka().admin();
+    await again.connect();
+    await again.createPartitions({ topicPartitions: [{ topic: "grow.marked", count: 3 }] });
+    assert.equal((await again.fetchTopicMetadata({ topics: ["grow.marked"] })).topics[0].partitions.length, 3);
     await again.disconnect();
   } finally {
     await h.close();
