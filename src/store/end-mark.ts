@@ -137,10 +137,21 @@ export class EndMarkWriter {
     this.due = false;
     const buf = encodeEndMark({ segment: this.segment, end: this.end, lastSeq: this.lastSeq }, this.buf ?? (this.buf = Buffer.alloc(END_MARK_BYTES)));
     try {
-      if (this.file === null) {
-        this.file = await this.fs.open(this.path, this.exists ? "existing" : "create");
+      if (!this.exists) {
+        // Made whole under a temporary name (an open removes those): a crash between a create and its first write left
+        // an empty mark, which the next open could only call unreadable.
+        const tmp = `${this.path}.tmp`;
+        const f = await this.fs.open(tmp, "replace");
+        try {
+          await writeFully(f, buf, 0);
+        } finally {
+          await f.close();
+        }
+        await this.fs.rename(tmp, this.path);
         this.exists = true;
+        return;
       }
+      if (this.file === null) this.file = await this.fs.open(this.path, "existing");
       await writeFully(this.file, buf, 0);
     } catch (err) {
       this.failed = true;

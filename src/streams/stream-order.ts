@@ -206,7 +206,11 @@ export class StreamOrder {
       if (existed && !(await order.loadSummary())) await order.load();
       const markExists = path !== null && (await exists(`${dir}/${ORDER_MARK_FILE}`));
       if (existed && markExists) await order.checkMark(`${dir}/${ORDER_MARK_FILE}`);
-      if (path !== null) order.mark = new EndMarkWriter(nodeFs, `${dir}/${ORDER_MARK_FILE}`, markExists, warn);
+      if (path !== null) {
+        // A mark's first write that a crash interrupted (end-mark.ts makes it under this name).
+        await nodeFs.remove(`${dir}/${ORDER_MARK_FILE}.tmp`);
+        order.mark = new EndMarkWriter(nodeFs, `${dir}/${ORDER_MARK_FILE}`, markExists, warn);
+      }
       if (existed) await order.checkPartitions(warn, held);
       // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
       // same first run (partition 0 comes first, from its sequence 1).
