@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { sep } from "node:path";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
-import { frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { ask, frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { call } from "./helpers/kafka-group-requests.js";
 import { nodeFs } from "../src/util/fs.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
@@ -109,6 +109,70 @@ test("a commit whose write stalls is answered REQUEST_TIMED_OUT after offsets_co
     k.send(commitFrame(group, topic, 11, n));
     assert.deepEqual(commitErrors(await k.response(n, REQUEST_MS)), [NONE], "committed once the disk answers");
     assert.equal(fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))), 11);
+  } finally {
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    nodeFs.open = open;
+    if (!released) release();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
+
+test("a TxnOffsetCommit whose save stalls is answered REQUEST_TIMED_OUT after offsets_commit_timeout, and the connection's answers behind it go on", { timeout: 60_000 }, async () => {
+  const topic = "stalled-txn-commits";
+  const group = "g-stalled-txn";
+  const id = "tx-stalled-commit";
+  await createTopic(h, topic);
+  const port = h.srv.kafkaPort!;
+  const init = await ask(port, frame(22, 0, (w) => w.nullableString(id).i32(60_000)), (r) => (r.i32(), { error: r.i16(), producerId: r.i64(), epoch: r.i16() }));
+  assert.equal(init.error, NONE);
+  const { producerId, epoch } = init;
+  assert.equal(await ask(port, frame(25, 0, (w) => w.string(id).i64(producerId).i16(epoch).string(group)), (r) => (r.i32(), r.i16())), NONE, "AddOffsetsToTxn");
+  /** TxnOffsetCommit v2 of `offset` of partition 0. */
+  const txnCommit = (offset: number, correlationId: number): Buffer =>
+    frame(28, 2, (w) => w.string(id).string(group).i64(producerId).i16(epoch).i32(1).string(topic).i32(1).i32(0).i64(offset).i32(-1).nullableString(null), correlationId);
+  const txnErrors = (r: Reader): number[] => (r.i32(), topicPartitionErrors(r).flatMap((t) => t.partitions.map(([, e]) => e)));
+  const k = await RawKafka.open(port, REQUEST_MS);
+  const options = h.srv.kafka!.options;
+  const open = nodeFs.open;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let released = false;
+  let stalled = 0;
+  try {
+    options.offsetsCommitTimeoutMs = 300;
+    // The disk stops answering the sync of the transactions' file, where the offsets are saved in their transaction.
+    const txnFile = `${sep}transactions.json.tmp`;
+    nodeFs.open = async (path, mode) => {
+      const file = await open.call(nodeFs, path, mode);
+      if (!path.endsWith(txnFile)) return file;
+      const datasync = file.datasync.bind(file);
+      file.datasync = async () => {
+        stalled++;
+        await gate;
+        return datasync();
+      };
+      return file;
+    };
+    // The producer's commit, then any request of its connection (answered in order, behind the commit).
+    k.send(Buffer.concat([txnCommit(9, 0), frame(18, 0, () => undefined, 1)]));
+    // Before: neither was answered while the disk stalled.
+    assert.deepEqual(txnErrors(await k.response(0, REQUEST_MS)), [REQUEST_TIMED_OUT], "the stalled commit timed out");
+    assert.equal((await k.response(1, REQUEST_MS)).i16(), NONE, "the ApiVersions behind it is answered");
+    assert.equal(stalled, 1, "answered while the save is still stalled");
+
+    // Once the disk answers, the producer's retry is saved (behind the first), and its commit stores the offsets.
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    nodeFs.open = open;
+    released = true;
+    release();
+    k.send(txnCommit(9, 2));
+    assert.deepEqual(txnErrors(await k.response(2, REQUEST_MS)), [NONE], "the retry is saved once the disk answers");
+    k.send(frame(26, 0, (w) => w.string(id).i64(producerId).i16(epoch).bool(true), 3));
+    const ended = await k.response(3, REQUEST_MS);
+    ended.i32();
+    assert.equal(ended.i16(), NONE, "EndTxn commits");
+    await waitUntilAsync(async () => fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))) === 9, "the transaction's offset is committed");
   } finally {
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
     nodeFs.open = open;

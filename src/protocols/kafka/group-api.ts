@@ -268,8 +268,9 @@ async function commitOffsets(
  * stalled disk (or replica) must not hold the connection's later group
  * requests (earlierCommits) without end. The write goes on and may still
  * land, as in Kafka, where a timed-out commit may be appended all the same.
+ * A TxnOffsetCommit's too (txn-api.ts), as Kafka's goes the same way.
  */
-async function withinCommitTimeout(door: AccountDoor, groupId: string, stored: Promise<number>, tell: (line: string) => void): Promise<number> {
+export async function withinCommitTimeout(door: AccountDoor, groupId: string, stored: Promise<number>, tell: (line: string) => void): Promise<number> {
   const ms = door.options.offsetsCommitTimeoutMs;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<number>((resolve) => (timer = setTimeout(resolve, ms, ErrorCode.REQUEST_TIMED_OUT)));

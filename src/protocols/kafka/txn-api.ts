@@ -14,7 +14,8 @@ import { defaultSubject, findTopic, streamNameOf, subjectFor } from "./topics.js
 import { committedOffset, MAX_OFFSET_METADATA, offsetKey, type CommittedOffset } from "./groups.js";
 import { txnOffsetsAway } from "./coordinator-calls.js";
 import { CoordinatorMoved } from "./coordinator-topic.js";
-import { MAX_TRANSACTION_TIMEOUT_MS } from "./transactions.js";
+import { MAX_TRANSACTION_TIMEOUT_MS, type TxnRequest } from "./transactions.js";
+import { withinCommitTimeout } from "./group-api.js";
 import { decodeAddOffsetsToTxn, decodeAddPartitionsToTxn, decodeDescribeTransactions, decodeEndTxn, decodeListTransactions, decodeTxnOffsetCommit, KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION } from "./requests.js";
 
 /** Bound on the partitions named in one request, before anything is looked up. */
@@ -99,26 +100,38 @@ export async function handleTxnOffsetCommit(door: AccountDoor, { version, flexib
   const req = { transactionalId, producerId, epoch };
   let error = refused !== ErrorCode.NONE ? refused : groupId === "" ? ErrorCode.INVALID_GROUP_ID : consumerCheck(door, groupId, generation, memberId, instanceId);
   if (error === ErrorCode.NONE) {
-    // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
-    const away = await txnOffsetsAway(door, req, groupId, entries);
-    error = away?.error ?? (await door.transactions.commitOffsets(req, groupId, entries));
-    const timeoutMs = away === null ? door.transactions.timeoutOf(transactionalId) : away.timeoutMs;
-    // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447);
-    // in a cluster recorded before it is acknowledged, so that a new coordinator of the group holds it too.
-    const group = error === ErrorCode.NONE && entries.length > 0 ? door.groups.group(groupId, true) : null;
-    if (group !== null) {
-      group.holdForTxn(producerId, entries.map(([k]) => k), Date.now() + (timeoutMs ?? MAX_TRANSACTION_TIMEOUT_MS));
-      error = await group.recordHold(producerId).then(
-        () => ErrorCode.NONE,
-        (err: unknown) => (err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE),
-      );
-    }
+    // Bounded as an OffsetCommit (Kafka stores both through its offsets log, within offsets.commit.timeout.ms): a
+    // stalled save held this answer, and every later one of the connection (answered in order), without end.
+    const tell = (line: string): void => door.log.warn(line);
+    error = await withinCommitTimeout(door, groupId, storeTxnOffsets(door, req, groupId, entries), tell);
   }
   if (error !== ErrorCode.NONE) for (const t of results) for (const p of t.partitions) if (p.error === ErrorCode.NONE) p.error = error;
   w.i32(0); // throttle_time_ms
   w.topicPartitions(results, flexible, (w, p) => w.i32(p.index).i16(p.error));
   if (flexible) w.tags();
   return true;
+}
+
+/**
+ * Saves a TxnOffsetCommit's offsets in its transaction, then holds them in
+ * the group; a Kafka error code. Goes on when its answer timed out: the
+ * save stays in turn with the transaction's other requests, so whatever an
+ * EndTxn behind it finds is saved.
+ */
+async function storeTxnOffsets(door: AccountDoor, req: TxnRequest, groupId: string, entries: Array<[string, CommittedOffset]>): Promise<number> {
+  // The transaction may be coordinated by another broker: it holds the offsets (coordinator-calls.ts).
+  const away = await txnOffsetsAway(door, req, groupId, entries);
+  const error = away?.error ?? (await door.transactions.commitOffsets(req, groupId, entries));
+  const timeoutMs = away === null ? door.transactions.timeoutOf(req.transactionalId) : away.timeoutMs;
+  // Held by the group until the transaction ends, or is aborted at the latest (OffsetFetch's require_stable, KIP-447);
+  // in a cluster recorded before it is acknowledged, so that a new coordinator of the group holds it too.
+  const group = error === ErrorCode.NONE && entries.length > 0 ? door.groups.group(groupId, true) : null;
+  if (group === null) return error;
+  group.holdForTxn(req.producerId, entries.map(([k]) => k), Date.now() + (timeoutMs ?? MAX_TRANSACTION_TIMEOUT_MS));
+  return group.recordHold(req.producerId).then(
+    () => ErrorCode.NONE,
+    (err: unknown) => (err instanceof CoordinatorMoved ? ErrorCode.NOT_COORDINATOR : ErrorCode.COORDINATOR_NOT_AVAILABLE),
+  );
 }
 
 /**
