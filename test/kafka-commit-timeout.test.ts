@@ -15,7 +15,7 @@ import { sep } from "node:path";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { ask, frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
-import { call } from "./helpers/kafka-group-requests.js";
+import { call, heartbeat, joinGroup, syncAssignment } from "./helpers/kafka-group-requests.js";
 import { nodeFs } from "../src/util/fs.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
@@ -25,6 +25,9 @@ import { optionsFromConf } from "../src/server/conf-options.js";
 const NONE = 0;
 const REQUEST_TIMED_OUT = 7;
 const UNKNOWN_MEMBER_ID = 25;
+const COORDINATOR_NOT_AVAILABLE = 15;
+const REBALANCE_IN_PROGRESS = 27;
+const MEMBER_ID_REQUIRED = 79;
 
 let h: KafkaHarness;
 before(async () => (h = await startKafka()));
@@ -177,6 +180,40 @@ test("a TxnOffsetCommit whose save stalls is answered REQUEST_TIMED_OUT after of
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
     nodeFs.open = open;
     if (!released) release();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
+
+test("in a cluster, a SyncGroup whose record of the members stalls is answered COORDINATOR_NOT_AVAILABLE after offsets_commit_timeout, and the group rebalances", { timeout: 60_000 }, async () => {
+  const group = "g-stalled-sync";
+  const groups = h.srv.kafka!.defaultDoor!.groups;
+  const options = h.srv.kafka!.options;
+  const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let stalled = 0;
+  try {
+    const asked = await joinGroup(k, group, "");
+    assert.equal(asked.error, MEMBER_ID_REQUIRED);
+    const joined = await joinGroup(k, group, asked.memberId);
+    assert.equal(joined.error, NONE);
+    // The cluster's offsets topic (OffsetsStore) stands in: its record of the members stalls, as on a disk that stopped answering.
+    options.offsetsCommitTimeoutMs = 300;
+    groups.store = {
+      write: () => Promise.resolve(),
+      writeHold: () => Promise.resolve(),
+      writeMembers: () => (stalled++, gate),
+    };
+    // Before: the SyncGroup was not answered while the record stalled.
+    const synced = await syncAssignment(k, group, joined.generation, joined.memberId, [joined.memberId], null, REQUEST_MS);
+    assert.equal(synced.error, COORDINATOR_NOT_AVAILABLE, "answered once offsets_commit_timeout passed");
+    assert.equal(stalled, 1, "answered while the record is still stalled");
+    assert.equal(await heartbeat(k, group, joined.generation, joined.memberId), REBALANCE_IN_PROGRESS, "the group rebalances, as Kafka's does after a failed store");
+  } finally {
+    groups.store = null;
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    release();
     k.destroy();
   }
   await waitUntil(() => k.closed, "the connection closed");

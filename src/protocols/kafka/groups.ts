@@ -309,7 +309,7 @@ export class Group {
       this.recordLocally();
     } else {
       // Recorded first, as every change of members in a cluster: the next coordinator must know the new id.
-      store.writeMembers(this, this.savedMembers()).then(
+      this.membersRecorded(store).then(
         () => answer(true),
         (err: unknown) => {
           this.coordinator.warnFailure(this.id, "members", `group ${this.id}: static member ${m.instanceId} not recorded: ${(err as Error).message}`);
@@ -519,7 +519,7 @@ export class Group {
         // coordinator, so that a member with an assignment is known there; a failed record starts the rebalance again.
         const generation = this.generation;
         const current = (): boolean => this.generation === generation && this.state === "CompletingRebalance";
-        store.writeMembers(this, this.savedMembers()).then(
+        this.membersRecorded(store).then(
           () => {
             this.coordinator.failureOver(this.id, "members");
             if (current()) this.completeSync();
@@ -699,6 +699,20 @@ export class Group {
   holdsForTxns(now = Date.now()): boolean {
     for (const [producerId, hold] of this.txnHolds) if (ranOut(hold, now)) this.txnHolds.delete(producerId);
     return this.txnHolds.size > 0;
+  }
+
+  /**
+   * Records the generation and members (a cluster) for the members waiting
+   * on it, failed once offsets_commit_timeout passes, as Kafka bounds the
+   * store of a group by offsets.commit.timeout.ms: a stalled disk or replica
+   * held the SyncGroup answers (and a static member's JoinGroup) without
+   * end. The write goes on; the group rebalances and records again.
+   */
+  private membersRecorded(store: OffsetsStore): Promise<void> {
+    const ms = this.coordinator.timing.offsetsCommitTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`not stored within ${ms} ms (offsets_commit_timeout)`)), ms)));
+    return Promise.race([store.writeMembers(this, this.savedMembers()), late]).finally(() => clearTimeout(timer));
   }
 
   /** The generation and members as OffsetsStore.writeMembers records them. */
@@ -1018,6 +1032,8 @@ export class Group {
 /** The broker's group settings (Kafka's group.initial.rebalance.delay.ms, group.min/max.session.timeout.ms, offsets.retention.minutes, offsets.retention.check.interval.ms). */
 export interface GroupTiming {
   initialRebalanceDelayMs: number;
+  /** Kafka's offsets.commit.timeout.ms: in a cluster, a record of the members not stored by then fails (membersRecorded). */
+  offsetsCommitTimeoutMs: number;
   minSessionTimeoutMs: number;
   maxSessionTimeoutMs: number;
   offsetsRetentionMs: number;
