@@ -318,6 +318,30 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
 
   log.info("Server is ready");
 
+  /**
+   * Kafka's state, then the streams, closed within STOP_WAIT_MS (stopWaitMs):
+   * a disk that stops answering a write or sync held the stop for good. Past
+   * it the stop goes on and names what is not closed; what those had not
+   * synced was never acknowledged. The store stays locked until they end.
+   */
+  const closeStore = async (): Promise<void> => {
+    let kafkaClosed = kafka === undefined;
+    const closed = (async () => {
+      await kafka?.close();
+      kafkaClosed = true;
+      await jetstreams?.close();
+    })();
+    const waitMs = jetstreams?.options.stopWaitMs ?? STOP_WAIT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, waitMs, false)));
+    // A failure before the bound fails the stop, as before; one after it is only logged.
+    const ended = await Promise.race([closed.then(() => true), late]).finally(() => clearTimeout(timer));
+    if (ended) return;
+    void closed.catch((err: unknown) => log.error(`closing the store after the stop: ${(err as Error).message}`));
+    const left = [...(kafkaClosed ? [] : ["the Kafka groups' and transactions' state"]), ...(jetstreams?.unclosed() ?? [])];
+    log.warn(`store not closed within ${waitMs} ms (a disk that does not answer?); stopping without: ${left.join(", ")}; what they had not synced was never acknowledged; the store stays locked until they close`);
+  };
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
@@ -331,8 +355,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
       await listenerClosed;
       if (monitor) await monitor.close();
       if (secureMonitor) await secureMonitor.close();
-      await kafka?.close();
-      await jetstreams?.close();
+      await closeStore();
       stopCore();
       if (portsFile) {
         try {
@@ -604,6 +627,13 @@ function holdsCertificate(pem: Buffer): boolean {
 }
 
 /** TLS options a reload may change: all of them go into the secure context. */
+/**
+ * The longest a stop waits for the store to close: the 10 s JetStream.close
+ * gives stream changes under way (CLOSE_WAIT_MS), and as long again to
+ * close the streams' files after them; within Kubernetes' 30 s grace.
+ */
+const STOP_WAIT_MS = 20_000;
+
 const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion", "cipherSuites", "curvePreferences"]);
 
 /** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */

@@ -88,6 +88,8 @@ export interface JetStreamOptions {
   clustered?: boolean;
   /** How long close() waits for stream changes under way (default CLOSE_WAIT_MS). */
   closeWaitMs?: number;
+  /** How long the server's stop waits for the store to close (default STOP_WAIT_MS in server.ts). */
+  stopWaitMs?: number;
 }
 
 interface StreamMeta {
@@ -1564,17 +1566,35 @@ export class JetStream implements DeliveryHost, StorageQuota {
     // Streams close side by side, a few dozen at a time: each close syncs files, and with thousands of
     // streams one after another a clean stop took tens of seconds.
     const all = [...this.streams.values()];
+    for (const s of all) this.closing.set(s.config.name, "not begun");
     for (let i = 0; i < all.length; i += CLOSE_CONCURRENCY) {
       await Promise.all(
         all.slice(i, i + CLOSE_CONCURRENCY).map(async (s) => {
+          const name = s.config.name;
+          this.closing.set(name, "its consumers");
           for (const c of s.consumers.values()) await c.stop();
-          await s.order?.close().catch((err) => this.options.log.warn(`stream ${s.config.name}: ${(err as Error).message}`));
-          for (const p of s.partitions) await p.close();
-          await s.saveDedup().catch((err) => this.options.log.warn(`stream ${s.config.name}: ${(err as Error).message}`));
+          this.closing.set(name, "its order file");
+          await s.order?.close().catch((err) => this.options.log.warn(`stream ${name}: ${(err as Error).message}`));
+          for (let p = 0; p < s.partitions.length; p++) {
+            this.closing.set(name, s.partitions.length === 1 ? "its log" : `the log of partition ${p}`);
+            await s.partitions[p].close();
+          }
+          this.closing.set(name, "its dedup state");
+          await s.saveDedup().catch((err) => this.options.log.warn(`stream ${name}: ${(err as Error).message}`));
+          this.closing.delete(name);
         }),
       );
     }
     this.streams.clear();
+  }
+
+  /** Per stream whose close() has not ended, what it is closing: the server's stop names them when it stops waiting (server.ts). */
+  private readonly closing = new Map<string, string>();
+
+  /** The streams not closed, each with where its close is: every one before close(), empty once it ended. */
+  unclosed(): string[] {
+    if (!this.closed) return [...this.streams.keys()].map((name) => `stream ${name} (not begun)`);
+    return [...this.closing].map(([name, what]) => `stream ${name} (${what})`);
   }
 }
 

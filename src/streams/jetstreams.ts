@@ -190,6 +190,14 @@ export class JetStreams {
     for (const s of this.served.values()) s.api.close();
     for (const s of this.served.values()) await s.js.close();
     this.served.clear();
+    // Only once every file is closed: a server that stopped waiting (server.ts) keeps the store locked until they are.
     await this.lock.release();
+  }
+
+  /** The streams close() has not finished closing, named with their account's when not the default one. */
+  unclosed(): string[] {
+    const out: string[] = [];
+    for (const [account, s] of this.served) for (const what of s.js.unclosed()) out.push(account === GLOBAL_ACCOUNT ? what : `${what} of account ${account}`);
+    return out;
   }
 }
