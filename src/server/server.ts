@@ -339,7 +339,7 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     if (ended) return;
     void closed.catch((err: unknown) => log.error(`closing the store after the stop: ${(err as Error).message}`));
     const left = [...(kafkaClosed ? [] : ["the Kafka groups' and transactions' state"]), ...(jetstreams?.unclosed() ?? [])];
-    log.warn(`store not closed within ${waitMs} ms (a disk that does not answer?); stopping without: ${left.join(", ")}; what they had not synced was never acknowledged; the store stays locked until they close`);
+    log.warn(`store not closed within ${waitMs} ms (a disk that does not answer?); stopping without: ${left.length > 0 ? left.join(", ") : "the store's lock"}; what they had not synced was never acknowledged; the store stays locked until they close`);
   };
 
   let closing: Promise<void> | undefined;
@@ -626,7 +626,6 @@ function holdsCertificate(pem: Buffer): boolean {
   return false;
 }
 
-/** TLS options a reload may change: all of them go into the secure context. */
 /**
  * The longest a stop waits for the store to close: the 10 s JetStream.close
  * gives stream changes under way (CLOSE_WAIT_MS), and as long again to
@@ -634,6 +633,7 @@ function holdsCertificate(pem: Buffer): boolean {
  */
 const STOP_WAIT_MS = 20_000;
 
+/** TLS options a reload may change: all of them go into the secure context. */
 const RELOADABLE_TLS = new Set<keyof TlsOptions>(["certFile", "keyFile", "caFile", "minVersion", "cipherSuites", "curvePreferences"]);
 
 /** The first option (by its name in ServerOptions) that differs and a running server cannot change; null if none. */

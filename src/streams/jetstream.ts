@@ -1545,6 +1545,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const name of this.streams.keys()) this.closing.set(name, "not begun");
     this.options.serverLimits?.leave(this);
     clearInterval(this.sweeper);
     if (this.refusalTimer !== null) clearTimeout(this.refusalTimer);
@@ -1566,7 +1567,8 @@ export class JetStream implements DeliveryHost, StorageQuota {
     // Streams close side by side, a few dozen at a time: each close syncs files, and with thousands of
     // streams one after another a clean stop took tens of seconds.
     const all = [...this.streams.values()];
-    for (const s of all) this.closing.set(s.config.name, "not begun");
+    // A delete that ended meanwhile took its stream with it.
+    for (const name of [...this.closing.keys()]) if (!this.streams.has(name)) this.closing.delete(name);
     for (let i = 0; i < all.length; i += CLOSE_CONCURRENCY) {
       await Promise.all(
         all.slice(i, i + CLOSE_CONCURRENCY).map(async (s) => {
