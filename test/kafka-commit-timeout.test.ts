@@ -16,7 +16,7 @@ import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { ask, frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { call, heartbeat, joinGroup, syncAssignment } from "./helpers/kafka-group-requests.js";
-import { nodeFs } from "../src/util/fs.js";
+import { stallSyncs, type StalledSyncs } from "./helpers/stall.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
 import { parseConf } from "../src/server/conf-parser.js";
@@ -57,6 +57,11 @@ function fetchedOffset(r: Reader): number {
   return Number(r.i64());
 }
 
+/** Partition 0's committed offset of `group` on `topic`, by OffsetFetch v1. */
+async function committed(k: RawKafka, group: string, topic: string): Promise<number> {
+  return fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0)));
+}
+
 test("offsets_commit_timeout is read from the configuration file; Kafka's default is 5 s", () => {
   assert.equal(optionsFromConf(parseConf(`kafka { offsets_commit_timeout: "2s" }`)).kafka?.offsetsCommitTimeoutMs, 2000);
   assert.throws(() => optionsFromConf(parseConf(`kafka { offsets_commit_timeout: 0 }`)), /kafka.offsets_commit_timeout: must be more than zero/);
@@ -69,11 +74,7 @@ test("a commit whose write stalls is answered REQUEST_TIMED_OUT after offsets_co
   await createTopic(h, topic);
   const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
   const options = h.srv.kafka!.options;
-  const open = nodeFs.open;
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let released = false;
-  let stalled = 0;
+  let disk: StalledSyncs | null = null;
   try {
     k.send(commitFrame(group, topic, 5, 0));
     assert.deepEqual(commitErrors(await k.response(0, REQUEST_MS)), [NONE], "committed while the disk answers");
@@ -82,17 +83,7 @@ test("a commit whose write stalls is answered REQUEST_TIMED_OUT after offsets_co
     options.offsetsCommitTimeoutMs = 300;
     // The disk stops answering the sync of the group's file (its temporary copy, before the rename).
     const groupFile = `${sep}groups${sep}${group}.json.tmp`;
-    nodeFs.open = async (path, mode) => {
-      const file = await open.call(nodeFs, path, mode);
-      if (!path.endsWith(groupFile)) return file;
-      const datasync = file.datasync.bind(file);
-      file.datasync = async () => {
-        stalled++;
-        await gate;
-        return datasync();
-      };
-      return file;
-    };
+    disk = stallSyncs((path) => path.endsWith(groupFile));
     // Back to back, as a client that commits, then asks, then heartbeats: each group request waits for the commit.
     k.send(Buffer.concat([commitFrame(group, topic, 9, 1), frame(9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0), 2), frame(12, 0, (w) => w.string("g-nobody").i32(1).string("m"), 3)]));
     // Before: no answer to any of the three while the disk stalled.
@@ -100,22 +91,21 @@ test("a commit whose write stalls is answered REQUEST_TIMED_OUT after offsets_co
     assert.equal(fetchedOffset(await k.response(2, REQUEST_MS)), 5, "the OffsetFetch behind it is answered: the last offset stored");
     const hb = await k.response(3, REQUEST_MS);
     assert.equal(hb.i16(), UNKNOWN_MEMBER_ID, "the Heartbeat behind it is answered");
-    assert.equal(stalled, 1, "answered while the write is still stalled");
+    assert.equal(disk.stalled(), 1, "answered while the write is still stalled");
 
     // Once the disk answers, the write lands (as a commit Kafka timed out may), and commits are stored again.
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
-    nodeFs.open = open;
-    released = true;
-    release();
-    await waitUntilAsync(async () => fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))) === 9, "the stalled write landed");
+    disk.restore();
+    disk.release();
+    await waitUntilAsync(async () => (await committed(k, group, topic)) === 9, "the stalled write landed");
     const n = k.responses.length;
     k.send(commitFrame(group, topic, 11, n));
     assert.deepEqual(commitErrors(await k.response(n, REQUEST_MS)), [NONE], "committed once the disk answers");
-    assert.equal(fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))), 11);
+    assert.equal(await committed(k, group, topic), 11);
   } finally {
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
-    nodeFs.open = open;
-    if (!released) release();
+    disk?.restore();
+    disk?.release();
     k.destroy();
   }
   await waitUntil(() => k.closed, "the connection closed");
@@ -137,49 +127,34 @@ test("a TxnOffsetCommit whose save stalls is answered REQUEST_TIMED_OUT after of
   const txnErrors = (r: Reader): number[] => (r.i32(), topicPartitionErrors(r).flatMap((t) => t.partitions.map(([, e]) => e)));
   const k = await RawKafka.open(port, REQUEST_MS);
   const options = h.srv.kafka!.options;
-  const open = nodeFs.open;
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
-  let released = false;
-  let stalled = 0;
+  let disk: StalledSyncs | null = null;
   try {
     options.offsetsCommitTimeoutMs = 300;
     // The disk stops answering the sync of the transactions' file, where the offsets are saved in their transaction.
     const txnFile = `${sep}transactions.json.tmp`;
-    nodeFs.open = async (path, mode) => {
-      const file = await open.call(nodeFs, path, mode);
-      if (!path.endsWith(txnFile)) return file;
-      const datasync = file.datasync.bind(file);
-      file.datasync = async () => {
-        stalled++;
-        await gate;
-        return datasync();
-      };
-      return file;
-    };
+    disk = stallSyncs((path) => path.endsWith(txnFile));
     // The producer's commit, then any request of its connection (answered in order, behind the commit).
     k.send(Buffer.concat([txnCommit(9, 0), frame(18, 0, () => undefined, 1)]));
     // Before: neither was answered while the disk stalled.
     assert.deepEqual(txnErrors(await k.response(0, REQUEST_MS)), [REQUEST_TIMED_OUT], "the stalled commit timed out");
     assert.equal((await k.response(1, REQUEST_MS)).i16(), NONE, "the ApiVersions behind it is answered");
-    assert.equal(stalled, 1, "answered while the save is still stalled");
+    assert.equal(disk.stalled(), 1, "answered while the save is still stalled");
 
     // Once the disk answers, the producer's retry is saved (behind the first), and its commit stores the offsets.
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
-    nodeFs.open = open;
-    released = true;
-    release();
+    disk.restore();
+    disk.release();
     k.send(txnCommit(9, 2));
     assert.deepEqual(txnErrors(await k.response(2, REQUEST_MS)), [NONE], "the retry is saved once the disk answers");
     k.send(frame(26, 0, (w) => w.string(id).i64(producerId).i16(epoch).bool(true), 3));
     const ended = await k.response(3, REQUEST_MS);
     ended.i32();
     assert.equal(ended.i16(), NONE, "EndTxn commits");
-    await waitUntilAsync(async () => fetchedOffset(await call(k, 9, 1, (w) => w.string(group).arrayLength(1).string(topic).arrayLength(1).i32(0))) === 9, "the transaction's offset is committed");
+    await waitUntilAsync(async () => (await committed(k, group, topic)) === 9, "the transaction's offset is committed");
   } finally {
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
-    nodeFs.open = open;
-    if (!released) release();
+    disk?.restore();
+    disk?.release();
     k.destroy();
   }
   await waitUntil(() => k.closed, "the connection closed");

@@ -17,7 +17,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import kafkajs from "kafkajs";
 import { startServer } from "../src/index.js";
 import type { FaultInjector } from "../src/store/file-log.js";
-import { nodeFs } from "../src/util/fs.js";
+import { stallSyncs, type StalledSyncs } from "./helpers/stall.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { waitUntil } from "./helpers/clients.js";
 import { frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
@@ -111,9 +111,7 @@ test("a stop with a Kafka group's file write stalled returns within its bound an
   const srv = await startServer(options);
   const topic = "stop-stalled";
   const group = "g-stop-stalled";
-  const open = nodeFs.open;
-  let release!: () => void;
-  const gate = new Promise<void>((resolve) => (release = resolve));
+  let disk: StalledSyncs | null = null;
   let closing: Promise<void> | null = null;
   try {
     srv.jetstreams!.options.stopWaitMs = 300;
@@ -129,20 +127,9 @@ test("a stop with a Kafka group's file write stalled returns within its bound an
     try {
       assert.equal(await commit(k, group, topic, 5), 0, "committed while the disk answers");
       // The disk stops answering the sync of the group's file: the next commit is never stored (answered REQUEST_TIMED_OUT).
-      let stalled = 0;
-      nodeFs.open = async (path, mode) => {
-        const file = await open.call(nodeFs, path, mode);
-        if (!path.endsWith(`${group}.json.tmp`)) return file;
-        const datasync = file.datasync.bind(file);
-        file.datasync = async () => {
-          stalled++;
-          await gate;
-          return datasync();
-        };
-        return file;
-      };
+      disk = stallSyncs((path) => path.endsWith(`${group}.json.tmp`));
       assert.equal(await commit(k, group, topic, 9), 7, "REQUEST_TIMED_OUT");
-      assert.equal(stalled, 1);
+      assert.equal(disk.stalled(), 1);
 
       // Before: the stop waited for the group's file write (GroupCoordinator.close), for as long as the disk stalled.
       closing = srv.close();
@@ -154,8 +141,8 @@ test("a stop with a Kafka group's file write stalled returns within its bound an
     }
     assert.match(readFileSync(logFile, "utf8"), /store not closed within 300 ms .*stopping without: the Kafka groups' and transactions' state, stream /);
 
-    nodeFs.open = open;
-    release();
+    disk!.restore();
+    disk!.release();
     await waitUntil(() => !existsSync(join(storeDir, "nagare.lock")), "the store let go once the write ended", 15_000);
     const again = await startServer({ ...options, logFile: undefined });
     try {
@@ -170,8 +157,8 @@ test("a stop with a Kafka group's file write stalled returns within its bound an
       await again.close();
     }
   } finally {
-    nodeFs.open = open;
-    release();
+    disk?.restore();
+    disk?.release();
     await (closing ?? srv.close());
     rmSync(dir, { recursive: true, force: true });
   }
