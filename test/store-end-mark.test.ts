@@ -13,7 +13,8 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FileLog } from "../src/store/file-log.js";
-import { decodeEndMark } from "../src/store/end-mark.js";
+import { decodeEndMark, EndMarkWriter } from "../src/store/end-mark.js";
+import { nodeFs } from "../src/util/fs.js";
 import { appendAsync } from "../src/store/log.js";
 import { expectedRecord } from "./helpers/store-model.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -28,6 +29,17 @@ function markedLast(dir: string): number {
   if (!existsSync(path)) return -1;
   const m = decodeEndMark(readFileSync(path));
   return typeof m === "string" ? -1 : m.lastSeq;
+}
+
+/** Whether this process holds a descriptor on `path`. */
+function descriptorOn(path: string): boolean {
+  return readdirSync("/proc/self/fd").some((fd) => {
+    try {
+      return readlinkSync(join("/proc/self/fd", fd)) === path;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** A copy of `dir` as it is now, with the log still open in it: what a kill -9 leaves on disk. */
@@ -155,20 +167,35 @@ describe("the newest segment's end after a crash", () => {
   test("a log at rest holds no descriptor for its end mark", async () => {
     // The store's descriptors are a pooled budget: ten thousand streams at rest held one each for their marks.
     const { dir, log } = await openWith(3);
-    const mark = join(dir, "end.mark");
-    const markOpen = (): boolean => readdirSync("/proc/self/fd").some((fd) => {
-      try {
-        return readlinkSync(join("/proc/self/fd", fd)) === mark;
-      } catch {
-        return false;
-      }
-    });
     try {
-      await waitUntil(() => !markOpen(), "the mark's descriptor to be let go");
+      await waitUntil(() => !descriptorOn(join(dir, "end.mark")), "the mark's descriptor to be let go");
       await appendAsync(log, expectedRecord(4));
       await waitUntil(() => markedLast(dir) === 4, "the mark written again after it was let go");
     } finally {
       await log.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a mark removed by hand is made again once its write has failed, not given up for the log's life", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "nagare-end-mark-gone-"));
+    const path = join(dir, "end.mark");
+    const warnings: string[] = [];
+    const writer = new EndMarkWriter(nodeFs, path, false, (w) => warnings.push(w), 200);
+    try {
+      writer.note(1, 100, 10);
+      await waitUntil(() => markedLast(dir) === 10, "the mark written");
+      await waitUntil(() => !descriptorOn(path), "the mark's descriptor let go at rest");
+      unlinkSync(path);
+      writer.note(1, 200, 20);
+      await waitUntil(() => warnings.some((w) => w.includes("is not marked for")), "the failed write said");
+      // Tried again once the retry delay has passed: made anew under its name.
+      await waitUntil(() => {
+        writer.note(1, 300, 30);
+        return markedLast(dir) === 30;
+      }, "the mark made again");
+    } finally {
+      await writer.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -33,6 +33,8 @@ const END_MARK_SPACING_MS = 10;
  * pooled budget), and a busy log keeps its open.
  */
 const END_MARK_IDLE_MS = 1000;
+/** After a failed write, how long before the mark is tried again (each failure is logged, so at most one line per this). */
+export const END_MARK_RETRY_MS = 30_000;
 
 export interface EndMark {
   /** First sequence of the newest segment, which names its file. */
@@ -67,9 +69,9 @@ export function decodeEndMark(buf: Buffer): EndMark | string {
 /**
  * Keeps a log's end mark current. `note` is called as rounds land (no I/O
  * there); the write happens in the background, one at a time. A failed
- * write stops the marks until the writer is made again (the log reopens):
- * a stale mark is only behind, never ahead, and the log's own writes decide
- * whether the disk is failing.
+ * write stops the marks for END_MARK_RETRY_MS, then the mark is made anew
+ * (the file may have been removed): a stale mark is only behind, never
+ * ahead, and the log's own writes decide whether the disk is failing.
  */
 export class EndMarkWriter {
   private file: StoreFile | null = null;
@@ -84,7 +86,8 @@ export class EndMarkWriter {
   private timer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private lastWrite = 0;
-  private failed = false;
+  /** When the last write failed, 0 if it did not. */
+  private failedAt = 0;
   private stopped = false;
 
   /** `exists`: the file is there (recovery read one), so it is written in place, never emptied first. */
@@ -93,7 +96,15 @@ export class EndMarkWriter {
     private readonly path: string,
     private exists: boolean,
     private readonly warn: (msg: string) => void,
+    private readonly retryMs = END_MARK_RETRY_MS,
   ) {}
+
+  private get failed(): boolean {
+    if (this.failedAt === 0) return false;
+    if (Date.now() - this.failedAt < this.retryMs) return true;
+    this.failedAt = 0;
+    return false;
+  }
 
   note(segment: number, end: number, lastSeq: number): void {
     if (this.stopped || this.failed) return;
@@ -154,8 +165,13 @@ export class EndMarkWriter {
       if (this.file === null) this.file = await this.fs.open(this.path, "existing");
       await writeFully(this.file, buf, 0);
     } catch (err) {
-      this.failed = true;
-      this.warn(`${this.path}: ${(err as Error).message}; the log's end is not marked until it reopens (a later crash could cut it unreported)`);
+      this.failedAt = Date.now();
+      // Made anew at the retry: the file may be gone (removed by hand), or the handle bad.
+      this.exists = false;
+      const f = this.file;
+      this.file = null;
+      await f?.close().catch(() => undefined);
+      this.warn(`${this.path}: ${(err as Error).message}; the log's end is not marked for ${Math.round(this.retryMs / 1000)} s (a crash meanwhile could cut it unreported)`);
     }
   }
 
