@@ -47,6 +47,14 @@ test("max_streams counts the account's streams and topics on every node, whichev
   await admin.connect();
   try {
     await assert.rejects(admin.createTopics({ topics: [{ topic: "t4", numPartitions: 3 }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+    // One that only validates is refused as the create is: the account's streams on every node count (Kafka applies its
+    // create policy to a validation); so is one whose subject a stream captures.
+    await assert.rejects(admin.createTopics({ validateOnly: true, waitForLeaders: false, topics: [{ topic: "t4", numPartitions: 3 }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+    for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+    await assert.rejects(admin.createTopics({ validateOnly: true, waitForLeaders: false, topics: [{ topic: "l1" }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+    assert.equal(await admin.createTopics({ validateOnly: true, waitForLeaders: false, topics: [{ topic: "t5" }] }), true);
+    assert.ok(!(await admin.listTopics()).includes("t5"), "a validation creates nothing");
+    for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 3 });
     // One stream fewer: a topic fits, then nothing more does.
     await managers[0].streams.delete("L3");
     assert.equal(await admin.createTopics({ topics: [{ topic: "t4", numPartitions: 3 }] }), true);

@@ -164,6 +164,8 @@ describe("the Kafka door for account users", () => {
     try {
       await adminB.createTopics({ topics: [{ topic: "b2" }, { topic: "b3" }] });
       await assert.rejects(adminB.createTopics({ topics: [{ topic: "b4" }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+      // A create that only validates is refused as the create would be (Kafka applies its create policy to it).
+      await assert.rejects(adminB.createTopics({ validateOnly: true, waitForLeaders: false, topics: [{ topic: "b4" }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
     } finally {
       await adminB.disconnect();
     }

@@ -1019,6 +1019,21 @@ export class JetStream implements DeliveryHost, StorageQuota {
     return this.exclusive(config.name, () => this.createStreamNow(config, partitions, placed));
   }
 
+  /**
+   * What a create of a new stream would be refused for on this node alone
+   * (max_streams, the account's limits, overlapping subjects), thrown as
+   * the create would: for a create that only validates (Kafka's
+   * validate_only). In a cluster the caller judges the account's streams
+   * in the whole cluster instead: this node holds only a part of them.
+   */
+  validateCreate(config: StreamConfig, partitions: number): void {
+    const max = this.accountLimits.maxStreams;
+    if (max > 0 && this.cluster === null && this.streamCount() >= max) throw LimitErrors.maxStreams();
+    const over = this.limitError(config, partitions);
+    if (over !== null) throw over;
+    if (this.cluster === null) this.checkOverlap(config, null);
+  }
+
   private async createStreamNow(config: StreamConfig, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
     if (this.closed) throw shuttingDown(config.name);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);

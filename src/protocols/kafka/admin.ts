@@ -51,11 +51,24 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
     if (replicas > brokers) return fail(ErrorCode.INVALID_REPLICATION_FACTOR, `Replication factor: ${replicas} larger than available brokers: ${brokers}.`);
   }
   if (validateOnly) {
-    // What the stream would refuse is refused here too; the configs it would have are CreateTopics v5+'s answer.
+    // What the stream would refuse is refused here too, as Kafka applies its create policy to a validation: the account's
+    // stream limit and overlapping subjects (POLICY_VIOLATION, as the create answers), the config (INVALID_CONFIG). The
+    // configs it would have are CreateTopics v5+'s answer.
     try {
-      return { ...ok, configs: topicConfigs(door, { config: normalizeStreamConfig(config) }) };
+      const normalized = normalizeStreamConfig(config);
+      if (cluster !== null) {
+        // The account's streams in the whole cluster, as the placement's admit judges them (this node holds only a part).
+        const placed = cluster.topics(door.account);
+        const max = door.js.limits.maxStreams;
+        if (max > 0 && placed.length >= max) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: maximum number of streams reached`);
+        if (placed.some((p) => p.subjects.some((s) => subjectsIntersect(s, topic)))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+      }
+      door.js.validateCreate(normalized, partitions);
+      return { ...ok, configs: topicConfigs(door, { config: normalized }) };
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
+      if (err.errCode === 10065) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+      if (isAccountLimit(err)) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${err.message}`);
       return fail(ErrorCode.INVALID_CONFIG, err.message);
     }
   }
