@@ -213,3 +213,28 @@ test("updates adding overlapping subjects, sent at once through different nodes,
   assert.ok(other.placed > subjects.placed && other.guard === subjects.guard, `a change of max_msgs only left the guard alone: ${JSON.stringify({ subjects, other })}`);
   for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
 });
+
+test("an update of subjects racing a delete of its stream is made or answered stream not found", async () => {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, maxStreams: 0 });
+  const onA = { placement: { cluster: "", tags: ["node:a"] } };
+  const jsmB = await jetstreamManager(await clients.open(nodes[1].url));
+  // Through node a, the stream's leader: creates there keep its rounds busy, so the update waits for one while the
+  // delete (through b) lands.
+  const viaA = await Promise.all(Array.from({ length: 5 }, async () => jetstreamManager(await clients.open(nodes[0].url))));
+  const updates: string[] = [];
+  for (let k = 0; k < 6; k++) {
+    const info = await viaA[0].streams.add({ name: `RU${k}`, subjects: [`ru.${k}`], ...onA });
+    const [update] = await Promise.all([
+      viaA[0].streams.update(`RU${k}`, { ...info.config, subjects: [`ru.${k}.new`] }).then(
+        () => "ok",
+        (err: JetStreamApiError) => `${err.code} ${err.message}`,
+      ),
+      jsmB.streams.delete(`RU${k}`),
+      ...viaA.slice(1).map((m, j) => m.streams.add({ name: `RUC${k}_${j}`, subjects: [`ruc.${k}.${j}`] })),
+    ]);
+    updates.push(update);
+  }
+  // nats-server answers an update of a stream deleted meanwhile 10059, as it answers one of a stream never made.
+  assert.deepEqual(updates.filter((u) => u !== "ok" && !u.startsWith("10059 ")), [], JSON.stringify(updates));
+  for (const name of await jsmB.streams.names().next()) await jsmB.streams.delete(name);
+});

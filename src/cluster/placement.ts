@@ -139,6 +139,14 @@ export class NoSuitablePeersError extends Error {
   }
 }
 
+/** A change of a stream whose placement is gone (deleted meanwhile, through any node). */
+export class StreamNotPlacedError extends Error {
+  constructor(account: string, stream: string) {
+    super(`stream ${stream} of account ${account} is not placed`);
+    this.name = "StreamNotPlacedError";
+  }
+}
+
 const PREFIX = "streams/";
 const GUARD_PREFIX = "admit/";
 /** A placement changed by another node between this node's read and its write is decided again this many times in all. */
@@ -417,7 +425,7 @@ export class Placements {
             admitted ||= x.r.admit !== undefined;
           } else {
             const e = this.get(account, x.stream);
-            if (e === undefined) throw new Error(`stream ${x.stream} of account ${account} is not placed`);
+            if (e === undefined) throw new StreamNotPlacedError(account, x.stream);
             const placement = x.change(structuredClone(e.placement));
             x.admit?.(others(x.stream));
             made.push({ pending: x, placement, expect: e.revision });
@@ -546,7 +554,7 @@ export class Placements {
     const key = placementKey(account, stream);
     for (let attempt = 1; ; attempt++) {
       const e = this.get(account, stream);
-      if (e === undefined) throw new Error(`stream ${stream} of account ${account} is not placed`);
+      if (e === undefined) throw new StreamNotPlacedError(account, stream);
       const next = change(structuredClone(e.placement));
       // New subjects are judged in the account's rounds, under its guard, as creates are; other changes (moves, ISR,
       // leaders) neither compare nor bump it, so they never wait for or lose to the account's creates.

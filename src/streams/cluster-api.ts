@@ -199,6 +199,8 @@ export function clusterError(err: unknown, tags: readonly string[] = []): ApiErr
     const why = /tags/.test((err as Error).message) && tags.length > 0 ? `, tags not matched [${tags.map((t) => `'${t}'`).join(", ")}]` : "";
     return Errors.clusterNoPeers(`no suitable peers for placement${why}`);
   }
+  // A stream deleted (through another node) while its update waited for the account's round: nats-server's answer.
+  if (name === "StreamNotPlacedError") return Errors.streamNotFound();
   // A change that lost to other nodes' changes as often as it was tried (creates of the account through every node at once): try again.
   if (name === "MetadataUnavailableError" || name === "FencedError" || name === "ConcurrentChangeError") {
     return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
