@@ -258,3 +258,37 @@ test("a placement lost to another node while this node's copy of the metadata do
     for (const n of [a, b]) await n.node.leave();
   }
 });
+
+test("an update of a stream deleted meanwhile through another node fails alone: the creates in its round are placed", async () => {
+  const cluster = uniqueCluster("gone");
+  const [a, b] = await nodes(cluster, [
+    ["a", []],
+    ["b", []],
+  ]);
+  const r = (subject: string) => ({ partitions: 1, spread: false, subjects: [subject], origin: "jetstream" as const, config: {}, admit: () => {} });
+  await a.placements.place("$G", "gone", r("gone"));
+  await waitUntil(() => b.placements.get("$G", "gone") !== undefined, "b to see the stream");
+  // a's copy lags behind etcd (here: its watch held): it still has the stream b removes.
+  const resume = stallWatch(a.node.metadata);
+  try {
+    await b.placements.remove("$G", "gone");
+    // The first round holds a create of a placed stream only (answered from the copy, nothing committed); the update and
+    // a create of another stream wait for the next, together.
+    const first = a.placements.place("$G", "gone", r("gone"));
+    const update = a.placements.update("$G", "gone", (p) => ({ ...p, subjects: ["gone.new"] }), [], () => {}).then(
+      () => "made",
+      (err: Error) => err.name,
+    );
+    const other = a.placements.place("$G", "other", r("other")).then(
+      (p) => (p.created ? "placed" : "found"),
+      (err: Error) => `${err.name}: ${err.message}`,
+    );
+    await first;
+    // etcd says the updated stream is gone: that update alone fails. Before, the round was committed again and again as
+    // fast as etcd answered while the copy lagged, and the create failed with it (ConcurrentChangeError).
+    assert.deepEqual(await Promise.all([update, other]), ["StreamNotPlacedError", "placed"]);
+  } finally {
+    resume();
+    for (const n of [a, b]) await n.node.leave();
+  }
+});

@@ -450,6 +450,19 @@ export class Placements {
         return later;
       } catch (err) {
         let failed = err;
+        if (err instanceof ConcurrentChangeError && err.found === 0) {
+          // etcd says a stream being updated is gone (deleted through another node): that update fails, the rest of the
+          // round is committed again. Retried as it was, it lost again as fast as etcd answered while the copy still had
+          // the stream, and took the round's creates down with it.
+          const gone = made.find((m) => m.expect > 0 && placementKey(account, m.pending.stream) === err.key);
+          if (gone !== undefined) {
+            gone.pending.reject(new StreamNotPlacedError(account, gone.pending.stream));
+            pending = [...made.filter((m) => m !== gone).map((m) => m.pending), ...later];
+            if (attempt < ROUND_ATTEMPTS) continue;
+            for (const m of made) if (m !== gone) m.pending.reject(failed);
+            return later;
+          }
+        }
         if (err instanceof ConcurrentChangeError) {
           // Another node placed one of these streams first (that placement stands), or changed one being updated, or
           // placed or changed another stream of the account (judged again with it): either way the copy must have that
