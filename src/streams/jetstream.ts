@@ -1023,15 +1023,15 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * What a create of a new stream would be refused for on this node alone
    * (max_streams, the account's limits, overlapping subjects), thrown as
    * the create would: for a create that only validates (Kafka's
-   * validate_only). In a cluster the caller judges the account's streams
-   * in the whole cluster instead: this node holds only a part of them.
+   * validate_only). Single node only: in a cluster this node holds a part
+   * of the account's streams.
    */
   validateCreate(config: StreamConfig, partitions: number): void {
     const max = this.accountLimits.maxStreams;
-    if (max > 0 && this.cluster === null && this.streamCount() >= max) throw LimitErrors.maxStreams();
+    if (max > 0 && this.streamCount() >= max) throw LimitErrors.maxStreams();
     const over = this.limitError(config, partitions);
     if (over !== null) throw over;
-    if (this.cluster === null) this.checkOverlap(config, null);
+    this.checkOverlap(config, null);
   }
 
   private async createStreamNow(config: StreamConfig, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {

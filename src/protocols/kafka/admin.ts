@@ -62,8 +62,7 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
         const max = door.js.limits.maxStreams;
         if (max > 0 && placed.length >= max) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: maximum number of streams reached`);
         if (placed.some((p) => p.subjects.some((s) => subjectsIntersect(s, topic)))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
-      }
-      door.js.validateCreate(normalized, partitions);
+      } else door.js.validateCreate(normalized, partitions); // in a cluster the leader's limits apply, judged as it makes its copy
       return { ...ok, configs: topicConfigs(door, { config: normalized }) };
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
