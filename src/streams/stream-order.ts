@@ -36,7 +36,7 @@ import { parseStateFile, stateFileText } from "../util/persist.js";
 import type { LogState, LostRange, MessageLog, PurgeOptions, ScanOptions, StoredMessage } from "../store/log.js";
 import type { Visibility } from "./visibility.js";
 import { appendCopy } from "./copy-batch.js";
-import { EndMarkWriter, readEndMark } from "../store/end-mark.js";
+import { EndMarkWriter, readEndMark, type EndMark } from "../store/end-mark.js";
 
 export const ORDER_FILE = "order.map";
 
@@ -181,6 +181,9 @@ export class StreamOrder {
     let file: StoreFile | null = null;
     let existed = false;
     const path = dir === null ? null : `${dir}/${ORDER_FILE}`;
+    const markPath = `${dir}/${ORDER_MARK_FILE}`;
+    // Read once: checked against the order below, and whether it is there decides how the writer first writes it.
+    const mark = path === null ? null : await readEndMark(nodeFs, markPath);
     if (path !== null) {
       try {
         file = await nodeFs.open(path, "existing");
@@ -193,7 +196,6 @@ export class StreamOrder {
         const holding = held ? -1 : partitions.findIndex((p, i) => i > 0 && p.state().lastSeq > 0);
         if (holding > 0) throw new OrderDamage(`${ORDER_FILE} is gone while partition ${holding} holds messages`);
         if (await exists(`${dir}/${ORDER_PAGES_FILE}`)) throw new OrderDamage(`${ORDER_FILE} is gone while ${ORDER_PAGES_FILE} says a clean close left it`);
-        const mark = await readEndMark(nodeFs, `${dir}/${ORDER_MARK_FILE}`);
         if (mark !== null && typeof mark !== "string" && mark.lastSeq > 0) throw new OrderDamage(`${ORDER_FILE} is gone while ${ORDER_MARK_FILE} says stream sequences up to ${mark.lastSeq} were handed out`);
         file = await nodeFs.open(path, "create");
         await nodeFs.syncDir(dir!);
@@ -204,12 +206,11 @@ export class StreamOrder {
     order.warn = warn;
     try {
       if (existed && !(await order.loadSummary())) await order.load();
-      const markExists = path !== null && (await exists(`${dir}/${ORDER_MARK_FILE}`));
-      if (existed && markExists) await order.checkMark(`${dir}/${ORDER_MARK_FILE}`);
+      if (existed && mark !== null) order.checkMark(markPath, mark);
       if (path !== null) {
         // A mark's first write that a crash interrupted (end-mark.ts makes it under this name).
-        await nodeFs.remove(`${dir}/${ORDER_MARK_FILE}.tmp`);
-        order.mark = new EndMarkWriter(nodeFs, `${dir}/${ORDER_MARK_FILE}`, markExists, warn);
+        await nodeFs.remove(`${markPath}.tmp`);
+        order.mark = new EndMarkWriter(nodeFs, markPath, mark !== null, warn);
       }
       if (existed) await order.checkPartitions(warn, held);
       // A file that only holds a base (every run compacted away) is not a new order. Held, the release's catch-up makes the
@@ -299,9 +300,7 @@ export class StreamOrder {
   private mark: EndMarkWriter | null = null;
 
   /** Refuses an order that ends before the stream sequences its mark says were durable (see ORDER_MARK_FILE). */
-  private async checkMark(path: string): Promise<void> {
-    const m = await readEndMark(nodeFs, path);
-    if (m === null) return;
+  private checkMark(path: string, m: EndMark | string): void {
     if (typeof m === "string") {
       this.warn(`${path} is unreadable (${m}): whether ${ORDER_FILE} lost its end cannot be told`);
       return;
