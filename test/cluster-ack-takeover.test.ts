@@ -15,44 +15,24 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AckPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { addStreamLedByK, spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { addStreamLedByK, startTwoNodesAndK, stopTwoNodesAndK, type NodeProcess, type TwoNodesAndK } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 
-let etcd: EtcdHarness;
-let dir: string;
-let clusterName: string;
+let cluster: TwoNodesAndK | undefined;
 let a: NagareServer;
 let b: NagareServer;
 let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
 before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-acktk-"));
-  clusterName = uniqueCluster("acktakeover");
-  a = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, "a");
-  b = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, "b");
-  k = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName });
-  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+  cluster = await startTwoNodesAndK("acktakeover");
+  ({ a, b, k } = cluster);
 });
 
-after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
-  if (k !== undefined) {
-    k.child.kill("SIGCONT");
-    await k.stop("SIGKILL");
-  }
-  await Promise.all([a?.close(), b?.close()]);
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => stopTwoNodesAndK(cluster, k, conns));
 
 const placed = (stream: string) => a.cluster!.placements.get("$G", stream)?.placement;
 

@@ -9,47 +9,25 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { startTwoNodesAndK, stopTwoNodesAndK, type NodeProcess, type TwoNodesAndK } from "./helpers/cluster.js";
 import { waitUntil } from "./helpers/clients.js";
 import { apiErrorCode } from "./helpers/js.js";
 
-let etcd: EtcdHarness;
-let dir: string;
-let clusterName: string;
+let cluster: TwoNodesAndK | undefined;
 let a: NagareServer;
 let b: NagareServer;
 let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
-function node(name: string): Promise<NagareServer> {
-  return startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, name);
-}
-
 before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-jsk-"));
-  clusterName = uniqueCluster("jskill");
-  a = await node("a");
-  b = await node("b");
-  k = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName });
-  // Routes come from the members' records in etcd: wait for the full mesh.
-  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+  cluster = await startTwoNodesAndK("jskill");
+  ({ a, b, k } = cluster);
 });
 
-after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
-  await k?.stop("SIGKILL");
-  await Promise.all([a?.close(), b?.close()]);
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => stopTwoNodesAndK(cluster, k, conns));
 
 async function client(url: string): Promise<NatsConnection> {
   const nc = await connect({ servers: url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });

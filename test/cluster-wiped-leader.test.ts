@@ -9,43 +9,28 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NagareServer } from "../src/server/server.js";
 import { StreamReplicas } from "../src/streams/stream-replicas.js";
-import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
-import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
+import { spawnNodeK, startTwoNodesAndK, stopTwoNodesAndK, type NodeProcess, type TwoNodesAndK } from "./helpers/cluster.js";
 import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { api } from "./helpers/js.js";
 
-let etcd: EtcdHarness;
-let dir: string;
-let clusterName: string;
+let cluster: TwoNodesAndK | undefined;
 let a: NagareServer;
 let b: NagareServer;
 let k: NodeProcess;
 const conns: NatsConnection[] = [];
 
 before(async () => {
-  etcd = await startEtcd();
-  dir = mkdtempSync(join(tmpdir(), "nagare-wiped-"));
-  clusterName = uniqueCluster("wiped");
-  a = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, "a");
-  b = await startJetStreamNode({ etcd: etcd.endpoint, dir, cluster: clusterName }, "b");
-  k = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName });
-  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+  cluster = await startTwoNodesAndK("wiped");
+  ({ a, b, k } = cluster);
 });
 
-after(async () => {
-  for (const nc of conns) await nc.close().catch(() => undefined);
-  await k?.stop("SIGKILL");
-  await Promise.all([a?.close(), b?.close()]);
-  await etcd.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => stopTwoNodesAndK(cluster, k, conns));
 
 test("a leader back with an empty store hands the stream to an in-sync replica instead of cutting it back to nothing", async () => {
   const nc = await connect({ servers: a.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
@@ -76,8 +61,8 @@ test("a leader back with an empty store hands the stream to an in-sync replica i
   proto.checkLeader = () => undefined;
   try {
     await k.stop("SIGKILL");
-    rmSync(join(dir, "k"), { recursive: true, force: true });
-    k = await spawnNodeK({ etcd: etcd.endpoint, dir, cluster: clusterName });
+    rmSync(join(cluster!.site.dir, "k"), { recursive: true, force: true });
+    k = await spawnNodeK(cluster!.site);
     // Leading epoch 1 from its empty copy, k would cut a and b back to nothing; it hands over instead.
     await waitUntil(() => placed()?.leaders[0] !== "k", "the leadership handed by k, back empty, to an in-sync replica", 30_000);
   } finally {

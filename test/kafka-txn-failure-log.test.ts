@@ -8,8 +8,9 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { findFile } from "./helpers/damage.js";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleBody, flexibleFrame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
 import { waitUntil } from "./helpers/clients.js";
@@ -17,18 +18,6 @@ import { waitUntil } from "./helpers/clients.js";
 let h: KafkaHarness;
 before(async () => (h = await startKafka()));
 after(() => h.close());
-
-function findFile(dir: string, name: string): string | undefined {
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    if (e.isFile() && e.name === name) return path;
-    if (e.isDirectory()) {
-      const found = findFile(path, name);
-      if (found !== undefined) return found;
-    }
-  }
-  return undefined;
-}
 
 /** InitProducerId v4 of `id`, naming the producer it was (-1, -1: a new one). */
 const initFrame = (id: string, producerId: number, epoch: number, correlationId = 0): Buffer =>

@@ -11,6 +11,7 @@ import kafkajs from "kafkajs";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
+import { findFile } from "./helpers/damage.js";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { createTopic as createKafkaTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import type { FaultInjector } from "../src/store/file-log.js";
@@ -29,19 +30,6 @@ async function values(broker: string, topic: string, isolation: "read_committed"
   const r = await kcat(["-b", broker, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-X", `isolation.level=${isolation}`, "-f", "%s\n"]);
   assert.equal(r.code, 0, `kcat -C failed: ${r.stderr}`);
   return r.stdout.split("\n").filter((l) => l !== "");
-}
-
-/** The first file named `name` under `dir`, depth first. */
-function findFile(dir: string, name: string): string | undefined {
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, e.name);
-    if (e.isFile() && e.name === name) return path;
-    if (e.isDirectory()) {
-      const found = findFile(path, name);
-      if (found !== undefined) return found;
-    }
-  }
-  return undefined;
 }
 
 /** InitProducerId v0 for a transactional id. */

@@ -340,6 +340,39 @@ export async function startKafkaTestCluster(tag: string, kafkaOptions?: KafkaLis
   };
 }
 
+/** Etcd, two embedded nodes a and b and the child-process node k (spawnNodeK) in a full mesh: what a test kills k in. */
+export interface TwoNodesAndK {
+  etcd: EtcdHarness;
+  site: JetStreamClusterSite;
+  a: NagareServer;
+  b: NagareServer;
+  k: NodeProcess;
+}
+
+export async function startTwoNodesAndK(tag: string): Promise<TwoNodesAndK> {
+  const etcd = await startEtcd();
+  const site: JetStreamClusterSite = { etcd: etcd.endpoint, dir: mkdtempSync(join(tmpdir(), `nagare-${tag}-`)), cluster: uniqueCluster(tag) };
+  const a = await startJetStreamNode(site, "a");
+  const b = await startJetStreamNode(site, "b");
+  const k = await spawnNodeK(site);
+  // Routes come from the members' records in etcd: wait for the full mesh.
+  await waitUntil(() => a.routes!.peers().length === 2 && b.routes!.peers().length === 2, "a full mesh of three");
+  return { etcd, site, a, b, k };
+}
+
+/** Stops what startTwoNodesAndK started: the test's clients, `k` as the test left it (woken if paused), a and b, etcd; removes the stores. */
+export async function stopTwoNodesAndK(c: TwoNodesAndK | undefined, k: NodeProcess | undefined, clients: ReadonlyArray<{ close(): Promise<void> }>): Promise<void> {
+  for (const nc of clients) await nc.close().catch(() => undefined);
+  if (k !== undefined) {
+    k.child.kill("SIGCONT");
+    await k.stop("SIGKILL");
+  }
+  if (c === undefined) return;
+  await Promise.all([c.a.close(), c.b.close()]);
+  await c.etcd.close();
+  rmSync(c.site.dir, { recursive: true, force: true });
+}
+
 /**
  * A stream of three replicas led by k (spawnNodeK) in a cluster of a, b and
  * k: a stream of one replica on a and one on b first, so that k, leading
