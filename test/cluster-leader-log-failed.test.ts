@@ -53,3 +53,38 @@ test("a leader whose log stays failed hands the partition to an in-sync replica,
   assert.equal(copy.state().lastSeq, ack!.seq, "its copy ends where the new leader's does");
   assert.equal(copy.state().error, null);
 });
+
+test("a leader whose nearly full disk lets each reopen through but refuses every write hands the partition over", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.add({ name: "NEARLY", subjects: ["nearly.>"], num_replicas: 3 });
+  const old = nodes.find((n) => n.cluster!.options.serverName === info.cluster?.leader)!;
+  const oldName = old.cluster!.options.serverName;
+  const js = jetstream(nc);
+  assert.equal((await js.publish("nearly.x", "m1")).seq, 1);
+  const placed = () => nodes[0].cluster!.placements.get("$G", "NEARLY")?.placement;
+  await waitUntil(() => placed()?.isr?.[0]?.length === 3, "all three replicas in sync");
+
+  // Room for the reopen's 8-byte probe, none for a batch: each reopen succeeds and the next write fails again.
+  const copy = old.jetstream!.streams.get("NEARLY")!.partitions[0];
+  const enospc = Object.assign(new Error("ENOSPC: no space left on device (injected)"), { code: "ENOSPC" });
+  // Reopened 100 ms after each failure (1 s by default): each failure is far shorter than the 2 s a leader allows one.
+  Object.assign(copy, { faults: { write: (name: string) => (name === "probe.tmp" ? null : { error: enospc }), sync: () => null }, reopenDelayMs: 100 });
+  // A quiet publisher: the log is failed for moments, never 2 s in a row.
+  let refused = 0;
+  for (let round = 0; round < 6 && placed()?.leaders[0] === oldName; round++) {
+    await waitUntil(() => copy.state().error === null || placed()?.leaders[0] !== oldName, "the failed log reopened", 30_000);
+    if (placed()?.leaders[0] !== oldName) break;
+    // The workload, not a synchronisation: a publisher writing once every couple of seconds, so the log sits reopened
+    // between writes long enough for the leader's checks (every 500 ms) to see it taking writes.
+    await new Promise((r) => setTimeout(r, 1500));
+    if (await js.publish("nearly.x", "refused", { timeout: 5000 }).then(() => false, () => true)) refused++;
+  }
+  // The second failure comes within 10 s of the first reopen, with no write landed: the failure of 2.5 s before counts.
+  assert.notEqual(placed()?.leaders[0], oldName, `still the leader after ${refused} refused writes on a disk that takes none`);
+  assert.ok(refused <= 2, `handed over only after ${refused} refused writes`);
+  let ack: PubAck | undefined;
+  await waitUntilAsync(async () => (ack = await js.publish("nearly.x", "m2", { timeout: 2000 }).catch(() => undefined)) !== undefined, "a publish acknowledged by the new leader", 30_000);
+  assert.equal((await jsm.streams.getMessage("NEARLY", { seq: 1 }))!.string(), "m1");
+  assert.ok(ack!.seq >= 2);
+});

@@ -397,6 +397,8 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   /** The truncations asked for, one after another. */
   private truncations: Promise<unknown> = Promise.resolve();
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files, batches read from the kept tail. */
+  /** Storage failures since open (MessageLog.failures). */
+  failures = 0;
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0, tailReads: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
@@ -1026,6 +1028,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (this.writeError !== null) return;
     const err = new StorageError(this.dir, cause);
     this.writeError = err;
+    this.failures++;
     this.warn(err.message);
     this.scheduleReopen();
   }

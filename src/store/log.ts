@@ -464,6 +464,12 @@ export interface MessageLog {
   /** Applies new retention limits (stream update); excess is removed at once. */
   setLimits(limits: Limits): void;
   state(): LogState;
+  /**
+   * Storage failures since the log was opened (each a write or sync that made
+   * it refuse changes until reopened): a reopen clears `state().error`, not
+   * this count. Absent: the log never fails so (memory).
+   */
+  readonly failures?: number;
   close(): Promise<void>;
 }
 

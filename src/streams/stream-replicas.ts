@@ -62,6 +62,14 @@ const CHECK_MS = 500;
  * would keep the partition refusing writes while its followers could take them.
  */
 const FAILED_LEADER_MS = 2000;
+/**
+ * How long a leader's reopened log must take writes, with one landed, before
+ * its failure is forgotten. A reopen that succeeds says only that the disk
+ * took the reopen's 8-byte probe: a nearly full disk lets every reopen
+ * through and refuses the next batch, so the log fails a second at a time
+ * and, counted from each reopen, never for FAILED_LEADER_MS in a row.
+ */
+const FAILED_CLEARED_MS = 10_000;
 /** A follower's wait per rank in the ISR before it proposes itself as leader. */
 const RANK_DELAY_MS = 500;
 /** How long a partition given up as leader waits for its writes in flight before its follower starts. */
@@ -267,8 +275,18 @@ interface LeaderRole {
   copies: ConsumerCopies | null;
   /** Followers proposed for the ISR by a change etcd may have applied without saying so: members until a write settles it. */
   uncertain: Set<string>;
-  /** Since when (Date.now()) its log has been failed, not yet reopened; 0 while it takes writes. */
+  /**
+   * Since when (Date.now()) its log has been failing: set when a check first
+   * finds it failed, cleared only once a write has landed since and it has
+   * taken writes for FAILED_CLEARED_MS (see handFailedLog); 0 meanwhile.
+   */
   failedSince: number;
+  /** The log's last sequence when failedSince was set: a write landed since once it has grown. */
+  failedAtSeq: number;
+  /** Since when (Date.now()) a check has found the failing log taking writes again (reopened); 0 when not. */
+  healthySince: number;
+  /** The log's failure count as the last check saw it: one that grew failed since, even if reopened before the check. */
+  failuresSeen: number;
 }
 
 interface FollowerRole {
@@ -1156,7 +1174,7 @@ export class StreamReplicas {
       // Their delivery was held while this node did not lead (Stream.consumersHeld): it goes on now.
       for (const consumer of stream.consumers.values()) consumer.notify();
     }
-    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set(), failedSince: 0 };
+    return { kind: "leader", stream, epoch, gate, copies, uncertain: new Set(), failedSince: 0, failedAtSeq: 0, healthySince: 0, failuresSeen: stream.partitions[p].failures ?? 0 };
   }
 
   private async follow(name: string, stream: Stream, p: number, leader: string, epoch: number): Promise<FollowerRole> {
@@ -1429,8 +1447,10 @@ export class StreamReplicas {
   }
 
   /**
-   * A leader whose log has been failed for FAILED_LEADER_MS hands the
-   * partition to a live in-sync replica (one that is not draining first):
+   * A leader whose log has been failing for FAILED_LEADER_MS (failed, or
+   * reopened and not yet shown to take writes: see FAILED_CLEARED_MS) and
+   * is failed now hands the partition to a live in-sync replica (one that
+   * is not draining first):
    * every ISR member holds everything acknowledged, and its followers stay
    * in the ISR meanwhile (a fetch from a failed log is not counted as lag).
    * What this log holds past the high watermark was never acknowledged; as
@@ -1438,19 +1458,31 @@ export class StreamReplicas {
    * while the hand-over is under way.
    */
   private handFailedLog(key: string, name: string, p: number, role: LeaderRole, now: number): boolean {
-    const error = role.stream.partitions[p].state().error;
+    const log = role.stream.partitions[p];
+    const state = log.state();
+    const failures = log.failures ?? 0;
+    // Failed since the last check, though reopened already (a reopen after 1 s takes a moment): the 500 ms checks miss such.
+    const failedMeanwhile = failures > role.failuresSeen;
+    role.failuresSeen = failures;
+    const error = state.error ?? (failedMeanwhile ? "failed again since the last check, reopened since" : null);
     if (error === null) {
-      role.failedSince = 0;
+      if (role.failedSince === 0) return false;
+      if (role.healthySince === 0) role.healthySince = now;
+      if (state.lastSeq > role.failedAtSeq && now - role.healthySince >= FAILED_CLEARED_MS) role.failedSince = role.healthySince = 0;
       return false;
     }
-    if (role.failedSince === 0) role.failedSince = now;
+    role.healthySince = 0;
+    if (role.failedSince === 0) {
+      role.failedSince = now;
+      role.failedAtSeq = state.lastSeq;
+    }
     if (now - role.failedSince < FAILED_LEADER_MS || !this.host.holdsLease()) return false;
     const placed = this.host.cluster.directory.get(this.account, name)?.placement;
     if (placed === undefined || placed.leaders[p] !== this.self || (placed.epochs?.[p] ?? 1) !== role.epoch) return false;
     const isr = placed.isr?.[p] ?? replicasOf(placed, p);
     if (this.liveOther(isr) === undefined) return false;
     this.changing.add(key);
-    void this.handAside(name, p, role.epoch, isr, `its log here failed ${Math.round((now - role.failedSince) / 1000)} s ago and is not yet reopened (${error})`).finally(() => this.changing.delete(key));
+    void this.handAside(name, p, role.epoch, isr, `its log here has been failing for ${Math.round((now - role.failedSince) / 1000)} s (${error})`).finally(() => this.changing.delete(key));
     return true;
   }
 
