@@ -1208,6 +1208,16 @@ test("jetstream { max_mem: 0 } (nats-server 2.9: no memory storage at all) is re
   assert.deepEqual(optionsFromConf(parseConf("jetstream { max_mem: -1, max_file: 1G }", NO_ENV)), { jetstream: true, jetstreamMaxMemory: -1, jetstreamMaxStorage: 1e9 });
 });
 
+test("jetstream { request_queue_limit } bounds the API requests served at once; 0 or less is refused where it stands", () => {
+  assert.deepEqual(optionsFromConf(parseConf("jetstream { request_queue_limit: 500 }", NO_ENV)), { jetstream: true, jetstreamRequestQueueLimit: 500 });
+  assert.equal(resolveOptions({}).jetstreamRequestQueueLimit, 10_000);
+  for (const v of ["0", "-1", "1.5", '"many"']) {
+    const e = confError(() => optionsFromConf(parseConf(`jetstream {\n  request_queue_limit: ${v}\n}`, NO_ENV)), /jetstream\.request_queue_limit: /);
+    assert.equal(e.line, 2);
+  }
+  assert.throws(() => resolveOptions({ jetstreamRequestQueueLimit: 0 }), /jetstreamRequestQueueLimit/);
+});
+
 test("flags: -p 0 is nats-server's default port 4222, -m 0 and -ms 0 no monitoring (over the file's too), as nats-server", () => {
   assert.equal(parseServerArgs(["-p", "0"]).options.port, 4222);
   assert.equal(parseServerArgs(["-p", "-1"]).options.port, -1);

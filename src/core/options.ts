@@ -73,6 +73,12 @@ export interface ServerOptions {
    */
   jetstreamMaxMemory?: number;
   jetstreamMaxStorage?: number;
+  /**
+   * The JetStream API requests served at once on this server, past which
+   * more are dropped unanswered (nats-server's `jetstream {
+   * request_queue_limit }`; default 10,000).
+   */
+  jetstreamRequestQueueLimit?: number;
   /** The Kafka door; off unless given. It serves the streams, so it turns JetStream on. */
   kafka?: KafkaListenerOptions;
   /** TLS for NATS client connections (nats-server's `tls {}`): every client must use it. */
@@ -287,6 +293,7 @@ export interface ResolvedOptions {
   syncInterval: "always" | number;
   jetstreamMaxMemory: number;
   jetstreamMaxStorage: number;
+  jetstreamRequestQueueLimit: number;
   kafka: KafkaListenerOptions | undefined;
   tls: TlsOptions | undefined;
   authorization: AuthOptions | undefined;
@@ -330,6 +337,8 @@ export const DEFAULTS = {
   maxConnections: 64 * 1024,
   maxSubscriptions: 0,
   maxClosedClients: 10_000,
+  /** nats-server's JSDefaultRequestQueueLimit. */
+  jetstreamRequestQueueLimit: 10_000,
   pingInterval: 120_000,
   maxPingsOut: 2,
   authTimeout: 2_000,
@@ -392,6 +401,7 @@ export function resolveOptions(o: ServerOptions): ResolvedOptions {
     syncInterval: pick(o.syncInterval, "always"),
     jetstreamMaxMemory: pick(o.jetstreamMaxMemory, -1),
     jetstreamMaxStorage: pick(o.jetstreamMaxStorage, -1),
+    jetstreamRequestQueueLimit: pick(o.jetstreamRequestQueueLimit, DEFAULTS.jetstreamRequestQueueLimit),
     kafka: o.kafka,
     authorization: o.authorization,
     accounts: o.accounts,
@@ -873,6 +883,7 @@ const CHECKS: Record<keyof ServerOptions, Check> = {
   },
   jetstreamMaxMemory: (v, n) => limit(v, n),
   jetstreamMaxStorage: (v, n) => limit(v, n),
+  jetstreamRequestQueueLimit: atLeast(1),
   kafka: (v, n) => {
     if (v === null || typeof v !== "object" || Array.isArray(v)) fail(n, v, "an object");
     checkKeys(v as Record<string, unknown>, KAFKA_CHECKS, `${n}.`);

@@ -1407,6 +1407,13 @@ function jetstream(o: ServerOptions, e: Entry, c: Collector): void {
     });
   }
   c.attempt(() => {
+    const limit = sub("request_queue_limit");
+    if (!limit) return;
+    const v = nonNegativeInt(limit);
+    if (v === 0) fail(limit, "must be at least 1");
+    o.jetstreamRequestQueueLimit = v;
+  });
+  c.attempt(() => {
     const sync = sub("sync_interval") ?? sub("sync");
     if (!sync) return;
     if (typeof sync.value === "string" && sync.value.toLowerCase() === "always") {

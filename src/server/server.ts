@@ -28,6 +28,7 @@ import { reserveKafkaMarks } from "../protocols/kafka/account-door.js";
 import { kafkaRecords } from "../protocols/kafka/stored-batches.js";
 import { JetStreams } from "../streams/jetstreams.js";
 import { ServerJetStreamLimits } from "../streams/server-limits.js";
+import { API_LIMIT_REACHED_SUBJECT, ApiRequestLimit, limitReachedAdvisory } from "../streams/api-limit.js";
 import { ClusterStreams } from "../streams/cluster-streams.js";
 import { AnswerBudget, FETCH_BYTES } from "../streams/replication.js";
 import type { AccountLimits } from "../streams/limits.js";
@@ -123,7 +124,11 @@ async function start(opts: ResolvedOptions, log: ServerLogger): Promise<NagareSe
     const serverLimits = new ServerJetStreamLimits(opts.jetstreamMaxMemory, opts.jetstreamMaxStorage);
     // A quarter of a route's max_pending for replication answers to one node: the rest for the core traffic beside them.
     const answerBudget = new AnswerBudget(Math.max(FETCH_BYTES, Math.floor(opts.maxPending / 4)));
-    const jsOptions = { storeDir, maxPayload: opts.maxPayload, answerBudget, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, clustered: opts.etcd !== undefined, ...sync };
+    const apiRequests = new ApiRequestLimit(opts.jetstreamRequestQueueLimit, (dropped) => {
+      log.warn(`JetStream API queue limit reached (${opts.jetstreamRequestQueueLimit} requests being served), dropped ${dropped} requests`);
+      broker.system?.publish(API_LIMIT_REACHED_SUBJECT, limitReachedAdvisory(broker.serverName, dropped));
+    });
+    const jsOptions = { storeDir, maxPayload: opts.maxPayload, answerBudget, log, serverId: broker.serverId, pacing: broker, foreign: kafkaRecords, serverLimits, apiRequests, clustered: opts.etcd !== undefined, ...sync };
     // The system account has no JetStream, and answers no JetStream API (its subjects are the server's).
     const jsAccounts = [...broker.accounts.values()].filter((a) => a !== broker.system?.account);
     try {

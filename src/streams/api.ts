@@ -205,6 +205,9 @@ function optString(req: Json, key: string): string | undefined {
 }
 
 const SYSTEM_RESPONSE = "system_response";
+/** Served outside the bound on requests being served, as nats-server serves them outside its API queue. */
+const DIRECT_GET = "$JS.API.DIRECT.GET.";
+const NEXT_REQUEST = "$JS.API.CONSUMER.MSG.NEXT.";
 
 /** Requests only the system account may make: nats-server leaves them to it and says nothing. */
 function systemOnly(t: string[]): boolean {
@@ -375,7 +378,23 @@ export class JetStreamApi implements Receiver {
     this.js.events.apiAudit(req.subject, req.body, text);
   }
 
+  /**
+   * Serves a request, counted in the server's bound on requests being
+   * served (api-limit.ts) unless it is a pull request or a direct get;
+   * dropped unanswered when that bound is reached.
+   */
   private async handle(subject: string, body: Buffer, reply: string, placed: Placed | null): Promise<void> {
+    const limit = this.js.options.apiRequests;
+    if (limit === undefined || subject.startsWith(DIRECT_GET) || subject.startsWith(NEXT_REQUEST)) return await this.handleRequest(subject, body, reply, placed);
+    if (!limit.admit()) return;
+    try {
+      await this.handleRequest(subject, body, reply, placed);
+    } finally {
+      limit.release();
+    }
+  }
+
+  private async handleRequest(subject: string, body: Buffer, reply: string, placed: Placed | null): Promise<void> {
     const t = subject.split(".");
     const n = t.length;
     const [kind, verb] = [t[2], t[3]];

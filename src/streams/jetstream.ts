@@ -53,6 +53,7 @@ import { appendCopy } from "./copy-batch.js";
 import { isHashedName, moveDirDurably, nameOfStored, readJson, removeDir, removeDirAtomically, REMOVING_PREFIX, removeFileDurably, safeJoin, storedName, writeJsonDurably } from "../util/persist.js";
 import { boundsStorage, consumerLimit, heldBytes, LimitErrors, reservationOf, streamLimitError, type AccountLimits, type Reserving } from "./limits.js";
 import type { ServerJetStreamLimits } from "./server-limits.js";
+import type { ApiRequestLimit } from "./api-limit.js";
 import type { AnswerBudget } from "./replication.js";
 import { Fifo } from "../util/fifo.js";
 import { ThrottledLog } from "../util/throttled-log.js";
@@ -79,6 +80,8 @@ export interface JetStreamOptions {
   foreign?: ForeignRecords;
   /** The server's own limits over every account (`jetstream { max_mem, max_file }`), one object shared by every account's JetStream. */
   serverLimits?: ServerJetStreamLimits;
+  /** The bound on API requests served at once (`jetstream { request_queue_limit }`), one object shared by every account's JetStream. */
+  apiRequests?: ApiRequestLimit;
   /**
    * This node joins a cluster once its streams are open: the streams found
    * on disk hand out no new stream sequences until the cluster has settled

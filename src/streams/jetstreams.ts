@@ -188,6 +188,7 @@ export class JetStreams {
     for (const d of this.disabled.values()) d.close();
     this.disabled.clear();
     for (const s of this.served.values()) s.api.close();
+    this.options.apiRequests?.close();
     for (const s of this.served.values()) await s.js.close();
     this.served.clear();
     // Only once every file is closed: a server that stopped waiting (server.ts) keeps the store locked until they are.
