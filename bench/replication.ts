@@ -20,12 +20,18 @@
  *   node dist/bench/replication.js --repeats=5         # publish repeats (default 3), alternating the order
  *   node dist/bench/replication.js --kills=20          # kills per lease setting (default 20)
  *   node dist/bench/replication.js --warmup=3          # the unmeasured publishes before each measured pass, into its stream, as a fraction of it (default 1)
- *   node dist/bench/replication.js --only=failover     # or --only=publish, --only=kafka: writes bench/results/replication-<only>-<date>.json
+ *   node dist/bench/replication.js --only=failover     # or --only=publish, --only=kafka, --only=idle: writes bench/results/replication-<only>-<date>.json
  *   node dist/bench/replication.js --only=publish --profile
  *                                                      # each nagare node writes a .cpuprofile to bench/profiles/
  *
  * Pinning as in bench/cluster.ts: the three nodes of either cluster on core
  * 1, the client (and etcd) on core 0.
+ *
+ * 4. Idle cost (`--only=idle`, not in the default run): `--idle-streams=N`
+ *    (default 200) R3 streams, each with one durable pull consumer, made
+ *    through node 0 of each cluster; after 15 s at rest, each node's CPU
+ *    over 30 s with nothing published (what replicas, consumer copies and
+ *    leases cost a cluster that holds many quiet streams).
  *
  * 3. Kafka acks=all into replication factor 3 against factor 1 on the same
  *    3 nodes (target >= 0.6x): kcat -P (KCAT_PRODUCE_ARGS) of 1 KiB records
@@ -38,7 +44,7 @@ import { loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { startEtcd, type EtcdHarness } from "../test/helpers/etcd.js";
 import { nodeConf, untilMeshSettles } from "./cluster-nodes.js";
 import { cpuSeconds, freePorts, machineInfo, median, natsServerVersion, publish, requireNatsServer, round, start, waitForPort, type Running, type Target, windowed } from "./harness.js";
@@ -514,6 +520,42 @@ async function kafkaBench(etcd: EtcdHarness): Promise<Record<string, unknown>> {
   };
 }
 
+const IDLE_STREAMS = Number(flag("idle-streams") ?? (quick ? 20 : 200));
+const IDLE_SETTLE_MS = quick ? 3000 : 15_000;
+const IDLE_MEASURE_MS = quick ? 5000 : 30_000;
+
+/** The idle cost of IDLE_STREAMS R3 streams with a consumer each, on both clusters (see the header). */
+async function idleBench(etcd: EtcdHarness): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const f of ["nagare", "nats-server"] as const) {
+    const c = await startJsCluster(f, f === "nats-server" ? null : etcd);
+    const admin = await connect({ servers: c.urls[0] });
+    try {
+      const jsm = await jetstreamManager(admin, { timeout: 30_000 });
+      const t0 = performance.now();
+      for (let i = 0; i < IDLE_STREAMS; i++) {
+        const name = `IDLE${i}`;
+        await addStream(jsm, name, 3);
+        await jsm.consumers.add(name, { durable_name: "c", ack_policy: AckPolicy.Explicit });
+      }
+      const createMs = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+      const pids = c.nodes.map((n) => n.pid);
+      const cpu0 = pids.map(cpuSeconds);
+      const m0 = performance.now();
+      await new Promise((r) => setTimeout(r, IDLE_MEASURE_MS));
+      const seconds = (performance.now() - m0) / 1000;
+      const byNode = pids.map((pid, i) => round(((cpuSeconds(pid) - cpu0[i]) / seconds) * 100, 2));
+      out[f] = { streams: IDLE_STREAMS, create_ms_per_stream_and_consumer: round(createMs / IDLE_STREAMS, 1), idle_cpu_percent_by_node: byNode, measured_s: round(seconds, 1) };
+      console.error(`idle ${f}: ${IDLE_STREAMS} R3 streams with a consumer each, CPU % by node ${byNode.join("/")}, ${round(createMs / IDLE_STREAMS, 1)} ms a create, load ${loadavg()[0].toFixed(2)}`);
+    } finally {
+      await admin.close();
+      await c.stop();
+    }
+  }
+  return { idle_r3_streams: out };
+}
+
 async function main(): Promise<void> {
   const natsVersion = await natsServerVersion(natsServer);
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
@@ -522,6 +564,7 @@ async function main(): Promise<void> {
   try {
     if (only === undefined || only === "publish") Object.assign(results, await publishBench(etcd));
     if (only === undefined || only === "kafka") Object.assign(results, await kafkaBench(etcd));
+    if (only === "idle") Object.assign(results, await idleBench(etcd));
     if (only === undefined || only === "failover") {
       for (const lease of [undefined, "2s"]) {
         const r = await failoverBench(etcd, lease);
