@@ -9,11 +9,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
-import { jetstreamManager, type JetStreamApiError } from "@nats-io/jetstream";
+import { jetstreamManager, StorageType, type JetStreamApiError } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients } from "./helpers/clients.js";
 import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
 import { admitGuardKey } from "../src/cluster/placement.js";
+import type { AccountLimits } from "../src/streams/limits.js";
 
 const clients = v3Clients();
 const { nodes } = jetStreamClusterPerFile("acclimits", { kafka: true }, () => clients.closeAll());
@@ -237,4 +238,94 @@ test("an update of subjects racing a delete of its stream is made or answered st
   // nats-server answers an update of a stream deleted meanwhile 10059, as it answers one of a stream never made.
   assert.deepEqual(updates.filter((u) => u !== "ok" && !u.startsWith("10059 ")), [], JSON.stringify(updates));
   for (const name of await jsmB.streams.names().next()) await jsmB.streams.delete(name);
+});
+
+/** Every node's limits for the account, as one configuration gives them (each node holds its own copy). */
+function setAccountLimits(limits: Partial<AccountLimits>): void {
+  for (const n of nodes) n.jetstream!.setLimits({ ...n.jetstream!.limits, ...limits });
+}
+const on = (n: string): { placement: { cluster: string; tags: string[] } } => ({ placement: { cluster: "", tags: [`node:${n}`] } });
+
+test("an account's storage reservations count its streams on every node, each replica too", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 3000, maxMemory: 2000 });
+  const managers = await Promise.all(nodes.map(async (n) => jetstreamManager(await clients.open(n.url))));
+  try {
+    // One on each node, each through another node: 3000 reserved in the cluster, 1000 on each node.
+    await managers[1].streams.add({ name: "ST1", subjects: ["st1"], max_bytes: 1000, ...on("a") });
+    await managers[2].streams.add({ name: "ST2", subjects: ["st2"], max_bytes: 1000, ...on("b") });
+    await managers[0].streams.add({ name: "ST3", subjects: ["st3"], max_bytes: 1000, ...on("c") });
+    // nats-server's meta leader judges the reservations of every stream assignment: 10047, whichever node is asked.
+    for (const [i, jsm] of managers.entries()) {
+      await assert.rejects(jsm.streams.add({ name: `ST4_${i}`, subjects: [`st4.${i}`], max_bytes: 1, ...on(["a", "b", "c"][i]) }), (err: JetStreamApiError) => err.code === 10047 && /insufficient storage resources available/.test(err.message), `a fourth through node ${i}`);
+      // A stream without max_bytes reserves one byte, as nats-server's.
+      await assert.rejects(jsm.streams.add({ name: `ST5_${i}`, subjects: [`st5.${i}`] }), (err: JetStreamApiError) => err.code === 10047);
+    }
+    // An update that grows a reservation is judged the same way; one that does not grow it is made.
+    const st1 = (await managers[0].streams.info("ST1")).config;
+    await assert.rejects(managers[2].streams.update("ST1", { ...st1, max_bytes: 1001 }), (err: JetStreamApiError) => err.code === 10047);
+    await managers[2].streams.update("ST1", { ...st1, max_bytes: 500 });
+    assert.equal((await managers[0].streams.info("ST1")).config.max_bytes, 500);
+    await managers[1].streams.update("ST1", { ...st1, max_bytes: 1000 });
+    await managers[2].streams.delete("ST2");
+    await managers[2].streams.delete("ST3");
+    // A replicated stream reserves max_bytes on each replica, as nats-server counts it (max_bytes x replicas).
+    await assert.rejects(managers[1].streams.add({ name: "SR", subjects: ["sr"], max_bytes: 700, num_replicas: 3 }), (err: JetStreamApiError) => err.code === 10047);
+    await managers[1].streams.add({ name: "SR", subjects: ["sr"], max_bytes: 600, num_replicas: 3 });
+    await assert.rejects(managers[2].streams.add({ name: "ST6", subjects: ["st6"], max_bytes: 201, ...on("c") }), (err: JetStreamApiError) => err.code === 10047);
+    await managers[2].streams.add({ name: "ST6", subjects: ["st6"], max_bytes: 200, ...on("c") });
+    // Memory has its own limit (10028); file streams do not count against it.
+    await managers[0].streams.add({ name: "SM1", subjects: ["sm1"], storage: StorageType.Memory, max_bytes: 1500, ...on("a") });
+    await assert.rejects(managers[1].streams.add({ name: "SM2", subjects: ["sm2"], storage: StorageType.Memory, max_bytes: 501, ...on("b") }), (err: JetStreamApiError) => err.code === 10028 && /insufficient memory resources available/.test(err.message));
+    await managers[1].streams.add({ name: "SM2", subjects: ["sm2"], storage: StorageType.Memory, max_bytes: 500, ...on("b") });
+  } finally {
+    setAccountLimits({ maxStorage: -1, maxMemory: -1 });
+    for (const name of await managers[0].streams.names().next()) await managers[0].streams.delete(name);
+  }
+});
+
+test("creates and updates sent at once through every node reserve no more than the account's storage", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 3000 });
+  const managers = await Promise.all(Array.from({ length: 12 }, async (_, i) => jetstreamManager(await clients.open(nodes[i % nodes.length].url))));
+  try {
+    // Each placed where it is asked (its tag): every leader's own check sees only what it holds.
+    const many = await Promise.allSettled(managers.map((m, i) => m.streams.add({ name: `SX${i}`, subjects: [`sx.${i}`], max_bytes: 1000, ...on(["a", "b", "c"][i % 3]) })));
+    const why = JSON.stringify(many.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")));
+    assert.equal(many.filter((r) => r.status === "fulfilled").length, 3, `creates placed at once past the account's storage: ${why}`);
+    for (const r of many) if (r.status === "rejected") assert.equal((r.reason as JetStreamApiError).code, 10047, why);
+    // Room for 600 more: updates growing each of the three by 300 at once, each through its own leader: two fit.
+    const made = many.flatMap((r, i) => (r.status === "fulfilled" ? [i] : []));
+    await managers[made[0]].streams.update(`SX${made[0]}`, { ...(await managers[0].streams.info(`SX${made[0]}`)).config, max_bytes: 400 });
+    const configs = await Promise.all(made.map(async (i) => (await managers[0].streams.info(`SX${i}`)).config));
+    const grown = await Promise.allSettled(made.map((i, k) => managers[i].streams.update(`SX${i}`, { ...configs[k], max_bytes: configs[k].max_bytes + 300 })));
+    const why2 = JSON.stringify(grown.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")));
+    assert.equal(grown.filter((r) => r.status === "fulfilled").length, 2, `updates made at once past the account's storage: ${why2}`);
+    for (const r of grown) if (r.status === "rejected") assert.equal((r.reason as JetStreamApiError).code, 10047, why2);
+  } finally {
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await managers[0].streams.names().next()) await managers[0].streams.delete(name);
+  }
+});
+
+test("a Kafka topic's retention.bytes counts against the account's storage in the whole cluster", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 4000 });
+  const jsm = await jetstreamManager(await clients.open(nodes[2].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-storage", brokers: [`127.0.0.1:${nodes[1].kafkaPort}`], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await jsm.streams.add({ name: "KS", subjects: ["ks"], max_bytes: 1000, ...on("a") });
+    // Three partitions of 1000 bytes each: 3000, and 1000 more makes the limit, not past it.
+    const topic = (name: string, bytes: number, replicationFactor = 1): { topics: kafkajs.ITopicConfig[] } => ({ topics: [{ topic: name, numPartitions: 3, replicationFactor, configEntries: [{ name: "retention.bytes", value: String(bytes) }] }] });
+    // KafkaJS shows Kafka's own words for the code, not the broker's message.
+    const policy = (err: Error & { errors?: Array<{ type: string }> }): boolean => err.errors?.[0]?.type === "POLICY_VIOLATION";
+    await assert.rejects(admin.createTopics({ ...topic("kt1", 1001), validateOnly: true, waitForLeaders: false }), policy);
+    await assert.rejects(admin.createTopics(topic("kt1", 1001)), policy);
+    await assert.rejects(admin.createTopics(topic("kt1", 400, 3)), policy, "replicas count");
+    assert.equal(await admin.createTopics(topic("kt1", 1000)), true);
+    await assert.rejects(jsm.streams.add({ name: "KS2", subjects: ["ks2"], max_bytes: 1, ...on("c") }), (err: JetStreamApiError) => err.code === 10047);
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
 });

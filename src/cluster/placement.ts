@@ -13,16 +13,17 @@
  * seconds), then bytes stored as reported, then the name, so that two nodes
  * placing from the same metadata choose alike.
  *
- * An account's creates are judged (its stream limit, overlapping subjects)
- * in one order in the whole cluster, as nats-server's meta leader judges
- * them: placements are committed with a comparison of the account's guard
+ * An account's creates are judged (its stream limit, storage reservations,
+ * overlapping subjects) in one order in the whole cluster, as nats-server's
+ * meta leader judges them: placements are committed with a comparison of the account's guard
  * key (`admit/<account>`), whose revision is read from the copy with the
  * placements judged, and bump it in the same transaction. Creates judged
  * meanwhile through another node then fail that comparison and are judged
  * again once the copy has what won. Creates through one node are judged
  * and committed together, a round at a time (ROUND_CREATES), so they never
- * lose to each other. An update that changes a stream's subjects is judged
- * (overlaps) and committed in the same rounds. The guard costs no etcd
+ * lose to each other. An update that changes a stream's subjects or grows
+ * its reservation is judged (overlaps, storage) and committed in the same
+ * rounds. The guard costs no etcd
  * request of its own: one comparison and one put more in the placement's
  * transaction.
  *
@@ -124,8 +125,8 @@ export interface PlacementRequest {
   minIsr?: number;
   /**
    * Judges the account's other placed streams before each attempt to record
-   * this one (the account's stream limit, overlapping subjects): throws to
-   * refuse. Each node holds only its own streams, so a limit checked there
+   * this one (the account's stream and storage limits, overlapping
+   * subjects): throws to refuse. Each node holds only its own streams, so a limit checked there
    * would hold per node, not in the cluster.
    */
   admit?: (others: readonly StreamPlacement[]) => void;
@@ -553,9 +554,10 @@ export class Placements {
    * change is made (a takeover from a leader seen gone: this node's view
    * of the members may lag behind a registration, and the leader
    * registered again leads on); one found registered is refused at once.
-   * A change of subjects goes to the account's rounds instead, judged by
-   * `admit` against the account's other streams (throws to refuse) with
-   * its creates, up to ROUND_ATTEMPTS times.
+   * A change of subjects, or one `judged` (its storage reservation grows),
+   * goes to the account's rounds instead, judged by `admit` against the
+   * account's other streams (throws to refuse) with its creates, up to
+   * ROUND_ATTEMPTS times.
    */
   async update(
     account: string,
@@ -563,15 +565,16 @@ export class Placements {
     change: (p: StreamPlacement) => StreamPlacement,
     unregistered: readonly string[] = [],
     admit?: (others: readonly StreamPlacement[]) => void,
+    judged = false,
   ): Promise<StreamPlacement> {
     const key = placementKey(account, stream);
     for (let attempt = 1; ; attempt++) {
       const e = this.get(account, stream);
       if (e === undefined) throw new StreamNotPlacedError(account, stream);
       const next = change(structuredClone(e.placement));
-      // New subjects are judged in the account's rounds, under its guard, as creates are; other changes (moves, ISR,
-      // leaders) neither compare nor bump it, so they never wait for or lose to the account's creates.
-      if (unregistered.length === 0 && !sameSubjects(e.placement.subjects, next.subjects)) {
+      // New subjects, and a reservation that grows, are judged in the account's rounds, under its guard, as creates are;
+      // other changes (moves, ISR, leaders) neither compare nor bump it, so they never wait for or lose to the creates.
+      if (unregistered.length === 0 && (judged || !sameSubjects(e.placement.subjects, next.subjects))) {
         return new Promise((resolve, reject) => this.enqueue(account, { stream, change, admit, size: JSON.stringify(next).length, resolve, reject }));
       }
       try {

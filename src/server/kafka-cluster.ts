@@ -31,6 +31,9 @@ import { moveOf, newMove, reassignmentEnded, replicasOf, withReassignment } from
 import { PRODUCER_ID_STRIDE } from "../protocols/kafka/producers.js";
 import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 import { subjectsIntersect } from "../subjects/subject.js";
+import { normalizeStreamConfig, type StreamConfig } from "../streams/config.js";
+import type { ApiError } from "../streams/errors.js";
+import { clusterLimitError, type AccountLimits } from "../streams/limits.js";
 
 /** The Kafka cluster id every node reports, made by the first broker. */
 const CLUSTER_ID_KEY = "kafka/cluster-id";
@@ -179,7 +182,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
   }
 
-  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams = 0, ownSubjects = false): Promise<boolean> {
+  async place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, limits?: Readonly<AccountLimits>, ownSubjects = false): Promise<boolean> {
+    const maxStreams = limits?.maxStreams ?? 0;
+    // Each partition's copies reserve its max_bytes (retention.bytes), as JetStream's streams do in the cluster.
+    const normalized = limits === undefined ? undefined : normalizeStreamConfig(config);
     const exclude = replicas > 1 ? this.withoutRoutes() : this.withoutKafka();
     const live = this.node.placements.nodes().filter((n) => !exclude.has(n.name)).length;
     // Kafka's own words (InvalidReplicationFactorException), which clients show as they are; replicas need routes between their nodes.
@@ -207,12 +213,18 @@ export class EtcdKafkaCluster implements KafkaCluster {
           if (ownSubjects) for (const subject of subjects) {
             if (others.some((p) => p.subjects.some((s) => subjectsIntersect(s, subject)))) throw new KafkaClusterError(`subject ${subject} is already captured by another stream`, false, ErrorCode.POLICY_VIOLATION);
           }
+          const over = normalized === undefined ? null : clusterLimitError(limits!, normalized, partitions * replicas, others);
+          if (over !== null) throw new KafkaClusterError(`account ${account}: ${over.message}`, false, ErrorCode.POLICY_VIOLATION);
         },
       });
       return r.created;
     } catch (err) {
       throw kafkaError(err);
     }
+  }
+
+  limitError(account: string, config: StreamConfig, copies: number, limits: Readonly<AccountLimits>): ApiError | null {
+    return clusterLimitError(limits, config, copies, this.node.placements.list(account).filter((p) => p.stream !== config.name));
   }
 
   async grow(account: string, stream: string, count: number): Promise<void> {

@@ -37,7 +37,7 @@ import { Subscription, type Receiver } from "../subjects/subscription.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import type { AppendInput } from "../store/log.js";
 import { ApiError, Errors } from "./errors.js";
-import { LimitErrors } from "./limits.js";
+import { clusterLimitError, LimitErrors, placedCopies, placedReserving, reservationOf } from "./limits.js";
 import { appendHeaders, header, parseHeaders } from "./headers.js";
 import { anyIntersecting, normalizeStreamConfig, sealAdjusted, streamUpdateError, unsupportedStreamFeature, withOverlapBudget, type StreamConfig } from "./config.js";
 import { moveOf, newMove, replicasOf, sameMove, withReassignment, type ClusterStreams, type PlacedStream } from "./cluster-streams.js";
@@ -700,6 +700,9 @@ export class ClusterApi implements Receiver {
               const max = this.js.limits.maxStreams;
               if (max > 0 && others.length >= max) throw LimitErrors.maxStreams();
               this.checkOverlapWith(config, others);
+              // Its storage too: every placed stream's max_bytes on each of its copies, as nats-server's meta leader counts them.
+              const over = clusterLimitError(this.js.limits, config, Math.max(1, config.num_replicas), others);
+              if (over !== null) throw over;
             },
             partitions: 1,
             tags: where.tags,
@@ -755,6 +758,12 @@ export class ClusterApi implements Receiver {
     const stored = this.js.stream(name).config.num_replicas;
     const rescale = config.num_replicas !== stored && config.num_replicas !== copiesOf(before.placement) ? this.rescaled(before.placement, config) : undefined;
     this.checkOverlap(config, name);
+    // The stream's reservation in the cluster (max_bytes on each copy), before and after: one that grows is judged against
+    // the account's other streams on every node, in the rounds of its creates (a node's own check sees only its part).
+    const copies = rescale !== undefined ? Math.max(1, config.num_replicas) : placedCopies(before.placement);
+    const previous = reservationOf(placedReserving(before.placement).config, placedCopies(before.placement));
+    const bound = config.storage === "memory" ? this.js.limits.maxMemory : this.js.limits.maxStorage;
+    const grows = bound >= 0 && reservationOf(config, copies) > previous;
     // A placement the leader no longer satisfies moves the stream (nats-server moves streams this way): stream-move.ts does it.
     const target = this.moveTarget(name, config, before.placement);
     const move = target === undefined ? undefined : newMove(0, target);
@@ -773,7 +782,11 @@ export class ClusterApi implements Receiver {
         // Decided on the placement as etcd has it: this may run again after another change (the leader's ISR change in
         // this epoch), and an ISR read before it must not be written back.
         return { ...next, ...this.rescaled(p, config) };
-      }, [], (others) => this.checkOverlapWith(config, others));
+      }, [], (others) => {
+        this.checkOverlapWith(config, others);
+        const over = clusterLimitError(this.js.limits, config, copies, others, previous);
+        if (over !== null) throw over;
+      }, grows);
     } catch (err) {
       throw clusterError(err);
     }

@@ -181,10 +181,11 @@ export interface StreamDirectory {
   remove(account: string, stream: string): Promise<void>;
   /**
    * `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if
-   * not). A change of subjects is judged by `admit` against the account's other streams in the cluster's one order of
-   * its creates and such updates (throws to refuse), as `place`'s admit is.
+   * not). A change of subjects, or one `judged` (its storage reservation grows), is judged by `admit` against the
+   * account's other streams in the cluster's one order of its creates and such updates (throws to refuse), as `place`'s
+   * admit is.
    */
-  update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream, unregistered?: readonly string[], admit?: (others: readonly PlacedStream[]) => void): Promise<unknown>;
+  update(account: string, stream: string, change: (p: PlacedStream) => PlacedStream, unregistered?: readonly string[], admit?: (others: readonly PlacedStream[]) => void, judged?: boolean): Promise<unknown>;
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean>;
   /** `resync`: the change was found by a full read (etcd compacted, or restored from an older backup), not seen as it happened. */
   onChange(listener: (account: string, stream: string, placement: PlacedStream | undefined, resync: boolean) => void): void;

@@ -15,10 +15,18 @@
  * - `max_bytes_required`, the largest `max_bytes` per storage type, and
  *   `max_ack_pending` (a consumer's default and ceiling).
  *
+ * In a cluster the reservations are the account's in the whole cluster, as
+ * nats-server's meta leader counts its stream assignments
+ * (tieredStreamAndReservationCount): every placed stream's `max_bytes` for
+ * each copy of each partition (`placedReserving`), judged when a stream is
+ * placed or its reservation grows (cluster-api.ts, kafka-cluster.ts). A
+ * node still judges its own streams too, a part of those.
+ *
  * Errors are nats-server's codes and texts.
  */
 
 import type { JetStreamLimits } from "../core/accounts.js";
+import type { StreamPlacement } from "../cluster/placement.js";
 import { ApiError, Errors } from "./errors.js";
 import type { StreamConfig } from "./config.js";
 
@@ -35,13 +43,13 @@ export const LimitErrors = {
 };
 
 /** What a stream holds against its account's memory or storage: max_bytes of each partition, or 1 byte when unbounded (nats-server's). */
-export function reservationOf(config: StreamConfig, partitions: number): number {
+export function reservationOf(config: Pick<StreamConfig, "max_bytes">, partitions: number): number {
   return config.max_bytes > 0 ? config.max_bytes * partitions : 1;
 }
 
 /** What a stream's reservation is made of (a stream, or one being made or changed). */
 export interface Reserving {
-  readonly config: StreamConfig;
+  readonly config: Pick<StreamConfig, "storage" | "max_bytes">;
   readonly partitions: { length: number };
 }
 
@@ -50,6 +58,35 @@ export function reservedBytes(streams: Iterable<Reserving>, storage: StreamConfi
   let reserved = 0;
   for (const s of streams) if (s.config.storage === storage && s.config.max_bytes > 0) reserved += s.config.max_bytes * s.partitions.length;
   return reserved;
+}
+
+/** The copies a placement keeps of its partitions, all together: each partition's replicas (a reassignment's target while one runs), one without replication. */
+export function placedCopies(p: Pick<StreamPlacement, "leaders" | "replicas" | "reassigning">): number {
+  let n = 0;
+  for (let i = 0; i < p.leaders.length; i++) n += p.reassigning?.[i]?.target.length ?? p.replicas?.[i]?.length ?? 1;
+  return n;
+}
+
+/**
+ * A placed stream's reservation as the cluster counts it: its configuration's
+ * max_bytes for every copy of every partition (nats-server: max_bytes x
+ * replicas). Read from the placement's config (a normalized StreamConfig, or
+ * a Kafka topic's, which leaves defaults out).
+ */
+export function placedReserving(p: Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">): Reserving {
+  const c = (typeof p.config === "object" && p.config !== null ? p.config : {}) as { storage?: unknown; max_bytes?: unknown };
+  const maxBytes = typeof c.max_bytes === "number" && Number.isFinite(c.max_bytes) ? c.max_bytes : -1;
+  return { config: { storage: c.storage === "memory" ? "memory" : "file", max_bytes: maxBytes }, partitions: { length: placedCopies(p) } };
+}
+
+/**
+ * Why a stream of `copies` copies of its partitions in all does not fit the
+ * account in the cluster, beside its other placed streams `others`, or
+ * null (streamLimitError over the cluster's reservations). `previous`: the
+ * cluster reservation of the stream before an update.
+ */
+export function clusterLimitError(limits: AccountLimits, config: StreamConfig, copies: number, others: readonly Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">[], previous = 0): ApiError | null {
+  return streamLimitError(limits, config, copies, others.map(placedReserving), previous);
 }
 
 /** What the streams of one storage type hold (stored, and on the way to their logs). */

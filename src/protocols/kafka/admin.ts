@@ -62,6 +62,8 @@ export async function createTopic(door: AccountDoor, topic: string, partitions: 
         const max = door.js.limits.maxStreams;
         if (max > 0 && placed.length >= max) return fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: maximum number of streams reached`);
         if (placed.some((p) => p.subjects.some((s) => subjectsIntersect(s, topic)))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
+        const over = cluster.limitError(door.account, normalized, partitions * replicas, door.js.limits);
+        if (over !== null) throw over;
       } else door.js.validateCreate(normalized, partitions); // in a cluster the leader's limits apply, judged as it makes its copy
       return { ...ok, configs: topicConfigs(door, { config: normalized }) };
     } catch (err) {
@@ -104,7 +106,7 @@ async function placeTopic(door: AccountDoor, topic: string, partitions: number, 
     if (p.subjects.some((s) => subjectsIntersect(s, topic))) return fail(ErrorCode.POLICY_VIOLATION, `subject ${topic} is already captured by another stream`);
   }
   try {
-    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata, door.options.minInsyncReplicas), door.js.limits.maxStreams, true);
+    const created = await door.door.cluster!.place(door.account, config.name, partitions, config, config.subjects, replicas, minInsyncReplicas(config.metadata, door.options.minInsyncReplicas), door.js.limits, true);
     if (!created) return fail(ErrorCode.TOPIC_ALREADY_EXISTS, `Topic '${topic}' already exists.`);
   } catch (err) {
     return clusterFailure(err);

@@ -11,6 +11,9 @@
  */
 
 import type { Stream } from "../../streams/stream.js";
+import type { StreamConfig } from "../../streams/config.js";
+import type { ApiError } from "../../streams/errors.js";
+import type { AccountLimits } from "../../streams/limits.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode } from "./errors.js";
 import { findTopic, streamNameOf, topicOf } from "./topics.js";
@@ -88,11 +91,17 @@ export interface KafkaCluster {
    * of each (leaders spread, followers too), writes at acks=all needing
    * `minIsr` in sync; false when the stream was placed already. Throws
    * KafkaClusterError (INVALID_REPLICATION_FACTOR: more replicas than live
-   * brokers; POLICY_VIOLATION: the account holds `maxStreams` streams in
-   * the cluster, 0 for no limit, or, with `ownSubjects`, another placed
-   * stream captures one of `subjects`).
+   * brokers; POLICY_VIOLATION: past the account's `limits` in the cluster,
+   * its streams or the storage they reserve (none judged without), or, with
+   * `ownSubjects`, another placed stream captures one of `subjects`).
    */
-  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, maxStreams?: number, ownSubjects?: boolean): Promise<boolean>;
+  place(account: string, stream: string, partitions: number, config: unknown, subjects: string[], replicas: number, minIsr: number, limits?: Readonly<AccountLimits>, ownSubjects?: boolean): Promise<boolean>;
+  /**
+   * Why a new stream of `copies` partition copies in all does not fit the
+   * account's limits beside its streams placed in the whole cluster (the
+   * storage they reserve, limits.ts's clusterLimitError), or null.
+   */
+  limitError(account: string, config: StreamConfig, copies: number, limits: Readonly<AccountLimits>): ApiError | null;
   /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
   grow(account: string, stream: string, count: number): Promise<void>;
   /** Replaces the configuration a placement carries (topic configs changed), and its minimum ISR. Throws KafkaClusterError. */
