@@ -9,7 +9,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
-import { jetstreamManager, StorageType, type JetStreamApiError } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager, StorageType, type JetStreamApiError } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
 import { v3Clients } from "./helpers/clients.js";
 import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
@@ -327,5 +327,28 @@ test("a Kafka topic's retention.bytes counts against the account's storage in th
     await admin.disconnect();
     setAccountLimits({ maxStorage: -1 });
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
+test("max_consumers of a replicated stream counts its consumers made through every node", async () => {
+  setAccountLimits({ maxStreams: 0, maxConsumers: 2 });
+  const managers = await Promise.all(nodes.map(async (n) => jetstreamManager(await clients.open(n.url))));
+  try {
+    await managers[0].streams.add({ name: "CN", subjects: ["cn"], num_replicas: 3 });
+    await managers[1].consumers.add("CN", { durable_name: "c1", ack_policy: AckPolicy.Explicit });
+    await managers[2].consumers.add("CN", { durable_name: "c2", ack_policy: AckPolicy.Explicit });
+    // nats-server counts the stream's consumer assignments in the meta layer: 10026, whichever node is asked.
+    for (const [i, jsm] of managers.entries()) {
+      await assert.rejects(jsm.consumers.add("CN", { durable_name: `c3_${i}`, ack_policy: AckPolicy.Explicit }), (err: JetStreamApiError) => err.code === 10026, `a third through node ${i}`);
+    }
+    // Sent at once through every node: no more than the limit are made.
+    await managers[0].consumers.delete("CN", "c2");
+    const conns = await Promise.all(Array.from({ length: 9 }, async (_, i) => jetstreamManager(await clients.open(nodes[i % 3].url))));
+    const made = await Promise.allSettled(conns.map((m, i) => m.consumers.add("CN", { durable_name: `cx${i}`, ack_policy: AckPolicy.Explicit })));
+    assert.equal(made.filter((r) => r.status === "fulfilled").length, 1, JSON.stringify(made.map((r) => (r.status === "rejected" ? String(r.reason) : "ok"))));
+    assert.equal((await managers[2].consumers.list("CN").next()).length, 2);
+  } finally {
+    setAccountLimits({ maxConsumers: -1 });
+    await managers[0].streams.delete("CN");
   }
 });
