@@ -352,3 +352,30 @@ test("max_consumers of a replicated stream counts its consumers made through eve
     await managers[0].streams.delete("CN");
   }
 });
+
+test("Kafka AlterConfigs and CreatePartitions that grow a topic's reservation are judged in the whole cluster", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 4000 });
+  const jsm = await jetstreamManager(await clients.open(nodes[2].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-grow", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  const policy = (err: Error & { type?: string; errors?: Array<{ type: string }> }): boolean => (err.type ?? err.errors?.[0]?.type) === "POLICY_VIOLATION";
+  const retention = (topic: string, bytes: number): Promise<unknown> =>
+    admin.alterConfigs({ validateOnly: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "retention.bytes", value: String(bytes) }] }] });
+  try {
+    await jsm.streams.add({ name: "KG", subjects: ["kg"], max_bytes: 1000, ...on("a") });
+    // One partition on three replicas: 3000 in the cluster, 1000 on each node.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kt", numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "retention.bytes", value: "1000" }] }] }), true);
+    await assert.rejects(retention("kt", 1001), policy);
+    await retention("kt", 900);
+    // 3700 reserved: a topic of 100 bytes a partition grows to three partitions, not to four.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kp", numPartitions: 1, configEntries: [{ name: "retention.bytes", value: "100" }] }] }), true);
+    await admin.createPartitions({ topicPartitions: [{ topic: "kp", count: 3 }] });
+    await assert.rejects(admin.createPartitions({ topicPartitions: [{ topic: "kp", count: 4 }] }), policy);
+    await assert.rejects(jsm.streams.add({ name: "KG2", subjects: ["kg2"], max_bytes: 1, ...on("b") }), (err: JetStreamApiError) => err.code === 10047);
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});

@@ -33,7 +33,7 @@ import { TOPIC_METADATA_KEY } from "../protocols/kafka/topics.js";
 import { subjectsIntersect } from "../subjects/subject.js";
 import { normalizeStreamConfig, type StreamConfig } from "../streams/config.js";
 import type { ApiError } from "../streams/errors.js";
-import { clusterLimitError, type AccountLimits } from "../streams/limits.js";
+import { clusterLimitError, placedCopies, placedReserving, reservationOf, type AccountLimits, type Reserving } from "../streams/limits.js";
 
 /** The Kafka cluster id every node reports, made by the first broker. */
 const CLUSTER_ID_KEY = "kafka/cluster-id";
@@ -227,35 +227,73 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return clusterLimitError(limits, config, copies, this.node.placements.list(account).filter((p) => p.stream !== config.name));
   }
 
-  async grow(account: string, stream: string, count: number): Promise<void> {
-    await this.update(account, stream, (p) => {
-      const more = count - p.leaders.length;
-      if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
-      const exclude = p.replicas !== undefined ? this.withoutRoutes() : this.withoutKafka();
-      const leaders = this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, exclude);
-      if (p.replicas === undefined) return { ...p, leaders: [...p.leaders, ...leaders] };
-      // As many replicas as the topic's first partition has (a reassignment's target, while one runs), as Kafka adds them;
-      // new and empty, every replica is in sync from the start.
-      const factor = p.reassigning?.[0]?.target.length ?? p.replicas[0].length;
-      // Too few live brokers for the factor is refused for good, in Kafka's words (InvalidReplicationFactorException), not
-      // retried: clients retry REQUEST_TIMED_OUT until they give up.
-      const brokers = this.replicableBrokers();
-      if (factor > brokers) throw new KafkaClusterError(`Replication factor: ${factor} larger than available brokers: ${brokers}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
-      const sets = leaders.map((leader) => [leader, ...this.node.placements.moreReplicas(factor - 1, p.tags, new Set([leader, ...exclude]))]);
-      return {
-        ...p,
-        leaders: [...p.leaders, ...leaders],
-        replicas: [...p.replicas, ...sets],
-        epochs: [...(p.epochs ?? p.leaders.map(() => 1)), ...sets.map(() => 1)],
-        isr: [...(p.isr ?? p.replicas.map((set) => [...set])), ...sets.map((set) => [...set])],
-        ...(p.reassigning !== undefined ? { reassigning: [...p.reassigning, ...sets.map(() => null)] } : {}),
-      };
-    });
+  async grow(account: string, stream: string, count: number, limits?: Readonly<AccountLimits>): Promise<void> {
+    // The placement grown, for the judgement of what its new partitions reserve (made before it, in the same round).
+    let grown: StreamPlacement | undefined;
+    await this.update(account, stream, (p) => (grown = this.grown(p, count)), this.storageJudge(account, stream, limits, () => grown, (was) => was.config.max_bytes > 0));
   }
 
-  async reconfigure(account: string, stream: string, config: unknown, minIsr: number): Promise<void> {
+  private grown(p: StreamPlacement, count: number): StreamPlacement {
+    const more = count - p.leaders.length;
+    if (more <= 0) throw new KafkaClusterError(`topic already has ${p.leaders.length} partitions`, false);
+    const exclude = p.replicas !== undefined ? this.withoutRoutes() : this.withoutKafka();
+    const leaders = this.node.placements.choose({ partitions: more, spread: true, tags: p.tags, cluster: p.cluster }, exclude);
+    if (p.replicas === undefined) return { ...p, leaders: [...p.leaders, ...leaders] };
+    // As many replicas as the topic's first partition has (a reassignment's target, while one runs), as Kafka adds them;
+    // new and empty, every replica is in sync from the start.
+    const factor = p.reassigning?.[0]?.target.length ?? p.replicas[0].length;
+    // Too few live brokers for the factor is refused for good, in Kafka's words (InvalidReplicationFactorException), not
+    // retried: clients retry REQUEST_TIMED_OUT until they give up.
+    const brokers = this.replicableBrokers();
+    if (factor > brokers) throw new KafkaClusterError(`Replication factor: ${factor} larger than available brokers: ${brokers}.`, false, ErrorCode.INVALID_REPLICATION_FACTOR);
+    const sets = leaders.map((leader) => [leader, ...this.node.placements.moreReplicas(factor - 1, p.tags, new Set([leader, ...exclude]))]);
+    return {
+      ...p,
+      leaders: [...p.leaders, ...leaders],
+      replicas: [...p.replicas, ...sets],
+      epochs: [...(p.epochs ?? p.leaders.map(() => 1)), ...sets.map(() => 1)],
+      isr: [...(p.isr ?? p.replicas.map((set) => [...set])), ...sets.map((set) => [...set])],
+      ...(p.reassigning !== undefined ? { reassigning: [...p.reassigning, ...sets.map(() => null)] } : {}),
+    };
+  }
+
+  async reconfigure(account: string, stream: string, config: unknown, minIsr: number, limits?: Readonly<AccountLimits>): Promise<void> {
     // A stream JetStream made keeps its majority: min.insync.replicas is a Kafka topic's.
-    await this.update(account, stream, (p) => ({ ...p, config, ...(p.origin === "kafka" ? { minIsr } : {}) }));
+    let changed: StreamPlacement | undefined;
+    await this.update(account, stream, (p) => (changed = { ...p, config, ...(p.origin === "kafka" ? { minIsr } : {}) }), this.storageJudge(account, stream, limits, () => changed, (was, before) => {
+      const will = placedReserving({ ...before, config });
+      return reservationOf(will.config, will.partitions.length) > reservationOf(was.config, was.partitions.length);
+    }));
+  }
+
+  /**
+   * The judgement of a change that may grow a placed stream's storage
+   * reservation (its max_bytes on each copy of each partition), against
+   * the account's other streams in the whole cluster, as a create's is: in
+   * the account's rounds, under its guard. `after`: the placement as the
+   * change makes it (called before the judgement); `grows`: whether the
+   * change grows the reservation `was` of placement `before`. Undefined
+   * (nothing to judge: the change is not held up by the account's creates)
+   * when it does not, or the account bounds no storage of its type.
+   */
+  private storageJudge(
+    account: string,
+    stream: string,
+    limits: Readonly<AccountLimits> | undefined,
+    after: () => StreamPlacement | undefined,
+    grows: (was: Reserving, before: StreamPlacement) => boolean,
+  ): ((others: readonly StreamPlacement[]) => void) | undefined {
+    const before = this.node.placements.get(account, stream)?.placement;
+    if (limits === undefined || before === undefined) return undefined;
+    const was = placedReserving(before);
+    if ((was.config.storage === "memory" ? limits.maxMemory : limits.maxStorage) < 0 || !grows(was, before)) return undefined;
+    const previous = reservationOf(was.config, was.partitions.length);
+    return (others) => {
+      const next = after();
+      if (next === undefined) return;
+      const over = clusterLimitError(limits, normalizeStreamConfig(next.config), placedCopies(next), others, previous);
+      if (over !== null) throw new KafkaClusterError(`account ${account}: ${over.message}`, false, ErrorCode.POLICY_VIOLATION);
+    };
   }
 
   async remove(account: string, stream: string): Promise<void> {
@@ -346,9 +384,10 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return undefined;
   }
 
-  private async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement): Promise<void> {
+  /** `admit`: judged in the account's rounds (Placements.update's `judged`). */
+  private async update(account: string, stream: string, change: (p: StreamPlacement) => StreamPlacement, admit?: (others: readonly StreamPlacement[]) => void): Promise<void> {
     try {
-      await this.node.placements.update(account, stream, change);
+      await this.node.placements.update(account, stream, change, [], admit, admit !== undefined);
     } catch (err) {
       throw kafkaError(err);
     }

@@ -281,7 +281,7 @@ async function growTopic(door: AccountDoor, name: string, count: number): Promis
   const placed = cluster?.topic(door.account, streamNameOf(name));
   if (placed !== undefined && placed.topic === name) {
     try {
-      await cluster!.grow(door.account, placed.stream, count);
+      await cluster!.grow(door.account, placed.stream, count, door.js.limits);
     } catch (err) {
       return clusterFailure(err);
     }

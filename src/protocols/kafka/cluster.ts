@@ -102,10 +102,18 @@ export interface KafkaCluster {
    * storage they reserve, limits.ts's clusterLimitError), or null.
    */
   limitError(account: string, config: StreamConfig, copies: number, limits: Readonly<AccountLimits>): ApiError | null;
-  /** Grows a placed topic to `count` partitions, the new ones spread too. Throws KafkaClusterError. */
-  grow(account: string, stream: string, count: number): Promise<void>;
-  /** Replaces the configuration a placement carries (topic configs changed), and its minimum ISR. Throws KafkaClusterError. */
-  reconfigure(account: string, stream: string, config: unknown, minIsr: number): Promise<void>;
+  /**
+   * Grows a placed topic to `count` partitions, the new ones spread too.
+   * Throws KafkaClusterError (POLICY_VIOLATION: the storage the new
+   * partitions reserve does not fit the account's `limits` in the cluster).
+   */
+  grow(account: string, stream: string, count: number, limits?: Readonly<AccountLimits>): Promise<void>;
+  /**
+   * Replaces the configuration a placement carries (topic configs changed),
+   * and its minimum ISR. Throws KafkaClusterError (POLICY_VIOLATION: a
+   * reservation grown past the account's `limits` in the cluster).
+   */
+  reconfigure(account: string, stream: string, config: unknown, minIsr: number, limits?: Readonly<AccountLimits>): Promise<void>;
   /** Removes a topic's placement; the nodes leading it delete their copies. Throws KafkaClusterError. */
   remove(account: string, stream: string): Promise<void>;
   /**

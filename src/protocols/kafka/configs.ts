@@ -704,7 +704,7 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     if (refused !== null) throw refused;
     if (validateOnly) return ok;
     // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
-    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas));
+    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas), door.js.limits);
     if (found.local !== undefined) await door.js.updateStream(next);
   } catch (err) {
     if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
