@@ -379,3 +379,22 @@ test("Kafka AlterConfigs and CreatePartitions that grow a topic's reservation ar
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }
 });
+
+test("a Kafka topic without retention.bytes is refused in a cluster when the account requires max_bytes", async () => {
+  setAccountLimits({ maxStreams: 0, maxBytesRequired: true });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-required", brokers: [`127.0.0.1:${nodes[1].kafkaPort}`], logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    // As on one node (10113 "account requires a stream config to have max bytes set"): refused, not placed.
+    await assert.rejects(admin.createTopics({ topics: [{ topic: "kr", numPartitions: 3 }] }), (err: Error & { errors?: Array<{ type: string }> }) => err.errors?.[0]?.type === "POLICY_VIOLATION");
+    assert.ok(!(await admin.listTopics()).includes("kr"));
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kr", numPartitions: 3, configEntries: [{ name: "retention.bytes", value: "1000" }] }] }), true);
+    await assert.rejects(jsm.streams.add({ name: "KR", subjects: ["kr.js"] }), (err: JetStreamApiError) => err.code === 10113);
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxBytesRequired: false });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
