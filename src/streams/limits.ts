@@ -86,7 +86,12 @@ export function placedReserving(p: Pick<StreamPlacement, "config" | "leaders" | 
  * cluster reservation of the stream before an update.
  */
 export function clusterLimitError(limits: AccountLimits, config: StreamConfig, copies: number, others: readonly Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">[], previous = 0): ApiError | null {
-  return streamLimitError(limits, config, copies, others.map(placedReserving), previous);
+  // Read only when the account bounds the stream's storage type.
+  return streamLimitError(limits, config, copies, placedReservings(others), previous);
+}
+
+function* placedReservings(placed: Iterable<Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">>): Generator<Reserving> {
+  for (const p of placed) yield placedReserving(p);
 }
 
 /** What the streams of one storage type hold (stored, and on the way to their logs). */
