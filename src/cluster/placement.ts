@@ -15,17 +15,17 @@
  *
  * An account's creates are judged (its stream limit, storage reservations,
  * overlapping subjects) in one order in the whole cluster, as nats-server's
- * meta leader judges them: placements are committed with a comparison of the account's guard
- * key (`admit/<account>`), whose revision is read from the copy with the
- * placements judged, and bump it in the same transaction. Creates judged
- * meanwhile through another node then fail that comparison and are judged
- * again once the copy has what won. Creates through one node are judged
- * and committed together, a round at a time (ROUND_CREATES), so they never
- * lose to each other. An update that changes a stream's subjects or grows
- * its reservation is judged (overlaps, storage) and committed in the same
- * rounds. The guard costs no etcd
- * request of its own: one comparison and one put more in the placement's
- * transaction.
+ * meta leader judges them: placements are committed with a comparison of
+ * the account's guard key (`admit/<account>`), whose revision is read from
+ * the copy with the placements judged, and bump it in the same
+ * transaction. Creates judged meanwhile through another node then fail
+ * that comparison and are judged again once the copy has what won. Creates
+ * through one node are judged and committed together, a round at a time
+ * (ROUND_CREATES), so they never lose to each other. An update that
+ * changes a stream's subjects or grows its reservation is judged
+ * (overlaps, storage) and committed in the same rounds. The guard costs no
+ * etcd request of its own: one comparison and one put more in the
+ * placement's transaction.
  *
  * A JetStream stream keeps its partitions together on one node (a JetStream
  * consumer reads every partition of its stream); a Kafka topic spreads its
@@ -126,8 +126,8 @@ export interface PlacementRequest {
   /**
    * Judges the account's other placed streams before each attempt to record
    * this one (the account's stream and storage limits, overlapping
-   * subjects): throws to refuse. Each node holds only its own streams, so a limit checked there
-   * would hold per node, not in the cluster.
+   * subjects): throws to refuse. Each node holds only its own streams, so
+   * a limit checked there would hold per node, not in the cluster.
    */
   admit?: (others: readonly StreamPlacement[]) => void;
 }
