@@ -398,3 +398,29 @@ test("a Kafka topic without retention.bytes is refused in a cluster when the acc
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }
 });
+
+test("a Kafka reassignment that adds replicas is judged against the account's storage in the whole cluster", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 2500 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-reassign", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    // One partition on two replicas of 1000 bytes: 2000 reserved, room for no third replica.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kra", numPartitions: 1, replicationFactor: 2, configEntries: [{ name: "retention.bytes", value: "1000" }] }] }), true);
+    const brokers = (await admin.describeCluster()).brokers.map((b) => b.nodeId).sort((x, y) => x - y);
+    assert.equal(brokers.length, 3);
+    const replicas = (await admin.fetchTopicMetadata({ topics: ["kra"] })).topics[0].partitions[0].replicas;
+    const other = brokers.find((b) => !replicas.includes(b))!;
+    await assert.rejects(
+      admin.alterPartitionReassignments({ topics: [{ topic: "kra", partitionAssignment: [{ partition: 0, replicas: [...replicas, other] }] }] }),
+      (err: Error & { type?: string; errors?: Array<{ type?: string }> }) => [err.type, ...(err.errors ?? []).map((e) => e.type)].includes("POLICY_VIOLATION"),
+    );
+    // As many replicas elsewhere reserve no more: made.
+    await admin.alterPartitionReassignments({ topics: [{ topic: "kra", partitionAssignment: [{ partition: 0, replicas: [replicas[0], other] }] }] });
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});

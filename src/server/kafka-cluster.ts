@@ -304,37 +304,43 @@ export class EtcdKafkaCluster implements KafkaCluster {
     }
   }
 
-  async reassign(account: string, stream: string, partition: number, to: number[] | null): Promise<void> {
-    await this.update(account, stream, (p) => {
-      if (partition < 0 || partition >= p.leaders.length) throw new KafkaClusterError(`Unable to find partition ${partition} of ${stream}.`, false, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
-      if (p.replicas !== undefined) return this.reassignReplicas(p, partition, to);
-      if (to !== null && to.length > 1) {
-        throw new KafkaClusterError(
-          `The manual partition assignment includes ${to.length} replicas: a partition of one replica moves to one broker (the replication factor is chosen when the topic is created).`,
-          false,
-          ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-        );
-      }
-      const one = to === null ? null : to[0];
-      const move = moveOf(p);
-      const ours = move !== undefined && move.partition === partition;
-      if (one === null || p.leaders[partition] === this.nameOf(one)) {
-        // Back to where it is (Kafka reverts to the original replicas the same way): the move under way, if any, is cancelled.
-        if (!ours && one === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
-        if (ours) delete p.moving;
-        return p;
-      }
-      const target = this.liveTarget(one);
-      if (ours && move.to === target) return p; // asked again: under way
-      if (move !== undefined) {
-        throw new KafkaClusterError(
-          `A partition reassignment is in progress (partition ${move.partition} to ${move.to}): one move per topic at a time.`,
-          false,
-          ErrorCode.REASSIGNMENT_IN_PROGRESS,
-        );
-      }
-      return { ...p, moving: newMove(partition, target) };
-    });
+  async reassign(account: string, stream: string, partition: number, to: number[] | null, limits?: Readonly<AccountLimits>): Promise<void> {
+    // A replicated partition given more replicas than it keeps reserves its max_bytes on each one added.
+    const copies = (p: StreamPlacement): number => p.reassigning?.[partition]?.target.length ?? p.replicas?.[partition]?.length ?? 1;
+    let changed: StreamPlacement | undefined;
+    const judge = this.storageJudge(account, stream, limits, () => changed, (was, before) => to !== null && before.replicas !== undefined && was.config.max_bytes > 0 && to.length > copies(before));
+    await this.update(account, stream, (p) => (changed = this.reassigned(p, stream, partition, to)), judge);
+  }
+
+  private reassigned(p: StreamPlacement, stream: string, partition: number, to: number[] | null): StreamPlacement {
+    if (partition < 0 || partition >= p.leaders.length) throw new KafkaClusterError(`Unable to find partition ${partition} of ${stream}.`, false, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION);
+    if (p.replicas !== undefined) return this.reassignReplicas(p, partition, to);
+    if (to !== null && to.length > 1) {
+      throw new KafkaClusterError(
+        `The manual partition assignment includes ${to.length} replicas: a partition of one replica moves to one broker (the replication factor is chosen when the topic is created).`,
+        false,
+        ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+      );
+    }
+    const one = to === null ? null : to[0];
+    const move = moveOf(p);
+    const ours = move !== undefined && move.partition === partition;
+    if (one === null || p.leaders[partition] === this.nameOf(one)) {
+      // Back to where it is (Kafka reverts to the original replicas the same way): the move under way, if any, is cancelled.
+      if (!ours && one === null) throw new KafkaClusterError("No partition reassignment is in progress.", false, ErrorCode.NO_REASSIGNMENT_IN_PROGRESS);
+      if (ours) delete p.moving;
+      return p;
+    }
+    const target = this.liveTarget(one);
+    if (ours && move.to === target) return p; // asked again: under way
+    if (move !== undefined) {
+      throw new KafkaClusterError(
+        `A partition reassignment is in progress (partition ${move.partition} to ${move.to}): one move per topic at a time.`,
+        false,
+        ErrorCode.REASSIGNMENT_IN_PROGRESS,
+      );
+    }
+    return { ...p, moving: newMove(partition, target) };
   }
 
   /**

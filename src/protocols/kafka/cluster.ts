@@ -127,9 +127,10 @@ export interface KafkaCluster {
    * INVALID_REPLICA_ASSIGNMENT (no such live broker, a replication factor
    * changed to or from one), REASSIGNMENT_IN_PROGRESS (a move of the topic
    * is under way: one at a time), NO_REASSIGNMENT_IN_PROGRESS (nothing to
-   * cancel).
+   * cancel), POLICY_VIOLATION (replicas added past the storage the
+   * account's `limits` leave in the cluster).
    */
-  reassign(account: string, stream: string, partition: number, to: number[] | null): Promise<void>;
+  reassign(account: string, stream: string, partition: number, to: number[] | null, limits?: Readonly<AccountLimits>): Promise<void>;
 }
 
 /**

@@ -64,7 +64,7 @@ async function reassign(door: AccountDoor, perms: Parameters<typeof mayManageTop
   const placed = cluster.topic(door.account, streamNameOf(topic));
   if (placed === undefined || placed.topic !== topic) return fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, `Unable to find a topic named ${topic}.`);
   try {
-    await cluster.reassign(door.account, placed.stream, index, replicas);
+    await cluster.reassign(door.account, placed.stream, index, replicas, door.js.limits);
     return { error: ErrorCode.NONE, message: null };
   } catch (err) {
     if (err instanceof KafkaClusterError) {
