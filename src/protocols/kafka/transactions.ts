@@ -344,7 +344,7 @@ export class TransactionCoordinator {
       return Promise.resolve({ error: fenced ? ErrorCode.PRODUCER_FENCED : ErrorCode.CONCURRENT_TRANSACTIONS, producerId: -1, epoch: -1 });
     }
     const t = txn;
-    return this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
+    const run = this.guardedRun<{ error: number; producerId: number; epoch: number }>(t, { error: ErrorCode.NOT_COORDINATOR, producerId: -1, epoch: -1 }, async () => {
       const named = !made && expected !== null && expected.producerId >= 0;
       const is = (who: { producerId: number; epoch: number } | null): boolean => who !== null && who.producerId === expected!.producerId && who.epoch === expected!.epoch;
       if (named) {
@@ -386,12 +386,14 @@ export class TransactionCoordinator {
       }
       return { error: ErrorCode.NONE, producerId: t.producerId, epoch: t.epoch };
     });
+    // Bounded by the timeout the request names, as Kafka's appendTransactionToLog by the new state's txnTimeoutMs.
+    return this.withinTxnTimeout(transactionalId, timeoutMs, "InitProducerId", run, { error: ErrorCode.COORDINATOR_NOT_AVAILABLE, producerId: -1, epoch: -1 });
   }
 
   addPartitions(req: TxnRequest, topics: Array<{ name: string; partitions: number[] }>): Promise<Array<{ name: string; partitions: Array<{ index: number; error: number }> }>> {
     const answer = (error: (topic: string, index: number) => number): Array<{ name: string; partitions: Array<{ index: number; error: number }> }> =>
       topics.map((t) => ({ name: t.name, partitions: t.partitions.map((index) => ({ index, error: error(t.name, index) })) }));
-    return this.guarded(req, (error) => answer(() => error), async (t) => {
+    const run = this.guarded(req, (error) => answer(() => error), async (t) => {
       // Unknown partitions fail the whole request, as in Kafka: the others are "not attempted".
       const unknown = new Set<string>();
       for (const tp of topics) {
@@ -421,10 +423,11 @@ export class TransactionCoordinator {
       else if (!(await this.written(t, next, "its new partitions", apply))) return answer(() => ErrorCode.NOT_COORDINATOR);
       return answer(() => ErrorCode.NONE);
     });
+    return this.withinTxnTimeout(req.transactionalId, this.timeoutOf(req.transactionalId), "AddPartitionsToTxn", run, answer(() => ErrorCode.COORDINATOR_NOT_AVAILABLE));
   }
 
   addOffsets(req: TxnRequest, groupId: string): Promise<number> {
-    return this.guarded(req, (error) => error, async (t) => {
+    const run = this.guarded(req, (error) => error, async (t) => {
       const added = !t.offsets.has(groupId);
       const next: Txn = { ...t, offsets: new Map(t.offsets) };
       if (added) {
@@ -442,6 +445,7 @@ export class TransactionCoordinator {
       else if (!(await this.written(t, next, `group ${groupId}`, apply))) return ErrorCode.NOT_COORDINATOR;
       return ErrorCode.NONE;
     });
+    return this.withinTxnTimeout(req.transactionalId, this.timeoutOf(req.transactionalId), "AddOffsetsToTxn", run, ErrorCode.COORDINATOR_NOT_AVAILABLE);
   }
 
   /**
@@ -490,12 +494,45 @@ export class TransactionCoordinator {
   }
 
   endTxn(req: TxnRequest, commit: boolean): Promise<number> {
-    return this.guarded(req, (error) => error, async (t) => {
+    const run = this.guarded(req, (error) => error, async (t) => {
       // A retry of an EndTxn whose answer was lost gets that answer again, as in Kafka; nothing was open otherwise.
       if (t.state !== "Ongoing") return t.state === "Empty" && t.ended === (commit ? "commit" : "abort") ? ErrorCode.NONE : ErrorCode.INVALID_TXN_STATE;
       await this.complete(t, commit, false);
       return ErrorCode.NONE;
     });
+    // The commit or abort goes on once its answer timed out: the retry gets CONCURRENT_TRANSACTIONS until it is done,
+    // then NONE (the transaction decided, never half).
+    return this.withinTxnTimeout(req.transactionalId, this.timeoutOf(req.transactionalId), "EndTxn", run, ErrorCode.COORDINATOR_NOT_AVAILABLE);
+  }
+
+  /**
+   * The request's answer, or `late` once `ms` (the transaction's timeout)
+   * passes first. Kafka bounds each write of its transaction state log by
+   * the transaction's timeout (appendTransactionToLog appends with the new
+   * state's txnTimeoutMs) and answers one not done by then (REQUEST_TIMED_OUT,
+   * as NOT_ENOUGH_REPLICAS) COORDINATOR_NOT_AVAILABLE, which clients retry.
+   * A save that stalls (a disk that stops answering the sync of
+   * transactions.json, a replica of __transaction_state) held the answer,
+   * and every later answer of the connection (answered in order), without
+   * end. The request goes on in turn with the transaction's others: a retry
+   * behind it finds its save made or not, never half.
+   */
+  private withinTxnTimeout<T>(id: string, ms: number | undefined, what: string, run: Promise<T>, late: T): Promise<T> {
+    const bound = ms ?? MAX_TRANSACTION_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<T>(
+      (resolve) =>
+        (timer = setTimeout(() => {
+          // Logged once per FAILURE_LOG_MS per id: the producer retries, and each retry waits behind the same save.
+          const told = this.failuresTold.failed(`answer\0${id}`);
+          if (told !== null) {
+            const line = `transaction ${id}: ${what} not done within the transaction's timeout (${bound} ms), its state not yet saved: answered COORDINATOR_NOT_AVAILABLE; it goes on`;
+            this.warn(told.heldBack > 0 ? `${line} (and ${told.heldBack} more in the last ${Math.round(told.sinceMs / 1000)} s)` : line);
+          }
+          resolve(late);
+        }, bound).unref()),
+    );
+    return Promise.race([run, timedOut]).finally(() => clearTimeout(timer));
   }
 
   // ---- the produce and fetch paths ----
