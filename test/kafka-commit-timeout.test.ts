@@ -17,6 +17,8 @@ import { waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { ask, frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { call, heartbeat, joinGroup, syncAssignment } from "./helpers/kafka-group-requests.js";
 import { stallSyncs, type StalledSyncs } from "./helpers/stall.js";
+import { findFile } from "./helpers/damage.js";
+import { readJson } from "../src/util/persist.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
 import { KAFKA_DEFAULTS } from "../src/protocols/kafka/door.js";
 import { parseConf } from "../src/server/conf-parser.js";
@@ -28,6 +30,7 @@ const UNKNOWN_MEMBER_ID = 25;
 const COORDINATOR_NOT_AVAILABLE = 15;
 const REBALANCE_IN_PROGRESS = 27;
 const MEMBER_ID_REQUIRED = 79;
+const GROUP_ID_NOT_FOUND = 69;
 
 let h: KafkaHarness;
 before(async () => (h = await startKafka()));
@@ -189,6 +192,97 @@ test("in a cluster, a SyncGroup whose record of the members stalls is answered C
     groups.store = null;
     options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
     release();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
+
+test("a DeleteGroups whose removal waits on a stalled group file is answered COORDINATOR_NOT_AVAILABLE after offsets_commit_timeout, as Kafka's group coordinator; the group is gone once the disk answers", { timeout: 60_000 }, async () => {
+  const topic = "stalled-delete-group";
+  const group = "g-stalled-delete";
+  await createTopic(h, topic);
+  const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
+  const options = h.srv.kafka!.options;
+  const admin = h.kafka().admin();
+  await admin.connect();
+  let disk: StalledSyncs | null = null;
+  try {
+    k.send(commitFrame(group, topic, 5, 0));
+    assert.deepEqual(commitErrors(await k.response(0, REQUEST_MS)), [NONE], "committed while the disk answers");
+    options.offsetsCommitTimeoutMs = 300;
+    // The disk stops answering the sync of the group's file: a commit's write stalls, and the group's removal waits
+    // for it (a group's file writes and removal stay in order).
+    disk = stallSyncs((path) => path.endsWith(`${sep}groups${sep}${group}.json.tmp`));
+    k.send(commitFrame(group, topic, 9, 1));
+    assert.deepEqual(commitErrors(await k.response(1, REQUEST_MS)), [REQUEST_TIMED_OUT], "the stalled commit timed out");
+    // Before: KafkaJS's DeleteGroups was not answered while the disk stalled (it gave up after its request timeout).
+    await assert.rejects(admin.deleteGroups([group]), (err: { name?: string; groups?: Array<{ groupId: string; errorCode: number }> }) => {
+      assert.equal(err.name, "KafkaJSDeleteGroupsError", String(err));
+      assert.deepEqual(err.groups?.map((g) => [g.groupId, g.errorCode]), [[group, COORDINATOR_NOT_AVAILABLE]]);
+      return true;
+    });
+    // The connection's later answers go on: a retried DeleteGroups, with a request behind it.
+    k.send(Buffer.concat([frame(42, 0, (w) => w.i32(1).string(group), 2), frame(18, 0, () => undefined, 3)]));
+    const again = await k.response(2, REQUEST_MS);
+    again.i32();
+    // Gone from memory at once, as in Kafka: a retry finds no group.
+    assert.deepEqual(again.array((r) => [r.string(), r.i16()]), [[group, GROUP_ID_NOT_FOUND]], "the retry: already deleted");
+    assert.equal((await k.response(3, REQUEST_MS)).i16(), NONE, "the ApiVersions behind it is answered");
+    assert.equal(disk.stalled(), 1, "answered while the write is still stalled");
+
+    // Once the disk answers, the stalled write lands, then the removal: no file of the group is left to load it again.
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    disk.restore();
+    disk.release();
+    disk = null;
+    await waitUntil(() => findFile(h.storeDir, `${group}.json`) === undefined, "the group's file removed");
+    assert.equal(await committed(k, group, topic), -1, "no offset committed");
+  } finally {
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    disk?.restore();
+    disk?.release();
+    await admin.disconnect();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
+
+test("an OffsetDelete whose save stalls is answered COORDINATOR_NOT_AVAILABLE after offsets_commit_timeout, as Kafka's group coordinator, and the connection's answers behind it go on", { timeout: 60_000 }, async () => {
+  const topic = "stalled-offset-delete";
+  const group = "g-stalled-offset-delete";
+  await createTopic(h, topic);
+  const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
+  const options = h.srv.kafka!.options;
+  let disk: StalledSyncs | null = null;
+  try {
+    k.send(commitFrame(group, topic, 5, 0));
+    assert.deepEqual(commitErrors(await k.response(0, REQUEST_MS)), [NONE], "committed while the disk answers");
+    options.offsetsCommitTimeoutMs = 300;
+    disk = stallSyncs((path) => path.endsWith(`${sep}groups${sep}${group}.json.tmp`));
+    // OffsetDelete v0 of partition 0, with a request behind it.
+    k.send(Buffer.concat([frame(47, 0, (w) => w.string(group).i32(1).string(topic).i32(1).i32(0), 1), frame(18, 0, () => undefined, 2)]));
+    // Before: neither answered while the disk stalled.
+    assert.equal((await k.response(1, REQUEST_MS)).i16(), COORDINATOR_NOT_AVAILABLE, "the stalled OffsetDelete");
+    assert.equal((await k.response(2, REQUEST_MS)).i16(), NONE, "the ApiVersions behind it is answered");
+    assert.equal(disk.stalled(), 1, "answered while the write is still stalled");
+    assert.equal(await committed(k, group, topic), -1, "the offset is deleted at once, as in Kafka");
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    disk.restore();
+    disk.release();
+    disk = null;
+    // Once the disk answers, the deletion lands: the file holds no offset to load again, and commits are stored again.
+    await waitUntilAsync(async () => {
+      const file = findFile(h.storeDir, `${group}.json`);
+      const saved = file === undefined ? undefined : ((await readJson(file)) as { offsets?: unknown } | undefined);
+      return saved !== undefined && !JSON.stringify(saved.offsets ?? []).includes(topic);
+    }, "the deletion saved");
+    const n = k.responses.length;
+    k.send(commitFrame(group, topic, 11, n));
+    assert.deepEqual(commitErrors(await k.response(n, REQUEST_MS)), [NONE], "committed once the disk answers");
+  } finally {
+    options.offsetsCommitTimeoutMs = KAFKA_DEFAULTS.offsetsCommitTimeoutMs;
+    disk?.restore();
+    disk?.release();
     k.destroy();
   }
   await waitUntil(() => k.closed, "the connection closed");

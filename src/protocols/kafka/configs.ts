@@ -542,7 +542,7 @@ const CONFIG_INFO = new Map<string, [type: number, doc: string]>([
   ["max.connections", [INT, "The server's max_connections, shared with NATS clients."]],
   ["message.max.bytes", [INT, "The server's max_payload and Kafka's 12 bytes of log overhead: the largest record batch, the default and the most of a topic's max.message.bytes."]],
   ["num.partitions", [INT, "The partitions of a topic created without a count: kafka { num_partitions }."]],
-  ["offsets.commit.timeout.ms", [INT, "How long an offset commit waits to be stored before it is answered REQUEST_TIMED_OUT: kafka { offsets_commit_timeout }."]],
+  ["offsets.commit.timeout.ms", [INT, "How long an offset commit waits to be stored before it is answered REQUEST_TIMED_OUT (a group's or its offsets' deletion: COORDINATOR_NOT_AVAILABLE): kafka { offsets_commit_timeout }."]],
   ["offsets.retention.check.interval.ms", [LONG, "How often committed offsets past their retention are looked for: kafka { offsets_retention_check_interval }."]],
   ["offsets.retention.minutes", [INT, "How long an Empty group's committed offsets are kept (a standalone commit: from when it was made); then they and the group go: kafka { offsets_retention }."]],
   ["queued.max.request.bytes", [LONG, "The bytes of requests read and not yet answered, across connections: kafka { max_queued_request_bytes }."]],

@@ -84,7 +84,9 @@ export interface KafkaOptions {
   /**
    * How long an OffsetCommit waits for its offsets to be stored before it is
    * answered REQUEST_TIMED_OUT (Kafka's offsets.commit.timeout.ms): the
-   * connection's group requests behind it wait no longer than that.
+   * connection's group requests behind it wait no longer than that. A
+   * DeleteGroups or OffsetDelete not stored by then is answered
+   * COORDINATOR_NOT_AVAILABLE (group-admin.ts), as Kafka's group coordinator.
    */
   offsetsCommitTimeoutMs: number;
   /** How often compacted topics are looked at (Kafka's log.cleaner.backoff.ms; log-cleaner.ts). */

@@ -29,13 +29,8 @@ export async function handleDeleteGroups(door: AccountDoor, { r, w }: RequestCon
     if (g === null) error = ErrorCode.GROUP_ID_NOT_FOUND;
     else if (g.state !== "Empty" || g.members.size > 0) error = ErrorCode.NON_EMPTY_GROUP;
     else {
-      try {
-        await door.groups.remove(g);
-        door.log.info(`kafka: deleted group ${id}`);
-      } catch (err) {
-        if (!(err instanceof CoordinatorMoved)) throw err;
-        error = ErrorCode.NOT_COORDINATOR;
-      }
+      error = await storedWithinTimeout(door, id, "deletion", door.groups.remove(g));
+      if (error === ErrorCode.NONE) door.log.info(`kafka: deleted group ${id}`);
     }
     results.push([id, error]);
   }
@@ -95,13 +90,8 @@ export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestCon
     };
   });
   if (error === ErrorCode.NONE && forget.length > 0) {
-    try {
-      await g!.forget(forget);
-      door.log.info(`kafka: group ${groupId}: deleted the committed offsets of ${forget.join(", ")}`);
-    } catch (err) {
-      if (!(err instanceof CoordinatorMoved)) throw err;
-      error = ErrorCode.NOT_COORDINATOR;
-    }
+    error = await storedWithinTimeout(door, groupId, "deletion of offsets", g!.forget(forget));
+    if (error === ErrorCode.NONE) door.log.info(`kafka: group ${groupId}: deleted the committed offsets of ${forget.join(", ")}`);
   }
   w.i16(error).i32(0); // error_code, throttle_time_ms
   // As Kafka: a group-level error comes with no topics.
@@ -110,4 +100,39 @@ export async function handleOffsetDelete(door: AccountDoor, { r, w }: RequestCon
     w.array(t.partitions, (w, p) => w.i32(p.index).i16(p.error));
   });
   return true;
+}
+
+/**
+ * NONE once a deletion is stored; NOT_COORDINATOR when the group's
+ * partition of __consumer_offsets moved (a cluster); COORDINATOR_NOT_AVAILABLE
+ * once offsets_commit_timeout passes first. Kafka's group coordinator bounds
+ * these writes by offsets.commit.timeout.ms (GroupCoordinatorService's
+ * "delete-groups" and "delete-offsets" write operations) and answers a
+ * REQUEST_TIMED_OUT so (CoordinatorOperationExceptionHelper), which the
+ * admin client retries: a stalled disk held the answer, and every later
+ * answer of the connection, without end. The deletion goes on: the group
+ * (or its offsets) is gone from memory at once, and its file's writes and
+ * removal stay in order (GroupCoordinator.fileOp), so a retry finds it
+ * deleted.
+ */
+async function storedWithinTimeout(door: AccountDoor, groupId: string, what: string, stored: Promise<void>): Promise<number> {
+  const ms = door.options.offsetsCommitTimeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<number>((resolve) => (timer = setTimeout(resolve, ms, ErrorCode.COORDINATOR_NOT_AVAILABLE)));
+  const done = stored.then(
+    () => ErrorCode.NONE as number,
+    (err: unknown) => {
+      if (err instanceof CoordinatorMoved) return ErrorCode.NOT_COORDINATOR as number;
+      throw err;
+    },
+  );
+  try {
+    const error = await Promise.race([done, late]);
+    if (error === ErrorCode.COORDINATOR_NOT_AVAILABLE) {
+      door.groups.warnFailure(groupId, "deletion", `kafka: group ${groupId}: ${what} not stored within ${ms} ms (offsets_commit_timeout): answered COORDINATOR_NOT_AVAILABLE; it goes on`, (line) => door.log.warn(line));
+    }
+    return error;
+  } finally {
+    clearTimeout(timer);
+  }
 }
