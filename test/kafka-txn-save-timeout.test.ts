@@ -165,7 +165,7 @@ function answers(producer: ReturnType<InstanceType<typeof Kafka>["producer"]>): 
 test("KafkaJS's InitProducerId whose epoch's save stalls is answered COORDINATOR_NOT_AVAILABLE, retried, and once the disk answers its transaction commits exactly once", { timeout: 120_000 }, async () => {
   const topic = "stalled-init-kafkajs";
   await createTopic(h, topic);
-  const producer = patientKafka().producer({ transactionalId: "tx-kafkajs-stall-init", transactionTimeout: 3000, maxInFlightRequests: 1, idempotent: true });
+  const producer = patientKafka().producer({ transactionalId: "tx-kafkajs-stall-init", transactionTimeout: 5000, maxInFlightRequests: 1, idempotent: true });
   const answered = answers(producer);
   await producer.connect();
   let disk: StalledSyncs | null = stallTxnFile();
@@ -195,7 +195,7 @@ test("KafkaJS's commit whose decision's save stalls is answered COORDINATOR_NOT_
   const id = "tx-kafkajs-stall-end";
   await createTopic(h, topic);
   // Long enough that the transaction does not time out before its commit on a loaded machine; the commit's answer waits as long.
-  const producer = patientKafka().producer({ transactionalId: id, transactionTimeout: 3000, maxInFlightRequests: 1, idempotent: true });
+  const producer = patientKafka().producer({ transactionalId: id, transactionTimeout: 5000, maxInFlightRequests: 1, idempotent: true });
   await producer.connect();
   let disk: StalledSyncs | null = null;
   try {
