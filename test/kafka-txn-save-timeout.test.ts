@@ -17,7 +17,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { sep } from "node:path";
 import kafkajs from "kafkajs";
-import { createTopic, kcat, startKafka, type KafkaHarness } from "./helpers/kafka.js";
+import { createTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { waitUntil } from "./helpers/clients.js";
 import { frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { stallSyncs, type StalledSyncs } from "./helpers/stall.js";
@@ -277,6 +277,53 @@ test("KafkaJS's AddPartitionsToTxn whose save stalls is answered COORDINATOR_NOT
     await txn.commit();
   } finally {
     await next.disconnect();
+  }
+  assert.deepEqual(await readCommitted(topic), ["once"]);
+});
+
+test("librdkafka's commit whose decision's save stalls is answered COORDINATOR_NOT_AVAILABLE, retried by librdkafka until done, and commits exactly once once the disk answers", { timeout: 120_000 }, async () => {
+  const topic = "stalled-end-librdkafka";
+  const id = "tx-librdkafka-stall-end";
+  await createTopic(h, topic);
+  const door = h.srv.kafka!.defaultDoor!;
+  const log = door.log as unknown as { warn(line: string): void };
+  const warn = log.warn.bind(log);
+  const lines: string[] = [];
+  log.warn = (line: string) => {
+    lines.push(line);
+    warn(line);
+  };
+  // The disk stops answering the sync of the transactions' file once the commit is decided: the decision's save stalls.
+  const disk = stallSyncs((path) => path.endsWith(`${sep}transactions.json.tmp`) && door.transactions.describe(id)?.state === "PrepareCommit");
+  let run: ReturnType<typeof python> | null = null;
+  try {
+    run = python(
+      `
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": "${h.broker}", "transactional.id": "${id}", "transaction.timeout.ms": 5000})
+p.init_transactions(30)
+p.begin_transaction()
+p.produce("${topic}", b"once", partition=0)
+p.commit_transaction(60)
+print("committed")
+`,
+      90_000,
+    );
+    // Before: the EndTxn was not answered while the disk stalled.
+    await waitUntil(() => lines.some((l) => l.includes(`transaction ${id}: EndTxn not done within`)), "the stalled EndTxn answered COORDINATOR_NOT_AVAILABLE", 30_000);
+    assert.equal(disk.stalled(), 1, "answered while the decision's save is still stalled");
+    disk.restore();
+    disk.release();
+    // librdkafka retries the EndTxn (CONCURRENT_TRANSACTIONS while the commit is finished), then it is answered as done.
+    const py = await run;
+    assert.equal(py.code, 0, py.stderr);
+    assert.match(py.stdout, /committed/);
+  } finally {
+    log.warn = warn;
+    disk.restore();
+    disk.release();
+    // Its Python ends once the disk answers, whatever failed here.
+    await run?.catch(() => undefined);
   }
   assert.deepEqual(await readCommitted(topic), ["once"]);
 });
