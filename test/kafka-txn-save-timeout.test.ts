@@ -327,3 +327,25 @@ print("committed")
   }
   assert.deepEqual(await readCommitted(topic), ["once"]);
 });
+
+test("in a cluster, an InitProducerId whose record in __transaction_state stalls is answered COORDINATOR_NOT_AVAILABLE after the timeout it names", { timeout: 60_000 }, async () => {
+  const transactions = h.srv.kafka!.defaultDoor!.transactions;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let stalled = 0;
+  const k = await RawKafka.open(h.srv.kafkaPort!, REQUEST_MS);
+  try {
+    // The cluster's transaction state log (ReplicatedTxnState) stands in: its append stalls, as on a replica that stopped answering.
+    transactions.store = { write: () => (stalled++, gate) };
+    k.send(Buffer.concat([frame(22, 0, (w) => w.nullableString("tx-stall-cluster").i32(1000), 0), frame(18, 0, () => undefined, 1)]));
+    // Before: neither answered while the record stalled.
+    assert.deepEqual(single(await k.response(0, REQUEST_MS)), [COORDINATOR_NOT_AVAILABLE]);
+    assert.equal((await k.response(1, REQUEST_MS)).i16(), NONE, "the ApiVersions behind it is answered");
+    assert.equal(stalled, 1, "answered while the record is still stalled");
+  } finally {
+    transactions.store = null;
+    release();
+    k.destroy();
+  }
+  await waitUntil(() => k.closed, "the connection closed");
+});
