@@ -62,7 +62,7 @@ test(`a seeded random schedule of leader faults over replicated streams loses no
   }
   console.log(`automatic hand-backs to preferred replicas: ${handBacks} made, given up: ${JSON.stringify(Object.fromEntries(givenUp))}`);
   // A leader whose log stayed failed (disk-full-leader) hands its partition to an in-sync replica: how often.
-  const failedHandOvers = Object.values(run.nodeLogs).join("\n").match(/handed to \S+ in epoch \d+: its log here failed/g)?.length ?? 0;
+  const failedHandOvers = Object.values(run.nodeLogs).join("\n").match(/handed to \S+ in epoch \d+: its log here has been failing/g)?.length ?? 0;
   console.log(`partitions handed over by a leader whose log stayed failed: ${failedHandOvers}`);
   if (process.env.FAULT_HISTORY !== undefined) writeFileSync(process.env.FAULT_HISTORY, run.history.toJsonLines());
   const problems = run.result.problems;
