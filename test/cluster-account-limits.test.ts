@@ -9,9 +9,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import kafkajs from "kafkajs";
-import { AckPolicy, jetstreamManager, StorageType, type JetStreamApiError } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError, StorageType } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
-import { v3Clients } from "./helpers/clients.js";
+import { v3Clients, waitUntilAsync } from "./helpers/clients.js";
 import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
 import { admitGuardKey } from "../src/cluster/placement.js";
 import type { AccountLimits } from "../src/streams/limits.js";
@@ -420,6 +420,72 @@ test("a Kafka reassignment that adds replicas is judged against the account's st
     await admin.alterPartitionReassignments({ topics: [{ topic: "kra", partitionAssignment: [{ partition: 0, replicas: [replicas[0], other] }] }] });
   } finally {
     await admin.disconnect();
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
+/** Publishes to `subject` until one is refused (its error) or `ms` pass; `accepted` undoes each one stored, so what the account holds stays as it was. */
+async function refusedWithin(js: ReturnType<typeof jetstream>, subject: string, accepted: (seq: number) => Promise<unknown>, ms: number): Promise<JetStreamApiError> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const ack = await js.publish(subject, "x".repeat(200));
+      await accepted(ack.seq);
+    } catch (err) {
+      if (err instanceof JetStreamApiError) return err;
+      throw err;
+    }
+    if (Date.now() > deadline) throw new Error(`no publish on ${subject} refused within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("a publish is refused once the account's streams on every node hold its max_file, and taken again once a purge frees room", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: -1 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const js = jetstream(await clients.open(nodes[1].url));
+  try {
+    // One stream on each node, R1: each node holds only its own.
+    for (const n of ["a", "b", "c"]) await jsm.streams.add({ name: `U${n}`, subjects: [`u.${n}`], ...on(n) });
+    for (const n of ["a", "b"]) while ((await jsm.streams.info(`U${n}`)).state.bytes < 1600) await js.publish(`u.${n}`, "x".repeat(200));
+    // 3200 stored in the cluster, 1600 on a and on b: past 3000, though neither node alone is.
+    setAccountLimits({ maxStorage: 3000 });
+    // c holds nothing (each message taken is purged): only what a and b hold refuses it, once c has heard it.
+    const refused = await refusedWithin(js, "u.c", () => jsm.streams.purge("Uc"), 10_000);
+    assert.equal(refused.code, 10002);
+    assert.equal(refused.message, "resource limits exceeded for account");
+    // a, which holds 1600 of it, too.
+    assert.equal((await refusedWithin(js, "u.a", (seq) => jsm.streams.deleteMessage("Ua", seq, false), 10_000)).code, 10002);
+    // A purge of a's stream frees 1600: c takes publishes again once it has heard of it.
+    await jsm.streams.purge("Ua");
+    await waitUntilAsync(async () => {
+      try {
+        await js.publish("u.c", "x".repeat(200));
+        return true;
+      } catch (err) {
+        if (err instanceof JetStreamApiError && err.code === 10002) return false;
+        throw err;
+      }
+    }, "a publish taken after the purge", 10_000);
+  } finally {
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
+test("a replicated stream's messages count once for each replica against max_file, as nats-server counts them", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: -1 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const js = jetstream(await clients.open(nodes[2].url));
+  try {
+    await jsm.streams.add({ name: "UR", subjects: ["ur"], num_replicas: 3 });
+    while ((await jsm.streams.info("UR")).state.bytes < 1100) await js.publish("ur", "x".repeat(200));
+    // 1100 on each of three nodes: 3300 in the cluster. The leader's own copy alone is far from 3000.
+    setAccountLimits({ maxStorage: 3000 });
+    const refused = await refusedWithin(js, "ur", (seq) => jsm.streams.deleteMessage("UR", seq, false), 10_000);
+    assert.equal(refused.code, 10002);
+  } finally {
     setAccountLimits({ maxStorage: -1 });
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }

@@ -45,6 +45,7 @@ import type { JetStream } from "./jetstream.js";
 import type { Stream } from "./stream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
+import { USAGE_PREFIX, UsageExchange } from "./usage.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
 export const PLACED_HEADER = "Nagare-Placed";
@@ -233,6 +234,9 @@ export class ClusterApi implements Receiver {
   readonly routable = true;
   private readonly forwardSub: Subscription;
   private readonly replySub: Subscription;
+  /** Every node's report of what the account's streams hold there (usage.ts). */
+  private readonly usageSub: Subscription;
+  private readonly usage: UsageExchange;
   private readonly forwardPrefix: string;
   private readonly replyPrefix: string;
   private readonly pending = new Map<string, (body: Buffer | null) => void>();
@@ -267,9 +271,12 @@ export class ClusterApi implements Receiver {
     this.replyPrefix = `${CLUSTER_ANSWER_PREFIX}${self}.`;
     this.forwardSub = new Subscription(this, `${this.forwardPrefix}>`, null);
     this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
+    this.usageSub = new Subscription(this, `${USAGE_PREFIX}*`, null);
     js.account.subscribe(this.forwardSub);
     js.account.subscribe(this.replySub);
+    js.account.subscribe(this.usageSub);
     js.account.subscribeListeners.push(this.onSubscribe);
+    this.usage = new UsageExchange(js, cluster.directory, self, nodeToken);
     this.mover = new StreamMover({
       js,
       cluster,
@@ -341,6 +348,8 @@ export class ClusterApi implements Receiver {
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
     this.js.account.unsubscribe(this.replySub);
+    this.js.account.unsubscribe(this.usageSub);
+    this.usage.close();
     for (const done of this.pending.values()) done(null);
     this.pending.clear();
   }
@@ -609,6 +618,7 @@ export class ClusterApi implements Receiver {
     // Only another node may forward or answer here: a client publishing on these subjects would bypass its permissions on $JS.API.
     if (!msg.fromRoute) return;
     const subject = msg.subject;
+    if (sub === this.usageSub) return this.usage.receive(subject.slice(USAGE_PREFIX.length), msg.data, msg.start + msg.hdrLen, msg.end);
     if (sub === this.replySub) {
       const answered = this.pending.get(subject.slice(this.replyPrefix.length));
       if (answered === undefined) return;

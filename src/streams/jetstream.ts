@@ -481,6 +481,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
    */
   leaderOutOfReach: ((stream: Stream, partition: number) => boolean) | null = null;
 
+  /**
+   * In a cluster, what the account's streams hold on the other nodes, by
+   * storage type, as they last told it (usage.ts: each node sends its own
+   * at a bounded rate, as nats-server's `$JSC.ARU` updates). A publish is
+   * judged against this plus what the streams here hold: read, never
+   * computed, on its way. 0 on a single node.
+   */
+  readonly remoteHeld = { file: 0, memory: 0 };
+
+  /** In a cluster, told when the account's limits change (usage.ts starts or stops sending what it holds). */
+  limitsChanged: (() => void) | null = null;
+
   /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
   readonly nodeServices = new Map<string, (body: Buffer) => Promise<Buffer>>();
 
@@ -548,6 +560,7 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.accountLimits = { ...limits };
     const quota = this.boundsStorage() ? this : null;
     for (const s of this.streams.values()) s.quota = quota;
+    this.limitsChanged?.();
   }
 
   /** Whether the account or the server bounds what streams hold: then every publish is checked (refusal). */
@@ -589,11 +602,19 @@ export class JetStream implements DeliveryHost, StorageQuota {
     };
   }
 
-  /** StorageQuota: the account's streams of a storage type hold too much for `bytes` more. Sums them per call: only accounts with a byte limit ask. */
+  /**
+   * StorageQuota: the account's streams of a storage type hold too much for `bytes` more, on this node and (in a cluster)
+   * on the others as they last told it. Sums this node's per call: only accounts with a byte limit ask.
+   */
   refusal(storage: StreamConfig["storage"], bytes: number): ApiError | null {
     const max = storage === "memory" ? this.accountLimits.maxMemory : this.accountLimits.maxStorage;
-    if (max >= 0 && heldBytes(this.streams.values(), storage) + bytes > max) return LimitErrors.accountResources();
+    if (max >= 0 && heldBytes(this.streams.values(), storage) + this.remoteHeld[storage] + bytes > max) return LimitErrors.accountResources();
     return this.options.serverLimits?.refusal(storage) ?? null;
+  }
+
+  /** What the account's streams of a storage type hold on this node (each copy here: a leader's, a follower's). */
+  heldHere(storage: StreamConfig["storage"]): number {
+    return heldBytes(this.streams.values(), storage);
   }
 
   private get streamsDir(): string {

@@ -20,7 +20,9 @@
  * (tieredStreamAndReservationCount): every placed stream's `max_bytes` for
  * each copy of each partition (`placedReserving`), judged when a stream is
  * placed or its reservation grows (cluster-api.ts, kafka-cluster.ts). A
- * node still judges its own streams too, a part of those.
+ * node still judges its own streams too, a part of those. What the streams
+ * hold is the account's in the whole cluster too: a publish counts what
+ * the other nodes last told they hold (usage.ts, JetStream.remoteHeld).
  *
  * Errors are nats-server's codes and texts.
  */
