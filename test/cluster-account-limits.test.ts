@@ -380,6 +380,36 @@ test("Kafka AlterConfigs and CreatePartitions that grow a topic's reservation ar
   }
 });
 
+test("Kafka AlterConfigs and CreatePartitions with validate_only are refused for the account's storage in the whole cluster", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: 4000 });
+  const jsm = await jetstreamManager(await clients.open(nodes[2].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-validate", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  const policy = (err: Error & { type?: string; errors?: Array<{ type: string }> }): boolean => (err.type ?? err.errors?.[0]?.type) === "POLICY_VIOLATION";
+  const retention = (topic: string, bytes: number): Promise<unknown> =>
+    admin.alterConfigs({ validateOnly: true, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "retention.bytes", value: String(bytes) }] }] });
+  try {
+    await jsm.streams.add({ name: "KV", subjects: ["kv"], max_bytes: 1000, ...on("a") });
+    // One partition on three replicas: 3000 in the cluster, 1000 on each node; the stream on a makes 4000.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kvt", numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "retention.bytes", value: "1000" }] }] }), true);
+    // As the real request (refused: the test above), a validation past the limit is refused, one that does not grow passes.
+    await assert.rejects(retention("kvt", 1001), policy);
+    await retention("kvt", 900);
+    await assert.rejects(admin.createPartitions({ validateOnly: true, topicPartitions: [{ topic: "kvt", count: 2 }] }), policy);
+    await jsm.streams.delete("KV");
+    // 1000 free: a second partition of three replicas of 1000 is still too much; 333 more on each replica fits, 334 not.
+    await assert.rejects(admin.createPartitions({ validateOnly: true, topicPartitions: [{ topic: "kvt", count: 2 }] }), policy);
+    await retention("kvt", 1333);
+    await assert.rejects(retention("kvt", 1334), policy);
+    assert.equal((await admin.fetchTopicMetadata({ topics: ["kvt"] })).topics[0].partitions.length, 1, "validate_only changes nothing");
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
 test("a Kafka topic without retention.bytes is refused in a cluster when the account requires max_bytes", async () => {
   setAccountLimits({ maxStreams: 0, maxBytesRequired: true });
   const jsm = await jetstreamManager(await clients.open(nodes[0].url));

@@ -21,6 +21,7 @@ import { Writer, type Reader } from "../src/protocols/kafka/codec.js";
 import { encodeBatch } from "../src/protocols/kafka/records.js";
 import { parseStateFile } from "../src/util/persist.js";
 import { encodeEndMark } from "../src/store/end-mark.js";
+import { reservedBytes } from "../src/streams/limits.js";
 
 const { ConfigResourceTypes } = kafkajs;
 type Admin = ReturnType<ReturnType<KafkaHarness["kafka"]>["admin"]>;
@@ -341,6 +342,31 @@ describe("Kafka admin APIs", () => {
       "partly.other/1=-1",
       "partly.read/0=-1",
     ]);
+  });
+
+  test("validate_only AlterConfigs and CreatePartitions are refused for the account's storage as the real requests are", async () => {
+    const topic = "vo.limits";
+    const js = h.srv.jetstream!;
+    await admin.createTopics({ topics: [{ topic, configEntries: [{ name: "retention.bytes", value: "1000" }] }] });
+    // Room for 2000 bytes more than the account reserves now (the topic's 1000 among them).
+    js.setLimits({ ...js.limits, maxStorage: reservedBytes(js.reservations(null), "file") + 2000 });
+    const retention = (bytes: number, validateOnly: boolean): Promise<unknown> =>
+      admin.alterConfigs({ validateOnly, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [{ name: "retention.bytes", value: String(bytes) }] }] });
+    try {
+      // Kafka's validate_only answers what the request would get (its policies applied), changing nothing.
+      await assert.rejects(retention(3001, true), kafkaError("POLICY_VIOLATION"));
+      await assert.rejects(retention(3001, false), kafkaError("POLICY_VIOLATION"));
+      await retention(3000, true);
+      await assert.rejects(admin.createPartitions({ validateOnly: true, topicPartitions: [{ topic, count: 4 }] }), kafkaError("POLICY_VIOLATION"));
+      await assert.rejects(admin.createPartitions({ topicPartitions: [{ topic, count: 4 }] }), kafkaError("POLICY_VIOLATION"));
+      await admin.createPartitions({ validateOnly: true, topicPartitions: [{ topic, count: 3 }] });
+      const d = await admin.describeConfigs({ resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }], includeSynonyms: false });
+      assert.equal(d.resources[0].configEntries.find((e) => e.configName === "retention.bytes")?.configValue, "1000", "validate_only changes nothing");
+      assert.equal((await admin.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length, 1);
+    } finally {
+      js.setLimits({ ...js.limits, maxStorage: -1 });
+      await admin.deleteTopics({ topics: [topic] });
+    }
   });
 
   test("AlterConfigs (KafkaJS): replaces a topic's configs, as Kafka does; what cannot be honoured is refused and changes nothing", async () => {

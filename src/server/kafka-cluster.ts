@@ -227,6 +227,22 @@ export class EtcdKafkaCluster implements KafkaCluster {
     return clusterLimitError(limits, config, copies, this.node.placements.list(account).filter((p) => p.stream !== config.name));
   }
 
+  changeLimitError(account: string, stream: string, change: { config?: unknown; count?: number }, limits: Readonly<AccountLimits>): ApiError | null {
+    const before = this.node.placements.get(account, stream)?.placement;
+    if (before === undefined) return null;
+    const was = placedReserving(before);
+    if ((was.config.storage === "memory" ? limits.maxMemory : limits.maxStorage) < 0) return null;
+    const config = normalizeStreamConfig(change.config ?? before.config);
+    let copies = placedCopies(before);
+    // New partitions get as many replicas as the first has (grown()).
+    const more = change.count === undefined ? 0 : change.count - before.leaders.length;
+    if (more > 0) copies += more * (before.replicas === undefined ? 1 : (before.reassigning?.[0]?.target.length ?? before.replicas[0].length));
+    const previous = reservationOf(was.config, was.partitions.length);
+    // A change that does not grow the reservation is not judged (storageJudge).
+    if (reservationOf(config, copies) <= previous) return null;
+    return clusterLimitError(limits, config, copies, this.node.placements.list(account).filter((p) => p.stream !== stream), previous);
+  }
+
   async grow(account: string, stream: string, count: number, limits?: Readonly<AccountLimits>): Promise<void> {
     // The placement grown, for the judgement of what its new partitions reserve (made before it, in the same round).
     let grown: StreamPlacement | undefined;

@@ -1058,6 +1058,24 @@ export class JetStream implements DeliveryHost, StorageQuota {
     this.checkOverlap(config, null);
   }
 
+  /**
+   * What the account's and the server's limits would refuse an update of a
+   * stream to `config` for on this node, or null: as updateStream judges it,
+   * for an update that only validates (Kafka's validate_only).
+   */
+  updateLimitError(config: StreamConfig): ApiError | null {
+    const stream = this.streams.get(config.name);
+    if (stream === undefined) return null;
+    return this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
+  }
+
+  /** What the limits would refuse stream `name`'s growth to `count` partitions for on this node (addPartitions), or null. */
+  growthLimitError(name: string, count: number): ApiError | null {
+    const stream = this.streams.get(name);
+    if (stream === undefined || count <= stream.partitions.length) return null;
+    return this.limitError(stream.config, count, reservationOf(stream.config, stream.partitions.length));
+  }
+
   private async createStreamNow(config: StreamConfig, partitions: number, placed: string | undefined): Promise<{ stream: Stream; created: boolean }> {
     if (this.closed) throw shuttingDown(config.name);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);

@@ -275,6 +275,19 @@ function growthError(door: AccountDoor, name: string, count: number, assignments
   return null;
 }
 
+/** What growTopic would be refused for under the account's limits, judged without growing the topic (validate_only), or null. */
+function growthLimitError(door: AccountDoor, name: string, count: number): Outcome | null {
+  const cluster = door.door.cluster;
+  const placed = cluster?.topic(door.account, streamNameOf(name));
+  let over: ApiError | null;
+  if (placed !== undefined && placed.topic === name) over = cluster!.changeLimitError(door.account, placed.stream, { count }, door.js.limits);
+  else {
+    const stream = findTopic(door.js, name);
+    over = stream === undefined ? null : door.js.growthLimitError(stream.config.name, count);
+  }
+  return over === null ? null : fail(ErrorCode.POLICY_VIOLATION, `account ${door.account}: ${over.message}`);
+}
+
 /** Adds the partitions; the Kafka outcome of the stream's answer. */
 async function growTopic(door: AccountDoor, name: string, count: number): Promise<Outcome> {
   const cluster = door.door.cluster;
@@ -325,6 +338,8 @@ export async function handleCreatePartitions(door: AccountDoor, { conn, r, w }: 
         : !mayManageTopic(conn.permissions, "UPDATE", t.name)
           ? fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, AUTHORIZATION_FAILED)
           : growthError(door, t.name, t.count, t.assignments);
+    // Refused as the growth would be for the account's limits (Kafka applies its policies to a validation).
+    if (outcome === null && validateOnly) outcome = growthLimitError(door, t.name, t.count);
     if (outcome === null && !validateOnly) {
       const growth = growTopic(door, t.name, t.count);
       if (timeoutMs <= 0) {

@@ -103,6 +103,14 @@ export interface KafkaCluster {
    */
   limitError(account: string, config: StreamConfig, copies: number, limits: Readonly<AccountLimits>): ApiError | null;
   /**
+   * Why a change of placed stream `stream` (its `config`, or a growth to
+   * `count` partitions) would be refused for the storage it reserves
+   * beside the account's streams placed in the whole cluster, judged as
+   * `reconfigure` and `grow` judge it but against the placements as this
+   * node has them, without a change (Kafka's validate_only), or null.
+   */
+  changeLimitError(account: string, stream: string, change: { config?: unknown; count?: number }, limits: Readonly<AccountLimits>): ApiError | null;
+  /**
    * Grows a placed topic to `count` partitions, the new ones spread too.
    * Throws KafkaClusterError (POLICY_VIOLATION: the storage the new
    * partitions reserve does not fit the account's `limits` in the cluster).

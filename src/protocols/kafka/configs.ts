@@ -702,7 +702,15 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     const checked = normalizeStreamConfig(next);
     const refused = streamUpdateError(stream.config, checked);
     if (refused !== null) throw refused;
-    if (validateOnly) return ok;
+    if (validateOnly) {
+      // Refused as the change would be (Kafka applies its alter policy to a validation): the account's storage in the
+      // cluster as reconfigure judges it, and this node's copy as updateStream does.
+      const over =
+        (found.placed ? door.door.cluster!.changeLimitError(door.account, stream.config.name, { config: checked }, door.js.limits) : null) ??
+        (found.local !== undefined ? door.js.updateLimitError(checked) : null);
+      if (over !== null) throw over;
+      return ok;
+    }
     // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
     if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas), door.js.limits);
     if (found.local !== undefined) await door.js.updateStream(next);
