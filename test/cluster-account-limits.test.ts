@@ -475,9 +475,15 @@ test("a publish is refused once the account's streams on every node hold its max
   setAccountLimits({ maxStreams: 0, maxStorage: -1 });
   const jsm = await jetstreamManager(await clients.open(nodes[0].url));
   const js = jetstream(await clients.open(nodes[1].url));
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-held", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  const producer = kafka.producer({ retry: { retries: 0 } });
+  await admin.connect();
+  await producer.connect();
   try {
     // One stream on each node, R1: each node holds only its own.
     for (const n of ["a", "b", "c"]) await jsm.streams.add({ name: `U${n}`, subjects: [`u.${n}`], ...on(n) });
+    assert.equal(await admin.createTopics({ topics: [{ topic: "uk" }] }), true);
     for (const n of ["a", "b"]) while ((await jsm.streams.info(`U${n}`)).state.bytes < 1600) await js.publish(`u.${n}`, "x".repeat(200));
     // 3200 stored in the cluster, 1600 on a and on b: past 3000, though neither node alone is.
     setAccountLimits({ maxStorage: 3000 });
@@ -487,6 +493,20 @@ test("a publish is refused once the account's streams on every node hold its max
     assert.equal(refused.message, "resource limits exceeded for account");
     // a, which holds 1600 of it, too.
     assert.equal((await refusedWithin(js, "u.a", (seq) => jsm.streams.deleteMessage("Ua", seq, false), 10_000)).code, 10002);
+    // And a Kafka producer, whichever node leads its topic (each record taken is purged): POLICY_VIOLATION.
+    const deadline = Date.now() + 10_000;
+    for (let refused = false; !refused; ) {
+      try {
+        await producer.send({ topic: "uk", acks: -1, messages: [{ value: "x".repeat(200) }] });
+        await jsm.streams.purge("uk");
+      } catch (err) {
+        const e = err as { type?: string; cause?: { type?: string } };
+        assert.equal(e.type ?? e.cause?.type, "POLICY_VIOLATION", String(err));
+        refused = true;
+      }
+      if (!refused && Date.now() > deadline) throw new Error("no Kafka produce refused within 10000 ms");
+      if (!refused) await new Promise((r) => setTimeout(r, 50));
+    }
     // A purge of a's stream frees 1600: c takes publishes again once it has heard of it.
     await jsm.streams.purge("Ua");
     await waitUntilAsync(async () => {
@@ -499,6 +519,8 @@ test("a publish is refused once the account's streams on every node hold its max
       }
     }, "a publish taken after the purge", 10_000);
   } finally {
+    await producer.disconnect();
+    await admin.disconnect();
     setAccountLimits({ maxStorage: -1 });
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }
