@@ -377,7 +377,7 @@ test("streams found on disk: adopted when the cluster has no placement, set asid
   await waitUntil(() => !a.jetstream!.streams.has("foreign"), "a to delete foreign");
 });
 
-test("etcd killed: placed streams keep working, creates are refused with 10008, and work again when etcd returns", async () => {
+test("etcd killed: placed streams keep working (a stream of one replica for 10 lease TTLs after its node is fenced), creates are refused with 10008, and work again when etcd returns", async () => {
   const [a, b] = nodes;
   const jsm = await jetstreamManager(await client(a));
   await jsm.streams.add({ name: "steady", subjects: ["steady"], placement: { cluster: "", tags: ["node:a"] } });
@@ -398,9 +398,15 @@ test("etcd killed: placed streams keep working, creates are refused with 10008, 
   const code = await apiErrorCode(jsmB.streams.add({ name: "later", subjects: ["later"] }));
   assert.equal(code, 10008);
   assert.ok(Date.now() - started < 4000, "refused at once, not after a client timeout");
+  // Fenced, a still takes writes for its stream of one replica, for 10 lease TTLs: no node deletes the stream (and
+  // makes it again elsewhere) before a's key has been gone that long.
+  await waitUntil(() => !a.cluster!.membership.holdsLease(), "a to be fenced", 15_000);
+  assert.equal((await js.publish("steady", "fenced")).seq, 2);
   await etcd.start();
   await waitUntil(() => b.cluster!.membership.holdsLease() && b.cluster!.client.reachable, "b back in the cluster", 20_000);
   await waitUntil(() => a.cluster!.membership.holdsLease() && a.cluster!.membership.members().length === 3, "a back with every node", 20_000);
   const info = await jsmB.streams.add({ name: "later", subjects: ["later"] });
   assert.equal(info.config.name, "later");
+  await waitUntil(() => a.cluster!.placements.isLive("a"), "a to count on its lease again");
+  assert.equal((await js.publish("steady", "3")).seq, 3, "taken under the new lease");
 });

@@ -110,6 +110,16 @@ export function fenceMarginMs(ttlMs: number): number {
   return Math.max(250, Math.round(ttlMs / 5));
 }
 
+/**
+ * How many lease TTLs a node without its lease still takes writes for the
+ * streams of one replica it leads (`writesInGrace`), and how long another
+ * node waits after such a node's key goes before it deletes such a stream
+ * (`absentForMs`): 50 s at the default TTL. Through an etcd outage shorter
+ * than that those streams take writes as before; and no delete can come
+ * while a node that was paused or cut off may still take them.
+ */
+export const UNREPLICATED_GRACE_TTLS = 10;
+
 /** A keep-alive that failed is tried again this soon (or at the normal interval if shorter). */
 const KEEPALIVE_RETRY_MS = 250;
 const REGISTER_RETRY_MIN_MS = 50;
@@ -136,6 +146,11 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
   private readonly describe: () => NodeRecord;
   private readonly refreshMs: number;
   private deadline = 0;
+  /** Until when (this.now()) writes to streams of one replica led here are still taken without a lease (writesInGrace). */
+  private graceEnd = -Infinity;
+  /** When each member's key was seen to go (this.now()); a member gone before this node followed them counts from then. */
+  private readonly goneAt = new Map<string, number>();
+  private readonly followedSince: number;
   private registeredRevision = 0;
   private lastWritten = "";
   /** Leases given up (fenced, or a registration that failed midway), revoked before the next registration. */
@@ -163,6 +178,28 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     this.mirror = new PrefixMirror(o.client, o.nodesPrefix, o.log);
     this.mirror.onChange((c) => this.memberChanged(c));
     this.client.on("up", this.onUp);
+    this.followedSince = this.now();
+  }
+
+  /** UNREPLICATED_GRACE_TTLS lease TTLs, in ms. */
+  graceMs(): number {
+    return UNREPLICATED_GRACE_TTLS * this.ttlS * 1000;
+  }
+
+  /**
+   * Whether this node, without its lease, may still take writes for a stream of one replica it leads: within graceMs of
+   * the deadline of the lease it lost (etcd cannot have expired it before), unless its key was deleted or taken over.
+   * Another node deletes such a stream only after the key has been gone that long (absentForMs).
+   */
+  writesInGrace(): boolean {
+    return this.now() < this.graceEnd;
+  }
+
+  /** How long `name`'s key has been gone, as this node saw it (0 while it is there). */
+  absentForMs(name: string): number {
+    const key = this.o.nodesPrefix + name;
+    if (this.mirror.entries.has(key)) return 0;
+    return this.now() - (this.goneAt.get(key) ?? this.followedSince);
   }
 
   /** The revision of the last registration (0 before the first). */
@@ -233,9 +270,11 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
    * was in flight while the node registered again must not fence the new
    * registration.
    */
-  fence(reason: string, lease?: string): void {
+  fence(reason: string, lease?: string, grace = true): void {
     if (this.state !== "registered") return;
     if (lease !== undefined && lease !== this.leaseId) return;
+    // The lease's deadline is no later than etcd's expiry of it, which others see the key go at, or after.
+    this.graceEnd = grace ? this.deadline + this.graceMs() : -Infinity;
     this.state = "fenced";
     if (this.leaseId !== undefined) this.staleLeases.add(this.leaseId);
     this.leaseId = undefined;
@@ -275,6 +314,8 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     if (this.state === "left") return;
     const leases = [...(this.leaseId !== undefined ? [this.leaseId] : []), ...this.staleLeases];
     const wasRegistered = this.state === "registered";
+    // Revoked from now on: others see the key go after this.
+    if (wasRegistered) this.graceEnd = Math.min(this.deadline, this.now()) + this.graceMs();
     this.stop();
     if (wasRegistered) this.emit("left");
     for (const id of leases) {
@@ -436,11 +477,14 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
 
   private memberChanged(c: MirrorChange): void {
     this.parsed.delete(c.key);
+    if (c.type === "delete") this.goneAt.set(c.key, this.now());
+    else this.goneAt.delete(c.key);
     if (c.key === this.key) {
       // Changes older than the registration are the previous lease's (its revoke): not news.
       if (this.state === "registered" && c.revision > this.registeredRevision) {
-        if (c.type === "delete") this.fence(`its key ${this.key} was deleted in etcd`);
-        else if (c.kv !== undefined && c.kv.lease !== this.leaseId) this.fence(`its key ${this.key} was taken over by lease ${c.kv.lease}`);
+        // Gone when etcd says so, maybe well before: no grace.
+        if (c.type === "delete") this.fence(`its key ${this.key} was deleted in etcd`, undefined, false);
+        else if (c.kv !== undefined && c.kv.lease !== this.leaseId) this.fence(`its key ${this.key} was taken over by lease ${c.kv.lease}`, undefined, false);
       }
       if (c.type === "delete") this.backoff.wake(); // the name is free: register now, not at the next retry
     }

@@ -614,6 +614,11 @@ export class Placements {
     }
   }
 
+  /** Whether this node, without its lease, still takes writes for streams of one replica it leads (Membership.writesInGrace). */
+  writesInGrace(): boolean {
+    return this.membership.writesInGrace();
+  }
+
   /** Resolves true once this node's copy of the metadata has the change made at `revision` (false after `timeoutMs`). */
   waitForRevision(revision: number, timeoutMs: number): Promise<boolean> {
     return this.metadata.waitForRevision(revision, timeoutMs);

@@ -179,6 +179,8 @@ export interface StreamDirectory {
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
   adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
   remove(account: string, stream: string): Promise<void>;
+  /** Whether this node, without its lease, still takes writes for the streams of one replica it leads (a grace: see Membership). */
+  writesInGrace?(): boolean;
   /**
    * `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if
    * not). A change of subjects, or one `judged` (its storage reservation grows), is judged by `admit` against the
@@ -230,6 +232,10 @@ export class ClusterStreams {
   static async start(jetstreams: JetStreams, directory: StreamDirectory, log: Logger): Promise<ClusterStreams> {
     const cs = new ClusterStreams(jetstreams, directory, log);
     directory.onChange((account, stream, placement, resync) => {
+      // A copy whose placement went (or was replaced by another stream's of its name) takes no more writes from now:
+      // the settle that deletes it comes later, and this node may hold its lease again meanwhile (back from a fence).
+      const local = jetstreams.get(account)?.streams.get(stream);
+      if (local !== undefined && local.leaseHeld !== null && (placement === undefined || (placement.created !== undefined && local.placed !== undefined && placement.created !== local.placed))) local.unplaced = true;
       void cs.settle(account, stream, placement !== undefined ? "changed" : resync ? "vanished" : "removed").catch(() => undefined);
       for (const l of cs.placementListeners) l(account, stream, placement);
     });
@@ -414,6 +420,10 @@ export class ClusterStreams {
       if (stream.partitions.length < partitions) stream = await js.addPartitions(name, partitions, true);
       // Changed through its leader (STREAM.UPDATE): every node hosting a partition follows.
       if (!sameJson(stream.config, normalizeStreamConfig(placed.config))) stream = await js.updateStream(placed.config);
+    }
+    if (stream.leaseHeld === null) {
+      const copy = stream;
+      copy.leaseHeld = () => !copy.unplaced && (this.directory.isLive(self) || this.directory.writesInGrace?.() === true);
     }
     // A move's target does not lead the moving partition, nor a follower the ones it replicates: publishes routed to them are
     // dropped. Partitions given up stop taking publishes before their replication changes; new ones take them once it is set up.

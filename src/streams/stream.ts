@@ -13,7 +13,7 @@ import { subjectMatches } from "../subjects/subject.js";
 import { RECORD_HEADER, recordSize } from "../store/format.js";
 import { isForeign, payloadSizeAt, type AppendInput, type ForeignBatch, type Limits, type LogState, type MessageLog, type RecordRun, type StoredItem, type StoredMessage } from "../store/log.js";
 import type { EpochEntry } from "../store/leader-epochs.js";
-import { ApiError, Errors, storeFailure } from "./errors.js";
+import { ApiError, Errors, LeaseLostError, OutcomeUnknownError, storeFailure } from "./errors.js";
 import { damageFields } from "./damage.js";
 import { parseStateFile, removeFileDurably, stateFileText } from "../util/persist.js";
 import { appendHeaders, header, KEY_HEADER, parseHeaders, withKeyHeader, withoutHeader, type HeaderMap } from "./headers.js";
@@ -291,6 +291,15 @@ export class Stream {
    * before clustering (or by an older version), not yet recorded.
    */
   placed: string | undefined = undefined;
+  /**
+   * In a cluster (cluster-streams.ts): whether this node may take writes for the copy's partitions that no replica gate
+   * guards (a stream of one replica) now: it holds its lease, and the placement the copy was made for has not gone. A
+   * stream whose nodes are not live may be deleted by any node (placement.ts, remove), and made again elsewhere: a node
+   * paused past its lease, resumed, acknowledged a publish on its deleted copy before it noticed. null: no cluster.
+   */
+  leaseHeld: (() => boolean) | null = null;
+  /** Set at once when the placement this copy was made for is removed or replaced (before the settle that deletes it). */
+  unplaced = false;
   /**
    * On a follower of a replicated stream: the leader's consumers as last
    * copied (stream-replicas.ts), which it takes over if it becomes leader;
@@ -757,7 +766,7 @@ export class Stream {
       if (this.partitions.length > 1) partition = partitionForKey(key, this.partitions.length);
     }
     if (this.frozenParts.size > 0 && this.frozenParts.has(partition)) return this.fail(p, msgId, Errors.streamMoving());
-    if (this.replicaGates.length > 0) {
+    if (this.replicaGates.length > 0 || this.leaseHeld !== null) {
       const refused = this.replicaRefusal(partition, false);
       if (refused !== null) return this.fail(p, msgId, refused);
     }
@@ -1257,7 +1266,9 @@ export class Stream {
   /** Why a write to `partition` is refused by its replication now (too few in-sync replicas unless `leaderOnly`, no lease), or null. */
   private replicaRefusal(partition: number, leaderOnly: boolean): ApiError | null {
     const g = this.replicaGates[partition];
-    return g === undefined ? null : g.refusal(leaderOnly);
+    if (g !== undefined) return g.refusal(leaderOnly);
+    // Unreplicated: only the lease (a gate checks its own).
+    return this.leaseHeld === null || this.leaseHeld() ? null : new LeaseLostError();
   }
 
   /** The gate of a stream of one partition, whose removals (by stream sequence) it must be told; undefined otherwise. */
@@ -1348,7 +1359,8 @@ export class Stream {
    */
   private whenReplicated(partition: number, lastSeq: number, done: (err: ApiError | null) => void, leaderOnly = false): void {
     const g = this.replicaGates[partition];
-    if (g === undefined) return done(null);
+    // Unreplicated, acknowledged only under the lease as a gate's writes are: past it, the stream may be deleted already.
+    if (g === undefined) return done(this.leaseHeld === null || this.leaseHeld() ? null : new OutcomeUnknownError("this node lost its cluster lease"));
     if (!leaderOnly) return g.replicate(lastSeq, done);
     done(g.ship(lastSeq));
   }
