@@ -22,6 +22,7 @@ import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { spawnNodeK, startJetStreamNode, uniqueCluster, type NodeProcess } from "./helpers/cluster.js";
 import { publishRetrying, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { parseStateFile } from "../src/util/persist.js";
+import { placementKey } from "../src/cluster/placement.js";
 
 let etcd: EtcdHarness;
 let dir: string;
@@ -203,7 +204,7 @@ async function inSyncThenKAway(jsm: Awaited<ReturnType<typeof jetstreamManager>>
   await waitUntil(() => placed(name)!.leaders[0] !== "k" && !placed(name)!.isr![0].includes("k") && takenUp(name), `${name} led elsewhere and taken up, k out of sync`, 30_000);
 }
 
-test("a replicated stream deleted while one of its nodes is away stays deleted when the node returns: its copy is set aside, not adopted", async () => {
+test("a replicated stream deleted while one of its nodes is away stays deleted when the node returns: named away by the delete, it deletes its copy, not adopts it", async () => {
   if (k.child.exitCode === null && k.child.signalCode === null) await k.stop("SIGKILL");
   k = await spawnK();
   const nc = await client(a.url);
@@ -212,7 +213,8 @@ test("a replicated stream deleted while one of its nodes is away stays deleted w
   await jsm.streams.delete("GONE");
   // Ready means its streams found on disk are settled: an adoption would be written to etcd by now.
   k = await spawnK();
-  assert.match(k.output(), /Stream "GONE" is not served here: the cluster no longer has the stream it was placed as/);
+  assert.match(k.output(), /stream "GONE" of account \$G \(placed [^)]+\) was deleted while this node was away; deleting the local copy/);
+  assert.equal(readdirSync(join(dir, "k"), { recursive: true }).map(String).some((p) => p.endsWith(join("streams", "GONE", "meta.json"))), false, "k's copy deleted");
   // A placement made after k was ready: a has seen every change before it, so one k made would show.
   await jsm.streams.add({ name: "AFTERGONE", subjects: ["aftergone.>"] });
   assert.equal(placed("GONE"), undefined);
@@ -265,8 +267,9 @@ test("a copy set aside because its placement is gone (etcd restored from an olde
   await jsm.streams.add(cfg);
   for (let i = 0; i < 5; i++) await js.publish("restored.x", `only-copy-${i}`);
   await k.stop("SIGTERM");
-  // etcd restored from a backup taken before RESTORED was made: its key is gone.
-  await a.cluster!.placements.remove("$G", "RESTORED");
+  // etcd restored from a backup taken before RESTORED was made: its key is gone, and nothing says it was deleted (a delete
+  // would name k among the nodes away, and k would delete its copy).
+  await a.cluster!.metadata.commit([{ key: placementKey("$G", "RESTORED"), expect: null, delete: true }]);
   k = await spawnK();
   assert.match(k.output(), /Stream "RESTORED" is not served here: the cluster no longer has the stream it was placed as/);
   // The application starts and makes its stream, as NATS applications do (create-or-get): a new, empty stream...

@@ -33,7 +33,7 @@
  */
 
 import type { Membership } from "./membership.js";
-import { ConcurrentChangeError, MetadataUnavailableError, type MetadataStore, type MetaChange } from "./metadata.js";
+import { ConcurrentChangeError, MetadataUnavailableError, type MetadataStore, type MetaChange, type MetaOp } from "./metadata.js";
 
 export interface StreamPlacement {
   account: string;
@@ -148,8 +148,24 @@ export class StreamNotPlacedError extends Error {
   }
 }
 
+/**
+ * A removal of a stream led, unreplicated, by a node whose key went less than its grace ago (Membership.graceMs): that
+ * node, paused or cut off from etcd, may still take writes for it. Tried again later, it is done.
+ */
+export class NodeJustGoneError extends Error {
+  constructor(node: string, goneMs: number, graceMs: number) {
+    super(`node ${node}, which leads it alone, left ${(goneMs / 1000).toFixed(1)} s ago; it may still take writes until it has been gone ${graceMs / 1000} s`);
+    this.name = "NodeJustGoneError";
+  }
+}
+
 const PREFIX = "streams/";
 const GUARD_PREFIX = "admit/";
+/**
+ * `deleted/<account>/<stream>/<created>`: the nodes holding a copy of a stream that was deleted while they were not
+ * live, by the placement's creation time (a copy's `placed`). Each deletes its copy when back, and takes its name out.
+ */
+const DELETED_PREFIX = "deleted/";
 /** A placement changed by another node between this node's read and its write is decided again this many times in all. */
 const UPDATE_ATTEMPTS = 5;
 /**
@@ -174,6 +190,11 @@ export function placementKey(account: string, stream: string): string {
   return `${PREFIX}${account}/${stream}`;
 }
 
+/** The key naming the nodes away when the placement of `stream` made at `created` was removed. */
+export function deletedKey(account: string, stream: string, created: string): string {
+  return `${DELETED_PREFIX}${account}/${stream}/${created}`;
+}
+
 /** The key every placement of an account bumps, so that creates judged at once through different nodes cannot all pass. */
 export function admitGuardKey(account: string): string {
   return `${GUARD_PREFIX}${account}`;
@@ -185,6 +206,22 @@ function parse(value: string): StreamPlacement | undefined {
     return Array.isArray(v.leaders) && typeof v.stream === "string" && typeof v.account === "string" ? v : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Every node holding a copy of some partition (its leaders, the replicas of a replicated one, a move's target). */
+function hostsOf(p: StreamPlacement): string[] {
+  const target = p.moving === undefined ? [] : [typeof p.moving === "string" ? p.moving : p.moving.to];
+  return [...new Set([...p.leaders, ...(p.replicas ?? []).flat(), ...target])];
+}
+
+/** The nodes a `deleted/` value names (none when it cannot be read). */
+function parseNodes(value: string): string[] {
+  try {
+    const v = JSON.parse(value) as { nodes?: unknown };
+    return Array.isArray(v.nodes) ? v.nodes.filter((n): n is string => typeof n === "string") : [];
+  } catch {
+    return [];
   }
 }
 
@@ -596,6 +633,12 @@ export class Placements {
    * meanwhile (a failover, an ISR change: this node's copy may lag behind
    * it) is removed at its new revision: before, the remove did nothing and
    * STREAM.DELETE answered success for a stream that went on being served.
+   *
+   * Nodes holding a copy that are not live (down, paused past their lease, cut off from etcd) are named in the same
+   * transaction under `deleted/`, which also compares that their keys are absent: each holds no lease then (every write
+   * to a copy it leads needs it, stream.ts's lease check), and, back, deletes its copy for certain rather than set it
+   * aside as one whose placement vanished for a reason it cannot know (etcd restored from an older backup). One that
+   * registered again meanwhile is live: the change is decided again with it told through the watch.
    */
   async remove(account: string, stream: string): Promise<void> {
     const key = placementKey(account, stream);
@@ -603,12 +646,26 @@ export class Placements {
     for (let attempt = 1; ; attempt++) {
       const e = this.get(account, stream);
       if (e === undefined || e.placement.created !== created) return;
+      const away = created === undefined ? [] : hostsOf(e.placement).filter((n) => n !== this.self && !this.isLive(n));
+      // A node away that leads a partition of one replica takes its writes through its grace (no gate asks its lease).
+      const grace = this.membership.graceMs();
+      for (const n of away) {
+        const gone = this.membership.absentForMs(n);
+        if (gone < grace && e.placement.leaders.some((l, p) => l === n && (e.placement.replicas?.[p]?.length ?? 1) <= 1)) throw new NodeJustGoneError(n, gone, grace);
+      }
+      const ops: MetaOp[] = [{ key, expect: e.revision, delete: true }];
+      if (away.length > 0) {
+        const dk = deletedKey(account, stream, created!);
+        const before = this.metadata.get(dk);
+        const nodes = [...new Set([...(before === undefined ? [] : parseNodes(before.value)), ...away])].sort();
+        ops.push({ key: dk, expect: before?.revision ?? 0, put: JSON.stringify({ nodes }) });
+      }
       try {
-        await this.metadata.commit([{ key, expect: e.revision, delete: true }]);
+        await this.metadata.commit(ops, away.map((n) => this.membership.keyOf(n)));
         return;
       } catch (err) {
-        if (!(err instanceof ConcurrentChangeError) || err.key !== key) throw err;
-        if (err.found === 0) return; // removed meanwhile
+        if (!(err instanceof ConcurrentChangeError)) throw err;
+        if (err.key === key && err.found === 0) return; // removed meanwhile
         if (attempt >= UPDATE_ATTEMPTS || !(await this.metadata.waitForRevision(err.found, this.metadata.requestTimeoutMs))) throw err;
       }
     }
@@ -617,6 +674,29 @@ export class Placements {
   /** Whether this node, without its lease, still takes writes for streams of one replica it leads (Membership.writesInGrace). */
   writesInGrace(): boolean {
     return this.membership.writesInGrace();
+  }
+
+  /** The nodes named away at the removal of the placement of `stream` made at `created` (deleted/): empty when none. */
+  deletedAway(account: string, stream: string, created: string): string[] {
+    const e = this.metadata.get(deletedKey(account, stream, created));
+    return e === undefined ? [] : parseNodes(e.value);
+  }
+
+  /** Takes this node out of the nodes away at that removal (it deleted its copy); the key goes with the last of them. */
+  async forgetDeleted(account: string, stream: string, created: string): Promise<void> {
+    const dk = deletedKey(account, stream, created);
+    for (let attempt = 1; ; attempt++) {
+      const e = this.metadata.get(dk);
+      if (e === undefined) return;
+      const nodes = parseNodes(e.value).filter((n) => n !== this.self);
+      try {
+        await this.metadata.commit([nodes.length === 0 ? { key: dk, expect: e.revision, delete: true } : { key: dk, expect: e.revision, put: JSON.stringify({ nodes }) }]);
+        return;
+      } catch (err) {
+        if (!(err instanceof ConcurrentChangeError) || err.found === 0) throw err;
+        if (attempt >= UPDATE_ATTEMPTS || !(await this.metadata.waitForRevision(err.found, this.metadata.requestTimeoutMs))) throw err;
+      }
+    }
   }
 
   /** Resolves true once this node's copy of the metadata has the change made at `revision` (false after `timeoutMs`). */

@@ -425,6 +425,7 @@ function kafkaError(err: unknown): KafkaClusterError {
     case "FencedError":
     case "ConcurrentChangeError":
     case "NoSuitablePeersError":
+    case "NodeJustGoneError":
       return new KafkaClusterError(e.message, true);
     default:
       return new KafkaClusterError(e.message, false);

@@ -63,6 +63,7 @@ const REMOTE_INFO_MS = 2000;
 /** Appends sent to a partition's leader on another node (JetStream.appendAt). */
 const APPEND_PREFIX = `${CLUSTER_INTERNAL_PREFIX}APPEND.`;
 const STREAM_CREATE = "$JS.API.STREAM.CREATE.";
+const STREAM_DELETE = "$JS.API.STREAM.DELETE.";
 /** Calls of a door's node services (JetStream.remoteCall, nodeServices). */
 const SERVICE_PREFIX = `${CLUSTER_INTERNAL_PREFIX}SVC.`;
 /** How long a node waits for another to store an append it sent (replicas included). */
@@ -202,6 +203,8 @@ export function clusterError(err: unknown, tags: readonly string[] = []): ApiErr
   }
   // A stream deleted (through another node) while its update waited for the account's round: nats-server's answer.
   if (name === "StreamNotPlacedError") return Errors.streamNotFound();
+  // A delete of a stream whose only node left too recently (it may still take writes): offline, as before, saying until when.
+  if (name === "NodeJustGoneError") return new ApiError(500, 10118, `stream is offline: ${(err as Error).message}`);
   // A change that lost to other nodes' changes as often as it was tried (creates of the account through every node at once): try again.
   if (name === "MetadataUnavailableError" || name === "FencedError" || name === "ConcurrentChangeError") {
     return new ApiError(503, 10008, `JetStream system temporarily unavailable: ${(err as Error).message}`);
@@ -386,6 +389,11 @@ export class ClusterApi implements Receiver {
     const leader = p.leaders[0];
     // Served here (awaitLeadership decides when, for a replicated stream).
     if (leader === this.cluster.self) return false;
+    // A delete of a stream whose leader is not live is served here, as nats-server's meta leader serves it: else a stream
+    // of one replica on a node down (for good, maybe) could never be deleted, its name and subjects taken. A stream of one
+    // replica is removed only once its leader, if merely paused or cut off, takes no more writes (placement.ts, remove;
+    // stream.ts, leaseHeld); back, the leader deletes its copy.
+    if (subject.startsWith(STREAM_DELETE) && !this.directory.isLive(leader)) return false;
     const reply = msg.hasReply ? msg.reply : "";
     const headers = msg.hdrLen > 0 ? msg.data.subarray(msg.start, msg.start + msg.hdrLen) : undefined;
     const body = msg.data.subarray(msg.start + msg.hdrLen, msg.end);
@@ -437,7 +445,7 @@ export class ClusterApi implements Receiver {
     const p = this.placement(name);
     if (p === undefined || !replicatedHere(p, this.cluster.self)) return false;
     // Deleting a stream needs no leader in place, and is how an operator clears one that cannot take its leadership up.
-    if (subject.startsWith("$JS.API.STREAM.DELETE.")) return false;
+    if (subject.startsWith(STREAM_DELETE)) return false;
     if (!this.directory.isLive(this.cluster.self)) {
       this.offline(subject, reply);
       return true;
@@ -1132,10 +1140,15 @@ export class ClusterApi implements Receiver {
     });
   }
 
-  /** STREAM.DELETE on the leader of a placed stream: its placement goes, and with it every node's copy. */
+  /**
+   * STREAM.DELETE on the leader of a placed stream, or on any node when the leader is not live: its placement goes, and
+   * with it every node's copy (a node not live deletes its copy once back).
+   */
   async delete(name: string): Promise<boolean> {
-    if (this.placement(name) === undefined) return false;
-    this.js.stream(name);
+    const p = this.placement(name);
+    if (p === undefined) return false;
+    // The leader has its copy; a node serving the delete for a leader not live may have none.
+    if (p.leaders[0] === this.cluster.self) this.js.stream(name);
     try {
       await this.directory.remove(this.account, name);
     } catch (err) {

@@ -13,7 +13,9 @@
  * nodes only, or made for a placement that is gone (deleted while this node
  * was away), is not served here and its files are kept
  * (`JetStream.notServed`, shown in /jsz). A copy made for another placement
- * than the stream's (`Stream.placed`) is moved out of the way.
+ * than the stream's (`Stream.placed`) is moved out of the way. A copy whose
+ * placement's removal named this node as away (not live then: the delete
+ * was served elsewhere) is deleted instead.
  *
  * This module knows placements only through `StreamDirectory`
  * (cluster/placement.ts is one): streams/ does not depend on etcd.
@@ -178,9 +180,17 @@ export interface StreamDirectory {
   choose(r: { partitions: number; tags?: string[]; cluster?: string; spread: boolean }, exclude?: ReadonlySet<string>): string[];
   place(account: string, stream: string, r: PlaceRequest): Promise<{ placement: PlacedStream; created: boolean; revision: number }>;
   adopt(account: string, stream: string, partitions: number, subjects: string[], origin: PlacedStream["origin"], config: unknown): Promise<PlacedStream>;
+  /**
+   * Removes the placement, whether or not its nodes are live; those that are not are named under `deleted/` (see
+   * deletedAway) in the same change.
+   */
   remove(account: string, stream: string): Promise<void>;
   /** Whether this node, without its lease, still takes writes for the streams of one replica it leads (a grace: see Membership). */
   writesInGrace?(): boolean;
+  /** The nodes that were not live when the placement of `stream` made at `created` was removed: each deletes its copy when back. */
+  deletedAway?(account: string, stream: string, created: string): string[];
+  /** This node deleted its copy of that stream: it is no longer named. */
+  forgetDeleted?(account: string, stream: string, created: string): Promise<void>;
   /**
    * `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if
    * not). A change of subjects, or one `judged` (its storage reservation grows), is judged by `admit` against the
@@ -360,9 +370,14 @@ export class ClusterStreams {
       await this.replicaRoles(account, name, undefined, undefined);
       if (cause === "removed") {
         this.log.info(`cluster: stream "${name}" of account ${account} was removed from the cluster; deleting the local copy`);
+        const placed = local.placed;
         await js.deleteStream(name);
+        // Removed while this node was not live (paused, cut off), seen once it was back: named among the nodes away.
+        if (placed !== undefined && this.deletedWhileAway(account, name, placed)) await this.forget(account, name, placed);
       } else if (cause === "vanished") {
         await js.setAside(name, "its placement is gone from the cluster's metadata, found by a full read (etcd compacted or restored from an older backup); remove its directory, or place it again");
+      } else if (cause === "start" && local.placed !== undefined && this.deletedWhileAway(account, name, local.placed)) {
+        await this.deleteAway(js, name, local.placed);
       } else if (cause === "start" && local.placed !== undefined) {
         // Made for a placement that is gone: deleted in the cluster while this node was away (or etcd restored from an
         // older backup). Not adopted: that would bring a deleted stream back.
@@ -387,6 +402,9 @@ export class ClusterStreams {
         // The old leader first hands what waits on its consumers to the new one (stream-move.ts).
         for (const l of this.moveListeners) l(account, name, placed);
         await js.deleteStream(name, "moved");
+      } else if (local.placed !== undefined && local.placed !== placed.created && this.deletedWhileAway(account, name, local.placed)) {
+        // Deleted while this node was away, and made again on other nodes.
+        await this.deleteAway(js, name, local.placed);
       } else await js.setAside(name, `the cluster placed it on ${[...new Set(placed.leaders)].join(", ")}`);
       return;
     }
@@ -394,9 +412,11 @@ export class ClusterStreams {
     let stream = local;
     if (stream !== undefined && stream.placed !== undefined && placed.created !== undefined && stream.placed !== placed.created) {
       // Made for another stream of its name (deleted and made again while this node was away, or etcd restored from an older
-      // backup): its records are not this stream's. Set aside, and moved out of the way below; never deleted.
+      // backup): its records are not this stream's. Set aside, and moved out of the way below; deleted only when the removal
+      // of its own placement named this node as away (then nothing else can have been meant).
       await this.replicaRoles(account, name, undefined, placed);
-      await js.setAside(name, `it was made for another stream of its name (placed ${stream.placed}; the cluster's was placed ${placed.created})`);
+      if (this.deletedWhileAway(account, name, stream.placed)) await this.deleteAway(js, name, stream.placed);
+      else await js.setAside(name, `it was made for another stream of its name (placed ${stream.placed}; the cluster's was placed ${placed.created})`);
       stream = undefined;
     }
     // A copy set aside here: served again if made for this placement, else moved out of the way of the new stream's.
@@ -471,6 +491,24 @@ export class ClusterStreams {
    * starts, finishes or cancels moves, and hands over what waits).
    */
   readonly moveListeners = new Set<(account: string, stream: string, placed: PlacedStream) => void>();
+
+  /** Whether the placement of `name` made at `placed` was removed while this node was away, which named it to delete its copy. */
+  private deletedWhileAway(account: string, name: string, placed: string): boolean {
+    return this.directory.deletedAway?.(account, name, placed).includes(this.self) ?? false;
+  }
+
+  /** Deletes a copy of a stream deleted in the cluster while this node was away, and says it did. */
+  private async deleteAway(js: JetStream, name: string, placed: string): Promise<void> {
+    const account = js.account.name;
+    this.log.info(`cluster: stream "${name}" of account ${account} (placed ${placed}) was deleted while this node was away; deleting the local copy`);
+    await js.deleteStream(name);
+    await this.forget(account, name, placed);
+  }
+
+  /** Takes this node out of the nodes named away at a removal; a failure (etcd away) leaves the name, which harms nothing. */
+  private async forget(account: string, name: string, placed: string): Promise<void> {
+    await this.directory.forgetDeleted?.(account, name, placed).catch((err: Error) => this.log.warn(`cluster: stream "${name}" of account ${account}: could not record that its copy here is deleted: ${err.message}`));
+  }
 
   /** A stream on disk that the cluster does not know: this node leads it from now on. */
   private async adopt(js: JetStream, name: string): Promise<void> {
