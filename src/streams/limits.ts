@@ -28,7 +28,7 @@
  */
 
 import type { JetStreamLimits } from "../core/accounts.js";
-import type { StreamPlacement } from "../cluster/placement.js";
+import type { PlacedStream } from "./cluster-streams.js";
 import { ApiError, Errors } from "./errors.js";
 import type { StreamConfig } from "./config.js";
 
@@ -63,7 +63,7 @@ export function reservedBytes(streams: Iterable<Reserving>, storage: StreamConfi
 }
 
 /** The copies a placement keeps of its partitions, all together: each partition's replicas (a reassignment's target while one runs), one without replication. */
-export function placedCopies(p: Pick<StreamPlacement, "leaders" | "replicas" | "reassigning">): number {
+export function placedCopies(p: Pick<PlacedStream, "leaders" | "replicas" | "reassigning">): number {
   let n = 0;
   for (let i = 0; i < p.leaders.length; i++) n += p.reassigning?.[i]?.target.length ?? p.replicas?.[i]?.length ?? 1;
   return n;
@@ -75,7 +75,7 @@ export function placedCopies(p: Pick<StreamPlacement, "leaders" | "replicas" | "
  * replicas). Read from the placement's config (a normalized StreamConfig, or
  * a Kafka topic's, which leaves defaults out).
  */
-export function placedReserving(p: Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">): Reserving {
+export function placedReserving(p: Pick<PlacedStream, "config" | "leaders" | "replicas" | "reassigning">): Reserving {
   const c = (typeof p.config === "object" && p.config !== null ? p.config : {}) as { storage?: unknown; max_bytes?: unknown };
   const maxBytes = typeof c.max_bytes === "number" && Number.isFinite(c.max_bytes) ? c.max_bytes : -1;
   return { config: { storage: c.storage === "memory" ? "memory" : "file", max_bytes: maxBytes }, partitions: { length: placedCopies(p) } };
@@ -87,12 +87,12 @@ export function placedReserving(p: Pick<StreamPlacement, "config" | "leaders" | 
  * null (streamLimitError over the cluster's reservations). `previous`: the
  * cluster reservation of the stream before an update.
  */
-export function clusterLimitError(limits: AccountLimits, config: StreamConfig, copies: number, others: readonly Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">[], previous = 0): ApiError | null {
+export function clusterLimitError(limits: AccountLimits, config: StreamConfig, copies: number, others: readonly Pick<PlacedStream, "config" | "leaders" | "replicas" | "reassigning">[], previous = 0): ApiError | null {
   // Read only when the account bounds the stream's storage type.
   return streamLimitError(limits, config, copies, placedReservings(others), previous);
 }
 
-function* placedReservings(placed: Iterable<Pick<StreamPlacement, "config" | "leaders" | "replicas" | "reassigning">>): Generator<Reserving> {
+function* placedReservings(placed: Iterable<Pick<PlacedStream, "config" | "leaders" | "replicas" | "reassigning">>): Generator<Reserving> {
   for (const p of placed) yield placedReserving(p);
 }
 
