@@ -172,6 +172,31 @@ function offsetOf(req: Json, total: number): number {
   return typeof o === "number" && Number.isInteger(o) && o > 0 ? Math.min(o, total) : 0;
 }
 
+/** At most this many subjects in one stream info answer (nats-server's JSMaxSubjectDetails); clients page past it with `offset`. */
+export const SUBJECT_DETAILS_MAX = 100_000;
+
+/**
+ * Stream info's `subjects` as nats-server pages them: `total` every subject
+ * the filter matched, `limit` the page size, and from `offset` at most a
+ * page of them, in sorted order; no subjects matched is all zeros, as there.
+ * (Sorted by UTF-16 code units, Go's by bytes: the same order but for
+ * characters past U+FFFF against U+E000 to U+FFFF.)
+ */
+function pageSubjects(state: Json, req: Json): { total: number; offset: number; limit: number } {
+  const subjects = state.subjects as Record<string, number> | undefined;
+  const total = subjects === undefined ? 0 : Object.keys(subjects).length;
+  if (subjects === undefined || total === 0) return { total: 0, offset: 0, limit: 0 };
+  const asked = req.offset;
+  // nats-server echoes the offset asked (a negative one panics its handler: taken as 0 here).
+  const offset = typeof asked === "number" && Number.isInteger(asked) && asked > 0 ? asked : 0;
+  // Sorted whole, as Go's encoding/json writes a map.
+  const start = Math.min(offset, total);
+  const page = Object.keys(subjects).sort().slice(start, start + SUBJECT_DETAILS_MAX);
+  if (page.length === 0) delete state.subjects;
+  else state.subjects = Object.fromEntries(page.map((k) => [k, subjects[k]]));
+  return { total, offset, limit: SUBJECT_DETAILS_MAX };
+}
+
 /**
  * A request's sequence or count, a uint64 to nats-server's decoder: an
  * integer literal of at most 2^64-1, or null; anything else (a string, a
@@ -586,9 +611,8 @@ export class JetStreamApi implements Receiver {
         const s = this.js.stream(name);
         const filter = optString(req, "subjects_filter");
         const info = await s.info({ subjectsFilter: filter, deletedDetails: req.deleted_details === true });
-        // Clients page while total exceeds the subjects received; report the subjects sent.
-        const subjects = (info.state as Json).subjects as Json | undefined;
-        return { ...(cluster !== null ? cluster.clustered(name, info) : info), total: subjects ? Object.keys(subjects).length : 0, offset: 0, limit: 0 };
+        const paged = pageSubjects(info.state as Json, req);
+        return { ...(cluster !== null ? cluster.clustered(name, info) : info), ...paged };
       }
       case "DELETE":
         if (!isEmptyRequest(body)) throw Errors.notEmptyRequest();
