@@ -86,4 +86,35 @@ describe("JetStream API beside nats-server 2.9", () => {
     assert.equal(Object.keys(si.state.subjects ?? {}).length, n);
     assert.equal(si.state.subjects?.["many.100004"], 1);
   });
+  test("a double ack to a consumer that is gone gets no responders at once; one with an unknown body is answered", async () => {
+    const run = async (nc: ConnV2): Promise<string[]> => {
+      const out: string[] = [];
+      await api(nc as never, "$JS.API.STREAM.CREATE.ACKS", { name: "ACKS", subjects: ["acks"] });
+      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.ACKS.C", { stream_name: "ACKS", config: { durable_name: "C", ack_policy: "explicit" } });
+      for (let i = 0; i < 2; i++) await nc.request("acks", "x");
+      const js = nc.jetstream();
+      const got: Array<{ reply: string }> = [];
+      for await (const m of js.fetch("ACKS", "C", { batch: 2, expires: 2000 })) got.push(m as unknown as { reply: string }); // the v2 JsMsg's ack subject
+      assert.equal(got.length, 2);
+      const answer = async (subject: string, body: string): Promise<string> => {
+        try {
+          const m = await nc.request(subject, body, { timeout: 2000 });
+          return `answered ${m.data.length}`;
+        } catch (err) {
+          return `refused ${(err as { code?: string }).code}`;
+        }
+      };
+      out.push(await answer(got[0].reply, "+BOGUS"));
+      await api(nc as never, "$JS.API.CONSUMER.DELETE.ACKS.C");
+      const started = Date.now();
+      out.push(await answer(got[1].reply, "+ACK"));
+      out.push(Date.now() - started < 1500 ? "at once" : "late");
+      out.push(await answer("$JS.ACK.NOPE.C.1.1.1.0.0", "+ACK"));
+      out.push(await answer("$JS.ACK.ACKS.C.x", "+ACK"));
+      return out;
+    };
+    const want = ["answered 0", "refused 503", "at once", "refused 503", "refused 503"];
+    assert.deepEqual(await run(ours), want);
+    if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
+  });
 });

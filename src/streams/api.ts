@@ -373,7 +373,15 @@ export class JetStreamApi implements Receiver {
         return;
       }
     }
-    if (subject.startsWith("$JS.ACK.")) return this.js.onAck(subject, body, reply);
+    if (subject.startsWith("$JS.ACK.")) {
+      // nats-server subscribes each consumer's own ack subject: an ack that no consumer takes (deleted, never made, a
+      // subject of another shape) reaches no one, and a double ack hears so at once rather than at its timeout. In a
+      // cluster the consumer may live on another node: what is not forwarded there is left unanswered.
+      if (!this.js.onAck(subject, body, reply) && reply !== "" && this.clusterApi === null) {
+        this.js.emit(reply, reply, "", encodeHeaders("503", [["Nats-Subject", subject]]), Buffer.alloc(0));
+      }
+      return;
+    }
     if (subject.startsWith("$JS.FC.")) return this.js.onFlowControl(subject);
     if (reply === "" || !subject.startsWith("$JS.API.")) return;
     this.handle(subject, body, reply, placed).catch((err: Error) => this.js.options.log.error(`JetStream API ${subject}: ${err.message}`));

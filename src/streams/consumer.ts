@@ -1223,6 +1223,8 @@ export class Consumer {
         break;
       }
       default:
+        // A body nats-server does not know changes nothing, but a double ack of it is answered there all the same.
+        if (reply !== "") this.host.emit(reply, reply, "", null, EMPTY);
         return;
     }
     this.markDirty();

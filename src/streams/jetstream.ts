@@ -1556,13 +1556,14 @@ export class JetStream implements DeliveryHost, StorageQuota {
     }
   }
 
-  /** Routes an ack (`$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending>`). */
-  onAck(subject: string, body: Buffer, reply: string): void {
+  /** Routes an ack (`$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending>`); false if no consumer of this node takes it. */
+  onAck(subject: string, body: Buffer, reply: string): boolean {
     const t = subject.split(".");
-    if (t.length !== 9) return;
+    if (t.length !== 9) return false;
     const c = this.streams.get(t[2])?.consumers.get(t[3]);
-    if (c === undefined) return;
+    if (c === undefined) return false;
     c.onAck(Number(t[5]), Number(t[6]), body, reply);
+    return true;
   }
 
   /** A flow-control answer (`$JS.FC.<stream>.<consumer>.<n>`). */
