@@ -117,4 +117,28 @@ describe("JetStream API beside nats-server 2.9", () => {
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
   });
+  test("refusals carry the empty listing fields nats-server sends beside an error", async () => {
+    await both("$JS.API.STREAM.CREATE.SEALED", { name: "SEALED", subjects: ["sealed"] });
+    await both("$JS.API.STREAM.UPDATE.SEALED", { name: "SEALED", subjects: ["sealed"], sealed: true });
+    const requests: Array<[string, unknown, Json]> = [
+      ["$JS.API.STREAM.INFO.NOPE", "", { total: 0, offset: 0, limit: 0 }],
+      ["$JS.API.STREAM.INFO.SEALED", "{x", { total: 0, offset: 0, limit: 0 }],
+      ["$JS.API.STREAM.LIST", "{x", { total: 0, offset: 0, limit: 0, streams: [] }],
+      ["$JS.API.STREAM.NAMES", "{x", { total: 0, offset: 0, limit: 0, streams: null }],
+      ["$JS.API.CONSUMER.NAMES.NOPE", "", { total: 0, offset: 0, limit: 0, consumers: [] }],
+      ["$JS.API.CONSUMER.LIST.NOPE", "", { total: 0, offset: 0, limit: 0, consumers: [] }],
+      ["$JS.API.STREAM.PURGE.SEALED", "", { purged: 0 }],
+    ];
+    for (const [subject, body, fields] of requests) {
+      const r = await both(subject, body);
+      assert.ok(r.ours.error !== undefined, subject);
+      const { type: _t, error: _e, ...rest } = r.ours;
+      assert.deepEqual(rest, fields, subject);
+      if (r.theirs !== undefined) {
+        const { type: _tt, error: _ee, ...theirs } = r.theirs;
+        assert.deepEqual(rest, theirs, `nats-server: ${subject}`);
+        assert.deepEqual(r.ours.error, r.theirs.error, `nats-server: ${subject}`);
+      }
+    }
+  });
 });

@@ -274,8 +274,12 @@ export function apiResponseType(t: string[]): string | undefined {
   return undefined;
 }
 
-/** The empty listing fields nats-server 2.9 sends beside "JetStream not enabled for account", per response type. */
-const NOT_ENABLED_FIELDS: Record<string, Json> = {
+/**
+ * The empty listing fields nats-server sends beside an error (its response
+ * types' fields are not omitted when empty), per response type: beside "JetStream
+ * not enabled for account" as beside any other.
+ */
+const ERROR_FIELDS: Record<string, Json> = {
   stream_names_response: { total: 0, offset: 0, limit: 0, streams: null },
   stream_list_response: { total: 0, offset: 0, limit: 0, streams: [] },
   stream_info_response: { total: 0, offset: 0, limit: 0 },
@@ -316,7 +320,7 @@ export class DisabledApi implements Receiver {
     if (systemOnly(t) || isNextRequest(t) || (t[2] === "DIRECT" && t[3] === "GET")) return;
     const type = apiResponseType(t);
     const error = type === undefined ? Errors.badRequest() : type.includes("stepdown") || type === "stream_remove_peer_response" ? Errors.clusterRequired() : LimitErrors.notEnabledForAccount();
-    const body = { type: TYPE + (type ?? SYSTEM_RESPONSE), error: error.toJSON(), ...(type !== undefined ? NOT_ENABLED_FIELDS[type] : undefined) };
+    const body = { type: TYPE + (type ?? SYSTEM_RESPONSE), error: error.toJSON(), ...(type !== undefined ? ERROR_FIELDS[type] : undefined) };
     this.emit(msg.reply, Buffer.from(JSON.stringify(body)));
   }
 }
@@ -406,7 +410,7 @@ export class JetStreamApi implements Receiver {
   private respond(req: Request, type: string, body: Json): void {
     this.js.apiTotal++;
     if (body.error !== undefined) this.js.apiErrors++;
-    const text = JSON.stringify({ type: TYPE + type, ...body });
+    const text = JSON.stringify({ type: TYPE + type, ...body, ...(body.error !== undefined ? ERROR_FIELDS[type] : undefined) });
     this.js.emit(req.reply, req.reply, "", null, Buffer.from(text));
     this.js.events.apiAudit(req.subject, req.body, text);
   }
