@@ -141,4 +141,60 @@ describe("JetStream API beside nats-server 2.9", () => {
       }
     }
   });
+  test("a last_per_subject consumer reports its delivered stream sequence and ack floor walking its start list", async () => {
+    const run = async (nc: ConnV2): Promise<Array<[unknown, unknown]>> => {
+      await api(nc as never, "$JS.API.STREAM.CREATE.LPS", { name: "LPS", subjects: ["lps.>"] });
+      for (const subject of ["lps.a", "lps.b", "lps.a", "lps.c", "lps.c"]) await nc.request(subject, "x");
+      const seen: Array<[unknown, unknown]> = [];
+      const look = (r: Json): void => {
+        seen.push([(r.delivered as Json).stream_seq, (r.ack_floor as Json).stream_seq]);
+      };
+      // The start list: lps.b at 2, lps.a at 3, lps.c at 5.
+      look(await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.LPS.L", { stream_name: "LPS", config: { durable_name: "L", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "lps.>" } }));
+      const js = nc.jetstream();
+      for (let i = 0; i < 3; i++) {
+        for await (const m of js.fetch("LPS", "L", { batch: 1, expires: 2000 })) {
+          look(await api(nc as never, "$JS.API.CONSUMER.INFO.LPS.L"));
+          await m.ackAck();
+        }
+        look(await api(nc as never, "$JS.API.CONSUMER.INFO.LPS.L"));
+      }
+      return seen;
+    };
+    // nagare's ack floor starts at the start position minus one, as nats-server 2.9 holds it in memory (its answer reads 0
+    // back from its store before the first ack; ARCHITECTURE.md lists it).
+    const want: Array<[unknown, unknown]> = [[1, 1], [2, 1], [2, 2], [3, 2], [3, 3], [5, 3], [5, 5]];
+    assert.deepEqual(await run(ours), want);
+    if (refNc !== undefined) {
+      const theirs = await run(refNc);
+      assert.deepEqual(theirs.slice(2), want.slice(2), "nats-server");
+      assert.deepEqual(theirs.slice(0, 2), [[1, 0], [2, 0]], "nats-server");
+    }
+  });
+  test("interest retention keeps what a last_per_subject consumer took from its start list until it acks", async () => {
+    const run = async (nc: ConnV2): Promise<unknown[]> => {
+      await api(nc as never, "$JS.API.STREAM.CREATE.INT", { name: "INT", subjects: ["int.>"], retention: "interest" });
+      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.INT.A", { stream_name: "INT", config: { durable_name: "A", ack_policy: "explicit" } });
+      for (const subject of ["int.1", "int.2", "int.3"]) await nc.request(subject, "x");
+      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.INT.B", { stream_name: "INT", config: { durable_name: "B", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "int.>" } });
+      const js = nc.jetstream();
+      const taken = [];
+      for await (const m of js.fetch("INT", "B", { batch: 1, expires: 2000 })) taken.push(m);
+      for await (const m of js.fetch("INT", "A", { batch: 3, expires: 2000 })) await m.ackAck();
+      const kept = ((await api(nc as never, "$JS.API.STREAM.INFO.INT")).state as Json).messages;
+      // Answered once the NAK is applied: the fetch below finds the message due again.
+      await nc.request((taken[0] as unknown as { reply: string }).reply, "-NAK");
+      const again: number[] = [];
+      for await (const m of js.fetch("INT", "B", { batch: 3, expires: 2000 })) {
+        again.push(m.seq);
+        await m.ackAck();
+      }
+      const left = ((await api(nc as never, "$JS.API.STREAM.INFO.INT")).state as Json).messages;
+      // Redelivered before or after the rest, as the server schedules it.
+      return [taken[0].seq, kept, again.sort((a, b) => a - b), left];
+    };
+    const want = [1, 3, [1, 2, 3], 0];
+    assert.deepEqual(await run(ours), want);
+    if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
+  });
 });

@@ -269,6 +269,8 @@ export class Consumer {
   private readonly redeliverSet = new Set<number>();
   /** For last_per_subject: the sequences to deliver before continuing from the cursor. */
   private initial: number[] | null = null;
+  /** The last of `initial` delivered (0: none since this object was made), for info only. */
+  private initialDelivered = 0;
   private readonly waiting: PullRequest[] = [];
   private pumping = false;
   private again = false;
@@ -466,12 +468,13 @@ export class Consumer {
         let seqs = this.filters.length === 0 ? log.lastPerSubject() : this.filters.flatMap((f) => log.lastPerSubject(f)).sort((a, b) => a - b);
         if (this.stream.readerVisibility !== null) seqs = await this.lastVisiblePerSubject(seqs);
         this.initial = seqs.length > 0 ? seqs : null;
+        this.initialDelivered = 0;
         this.cursor = this.visibleEnd(st.lastSeq);
         break;
       }
     }
     this.deliveredS = this.cursor;
-    this.ackFloorS = this.cursor;
+    this.ackFloorS = this.doneWithBelow();
     this.armHeartbeat();
   }
 
@@ -603,12 +606,15 @@ export class Consumer {
   }
 
   info(): Record<string, unknown> {
+    // A last_per_subject consumer keeps its cursor at the end while it delivers its start list; nats-server's cursor walks
+    // the list, so it reports as delivered the last sequence it took from there (before any, the first's minus one).
+    const deliveredS = this.initial !== null ? this.doneWithBelow() : this.deliveredS;
     const info: Record<string, unknown> = {
       stream_name: this.stream.config.name,
       name: this.name,
       created: this.created.toISOString(),
       config: this.config,
-      delivered: { consumer_seq: this.dseq, stream_seq: this.deliveredS, last_active: this.lastDeliveryAt ? isoTime(this.lastDeliveryAt) : undefined },
+      delivered: { consumer_seq: this.dseq, stream_seq: deliveredS, last_active: this.lastDeliveryAt ? isoTime(this.lastDeliveryAt) : undefined },
       ack_floor: { consumer_seq: this.ackFloorC, stream_seq: this.ackFloorS },
       num_ack_pending: (this.dropRemovedPending(), this.pending.size),
       num_redelivered: this.countRedelivered(),
@@ -814,6 +820,7 @@ export class Consumer {
       let i = 0;
       while (i < this.initial.length && this.initial[i] <= m.seq) i++;
       this.initial.splice(0, i);
+      this.initialDelivered = m.seq;
       if (this.initial.length === 0) this.initial = null;
       return;
     }
@@ -889,7 +896,7 @@ export class Consumer {
     }
     if (m.seq > this.deliveredS) this.deliveredS = m.seq;
     if (cfg.ack_policy === "none") {
-      this.ackFloorS = this.deliveredS;
+      this.ackFloorS = this.doneWithBelow();
       this.ackFloorC = this.dseq;
     }
     this.lastDeliveryAt = now;
@@ -1311,13 +1318,25 @@ export class Consumer {
   private advanceFloor(): void {
     const first = this.pending.keys().next();
     if (first.done) {
-      this.ackFloorS = this.deliveredS;
+      this.ackFloorS = this.doneWithBelow();
       this.ackFloorC = this.dseq;
     } else {
       const p = this.pending.get(first.value)!;
       this.ackFloorS = first.value - 1;
       this.ackFloorC = p.dseq - 1;
     }
+  }
+
+  /**
+   * How far the ack floor may go with nothing pending: the delivered end, but
+   * while a last_per_subject start list is delivered only to the last taken
+   * from it (before any, below its first). The cursor waits at the end
+   * meanwhile: a floor there said the list's deliveries not yet acknowledged
+   * were, and on an interest stream another consumer's ack removed them.
+   */
+  private doneWithBelow(): number {
+    if (this.initial === null) return this.deliveredS;
+    return Math.min(this.deliveredS, this.initialDelivered || this.initial[0] - 1);
   }
 
   // ---- redelivery deadlines: a min-heap of pending deliveries and one timer for the earliest ----
