@@ -197,4 +197,22 @@ describe("JetStream API beside nats-server 2.9", () => {
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
   });
+  test("under ack all a termination acknowledges everything up to it, as an ack does", async () => {
+    const run = async (nc: ConnV2): Promise<unknown[]> => {
+      await api(nc as never, "$JS.API.STREAM.CREATE.TERM", { name: "TERM", subjects: ["term"], retention: "interest" });
+      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.TERM.C", { stream_name: "TERM", config: { durable_name: "C", ack_policy: "all" } });
+      for (let i = 0; i < 4; i++) await nc.request("term", "x");
+      const js = nc.jetstream();
+      const got: Array<{ reply: string; seq: number }> = [];
+      for await (const m of js.fetch("TERM", "C", { batch: 3, expires: 2000 })) got.push(m as unknown as { reply: string; seq: number });
+      // Answered once applied (a double ack's reply).
+      await nc.request(got[2].reply, "+TERM");
+      const ci = await api(nc as never, "$JS.API.CONSUMER.INFO.TERM.C");
+      const si = await api(nc as never, "$JS.API.STREAM.INFO.TERM");
+      return [got.map((m) => m.seq), ci.num_ack_pending, (ci.ack_floor as Json).stream_seq, (si.state as Json).messages];
+    };
+    const want = [[1, 2, 3], 0, 3, 1];
+    assert.deepEqual(await run(ours), want);
+    if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
+  });
 });

@@ -1221,12 +1221,15 @@ export class Consumer {
         if (p !== undefined && current && p.heapAt >= 0) this.schedule(p, Date.now() + this.ackWaitFor(p.count));
         break;
       case "+TERM": {
-        if (p !== undefined && current) {
-          this.host.events?.terminated(this, p);
+        if (p !== undefined && current) this.host.events?.terminated(this, p);
+        if (this.config.ack_policy === "all") {
+          // nats-server takes a termination as an ack: under ack all, of everything up to it too.
+          for (const seq of this.ackUpTo(sseq)) this.stream.acked(this, seq);
+        } else if (p !== undefined && current) {
           this.forget(p);
           this.stream.acked(this, sseq);
         }
-        this.maxedOut.delete(sseq);
+        this.ackMaxedOut(sseq);
         break;
       }
       default:
