@@ -9,9 +9,9 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { connect as connectV2, type NatsConnection as ConnV2 } from "nats";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
-import { api, startJs, type JsHarness } from "./helpers/js.js";
+import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
 import { natsServerPath, startNatsServer, type RunningNatsServer } from "./helpers/nats-server.js";
 
 type Json = Record<string, unknown>;
@@ -214,5 +214,10 @@ describe("JetStream API beside nats-server 2.9", () => {
     const want = [[1, 2, 3], 0, 3, 1];
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
+  });
+  test("a negative ack wait is refused with nats-server's own code, 10183 (2.12 on; 2.9 keeps it)", async () => {
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({ name: "ACKWAIT", subjects: ["ackwait"] });
+    assert.equal(await apiErrorCode(jsm.consumers.add("ACKWAIT", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: -1 })), 10183);
   });
 });

@@ -579,7 +579,7 @@ export function normalizeConsumerConfig(raw: unknown, stream: StreamConfig, acco
     if (deliverPolicy !== "all") throw Errors.consumerWqNotDeliverAll();
   }
   // Beyond nats-server: values that cannot mean anything are refused rather than kept.
-  if (ackWait < 0) throw bad("consumer ack wait needs to be positive");
+  if (ackWait < 0) throw Errors.consumerAckWaitNegative();
   if (backoff && backoff.some((b) => b <= 0)) throw Errors.consumerBackoffNegative();
   if (inactive !== undefined && inactive < 0) throw bad("consumer inactive threshold must be positive");
   if (!durable && !inactive) inactive = DEFAULT_INACTIVE_THRESHOLD;

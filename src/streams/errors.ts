@@ -156,6 +156,7 @@ export const Errors = {
   consumerMaxPendingNeedsAck: e(400, 10082, "consumer requires ack policy for max ack pending"),
   consumerBackoff: e(400, 10116, "max deliver is required to be > length of backoff values"),
   consumerBackoffNegative: e(400, 10184, "consumer backoff needs to be positive"),
+  consumerAckWaitNegative: e(400, 10183, "consumer ack wait needs to be positive"),
   consumerDuplicateFilters: e(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified"),
   consumerOverlappingFilters: e(400, 10138, "consumer subject filters cannot overlap"),
   consumerEmptyFilter: e(400, 10139, "consumer filter in FilterSubjects cannot be empty"),
