@@ -220,4 +220,14 @@ describe("JetStream API beside nats-server 2.9", () => {
     await jsm.streams.add({ name: "ACKWAIT", subjects: ["ackwait"] });
     assert.equal(await apiErrorCode(jsm.consumers.add("ACKWAIT", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: -1 })), 10183);
   });
+  test("a mirror with subjects gets nats-server's refusal (10034) before nagare's 'not supported'", async () => {
+    await both("$JS.API.STREAM.CREATE.PLAIN", { name: "PLAIN", subjects: ["plain"] });
+    for (const [verb, name] of [["CREATE", "MIRRORED"], ["UPDATE", "PLAIN"]]) {
+      const r = await both(`$JS.API.STREAM.${verb}.${name}`, { name, subjects: ["mirrored"], mirror: { name: "ORIGIN" } });
+      assert.deepEqual(r.ours.error, { code: 400, err_code: 10034, description: "stream mirrors can not contain subjects" }, verb);
+      if (r.theirs !== undefined) assert.deepEqual(r.ours.error, r.theirs.error, `nats-server: ${verb}`);
+    }
+    const jsm = await jetstreamManager(h.nc);
+    assert.equal(await apiErrorCode(jsm.streams.add({ name: "MIRRORED", subjects: ["mirrored"], mirror: { name: "ORIGIN" } })), 10034);
+  });
 });

@@ -210,7 +210,11 @@ export function normalizeStreamConfig(raw: unknown): StreamConfig {
     throw bad(`stream description is too long, maximum allowed is ${MAX_DESCRIPTION_LEN}`);
   }
   const md = metadata(raw, () => bad(`stream metadata exceeds maximum size of ${MAX_METADATA_LEN} bytes`));
-  if (raw.mirror !== undefined && raw.mirror !== null) throw bad("stream mirrors are not supported");
+  if (raw.mirror !== undefined && raw.mirror !== null) {
+    // A configuration nats-server refuses whatever it supports gets its refusal, not "not supported".
+    if (Array.isArray(raw.subjects) && raw.subjects.length > 0) throw Errors.mirrorWithSubjects();
+    throw bad("stream mirrors are not supported");
+  }
   if (Array.isArray(raw.sources) && raw.sources.length > 0) throw bad("stream sources are not supported");
   // Placement picks servers in a cluster: a single server accepts and keeps it, as nats-server does.
   const placementRaw = object(raw, "placement");

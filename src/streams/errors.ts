@@ -93,6 +93,7 @@ export const Errors = {
   // nats-server 2.9 and 2.10 give no detail: a value of the wrong type reads the same as broken JSON.
   invalidJson: e(400, 10025, "invalid JSON"),
   notEmptyRequest: e(400, 10038, "expected an empty request payload"),
+  mirrorWithSubjects: e(400, 10034, "stream mirrors can not contain subjects"),
   notEnabled: e(503, 10076, "JetStream not enabled"),
   clusterRequired: e(503, 10010, "JetStream clustering support required"),
   // A cluster's: placement that finds no node, a stream whose node is gone, metadata etcd will not change now.
