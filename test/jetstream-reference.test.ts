@@ -8,7 +8,7 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
-import { connect as connectV2, type NatsConnection as ConnV2 } from "nats";
+import { connect as connectV2, headers as natsHeaders, type NatsConnection as ConnV2 } from "nats";
 import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
 import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
@@ -229,5 +229,12 @@ describe("JetStream API beside nats-server 2.9", () => {
     }
     const jsm = await jetstreamManager(h.nc);
     assert.equal(await apiErrorCode(jsm.streams.add({ name: "MIRRORED", subjects: ["mirrored"], mirror: { name: "ORIGIN" } })), 10034);
+  });
+  test("a publish with an unknown rollup value is refused with nats-server 2.10's quoted text", async () => {
+    await api(ours as never, "$JS.API.STREAM.CREATE.ROLL", { name: "ROLL", subjects: ["roll"], allow_rollup_hdrs: true });
+    const hdrs = natsHeaders();
+    hdrs.set("Nats-Rollup", "bogus");
+    const m = await ours.request("roll", "x", { headers: hdrs, timeout: 5000 });
+    assert.deepEqual(JSON.parse(m.string()), { error: { code: 500, err_code: 10111, description: 'rollup value invalid: "bogus"' }, stream: "ROLL", seq: 0 });
   });
 });

@@ -747,7 +747,8 @@ export class Stream {
       rollup = header(h, "Nats-Rollup");
       if (rollup !== undefined) {
         if (!this.config.allow_rollup_hdrs) return this.fail(p, msgId, Errors.rollupFailed("rollup not permitted"));
-        if (rollup !== "sub" && rollup !== "all") return this.fail(p, msgId, Errors.rollupFailed(`rollup value invalid: ${rollup}`));
+        // Quoted as nats-server's %q quotes it (2.10 on; 2.9.10 does not answer).
+        if (rollup !== "sub" && rollup !== "all") return this.fail(p, msgId, Errors.rollupFailed(`rollup value invalid: ${JSON.stringify(rollup)}`));
       }
       if (h.has("Nats-TTL") && !this.config.allow_msg_ttl) return this.fail(p, msgId, Errors.ttlDisabled());
     }
