@@ -237,4 +237,19 @@ describe("JetStream API beside nats-server 2.9", () => {
     const m = await ours.request("roll", "x", { headers: hdrs, timeout: 5000 });
     assert.deepEqual(JSON.parse(m.string()), { error: { code: 500, err_code: 10111, description: 'rollup value invalid: "bogus"' }, stream: "ROLL", seq: 0 });
   });
+  test("an update of a sealed stream that leaves out its denies is refused, as nats-server checks before sealing", async () => {
+    await both("$JS.API.STREAM.CREATE.SEAL2", { name: "SEAL2", subjects: ["seal2"] });
+    const sealing = await both("$JS.API.STREAM.UPDATE.SEAL2", { name: "SEAL2", subjects: ["seal2"], sealed: true });
+    assert.equal(((sealing.ours.config as Json).deny_purge), true);
+    const cases: Array<[Json, Json | undefined]> = [
+      [{ sealed: true }, { code: 500, err_code: 10052, description: "stream configuration update can not cancel deny message deletes" }],
+      [{ sealed: true, deny_delete: true }, { code: 500, err_code: 10052, description: "stream configuration update can not cancel deny purge" }],
+      [{ sealed: true, deny_delete: true, deny_purge: true, description: "kept" }, undefined],
+    ];
+    for (const [extra, error] of cases) {
+      const r = await both("$JS.API.STREAM.UPDATE.SEAL2", { name: "SEAL2", subjects: ["seal2"], discard: "new", ...extra });
+      assert.deepEqual(r.ours.error, error, JSON.stringify(extra));
+      if (r.theirs !== undefined) assert.deepEqual(r.ours.error, r.theirs.error, `nats-server: ${JSON.stringify(extra)}`);
+    }
+  });
 });

@@ -763,11 +763,13 @@ export class ClusterApi implements Receiver {
 
   /** STREAM.UPDATE on the leader: the placement's subjects and config change first (refused while etcd is away), then the stream. */
   async update(name: string, req: Json): Promise<Json> {
-    const config = sealAdjusted(normalizeStreamConfig(req));
+    const asked = normalizeStreamConfig(req);
+    const config = sealAdjusted(asked);
     const before = this.directory.get(this.account, name);
     if (before === undefined) return await (await this.js.updateStream(req)).info();
-    // Refused before the placement changes: every node hosting it follows the placement's config.
-    const invalid = streamUpdateError(this.js.stream(name).config, config) ?? unsupportedStreamFeature(config, true);
+    // Refused before the placement changes: every node hosting it follows the placement's config. Checked as asked, then
+    // sealed, as nats-server checks.
+    const invalid = streamUpdateError(this.js.stream(name).config, asked) ?? unsupportedStreamFeature(config, true);
     if (invalid !== null) throw invalid;
     // Checked here, so a rescale that cannot be made is refused before anything changes; made below on the placement etcd has.
     // Only for a number that is neither the stored config's nor the placement's: a Kafka topic's stream config says 1

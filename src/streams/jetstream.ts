@@ -1130,14 +1130,16 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   async updateStream(raw: unknown): Promise<Stream> {
-    const config = sealAdjusted(normalizeStreamConfig(raw));
-    return this.exclusive(config.name, () => this.update(config));
+    const asked = normalizeStreamConfig(raw);
+    return this.exclusive(asked.name, () => this.update(asked));
   }
 
-  private async update(config: StreamConfig): Promise<Stream> {
-    const stream = this.stream(config.name);
-    const err = streamUpdateError(stream.config, config);
+  private async update(asked: StreamConfig): Promise<Stream> {
+    const stream = this.stream(asked.name);
+    // Checked as asked, then sealed (nats-server's order): an update of a sealed stream must still ask for its denies.
+    const err = streamUpdateError(stream.config, asked);
     if (err !== null) throw err;
+    const config = sealAdjusted(asked);
     const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
     if (unsupported !== null) throw unsupported;
     const over = this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
