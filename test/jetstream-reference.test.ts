@@ -252,4 +252,25 @@ describe("JetStream API beside nats-server 2.9", () => {
       if (r.theirs !== undefined) assert.deepEqual(r.ours.error, r.theirs.error, `nats-server: ${JSON.stringify(extra)}`);
     }
   });
+  test("a stream whose last message is gone still reports that message's time as last_ts", async () => {
+    const run = async (nc: ConnV2, storage: string): Promise<boolean[]> => {
+      const name = `LASTTS_${storage}`;
+      const subject = `lastts.${storage}`;
+      await api(nc as never, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: [subject], storage });
+      const timeOf = async (seq: number): Promise<string> => ((await api(nc as never, `$JS.API.STREAM.MSG.GET.${name}`, { seq })).message as Json).time as string;
+      const lastTs = async (): Promise<string> => ((await api(nc as never, `$JS.API.STREAM.INFO.${name}`)).state as Json).last_ts as string;
+      for (let i = 0; i < 3; i++) await nc.request(subject, "x");
+      const third = await timeOf(3);
+      await api(nc as never, `$JS.API.STREAM.MSG.DELETE.${name}`, { seq: 3 });
+      const afterDelete = (await lastTs()) === third;
+      await api(nc as never, `$JS.API.STREAM.PURGE.${name}`);
+      const afterPurge = await lastTs();
+      // The third's time (the newest stored), which nats-server keeps; not the zero time.
+      return [afterDelete, afterPurge === third, afterPurge !== "0001-01-01T00:00:00Z"];
+    };
+    for (const storage of ["file", "memory"]) {
+      assert.deepEqual(await run(ours, storage), [true, true, true], storage);
+      if (refNc !== undefined) assert.deepEqual(await run(refNc, storage), [true, true, true], `nats-server: ${storage}`);
+    }
+  });
 });

@@ -1499,6 +1499,10 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
 
   // ---- reads ----
 
+  newestTime(): number {
+    return this.lastTime;
+  }
+
   state(): LogState {
     return this.index.state(this.lastSeq, this.corrupt, this.lost.ranges, this.writeError?.message ?? null);
   }

@@ -331,6 +331,12 @@ export interface ScanOptions {
 export type AppendCallback = (err: Error | null, seq: number) => void;
 
 export interface MessageLog {
+  /**
+   * The time of the newest record appended, kept when that record is
+   * removed (0: none known): a stream reports it as its last time after a
+   * purge, as nats-server does.
+   */
+  newestTime?(): number;
   append(input: AppendInput, done: AppendCallback): void;
   /**
    * Appends records at consecutive sequences with one callback: the first

@@ -508,6 +508,10 @@ export class MemoryLog extends IndexedLog<LiveIndex> implements MessageLog {
     this.index.expireBefore(this.seqAtOrAfter(Date.now() - maxAge));
   }
 
+  newestTime(): number {
+    return this.lastTime;
+  }
+
   state(): LogState {
     return this.index.state(this.lastSeq, [], this.lost, null);
   }

@@ -91,7 +91,7 @@ const ORDER_SENSITIVE = [
  */
 export type ReaderLog = Pick<
   MessageLog,
-  "get" | "scan" | "next" | "firstAtOrAfter" | "lastBySubject" | "lastPerSubject" | "lastSeqOf" | "subjectCounts" | "subjectCount" | "has" | "removals" | "pendingAfter" | "deletedSequences" | "delete" | "purge" | "state"
+  "get" | "scan" | "next" | "firstAtOrAfter" | "lastBySubject" | "lastPerSubject" | "lastSeqOf" | "subjectCounts" | "subjectCount" | "has" | "removals" | "pendingAfter" | "deletedSequences" | "delete" | "purge" | "state" | "newestTime"
 >;
 
 export const ZERO_TIME = "0001-01-01T00:00:00Z";
@@ -1547,6 +1547,8 @@ export class Stream {
       firstTime = (await this.log.get(st.firstSeq))?.time ?? 0;
       lastTime = (await this.log.get(st.lastSeq))?.time ?? 0;
     }
+    // The last message gone (purged, deleted): nats-server still reports its time.
+    if (lastTime === 0 && st.lastSeq > 0) lastTime = this.log.newestTime?.() ?? 0;
     return { ...st, firstTime, lastTime };
   }
 
