@@ -11,13 +11,37 @@ import { rmSync } from "node:fs";
 import { connect as connectV2, headers as natsHeaders, type NatsConnection as ConnV2 } from "nats";
 import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
-import { api, apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
+import { apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
 import { natsServerPath, startNatsServer, type RunningNatsServer } from "./helpers/nats-server.js";
 
 type Json = Record<string, unknown>;
 
 const hasRef = natsServerPath() !== null;
-const refSkip = hasRef ? false : "nats-server is not installed";
+
+type Delivery = { reply: string; seq: number };
+
+/** `n` deliveries of a pull consumer through the v2 client's fetch, asking again until they came (5 s at most). */
+async function take(nc: ConnV2, stream: string, consumer: string, n: number): Promise<Delivery[]> {
+  const got: Delivery[] = [];
+  const until = Date.now() + 5000;
+  while (got.length < n && Date.now() < until) {
+    for await (const m of nc.jetstream().fetch(stream, consumer, { batch: n - got.length, expires: 1000 })) got.push(m as unknown as Delivery);
+  }
+  return got;
+}
+
+/** The number of messages a stream holds once it reaches `want` (removals by retention are not synchronous), or the last seen. */
+async function settledMessages(nc: ConnV2, stream: string, want: number): Promise<unknown> {
+  let seen: unknown;
+  await waitUntilAsync(async () => (seen = ((await ask(nc, `$JS.API.STREAM.INFO.${stream}`)).state as Json).messages) === want, `${stream} holds ${want}`, 5000).catch(() => undefined);
+  return seen;
+}
+
+/** A raw API request through the v2 client: the decoded JSON answer. */
+async function ask(nc: ConnV2, subject: string, body: unknown = ""): Promise<Json> {
+  const m = await nc.request(subject, typeof body === "string" ? body : JSON.stringify(body), { timeout: 5000 });
+  return JSON.parse(m.string()) as Json;
+}
 
 describe("JetStream API beside nats-server 2.9", () => {
   let h: JsHarness;
@@ -43,7 +67,7 @@ describe("JetStream API beside nats-server 2.9", () => {
 
   /** The same raw request to both servers (nagare's answer only when the reference is absent). */
   async function both(subject: string, body: unknown = ""): Promise<{ ours: Json; theirs: Json | undefined }> {
-    return { ours: await api(ours as never, subject, body), theirs: refNc === undefined ? undefined : await api(refNc as never, subject, body) };
+    return { ours: await ask(ours, subject, body), theirs: refNc === undefined ? undefined : await ask(refNc, subject, body) };
   }
 
   test("stream info pages subjects as nats-server: total, offset, limit and the sorted page from offset", async () => {
@@ -79,22 +103,21 @@ describe("JetStream API beside nats-server 2.9", () => {
     for (let i = 0; i < n; i++) ours.publish(`many.${i}`);
     await ours.flush();
     await waitUntilAsync(async () => (await jsm.streams.info("MANY")).state.messages === n, "every message stored", 60_000);
-    const first = await api(ours as never, "$JS.API.STREAM.INFO.MANY", { subjects_filter: ">" });
+    const first = await ask(ours, "$JS.API.STREAM.INFO.MANY", { subjects_filter: ">" });
     assert.equal(Object.keys((first.state as Json).subjects as Json).length, 100_000);
     assert.deepEqual([first.total, first.offset, first.limit], [n, 0, 100_000]);
     const si = await jsm.streams.info("MANY", { subjects_filter: ">" });
     assert.equal(Object.keys(si.state.subjects ?? {}).length, n);
     assert.equal(si.state.subjects?.["many.100004"], 1);
   });
+
   test("a double ack to a consumer that is gone gets no responders at once; one with an unknown body is answered", async () => {
     const run = async (nc: ConnV2): Promise<string[]> => {
       const out: string[] = [];
-      await api(nc as never, "$JS.API.STREAM.CREATE.ACKS", { name: "ACKS", subjects: ["acks"] });
-      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.ACKS.C", { stream_name: "ACKS", config: { durable_name: "C", ack_policy: "explicit" } });
+      await ask(nc, "$JS.API.STREAM.CREATE.ACKS", { name: "ACKS", subjects: ["acks"] });
+      await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.ACKS.C", { stream_name: "ACKS", config: { durable_name: "C", ack_policy: "explicit" } });
       for (let i = 0; i < 2; i++) await nc.request("acks", "x");
-      const js = nc.jetstream();
-      const got: Array<{ reply: string }> = [];
-      for await (const m of js.fetch("ACKS", "C", { batch: 2, expires: 2000 })) got.push(m as unknown as { reply: string }); // the v2 JsMsg's ack subject
+      const got = await take(nc, "ACKS", "C", 2);
       assert.equal(got.length, 2);
       const answer = async (subject: string, body: string): Promise<string> => {
         try {
@@ -105,7 +128,7 @@ describe("JetStream API beside nats-server 2.9", () => {
         }
       };
       out.push(await answer(got[0].reply, "+BOGUS"));
-      await api(nc as never, "$JS.API.CONSUMER.DELETE.ACKS.C");
+      await ask(nc, "$JS.API.CONSUMER.DELETE.ACKS.C");
       const started = Date.now();
       out.push(await answer(got[1].reply, "+ACK"));
       out.push(Date.now() - started < 1500 ? "at once" : "late");
@@ -117,6 +140,7 @@ describe("JetStream API beside nats-server 2.9", () => {
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
   });
+
   test("refusals carry the empty listing fields nats-server sends beside an error", async () => {
     await both("$JS.API.STREAM.CREATE.SEALED", { name: "SEALED", subjects: ["sealed"] });
     await both("$JS.API.STREAM.UPDATE.SEALED", { name: "SEALED", subjects: ["sealed"], sealed: true });
@@ -141,23 +165,24 @@ describe("JetStream API beside nats-server 2.9", () => {
       }
     }
   });
+
   test("a last_per_subject consumer reports its delivered stream sequence and ack floor walking its start list", async () => {
     const run = async (nc: ConnV2): Promise<Array<[unknown, unknown]>> => {
-      await api(nc as never, "$JS.API.STREAM.CREATE.LPS", { name: "LPS", subjects: ["lps.>"] });
+      await ask(nc, "$JS.API.STREAM.CREATE.LPS", { name: "LPS", subjects: ["lps.>"] });
       for (const subject of ["lps.a", "lps.b", "lps.a", "lps.c", "lps.c"]) await nc.request(subject, "x");
       const seen: Array<[unknown, unknown]> = [];
       const look = (r: Json): void => {
         seen.push([(r.delivered as Json).stream_seq, (r.ack_floor as Json).stream_seq]);
       };
       // The start list: lps.b at 2, lps.a at 3, lps.c at 5.
-      look(await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.LPS.L", { stream_name: "LPS", config: { durable_name: "L", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "lps.>" } }));
+      look(await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.LPS.L", { stream_name: "LPS", config: { durable_name: "L", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "lps.>" } }));
       const js = nc.jetstream();
       for (let i = 0; i < 3; i++) {
         for await (const m of js.fetch("LPS", "L", { batch: 1, expires: 2000 })) {
-          look(await api(nc as never, "$JS.API.CONSUMER.INFO.LPS.L"));
+          look(await ask(nc, "$JS.API.CONSUMER.INFO.LPS.L"));
           await m.ackAck();
         }
-        look(await api(nc as never, "$JS.API.CONSUMER.INFO.LPS.L"));
+        look(await ask(nc, "$JS.API.CONSUMER.INFO.LPS.L"));
       }
       return seen;
     };
@@ -171,55 +196,51 @@ describe("JetStream API beside nats-server 2.9", () => {
       assert.deepEqual(theirs.slice(0, 2), [[1, 0], [2, 0]], "nats-server");
     }
   });
+
   test("interest retention keeps what a last_per_subject consumer took from its start list until it acks", async () => {
     const run = async (nc: ConnV2): Promise<unknown[]> => {
-      await api(nc as never, "$JS.API.STREAM.CREATE.INT", { name: "INT", subjects: ["int.>"], retention: "interest" });
-      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.INT.A", { stream_name: "INT", config: { durable_name: "A", ack_policy: "explicit" } });
+      await ask(nc, "$JS.API.STREAM.CREATE.INT", { name: "INT", subjects: ["int.>"], retention: "interest" });
+      await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.INT.A", { stream_name: "INT", config: { durable_name: "A", ack_policy: "explicit" } });
       for (const subject of ["int.1", "int.2", "int.3"]) await nc.request(subject, "x");
-      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.INT.B", { stream_name: "INT", config: { durable_name: "B", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "int.>" } });
-      const js = nc.jetstream();
-      const taken = [];
-      for await (const m of js.fetch("INT", "B", { batch: 1, expires: 2000 })) taken.push(m);
-      for await (const m of js.fetch("INT", "A", { batch: 3, expires: 2000 })) await m.ackAck();
-      const kept = ((await api(nc as never, "$JS.API.STREAM.INFO.INT")).state as Json).messages;
+      await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.INT.B", { stream_name: "INT", config: { durable_name: "B", ack_policy: "explicit", deliver_policy: "last_per_subject", filter_subject: "int.>" } });
+      const taken = await take(nc, "INT", "B", 1);
+      for (const m of await take(nc, "INT", "A", 3)) await nc.request(m.reply, "+ACK");
+      const kept = ((await ask(nc, "$JS.API.STREAM.INFO.INT")).state as Json).messages;
       // Answered once the NAK is applied: the fetch below finds the message due again.
-      await nc.request((taken[0] as unknown as { reply: string }).reply, "-NAK");
-      const again: number[] = [];
-      for await (const m of js.fetch("INT", "B", { batch: 3, expires: 2000 })) {
-        again.push(m.seq);
-        await m.ackAck();
-      }
-      const left = ((await api(nc as never, "$JS.API.STREAM.INFO.INT")).state as Json).messages;
+      await nc.request(taken[0].reply, "-NAK");
+      const again = await take(nc, "INT", "B", 3);
+      for (const m of again) await nc.request(m.reply, "+ACK");
+      const left = await settledMessages(nc, "INT", 0);
       // Redelivered before or after the rest, as the server schedules it.
-      return [taken[0].seq, kept, again.sort((a, b) => a - b), left];
+      return [taken[0].seq, kept, again.map((m) => m.seq).sort((a, b) => a - b), left];
     };
     const want = [1, 3, [1, 2, 3], 0];
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
   });
+
   test("under ack all a termination acknowledges everything up to it, as an ack does", async () => {
     const run = async (nc: ConnV2): Promise<unknown[]> => {
-      await api(nc as never, "$JS.API.STREAM.CREATE.TERM", { name: "TERM", subjects: ["term"], retention: "interest" });
-      await api(nc as never, "$JS.API.CONSUMER.DURABLE.CREATE.TERM.C", { stream_name: "TERM", config: { durable_name: "C", ack_policy: "all" } });
+      await ask(nc, "$JS.API.STREAM.CREATE.TERM", { name: "TERM", subjects: ["term"], retention: "interest" });
+      await ask(nc, "$JS.API.CONSUMER.DURABLE.CREATE.TERM.C", { stream_name: "TERM", config: { durable_name: "C", ack_policy: "all" } });
       for (let i = 0; i < 4; i++) await nc.request("term", "x");
-      const js = nc.jetstream();
-      const got: Array<{ reply: string; seq: number }> = [];
-      for await (const m of js.fetch("TERM", "C", { batch: 3, expires: 2000 })) got.push(m as unknown as { reply: string; seq: number });
+      const got = await take(nc, "TERM", "C", 3);
       // Answered once applied (a double ack's reply).
       await nc.request(got[2].reply, "+TERM");
-      const ci = await api(nc as never, "$JS.API.CONSUMER.INFO.TERM.C");
-      const si = await api(nc as never, "$JS.API.STREAM.INFO.TERM");
-      return [got.map((m) => m.seq), ci.num_ack_pending, (ci.ack_floor as Json).stream_seq, (si.state as Json).messages];
+      const ci = await ask(nc, "$JS.API.CONSUMER.INFO.TERM.C");
+      return [got.map((m) => m.seq), ci.num_ack_pending, (ci.ack_floor as Json).stream_seq, await settledMessages(nc, "TERM", 1)];
     };
     const want = [[1, 2, 3], 0, 3, 1];
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
   });
+
   test("a negative ack wait is refused with nats-server's own code, 10183 (2.12 on; 2.9 keeps it)", async () => {
     const jsm = await jetstreamManager(h.nc);
     await jsm.streams.add({ name: "ACKWAIT", subjects: ["ackwait"] });
     assert.equal(await apiErrorCode(jsm.consumers.add("ACKWAIT", { durable_name: "C", ack_policy: AckPolicy.Explicit, ack_wait: -1 })), 10183);
   });
+
   test("a mirror with subjects gets nats-server's refusal (10034) before nagare's 'not supported'", async () => {
     await both("$JS.API.STREAM.CREATE.PLAIN", { name: "PLAIN", subjects: ["plain"] });
     for (const [verb, name] of [["CREATE", "MIRRORED"], ["UPDATE", "PLAIN"]]) {
@@ -230,13 +251,15 @@ describe("JetStream API beside nats-server 2.9", () => {
     const jsm = await jetstreamManager(h.nc);
     assert.equal(await apiErrorCode(jsm.streams.add({ name: "MIRRORED", subjects: ["mirrored"], mirror: { name: "ORIGIN" } })), 10034);
   });
+
   test("a publish with an unknown rollup value is refused with nats-server 2.10's quoted text", async () => {
-    await api(ours as never, "$JS.API.STREAM.CREATE.ROLL", { name: "ROLL", subjects: ["roll"], allow_rollup_hdrs: true });
+    await ask(ours, "$JS.API.STREAM.CREATE.ROLL", { name: "ROLL", subjects: ["roll"], allow_rollup_hdrs: true });
     const hdrs = natsHeaders();
     hdrs.set("Nats-Rollup", "bogus");
     const m = await ours.request("roll", "x", { headers: hdrs, timeout: 5000 });
     assert.deepEqual(JSON.parse(m.string()), { error: { code: 500, err_code: 10111, description: 'rollup value invalid: "bogus"' }, stream: "ROLL", seq: 0 });
   });
+
   test("an update of a sealed stream that leaves out its denies is refused, as nats-server checks before sealing", async () => {
     await both("$JS.API.STREAM.CREATE.SEAL2", { name: "SEAL2", subjects: ["seal2"] });
     const sealing = await both("$JS.API.STREAM.UPDATE.SEAL2", { name: "SEAL2", subjects: ["seal2"], sealed: true });
@@ -252,18 +275,19 @@ describe("JetStream API beside nats-server 2.9", () => {
       if (r.theirs !== undefined) assert.deepEqual(r.ours.error, r.theirs.error, `nats-server: ${JSON.stringify(extra)}`);
     }
   });
+
   test("a stream whose last message is gone still reports that message's time as last_ts", async () => {
     const run = async (nc: ConnV2, storage: string): Promise<boolean[]> => {
       const name = `LASTTS_${storage}`;
       const subject = `lastts.${storage}`;
-      await api(nc as never, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: [subject], storage });
-      const timeOf = async (seq: number): Promise<string> => ((await api(nc as never, `$JS.API.STREAM.MSG.GET.${name}`, { seq })).message as Json).time as string;
-      const lastTs = async (): Promise<string> => ((await api(nc as never, `$JS.API.STREAM.INFO.${name}`)).state as Json).last_ts as string;
+      await ask(nc, `$JS.API.STREAM.CREATE.${name}`, { name, subjects: [subject], storage });
+      const timeOf = async (seq: number): Promise<string> => ((await ask(nc, `$JS.API.STREAM.MSG.GET.${name}`, { seq })).message as Json).time as string;
+      const lastTs = async (): Promise<string> => ((await ask(nc, `$JS.API.STREAM.INFO.${name}`)).state as Json).last_ts as string;
       for (let i = 0; i < 3; i++) await nc.request(subject, "x");
       const third = await timeOf(3);
-      await api(nc as never, `$JS.API.STREAM.MSG.DELETE.${name}`, { seq: 3 });
+      await ask(nc, `$JS.API.STREAM.MSG.DELETE.${name}`, { seq: 3 });
       const afterDelete = (await lastTs()) === third;
-      await api(nc as never, `$JS.API.STREAM.PURGE.${name}`);
+      await ask(nc, `$JS.API.STREAM.PURGE.${name}`);
       const afterPurge = await lastTs();
       // The third's time (the newest stored), which nats-server keeps; not the zero time.
       return [afterDelete, afterPurge === third, afterPurge !== "0001-01-01T00:00:00Z"];
