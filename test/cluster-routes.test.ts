@@ -629,7 +629,9 @@ describe("route frames split across reads", () => {
       const got: string[] = [];
       const receiver = {
         echo: true,
-        deliver: (_s: Subscription, m: Message) => got.push(`${m.subject}|${m.reply}|${m.hdrLen}|${m.data.toString("latin1", m.start, m.end)}`),
+        deliver: (_s: Subscription, m: Message) => {
+          got.push(`${m.subject}|${m.reply}|${m.hdrLen}|${m.data.toString("latin1", m.start, m.end)}`);
+        },
       };
       server.broker.accounts.get("$G")!.subscribe(new Subscription(receiver, "split.>", null));
       const big = "B".repeat(3000);

@@ -13,6 +13,7 @@ import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { waitUntilAsync } from "./helpers/clients.js";
 import { apiErrorCode, startJs, type JsHarness } from "./helpers/js.js";
 import { natsServerPath, startNatsServer, type RunningNatsServer } from "./helpers/nats-server.js";
+import { RawClient } from "./helpers/raw.js";
 
 type Json = Record<string, unknown>;
 
@@ -139,6 +140,17 @@ describe("JetStream API beside nats-server 2.9", () => {
     const want = ["answered 0", "refused 503", "at once", "refused 503", "refused 503"];
     assert.deepEqual(await run(ours), want);
     if (refNc !== undefined) assert.deepEqual(await run(refNc), want, "nats-server");
+    // A client that did not ask for "no responders" hears nothing, never an empty answer it would take for a confirmation.
+    const quiet = await RawClient.connected(h.srv.port);
+    try {
+      quiet.consume();
+      // An answer would be written before the PONG.
+      quiet.send("SUB _INBOX.quiet 1\r\nPUB $JS.ACK.ACKS.C.1.1.1.0.0 _INBOX.quiet 4\r\n+ACK\r\nPING\r\n");
+      await quiet.waitFor(/PONG\r\n/, "PONG");
+      assert.doesNotMatch(quiet.text, /MSG _INBOX\.quiet/);
+    } finally {
+      quiet.destroy();
+    }
   });
 
   test("refusals carry the empty listing fields nats-server sends beside an error", async () => {

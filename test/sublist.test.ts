@@ -100,7 +100,12 @@ test("route: plain subscribers all, one member per queue group, evenly, echo res
   const acc = new Account("$G");
   const counts = new Map<Receiver, number>();
   const mk = (echo = true): Receiver => {
-    const r: Receiver = { echo, deliver: () => counts.set(r, (counts.get(r) ?? 0) + 1) };
+    const r: Receiver = {
+      echo,
+      deliver: () => {
+        counts.set(r, (counts.get(r) ?? 0) + 1);
+      },
+    };
     return r;
   };
   const members = [mk(), mk(), mk(), mk()];

@@ -145,7 +145,10 @@ export class Account {
       const sub = plain[i];
       if (sub.closed || (sub.receiver === origin && !origin.echo) || (internal && sub.receiver.clusterInternal !== true)) continue;
       sub.delivered++;
-      sub.receiver.deliver(sub, msg);
+      if (sub.receiver.deliver(sub, msg) === false) {
+        sub.delivered--;
+        continue;
+      }
       delivered++;
     }
     const queues = result.queues;

@@ -355,18 +355,18 @@ export class JetStreamApi implements Receiver {
     this.clusterApi?.close();
   }
 
-  deliver(_sub: Subscription, msg: Message): void {
+  deliver(_sub: Subscription, msg: Message): void | false {
     // A request reaches other nodes only for a subscriber there that its subject matches (a client's '>'): the
     // requester's own node serves it, forwarding it to the stream's leader (cluster-api.ts), as nats-server serves the API
     // where the client is. Served again there, a pull request was taken twice, an ack or delete applied twice.
     if (msg.fromRoute) return;
     if (this.clusterApi !== null && this.clusterApi.intercept(msg.subject, msg)) return;
     const body = Buffer.from(msg.data.subarray(msg.start + msg.hdrLen, msg.end));
-    this.serve(msg.subject, body, msg.hasReply ? msg.reply : "", null);
+    return this.serve(msg.subject, body, msg.hasReply ? msg.reply : "", null);
   }
 
-  /** Serves a request here: a local client's, or one another node forwarded (`placed`: a create it placed). */
-  private serve(subject: string, body: Buffer, reply: string, placed: Placed | null): void {
+  /** Serves a request here: a local client's, or one another node forwarded (`placed`: a create it placed); false: not taken. */
+  private serve(subject: string, body: Buffer, reply: string, placed: Placed | null): void | false {
     if (this.clusterApi !== null) {
       // A stream frozen for a move: its consumers' acks and changes wait until the move ends (stream-move.ts).
       const held = this.clusterApi.hold(subject, body, reply);
@@ -379,11 +379,10 @@ export class JetStreamApi implements Receiver {
     }
     if (subject.startsWith("$JS.ACK.")) {
       // nats-server subscribes each consumer's own ack subject: an ack that no consumer takes (deleted, never made, a
-      // subject of another shape) reaches no one, and a double ack hears so at once rather than at its timeout. In a
-      // cluster the consumer may live on another node: what is not forwarded there is left unanswered.
-      if (!this.js.onAck(subject, body, reply) && reply !== "" && this.clusterApi === null) {
-        this.js.emit(reply, reply, "", encodeHeaders("503", [["Nats-Subject", subject]]), Buffer.alloc(0));
-      }
+      // subject of another shape) reaches no one, and a double ack hears "no responders" at once (if its client asked
+      // for that) rather than nothing until its timeout. In a cluster the consumer may live on another node: what is not
+      // forwarded there is left unanswered.
+      if (!this.js.onAck(subject, body, reply) && this.clusterApi === null) return false;
       return;
     }
     if (subject.startsWith("$JS.FC.")) return this.js.onFlowControl(subject);

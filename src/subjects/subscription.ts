@@ -4,9 +4,12 @@ import type { Message } from "./message.js";
 export interface Receiver {
   /**
    * Called synchronously by the router. `msg` is reused by the publisher after
-   * this returns: copy what you keep.
+   * this returns: copy what you keep. `false` (a plain subscription's internal
+   * service only): nothing behind the subject took it, so it does not count as
+   * delivered and a request may hear "no responders", as where nats-server
+   * has no subscription for it.
    */
-  deliver(sub: Subscription, msg: Message): void;
+  deliver(sub: Subscription, msg: Message): void | false;
   /** True when messages this receiver publishes may come back to it. */
   readonly echo: boolean;
   /**
