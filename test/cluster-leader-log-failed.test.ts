@@ -65,7 +65,8 @@ test("a leader whose nearly full disk lets each reopen through but refuses every
   const placed = () => nodes[0].cluster!.placements.get("$G", "NEARLY")?.placement;
   await waitUntil(() => placed()?.isr?.[0]?.length === 3, "all three replicas in sync");
 
-  // Room for the reopen's 8-byte probe, none for a batch: each reopen succeeds and the next write fails again.
+  // Each reopen's probe goes through and every batch fails (a next batch larger than the one that failed): each reopen
+  // succeeds and the next write fails again.
   const copy = old.jetstream!.streams.get("NEARLY")!.partitions[0];
   const enospc = Object.assign(new Error("ENOSPC: no space left on device (injected)"), { code: "ENOSPC" });
   // Reopened 100 ms after each failure (1 s by default): each failure is far shorter than the 2 s a leader allows one.
@@ -87,4 +88,47 @@ test("a leader whose nearly full disk lets each reopen through but refuses every
   await waitUntilAsync(async () => (ack = await js.publish("nearly.x", "m2", { timeout: 2000 }).catch(() => undefined)) !== undefined, "a publish acknowledged by the new leader", 30_000);
   assert.equal((await jsm.streams.getMessage("NEARLY", { seq: 1 }))!.string(), "m1");
   assert.ok(ack!.seq >= 2);
+});
+
+test("when every replica's disk is nearly full, leadership goes round once and stays, and the replicas rejoin once their disks take writes", async () => {
+  const nc = await clients.open(nodes[0].url);
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: "ALLFULL", subjects: ["allfull.>"], num_replicas: 3 });
+  const js = jetstream(nc);
+  assert.equal((await js.publish("allfull.x", "m1")).seq, 1);
+  const placed = () => nodes[0].cluster!.placements.get("$G", "ALLFULL")?.placement;
+  await waitUntil(() => placed()?.isr?.[0]?.length === 3, "all three replicas in sync");
+  const start = placed()!.epochs?.[0] ?? 1;
+
+  // Every copy's disk has room for 8 bytes and none for a batch, until `full` is cleared.
+  let full = true;
+  const enospc = Object.assign(new Error("ENOSPC: no space left on device (injected)"), { code: "ENOSPC" });
+  for (const n of nodes) {
+    const copy = n.jetstream!.streams.get("ALLFULL")!.partitions[0];
+    Object.assign(copy, { faults: { write: (_name: string, length: number) => (full && length > 8 ? { error: enospc } : null), sync: () => null }, reopenDelayMs: 100 });
+  }
+  // The workload, not a synchronisation: a publisher retrying every few hundred ms, as a client whose writes are refused does.
+  const publishFor = async (until: () => boolean, ms: number): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!until() && Date.now() < deadline) {
+      await js.publish("allfull.x", "refused", { timeout: 1000 }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  };
+  // Each failing leader hands over to an in-sync replica and leaves the ISR: two hand-overs leave the last one alone in it.
+  await publishFor(() => (placed()?.epochs?.[0] ?? 1) >= start + 2, 60_000);
+  const settled = placed()!;
+  assert.ok((settled.epochs?.[0] ?? 1) >= start + 2, "the failing leaders handed the partition over");
+  // Several hand-overs' worth of failing writes (each took about 2.5 s): a replica that took no write since its disk
+  // failed must not be taken back into the ISR and handed the partition again.
+  await publishFor(() => false, 12_000);
+  assert.equal(placed()!.epochs?.[0], settled.epochs?.[0], `leadership went on round replicas whose disks take no writes (ISR ${placed()!.isr?.[0]?.join(",")})`);
+  assert.deepEqual(placed()!.isr?.[0], [settled.leaders[0]]);
+
+  full = false;
+  let ack: PubAck | undefined;
+  await waitUntilAsync(async () => (ack = await js.publish("allfull.x", "m2", { timeout: 2000 }).catch(() => undefined)) !== undefined, "a publish acknowledged once the disks take writes", 60_000);
+  await waitUntil(() => placed()?.isr?.[0]?.length === 3, "every replica back in sync once its disk takes writes", 60_000);
+  assert.equal((await jsm.streams.getMessage("ALLFULL", { seq: 1 }))!.string(), "m1");
+  assert.equal((await jsm.streams.getMessage("ALLFULL", { seq: ack!.seq }))!.string(), "m2");
 });

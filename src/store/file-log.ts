@@ -161,6 +161,11 @@ function startsFarPast(b: Staged, next: number, dataEnd: number): boolean {
 const DIR_CHECK_MS = 1000;
 /** Written and synced by a reopen to see that the disk takes writes; a leftover is removed on open (.tmp). */
 const PROBE_FILE = "probe.tmp";
+/**
+ * The most a reopen's probe writes: as much as the write that failed, up to
+ * this (a batch the size of the default max_payload).
+ */
+const PROBE_MAX_BYTES = 1024 * 1024;
 
 /**
  * A truncation decided and not yet known to be complete (see truncateFrom):
@@ -396,6 +401,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   private truncationFailed = false;
   /** The truncations asked for, one after another. */
   private truncations: Promise<unknown> = Promise.resolve();
+  /** The size of the last write tried, and of the reopen's probe after a failure (see probeDisk). */
+  private lastWriteBytes = 8;
+  private probeBytes = 8;
   /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files, batches read from the kept tail. */
   /** Storage failures since open (MessageLog.failures). */
   failures = 0;
@@ -1029,6 +1037,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     const err = new StorageError(this.dir, cause);
     this.writeError = err;
     this.failures++;
+    this.probeBytes = Math.min(PROBE_MAX_BYTES, Math.max(8, this.lastWriteBytes));
     this.warn(err.message);
     this.scheduleReopen();
   }
@@ -1105,14 +1114,23 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     this.kick();
   }
 
-  /** Writes and syncs a scratch file: a reopen takes writes again only when the disk does. */
+  /**
+   * Writes and syncs a scratch file: a reopen takes writes again only when
+   * the disk does. As large as the write that failed (up to PROBE_MAX_BYTES):
+   * a nearly full disk takes a few bytes and refuses the next batch, and a
+   * reopen it let through failed again at once, a leader's log a moment at a
+   * time, a follower's taken back into the ISR with nothing to fetch (and
+   * handed the partition, to fail again: leadership went round replicas
+   * whose disks were all full, for as long as they stayed so).
+   */
   private async probeDisk(): Promise<void> {
     const name = PROBE_FILE;
+    const bytes = this.probeBytes;
     const fh = await this.fs.open(join(this.dir, name), "replace");
     try {
-      const fault = this.faults?.write?.(name, 8) ?? null;
+      const fault = this.faults?.write?.(name, bytes) ?? null;
       if (fault !== null) throw fault.error;
-      await writeFully(fh, Buffer.alloc(8), 0);
+      await writeFully(fh, Buffer.alloc(bytes), 0);
       const syncFault = this.faults?.sync?.(name) ?? null;
       if (syncFault instanceof Promise) await syncFault;
       else if (syncFault !== null) throw syncFault;
@@ -1425,6 +1443,7 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
     if (then !== null) parts.push(then);
     if (last !== null) parts.push(last);
     const length = buf.length + (then?.length ?? 0) + (last?.length ?? 0);
+    this.lastWriteBytes = length;
     const fault = this.faults?.write?.(seg.name, length) ?? null;
     if (fault !== null) {
       if (fault.partial) await writeFullyV(seg.fh, prefix(parts, Math.min(fault.partial, length)), pos);
