@@ -404,9 +404,9 @@ export class FileLog extends IndexedLog<PagedIndex> implements MessageLog {
   /** The size of the last write tried, and of the reopen's probe after a failure (see probeDisk). */
   private lastWriteBytes = 8;
   private probeBytes = 8;
-  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files, batches read from the kept tail. */
   /** Storage failures since open (MessageLog.failures). */
   failures = 0;
+  /** Since open: batches written, fdatasyncs, compactions, index files written and found damaged, segments read whole on open, reopens after a failure, markers, details read from index files, batches read from the kept tail. */
   readonly io = { batches: 0, syncs: 0, compactions: 0, indexesWritten: 0, indexesRebuilt: 0, segmentsScanned: 0, reopens: 0, markers: 0, detailsLoaded: 0, tailReads: 0 };
 
   private constructor(readonly dir: string, opts: FileLogOptions) {
