@@ -12,7 +12,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager, type JetStreamApiError } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import { connect } from "@nats-io/transport-node";
 import { ApiError, LeaseLostError } from "../src/streams/errors.js";
@@ -109,6 +109,25 @@ test("a replicated stream's consumers deliver nothing, not even redeliveries, wh
     // Led here again: the redelivery and the new message go out.
     stream.consumerCopyGate = null;
     await waitUntil(() => got.filter((v) => v === "one").length === 2 && got.includes("two"), "delivery once led here", 10_000);
+  } finally {
+    await h.close();
+  }
+});
+
+test("a consumer create or delete a copy cannot have confirmed by its followers is answered 503 10008, as a cluster not available", async () => {
+  const h = await startJs();
+  try {
+    const jsm = await jetstreamManager(h.nc);
+    await jsm.streams.add({ name: "G", subjects: ["g"] });
+    await jsm.consumers.add("G", { durable_name: "kept", ack_policy: AckPolicy.Explicit });
+    // A copy whose leadership ended (or was never taken up): no follower will confirm the change.
+    h.srv.jetstream!.streams.get("G")!.consumerCopyGate = REFUSE_CONSUMER_COPIES;
+    const refused = (err: JetStreamApiError): boolean => {
+      assert.deepEqual(err.apiError(), { code: 503, err_code: 10008, description: "JetStream system temporarily unavailable" });
+      return true;
+    };
+    await assert.rejects(jsm.consumers.add("G", { durable_name: "new", ack_policy: AckPolicy.Explicit }), refused);
+    await assert.rejects(jsm.consumers.delete("G", "kept"), refused);
   } finally {
     await h.close();
   }

@@ -344,7 +344,7 @@ export class Stream {
   consumersReplicated(gate: ConsumerCopyGate | null): Promise<void> {
     if (gate === null) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const refused = (): void => reject(Errors.clusterNotAvailable);
+      const refused = (): void => reject(Errors.clusterNotAvailable());
       if (!gate(resolve, refused)) refused();
     });
   }
