@@ -10,6 +10,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startKafkaTestCluster, type KafkaTestCluster } from "./helpers/cluster.js";
 import { findCoordinator } from "./helpers/kafka-raw.js";
+import { captureLog } from "./helpers/clients.js";
 
 let cluster: KafkaTestCluster;
 before(async () => (cluster = await startKafkaTestCluster("placeretry")));
@@ -28,13 +29,7 @@ test("a coordinator topic whose placement etcd refuses is not placed again at ev
     placements++;
     throw new Error("injected: etcd unavailable");
   };
-  const log = door.log as unknown as { warn(line: string): void };
-  const warn = log.warn;
-  const lines: string[] = [];
-  log.warn = (line: string) => {
-    lines.push(line);
-    warn.call(log, line);
-  };
+  const { lines, restore } = captureLog(door.log);
   try {
     // A client asking again at once, as clients do after COORDINATOR_NOT_AVAILABLE.
     for (let i = 0; i < 200; i++) assert.equal((await findCoordinator(node.kafkaPort!, "tx-place", 1)).error, 15, "COORDINATOR_NOT_AVAILABLE while the topic cannot be placed");
@@ -44,6 +39,6 @@ test("a coordinator topic whose placement etcd refuses is not placed again at ev
     assert.ok(told.length >= 1 && told.length <= 10, `${told.length} lines for 200 requests`);
   } finally {
     kafkaCluster.place = place;
-    log.warn = warn;
+    restore();
   }
 });

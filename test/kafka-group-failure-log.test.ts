@@ -12,6 +12,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createTopic, startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
+import { captureLog } from "./helpers/clients.js";
 
 let h: KafkaHarness;
 before(async () => (h = await startKafka()));
@@ -40,13 +41,7 @@ test("a group whose offsets cannot be written logs its failure once, not once pe
   assert.equal(await commit(1), 0, "committed while the disk takes writes");
 
   const door = h.srv.kafka!.defaultDoor!;
-  const log = door.log as unknown as { warn(line: string): void };
-  const warn = log.warn.bind(log);
-  const lines: string[] = [];
-  log.warn = (line: string) => {
-    lines.push(line);
-    warn(line);
-  };
+  const { lines, restore } = captureLog(door.log);
   try {
     // The groups' directory is a file now: every write of a group's file fails at once, as on a full disk.
     const groups = join(h.storeDir, "kafka", "groups");
@@ -63,7 +58,7 @@ test("a group whose offsets cannot be written logs its failure once, not once pe
     assert.equal(await commit(1000), 0, "committed again once the disk takes writes");
     assert.ok(lines.some((l) => l.includes(`group ${group}: written again, after`)), "the failures not logged are told once it writes again");
   } finally {
-    log.warn = warn;
+    restore();
     c.destroy();
   }
 });

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { frame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
+import { captureLog } from "./helpers/clients.js";
 
 let h: KafkaHarness;
 before(async () => (h = await startKafka({ autoCreateTopics: true })));
@@ -38,13 +39,7 @@ function metadataError(r: Reader): number {
 
 test("a topic the store cannot create is answered KAFKA_STORAGE_ERROR, logged once, the connection kept", async () => {
   const door = h.srv.kafka!.defaultDoor!;
-  const log = door.log as unknown as { error(line: string): void };
-  const error = log.error.bind(log);
-  const lines: string[] = [];
-  log.error = (line: string) => {
-    lines.push(line);
-    error(line);
-  };
+  const { lines, restore } = captureLog(door.log, "error");
   // The streams' directory is a file now: a new stream's files cannot be made, as on a full or read-only disk.
   const streams = join(h.storeDir, "streams");
   rmSync(streams, { recursive: true, force: true });
@@ -65,7 +60,7 @@ test("a topic the store cannot create is answered KAFKA_STORAGE_ERROR, logged on
     // Before: the connection closed at the first request, with a stack trace logged.
     assert.equal(failed.length, 1, `${failed.length} lines for 50 failed creations: ${failed.join("\n")}`);
   } finally {
-    log.error = error;
+    restore();
     c.destroy();
     rmSync(streams, { force: true });
   }

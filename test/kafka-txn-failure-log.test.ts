@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { findFile } from "./helpers/damage.js";
 import { startKafka, type KafkaHarness } from "./helpers/kafka.js";
 import { ask, flexibleBody, flexibleFrame, RawKafka, REQUEST_MS } from "./helpers/kafka-raw.js";
-import { waitUntil } from "./helpers/clients.js";
+import { captureLog, waitUntil } from "./helpers/clients.js";
 
 let h: KafkaHarness;
 before(async () => (h = await startKafka()));
@@ -35,13 +35,7 @@ test("an epoch the disk refuses to save is answered NOT_COORDINATOR on every ret
   const file = findFile(h.storeDir, "transactions.json");
   assert.ok(file !== undefined, "transactions.json");
 
-  const log = h.srv.kafka!.defaultDoor!.log as unknown as { warn(line: string): void };
-  const warn = log.warn.bind(log);
-  const lines: string[] = [];
-  log.warn = (line: string) => {
-    lines.push(line);
-    warn(line);
-  };
+  const { lines, restore } = captureLog(h.srv.kafka!.defaultDoor!.log);
   const c = await RawKafka.open(port, REQUEST_MS);
   let n = 0;
   /** The error of one InitProducerId on `c` naming the first producer (a retry of its bump). */
@@ -78,7 +72,7 @@ test("an epoch the disk refuses to save is answered NOT_COORDINATOR on every ret
     assert.equal(await bump(), 0, "the bump is saved once the disk takes it");
     assert.ok(lines.some((l) => l.includes(`transaction ${id}: its new epoch saved, after`)), "the failures not logged are told once it is saved");
   } finally {
-    log.warn = warn;
+    restore();
     c.destroy();
   }
 });

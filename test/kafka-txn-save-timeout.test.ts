@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 import { sep } from "node:path";
 import kafkajs from "kafkajs";
 import { createTopic, kcat, python, startKafka, type KafkaHarness } from "./helpers/kafka.js";
-import { waitUntil } from "./helpers/clients.js";
+import { captureLog, waitUntil } from "./helpers/clients.js";
 import { frame, RawKafka, REQUEST_MS, topicPartitionErrors } from "./helpers/kafka-raw.js";
 import { stallSyncs, type StalledSyncs } from "./helpers/stall.js";
 import type { Reader } from "../src/protocols/kafka/codec.js";
@@ -290,13 +290,7 @@ test("librdkafka's commit whose decision's save stalls is answered COORDINATOR_N
   const id = "tx-librdkafka-stall-end";
   await createTopic(h, topic);
   const door = h.srv.kafka!.defaultDoor!;
-  const log = door.log as unknown as { warn(line: string): void };
-  const warn = log.warn.bind(log);
-  const lines: string[] = [];
-  log.warn = (line: string) => {
-    lines.push(line);
-    warn(line);
-  };
+  const { lines, restore } = captureLog(door.log);
   // The disk stops answering the sync of the transactions' file once the commit is decided: the decision's save stalls.
   const disk = stallSyncs((path) => path.endsWith(`${sep}transactions.json.tmp`) && door.transactions.describe(id)?.state === "PrepareCommit");
   let run: ReturnType<typeof python> | null = null;
@@ -323,7 +317,7 @@ print("committed")
     assert.equal(py.code, 0, py.stderr);
     assert.match(py.stdout, /committed/);
   } finally {
-    log.warn = warn;
+    restore();
     disk.restore();
     disk.release();
     // Its Python ends once the disk answers, whatever failed here.

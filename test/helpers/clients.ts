@@ -145,3 +145,15 @@ export function v3Clients(): { open(url: string, opts?: v3.ConnectionOptions): P
     },
   };
 }
+
+/** The lines a logger's `level` method is called with from now on (each still logged), until `restore()`. */
+export function captureLog(log: object, level: "warn" | "error" = "warn"): { lines: string[]; restore(): void } {
+  const target = log as Record<string, (line: string) => void>;
+  const original = target[level];
+  const lines: string[] = [];
+  target[level] = (line: string) => {
+    lines.push(line);
+    original.call(log, line);
+  };
+  return { lines, restore: () => void (target[level] = original) };
+}
