@@ -100,7 +100,18 @@ function disabledBody(): Record<string, unknown> {
 async function accountDetail(ctx: MonitorContext, js: JetStream, opts: DetailOptions): Promise<Record<string, unknown>> {
   // nats-server shows reserved_* as its "no reservation" sentinel (2^64-1) here; nagare reserves nothing: 0.
   const usage = jetStreamUsage([js]);
-  const detail: Record<string, unknown> = { name: js.account.name, id: js.account.name, ...jetStreamStats([js], usage), accounts: 0 };
+  // As nats-server's accountDetail (storageTotals, the account's API counts): in a cluster the account's on every node, as
+  // its account info tells them; the streams listed are this node's.
+  const totals = js.accountUsage();
+  const detail: Record<string, unknown> = {
+    name: js.account.name,
+    id: js.account.name,
+    ...jetStreamStats([js], usage),
+    memory: totals.memory,
+    storage: totals.storage,
+    api: { total: totals.apiTotal, errors: totals.apiErrors },
+    accounts: 0,
+  };
   if (js.notServed.size > 0) detail.not_served = [...js.notServed].sort(([x], [y]) => (x < y ? -1 : 1)).map(([name, reason]) => ({ name, reason }));
   if (!opts.streams) return detail;
   const list: Array<Record<string, unknown>> = [];

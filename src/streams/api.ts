@@ -534,24 +534,17 @@ export class JetStreamApi implements Receiver {
   }
 
   private accountInfo(): Json {
-    let memory = 0;
-    let storage = 0;
-    let consumers = 0;
-    for (const s of this.js.streams.values()) {
-      const b = s.log.state().bytes;
-      if (s.config.storage === "memory") memory += b;
-      else storage += b;
-      consumers += s.consumers.size;
-    }
+    // In a cluster, as nats-server's: what the account holds and the API requests answered on every node (as each last
+    // told), its streams as placed (each once, whatever its replicas), its consumers where their streams are led.
+    const u = this.js.accountUsage();
     const l = this.js.limits;
     return {
-      memory,
-      storage,
+      memory: u.memory,
+      storage: u.storage,
       reserved_memory: 0,
       reserved_storage: 0,
-      // In a cluster: the account's streams on every node; the usage is this node's.
       streams: this.clusterApi !== null ? this.clusterApi.names(undefined).length : this.js.streams.size,
-      consumers,
+      consumers: u.consumers,
       limits: {
         max_memory: l.maxMemory,
         max_storage: l.maxStorage,
@@ -562,7 +555,7 @@ export class JetStreamApi implements Receiver {
         storage_max_stream_bytes: l.storageMaxStreamBytes,
         max_bytes_required: l.maxBytesRequired,
       },
-      api: { total: this.js.apiTotal, errors: this.js.apiErrors },
+      api: { total: u.apiTotal, errors: u.apiErrors },
     };
   }
 

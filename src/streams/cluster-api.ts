@@ -45,7 +45,7 @@ import type { JetStream } from "./jetstream.js";
 import type { Stream } from "./stream.js";
 import { MOVE_PREFIX, StreamMover } from "./stream-move.js";
 import { REPL_PREFIX, StreamReplicas } from "./stream-replicas.js";
-import { USAGE_PREFIX, UsageExchange } from "./usage.js";
+import { USAGE_PREFIX, USAGE_SUBJECT, UsageExchange } from "./usage.js";
 
 const FORWARD_PREFIX = `${CLUSTER_INTERNAL_PREFIX}JS.`;
 export const PLACED_HEADER = "Nagare-Placed";
@@ -274,12 +274,11 @@ export class ClusterApi implements Receiver {
     this.replyPrefix = `${CLUSTER_ANSWER_PREFIX}${self}.`;
     this.forwardSub = new Subscription(this, `${this.forwardPrefix}>`, null);
     this.replySub = new Subscription(this, `${this.replyPrefix}>`, null);
-    this.usageSub = new Subscription(this, `${USAGE_PREFIX}*`, null);
+    this.usageSub = new Subscription(this, USAGE_SUBJECT, null);
     js.account.subscribe(this.forwardSub);
     js.account.subscribe(this.replySub);
     js.account.subscribe(this.usageSub);
     js.account.subscribeListeners.push(this.onSubscribe);
-    this.usage = new UsageExchange(js, cluster.directory, self, nodeToken);
     this.mover = new StreamMover({
       js,
       cluster,
@@ -309,6 +308,9 @@ export class ClusterApi implements Receiver {
       await this.replicas.handOver(name, partition, performance.now() + ms, to, caughtUpWithinMs);
     };
     js.leaderOutOfReach = (stream, partition) => this.outOfReach(stream, partition);
+    // Last: its first report counts the consumers led here, which asks the replicas what this node leads.
+    js.consumersLed = () => this.consumersLed();
+    this.usage = new UsageExchange(js, cluster.directory, self, nodeToken, () => this.consumersLed());
   }
 
   /**
@@ -347,6 +349,7 @@ export class ClusterApi implements Receiver {
     this.js.remoteCall = null;
     this.js.handOverHere = null;
     this.js.leaderOutOfReach = null;
+    this.js.consumersLed = null;
     this.mover.close();
     void this.replicas.close();
     this.js.account.unsubscribe(this.forwardSub);
@@ -1158,6 +1161,21 @@ export class ClusterApi implements Receiver {
     }
     await this.cluster.settle(this.account, name, "removed");
     return true;
+  }
+
+  /**
+   * The consumers of the account's streams this node leads: a stream's consumers live on its leader, a follower holds
+   * copies (and a former leader may hold its own until it adopts the copies as it leads again), so each counts once.
+   */
+  private consumersLed(): number {
+    let n = 0;
+    const self = this.cluster.self;
+    for (const [name, s] of this.js.streams) {
+      if (s.consumers.size === 0) continue;
+      const p = this.placement(name);
+      if (p === undefined || (p.leaders[0] === self && (!replicatedHere(p, self) || this.replicas.leads(name)))) n += s.consumers.size;
+    }
+    return n;
   }
 
   /** Every stream of the account in the cluster (placed, or local and not placed), sorted; `subject` as STREAM.NAMES filters. */

@@ -490,7 +490,13 @@ export class JetStream implements DeliveryHost, StorageQuota {
    */
   readonly remoteHeld = { file: 0, memory: 0 };
 
-  /** In a cluster, told when the account's limits change (usage.ts starts or stops sending what it holds). */
+  /** In a cluster, the consumers the other nodes lead and the API requests they answered, as they last told it (usage.ts). */
+  readonly remoteCounts = { consumers: 0, apiTotal: 0, apiErrors: 0 };
+
+  /** In a cluster, the consumers of the account's streams led here (a follower's copies are its leader's); null: all of them. */
+  consumersLed: (() => number) | null = null;
+
+  /** In a cluster, told when the account's limits change (usage.ts sends what it holds at once; its refresh period follows them). */
   limitsChanged: (() => void) | null = null;
 
   /** What other nodes may ask of this one by name (remoteCall): a door's requests between its brokers, answered with a body. */
@@ -610,6 +616,25 @@ export class JetStream implements DeliveryHost, StorageQuota {
     const max = storage === "memory" ? this.accountLimits.maxMemory : this.accountLimits.maxStorage;
     if (max >= 0 && heldBytes(this.streams.values(), storage) + this.remoteHeld[storage] + bytes > max) return LimitErrors.accountResources();
     return this.options.serverLimits?.refusal(storage) ?? null;
+  }
+
+  /**
+   * The account's usage as its account info tells it (`$JS.API.INFO`, /jsz's account detail): in a cluster the
+   * account's in the whole cluster, as nats-server's (storageTotals: every node's copies, a replicated stream's bytes
+   * once for each replica; its consumers once; the API requests every node answered), eventually consistent.
+   */
+  accountUsage(): { memory: number; storage: number; consumers: number; apiTotal: number; apiErrors: number } {
+    let consumers = 0;
+    if (this.consumersLed !== null) consumers = this.consumersLed();
+    else for (const s of this.streams.values()) consumers += s.consumers.size;
+    const r = this.remoteCounts;
+    return {
+      memory: this.heldHere("memory") + this.remoteHeld.memory,
+      storage: this.heldHere("file") + this.remoteHeld.file,
+      consumers: consumers + r.consumers,
+      apiTotal: this.apiTotal + r.apiTotal,
+      apiErrors: this.apiErrors + r.apiErrors,
+    };
   }
 
   /** What the account's streams of a storage type hold on this node (each copy here: a leader's, a follower's). */
