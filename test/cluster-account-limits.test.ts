@@ -8,12 +8,15 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { AckPolicy, jetstream, jetstreamManager, JetStreamApiError, StorageType } from "@nats-io/jetstream";
 import { jetStreamClusterPerFile } from "./helpers/cluster.js";
-import { v3Clients, waitUntilAsync } from "./helpers/clients.js";
+import { v3Clients, waitUntil, waitUntilAsync } from "./helpers/clients.js";
 import { RawKafka, frame, REQUEST_MS } from "./helpers/kafka-raw.js";
 import { admitGuardKey } from "../src/cluster/placement.js";
+import { streamNameOf } from "../src/protocols/kafka/topics.js";
 import type { AccountLimits } from "../src/streams/limits.js";
 
 const clients = v3Clients();
@@ -539,6 +542,73 @@ test("a replicated stream's messages count once for each replica against max_fil
     assert.equal(refused.code, 10002);
   } finally {
     setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
+test("a Kafka AlterConfigs that the topic's copies would refuse (max_bytes required, the account's max stream bytes) changes nothing in the cluster", async () => {
+  setAccountLimits({ maxStreams: 0, maxBytesRequired: true, storageMaxStreamBytes: 1000 });
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-alter", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  const policy = (err: Error & { type?: string; errors?: Array<{ type: string }> }): boolean => (err.type ?? err.errors?.[0]?.type) === "POLICY_VIOLATION";
+  const alter = (topic: string, configEntries: Array<{ name: string; value: string }>): Promise<unknown> => admin.alterConfigs({ validateOnly: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configEntries }] });
+  // What every node's copy of the placement says the topic's max_bytes is.
+  const placed = (topic: string): Array<number | undefined> => nodes.map((n) => (n.cluster!.placements.get("$G", streamNameOf(topic))?.placement.config as { max_bytes?: number } | undefined)?.max_bytes);
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  try {
+    // Three replicas: every node holds a copy, whichever node the request reaches.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kal", numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "retention.bytes", value: "500" }] }] }), true);
+    await waitUntil(() => placed("kal").every((b) => b === 500), "the topic placed on every node's copy");
+    // Past the account's max bytes of a stream (10122), and without retention.bytes (AlterConfigs sets what it does not name
+    // back to its default: no max_bytes, 10113): refused, and so changed nowhere.
+    await assert.rejects(alter("kal", [{ name: "retention.bytes", value: "2000" }]), policy);
+    await assert.rejects(alter("kal", [{ name: "retention.ms", value: "600000" }]), policy);
+    // A placement made after them reaches every node after any change they made.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kal2", configEntries: [{ name: "retention.bytes", value: "100" }] }] }), true);
+    await waitUntil(() => placed("kal2").every((b) => b === 100), "a later placement on every node's copy");
+    assert.deepEqual(placed("kal"), [500, 500, 500], "the refused AlterConfigs changed the topic's placement");
+    const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: "kal", configNames: ["retention.bytes"] }] });
+    assert.deepEqual(Object.fromEntries(described.resources[0].configEntries.map((e) => [e.configName, e.configValue])), { "retention.bytes": "500" });
+    // One every copy takes is applied.
+    await alter("kal", [{ name: "retention.bytes", value: "900" }]);
+    await waitUntil(() => placed("kal").every((b) => b === 900), "the change on every node's copy");
+  } finally {
+    await admin.disconnect();
+    setAccountLimits({ maxBytesRequired: false, storageMaxStreamBytes: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
+
+test("a Kafka AlterConfigs that the store of the node asked fails is undone in the cluster", async () => {
+  const kafka = new kafkajs.Kafka({ clientId: "acclimits-alter-disk", brokers: nodes.map((n) => `127.0.0.1:${n.kafkaPort}`), logLevel: kafkajs.logLevel.NOTHING, retry: { retries: 0 } });
+  const admin = kafka.admin();
+  await admin.connect();
+  const alter = (bytes: number): Promise<unknown> => admin.alterConfigs({ validateOnly: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: "kad", configEntries: [{ name: "retention.bytes", value: String(bytes) }] }] });
+  const placed = (topic: string): Array<number | undefined> => nodes.map((n) => (n.cluster!.placements.get("$G", streamNameOf(topic))?.placement.config as { max_bytes?: number } | undefined)?.max_bytes);
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  let blocker: string | undefined;
+  try {
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kad", numPartitions: 1, replicationFactor: 3, configEntries: [{ name: "retention.bytes", value: "500" }] }] }), true);
+    await waitUntil(() => placed("kad").every((b) => b === 500) && nodes.every((n) => n.jetstream!.streams.get(streamNameOf("kad"))?.dir != null), "the topic on every node");
+    // KafkaJS sends AlterConfigs to the controller: its copy's meta.json cannot be written there (a directory where the
+    // write's temporary file goes, as a failing disk).
+    const controller = (await admin.describeCluster()).controller;
+    const asked = nodes.find((n) => n.kafka!.cluster!.nodeId === controller)!;
+    blocker = join(asked.jetstream!.streams.get(streamNameOf("kad"))!.dir!, "meta.json.tmp");
+    mkdirSync(blocker);
+    await assert.rejects(alter(2000), (err: Error & { type?: string; errors?: Array<{ type: string }> }) => (err.type ?? err.errors?.[0]?.type) === "KAFKA_STORAGE_ERROR");
+    // Answered with an error: the cluster's placement is as it was once every node's copy has heard of a later one.
+    assert.equal(await admin.createTopics({ topics: [{ topic: "kad2" }] }), true);
+    await waitUntil(() => nodes.every((n) => n.cluster!.placements.get("$G", streamNameOf("kad2")) !== undefined), "a later placement on every node's copy");
+    assert.deepEqual(placed("kad"), [500, 500, 500], "the failed AlterConfigs changed the topic's placement");
+    rmSync(blocker, { recursive: true });
+    blocker = undefined;
+    await alter(900);
+    await waitUntil(() => placed("kad").every((b) => b === 900), "the change on every node's copy");
+  } finally {
+    if (blocker !== undefined) rmSync(blocker, { recursive: true, force: true });
+    await admin.disconnect();
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }
 });

@@ -1084,14 +1084,29 @@ export class JetStream implements DeliveryHost, StorageQuota {
   }
 
   /**
-   * What the account's and the server's limits would refuse an update of a
-   * stream to `config` for on this node, or null: as updateStream judges it,
-   * for an update that only validates (Kafka's validate_only).
+   * What updateStream would refuse an update of a stream to `raw` for on
+   * this node before it writes anything (the change itself, an unsupported
+   * feature, the account's and the server's limits, overlapping subjects),
+   * or null; null for a stream not here. For an update that only validates
+   * (Kafka's validate_only), and for one judged before the cluster's
+   * placement changes (a refusal after it would leave the cluster changed).
    */
-  updateLimitError(config: StreamConfig): ApiError | null {
+  updateRefusal(raw: unknown): ApiError | null {
+    const config = sealAdjusted(normalizeStreamConfig(raw));
     const stream = this.streams.get(config.name);
     if (stream === undefined) return null;
-    return this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
+    const refused =
+      streamUpdateError(stream.config, config) ??
+      unsupportedStreamFeature(config, this.cluster !== null) ??
+      this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
+    if (refused !== null) return refused;
+    try {
+      this.checkOverlap(config, stream);
+    } catch (err) {
+      if (err instanceof ApiError) return err;
+      throw err;
+    }
+    return null;
   }
 
   /** What the limits would refuse stream `name`'s growth to `count` partitions for on this node (addPartitions), or null. */

@@ -110,15 +110,26 @@ export function heldBytes(streams: Iterable<{ readonly config: StreamConfig; rea
  * reservation does not grow always fits.
  */
 export function streamLimitError(limits: AccountLimits, config: StreamConfig, partitions: number, others: Iterable<Reserving>, previous = 0): ApiError | null {
+  const refused = configLimitError(limits, config);
+  if (refused !== null) return refused;
   const memory = config.storage === "memory";
-  const maxStreamBytes = memory ? limits.memoryMaxStreamBytes : limits.storageMaxStreamBytes;
-  if (limits.maxBytesRequired && config.max_bytes <= 0) return LimitErrors.maxBytesRequired();
-  if (maxStreamBytes > 0 && config.max_bytes > maxStreamBytes) return LimitErrors.maxStreamBytes();
-  if (config.max_consumers > 0 && limits.maxConsumers > 0 && config.max_consumers > limits.maxConsumers) return Errors.maxConsumers();
   const max = memory ? limits.maxMemory : limits.maxStorage;
   const wanted = reservationOf(config, partitions);
   if (max < 0 || wanted <= previous) return null;
   if (reservedBytes(others, config.storage) + wanted > max) return memory ? LimitErrors.memory() : LimitErrors.storage();
+  return null;
+}
+
+/**
+ * Why the account's limits refuse a stream configuration in itself, whatever
+ * the other streams and wherever its copies are (every node judges a copy so:
+ * a change in a cluster is judged here before its placement changes), or null.
+ */
+export function configLimitError(limits: AccountLimits, config: StreamConfig): ApiError | null {
+  const maxStreamBytes = config.storage === "memory" ? limits.memoryMaxStreamBytes : limits.storageMaxStreamBytes;
+  if (limits.maxBytesRequired && config.max_bytes <= 0) return LimitErrors.maxBytesRequired();
+  if (maxStreamBytes > 0 && config.max_bytes > maxStreamBytes) return LimitErrors.maxStreamBytes();
+  if (config.max_consumers > 0 && limits.maxConsumers > 0 && config.max_consumers > limits.maxConsumers) return Errors.maxConsumers();
   return null;
 }
 

@@ -12,6 +12,7 @@ import type { RequestContext } from "./api.js";
 import type { AccountDoor } from "./account-door.js";
 import { ErrorCode, isAccountLimit } from "./errors.js";
 import { ApiError } from "../../streams/errors.js";
+import { configLimitError } from "../../streams/limits.js";
 import { NS_PER_MS, normalizeStreamConfig, streamUpdateError, type StreamConfig } from "../../streams/config.js";
 import type { Stream } from "../../streams/stream.js";
 import { DEFAULTS as SERVER_DEFAULTS } from "../../core/options.js";
@@ -683,6 +684,16 @@ export function storageFailure(door: AccountDoor, what: string, topic: string, e
   return fail(ErrorCode.KAFKA_STORAGE_ERROR, `${what} topic ${topic} failed: ${message}`);
 }
 
+/** Puts a placed stream's configuration back as it was before a change this node's copy failed to take; logged if it cannot. */
+async function undoReconfigure(door: AccountDoor, cluster: NonNullable<AccountDoor["door"]["cluster"]>, name: string, config: unknown): Promise<void> {
+  try {
+    const before = normalizeStreamConfig(config);
+    await cluster.reconfigure(door.account, name, config, minInsyncReplicas(before.metadata, door.options.minInsyncReplicas));
+  } catch (err) {
+    door.log.error(`kafka: the configs of stream ${name} could not be put back in the cluster after this node failed to take them: ${(err as Error).message}`);
+  }
+}
+
 /** Applies one resource's changes (or checks them, `validateOnly`). */
 async function alterResource(door: AccountDoor, perms: PermissionCheck | null, res: AlterResource, incremental: boolean, validateOnly: boolean): Promise<Outcome> {
   if (res.type === RESOURCE_BROKER) {
@@ -702,18 +713,31 @@ async function alterResource(door: AccountDoor, perms: PermissionCheck | null, r
     const checked = normalizeStreamConfig(next);
     const refused = streamUpdateError(stream.config, checked);
     if (refused !== null) throw refused;
-    if (validateOnly) {
-      // Refused as the change would be (Kafka applies its alter policy to a validation): the account's storage in the
-      // cluster as reconfigure judges it, and this node's copy as updateStream does.
-      const over =
-        (found.placed ? door.door.cluster!.changeLimitError(door.account, stream.config.name, { config: checked }, door.js.limits) : null) ??
-        (found.local !== undefined ? door.js.updateLimitError(checked) : null);
-      if (over !== null) throw over;
-      return ok;
-    }
+    // Everything that would refuse the change is judged before anything changes (and so for validate_only, as Kafka applies
+    // its alter policy to a validation): what the account's limits refuse in any copy (max_bytes required, the account's
+    // max bytes of a stream), the account's storage in the cluster as reconfigure judges it, and this node's copy as
+    // updateStream does. A refusal of this node's copy after the placement changed was answered as an error while every
+    // other copy took the change.
+    const over =
+      configLimitError(door.js.limits, checked) ??
+      (found.placed ? door.door.cluster!.changeLimitError(door.account, stream.config.name, { config: checked }, door.js.limits) : null) ??
+      (found.local !== undefined ? door.js.updateRefusal(next) : null);
+    if (over !== null) throw over;
+    if (validateOnly) return ok;
     // In a cluster the placement carries the configuration every copy is made from (the nodes leading it apply it); this node's copy changes at once.
-    if (found.placed) await door.door.cluster!.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas), door.js.limits);
-    if (found.local !== undefined) await door.js.updateStream(next);
+    const cluster = found.placed ? door.door.cluster! : null;
+    const placedBefore = cluster?.topic(door.account, stream.config.name)?.config;
+    if (cluster !== null) await cluster.reconfigure(door.account, stream.config.name, checked, minInsyncReplicas(checked.metadata, door.options.minInsyncReplicas), door.js.limits);
+    if (found.local !== undefined) {
+      try {
+        await door.js.updateStream(next);
+      } catch (err) {
+        // What this node's copy could not take though nothing refused it (its disk failed): the placement goes back, so that
+        // the error answered changed nothing in the cluster either (the JetStream API's update undoes it alike).
+        if (cluster !== null && placedBefore !== undefined) await undoReconfigure(door, cluster, stream.config.name, placedBefore);
+        throw err;
+      }
+    }
   } catch (err) {
     if (err instanceof KafkaClusterError) return fail(err.retriable ? ErrorCode.REQUEST_TIMED_OUT : ErrorCode.POLICY_VIOLATION, err.message);
     if (!(err instanceof ApiError)) return storageFailure(door, "altering the configs of", res.name, err);
