@@ -729,7 +729,12 @@ export class Stream {
         if (seen !== undefined && seen.time >= Date.now() - this.config.duplicate_window / NS_PER_MS) {
           // Remembered once stored, before its replicas have it: a retry is acknowledged only as the first would be
           // (on every in-sync replica, under the lease), else a write a failover truncates would be acknowledged.
-          if (this.replicaGates.length === 0 || this.partitions.length !== 1) return p.done(null, seen.seq, true);
+          if (this.replicaGates.length === 0 || this.partitions.length !== 1) {
+            // Unreplicated in a cluster: a duplicate is acknowledged under the lease only, as the first was (the stream
+            // may be deleted and made again elsewhere past it).
+            if (this.replicaGates.length === 0 && this.leaseHeld !== null && !this.leaseHeld()) return p.done(new OutcomeUnknownError("this node lost its cluster lease"), 0, false);
+            return p.done(null, seen.seq, true);
+          }
           const seq = seen.seq;
           if (seq <= this.log.state().lastSeq) return this.whenReplicated(0, seq, (err) => (err === null ? p.done(null, seq, true) : p.done(err, 0, false)));
           // Beyond the log: remembered before a truncation took it away; the write is new again.
@@ -889,7 +894,9 @@ export class Stream {
   }
 
   private stored(p: Queued, msgId: string | undefined, partition: number, seq: number): void {
-    if (this.replicaGates.length === 0) return this.afterStore(partition, p.subject, seq, () => this.acknowledge(p, msgId, seq));
+    // Unreplicated outside a cluster: nothing to wait for. In a cluster the lease is asked again once stored (whenReplicated):
+    // a store held up (a stalled disk, a paused process) past the lease and its grace may end after the stream was deleted.
+    if (this.replicaGates.length === 0 && this.leaseHeld === null) return this.afterStore(partition, p.subject, seq, () => this.acknowledge(p, msgId, seq));
     this.afterStore(partition, p.subject, seq, () => this.whenReplicated(partition, seq, (err) => (err === null ? this.acknowledge(p, msgId, seq) : this.fail(p, msgId, err))));
   }
 
