@@ -14,7 +14,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import kafkajs from "kafkajs";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -164,6 +164,23 @@ for t, f in a.delete_topics(["lone"], operation_timeout=5, request_timeout=15).i
   } finally {
     await check.disconnect();
   }
+});
+
+test("a node named at a delete while away and back without its copy (its disk replaced) is no longer named", async () => {
+  for (const i of [...down]) await restart(i, ["a", "b", "c"][i]);
+  const [a, b] = nodes;
+  const jsm = await jetstreamManager(await client(a));
+  await jsm.streams.add({ name: "wiped", subjects: ["wiped.>"], placement: { cluster: "", tags: ["node:c"] } });
+  const placed = a.cluster!.placements.get("$G", "wiped")!.placement.created!;
+  await takeDown(2);
+  await waitUntil(() => !a.cluster!.placements.isLive("c") && !b.cluster!.placements.isLive("c"), "c gone from a and b");
+  await deleteOnceGone(jsm, "wiped");
+  assert.deepEqual(a.cluster!.placements.deletedAway("$G", "wiped", placed), ["c"]);
+
+  // c's copy is lost with its disk; back, it has nothing to delete, and must not stay named in etcd for ever.
+  rmSync(join(cluster.site().dir, "c", "streams", "wiped"), { recursive: true, force: true });
+  await restart(2, "c");
+  await waitUntil(() => a.cluster!.placements.deletedAway("$G", "wiped", placed).length === 0, "c's name taken out though it had no copy", 15_000);
 });
 
 test("a stream of three replicas whose leader and a follower are down is deleted through the third; both, back, delete their copies", async () => {

@@ -682,6 +682,21 @@ export class Placements {
     return e === undefined ? [] : parseNodes(e.value);
   }
 
+  /** The removals naming `node` among the nodes away (deleted/), by account, stream and the placement's creation time. */
+  deletedNaming(node: string): Array<{ account: string; stream: string; created: string }> {
+    const out: Array<{ account: string; stream: string; created: string }> = [];
+    for (const e of this.metadata.list(DELETED_PREFIX)) {
+      if (!parseNodes(e.value).includes(node)) continue;
+      // <account>/<stream>/<created>: a stream's name and a time hold no "/", an account's name might.
+      const parts = e.key.slice(DELETED_PREFIX.length).split("/");
+      if (parts.length < 3) continue;
+      const created = parts.pop()!;
+      const stream = parts.pop()!;
+      out.push({ account: parts.join("/"), stream, created });
+    }
+    return out;
+  }
+
   /** Takes this node out of the nodes away at that removal (it deleted its copy); the key goes with the last of them. */
   async forgetDeleted(account: string, stream: string, created: string): Promise<void> {
     const dk = deletedKey(account, stream, created);

@@ -191,6 +191,8 @@ export interface StreamDirectory {
   deletedAway?(account: string, stream: string, created: string): string[];
   /** This node deleted its copy of that stream: it is no longer named. */
   forgetDeleted?(account: string, stream: string, created: string): Promise<void>;
+  /** The removals naming `node` among the nodes away (see deletedAway). */
+  deletedNaming?(node: string): Array<{ account: string; stream: string; created: string }>;
   /**
    * `unregistered`: nodes whose registration in etcd must be absent when the change is applied (ConcurrentChangeError if
    * not). A change of subjects, or one `judged` (its storage reservation grows), is judged by `admit` against the
@@ -254,7 +256,24 @@ export class ClusterStreams {
     });
     jetstreams.attachCluster(cs);
     await Promise.all(jetstreams.all().map((js) => cs.settleAccount(js.account.name)));
+    // In the background: a start waits for no etcd write of this.
+    void cs.forgetCopiesNotHere();
     return cs;
+  }
+
+  /**
+   * At start, once the copies found here are settled: a removal naming this node away whose copy is not here (its disk
+   * lost or replaced, its directory removed by hand) would else be named for ever, one more key in etcd per such
+   * delete. Only for an account whose streams this node has read: a copy of another may still be on its disk.
+   */
+  private async forgetCopiesNotHere(): Promise<void> {
+    for (const d of this.directory.deletedNaming?.(this.self) ?? []) {
+      const js = this.jetstreams.get(d.account);
+      if (js === undefined) continue;
+      const local = js.streams.get(d.stream);
+      if ((local !== undefined && local.placed === d.created) || js.notServed.has(d.stream) || js.unloadable.has(d.stream)) continue;
+      await this.forget(d.account, d.stream, d.created);
+    }
   }
 
   close(): void {
