@@ -10,7 +10,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
-import { EtcdClient } from "../src/cluster/etcd-client.js";
+import { EtcdClient, type WatchHandler } from "../src/cluster/etcd-client.js";
 import { Membership } from "../src/cluster/membership.js";
 import { startEtcd, type EtcdHarness } from "./helpers/etcd.js";
 import { startProxy } from "./helpers/tcp-proxy.js";
@@ -174,6 +174,46 @@ test("a lease revoked behind the node's back fences it at once, and it registers
     assert.notEqual(m.leaseId, lease);
   } finally {
     await a.node.leave();
+  }
+});
+
+/** An etcd client whose watches hold their events while `lagging` (a watch stream behind the unary calls). */
+class LaggingWatchClient extends EtcdClient {
+  lagging = false;
+  private readonly held: Array<() => void> = [];
+  override watch(o: Parameters<EtcdClient["watch"]>[0], handler: WatchHandler): ReturnType<EtcdClient["watch"]> {
+    return super.watch(o, {
+      ...handler,
+      created: (r) => handler.created(r),
+      events: (e) => (this.lagging ? this.held.push(() => handler.events(e)) : handler.events(e)),
+      canceled: (r, why) => handler.canceled(r, why),
+    });
+  }
+  catchUp(): void {
+    this.lagging = false;
+    for (const deliver of this.held.splice(0)) deliver();
+  }
+}
+
+test("a lease etcd no longer knows before its deadline (revoked, heard by a keep-alive before the watch) leaves no grace for writes", async () => {
+  const cluster = uniqueCluster("revokegrace");
+  const client = new LaggingWatchClient({ endpoints: [etcd.endpoint] });
+  const m = new Membership({ client, nodesPrefix: `/nagare-test/${cluster}/nodes/`, name: "a", leaseTtlS: 2, describe: () => testRecord("a", cluster), log: memoryLog() });
+  try {
+    await m.start(5000);
+    const lease = m.leaseId!;
+    client.lagging = true;
+    const fenced = nextEvent<[string]>(m, "fenced", 3000);
+    await admin.leaseRevoke(lease);
+    const [reason] = await fenced;
+    assert.match(reason, /no longer knows lease/);
+    // Its key went at the revoke, before the deadline: others count their wait from then, so a grace from the deadline
+    // would outlast theirs.
+    assert.equal(m.writesInGrace(), false);
+  } finally {
+    client.catchUp();
+    await m.leave();
+    client.close();
   }
 });
 

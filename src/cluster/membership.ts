@@ -299,7 +299,8 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       // Only over this node's own key with this node's lease: a key taken over is not written back.
       const r = await this.client.txn([{ key: this.key, lease }], [{ put: this.key, value, lease }]);
       if (lease !== this.leaseId) return;
-      if (!r.succeeded) this.fence(`its key ${this.key} no longer carries lease ${lease}`);
+      // Deleted or taken over, at some time before this: no grace (memberChanged's case, heard here first).
+      if (!r.succeeded) this.fence(`its key ${this.key} no longer carries lease ${lease}`, undefined, false);
       else this.lastWritten = value;
     } catch (err) {
       this.lastError = err as Error; // the next refresh tries again; the lease's own checks decide fencing
@@ -441,7 +442,9 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     }
     if (lease !== this.leaseId || this.state !== "registered") return;
     if (ttl <= 0) {
-      this.fence(`etcd no longer knows lease ${lease} (expired or revoked)`);
+      // Revoked, or expired: either way its key went before this answer, maybe well before the deadline (a revoke), as
+      // others saw it go: no grace, as for a key deleted (memberChanged), which the watch may tell only after this.
+      this.fence(`etcd no longer knows lease ${lease} (expired or revoked)`, undefined, false);
       return;
     }
     this.extend(sent, ttl);
