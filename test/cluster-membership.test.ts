@@ -243,6 +243,50 @@ test("a node whose clock passed its deadline (a paused process) does not hold it
   }
 });
 
+test("a machine suspended past the deadline (the monotonic clock stood still, the wall clock moved on) does not hold its lease", async () => {
+  const cluster = uniqueCluster("suspend");
+  const now = 1_000_000;
+  let wall = Date.now();
+  const client = new EtcdClient({ endpoints: [etcd.endpoint] });
+  // Not a literal: the option is new, and this test ran against the code before it too.
+  const o = { client, nodesPrefix: `/nagare-test/${cluster}/nodes/`, name: "a", leaseTtlS: 2, describe: () => testRecord("a", cluster), now: () => now, wallNow: () => wall, log: memoryLog() };
+  const m = new Membership(o);
+  try {
+    await m.start(5000);
+    assert.ok(m.holdsLease());
+    // Suspended for a minute: etcd expired the lease meanwhile; performance.now() did not count the minute.
+    wall += 60_000;
+    assert.equal(m.holdsLease(), false, "past the deadline by the wall clock");
+  } finally {
+    await m.leave();
+    client.close();
+  }
+});
+
+test("a machine suspended through the grace of a lease it lost takes no more writes for its streams of one replica", async () => {
+  const cluster = uniqueCluster("suspendgrace");
+  let now = 1_000_000;
+  let wall = Date.now();
+  const client = new EtcdClient({ endpoints: [etcd.endpoint] });
+  const o = { client, nodesPrefix: `/nagare-test/${cluster}/nodes/`, name: "a", leaseTtlS: 2, describe: () => testRecord("a", cluster), now: () => now, wallNow: () => wall, log: memoryLog() };
+  const m = new Membership(o);
+  try {
+    await m.start(5000);
+    // Held up past its deadline: fenced by its next keep-alive, within the grace (10 TTLs) of an etcd outage.
+    const fenced = nextEvent<[string]>(m, "fenced", 3000);
+    now += 1600;
+    wall += 1600;
+    assert.match((await fenced)[0], /passed before its keep-alive was sent/);
+    assert.ok(m.writesInGrace());
+    // Then suspended for a minute: the others' wait (20 s from the key's going) is over.
+    wall += 60_000;
+    assert.equal(m.writesInGrace(), false);
+  } finally {
+    await m.leave();
+    client.close();
+  }
+});
+
 test("the record is written again when it changes, under the same lease", async () => {
   const cluster = uniqueCluster("load");
   const a = await startTestNode(etcd.endpoint, cluster, "a");

@@ -90,6 +90,12 @@ export interface MembershipOptions {
   refreshMs?: number;
   /** Monotonic milliseconds (tests may drive it); default performance.now. */
   now?: () => number;
+  /**
+   * Wall-clock milliseconds (tests may drive it); default Date.now. The monotonic clock stands still while the machine
+   * is suspended (a VM paused, a laptop asleep) while etcd's lease runs on: the lease is counted on only while neither
+   * clock has passed its deadline.
+   */
+  wallNow?: () => number;
   log: Logger;
   /**
    * A key put with each registration, under the lease, beside the
@@ -142,12 +148,17 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
   registrations = 0;
   private readonly client: EtcdClient;
   private readonly now: () => number;
+  private readonly wallNow: () => number;
+  /** `deadline` by the wall clock (wallNow): a suspend moves that one on. */
+  private wallDeadline = 0;
   private readonly log: Logger;
   private readonly describe: () => NodeRecord;
   private readonly refreshMs: number;
   private deadline = 0;
   /** Until when (this.now()) writes to streams of one replica led here are still taken without a lease (writesInGrace). */
   private graceEnd = -Infinity;
+  /** `graceEnd` by the wall clock (a suspend stops the monotonic one, not etcd's lease nor the others' wait). */
+  private graceEndWall = -Infinity;
   /** When each member's key was seen to go (this.now()); a member gone before this node followed them counts from then. */
   private readonly goneAt = new Map<string, number>();
   private readonly followedSince: number;
@@ -172,6 +183,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     this.key = o.nodesPrefix + o.name;
     this.ttlS = o.leaseTtlS;
     this.now = o.now ?? (() => performance.now());
+    this.wallNow = o.wallNow ?? Date.now;
     this.log = o.log;
     this.describe = o.describe;
     this.refreshMs = o.refreshMs ?? MEMBERSHIP_DEFAULTS.refreshMs;
@@ -192,7 +204,13 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
    * Another node deletes such a stream only after the key has been gone that long (absentForMs).
    */
   writesInGrace(): boolean {
-    return this.now() < this.graceEnd;
+    return this.now() < this.graceEnd && this.wallNow() < this.graceEndWall;
+  }
+
+  /** The grace runs graceMs from `from` (monotonic) and from `fromWall` (wall clock), whichever ends first. */
+  private setGraceEnd(from: number, fromWall: number): void {
+    this.graceEnd = from + this.graceMs();
+    this.graceEndWall = fromWall + this.graceMs();
   }
 
   /** How long `name`'s key has been gone, as this node saw it (0 while it is there). */
@@ -214,7 +232,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
 
   /** Whether this node may act on its lease now: registered, and its local deadline not passed. */
   holdsLease(): boolean {
-    return this.state === "registered" && this.now() < this.deadline;
+    return this.state === "registered" && this.now() < this.deadline && this.wallNow() < this.wallDeadline;
   }
 
   /** Milliseconds left before the node stops counting on its lease; 0 when it does not hold one. */
@@ -274,7 +292,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     if (this.state !== "registered") return;
     if (lease !== undefined && lease !== this.leaseId) return;
     // The lease's deadline is no later than etcd's expiry of it, which others see the key go at, or after.
-    this.graceEnd = grace ? this.deadline + this.graceMs() : -Infinity;
+    this.setGraceEnd(grace ? this.deadline : -Infinity, grace ? this.wallDeadline : -Infinity);
     this.state = "fenced";
     if (this.leaseId !== undefined) this.staleLeases.add(this.leaseId);
     this.leaseId = undefined;
@@ -316,7 +334,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     const leases = [...(this.leaseId !== undefined ? [this.leaseId] : []), ...this.staleLeases];
     const wasRegistered = this.state === "registered";
     // Revoked from now on: others see the key go after this.
-    if (wasRegistered) this.graceEnd = Math.min(this.deadline, this.now()) + this.graceMs();
+    if (wasRegistered) this.setGraceEnd(Math.min(this.deadline, this.now()), Math.min(this.wallDeadline, this.wallNow()));
     this.stop();
     if (wasRegistered) this.emit("left");
     for (const id of leases) {
@@ -378,6 +396,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       this.staleLeases.delete(id);
     }
     const sent = this.now();
+    const sentWall = this.wallNow();
     const grant = await this.client.leaseGrant(this.o.leaseTtlS);
     let done = false;
     try {
@@ -396,9 +415,10 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       this.registeredRevision = r.revision;
       this.lastWritten = value;
       this.deadline = 0;
+      this.wallDeadline = 0;
       this.state = "registered";
       this.registrations++;
-      this.extend(sent, grant.ttl);
+      this.extend(sent, sentWall, grant.ttl);
       this.backoff.reset();
       this.scheduleKeepAlive();
       this.refreshTimer = setInterval(() => void this.refresh(), this.refreshMs);
@@ -423,6 +443,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     const lease = this.leaseId;
     if (lease === undefined || this.state !== "registered") return;
     const sent = this.now();
+    const sentWall = this.wallNow();
     if (sent >= this.deadline) {
       // The process was held up past its deadline (paused, or an event loop blocked): no answer can help now.
       this.fence(`the deadline of lease ${lease} passed before its keep-alive was sent (the process was held up ${Math.round(sent - this.deadline)} ms past it)`);
@@ -447,14 +468,15 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       this.fence(`etcd no longer knows lease ${lease} (expired or revoked)`, undefined, false);
       return;
     }
-    this.extend(sent, ttl);
+    this.extend(sent, sentWall, ttl);
     this.scheduleKeepAlive();
   }
 
   /** A keep-alive sent at `sent` was answered with `ttlS`: etcd cannot expire the lease before sent + TTL. */
-  private extend(sent: number, ttlS: number): void {
+  private extend(sent: number, sentWall: number, ttlS: number): void {
     const ttlMs = ttlS * 1000;
     this.deadline = Math.max(this.deadline, sent + ttlMs - fenceMarginMs(ttlMs));
+    this.wallDeadline = Math.max(this.wallDeadline, sentWall + ttlMs - fenceMarginMs(ttlMs));
     this.armFenceTimer();
   }
 
