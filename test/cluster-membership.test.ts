@@ -195,10 +195,13 @@ class LaggingWatchClient extends EtcdClient {
   }
 }
 
-test("a lease etcd no longer knows before its deadline (revoked, heard by a keep-alive before the watch) leaves no grace for writes", async () => {
+test("a lease etcd no longer knows (revoked, heard by a keep-alive before the watch) leaves a grace counted from the last keep-alive answered, not the deadline", async () => {
   const cluster = uniqueCluster("revokegrace");
   const client = new LaggingWatchClient({ endpoints: [etcd.endpoint] });
-  const m = new Membership({ client, nodesPrefix: `/nagare-test/${cluster}/nodes/`, name: "a", leaseTtlS: 2, describe: () => testRecord("a", cluster), log: memoryLog() });
+  let now = 1_000_000;
+  let wall = Date.now();
+  const o = { client, nodesPrefix: `/nagare-test/${cluster}/nodes/`, name: "a", leaseTtlS: 2, describe: () => testRecord("a", cluster), now: () => now, wallNow: () => wall, log: memoryLog() };
+  const m = new Membership(o);
   try {
     await m.start(5000);
     const lease = m.leaseId!;
@@ -207,9 +210,14 @@ test("a lease etcd no longer knows before its deadline (revoked, heard by a keep
     await admin.leaseRevoke(lease);
     const [reason] = await fenced;
     assert.match(reason, /no longer knows lease/);
-    // Its key went at the revoke, before the deadline: others count their wait from then, so a grace from the deadline
-    // would outlast theirs.
-    assert.equal(m.writesInGrace(), false);
+    // The key went at the revoke, any time after that send; the others wait 10 TTLs (20 s) from when they saw it go. An
+    // etcd stopping answers so too (the lease comes back with it): a grace is left, from that send.
+    now += 19_000;
+    wall += 19_000;
+    assert.equal(m.writesInGrace(), true);
+    now += 1000;
+    wall += 1000;
+    assert.equal(m.writesInGrace(), false, "no writes 20 s past the last keep-alive etcd answered");
   } finally {
     client.catchUp();
     await m.leave();

@@ -151,6 +151,9 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
   private readonly wallNow: () => number;
   /** `deadline` by the wall clock (wallNow): a suspend moves that one on. */
   private wallDeadline = 0;
+  /** When the last keep-alive (or grant) etcd answered was sent, by either clock. */
+  private answeredSent = -Infinity;
+  private answeredSentWall = -Infinity;
   private readonly log: Logger;
   private readonly describe: () => NodeRecord;
   private readonly refreshMs: number;
@@ -288,11 +291,14 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
    * was in flight while the node registered again must not fence the new
    * registration.
    */
-  fence(reason: string, lease?: string, grace = true): void {
+  fence(reason: string, lease?: string, grace: boolean | "lastAnswered" = true): void {
     if (this.state !== "registered") return;
     if (lease !== undefined && lease !== this.leaseId) return;
-    // The lease's deadline is no later than etcd's expiry of it, which others see the key go at, or after.
-    this.setGraceEnd(grace ? this.deadline : -Infinity, grace ? this.wallDeadline : -Infinity);
+    // The lease's deadline is no later than etcd's expiry of it, which others see the key go at, or after. A lease etcd
+    // says it no longer knows may have been revoked, its key deleted, at any time after the last keep-alive it answered
+    // was sent (`lastAnswered`): the grace counts from then.
+    if (grace === "lastAnswered") this.setGraceEnd(this.answeredSent, this.answeredSentWall);
+    else this.setGraceEnd(grace ? this.deadline : -Infinity, grace ? this.wallDeadline : -Infinity);
     this.state = "fenced";
     if (this.leaseId !== undefined) this.staleLeases.add(this.leaseId);
     this.leaseId = undefined;
@@ -416,6 +422,7 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
       this.lastWritten = value;
       this.deadline = 0;
       this.wallDeadline = 0;
+      this.answeredSent = this.answeredSentWall = -Infinity;
       this.state = "registered";
       this.registrations++;
       this.extend(sent, sentWall, grant.ttl);
@@ -463,9 +470,9 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     }
     if (lease !== this.leaseId || this.state !== "registered") return;
     if (ttl <= 0) {
-      // Revoked, or expired: either way its key went before this answer, maybe well before the deadline (a revoke), as
-      // others saw it go: no grace, as for a key deleted (memberChanged), which the watch may tell only after this.
-      this.fence(`etcd no longer knows lease ${lease} (expired or revoked)`, undefined, false);
+      // Revoked (its key deleted then, maybe well before the deadline, and the others' wait counts from then), or expired,
+      // or an etcd stopping that answers so (the lease comes back with it): the grace counts from the last answered send.
+      this.fence(`etcd no longer knows lease ${lease} (expired or revoked)`, undefined, "lastAnswered");
       return;
     }
     this.extend(sent, sentWall, ttl);
@@ -477,6 +484,8 @@ export class Membership extends EventEmitter<{ registered: [lease: string]; fenc
     const ttlMs = ttlS * 1000;
     this.deadline = Math.max(this.deadline, sent + ttlMs - fenceMarginMs(ttlMs));
     this.wallDeadline = Math.max(this.wallDeadline, sentWall + ttlMs - fenceMarginMs(ttlMs));
+    this.answeredSent = Math.max(this.answeredSent, sent);
+    this.answeredSentWall = Math.max(this.answeredSentWall, sentWall);
     this.armFenceTimer();
   }
 
