@@ -612,3 +612,31 @@ test("a Kafka AlterConfigs that the store of the node asked fails is undone in t
     for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
   }
 });
+
+test("a node that stops telling what it holds (its limits lifted there) is not counted for ever at what it last told", async () => {
+  setAccountLimits({ maxStreams: 0, maxStorage: -1 });
+  const jsm = await jetstreamManager(await clients.open(nodes[0].url));
+  const js = jetstream(await clients.open(nodes[2].url));
+  try {
+    for (const n of ["a", "c"]) await jsm.streams.add({ name: `S${n}`, subjects: [`s.${n}`], ...on(n) });
+    while ((await jsm.streams.info("Sa")).state.bytes < 2900) await js.publish("s.a", "x".repeat(200));
+    setAccountLimits({ maxStorage: 3000 });
+    // c refuses once it has heard what a holds.
+    assert.equal((await refusedWithin(js, "s.c", () => jsm.streams.purge("Sc"), 10_000)).code, 10002);
+    // a's limit lifted (a config reload there first, say): a stops telling. Then a's stream is emptied.
+    nodes[0].jetstream!.setLimits({ ...nodes[0].jetstream!.limits, maxStorage: -1 });
+    await jsm.streams.purge("Sa");
+    await waitUntilAsync(async () => {
+      try {
+        await js.publish("s.c", "x".repeat(200));
+        return true;
+      } catch (err) {
+        if (err instanceof JetStreamApiError && err.code === 10002) return false;
+        throw err;
+      }
+    }, "c to take a publish again, no longer counting a's last report", 15_000);
+  } finally {
+    setAccountLimits({ maxStorage: -1 });
+    for (const name of await jsm.streams.names().next()) await jsm.streams.delete(name);
+  }
+});
