@@ -171,6 +171,8 @@ test("the leader goes: an in-sync follower takes over with every acknowledged me
   nodes.push(back);
   await waitUntil(() => lastSeqOn(back, "R3") === 101, "the old leader caught up", 30_000);
   await waitUntil(() => placementOf(others[0], "R3")!.isr![0].includes(leaderName), "the old leader back in the ISR", 30_000);
+  // The node asked below counts from its own copy of the placements, which may follow etcd a moment after others[0]'s.
+  await waitUntil(() => placementOf(others[1], "R3")!.isr![0].includes(leaderName), "the other node sees the ISR whole", 30_000);
   assert.equal(await underReplicated(others[1]), 0);
   assert.equal(await underReplicatedInVarz(others[1]), 0);
   const ack2 = await retrying(() => js.publish("r3.back", "back"));
