@@ -1092,13 +1092,18 @@ export class JetStream implements DeliveryHost, StorageQuota {
    * placement changes (a refusal after it would leave the cluster changed).
    */
   updateRefusal(raw: unknown): ApiError | null {
-    const config = sealAdjusted(normalizeStreamConfig(raw));
-    const stream = this.streams.get(config.name);
-    if (stream === undefined) return null;
-    const refused =
-      streamUpdateError(stream.config, config) ??
-      unsupportedStreamFeature(config, this.cluster !== null) ??
-      this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
+    const asked = normalizeStreamConfig(raw);
+    const stream = this.streams.get(asked.name);
+    return stream === undefined ? null : this.updateError(stream, asked);
+  }
+
+  /** Why an update of `stream` to `asked` is refused before anything is written, or null: update's checks, in its order. */
+  private updateError(stream: Stream, asked: StreamConfig): ApiError | null {
+    // Checked as asked, then sealed (nats-server's order): an update of a sealed stream must still ask for its denies.
+    const err = streamUpdateError(stream.config, asked);
+    if (err !== null) return err;
+    const config = sealAdjusted(asked);
+    const refused = unsupportedStreamFeature(config, this.cluster !== null) ?? this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
     if (refused !== null) return refused;
     try {
       this.checkOverlap(config, stream);
@@ -1176,15 +1181,9 @@ export class JetStream implements DeliveryHost, StorageQuota {
 
   private async update(asked: StreamConfig): Promise<Stream> {
     const stream = this.stream(asked.name);
-    // Checked as asked, then sealed (nats-server's order): an update of a sealed stream must still ask for its denies.
-    const err = streamUpdateError(stream.config, asked);
-    if (err !== null) throw err;
+    const refused = this.updateError(stream, asked);
+    if (refused !== null) throw refused;
     const config = sealAdjusted(asked);
-    const unsupported = unsupportedStreamFeature(config, this.cluster !== null);
-    if (unsupported !== null) throw unsupported;
-    const over = this.limitError(config, stream.partitions.length, reservationOf(stream.config, stream.partitions.length));
-    if (over !== null) throw over;
-    this.checkOverlap(config, stream);
     // Reserved as it is or as it will be, the larger (the write can fail), with the subjects it takes.
     const grows = config.max_bytes > Math.max(stream.config.max_bytes, 0);
     const release = this.reserve(config.name, config.subjects, grows ? { config, partitions: stream.partitions } : stream);
